@@ -1,0 +1,135 @@
+"""Layer compression: zstd (default), gzip, or none; the only module that imports zstandard.
+
+Determinism: zstd at a pinned level with ``threads >= 1`` (zstd frames differ between
+threads=0 and threads>=1, and are identical for any count >= 1), gzip with mtime 0 and
+no file name.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import BinaryIO, Literal, Protocol, cast
+
+import zstandard
+
+Compression = Literal["zstd", "gzip", "none"]
+COMPRESSIONS: tuple[Compression, ...] = ("zstd", "gzip", "none")
+ZSTD_LEVEL = 3
+GZIP_LEVEL = 6
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class Writable(Protocol):
+    def write(self, data: bytes, /) -> int | None: ...
+
+
+class Compressor(Protocol):
+    """A writable that compresses into its sink; ``finish()`` ends the stream."""
+
+    def write(self, data: bytes, /) -> int | None: ...
+
+    def finish(self) -> None: ...
+
+
+class _Plain:
+    def __init__(self, sink: Writable) -> None:
+        self._sink = sink
+
+    def write(self, data: bytes, /) -> int | None:
+        self._sink.write(data)
+        return len(data)
+
+    def finish(self) -> None:
+        pass
+
+
+class _Zstd:
+    def __init__(self, sink: Writable, level: int) -> None:
+        # threads >= 1 always: see the module docstring.
+        cctx = zstandard.ZstdCompressor(level=level, threads=max(1, os.cpu_count() or 1), write_checksum=True)
+        self._writer = cctx.stream_writer(cast(BinaryIO, sink), closefd=False, write_return_read=True)
+
+    def write(self, data: bytes, /) -> int | None:
+        return self._writer.write(data)
+
+    def finish(self) -> None:
+        self._writer.flush(zstandard.FLUSH_FRAME)
+        self._writer.close()  # type: ignore[no-untyped-call]
+
+
+class _Gzip:
+    def __init__(self, sink: Writable, level: int) -> None:
+        self._gz = gzip.GzipFile(filename="", mode="wb", compresslevel=level, fileobj=cast(BinaryIO, sink), mtime=0)
+
+    def write(self, data: bytes, /) -> int | None:
+        return self._gz.write(data)
+
+    def finish(self) -> None:
+        self._gz.close()  # writes the trailer; does not close the sink (fileobj given)
+
+
+def compressor(kind: Compression, sink: Writable, *, level: int | None = None) -> Compressor:
+    """A streaming compressor writing ``kind`` into ``sink``."""
+    if kind == "zstd":
+        return _Zstd(sink, ZSTD_LEVEL if level is None else level)
+    if kind == "gzip":
+        return _Gzip(sink, GZIP_LEVEL if level is None else level)
+    if kind == "none":
+        return _Plain(sink)
+    raise ValueError(f"unknown compression {kind!r}")
+
+
+def sniff(head: bytes) -> Compression:
+    """The compression of a stream from its first bytes (magic numbers)."""
+    if head.startswith(_ZSTD_MAGIC):
+        return "zstd"
+    if head.startswith(_GZIP_MAGIC):
+        return "gzip"
+    return "none"
+
+
+class _Prefixed(io.RawIOBase):
+    """A stream with some already-read bytes put back in front."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self._head = head
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(buffer)
+        if self._head:
+            n = min(len(view), len(self._head))
+            view[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._rest.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+
+@contextmanager
+def decompressed(stream: BinaryIO, kind: Compression | None = None) -> Iterator[BinaryIO]:
+    """The uncompressed bytes of ``stream``; ``kind=None`` sniffs the magic number."""
+    if kind is None:
+        head = stream.read(4)
+        kind = sniff(head)
+        stream = cast(BinaryIO, io.BufferedReader(_Prefixed(head, stream), buffer_size=1 << 20))
+    if kind == "zstd":
+        reader = zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True, closefd=False)
+        try:
+            yield cast(BinaryIO, reader)
+        finally:
+            reader.close()  # type: ignore[no-untyped-call]
+    elif kind == "gzip":
+        with gzip.GzipFile(fileobj=stream, mode="rb") as gz:
+            yield cast(BinaryIO, gz)
+    else:
+        yield stream

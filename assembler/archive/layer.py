@@ -1,0 +1,183 @@
+"""Layers in one streaming pass: tar -> diff_id hash -> compressor -> digest hash -> file.
+
+Memory stays flat whatever the layer size: file data moves in 1 MiB chunks and only
+entry metadata is held (to sort it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tarfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
+from typing import BinaryIO
+
+from assembler.archive.compress import Compression, Writable, compressor, decompressed
+from assembler.archive.tar import TarEntry, TarWriter, entry_from_tarinfo, normalize, sort_key
+from assembler.oci import mediatypes as mt
+from assembler.oci.descriptor import Descriptor
+
+Opener = Callable[[], AbstractContextManager[BinaryIO]]
+"""Opens a member's data when the writer reaches it (so thousands of files are not open at once)."""
+
+Member = tuple[TarEntry, Opener | None]
+
+ProgressFn = Callable[[int], None]
+"""Called with the number of uncompressed bytes just written (for progress bars)."""
+
+
+@dataclass(frozen=True)
+class LayerBlob:
+    """What writing a layer produced: both digests and both sizes."""
+
+    digest: str
+    size: int
+    diff_id: str
+    uncompressed_size: int
+    compression: Compression
+
+    @property
+    def media_type(self) -> str:
+        return mt.oci_layer_type(self.compression)
+
+    def descriptor(self) -> Descriptor:
+        return Descriptor(self.media_type, self.digest, self.size)
+
+
+class HashingSink:
+    """A writable that hashes and counts what passes through to ``sink``."""
+
+    def __init__(self, sink: Writable | None) -> None:
+        self._sink = sink
+        self._sha = hashlib.sha256()
+        self.count = 0
+
+    def write(self, data: bytes, /) -> int:
+        self._sha.update(data)
+        self.count += len(data)
+        if self._sink is not None:
+            self._sink.write(data)
+        return len(data)
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self._sha.hexdigest()
+
+
+class _TarSink:
+    """Uncompressed side: hash (diff_id), count, report progress, feed the compressor."""
+
+    def __init__(self, inner: Writable, progress: ProgressFn | None) -> None:
+        self._hash = HashingSink(inner)
+        self._progress = progress
+
+    def write(self, data: bytes, /) -> int:
+        self._hash.write(data)
+        if self._progress is not None:
+            self._progress(len(data))
+        return len(data)
+
+
+def sorted_members(members: Iterable[Member]) -> list[Member]:
+    """Members in the contract's order (path components, bytewise); duplicates: last wins."""
+    by_path: dict[str, Member] = {}
+    for member in members:
+        by_path[member[0].path] = member
+    return [by_path[p] for p in sorted(by_path, key=sort_key)]
+
+
+def order_hardlinks(members: list[Member]) -> list[Member]:
+    """Make every hard link point *back*: after sorting, the first path of a link group
+    carries the data and the others link to it (a link before its target is invalid)."""
+    by_path = {entry.path: (entry, opener) for entry, opener in members}
+    group_head: dict[str, str] = {}  # original target -> path now carrying the data
+    out: list[Member] = []
+    for entry, opener in members:
+        if entry.kind == "hardlink":
+            target = entry.linkname
+            while target in by_path and by_path[target][0].kind == "hardlink" and by_path[target][0].linkname != target:
+                target = by_path[target][0].linkname  # a link to a link: follow to the file
+            if target in group_head:
+                out.append((replace(entry, linkname=group_head[target]), None))
+                continue
+            if target not in by_path or by_path[target][0].kind != "file":
+                raise ValueError(
+                    f"hard link {entry.path} points at {entry.linkname}, which is not a file in the archive"
+                )
+            head, head_opener = by_path[target]
+            group_head[target] = entry.path
+            out.append((replace(head, path=entry.path), head_opener))
+            continue
+        if entry.path in group_head:
+            # The data went out earlier under another name: this path becomes a link.
+            out.append((replace(entry, kind="hardlink", linkname=group_head[entry.path], size=0), None))
+            continue
+        if entry.kind == "file":
+            group_head.setdefault(entry.path, entry.path)
+        out.append((entry, opener))
+    return out
+
+
+def write_layer(
+    members: Iterable[Member],
+    out: Writable,
+    *,
+    compression: Compression,
+    epoch: int,
+    presorted: bool = False,
+    progress: ProgressFn | None = None,
+) -> LayerBlob:
+    """Write ``members`` as one layer blob into ``out``, normalising every entry.
+
+    Members are sorted unless ``presorted``. Raises ValueError when a file's data ends
+    before its recorded size (it changed while being read).
+    """
+    digest_sink = HashingSink(out)
+    comp = compressor(compression, digest_sink)
+    tar_sink = _TarSink(comp, progress)
+    writer = TarWriter(tar_sink)
+    for entry, opener in members if presorted else order_hardlinks(sorted_members(members)):
+        entry = normalize(entry, epoch=epoch)
+        if entry.kind == "file" and entry.size and opener is not None:
+            with opener() as data:
+                writer.add(entry, data)
+        else:
+            writer.add(entry)
+    writer.close()
+    comp.finish()
+    return LayerBlob(
+        digest=digest_sink.digest,
+        size=digest_sink.count,
+        diff_id=tar_sink._hash.digest,
+        uncompressed_size=tar_sink._hash.count,
+        compression=compression,
+    )
+
+
+def recompress(
+    src: BinaryIO, src_compression: Compression | None, out: Writable, *, compression: Compression
+) -> LayerBlob:
+    """The same tar bytes in another compression (diff_id unchanged), streamed."""
+    digest_sink = HashingSink(out)
+    comp = compressor(compression, digest_sink)
+    tar_hash = HashingSink(comp)
+    with decompressed(src, src_compression) as plain:
+        while chunk := plain.read(1 << 20):
+            tar_hash.write(chunk)
+    comp.finish()
+    return LayerBlob(digest_sink.digest, digest_sink.count, tar_hash.digest, tar_hash.count, compression)
+
+
+def iter_tar(stream: BinaryIO, *, what: str) -> Iterator[tuple[TarEntry, tarfile.TarFile, tarfile.TarInfo]]:
+    """Entries of an uncompressed tar *stream*, in archive order, with what reads their data.
+
+    Uses tarfile's stream mode, so the data of an entry must be read before moving on.
+    Raises UnsafePath for members that climb out of the root.
+    """
+    with tarfile.open(fileobj=stream, mode="r|", errorlevel=2) as tf:
+        for info in tf:
+            entry = entry_from_tarinfo(info, what=what)
+            if entry is None or not entry.path:
+                continue
+            yield entry, tf, info

@@ -1,0 +1,154 @@
+"""Tar members from a host file or directory (the ``copy`` layer and artifact exports).
+
+What a user expects from ``COPY``: a directory's *contents* land under the destination,
+a file lands at the destination (or inside it when it ends with ``/``), the top-level
+source is followed if it is a symlink, symlinks inside are kept as links, hard links
+inside stay hard links, parents are created 0755. Host files get uid/gid 0 unless an
+owner is given; mode bits (setuid included) and ``security.capability`` are kept.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import stat
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import BinaryIO, cast
+
+from assembler.archive.layer import Member, Opener
+from assembler.archive.tar import ALLOWED_XATTRS, Kind, TarEntry, clean_path, sort_key
+
+
+def _xattrs(path: str) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    for name in ALLOWED_XATTRS:
+        try:
+            out[name] = os.getxattr(path, name, follow_symlinks=False)
+        except OSError:
+            continue  # ENODATA / ENOTSUP: nothing to keep
+    return out
+
+
+def _file_opener(path: str) -> Opener:
+    def opener() -> AbstractContextManager[BinaryIO]:
+        return cast(AbstractContextManager[BinaryIO], open(path, "rb"))  # the writer closes it
+
+    return opener
+
+
+def _kind(mode: int) -> Kind | None:
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    if stat.S_ISFIFO(mode):
+        return "fifo"
+    if stat.S_ISCHR(mode):
+        return "char"
+    if stat.S_ISBLK(mode):
+        return "block"
+    return None  # sockets: dropped
+
+
+def parents(path: str) -> Iterator[str]:
+    """``a``, ``a/b`` for ``a/b/c``: the directories a path needs."""
+    parts = path.split("/")[:-1]
+    for i in range(1, len(parts) + 1):
+        yield "/".join(parts[:i])
+
+
+def host_members(
+    src: Path,
+    dest: str,
+    *,
+    mode: int | None = None,
+    uid: int = 0,
+    gid: int = 0,
+    keep_owner: bool = False,
+) -> list[Member]:
+    """Members for copying host ``src`` to image path ``dest`` (absolute or relative).
+
+    ``mode`` overrides permission bits of files and directories (not links);
+    ``keep_owner`` keeps the host uid/gid (used for trees read from a container root).
+    Raises FileNotFoundError if ``src`` does not exist.
+    """
+    src_str = os.fspath(src)
+    top = os.stat(src_str)  # follows a top-level symlink, as COPY does
+    dest_clean = clean_path(dest, what="copy destination")
+    members: list[Member] = []
+
+    def entry_for(host: str, st: os.stat_result, path: str) -> TarEntry | None:
+        kind = _kind(st.st_mode)
+        if kind is None:
+            return None
+        perm = stat.S_IMODE(st.st_mode)
+        if mode is not None and kind in ("file", "dir"):
+            # Keep setuid/setgid/sticky only if the override asks for them.
+            perm = mode
+        return TarEntry(
+            path=path,
+            kind=kind,
+            mode=perm,
+            uid=st.st_uid if keep_owner else uid,
+            gid=st.st_gid if keep_owner else gid,
+            size=st.st_size if kind == "file" else 0,
+            mtime=int(st.st_mtime),
+            linkname=os.readlink(host) if kind == "symlink" else "",
+            devmajor=os.major(st.st_rdev) if kind in ("char", "block") else 0,
+            devminor=os.minor(st.st_rdev) if kind in ("char", "block") else 0,
+            xattrs=_xattrs(host) if kind in ("file", "dir") else {},
+        )
+
+    if stat.S_ISDIR(top.st_mode):
+        root_path = dest_clean
+        found: list[tuple[str, str, os.stat_result]] = []
+        for dirpath, dirnames, filenames in os.walk(src_str):
+            rel_dir = os.path.relpath(dirpath, src_str)
+            for name in (*dirnames, *filenames):
+                host = os.path.join(dirpath, name)
+                rel = name if rel_dir == "." else posixpath.join(rel_dir.replace(os.sep, "/"), name)
+                found.append((host, posixpath.join(root_path, rel) if root_path else rel, os.lstat(host)))
+        if root_path:
+            root_entry = entry_for(src_str, top, root_path)
+            if root_entry is not None:
+                members.append((root_entry, None))
+        # Hard links: the first path in layer order holds the data, the others link to it.
+        found.sort(key=lambda item: sort_key(item[1]))
+        first_of_inode: dict[tuple[int, int], str] = {}
+        for host, path, st in found:
+            entry = entry_for(host, st, path)
+            if entry is None:
+                continue
+            if entry.kind == "file" and st.st_nlink > 1:
+                ident = (st.st_dev, st.st_ino)
+                if ident in first_of_inode:
+                    members.append((_as_hardlink(entry, first_of_inode[ident]), None))
+                    continue
+                first_of_inode[ident] = path
+            members.append((entry, _file_opener(host) if entry.kind == "file" else None))
+    else:
+        if dest.endswith("/") or not dest_clean:
+            dest_clean = posixpath.join(dest_clean, os.path.basename(src_str.rstrip("/")))
+        entry = entry_for(src_str, top, dest_clean)
+        if entry is not None:
+            members.append((entry, _file_opener(src_str) if entry.kind == "file" else None))
+    top_path = dest_clean
+    for parent in parents(top_path):
+        members.append((TarEntry(path=parent, kind="dir", mode=0o755), None))
+    return members
+
+
+def _as_hardlink(entry: TarEntry, target: str) -> TarEntry:
+    return TarEntry(
+        path=entry.path,
+        kind="hardlink",
+        mode=entry.mode,
+        uid=entry.uid,
+        gid=entry.gid,
+        mtime=entry.mtime,
+        linkname=target,
+    )

@@ -1,0 +1,158 @@
+"""The one exception tree of `assemble`.
+
+Every error the library raises on purpose is an :class:`AssemblerError`. The CLI turns
+it into ``error: <message>`` (plus ``hint: <hint>`` where there is one) and an exit code;
+anything else reaching the CLI is a bug and gets a traceback.
+
+::
+
+    AssemblerError                      exit 1: the build or the run failed
+    ├── InputError                      exit 2: the user's input is wrong
+    │   ├── ManifestError               file:line: field: message
+    │   ├── BadReference                a transport reference that does not parse
+    │   └── UnsafePath                  an archive entry or a copy escaping its root
+    ├── NotFound                        an image, blob, tag or file that is not there
+    ├── DigestMismatch                  bytes that do not hash to what was promised
+    ├── InvalidImage                    an image that fails validation
+    ├── ToolError                       an external program failed or is missing
+    │   └── StepFailed                  a compile or runtime step's command failed
+    ├── RegistryError                   a registry said no (after retries)
+    └── CacheError                      the cache directory cannot be used
+
+Expected failures carry fields (``status``, ``argv``, ``returncode``, ``log_tail``...), not
+only text, so callers can decide without parsing messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class AssemblerError(Exception):
+    """Base of every error raised on purpose. ``hint`` tells the user what to do."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InputError(AssemblerError):
+    """The user's input (manifest, flags, references, files) is wrong: exit 2."""
+
+    exit_code = 2
+
+
+class ManifestError(InputError):
+    """A manifest or recipe problem, located at ``file:line: field``."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: Path | str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.file = str(file) if file is not None else None
+        self.line = line
+        self.field = field
+        self.detail = message
+        where = ""
+        if self.file is not None:
+            where = self.file + (f":{line}" if line is not None else "") + ": "
+        if field:
+            where += f"{field}: "
+        super().__init__(where + message, hint=hint)
+
+
+class BadReference(InputError):
+    """A transport reference (``oci:DIR:TAG``, ``docker://...``) that does not parse."""
+
+
+class UnsafePath(InputError):
+    """An archive entry, link or copy source that would escape its root."""
+
+
+class NotFound(AssemblerError):
+    """An image, tag, blob, base or file that does not exist."""
+
+
+class DigestMismatch(AssemblerError):
+    """Bytes whose sha256 is not the digest they were promised to have."""
+
+    def __init__(self, message: str, *, expected: str, actual: str) -> None:
+        super().__init__(f"{message}: expected {expected}, got {actual}")
+        self.expected = expected
+        self.actual = actual
+
+
+class InvalidImage(AssemblerError):
+    """An image whose manifest, config or blobs fail validation."""
+
+
+class ToolError(AssemblerError):
+    """An external program failed, or is missing."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        argv: Sequence[str] = (),
+        returncode: int | None = None,
+        stderr_tail: str = "",
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.argv = tuple(argv)
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+
+
+class StepFailed(ToolError):
+    """A compile or runtime step's command exited non-zero."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        step: str,
+        command: str,
+        argv: Sequence[str] = (),
+        returncode: int | None = None,
+        log_path: Path | None = None,
+        log_tail: str = "",
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, argv=argv, returncode=returncode, stderr_tail=log_tail, hint=hint)
+        self.step = step
+        self.command = command
+        self.log_path = log_path
+        self.log_tail = log_tail
+
+
+class RegistryError(AssemblerError):
+    """A registry refused or kept failing a request (after the bounded retries)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        registry: str = "",
+        status: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.registry = registry
+        self.status = status
+
+
+class CacheError(AssemblerError):
+    """The cache directory cannot be created, read or written."""

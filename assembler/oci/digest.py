@@ -1,0 +1,32 @@
+"""Digests and canonical JSON: the two functions every byte we write goes through."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def sha256_digest(data: bytes) -> str:
+    """``sha256:<hex>`` of ``data``."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def is_digest(value: str) -> bool:
+    """True for a well-formed ``sha256:<64 hex>`` digest (the only algorithm we accept)."""
+    return bool(_DIGEST_RE.match(value))
+
+
+def digest_hex(digest: str) -> str:
+    """The hex part of a digest; ValueError if it is not a sha256 digest."""
+    if not is_digest(digest):
+        raise ValueError(f"not a sha256 digest: {digest!r}")
+    return digest[len("sha256:") :]
+
+
+def canonical_json(value: Any) -> bytes:
+    """The one JSON serialisation we write: sorted keys, compact, UTF-8, newline-free."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

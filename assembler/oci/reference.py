@@ -1,0 +1,120 @@
+"""References: registry image names and the containers-transports syntax skopeo users know.
+
+``docker://HOST/REPO:TAG``, ``docker://HOST/REPO@sha256:...``, ``oci:DIR[:TAG]``,
+``oci-archive:FILE[:TAG]``, ``docker-archive:FILE[:REF]``, ``rootfs:FILE.tar[.gz|.zst]``,
+``sif:FILE`` and ``scratch``. As in containers/image, the path ends at the first ``:``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from assembler.oci.digest import is_digest
+
+DEFAULT_REGISTRY = "docker.io"
+_REPO_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REPO_RE = re.compile(rf"^{_REPO_COMPONENT}(?:/{_REPO_COMPONENT})*$")
+_TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
+
+Transport = Literal["docker", "oci", "oci-archive", "docker-archive", "rootfs", "sif", "scratch"]
+TRANSPORTS: tuple[Transport, ...] = ("docker", "oci", "oci-archive", "docker-archive", "rootfs", "sif", "scratch")
+
+
+@dataclass(frozen=True)
+class ImageName:
+    """A registry image name: ``registry/repository`` plus a tag or a digest."""
+
+    registry: str
+    repository: str
+    tag: str = ""
+    digest: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> ImageName:
+        """Parse ``[host[:port]/]repo[:tag][@digest]`` with Docker's defaults; ValueError."""
+        rest = text.strip()
+        digest = ""
+        if "@" in rest:
+            rest, digest = rest.split("@", 1)
+            if not is_digest(digest):
+                raise ValueError(f"{text!r}: digest must be sha256:<64 hex>")
+        first, _, remainder = rest.partition("/")
+        if remainder and ("." in first or ":" in first or first == "localhost"):
+            registry, path = first, remainder
+        else:
+            registry, path = DEFAULT_REGISTRY, rest
+        tag = ""
+        last = path.rsplit("/", 1)[-1]
+        if ":" in last:
+            path, tag = path.rsplit(":", 1)
+            if not _TAG_RE.match(tag):
+                raise ValueError(f"{text!r}: invalid tag {tag!r}")
+        if registry == DEFAULT_REGISTRY and "/" not in path:
+            path = "library/" + path
+        if not _REPO_RE.match(path):
+            raise ValueError(f"{text!r}: invalid repository name {path!r} (lowercase letters, digits, . _ - /)")
+        if not tag and not digest:
+            tag = "latest"
+        return cls(registry, path, tag, digest)
+
+    @property
+    def reference(self) -> str:
+        """What goes after ``/manifests/``: the digest if pinned, else the tag."""
+        return self.digest or self.tag
+
+    def with_reference(self, reference: str) -> ImageName:
+        if is_digest(reference):
+            return ImageName(self.registry, self.repository, "", reference)
+        return ImageName(self.registry, self.repository, reference, "")
+
+    def __str__(self) -> str:
+        out = f"{self.registry}/{self.repository}"
+        if self.tag:
+            out += f":{self.tag}"
+        if self.digest:
+            out += f"@{self.digest}"
+        return out
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A parsed transport reference."""
+
+    transport: Transport
+    path: str = ""
+    tag: str = ""
+    name: ImageName | None = None
+
+    def __str__(self) -> str:
+        if self.transport == "scratch":
+            return "scratch"
+        if self.transport == "docker":
+            return f"docker://{self.name}"
+        return f"{self.transport}:{self.path}" + (f":{self.tag}" if self.tag else "")
+
+
+def parse_ref(text: str) -> Ref:
+    """Parse a transport reference; ValueError saying what is wrong and what is accepted."""
+    value = text.strip()
+    if value == "scratch":
+        return Ref("scratch")
+    if value.startswith("docker://"):
+        return Ref("docker", name=ImageName.parse(value[len("docker://") :]))
+    transport, sep, rest = value.partition(":")
+    if not sep or transport not in TRANSPORTS or transport in ("docker", "scratch"):
+        raise ValueError(
+            f"{text!r} is not a reference: use docker://HOST/REPO:TAG, oci:DIR[:TAG], oci-archive:FILE[:TAG], "
+            "docker-archive:FILE[:REF], rootfs:FILE.tar, sif:FILE or scratch"
+        )
+    path, _, tag = rest.partition(":")
+    if not path:
+        raise ValueError(f"{text!r}: no path after '{transport}:'")
+    if transport in ("oci", "oci-archive") and tag and not _TAG_RE.match(tag):
+        raise ValueError(f"{text!r}: invalid tag {tag!r}")
+    if transport in ("rootfs", "sif") and tag:
+        raise ValueError(f"{text!r}: {transport}: takes a file path only")
+    if transport == "docker-archive" and tag:
+        ImageName.parse(tag)  # validates
+    return Ref(transport, path=path, tag=tag)

@@ -1,0 +1,231 @@
+"""Running external programs (buildah, skopeo, mmdebstrap, tar2sqfs...): the only owner of plumbum.
+
+A :class:`Runner` is passed to whoever needs one, so tests and callers decide how
+programs run. Failures raise :class:`ToolError` with the argv, the exit code and the
+tail of stderr; a missing program raises ToolError with an install hint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from plumbum import local
+from plumbum.commands.processes import CommandNotFound, ProcessTimedOut
+
+from assembler.errors import ToolError
+
+log = logging.getLogger(__name__)
+
+# Debian packages that provide the programs we call, for the "how to fix" hint.
+PACKAGES = {
+    "buildah": "buildah",
+    "skopeo": "skopeo",
+    "umoci": "umoci",
+    "mmdebstrap": "mmdebstrap",
+    "tar2sqfs": "squashfs-tools-ng",
+    "sqfs2tar": "squashfs-tools-ng",
+    "unsquashfs": "squashfs-tools",
+    "mksquashfs": "squashfs-tools",
+    "siftool": "siftool",
+    "git": "git",
+    "newuidmap": "uidmap",
+}
+
+
+def tail(text: str, lines: int = 30) -> str:
+    return "\n".join(text.rstrip("\n").splitlines()[-lines:])
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _missing(name: str) -> ToolError:
+    pkg = PACKAGES.get(name)
+    hint = f"install it: apt-get install {pkg}" if pkg else "install it or put it on PATH"
+    return ToolError(f"{name} is not installed (not found on PATH)", argv=(name,), hint=hint)
+
+
+class Runner:
+    """Runs programs. ``env`` entries are added to the caller's environment."""
+
+    def __init__(self, *, env: Mapping[str, str] | None = None) -> None:
+        self.env = dict(env or {})
+
+    def which(self, name: str) -> Path | None:
+        try:
+            return Path(str(local.which(name)))
+        except CommandNotFound:
+            return None
+
+    def _command(self, argv: Sequence[str]) -> Any:
+        try:
+            cmd = local[argv[0]]
+        except CommandNotFound as e:
+            raise _missing(argv[0]) from e
+        return cmd[list(argv[1:])]
+
+    def _env(self, env: Mapping[str, str] | None) -> dict[str, str]:
+        merged = dict(os.environ)
+        merged.update(self.env)
+        if env:
+            merged.update(env)
+        return merged
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float | None = None,
+    ) -> Result:
+        """Run to completion, capturing text output. ToolError on a non-zero exit if ``check``."""
+        cmd = self._command(argv)
+        if input is not None:
+            cmd = cmd << input
+        log.debug("run: %s", shlex.join(argv))
+        try:
+            with local.env(**self._env(env)), local.cwd(str(cwd) if cwd is not None else local.cwd):
+                code, out, err = cmd.run(retcode=None, timeout=timeout)
+        except ProcessTimedOut as e:
+            raise ToolError(f"{argv[0]} did not finish within {timeout} s", argv=argv) from e
+        except OSError as e:
+            raise ToolError(f"{argv[0]} could not start: {e.strerror}", argv=argv) from e
+        result = Result(tuple(argv), int(code), out or "", err or "")
+        if check and code != 0:
+            raise ToolError(
+                f"{argv[0]} failed (exit {code}): {tail(err or out, 10) or 'no output'}",
+                argv=argv,
+                returncode=int(code),
+                stderr_tail=tail(err or out),
+            )
+        return result
+
+    @contextmanager
+    def popen(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        stdin: int | IO[bytes] | None = None,
+        stdout: int | IO[bytes] | None = None,
+        stderr: int | IO[bytes] | None = subprocess.PIPE,
+    ) -> Iterator[subprocess.Popen[bytes]]:
+        """A running process for streaming; killed if the block exits with an error.
+
+        The caller reads/writes the pipes and calls :meth:`finish` to check the exit.
+        """
+        cmd = self._command(argv)
+        log.debug("popen: %s", shlex.join(argv))
+        with local.env(**self._env(env)):
+            proc: subprocess.Popen[bytes] = cmd.popen(stdin=stdin, stdout=stdout, stderr=stderr)
+        try:
+            yield proc
+        except BaseException:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            raise
+        finally:
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None and not pipe.closed:
+                    try:
+                        pipe.close()
+                    except OSError:
+                        pass
+            if proc.poll() is None:
+                proc.wait()
+
+    @staticmethod
+    def finish(proc: subprocess.Popen[bytes], argv: Sequence[str], stderr: bytes = b"") -> None:
+        """Wait for ``proc``; ToolError with the stderr tail if it failed."""
+        code = proc.wait()
+        if code != 0:
+            text = stderr.decode("utf-8", "replace")
+            raise ToolError(
+                f"{argv[0]} failed (exit {code}): {tail(text, 10) or 'no output'}",
+                argv=argv,
+                returncode=code,
+                stderr_tail=tail(text),
+            )
+
+    def stream(
+        self,
+        argv: Sequence[str],
+        *,
+        log_file: IO[str],
+        env: Mapping[str, str] | None = None,
+        on_line: Callable[[str], None] | None = None,
+        redact: Sequence[str] = (),
+        keep: int = 30,
+    ) -> tuple[int, str]:
+        """Run with stdout+stderr merged into ``log_file`` line by line.
+
+        Every value in ``redact`` is replaced by ``***`` before a line is written or shown
+        (secrets). Returns the exit code and the last ``keep`` lines. Ctrl-C kills the
+        process group and re-raises.
+        """
+        cmd = self._command(argv)
+        last: deque[str] = deque(maxlen=keep)
+        secrets = [s for s in redact if s]
+        with local.env(**self._env(env)):
+            proc: subprocess.Popen[bytes] = cmd.popen(
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        try:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                for secret in secrets:
+                    line = line.replace(secret, "***")
+                log_file.write(line + "\n")
+                last.append(line)
+                if on_line is not None:
+                    on_line(line)
+            code = proc.wait()
+        except BaseException:
+            _kill_group(proc)
+            raise
+        finally:
+            log_file.flush()
+        return code, "\n".join(last)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    timer = threading.Timer(5.0, lambda: _hard_kill(proc))
+    timer.start()
+    try:
+        proc.wait()
+    finally:
+        timer.cancel()
+
+
+def _hard_kill(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,378 @@
+"""The manifest and recipe models (strict: unknown keys are errors).
+
+These models check shape and types only; references between parts (a base named by the
+image, an artifact named by a layer, a recipe named by ``use:``) are checked by
+:mod:`assembler.spec.load`, which knows file and line.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, field_validator
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$")
+
+
+def _scalar_to_str(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+Scalar = Annotated[str, BeforeValidator(_scalar_to_str)]
+"""A string; YAML numbers and booleans are accepted and written as text (``MAX_JOBS: 2``)."""
+
+StrList = Annotated[list[str], BeforeValidator(_one_or_many)]
+"""A list of strings; a single string is a one-item list."""
+
+
+def _name(value: str) -> str:
+    if not _NAME_RE.match(value):
+        raise ValueError("names use letters, digits, '_', '.', '-' and start with a letter or digit")
+    return value
+
+
+Name = Annotated[str, BeforeValidator(lambda v: _name(v) if isinstance(v, str) else v)]
+
+
+def parse_duration(value: Any) -> int:
+    """Nanoseconds of ``30s``, ``1m30s``, ``500ms``, ``2h`` or an integer of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 30s")
+    if isinstance(value, int):
+        return value * 1_000_000_000
+    if not isinstance(value, str) or not value or not (m := _DURATION_RE.match(value.strip())):
+        raise ValueError(f"expected a duration like 30s, 1m30s or 500ms, got {value!r}")
+    h, mi, s, ms = (int(g) if g else 0 for g in m.groups())
+    return ((h * 3600 + mi * 60 + s) * 1000 + ms) * 1_000_000
+
+
+Duration = Annotated[int, BeforeValidator(parse_duration)]
+
+
+def parse_mode(value: Any) -> int:
+    """Permission bits from ``"0755"``/``"755"`` (octal text) or an int written in octal."""
+    if isinstance(value, bool):
+        raise ValueError('expected an octal mode like "0755"')
+    if isinstance(value, int):
+        # YAML 1.2 reads 0755 as decimal 755; take the digits as octal, as the user meant.
+        value = str(value)
+    if not isinstance(value, str) or not re.fullmatch(r"0?[0-7]{3,4}", value.strip()):
+        raise ValueError(f'expected an octal mode like "0755", got {value!r}')
+    return int(value.strip(), 8)
+
+
+Mode = Annotated[int, BeforeValidator(parse_mode)]
+
+
+def _owner(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value}:{value}"
+    if isinstance(value, str) and not re.fullmatch(r"\d+(:\d+)?", value):
+        raise ValueError(f"owner must be numeric uid[:gid], got {value!r}")
+    return value
+
+
+Owner = Annotated[str, BeforeValidator(_owner)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# -- bases -----------------------------------------------------------------------------
+
+
+class Bootstrap(Strict):
+    """A Debian/Ubuntu root filesystem made by mmdebstrap from an apt mirror."""
+
+    suite: str = "bookworm"
+    variant: Literal[
+        "extract", "custom", "essential", "apt", "required", "minbase", "buildd", "important", "standard"
+    ] = "minbase"
+    packages: StrList = Field(default_factory=list)
+    mirror: str | None = Field(default=None, description="apt mirror URL; default: the host's configured mirror")
+    components: StrList = Field(default_factory=lambda: ["main"])
+    keyring: str | None = Field(default=None, description="keyring file for a non-Debian suite (e.g. Ubuntu)")
+
+
+class BootstrapBase(Strict):
+    bootstrap: Bootstrap
+
+
+class RefBase(Strict):
+    ref: str = Field(
+        description="a transport reference: docker://, oci:, oci-archive:, docker-archive:, rootfs:, scratch"
+    )
+    platform: str | None = None
+
+
+def _base_kind(value: Any) -> str:
+    if isinstance(value, str):
+        return "ref-string"
+    if isinstance(value, dict):
+        if "bootstrap" in value:
+            return "bootstrap"
+        return "ref"
+    return "ref-string"
+
+
+BaseSpec = Annotated[
+    Annotated[str, Tag("ref-string")] | Annotated[BootstrapBase, Tag("bootstrap")] | Annotated[RefBase, Tag("ref")],
+    Discriminator(_base_kind),
+]
+
+
+# -- sources ---------------------------------------------------------------------------
+
+
+class PathSource(Strict):
+    path: str = Field(description="a host folder, relative to the manifest")
+    exclude: StrList = Field(default_factory=list, description="glob patterns left out (e.g. build/, *.o)")
+
+
+class GitSource(Strict):
+    git: str = Field(description="repository URL (https://, file://, or a path)")
+    ref: str = Field(description="branch, tag or commit; the resolved commit is what the cache keys on")
+    submodules: bool = False
+
+
+class UrlSource(Strict):
+    url: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    extract: bool = Field(default=True, description="unpack a tar/zip archive instead of keeping the file")
+
+
+def _source_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        for key in ("git", "url", "path"):
+            if key in value:
+                return key
+    return "path"
+
+
+SourceSpec = Annotated[
+    Annotated[PathSource, Tag("path")] | Annotated[GitSource, Tag("git")] | Annotated[UrlSource, Tag("url")],
+    Discriminator(_source_kind),
+]
+
+
+# -- compile steps ---------------------------------------------------------------------
+
+
+class Artifact(Strict):
+    path: str = Field(description="absolute path in the build container; globs allowed (/build/lib/*.so*)")
+    to: str = Field(description="where it goes in the image; a trailing / means 'into this folder'")
+    mode: Mode | None = None
+    owner: Owner | None = None
+    exclude: StrList = Field(default_factory=list, description="glob patterns (relative) left out of a folder")
+
+    @field_validator("path", "to")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"must be an absolute path, got {value!r}")
+        return value
+
+
+class CompileStep(Strict):
+    """One build in a devel container; its artifacts become layers."""
+
+    name: Name
+    use: str | None = Field(default=None, description="a recipe in layers/ to start from")
+    with_: dict[str, Scalar] = Field(default_factory=dict, alias="with", description="the recipe's params")
+    base: str | None = None
+    sources: StrList = Field(default_factory=list, description="sources visible read-only at /src/NAME")
+    inputs: StrList = Field(
+        default_factory=list, description="artifacts of earlier steps (STEP.ARTIFACT) unpacked at their 'to' first"
+    )
+    packages: StrList = Field(default_factory=list, description="apt packages installed before run")
+    env: dict[str, Scalar] = Field(default_factory=dict)
+    cache: StrList = Field(default_factory=list, description="container folders kept on the host between builds")
+    secrets: StrList = Field(default_factory=list, description="environment variables passed in, never stored")
+    workdir: str | None = None
+    run: StrList = Field(default_factory=list)
+    artifacts: dict[Name, Artifact] = Field(default_factory=dict)
+    runtime_packages: StrList = Field(
+        default_factory=list, description="apt packages the artifacts need at run time (for a 'packages' layer)"
+    )
+
+
+class Recipe(Strict):
+    """A reusable compile step in ``layers/NAME.yaml``."""
+
+    description: str
+    params: dict[str, Scalar] = Field(default_factory=dict)
+    base: str | None = None
+    sources: StrList = Field(default_factory=list)
+    inputs: StrList = Field(default_factory=list)
+    packages: StrList = Field(default_factory=list)
+    env: dict[str, Scalar] = Field(default_factory=dict)
+    cache: StrList = Field(default_factory=list)
+    secrets: StrList = Field(default_factory=list)
+    workdir: str | None = None
+    run: StrList = Field(default_factory=list)
+    artifacts: dict[Name, Artifact] = Field(default_factory=dict)
+    runtime_packages: StrList = Field(default_factory=list)
+
+
+# -- image layers ----------------------------------------------------------------------
+
+
+class CopySpec(Strict):
+    from_: str = Field(alias="from", description="host path relative to the manifest")
+    to: str
+    mode: Mode | None = None
+    owner: Owner | None = None
+
+
+class CopyLayer(Strict):
+    copy_: CopySpec = Field(alias="copy")
+    comment: str | None = None
+
+
+class ArtifactLayer(Strict):
+    artifact: str = Field(description="STEP.ARTIFACT, or STEP for all of the step's artifacts in one layer")
+    comment: str | None = None
+
+
+class RunLayer(Strict):
+    """A runtime step: commands run on the image built so far; the changes are one layer."""
+
+    run: StrList
+    name: Name | None = None
+    env: dict[str, Scalar] = Field(default_factory=dict)
+    mounts: StrList = Field(
+        default_factory=list, description="artifacts (STEP.ARTIFACT) visible read-only at their 'to'"
+    )
+    secrets: StrList = Field(default_factory=list)
+    exclude: StrList = Field(default_factory=list, description="extra paths (globs) left out of the layer")
+    keep: StrList = Field(default_factory=list, description="default-excluded paths to keep (e.g. /tmp)")
+    comment: str | None = None
+
+
+class PackagesLayer(Strict):
+    """apt-get install on the runtime base, lists and caches cleaned; one layer."""
+
+    packages: StrList = Field(description="package names; 'from-steps' adds the runtime_packages of used steps")
+    name: Name | None = None
+    comment: str | None = None
+
+
+def _layer_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        for key in ("copy", "artifact", "run", "packages"):
+            if key in value:
+                return key
+    return "unknown"
+
+
+LayerSpec = Annotated[
+    Annotated[CopyLayer, Tag("copy")]
+    | Annotated[ArtifactLayer, Tag("artifact")]
+    | Annotated[RunLayer, Tag("run")]
+    | Annotated[PackagesLayer, Tag("packages")],
+    Discriminator(
+        _layer_kind,
+        custom_error_type="layer_kind",
+        custom_error_message="a layer is one of copy:, artifact:, run:, packages:",
+    ),
+]
+
+
+# -- image config ----------------------------------------------------------------------
+
+
+class Healthcheck(Strict):
+    test: StrList = Field(description='["CMD", ...], ["CMD-SHELL", "..."] or ["NONE"]')
+    interval: Duration | None = None
+    timeout: Duration | None = None
+    start_period: Duration | None = None
+    start_interval: Duration | None = None
+    retries: int | None = None
+
+    @field_validator("test")
+    @classmethod
+    def _test_form(cls, value: list[str]) -> list[str]:
+        if len(value) == 1 and value[0] not in ("NONE",):
+            return ["CMD-SHELL", value[0]]
+        if value and value[0] not in ("CMD", "CMD-SHELL", "NONE"):
+            raise ValueError('test starts with "CMD", "CMD-SHELL" or "NONE"')
+        return value
+
+
+def _shell_form(value: Any) -> Any:
+    # Docker's shell form: a string runs through /bin/sh -c.
+    return ["/bin/sh", "-c", value] if isinstance(value, str) else value
+
+
+class ConfigSpec(Strict):
+    env: dict[str, Scalar] = Field(default_factory=dict)
+    entrypoint: Annotated[list[str], BeforeValidator(_shell_form)] | None = None
+    cmd: Annotated[list[str], BeforeValidator(_shell_form)] | None = None
+    workdir: str | None = None
+    user: Owner | str | None = None
+    exposed_ports: Annotated[
+        list[str], BeforeValidator(lambda v: [str(p) for p in v] if isinstance(v, list) else v)
+    ] = Field(default_factory=list)
+    volumes: StrList = Field(default_factory=list)
+    labels: dict[str, Scalar] = Field(default_factory=dict)
+    healthcheck: Healthcheck | None = None
+    stop_signal: str | None = None
+
+    @field_validator("exposed_ports")
+    @classmethod
+    def _ports(cls, value: list[str]) -> list[str]:
+        out = []
+        for p in value:
+            if not re.fullmatch(r"\d{1,5}(/(tcp|udp|sctp))?", p):
+                raise ValueError(f"port must look like 8080 or 8080/tcp, got {p!r}")
+            out.append(p if "/" in p else p + "/tcp")
+        return out
+
+
+class ImageSpec(Strict):
+    base: str
+    layers: list[LayerSpec] = Field(default_factory=list)
+    config: ConfigSpec = Field(default_factory=ConfigSpec)
+
+
+class Target(Strict):
+    """A variant of the image (``--target NAME``): params and image parts changed."""
+
+    description: str | None = None
+    params: dict[str, Scalar] = Field(default_factory=dict)
+    base: str | None = None
+    layers: list[LayerSpec] | None = Field(default=None, description="replaces image.layers")
+    add_layers: list[LayerSpec] = Field(default_factory=list, description="appended to the layers")
+    config: ConfigSpec | None = Field(default=None, description="merged over image.config")
+    annotations: dict[str, Scalar] = Field(default_factory=dict)
+    outputs: StrList | None = None
+
+
+class Manifest(Strict):
+    """An image manifest (``manifests/*.yaml``)."""
+
+    name: Name
+    description: str | None = None
+    epoch: int | None = Field(default=None, ge=0, description="timestamps; SOURCE_DATE_EPOCH and --epoch win")
+    platform: str = "linux/amd64"
+    compression: Literal["zstd", "gzip"] = "zstd"
+    params: dict[str, Scalar] = Field(default_factory=dict)
+    bases: dict[Name, BaseSpec] = Field(default_factory=dict)
+    sources: dict[Name, SourceSpec] = Field(default_factory=dict)
+    compile: list[CompileStep] = Field(default_factory=list)
+    image: ImageSpec
+    annotations: dict[str, Scalar] = Field(default_factory=dict)
+    targets: dict[Name, Target] = Field(default_factory=dict)
+    default_target: str | None = None
+    outputs: StrList = Field(default_factory=list)

@@ -1,0 +1,60 @@
+"""What every transport shares: a readable image with its blobs, and blob readers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from assembler.errors import NotFound
+from assembler.oci.descriptor import Platform
+from assembler.oci.image import Image, Index
+
+ProgressFn = Callable[[int], None]
+
+
+class BlobReader(Protocol):
+    """Opens blobs by digest. ``blob_file`` gives a path when the blob is a plain file
+    (so it can be hard-linked instead of copied), else None."""
+
+    def open_blob(self, digest: str) -> BinaryIO: ...
+
+    def blob_file(self, digest: str) -> Path | None: ...
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    """An image read from somewhere, and how to read its blobs."""
+
+    image: Image
+    blobs: BlobReader
+    name: str
+    index_digest: str | None = None
+
+
+class DirBlobs:
+    """Blobs stored as ``<root>/<algorithm>/<hex>`` files (an OCI layout, the cache)."""
+
+    def __init__(self, root: Path, *, what: str) -> None:
+        self.root = root
+        self.what = what
+
+    def blob_file(self, digest: str) -> Path | None:
+        algo, _, hexpart = digest.partition(":")
+        path = self.root / algo / hexpart
+        return path if path.is_file() else None
+
+    def open_blob(self, digest: str) -> BinaryIO:
+        path = self.blob_file(digest)
+        if path is None:
+            raise NotFound(f"{self.what}: blob {digest} is missing")
+        return open(path, "rb")
+
+
+def pick_manifest(index: Index, platform: Platform, *, what: str) -> str:
+    """The digest of ``platform``'s manifest in an index; NotFound saying what there is."""
+    try:
+        return index.select(platform).digest
+    except LookupError as e:
+        raise NotFound(f"{what}: {e}", hint="choose one with --platform") from e

@@ -1,0 +1,157 @@
+"""OCI image layout directories (``oci:DIR[:TAG]``): read and write.
+
+Writing is additive, as skopeo does: blobs already there are kept, the index gains
+(or replaces) the entry for the tag, and ``index.json`` is replaced last and
+atomically, so a failed write never leaves an index naming missing blobs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from assembler.errors import InputError, NotFound
+from assembler.oci import mediatypes as mt
+from assembler.oci.descriptor import Descriptor, Platform
+from assembler.oci.digest import canonical_json, sha256_digest
+from assembler.oci.image import Image, Index, parse_manifest_or_index
+from assembler.transports.common import BlobReader, DirBlobs, SourceImage, pick_manifest
+
+_CHUNK = 1 << 20
+
+
+def _read_json_blob(blobs: DirBlobs, desc: Descriptor) -> bytes:
+    with blobs.open_blob(desc.digest) as f:
+        data = f.read()
+    if sha256_digest(data) != desc.digest:
+        raise InputError(f"{blobs.what}: blob {desc.digest} does not match its digest (corrupt layout)")
+    return data
+
+
+def read_index(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((path / "index.json").read_bytes())
+    except FileNotFoundError as e:
+        raise NotFound(f"reading OCI layout {path}: no index.json", hint="is this an OCI layout directory?") from e
+    except ValueError as e:
+        raise InputError(f"reading OCI layout {path}: index.json is not JSON ({e})") from e
+    if not isinstance(data, dict) or not isinstance(data.get("manifests"), list):
+        raise InputError(f"reading OCI layout {path}: index.json has no manifests list")
+    return data
+
+
+def resolve_descriptor(blobs: DirBlobs, desc: Descriptor, platform: Platform, what: str) -> tuple[Image, str | None]:
+    """Follow an index (possibly nested) down to ``platform``'s image."""
+    index_digest = None
+    for _ in range(4):
+        body = _read_json_blob(blobs, desc)
+        if parse_manifest_or_index(body) == "index":
+            index = Index(body)
+            index_digest = index_digest or index.digest
+            chosen = pick_manifest(index, platform, what=what)
+            desc = next(d for d in index.manifests if d.digest == chosen)
+            continue
+        manifest = json.loads(body)
+        cfg = Descriptor.from_json(manifest["config"])
+        return Image(body, _read_json_blob(blobs, cfg)), index_digest
+    raise InputError(f"{what}: indexes nested too deep")
+
+
+def read(path: Path, tag: str = "", *, platform: Platform) -> SourceImage:
+    """The image tagged ``tag`` (or the only one) in the layout at ``path``."""
+    what = f"oci:{path}" + (f":{tag}" if tag else "")
+    index = read_index(path)
+    blobs = DirBlobs(path / "blobs", what=what)
+    descs = [Descriptor.from_json(d) for d in index["manifests"]]
+    if tag:
+        matches = [d for d in descs if d.annotations.get(mt.ANNOTATION_REF_NAME) == tag]
+        if not matches:
+            tags = sorted({d.annotations.get(mt.ANNOTATION_REF_NAME, "") for d in descs} - {""})
+            raise NotFound(f"{what}: no image tagged {tag!r}", hint=f"tags in the layout: {', '.join(tags) or 'none'}")
+        desc = matches[-1]
+    elif len(descs) == 1:
+        desc = descs[0]
+    else:
+        tags = sorted({d.annotations.get(mt.ANNOTATION_REF_NAME, "") for d in descs} - {""})
+        raise InputError(f"{what}: the layout holds {len(descs)} images; name one", hint=f"tags: {', '.join(tags)}")
+    image, index_digest = resolve_descriptor(blobs, desc, platform, what)
+    return SourceImage(image, blobs, what, index_digest)
+
+
+def _place_blob(blobs: BlobReader, digest: str, dest: Path) -> None:
+    if dest.is_file():
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    src = blobs.blob_file(digest)
+    try:
+        if src is not None:
+            try:
+                os.link(src, tmp)
+            except OSError:
+                shutil.copyfile(src, tmp)
+        else:
+            with blobs.open_blob(digest) as fin, open(tmp, "wb") as fout:
+                shutil.copyfileobj(fin, fout, _CHUNK)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_blob_bytes(path: Path, data: bytes) -> str:
+    digest = sha256_digest(data)
+    dest = path / "blobs" / "sha256" / digest.split(":", 1)[1]
+    if not dest.is_file():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, dest)
+    return digest
+
+
+def write(
+    path: Path,
+    image: Image,
+    *,
+    tag: str,
+    blobs: BlobReader,
+    extra: Iterable[tuple[Descriptor, bytes]] = (),
+) -> Descriptor:
+    """Add ``image`` (tagged ``tag``) to the layout at ``path``; returns its index entry.
+
+    ``extra`` adds more manifests with their bytes (e.g. a SIF artifact) untagged.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    layout_file = path / "oci-layout"
+    if not layout_file.exists():
+        layout_file.write_bytes(canonical_json({"imageLayoutVersion": mt.OCI_LAYOUT_VERSION}))
+    existing: dict[str, Any] = read_index(path) if (path / "index.json").exists() else {"schemaVersion": 2}
+    for desc in image.layers:
+        _place_blob(blobs, desc.digest, path / "blobs" / "sha256" / desc.digest.split(":", 1)[1])
+    write_blob_bytes(path, image.config_bytes)
+    write_blob_bytes(path, image.manifest_bytes)
+    entry = image.descriptor
+    annotations = {mt.ANNOTATION_REF_NAME: tag} if tag else {}
+    entry = Descriptor(entry.media_type, entry.digest, entry.size, annotations, platform=image.platform)
+    manifests = [
+        d
+        for d in existing.get("manifests", [])
+        if not (tag and (d.get("annotations") or {}).get(mt.ANNOTATION_REF_NAME) == tag)
+        and not (not tag and d.get("digest") == entry.digest)
+    ]
+    manifests.append(entry.to_json())
+    for desc, body in extra:
+        write_blob_bytes(path, body)
+        manifests = [d for d in manifests if d.get("digest") != desc.digest] + [desc.to_json()]
+    index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": manifests}
+    fd, tmp = tempfile.mkstemp(dir=path, prefix=".index-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(canonical_json(index))
+    os.replace(tmp, path / "index.json")
+    return entry

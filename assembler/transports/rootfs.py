@@ -1,0 +1,124 @@
+"""Filesystem tarballs as one-layer bases (``rootfs:FILE.tar[.gz|.zst]``).
+
+The tarball is rewritten through the deterministic writer (sorted, clamped mtimes),
+so the same tarball always gives the same base image. Results are cached by the
+tarball's digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tarfile
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import BinaryIO, cast
+
+from assembler.archive.compress import Compression, decompressed, sniff
+from assembler.archive.layer import LayerBlob, Member, Opener, write_layer
+from assembler.archive.tar import entry_from_tarinfo
+from assembler.cache import Cache, key_of
+from assembler.errors import InputError, NotFound
+from assembler.oci import mutate
+from assembler.oci.descriptor import Platform
+from assembler.oci.image import Image
+
+# Bump when the conversion changes its output, so old cache entries are not reused.
+FORMAT = 1
+_CHUNK = 1 << 20
+
+
+def _file_digest(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            sha.update(chunk)
+    return "sha256:" + sha.hexdigest()
+
+
+def layer_from_tar(tar_path: Path, *, cache: Cache, compression: Compression, epoch: int, what: str) -> LayerBlob:
+    """Rewrite a (possibly compressed) tarball as a deterministic layer in the cache.
+
+    Compressed input is first decompressed to a work file so members can be read in
+    sorted order. Raises InputError for a file that is not a tar archive and UnsafePath
+    for members that climb out of the root.
+    """
+    with cache.workdir("rootfs-") as work:
+        plain = tar_path
+        with open(tar_path, "rb") as raw:
+            kind = sniff(raw.read(4))
+            raw.seek(0)
+            if kind != "none":
+                plain = work / "plain.tar"
+                try:
+                    with decompressed(raw, kind) as stream, open(plain, "wb") as out:
+                        shutil.copyfileobj(stream, out, _CHUNK)
+                except (OSError, EOFError, ValueError) as e:
+                    raise InputError(f"{what}: cannot decompress {kind} data ({e})") from e
+        try:
+            tf = tarfile.open(plain, mode="r:", errorlevel=2)  # noqa: SIM115 - closed by the with below
+        except (tarfile.TarError, OSError) as e:
+            raise InputError(f"{what}: not a readable tar archive ({e})") from e
+        with tf:
+            members: list[Member] = []
+            try:
+                infos = tf.getmembers()
+            except (tarfile.TarError, EOFError) as e:
+                raise InputError(f"{what}: damaged tar archive ({e})") from e
+            for info in infos:
+                entry = entry_from_tarinfo(info, what=what)  # UnsafePath for '..'
+                if entry is None or not entry.path:
+                    continue
+                opener = None
+                if entry.kind == "file":
+                    opener = _member_opener(tf, info)
+                members.append((entry, opener))
+            with cache.blob_writer() as w:
+                blob = write_layer(members, w, compression=compression, epoch=epoch)
+    return blob
+
+
+def _member_opener(tf: tarfile.TarFile, info: tarfile.TarInfo) -> Opener:
+    def opener() -> AbstractContextManager[BinaryIO]:
+        f = tf.extractfile(info)
+        if f is None:
+            raise InputError(f"cannot read member {info.name}")
+        return cast(AbstractContextManager[BinaryIO], f)
+
+    return opener
+
+
+def image_from_layer(blob: LayerBlob, *, platform: Platform, epoch: int, created_by: str) -> Image:
+    base = mutate.scratch(platform, epoch=epoch)
+    return mutate.append_layers(base, [mutate.AddedLayer(blob.descriptor(), blob.diff_id, created_by)], epoch=epoch)
+
+
+def read(path: Path, *, cache: Cache, platform: Platform, epoch: int, compression: Compression) -> Image:
+    """The one-layer image of the tarball at ``path`` (cached by its digest)."""
+    what = f"rootfs:{path}"
+    if not path.is_file():
+        raise NotFound(f"{what}: file does not exist")
+    try:
+        digest = _file_digest(path)
+    except OSError as e:
+        raise InputError(f"{what}: cannot read ({e.strerror})") from e
+    key = key_of(
+        {
+            "kind": "rootfs",
+            "format": FORMAT,
+            "file": digest,
+            "platform": str(platform),
+            "epoch": epoch,
+            "compression": compression,
+        }
+    )
+    hit = cache.get_key(key)
+    if hit is not None:
+        image = cache.get_image(str(hit.get("manifest", "")))
+        if image is not None:
+            return image
+    blob = layer_from_tar(path, cache=cache, compression=compression, epoch=epoch, what=what)
+    image = image_from_layer(blob, platform=platform, epoch=epoch, created_by=f"rootfs {path.name} ({digest})")
+    cache.put_image(image)
+    cache.put_key(key, {"manifest": image.digest})
+    return image
