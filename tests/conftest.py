@@ -1,0 +1,59 @@
+"""Shared fixtures: bases are made once per run (mmdebstrap) and shared by every test.
+
+``ASSEMBLE_TEST_CACHE`` (default ``/var/tmp/assemble-test-cache``) keeps the bootstrapped
+root filesystems between runs on a developer machine; CI starts empty and makes them
+once. Nothing here skips a test when a tool is missing: CI installs every tool, and a
+missing one must fail loudly.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_CACHE = Path(os.environ.get("ASSEMBLE_TEST_CACHE", "/var/tmp/assemble-test-cache"))
+
+pytest_plugins = ["tests.plugins.registry"]
+
+
+def _locked_build(target: Path, argv: list[str]) -> Path:
+    """Run ``argv`` (which writes ``target``) once, even with parallel test processes."""
+    TEST_CACHE.mkdir(parents=True, exist_ok=True)
+    with open(TEST_CACHE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not target.exists():
+            tmp = target.with_name(target.name + ".tmp")
+            tmp.unlink(missing_ok=True)
+            subprocess.run([*argv[:-1], str(tmp)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            os.replace(tmp, target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def debian_rootfs() -> Path:
+    """A Debian bookworm minbase root filesystem tarball (mmdebstrap), made once."""
+    target = TEST_CACHE / "bookworm-minbase.tar"
+    env_epoch = os.environ.get("SOURCE_DATE_EPOCH", "1700000000")
+    os.environ.setdefault("SOURCE_DATE_EPOCH", env_epoch)
+    return _locked_build(target, ["mmdebstrap", "--variant=minbase", "--quiet", "bookworm", str(target)])
+
+
+@pytest.fixture()
+def assemble_cli() -> list[str]:
+    """argv prefix to run the CLI in a subprocess (as a user would)."""
+    return [sys.executable, "-m", "assembler"]
+
+
+@pytest.fixture()
+def clean_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """An environment with a private XDG cache, for CLI subprocesses."""
+    env = dict(os.environ)
+    env["XDG_CACHE_HOME"] = str(tmp_path / "xdg-cache")
+    yield env

@@ -1,0 +1,1 @@
+"""Registry fixtures (the real docker-registry from Debian on 127.0.0.1)."""
