@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
@@ -21,7 +22,7 @@ class BlobReader(Protocol):
     def open_blob(self, digest: str) -> BinaryIO: ...
 
 
-Decompressor = Callable[[BinaryIO, str], BinaryIO]
+Decompressor = Callable[[BinaryIO, str], AbstractContextManager[BinaryIO]]
 """``(compressed stream, media type) -> uncompressed stream``, supplied by the caller."""
 
 
@@ -97,7 +98,7 @@ def validate(image: Image, blobs: BlobReader, *, decompress: Decompressor) -> Re
             raise InvalidImage(f"{what}: unknown layer media type {layer.media_type!r}")
         with blobs.open_blob(layer.digest) as raw:
             reader = _HashingReader(raw)
-            with decompress(reader, layer.media_type) as plain:  # type: ignore[arg-type]
+            with decompress(reader, layer.media_type) as plain:  # type: ignore[arg-type]  # duck-typed reader
                 actual_diff_id, usize = _hash_stream(plain)
             # Drain anything the decompressor did not need (trailing bytes still count).
             while reader.read(_CHUNK):

@@ -93,8 +93,7 @@ def image_from_layer(blob: LayerBlob, *, platform: Platform, epoch: int, created
     return mutate.append_layers(base, [mutate.AddedLayer(blob.descriptor(), blob.diff_id, created_by)], epoch=epoch)
 
 
-def read(path: Path, *, cache: Cache, platform: Platform, epoch: int, compression: Compression) -> Image:
-    """The one-layer image of the tarball at ``path`` (cached by its digest)."""
+def _key(path: Path, platform: Platform, epoch: int, compression: Compression) -> tuple[str, str]:
     what = f"rootfs:{path}"
     if not path.is_file():
         raise NotFound(f"{what}: file does not exist")
@@ -102,16 +101,22 @@ def read(path: Path, *, cache: Cache, platform: Platform, epoch: int, compressio
         digest = _file_digest(path)
     except OSError as e:
         raise InputError(f"{what}: cannot read ({e.strerror})") from e
-    key = key_of(
-        {
-            "kind": "rootfs",
-            "format": FORMAT,
-            "file": digest,
-            "platform": str(platform),
-            "epoch": epoch,
-            "compression": compression,
-        }
-    )
+    parts = {"kind": "rootfs", "format": FORMAT, "file": digest, "platform": str(platform), "epoch": epoch,
+             "compression": compression}  # fmt: skip
+    return key_of(parts), digest
+
+
+def cached(path: Path, *, cache: Cache, platform: Platform, epoch: int, compression: Compression) -> Image | None:
+    """The converted image if the cache has it (nothing is written)."""
+    key, _ = _key(path, platform, epoch, compression)
+    hit = cache.get_key(key)
+    return cache.get_image(str(hit.get("manifest", ""))) if hit is not None else None
+
+
+def read(path: Path, *, cache: Cache, platform: Platform, epoch: int, compression: Compression) -> Image:
+    """The one-layer image of the tarball at ``path`` (cached by its digest)."""
+    what = f"rootfs:{path}"
+    key, digest = _key(path, platform, epoch, compression)
     hit = cache.get_key(key)
     if hit is not None:
         image = cache.get_image(str(hit.get("manifest", "")))

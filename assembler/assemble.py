@@ -1,0 +1,580 @@
+"""The whole pipeline, and the only module that knows it: plan -> build -> write.
+
+A :class:`Pipeline` resolves bases and sources, decides for each compile and runtime
+step whether its cached result can be used (by step key), and stacks the layers on the
+runtime base. ``plan()`` runs the same decisions without running anything (no buildah
+needed); ``build()`` runs what is missing and writes every output. Library code
+reports through ``report(Event)``; the CLI decides what the user sees.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from assembler.archive.layer import LayerBlob
+from assembler.cache import Cache
+from assembler.compile import sources as srcs
+from assembler.compile.buildah import Buildah
+from assembler.compile.steps import (
+    Mounted,
+    Workspace,
+    apt_install,
+    blob_from_json,
+    blob_json,
+    compile_key,
+    run_compile_step,
+    run_runtime_step,
+    runtime_key,
+)
+from assembler.errors import InputError, InvalidImage
+from assembler.image import ImageSetup, absolute_ref, config_changes, default_annotations, gpu_metadata
+from assembler.oci import mutate
+from assembler.oci.descriptor import Platform
+from assembler.oci.image import Image
+from assembler.oci.reference import ImageName, Ref, parse_ref
+from assembler.proc import Runner
+from assembler.spec import model as m
+from assembler.spec.load import Loaded
+from assembler.transports import Context, Written, import_image, open_source, write_output
+from assembler.transports import bootstrap as boot
+from assembler.transports import rootfs as rootfs_transport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something the user may want to see: ``kind`` plus fields."""
+
+    kind: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+Reporter = Callable[[Event], None]
+
+
+def _quiet(event: Event) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to build (from the command line; the manifest says what)."""
+
+    cache_dir: Path
+    epoch: int
+    platform: Platform | None = None  # None: the manifest's
+    registry: Any = None  # transports.remote.RegistryOptions
+    outputs: tuple[str, ...] | None = None
+    no_cache: bool = False
+    rebuild: frozenset[str] = frozenset()
+    storage_driver: str = "overlay"
+    host_ca: bool = True
+    compression: str | None = None  # None: the manifest's
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    index: int
+    kind: str
+    what: str
+    digest: str | None
+    size: int | None
+    diff_id: str | None
+    origin: str  # base | built | cached | will-build
+
+
+@dataclass(frozen=True)
+class StepReport:
+    name: str
+    kind: str  # compile | runtime
+    state: str  # cached | built | will-run
+    seconds: float
+    key: str | None
+    reason: str = ""
+    artifacts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Result:
+    image: Image
+    layers: tuple[LayerReport, ...]
+    steps: tuple[StepReport, ...]
+    outputs: tuple[Written, ...]
+    seconds: float
+
+    @property
+    def digest(self) -> str:
+        return self.image.digest
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a build would do, decided without running anything."""
+
+    name: str
+    target: str | None
+    params: Mapping[str, str]
+    bases: Mapping[str, str | None]  # name -> image digest when known
+    steps: tuple[StepReport, ...]
+    layers: tuple[LayerReport, ...]
+    outputs: tuple[str, ...]
+
+
+def resolve_epoch(cli_epoch: int | None, manifest_epoch: int | None, environ: Mapping[str, str] = os.environ) -> int:
+    """``--epoch`` > ``SOURCE_DATE_EPOCH`` > the manifest's ``epoch`` > 0. Never the clock."""
+    if cli_epoch is not None:
+        return cli_epoch
+    env = environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if env:
+        if not env.isdigit():
+            raise InputError(f"SOURCE_DATE_EPOCH must be a whole number of seconds, got {env!r}")
+        return int(env)
+    return manifest_epoch or 0
+
+
+@dataclass(frozen=True)
+class Base:
+    name: str
+    image: Image
+    what: str
+    registry_name: ImageName | None = None
+
+
+class Pipeline:
+    """One plan or build of a loaded manifest. ``dry`` runs nothing and writes nothing."""
+
+    def __init__(self, loaded: Loaded, options: Options, *, runner: Runner, report: Reporter, dry: bool) -> None:
+        self.loaded = loaded
+        self.man = loaded.manifest
+        self.options = options
+        self.runner = runner
+        self.report = report
+        self.dry = dry
+        self.cache = Cache(options.cache_dir)
+        platform = options.platform or Platform.parse(self.man.platform)
+        compression = options.compression or self.man.compression
+        self.ctx = Context(
+            cache=self.cache,
+            runner=runner,
+            platform=platform,
+            epoch=options.epoch,
+            compression=compression,  # type: ignore[arg-type]
+            registry=options.registry,
+            progress=lambda n: report(Event("bytes", {"n": n})),
+        )
+        self.bases: dict[str, Base | None] = {}
+        self.sources: dict[str, srcs.Source] = {}
+        self.artifacts: dict[str, dict[str, LayerBlob]] = {}
+        self.steps: list[StepReport] = []
+        self._ws: Workspace | None = None
+        self._tool: str | None = None
+
+    # -- tools ---------------------------------------------------------------------
+
+    @property
+    def tool(self) -> str:
+        """buildah's version (part of step keys); in a plan without buildah, the last one seen."""
+        if self._tool is None:
+            recorded = self.cache.get_key("tool-buildah") or {}
+            if self.runner.which("buildah") is not None:
+                self._tool = Buildah(self.runner, storage=self.cache.root / "buildah").version()
+                if not self.dry and recorded.get("version") != self._tool:
+                    self.cache.put_key("tool-buildah", {"version": self._tool})
+            else:
+                self._tool = str(recorded.get("version", "buildah-missing"))
+        return self._tool
+
+    @property
+    def ws(self) -> Workspace:
+        if self._ws is None:
+            buildah = Buildah(self.runner, storage=self.cache.root / "buildah", driver=self.options.storage_driver)
+            self._ws = Workspace(
+                buildah=buildah,
+                cache=self.cache,
+                epoch=self.ctx.epoch,
+                compression=self.ctx.compression,
+                host_ca=self.options.host_ca,
+                on_line=None,
+            )
+        return self._ws
+
+    # -- bases and sources ---------------------------------------------------------
+
+    def base(self, name: str) -> Base | None:
+        """The base ``name``, read (or bootstrapped) into the cache; in a plan, only if that
+        costs nothing (already cached, or a local layout/archive)."""
+        if name in self.bases:
+            return self.bases[name]
+        spec = self.man.bases[name]
+        self.report(Event("base", {"name": name, "state": "resolving"}))
+        base = self._resolve_base(name, spec)
+        self.bases[name] = base
+        if base is not None:
+            self.report(Event("base", {"name": name, "state": "ready", "digest": base.image.digest, "what": base.what}))
+        return base
+
+    def _resolve_base(self, name: str, spec: m.BaseSpec) -> Base | None:
+        ctx = self.ctx
+        if isinstance(spec, m.BootstrapBase):
+            b = spec.bootstrap
+            bspec = boot.BootstrapSpec(b.suite, b.variant, tuple(b.packages), b.mirror, tuple(b.components), b.keyring)
+            what = f"bootstrap {b.suite}/{b.variant}" + (f" +{len(b.packages)} packages" if b.packages else "")
+            image = boot.read(bspec, cache=ctx.cache, runner=ctx.runner, platform=ctx.platform, epoch=ctx.epoch,
+                              compression=ctx.compression, dry=self.dry)  # fmt: skip
+            return Base(name, image, what) if image is not None else None
+        text = spec if isinstance(spec, str) else spec.ref
+        platform = Platform.parse(spec.platform) if isinstance(spec, m.RefBase) and spec.platform else ctx.platform
+        ref = absolute_ref(parse_ref(text), self.loaded.folder)
+        if self.dry:
+            if ref.transport == "rootfs":
+                image = rootfs_transport.cached(Path(ref.path), cache=ctx.cache, platform=platform, epoch=ctx.epoch,
+                                                compression=ctx.compression)  # fmt: skip
+                return Base(name, image, str(ref)) if image is not None else None
+            if ref.transport == "docker":
+                hit = self.cache.get_key(_resolved_key(ref, platform))
+                image = self.cache.get_image(str(hit.get("manifest", ""))) if hit else None
+                return Base(name, image, str(ref), ref.name) if image is not None else None
+        source = open_source(ref, replace(ctx, platform=platform))
+        image = source.image if self.dry else import_image(source, ctx.cache, progress=ctx.progress)
+        if ref.transport == "docker" and not self.dry:
+            self.cache.put_key(_resolved_key(ref, platform), {"manifest": image.digest})
+        return Base(name, image, str(ref), ref.name if ref.transport == "docker" else None)
+
+    def source(self, name: str) -> srcs.Source | None:
+        if name not in self.sources:
+            spec = self.man.sources[name]
+            if self.dry and isinstance(spec, m.GitSource):
+                hit = self.cache.get_key(_git_key(spec))
+                if hit is None:
+                    return None
+                self.sources[name] = srcs.Source(name, Path(str(hit["path"])), str(hit["digest"]), spec.git)
+                return self.sources[name]
+            if self.dry and isinstance(spec, m.UrlSource):
+                return srcs.Source(name, Path(), "sha256:" + spec.sha256, spec.url)
+            src = srcs.resolve(name, spec, cache=self.cache, runner=self.runner, base_dir=self.loaded.folder)
+            if isinstance(spec, m.GitSource):
+                self.cache.put_key(_git_key(spec), {"digest": src.digest, "path": str(src.path)})
+            self.sources[name] = src
+        return self.sources[name]
+
+    # -- compile steps -------------------------------------------------------------
+
+    def needed_steps(self) -> list[m.CompileStep]:
+        """Compile steps the image's layers use, with the steps their inputs need."""
+        by_name = {s.name: s for s in self.man.compile}
+        want: set[str] = set()
+        todo: list[str] = []
+        for layer in self.man.image.layers:
+            if isinstance(layer, m.ArtifactLayer):
+                todo.append(layer.artifact.partition(".")[0])
+            elif isinstance(layer, m.RunLayer):
+                todo += [r.partition(".")[0] for r in layer.mounts]
+        while todo:
+            name = todo.pop()
+            if name in want:
+                continue
+            want.add(name)
+            todo += [r.partition(".")[0] for r in by_name[name].inputs]
+        return [s for s in self.man.compile if s.name in want]
+
+    def compile(self, step: m.CompileStep) -> dict[str, LayerBlob] | None:
+        """The step's artifacts: from the cache when its key matches, else built (not in a plan)."""
+        if step.name in self.artifacts:
+            return self.artifacts[step.name]
+        base = self.base(step.base or "")
+        sources = {n: self.source(n) for n in step.sources}
+        inputs = {ref: self._artifact(ref) for ref in step.inputs}
+        if base is None or any(v is None for v in sources.values()) or any(v is None for v in inputs.values()):
+            reason = "base not made yet" if base is None else "inputs not known yet"
+            self.steps.append(StepReport(step.name, "compile", "will-run", 0.0, None, reason, tuple(step.artifacts)))
+            return None
+        key = compile_key(
+            step,
+            base=base.image.digest,
+            sources={n: s.digest for n, s in sources.items() if s is not None},
+            inputs={r: b.diff_id for r, b in inputs.items() if b is not None},
+            tool=self.tool,
+            epoch=self.ctx.epoch,
+            compression=self.ctx.compression,
+            host_ca=self.options.host_ca,
+        )
+        cached = self._cached_artifacts(key, step)
+        forced = self.options.no_cache or step.name in self.options.rebuild
+        if cached is not None and not forced:
+            self.steps.append(StepReport(step.name, "compile", "cached", 0.0, key, "", tuple(step.artifacts)))
+            self.report(Event("step", {"name": step.name, "state": "cached"}))
+            self.artifacts[step.name] = cached
+            return cached
+        if self.dry:
+            reason = "forced" if forced and cached is not None else "not built with these inputs"
+            self.steps.append(StepReport(step.name, "compile", "will-run", 0.0, key, reason, tuple(step.artifacts)))
+            return None
+        self.report(Event("step", {"name": step.name, "state": "running"}))
+        started = time.monotonic()
+        mounted = [Mounted(ref, blob, self._artifact_spec(ref).to) for ref, blob in inputs.items() if blob is not None]
+        ws = self.ws
+        ws.on_line = lambda line: self.report(Event("log", {"step": step.name, "line": line}))
+        results = run_compile_step(
+            step, base=base.image, sources={n: s for n, s in sources.items() if s}, inputs=mounted, ws=ws, key=key
+        )
+        self.cache.put_key(key, {"step": step.name, "artifacts": {n: blob_json(b) for n, b in results.items()}})
+        seconds = time.monotonic() - started
+        self.steps.append(StepReport(step.name, "compile", "built", seconds, key, "", tuple(step.artifacts)))
+        self.report(Event("step", {"name": step.name, "state": "built", "seconds": seconds}))
+        self.artifacts[step.name] = results
+        return results
+
+    def _cached_artifacts(self, key: str, step: m.CompileStep) -> dict[str, LayerBlob] | None:
+        hit = self.cache.get_key(key)
+        if hit is None:
+            return None
+        try:
+            blobs = {name: blob_from_json(data) for name, data in hit["artifacts"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None
+        if set(blobs) != set(step.artifacts) or not self.cache.blobs_present(
+            (b.digest, b.size) for b in blobs.values()
+        ):
+            return None  # incomplete or damaged entry: rebuild, never a wrong result
+        return blobs
+
+    def _step(self, name: str) -> m.CompileStep:
+        return next(s for s in self.man.compile if s.name == name)
+
+    def _artifact_spec(self, ref: str) -> m.Artifact:
+        step, _, name = ref.partition(".")
+        return self._step(step).artifacts[name]
+
+    def _artifact(self, ref: str) -> LayerBlob | None:
+        step, _, name = ref.partition(".")
+        results = self.compile(self._step(step))
+        return results[name] if results is not None else None
+
+    # -- image layers --------------------------------------------------------------
+
+    def image(self) -> tuple[Image | None, Base | None, list[LayerReport]]:
+        """The image with every layer (None in a plan where something is not built yet)."""
+        base = self.base(self.man.image.base)
+        reports: list[LayerReport] = []
+        image: Image | None = None
+        if base is not None:
+            image = base.image
+            for i, (desc, diff_id) in enumerate(zip(base.image.layers, base.image.diff_ids, strict=True)):
+                reports.append(LayerReport(i, "base", base.what, desc.digest, desc.size, diff_id, "base"))
+        else:
+            reports.append(LayerReport(0, "base", self.man.image.base, None, None, None, "will-build"))
+        setup = ImageSetup(self.loaded, self.ctx)
+        for i, (spec, path) in enumerate(zip(self.man.image.layers, self.loaded.layer_paths, strict=True)):
+            blobs, what, origin = self._layer(spec, path, image, i, setup)
+            if not blobs:
+                reports.append(LayerReport(len(reports), _kind(spec), what, None, None, None, origin))
+                image = None
+                continue
+            for blob, item in blobs:
+                if image is not None:
+                    comment = getattr(spec, "comment", None) or ""
+                    added = mutate.AddedLayer(blob.descriptor(), blob.diff_id, f"assemble: {item}", comment)
+                    image = mutate.append_layers(image, [added], epoch=self.ctx.epoch)
+                reports.append(
+                    LayerReport(len(reports), _kind(spec), item, blob.digest, blob.size, blob.diff_id, origin)
+                )
+                self.report(Event("layer", {"index": len(reports) - 1, "what": item, "digest": blob.digest,
+                                            "size": blob.size, "origin": origin}))  # fmt: skip
+        return image, base, reports
+
+    def _layer(
+        self, spec: m.LayerSpec, path: tuple[str | int, ...], image: Image | None, index: int, setup: ImageSetup
+    ) -> tuple[list[tuple[LayerBlob, str]], str, str]:
+        if isinstance(spec, m.CopyLayer):
+            c = spec.copy_
+            what = f"copy {c.from_} {c.to}"
+            if self.dry:
+                return [], what, "will-build"
+            return [(setup.copy_layer(c, path), what)], what, "built"
+        if isinstance(spec, m.ArtifactLayer):
+            step_name, _, art = spec.artifact.partition(".")
+            results = self.compile(self._step(step_name))
+            names = [art] if art else sorted(self._step(step_name).artifacts)
+            what = f"artifact {spec.artifact}"
+            if results is None:
+                return [], what, "will-build"
+            state = next((s.state for s in self.steps if s.name == step_name), "cached")
+            return [(results[n], f"artifact {step_name}.{n}") for n in names], what, state
+        if isinstance(spec, m.RunLayer):
+            name = spec.name or f"run-{index + 1}"
+            commands = [(c, c) for c in spec.run]
+            definition = spec.model_dump(mode="json", exclude={"name", "comment"})
+            return self._runtime(name, commands, definition, image, spec.env, spec.mounts, spec.secrets,
+                                 spec.exclude, spec.keep, f"run {' && '.join(spec.run)}"[:120])  # fmt: skip
+        assert isinstance(spec, m.PackagesLayer)
+        packages = self._packages(spec.packages)
+        name = spec.name or f"packages-{index + 1}"
+        what = f"packages {' '.join(packages)}"
+        commands = [(f"apt-get install {' '.join(packages)}", apt_install(packages))]
+        return self._runtime(name, commands, {"packages": packages}, image, {}, [], [], [], [], what)
+
+    def _packages(self, names: list[str]) -> list[str]:
+        out: list[str] = []
+        for name in names:
+            if name == "from-steps":
+                for step in self.needed_steps():
+                    out += step.runtime_packages
+            else:
+                out.append(name)
+        return list(dict.fromkeys(out))
+
+    def _runtime(
+        self,
+        name: str,
+        commands: list[tuple[str, str]],
+        definition: Mapping[str, object],
+        image: Image | None,
+        env: Mapping[str, str],
+        mounts: list[str],
+        secrets: list[str],
+        exclude: list[str],
+        keep: list[str],
+        what: str,
+    ) -> tuple[list[tuple[LayerBlob, str]], str, str]:
+        mounted = {ref: self._artifact(ref) for ref in mounts}
+        if image is None or any(b is None for b in mounted.values()):
+            self.steps.append(StepReport(name, "runtime", "will-run", 0.0, None, "the image below is not built yet"))
+            return [], what, "will-build"
+        key = runtime_key(
+            {**definition, "secrets": secrets},
+            parent=image,
+            mounts={r: b.diff_id for r, b in mounted.items() if b is not None},
+            tool=self.tool,
+            epoch=self.ctx.epoch,
+            compression=self.ctx.compression,
+        )
+        hit = self.cache.get_key(key)
+        forced = self.options.no_cache or name in self.options.rebuild
+        if hit is not None and not forced:
+            try:
+                blob = blob_from_json(hit["layer"])
+            except (KeyError, TypeError, ValueError):
+                blob = None
+            if blob is not None and self.cache.has_blob(blob.digest, blob.size):
+                self.steps.append(StepReport(name, "runtime", "cached", 0.0, key))
+                self.report(Event("step", {"name": name, "state": "cached"}))
+                return [(blob, what)], what, "cached"
+        if self.dry:
+            self.steps.append(StepReport(name, "runtime", "will-run", 0.0, key, "not built with these inputs"))
+            return [], what, "will-build"
+        self.report(Event("step", {"name": name, "state": "running"}))
+        started = time.monotonic()
+        ws = self.ws
+        ws.on_line = lambda line: self.report(Event("log", {"step": name, "line": line}))
+        mounts_list = [Mounted(r, b, self._artifact_spec(r).to) for r, b in mounted.items() if b is not None]
+        blob = run_runtime_step(name, commands, image=image, env=env, mounts=mounts_list, secrets=secrets,
+                                exclude=exclude, keep=keep, ws=ws, key=key)  # fmt: skip
+        self.cache.put_key(key, {"step": name, "layer": blob_json(blob)})
+        seconds = time.monotonic() - started
+        self.steps.append(StepReport(name, "runtime", "built", seconds, key))
+        self.report(Event("step", {"name": name, "state": "built", "seconds": seconds}))
+        return [(blob, what)], what, "built"
+
+    # -- the whole ------------------------------------------------------------------
+
+    def finish(self, image: Image, base: Base) -> Image:
+        """Config, labels and annotations on top of the layers."""
+        man = self.man
+        gpu = gpu_metadata(self.loaded, self.needed_steps())
+        changes = config_changes(man.image.config, image.container_config.get("Env") or [], labels=gpu)
+        image = mutate.set_config(image, changes, epoch=self.ctx.epoch)
+        annotations = {
+            **default_annotations(base.image, base.registry_name, man.name, self.ctx.epoch),
+            **gpu,
+            **man.annotations,
+        }
+        return mutate.set_annotations(image, annotations)
+
+
+def _resolved_key(ref: Ref, platform: Platform) -> str:
+    from assembler.cache import key_of
+
+    return "resolved-" + key_of({"ref": str(ref), "platform": str(platform)})
+
+
+def _git_key(spec: m.GitSource) -> str:
+    from assembler.cache import key_of
+
+    return "gitref-" + key_of({"url": spec.git, "ref": spec.ref})
+
+
+def _kind(spec: m.LayerSpec) -> str:
+    return {m.CopyLayer: "copy", m.ArtifactLayer: "artifact", m.RunLayer: "run", m.PackagesLayer: "packages"}[
+        type(spec)
+    ]
+
+
+def output_refs(loaded: Loaded, options: Options) -> list[Ref]:
+    """The outputs to write: ``-o`` flags if given, else the manifest's (paths: cwd-relative)."""
+    texts = list(options.outputs) if options.outputs is not None else list(loaded.manifest.outputs)
+    refs = []
+    for i, text in enumerate(texts):
+        try:
+            ref = parse_ref(text)
+        except ValueError as e:
+            if options.outputs is not None:
+                raise InputError(f"-o {text}: {e}") from None
+            raise loaded.error(("outputs", i), str(e)) from None
+        if ref.transport in ("rootfs", "scratch"):
+            raise InputError(f"{text}: {ref.transport} is a base, not an output")
+        refs.append(absolute_ref(ref, Path.cwd()))
+    return refs
+
+
+def plan(loaded: Loaded, options: Options, *, runner: Runner) -> Plan:
+    """What ``build`` would do: steps cached or to run, the layers, the outputs. Runs nothing."""
+    p = Pipeline(loaded, options, runner=runner, report=_quiet, dry=True)
+    outputs = tuple(str(r) for r in output_refs(loaded, options))
+    _, _, layers = p.image()
+    bases = {name: (b.image.digest if b is not None else None) for name, b in p.bases.items()}
+    return Plan(loaded.manifest.name, loaded.target, loaded.params, bases, tuple(p.steps), tuple(layers), outputs)
+
+
+def build(loaded: Loaded, options: Options, *, runner: Runner, report: Reporter = _quiet) -> Result:
+    """Build the image ``loaded`` describes and write its outputs.
+
+    Bad input raises InputError subclasses before any output is written; failures while
+    building or writing raise other AssemblerErrors.
+    """
+    started = time.monotonic()
+    outputs = output_refs(loaded, options)
+    p = Pipeline(loaded, options, runner=runner, report=report, dry=False)
+    image, base, layers = p.image()
+    assert image is not None and base is not None  # a build makes everything
+    image = p.finish(image, base)
+    _check_blobs(image, p.cache)
+    report(Event("image", {"digest": image.digest}))
+    written: list[Written] = []
+    for ref in outputs:
+        report(Event("output", {"ref": str(ref), "state": "writing"}))
+        mount_from = [base.registry_name] if base.registry_name is not None else []
+        w = _write(ref, image, p.ctx, mount_from)
+        written.append(w)
+        report(Event("output", {"ref": str(ref), "state": "done", "digest": w.digest, "uploaded": w.uploaded_bytes}))
+    return Result(image, tuple(layers), tuple(p.steps), tuple(written), time.monotonic() - started)
+
+
+def _write(ref: Ref, image: Image, ctx: Context, mount_from: list[ImageName]) -> Written:
+    if ref.transport == "sif":
+        raise InputError("sif: outputs are not available yet")
+    same_registry = [n for n in mount_from if ref.name is not None and n.registry == ref.name.registry]
+    return write_output(ref, image, ctx, blobs=ctx.cache, mount_from=same_registry)
+
+
+def _check_blobs(image: Image, cache: Cache) -> None:
+    cache.put_bytes(image.config_bytes)
+    for desc in image.layers:
+        if not cache.has_blob(desc.digest, desc.size):
+            raise InvalidImage(f"blob {desc.digest} ({desc.size} bytes) is missing from the cache")

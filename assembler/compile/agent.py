@@ -1,0 +1,326 @@
+"""The export agent: reads a container's root filesystem and writes layers as tar streams.
+
+Run as ``python -m assembler.compile.agent`` against a mounted container root (as root
+after ``buildah mount``; rootless inside ``buildah unshare --mount``, where the root is
+only visible from that namespace). It writes one *uncompressed, normalised* tar to
+stdout; the parent compresses and hashes it. Three commands:
+
+- ``export``: the files an artifact declares (a path or a glob), placed at ``--to``;
+- ``snapshot``: the metadata of every file, saved before a runtime step runs;
+- ``diff``: what changed since the snapshot (new/changed entries, whiteouts for deletions).
+
+Paths inside the container are resolved inside its root: a symlink pointing to
+``/usr/lib`` means the container's ``/usr/lib``, never the host's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import posixpath
+import stat
+import sys
+from collections.abc import Iterator, Sequence
+
+from assembler.archive.layer import Member, write_layer
+from assembler.archive.tar import TarEntry
+from assembler.archive.tree import host_members, parents
+
+_GLOB_CHARS = frozenset("*?[")
+_MAX_LINKS = 40
+
+# Left out of runtime-step layers unless a step keeps them: caches, logs, apt lists,
+# temp files, and files that only record when something ran.
+DEFAULT_EXCLUDES = (
+    "/tmp/*",
+    "/var/tmp/*",
+    "/run/*",
+    "/var/lib/apt/lists/*",
+    "/var/cache/apt/*",
+    "/var/cache/debconf/*-old",
+    "/var/lib/dpkg/*-old",
+    "/var/cache/ldconfig/aux-cache",
+    "/var/log/*",
+    "/root/.cache",
+    "/root/.cache/*",
+    "/etc/ld.so.cache~",
+)
+_NEVER = ("/proc", "/sys", "/dev")
+
+
+class AgentError(Exception):
+    """Reported on stderr with exit status 3; the parent turns it into a build error."""
+
+
+def resolve_in_root(root: str, path: str, *, follow_last: bool = True) -> str:
+    """The host path of container ``path``, resolving symlinks *inside* ``root``."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    done: list[str] = []
+    links = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        candidate = os.path.join(root, *done, part)
+        if (parts or follow_last) and os.path.islink(candidate):
+            links += 1
+            if links > _MAX_LINKS:
+                raise AgentError(f"{path}: too many levels of symbolic links")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                done = []
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+            continue
+        done.append(part)
+    return os.path.join(root, *done)
+
+
+def glob_in_root(root: str, pattern: str) -> list[tuple[str, str]]:
+    """(host path, container path) of each match of ``pattern``, sorted; links kept as found.
+
+    Hidden names match only a pattern that starts with a dot, as in the shell.
+    """
+    matches = [""]
+    for part in (p for p in pattern.split("/") if p not in ("", ".")):
+        if not _GLOB_CHARS & set(part):
+            matches = [posixpath.join(m, part) for m in matches]
+            continue
+        found: list[str] = []
+        for m in matches:
+            try:
+                names = sorted(os.listdir(resolve_in_root(root, m or "/")))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            found += [
+                posixpath.join(m, n)
+                for n in names
+                if fnmatch.fnmatchcase(n, part) and (part.startswith(".") or not n.startswith("."))
+            ]
+        matches = found
+    out = []
+    for ctr in matches:
+        host = os.path.join(resolve_in_root(root, posixpath.dirname(ctr) or "/"), posixpath.basename(ctr))
+        if os.path.lexists(host):
+            out.append((host, "/" + ctr.lstrip("/")))
+    return out
+
+
+def _excluded(rel: str, patterns: Sequence[str]) -> bool:
+    """True when ``rel`` matches a pattern; a literal pattern also covers what is below it."""
+    for raw in patterns:
+        pat = raw.strip("/")
+        if not pat:
+            continue
+        if fnmatch.fnmatchcase(rel, pat) or (not _GLOB_CHARS & set(pat) and rel.startswith(pat + "/")):
+            return True
+    return False
+
+
+def export_members(
+    root: str, path: str, to: str, *, mode: int | None, owner: tuple[int, int] | None, exclude: Sequence[str]
+) -> list[Member]:
+    """Members for an artifact: ``path`` (file, folder or glob) in the container, at ``to``."""
+    keep_owner = owner is None
+    uid, gid = owner or (0, 0)
+    if _GLOB_CHARS & set(path):
+        matches = glob_in_root(root, path)
+        if not matches:
+            raise AgentError(f"{path}: no file in the container matches")
+        members: list[Member] = []
+        for host, ctr in matches:
+            dest = posixpath.join(to, posixpath.basename(ctr))
+            members += host_members_at(host, dest, mode=mode, uid=uid, gid=gid, keep_owner=keep_owner, follow=False)
+    else:
+        host = resolve_in_root(root, path)
+        if not os.path.lexists(host):
+            raise AgentError(f"{path}: does not exist in the container")
+        members = host_members_at(host, to, mode=mode, uid=uid, gid=gid, keep_owner=keep_owner, follow=True)
+    if exclude:
+        base = to.strip("/")
+        members = [
+            (e, o)
+            for e, o in members
+            if not (e.path.startswith(base + "/") and _excluded(e.path[len(base) + 1 :], exclude))
+        ]
+    return members
+
+
+def host_members_at(
+    host: str, dest: str, *, mode: int | None, uid: int, gid: int, keep_owner: bool, follow: bool
+) -> list[Member]:
+    """host_members, but a symlink found by a glob stays a symlink (``follow=False``)."""
+    st = os.lstat(host)
+    if stat.S_ISLNK(st.st_mode) and not follow:
+        entry = TarEntry(
+            path=dest.strip("/").rstrip("/"),
+            kind="symlink",
+            mode=0o777,
+            uid=st.st_uid if keep_owner else uid,
+            gid=st.st_gid if keep_owner else gid,
+            mtime=int(st.st_mtime),
+            linkname=os.readlink(host),
+        )
+        return [(entry, None), *((TarEntry(path=p, kind="dir", mode=0o755), None) for p in parents(entry.path))]
+    from pathlib import Path
+
+    return host_members(Path(host), dest, mode=mode, uid=uid, gid=gid, keep_owner=keep_owner)
+
+
+# -- snapshots and diffs ---------------------------------------------------------------
+
+Signature = tuple[int, int, int, int, int, int, int, str]
+
+
+def _walk(root: str, excludes: Sequence[str]) -> Iterator[tuple[str, os.stat_result]]:
+    never = tuple(p.strip("/") for p in _NEVER)
+    stack = [""]
+    while stack:
+        rel_dir = stack.pop()
+        host_dir = os.path.join(root, rel_dir) if rel_dir else root
+        try:
+            entries = list(os.scandir(host_dir))
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+        for entry in entries:
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            if rel in never or _excluded(rel, excludes):
+                continue
+            st = entry.stat(follow_symlinks=False)
+            yield rel, st
+            if stat.S_ISDIR(st.st_mode):
+                stack.append(rel)
+
+
+def _signature(host: str, st: os.stat_result) -> Signature:
+    link = os.readlink(host) if stat.S_ISLNK(st.st_mode) else ""
+    return (st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, link)
+
+
+def snapshot(root: str, excludes: Sequence[str]) -> dict[str, Signature]:
+    return {rel: _signature(os.path.join(root, rel), st) for rel, st in _walk(root, excludes)}
+
+
+def diff_members(
+    root: str, before: dict[str, Signature], excludes: Sequence[str], mountpoints: Sequence[str]
+) -> list[Member]:
+    """Members for what changed since ``before``: changed or new entries (with their
+    parent folders), and a ``.wh.`` whiteout for each deleted path (one per deleted tree)."""
+    mounts = {m.strip("/") for m in mountpoints}
+    now: dict[str, os.stat_result] = {}
+    for rel, st in _walk(root, excludes):
+        if rel in mounts:
+            continue
+        now[rel] = st
+    changed = [rel for rel, st in now.items() if before.get(rel) != _signature(os.path.join(root, rel), st)]
+    # New folders that only hold mount points were made by buildah for the mount.
+    changed = [rel for rel in changed if not _only_mount_parent(rel, now, before, mounts)]
+    members: dict[str, Member] = {}
+    for rel in changed:
+        host = os.path.join(root, rel)
+        st = now[rel]
+        kind = "dir" if stat.S_ISDIR(st.st_mode) else None
+        if kind == "dir":
+            members[rel] = (_dir_entry(rel, st), None)
+        else:
+            for entry, opener in host_members_at(
+                host, "/" + rel, mode=None, uid=0, gid=0, keep_owner=True, follow=False
+            ):
+                if entry.path == rel:
+                    members[rel] = (entry, opener)
+        for parent in parents(rel):
+            if parent in now and parent not in members:
+                members[parent] = (_dir_entry(parent, now[parent]), None)
+    deleted = sorted(rel for rel in before if rel not in now and not _excluded(rel, excludes) and rel not in mounts)
+    deleted_set = set(deleted)
+    for rel in deleted:
+        parent = posixpath.dirname(rel)
+        if parent and parent in deleted_set:
+            continue  # the whiteout of the deleted parent covers it
+        name = posixpath.join(parent, ".wh." + posixpath.basename(rel)) if parent else ".wh." + rel
+        members[name] = (TarEntry(path=name, kind="file", mode=0o644), None)
+        for p in parents(rel):
+            if p in now and p not in members:
+                members[p] = (_dir_entry(p, now[p]), None)
+    return list(members.values())
+
+
+def _only_mount_parent(
+    rel: str, now: dict[str, os.stat_result], before: dict[str, Signature], mounts: set[str]
+) -> bool:
+    if rel in before or not stat.S_ISDIR(now[rel].st_mode):
+        return False
+    inside = [p for p in now if p.startswith(rel + "/")]
+    return bool(any(m.startswith(rel + "/") for m in mounts)) and all(
+        any(m == p or m.startswith(p + "/") for m in mounts) for p in inside
+    )
+
+
+def _dir_entry(rel: str, st: os.stat_result) -> TarEntry:
+    return TarEntry(
+        path=rel, kind="dir", mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid, mtime=int(st.st_mtime)
+    )
+
+
+# -- command line ----------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="assembler.compile.agent")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--root")
+    where.add_argument("--root-env")
+    sub = p.add_subparsers(dest="command", required=True)
+    e = sub.add_parser("export")
+    e.add_argument("--path", required=True)
+    e.add_argument("--to", required=True)
+    e.add_argument("--mode", type=lambda v: int(v, 8), default=None)
+    e.add_argument("--owner", default=None)
+    e.add_argument("--exclude", action="append", default=[])
+    e.add_argument("--epoch", type=int, required=True)
+    s = sub.add_parser("snapshot")
+    s.add_argument("--out", required=True)
+    s.add_argument("--exclude", action="append", default=[])
+    d = sub.add_parser("diff")
+    d.add_argument("--snapshot", required=True)
+    d.add_argument("--exclude", action="append", default=[])
+    d.add_argument("--mountpoint", action="append", default=[])
+    d.add_argument("--epoch", type=int, required=True)
+    args = p.parse_args(argv)
+    root = args.root or os.environ.get(args.root_env or "", "")
+    if not root or not os.path.isdir(root):
+        print(f"agent: container root {root!r} is not a folder", file=sys.stderr)
+        return 3
+    out = sys.stdout.buffer
+    try:
+        if args.command == "export":
+            owner = None
+            if args.owner:
+                u, _, g = args.owner.partition(":")
+                owner = (int(u), int(g or u))
+            members = export_members(root, args.path, args.to, mode=args.mode, owner=owner, exclude=args.exclude)
+            write_layer(members, out, compression="none", epoch=args.epoch)
+        elif args.command == "snapshot":
+            data = snapshot(root, args.exclude)
+            with open(args.out, "w") as f:
+                json.dump(data, f)
+        else:
+            with open(args.snapshot) as f:
+                before = {k: tuple(v) for k, v in json.load(f).items()}
+            members = diff_members(root, before, args.exclude, args.mountpoint)
+            write_layer(members, out, compression="none", epoch=args.epoch)
+    except AgentError as err:
+        print(f"agent: {err}", file=sys.stderr)
+        return 3
+    except (OSError, ValueError) as err:
+        print(f"agent: {err}", file=sys.stderr)
+        return 3
+    out.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

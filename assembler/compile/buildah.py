@@ -1,0 +1,147 @@
+"""buildah, with argv built by typed methods and run by :mod:`assembler.proc`.
+
+Facts this relies on (Debian 12, buildah 1.28): ``--isolation chroot`` works as root
+and rootless (the default OCI isolation fails on cgroups here); as root the storage
+driver must be passed explicitly; ``buildah mount`` works rootless only inside
+``buildah unshare`` (and ``buildah unshare`` fails as root here, so root mounts
+directly). Storage lives under the cache folder (``--root``/``--runroot``) so nothing
+is written elsewhere and separate caches never share containers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from assembler.errors import ToolError
+from assembler.proc import Runner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A host path visible in the container (``-v host:ctr[:ro]``)."""
+
+    host: Path
+    container: str
+    readonly: bool = True
+
+    def arg(self) -> str:
+        return f"{self.host}:{self.container}" + (":ro" if self.readonly else "")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One ``buildah run``: a shell command with its environment and mounts."""
+
+    command: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    volumes: Sequence[Volume] = ()
+    workdir: str | None = None
+    user: str = "0:0"
+
+
+class Buildah:
+    """A buildah with its own storage (``root``) and driver."""
+
+    def __init__(self, runner: Runner, *, storage: Path, driver: str = "overlay") -> None:
+        self.runner = runner
+        self.storage = storage
+        self.driver = driver
+        self.rootless = os.geteuid() != 0
+
+    @property
+    def globals(self) -> list[str]:
+        return [
+            "buildah",
+            "--root",
+            str(self.storage / "root"),
+            "--runroot",
+            str(self.storage / "run"),
+            "--storage-driver",
+            self.driver,
+        ]
+
+    def _run(self, *args: str) -> str:
+        return self.runner.run([*self.globals, *args]).stdout.strip()
+
+    def version(self) -> str:
+        """``buildah version`` (part of every step key)."""
+        try:
+            data = json.loads(self.runner.run(["buildah", "version", "--json"]).stdout)
+            return str(data.get("version", "unknown"))
+        except (ValueError, ToolError):
+            return self.runner.run(["buildah", "--version"]).stdout.strip()
+
+    def pull(self, layout: Path, tag: str) -> str:
+        """Bring an image from an OCI layout into storage; returns the image ID."""
+        return self._run("pull", "--quiet", f"oci:{layout}:{tag}").splitlines()[-1]
+
+    def from_image(self, image_id: str, *, name_hint: str) -> str:
+        """A new working container from a stored image; returns its ID."""
+        safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name_hint)[:40]
+        name = f"assemble-{safe}-{secrets.token_hex(4)}"
+        return self._run("from", "--pull=never", "--quiet", "--name", name, image_id).splitlines()[-1]
+
+    def run_argv(self, container: str, spec: RunSpec) -> list[str]:
+        argv = [*self.globals, "run", "--isolation", "chroot", "--user", spec.user]
+        for key in sorted(spec.env):
+            argv += ["--env", f"{key}={spec.env[key]}"]
+        for vol in spec.volumes:
+            argv += ["--volume", vol.arg()]
+        if spec.workdir:
+            argv += ["--workingdir", spec.workdir]
+        return [*argv, container, "--", "/bin/sh", "-c", spec.command]
+
+    def run(
+        self,
+        container: str,
+        spec: RunSpec,
+        *,
+        log_file: IO[str],
+        on_line: Callable[[str], None] | None = None,
+        redact: Sequence[str] = (),
+    ) -> tuple[int, str]:
+        """Run a shell command in the container, output streamed to ``log_file``.
+
+        Returns (exit code, last 30 lines). Values in ``redact`` never reach the log.
+        """
+        return self.runner.stream(self.run_argv(container, spec), log_file=log_file, on_line=on_line, redact=redact)
+
+    def agent_argv(
+        self, container: str, agent_args: Sequence[str], *, python: str
+    ) -> tuple[list[str], Callable[[], None]]:
+        """argv running the export agent against the container's root filesystem, and a
+        cleanup to call afterwards (root: ``buildah mount`` + umount; rootless:
+        ``buildah unshare --mount``)."""
+        module = [python, "-m", "assembler.compile.agent"]
+        if self.rootless:
+            argv = [*self.globals, "unshare", "--mount", f"ASSEMBLE_ROOT={container}", "--", *module]
+            return [*argv, "--root-env", "ASSEMBLE_ROOT", *agent_args], lambda: None
+        mountpoint = self._run("mount", container).splitlines()[-1]
+        return [*module, "--root", mountpoint, *agent_args], lambda: self.umount(container)
+
+    def umount(self, container: str) -> None:
+        self.runner.run([*self.globals, "umount", container], check=False)
+
+    def rm(self, container: str) -> None:
+        """Remove a working container (never raises: used in cleanups)."""
+        result = self.runner.run([*self.globals, "rm", container], check=False)
+        if result.returncode != 0:
+            log.warning("could not remove container %s: %s", container, result.stderr.strip())
+
+    def containers(self) -> list[str]:
+        """IDs of the working containers in this storage."""
+        out = self._run("containers", "--quiet", "--notruncate")
+        return [line for line in out.splitlines() if line.strip()]
+
+    def inspect_image_env(self, image_id: str) -> list[str]:
+        data = json.loads(self._run("inspect", "--type", "image", image_id))
+        return list(data.get("OCIv1", {}).get("config", {}).get("Env") or [])

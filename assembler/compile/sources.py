@@ -1,0 +1,150 @@
+"""Sources for compile steps: host folders, git checkouts and downloaded archives.
+
+Each source ends up as a host folder mounted read-only at ``/src/NAME`` and a digest
+that goes into the step key: for a folder, the diff_id of its normalised tar (so mtimes,
+owners and creation order do not matter, content and modes do); for git, the commit;
+for a URL, its sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tarfile
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from assembler.archive.layer import HashingSink, write_layer
+from assembler.archive.tree import host_members
+from assembler.cache import Cache, key_of
+from assembler.errors import DigestMismatch, InputError, NotFound, ToolError
+from assembler.proc import Runner
+from assembler.spec import model as m
+
+log = logging.getLogger(__name__)
+_CHUNK = 1 << 20
+# Folders that change without the sources changing (git's index is rewritten by `git status`).
+DEFAULT_SOURCE_EXCLUDES = (".git", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache")
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    path: Path  # host folder to mount at /src/NAME
+    digest: str
+    what: str
+
+
+def tree_digest(path: Path, exclude: tuple[str, ...] = ()) -> str:
+    """The diff_id of the folder's normalised tar: content and modes, not times or owners."""
+    import fnmatch
+
+    patterns = (*DEFAULT_SOURCE_EXCLUDES, *exclude)
+
+    def keep(rel: str) -> bool:
+        parts = rel.split("/")
+        for pat in patterns:
+            p = pat.strip("/")
+            if any(fnmatch.fnmatchcase(part, p) for part in parts) or fnmatch.fnmatchcase(rel, p):
+                return False
+        return True
+
+    members = [(e, o) for e, o in host_members(path, "src", mode=None) if e.path == "src" or keep(e.path[4:])]
+    return write_layer(members, HashingSink(None), compression="none", epoch=0).diff_id
+
+
+def _git(runner: Runner, *args: str, cwd: Path | None = None) -> str:
+    return runner.run(["git", *args], cwd=cwd, env={"GIT_TERMINAL_PROMPT": "0"}).stdout.strip()
+
+
+def git_source(name: str, spec: m.GitSource, *, cache: Cache, runner: Runner, base_dir: Path) -> Source:
+    """Fetch ``spec.ref`` into a cached bare repository and check out its tree (by commit)."""
+    url = spec.git
+    if "://" not in url and not url.startswith("git@"):
+        url = str((base_dir / url).resolve())
+    repo = cache.path("sources", "git", key_of({"url": url})[:24] + ".git")
+    if not (repo / "HEAD").exists():
+        _git(runner, "init", "--bare", "--quiet", str(repo))
+    try:
+        _git(runner, "fetch", "--quiet", "--force", "--tags", url, f"+{spec.ref}:refs/assemble/want", cwd=repo)
+        commit = _git(runner, "rev-parse", "refs/assemble/want^{commit}", cwd=repo)
+    except ToolError:
+        # A commit id is not a ref a server must serve: fetch everything and resolve it here.
+        try:
+            _git(runner, "fetch", "--quiet", "--force", "--tags", url, "+refs/heads/*:refs/heads/*", cwd=repo)
+            commit = _git(runner, "rev-parse", f"{spec.ref}^{{commit}}", cwd=repo)
+        except ToolError as e:
+            raise NotFound(f"source {name}: cannot fetch {spec.ref!r} from {spec.git}: {e.stderr_tail}") from e
+    tree = cache.root / "sources" / "trees" / commit
+    if not tree.is_dir():
+        tmp = cache.path("sources", "trees", f".tmp-{commit}-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        _git(runner, f"--work-tree={tmp}", "checkout", "--force", commit, "--", ".", cwd=repo)
+        if spec.submodules:
+            raise InputError(f"source {name}: submodules are not supported for git sources yet; vendor them")
+        os.replace(tmp, tree)
+    return Source(name, tree, f"git:{commit}", f"{spec.git}@{spec.ref} ({commit[:12]})")
+
+
+def url_source(name: str, spec: m.UrlSource, *, cache: Cache) -> Source:
+    """Download (once), check the sha256, and unpack a tar/zip archive (or keep the file)."""
+    digest = "sha256:" + spec.sha256
+    if not cache.has_blob(digest):
+        try:
+            with urllib.request.urlopen(spec.url, timeout=60) as resp, cache.blob_writer(expected=digest) as w:
+                while chunk := resp.read(_CHUNK):
+                    w.write(chunk)
+        except DigestMismatch as e:
+            raise InputError(
+                f"source {name}: {spec.url} has sha256 {e.actual[7:]}, the manifest says {spec.sha256}"
+            ) from e
+        except (urllib.error.URLError, OSError) as e:
+            raise NotFound(f"source {name}: cannot download {spec.url}: {e}") from e
+    tree = cache.root / "sources" / "url" / spec.sha256
+    if not tree.is_dir():
+        tmp = cache.path("sources", "url", f".tmp-{spec.sha256}-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        blob = cache.blob_path(digest)
+        if spec.extract and tarfile.is_tarfile(blob):
+            with tarfile.open(blob) as tf:
+                tf.extractall(tmp, filter="data")
+        elif spec.extract and zipfile.is_zipfile(blob):
+            with zipfile.ZipFile(blob) as zf:
+                for info in zf.infolist():
+                    if ".." in Path(info.filename).parts or info.filename.startswith("/"):
+                        raise InputError(f"source {name}: archive member {info.filename!r} climbs out")
+                zf.extractall(tmp)
+        else:
+            shutil.copyfile(blob, tmp / (Path(spec.url).name or "download"))
+        os.replace(tmp, tree)
+    return Source(name, tree, digest, spec.url)
+
+
+def path_source(name: str, spec: m.PathSource, *, base_dir: Path) -> Source:
+    path = (base_dir / spec.path).resolve()
+    if not path.is_dir():
+        raise NotFound(f"source {name}: folder {path} does not exist")
+    return Source(name, path, tree_digest(path, tuple(spec.exclude)), str(path))
+
+
+def resolve(name: str, spec: m.SourceSpec, *, cache: Cache, runner: Runner, base_dir: Path) -> Source:
+    if isinstance(spec, m.PathSource):
+        return path_source(name, spec, base_dir=base_dir)
+    if isinstance(spec, m.GitSource):
+        return git_source(name, spec, cache=cache, runner=runner, base_dir=base_dir)
+    return url_source(name, spec, cache=cache)
+
+
+def sha256_file(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            sha.update(chunk)
+    return sha.hexdigest()

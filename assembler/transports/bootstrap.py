@@ -1,0 +1,191 @@
+"""Bases made by mmdebstrap from an apt mirror (``bases: {x: {bootstrap: {...}}}``).
+
+This is the base that needs no registry: a Debian/Ubuntu root filesystem from the
+configured apt mirror, turned into a one-layer image by the deterministic writer and
+cached by its inputs (suite, variant, packages, mirror, architecture, mmdebstrap
+version). Runs as root (``--mode=root``) or as an unprivileged user (``--mode=unshare``,
+subuids from /etc/subuid).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from assembler.archive.compress import Compression
+from assembler.cache import Cache, key_of
+from assembler.errors import InputError, ToolError
+from assembler.oci.descriptor import Platform
+from assembler.oci.image import Image
+from assembler.proc import Runner
+from assembler.transports.rootfs import image_from_layer, layer_from_tar
+
+log = logging.getLogger(__name__)
+FORMAT = 1
+DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian"
+_ARCH = {
+    "amd64": "amd64",
+    "arm64": "arm64",
+    "386": "i386",
+    "ppc64le": "ppc64el",
+    "s390x": "s390x",
+    "riscv64": "riscv64",
+}
+
+
+@dataclass(frozen=True)
+class BootstrapSpec:
+    """What mmdebstrap is asked for (the cache key is made of these)."""
+
+    suite: str
+    variant: str = "minbase"
+    packages: tuple[str, ...] = ()
+    mirror: str | None = None
+    components: tuple[str, ...] = ("main",)
+    keyring: str | None = None
+
+
+def debian_arch(platform: Platform) -> str:
+    if platform.architecture == "arm":
+        return "armhf" if platform.variant in ("", "v7") else "armel"
+    try:
+        return _ARCH[platform.architecture]
+    except KeyError as e:
+        raise InputError(f"no Debian architecture for platform {platform}") from e
+
+
+def host_mirror(sources_dir: Path = Path("/etc/apt")) -> str | None:
+    """The first Debian mirror URI configured on this host (deb822 or one-line sources)."""
+    candidates: list[str] = []
+    for f in sorted((sources_dir / "sources.list.d").glob("*.sources")):
+        try:
+            text = f.read_text()
+        except OSError:
+            continue
+        for stanza in re.split(r"\n\s*\n", text):
+            fields = dict(
+                (k.strip().lower(), v.strip()) for k, _, v in (line.partition(":") for line in stanza.splitlines()) if _
+            )
+            if fields.get("types", "deb").split()[0] == "deb" and "debian-archive-keyring" in fields.get(
+                "signed-by", "debian"
+            ):
+                uri = fields.get("uris", "").split()
+                suites = fields.get("suites", "").split()
+                if uri and any(not s.endswith("-security") for s in suites) and "security" not in uri[0]:
+                    candidates.append(uri[0])
+    for f in [sources_dir / "sources.list", *sorted((sources_dir / "sources.list.d").glob("*.list"))]:
+        try:
+            lines = f.read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split("#", 1)[0].split()
+            if len(parts) >= 3 and parts[0] == "deb":
+                uri = next((p for p in parts[1:] if not p.startswith("[")), "")
+                if "debian" in uri and "security" not in uri:
+                    candidates.append(uri)
+    return candidates[0] if candidates else None
+
+
+def mmdebstrap_argv(spec: BootstrapSpec, *, arch: str, mirror: str, output: Path) -> list[str]:
+    argv = [
+        "mmdebstrap",
+        f"--variant={spec.variant}",
+        f"--architectures={arch}",
+        f"--components={','.join(spec.components)}",
+        '--aptopt=APT::Install-Recommends "false"',
+        "--quiet",
+    ]
+    if spec.packages:
+        argv.append(f"--include={','.join(spec.packages)}")
+    if spec.keyring:
+        argv.append(f"--keyring={spec.keyring}")
+    return [*argv, spec.suite, str(output), mirror]
+
+
+def tool_version(runner: Runner) -> str:
+    """mmdebstrap's version (part of the cache key); "missing" when it is not installed."""
+    if runner.which("mmdebstrap") is None:
+        return "missing"
+    result = runner.run(["mmdebstrap", "--version"], check=False)
+    return (result.stdout or result.stderr).strip()
+
+
+def read(
+    spec: BootstrapSpec,
+    *,
+    cache: Cache,
+    runner: Runner,
+    platform: Platform,
+    epoch: int,
+    compression: Compression,
+    dry: bool = False,
+    log_tail: int = 30,
+) -> Image | None:
+    """The bootstrapped base image; built with mmdebstrap on a cache miss (``dry``: None).
+
+    Raises ToolError (with mmdebstrap's output tail) when the bootstrap fails.
+    """
+    arch = debian_arch(platform)
+    mirror = spec.mirror or host_mirror() or DEFAULT_DEBIAN_MIRROR
+    version = tool_version(runner)
+    key = key_of(
+        {
+            "kind": "bootstrap",
+            "format": FORMAT,
+            "suite": spec.suite,
+            "variant": spec.variant,
+            "packages": sorted(spec.packages),
+            "mirror": mirror,
+            "components": list(spec.components),
+            "keyring": spec.keyring,
+            "arch": arch,
+            "tool": version,
+            "epoch": epoch,
+            "compression": compression,
+        }
+    )
+    hit = cache.get_key(key)
+    if hit is not None:
+        image = cache.get_image(str(hit.get("manifest", "")))
+        if image is not None:
+            return image
+    if dry:
+        return None
+    with cache.workdir("bootstrap-") as work:
+        out = work / "rootfs.tar"
+        argv = mmdebstrap_argv(spec, arch=arch, mirror=mirror, output=out)
+        log.info("bootstrapping %s (%s) with mmdebstrap from %s", spec.suite, spec.variant, mirror)
+        env = {"SOURCE_DATE_EPOCH": str(epoch), "TMPDIR": str(work)}
+        result = runner.run(argv, env=env, check=False)
+        if result.returncode != 0:
+            tail = "\n".join((result.stderr or result.stdout).splitlines()[-log_tail:])
+            raise ToolError(
+                f"mmdebstrap failed (exit {result.returncode}) bootstrapping {spec.suite}:\n{tail}",
+                argv=argv,
+                returncode=result.returncode,
+                stderr_tail=tail,
+                hint=_hint(tail, spec.packages),
+            )
+        blob = layer_from_tar(out, cache=cache, compression=compression, epoch=epoch, what=f"bootstrap {spec.suite}")
+    image = image_from_layer(
+        blob,
+        platform=platform,
+        epoch=epoch,
+        created_by=f"mmdebstrap {spec.variant} {spec.suite} {' '.join(spec.packages)}",
+    )
+    cache.put_image(image)
+    cache.put_key(key, {"manifest": image.digest})
+    return image
+
+
+def _hint(tail: str, packages: Sequence[str]) -> str | None:
+    if "Unable to locate package" in tail or "has no installation candidate" in tail:
+        return f"check the package names ({', '.join(packages)}) for this suite"
+    if os.geteuid() != 0 and ("newuidmap" in tail or "subuid" in tail):
+        return "unprivileged bootstrap needs the uidmap package and an entry in /etc/subuid and /etc/subgid"
+    return None
