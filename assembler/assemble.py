@@ -175,6 +175,7 @@ class Pipeline:
         self.steps: list[StepReport] = []
         self._ws: Workspace | None = None
         self._tool: str | None = None
+        self._pending: set[str] = set()
 
     # -- tools ---------------------------------------------------------------------
 
@@ -241,8 +242,11 @@ class Pipeline:
                 hit = self.cache.get_key(_resolved_key(ref, platform))
                 image = self.cache.get_image(str(hit.get("manifest", ""))) if hit else None
                 return Base(name, image, str(ref), ref.name) if image is not None else None
-        source = open_source(ref, replace(ctx, platform=platform))
-        image = source.image if self.dry else import_image(source, ctx.cache, progress=ctx.progress)
+        try:
+            source = open_source(ref, replace(ctx, platform=platform))
+            image = source.image if self.dry else import_image(source, ctx.cache, progress=ctx.progress)
+        except InputError as e:
+            raise self.loaded.error(("bases", name), str(e), hint=e.hint) from None
         if ref.transport == "docker" and not self.dry:
             self.cache.put_key(_resolved_key(ref, platform), {"manifest": image.digest})
         return Base(name, image, str(ref), ref.name if ref.transport == "docker" else None)
@@ -288,11 +292,14 @@ class Pipeline:
         """The step's artifacts: from the cache when its key matches, else built (not in a plan)."""
         if step.name in self.artifacts:
             return self.artifacts[step.name]
+        if step.name in self._pending:
+            return None  # a plan already decided this step will run
         base = self.base(step.base or "")
         sources = {n: self.source(n) for n in step.sources}
         inputs = {ref: self._artifact(ref) for ref in step.inputs}
         if base is None or any(v is None for v in sources.values()) or any(v is None for v in inputs.values()):
             reason = "base not made yet" if base is None else "inputs not known yet"
+            self._pending.add(step.name)
             self.steps.append(StepReport(step.name, "compile", "will-run", 0.0, None, reason, tuple(step.artifacts)))
             return None
         key = compile_key(
@@ -314,6 +321,7 @@ class Pipeline:
             return cached
         if self.dry:
             reason = "forced" if forced and cached is not None else "not built with these inputs"
+            self._pending.add(step.name)
             self.steps.append(StepReport(step.name, "compile", "will-run", 0.0, key, reason, tuple(step.artifacts)))
             return None
         self.report(Event("step", {"name": step.name, "state": "running"}))

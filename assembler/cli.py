@@ -71,6 +71,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--platform", default=None, help="os/arch[/variant] (default: the manifest's, else linux/amd64)")
     p.add_argument("--tls-verify", type=_bool, nargs="?", const=True, default=True, metavar="BOOL",
                    help="--tls-verify=false talks plain HTTP to the registry (loopback registries)")  # fmt: skip
+    p.add_argument("--authfile", type=Path, default=None,
+                   help="registry credentials file (default: $REGISTRY_AUTH_FILE, containers', Docker's)")  # fmt: skip
+    p.add_argument("--retries", type=int, default=5, help="attempts per registry request (default 5)")
     p.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more detail (twice: debug)")
 
@@ -92,6 +95,8 @@ def _manifest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rebuild", action="append", default=[], metavar="STEP", help="run this step again")
     p.add_argument("--storage-driver", default="overlay", choices=("overlay", "vfs"), help="buildah storage driver")
     p.add_argument("--no-host-ca", action="store_true", help="do not mount the host CA bundle into build containers")
+    p.add_argument("--compression", choices=("zstd", "gzip"), default=None,
+                   help="layer compression (default: the manifest's, else zstd; gzip for old clients)")  # fmt: skip
     _common(p)
 
 
@@ -191,19 +196,26 @@ def _print_summary(result: Result) -> None:
 # -- commands --------------------------------------------------------------------------
 
 
-def _options(args: argparse.Namespace, manifest_epoch: int | None, platform: str) -> Options:
+def _registry(args: argparse.Namespace) -> Any:
     from assembler.transports.remote import RegistryOptions
 
+    if args.retries < 1:
+        raise InputError("--retries must be at least 1")
+    return RegistryOptions(tls_verify=args.tls_verify, auth_file=args.authfile, retries=args.retries)
+
+
+def _options(args: argparse.Namespace, manifest_epoch: int | None, platform: str) -> Options:
     return Options(
         cache_dir=(args.cache or default_root()).resolve(),
         epoch=resolve_epoch(args.epoch, manifest_epoch),
-        platform=Platform.parse(args.platform or platform),
-        registry=RegistryOptions(tls_verify=args.tls_verify),
+        platform=Platform.parse(args.platform) if args.platform else None,
+        registry=_registry(args),
         outputs=tuple(args.outputs) if args.outputs else None,
         no_cache=args.no_cache,
         rebuild=frozenset(args.rebuild),
         storage_driver=args.storage_driver,
         host_ca=not args.no_host_ca,
+        compression=args.compression,
     )
 
 
@@ -228,8 +240,6 @@ def _load(args: argparse.Namespace) -> Any:
 def cmd_build(args: argparse.Namespace) -> int:
     loaded = _load(args)
     options = _options(args, loaded.manifest.epoch, loaded.manifest.platform)
-    if args.platform:
-        loaded.manifest = loaded.manifest.model_copy(update={"platform": args.platform})
     reporter = Reporter(verbose=args.verbose, quiet=args.json)
     result = build(loaded, options, runner=Runner(), report=reporter)
     if args.json:
@@ -242,14 +252,13 @@ def cmd_build(args: argparse.Namespace) -> int:
 def _context(args: argparse.Namespace) -> Any:
     from assembler.cache import Cache
     from assembler.transports import Context
-    from assembler.transports.remote import RegistryOptions
 
     return Context(
         cache=Cache(default_root()),
         runner=Runner(),
         platform=Platform.parse(args.platform or "linux/amd64"),
         epoch=resolve_epoch(None, None),
-        registry=RegistryOptions(tls_verify=args.tls_verify),
+        registry=_registry(args),
     )
 
 
@@ -354,7 +363,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    raise InputError("plan is not available yet")
+    from assembler.assemble import plan
+
+    loaded = _load(args)
+    options = _options(args, loaded.manifest.epoch, loaded.manifest.platform)
+    result = plan(loaded, options, runner=Runner())
+    if args.json:
+        data = dataclasses.asdict(result)
+        data["params"] = dict(result.params)
+        data["bases"] = dict(result.bases)
+        out.print(json.dumps(data, indent=2), markup=False)
+        return 0
+    say(f"plan for {result.name}" + (f" (target {result.target})" if result.target else ""))
+    for name, digest in result.bases.items():
+        say(f"  base {name}: {digest or 'not made yet'}")
+    say("steps:")
+    for s in result.steps:
+        why = f" ({s.reason})" if s.reason else ""
+        say(f"  {s.kind:<8} {s.name:<20} {s.state}{why}")
+    say("layers:")
+    for layer in result.layers:
+        size = _size(layer.size) if layer.size is not None else "?"
+        say(f"  {layer.index:>2} {layer.origin:<10} {size:>10}  {layer.what}")
+    say("outputs:")
+    for o in result.outputs:
+        say(f"  {o}")
+    return 0
 
 
 def run() -> NoReturn:

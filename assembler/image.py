@@ -78,7 +78,7 @@ class ImageSetup:
         src = self.loaded.folder / spec.from_
         uid, gid = _owner(spec.owner)
         try:
-            members = host_members(src, spec.to, mode=spec.mode, uid=uid, gid=gid)
+            members = host_members(src, spec.to, mode=spec.mode, uid=uid, gid=gid, git_modes=True, mtime=self.ctx.epoch)
             with self.ctx.cache.blob_writer() as w:
                 return write_layer(members, w, compression=self.ctx.compression, epoch=self.ctx.epoch,
                                    progress=self.ctx.progress)  # fmt: skip

@@ -4,7 +4,12 @@ What a user expects from ``COPY``: a directory's *contents* land under the desti
 a file lands at the destination (or inside it when it ends with ``/``), the top-level
 source is followed if it is a symlink, symlinks inside are kept as links, hard links
 inside stay hard links, parents are created 0755. Host files get uid/gid 0 unless an
-owner is given; mode bits (setuid included) and ``security.capability`` are kept.
+owner is given; setuid/setgid/sticky bits and ``security.capability`` are kept.
+
+Permission bits of host files are taken the way git keeps them (``git_modes``): 0755
+when the owner may execute, else 0644, folders 0755; and their times are set to the
+epoch: the user's umask, checkout time or file creation order never changes a digest.
+Trees read from a build container keep their exact modes and clamped times.
 """
 
 from __future__ import annotations
@@ -54,6 +59,14 @@ def _kind(mode: int) -> Kind | None:
     return None  # sockets: dropped
 
 
+def git_mode(kind: str, mode: int) -> int:
+    """Permission bits as a git checkout reproduces them (special bits kept)."""
+    special = mode & 0o7000
+    if kind == "dir" or (kind == "file" and mode & 0o100):
+        return special | 0o755
+    return special | 0o644
+
+
 def parents(path: str) -> Iterator[str]:
     """``a``, ``a/b`` for ``a/b/c``: the directories a path needs."""
     parts = path.split("/")[:-1]
@@ -69,11 +82,15 @@ def host_members(
     uid: int = 0,
     gid: int = 0,
     keep_owner: bool = False,
+    git_modes: bool = False,
+    mtime: int | None = None,
 ) -> list[Member]:
     """Members for copying host ``src`` to image path ``dest`` (absolute or relative).
 
     ``mode`` overrides permission bits of files and directories (not links);
-    ``keep_owner`` keeps the host uid/gid (used for trees read from a container root).
+    ``keep_owner`` keeps the host uid/gid (used for trees read from a container root);
+    ``git_modes`` normalises permission bits as git would (host sources); ``mtime``
+    replaces every file's time (host checkouts' times are noise, not content).
     Raises FileNotFoundError if ``src`` does not exist.
     """
     src_str = os.fspath(src)
@@ -89,6 +106,8 @@ def host_members(
         if mode is not None and kind in ("file", "dir"):
             # Keep setuid/setgid/sticky only if the override asks for them.
             perm = mode
+        elif git_modes and kind in ("file", "dir"):
+            perm = git_mode(kind, perm)
         return TarEntry(
             path=path,
             kind=kind,
@@ -96,7 +115,7 @@ def host_members(
             uid=st.st_uid if keep_owner else uid,
             gid=st.st_gid if keep_owner else gid,
             size=st.st_size if kind == "file" else 0,
-            mtime=int(st.st_mtime),
+            mtime=int(st.st_mtime) if mtime is None else mtime,
             linkname=os.readlink(host) if kind == "symlink" else "",
             devmajor=os.major(st.st_rdev) if kind in ("char", "block") else 0,
             devminor=os.minor(st.st_rdev) if kind in ("char", "block") else 0,

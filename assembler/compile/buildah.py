@@ -80,9 +80,15 @@ class Buildah:
         except (ValueError, ToolError):
             return self.runner.run(["buildah", "--version"]).stdout.strip()
 
-    def pull(self, layout: Path, tag: str) -> str:
-        """Bring an image from an OCI layout into storage; returns the image ID."""
-        return self._run("pull", "--quiet", f"oci:{layout}:{tag}").splitlines()[-1]
+    def pull(self, layout: Path, tag: str, *, cwd: Path) -> str:
+        """Bring an image from an OCI layout into storage; returns the image ID.
+
+        buildah names the stored image after the layout's path, and a path component
+        like ``.cache`` is not a valid name: the layout is given relative to ``cwd``.
+        """
+        rel = os.path.relpath(layout, cwd)
+        argv = [*self.globals, "pull", "--quiet", f"oci:{rel}:{tag}"]
+        return self.runner.run(argv, cwd=cwd).stdout.strip().splitlines()[-1]
 
     def from_image(self, image_id: str, *, name_hint: str) -> str:
         """A new working container from a stored image; returns its ID."""

@@ -54,7 +54,8 @@ def tree_digest(path: Path, exclude: tuple[str, ...] = ()) -> str:
                 return False
         return True
 
-    members = [(e, o) for e, o in host_members(path, "src", mode=None) if e.path == "src" or keep(e.path[4:])]
+    tree = host_members(path, "src", mode=None, git_modes=True)
+    members = [(e, o) for e, o in tree if e.path == "src" or keep(e.path[4:])]
     return write_layer(members, HashingSink(None), compression="none", epoch=0).diff_id
 
 

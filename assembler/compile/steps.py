@@ -85,7 +85,7 @@ class Workspace:
         path = self.cache.root / "buildah" / "layout"
         tag = image.digest.split(":", 1)[1]
         layout.write(path, image, tag=tag, blobs=self.cache)
-        image_id = self.buildah.pull(path, tag)
+        image_id = self.buildah.pull(path, tag, cwd=self.cache.root)
         self._pulled[image.digest] = image_id
         return image_id
 

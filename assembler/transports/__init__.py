@@ -56,7 +56,9 @@ def open_source(ref: Ref, ctx: Context) -> SourceImage:
     ``rootfs:`` and ``scratch`` are converted into the cache on the way.
     """
     if ref.transport == "scratch":
-        return SourceImage(mutate.scratch(ctx.platform, epoch=ctx.epoch), ctx.cache, "scratch")
+        image = mutate.scratch(ctx.platform, epoch=ctx.epoch)
+        ctx.cache.put_image(image)
+        return SourceImage(image, ctx.cache, "scratch")
     if ref.transport == "oci":
         return layout.read(_path(ctx, ref.path), ref.tag, platform=ctx.platform)
     if ref.transport == "oci-archive":
@@ -121,8 +123,8 @@ def write_output(
         return Written(str(ref), image.digest)
     if ref.transport == "docker-archive":
         sizes = archive.uncompressed_sizes(image, blobs, known=lambda diff_id: _known_size(ctx.cache, diff_id))
-        for s in sizes:
-            ctx.cache.put_key(_size_key(s.diff_id), {"size": s.size})
+        for layer in sizes:
+            ctx.cache.put_key(_size_key(layer.diff_id), {"size": layer.size})
         archive.write_docker_archive(
             _path(ctx, ref.path), image, ref=ref.tag, blobs=blobs, epoch=ctx.epoch, sizes=sizes
         )

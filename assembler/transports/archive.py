@@ -51,7 +51,7 @@ class TarBlobs:
     def member(self, name: str) -> BinaryIO:
         info = self.members.get(name)
         if info is None or not info.isfile():
-            raise NotFound(f"{self.what}: no file {name!r} in the archive")
+            raise InputError(f"{self.what}: no file {name!r} in the archive")
         f = open(self.path, "rb")  # noqa: SIM115 - wrapped and returned
         f.seek(info.offset_data)
         return cast(BinaryIO, _Slice(f, info.size))
@@ -95,7 +95,7 @@ class _Slice:
 
 def _index_tar(path: Path, what: str) -> dict[str, tarfile.TarInfo]:
     if not path.is_file():
-        raise NotFound(f"{what}: file does not exist")
+        raise InputError(f"{what}: file does not exist")
     with open(path, "rb") as f:
         if sniff(f.read(4)) != "none":
             raise InputError(f"{what}: compressed archives are not supported; decompress it first")
@@ -122,7 +122,7 @@ def read_oci_archive(path: Path, tag: str = "", *, platform: Platform) -> Source
         descs = [d for d in descs if d.annotations.get(mt.ANNOTATION_REF_NAME) == tag]
     if len(descs) != 1:
         tags = sorted({d.annotations.get(mt.ANNOTATION_REF_NAME, "?") for d in descs})
-        raise NotFound(f"{what}: {'no' if not descs else 'more than one'} image matches", hint=f"tags: {tags}")
+        raise InputError(f"{what}: {'no' if not descs else 'more than one'} image matches", hint=f"tags: {tags}")
     desc, index_digest = descs[0], None
     for _ in range(4):
         body = _verified(blobs, desc)
@@ -161,7 +161,7 @@ def read_docker_archive(path: Path, ref: str = "", *, platform: Platform) -> Sou
         want = str(ImageName.parse(ref))
         matches = [e for e in entries if any(str(ImageName.parse(t)) == want for t in e.get("RepoTags") or [])]
         if not matches:
-            raise NotFound(f"{what}: no image tagged {ref!r}")
+            raise InputError(f"{what}: no image tagged {ref!r}")
         entry = matches[0]
     config_bytes = blobs.read_member(str(entry["Config"]))
     config = json.loads(config_bytes)
@@ -185,7 +185,7 @@ def read_docker_archive(path: Path, ref: str = "", *, platform: Platform) -> Sou
                 "layers": [d.to_json() for d in layers]}  # fmt: skip
     image = Image(canonical_json(manifest), config_bytes)
     if image.platform.architecture != platform.architecture:
-        raise NotFound(f"{what}: the image is {image.platform}, not {platform}")
+        raise InputError(f"{what}: the image is {image.platform}, not {platform}")
     return SourceImage(image, blobs, what)
 
 

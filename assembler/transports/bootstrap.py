@@ -25,7 +25,7 @@ from assembler.proc import Runner
 from assembler.transports.rootfs import image_from_layer, layer_from_tar
 
 log = logging.getLogger(__name__)
-FORMAT = 1
+FORMAT = 2
 DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian"
 _ARCH = {
     "amd64": "amd64",

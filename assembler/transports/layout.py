@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from assembler.errors import InputError, NotFound
+from assembler.errors import InputError
 from assembler.oci import mediatypes as mt
 from assembler.oci.descriptor import Descriptor, Platform
 from assembler.oci.digest import canonical_json, sha256_digest
@@ -37,7 +37,7 @@ def read_index(path: Path) -> dict[str, Any]:
     try:
         data = json.loads((path / "index.json").read_bytes())
     except FileNotFoundError as e:
-        raise NotFound(f"reading OCI layout {path}: no index.json", hint="is this an OCI layout directory?") from e
+        raise InputError(f"reading OCI layout {path}: no index.json", hint="is this an OCI layout directory?") from e
     except ValueError as e:
         raise InputError(f"reading OCI layout {path}: index.json is not JSON ({e})") from e
     if not isinstance(data, dict) or not isinstance(data.get("manifests"), list):
@@ -72,7 +72,9 @@ def read(path: Path, tag: str = "", *, platform: Platform) -> SourceImage:
         matches = [d for d in descs if d.annotations.get(mt.ANNOTATION_REF_NAME) == tag]
         if not matches:
             tags = sorted({d.annotations.get(mt.ANNOTATION_REF_NAME, "") for d in descs} - {""})
-            raise NotFound(f"{what}: no image tagged {tag!r}", hint=f"tags in the layout: {', '.join(tags) or 'none'}")
+            raise InputError(
+                f"{what}: no image tagged {tag!r}", hint=f"tags in the layout: {', '.join(tags) or 'none'}"
+            )
         desc = matches[-1]
     elif len(descs) == 1:
         desc = descs[0]

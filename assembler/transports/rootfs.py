@@ -18,13 +18,13 @@ from assembler.archive.compress import Compression, decompressed, sniff
 from assembler.archive.layer import LayerBlob, Member, Opener, write_layer
 from assembler.archive.tar import entry_from_tarinfo
 from assembler.cache import Cache, key_of
-from assembler.errors import InputError, NotFound
+from assembler.errors import InputError
 from assembler.oci import mutate
 from assembler.oci.descriptor import Platform
 from assembler.oci.image import Image
 
 # Bump when the conversion changes its output, so old cache entries are not reused.
-FORMAT = 1
+FORMAT = 2
 _CHUNK = 1 << 20
 
 
@@ -88,15 +88,21 @@ def _member_opener(tf: tarfile.TarFile, info: tarfile.TarInfo) -> Opener:
     return opener
 
 
+# What Debian's and Ubuntu's own images set: a root filesystem needs a PATH to be usable.
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
 def image_from_layer(blob: LayerBlob, *, platform: Platform, epoch: int, created_by: str) -> Image:
-    base = mutate.scratch(platform, epoch=epoch)
+    """A one-layer image of a root filesystem, with the standard PATH in its config."""
+    base = mutate.set_config(mutate.scratch(platform, epoch=epoch), mutate.ConfigChanges(env={"PATH": DEFAULT_PATH}),
+                             epoch=epoch)  # fmt: skip
     return mutate.append_layers(base, [mutate.AddedLayer(blob.descriptor(), blob.diff_id, created_by)], epoch=epoch)
 
 
 def _key(path: Path, platform: Platform, epoch: int, compression: Compression) -> tuple[str, str]:
     what = f"rootfs:{path}"
     if not path.is_file():
-        raise NotFound(f"{what}: file does not exist")
+        raise InputError(f"{what}: file does not exist")
     try:
         digest = _file_digest(path)
     except OSError as e:

@@ -1,0 +1,191 @@
+"""Downloads from a registry, verified (part of the registry client).
+
+oras-py writes what it downloads without checking the digest; here every blob is hashed
+as it streams and a mismatch raises DigestMismatch at the end of the stream, before the
+reader sees EOF. A connection that drops mid-blob is resumed with a ``Range`` request
+(or the already-read part skipped, when the server ignores ``Range``), within the
+client's retry budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from typing import BinaryIO, cast
+
+import requests
+
+from assembler.errors import DigestMismatch, RegistryError
+from assembler.transports.remote_auth import Scopes
+from assembler.transports.remote_http import HttpClient, Transient
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 256 << 10  # a dropped connection loses at most this much of what already arrived
+_BUFFER = 1 << 20
+_READ_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+# Registries may compress on the fly when asked; blobs must arrive as stored.
+_IDENTITY = {"Accept-Encoding": "identity"}
+
+
+class BlobStream(io.RawIOBase):
+    """One blob's bytes as they download; DigestMismatch at EOF when they are not ``digest``."""
+
+    def __init__(
+        self,
+        http: HttpClient,
+        url: str,
+        *,
+        digest: str,
+        scopes: Scopes,
+        what: str,
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        super().__init__()
+        self._http = http
+        self._url = url
+        self._digest = digest
+        self._scopes = scopes
+        self._what = what
+        self._progress = progress
+        self._sha = hashlib.sha256()
+        self._offset = 0  # bytes received and hashed
+        self._pending = memoryview(b"")
+        self._failures = 0
+        self._eof = False
+        self._response: requests.Response | None = None
+        self._chunks: Iterator[bytes] = iter(())
+        self._skip = 0
+        self._open()
+
+    def _open(self) -> None:
+        headers = dict(_IDENTITY)
+        if self._offset:
+            headers["Range"] = f"bytes={self._offset}-"
+        response = self._http.retrying(
+            self._what,
+            lambda: self._http.send(
+                "GET", self._url, scopes=self._scopes, what=self._what, ok=(200, 206), headers=headers, stream=True
+            ),
+        )
+        # A server that ignores Range sends the whole blob again: skip what we have.
+        self._skip = self._offset if response.status_code == 200 else 0
+        self._response = response
+        self._chunks = response.iter_content(_CHUNK)
+
+    def _resume(self, error: Exception) -> None:
+        self._failures += 1
+        reason = f"{type(error).__name__}: {error}"
+        if self._failures >= max(1, self._http.options.retries):
+            raise RegistryError(
+                f"{self._what}: {reason} after {self._failures} tries", registry=self._http.host
+            ) from error
+        wait = self._http.delay(self._failures, None)
+        log.warning("%s: %s at byte %d; resuming in %.1f s", self._what, reason, self._offset, wait)
+        self._close_response()
+        self._http.renew_session()
+        self._http.sleep(wait)
+        self._open()
+
+    def _next_chunk(self) -> bytes | None:
+        while True:
+            try:
+                chunk = next(self._chunks, None)
+            except _READ_ERRORS as e:
+                self._resume(e)
+                continue
+            if chunk is None:
+                return None
+            if self._skip:
+                dropped = min(self._skip, len(chunk))
+                self._skip -= dropped
+                chunk = chunk[dropped:]
+            if chunk:
+                return chunk
+
+    def _verify(self) -> None:
+        actual = "sha256:" + self._sha.hexdigest()
+        if actual != self._digest:
+            raise DigestMismatch(f"{self._what}: downloaded bytes", expected=self._digest, actual=actual)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")
+        if not self._pending:
+            if self._eof:
+                return 0
+            chunk = self._next_chunk()
+            if chunk is None:
+                self._eof = True
+                self._close_response()
+                self._verify()
+                return 0
+            self._sha.update(chunk)
+            self._offset += len(chunk)
+            self._http.stats.downloaded_bytes += len(chunk)
+            if self._progress is not None:
+                self._progress(len(chunk))
+            self._pending = memoryview(chunk)
+        n = min(len(view), len(self._pending))
+        view[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def _close_response(self) -> None:
+        if self._response is not None:
+            self._response.close()
+            self._response = None
+
+    def close(self) -> None:
+        self._close_response()
+        super().close()
+
+
+def open_verified(
+    http: HttpClient,
+    url: str,
+    *,
+    digest: str,
+    scopes: Scopes,
+    what: str,
+    progress: Callable[[int], None] | None = None,
+) -> BinaryIO:
+    """A buffered, verified stream of the blob at ``url``."""
+    raw = BlobStream(http, url, digest=digest, scopes=scopes, what=what, progress=progress)
+    return cast(BinaryIO, io.BufferedReader(raw, buffer_size=_BUFFER))
+
+
+def fetch_small(
+    http: HttpClient,
+    url: str,
+    *,
+    scopes: Scopes,
+    what: str,
+    limit: int,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[bytes, requests.structures.CaseInsensitiveDict[str]]:
+    """The whole body (at most ``limit`` bytes) of a GET and its headers, with retries."""
+
+    def attempt() -> tuple[bytes, requests.structures.CaseInsensitiveDict[str]]:
+        response = http.send(
+            "GET", url, scopes=scopes, what=what, headers={**_IDENTITY, **(headers or {})}, stream=True
+        )
+        with response:
+            parts: list[bytes] = []
+            size = 0
+            try:
+                for chunk in response.iter_content(_CHUNK):
+                    size += len(chunk)
+                    if size > limit:
+                        raise RegistryError(f"{what}: larger than {limit} bytes", registry=http.host)
+                    parts.append(chunk)
+            except _READ_ERRORS as e:
+                raise Transient(f"{type(e).__name__}: {e}") from e
+        http.stats.downloaded_bytes += size
+        return b"".join(parts), response.headers
+
+    return http.retrying(what, attempt)

@@ -1,0 +1,361 @@
+"""HTTP plumbing of the registry client: sessions, authentication, bounded retries.
+
+oras-py's ``Registry`` provides the session (cookies refused, TLS settings); every request
+goes through :meth:`HttpClient.send` instead of ``oras.provider.Registry.do_request``,
+which retries only on HTTP 500 (sleeping ``2 + 3**n`` s), re-sends one cached bearer token
+whatever scope a request needs, and misreads ``Basic realm=`` challenges.
+
+A request is one *attempt* (:meth:`HttpClient.send`); :meth:`HttpClient.retrying` repeats
+an attempt function on connection errors, timeouts, 429 and 5xx gateway errors, honouring
+``Retry-After``, with exponential backoff, at most ``options.retries`` times. An attempt
+function may span several requests (a whole blob upload), so a connection dropped in the
+middle of an upload restarts that upload from its beginning, on a fresh session.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urljoin
+
+import oras.provider
+import oras.utils
+import requests
+
+from assembler.errors import NotFound, RegistryError
+from assembler.transports.remote_auth import (
+    Challenge,
+    Credentials,
+    Scopes,
+    TokenCache,
+    find_credentials,
+    pick_challenge,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Re-authentication (a fresh token, basic credentials) is free, but only this often per operation.
+_MAX_REAUTH = 2
+_ERROR_BODY_LIMIT = 64 << 10
+
+
+@dataclass(frozen=True)
+class RegistryOptions:
+    """How to talk to a registry (the CLI's ``--tls-verify``, ``--authfile``, retry flags)."""
+
+    tls_verify: bool = True  # False: plain HTTP (for loopback registries), like skopeo --tls-verify=false
+    auth_file: Path | None = None  # explicit auth file; else the lookup order of remote_auth
+    retries: int = 5  # bounded attempts per request (or per blob upload)
+    backoff: float = 0.5  # first wait (s), doubled each try, capped at max_backoff
+    max_backoff: float = 8.0
+    max_retry_after: float = 60.0  # cap on a server's Retry-After
+    timeout: float = 60.0  # per request, connect and read
+    chunk_size: int = 32 << 20  # PATCH chunk size for big blobs (memory bound)
+    monolithic_max: int = 32 << 20  # blobs up to this size: one streamed PUT
+
+
+@dataclass
+class TransferStats:
+    """What a client did, counted as it went (for reports and tests)."""
+
+    requests: int = 0
+    uploaded_blobs: int = 0
+    uploaded_bytes: int = 0
+    mounted_blobs: int = 0
+    skipped_blobs: int = 0
+    downloaded_bytes: int = 0
+
+
+class Transient(Exception):
+    """One attempt failed in a way that a later attempt may not (internal to the client)."""
+
+    def __init__(
+        self, reason: str, *, status: int | None = None, retry_after: float | None = None, reauth: bool = False
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.retry_after = retry_after
+        self.reauth = reauth
+
+
+def api_host(host: str) -> str:
+    """The host that serves a registry's API (Docker Hub's name is not its API host)."""
+    return "registry-1.docker.io" if host in ("docker.io", "index.docker.io") else host
+
+
+def describe(response: requests.Response) -> str:
+    """``503 Service Unavailable (CODE: message)`` for an error answer."""
+    try:
+        reason = response.reason or HTTPStatus(response.status_code).phrase
+    except ValueError:
+        reason = ""
+    text = f"{response.status_code} {reason}".strip()
+    try:
+        # Responses are streamed (see HttpClient._raw): read a bounded part of the body.
+        body = response.raw.read(_ERROR_BODY_LIMIT, decode_content=True)
+        errors = json.loads(body).get("errors") or []
+        first = errors[0]
+        text += f" ({first.get('code', '')}: {first.get('message', '')})"
+    except Exception:  # an error body is a courtesy: any shape (or none) is fine
+        pass
+    return text
+
+
+def retry_after(response: requests.Response, cap: float) -> float | None:
+    """The server's ``Retry-After`` in seconds (delta or HTTP date), capped; None if absent."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    return min(max(seconds, 0.0), cap)
+
+
+class HttpClient:
+    """Requests to one registry host with its credentials, tokens and retry policy."""
+
+    def __init__(self, host: str, *, options: RegistryOptions, stats: TransferStats) -> None:
+        self.host = host
+        self.options = options
+        self.stats = stats
+        self.sleep: Callable[[float], None] = time.sleep
+        self._oras = self._new_oras()
+        self.base = f"{self._oras.prefix}://{api_host(host)}"
+        self._credentials: Credentials | None = None
+        self._credentials_loaded = False
+        self._challenge: Challenge | None = None
+        self._pinged = False
+        self._tokens = TokenCache()
+
+    def _new_oras(self) -> Any:
+        # oras makes the session (cookies refused: Harbor takes them as a browser's) and the
+        # scheme. TLS verification is passed per request: oras's tls_verify=False would turn
+        # urllib3's warnings off for the whole process.
+        return oras.provider.Registry(
+            hostname=api_host(self.host),
+            insecure=not self.options.tls_verify,
+            tls_verify=True,
+            auth_backend="token",
+        )
+
+    @property
+    def session(self) -> requests.Session:
+        session: requests.Session = self._oras.session
+        return session
+
+    def renew_session(self) -> None:
+        """Drop every pooled connection (after one broke) and start a fresh session."""
+        old = self.session
+        self._oras = self._new_oras()
+        old.close()
+
+    def close(self) -> None:
+        self.session.close()
+
+    def url(self, path_or_url: str, **params: str) -> str:
+        """An absolute URL for an API path or a (possibly relative) ``Location``."""
+        url = urljoin(self.base + "/", path_or_url)
+        return str(oras.utils.append_url_params(url, params)) if params else url
+
+    @property
+    def credentials(self) -> Credentials | None:
+        if not self._credentials_loaded:
+            self._credentials = find_credentials(self.host, auth_file=self.options.auth_file)
+            self._credentials_loaded = True
+        return self._credentials
+
+    # -- authentication ----------------------------------------------------------------
+
+    def _raw(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        self.stats.requests += 1
+        timeout = (self.options.timeout, self.options.timeout)
+        try:
+            # Always streamed: a body is read only when wanted, and error bodies only in part.
+            return self.session.request(
+                method, url, timeout=timeout, verify=self.options.tls_verify, stream=True, **kwargs
+            )
+        except requests.exceptions.SSLError as e:
+            raise RegistryError(
+                f"{self.host}: TLS failed ({e})",
+                registry=self.host,
+                hint="for a plain-HTTP registry (e.g. on loopback) use --tls-verify=false",
+            ) from e
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
+            raise Transient(f"{type(e).__name__}: {_short(e)}") from e
+
+    def _ping(self) -> None:
+        """Learn how the registry wants to be authenticated (``GET /v2/``), once."""
+        if self._pinged:
+            return
+        response = self._raw("GET", self.url("/v2/"))
+        with response:
+            if response.status_code in (200, 401):
+                response.raw.read(_ERROR_BODY_LIMIT)  # a read-out connection goes back to the pool
+            if response.status_code == 401:
+                self._challenge = pick_challenge(response.headers.get("WWW-Authenticate", ""))
+            elif response.status_code in RETRY_STATUSES:
+                raise Transient(describe(response), status=response.status_code, retry_after=None)
+        self._pinged = True
+
+    def _fetch_token(self, challenge: Challenge, scopes: Scopes) -> str:
+        params: list[tuple[str, str]] = [("service", challenge.service)] if challenge.service else []
+        params += [("scope", s) for s in scopes]
+        headers = {"Accept": "application/json"}
+        if self.credentials is not None:
+            headers["Authorization"] = self.credentials.basic()
+        realm = urljoin(self.base + "/", challenge.realm)
+        response = self._raw("GET", realm, params=params, headers=headers)
+        with response:
+            if response.status_code in RETRY_STATUSES:
+                raise Transient(f"token server {realm}: {describe(response)}", status=response.status_code)
+            if response.status_code != 200:
+                raise RegistryError(
+                    f"{self.host}: token server {realm} refused {' '.join(scopes) or 'a token'}: {describe(response)}",
+                    registry=self.host,
+                    status=response.status_code,
+                    hint=_login_hint(self.host, self.credentials),
+                )
+            try:
+                token = self._tokens.put(scopes, response.json())
+            except ValueError:
+                token = None
+        if token is None:
+            raise RegistryError(f"{self.host}: token server {realm} answered no token", registry=self.host)
+        log.debug("%s: bearer token for %s", self.host, scopes)
+        return token
+
+    def authorization(self, scopes: Scopes) -> str | None:
+        """The ``Authorization`` value for a request needing ``scopes`` (fetching a token)."""
+        self._ping()
+        challenge = self._challenge
+        if challenge is None:
+            return None
+        if challenge.scheme == "basic":
+            return self.credentials.basic() if self.credentials is not None else None
+        token = self._tokens.get(scopes) or self._fetch_token(challenge, scopes)
+        return f"Bearer {token}"
+
+    def _unauthorized(self, response: requests.Response, scopes: Scopes, sent: str | None, what: str) -> Transient:
+        """Handle a 401: a Transient (re-authenticate, try again) or a RegistryError."""
+        challenge = pick_challenge(response.headers.get("WWW-Authenticate", ""))
+        self._tokens.drop(scopes)
+        retry = challenge is not None and (
+            challenge.scheme == "bearer" or (self.credentials is not None and sent is None)
+        )
+        if challenge is not None:
+            self._challenge = challenge
+        if retry:
+            return Transient(describe(response), status=401, reauth=True)
+        raise RegistryError(
+            f"{what}: {describe(response)}",
+            registry=self.host,
+            status=401,
+            hint=_login_hint(self.host, self.credentials),
+        )
+
+    # -- requests ----------------------------------------------------------------------
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        scopes: Scopes,
+        what: str,
+        ok: Collection[int] = (200,),
+        headers: Mapping[str, str] | None = None,
+        data: Any = None,
+        stream: bool = False,
+        allow_redirects: bool = True,
+    ) -> requests.Response:
+        """One attempt. Returns a response whose status is in ``ok``.
+
+        Raises Transient (worth another attempt), NotFound (404 not in ``ok``) or
+        RegistryError (any other answer).
+        """
+        sent_headers = dict(headers or {})
+        auth = self.authorization(scopes)
+        if auth is not None:
+            sent_headers["Authorization"] = auth
+        response = self._raw(method, url, headers=sent_headers, data=data, allow_redirects=allow_redirects)
+        status = response.status_code
+        if status in ok:
+            if not stream:
+                try:
+                    _ = response.content  # read now, so the connection goes back to the pool
+                except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
+                    raise Transient(f"{type(e).__name__}: {_short(e)}") from e
+            return response
+        with response:
+            if status == 401:
+                raise self._unauthorized(response, scopes, auth, what)
+            if status in RETRY_STATUSES:
+                delay = retry_after(response, self.options.max_retry_after)
+                raise Transient(describe(response), status=status, retry_after=delay)
+            if status == 404:
+                raise NotFound(f"{what}: {describe(response)}")
+            raise RegistryError(f"{what}: {describe(response)}", registry=self.host, status=status)
+
+    def delay(self, tries: int, retry_after: float | None) -> float:
+        """How long to wait before try ``tries + 1``."""
+        if retry_after is not None:
+            return retry_after
+        return float(min(self.options.backoff * 2 ** (tries - 1), self.options.max_backoff))
+
+    def retrying(self, what: str, attempt: Callable[[], T]) -> T:
+        """Run ``attempt`` until it returns, at most ``options.retries`` times.
+
+        Raises RegistryError naming ``what``, the last status or error and the number of tries.
+        """
+        tries = reauths = 0
+        while True:
+            try:
+                return attempt()
+            except Transient as e:
+                if e.reauth and reauths < _MAX_REAUTH:
+                    reauths += 1
+                    continue
+                tries += 1
+                if e.reauth or tries >= max(1, self.options.retries):
+                    raise RegistryError(
+                        f"{what}: {e.reason} after {tries} {'try' if tries == 1 else 'tries'}",
+                        registry=self.host,
+                        status=e.status,
+                        hint=None if e.status != 401 else _login_hint(self.host, self.credentials),
+                    ) from e
+                wait = self.delay(tries, e.retry_after)
+                log.warning("%s: %s; try %d of %d in %.1f s", what, e.reason, tries + 1, self.options.retries, wait)
+                if e.status is None:
+                    self.renew_session()
+                self.sleep(wait)
+
+    def request(self, method: str, url: str, *, scopes: Scopes, what: str, **kwargs: Any) -> requests.Response:
+        """:meth:`send` with retries (for requests whose body, if any, is bytes)."""
+        return self.retrying(what, lambda: self.send(method, url, scopes=scopes, what=what, **kwargs))
+
+
+def _short(error: Exception) -> str:
+    text = str(error)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _login_hint(host: str, credentials: Credentials | None) -> str:
+    if credentials is None:
+        return f"log in first (skopeo login {host}), or pass --authfile"
+    return f"check the credentials for {host} in {credentials.source}"

@@ -1,0 +1,134 @@
+"""Helpers shared by the tests: running the CLI as a user would, reading images back."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import textwrap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zstandard
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+@dataclass
+class Ran:
+    argv: list[str]
+    code: int
+    out: str
+    err: str
+    peak_rss_kib: int = 0
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+    def __str__(self) -> str:
+        return f"$ {' '.join(self.argv)}\nexit {self.code}\n--- stdout\n{self.out}\n--- stderr\n{self.err}"
+
+
+def run_cli(
+    args: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 1800,
+    measure_rss: bool = False,
+) -> Ran:
+    """``python -m assembler ARGS`` in a subprocess; with ``measure_rss``, its peak RSS too
+    (through a fresh wrapper process, so only this command's memory counts)."""
+    argv = [PYTHON, "-m", "assembler", *args]
+    full_env = dict(os.environ)
+    full_env.pop("ASSEMBLE_TRACEBACK", None)
+    full_env.update(env or {})
+    if measure_rss:
+        wrapper = textwrap.dedent(
+            """
+            import resource, subprocess, sys
+            code = subprocess.call(sys.argv[1:])
+            sys.stderr.write("\\nPEAK_RSS_KIB=%d\\n" % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+            sys.exit(code)
+            """
+        )
+        argv = [PYTHON, "-c", wrapper, *argv]
+    proc = subprocess.run(argv, cwd=cwd or ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+    ran = Ran(argv, proc.returncode, proc.stdout, proc.stderr)
+    if measure_rss:
+        for line in proc.stderr.splitlines():
+            if line.startswith("PEAK_RSS_KIB="):
+                ran.peak_rss_kib = int(line.split("=", 1)[1])
+    return ran
+
+
+def sh(argv: Sequence[str], *, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(list(argv), capture_output=True, text=True, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"$ {' '.join(argv)}\nexit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def layout_index(path: Path) -> dict[str, Any]:
+    return json.loads((path / "index.json").read_text())
+
+
+def layout_digest(path: Path, tag: str) -> str:
+    for d in layout_index(path)["manifests"]:
+        if d.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag:
+            return str(d["digest"])
+    raise AssertionError(f"no tag {tag} in {path}")
+
+
+def read_blob(layout: Path, digest: str) -> bytes:
+    return (layout / "blobs" / "sha256" / digest.split(":", 1)[1]).read_bytes()
+
+
+def manifest_of(layout: Path, tag: str) -> dict[str, Any]:
+    return json.loads(read_blob(layout, layout_digest(layout, tag)))
+
+
+def config_of(layout: Path, tag: str) -> dict[str, Any]:
+    return json.loads(read_blob(layout, manifest_of(layout, tag)["config"]["digest"]))
+
+
+def uncompressed(data: bytes) -> bytes:
+    """A layer's tar bytes, whatever its compression."""
+    import gzip
+
+    if data[:4] == b"\x28\xb5\x2f\xfd":
+        return zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True).read()
+    if data[:2] == b"\x1f\x8b":
+        return gzip.decompress(data)
+    return data
+
+
+class Buildah:
+    """buildah with private storage, for proving that images run."""
+
+    def __init__(self, root: Path) -> None:
+        self.argv = ["buildah", "--root", str(root / "root"), "--runroot", str(root / "run"), "--storage-driver",
+                     "overlay"]  # fmt: skip
+
+    def run_image(self, ref: str, command: Sequence[str], *, env: Mapping[str, str] | None = None) -> str:
+        """``buildah from REF`` + ``buildah run --isolation chroot`` COMMAND; its stdout."""
+        ctr = sh([*self.argv, "from", "--quiet", ref]).stdout.strip().splitlines()[-1]
+        try:
+            extra = [a for k, v in (env or {}).items() for a in ("--env", f"{k}={v}")]
+            return sh([*self.argv, "run", "--isolation", "chroot", *extra, ctr, "--", *command]).stdout
+        finally:
+            sh([*self.argv, "rm", ctr], check=False)
+
+
+def max_rss_mib(ran: Ran) -> float:
+    return ran.peak_rss_kib / 1024
+
+
+def self_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,0 +1,125 @@
+"""The deterministic tar writer and layer pipeline, read back by GNU tar and Python's tarfile."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from assembler.archive.compress import decompressed
+from assembler.archive.layer import HashingSink, order_hardlinks, recompress, sorted_members, write_layer
+from assembler.archive.tar import TarEntry, clean_path
+from assembler.archive.tree import host_members
+from assembler.errors import UnsafePath
+
+# A valid VFS_CAP_REVISION_2 security.capability value: effective, CAP_NET_BIND_SERVICE.
+CAP = struct.pack("<IIIII", 0x02000001, 1 << 10, 0, 0, 0)
+
+
+def make_tree(root: Path, *, reverse: bool, mtime: int, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        names = ["a/b/c.txt", "a/d.bin", "z.txt", "m/n/o/p.txt", "long/" + "x" * 120 + "/f", "ünï/çödé.txt"]
+        for name in reversed(names) if reverse else names:
+            path = root / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(name.encode() * 100)
+        os.chmod(root / "a/d.bin", 0o4755)
+        os.symlink("../z.txt", root / "a/link")
+        os.link(root / "z.txt", root / "m/hard")
+        for dirpath, dirnames, filenames in os.walk(root):
+            for n in dirnames + filenames:
+                os.utime(os.path.join(dirpath, n), (mtime, mtime), follow_symlinks=False)
+    finally:
+        os.umask(old)
+
+
+def layer_bytes(src: Path, compression: str = "none", epoch: int = 0) -> tuple[bytes, str]:
+    out = io.BytesIO()
+    members = host_members(src, "/opt/app/", git_modes=True, mtime=epoch)
+    blob = write_layer(members, out, compression=compression, epoch=epoch)  # type: ignore[arg-type]
+    return out.getvalue(), blob.diff_id
+
+
+def test_same_content_same_bytes_whatever_mtimes_umask_and_creation_order(tmp_path: Path) -> None:
+    make_tree(tmp_path / "one", reverse=False, mtime=1_700_000_000, umask=0o022)
+    make_tree(tmp_path / "two", reverse=True, mtime=1_800_000_000, umask=0o077)
+    for compression in ("none", "gzip", "zstd"):
+        one, d1 = layer_bytes(tmp_path / "one", compression)
+        two, d2 = layer_bytes(tmp_path / "two", compression)
+        assert d1 == d2
+        assert one == two, compression
+
+
+def test_gnu_tar_and_tarfile_read_it_back(tmp_path: Path) -> None:
+    make_tree(tmp_path / "src", reverse=False, mtime=1_700_000_000, umask=0o022)
+    os.setxattr(tmp_path / "src/z.txt", "security.capability", CAP)
+    os.setxattr(tmp_path / "src/a/b/c.txt", "user.dropped", b"not allow-listed")
+    data, _ = layer_bytes(tmp_path / "src", epoch=1000)
+    (tmp_path / "l.tar").write_bytes(data)
+    listing = subprocess.run(["tar", "-tvf", str(tmp_path / "l.tar")], capture_output=True, text=True, check=True)
+    assert "opt/app/a/d.bin" in listing.stdout and "-rwsr-xr-x" in listing.stdout
+    out = tmp_path / "x"
+    out.mkdir()
+    subprocess.run(
+        ["tar", "--xattrs", "--xattrs-include=*", "-xf", str(tmp_path / "l.tar"), "-C", str(out)], check=True
+    )
+    assert os.getxattr(out / "opt/app/z.txt", "security.capability") == CAP
+    assert os.lstat(out / "opt/app/m/hard").st_ino == os.lstat(out / "opt/app/z.txt").st_ino
+    assert os.readlink(out / "opt/app/a/link") == "../z.txt"
+    with tarfile.open(tmp_path / "l.tar") as tf:
+        members = tf.getmembers()
+        names = [m.name for m in members]
+        assert names == sorted(names, key=lambda n: n.split("/"))
+        for m in members:
+            # Host files are dated at the epoch; folders we add for the path are dated 0.
+            assert m.mtime == (0 if m.name == "opt" else 1000), m.name
+            assert m.uname == "" and m.gname == "" and m.uid == 0 and m.gid == 0
+            assert "PaxHeaders" not in m.name
+            assert not any(k.startswith("SCHILY.xattr.user.") for k in m.pax_headers)
+        assert any(len(m.name) > 100 for m in members)
+        assert "opt/app/ünï/çödé.txt" in names
+
+
+def test_digest_and_diff_id_in_one_pass(tmp_path: Path) -> None:
+    make_tree(tmp_path / "src", reverse=False, mtime=0, umask=0o022)
+    out = io.BytesIO()
+    blob = write_layer(host_members(tmp_path / "src", "/app/"), out, compression="zstd", epoch=0)
+    raw = out.getvalue()
+    import hashlib
+
+    assert blob.digest == "sha256:" + hashlib.sha256(raw).hexdigest()
+    assert blob.size == len(raw)
+    with decompressed(io.BytesIO(raw)) as plain:
+        tar = plain.read()
+    assert blob.diff_id == "sha256:" + hashlib.sha256(tar).hexdigest()
+    assert blob.uncompressed_size == len(tar)
+    again = recompress(io.BytesIO(raw), None, HashingSink(None), compression="gzip")
+    assert again.diff_id == blob.diff_id and again.digest != blob.digest
+
+
+def test_hard_links_are_reordered_to_point_back() -> None:
+    # In a rootfs tar the link may sort before its target: the first path must carry the data.
+    data = TarEntry("usr/bin/zz-target", "file", size=3)
+    link = TarEntry("usr/bin/aa-link", "hardlink", linkname="usr/bin/zz-target")
+    ordered = order_hardlinks(sorted_members([(data, None), (link, None)]))
+    assert [(e.path, e.kind, e.linkname) for e, _ in ordered] == [
+        ("usr/bin/aa-link", "file", ""),
+        ("usr/bin/zz-target", "hardlink", "usr/bin/aa-link"),
+    ]
+
+
+@pytest.mark.parametrize("bad", ["../etc/passwd", "a/../../b", "x/.."])
+def test_paths_that_climb_out_are_refused(bad: str) -> None:
+    with pytest.raises(UnsafePath):
+        clean_path(bad)
+
+
+def test_absolute_paths_are_made_relative() -> None:
+    assert clean_path("/usr//bin/./env") == "usr/bin/env"
+    assert clean_path("./") == ""

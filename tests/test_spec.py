@@ -1,0 +1,165 @@
+"""Manifests: strict models, params, recipes, targets; every error names file, line and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from assembler.errors import ManifestError
+from assembler.spec.load import load_manifest
+from tests.helpers import run_cli
+
+HELLO = """\
+name: hello
+params: {greeting: hello}
+bases:
+  runtime: rootfs:./base.tar
+image:
+  base: runtime
+  layers:
+    - copy: {from: ./bin/, to: /app/, mode: "0755"}
+    - copy: {from: ./etc/motd, to: /etc/motd}
+  config:
+    env: {GREETING: "${greeting}", PATH: "/app:${PATH}"}
+    entrypoint: [/app/hello.sh]
+    cmd: []
+    workdir: /app
+    user: "1000:0"
+    exposed_ports: ["8080/tcp"]
+    labels: {org.opencontainers.image.title: hello}
+    healthcheck: {test: ["CMD", "true"], interval: 30s}
+annotations: {org.opencontainers.image.source: "https://example.invalid/hello"}
+outputs:
+  - oci:out/hello:latest
+"""
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin/hello.sh").write_text("#!/bin/sh\necho hi\n")
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/motd").write_text("motd\n")
+    (tmp_path / "base.tar").write_bytes(b"")
+    (tmp_path / "hello.yaml").write_text(HELLO)
+    return tmp_path
+
+
+def test_the_issue_example_loads_with_params_and_set(project: Path) -> None:
+    loaded = load_manifest(project / "hello.yaml", sets={"greeting": "hi"})
+    cfg = loaded.manifest.image.config
+    assert cfg.env == {"GREETING": "hi", "PATH": "/app:${PATH}"}  # ${PATH}: expanded against the base env later
+    assert cfg.healthcheck is not None and cfg.healthcheck.interval == 30_000_000_000
+    assert cfg.user == "1000:0" and cfg.exposed_ports == ["8080/tcp"]
+    layer = loaded.manifest.image.layers[0]
+    assert layer.copy_.mode == 0o755  # type: ignore[union-attr]
+
+
+BAD = [
+    ("unknown key", ("workdir: /app", "workdri: /app"), 14, "image.config.workdri", "unknown key"),
+    ("wrong type", ('exposed_ports: ["8080/tcp"]', "exposed_ports: {a: 1}"), 16, "image.config.exposed_ports", "list"),
+    ("missing base", ("base: runtime", "base: runtme"), 6, "image.base", "unknown base 'runtme'"),
+    ("copy.from missing", ("./etc/motd", "./etc/nope"), 9, "image.layers.1.copy.from", "path does not exist"),
+    ("copy.from escapes", ("./etc/motd", "../outside/motd"), 9, "image.layers.1.copy.from", "escapes"),
+    ("bad mode", ('"0755"', '"999"'), 8, "image.layers.0.copy.mode", "octal mode"),
+    ("unknown layer kind", ("- copy: {from: ./etc/motd, to: /etc/motd}", "- cpy: {from: ./etc/motd}"), 9,
+     "image.layers.1", "copy:, artifact:, run:, packages:"),
+    ("unknown param", ("${greeting}", "${greting}"), 11, "image.config.env.GREETING", "unknown param ${greting}"),
+    ("missing field", (", to: /etc/motd", ""), 9, "image.layers.1.copy.to", "required"),
+    ("bad duration", ("interval: 30s", "interval: soon"), 18, "image.config.healthcheck.interval", "duration"),
+    ("bad output", ("oci:out/hello:latest", "oci2:out"), 21, "outputs.0", "is not a reference"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "edit", "line", "field", "text"), BAD, ids=[b[0] for b in BAD])
+def test_errors_name_file_line_and_field(
+    project: Path, case: str, edit: tuple[str, str], line: int, field: str, text: str
+) -> None:
+    bad = HELLO.replace(*edit)
+    assert bad != HELLO, case
+    (project / "hello.yaml").write_text(bad)
+    with pytest.raises(ManifestError) as info:
+        load_manifest(project / "hello.yaml")
+    err = info.value
+    assert (err.file, err.line, err.field) == (str(project / "hello.yaml"), line, field), str(err)
+    assert text in str(err)
+    assert str(err).startswith(f"{project / 'hello.yaml'}:{line}: {field}: ")
+
+
+def test_unknown_param_from_set_and_unknown_base_override(project: Path) -> None:
+    with pytest.raises(ManifestError, match="unknown param 'nope'"):
+        load_manifest(project / "hello.yaml", sets={"nope": "x"})
+    with pytest.raises(ManifestError, match="unknown base 'devel'"):
+        load_manifest(project / "hello.yaml", bases={"devel": "scratch"})
+
+
+def test_recipes_targets_and_param_chains(tmp_path: Path) -> None:
+    (tmp_path / "layers").mkdir()
+    (tmp_path / "layers/thing.yaml").write_text(
+        "description: builds a thing\n"
+        "params: {version: '1.0', prefix: /opt/thing}\n"
+        "packages: [make]\n"
+        "env: {THING_VERSION: '${version}'}\n"
+        "run: ['make install PREFIX=${prefix}']\n"
+        "artifacts:\n  prefix: {path: '${prefix}', to: '${prefix}'}\n"
+        "runtime_packages: [libthing1]\n"
+    )
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m/x.yaml").write_text(
+        "name: x\n"
+        "params: {cuda_version: '12.4', tag: '${cuda_version}-devel'}\n"
+        "bases: {devel: 'docker://example.invalid/cuda:${tag}', runtime: scratch}\n"
+        "compile:\n"
+        "  - name: thing\n    use: thing\n    with: {version: '2.0'}\n    base: devel\n    env: {EXTRA: '1'}\n"
+        "image:\n  base: runtime\n  layers: [{artifact: thing.prefix}]\n"
+        "targets:\n  slim: {params: {cuda_version: '12.9'}, config: {entrypoint: [/bin/true]}}\n"
+    )
+    loaded = load_manifest(tmp_path / "m/x.yaml", target="slim")
+    step = loaded.manifest.compile[0]
+    assert step.env == {"THING_VERSION": "2.0", "EXTRA": "1"}
+    assert step.run == ["make install PREFIX=/opt/thing"]
+    assert step.packages == ["make"] and step.runtime_packages == ["libthing1"]
+    assert loaded.manifest.bases["devel"] == "docker://example.invalid/cuda:12.9-devel"
+    assert loaded.manifest.image.config.entrypoint == ["/bin/true"]
+    assert loaded.recipes == {"thing": tmp_path / "layers/thing.yaml"}
+
+    text = (tmp_path / "m/x.yaml").read_text()
+    for edit, message, line in [
+        (("use: thing", "use: nothing"), "unknown recipe 'nothing'", 6),
+        (("{version: '2.0'}", "{verison: '2.0'}"), "unknown param 'verison' for recipe 'thing'", 7),
+        (("artifact: thing.prefix", "artifact: thing.nope"), "declares no artifact 'nope'", 12),
+        (("artifact: thing.prefix", "artifact: other.prefix"), "no compile step 'other'", 12),
+    ]:
+        (tmp_path / "m/x.yaml").write_text(text.replace(*edit))
+        with pytest.raises(ManifestError) as info:
+            load_manifest(tmp_path / "m/x.yaml")
+        assert message in str(info.value) and info.value.line == line, str(info.value)
+    (tmp_path / "m/x.yaml").write_text(text)
+    with pytest.raises(ManifestError, match="unknown target 'fat'"):
+        load_manifest(tmp_path / "m/x.yaml", target="fat")
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (("workdir: /app", "workdri: /app"), "hello.yaml:14: image.config.workdri: unknown key"),
+        (("base: runtime", "base: runtme"), "hello.yaml:6: image.base: unknown base 'runtme'"),
+        (("./etc/motd", "./etc/nope"), "hello.yaml:9: image.layers.1.copy.from: path does not exist"),
+        (("./etc/motd", "../etc/motd"), "hello.yaml:9: image.layers.1.copy.from: escapes the manifest's folder"),
+        (("rootfs:./base.tar", "rootfs:./base.tar"), "not a readable tar archive"),  # empty file
+    ],
+)
+def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(
+    project: Path, edit: tuple[str, str], expected: str
+) -> None:
+    (project / "hello.yaml").write_text(HELLO.replace(*edit))
+    out = project / "out"
+    ran = run_cli(["hello.yaml", "--cache", str(project / "cache")], cwd=project)
+    assert ran.code == 2, str(ran)
+    lines = [line for line in ran.err.splitlines() if line.strip()]
+    assert lines[0].startswith("error: ") and expected in lines[0], str(ran)
+    assert all(line.startswith(("error: ", "hint: ")) for line in lines), str(ran)
+    assert "Traceback" not in ran.err
+    assert not out.exists()
+    assert not any(p.name.startswith(".") and "tmp" in p.name for p in project.iterdir())
