@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -41,9 +43,12 @@ from assembler.oci.reference import ImageName, Ref, parse_ref
 from assembler.proc import Runner
 from assembler.spec import model as m
 from assembler.spec.load import Loaded
-from assembler.transports import Context, Written, import_image, open_source, write_output
+from assembler.transports import Context, Written, import_image, open_source, registry_options, write_output
 from assembler.transports import bootstrap as boot
 from assembler.transports import rootfs as rootfs_transport
+from assembler.transports.common import SourceImage
+from assembler.transports.sif import SifInfo, write_sif
+from assembler.transports.sif_publish import push_sif
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +82,7 @@ class Options:
     storage_driver: str = "overlay"
     host_ca: bool = True
     compression: str | None = None  # None: the manifest's
+    attach_sif: bool = False
 
 
 @dataclass(frozen=True)
@@ -564,21 +570,73 @@ def build(loaded: Loaded, options: Options, *, runner: Runner, report: Reporter 
     image = p.finish(image, base)
     _check_blobs(image, p.cache)
     report(Event("image", {"digest": image.digest}))
-    written: list[Written] = []
-    for ref in outputs:
-        report(Event("output", {"ref": str(ref), "state": "writing"}))
-        mount_from = [base.registry_name] if base.registry_name is not None else []
-        w = _write(ref, image, p.ctx, mount_from)
-        written.append(w)
-        report(Event("output", {"ref": str(ref), "state": "done", "digest": w.digest, "uploaded": w.uploaded_bytes}))
-    return Result(image, tuple(layers), tuple(p.steps), tuple(written), time.monotonic() - started)
+    writer = _Outputs(p, image, base)
+    try:
+        for ref in outputs:
+            report(Event("output", {"ref": str(ref), "state": "writing"}))
+            for w in writer.write(ref):
+                done = {"ref": w.ref, "state": "done", "digest": w.digest, "uploaded": w.uploaded_bytes}
+                report(Event("output", done))
+    finally:
+        writer.cleanup()
+    return Result(image, tuple(layers), tuple(p.steps), tuple(writer.written), time.monotonic() - started)
 
 
-def _write(ref: Ref, image: Image, ctx: Context, mount_from: list[ImageName]) -> Written:
-    if ref.transport == "sif":
-        raise InputError("sif: outputs are not available yet")
-    same_registry = [n for n in mount_from if ref.name is not None and n.registry == ref.name.registry]
-    return write_output(ref, image, ctx, blobs=ctx.cache, mount_from=same_registry)
+class _Outputs:
+    """Writes one image to its outputs; a SIF is made once and reused for ``oras://``."""
+
+    def __init__(self, p: Pipeline, image: Image, base: Base) -> None:
+        self.p = p
+        self.image = image
+        self.base = base
+        self.written: list[Written] = []
+        self.sif: SifInfo | None = None
+        self._tmp: Path | None = None
+        docker = [r for r in output_refs(p.loaded, p.options) if r.transport == "docker"]
+        # The definition file inside a SIF names where the image lives (stable, not a temp path).
+        self.source_name = str(docker[0]) if docker else f"assemble:{p.man.name}"
+
+    def _sif(self, path: Path | None = None) -> SifInfo:
+        if path is None and self.sif is not None:
+            return self.sif
+        if path is None:
+            self._tmp = Path(tempfile.mkdtemp(prefix="sif-", dir=self.p.cache.root / "tmp"))
+            path = self._tmp / f"{self.p.man.name}.sif"
+        ctx = self.p.ctx
+        source = SourceImage(self.image, ctx.cache, self.source_name)
+        info = write_sif(source, path, runner=ctx.runner, epoch=ctx.epoch, compressor=self.p.man.sif.compressor,
+                         progress=ctx.progress)  # fmt: skip
+        self.sif = info
+        return info
+
+    def write(self, ref: Ref) -> list[Written]:
+        ctx = self.p.ctx
+        out: list[Written] = []
+        if ref.transport == "sif":
+            info = self._sif(Path(ref.path))
+            out.append(Written(str(ref), info.digest))
+        elif ref.transport == "oras":
+            assert ref.name is not None
+            info = self._sif()
+            pub = push_sif(info.path, info.digest, info.size, ref.name, options=registry_options(ctx),
+                           progress=ctx.progress)  # fmt: skip
+            out.append(Written(pub.ref, pub.digest, pub.uploaded_bytes))
+        else:
+            base_name = self.base.registry_name
+            same = [base_name] if base_name is not None and ref.name and base_name.registry == ref.name.registry else []
+            out.append(write_output(ref, self.image, ctx, blobs=ctx.cache, mount_from=same))
+            if ref.transport == "docker" and (self.p.man.sif.attach or self.p.options.attach_sif):
+                assert ref.name is not None
+                info = self._sif()
+                pub = push_sif(info.path, info.digest, info.size, ref.name, options=registry_options(ctx),
+                               subject=self.image.descriptor, progress=ctx.progress)  # fmt: skip
+                out.append(Written(f"{pub.ref} (referrer of {self.image.digest[:19]})", pub.digest, pub.uploaded_bytes))
+        self.written += out
+        return out
+
+    def cleanup(self) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
 
 
 def _check_blobs(image: Image, cache: Cache) -> None:

@@ -5,6 +5,7 @@
     assemble plan MANIFEST ...        what would run, what is cached, the layers, the outputs
     assemble inspect REF              manifest, config and layers of any image reference
     assemble validate REF             recompute every size, digest and diff_id of an image
+    assemble sif SOURCE OUT.sif       an Apptainer/Singularity SIF of any image, written as a stream
 
 Exit status: 0 ok, 1 build/runtime failure, 2 bad input, 130 interrupted.
 """
@@ -33,7 +34,7 @@ from assembler.oci.descriptor import Platform
 from assembler.oci.reference import parse_ref
 from assembler.proc import Runner
 
-SUBCOMMANDS = ("build", "plan", "inspect", "validate")
+SUBCOMMANDS = ("build", "plan", "inspect", "validate", "sif")
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -95,6 +96,8 @@ def _manifest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rebuild", action="append", default=[], metavar="STEP", help="run this step again")
     p.add_argument("--storage-driver", default="overlay", choices=("overlay", "vfs"), help="buildah storage driver")
     p.add_argument("--no-host-ca", action="store_true", help="do not mount the host CA bundle into build containers")
+    p.add_argument("--attach-sif", action="store_true",
+                   help="also push a SIF of the image as a referrer of each docker:// output")  # fmt: skip
     p.add_argument("--compression", choices=("zstd", "gzip"), default=None,
                    help="layer compression (default: the manifest's, else zstd; gzip for old clients)")  # fmt: skip
     _common(p)
@@ -112,6 +115,16 @@ def parser() -> argparse.ArgumentParser:
     _common(p)
     p = sub.add_parser("validate", help="recompute every size, digest and diff_id of an image")
     p.add_argument("ref")
+    _common(p)
+    p = sub.add_parser("sif", help="convert any image to an Apptainer/Singularity SIF file, as a stream")
+    p.add_argument("ref", help="the image: docker://..., oci:DIR[:TAG], oci-archive:..., docker-archive:...")
+    p.add_argument("out", type=Path, help="the SIF file to write")
+    p.add_argument("--compressor", default="gzip", choices=("gzip", "xz", "zstd", "lz4", "lzo"),
+                   help="squashfs compression (default gzip, which every Apptainer reads)")  # fmt: skip
+    p.add_argument("--push", default=None, metavar="oras://HOST/REPO:TAG", help="also push the SIF there")
+    p.add_argument("--attach", default=None, metavar="docker://HOST/REPO",
+                   help="also push the SIF as a referrer of the image, in this repository")  # fmt: skip
+    p.add_argument("--epoch", type=int, default=None, help="timestamps (default: $SOURCE_DATE_EPOCH, else 0)")
     _common(p)
     return top
 
@@ -216,6 +229,7 @@ def _options(args: argparse.Namespace, manifest_epoch: int | None, platform: str
         storage_driver=args.storage_driver,
         host_ca=not args.no_host_ca,
         compression=args.compression,
+        attach_sif=args.attach_sif,
     )
 
 
@@ -335,6 +349,51 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sif(args: argparse.Namespace) -> int:
+    from assembler.oci.reference import ImageName
+    from assembler.transports.sif import write_sif
+    from assembler.transports.sif_publish import push_sif
+
+    targets: list[tuple[str, ImageName]] = []
+    for flag, text, scheme in (("--push", args.push, "oras"), ("--attach", args.attach, "docker")):
+        if text is None:
+            continue
+        try:
+            ref = parse_ref(text)
+        except ValueError as e:
+            raise InputError(f"{flag} {text}: {e}") from None
+        if ref.transport != scheme or ref.name is None:
+            raise InputError(f"{flag} takes a {scheme}:// reference, got {text!r}")
+        targets.append((flag, ref.name))
+    source = _source(args)
+    reporter = Reporter(verbose=args.verbose, quiet=args.json)
+    epoch = resolve_epoch(args.epoch, None)
+    info = write_sif(source, args.out, runner=Runner(), epoch=epoch, compressor=args.compressor,
+                     progress=lambda n: reporter(Event("bytes", {"n": n})))  # fmt: skip
+    result: dict[str, Any] = {
+        "sif": str(info.path),
+        "digest": info.digest,
+        "size": info.size,
+        "image": info.image_digest,
+        "arch": info.arch,
+        "compressor": info.compressor,
+        "pushed": [],
+    }
+    for flag, name in targets:
+        subject = source.image.descriptor if flag == "--attach" else None
+        pub = push_sif(info.path, info.digest, info.size, name, options=_registry(args), subject=subject)
+        result["pushed"].append({"ref": pub.ref, "digest": pub.digest, "referrer_of": pub.referrer_of})
+    if args.json:
+        out.print(json.dumps(result, indent=2), markup=False)
+        return 0
+    say(f"sif {info.path}: {_size(info.size)} {info.digest} ({info.arch}, squashfs {info.compressor})")
+    say(f"  from {source.name} {info.image_digest}")
+    for pushed in result["pushed"]:
+        what = f" (referrer of {pushed['referrer_of']})" if pushed["referrer_of"] else ""
+        say(f"  -> {pushed['ref']} {pushed['digest']}{what}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and not args_list[0].startswith("-") and args_list[0] not in SUBCOMMANDS:
@@ -344,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.__dict__.get("verbose", 0) > 1 else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    commands = {"build": cmd_build, "plan": cmd_plan, "inspect": cmd_inspect, "validate": cmd_validate}
+    commands = {"build": cmd_build, "plan": cmd_plan, "inspect": cmd_inspect, "validate": cmd_validate, "sif": cmd_sif}
     if args.command is None:
         parser().print_help(sys.stderr)
         return 2

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from assembler.archive.layer import LayerBlob, write_layer
-from assembler.archive.tree import host_members
+from assembler.archive.tree import iter_host_members
 from assembler.oci import mediatypes as mt
 from assembler.oci import mutate
 from assembler.oci.image import Image
@@ -78,10 +78,12 @@ class ImageSetup:
         src = self.loaded.folder / spec.from_
         uid, gid = _owner(spec.owner)
         try:
-            members = host_members(src, spec.to, mode=spec.mode, uid=uid, gid=gid, git_modes=True, mtime=self.ctx.epoch)
+            members = iter_host_members(
+                src, spec.to, mode=spec.mode, uid=uid, gid=gid, git_modes=True, mtime=self.ctx.epoch
+            )
             with self.ctx.cache.blob_writer() as w:
                 return write_layer(members, w, compression=self.ctx.compression, epoch=self.ctx.epoch,
-                                   progress=self.ctx.progress)  # fmt: skip
+                                   presorted=True, progress=self.ctx.progress)  # fmt: skip
         except FileNotFoundError as e:
             raise self.loaded.error((*path, "copy", "from"), f"path does not exist: {e.filename}") from None
         except PermissionError as e:

@@ -29,7 +29,8 @@ def _locked_build(target: Path, argv: list[str]) -> Path:
     with open(TEST_CACHE / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not target.exists():
-            tmp = target.with_name(target.name + ".tmp")
+            # mmdebstrap picks its output format from the extension: keep ".tar" last.
+            tmp = target.with_name(".tmp-" + target.name)
             tmp.unlink(missing_ok=True)
             subprocess.run([*argv[:-1], str(tmp)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             os.replace(tmp, target)

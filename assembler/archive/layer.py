@@ -7,7 +7,9 @@ entry metadata is held (to sort it).
 from __future__ import annotations
 
 import hashlib
+import queue
 import tarfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
@@ -65,15 +67,50 @@ class HashingSink:
         return "sha256:" + self._sha.hexdigest()
 
 
+class _BackgroundHash:
+    """sha256 in a helper thread. hashlib releases the GIL on big buffers, so hashing the
+    uncompressed stream overlaps with reading files and writing headers. At most
+    ``depth`` chunks wait (bounded memory); the chunks are immutable ``bytes``."""
+
+    def __init__(self, depth: int = 8) -> None:
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._sha = hashlib.sha256()
+        self.count = 0
+        self._thread = threading.Thread(target=self._run, name="diff-id-hash", daemon=True)
+        self._thread.start()
+        self._done = False
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            self._sha.update(chunk)
+
+    def update(self, data: bytes) -> None:
+        self._queue.put(bytes(data))
+        self.count += len(data)
+
+    def close(self) -> None:
+        if not self._done:
+            self._done = True
+            self._queue.put(None)
+            self._thread.join()
+
+    @property
+    def digest(self) -> str:
+        self.close()
+        return "sha256:" + self._sha.hexdigest()
+
+
 class _TarSink:
     """Uncompressed side: hash (diff_id), count, report progress, feed the compressor."""
 
     def __init__(self, inner: Writable, progress: ProgressFn | None) -> None:
-        self._hash = HashingSink(inner)
+        self._inner = inner
+        self.hash = _BackgroundHash()
         self._progress = progress
 
     def write(self, data: bytes, /) -> int:
-        self._hash.write(data)
+        self.hash.update(data)
+        self._inner.write(data)
         if self._progress is not None:
             self._progress(len(data))
         return len(data)
@@ -137,20 +174,23 @@ def write_layer(
     comp = compressor(compression, digest_sink)
     tar_sink = _TarSink(comp, progress)
     writer = TarWriter(tar_sink)
-    for entry, opener in members if presorted else order_hardlinks(sorted_members(members)):
-        entry = normalize(entry, epoch=epoch)
-        if entry.kind == "file" and entry.size and opener is not None:
-            with opener() as data:
-                writer.add(entry, data)
-        else:
-            writer.add(entry)
-    writer.close()
-    comp.finish()
+    try:
+        for entry, opener in members if presorted else order_hardlinks(sorted_members(members)):
+            entry = normalize(entry, epoch=epoch)
+            if entry.kind == "file" and entry.size and opener is not None:
+                with opener() as data:
+                    writer.add(entry, data)
+            else:
+                writer.add(entry)
+        writer.close()
+        comp.finish()
+    finally:
+        tar_sink.hash.close()
     return LayerBlob(
         digest=digest_sink.digest,
         size=digest_sink.count,
-        diff_id=tar_sink._hash.digest,
-        uncompressed_size=tar_sink._hash.count,
+        diff_id=tar_sink.hash.digest,
+        uncompressed_size=tar_sink.hash.count,
         compression=compression,
     )
 

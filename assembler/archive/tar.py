@@ -169,15 +169,32 @@ def _header(
 
 
 class TarWriter:
-    """Streams PAX tar members to ``out``; the caller gives entries in the order wanted."""
+    """Streams PAX tar members to ``out``; the caller gives entries in the order wanted.
+
+    Headers and small files are gathered into writes of about 1 MiB, so a tree of many
+    small files does not cost a trip down the hashing/compressing chain per piece.
+    """
 
     def __init__(self, out: Writable) -> None:
         self._out = out
+        self._buf = bytearray()
         self.bytes_written = 0
 
     def _write(self, data: bytes) -> None:
-        self._out.write(data)
         self.bytes_written += len(data)
+        if len(data) >= CHUNK:
+            self.flush()
+            self._out.write(data)
+            return
+        self._buf += data
+        if len(self._buf) >= CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        """Pass on what is gathered (``close`` does it too)."""
+        if self._buf:
+            buf, self._buf = self._buf, bytearray()
+            self._out.write(bytes(buf))
 
     def add(self, entry: TarEntry, data: BinaryIO | None = None) -> None:
         """Write one member; for a file, exactly ``entry.size`` bytes are read from ``data``.
@@ -243,8 +260,9 @@ class TarWriter:
                 self._write(b"\x00" * (BLOCK - size % BLOCK))
 
     def close(self) -> None:
-        """Write the end-of-archive marker (two zero blocks). Does not close ``out``."""
+        """Write the end-of-archive marker (two zero blocks) and flush. Does not close ``out``."""
         self._write(b"\x00" * (2 * BLOCK))
+        self.flush()
 
 
 def entry_from_tarinfo(info: tarfile.TarInfo, *, what: str = "archive") -> TarEntry | None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from assembler.archive.layer import Member, Opener
-from assembler.archive.tar import ALLOWED_XATTRS, Kind, TarEntry, clean_path, sort_key
+from assembler.archive.tar import ALLOWED_XATTRS, Kind, TarEntry, clean_path
 
 
 def _xattrs(path: str) -> dict[str, bytes]:
@@ -85,18 +85,41 @@ def host_members(
     git_modes: bool = False,
     mtime: int | None = None,
 ) -> list[Member]:
-    """Members for copying host ``src`` to image path ``dest`` (absolute or relative).
+    """Members for copying host ``src`` to image path ``dest``, in layer order (a list).
 
-    ``mode`` overrides permission bits of files and directories (not links);
-    ``keep_owner`` keeps the host uid/gid (used for trees read from a container root);
-    ``git_modes`` normalises permission bits as git would (host sources); ``mtime``
-    replaces every file's time (host checkouts' times are noise, not content).
+    See :func:`iter_host_members`.
+    """
+    return list(iter_host_members(src, dest, mode=mode, uid=uid, gid=gid, keep_owner=keep_owner,
+                                  git_modes=git_modes, mtime=mtime))  # fmt: skip
+
+
+def iter_host_members(
+    src: Path,
+    dest: str,
+    *,
+    mode: int | None = None,
+    uid: int = 0,
+    gid: int = 0,
+    keep_owner: bool = False,
+    git_modes: bool = False,
+    mtime: int | None = None,
+) -> Iterator[Member]:
+    """Members for copying host ``src`` to image path ``dest`` (absolute or relative),
+    yielded while walking, already in layer order (so writing starts at once).
+
+    Layer order (path components, bytewise) is a depth-first walk with each folder's
+    names sorted, so no list of the whole tree is needed; a hard link's first path in
+    that order carries the data. ``mode`` overrides permission bits of files and
+    directories (not links); ``keep_owner`` keeps the host uid/gid (trees read from a
+    container root); ``git_modes`` normalises permission bits as git would (host
+    sources); ``mtime`` replaces every file's time (a checkout's times are noise).
     Raises FileNotFoundError if ``src`` does not exist.
     """
     src_str = os.fspath(src)
     top = os.stat(src_str)  # follows a top-level symlink, as COPY does
     dest_clean = clean_path(dest, what="copy destination")
-    members: list[Member] = []
+    if not stat.S_ISDIR(top.st_mode) and (dest.endswith("/") or not dest_clean):
+        dest_clean = posixpath.join(dest_clean, os.path.basename(src_str.rstrip("/")))
 
     def entry_for(host: str, st: os.stat_result, path: str) -> TarEntry | None:
         kind = _kind(st.st_mode)
@@ -122,43 +145,39 @@ def host_members(
             xattrs=_xattrs(host) if kind in ("file", "dir") else {},
         )
 
-    if stat.S_ISDIR(top.st_mode):
-        root_path = dest_clean
-        found: list[tuple[str, str, os.stat_result]] = []
-        for dirpath, dirnames, filenames in os.walk(src_str):
-            rel_dir = os.path.relpath(dirpath, src_str)
-            for name in (*dirnames, *filenames):
-                host = os.path.join(dirpath, name)
-                rel = name if rel_dir == "." else posixpath.join(rel_dir.replace(os.sep, "/"), name)
-                found.append((host, posixpath.join(root_path, rel) if root_path else rel, os.lstat(host)))
-        if root_path:
-            root_entry = entry_for(src_str, top, root_path)
-            if root_entry is not None:
-                members.append((root_entry, None))
-        # Hard links: the first path in layer order holds the data, the others link to it.
-        found.sort(key=lambda item: sort_key(item[1]))
-        first_of_inode: dict[tuple[int, int], str] = {}
-        for host, path, st in found:
-            entry = entry_for(host, st, path)
+    for parent in parents(dest_clean):
+        yield TarEntry(path=parent, kind="dir", mode=0o755), None
+    if not stat.S_ISDIR(top.st_mode):
+        entry = entry_for(src_str, top, dest_clean)
+        if entry is not None:
+            yield entry, _file_opener(src_str) if entry.kind == "file" else None
+        return
+    if dest_clean:
+        root_entry = entry_for(src_str, top, dest_clean)
+        if root_entry is not None:
+            yield root_entry, None
+    first_of_inode: dict[tuple[int, int], str] = {}
+
+    def walk(host_dir: str, image_dir: str) -> Iterator[Member]:
+        with os.scandir(host_dir) as it:
+            found = sorted(it, key=lambda e: os.fsencode(e.name))
+        for item in found:
+            path = posixpath.join(image_dir, item.name) if image_dir else item.name
+            st = item.stat(follow_symlinks=False)
+            entry = entry_for(item.path, st, path)
             if entry is None:
                 continue
             if entry.kind == "file" and st.st_nlink > 1:
                 ident = (st.st_dev, st.st_ino)
                 if ident in first_of_inode:
-                    members.append((_as_hardlink(entry, first_of_inode[ident]), None))
+                    yield _as_hardlink(entry, first_of_inode[ident]), None
                     continue
                 first_of_inode[ident] = path
-            members.append((entry, _file_opener(host) if entry.kind == "file" else None))
-    else:
-        if dest.endswith("/") or not dest_clean:
-            dest_clean = posixpath.join(dest_clean, os.path.basename(src_str.rstrip("/")))
-        entry = entry_for(src_str, top, dest_clean)
-        if entry is not None:
-            members.append((entry, _file_opener(src_str) if entry.kind == "file" else None))
-    top_path = dest_clean
-    for parent in parents(top_path):
-        members.append((TarEntry(path=parent, kind="dir", mode=0o755), None))
-    return members
+            yield entry, _file_opener(item.path) if entry.kind == "file" else None
+            if entry.kind == "dir":
+                yield from walk(item.path, path)
+
+    yield from walk(src_str, dest_clean)
 
 
 def _as_hardlink(entry: TarEntry, target: str) -> TarEntry:

@@ -2,7 +2,8 @@
 
 ``docker://HOST/REPO:TAG``, ``docker://HOST/REPO@sha256:...``, ``oci:DIR[:TAG]``,
 ``oci-archive:FILE[:TAG]``, ``docker-archive:FILE[:REF]``, ``rootfs:FILE.tar[.gz|.zst]``,
-``sif:FILE`` and ``scratch``. As in containers/image, the path ends at the first ``:``.
+``sif:FILE``, ``oras://HOST/REPO:TAG`` (a SIF file as an OCI artifact) and ``scratch``.
+As in containers/image, the path ends at the first ``:``.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ _REPO_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REPO_RE = re.compile(rf"^{_REPO_COMPONENT}(?:/{_REPO_COMPONENT})*$")
 _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
 
-Transport = Literal["docker", "oci", "oci-archive", "docker-archive", "rootfs", "sif", "scratch"]
-TRANSPORTS: tuple[Transport, ...] = ("docker", "oci", "oci-archive", "docker-archive", "rootfs", "sif", "scratch")
+Transport = Literal["docker", "oras", "oci", "oci-archive", "docker-archive", "rootfs", "sif", "scratch"]
+TRANSPORTS: tuple[Transport, ...] = (
+    "docker", "oras", "oci", "oci-archive", "docker-archive", "rootfs", "sif", "scratch",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -90,8 +93,8 @@ class Ref:
     def __str__(self) -> str:
         if self.transport == "scratch":
             return "scratch"
-        if self.transport == "docker":
-            return f"docker://{self.name}"
+        if self.transport in ("docker", "oras"):
+            return f"{self.transport}://{self.name}"
         return f"{self.transport}:{self.path}" + (f":{self.tag}" if self.tag else "")
 
 
@@ -100,13 +103,14 @@ def parse_ref(text: str) -> Ref:
     value = text.strip()
     if value == "scratch":
         return Ref("scratch")
-    if value.startswith("docker://"):
-        return Ref("docker", name=ImageName.parse(value[len("docker://") :]))
+    for scheme in ("docker", "oras"):
+        if value.startswith(f"{scheme}://"):
+            return Ref(scheme, name=ImageName.parse(value[len(scheme) + 3 :]))
     transport, sep, rest = value.partition(":")
-    if not sep or transport not in TRANSPORTS or transport in ("docker", "scratch"):
+    if not sep or transport not in TRANSPORTS or transport in ("docker", "oras", "scratch"):
         raise ValueError(
             f"{text!r} is not a reference: use docker://HOST/REPO:TAG, oci:DIR[:TAG], oci-archive:FILE[:TAG], "
-            "docker-archive:FILE[:REF], rootfs:FILE.tar, sif:FILE or scratch"
+            "docker-archive:FILE[:REF], rootfs:FILE.tar, sif:FILE, oras://HOST/REPO:TAG (a SIF) or scratch"
         )
     path, _, tag = rest.partition(":")
     if not path:

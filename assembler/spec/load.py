@@ -387,7 +387,7 @@ def check(loaded: Loaded, *, overridden_sources: frozenset[str] = frozenset()) -
                 parsed = parse_ref(ref)
             except ValueError as e:
                 raise err(("bases", name), str(e)) from None
-            if parsed.transport == "sif":
+            if parsed.transport in ("sif", "oras"):
                 raise err(("bases", name), "a SIF file cannot be a base")
     if man.image.base not in man.bases:
         raise err(("image", "base"), f"unknown base {man.image.base!r}", hint=f"bases: {base_names}")

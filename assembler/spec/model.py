@@ -359,6 +359,15 @@ class Target(Strict):
     outputs: StrList | None = None
 
 
+class SifSpec(Strict):
+    """How ``sif:`` and ``oras://`` outputs are made."""
+
+    compressor: Literal["gzip", "xz", "zstd", "lz4", "lzo"] = Field(
+        default="gzip", description="squashfs compression (gzip: what every Apptainer/Singularity reads)"
+    )
+    attach: bool = Field(default=False, description="also push the SIF as a referrer of each docker:// output")
+
+
 class Manifest(Strict):
     """An image manifest (``manifests/*.yaml``)."""
 
@@ -376,3 +385,4 @@ class Manifest(Strict):
     targets: dict[Name, Target] = Field(default_factory=dict)
     default_target: str | None = None
     outputs: StrList = Field(default_factory=list)
+    sif: SifSpec = Field(default_factory=SifSpec)

@@ -1,0 +1,452 @@
+"""Flatten an image's layers into one tar stream: the container's root filesystem, streamed.
+
+Layers are read **newest first**, each in one pass over its decompressed stream, and
+every entry that survives into the final view is written at once (file data moves
+straight from the layer to the output). Memory holds one small record per path, never
+file data. What "survives" follows the OCI layer rules as overlay-based runtimes apply
+them (buildah, podman, docker):
+
+- the newest entry for a path wins; directories merge (the newest one's attributes);
+- ``.wh.NAME`` deletes NAME (and everything under it) from *lower* layers only;
+  ``.wh..wh..opq`` hides the lower contents of its directory;
+- a non-directory hides everything below its path in lower layers (a directory turned
+  into a file or symlink), and a directory an upper layer needs (its entries live under
+  it) wins over a lower non-directory at that path;
+- hard links keep their meaning from the layer that made them: ``p -> t`` in layer L
+  shares the content ``t`` had at that point (earlier in layer L, else below L). When
+  ``t`` is still that content in the final view the output has a hard link ``p -> t``;
+  when an upper layer replaced or deleted ``t``, ``p`` becomes the data-carrying entry
+  and the other links of the group point at ``p``. Hard-link entries are written at the
+  end of the stream (a reader like tar2sqfs resolves them once the tree is complete).
+
+The one case a single pass cannot serve is a hard link whose target, *earlier in the
+same layer*, was a regular file hidden by an upper layer: its data went by before the
+link was seen. Those targets are fetched by re-reading that layer once at the end
+(logged; rare: an upper layer must rewrite one name of a hard-link group only).
+
+Paths are cleaned by :func:`clean_path` (UnsafePath for ``..``; absolute paths are taken
+relative to the root); a hard link that climbs out is refused the same way. Extra
+members can be laid *over* the image (they win, e.g. Apptainer's ``/.singularity.d``)
+or *under* it (the image wins, e.g. mount-point directories).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import tarfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, replace
+from typing import BinaryIO
+
+from assembler.archive.compress import Compression, decompressed
+from assembler.archive.layer import Member
+from assembler.archive.tar import ALLOWED_XATTRS, TarEntry, TarWriter, clean_path, entry_from_tarinfo, sort_key
+from assembler.errors import AssemblerError, InvalidImage
+
+log = logging.getLogger(__name__)
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+_READ_BUFFER = 256 << 10  # tarfile's stream buffer: bigger ones cost more in re-slicing than they save
+
+# Per-path state: flag bits, and (bits 8+) the id of the layer that decided the path.
+_DIR = 1  # a directory entry was written
+_OTHER = 2  # a non-directory entry was written (a file, link, device...)
+_IMPLICIT = 4  # a directory is needed (entries below it were written) but has no entry yet
+_WHITEOUT = 8  # deleted, with everything below it, for lower layers
+_OPAQUE = 16  # lower layers' contents below it are hidden (the path itself is not)
+_CLOSED = 32  # a lower-layer non-directory ended here: hides the path and what is below
+_FLAGS = 0xFF
+_HIDES_SELF = _DIR | _OTHER | _WHITEOUT | _CLOSED
+_HIDES_BELOW = _OTHER | _WHITEOUT | _OPAQUE | _CLOSED
+
+DataOpener = Callable[[], AbstractContextManager[BinaryIO]]
+
+
+@dataclass(frozen=True)
+class LayerSource:
+    """One layer to flatten: how to open its blob (compressed or not) and its name in errors."""
+
+    what: str
+    open: DataOpener
+    compression: Compression | None = None  # None: sniffed from the magic number
+
+
+@dataclass
+class FlattenStats:
+    """What the merged stream holds."""
+
+    entries: int = 0
+    files: int = 0
+    file_bytes: int = 0
+    hardlinks: int = 0
+    implicit_dirs: int = 0
+    whiteouts: int = 0
+    dropped: int = 0  # lower non-directories replaced by a directory an upper layer needs
+    rereads: int = 0  # layers read a second time for hidden hard-link targets
+
+
+class _GuardedReader:
+    """Turns any failure while reading layer data into InvalidImage naming the layer."""
+
+    def __init__(self, inner: BinaryIO, what: str, path: str) -> None:
+        self._inner = inner
+        self._what = what
+        self._path = path
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self._inner.read(n)
+        except AssemblerError:
+            raise
+        except Exception as e:
+            raise InvalidImage(f"{self._what}: cannot read the data of {self._path!r}: {e}") from e
+
+
+def _tar_members(src: LayerSource) -> Iterator[tuple[TarEntry, DataOpener | None]]:
+    """Entries of a layer blob in archive order (root entries have path ``""``)."""
+    with src.open() as raw, decompressed(raw, src.compression) as plain:
+        try:
+            tf = tarfile.open(fileobj=plain, mode="r|", bufsize=_READ_BUFFER, errorlevel=2)  # noqa: SIM115
+        except Exception as e:
+            raise InvalidImage(f"{src.what}: not a tar layer ({e})") from e
+        with tf:
+            members = iter(tf)
+            while True:
+                try:
+                    info = next(members)
+                except StopIteration:
+                    return
+                except AssemblerError:
+                    raise
+                except Exception as e:
+                    raise InvalidImage(f"{src.what}: damaged layer ({e})") from e
+                if info.type == tarfile.GNUTYPE_SPARSE or getattr(info, "sparse", None) is not None:
+                    raise InvalidImage(f"{src.what}: sparse member {info.name!r} is not supported")
+                entry = entry_from_tarinfo(info, what=src.what)  # UnsafePath for '..'
+                if entry is None:
+                    continue
+                opener: DataOpener | None = None
+                if entry.kind == "file":
+                    opener = _extract_opener(tf, info, src.what, entry.path)
+                yield entry, opener
+
+
+def _extract_opener(tf: tarfile.TarFile, info: tarfile.TarInfo, what: str, path: str) -> DataOpener:
+    def opener() -> AbstractContextManager[BinaryIO]:
+        data = tf.extractfile(info)
+        if data is None:
+            raise InvalidImage(f"{what}: cannot read member {path!r}")
+        return nullcontext(_GuardedReader(data, what, path))  # type: ignore[arg-type]
+
+    return opener
+
+
+def _member_list(members: Sequence[Member], what: str) -> Iterator[tuple[TarEntry, DataOpener | None]]:
+    for entry, opener in members:
+        path = clean_path(entry.path, what=f"{what} member")
+        linkname = entry.linkname
+        if entry.kind == "hardlink":
+            linkname = clean_path(linkname, what=f"{what} hard link target of {entry.path!r}")
+        yield replace(entry, path=path, linkname=linkname), opener
+
+
+def _parent(path: str) -> str:
+    i = path.rfind("/")
+    return path[:i] if i > 0 else ""
+
+
+def _ancestors(path: str) -> Iterator[str]:
+    """``a/b``, ``a`` for ``a/b/c``: proper ancestors, nearest first."""
+    i = path.rfind("/")
+    while i > 0:
+        yield path[:i]
+        i = path.rfind("/", 0, i)
+
+
+class _Flattener:
+    def __init__(self, writer: TarWriter, *, epoch: int) -> None:
+        self.writer = writer
+        self.epoch = epoch
+        self.stats = FlattenStats()
+        self.state: dict[str, int] = {}
+        self.codes: dict[int, int] = {}
+        self.root: TarEntry | None = None
+        self.links: list[tuple[str, str]] = []  # (path, target): hard links written at the end
+        self.requests: dict[str, list[str]] = {}  # hidden target -> link paths wanting its content
+        self.rereads: dict[int, dict[int, list[str]]] = {}  # layer -> member ordinal -> link paths
+        self.served: dict[tuple[int, int], str] = {}  # (layer, ordinal) -> path now carrying it
+        self.sources: dict[int, Callable[[], Iterator[tuple[TarEntry, DataOpener | None]]]] = {}
+        self.names: dict[int, str] = {}
+        # Per layer being read:
+        self.layer = -1
+        self.hidden_here: dict[str, tuple[int, TarEntry]] = {}
+        self.pending_below: dict[str, list[str]] = {}
+        self.blocked: set[str] = set()
+        self.served_here: set[str] = set()
+        self.request_parents: set[str] = set()
+
+    # -- writing -----------------------------------------------------------------------
+
+    def _clean(self, entry: TarEntry) -> TarEntry:
+        xattrs = {k: v for k, v in entry.xattrs.items() if k in ALLOWED_XATTRS}
+        return replace(entry, mode=entry.mode & 0o7777, mtime=max(0, int(entry.mtime)), xattrs=xattrs)
+
+    def _write(self, entry: TarEntry, opener: DataOpener | None) -> None:
+        entry = self._clean(entry)
+        if entry.kind == "file" and entry.size:
+            if opener is None:
+                raise InvalidImage(f"{self.names[self.layer]}: no data for {entry.path!r}")
+            with opener() as data:
+                self.writer.add(entry, data)
+            self.stats.file_bytes += entry.size
+        else:
+            self.writer.add(entry)
+        self.stats.entries += 1
+        self.stats.files += entry.kind == "file"
+
+    def _code(self, value: int) -> int:
+        # One int object per distinct state value: most paths share a handful of them.
+        return self.codes.setdefault(value, value)
+
+    def _decide(self, path: str, flag: int) -> None:
+        old = self.state.get(path, 0) & _FLAGS & ~_IMPLICIT
+        self.state[path] = self._code(old | flag | (self.layer << 8))
+        for parent in _ancestors(path):
+            st = self.state.get(parent)
+            if st is not None and st & (_DIR | _IMPLICIT):
+                break  # its ancestors are marked already
+            self.state[parent] = self._code((st or 0) | _IMPLICIT)
+
+    # -- visibility --------------------------------------------------------------------
+
+    def _visible(self, path: str) -> bool:
+        """Whether a lower layer's entry at ``path`` would show in the final view, given
+        everything the layers read so far (all upper ones) decided."""
+        if self.state.get(path, 0) & _HIDES_SELF or self.state.get("", 0) & _OPAQUE:  # "/.wh..wh..opq"
+            return False
+        return all(not self.state.get(parent, 0) & _HIDES_BELOW for parent in _ancestors(path))
+
+    # -- hard links --------------------------------------------------------------------
+
+    def _resolve(self, target: str, wanting: list[str], depth: int = 0) -> None:
+        """Give the paths in ``wanting`` the content ``target`` has at this point of the
+        layer being read (earlier in it, else below it)."""
+        if depth > 64:
+            raise InvalidImage(f"{self.names[self.layer]}: hard link chain through {target!r} is too long")
+        st = self.state.get(target, 0)
+        if st & (_DIR | _OTHER) and st >> 8 == self.layer:
+            if st & _DIR:
+                raise InvalidImage(f"{self.names[self.layer]}: hard link {wanting[0]!r} points at directory {target!r}")
+            self.links.extend((p, target) for p in wanting)
+            return
+        hidden = self.hidden_here.get(target)
+        if hidden is not None:
+            ordinal, entry = hidden
+            self._serve(entry, ordinal, None, wanting, depth)
+            return
+        self.pending_below.setdefault(target, []).extend(wanting)
+
+    def _serve(
+        self, entry: TarEntry, ordinal: int, opener: DataOpener | None, wanting: list[str], depth: int = 0
+    ) -> None:
+        """Make ``wanting[0]`` carry ``entry``'s content and link the others to it."""
+        key = (self.layer, ordinal)
+        carrier = self.served.get(key)
+        if carrier is not None:
+            self.links.extend((p, carrier) for p in wanting)
+            return
+        if entry.kind == "hardlink":
+            self._resolve(entry.linkname, wanting, depth + 1)
+            return
+        if entry.kind == "dir":
+            raise InvalidImage(f"{self.names[self.layer]}: hard link {wanting[0]!r} points at directory {entry.path!r}")
+        if entry.kind == "file" and entry.size and opener is None:
+            # Its data went by earlier in this layer: fetch it by re-reading the layer.
+            self.rereads.setdefault(self.layer, {}).setdefault(ordinal, []).extend(wanting)
+            return
+        carrier = wanting[0]
+        self._write(replace(entry, path=carrier), opener)
+        self.served[key] = carrier
+        self.links.extend((p, carrier) for p in wanting[1:])
+
+    def _check_blocked(self, path: str, kind: str, *, whiteout: bool = False, opaque: bool = False) -> None:
+        """Note requests for hidden targets that this layer's entry makes impossible
+        (deleted, or a parent turned into a non-directory, before the link was made)."""
+        if not self.requests:
+            return
+        if whiteout and path in self.requests:
+            self.blocked.add(path)
+        if opaque and not path:
+            self.blocked.update(self.requests)
+        elif (whiteout or opaque or kind != "dir") and path in self.request_parents:
+            self.blocked.update(t for t in self.requests if t.startswith(path + "/"))
+
+    # -- layers ------------------------------------------------------------------------
+
+    def read_layer(self, layer: int, what: str, members: Iterator[tuple[TarEntry, DataOpener | None]]) -> None:
+        self.layer = layer
+        self.hidden_here = {}
+        self.pending_below = {}
+        self.blocked = set()
+        self.served_here = set()
+        self.request_parents = {a for target in self.requests for a in _ancestors(target)}
+        whiteouts: list[str] = []
+        opaques: list[str] = []
+        for ordinal, (entry, opener) in enumerate(members):
+            path = entry.path
+            if not path:
+                if entry.kind != "dir":
+                    raise InvalidImage(f"{what}: the root entry is a {entry.kind}, not a directory")
+                if self.root is None:
+                    self.root = entry
+                continue
+            base = path.rsplit("/", 1)[-1]
+            if base.startswith(WHITEOUT_PREFIX):
+                parent = _parent(path)
+                if base == OPAQUE_MARKER:
+                    opaques.append(parent)
+                    self._check_blocked(parent, "dir", opaque=True)
+                elif not base.startswith(WHITEOUT_PREFIX + WHITEOUT_PREFIX):
+                    gone = f"{parent}/{base[len(WHITEOUT_PREFIX) :]}" if parent else base[len(WHITEOUT_PREFIX) :]
+                    whiteouts.append(gone)
+                    self._check_blocked(gone, "dir", whiteout=True)
+                # Other .wh..wh.* names are AUFS bookkeeping, never content.
+                continue
+            self._check_blocked(path, entry.kind)
+            wanting = self.requests.pop(path, None)
+            if wanting is not None:
+                self.served_here.add(path)
+                self._serve(entry, ordinal, opener, wanting)
+            st = self.state.get(path, 0)
+            visible = self._visible(path)
+            if visible and st & _IMPLICIT and entry.kind != "dir":
+                log.warning(
+                    "%s: %r is a %s, but upper layers need a directory there: the directory wins",
+                    what,
+                    path,
+                    entry.kind,
+                )
+                self.stats.dropped += 1
+                visible = False
+            if not visible:
+                if entry.kind != "dir":
+                    if st & (_DIR | _IMPLICIT):
+                        # A non-directory in this layer ended the lower directory: nothing
+                        # of the lower layers below this path shows (overlay semantics).
+                        self.state[path] = self._code(st | _CLOSED)
+                    # Kept in case a later hard link of this layer points here.
+                    self.hidden_here[path] = (ordinal, entry)
+                continue
+            if entry.kind == "dir":
+                self._decide(path, _DIR)
+                self._write(entry, None)
+            elif entry.kind == "hardlink":
+                if entry.linkname == path:
+                    raise InvalidImage(f"{what}: hard link {path!r} points at itself")
+                self._decide(path, _OTHER)
+                self.stats.hardlinks += 1
+                self._resolve(entry.linkname, [path])
+            else:
+                self._decide(path, _OTHER)
+                self._write(entry, opener)
+        self._end_layer(what, whiteouts, opaques)
+
+    def _end_layer(self, what: str, whiteouts: list[str], opaques: list[str]) -> None:
+        for target in sorted(self.blocked - self.served_here):
+            if target in self.requests:
+                raise InvalidImage(
+                    f"{what} deletes or replaces {target!r} before the hard link "
+                    f"{self.requests[target][0]!r} of an upper layer was made to it"
+                )
+        self.stats.whiteouts += len(whiteouts) + len(opaques)
+        for path in whiteouts:
+            self.state[path] = self.state.get(path, 0) | _WHITEOUT
+        for path in opaques:
+            self.state[path] = self.state.get(path, 0) | _OPAQUE
+        for target, wanting in self.pending_below.items():
+            if self._visible(target) and not self.state.get(target, 0) & _IMPLICIT:
+                # Nothing from this layer up touches the target: the final view still has
+                # the content the link was made to, so a plain hard link is right.
+                self.links.extend((p, target) for p in wanting)
+            else:
+                self.requests.setdefault(target, []).extend(wanting)
+
+    def reread(self) -> None:
+        """Serve hard links whose targets' data went by before the link was seen."""
+        for layer in sorted(self.rereads, reverse=True):
+            wanted = self.rereads[layer]
+            self.layer = layer
+            self.stats.rereads += 1
+            log.info(
+                "%s: reading the layer again for %d hard-link target(s) an upper layer replaced",
+                self.names[layer],
+                len(wanted),
+            )
+            for ordinal, (entry, opener) in enumerate(self.sources[layer]()):
+                wanting = wanted.pop(ordinal, None)
+                if wanting is not None:
+                    if entry.kind != "file":
+                        raise InvalidImage(f"{self.names[layer]}: the layer changed while it was being read")
+                    self._serve(entry, ordinal, opener, wanting)
+                if not wanted:
+                    break
+            if wanted:
+                raise InvalidImage(f"{self.names[layer]}: the layer changed while it was being read")
+
+    def finish(self) -> None:
+        """Write what only the complete view tells: implicit directories, root, hard links."""
+        if self.requests:
+            target, wanting = next(iter(self.requests.items()))
+            raise InvalidImage(f"hard link {wanting[0]!r} points at {target!r}, which no lower layer has")
+        implicit = [p for p, st in self.state.items() if st & _IMPLICIT and not st & _DIR]
+        for path in sorted(implicit, key=sort_key):
+            self._write(TarEntry(path=path, kind="dir", mode=0o755, mtime=self.epoch), None)
+        self.stats.implicit_dirs = len(implicit)
+        root = self.root or TarEntry(path="", kind="dir", mode=0o755, mtime=self.epoch)
+        self._write(replace(root, path="."), None)  # "./": tar2sqfs takes it as the root's attributes
+        for path, target in self.links:
+            st = self.state.get(target, 0)
+            if not st & _OTHER:
+                what = "a directory" if st & (_DIR | _IMPLICIT) else "not in the image"
+                raise InvalidImage(f"hard link {path!r} points at {target!r}, which is {what}")
+            self._write(TarEntry(path=path, kind="hardlink", linkname=target, mtime=0), None)
+
+
+def flatten(
+    layers: Sequence[LayerSource],
+    writer: TarWriter,
+    *,
+    epoch: int,
+    overlay: Sequence[Member] = (),
+    underlay: Sequence[Member] = (),
+) -> FlattenStats:
+    """Write the merged root filesystem of ``layers`` (bottom first, as in a manifest) into
+    ``writer`` as one tar stream, and close it.
+
+    ``overlay`` members win over every layer, ``underlay`` members lose to all of them.
+    ``epoch`` dates directories that no layer describes. Entries are written in a
+    deterministic order (layers newest first, archive order inside a layer; then
+    implicit directories, the root and hard links), each path once.
+
+    Raises UnsafePath for a member or hard link that climbs out of the root, InvalidImage
+    for an unreadable layer or a hard link to something that does not exist (or is a
+    directory), and whatever ``writer``'s sink raises.
+    """
+    flat = _Flattener(writer, epoch=epoch)
+    top = len(layers) + 1
+    flat.sources[top] = lambda: _member_list(overlay, "overlay")
+    flat.names[top] = "overlay"
+    for i, src in enumerate(layers, start=1):
+        flat.sources[i] = functools.partial(_tar_members, src)
+        flat.names[i] = src.what
+    flat.sources[0] = lambda: _member_list(underlay, "underlay")
+    flat.names[0] = "underlay"
+    for layer in range(top, -1, -1):
+        flat.read_layer(layer, flat.names[layer], flat.sources[layer]())
+    flat.reread()
+    flat.finish()
+    writer.close()
+    return flat.stats

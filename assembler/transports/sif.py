@@ -1,0 +1,379 @@
+"""Apptainer/Singularity SIF files (``sif:FILE``), written straight from an image's layers.
+
+No root filesystem is unpacked and no intermediate tar is stored: the layers are merged
+as a stream (:func:`assembler.archive.flatten.flatten`, with Apptainer's
+``/.singularity.d`` laid over them) into ``tar2sqfs``, which writes the squashfs into
+the output's temp file. The SIF header, descriptors and small metadata objects are then
+put *in front* of it: ``fallocate(FALLOC_FL_INSERT_RANGE)`` shifts the squashfs by a
+block-aligned amount without copying (ext4, xfs); where the filesystem cannot, the
+squashfs is moved up inside the same file (read and written once more, still no second
+copy on disk). The temp file is renamed into place at the end and removed on failure.
+
+The SIF objects, as ``apptainer build`` makes them (sylabs/sif layout, see
+:mod:`assembler.transports.sif_format`), all in group 1:
+
+1. definition file (0x4001) describing the image's source, labels, environment, runscript;
+2. JSON labels (0x4003): the image's labels;
+3. generic JSON (0x4006) ``oci-config.json``: the config's runtime part (Env, Cmd...),
+   which Apptainer reads back for ``--oci`` runs and ``inspect``;
+4. the squashfs as the primary system partition (0x4004, Squashfs, PrimSys, image arch),
+   aligned to 4096.
+
+Reproducible: the UUID is derived from the image digest, compressor and epoch, every time
+field is ``epoch``, and tar2sqfs runs with ``SOURCE_DATE_EPOCH`` and
+``--defaults mtime=epoch`` (its superblock time), so the same image gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import functools
+import hashlib
+import logging
+import os
+import subprocess
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, cast
+
+from assembler.archive.compress import Compression
+from assembler.archive.flatten import FlattenStats, LayerSource, flatten
+from assembler.archive.tar import TarWriter
+from assembler.errors import InputError, InvalidImage, ToolError
+from assembler.oci import mediatypes as mt
+from assembler.proc import Runner
+from assembler.transports import apptainer
+from assembler.transports.common import SourceImage
+from assembler.transports.sif_format import (
+    DATA_DEFFILE,
+    DATA_GENERIC_JSON,
+    DATA_LABELS,
+    DATA_OFFSET,
+    DATA_PARTITION,
+    FS_SQUASHFS,
+    PART_PRIMSYS,
+    PARTITION_ALIGNMENT,
+    SifObject,
+    align,
+    build_header,
+    pack_descriptors,
+    partition_extra,
+    read_sif_header,
+    sif_arch,
+)
+
+__all__ = ["COMPRESSORS", "SifInfo", "read_sif_header", "write_sif"]
+
+log = logging.getLogger(__name__)
+
+# squashfs block compressors tar2sqfs offers that Apptainer's kernel and squashfuse mounts read.
+COMPRESSORS = ("gzip", "xz", "zstd", "lz4", "lzo")
+OCI_CONFIG_NAME = "oci-config.json"
+# Bump when the same image would give other SIF bytes (it feeds the UUID).
+FORMAT = 1
+_UUID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/assemble/sif")
+_FALLOC_FL_INSERT_RANGE = 0x20
+_F_SETPIPE_SZ = 1031
+_CHUNK = 1 << 20
+_SHIFT_CHUNK = 8 << 20
+_STDERR_KEEP = 64 << 10
+
+
+@dataclass(frozen=True)
+class SifInfo:
+    """What :func:`write_sif` wrote."""
+
+    path: Path
+    size: int
+    digest: str  # sha256 of the whole file, for publishing
+    uuid: str
+    arch: str  # OCI architecture of the primary partition
+    image_digest: str
+    compressor: str
+    squashfs_offset: int
+    squashfs_size: int
+    entries: int  # entries in the root filesystem (metadata included)
+    file_bytes: int
+
+
+class _PipeSink:
+    """Counts what goes to tar2sqfs and reports progress."""
+
+    def __init__(self, pipe: IO[bytes], progress: Callable[[int], None] | None) -> None:
+        self._pipe = pipe
+        self._progress = progress
+        self.count = 0
+
+    def write(self, data: bytes, /) -> int:
+        self._pipe.write(data)
+        self.count += len(data)
+        if self._progress is not None:
+            self._progress(len(data))
+        return len(data)
+
+
+def image_uuid(image_digest: str, compressor: str, epoch: int) -> uuid.UUID:
+    """The SIF UUID: an RFC 4122 version 5 UUID of what decides the file's bytes."""
+    return uuid.uuid5(_UUID_NAMESPACE, f"sif/{FORMAT}/{image_digest}/{compressor}/{epoch}")
+
+
+def _layer_sources(source: SourceImage) -> list[LayerSource]:
+    layers = source.image.layers
+    out = []
+    for i, desc in enumerate(layers, start=1):
+        what = f"{source.name}: layer {i}/{len(layers)} {desc.digest}"
+        try:
+            compression = cast(Compression, mt.compression_of(desc.media_type))  # one of COMPRESSIONS
+        except ValueError as e:
+            raise InvalidImage(f"{what}: {e}") from e
+        opener = functools.partial(source.blobs.open_blob, desc.digest)
+        out.append(LayerSource(what, opener, compression))
+    return out
+
+
+def _objects(meta: apptainer.Metadata, *, epoch: int) -> tuple[list[SifObject], list[bytes], int]:
+    """Descriptors of the metadata objects, their bytes, and where the partition starts."""
+    datas = [meta.deffile, meta.labels, meta.oci_config]
+    kinds = [(DATA_DEFFILE, ""), (DATA_LABELS, ""), (DATA_GENERIC_JSON, OCI_CONFIG_NAME)]
+    objects = []
+    offset = DATA_OFFSET
+    for i, (data, (kind, name)) in enumerate(zip(datas, kinds, strict=True), start=1):
+        objects.append(SifObject(kind, i, offset, len(data), len(data), epoch, epoch, name=name))
+        offset += len(data)
+    # libsif's alignment, whatever the filesystem's block size: the bytes must not depend
+    # on where the file is written (_make_room copes when INSERT_RANGE cannot do it).
+    return objects, datas, align(offset, PARTITION_ALIGNMENT)
+
+
+def _insert_range(fd: int, length: int) -> bool:
+    """Shift the whole file up by ``length`` bytes in place; False where unsupported."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fallocate = getattr(libc, "fallocate64", None) or libc.fallocate
+    fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    fallocate.restype = ctypes.c_int
+    if fallocate(fd, _FALLOC_FL_INSERT_RANGE, 0, length) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS, errno.EPERM):
+        return False
+    raise OSError(err, f"fallocate(INSERT_RANGE): {os.strerror(err)}")
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+def _shift_in_place(fd: int, size: int, length: int) -> None:
+    """Move ``size`` bytes at 0 up to ``length`` inside the same file, from the end down
+    (a write never lands on bytes not yet moved), then zero the front."""
+    os.ftruncate(fd, size + length)
+    pos = size
+    while pos > 0:
+        n = min(_SHIFT_CHUNK, pos)
+        pos -= n
+        data = os.pread(fd, n, pos)
+        if len(data) != n:
+            raise OSError(errno.EIO, "short read while moving the squashfs")
+        _pwrite_all(fd, data, pos + length)
+    zeros = bytes(min(_SHIFT_CHUNK, length))
+    for start in range(0, length, len(zeros)):
+        _pwrite_all(fd, zeros[: min(len(zeros), length - start)], start)
+
+
+def _make_room(fd: int, size: int, length: int, path: Path) -> None:
+    """Put ``length`` zero bytes in front of the ``size`` bytes of the file, in place."""
+    block = os.fstatvfs(fd).f_bsize or PARTITION_ALIGNMENT
+    if length % block == 0 and _insert_range(fd, length):
+        log.debug("%s: inserted %d bytes in front of the squashfs (FALLOC_FL_INSERT_RANGE)", path, length)
+        return
+    log.warning(
+        "%s: the filesystem cannot insert a range (FALLOC_FL_INSERT_RANGE); moving the %d-byte squashfs "
+        "inside the file instead (slower; no extra disk space)",
+        path,
+        size,
+    )
+    _shift_in_place(fd, size, length)
+
+
+def _drain(stream: IO[bytes], keep: bytearray) -> None:
+    for chunk in iter(lambda: stream.read(4096), b""):
+        keep.extend(chunk)
+        if len(keep) > _STDERR_KEEP:
+            del keep[: len(keep) - _STDERR_KEEP]
+
+
+def _squashfs(
+    source: SourceImage,
+    meta: apptainer.Metadata,
+    tmp: Path,
+    *,
+    runner: Runner,
+    epoch: int,
+    compressor: str,
+    jobs: int,
+    progress: Callable[[int], None] | None,
+) -> FlattenStats:
+    """Run tar2sqfs writing ``tmp``, feeding it the flattened layers on stdin."""
+    argv = [
+        "tar2sqfs",
+        "--quiet",
+        "--no-skip",  # an entry tar2sqfs cannot store is an error, never silently dropped
+        "--force",  # tmp exists already: we created it, so the name is ours
+        "--compressor",
+        compressor,
+        "--num-jobs",
+        str(jobs),
+        "--defaults",
+        f"uid=0,gid=0,mode=0755,mtime={epoch}",  # also the superblock time
+        str(tmp),
+    ]
+    err = bytearray()
+    with runner.popen(
+        argv,
+        env={"SOURCE_DATE_EPOCH": str(epoch)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdin is not None and proc.stderr is not None
+        drain = threading.Thread(target=_drain, args=(proc.stderr, err), daemon=True)
+        drain.start()
+        try:
+            fcntl.fcntl(proc.stdin.fileno(), _F_SETPIPE_SZ, _CHUNK)  # fewer wake-ups per MiB
+        except OSError:
+            pass
+        sink = _PipeSink(proc.stdin, progress)
+        try:
+            stats = flatten(
+                _layer_sources(source), TarWriter(sink), epoch=epoch, overlay=meta.overlay, underlay=meta.underlay
+            )
+            proc.stdin.close()
+        except BrokenPipeError as e:
+            proc.wait()
+            drain.join()
+            Runner.finish(proc, argv, bytes(err))  # raises with tar2sqfs's own message
+            tail = err.decode(errors="replace")
+            raise ToolError("tar2sqfs stopped reading its input", argv=argv, stderr_tail=tail) from e
+        proc.wait()
+        drain.join()
+        Runner.finish(proc, argv, bytes(err))
+    log.info(
+        "%s: %d entries (%d files, %d bytes of file data, %d hard links) -> %d bytes of squashfs",
+        source.name,
+        stats.entries,
+        stats.files,
+        stats.file_bytes,
+        stats.hardlinks,
+        tmp.stat().st_size,
+    )
+    return stats
+
+
+def _sha256_file(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            sha.update(chunk)
+    return "sha256:" + sha.hexdigest()
+
+
+def write_sif(
+    source: SourceImage,
+    out: Path,
+    *,
+    runner: Runner,
+    epoch: int,
+    compressor: str = "gzip",
+    progress: Callable[[int], None] | None = None,
+    jobs: int | None = None,
+) -> SifInfo:
+    """Write ``source``'s image as the SIF file ``out`` (replaced atomically).
+
+    ``progress`` is called with the number of uncompressed bytes just handed to the
+    squashfs writer; ``jobs`` is the number of compressor threads (default: all CPUs,
+    the bytes do not depend on it). Raises InputError for an unknown compressor,
+    InvalidImage for an image SIF cannot hold (architecture, unreadable layers, broken
+    hard links), UnsafePath for layer members escaping the root, ToolError when
+    tar2sqfs fails or is missing, and OSError for the output file.
+    """
+    if compressor not in COMPRESSORS:
+        raise InputError(f"squashfs compressor {compressor!r} is not one of {', '.join(COMPRESSORS)}")
+    image = source.image
+    platform = image.platform
+    if platform.os != "linux":
+        raise InvalidImage(f"{source.name}: SIF holds Linux images, this one is for {platform.os}")
+    arch_code = sif_arch(platform.architecture)
+    meta = apptainer.metadata(image, source_name=source.name, epoch=epoch)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        os.close(fd)  # tar2sqfs writes it by name
+        objects, datas, part_offset = _objects(meta, epoch=epoch)
+        stats = _squashfs(
+            source,
+            meta,
+            tmp,
+            runner=runner,
+            epoch=epoch,
+            compressor=compressor,
+            jobs=jobs or os.cpu_count() or 1,
+            progress=progress,
+        )
+        with open(tmp, "r+b") as f:
+            squashfs_size = os.fstat(f.fileno()).st_size
+            if os.pread(f.fileno(), 4, 0) != b"hsqs":
+                raise ToolError(f"tar2sqfs wrote {tmp}, but it is not a squashfs image", argv=["tar2sqfs"])
+            prev_end = objects[-1].offset + objects[-1].size
+            partition = SifObject(
+                DATA_PARTITION,
+                len(objects) + 1,
+                part_offset,
+                squashfs_size,
+                part_offset - prev_end + squashfs_size,
+                epoch,
+                epoch,
+                extra=partition_extra(fs_type=FS_SQUASHFS, part_type=PART_PRIMSYS, arch=arch_code),
+            )
+            objects.append(partition)
+            sif_uuid = image_uuid(image.digest, compressor, epoch)
+            header = build_header(objects, arch_code=arch_code, image_uuid=sif_uuid, epoch=epoch)
+            _make_room(f.fileno(), squashfs_size, part_offset, tmp)
+            front = bytearray(part_offset)
+            front[: len(header.pack())] = header.pack()
+            table = pack_descriptors(objects)
+            front[header.descriptors_offset : header.descriptors_offset + len(table)] = table
+            for obj, data in zip(objects, datas, strict=False):
+                front[obj.offset : obj.offset + obj.size] = data
+            _pwrite_all(f.fileno(), bytes(front), 0)
+        os.chmod(tmp, 0o755)  # a SIF file starts with a #! line: runnable, as libsif makes it
+        digest = _sha256_file(tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    info = SifInfo(
+        path=out,
+        size=part_offset + squashfs_size,
+        digest=digest,
+        uuid=str(sif_uuid),
+        arch=platform.architecture,
+        image_digest=image.digest,
+        compressor=compressor,
+        squashfs_offset=part_offset,
+        squashfs_size=squashfs_size,
+        entries=stats.entries,
+        file_bytes=stats.file_bytes,
+    )
+    log.info("wrote %s: %d bytes, %s", out, info.size, info.digest)
+    return info

@@ -1,0 +1,87 @@
+"""SIF files published with oras: pulled back byte-identical, listed as referrers of the image."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import urllib.request
+from pathlib import Path
+
+from assembler.oci import mediatypes as mt
+from assembler.oci.reference import ImageName
+from assembler.transports.remote import Registry, RegistryOptions
+from tests.helpers import run_cli, sh
+from tests.plugins.registry import RunningRegistry
+from tests.test_image import make_project
+
+
+def _get(url: str, accept: str = "") -> bytes:
+    req = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return resp.read()  # type: ignore[no-any-return]
+
+
+def test_sif_command_pushes_and_attaches(debian_rootfs: Path, tmp_path: Path, registry: RunningRegistry) -> None:
+    project = tmp_path / "p"
+    make_project(project, f"rootfs:{debian_rootfs}")
+    image_ref = f"docker://{registry.host}/hpc/app:1"
+    built = run_cli(["hello.yaml", "--cache", str(tmp_path / "cache"), "--tls-verify=false", "--json",
+                     "-o", image_ref], cwd=project)  # fmt: skip
+    assert built.code == 0, str(built)
+    image_digest = built.json["digest"]
+
+    out = tmp_path / "app.sif"
+    push, attach = f"oras://{registry.host}/hpc/app-sif:1", f"docker://{registry.host}/hpc/app"
+    ran = run_cli(["sif", image_ref, str(out), "--tls-verify=false", "--json", "--push", push, "--attach", attach])
+    assert ran.code == 0, str(ran)
+    result = ran.json
+    sif_bytes = out.read_bytes()
+    assert result["digest"] == "sha256:" + hashlib.sha256(sif_bytes).hexdigest()
+    assert result["image"] == image_digest
+    sh(["siftool", "info", "4", str(out)])
+
+    # Tagged artifact, the way `apptainer pull oras://` finds it: config and layer media types.
+    manifest = json.loads(_get(f"{registry.url}/v2/hpc/app-sif/manifests/1", mt.OCI_MANIFEST))
+    assert manifest["config"]["mediaType"] == mt.SIF_CONFIG
+    (layer,) = manifest["layers"]
+    assert layer["mediaType"] == mt.SIF_LAYER and layer["annotations"][mt.ANNOTATION_TITLE] == "app.sif"
+    pulled = _get(f"{registry.url}/v2/hpc/app-sif/blobs/{layer['digest']}")
+    assert pulled == sif_bytes  # pulled back by digest: byte-identical
+
+    # Referrer of the image: distribution 2.8 has no referrers API, so the tag-schema index lists it.
+    index = json.loads(_get(f"{registry.url}/v2/hpc/app/manifests/sha256-{image_digest[7:]}", mt.OCI_INDEX))
+    entries = [d for d in index["manifests"] if d.get("artifactType") == mt.SIF_CONFIG]
+    assert len(entries) == 1
+    referrer = json.loads(_get(f"{registry.url}/v2/hpc/app/manifests/{entries[0]['digest']}", mt.OCI_MANIFEST))
+    assert referrer["subject"]["digest"] == image_digest
+    assert referrer["layers"][0]["digest"] == result["digest"]
+    with Registry(registry.host, options=RegistryOptions(tls_verify=False)) as reg:
+        listed = reg.list_referrers("hpc/app", image_digest, mt.SIF_CONFIG)
+    assert [d.digest for d in listed] == [entries[0]["digest"]]
+    print(f"\nSIF {result['digest']} pushed, pulled back identical, listed as referrer of {image_digest}")
+
+
+def test_build_writes_sif_and_oras_outputs(debian_rootfs: Path, tmp_path: Path, registry: RunningRegistry) -> None:
+    project = tmp_path / "p"
+    make_project(project, f"rootfs:{debian_rootfs}")
+    args = ["hello.yaml", "--cache", str(tmp_path / "cache"), "--tls-verify=false", "--json", "--attach-sif",
+            "-o", "sif:out/hello.sif", "-o", f"oras://{registry.host}/hpc/hello-sif:v1",
+            "-o", f"docker://{registry.host}/hpc/hello:v1"]  # fmt: skip
+    ran = run_cli(args, cwd=project)
+    assert ran.code == 0, str(ran)
+    outputs = {o["ref"].split(" ")[0]: o for o in ran.json["outputs"]}
+    sif = project / "out/hello.sif"
+    digest = "sha256:" + hashlib.sha256(sif.read_bytes()).hexdigest()
+    assert outputs["sif:" + str(sif)]["digest"] == digest
+    # The SIF made for the file output is the one pushed: same bytes.
+    manifest = json.loads(_get(f"{registry.url}/v2/hpc/hello-sif/manifests/v1", mt.OCI_MANIFEST))
+    assert manifest["layers"][0]["digest"] == digest
+    with Registry(registry.host, options=RegistryOptions(tls_verify=False)) as reg:
+        referrers = reg.list_referrers("hpc/hello", ran.json["digest"])
+    assert len(referrers) == 1 and referrers[0].artifact_type == mt.SIF_CONFIG
+    # A second build writes the same SIF bytes (reproducible) and uploads no SIF again.
+    again = run_cli(args, cwd=project)
+    assert again.code == 0, str(again)
+    assert "sha256:" + hashlib.sha256(sif.read_bytes()).hexdigest() == digest
+    assert all(o["uploaded_bytes"] == 0 for o in again.json["outputs"] if o["ref"].startswith("oras://")), again.out
+    assert ImageName.parse(f"{registry.host}/hpc/hello:v1").tag == "v1"
