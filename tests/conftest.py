@@ -58,3 +58,43 @@ def clean_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     env = dict(os.environ)
     env["XDG_CACHE_HOME"] = str(tmp_path / "xdg-cache")
     yield env
+
+
+@pytest.fixture(scope="session")
+def demo_bases() -> dict[str, Path]:
+    """The demo manifest's bases (plus a second runtime base), bootstrapped once by assemble
+    itself and exported as OCI layouts every user can read: ``--base NAME=oci:...``."""
+    from tests import yaml_helper
+
+    out = TEST_CACHE / "bases"
+    demo = yaml_helper.load(ROOT / "manifests" / "demo.yaml")
+    specs = {
+        "devel": demo["bases"]["devel"]["bootstrap"],
+        "runtime": demo["bases"]["runtime"]["bootstrap"],
+        # Another runtime base (one more package): changing the runtime base must rebuild no compile step.
+        "runtime-alt": {**demo["bases"]["runtime"]["bootstrap"], "packages": ["less"]},
+    }
+    TEST_CACHE.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    with open(TEST_CACHE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for name, spec in specs.items():
+            layout = out / name
+            paths[name] = layout
+            if (layout / "index.json").exists():
+                continue
+            work = TEST_CACHE / f"base-{name}"
+            work.mkdir(parents=True, exist_ok=True)
+            (work / "base.yaml").write_text(yaml_helper.dump({
+                "name": f"base-{name}",
+                "bases": {"b": {"bootstrap": spec}},
+                "image": {"base": "b"},
+            }))  # fmt: skip
+            proc = subprocess.run(
+                [sys.executable, "-m", "assembler", "base.yaml", "--cache", str(TEST_CACHE / "bases-cache"),
+                 "-o", f"oci:{layout}:latest"], cwd=work, capture_output=True, text=True,
+            )  # fmt: skip
+            if proc.returncode != 0:
+                raise RuntimeError(f"bootstrapping {name} failed:\n{proc.stderr}")
+        subprocess.run(["chmod", "-R", "a+rX", str(out)], check=True)
+    return paths

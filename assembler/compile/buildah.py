@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from assembler.errors import ToolError
 from assembler.proc import Runner
 
 log = logging.getLogger(__name__)
+# What buildah itself prints after a command fails: not the user's output.
+_TRAILER = re.compile(r"^(subprocess exited with status \d+|Error: exit status \d+|error running container: .*)$")
 
 
 @dataclass(frozen=True)
@@ -117,9 +120,14 @@ class Buildah:
     ) -> tuple[int, str]:
         """Run a shell command in the container, output streamed to ``log_file``.
 
-        Returns (exit code, last 30 lines). Values in ``redact`` never reach the log.
+        Returns (exit code, the command's last 30 lines: buildah's own "exited with
+        status" trailer is left out). Values in ``redact`` never reach the log.
         """
-        return self.runner.stream(self.run_argv(container, spec), log_file=log_file, on_line=on_line, redact=redact)
+        code, last = self.runner.stream(
+            self.run_argv(container, spec), log_file=log_file, on_line=on_line, redact=redact, keep=40
+        )
+        lines = [line for line in last.splitlines() if not _TRAILER.match(line)]
+        return code, "\n".join(lines[-30:])
 
     def agent_argv(
         self, container: str, agent_args: Sequence[str], *, python: str

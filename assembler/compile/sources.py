@@ -12,13 +12,14 @@ import hashlib
 import logging
 import os
 import shutil
-import tarfile
 import urllib.error
 import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from assembler.archive.compress import decompressed
+from assembler.archive.extract import extract
 from assembler.archive.layer import HashingSink, write_layer
 from assembler.archive.tree import host_members
 from assembler.cache import Cache, key_of
@@ -113,9 +114,9 @@ def url_source(name: str, spec: m.UrlSource, *, cache: Cache) -> Source:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         blob = cache.blob_path(digest)
-        if spec.extract and tarfile.is_tarfile(blob):
-            with tarfile.open(blob) as tf:
-                tf.extractall(tmp, filter="data")
+        if spec.extract and _is_tar(blob):
+            with open(blob, "rb") as raw, decompressed(raw) as plain:
+                extract(plain, tmp, what=f"source {name} ({spec.url})")
         elif spec.extract and zipfile.is_zipfile(blob):
             with zipfile.ZipFile(blob) as zf:
                 for info in zf.infolist():
@@ -126,6 +127,16 @@ def url_source(name: str, spec: m.UrlSource, *, cache: Cache) -> Source:
             shutil.copyfile(blob, tmp / (Path(spec.url).name or "download"))
         os.replace(tmp, tree)
     return Source(name, tree, digest, spec.url)
+
+
+def _is_tar(path: Path) -> bool:
+    """A tar archive, compressed (gzip, zstd) or not."""
+    try:
+        with open(path, "rb") as raw, decompressed(raw) as plain:
+            head = plain.read(512)
+    except (OSError, EOFError, ValueError):
+        return False
+    return len(head) == 512 and head[257:262] == b"ustar"
 
 
 def path_source(name: str, spec: m.PathSource, *, base_dir: Path) -> Source:

@@ -18,7 +18,6 @@ import os
 import shlex
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from assembler.archive.compress import Compression, decompressed
+from assembler.archive.extract import extract
 from assembler.archive.layer import LayerBlob, recompress
 from assembler.cache import Cache, key_of
 from assembler.compile.agent import DEFAULT_EXCLUDES
@@ -219,12 +219,8 @@ def _mounted_artifacts(ws: Workspace, mounts: Sequence[Mounted]) -> Iterator[lis
         for i, mount in enumerate(mounts):
             root = folder / str(i)
             root.mkdir()
-            with (
-                ws.cache.open_blob(mount.blob.digest) as raw,
-                decompressed(raw, mount.blob.compression) as plain,
-                tarfile.open(fileobj=plain, mode="r|") as tf,
-            ):
-                tf.extractall(root, filter="tar")  # our own layer; absolute symlinks allowed
+            with ws.cache.open_blob(mount.blob.digest) as raw, decompressed(raw, mount.blob.compression) as plain:
+                extract(plain, root, what=f"artifact {mount.ref}")
             target = mount.to.rstrip("/") or "/"
             volumes.append(Volume(root / target.lstrip("/"), target))
         yield volumes

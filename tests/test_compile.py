@@ -1,0 +1,326 @@
+"""The compile pipeline on the real thing: the demo manifest built with buildah.
+
+One cold build per module (bases from the session's bootstrapped layouts), then what
+users rely on: nothing changed -> nothing runs; one file changed -> one step and one
+layer; runtime base changed -> no compile step; the CUDA artifact holds the asked-for
+architectures; failures say what failed; secrets stay out of everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import PYTHON, ROOT, Buildah, Ran, layout_digest, manifest_of, read_blob, run_cli, sh, uncompressed
+from tests.plugins.registry import RunningRegistry
+
+
+def copy_project(dest: Path) -> Path:
+    """The demo manifest with its recipes and example sources, in a folder of the test's own."""
+    for part in ("manifests", "layers", "examples"):
+        shutil.copytree(ROOT / part, dest / part, ignore=shutil.ignore_patterns("target", "build", "__pycache__"))
+    return dest / "manifests" / "demo.yaml"
+
+
+def base_args(bases: dict[str, Path], runtime: str = "runtime") -> list[str]:
+    return ["--base", f"devel=oci:{bases['devel']}:latest", "--base", f"runtime=oci:{bases[runtime]}:latest"]
+
+
+def steps_by_state(ran: Ran) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for step in ran.json["steps"]:
+        out.setdefault(step["state"], set()).add(step["name"])
+    return out
+
+
+@dataclass
+class Demo:
+    project: Path
+    manifest: Path
+    cache: Path
+    bases: dict[str, Path]
+    cold: Ran
+    cold_seconds: float
+
+    def build(self, *extra: str, runtime: str = "runtime", env: dict[str, str] | None = None) -> Ran:
+        args = [str(self.manifest), "--cache", str(self.cache), "--json", *base_args(self.bases, runtime),
+                "-o", "oci:out/demo:latest", *extra]  # fmt: skip
+        ran = run_cli(args, cwd=self.project, env=env)
+        assert ran.code == 0, str(ran)
+        return ran
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory, demo_bases: dict[str, Path]) -> Iterator[Demo]:
+    project = tmp_path_factory.mktemp("demo")
+    manifest = copy_project(project)
+    cache = project / "cache"
+    started = time.monotonic()
+    args = [str(manifest), "--cache", str(cache), "--json", *base_args(demo_bases), "-o", "oci:out/demo:latest"]
+    cold = run_cli(args, cwd=project)
+    seconds = time.monotonic() - started
+    assert cold.code == 0, str(cold)
+    yield Demo(project, manifest, cache, demo_bases, cold, seconds)
+
+
+def test_cold_build_runs_every_step_and_the_image_runs(demo: Demo, tmp_path: Path) -> None:
+    states = steps_by_state(demo.cold)
+    assert states == {"built": {"cuda", "kernels", "tokenizer", "launcher", "pyext", "packages-1"}}
+    layers = demo.cold.json["layers"]
+    assert [layer["what"] for layer in layers[1:]] == [
+        "packages python3-minimal libgomp1",
+        "artifact tokenizer.libs",
+        "artifact tokenizer.bin",
+        "artifact kernels.saxpy",
+        "artifact pyext.site",
+        "artifact launcher.bin",
+    ]
+    layout = demo.project / "out/demo"
+    assert layout_digest(layout, "latest") == demo.cold.json["digest"]
+    assert run_cli(["validate", f"oci:{layout}:latest"]).code == 0
+    config = json.loads(sh(["skopeo", "inspect", "--config", f"oci:{layout}:latest"]).stdout)["config"]
+    argv = config["Entrypoint"] + config["Cmd"]
+    out = Buildah(tmp_path / "b").run_image(f"oci:{layout}:latest", argv)
+    print(f"\n$ {' '.join(argv)}\n{out}")
+    assert "demo-launcher: all components answered" in out
+    assert "[tokenizer] demotok 1.2.0: 3 tokens: [hello] [from] [assemble]" in out
+    assert "[python] demo_ext native module for Python 3.11" in out
+    assert "saxpy: no CUDA device" in out  # no GPU here: the CPU path answers
+    # The .so set keeps its symlinks in its own layer.
+    libs = next(x for x in layers if x["what"] == "artifact tokenizer.libs")
+    with tarfile.open(fileobj=io.BytesIO(uncompressed(read_blob(layout, libs["digest"])))) as tf:
+        links = {m.name: m.linkname for m in tf if m.issym()}
+    assert links == {"app/lib/libdemotok.so": "libdemotok.so.1", "app/lib/libdemotok.so.1": "libdemotok.so.1.2.0"}
+
+
+def test_second_run_runs_nothing_and_gives_the_same_digest(demo: Demo) -> None:
+    started = time.monotonic()
+    warm = demo.build()
+    seconds = time.monotonic() - started
+    assert steps_by_state(warm) == {"cached": {"cuda", "kernels", "tokenizer", "launcher", "pyext", "packages-1"}}
+    assert warm.json["digest"] == demo.cold.json["digest"]
+    print(f"\ncold build {demo.cold_seconds:.1f} s, second run {seconds:.1f} s "
+          f"({100 * seconds / demo.cold_seconds:.0f}% of the first), same digest {warm.json['digest']}")  # fmt: skip
+
+
+def test_cuda_artifact_holds_exactly_the_requested_architectures(demo: Demo, tmp_path: Path) -> None:
+    spec = importlib.util.find_spec("nvidia")
+    assert spec is not None and spec.submodule_search_locations, "nvidia-cuda-cuobjdump (test extra) is missing"
+    cuobjdump = next(Path(p) / "cu13/bin/cuobjdump" for p in spec.submodule_search_locations)
+    layer = next(x for x in demo.cold.json["layers"] if x["what"] == "artifact kernels.saxpy")
+    with tarfile.open(fileobj=io.BytesIO(uncompressed(read_blob(demo.project / "out/demo", layer["digest"])))) as tf:
+        member = tf.extractfile("app/bin/saxpy")
+        assert member is not None
+        (tmp_path / "saxpy").write_bytes(member.read())
+    elf = sh([str(cuobjdump), "--list-elf", str(tmp_path / "saxpy")]).stdout
+    ptx = sh([str(cuobjdump), "--list-ptx", str(tmp_path / "saxpy")]).stdout
+    print(f"\n{elf}{ptx}")
+    assert {line.rsplit(".", 2)[-2] for line in elf.splitlines() if ".cubin" in line} == {"sm_80", "sm_90"}
+    assert {line.rsplit(".", 2)[-2] for line in ptx.splitlines() if ".ptx" in line} == {"sm_90"}
+    labels = json.loads(sh(["skopeo", "inspect", f"oci:{demo.project}/out/demo:latest"]).stdout)["Labels"]
+    assert labels["io.assemble.gpu.cuda.archs"] == "80;90"
+
+
+def test_one_source_file_edited_rebuilds_one_step_and_pushes_one_layer(demo: Demo, registry: RunningRegistry) -> None:
+    ref = f"docker://{registry.host}/demo/app:1"
+    before = demo.build("--tls-verify=false", "-o", ref)
+    main_cpp = demo.project / "examples/cpp-tokenizer/src/main.cpp"
+    original = main_cpp.read_text()
+    try:
+        main_cpp.write_text(original.replace('" tokens:"', '" tokens (edited):"'))
+        after = demo.build("--tls-verify=false", "-o", ref)
+    finally:
+        main_cpp.write_text(original)
+    states = steps_by_state(after)
+    assert states["built"] == {"tokenizer"}, states
+    changed = [
+        (b["what"], a["digest"])
+        for b, a in zip(before.json["layers"], after.json["layers"], strict=True)
+        if b["digest"] != a["digest"]
+    ]
+    assert [what for what, _ in changed] == ["artifact tokenizer.bin"], changed
+    push = next(o for o in after.json["outputs"] if o["ref"].startswith("docker://"))
+    assert push["uploaded_blobs"] == 2  # that layer and the new config; nothing else
+    layer_size = next(a["size"] for a in after.json["layers"] if a["what"] == "artifact tokenizer.bin")
+    print(f"\none file edited: step tokenizer rebuilt; push uploaded {push['uploaded_bytes']} bytes "
+          f"(the changed layer is {layer_size} bytes, plus the config)")  # fmt: skip
+    assert push["uploaded_bytes"] < layer_size + 10_000
+
+
+def test_runtime_base_change_reruns_no_compile_step(demo: Demo) -> None:
+    ran = demo.build(runtime="runtime-alt")
+    states = steps_by_state(ran)
+    assert states["cached"] >= {"cuda", "kernels", "tokenizer", "launcher", "pyext"}
+    assert states.get("built") == {"packages-1"}  # the runtime step runs on the new base
+    assert ran.json["layers"][0]["digest"] != demo.cold.json["layers"][0]["digest"]
+    print(f"\nruntime base changed: {sorted(states['cached'])} cached, {sorted(states['built'])} rebuilt")
+
+
+def test_plan_needs_no_buildah_and_says_what_would_run(demo: Demo, tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    os.symlink(PYTHON, bin_dir / "python3")
+    env = {"PATH": str(bin_dir)}  # no buildah, no mmdebstrap, no skopeo
+    args = ["plan", str(demo.manifest), "--cache", str(demo.cache), "--json", *base_args(demo.bases)]
+    plan = run_cli(args, cwd=demo.project, env=env)
+    assert plan.code == 0, str(plan)
+    data = plan.json
+    assert [s["name"] for s in data["steps"]] == ["packages-1", "tokenizer", "cuda", "kernels", "pyext", "launcher"]
+    assert {s["state"] for s in data["steps"]} == {"cached"}
+    assert [x["what"] for x in data["layers"]][1:] == [x["what"] for x in demo.cold.json["layers"]][1:]
+    assert all(x["size"] for x in data["layers"])
+    assert data["outputs"] == [f"oci:{demo.project}/demo-out/demo:latest", "docker://127.0.0.1:5000/demo:latest"]
+    kernel = demo.project / "examples/cuda-kernels/saxpy.cu"
+    original = kernel.read_text()
+    try:
+        kernel.write_text(original + "\n// edited\n")
+        edited = run_cli(args, cwd=demo.project, env=env)
+    finally:
+        kernel.write_text(original)
+    states = {s["name"]: s["state"] for s in edited.json["steps"]}
+    assert states == {"packages-1": "cached", "tokenizer": "cached", "cuda": "cached", "kernels": "will-run",
+                      "pyext": "cached", "launcher": "cached"}  # fmt: skip
+    text = run_cli(["plan", str(demo.manifest), "--cache", str(demo.cache), *base_args(demo.bases)], env=env)
+    assert text.code == 0 and "compile  kernels" in text.out, str(text)
+
+
+def _buildah_containers(cache: Path) -> list[str]:
+    argv = ["buildah", "--root", str(cache / "buildah/root"), "--runroot", str(cache / "buildah/run"),
+            "--storage-driver", "overlay", "containers", "--quiet"]  # fmt: skip
+    return [line for line in sh(argv).stdout.splitlines() if line.strip()]
+
+
+SMALL = """\
+name: small
+bases:
+  devel: oci:{devel}:latest
+  runtime: oci:{runtime}:latest
+compile:
+  - name: broken
+    base: devel
+    secrets: [DEMO_TOKEN]
+    run:
+      - echo "using $DEMO_TOKEN for the build"
+      - mkdir -p /out && printf %s "$DEMO_TOKEN" | sha256sum | cut -d' ' -f1 > /out/token.sha256
+      - {command}
+    artifacts:
+      hash: {{path: /out/token.sha256, to: /app/token.sha256}}
+image:
+  base: runtime
+  layers:
+    - run: ['test -n "$DEMO_TOKEN" && echo "runtime step saw $DEMO_TOKEN" && echo ok > /app-ran']
+      secrets: [DEMO_TOKEN]
+    - artifact: broken.hash
+"""
+
+
+def small_project(tmp_path: Path, bases: dict[str, Path], command: str) -> Path:
+    (tmp_path / "small.yaml").write_text(SMALL.format(devel=bases["devel"], runtime=bases["runtime"], command=command))
+    return tmp_path / "small.yaml"
+
+
+def test_failing_command_shows_step_command_log_tail_and_leaves_no_container(
+    tmp_path: Path, demo_bases: dict[str, Path]
+) -> None:
+    small_project(tmp_path, demo_bases, "for i in $(seq 1 50); do echo log-line-$i; done; exit 3")
+    cache = tmp_path / "cache"
+    ran = run_cli(["small.yaml", "--cache", str(cache), "-o", "oci:out:x"], cwd=tmp_path,
+                  env={"DEMO_TOKEN": "s3cr3t-value-0123"})  # fmt: skip
+    assert ran.code == 1, str(ran)
+    err = ran.err[ran.err.index("error: ") :]  # progress lines come first
+    assert err.startswith("error: step broken: command failed (exit 3): for i in $(seq 1 50)"), err
+    tail = [line for line in err.splitlines() if line.startswith("log-line-")]
+    assert tail == [f"log-line-{i}" for i in range(21, 51)], err  # exactly the last 30 lines
+    log_path = Path(err.split("--- full log: ")[1].split()[0])
+    assert log_path.is_file() and "log-line-1\n" in log_path.read_text()
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+    assert _buildah_containers(cache) == []
+
+
+def test_interrupt_removes_the_container(tmp_path: Path, demo_bases: dict[str, Path]) -> None:
+    small_project(tmp_path, demo_bases, "sleep 300")
+    cache = tmp_path / "cache"
+    env = dict(os.environ, DEMO_TOKEN="x")
+    proc = subprocess.Popen([PYTHON, "-m", "assembler", "small.yaml", "--cache", str(cache), "-o", "oci:out:x"],
+                            cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (cache / "buildah/root").exists():
+        time.sleep(0.2)
+    while time.monotonic() < deadline and not _buildah_containers(cache):
+        time.sleep(0.2)
+    time.sleep(2)  # in `sleep 300` by now
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert _buildah_containers(cache) == []
+
+
+def test_secret_is_in_no_blob_config_history_or_log(tmp_path: Path, demo_bases: dict[str, Path]) -> None:
+    secret = "tok-" + hashlib.sha256(os.urandom(16)).hexdigest()[:24]
+    small_project(tmp_path, demo_bases, "echo done")
+    cache = tmp_path / "cache"
+    ran = run_cli(["small.yaml", "--cache", str(cache), "-v", "-o", "oci:out:x", "-o", "oci-archive:out.tar:x"],
+                  cwd=tmp_path, env={"DEMO_TOKEN": secret})  # fmt: skip
+    assert ran.code == 0, str(ran)
+    # The steps did see it: the artifact holds its hash, the runtime step's marker exists.
+    manifest = manifest_of(tmp_path / "out", "x")
+    artifact = uncompressed(read_blob(tmp_path / "out", manifest["layers"][-1]["digest"]))
+    assert hashlib.sha256(secret.encode()).hexdigest().encode() in artifact
+    runtime_layer = uncompressed(read_blob(tmp_path / "out", manifest["layers"][-2]["digest"]))
+    assert b"app-ran" in runtime_layer
+    needle = secret.encode()
+    searched = 0
+    for root in (tmp_path, cache):  # buildah's storage (under the cache) included
+        for path in root.rglob("*"):
+            if path.is_symlink() or not path.is_file():
+                continue
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            searched += 1
+            assert needle not in data, path
+            assert needle not in uncompressed(data) if data[:4] == b"\x28\xb5\x2f\xfd" else True, path
+    assert needle not in ran.out.encode() and needle not in ran.err.encode()
+    logs = list((cache / "logs").glob("*.log"))
+    assert logs and all("***" in p.read_text() for p in logs if "broken" in p.name)
+    print(f"\nsecret absent from {searched} files (every blob decompressed, configs, keys, logs) and the output")
+
+
+def test_unprivileged_user_builds_the_demo(tmp_path: Path, demo_bases: dict[str, Path]) -> None:
+    user = "asmtest"
+    if subprocess.run(["id", user], capture_output=True).returncode != 0:
+        sh(["useradd", "--create-home", user])
+    home = Path(sh(["sh", "-c", f"getent passwd {user} | cut -d: -f6"]).stdout.strip())
+    work = home / "demo-build"
+    shutil.rmtree(work, ignore_errors=True)
+    manifest = copy_project(work)
+    sh(["chown", "-R", f"{user}:{user}", str(work)])
+    args = [PYTHON, "-m", "assembler", str(manifest), "--cache", str(work / "cache"), "--json",
+            *base_args(demo_bases), "-o", f"oci:{work}/out/demo:latest"]  # fmt: skip
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "PYTHONPATH": str(ROOT), "LANG": "C.UTF-8"}
+    proc = subprocess.run(["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--", *args],
+                          cwd=work, env=env, capture_output=True, text=True, timeout=1800)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert {s["state"] for s in result["steps"]} == {"built"}
+    owners = {p.stat().st_uid for p in (work / "cache").rglob("*") if not p.is_symlink() and "buildah" not in p.parts}
+    assert owners == {int(sh(["id", "-u", user]).stdout)}  # nothing written as root
+    out = Buildah(tmp_path / "b").run_image(f"oci:{work}/out/demo:latest", ["/usr/local/bin/demo-launcher"])
+    assert "all components answered" in out
+    print(f"\nbuilt as {user} (rootless buildah): {result['digest']}")
+    sh(["rm", "-rf", str(work)])
