@@ -560,16 +560,26 @@ def test_big_blob_push_keeps_memory_flat(registry: RunningRegistry, tmp_path: Pa
     assert stored.stat().st_size == size
 
 
+_MEASURE = """
+import os, subprocess, sys
+proc = subprocess.Popen(sys.argv[1:])
+_, status, usage = os.wait4(proc.pid, 0)
+sys.stderr.write("\\nPEAK_RSS_KIB=%d\\n" % usage.ru_maxrss)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def _run_measured(argv: list[str], stderr_path: Path) -> tuple[bytes, int, int]:
-    """Run ``argv``; its stdout, exit code and its own peak RSS in KiB (from wait4)."""
+    """Run ``argv``; its stdout, exit code and its own peak RSS in KiB (from wait4).
+
+    Linux keeps a process's peak RSS across exec, and a child forked from this (large)
+    pytest process starts with its pages: a small fresh interpreter does the fork.
+    """
     with open(stderr_path, "wb") as err:
-        proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=err)
-        assert proc.stdout is not None
-        stdout = proc.stdout.read()
-        proc.stdout.close()
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    return stdout, proc.returncode, usage.ru_maxrss
+        proc = subprocess.run([sys.executable, "-c", _MEASURE, *argv], cwd=ROOT, stdout=subprocess.PIPE, stderr=err)
+    text = stderr_path.read_text(errors="replace")
+    peak = int(text.rsplit("PEAK_RSS_KIB=", 1)[1].split()[0])
+    return proc.stdout, proc.returncode, peak
 
 
 # -- 8. the oras internals we rely on ----------------------------------------------------
