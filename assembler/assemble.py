@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from assembler.archive.layer import LayerBlob
-from assembler.cache import Cache
+from assembler.cache import Cache, key_of
 from assembler.compile import sources as srcs
 from assembler.compile.buildah import Buildah
 from assembler.compile.steps import (
@@ -36,6 +36,7 @@ from assembler.compile.steps import (
 )
 from assembler.errors import InputError, InvalidImage
 from assembler.image import ImageSetup, absolute_ref, config_changes, default_annotations, gpu_metadata
+from assembler.oci import mediatypes as mt
 from assembler.oci import mutate
 from assembler.oci.descriptor import Platform
 from assembler.oci.image import Image
@@ -105,6 +106,9 @@ class StepReport:
     key: str | None
     reason: str = ""
     artifacts: tuple[str, ...] = ()
+    # What the manifest says the step is (its definition, base and source *specs*, the
+    # definitions it depends on), not what it read: changes when the manifest changes.
+    definition: str = ""
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,11 @@ class Plan:
     steps: tuple[StepReport, ...]
     layers: tuple[LayerReport, ...]
     outputs: tuple[str, ...]
+    # The runtime config (Entrypoint, Cmd, Env, User, ...) and manifest annotations the image
+    # will have; complete when the base is known, else what the manifest itself sets.
+    config: Mapping[str, Any] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    config_complete: bool = False
 
 
 def resolve_epoch(cli_epoch: int | None, manifest_epoch: int | None, environ: Mapping[str, str] = os.environ) -> int:
@@ -182,6 +191,8 @@ class Pipeline:
         self._ws: Workspace | None = None
         self._tool: str | None = None
         self._pending: set[str] = set()
+        self._definitions: dict[str, str] = {}
+        self._chain = ""  # definition of the image so far (base, then each layer)
 
     # -- tools ---------------------------------------------------------------------
 
@@ -306,7 +317,7 @@ class Pipeline:
         if base is None or any(v is None for v in sources.values()) or any(v is None for v in inputs.values()):
             reason = "base not made yet" if base is None else "inputs not known yet"
             self._pending.add(step.name)
-            self.steps.append(StepReport(step.name, "compile", "will-run", 0.0, None, reason, tuple(step.artifacts)))
+            self._report_compile(step, "will-run", None, reason)
             return None
         key = compile_key(
             step,
@@ -321,14 +332,14 @@ class Pipeline:
         cached = self._cached_artifacts(key, step)
         forced = self.options.no_cache or step.name in self.options.rebuild
         if cached is not None and not forced:
-            self.steps.append(StepReport(step.name, "compile", "cached", 0.0, key, "", tuple(step.artifacts)))
+            self._report_compile(step, "cached", key)
             self.report(Event("step", {"name": step.name, "state": "cached"}))
             self.artifacts[step.name] = cached
             return cached
         if self.dry:
             reason = "forced" if forced and cached is not None else "not built with these inputs"
             self._pending.add(step.name)
-            self.steps.append(StepReport(step.name, "compile", "will-run", 0.0, key, reason, tuple(step.artifacts)))
+            self._report_compile(step, "will-run", key, reason)
             return None
         self.report(Event("step", {"name": step.name, "state": "running"}))
         started = time.monotonic()
@@ -340,10 +351,44 @@ class Pipeline:
         )
         self.cache.put_key(key, {"step": step.name, "artifacts": {n: blob_json(b) for n, b in results.items()}})
         seconds = time.monotonic() - started
-        self.steps.append(StepReport(step.name, "compile", "built", seconds, key, "", tuple(step.artifacts)))
+        self._report_compile(step, "built", key, seconds=seconds)
         self.report(Event("step", {"name": step.name, "state": "built", "seconds": seconds}))
         self.artifacts[step.name] = results
         return results
+
+    def _report_compile(
+        self, step: m.CompileStep, state: str, key: str | None, reason: str = "", *, seconds: float = 0.0
+    ) -> None:
+        self.steps.append(StepReport(step.name, "compile", state, seconds, key, reason, tuple(step.artifacts),
+                                     self.step_definition(step)))  # fmt: skip
+
+    def _base_definition(self, name: str) -> str:
+        spec = self.man.bases[name]
+        return key_of({"base": spec if isinstance(spec, str) else spec.model_dump(mode="json")})
+
+    def step_definition(self, step: m.CompileStep) -> str:
+        """A digest of what the manifest says about ``step`` and everything it builds on."""
+        if step.name not in self._definitions:
+            self._definitions[step.name] = key_of(
+                {
+                    "step": step.model_dump(mode="json", exclude={"name", "use", "with_", "runtime_packages"}),
+                    "base": self._base_definition(step.base or ""),
+                    "sources": {n: self.man.sources[n].model_dump(mode="json") for n in step.sources},
+                    "inputs": {r: self.step_definition(self._step(r.partition(".")[0])) for r in step.inputs},
+                    "platform": str(self.ctx.platform),
+                }
+            )
+        return self._definitions[step.name]
+
+    def _layer_definition(self, spec: m.LayerSpec) -> str:
+        if isinstance(spec, m.ArtifactLayer):
+            return key_of(
+                {"artifact": spec.artifact, "step": self.step_definition(self._step(spec.artifact.split(".")[0]))}
+            )
+        return key_of({"layer": spec.model_dump(mode="json", by_alias=True)})
+
+    def _runtime_definition(self, definition: Mapping[str, object]) -> str:
+        return key_of({"step": dict(definition), "below": self._chain})
 
     def _cached_artifacts(self, key: str, step: m.CompileStep) -> dict[str, LayerBlob] | None:
         hit = self.cache.get_key(key)
@@ -385,8 +430,10 @@ class Pipeline:
         else:
             reports.append(LayerReport(0, "base", self.man.image.base, None, None, None, "will-build"))
         setup = ImageSetup(self.loaded, self.ctx)
+        self._chain = self._base_definition(self.man.image.base)
         for i, (spec, path) in enumerate(zip(self.man.image.layers, self.loaded.layer_paths, strict=True)):
             blobs, what, origin = self._layer(spec, path, image, i, setup)
+            self._chain = key_of({"below": self._chain, "layer": self._layer_definition(spec)})
             if not blobs:
                 reports.append(LayerReport(len(reports), _kind(spec), what, None, None, None, origin))
                 image = None
@@ -459,7 +506,8 @@ class Pipeline:
     ) -> tuple[list[tuple[LayerBlob, str]], str, str]:
         mounted = {ref: self._artifact(ref) for ref in mounts}
         if image is None or any(b is None for b in mounted.values()):
-            self.steps.append(StepReport(name, "runtime", "will-run", 0.0, None, "the image below is not built yet"))
+            self.steps.append(StepReport(name, "runtime", "will-run", 0.0, None, "the image below is not built yet",
+                                         definition=self._runtime_definition(definition)))  # fmt: skip
             return [], what, "will-build"
         key = runtime_key(
             {**definition, "secrets": secrets},
@@ -477,11 +525,13 @@ class Pipeline:
             except (KeyError, TypeError, ValueError):
                 blob = None
             if blob is not None and self.cache.has_blob(blob.digest, blob.size):
-                self.steps.append(StepReport(name, "runtime", "cached", 0.0, key))
+                self.steps.append(StepReport(name, "runtime", "cached", 0.0, key,
+                                             definition=self._runtime_definition(definition)))  # fmt: skip
                 self.report(Event("step", {"name": name, "state": "cached"}))
                 return [(blob, what)], what, "cached"
         if self.dry:
-            self.steps.append(StepReport(name, "runtime", "will-run", 0.0, key, "not built with these inputs"))
+            self.steps.append(StepReport(name, "runtime", "will-run", 0.0, key, "not built with these inputs",
+                                         definition=self._runtime_definition(definition)))  # fmt: skip
             return [], what, "will-build"
         self.report(Event("step", {"name": name, "state": "running"}))
         started = time.monotonic()
@@ -492,35 +542,33 @@ class Pipeline:
                                 exclude=exclude, keep=keep, ws=ws, key=key)  # fmt: skip
         self.cache.put_key(key, {"step": name, "layer": blob_json(blob)})
         seconds = time.monotonic() - started
-        self.steps.append(StepReport(name, "runtime", "built", seconds, key))
+        self.steps.append(StepReport(name, "runtime", "built", seconds, key,
+                                     definition=self._runtime_definition(definition)))  # fmt: skip
         self.report(Event("step", {"name": name, "state": "built", "seconds": seconds}))
         return [(blob, what)], what, "built"
 
     # -- the whole ------------------------------------------------------------------
 
-    def finish(self, image: Image, base: Base) -> Image:
-        """Config, labels and annotations on top of the layers."""
+    def finish(self, image: Image, base: Base | None) -> Image:
+        """Config, labels and annotations on top of the layers (``base`` None: not known yet)."""
         man = self.man
         gpu = gpu_metadata(self.loaded, self.needed_steps())
-        changes = config_changes(man.image.config, image.container_config.get("Env") or [], labels=gpu)
+        env = image.container_config.get("Env") or []
+        changes = config_changes(man.image.config, env, labels=gpu, keep_unknown=base is None)
         image = mutate.set_config(image, changes, epoch=self.ctx.epoch)
-        annotations = {
-            **default_annotations(base.image, base.registry_name, man.name, self.ctx.epoch),
-            **gpu,
-            **man.annotations,
-        }
-        return mutate.set_annotations(image, annotations)
+        defaults = (
+            default_annotations(base.image, base.registry_name, man.name, self.ctx.epoch)
+            if base is not None
+            else {mt.ANNOTATION_CREATED: mutate.timestamp(self.ctx.epoch), mt.ANNOTATION_TITLE: man.name}
+        )
+        return mutate.set_annotations(image, {**defaults, **gpu, **man.annotations})
 
 
 def _resolved_key(ref: Ref, platform: Platform) -> str:
-    from assembler.cache import key_of
-
     return "resolved-" + key_of({"ref": str(ref), "platform": str(platform)})
 
 
 def _git_key(spec: m.GitSource) -> str:
-    from assembler.cache import key_of
-
     return "gitref-" + key_of({"url": spec.git, "ref": spec.ref})
 
 
@@ -551,9 +599,16 @@ def plan(loaded: Loaded, options: Options, *, runner: Runner) -> Plan:
     """What ``build`` would do: steps cached or to run, the layers, the outputs. Runs nothing."""
     p = Pipeline(loaded, options, runner=runner, report=_quiet, dry=True)
     outputs = tuple(str(r) for r in output_refs(loaded, options))
-    _, _, layers = p.image()
+    image, base, layers = p.image()
     bases = {name: (b.image.digest if b is not None else None) for name, b in p.bases.items()}
-    return Plan(loaded.manifest.name, loaded.target, loaded.params, bases, tuple(p.steps), tuple(layers), outputs)
+    complete = image is not None and base is not None
+    if image is not None and base is not None:
+        final = p.finish(image, base)
+    else:
+        # The base is not known yet: the config the manifest sets, ${VARS} of the base left as written.
+        final = p.finish(mutate.scratch(p.ctx.platform, epoch=p.ctx.epoch), None)
+    return Plan(loaded.manifest.name, loaded.target, loaded.params, bases, tuple(p.steps), tuple(layers), outputs,
+                final.container_config, final.annotations, complete)  # fmt: skip
 
 
 def build(loaded: Loaded, options: Options, *, runner: Runner, report: Reporter = _quiet) -> Result:

@@ -6,6 +6,7 @@
     assemble inspect REF              manifest, config and layers of any image reference
     assemble validate REF             recompute every size, digest and diff_id of an image
     assemble sif SOURCE OUT.sif       an Apptainer/Singularity SIF of any image, written as a stream
+    assemble schema [-o DIR]          JSON Schemas of manifests and recipes (for editors)
 
 Exit status: 0 ok, 1 build/runtime failure, 2 bad input, 130 interrupted.
 """
@@ -34,7 +35,7 @@ from assembler.oci.descriptor import Platform
 from assembler.oci.reference import parse_ref
 from assembler.proc import Runner
 
-SUBCOMMANDS = ("build", "plan", "inspect", "validate", "sif")
+SUBCOMMANDS = ("build", "plan", "inspect", "validate", "sif", "schema")
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -126,6 +127,11 @@ def parser() -> argparse.ArgumentParser:
                    help="also push the SIF as a referrer of the image, in this repository")  # fmt: skip
     p.add_argument("--epoch", type=int, default=None, help="timestamps (default: $SOURCE_DATE_EPOCH, else 0)")
     _common(p)
+    p = sub.add_parser("schema", help="print (or write) the JSON Schemas of manifests and recipes")
+    p.add_argument("kind", nargs="?", choices=("manifest", "recipe"), default="manifest")
+    p.add_argument(
+        "-o", "--output", type=Path, default=None, help="write manifest.schema.json and recipe.schema.json here"
+    )
     return top
 
 
@@ -394,6 +400,21 @@ def cmd_sif(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    from assembler.spec.model import json_schemas
+
+    schemas = json_schemas()
+    if args.output is None:
+        out.print(json.dumps(schemas[args.kind], indent=2, sort_keys=True), markup=False, soft_wrap=True)
+        return 0
+    args.output.mkdir(parents=True, exist_ok=True)
+    for name, schema in schemas.items():
+        path = args.output / f"{name}.schema.json"
+        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+        err.print(f"wrote {path}", markup=False)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and not args_list[0].startswith("-") and args_list[0] not in SUBCOMMANDS:
@@ -403,7 +424,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.__dict__.get("verbose", 0) > 1 else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    commands = {"build": cmd_build, "plan": cmd_plan, "inspect": cmd_inspect, "validate": cmd_validate, "sif": cmd_sif}
+    commands = {
+        "build": cmd_build,
+        "plan": cmd_plan,
+        "inspect": cmd_inspect,
+        "validate": cmd_validate,
+        "sif": cmd_sif,
+        "schema": cmd_schema,
+    }
     if args.command is None:
         parser().print_help(sys.stderr)
         return 2

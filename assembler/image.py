@@ -90,19 +90,29 @@ class ImageSetup:
             raise self.loaded.error((*path, "copy", "from"), f"cannot read {e.filename}: permission denied") from None
 
 
-def expand_env(value: str, env: Mapping[str, str]) -> str:
-    """Dockerfile ``ENV`` expansion: ``$VAR`` and ``${VAR}`` from the environment so far."""
-    return _VAR.sub(lambda match: env.get(match.group(1) or match.group(2), ""), value)
+def expand_env(value: str, env: Mapping[str, str], *, keep_unknown: bool = False) -> str:
+    """Dockerfile ``ENV`` expansion: ``$VAR`` and ``${VAR}`` from the environment so far
+    (unknown ones are empty, as in Docker; ``keep_unknown`` leaves them as written)."""
+
+    def repl(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        return env[name] if name in env else (match.group(0) if keep_unknown else "")
+
+    return _VAR.sub(repl, value)
 
 
 def config_changes(
-    spec: m.ConfigSpec, base_env: Sequence[str], labels: Mapping[str, str] | None = None
+    spec: m.ConfigSpec,
+    base_env: Sequence[str],
+    labels: Mapping[str, str] | None = None,
+    *,
+    keep_unknown: bool = False,
 ) -> mutate.ConfigChanges:
     """The runtime config the manifest asks for, env expanded against the base's env."""
     env: dict[str, str] = dict(item.partition("=")[::2] for item in base_env)
     new_env: dict[str, str] = {}
     for name, value in spec.env.items():
-        expanded = expand_env(value, env)
+        expanded = expand_env(value, env, keep_unknown=keep_unknown)
         env[name] = expanded
         new_env[name] = expanded
     health: dict[str, Any] | None = None

@@ -163,3 +163,25 @@ def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(
     assert "Traceback" not in ran.err
     assert not out.exists()
     assert not any(p.name.startswith(".") and "tmp" in p.name for p in project.iterdir())
+
+
+def test_choices_set_other_params_unless_set_explicitly(tmp_path: Path) -> None:
+    (tmp_path / "m.yaml").write_text(
+        "name: m\n"
+        "params: {backend: cuda, devel: 'docker://example.invalid/cuda:12', flags: '-DGGML_CUDA=ON'}\n"
+        "choices:\n"
+        "  backend:\n"
+        "    cuda: {}\n"
+        "    cpu: {devel: 'docker://example.invalid/ubuntu:22.04', flags: '-DGGML_CPU_ALL_VARIANTS=ON'}\n"
+        "bases: {devel: '${devel}'}\n"
+        "image: {base: devel, config: {env: {FLAGS: '${flags}'}}}\n"
+    )
+    assert load_manifest(tmp_path / "m.yaml").manifest.bases["devel"] == "docker://example.invalid/cuda:12"
+    cpu = load_manifest(tmp_path / "m.yaml", sets={"backend": "cpu"})
+    assert cpu.manifest.bases["devel"] == "docker://example.invalid/ubuntu:22.04"
+    assert cpu.manifest.image.config.env == {"FLAGS": "-DGGML_CPU_ALL_VARIANTS=ON"}
+    mine = load_manifest(tmp_path / "m.yaml", sets={"backend": "cpu", "flags": "-DX=1"})
+    assert mine.manifest.image.config.env == {"FLAGS": "-DX=1"}
+    with pytest.raises(ManifestError, match="backend=tpu is not one of the choices: cpu, cuda") as info:
+        load_manifest(tmp_path / "m.yaml", sets={"backend": "tpu"})
+    assert info.value.line == 2

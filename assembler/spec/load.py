@@ -118,6 +118,36 @@ def _resolve_params(
     return params
 
 
+def _choice_presets(
+    choices: Any, declared: Mapping[str, Any], explicit: Mapping[str, str], locs: Locations
+) -> dict[str, str]:
+    """Param values that a choice selects: ``choices: {backend: {cpu: {devel: ...}}}`` means
+    ``backend=cpu`` also sets ``devel`` (unless the user sets it too). Unknown values are
+    errors that list the choices."""
+    if choices is None:
+        return {}
+    if not isinstance(choices, dict):
+        raise locs.error(("choices",), "expected a mapping: param -> value -> params it sets")
+    presets: dict[str, str] = {}
+    for name, options in choices.items():
+        where: PathKey = ("choices", name)
+        if name not in declared:
+            raise locs.error(where, f"choices for an undeclared param {name!r}", hint="declare it under params:")
+        if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
+            raise locs.error(where, "expected a mapping: value -> {param: value, ...}")
+        value = explicit.get(name, m._scalar_to_str(declared[name]))
+        if value not in options:
+            known = ", ".join(sorted(options))
+            raise locs.error(("params", name), f"{name}={value} is not one of the choices: {known}")
+        for key, preset in options[value].items():
+            if key not in declared:
+                raise locs.error((*where, value, key), f"unknown param {key!r}", hint="declare it under params:")
+            if key == name:
+                raise locs.error((*where, value, key), "a choice cannot set its own param")
+            presets[key] = m._scalar_to_str(preset)
+    return presets
+
+
 # -- pydantic errors -> file:line ------------------------------------------------------
 
 
@@ -297,7 +327,9 @@ def load_manifest(
             raise ManifestError(
                 f"unknown param {name!r} (from --set)", file=path, field="params", hint=f"params: {known}"
             )
-    params = _resolve_params(declared, {**overrides, **(sets or {})}, locs, ("params",), origin="--set")
+    explicit = {**overrides, **(sets or {})}
+    presets = _choice_presets(data.get("choices"), declared, explicit, locs)
+    params = _resolve_params(declared, {**presets, **explicit}, locs, ("params",), origin="--set")
 
     body = {k: v for k, v in data.items() if k != "params"}
     body = substitute(body, params, locs, ())

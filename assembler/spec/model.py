@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, WithJsonSchema, field_validator
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$")
@@ -28,10 +28,10 @@ def _one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-Scalar = Annotated[str, BeforeValidator(_scalar_to_str)]
+Scalar = Annotated[str, BeforeValidator(_scalar_to_str, json_schema_input_type=str | int | float | bool)]
 """A string; YAML numbers and booleans are accepted and written as text (``MAX_JOBS: 2``)."""
 
-StrList = Annotated[list[str], BeforeValidator(_one_or_many)]
+StrList = Annotated[list[str], BeforeValidator(_one_or_many, json_schema_input_type=str | list[str])]
 """A list of strings; a single string is a one-item list."""
 
 
@@ -41,7 +41,11 @@ def _name(value: str) -> str:
     return value
 
 
-Name = Annotated[str, BeforeValidator(lambda v: _name(v) if isinstance(v, str) else v)]
+Name = Annotated[
+    str,
+    BeforeValidator(lambda v: _name(v) if isinstance(v, str) else v),
+    WithJsonSchema({"type": "string", "pattern": _NAME_RE.pattern}),
+]
 
 
 def parse_duration(value: Any) -> int:
@@ -56,7 +60,7 @@ def parse_duration(value: Any) -> int:
     return ((h * 3600 + mi * 60 + s) * 1000 + ms) * 1_000_000
 
 
-Duration = Annotated[int, BeforeValidator(parse_duration)]
+Duration = Annotated[int, BeforeValidator(parse_duration, json_schema_input_type=str | int)]
 
 
 def parse_mode(value: Any) -> int:
@@ -71,7 +75,7 @@ def parse_mode(value: Any) -> int:
     return int(value.strip(), 8)
 
 
-Mode = Annotated[int, BeforeValidator(parse_mode)]
+Mode = Annotated[int, BeforeValidator(parse_mode, json_schema_input_type=str | int)]
 
 
 def _owner(value: Any) -> Any:
@@ -82,7 +86,7 @@ def _owner(value: Any) -> Any:
     return value
 
 
-Owner = Annotated[str, BeforeValidator(_owner)]
+Owner = Annotated[str, BeforeValidator(_owner, json_schema_input_type=str | int)]
 
 
 class Strict(BaseModel):
@@ -310,6 +314,10 @@ class Healthcheck(Strict):
         return value
 
 
+def _ports_to_str(value: Any) -> Any:
+    return [str(p) for p in value] if isinstance(value, list) else value
+
+
 def _shell_form(value: Any) -> Any:
     # Docker's shell form: a string runs through /bin/sh -c.
     return ["/bin/sh", "-c", value] if isinstance(value, str) else value
@@ -317,12 +325,15 @@ def _shell_form(value: Any) -> Any:
 
 class ConfigSpec(Strict):
     env: dict[str, Scalar] = Field(default_factory=dict)
-    entrypoint: Annotated[list[str], BeforeValidator(_shell_form)] | None = None
-    cmd: Annotated[list[str], BeforeValidator(_shell_form)] | None = None
+    entrypoint: Annotated[list[str], BeforeValidator(_shell_form, json_schema_input_type=str | list[str])] | None = None
+    cmd: Annotated[list[str], BeforeValidator(_shell_form, json_schema_input_type=str | list[str])] | None = None
     workdir: str | None = None
     user: Owner | str | None = None
     exposed_ports: Annotated[
-        list[str], BeforeValidator(lambda v: [str(p) for p in v] if isinstance(v, list) else v)
+        list[str],
+        BeforeValidator(
+            lambda v: [str(p) for p in v] if isinstance(v, list) else v, json_schema_input_type=list[str | int]
+        ),
     ] = Field(default_factory=list)
     volumes: StrList = Field(default_factory=list)
     labels: dict[str, Scalar] = Field(default_factory=dict)
@@ -377,6 +388,10 @@ class Manifest(Strict):
     platform: str = "linux/amd64"
     compression: Literal["zstd", "gzip"] = "zstd"
     params: dict[str, Scalar] = Field(default_factory=dict)
+    choices: dict[str, dict[str, dict[str, Scalar]]] = Field(
+        default_factory=dict,
+        description="param -> value -> other params it sets (backend: {cpu: {devel: docker://ubuntu:22.04}})",
+    )
     bases: dict[Name, BaseSpec] = Field(default_factory=dict)
     sources: dict[Name, SourceSpec] = Field(default_factory=dict)
     compile: list[CompileStep] = Field(default_factory=list)
@@ -386,3 +401,14 @@ class Manifest(Strict):
     default_target: str | None = None
     outputs: StrList = Field(default_factory=list)
     sif: SifSpec = Field(default_factory=SifSpec)
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """JSON Schemas (draft 2020-12) of manifests and recipes, for editors and checks."""
+    out = {}
+    for name, model in (("manifest", Manifest), ("recipe", Recipe)):
+        schema = model.model_json_schema(mode="validation")
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        schema["$id"] = f"https://assemble.invalid/schema/{name}.schema.json"
+        out[name] = schema
+    return out
