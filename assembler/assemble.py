@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -380,7 +380,13 @@ class Pipeline:
             )
         return self._definitions[step.name]
 
+    def _mount_definitions(self, mounts: Sequence[str]) -> dict[str, str]:
+        return {ref: self.step_definition(self._step(ref.partition(".")[0])) for ref in mounts}
+
     def _layer_definition(self, spec: m.LayerSpec) -> str:
+        if isinstance(spec, m.RunLayer):
+            dump = spec.model_dump(mode="json", by_alias=True)
+            return key_of({"layer": dump, "mounts": self._mount_definitions(spec.mounts)})
         if isinstance(spec, m.ArtifactLayer):
             return key_of(
                 {"artifact": spec.artifact, "step": self.step_definition(self._step(spec.artifact.split(".")[0]))}
@@ -388,7 +394,9 @@ class Pipeline:
         return key_of({"layer": spec.model_dump(mode="json", by_alias=True)})
 
     def _runtime_definition(self, definition: Mapping[str, object]) -> str:
-        return key_of({"step": dict(definition), "below": self._chain})
+        mounts = definition.get("mounts") or []
+        assert isinstance(mounts, list)
+        return key_of({"step": dict(definition), "below": self._chain, "mounts": self._mount_definitions(mounts)})
 
     def _cached_artifacts(self, key: str, step: m.CompileStep) -> dict[str, LayerBlob] | None:
         hit = self.cache.get_key(key)
@@ -473,7 +481,8 @@ class Pipeline:
             commands = [(c, c) for c in spec.run]
             definition = spec.model_dump(mode="json", exclude={"name", "comment"})
             return self._runtime(name, commands, definition, image, spec.env, spec.mounts, spec.secrets,
-                                 spec.exclude, spec.keep, f"run {' && '.join(spec.run)}"[:120])  # fmt: skip
+                                 spec.exclude, spec.keep, f"run {' && '.join(spec.run)}"[:120],
+                                 user=spec.user, workdir=spec.workdir)  # fmt: skip
         assert isinstance(spec, m.PackagesLayer)
         packages = self._packages(spec.packages)
         name = spec.name or f"packages-{index + 1}"
@@ -503,6 +512,9 @@ class Pipeline:
         exclude: list[str],
         keep: list[str],
         what: str,
+        *,
+        user: str = "0:0",
+        workdir: str | None = None,
     ) -> tuple[list[tuple[LayerBlob, str]], str, str]:
         mounted = {ref: self._artifact(ref) for ref in mounts}
         if image is None or any(b is None for b in mounted.values()):
@@ -539,7 +551,7 @@ class Pipeline:
         ws.on_line = lambda line: self.report(Event("log", {"step": name, "line": line}))
         mounts_list = [Mounted(r, b, self._artifact_spec(r).to) for r, b in mounted.items() if b is not None]
         blob = run_runtime_step(name, commands, image=image, env=env, mounts=mounts_list, secrets=secrets,
-                                exclude=exclude, keep=keep, ws=ws, key=key)  # fmt: skip
+                                exclude=exclude, keep=keep, ws=ws, key=key, user=user, workdir=workdir)  # fmt: skip
         self.cache.put_key(key, {"step": name, "layer": blob_json(blob)})
         seconds = time.monotonic() - started
         self.steps.append(StepReport(name, "runtime", "built", seconds, key,

@@ -179,7 +179,7 @@ def gpu_metadata(loaded: Loaded, steps: Sequence[m.CompileStep]) -> dict[str, st
     if rocm:
         out[f"{NAMESPACE}.gpu.rocm.archs"] = ";".join(rocm)
     for param, label in _VERSION_PARAMS.items():
-        if param in loaded.params:
+        if loaded.params.get(param):  # an empty param means "not this stack" (cuda_version on ROCm)
             out[f"{NAMESPACE}.{label}"] = loaded.params[param]
     if loaded.target:
         out[f"{NAMESPACE}.target"] = loaded.target

@@ -3,8 +3,12 @@
 What a user expects from ``COPY``: a directory's *contents* land under the destination,
 a file lands at the destination (or inside it when it ends with ``/``), the top-level
 source is followed if it is a symlink, symlinks inside are kept as links, hard links
-inside stay hard links, parents are created 0755. Host files get uid/gid 0 unless an
-owner is given; setuid/setgid/sticky bits and ``security.capability`` are kept.
+inside stay hard links. Host files get uid/gid 0 unless an owner is given;
+setuid/setgid/sticky bits and ``security.capability`` are kept.
+
+The destination's parent folders are not written: the image below has them (their
+owner and mode must not be reset) or the extractor creates them; and a parent that is
+a symlink there (merged-/usr ``/lib``) is followed, as ``COPY`` does, not replaced.
 
 Permission bits of host files are taken the way git keeps them (``git_modes``): 0755
 when the owner may execute, else 0644, folders 0755; and their times are set to the
@@ -145,8 +149,9 @@ def iter_host_members(
             xattrs=_xattrs(host) if kind in ("file", "dir") else {},
         )
 
-    for parent in parents(dest_clean):
-        yield TarEntry(path=parent, kind="dir", mode=0o755), None
+    # No entries for the destination's parents: a layer that carried "/opt" or "/lib" would
+    # reset an existing folder's owner and mode, or replace a symlink (merged-/usr "/lib")
+    # with a folder. Every extractor creates missing parents and follows existing links.
     if not stat.S_ISDIR(top.st_mode):
         entry = entry_for(src_str, top, dest_clean)
         if entry is not None:

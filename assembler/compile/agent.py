@@ -164,7 +164,7 @@ def host_members_at(
             mtime=int(st.st_mtime),
             linkname=os.readlink(host),
         )
-        return [(entry, None), *((TarEntry(path=p, kind="dir", mode=0o755), None) for p in parents(entry.path))]
+        return [(entry, None)]  # no parent folders: see archive.tree
     from pathlib import Path
 
     return host_members(Path(host), dest, mode=mode, uid=uid, gid=gid, keep_owner=keep_owner)

@@ -82,16 +82,31 @@ def git_source(name: str, spec: m.GitSource, *, cache: Cache, runner: Runner, ba
             commit = _git(runner, "rev-parse", f"{spec.ref}^{{commit}}", cwd=repo)
         except ToolError as e:
             raise NotFound(f"source {name}: cannot fetch {spec.ref!r} from {spec.git}: {e.stderr_tail}") from e
-    tree = cache.root / "sources" / "trees" / commit
+    tree = cache.root / "sources" / "trees" / (commit + ("-sub" if spec.submodules else ""))
     if not tree.is_dir():
         tmp = cache.path("sources", "trees", f".tmp-{commit}-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        _git(runner, f"--work-tree={tmp}", "checkout", "--force", commit, "--", ".", cwd=repo)
         if spec.submodules:
-            raise InputError(f"source {name}: submodules are not supported for git sources yet; vendor them")
+            # Submodules need a working repository whose origin is the real URL (relative
+            # submodule URLs resolve against it); the cached bare repository saves the fetch.
+            _git(runner, "clone", "--quiet", "--no-checkout", str(repo), str(tmp))
+            _git(runner, "remote", "set-url", "origin", url, cwd=tmp)
+            _git(runner, "checkout", "--quiet", "--detach", commit, cwd=tmp)
+            try:
+                _git(runner, "submodule", "update", "--init", "--recursive", "--quiet", cwd=tmp)
+            except ToolError as e:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise NotFound(f"source {name}: cannot fetch the submodules of {spec.git}: {e.stderr_tail}") from e
+        else:
+            tmp.mkdir(parents=True)
+            _git(runner, f"--work-tree={tmp}", "checkout", "--force", commit, "--", ".", cwd=repo)
         os.replace(tmp, tree)
-    return Source(name, tree, f"git:{commit}", f"{spec.git}@{spec.ref} ({commit[:12]})")
+    digest = f"git:{commit}"
+    if spec.submodules:
+        # The submodules' commits are part of what is built.
+        status = _git(runner, "submodule", "status", "--recursive", cwd=tree)
+        digest += "+" + hashlib.sha256(status.encode()).hexdigest()[:16]
+    return Source(name, tree, digest, f"{spec.git}@{spec.ref} ({commit[:12]})")
 
 
 def url_source(name: str, spec: m.UrlSource, *, cache: Cache) -> Source:

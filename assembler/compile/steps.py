@@ -244,13 +244,14 @@ def _run_commands(
     redact: Sequence[str],
     prelude: str,
     log_path: Path,
+    user: str = "0:0",
 ) -> None:
     """Run ``(shown, actual)`` commands in order; StepFailed with the tail on the first failure."""
     with open(log_path, "w", encoding="utf-8") as log_file:
         for shown, actual in commands:
             log_file.write(f"$ {shown}\n")
             log_file.flush()
-            spec = RunSpec(f"{prelude}set -e\n{actual}", env=env, volumes=volumes, workdir=workdir)
+            spec = RunSpec(f"{prelude}set -e\n{actual}", env=env, volumes=volumes, workdir=workdir, user=user)
             code, last = ws.buildah.run(cid, spec, log_file=log_file, on_line=ws.on_line, redact=redact)
             if code != 0:
                 raise StepFailed(
@@ -299,10 +300,18 @@ def _export(ws: Workspace, cid: str, agent_args: Sequence[str], *, what: str, st
 
 
 def apt_install(packages: Sequence[str]) -> str:
+    """A shell command installing ``packages`` with the base's package manager (apt-get on
+    Debian/Ubuntu, dnf/microdnf/yum on RHEL-likes such as manylinux, apk on Alpine), its
+    indexes and caches cleaned so they stay out of the layer."""
     names = " ".join(shlex.quote(p) for p in packages)
     return (
-        "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "
-        f"{names} && apt-get clean && rm -rf /var/lib/apt/lists/*"
+        "if command -v apt-get >/dev/null; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive "
+        f"apt-get install -y -qq --no-install-recommends {names} && apt-get clean && rm -rf /var/lib/apt/lists/*; "
+        f"elif command -v dnf >/dev/null; then dnf install -y -q {names} && dnf clean all; "
+        f"elif command -v microdnf >/dev/null; then microdnf install -y {names} && microdnf clean all; "
+        f"elif command -v yum >/dev/null; then yum install -y -q {names} && yum clean all; "
+        f"elif command -v apk >/dev/null; then apk add --no-cache {names}; "
+        'else echo "no package manager (apt-get, dnf, microdnf, yum, apk) in this image" >&2; exit 127; fi'
     )
 
 
@@ -371,6 +380,8 @@ def run_runtime_step(
     keep: Sequence[str],
     ws: Workspace,
     key: str,
+    user: str = "0:0",
+    workdir: str | None = None,
 ) -> LayerBlob:
     """Run ``commands`` on ``image`` and return the layer of what they changed."""
     log_path = step_log(ws.cache, name, key)
@@ -385,7 +396,7 @@ def run_runtime_step(
             with _mounted_artifacts(ws, mounts) as mvol:
                 volumes = [*mvol, *ca_volumes, *svol]
                 _run_commands(ws, cid, step=name, commands=commands, env=run_env, volumes=volumes,
-                              workdir=None, redact=values, prelude=pre, log_path=log_path)  # fmt: skip
+                              workdir=workdir, redact=values, prelude=pre, log_path=log_path, user=user)  # fmt: skip
                 points = [v.container for v in volumes]
             mp_args = [a for p in points for a in ("--mountpoint", p)]
             diff_args = ["diff", "--snapshot", str(snap), "--epoch", str(ws.epoch), *ex_args, *mp_args]

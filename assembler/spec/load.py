@@ -324,9 +324,7 @@ def load_manifest(
     for name in sets or {}:
         if name not in params:
             known = ", ".join(sorted(params)) or "none"
-            raise ManifestError(
-                f"unknown param {name!r} (from --set)", file=path, field="params", hint=f"params: {known}"
-            )
+            raise locs.error(("params",), f"unknown param {name!r} (from --set)", hint=f"params: {known}")
     explicit = {**overrides, **(sets or {})}
     presets = _choice_presets(data.get("choices"), declared, explicit, locs)
     params = _resolve_params(declared, {**presets, **explicit}, locs, ("params",), origin="--set")
@@ -450,13 +448,20 @@ def check(loaded: Loaded, *, overridden_sources: frozenset[str] = frozenset()) -
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var):
                 raise err((*where, "secrets"), f"{var!r} is not an environment variable name")
         artifacts[step.name] = set(step.artifacts)
-    used_steps: set[str] = set()
-    for layer, path in zip(man.image.layers, loaded.layer_paths, strict=True):
+    # Every target's layers are checked, not only the chosen one's: a broken reference in
+    # another target is found now, not when someone builds that target.
+    every_layer: list[tuple[m.LayerSpec, PathKey]] = list(zip(man.image.layers, loaded.layer_paths, strict=True))
+    for tname, target in man.targets.items():
+        if tname == loaded.target:
+            continue
+        every_layer += [(layer, ("targets", tname, "layers", i)) for i, layer in enumerate(target.layers or [])]
+        every_layer += [(layer, ("targets", tname, "add_layers", i)) for i, layer in enumerate(target.add_layers)]
+    for layer, path in every_layer:
         if isinstance(layer, m.ArtifactLayer):
-            used_steps.add(_check_artifact_ref(loaded, layer.artifact, artifacts, (*path, "artifact"), whole_step=True))
+            _check_artifact_ref(loaded, layer.artifact, artifacts, (*path, "artifact"), whole_step=True)
         elif isinstance(layer, m.RunLayer):
             for j, ref in enumerate(layer.mounts):
-                used_steps.add(_check_artifact_ref(loaded, ref, artifacts, (*path, "mounts", j), whole_step=False))
+                _check_artifact_ref(loaded, ref, artifacts, (*path, "mounts", j), whole_step=False)
         elif isinstance(layer, m.CopyLayer):
             _check_copy(loaded, layer.copy_, path)
     for i, out in enumerate(man.outputs):

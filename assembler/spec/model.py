@@ -261,6 +261,8 @@ class RunLayer(Strict):
     secrets: StrList = Field(default_factory=list)
     exclude: StrList = Field(default_factory=list, description="extra paths (globs) left out of the layer")
     keep: StrList = Field(default_factory=list, description="default-excluded paths to keep (e.g. /tmp)")
+    user: str = Field(default="0:0", description="who runs the commands: uid[:gid] or a user name of the image")
+    workdir: str | None = None
     comment: str | None = None
 
 

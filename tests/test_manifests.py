@@ -1,0 +1,748 @@
+"""The project's manifests, planned offline: what each would build, how, and with what config.
+
+`assemble plan --json` needs no container registry and no buildah, so every manifest in
+manifests/ (and every target of it) is planned here, and for the manifests of the GPU
+stacks (TGI, vLLM, DeepSpeed, NVIDIA Dynamo) the plan is compared with what the upstream
+Dockerfiles build: the compile steps and their artifacts, the layers in order, the runtime
+config (entrypoint, env, user, workdir...), the GPU labels; that a param change reaches only
+the steps that depend on it; that moving vLLM between CUDA/Python/installer generations is
+a change of params only; and that broken references fail at plan time with file:line.
+
+Plans run in-process through the CLI's `main` (one run goes through a subprocess too, to show
+it is the same thing); a fresh cache means every step reports `will-run` with the reason
+"base not made yet".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from assembler.cli import main
+from assembler.spec.load import load_manifest
+from tests import yaml_helper
+from tests.helpers import ROOT, run_cli
+
+MANIFESTS = ROOT / "manifests"
+LAYERS = ROOT / "layers"
+GPU = "io.assemble."
+
+
+# -- planning --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Planned:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+    @property
+    def errors(self) -> list[str]:
+        return [line for line in self.err.splitlines() if line.startswith("error:")]
+
+    def __str__(self) -> str:
+        return f"exit {self.code}\n--- stdout\n{self.out[-3000:]}\n--- stderr\n{self.err}"
+
+
+def plan_in_process(manifest: Path, *args: str, cache: Path) -> Planned:
+    """`assemble plan MANIFEST --json ARGS` through the CLI's main, output captured."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(["plan", str(manifest), "--cache", str(cache), "--json", *args])
+        except SystemExit as e:  # argparse errors
+            code = int(e.code or 0)
+    return Planned(code, out.getvalue(), err.getvalue())
+
+
+PlanFn = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture(autouse=True)
+def _no_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ASSEMBLE_TRACEBACK", raising=False)
+
+
+@pytest.fixture(scope="module")
+def plan_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("plan-cache")
+
+
+@pytest.fixture(scope="module")
+def plan(plan_cache: Path) -> Iterator[PlanFn]:
+    """plan(NAME, *ARGS) -> the plan's JSON for manifests/NAME.yaml; each plan made once."""
+    memo: dict[tuple[str, ...], dict[str, Any]] = {}
+
+    def run(name: str, *args: str) -> dict[str, Any]:
+        key = (name, *args)
+        if key not in memo:
+            ran = plan_in_process(MANIFESTS / f"{name}.yaml", *args, cache=plan_cache)
+            assert ran.code == 0, str(ran)
+            memo[key] = ran.json
+        return memo[key]
+
+    yield run
+
+
+def targets_of(path: Path) -> list[str | None]:
+    data = yaml_helper.load(path)
+    return [None, *sorted(data.get("targets") or {})]
+
+
+def structure(plan: dict[str, Any]) -> dict[str, Any]:
+    """What a plan builds, without digests: compile steps -> their artifacts, the layers in
+    order (artifact layers by STEP.ARTIFACT, run/packages layers by their runtime step's
+    name), the outputs."""
+    runtime = iter([s["name"] for s in plan["steps"] if s["kind"] == "runtime"])
+    layers: list[tuple[str, str]] = []
+    for layer in plan["layers"]:
+        kind = layer["kind"]
+        if kind == "artifact":
+            layers.append((kind, layer["what"].removeprefix("artifact ")))
+        elif kind in ("run", "packages"):
+            layers.append((kind, next(runtime)))
+        else:
+            layers.append((kind, layer["what"]))
+    assert next(runtime, None) is None, "a runtime step without a layer"
+    return {
+        "compile": {s["name"]: sorted(s["artifacts"]) for s in plan["steps"] if s["kind"] == "compile"},
+        "layers": layers,
+        "outputs": plan["outputs"],
+    }
+
+
+def packages(plan: dict[str, Any]) -> dict[str, list[str]]:
+    """Runtime package steps -> the apt packages they install."""
+    names = [s["name"] for s in plan["steps"] if s["kind"] == "runtime"]
+    runtime = [layer for layer in plan["layers"] if layer["kind"] in ("run", "packages")]
+    return {
+        name: layer["what"].split()[1:]
+        for name, layer in zip(names, runtime, strict=True)
+        if layer["kind"] == "packages"
+    }
+
+
+def definitions(plan: dict[str, Any]) -> dict[str, str]:
+    return {s["name"]: s["definition"] for s in plan["steps"]}
+
+
+def changed(before: dict[str, Any], after: dict[str, Any]) -> set[str]:
+    a, b = definitions(before), definitions(after)
+    assert a.keys() == b.keys(), (sorted(a), sorted(b))
+    return {name for name in a if a[name] != b[name]}
+
+
+def env_of(config: dict[str, Any]) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in config.get("Env") or [])
+
+
+def runtime_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The parts of an image config a Dockerfile's ENTRYPOINT/CMD/ENV/USER/WORKDIR/
+    HEALTHCHECK/EXPOSE/LABEL set (None: not set), GPU labels left for their own test."""
+    return {
+        "Entrypoint": config.get("Entrypoint"),
+        "Cmd": config.get("Cmd"),
+        "Env": env_of(config),
+        "User": config.get("User"),
+        "WorkingDir": config.get("WorkingDir"),
+        "Healthcheck": config.get("Healthcheck"),
+        "ExposedPorts": config.get("ExposedPorts"),
+        "Labels": {k: v for k, v in (config.get("Labels") or {}).items() if not k.startswith(GPU)},
+    }
+
+
+# -- every manifest, every target ------------------------------------------------------
+
+EVERY = [(p, t) for p in sorted(MANIFESTS.glob("*.yaml")) for t in targets_of(p)]
+
+
+@pytest.mark.parametrize(("path", "target"), EVERY, ids=[f"{p.stem}-{t or 'default'}" for p, t in EVERY])
+def test_every_manifest_and_target_plans_offline(plan_cache: Path, path: Path, target: str | None) -> None:
+    ran = plan_in_process(path, *(["--target", target] if target else []), cache=plan_cache)
+    assert ran.code == 0, str(ran)
+    data = ran.json
+    assert data["name"] == yaml_helper.load(path)["name"]
+    assert data["target"] == (target or yaml_helper.load(path).get("default_target"))
+    assert data["layers"] and data["layers"][0]["kind"] == "base"
+    compiled = {s["name"] for s in data["steps"] if s["kind"] == "compile"}
+    for step in data["steps"]:
+        assert step["state"] == "will-run", step  # a fresh cache: nothing is built yet
+        assert re.fullmatch(r"[0-9a-f]{64}", step["definition"]), step
+    for layer in data["layers"]:
+        assert layer["kind"] in ("base", "artifact", "run", "packages", "copy"), layer
+        if layer["kind"] == "artifact":
+            assert layer["what"].removeprefix("artifact ").split(".")[0] in compiled, layer
+    assert all(isinstance(o, str) and ":" in o for o in data["outputs"])
+    assert isinstance(data["config"], dict) and isinstance(data["annotations"], dict)
+
+
+def test_the_cli_in_a_subprocess_plans_the_same(plan: PlanFn, plan_cache: Path) -> None:
+    ran = run_cli(["plan", str(MANIFESTS / "vllm.yaml"), "--cache", str(plan_cache), "--json"])
+    assert ran.code == 0, str(ran)
+    assert ran.json == plan("vllm")
+
+
+# -- what each manifest builds -------------------------------------------------------------
+
+TGI_KERNELS = {
+    "flash-attn-v1": ["layer-norm", "lib", "rotary"],  # flash-attention + csrc/rotary + csrc/layer_norm
+    "flash-attn-v2": ["site", "so", "wheel"],  # TGI takes only flash_attn_2_cuda*.so
+    "custom-kernels": ["lib"],
+    "exllama": ["lib"],
+    "exllamav2": ["lib"],
+    "awq": ["lib"],
+    "lorax-punica": ["lib"],
+    "mamba": ["lib"],
+    "causal-conv1d": ["lib"],
+    "flashinfer": ["lib"],
+}
+DYNAMO_COMMON = {
+    "cuda-jit": ["toolchain"],
+    "nats-etcd": ["etcd", "nats"],
+    "cuda": ["toolkit"],
+    "gdrcopy": ["prefix"],
+    "ucx": ["prefix"],
+    "libfabric": ["prefix"],
+    "nixl": ["prefix", "wheel"],
+    "dynamo-runtime": ["wheel"],
+    "dynamo-py": ["wheel"],
+}
+DYNAMO_PREFIXES = [("artifact", "ucx.prefix"), ("artifact", "libfabric.prefix"), ("artifact", "nixl.prefix")]
+DYNAMO_WHEELS = [("artifact", "dynamo-runtime.wheel"), ("artifact", "dynamo-py.wheel"), ("artifact", "nixl.wheel")]
+# installed as dynamo, then /opt/dynamo given back to it (artifact layers write parent folders as root's)
+DYNAMO_INSTALL = [("run", "dynamo"), ("run", "permissions")]
+NATS_ETCD = [("artifact", "nats-etcd.nats"), ("artifact", "nats-etcd.etcd")]
+VLLM_CUDA_LAYERS = [
+    ("base", "runtime"),
+    ("packages", "system"),
+    ("run", "python"),
+    ("run", "cuda-jit"),
+    ("run", "vllm"),  # mounts the wheel: installs it without copying it into a layer
+    ("run", "flashinfer"),
+    ("run", "openai-extras"),
+]
+REGISTRY = "docker://127.0.0.1:5000"
+
+STRUCTURES: dict[tuple[str, str | None], dict[str, Any]] = {
+    ("tgi", None): {
+        "compile": {"router": ["bin", "entrypoint"], "torch": ["python", "venv"],
+                    "server": ["kernels", "python", "venv"], **TGI_KERNELS},
+        "layers": [
+            ("base", "runtime"),
+            ("packages", "system"),
+            ("artifact", "server.python"), ("artifact", "server.venv"), ("artifact", "server.kernels"),
+            ("artifact", "flash-attn-v1.lib"), ("artifact", "flash-attn-v1.layer-norm"),
+            ("artifact", "flash-attn-v1.rotary"), ("artifact", "flash-attn-v2.so"),
+            ("artifact", "custom-kernels.lib"), ("artifact", "exllama.lib"), ("artifact", "exllamav2.lib"),
+            ("artifact", "awq.lib"), ("artifact", "lorax-punica.lib"), ("artifact", "mamba.lib"),
+            ("artifact", "causal-conv1d.lib"), ("artifact", "flashinfer.lib"),
+            ("packages", "compilers"),  # "deps before the binaries"
+            ("artifact", "router.bin"), ("artifact", "router.entrypoint"),
+        ],
+        "outputs": [f"{REGISTRY}/huggingface/text-generation-inference:3.3.4"],
+    },
+    ("vllm", "openai"): {
+        "compile": {"wheel": ["wheel"]},
+        "layers": VLLM_CUDA_LAYERS,
+        "outputs": [f"{REGISTRY}/vllm/vllm-openai:v0.11.1"],
+    },
+    ("vllm", "openai-nonroot"): {
+        "compile": {"wheel": ["wheel"]},
+        "layers": [*VLLM_CUDA_LAYERS, ("run", "user")],
+        "outputs": [f"{REGISTRY}/vllm/vllm-openai:v0.11.1-nonroot"],
+    },
+    ("vllm", "rocm"): {
+        "compile": {"wheel-rocm": ["wheel"]},
+        "layers": [("base", "runtime"), ("run", "vllm")],
+        "outputs": [f"{REGISTRY}/rocm/vllm:v0.11.1"],
+    },
+    ("deepspeed", None): {
+        "compile": {"wheel": ["wheel"]},
+        "layers": [("base", "runtime"), ("packages", "system"), ("run", "torch"), ("run", "deepspeed")],
+        "outputs": [f"{REGISTRY}/deepspeed:0.16.4"],
+    },
+    ("dynamo", "vllm"): {
+        "compile": {**DYNAMO_COMMON, "framework-vllm": ["venv"]},
+        "layers": [
+            ("base", "runtime"), ("run", "user"), ("packages", "system"), ("run", "cuda-tools"),
+            ("artifact", "cuda-jit.toolchain"), ("run", "cublas-links"), *NATS_ETCD,
+            ("artifact", "framework-vllm.venv"), *DYNAMO_PREFIXES, *DYNAMO_WHEELS, *DYNAMO_INSTALL,
+        ],
+        "outputs": [f"{REGISTRY}/dynamo:0.8.0-vllm-runtime"],
+    },
+    ("dynamo", "sglang"): {
+        "compile": {k: v for k, v in DYNAMO_COMMON.items() if k != "cuda-jit"},
+        "layers": [
+            ("base", "runtime"), ("run", "cleanup"), ("run", "user"), ("packages", "system"), *NATS_ETCD,
+            *DYNAMO_PREFIXES, *DYNAMO_WHEELS, *DYNAMO_INSTALL,
+        ],
+        "outputs": [f"{REGISTRY}/dynamo:0.8.0-sglang-runtime"],
+    },
+    ("dynamo", "trtllm"): {
+        "compile": {**DYNAMO_COMMON, "framework-trtllm": ["hpcx", "venv"]},
+        "layers": [
+            ("base", "runtime"), ("run", "user"), ("packages", "system"), ("run", "cuda-libs"),
+            ("artifact", "cuda-jit.toolchain"), ("artifact", "framework-trtllm.hpcx"), *NATS_ETCD,
+            ("artifact", "framework-trtllm.venv"), *DYNAMO_PREFIXES, *DYNAMO_WHEELS, *DYNAMO_INSTALL,
+        ],
+        "outputs": [f"{REGISTRY}/dynamo:0.8.0-trtllm-runtime"],
+    },
+}  # fmt: skip
+CASES = list(STRUCTURES)
+IDS = [f"{m}-{t or 'default'}" for m, t in CASES]
+
+
+def _args(target: str | None) -> tuple[str, ...]:
+    return ("--target", target) if target else ()
+
+
+@pytest.mark.parametrize(("manifest", "target"), CASES, ids=IDS)
+def test_steps_layers_and_outputs(plan: PlanFn, manifest: str, target: str | None) -> None:
+    assert structure(plan(manifest, *_args(target))) == STRUCTURES[manifest, target]
+
+
+def test_the_default_targets(plan: PlanFn) -> None:
+    assert plan("vllm") == plan("vllm", "--target", "openai")
+    assert plan("dynamo") == plan("dynamo", "--target", "vllm")
+
+
+def test_runtime_packages(plan: PlanFn) -> None:
+    # DeepSpeed's runtime: CUDA runtime + libaio1 (ZeRO-Offload's async I/O) + openmpi-bin,
+    # the last two from the wheel step's runtime_packages (`from-steps`).
+    assert packages(plan("deepspeed")) == {"system": ["python3", "python3-venv", "libaio1", "openmpi-bin"]}
+    assert packages(plan("tgi")) == {
+        "system": ["libssl-dev", "ca-certificates", "make", "curl", "git"],
+        "compilers": ["build-essential", "g++"],
+    }
+    vllm = packages(plan("vllm"))["system"]
+    assert {"libibverbs-dev", "ffmpeg", "libgl1", "software-properties-common"} <= set(vllm)
+    # What UCX and libfabric link against at run time comes with them (`from-steps`).
+    rdma = {"libibverbs1", "librdmacm1", "libnuma1", "ibverbs-providers", "rdma-core", "libhwloc15"}
+    for engine, own in (("vllm", {"ninja-build", "python3.12-dev", "git-lfs"}), ("sglang", {"gnupg2"}),
+                        ("trtllm", {"openssh-server", "libzmq3-dev", "python3.12-dev"})):  # fmt: skip
+        assert rdma | own <= set(packages(plan("dynamo", "--target", engine))["system"]), engine
+
+
+def test_build_steps_say_what_upstream_builds_with() -> None:
+    """The compile steps' env, caches and commands carry the upstream build flags."""
+    tgi = {s.name: s for s in load_manifest(MANIFESTS / "tgi.yaml").manifest.compile}
+    for name in ("flash-attn-v1", "flash-attn-v2", "exllama", "awq", "custom-kernels", "mamba", "causal-conv1d"):
+        assert tgi[name].env["TORCH_CUDA_ARCH_LIST"] == "8.0;8.6;9.0+PTX", name
+        assert int(tgi[name].env["MAX_JOBS"]) <= 8, name  # flash-attn runs out of memory unbounded
+        assert {"torch.venv", "torch.python"} <= set(tgi[name].inputs), name
+    assert tgi["exllamav2"].env["TORCH_CUDA_ARCH_LIST"] == "8.0;9.0a"  # as TGI's Makefile-exllamav2
+    assert tgi["flash-attn-v2"].env["FLASH_ATTENTION_FORCE_BUILD"] == "TRUE"
+    assert "--profile release-opt" in " ".join(tgi["router"].run)
+    assert tgi["router"].artifacts["bin"].to == "/usr/local/bin/"
+    assert tgi["router"].artifacts["entrypoint"].to == "/tgi-entrypoint.sh"
+
+    vllm = load_manifest(MANIFESTS / "vllm.yaml").manifest.compile[0]
+    assert vllm.name == "wheel"
+    assert vllm.env["TORCH_CUDA_ARCH_LIST"] == "7.0 7.5 8.0 8.9 9.0 10.0 12.0"
+    assert (vllm.env["MAX_JOBS"], vllm.env["NVCC_THREADS"]) == ("2", "8")
+    assert "/root/.cache/ccache" in vllm.cache and vllm.env["CCACHE_DIR"] == "/root/.cache/ccache"
+    assert "setup.py bdist_wheel" in vllm.run[-1] and "uv venv" not in vllm.run[0]
+    assert "uv==0.9.5" in vllm.run[0]  # the installer goes into the venv
+    rocm = load_manifest(MANIFESTS / "vllm.yaml", target="rocm").manifest.compile[1]
+    assert (rocm.name, rocm.env["PYTORCH_ROCM_ARCH"], rocm.env["VLLM_TARGET_DEVICE"]) == (
+        "wheel-rocm", "gfx90a;gfx942", "rocm")  # fmt: skip
+
+    ds = load_manifest(MANIFESTS / "deepspeed.yaml").manifest.compile[0]
+    assert ds.env["DS_BUILD_OPS"] == "1" and ds.env["TORCH_CUDA_ARCH_LIST"]
+    assert "libaio-dev" in ds.packages
+    assert any("-m build --wheel --no-isolation" in c for c in ds.run)
+
+    dyn = {s.name: s for s in load_manifest(MANIFESTS / "dynamo.yaml").manifest.compile}
+    configure = " ".join(dyn["ucx"].run)
+    for flag in ("--with-cuda=/usr/local/cuda", "--with-verbs", "--with-gdrcopy=/usr/local/gdrcopy", "--enable-mt"):
+        assert flag in configure, flag
+    assert dyn["ucx"].artifacts["prefix"].to == "/usr/local/ucx"
+    assert dyn["libfabric"].artifacts["prefix"].to == "/usr/local/libfabric"
+    assert dyn["nixl"].artifacts["prefix"].to == "/opt/nvidia/nvda_nixl"
+    assert {"ucx.prefix", "libfabric.prefix", "cuda.toolkit"} <= set(dyn["nixl"].inputs)  # built against UCX
+    assert "meson setup" in " ".join(dyn["nixl"].run) and "-Ducx_path=/usr/local/ucx" in " ".join(dyn["nixl"].run)
+    assert {"cuda.toolkit", "gdrcopy.prefix"} <= set(dyn["ucx"].inputs)
+    for name in ("gdrcopy", "ucx", "libfabric", "nixl", "dynamo-py", "dynamo-runtime"):
+        assert dyn[name].base == "wheel-builder", name  # manylinux_2_28, as Dynamo's wheel_builder
+
+
+# -- the runtime config, against the upstream images ---------------------------------------
+
+VENV_PATH = {"VIRTUAL_ENV": "/opt/venv", "PATH": "/opt/venv/bin:${PATH}"}
+TGI_SITE = "/usr/src/.venv/lib/python3.11/site-packages"
+DYNAMO_ENV = {  # Dockerfile.<engine>, runtime stage; NIXL as built on manylinux (lib64)
+    "HOME": "/home/dynamo",
+    "NIXL_PREFIX": "/opt/nvidia/nvda_nixl",
+    "NIXL_LIB_DIR": "/opt/nvidia/nvda_nixl/lib64",
+    "NIXL_PLUGIN_DIR": "/opt/nvidia/nvda_nixl/lib64/plugins",
+    "LD_LIBRARY_PATH": "/opt/nvidia/nvda_nixl/lib64:/opt/nvidia/nvda_nixl/lib64/plugins:/usr/local/ucx/lib:"
+                       "/usr/local/ucx/lib/ucx:/usr/local/libfabric/lib:${LD_LIBRARY_PATH}",
+}  # fmt: skip
+DYNAMO = {  # USER dynamo, WORKDIR /workspace, ENTRYPOINT ["/opt/nvidia/nvidia_entrypoint.sh"], CMD []
+    "Entrypoint": ["/opt/nvidia/nvidia_entrypoint.sh"], "Cmd": None, "User": "dynamo", "WorkingDir": "/workspace",
+    "Healthcheck": None, "ExposedPorts": None, "Labels": {},
+}  # fmt: skip
+NONE = {"Cmd": None, "User": None, "Healthcheck": None, "ExposedPorts": None, "Labels": {}}
+
+CONFIGS: dict[tuple[str, str | None], dict[str, Any]] = {
+    ("tgi", None): {  # TGI's Dockerfile, final stage
+        **NONE,
+        "Entrypoint": ["/tgi-entrypoint.sh"],  # which runs `text-generation-launcher "$@"`
+        "WorkingDir": "/usr/src",
+        "Env": {
+            "HF_HOME": "/data", "HF_HUB_ENABLE_HF_TRANSFER": "1", "PORT": "80",
+            "PYTHON_VERSION": "3.11", "VIRTUAL_ENV": "/usr/src/.venv/", "PATH": "${PATH}:/usr/src/.venv/bin/",
+            "HF_KERNELS_CACHE": "/kernels", "EXLLAMA_NO_FLASH_ATTN": "1",
+            # upstream's libpython dir of the uv CPython, then the nvidia pip wheels' libraries
+            "LD_LIBRARY_PATH": "${LD_LIBRARY_PATH}:/root/.local/share/uv/python/cpython-3.11.11-linux-x86_64-gnu/lib/:"
+                               f"{TGI_SITE}/nvidia/nccl/lib:{TGI_SITE}/nvidia/cudnn/lib:{TGI_SITE}/nvidia/cublas/lib",
+        },
+    },
+    ("vllm", "openai"): {  # vllm-openai: ENTRYPOINT ["vllm", "serve"], root
+        **NONE,
+        "Entrypoint": ["vllm", "serve"],
+        "WorkingDir": "/vllm-workspace",
+        "Env": {**VENV_PATH, "VLLM_USAGE_SOURCE": "production-docker-image"},
+    },
+    ("vllm", "openai-nonroot"): {  # vllm-openai-nonroot: USER vllm, WORKDIR /home/vllm
+        **NONE,
+        "Entrypoint": ["vllm", "serve"],
+        "User": "vllm",
+        "WorkingDir": "/home/vllm",
+        "Env": {**VENV_PATH, "VLLM_USAGE_SOURCE": "production-docker-image"},
+    },
+    ("vllm", "rocm"): {  # Dockerfile.rocm, final + vllm-openai (ENTRYPOINT resets the inherited CMD)
+        **NONE,
+        "Entrypoint": ["vllm", "serve"],
+        "WorkingDir": "/app",
+        "Env": {"TOKENIZERS_PARALLELISM": "false", "SAFETENSORS_FAST_GPU": "1", "HIP_FORCE_DEV_KERNARG": "1"},
+    },
+    ("deepspeed", None): {**NONE, "Entrypoint": ["deepspeed"], "WorkingDir": None, "Env": VENV_PATH},
+    ("dynamo", "vllm"): {
+        **DYNAMO,
+        "Env": {**DYNAMO_ENV, "DYNAMO_HOME": "/opt/dynamo", "VIRTUAL_ENV": "/opt/dynamo/venv",
+                "PATH": "/opt/dynamo/venv/bin:/usr/local/ucx/bin:/usr/local/bin/etcd/:/usr/local/cuda/nvvm/bin:${PATH}",
+                "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CPATH": "/usr/local/cuda/include"},
+    },
+    ("dynamo", "sglang"): {
+        **DYNAMO,
+        "Env": {**DYNAMO_ENV, "PATH": "/usr/local/bin/etcd:${PATH}", "SGLANG_VERSION": "v0.5.7",
+                "SGLANG_FORCE_SHUTDOWN": "1"},
+    },
+    ("dynamo", "trtllm"): {
+        **DYNAMO,
+        "Env": {
+            **DYNAMO_ENV, "DYNAMO_HOME": "/workspace", "ENV": "/etc/shinit_v2", "VIRTUAL_ENV": "/opt/dynamo/venv",
+            "OMPI_MCA_coll_ucc_enable": "0", "CUDA_HOME": "/usr/local/cuda",
+            "TRITON_PTXAS_PATH": "/usr/local/cuda/bin/ptxas", "NVIDIA_DRIVER_CAPABILITIES": "video,compute,utility",
+            "OPAL_PREFIX": "/opt/hpcx/ompi",
+            "PATH": "/usr/local/ucx/bin:/opt/dynamo/venv/bin:/opt/hpcx/ompi/bin:/usr/local/bin/etcd/:"
+                    "/usr/local/cuda/bin:/usr/local/cuda/nvvm/bin:${PATH}",
+            "LD_LIBRARY_PATH": "/opt/nvidia/nvda_nixl/lib64:/opt/nvidia/nvda_nixl/lib64/plugins:/usr/local/ucx/lib:"
+                               "/usr/local/ucx/lib/ucx:/usr/local/libfabric/lib:/opt/hpcx/ompi/lib:/opt/hpcx/ucc/lib:"
+                               "/opt/dynamo/venv/lib/python3.12/site-packages/torch/lib:"
+                               "/opt/dynamo/venv/lib/python3.12/site-packages/torch_tensorrt/lib:/usr/local/cuda/lib64:"
+                               "${LD_LIBRARY_PATH}",
+        },
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("manifest", "target"), CASES, ids=IDS)
+def test_runtime_config_matches_upstream(plan: PlanFn, manifest: str, target: str | None) -> None:
+    assert runtime_config(plan(manifest, *_args(target))["config"]) == CONFIGS[manifest, target]
+
+
+def test_annotations_name_the_upstream_source_and_revision(plan: PlanFn) -> None:
+    for manifest, target, source, revision, version in [
+        ("tgi", None, "https://github.com/huggingface/text-generation-inference", "v3.3.4", "3.3.4"),
+        ("vllm", "rocm", "https://github.com/vllm-project/vllm", "ded8ada86a3962477433054debbcef1d45161850", "0.11.1"),
+        ("deepspeed", None, "https://github.com/deepspeedai/DeepSpeed", "v0.16.4", "0.16.4"),
+        ("dynamo", "trtllm", "https://github.com/ai-dynamo/dynamo", "v0.8.0", "0.8.0"),
+    ]:
+        notes = plan(manifest, *_args(target))["annotations"]
+        assert notes["org.opencontainers.image.source"] == source
+        assert notes["org.opencontainers.image.revision"] == revision
+        assert notes["org.opencontainers.image.version"] == version
+        assert notes["org.opencontainers.image.title"] == manifest
+
+
+# -- GPU metadata ----------------------------------------------------------------------------
+
+
+def gpu_labels(plan: dict[str, Any]) -> dict[str, str]:
+    labels = {k[len(GPU) :]: v for k, v in (plan["config"].get("Labels") or {}).items() if k.startswith(GPU)}
+    notes = {k[len(GPU) :]: v for k, v in plan["annotations"].items() if k.startswith(GPU)}
+    assert labels == notes, "labels (skopeo inspect) and manifest annotations say the same"
+    return labels
+
+
+def test_gpu_labels_show_versions_and_architectures(plan: PlanFn) -> None:
+    cuda = gpu_labels(plan("vllm"))
+    assert cuda["gpu.cuda.version"] == "12.9.1"
+    assert cuda["gpu.cuda.archs"] == "7.0;7.5;8.0;8.9;9.0;10.0;12.0"
+    assert cuda["build.wheel"] == "MAX_JOBS=2 NVCC_THREADS=8"
+    assert (cuda["torch.version"], cuda["python.version"], cuda["target"]) == ("2.9.0", "3.12", "openai")
+    assert cuda.get("gpu.rocm.version", "") == "" and "gpu.rocm.archs" not in cuda
+
+    rocm = gpu_labels(plan("vllm", "--target", "rocm"))
+    assert (rocm["gpu.rocm.version"], rocm["gpu.rocm.archs"]) == ("7.0", "gfx90a;gfx942")
+    assert rocm.get("gpu.cuda.version", "") == "" and "gpu.cuda.archs" not in rocm
+    assert rocm["build.wheel-rocm"] == "MAX_JOBS=2"
+
+    narrowed = gpu_labels(plan("vllm", "--set", "torch_cuda_arch_list=9.0 10.0+PTX", "--set", "cuda_version=12.8.1"))
+    assert (narrowed["gpu.cuda.archs"], narrowed["gpu.cuda.version"]) == ("9.0;10.0+PTX", "12.8.1")
+
+    tgi = gpu_labels(plan("tgi"))
+    assert (tgi["gpu.cuda.version"], tgi["python.version"], tgi["torch.version"]) == ("12.4.1", "3.11", "2.6.0")
+    assert tgi["gpu.cuda.archs"].split(";")[:3] == ["8.0", "8.6", "9.0+PTX"]
+    assert tgi["build.flash-attn-v2"] == "MAX_JOBS=8 NVCC_THREADS=2"
+
+    ds = gpu_labels(plan("deepspeed"))
+    assert (ds["gpu.cuda.version"], ds["gpu.cuda.archs"]) == ("12.2.2", "7.0;8.0;8.6;9.0+PTX")
+    assert ds["build.wheel"] == "DS_BUILD_OPS=1 MAX_JOBS=4"
+
+    for engine, version in (("vllm", "12.9"), ("sglang", "12.9"), ("trtllm", "13.0")):
+        labels = gpu_labels(plan("dynamo", "--target", engine))
+        assert (labels["gpu.cuda.version"], labels["target"]) == (version, engine)
+
+
+# -- a param change reaches only what depends on it ---------------------------------------
+
+
+def test_vllm_arch_list_rebuilds_the_wheel_and_nothing_below(plan: PlanFn) -> None:
+    base = plan("vllm")
+    diff = changed(base, plan("vllm", "--set", "torch_cuda_arch_list=9.0 10.0+PTX"))
+    assert "wheel" in diff
+    # runtime steps below the wheel's install, and any other target's work, stay as they are
+    assert not diff & {"system", "python", "cuda-jit"}, diff
+    assert diff <= {"wheel", "vllm", "flashinfer", "openai-extras"}, diff
+    rocm = plan("vllm", "--target", "rocm")
+    assert changed(rocm, plan("vllm", "--target", "rocm", "--set", "torch_cuda_arch_list=9.0")) == set()
+    assert changed(base, plan("vllm", "--set", "pytorch_rocm_arch=gfx942")) == set()
+    assert changed(rocm, plan("vllm", "--target", "rocm", "--set", "pytorch_rocm_arch=gfx942")) >= {"wheel-rocm"}
+
+
+def test_vllm_arch_list_reaches_the_steps_that_install_the_wheel(plan: PlanFn) -> None:
+    diff = changed(plan("vllm"), plan("vllm", "--set", "torch_cuda_arch_list=9.0 10.0+PTX"))
+    assert diff == {"wheel", "vllm", "flashinfer", "openai-extras"}
+
+
+def test_vllm_cuda_version_reaches_every_cuda_step_and_no_rocm_step(plan: PlanFn) -> None:
+    base = plan("vllm")
+    newer = plan("vllm", "--set", "cuda_version=12.8.1")
+    assert changed(base, newer) == set(definitions(base))  # both bases are CUDA images
+    rocm = plan("vllm", "--target", "rocm")
+    assert changed(rocm, plan("vllm", "--target", "rocm", "--set", "cuda_version=12.8.1")) == set()
+
+
+def test_tgi_arch_list_rebuilds_the_kernels_only(plan: PlanFn) -> None:
+    base = plan("tgi")
+    diff = changed(base, plan("tgi", "--set", "torch_cuda_arch_list=9.0+PTX"))
+    # the kernels built for the arch list, and the runtime step stacked on their layers;
+    # not the Rust binaries (CPU only), the venvs, FlashInfer's prebuilt wheel, or the kernels
+    # whose arch lists TGI pins (exllamav2, punica)
+    assert diff == {"flash-attn-v1", "flash-attn-v2", "exllama", "awq", "custom-kernels", "causal-conv1d", "mamba",
+                    "compilers"}  # fmt: skip
+    diff = changed(base, plan("tgi", "--set", "cuda_version=12.6.3"))
+    assert set(definitions(base)) - diff == {"router", "system"}  # the devel image changed; not Rust, not the runtime
+
+
+def test_dynamo_engines_share_the_cpu_only_builds(plan: PlanFn) -> None:
+    vllm, sglang, trtllm = (plan("dynamo", "--target", e) for e in ("vllm", "sglang", "trtllm"))
+    common = set(DYNAMO_COMMON) - {"cuda-jit"}
+
+    def compiled(p: dict[str, Any]) -> dict[str, str]:
+        return {k: v for k, v in definitions(p).items() if k in common}
+
+    a, b, c = compiled(vllm), compiled(sglang), compiled(trtllm)
+    assert a == b  # same devel image: SGLang reuses every build of the vLLM image
+    # CUDA 13 for TensorRT-LLM: the CUDA builds differ, the CPU-only wheel-builder ones do not
+    assert {k for k in a if a[k] != c[k]} == {"cuda", "nats-etcd", "ucx", "libfabric", "nixl"}
+    # a new NIXL rebuilds NIXL and what is stacked on its layers, nothing else
+    diff = changed(vllm, plan("dynamo", "--target", "vllm", "--set", "nixl_ref=0.10.0"))
+    assert diff == {"nixl", "dynamo", "permissions"}, diff
+
+
+# -- seed 002: the old vLLM image to the current one is a change of params ------------------
+
+OLD_VLLM = {  # seed 002's "current version": CUDA 12.1.1 (cudnn8 devel image), Python 3.10, pip
+    "cuda_version": "12.1.1",
+    "python_version": "3.10",
+    "installer": "pip",
+    "torch_version": "2.6.0",
+    "vllm_ref": "v0.8.5",
+    "vllm_version": "0.8.5",
+    "flashinfer_version": "0.2.1.post2",
+    "devel_image": "nvidia/cuda:12.1.1-cudnn8-devel-ubuntu22.04",
+}
+
+
+def test_old_to_new_vllm_is_a_change_of_params_only(plan: PlanFn) -> None:
+    new = plan("vllm")
+    old = plan("vllm", *[a for k, v in OLD_VLLM.items() for a in ("--set", f"{k}={v}")])
+    s_new, s_old = structure(new), structure(old)
+    assert s_old["compile"] == s_new["compile"] and s_old["layers"] == s_new["layers"]
+    assert [s["kind"] for s in old["steps"]] == [s["kind"] for s in new["steps"]]
+    assert s_old["outputs"] == [f"{REGISTRY}/vllm/vllm-openai:v0.8.5"]
+    # every step's definition differs: other bases, interpreter, installer, versions
+    assert changed(old, new) == set(definitions(new))
+    # the params that differ: the ones set, and those derived from them (images, installer commands)
+    derived = {"runtime_image", "installer_pkgs", "pip_install", "python_setup"}
+    assert {k for k in new["params"] if new["params"][k] != old["params"][k]} == set(OLD_VLLM) | derived
+    assert old["params"]["runtime_image"] == "nvidia/cuda:12.1.1-base-ubuntu22.04"
+    assert "python3.10 -m venv /opt/venv" in old["params"]["python_setup"]
+    assert old["params"]["pip_install"] == "/opt/venv/bin/python -m pip install"
+    assert new["params"]["pip_install"].endswith("/opt/venv/bin/uv pip install --python /opt/venv/bin/python")
+    # the image is configured the same; only the version labels say what changed
+    assert runtime_config(old["config"]) == runtime_config(new["config"])
+    l_old, l_new = gpu_labels(old), gpu_labels(new)
+    assert {k for k in l_new if l_new[k] != l_old.get(k)} == {"gpu.cuda.version", "python.version", "torch.version"}
+
+
+# -- broken references fail at plan time with file:line ---------------------------------------
+
+SMALL = """\
+name: small
+params: {cuda_version: "12.9.1"}
+bases:
+  devel: docker://nvidia/cuda:${cuda_version}-devel-ubuntu22.04
+  runtime: docker://nvidia/cuda:${cuda_version}-base-ubuntu22.04
+sources:
+  app: {git: https://example.invalid/app.git, ref: v1}
+compile:
+  - name: wheel
+    use: python-wheel
+    base: devel
+    with: {source: app}
+image:
+  base: runtime
+  layers:
+    - run: ["python3 -m pip install /wheels/*.whl"]
+      mounts: [wheel.wheel]
+targets:
+  slim: {config: {entrypoint: [app]}}
+"""
+
+
+@dataclass(frozen=True)
+class Broken:
+    name: str
+    file: str  # "small" (SMALL) or a manifest of manifests/ copied with one edit
+    edit: tuple[str, str]
+    field: str
+    message: str
+    args: tuple[str, ...] = ()
+
+
+BROKEN = [
+    Broken("unknown recipe", "small", ("use: python-wheel", "use: no-such-recipe"), "compile.0.use",
+           "unknown recipe 'no-such-recipe'"),
+    Broken("unknown with: param", "small", ("with: {source: app}", "with: {source: app, sauce: x}"),
+           "compile.0.with.sauce", "unknown param 'sauce' for recipe 'python-wheel'"),
+    Broken("unknown param", "small", ("${cuda_version}-base", "${cuda_versoin}-base"), "bases.runtime",
+           "unknown param ${cuda_versoin}"),
+    Broken("unknown artifact", "small", ("mounts: [wheel.wheel]", "mounts: [wheel.whl]"),
+           "image.layers.0.mounts.0", "step 'wheel' declares no artifact 'whl'"),
+    Broken("unknown step", "small", ("mounts: [wheel.wheel]", "mounts: [nothing.wheel]"),
+           "image.layers.0.mounts.0", "no compile step 'nothing'"),
+    Broken("vllm: unknown artifact", "vllm", ("mounts: [wheel.wheel]", "mounts: [wheel.wheels]"),
+           "image.layers.3.mounts.0", "step 'wheel' declares no artifact 'wheels'"),
+    Broken("vllm: rocm target's artifact", "vllm", ("mounts: [wheel-rocm.wheel]", "mounts: [wheel-rocm.whl]"),
+           "targets.rocm.layers.0.mounts.0", "step 'wheel-rocm' declares no artifact 'whl'", ("--target", "rocm")),
+    Broken("tgi: unknown artifact", "tgi", ("artifact: router.bin", "artifact: router.binary"),
+           "image.layers.17.artifact", "step 'router' declares no artifact 'binary'"),
+    Broken("tgi: unknown with: param", "tgi", ("profile: release-opt", "profiel: release-opt"),
+           "compile.0.with.profiel", "unknown param 'profiel' for recipe 'rust-binaries'"),
+    Broken("dynamo: unknown recipe", "dynamo", ("use: ucx\n", "use: ucxx\n"), "compile.4.use",
+           "unknown recipe 'ucxx'"),
+    Broken("dynamo: unknown input", "dynamo", ("inputs: [cuda.toolkit, ucx.prefix,", "inputs: [cuda.toolkit, ucx.lib,"),
+           "compile.6.inputs.1", "step 'ucx' declares no artifact 'lib'"),
+    Broken("deepspeed: unknown with: param", "deepspeed", ("build_ops: ${ds_build_ops}", "build_op: ${ds_build_ops}"),
+           "compile.0.with.build_op", "unknown param 'build_op' for recipe 'deepspeed-wheel'"),
+]  # fmt: skip
+
+
+def line_of(text: str, needle: str) -> int:
+    assert text.count(needle) == 1, needle
+    return text[: text.index(needle)].count("\n") + 1
+
+
+@pytest.fixture()
+def recipes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Manifests written under tmp_path use the project's recipes."""
+    monkeypatch.setenv("ASSEMBLE_RECIPES", str(LAYERS))
+
+
+def assert_one_error(ran: Planned, path: Path, line: int | None, field: str, message: str) -> None:
+    assert ran.code == 2, str(ran)
+    assert ran.out == "", str(ran)
+    assert len(ran.errors) == 1, str(ran)
+    where = f"{path}:{line}" if line is not None else f"{path}"
+    assert ran.errors[0].startswith(f"error: {where}: {field}: "), ran.errors[0]
+    assert message in ran.errors[0], ran.errors[0]
+
+
+@pytest.mark.usefixtures("recipes")
+@pytest.mark.parametrize("case", BROKEN, ids=[b.name for b in BROKEN])
+def test_broken_references_fail_at_plan_time_with_file_and_line(tmp_path: Path, case: Broken) -> None:
+    original = SMALL if case.file == "small" else (MANIFESTS / f"{case.file}.yaml").read_text()
+    text = original.replace(*case.edit)
+    assert text != original and text.count(case.edit[1]) == 1, case
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / f"{case.file}.yaml").write_text(original)
+    unedited = plan_in_process(tmp_path / "ok" / f"{case.file}.yaml", *case.args, cache=tmp_path / "cache")
+    assert unedited.code == 0, str(unedited)
+    path = tmp_path / f"{case.file}.yaml"
+    path.write_text(text)
+    ran = plan_in_process(path, *case.args, cache=tmp_path / "cache")
+    assert_one_error(ran, path, line_of(text, case.edit[1]), case.field, case.message)
+
+
+@pytest.mark.usefixtures("recipes")
+def test_a_broken_reference_in_another_target_fails_too(tmp_path: Path) -> None:
+    text = (MANIFESTS / "vllm.yaml").read_text().replace("mounts: [wheel-rocm.wheel]", "mounts: [wheel-rocm.whl]")
+    path = tmp_path / "vllm.yaml"
+    path.write_text(text)
+    ran = plan_in_process(path, cache=tmp_path / "cache")  # the default target, openai
+    assert_one_error(ran, path, line_of(text, "mounts: [wheel-rocm.whl]"), "targets.rocm.layers.0.mounts.0",
+                     "step 'wheel-rocm' declares no artifact 'whl'")  # fmt: skip
+
+
+@pytest.mark.usefixtures("recipes")
+def test_a_missing_target_fails_with_file_and_line(tmp_path: Path) -> None:
+    for path in (MANIFESTS / "vllm.yaml", MANIFESTS / "dynamo.yaml"):
+        ran = plan_in_process(path, "--target", "nope", cache=tmp_path)
+        assert_one_error(ran, path, line_of(path.read_text(), "\ntargets:") + 1, "targets", "unknown target 'nope'")
+    small = tmp_path / "small.yaml"
+    small.write_text(SMALL)
+    ran = plan_in_process(small, "--target", "fat", cache=tmp_path)
+    assert_one_error(ran, small, line_of(SMALL, "\ntargets:") + 1, "targets", "unknown target 'fat'")
+    assert "hint: targets in this manifest: slim" in ran.err
+
+
+def test_an_unknown_param_from_set_fails_naming_the_file(tmp_path: Path) -> None:
+    ran = plan_in_process(MANIFESTS / "tgi.yaml", "--set", "cuda_verison=12.6.3", cache=tmp_path)
+    assert ran.code == 2 and len(ran.errors) == 1, str(ran)
+    assert ran.errors[0].startswith(f"error: {MANIFESTS / 'tgi.yaml'}"), ran.errors[0]
+    assert "params: unknown param 'cuda_verison' (from --set)" in ran.errors[0]
+    assert "cuda_version" in ran.err  # the hint lists the params
+
+
+def test_an_unknown_param_from_set_names_the_params_line(tmp_path: Path) -> None:
+    path = MANIFESTS / "tgi.yaml"
+    ran = plan_in_process(path, "--set", "cuda_verison=12.6.3", cache=tmp_path)
+    assert_one_error(ran, path, line_of(path.read_text(), "\nparams:") + 1, "params", "unknown param 'cuda_verison'")

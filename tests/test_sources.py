@@ -1,0 +1,146 @@
+"""Compile-step sources: host folders, git (with submodules) and downloaded archives."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import os
+import subprocess
+import tarfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from assembler.cache import Cache
+from assembler.compile import sources
+from assembler.errors import InputError, NotFound
+from assembler.proc import Runner
+from assembler.spec import model as m
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@x", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@x", GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="protocol.file.allow",
+               GIT_CONFIG_VALUE_0="always")  # fmt: skip
+    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture()
+def repos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
+    # File-protocol submodules are refused by default since git 2.38; allow them for this test.
+    monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
+    monkeypatch.setenv("GIT_CONFIG_KEY_0", "protocol.file.allow")
+    monkeypatch.setenv("GIT_CONFIG_VALUE_0", "always")
+    sub = tmp_path / "kernels"
+    sub.mkdir()
+    git(sub, "init", "-q", "-b", "main")
+    (sub / "kernel.cu").write_text("// kernel v1\n")
+    git(sub, "add", ".")
+    git(sub, "commit", "-qm", "k1")
+    top = tmp_path / "app"
+    top.mkdir()
+    git(top, "init", "-q", "-b", "main")
+    (top / "main.cpp").write_text("int main() { return 0; }\n")
+    git(top, "submodule", "-q", "add", f"file://{sub}", "third_party/kernels")
+    git(top, "add", ".")
+    git(top, "commit", "-qm", "app with kernels")
+    git(top, "tag", "v1")
+    return top, git(top, "rev-parse", "HEAD")
+
+
+def test_git_source_by_tag_with_submodules(tmp_path: Path, repos: tuple[Path, str]) -> None:
+    top, commit = repos
+    cache = Cache(tmp_path / "cache")
+    spec = m.GitSource(git=f"file://{top}", ref="v1", submodules=True)
+    src = sources.resolve("app", spec, cache=cache, runner=Runner(), base_dir=tmp_path)
+    assert src.digest.startswith(f"git:{commit}+")
+    assert (src.path / "main.cpp").is_file()
+    assert (src.path / "third_party/kernels/kernel.cu").read_text() == "// kernel v1\n"
+    again = sources.resolve("app", spec, cache=cache, runner=Runner(), base_dir=tmp_path)
+    assert again.digest == src.digest and again.path == src.path
+    plain = sources.resolve("app", m.GitSource(git=f"file://{top}", ref=commit), cache=cache, runner=Runner(),
+                            base_dir=tmp_path)  # fmt: skip
+    assert plain.digest == f"git:{commit}" and not (plain.path / "third_party/kernels/kernel.cu").exists()
+    with pytest.raises(NotFound, match="cannot fetch 'no-such-ref'"):
+        sources.resolve("app", m.GitSource(git=f"file://{top}", ref="no-such-ref"), cache=cache, runner=Runner(),
+                        base_dir=tmp_path)  # fmt: skip
+
+
+@pytest.fixture()
+def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    root = tmp_path / "www"
+    root.mkdir()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a: object, **k: object) -> None:
+            super().__init__(*a, directory=str(root), **k)  # type: ignore[arg-type]
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", root
+    finally:
+        httpd.shutdown()
+
+
+def test_url_source_is_checked_and_unpacked_safely(tmp_path: Path, server: tuple[str, Path]) -> None:
+    url, root = server
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        data = b"source code\n"
+        info = tarfile.TarInfo("pkg-1.0/src/a.c")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("pkg-1.0/link")
+        link.type, link.linkname = tarfile.SYMTYPE, "src/a.c"
+        tf.addfile(link)
+    (root / "pkg.tar.gz").write_bytes(buf.getvalue())
+    sha = hashlib.sha256(buf.getvalue()).hexdigest()
+    cache = Cache(tmp_path / "cache")
+    src = sources.resolve("pkg", m.UrlSource(url=f"{url}/pkg.tar.gz", sha256=sha), cache=cache, runner=Runner(),
+                          base_dir=tmp_path)  # fmt: skip
+    assert src.digest == f"sha256:{sha}"
+    assert (src.path / "pkg-1.0/src/a.c").read_bytes() == b"source code\n"
+    assert os.readlink(src.path / "pkg-1.0/link") == "src/a.c"
+    with pytest.raises(InputError, match="the manifest says"):
+        sources.resolve("pkg", m.UrlSource(url=f"{url}/pkg.tar.gz", sha256="0" * 64), cache=Cache(tmp_path / "c2"),
+                        runner=Runner(), base_dir=tmp_path)  # fmt: skip
+
+    evil = io.BytesIO()
+    with tarfile.open(fileobj=evil, mode="w:gz") as tf:
+        up = tarfile.TarInfo("pkg/../../escaped")
+        up.size = 1
+        tf.addfile(up, io.BytesIO(b"x"))
+    (root / "evil.tar.gz").write_bytes(evil.getvalue())
+    evil_sha = hashlib.sha256(evil.getvalue()).hexdigest()
+    with pytest.raises(InputError, match="climbs out"):
+        sources.resolve("evil", m.UrlSource(url=f"{url}/evil.tar.gz", sha256=evil_sha), cache=Cache(tmp_path / "c3"),
+                        runner=Runner(), base_dir=tmp_path)  # fmt: skip
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "c3/escaped").exists()
+
+
+def test_folder_digest_is_content_and_exec_bit_not_times(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.cpp").write_text("int a;\n")
+    (src / "sub/run.sh").write_text("#!/bin/sh\n")
+    (src / ".git").mkdir()
+    (src / ".git/index").write_bytes(os.urandom(64))
+    first = sources.tree_digest(src)
+    os.utime(src / "a.cpp", (1, 1))
+    (src / ".git/index").write_bytes(os.urandom(64))  # `git status` rewrites this: not content
+    assert sources.tree_digest(src) == first
+    os.chmod(src / "sub/run.sh", 0o755)
+    assert sources.tree_digest(src) != first
+    (src / "a.cpp").write_text("int a = 1;\n")
+    changed = sources.tree_digest(src)
+    (src / "build").mkdir()
+    (src / "build/out.o").write_bytes(b"\0")
+    assert sources.tree_digest(src, ("build",)) == changed
