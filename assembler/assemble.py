@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from assembler.archive.layer import LayerBlob
 from assembler.cache import Cache, key_of
@@ -48,8 +48,9 @@ from assembler.transports import Context, Written, import_image, open_source, re
 from assembler.transports import bootstrap as boot
 from assembler.transports import rootfs as rootfs_transport
 from assembler.transports.common import SourceImage
-from assembler.transports.sif import SifInfo, write_sif
-from assembler.transports.sif_publish import push_sif
+
+if TYPE_CHECKING:
+    from assembler.transports.sif import SifInfo
 
 log = logging.getLogger(__name__)
 
@@ -488,7 +489,7 @@ class Pipeline:
         name = spec.name or f"packages-{index + 1}"
         what = f"packages {' '.join(packages)}"
         commands = [(f"apt-get install {' '.join(packages)}", apt_install(packages))]
-        return self._runtime(name, commands, {"packages": packages}, image, {}, [], [], [], [], what)
+        return self._runtime(name, commands, {"packages": packages}, image, {}, [], [], [], [], what, packages=True)
 
     def _packages(self, names: list[str]) -> list[str]:
         out: list[str] = []
@@ -515,6 +516,7 @@ class Pipeline:
         *,
         user: str = "0:0",
         workdir: str | None = None,
+        packages: bool = False,
     ) -> tuple[list[tuple[LayerBlob, str]], str, str]:
         mounted = {ref: self._artifact(ref) for ref in mounts}
         if image is None or any(b is None for b in mounted.values()):
@@ -551,7 +553,8 @@ class Pipeline:
         ws.on_line = lambda line: self.report(Event("log", {"step": name, "line": line}))
         mounts_list = [Mounted(r, b, self._artifact_spec(r).to) for r, b in mounted.items() if b is not None]
         blob = run_runtime_step(name, commands, image=image, env=env, mounts=mounts_list, secrets=secrets,
-                                exclude=exclude, keep=keep, ws=ws, key=key, user=user, workdir=workdir)  # fmt: skip
+                                exclude=exclude, keep=keep, ws=ws, key=key, user=user, workdir=workdir,
+                                packages=packages)  # fmt: skip
         self.cache.put_key(key, {"step": name, "layer": blob_json(blob)})
         seconds = time.monotonic() - started
         self.steps.append(StepReport(name, "runtime", "built", seconds, key,
@@ -669,6 +672,8 @@ class _Outputs:
         if path is None:
             self._tmp = Path(tempfile.mkdtemp(prefix="sif-", dir=self.p.cache.root / "tmp"))
             path = self._tmp / f"{self.p.man.name}.sif"
+        from assembler.transports.sif import write_sif  # only builds with SIF outputs need it
+
         ctx = self.p.ctx
         source = SourceImage(self.image, ctx.cache, self.source_name)
         info = write_sif(source, path, runner=ctx.runner, epoch=ctx.epoch, compressor=self.p.man.sif.compressor,
@@ -677,6 +682,8 @@ class _Outputs:
         return info
 
     def write(self, ref: Ref) -> list[Written]:
+        from assembler.transports.sif_publish import push_sif  # imports the registry client
+
         ctx = self.p.ctx
         out: list[Written] = []
         if ref.transport == "sif":

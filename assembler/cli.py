@@ -216,7 +216,7 @@ def _print_summary(result: Result) -> None:
 
 
 def _registry(args: argparse.Namespace) -> Any:
-    from assembler.transports.remote import RegistryOptions
+    from assembler.transports.common import RegistryOptions
 
     if args.retries < 1:
         raise InputError("--retries must be at least 1")

@@ -13,6 +13,7 @@ import shlex
 import signal
 import subprocess
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -101,7 +102,7 @@ class Runner:
         cmd = self._command(argv)
         if input is not None:
             cmd = cmd << input
-        log.debug("run: %s", shlex.join(argv))
+        started = time.monotonic()
         try:
             with local.env(**self._env(env)), local.cwd(str(cwd) if cwd is not None else local.cwd):
                 code, out, err = cmd.run(retcode=None, timeout=timeout)
@@ -109,6 +110,7 @@ class Runner:
             raise ToolError(f"{argv[0]} did not finish within {timeout} s", argv=argv) from e
         except OSError as e:
             raise ToolError(f"{argv[0]} could not start: {e.strerror}", argv=argv) from e
+        log.debug("ran in %.2f s: %s", time.monotonic() - started, shlex.join(argv))
         result = Result(tuple(argv), int(code), out or "", err or "")
         if check and code != 0:
             raise ToolError(
@@ -176,16 +178,18 @@ class Runner:
         on_line: Callable[[str], None] | None = None,
         redact: Sequence[str] = (),
         keep: int = 30,
+        rewrite: Callable[[str], str | None] | None = None,
     ) -> tuple[int, str]:
         """Run with stdout+stderr merged into ``log_file`` line by line.
 
         Every value in ``redact`` is replaced by ``***`` before a line is written or shown
-        (secrets). Returns the exit code and the last ``keep`` lines. Ctrl-C kills the
-        process group and re-raises.
+        (secrets); ``rewrite`` may change a line first, or drop it (None). Returns the
+        exit code and the last ``keep`` lines. Ctrl-C kills the process group and re-raises.
         """
         cmd = self._command(argv)
         last: deque[str] = deque(maxlen=keep)
         secrets = [s for s in redact if s]
+        started = time.monotonic()
         with local.env(**self._env(env)):
             proc: subprocess.Popen[bytes] = cmd.popen(
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
@@ -193,7 +197,12 @@ class Runner:
         try:
             assert proc.stdout is not None
             for raw in proc.stdout:
-                line = raw.decode("utf-8", "replace").rstrip("\n")
+                decoded: str | None = raw.decode("utf-8", "replace").rstrip("\n")
+                if rewrite is not None and decoded is not None:
+                    decoded = rewrite(decoded)
+                if decoded is None:
+                    continue
+                line = decoded
                 for secret in secrets:
                     line = line.replace(secret, "***")
                 log_file.write(line + "\n")
@@ -206,6 +215,7 @@ class Runner:
             raise
         finally:
             log_file.flush()
+        log.debug("streamed in %.2f s (exit %d): %s", time.monotonic() - started, code, shlex.join(argv)[:300])
         return code, "\n".join(last)
 
 

@@ -105,6 +105,15 @@ def test_cold_build_runs_every_step_and_the_image_runs(demo: Demo, tmp_path: Pat
     with tarfile.open(fileobj=io.BytesIO(uncompressed(read_blob(layout, libs["digest"])))) as tf:
         links = {m.name: m.linkname for m in tf if m.issym()}
     assert links == {"app/lib/libdemotok.so": "libdemotok.so.1", "app/lib/libdemotok.so.1": "libdemotok.so.1.2.0"}
+    # The tokenizer's build tree is a `cache:` folder kept on the host; its artifacts were read from there.
+    assert list((demo.cache / "step-caches" / "tokenizer").glob("*/lib/libdemotok.so.1.2.0"))
+    # apt's downloads are kept on the host for the next build, and are in no layer.
+    assert list((demo.cache / "step-caches" / "_apt" / "archives").glob("libgomp1_*.deb"))
+    packages = next(x for x in layers if x["kind"] == "packages")
+    with tarfile.open(fileobj=io.BytesIO(uncompressed(read_blob(layout, packages["digest"])))) as tf:
+        names = tf.getnames()
+    assert any(n.startswith("usr/lib/x86_64-linux-gnu/libgomp.so") for n in names)
+    assert not [n for n in names if n.startswith(("var/lib/apt/lists/", "var/cache/apt/", "var/log/", "tmp/"))]
 
 
 def test_second_run_runs_nothing_and_gives_the_same_digest(demo: Demo) -> None:
@@ -349,3 +358,41 @@ def test_unprivileged_user_builds_the_demo(tmp_path: Path, demo_bases: dict[str,
     assert "all components answered" in out
     print(f"\nbuilt as {user} (rootless buildah): {result['digest']}")
     sh(["rm", "-rf", str(work)])
+
+
+def test_images_own_ca_certificates_install_and_https_works(tmp_path: Path, demo_bases: dict[str, Path]) -> None:
+    """The host CA bundle is mounted at a private path: the image's ca-certificates package
+    still installs (its setup rewrites /etc/ssl/certs), and curl, pip and apt use the host CA."""
+    (tmp_path / "ca.yaml").write_text(f"""\
+name: ca
+bases:
+  devel: oci:{demo_bases["devel"]}:latest
+  runtime: oci:{demo_bases["runtime"]}:latest
+compile:
+  - name: fetch
+    base: devel
+    packages: [ca-certificates, curl]
+    run:
+      - curl -fsS -o /dev/null https://pypi.org/simple/six/
+      - pip download --no-deps -q -d /out six==1.16.0
+    artifacts:
+      wheel: {{path: "/out/*.whl", to: /wheels/}}
+image:
+  base: runtime
+  layers:
+    - packages: [ca-certificates]
+    - artifact: fetch.wheel
+""")
+    ran = run_cli(["ca.yaml", "--cache", str(tmp_path / "cache"), "--json", "-o", "oci:out:x"], cwd=tmp_path)
+    assert ran.code == 0, str(ran)
+    manifest = manifest_of(tmp_path / "out", "x")
+    with tarfile.open(
+        fileobj=io.BytesIO(uncompressed(read_blob(tmp_path / "out", manifest["layers"][1]["digest"])))
+    ) as tf:
+        names = set(tf.getnames())
+    assert "etc/ssl/certs/ca-certificates.crt" in names  # the image's own bundle, made by its package
+    assert not any(n.startswith("run/") for n in names)  # the mounted host bundle is not in the layer
+    with tarfile.open(
+        fileobj=io.BytesIO(uncompressed(read_blob(tmp_path / "out", manifest["layers"][2]["digest"])))
+    ) as tf:
+        assert any(n.startswith("wheels/six-1.16.0") for n in tf.getnames())

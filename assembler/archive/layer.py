@@ -10,7 +10,7 @@ import hashlib
 import queue
 import tarfile
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from typing import BinaryIO
@@ -45,6 +45,29 @@ class LayerBlob:
 
     def descriptor(self) -> Descriptor:
         return Descriptor(self.media_type, self.digest, self.size)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "digest": self.digest,
+            "size": self.size,
+            "diff_id": self.diff_id,
+            "uncompressed_size": self.uncompressed_size,
+            "compression": self.compression,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> LayerBlob:
+        """From :meth:`to_json`; KeyError/ValueError when malformed."""
+        compression = str(data["compression"])
+        if compression not in ("zstd", "gzip", "none"):
+            raise ValueError(f"unknown compression {compression!r}")
+        return cls(
+            digest=str(data["digest"]),
+            size=int(str(data["size"])),
+            diff_id=str(data["diff_id"]),
+            uncompressed_size=int(str(data.get("uncompressed_size", 0))),
+            compression=compression,  # type: ignore[arg-type]
+        )
 
 
 class HashingSink:

@@ -23,6 +23,7 @@ import posixpath
 import stat
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from assembler.archive.layer import Member, write_layer
 from assembler.archive.tar import TarEntry
@@ -120,10 +121,34 @@ def _excluded(rel: str, patterns: Sequence[str]) -> bool:
     return False
 
 
+def under_mount(path: str, mounts: Sequence[tuple[str, str]]) -> tuple[str, str] | None:
+    """(host folder, path inside it) when container ``path`` lies in a mounted folder."""
+    norm = "/" + "/".join(p for p in path.split("/") if p not in ("", "."))
+    for ctr, host in sorted(mounts, key=lambda m: -len(m[0])):
+        top = "/" + ctr.strip("/")
+        if norm == top or norm.startswith(top.rstrip("/") + "/"):
+            return host, norm[len(top) :] or "/"
+    return None
+
+
 def export_members(
-    root: str, path: str, to: str, *, mode: int | None, owner: tuple[int, int] | None, exclude: Sequence[str]
+    root: str,
+    path: str,
+    to: str,
+    *,
+    mode: int | None,
+    owner: tuple[int, int] | None,
+    exclude: Sequence[str],
+    mounts: Sequence[tuple[str, str]] = (),
 ) -> list[Member]:
-    """Members for an artifact: ``path`` (file, folder or glob) in the container, at ``to``."""
+    """Members for an artifact: ``path`` (file, folder or glob) in the container, at ``to``.
+
+    A path inside one of the step's ``cache:`` folders (``mounts``: container folder,
+    host folder) is read from the host folder: the container's root does not hold it.
+    """
+    mounted = under_mount(path, mounts)
+    if mounted is not None:
+        root, path = mounted
     keep_owner = owner is None
     uid, gid = owner or (0, 0)
     if _GLOB_CHARS & set(path):
@@ -165,7 +190,6 @@ def host_members_at(
             linkname=os.readlink(host),
         )
         return [(entry, None)]  # no parent folders: see archive.tree
-    from pathlib import Path
 
     return host_members(Path(host), dest, mode=mode, uid=uid, gid=gid, keep_owner=keep_owner)
 
@@ -268,57 +292,72 @@ def _dir_entry(rel: str, st: os.stat_result) -> TarEntry:
 # -- command line ----------------------------------------------------------------------
 
 
+def _owner(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    u, _, g = text.partition(":")
+    return int(u), int(g or u)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one job (a JSON file the parent wrote) against a container root.
+
+    ``export``: every artifact of a step, each written as a layer blob straight into the
+    cache; ``snapshot``: file metadata to a JSON file; ``diff``: the changes since the
+    snapshot as one layer blob in the cache. Layer results are printed as JSON.
+    Exit 3 with a one-line reason on stderr when something is wrong.
+    """
     p = argparse.ArgumentParser(prog="assembler.compile.agent")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--root")
     where.add_argument("--root-env")
-    sub = p.add_subparsers(dest="command", required=True)
-    e = sub.add_parser("export")
-    e.add_argument("--path", required=True)
-    e.add_argument("--to", required=True)
-    e.add_argument("--mode", type=lambda v: int(v, 8), default=None)
-    e.add_argument("--owner", default=None)
-    e.add_argument("--exclude", action="append", default=[])
-    e.add_argument("--epoch", type=int, required=True)
-    s = sub.add_parser("snapshot")
-    s.add_argument("--out", required=True)
-    s.add_argument("--exclude", action="append", default=[])
-    d = sub.add_parser("diff")
-    d.add_argument("--snapshot", required=True)
-    d.add_argument("--exclude", action="append", default=[])
-    d.add_argument("--mountpoint", action="append", default=[])
-    d.add_argument("--epoch", type=int, required=True)
+    p.add_argument("command", choices=("export", "snapshot", "diff"))
+    p.add_argument("--job", required=True, help="the JSON job file")
     args = p.parse_args(argv)
     root = args.root or os.environ.get(args.root_env or "", "")
     if not root or not os.path.isdir(root):
         print(f"agent: container root {root!r} is not a folder", file=sys.stderr)
         return 3
-    out = sys.stdout.buffer
+    from assembler.cache import Cache
+
+    with open(args.job) as f:
+        job = json.load(f)
+    what = ""
     try:
+        if args.command == "snapshot":
+            with open(job["out"], "w") as f:
+                json.dump(snapshot(root, job["exclude"]), f)
+            return 0
+        cache = Cache(Path(job["cache"]))
+        results: dict[str, object] = {}
         if args.command == "export":
-            owner = None
-            if args.owner:
-                u, _, g = args.owner.partition(":")
-                owner = (int(u), int(g or u))
-            members = export_members(root, args.path, args.to, mode=args.mode, owner=owner, exclude=args.exclude)
-            write_layer(members, out, compression="none", epoch=args.epoch)
-        elif args.command == "snapshot":
-            data = snapshot(root, args.exclude)
-            with open(args.out, "w") as f:
-                json.dump(data, f)
+            for art in job["artifacts"]:
+                what = f"artifact {art['name']} ({art['path']}): "
+                members = export_members(
+                    root,
+                    art["path"],
+                    art["to"],
+                    mode=art.get("mode"),
+                    owner=_owner(art.get("owner")),
+                    exclude=art.get("exclude") or [],
+                    mounts=[(c, h) for c, h in art.get("mounts") or []],
+                )
+                with cache.blob_writer() as w:
+                    blob = write_layer(members, w, compression=job["compression"], epoch=job["epoch"])
+                results[art["name"]] = blob.to_json()
         else:
-            with open(args.snapshot) as f:
+            what = "changes: "
+            with open(job["snapshot"]) as f:
                 before = {k: tuple(v) for k, v in json.load(f).items()}
-            members = diff_members(root, before, args.exclude, args.mountpoint)
-            write_layer(members, out, compression="none", epoch=args.epoch)
-    except AgentError as err:
-        print(f"agent: {err}", file=sys.stderr)
+            members = diff_members(root, before, job["exclude"], job["mountpoints"])
+            with cache.blob_writer() as w:
+                results["changes"] = write_layer(
+                    members, w, compression=job["compression"], epoch=job["epoch"]
+                ).to_json()
+    except (AgentError, OSError, ValueError) as err:
+        print(f"agent: {what}{err}", file=sys.stderr)
         return 3
-    except (OSError, ValueError) as err:
-        print(f"agent: {err}", file=sys.stderr)
-        return 3
-    out.flush()
+    sys.stdout.write(json.dumps(results))
     return 0
 
 

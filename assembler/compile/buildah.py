@@ -117,6 +117,7 @@ class Buildah:
         log_file: IO[str],
         on_line: Callable[[str], None] | None = None,
         redact: Sequence[str] = (),
+        rewrite: Callable[[str], str | None] | None = None,
     ) -> tuple[int, str]:
         """Run a shell command in the container, output streamed to ``log_file``.
 
@@ -124,7 +125,7 @@ class Buildah:
         status" trailer is left out). Values in ``redact`` never reach the log.
         """
         code, last = self.runner.stream(
-            self.run_argv(container, spec), log_file=log_file, on_line=on_line, redact=redact, keep=40
+            self.run_argv(container, spec), log_file=log_file, on_line=on_line, redact=redact, keep=40, rewrite=rewrite
         )
         lines = [line for line in last.splitlines() if not _TRAILER.match(line)]
         return code, "\n".join(lines[-30:])

@@ -13,27 +13,27 @@ Containers are removed afterwards, also on failure and Ctrl-C.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, cast
+from secrets import token_hex
+from typing import Any
 
 from assembler.archive.compress import Compression, decompressed
 from assembler.archive.extract import extract
-from assembler.archive.layer import LayerBlob, recompress
+from assembler.archive.layer import LayerBlob
 from assembler.cache import Cache, key_of
 from assembler.compile.agent import DEFAULT_EXCLUDES
 from assembler.compile.buildah import Buildah, RunSpec, Volume
 from assembler.compile.sources import Source
-from assembler.errors import InputError, StepFailed, ToolError
+from assembler.errors import InputError, StepFailed
 from assembler.oci.image import Image
 from assembler.proc import tail
 from assembler.spec import model as m
@@ -43,15 +43,22 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 SECRETS_DIR = "/run/assemble-secrets"
-# Tools read the CA bundle from different places; point them all at the mounted one.
+# The host bundle is mounted at a private path, not over the image's own bundle: the
+# image's ca-certificates package must stay installable (its setup rewrites that file).
+CA_DIR = "/run/assemble-ca"
+CA_FILE = f"{CA_DIR}/ca-certificates.crt"
+# Tools read the CA bundle from different places; point them all at the mounted one
+# (apt through an extra config file, since it reads no environment variable for it).
 CA_ENV = {
-    "SSL_CERT_FILE": str(HOST_CA),
-    "REQUESTS_CA_BUNDLE": str(HOST_CA),
-    "CURL_CA_BUNDLE": str(HOST_CA),
-    "PIP_CERT": str(HOST_CA),
-    "GIT_SSL_CAINFO": str(HOST_CA),
-    "NODE_EXTRA_CA_CERTS": str(HOST_CA),
+    "SSL_CERT_FILE": CA_FILE,
+    "REQUESTS_CA_BUNDLE": CA_FILE,
+    "CURL_CA_BUNDLE": CA_FILE,
+    "PIP_CERT": CA_FILE,
+    "GIT_SSL_CAINFO": CA_FILE,
+    "NODE_EXTRA_CA_CERTS": CA_FILE,
+    "CARGO_HTTP_CAINFO": CA_FILE,
     "UV_NATIVE_TLS": "1",
+    "APT_CONFIG": f"{CA_DIR}/apt.conf",
 }
 
 LineFn = Callable[[str], None]
@@ -155,23 +162,11 @@ def runtime_key(
 
 
 def blob_json(blob: LayerBlob) -> dict[str, object]:
-    return {
-        "digest": blob.digest,
-        "size": blob.size,
-        "diff_id": blob.diff_id,
-        "uncompressed_size": blob.uncompressed_size,
-        "compression": blob.compression,
-    }
+    return blob.to_json()
 
 
 def blob_from_json(data: Mapping[str, object]) -> LayerBlob:
-    return LayerBlob(
-        digest=str(data["digest"]),
-        size=int(str(data["size"])),
-        diff_id=str(data["diff_id"]),
-        uncompressed_size=int(str(data.get("uncompressed_size", 0))),
-        compression=str(data["compression"]),  # type: ignore[arg-type]
-    )
+    return LayerBlob.from_json(data)
 
 
 # -- shared machinery ------------------------------------------------------------------
@@ -227,9 +222,36 @@ def _mounted_artifacts(ws: Workspace, mounts: Sequence[Mounted]) -> Iterator[lis
 
 
 def _ca(ws: Workspace) -> tuple[list[Volume], dict[str, str]]:
+    """The host CA bundle (and an apt config naming it) as a read-only folder at CA_DIR."""
     if not ws.host_ca or not HOST_CA.is_file():
         return [], {}
-    return [Volume(HOST_CA, str(HOST_CA))], dict(CA_ENV)
+    folder = ws.cache.path("host-ca")
+    bundle = HOST_CA.read_bytes()
+    for name, data in (
+        ("ca-certificates.crt", bundle),
+        ("apt.conf", f'Acquire::https::CaInfo "{CA_FILE}";\n'.encode()),
+    ):
+        path = folder / name
+        if not path.is_file() or path.read_bytes() != data:
+            tmp = folder / f".{name}.tmp"
+            tmp.write_bytes(data)
+            tmp.replace(path)
+    return [Volume(folder, CA_DIR)], dict(CA_ENV)
+
+
+def _script(commands: Sequence[tuple[str, str]], prelude: str, token: str) -> str:
+    """One shell script for all of a step's commands: each in its own subshell with
+    ``set -e`` (as separate RUN lines behave), announced by a marker line.
+
+    The subshell is not the left side of ``||``: shells ignore ``set -e`` there.
+    """
+    parts = [prelude]
+    for i, (_, actual) in enumerate(commands):
+        parts.append(
+            f'echo "{token} start {i}"\n( set -e\n{actual}\n)\nrc=$?\n'
+            f'if [ "$rc" -ne 0 ]; then echo "{token} fail {i} $rc"; exit "$rc"; fi\n'
+        )
+    return "".join(parts)
 
 
 def _run_commands(
@@ -246,67 +268,97 @@ def _run_commands(
     log_path: Path,
     user: str = "0:0",
 ) -> None:
-    """Run ``(shown, actual)`` commands in order; StepFailed with the tail on the first failure."""
+    """Run ``(shown, actual)`` commands in order in one ``buildah run``; StepFailed naming
+    the command that failed, with the log's tail, on the first failure."""
+    if not commands:
+        return
+    token = "@@assemble-" + token_hex(8)
+    state = {"current": 0, "failed": -1}
+
+    def rewrite(line: str) -> str | None:
+        if not line.startswith(token):
+            return line
+        _, what, index, *_ = [*line.split(), "", ""]
+        if what == "start":
+            state["current"] = int(index)
+            return f"$ {commands[int(index)][0]}"
+        state["failed"] = int(index)
+        return None
+
+    spec = RunSpec(_script(commands, prelude, token), env=env, volumes=volumes, workdir=workdir, user=user)
     with open(log_path, "w", encoding="utf-8") as log_file:
-        for shown, actual in commands:
-            log_file.write(f"$ {shown}\n")
-            log_file.flush()
-            spec = RunSpec(f"{prelude}set -e\n{actual}", env=env, volumes=volumes, workdir=workdir, user=user)
-            code, last = ws.buildah.run(cid, spec, log_file=log_file, on_line=ws.on_line, redact=redact)
-            if code != 0:
-                raise StepFailed(
-                    f"step {step}: command failed (exit {code}): {shown}\n--- last lines of the log ---\n{last}\n"
-                    f"--- full log: {log_path}",
-                    step=step,
-                    command=shown,
-                    argv=ws.buildah.run_argv(cid, RunSpec(shown)),
-                    returncode=code,
-                    log_path=log_path,
-                    log_tail=last,
-                    hint="fix the command (the log shows why), then run assemble again: finished steps are cached",
-                )
+        code, last = ws.buildah.run(cid, spec, log_file=log_file, on_line=ws.on_line, redact=redact, rewrite=rewrite)
+    if code != 0:
+        index = state["failed"] if state["failed"] >= 0 else state["current"]
+        shown = commands[index][0]
+        raise StepFailed(
+            f"step {step}: command failed (exit {code}): {shown}\n--- last lines of the log ---\n{last}\n"
+            f"--- full log: {log_path}",
+            step=step,
+            command=shown,
+            argv=ws.buildah.run_argv(cid, RunSpec(shown)),
+            returncode=code,
+            log_path=log_path,
+            log_tail=last,
+            hint="fix the command (the log shows why), then run assemble again: finished steps are cached",
+        )
 
 
-def _export(ws: Workspace, cid: str, agent_args: Sequence[str], *, what: str, step: str) -> LayerBlob:
-    """Run the agent against the container's root and store its tar as a compressed layer."""
-    argv, cleanup = ws.buildah.agent_argv(cid, agent_args, python=sys.executable)
-    try:
-        with (
-            tempfile.TemporaryFile() as errors,
-            ws.buildah.runner.popen(argv, stdout=subprocess.PIPE, stderr=errors) as proc,
-            ws.cache.blob_writer() as w,
-        ):
-            assert proc.stdout is not None
-            blob = recompress(cast(BinaryIO, proc.stdout), "none", w, compression=ws.compression)
-            code = proc.wait()
-            if code != 0:  # raising inside blob_writer: nothing is stored
-                errors.seek(0)
-                text = errors.read().decode("utf-8", "replace")
-                raise StepFailed(
-                    f"step {step}: {what}: {tail(text, 5) or f'export failed (exit {code})'}",
-                    step=step,
-                    command=" ".join(agent_args),
-                    argv=argv,
-                    returncode=code,
-                    log_tail=tail(text),
-                    hint="check the artifact's path: it is looked up inside the build container",
-                )
-    finally:
-        cleanup()
-    return blob
+def _agent_job(ws: Workspace, cid: str, command: str, job: Mapping[str, object], *, step: str, what: str) -> Any:
+    """Run the export agent on the container's root with a JSON job; its JSON answer.
+
+    The agent writes layer blobs straight into the cache (one process per step, not one
+    per artifact). StepFailed with the agent's reason when it fails.
+    """
+    with ws.cache.workdir("job-") as work:
+        job_file = work / "job.json"
+        job_file.write_text(json.dumps(job))
+        argv, cleanup = ws.buildah.agent_argv(cid, [command, "--job", str(job_file)], python=sys.executable)
+        try:
+            result = ws.buildah.runner.run(argv, check=False)
+        finally:
+            cleanup()
+    if result.returncode != 0:
+        text = (result.stderr or result.stdout).strip()
+        raise StepFailed(
+            f"step {step}: {text.removeprefix('agent: ') or f'{what} failed (exit {result.returncode})'}",
+            step=step,
+            command=what,
+            argv=argv,
+            returncode=result.returncode,
+            log_tail=tail(text),
+            hint="an artifact's path is looked up inside the build container (or in its cache: folders)",
+        )
+    return json.loads(result.stdout or "{}")
 
 
 # -- compile steps ---------------------------------------------------------------------
 
 
+# apt's lists and downloaded packages live on the host between builds (like ccache): a
+# runtime step on a new base then fetches only what changed. They are mounts, so never in
+# a layer; the sandbox user cannot write a host folder, so apt downloads as root.
+APT_LISTS = "/var/lib/apt/lists"
+APT_ARCHIVES = "/var/cache/apt/archives"
+_APT_OPTS = "-o APT::Sandbox::User=root -o APT::Keep-Downloaded-Packages=true -o DPkg::Lock::Timeout=300"
+
+
+def package_cache(cache: Cache) -> list[Volume]:
+    """The host folders that keep apt's lists and packages between builds."""
+    return [
+        Volume(cache.path("step-caches", "_apt", "lists"), APT_LISTS, readonly=False),
+        Volume(cache.path("step-caches", "_apt", "archives"), APT_ARCHIVES, readonly=False),
+    ]
+
+
 def apt_install(packages: Sequence[str]) -> str:
     """A shell command installing ``packages`` with the base's package manager (apt-get on
-    Debian/Ubuntu, dnf/microdnf/yum on RHEL-likes such as manylinux, apk on Alpine), its
-    indexes and caches cleaned so they stay out of the layer."""
+    Debian/Ubuntu with the host-kept caches of :func:`package_cache`, dnf/microdnf/yum on
+    RHEL-likes such as manylinux, apk on Alpine), leaving no index or cache in the layer."""
     names = " ".join(shlex.quote(p) for p in packages)
     return (
-        "if command -v apt-get >/dev/null; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive "
-        f"apt-get install -y -qq --no-install-recommends {names} && apt-get clean && rm -rf /var/lib/apt/lists/*; "
+        f"if command -v apt-get >/dev/null; then apt-get {_APT_OPTS} update -qq && DEBIAN_FRONTEND=noninteractive "
+        f"apt-get {_APT_OPTS} install -y -qq --no-install-recommends {names}; "
         f"elif command -v dnf >/dev/null; then dnf install -y -q {names} && dnf clean all; "
         f"elif command -v microdnf >/dev/null; then microdnf install -y {names} && microdnf clean all; "
         f"elif command -v yum >/dev/null; then yum install -y -q {names} && yum clean all; "
@@ -344,6 +396,7 @@ def run_compile_step(
     commands: list[tuple[str, str]] = []
     if step.packages:
         commands.append((f"apt-get install {' '.join(step.packages)}", apt_install(step.packages)))
+        caches += package_cache(ws.cache)
     commands += [(c, c) for c in step.run]
     started = time.monotonic()
     with _container(ws, base, step.name) as cid, _secret_files(ws, step.secrets, step.name) as (svol, values, pre):
@@ -351,16 +404,15 @@ def run_compile_step(
             volumes = [*src_volumes, *input_volumes, *caches, *ca_volumes, *svol]
             _run_commands(ws, cid, step=step.name, commands=commands, env=env, volumes=volumes,
                           workdir=step.workdir, redact=values, prelude=pre, log_path=log_path)  # fmt: skip
-        results: dict[str, LayerBlob] = {}
-        for name, art in sorted(step.artifacts.items()):
-            args = ["export", "--path", art.path, "--to", art.to, "--epoch", str(ws.epoch)]
-            if art.mode is not None:
-                args += ["--mode", format(art.mode, "o")]
-            if art.owner:
-                args += ["--owner", art.owner]
-            for pat in art.exclude:
-                args += ["--exclude", pat]
-            results[name] = _export(ws, cid, args, what=f"artifact {name} ({art.path})", step=step.name)
+        mounts = [(v.container, str(v.host)) for v in caches if v.container not in (APT_LISTS, APT_ARCHIVES)]
+        artifacts = [
+            {"name": name, "path": art.path, "to": art.to, "mode": art.mode, "owner": art.owner,
+             "exclude": list(art.exclude), "mounts": mounts}
+            for name, art in sorted(step.artifacts.items())
+        ]  # fmt: skip
+        job = {"cache": str(ws.cache.root), "epoch": ws.epoch, "compression": ws.compression, "artifacts": artifacts}
+        answer = _agent_job(ws, cid, "export", job, step=step.name, what="exporting the artifacts")
+        results = {name: LayerBlob.from_json(data) for name, data in answer.items()}
     log.info("step %s built in %.1f s", step.name, time.monotonic() - started)
     return results
 
@@ -382,6 +434,7 @@ def run_runtime_step(
     key: str,
     user: str = "0:0",
     workdir: str | None = None,
+    packages: bool = False,
 ) -> LayerBlob:
     """Run ``commands`` on ``image`` and return the layer of what they changed."""
     log_path = step_log(ws.cache, name, key)
@@ -390,24 +443,16 @@ def run_runtime_step(
     run_env = {**ca_env, "SOURCE_DATE_EPOCH": str(ws.epoch), "DEBIAN_FRONTEND": "noninteractive", **env}
     with ws.cache.workdir("runtime-") as work:
         snap = work / "snapshot.json"
-        ex_args = [a for p in excludes for a in ("--exclude", p)]
         with _container(ws, image, name) as cid, _secret_files(ws, secrets, name) as (svol, values, pre):
-            _agent(ws, cid, ["snapshot", "--out", str(snap), *ex_args], step=name)
+            _agent_job(
+                ws, cid, "snapshot", {"out": str(snap), "exclude": excludes}, step=name, what="reading the image"
+            )
             with _mounted_artifacts(ws, mounts) as mvol:
-                volumes = [*mvol, *ca_volumes, *svol]
+                volumes = [*mvol, *ca_volumes, *svol, *(package_cache(ws.cache) if packages else [])]
                 _run_commands(ws, cid, step=name, commands=commands, env=run_env, volumes=volumes,
                               workdir=workdir, redact=values, prelude=pre, log_path=log_path, user=user)  # fmt: skip
                 points = [v.container for v in volumes]
-            mp_args = [a for p in points for a in ("--mountpoint", p)]
-            diff_args = ["diff", "--snapshot", str(snap), "--epoch", str(ws.epoch), *ex_args, *mp_args]
-            return _export(ws, cid, diff_args, what="changes", step=name)
-
-
-def _agent(ws: Workspace, cid: str, args: Sequence[str], *, step: str) -> None:
-    argv, cleanup = ws.buildah.agent_argv(cid, args, python=sys.executable)
-    try:
-        ws.buildah.runner.run(argv)
-    except ToolError as e:
-        raise StepFailed(f"step {step}: reading the container failed: {e}", step=step, command=" ".join(args)) from e
-    finally:
-        cleanup()
+            job = {"cache": str(ws.cache.root), "epoch": ws.epoch, "compression": ws.compression,
+                   "snapshot": str(snap), "exclude": excludes, "mountpoints": points}  # fmt: skip
+            answer = _agent_job(ws, cid, "diff", job, step=name, what="reading the changes")
+            return LayerBlob.from_json(answer["changes"])

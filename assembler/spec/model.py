@@ -25,7 +25,13 @@ def _scalar_to_str(value: Any) -> Any:
 
 
 def _one_or_many(value: Any) -> Any:
-    return [value] if isinstance(value, str) else value
+    # Empty items are dropped: a param set to "" (a choice that needs no extra source,
+    # package or command) leaves no item behind.
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, list):
+        return [v for v in value if v != ""]
+    return value
 
 
 Scalar = Annotated[str, BeforeValidator(_scalar_to_str, json_schema_input_type=str | int | float | bool)]

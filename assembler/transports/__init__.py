@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from assembler.archive.compress import Compression
 from assembler.cache import Cache
@@ -22,7 +21,7 @@ from assembler.oci.image import Image
 from assembler.oci.reference import ImageName, Ref
 from assembler.proc import Runner
 from assembler.transports import archive, layout, rootfs
-from assembler.transports.common import BlobReader, SourceImage
+from assembler.transports.common import BlobReader, RegistryOptions, SourceImage
 
 
 @dataclass(frozen=True)
@@ -35,7 +34,7 @@ class Context:
     epoch: int
     compression: Compression = "zstd"
     base_dir: Path = field(default_factory=Path.cwd)
-    registry: Any = None  # remote.RegistryOptions (typed loosely: remote is imported lazily)
+    registry: RegistryOptions | None = None
     progress: Callable[[int], None] | None = None
 
 
@@ -44,10 +43,8 @@ def _path(ctx: Context, path: str) -> Path:
     return p if p.is_absolute() else ctx.base_dir / p
 
 
-def registry_options(ctx: Context) -> Any:
-    from assembler.transports import remote
-
-    return ctx.registry if ctx.registry is not None else remote.RegistryOptions()
+def registry_options(ctx: Context) -> RegistryOptions:
+    return ctx.registry if ctx.registry is not None else RegistryOptions()
 
 
 def open_source(ref: Ref, ctx: Context) -> SourceImage:

@@ -14,6 +14,21 @@ from assembler.oci.image import Image, Index
 ProgressFn = Callable[[int], None]
 
 
+@dataclass(frozen=True)
+class RegistryOptions:
+    """How to talk to a registry (the CLI's ``--tls-verify``, ``--authfile``, retry flags)."""
+
+    tls_verify: bool = True  # False: plain HTTP (for loopback registries), like skopeo --tls-verify=false
+    auth_file: Path | None = None  # explicit auth file; else the lookup order of remote_auth
+    retries: int = 5  # bounded attempts per request (or per blob upload)
+    backoff: float = 0.5  # first wait (s), doubled each try, capped at max_backoff
+    max_backoff: float = 8.0
+    max_retry_after: float = 60.0  # cap on a server's Retry-After
+    timeout: float = 60.0  # per request, connect and read
+    chunk_size: int = 32 << 20  # PATCH chunk size for big blobs (memory bound)
+    monolithic_max: int = 32 << 20  # blobs up to this size: one streamed PUT
+
+
 class BlobReader(Protocol):
     """Opens blobs by digest. ``blob_file`` gives a path when the blob is a plain file
     (so it can be hard-linked instead of copied), else None."""

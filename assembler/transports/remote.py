@@ -34,10 +34,10 @@ from assembler.oci.descriptor import Descriptor, Platform
 from assembler.oci.digest import canonical_json, digest_hex, is_digest, sha256_digest
 from assembler.oci.image import Image, Index, parse_manifest_or_index
 from assembler.oci.reference import ImageName
-from assembler.transports.common import BlobReader, SourceImage, pick_manifest
+from assembler.transports.common import BlobReader, RegistryOptions, SourceImage, pick_manifest
 from assembler.transports.remote_auth import pull_scope, push_scope, scopes_of
 from assembler.transports.remote_blobs import fetch_small, open_verified
-from assembler.transports.remote_http import HttpClient, RegistryOptions, TransferStats
+from assembler.transports.remote_http import HttpClient, TransferStats
 from assembler.transports.remote_upload import BlobUploader
 
 __all__ = ["PushResult", "Registry", "RegistryOptions", "RemoteBlobs", "TransferStats", "push", "read"]

@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
-from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urljoin
 
@@ -30,6 +29,7 @@ import oras.utils
 import requests
 
 from assembler.errors import NotFound, RegistryError
+from assembler.transports.common import RegistryOptions
 from assembler.transports.remote_auth import (
     Challenge,
     Credentials,
@@ -46,21 +46,6 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Re-authentication (a fresh token, basic credentials) is free, but only this often per operation.
 _MAX_REAUTH = 2
 _ERROR_BODY_LIMIT = 64 << 10
-
-
-@dataclass(frozen=True)
-class RegistryOptions:
-    """How to talk to a registry (the CLI's ``--tls-verify``, ``--authfile``, retry flags)."""
-
-    tls_verify: bool = True  # False: plain HTTP (for loopback registries), like skopeo --tls-verify=false
-    auth_file: Path | None = None  # explicit auth file; else the lookup order of remote_auth
-    retries: int = 5  # bounded attempts per request (or per blob upload)
-    backoff: float = 0.5  # first wait (s), doubled each try, capped at max_backoff
-    max_backoff: float = 8.0
-    max_retry_after: float = 60.0  # cap on a server's Retry-After
-    timeout: float = 60.0  # per request, connect and read
-    chunk_size: int = 32 << 20  # PATCH chunk size for big blobs (memory bound)
-    monolithic_max: int = 32 << 20  # blobs up to this size: one streamed PUT
 
 
 @dataclass
