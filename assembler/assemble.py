@@ -439,6 +439,9 @@ class Pipeline:
         else:
             reports.append(LayerReport(0, "base", self.man.image.base, None, None, None, "will-build"))
         setup = ImageSetup(self.loaded, self.ctx)
+        # The folders and symlinks of the image so far: copy and artifact layers are fitted
+        # onto it (a plan skips this: it reads no layer).
+        view = setup.view(image) if image is not None and not self.dry else None
         self._chain = self._base_definition(self.man.image.base)
         for i, (spec, path) in enumerate(zip(self.man.image.layers, self.loaded.layer_paths, strict=True)):
             blobs, what, origin = self._layer(spec, path, image, i, setup)
@@ -448,6 +451,10 @@ class Pipeline:
                 image = None
                 continue
             for blob, item in blobs:
+                if view is not None and isinstance(spec, m.CopyLayer | m.ArtifactLayer):
+                    blob = setup.fit(blob, view)
+                if view is not None:
+                    view.apply(setup.index(blob.descriptor(), blob.diff_id))
                 if image is not None:
                     comment = getattr(spec, "comment", None) or ""
                     added = mutate.AddedLayer(blob.descriptor(), blob.diff_id, f"assemble: {item}", comment)

@@ -7,22 +7,32 @@ labels (``skopeo inspect`` shows them) and as manifest annotations, under
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Mapping, Sequence
+import shutil
+import tarfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
-from assembler.archive.layer import LayerBlob, write_layer
+from assembler.archive.compress import Compression, decompressed
+from assembler.archive.layer import LayerBlob, Member, Opener, iter_tar, write_layer
+from assembler.archive.tar import TarEntry, entry_from_tarinfo
 from assembler.archive.tree import iter_host_members
+from assembler.archive.view import LayerIndex, TreeView, anchors, fit_members
+from assembler.cache import key_of
 from assembler.oci import mediatypes as mt
 from assembler.oci import mutate
+from assembler.oci.descriptor import Descriptor
 from assembler.oci.image import Image
 from assembler.oci.reference import ImageName, Ref
 from assembler.spec import model as m
 from assembler.spec.load import Loaded
 from assembler.transports import Context
 
+log = logging.getLogger(__name__)
 NAMESPACE = "io.assemble"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 # Build env that decides which GPUs an image runs on, by the label it is reported under.
@@ -59,6 +69,15 @@ def absolute_ref(ref: Ref, base_dir: Path) -> Ref:
     return ref
 
 
+def _member_opener(tf: tarfile.TarFile, info: tarfile.TarInfo) -> Opener:
+    def opener() -> AbstractContextManager[BinaryIO]:
+        data = tf.extractfile(info)
+        assert data is not None
+        return cast(AbstractContextManager[BinaryIO], data)
+
+    return opener
+
+
 def _owner(owner: str | None) -> tuple[int, int]:
     if not owner:
         return 0, 0
@@ -67,11 +86,81 @@ def _owner(owner: str | None) -> tuple[int, int]:
 
 
 class ImageSetup:
-    """Builds the layers that need no container (``copy``)."""
+    """Builds the layers that need no container (``copy``) and fits layers onto the
+    image below (:mod:`assembler.archive.view`)."""
 
     def __init__(self, loaded: Loaded, ctx: Context) -> None:
         self.loaded = loaded
         self.ctx = ctx
+
+    # -- the image below a layer ---------------------------------------------------------
+
+    def _headers(self, desc: Descriptor) -> Iterator[TarEntry]:
+        with self.ctx.cache.open_blob(desc.digest) as raw:
+            comp = cast(Compression, mt.compression_of(desc.media_type))
+            with decompressed(raw, comp) as plain:
+                for entry, _, _ in iter_tar(plain, what=f"layer {desc.digest}"):
+                    yield entry
+
+    def index(self, desc: Descriptor, diff_id: str) -> LayerIndex:
+        """A layer's folders and symlinks (read once from its headers, then cached)."""
+        key = "treeindex-" + diff_id.split(":", 1)[1]
+        hit = self.ctx.cache.get_key(key)
+        if hit is not None:
+            try:
+                return LayerIndex.from_json(hit)
+            except (KeyError, TypeError, ValueError, IndexError):
+                pass
+        index = LayerIndex.of(self._headers(desc))
+        self.ctx.cache.put_key(key, index.to_json())
+        return index
+
+    def view(self, image: Image) -> TreeView:
+        return TreeView.of([self.index(d, i) for d, i in zip(image.layers, image.diff_ids, strict=True)])
+
+    def fit(self, blob: LayerBlob, view: TreeView) -> LayerBlob:
+        """``blob`` as it must be written onto the image ``view`` describes: through its
+        symlinks, its parents named as that image has them. Usually the same blob."""
+        key = "anchors-" + blob.digest.split(":", 1)[1]
+        hit = self.ctx.cache.get_key(key)
+        if hit is not None and isinstance(hit.get("anchors"), list):
+            found = [str(a) for a in hit["anchors"]]
+        else:
+            found = sorted(anchors(e.path for e in self._headers(blob.descriptor())))
+            self.ctx.cache.put_key(key, {"anchors": found})
+        if not view.needs_fitting(found):
+            return blob
+        fit_key = key_of({"fit": blob.digest, "view": view.relevant(found), "epoch": self.ctx.epoch,
+                          "compression": self.ctx.compression})  # fmt: skip
+        cached = self.ctx.cache.get_key(fit_key)
+        if cached is not None:
+            try:
+                fitted = LayerBlob.from_json(cached)
+                if self.ctx.cache.has_blob(fitted.digest, fitted.size):
+                    return fitted
+            except (KeyError, TypeError, ValueError):
+                pass
+        log.info("layer %s lands under a symlink or a non-default folder: rewriting it", blob.digest)
+        with self.ctx.cache.workdir("fit-") as work:
+            plain = work / "layer.tar"
+            with (
+                self.ctx.cache.open_blob(blob.digest) as raw,
+                decompressed(raw, blob.compression) as data,
+                open(plain, "wb") as out,
+            ):
+                shutil.copyfileobj(data, out, 1 << 20)
+            with tarfile.open(plain, mode="r:") as tf:
+                members: list[Member] = []
+                for info in tf.getmembers():
+                    entry = entry_from_tarinfo(info, what=f"layer {blob.digest}")
+                    if entry is None or not entry.path:
+                        continue
+                    members.append((entry, _member_opener(tf, info) if entry.kind == "file" else None))
+                with self.ctx.cache.blob_writer() as w:
+                    fitted = write_layer(fit_members(members, view), w, compression=self.ctx.compression,
+                                         epoch=self.ctx.epoch)  # fmt: skip
+        self.ctx.cache.put_key(fit_key, fitted.to_json())
+        return fitted
 
     def copy_layer(self, spec: m.CopySpec, path: tuple[str | int, ...]) -> LayerBlob:
         """A layer of host files; a ManifestError (file:line) when they cannot be read."""

@@ -50,6 +50,8 @@ from assembler.transports import apptainer, layout, rootfs, sif
 from assembler.transports.common import SourceImage
 from assembler.transports.sif import read_sif_header, write_sif
 from assembler.transports.sif_format import DATA_DEFFILE, DATA_GENERIC_JSON, DATA_LABELS, read_object
+from tests.helpers import Buildah as ToolBuildah
+from tests.helpers import run_cli
 
 EPOCH = 1700000000
 PLATFORM = Platform("linux", "amd64")
@@ -864,3 +866,30 @@ def test_big_layer_streams_in_flat_memory_and_no_temp_space(tmp_path: Path) -> N
     # Polled, so other work on the machine adds noise: only a second copy (2 GiB) must fail.
     assert extra < 1.5 * 2**30, f"{extra / 2**20:.0f} MiB of temp space used"
     assert "INSERT_RANGE" not in proc.stderr  # the in-place insert worked (no fallback warning)
+
+
+def test_a_layer_under_a_symlinked_parent_goes_through_the_link(debian_rootfs: Path, tmp_path: Path) -> None:
+    """Merged-/usr: /lib is a symlink to usr/lib. A copy to /lib/x86_64-linux-gnu/f must
+    land in /usr/lib/... and leave /lib a symlink, for the SIF, umoci and buildah alike."""
+    (tmp_path / "f.txt").write_text("through the link\n")
+    (tmp_path / "m.yaml").write_text(
+        f"name: links\ncompression: gzip\nbases: {{runtime: 'rootfs:{debian_rootfs}'}}\n"
+        "image:\n  base: runtime\n  layers:\n    - copy: {from: ./f.txt, to: /lib/x86_64-linux-gnu/assemble-f.txt}\n"
+        "    - copy: {from: ./f.txt, to: /tmp/scratch.txt}\n"
+    )
+    ran = run_cli(["m.yaml", "--cache", str(tmp_path / "cache"), "-o", "oci:out:x", "-o", "sif:out.sif"],
+                  cwd=tmp_path)  # fmt: skip
+    assert ran.code == 0, str(ran)
+    offset = read_sif_header(tmp_path / "out.sif").primary_partition().offset
+    argv = ["unsquashfs", "-o", str(offset), "-lls", str(tmp_path / "out.sif")]
+    listing = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    assert "squashfs-root/lib -> usr/lib" in listing
+    assert "squashfs-root/usr/lib/x86_64-linux-gnu/assemble-f.txt" in listing
+    assert "squashfs-root/lib/" not in listing
+    subprocess.run(["umoci", "unpack", "--image", f"{tmp_path}/out:x", str(tmp_path / "bundle")], check=True,
+                   capture_output=True)  # fmt: skip
+    assert (tmp_path / "bundle/rootfs/usr/lib/x86_64-linux-gnu/assemble-f.txt").read_text() == "through the link\n"
+    assert os.readlink(tmp_path / "bundle/rootfs/lib") == "usr/lib"
+    command = ["/bin/sh", "-c", "cat /lib/x86_64-linux-gnu/assemble-f.txt; stat -c %a /tmp"]
+    out = ToolBuildah(tmp_path / "b").run_image(f"oci:{tmp_path}/out:x", command)
+    assert out == "through the link\n1777\n"  # overlay storage: the image runs, /tmp keeps its mode

@@ -1,0 +1,206 @@
+"""Where a new layer lands: the folders and symlinks of the image below it.
+
+Runtimes on overlay storage (buildah, podman, docker) extract each layer into a folder
+of its own. A parent folder a layer does not name is created there as root 0755, and
+in the merged view that folder *replaces* a symlink of the image below (merged-/usr
+``/lib -> usr/lib``: the image no longer starts) and *masks* the owner and mode of a
+folder below (``/tmp`` loses its sticky bit, ``/home/app`` its owner). So a layer must
+write through the symlinks of the image below and name its parents as that image has
+them, as BuildKit's COPY does. :func:`fit_members` does that to a layer's entries.
+
+Only folders and symlinks are recorded (from layer headers), never file data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from assembler.archive.layer import Member
+from assembler.archive.tar import TarEntry
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+_MAX_HOPS = 40
+PLAIN_DIR = (0o755, 0, 0)  # what an extractor makes of a parent a layer does not name
+
+DirMeta = tuple[int, int, int, int]  # mode, uid, gid, mtime
+
+
+def ancestors(path: str) -> list[str]:
+    """``a``, ``a/b`` for ``a/b/c``."""
+    parts = path.split("/")[:-1]
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+@dataclass
+class LayerIndex:
+    """One layer's folders, symlinks, whiteouts and opaque markers (paths, no data)."""
+
+    dirs: dict[str, DirMeta] = field(default_factory=dict)
+    links: dict[str, str] = field(default_factory=dict)
+    others: set[str] = field(default_factory=set)  # non-folders that replace a lower folder or link
+    whiteouts: list[str] = field(default_factory=list)
+    opaques: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, entries: Iterable[TarEntry]) -> LayerIndex:
+        index = cls()
+        files: set[str] = set()
+        for entry in entries:
+            path = entry.path
+            if not path:
+                continue
+            parent, _, base = path.rpartition("/")
+            if base.startswith(WHITEOUT_PREFIX):
+                if base == OPAQUE_MARKER:
+                    index.opaques.append(parent)
+                elif not base.startswith(WHITEOUT_PREFIX + WHITEOUT_PREFIX):
+                    index.whiteouts.append(f"{parent}/{base[len(WHITEOUT_PREFIX) :]}" if parent else base[4:])
+            elif entry.kind == "dir":
+                index.dirs[path] = (entry.mode & 0o7777, entry.uid, entry.gid, entry.mtime)
+            elif entry.kind == "symlink":
+                index.links[path] = entry.linkname
+            else:
+                files.add(path)
+        # Only files at a path that could have been a folder or link matter to the view:
+        # those with nothing below them in this layer (a file's name is rarely a parent).
+        index.others = {p for p in files if "/" not in p or p.rsplit("/", 1)[0] in index.dirs}
+        return index
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dirs": {p: list(m) for p, m in self.dirs.items()},
+            "links": self.links,
+            "others": sorted(self.others),
+            "whiteouts": self.whiteouts,
+            "opaques": self.opaques,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LayerIndex:
+        return cls(
+            dirs={str(p): (int(m[0]), int(m[1]), int(m[2]), int(m[3])) for p, m in data["dirs"].items()},
+            links={str(p): str(t) for p, t in data["links"].items()},
+            others={str(p) for p in data.get("others", [])},
+            whiteouts=[str(p) for p in data["whiteouts"]],
+            opaques=[str(p) for p in data["opaques"]],
+        )
+
+
+class TreeView:
+    """The folders and symlinks of an image (its layers' indexes applied in order)."""
+
+    def __init__(self) -> None:
+        self.dirs: dict[str, DirMeta] = {}
+        self.links: dict[str, str] = {}
+
+    @classmethod
+    def of(cls, layers: Sequence[LayerIndex]) -> TreeView:
+        view = cls()
+        for layer in layers:
+            view.apply(layer)
+        return view
+
+    def _drop(self, path: str, *, itself: bool, below: bool) -> None:
+        prefix = path + "/" if path else ""
+        for table in (self.dirs, self.links):
+            doomed = [k for k in table if (itself and k == path) or (below and k.startswith(prefix))]
+            for key in doomed:
+                del table[key]
+
+    def apply(self, layer: LayerIndex) -> None:
+        for path in layer.whiteouts:
+            self._drop(path, itself=True, below=True)
+        for path in layer.opaques:
+            self._drop(path, itself=False, below=True)
+        for path in layer.others:
+            if path in self.dirs or path in self.links:
+                self._drop(path, itself=True, below=True)
+        for path, target in layer.links.items():
+            self._drop(path, itself=True, below=True)  # a link hides what was below the path
+            self.links[path] = target
+        for path, meta in layer.dirs.items():
+            self.links.pop(path, None)
+            self.dirs[path] = meta
+
+    def resolve(self, path: str) -> str:
+        """``path`` with its parents resolved through this image's symlinks (the last
+        component is not followed: an entry *at* a link replaces it)."""
+        if not self.links or "/" not in path:
+            return path
+        parts = path.split("/")
+        last = parts.pop()
+        done: list[str] = []
+        hops = 0
+        i = 0
+        while i < len(parts):
+            candidate = "/".join([*done, parts[i]])
+            target = self.links.get(candidate)
+            if target is None:
+                done.append(parts[i])
+                i += 1
+                continue
+            hops += 1
+            if hops > _MAX_HOPS:
+                return path  # a link loop: leave the path as written
+            walked = [] if target.startswith("/") else list(done)
+            for part in target.split("/"):
+                if part in ("", "."):
+                    continue
+                if part == "..":
+                    if walked:
+                        walked.pop()  # never above the root
+                else:
+                    walked.append(part)
+            parts = walked + parts[i + 1 :]
+            done = []
+            i = 0
+        return "/".join([*done, last])
+
+    def needs_fitting(self, anchors: Iterable[str]) -> bool:
+        """Whether a layer whose implicit parents are ``anchors`` lands wrongly as written:
+        a symlink on the way, or a folder that is not root-owned 0755."""
+        for anchor in anchors:
+            for path in [*ancestors(anchor), anchor]:
+                if path in self.links:
+                    return True
+                meta = self.dirs.get(path)
+                if meta is not None and meta[:3] != PLAIN_DIR:
+                    return True
+        return False
+
+    def relevant(self, anchors: Iterable[str]) -> dict[str, Any]:
+        """The part of the view a layer with these anchors depends on (for a cache key)."""
+        out: dict[str, Any] = {}
+        for anchor in anchors:
+            for path in [*ancestors(anchor), anchor]:
+                if path in self.links:
+                    out[path] = self.links[path]
+                elif path in self.dirs:
+                    out[path] = list(self.dirs[path][:3])
+        return out
+
+
+def anchors(paths: Iterable[str]) -> set[str]:
+    """The parent folders a layer's entries need but the layer does not name."""
+    named = set(paths)
+    return {a for p in named for a in ancestors(p) if a not in named}
+
+
+def fit_members(members: Sequence[Member], view: TreeView) -> list[Member]:
+    """The members written through ``view``'s symlinks, with every implicit parent named
+    as ``view`` has it (an existing folder keeps its owner and mode)."""
+    out: dict[str, Member] = {}
+    for entry, opener in members:
+        path = view.resolve(entry.path)
+        linkname = view.resolve(entry.linkname) if entry.kind == "hardlink" else entry.linkname
+        out[path] = (replace(entry, path=path, linkname=linkname), opener)
+    for anchor in anchors(out):
+        if anchor in out:
+            continue
+        meta = view.dirs.get(anchor)
+        mode, uid, gid, mtime = meta if meta is not None else (*PLAIN_DIR, 0)
+        out[anchor] = (TarEntry(path=anchor, kind="dir", mode=mode, uid=uid, gid=gid, mtime=mtime), None)
+    return list(out.values())

@@ -1,0 +1,68 @@
+"""Fitting a layer onto the image below: through its symlinks, parents as it has them."""
+
+from __future__ import annotations
+
+from assembler.archive.tar import TarEntry
+from assembler.archive.view import LayerIndex, TreeView, anchors, fit_members
+
+
+def d(path: str, mode: int = 0o755, uid: int = 0) -> TarEntry:
+    return TarEntry(path=path, kind="dir", mode=mode, uid=uid, gid=uid)
+
+
+def link(path: str, target: str) -> TarEntry:
+    return TarEntry(path=path, kind="symlink", linkname=target)
+
+
+def f(path: str) -> TarEntry:
+    return TarEntry(path=path, kind="file", size=0)
+
+
+def base() -> TreeView:
+    return TreeView.of([
+        LayerIndex.of([d("usr"), d("usr/lib"), link("lib", "usr/lib"), d("tmp", 0o1777), d("home"),
+                       d("home/app", 0o750, 1000), d("usr/local"), link("usr/local/cuda", "/usr/local/cuda-12.4"),
+                       d("usr/local/cuda-12.4"), d("opt"), link("a", "b"), link("b", "a")]),
+    ])  # fmt: skip
+
+
+def test_resolve_follows_parents_only() -> None:
+    view = base()
+    assert view.resolve("lib/x86_64-linux-gnu/libfoo.so") == "usr/lib/x86_64-linux-gnu/libfoo.so"
+    assert view.resolve("usr/local/cuda/lib64/libcudart.so") == "usr/local/cuda-12.4/lib64/libcudart.so"
+    assert view.resolve("lib") == "lib"  # an entry at a link replaces it
+    assert view.resolve("a/x") == "a/x"  # a loop is left as written
+    assert view.resolve("opt/app/bin") == "opt/app/bin"
+
+
+def test_which_layers_need_fitting() -> None:
+    view = base()
+    assert not view.needs_fitting(anchors(["opt/app/bin/x", "usr/local/bin/y"]))  # plain root folders: as written
+    assert view.needs_fitting(anchors(["lib/x86_64-linux-gnu/libfoo.so"]))  # a symlink on the way
+    assert view.needs_fitting(anchors(["tmp/x"]))  # /tmp would lose its sticky bit
+    assert view.needs_fitting(anchors(["home/app/.cache/x"]))  # /home/app would become root's
+
+
+def test_fit_members_goes_through_links_and_keeps_parent_metadata() -> None:
+    members = [(f("lib/x86_64-linux-gnu/libfoo.so"), None), (f("tmp/scratch"), None), (f("home/app/.cache/x"), None),
+               (TarEntry("lib/x86_64-linux-gnu/libfoo.so.1", "hardlink", linkname="lib/x86_64-linux-gnu/libfoo.so"),
+                None)]  # fmt: skip
+    out = {e.path: e for e, _ in fit_members(members, base())}
+    assert "lib" not in out and "usr/lib/x86_64-linux-gnu/libfoo.so" in out
+    assert out["usr/lib/x86_64-linux-gnu/libfoo.so.1"].linkname == "usr/lib/x86_64-linux-gnu/libfoo.so"
+    assert (out["usr/lib"].mode, out["usr"].mode) == (0o755, 0o755)
+    assert out["tmp"].mode == 0o1777
+    assert (out["home/app"].mode, out["home/app"].uid) == (0o750, 1000)
+    assert out["home/app/.cache"].mode == 0o755 and out["home/app/.cache"].uid == 0  # new: as an extractor makes it
+
+
+def test_later_layers_change_the_view() -> None:
+    view = base()
+    view.apply(LayerIndex.of([TarEntry(".wh.lib", "file"), d("opt", 0o700)]))
+    assert view.resolve("lib/x") == "lib/x"
+    assert view.needs_fitting(anchors(["opt/x"]))
+    view.apply(LayerIndex.of([d("usr/local/.wh..wh..opq")]))
+    index = LayerIndex.of([f("usr/local/cuda"), TarEntry("usr/local/.wh..wh..opq", "file")])
+    view.apply(index)
+    assert view.resolve("usr/local/cuda/x") == "usr/local/cuda/x"
+    assert LayerIndex.from_json(index.to_json()) == index
