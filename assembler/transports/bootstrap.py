@@ -157,6 +157,9 @@ def read(
     if dry:
         return None
     with cache.workdir("bootstrap-") as work:
+        # Unprivileged, mmdebstrap works as the user's subordinate root (/etc/subuid), which
+        # cannot enter a private folder: give its temp folder /tmp's mode.
+        os.chmod(work, 0o1777)
         out = work / "rootfs.tar"
         argv = mmdebstrap_argv(spec, arch=arch, mirror=mirror, output=out)
         log.info("bootstrapping %s (%s) with mmdebstrap from %s", spec.suite, spec.variant, mirror)
