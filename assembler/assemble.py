@@ -27,8 +27,6 @@ from assembler.compile.steps import (
     Mounted,
     Workspace,
     apt_install,
-    blob_from_json,
-    blob_json,
     compile_key,
     run_compile_step,
     run_runtime_step,
@@ -214,11 +212,13 @@ class Pipeline:
     def ws(self) -> Workspace:
         if self._ws is None:
             buildah = Buildah(self.runner, storage=self.cache.root / "buildah", driver=self.options.storage_driver)
+            # Steps always store zstd layers (fast, small); an image that wants gzip gets
+            # them converted when it is assembled, so --compression reruns no step.
             self._ws = Workspace(
                 buildah=buildah,
                 cache=self.cache,
                 epoch=self.ctx.epoch,
-                compression=self.ctx.compression,
+                compression="zstd",
                 host_ca=self.options.host_ca,
                 on_line=None,
             )
@@ -327,7 +327,6 @@ class Pipeline:
             inputs={r: b.diff_id for r, b in inputs.items() if b is not None},
             tool=self.tool,
             epoch=self.ctx.epoch,
-            compression=self.ctx.compression,
             host_ca=self.options.host_ca,
         )
         cached = self._cached_artifacts(key, step)
@@ -350,7 +349,7 @@ class Pipeline:
         results = run_compile_step(
             step, base=base.image, sources={n: s for n, s in sources.items() if s}, inputs=mounted, ws=ws, key=key
         )
-        self.cache.put_key(key, {"step": step.name, "artifacts": {n: blob_json(b) for n, b in results.items()}})
+        self.cache.put_key(key, {"step": step.name, "artifacts": {n: b.to_json() for n, b in results.items()}})
         seconds = time.monotonic() - started
         self._report_compile(step, "built", key, seconds=seconds)
         self.report(Event("step", {"name": step.name, "state": "built", "seconds": seconds}))
@@ -404,7 +403,7 @@ class Pipeline:
         if hit is None:
             return None
         try:
-            blobs = {name: blob_from_json(data) for name, data in hit["artifacts"].items()}
+            blobs = {name: LayerBlob.from_json(data) for name, data in hit["artifacts"].items()}
         except (KeyError, TypeError, ValueError, AttributeError):
             return None
         if set(blobs) != set(step.artifacts) or not self.cache.blobs_present(
@@ -441,6 +440,8 @@ class Pipeline:
         setup = ImageSetup(self.loaded, self.ctx)
         # The folders and symlinks of the image so far: copy and artifact layers are fitted
         # onto it (a plan skips this: it reads no layer).
+        if image is not None and not self.dry:
+            image = setup.convert_image(image)
         view = setup.view(image) if image is not None and not self.dry else None
         self._chain = self._base_definition(self.man.image.base)
         for i, (spec, path) in enumerate(zip(self.man.image.layers, self.loaded.layer_paths, strict=True)):
@@ -453,6 +454,8 @@ class Pipeline:
             for blob, item in blobs:
                 if view is not None and isinstance(spec, m.CopyLayer | m.ArtifactLayer):
                     blob = setup.fit(blob, view)
+                if not self.dry:
+                    blob = setup.convert(blob)
                 if view is not None:
                     view.apply(setup.index(blob.descriptor(), blob.diff_id))
                 if image is not None:
@@ -536,13 +539,12 @@ class Pipeline:
             mounts={r: b.diff_id for r, b in mounted.items() if b is not None},
             tool=self.tool,
             epoch=self.ctx.epoch,
-            compression=self.ctx.compression,
         )
         hit = self.cache.get_key(key)
         forced = self.options.no_cache or name in self.options.rebuild
         if hit is not None and not forced:
             try:
-                blob = blob_from_json(hit["layer"])
+                blob = LayerBlob.from_json(hit["layer"])
             except (KeyError, TypeError, ValueError):
                 blob = None
             if blob is not None and self.cache.has_blob(blob.digest, blob.size):
@@ -562,7 +564,7 @@ class Pipeline:
         blob = run_runtime_step(name, commands, image=image, env=env, mounts=mounts_list, secrets=secrets,
                                 exclude=exclude, keep=keep, ws=ws, key=key, user=user, workdir=workdir,
                                 packages=packages)  # fmt: skip
-        self.cache.put_key(key, {"step": name, "layer": blob_json(blob)})
+        self.cache.put_key(key, {"step": name, "layer": blob.to_json()})
         seconds = time.monotonic() - started
         self.steps.append(StepReport(name, "runtime", "built", seconds, key,
                                      definition=self._runtime_definition(definition)))  # fmt: skip

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from assembler.archive.compress import Compression, decompressed
-from assembler.archive.layer import LayerBlob, Member, Opener, iter_tar, write_layer
+from assembler.archive.layer import LayerBlob, Member, Opener, iter_tar, recompress, write_layer
 from assembler.archive.tar import TarEntry, entry_from_tarinfo
 from assembler.archive.tree import iter_host_members
 from assembler.archive.view import LayerIndex, TreeView, anchors, fit_members
 from assembler.cache import key_of
+from assembler.errors import InvalidImage
 from assembler.oci import mediatypes as mt
 from assembler.oci import mutate
 from assembler.oci.descriptor import Descriptor
@@ -92,6 +93,39 @@ class ImageSetup:
     def __init__(self, loaded: Loaded, ctx: Context) -> None:
         self.loaded = loaded
         self.ctx = ctx
+
+    # -- compression -------------------------------------------------------------------
+
+    def convert(self, blob: LayerBlob) -> LayerBlob:
+        """``blob`` in gzip when the image wants gzip and it is zstd (old clients cannot read
+        zstd), converted once and cached; otherwise ``blob`` itself. Same diff_id."""
+        if self.ctx.compression != "gzip" or blob.compression != "zstd":
+            return blob
+        key = "gzip-of-" + blob.digest.split(":", 1)[1]
+        hit = self.ctx.cache.get_key(key)
+        if hit is not None:
+            try:
+                done = LayerBlob.from_json(hit)
+                if self.ctx.cache.has_blob(done.digest, done.size):
+                    return done
+            except (KeyError, TypeError, ValueError):
+                pass
+        with self.ctx.cache.open_blob(blob.digest) as raw, self.ctx.cache.blob_writer() as w:
+            done = recompress(raw, "zstd", w, compression="gzip")
+        if done.diff_id != blob.diff_id:
+            raise InvalidImage(f"layer {blob.digest} does not decompress to its diff_id {blob.diff_id}")
+        self.ctx.cache.put_key(key, done.to_json())
+        return done
+
+    def convert_image(self, image: Image) -> Image:
+        """``image`` with every zstd layer in gzip when the image wants gzip."""
+        layers = [self.convert(LayerBlob(d.digest, d.size, i, 0, cast(Compression, mt.compression_of(d.media_type))))
+                  for d, i in zip(image.layers, image.diff_ids, strict=True)]  # fmt: skip
+        if all(new.digest == old.digest for new, old in zip(layers, image.layers, strict=True)):
+            return image
+        converted = mutate.with_layers(image, [b.descriptor() for b in layers])
+        self.ctx.cache.put_image(converted)
+        return converted
 
     # -- the image below a layer ---------------------------------------------------------
 

@@ -179,6 +179,17 @@ def test_runtime_base_change_reruns_no_compile_step(demo: Demo) -> None:
     print(f"\nruntime base changed: {sorted(states['cached'])} cached, {sorted(states['built'])} rebuilt")
 
 
+def test_gzip_for_old_clients_reruns_no_step(demo: Demo, tmp_path: Path) -> None:
+    ran = demo.build("--compression", "gzip", "-o", f"oci:{tmp_path}/gz:latest")
+    assert {s["state"] for s in ran.json["steps"]} == {"cached"}  # steps keep zstd; layers are converted
+    manifest = manifest_of(tmp_path / "gz", "latest")
+    assert {x["mediaType"] for x in manifest["layers"]} == {"application/vnd.oci.image.layer.v1.tar+gzip"}
+    assert [x["diff_id"] for x in ran.json["layers"]] == [x["diff_id"] for x in demo.cold.json["layers"]]
+    sh(["umoci", "unpack", "--image", f"{tmp_path}/gz:latest", str(tmp_path / "bundle")])  # umoci 0.4 reads no zstd
+    assert (tmp_path / "bundle/rootfs/usr/local/bin/demo-launcher").is_file()
+    assert run_cli(["validate", f"oci:{tmp_path}/gz:latest"]).code == 0
+
+
 def test_plan_needs_no_buildah_and_says_what_would_run(demo: Demo, tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

@@ -156,7 +156,3 @@ class Buildah:
         """IDs of the working containers in this storage."""
         out = self._run("containers", "--quiet", "--notruncate")
         return [line for line in out.splitlines() if line.strip()]
-
-    def inspect_image_env(self, image_id: str) -> list[str]:
-        data = json.loads(self._run("inspect", "--type", "image", image_id))
-        return list(data.get("OCIv1", {}).get("config", {}).get("Env") or [])

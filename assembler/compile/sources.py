@@ -167,11 +167,3 @@ def resolve(name: str, spec: m.SourceSpec, *, cache: Cache, runner: Runner, base
     if isinstance(spec, m.GitSource):
         return git_source(name, spec, cache=cache, runner=runner, base_dir=base_dir)
     return url_source(name, spec, cache=cache)
-
-
-def sha256_file(path: Path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            sha.update(chunk)
-    return sha.hexdigest()

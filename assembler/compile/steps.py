@@ -108,7 +108,6 @@ def compile_key(
     inputs: Mapping[str, str],
     tool: str,
     epoch: int,
-    compression: str,
     host_ca: bool,
 ) -> str:
     """Everything that can change a compile step's artifacts (not secret values, not the name)."""
@@ -123,7 +122,6 @@ def compile_key(
             "inputs": dict(inputs),
             "tool": tool,
             "epoch": epoch,
-            "compression": compression,
             "host_ca": host_ca,
         }
     )
@@ -136,7 +134,6 @@ def runtime_key(
     mounts: Mapping[str, str],
     tool: str,
     epoch: int,
-    compression: str,
 ) -> str:
     """Everything that can change a runtime step's layer: the image below (its layers and
     the runtime config the commands see) and the step itself."""
@@ -156,17 +153,8 @@ def runtime_key(
             "mounts": dict(mounts),
             "tool": tool,
             "epoch": epoch,
-            "compression": compression,
         }
     )
-
-
-def blob_json(blob: LayerBlob) -> dict[str, object]:
-    return blob.to_json()
-
-
-def blob_from_json(data: Mapping[str, object]) -> LayerBlob:
-    return LayerBlob.from_json(data)
 
 
 # -- shared machinery ------------------------------------------------------------------
