@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from assembler.errors import CacheError, DigestMismatch, NotFound
-from assembler.oci.digest import canonical_json, digest_hex, sha256_digest
+from assembler.oci.digest import canonical_json, digest_hex, file_digest, sha256_digest
 from assembler.oci.image import Image
 
 log = logging.getLogger(__name__)
@@ -148,11 +148,7 @@ class Cache:
         (copied when on another filesystem). DigestMismatch leaves the store unchanged."""
         if self.has_blob(digest, size):
             return
-        sha = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                sha.update(chunk)
-        actual = "sha256:" + sha.hexdigest()
+        actual = file_digest(path)
         if actual != digest:
             raise DigestMismatch(f"blob file {path}", expected=digest, actual=actual)
         tmp = self.blobs / f".link-{os.getpid()}-{digest_hex(digest)[:16]}"

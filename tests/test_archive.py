@@ -14,7 +14,7 @@ import pytest
 from assembler.archive.compress import decompressed
 from assembler.archive.layer import HashingSink, order_hardlinks, recompress, sorted_members, write_layer
 from assembler.archive.tar import TarEntry, clean_path
-from assembler.archive.tree import host_members
+from assembler.archive.tree import iter_host_members
 from assembler.errors import UnsafePath
 
 # A valid VFS_CAP_REVISION_2 security.capability value: effective, CAP_NET_BIND_SERVICE.
@@ -41,7 +41,7 @@ def make_tree(root: Path, *, reverse: bool, mtime: int, umask: int) -> None:
 
 def layer_bytes(src: Path, compression: str = "none", epoch: int = 0) -> tuple[bytes, str]:
     out = io.BytesIO()
-    members = host_members(src, "/opt/app/", git_modes=True, mtime=epoch)
+    members = list(iter_host_members(src, "/opt/app/", git_modes=True, mtime=epoch))
     blob = write_layer(members, out, compression=compression, epoch=epoch)  # type: ignore[arg-type]
     return out.getvalue(), blob.diff_id
 
@@ -89,7 +89,7 @@ def test_gnu_tar_and_tarfile_read_it_back(tmp_path: Path) -> None:
 def test_digest_and_diff_id_in_one_pass(tmp_path: Path) -> None:
     make_tree(tmp_path / "src", reverse=False, mtime=0, umask=0o022)
     out = io.BytesIO()
-    blob = write_layer(host_members(tmp_path / "src", "/app/"), out, compression="zstd", epoch=0)
+    blob = write_layer(list(iter_host_members(tmp_path / "src", "/app/")), out, compression="zstd", epoch=0)
     raw = out.getvalue()
     import hashlib
 

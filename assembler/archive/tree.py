@@ -78,25 +78,6 @@ def parents(path: str) -> Iterator[str]:
         yield "/".join(parts[:i])
 
 
-def host_members(
-    src: Path,
-    dest: str,
-    *,
-    mode: int | None = None,
-    uid: int = 0,
-    gid: int = 0,
-    keep_owner: bool = False,
-    git_modes: bool = False,
-    mtime: int | None = None,
-) -> list[Member]:
-    """Members for copying host ``src`` to image path ``dest``, in layer order (a list).
-
-    See :func:`iter_host_members`.
-    """
-    return list(iter_host_members(src, dest, mode=mode, uid=uid, gid=gid, keep_owner=keep_owner,
-                                  git_modes=git_modes, mtime=mtime))  # fmt: skip
-
-
 def iter_host_members(
     src: Path,
     dest: str,

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from assembler.archive.layer import Member, write_layer
 from assembler.archive.tar import TarEntry
-from assembler.archive.tree import host_members, parents
+from assembler.archive.tree import iter_host_members, parents
 
 _GLOB_CHARS = frozenset("*?[")
 _MAX_LINKS = 40
@@ -177,7 +177,7 @@ def export_members(
 def host_members_at(
     host: str, dest: str, *, mode: int | None, uid: int, gid: int, keep_owner: bool, follow: bool
 ) -> list[Member]:
-    """host_members, but a symlink found by a glob stays a symlink (``follow=False``)."""
+    """iter_host_members, but a symlink found by a glob stays a symlink (``follow=False``)."""
     st = os.lstat(host)
     if stat.S_ISLNK(st.st_mode) and not follow:
         entry = TarEntry(
@@ -191,7 +191,7 @@ def host_members_at(
         )
         return [(entry, None)]  # no parent folders: see archive.tree
 
-    return host_members(Path(host), dest, mode=mode, uid=uid, gid=gid, keep_owner=keep_owner)
+    return list(iter_host_members(Path(host), dest, mode=mode, uid=uid, gid=gid, keep_owner=keep_owner))
 
 
 # -- snapshots and diffs ---------------------------------------------------------------

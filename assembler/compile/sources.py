@@ -21,7 +21,7 @@ from pathlib import Path
 from assembler.archive.compress import decompressed
 from assembler.archive.extract import extract
 from assembler.archive.layer import HashingSink, write_layer
-from assembler.archive.tree import host_members
+from assembler.archive.tree import iter_host_members
 from assembler.cache import Cache, key_of
 from assembler.errors import DigestMismatch, InputError, NotFound, ToolError
 from assembler.proc import Runner
@@ -55,7 +55,7 @@ def tree_digest(path: Path, exclude: tuple[str, ...] = ()) -> str:
                 return False
         return True
 
-    tree = host_members(path, "src", mode=None, git_modes=True)
+    tree = list(iter_host_members(path, "src", mode=None, git_modes=True))
     members = [(e, o) for e, o in tree if e.path == "src" or keep(e.path[4:])]
     return write_layer(members, HashingSink(None), compression="none", epoch=0).diff_id
 

@@ -26,9 +26,9 @@ from assembler.errors import InputError, InvalidImage, NotFound
 from assembler.oci import mediatypes as mt
 from assembler.oci.descriptor import Descriptor, Platform
 from assembler.oci.digest import canonical_json, digest_hex, sha256_digest
-from assembler.oci.image import Image, Index, parse_manifest_or_index
+from assembler.oci.image import Image
 from assembler.oci.reference import ImageName
-from assembler.transports.common import BlobReader, SourceImage, pick_manifest
+from assembler.transports.common import BlobReader, SourceImage, resolve_image
 
 _CHUNK = 1 << 20
 
@@ -123,26 +123,8 @@ def read_oci_archive(path: Path, tag: str = "", *, platform: Platform) -> Source
     if len(descs) != 1:
         tags = sorted({d.annotations.get(mt.ANNOTATION_REF_NAME, "?") for d in descs})
         raise InputError(f"{what}: {'no' if not descs else 'more than one'} image matches", hint=f"tags: {tags}")
-    desc, index_digest = descs[0], None
-    for _ in range(4):
-        body = _verified(blobs, desc)
-        if parse_manifest_or_index(body) == "index":
-            idx = Index(body)
-            index_digest = index_digest or idx.digest
-            chosen = pick_manifest(idx, platform, what=what)
-            desc = next(d for d in idx.manifests if d.digest == chosen)
-            continue
-        cfg = Descriptor.from_json(json.loads(body)["config"])
-        return SourceImage(Image(body, _verified(blobs, cfg)), blobs, what, index_digest)
-    raise InputError(f"{what}: indexes nested too deep")
-
-
-def _verified(blobs: TarBlobs, desc: Descriptor) -> bytes:
-    with blobs.open_blob(desc.digest) as f:
-        data = f.read()
-    if sha256_digest(data) != desc.digest:
-        raise InvalidImage(f"{blobs.what}: blob {desc.digest} does not match its digest")
-    return data
+    image, index_digest = resolve_image(blobs, descs[0], platform, what=what)
+    return SourceImage(image, blobs, what, index_digest)
 
 
 def read_docker_archive(path: Path, ref: str = "", *, platform: Platform) -> SourceImage:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from assembler.errors import NotFound
-from assembler.oci.descriptor import Platform
-from assembler.oci.image import Image, Index
+from assembler.errors import InputError, NotFound
+from assembler.oci.descriptor import Descriptor, Platform
+from assembler.oci.digest import sha256_digest
+from assembler.oci.image import Image, Index, parse_manifest_or_index
 
 ProgressFn = Callable[[int], None]
 
@@ -65,6 +67,32 @@ class DirBlobs:
         if path is None:
             raise NotFound(f"{self.what}: blob {digest} is missing")
         return open(path, "rb")
+
+
+def read_verified(blobs: BlobReader, desc: Descriptor, *, what: str) -> bytes:
+    """A small blob (manifest, index, config), checked against its digest."""
+    with blobs.open_blob(desc.digest) as f:
+        data = f.read()
+    if sha256_digest(data) != desc.digest:
+        raise InputError(f"{what}: blob {desc.digest} does not match its digest (a damaged copy)")
+    return data
+
+
+def resolve_image(blobs: BlobReader, desc: Descriptor, platform: Platform, *, what: str) -> tuple[Image, str | None]:
+    """Follow a descriptor through indexes (nested ones too) down to ``platform``'s image;
+    the image and the digest of the outermost index (None when ``desc`` is a manifest)."""
+    index_digest = None
+    for _ in range(4):
+        body = read_verified(blobs, desc, what=what)
+        if parse_manifest_or_index(body) == "index":
+            index = Index(body)
+            index_digest = index_digest or index.digest
+            chosen = pick_manifest(index, platform, what=what)
+            desc = next(d for d in index.manifests if d.digest == chosen)
+            continue
+        config = Descriptor.from_json(json.loads(body)["config"])
+        return Image(body, read_verified(blobs, config, what=what)), index_digest
+    raise InputError(f"{what}: indexes nested too deep")
 
 
 def pick_manifest(index: Index, platform: Platform, *, what: str) -> str:

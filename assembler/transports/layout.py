@@ -19,18 +19,10 @@ from assembler.errors import InputError
 from assembler.oci import mediatypes as mt
 from assembler.oci.descriptor import Descriptor, Platform
 from assembler.oci.digest import canonical_json, sha256_digest
-from assembler.oci.image import Image, Index, parse_manifest_or_index
-from assembler.transports.common import BlobReader, DirBlobs, SourceImage, pick_manifest
+from assembler.oci.image import Image
+from assembler.transports.common import BlobReader, DirBlobs, SourceImage, resolve_image
 
 _CHUNK = 1 << 20
-
-
-def _read_json_blob(blobs: DirBlobs, desc: Descriptor) -> bytes:
-    with blobs.open_blob(desc.digest) as f:
-        data = f.read()
-    if sha256_digest(data) != desc.digest:
-        raise InputError(f"{blobs.what}: blob {desc.digest} does not match its digest (corrupt layout)")
-    return data
 
 
 def read_index(path: Path) -> dict[str, Any]:
@@ -43,23 +35,6 @@ def read_index(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("manifests"), list):
         raise InputError(f"reading OCI layout {path}: index.json has no manifests list")
     return data
-
-
-def resolve_descriptor(blobs: DirBlobs, desc: Descriptor, platform: Platform, what: str) -> tuple[Image, str | None]:
-    """Follow an index (possibly nested) down to ``platform``'s image."""
-    index_digest = None
-    for _ in range(4):
-        body = _read_json_blob(blobs, desc)
-        if parse_manifest_or_index(body) == "index":
-            index = Index(body)
-            index_digest = index_digest or index.digest
-            chosen = pick_manifest(index, platform, what=what)
-            desc = next(d for d in index.manifests if d.digest == chosen)
-            continue
-        manifest = json.loads(body)
-        cfg = Descriptor.from_json(manifest["config"])
-        return Image(body, _read_json_blob(blobs, cfg)), index_digest
-    raise InputError(f"{what}: indexes nested too deep")
 
 
 def read(path: Path, tag: str = "", *, platform: Platform) -> SourceImage:
@@ -81,7 +56,7 @@ def read(path: Path, tag: str = "", *, platform: Platform) -> SourceImage:
     else:
         tags = sorted({d.annotations.get(mt.ANNOTATION_REF_NAME, "") for d in descs} - {""})
         raise InputError(f"{what}: the layout holds {len(descs)} images; name one", hint=f"tags: {', '.join(tags)}")
-    image, index_digest = resolve_descriptor(blobs, desc, platform, what)
+    image, index_digest = resolve_image(blobs, desc, platform, what=what)
     return SourceImage(image, blobs, what, index_digest)
 
 

@@ -7,7 +7,6 @@ tarball's digest.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tarfile
 from contextlib import AbstractContextManager
@@ -21,19 +20,12 @@ from assembler.cache import Cache, key_of
 from assembler.errors import InputError
 from assembler.oci import mutate
 from assembler.oci.descriptor import Platform
+from assembler.oci.digest import file_digest
 from assembler.oci.image import Image
 
 # Bump when the conversion changes its output, so old cache entries are not reused.
 FORMAT = 2
 _CHUNK = 1 << 20
-
-
-def _file_digest(path: Path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            sha.update(chunk)
-    return "sha256:" + sha.hexdigest()
 
 
 def layer_from_tar(tar_path: Path, *, cache: Cache, compression: Compression, epoch: int, what: str) -> LayerBlob:
@@ -104,7 +96,7 @@ def _key(path: Path, platform: Platform, epoch: int, compression: Compression) -
     if not path.is_file():
         raise InputError(f"{what}: file does not exist")
     try:
-        digest = _file_digest(path)
+        digest = file_digest(path)
     except OSError as e:
         raise InputError(f"{what}: cannot read ({e.strerror})") from e
     parts = {"kind": "rootfs", "format": FORMAT, "file": digest, "platform": str(platform), "epoch": epoch,

@@ -30,7 +30,6 @@ import ctypes
 import errno
 import fcntl
 import functools
-import hashlib
 import logging
 import os
 import subprocess
@@ -47,6 +46,7 @@ from assembler.archive.flatten import FlattenStats, LayerSource, flatten
 from assembler.archive.tar import TarWriter
 from assembler.errors import InputError, InvalidImage, ToolError
 from assembler.oci import mediatypes as mt
+from assembler.oci.digest import file_digest
 from assembler.proc import Runner
 from assembler.transports import apptainer
 from assembler.transports.common import SourceImage
@@ -278,14 +278,6 @@ def _squashfs(
     return stats
 
 
-def _sha256_file(path: Path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            sha.update(chunk)
-    return "sha256:" + sha.hexdigest()
-
-
 def write_sif(
     source: SourceImage,
     out: Path,
@@ -357,7 +349,7 @@ def write_sif(
                 front[obj.offset : obj.offset + obj.size] = data
             _pwrite_all(f.fileno(), bytes(front), 0)
         os.chmod(tmp, 0o755)  # a SIF file starts with a #! line: runnable, as libsif makes it
-        digest = _sha256_file(tmp)
+        digest = file_digest(tmp)
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
