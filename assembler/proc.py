@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from plumbum import local
-from plumbum.commands.processes import CommandNotFound, ProcessTimedOut
+from plumbum.commands.processes import CommandNotFound
 
 from assembler.errors import ToolError
 
@@ -98,20 +98,32 @@ class Runner:
         check: bool = True,
         timeout: float | None = None,
     ) -> Result:
-        """Run to completion, capturing text output. ToolError on a non-zero exit if ``check``."""
+        """Run to completion, capturing text output. ToolError on a non-zero exit if ``check``.
+
+        If the wait is interrupted (Ctrl-C, timeout), the program is killed: nothing keeps
+        running after the caller has given up on it.
+        """
         cmd = self._command(argv)
-        if input is not None:
-            cmd = cmd << input
         started = time.monotonic()
         try:
             with local.env(**self._env(env)), local.cwd(str(cwd) if cwd is not None else local.cwd):
-                code, out, err = cmd.run(retcode=None, timeout=timeout)
-        except ProcessTimedOut as e:
-            raise ToolError(f"{argv[0]} did not finish within {timeout} s", argv=argv) from e
+                proc = cmd.popen(stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
         except OSError as e:
             raise ToolError(f"{argv[0]} could not start: {e.strerror}", argv=argv) from e
+        try:
+            out_b, err_b = proc.communicate(input.encode() if input is not None else None, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            _stop(proc)
+            raise ToolError(f"{argv[0]} did not finish within {timeout} s", argv=argv) from e
+        except BaseException:
+            _stop(proc)
+            raise
+        code = proc.returncode
+        out = out_b.decode("utf-8", "replace")
+        err = err_b.decode("utf-8", "replace")
         log.debug("ran in %.2f s: %s", time.monotonic() - started, shlex.join(argv))
-        result = Result(tuple(argv), int(code), out or "", err or "")
+        result = Result(tuple(argv), int(code), out, err)
         if check and code != 0:
             raise ToolError(
                 f"{argv[0]} failed (exit {code}): {tail(err or out, 10) or 'no output'}",
@@ -217,6 +229,18 @@ class Runner:
             log_file.flush()
         log.debug("streamed in %.2f s (exit %d): %s", time.monotonic() - started, code, shlex.join(argv)[:300])
         return code, "\n".join(last)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate a child we stopped waiting for, and reap it (SIGKILL after 5 s)."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

@@ -288,6 +288,11 @@ def test_interrupt_removes_the_container(tmp_path: Path, demo_bases: dict[str, P
     assert proc.returncode == 130, err
     assert "interrupted" in err
     assert _buildah_containers(cache) == []
+    # Nothing keeps running or stays mounted: the cache can be deleted at once.
+    ps = sh(["ps", "-eo", "args"]).stdout
+    assert str(cache) not in ps, ps
+    assert str(cache) not in Path("/proc/self/mountinfo").read_text()
+    shutil.rmtree(cache)
 
 
 def contains(path: Path, needle: bytes) -> bool:
