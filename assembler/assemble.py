@@ -181,7 +181,8 @@ class Pipeline:
             epoch=options.epoch,
             compression=compression,  # type: ignore[arg-type]
             registry=options.registry,
-            progress=lambda n: report(Event("bytes", {"n": n})),
+            progress=lambda n: report(Event("bytes", {"n": n, "what": "compressed"})),
+            upload_progress=lambda n: report(Event("bytes", {"n": n, "what": "pushed"})),
         )
         self.bases: dict[str, Base | None] = {}
         self.sources: dict[str, srcs.Source] = {}
@@ -702,7 +703,7 @@ class _Outputs:
             assert ref.name is not None
             info = self._sif()
             pub = push_sif(info.path, info.digest, info.size, ref.name, options=registry_options(ctx),
-                           progress=ctx.progress)  # fmt: skip
+                           progress=ctx.upload_progress)  # fmt: skip
             out.append(Written(pub.ref, pub.digest, pub.uploaded_bytes))
         else:
             base_name = self.base.registry_name
@@ -712,7 +713,7 @@ class _Outputs:
                 assert ref.name is not None
                 info = self._sif()
                 pub = push_sif(info.path, info.digest, info.size, ref.name, options=registry_options(ctx),
-                               subject=self.image.descriptor, progress=ctx.progress)  # fmt: skip
+                               subject=self.image.descriptor, progress=ctx.upload_progress)  # fmt: skip
                 out.append(Written(f"{pub.ref} (referrer of {self.image.digest[:19]})", pub.digest, pub.uploaded_bytes))
         self.written += out
         return out

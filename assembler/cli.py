@@ -153,7 +153,7 @@ class Reporter:
     def __init__(self, *, verbose: int, quiet: bool) -> None:
         self.verbose = verbose
         self.quiet = quiet
-        self.bytes = 0
+        self.bytes: dict[str, int] = {}
         self._last = 0.0
         self._tty = err.is_terminal
 
@@ -161,11 +161,13 @@ class Reporter:
         f = event.fields
         kind = event.kind
         if kind == "bytes":
-            self.bytes += int(f.get("n", 0))
+            what = str(f.get("what", "processed"))
+            self.bytes[what] = self.bytes.get(what, 0) + int(f.get("n", 0))
             now = time.monotonic()
             if self._tty and not self.quiet and now - self._last > 0.2:
                 self._last = now
-                err.print(f"  … {_size(self.bytes)} processed", end="\r", markup=False)
+                counts = ", ".join(f"{_size(n)} {name}" for name, n in sorted(self.bytes.items()))
+                err.print(f"  … {counts}", end="\r", markup=False)
             return
         if self.quiet:
             return
@@ -375,7 +377,7 @@ def cmd_sif(args: argparse.Namespace) -> int:
     reporter = Reporter(verbose=args.verbose, quiet=args.json)
     epoch = resolve_epoch(args.epoch, None)
     info = write_sif(source, args.out, runner=Runner(), epoch=epoch, compressor=args.compressor,
-                     progress=lambda n: reporter(Event("bytes", {"n": n})))  # fmt: skip
+                     progress=lambda n: reporter(Event("bytes", {"n": n, "what": "converted"})))  # fmt: skip
     result: dict[str, Any] = {
         "sif": str(info.path),
         "digest": info.digest,

@@ -35,7 +35,8 @@ class Context:
     compression: Compression = "zstd"
     base_dir: Path = field(default_factory=Path.cwd)
     registry: RegistryOptions | None = None
-    progress: Callable[[int], None] | None = None
+    progress: Callable[[int], None] | None = None  # bytes compressed (layers written) or read
+    upload_progress: Callable[[int], None] | None = None  # bytes sent to a registry
 
 
 def _path(ctx: Context, path: str) -> Path:
@@ -131,7 +132,12 @@ def write_output(
 
         assert ref.name is not None
         result = remote.push(
-            image, ref.name, blobs=blobs, options=registry_options(ctx), mount_from=mount_from, progress=ctx.progress
+            image,
+            ref.name,
+            blobs=blobs,
+            options=registry_options(ctx),
+            mount_from=mount_from,
+            progress=ctx.upload_progress or ctx.progress,
         )
         s = result.stats
         return Written(str(ref), result.digest, s.uploaded_bytes, s.uploaded_blobs, s.mounted_blobs, s.skipped_blobs)
