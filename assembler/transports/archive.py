@@ -22,7 +22,7 @@ from typing import Any, BinaryIO, cast
 from assembler.archive.compress import decompressed, sniff
 from assembler.archive.layer import HashingSink
 from assembler.archive.tar import TarEntry, TarWriter, sort_key
-from assembler.errors import InputError, InvalidImage, NotFound
+from assembler.errors import InputError, InvalidImage
 from assembler.oci import mediatypes as mt
 from assembler.oci.descriptor import Descriptor, Platform
 from assembler.oci.digest import canonical_json, digest_hex, sha256_digest
@@ -113,7 +113,7 @@ def read_oci_archive(path: Path, tag: str = "", *, platform: Platform) -> Source
     blobs = TarBlobs(path, members, {}, what)
     try:
         index = json.loads(blobs.read_member("index.json"))
-    except NotFound as e:
+    except InputError as e:
         raise InputError(f"{what}: no index.json: not an oci-archive") from e
     except ValueError as e:
         raise InputError(f"{what}: index.json is not JSON") from e
@@ -134,7 +134,7 @@ def read_docker_archive(path: Path, ref: str = "", *, platform: Platform) -> Sou
     blobs = TarBlobs(path, members, {}, what)
     try:
         entries = json.loads(blobs.read_member("manifest.json"))
-    except NotFound as e:
+    except InputError as e:
         raise InputError(f"{what}: no manifest.json: not a docker-archive") from e
     if not isinstance(entries, list) or not entries:
         raise InputError(f"{what}: manifest.json lists no image")
