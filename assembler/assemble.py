@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from assembler.archive.layer import LayerBlob
+from assembler.archive.view import TreeView
 from assembler.cache import Cache, key_of
 from assembler.compile import sources as srcs
 from assembler.compile.buildah import Buildah
@@ -432,42 +433,47 @@ class Pipeline:
         base = self.base(self.man.image.base)
         reports: list[LayerReport] = []
         image: Image | None = None
+        # A plan computes nothing it would have to write: a layer it does not know yet (not
+        # built, or not yet fitted or converted) has no digest, and what it changes below is
+        # unknown too. A build knows every layer.
+        setup = ImageSetup(self.loaded, self.ctx, lookup_only=self.dry)
+        # The folders and symlinks of the image so far: copy and artifact layers are fitted onto it.
+        view: TreeView | None = None
         if base is not None:
-            image = base.image
-            for i, (desc, diff_id) in enumerate(zip(base.image.layers, base.image.diff_ids, strict=True)):
-                reports.append(LayerReport(i, "base", base.what, desc.digest, desc.size, diff_id, "base"))
+            image, shipped_base = setup.convert_image(base.image)
+            for i, (blob, diff_id) in enumerate(zip(shipped_base, base.image.diff_ids, strict=True)):
+                digest, size = (blob.digest, blob.size) if blob is not None else (None, None)
+                reports.append(LayerReport(i, "base", base.what, digest, size, diff_id, "base"))
+            view = setup.view(image)
         else:
             reports.append(LayerReport(0, "base", self.man.image.base, None, None, None, "will-build"))
-        setup = ImageSetup(self.loaded, self.ctx)
-        # The folders and symlinks of the image so far: copy and artifact layers are fitted
-        # onto it (a plan skips this: it reads no layer).
-        if image is not None and not self.dry:
-            image = setup.convert_image(image)
-        view = setup.view(image) if image is not None and not self.dry else None
         self._chain = self._base_definition(self.man.image.base)
         for i, (spec, path) in enumerate(zip(self.man.image.layers, self.loaded.layer_paths, strict=True)):
             blobs, what, origin = self._layer(spec, path, image, i, setup)
             self._chain = key_of({"below": self._chain, "layer": self._layer_definition(spec)})
             if not blobs:
                 reports.append(LayerReport(len(reports), _kind(spec), what, None, None, None, origin))
-                image = None
+                image = view = None
                 continue
             for blob, item in blobs:
-                if view is not None and isinstance(spec, m.CopyLayer | m.ArtifactLayer):
-                    blob = setup.fit(blob, view)
-                if not self.dry:
-                    blob = setup.convert(blob)
-                if view is not None:
-                    view.apply(setup.index(blob.descriptor(), blob.diff_id))
-                if image is not None:
-                    comment = getattr(spec, "comment", None) or ""
-                    added = mutate.AddedLayer(blob.descriptor(), blob.diff_id, f"assemble: {item}", comment)
-                    image = mutate.append_layers(image, [added], epoch=self.ctx.epoch)
-                reports.append(
-                    LayerReport(len(reports), _kind(spec), item, blob.digest, blob.size, blob.diff_id, origin)
-                )
-                self.report(Event("layer", {"index": len(reports) - 1, "what": item, "digest": blob.digest,
-                                            "size": blob.size, "origin": origin}))  # fmt: skip
+                placed: LayerBlob | None = blob
+                if isinstance(spec, m.CopyLayer | m.ArtifactLayer):
+                    placed = setup.fit(blob, view) if view is not None else None
+                shipped = setup.convert(placed) if placed is not None else None
+                digest, size = (shipped.digest, shipped.size) if shipped is not None else (None, None)
+                placed_id = placed.diff_id if placed is not None else None
+                reports.append(LayerReport(len(reports), _kind(spec), item, digest, size, placed_id, origin))
+                if placed is None or image is None or view is None:
+                    image = view = None
+                    continue
+                view.apply(setup.index(placed.descriptor(), placed.diff_id))
+                layer = shipped or placed  # a plan without the converted blob: the same diff_id
+                comment = getattr(spec, "comment", None) or ""
+                added = mutate.AddedLayer(layer.descriptor(), layer.diff_id, f"assemble: {item}", comment)
+                image = mutate.append_layers(image, [added], epoch=self.ctx.epoch)
+                if shipped is not None:
+                    self.report(Event("layer", {"index": len(reports) - 1, "what": item, "digest": shipped.digest,
+                                                "size": shipped.size, "origin": origin}))  # fmt: skip
         return image, base, reports
 
     def _layer(
@@ -476,9 +482,10 @@ class Pipeline:
         if isinstance(spec, m.CopyLayer):
             c = spec.copy_
             what = f"copy {c.from_} {c.to}"
-            if self.dry:
+            blob = setup.copy_layer(c, path)
+            if blob is None:
                 return [], what, "will-build"
-            return [(setup.copy_layer(c, path), what)], what, "built"
+            return [(blob, what)], what, "cached" if self.dry else "built"
         if isinstance(spec, m.ArtifactLayer):
             step_name, _, art = spec.artifact.partition(".")
             results = self.compile(self._step(step_name))

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from assembler.archive.compress import Compression, decompressed
-from assembler.archive.layer import LayerBlob, Member, Opener, iter_tar, recompress, write_layer
+from assembler.archive.layer import HashingSink, LayerBlob, Member, Opener, iter_tar, recompress, write_layer
 from assembler.archive.tar import TarEntry, entry_from_tarinfo
 from assembler.archive.tree import iter_host_members
 from assembler.archive.view import LayerIndex, TreeView, anchors, fit_members
@@ -90,26 +90,34 @@ class ImageSetup:
     """Builds the layers that need no container (``copy``) and fits layers onto the
     image below (:mod:`assembler.archive.view`)."""
 
-    def __init__(self, loaded: Loaded, ctx: Context) -> None:
+    def __init__(self, loaded: Loaded, ctx: Context, *, lookup_only: bool = False) -> None:
         self.loaded = loaded
         self.ctx = ctx
+        # A plan reads layers (their headers, cached) but writes none: a layer that would
+        # have to be written is None, "not known until built". A build never gets None.
+        self.lookup_only = lookup_only
+
+    def _cached_blob(self, key: str) -> LayerBlob | None:
+        hit = self.ctx.cache.get_key(key)
+        if hit is None:
+            return None
+        try:
+            blob = LayerBlob.from_json(hit)
+        except (KeyError, TypeError, ValueError):
+            return None
+        return blob if self.ctx.cache.has_blob(blob.digest, blob.size) else None
 
     # -- compression -------------------------------------------------------------------
 
-    def convert(self, blob: LayerBlob) -> LayerBlob:
+    def convert(self, blob: LayerBlob) -> LayerBlob | None:
         """``blob`` in gzip when the image wants gzip and it is zstd (old clients cannot read
         zstd), converted once and cached; otherwise ``blob`` itself. Same diff_id."""
         if self.ctx.compression != "gzip" or blob.compression != "zstd":
             return blob
         key = "gzip-of-" + blob.digest.split(":", 1)[1]
-        hit = self.ctx.cache.get_key(key)
-        if hit is not None:
-            try:
-                done = LayerBlob.from_json(hit)
-                if self.ctx.cache.has_blob(done.digest, done.size):
-                    return done
-            except (KeyError, TypeError, ValueError):
-                pass
+        done = self._cached_blob(key)
+        if done is not None or self.lookup_only:
+            return done
         with self.ctx.cache.open_blob(blob.digest) as raw, self.ctx.cache.blob_writer() as w:
             done = recompress(raw, "zstd", w, compression="gzip")
         if done.diff_id != blob.diff_id:
@@ -117,15 +125,18 @@ class ImageSetup:
         self.ctx.cache.put_key(key, done.to_json())
         return done
 
-    def convert_image(self, image: Image) -> Image:
-        """``image`` with every zstd layer in gzip when the image wants gzip."""
+    def convert_image(self, image: Image) -> tuple[Image, list[LayerBlob | None]]:
+        """``image`` with every zstd layer in gzip when the image wants gzip, and its layers
+        (None: a plan does not know the converted layer yet; the image keeps the original)."""
         layers = [self.convert(LayerBlob(d.digest, d.size, i, 0, cast(Compression, mt.compression_of(d.media_type))))
                   for d, i in zip(image.layers, image.diff_ids, strict=True)]  # fmt: skip
-        if all(new.digest == old.digest for new, old in zip(layers, image.layers, strict=True)):
-            return image
-        converted = mutate.with_layers(image, [b.descriptor() for b in layers])
-        self.ctx.cache.put_image(converted)
-        return converted
+        known = [b for b in layers if b is not None]
+        if len(known) < len(layers) or all(b.digest == d.digest for b, d in zip(known, image.layers, strict=True)):
+            return image, layers
+        converted = mutate.with_layers(image, [b.descriptor() for b in known])
+        if not self.lookup_only:
+            self.ctx.cache.put_image(converted)
+        return converted, layers
 
     # -- the image below a layer ---------------------------------------------------------
 
@@ -152,7 +163,7 @@ class ImageSetup:
     def view(self, image: Image) -> TreeView:
         return TreeView.of([self.index(d, i) for d, i in zip(image.layers, image.diff_ids, strict=True)])
 
-    def fit(self, blob: LayerBlob, view: TreeView) -> LayerBlob:
+    def fit(self, blob: LayerBlob, view: TreeView) -> LayerBlob | None:
         """``blob`` as it must be written onto the image ``view`` describes: through its
         symlinks, its parents named as that image has them. Usually the same blob."""
         key = "anchors-" + blob.digest.split(":", 1)[1]
@@ -166,14 +177,9 @@ class ImageSetup:
             return blob
         fit_key = key_of({"fit": blob.digest, "view": view.relevant(found), "epoch": self.ctx.epoch,
                           "compression": self.ctx.compression})  # fmt: skip
-        cached = self.ctx.cache.get_key(fit_key)
-        if cached is not None:
-            try:
-                fitted = LayerBlob.from_json(cached)
-                if self.ctx.cache.has_blob(fitted.digest, fitted.size):
-                    return fitted
-            except (KeyError, TypeError, ValueError):
-                pass
+        fitted = self._cached_blob(fit_key)
+        if fitted is not None or self.lookup_only:
+            return fitted
         log.info("layer %s lands under a symlink or a non-default folder: rewriting it", blob.digest)
         with self.ctx.cache.workdir("fit-") as work:
             plain = work / "layer.tar"
@@ -196,21 +202,33 @@ class ImageSetup:
         self.ctx.cache.put_key(fit_key, fitted.to_json())
         return fitted
 
-    def copy_layer(self, spec: m.CopySpec, path: tuple[str | int, ...]) -> LayerBlob:
-        """A layer of host files; a ManifestError (file:line) when they cannot be read."""
+    def copy_layer(self, spec: m.CopySpec, path: tuple[str | int, ...]) -> LayerBlob | None:
+        """A layer of host files; a ManifestError (file:line) when they cannot be read.
+
+        A plan hashes the files (writing nothing) and finds the layer a build made of the
+        same content; a build writes it and records it under that content."""
         src = self.loaded.folder / spec.from_
         uid, gid = _owner(spec.owner)
         try:
             members = iter_host_members(
                 src, spec.to, mode=spec.mode, uid=uid, gid=gid, git_modes=True, mtime=self.ctx.epoch
             )
+            if self.lookup_only:
+                diff_id = write_layer(members, HashingSink(None), compression="none", epoch=self.ctx.epoch,
+                                      presorted=True).diff_id  # fmt: skip
+                return self._cached_blob(self._copy_key(diff_id))
             with self.ctx.cache.blob_writer() as w:
-                return write_layer(members, w, compression=self.ctx.compression, epoch=self.ctx.epoch,
+                blob = write_layer(members, w, compression=self.ctx.compression, epoch=self.ctx.epoch,
                                    presorted=True, progress=self.ctx.progress)  # fmt: skip
         except FileNotFoundError as e:
             raise self.loaded.error((*path, "copy", "from"), f"path does not exist: {e.filename}") from None
         except PermissionError as e:
             raise self.loaded.error((*path, "copy", "from"), f"cannot read {e.filename}: permission denied") from None
+        self.ctx.cache.put_key(self._copy_key(blob.diff_id), blob.to_json())
+        return blob
+
+    def _copy_key(self, diff_id: str) -> str:
+        return "copy-" + key_of({"diff_id": diff_id, "compression": self.ctx.compression})
 
 
 def expand_env(value: str, env: Mapping[str, str], *, keep_unknown: bool = False) -> str:

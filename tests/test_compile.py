@@ -203,6 +203,7 @@ def test_plan_needs_no_buildah_and_says_what_would_run(demo: Demo, tmp_path: Pat
     assert {s["state"] for s in data["steps"]} == {"cached"}
     assert [x["what"] for x in data["layers"]][1:] == [x["what"] for x in demo.cold.json["layers"]][1:]
     assert all(x["size"] for x in data["layers"])
+    assert [x["digest"] for x in data["layers"]] == [x["digest"] for x in demo.cold.json["layers"]]
     assert data["outputs"] == [f"oci:{demo.project}/demo-out/demo:latest", "docker://127.0.0.1:5000/demo:latest"]
     kernel = demo.project / "examples/cuda-kernels/saxpy.cu"
     original = kernel.read_text()
@@ -216,6 +217,42 @@ def test_plan_needs_no_buildah_and_says_what_would_run(demo: Demo, tmp_path: Pat
                       "pyext": "cached", "launcher": "cached"}  # fmt: skip
     text = run_cli(["plan", str(demo.manifest), "--cache", str(demo.cache), *base_args(demo.bases)], env=env)
     assert text.code == 0 and "compile  kernels" in text.out, str(text)
+
+
+def test_plan_after_a_build_knows_every_layer_copies_fitted_and_gzip_included(
+    debian_rootfs: Path, tmp_path: Path
+) -> None:
+    """A plan reads the cache only, and still names the digests the build wrote: copy layers
+    (by their content), layers fitted through merged-/usr's /lib, gzip conversions; so a
+    runtime step above them shows as cached. An edited copy source unsettles what is above."""
+    (tmp_path / "f.txt").write_text("one\n")
+    (tmp_path / "m.yaml").write_text(
+        f"name: planned\ncompression: gzip\nbases: {{runtime: 'rootfs:{debian_rootfs}'}}\n"
+        "image:\n  base: runtime\n  layers:\n"
+        "    - copy: {from: ./f.txt, to: /lib/x86_64-linux-gnu/planned.txt}\n"
+        "    - run: [cat /usr/lib/x86_64-linux-gnu/planned.txt > /opt/seen.txt]\n"
+        "      name: seen\n"
+        "    - copy: {from: ./f.txt, to: /opt/again.txt}\n"
+        "outputs: ['oci:out:x']\n"
+    )
+    cache = ["--cache", str(tmp_path / "cache")]
+    built = run_cli(["m.yaml", *cache, "--json"], cwd=tmp_path)
+    assert built.code == 0, str(built)
+    manifest = manifest_of(tmp_path / "out", "x")
+    assert {x["mediaType"] for x in manifest["layers"]} == {"application/vnd.oci.image.layer.v1.tar+gzip"}
+    assert [x["digest"] for x in built.json["layers"]] == [x["digest"] for x in manifest["layers"]]
+    planned = run_cli(["plan", "m.yaml", *cache, "--json"], cwd=tmp_path)
+    assert planned.code == 0, str(planned)
+    assert [x["digest"] for x in planned.json["layers"]] == [x["digest"] for x in manifest["layers"]]
+    assert [x["origin"] for x in planned.json["layers"]][-3:] == ["cached", "cached", "cached"]
+    assert [s["state"] for s in planned.json["steps"]] == ["cached"]
+    (tmp_path / "f.txt").write_text("two\n")
+    blobs = sorted((tmp_path / "cache/blobs/sha256").iterdir())
+    edited = run_cli(["plan", "m.yaml", *cache, "--json"], cwd=tmp_path)
+    assert edited.code == 0, str(edited)
+    assert [x["digest"] for x in edited.json["layers"]][-3:] == [None, None, None]
+    assert [s["state"] for s in edited.json["steps"]] == ["will-run"]
+    assert sorted((tmp_path / "cache/blobs/sha256").iterdir()) == blobs  # a plan writes no layer
 
 
 def _buildah_containers(cache: Path) -> list[str]:
