@@ -439,7 +439,7 @@ CONFIGS: dict[tuple[str, str | None], dict[str, Any]] = {
     },
     ("dynamo", "sglang"): {
         **DYNAMO,
-        "Env": {**DYNAMO_ENV, "PATH": "/usr/local/bin/etcd:${PATH}", "SGLANG_VERSION": "v0.5.7",
+        "Env": {**DYNAMO_ENV, "PATH": "/usr/local/bin/etcd:${PATH}", "SGLANG_VERSION": "v0.5.6.post2",
                 "SGLANG_FORCE_SHUTDOWN": "1"},
     },
     ("dynamo", "trtllm"): {
