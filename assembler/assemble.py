@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,7 @@ from assembler.oci.image import Image
 from assembler.oci.reference import ImageName, Ref, parse_ref
 from assembler.proc import Runner
 from assembler.spec import model as m
+from assembler.spec import sourcefacts
 from assembler.spec.load import Loaded
 from assembler.transports import Context, Written, import_image, open_source, registry_options, write_output
 from assembler.transports import bootstrap as boot
@@ -322,15 +324,16 @@ class Pipeline:
             self._pending.add(step.name)
             self._report_compile(step, "will-run", None, reason)
             return None
-        key = compile_key(
+        key_for = partial(
+            compile_key,
             step,
             base=base.image.digest,
-            sources={n: s.digest for n, s in sources.items() if s is not None},
             inputs={r: b.diff_id for r, b in inputs.items() if b is not None},
             tool=self.tool,
             epoch=self.ctx.epoch,
             host_ca=self.options.host_ca,
         )
+        key = key_for(sources={n: s.digest for n, s in sources.items() if s is not None})
         cached = self._cached_artifacts(key, step)
         forced = self.options.no_cache or step.name in self.options.rebuild
         if cached is not None and not forced:
@@ -348,9 +351,11 @@ class Pipeline:
         mounted = [Mounted(ref, blob, self._artifact_spec(ref).to) for ref, blob in inputs.items() if blob is not None]
         ws = self.ws
         ws.on_line = lambda line: self.report(Event("log", {"step": step.name, "line": line}))
-        results = run_compile_step(
-            step, base=base.image, sources={n: s for n, s in sources.items() if s}, inputs=mounted, ws=ws, key=key
-        )
+        # What the step keeps between builds (build trees, working copies) is shared by the
+        # builds of one definition whatever the sources: a source edit builds incrementally.
+        tree_key = key_for(sources={n: "" for n in sources})
+        results = run_compile_step(step, base=base.image, sources={n: s for n, s in sources.items() if s},
+                                   inputs=mounted, ws=ws, key=key, tree_key=tree_key)  # fmt: skip
         self.cache.put_key(key, {"step": step.name, "artifacts": {n: b.to_json() for n, b in results.items()}})
         seconds = time.monotonic() - started
         self._report_compile(step, "built", key, seconds=seconds)
@@ -586,14 +591,41 @@ class Pipeline:
         man = self.man
         gpu = gpu_metadata(self.loaded, self.needed_steps())
         env = image.container_config.get("Env") or []
-        changes = config_changes(man.image.config, env, labels=gpu, keep_unknown=base is None)
+        facts = self.source_facts()
+        config = man.image.config.model_copy(update={"labels": sourcefacts.expand_all(man.image.config.labels, facts)})
+        changes = config_changes(config, env, labels=gpu, keep_unknown=base is None)
         image = mutate.set_config(image, changes, epoch=self.ctx.epoch)
         defaults = (
             default_annotations(base.image, base.registry_name, man.name, self.ctx.epoch)
             if base is not None
             else {mt.ANNOTATION_CREATED: mutate.timestamp(self.ctx.epoch), mt.ANNOTATION_TITLE: man.name}
         )
-        return mutate.set_annotations(image, {**defaults, **gpu, **man.annotations})
+        return mutate.set_annotations(image, {**defaults, **gpu, **sourcefacts.expand_all(man.annotations, facts)})
+
+    def source_facts(self) -> dict[str, dict[str, str]]:
+        """revision, version and url of each source labels or annotations name (in a plan,
+        of those known without fetching)."""
+        man = self.man
+        names = {
+            name
+            for value in (*man.image.config.labels.values(), *man.annotations.values())
+            for name, _ in sourcefacts.references(value)
+        }
+        facts = {}
+        for name in sorted(names):
+            src = self.source(name)
+            spec = man.sources[name]
+            if src is None:
+                if isinstance(spec, m.GitSource):  # a plan, not fetched yet: the commit is not known
+                    facts[name] = {"version": spec.ref, "url": spec.git}
+                continue
+            if isinstance(spec, m.GitSource):
+                commit = src.digest.removeprefix("git:").partition("+")[0]
+                facts[name] = {"revision": commit, "version": spec.ref, "url": spec.git}
+            else:
+                url = spec.url if isinstance(spec, m.UrlSource) else ""
+                facts[name] = {"revision": src.digest, "version": "", "url": url}
+        return facts
 
 
 def _resolved_key(ref: Ref, platform: Platform) -> str:

@@ -107,7 +107,7 @@ def test_cpu_server_image_is_upstreams(built: Built) -> None:
     assert layout_digest(layout, "server") == built.server.json["digest"]
     assert run_cli(["validate", f"oci:{layout}:server"]).code == 0
     assert [x["what"] for x in built.server.json["layers"][1:]] == [
-        "packages libgomp1 curl", "artifact llama.libs", "artifact llama.server"]  # fmt: skip
+        "packages libgomp1 curl ca-certificates", "artifact llama.libs", "artifact llama.server"]  # fmt: skip
     cfg = config(layout, "server")
     # What cpu.Dockerfile's server stage says: ENV, WORKDIR, HEALTHCHECK, ENTRYPOINT.
     assert cfg["Healthcheck"] == {"Test": HEALTHCHECK}
@@ -121,7 +121,7 @@ def test_cpu_server_image_is_upstreams(built: Built) -> None:
     assert not {k for k in labels if k.endswith(".archs")}  # a CPU image claims no GPU architecture
     assert labels.get("io.assemble.gpu.cuda.version", "") == labels.get("io.assemble.gpu.rocm.version", "") == ""
     # The runtime step: libgomp1 and curl installed, apt's lists and caches left out of the layer.
-    apt = next(x for x in built.server.json["layers"] if x["what"] == "packages libgomp1 curl")
+    apt = next(x for x in built.server.json["layers"] if x["what"] == "packages libgomp1 curl ca-certificates")
     names = set(layer_members(layout, apt["digest"]))
     assert {"usr/bin/curl", "usr/lib/x86_64-linux-gnu/libgomp.so.1"} <= names
     assert not [n for n in names if n.startswith(("var/lib/apt/lists/", "var/cache/apt/"))]
@@ -180,7 +180,7 @@ def test_light_image_reuses_the_build_and_runs_llama_cli(built: Built, tmp_path:
     light = built.build("--target", "light", "-o", "oci:out/llama:light")
     assert {s["name"]: s["state"] for s in light.json["steps"]} == {"llama": "cached", "runtime-packages": "cached"}
     whats = [x["what"] for x in light.json["layers"]]
-    assert whats[1:] == ["packages libgomp1 curl", "artifact llama.libs", "artifact llama.cli"]
+    assert whats[1:] == ["packages libgomp1 curl ca-certificates", "artifact llama.libs", "artifact llama.cli"]
     same = {x["what"]: x["digest"] for x in built.server.json["layers"]}
     assert {x["what"]: x["digest"] for x in light.json["layers"][:3]} == {w: same[w] for w in whats[:3]}
     cfg = config(built.project / "out/llama", "light")
@@ -239,7 +239,7 @@ def test_plan_of_every_backend_and_target(backend: str, target: str, tmp_path: P
     assert next(s for s in plan["steps"] if s["name"] == "llama")["artifacts"] == ["libs", "server", "cli", "full"]
     whats = [x["what"] for x in plan["layers"]]
     assert whats[0] == "runtime"
-    assert whats[1:3] == ["packages libgomp1 curl", "artifact llama.libs"]
+    assert whats[1:3] == ["packages libgomp1 curl ca-certificates", "artifact llama.libs"]
     assert [w[: len(e)] for w, e in zip(whats[3:], TARGET_LAYERS[target], strict=True)] == TARGET_LAYERS[target]
     assert plan["outputs"] == [f"oci:{tmp_path}/out/llama.cpp:{target}{TAG[backend]}"]
     cfg = plan["config"]
@@ -252,7 +252,8 @@ def test_plan_of_every_backend_and_target(backend: str, target: str, tmp_path: P
     assert labels["io.assemble.target"] == target
     assert labels["io.assemble.build.llama"] == BUILD_LABEL[backend]
     assert {k: v for k, v in labels.items() if k.endswith(".archs")} == ARCH_LABELS[backend]
-    assert plan["annotations"]["org.opencontainers.image.revision"] == "b7046"
+    assert plan["annotations"]["org.opencontainers.image.version"] == "b7046"
+    assert plan["annotations"]["org.opencontainers.image.revision"] == "${sources.llama.cpp.revision}"  # not fetched
 
 
 @pytest.mark.parametrize("backend", ["cuda", "cpu", "rocm"])

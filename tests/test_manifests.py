@@ -353,7 +353,7 @@ def test_build_steps_say_what_upstream_builds_with() -> None:
     assert vllm.name == "wheel"
     assert vllm.env["TORCH_CUDA_ARCH_LIST"] == "7.0 7.5 8.0 8.9 9.0 10.0 12.0"
     assert (vllm.env["MAX_JOBS"], vllm.env["NVCC_THREADS"]) == ("2", "8")
-    assert "/root/.cache/ccache" in vllm.cache and vllm.env["CCACHE_DIR"] == "/root/.cache/ccache"
+    assert "/root/.cache/ccache" in vllm.shared_cache and vllm.env["CCACHE_DIR"] == "/root/.cache/ccache"
     assert "setup.py bdist_wheel" in vllm.run[-1] and "uv venv" not in vllm.run[0]
     assert "uv==0.9.5" in vllm.run[0]  # the installer goes into the venv
     rocm = load_manifest(MANIFESTS / "vllm.yaml", target="rocm").manifest.compile[1]
@@ -468,14 +468,15 @@ def test_runtime_config_matches_upstream(plan: PlanFn, manifest: str, target: st
 
 def test_annotations_name_the_upstream_source_and_revision(plan: PlanFn) -> None:
     for manifest, target, source, revision, version in [
-        ("tgi", None, "https://github.com/huggingface/text-generation-inference", "v3.3.4", "3.3.4"),
-        ("vllm", "rocm", "https://github.com/vllm-project/vllm", "ded8ada86a3962477433054debbcef1d45161850", "0.11.1"),
-        ("deepspeed", None, "https://github.com/deepspeedai/DeepSpeed", "v0.16.4", "0.16.4"),
-        ("dynamo", "trtllm", "https://github.com/ai-dynamo/dynamo", "v0.8.0", "0.8.0"),
+        ("tgi", None, "https://github.com/huggingface/text-generation-inference", "tgi", "3.3.4"),
+        ("vllm", "rocm", "https://github.com/vllm-project/vllm", "vllm", "0.11.1"),
+        ("deepspeed", None, "https://github.com/deepspeedai/DeepSpeed", "deepspeed", "0.16.4"),
+        ("dynamo", "trtllm", "https://github.com/ai-dynamo/dynamo", "dynamo", "0.8.0"),
     ]:
         notes = plan(manifest, *_args(target))["annotations"]
         assert notes["org.opencontainers.image.source"] == source
-        assert notes["org.opencontainers.image.revision"] == revision
+        # The commit built, known once the source is fetched (a plan fetches nothing).
+        assert notes["org.opencontainers.image.revision"] == f"${{sources.{revision}.revision}}"
         assert notes["org.opencontainers.image.version"] == version
         assert notes["org.opencontainers.image.title"] == manifest
 

@@ -143,6 +143,18 @@ class Buildah:
         mountpoint = self._run("mount", container).splitlines()[-1]
         return [*module, "--root", mountpoint, *agent_args], lambda: self.umount(container)
 
+    def commit(self, container: str, name: str) -> str:
+        """Store a working container as the image ``name`` (for buildah's own reuse, never a
+        layer of ours); returns the image ID."""
+        return self._run("commit", "--quiet", "--format", "oci", container, name).splitlines()[-1]
+
+    def image_id(self, name: str) -> str | None:
+        """The ID of the stored image ``name``, or None when there is none."""
+        result = self.runner.run([*self.globals, "inspect", "--type", "image", "--format", "{{.FromImageID}}", name],
+                                 check=False)  # fmt: skip
+        image_id = result.stdout.strip()
+        return image_id if result.returncode == 0 and image_id else None
+
     def umount(self, container: str) -> None:
         self.runner.run([*self.globals, "umount", container], check=False)
 

@@ -1,6 +1,7 @@
 """Sources for compile steps: host folders, git checkouts and downloaded archives.
 
-Each source ends up as a host folder mounted read-only at ``/src/NAME`` and a digest
+Each source ends up as a host folder (a step sees a writable working copy of it at
+``/src/NAME``, see :mod:`assembler.compile.worktree`) and a digest
 that goes into the step key: for a folder, the diff_id of its normalised tar (so mtimes,
 owners and creation order do not matter, content and modes do); for git, the commit;
 for a URL, its sha256.
@@ -8,6 +9,7 @@ for a URL, its sha256.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import logging
 import os
@@ -15,6 +17,7 @@ import shutil
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,25 +39,32 @@ DEFAULT_SOURCE_EXCLUDES = (".git", "__pycache__", ".mypy_cache", ".pytest_cache"
 @dataclass(frozen=True)
 class Source:
     name: str
-    path: Path  # host folder to mount at /src/NAME
+    path: Path  # host folder a step's working copy of /src/NAME is made from
     digest: str
     what: str
+    exclude: tuple[str, ...] = ()
+
+    def keep(self, rel: str) -> bool:
+        """True when ``rel`` (relative to the folder) is part of the source."""
+        return source_filter(self.exclude)(rel)
+
+
+def source_filter(exclude: tuple[str, ...] = ()) -> Callable[[str], bool]:
+    """A test of relative paths: False for what the default and given excludes leave out."""
+    patterns = [p.strip("/") for p in (*DEFAULT_SOURCE_EXCLUDES, *exclude)]
+
+    def keep(rel: str) -> bool:
+        parts = rel.split("/")
+        return not any(
+            any(fnmatch.fnmatchcase(part, p) for part in parts) or fnmatch.fnmatchcase(rel, p) for p in patterns
+        )
+
+    return keep
 
 
 def tree_digest(path: Path, exclude: tuple[str, ...] = ()) -> str:
     """The diff_id of the folder's normalised tar: content and modes, not times or owners."""
-    import fnmatch
-
-    patterns = (*DEFAULT_SOURCE_EXCLUDES, *exclude)
-
-    def keep(rel: str) -> bool:
-        parts = rel.split("/")
-        for pat in patterns:
-            p = pat.strip("/")
-            if any(fnmatch.fnmatchcase(part, p) for part in parts) or fnmatch.fnmatchcase(rel, p):
-                return False
-        return True
-
+    keep = source_filter(exclude)
     tree = list(iter_host_members(path, "src", mode=None, git_modes=True))
     members = [(e, o) for e, o in tree if e.path == "src" or keep(e.path[4:])]
     return write_layer(members, HashingSink(None), compression="none", epoch=0).diff_id
@@ -158,7 +168,8 @@ def path_source(name: str, spec: m.PathSource, *, base_dir: Path) -> Source:
     path = (base_dir / spec.path).resolve()
     if not path.is_dir():
         raise NotFound(f"source {name}: folder {path} does not exist")
-    return Source(name, path, tree_digest(path, tuple(spec.exclude)), str(path))
+    exclude = tuple(spec.exclude)
+    return Source(name, path, tree_digest(path, exclude), str(path), exclude)
 
 
 def resolve(name: str, spec: m.SourceSpec, *, cache: Cache, runner: Runner, base_dir: Path) -> Source:

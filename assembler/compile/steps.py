@@ -1,9 +1,10 @@
 """Compile steps and runtime steps, executed in buildah containers.
 
-A compile step runs in a container from its devel base, with its sources read-only at
-``/src/NAME``, earlier artifacts it needs mounted at their image paths, compile caches
-kept on the host, secrets as files read into the environment, and the host CA bundle
-mounted. Each declared artifact is then exported by the agent as its own layer.
+A compile step runs in a container from its devel base, with a writable working copy of
+each source at ``/src/NAME`` (kept between builds: :mod:`assembler.compile.worktree`),
+earlier artifacts it needs mounted at their image paths, compile caches kept on the host,
+secrets as files read into the environment, and the host CA bundle mounted. Each declared
+artifact is then exported by the agent as its own layer.
 
 A runtime step runs on the image built so far; the agent records the file metadata
 before and exports what changed after (whiteouts for deletions), leaving caches, apt
@@ -17,11 +18,12 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from secrets import token_hex
 from typing import Any
@@ -30,6 +32,7 @@ from assembler.archive.compress import Compression, decompressed
 from assembler.archive.extract import extract
 from assembler.archive.layer import LayerBlob
 from assembler.cache import Cache, key_of
+from assembler.compile import worktree
 from assembler.compile.agent import DEFAULT_EXCLUDES
 from assembler.compile.buildah import Buildah, RunSpec, Volume
 from assembler.compile.sources import Source
@@ -161,12 +164,31 @@ def runtime_key(
 
 
 @contextmanager
-def _container(ws: Workspace, image: Image, name: str) -> Iterator[str]:
-    cid = ws.buildah.from_image(ws.image_id(image), name_hint=name)
+def _container(ws: Workspace, image: Image | str, name: str) -> Iterator[str]:
+    """A working container from ``image`` (or a stored image ID), removed afterwards."""
+    cid = ws.buildah.from_image(image if isinstance(image, str) else ws.image_id(image), name_hint=name)
     try:
         yield cid
     finally:
         ws.buildah.rm(cid)
+
+
+def _with_packages(ws: Workspace, base: Image, packages: Sequence[str], *, step: str, log_path: Path) -> str:
+    """The ID of ``base`` with ``packages`` installed, made once per base and package list
+    and kept in buildah's storage, as a Dockerfile's ``RUN apt-get install`` layer is: a
+    rebuild of the step does not reinstall its toolchain. Only buildah uses this image;
+    the step's artifacts are still written by our agent, so no digest depends on it."""
+    name = "localhost/assemble-devel:" + key_of({"base": base.digest, "packages": list(packages)})[7:31]
+    found = ws.buildah.image_id(name)
+    if found is not None:
+        return found
+    ca_volumes, ca_env = _ca(ws)
+    command = (f"apt-get install {' '.join(packages)}", apt_install(packages))
+    with _container(ws, base, f"{step}-packages") as cid:
+        volumes = [*ca_volumes, *package_cache(ws.cache)]
+        _run_commands(ws, cid, step=step, commands=[command], env=ca_env, volumes=volumes,
+                      workdir=None, redact=(), prelude="", log_path=log_path)  # fmt: skip
+        return ws.buildah.commit(cid, name)
 
 
 @contextmanager
@@ -359,6 +381,39 @@ def step_log(cache: Cache, name: str, key: str) -> Path:
     return cache.root / "logs" / f"{name}-{key[:12]}.log"
 
 
+# How many kept folders (build trees and working copies of one step definition) a step
+# keeps; older ones are removed when not used for an hour (a build may still be using one).
+KEEP_DEFINITIONS = 3
+_IN_USE_SECONDS = 3600
+
+
+def _kept_folder(cache: Cache, step: str, tree_key: str) -> Path:
+    """The folder of what a step keeps between builds of one definition (its ``cache:``
+    folders and source working copies), marked as just used; older definitions pruned."""
+    root = cache.path("step-caches", step)
+    folder = root / tree_key.split(":")[-1][:16]
+    folder.mkdir(exist_ok=True)
+    os.utime(folder)
+    others = sorted(
+        (p for p in root.iterdir() if p.is_dir() and p != folder and len(p.name) == 16),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for old in others[KEEP_DEFINITIONS - 1 :]:
+        if time.time() - old.stat().st_mtime > _IN_USE_SECONDS:
+            log.info("step %s: removing the kept folder of an older definition (%s)", step, old.name)
+            shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def _working_copy(kept: Path, step: str, source: Source) -> Volume:
+    """The step's writable copy of ``source``, synced, as the volume at ``/src/NAME``."""
+    copy = kept / f"src-{source.name}"
+    stats = worktree.sync(source.path, copy, keep=source.keep)
+    log.info("step %s: /src/%s synced (%d copied, %d kept, %d removed)", step, source.name, *astuple(stats))
+    return Volume(copy, f"/src/{source.name}", readonly=False)
+
+
 def run_compile_step(
     step: m.CompileStep,
     *,
@@ -367,32 +422,41 @@ def run_compile_step(
     inputs: Sequence[Mounted],
     ws: Workspace,
     key: str,
+    tree_key: str,
 ) -> dict[str, LayerBlob]:
     """Build ``step`` in a container from ``base``; one layer blob per declared artifact.
+
+    ``tree_key`` names what the step keeps between builds (its ``cache:`` folders and
+    source working copies): the step's key without its sources, so a source edit builds
+    incrementally and any other change starts from empty folders.
 
     Raises StepFailed (command, exit code, log tail and path) when a command fails or an
     artifact is missing; InputError for a secret missing from the environment.
     """
     log_path = step_log(ws.cache, step.name, key)
-    caches = []
-    for path in step.cache:
-        host = ws.cache.path("step-caches", step.name, key_of({"path": path})[:16])
-        caches.append(Volume(host, path, readonly=False))
-    src_volumes = [Volume(sources[name].path, f"/src/{name}") for name in step.sources]
+    kept = _kept_folder(ws.cache, step.name, tree_key)
+    caches = [Volume(kept / key_of({"path": path})[:16], path, readonly=False) for path in step.cache]
+    caches += [
+        Volume(ws.cache.path("step-caches", "_shared", key_of({"path": path})[:16]), path, readonly=False)
+        for path in step.shared_cache
+    ]
+    for volume in caches:
+        volume.host.mkdir(parents=True, exist_ok=True)
+    src_volumes = [_working_copy(kept, step.name, sources[name]) for name in step.sources]
     ca_volumes, ca_env = _ca(ws)
     env = {**ca_env, "SOURCE_DATE_EPOCH": str(ws.epoch), **step.env}
-    commands: list[tuple[str, str]] = []
-    if step.packages:
-        commands.append((f"apt-get install {' '.join(step.packages)}", apt_install(step.packages)))
-        caches += package_cache(ws.cache)
-    commands += [(c, c) for c in step.run]
+    commands = [(c, c) for c in step.run]
     started = time.monotonic()
-    with _container(ws, base, step.name) as cid, _secret_files(ws, step.secrets, step.name) as (svol, values, pre):
+    image: Image | str = base
+    if step.packages:
+        image = _with_packages(ws, base, step.packages, step=step.name, log_path=log_path.with_suffix(".packages.log"))
+    with _container(ws, image, step.name) as cid, _secret_files(ws, step.secrets, step.name) as (svol, values, pre):
         with _mounted_artifacts(ws, inputs) as input_volumes:
             volumes = [*src_volumes, *input_volumes, *caches, *ca_volumes, *svol]
             _run_commands(ws, cid, step=step.name, commands=commands, env=env, volumes=volumes,
                           workdir=step.workdir, redact=values, prelude=pre, log_path=log_path)  # fmt: skip
-        mounts = [(v.container, str(v.host)) for v in caches if v.container not in (APT_LISTS, APT_ARCHIVES)]
+        # Artifacts may live in a kept folder or in a source's working copy, not only in the root.
+        mounts = [(v.container, str(v.host)) for v in [*caches, *src_volumes]]
         artifacts = [
             {"name": name, "path": art.path, "to": art.to, "mode": art.mode, "owner": art.owner,
              "exclude": list(art.exclude), "mounts": mounts}

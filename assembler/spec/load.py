@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from assembler.errors import ManifestError
 from assembler.oci.reference import parse_ref
 from assembler.spec import model as m
+from assembler.spec import sourcefacts
 from assembler.spec.yamlfile import Locations, PathKey, dotted, load
 
 _PARAM_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -227,7 +228,7 @@ def load_recipe(name: str, manifest_path: Path) -> tuple[m.Recipe, Any, Location
     raise FileNotFoundError(name)
 
 
-_LIST_MERGE = ("sources", "inputs", "packages", "cache", "secrets", "runtime_packages")
+_LIST_MERGE = ("sources", "inputs", "packages", "cache", "shared_cache", "secrets", "runtime_packages")
 
 
 def _apply_recipe(
@@ -405,6 +406,24 @@ def _inside(folder: Path, candidate: Path) -> bool:
     return True
 
 
+def _check_source_facts(loaded: Loaded) -> None:
+    """``${sources.NAME.FIELD}`` in labels and annotations names a source and a known field."""
+    man = loaded.manifest
+    places: list[tuple[PathKey, str]] = [
+        (("image", "config", "labels", k), v) for k, v in man.image.config.labels.items()
+    ]
+    places += [(("annotations", k), v) for k, v in man.annotations.items()]
+    for path, value in places:
+        try:
+            refs = sourcefacts.references(value)
+        except ValueError as e:
+            raise loaded.error(path, str(e)) from None
+        for name, _ in refs:
+            if name not in man.sources:
+                known = ", ".join(sorted(man.sources)) or "none"
+                raise loaded.error(path, f"unknown source {name!r} in ${{sources.{name}...}}", hint=f"sources: {known}")
+
+
 def check(loaded: Loaded, *, overridden_sources: frozenset[str] = frozenset()) -> None:
     """References between parts, host paths and transport references; ManifestError."""
     man = loaded.manifest
@@ -464,6 +483,7 @@ def check(loaded: Loaded, *, overridden_sources: frozenset[str] = frozenset()) -
                 _check_artifact_ref(loaded, ref, artifacts, (*path, "mounts", j), whole_step=False)
         elif isinstance(layer, m.CopyLayer):
             _check_copy(loaded, layer.copy_, path)
+    _check_source_facts(loaded)
     for i, out in enumerate(man.outputs):
         try:
             parsed = parse_ref(out)

@@ -201,13 +201,24 @@ class CompileStep(Strict):
     use: str | None = Field(default=None, description="a recipe in layers/ to start from")
     with_: dict[str, Scalar] = Field(default_factory=dict, alias="with", description="the recipe's params")
     base: str | None = None
-    sources: StrList = Field(default_factory=list, description="sources visible read-only at /src/NAME")
+    sources: StrList = Field(
+        default_factory=list, description="sources, each as a writable working copy at /src/NAME kept between builds"
+    )
     inputs: StrList = Field(
         default_factory=list, description="artifacts of earlier steps (STEP.ARTIFACT) unpacked at their 'to' first"
     )
     packages: StrList = Field(default_factory=list, description="apt packages installed before run")
     env: dict[str, Scalar] = Field(default_factory=dict)
-    cache: StrList = Field(default_factory=list, description="container folders kept on the host between builds")
+    cache: StrList = Field(
+        default_factory=list,
+        description="container folders kept on the host between builds of this step (a build tree): a source change "
+        "keeps them, any other change of the step, its base or inputs starts them empty",
+    )
+    shared_cache: StrList = Field(
+        default_factory=list,
+        description="container folders kept on the host and shared by every step naming them: only for caches "
+        "that key their entries by content (ccache, sccache, pip's and cargo's download caches)",
+    )
     secrets: StrList = Field(default_factory=list, description="environment variables passed in, never stored")
     workdir: str | None = None
     run: StrList = Field(default_factory=list)
@@ -228,6 +239,7 @@ class Recipe(Strict):
     packages: StrList = Field(default_factory=list)
     env: dict[str, Scalar] = Field(default_factory=dict)
     cache: StrList = Field(default_factory=list)
+    shared_cache: StrList = Field(default_factory=list)
     secrets: StrList = Field(default_factory=list)
     workdir: str | None = None
     run: StrList = Field(default_factory=list)

@@ -1,0 +1,89 @@
+"""Working copies of sources (assembler.compile.worktree): what an incremental build relies on."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from assembler.compile import worktree
+from assembler.compile.sources import source_filter
+
+
+def _tree(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+
+
+def test_sync_copies_keeps_and_removes(tmp_path: Path) -> None:
+    src, copy = tmp_path / "src", tmp_path / "cache" / "src-app"
+    _tree(src, {"a.c": "int a;", "lib/b.c": "int b;", "gone.c": "x", ".git/HEAD": "ref", "old/x.c": "x"})
+    os.symlink("a.c", src / "link.c")
+    stats = worktree.sync(src, copy, keep=source_filter())
+    assert stats.copied == 4 and (copy / "lib" / "b.c").read_text() == "int b;"
+    assert os.readlink(copy / "link.c") == "a.c"
+    assert not (copy / ".git").exists()  # what the key leaves out, the build does not see
+    # The build writes into its tree; the copy is writable.
+    (copy / "generated.h").write_text("// made by the build")
+    mtime_a = (copy / "a.c").stat().st_mtime_ns
+    time.sleep(0.01)
+    # Edit one file, delete one file and one folder, re-create one with the same content.
+    (src / "lib" / "b.c").write_text("int b = 2;")
+    (src / "gone.c").unlink()
+    (src / "old" / "x.c").unlink()
+    (src / "old").rmdir()
+    (src / "a.c").unlink()
+    (src / "a.c").write_text("int a;")
+    before = time.time_ns()
+    stats = worktree.sync(src, copy, keep=source_filter())
+    assert (stats.copied, stats.removed) == (1, 3)  # gone.c, old/x.c, old
+    assert (copy / "lib" / "b.c").read_text() == "int b = 2;"
+    assert (copy / "lib" / "b.c").stat().st_mtime_ns >= before  # newer than any build output
+    assert (copy / "a.c").stat().st_mtime_ns == mtime_a  # same content: make rebuilds nothing
+    assert not (copy / "gone.c").exists() and not (copy / "old").exists()
+    assert (copy / "generated.h").read_text() == "// made by the build"
+
+
+def test_sync_restores_what_the_build_changed(tmp_path: Path) -> None:
+    """A step that patches its source in place must see the pristine file next time."""
+    src, copy = tmp_path / "src", tmp_path / "copy"
+    _tree(src, {"a.c": "int a;"})
+    worktree.sync(src, copy, keep=source_filter())
+    (copy / "a.c").write_text("int a; /* patched */")
+    worktree.sync(src, copy, keep=source_filter())
+    assert (copy / "a.c").read_text() == "int a;"
+
+
+def test_sync_older_source_times_still_rebuild(tmp_path: Path) -> None:
+    """A changed file whose source time is older (another checkout) still looks new."""
+    src, copy = tmp_path / "src", tmp_path / "copy"
+    _tree(src, {"a.c": "one"})
+    worktree.sync(src, copy, keep=source_filter())
+    (src / "a.c").write_text("two")
+    os.utime(src / "a.c", ns=(0, 0))
+    worktree.sync(src, copy, keep=source_filter())
+    assert (copy / "a.c").read_text() == "two" and (copy / "a.c").stat().st_mtime > time.time() - 60
+
+
+def test_sync_from_another_source_starts_clean(tmp_path: Path) -> None:
+    one, two, copy = tmp_path / "one", tmp_path / "two", tmp_path / "copy"
+    _tree(one, {"a.c": "1", "only-one.c": "1"})
+    _tree(two, {"a.c": "2"})
+    worktree.sync(one, copy, keep=source_filter())
+    (copy / "build-output.o").write_text("stale")
+    worktree.sync(two, copy, keep=source_filter())
+    assert sorted(p.name for p in copy.iterdir()) == ["a.c"]
+
+
+def test_sync_excludes_and_read_only_folders(tmp_path: Path) -> None:
+    src, copy = tmp_path / "src", tmp_path / "copy"
+    _tree(src, {"target/debug/x": "big", "ro/f.c": "x"})
+    os.chmod(src / "ro", 0o555)
+    try:
+        worktree.sync(src, copy, keep=source_filter(("target",)))
+    finally:
+        os.chmod(src / "ro", 0o755)
+    assert not (copy / "target").exists()
+    (copy / "ro" / "new.o").write_text("the build can write here")
