@@ -154,13 +154,19 @@ class Plan:
 def resolve_epoch(cli_epoch: int | None, manifest_epoch: int | None, environ: Mapping[str, str] = os.environ) -> int:
     """``--epoch`` > ``SOURCE_DATE_EPOCH`` > the manifest's ``epoch`` > 0. Never the clock."""
     if cli_epoch is not None:
-        return cli_epoch
+        return _epoch_in_range(cli_epoch, "--epoch")
     env = environ.get("SOURCE_DATE_EPOCH", "").strip()
     if env:
         if not env.isdigit():
             raise InputError(f"SOURCE_DATE_EPOCH must be a whole number of seconds, got {env!r}")
-        return int(env)
+        return _epoch_in_range(int(env), "SOURCE_DATE_EPOCH")
     return manifest_epoch or 0
+
+
+def _epoch_in_range(epoch: int, what: str) -> int:
+    if not 0 <= epoch <= m.MAX_EPOCH:
+        raise InputError(f"{what} must be between 0 and {m.MAX_EPOCH} (the year 9999), got {epoch}")
+    return epoch
 
 
 @dataclass(frozen=True)
