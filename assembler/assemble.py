@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from assembler.archive.layer import LayerBlob
 from assembler.archive.view import TreeView
-from assembler.cache import Cache, key_of
+from assembler.cache import Cache, key_of, temp_prefix
 from assembler.compile import sources as srcs
 from assembler.compile.buildah import Buildah
 from assembler.compile.steps import (
@@ -34,7 +34,7 @@ from assembler.compile.steps import (
     run_runtime_step,
     runtime_key,
 )
-from assembler.errors import InputError, InvalidImage
+from assembler.errors import CorruptBlob, InputError, InvalidImage
 from assembler.image import ImageSetup, absolute_ref, config_changes, default_annotations, gpu_metadata
 from assembler.oci import mediatypes as mt
 from assembler.oci import mutate
@@ -45,7 +45,15 @@ from assembler.proc import Runner
 from assembler.spec import model as m
 from assembler.spec import sourcefacts
 from assembler.spec.load import Loaded
-from assembler.transports import Context, Written, import_image, open_source, registry_options, write_output
+from assembler.transports import (
+    Context,
+    Written,
+    check_replaceable,
+    import_image,
+    open_source,
+    registry_options,
+    write_output,
+)
 from assembler.transports import bootstrap as boot
 from assembler.transports import rootfs as rootfs_transport
 from assembler.transports.common import SourceImage
@@ -86,6 +94,7 @@ class Options:
     host_ca: bool = True
     compression: str | None = None  # None: the manifest's
     attach_sif: bool = False
+    force: bool = False  # outputs may replace files that are not ours
 
 
 @dataclass(frozen=True)
@@ -147,13 +156,19 @@ class Plan:
 def resolve_epoch(cli_epoch: int | None, manifest_epoch: int | None, environ: Mapping[str, str] = os.environ) -> int:
     """``--epoch`` > ``SOURCE_DATE_EPOCH`` > the manifest's ``epoch`` > 0. Never the clock."""
     if cli_epoch is not None:
-        return cli_epoch
+        return _epoch_in_range(cli_epoch, "--epoch")
     env = environ.get("SOURCE_DATE_EPOCH", "").strip()
     if env:
         if not env.isdigit():
             raise InputError(f"SOURCE_DATE_EPOCH must be a whole number of seconds, got {env!r}")
-        return int(env)
+        return _epoch_in_range(int(env), "SOURCE_DATE_EPOCH")
     return manifest_epoch or 0
+
+
+def _epoch_in_range(epoch: int, what: str) -> int:
+    if not 0 <= epoch <= m.MAX_EPOCH:
+        raise InputError(f"{what} must be between 0 and {m.MAX_EPOCH} (the year 9999), got {epoch}")
+    return epoch
 
 
 @dataclass(frozen=True)
@@ -681,8 +696,21 @@ def build(loaded: Loaded, options: Options, *, runner: Runner, report: Reporter 
     Bad input raises InputError subclasses before any output is written; failures while
     building or writing raise other AssemblerErrors.
     """
+    try:
+        return _build_once(loaded, options, runner=runner, report=report)
+    except CorruptBlob as e:
+        # The damaged blob is gone from the cache already: a second pass remakes what used
+        # it (a step, a base's layer, a conversion) and writes the outputs again.
+        report(Event("warning", {"text": f"{e}; dropped it from the cache and building again"}))
+        return _build_once(loaded, options, runner=runner, report=report)
+
+
+def _build_once(loaded: Loaded, options: Options, *, runner: Runner, report: Reporter) -> Result:
     started = time.monotonic()
     outputs = output_refs(loaded, options)
+    for ref in outputs:
+        if ref.transport in ("oci", "oci-archive", "docker-archive", "sif"):
+            check_replaceable(Path(ref.path), ref.transport, force=options.force)
     p = Pipeline(loaded, options, runner=runner, report=report, dry=False)
     image, base, layers = p.image()
     assert image is not None and base is not None  # a build makes everything
@@ -719,7 +747,7 @@ class _Outputs:
         if path is None and self.sif is not None:
             return self.sif
         if path is None:
-            self._tmp = Path(tempfile.mkdtemp(prefix="sif-", dir=self.p.cache.root / "tmp"))
+            self._tmp = Path(tempfile.mkdtemp(prefix=temp_prefix("sif-"), dir=self.p.cache.root / "tmp"))
             path = self._tmp / f"{self.p.man.name}.sif"
         from assembler.transports.sif import write_sif  # only builds with SIF outputs need it
 

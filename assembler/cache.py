@@ -9,29 +9,117 @@ Layout under the cache root (default ``$XDG_CACHE_HOME/assembler``)::
 
 Writes go to a temp file in the same folder, then ``os.replace``. A missing or corrupt
 entry is a miss (rebuild), never an error and never a wrong result: key entries are
-only trusted when every blob they name is present with the recorded size.
+only trusted when every blob they name is present with the recorded size, and every
+blob read is checked against its digest as it streams (:class:`CorruptBlob` when it is
+not: the blob is dropped, so the next attempt rebuilds or re-fetches it).
+
+Blobs leave and enter the store as copies (a reflink where the filesystem can), never
+as hard links: a later corruption of the cache must not reach an output already
+written, nor a user's file reach the cache. Temp files carry the writer's pid
+(``.tmp-<pid>-...``), so the next run reclaims those of runs that were killed.
 """
 
 from __future__ import annotations
 
-import errno
+import fcntl
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
-from assembler.errors import CacheError, DigestMismatch, NotFound
+from assembler.errors import CacheError, CorruptBlob, DigestMismatch, NotFound
 from assembler.oci.digest import canonical_json, digest_hex, file_digest, sha256_digest
 from assembler.oci.image import Image
+from assembler.oci.verify import VerifiedReader
 
 log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
+_FICLONE = 0x40049409  # linux/fs.h: share the extents of another file (btrfs, xfs, overlay...)
+# A temp file untouched this long whose writer is gone is a leftover (without a pid: a day).
+STALE_SECONDS = 60.0
+ABANDONED_SECONDS = 24 * 3600.0
+_PID_RE = re.compile(r"(?:^|[.-])p(\d+)-")
+
+
+def temp_prefix(prefix: str) -> str:
+    """A temp name prefix naming this process, so :func:`reclaim` can tell leftovers apart."""
+    return f"{prefix}p{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reclaim(folder: Path, pattern: str) -> int:
+    """Remove ``pattern`` temp files (or folders) in ``folder`` left by killed runs; how many.
+
+    A leftover is untouched for STALE_SECONDS and names a pid that is not running (or,
+    from before pids were in names, untouched for ABANDONED_SECONDS). Files of concurrent
+    runs are kept: they are younger, or their writer is alive.
+    """
+    removed = 0
+    now = time.time()
+    try:
+        candidates = list(folder.glob(pattern))
+    except OSError:
+        return 0
+    for path in candidates:
+        try:
+            age = now - path.lstat().st_mtime
+        except OSError:
+            continue
+        pids = _PID_RE.findall(path.name)
+        pid = int(pids[-1]) if pids else None  # the last one: an output's own name may look alike
+        if pid is None:
+            stale = age > ABANDONED_SECONDS
+        else:
+            stale = age > STALE_SECONDS and pid != os.getpid() and not _alive(pid)
+        if not stale:
+            continue
+        log.info("removing %s, left by an interrupted run", path)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def reflink(src: Path, dest: Path) -> bool:
+    """Make ``dest`` a copy-on-write clone of ``src`` if the filesystem can; False if not
+    (``dest`` is then left absent)."""
+    try:
+        with open(src, "rb") as fin, open(dest, "wb") as fout:
+            fcntl.ioctl(fout.fileno(), _FICLONE, fin.fileno())
+        return True
+    except OSError:
+        dest.unlink(missing_ok=True)
+        return False
+
+
+def copy_verified(blob: BinaryIO, dest: Path, *, src: Path | None = None) -> None:
+    """Write the (verifying) stream ``blob`` to ``dest``; with ``src`` (the file behind it),
+    reflink it and only read ``blob`` through to check it. Never a hard link."""
+    if src is not None and reflink(src, dest):
+        while blob.read(_CHUNK):
+            pass
+        return
+    with open(dest, "wb") as out:
+        shutil.copyfileobj(blob, out, _CHUNK)
 
 
 def default_root() -> Path:
@@ -79,6 +167,9 @@ class Cache:
             raise CacheError(
                 f"cannot create the cache at {self.root}: {e.strerror}", hint="pass --cache DIR with a writable folder"
             ) from e
+        reclaim(self.blobs, ".tmp-*")
+        reclaim(self.keys, "*/.tmp-*")
+        reclaim(self.root / "tmp", "*")
 
     # -- blobs -------------------------------------------------------------------------
 
@@ -97,10 +188,25 @@ class Cache:
         return path if path.is_file() else None
 
     def open_blob(self, digest: str) -> BinaryIO:
+        """A verified reader of the blob: CorruptBlob (and the blob dropped) when its bytes
+        are not ``digest``."""
+        path = self.blob_path(digest)
         try:
-            return open(self.blob_path(digest), "rb")
+            f = open(path, "rb")  # noqa: SIM115 - owned by the returned reader
         except FileNotFoundError as e:
             raise NotFound(f"blob {digest} is not in the cache at {self.root}") from e
+        size = os.fstat(f.fileno()).st_size
+
+        def corrupt(expected: str, actual: str) -> Exception:
+            self.drop_blob(digest)
+            return CorruptBlob(f"cached blob {path}", expected=expected, actual=actual)
+
+        return cast(BinaryIO, VerifiedReader(f, digest, on_mismatch=corrupt, size=size))
+
+    def drop_blob(self, digest: str) -> None:
+        """Remove a blob found damaged (with a warning): the next use rebuilds or re-fetches it."""
+        log.warning("cache blob %s does not match its digest: dropped it, it will be made again", digest)
+        self.blob_path(digest).unlink(missing_ok=True)
 
     def read_blob(self, digest: str) -> bytes:
         with self.open_blob(digest) as f:
@@ -112,7 +218,7 @@ class Cache:
 
         With ``expected``, a different digest raises DigestMismatch and nothing is stored.
         """
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.blobs)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(".tmp-"), dir=self.blobs)
         path = Path(tmp)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -144,36 +250,35 @@ class Cache:
             raise DigestMismatch(f"blob {digest} size", expected=str(size), actual="other")
 
     def import_file(self, path: Path, *, digest: str, size: int | None = None) -> None:
-        """Bring a file into the store, verified: hashed in place, then hard-linked
-        (copied when on another filesystem). DigestMismatch leaves the store unchanged."""
+        """Bring a file into the store, verified: a reflink where the filesystem can (then
+        hashed once), else a copy hashed as it goes. Never a hard link: the user's file
+        may change later. DigestMismatch leaves the store unchanged."""
         if self.has_blob(digest, size):
             return
-        actual = file_digest(path)
-        if actual != digest:
-            raise DigestMismatch(f"blob file {path}", expected=digest, actual=actual)
-        tmp = self.blobs / f".link-{os.getpid()}-{digest_hex(digest)[:16]}"
-        tmp.unlink(missing_ok=True)
+        tmp = self.blobs / f"{temp_prefix('.tmp-')}{digest_hex(digest)[:16]}"
         try:
-            os.link(path, tmp)
-        except OSError as e:
-            if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EACCES):
-                raise
-            with open(path, "rb") as f:
-                self.import_stream(f, digest=digest, size=size)
-            return
-        os.replace(tmp, self.blob_path(digest))
+            if reflink(path, tmp):
+                actual = file_digest(tmp)  # the clone is hashed, not copied again
+                if actual != digest:
+                    raise DigestMismatch(f"blob file {path}", expected=digest, actual=actual)
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, self.blob_path(digest))
+                return
+        finally:
+            tmp.unlink(missing_ok=True)
+        with open(path, "rb") as f:
+            self.import_stream(f, digest=digest, size=size)
 
-    def link_out(self, digest: str, dest: Path) -> None:
-        """Place a blob at ``dest``: hard link when on the same filesystem, else copy."""
-        src = self.blob_path(digest)
+    def copy_out(self, digest: str, dest: Path) -> None:
+        """Place a verified copy (or reflink) of a blob at ``dest``, atomically."""
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-        tmp.unlink(missing_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{temp_prefix('tmp-')}x")
         try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
+            with self.open_blob(digest) as blob:
+                copy_verified(blob, tmp, src=self.blob_path(digest))
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def blobs_present(self, blobs: Iterable[tuple[str, int]]) -> bool:
         return all(self.has_blob(d, s) for d, s in blobs)
@@ -217,7 +322,7 @@ class Cache:
     def put_key(self, key: str, value: Mapping[str, Any]) -> None:
         path = self._key_path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(".tmp-"), dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(canonical_json(value))
         os.replace(tmp, path)
@@ -230,7 +335,7 @@ class Cache:
     @contextmanager
     def workdir(self, prefix: str = "work-") -> Iterator[Path]:
         """A fresh folder under ``tmp/``, removed afterwards (also on error)."""
-        path = Path(tempfile.mkdtemp(prefix=prefix, dir=self.root / "tmp"))
+        path = Path(tempfile.mkdtemp(prefix=temp_prefix(prefix), dir=self.root / "tmp"))
         try:
             yield path
         finally:

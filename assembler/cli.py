@@ -14,13 +14,15 @@ Exit status: 0 ok, 1 build/runtime failure, 2 bad input, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -69,6 +71,19 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def _platform(text: str) -> Platform:
+    try:
+        return Platform.parse(text)
+    except ValueError as e:
+        raise InputError(f"--platform {text}: {e}") from None
+
+
+def _reader_cache(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache", type=Path, default=None,
+                   help="cache folder for what reading needs (a rootfs: conversion); default: a temporary one, "
+                        "removed afterwards")  # fmt: skip
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--platform", default=None, help="os/arch[/variant] (default: the manifest's, else linux/amd64)")
     p.add_argument("--tls-verify", type=_bool, nargs="?", const=True, default=True, metavar="BOOL",
@@ -94,6 +109,8 @@ def _manifest_args(p: argparse.ArgumentParser) -> None:
         "--epoch", type=int, default=None, help="timestamps (default: $SOURCE_DATE_EPOCH, the manifest's, 0)"
     )
     p.add_argument("--no-cache", action="store_true", help="run every step again")
+    p.add_argument("--force", action="store_true",
+                   help="let outputs replace existing files that are not image archives or SIFs")  # fmt: skip
     p.add_argument("--rebuild", action="append", default=[], metavar="STEP", help="run this step again")
     p.add_argument("--storage-driver", default="overlay", choices=("overlay", "vfs"), help="buildah storage driver")
     p.add_argument("--no-host-ca", action="store_true", help="do not mount the host CA bundle into build containers")
@@ -113,9 +130,11 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="show an image's manifest, config and layers")
     p.add_argument("ref", help="docker://..., oci:DIR[:TAG], oci-archive:..., docker-archive:..., rootfs:...")
     p.add_argument("--raw", action="store_true", help="print the manifest bytes as they are")
+    _reader_cache(p)
     _common(p)
     p = sub.add_parser("validate", help="recompute every size, digest and diff_id of an image")
     p.add_argument("ref")
+    _reader_cache(p)
     _common(p)
     p = sub.add_parser("sif", help="convert any image to an Apptainer/Singularity SIF file, as a stream")
     p.add_argument("ref", help="the image: docker://..., oci:DIR[:TAG], oci-archive:..., docker-archive:...")
@@ -126,6 +145,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--attach", default=None, metavar="docker://HOST/REPO",
                    help="also push the SIF as a referrer of the image, in this repository")  # fmt: skip
     p.add_argument("--epoch", type=int, default=None, help="timestamps (default: $SOURCE_DATE_EPOCH, else 0)")
+    p.add_argument("--force", action="store_true", help="replace OUT.sif even if it is not a SIF file")
+    _reader_cache(p)
     _common(p)
     p = sub.add_parser("schema", help="print (or write) the JSON Schemas of manifests and recipes")
     p.add_argument("kind", nargs="?", choices=("manifest", "recipe"), default="manifest")
@@ -229,7 +250,7 @@ def _options(args: argparse.Namespace, manifest_epoch: int | None, platform: str
     return Options(
         cache_dir=(args.cache or default_root()).resolve(),
         epoch=resolve_epoch(args.epoch, manifest_epoch),
-        platform=Platform.parse(args.platform) if args.platform else None,
+        platform=_platform(args.platform) if args.platform else None,
         registry=_registry(args),
         outputs=tuple(args.outputs) if args.outputs else None,
         no_cache=args.no_cache,
@@ -238,6 +259,7 @@ def _options(args: argparse.Namespace, manifest_epoch: int | None, platform: str
         host_ca=not args.no_host_ca,
         compression=args.compression,
         attach_sif=args.attach_sif,
+        force=args.force,
     )
 
 
@@ -271,20 +293,31 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _context(args: argparse.Namespace) -> Any:
+@contextlib.contextmanager
+def _reading_cache(args: argparse.Namespace) -> Iterator[Path]:
+    """``--cache``, else a temporary cache removed afterwards: reading an image never fills
+    the default cache behind the user's back."""
+    if args.cache is not None:
+        yield args.cache.resolve()
+        return
+    with tempfile.TemporaryDirectory(prefix="assemble-read-") as tmp:
+        yield Path(tmp)
+
+
+def _context(args: argparse.Namespace, cache_dir: Path) -> Any:
     from assembler.cache import Cache
     from assembler.transports import Context
 
     return Context(
-        cache=Cache(default_root()),
+        cache=Cache(cache_dir),
         runner=Runner(),
-        platform=Platform.parse(args.platform or "linux/amd64"),
+        platform=_platform(args.platform or "linux/amd64"),
         epoch=resolve_epoch(None, None),
         registry=_registry(args),
     )
 
 
-def _source(args: argparse.Namespace) -> Any:
+def _source(args: argparse.Namespace, cache_dir: Path) -> Any:
     from assembler.transports import open_source
 
     try:
@@ -293,11 +326,15 @@ def _source(args: argparse.Namespace) -> Any:
         raise InputError(str(e)) from None
     if ref.transport == "sif":
         raise InputError("inspect reads images; a SIF file is read with `siftool info`")
-    return open_source(absolute_ref(ref, Path.cwd()), _context(args))
+    return open_source(absolute_ref(ref, Path.cwd()), _context(args, cache_dir))
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    source = _source(args)
+    with _reading_cache(args) as cache_dir:
+        return _inspect(args, _source(args, cache_dir))
+
+
+def _inspect(args: argparse.Namespace, source: Any) -> int:
     image = source.image
     if args.raw:
         sys.stdout.buffer.write(image.manifest_bytes + b"\n")
@@ -342,12 +379,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from assembler.oci import mediatypes as mt
     from assembler.oci.validate import validate
 
-    source = _source(args)
-    report = validate(
-        source.image,
-        source.blobs,
-        decompress=lambda stream, media_type: decompressed(stream, cast(Compression, mt.compression_of(media_type))),
-    )
+    with _reading_cache(args) as cache_dir:
+        source = _source(args, cache_dir)
+        report = validate(
+            source.image,
+            source.blobs,
+            decompress=lambda stream, media_type: decompressed(
+                stream, cast(Compression, mt.compression_of(media_type))
+            ),
+        )
     if args.json:
         out.print(
             json.dumps({"digest": report.image_digest, "layers": len(report.layers), "valid": True}), markup=False
@@ -359,6 +399,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_sif(args: argparse.Namespace) -> int:
     from assembler.oci.reference import ImageName
+    from assembler.transports import check_replaceable
     from assembler.transports.sif import write_sif
     from assembler.transports.sif_publish import push_sif
 
@@ -373,11 +414,14 @@ def cmd_sif(args: argparse.Namespace) -> int:
         if ref.transport != scheme or ref.name is None:
             raise InputError(f"{flag} takes a {scheme}:// reference, got {text!r}")
         targets.append((flag, ref.name))
-    source = _source(args)
     reporter = Reporter(verbose=args.verbose, quiet=args.json)
     epoch = resolve_epoch(args.epoch, None)
-    info = write_sif(source, args.out, runner=Runner(), epoch=epoch, compressor=args.compressor,
-                     progress=lambda n: reporter(Event("bytes", {"n": n, "what": "converted"})))  # fmt: skip
+    out_path = args.out.resolve()
+    check_replaceable(out_path, "sif", force=args.force)
+    with _reading_cache(args) as cache_dir:
+        source = _source(args, cache_dir)
+        info = write_sif(source, out_path, runner=Runner(), epoch=epoch, compressor=args.compressor,
+                         progress=lambda n: reporter(Event("bytes", {"n": n, "what": "converted"})))  # fmt: skip
     result: dict[str, Any] = {
         "sif": str(info.path),
         "digest": info.digest,

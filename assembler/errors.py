@@ -13,6 +13,7 @@ anything else reaching the CLI is a bug and gets a traceback.
     │   └── UnsafePath                  an archive entry or a copy escaping its root
     ├── NotFound                        an image, blob, tag or file that is not there
     ├── DigestMismatch                  bytes that do not hash to what was promised
+    │   └── CorruptBlob                 a cached blob that does not (dropped; a build retries)
     ├── InvalidImage                    an image that fails validation
     ├── ToolError                       an external program failed or is missing
     │   └── StepFailed                  a compile or runtime step's command failed
@@ -92,6 +93,11 @@ class DigestMismatch(AssemblerError):
         super().__init__(f"{message}: expected {expected}, got {actual}")
         self.expected = expected
         self.actual = actual
+
+
+class CorruptBlob(DigestMismatch):
+    """A blob in the cache whose bytes are not its digest. It has been dropped already,
+    so building again rebuilds or re-fetches it (``build`` does that once by itself)."""
 
 
 class InvalidImage(AssemblerError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import BinaryIO, Literal, Protocol, cast
@@ -17,6 +18,8 @@ from typing import BinaryIO, Literal, Protocol, cast
 import zstandard
 
 Compression = Literal["zstd", "gzip", "none"]
+# What reading damaged compressed data can raise (gzip: OSError/EOFError/zlib.error).
+DECOMPRESS_ERRORS: tuple[type[Exception], ...] = (OSError, EOFError, zlib.error, zstandard.ZstdError)
 COMPRESSIONS: tuple[Compression, ...] = ("zstd", "gzip", "none")
 ZSTD_LEVEL = 3
 GZIP_LEVEL = 6

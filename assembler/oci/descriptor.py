@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from assembler.oci.digest import is_digest
+
+_PLATFORM_PART = re.compile(r"^[A-Za-z0-9_]+$")
 
 
 @dataclass(frozen=True, order=True)
@@ -21,8 +24,8 @@ class Platform:
     def parse(cls, text: str) -> Platform:
         """Parse ``os/arch[/variant]``; ValueError on anything else."""
         parts = text.strip().split("/")
-        if len(parts) not in (2, 3) or not all(parts):
-            raise ValueError(f"platform must look like os/arch[/variant], got {text!r}")
+        if len(parts) not in (2, 3) or not all(_PLATFORM_PART.match(p) for p in parts):
+            raise ValueError(f"platform must look like os/arch[/variant] (letters, digits, _), got {text!r}")
         return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else "")
 
     @classmethod

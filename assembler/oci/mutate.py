@@ -91,6 +91,11 @@ def append_layers(image: Image, layers: Sequence[AddedLayer], *, epoch: int) -> 
     rootfs["type"] = "layers"
     diff_ids = list(rootfs.get("diff_ids") or [])
     history = list(config.get("history") or [])
+    if not history and diff_ids:
+        # History is optional in OCI, but once we add entries there must be one per layer:
+        # a base without any gets one per layer it has, so readers can match them up.
+        history = [{"created": timestamp(epoch), "created_by": "(base layer; the base has no history)"}
+                   for _ in diff_ids]  # fmt: skip
     for layer in layers:
         diff_ids.append(layer.diff_id)
         entry: dict[str, Any] = {"created": timestamp(epoch), "created_by": layer.created_by}

@@ -116,6 +116,11 @@ def _resolve_params(
             break
     else:
         raise locs.error(where, "params refer to each other in a cycle")
+    for name, value in params.items():
+        # What still names a param after the rounds can only be a param naming itself.
+        left = [mt.group(1) for mt in _PLACEHOLDER.finditer(value) if mt.group(1) in params]
+        if left:
+            raise locs.error((*where, name), f"params refer to each other in a cycle (through ${{{left[0]}}})")
     return params
 
 

@@ -10,7 +10,17 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, WithJsonSchema, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    WithJsonSchema,
+    field_validator,
+)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$")
@@ -249,10 +259,19 @@ class Recipe(Strict):
 
 # -- image layers ----------------------------------------------------------------------
 
+# The last second of year 9999: what an RFC 3339 timestamp (and Python's datetime) can say.
+MAX_EPOCH = 253402300799
+
+
+def _inside_image(path: str) -> str:
+    if ".." in path.split("/"):
+        raise ValueError(f"{path!r} climbs out of the image with '..'")
+    return path
+
 
 class CopySpec(Strict):
     from_: str = Field(alias="from", description="host path relative to the manifest")
-    to: str
+    to: Annotated[str, AfterValidator(_inside_image)]
     mode: Mode | None = None
     owner: Owner | None = None
 
@@ -404,8 +423,10 @@ class Manifest(Strict):
 
     name: Name
     description: str | None = None
-    epoch: int | None = Field(default=None, ge=0, description="timestamps; SOURCE_DATE_EPOCH and --epoch win")
-    platform: str = "linux/amd64"
+    epoch: int | None = Field(
+        default=None, ge=0, le=MAX_EPOCH, description="timestamps; SOURCE_DATE_EPOCH and --epoch win"
+    )
+    platform: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+/[A-Za-z0-9_]+(/[A-Za-z0-9_]+)?$")] = "linux/amd64"
     compression: Literal["zstd", "gzip"] = "zstd"
     params: dict[str, Scalar] = Field(default_factory=dict)
     choices: dict[str, dict[str, dict[str, Scalar]]] = Field(

@@ -20,6 +20,11 @@ from assembler.errors import ManifestError
 
 PathKey = tuple[str | int, ...]
 
+# Bounds on what a manifest may expand to: aliases can make a small file describe an
+# exponentially large document ("billion laughs"), and nesting can exhaust the stack.
+MAX_VALUES = 200_000
+MAX_DEPTH = 100
+
 
 @dataclass
 class Locations:
@@ -46,10 +51,25 @@ def dotted(path: Sequence[str | int]) -> str:
     return ".".join(str(p) for p in path)
 
 
-def _plain(node: Any, path: PathKey, locs: Locations) -> Any:
+class _Budget:
+    """How many values a document may still expand to."""
+
+    def __init__(self) -> None:
+        self.left = MAX_VALUES
+
+
+def _plain(node: Any, path: PathKey, locs: Locations, budget: _Budget) -> Any:
+    budget.left -= 1
+    if budget.left < 0:
+        raise locs.error(path, f"the document expands to more than {MAX_VALUES} values (YAML aliases?)")
+    if len(path) > MAX_DEPTH:
+        raise locs.error(path, f"nested more than {MAX_DEPTH} levels deep")
     if isinstance(node, CommentedMap):
         out: dict[str, Any] = {}
         for key, value in node.items():
+            if isinstance(key, str) and "\x00" in key:
+                raise ManifestError("a NUL character is not allowed in a key", file=locs.file, field=dotted(path),
+                                    line=locs.line(path))  # fmt: skip
             if not isinstance(key, str):
                 key_line = node.lc.key(key)[0] + 1 if node.lc.data and key in node.lc.data else None
                 raise ManifestError(
@@ -60,7 +80,7 @@ def _plain(node: Any, path: PathKey, locs: Locations) -> Any:
                 locs.lines[child] = node.lc.key(key)[0] + 1
             except (KeyError, TypeError):
                 pass
-            out[key] = _plain(value, child, locs)
+            out[key] = _plain(value, child, locs, budget)
         return out
     if isinstance(node, CommentedSeq):
         items = []
@@ -70,9 +90,11 @@ def _plain(node: Any, path: PathKey, locs: Locations) -> Any:
                 locs.lines[child] = node.lc.item(i)[0] + 1
             except (KeyError, TypeError, IndexError):
                 pass
-            items.append(_plain(value, child, locs))
+            items.append(_plain(value, child, locs, budget))
         return items
     if isinstance(node, str):
+        if "\x00" in node:
+            raise locs.error(path, "a NUL character is not allowed in a manifest value")
         return str(node)  # ruamel's scalar string subclasses -> plain str
     if isinstance(node, bool) or node is None:
         return node
@@ -108,5 +130,7 @@ def load(path: Path, *, text: str | None = None) -> tuple[Any, Locations]:
         raise ManifestError(f"YAML syntax: {problem}", file=path, line=line) from e
     except YAMLError as e:
         raise ManifestError(f"YAML syntax: {e}", file=path) from e
+    except RecursionError:
+        raise ManifestError(f"nested too deep (at most {MAX_DEPTH} levels)", file=path) from None
     locs.lines[()] = 1
-    return _plain(doc, (), locs), locs
+    return _plain(doc, (), locs, _Budget()), locs

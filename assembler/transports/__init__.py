@@ -8,20 +8,26 @@ This module only dispatches on the reference.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO, cast
 
-from assembler.archive.compress import Compression
-from assembler.cache import Cache
-from assembler.errors import InputError
+from assembler.archive.compress import DECOMPRESS_ERRORS, Compression, decompressed
+from assembler.cache import BlobWriter, Cache
+from assembler.errors import CorruptBlob, DigestMismatch, InputError
+from assembler.oci import mediatypes as mt
 from assembler.oci import mutate
-from assembler.oci.descriptor import Platform
+from assembler.oci.descriptor import Descriptor, Platform
+from assembler.oci.digest import digest_hex
 from assembler.oci.image import Image
 from assembler.oci.reference import ImageName, Ref
 from assembler.proc import Runner
 from assembler.transports import archive, layout, rootfs
 from assembler.transports.common import BlobReader, RegistryOptions, SourceImage
+
+_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -76,20 +82,132 @@ def open_source(ref: Ref, ctx: Context) -> SourceImage:
 
 
 def import_image(source: SourceImage, cache: Cache, *, progress: Callable[[int], None] | None = None) -> Image:
-    """Copy every blob of ``source`` into the cache (hard links where possible), verified."""
-    for desc in source.image.blob_descriptors():
-        if cache.has_blob(desc.digest, desc.size):
-            continue
-        path = source.blobs.blob_file(desc.digest)
-        if path is not None:
-            cache.import_file(path, digest=desc.digest, size=desc.size)
+    """Copy every blob of ``source`` into the cache, verified: digests as they stream, and
+    each layer's diff_id (decompressed in the same pass) against the config's.
+
+    Raises InputError naming the layer whose bytes or diff_id are not what the image says.
+    """
+    image = source.image
+    layers = {d.digest: (i, diff_id) for i, (d, diff_id) in enumerate(zip(image.layers, image.diff_ids, strict=False))}
+    if len(image.layers) != len(image.diff_ids):
+        raise InputError(f"{source.name}: {len(image.layers)} layers but {len(image.diff_ids)} diff_ids in the config")
+    for desc in image.blob_descriptors():
+        if desc.digest in layers:
+            i, diff_id = layers[desc.digest]
+            _import_layer(
+                source, cache, desc, diff_id, f"{source.name}: layer {i + 1}/{len(image.layers)} {desc.digest}"
+            )
+        elif not cache.has_blob(desc.digest, desc.size):
+            try:
+                with source.blobs.open_blob(desc.digest) as f:
+                    cache.import_stream(f, digest=desc.digest, size=desc.size)
+            except DigestMismatch as e:
+                raise InputError(f"{source.name}: {e}") from None
         else:
-            with source.blobs.open_blob(desc.digest) as f:
-                cache.import_stream(f, digest=desc.digest, size=desc.size)
+            continue
         if progress is not None:
             progress(desc.size)
-    cache.put_image(source.image)
-    return source.image
+    cache.put_image(image)
+    return image
+
+
+def _import_layer(source: SourceImage, cache: Cache, desc: Descriptor, diff_id: str, what: str) -> None:
+    """Bring one layer into the cache (unless there) and check its diff_id, known from an
+    earlier check or computed while the bytes are copied."""
+    key = "diffid-" + digest_hex(desc.digest)
+    known = (cache.get_key(key) or {}).get("diff_id")
+    present = cache.has_blob(desc.digest, desc.size)
+    if present and known is not None:
+        actual = str(known)
+    else:
+        try:
+            comp = cast(Compression, mt.compression_of(desc.media_type))
+        except ValueError as e:
+            raise InputError(f"{what}: {e}") from None
+        try:
+            if present:
+                with cache.open_blob(desc.digest) as f:
+                    actual = _diff_id(f, None, comp)
+            else:
+                with source.blobs.open_blob(desc.digest) as f, cache.blob_writer(expected=desc.digest) as w:
+                    actual = _diff_id(f, w, comp)
+        except DigestMismatch as e:
+            if isinstance(e, CorruptBlob):
+                raise
+            raise InputError(f"{what}: {e}") from None
+        except DECOMPRESS_ERRORS as e:
+            raise InputError(f"{what}: not readable {comp} data ({e})") from None
+        cache.put_key(key, {"diff_id": actual})
+    if actual != diff_id:
+        raise InputError(
+            f"{what}: uncompressed content is {actual}, but the config's diff_id is {diff_id}",
+            hint="the image's config does not describe its layers; rebuild or re-pull it",
+        )
+
+
+class _Tee:
+    """Reads ``raw``, copying what is read into ``sink`` (the cache) on the way."""
+
+    def __init__(self, raw: BinaryIO, sink: BlobWriter | None) -> None:
+        self.raw = raw
+        self.sink = sink
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        if data and self.sink is not None:
+            self.sink.write(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+
+def _diff_id(raw: BinaryIO, sink: BlobWriter | None, comp: Compression) -> str:
+    tee = _Tee(raw, sink)
+    sha = hashlib.sha256()
+    with decompressed(cast(BinaryIO, tee), comp) as plain:
+        while chunk := plain.read(_CHUNK):
+            sha.update(chunk)
+    while tee.read(_CHUNK):  # bytes after the compressed stream still belong to the blob
+        pass
+    return "sha256:" + sha.hexdigest()
+
+
+_SIF_MAGIC = b"SIF_MAGIC"
+
+
+def check_replaceable(path: Path, kind: str, *, force: bool) -> None:
+    """Refuse (InputError) to write output ``kind`` at ``path`` over something that is not
+    ours: a file that is not an image archive or SIF, a folder that is not an OCI layout.
+    ``force`` allows replacing any file (never a folder by a file)."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if kind == "oci":
+        if path.is_dir() and (not any(path.iterdir()) or (path / "oci-layout").is_file()):
+            return
+        what = "a folder that is not an OCI layout" if path.is_dir() else "a file, not an OCI layout folder"
+        raise InputError(f"oci:{path}: {what}", hint="choose another path (an existing layout is added to)")
+    if path.is_dir():
+        raise InputError(f"{kind}:{path}: is a folder; the output is a file", hint="choose another path")
+    if force or _is_ours(path, kind):
+        return
+    raise InputError(
+        f"{kind}:{path}: exists and is not {'a SIF file' if kind == 'sif' else 'an image archive'}; not replacing it",
+        hint="pass --force to replace it, or choose another path",
+    )
+
+
+def _is_ours(path: Path, kind: str) -> bool:
+    """Whether ``path`` is something this output may replace: a SIF for ``sif``, an
+    oci- or docker-archive for the archives."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return False
+    if kind == "sif":
+        return _SIF_MAGIC in head
+    return archive.is_image_archive(path)
 
 
 @dataclass(frozen=True)

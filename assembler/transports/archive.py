@@ -9,6 +9,7 @@ the output and renamed at the end: a failed write leaves no partial archive.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tarfile
@@ -22,13 +23,14 @@ from typing import Any, BinaryIO, cast
 from assembler.archive.compress import decompressed, sniff
 from assembler.archive.layer import HashingSink
 from assembler.archive.tar import TarEntry, TarWriter, sort_key
+from assembler.cache import reclaim, temp_prefix
 from assembler.errors import InputError, InvalidImage
 from assembler.oci import mediatypes as mt
 from assembler.oci.descriptor import Descriptor, Platform
 from assembler.oci.digest import canonical_json, digest_hex, sha256_digest
 from assembler.oci.image import Image
 from assembler.oci.reference import ImageName
-from assembler.transports.common import BlobReader, SourceImage, resolve_image
+from assembler.transports.common import BlobReader, SourceImage, descriptors, resolve_image, verified
 
 _CHUNK = 1 << 20
 
@@ -57,8 +59,12 @@ class TarBlobs:
         return cast(BinaryIO, _Slice(f, info.size))
 
     def open_blob(self, digest: str) -> BinaryIO:
-        name = self.by_digest.get(digest) or f"blobs/sha256/{digest_hex(digest)}"
-        return self.member(name)
+        """The blob, verified as it is read: InputError when its bytes are not ``digest``."""
+        try:
+            name = self.by_digest.get(digest) or f"blobs/sha256/{digest_hex(digest)}"
+        except ValueError as e:
+            raise InputError(f"{self.what}: {e}") from None
+        return verified(self.member(name), digest, what=self.what)
 
     def read_member(self, name: str) -> bytes:
         with self.member(name) as f:
@@ -106,6 +112,20 @@ def _index_tar(path: Path, what: str) -> dict[str, tarfile.TarInfo]:
         raise InputError(f"{what}: not a readable tar archive ({e})") from e
 
 
+def is_image_archive(path: Path) -> bool:
+    """Whether ``path`` is an uncompressed tar holding an OCI layout or a ``docker save``
+    image (only the headers are read: members are skipped by seeking)."""
+    names = {"index.json", "oci-layout", "manifest.json"}
+    try:
+        with tarfile.open(path, mode="r:") as tf:
+            for info in tf:
+                if info.name.removeprefix("./") in names:
+                    return True
+    except (tarfile.TarError, OSError, EOFError):
+        return False
+    return False
+
+
 def read_oci_archive(path: Path, tag: str = "", *, platform: Platform) -> SourceImage:
     """The image tagged ``tag`` (or the only one) in an oci-archive."""
     what = f"oci-archive:{path}" + (f":{tag}" if tag else "")
@@ -117,7 +137,9 @@ def read_oci_archive(path: Path, tag: str = "", *, platform: Platform) -> Source
         raise InputError(f"{what}: no index.json: not an oci-archive") from e
     except ValueError as e:
         raise InputError(f"{what}: index.json is not JSON") from e
-    descs = [Descriptor.from_json(d) for d in index.get("manifests", [])]
+    if not isinstance(index, dict):
+        raise InputError(f"{what}: index.json is not an object")
+    descs = descriptors(index.get("manifests", []), what)
     if tag:
         descs = [d for d in descs if d.annotations.get(mt.ANNOTATION_REF_NAME) == tag]
     if len(descs) != 1:
@@ -177,7 +199,8 @@ def read_docker_archive(path: Path, ref: str = "", *, platform: Platform) -> Sou
 @contextmanager
 def _atomic(path: Path) -> Iterator[BinaryIO]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    reclaim(path.parent, f".{glob.escape(path.name)}.*")
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(f".{path.name}."), dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f

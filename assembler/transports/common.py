@@ -6,12 +6,13 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, cast
 
 from assembler.errors import InputError, NotFound
 from assembler.oci.descriptor import Descriptor, Platform
-from assembler.oci.digest import sha256_digest
+from assembler.oci.digest import is_digest, sha256_digest
 from assembler.oci.image import Image, Index, parse_manifest_or_index
+from assembler.oci.verify import VerifiedReader
 
 ProgressFn = Callable[[int], None]
 
@@ -27,6 +28,7 @@ class RegistryOptions:
     max_backoff: float = 8.0
     max_retry_after: float = 60.0  # cap on a server's Retry-After
     timeout: float = 60.0  # per request, connect and read
+    min_rate: int = 16 << 10  # bytes/s: a blob download may take timeout + size / min_rate, no more
     chunk_size: int = 32 << 20  # PATCH chunk size for big blobs (memory bound)
     monolithic_max: int = 32 << 20  # blobs up to this size: one streamed PUT
 
@@ -58,15 +60,50 @@ class DirBlobs:
         self.what = what
 
     def blob_file(self, digest: str) -> Path | None:
+        if not is_digest(digest):  # never a path built from a malformed digest
+            raise InputError(f"{self.what}: malformed digest {digest!r}")
         algo, _, hexpart = digest.partition(":")
         path = self.root / algo / hexpart
         return path if path.is_file() else None
 
     def open_blob(self, digest: str) -> BinaryIO:
+        """The blob, verified as it is read: InputError when its bytes are not ``digest``."""
         path = self.blob_file(digest)
         if path is None:
             raise NotFound(f"{self.what}: blob {digest} is missing")
-        return open(path, "rb")
+        return verified(open(path, "rb"), digest, what=self.what)
+
+
+def damaged(what: str) -> Callable[[str, str], Exception]:
+    """The error for a blob of the user's input that is not what its digest says."""
+
+    def error(expected: str, actual: str) -> Exception:
+        return InputError(
+            f"{what}: blob {expected} does not match its digest (got {actual}): the copy is damaged or was swapped",
+            hint="copy the image again from its source",
+        )
+
+    return error
+
+
+def verified(raw: BinaryIO, digest: str, *, what: str, size: int | None = None) -> BinaryIO:
+    """``raw`` read through a digest check (InputError naming ``what`` on a mismatch)."""
+    return cast(BinaryIO, VerifiedReader(raw, digest, on_mismatch=damaged(what), size=size))
+
+
+def descriptors(entries: Any, what: str) -> list[Descriptor]:
+    """The descriptors of an index's ``manifests`` list; InputError for malformed ones."""
+    if not isinstance(entries, list):
+        raise InputError(f"{what}: index.json has no manifests list")
+    out = []
+    for i, entry in enumerate(entries):
+        try:
+            if not isinstance(entry, dict):
+                raise ValueError(f"expected an object, got {type(entry).__name__}")
+            out.append(Descriptor.from_json(entry))
+        except ValueError as e:
+            raise InputError(f"{what}: index.json manifests[{i}]: {e}") from None
+    return out
 
 
 def read_verified(blobs: BlobReader, desc: Descriptor, *, what: str) -> bytes:
@@ -84,14 +121,17 @@ def resolve_image(blobs: BlobReader, desc: Descriptor, platform: Platform, *, wh
     index_digest = None
     for _ in range(4):
         body = read_verified(blobs, desc, what=what)
-        if parse_manifest_or_index(body) == "index":
-            index = Index(body)
-            index_digest = index_digest or index.digest
-            chosen = pick_manifest(index, platform, what=what)
-            desc = next(d for d in index.manifests if d.digest == chosen)
-            continue
-        config = Descriptor.from_json(json.loads(body)["config"])
-        return Image(body, read_verified(blobs, config, what=what)), index_digest
+        try:
+            if parse_manifest_or_index(body) == "index":
+                index = Index(body)
+                index_digest = index_digest or index.digest
+                chosen = pick_manifest(index, platform, what=what)
+                desc = next(d for d in index.manifests if d.digest == chosen)
+                continue
+            config = Descriptor.from_json(json.loads(body)["config"])
+            return Image(body, read_verified(blobs, config, what=what)), index_digest
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise InputError(f"{what}: manifest {desc.digest} is malformed ({e})") from None
     raise InputError(f"{what}: indexes nested too deep")
 
 

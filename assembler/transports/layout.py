@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from assembler.cache import copy_verified, temp_prefix
 from assembler.errors import InputError
 from assembler.oci import mediatypes as mt
 from assembler.oci.descriptor import Descriptor, Platform
 from assembler.oci.digest import canonical_json, sha256_digest
 from assembler.oci.image import Image
-from assembler.transports.common import BlobReader, DirBlobs, SourceImage, resolve_image
+from assembler.transports.common import BlobReader, DirBlobs, SourceImage, descriptors, resolve_image
 
 _CHUNK = 1 << 20
 
@@ -42,7 +42,7 @@ def read(path: Path, tag: str = "", *, platform: Platform) -> SourceImage:
     what = f"oci:{path}" + (f":{tag}" if tag else "")
     index = read_index(path)
     blobs = DirBlobs(path / "blobs", what=what)
-    descs = [Descriptor.from_json(d) for d in index["manifests"]]
+    descs = descriptors(index["manifests"], what)
     if tag:
         matches = [d for d in descs if d.annotations.get(mt.ANNOTATION_REF_NAME) == tag]
         if not matches:
@@ -61,20 +61,14 @@ def read(path: Path, tag: str = "", *, platform: Platform) -> SourceImage:
 
 
 def _place_blob(blobs: BlobReader, digest: str, dest: Path) -> None:
+    """A verified copy (a reflink where possible, never a hard link) of a blob at ``dest``."""
     if dest.is_file():
         return
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    src = blobs.blob_file(digest)
+    tmp = dest.with_name(f"{temp_prefix('.tmp-')}{dest.name}")
     try:
-        if src is not None:
-            try:
-                os.link(src, tmp)
-            except OSError:
-                shutil.copyfile(src, tmp)
-        else:
-            with blobs.open_blob(digest) as fin, open(tmp, "wb") as fout:
-                shutil.copyfileobj(fin, fout, _CHUNK)
+        with blobs.open_blob(digest) as blob:
+            copy_verified(blob, tmp, src=blobs.blob_file(digest))
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -85,7 +79,7 @@ def write_blob_bytes(path: Path, data: bytes) -> str:
     dest = path / "blobs" / "sha256" / digest.split(":", 1)[1]
     if not dest.is_file():
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=temp_prefix(".tmp-"))
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, dest)
@@ -127,7 +121,7 @@ def write(
         write_blob_bytes(path, body)
         manifests = [d for d in manifests if d.get("digest") != desc.digest] + [desc.to_json()]
     index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": manifests}
-    fd, tmp = tempfile.mkstemp(dir=path, prefix=".index-")
+    fd, tmp = tempfile.mkstemp(dir=path, prefix=temp_prefix(".index-"))
     with os.fdopen(fd, "wb") as f:
         f.write(canonical_json(index))
     os.replace(tmp, path / "index.json")

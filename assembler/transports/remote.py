@@ -145,15 +145,17 @@ class Registry:
         )
         return response.status_code != 404
 
-    def open_blob(self, repository: str, digest: str) -> BinaryIO:
+    def open_blob(self, repository: str, digest: str, *, size: int | None = None) -> BinaryIO:
         """A streaming reader of the blob; DigestMismatch at EOF if the bytes are not ``digest``.
 
+        With ``size`` (what a manifest declares), a registry sending more fails at once.
         Raises NotFound or RegistryError when the download cannot start.
         """
         return open_verified(
             self._http,
             self._http.url(f"/v2/{repository}/blobs/{digest}"),
             digest=digest,
+            size=size,
             scopes=scopes_of(pull_scope(repository)),
             what=f"reading blob {digest} from {self._where(repository)}",
             progress=self._progress,
@@ -261,12 +263,13 @@ class Registry:
 class RemoteBlobs:
     """The blobs of one repository, as a BlobReader (streamed, verified; never a file)."""
 
-    def __init__(self, registry: Registry, repository: str) -> None:
+    def __init__(self, registry: Registry, repository: str, sizes: Mapping[str, int] | None = None) -> None:
         self.registry = registry
         self.repository = repository
+        self.sizes = dict(sizes or {})  # what the manifest declares: downloads stop there
 
     def open_blob(self, digest: str) -> BinaryIO:
-        return self.registry.open_blob(self.repository, digest)
+        return self.registry.open_blob(self.repository, digest, size=self.sizes.get(digest))
 
     def blob_file(self, digest: str) -> Path | None:
         return None
@@ -355,7 +358,8 @@ def read(
         image = Image(body, config)  # checks the config bytes against the manifest's digest
     except ValueError as e:
         raise InvalidImage(f"{what}: {e}") from e
-    return SourceImage(image, RemoteBlobs(registry, name.repository), what, index_digest)
+    sizes = {d.digest: d.size for d in image.blob_descriptors()}
+    return SourceImage(image, RemoteBlobs(registry, name.repository, sizes), what, index_digest)
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,12 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import BinaryIO, cast
 
 import requests
+import urllib3
 
 from assembler.errors import DigestMismatch, RegistryError
 from assembler.transports.remote_auth import Scopes
@@ -42,8 +44,13 @@ class BlobStream(io.RawIOBase):
         scopes: Scopes,
         what: str,
         progress: Callable[[int], None] | None,
+        size: int | None = None,
     ) -> None:
         super().__init__()
+        self._size = size
+        # A whole-download deadline: per-read timeouts alone let a trickle go on forever.
+        budget = http.options.timeout + (size if size is not None else 0) / max(1, http.options.min_rate)
+        self._deadline = time.monotonic() + budget
         self._http = http
         self._url = url
         self._digest = digest
@@ -72,8 +79,12 @@ class BlobStream(io.RawIOBase):
         )
         # A server that ignores Range sends the whole blob again: skip what we have.
         self._skip = self._offset if response.status_code == 200 else 0
+        announced = response.headers.get("Content-Length", "")
+        if self._size is not None and announced.isdigit() and int(announced) - self._skip > self._size - self._offset:
+            response.close()
+            raise self._too_big(f"announces {announced} bytes")
         self._response = response
-        self._chunks = response.iter_content(_CHUNK)
+        self._chunks = _arriving(response)
 
     def _resume(self, error: Exception) -> None:
         self._failures += 1
@@ -98,12 +109,25 @@ class BlobStream(io.RawIOBase):
                 continue
             if chunk is None:
                 return None
+            if time.monotonic() > self._deadline:
+                raise RegistryError(
+                    f"{self._what}: too slow: {self._offset} bytes in {self._http.options.timeout:.0f} s "
+                    f"plus {self._http.options.min_rate} bytes/s",
+                    registry=self._http.host,
+                )
             if self._skip:
                 dropped = min(self._skip, len(chunk))
                 self._skip -= dropped
                 chunk = chunk[dropped:]
             if chunk:
                 return chunk
+
+    def _too_big(self, how: str) -> RegistryError:
+        # Not retried: a registry that lies about one blob's size will do it again.
+        return RegistryError(
+            f"{self._what}: the registry {how} than the {self._size} bytes the manifest declares",
+            registry=self._http.host,
+        )
 
     def _verify(self) -> None:
         actual = "sha256:" + self._sha.hexdigest()
@@ -124,6 +148,8 @@ class BlobStream(io.RawIOBase):
                 self._close_response()
                 self._verify()
                 return 0
+            if self._size is not None and self._offset + len(chunk) > self._size:
+                raise self._too_big("sent more")
             self._sha.update(chunk)
             self._offset += len(chunk)
             self._http.stats.downloaded_bytes += len(chunk)
@@ -145,6 +171,20 @@ class BlobStream(io.RawIOBase):
         super().close()
 
 
+def _arriving(response: requests.Response) -> Iterator[bytes]:
+    """The body as it arrives (one receive at a time, so a deadline is checked between
+    receives even when a server trickles), read errors as requests' own."""
+    raw = response.raw
+    while True:
+        try:
+            chunk = raw.read1(_CHUNK, decode_content=False)
+        except (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError, OSError) as e:
+            raise requests.ConnectionError(str(e)) from e
+        if not chunk:
+            return
+        yield chunk
+
+
 def open_verified(
     http: HttpClient,
     url: str,
@@ -153,9 +193,10 @@ def open_verified(
     scopes: Scopes,
     what: str,
     progress: Callable[[int], None] | None = None,
+    size: int | None = None,
 ) -> BinaryIO:
-    """A buffered, verified stream of the blob at ``url``."""
-    raw = BlobStream(http, url, digest=digest, scopes=scopes, what=what, progress=progress)
+    """A buffered, verified stream of the blob at ``url`` (at most ``size`` bytes, when given)."""
+    raw = BlobStream(http, url, digest=digest, scopes=scopes, what=what, progress=progress, size=size)
     return cast(BinaryIO, io.BufferedReader(raw, buffer_size=_BUFFER))
 
 

@@ -28,7 +28,7 @@ import oras.provider
 import oras.utils
 import requests
 
-from assembler.errors import NotFound, RegistryError
+from assembler.errors import InputError, NotFound, RegistryError
 from assembler.transports.common import RegistryOptions
 from assembler.transports.remote_auth import (
     Challenge,
@@ -175,6 +175,11 @@ class HttpClient:
             return self.session.request(
                 method, url, timeout=timeout, verify=self.options.tls_verify, stream=True, **kwargs
             )
+        except requests.TooManyRedirects as e:
+            raise InputError(
+                f"{self.host}: {method} {url} redirects in a loop ({_short(e)})",
+                hint="check the registry's address; it does not serve the registry API there",
+            ) from e
         except requests.exceptions.SSLError as e:
             raise RegistryError(
                 f"{self.host}: TLS failed ({e})",

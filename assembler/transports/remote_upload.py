@@ -203,8 +203,9 @@ class BlobUploader:
 
 
 def _open(blobs: BlobReader, desc: Descriptor) -> AbstractContextManager[BinaryIO]:
-    path = blobs.blob_file(desc.digest)
-    return open(path, "rb") if path is not None else blobs.open_blob(desc.digest)
+    # Through the reader, which checks the digest as the bytes go out: a damaged cache
+    # blob fails here (and is dropped) rather than as the registry's DIGEST_INVALID.
+    return blobs.open_blob(desc.digest)
 
 
 def _check_size(blobs: BlobReader, desc: Descriptor, what: str) -> None:

@@ -7,13 +7,13 @@ tarball's digest.
 
 from __future__ import annotations
 
-import shutil
+import os
 import tarfile
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from assembler.archive.compress import Compression, decompressed, sniff
+from assembler.archive.compress import DECOMPRESS_ERRORS, Compression, decompressed, sniff
 from assembler.archive.layer import LayerBlob, Member, Opener, write_layer
 from assembler.archive.tar import entry_from_tarinfo
 from assembler.cache import Cache, key_of
@@ -42,10 +42,11 @@ def layer_from_tar(tar_path: Path, *, cache: Cache, compression: Compression, ep
             raw.seek(0)
             if kind != "none":
                 plain = work / "plain.tar"
+                limit = unpack_limit(os.fstat(raw.fileno()).st_size)
                 try:
                     with decompressed(raw, kind) as stream, open(plain, "wb") as out:
-                        shutil.copyfileobj(stream, out, _CHUNK)
-                except (OSError, EOFError, ValueError) as e:
+                        _copy_bounded(stream, out, limit, what)
+                except DECOMPRESS_ERRORS as e:
                     raise InputError(f"{what}: cannot decompress {kind} data ({e})") from e
         try:
             tf = tarfile.open(plain, mode="r:", errorlevel=2)  # noqa: SIM115 - closed by the with below
@@ -55,7 +56,8 @@ def layer_from_tar(tar_path: Path, *, cache: Cache, compression: Compression, ep
             members: list[Member] = []
             try:
                 infos = tf.getmembers()
-            except (tarfile.TarError, EOFError) as e:
+            except (tarfile.TarError, EOFError, ValueError, OverflowError) as e:
+                # ValueError/OverflowError: a header with an absurd size or offset (a pax "size").
                 raise InputError(f"{what}: damaged tar archive ({e})") from e
             for info in infos:
                 entry = entry_from_tarinfo(info, what=what)  # UnsafePath for '..'
@@ -65,9 +67,40 @@ def layer_from_tar(tar_path: Path, *, cache: Cache, compression: Compression, ep
                 if entry.kind == "file":
                     opener = _member_opener(tf, info)
                 members.append((entry, opener))
-            with cache.blob_writer() as w:
-                blob = write_layer(members, w, compression=compression, epoch=epoch)
+            try:
+                with cache.blob_writer() as w:
+                    blob = write_layer(members, w, compression=compression, epoch=epoch)
+            except ValueError as e:  # e.g. a hard link to a file the archive does not have
+                raise InputError(f"{what}: {e}") from None
     return blob
+
+
+# A decompressed rootfs may be this many times its compressed size (at least MIN_UNPACK
+# bytes): real ones stay far below, a "zip bomb" does not. ASSEMBLE_ROOTFS_MAX_BYTES sets it.
+MAX_RATIO = 32
+MIN_UNPACK = 1 << 30
+
+
+def unpack_limit(compressed: int) -> int:
+    """How many bytes a compressed rootfs of ``compressed`` bytes may unpack to."""
+    env = os.environ.get("ASSEMBLE_ROOTFS_MAX_BYTES", "").strip()
+    if env:
+        if not env.isdigit():
+            raise InputError(f"ASSEMBLE_ROOTFS_MAX_BYTES must be a number of bytes, got {env!r}")
+        return int(env)
+    return max(MIN_UNPACK, MAX_RATIO * compressed)
+
+
+def _copy_bounded(stream: BinaryIO, out: BinaryIO, limit: int, what: str) -> None:
+    written = 0
+    while chunk := stream.read(_CHUNK):
+        written += len(chunk)
+        if written > limit:
+            raise InputError(
+                f"{what}: unpacks to more than {limit} bytes (a decompression bomb?)",
+                hint="set ASSEMBLE_ROOTFS_MAX_BYTES to a larger number of bytes if this tarball is genuine",
+            )
+        out.write(chunk)
 
 
 def _member_opener(tf: tarfile.TarFile, info: tarfile.TarInfo) -> Opener:

@@ -30,6 +30,7 @@ import ctypes
 import errno
 import fcntl
 import functools
+import glob
 import logging
 import os
 import subprocess
@@ -44,6 +45,7 @@ from typing import IO, cast
 from assembler.archive.compress import Compression
 from assembler.archive.flatten import FlattenStats, LayerSource, flatten
 from assembler.archive.tar import TarWriter
+from assembler.cache import reclaim, temp_prefix
 from assembler.errors import InputError, InvalidImage, ToolError
 from assembler.oci import mediatypes as mt
 from assembler.oci.digest import file_digest
@@ -307,7 +309,8 @@ def write_sif(
     meta = apptainer.metadata(image, source_name=source.name, epoch=epoch)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    reclaim(out.parent, f".{glob.escape(out.name)}.*.tmp")  # left by killed runs
+    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=temp_prefix(f".{out.name}."), suffix=".tmp")
     tmp = Path(tmp_name)
     try:
         os.close(fd)  # tar2sqfs writes it by name
