@@ -1,0 +1,140 @@
+"""The real llama.cpp, not a stand-in: the tree PyPI's llama-cpp-python sdist vendors.
+
+``manifests/llamacpp.yaml --set backend=cpu --source llama.cpp=TREE`` must build the CPU
+server image as shipped (no edited manifest, no copied recipe), run ``llama-server
+--version``, carry CA certificates, label the source actually built, and keep the
+README's promises on real code: no change builds nothing and gives the same digest; a
+one-line edit in the server recompiles that one file and changes only the server's layer.
+
+The sdist is downloaded once into the shared test cache (never committed); the cold build
+runs once per session and the other tests build on it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from assembler.compile.sources import tree_digest
+from tests.conftest import TEST_CACHE
+from tests.helpers import ROOT, Buildah, Ran, config_of, layout_digest, run_cli
+
+SDIST = "llama-cpp-python==0.3.16"
+pytestmark = pytest.mark.slow
+
+
+def upstream_tree() -> Path:
+    """llama.cpp as vendored by the llama-cpp-python sdist, downloaded and unpacked once per
+    machine (parallel test processes wait for the first)."""
+    folder = TEST_CACHE / "upstream"
+    tree = folder / "llama.cpp-0.3.16"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if tree.is_dir():
+            return tree
+        archive = folder / "llama_cpp_python-0.3.16.tar.gz"
+        if not archive.is_file():
+            subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+                            "--no-deps", "--no-binary", ":all:", SDIST, "-d", str(folder)], check=True)  # fmt: skip
+        tmp = folder / ".tmp-tree"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        prefix = "llama_cpp_python-0.3.16/vendor/llama.cpp/"
+        with tarfile.open(archive) as tf:
+            members = [m for m in tf.getmembers() if m.name.startswith(prefix) and len(m.name) > len(prefix)]
+            for m in members:
+                m.name = m.name[len(prefix) :]
+            tf.extractall(tmp, members=members, filter="data")
+        tmp.rename(tree)
+    return tree
+
+
+@dataclass
+class Real:
+    work: Path
+    source: Path
+    bases: dict[str, Path]
+    cold: Ran
+
+    def build(self, *args: str) -> Ran:
+        return build(self.work, self.source, self.bases, *args)
+
+
+def build(work: Path, source: Path, bases: dict[str, Path], *args: str) -> Ran:
+    ran = run_cli([str(ROOT / "manifests/llamacpp.yaml"), "--set", "backend=cpu", "--source", f"llama.cpp={source}",
+                   "--base", f"devel=oci:{bases['devel']}:latest", "--base", f"runtime=oci:{bases['runtime']}:latest",
+                   "--cache", str(work / "cache"), "--json", "-o", f"oci:{work / 'out'}:server", *args],
+                  cwd=work, timeout=3600)  # fmt: skip
+    assert ran.code == 0, str(ran)
+    return ran
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory: pytest.TempPathFactory, demo_bases: dict[str, Path]) -> Iterator[Real]:
+    work = tmp_path_factory.mktemp("upstream-llamacpp")
+    source = work / "llama.cpp"
+    shutil.copytree(upstream_tree(), source, symlinks=True)  # this module edits its copy
+    yield Real(work, source, demo_bases, build(work, source, demo_bases))
+
+
+def states(ran: Ran) -> dict[str, str]:
+    return {s["name"]: s["state"] for s in ran.json["steps"]}
+
+
+def layers(ran: Ran) -> dict[str, str]:
+    return {x["what"]: x["digest"] for x in ran.json["layers"]}
+
+
+def test_the_shipped_manifest_builds_upstream_and_the_server_runs(real: Real, tmp_path: Path) -> None:
+    assert states(real.cold) == {"llama": "built", "runtime-packages": "built"}
+    layout = real.work / "out"
+    assert layout_digest(layout, "server") == real.cold.json["digest"]
+    assert run_cli(["validate", f"oci:{layout}:server"]).code == 0
+    b = Buildah(tmp_path / "b")
+    out = b.run_image(f"oci:{layout}:server", ["/app/llama-server", "--version"])
+    assert re.search(r"version: \d+ \(", out), out
+    # HTTPS model downloads (llama-server -hf ...) need the CA certificates upstream's image has.
+    certs = b.run_image(f"oci:{layout}:server", ["sh", "-c", "ls /etc/ssl/certs | wc -l"])
+    assert int(certs.strip()) > 100
+    assert "BEGIN CERTIFICATE" in b.run_image(
+        f"oci:{layout}:server", ["head", "-1", "/etc/ssl/certs/ca-certificates.crt"]
+    )
+
+
+def test_labels_follow_the_source_actually_built(real: Real) -> None:
+    cfg = config_of(real.work / "out", "server")["config"]
+    labels: dict[str, Any] = cfg["Labels"]
+    # --source replaced the pinned tag: no version is claimed, the revision is the tree's digest.
+    assert "org.opencontainers.image.version" not in labels
+    assert labels["org.opencontainers.image.revision"] == tree_digest(upstream_tree())
+
+
+def test_no_change_builds_nothing_and_gives_the_same_digest(real: Real) -> None:
+    again = real.build()
+    assert set(states(again).values()) == {"cached"}
+    assert again.json["digest"] == real.cold.json["digest"]
+
+
+def test_one_line_edit_recompiles_one_file_and_changes_one_layer(real: Real) -> None:
+    server_cpp = real.source / "tools/server/server.cpp"
+    server_cpp.write_text(server_cpp.read_text() + "\n// one more line\n")
+    edited = real.build()
+    assert states(edited) == {"llama": "built", "runtime-packages": "cached"}
+    step = next(s for s in edited.json["steps"] if s["name"] == "llama")
+    log = (real.work / "cache" / "logs" / f"llama-{step['key'][:12]}.log").read_text()
+    compiled = re.findall(r"Building (?:C|CXX) object (\S+)", log)
+    assert compiled == ["tools/server/CMakeFiles/llama-server.dir/server.cpp.o"], log[-3000:]
+    before, after = layers(real.cold), layers(edited)
+    changed = sorted(what for what in after if after[what] != before.get(what))
+    assert changed == ["artifact llama.server"]
