@@ -87,3 +87,23 @@ def test_sync_excludes_and_read_only_folders(tmp_path: Path) -> None:
         os.chmod(src / "ro", 0o755)
     assert not (copy / "target").exists()
     (copy / "ro" / "new.o").write_text("the build can write here")
+
+
+def test_folder_digest_is_remembered_until_a_file_changes(tmp_path: Path) -> None:
+    from assembler.cache import Cache
+    from assembler.compile.sources import path_source, tree_digest
+    from assembler.spec import model as m
+
+    src = tmp_path / "src"
+    _tree(src, {"a.c": "int a;", "lib/b.c": "int b;"})
+    cache = Cache(tmp_path / "cache")
+    spec = m.PathSource(path=str(src))
+    first = path_source("s", spec, base_dir=tmp_path, cache=cache)
+    assert first.digest == tree_digest(src)
+    assert path_source("s", spec, base_dir=tmp_path, cache=cache).digest == first.digest
+    # Same size, same mtime, other content: ctime still tells.
+    st = (src / "lib" / "b.c").stat()
+    (src / "lib" / "b.c").write_text("int c;")
+    os.utime(src / "lib" / "b.c", ns=(st.st_atime_ns, st.st_mtime_ns))
+    changed = path_source("s", spec, base_dir=tmp_path, cache=cache)
+    assert changed.digest == tree_digest(src) != first.digest

@@ -164,17 +164,50 @@ def _is_tar(path: Path) -> bool:
     return len(head) == 512 and head[257:262] == b"ustar"
 
 
-def path_source(name: str, spec: m.PathSource, *, base_dir: Path) -> Source:
+def stat_fingerprint(path: Path, exclude: tuple[str, ...] = ()) -> str:
+    """A digest of what ``stat`` says about every file of the folder: when it is unchanged,
+    so is the content (as git's index assumes). ctime is in it: no tool sets it back."""
+    keep = source_filter(exclude)
+    h = hashlib.sha256()
+    stack = [""]
+    while stack:
+        rel_dir = stack.pop()
+        with os.scandir(path / rel_dir if rel_dir else path) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            if not keep(rel):
+                continue
+            st = entry.stat(follow_symlinks=False)
+            h.update(f"{rel}\0{st.st_mode}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\n".encode())
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(rel)
+    return h.hexdigest()
+
+
+def path_source(name: str, spec: m.PathSource, *, base_dir: Path, cache: Cache | None = None) -> Source:
+    """A host folder; its digest remembered in ``cache`` by the folder's stat fingerprint,
+    so an unchanged tree is not read again."""
     path = (base_dir / spec.path).resolve()
     if not path.is_dir():
         raise NotFound(f"source {name}: folder {path} does not exist")
     exclude = tuple(spec.exclude)
-    return Source(name, path, tree_digest(path, exclude), str(path), exclude)
+    if cache is None:
+        return Source(name, path, tree_digest(path, exclude), str(path), exclude)
+    memo = "source-stat-" + key_of(
+        {"path": str(path), "exclude": list(exclude), "stat": stat_fingerprint(path, exclude)}
+    )
+    hit = cache.get_key(memo)
+    digest = str(hit["digest"]) if hit and isinstance(hit.get("digest"), str) else None
+    if digest is None:
+        digest = tree_digest(path, exclude)
+        cache.put_key(memo, {"digest": digest})
+    return Source(name, path, digest, str(path), exclude)
 
 
 def resolve(name: str, spec: m.SourceSpec, *, cache: Cache, runner: Runner, base_dir: Path) -> Source:
     if isinstance(spec, m.PathSource):
-        return path_source(name, spec, base_dir=base_dir)
+        return path_source(name, spec, base_dir=base_dir, cache=cache)
     if isinstance(spec, m.GitSource):
         return git_source(name, spec, cache=cache, runner=runner, base_dir=base_dir)
     return url_source(name, spec, cache=cache)
