@@ -36,6 +36,7 @@ from assembler.image import absolute_ref
 from assembler.oci.descriptor import Platform
 from assembler.oci.reference import parse_ref
 from assembler.proc import Runner
+from assembler.transports.common import RegistryOptions
 
 SUBCOMMANDS = ("build", "plan", "inspect", "validate", "sif", "schema")
 
@@ -90,7 +91,12 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="--tls-verify=false talks plain HTTP to the registry (loopback registries)")  # fmt: skip
     p.add_argument("--authfile", type=Path, default=None,
                    help="registry credentials file (default: $REGISTRY_AUTH_FILE, containers', Docker's)")  # fmt: skip
-    p.add_argument("--retries", type=int, default=5, help="attempts per registry request (default 5)")
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=RegistryOptions.retries,
+        help=f"registry tries in a row without progress before giving up (default {RegistryOptions.retries})",
+    )
     p.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more detail (twice: debug)")
 
@@ -239,8 +245,6 @@ def _print_summary(result: Result) -> None:
 
 
 def _registry(args: argparse.Namespace) -> Any:
-    from assembler.transports.common import RegistryOptions
-
     if args.retries < 1:
         raise InputError("--retries must be at least 1")
     return RegistryOptions(tls_verify=args.tls_verify, auth_file=args.authfile, retries=args.retries)

@@ -13,6 +13,7 @@ import inspect
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -405,6 +406,47 @@ def test_push_survives_faults(case: str, fault_proxy: FaultProxy, registry: Runn
         assert len(patches) == 1, "PATCH is not tried again once refused"
 
 
+def test_ten_pushes_survive_a_30_percent_fault_rate_with_default_settings(
+    fault_proxy: FaultProxy, registry: RunningRegistry, cache: Cache
+) -> None:
+    # Three requests in ten fail, at random: 20% get a 503, 12.5% of the others are cut
+    # (RST) before any answer. The default retry budget must carry every push through.
+    faults = [
+        fault_proxy.add(Fault("status", status=503, times=None, rate=0.2, seed=9)),
+        fault_proxy.add(Fault("drop", times=None, rate=0.125, seed=10)),
+    ]
+    layers = [random_layer(200_000, 1), *({f"f{i}": f"{i}\n".encode()} for i in range(5))]
+    image = build_image(cache, layers)
+    options = RegistryOptions(tls_verify=False)  # the defaults, loopback aside
+    for i in range(10):
+        result = push(image, ImageName.parse(f"{fault_proxy.host}/flaky/app{i}:v1"), blobs=cache, options=options)
+        assert result.digest == image.digest
+    failed = sum(f.hits for f in faults)
+    assert 0.2 < failed / len(fault_proxy.records) < 0.4, (failed, len(fault_proxy.records))
+    for i in range(10):
+        check(read(ImageName.parse(f"{registry.host}/flaky/app{i}:v1"), platform=PLATFORM, options=opts()))
+
+
+@pytest.mark.parametrize("down", ["503", "refused"])
+def test_a_dead_registry_fails_in_bounded_time_with_default_settings(
+    down: str, fault_proxy: FaultProxy, cache: Cache
+) -> None:
+    if down == "503":
+        fault_proxy.add(Fault("status", status=503, times=None))
+        host = fault_proxy.host
+    else:
+        with socket.socket() as s:  # a port nothing listens on
+            s.bind(("127.0.0.1", 0))
+            host = f"127.0.0.1:{s.getsockname()[1]}"
+    image = build_image(cache, [{"x": b"x\n"}])
+    started = time.monotonic()
+    with pytest.raises(RegistryError) as failed:
+        push(image, ImageName.parse(f"{host}/down/app:v1"), blobs=cache, options=RegistryOptions(tls_verify=False))
+    elapsed = time.monotonic() - started
+    assert elapsed < 30, f"a dead registry took {elapsed:.1f} s to report"
+    assert f"after {RegistryOptions.retries} tries" in str(failed.value)
+
+
 def test_push_gives_up_in_bounded_time(fault_proxy: FaultProxy, cache: Cache) -> None:
     fault_proxy.add(Fault("status", method="POST", path="/blobs/uploads/", status=503, times=None))
     image = build_image(cache, [{"x": b"x\n"}])
@@ -676,4 +718,4 @@ def test_referrers_through_the_tag_schema_fallback(registry: RunningRegistry, ca
 
 def test_public_api_names() -> None:
     assert set(remote.__all__) >= {"Registry", "RegistryOptions", "TransferStats", "PushResult", "read", "push"}
-    assert RegistryOptions().chunk_size == 32 << 20 and RegistryOptions().retries == 5
+    assert RegistryOptions().chunk_size == 32 << 20 and RegistryOptions().retries == 10

@@ -258,6 +258,39 @@ def test_overlay_wins_and_underlay_loses() -> None:
     assert ".singularity.d/old" in nodes  # directories merge
 
 
+def test_whiteouts_never_delete_the_underlay() -> None:
+    # A base whose root is opaque, an upper layer deleting /proc and /etc: the image's
+    # content goes, the SIF's own mount points and links stay.
+    nodes, _, _ = flat(
+        [[f(".wh..wh..opq"), d("a"), f("a/x", b"x")], [wh("proc"), wh("etc"), opq("tmp")]],
+        underlay=[d("dev"), d("proc"), d("tmp", 0o1777), d("etc"), f("etc/hosts"), sl("singularity", "x")],
+    )
+    assert sorted(nodes) == [".", "a", "a/x", "dev", "etc", "etc/hosts", "proc", "singularity", "tmp"]
+    assert nodes["tmp"].mode == 0o1777
+
+
+def test_whiteout_names_are_never_content() -> None:
+    # AUFS keeps hard-link targets in /.wh..wh.plnk: a link into it takes the data, the
+    # store itself (and any other .wh.* name or what is under it) is not written.
+    nodes, _, _ = flat(
+        [
+            [
+                d("a"),
+                f("a/.wh..wh..opq"),
+                d(".wh..wh.plnk"),
+                f(".wh..wh.plnk/1.2", b"shared", 0o755),
+                hl("a/tool", ".wh..wh.plnk/1.2"),
+                d(".wh..wh.aufs"),
+                f(".wh..wh.aufs/x"),
+                d(".wh.gone"),
+                f(".wh.gone/child"),
+            ]
+        ]
+    )
+    assert sorted(nodes) == [".", "a", "a/tool"]
+    assert nodes["a/tool"] == Node("file", 0o755, 0, 0, data=b"shared")
+
+
 def test_xattrs_are_kept_and_filtered() -> None:
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tf:
@@ -438,11 +471,39 @@ def test_siftool_accepts_the_sif(built: Built) -> None:
     by_type = {o.data_type: o for o in ours.objects}
     labels = subprocess.run(["siftool", "dump", str(by_type[DATA_LABELS].id), str(built.sif)], capture_output=True)
     assert json.loads(labels.stdout) == {"org.example.name": "test image"}
-    config = json.loads(read_object(built.sif, by_type[DATA_GENERIC_JSON]))
-    assert by_type[DATA_GENERIC_JSON].name == "oci-config.json"
+    generic = {o.name: o for o in ours.objects if o.data_type == DATA_GENERIC_JSON}
+    assert list(generic) == ["inspect-metadata.json", "oci-config.json"]  # sorted by name, as Apptainer adds them
+    config = json.loads(read_object(built.sif, generic["oci-config.json"]))
     assert config["Entrypoint"] == ENTRYPOINT and config["Cmd"] == CMD
     deffile = read_object(built.sif, by_type[DATA_DEFFILE]).decode()
     assert f"Bootstrap: oci\nFrom: {built.oci}:{TAG}\n" in deffile and "%runscript" in deffile
+
+
+def test_inspect_metadata_is_what_apptainer_inspect_reads(built: Built, sif_root: Path) -> None:
+    # The JSON.Generic object `apptainer inspect` reads instead of starting a container:
+    # apptainer's inspect.Metadata, each attribute the text of the file it describes.
+    ours = read_sif_header(built.sif)
+    (obj,) = [o for o in ours.objects if o.name == "inspect-metadata.json"]
+    assert obj.data_type == DATA_GENERIC_JSON and obj.group == 1 and obj.link == 0 and not obj.extra.strip(b"\0")
+    listing = _siftool("list", str(built.sif))
+    assert f"{obj.id} " in listing and "JSON.Generic" in listing
+    dumped = subprocess.run(["siftool", "dump", str(obj.id), str(built.sif)], capture_output=True, check=True).stdout
+    assert dumped == read_object(built.sif, obj)
+    assert dumped == json.dumps(json.loads(dumped), sort_keys=True, separators=(",", ":")).encode()  # canonical
+    meta = json.loads(dumped)
+    assert meta["type"] == "container" and list(meta) == ["data", "type"]
+    attributes = meta["data"]["attributes"]
+    assert set(attributes) == {"deffile", "environment", "labels", "runscript", "startscript"}
+    singularity = sif_root / ".singularity.d"
+    assert attributes["labels"] == json.loads((singularity / "labels.json").read_text())
+    assert attributes["runscript"] == (singularity / "runscript").read_text().rstrip("\n")
+    assert attributes["startscript"] == (singularity / "startscript").read_text().rstrip("\n")
+    assert attributes["environment"] == {
+        f"/.singularity.d/env/{name}": (singularity / "env" / name).read_text().rstrip("\n")
+        for name in ("10-docker2singularity.sh", "90-environment.sh")
+    }
+    deffile = next(o for o in ours.objects if o.data_type == DATA_DEFFILE)
+    assert attributes["deffile"] == read_object(built.sif, deffile).decode().rstrip("\n")
 
 
 def test_sif_for_another_architecture(tmp_path: Path) -> None:
@@ -745,6 +806,27 @@ def test_absolute_members_land_inside_the_squashfs(tmp_path: Path) -> None:
         ["unsquashfs", "-lln", "-o", str(info.squashfs_offset), str(info.path)], capture_output=True, text=True
     ).stdout
     assert "squashfs-root/abs/file" in listing and "squashfs-root/abs/link" in listing
+
+
+def test_whiteouts_in_a_sif_keep_its_mount_points_and_are_never_files(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    base = [d("bin"), f("bin/sh", b"#!", 0o755), d("dev"), d("tmp", 0o1777), f(".wh..wh..opq"), opq("bin")]
+    upper = [wh("tmp"), f(".wh.proc"), opq("etc"), f("etc/motd", b"hi")]
+    image = add_layers(cache, mutate.scratch(PLATFORM, epoch=EPOCH), [base, upper])
+    info = write_sif(to_layout(cache, image, tmp_path / "oci"), tmp_path / "x.sif", runner=Runner(), epoch=EPOCH)
+    out = subprocess.run(
+        ["unsquashfs", "-lln", "-o", str(info.squashfs_offset), str(info.path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    paths = {
+        line[line.find(" squashfs-root") + 1 :].split(" -> ")[0] for line in out.splitlines() if "squashfs-root" in line
+    }
+    paths = {p.removeprefix("squashfs-root").lstrip("/") for p in paths}
+    assert not [p for p in paths if ".wh." in p]
+    assert paths >= UNDERLAY | APPTAINER_LINKS
+    assert {"bin/sh", "etc/motd", ".singularity.d/runscript"} <= paths
 
 
 # -- streaming: a >= 2 GiB layer --------------------------------------------------------

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from assembler.errors import ManifestError
-from assembler.spec.load import load_manifest
+from assembler.spec.load import load_manifest, packaged_recipes
 from tests.helpers import run_cli
 
 HELLO = """\
@@ -185,3 +185,49 @@ def test_choices_set_other_params_unless_set_explicitly(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match="backend=tpu is not one of the choices: cpu, cuda") as info:
         load_manifest(tmp_path / "m.yaml", sets={"backend": "tpu"})
     assert info.value.line == 2
+
+
+_RECIPE = "description: {what}\nrun: ['echo {what}']\nartifacts:\n  wheel: {{path: /out, to: /out}}\n"
+_USES = (
+    "name: u\nbases: {{devel: scratch, runtime: scratch}}\nsources: {{src: {{path: ./src}}}}\n"
+    "compile:\n  - name: s\n    use: {recipe}\n    base: devel\n"
+    "image:\n  base: runtime\n  layers: [{{artifact: s.wheel}}]\n"
+)
+
+
+def test_recipes_resolve_next_to_the_manifest_then_the_search_path_then_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site_a, site_b = tmp_path / "site-a", tmp_path / "site-b"
+    for folder in (site_a, site_b, tmp_path / "proj" / "layers", tmp_path / "proj" / "src"):
+        folder.mkdir(parents=True)
+    (site_a / "tool.yaml").write_text(_RECIPE.format(what="site-a"))
+    (site_b / "tool.yaml").write_text(_RECIPE.format(what="site-b"))
+    (site_b / "other.yaml").write_text(_RECIPE.format(what="site-b other"))
+    manifest = tmp_path / "proj" / "m.yaml"
+    monkeypatch.setenv("ASSEMBLE_RECIPES", f"{site_a}:{site_b}")
+
+    def recipe_of(name: str) -> Path:
+        manifest.write_text(_USES.format(recipe=name))
+        return load_manifest(manifest).recipes[name]
+
+    assert recipe_of("tool") == site_a / "tool.yaml"  # the search path, in its order
+    assert recipe_of("other") == site_b / "other.yaml"
+    (tmp_path / "proj" / "layers" / "tool.yaml").write_text(_RECIPE.format(what="project"))
+    assert recipe_of("tool") == tmp_path / "proj" / "layers" / "tool.yaml"  # the project's own win
+    # The recipes that come with assemble, for a manifest far from any checkout.
+    shipped = recipe_of("python-wheel")
+    assert shipped.parent == packaged_recipes() and shipped.name == "python-wheel.yaml"
+    monkeypatch.delenv("ASSEMBLE_RECIPES")
+    assert recipe_of("python-wheel") == shipped
+
+
+def test_unknown_recipe_hint_names_the_search_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ASSEMBLE_RECIPES", str(tmp_path / "site"))
+    (tmp_path / "m.yaml").write_text(_USES.format(recipe="no-such-recipe"))
+    ran = run_cli(["plan", str(tmp_path / "m.yaml")], cwd=tmp_path)
+    assert ran.code == 2 and "unknown recipe 'no-such-recipe'" in ran.err, ran.err
+    hint = next(line for line in ran.err.splitlines() if line.startswith("hint: "))
+    for folder in (tmp_path / "layers", tmp_path / "site", packaged_recipes()):
+        assert str(folder) in hint, hint
+    assert "ASSEMBLE_RECIPES" in hint

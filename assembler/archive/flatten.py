@@ -8,7 +8,11 @@ them (buildah, podman, docker):
 
 - the newest entry for a path wins; directories merge (the newest one's attributes);
 - ``.wh.NAME`` deletes NAME (and everything under it) from *lower* layers only;
-  ``.wh..wh..opq`` hides the lower contents of its directory;
+  ``.wh..wh..opq`` hides the lower contents of its directory; neither is ever written,
+  nor anything under a ``.wh.*`` directory (AUFS's ``.wh..wh.plnk`` hard-link store);
+- whiteouts and opaque markers hide image content only, never the underlay (the mount
+  points and links the output format itself needs: an opaque marker at a base layer's
+  root must not take ``/proc`` or ``/dev`` away from a SIF);
 - a non-directory hides everything below its path in lower layers (a directory turned
   into a file or symlink), and a directory an upper layer needs (its entries live under
   it) wins over a lower non-directory at that path;
@@ -61,6 +65,7 @@ _CLOSED = 32  # a lower-layer non-directory ended here: hides the path and what 
 _FLAGS = 0xFF
 _HIDES_SELF = _DIR | _OTHER | _WHITEOUT | _CLOSED
 _HIDES_BELOW = _OTHER | _WHITEOUT | _OPAQUE | _CLOSED
+_UNDERLAY = 0  # the layer id of the underlay members
 
 DataOpener = Callable[[], AbstractContextManager[BinaryIO]]
 
@@ -166,6 +171,12 @@ def _ancestors(path: str) -> Iterator[str]:
         i = path.rfind("/", 0, i)
 
 
+def _under_whiteout_name(path: str) -> bool:
+    """Whether a proper ancestor of ``path`` has a ``.wh.`` name."""
+    parent = _parent(path)
+    return bool(parent) and (parent.startswith(WHITEOUT_PREFIX) or "/" + WHITEOUT_PREFIX in parent)
+
+
 class _Flattener:
     def __init__(self, writer: TarWriter, *, epoch: int) -> None:
         self.writer = writer
@@ -225,6 +236,13 @@ class _Flattener:
     def _visible(self, path: str) -> bool:
         """Whether a lower layer's entry at ``path`` would show in the final view, given
         everything the layers read so far (all upper ones) decided."""
+        if self.layer == _UNDERLAY:
+            # Whiteouts and opaque markers delete image content, not what the output
+            # format adds: only an entry of the image at the path (or a non-directory
+            # above it) takes an underlay member's place.
+            if self.state.get(path, 0) & (_DIR | _OTHER):
+                return False
+            return all(not self.state.get(parent, 0) & _OTHER for parent in _ancestors(path))
         if self.state.get(path, 0) & _HIDES_SELF or self.state.get("", 0) & _OPAQUE:  # "/.wh..wh..opq"
             return False
         return all(not self.state.get(parent, 0) & _HIDES_BELOW for parent in _ancestors(path))
@@ -314,6 +332,11 @@ class _Flattener:
                     whiteouts.append(gone)
                     self._check_blocked(gone, "dir", whiteout=True)
                 # Other .wh..wh.* names are AUFS bookkeeping, never content.
+                continue
+            if _under_whiteout_name(path):
+                # Inside a .wh.* directory (AUFS's .wh..wh.plnk): never content, but a
+                # hard link of this layer may still take its data from it.
+                self.hidden_here[path] = (ordinal, entry)
                 continue
             self._check_blocked(path, entry.kind)
             wanting = self.requests.pop(path, None)

@@ -210,13 +210,30 @@ def validate_model(model: type[m.Strict], data: Any, locs: Locations, where: Pat
 # -- recipes ---------------------------------------------------------------------------
 
 
+RECIPES_ENV = "ASSEMBLE_RECIPES"
+
+
+def packaged_recipes() -> Path:
+    """The recipes that come with assemble: ``assembler/recipes/`` of an installed package
+    (setup.py copies ``layers/*.yaml`` there when it builds a wheel), else ``layers/`` of
+    the checkout this package runs from (an editable install)."""
+    package = Path(__file__).resolve().parent.parent
+    shipped = package / "recipes"
+    return shipped if shipped.is_dir() else package.parent / "layers"
+
+
 def recipe_dirs(manifest_path: Path) -> list[Path]:
-    """Where ``use: NAME`` looks for ``NAME.yaml``: $ASSEMBLE_RECIPES, then layers/ next
-    to or above the manifest's folder."""
-    dirs = [Path(p) for p in os.environ.get("ASSEMBLE_RECIPES", "").split(os.pathsep) if p]
+    """Where ``use: NAME`` looks for ``NAME.yaml``, first match wins: ``layers/`` next to
+    or above the manifest's folder (a project's own recipes), then the folders of
+    $ASSEMBLE_RECIPES (``os.pathsep``-separated), then the recipes shipped with assemble."""
     folder = manifest_path.resolve().parent
-    dirs += [folder / "layers", folder.parent / "layers"]
-    return dirs
+    dirs = [folder / "layers", folder.parent / "layers"]
+    dirs += [Path(p) for p in os.environ.get(RECIPES_ENV, "").split(os.pathsep) if p]
+    dirs.append(packaged_recipes())
+    unique: dict[Path, None] = {}
+    for d in dirs:
+        unique.setdefault(d.resolve(), None)
+    return list(unique)
 
 
 def load_recipe(name: str, manifest_path: Path) -> tuple[m.Recipe, Any, Locations]:
@@ -247,7 +264,9 @@ def _apply_recipe(
     except FileNotFoundError:
         where = ", ".join(str(d) for d in recipe_dirs(loaded_path))
         raise locs.error(
-            (*path, "use"), f"unknown recipe {name!r}", hint=f"recipes are looked up in: {where}"
+            (*path, "use"),
+            f"unknown recipe {name!r}",
+            hint=f"recipes are looked up in: {where} (add folders with {RECIPES_ENV}, separated by '{os.pathsep}')",
         ) from None
     recipes[name] = rlocs.file
     with_ = step_data.get("with") or {}

@@ -15,6 +15,11 @@ running ``/.singularity.d/runscript``. For an OCI image that means:
 - ``labels.json``, the ``actions/`` scripts older runtimes call, and the links
   ``/singularity`` -> runscript and ``/environment`` -> ``env/90-environment.sh``.
 
+Next to the partition, ``inspect-metadata.json`` holds what ``apptainer inspect --all``
+would read from those files, in Apptainer's ``inspect.Metadata`` shape (Apptainer's
+build writes it the same way), so ``apptainer inspect`` answers without starting a
+container.
+
 The ``/.singularity.d`` files are laid *over* the image (they replace what an image
 converted earlier may carry); the links and mount-point directories go *under* it, so
 an image's own ``/tmp`` or ``/etc/hosts`` keeps its attributes. The same facts are
@@ -117,6 +122,10 @@ unset SING_USER_DEFINED_PREPEND_PATH SING_USER_DEFINED_APPEND_PATH SING_USER_DEF
 export PATH
 """,
 }
+
+STARTSCRIPT = "#!/bin/sh\n"
+# Files `apptainer inspect --environment` reads (env/10-docker*.sh, env/9*-environment.sh).
+_INSPECT_ENV = (ENV_SCRIPT, ".singularity.d/env/90-environment.sh")
 
 # Mount points Apptainer binds onto; only added when the image has none (underlay).
 _MOUNT_DIRS = {"dev": 0o755, "proc": 0o755, "sys": 0o755, "tmp": 0o1777, "var": 0o755, "var/tmp": 0o1777}
@@ -237,7 +246,33 @@ class Metadata:
     underlay: tuple[Member, ...]  # written under them (the image wins)
     deffile: bytes
     labels: bytes
+    inspect_metadata: bytes  # "inspect-metadata.json": what `apptainer inspect --all` shows
     oci_config: bytes  # the config's runtime part, as Apptainer reads "oci-config.json"
+
+
+def inspect_metadata(*, labels: Mapping[str, str], files: Mapping[str, str], deffile: str) -> bytes:
+    """Apptainer's ``inspect.Metadata`` JSON for a container whose ``/.singularity.d``
+    holds ``files`` (paths relative to the root -> text).
+
+    As ``apptainer inspect --all`` builds it: each value is the file's text without its
+    trailing newlines, the environment maps ``/``-rooted script paths to their text,
+    empty attributes are left out (Go's ``omitempty``), ``type`` is ``container``.
+    Serialised by :func:`canonical_json`, so the bytes are reproducible.
+    """
+
+    def text(value: str) -> str:
+        return value.rstrip("\n")
+
+    attributes: dict[str, Any] = {
+        "deffile": text(deffile),
+        "environment": {"/" + path: text(files[path]) for path in _INSPECT_ENV if path in files},
+        "labels": dict(labels),
+        "runscript": text(files.get(RUNSCRIPT, "")),
+        "startscript": text(files.get(".singularity.d/startscript", "")),
+        "test": text(files.get(".singularity.d/test", "")),
+        "helpfile": text(files.get(".singularity.d/runscript.help", "")),
+    }
+    return canonical_json({"data": {"attributes": {k: v for k, v in attributes.items() if v}}, "type": "container"})
 
 
 def metadata(image: Image, *, source_name: str, epoch: int) -> Metadata:
@@ -246,6 +281,9 @@ def metadata(image: Image, *, source_name: str, epoch: int) -> Metadata:
     env = env_script(_strings(config.get("Env")))
     run = runscript(_strings(config.get("Entrypoint")), _strings(config.get("Cmd")))
     labels = canonical_json(_labels(image))
+    texts = {ENV_SCRIPT: env, RUNSCRIPT: run, ".singularity.d/startscript": STARTSCRIPT}
+    texts |= {f".singularity.d/env/{name}": body for name, body in _ENV_FILES.items()}
+    definition = deffile(image, source_name=source_name, env=env, run=run)
 
     def file(path: str, text: str | bytes, mode: int = 0o755) -> Member:
         data = text.encode("utf-8") if isinstance(text, str) else text
@@ -264,7 +302,7 @@ def metadata(image: Image, *, source_name: str, epoch: int) -> Metadata:
         file(ENV_SCRIPT, env),
         file(".singularity.d/labels.json", labels, 0o644),
         file(RUNSCRIPT, run),
-        file(".singularity.d/startscript", "#!/bin/sh\n"),
+        file(".singularity.d/startscript", STARTSCRIPT),
     ]
     underlay: list[Member] = [
         *(directory(path, mode) for path, mode in sorted(_MOUNT_DIRS.items())),
@@ -274,7 +312,8 @@ def metadata(image: Image, *, source_name: str, epoch: int) -> Metadata:
     return Metadata(
         overlay=tuple(overlay),
         underlay=tuple(underlay),
-        deffile=deffile(image, source_name=source_name, env=env, run=run),
+        deffile=definition,
         labels=labels,
+        inspect_metadata=inspect_metadata(labels=_labels(image), files=texts, deffile=definition.decode("utf-8")),
         oci_config=canonical_json(config),
     )

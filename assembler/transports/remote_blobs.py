@@ -60,7 +60,8 @@ class BlobStream(io.RawIOBase):
         self._sha = hashlib.sha256()
         self._offset = 0  # bytes received and hashed
         self._pending = memoryview(b"")
-        self._failures = 0
+        self._failures = 0  # failed reads in a row without a byte received
+        self._failed_at = 0  # the offset of the last failure
         self._eof = False
         self._response: requests.Response | None = None
         self._chunks: Iterator[bytes] = iter(())
@@ -87,6 +88,9 @@ class BlobStream(io.RawIOBase):
         self._chunks = _arriving(response)
 
     def _resume(self, error: Exception) -> None:
+        if self._offset != self._failed_at:
+            # Bytes came in since the last failure: a flaky link, not a dead one.
+            self._failures, self._failed_at = 0, self._offset
         self._failures += 1
         reason = f"{type(error).__name__}: {error}"
         if self._failures >= max(1, self._http.options.retries):

@@ -7,9 +7,16 @@ whatever scope a request needs, and misreads ``Basic realm=`` challenges.
 
 A request is one *attempt* (:meth:`HttpClient.send`); :meth:`HttpClient.retrying` repeats
 an attempt function on connection errors, timeouts, 429 and 5xx gateway errors, honouring
-``Retry-After``, with exponential backoff, at most ``options.retries`` times. An attempt
-function may span several requests (a whole blob upload), so a connection dropped in the
-middle of an upload restarts that upload from its beginning, on a fresh session.
+``Retry-After``, with exponential backoff. An attempt function may span several requests
+(a whole blob upload), so a connection dropped in the middle of an upload restarts that
+upload from its beginning, on a fresh session.
+
+The retry budget counts failures *without progress*: ``options.retries`` tries in a row
+with no request of this client getting through. A registry that is down fails that many
+tries in a row and is reported within seconds (about 15 s with the defaults); a flaky one
+(a proxy failing 30% of requests) answers between failures, which resets the count and
+the backoff, so a push of many requests survives it. ``_MAX_TRIES_FACTOR`` bounds an
+operation that progresses but never completes (every upload's POST works, its PUT never).
 """
 
 from __future__ import annotations
@@ -45,6 +52,8 @@ T = TypeVar("T")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Re-authentication (a fresh token, basic credentials) is free, but only this often per operation.
 _MAX_REAUTH = 2
+# An operation gives up after this many times options.retries failed tries, progress or not.
+_MAX_TRIES_FACTOR = 3
 _ERROR_BODY_LIMIT = 64 << 10
 
 
@@ -120,6 +129,7 @@ class HttpClient:
         self.options = options
         self.stats = stats
         self.sleep: Callable[[float], None] = time.sleep
+        self.answers = 0  # requests that got the answer they wanted: progress, for the retry budget
         self._oras = self._new_oras()
         self.base = f"{self._oras.prefix}://{api_host(host)}"
         self._credentials: Credentials | None = None
@@ -291,6 +301,7 @@ class HttpClient:
                     _ = response.content  # read now, so the connection goes back to the pool
                 except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
                     raise Transient(f"{type(e).__name__}: {_short(e)}") from e
+            self.answers += 1
             return response
         with response:
             if status == 401:
@@ -309,11 +320,14 @@ class HttpClient:
         return float(min(self.options.backoff * 2 ** (tries - 1), self.options.max_backoff))
 
     def retrying(self, what: str, attempt: Callable[[], T]) -> T:
-        """Run ``attempt`` until it returns, at most ``options.retries`` times.
+        """Run ``attempt`` until it returns; give up after ``options.retries`` failed tries
+        in a row without progress (see the module docstring).
 
         Raises RegistryError naming ``what``, the last status or error and the number of tries.
         """
-        tries = reauths = 0
+        limit = max(1, self.options.retries)
+        tries = streak = reauths = 0
+        answers = self.answers
         while True:
             try:
                 return attempt()
@@ -322,15 +336,19 @@ class HttpClient:
                     reauths += 1
                     continue
                 tries += 1
-                if e.reauth or tries >= max(1, self.options.retries):
+                if self.answers != answers:
+                    # A request of this attempt got through: the registry works, start over.
+                    streak, answers = 0, self.answers
+                streak += 1
+                if e.reauth or streak >= limit or tries >= limit * _MAX_TRIES_FACTOR:
                     raise RegistryError(
                         f"{what}: {e.reason} after {tries} {'try' if tries == 1 else 'tries'}",
                         registry=self.host,
                         status=e.status,
                         hint=None if e.status != 401 else _login_hint(self.host, self.credentials),
                     ) from e
-                wait = self.delay(tries, e.retry_after)
-                log.warning("%s: %s; try %d of %d in %.1f s", what, e.reason, tries + 1, self.options.retries, wait)
+                wait = self.delay(streak, e.retry_after)
+                log.warning("%s: %s; trying again in %.1f s (%d of %d)", what, e.reason, wait, streak, limit)
                 if e.status is None:
                     self.renew_session()
                 self.sleep(wait)

@@ -14,9 +14,13 @@ The SIF objects, as ``apptainer build`` makes them (sylabs/sif layout, see
 
 1. definition file (0x4001) describing the image's source, labels, environment, runscript;
 2. JSON labels (0x4003): the image's labels;
-3. generic JSON (0x4006) ``oci-config.json``: the config's runtime part (Env, Cmd...),
-   which Apptainer reads back for ``--oci`` runs and ``inspect``;
-4. the squashfs as the primary system partition (0x4004, Squashfs, PrimSys, image arch),
+3. generic JSON (0x4006) ``inspect-metadata.json``: labels, environment scripts,
+   runscript, startscript and definition file in Apptainer's ``inspect.Metadata`` shape,
+   which ``apptainer inspect`` reads instead of starting a container;
+4. generic JSON (0x4006) ``oci-config.json``: the config's runtime part (Env, Cmd...),
+   which Apptainer reads back for ``--oci`` runs and ``inspect``
+   (generic JSON objects sorted by name, as Apptainer adds them);
+5. the squashfs as the primary system partition (0x4004, Squashfs, PrimSys, image arch),
    aligned to 4096.
 
 Reproducible: the UUID is derived from the image digest, compressor and epoch, every time
@@ -77,8 +81,9 @@ log = logging.getLogger(__name__)
 # squashfs block compressors tar2sqfs offers that Apptainer's kernel and squashfuse mounts read.
 COMPRESSORS = ("gzip", "xz", "zstd", "lz4", "lzo")
 OCI_CONFIG_NAME = "oci-config.json"
+INSPECT_METADATA_NAME = "inspect-metadata.json"
 # Bump when the same image would give other SIF bytes (it feeds the UUID).
-FORMAT = 1
+FORMAT = 2
 _UUID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/assemble/sif")
 _FALLOC_FL_INSERT_RANGE = 0x20
 _F_SETPIPE_SZ = 1031
@@ -141,8 +146,13 @@ def _layer_sources(source: SourceImage) -> list[LayerSource]:
 
 def _objects(meta: apptainer.Metadata, *, epoch: int) -> tuple[list[SifObject], list[bytes], int]:
     """Descriptors of the metadata objects, their bytes, and where the partition starts."""
-    datas = [meta.deffile, meta.labels, meta.oci_config]
-    kinds = [(DATA_DEFFILE, ""), (DATA_LABELS, ""), (DATA_GENERIC_JSON, OCI_CONFIG_NAME)]
+    datas = [meta.deffile, meta.labels, meta.inspect_metadata, meta.oci_config]
+    kinds = [
+        (DATA_DEFFILE, ""),
+        (DATA_LABELS, ""),
+        (DATA_GENERIC_JSON, INSPECT_METADATA_NAME),
+        (DATA_GENERIC_JSON, OCI_CONFIG_NAME),
+    ]
     objects = []
     offset = DATA_OFFSET
     for i, (data, (kind, name)) in enumerate(zip(datas, kinds, strict=True), start=1):

@@ -3,7 +3,8 @@
 It passes requests through (streaming bodies both ways) and counts them; per test it can
 
 - answer a status (500, 503, 429 with ``Retry-After``...) to the first K matching requests,
-  or to all of them (a registry failing forever);
+  or to all of them (a registry failing forever), or to a random share of them (a flaky
+  registry: ``rate``, drawn from a seeded generator so a run can be replayed);
 - drop the connection after N bytes of a request body (a network cut mid-upload);
 - play a bearer-token registry: ``/token`` issues tokens for the scopes asked (checking
   basic credentials if configured) and every ``/v2/`` request must carry a token whose
@@ -16,6 +17,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import random
 import re
 import secrets
 import socket
@@ -33,7 +35,7 @@ _REPO_RE = re.compile(r"^/v2/(.+?)/(manifests|blobs|tags|referrers)(/|$)")
 @dataclass
 class Fault:
     """What to do to matching requests: the first ``skip`` pass, the next ``times`` (None:
-    all, forever) get the fault."""
+    all, forever) get the fault, each with probability ``rate``."""
 
     action: str  # "status", "drop" (cut a request body) or "cut" (cut a response body)
     method: str | None = None
@@ -43,8 +45,14 @@ class Fault:
     after_bytes: int = 0
     times: int | None = 1
     skip: int = 0
+    rate: float = 1.0
+    seed: int = 0
     hits: int = 0
     seen: int = 0
+    rng: random.Random = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
 
     def matches(self, method: str, path: str) -> bool:
         """Whether this request gets the fault (counts it; call with the proxy's lock held)."""
@@ -52,6 +60,8 @@ class Fault:
             return False
         self.seen += 1
         if self.seen <= self.skip or (self.times is not None and self.hits >= self.times):
+            return False
+        if self.rate < 1.0 and self.rng.random() >= self.rate:
             return False
         self.hits += 1
         return True
