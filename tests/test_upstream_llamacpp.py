@@ -30,7 +30,8 @@ from tests.conftest import TEST_CACHE
 from tests.helpers import ROOT, Buildah, Ran, config_of, layout_digest, run_cli
 
 SDIST = "llama-cpp-python==0.3.16"
-pytestmark = pytest.mark.slow
+# The cold build of llama.cpp (every CPU variant) takes a while on 2 cores.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 
 def upstream_tree() -> Path:
