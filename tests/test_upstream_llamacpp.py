@@ -89,6 +89,14 @@ def real(tmp_path_factory: pytest.TempPathFactory, demo_bases: dict[str, Path]) 
     yield Real(work, source, demo_bases, build(work, source, demo_bases))
 
 
+def edit_one_line(server_cpp: Path) -> None:
+    """A one-line change of code that reaches the binary (a comment would be a ccache hit,
+    and an unused constant would leave the binary as it was)."""
+    text = server_cpp.read_text()
+    assert text.count("cleaning up before exit...") == 1
+    server_cpp.write_text(text.replace("cleaning up before exit...", "cleaning up before exit (edited)..."))
+
+
 def states(ran: Ran) -> dict[str, str]:
     return {s["name"]: s["state"] for s in ran.json["steps"]}
 
@@ -129,7 +137,7 @@ def test_no_change_builds_nothing_and_gives_the_same_digest(real: Real) -> None:
 
 def test_one_line_edit_recompiles_one_file_and_changes_one_layer(real: Real) -> None:
     server_cpp = real.source / "tools/server/server.cpp"
-    server_cpp.write_text(server_cpp.read_text() + "\n// one more line\n")
+    edit_one_line(server_cpp)
     edited = real.build()
     assert states(edited) == {"llama": "built", "runtime-packages": "cached"}
     step = next(s for s in edited.json["steps"] if s["name"] == "llama")
