@@ -13,7 +13,8 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import manifest_of, read_blob, run_cli, sh, uncompressed
+from tests.helpers import layout_digest, manifest_of, read_blob, run_cli, sh, uncompressed
+from tests.plugins.demo import Demo, build_cold
 
 EPOCH = 1700000000
 TINY = """\
@@ -147,3 +148,27 @@ def test_layers_name_the_parent_folders_the_image_below_lacks(tmp_path: Path) ->
         sh(["sh", "-c", f"zstd -dc {blob} | tar -x --numeric-owner -C {rootfs}"])
     assert (rootfs / "etc/tiny").stat().st_mode & 0o7777 == 0o755
     assert (rootfs / "app/data").stat().st_mtime == EPOCH
+
+
+# -- the demo ----------------------------------------------------------------------------
+
+
+def test_demo_is_the_same_image_from_two_empty_caches(demo: Demo, tmp_path: Path) -> None:
+    """A second cold build, in another folder, gives the session's demo digest. When it
+    does not, the failure shows `assemble diff` of the two images."""
+    project = tmp_path / "again"
+    _, again, _ = build_cold(project, demo.bases)
+    first, second = f"oci:{demo.project}/out/cold:latest", f"oci:{project}/out/cold:latest"
+    assert layout_digest(demo.project / "out/cold", "latest") == demo.cold.json["digest"]
+    diff = run_cli(["diff", first, second])
+    assert again.json["digest"] == demo.cold.json["digest"], f"two empty caches, two images:\n{diff.out}{diff.err}"
+    assert diff.code == 0 and "identical" in diff.out, str(diff)
+
+
+def test_demo_in_gzip_differs_only_in_compression(demo: Demo, tmp_path: Path) -> None:
+    demo.build("--compression", "gzip", "-o", f"oci:{tmp_path}/gz:latest")
+    result = diff_json(f"oci:{demo.project}/out/cold:latest", f"oci:{tmp_path}/gz:latest", code=1)
+    assert result["manifest"] == [] and result["config"] == []  # same config: same diff_ids
+    statuses = [x["status"] for x in result["layers"]]
+    assert set(statuses) <= {"same", "recompressed"} and "recompressed" in statuses
+    assert all(x["files"] == [] for x in result["layers"])  # no layer was read
