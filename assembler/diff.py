@@ -11,12 +11,15 @@ never file data, so memory does not grow with the layers' size.
 from __future__ import annotations
 
 import hashlib
+import tarfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from assembler.archive.compress import decompressed
 from assembler.archive.layer import iter_tar
+from assembler.errors import InvalidImage
+from assembler.oci import mediatypes as mt
 from assembler.oci.descriptor import Descriptor
 from assembler.transports.common import BlobReader, SourceImage
 
@@ -69,6 +72,7 @@ class LayerDiff:
     b_diff_id: str | None
     files: tuple[FileChange, ...] = ()
     order_differs: bool = False  # same entries, written in another order
+    note: str = ""  # why the entries were not compared
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,7 @@ class ImageDiff:
             "config": [fc(c) for c in self.config],
             "layers": [
                 {"index": x.index, "status": x.status, "a": desc(x.a), "b": desc(x.b), "a_diff_id": x.a_diff_id,
-                 "b_diff_id": x.b_diff_id, "order_differs": x.order_differs,
+                 "b_diff_id": x.b_diff_id, "order_differs": x.order_differs, "note": x.note,
                  "files": [{"path": f.path, "change": f.change, "fields": [fc(c) for c in f.fields]} for f in x.files]}
                 for x in self.layers
             ],
@@ -142,26 +146,33 @@ def layer_entries(blobs: BlobReader, desc: Descriptor) -> tuple[dict[str, EntryS
     the order of paths, read as one stream."""
     entries: dict[str, EntryState] = {}
     order: list[str] = []
-    with blobs.open_blob(desc.digest) as raw, decompressed(raw) as plain:
-        for entry, tf, info in iter_tar(plain, what=f"layer {desc.digest}"):
-            content = None
-            if entry.kind == "file":
-                data = tf.extractfile(info)
-                content = _content(data) if data is not None else None
-            entries[entry.path] = EntryState(
-                kind=entry.kind,
-                mode=entry.mode,
-                uid=entry.uid,
-                gid=entry.gid,
-                size=entry.size,
-                mtime=entry.mtime,
-                linkname=entry.linkname,
-                content=content,
-                xattrs=tuple(sorted((k, v.hex()) for k, v in entry.xattrs.items())),
-                device=(entry.devmajor, entry.devminor),
-            )
-            order.append(entry.path)
+    try:
+        with blobs.open_blob(desc.digest) as raw, decompressed(raw) as plain:
+            _read_entries(plain, desc, entries, order)
+    except (tarfile.TarError, EOFError) as e:
+        raise InvalidImage(f"layer {desc.digest} is not a readable tar: {e}") from e
     return entries, order
+
+
+def _read_entries(plain: BinaryIO, desc: Descriptor, entries: dict[str, EntryState], order: list[str]) -> None:
+    for entry, tf, info in iter_tar(plain, what=f"layer {desc.digest}"):
+        content = None
+        if entry.kind == "file":
+            data = tf.extractfile(info)
+            content = _content(data) if data is not None else None
+        entries[entry.path] = EntryState(
+            kind=entry.kind,
+            mode=entry.mode,
+            uid=entry.uid,
+            gid=entry.gid,
+            size=entry.size,
+            mtime=entry.mtime,
+            linkname=entry.linkname,
+            content=content,
+            xattrs=tuple(sorted((k, v.hex()) for k, v in entry.xattrs.items())),
+            device=(entry.devmajor, entry.devminor),
+        )
+        order.append(entry.path)
 
 
 def entry_changes(a: Mapping[str, EntryState], b: Mapping[str, EntryState]) -> tuple[FileChange, ...]:
@@ -194,6 +205,8 @@ def _layer_diff(i: int, a: SourceImage, b: SourceImage) -> LayerDiff:
         return LayerDiff(i, "same", da, db, ia, ib)
     if ia is not None and ia == ib:
         return LayerDiff(i, "recompressed", da, db, ia, ib)  # same tar, other compression bytes
+    if da.media_type not in mt.LAYER_TYPES or db.media_type not in mt.LAYER_TYPES:
+        return LayerDiff(i, "changed", da, db, ia, ib, note="not filesystem layers: their contents are not compared")
     entries_a, order_a = layer_entries(a.blobs, da)
     entries_b, order_b = layer_entries(b.blobs, db)
     files = entry_changes(entries_a, entries_b)
@@ -250,7 +263,9 @@ def render(image_diff: ImageDiff, *, max_files: int = 50) -> list[str]:
         for side, desc, diff_id in (("a", layer.a, layer.a_diff_id), ("b", layer.b, layer.b_diff_id)):
             if desc is not None:
                 lines.append(f"    {side} digest {desc.digest} diff_id {diff_id}")
-        if layer.status == "changed" and not layer.files:
+        if layer.note:
+            lines.append(f"    {layer.note}")
+        elif layer.status == "changed" and not layer.files:
             why = "in another order" if layer.order_differs else "with other tar headers"
             lines.append(f"    same entries and contents, written {why}")
         for f in layer.files[:max_files]:

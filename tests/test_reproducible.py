@@ -7,6 +7,7 @@ where exactly one thing changes, and on the demo itself.
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import tarfile
@@ -103,6 +104,12 @@ def test_diff_of_one_image_in_two_formats_is_identical_and_bad_input_is_2(tmp_pa
     assert missing.code == 2 and "error:" in missing.err and "Traceback" not in missing.err, str(missing)
     bad = run_cli(["diff", f"oci:{root}/out:one", "nonsense://x"])
     assert bad.code == 2 and "error:" in bad.err and "Traceback" not in bad.err, str(bad)
+    (root / "data/b.txt").write_text("brave\n")
+    build_tiny(root, "two")
+    layer = manifest_of(root / "out", "two")["layers"][0]["digest"].split(":", 1)[1]
+    (root / "out/blobs/sha256" / layer).write_bytes(gzip.compress(b"not a tar" * 100))
+    broken = run_cli(["diff", f"oci:{root}/out:one", f"oci:{root}/out:two"])
+    assert broken.code == 2 and "is not a readable tar" in broken.err and "Traceback" not in broken.err, str(broken)
 
 
 def test_diff_memory_stays_flat_on_a_big_layer(tmp_path: Path) -> None:
