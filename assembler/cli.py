@@ -5,10 +5,12 @@
     assemble plan MANIFEST ...        what would run, what is cached, the layers, the outputs
     assemble inspect REF              manifest, config and layers of any image reference
     assemble validate REF             recompute every size, digest and diff_id of an image
+    assemble diff A B                 why two images differ: config fields, layers, files
     assemble sif SOURCE OUT.sif       an Apptainer/Singularity SIF of any image, written as a stream
     assemble schema [-o DIR]          JSON Schemas of manifests and recipes (for editors)
 
-Exit status: 0 ok, 1 build/runtime failure, 2 bad input, 130 interrupted.
+Exit status: 0 ok, 1 build/runtime failure, 2 bad input, 130 interrupted. ``diff`` exits
+as diff(1) and cmp(1) do: 0 identical, 1 different, 2 trouble (bad input or a failure).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from assembler.oci.reference import parse_ref
 from assembler.proc import Runner
 from assembler.transports.common import RegistryOptions
 
-SUBCOMMANDS = ("build", "plan", "inspect", "validate", "sif", "schema")
+SUBCOMMANDS = ("build", "plan", "inspect", "validate", "diff", "sif", "schema")
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -140,6 +142,11 @@ def parser() -> argparse.ArgumentParser:
     _common(p)
     p = sub.add_parser("validate", help="recompute every size, digest and diff_id of an image")
     p.add_argument("ref")
+    _reader_cache(p)
+    _common(p)
+    p = sub.add_parser("diff", help="why two images differ (exit 0 identical, 1 different, 2 trouble)")
+    p.add_argument("a", help="an image reference, as for inspect")
+    p.add_argument("b", help="another image reference")
     _reader_cache(p)
     _common(p)
     p = sub.add_parser("sif", help="convert any image to an Apptainer/Singularity SIF file, as a stream")
@@ -321,15 +328,15 @@ def _context(args: argparse.Namespace, cache_dir: Path) -> Any:
     )
 
 
-def _source(args: argparse.Namespace, cache_dir: Path) -> Any:
+def _source(args: argparse.Namespace, cache_dir: Path, text: str | None = None) -> Any:
     from assembler.transports import open_source
 
     try:
-        ref = parse_ref(args.ref)
+        ref = parse_ref(args.ref if text is None else text)
     except ValueError as e:
         raise InputError(str(e)) from None
     if ref.transport == "sif":
-        raise InputError("inspect reads images; a SIF file is read with `siftool info`")
+        raise InputError(f"{args.command} reads images; a SIF file is read with `siftool info`")
     return open_source(absolute_ref(ref, Path.cwd()), _context(args, cache_dir))
 
 
@@ -399,6 +406,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
     else:
         out.print(f"valid: {report.image_digest} ({len(report.layers)} layers, every digest recomputed)", markup=False)
     return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from assembler.diff import diff_images, render
+
+    with _reading_cache(args) as cache_dir:
+        result = diff_images(_source(args, cache_dir, args.a), _source(args, cache_dir, args.b))
+    if args.json:
+        out.print(json.dumps(result.to_json(), indent=2), markup=False)
+    else:
+        for line in render(result):
+            say(line)
+    return 0 if result.identical else 1
 
 
 def cmd_sif(args: argparse.Namespace) -> int:
@@ -479,6 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "plan": cmd_plan,
         "inspect": cmd_inspect,
         "validate": cmd_validate,
+        "diff": cmd_diff,
         "sif": cmd_sif,
         "schema": cmd_schema,
     }
@@ -493,7 +514,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             err.print(f"hint: {e.hint}", markup=False)
         if os.environ.get("ASSEMBLE_TRACEBACK"):
             raise
-        return e.exit_code
+        # diff's 1 means "different": any failure is 2 there, as in diff(1).
+        return 2 if args.command == "diff" else e.exit_code
     except KeyboardInterrupt:
         err.print("interrupted", markup=False)
         return 130

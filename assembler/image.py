@@ -175,12 +175,13 @@ class ImageSetup:
             self.ctx.cache.put_key(key, {"anchors": found})
         if not view.needs_fitting(found):
             return blob
-        fit_key = key_of({"fit": blob.digest, "view": view.relevant(found), "epoch": self.ctx.epoch,
+        # "format" 2: new parents are named with the epoch's mtime (they had 0 before).
+        fit_key = key_of({"fit": blob.digest, "format": 2, "view": view.relevant(found), "epoch": self.ctx.epoch,
                           "compression": self.ctx.compression})  # fmt: skip
         fitted = self._cached_blob(fit_key)
         if fitted is not None or self.lookup_only:
             return fitted
-        log.info("layer %s lands under a symlink or a non-default folder: rewriting it", blob.digest)
+        log.info("layer %s lands under a symlink, a non-default or a missing folder: rewriting it", blob.digest)
         with self.ctx.cache.workdir("fit-") as work:
             plain = work / "layer.tar"
             with (
@@ -196,9 +197,9 @@ class ImageSetup:
                     if entry is None or not entry.path:
                         continue
                     members.append((entry, _member_opener(tf, info) if entry.kind == "file" else None))
+                fitted_members = fit_members(members, view, epoch=self.ctx.epoch)
                 with self.ctx.cache.blob_writer() as w:
-                    fitted = write_layer(fit_members(members, view), w, compression=self.ctx.compression,
-                                         epoch=self.ctx.epoch)  # fmt: skip
+                    fitted = write_layer(fitted_members, w, compression=self.ctx.compression, epoch=self.ctx.epoch)
         self.ctx.cache.put_key(fit_key, fitted.to_json())
         return fitted
 

@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 TEST_CACHE = Path(os.environ.get("ASSEMBLE_TEST_CACHE", "/var/tmp/assemble-test-cache"))
 
-pytest_plugins = ["tests.plugins.registry"]
+pytest_plugins = ["tests.plugins.registry", "tests.plugins.demo"]
 
 
 def _locked_build(target: Path, argv: list[str]) -> Path:

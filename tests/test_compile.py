@@ -1,9 +1,9 @@
 """The compile pipeline on the real thing: the demo manifest built with buildah.
 
-One cold build per module (bases from the session's bootstrapped layouts), then what
-users rely on: nothing changed -> nothing runs; one file changed -> one step and one
-layer; runtime base changed -> no compile step; the CUDA artifact holds the asked-for
-architectures; failures say what failed; secrets stay out of everything.
+One cold build per session (``demo`` in tests/plugins/demo.py, on the bootstrapped
+bases), then what users rely on: nothing changed -> nothing runs; one file changed -> one
+step and one layer; runtime base changed -> no compile step; the CUDA artifact holds the
+asked-for architectures; failures say what failed; secrets stay out of everything.
 """
 
 from __future__ import annotations
@@ -18,63 +18,15 @@ import signal
 import subprocess
 import tarfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import pytest
 
-from tests.helpers import PYTHON, ROOT, Buildah, Ran, layout_digest, manifest_of, read_blob, run_cli, sh, uncompressed
+from tests.helpers import PYTHON, ROOT, Buildah, layout_digest, manifest_of, read_blob, run_cli, sh, uncompressed
+from tests.plugins.demo import Demo, base_args, copy_project, steps_by_state
 from tests.plugins.registry import RunningRegistry
-
-
-def copy_project(dest: Path) -> Path:
-    """The demo manifest with its recipes and example sources, in a folder of the test's own."""
-    for part in ("manifests", "layers", "examples"):
-        shutil.copytree(ROOT / part, dest / part, ignore=shutil.ignore_patterns("target", "build", "__pycache__"))
-    return dest / "manifests" / "demo.yaml"
-
-
-def base_args(bases: dict[str, Path], runtime: str = "runtime") -> list[str]:
-    return ["--base", f"devel=oci:{bases['devel']}:latest", "--base", f"runtime=oci:{bases[runtime]}:latest"]
-
-
-def steps_by_state(ran: Ran) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {}
-    for step in ran.json["steps"]:
-        out.setdefault(step["state"], set()).add(step["name"])
-    return out
-
-
-@dataclass
-class Demo:
-    project: Path
-    manifest: Path
-    cache: Path
-    bases: dict[str, Path]
-    cold: Ran
-    cold_seconds: float
-
-    def build(self, *extra: str, runtime: str = "runtime", env: dict[str, str] | None = None) -> Ran:
-        args = [str(self.manifest), "--cache", str(self.cache), "--json", *base_args(self.bases, runtime),
-                "-o", "oci:out/demo:latest", *extra]  # fmt: skip
-        ran = run_cli(args, cwd=self.project, env=env)
-        assert ran.code == 0, str(ran)
-        return ran
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory, demo_bases: dict[str, Path]) -> Iterator[Demo]:
-    project = tmp_path_factory.mktemp("demo")
-    manifest = copy_project(project)
-    cache = project / "cache"
-    started = time.monotonic()
-    args = [str(manifest), "--cache", str(cache), "--json", *base_args(demo_bases), "-o", "oci:out/demo:latest"]
-    cold = run_cli(args, cwd=project)
-    seconds = time.monotonic() - started
-    assert cold.code == 0, str(cold)
-    yield Demo(project, manifest, cache, demo_bases, cold, seconds)
 
 
 def test_cold_build_runs_every_step_and_the_image_runs(demo: Demo, tmp_path: Path) -> None:

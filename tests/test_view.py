@@ -37,7 +37,9 @@ def test_resolve_follows_parents_only() -> None:
 
 def test_which_layers_need_fitting() -> None:
     view = base()
-    assert not view.needs_fitting(anchors(["opt/app/bin/x", "usr/local/bin/y"]))  # plain root folders: as written
+    assert not view.needs_fitting(anchors(["opt/x", "usr/local/y"]))  # plain root folders: as written
+    # Folders the image lacks: named by the layer, or extractors disagree on them.
+    assert view.needs_fitting(anchors(["opt/app/bin/x"]))
     assert view.needs_fitting(anchors(["lib/x86_64-linux-gnu/libfoo.so"]))  # a symlink on the way
     assert view.needs_fitting(anchors(["tmp/x"]))  # /tmp would lose its sticky bit
     assert view.needs_fitting(anchors(["home/app/.cache/x"]))  # /home/app would become root's
@@ -47,13 +49,22 @@ def test_fit_members_goes_through_links_and_keeps_parent_metadata() -> None:
     members = [(f("lib/x86_64-linux-gnu/libfoo.so"), None), (f("tmp/scratch"), None), (f("home/app/.cache/x"), None),
                (TarEntry("lib/x86_64-linux-gnu/libfoo.so.1", "hardlink", linkname="lib/x86_64-linux-gnu/libfoo.so"),
                 None)]  # fmt: skip
-    out = {e.path: e for e, _ in fit_members(members, base())}
+    out = {e.path: e for e, _ in fit_members(members, base(), epoch=1700000000)}
     assert "lib" not in out and "usr/lib/x86_64-linux-gnu/libfoo.so" in out
     assert out["usr/lib/x86_64-linux-gnu/libfoo.so.1"].linkname == "usr/lib/x86_64-linux-gnu/libfoo.so"
     assert (out["usr/lib"].mode, out["usr"].mode) == (0o755, 0o755)
     assert out["tmp"].mode == 0o1777
     assert (out["home/app"].mode, out["home/app"].uid) == (0o750, 1000)
     assert out["home/app/.cache"].mode == 0o755 and out["home/app/.cache"].uid == 0  # new: as an extractor makes it
+    assert out["home/app/.cache"].mtime == 1700000000  # new folders are from the build's epoch
+
+
+def test_fit_members_names_every_missing_parent() -> None:
+    out = {e.path: e for e, _ in fit_members([(f("app/bin/saxpy"), None)], base(), epoch=1700000000)}
+    assert sorted(out) == ["app", "app/bin", "app/bin/saxpy"]
+    for path in ("app", "app/bin"):
+        entry = out[path]
+        assert (entry.kind, entry.mode, entry.uid, entry.gid, entry.mtime) == ("dir", 0o755, 0, 0, 1700000000)
 
 
 def test_later_layers_change_the_view() -> None:

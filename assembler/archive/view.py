@@ -161,13 +161,15 @@ class TreeView:
 
     def needs_fitting(self, anchors: Iterable[str]) -> bool:
         """Whether a layer whose implicit parents are ``anchors`` lands wrongly as written:
-        a symlink on the way, or a folder that is not root-owned 0755."""
+        a symlink on the way, a folder that is not root-owned 0755, or a folder the image
+        does not have (plain tar extraction would not make it, and each runtime invents
+        its own mode: the layer must name it)."""
         for anchor in anchors:
             for path in [*ancestors(anchor), anchor]:
                 if path in self.links:
                     return True
                 meta = self.dirs.get(path)
-                if meta is not None and meta[:3] != PLAIN_DIR:
+                if meta is None or meta[:3] != PLAIN_DIR:
                     return True
         return False
 
@@ -189,9 +191,10 @@ def anchors(paths: Iterable[str]) -> set[str]:
     return {a for p in named for a in ancestors(p) if a not in named}
 
 
-def fit_members(members: Sequence[Member], view: TreeView) -> list[Member]:
+def fit_members(members: Sequence[Member], view: TreeView, *, epoch: int) -> list[Member]:
     """The members written through ``view``'s symlinks, with every implicit parent named
-    as ``view`` has it (an existing folder keeps its owner and mode)."""
+    as ``view`` has it (an existing folder keeps its owner and mode; a new one is root's,
+    0755, from ``epoch``)."""
     out: dict[str, Member] = {}
     for entry, opener in members:
         path = view.resolve(entry.path)
@@ -201,6 +204,6 @@ def fit_members(members: Sequence[Member], view: TreeView) -> list[Member]:
         if anchor in out:
             continue
         meta = view.dirs.get(anchor)
-        mode, uid, gid, mtime = meta if meta is not None else (*PLAIN_DIR, 0)
+        mode, uid, gid, mtime = meta if meta is not None else (*PLAIN_DIR, epoch)
         out[anchor] = (TarEntry(path=anchor, kind="dir", mode=mode, uid=uid, gid=gid, mtime=mtime), None)
     return list(out.values())

@@ -43,7 +43,7 @@ from assembler.spec import model as m
 from assembler.transports import layout
 
 log = logging.getLogger(__name__)
-FORMAT = 1
+FORMAT = 2  # 2: steps run with reproducible_env (PYTHONHASHSEED): earlier results may differ
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 SECRETS_DIR = "/run/assemble-secrets"
 # The host bundle is mounted at a private path, not over the image's own bundle: the
@@ -65,6 +65,24 @@ CA_ENV = {
 }
 
 LineFn = Callable[[str], None]
+
+
+# -- reproducibility -------------------------------------------------------------------
+
+
+def reproducible_env(epoch: int) -> dict[str, str]:
+    """The environment every step runs with so that two builds from empty caches agree
+    (a step's own ``env`` may override it). README "Reproducible builds" lists per tool
+    what these settle and what a step must still do itself (nvcc's ``-objtemp``, pip's
+    ``--target``)."""
+    return {
+        # gcc's __DATE__/__TIME__, wheel zip times, and py_compile: with it set, .pyc
+        # files are checked-hash ones instead of embedding the source file's mtime.
+        "SOURCE_DATE_EPOCH": str(epoch),
+        # The order of sets and frozensets marshalled into .pyc constants, and of any
+        # file a Python build script writes from a set or a dict of them.
+        "PYTHONHASHSEED": "0",
+    }
 
 
 @dataclass(frozen=True)
@@ -444,7 +462,7 @@ def run_compile_step(
         volume.host.mkdir(parents=True, exist_ok=True)
     src_volumes = [_working_copy(kept, step.name, sources[name]) for name in step.sources]
     ca_volumes, ca_env = _ca(ws)
-    env = {**ca_env, "SOURCE_DATE_EPOCH": str(ws.epoch), **step.env}
+    env = {**ca_env, **reproducible_env(ws.epoch), **step.env}
     commands = [(c, c) for c in step.run]
     started = time.monotonic()
     image: Image | str = base
@@ -492,7 +510,7 @@ def run_runtime_step(
     log_path = step_log(ws.cache, name, key)
     excludes = [p for p in DEFAULT_EXCLUDES if p not in keep and p.rstrip("/*") not in keep] + list(exclude)
     ca_volumes, ca_env = _ca(ws)
-    run_env = {**ca_env, "SOURCE_DATE_EPOCH": str(ws.epoch), "DEBIAN_FRONTEND": "noninteractive", **env}
+    run_env = {**ca_env, **reproducible_env(ws.epoch), "DEBIAN_FRONTEND": "noninteractive", **env}
     with ws.cache.workdir("runtime-") as work:
         snap = work / "snapshot.json"
         with _container(ws, image, name) as cid, _secret_files(ws, secrets, name) as (svol, values, pre):

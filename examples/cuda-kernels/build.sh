@@ -11,6 +11,13 @@ for arch in $(echo "${CUDA_ARCHS:-80;90}" | tr ';' ' '); do
   last=$arch
 done
 gencode="$gencode -gencode arch=compute_${last},code=compute_${last}"
+# Compile and link separately, with -objtemp (nvcc 12.4 and later): nvcc otherwise names its
+# intermediate files tmpxft_<pid>_..., and that name lands in the object's symbol table,
+# so two builds differ. With -objtemp they are named after the object: same bytes.
+obj=${TMPDIR:-/tmp}/saxpy-obj
+mkdir -p "$obj"
 # shellcheck disable=SC2086
-"$CUDA_HOME/bin/nvcc" -O2 $gencode -o "$out/saxpy" "$(dirname "$0")/saxpy.cu"
+"$CUDA_HOME/bin/nvcc" -O2 $gencode -c -objtemp -o "$obj/saxpy.o" "$(dirname "$0")/saxpy.cu"
+# shellcheck disable=SC2086
+"$CUDA_HOME/bin/nvcc" -O2 $gencode -o "$out/saxpy" "$obj/saxpy.o"
 echo "built $out/saxpy for sm: ${CUDA_ARCHS:-80;90} (+PTX compute_${last})"
