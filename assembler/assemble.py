@@ -370,7 +370,7 @@ class Pipeline:
         # builds of one definition whatever the sources: a source edit builds incrementally.
         tree_key = key_for(sources={n: "" for n in sources})
         results = run_compile_step(step, base=base.image, sources={n: s for n, s in sources.items() if s},
-                                   inputs=mounted, ws=ws, key=key, tree_key=tree_key)  # fmt: skip
+                                   inputs=mounted, ws=ws, key=key, tree_key=tree_key, fresh=forced)  # fmt: skip
         self.cache.put_key(key, {"step": step.name, "artifacts": {n: b.to_json() for n, b in results.items()}})
         seconds = time.monotonic() - started
         self._report_compile(step, "built", key, seconds=seconds)
@@ -628,11 +628,14 @@ class Pipeline:
         }
         facts = {}
         for name in sorted(names):
-            src = self.source(name)
             spec = man.sources[name]
+            # Only sources the build read anyway (or a local folder): a label never fetches.
+            src = self.source(name) if name in self.sources or isinstance(spec, m.PathSource) else None
             if src is None:
-                if isinstance(spec, m.GitSource):  # a plan, not fetched yet: the commit is not known
-                    facts[name] = {"version": spec.ref, "url": spec.git}
+                url = spec.git if isinstance(spec, m.GitSource) else spec.url if isinstance(spec, m.UrlSource) else ""
+                version = spec.ref if isinstance(spec, m.GitSource) else ""
+                # Not read: in a plan the revision shows as still to come; in a build, unknown.
+                facts[name] = {"version": version, "url": url, **({} if self.dry else {"revision": ""})}
                 continue
             if isinstance(spec, m.GitSource):
                 commit = src.digest.removeprefix("git:").partition("+")[0]

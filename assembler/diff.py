@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, BinaryIO, Literal
 
-from assembler.archive.compress import decompressed
+from assembler.archive.compress import DECOMPRESS_ERRORS, decompressed
 from assembler.archive.layer import iter_tar
 from assembler.errors import InvalidImage
 from assembler.oci import mediatypes as mt
@@ -141,6 +141,9 @@ def _content(stream: Any) -> str:
     return "sha256:" + h.hexdigest()
 
 
+_UNREADABLE: tuple[type[Exception], ...] = (tarfile.TarError, *DECOMPRESS_ERRORS)
+
+
 def layer_entries(blobs: BlobReader, desc: Descriptor) -> tuple[dict[str, EntryState], list[str]]:
     """Every entry of a layer (a later entry for the same path wins, as on extraction) and
     the order of paths, read as one stream."""
@@ -149,8 +152,8 @@ def layer_entries(blobs: BlobReader, desc: Descriptor) -> tuple[dict[str, EntryS
     try:
         with blobs.open_blob(desc.digest) as raw, decompressed(raw) as plain:
             _read_entries(plain, desc, entries, order)
-    except (tarfile.TarError, EOFError) as e:
-        raise InvalidImage(f"layer {desc.digest} is not a readable tar: {e}") from e
+    except _UNREADABLE as e:
+        raise InvalidImage(f"layer {desc.digest} is not a readable (compressed) tar: {e}") from e
     return entries, order
 
 

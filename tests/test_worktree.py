@@ -67,14 +67,79 @@ def test_sync_older_source_times_still_rebuild(tmp_path: Path) -> None:
     assert (copy / "a.c").read_text() == "two" and (copy / "a.c").stat().st_mtime > time.time() - 60
 
 
-def test_sync_from_another_source_starts_clean(tmp_path: Path) -> None:
+def test_sync_from_another_folder_compares_content(tmp_path: Path) -> None:
+    """A git source lives at one folder per commit: a new commit is synced by content, what
+    the build wrote stays, and files with the same content keep their time."""
     one, two, copy = tmp_path / "one", tmp_path / "two", tmp_path / "copy"
-    _tree(one, {"a.c": "1", "only-one.c": "1"})
-    _tree(two, {"a.c": "2"})
+    _tree(one, {"a.c": "same", "b.c": "1", "only-one.c": "1"})
+    _tree(two, {"a.c": "same", "b.c": "2"})
     worktree.sync(one, copy, keep=source_filter())
-    (copy / "build-output.o").write_text("stale")
-    worktree.sync(two, copy, keep=source_filter())
+    (copy / "build-output.o").write_text("kept")
+    mtime_a = (copy / "a.c").stat().st_mtime_ns
+    stats = worktree.sync(two, copy, keep=source_filter())
+    assert (stats.copied, stats.kept, stats.removed) == (1, 1, 1)
+    assert sorted(p.name for p in copy.iterdir()) == ["a.c", "b.c", "build-output.o"]
+    assert (copy / "b.c").read_text() == "2" and (copy / "a.c").stat().st_mtime_ns == mtime_a
+
+
+def test_same_size_and_mtime_but_other_content_is_copied(tmp_path: Path) -> None:
+    """cp -p / rsync -a / tar keep size and mtime: the copy must still follow the content."""
+    src, copy = tmp_path / "src", tmp_path / "copy"
+    _tree(src, {"a.c": "one"})
+    worktree.sync(src, copy, keep=source_filter())
+    st = (src / "a.c").stat()
+    (src / "a.c").write_text("two")
+    os.utime(src / "a.c", ns=(st.st_atime_ns, st.st_mtime_ns))
+    worktree.sync(src, copy, keep=source_filter())
+    assert (copy / "a.c").read_text() == "two"
+
+
+def test_a_folder_that_became_a_link_removes_nothing_through_it(tmp_path: Path) -> None:
+    src, copy = tmp_path / "src", tmp_path / "copy"
+    _tree(src, {"a/x": "old", "b/x": "keep me"})
+    worktree.sync(src, copy, keep=source_filter())
+    for p in (src / "a" / "x", src / "a"):
+        p.unlink() if p.is_file() else p.rmdir()
+    os.symlink("b", src / "a")
+    worktree.sync(src, copy, keep=source_filter())
+    assert (copy / "b" / "x").read_text() == "keep me" and os.readlink(copy / "a") == "b"
+
+
+def test_an_interrupted_sync_starts_again_from_empty(tmp_path: Path) -> None:
+    src, copy = tmp_path / "src", tmp_path / "copy"
+    _tree(src, {"a.c": "1"})
+    worktree.sync(src, copy, keep=source_filter())
+    (copy / "stray.py").write_text("copied by a sync that was killed")
+    state = copy.parent / f"{copy.name}{worktree.STATE}"
+    state.write_text(state.read_text().replace('"complete": true', '"complete": false'))
+    worktree.sync(src, copy, keep=source_filter())
     assert sorted(p.name for p in copy.iterdir()) == ["a.c"]
+
+
+def test_kept_folder_is_locked_and_fresh_empties_it(tmp_path: Path) -> None:
+    import fcntl
+
+    from assembler.cache import Cache
+
+    cache = Cache(tmp_path / "cache")
+    with worktree.kept_folder(cache, "step", "a" * 64) as kept:
+        (kept / "obj.o").write_text("x")
+        with open(kept.parent / f"{kept.name}.lock") as lock:  # held: another build would wait
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                raise AssertionError("the kept folder is not locked while in use")
+            except BlockingIOError:
+                pass
+    with worktree.kept_folder(cache, "step", "a" * 64) as kept:
+        assert (kept / "obj.o").exists()
+    with worktree.kept_folder(cache, "step", "a" * 64, fresh=True) as kept:
+        assert not (kept / "obj.o").exists()
+    # Older definitions beyond the newest few go, unless in use.
+    for i in range(worktree.KEEP_DEFINITIONS + 2):
+        with worktree.kept_folder(cache, "step", f"{i:x}" * 64):
+            pass
+    folders = [p for p in (cache.root / "step-caches" / "step").iterdir() if p.is_dir()]
+    assert len(folders) == worktree.KEEP_DEFINITIONS
 
 
 def test_sync_excludes_and_read_only_folders(tmp_path: Path) -> None:

@@ -168,7 +168,7 @@ def stat_fingerprint(path: Path, exclude: tuple[str, ...] = ()) -> str:
     """A digest of what ``stat`` says about every file of the folder: when it is unchanged,
     so is the content (as git's index assumes). ctime is in it: no tool sets it back."""
     keep = source_filter(exclude)
-    h = hashlib.sha256()
+    h = hashlib.sha256(f"{os.stat(path).st_mode}\n".encode())
     stack = [""]
     while stack:
         rel_dir = stack.pop()
@@ -194,14 +194,18 @@ def path_source(name: str, spec: m.PathSource, *, base_dir: Path, cache: Cache |
     exclude = tuple(spec.exclude)
     if cache is None:
         return Source(name, path, tree_digest(path, exclude), str(path), exclude)
-    memo = "source-stat-" + key_of(
-        {"path": str(path), "exclude": list(exclude), "stat": stat_fingerprint(path, exclude)}
-    )
-    hit = cache.get_key(memo)
-    digest = str(hit["digest"]) if hit and isinstance(hit.get("digest"), str) else None
-    if digest is None:
-        digest = tree_digest(path, exclude)
-        cache.put_key(memo, {"digest": digest})
+    try:
+        fingerprint = stat_fingerprint(path, exclude)
+        memo = "source-stat-" + key_of({"path": str(path), "exclude": list(exclude), "stat": fingerprint})
+        hit = cache.get_key(memo)
+        digest = str(hit["digest"]) if hit and isinstance(hit.get("digest"), str) else None
+        if digest is None:
+            digest = tree_digest(path, exclude)
+            # Remembered only if nothing changed while it was read.
+            if stat_fingerprint(path, exclude) == fingerprint:
+                cache.put_key(memo, {"digest": digest})
+    except OSError as e:
+        raise InputError(f"source {name}: reading {path}: {e}") from e
     return Source(name, path, digest, str(path), exclude)
 
 

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import shlex
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -191,20 +190,23 @@ def _container(ws: Workspace, image: Image | str, name: str) -> Iterator[str]:
         ws.buildah.rm(cid)
 
 
-def _with_packages(ws: Workspace, base: Image, packages: Sequence[str], *, step: str, log_path: Path) -> str:
+def _with_packages(
+    ws: Workspace, base: Image, packages: Sequence[str], *, env: Mapping[str, str], step: str, log_path: Path
+) -> str:
     """The ID of ``base`` with ``packages`` installed, made once per base and package list
     and kept in buildah's storage, as a Dockerfile's ``RUN apt-get install`` layer is: a
     rebuild of the step does not reinstall its toolchain. Only buildah uses this image;
     the step's artifacts are still written by our agent, so no digest depends on it."""
-    name = "localhost/assemble-devel:" + key_of({"base": base.digest, "packages": list(packages)})[7:31]
+    command = (f"apt-get install {' '.join(packages)}", apt_install(packages))
+    what = {"base": base.digest, "packages": list(packages), "command": command[1], "env": dict(env)}
+    name = "localhost/assemble-devel:" + key_of(what)[:24]
     found = ws.buildah.image_id(name)
     if found is not None:
         return found
     ca_volumes, ca_env = _ca(ws)
-    command = (f"apt-get install {' '.join(packages)}", apt_install(packages))
     with _container(ws, base, f"{step}-packages") as cid:
         volumes = [*ca_volumes, *package_cache(ws.cache)]
-        _run_commands(ws, cid, step=step, commands=[command], env=ca_env, volumes=volumes,
+        _run_commands(ws, cid, step=step, commands=[command], env={**ca_env, **env}, volumes=volumes,
                       workdir=None, redact=(), prelude="", log_path=log_path)  # fmt: skip
         return ws.buildah.commit(cid, name)
 
@@ -399,31 +401,6 @@ def step_log(cache: Cache, name: str, key: str) -> Path:
     return cache.root / "logs" / f"{name}-{key[:12]}.log"
 
 
-# How many kept folders (build trees and working copies of one step definition) a step
-# keeps; older ones are removed when not used for an hour (a build may still be using one).
-KEEP_DEFINITIONS = 3
-_IN_USE_SECONDS = 3600
-
-
-def _kept_folder(cache: Cache, step: str, tree_key: str) -> Path:
-    """The folder of what a step keeps between builds of one definition (its ``cache:``
-    folders and source working copies), marked as just used; older definitions pruned."""
-    root = cache.path("step-caches", step)
-    folder = root / tree_key.split(":")[-1][:16]
-    folder.mkdir(exist_ok=True)
-    os.utime(folder)
-    others = sorted(
-        (p for p in root.iterdir() if p.is_dir() and p != folder and len(p.name) == 16),
-        key=lambda p: p.stat().st_mtime,
-        reverse=True,
-    )
-    for old in others[KEEP_DEFINITIONS - 1 :]:
-        if time.time() - old.stat().st_mtime > _IN_USE_SECONDS:
-            log.info("step %s: removing the kept folder of an older definition (%s)", step, old.name)
-            shutil.rmtree(old, ignore_errors=True)
-    return folder
-
-
 def _working_copy(kept: Path, step: str, source: Source) -> Volume:
     """The step's writable copy of ``source``, synced, as the volume at ``/src/NAME``."""
     copy = kept / f"src-{source.name}"
@@ -441,18 +418,33 @@ def run_compile_step(
     ws: Workspace,
     key: str,
     tree_key: str,
+    fresh: bool = False,
 ) -> dict[str, LayerBlob]:
     """Build ``step`` in a container from ``base``; one layer blob per declared artifact.
 
     ``tree_key`` names what the step keeps between builds (its ``cache:`` folders and
     source working copies): the step's key without its sources, so a source edit builds
-    incrementally and any other change starts from empty folders.
+    incrementally and any other change starts from empty folders; ``fresh`` empties them
+    first (``--no-cache``, ``--rebuild STEP``).
 
     Raises StepFailed (command, exit code, log tail and path) when a command fails or an
     artifact is missing; InputError for a secret missing from the environment.
     """
     log_path = step_log(ws.cache, step.name, key)
-    kept = _kept_folder(ws.cache, step.name, tree_key)
+    with worktree.kept_folder(ws.cache, step.name, tree_key, fresh=fresh) as kept:
+        return _run_compile_step(step, base=base, sources=sources, inputs=inputs, ws=ws, log_path=log_path, kept=kept)
+
+
+def _run_compile_step(
+    step: m.CompileStep,
+    *,
+    base: Image,
+    sources: Mapping[str, Source],
+    inputs: Sequence[Mounted],
+    ws: Workspace,
+    log_path: Path,
+    kept: Path,
+) -> dict[str, LayerBlob]:
     caches = [Volume(kept / key_of({"path": path})[:16], path, readonly=False) for path in step.cache]
     caches += [
         Volume(ws.cache.path("step-caches", "_shared", key_of({"path": path})[:16]), path, readonly=False)
@@ -467,7 +459,8 @@ def run_compile_step(
     started = time.monotonic()
     image: Image | str = base
     if step.packages:
-        image = _with_packages(ws, base, step.packages, step=step.name, log_path=log_path.with_suffix(".packages.log"))
+        image = _with_packages(ws, base, step.packages, env=step.env, step=step.name,
+                               log_path=log_path.with_suffix(".packages.log"))  # fmt: skip
     with _container(ws, image, step.name) as cid, _secret_files(ws, step.secrets, step.name) as (svol, values, pre):
         with _mounted_artifacts(ws, inputs) as input_volumes:
             volumes = [*src_volumes, *input_volumes, *caches, *ca_volumes, *svol]

@@ -437,6 +437,10 @@ def _check_source_facts(loaded: Loaded) -> None:
         (("image", "config", "labels", k), v) for k, v in man.image.config.labels.items()
     ]
     places += [(("annotations", k), v) for k, v in man.annotations.items()]
+    for tname, target in man.targets.items():  # every target's, as for layers
+        if target.config is not None:
+            places += [(("targets", tname, "config", "labels", k), v) for k, v in target.config.labels.items()]
+        places += [(("targets", tname, "annotations", k), str(v)) for k, v in target.annotations.items()]
     for path, value in places:
         try:
             refs = sourcefacts.references(value)
