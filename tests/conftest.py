@@ -23,7 +23,7 @@ TEST_CACHE = Path(os.environ.get("ASSEMBLE_TEST_CACHE", "/var/tmp/assemble-test-
 pytest_plugins = ["tests.plugins.registry", "tests.plugins.demo"]
 
 
-def _locked_build(target: Path, argv: list[str]) -> Path:
+def _locked_build(target: Path, argv: list[str], env: dict[str, str] | None = None) -> Path:
     """Run ``argv`` (which writes ``target``) once, even with parallel test processes."""
     TEST_CACHE.mkdir(parents=True, exist_ok=True)
     with open(TEST_CACHE / ".lock", "w") as lock:
@@ -32,7 +32,8 @@ def _locked_build(target: Path, argv: list[str]) -> Path:
             # mmdebstrap picks its output format from the extension: keep ".tar" last.
             tmp = target.with_name(".tmp-" + target.name)
             tmp.unlink(missing_ok=True)
-            subprocess.run([*argv[:-1], str(tmp)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            subprocess.run([*argv[:-1], str(tmp)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           env={**os.environ, **(env or {})})  # fmt: skip
             os.replace(tmp, target)
     return target
 
@@ -41,9 +42,11 @@ def _locked_build(target: Path, argv: list[str]) -> Path:
 def debian_rootfs() -> Path:
     """A Debian bookworm minbase root filesystem tarball (mmdebstrap), made once."""
     target = TEST_CACHE / "bookworm-minbase.tar"
-    env_epoch = os.environ.get("SOURCE_DATE_EPOCH", "1700000000")
-    os.environ.setdefault("SOURCE_DATE_EPOCH", env_epoch)
-    return _locked_build(target, ["mmdebstrap", "--variant=minbase", "--quiet", "bookworm", str(target)])
+    # mmdebstrap's own epoch, given to it alone: changing this process's environment here
+    # would change the epoch of every build a later test runs.
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "1700000000")
+    argv = ["mmdebstrap", "--variant=minbase", "--quiet", "bookworm", str(target)]
+    return _locked_build(target, argv, env={"SOURCE_DATE_EPOCH": epoch})
 
 
 @pytest.fixture()
