@@ -53,8 +53,14 @@ def upstream_tree() -> Path:
         tmp.mkdir()
         prefix = "llama_cpp_python-0.3.16/vendor/llama.cpp/"
         with tarfile.open(archive) as tf:
-            members = [m for m in tf.getmembers() if m.name.startswith(prefix) and len(m.name) > len(prefix)
-                       and ".." not in m.name.split("/") and (m.isfile() or m.isdir() or m.issym())]
+            members = [
+                m
+                for m in tf.getmembers()
+                if m.name.startswith(prefix)
+                and len(m.name) > len(prefix)
+                and ".." not in m.name.split("/")
+                and (m.isfile() or m.isdir() or m.issym())
+            ]
             for m in members:
                 m.name = m.name[len(prefix) :]
             tf.extractall(tmp, members=members)  # no filter= before Python 3.11.4 (Debian 12 has 3.11.2)
