@@ -118,7 +118,7 @@ def test_the_shipped_manifest_builds_upstream_and_the_server_runs(real: Real, tm
     assert layout_digest(layout, "server") == real.cold.json["digest"]
     assert run_cli(["validate", f"oci:{layout}:server"]).code == 0
     b = Buildah(tmp_path / "b")
-    out = b.run_image(f"oci:{layout}:server", ["/app/llama-server", "--version"])
+    out = b.run_image(f"oci:{layout}:server", ["sh", "-c", "/app/llama-server --version 2>&1"])  # it prints to stderr
     assert re.search(r"version: \d+ \(", out), out
     # HTTPS model downloads (llama-server -hf ...) need the CA certificates upstream's image has.
     certs = b.run_image(f"oci:{layout}:server", ["sh", "-c", "ls /etc/ssl/certs | wc -l"])
