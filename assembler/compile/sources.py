@@ -26,6 +26,7 @@ from assembler.archive.extract import extract
 from assembler.archive.layer import HashingSink, write_layer
 from assembler.archive.tree import iter_host_members
 from assembler.cache import Cache, key_of
+from assembler.compile import worktree
 from assembler.errors import DigestMismatch, InputError, NotFound, ToolError
 from assembler.proc import Runner
 from assembler.spec import model as m
@@ -167,21 +168,9 @@ def _is_tar(path: Path) -> bool:
 def stat_fingerprint(path: Path, exclude: tuple[str, ...] = ()) -> str:
     """A digest of what ``stat`` says about every file of the folder: when it is unchanged,
     so is the content (as git's index assumes). ctime is in it: no tool sets it back."""
-    keep = source_filter(exclude)
     h = hashlib.sha256(f"{os.stat(path).st_mode}\n".encode())
-    stack = [""]
-    while stack:
-        rel_dir = stack.pop()
-        with os.scandir(path / rel_dir if rel_dir else path) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        for entry in entries:
-            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-            if not keep(rel):
-                continue
-            st = entry.stat(follow_symlinks=False)
-            h.update(f"{rel}\0{st.st_mode}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\n".encode())
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(rel)
+    for rel, st, _ in worktree.walk(path, source_filter(exclude)):
+        h.update(f"{rel}\0{st.st_mode}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\n".encode())
     return h.hexdigest()
 
 

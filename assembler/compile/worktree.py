@@ -67,7 +67,7 @@ def _stamp(st: os.stat_result, link: str = "") -> Stamp:
     return (kind, st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode), link, st.st_ctime_ns, st.st_ino)
 
 
-def _walk(root: Path, keep: Callable[[str], bool]) -> Iterator[tuple[str, os.stat_result, str]]:
+def walk(root: Path, keep: Callable[[str], bool]) -> Iterator[tuple[str, os.stat_result, str]]:
     """(relative path, lstat, link target) of every kept entry below ``root``, parents first."""
     stack = [""]
     while stack:
@@ -185,7 +185,7 @@ def _sync(source: Path, copy: Path, keep: Callable[[str], bool]) -> SyncStats:
     _save_state(copy, previous, complete=False)  # an interruption from here on is seen
     files: dict[str, tuple[Stamp, Stamp]] = {}
     copied = kept = 0
-    for rel, st, link in _walk(source, keep):
+    for rel, st, link in walk(source, keep):
         src_stamp = _stamp(st, link)
         dst = copy / rel
         copied_now = _sync_entry(source / rel, dst, src_stamp, previous.get(rel))
