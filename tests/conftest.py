@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,35 @@ ROOT = Path(__file__).resolve().parent.parent
 TEST_CACHE = Path(os.environ.get("ASSEMBLE_TEST_CACHE", "/var/tmp/assemble-test-cache"))
 
 pytest_plugins = ["tests.plugins.registry", "tests.plugins.demo"]
+
+# Modules with a failed test or fixture: their work folders stay for a post-mortem.
+_FAILED_MODULES: set[str] = set()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed:
+        _FAILED_MODULES.add(item.nodeid.split("::")[0])
+    return report
+
+
+def reclaim_at_teardown(request: pytest.FixtureRequest, *paths: Path) -> None:
+    """Remove ``paths`` when the fixture's scope ends, unless a test of its module failed.
+
+    The suite moves tens of GiB (real builds, 2 GiB layers); pytest's own retention drops a
+    passed test's ``tmp_path`` at once but keeps module fixtures' folders to the session's
+    end, which on a small disk is the difference between passing and ENOSPC."""
+    module = request.node.nodeid.split("::")[0]
+
+    def reclaim() -> None:
+        if module not in _FAILED_MODULES:
+            for path in paths:
+                shutil.rmtree(path, ignore_errors=True)
+
+    request.addfinalizer(reclaim)
 
 
 def _locked_build(target: Path, argv: list[str], env: dict[str, str] | None = None) -> Path:

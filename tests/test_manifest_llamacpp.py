@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from assembler.spec.load import load_manifest
+from tests.conftest import reclaim_at_teardown
 from tests.helpers import (
     ROOT,
     Buildah,
@@ -75,8 +76,11 @@ class Built:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory, demo_bases: dict[str, Path]) -> Iterator[Built]:
+def built(
+    tmp_path_factory: pytest.TempPathFactory, demo_bases: dict[str, Path], request: pytest.FixtureRequest
+) -> Iterator[Built]:
     project = tmp_path_factory.mktemp("llamacpp")
+    reclaim_at_teardown(request, project)
     for part in ("manifests", "layers"):
         shutil.copytree(ROOT / part, project / part)
     shutil.copytree(ROOT / "examples/llama-standin", project / "examples/llama-standin",

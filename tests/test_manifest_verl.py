@@ -32,7 +32,7 @@ from assembler.spec.load import load_manifest
 from assembler.transports.apptainer import runscript
 from assembler.transports.sif import read_sif_header
 from tests import yaml_helper
-from tests.conftest import TEST_CACHE
+from tests.conftest import TEST_CACHE, reclaim_at_teardown
 from tests.helpers import ROOT, Buildah, Ran, config_of, layout_digest, read_blob, run_cli, sh, uncompressed
 
 MANIFEST = ROOT / "manifests" / "verl-rocm.yaml"
@@ -123,8 +123,11 @@ class Smoke:
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory, rocm_bases: dict[str, Path]) -> Iterator[Smoke]:
+def smoke(
+    tmp_path_factory: pytest.TempPathFactory, rocm_bases: dict[str, Path], request: pytest.FixtureRequest
+) -> Iterator[Smoke]:
     project = tmp_path_factory.mktemp("verl")
+    reclaim_at_teardown(request, project)
     for part in ("manifests", "layers"):
         shutil.copytree(ROOT / part, project / part)
     shutil.copytree(ROOT / "examples/hip-vector-add", project / "examples/hip-vector-add")

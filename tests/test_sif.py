@@ -50,6 +50,7 @@ from assembler.transports import apptainer, layout, rootfs, sif
 from assembler.transports.common import SourceImage
 from assembler.transports.sif import read_sif_header, write_sif
 from assembler.transports.sif_format import DATA_DEFFILE, DATA_GENERIC_JSON, DATA_LABELS, read_object
+from tests.conftest import reclaim_at_teardown
 from tests.helpers import Buildah as ToolBuildah
 from tests.helpers import run_cli
 
@@ -427,9 +428,10 @@ class Built:
 
 
 @pytest.fixture(scope="module")
-def built(debian_rootfs: Path, tmp_path_factory: pytest.TempPathFactory) -> Built:
+def built(debian_rootfs: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Built:
     """Debian minbase + two upper layers that delete and replace, as an OCI layout and a SIF."""
     work = tmp_path_factory.mktemp("sif")
+    reclaim_at_teardown(request, work)
     cache = Cache(work / "cache")
     base = rootfs.read(debian_rootfs, cache=cache, platform=PLATFORM, epoch=EPOCH, compression="gzip")
     image = add_layers(cache, base, UPPER_LAYERS, compression="gzip")  # umoci 0.4.7 reads no zstd layers

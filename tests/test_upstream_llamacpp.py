@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from assembler.compile.sources import tree_digest
-from tests.conftest import TEST_CACHE
+from tests.conftest import TEST_CACHE, reclaim_at_teardown
 from tests.helpers import ROOT, Buildah, Ran, config_of, layout_digest, run_cli
 
 SDIST = "llama-cpp-python==0.3.16"
@@ -89,8 +89,11 @@ def build(work: Path, source: Path, bases: dict[str, Path], *args: str) -> Ran:
 
 
 @pytest.fixture(scope="module")
-def real(tmp_path_factory: pytest.TempPathFactory, demo_bases: dict[str, Path]) -> Iterator[Real]:
+def real(
+    tmp_path_factory: pytest.TempPathFactory, demo_bases: dict[str, Path], request: pytest.FixtureRequest
+) -> Iterator[Real]:
     work = tmp_path_factory.mktemp("upstream-llamacpp")
+    reclaim_at_teardown(request, work)
     source = work / "llama.cpp"
     shutil.copytree(upstream_tree(), source, symlinks=True)  # this module edits its copy
     yield Real(work, source, demo_bases, build(work, source, demo_bases))
