@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import inspect
 import io
 import json
 import os
@@ -38,7 +37,7 @@ from assembler.oci.digest import canonical_json, sha256_digest
 from assembler.oci.image import Image
 from assembler.oci.reference import ImageName
 from assembler.oci.validate import validate
-from assembler.transports import remote, remote_auth, remote_http
+from assembler.transports import remote, remote_auth, remote_http, remote_login
 from assembler.transports.common import SourceImage
 from assembler.transports.remote import Registry, RegistryOptions, push, read
 from tests.plugins.faultproxy import Fault, FaultProxy
@@ -154,7 +153,7 @@ def test_read_follows_an_index_to_the_platform(registry: RunningRegistry, cache:
     index = canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [entry.to_json()]})
     with Registry(registry.host, options=opts()) as reg:
         assert reg.put_manifest(repo, "v1", index, mt.OCI_INDEX) == sha256_digest(index)
-        assert reg.get_manifest(repo, "v1") == (index, mt.OCI_INDEX)
+        assert reg.fetch_manifest(repo, "v1") == (index, mt.OCI_INDEX)
     source = read(ImageName.parse(f"{registry.host}/{repo}:v1"), platform=PLATFORM, options=opts())
     assert source.image.digest == image.digest
     assert source.index_digest == sha256_digest(index)
@@ -180,6 +179,9 @@ def test_downloads_are_verified(registry: RunningRegistry, cache: Cache) -> None
         pytest.raises(DigestMismatch, match=layer.digest),
     ):
         blob.read()
+    with Registry(registry.host, options=opts()) as reg, pytest.raises(DigestMismatch, match=layer.digest):
+        reg.download_blob("verify", layer.digest, str(registry.root.parent / "layer.bin"))
+    assert not (registry.root.parent / "layer.bin").exists()
     with Registry(registry.host, options=opts()) as reg, pytest.raises(InputError, match="hashes to"):
         reg.put_manifest("verify", "sha256:" + "0" * 64, image.manifest_bytes, image.media_type)
 
@@ -265,16 +267,16 @@ def test_credentials_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         auth_file(path, user, key)
     for i, (user, path, _) in enumerate(files):
         explicit = files[0][1] if i == 0 else None
-        creds = remote_auth.find_credentials(host, auth_file=explicit)
+        creds = remote_login.find_credentials(host, auth_file=explicit)
         assert creds is not None and (creds.username, creds.password, creds.source) == (user, f"pw-{user}", path)
         path.unlink()
-    assert remote_auth.find_credentials(host, auth_file=None) is None
+    assert remote_login.find_credentials(host, auth_file=None) is None
     auth_file(tmp_path / "localhost.json", "local", "localhost:5000")
-    creds = remote_auth.find_credentials("127.0.0.1:5000", auth_file=tmp_path / "localhost.json")
+    creds = remote_login.find_credentials("127.0.0.1:5000", auth_file=tmp_path / "localhost.json")
     assert creds is not None and creds.basic() == "Basic " + base64.b64encode(b"local:pw-local").decode()
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(InputError, match=r"bad\.json"):
-        remote_auth.find_credentials(host, auth_file=tmp_path / "bad.json")
+        remote_login.find_credentials(host, auth_file=tmp_path / "bad.json")
 
 
 def test_challenge_parsing() -> None:
@@ -513,7 +515,7 @@ def test_bearer_tokens_have_the_scope_each_request_needs(
             assert reg.push_blob("base", desc, cache) == "uploaded"
         reg.put_manifest("base", "1", base.manifest_bytes, base.media_type)
         assert reg.push_blob("app", base.layers[0], cache, mount_from=["base"]) == "mounted"
-        assert reg.get_manifest("base", "1")[0] == base.manifest_bytes
+        assert reg.fetch_manifest("base", "1")[0] == base.manifest_bytes
 
     assert bearer.violations == []
     scopes = [s for _, s in bearer.token_requests]
@@ -624,34 +626,56 @@ def _run_measured(argv: list[str], stderr_path: Path) -> tuple[bytes, int, int]:
     return proc.stdout, proc.returncode, peak
 
 
-# -- 8. the oras internals we rely on ----------------------------------------------------
+# -- 8. the client is oras's Registry -----------------------------------------------------
 
 
-def test_oras_internals_we_rely_on() -> None:
+def test_oras_push_and_pull_go_through_our_overrides(
+    registry: RunningRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """oras's own ``push`` and ``pull`` call the methods we override: streamed upload, exact
+    manifest bytes, verified download. If oras renamed them, our fixes would be bypassed."""
     import oras
-    import oras.provider
-    import oras.utils
 
-    assert oras.__version__ == "0.2.43", "oras is pinned: re-check remote_http.py against the new version"
+    assert oras.__version__ == "0.2.43", "oras is pinned: re-check remote*.py against the new version"
     assert '"oras==0.2.43"' in (ROOT / "pyproject.toml").read_text()
-    params = inspect.signature(oras.provider.Registry.__init__).parameters
-    assert {"hostname", "insecure", "tls_verify", "auth_backend"} <= set(params)
-    client = oras.provider.Registry(hostname="127.0.0.1:1", insecure=True, tls_verify=True, auth_backend="token")
-    assert isinstance(client.session, requests.Session)
-    assert client.prefix == "http"
-    # Cookies are refused (Harbor): a policy allowing no domain.
-    assert client.session.cookies._policy.allowed_domains() == ()  # type: ignore[attr-defined]
-    secure = oras.provider.Registry(hostname="h", insecure=False, tls_verify=True, auth_backend="token")
-    assert secure.prefix == "https"
-    url = oras.utils.append_url_params("http://h/v2/r/blobs/uploads/u?_state=a%3D", {"digest": "sha256:x"})
-    assert url == "http://h/v2/r/blobs/uploads/u?_state=a%3D&digest=sha256%3Ax"
-    # The defects we go around are still there (if fixed, the work-arounds may be dropped).
-    assert "fd.read()" in inspect.getsource(oras.provider.Registry.put_upload)
-    assert "status_code == 500" in inspect.getsource(oras.decorator.retry)
+    monkeypatch.chdir(tmp_path)  # oras pushes files under the working directory only
+    payload = os.urandom(300_000)
+    Path("model.bin").write_bytes(payload)
+    digest = sha256_digest(payload)
+    target = f"{registry.host}/oras/files:1"
+    with Registry(registry.host, options=opts(monolithic_max=64 << 10, chunk_size=100_000)) as reg:
+        # Cookies refused (Harbor), as oras sets up the session.
+        assert reg.session.cookies._policy.allowed_domains() == ()  # type: ignore[attr-defined]
+        reg.push(target, files=["model.bin"], quiet=True)
+        assert reg.stats.uploaded_blobs == 2 and reg.stats.uploaded_bytes >= len(payload)
+        body, media_type = reg.fetch_manifest("oras/files", "1")
+        assert media_type == mt.OCI_MANIFEST and json.loads(body)["layers"][0]["digest"] == digest
+        assert reg.get_manifest(target)["layers"][0]["digest"] == digest
+        assert reg.blob_exists({"digest": digest}, target)
+        [pulled] = reg.pull(target, outdir=str(tmp_path / "out"))
+        assert Path(pulled).read_bytes() == payload
+
+    hexpart = digest.split(":", 1)[1]
+    stored = registry.root / "docker/registry/v2/blobs/sha256" / hexpart[:2] / hexpart / "data"
+    stored.write_bytes(payload[:-1] + bytes([payload[-1] ^ 0xFF]))
+    with Registry(registry.host, options=opts()) as reg, pytest.raises(DigestMismatch, match=digest):
+        reg.download_blob("oras/files", digest, str(tmp_path / "bad.bin"))
+    assert not (tmp_path / "bad.bin").exists(), "a blob that fails its digest never appears"
+
+
+def test_manifest_bytes_go_up_as_they_are(registry: RunningRegistry, cache: Cache) -> None:
+    image = build_image(cache, [{"a": b"a\n"}])
+    spaced = json.dumps(json.loads(image.manifest_bytes), indent=3).encode()  # not canonical: must stay so
+    push(image, ImageName.parse(f"{registry.host}/exact:v0"), blobs=cache, options=opts())
+    with Registry(registry.host, options=opts()) as reg:
+        answer = reg.upload_manifest(spaced, reg.container("exact", "v1"))
+        assert answer.headers["Docker-Content-Digest"] == sha256_digest(spaced)
+        assert reg.fetch_manifest("exact", "v1") == (spaced, image.media_type)
+        assert reg.container("my.org/app", "v1").api_prefix == "my.org/app"  # not taken for a host
 
 
 def test_only_the_remote_modules_import_oras_and_requests() -> None:
-    owners = {"remote.py", "remote_auth.py", "remote_http.py", "remote_blobs.py", "remote_upload.py"}
+    owners = {f"remote{part}.py" for part in ("", "_auth", "_http", "_blobs", "_upload", "_login", "_referrers")}
     for path in sorted((ROOT / "assembler").rglob("*.py")):
         text = path.read_text()
         for lib in ("oras", "requests"):
@@ -708,7 +732,7 @@ def test_referrers_through_the_tag_schema_fallback(registry: RunningRegistry, ca
         assert found[0].annotations == {mt.ANNOTATION_CREATED: "2023-11-14T22:13:20Z"}
         sboms = reg.list_referrers(repo, image.digest, "application/vnd.example.sbom")
         assert [d.digest for d in sboms] == digests[1:]
-        fallback, media_type = reg.get_manifest(repo, "sha256-" + image.digest.split(":", 1)[1])
+        fallback, media_type = reg.fetch_manifest(repo, "sha256-" + image.digest.split(":", 1)[1])
         assert media_type == mt.OCI_INDEX and len(json.loads(fallback)["manifests"]) == 2
 
         other = build_image(cache, [{"y": b"y\n"}])

@@ -1,64 +1,75 @@
-"""Registries (``docker://HOST/REPO:TAG``): read and push images, with oras-py underneath.
+"""Registries (``docker://HOST/REPO:TAG``): read and push images through oras-py.
 
-This module and its ``remote_*`` helpers are the only code that imports ``oras`` and
-``requests``. oras-py 0.2.43 (pinned) provides the HTTP session; the registry protocol is
-ours, because oras gets too much of it wrong for images (see ARCHITECTURE.md):
+:class:`Registry` is the client: a subclass of ``oras.provider.Registry`` (through
+:class:`remote_http.RegistryClient`), so oras's session, credential lookup, container
+names and API methods are there, and oras's own ``push``/``pull`` go through our
+overrides. It overrides what oras gets wrong for images (see ARCHITECTURE.md):
 
-- manifests go up as their exact bytes and the registry's ``Docker-Content-Digest`` is
-  compared with sha256 of those bytes (oras re-serialises JSON and cannot push an index);
-- blobs stream up with flat memory, chunked above ``monolithic_max`` (remote_upload);
-- tokens are fetched and cached per scope; ``Basic`` challenges get basic auth;
-  credentials come from containers' and Docker's auth files (remote_auth);
-- retries cover connection errors, timeouts, 429 and 5xx with ``Retry-After`` (remote_http);
-- blobs already in the repository are skipped, blobs in another repository of the same
-  registry are mounted (remote_upload);
-- every downloaded blob, and every manifest fetched by digest, is verified (remote_blobs).
+- ``upload_manifest``: the exact bytes go up and the registry's ``Docker-Content-Digest``
+  is compared with sha256 of those bytes (oras re-serialises JSON and cannot push an index);
+- ``upload_blob``: blobs stream up with flat memory, chunked above ``monolithic_max`` with a
+  streamed PUT when PATCH is refused, mounted from other repositories (remote_upload);
+- ``get_manifest``, ``download_blob``: every manifest fetched by digest and every blob is
+  verified as it streams (remote_blobs);
+- ``do_request``: tokens per scope, ``Basic`` challenges, identity tokens, retries on
+  connection errors, timeouts, 429 and 5xx honouring ``Retry-After`` (remote_http);
+- credentials: containers' and Docker's auth files in order, credential helpers run
+  through :mod:`assembler.proc` (remote_login).
 
-``tls_verify=False`` means plain HTTP, as skopeo users expect for a loopback registry.
+Blobs already in the repository are skipped. ``tls_verify=False`` means plain HTTP, as
+skopeo users expect for a loopback registry. This module and its ``remote_*`` helpers are
+the only code that imports ``oras`` and ``requests``.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Literal
 
-from assembler.errors import DigestMismatch, InputError, InvalidImage, NotFound, RegistryError
+import oras.container
+import requests
+
+from assembler.errors import DigestMismatch, InputError, InvalidImage, RegistryError
 from assembler.oci import mediatypes as mt
 from assembler.oci.descriptor import Descriptor, Platform
-from assembler.oci.digest import canonical_json, digest_hex, is_digest, sha256_digest
+from assembler.oci.digest import canonical_json, is_digest, sha256_digest
 from assembler.oci.image import Image, Index, parse_manifest_or_index
 from assembler.oci.reference import ImageName
+from assembler.proc import Runner
 from assembler.transports.common import BlobReader, RegistryOptions, SourceImage, pick_manifest
-from assembler.transports.remote_auth import pull_scope, push_scope, scopes_of
-from assembler.transports.remote_blobs import fetch_small, open_verified
-from assembler.transports.remote_http import HttpClient, TransferStats
+from assembler.transports.remote_blobs import FileBlobs, RemoteBlobs, WithBytes, fetch_small, json_object, open_verified
+from assembler.transports.remote_http import RegistryClient, TransferStats
+from assembler.transports.remote_referrers import MANIFEST_LIMIT, list_referrers, put_referrer
 from assembler.transports.remote_upload import BlobUploader
 
-__all__ = ["PushResult", "Registry", "RegistryOptions", "RemoteBlobs", "TransferStats", "push", "read"]
+__all__ = ["FileBlobs", "PushResult", "Registry", "RegistryOptions", "RemoteBlobs", "TransferStats", "push", "read"]
 
 log = logging.getLogger(__name__)
 
 _MANIFEST_TYPES = (mt.OCI_MANIFEST, mt.OCI_INDEX, mt.DOCKER_MANIFEST, mt.DOCKER_MANIFEST_LIST)
-_MANIFEST_LIMIT = 4 << 20  # what containerd accepts for a manifest
 _CONFIG_LIMIT = 64 << 20
 _MAX_NESTING = 4
+_COPY_BLOCK = 1 << 20
 
 
-class Registry:
-    """A client for one registry host. Not thread-safe: one per thread."""
+class Registry(RegistryClient):
+    """The registry client for one host. Not thread-safe: one per thread."""
 
-    def __init__(self, host: str, *, options: RegistryOptions, progress: Callable[[int], None] | None = None) -> None:
-        self.host = host
-        self.options = options
-        self.stats = TransferStats()
-        self._http = HttpClient(host, options=options, stats=self.stats)
-        self._uploader = BlobUploader(self._http, progress=progress)
+    def __init__(
+        self,
+        host: str,
+        *,
+        options: RegistryOptions,
+        progress: Callable[[int], None] | None = None,
+        runner: Runner | None = None,
+    ) -> None:
+        super().__init__(host, options=options, runner=runner)
+        self._uploader = BlobUploader(self, progress=progress)
         self._progress = progress
 
     def __enter__(self) -> Registry:
@@ -69,15 +80,27 @@ class Registry:
     ) -> None:
         self.close()
 
-    def close(self) -> None:
-        self._http.close()
-
     def _where(self, repository: str) -> str:
         return f"{self.host}/{repository}"
 
+    def container(self, repository: str, reference: str = "") -> oras.container.Container:
+        """oras's name for ``repository`` (and a tag or digest) on this registry."""
+        at = "@" if is_digest(reference) else ":"
+        name = oras.container.Container(f"{repository}{at}{reference}" if reference else repository, self.hostname)
+        # oras's pattern takes a first path part with a dot for a host: name the parts ourselves.
+        name.registry = self.hostname
+        namespace, _, name.repository = repository.rpartition("/")
+        name.namespace = namespace or None
+        return name
+
+    def _repository_and_reference(self, container: Any) -> tuple[str, str]:
+        """oras's container name (``oras.container.Container`` or a string) as repository, reference."""
+        parsed = self.get_container(container)
+        return str(parsed.api_prefix), str(parsed.digest or parsed.tag)
+
     # -- manifests ---------------------------------------------------------------------
 
-    def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str]:
+    def fetch_manifest(self, repository: str, reference: str) -> tuple[bytes, str]:
         """The exact manifest (or index) bytes and their media type.
 
         Raises NotFound, RegistryError, or DigestMismatch when the bytes do not hash to the
@@ -85,11 +108,10 @@ class Registry:
         """
         what = f"reading manifest {reference} of {self._where(repository)}"
         body, headers = fetch_small(
-            self._http,
-            self._http.url(f"/v2/{repository}/manifests/{reference}"),
-            scopes=scopes_of(pull_scope(repository)),
+            self,
+            self.url(f"/v2/{repository}/manifests/{reference}"),
             what=what,
-            limit=_MANIFEST_LIMIT,
+            limit=MANIFEST_LIMIT,
             headers={"Accept": ", ".join(_MANIFEST_TYPES)},
         )
         actual = sha256_digest(body)
@@ -102,24 +124,32 @@ class Registry:
             media_type = _media_type_of(body, what)
         return body, media_type
 
+    def get_manifest(self, container: Any, allowed_media_type: Sequence[str] | None = None) -> dict[str, Any]:
+        """oras's ``get_manifest``, verified (see :meth:`fetch_manifest`)."""
+        repository, reference = self._repository_and_reference(container)
+        body, media_type = self.fetch_manifest(repository, reference)
+        if allowed_media_type and media_type not in allowed_media_type:
+            raise InvalidImage(f"{self._where(repository)}:{reference} is a {media_type}")
+        return json_object(body, f"manifest {reference} of {self._where(repository)}")
+
     def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> str:
         """PUT ``body`` as is under ``reference`` (tag or digest); returns its digest.
 
         Raises DigestMismatch when the registry stored other bytes, InputError when a digest
         reference is not the digest of ``body``, RegistryError when refused.
         """
-        return self._put_manifest(repository, reference, body, media_type)[0]
+        self.put_manifest_bytes(repository, reference, body, media_type)
+        return sha256_digest(body)
 
-    def _put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> tuple[str, bool]:
-        """PUT a manifest; its digest and whether the registry processed its subject."""
+    def put_manifest_bytes(self, repository: str, reference: str, body: bytes, media_type: str) -> requests.Response:
+        """:meth:`put_manifest`, returning the registry's answer (``OCI-Subject``...)."""
         digest = sha256_digest(body)
         if is_digest(reference) and reference != digest:
             raise InputError(f"manifest pushed as {reference} hashes to {digest}")
         what = f"pushing manifest {reference} to {self._where(repository)}"
-        response = self._http.request(
+        response = self.request(
             "PUT",
-            self._http.url(f"/v2/{repository}/manifests/{reference}"),
-            scopes=scopes_of(push_scope(repository)),
+            self.url(f"/v2/{repository}/manifests/{reference}"),
             what=what,
             ok=(200, 201),
             headers={"Content-Type": media_type},
@@ -129,21 +159,36 @@ class Registry:
         if stored and stored != digest:
             raise DigestMismatch(f"{what}: the registry stored", expected=digest, actual=stored)
         log.info("pushed %s@%s", self._where(repository), digest)
-        return digest, bool(response.headers.get("OCI-Subject"))
+        return response
+
+    def upload_manifest(
+        self, manifest: bytes | Mapping[str, Any], container: Any, *, media_type: str | None = None
+    ) -> requests.Response:
+        """oras's ``upload_manifest`` with exact bytes: ``manifest`` bytes go up as they are
+        (a mapping, which has no bytes yet, as canonical JSON), under the container's tag
+        or digest, typed ``media_type`` or the manifest's own ``mediaType``."""
+        body = manifest if isinstance(manifest, bytes) else canonical_json(manifest)
+        repository, reference = self._repository_and_reference(container)
+        declared = json_object(body, f"manifest for {self._where(repository)}").get("mediaType")
+        kind = media_type or (declared if isinstance(declared, str) and declared else mt.OCI_MANIFEST)
+        return self.put_manifest_bytes(repository, reference, body, kind)
 
     # -- blobs -------------------------------------------------------------------------
 
     def has_blob(self, repository: str, digest: str) -> bool:
         """True when ``repository`` has the blob (HEAD). Raises RegistryError."""
-        response = self._http.request(
+        response = self.request(
             "HEAD",
-            self._http.url(f"/v2/{repository}/blobs/{digest}"),
-            scopes=scopes_of(pull_scope(repository)),
+            self.url(f"/v2/{repository}/blobs/{digest}"),
             what=f"checking blob {digest} in {self._where(repository)}",
             ok=(200, 404, 302, 303, 307),
             allow_redirects=False,  # a redirect to storage already says "it is there"
         )
         return response.status_code != 404
+
+    def blob_exists(self, layer: Mapping[str, Any], container: Any) -> bool:
+        """oras's ``blob_exists`` (a redirect to storage counts as there)."""
+        return self.has_blob(self._repository_and_reference(container)[0], str(layer["digest"]))
 
     def open_blob(self, repository: str, digest: str, *, size: int | None = None) -> BinaryIO:
         """A streaming reader of the blob; DigestMismatch at EOF if the bytes are not ``digest``.
@@ -152,24 +197,32 @@ class Registry:
         Raises NotFound or RegistryError when the download cannot start.
         """
         return open_verified(
-            self._http,
-            self._http.url(f"/v2/{repository}/blobs/{digest}"),
+            self,
+            self.url(f"/v2/{repository}/blobs/{digest}"),
             digest=digest,
             size=size,
-            scopes=scopes_of(pull_scope(repository)),
             what=f"reading blob {digest} from {self._where(repository)}",
             progress=self._progress,
         )
 
+    def download_blob(self, container: Any, digest: str, outfile: str) -> str:
+        """oras's ``download_blob``, verified as it streams: ``outfile`` appears only when
+        its bytes are ``digest``. Raises DigestMismatch, NotFound, RegistryError."""
+        target = Path(outfile)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        part = target.with_name(f".{target.name}.part")
+        try:
+            with self.open_blob(self._repository_and_reference(container)[0], digest) as src, open(part, "wb") as out:
+                while block := src.read(_COPY_BLOCK):
+                    out.write(block)
+            os.replace(part, target)
+        finally:
+            part.unlink(missing_ok=True)
+        return outfile
+
     def _blob_bytes(self, repository: str, desc: Descriptor, *, limit: int, what: str) -> bytes:
         """A small blob (a config) in memory, verified; RegistryError past ``limit`` bytes."""
-        body, _ = fetch_small(
-            self._http,
-            self._http.url(f"/v2/{repository}/blobs/{desc.digest}"),
-            scopes=scopes_of(pull_scope(repository)),
-            what=what,
-            limit=limit,
-        )
+        body, _ = fetch_small(self, self.url(f"/v2/{repository}/blobs/{desc.digest}"), what=what, limit=limit)
         if sha256_digest(body) != desc.digest:
             raise DigestMismatch(what, expected=desc.digest, actual=sha256_digest(body))
         return body
@@ -195,122 +248,29 @@ class Registry:
             self.stats.uploaded_bytes += desc.size
         return result
 
+    def upload_blob(self, blob: str, container: Any, layer: Mapping[str, Any], **_: Any) -> requests.Response:
+        """oras's ``upload_blob`` of the file ``blob``, streamed (oras reads it into memory).
+        Chunking follows ``options`` (oras's ``do_chunked``/``chunk_size`` are not needed)."""
+        desc = Descriptor(str(layer["mediaType"]), str(layer["digest"]), int(layer["size"]))
+        repository = self._repository_and_reference(container)[0]
+        outcome = self.push_blob(repository, desc, FileBlobs({desc.digest: Path(blob)}))
+        answer = requests.Response()
+        answer.status_code = 200 if outcome == "exists" else 201
+        return answer
+
     # -- referrers ---------------------------------------------------------------------
 
     def list_referrers(self, repository: str, digest: str, artifact_type: str | None = None) -> list[Descriptor]:
-        """Manifests whose subject is ``digest``: the referrers API, else the fallback tag.
-
-        Raises RegistryError; an index that does not parse raises InvalidImage.
-        """
-        what = f"listing referrers of {digest} in {self._where(repository)}"
-        params = {"artifactType": artifact_type} if artifact_type else {}
-        try:
-            body, _ = fetch_small(
-                self._http,
-                self._http.url(f"/v2/{repository}/referrers/{digest}", **params),
-                scopes=scopes_of(pull_scope(repository)),
-                what=what,
-                limit=_MANIFEST_LIMIT,
-                headers={"Accept": mt.OCI_INDEX},
-            )
-        except NotFound:
-            # No referrers API (distribution 2.8): the tag schema's index, if any.
-            try:
-                body, _ = self.get_manifest(repository, _fallback_tag(digest))
-            except NotFound:
-                return []
-        try:
-            found = list(Index(body).manifests)
-        except ValueError as e:
-            raise InvalidImage(f"{what}: not an image index ({e})") from e
-        return [d for d in found if not artifact_type or d.artifact_type == artifact_type]
+        """Manifests whose subject is ``digest`` (see remote_referrers)."""
+        return list_referrers(self, repository, digest, artifact_type)
 
     def put_referrer(self, repository: str, manifest: bytes, media_type: str, subject: Descriptor) -> str:
-        """Push ``manifest`` (whose ``subject`` is ``subject``) by digest; returns its digest.
-
-        Without a referrers API (no ``OCI-Subject`` in the answer) the index tagged
-        ``sha256-<subject hex>`` is updated too. Its blobs must be pushed first.
-        Raises InputError when the manifest's subject is not ``subject``.
-        """
-        data = _json_object(manifest, "referrer manifest")
-        named = _mapping(data.get("subject"))
-        if named.get("digest") != subject.digest:
-            raise InputError(f"referrer manifest: subject is {named.get('digest')!r}, expected {subject.digest}")
-        digest, processed = self._put_manifest(repository, sha256_digest(manifest), manifest, media_type)
-        if processed:
-            return digest
-        tag = _fallback_tag(subject.digest)
-        try:
-            existing, _ = self.get_manifest(repository, tag)
-            entries: list[Any] = list(_json_object(existing, f"referrers index {tag}").get("manifests") or [])
-        except NotFound:
-            entries = []
-        if any(isinstance(e, Mapping) and e.get("digest") == digest for e in entries):
-            return digest
-        config = _mapping(data.get("config"))
-        entry = Descriptor(
-            media_type,
-            digest,
-            len(manifest),
-            annotations={str(k): str(v) for k, v in (data.get("annotations") or {}).items()},
-            artifact_type=str(data.get("artifactType") or config.get("mediaType") or ""),
-        )
-        index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [*entries, entry.to_json()]}
-        self.put_manifest(repository, tag, canonical_json(index), mt.OCI_INDEX)
-        return digest
-
-
-class RemoteBlobs:
-    """The blobs of one repository, as a BlobReader (streamed, verified; never a file)."""
-
-    def __init__(self, registry: Registry, repository: str, sizes: Mapping[str, int] | None = None) -> None:
-        self.registry = registry
-        self.repository = repository
-        self.sizes = dict(sizes or {})  # what the manifest declares: downloads stop there
-
-    def open_blob(self, digest: str) -> BinaryIO:
-        return self.registry.open_blob(self.repository, digest, size=self.sizes.get(digest))
-
-    def blob_file(self, digest: str) -> Path | None:
-        return None
-
-
-class _WithBytes:
-    """A BlobReader that also serves some blobs from memory (an image's config)."""
-
-    def __init__(self, inner: BlobReader, extra: Mapping[str, bytes]) -> None:
-        self._inner = inner
-        self._extra = extra
-
-    def open_blob(self, digest: str) -> BinaryIO:
-        if digest in self._extra:
-            return io.BytesIO(self._extra[digest])
-        return self._inner.open_blob(digest)
-
-    def blob_file(self, digest: str) -> Path | None:
-        return None if digest in self._extra else self._inner.blob_file(digest)
-
-
-def _fallback_tag(digest: str) -> str:
-    return f"sha256-{digest_hex(digest)}"
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _json_object(data: bytes, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InvalidImage(f"{what} is not JSON: {e}") from e
-    if not isinstance(value, dict):
-        raise InvalidImage(f"{what} is not a JSON object")
-    return value
+        """Push a referrer of ``subject`` by digest; returns its digest (see remote_referrers)."""
+        return put_referrer(self, repository, manifest, media_type, subject)
 
 
 def _media_type_of(body: bytes, what: str) -> str:
-    explicit = _json_object(body, what).get("mediaType")
+    explicit = json_object(body, what).get("mediaType")
     if isinstance(explicit, str) and explicit in _MANIFEST_TYPES:
         return explicit
     try:
@@ -334,7 +294,7 @@ def read(
     """
     registry = Registry(name.registry, options=options, progress=progress)
     what = f"docker://{name}"
-    body, media_type = registry.get_manifest(name.repository, name.reference)
+    body, media_type = registry.fetch_manifest(name.repository, name.reference)
     index_digest: str | None = None
     for _ in range(_MAX_NESTING):
         if media_type not in mt.INDEX_TYPES:
@@ -344,11 +304,11 @@ def read(
         except ValueError as e:
             raise InvalidImage(f"{what}: {e}") from e
         index_digest = index_digest or index.digest
-        body, media_type = registry.get_manifest(name.repository, pick_manifest(index, platform, what=what))
+        body, media_type = registry.fetch_manifest(name.repository, pick_manifest(index, platform, what=what))
     else:
         raise InvalidImage(f"{what}: indexes nested too deep")
     try:
-        config_desc = Descriptor.from_json(_json_object(body, f"{what}: manifest")["config"])
+        config_desc = Descriptor.from_json(json_object(body, f"{what}: manifest")["config"])
     except (KeyError, ValueError) as e:
         raise InvalidImage(f"{what}: manifest has no valid config descriptor ({e})") from e
     config = registry._blob_bytes(
@@ -386,7 +346,7 @@ def push(
     blob ``blobs`` does not have).
     """
     sources = [m.repository for m in mount_from if m.registry == name.registry]
-    reader = _WithBytes(blobs, {image.config_descriptor.digest: image.config_bytes})
+    reader = WithBytes(blobs, {image.config_descriptor.digest: image.config_bytes})
     with Registry(name.registry, options=options, progress=progress) as registry:
         for i, desc in enumerate((*image.layers, image.config_descriptor)):
             label = f"layer {i + 1}/{len(image.layers)}" if i < len(image.layers) else "config"

@@ -1,44 +1,24 @@
-"""Registry credentials, authentication challenges and token scopes (part of the registry client).
+"""Authentication challenges and token scopes (part of the registry client).
 
-Credentials come from the first auth file, in the order containers tools and Docker use,
-that has an entry for the registry host:
-
-1. the explicit file (``--authfile``),
-2. ``$REGISTRY_AUTH_FILE``,
-3. ``$XDG_RUNTIME_DIR/containers/auth.json``,
-4. ``$XDG_CONFIG_HOME/containers/auth.json`` (``~/.config/containers/auth.json``),
-5. ``$DOCKER_CONFIG/config.json``,
-6. ``~/.docker/config.json``.
-
-An entry is ``auths.<host>`` with ``auth`` (base64 ``user:pass``) or ``username`` and
-``password``; the key may carry a scheme or a path (``https://host/v1/``). Credential
-helpers (``credHelpers``, ``credsStore``) are not run.
+Where credentials come from is :mod:`remote_login` (oras's lookup). oras's token backend
+keeps one bearer token per client, re-sends a pull token for a push, and reads challenges
+with a regex that misreads ``Basic realm=``; so here:
 
 Challenges are parsed per RFC 7235 (``Basic realm=...``, ``Bearer realm=,service=,scope=``);
 bearer tokens are requested and cached per *scope set*, so a token obtained for a pull is
-never presented for a push. Nothing here does I/O except reading the auth files.
+never presented for a push. The scopes a request needs follow from its method and URL
+(:func:`scopes_for`). Nothing here does I/O.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import logging
-import os
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
-from assembler.errors import InputError
-
-log = logging.getLogger(__name__)
-
-# Docker Hub is known under several names; credentials for any of them serve it.
-_DOCKER_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io")
 # A token with no stated lifetime is good for 60 s (distribution's token spec).
 _DEFAULT_TOKEN_LIFETIME = 60.0
 # Refresh a little before expiry so a request does not race the deadline.
@@ -61,101 +41,21 @@ def scopes_of(*scopes: str) -> Scopes:
     return tuple(sorted(set(scopes)))
 
 
-@dataclass(frozen=True)
-class Credentials:
-    """A user name and password for one registry, and the file they came from."""
-
-    username: str
-    password: str = field(repr=False)
-    source: Path
-
-    def basic(self) -> str:
-        """The ``Authorization`` header value for HTTP basic auth."""
-        pair = f"{self.username}:{self.password}".encode()
-        return "Basic " + base64.b64encode(pair).decode("ascii")
+_API_PATH_RE = re.compile(r"^/v2/(.+)/(?:blobs|manifests|referrers|tags)/")
 
 
-def auth_file_candidates(explicit: Path | None) -> list[Path]:
-    """The auth files to look in, in order (existing or not)."""
-    env = os.environ
-    home = Path(os.path.expanduser("~"))
-    out: list[Path] = []
-    if explicit is not None:
-        out.append(explicit)
-    if env.get("REGISTRY_AUTH_FILE"):
-        out.append(Path(env["REGISTRY_AUTH_FILE"]))
-    if env.get("XDG_RUNTIME_DIR"):
-        out.append(Path(env["XDG_RUNTIME_DIR"]) / "containers" / "auth.json")
-    config_home = Path(env["XDG_CONFIG_HOME"]) if env.get("XDG_CONFIG_HOME") else home / ".config"
-    out.append(config_home / "containers" / "auth.json")
-    if env.get("DOCKER_CONFIG"):
-        out.append(Path(env["DOCKER_CONFIG"]) / "config.json")
-    out.append(home / ".docker" / "config.json")
-    return out
-
-
-def _normalise_key(key: str) -> str:
-    """``https://host/v1/`` -> ``host``: auth file keys name a host, maybe with scheme/path."""
-    key = re.sub(r"^[a-z][a-z0-9+.-]*://", "", key.strip().lower())
-    return key.split("/", 1)[0]
-
-
-def _host_names(host: str) -> tuple[str, ...]:
-    host = host.lower()
-    if host in _DOCKER_HUB:
-        return _DOCKER_HUB
-    if host.startswith("localhost"):
-        return (host, "127.0.0.1" + host[len("localhost") :])
-    if host.startswith("127.0.0.1"):
-        return (host, "localhost" + host[len("127.0.0.1") :])
-    return (host,)
-
-
-def _credentials_from_entry(entry: Mapping[str, Any], source: Path) -> Credentials | None:
-    if entry.get("username") and entry.get("password"):
-        return Credentials(str(entry["username"]), str(entry["password"]), source)
-    encoded = entry.get("auth")
-    if not encoded:
-        if entry.get("identitytoken"):
-            log.debug("%s: identity tokens are not supported; entry ignored", source)
-        return None
-    try:
-        user, sep, password = base64.b64decode(str(encoded), validate=True).decode("utf-8").partition(":")
-    except (binascii.Error, UnicodeDecodeError) as e:
-        raise InputError(f"auth file {source}: an 'auth' entry is not base64 of user:password ({e})") from e
-    if not sep:
-        raise InputError(f"auth file {source}: an 'auth' entry decodes to no 'user:password' pair")
-    return Credentials(user, password, source)
-
-
-def _read_auth_file(path: Path) -> Mapping[str, Any] | None:
-    try:
-        data = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        raise InputError(f"auth file {path} cannot be read: {e}", hint="fix or remove the file") from e
-    auths = data.get("auths") if isinstance(data, dict) else None
-    return auths if isinstance(auths, dict) else {}
-
-
-def find_credentials(host: str, *, auth_file: Path | None) -> Credentials | None:
-    """Credentials for ``host`` from the first auth file that has an entry for it.
-
-    Raises InputError for an auth file that exists but is malformed.
-    """
-    names = _host_names(host)
-    for path in auth_file_candidates(auth_file):
-        auths = _read_auth_file(path)
-        if not auths:
-            continue
-        for key, entry in auths.items():
-            if _normalise_key(str(key)) in names and isinstance(entry, Mapping):
-                creds = _credentials_from_entry(entry, path)
-                if creds is not None:
-                    log.debug("credentials for %s from %s", host, path)
-                    return creds
-    return None
+def scopes_for(method: str, url: str) -> Scopes:
+    """The scopes a registry API request needs: pull to read, pull and push to write, and
+    pull on the source of a cross-repository mount (``?mount=&from=``)."""
+    parts = urlsplit(url)
+    match = _API_PATH_RE.match(parts.path)
+    if match is None:
+        return ()
+    repository = match.group(1)
+    if method in ("GET", "HEAD"):
+        return scopes_of(pull_scope(repository))
+    sources = parse_qs(parts.query).get("from", []) if method == "POST" else []
+    return scopes_of(push_scope(repository), *(pull_scope(s) for s in sources))
 
 
 # -- challenges ------------------------------------------------------------------------

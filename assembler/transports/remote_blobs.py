@@ -1,4 +1,4 @@
-"""Downloads from a registry, verified (part of the registry client).
+"""Downloads from a registry, verified, and blob readers (part of the registry client).
 
 oras-py writes what it downloads without checking the digest; here every blob is hashed
 as it streams and a mismatch raises DigestMismatch at the end of the stream, before the
@@ -11,17 +11,22 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import BinaryIO, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import requests
 import urllib3
 
-from assembler.errors import DigestMismatch, RegistryError
-from assembler.transports.remote_auth import Scopes
-from assembler.transports.remote_http import HttpClient, Transient
+from assembler.errors import DigestMismatch, InvalidImage, NotFound, RegistryError
+from assembler.transports.common import BlobReader
+from assembler.transports.remote_http import RegistryClient, Transient
+
+if TYPE_CHECKING:
+    from assembler.transports.remote import Registry
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +42,10 @@ class BlobStream(io.RawIOBase):
 
     def __init__(
         self,
-        http: HttpClient,
+        http: RegistryClient,
         url: str,
         *,
         digest: str,
-        scopes: Scopes,
         what: str,
         progress: Callable[[int], None] | None,
         size: int | None = None,
@@ -54,7 +58,6 @@ class BlobStream(io.RawIOBase):
         self._http = http
         self._url = url
         self._digest = digest
-        self._scopes = scopes
         self._what = what
         self._progress = progress
         self._sha = hashlib.sha256()
@@ -74,9 +77,7 @@ class BlobStream(io.RawIOBase):
             headers["Range"] = f"bytes={self._offset}-"
         response = self._http.retrying(
             self._what,
-            lambda: self._http.send(
-                "GET", self._url, scopes=self._scopes, what=self._what, ok=(200, 206), headers=headers, stream=True
-            ),
+            lambda: self._http.send("GET", self._url, what=self._what, ok=(200, 206), headers=headers, stream=True),
         )
         # A server that ignores Range sends the whole blob again: skip what we have.
         self._skip = self._offset if response.status_code == 200 else 0
@@ -190,25 +191,23 @@ def _arriving(response: requests.Response) -> Iterator[bytes]:
 
 
 def open_verified(
-    http: HttpClient,
+    http: RegistryClient,
     url: str,
     *,
     digest: str,
-    scopes: Scopes,
     what: str,
     progress: Callable[[int], None] | None = None,
     size: int | None = None,
 ) -> BinaryIO:
     """A buffered, verified stream of the blob at ``url`` (at most ``size`` bytes, when given)."""
-    raw = BlobStream(http, url, digest=digest, scopes=scopes, what=what, progress=progress, size=size)
+    raw = BlobStream(http, url, digest=digest, what=what, progress=progress, size=size)
     return cast(BinaryIO, io.BufferedReader(raw, buffer_size=_BUFFER))
 
 
 def fetch_small(
-    http: HttpClient,
+    http: RegistryClient,
     url: str,
     *,
-    scopes: Scopes,
     what: str,
     limit: int,
     headers: Mapping[str, str] | None = None,
@@ -216,9 +215,7 @@ def fetch_small(
     """The whole body (at most ``limit`` bytes) of a GET and its headers, with retries."""
 
     def attempt() -> tuple[bytes, requests.structures.CaseInsensitiveDict[str]]:
-        response = http.send(
-            "GET", url, scopes=scopes, what=what, headers={**_IDENTITY, **(headers or {})}, stream=True
-        )
+        response = http.send("GET", url, what=what, headers={**_IDENTITY, **(headers or {})}, stream=True)
         with response:
             parts: list[bytes] = []
             size = 0
@@ -234,3 +231,66 @@ def fetch_small(
         return b"".join(parts), response.headers
 
     return http.retrying(what, attempt)
+
+
+def json_object(data: bytes, what: str) -> dict[str, Any]:
+    """``data`` as a JSON object; InvalidImage when it is not one."""
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InvalidImage(f"{what} is not JSON: {e}") from e
+    if not isinstance(value, dict):
+        raise InvalidImage(f"{what} is not a JSON object")
+    return value
+
+
+# -- blob readers ------------------------------------------------------------------------
+
+
+class FileBlobs:
+    """Files and in-memory blobs by digest, as a BlobReader (for pushes of local files)."""
+
+    def __init__(self, files: Mapping[str, Path], data: Mapping[str, bytes] | None = None) -> None:
+        self.files = dict(files)
+        self.data = dict(data or {})
+
+    def blob_file(self, digest: str) -> Path | None:
+        return self.files.get(digest)
+
+    def open_blob(self, digest: str) -> BinaryIO:
+        if digest in self.files:
+            return open(self.files[digest], "rb")
+        if digest in self.data:
+            return io.BytesIO(self.data[digest])
+        raise NotFound(f"blob {digest} is not among the files pushed")
+
+
+class RemoteBlobs:
+    """The blobs of one repository, as a BlobReader (streamed, verified; never a file)."""
+
+    def __init__(self, registry: Registry, repository: str, sizes: Mapping[str, int] | None = None) -> None:
+        self.registry = registry
+        self.repository = repository
+        self.sizes = dict(sizes or {})  # what the manifest declares: downloads stop there
+
+    def open_blob(self, digest: str) -> BinaryIO:
+        return self.registry.open_blob(self.repository, digest, size=self.sizes.get(digest))
+
+    def blob_file(self, digest: str) -> Path | None:
+        return None
+
+
+class WithBytes:
+    """A BlobReader that also serves some blobs from memory (an image's config)."""
+
+    def __init__(self, inner: BlobReader, extra: Mapping[str, bytes]) -> None:
+        self._inner = inner
+        self._extra = extra
+
+    def open_blob(self, digest: str) -> BinaryIO:
+        if digest in self._extra:
+            return io.BytesIO(self._extra[digest])
+        return self._inner.open_blob(digest)
+
+    def blob_file(self, digest: str) -> Path | None:
+        return None if digest in self._extra else self._inner.blob_file(digest)

@@ -1,11 +1,12 @@
-"""HTTP plumbing of the registry client: sessions, authentication, bounded retries.
+"""The registry client's base: a subclass of ``oras.provider.Registry`` with our requests.
 
-oras-py's ``Registry`` provides the session (cookies refused, TLS settings); every request
-goes through :meth:`HttpClient.send` instead of ``oras.provider.Registry.do_request``,
-which retries only on HTTP 500 (sleeping ``2 + 3**n`` s), re-sends one cached bearer token
-whatever scope a request needs, and misreads ``Basic realm=`` challenges.
+oras provides the session (cookies refused: Harbor takes them as a browser's), the scheme,
+the credential lookup (``self.auth``: :class:`remote_login.Login`) and its API methods.
+oras's ``do_request`` retries only on HTTP 500 (sleeping ``2 + 3**n`` s), re-sends one bearer
+token whatever scope a request needs, misreads ``Basic realm=`` and cannot use identity
+tokens: it is overridden by :meth:`RegistryClient.request`, as every request here is.
 
-A request is one *attempt* (:meth:`HttpClient.send`); :meth:`HttpClient.retrying` repeats
+A request is one *attempt* (:meth:`RegistryClient.send`); :meth:`RegistryClient.retrying` repeats
 an attempt function on connection errors, timeouts, 429 and 5xx gateway errors, honouring
 ``Retry-After``, with exponential backoff. An attempt function may span several requests
 (a whole blob upload), so a connection dropped in the middle of an upload restarts that
@@ -28,6 +29,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
+from json import dumps as _dumps
 from typing import Any, TypeVar
 from urllib.parse import urljoin
 
@@ -36,15 +38,10 @@ import oras.utils
 import requests
 
 from assembler.errors import InputError, NotFound, RegistryError
+from assembler.proc import Runner
 from assembler.transports.common import RegistryOptions
-from assembler.transports.remote_auth import (
-    Challenge,
-    Credentials,
-    Scopes,
-    TokenCache,
-    find_credentials,
-    pick_challenge,
-)
+from assembler.transports.remote_auth import Challenge, Scopes, TokenCache, pick_challenge, scopes_for
+from assembler.transports.remote_login import Credentials, Login
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -121,43 +118,39 @@ def retry_after(response: requests.Response, cap: float) -> float | None:
     return min(max(seconds, 0.0), cap)
 
 
-class HttpClient:
+class RegistryClient(oras.provider.Registry):  # type: ignore[misc]  # oras ships no type hints
     """Requests to one registry host with its credentials, tokens and retry policy."""
 
-    def __init__(self, host: str, *, options: RegistryOptions, stats: TransferStats) -> None:
+    session: requests.Session  # made by oras (cookies refused)
+
+    def __init__(
+        self,
+        host: str,
+        *,
+        options: RegistryOptions,
+        stats: TransferStats | None = None,
+        runner: Runner | None = None,
+    ) -> None:
+        # TLS verification is passed per request: oras's tls_verify=False would turn
+        # urllib3's warnings off for the whole process.
+        super().__init__(hostname=api_host(host), insecure=not options.tls_verify, tls_verify=True)
         self.host = host
         self.options = options
-        self.stats = stats
+        self.stats = stats if stats is not None else TransferStats()
         self.sleep: Callable[[float], None] = time.sleep
         self.answers = 0  # requests that got the answer they wanted: progress, for the retry budget
-        self._oras = self._new_oras()
-        self.base = f"{self._oras.prefix}://{api_host(host)}"
-        self._credentials: Credentials | None = None
-        self._credentials_loaded = False
+        self.auth = Login(host, auth_file=options.auth_file, runner=runner or Runner())
+        self.auth.session = self.session
+        self.base = f"{self.prefix}://{api_host(host)}"
         self._challenge: Challenge | None = None
         self._pinged = False
         self._tokens = TokenCache()
 
-    def _new_oras(self) -> Any:
-        # oras makes the session (cookies refused: Harbor takes them as a browser's) and the
-        # scheme. TLS verification is passed per request: oras's tls_verify=False would turn
-        # urllib3's warnings off for the whole process.
-        return oras.provider.Registry(
-            hostname=api_host(self.host),
-            insecure=not self.options.tls_verify,
-            tls_verify=True,
-            auth_backend="token",
-        )
-
-    @property
-    def session(self) -> requests.Session:
-        session: requests.Session = self._oras.session
-        return session
-
     def renew_session(self) -> None:
-        """Drop every pooled connection (after one broke) and start a fresh session."""
+        """Drop every pooled connection (after one broke) and start a fresh session (oras's kind)."""
         old = self.session
-        self._oras = self._new_oras()
+        fresh = oras.provider.Registry(hostname=self.hostname, insecure=not self.options.tls_verify)
+        self.session = self.auth.session = fresh.session
         old.close()
 
     def close(self) -> None:
@@ -170,10 +163,9 @@ class HttpClient:
 
     @property
     def credentials(self) -> Credentials | None:
-        if not self._credentials_loaded:
-            self._credentials = find_credentials(self.host, auth_file=self.options.auth_file)
-            self._credentials_loaded = True
-        return self._credentials
+        self.auth.load_configs()
+        credentials: Credentials | None = self.auth.credentials
+        return credentials
 
     # -- authentication ----------------------------------------------------------------
 
@@ -182,9 +174,10 @@ class HttpClient:
         timeout = (self.options.timeout, self.options.timeout)
         try:
             # Always streamed: a body is read only when wanted, and error bodies only in part.
-            return self.session.request(
+            response: requests.Response = self.session.request(
                 method, url, timeout=timeout, verify=self.options.tls_verify, stream=True, **kwargs
             )
+            return response
         except requests.TooManyRedirects as e:
             raise InputError(
                 f"{self.host}: {method} {url} redirects in a loop ({_short(e)})",
@@ -213,14 +206,30 @@ class HttpClient:
                 raise Transient(describe(response), status=response.status_code, retry_after=None)
         self._pinged = True
 
-    def _fetch_token(self, challenge: Challenge, scopes: Scopes) -> str:
+    def _token_request(self, realm: str, challenge: Challenge, scopes: Scopes) -> requests.Response:
+        """Ask the token server: an OAuth2 refresh-token exchange with an identity token,
+        else a GET with basic credentials (or none, for an anonymous token)."""
+        headers = {"Accept": "application/json"}
+        credentials = self.credentials
+        if credentials is not None and credentials.identity_token:
+            form = {
+                "grant_type": "refresh_token",
+                "refresh_token": credentials.identity_token,
+                "client_id": "assemble",
+                "scope": " ".join(scopes),
+            }
+            if challenge.service:
+                form["service"] = challenge.service
+            return self._raw("POST", realm, data=form, headers=headers)
         params: list[tuple[str, str]] = [("service", challenge.service)] if challenge.service else []
         params += [("scope", s) for s in scopes]
-        headers = {"Accept": "application/json"}
-        if self.credentials is not None:
-            headers["Authorization"] = self.credentials.basic()
+        if credentials is not None:
+            headers["Authorization"] = credentials.basic()
+        return self._raw("GET", realm, params=params, headers=headers)
+
+    def _fetch_token(self, challenge: Challenge, scopes: Scopes) -> str:
         realm = urljoin(self.base + "/", challenge.realm)
-        response = self._raw("GET", realm, params=params, headers=headers)
+        response = self._token_request(realm, challenge, scopes)
         with response:
             if response.status_code in RETRY_STATUSES:
                 raise Transient(f"token server {realm}: {describe(response)}", status=response.status_code)
@@ -276,26 +285,27 @@ class HttpClient:
         method: str,
         url: str,
         *,
-        scopes: Scopes,
         what: str,
-        ok: Collection[int] = (200,),
+        ok: Collection[int] | None = (200,),
         headers: Mapping[str, str] | None = None,
         data: Any = None,
         stream: bool = False,
         allow_redirects: bool = True,
     ) -> requests.Response:
-        """One attempt. Returns a response whose status is in ``ok``.
+        """One attempt. Returns a response whose status is in ``ok`` (``None``: any answer
+        but 401 and the ones worth retrying). The scopes it needs follow from ``url``.
 
         Raises Transient (worth another attempt), NotFound (404 not in ``ok``) or
         RegistryError (any other answer).
         """
+        scopes = scopes_for(method, url)
         sent_headers = dict(headers or {})
         auth = self.authorization(scopes)
         if auth is not None:
             sent_headers["Authorization"] = auth
         response = self._raw(method, url, headers=sent_headers, data=data, allow_redirects=allow_redirects)
         status = response.status_code
-        if status in ok:
+        if status in ok if ok is not None else status != 401 and status not in RETRY_STATUSES:
             if not stream:
                 try:
                     _ = response.content  # read now, so the connection goes back to the pool
@@ -353,9 +363,27 @@ class HttpClient:
                     self.renew_session()
                 self.sleep(wait)
 
-    def request(self, method: str, url: str, *, scopes: Scopes, what: str, **kwargs: Any) -> requests.Response:
+    def request(self, method: str, url: str, *, what: str, **kwargs: Any) -> requests.Response:
         """:meth:`send` with retries (for requests whose body, if any, is bytes)."""
-        return self.retrying(what, lambda: self.send(method, url, scopes=scopes, what=what, **kwargs))
+        return self.retrying(what, lambda: self.send(method, url, what=what, **kwargs))
+
+    def do_request(
+        self,
+        url: str,
+        method: str = "GET",
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        json: Any = None,
+        stream: bool = False,
+    ) -> requests.Response:
+        """oras's request entry, which its inherited methods (tags, blob HEADs...) call:
+        :meth:`request` with any final answer returned, as oras's callers expect."""
+        body = data if json is None else _dumps(json).encode()
+        sent = dict(headers or {})
+        if json is not None:
+            sent.setdefault("Content-Type", "application/json")
+        what = f"{method} {url}"
+        return self.request(method, url, what=what, ok=None, headers=sent, data=body, stream=stream)
 
 
 def _short(error: Exception) -> str:
@@ -366,4 +394,4 @@ def _short(error: Exception) -> str:
 def _login_hint(host: str, credentials: Credentials | None) -> str:
     if credentials is None:
         return f"log in first (skopeo login {host}), or pass --authfile"
-    return f"check the credentials for {host} in {credentials.source}"
+    return f"check the credentials for {host} in {credentials.where()}"

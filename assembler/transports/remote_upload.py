@@ -29,8 +29,7 @@ import requests
 from assembler.errors import DigestMismatch, RegistryError
 from assembler.oci.descriptor import Descriptor
 from assembler.transports.common import BlobReader
-from assembler.transports.remote_auth import pull_scope, push_scope, scopes_of
-from assembler.transports.remote_http import HttpClient, Transient
+from assembler.transports.remote_http import RegistryClient, Transient
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +76,9 @@ class _Body:
 
 
 class BlobUploader:
-    """Pushes blobs through one :class:`HttpClient` (remembers whether PATCH works)."""
+    """Pushes blobs through one :class:`RegistryClient` (remembers whether PATCH works)."""
 
-    def __init__(self, http: HttpClient, *, progress: Callable[[int], None] | None) -> None:
+    def __init__(self, http: RegistryClient, *, progress: Callable[[int], None] | None) -> None:
         self.http = http
         self.progress = progress
         self.patch_refused = False
@@ -118,7 +117,6 @@ class BlobUploader:
             response = self.http.send(
                 "POST",
                 self.http.url(uploads, mount=desc.digest, **{"from": source}),
-                scopes=scopes_of(push_scope(repository), pull_scope(source)),
                 what=what,
                 ok=(201, 202),
                 headers={"Content-Length": "0"},
@@ -133,7 +131,6 @@ class BlobUploader:
         response = self.http.send(
             "POST",
             self.http.url(uploads),
-            scopes=scopes_of(push_scope(repository)),
             what=what,
             ok=(202,),
             headers={"Content-Length": "0"},
@@ -148,9 +145,7 @@ class BlobUploader:
 
     def _cancel(self, location: str, repository: str, what: str) -> None:
         try:
-            self.http.send(
-                "DELETE", location, scopes=scopes_of(push_scope(repository)), what=what, ok=(200, 202, 204, 404)
-            )
+            self.http.send("DELETE", location, what=what, ok=(200, 202, 204, 404))
         except (Transient, RegistryError) as e:  # an abandoned session expires on its own
             log.debug("%s: could not cancel upload session: %s", what, e)
 
@@ -163,7 +158,6 @@ class BlobUploader:
             response = self.http.send(
                 "PATCH",
                 location,
-                scopes=scopes_of(push_scope(repository)),
                 what=what,
                 ok=(202, *_PATCH_REFUSED),
                 headers={
@@ -191,7 +185,6 @@ class BlobUploader:
         response = self.http.send(
             "PUT",
             self.http.url(location, digest=desc.digest),
-            scopes=scopes_of(push_scope(repository)),
             what=what,
             ok=(201, 204),
             headers=headers,

@@ -5,16 +5,19 @@ The artifact is an OCI manifest whose config is ``{}`` typed
 ``application/vnd.sylabs.sif.layer.v1.sif`` (titled with the file name): what
 ``apptainer pull oras://HOST/REPO:TAG`` looks for. With a ``subject`` it is also a
 referrer of an OCI image, so one image tag serves Docker and Apptainer users.
+
+The push goes through the registry client (:class:`remote.Registry`, oras-py's
+``Registry``): the SIF through oras's ``upload_blob`` (streamed there), the manifest as
+its exact bytes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from assembler.errors import NotFound
 from assembler.oci import mediatypes as mt
 from assembler.oci.descriptor import Descriptor
 from assembler.oci.digest import canonical_json, sha256_digest
@@ -22,26 +25,6 @@ from assembler.oci.reference import ImageName
 from assembler.transports import remote
 
 SIF_CONFIG_BYTES = b"{}"
-
-
-class _FileBlobs:
-    """The SIF file and the config, as a BlobReader for the push."""
-
-    def __init__(self, files: Mapping[str, Path], data: Mapping[str, bytes]) -> None:
-        self.files = files
-        self.data = data
-
-    def blob_file(self, digest: str) -> Path | None:
-        return self.files.get(digest)
-
-    def open_blob(self, digest: str) -> BinaryIO:
-        if digest in self.files:
-            return open(self.files[digest], "rb")
-        if digest in self.data:
-            import io
-
-            return io.BytesIO(self.data[digest])
-        raise NotFound(f"blob {digest} is not part of this SIF artifact")
 
 
 @dataclass(frozen=True)
@@ -80,14 +63,15 @@ def push_sif(
     """Push the SIF at ``path`` to ``name`` (tagged), or as a referrer of ``subject``
     (untagged, found through the referrers API or its tag-schema fallback)."""
     body = artifact_manifest(digest, size, path.name, subject)
-    blobs = _FileBlobs({digest: path}, {sha256_digest(SIF_CONFIG_BYTES): SIF_CONFIG_BYTES})
     config = Descriptor(mt.SIF_CONFIG, sha256_digest(SIF_CONFIG_BYTES), len(SIF_CONFIG_BYTES))
+    layer = Descriptor(mt.SIF_LAYER, digest, size)
     with remote.Registry(name.registry, options=options, progress=progress) as reg:
-        reg.push_blob(name.repository, Descriptor(mt.SIF_LAYER, digest, size), blobs)
-        reg.push_blob(name.repository, config, blobs)
+        reg.upload_blob(str(path), reg.container(name.repository), layer.to_json())
+        reg.push_blob(name.repository, config, remote.FileBlobs({}, {config.digest: SIF_CONFIG_BYTES}))
         if subject is not None:
             pushed = reg.put_referrer(name.repository, body, mt.OCI_MANIFEST, subject)
         else:
-            pushed = reg.put_manifest(name.repository, name.reference, body, mt.OCI_MANIFEST)
+            pushed = sha256_digest(body)
+            reg.upload_manifest(body, reg.container(name.repository, name.reference), media_type=mt.OCI_MANIFEST)
         uploaded = reg.stats.uploaded_bytes
     return Published(f"oras://{name}", pushed, uploaded, subject.digest if subject is not None else "")

@@ -7,7 +7,8 @@ It passes requests through (streaming bodies both ways) and counts them; per tes
   registry: ``rate``, drawn from a seeded generator so a run can be replayed);
 - drop the connection after N bytes of a request body (a network cut mid-upload);
 - play a bearer-token registry: ``/token`` issues tokens for the scopes asked (checking
-  basic credentials if configured) and every ``/v2/`` request must carry a token whose
+  basic credentials if configured; a ``POST`` is the OAuth2 refresh-token grant, checked
+  against an identity token if configured) and every ``/v2/`` request must carry a token whose
   scope covers it, else 401 with a ``Bearer`` challenge. Requests presenting a token
   with too little scope are recorded as violations.
 """
@@ -83,6 +84,7 @@ class Bearer:
 
     username: str | None = None
     password: str | None = None
+    refresh_token: str | None = None  # an identity token: the OAuth2 refresh-token grant (POST)
     service: str = "fake-registry"
     grants: dict[str, set[str]] = field(default_factory=dict)  # token -> {"repo:action"}
     token_requests: list[tuple[str | None, tuple[str, ...]]] = field(default_factory=list)  # (user, scopes)
@@ -156,8 +158,10 @@ class FaultProxy:
     def blob_upload_bytes(self) -> int:
         return sum(r.body_bytes for r in self.blob_uploads())
 
-    def enable_bearer(self, username: str | None = None, password: str | None = None) -> Bearer:
-        self.bearer = Bearer(username, password)
+    def enable_bearer(
+        self, username: str | None = None, password: str | None = None, *, refresh_token: str | None = None
+    ) -> Bearer:
+        self.bearer = Bearer(username, password, refresh_token)
         return self.bearer
 
 
@@ -236,7 +240,16 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             scopes = tuple(query.get("scope", []))
             user = None
             auth = self.headers.get("Authorization", "")
-            if auth.startswith("Basic "):
+            if self.command == "POST":
+                # OAuth2 (as Docker sends an identity token): a form with the refresh token.
+                form = parse_qs(b"".join(self._body_chunks()).decode())
+                scopes = tuple(" ".join(form.get("scope", [])).split())
+                grant, refresh = form.get("grant_type", [""])[0], form.get("refresh_token", [""])[0]
+                if grant != "refresh_token" or bearer.refresh_token is None or refresh != bearer.refresh_token:
+                    self._reply(401, b'{"details":"bad refresh token"}', {"Content-Type": "application/json"})
+                    return
+                user = "<token>"
+            elif auth.startswith("Basic "):
                 user, _, password = base64.b64decode(auth[6:]).decode().partition(":")
                 if (user, password) != (bearer.username, bearer.password):
                     self._reply(401, b'{"details":"bad credentials"}', {"Content-Type": "application/json"})
@@ -253,7 +266,8 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                     granted.update(f"{repo}:{a}" for a in actions.split(","))
             token = secrets.token_hex(16)
             bearer.grants[token] = granted
-            body = json.dumps({"token": token, "expires_in": 300}).encode()
+            key = "access_token" if self.command == "POST" else "token"  # OAuth2 answers access_token
+            body = json.dumps({key: token, "expires_in": 300}).encode()
             self._reply(200, body, {"Content-Type": "application/json"})
 
         def _check_bearer(self) -> bool:

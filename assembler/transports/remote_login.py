@@ -1,0 +1,215 @@
+"""Registry logins: where credentials come from (part of the registry client).
+
+The lookup is oras-py's (``oras.auth.TokenAuth``): an entry's inline ``auth``, else the
+host's credential helper (``credHelpers``), else the file's ``credsStore``. What oras gets
+wrong is overridden here:
+
+- oras reads ``~/.docker/config.json`` only, merging files in no set order. We look in
+  each file in the order containers tools and Docker use, and the first file that knows
+  the host wins:
+
+  1. the explicit file (``--authfile``),
+  2. ``$REGISTRY_AUTH_FILE``,
+  3. ``$XDG_RUNTIME_DIR/containers/auth.json``,
+  4. ``$XDG_CONFIG_HOME/containers/auth.json`` (``~/.config/containers/auth.json``),
+  5. ``$DOCKER_CONFIG/config.json``,
+  6. ``~/.docker/config.json``.
+
+- Entry keys may carry a scheme or a path (``https://host/v1/``); ``username`` and
+  ``password`` entries and ``identitytoken`` entries count as well as ``auth``.
+- A credential helper (``docker-credential-NAME get``, the host on stdin, JSON
+  ``{"Username", "Secret"}`` out) runs through the project's one program runner
+  (:mod:`assembler.proc`), not a bare subprocess. A ``Username`` of ``<token>`` (as Docker
+  Desktop, ACR and GCR helpers answer) makes the secret an *identity token*: a refresh
+  token for the OAuth2 token exchange, never a password.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import oras.auth
+import oras.auth.utils
+
+from assembler.errors import InputError, ToolError
+from assembler.proc import Runner
+
+log = logging.getLogger(__name__)
+
+# Docker Hub is known under several names; credentials for any of them serve it.
+_DOCKER_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io")
+# What a credential helper answers as user name when its secret is an identity token.
+IDENTITY_TOKEN_USER = "<token>"
+_HELPER_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A user name and password (or an identity token) for one registry, and where they came from."""
+
+    username: str
+    password: str = field(repr=False)
+    source: Path
+    helper: str = ""  # the credential helper that gave them, if one did
+
+    @property
+    def identity_token(self) -> str:
+        """The refresh token for the OAuth2 exchange, or "" for a user name and password."""
+        return self.password if self.username == IDENTITY_TOKEN_USER else ""
+
+    def basic(self) -> str:
+        """The ``Authorization`` header value for HTTP basic auth."""
+        return "Basic " + str(oras.auth.utils.get_basic_auth(self.username, self.password))
+
+    def where(self) -> str:
+        return f"{self.source} (credential helper docker-credential-{self.helper})" if self.helper else str(self.source)
+
+
+def auth_file_candidates(explicit: Path | None) -> list[Path]:
+    """The auth files to look in, in order (existing or not)."""
+    env = os.environ
+    home = Path(os.path.expanduser("~"))
+    out: list[Path] = []
+    if explicit is not None:
+        out.append(explicit)
+    if env.get("REGISTRY_AUTH_FILE"):
+        out.append(Path(env["REGISTRY_AUTH_FILE"]))
+    if env.get("XDG_RUNTIME_DIR"):
+        out.append(Path(env["XDG_RUNTIME_DIR"]) / "containers" / "auth.json")
+    config_home = Path(env["XDG_CONFIG_HOME"]) if env.get("XDG_CONFIG_HOME") else home / ".config"
+    out.append(config_home / "containers" / "auth.json")
+    if env.get("DOCKER_CONFIG"):
+        out.append(Path(env["DOCKER_CONFIG"]) / "config.json")
+    out.append(home / ".docker" / "config.json")
+    return out
+
+
+def _normalise_key(key: str) -> str:
+    """``https://host/v1/`` -> ``host``: auth file keys name a host, maybe with scheme/path."""
+    key = re.sub(r"^[a-z][a-z0-9+.-]*://", "", key.strip().lower())
+    return key.split("/", 1)[0]
+
+
+def host_names(host: str) -> tuple[str, ...]:
+    """The names an auth file may know ``host`` by (oras's localhost rule, Docker Hub's aliases)."""
+    host = host.lower()
+    if host in _DOCKER_HUB:
+        return _DOCKER_HUB
+    return tuple(oras.utils.iter_localhosts(host))
+
+
+def _entry_auth(entry: Mapping[str, Any], source: Path) -> str | None:
+    """An ``auths`` entry as oras's inline ``auth`` (base64 ``user:secret``), or None."""
+    if entry.get("identitytoken"):
+        return str(oras.auth.utils.get_basic_auth(IDENTITY_TOKEN_USER, str(entry["identitytoken"])))
+    if entry.get("username") and entry.get("password"):
+        return str(oras.auth.utils.get_basic_auth(str(entry["username"]), str(entry["password"])))
+    encoded = entry.get("auth")
+    if not encoded:
+        return None
+    try:
+        _, sep, _ = base64.b64decode(str(encoded), validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError) as e:
+        raise InputError(f"auth file {source}: an 'auth' entry is not base64 of user:password ({e})") from e
+    if not sep:
+        raise InputError(f"auth file {source}: an 'auth' entry decodes to no 'user:password' pair")
+    return str(encoded)
+
+
+def read_auth_file(path: Path) -> dict[str, Any] | None:
+    """An auth file in the shape oras's lookup reads (keys normalised); None when absent.
+
+    Raises InputError for a file that exists but is malformed.
+    """
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise InputError(f"auth file {path} cannot be read: {e}", hint="fix or remove the file") from e
+    if not isinstance(data, dict):
+        raise InputError(f"auth file {path} is not a JSON object", hint="fix or remove the file")
+    auths: dict[str, Any] = {}
+    for key, entry in (data.get("auths") or {}).items():
+        if isinstance(entry, Mapping):
+            auth = _entry_auth(entry, path)
+            auths.setdefault(_normalise_key(str(key)), {"auth": auth} if auth else {})
+    helpers = {_normalise_key(str(k)): str(v) for k, v in (data.get("credHelpers") or {}).items() if v}
+    store = data.get("credsStore")
+    return {"auths": auths, "credHelpers": helpers, "credsStore": str(store) if store else None}
+
+
+class Login(oras.auth.TokenAuth):  # type: ignore[misc]  # oras ships no type hints
+    """oras's credential lookup for one registry host, with the fixes above."""
+
+    def __init__(self, host: str, *, auth_file: Path | None, runner: Runner) -> None:
+        super().__init__()
+        self.hostname = host
+        self._explicit = auth_file
+        self._runner = runner
+        self._helper = ""
+        self._loaded = False
+        self.credentials: Credentials | None = None
+
+    def _get_auth_from_creds_store(self, suffix: str, hostname: str) -> str | None:
+        """oras's helper call, through our runner: base64 ``user:secret`` or None."""
+        program = f"docker-credential-{suffix}"
+        try:
+            done = self._runner.run([program, "get"], input=hostname, timeout=_HELPER_TIMEOUT)
+        except ToolError as e:
+            # "credentials not found" is an answer too: the next source may know the host.
+            log.warning("credential helper %s has nothing for %s: %s", program, hostname, e.message)
+            return None
+        try:
+            answer = json.loads(done.stdout)
+            user, secret = str(answer["Username"]), str(answer["Secret"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise InputError(
+                f"credential helper {program} answered no {{Username, Secret}} JSON for {hostname}",
+                hint=f"check `echo {hostname} | {program} get`",
+            ) from e
+        self._helper = suffix
+        return str(oras.auth.utils.get_basic_auth(user, secret))
+
+    def load_configs(self, container: Any = None, configs: list[str] | None = None) -> None:
+        """Find the credentials (once): the first auth file, in our order, that knows the host."""
+        if self._loaded:
+            return
+        self._loaded = True
+        files = [Path(c) for c in configs] if configs else auth_file_candidates(self._explicit)
+        for path in files:
+            config = read_auth_file(path)
+            if not config:
+                continue
+            self._auth_config = config
+            self._helper = ""
+            for name in host_names(self.hostname):
+                if self._load_auth(name):
+                    self.credentials = _decode(self._basic_auth, path, self._helper)
+                    log.debug("credentials for %s from %s", self.hostname, self.credentials.where())
+                    return
+
+
+def _decode(encoded: str, source: Path, helper: str) -> Credentials:
+    user, _, secret = base64.b64decode(encoded).decode("utf-8").partition(":")
+    return Credentials(user, secret, source, helper)
+
+
+def find_credentials(host: str, *, auth_file: Path | None, runner: Runner | None = None) -> Credentials | None:
+    """Credentials for ``host`` from the first auth file that has an entry for it.
+
+    Raises InputError for an auth file that exists but is malformed, or a credential
+    helper whose answer is not JSON.
+    """
+    login = Login(host, auth_file=auth_file, runner=runner or Runner())
+    login.load_configs()
+    return login.credentials
