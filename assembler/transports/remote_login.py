@@ -166,8 +166,10 @@ class Login(oras.auth.TokenAuth):  # type: ignore[misc]  # oras ships no type hi
         try:
             done = self._runner.run([program, "get"], input=hostname, timeout=_HELPER_TIMEOUT)
         except ToolError as e:
-            # "credentials not found" is an answer too: the next source may know the host.
-            log.warning("credential helper %s has nothing for %s: %s", program, hostname, e.message)
+            # "credentials not found" is an answer (Docker asks a credsStore about every host):
+            # the next source may know the host. A helper that is not there is worth a warning.
+            level = logging.DEBUG if e.returncode is not None else logging.WARNING
+            log.log(level, "credential helper %s has nothing for %s: %s", program, hostname, e.message)
             return None
         try:
             answer = json.loads(done.stdout)
