@@ -103,10 +103,11 @@ class Runner:
         If the wait is interrupted (Ctrl-C, timeout), the program is killed: nothing keeps
         running after the caller has given up on it.
         """
-        cmd = self._command(argv)
         started = time.monotonic()
         try:
             with local.env(**self._env(env)), local.cwd(str(cwd) if cwd is not None else local.cwd):
+                # Looked up here, on the PATH of this call (plumbum's own copy is the one at import).
+                cmd = self._command(argv)
                 proc = cmd.popen(stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
         except OSError as e:
