@@ -19,6 +19,7 @@ from assembler.errors import RegistryError
 from assembler.oci import mediatypes as mt
 from assembler.oci.digest import sha256_digest
 from assembler.oci.reference import ImageName
+from assembler.proc import Runner
 from assembler.transports import remote_login
 from assembler.transports.remote import Registry, push, read
 from assembler.transports.sif_publish import push_sif
@@ -27,10 +28,10 @@ from tests.plugins.registry import RunningRegistry
 from tests.test_remote import PLATFORM, build_image, check, opts
 
 _HELPER = """#!{python}
-import json, sys
+import json, os, sys
 host = sys.stdin.read().strip()
 with open({log!r}, "a") as log:
-    log.write(host + "\\n")
+    log.write(host + " " + os.environ.get("ASMTEST_VIA", "-") + "\\n")
 answers = json.load(open({answers!r}))
 if host not in answers:
     print("credentials not found in native keychain")
@@ -57,7 +58,11 @@ class Helper:
         self.answers.write_text(json.dumps(answers))
 
     def calls(self) -> list[str]:
-        return self.log.read_text().split() if self.log.exists() else []
+        return [line.split()[0] for line in self.log.read_text().splitlines()] if self.log.exists() else []
+
+    def runners(self) -> list[str]:
+        """What the helper saw of ``ASMTEST_VIA``: a Runner's env reaches it."""
+        return [line.split()[1] for line in self.log.read_text().splitlines()] if self.log.exists() else []
 
 
 @pytest.fixture(autouse=True)
@@ -144,8 +149,9 @@ def test_identity_token_from_a_helper_is_exchanged_for_scoped_tokens(
     docker_config(tmp_path, monkeypatch, {"credHelpers": {host: "asmtest"}})
     helper.answer({host: {"Username": "<token>", "Secret": "id-token-1"}})
 
-    creds = remote_login.find_credentials(host, auth_file=None)
+    creds = remote_login.find_credentials(host, auth_file=None, runner=Runner(env={"ASMTEST_VIA": "runner"}))
     assert creds is not None and creds.identity_token == "id-token-1" and creds.helper == "asmtest"
+    assert helper.runners() == ["runner"], "the helper runs through the project's Runner"
     assert push(image, name, blobs=cache, options=opts()).digest == image.digest
     check(read(name, platform=PLATFORM, options=opts()))
     assert bearer.violations == [] and bearer.token_requests

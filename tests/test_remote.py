@@ -630,10 +630,11 @@ def _run_measured(argv: list[str], stderr_path: Path) -> tuple[bytes, int, int]:
 
 
 def test_oras_push_and_pull_go_through_our_overrides(
-    registry: RunningRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fault_proxy: FaultProxy, registry: RunningRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """oras's own ``push`` and ``pull`` call the methods we override: streamed upload, exact
-    manifest bytes, verified download. If oras renamed them, our fixes would be bypassed."""
+    """oras's own ``push``, ``pull`` and ``get_tags`` call the methods we override: streamed
+    upload, exact manifest bytes, verified download, ``do_request`` with our retries. If
+    oras renamed them, our fixes would be bypassed."""
     import oras
 
     assert oras.__version__ == "0.2.43", "oras is pinned: re-check remote*.py against the new version"
@@ -642,8 +643,9 @@ def test_oras_push_and_pull_go_through_our_overrides(
     payload = os.urandom(300_000)
     Path("model.bin").write_bytes(payload)
     digest = sha256_digest(payload)
-    target = f"{registry.host}/oras/files:1"
-    with Registry(registry.host, options=opts(monolithic_max=64 << 10, chunk_size=100_000)) as reg:
+    target = f"{fault_proxy.host}/oras/files:1"
+    busy = fault_proxy.add(Fault("status", method="GET", path="/tags/list", status=429, retry_after="0", times=2))
+    with Registry(fault_proxy.host, options=opts(monolithic_max=64 << 10, chunk_size=100_000)) as reg:
         # Cookies refused (Harbor), as oras sets up the session.
         assert reg.session.cookies._policy.allowed_domains() == ()  # type: ignore[attr-defined]
         reg.push(target, files=["model.bin"], quiet=True)
@@ -654,6 +656,7 @@ def test_oras_push_and_pull_go_through_our_overrides(
         assert reg.blob_exists({"digest": digest}, target)
         [pulled] = reg.pull(target, outdir=str(tmp_path / "out"))
         assert Path(pulled).read_bytes() == payload
+        assert reg.get_tags(target) == ["1"] and busy.hits == 2  # oras's method, our retries
 
     hexpart = digest.split(":", 1)[1]
     stored = registry.root / "docker/registry/v2/blobs/sha256" / hexpart[:2] / hexpart / "data"
