@@ -191,3 +191,5 @@ def test_auth_entries_become_oras_lookups(tmp_path: Path) -> None:
     creds = remote_login.find_credentials("tok.example", auth_file=path)
     assert creds is not None and creds.identity_token == "t" and creds.source == path
     assert remote_login.host_names("localhost:5000") == ("localhost:5000", "127.0.0.1:5000")
+    path.write_text(json.dumps({"auths": ["not", "a", "mapping"], "credHelpers": "x"}))  # ignored, as Docker does
+    assert remote_login.find_credentials("tok.example", auth_file=path) is None

@@ -125,6 +125,10 @@ def _entry_auth(entry: Mapping[str, Any], source: Path) -> str | None:
     return str(encoded)
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
 def read_auth_file(path: Path) -> dict[str, Any] | None:
     """An auth file in the shape oras's lookup reads (keys normalised); None when absent.
 
@@ -139,11 +143,11 @@ def read_auth_file(path: Path) -> dict[str, Any] | None:
     if not isinstance(data, dict):
         raise InputError(f"auth file {path} is not a JSON object", hint="fix or remove the file")
     auths: dict[str, Any] = {}
-    for key, entry in (data.get("auths") or {}).items():
+    for key, entry in _mapping(data.get("auths")).items():
         if isinstance(entry, Mapping):
             auth = _entry_auth(entry, path)
             auths.setdefault(_normalise_key(str(key)), {"auth": auth} if auth else {})
-    helpers = {_normalise_key(str(k)): str(v) for k, v in (data.get("credHelpers") or {}).items() if v}
+    helpers = {_normalise_key(str(k)): str(v) for k, v in _mapping(data.get("credHelpers")).items() if v}
     store = data.get("credsStore")
     return {"auths": auths, "credHelpers": helpers, "credsStore": str(store) if store else None}
 
