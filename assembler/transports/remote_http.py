@@ -92,7 +92,7 @@ def describe(response: requests.Response) -> str:
         reason = ""
     text = f"{response.status_code} {reason}".strip()
     try:
-        # Responses are streamed (see HttpClient._raw): read a bounded part of the body.
+        # Responses are streamed (see RegistryClient._raw): read a bounded part of the body.
         body = response.raw.read(_ERROR_BODY_LIMIT, decode_content=True)
         errors = json.loads(body).get("errors") or []
         first = errors[0]
