@@ -34,7 +34,7 @@ from assembler.compile.steps import (
     run_runtime_step,
     runtime_key,
 )
-from assembler.errors import CorruptBlob, InputError, InvalidImage
+from assembler.errors import BadReference, CorruptBlob, InputError, InvalidImage, InvalidRecord
 from assembler.image import ImageSetup, absolute_ref, config_changes, default_annotations, gpu_metadata
 from assembler.oci import mediatypes as mt
 from assembler.oci import mutate
@@ -426,7 +426,7 @@ class Pipeline:
             return None
         try:
             blobs = {name: LayerBlob.from_json(data) for name, data in hit["artifacts"].items()}
-        except (KeyError, TypeError, ValueError, AttributeError):
+        except (KeyError, AttributeError, InvalidRecord):
             return None
         if set(blobs) != set(step.artifacts) or not self.cache.blobs_present(
             (b.digest, b.size) for b in blobs.values()
@@ -573,7 +573,7 @@ class Pipeline:
         if hit is not None and not forced:
             try:
                 blob = LayerBlob.from_json(hit["layer"])
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, InvalidRecord):
                 blob = None
             if blob is not None and self.cache.has_blob(blob.digest, blob.size):
                 self.steps.append(StepReport(name, "runtime", "cached", 0.0, key,
@@ -667,7 +667,7 @@ def output_refs(loaded: Loaded, options: Options) -> list[Ref]:
     for i, text in enumerate(texts):
         try:
             ref = parse_ref(text)
-        except ValueError as e:
+        except BadReference as e:
             if options.outputs is not None:
                 raise InputError(f"-o {text}: {e}") from None
             raise loaded.error(("outputs", i), str(e)) from None

@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from assembler.errors import CacheError, CorruptBlob, DigestMismatch, NotFound
+from assembler.errors import CacheError, CorruptBlob, DigestMismatch, InvalidImage, NotFound
 from assembler.oci.digest import canonical_json, digest_hex, file_digest, sha256_digest
 from assembler.oci.image import Image
 from assembler.oci.verify import VerifiedReader
@@ -297,7 +297,7 @@ class Cache:
             probe = json.loads(manifest)
             config = self.read_blob(str(probe["config"]["digest"]))
             image = Image(manifest, config)
-        except (NotFound, ValueError, KeyError, TypeError):
+        except (NotFound, InvalidImage, ValueError, KeyError, TypeError):
             return None
         if not self.blobs_present((d.digest, d.size) for d in image.layers):
             return None
@@ -326,9 +326,6 @@ class Cache:
         with os.fdopen(fd, "wb") as f:
             f.write(canonical_json(value))
         os.replace(tmp, path)
-
-    def drop_key(self, key: str) -> None:
-        self._key_path(key).unlink(missing_ok=True)
 
     # -- work space --------------------------------------------------------------------
 

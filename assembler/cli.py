@@ -75,10 +75,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _platform(text: str) -> Platform:
-    try:
-        return Platform.parse(text)
-    except ValueError as e:
-        raise InputError(f"--platform {text}: {e}") from None
+    return Platform.parse(text)  # BadPlatform (exit 2) quotes the text
 
 
 def _reader_cache(p: argparse.ArgumentParser) -> None:
@@ -279,10 +276,7 @@ def _load(args: argparse.Namespace) -> Any:
 
     bases = {}
     for name, ref in args.base:
-        try:
-            bases[name] = str(absolute_ref(parse_ref(ref), Path.cwd()))
-        except ValueError as e:
-            raise InputError(f"--base {name}={ref}: {e}") from None
+        bases[name] = str(absolute_ref(parse_ref(ref), Path.cwd()))  # BadReference quotes the text
     return load_manifest(
         args.manifest,
         sets=dict(args.set),
@@ -331,10 +325,7 @@ def _context(args: argparse.Namespace, cache_dir: Path) -> Any:
 def _source(args: argparse.Namespace, cache_dir: Path, text: str | None = None) -> Any:
     from assembler.transports import open_source
 
-    try:
-        ref = parse_ref(args.ref if text is None else text)
-    except ValueError as e:
-        raise InputError(str(e)) from None
+    ref = parse_ref(args.ref if text is None else text)
     if ref.transport == "sif":
         raise InputError(f"{args.command} reads images; a SIF file is read with `siftool info`")
     return open_source(absolute_ref(ref, Path.cwd()), _context(args, cache_dir))
@@ -431,10 +422,7 @@ def cmd_sif(args: argparse.Namespace) -> int:
     for flag, text, scheme in (("--push", args.push, "oras"), ("--attach", args.attach, "docker")):
         if text is None:
             continue
-        try:
-            ref = parse_ref(text)
-        except ValueError as e:
-            raise InputError(f"{flag} {text}: {e}") from None
+        ref = parse_ref(text)
         if ref.transport != scheme or ref.name is None:
             raise InputError(f"{flag} takes a {scheme}:// reference, got {text!r}")
         targets.append((flag, ref.name))

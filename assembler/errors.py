@@ -10,18 +10,22 @@ anything else reaching the CLI is a bug and gets a traceback.
     ├── InputError                      exit 2: the user's input is wrong
     │   ├── ManifestError               file:line: field: message
     │   ├── BadReference                a transport reference that does not parse
-    │   └── UnsafePath                  an archive entry or a copy escaping its root
+    │   ├── BadPlatform                 a platform that is not os/arch[/variant]
+    │   ├── UnsafePath                  an archive entry or a copy escaping its root
+    │   └── InvalidArchive              a tar or file tree that cannot become a layer
     ├── NotFound                        an image, blob, tag or file that is not there
     ├── DigestMismatch                  bytes that do not hash to what was promised
     │   └── CorruptBlob                 a cached blob that does not (dropped; a build retries)
     ├── InvalidImage                    an image that fails validation
+    ├── InvalidRecord                   a stored or exchanged JSON record of the wrong shape
     ├── ToolError                       an external program failed or is missing
     │   └── StepFailed                  a compile or runtime step's command failed
     ├── RegistryError                   a registry said no (after retries)
     └── CacheError                      the cache directory cannot be used
 
 Expected failures carry fields (``status``, ``argv``, ``returncode``, ``log_tail``...), not
-only text, so callers can decide without parsing messages.
+only text, so callers can decide without parsing messages. ``ValueError`` and
+``TypeError`` from the library mean a caller broke a contract (a bug), never bad input.
 """
 
 from __future__ import annotations
@@ -78,8 +82,17 @@ class BadReference(InputError):
     """A transport reference (``oci:DIR:TAG``, ``docker://...``) that does not parse."""
 
 
+class BadPlatform(InputError):
+    """A platform (``--platform``, a manifest's ``platform``) that is not ``os/arch[/variant]``."""
+
+
 class UnsafePath(InputError):
     """An archive entry, link or copy source that would escape its root."""
+
+
+class InvalidArchive(InputError):
+    """A tar archive or file tree that cannot become a layer: a hard link to a file it
+    does not have, a file that ended early (it changed while read), a field too big for tar."""
 
 
 class NotFound(AssemblerError):
@@ -101,7 +114,13 @@ class CorruptBlob(DigestMismatch):
 
 
 class InvalidImage(AssemblerError):
-    """An image whose manifest, config or blobs fail validation."""
+    """An image whose manifest, config or blobs fail validation (malformed JSON, a
+    descriptor without a sha256 digest, an unknown media type...)."""
+
+
+class InvalidRecord(AssemblerError):
+    """A JSON record we stored or were handed (a cache entry, the build agent's answer)
+    without the expected shape. A cache reads it as a miss."""
 
 
 class ToolError(AssemblerError):

@@ -23,7 +23,7 @@ from assembler.archive.tar import TarEntry, entry_from_tarinfo
 from assembler.archive.tree import iter_host_members
 from assembler.archive.view import LayerIndex, TreeView, anchors, fit_members
 from assembler.cache import key_of
-from assembler.errors import InvalidImage
+from assembler.errors import InvalidImage, InvalidRecord
 from assembler.oci import mediatypes as mt
 from assembler.oci import mutate
 from assembler.oci.descriptor import Descriptor
@@ -103,7 +103,7 @@ class ImageSetup:
             return None
         try:
             blob = LayerBlob.from_json(hit)
-        except (KeyError, TypeError, ValueError):
+        except InvalidRecord:
             return None
         return blob if self.ctx.cache.has_blob(blob.digest, blob.size) else None
 
@@ -154,7 +154,7 @@ class ImageSetup:
         if hit is not None:
             try:
                 return LayerIndex.from_json(hit)
-            except (KeyError, TypeError, ValueError, IndexError):
+            except InvalidRecord:
                 pass
         index = LayerIndex.of(self._headers(desc))
         self.ctx.cache.put_key(key, index.to_json())

@@ -40,7 +40,7 @@ def test_an_installed_wheel_ships_the_recipes(tmp_path: Path) -> None:
     _run(venv / "bin/python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check", wheel, cwd=tmp_path)
 
     where = _run(
-        venv / "bin/python", "-c", "from assembler.spec.load import packaged_recipes; print(packaged_recipes())",
+        venv / "bin/python", "-c", "from assembler.spec.recipes import packaged_recipes; print(packaged_recipes())",
         cwd=tmp_path,
     ).stdout.strip()  # fmt: skip
     shipped = Path(where)

@@ -46,7 +46,7 @@ from assembler.oci.descriptor import Descriptor, Platform
 from assembler.oci.digest import sha256_digest
 from assembler.oci.image import Image
 from assembler.proc import Runner
-from assembler.transports import apptainer, layout, rootfs, sif
+from assembler.transports import apptainer, layout, rootfs, sif, sif_front
 from assembler.transports.common import SourceImage
 from assembler.transports.sif import read_sif_header, write_sif
 from assembler.transports.sif_format import DATA_DEFFILE, DATA_GENERIC_JSON, DATA_LABELS, read_object
@@ -704,7 +704,7 @@ def test_two_conversions_are_byte_identical(built: Built, tmp_path: Path, monkey
     assert again.digest == built.info.digest
     assert (tmp_path / "again.sif").read_bytes() == built.sif.read_bytes()
     # Without FALLOC_FL_INSERT_RANGE the squashfs is moved inside the file: same bytes.
-    monkeypatch.setattr(sif, "_insert_range", lambda fd, length: False)
+    monkeypatch.setattr(sif_front, "_insert_range", lambda fd, length: False)
     moved = write_sif(built.source, tmp_path / "moved.sif", runner=Runner(), epoch=EPOCH)
     assert moved.digest == built.info.digest
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files left

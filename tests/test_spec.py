@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from assembler.errors import ManifestError
-from assembler.spec.load import load_manifest, packaged_recipes
+from assembler.spec.load import load_manifest
+from assembler.spec.recipes import packaged_recipes
 from tests.helpers import run_cli
 
 HELLO = """\

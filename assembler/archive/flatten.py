@@ -28,32 +28,27 @@ same layer*, was a regular file hidden by an upper layer: its data went by befor
 link was seen. Those targets are fetched by re-reading that layer once at the end
 (logged; rare: an upper layer must rewrite one name of a hard-link group only).
 
-Paths are cleaned by :func:`clean_path` (UnsafePath for ``..``; absolute paths are taken
-relative to the root); a hard link that climbs out is refused the same way. Extra
-members can be laid *over* the image (they win, e.g. Apptainer's ``/.singularity.d``)
-or *under* it (the image wins, e.g. mount-point directories).
+Extra members can be laid *over* the image (they win, e.g. Apptainer's ``/.singularity.d``)
+or *under* it (the image wins, e.g. mount-point directories). Reading the layers, and
+cleaning their paths, is :mod:`assembler.archive.layer_reader`'s part.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import tarfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
-from typing import BinaryIO
 
-from assembler.archive.compress import Compression, decompressed
 from assembler.archive.layer import Member
-from assembler.archive.tar import ALLOWED_XATTRS, TarEntry, TarWriter, clean_path, entry_from_tarinfo, sort_key
-from assembler.errors import AssemblerError, InvalidImage
+from assembler.archive.layer_reader import DataOpener, LayerSource, member_list, tar_members
+from assembler.archive.tar import ALLOWED_XATTRS, TarEntry, TarWriter, sort_key
+from assembler.errors import InvalidImage
 
 log = logging.getLogger(__name__)
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
-_READ_BUFFER = 256 << 10  # tarfile's stream buffer: bigger ones cost more in re-slicing than they save
 
 # Per-path state: flag bits, and (bits 8+) the id of the layer that decided the path.
 _DIR = 1  # a directory entry was written
@@ -66,17 +61,6 @@ _FLAGS = 0xFF
 _HIDES_SELF = _DIR | _OTHER | _WHITEOUT | _CLOSED
 _HIDES_BELOW = _OTHER | _WHITEOUT | _OPAQUE | _CLOSED
 _UNDERLAY = 0  # the layer id of the underlay members
-
-DataOpener = Callable[[], AbstractContextManager[BinaryIO]]
-
-
-@dataclass(frozen=True)
-class LayerSource:
-    """One layer to flatten: how to open its blob (compressed or not) and its name in errors."""
-
-    what: str
-    open: DataOpener
-    compression: Compression | None = None  # None: sniffed from the magic number
 
 
 @dataclass
@@ -91,71 +75,6 @@ class FlattenStats:
     whiteouts: int = 0
     dropped: int = 0  # lower non-directories replaced by a directory an upper layer needs
     rereads: int = 0  # layers read a second time for hidden hard-link targets
-
-
-class _GuardedReader:
-    """Turns any failure while reading layer data into InvalidImage naming the layer."""
-
-    def __init__(self, inner: BinaryIO, what: str, path: str) -> None:
-        self._inner = inner
-        self._what = what
-        self._path = path
-
-    def read(self, n: int = -1) -> bytes:
-        try:
-            return self._inner.read(n)
-        except AssemblerError:
-            raise
-        except Exception as e:
-            raise InvalidImage(f"{self._what}: cannot read the data of {self._path!r}: {e}") from e
-
-
-def _tar_members(src: LayerSource) -> Iterator[tuple[TarEntry, DataOpener | None]]:
-    """Entries of a layer blob in archive order (root entries have path ``""``)."""
-    with src.open() as raw, decompressed(raw, src.compression) as plain:
-        try:
-            tf = tarfile.open(fileobj=plain, mode="r|", bufsize=_READ_BUFFER, errorlevel=2)  # noqa: SIM115
-        except Exception as e:
-            raise InvalidImage(f"{src.what}: not a tar layer ({e})") from e
-        with tf:
-            members = iter(tf)
-            while True:
-                try:
-                    info = next(members)
-                except StopIteration:
-                    return
-                except AssemblerError:
-                    raise
-                except Exception as e:
-                    raise InvalidImage(f"{src.what}: damaged layer ({e})") from e
-                if info.type == tarfile.GNUTYPE_SPARSE or getattr(info, "sparse", None) is not None:
-                    raise InvalidImage(f"{src.what}: sparse member {info.name!r} is not supported")
-                entry = entry_from_tarinfo(info, what=src.what)  # UnsafePath for '..'
-                if entry is None:
-                    continue
-                opener: DataOpener | None = None
-                if entry.kind == "file":
-                    opener = _extract_opener(tf, info, src.what, entry.path)
-                yield entry, opener
-
-
-def _extract_opener(tf: tarfile.TarFile, info: tarfile.TarInfo, what: str, path: str) -> DataOpener:
-    def opener() -> AbstractContextManager[BinaryIO]:
-        data = tf.extractfile(info)
-        if data is None:
-            raise InvalidImage(f"{what}: cannot read member {path!r}")
-        return nullcontext(_GuardedReader(data, what, path))  # type: ignore[arg-type]
-
-    return opener
-
-
-def _member_list(members: Sequence[Member], what: str) -> Iterator[tuple[TarEntry, DataOpener | None]]:
-    for entry, opener in members:
-        path = clean_path(entry.path, what=f"{what} member")
-        linkname = entry.linkname
-        if entry.kind == "hardlink":
-            linkname = clean_path(linkname, what=f"{what} hard link target of {entry.path!r}")
-        yield replace(entry, path=path, linkname=linkname), opener
 
 
 def _parent(path: str) -> str:
@@ -323,15 +242,7 @@ class _Flattener:
                 continue
             base = path.rsplit("/", 1)[-1]
             if base.startswith(WHITEOUT_PREFIX):
-                parent = _parent(path)
-                if base == OPAQUE_MARKER:
-                    opaques.append(parent)
-                    self._check_blocked(parent, "dir", opaque=True)
-                elif not base.startswith(WHITEOUT_PREFIX + WHITEOUT_PREFIX):
-                    gone = f"{parent}/{base[len(WHITEOUT_PREFIX) :]}" if parent else base[len(WHITEOUT_PREFIX) :]
-                    whiteouts.append(gone)
-                    self._check_blocked(gone, "dir", whiteout=True)
-                # Other .wh..wh.* names are AUFS bookkeeping, never content.
+                self._whiteout(path, base, whiteouts, opaques)
                 continue
             if _under_whiteout_name(path):
                 # Inside a .wh.* directory (AUFS's .wh..wh.plnk): never content, but a
@@ -343,39 +254,52 @@ class _Flattener:
             if wanting is not None:
                 self.served_here.add(path)
                 self._serve(entry, ordinal, opener, wanting)
-            st = self.state.get(path, 0)
-            visible = self._visible(path)
-            if visible and st & _IMPLICIT and entry.kind != "dir":
-                log.warning(
-                    "%s: %r is a %s, but upper layers need a directory there: the directory wins",
-                    what,
-                    path,
-                    entry.kind,
-                )
-                self.stats.dropped += 1
-                visible = False
-            if not visible:
-                if entry.kind != "dir":
-                    if st & (_DIR | _IMPLICIT):
-                        # A non-directory in this layer ended the lower directory: nothing
-                        # of the lower layers below this path shows (overlay semantics).
-                        self.state[path] = self._code(st | _CLOSED)
-                    # Kept in case a later hard link of this layer points here.
-                    self.hidden_here[path] = (ordinal, entry)
-                continue
-            if entry.kind == "dir":
-                self._decide(path, _DIR)
-                self._write(entry, None)
-            elif entry.kind == "hardlink":
-                if entry.linkname == path:
-                    raise InvalidImage(f"{what}: hard link {path!r} points at itself")
-                self._decide(path, _OTHER)
-                self.stats.hardlinks += 1
-                self._resolve(entry.linkname, [path])
-            else:
-                self._decide(path, _OTHER)
-                self._write(entry, opener)
+            self._take(entry, ordinal, opener, what)
         self._end_layer(what, whiteouts, opaques)
+
+    def _whiteout(self, path: str, base: str, whiteouts: list[str], opaques: list[str]) -> None:
+        """Note a ``.wh.`` entry; it takes effect for lower layers at the end of this one."""
+        parent = _parent(path)
+        if base == OPAQUE_MARKER:
+            opaques.append(parent)
+            self._check_blocked(parent, "dir", opaque=True)
+        elif not base.startswith(WHITEOUT_PREFIX + WHITEOUT_PREFIX):
+            gone = f"{parent}/{base[len(WHITEOUT_PREFIX) :]}" if parent else base[len(WHITEOUT_PREFIX) :]
+            whiteouts.append(gone)
+            self._check_blocked(gone, "dir", whiteout=True)
+        # Other .wh..wh.* names are AUFS bookkeeping, never content.
+
+    def _take(self, entry: TarEntry, ordinal: int, opener: DataOpener | None, what: str) -> None:
+        """Write ``entry`` if it shows in the final view; else keep it for hard links."""
+        path = entry.path
+        st = self.state.get(path, 0)
+        visible = self._visible(path)
+        if visible and st & _IMPLICIT and entry.kind != "dir":
+            log.warning("%s: %r is a %s, but upper layers need a directory there: the directory wins",
+                        what, path, entry.kind)  # fmt: skip
+            self.stats.dropped += 1
+            visible = False
+        if not visible:
+            if entry.kind != "dir":
+                if st & (_DIR | _IMPLICIT):
+                    # A non-directory in this layer ended the lower directory: nothing
+                    # of the lower layers below this path shows (overlay semantics).
+                    self.state[path] = self._code(st | _CLOSED)
+                # Kept in case a later hard link of this layer points here.
+                self.hidden_here[path] = (ordinal, entry)
+            return
+        if entry.kind == "dir":
+            self._decide(path, _DIR)
+            self._write(entry, None)
+        elif entry.kind == "hardlink":
+            if entry.linkname == path:
+                raise InvalidImage(f"{what}: hard link {path!r} points at itself")
+            self._decide(path, _OTHER)
+            self.stats.hardlinks += 1
+            self._resolve(entry.linkname, [path])
+        else:
+            self._decide(path, _OTHER)
+            self._write(entry, opener)
 
     def _end_layer(self, what: str, whiteouts: list[str], opaques: list[str]) -> None:
         for target in sorted(self.blocked - self.served_here):
@@ -460,12 +384,12 @@ def flatten(
     """
     flat = _Flattener(writer, epoch=epoch)
     top = len(layers) + 1
-    flat.sources[top] = lambda: _member_list(overlay, "overlay")
+    flat.sources[top] = lambda: member_list(overlay, "overlay")
     flat.names[top] = "overlay"
     for i, src in enumerate(layers, start=1):
-        flat.sources[i] = functools.partial(_tar_members, src)
+        flat.sources[i] = functools.partial(tar_members, src)
         flat.names[i] = src.what
-    flat.sources[0] = lambda: _member_list(underlay, "underlay")
+    flat.sources[0] = lambda: member_list(underlay, "underlay")
     flat.names[0] = "underlay"
     for layer in range(top, -1, -1):
         flat.read_layer(layer, flat.names[layer], flat.sources[layer]())

@@ -13,12 +13,14 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
-from assembler.archive.compress import Compression, Writable, compressor, decompressed
+from assembler.archive.compress import COMPRESSIONS, Compression, Writable, compressor, decompressed
 from assembler.archive.tar import TarEntry, TarWriter, entry_from_tarinfo, normalize, sort_key
+from assembler.errors import InvalidArchive, InvalidRecord
 from assembler.oci import mediatypes as mt
 from assembler.oci.descriptor import Descriptor
+from assembler.oci.digest import is_digest
 
 Opener = Callable[[], AbstractContextManager[BinaryIO]]
 """Opens a member's data when the writer reaches it (so thousands of files are not open at once)."""
@@ -56,18 +58,23 @@ class LayerBlob:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, object]) -> LayerBlob:
-        """From :meth:`to_json`; KeyError/ValueError when malformed."""
-        compression = str(data["compression"])
-        if compression not in ("zstd", "gzip", "none"):
-            raise ValueError(f"unknown compression {compression!r}")
-        return cls(
-            digest=str(data["digest"]),
-            size=int(str(data["size"])),
-            diff_id=str(data["diff_id"]),
-            uncompressed_size=int(str(data.get("uncompressed_size", 0))),
-            compression=compression,  # type: ignore[arg-type]
-        )
+    def from_json(cls, data: object) -> LayerBlob:
+        """From :meth:`to_json`; InvalidRecord when ``data`` is not such a record."""
+        if not isinstance(data, Mapping):
+            raise InvalidRecord(f"a layer record is a JSON object, got {type(data).__name__}")
+        try:
+            blob = cls(
+                digest=str(data["digest"]),
+                size=int(str(data["size"])),
+                diff_id=str(data["diff_id"]),
+                uncompressed_size=int(str(data.get("uncompressed_size", 0))),
+                compression=cast(Compression, data["compression"]),  # checked below
+            )
+        except (KeyError, ValueError) as e:  # a missing field, a size that is no int
+            raise InvalidRecord(f"malformed layer record {dict(data)!r}: {e!r}") from e
+        if blob.compression not in COMPRESSIONS or not (is_digest(blob.digest) and is_digest(blob.diff_id)):
+            raise InvalidRecord(f"malformed layer record {dict(data)!r}")
+        return blob
 
 
 class HashingSink:
@@ -162,7 +169,7 @@ def order_hardlinks(members: list[Member]) -> list[Member]:
                 out.append((replace(entry, linkname=group_head[target]), None))
                 continue
             if target not in by_path or by_path[target][0].kind != "file":
-                raise ValueError(
+                raise InvalidArchive(
                     f"hard link {entry.path} points at {entry.linkname}, which is not a file in the archive"
                 )
             head, head_opener = by_path[target]
@@ -190,8 +197,8 @@ def write_layer(
 ) -> LayerBlob:
     """Write ``members`` as one layer blob into ``out``, normalising every entry.
 
-    Members are sorted unless ``presorted``. Raises ValueError when a file's data ends
-    before its recorded size (it changed while being read).
+    Members are sorted unless ``presorted``. Raises InvalidArchive when a file's data ends
+    before its recorded size (it changed while being read) or a hard link has no target.
     """
     digest_sink = HashingSink(out)
     comp = compressor(compression, digest_sink)

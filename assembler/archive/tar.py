@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO, Literal, Protocol
 
-from assembler.errors import UnsafePath
+from assembler.errors import InvalidArchive, UnsafePath
 
 BLOCK = 512
 CHUNK = 1 << 20
@@ -107,7 +107,7 @@ def _octal(value: int, width: int) -> bytes:
     digits = width - 1
     text = format(value, "o")
     if len(text) > digits:
-        raise ValueError(f"{value} does not fit a {width}-byte octal field")
+        raise InvalidArchive(f"{value} does not fit a {width}-byte octal tar field")
     return text.rjust(digits, "0").encode("ascii") + b"\x00"
 
 
@@ -168,6 +168,24 @@ def _header(
     return bytes(buf)
 
 
+def _pax_records(entry: TarEntry, name_b: bytes, link_b: bytes, size: int) -> list[bytes]:
+    """The PAX records an entry needs: what a ustar header cannot hold (long or non-ASCII
+    names, big ids and sizes) and the xattrs."""
+    pax: list[bytes] = []
+    if (_split_ustar(name_b) if name_b.isascii() else None) is None:
+        pax.append(_pax_record("path", name_b))
+    if len(link_b) > 100 or not link_b.isascii():
+        pax.append(_pax_record("linkpath", link_b))
+    for key, value in (("uid", entry.uid), ("gid", entry.gid)):
+        if not _fits(value, 8):
+            pax.append(_pax_record(key, str(value).encode("ascii")))
+    if not _fits(size, 12):
+        pax.append(_pax_record("size", str(size).encode("ascii")))
+    for key in sorted(entry.xattrs):
+        pax.append(_pax_record("SCHILY.xattr." + key, entry.xattrs[key]))
+    return pax
+
+
 class TarWriter:
     """Streams PAX tar members to ``out``; the caller gives entries in the order wanted.
 
@@ -178,10 +196,8 @@ class TarWriter:
     def __init__(self, out: Writable) -> None:
         self._out = out
         self._buf = bytearray()
-        self.bytes_written = 0
 
     def _write(self, data: bytes) -> None:
-        self.bytes_written += len(data)
         if len(data) >= CHUNK:
             self.flush()
             self._out.write(data)
@@ -199,29 +215,20 @@ class TarWriter:
     def add(self, entry: TarEntry, data: BinaryIO | None = None) -> None:
         """Write one member; for a file, exactly ``entry.size`` bytes are read from ``data``.
 
-        Raises ValueError if ``data`` ends early (a file that shrank while we read it).
+        Raises InvalidArchive if ``data`` ends early (a file that shrank while we read it);
+        ValueError (a caller's bug) if a file with content comes without ``data``.
         """
         name_b = entry.name.encode("utf-8", "surrogateescape")
         link_b = entry.linkname.encode("utf-8", "surrogateescape")
-        pax: list[bytes] = []
+        size = entry.size if entry.kind == "file" else 0
+        pax = _pax_records(entry, name_b, link_b, size)
         split = _split_ustar(name_b) if name_b.isascii() else None
         if split is None:
-            pax.append(_pax_record("path", name_b))
             prefix, short = b"", name_b[-100:] if name_b.isascii() else b"pax-named-entry"
         else:
             prefix, short = split
         if len(link_b) > 100 or not link_b.isascii():
-            pax.append(_pax_record("linkpath", link_b))
             link_b = link_b[:100] if link_b.isascii() else b""
-        size = entry.size if entry.kind == "file" else 0
-        ids = {"uid": entry.uid, "gid": entry.gid}
-        for key, value in ids.items():
-            if not _fits(value, 8):
-                pax.append(_pax_record(key, str(value).encode("ascii")))
-        if not _fits(size, 12):
-            pax.append(_pax_record("size", str(size).encode("ascii")))
-        for key in sorted(entry.xattrs):
-            pax.append(_pax_record("SCHILY.xattr." + key, entry.xattrs[key]))
         mtime = max(0, int(entry.mtime))
         if pax:
             records = b"".join(sorted(pax, key=lambda r: bytes(r).split(b" ", 1)[1]))
@@ -253,7 +260,7 @@ class TarWriter:
             while remaining:
                 chunk = data.read(min(CHUNK, remaining))
                 if not chunk:
-                    raise ValueError(f"{entry.path}: data ended {remaining} bytes early")
+                    raise InvalidArchive(f"{entry.path}: data ended {remaining} bytes early (it changed while read)")
                 self._write(chunk)
                 remaining -= len(chunk)
             if size % BLOCK:

@@ -23,6 +23,7 @@ import posixpath
 import stat
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
 
@@ -78,6 +79,42 @@ def parents(path: str) -> Iterator[str]:
         yield "/".join(parts[:i])
 
 
+@dataclass(frozen=True)
+class _Attrs:
+    """How host files' attributes become entries' (see :func:`iter_host_members`)."""
+
+    mode: int | None
+    uid: int
+    gid: int
+    keep_owner: bool
+    git_modes: bool
+    mtime: int | None
+
+    def entry(self, host: str, st: os.stat_result, path: str) -> TarEntry | None:
+        kind = _kind(st.st_mode)
+        if kind is None:
+            return None
+        perm = stat.S_IMODE(st.st_mode)
+        if self.mode is not None and kind in ("file", "dir"):
+            # Keep setuid/setgid/sticky only if the override asks for them.
+            perm = self.mode
+        elif self.git_modes and kind in ("file", "dir"):
+            perm = git_mode(kind, perm)
+        return TarEntry(
+            path=path,
+            kind=kind,
+            mode=perm,
+            uid=st.st_uid if self.keep_owner else self.uid,
+            gid=st.st_gid if self.keep_owner else self.gid,
+            size=st.st_size if kind == "file" else 0,
+            mtime=int(st.st_mtime) if self.mtime is None else self.mtime,
+            linkname=os.readlink(host) if kind == "symlink" else "",
+            devmajor=os.major(st.st_rdev) if kind in ("char", "block") else 0,
+            devminor=os.minor(st.st_rdev) if kind in ("char", "block") else 0,
+            xattrs=_xattrs(host) if kind in ("file", "dir") else {},
+        )
+
+
 def iter_host_members(
     src: Path,
     dest: str,
@@ -100,70 +137,46 @@ def iter_host_members(
     sources); ``mtime`` replaces every file's time (a checkout's times are noise).
     Raises FileNotFoundError if ``src`` does not exist.
     """
+    attrs = _Attrs(mode, uid, gid, keep_owner, git_modes, mtime)
     src_str = os.fspath(src)
     top = os.stat(src_str)  # follows a top-level symlink, as COPY does
     dest_clean = clean_path(dest, what="copy destination")
     if not stat.S_ISDIR(top.st_mode) and (dest.endswith("/") or not dest_clean):
         dest_clean = posixpath.join(dest_clean, os.path.basename(src_str.rstrip("/")))
-
-    def entry_for(host: str, st: os.stat_result, path: str) -> TarEntry | None:
-        kind = _kind(st.st_mode)
-        if kind is None:
-            return None
-        perm = stat.S_IMODE(st.st_mode)
-        if mode is not None and kind in ("file", "dir"):
-            # Keep setuid/setgid/sticky only if the override asks for them.
-            perm = mode
-        elif git_modes and kind in ("file", "dir"):
-            perm = git_mode(kind, perm)
-        return TarEntry(
-            path=path,
-            kind=kind,
-            mode=perm,
-            uid=st.st_uid if keep_owner else uid,
-            gid=st.st_gid if keep_owner else gid,
-            size=st.st_size if kind == "file" else 0,
-            mtime=int(st.st_mtime) if mtime is None else mtime,
-            linkname=os.readlink(host) if kind == "symlink" else "",
-            devmajor=os.major(st.st_rdev) if kind in ("char", "block") else 0,
-            devminor=os.minor(st.st_rdev) if kind in ("char", "block") else 0,
-            xattrs=_xattrs(host) if kind in ("file", "dir") else {},
-        )
-
     # No entries for the destination's parents: a layer that carried "/opt" or "/lib" would
     # reset an existing folder's owner and mode, or replace a symlink (merged-/usr "/lib")
     # with a folder. Every extractor creates missing parents and follows existing links.
     if not stat.S_ISDIR(top.st_mode):
-        entry = entry_for(src_str, top, dest_clean)
+        entry = attrs.entry(src_str, top, dest_clean)
         if entry is not None:
             yield entry, _file_opener(src_str) if entry.kind == "file" else None
         return
     if dest_clean:
-        root_entry = entry_for(src_str, top, dest_clean)
+        root_entry = attrs.entry(src_str, top, dest_clean)
         if root_entry is not None:
             yield root_entry, None
-    first_of_inode: dict[tuple[int, int], str] = {}
+    yield from _walk(src_str, dest_clean, attrs, {})
 
-    def walk(host_dir: str, image_dir: str) -> Iterator[Member]:
-        with os.scandir(host_dir) as it:
-            found = sorted(it, key=lambda e: os.fsencode(e.name))
-        for item in found:
-            path = posixpath.join(image_dir, item.name) if image_dir else item.name
-            st = item.stat(follow_symlinks=False)
-            entry = entry_for(item.path, st, path)
-            if entry is None:
+
+def _walk(host_dir: str, image_dir: str, attrs: _Attrs, first_of_inode: dict[tuple[int, int], str]) -> Iterator[Member]:
+    """Members below ``host_dir`` in layer order; a hard-linked file's later paths link to its first."""
+    with os.scandir(host_dir) as it:
+        found = sorted(it, key=lambda e: os.fsencode(e.name))
+    for item in found:
+        path = posixpath.join(image_dir, item.name) if image_dir else item.name
+        st = item.stat(follow_symlinks=False)
+        entry = attrs.entry(item.path, st, path)
+        if entry is None:
+            continue
+        if entry.kind == "file" and st.st_nlink > 1:
+            ident = (st.st_dev, st.st_ino)
+            if ident in first_of_inode:
+                yield _as_hardlink(entry, first_of_inode[ident]), None
                 continue
-            if entry.kind == "file" and st.st_nlink > 1:
-                ident = (st.st_dev, st.st_ino)
-                if ident in first_of_inode:
-                    yield _as_hardlink(entry, first_of_inode[ident]), None
-                    continue
-                first_of_inode[ident] = path
-            yield entry, _file_opener(item.path) if entry.kind == "file" else None
-            if entry.kind == "dir":
-                yield from walk(item.path, path)
-
-    yield from walk(src_str, dest_clean)
+            first_of_inode[ident] = path
+        yield entry, _file_opener(item.path) if entry.kind == "file" else None
+        if entry.kind == "dir":
+            yield from _walk(item.path, path, attrs, first_of_inode)
 
 
 def _as_hardlink(entry: TarEntry, target: str) -> TarEntry:

@@ -19,6 +19,7 @@ from typing import Any
 
 from assembler.archive.layer import Member
 from assembler.archive.tar import TarEntry
+from assembler.errors import InvalidRecord
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -80,13 +81,17 @@ class LayerIndex:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> LayerIndex:
-        return cls(
-            dirs={str(p): (int(m[0]), int(m[1]), int(m[2]), int(m[3])) for p, m in data["dirs"].items()},
-            links={str(p): str(t) for p, t in data["links"].items()},
-            others={str(p) for p in data.get("others", [])},
-            whiteouts=[str(p) for p in data["whiteouts"]],
-            opaques=[str(p) for p in data["opaques"]],
-        )
+        """From :meth:`to_json`; InvalidRecord when ``data`` is not such a record."""
+        try:
+            return cls(
+                dirs={str(p): (int(m[0]), int(m[1]), int(m[2]), int(m[3])) for p, m in data["dirs"].items()},
+                links={str(p): str(t) for p, t in data["links"].items()},
+                others={str(p) for p in data.get("others", [])},
+                whiteouts=[str(p) for p in data["whiteouts"]],
+                opaques=[str(p) for p in data["opaques"]],
+            )
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:  # any shape but ours
+            raise InvalidRecord(f"malformed layer index record: {e!r}") from e
 
 
 class TreeView:

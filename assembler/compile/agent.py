@@ -28,6 +28,7 @@ from pathlib import Path
 from assembler.archive.layer import Member, write_layer
 from assembler.archive.tar import TarEntry
 from assembler.archive.tree import iter_host_members, parents
+from assembler.errors import AssemblerError
 
 _GLOB_CHARS = frozenset("*?[")
 _MAX_LINKS = 40
@@ -354,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results["changes"] = write_layer(
                     members, w, compression=job["compression"], epoch=job["epoch"]
                 ).to_json()
-    except (AgentError, OSError, ValueError) as err:
+    except (AgentError, OSError, AssemblerError) as err:  # AssemblerError: UnsafePath, InvalidArchive
         print(f"agent: {what}{err}", file=sys.stderr)
         return 3
     sys.stdout.write(json.dumps(results))

@@ -163,8 +163,3 @@ class Buildah:
         result = self.runner.run([*self.globals, "rm", container], check=False)
         if result.returncode != 0:
             log.warning("could not remove container %s: %s", container, result.stderr.strip())
-
-    def containers(self) -> list[str]:
-        """IDs of the working containers in this storage."""
-        out = self._run("containers", "--quiet", "--notruncate")
-        return [line for line in out.splitlines() if line.strip()]

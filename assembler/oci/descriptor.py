@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from assembler.errors import BadPlatform, InvalidImage
 from assembler.oci.digest import is_digest
 
 _PLATFORM_PART = re.compile(r"^[A-Za-z0-9_]+$")
@@ -22,10 +23,10 @@ class Platform:
 
     @classmethod
     def parse(cls, text: str) -> Platform:
-        """Parse ``os/arch[/variant]``; ValueError on anything else."""
+        """Parse ``os/arch[/variant]``; BadPlatform on anything else."""
         parts = text.strip().split("/")
         if len(parts) not in (2, 3) or not all(_PLATFORM_PART.match(p) for p in parts):
-            raise ValueError(f"platform must look like os/arch[/variant] (letters, digits, _), got {text!r}")
+            raise BadPlatform(f"platform must look like os/arch[/variant] (letters, digits, _), got {text!r}")
         return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else "")
 
     @classmethod
@@ -62,13 +63,15 @@ class Descriptor:
 
     def __post_init__(self) -> None:
         if not is_digest(self.digest):
-            raise ValueError(f"descriptor digest is not sha256:<hex>: {self.digest!r}")
+            raise InvalidImage(f"descriptor digest is not sha256:<hex>: {self.digest!r}")
         if self.size < 0:
-            raise ValueError(f"descriptor size is negative: {self.size}")
+            raise InvalidImage(f"descriptor size is negative: {self.size}")
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Descriptor:
-        """Build from a manifest's descriptor object; ValueError when malformed."""
+    def from_json(cls, data: object) -> Descriptor:
+        """Build from a manifest's descriptor object; InvalidImage when malformed."""
+        if not isinstance(data, Mapping):
+            raise InvalidImage(f"a descriptor is a JSON object, got {type(data).__name__}")
         try:
             platform = data.get("platform")
             return cls(
@@ -80,8 +83,8 @@ class Descriptor:
                 artifact_type=str(data.get("artifactType", "") or ""),
                 urls=tuple(data.get("urls") or ()),
             )
-        except (KeyError, TypeError) as e:
-            raise ValueError(f"malformed descriptor {dict(data)!r}: {e}") from e
+        except (KeyError, TypeError, ValueError) as e:  # a missing field, a size that is no int
+            raise InvalidImage(f"malformed descriptor {dict(data)!r}: {e}") from e
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
@@ -97,6 +100,3 @@ class Descriptor:
 
     def with_media_type(self, media_type: str) -> Descriptor:
         return replace(self, media_type=media_type)
-
-    def with_annotations(self, annotations: Mapping[str, str]) -> Descriptor:
-        return replace(self, annotations=dict(annotations))

@@ -8,6 +8,8 @@ import os
 import re
 from typing import Any
 
+from assembler.errors import InvalidImage
+
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
@@ -31,9 +33,9 @@ def is_digest(value: str) -> bool:
 
 
 def digest_hex(digest: str) -> str:
-    """The hex part of a digest; ValueError if it is not a sha256 digest."""
+    """The hex part of a digest; InvalidImage if it is not a sha256 digest."""
     if not is_digest(digest):
-        raise ValueError(f"not a sha256 digest: {digest!r}")
+        raise InvalidImage(f"not a sha256 digest: {digest!r}")
     return digest[len("sha256:") :]
 
 

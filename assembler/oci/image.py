@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from assembler.errors import InvalidImage, NotFound
 from assembler.oci import mediatypes as mt
 from assembler.oci.descriptor import Descriptor, Platform
 from assembler.oci.digest import sha256_digest
@@ -22,10 +23,10 @@ from assembler.oci.digest import sha256_digest
 def _load_object(data: bytes, what: str) -> dict[str, Any]:
     try:
         value = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{what} is not JSON: {e}") from e
+    except ValueError as e:  # UnicodeDecodeError is one too
+        raise InvalidImage(f"{what} is not JSON: {e}") from e
     if not isinstance(value, dict):
-        raise ValueError(f"{what} is not a JSON object")
+        raise InvalidImage(f"{what} is not a JSON object")
     return value
 
 
@@ -34,7 +35,7 @@ class Image:
     """One platform's image: exact manifest and config bytes.
 
     Construction checks that the manifest is a manifest and that the config bytes are
-    the ones it names; it never changes the bytes.
+    the ones it names (InvalidImage otherwise); it never changes the bytes.
     """
 
     manifest_bytes: bytes
@@ -43,19 +44,19 @@ class Image:
     def __post_init__(self) -> None:
         manifest = self.manifest
         if manifest.get("schemaVersion") != 2:
-            raise ValueError("image manifest: schemaVersion must be 2")
+            raise InvalidImage("image manifest: schemaVersion must be 2")
         media_type = self.media_type
         if media_type not in mt.MANIFEST_TYPES:
-            raise ValueError(f"image manifest: unsupported media type {media_type!r}")
+            raise InvalidImage(f"image manifest: unsupported media type {media_type!r}")
         desc = self.config_descriptor
         actual = sha256_digest(self.config_bytes)
         if desc.digest != actual or desc.size != len(self.config_bytes):
-            raise ValueError(
+            raise InvalidImage(
                 f"image manifest names config {desc.digest} ({desc.size} bytes) "
                 f"but the config is {actual} ({len(self.config_bytes)} bytes)"
             )
         if not isinstance(manifest.get("layers"), list):
-            raise ValueError("image manifest: no layers list")
+            raise InvalidImage("image manifest: no layers list")
 
     @cached_property
     def manifest(self) -> dict[str, Any]:
@@ -84,10 +85,7 @@ class Image:
 
     @cached_property
     def config_descriptor(self) -> Descriptor:
-        cfg = self.manifest.get("config")
-        if not isinstance(cfg, Mapping):
-            raise ValueError("image manifest: no config descriptor")
-        return Descriptor.from_json(cfg)
+        return manifest_config(self.manifest_bytes)
 
     @cached_property
     def layers(self) -> tuple[Descriptor, ...]:
@@ -130,7 +128,7 @@ class Index:
     def __post_init__(self) -> None:
         data = self.data
         if data.get("schemaVersion") != 2 or not isinstance(data.get("manifests"), list):
-            raise ValueError("image index: schemaVersion 2 and a manifests list required")
+            raise InvalidImage("image index: schemaVersion 2 and a manifests list required")
 
     @cached_property
     def data(self) -> dict[str, Any]:
@@ -150,7 +148,7 @@ class Index:
         return tuple(Descriptor.from_json(d) for d in self.data["manifests"])
 
     def select(self, platform: Platform) -> Descriptor:
-        """The manifest for ``platform``; LookupError naming what the index offers."""
+        """The manifest for ``platform``; NotFound naming what the index offers."""
         candidates = [
             d
             for d in self.manifests
@@ -158,18 +156,30 @@ class Index:
         ]
         if not candidates:
             offered = sorted({str(d.platform) for d in self.manifests if d.platform is not None})
-            raise LookupError(f"no manifest for {platform} in the index (it has: {', '.join(offered) or 'none'})")
+            raise NotFound(
+                f"no manifest for {platform} in the index (it has: {', '.join(offered) or 'none'})",
+                hint="choose one with --platform",
+            )
         # Prefer an exact variant match, then the first listed (index order is the publisher's).
         exact = [d for d in candidates if d.platform == platform]
         return (exact or candidates)[0]
 
 
 def parse_manifest_or_index(data: bytes) -> str:
-    """``"index"`` or ``"manifest"`` for a manifest-ish JSON document; ValueError otherwise."""
+    """``"index"`` or ``"manifest"`` for a manifest-ish JSON document; InvalidImage otherwise."""
     obj = _load_object(data, "manifest")
     media_type = obj.get("mediaType")
     if media_type in mt.INDEX_TYPES or (media_type is None and "manifests" in obj):
         return "index"
     if media_type in mt.MANIFEST_TYPES or (media_type is None and "layers" in obj):
         return "manifest"
-    raise ValueError(f"unsupported manifest media type {media_type!r}")
+    raise InvalidImage(f"unsupported manifest media type {media_type!r}")
+
+
+def manifest_config(manifest_bytes: bytes, what: str = "image manifest") -> Descriptor:
+    """The config descriptor a manifest names, before its config is fetched; InvalidImage
+    when the manifest is not JSON or names no valid config."""
+    cfg = _load_object(manifest_bytes, what).get("config")
+    if cfg is None:
+        raise InvalidImage(f"{what}: no config descriptor")
+    return Descriptor.from_json(cfg)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from assembler.errors import InvalidImage
+
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -49,14 +51,14 @@ ANNOTATION_TITLE = "org.opencontainers.image.title"
 
 
 def compression_of(media_type: str) -> str:
-    """``"gzip"``, ``"zstd"`` or ``"none"`` for a layer media type; ValueError otherwise."""
+    """``"gzip"``, ``"zstd"`` or ``"none"`` for a layer media type; InvalidImage otherwise."""
     if media_type in LAYER_TYPES_GZIP:
         return "gzip"
     if media_type in LAYER_TYPES_ZSTD:
         return "zstd"
     if media_type in LAYER_TYPES_PLAIN:
         return "none"
-    raise ValueError(f"not a layer media type: {media_type}")
+    raise InvalidImage(f"not a layer media type: {media_type}")
 
 
 def oci_layer_type(compression: str) -> str:

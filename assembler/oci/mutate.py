@@ -169,7 +169,7 @@ def set_annotations(image: Image, annotations: Mapping[str, str]) -> Image:
 
 def with_layers(image: Image, layers: Sequence[Descriptor]) -> Image:
     """``image`` with its layer descriptors replaced by ones of the same content (the same
-    diff_ids: recompressed blobs)."""
+    diff_ids: recompressed blobs). A different number of layers is the caller's bug: ValueError."""
     if len(layers) != len(image.layers):
         raise ValueError("with_layers: the number of layers must not change")
     return _build(copy.deepcopy(image.config), list(layers), image.annotations)

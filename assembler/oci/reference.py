@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from assembler.errors import BadReference
 from assembler.oci.digest import is_digest
 
 DEFAULT_REGISTRY = "docker.io"
@@ -36,13 +37,13 @@ class ImageName:
 
     @classmethod
     def parse(cls, text: str) -> ImageName:
-        """Parse ``[host[:port]/]repo[:tag][@digest]`` with Docker's defaults; ValueError."""
+        """Parse ``[host[:port]/]repo[:tag][@digest]`` with Docker's defaults; BadReference."""
         rest = text.strip()
         digest = ""
         if "@" in rest:
             rest, digest = rest.split("@", 1)
             if not is_digest(digest):
-                raise ValueError(f"{text!r}: digest must be sha256:<64 hex>")
+                raise BadReference(f"{text!r}: digest must be sha256:<64 hex>")
         first, _, remainder = rest.partition("/")
         if remainder and ("." in first or ":" in first or first == "localhost"):
             registry, path = first, remainder
@@ -53,11 +54,11 @@ class ImageName:
         if ":" in last:
             path, tag = path.rsplit(":", 1)
             if not _TAG_RE.match(tag):
-                raise ValueError(f"{text!r}: invalid tag {tag!r}")
+                raise BadReference(f"{text!r}: invalid tag {tag!r}")
         if registry == DEFAULT_REGISTRY and "/" not in path:
             path = "library/" + path
         if not _REPO_RE.match(path):
-            raise ValueError(f"{text!r}: invalid repository name {path!r} (lowercase letters, digits, . _ - /)")
+            raise BadReference(f"{text!r}: invalid repository name {path!r} (lowercase letters, digits, . _ - /)")
         if not tag and not digest:
             tag = "latest"
         return cls(registry, path, tag, digest)
@@ -99,7 +100,7 @@ class Ref:
 
 
 def parse_ref(text: str) -> Ref:
-    """Parse a transport reference; ValueError saying what is wrong and what is accepted."""
+    """Parse a transport reference; BadReference saying what is wrong and what is accepted."""
     value = text.strip()
     if value == "scratch":
         return Ref("scratch")
@@ -108,17 +109,17 @@ def parse_ref(text: str) -> Ref:
             return Ref(scheme, name=ImageName.parse(value[len(scheme) + 3 :]))
     transport, sep, rest = value.partition(":")
     if not sep or transport not in TRANSPORTS or transport in ("docker", "oras", "scratch"):
-        raise ValueError(
+        raise BadReference(
             f"{text!r} is not a reference: use docker://HOST/REPO:TAG, oci:DIR[:TAG], oci-archive:FILE[:TAG], "
             "docker-archive:FILE[:REF], rootfs:FILE.tar, sif:FILE, oras://HOST/REPO:TAG (a SIF) or scratch"
         )
     path, _, tag = rest.partition(":")
     if not path:
-        raise ValueError(f"{text!r}: no path after '{transport}:'")
+        raise BadReference(f"{text!r}: no path after '{transport}:'")
     if transport in ("oci", "oci-archive") and tag and not _TAG_RE.match(tag):
-        raise ValueError(f"{text!r}: invalid tag {tag!r}")
+        raise BadReference(f"{text!r}: invalid tag {tag!r}")
     if transport in ("rootfs", "sif") and tag:
-        raise ValueError(f"{text!r}: {transport}: takes a file path only")
+        raise BadReference(f"{text!r}: {transport}: takes a file path only")
     if transport == "docker-archive" and tag:
         ImageName.parse(tag)  # validates
     return Ref(transport, path=path, tag=tag)

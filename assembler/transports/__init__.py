@@ -16,7 +16,7 @@ from typing import BinaryIO, cast
 
 from assembler.archive.compress import DECOMPRESS_ERRORS, Compression, decompressed
 from assembler.cache import BlobWriter, Cache
-from assembler.errors import CorruptBlob, DigestMismatch, InputError
+from assembler.errors import CorruptBlob, DigestMismatch, InputError, InvalidImage
 from assembler.oci import mediatypes as mt
 from assembler.oci import mutate
 from assembler.oci.descriptor import Descriptor, Platform
@@ -122,7 +122,7 @@ def _import_layer(source: SourceImage, cache: Cache, desc: Descriptor, diff_id: 
     else:
         try:
             comp = cast(Compression, mt.compression_of(desc.media_type))
-        except ValueError as e:
+        except InvalidImage as e:  # a base's: the user's input, exit 2
             raise InputError(f"{what}: {e}") from None
         try:
             if present:

@@ -27,7 +27,7 @@ from assembler.cache import reclaim, temp_prefix
 from assembler.errors import InputError, InvalidImage
 from assembler.oci import mediatypes as mt
 from assembler.oci.descriptor import Descriptor, Platform
-from assembler.oci.digest import canonical_json, digest_hex, sha256_digest
+from assembler.oci.digest import canonical_json, digest_hex, is_digest, sha256_digest
 from assembler.oci.image import Image
 from assembler.oci.reference import ImageName
 from assembler.transports.common import BlobReader, SourceImage, descriptors, resolve_image, verified
@@ -60,10 +60,9 @@ class TarBlobs:
 
     def open_blob(self, digest: str) -> BinaryIO:
         """The blob, verified as it is read: InputError when its bytes are not ``digest``."""
-        try:
-            name = self.by_digest.get(digest) or f"blobs/sha256/{digest_hex(digest)}"
-        except ValueError as e:
-            raise InputError(f"{self.what}: {e}") from None
+        if not is_digest(digest):  # never a member name built from a malformed digest
+            raise InputError(f"{self.what}: malformed digest {digest!r}")
+        name = self.by_digest.get(digest) or f"blobs/sha256/{digest_hex(digest)}"
         return verified(self.member(name), digest, what=self.what)
 
     def read_member(self, name: str) -> bytes:

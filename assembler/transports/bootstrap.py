@@ -157,23 +157,7 @@ def read(
     if dry:
         return None
     with cache.workdir("bootstrap-") as work:
-        # Unprivileged, mmdebstrap works as the user's subordinate root (/etc/subuid), which
-        # cannot enter a private folder: give its temp folder /tmp's mode.
-        os.chmod(work, 0o1777)
-        out = work / "rootfs.tar"
-        argv = mmdebstrap_argv(spec, arch=arch, mirror=mirror, output=out)
-        log.info("bootstrapping %s (%s) with mmdebstrap from %s", spec.suite, spec.variant, mirror)
-        env = {"SOURCE_DATE_EPOCH": str(epoch), "TMPDIR": str(work)}
-        result = runner.run(argv, env=env, check=False)
-        if result.returncode != 0:
-            tail = "\n".join((result.stderr or result.stdout).splitlines()[-log_tail:])
-            raise ToolError(
-                f"mmdebstrap failed (exit {result.returncode}) bootstrapping {spec.suite}:\n{tail}",
-                argv=argv,
-                returncode=result.returncode,
-                stderr_tail=tail,
-                hint=_hint(tail, spec.packages),
-            )
+        out = _mmdebstrap(spec, work, runner=runner, arch=arch, mirror=mirror, epoch=epoch, log_tail=log_tail)
         blob = layer_from_tar(out, cache=cache, compression=compression, epoch=epoch, what=f"bootstrap {spec.suite}")
     image = image_from_layer(
         blob,
@@ -184,6 +168,30 @@ def read(
     cache.put_image(image)
     cache.put_key(key, {"manifest": image.digest})
     return image
+
+
+def _mmdebstrap(
+    spec: BootstrapSpec, work: Path, *, runner: Runner, arch: str, mirror: str, epoch: int, log_tail: int
+) -> Path:
+    """Run mmdebstrap into ``work``; the root filesystem tar it wrote. ToolError on failure."""
+    # Unprivileged, mmdebstrap works as the user's subordinate root (/etc/subuid), which
+    # cannot enter a private folder: give its temp folder /tmp's mode.
+    os.chmod(work, 0o1777)
+    out = work / "rootfs.tar"
+    argv = mmdebstrap_argv(spec, arch=arch, mirror=mirror, output=out)
+    log.info("bootstrapping %s (%s) with mmdebstrap from %s", spec.suite, spec.variant, mirror)
+    env = {"SOURCE_DATE_EPOCH": str(epoch), "TMPDIR": str(work)}
+    result = runner.run(argv, env=env, check=False)
+    if result.returncode != 0:
+        tail = "\n".join((result.stderr or result.stdout).splitlines()[-log_tail:])
+        raise ToolError(
+            f"mmdebstrap failed (exit {result.returncode}) bootstrapping {spec.suite}:\n{tail}",
+            argv=argv,
+            returncode=result.returncode,
+            stderr_tail=tail,
+            hint=_hint(tail, spec.packages),
+        )
+    return out
 
 
 def _hint(tail: str, packages: Sequence[str]) -> str | None:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast
 
-from assembler.errors import InputError, NotFound
+from assembler.errors import InputError, InvalidImage, NotFound
 from assembler.oci.descriptor import Descriptor, Platform
 from assembler.oci.digest import is_digest, sha256_digest
-from assembler.oci.image import Image, Index, parse_manifest_or_index
+from assembler.oci.image import Image, Index, manifest_config, parse_manifest_or_index
 from assembler.oci.verify import VerifiedReader
 
 ProgressFn = Callable[[int], None]
@@ -100,10 +99,8 @@ def descriptors(entries: Any, what: str) -> list[Descriptor]:
     out = []
     for i, entry in enumerate(entries):
         try:
-            if not isinstance(entry, dict):
-                raise ValueError(f"expected an object, got {type(entry).__name__}")
             out.append(Descriptor.from_json(entry))
-        except ValueError as e:
+        except InvalidImage as e:  # the user's file: exit 2
             raise InputError(f"{what}: index.json manifests[{i}]: {e}") from None
     return out
 
@@ -130,9 +127,9 @@ def resolve_image(blobs: BlobReader, desc: Descriptor, platform: Platform, *, wh
                 chosen = pick_manifest(index, platform, what=what)
                 desc = next(d for d in index.manifests if d.digest == chosen)
                 continue
-            config = Descriptor.from_json(json.loads(body)["config"])
+            config = manifest_config(body)
             return Image(body, read_verified(blobs, config, what=what)), index_digest
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
+        except InvalidImage as e:  # the user's file: exit 2
             raise InputError(f"{what}: manifest {desc.digest} is malformed ({e})") from None
     raise InputError(f"{what}: indexes nested too deep")
 
@@ -141,5 +138,5 @@ def pick_manifest(index: Index, platform: Platform, *, what: str) -> str:
     """The digest of ``platform``'s manifest in an index; NotFound saying what there is."""
     try:
         return index.select(platform).digest
-    except LookupError as e:
-        raise NotFound(f"{what}: {e}", hint="choose one with --platform") from e
+    except NotFound as e:
+        raise NotFound(f"{what}: {e}", hint=e.hint) from e

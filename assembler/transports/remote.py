@@ -38,7 +38,7 @@ from assembler.errors import DigestMismatch, InputError, InvalidImage, RegistryE
 from assembler.oci import mediatypes as mt
 from assembler.oci.descriptor import Descriptor, Platform
 from assembler.oci.digest import canonical_json, is_digest, sha256_digest
-from assembler.oci.image import Image, Index, parse_manifest_or_index
+from assembler.oci.image import Image, Index, manifest_config, parse_manifest_or_index
 from assembler.oci.reference import ImageName
 from assembler.proc import Runner
 from assembler.transports.common import BlobReader, RegistryOptions, SourceImage, pick_manifest
@@ -275,7 +275,7 @@ def _media_type_of(body: bytes, what: str) -> str:
         return explicit
     try:
         kind = parse_manifest_or_index(body)
-    except ValueError as e:
+    except InvalidImage as e:
         raise InvalidImage(f"{what}: {e}", hint="schema 1 manifests are not supported") from e
     return mt.OCI_INDEX if kind == "index" else mt.OCI_MANIFEST
 
@@ -301,22 +301,19 @@ def read(
             break
         try:
             index = Index(body)
-        except ValueError as e:
+        except InvalidImage as e:
             raise InvalidImage(f"{what}: {e}") from e
         index_digest = index_digest or index.digest
         body, media_type = registry.fetch_manifest(name.repository, pick_manifest(index, platform, what=what))
     else:
         raise InvalidImage(f"{what}: indexes nested too deep")
-    try:
-        config_desc = Descriptor.from_json(json_object(body, f"{what}: manifest")["config"])
-    except (KeyError, ValueError) as e:
-        raise InvalidImage(f"{what}: manifest has no valid config descriptor ({e})") from e
+    config_desc = manifest_config(body, f"{what}: manifest")
     config = registry._blob_bytes(
         name.repository, config_desc, limit=_CONFIG_LIMIT, what=f"{what}: reading config {config_desc.digest}"
     )
     try:
         image = Image(body, config)  # checks the config bytes against the manifest's digest
-    except ValueError as e:
+    except InvalidImage as e:
         raise InvalidImage(f"{what}: {e}") from e
     sizes = {d.digest: d.size for d in image.blob_descriptors()}
     return SourceImage(image, RemoteBlobs(registry, name.repository, sizes), what, index_digest)

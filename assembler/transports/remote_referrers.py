@@ -57,7 +57,7 @@ def list_referrers(
             return []
     try:
         found = list(Index(body).manifests)
-    except ValueError as e:
+    except InvalidImage as e:
         raise InvalidImage(f"{what}: not an image index ({e})") from e
     return [d for d in found if not artifact_type or d.artifact_type == artifact_type]
 

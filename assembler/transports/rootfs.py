@@ -17,7 +17,7 @@ from assembler.archive.compress import DECOMPRESS_ERRORS, Compression, decompres
 from assembler.archive.layer import LayerBlob, Member, Opener, write_layer
 from assembler.archive.tar import entry_from_tarinfo
 from assembler.cache import Cache, key_of
-from assembler.errors import InputError
+from assembler.errors import InputError, InvalidArchive
 from assembler.oci import mutate
 from assembler.oci.descriptor import Platform
 from assembler.oci.digest import file_digest
@@ -70,8 +70,8 @@ def layer_from_tar(tar_path: Path, *, cache: Cache, compression: Compression, ep
             try:
                 with cache.blob_writer() as w:
                     blob = write_layer(members, w, compression=compression, epoch=epoch)
-            except ValueError as e:  # e.g. a hard link to a file the archive does not have
-                raise InputError(f"{what}: {e}") from None
+            except InvalidArchive as e:  # e.g. a hard link to a file the archive does not have
+                raise InvalidArchive(f"{what}: {e}") from None
     return blob
 
 

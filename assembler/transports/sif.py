@@ -30,8 +30,6 @@ field is ``epoch``, and tar2sqfs runs with ``SOURCE_DATE_EPOCH`` and
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import fcntl
 import functools
 import glob
@@ -47,7 +45,8 @@ from pathlib import Path
 from typing import IO, cast
 
 from assembler.archive.compress import Compression
-from assembler.archive.flatten import FlattenStats, LayerSource, flatten
+from assembler.archive.flatten import FlattenStats, flatten
+from assembler.archive.layer_reader import LayerSource
 from assembler.archive.tar import TarWriter
 from assembler.cache import reclaim, temp_prefix
 from assembler.errors import InputError, InvalidImage, ToolError
@@ -61,18 +60,13 @@ from assembler.transports.sif_format import (
     DATA_GENERIC_JSON,
     DATA_LABELS,
     DATA_OFFSET,
-    DATA_PARTITION,
-    FS_SQUASHFS,
-    PART_PRIMSYS,
     PARTITION_ALIGNMENT,
     SifObject,
     align,
-    build_header,
-    pack_descriptors,
-    partition_extra,
     read_sif_header,
     sif_arch,
 )
+from assembler.transports.sif_front import put_front
 
 __all__ = ["COMPRESSORS", "SifInfo", "read_sif_header", "write_sif"]
 
@@ -85,10 +79,8 @@ INSPECT_METADATA_NAME = "inspect-metadata.json"
 # Bump when the same image would give other SIF bytes (it feeds the UUID).
 FORMAT = 2
 _UUID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/assemble/sif")
-_FALLOC_FL_INSERT_RANGE = 0x20
 _F_SETPIPE_SZ = 1031
 _CHUNK = 1 << 20
-_SHIFT_CHUNK = 8 << 20
 _STDERR_KEEP = 64 << 10
 
 
@@ -137,7 +129,7 @@ def _layer_sources(source: SourceImage) -> list[LayerSource]:
         what = f"{source.name}: layer {i}/{len(layers)} {desc.digest}"
         try:
             compression = cast(Compression, mt.compression_of(desc.media_type))  # one of COMPRESSIONS
-        except ValueError as e:
+        except InvalidImage as e:  # say which layer
             raise InvalidImage(f"{what}: {e}") from e
         opener = functools.partial(source.blobs.open_blob, desc.digest)
         out.append(LayerSource(what, opener, compression))
@@ -163,64 +155,27 @@ def _objects(meta: apptainer.Metadata, *, epoch: int) -> tuple[list[SifObject], 
     return objects, datas, align(offset, PARTITION_ALIGNMENT)
 
 
-def _insert_range(fd: int, length: int) -> bool:
-    """Shift the whole file up by ``length`` bytes in place; False where unsupported."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fallocate = getattr(libc, "fallocate64", None) or libc.fallocate
-    fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    fallocate.restype = ctypes.c_int
-    if fallocate(fd, _FALLOC_FL_INSERT_RANGE, 0, length) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS, errno.EPERM):
-        return False
-    raise OSError(err, f"fallocate(INSERT_RANGE): {os.strerror(err)}")
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
-
-
-def _shift_in_place(fd: int, size: int, length: int) -> None:
-    """Move ``size`` bytes at 0 up to ``length`` inside the same file, from the end down
-    (a write never lands on bytes not yet moved), then zero the front."""
-    os.ftruncate(fd, size + length)
-    pos = size
-    while pos > 0:
-        n = min(_SHIFT_CHUNK, pos)
-        pos -= n
-        data = os.pread(fd, n, pos)
-        if len(data) != n:
-            raise OSError(errno.EIO, "short read while moving the squashfs")
-        _pwrite_all(fd, data, pos + length)
-    zeros = bytes(min(_SHIFT_CHUNK, length))
-    for start in range(0, length, len(zeros)):
-        _pwrite_all(fd, zeros[: min(len(zeros), length - start)], start)
-
-
-def _make_room(fd: int, size: int, length: int, path: Path) -> None:
-    """Put ``length`` zero bytes in front of the ``size`` bytes of the file, in place."""
-    block = os.fstatvfs(fd).f_bsize or PARTITION_ALIGNMENT
-    if length % block == 0 and _insert_range(fd, length):
-        log.debug("%s: inserted %d bytes in front of the squashfs (FALLOC_FL_INSERT_RANGE)", path, length)
-        return
-    log.warning(
-        "%s: the filesystem cannot insert a range (FALLOC_FL_INSERT_RANGE); moving the %d-byte squashfs "
-        "inside the file instead (slower; no extra disk space)",
-        path,
-        size,
-    )
-    _shift_in_place(fd, size, length)
-
-
 def _drain(stream: IO[bytes], keep: bytearray) -> None:
     for chunk in iter(lambda: stream.read(4096), b""):
         keep.extend(chunk)
         if len(keep) > _STDERR_KEEP:
             del keep[: len(keep) - _STDERR_KEEP]
+
+
+def _tar2sqfs_argv(tmp: Path, *, compressor: str, jobs: int, epoch: int) -> list[str]:
+    return [
+        "tar2sqfs",
+        "--quiet",
+        "--no-skip",  # an entry tar2sqfs cannot store is an error, never silently dropped
+        "--force",  # tmp exists already: we created it, so the name is ours
+        "--compressor",
+        compressor,
+        "--num-jobs",
+        str(jobs),
+        "--defaults",
+        f"uid=0,gid=0,mode=0755,mtime={epoch}",  # also the superblock time
+        str(tmp),
+    ]
 
 
 def _squashfs(
@@ -235,19 +190,7 @@ def _squashfs(
     progress: Callable[[int], None] | None,
 ) -> FlattenStats:
     """Run tar2sqfs writing ``tmp``, feeding it the flattened layers on stdin."""
-    argv = [
-        "tar2sqfs",
-        "--quiet",
-        "--no-skip",  # an entry tar2sqfs cannot store is an error, never silently dropped
-        "--force",  # tmp exists already: we created it, so the name is ours
-        "--compressor",
-        compressor,
-        "--num-jobs",
-        str(jobs),
-        "--defaults",
-        f"uid=0,gid=0,mode=0755,mtime={epoch}",  # also the superblock time
-        str(tmp),
-    ]
+    argv = _tar2sqfs_argv(tmp, compressor=compressor, jobs=jobs, epoch=epoch)
     err = bytearray()
     with runner.popen(
         argv,
@@ -290,6 +233,16 @@ def _squashfs(
     return stats
 
 
+def _temp_file(out: Path) -> Path:
+    """A new empty temp file next to ``out`` (tar2sqfs writes it by name); temp files of
+    killed runs are removed first."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    reclaim(out.parent, f".{glob.escape(out.name)}.*.tmp")
+    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=temp_prefix(f".{out.name}."), suffix=".tmp")
+    os.close(fd)
+    return Path(tmp_name)
+
+
 def write_sif(
     source: SourceImage,
     out: Path,
@@ -318,49 +271,14 @@ def write_sif(
     arch_code = sif_arch(platform.architecture)
     meta = apptainer.metadata(image, source_name=source.name, epoch=epoch)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    reclaim(out.parent, f".{glob.escape(out.name)}.*.tmp")  # left by killed runs
-    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=temp_prefix(f".{out.name}."), suffix=".tmp")
-    tmp = Path(tmp_name)
+    tmp = _temp_file(out)
     try:
-        os.close(fd)  # tar2sqfs writes it by name
         objects, datas, part_offset = _objects(meta, epoch=epoch)
-        stats = _squashfs(
-            source,
-            meta,
-            tmp,
-            runner=runner,
-            epoch=epoch,
-            compressor=compressor,
-            jobs=jobs or os.cpu_count() or 1,
-            progress=progress,
-        )
-        with open(tmp, "r+b") as f:
-            squashfs_size = os.fstat(f.fileno()).st_size
-            if os.pread(f.fileno(), 4, 0) != b"hsqs":
-                raise ToolError(f"tar2sqfs wrote {tmp}, but it is not a squashfs image", argv=["tar2sqfs"])
-            prev_end = objects[-1].offset + objects[-1].size
-            partition = SifObject(
-                DATA_PARTITION,
-                len(objects) + 1,
-                part_offset,
-                squashfs_size,
-                part_offset - prev_end + squashfs_size,
-                epoch,
-                epoch,
-                extra=partition_extra(fs_type=FS_SQUASHFS, part_type=PART_PRIMSYS, arch=arch_code),
-            )
-            objects.append(partition)
-            sif_uuid = image_uuid(image.digest, compressor, epoch)
-            header = build_header(objects, arch_code=arch_code, image_uuid=sif_uuid, epoch=epoch)
-            _make_room(f.fileno(), squashfs_size, part_offset, tmp)
-            front = bytearray(part_offset)
-            front[: len(header.pack())] = header.pack()
-            table = pack_descriptors(objects)
-            front[header.descriptors_offset : header.descriptors_offset + len(table)] = table
-            for obj, data in zip(objects, datas, strict=False):
-                front[obj.offset : obj.offset + obj.size] = data
-            _pwrite_all(f.fileno(), bytes(front), 0)
+        stats = _squashfs(source, meta, tmp, runner=runner, epoch=epoch, compressor=compressor,
+                          jobs=jobs or os.cpu_count() or 1, progress=progress)  # fmt: skip
+        sif_uuid = image_uuid(image.digest, compressor, epoch)
+        squashfs_size = put_front(tmp, objects, datas, part_offset, arch_code=arch_code, sif_uuid=sif_uuid,
+                                  epoch=epoch)  # fmt: skip
         os.chmod(tmp, 0o755)  # a SIF file starts with a #! line: runnable, as libsif makes it
         digest = file_digest(tmp)
         os.replace(tmp, out)

@@ -234,6 +234,33 @@ def pack_descriptors(objects: Sequence[SifObject]) -> bytes:
     return body.ljust(DESCRIPTORS_SIZE, b"\x00")
 
 
+def _used_objects(table: bytes, count: int) -> list[SifObject]:
+    """The used descriptors of a descriptor table."""
+    objects = []
+    for i in range(count):
+        (dtype, used, oid, group, link, offset, size, padded, ctime, mtime, _uid, _gid, name, extra) = (
+            DESCRIPTOR.unpack_from(table, i * DESCRIPTOR.size)
+        )
+        if not used:
+            continue
+        objects.append(
+            SifObject(
+                data_type=dtype,
+                id=oid,
+                offset=offset,
+                size=size,
+                size_with_padding=padded,
+                created=ctime,
+                modified=mtime,
+                group=group & ~GROUP_MASK,
+                link=link,
+                name=name.rstrip(b"\x00").decode("utf-8", "replace"),
+                extra=bytes(extra),
+            )
+        )
+    return objects
+
+
 def read_sif_header(path: Path) -> SifHeader:
     """The header and used descriptors of the SIF file at ``path``.
 
@@ -261,28 +288,7 @@ def read_sif_header(path: Path) -> SifHeader:
         table = f.read(dsize)
         if len(table) != dsize:
             raise InputError(f"{path}: SIF descriptor table is cut short")
-    objects = []
-    for i in range(dtotal):
-        (dtype, used, oid, group, link, offset, size, padded, ctime, mtime, _uid, _gid, name, extra) = (
-            DESCRIPTOR.unpack_from(table, i * DESCRIPTOR.size)
-        )
-        if not used:
-            continue
-        objects.append(
-            SifObject(
-                data_type=dtype,
-                id=oid,
-                offset=offset,
-                size=size,
-                size_with_padding=padded,
-                created=ctime,
-                modified=mtime,
-                group=group & ~GROUP_MASK,
-                link=link,
-                name=name.rstrip(b"\x00").decode("utf-8", "replace"),
-                extra=bytes(extra),
-            )
-        )
+    objects = _used_objects(table, dtotal)
     return SifHeader(
         launch=launch.rstrip(b"\x00"),
         magic=magic,

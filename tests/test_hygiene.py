@@ -1,0 +1,223 @@
+"""The low layers raise the tree's own errors (bad input) and let bugs be bugs; the size rule."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import tarfile
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pytest
+
+from assembler.archive.flatten import LayerSource, flatten
+from assembler.archive.layer import LayerBlob, write_layer
+from assembler.archive.tar import TarEntry, TarWriter
+from assembler.archive.view import LayerIndex
+from assembler.errors import (
+    BadPlatform,
+    BadReference,
+    InputError,
+    InvalidArchive,
+    InvalidImage,
+    InvalidRecord,
+    NotFound,
+)
+from assembler.oci import mediatypes as mt
+from assembler.oci.descriptor import Descriptor, Platform
+from assembler.oci.digest import canonical_json, digest_hex, sha256_digest
+from assembler.oci.image import Image, Index, manifest_config, parse_manifest_or_index
+from assembler.oci.reference import ImageName, parse_ref
+
+REPO = Path(__file__).resolve().parent.parent
+DIGEST = "sha256:" + "a" * 64
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda: parse_ref("nope"), BadReference),
+        (lambda: parse_ref("oci:"), BadReference),
+        (lambda: parse_ref("sif:x.sif:tag"), BadReference),
+        (lambda: ImageName.parse("Upper/Case"), BadReference),
+        (lambda: ImageName.parse("x/y@sha256:short"), BadReference),
+        (lambda: Platform.parse("linux"), BadPlatform),
+        (lambda: digest_hex("md5:abc"), InvalidImage),
+        (lambda: Descriptor(mt.OCI_LAYER, "sha256:../../etc", 1), InvalidImage),
+        (lambda: Descriptor(mt.OCI_LAYER, DIGEST, -1), InvalidImage),
+        (lambda: Descriptor.from_json("not an object"), InvalidImage),
+        (lambda: Descriptor.from_json({"digest": DIGEST}), InvalidImage),
+        (lambda: Descriptor.from_json({"digest": DIGEST, "size": "big"}), InvalidImage),
+        (lambda: mt.compression_of("text/plain"), InvalidImage),
+        (lambda: parse_manifest_or_index(b"\xff\xfe"), InvalidImage),
+        (lambda: parse_manifest_or_index(b"[]"), InvalidImage),
+        (lambda: parse_manifest_or_index(b'{"schemaVersion": 1}'), InvalidImage),
+        (lambda: manifest_config(b'{"layers": []}'), InvalidImage),
+        (lambda: manifest_config(b'{"config": []}'), InvalidImage),
+        (lambda: Image(b'{"schemaVersion": 2}', b"{}"), InvalidImage),
+        (lambda: Index(b'{"schemaVersion": 2}'), InvalidImage),
+        (lambda: LayerBlob.from_json([]), InvalidRecord),
+        (lambda: LayerBlob.from_json({"digest": DIGEST}), InvalidRecord),
+        (lambda: LayerBlob.from_json(_blob_record(size="many")), InvalidRecord),
+        (lambda: LayerBlob.from_json(_blob_record(compression="lzma")), InvalidRecord),
+        (lambda: LayerBlob.from_json(_blob_record(digest="sha256:x")), InvalidRecord),
+        (lambda: LayerIndex.from_json({"dirs": {"a": [1]}}), InvalidRecord),
+    ],
+)
+def test_bad_input_raises_a_tree_error(call: Callable[[], object], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        call()
+
+
+def _blob_record(**changes: object) -> dict[str, object]:
+    record: dict[str, object] = {
+        "digest": DIGEST,
+        "size": 10,
+        "diff_id": DIGEST,
+        "uncompressed_size": 20,
+        "compression": "zstd",
+    }
+    return {**record, **changes}
+
+
+def test_reference_and_platform_errors_are_input_errors() -> None:
+    # Exit 2 for the user's typing, with the text quoted, and no caller has to translate.
+    assert issubclass(BadReference, InputError) and issubclass(BadPlatform, InputError)
+    assert issubclass(InvalidArchive, InputError)
+    with pytest.raises(BadReference, match="'docker:/x'"):
+        parse_ref("docker:/x")
+
+
+def test_a_layer_record_round_trips() -> None:
+    blob = LayerBlob(DIGEST, 10, DIGEST, 20, "gzip")
+    assert LayerBlob.from_json(blob.to_json()) == blob
+
+
+def test_index_select_names_what_it_has() -> None:
+    entry = Descriptor(mt.OCI_MANIFEST, DIGEST, 10, platform=Platform("linux", "arm64"))
+    index = Index(canonical_json({"schemaVersion": 2, "manifests": [entry.to_json()]}))
+    with pytest.raises(NotFound, match="linux/arm64") as info:
+        index.select(Platform("linux", "amd64"))
+    assert info.value.hint is not None
+
+
+def test_a_config_that_does_not_match_is_invalid() -> None:
+    config = b"{}"
+    manifest = canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": {"mediaType": mt.OCI_CONFIG, "digest": sha256_digest(b"other"), "size": 2},
+            "layers": [],
+        }
+    )
+    with pytest.raises(InvalidImage, match="names config"):
+        Image(manifest, config)
+
+
+def _file(path: str, data: bytes) -> tuple[TarEntry, Callable[[], AbstractContextManager[BinaryIO]]]:
+    @contextmanager
+    def opener() -> Iterator[BinaryIO]:
+        yield io.BytesIO(data)
+
+    return TarEntry(path, "file", mode=0o644, size=len(data)), opener
+
+
+def test_layer_writer_errors() -> None:
+    link = TarEntry("b", "hardlink", linkname="missing")
+    with pytest.raises(InvalidArchive, match="missing"):
+        write_layer([(link, None)], io.BytesIO(), compression="none", epoch=0)
+    entry, _ = _file("shrunk", b"12345")
+    with pytest.raises(InvalidArchive, match="changed while read"):
+        write_layer([(entry, _file("shrunk", b"12")[1])], io.BytesIO(), compression="none", epoch=0)
+    device = TarEntry("dev/x", "char", mode=0o600, devmajor=8**8)
+    with pytest.raises(InvalidArchive, match="octal"):
+        write_layer([(device, None)], io.BytesIO(), compression="none", epoch=0)
+
+
+def _layer(*members: tuple[TarEntry, Any]) -> bytes:
+    out = io.BytesIO()
+    write_layer(list(members), out, compression="none", epoch=0)
+    return out.getvalue()
+
+
+def test_flatten_keeps_bugs_as_bugs() -> None:
+    """A damaged layer is InvalidImage; an exception that is no read error (here a bug in
+    the blob opener) comes through as itself, not disguised as a bad image."""
+    good = _layer(_file("a", b"x" * 2000))
+
+    @contextmanager
+    def cut() -> Iterator[BinaryIO]:
+        yield io.BytesIO(good[:1200])  # the data of "a" ends early
+
+    with pytest.raises(InvalidImage, match="layer 1"):
+        flatten([LayerSource("layer 1", cut, "none")], TarWriter(io.BytesIO()), epoch=0)
+
+    class Broken(io.RawIOBase):
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: Any) -> int:
+            raise RuntimeError("a bug")
+
+    @contextmanager
+    def broken() -> Iterator[BinaryIO]:
+        yield io.BufferedReader(Broken())  # type: ignore[misc]
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        flatten([LayerSource("layer 1", broken, "none")], TarWriter(io.BytesIO()), epoch=0)
+
+
+def test_flatten_damaged_header_is_invalid_image() -> None:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        info = tarfile.TarInfo("a")
+        info.size = 3
+        tf.addfile(info, io.BytesIO(b"abc"))
+    data = bytearray(out.getvalue())
+    data[148:156] = b"0000000\x00"  # a wrong header checksum
+
+    @contextmanager
+    def opener() -> Iterator[BinaryIO]:
+        yield io.BytesIO(bytes(data))
+
+    with pytest.raises(InvalidImage, match="layer 1"):
+        flatten([LayerSource("layer 1", opener, "none")], TarWriter(io.BytesIO()), epoch=0)
+
+
+# -- the size rule -----------------------------------------------------------------------
+
+
+def _check_size(root: Path, allowlist: Path) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, str(REPO / "scripts" / "check-size"), "--allowlist", str(allowlist), "--base", str(root)]
+    return subprocess.run([*argv, str(root / "pkg")], capture_output=True, text=True, check=False)
+
+
+def test_size_check_finds_long_functions_and_modules_and_stale_allowances(tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    body = "".join(f"        x{i} = {i}\n" for i in range(70))
+    (pkg / "long.py").write_text("class C:\n    def method(self) -> None:\n" + body)
+    (pkg / "big.py").write_text("".join(f"v{i} = {i}\n" for i in range(401)))
+    (pkg / "fine.py").write_text("def f() -> int:\n    return 1\n")
+    empty = tmp_path / "none"
+    empty.write_text("")
+    ran = _check_size(tmp_path, empty)
+    assert ran.returncode == 1
+    assert "pkg/long.py: C.method is 71 lines (limit 60)" in ran.stderr, ran.stderr
+    assert "pkg/big.py: 401 lines (limit 400)" in ran.stderr
+    assert "fine.py" not in ran.stderr
+    allow = tmp_path / "allow"
+    allow.write_text("# being split\npkg/big.py\npkg/long.py::C.method  # too\n")
+    assert _check_size(tmp_path, allow).returncode == 0
+    allow.write_text(allow.read_text() + "pkg/fine.py::f\n")
+    stale = _check_size(tmp_path, allow)
+    assert stale.returncode == 1 and "pkg/fine.py::f: in allow but within the limits now" in stale.stderr
+
+
+def test_the_package_keeps_the_size_rule() -> None:
+    ran = subprocess.run([sys.executable, str(REPO / "scripts" / "check-size")], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
