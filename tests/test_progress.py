@@ -99,7 +99,8 @@ def run_in_terminal(argv: list[str], *, cwd: Path, timeout: float = 600) -> tupl
 
 def test_terminal_shows_a_live_view_with_steps_times_log_tail_and_digest(project: Project) -> None:
     digestfile = project.root / "live.digest"
-    argv = [PYTHON, "-m", "assembler", *project.args("--rebuild", "hello", "--digestfile", str(digestfile))]
+    sif = ["-o", f"sif:{project.root / 'live.sif'}"]
+    argv = [PYTHON, "-m", "assembler", *project.args("--rebuild", "hello", "--digestfile", str(digestfile), *sif)]
     code, screen = run_in_terminal(argv, cwd=project.root)
     assert code == 0, screen[-3000:]
     digest = digestfile.read_text()
@@ -113,6 +114,9 @@ def test_terminal_shows_a_live_view_with_steps_times_log_tail_and_digest(project
     assert re.search(r"layer\s+\d+ artifact hello\.txt\s+built", screen), screen[-3000:]
     assert f"✓ image  {digest}" in screen and f"image {digest}" in screen  # the view, then the summary
     assert re.search(r"✓ output\s+oci:\S+\s+written", screen), screen[-3000:]
+    # While the SIF was written: its byte bar, with the bytes so far and their speed.
+    assert re.search(r"SIF\s+━+\s+\d+(\.\d)? (B|KiB|MiB)  \d+(\.\d)? (B|KiB|MiB)/s", screen), screen[-3000:]
+    assert re.search(r"✓ output\s+sif:\S+live\.sif\s+written", screen), screen[-3000:]
     assert "Traceback" not in screen
 
 

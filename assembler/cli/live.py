@@ -15,7 +15,7 @@ from collections import deque
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, TextColumn
 from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
@@ -40,6 +40,15 @@ def _row(icon: str, style: str, kind: str, name: str, state: str, extra: str = "
     return text
 
 
+class _Bytes(ProgressColumn):
+    """Bytes so far (of the total, when it is known) and their speed, in the CLI's units."""
+
+    def render(self, task: Task) -> Text:
+        text = size(int(task.completed)) + ("" if task.total is None else f" of {size(int(task.total))}")
+        speed = task.speed  # over the last 30 s of updates: None until there are two
+        return Text(text + (f"  {size(int(speed))}/s" if speed else ""), style="green")
+
+
 class LiveView(Display):
     """A rich ``Live`` on ``console`` (stderr), fed by pipeline events."""
 
@@ -52,8 +61,7 @@ class LiveView(Display):
         self.bars = Progress(
             TextColumn("  {task.description:<7}"),
             BarColumn(bar_width=30),
-            DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
+            _Bytes(),
             console=console,
         )
         self.tasks: dict[str, TaskID] = {}
