@@ -121,9 +121,10 @@ def test_terminal_shows_a_live_view_with_steps_times_log_tail_and_digest(project
 
 
 def test_terminal_shows_a_failed_step_then_its_command_and_log_tail(project: Project) -> None:
-    argv = [PYTHON, "-m", "assembler", *project.args("--set", "fail=yes")]
+    argv = [PYTHON, "-m", "assembler", *project.args("--set", "fail=yes", "-v")]
     code, screen = run_in_terminal(argv, cwd=project.root)
     assert code == 1, screen[-3000:]
+    assert "  [hello] tick-1" in screen, screen[-3000:]  # -v: every log line stays, not only the tail
     failed = re.search(r"✗ step\s+hello\s+failed\s+\d+\.\ds", screen)
     assert failed, screen[-3000:]
     after = screen[failed.end() :]

@@ -52,9 +52,10 @@ class _Bytes(ProgressColumn):
 class LiveView(Display):
     """A rich ``Live`` on ``console`` (stderr), fed by pipeline events."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, *, verbose: int = 0) -> None:
         super().__init__()
         self.console = console
+        self.verbose = verbose  # -v: every log line stays above the view, not only the tail
         self.lock = threading.Lock()  # events arrive on the build's thread, redraws on rich's
         self.spinners: dict[str, Spinner] = {}
         self.tails: dict[str, deque[str]] = {}
@@ -96,9 +97,11 @@ class LiveView(Display):
             self._advance(str(f.get("what", "processed")), int(f.get("n", 0)))
             return
         if kind == "log":
+            logged = clean(str(f.get("line", "")))
             with self.lock:
-                tail = self.tails.setdefault(f"step {f.get('step', '')}", deque(maxlen=TAIL))
-                tail.append(clean(str(f.get("line", ""))))
+                self.tails.setdefault(f"step {f.get('step', '')}", deque(maxlen=TAIL)).append(logged)
+            if self.verbose:
+                self._print([Text(f"  [{f.get('step', '')}] {logged}", style="dim")])
             return
         with self.lock:
             ended = track(self, event)
@@ -135,6 +138,8 @@ class LiveView(Display):
             return _row("✓", "green", "output", str(f["ref"]), "written", f"{seconds:.1f}s{extra}")
         if kind == "warning":
             return Text(f"! warning: {f.get('text', '')}", style="yellow")
+        if kind == "info" and self.verbose:
+            return Text(str(f.get("text", "")), style="dim")
         return None
 
     def _advance(self, what: str, n: int) -> None:

@@ -209,7 +209,7 @@ def display_for(mode: str, *, verbose: int) -> Display:
     if mode == "tty":
         from assembler.cli.live import LiveView  # rich's live machinery only on a terminal
 
-        return LiveView(err)
+        return LiveView(err, verbose=verbose)
     if mode == "plain":
         return Plain(verbose=verbose)
     if mode == "json":
