@@ -97,8 +97,13 @@ def track(display: Display, event: Event) -> str | None:
     if (kind, state) in (("base", "resolving"), ("step", "running"), ("output", "writing")):
         display.begin(key)
         return None
-    if (kind, state) in (("base", "ready"), ("step", "built"), ("step", "cached"), ("output", "done")):
+    if (kind, state) in (("base", "ready"), ("step", "built"), ("step", "cached")):
         return key
+    if (kind, state) == ("output", "done"):
+        # What was written may be named otherwise than what was asked (an oras:// push, a
+        # SIF attached as a referrer): then it ends the output that began first.
+        writing = [k for k in display.started if k.startswith("output ")]
+        return key if key in display.started or not writing else writing[0]
     return None
 
 
