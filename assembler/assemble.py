@@ -756,8 +756,9 @@ class _Outputs:
 
         ctx = self.p.ctx
         source = SourceImage(self.image, ctx.cache, self.source_name)
+        report = self.p.report  # its own byte count: the CLI shows SIF writing as its own bar
         info = write_sif(source, path, runner=ctx.runner, epoch=ctx.epoch, compressor=self.p.man.sif.compressor,
-                         progress=ctx.progress)  # fmt: skip
+                         progress=lambda n: report(Event("bytes", {"n": n, "what": "sif"})))  # fmt: skip
         self.sif = info
         return info
 

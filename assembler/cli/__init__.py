@@ -1,0 +1,81 @@
+"""The command line: the only package that prints, reads the terminal, or exits.
+
+    assemble MANIFEST [-o OUTPUT]... [--set K=V]... [--base NAME=REF]... [--platform P]
+             [--cache DIR] [--epoch N] [--tls-verify=false] [--json] [-v]
+             [--progress auto|tty|plain|json | -q] [--digestfile FILE]
+    assemble plan MANIFEST ...        what would run, what is cached, the layers, the outputs
+    assemble inspect REF              manifest, config and layers of any image reference
+    assemble validate REF             recompute every size, digest and diff_id of an image
+    assemble diff A B                 why two images differ: config fields, layers, files
+    assemble sif SOURCE OUT.sif       an Apptainer/Singularity SIF of any image, written as a stream
+    assemble schema [-o DIR]          JSON Schemas of manifests and recipes (for editors)
+
+Exit status: 0 ok, 1 build/runtime failure, 2 bad input, 130 interrupted. ``diff`` exits
+as diff(1) and cmp(1) do: 0 identical, 1 different, 2 trouble (bad input or a failure).
+
+Here: ``main``. ``args`` holds the parser, ``build`` and ``images`` the commands,
+``progress`` and ``live`` how a build's progress is shown, ``console`` the two streams.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from assembler.cli.args import SUBCOMMANDS, parser
+from assembler.cli.build import cmd_build, cmd_plan
+from assembler.cli.console import err
+from assembler.cli.images import cmd_diff, cmd_inspect, cmd_schema, cmd_sif, cmd_validate
+from assembler.cli.progress import json_error
+from assembler.errors import AssemblerError
+
+__all__ = ["main", "run"]
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "build": cmd_build,
+    "plan": cmd_plan,
+    "inspect": cmd_inspect,
+    "validate": cmd_validate,
+    "diff": cmd_diff,
+    "sif": cmd_sif,
+    "schema": cmd_schema,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and not args_list[0].startswith("-") and args_list[0] not in SUBCOMMANDS:
+        args_list.insert(0, "build")
+    args = parser().parse_args(args_list)
+    logging.basicConfig(
+        level=logging.DEBUG if args.__dict__.get("verbose", 0) > 1 else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if args.command is None:
+        parser().print_help(sys.stderr)
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except AssemblerError as e:
+        # diff's 1 means "different": any failure is 2 there, as in diff(1).
+        code = 2 if args.command == "diff" else e.exit_code
+        if getattr(args, "progress", None) == "json" and not getattr(args, "quiet", False):
+            json_error(str(e), e.hint, code)
+        else:
+            err.print(f"error: {e}", markup=False)
+            if e.hint:
+                err.print(f"hint: {e.hint}", markup=False)
+        if os.environ.get("ASSEMBLE_TRACEBACK"):
+            raise
+        return code
+    except KeyboardInterrupt:
+        err.print("interrupted", markup=False)
+        return 130
+
+
+def run() -> NoReturn:
+    raise SystemExit(main())

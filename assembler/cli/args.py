@@ -1,0 +1,151 @@
+"""The command line's arguments: one parser with a subcommand per verb."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import NoReturn
+
+from assembler import __version__
+from assembler.cli.console import err
+from assembler.errors import InputError
+from assembler.oci.descriptor import Platform
+from assembler.transports.common import RegistryOptions
+
+SUBCOMMANDS = ("build", "plan", "inspect", "validate", "diff", "sif", "schema")
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return key.strip(), value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        err.print(f"error: {message}", markup=False)
+        err.print(f"hint: see `{self.prog} --help`", markup=False)
+        raise SystemExit(2)
+
+
+def platform_arg(text: str) -> Platform:
+    """``--platform``'s value; bad input raises InputError."""
+    return Platform.parse(text)  # BadPlatform (exit 2) quotes the text
+
+
+def registry_options(args: argparse.Namespace) -> RegistryOptions:
+    """How to talk to registries, from ``--tls-verify``, ``--authfile`` and ``--retries``."""
+    if args.retries < 1:
+        raise InputError("--retries must be at least 1")
+    return RegistryOptions(tls_verify=args.tls_verify, auth_file=args.authfile, retries=args.retries)
+
+
+def _progress_args(p: argparse.ArgumentParser, *, digest: str) -> None:
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--progress", choices=("auto", "tty", "plain", "json"), default=None,
+                       help="how progress is shown on stderr: a live view on a terminal (tty), timestamped lines "
+                            "(plain), one JSON object per event (json); default auto: tty on a terminal, else plain "
+                            "(none with --json)")  # fmt: skip
+    shown.add_argument("-q", "--quiet", action="store_true", help=f"print only errors and {digest}")
+    p.add_argument("--digestfile", type=Path, default=None, metavar="FILE", help=f"write {digest} to FILE")
+
+
+def _reader_cache(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache", type=Path, default=None,
+                   help="cache folder for what reading needs (a rootfs: conversion); default: a temporary one, "
+                        "removed afterwards")  # fmt: skip
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--platform", default=None, help="os/arch[/variant] (default: the manifest's, else linux/amd64)")
+    p.add_argument("--tls-verify", type=_bool, nargs="?", const=True, default=True, metavar="BOOL",
+                   help="--tls-verify=false talks plain HTTP to the registry (loopback registries)")  # fmt: skip
+    p.add_argument("--authfile", type=Path, default=None,
+                   help="registry credentials file (default: $REGISTRY_AUTH_FILE, containers', Docker's)")  # fmt: skip
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=RegistryOptions.retries,
+        help=f"registry tries in a row without progress before giving up (default {RegistryOptions.retries})",
+    )
+    p.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more detail (twice: debug)")
+
+
+def _manifest_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("manifest", type=Path, help="the manifest (YAML)")
+    p.add_argument("-o", "--output", action="append", dest="outputs", metavar="OUTPUT",
+                   help="oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REF], docker://REF "
+                        "(repeatable; replaces the manifest's outputs)")  # fmt: skip
+    p.add_argument("--set", action="append", type=_pair, default=[], metavar="K=V", help="override a param")
+    p.add_argument("--base", action="append", type=_pair, default=[], metavar="NAME=REF", help="replace a base")
+    p.add_argument("--source", action="append", type=_pair, default=[], metavar="NAME=PATH", help="replace a source")
+    p.add_argument("--target", default=None, help="build this target of the manifest")
+    p.add_argument("--cache", type=Path, default=None, help="cache folder (default: $XDG_CACHE_HOME/assembler)")
+    p.add_argument(
+        "--epoch", type=int, default=None, help="timestamps (default: $SOURCE_DATE_EPOCH, the manifest's, 0)"
+    )
+    p.add_argument("--no-cache", action="store_true", help="run every step again")
+    p.add_argument("--force", action="store_true",
+                   help="let outputs replace existing files that are not image archives or SIFs")  # fmt: skip
+    p.add_argument("--rebuild", action="append", default=[], metavar="STEP", help="run this step again")
+    p.add_argument("--storage-driver", default="overlay", choices=("overlay", "vfs"), help="buildah storage driver")
+    p.add_argument("--no-host-ca", action="store_true", help="do not mount the host CA bundle into build containers")
+    p.add_argument("--attach-sif", action="store_true",
+                   help="also push a SIF of the image as a referrer of each docker:// output")  # fmt: skip
+    p.add_argument("--compression", choices=("zstd", "gzip"), default=None,
+                   help="layer compression (default: the manifest's, else zstd; gzip for old clients)")  # fmt: skip
+    _common(p)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = _Parser(prog="assemble", description="Assemble OCI images from a manifest, without Dockerfiles or a daemon.")
+    top.add_argument("--version", action="version", version=f"assemble {__version__}")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    p = sub.add_parser("build", help="build a manifest (the default command)")
+    _manifest_args(p)
+    _progress_args(p, digest="the image digest")
+    _manifest_args(sub.add_parser("plan", help="show what a build would do; runs nothing"))
+    p = sub.add_parser("inspect", help="show an image's manifest, config and layers")
+    p.add_argument("ref", help="docker://..., oci:DIR[:TAG], oci-archive:..., docker-archive:..., rootfs:...")
+    p.add_argument("--raw", action="store_true", help="print the manifest bytes as they are")
+    _reader_cache(p)
+    _common(p)
+    p = sub.add_parser("validate", help="recompute every size, digest and diff_id of an image")
+    p.add_argument("ref")
+    _reader_cache(p)
+    _common(p)
+    p = sub.add_parser("diff", help="why two images differ (exit 0 identical, 1 different, 2 trouble)")
+    p.add_argument("a", help="an image reference, as for inspect")
+    p.add_argument("b", help="another image reference")
+    _reader_cache(p)
+    _common(p)
+    p = sub.add_parser("sif", help="convert any image to an Apptainer/Singularity SIF file, as a stream")
+    p.add_argument("ref", help="the image: docker://..., oci:DIR[:TAG], oci-archive:..., docker-archive:...")
+    p.add_argument("out", type=Path, help="the SIF file to write")
+    p.add_argument("--compressor", default="gzip", choices=("gzip", "xz", "zstd", "lz4", "lzo"),
+                   help="squashfs compression (default gzip, which every Apptainer reads)")  # fmt: skip
+    p.add_argument("--push", default=None, metavar="oras://HOST/REPO:TAG", help="also push the SIF there")
+    p.add_argument("--attach", default=None, metavar="docker://HOST/REPO",
+                   help="also push the SIF as a referrer of the image, in this repository")  # fmt: skip
+    p.add_argument("--epoch", type=int, default=None, help="timestamps (default: $SOURCE_DATE_EPOCH, else 0)")
+    p.add_argument("--force", action="store_true", help="replace OUT.sif even if it is not a SIF file")
+    _progress_args(p, digest="the SIF's digest")
+    _reader_cache(p)
+    _common(p)
+    p = sub.add_parser("schema", help="print (or write) the JSON Schemas of manifests and recipes")
+    p.add_argument("kind", nargs="?", choices=("manifest", "recipe"), default="manifest")
+    p.add_argument(
+        "-o", "--output", type=Path, default=None, help="write manifest.schema.json and recipe.schema.json here"
+    )
+    return top

@@ -1,0 +1,133 @@
+"""``assemble build`` and ``assemble plan``: a manifest into an image, or what that would do."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from assembler.assemble import Options, Result, build, resolve_epoch
+from assembler.cache import default_root
+from assembler.cli.args import platform_arg, registry_options
+from assembler.cli.console import out, say, size
+from assembler.cli.progress import mode_of, showing
+from assembler.errors import InputError
+from assembler.image import absolute_ref
+from assembler.oci.reference import parse_ref
+from assembler.proc import Runner
+
+
+def _options(args: argparse.Namespace, manifest_epoch: int | None) -> Options:
+    return Options(
+        cache_dir=(args.cache or default_root()).resolve(),
+        epoch=resolve_epoch(args.epoch, manifest_epoch),
+        platform=platform_arg(args.platform) if args.platform else None,
+        registry=registry_options(args),
+        outputs=tuple(args.outputs) if args.outputs else None,
+        no_cache=args.no_cache,
+        rebuild=frozenset(args.rebuild),
+        storage_driver=args.storage_driver,
+        host_ca=not args.no_host_ca,
+        compression=args.compression,
+        attach_sif=args.attach_sif,
+        force=args.force,
+    )
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from assembler.spec.load import load_manifest
+
+    bases = {}
+    for name, ref in args.base:
+        bases[name] = str(absolute_ref(parse_ref(ref), Path.cwd()))  # BadReference quotes the text
+    return load_manifest(
+        args.manifest,
+        sets=dict(args.set),
+        target=args.target,
+        bases=bases,
+        sources=dict(args.source),
+    )
+
+
+def _result_json(result: Result) -> dict[str, Any]:
+    return {
+        "digest": result.digest,
+        "seconds": round(result.seconds, 3),
+        "layers": [dataclasses.asdict(layer) for layer in result.layers],
+        "steps": [dataclasses.asdict(step) for step in result.steps],
+        "outputs": [dataclasses.asdict(w) for w in result.outputs],
+    }
+
+
+def _print_summary(result: Result) -> None:
+    say(f"image {result.digest}")
+    for layer in result.layers:
+        layer_size = size(layer.size) if layer.size is not None else "?"
+        say(f"  {layer.index:>2} {layer.origin:<6} {layer_size:>10}  {layer.what}")
+    for s in result.steps:
+        say(f"  step {s.name}: {s.state} ({s.seconds:.1f} s)")
+    for w in result.outputs:
+        say(f"  -> {w.ref}")
+    say(f"done in {result.seconds:.1f} s")
+
+
+def check_digestfile(path: Path | None) -> None:
+    """Refuses a ``--digestfile`` that cannot be written, before any work."""
+    if path is not None and (path.is_dir() or not path.parent.is_dir()):
+        raise InputError(f"--digestfile {path}: not a file in an existing folder")
+
+
+def write_digest(path: Path | None, digest: str) -> None:
+    """``--digestfile``: the digest alone, no newline (as podman's --digestfile, docker's --iidfile)."""
+    if path is None:
+        return
+    try:
+        path.write_text(digest)
+    except OSError as e:
+        raise InputError(f"--digestfile {path}: {e.strerror or e}") from None
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    options = _options(args, loaded.manifest.epoch)
+    check_digestfile(args.digestfile)
+    with showing(mode_of(args), verbose=args.verbose) as report:
+        result = build(loaded, options, runner=Runner(), report=report)
+    write_digest(args.digestfile, result.digest)
+    if args.json:
+        out.print(json.dumps(_result_json(result), indent=2), markup=False)
+    elif args.quiet:
+        say(result.digest)
+    else:
+        _print_summary(result)
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from assembler.assemble import plan
+
+    loaded = _load(args)
+    result = plan(loaded, _options(args, loaded.manifest.epoch), runner=Runner())
+    if args.json:
+        data = dataclasses.asdict(result)
+        data["params"] = dict(result.params)
+        data["bases"] = dict(result.bases)
+        out.print(json.dumps(data, indent=2), markup=False)
+        return 0
+    say(f"plan for {result.name}" + (f" (target {result.target})" if result.target else ""))
+    for name, digest in result.bases.items():
+        say(f"  base {name}: {digest or 'not made yet'}")
+    say("steps:")
+    for s in result.steps:
+        why = f" ({s.reason})" if s.reason else ""
+        say(f"  {s.kind:<8} {s.name:<20} {s.state}{why}")
+    say("layers:")
+    for layer in result.layers:
+        layer_size = size(layer.size) if layer.size is not None else "?"
+        say(f"  {layer.index:>2} {layer.origin:<10} {layer_size:>10}  {layer.what}")
+    say("outputs:")
+    for o in result.outputs:
+        say(f"  {o}")
+    return 0

@@ -1,0 +1,205 @@
+"""The commands that read images: ``inspect``, ``validate``, ``diff``, ``sif``; and ``schema``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from assembler.assemble import Event, resolve_epoch
+from assembler.cli.args import platform_arg, registry_options
+from assembler.cli.build import check_digestfile, write_digest
+from assembler.cli.console import err, out, say, size
+from assembler.cli.progress import mode_of, showing
+from assembler.errors import InputError
+from assembler.image import absolute_ref
+from assembler.oci.reference import parse_ref
+from assembler.proc import Runner
+
+
+@contextlib.contextmanager
+def _reading_cache(args: argparse.Namespace) -> Iterator[Path]:
+    """``--cache``, else a temporary cache removed afterwards: reading an image never fills
+    the default cache behind the user's back."""
+    if args.cache is not None:
+        yield args.cache.resolve()
+        return
+    with tempfile.TemporaryDirectory(prefix="assemble-read-") as tmp:
+        yield Path(tmp)
+
+
+def _context(args: argparse.Namespace, cache_dir: Path) -> Any:
+    from assembler.cache import Cache
+    from assembler.transports import Context
+
+    return Context(
+        cache=Cache(cache_dir),
+        runner=Runner(),
+        platform=platform_arg(args.platform or "linux/amd64"),
+        epoch=resolve_epoch(None, None),
+        registry=registry_options(args),
+    )
+
+
+def _source(args: argparse.Namespace, cache_dir: Path, text: str | None = None) -> Any:
+    from assembler.transports import open_source
+
+    ref = parse_ref(args.ref if text is None else text)
+    if ref.transport == "sif":
+        raise InputError(f"{args.command} reads images; a SIF file is read with `siftool info`")
+    return open_source(absolute_ref(ref, Path.cwd()), _context(args, cache_dir))
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    with _reading_cache(args) as cache_dir:
+        return _inspect(args, _source(args, cache_dir))
+
+
+def _inspect(args: argparse.Namespace, source: Any) -> int:
+    image = source.image
+    if args.raw:
+        sys.stdout.buffer.write(image.manifest_bytes + b"\n")
+        return 0
+    info = {
+        "name": source.name,
+        "digest": image.digest,
+        "index_digest": source.index_digest,
+        "media_type": image.media_type,
+        "platform": str(image.platform),
+        "annotations": image.annotations,
+        "config": image.container_config,
+        "created": image.config.get("created"),
+        "layers": [
+            {"digest": d.digest, "size": d.size, "media_type": d.media_type, "diff_id": diff_id}
+            for d, diff_id in zip(image.layers, image.diff_ids, strict=False)
+        ],
+        "history": image.config.get("history") or [],
+    }
+    if args.json:
+        out.print(json.dumps(info, indent=2), markup=False)
+        return 0
+    say(f"{info['name']}\n  digest   {image.digest}\n  type     {image.media_type}\n  platform {info['platform']}")
+    for key in ("Entrypoint", "Cmd", "WorkingDir", "User"):
+        if key in image.container_config:
+            out.print(f"  {key:<9}{json.dumps(image.container_config[key])}", markup=False)
+    for item in image.container_config.get("Env") or []:
+        out.print(f"  env      {item}", markup=False)
+    total = 0
+    for i, layer in enumerate(info["layers"]):
+        total += layer["size"]
+        kind = layer["media_type"].rsplit(".", 1)[-1]
+        say(f"  layer {i:>2} {size(layer['size']):>10}  {layer['digest']}  {kind}")
+    out.print(f"  total    {size(total)} in {len(info['layers'])} layers", markup=False)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from typing import cast
+
+    from assembler.archive.compress import Compression, decompressed
+    from assembler.oci import mediatypes as mt
+    from assembler.oci.validate import validate
+
+    with _reading_cache(args) as cache_dir:
+        source = _source(args, cache_dir)
+        report = validate(
+            source.image,
+            source.blobs,
+            decompress=lambda stream, media_type: decompressed(
+                stream, cast(Compression, mt.compression_of(media_type))
+            ),
+        )
+    if args.json:
+        out.print(
+            json.dumps({"digest": report.image_digest, "layers": len(report.layers), "valid": True}), markup=False
+        )
+    else:
+        out.print(f"valid: {report.image_digest} ({len(report.layers)} layers, every digest recomputed)", markup=False)
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from assembler.diff import diff_images, render
+
+    with _reading_cache(args) as cache_dir:
+        result = diff_images(_source(args, cache_dir, args.a), _source(args, cache_dir, args.b))
+    if args.json:
+        out.print(json.dumps(result.to_json(), indent=2), markup=False)
+    else:
+        for line in render(result):
+            say(line)
+    return 0 if result.identical else 1
+
+
+def _sif_targets(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """``--push`` and ``--attach`` as (flag, ImageName); bad references raise InputError."""
+    targets = []
+    for flag, text, scheme in (("--push", args.push, "oras"), ("--attach", args.attach, "docker")):
+        if text is None:
+            continue
+        ref = parse_ref(text)
+        if ref.transport != scheme or ref.name is None:
+            raise InputError(f"{flag} takes a {scheme}:// reference, got {text!r}")
+        targets.append((flag, ref.name))
+    return targets
+
+
+def cmd_sif(args: argparse.Namespace) -> int:
+    from assembler.transports import check_replaceable
+    from assembler.transports.sif import write_sif
+    from assembler.transports.sif_publish import push_sif
+
+    targets = _sif_targets(args)
+    epoch = resolve_epoch(args.epoch, None)
+    out_path = args.out.resolve()
+    check_replaceable(out_path, "sif", force=args.force)
+    check_digestfile(args.digestfile)
+    pushed: list[dict[str, Any]] = []
+    with showing(mode_of(args), verbose=args.verbose) as report, _reading_cache(args) as cache_dir:
+        source = _source(args, cache_dir)
+        report(Event("output", {"ref": f"sif:{out_path}", "state": "writing"}))
+        info = write_sif(source, out_path, runner=Runner(), epoch=epoch, compressor=args.compressor,
+                         progress=lambda n: report(Event("bytes", {"n": n, "what": "sif"})))  # fmt: skip
+        report(Event("output", {"ref": f"sif:{out_path}", "state": "done", "digest": info.digest}))
+        for flag, name in targets:
+            subject = source.image.descriptor if flag == "--attach" else None
+            report(Event("output", {"ref": str(name), "state": "writing"}))
+            pub = push_sif(info.path, info.digest, info.size, name, options=registry_options(args), subject=subject,
+                           progress=lambda n: report(Event("bytes", {"n": n, "what": "pushed"})))  # fmt: skip
+            report(Event("output", {"ref": str(name), "state": "done", "digest": pub.digest,
+                                    "uploaded": pub.uploaded_bytes}))  # fmt: skip
+            pushed.append({"ref": pub.ref, "digest": pub.digest, "referrer_of": pub.referrer_of})
+    write_digest(args.digestfile, info.digest)
+    result = {"sif": str(info.path), "digest": info.digest, "size": info.size, "image": info.image_digest,
+              "arch": info.arch, "compressor": info.compressor, "pushed": pushed}  # fmt: skip
+    if args.json:
+        out.print(json.dumps(result, indent=2), markup=False)
+    elif args.quiet:
+        say(info.digest)
+    else:
+        say(f"sif {info.path}: {size(info.size)} {info.digest} ({info.arch}, squashfs {info.compressor})")
+        say(f"  from {source.name} {info.image_digest}")
+        for p in pushed:
+            what = f" (referrer of {p['referrer_of']})" if p["referrer_of"] else ""
+            say(f"  -> {p['ref']} {p['digest']}{what}")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from assembler.spec.model import json_schemas
+
+    schemas = json_schemas()
+    if args.output is None:
+        out.print(json.dumps(schemas[args.kind], indent=2, sort_keys=True), markup=False, soft_wrap=True)
+        return 0
+    args.output.mkdir(parents=True, exist_ok=True)
+    for name, schema in schemas.items():
+        path = args.output / f"{name}.schema.json"
+        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+        err.print(f"wrote {path}", markup=False)
+    return 0
