@@ -8,6 +8,7 @@
     assemble diff A B                 why two images differ: config fields, layers, files
     assemble sif SOURCE OUT.sif       an Apptainer/Singularity SIF of any image, written as a stream
     assemble schema [-o DIR]          JSON Schemas of manifests and recipes (for editors)
+    assemble cache ls|verify|prune    the cache: list, check, remove by age or size
 
 Exit status: 0 ok, 1 build/runtime failure, 2 bad input, 130 interrupted. ``diff`` exits
 as diff(1) and cmp(1) do: 0 identical, 1 different, 2 trouble (bad input or a failure).
@@ -30,7 +31,7 @@ from typing import Any, NoReturn
 
 from rich.console import Console
 
-from assembler import __version__
+from assembler import __version__, cli_cache
 from assembler.assemble import Event, Options, Result, build, resolve_epoch
 from assembler.cache import default_root
 from assembler.errors import AssemblerError, InputError
@@ -40,7 +41,7 @@ from assembler.oci.reference import parse_ref
 from assembler.proc import Runner
 from assembler.transports.common import RegistryOptions
 
-SUBCOMMANDS = ("build", "plan", "inspect", "validate", "diff", "sif", "schema")
+SUBCOMMANDS = ("build", "plan", "inspect", "validate", "diff", "sif", "schema", "cache")
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -166,6 +167,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-o", "--output", type=Path, default=None, help="write manifest.schema.json and recipe.schema.json here"
     )
+    cli_cache.add_parser(sub)
     return top
 
 
@@ -502,6 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "diff": cmd_diff,
         "sif": cmd_sif,
         "schema": cmd_schema,
+        "cache": cli_cache.run,
     }
     if args.command is None:
         parser().print_help(sys.stderr)

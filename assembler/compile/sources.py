@@ -186,13 +186,13 @@ def path_source(name: str, spec: m.PathSource, *, base_dir: Path, cache: Cache |
     try:
         fingerprint = stat_fingerprint(path, exclude)
         memo = "source-stat-" + key_of({"path": str(path), "exclude": list(exclude), "stat": fingerprint})
-        hit = cache.get_key(memo)
+        hit = cache.memo(memo)
         digest = str(hit["digest"]) if hit and isinstance(hit.get("digest"), str) else None
         if digest is None:
             digest = tree_digest(path, exclude)
             # Remembered only if nothing changed while it was read.
             if stat_fingerprint(path, exclude) == fingerprint:
-                cache.put_key(memo, {"digest": digest})
+                cache.put_memo(memo, {"digest": digest})
     except OSError as e:
         raise InputError(f"source {name}: reading {path}: {e}") from e
     return Source(name, path, digest, str(path), exclude)
