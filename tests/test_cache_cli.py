@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import io
+import json
 import os
 import tarfile
 import time
@@ -235,3 +236,35 @@ def test_sizes_and_durations() -> None:
             parse_size(bad)
     with pytest.raises(InputError):
         parse_duration("1y")
+
+
+def test_records_from_before_kinds_are_still_hits(tmp_path: Path) -> None:
+    """A cache written before records carried a kind keeps working: its entries are
+    recognised by their shape, used as they are, and verify finds nothing wrong."""
+    root = copy_project(tmp_path / "p")
+    first = build(root, "out1")
+    records = sorted((root / "cache" / "keys").glob("*/*.json"))
+    for path in records:
+        value = json.loads(path.read_text())
+        assert value.pop("kind") in ("layer", "base", "memo"), value
+        path.write_text(json.dumps(value))
+    # A build writes its copy layers again (it reads their files anyway); the base is a hit.
+    read = [p for p in records if not p.name.startswith("copy-")]
+    before = {p: p.read_text() for p in read}
+    assert any('"manifest"' in text for text in before.values())
+    assert build(root, "out2") == first
+    # Hits are not written again: the old records are still there, unchanged.
+    assert {p: p.read_text() for p in read} == before
+    assert {i["kind"] for i in items(root)} >= {"layer", "base", "memo"}
+    assert cache(root, "verify").code == 0
+
+
+def test_unreadable_record_is_reported_dropped_and_made_again(tmp_path: Path) -> None:
+    root = copy_project(tmp_path / "p")
+    first = build(root, "out1")
+    layer = next(i for i in items(root) if i["kind"] == "layer")
+    Path(layer["path"]).write_text('{"kind": "layer", "digest": ')  # cut short, as by a full disk
+    ran = cache(root, "verify")
+    assert ran.code == 1 and "unreadable" in ran.out and not Path(layer["path"]).exists(), str(ran)
+    assert build(root, "out2") == first
+    assert Path(layer["path"]).is_file() and cache(root, "verify").code == 0
