@@ -368,6 +368,14 @@ class Store:
         finally:
             shutil.rmtree(path, ignore_errors=True)
 
+    def mark_used(self, path: Path) -> None:
+        """Stamp ``path`` (a folder or file under the cache) as used now: its mtime is its
+        last use for ``cache prune``."""
+        try:
+            os.utime(path)
+        except OSError as e:
+            log.debug("cannot stamp %s as used: %s", path, e)
+
     def path(self, *parts: str) -> Path:
         """A folder under the cache root for a component's own use (created)."""
         p = self.root.joinpath(*parts)

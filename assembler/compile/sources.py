@@ -112,6 +112,8 @@ def git_source(name: str, spec: m.GitSource, *, cache: Cache, runner: Runner, ba
             tmp.mkdir(parents=True)
             _git(runner, f"--work-tree={tmp}", "checkout", "--force", commit, "--", ".", cwd=repo)
         os.replace(tmp, tree)
+    cache.mark_used(repo)
+    cache.mark_used(tree)
     digest = f"git:{commit}"
     if spec.submodules:
         # The submodules' commits are part of what is built.
@@ -152,6 +154,8 @@ def url_source(name: str, spec: m.UrlSource, *, cache: Cache) -> Source:
         else:
             shutil.copyfile(blob, tmp / (Path(spec.url).name or "download"))
         os.replace(tmp, tree)
+    cache.mark_used(tree)
+    cache.mark_used(cache.blob_path(digest))
     return Source(name, tree, digest, spec.url)
 
 
