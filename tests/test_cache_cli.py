@@ -175,6 +175,13 @@ def test_prune_all_of_a_stepped_build_spares_a_folder_in_use(tmp_path: Path, dem
     root = copy_project(tmp_path / "p")
     (root / "s.yaml").write_text(WITH_STEPS.format(devel=demo_bases["devel"], runtime=demo_bases["runtime"]))
     first = build(root, "out1", "s.yaml")
+    plan = run_cli(["plan", "s.yaml", "--cache", str(root / "cache"), "--json"], cwd=root)
+    assert plan.code == 0, str(plan)
+    # Both step results are hits (read through the cache's typed entries).
+    assert sorted((s["kind"], s["state"]) for s in plan.json["steps"]) == [
+        ("compile", "cached"),
+        ("runtime", "cached"),
+    ], plan.out
     found = items(root)
     kinds = {i["kind"] for i in found}
     assert {"step", "log", "folder"} <= kinds, kinds
