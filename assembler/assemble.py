@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from assembler.archive.layer import LayerBlob
 from assembler.archive.view import TreeView
-from assembler.cache import Cache, key_of, temp_prefix
+from assembler.cache import Cache, StepResult, key_of, temp_prefix
 from assembler.compile import sources as srcs
 from assembler.compile.buildah import Buildah
 from assembler.compile.steps import (
@@ -34,7 +34,7 @@ from assembler.compile.steps import (
     run_runtime_step,
     runtime_key,
 )
-from assembler.errors import BadReference, CorruptBlob, InputError, InvalidImage, InvalidRecord
+from assembler.errors import BadReference, CorruptBlob, InputError, InvalidImage
 from assembler.image import ImageSetup, absolute_ref, config_changes, default_annotations, gpu_metadata
 from assembler.oci import mediatypes as mt
 from assembler.oci import mutate
@@ -218,11 +218,11 @@ class Pipeline:
     def tool(self) -> str:
         """buildah's version (part of step keys); in a plan without buildah, the last one seen."""
         if self._tool is None:
-            recorded = self.cache.get_key("tool-buildah") or {}
+            recorded = self.cache.memo("tool-buildah") or {}
             if self.runner.which("buildah") is not None:
                 self._tool = Buildah(self.runner, storage=self.cache.root / "buildah").version()
                 if not self.dry and recorded.get("version") != self._tool:
-                    self.cache.put_key("tool-buildah", {"version": self._tool})
+                    self.cache.put_memo("tool-buildah", {"version": self._tool})
             else:
                 self._tool = str(recorded.get("version", "buildah-missing"))
         return self._tool
@@ -276,8 +276,7 @@ class Pipeline:
                                                 compression=ctx.compression)  # fmt: skip
                 return Base(name, image, str(ref)) if image is not None else None
             if ref.transport == "docker":
-                hit = self.cache.get_key(_resolved_key(ref, platform))
-                image = self.cache.get_image(str(hit.get("manifest", ""))) if hit else None
+                image = self.cache.base_image(_resolved_key(ref, platform))
                 return Base(name, image, str(ref), ref.name) if image is not None else None
         try:
             source = open_source(ref, replace(ctx, platform=platform))
@@ -285,14 +284,14 @@ class Pipeline:
         except InputError as e:
             raise self.loaded.error(("bases", name), str(e), hint=e.hint) from None
         if ref.transport == "docker" and not self.dry:
-            self.cache.put_key(_resolved_key(ref, platform), {"manifest": image.digest})
+            self.cache.put_base_image(_resolved_key(ref, platform), image)
         return Base(name, image, str(ref), ref.name if ref.transport == "docker" else None)
 
     def source(self, name: str) -> srcs.Source | None:
         if name not in self.sources:
             spec = self.man.sources[name]
             if self.dry and isinstance(spec, m.GitSource):
-                hit = self.cache.get_key(_git_key(spec))
+                hit = self.cache.memo(_git_key(spec))
                 if hit is None:
                     return None
                 self.sources[name] = srcs.Source(name, Path(str(hit["path"])), str(hit["digest"]), spec.git)
@@ -301,7 +300,7 @@ class Pipeline:
                 return srcs.Source(name, Path(), "sha256:" + spec.sha256, spec.url)
             src = srcs.resolve(name, spec, cache=self.cache, runner=self.runner, base_dir=self.loaded.folder)
             if isinstance(spec, m.GitSource):
-                self.cache.put_key(_git_key(spec), {"digest": src.digest, "path": str(src.path)})
+                self.cache.put_memo(_git_key(spec), {"digest": src.digest, "path": str(src.path)})
             self.sources[name] = src
         return self.sources[name]
 
@@ -371,7 +370,7 @@ class Pipeline:
         tree_key = key_for(sources={n: "" for n in sources})
         results = run_compile_step(step, base=base.image, sources={n: s for n, s in sources.items() if s},
                                    inputs=mounted, ws=ws, key=key, tree_key=tree_key, fresh=forced)  # fmt: skip
-        self.cache.put_key(key, {"step": step.name, "artifacts": {n: b.to_json() for n, b in results.items()}})
+        self.cache.put_step_result(key, StepResult(step.name, results))
         seconds = time.monotonic() - started
         self._report_compile(step, "built", key, seconds=seconds)
         self.report(Event("step", {"name": step.name, "state": "built", "seconds": seconds}))
@@ -421,18 +420,10 @@ class Pipeline:
         return key_of({"step": dict(definition), "below": self._chain, "mounts": self._mount_definitions(mounts)})
 
     def _cached_artifacts(self, key: str, step: m.CompileStep) -> dict[str, LayerBlob] | None:
-        hit = self.cache.get_key(key)
-        if hit is None:
-            return None
-        try:
-            blobs = {name: LayerBlob.from_json(data) for name, data in hit["artifacts"].items()}
-        except (KeyError, AttributeError, InvalidRecord):
-            return None
-        if set(blobs) != set(step.artifacts) or not self.cache.blobs_present(
-            (b.digest, b.size) for b in blobs.values()
-        ):
-            return None  # incomplete or damaged entry: rebuild, never a wrong result
-        return blobs
+        hit = self.cache.step_result(key)
+        if hit is None or set(hit.artifacts) != set(step.artifacts):
+            return None  # a step's result is all its artifacts, or a rebuild
+        return dict(hit.artifacts)
 
     def _step(self, name: str) -> m.CompileStep:
         return next(s for s in self.man.compile if s.name == name)
@@ -568,14 +559,11 @@ class Pipeline:
             tool=self.tool,
             epoch=self.ctx.epoch,
         )
-        hit = self.cache.get_key(key)
+        hit = self.cache.step_result(key)
         forced = self.options.no_cache or name in self.options.rebuild
         if hit is not None and not forced:
-            try:
-                blob = LayerBlob.from_json(hit["layer"])
-            except (KeyError, InvalidRecord):
-                blob = None
-            if blob is not None and self.cache.has_blob(blob.digest, blob.size):
+            blob = hit.layer
+            if blob is not None:
                 self.steps.append(StepReport(name, "runtime", "cached", 0.0, key,
                                              definition=self._runtime_definition(definition)))  # fmt: skip
                 self.report(Event("step", {"name": name, "state": "cached"}))
@@ -592,7 +580,7 @@ class Pipeline:
         blob = run_runtime_step(name, commands, image=image, env=env, mounts=mounts_list, secrets=secrets,
                                 exclude=exclude, keep=keep, ws=ws, key=key, user=user, workdir=workdir,
                                 packages=packages)  # fmt: skip
-        self.cache.put_key(key, {"step": name, "layer": blob.to_json()})
+        self.cache.put_step_result(key, StepResult(name, layer=blob))
         seconds = time.monotonic() - started
         self.steps.append(StepReport(name, "runtime", "built", seconds, key,
                                      definition=self._runtime_definition(definition)))  # fmt: skip

@@ -23,7 +23,7 @@ from assembler.archive.tar import TarEntry, entry_from_tarinfo
 from assembler.archive.tree import iter_host_members
 from assembler.archive.view import LayerIndex, TreeView, anchors, fit_members
 from assembler.cache import key_of
-from assembler.errors import InvalidImage, InvalidRecord
+from assembler.errors import InvalidImage
 from assembler.oci import mediatypes as mt
 from assembler.oci import mutate
 from assembler.oci.descriptor import Descriptor
@@ -79,6 +79,13 @@ def _member_opener(tf: tarfile.TarFile, info: tarfile.TarInfo) -> Opener:
     return opener
 
 
+def _anchors_of(memo: Mapping[str, Any]) -> list[str]:
+    found = memo["anchors"]
+    if not isinstance(found, list):
+        raise TypeError(f"anchors is a {type(found).__name__}, not a list")
+    return [str(a) for a in found]
+
+
 def _owner(owner: str | None) -> tuple[int, int]:
     if not owner:
         return 0, 0
@@ -98,14 +105,7 @@ class ImageSetup:
         self.lookup_only = lookup_only
 
     def _cached_blob(self, key: str) -> LayerBlob | None:
-        hit = self.ctx.cache.get_key(key)
-        if hit is None:
-            return None
-        try:
-            blob = LayerBlob.from_json(hit)
-        except InvalidRecord:
-            return None
-        return blob if self.ctx.cache.has_blob(blob.digest, blob.size) else None
+        return self.ctx.cache.layer(key)
 
     # -- compression -------------------------------------------------------------------
 
@@ -122,7 +122,7 @@ class ImageSetup:
             done = recompress(raw, "zstd", w, compression="gzip")
         if done.diff_id != blob.diff_id:
             raise InvalidImage(f"layer {blob.digest} does not decompress to its diff_id {blob.diff_id}")
-        self.ctx.cache.put_key(key, done.to_json())
+        self.ctx.cache.put_layer(key, done)
         return done
 
     def convert_image(self, image: Image) -> tuple[Image, list[LayerBlob | None]]:
@@ -150,14 +150,11 @@ class ImageSetup:
     def index(self, desc: Descriptor, diff_id: str) -> LayerIndex:
         """A layer's folders and symlinks (read once from its headers, then cached)."""
         key = "treeindex-" + diff_id.split(":", 1)[1]
-        hit = self.ctx.cache.get_key(key)
+        hit = self.ctx.cache.memo_as(key, LayerIndex.from_json)
         if hit is not None:
-            try:
-                return LayerIndex.from_json(hit)
-            except InvalidRecord:
-                pass
+            return hit
         index = LayerIndex.of(self._headers(desc))
-        self.ctx.cache.put_key(key, index.to_json())
+        self.ctx.cache.put_memo(key, index.to_json())
         return index
 
     def view(self, image: Image) -> TreeView:
@@ -167,12 +164,10 @@ class ImageSetup:
         """``blob`` as it must be written onto the image ``view`` describes: through its
         symlinks, its parents named as that image has them. Usually the same blob."""
         key = "anchors-" + blob.digest.split(":", 1)[1]
-        hit = self.ctx.cache.get_key(key)
-        if hit is not None and isinstance(hit.get("anchors"), list):
-            found = [str(a) for a in hit["anchors"]]
-        else:
+        found = self.ctx.cache.memo_as(key, _anchors_of)
+        if found is None:
             found = sorted(anchors(e.path for e in self._headers(blob.descriptor())))
-            self.ctx.cache.put_key(key, {"anchors": found})
+            self.ctx.cache.put_memo(key, {"anchors": found})
         if not view.needs_fitting(found):
             return blob
         # "format" 2: new parents are named with the epoch's mtime (they had 0 before).
@@ -200,7 +195,7 @@ class ImageSetup:
                 fitted_members = fit_members(members, view, epoch=self.ctx.epoch)
                 with self.ctx.cache.blob_writer() as w:
                     fitted = write_layer(fitted_members, w, compression=self.ctx.compression, epoch=self.ctx.epoch)
-        self.ctx.cache.put_key(fit_key, fitted.to_json())
+        self.ctx.cache.put_layer(fit_key, fitted)
         return fitted
 
     def copy_layer(self, spec: m.CopySpec, path: tuple[str | int, ...]) -> LayerBlob | None:
@@ -225,7 +220,7 @@ class ImageSetup:
             raise self.loaded.error((*path, "copy", "from"), f"path does not exist: {e.filename}") from None
         except PermissionError as e:
             raise self.loaded.error((*path, "copy", "from"), f"cannot read {e.filename}: permission denied") from None
-        self.ctx.cache.put_key(self._copy_key(blob.diff_id), blob.to_json())
+        self.ctx.cache.put_layer(self._copy_key(blob.diff_id), blob)
         return blob
 
     def _copy_key(self, diff_id: str) -> str:

@@ -9,6 +9,7 @@
     assemble diff A B                 why two images differ: config fields, layers, files
     assemble sif SOURCE OUT.sif       an Apptainer/Singularity SIF of any image, written as a stream
     assemble schema [-o DIR]          JSON Schemas of manifests and recipes (for editors)
+    assemble cache ls|verify|prune    the cache: list, check, remove by age or size
 
 Exit status: 0 ok, 1 build/runtime failure, 2 bad input, 130 interrupted. ``diff`` exits
 as diff(1) and cmp(1) do: 0 identical, 1 different, 2 trouble (bad input or a failure).
@@ -26,6 +27,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from assembler.cli import cache as cli_cache
 from assembler.cli.args import SUBCOMMANDS, parser
 from assembler.cli.build import cmd_build, cmd_plan
 from assembler.cli.console import err
@@ -43,6 +45,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "diff": cmd_diff,
     "sif": cmd_sif,
     "schema": cmd_schema,
+    "cache": cli_cache.run,
 }
 
 

@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import NoReturn
 
 from assembler import __version__
+from assembler.cli import cache as cli_cache
 from assembler.cli.console import err
 from assembler.errors import InputError
 from assembler.oci.descriptor import Platform
 from assembler.transports.common import RegistryOptions
 
-SUBCOMMANDS = ("build", "plan", "inspect", "validate", "diff", "sif", "schema")
+SUBCOMMANDS = ("build", "plan", "inspect", "validate", "diff", "sif", "schema", "cache")
 
 
 def _bool(text: str) -> bool:
@@ -148,4 +149,5 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-o", "--output", type=Path, default=None, help="write manifest.schema.json and recipe.schema.json here"
     )
+    cli_cache.add_parser(sub)
     return top

@@ -112,6 +112,8 @@ def git_source(name: str, spec: m.GitSource, *, cache: Cache, runner: Runner, ba
             tmp.mkdir(parents=True)
             _git(runner, f"--work-tree={tmp}", "checkout", "--force", commit, "--", ".", cwd=repo)
         os.replace(tmp, tree)
+    cache.mark_used(repo)
+    cache.mark_used(tree)
     digest = f"git:{commit}"
     if spec.submodules:
         # The submodules' commits are part of what is built.
@@ -152,6 +154,8 @@ def url_source(name: str, spec: m.UrlSource, *, cache: Cache) -> Source:
         else:
             shutil.copyfile(blob, tmp / (Path(spec.url).name or "download"))
         os.replace(tmp, tree)
+    cache.mark_used(tree)
+    cache.mark_used(cache.blob_path(digest))
     return Source(name, tree, digest, spec.url)
 
 
@@ -186,13 +190,13 @@ def path_source(name: str, spec: m.PathSource, *, base_dir: Path, cache: Cache |
     try:
         fingerprint = stat_fingerprint(path, exclude)
         memo = "source-stat-" + key_of({"path": str(path), "exclude": list(exclude), "stat": fingerprint})
-        hit = cache.get_key(memo)
+        hit = cache.memo(memo)
         digest = str(hit["digest"]) if hit and isinstance(hit.get("digest"), str) else None
         if digest is None:
             digest = tree_digest(path, exclude)
             # Remembered only if nothing changed while it was read.
             if stat_fingerprint(path, exclude) == fingerprint:
-                cache.put_key(memo, {"digest": digest})
+                cache.put_memo(memo, {"digest": digest})
     except OSError as e:
         raise InputError(f"source {name}: reading {path}: {e}") from e
     return Source(name, path, digest, str(path), exclude)

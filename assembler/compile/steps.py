@@ -398,7 +398,7 @@ def apt_install(packages: Sequence[str]) -> str:
 
 
 def step_log(cache: Cache, name: str, key: str) -> Path:
-    return cache.root / "logs" / f"{name}-{key[:12]}.log"
+    return cache.log_path(name, key)
 
 
 def _working_copy(kept: Path, step: str, source: Source) -> Volume:

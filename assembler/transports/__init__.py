@@ -115,7 +115,7 @@ def _import_layer(source: SourceImage, cache: Cache, desc: Descriptor, diff_id: 
     """Bring one layer into the cache (unless there) and check its diff_id, known from an
     earlier check or computed while the bytes are copied."""
     key = "diffid-" + digest_hex(desc.digest)
-    known = (cache.get_key(key) or {}).get("diff_id")
+    known = (cache.memo(key) or {}).get("diff_id")
     present = cache.has_blob(desc.digest, desc.size)
     if present and known is not None:
         actual = str(known)
@@ -137,7 +137,7 @@ def _import_layer(source: SourceImage, cache: Cache, desc: Descriptor, diff_id: 
             raise InputError(f"{what}: {e}") from None
         except DECOMPRESS_ERRORS as e:
             raise InputError(f"{what}: not readable {comp} data ({e})") from None
-        cache.put_key(key, {"diff_id": actual})
+        cache.put_memo(key, {"diff_id": actual})
     if actual != diff_id:
         raise InputError(
             f"{what}: uncompressed content is {actual}, but the config's diff_id is {diff_id}",
@@ -240,7 +240,7 @@ def write_output(
     if ref.transport == "docker-archive":
         sizes = archive.uncompressed_sizes(image, blobs, known=lambda diff_id: _known_size(ctx.cache, diff_id))
         for layer in sizes:
-            ctx.cache.put_key(_size_key(layer.diff_id), {"size": layer.size})
+            ctx.cache.put_memo(_size_key(layer.diff_id), {"size": layer.size})
         archive.write_docker_archive(
             _path(ctx, ref.path), image, ref=ref.tag, blobs=blobs, epoch=ctx.epoch, sizes=sizes
         )
@@ -267,7 +267,7 @@ def _size_key(diff_id: str) -> str:
 
 
 def _known_size(cache: Cache, diff_id: str) -> int | None:
-    hit = cache.get_key(_size_key(diff_id))
+    hit = cache.memo(_size_key(diff_id))
     size = hit.get("size") if hit else None
     return size if isinstance(size, int) else None
 

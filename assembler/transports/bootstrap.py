@@ -149,11 +149,9 @@ def read(
             "compression": compression,
         }
     )
-    hit = cache.get_key(key)
-    if hit is not None:
-        image = cache.get_image(str(hit.get("manifest", "")))
-        if image is not None:
-            return image
+    image = cache.base_image(key)
+    if image is not None:
+        return image
     if dry:
         return None
     with cache.workdir("bootstrap-") as work:
@@ -165,8 +163,7 @@ def read(
         epoch=epoch,
         created_by=f"mmdebstrap {spec.variant} {spec.suite} {' '.join(spec.packages)}",
     )
-    cache.put_image(image)
-    cache.put_key(key, {"manifest": image.digest})
+    cache.put_base_image(key, image)
     return image
 
 

@@ -140,21 +140,17 @@ def _key(path: Path, platform: Platform, epoch: int, compression: Compression) -
 def cached(path: Path, *, cache: Cache, platform: Platform, epoch: int, compression: Compression) -> Image | None:
     """The converted image if the cache has it (nothing is written)."""
     key, _ = _key(path, platform, epoch, compression)
-    hit = cache.get_key(key)
-    return cache.get_image(str(hit.get("manifest", ""))) if hit is not None else None
+    return cache.base_image(key)
 
 
 def read(path: Path, *, cache: Cache, platform: Platform, epoch: int, compression: Compression) -> Image:
     """The one-layer image of the tarball at ``path`` (cached by its digest)."""
     what = f"rootfs:{path}"
     key, digest = _key(path, platform, epoch, compression)
-    hit = cache.get_key(key)
-    if hit is not None:
-        image = cache.get_image(str(hit.get("manifest", "")))
-        if image is not None:
-            return image
+    image = cache.base_image(key)
+    if image is not None:
+        return image
     blob = layer_from_tar(path, cache=cache, compression=compression, epoch=epoch, what=what)
     image = image_from_layer(blob, platform=platform, epoch=epoch, created_by=f"rootfs {path.name} ({digest})")
-    cache.put_image(image)
-    cache.put_key(key, {"manifest": image.digest})
+    cache.put_base_image(key, image)
     return image

@@ -1,4 +1,4 @@
-"""The cache: a content-addressed blob store plus an index of step keys.
+"""The cache's storage: a content-addressed blob store plus an index of records by key.
 
 Layout under the cache root (default ``$XDG_CACHE_HOME/assembler``)::
 
@@ -6,6 +6,7 @@ Layout under the cache root (default ``$XDG_CACHE_HOME/assembler``)::
     keys/<xx>/<key>.json   step key -> result (layer digests, sizes, ...)
     tmp/                   work files; removed when done
     logs/                  step logs
+    lock                   held shared by every process using the cache, exclusive by prune
 
 Writes go to a temp file in the same folder, then ``os.replace``. A missing or corrupt
 entry is a miss (rebuild), never an error and never a wrong result: key entries are
@@ -122,6 +123,21 @@ def copy_verified(blob: BinaryIO, dest: Path, *, src: Path | None = None) -> Non
         shutil.copyfileobj(blob, out, _CHUNK)
 
 
+def _shared_lock(path: Path) -> BinaryIO:
+    """The cache's lock, held shared for this object's life: ``cache prune`` takes it
+    exclusive, so it never removes what a running build is about to use."""
+    try:
+        lock = open(path, "ab")  # noqa: SIM115 - held for the cache's life
+    except OSError as e:
+        raise CacheError(f"cannot open the cache lock {path}: {e.strerror}") from e
+    try:
+        fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log.warning("the cache at %s is being pruned; waiting", path.parent)
+        fcntl.flock(lock, fcntl.LOCK_SH)
+    return lock
+
+
 def default_root() -> Path:
     """``$XDG_CACHE_HOME/assembler`` (``~/.cache/assembler`` when unset)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -153,8 +169,9 @@ class BlobWriter:
         return "sha256:" + self._sha.hexdigest()
 
 
-class Cache:
-    """Blob store and key index rooted at ``root`` (created on first use)."""
+class Store:
+    """Blob store and key index rooted at ``root`` (created on first use). Records are
+    raw JSON here; :class:`assembler.cache.Cache` gives them a schema."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -167,9 +184,19 @@ class Cache:
             raise CacheError(
                 f"cannot create the cache at {self.root}: {e.strerror}", hint="pass --cache DIR with a writable folder"
             ) from e
+        self._lock = _shared_lock(self.root / "lock")
         reclaim(self.blobs, ".tmp-*")
         reclaim(self.keys, "*/.tmp-*")
         reclaim(self.root / "tmp", "*")
+
+    def try_exclusive(self) -> bool:
+        """Hold the cache lock alone if no other user (a build) holds it: True. Kept until
+        this object goes (``cache prune``)."""
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
 
     # -- blobs -------------------------------------------------------------------------
 
@@ -337,6 +364,14 @@ class Cache:
             yield path
         finally:
             shutil.rmtree(path, ignore_errors=True)
+
+    def mark_used(self, path: Path) -> None:
+        """Stamp ``path`` (a folder or file under the cache) as used now: its mtime is its
+        last use for ``cache prune``."""
+        try:
+            os.utime(path)
+        except OSError as e:
+            log.debug("cannot stamp %s as used: %s", path, e)
 
     def path(self, *parts: str) -> Path:
         """A folder under the cache root for a component's own use (created)."""

@@ -1,0 +1,218 @@
+"""The cache's schema: every kind of entry, read and written through typed methods.
+
+An entry is one record ``keys/<xx>/<key>.json`` (``{"kind": ..., ...}``) and the blobs it
+names. Kinds:
+
+- ``step``: a compile step's artifacts or a runtime step's layer (:class:`StepResult`);
+- ``layer``: one layer made outside a step: a copy layer, a gzip conversion, a fitted layer;
+- ``base``: a resolved, converted or bootstrapped base image (its manifest; the manifest
+  names the config and layers);
+- ``memo``: a small fact remembered to save work (a diff_id, a tree index, a source's
+  digest by its stat fingerprint, buildah's version); it names no blob.
+
+Files that are not records (step logs, kept step folders, source checkouts) are listed
+and pruned by :mod:`assembler.cache.maintain`.
+
+:meth:`Cache._entry` is the one place that decides an entry is usable: it parses the
+record for its kind and checks every blob it names is present with its size. A record
+that cannot be parsed, or whose blobs are gone, is dropped (a miss: the work is done
+again), so an entry whose blob was pruned or damaged is never served. A hit stamps the
+record's mtime: that is its last use for ``cache prune``. Records written before kinds
+existed carry no ``kind``; :func:`kind_of` recognises them by their shape.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, cast
+
+from assembler.archive.layer import LayerBlob
+from assembler.cache.store import Store
+from assembler.errors import InvalidImage, InvalidRecord
+from assembler.oci.image import Image
+
+log = logging.getLogger(__name__)
+Kind = Literal["step", "layer", "base", "memo"]
+KINDS: tuple[Kind, ...] = ("step", "layer", "base", "memo")
+_LAYER_FIELDS = ("digest", "size", "diff_id", "compression")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What a step made: a compile step's artifacts by name, or a runtime step's layer."""
+
+    step: str
+    artifacts: Mapping[str, LayerBlob] = field(default_factory=dict)
+    layer: LayerBlob | None = None
+
+    def layers(self) -> list[LayerBlob]:
+        return [*self.artifacts.values(), *([self.layer] if self.layer is not None else [])]
+
+    def to_json(self) -> dict[str, Any]:
+        if self.layer is not None:
+            return {"kind": "step", "step": self.step, "layer": self.layer.to_json()}
+        return {"kind": "step", "step": self.step, "artifacts": {n: b.to_json() for n, b in self.artifacts.items()}}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StepResult:
+        """Raises KeyError, TypeError, ValueError or AttributeError when ``data`` is not one."""
+        if "layer" in data:
+            return cls(str(data["step"]), layer=LayerBlob.from_json(data["layer"]))
+        return cls(str(data["step"]), {str(n): LayerBlob.from_json(b) for n, b in data["artifacts"].items()})
+
+
+def kind_of(value: Mapping[str, Any]) -> Kind:
+    """An entry's kind: as recorded, or (for records older than kinds) from its shape."""
+    kind = value.get("kind")
+    if kind in KINDS:
+        return cast(Kind, kind)
+    if "artifacts" in value or "layer" in value:
+        return "step"
+    if "manifest" in value:
+        return "base"
+    if all(f in value for f in _LAYER_FIELDS):
+        return "layer"
+    return "memo"
+
+
+def parse(kind: Kind, value: Mapping[str, Any]) -> StepResult | LayerBlob | str | Mapping[str, Any]:
+    """The entry ``value`` as its kind's type (a base: its manifest digest). Raises
+    KeyError, TypeError, ValueError or AttributeError when it does not fit the kind."""
+    if kind_of(value) != kind:
+        raise ValueError(f"a {kind_of(value)} entry where a {kind} entry was expected")
+    if kind == "step":
+        return StepResult.from_json(value)
+    if kind == "layer":
+        return LayerBlob.from_json(value)
+    if kind == "base":
+        digest = value["manifest"]
+        if not isinstance(digest, str) or not digest.startswith("sha256:"):
+            raise ValueError(f"not a manifest digest: {digest!r}")
+        return digest
+    return value
+
+
+def blobs_of(parsed: object) -> list[tuple[str, int]]:
+    """The blobs (digest, size) a parsed step or layer entry names (a base's are in its manifest)."""
+    if isinstance(parsed, StepResult):
+        return [(b.digest, b.size) for b in parsed.layers()]
+    if isinstance(parsed, LayerBlob):
+        return [(parsed.digest, parsed.size)]
+    return []
+
+
+# What reading a damaged record raises: our own parsers' errors (LayerBlob.from_json,
+# LayerIndex.from_json raise InvalidRecord; Image() raises InvalidImage) and JSON shape errors.
+CORRUPT = (KeyError, TypeError, ValueError, AttributeError, IndexError, InvalidRecord, InvalidImage)
+
+
+class Cache(Store):
+    """The cache with its schema: typed entries over :class:`Store`'s blobs and records."""
+
+    # -- the one check -------------------------------------------------------------------
+
+    def read_record(self, path: Path) -> Mapping[str, Any]:
+        """A record's JSON object. Raises FileNotFoundError, or ValueError when it is not one."""
+        try:
+            value = json.loads(path.read_bytes())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"not JSON: {e}") from e
+        if not isinstance(value, dict):
+            raise ValueError("not a JSON object")
+        return value
+
+    def drop_record(self, path: Path, why: str) -> None:
+        log.warning("cache entry %s %s: dropped it, it will be made again", path.stem, why)
+        path.unlink(missing_ok=True)
+
+    def _entry(self, key: str, kind: Kind) -> StepResult | LayerBlob | Image | Mapping[str, Any] | None:
+        """The usable entry ``key`` of ``kind``, or None (a miss). Corrupt or dangling
+        entries are dropped here, and nowhere else."""
+        path = self._key_path(key)
+        try:
+            parsed = parse(kind, self.read_record(path))
+        except FileNotFoundError:
+            return None
+        except (OSError, *CORRUPT) as e:
+            self.drop_record(path, f"is unreadable ({e})")
+            return None
+        entry: StepResult | LayerBlob | Image | Mapping[str, Any] | None
+        if isinstance(parsed, str):  # a base: its manifest, config and layers must all be here
+            entry = self.get_image(parsed)
+            if entry is None:
+                self.drop_record(path, f"names image {parsed}, which is not complete in the cache")
+                return None
+        elif not self.blobs_present(blobs_of(parsed)):
+            self.drop_record(path, "names a blob that is not in the cache")
+            return None
+        else:
+            entry = parsed
+        try:
+            os.utime(path)  # its last use, for `cache prune`
+        except OSError:
+            pass
+        return entry
+
+    # -- step results --------------------------------------------------------------------
+
+    def step_result(self, key: str) -> StepResult | None:
+        hit = self._entry(key, "step")
+        return hit if isinstance(hit, StepResult) else None
+
+    def put_step_result(self, key: str, result: StepResult) -> None:
+        """Record a step's result (its blobs must be stored already)."""
+        self.put_key(key, result.to_json())
+
+    # -- layers made outside steps -------------------------------------------------------
+
+    def layer(self, key: str) -> LayerBlob | None:
+        hit = self._entry(key, "layer")
+        return hit if isinstance(hit, LayerBlob) else None
+
+    def put_layer(self, key: str, blob: LayerBlob) -> None:
+        self.put_key(key, {"kind": "layer", **blob.to_json()})
+
+    # -- resolved bases ------------------------------------------------------------------
+
+    def base_image(self, key: str) -> Image | None:
+        hit = self._entry(key, "base")
+        return hit if isinstance(hit, Image) else None
+
+    def put_base_image(self, key: str, image: Image) -> None:
+        """Record a base image (its layers must be stored; its manifest and config are stored here)."""
+        self.put_image(image)
+        self.put_key(key, {"kind": "base", "manifest": image.digest})
+
+    # -- memos ---------------------------------------------------------------------------
+
+    def memo(self, key: str) -> Mapping[str, Any] | None:
+        hit = self._entry(key, "memo")
+        return hit if isinstance(hit, Mapping) else None
+
+    def memo_as(self, key: str, read: Callable[[Mapping[str, Any]], T]) -> T | None:
+        """The memo ``key`` as ``read`` makes it; one ``read`` cannot make (KeyError,
+        TypeError, ValueError...) is dropped like any corrupt entry."""
+        hit = self.memo(key)
+        if hit is None:
+            return None
+        try:
+            return read(hit)
+        except CORRUPT as e:
+            self.drop_record(self._key_path(key), f"is not what it should hold ({e!r})")
+            return None
+
+    def put_memo(self, key: str, value: Mapping[str, Any]) -> None:
+        assert "kind" not in value, "a memo's fields may not include 'kind'"
+        self.put_key(key, {"kind": "memo", **value})
+
+    # -- logs ----------------------------------------------------------------------------
+
+    def log_path(self, step: str, key: str) -> Path:
+        """Where the log of the step ``step`` run under ``key`` is written."""
+        return self.root / "logs" / f"{step}-{key[:12]}.log"

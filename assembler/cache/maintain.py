@@ -1,0 +1,326 @@
+"""Listing, verifying and pruning the cache (``assemble cache ls|verify|prune``).
+
+Everything the cache holds is an *item* with a size and a last use:
+
+- entries (``step``, ``layer``, ``base``, ``memo``: see :mod:`.entries`), last used when a
+  build last hit them (a hit stamps the record's mtime); their size counts the blobs they
+  name;
+- ``log``: step logs; ``folder``: what steps keep between builds (``step-caches/``);
+  ``source``: git mirrors, checkouts and downloads (``sources/``);
+- ``blob``: a blob no entry names (an image read from a layout, a converted manifest).
+
+Pruning removes items, never a blob that a remaining entry names: a blob goes when the
+last entry naming it goes. It holds the cache lock exclusively, so it never runs while a
+build uses the cache; a kept step folder is also skipped while anyone holds its lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import stat
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from assembler.cache.entries import CORRUPT, Cache, StepResult, blobs_of, kind_of, parse
+from assembler.errors import CacheError, InputError
+from assembler.oci.digest import file_digest
+
+FILE_KINDS = ("log", "folder", "source", "blob")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b)?\s*$", re.IGNORECASE)
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``50G``, ``512MiB``, ``1.5T``, ``1000`` (binary units). InputError if not."""
+    match = _SIZE.match(text)
+    if match is None:
+        raise InputError(f"not a size: {text!r} (expected e.g. 50G, 512M, 1.5T)")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``7d``, ``12h``, ``30m``, ``45s``, ``2w``. InputError if not."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise InputError(f"not a duration: {text!r} (expected e.g. 7d, 12h, 30m)")
+    return float(match.group(1)) * _SECONDS[match.group(2).lower()]
+
+
+@dataclass
+class Item:
+    """One thing in the cache: ``size`` is its own bytes plus the blobs it names."""
+
+    kind: str
+    name: str
+    path: Path
+    own: int
+    last_use: float
+    blobs: tuple[str, ...] = ()
+    lock: Path | None = None
+    size: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "path": str(self.path), "size": self.size,
+                "last_use": self.last_use, "blobs": list(self.blobs)}  # fmt: skip
+
+
+@dataclass
+class Inventory:
+    items: list[Item]
+    blob_sizes: dict[str, int]  # digest -> bytes, every blob in the store
+    total: int = 0
+    refs: Counter[str] = field(default_factory=Counter)
+
+
+def _tree_size(path: Path) -> int:
+    total = 0
+    for folder, dirs, files in os.walk(path, onerror=lambda e: None):
+        for name in (*files, *dirs):
+            try:
+                st = os.lstat(os.path.join(folder, name))
+            except OSError:
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                total += st.st_size
+    return total
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def records(cache: Cache) -> Iterator[Path]:
+    for path in sorted(cache.keys.glob("*/*.json")):
+        if not path.name.startswith("."):
+            yield path
+
+
+def _entry_blobs(cache: Cache, value: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+    """An entry's kind and the digests it names (a base: its manifest, config and layers)."""
+    kind = kind_of(value)
+    try:
+        parsed = parse(kind, value)
+    except CORRUPT:
+        return kind, ()
+    if isinstance(parsed, str):
+        try:
+            manifest = json.loads(cache.blob_path(parsed).read_bytes())
+            named = [manifest["config"]["digest"], *(d["digest"] for d in manifest["layers"])]
+        except (OSError, *CORRUPT):
+            named = []
+        return kind, (parsed, *(str(d) for d in named))
+    return kind, tuple(d for d, _ in blobs_of(parsed))
+
+
+def _entry_name(key: str, value: dict[str, Any]) -> str:
+    step = value.get("step")
+    prefix = key.rsplit("-", 1)[0] if "-" in key else ""
+    label = str(step) if isinstance(step, str) else prefix
+    return f"{label} {key[-16:]}".strip()
+
+
+def inventory(cache: Cache) -> Inventory:
+    """Every item of the cache (unreadable records are listed as ``corrupt`` entries)."""
+    items: list[Item] = []
+    for path in records(cache):
+        try:
+            value = dict(cache.read_record(path))
+            kind, named = _entry_blobs(cache, value)
+            name = _entry_name(path.stem, value)
+        except (OSError, ValueError):
+            kind, named, name = "corrupt", (), path.stem
+        items.append(Item(kind, name, path, _own(path), _mtime(path), named))
+    for path in sorted((cache.root / "logs").glob("*.log")):
+        items.append(Item("log", path.name, path, _own(path), _mtime(path)))
+    for path in sorted(cache.root.glob("step-caches/*/*")):
+        if path.is_dir() and not path.is_symlink():
+            lock = path.with_name(path.name + ".lock") if path.parent.name not in ("_apt", "_shared") else None
+            name = f"{path.parent.name}/{path.name}"
+            items.append(Item("folder", name, path, _tree_size(path), _mtime(path), lock=lock))
+    for path in sorted(cache.root.glob("sources/*/*")):
+        if not path.name.startswith(".") and path.is_dir():
+            items.append(Item("source", f"{path.parent.name}/{path.name}", path, _tree_size(path), _mtime(path)))
+    sizes = {"sha256:" + p.name: _own(p) for p in cache.blobs.iterdir() if not p.name.startswith(".")}
+    refs: Counter[str] = Counter(d for item in items for d in set(item.blobs))
+    for digest, size in sorted(sizes.items()):
+        if refs[digest] == 0:
+            path = cache.blob_path(digest)
+            items.append(Item("blob", digest, path, size, _mtime(path), (digest,)))
+            refs[digest] += 1
+    for item in items:
+        item.size = item.own + sum(sizes.get(d, 0) for d in set(item.blobs) if item.kind != "blob")
+    total = sum(i.own for i in items if i.kind != "blob") + sum(sizes.values())
+    return Inventory(items, sizes, total, refs)
+
+
+def _own(path: Path) -> int:
+    try:
+        return path.lstat().st_size
+    except OSError:
+        return 0
+
+
+# -- verify ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str  # "blob", "entry", "dangling"
+    name: str
+    why: str
+
+
+def verify(cache: Cache, *, drop: bool = True, on_blob: Callable[[int], None] | None = None) -> list[Problem]:
+    """Check every record (it parses as its kind) and every blob (its bytes are its
+    digest), then every entry's blobs are present. With ``drop``, what is corrupt goes,
+    and so do entries naming a blob that is gone (a build then makes them again)."""
+    problems: list[Problem] = []
+    for path in sorted(cache.blobs.iterdir()):
+        if path.name.startswith("."):
+            continue
+        digest = "sha256:" + path.name
+        try:
+            actual = file_digest(path)
+        except OSError as e:
+            actual = f"unreadable ({e.strerror})"
+        if actual != digest:
+            problems.append(Problem("blob", digest, f"its bytes are {actual}"))
+            if drop:
+                path.unlink(missing_ok=True)
+        if on_blob is not None:
+            on_blob(_own(path))
+    for path in records(cache):
+        problem = _check_record(cache, path)
+        if problem is not None:
+            problems.append(problem)
+            if drop:
+                path.unlink(missing_ok=True)
+    return problems
+
+
+def _check_record(cache: Cache, path: Path) -> Problem | None:
+    try:
+        value = cache.read_record(path)
+        kind = kind_of(value)
+        parsed = parse(kind, value)
+    except (OSError, *CORRUPT) as e:
+        return Problem("entry", path.stem, f"unreadable: {e}")
+    # A base's blobs are its manifest's: get_image reads (and digest-checks) it and its config.
+    present = cache.get_image(parsed) is not None if isinstance(parsed, str) else cache.blobs_present(blobs_of(parsed))
+    if not present:
+        label = parsed.step if isinstance(parsed, StepResult) else kind
+        return Problem("dangling", path.stem, f"{label} entry names a blob that is not in the cache")
+    return None
+
+
+# -- prune -------------------------------------------------------------------------------
+
+
+@dataclass
+class Pruned:
+    removed: list[Item] = field(default_factory=list)
+    in_use: list[Item] = field(default_factory=list)
+    freed: int = 0
+    left: int = 0
+
+
+def exclusive(cache: Cache) -> None:
+    """Hold the cache lock alone (CacheError when a build is using the cache)."""
+    if not cache.try_exclusive():
+        raise CacheError(
+            f"the cache at {cache.root} is in use by a running build or another prune",
+            hint="prune again when it has finished",
+        )
+
+
+def prune(
+    cache: Cache,
+    *,
+    keep_storage: int | None = None,
+    older_than: float | None = None,
+    everything: bool = False,
+    dry_run: bool = False,
+    now: float | None = None,
+) -> Pruned:
+    """Remove items: all of them (``everything``), those unused for ``older_than``
+    seconds, then the least recently used until the cache holds ``keep_storage`` bytes.
+    A blob goes only with the last entry naming it. ``dry_run`` reports and removes
+    nothing. Raises CacheError when the cache is in use."""
+    exclusive(cache)
+    inv = inventory(cache)
+    result = Pruned(left=inv.total)
+    cutoff = (now if now is not None else time.time()) - older_than if older_than is not None else None
+    order = sorted(inv.items, key=lambda i: (i.last_use, i.kind, i.name))
+    tried: set[int] = set()
+    for item in order:
+        if everything or (cutoff is not None and item.last_use < cutoff):
+            tried.add(id(item))
+            _remove(cache, inv, item, result, dry_run=dry_run)
+    if keep_storage is not None:
+        for item in order:
+            if result.left <= keep_storage:
+                break
+            if id(item) not in tried:
+                _remove(cache, inv, item, result, dry_run=dry_run)
+    return result
+
+
+def _remove(cache: Cache, inv: Inventory, item: Item, result: Pruned, *, dry_run: bool) -> None:
+    with _unless_locked(item.lock) as free:
+        if not free:
+            result.in_use.append(item)
+            return
+        if dry_run:
+            pass
+        elif item.path.is_dir() and not item.path.is_symlink():
+            shutil.rmtree(item.path, onerror=_writable_then_retry)
+        else:
+            item.path.unlink(missing_ok=True)
+    freed = item.own if item.kind != "blob" else 0
+    for digest in set(item.blobs):
+        inv.refs[digest] -= 1
+        if inv.refs[digest] == 0 and digest in inv.blob_sizes:
+            if not dry_run:
+                cache.blob_path(digest).unlink(missing_ok=True)
+            freed += inv.blob_sizes[digest]
+    result.removed.append(item)
+    result.freed += freed
+    result.left -= freed
+
+
+@contextmanager
+def _unless_locked(lock: Path | None) -> Iterator[bool]:
+    """Holds ``lock`` (a kept folder's lock file) exclusively if nobody else does: True.
+    The lock file itself stays: a build waiting on it holds it open."""
+    if lock is None or not lock.exists():
+        yield True
+        return
+    with open(lock, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
+def _writable_then_retry(func: Callable[[str], object], path: str, _exc: object) -> None:
+    # Build trees may hold read-only folders (a step's chmod): make the parent writable.
+    os.chmod(os.path.dirname(path), 0o755)
+    if os.path.isdir(path) and not os.path.islink(path):
+        os.chmod(path, 0o755)
+    func(path)
