@@ -31,12 +31,11 @@ from typing import Any, NoReturn
 from rich.console import Console
 
 from assembler import __version__
-from assembler.assemble import Event, Options, Result, build, resolve_epoch
+from assembler.assemble import Event, Options, Result, assemble, resolve_epoch
 from assembler.cache import default_root
 from assembler.errors import AssemblerError, InputError
-from assembler.image import absolute_ref
 from assembler.oci.descriptor import Platform
-from assembler.oci.reference import parse_ref
+from assembler.oci.reference import Ref, absolute_ref, parse_ref
 from assembler.proc import Runner
 from assembler.transports.common import RegistryOptions
 
@@ -296,7 +295,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     loaded = _load(args)
     options = _options(args, loaded.manifest.epoch, loaded.manifest.platform)
     reporter = Reporter(verbose=args.verbose, quiet=args.json)
-    result = build(loaded, options, runner=Runner(), report=reporter)
+    result = assemble(loaded, options, runner=Runner(), report=reporter)
     if args.json:
         out.print(json.dumps(_result_json(result), indent=2), markup=False)
     else:
@@ -422,12 +421,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_sif(args: argparse.Namespace) -> int:
-    from assembler.oci.reference import ImageName
-    from assembler.transports import check_replaceable
-    from assembler.transports.sif import write_sif
-    from assembler.transports.sif_publish import push_sif
+    from assembler.pipeline.writers import OrasWriter, SifReferrerWriter, SifWriter, Target, Writer
 
-    targets: list[tuple[str, ImageName]] = []
+    pushes: list[Writer] = []
     for flag, text, scheme in (("--push", args.push, "oras"), ("--attach", args.attach, "docker")):
         if text is None:
             continue
@@ -437,15 +433,19 @@ def cmd_sif(args: argparse.Namespace) -> int:
             raise InputError(f"{flag} {text}: {e}") from None
         if ref.transport != scheme or ref.name is None:
             raise InputError(f"{flag} takes a {scheme}:// reference, got {text!r}")
-        targets.append((flag, ref.name))
+        pushes.append(OrasWriter(ref) if flag == "--push" else SifReferrerWriter(ref))
     reporter = Reporter(verbose=args.verbose, quiet=args.json)
-    epoch = resolve_epoch(args.epoch, None)
-    out_path = args.out.resolve()
-    check_replaceable(out_path, "sif", force=args.force)
+    sif = SifWriter(Ref("sif", str(args.out.resolve())))
+    sif.check(force=args.force)
     with _reading_cache(args) as cache_dir:
         source = _source(args, cache_dir)
-        info = write_sif(source, out_path, runner=Runner(), epoch=epoch, compressor=args.compressor,
-                         progress=lambda n: reporter(Event("bytes", {"n": n, "what": "converted"})))  # fmt: skip
+        progress = lambda n: reporter(Event("bytes", {"n": n, "what": "converted"}))  # noqa: E731
+        ctx = dataclasses.replace(_context(args, cache_dir), epoch=resolve_epoch(args.epoch, None), progress=progress)
+        target = Target(source, ctx, sif_compressor=args.compressor)
+        sif.write(target)
+        assert target.sif is not None
+        info = target.sif
+        pushed = [(w, w.write(target)[0]) for w in pushes]
     result: dict[str, Any] = {
         "sif": str(info.path),
         "digest": info.digest,
@@ -455,10 +455,9 @@ def cmd_sif(args: argparse.Namespace) -> int:
         "compressor": info.compressor,
         "pushed": [],
     }
-    for flag, name in targets:
-        subject = source.image.descriptor if flag == "--attach" else None
-        pub = push_sif(info.path, info.digest, info.size, name, options=_registry(args), subject=subject)
-        result["pushed"].append({"ref": pub.ref, "digest": pub.digest, "referrer_of": pub.referrer_of})
+    for writer, w in pushed:
+        referrer_of = source.image.digest if isinstance(writer, SifReferrerWriter) else ""
+        result["pushed"].append({"ref": w.ref, "digest": w.digest, "referrer_of": referrer_of})
     if args.json:
         out.print(json.dumps(result, indent=2), markup=False)
         return 0
@@ -522,16 +521,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from assembler.assemble import plan
+    from assembler.assemble import resolve
 
     loaded = _load(args)
     options = _options(args, loaded.manifest.epoch, loaded.manifest.platform)
-    result = plan(loaded, options, runner=Runner())
+    result = resolve(loaded, options, runner=Runner())
     if args.json:
-        data = dataclasses.asdict(result)
-        data["params"] = dict(result.params)
-        data["bases"] = dict(result.bases)
-        out.print(json.dumps(data, indent=2), markup=False)
+        out.print(json.dumps(result.to_json(), indent=2), markup=False)
         return 0
     say(f"plan for {result.name}" + (f" (target {result.target})" if result.target else ""))
     for name, digest in result.bases.items():
@@ -539,7 +535,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     say("steps:")
     for s in result.steps:
         why = f" ({s.reason})" if s.reason else ""
-        say(f"  {s.kind:<8} {s.name:<20} {s.state}{why}")
+        after = f"  after {', '.join(s.depends_on)}" if s.depends_on else ""
+        say(f"  {s.kind:<8} {s.name:<20} {s.state}{why}{after}")
     say("layers:")
     for layer in result.layers:
         size = _size(layer.size) if layer.size is not None else "?"
