@@ -14,7 +14,7 @@ from typing import Any, BinaryIO
 import pytest
 
 from assembler.archive.flatten import LayerSource, flatten
-from assembler.archive.layer import LayerBlob, write_layer
+from assembler.archive.layer import write_layer
 from assembler.archive.tar import TarEntry, TarWriter
 from assembler.archive.view import LayerIndex
 from assembler.errors import (
@@ -30,6 +30,7 @@ from assembler.oci import mediatypes as mt
 from assembler.oci.descriptor import Descriptor, Platform
 from assembler.oci.digest import canonical_json, digest_hex, sha256_digest
 from assembler.oci.image import Image, Index, manifest_config, parse_manifest_or_index
+from assembler.oci.layer import Layer
 from assembler.oci.reference import ImageName, parse_ref
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,11 +60,11 @@ DIGEST = "sha256:" + "a" * 64
         (lambda: manifest_config(b'{"config": []}'), InvalidImage),
         (lambda: Image(b'{"schemaVersion": 2}', b"{}"), InvalidImage),
         (lambda: Index(b'{"schemaVersion": 2}'), InvalidImage),
-        (lambda: LayerBlob.from_json([]), InvalidRecord),
-        (lambda: LayerBlob.from_json({"digest": DIGEST}), InvalidRecord),
-        (lambda: LayerBlob.from_json(_blob_record(size="many")), InvalidRecord),
-        (lambda: LayerBlob.from_json(_blob_record(compression="lzma")), InvalidRecord),
-        (lambda: LayerBlob.from_json(_blob_record(digest="sha256:x")), InvalidRecord),
+        (lambda: Layer.from_json([]), InvalidRecord),
+        (lambda: Layer.from_json({"digest": DIGEST}), InvalidRecord),
+        (lambda: Layer.from_json(_blob_record(size="many")), InvalidRecord),
+        (lambda: Layer.from_json(_blob_record(compression="lzma")), InvalidRecord),
+        (lambda: Layer.from_json(_blob_record(digest="sha256:x")), InvalidRecord),
         (lambda: LayerIndex.from_json({"dirs": {"a": [1]}}), InvalidRecord),
     ],
 )
@@ -92,8 +93,8 @@ def test_reference_and_platform_errors_are_input_errors() -> None:
 
 
 def test_a_layer_record_round_trips() -> None:
-    blob = LayerBlob(DIGEST, 10, DIGEST, 20, "gzip")
-    assert LayerBlob.from_json(blob.to_json()) == blob
+    blob = Layer.of(DIGEST, 10, DIGEST, "gzip", uncompressed_size=20)
+    assert Layer.from_json(blob.to_json()) == blob
 
 
 def test_index_select_names_what_it_has() -> None:

@@ -80,7 +80,7 @@ def build_image(cache: Cache, layers: list[dict[str, bytes]], *, base: Image | N
         members = [(TarEntry(path, "file", size=len(data)), _opener(data)) for path, data in files.items()]
         with cache.blob_writer() as out:
             blob = write_layer(members, out, compression="gzip", epoch=EPOCH)
-        added.append(mutate.AddedLayer(blob.descriptor(), blob.diff_id, created_by="test"))
+        added.append(blob.made_by("test"))
     image = mutate.append_layers(image, added, epoch=EPOCH)
     cache.put_image(image)
     return image

@@ -45,6 +45,7 @@ from assembler.oci import mutate
 from assembler.oci.descriptor import Descriptor, Platform
 from assembler.oci.digest import sha256_digest
 from assembler.oci.image import Image
+from assembler.oci.layer import Layer
 from assembler.proc import Runner
 from assembler.transports import apptainer, layout, rootfs, sif, sif_front
 from assembler.transports.common import SourceImage
@@ -108,7 +109,7 @@ def add_layers(cache: Cache, image: Image, layers: Sequence[Sequence[Member]], *
     for i, members in enumerate(layers):
         with cache.blob_writer() as w:
             blob = write_layer(members, w, compression=compression, epoch=EPOCH, presorted=True)
-        added.append(mutate.AddedLayer(blob.descriptor(), blob.diff_id, f"test layer {i}"))
+        added.append(blob.made_by(f"test layer {i}"))
     return mutate.append_layers(image, added, epoch=EPOCH)
 
 
@@ -756,7 +757,7 @@ def _raw_layer_image(cache: Cache, tar: bytes) -> Image:
     """An image whose one layer is exactly ``tar`` (gzip), bypassing our writer's checks."""
     blob = gzip.compress(tar, mtime=0)
     digest = cache.put_bytes(blob)
-    layer = mutate.AddedLayer(Descriptor(mt.OCI_LAYER_GZIP, digest, len(blob)), sha256_digest(tar), "raw")
+    layer = Layer(Descriptor(mt.OCI_LAYER_GZIP, digest, len(blob)), sha256_digest(tar), "raw")
     return mutate.append_layers(mutate.scratch(PLATFORM, epoch=EPOCH), [layer], epoch=EPOCH)
 
 

@@ -1,13 +1,12 @@
 """Deterministic tar writing and layer compression (the only owner of zstandard)."""
 
 from assembler.archive.compress import COMPRESSIONS, Compression, decompressed
-from assembler.archive.layer import LayerBlob, Member, write_layer
+from assembler.archive.layer import Member, write_layer
 from assembler.archive.tar import TarEntry, TarWriter, clean_path, normalize, sort_key
 
 __all__ = [
     "COMPRESSIONS",
     "Compression",
-    "LayerBlob",
     "Member",
     "TarEntry",
     "TarWriter",

@@ -10,17 +10,15 @@ import hashlib
 import queue
 import tarfile
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
-from typing import BinaryIO, cast
+from dataclasses import replace
+from typing import BinaryIO
 
-from assembler.archive.compress import COMPRESSIONS, Compression, Writable, compressor, decompressed
+from assembler.archive.compress import Compression, Writable, compressor, decompressed
 from assembler.archive.tar import TarEntry, TarWriter, entry_from_tarinfo, normalize, sort_key
-from assembler.errors import InvalidArchive, InvalidRecord
-from assembler.oci import mediatypes as mt
-from assembler.oci.descriptor import Descriptor
-from assembler.oci.digest import is_digest
+from assembler.errors import InvalidArchive
+from assembler.oci.layer import Layer
 
 Opener = Callable[[], AbstractContextManager[BinaryIO]]
 """Opens a member's data when the writer reaches it (so thousands of files are not open at once)."""
@@ -29,52 +27,6 @@ Member = tuple[TarEntry, Opener | None]
 
 ProgressFn = Callable[[int], None]
 """Called with the number of uncompressed bytes just written (for progress bars)."""
-
-
-@dataclass(frozen=True)
-class LayerBlob:
-    """What writing a layer produced: both digests and both sizes."""
-
-    digest: str
-    size: int
-    diff_id: str
-    uncompressed_size: int
-    compression: Compression
-
-    @property
-    def media_type(self) -> str:
-        return mt.oci_layer_type(self.compression)
-
-    def descriptor(self) -> Descriptor:
-        return Descriptor(self.media_type, self.digest, self.size)
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "digest": self.digest,
-            "size": self.size,
-            "diff_id": self.diff_id,
-            "uncompressed_size": self.uncompressed_size,
-            "compression": self.compression,
-        }
-
-    @classmethod
-    def from_json(cls, data: object) -> LayerBlob:
-        """From :meth:`to_json`; InvalidRecord when ``data`` is not such a record."""
-        if not isinstance(data, Mapping):
-            raise InvalidRecord(f"a layer record is a JSON object, got {type(data).__name__}")
-        try:
-            blob = cls(
-                digest=str(data["digest"]),
-                size=int(str(data["size"])),
-                diff_id=str(data["diff_id"]),
-                uncompressed_size=int(str(data.get("uncompressed_size", 0))),
-                compression=cast(Compression, data["compression"]),  # checked below
-            )
-        except (KeyError, ValueError) as e:  # a missing field, a size that is no int
-            raise InvalidRecord(f"malformed layer record {dict(data)!r}: {e!r}") from e
-        if blob.compression not in COMPRESSIONS or not (is_digest(blob.digest) and is_digest(blob.diff_id)):
-            raise InvalidRecord(f"malformed layer record {dict(data)!r}")
-        return blob
 
 
 class HashingSink:
@@ -194,7 +146,7 @@ def write_layer(
     epoch: int,
     presorted: bool = False,
     progress: ProgressFn | None = None,
-) -> LayerBlob:
+) -> Layer:
     """Write ``members`` as one layer blob into ``out``, normalising every entry.
 
     Members are sorted unless ``presorted``. Raises InvalidArchive when a file's data ends
@@ -216,18 +168,11 @@ def write_layer(
         comp.finish()
     finally:
         tar_sink.hash.close()
-    return LayerBlob(
-        digest=digest_sink.digest,
-        size=digest_sink.count,
-        diff_id=tar_sink.hash.digest,
-        uncompressed_size=tar_sink.hash.count,
-        compression=compression,
-    )
+    diff_id = tar_sink.hash.digest
+    return Layer.of(digest_sink.digest, digest_sink.count, diff_id, compression, uncompressed_size=tar_sink.hash.count)
 
 
-def recompress(
-    src: BinaryIO, src_compression: Compression | None, out: Writable, *, compression: Compression
-) -> LayerBlob:
+def recompress(src: BinaryIO, src_compression: Compression | None, out: Writable, *, compression: Compression) -> Layer:
     """The same tar bytes in another compression (diff_id unchanged), streamed."""
     digest_sink = HashingSink(out)
     comp = compressor(compression, digest_sink)
@@ -236,7 +181,9 @@ def recompress(
         while chunk := plain.read(1 << 20):
             tar_hash.write(chunk)
     comp.finish()
-    return LayerBlob(digest_sink.digest, digest_sink.count, tar_hash.digest, tar_hash.count, compression)
+    return Layer.of(
+        digest_sink.digest, digest_sink.count, tar_hash.digest, compression, uncompressed_size=tar_hash.count
+    )
 
 
 def iter_tar(stream: BinaryIO, *, what: str) -> Iterator[tuple[TarEntry, tarfile.TarFile, tarfile.TarInfo]]:

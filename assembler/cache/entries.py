@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
-from assembler.archive.layer import LayerBlob
 from assembler.cache.store import Store
 from assembler.errors import InvalidImage, InvalidRecord
 from assembler.oci.image import Image
+from assembler.oci.layer import Layer
 
 log = logging.getLogger(__name__)
 Kind = Literal["step", "layer", "base", "memo"]
@@ -48,10 +48,10 @@ class StepResult:
     """What a step made: a compile step's artifacts by name, or a runtime step's layer."""
 
     step: str
-    artifacts: Mapping[str, LayerBlob] = field(default_factory=dict)
-    layer: LayerBlob | None = None
+    artifacts: Mapping[str, Layer] = field(default_factory=dict)
+    layer: Layer | None = None
 
-    def layers(self) -> list[LayerBlob]:
+    def layers(self) -> list[Layer]:
         return [*self.artifacts.values(), *([self.layer] if self.layer is not None else [])]
 
     def to_json(self) -> dict[str, Any]:
@@ -63,8 +63,8 @@ class StepResult:
     def from_json(cls, data: Mapping[str, Any]) -> StepResult:
         """Raises KeyError, TypeError, ValueError or AttributeError when ``data`` is not one."""
         if "layer" in data:
-            return cls(str(data["step"]), layer=LayerBlob.from_json(data["layer"]))
-        return cls(str(data["step"]), {str(n): LayerBlob.from_json(b) for n, b in data["artifacts"].items()})
+            return cls(str(data["step"]), layer=Layer.from_json(data["layer"]))
+        return cls(str(data["step"]), {str(n): Layer.from_json(b) for n, b in data["artifacts"].items()})
 
 
 def kind_of(value: Mapping[str, Any]) -> Kind:
@@ -81,7 +81,7 @@ def kind_of(value: Mapping[str, Any]) -> Kind:
     return "memo"
 
 
-def parse(kind: Kind, value: Mapping[str, Any]) -> StepResult | LayerBlob | str | Mapping[str, Any]:
+def parse(kind: Kind, value: Mapping[str, Any]) -> StepResult | Layer | str | Mapping[str, Any]:
     """The entry ``value`` as its kind's type (a base: its manifest digest). Raises
     KeyError, TypeError, ValueError or AttributeError when it does not fit the kind."""
     if kind_of(value) != kind:
@@ -89,7 +89,7 @@ def parse(kind: Kind, value: Mapping[str, Any]) -> StepResult | LayerBlob | str 
     if kind == "step":
         return StepResult.from_json(value)
     if kind == "layer":
-        return LayerBlob.from_json(value)
+        return Layer.from_json(value)
     if kind == "base":
         digest = value["manifest"]
         if not isinstance(digest, str) or not digest.startswith("sha256:"):
@@ -102,12 +102,12 @@ def blobs_of(parsed: object) -> list[tuple[str, int]]:
     """The blobs (digest, size) a parsed step or layer entry names (a base's are in its manifest)."""
     if isinstance(parsed, StepResult):
         return [(b.digest, b.size) for b in parsed.layers()]
-    if isinstance(parsed, LayerBlob):
+    if isinstance(parsed, Layer):
         return [(parsed.digest, parsed.size)]
     return []
 
 
-# What reading a damaged record raises: our own parsers' errors (LayerBlob.from_json,
+# What reading a damaged record raises: our own parsers' errors (Layer.from_json,
 # LayerIndex.from_json raise InvalidRecord; Image() raises InvalidImage) and JSON shape errors.
 CORRUPT = (KeyError, TypeError, ValueError, AttributeError, IndexError, InvalidRecord, InvalidImage)
 
@@ -131,7 +131,7 @@ class Cache(Store):
         log.warning("cache entry %s %s: dropped it, it will be made again", path.stem, why)
         path.unlink(missing_ok=True)
 
-    def _entry(self, key: str, kind: Kind) -> StepResult | LayerBlob | Image | Mapping[str, Any] | None:
+    def _entry(self, key: str, kind: Kind) -> StepResult | Layer | Image | Mapping[str, Any] | None:
         """The usable entry ``key`` of ``kind``, or None (a miss). Corrupt or dangling
         entries are dropped here, and nowhere else."""
         path = self._key_path(key)
@@ -142,7 +142,7 @@ class Cache(Store):
         except (OSError, *CORRUPT) as e:
             self.drop_record(path, f"is unreadable ({e})")
             return None
-        entry: StepResult | LayerBlob | Image | Mapping[str, Any] | None
+        entry: StepResult | Layer | Image | Mapping[str, Any] | None
         if isinstance(parsed, str):  # a base: its manifest, config and layers must all be here
             entry = self.get_image(parsed)
             if entry is None:
@@ -171,11 +171,11 @@ class Cache(Store):
 
     # -- layers made outside steps -------------------------------------------------------
 
-    def layer(self, key: str) -> LayerBlob | None:
+    def layer(self, key: str) -> Layer | None:
         hit = self._entry(key, "layer")
-        return hit if isinstance(hit, LayerBlob) else None
+        return hit if isinstance(hit, Layer) else None
 
-    def put_layer(self, key: str, blob: LayerBlob) -> None:
+    def put_layer(self, key: str, blob: Layer) -> None:
         self.put_key(key, {"kind": "layer", **blob.to_json()})
 
     # -- resolved bases ------------------------------------------------------------------

@@ -8,14 +8,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from assembler.assemble import Options, Result, build, resolve_epoch
+from assembler.assemble import Options, Result, assemble, resolve_epoch
 from assembler.cache import default_root
 from assembler.cli.args import platform_arg, registry_options
 from assembler.cli.console import out, say, size
 from assembler.cli.progress import mode_of, showing
 from assembler.errors import InputError
-from assembler.image import absolute_ref
-from assembler.oci.reference import parse_ref
+from assembler.oci.reference import absolute_ref, parse_ref
 from assembler.proc import Runner
 
 
@@ -94,7 +93,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     options = _options(args, loaded.manifest.epoch)
     check_digestfile(args.digestfile)
     with showing(mode_of(args), verbose=args.verbose) as report:
-        result = build(loaded, options, runner=Runner(), report=report)
+        result = assemble(loaded, options, runner=Runner(), report=report)
     write_digest(args.digestfile, result.digest)
     if args.json:
         out.print(json.dumps(_result_json(result), indent=2), markup=False)
@@ -106,15 +105,12 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from assembler.assemble import plan
+    from assembler.assemble import resolve
 
     loaded = _load(args)
-    result = plan(loaded, _options(args, loaded.manifest.epoch), runner=Runner())
+    result = resolve(loaded, _options(args, loaded.manifest.epoch), runner=Runner())
     if args.json:
-        data = dataclasses.asdict(result)
-        data["params"] = dict(result.params)
-        data["bases"] = dict(result.bases)
-        out.print(json.dumps(data, indent=2), markup=False)
+        out.print(json.dumps(result.to_json(), indent=2), markup=False)
         return 0
     say(f"plan for {result.name}" + (f" (target {result.target})" if result.target else ""))
     for name, digest in result.bases.items():
@@ -122,7 +118,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     say("steps:")
     for s in result.steps:
         why = f" ({s.reason})" if s.reason else ""
-        say(f"  {s.kind:<8} {s.name:<20} {s.state}{why}")
+        after = f"  after {', '.join(s.depends_on)}" if s.depends_on else ""
+        say(f"  {s.kind:<8} {s.name:<20} {s.state}{why}{after}")
     say("layers:")
     for layer in result.layers:
         layer_size = size(layer.size) if layer.size is not None else "?"

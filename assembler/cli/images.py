@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import sys
 import tempfile
@@ -17,8 +18,7 @@ from assembler.cli.build import check_digestfile, write_digest
 from assembler.cli.console import err, out, say, size
 from assembler.cli.progress import mode_of, showing
 from assembler.errors import InputError
-from assembler.image import absolute_ref
-from assembler.oci.reference import parse_ref
+from assembler.oci.reference import Ref, absolute_ref, parse_ref
 from assembler.proc import Runner
 
 
@@ -136,8 +136,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 0 if result.identical else 1
 
 
-def _sif_targets(args: argparse.Namespace) -> list[tuple[str, Any]]:
-    """``--push`` and ``--attach`` as (flag, ImageName); bad references raise InputError."""
+def _sif_targets(args: argparse.Namespace) -> list[tuple[str, Ref]]:
+    """``--push`` and ``--attach`` as (flag, reference); bad references raise InputError."""
     targets = []
     for flag, text, scheme in (("--push", args.push, "oras"), ("--attach", args.attach, "docker")):
         if text is None:
@@ -145,35 +145,40 @@ def _sif_targets(args: argparse.Namespace) -> list[tuple[str, Any]]:
         ref = parse_ref(text)
         if ref.transport != scheme or ref.name is None:
             raise InputError(f"{flag} takes a {scheme}:// reference, got {text!r}")
-        targets.append((flag, ref.name))
+        targets.append((flag, ref))
     return targets
 
 
 def cmd_sif(args: argparse.Namespace) -> int:
-    from assembler.transports import check_replaceable
-    from assembler.transports.sif import write_sif
-    from assembler.transports.sif_publish import push_sif
+    from assembler.pipeline.writers import OrasWriter, SifReferrerWriter, SifWriter, Target, Writer
 
-    targets = _sif_targets(args)
-    epoch = resolve_epoch(args.epoch, None)
+    pushes: list[Writer] = [
+        OrasWriter(ref) if flag == "--push" else SifReferrerWriter(ref) for flag, ref in _sif_targets(args)
+    ]
     out_path = args.out.resolve()
-    check_replaceable(out_path, "sif", force=args.force)
+    sif = SifWriter(Ref("sif", str(out_path)))
+    sif.check(force=args.force)
     check_digestfile(args.digestfile)
     pushed: list[dict[str, Any]] = []
     with showing(mode_of(args), verbose=args.verbose) as report, _reading_cache(args) as cache_dir:
         source = _source(args, cache_dir)
+        pushed_bytes = lambda n: report(Event("bytes", {"n": n, "what": "pushed"}))  # noqa: E731
+        ctx = dataclasses.replace(_context(args, cache_dir), epoch=resolve_epoch(args.epoch, None),
+                                  upload_progress=pushed_bytes)  # fmt: skip
+        target = Target(source, ctx, sif_compressor=args.compressor,
+                        sif_progress=lambda n: report(Event("bytes", {"n": n, "what": "sif"})))  # fmt: skip
         report(Event("output", {"ref": f"sif:{out_path}", "state": "writing"}))
-        info = write_sif(source, out_path, runner=Runner(), epoch=epoch, compressor=args.compressor,
-                         progress=lambda n: report(Event("bytes", {"n": n, "what": "sif"})))  # fmt: skip
+        sif.write(target)
+        assert target.sif is not None
+        info = target.sif
         report(Event("output", {"ref": f"sif:{out_path}", "state": "done", "digest": info.digest}))
-        for flag, name in targets:
-            subject = source.image.descriptor if flag == "--attach" else None
-            report(Event("output", {"ref": str(name), "state": "writing"}))
-            pub = push_sif(info.path, info.digest, info.size, name, options=registry_options(args), subject=subject,
-                           progress=lambda n: report(Event("bytes", {"n": n, "what": "pushed"})))  # fmt: skip
-            report(Event("output", {"ref": str(name), "state": "done", "digest": pub.digest,
-                                    "uploaded": pub.uploaded_bytes}))  # fmt: skip
-            pushed.append({"ref": pub.ref, "digest": pub.digest, "referrer_of": pub.referrer_of})
+        for writer in pushes:
+            report(Event("output", {"ref": str(writer.ref), "state": "writing"}))
+            (w,) = writer.write(target)
+            report(Event("output", {"ref": str(writer.ref), "state": "done", "digest": w.digest,
+                                    "uploaded": w.uploaded_bytes}))  # fmt: skip
+            referrer_of = source.image.digest if isinstance(writer, SifReferrerWriter) else ""
+            pushed.append({"ref": w.ref, "digest": w.digest, "referrer_of": referrer_of})
     write_digest(args.digestfile, info.digest)
     result = {"sif": str(info.path), "digest": info.digest, "size": info.size, "image": info.image_digest,
               "arch": info.arch, "compressor": info.compressor, "pushed": pushed}  # fmt: skip

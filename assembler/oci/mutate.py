@@ -17,21 +17,12 @@ from assembler.oci import mediatypes as mt
 from assembler.oci.descriptor import Descriptor, Platform
 from assembler.oci.digest import canonical_json, sha256_digest
 from assembler.oci.image import Image
+from assembler.oci.layer import Layer
 
 
 def timestamp(epoch: int) -> str:
     """RFC 3339 UTC time of an integer epoch, the form configs and annotations use."""
     return datetime.fromtimestamp(int(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass(frozen=True)
-class AddedLayer:
-    """A layer blob to append, with what its history entry should say."""
-
-    descriptor: Descriptor
-    diff_id: str
-    created_by: str
-    comment: str = ""
 
 
 @dataclass(frozen=True)
@@ -84,8 +75,9 @@ def scratch(platform: Platform, *, epoch: int) -> Image:
     return _build(config, [], {})
 
 
-def append_layers(image: Image, layers: Sequence[AddedLayer], *, epoch: int) -> Image:
-    """``image`` plus ``layers`` on top, each with a history entry dated ``epoch``."""
+def append_layers(image: Image, layers: Sequence[Layer], *, epoch: int) -> Image:
+    """``image`` plus ``layers`` on top, each with a history entry dated ``epoch`` saying
+    its ``origin`` (and ``comment``)."""
     config = copy.deepcopy(image.config)
     rootfs = config.setdefault("rootfs", {"type": "layers", "diff_ids": []})
     rootfs["type"] = "layers"
@@ -98,7 +90,7 @@ def append_layers(image: Image, layers: Sequence[AddedLayer], *, epoch: int) -> 
                    for _ in diff_ids]  # fmt: skip
     for layer in layers:
         diff_ids.append(layer.diff_id)
-        entry: dict[str, Any] = {"created": timestamp(epoch), "created_by": layer.created_by}
+        entry: dict[str, Any] = {"created": timestamp(epoch), "created_by": layer.origin}
         if layer.comment:
             entry["comment"] = layer.comment
         history.append(entry)

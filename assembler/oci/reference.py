@@ -9,7 +9,8 @@ As in containers/image, the path ends at the first ``:``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal
 
 from assembler.errors import BadReference
@@ -123,3 +124,10 @@ def parse_ref(text: str) -> Ref:
     if transport == "docker-archive" and tag:
         ImageName.parse(tag)  # validates
     return Ref(transport, path=path, tag=tag)
+
+
+def absolute_ref(ref: Ref, base_dir: Path) -> Ref:
+    """``ref`` with a relative path made absolute against ``base_dir``."""
+    if ref.path and not Path(ref.path).is_absolute():
+        return replace(ref, path=str((base_dir / ref.path).resolve()))
+    return ref

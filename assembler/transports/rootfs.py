@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from assembler.archive.compress import DECOMPRESS_ERRORS, Compression, decompressed, sniff
-from assembler.archive.layer import LayerBlob, Member, Opener, write_layer
+from assembler.archive.layer import Member, Opener, write_layer
 from assembler.archive.tar import entry_from_tarinfo
 from assembler.cache import Cache, key_of
 from assembler.errors import InputError, InvalidArchive
@@ -22,13 +22,14 @@ from assembler.oci import mutate
 from assembler.oci.descriptor import Platform
 from assembler.oci.digest import file_digest
 from assembler.oci.image import Image
+from assembler.oci.layer import Layer
 
 # Bump when the conversion changes its output, so old cache entries are not reused.
 FORMAT = 2
 _CHUNK = 1 << 20
 
 
-def layer_from_tar(tar_path: Path, *, cache: Cache, compression: Compression, epoch: int, what: str) -> LayerBlob:
+def layer_from_tar(tar_path: Path, *, cache: Cache, compression: Compression, epoch: int, what: str) -> Layer:
     """Rewrite a (possibly compressed) tarball as a deterministic layer in the cache.
 
     Compressed input is first decompressed to a work file so members can be read in
@@ -117,11 +118,11 @@ def _member_opener(tf: tarfile.TarFile, info: tarfile.TarInfo) -> Opener:
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def image_from_layer(blob: LayerBlob, *, platform: Platform, epoch: int, created_by: str) -> Image:
+def image_from_layer(blob: Layer, *, platform: Platform, epoch: int, created_by: str) -> Image:
     """A one-layer image of a root filesystem, with the standard PATH in its config."""
     base = mutate.set_config(mutate.scratch(platform, epoch=epoch), mutate.ConfigChanges(env={"PATH": DEFAULT_PATH}),
                              epoch=epoch)  # fmt: skip
-    return mutate.append_layers(base, [mutate.AddedLayer(blob.descriptor(), blob.diff_id, created_by)], epoch=epoch)
+    return mutate.append_layers(base, [blob.made_by(created_by)], epoch=epoch)
 
 
 def _key(path: Path, platform: Platform, epoch: int, compression: Compression) -> tuple[str, str]:

@@ -1,0 +1,303 @@
+"""Running a step's commands in a buildah container: the workspace (buildah, the cache),
+the container's life, its mounts (host CA bundle, secrets as files, artifacts, apt's
+caches), one script for all its commands with a marker per command, and the export agent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from secrets import token_hex
+from typing import Any
+
+from assembler.archive.compress import Compression, decompressed
+from assembler.archive.extract import extract
+from assembler.cache import Cache, key_of
+from assembler.compile.buildah import Buildah, RunSpec, Volume
+from assembler.errors import InputError, StepFailed
+from assembler.oci.image import Image
+from assembler.oci.layer import Layer
+from assembler.proc import tail
+from assembler.transports import layout
+
+HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
+SECRETS_DIR = "/run/assemble-secrets"
+# The host bundle is mounted at a private path, not over the image's own bundle: the
+# image's ca-certificates package must stay installable (its setup rewrites that file).
+CA_DIR = "/run/assemble-ca"
+CA_FILE = f"{CA_DIR}/ca-certificates.crt"
+# Tools read the CA bundle from different places; point them all at the mounted one
+# (apt through an extra config file, since it reads no environment variable for it).
+CA_ENV = {
+    "SSL_CERT_FILE": CA_FILE,
+    "REQUESTS_CA_BUNDLE": CA_FILE,
+    "CURL_CA_BUNDLE": CA_FILE,
+    "PIP_CERT": CA_FILE,
+    "GIT_SSL_CAINFO": CA_FILE,
+    "NODE_EXTRA_CA_CERTS": CA_FILE,
+    "CARGO_HTTP_CAINFO": CA_FILE,
+    "UV_NATIVE_TLS": "1",
+    "APT_CONFIG": f"{CA_DIR}/apt.conf",
+}
+
+LineFn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Mounted:
+    """An artifact made visible in a container: its layer unpacked, shown at ``to``."""
+
+    ref: str
+    blob: Layer
+    to: str
+
+
+@dataclass
+class Workspace:
+    """Everything a step needs from outside: buildah, the cache, and how to report."""
+
+    buildah: Buildah
+    cache: Cache
+    epoch: int
+    compression: Compression
+    host_ca: bool = True
+    on_line: LineFn | None = None
+    _pulled: dict[str, str] = field(default_factory=dict)
+
+    def image_id(self, image: Image) -> str:
+        """Hand ``image`` to buildah (through an OCI layout of hard links); its image ID."""
+        if image.digest in self._pulled:
+            return self._pulled[image.digest]
+        path = self.cache.root / "buildah" / "layout"
+        tag = image.digest.split(":", 1)[1]
+        layout.write(path, image, tag=tag, blobs=self.cache)
+        image_id = self.buildah.pull(path, tag, cwd=self.cache.root)
+        self._pulled[image.digest] = image_id
+        return image_id
+
+
+# -- shared machinery ------------------------------------------------------------------
+
+
+@contextmanager
+def container(ws: Workspace, image: Image | str, name: str) -> Iterator[str]:
+    """A working container from ``image`` (or a stored image ID), removed afterwards."""
+    cid = ws.buildah.from_image(image if isinstance(image, str) else ws.image_id(image), name_hint=name)
+    try:
+        yield cid
+    finally:
+        ws.buildah.rm(cid)
+
+
+def with_packages(
+    ws: Workspace, base: Image, packages: Sequence[str], *, env: Mapping[str, str], step: str, log_path: Path
+) -> str:
+    """The ID of ``base`` with ``packages`` installed, made once per base and package list
+    and kept in buildah's storage, as a Dockerfile's ``RUN apt-get install`` layer is: a
+    rebuild of the step does not reinstall its toolchain. Only buildah uses this image;
+    the step's artifacts are still written by our agent, so no digest depends on it."""
+    command = (f"apt-get install {' '.join(packages)}", apt_install(packages))
+    what = {"base": base.digest, "packages": list(packages), "command": command[1], "env": dict(env)}
+    name = "localhost/assemble-devel:" + key_of(what)[:24]
+    found = ws.buildah.image_id(name)
+    if found is not None:
+        return found
+    ca_volumes, ca_env = host_ca(ws)
+    with container(ws, base, f"{step}-packages") as cid:
+        volumes = [*ca_volumes, *package_cache(ws.cache)]
+        run_commands(ws, cid, step=step, commands=[command], env={**ca_env, **env}, volumes=volumes,
+                      workdir=None, redact=(), prelude="", log_path=log_path)  # fmt: skip
+        return ws.buildah.commit(cid, name)
+
+
+@contextmanager
+def secret_files(ws: Workspace, names: Sequence[str], step: str) -> Iterator[tuple[list[Volume], list[str], str]]:
+    """Secrets as 0600 files in a private folder, mounted read-only; removed afterwards."""
+    if not names:
+        yield [], [], ""
+        return
+    values = []
+    with ws.cache.workdir("secrets-") as folder:
+        os.chmod(folder, 0o700)
+        for name in names:
+            value = os.environ.get(name)
+            if value is None:
+                raise InputError(f"step {step}: secret {name} is not set in the environment", hint=f"export {name}=...")
+            path = folder / name
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(value)
+            values.append(value)
+        prelude = "".join(f'export {n}="$(cat {SECRETS_DIR}/{n})"; ' for n in names)
+        yield [Volume(folder, SECRETS_DIR)], values, prelude
+
+
+@contextmanager
+def mounted_artifacts(ws: Workspace, mounts: Sequence[Mounted]) -> Iterator[list[Volume]]:
+    """Each artifact's layer unpacked into a private folder and mounted read-only at ``to``."""
+    if not mounts:
+        yield []
+        return
+    with ws.cache.workdir("mounts-") as folder:
+        volumes = []
+        for i, mount in enumerate(mounts):
+            root = folder / str(i)
+            root.mkdir()
+            with ws.cache.open_blob(mount.blob.digest) as raw, decompressed(raw, mount.blob.compression) as plain:
+                extract(plain, root, what=f"artifact {mount.ref}")
+            target = mount.to.rstrip("/") or "/"
+            volumes.append(Volume(root / target.lstrip("/"), target))
+        yield volumes
+
+
+def host_ca(ws: Workspace) -> tuple[list[Volume], dict[str, str]]:
+    """The host CA bundle (and an apt config naming it) as a read-only folder at CA_DIR."""
+    if not ws.host_ca or not HOST_CA.is_file():
+        return [], {}
+    folder = ws.cache.path("host-ca")
+    bundle = HOST_CA.read_bytes()
+    for name, data in (
+        ("ca-certificates.crt", bundle),
+        ("apt.conf", f'Acquire::https::CaInfo "{CA_FILE}";\n'.encode()),
+    ):
+        path = folder / name
+        if not path.is_file() or path.read_bytes() != data:
+            tmp = folder / f".{name}.tmp"
+            tmp.write_bytes(data)
+            tmp.replace(path)
+    return [Volume(folder, CA_DIR)], dict(CA_ENV)
+
+
+def _script(commands: Sequence[tuple[str, str]], prelude: str, token: str) -> str:
+    """One shell script for all of a step's commands: each in its own subshell with
+    ``set -e`` (as separate RUN lines behave), announced by a marker line.
+
+    The subshell is not the left side of ``||``: shells ignore ``set -e`` there.
+    """
+    parts = [prelude]
+    for i, (_, actual) in enumerate(commands):
+        parts.append(
+            f'echo "{token} start {i}"\n( set -e\n{actual}\n)\nrc=$?\n'
+            f'if [ "$rc" -ne 0 ]; then echo "{token} fail {i} $rc"; exit "$rc"; fi\n'
+        )
+    return "".join(parts)
+
+
+def run_commands(
+    ws: Workspace,
+    cid: str,
+    *,
+    step: str,
+    commands: Sequence[tuple[str, str]],
+    env: Mapping[str, str],
+    volumes: Sequence[Volume],
+    workdir: str | None,
+    redact: Sequence[str],
+    prelude: str,
+    log_path: Path,
+    user: str = "0:0",
+) -> None:
+    """Run ``(shown, actual)`` commands in order in one ``buildah run``; StepFailed naming
+    the command that failed, with the log's tail, on the first failure."""
+    if not commands:
+        return
+    token = "@@assemble-" + token_hex(8)
+    state = {"current": 0, "failed": -1}
+
+    def rewrite(line: str) -> str | None:
+        if not line.startswith(token):
+            return line
+        _, what, index, *_ = [*line.split(), "", ""]
+        if what == "start":
+            state["current"] = int(index)
+            return f"$ {commands[int(index)][0]}"
+        state["failed"] = int(index)
+        return None
+
+    spec = RunSpec(_script(commands, prelude, token), env=env, volumes=volumes, workdir=workdir, user=user)
+    with open(log_path, "w", encoding="utf-8") as log_file:
+        code, last = ws.buildah.run(cid, spec, log_file=log_file, on_line=ws.on_line, redact=redact, rewrite=rewrite)
+    if code != 0:
+        index = state["failed"] if state["failed"] >= 0 else state["current"]
+        shown = commands[index][0]
+        raise StepFailed(
+            f"step {step}: command failed (exit {code}): {shown}\n--- last lines of the log ---\n{last}\n"
+            f"--- full log: {log_path}",
+            step=step,
+            command=shown,
+            argv=ws.buildah.run_argv(cid, RunSpec(shown)),
+            returncode=code,
+            log_path=log_path,
+            log_tail=last,
+            hint="fix the command (the log shows why), then run assemble again: finished steps are cached",
+        )
+
+
+def agent_job(ws: Workspace, cid: str, command: str, job: Mapping[str, object], *, step: str, what: str) -> Any:
+    """Run the export agent on the container's root with a JSON job; its JSON answer.
+
+    The agent writes layer blobs straight into the cache (one process per step, not one
+    per artifact). StepFailed with the agent's reason when it fails.
+    """
+    with ws.cache.workdir("job-") as work:
+        job_file = work / "job.json"
+        job_file.write_text(json.dumps(job))
+        argv, cleanup = ws.buildah.agent_argv(cid, [command, "--job", str(job_file)], python=sys.executable)
+        try:
+            result = ws.buildah.runner.run(argv, check=False)
+        finally:
+            cleanup()
+    if result.returncode != 0:
+        text = (result.stderr or result.stdout).strip()
+        raise StepFailed(
+            f"step {step}: {text.removeprefix('agent: ') or f'{what} failed (exit {result.returncode})'}",
+            step=step,
+            command=what,
+            argv=argv,
+            returncode=result.returncode,
+            log_tail=tail(text),
+            hint="an artifact's path is looked up inside the build container (or in its cache: folders)",
+        )
+    return json.loads(result.stdout or "{}")
+
+
+# apt's lists and downloaded packages live on the host between builds (like ccache): a
+# runtime step on a new base then fetches only what changed. They are mounts, so never in
+# a layer; the sandbox user cannot write a host folder, so apt downloads as root.
+APT_LISTS = "/var/lib/apt/lists"
+APT_ARCHIVES = "/var/cache/apt/archives"
+_APT_OPTS = "-o APT::Sandbox::User=root -o APT::Keep-Downloaded-Packages=true -o DPkg::Lock::Timeout=300"
+
+
+def package_cache(cache: Cache) -> list[Volume]:
+    """The host folders that keep apt's lists and packages between builds."""
+    return [
+        Volume(cache.path("step-caches", "_apt", "lists"), APT_LISTS, readonly=False),
+        Volume(cache.path("step-caches", "_apt", "archives"), APT_ARCHIVES, readonly=False),
+    ]
+
+
+def apt_install(packages: Sequence[str]) -> str:
+    """A shell command installing ``packages`` with the base's package manager (apt-get on
+    Debian/Ubuntu with the host-kept caches of :func:`package_cache`, dnf/microdnf/yum on
+    RHEL-likes such as manylinux, apk on Alpine), leaving no index or cache in the layer."""
+    names = " ".join(shlex.quote(p) for p in packages)
+    return (
+        f"if command -v apt-get >/dev/null; then apt-get {_APT_OPTS} update -qq && DEBIAN_FRONTEND=noninteractive "
+        f"apt-get {_APT_OPTS} install -y -qq --no-install-recommends {names}; "
+        f"elif command -v dnf >/dev/null; then dnf install -y -q {names} && dnf clean all; "
+        f"elif command -v microdnf >/dev/null; then microdnf install -y {names} && microdnf clean all; "
+        f"elif command -v yum >/dev/null; then yum install -y -q {names} && yum clean all; "
+        f"elif command -v apk >/dev/null; then apk add --no-cache {names}; "
+        'else echo "no package manager (apt-get, dnf, microdnf, yum, apk) in this image" >&2; exit 127; fi'
+    )
+
+
+def step_log(cache: Cache, name: str, key: str) -> Path:
+    return cache.log_path(name, key)

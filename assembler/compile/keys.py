@@ -1,0 +1,68 @@
+"""Step keys: everything that can change a step's result, hashed (never secret values)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from assembler.cache import key_of
+from assembler.oci.image import Image
+from assembler.spec import model as m
+
+FORMAT = 2  # 2: steps run with reproducible_env (PYTHONHASHSEED): earlier results may differ
+
+
+def compile_key(
+    step: m.CompileStep,
+    *,
+    base: str,
+    sources: Mapping[str, str],
+    inputs: Mapping[str, str],
+    tool: str,
+    epoch: int,
+    host_ca: bool,
+) -> str:
+    """Everything that can change a compile step's artifacts (not secret values, not the name)."""
+    definition = step.model_dump(mode="json", exclude={"name", "use", "with_", "runtime_packages"})
+    return key_of(
+        {
+            "kind": "compile",
+            "format": FORMAT,
+            "base": base,
+            "step": definition,
+            "sources": dict(sources),
+            "inputs": dict(inputs),
+            "tool": tool,
+            "epoch": epoch,
+            "host_ca": host_ca,
+        }
+    )
+
+
+def runtime_key(
+    definition: Mapping[str, object],
+    *,
+    parent: Image,
+    mounts: Mapping[str, str],
+    tool: str,
+    epoch: int,
+) -> str:
+    """Everything that can change a runtime step's layer: the image below (its layers and
+    the runtime config the commands see) and the step itself."""
+    cfg = parent.container_config
+    below = {
+        "diff_ids": list(parent.diff_ids),
+        "env": cfg.get("Env"),
+        "user": cfg.get("User"),
+        "dir": cfg.get("WorkingDir"),
+    }
+    return key_of(
+        {
+            "kind": "runtime",
+            "format": FORMAT,
+            "parent": below,
+            "step": dict(definition),
+            "mounts": dict(mounts),
+            "tool": tool,
+            "epoch": epoch,
+        }
+    )

@@ -1,0 +1,163 @@
+"""``build``: execute a :class:`~assembler.pipeline.resolve.Plan`.
+
+The :class:`Builder` makes the bases the plan names, then runs its compile steps in the
+plan's order (each after the steps it depends on), then stacks the layers, running the
+runtime steps, exactly as the plan's graph says. A step the plan found cached is taken
+from the cache; a step whose key the plan could not know (what it builds on was not made
+yet) gets its key now, from what was just made.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from assembler.cache import StepResult
+from assembler.compile import sources as srcs
+from assembler.compile.buildah import Buildah
+from assembler.compile.steps import Mounted, Workspace, run_compile_step, run_runtime_step
+from assembler.errors import InputError, InvalidImage
+from assembler.oci.image import Image
+from assembler.oci.layer import Layer
+from assembler.pipeline import graph
+from assembler.pipeline.graph import LayerReport, RuntimeStep, StepReport
+from assembler.pipeline.options import Event, Reporter
+from assembler.pipeline.resolve import Plan, base_ref, bootstrap_spec
+from assembler.pipeline.walk import Base, Walk, git_key, resolved_key
+from assembler.spec import model as m
+from assembler.transports import Context, import_image, open_source
+from assembler.transports import bootstrap as boot
+
+
+@dataclass(frozen=True)
+class Built:
+    """The image a build made, the base under it, and what it did to make it."""
+
+    image: Image
+    base: Base
+    layers: tuple[LayerReport, ...]
+    steps: tuple[StepReport, ...]
+
+
+class Builder(Walk):
+    """A walk that makes what is not cached, in the order of a Plan."""
+
+    def __init__(self, plan: Plan, ctx: Context, *, report: Reporter) -> None:
+        assert plan.loaded is not None and plan.options is not None, "a Plan from resolve()"
+        super().__init__(plan.loaded, plan.options, ctx, report=report, lookup_only=False)
+        self.plan = plan
+        self._tool: str | None = None
+        self._ws: Workspace | None = None
+
+    def run(self) -> Built:
+        for name in self.plan.bases:
+            self.base(name)
+        for planned in self.plan.steps:
+            if planned.kind == "compile":
+                self.compile(graph.step_of(self.man, planned.name))
+        image, base, layers = self.image()
+        assert image is not None and base is not None  # a build makes everything
+        if set(self.steps) != {s.name for s in self.plan.steps}:
+            raise AssertionError(f"the build's steps {sorted(self.steps)} are not the plan's")
+        image = self.finish(image, base)
+        self.cache.put_bytes(image.config_bytes)
+        for desc in image.layers:
+            if not self.cache.has_blob(desc.digest, desc.size):
+                raise InvalidImage(f"blob {desc.digest} ({desc.size} bytes) is missing from the cache")
+        steps = tuple(self.steps[s.name] for s in self.plan.steps)
+        return Built(image, base, tuple(layers), steps)
+
+    # -- tools ------------------------------------------------------------------------
+
+    def tool(self) -> str:
+        if self._tool is None:
+            recorded = self.cache.memo("tool-buildah") or {}
+            if self.ctx.runner.which("buildah") is not None:
+                self._tool = Buildah(self.ctx.runner, storage=self.cache.root / "buildah").version()
+                if recorded.get("version") != self._tool:
+                    self.cache.put_memo("tool-buildah", {"version": self._tool})
+            else:
+                self._tool = str(recorded.get("version", "buildah-missing"))
+        return self._tool
+
+    @property
+    def ws(self) -> Workspace:
+        if self._ws is None:
+            buildah = Buildah(self.ctx.runner, storage=self.cache.root / "buildah", driver=self.options.storage_driver)
+            # Steps always store zstd layers (fast, small); an image that wants gzip gets
+            # them converted when it is assembled, so --compression reruns no step.
+            self._ws = Workspace(buildah=buildah, cache=self.cache, epoch=self.ctx.epoch, compression="zstd",
+                                 host_ca=self.options.host_ca, on_line=None)  # fmt: skip
+        return self._ws
+
+    # -- bases and sources ------------------------------------------------------------
+
+    def obtain_base(self, name: str, spec: m.BaseSpec) -> Base | None:
+        ctx = self.ctx
+        if isinstance(spec, m.BootstrapBase):
+            bspec, what = bootstrap_spec(spec)
+            image = boot.read(bspec, cache=ctx.cache, runner=ctx.runner, platform=ctx.platform, epoch=ctx.epoch,
+                              compression=ctx.compression)  # fmt: skip
+            assert image is not None
+            return Base(name, image, what)
+        ref, platform = base_ref(self.loaded, spec, ctx.platform)
+        try:
+            source = open_source(ref, replace(ctx, platform=platform))
+            image = import_image(source, ctx.cache, progress=ctx.progress)
+        except InputError as e:
+            raise self.loaded.error(("bases", name), str(e), hint=e.hint) from None
+        if ref.transport == "docker":
+            self.cache.put_base_image(resolved_key(ref, platform), image)
+            return Base(name, image, str(ref), ref.name)
+        return Base(name, image, str(ref))
+
+    def obtain_source(self, name: str, spec: m.SourceSpec) -> srcs.Source | None:
+        src = srcs.resolve(name, spec, cache=self.cache, runner=self.ctx.runner, base_dir=self.loaded.folder)
+        if isinstance(spec, m.GitSource):
+            self.cache.put_memo(git_key(spec), {"digest": src.digest, "path": str(src.path)})
+        return src
+
+    def unknown_facts(self) -> dict[str, str]:
+        return {"revision": ""}  # a source the build did not read: its revision is not known
+
+    # -- steps --------------------------------------------------------------------------
+
+    def _running(self, name: str) -> float:
+        self.report(Event("step", {"name": name, "state": "running"}))
+        self.ws.on_line = lambda line: self.report(Event("log", {"step": name, "line": line}))
+        return time.monotonic()
+
+    def _built(self, report: StepReport, started: float) -> None:
+        seconds = time.monotonic() - started
+        self._record(replace(report, state="built", seconds=seconds, reason=""))
+        self.report(Event("step", {"name": report.name, "state": "built", "seconds": seconds}))
+
+    def make_compile(
+        self, step: m.CompileStep, report: StepReport, *, base: Image, sources: Mapping[str, srcs.Source],
+        inputs: Mapping[str, Layer], tree_key: str, forced: bool,
+    ) -> dict[str, Layer]:  # fmt: skip
+        assert report.key is not None
+        started = self._running(step.name)
+        mounted = [Mounted(ref, blob, graph.artifact_spec(self.man, ref).to) for ref, blob in inputs.items()]
+        results = run_compile_step(step, base=base, sources=sources, inputs=mounted, ws=self.ws, key=report.key,
+                                   tree_key=tree_key, fresh=forced)  # fmt: skip
+        self.cache.put_step_result(report.key, StepResult(step.name, results))
+        self._built(report, started)
+        return results
+
+    def make_runtime(self, rs: RuntimeStep, report: StepReport, *, image: Image, mounted: Mapping[str, Layer]) -> Layer:
+        assert report.key is not None
+        started = self._running(rs.name)
+        mounts = [Mounted(r, b, graph.artifact_spec(self.man, r).to) for r, b in mounted.items()]
+        blob = run_runtime_step(rs.name, rs.commands, image=image, env=rs.env, mounts=mounts, secrets=rs.secrets,
+                                exclude=rs.exclude, keep=rs.keep, ws=self.ws, key=report.key, user=rs.user,
+                                workdir=rs.workdir, packages=rs.packages)  # fmt: skip
+        self.cache.put_step_result(report.key, StepResult(rs.name, layer=blob))
+        self._built(report, started)
+        return blob
+
+
+def build(plan: Plan, ctx: Context, *, report: Reporter) -> Built:
+    """Execute ``plan``: see :class:`Builder`."""
+    return Builder(plan, ctx, report=report).run()

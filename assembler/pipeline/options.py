@@ -1,0 +1,44 @@
+"""How to build (the command line's part; the manifest says what), and how the pipeline
+reports what it does."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from assembler.oci.descriptor import Platform
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something the user may want to see: ``kind`` plus fields."""
+
+    kind: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+Reporter = Callable[[Event], None]
+
+
+def quiet(event: Event) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to build (from the command line; the manifest says what)."""
+
+    cache_dir: Path
+    epoch: int
+    platform: Platform | None = None  # None: the manifest's
+    registry: Any = None  # transports.remote.RegistryOptions
+    outputs: tuple[str, ...] | None = None
+    no_cache: bool = False
+    rebuild: frozenset[str] = frozenset()
+    storage_driver: str = "overlay"
+    host_ca: bool = True
+    compression: str | None = None  # None: the manifest's
+    attach_sif: bool = False
+    force: bool = False  # outputs may replace files that are not ours

@@ -1,0 +1,169 @@
+"""``resolve``: what a build would do, as data (a :class:`Plan`), decided without doing it.
+
+What a plan can know offline, and what it reads from the cache:
+
+- a base given as a local layout, archive or ``scratch`` is read from where it is; a
+  ``docker://`` base only from the cache (the digest the last build resolved the reference
+  to: a tag pushed since is not seen); a ``rootfs:`` tarball or a bootstrap base only once
+  a build converted it (else its steps show ``will-run`` with "base not made yet");
+- a folder source is hashed (its digest is remembered by the folder's stat fingerprint); a
+  git source only as a build last fetched it; a URL source by the sha256 it must have;
+- step results, layers fitted or converted, copy layers (by their content) are looked up
+  in the cache, never written; buildah and mmdebstrap are asked their version only (without
+  them, the version the last build recorded): no container runs, nothing is fetched.
+
+A layer or step that depends on something not made yet is ``will-run``/``will-build`` with
+no key or digest: it is only known once what it builds on is built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from assembler.archive.view import TreeView
+from assembler.compile import sources as srcs
+from assembler.compile.buildah import Buildah
+from assembler.errors import InputError
+from assembler.oci import mutate
+from assembler.oci.descriptor import Platform
+from assembler.oci.image import Image
+from assembler.oci.reference import Ref, absolute_ref, parse_ref
+from assembler.pipeline.graph import LayerReport, RuntimeStep, StepReport
+from assembler.pipeline.options import Options
+from assembler.pipeline.walk import Base, Walk, git_key, resolved_key
+from assembler.spec import model as m
+from assembler.spec.load import Loaded
+from assembler.transports import Context, open_source
+from assembler.transports import bootstrap as boot
+from assembler.transports import rootfs as rootfs_transport
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a build will do: the steps (with their states, keys and dependencies), the
+    layers, the config and the outputs. :func:`assembler.assemble.build` executes it."""
+
+    name: str
+    target: str | None
+    params: Mapping[str, str]
+    bases: Mapping[str, str | None]  # name -> image digest when known
+    steps: tuple[StepReport, ...]
+    layers: tuple[LayerReport, ...]
+    outputs: tuple[str, ...]
+    # The runtime config (Entrypoint, Cmd, Env, User, ...) and manifest annotations the image
+    # will have; complete when the base is known, else what the manifest itself sets.
+    config: Mapping[str, Any] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    config_complete: bool = False
+    # What the build needs besides the decisions: not part of the printed plan.
+    loaded: Loaded | None = field(default=None, repr=False, compare=False)
+    options: Options | None = field(default=None, repr=False, compare=False)
+
+    def graph(self) -> list[dict[str, Any]]:
+        """Every node (bases, steps, layers) with what it depends on, in an order that
+        runs each after what it depends on."""
+        nodes: list[dict[str, Any]] = []
+        for name, digest in self.bases.items():
+            state = "cached" if digest is not None else "will-run"
+            reason = "" if digest is not None else "base not resolved (made by the build)"
+            spec = self.loaded.manifest.bases.get(name) if self.loaded is not None else None
+            kind = "bootstrap" if isinstance(spec, m.BootstrapBase) else "base"
+            nodes.append({"id": f"base:{name}", "kind": kind, "state": state, "key": digest, "reason": reason,
+                          "depends_on": []})  # fmt: skip
+        for s in self.steps:
+            nodes.append({"id": f"step:{s.name}", "kind": s.kind, "state": s.state, "key": s.key, "reason": s.reason,
+                          "depends_on": list(s.depends_on)})  # fmt: skip
+        for layer in self.layers:
+            needs = [f"step:{layer.step}"] if layer.step else []
+            nodes.append({"id": f"layer:{layer.index}", "kind": layer.kind, "state": layer.origin,
+                          "key": layer.digest, "reason": "", "depends_on": needs})  # fmt: skip
+        return nodes
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(replace(self, loaded=None, options=None))
+        del data["loaded"], data["options"]
+        data["params"] = dict(self.params)
+        data["bases"] = dict(self.bases)
+        data["graph"] = self.graph()
+        return data
+
+
+class Resolver(Walk):
+    """A walk that looks things up and makes nothing: what is not cached will run."""
+
+    copy_origin = "cached"
+
+    def __init__(self, loaded: Loaded, options: Options, ctx: Context) -> None:
+        super().__init__(loaded, options, ctx, report=lambda event: None, lookup_only=True)
+        self._tool: str | None = None
+
+    def tool(self) -> str:
+        if self._tool is None:
+            recorded = self.cache.memo("tool-buildah") or {}
+            if self.ctx.runner.which("buildah") is not None:
+                self._tool = Buildah(self.ctx.runner, storage=self.cache.root / "buildah").version()
+            else:
+                self._tool = str(recorded.get("version", "buildah-missing"))
+        return self._tool
+
+    def obtain_base(self, name: str, spec: m.BaseSpec) -> Base | None:
+        ctx = self.ctx
+        if isinstance(spec, m.BootstrapBase):
+            bspec, what = bootstrap_spec(spec)
+            image = boot.read(bspec, cache=ctx.cache, runner=ctx.runner, platform=ctx.platform, epoch=ctx.epoch,
+                              compression=ctx.compression, dry=True)  # fmt: skip
+            return Base(name, image, what) if image is not None else None
+        ref, platform = base_ref(self.loaded, spec, ctx.platform)
+        if ref.transport == "rootfs":
+            image = rootfs_transport.cached(Path(ref.path), cache=ctx.cache, platform=platform, epoch=ctx.epoch,
+                                            compression=ctx.compression)  # fmt: skip
+            return Base(name, image, str(ref)) if image is not None else None
+        if ref.transport == "docker":
+            image = self.cache.base_image(resolved_key(ref, platform))
+            return Base(name, image, str(ref), ref.name) if image is not None else None
+        if ref.transport == "scratch":
+            return Base(name, mutate.scratch(platform, epoch=ctx.epoch), str(ref))
+        try:
+            image = open_source(ref, replace(ctx, platform=platform)).image
+        except InputError as e:
+            raise self.loaded.error(("bases", name), str(e), hint=e.hint) from None
+        return Base(name, image, str(ref))
+
+    def obtain_source(self, name: str, spec: m.SourceSpec) -> srcs.Source | None:
+        if isinstance(spec, m.GitSource):
+            hit = self.cache.memo(git_key(spec))
+            return srcs.Source(name, Path(str(hit["path"])), str(hit["digest"]), spec.git) if hit else None
+        if isinstance(spec, m.UrlSource):
+            return srcs.Source(name, Path(), "sha256:" + spec.sha256, spec.url)
+        return srcs.resolve(name, spec, cache=self.cache, runner=self.ctx.runner, base_dir=self.loaded.folder)
+
+    def view_of(self, image: Image) -> TreeView | None:
+        # A base read from a layout or archive the cache does not hold yet: its digest and
+        # diff_ids are known (so are the keys of steps on it), the layers' headers are not.
+        if not self.cache.blobs_present((d.digest, d.size) for d in image.layers):
+            return None
+        return super().view_of(image)
+
+    def make_compile(self, step: m.CompileStep, report: StepReport, **_: Any) -> None:
+        self._record(report)
+
+    def make_runtime(self, rs: RuntimeStep, report: StepReport, **_: Any) -> None:
+        self._record(report)
+
+
+def bootstrap_spec(spec: m.BootstrapBase) -> tuple[boot.BootstrapSpec, str]:
+    b = spec.bootstrap
+    bspec = boot.BootstrapSpec(b.suite, b.variant, tuple(b.packages), b.mirror, tuple(b.components), b.keyring)
+    return bspec, f"bootstrap {b.suite}/{b.variant}" + (f" +{len(b.packages)} packages" if b.packages else "")
+
+
+def base_ref(loaded: Loaded, spec: m.BaseSpec, platform: Platform) -> tuple[Ref, Platform]:
+    """A reference base's reference (paths made absolute) and platform."""
+    assert not isinstance(spec, m.BootstrapBase)
+    text = spec if isinstance(spec, str) else spec.ref
+    if isinstance(spec, m.RefBase) and spec.platform:
+        platform = Platform.parse(spec.platform)
+    return absolute_ref(parse_ref(text), loaded.folder), platform

@@ -1,0 +1,329 @@
+"""The decisions a plan and a build share, made once in one place.
+
+:class:`Walk` goes through a manifest as a build does: the image's base, then each layer,
+pulling in the compile steps (and their bases, sources and inputs) a layer needs. For each
+step it computes the key and looks it up. What happens when something is *not* cached is
+the subclass's: :class:`assembler.pipeline.resolve.Resolver` notes it will run (and reads
+nothing it would have to write); :class:`assembler.pipeline.build.Builder` makes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
+
+from assembler.archive.view import TreeView
+from assembler.cache import key_of
+from assembler.compile import sources as srcs
+from assembler.compile.steps import compile_key, runtime_key
+from assembler.oci import mediatypes as mt
+from assembler.oci import mutate
+from assembler.oci.descriptor import Platform
+from assembler.oci.image import Image
+from assembler.oci.layer import Layer
+from assembler.oci.reference import ImageName, Ref
+from assembler.pipeline import graph
+from assembler.pipeline.config import config_changes, default_annotations, gpu_metadata
+from assembler.pipeline.graph import LayerReport, RuntimeStep, StepReport
+from assembler.pipeline.layers import ImageSetup
+from assembler.pipeline.options import Event, Options, Reporter
+from assembler.spec import model as m
+from assembler.spec import sourcefacts
+from assembler.spec.load import Loaded
+from assembler.transports import Context
+
+Placed = tuple[list[tuple[Layer, str]], str, str]  # (layer, what) of a layer spec, what, origin
+
+
+def resolved_key(ref: Ref, platform: Platform) -> str:
+    """The cache key of the image digest a registry reference was last resolved to."""
+    return "resolved-" + key_of({"ref": str(ref), "platform": str(platform)})
+
+
+def git_key(spec: m.GitSource) -> str:
+    """The cache key of the commit and checkout a git source was last fetched as."""
+    return "gitref-" + key_of({"url": spec.git, "ref": spec.ref})
+
+
+@dataclass(frozen=True)
+class Base:
+    name: str
+    image: Image
+    what: str
+    registry_name: ImageName | None = None
+
+
+class Walk:
+    """One walk through a loaded manifest; subclasses obtain what is not cached."""
+
+    # A copy layer found (a plan) or written (a build).
+    copy_origin = "built"
+
+    def __init__(self, loaded: Loaded, options: Options, ctx: Context, *, report: Reporter, lookup_only: bool) -> None:
+        self.loaded = loaded
+        self.man = loaded.manifest
+        self.options = options
+        self.ctx = ctx
+        self.cache = ctx.cache
+        self.report = report
+        self.defs = graph.Definitions(self.man, ctx.platform)
+        self.setup = ImageSetup(loaded, ctx, lookup_only=lookup_only)
+        self.bases: dict[str, Base | None] = {}
+        self.sources: dict[str, srcs.Source | None] = {}
+        self.artifacts: dict[str, dict[str, Layer]] = {}
+        self.steps: dict[str, StepReport] = {}
+        self._chain = ""  # definition of the image so far (base, then each layer)
+        self._below: list[str] = []  # the steps whose layers are in the image so far
+
+    # -- what subclasses provide ------------------------------------------------------
+
+    def tool(self) -> str:
+        """buildah's version (part of step keys)."""
+        raise NotImplementedError
+
+    def obtain_base(self, name: str, spec: m.BaseSpec) -> Base | None:
+        raise NotImplementedError
+
+    def obtain_source(self, name: str, spec: m.SourceSpec) -> srcs.Source | None:
+        raise NotImplementedError
+
+    def make_compile(
+        self, step: m.CompileStep, report: StepReport, *, base: Image, sources: Mapping[str, srcs.Source],
+        inputs: Mapping[str, Layer], tree_key: str, forced: bool,
+    ) -> dict[str, Layer] | None:  # fmt: skip
+        """The step's artifacts, made (a build) or None (a plan: it will run)."""
+        raise NotImplementedError
+
+    def make_runtime(
+        self, rs: RuntimeStep, report: StepReport, *, image: Image, mounted: Mapping[str, Layer]
+    ) -> Layer | None:
+        raise NotImplementedError
+
+    def view_of(self, image: Image) -> TreeView | None:
+        """The folders and symlinks of ``image`` (None: not known without writing)."""
+        return self.setup.view(image)
+
+    def unknown_facts(self) -> dict[str, str]:
+        """Facts of a source not read: a plan shows its revision as still to come."""
+        return {}
+
+    # -- bases and sources --------------------------------------------------------------
+
+    def base(self, name: str) -> Base | None:
+        if name not in self.bases:
+            self.report(Event("base", {"name": name, "state": "resolving"}))
+            base = self.bases[name] = self.obtain_base(name, self.man.bases[name])
+            if base is not None:
+                fields = {"name": name, "state": "ready", "digest": base.image.digest, "what": base.what}
+                self.report(Event("base", fields))
+        return self.bases[name]
+
+    def source(self, name: str) -> srcs.Source | None:
+        if name not in self.sources:
+            self.sources[name] = self.obtain_source(name, self.man.sources[name])
+        return self.sources[name]
+
+    # -- compile steps ----------------------------------------------------------------
+
+    def _record(self, report: StepReport) -> StepReport:
+        self.steps[report.name] = report
+        return report
+
+    def compile(self, step: m.CompileStep) -> dict[str, Layer] | None:
+        """The step's artifacts: from the cache when its key matches, else made (a build)."""
+        if step.name in self.artifacts or step.name in self.steps:
+            return self.artifacts.get(step.name)  # decided already (None: it will run)
+        base = self.base(step.base or "")
+        sources = {n: self.source(n) for n in step.sources}
+        inputs = {ref: self.artifact(ref) for ref in step.inputs}
+        report = partial(StepReport, step.name, "compile", seconds=0.0, artifacts=tuple(step.artifacts),
+                         definition=self.defs.step(step), depends_on=graph.compile_depends(step))  # fmt: skip
+        if base is None or any(v is None for v in sources.values()) or any(v is None for v in inputs.values()):
+            reason = "base not made yet" if base is None else "inputs not known yet"
+            self._record(report(state="will-run", key=None, reason=reason))
+            return None
+        key_for = partial(compile_key, step, base=base.image.digest,
+                          inputs={r: b.diff_id for r, b in inputs.items() if b is not None}, tool=self.tool(),
+                          epoch=self.ctx.epoch, host_ca=self.options.host_ca)  # fmt: skip
+        key = key_for(sources={n: s.digest for n, s in sources.items() if s is not None})
+        cached = self.cache_artifacts(key, step)
+        forced = self.options.no_cache or step.name in self.options.rebuild
+        if cached is not None and not forced:
+            self._record(report(state="cached", key=key))
+            self.report(Event("step", {"name": step.name, "state": "cached"}))
+            self.artifacts[step.name] = cached
+            return cached
+        reason = "forced" if forced and cached is not None else "not built with these inputs"
+        # What the step keeps between builds (build trees, working copies) is shared by the
+        # builds of one definition whatever the sources: a source edit builds incrementally.
+        tree_key = key_for(sources={n: "" for n in sources})
+        results = self.make_compile(step, report(state="will-run", key=key, reason=reason), base=base.image,
+                                    sources={n: s for n, s in sources.items() if s is not None},
+                                    inputs={r: b for r, b in inputs.items() if b is not None},
+                                    tree_key=tree_key, forced=forced)  # fmt: skip
+        if results is not None:
+            self.artifacts[step.name] = results
+        return results
+
+    def cache_artifacts(self, key: str, step: m.CompileStep) -> dict[str, Layer] | None:
+        hit = self.cache.step_result(key)  # verified there: parsed, every blob present
+        if hit is None or set(hit.artifacts) != set(step.artifacts):
+            return None  # a step's result is all its artifacts, or a rebuild
+        return dict(hit.artifacts)
+
+    def artifact(self, ref: str) -> Layer | None:
+        step, _, name = ref.partition(".")
+        results = self.compile(graph.step_of(self.man, step))
+        return results[name] if results is not None else None
+
+    # -- runtime steps ----------------------------------------------------------------
+
+    def runtime(self, rs: RuntimeStep, image: Image | None) -> Placed:
+        mounted = {ref: self.artifact(ref) for ref in rs.mounts}
+        depends = (f"base:{self.man.image.base}", *dict.fromkeys([*self._below, *(f"step:{r.partition('.')[0]}"
+                                                                                    for r in rs.mounts)]))  # fmt: skip
+        report = partial(StepReport, rs.name, "runtime", seconds=0.0,
+                         definition=self.defs.runtime(rs.definition, self._chain), depends_on=depends)  # fmt: skip
+        if image is None or any(b is None for b in mounted.values()):
+            self._record(report(state="will-run", key=None, reason="the image below is not built yet"))
+            return [], rs.what, "will-build"
+        known = {r: b for r, b in mounted.items() if b is not None}
+        mounts = {r: b.diff_id for r, b in known.items()}
+        definition = {**rs.definition, "secrets": list(rs.secrets)}
+        key = runtime_key(definition, parent=image, mounts=mounts, tool=self.tool(), epoch=self.ctx.epoch)
+        blob = self._cached_layer(key)
+        if blob is not None and not (self.options.no_cache or rs.name in self.options.rebuild):
+            self._record(report(state="cached", key=key))
+            self.report(Event("step", {"name": rs.name, "state": "cached"}))
+            return [(blob, rs.what)], rs.what, "cached"
+        made = self.make_runtime(rs, report(state="will-run", key=key, reason="not built with these inputs"),
+                                 image=image, mounted=known)  # fmt: skip
+        return ([(made, rs.what)], rs.what, "built") if made is not None else ([], rs.what, "will-build")
+
+    def _cached_layer(self, key: str) -> Layer | None:
+        hit = self.cache.step_result(key)
+        return hit.layer if hit is not None else None
+
+    # -- image layers -----------------------------------------------------------------
+
+    def image(self) -> tuple[Image | None, Base | None, list[LayerReport]]:
+        """The image with every layer (None where something is not made yet: a plan)."""
+        base = self.base(self.man.image.base)
+        reports: list[LayerReport] = []
+        image: Image | None = None
+        # The folders and symlinks of the image so far: copy and artifact layers are fitted onto it.
+        view: TreeView | None = None
+        if base is not None:
+            image, shipped_base = self.setup.convert_image(base.image)
+            for i, (blob, diff_id) in enumerate(zip(shipped_base, base.image.diff_ids, strict=True)):
+                digest, size = (blob.digest, blob.size) if blob is not None else (None, None)
+                reports.append(LayerReport(i, "base", base.what, digest, size, diff_id, "base"))
+            view = self.view_of(image)
+        else:
+            reports.append(LayerReport(0, "base", self.man.image.base, None, None, None, "will-build"))
+        self._chain = self.defs.base(self.man.image.base)
+        for i, (spec, path) in enumerate(zip(self.man.image.layers, self.loaded.layer_paths, strict=True)):
+            placed, what, origin = self._layer(spec, path, image, i)
+            step = self._step_name(spec, i)
+            self._chain = key_of({"below": self._chain, "layer": self.defs.layer(spec)})
+            if step is not None:
+                self._below.append(f"step:{step}")
+            if not placed:
+                reports.append(LayerReport(len(reports), graph.kind_of(spec), what, None, None, None, origin, step))
+                image = view = None
+                continue
+            for blob, item in placed:
+                image, view = self._stack(spec, blob, item, origin, step, image, view, reports)
+        return image, base, reports
+
+    def _step_name(self, spec: m.LayerSpec, index: int) -> str | None:
+        if isinstance(spec, m.ArtifactLayer):
+            return spec.artifact.partition(".")[0]
+        if isinstance(spec, m.RunLayer | m.PackagesLayer):
+            return spec.name or f"{'run' if isinstance(spec, m.RunLayer) else 'packages'}-{index + 1}"
+        return None
+
+    def _stack(
+        self, spec: m.LayerSpec, blob: Layer, item: str, origin: str, step: str | None,
+        image: Image | None, view: TreeView | None, reports: list[LayerReport],
+    ) -> tuple[Image | None, TreeView | None]:  # fmt: skip
+        """``blob`` fitted, converted and appended onto ``image`` (None: not known yet)."""
+        placed: Layer | None = blob
+        if isinstance(spec, m.CopyLayer | m.ArtifactLayer):
+            placed = self.setup.fit(blob, view) if view is not None else None
+        shipped = self.setup.convert(placed) if placed is not None else None
+        digest, size = (shipped.digest, shipped.size) if shipped is not None else (None, None)
+        placed_id = placed.diff_id if placed is not None else None
+        reports.append(LayerReport(len(reports), graph.kind_of(spec), item, digest, size, placed_id, origin, step))
+        if placed is None or image is None or view is None:
+            return None, None
+        view.apply(self.setup.index(placed.descriptor, placed.diff_id))
+        layer = shipped or placed  # a plan without the converted blob: the same diff_id
+        comment = getattr(spec, "comment", None) or ""
+        image = mutate.append_layers(image, [layer.made_by(f"assemble: {item}", comment)], epoch=self.ctx.epoch)
+        if shipped is not None:
+            self.report(Event("layer", {"index": len(reports) - 1, "what": item, "digest": shipped.digest,
+                                        "size": shipped.size, "origin": origin}))  # fmt: skip
+        return image, view
+
+    def _layer(self, spec: m.LayerSpec, path: tuple[str | int, ...], image: Image | None, index: int) -> Placed:
+        if isinstance(spec, m.CopyLayer):
+            c = spec.copy_
+            what = f"copy {c.from_} {c.to}"
+            blob = self.setup.copy_layer(c, path)
+            return ([(blob, what)], what, self.copy_origin) if blob is not None else ([], what, "will-build")
+        if isinstance(spec, m.ArtifactLayer):
+            step_name, _, art = spec.artifact.partition(".")
+            results = self.compile(graph.step_of(self.man, step_name))
+            names = [art] if art else sorted(graph.step_of(self.man, step_name).artifacts)
+            what = f"artifact {spec.artifact}"
+            if results is None:
+                return [], what, "will-build"
+            state = self.steps[step_name].state if step_name in self.steps else "cached"
+            return [(results[n], f"artifact {step_name}.{n}") for n in names], what, state
+        assert isinstance(spec, m.RunLayer | m.PackagesLayer)
+        return self.runtime(graph.runtime_step(self.man, spec, index), image)
+
+    # -- the whole ----------------------------------------------------------------------
+
+    def finish(self, image: Image, base: Base | None) -> Image:
+        """Config, labels and annotations on top of the layers (``base`` None: not known yet)."""
+        man = self.man
+        gpu = gpu_metadata(self.loaded, graph.needed_steps(man))
+        env = image.container_config.get("Env") or []
+        facts = self.source_facts()
+        config = man.image.config.model_copy(update={"labels": sourcefacts.expand_all(man.image.config.labels, facts)})
+        changes = config_changes(config, env, labels=gpu, keep_unknown=base is None)
+        image = mutate.set_config(image, changes, epoch=self.ctx.epoch)
+        defaults = (
+            default_annotations(base.image, base.registry_name, man.name, self.ctx.epoch)
+            if base is not None
+            else {mt.ANNOTATION_CREATED: mutate.timestamp(self.ctx.epoch), mt.ANNOTATION_TITLE: man.name}
+        )
+        return mutate.set_annotations(image, {**defaults, **gpu, **sourcefacts.expand_all(man.annotations, facts)})
+
+    def source_facts(self) -> dict[str, dict[str, str]]:
+        """revision, version and url of each source labels or annotations name (of those
+        read anyway, or a local folder: a label never fetches)."""
+        man = self.man
+        names = {
+            name
+            for value in (*man.image.config.labels.values(), *man.annotations.values())
+            for name, _ in sourcefacts.references(value)
+        }
+        facts: dict[str, dict[str, str]] = {}
+        for name in sorted(names):
+            spec = man.sources[name]
+            src = self.source(name) if name in self.sources or isinstance(spec, m.PathSource) else None
+            if src is None:
+                url = spec.git if isinstance(spec, m.GitSource) else spec.url if isinstance(spec, m.UrlSource) else ""
+                version = spec.ref if isinstance(spec, m.GitSource) else ""
+                facts[name] = {"version": version, "url": url, **self.unknown_facts()}
+            elif isinstance(spec, m.GitSource):
+                commit = src.digest.removeprefix("git:").partition("+")[0]
+                facts[name] = {"revision": commit, "version": spec.ref, "url": spec.git}
+            else:
+                url = spec.url if isinstance(spec, m.UrlSource) else ""
+                facts[name] = {"revision": src.digest, "version": "", "url": url}
+        return facts
