@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import resource
 import subprocess
 import sys
+import tarfile
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -132,3 +134,18 @@ def max_rss_mib(ran: Ran) -> float:
 
 def self_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def small_project(root: Path, manifest: str) -> Path:
+    """Two text files, ``manifest`` as m.yaml and a tiny root filesystem tarball (base.tar)
+    as its base: quick builds that need no container and no network."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "a.txt").write_text("first file\n" * 50)
+    (root / "b.txt").write_text("second file\n" * 50)
+    (root / "m.yaml").write_text(manifest)
+    with tarfile.open(root / "base.tar", "w") as tf:
+        for name, data in (("etc/os-release", b"ID=test\n"), ("bin/tool", b"#!/bin/sh\n" * 40)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return root

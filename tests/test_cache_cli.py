@@ -9,10 +9,8 @@ as time passing would.
 from __future__ import annotations
 
 import fcntl
-import io
 import json
 import os
-import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ import pytest
 
 from assembler.cache.maintain import parse_duration, parse_size
 from assembler.errors import InputError
-from tests.helpers import layout_digest, manifest_of, run_cli
+from tests.helpers import layout_digest, manifest_of, run_cli, small_project
 
 COPY_ONLY = """\
 name: cached
@@ -54,16 +52,7 @@ image:
 
 
 def copy_project(root: Path) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "a.txt").write_text("first file\n" * 50)
-    (root / "b.txt").write_text("second file\n" * 50)
-    (root / "m.yaml").write_text(COPY_ONLY)
-    with tarfile.open(root / "base.tar", "w") as tf:
-        for name, data in (("etc/os-release", b"ID=test\n"), ("bin/tool", b"#!/bin/sh\n" * 40)):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return root
+    return small_project(root, COPY_ONLY)
 
 
 def build(root: Path, out: str, manifest: str = "m.yaml") -> str:

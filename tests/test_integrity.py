@@ -15,7 +15,7 @@ import os
 import tarfile
 from pathlib import Path
 
-from tests.helpers import layout_digest, manifest_of, read_blob, run_cli, sh
+from tests.helpers import layout_digest, manifest_of, read_blob, run_cli, sh, small_project
 from tests.plugins.registry import RunningRegistry
 
 MANIFEST = """\
@@ -31,17 +31,7 @@ image:
 
 
 def project(root: Path) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "a.txt").write_text("first file\n" * 50)
-    (root / "b.txt").write_text("second file\n" * 50)
-    (root / "m.yaml").write_text(MANIFEST)
-    # A small root filesystem as the base: converted once, then reused from the cache.
-    with tarfile.open(root / "base.tar", "w") as tf:
-        for name, data in (("etc/os-release", b"ID=test\n"), ("bin/tool", b"#!/bin/sh\n" * 40)):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return root
+    return small_project(root, MANIFEST)
 
 
 def build(root: Path, *outputs: str, cache: Path | None = None) -> str:

@@ -66,12 +66,8 @@ class Helper:
 
 
 @pytest.fixture(autouse=True)
-def _no_ambient_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    for name in ("REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "DOCKER_CONFIG"):
-        monkeypatch.delenv(name, raising=False)
+def _no_ambient_credentials(no_ambient_credentials: None) -> None:
+    """Tests see only the auth files they write (tests/plugins/registry.py)."""
 
 
 @pytest.fixture()
