@@ -21,7 +21,8 @@ anything else reaching the CLI is a bug and gets a traceback.
     ├── ToolError                       an external program failed or is missing
     │   └── StepFailed                  a compile or runtime step's command failed
     ├── RegistryError                   a registry said no (after retries)
-    └── CacheError                      the cache directory cannot be used
+    ├── CacheError                      the cache directory cannot be used
+    └── Cancelled                       a step given up: another one failed (or Ctrl-C)
 
 Expected failures carry fields (``status``, ``argv``, ``returncode``, ``log_tail``...), not
 only text, so callers can decide without parsing messages. ``ValueError`` and
@@ -181,3 +182,7 @@ class RegistryError(AssemblerError):
 
 class CacheError(AssemblerError):
     """The cache directory cannot be created, read or written."""
+
+
+class Cancelled(AssemblerError):
+    """A step given up because another step of the same build failed (or Ctrl-C)."""

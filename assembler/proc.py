@@ -67,6 +67,25 @@ class Runner:
 
     def __init__(self, *, env: Mapping[str, str] | None = None) -> None:
         self.env = dict(env or {})
+        # The process groups :meth:`stream` runs (a step's commands), so that one failing
+        # step can stop the others that run at the same time (:meth:`cancel`).
+        self._live: set[subprocess.Popen[bytes]] = set()
+        self._live_lock = threading.Lock()
+        self._cancelled = False
+
+    def cancel(self) -> None:
+        """Stop every streamed program running now, and any started from now on: the build
+        is given up (a step failed, or Ctrl-C). They end with a non-zero exit."""
+        with self._live_lock:
+            self._cancelled = True
+            live = list(self._live)
+        for proc in live:
+            _kill_group(proc)
+
+    def reset_cancel(self) -> None:
+        """After :meth:`cancel`: programs may run again (the next build)."""
+        with self._live_lock:
+            self._cancelled = False
 
     def which(self, name: str) -> Path | None:
         try:
@@ -207,6 +226,11 @@ class Runner:
             proc: subprocess.Popen[bytes] = cmd.popen(
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
             )
+        with self._live_lock:
+            self._live.add(proc)
+            cancelled = self._cancelled
+        if cancelled:
+            _kill_group(proc)
         try:
             assert proc.stdout is not None
             for raw in proc.stdout:
@@ -227,6 +251,8 @@ class Runner:
             _kill_group(proc)
             raise
         finally:
+            with self._live_lock:
+                self._live.discard(proc)
             log_file.flush()
         log.debug("streamed in %.2f s (exit %d): %s", time.monotonic() - started, code, shlex.join(argv)[:300])
         return code, "\n".join(last)

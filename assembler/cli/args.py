@@ -39,6 +39,18 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+# Two steps at once by default: one compiling while another waits on the network (apt,
+# pip) or the disk (a commit); each compile step already uses every core itself.
+DEFAULT_JOBS = 2
+
+
+def jobs_arg(text: str) -> int:
+    """``--jobs``'s value: a whole number from 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1, got {text!r}")
+    return int(text)
+
+
 def platform_arg(text: str) -> Platform:
     """``--platform``'s value; bad input raises InputError."""
     return Platform.parse(text)  # BadPlatform (exit 2) quotes the text
@@ -100,6 +112,8 @@ def _manifest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true",
                    help="let outputs replace existing files that are not image archives or SIFs")  # fmt: skip
     p.add_argument("--rebuild", action="append", default=[], metavar="STEP", help="run this step again")
+    p.add_argument("-j", "--jobs", type=jobs_arg, default=DEFAULT_JOBS, metavar="N",
+                   help=f"run up to N independent steps at once (default {DEFAULT_JOBS}; 1: one by one)")  # fmt: skip
     p.add_argument("--storage-driver", default="overlay", choices=("overlay", "vfs"), help="buildah storage driver")
     p.add_argument("--no-host-ca", action="store_true", help="do not mount the host CA bundle into build containers")
     p.add_argument("--attach-sif", action="store_true",

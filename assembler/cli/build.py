@@ -32,6 +32,7 @@ def _options(args: argparse.Namespace, manifest_epoch: int | None) -> Options:
         compression=args.compression,
         attach_sif=args.attach_sif,
         force=args.force,
+        jobs=args.jobs,
     )
 
 

@@ -9,6 +9,7 @@ import json
 import os
 import shlex
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -59,8 +60,22 @@ class Mounted:
 
 
 @dataclass
+class _Shared:
+    """What the workspaces of steps running at the same time share, and its locks."""
+
+    pulled: dict[str, str] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # the handover layout, `pulled`
+    package_locks: dict[str, threading.Lock] = field(default_factory=dict)
+    apt_slots: list[bool] = field(default_factory=list)  # True: in use by a running step
+    removals: list[threading.Thread] = field(default_factory=list)
+
+
+@dataclass
 class Workspace:
-    """Everything a step needs from outside: buildah, the cache, and how to report."""
+    """Everything a step needs from outside: buildah, the cache, and how to report.
+
+    Steps that run at the same time each get their own (:meth:`for_step`: its own log
+    callback) over one shared state."""
 
     buildah: Buildah
     cache: Cache
@@ -68,18 +83,55 @@ class Workspace:
     compression: Compression
     host_ca: bool = True
     on_line: LineFn | None = None
-    _pulled: dict[str, str] = field(default_factory=dict)
+    shared: _Shared = field(default_factory=_Shared)
+
+    def for_step(self, on_line: LineFn | None) -> Workspace:
+        return Workspace(self.buildah, self.cache, self.epoch, self.compression, self.host_ca, on_line, self.shared)
 
     def image_id(self, image: Image) -> str:
         """Hand ``image`` to buildah (through an OCI layout of hard links); its image ID."""
-        if image.digest in self._pulled:
-            return self._pulled[image.digest]
-        path = self.cache.root / "buildah" / "layout"
-        tag = image.digest.split(":", 1)[1]
-        layout.write(path, image, tag=tag, blobs=self.cache)
-        image_id = self.buildah.pull(path, tag, cwd=self.cache.root)
-        self._pulled[image.digest] = image_id
-        return image_id
+        with self.shared.lock:
+            if image.digest in self.shared.pulled:
+                return self.shared.pulled[image.digest]
+            path = self.cache.root / "buildah" / "layout"
+            tag = image.digest.split(":", 1)[1]
+            layout.write(path, image, tag=tag, blobs=self.cache)
+            image_id = self.buildah.pull(path, tag, cwd=self.cache.root)
+            self.shared.pulled[image.digest] = image_id
+            return image_id
+
+    def package_lock(self, name: str) -> threading.Lock:
+        """One lock per package image, so two steps never install the same toolchain twice."""
+        with self.shared.lock:
+            return self.shared.package_locks.setdefault(name, threading.Lock())
+
+    @contextmanager
+    def apt_slot(self) -> Iterator[int]:
+        """A set of apt caches no other running step uses: apt locks its lists and archives
+        folders, so two package steps at the same time each need their own."""
+        with self.shared.lock:
+            slots = self.shared.apt_slots
+            slot = slots.index(False) if False in slots else len(slots)
+            slots[slot : slot + 1] = [True]
+        try:
+            yield slot
+        finally:
+            with self.shared.lock:
+                slots[slot] = False
+
+    def remove_later(self, cid: str) -> None:
+        """Remove a finished step's container in the background (removing a big one takes
+        seconds the next step need not wait for); :meth:`wait_removals` joins them."""
+        thread = threading.Thread(target=self.buildah.rm, args=(cid,), name=f"rm-{cid[:12]}", daemon=False)
+        thread.start()
+        with self.shared.lock:
+            self.shared.removals.append(thread)
+
+    def wait_removals(self) -> None:
+        with self.shared.lock:
+            threads, self.shared.removals = self.shared.removals, []
+        for thread in threads:
+            thread.join()
 
 
 # -- shared machinery ------------------------------------------------------------------
@@ -87,12 +139,15 @@ class Workspace:
 
 @contextmanager
 def container(ws: Workspace, image: Image | str, name: str) -> Iterator[str]:
-    """A working container from ``image`` (or a stored image ID), removed afterwards."""
+    """A working container from ``image`` (or a stored image ID), removed afterwards: at
+    once when the step failed, else in the background (see :meth:`Workspace.remove_later`)."""
     cid = ws.buildah.from_image(image if isinstance(image, str) else ws.image_id(image), name_hint=name)
     try:
         yield cid
-    finally:
+    except BaseException:
         ws.buildah.rm(cid)
+        raise
+    ws.remove_later(cid)
 
 
 def with_packages(
@@ -105,15 +160,16 @@ def with_packages(
     command = (f"apt-get install {' '.join(packages)}", apt_install(packages))
     what = {"base": base.digest, "packages": list(packages), "command": command[1], "env": dict(env)}
     name = "localhost/assemble-devel:" + key_of(what)[:24]
-    found = ws.buildah.image_id(name)
-    if found is not None:
-        return found
-    ca_volumes, ca_env = host_ca(ws)
-    with container(ws, base, f"{step}-packages") as cid:
-        volumes = [*ca_volumes, *package_cache(ws.cache)]
-        run_commands(ws, cid, step=step, commands=[command], env={**ca_env, **env}, volumes=volumes,
-                      workdir=None, redact=(), prelude="", log_path=log_path)  # fmt: skip
-        return ws.buildah.commit(cid, name)
+    with ws.package_lock(name):
+        found = ws.buildah.image_id(name)
+        if found is not None:
+            return found
+        ca_volumes, ca_env = host_ca(ws)
+        with container(ws, base, f"{step}-packages") as cid, ws.apt_slot() as slot:
+            volumes = [*ca_volumes, *package_cache(ws.cache, slot)]
+            run_commands(ws, cid, step=step, commands=[command], env={**ca_env, **env}, volumes=volumes,
+                          workdir=None, redact=(), prelude="", log_path=log_path)  # fmt: skip
+            return ws.buildah.commit(cid, name)
 
 
 @contextmanager
@@ -168,7 +224,7 @@ def host_ca(ws: Workspace) -> tuple[list[Volume], dict[str, str]]:
     ):
         path = folder / name
         if not path.is_file() or path.read_bytes() != data:
-            tmp = folder / f".{name}.tmp"
+            tmp = folder / f".{name}.{os.getpid()}-{threading.get_ident()}.tmp"
             tmp.write_bytes(data)
             tmp.replace(path)
     return [Volume(folder, CA_DIR)], dict(CA_ENV)
@@ -275,11 +331,13 @@ APT_ARCHIVES = "/var/cache/apt/archives"
 _APT_OPTS = "-o APT::Sandbox::User=root -o APT::Keep-Downloaded-Packages=true -o DPkg::Lock::Timeout=300"
 
 
-def package_cache(cache: Cache) -> list[Volume]:
-    """The host folders that keep apt's lists and packages between builds."""
+def package_cache(cache: Cache, slot: int = 0) -> list[Volume]:
+    """The host folders that keep apt's lists and packages between builds (``slot``: one
+    set per package step running at the same time, see :meth:`Workspace.apt_slot`)."""
+    folder = "_apt" if slot == 0 else f"_apt-{slot}"
     return [
-        Volume(cache.path("step-caches", "_apt", "lists"), APT_LISTS, readonly=False),
-        Volume(cache.path("step-caches", "_apt", "archives"), APT_ARCHIVES, readonly=False),
+        Volume(cache.path("step-caches", folder, "lists"), APT_LISTS, readonly=False),
+        Volume(cache.path("step-caches", folder, "archives"), APT_ARCHIVES, readonly=False),
     ]
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import astuple
 from pathlib import Path
 
@@ -174,8 +175,8 @@ def run_runtime_step(
         snap = work / "snapshot.json"
         with container(ws, image, name) as cid, secret_files(ws, secrets, name) as (svol, values, pre):
             agent_job(ws, cid, "snapshot", {"out": str(snap), "exclude": excludes}, step=name, what="reading the image")
-            with mounted_artifacts(ws, mounts) as mvol:
-                volumes = [*mvol, *ca_volumes, *svol, *(package_cache(ws.cache) if packages else [])]
+            with mounted_artifacts(ws, mounts) as mvol, ws.apt_slot() if packages else nullcontext(0) as slot:
+                volumes = [*mvol, *ca_volumes, *svol, *(package_cache(ws.cache, slot) if packages else [])]
                 run_commands(ws, cid, step=name, commands=commands, env=run_env, volumes=volumes,
                               workdir=workdir, redact=values, prelude=pre, log_path=log_path, user=user)  # fmt: skip
                 points = [v.container for v in volumes]

@@ -5,19 +5,28 @@ plan's order (each after the steps it depends on), then stacks the layers, runni
 runtime steps, exactly as the plan's graph says. A step the plan found cached is taken
 from the cache; a step whose key the plan could not know (what it builds on was not made
 yet) gets its key now, from what was just made.
+
+With ``jobs`` > 1, each compile step waits in a thread of its own for the steps it
+depends on, and the layers are stacked (runtime steps run) meanwhile: at most ``jobs``
+steps (or base bootstraps) run at once. The first failure, or Ctrl-C, stops the others:
+their programs are killed, their containers removed, and that first error is raised.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_all
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 from assembler.cache import StepResult
 from assembler.compile import sources as srcs
 from assembler.compile.buildah import Buildah
 from assembler.compile.steps import Mounted, Workspace, run_compile_step, run_runtime_step
-from assembler.errors import InputError, InvalidImage
+from assembler.errors import Cancelled, InputError, InvalidImage
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
 from assembler.pipeline import graph
@@ -45,18 +54,30 @@ class Builder(Walk):
 
     def __init__(self, plan: Plan, ctx: Context, *, report: Reporter) -> None:
         assert plan.loaded is not None and plan.options is not None, "a Plan from resolve()"
-        super().__init__(plan.loaded, plan.options, ctx, report=report, lookup_only=False)
+        lock = threading.Lock()
+
+        def locked(event: Event) -> None:  # steps report from several threads
+            with lock:
+                report(event)
+
+        super().__init__(plan.loaded, plan.options, ctx, report=locked, lookup_only=False)
         self.plan = plan
+        self.jobs = max(1, plan.options.jobs)
         self._tool: str | None = None
         self._ws: Workspace | None = None
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(self.jobs)
+        self._futures: dict[str, Future[dict[str, Layer] | None]] = {}
+        self._failed = threading.Event()
+        self._first_error: BaseException | None = None
 
     def run(self) -> Built:
-        for name in self.plan.bases:
-            self.base(name)
-        for planned in self.plan.steps:
-            if planned.kind == "compile":
-                self.compile(graph.step_of(self.man, planned.name))
-        image, base, layers = self.image()
+        try:
+            image, base, layers = self._parallel() if self.jobs > 1 else self._in_order()
+        finally:
+            if self._ws is not None:
+                self._ws.wait_removals()
+            self.ctx.runner.reset_cancel()
         assert image is not None and base is not None  # a build makes everything
         if set(self.steps) != {s.name for s in self.plan.steps}:
             raise AssertionError(f"the build's steps {sorted(self.steps)} are not the plan's")
@@ -68,9 +89,74 @@ class Builder(Walk):
         steps = tuple(self.steps[s.name] for s in self.plan.steps)
         return Built(image, base, tuple(layers), steps)
 
+    def _in_order(self) -> tuple[Image | None, Base | None, list[LayerReport]]:
+        for name in self.plan.bases:
+            self.base(name)
+        for planned in self.plan.steps:
+            if planned.kind == "compile":
+                self.compile(graph.step_of(self.man, planned.name))
+        return self.image()
+
+    def _parallel(self) -> tuple[Image | None, Base | None, list[LayerReport]]:
+        names = [s.name for s in self.plan.steps if s.kind == "compile"]
+        # A thread per compile step (most of them wait); ``jobs`` slots bound the work.
+        with ThreadPoolExecutor(max_workers=max(1, len(names)), thread_name_prefix="step") as pool:
+            for name in names:
+                self._futures[name] = pool.submit(self._compile_task, name)
+            try:
+                made = self.image()
+                for future in self._futures.values():
+                    future.result()
+                return made
+            except BaseException as e:
+                self._give_up(e)
+                wait_all(self._futures.values())
+                first = self._first_error
+                if first is not None and first is not e:
+                    raise first from None
+                raise
+
+    def _compile_task(self, name: str) -> dict[str, Layer] | None:
+        try:
+            return super().compile(graph.step_of(self.man, name))
+        except BaseException as e:
+            self._give_up(e)
+            raise
+
+    def _give_up(self, error: BaseException) -> None:
+        """The first failure stops the build: running programs are killed, no step starts."""
+        with self._lock:
+            if self._first_error is None:
+                self._first_error = error
+            self._failed.set()
+        self.ctx.runner.cancel()
+
+    def compile(self, step: m.CompileStep) -> dict[str, Layer] | None:
+        future = self._futures.get(step.name)
+        if future is not None:  # running (or waiting) in its own thread
+            return future.result()
+        return super().compile(step)
+
+    @contextmanager
+    def _slot(self, what: str) -> Iterator[None]:
+        """One of the ``jobs`` slots, for making ``what``; Cancelled once the build is given up."""
+        while not self._slots.acquire(timeout=0.2):
+            if self._failed.is_set():
+                raise Cancelled(f"{what}: not started, the build is stopping")
+        try:
+            if self._failed.is_set():
+                raise Cancelled(f"{what}: not started, the build is stopping")
+            yield
+        finally:
+            self._slots.release()
+
     # -- tools ------------------------------------------------------------------------
 
     def tool(self) -> str:
+        with self._lock:
+            return self._tool_version()
+
+    def _tool_version(self) -> str:
         if self._tool is None:
             recorded = self.cache.memo("tool-buildah") or {}
             if self.ctx.runner.which("buildah") is not None:
@@ -83,6 +169,10 @@ class Builder(Walk):
 
     @property
     def ws(self) -> Workspace:
+        with self._lock:
+            return self._workspace()
+
+    def _workspace(self) -> Workspace:
         if self._ws is None:
             buildah = Buildah(self.ctx.runner, storage=self.cache.root / "buildah", driver=self.options.storage_driver)
             # Steps always store zstd layers (fast, small); an image that wants gzip gets
@@ -97,8 +187,9 @@ class Builder(Walk):
         ctx = self.ctx
         if isinstance(spec, m.BootstrapBase):
             bspec, what = bootstrap_spec(spec)
-            image = boot.read(bspec, cache=ctx.cache, runner=ctx.runner, platform=ctx.platform, epoch=ctx.epoch,
-                              compression=ctx.compression)  # fmt: skip
+            with self._slot(f"base {name}"):
+                image = boot.read(bspec, cache=ctx.cache, runner=ctx.runner, platform=ctx.platform, epoch=ctx.epoch,
+                                  compression=ctx.compression)  # fmt: skip
             assert image is not None
             return Base(name, image, what)
         ref, platform = base_ref(self.loaded, spec, ctx.platform)
@@ -123,10 +214,10 @@ class Builder(Walk):
 
     # -- steps --------------------------------------------------------------------------
 
-    def _running(self, name: str) -> float:
+    def _running(self, name: str) -> tuple[Workspace, float]:
+        """The workspace of step ``name``, whose log lines are reported as the step's."""
         self.report(Event("step", {"name": name, "state": "running"}))
-        self.ws.on_line = lambda line: self.report(Event("log", {"step": name, "line": line}))
-        return time.monotonic()
+        return self.ws.for_step(lambda line: self.report(Event("log", {"step": name, "line": line}))), time.monotonic()
 
     def _built(self, report: StepReport, started: float) -> None:
         seconds = time.monotonic() - started
@@ -138,21 +229,23 @@ class Builder(Walk):
         inputs: Mapping[str, Layer], tree_key: str, forced: bool,
     ) -> dict[str, Layer]:  # fmt: skip
         assert report.key is not None
-        started = self._running(step.name)
         mounted = [Mounted(ref, blob, graph.artifact_spec(self.man, ref).to) for ref, blob in inputs.items()]
-        results = run_compile_step(step, base=base, sources=sources, inputs=mounted, ws=self.ws, key=report.key,
-                                   tree_key=tree_key, fresh=forced)  # fmt: skip
+        with self._slot(f"step {step.name}"):
+            ws, started = self._running(step.name)
+            results = run_compile_step(step, base=base, sources=sources, inputs=mounted, ws=ws, key=report.key,
+                                       tree_key=tree_key, fresh=forced)  # fmt: skip
         self.cache.put_step_result(report.key, StepResult(step.name, results))
         self._built(report, started)
         return results
 
     def make_runtime(self, rs: RuntimeStep, report: StepReport, *, image: Image, mounted: Mapping[str, Layer]) -> Layer:
         assert report.key is not None
-        started = self._running(rs.name)
         mounts = [Mounted(r, b, graph.artifact_spec(self.man, r).to) for r, b in mounted.items()]
-        blob = run_runtime_step(rs.name, rs.commands, image=image, env=rs.env, mounts=mounts, secrets=rs.secrets,
-                                exclude=rs.exclude, keep=rs.keep, ws=self.ws, key=report.key, user=rs.user,
-                                workdir=rs.workdir, packages=rs.packages)  # fmt: skip
+        with self._slot(f"step {rs.name}"):
+            ws, started = self._running(rs.name)
+            blob = run_runtime_step(rs.name, rs.commands, image=image, env=rs.env, mounts=mounts, secrets=rs.secrets,
+                                    exclude=rs.exclude, keep=rs.keep, ws=ws, key=report.key, user=rs.user,
+                                    workdir=rs.workdir, packages=rs.packages)  # fmt: skip
         self.cache.put_step_result(report.key, StepResult(rs.name, layer=blob))
         self._built(report, started)
         return blob

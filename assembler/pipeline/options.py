@@ -42,3 +42,4 @@ class Options:
     compression: str | None = None  # None: the manifest's
     attach_sif: bool = False
     force: bool = False  # outputs may replace files that are not ours
+    jobs: int = 1  # steps run at the same time (independent ones; see pipeline.build)

@@ -9,6 +9,7 @@ nothing it would have to write); :class:`assembler.pipeline.build.Builder` makes
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -75,6 +76,8 @@ class Walk:
         self.steps: dict[str, StepReport] = {}
         self._chain = ""  # definition of the image so far (base, then each layer)
         self._below: list[str] = []  # the steps whose layers are in the image so far
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
 
     # -- what subclasses provide ------------------------------------------------------
 
@@ -110,19 +113,27 @@ class Walk:
 
     # -- bases and sources --------------------------------------------------------------
 
+    def _once(self, what: str) -> threading.Lock:
+        """The lock under which ``what`` (a base, a source) is obtained: steps running at the
+        same time that need it wait for the one that obtains it."""
+        with self._locks_lock:
+            return self._locks.setdefault(what, threading.Lock())
+
     def base(self, name: str) -> Base | None:
-        if name not in self.bases:
-            self.report(Event("base", {"name": name, "state": "resolving"}))
-            base = self.bases[name] = self.obtain_base(name, self.man.bases[name])
-            if base is not None:
-                fields = {"name": name, "state": "ready", "digest": base.image.digest, "what": base.what}
-                self.report(Event("base", fields))
-        return self.bases[name]
+        with self._once(f"base:{name}"):
+            if name not in self.bases:
+                self.report(Event("base", {"name": name, "state": "resolving"}))
+                base = self.bases[name] = self.obtain_base(name, self.man.bases[name])
+                if base is not None:
+                    fields = {"name": name, "state": "ready", "digest": base.image.digest, "what": base.what}
+                    self.report(Event("base", fields))
+            return self.bases[name]
 
     def source(self, name: str) -> srcs.Source | None:
-        if name not in self.sources:
-            self.sources[name] = self.obtain_source(name, self.man.sources[name])
-        return self.sources[name]
+        with self._once(f"source:{name}"):
+            if name not in self.sources:
+                self.sources[name] = self.obtain_source(name, self.man.sources[name])
+            return self.sources[name]
 
     # -- compile steps ----------------------------------------------------------------
 

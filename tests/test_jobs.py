@@ -1,0 +1,129 @@
+"""``--jobs N``: independent steps run at the same time, and one failure (or Ctrl-C) stops
+them all, with their containers removed.
+
+The steps below meet through a ``shared_cache:`` folder (one host folder for every step
+that names the same path): each leaves a mark and waits for the other's, so they can only
+both succeed if they really run at the same time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from tests.helpers import PYTHON, run_cli, sh
+
+MEET = (
+    "touch /sync/{me}; i=0; while [ ! -e /sync/{other} ] && [ $i -lt {tenths} ]; do sleep 0.1; i=$((i+1)); done; "
+    "test -e /sync/{other} && mkdir -p /out && echo {me} > /out/{me}"
+)
+
+TWO_STEPS = """\
+name: jobs
+bases:
+  devel: oci:{devel}:latest
+  runtime: oci:{runtime}:latest
+compile:
+  - name: a
+    base: devel
+    shared_cache: [/sync]
+    run: ['{a}']
+    artifacts:
+      out: {{path: /out/a, to: /app/a}}
+  - name: b
+    base: devel
+    shared_cache: [/sync]
+    run: ['{b}']
+    artifacts:
+      out: {{path: /out/b, to: /app/b}}
+image:
+  base: runtime
+  layers:
+    - artifact: a.out
+    - artifact: b.out
+"""
+
+
+def _project(tmp_path: Path, bases: dict[str, Path], a: str, b: str) -> Path:
+    text = TWO_STEPS.format(devel=bases["devel"], runtime=bases["runtime"], a=a, b=b)
+    (tmp_path / "m.yaml").write_text(text)
+    return tmp_path / "m.yaml"
+
+
+def _containers(cache: Path) -> list[str]:
+    argv = ["buildah", "--root", str(cache / "buildah/root"), "--runroot", str(cache / "buildah/run"),
+            "--storage-driver", "overlay", "containers", "--quiet"]  # fmt: skip
+    if not (cache / "buildah/root").exists():
+        return []
+    return [line for line in sh(argv).stdout.splitlines() if line.strip()]
+
+
+def test_two_steps_run_at_the_same_time(tmp_path: Path, demo_bases: dict[str, Path]) -> None:
+    meet_a = MEET.format(me="a", other="b", tenths=600)
+    meet_b = MEET.format(me="b", other="a", tenths=600)
+    _project(tmp_path, demo_bases, meet_a, meet_b)
+    ran = run_cli(["m.yaml", "--cache", "cache", "-o", "oci:out:x", "--jobs", "2", "--json", "--progress", "plain"],
+                  cwd=tmp_path)  # fmt: skip
+    assert ran.code == 0, str(ran)
+    assert {s["name"]: s["state"] for s in ran.json["steps"]} == {"a": "built", "b": "built"}
+    # Each log line names its step.
+    assert "[a] $ touch /sync/a" in ran.err and "[b] $ touch /sync/b" in ran.err, ran.err
+    assert _containers(tmp_path / "cache") == []
+
+
+def test_one_job_runs_steps_one_by_one(tmp_path: Path, demo_bases: dict[str, Path]) -> None:
+    # The same meeting with --jobs 1 cannot happen: the first step gives up waiting.
+    meet_a = MEET.format(me="a", other="b", tenths=50)
+    meet_b = MEET.format(me="b", other="a", tenths=50)
+    _project(tmp_path, demo_bases, meet_a, meet_b)
+    ran = run_cli(["m.yaml", "--cache", "cache", "-o", "oci:out:x", "--jobs", "1"], cwd=tmp_path)
+    assert ran.code == 1, str(ran)
+    assert "error: step a: command failed (exit 1)" in ran.err, ran.err
+
+
+def test_a_failure_stops_the_other_steps(tmp_path: Path, demo_bases: dict[str, Path]) -> None:
+    _project(tmp_path, demo_bases, "sleep 2; echo a-broke; exit 7", "touch /sync/b-started; sleep 300")
+    started = time.monotonic()
+    ran = run_cli(["m.yaml", "--cache", "cache", "-o", "oci:out:x", "--jobs", "2", "--progress", "plain"],
+                  cwd=tmp_path, timeout=240)  # fmt: skip
+    seconds = time.monotonic() - started
+    assert ran.code == 1, str(ran)
+    err = ran.err[ran.err.index("error: ") :]
+    # The first failure is what the user sees, not the step stopped because of it.
+    assert err.startswith("error: step a: command failed (exit 7): sleep 2; echo a-broke; exit 7"), err
+    assert "a-broke" in err
+    assert seconds < 150, f"b's `sleep 300` was not stopped ({seconds:.0f} s)"
+    assert _containers(tmp_path / "cache") == []
+    assert not (tmp_path / "out").exists()
+    ps = sh(["ps", "-eo", "args"]).stdout
+    assert "sleep 300" not in ps, ps
+
+
+def test_interrupt_stops_every_running_step(tmp_path: Path, demo_bases: dict[str, Path]) -> None:
+    _project(tmp_path, demo_bases, "touch /sync/a; sleep 300", "touch /sync/b; sleep 300")
+    cache = tmp_path / "cache"
+    proc = subprocess.Popen([PYTHON, "-m", "assembler", "m.yaml", "--cache", str(cache), "-o", "oci:out:x",
+                             "--jobs", "2"], cwd=tmp_path, env=dict(os.environ), stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    deadline = time.monotonic() + 180
+    marks = cache / "step-caches" / "_shared"
+    while time.monotonic() < deadline and len(list(marks.glob("*/[ab]"))) < 2:
+        time.sleep(0.2)
+    assert len(list(marks.glob("*/[ab]"))) == 2, "both steps should be running"
+    time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert _containers(cache) == []
+    ps = sh(["ps", "-eo", "args"]).stdout
+    assert str(cache) not in ps and "sleep 300" not in ps, ps
+    assert str(cache) not in Path("/proc/self/mountinfo").read_text()
+
+
+def test_jobs_must_be_a_whole_number(tmp_path: Path) -> None:
+    ran = run_cli(["m.yaml", "--jobs", "0"], cwd=tmp_path)
+    assert ran.code == 2 and "--jobs" in ran.err and "Traceback" not in ran.err, str(ran)
