@@ -32,11 +32,10 @@ from assembler.oci.layer import Layer
 from assembler.pipeline import graph
 from assembler.pipeline.graph import LayerReport, RuntimeStep, StepReport
 from assembler.pipeline.options import Event, Reporter
-from assembler.pipeline.resolve import Plan, base_ref, bootstrap_spec
+from assembler.pipeline.resolve import Plan, base_ref
 from assembler.pipeline.walk import Base, Walk, git_key, resolved_key
 from assembler.spec import model as m
 from assembler.transports import Context, import_image, open_source
-from assembler.transports import bootstrap as boot
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,6 @@ class Builder(Walk):
         super().__init__(plan.loaded, plan.options, ctx, report=locked, lookup_only=False)
         self.plan = plan
         self.jobs = max(1, plan.options.jobs)
-        self._tool: str | None = None
         self._ws: Workspace | None = None
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(self.jobs)
@@ -150,23 +148,6 @@ class Builder(Walk):
         finally:
             self._slots.release()
 
-    # -- tools ------------------------------------------------------------------------
-
-    def tool(self) -> str:
-        with self._lock:
-            return self._tool_version()
-
-    def _tool_version(self) -> str:
-        if self._tool is None:
-            recorded = self.cache.memo("tool-buildah") or {}
-            if self.ctx.runner.which("buildah") is not None:
-                self._tool = Buildah(self.ctx.runner, storage=self.cache.root / "buildah").version()
-                if recorded.get("version") != self._tool:
-                    self.cache.put_memo("tool-buildah", {"version": self._tool})
-            else:
-                self._tool = str(recorded.get("version", "buildah-missing"))
-        return self._tool
-
     @property
     def ws(self) -> Workspace:
         with self._lock:
@@ -186,12 +167,8 @@ class Builder(Walk):
     def obtain_base(self, name: str, spec: m.BaseSpec) -> Base | None:
         ctx = self.ctx
         if isinstance(spec, m.BootstrapBase):
-            bspec, what = bootstrap_spec(spec)
             with self._slot(f"base {name}"):
-                image = boot.read(bspec, cache=ctx.cache, runner=ctx.runner, platform=ctx.platform, epoch=ctx.epoch,
-                                  compression=ctx.compression)  # fmt: skip
-            assert image is not None
-            return Base(name, image, what)
+                return self.bootstrap(name, spec, dry=False)
         ref, platform = base_ref(self.loaded, spec, ctx.platform)
         try:
             source = open_source(ref, replace(ctx, platform=platform))

@@ -25,7 +25,6 @@ from typing import Any
 
 from assembler.archive.view import TreeView
 from assembler.compile import sources as srcs
-from assembler.compile.buildah import Buildah
 from assembler.errors import InputError
 from assembler.oci import mutate
 from assembler.oci.descriptor import Platform
@@ -37,7 +36,6 @@ from assembler.pipeline.walk import Base, Walk, git_key, resolved_key
 from assembler.spec import model as m
 from assembler.spec.load import Loaded
 from assembler.transports import Context, open_source
-from assembler.transports import bootstrap as boot
 from assembler.transports import rootfs as rootfs_transport
 
 
@@ -95,27 +93,15 @@ class Resolver(Walk):
     """A walk that looks things up and makes nothing: what is not cached will run."""
 
     copy_origin = "cached"
+    records = False
 
     def __init__(self, loaded: Loaded, options: Options, ctx: Context) -> None:
         super().__init__(loaded, options, ctx, report=lambda event: None, lookup_only=True)
-        self._tool: str | None = None
-
-    def tool(self) -> str:
-        if self._tool is None:
-            recorded = self.cache.memo("tool-buildah") or {}
-            if self.ctx.runner.which("buildah") is not None:
-                self._tool = Buildah(self.ctx.runner, storage=self.cache.root / "buildah").version()
-            else:
-                self._tool = str(recorded.get("version", "buildah-missing"))
-        return self._tool
 
     def obtain_base(self, name: str, spec: m.BaseSpec) -> Base | None:
         ctx = self.ctx
         if isinstance(spec, m.BootstrapBase):
-            bspec, what = bootstrap_spec(spec)
-            image = boot.read(bspec, cache=ctx.cache, runner=ctx.runner, platform=ctx.platform, epoch=ctx.epoch,
-                              compression=ctx.compression, dry=True)  # fmt: skip
-            return Base(name, image, what) if image is not None else None
+            return self.bootstrap(name, spec, dry=True)
         ref, platform = base_ref(self.loaded, spec, ctx.platform)
         if ref.transport == "rootfs":
             image = rootfs_transport.cached(Path(ref.path), cache=ctx.cache, platform=platform, epoch=ctx.epoch,
@@ -152,12 +138,6 @@ class Resolver(Walk):
 
     def make_runtime(self, rs: RuntimeStep, report: StepReport, **_: Any) -> None:
         self._record(report)
-
-
-def bootstrap_spec(spec: m.BootstrapBase) -> tuple[boot.BootstrapSpec, str]:
-    b = spec.bootstrap
-    bspec = boot.BootstrapSpec(b.suite, b.variant, tuple(b.packages), b.mirror, tuple(b.components), b.keyring)
-    return bspec, f"bootstrap {b.suite}/{b.variant}" + (f" +{len(b.packages)} packages" if b.packages else "")
 
 
 def base_ref(loaded: Loaded, spec: m.BaseSpec, platform: Platform) -> tuple[Ref, Platform]:

@@ -17,6 +17,7 @@ from functools import partial
 from assembler.archive.view import TreeView
 from assembler.cache import key_of
 from assembler.compile import sources as srcs
+from assembler.compile.buildah import Buildah
 from assembler.compile.steps import compile_key, runtime_key
 from assembler.oci import mediatypes as mt
 from assembler.oci import mutate
@@ -33,6 +34,7 @@ from assembler.spec import model as m
 from assembler.spec import sourcefacts
 from assembler.spec.load import Loaded
 from assembler.transports import Context
+from assembler.transports import bootstrap as boot
 
 Placed = tuple[list[tuple[Layer, str]], str, str]  # (layer, what) of a layer spec, what, origin
 
@@ -60,6 +62,9 @@ class Walk:
 
     # A copy layer found (a plan) or written (a build).
     copy_origin = "built"
+    # Whether what this walk learns (buildah's version) is recorded: a build's is, a plan's
+    # never (a plan writes nothing).
+    records = True
 
     def __init__(self, loaded: Loaded, options: Options, ctx: Context, *, report: Reporter, lookup_only: bool) -> None:
         self.loaded = loaded
@@ -78,12 +83,32 @@ class Walk:
         self._below: list[str] = []  # the steps whose layers are in the image so far
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
+        self._tool: str | None = None
 
     # -- what subclasses provide ------------------------------------------------------
 
     def tool(self) -> str:
-        """buildah's version (part of step keys)."""
-        raise NotImplementedError
+        """buildah's version (part of step keys); without buildah, the one last recorded."""
+        with self._once("tool"):
+            if self._tool is None:
+                recorded = self.cache.memo("tool-buildah") or {}
+                if self.ctx.runner.which("buildah") is not None:
+                    self._tool = Buildah(self.ctx.runner, storage=self.cache.root / "buildah").version()
+                    if self.records and recorded.get("version") != self._tool:
+                        self.cache.put_memo("tool-buildah", {"version": self._tool})
+                else:
+                    self._tool = str(recorded.get("version", "buildah-missing"))
+            return self._tool
+
+    def bootstrap(self, name: str, spec: m.BootstrapBase, *, dry: bool) -> Base | None:
+        """A bootstrapped base: made (or ``dry``: only looked up, None when not made yet)."""
+        b = spec.bootstrap
+        bspec = boot.BootstrapSpec(b.suite, b.variant, tuple(b.packages), b.mirror, tuple(b.components), b.keyring)
+        what = f"bootstrap {b.suite}/{b.variant}" + (f" +{len(b.packages)} packages" if b.packages else "")
+        ctx = self.ctx
+        image = boot.read(bspec, cache=ctx.cache, runner=ctx.runner, platform=ctx.platform, epoch=ctx.epoch,
+                          compression=ctx.compression, dry=dry)  # fmt: skip
+        return Base(name, image, what) if image is not None else None
 
     def obtain_base(self, name: str, spec: m.BaseSpec) -> Base | None:
         raise NotImplementedError
