@@ -249,12 +249,19 @@ class Builder(Walk):
         self._record(replace(report, state="built", seconds=seconds, reason=""))
         self.report(Event("step", {"name": report.name, "state": "built", "seconds": seconds}))
 
+    def _fetch(self, blobs: list[Layer]) -> None:
+        """Blobs a step mounts, downloaded now if they are a registry step result's."""
+        for blob in blobs:
+            if self.remote is not None:
+                self.remote.ensure(blob)
+
     def make_compile(
         self, step: m.CompileStep, report: StepReport, *, base: Image, sources: Mapping[str, srcs.Source],
         inputs: Mapping[str, Layer], tree_key: str, forced: bool,
     ) -> dict[str, Layer]:  # fmt: skip
         assert report.key is not None
         mounted = [Mounted(ref, blob, graph.artifact_spec(self.man, ref).to) for ref, blob in inputs.items()]
+        self._fetch([blob for blob in inputs.values()])
         with self._slot(f"step {step.name}"):
             ws, started = self._running(step.name)
             results = run_compile_step(step, base=base, sources=sources, inputs=mounted, ws=ws, key=report.key,
@@ -268,6 +275,7 @@ class Builder(Walk):
     def make_runtime(self, rs: RuntimeStep, report: StepReport, *, image: Image, mounted: Mapping[str, Layer]) -> Layer:
         assert report.key is not None
         mounts = [Mounted(r, b, graph.artifact_spec(self.man, r).to) for r, b in mounted.items()]
+        self._fetch(list(mounted.values()))
         with self._slot(f"step {rs.name}"):
             ws, started = self._running(rs.name)
             blob = run_runtime_step(rs.name, rs.commands, image=image, env=rs.env, mounts=mounts, secrets=rs.secrets,

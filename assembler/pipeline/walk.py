@@ -43,6 +43,8 @@ class RemoteSteps(Protocol):
 
     def export(self, key: str, result: StepResult) -> None: ...
 
+    def ensure(self, blob: Layer) -> None: ...
+
 
 Placed = tuple[list[tuple[Layer, str]], str, str]  # (layer, what) of a layer spec, what, origin
 
@@ -281,6 +283,8 @@ class Walk:
         image: Image | None, view: TreeView | None, reports: list[LayerReport],
     ) -> tuple[Image | None, TreeView | None]:  # fmt: skip
         """``blob`` fitted, converted and appended onto ``image`` (None: not known yet)."""
+        if self.remote is not None:
+            self.remote.ensure(blob)  # a step result from a registry: its blob is fetched now it is needed
         placed: Layer | None = blob
         if isinstance(spec, m.CopyLayer | m.ArtifactLayer):
             placed = self.setup.fit(blob, view) if view is not None else None

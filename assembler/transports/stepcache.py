@@ -31,6 +31,7 @@ from assembler.errors import AssemblerError, InputError, NotFound
 from assembler.oci import mediatypes as mt
 from assembler.oci.descriptor import Descriptor
 from assembler.oci.digest import canonical_json, sha256_digest
+from assembler.oci.layer import Layer
 from assembler.oci.reference import ImageName
 from assembler.transports.common import RegistryOptions
 from assembler.transports.remote import Registry
@@ -101,6 +102,7 @@ class RemoteStepCache:
         self.stats = RemoteStats()
         self._clients: dict[str, Registry] = {}
         self._broken: set[str] = set()
+        self._pending: dict[str, tuple[ImageName, StepResult]] = {}  # fetched, blobs not all here yet
         # One client per host, used by one thread at a time (the client is not thread-safe).
         self._lock = threading.Lock()
 
@@ -137,7 +139,8 @@ class RemoteStepCache:
                     continue
                 if result is not None:
                     self.stats.hits += 1
-                    self.cache.put_step_result(key, result)
+                    self._pending[key] = (name, result)
+                    self._record_if_complete(key)
                     self.report("remote-cache", {"state": "hit", "step": result.step, "key": key})
                     return result
             self.stats.misses += 1
@@ -162,13 +165,31 @@ class RemoteStepCache:
         listed = [(d.get("digest"), d.get("size")) for d in manifest.get("layers") or []]
         if listed != [(b.digest, b.size) for b in result.layers()]:
             raise AssemblerError(f"{what}: its layers are not the blobs its record names")
-        for blob in result.layers():
-            if self.cache.has_blob(blob.digest, blob.size):
-                continue
-            with client.open_blob(name.repository, blob.digest, size=blob.size) as stream:
-                self.cache.import_stream(stream, digest=blob.digest, size=blob.size)  # verified
-            self.stats.downloaded_bytes += blob.size
         return result
+
+    def _record_if_complete(self, key: str) -> None:
+        """The local record of a fetched result, once all its blobs are here (the local
+        cache never holds a record naming a missing blob)."""
+        _, result = self._pending[key]
+        if self.cache.blobs_present((b.digest, b.size) for b in result.layers()):
+            self.cache.put_step_result(key, result)
+            del self._pending[key]
+
+    def ensure(self, blob: Layer) -> None:
+        """Download ``blob`` when it belongs to a fetched result and is not here: a result's
+        blobs are fetched only when a build needs them (placed in the image, mounted).
+        Raises what a download raises (a wrong blob never lands: it is verified)."""
+        with self._lock:
+            if self.cache.has_blob(blob.digest, blob.size):
+                return
+            for key, (name, result) in list(self._pending.items()):
+                if any(b.digest == blob.digest for b in result.layers()):
+                    client = self._client(name.registry)
+                    with client.open_blob(name.repository, blob.digest, size=blob.size) as stream:
+                        self.cache.import_stream(stream, digest=blob.digest, size=blob.size)  # verified
+                    self.stats.downloaded_bytes += blob.size
+                    self._record_if_complete(key)
+                    return
 
     # -- writing -----------------------------------------------------------------------
 
@@ -178,6 +199,12 @@ class RemoteStepCache:
         target = self.target
         if target is None:
             return
+        with self._lock:
+            pending = self._pending.get(key)
+        if pending is not None and pending[0] == target:
+            return  # fetched from the target itself: the entry is there
+        for blob in result.layers():
+            self.ensure(blob)  # a result fetched from another repository: its blobs go up from here
         with self._lock:
             if not self._usable(target):
                 return
