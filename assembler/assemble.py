@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from assembler.cache import Cache
@@ -59,6 +59,7 @@ class Result:
     steps: tuple[StepReport, ...]
     outputs: tuple[Written, ...]
     seconds: float
+    step_cache: Mapping[str, int] = field(default_factory=dict)  # what the registry step cache did
 
     @property
     def digest(self) -> str:
@@ -202,4 +203,5 @@ def _assemble_once(loaded: Loaded, options: Options, *, runner: Runner, report: 
     ctx = _context(loaded, options, cache=cache, runner=runner, registry=options.registry, report=report)
     written = write(built, writers, ctx=ctx, source_name=source_name, sif_compressor=loaded.manifest.sif.compressor,
                     sif_name=f"{loaded.manifest.name}.sif", report=report)  # fmt: skip
-    return Result(built.image, built.layers, built.steps, tuple(written), time.monotonic() - started)
+    return Result(built.image, built.layers, built.steps, tuple(written), time.monotonic() - started,
+                  built.step_cache)  # fmt: skip

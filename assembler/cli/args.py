@@ -114,6 +114,19 @@ def _manifest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rebuild", action="append", default=[], metavar="STEP", help="run this step again")
     p.add_argument("-j", "--jobs", type=jobs_arg, default=DEFAULT_JOBS, metavar="N",
                    help=f"run up to N independent steps at once (default {DEFAULT_JOBS}; 1: one by one)")  # fmt: skip
+    p.add_argument(
+        "--cache-to",
+        default=None,
+        metavar="docker://REG/REPO",
+        help="export step results to this registry repository (a step cache other machines read)",
+    )
+    p.add_argument(
+        "--cache-from",
+        action="append",
+        default=[],
+        metavar="docker://REG/REPO",
+        help="take step results from this registry repository (repeatable; first hit wins)",
+    )
     p.add_argument("--storage-driver", default="overlay", choices=("overlay", "vfs"), help="buildah storage driver")
     p.add_argument("--no-host-ca", action="store_true", help="do not mount the host CA bundle into build containers")
     p.add_argument("--attach-sif", action="store_true",

@@ -18,7 +18,15 @@ from assembler.oci.reference import absolute_ref, parse_ref
 from assembler.proc import Runner
 
 
-def _options(args: argparse.Namespace, manifest_epoch: int | None) -> Options:
+def _options(args: argparse.Namespace, manifest_epoch: int | None, manifest_cache: str | None = None) -> Options:
+    from assembler.transports.stepcache import parse_cache_ref  # bad input: exit 2 before any work
+
+    cli_to, cli_from = getattr(args, "cache_to", None), tuple(getattr(args, "cache_from", ()))
+    cache_to = cli_to if cli_to is not None else manifest_cache
+    cache_from = cli_from or ((manifest_cache,) if manifest_cache else ())
+    for ref in (cache_to, *cache_from):
+        if ref:
+            parse_cache_ref(ref)
     return Options(
         cache_dir=(args.cache or default_root()).resolve(),
         epoch=resolve_epoch(args.epoch, manifest_epoch),
@@ -33,6 +41,8 @@ def _options(args: argparse.Namespace, manifest_epoch: int | None) -> Options:
         attach_sif=args.attach_sif,
         force=args.force,
         jobs=args.jobs,
+        cache_to=cache_to,
+        cache_from=cache_from,
     )
 
 
@@ -58,6 +68,7 @@ def _result_json(result: Result) -> dict[str, Any]:
         "layers": [dataclasses.asdict(layer) for layer in result.layers],
         "steps": [dataclasses.asdict(step) for step in result.steps],
         "outputs": [dataclasses.asdict(w) for w in result.outputs],
+        "step_cache": dict(result.step_cache),
     }
 
 
@@ -70,6 +81,12 @@ def _print_summary(result: Result) -> None:
         say(f"  step {s.name}: {s.state} ({s.seconds:.1f} s)")
     for w in result.outputs:
         say(f"  -> {w.ref}")
+    if result.step_cache:
+        c = result.step_cache
+        say(
+            f"  step cache: {c['hits']} hit(s), {c['exported']} exported, {size(c['downloaded_bytes'])} down, "
+            f"{c['uploaded_blobs']} blob(s) / {size(c['uploaded_bytes'])} up"
+        )
     say(f"done in {result.seconds:.1f} s")
 
 
@@ -91,7 +108,7 @@ def write_digest(path: Path | None, digest: str) -> None:
 
 def cmd_build(args: argparse.Namespace) -> int:
     loaded = _load(args)
-    options = _options(args, loaded.manifest.epoch)
+    options = _options(args, loaded.manifest.epoch, loaded.manifest.cache.registry)
     check_digestfile(args.digestfile)
     with showing(mode_of(args), verbose=args.verbose) as report:
         result = assemble(loaded, options, runner=Runner(), report=report)
@@ -109,7 +126,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from assembler.assemble import resolve
 
     loaded = _load(args)
-    result = resolve(loaded, _options(args, loaded.manifest.epoch), runner=Runner())
+    result = resolve(loaded, _options(args, loaded.manifest.epoch, loaded.manifest.cache.registry), runner=Runner())
     if args.json:
         out.print(json.dumps(result.to_json(), indent=2), markup=False)
         return 0

@@ -20,7 +20,8 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from assembler.cache import StepResult
 from assembler.compile import sources as srcs
@@ -35,7 +36,10 @@ from assembler.pipeline.options import Event, Reporter
 from assembler.pipeline.resolve import Plan, base_ref
 from assembler.pipeline.walk import Base, Walk, git_key, resolved_key
 from assembler.spec import model as m
-from assembler.transports import Context, import_image, open_source
+from assembler.transports import Context, import_image, open_source, registry_options
+
+if TYPE_CHECKING:
+    from assembler.transports.stepcache import RemoteStepCache
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class Built:
     base: Base
     layers: tuple[LayerReport, ...]
     steps: tuple[StepReport, ...]
+    step_cache: Mapping[str, int] = field(default_factory=dict)  # what the registry step cache did
 
 
 class Builder(Walk):
@@ -68,8 +73,27 @@ class Builder(Walk):
         self._futures: dict[str, Future[dict[str, Layer] | None]] = {}
         self._failed = threading.Event()
         self._first_error: BaseException | None = None
+        self.step_cache: RemoteStepCache | None = None
+        if plan.options.cache_to or plan.options.cache_from:
+            from assembler.transports.stepcache import RemoteStepCache, parse_cache_ref  # imports the registry client
+
+            opts = plan.options
+            self.step_cache = RemoteStepCache(
+                ctx.cache, target=parse_cache_ref(opts.cache_to) if opts.cache_to else None,
+                sources=[parse_cache_ref(s) for s in opts.cache_from], options=registry_options(ctx),
+                report=lambda kind, fields: self.report(Event(kind, fields)),
+            )  # fmt: skip
+        self.remote = self.step_cache
 
     def run(self) -> Built:
+        try:
+            return self._run()
+        finally:
+            if self.step_cache is not None:
+                self.step_cache.close()
+                self.report(Event("remote-cache", {"state": "done", **asdict(self.step_cache.stats)}))
+
+    def _run(self) -> Built:
         try:
             image, base, layers = self._parallel() if self.jobs > 1 else self._in_order()
         finally:
@@ -85,7 +109,8 @@ class Builder(Walk):
             if not self.cache.has_blob(desc.digest, desc.size):
                 raise InvalidImage(f"blob {desc.digest} ({desc.size} bytes) is missing from the cache")
         steps = tuple(self.steps[s.name] for s in self.plan.steps)
-        return Built(image, base, tuple(layers), steps)
+        remote = asdict(self.step_cache.stats) if self.step_cache is not None else {}
+        return Built(image, base, tuple(layers), steps, remote)
 
     def _in_order(self) -> tuple[Image | None, Base | None, list[LayerReport]]:
         for name in self.plan.bases:
@@ -201,29 +226,41 @@ class Builder(Walk):
         self._record(replace(report, state="built", seconds=seconds, reason=""))
         self.report(Event("step", {"name": report.name, "state": "built", "seconds": seconds}))
 
+    def _fetch(self, blobs: list[Layer]) -> None:
+        """Blobs a step mounts, downloaded now if they are a registry step result's."""
+        for blob in blobs:
+            if self.remote is not None:
+                self.remote.ensure(blob)
+
     def make_compile(
         self, step: m.CompileStep, report: StepReport, *, base: Image, sources: Mapping[str, srcs.Source],
         inputs: Mapping[str, Layer], tree_key: str, forced: bool,
     ) -> dict[str, Layer]:  # fmt: skip
         assert report.key is not None
         mounted = [Mounted(ref, blob, graph.artifact_spec(self.man, ref).to) for ref, blob in inputs.items()]
+        self._fetch([blob for blob in inputs.values()])
         with self._slot(f"step {step.name}"):
             ws, started = self._running(step.name)
             results = run_compile_step(step, base=base, sources=sources, inputs=mounted, ws=ws, key=report.key,
                                        tree_key=tree_key, fresh=forced)  # fmt: skip
         self.cache.put_step_result(report.key, StepResult(step.name, results))
+        if self.remote is not None:
+            self.remote.export(report.key, StepResult(step.name, results))
         self._built(report, started)
         return results
 
     def make_runtime(self, rs: RuntimeStep, report: StepReport, *, image: Image, mounted: Mapping[str, Layer]) -> Layer:
         assert report.key is not None
         mounts = [Mounted(r, b, graph.artifact_spec(self.man, r).to) for r, b in mounted.items()]
+        self._fetch(list(mounted.values()))
         with self._slot(f"step {rs.name}"):
             ws, started = self._running(rs.name)
             blob = run_runtime_step(rs.name, rs.commands, image=image, env=rs.env, mounts=mounts, secrets=rs.secrets,
                                     exclude=rs.exclude, keep=rs.keep, ws=ws, key=report.key, user=rs.user,
                                     workdir=rs.workdir, packages=rs.packages)  # fmt: skip
         self.cache.put_step_result(report.key, StepResult(rs.name, layer=blob))
+        if self.remote is not None:
+            self.remote.export(report.key, StepResult(rs.name, layer=blob))
         self._built(report, started)
         return blob
 

@@ -42,4 +42,6 @@ class Options:
     compression: str | None = None  # None: the manifest's
     attach_sif: bool = False
     force: bool = False  # outputs may replace files that are not ours
+    cache_to: str | None = None  # docker://REG/REPO: step results are exported there
+    cache_from: tuple[str, ...] = ()  # docker://REG/REPO...: step results are read from there
     jobs: int = 1  # steps run at the same time (independent ones; see pipeline.build)

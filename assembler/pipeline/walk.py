@@ -13,9 +13,10 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
+from typing import Protocol
 
 from assembler.archive.view import TreeView
-from assembler.cache import key_of
+from assembler.cache import StepResult, key_of
 from assembler.compile import sources as srcs
 from assembler.compile.buildah import Buildah
 from assembler.compile.steps import compile_key, runtime_key
@@ -35,6 +36,17 @@ from assembler.spec import sourcefacts
 from assembler.spec.load import Loaded
 from assembler.transports import Context
 from assembler.transports import bootstrap as boot
+
+
+class RemoteSteps(Protocol):
+    """A step cache in a registry (:class:`assembler.transports.stepcache.RemoteStepCache`)."""
+
+    def fetch(self, key: str) -> StepResult | None: ...
+
+    def export(self, key: str, result: StepResult) -> None: ...
+
+    def ensure(self, blob: Layer) -> None: ...
+
 
 Placed = tuple[list[tuple[Layer, str]], str, str]  # (layer, what) of a layer spec, what, origin
 
@@ -84,6 +96,7 @@ class Walk:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
         self._tool: str | None = None
+        self.remote: RemoteSteps | None = None  # a registry step cache (a build's, see pipeline.build)
 
     # -- what subclasses provide ------------------------------------------------------
 
@@ -202,8 +215,18 @@ class Walk:
             self.artifacts[step.name] = results
         return results
 
+    def step_result(self, key: str) -> StepResult | None:
+        """The step result ``key``: from the local cache (verified there: parsed, every blob
+        present), else from the registry step cache (verified by digest, then stored locally)."""
+        hit = self.cache.step_result(key)
+        if hit is None and self.remote is not None:
+            hit = self.remote.fetch(key)
+        if hit is not None and self.remote is not None:
+            self.remote.export(key, hit)
+        return hit
+
     def cache_artifacts(self, key: str, step: m.CompileStep) -> dict[str, Layer] | None:
-        hit = self.cache.step_result(key)  # verified there: parsed, every blob present
+        hit = self.step_result(key)
         if hit is None or set(hit.artifacts) != set(step.artifacts):
             return None  # a step's result is all its artifacts, or a rebuild
         return dict(hit.artifacts)
@@ -238,7 +261,7 @@ class Walk:
         return ([(made, rs.what)], rs.what, "built") if made is not None else ([], rs.what, "will-build")
 
     def _cached_layer(self, key: str) -> Layer | None:
-        hit = self.cache.step_result(key)
+        hit = self.step_result(key)
         return hit.layer if hit is not None else None
 
     # -- image layers -----------------------------------------------------------------
@@ -285,6 +308,8 @@ class Walk:
         image: Image | None, view: TreeView | None, reports: list[LayerReport],
     ) -> tuple[Image | None, TreeView | None]:  # fmt: skip
         """``blob`` fitted, converted and appended onto ``image`` (None: not known yet)."""
+        if self.remote is not None:
+            self.remote.ensure(blob)  # a step result from a registry: its blob is fetched now it is needed
         placed: Layer | None = blob
         if isinstance(spec, m.CopyLayer | m.ArtifactLayer):
             placed = self.setup.fit(blob, view) if view is not None else None

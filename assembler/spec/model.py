@@ -326,6 +326,14 @@ class SifSpec(Strict):
     attach: bool = Field(default=False, description="also push the SIF as a referrer of each docker:// output")
 
 
+class CacheSpec(Strict):
+    """Where step results are shared (``--cache-to``/``--cache-from`` win)."""
+
+    registry: (
+        Annotated[str, Field(pattern=r"^docker://[A-Za-z0-9.-]+(:[0-9]+)?/[a-z0-9]+([._/-][a-z0-9]+)*$")] | None
+    ) = Field(default=None, description="docker://REG/REPO: step results are read from and exported there")
+
+
 class Manifest(Strict):
     """An image manifest (``manifests/*.yaml``)."""
 
@@ -350,6 +358,7 @@ class Manifest(Strict):
     default_target: str | None = None
     outputs: StrList = Field(default_factory=list)
     sif: SifSpec = Field(default_factory=SifSpec)
+    cache: CacheSpec = Field(default_factory=CacheSpec)
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:

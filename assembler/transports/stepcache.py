@@ -1,0 +1,237 @@
+"""Step results shared through a registry (``--cache-to`` / ``--cache-from docker://REG/REPO``).
+
+A step result is a small OCI manifest in the cache repository, tagged ``step-<key>``:
+
+- its config (media type :data:`STEP_CONFIG`) is the step's record, the very JSON the local
+  cache keeps (:class:`assembler.cache.StepResult`: names, digests, diff_ids);
+- its layers are the step's blobs, the very blobs an image of the step pushes, so exporting a
+  step costs one small manifest plus HEAD checks for blobs the repository has.
+
+Reading verifies everything by digest: the manifest against the registry's digest, the
+config against the manifest, each layer descriptor against the record, and each blob as it
+streams into the local cache. Tags are per key, a manifest goes up only after its blobs and
+its bytes are a function of the result, so builds exporting to one repository at once write
+the same bytes or other tags: none loses or corrupts another's entries.
+
+A cache registry that fails (down, refused, damaged) is a warning: the build goes on with
+its local cache, and the registry is not asked again in that run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from assembler.cache import Cache, StepResult
+from assembler.errors import AssemblerError, InputError, NotFound
+from assembler.oci import mediatypes as mt
+from assembler.oci.descriptor import Descriptor
+from assembler.oci.digest import canonical_json, sha256_digest
+from assembler.oci.layer import Layer
+from assembler.oci.reference import ImageName
+from assembler.transports.common import RegistryOptions
+from assembler.transports.remote import Registry
+from assembler.transports.remote_blobs import WithBytes, json_object
+
+log = logging.getLogger(__name__)
+
+# What the cache tells the build: an event's kind ("warning", "remote-cache") and fields.
+Report = Callable[[str, Mapping[str, Any]], None]
+STEP_CONFIG = "application/vnd.assemble.step.v1+json"
+TAG_PREFIX = "step-"
+_RECORD_LIMIT = 1 << 20
+
+
+def tag_of(key: str) -> str:
+    """The tag of a step key (a step key is 64 hex digits: well within the 128-character grammar)."""
+    return TAG_PREFIX + key
+
+
+def parse_cache_ref(text: str) -> ImageName:
+    """``docker://REG/REPO`` (no tag, no digest) as an image name; BadReference or InputError."""
+    if not text.startswith("docker://"):
+        raise InputError(f"{text!r}: a step cache is a registry repository, docker://REG/REPO")
+    name = ImageName.parse(text.removeprefix("docker://"))
+    if name.digest or text.rstrip("/").rsplit("/", 1)[-1].count(":"):
+        raise InputError(f"{text!r}: name the repository only (its tags are the cache's entries)")
+    return name
+
+
+def step_manifest(result: StepResult, record: bytes) -> bytes:
+    """The manifest of a step result whose record (config) is ``record``."""
+    config = Descriptor(STEP_CONFIG, sha256_digest(record), len(record))
+    return canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": config.to_json(),
+            "layers": [b.descriptor.to_json() for b in result.layers()],
+        }
+    )
+
+
+@dataclass
+class RemoteStats:
+    """What the step cache did in one run (for the report and tests)."""
+
+    hits: int = 0
+    misses: int = 0
+    exported: int = 0
+    downloaded_bytes: int = 0
+    uploaded_blobs: int = 0
+    uploaded_bytes: int = 0
+    skipped_blobs: int = 0
+
+
+class RemoteStepCache:
+    """Step results read from ``sources`` (in order) and written to ``target``, through ``cache``."""
+
+    def __init__(
+        self, cache: Cache, *, target: ImageName | None, sources: Sequence[ImageName], options: RegistryOptions,
+        report: Report,
+    ) -> None:  # fmt: skip
+        self.cache = cache
+        self.target = target
+        self.sources = list(dict.fromkeys([*sources, *([target] if target is not None else [])]))
+        self.options = options
+        self.report = report
+        self.stats = RemoteStats()
+        self._clients: dict[str, Registry] = {}
+        self._broken: set[str] = set()
+        self._pending: dict[str, tuple[ImageName, StepResult]] = {}  # fetched, blobs not all here yet
+        # One client per host, used by one thread at a time (the client is not thread-safe).
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+
+    def _client(self, host: str) -> Registry:
+        if host not in self._clients:
+            self._clients[host] = Registry(host, options=self.options)
+        return self._clients[host]
+
+    def _failed(self, name: ImageName, doing: str, error: Exception) -> None:
+        self._broken.add(f"{name.registry}/{name.repository}")
+        text = f"step cache docker://{name.registry}/{name.repository}: {doing} failed ({error}); building locally"
+        self.report("warning", {"text": text})
+
+    def _usable(self, name: ImageName) -> bool:
+        return f"{name.registry}/{name.repository}" not in self._broken
+
+    # -- reading -----------------------------------------------------------------------
+
+    def fetch(self, key: str) -> StepResult | None:
+        """The step result ``key`` from the first source that has it, its blobs now in the
+        local cache and its record written there; None when no source has it."""
+        with self._lock:
+            for name in self.sources:
+                if not self._usable(name):
+                    continue
+                try:
+                    result = self._fetch_from(name, key)
+                except AssemblerError as e:
+                    self._failed(name, f"reading {tag_of(key)}", e)
+                    continue
+                if result is not None:
+                    self.stats.hits += 1
+                    self._pending[key] = (name, result)
+                    self._record_if_complete(key)
+                    self.report("remote-cache", {"state": "hit", "step": result.step, "key": key})
+                    return result
+            self.stats.misses += 1
+            return None
+
+    def _fetch_from(self, name: ImageName, key: str) -> StepResult | None:
+        client = self._client(name.registry)
+        try:
+            body, _ = client.fetch_manifest(name.repository, tag_of(key))  # verified by its digest
+        except NotFound:
+            return None
+        what = f"step cache {name.registry}/{name.repository}:{tag_of(key)}"
+        manifest = json_object(body, what)
+        config = Descriptor.from_json(manifest.get("config"))
+        if config.media_type != STEP_CONFIG:
+            raise AssemblerError(f"{what}: not a step result (config {config.media_type})")
+        record = client._blob_bytes(name.repository, config, limit=_RECORD_LIMIT, what=f"{what}: record")
+        try:
+            result = StepResult.from_json(json.loads(record))
+        except (KeyError, TypeError, ValueError, AttributeError, AssemblerError) as e:
+            raise AssemblerError(f"{what}: its record is not a step result ({e})") from e
+        listed = [(d.get("digest"), d.get("size")) for d in manifest.get("layers") or []]
+        if listed != [(b.digest, b.size) for b in result.layers()]:
+            raise AssemblerError(f"{what}: its layers are not the blobs its record names")
+        return result
+
+    def _record_if_complete(self, key: str) -> None:
+        """The local record of a fetched result, once all its blobs are here (the local
+        cache never holds a record naming a missing blob)."""
+        _, result = self._pending[key]
+        if self.cache.blobs_present((b.digest, b.size) for b in result.layers()):
+            self.cache.put_step_result(key, result)
+            del self._pending[key]
+
+    def ensure(self, blob: Layer) -> None:
+        """Download ``blob`` when it belongs to a fetched result and is not here: a result's
+        blobs are fetched only when a build needs them (placed in the image, mounted).
+        Raises what a download raises (a wrong blob never lands: it is verified)."""
+        with self._lock:
+            if self.cache.has_blob(blob.digest, blob.size):
+                return
+            for key, (name, result) in list(self._pending.items()):
+                if any(b.digest == blob.digest for b in result.layers()):
+                    client = self._client(name.registry)
+                    with client.open_blob(name.repository, blob.digest, size=blob.size) as stream:
+                        self.cache.import_stream(stream, digest=blob.digest, size=blob.size)  # verified
+                    self.stats.downloaded_bytes += blob.size
+                    self._record_if_complete(key)
+                    return
+
+    # -- writing -----------------------------------------------------------------------
+
+    def export(self, key: str, result: StepResult) -> None:
+        """Make ``result`` the entry ``key`` of the target repository (blobs first, then the
+        manifest); nothing is uploaded when the entry is there already."""
+        target = self.target
+        if target is None:
+            return
+        with self._lock:
+            pending = self._pending.get(key)
+        if pending is not None and pending[0] == target:
+            return  # fetched from the target itself: the entry is there
+        for blob in result.layers():
+            self.ensure(blob)  # a result fetched from another repository: its blobs go up from here
+        with self._lock:
+            if not self._usable(target):
+                return
+            try:
+                self._export_to(target, key, result)
+            except AssemblerError as e:
+                self._failed(target, f"exporting {tag_of(key)}", e)
+
+    def _export_to(self, name: ImageName, key: str, result: StepResult) -> None:
+        client = self._client(name.registry)
+        result = StepResult.from_json(result.to_json())  # as read back: the same bytes on every machine
+        record = canonical_json(result.to_json())
+        manifest = step_manifest(result, record)
+        try:
+            current, _ = client.fetch_manifest(name.repository, tag_of(key))
+        except NotFound:
+            current = b""
+        if current == manifest:
+            return  # the entry is there with these very bytes: its blobs are there too
+        before = (client.stats.uploaded_blobs, client.stats.uploaded_bytes, client.stats.skipped_blobs)
+        reader = WithBytes(self.cache, {sha256_digest(record): record})
+        for blob in result.layers():
+            client.push_blob(name.repository, blob.descriptor, reader)
+        client.push_blob(name.repository, Descriptor(STEP_CONFIG, sha256_digest(record), len(record)), reader)
+        client.put_manifest(name.repository, tag_of(key), manifest, mt.OCI_MANIFEST)
+        self.stats.exported += 1
+        self.stats.uploaded_blobs += client.stats.uploaded_blobs - before[0]
+        self.stats.uploaded_bytes += client.stats.uploaded_bytes - before[1]
+        self.stats.skipped_blobs += client.stats.skipped_blobs - before[2]
+        self.report("remote-cache", {"state": "exported", "step": result.step, "key": key})

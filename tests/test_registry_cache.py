@@ -1,0 +1,145 @@
+"""Step results shared through a registry: two cache folders stand for two machines, the
+real docker-registry for the cache repository (``--cache-to`` / ``--cache-from``).
+
+One cold demo build (machine A, exporting) is shared by the module; every other build here
+runs no step, so the module costs one compile of the demo.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import reclaim_at_teardown
+from tests.helpers import Ran, run_cli
+from tests.plugins.demo import base_args, copy_project, steps_by_state
+from tests.plugins.faultproxy import Fault, FaultProxy
+from tests.plugins.registry import RunningRegistry, start_registry
+
+
+@dataclass
+class Shared:
+    registry: RunningRegistry
+    project: Path
+    manifest: Path
+    bases: dict[str, Path]
+    cold: Ran
+
+    def build(self, cache: str, *extra: str, out: str = "demo", host: str | None = None) -> Ran:
+        args = [str(self.manifest), "--cache", str(self.project / cache), "--json", *base_args(self.bases),
+                "--tls-verify=false", "-o", f"oci:out/{out}:latest", *extra]  # fmt: skip
+        ran = run_cli(args, cwd=self.project)
+        assert ran.code == 0, str(ran)
+        return ran
+
+    def repo(self, name: str = "cache", host: str | None = None) -> str:
+        return f"docker://{host or self.registry.host}/{name}"
+
+
+@pytest.fixture(scope="module")
+def shared(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, demo_bases: dict[str, Path]
+) -> Iterator[Shared]:
+    base = tmp_path_factory.mktemp("regcache")
+    reclaim_at_teardown(request, base)
+    registry = start_registry(base / "registry")
+    try:
+        manifest = copy_project(base / "project")
+        project = manifest.parent.parent
+        made = Shared(registry, project, manifest, demo_bases, Ran([], 0, "", ""))
+        made.cold = made.build("cache-a", "--cache-to", made.repo(), out="a")
+        yield made
+    finally:
+        registry.stop()
+
+
+def _image_bytes(ran: Ran) -> int:
+    return sum(layer["size"] or 0 for layer in ran.json["layers"])
+
+
+def test_cold_build_exports_every_step(shared: Shared) -> None:
+    cold = shared.cold.json
+    ran = {s["name"] for s in cold["steps"] if s["state"] == "built"}
+    assert ran, "the cold build ran steps"
+    assert cold["step_cache"]["exported"] == len(ran)
+
+
+def test_empty_cache_with_cache_from_runs_no_step(shared: Shared) -> None:
+    ran = shared.build("cache-b", "--cache-from", shared.repo(), out="b")
+    assert "built" not in steps_by_state(ran), steps_by_state(ran)
+    assert ran.json["digest"] == shared.cold.json["digest"]
+    down, image = ran.json["step_cache"]["downloaded_bytes"], _image_bytes(ran)
+    print(f"\nempty cache + --cache-from: 0 steps run, {down} bytes downloaded; the image's layers: {image} bytes")
+    assert 0 < down <= image
+
+
+def test_no_change_cache_to_uploads_no_blob(shared: Shared) -> None:
+    ran = shared.build("cache-a", "--cache-to", shared.repo(), out="a2")
+    assert "built" not in steps_by_state(ran)
+    stats = ran.json["step_cache"]
+    assert (stats["uploaded_blobs"], stats["uploaded_bytes"], stats["exported"]) == (0, 0, 0), stats
+
+
+def test_concurrent_exporters_keep_every_entry(shared: Shared) -> None:
+    """Two builds export the demo's steps to one fresh repository at once; a third machine
+    then finds every step there."""
+    results: dict[str, Ran] = {}
+
+    def export(cache: str) -> None:
+        results[cache] = shared.build(cache, "--cache-to", shared.repo("shared"), out=cache)
+
+    threads = [threading.Thread(target=export, args=(c,)) for c in ("cache-a", "cache-b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(results) == {"cache-a", "cache-b"}
+    ran = shared.build("cache-c", "--cache-from", shared.repo("shared"), out="c")
+    assert "built" not in steps_by_state(ran), steps_by_state(ran)
+    assert ran.json["digest"] == shared.cold.json["digest"]
+
+
+def test_flaky_cache_registry_gives_the_same_image(shared: Shared) -> None:
+    """Through a proxy failing a share of the requests, a fresh machine still runs no step."""
+    proxy = FaultProxy(shared.registry.host).start()
+    try:
+        proxy.add(Fault("status", status=503, times=None, rate=0.2, seed=3))
+        ran = shared.build("cache-d", "--cache-from", shared.repo(host=proxy.host), out="d")
+    finally:
+        proxy.stop()
+    assert "built" not in steps_by_state(ran), steps_by_state(ran)
+    assert ran.json["digest"] == shared.cold.json["digest"]
+
+
+def test_cache_registry_down_is_a_warning(shared: Shared) -> None:
+    """A cache registry that always fails: a warning, and the local cache builds the image."""
+    proxy = FaultProxy(shared.registry.host).start()
+    try:
+        proxy.add(Fault("status", status=503, times=None))
+        args = [
+            "--cache-from",
+            shared.repo(host=proxy.host),
+            "--cache-to",
+            shared.repo(host=proxy.host),
+            "--retries=2",
+            "--progress",
+            "plain",
+        ]
+        ran = shared.build("cache-a", *args, out="e")
+    finally:
+        proxy.stop()
+    assert "step cache" in ran.err and "building locally" in ran.err, ran.err
+    assert ran.json["digest"] == shared.cold.json["digest"]
+
+
+def test_bad_cache_reference_is_exit_2(shared: Shared, tmp_path: Path) -> None:
+    ran = run_cli([str(shared.manifest), "--cache", str(tmp_path), "--cache-from", "http://x/y"], cwd=shared.project)
+    assert ran.code == 2 and "docker://REG/REPO" in ran.err, str(ran)
+    bad = shared.manifest.with_name("bad-cache.yaml")
+    bad.write_text(shared.manifest.read_text() + "cache:\n  registry: oci:/tmp/x\n")
+    ran = run_cli([str(bad), "--cache", str(tmp_path)], cwd=shared.project)
+    assert ran.code == 2 and "bad-cache.yaml:" in ran.err and "cache.registry" in ran.err, str(ran)
