@@ -21,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from assembler.cache import StepResult
 from assembler.compile import sources as srcs
@@ -29,7 +30,7 @@ from assembler.compile.steps import Mounted, Workspace, run_compile_step, run_ru
 from assembler.errors import Cancelled, InputError, InvalidImage
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
-from assembler.pipeline import graph
+from assembler.pipeline import graph, slurm
 from assembler.pipeline.graph import LayerReport, RuntimeStep, StepReport
 from assembler.pipeline.options import Event, Reporter
 from assembler.pipeline.resolve import Plan, base_ref, bootstrap_spec
@@ -160,12 +161,15 @@ class Builder(Walk):
         if self._tool is None:
             recorded = self.cache.memo("tool-buildah") or {}
             if self.ctx.runner.which("buildah") is not None:
-                self._tool = Buildah(self.ctx.runner, storage=self.cache.root / "buildah").version()
+                self._tool = Buildah(self.ctx.runner, storage=self._storage()).version()
                 if recorded.get("version") != self._tool:
                     self.cache.put_memo("tool-buildah", {"version": self._tool})
             else:
                 self._tool = str(recorded.get("version", "buildah-missing"))
         return self._tool
+
+    def _storage(self) -> Path:
+        return self.options.buildah_root or self.cache.root / "buildah"
 
     @property
     def ws(self) -> Workspace:
@@ -174,7 +178,7 @@ class Builder(Walk):
 
     def _workspace(self) -> Workspace:
         if self._ws is None:
-            buildah = Buildah(self.ctx.runner, storage=self.cache.root / "buildah", driver=self.options.storage_driver)
+            buildah = Buildah(self.ctx.runner, storage=self._storage(), driver=self.options.storage_driver)
             # Steps always store zstd layers (fast, small); an image that wants gzip gets
             # them converted when it is assembled, so --compression reruns no step.
             self._ws = Workspace(buildah=buildah, cache=self.cache, epoch=self.ctx.epoch, compression="zstd",
@@ -229,6 +233,13 @@ class Builder(Walk):
         inputs: Mapping[str, Layer], tree_key: str, forced: bool,
     ) -> dict[str, Layer]:  # fmt: skip
         assert report.key is not None
+        if self.options.executor == "slurm":  # the step runs as a job on a node, into the shared cache
+            with self._slot(f"step {step.name}"):
+                self.report(Event("step", {"name": step.name, "state": "running"}))
+                started = time.monotonic()
+                results = slurm.executor(self).run_compile(step, report.key, stop=self._failed.is_set)
+            self._built(report, started)
+            return results
         mounted = [Mounted(ref, blob, graph.artifact_spec(self.man, ref).to) for ref, blob in inputs.items()]
         with self._slot(f"step {step.name}"):
             ws, started = self._running(step.name)

@@ -43,3 +43,9 @@ class Options:
     attach_sif: bool = False
     force: bool = False  # outputs may replace files that are not ours
     jobs: int = 1  # steps run at the same time (independent ones; see pipeline.build)
+    # Where compile steps run (see pipeline.slurm): here, or each as a Slurm job on a node.
+    executor: str = "local"  # local | slurm
+    slurm_args: tuple[str, ...] = ()  # more sbatch arguments (--slurm-args, shlex-split)
+    # buildah's storage for compile steps (None: the cache's buildah/). A Slurm job uses a
+    # node-local one: overlay storage does not work on NFS or Lustre.
+    buildah_root: Path | None = None
