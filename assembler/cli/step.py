@@ -8,6 +8,7 @@ to the job's output file, which the submitter shows.
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Mapping
 from dataclasses import replace
@@ -53,7 +54,12 @@ class OneStep(Builder):
                                     forced=forced)  # fmt: skip
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # scancel: stop as Ctrl-C does (the step's container is removed)
+
+
 def main(job_path: Path) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
     job = read_job(job_path)
     options = replace(job.options, executor="local", jobs=1, buildah_root=node_storage())
     runner = Runner()
@@ -85,4 +91,7 @@ if __name__ == "__main__":
         if e.hint:
             print(f"hint: {e.hint}", file=sys.stderr, flush=True)
         code = e.exit_code
+    except KeyboardInterrupt:
+        print("cancelled", file=sys.stderr, flush=True)
+        code = 130
     raise SystemExit(code)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from assembler.cache import Cache
+from assembler.cache import Cache, StepResult
 from assembler.errors import AssemblerError, Cancelled, StepFailed, ToolError
 from assembler.oci.layer import Layer
 from assembler.pipeline.options import Event, Options, Reporter
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from assembler.pipeline.build import Builder
 
 POLL_SECONDS = 1.0
+SETTLE_SECONDS = 30.0  # how long a finished job's result may take to be seen here (NFS)
 # Job states that are not over yet (squeue/scontrol's names).
 _WAITING = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED"}
 
@@ -128,12 +129,26 @@ class SlurmExecutor:
                 step=step.name, command="sbatch", argv=argv, log_path=log_path, log_tail=last,
                 hint="the log shows why; finished steps are cached, so run assemble again once fixed",
             )  # fmt: skip
-        hit = self.cache.step_result(key)
+        hit = self._result(key)
         if hit is None or set(hit.artifacts) != set(step.artifacts):
             raise StepFailed(f"step {step.name}: Slurm job {job_id} finished but left no result in {self.cache.root}",
                              step=step.name, command="sbatch", argv=argv, log_path=log_path,
                              hint="the cache must be a folder every node shares, at the same path")  # fmt: skip
         return dict(hit.artifacts)
+
+    def _result(self, key: str) -> StepResult | None:
+        """The step's result, written by the node. NFS may remember for a while that the
+        entry was missing here (a cached negative lookup): reading its folder revalidates it."""
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while True:
+            hit = self.cache.step_result(key)
+            if hit is not None or time.monotonic() > deadline:
+                return hit
+            try:
+                os.listdir(self.cache.root / "keys" / key[:2])
+            except OSError:
+                pass
+            time.sleep(POLL_SECONDS)
 
     def _wait(self, name: str, job_id: str, log_path: Path, stop: Callable[[], bool]) -> tuple[str, str]:
         """Poll until the job is over: its state and exit code. Cancels it when given up."""

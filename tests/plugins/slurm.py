@@ -3,9 +3,10 @@
 Debian 12's Slurm (22.05) records jobs for ``sacct`` only through slurmdbd, which keeps them
 in MariaDB: the fixture runs a MariaDB of its own (a data folder and a port of its own),
 slurmdbd, slurmctld and slurmd, all in the foreground as its children, on free ports, with a
-slurm.conf of its own (``SLURM_CONF``), and stops them by PID. munged is started as the
-munge user if it is not running (and then stopped). Needs root (the daemons run as root and
-launch jobs as the submitting user), as the test machines and CI are.
+slurm.conf of its own (``SLURM_CONF``), and stops them by PID (setpriv execs the daemons
+run as other users, so the PIDs are theirs). munged is started as the munge user if it is
+not running (and then stopped). Needs root (the daemons run as root and launch jobs as the
+submitting user), as the test machines and CI are.
 """
 
 from __future__ import annotations
@@ -75,7 +76,9 @@ def _munge() -> subprocess.Popen[bytes] | None:
     if not Path("/etc/munge/munge.key").exists():
         sh(["runuser", "-u", "munge", "--", "/usr/sbin/mungekey", "--create"])
     sh(["install", "-d", "-o", "munge", "-g", "munge", "-m", "755", "/run/munge"])
-    proc = subprocess.Popen(["runuser", "-u", "munge", "--", "/usr/sbin/munged", "--foreground"])
+    proc = subprocess.Popen(
+        ["setpriv", "--reuid=munge", "--regid=munge", "--init-groups", "--", "/usr/sbin/munged", "--foreground"]
+    )
     _wait("munged", lambda: subprocess.run(["munge", "-n"], capture_output=True).returncode == 0, [proc])
     return proc
 
@@ -134,9 +137,9 @@ def _mariadb(folder: Path, port: int) -> subprocess.Popen[bytes]:
     shutil.chown(data, "mysql", "mysql")
     sh(["mariadb-install-db", "--user=mysql", f"--datadir={data}", "--auth-root-authentication-method=normal",
         "--skip-test-db"])  # fmt: skip
-    return subprocess.Popen(["runuser", "-u", "mysql", "--", "/usr/sbin/mariadbd", "--no-defaults",
-                             f"--datadir={data}", f"--port={port}", "--bind-address=127.0.0.1",
-                             f"--socket={data}/mysql.sock", f"--pid-file={data}/mysql.pid",
+    as_mysql = ["setpriv", "--reuid=mysql", "--regid=mysql", "--init-groups", "--"]  # exec'd: its PID is mariadbd's
+    return subprocess.Popen([*as_mysql, "/usr/sbin/mariadbd", "--no-defaults", f"--datadir={data}", f"--port={port}",
+                             "--bind-address=127.0.0.1", f"--socket={data}/mysql.sock", f"--pid-file={data}/mysql.pid",
                              "--innodb-buffer-pool-size=16M", f"--log-error={data}/mysql.err"])  # fmt: skip
 
 
