@@ -58,7 +58,14 @@ def slurm_env(cluster: Cluster, node: Path) -> dict[str, str]:
 
 
 def jobs_named(cluster: Cluster, names: set[str], *, by: str | None = None) -> list[dict[str, str]]:
-    return [j for j in cluster.sacct(user=by) if j["JobName"] in names]
+    """The jobs of these names in sacct, once each name is there: slurmctld tells slurmdbd
+    of a job's end a moment after the job ends."""
+    deadline = time.monotonic() + 30
+    while True:
+        jobs = [j for j in cluster.sacct(user=by) if j["JobName"] in names]
+        if {j["JobName"] for j in jobs} == names or time.monotonic() > deadline:
+            return jobs
+        time.sleep(1)
 
 
 def test_two_steps_on_slurm_give_the_local_image(
