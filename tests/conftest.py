@@ -21,7 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 TEST_CACHE = Path(os.environ.get("ASSEMBLE_TEST_CACHE", "/var/tmp/assemble-test-cache"))
 
-pytest_plugins = ["tests.plugins.registry", "tests.plugins.demo"]
+pytest_plugins = ["tests.plugins.registry", "tests.plugins.demo", "tests.plugins.slurm"]
 
 # Modules with a failed test or fixture: their work folders stay for a post-mortem.
 _FAILED_MODULES: set[str] = set()

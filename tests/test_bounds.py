@@ -339,3 +339,19 @@ def test_temp_files_of_killed_runs_are_reclaimed(tmp_path: Path) -> None:
     assert ran.code == 0, str(ran)
     assert [p for p in left if p.exists()] == []
     assert all(p.exists() for p in alive)  # a live writer's, and a fresh one: a concurrent run's
+
+
+def test_temp_files_of_another_machine_are_left_to_it(tmp_path: Path) -> None:
+    """A cache shared by Slurm nodes: a pid seen from here says nothing about another node's
+    process, so its temp files (an hour old, pid not running here) stay; this machine's go."""
+    from assembler.cache import reclaim, temp_prefix
+
+    dead = 4_000_000
+    ours = tmp_path / temp_prefix(".tmp-").replace(f"p{os.getpid()}-", f"p{dead}-")
+    theirs = tmp_path / f".tmp-p{dead}-h00000000-x"
+    old = time.time() - 3600
+    for path in (ours, theirs):
+        path.write_bytes(b"partial")
+        os.utime(path, (old, old))
+    assert reclaim(tmp_path, ".tmp-*") == 1
+    assert not ours.exists() and theirs.exists()

@@ -16,8 +16,16 @@ not: the blob is dropped, so the next attempt rebuilds or re-fetches it).
 
 Blobs leave and enter the store as copies (a reflink where the filesystem can), never
 as hard links: a later corruption of the cache must not reach an output already
-written, nor a user's file reach the cache. Temp files carry the writer's pid
-(``.tmp-<pid>-...``), so the next run reclaims those of runs that were killed.
+written, nor a user's file reach the cache. Temp files carry the writer's pid and a tag
+of its machine (``.tmp-p<pid>-h<host>-...``), so the next run on that machine reclaims
+those of runs that were killed; another machine's are left for a day.
+
+Several machines may share one cache folder (Slurm nodes over NFS or Lustre): every
+entry and blob is written whole and renamed into place, and a reader trusts an entry only
+with all its blobs present, so no ``flock`` is needed for a build to be right. ``flock``
+only keeps ``cache prune`` off blobs a running build will use, and one build of a step off
+the kept folder another build of that step uses (compile.worktree): where the filesystem's
+locks are per node, prune when no node builds.
 """
 
 from __future__ import annotations
@@ -47,12 +55,18 @@ _FICLONE = 0x40049409  # linux/fs.h: share the extents of another file (btrfs, x
 # A temp file untouched this long whose writer is gone is a leftover (without a pid: a day).
 STALE_SECONDS = 60.0
 ABANDONED_SECONDS = 24 * 3600.0
-_PID_RE = re.compile(r"(?:^|[.-])p(\d+)-")
+_PID_RE = re.compile(r"(?:^|[.-])p(\d+)-(?:h([0-9a-f]{8})-)?")
+
+
+def _host_tag() -> str:
+    """This machine, in temp names: a pid means nothing on another node sharing the cache."""
+    return hashlib.sha256(os.uname().nodename.encode()).hexdigest()[:8]
 
 
 def temp_prefix(prefix: str) -> str:
-    """A temp name prefix naming this process, so :func:`reclaim` can tell leftovers apart."""
-    return f"{prefix}p{os.getpid()}-"
+    """A temp name prefix naming this process and machine, so :func:`reclaim` can tell
+    leftovers apart (also where several nodes share the cache over NFS or Lustre)."""
+    return f"{prefix}p{os.getpid()}-h{_host_tag()}-"
 
 
 def _alive(pid: int) -> bool:
@@ -84,8 +98,9 @@ def reclaim(folder: Path, pattern: str) -> int:
         except OSError:
             continue
         pids = _PID_RE.findall(path.name)
-        pid = int(pids[-1]) if pids else None  # the last one: an output's own name may look alike
-        if pid is None:
+        pid, host = (int(pids[-1][0]), pids[-1][1]) if pids else (None, "")  # the last: an output's name may look alike
+        if pid is None or (host and host != _host_tag()):
+            # Another machine's (a node on a shared cache): whether it is alive is not known here.
             stale = age > ABANDONED_SECONDS
         else:
             stale = age > STALE_SECONDS and pid != os.getpid() and not _alive(pid)

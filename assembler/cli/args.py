@@ -127,6 +127,11 @@ def _manifest_args(p: argparse.ArgumentParser) -> None:
         metavar="docker://REG/REPO",
         help="take step results from this registry repository (repeatable; first hit wins)",
     )
+    p.add_argument("--executor", choices=("local", "slurm"), default="local",
+                   help="where compile steps run: here, or each as a Slurm job on a node (the cache folder must be "
+                        "shared by the nodes, at the same path)")  # fmt: skip
+    p.add_argument("--slurm-args", default="", metavar="ARGS",
+                   help='more sbatch arguments for each step\'s job, e.g. "-p gpu --gres=gpu:1 -t 2:00"')  # fmt: skip
     p.add_argument("--storage-driver", default="overlay", choices=("overlay", "vfs"), help="buildah storage driver")
     p.add_argument("--no-host-ca", action="store_true", help="do not mount the host CA bundle into build containers")
     p.add_argument("--attach-sif", action="store_true",

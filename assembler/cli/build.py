@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,16 @@ def _options(args: argparse.Namespace, manifest_epoch: int | None, manifest_cach
         jobs=args.jobs,
         cache_to=cache_to,
         cache_from=cache_from,
+        executor=args.executor,
+        slurm_args=_slurm_args(args.slurm_args),
     )
+
+
+def _slurm_args(text: str) -> tuple[str, ...]:
+    try:
+        return tuple(shlex.split(text))
+    except ValueError as e:
+        raise InputError(f"--slurm-args {text!r}: {e}") from None
 
 
 def _load(args: argparse.Namespace) -> Any:

@@ -11,6 +11,10 @@ from assembler.spec import model as m
 FORMAT = 2  # 2: steps run with reproducible_env (PYTHONHASHSEED): earlier results may differ
 
 
+# What a compile step says that does not change its artifacts: names, and how its job is run.
+NOT_IN_KEY = {"name", "use", "with_", "runtime_packages", "resources"}
+
+
 def compile_key(
     step: m.CompileStep,
     *,
@@ -22,7 +26,7 @@ def compile_key(
     host_ca: bool,
 ) -> str:
     """Everything that can change a compile step's artifacts (not secret values, not the name)."""
-    definition = step.model_dump(mode="json", exclude={"name", "use", "with_", "runtime_packages"})
+    definition = step.model_dump(mode="json", exclude=NOT_IN_KEY)
     return key_of(
         {
             "kind": "compile",

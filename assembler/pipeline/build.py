@@ -21,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from assembler.cache import StepResult
@@ -30,7 +31,7 @@ from assembler.compile.steps import Mounted, Workspace, run_compile_step, run_ru
 from assembler.errors import Cancelled, InputError, InvalidImage
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
-from assembler.pipeline import graph
+from assembler.pipeline import graph, slurm
 from assembler.pipeline.graph import LayerReport, RuntimeStep, StepReport
 from assembler.pipeline.options import Event, Reporter
 from assembler.pipeline.resolve import Plan, base_ref
@@ -173,6 +174,9 @@ class Builder(Walk):
         finally:
             self._slots.release()
 
+    def _storage(self) -> Path:
+        return self.options.buildah_root or self.cache.root / "buildah"
+
     @property
     def ws(self) -> Workspace:
         with self._lock:
@@ -180,7 +184,7 @@ class Builder(Walk):
 
     def _workspace(self) -> Workspace:
         if self._ws is None:
-            buildah = Buildah(self.ctx.runner, storage=self.cache.root / "buildah", driver=self.options.storage_driver)
+            buildah = Buildah(self.ctx.runner, storage=self._storage(), driver=self.options.storage_driver)
             # Steps always store zstd layers (fast, small); an image that wants gzip gets
             # them converted when it is assembled, so --compression reruns no step.
             self._ws = Workspace(buildah=buildah, cache=self.cache, epoch=self.ctx.epoch, compression="zstd",
@@ -238,12 +242,17 @@ class Builder(Walk):
     ) -> dict[str, Layer]:  # fmt: skip
         assert report.key is not None
         mounted = [Mounted(ref, blob, graph.artifact_spec(self.man, ref).to) for ref, blob in inputs.items()]
-        self._fetch([blob for blob in inputs.values()])
+        self._fetch(list(inputs.values()))
         with self._slot(f"step {step.name}"):
-            ws, started = self._running(step.name)
-            results = run_compile_step(step, base=base, sources=sources, inputs=mounted, ws=ws, key=report.key,
-                                       tree_key=tree_key, fresh=forced)  # fmt: skip
-        self.cache.put_step_result(report.key, StepResult(step.name, results))
+            if self.options.executor == "slurm":  # a job on a node builds it into the shared cache
+                self.report(Event("step", {"name": step.name, "state": "running"}))
+                started = time.monotonic()
+                results = slurm.executor(self).run_compile(step, report.key, stop=self._failed.is_set)
+            else:
+                ws, started = self._running(step.name)
+                results = run_compile_step(step, base=base, sources=sources, inputs=mounted, ws=ws, key=report.key,
+                                           tree_key=tree_key, fresh=forced)  # fmt: skip
+                self.cache.put_step_result(report.key, StepResult(step.name, results))
         if self.remote is not None:
             self.remote.export(report.key, StepResult(step.name, results))
         self._built(report, started)

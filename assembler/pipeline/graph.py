@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from assembler.cache import key_of
+from assembler.compile.keys import NOT_IN_KEY
 from assembler.compile.steps import apt_install
 from assembler.oci.descriptor import Platform
 from assembler.spec import model as m
@@ -154,7 +155,7 @@ class Definitions:
         if step.name not in self._steps:
             self._steps[step.name] = key_of(
                 {
-                    "step": step.model_dump(mode="json", exclude={"name", "use", "with_", "runtime_packages"}),
+                    "step": step.model_dump(mode="json", exclude=NOT_IN_KEY),
                     "base": self.base(step.base or ""),
                     "sources": {n: self.man.sources[n].model_dump(mode="json") for n in step.sources},
                     "inputs": {r: self.step(step_of(self.man, r.partition(".")[0])) for r in step.inputs},

@@ -45,3 +45,9 @@ class Options:
     cache_to: str | None = None  # docker://REG/REPO: step results are exported there
     cache_from: tuple[str, ...] = ()  # docker://REG/REPO...: step results are read from there
     jobs: int = 1  # steps run at the same time (independent ones; see pipeline.build)
+    # Where compile steps run (see pipeline.slurm): here, or each as a Slurm job on a node.
+    executor: str = "local"  # local | slurm
+    slurm_args: tuple[str, ...] = ()  # more sbatch arguments (--slurm-args, shlex-split)
+    # buildah's storage for compile steps (None: the cache's buildah/). A Slurm job uses a
+    # node-local one: overlay storage does not work on NFS or Lustre.
+    buildah_root: Path | None = None

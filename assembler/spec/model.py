@@ -116,6 +116,22 @@ class Artifact(Strict):
         return value
 
 
+class Resources(Strict):
+    """What a step's Slurm job asks for (``--executor slurm``); not part of the step's key."""
+
+    cpus: int | None = Field(default=None, ge=1, description="sbatch --cpus-per-task")
+    mem: Annotated[str, Field(pattern=r"^[0-9]+[KMGT]?$")] | None = Field(
+        default=None, description="sbatch --mem (e.g. 16G)"
+    )
+    gpus: int | None = Field(default=None, ge=0, description="sbatch --gres=gpu:N")
+    time: Annotated[str, Field(pattern=r"^([0-9]+-)?[0-9]+(:[0-9]{1,2}){0,2}$")] | None = Field(
+        default=None, description="sbatch --time (MINUTES, H:MM:SS, D-HH:MM...)"
+    )
+    partition: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.,-]+$")] | None = Field(
+        default=None, description="sbatch --partition"
+    )
+
+
 class CompileStep(Strict):
     """One build in a devel container; its artifacts become layers."""
 
@@ -148,6 +164,7 @@ class CompileStep(Strict):
     runtime_packages: StrList = Field(
         default_factory=list, description="apt packages the artifacts need at run time (for a 'packages' layer)"
     )
+    resources: Resources | None = Field(default=None, description="what its Slurm job asks for (--executor slurm)")
 
 
 class Recipe(Strict):
@@ -167,6 +184,7 @@ class Recipe(Strict):
     run: StrList = Field(default_factory=list)
     artifacts: dict[Name, Artifact] = Field(default_factory=dict)
     runtime_packages: StrList = Field(default_factory=list)
+    resources: Resources | None = None
 
 
 # -- image layers ----------------------------------------------------------------------

@@ -89,7 +89,7 @@ def apply_recipe(
     for key, value in step_data.items():
         if key == "with":
             continue
-        if key in ("env", "artifacts") and isinstance(value, dict) and isinstance(merged.get(key), dict):
+        if key in ("env", "artifacts", "resources") and isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = {**merged[key], **value}
         elif key in _LIST_MERGE and isinstance(merged.get(key), list):
             extra = value if isinstance(value, list) else [value]
