@@ -43,3 +43,6 @@ class Options:
     attach_sif: bool = False
     force: bool = False  # outputs may replace files that are not ours
     jobs: int = 1  # steps run at the same time (independent ones; see pipeline.build)
+    # Step keys already made in this run (by an earlier variant): cached even under
+    # --no-cache/--rebuild, so a step that variants share runs once per run.
+    made_keys: frozenset[str] = frozenset()
