@@ -52,9 +52,9 @@ def test_matrix_times_targets_one_image_each(tmp_path: Path) -> None:
                   cwd=project)  # fmt: skip
     assert ran.code == 0, str(ran)
     report = ran.json
-    assert [(r["target"], r["params"]) for r in report] == [
-        ("one", {"flavor": "plain"}), ("two", {"flavor": "plain"}),
-        ("one", {"flavor": "fancy"}), ("two", {"flavor": "fancy"})]  # fmt: skip
+    assert [(r["target"], r["matrix"], r["params"]["flavor"]) for r in report] == [
+        ("one", {"flavor": "plain"}, "plain"), ("two", {"flavor": "plain"}, "plain"),
+        ("one", {"flavor": "fancy"}, "fancy"), ("two", {"flavor": "fancy"}, "fancy")]  # fmt: skip
     assert _tags(project / "out") == {"one-plain", "two-plain", "one-fancy", "two-fancy"}
     for r in report:
         assert r["outputs"][0]["ref"].endswith(f"out:{r['target']}-{r['params']['flavor']}")
@@ -110,7 +110,11 @@ MATRIX_FLAVOR = "matrix:\n  flavor: [plain, fancy]\n"
         ("matrix:\n  flavour: [plain]\n", (), "m.yaml:6: matrix.flavour: unknown param 'flavour'"),
         ("matrix:\n  flavor: [plain, plain]\n", (), "m.yaml:6: matrix.flavor.1: 'plain' is listed twice"),
         ("matrix:\n  platform: [linux]\n", (), "m.yaml:6: matrix.platform.0: "),
-        ("matrix:\n  platform: [linux/amd64, linux/arm64]\n", ("-o", "oci:out:x"), "differ only in platform"),
+        (
+            "matrix:\n  platform: [linux/amd64, linux/arm64]\n",
+            ("-o", "docker-archive:x.tar"),
+            "images of several platforms under one name go to oci: or docker:// outputs only",
+        ),
     ],
 )
 def test_bad_variants_are_input_errors_with_where(
@@ -150,7 +154,7 @@ def test_llamacpp_cpu_server_light_full_in_one_run(
     assert ran.code == 0, str(ran)
     report: list[dict[str, Any]] = ran.json
     assert [r["target"] for r in report] == ["server", "light", "full"]
-    assert all(r["params"] == {} for r in report)
+    assert all(r["matrix"] == {} and r["params"]["backend"] == "cpu" for r in report)
     # The compile step runs once in the run: the first variant builds it, the others find it.
     compiles = [s["state"] for r in report for s in r["steps"] if s["kind"] == "compile"]
     assert compiles == ["built", "cached", "cached"], json.dumps(report, indent=1)[:3000]
@@ -200,3 +204,12 @@ def test_platform_variants_are_one_index(tmp_path: Path, registry: RunningRegist
     ran = run_cli(["m.yaml", "--platform", "linux/arm64", "-o", "oci:one:1", "--cache", "cache", "--json"],
                   cwd=project)  # fmt: skip
     assert ran.code == 0 and ran.json["digest"] == report[1]["digest"], str(ran)
+
+
+def test_a_failure_names_its_variant(tmp_path: Path) -> None:
+    project = small_project(tmp_path / "p", MATRIX)
+    # Nothing listens on port 1: the first variant's push fails, and says which variant it was.
+    ran = run_cli(["m.yaml", "--all-targets", "--set", "flavor=fancy", "-o", "docker://127.0.0.1:1/m:${target}",
+                   "--tls-verify=false", "--retries", "1", "--cache", "cache"], cwd=project)  # fmt: skip
+    assert ran.code == 1 and "Traceback" not in ran.err, str(ran)
+    assert "error: variant one flavor=fancy: " in ran.err, str(ran)

@@ -125,7 +125,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.json:
         shown: Any = plans[0].to_json()
         if len(variants) > 1:
-            shown = [{**v.describe(), **p.to_json()} for v, p in zip(variants, plans, strict=True)]
+            shown = [{**p.to_json(), **v.describe()} for v, p in zip(variants, plans, strict=True)]
         out.print(json.dumps(shown, indent=2), markup=False)
         return 0
     for v, plan in zip(variants, plans, strict=True):

@@ -61,8 +61,9 @@ class Variant:
         return self.outputs if self.outputs is not None else tuple(self.loaded.manifest.outputs)
 
     def describe(self) -> dict[str, Any]:
-        return {"variant": self.name, "target": self.target, "params": dict(self.values),
-                "platform": str(self.platform) if self.platform else None}  # fmt: skip
+        return {"variant": self.name, "target": self.target, "matrix": dict(self.values),
+                "platform": str(self.platform) if self.platform else None,
+                "params": dict(self.loaded.params)}  # fmt: skip
 
 
 def expand(template: str, values: Mapping[str, str], *, what: str) -> str:
@@ -130,7 +131,8 @@ def load_variants(
     matrix = _matrix(data, locs, sets)
     plats: list[Platform | None] = list(platforms) or [None]
     if "platform" in matrix:
-        plats = list(platforms) or [Platform.parse(p) for p in matrix.pop("platform")]
+        listed = [Platform.parse(p) for p in matrix.pop("platform")]
+        plats = list(platforms) or listed  # --platform narrows the matrix, as --set does
     variants = []
     for combo in itertools.product(*matrix.values()):
         values = dict(zip(matrix, combo, strict=True))
