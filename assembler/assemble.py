@@ -244,6 +244,8 @@ def _variant(
     v: Variant, options: Options, made: set[str], count: int, *, runner: Runner, report: Reporter
 ) -> Result:  # fmt: skip
     """One variant (``options``: its own), its failure naming it; ``made`` gains the step keys it ran."""
+    if count == 1:  # one image: reported as before, without variant events
+        report = _no_variant_events(report)
     report_variant(report, v, "building")
     try:
         result = assemble(v.loaded, replace(options, made_keys=frozenset(made)), runner=runner, report=report)
@@ -253,3 +255,7 @@ def _variant(
     made.update(s.key for s in result.steps if s.key is not None and s.state == "built")
     report_variant(report, v, "done", digest=result.digest, outputs=[w.ref for w in result.outputs])
     return result
+
+
+def _no_variant_events(report: Reporter) -> Reporter:
+    return lambda event: None if event.kind == "variant" else report(event)

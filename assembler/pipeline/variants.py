@@ -131,7 +131,7 @@ def load_variants(
     matrix = _matrix(data, locs, sets)
     plats: list[Platform | None] = list(platforms) or [None]
     if "platform" in matrix:
-        listed = [Platform.parse(p) for p in matrix.pop("platform")]
+        listed: list[Platform | None] = [Platform.parse(p) for p in matrix.pop("platform")]
         plats = list(platforms) or listed  # --platform narrows the matrix, as --set does
     variants = []
     for combo in itertools.product(*matrix.values()):
