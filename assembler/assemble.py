@@ -13,11 +13,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from assembler.cache import Cache
-from assembler.errors import CorruptBlob, InputError
+from assembler.errors import AssemblerError, CorruptBlob, InputError
 from assembler.oci import mutate
 from assembler.oci.descriptor import Platform
 from assembler.oci.image import Image
@@ -27,12 +27,14 @@ from assembler.pipeline.build import build as _execute
 from assembler.pipeline.graph import LayerReport, StepReport
 from assembler.pipeline.options import Event, Options, Reporter, quiet
 from assembler.pipeline.resolve import Plan, Resolver
+from assembler.pipeline.variants import Variant, named, platform_groups, report_variant
 from assembler.pipeline.writers import Target, Writer, writer_for
 from assembler.proc import Runner
 from assembler.spec import model as m
 from assembler.spec.load import Loaded
 from assembler.transports import Context, Written
 from assembler.transports.common import RegistryOptions, SourceImage
+from assembler.transports.index import write_index
 
 __all__ = [
     "Built",
@@ -44,6 +46,7 @@ __all__ = [
     "Result",
     "StepReport",
     "assemble",
+    "assemble_variants",
     "build",
     "output_refs",
     "resolve",
@@ -205,3 +208,56 @@ def _assemble_once(loaded: Loaded, options: Options, *, runner: Runner, report: 
                     sif_name=f"{loaded.manifest.name}.sif", report=report)  # fmt: skip
     return Result(built.image, built.layers, built.steps, tuple(written), time.monotonic() - started,
                   built.step_cache)  # fmt: skip
+
+
+def assemble_variants(
+    variants: Sequence[Variant], options: Options, *, runner: Runner, report: Reporter = quiet
+) -> list[Result]:
+    """Assemble each variant (see :mod:`assembler.pipeline.variants`), one after another
+    with one cache: a step they share runs once in the run, for the first variant.
+    Variants that differ only in platform are written as one index to their outputs."""
+    for v in variants:  # every output checked before anything is built
+        for ref in output_refs(v.loaded, v.options(options)):
+            writer_for(ref, attach_sif=v.loaded.manifest.sif.attach or options.attach_sif).check(force=options.force)
+    made: set[str] = set()
+    results = []
+    for group in platform_groups(variants):
+        if len(group) == 1:
+            opts = group[0].options(options)
+            results.append(_variant(group[0], opts, made, len(variants), runner=runner, report=report))
+            continue
+        # Each platform's image alone first (no outputs), then one index over them all.
+        built = [_variant(v, replace(v.options(options), outputs=()), made, len(variants), runner=runner,
+                          report=report) for v in group]  # fmt: skip
+        first = group[0]
+        ctx = _context(first.loaded, first.options(options), cache=Cache(options.cache_dir), runner=runner,
+                       registry=options.registry, report=report)  # fmt: skip
+        written = []
+        for ref in output_refs(first.loaded, first.options(options)):
+            report(Event("output", {"ref": str(ref), "state": "writing"}))
+            w = write_index(ref, [r.image for r in built], ctx, blobs=ctx.cache)
+            report(Event("output", {"ref": w.ref, "state": "done", "digest": w.digest, "uploaded": w.uploaded_bytes}))
+            written.append(w)
+        results.extend(replace(r, outputs=tuple(written)) for r in built)
+    return results
+
+
+def _variant(
+    v: Variant, options: Options, made: set[str], count: int, *, runner: Runner, report: Reporter
+) -> Result:  # fmt: skip
+    """One variant (``options``: its own), its failure naming it; ``made`` gains the step keys it ran."""
+    if count == 1:  # one image: reported as before, without variant events
+        report = _no_variant_events(report)
+    report_variant(report, v, "building")
+    try:
+        result = assemble(v.loaded, replace(options, made_keys=frozenset(made)), runner=runner, report=report)
+    except AssemblerError as e:
+        report_variant(report, v, "failed")
+        raise named(e, v) if count > 1 else e from None
+    made.update(s.key for s in result.steps if s.key is not None and s.state == "built")
+    report_variant(report, v, "done", digest=result.digest, outputs=[w.ref for w in result.outputs])
+    return result
+
+
+def _no_variant_events(report: Reporter) -> Reporter:
+    return lambda event: None if event.kind == "variant" else report(event)

@@ -79,8 +79,13 @@ def _reader_cache(p: argparse.ArgumentParser) -> None:
                         "removed afterwards")  # fmt: skip
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--platform", default=None, help="os/arch[/variant] (default: the manifest's, else linux/amd64)")
+def _common(p: argparse.ArgumentParser, *, platforms: bool = False) -> None:
+    if platforms:  # a build or plan: one image per platform, under one index
+        p.add_argument("--platform", action="append", dest="platforms", default=[], metavar="PLATFORM",
+                       help="os/arch[/variant] (default: the manifest's, else linux/amd64); repeatable: one image "
+                            "per platform, written as one index")  # fmt: skip
+    else:
+        p.add_argument("--platform", default=None, help="os/arch[/variant] (default: linux/amd64)")
     p.add_argument("--tls-verify", type=_bool, nargs="?", const=True, default=True, metavar="BOOL",
                    help="--tls-verify=false talks plain HTTP to the registry (loopback registries)")  # fmt: skip
     p.add_argument("--authfile", type=Path, default=None,
@@ -103,7 +108,9 @@ def _manifest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", type=_pair, default=[], metavar="K=V", help="override a param")
     p.add_argument("--base", action="append", type=_pair, default=[], metavar="NAME=REF", help="replace a base")
     p.add_argument("--source", action="append", type=_pair, default=[], metavar="NAME=PATH", help="replace a source")
-    p.add_argument("--target", default=None, help="build this target of the manifest")
+    p.add_argument("--target", action="append", dest="targets", default=[], metavar="TARGET",
+                   help="build this target of the manifest (repeatable: one image per target)")  # fmt: skip
+    p.add_argument("--all-targets", action="store_true", help="build every target of the manifest")
     p.add_argument("--cache", type=Path, default=None, help="cache folder (default: $XDG_CACHE_HOME/assembler)")
     p.add_argument(
         "--epoch", type=int, default=None, help="timestamps (default: $SOURCE_DATE_EPOCH, the manifest's, 0)"
@@ -138,7 +145,7 @@ def _manifest_args(p: argparse.ArgumentParser) -> None:
                    help="also push a SIF of the image as a referrer of each docker:// output")  # fmt: skip
     p.add_argument("--compression", choices=("zstd", "gzip"), default=None,
                    help="layer compression (default: the manifest's, else zstd; gzip for old clients)")  # fmt: skip
-    _common(p)
+    _common(p, platforms=True)
 
 
 def parser() -> argparse.ArgumentParser:

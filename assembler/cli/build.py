@@ -9,13 +9,14 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from assembler.assemble import Options, Result, assemble, resolve_epoch
+from assembler.assemble import Options, Plan, Result, assemble_variants, resolve_epoch
 from assembler.cache import default_root
 from assembler.cli.args import platform_arg, registry_options
 from assembler.cli.console import out, say, size
 from assembler.cli.progress import mode_of, showing
 from assembler.errors import InputError
 from assembler.oci.reference import absolute_ref, parse_ref
+from assembler.pipeline.variants import Variant, load_variants
 from assembler.proc import Runner
 
 
@@ -31,7 +32,7 @@ def _options(args: argparse.Namespace, manifest_epoch: int | None, manifest_cach
     return Options(
         cache_dir=(args.cache or default_root()).resolve(),
         epoch=resolve_epoch(args.epoch, manifest_epoch),
-        platform=platform_arg(args.platform) if args.platform else None,
+        platform=platform_arg(args.platforms[0]) if len(args.platforms) == 1 else None,
         registry=registry_options(args),
         outputs=tuple(args.outputs) if args.outputs else None,
         no_cache=args.no_cache,
@@ -56,18 +57,19 @@ def _slurm_args(text: str) -> tuple[str, ...]:
         raise InputError(f"--slurm-args {text!r}: {e}") from None
 
 
-def _load(args: argparse.Namespace) -> Any:
-    from assembler.spec.load import load_manifest
-
+def _load(args: argparse.Namespace) -> list[Variant]:
     bases = {}
     for name, ref in args.base:
         bases[name] = str(absolute_ref(parse_ref(ref), Path.cwd()))  # BadReference quotes the text
-    return load_manifest(
+    return load_variants(
         args.manifest,
         sets=dict(args.set),
-        target=args.target,
+        targets=args.targets,
+        all_targets=args.all_targets,
         bases=bases,
         sources=dict(args.source),
+        outputs=args.outputs,
+        platforms=[platform_arg(p) for p in args.platforms],
     )
 
 
@@ -117,30 +119,50 @@ def write_digest(path: Path | None, digest: str) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    loaded = _load(args)
-    options = _options(args, loaded.manifest.epoch, loaded.manifest.cache.registry)
+    variants = _load(args)
+    options = _options(args, variants[0].loaded.manifest.epoch, variants[0].loaded.manifest.cache.registry)
     check_digestfile(args.digestfile)
+    if args.digestfile is not None and len(variants) > 1:
+        raise InputError("--digestfile takes one image; this run builds several", hint="use --json")
     with showing(mode_of(args), verbose=args.verbose) as report:
-        result = assemble(loaded, options, runner=Runner(), report=report)
-    write_digest(args.digestfile, result.digest)
+        results = assemble_variants(variants, options, runner=Runner(), report=report)
+    write_digest(args.digestfile, results[0].digest)
     if args.json:
-        out.print(json.dumps(_result_json(result), indent=2), markup=False)
+        shown: Any = _result_json(results[0])
+        if len(variants) > 1:
+            shown = [{**v.describe(), **_result_json(r)} for v, r in zip(variants, results, strict=True)]
+        out.print(json.dumps(shown, indent=2), markup=False)
     elif args.quiet:
-        say(result.digest)
+        for result in results:
+            say(result.digest)
     else:
-        _print_summary(result)
+        for v, result in zip(variants, results, strict=True):
+            if len(variants) > 1:
+                say(f"variant {v.name}")
+            _print_summary(result)
     return 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from assembler.assemble import resolve
 
-    loaded = _load(args)
-    result = resolve(loaded, _options(args, loaded.manifest.epoch, loaded.manifest.cache.registry), runner=Runner())
+    variants = _load(args)
+    options = _options(args, variants[0].loaded.manifest.epoch, variants[0].loaded.manifest.cache.registry)
+    plans = [resolve(v.loaded, v.options(options), runner=Runner()) for v in variants]
     if args.json:
-        out.print(json.dumps(result.to_json(), indent=2), markup=False)
+        shown: Any = plans[0].to_json()
+        if len(variants) > 1:
+            shown = [{**p.to_json(), **v.describe()} for v, p in zip(variants, plans, strict=True)]
+        out.print(json.dumps(shown, indent=2), markup=False)
         return 0
-    say(f"plan for {result.name}" + (f" (target {result.target})" if result.target else ""))
+    for v, plan in zip(variants, plans, strict=True):
+        _print_plan(plan, v.name if len(variants) > 1 else None)
+    return 0
+
+
+def _print_plan(result: Plan, variant: str | None) -> None:
+    say(f"plan for {result.name}" + (f" (target {result.target})" if result.target else "")
+        + (f": variant {variant}" if variant else ""))  # fmt: skip
     for name, digest in result.bases.items():
         say(f"  base {name}: {digest or 'not made yet'}")
     say("steps:")
@@ -155,4 +177,3 @@ def cmd_plan(args: argparse.Namespace) -> int:
     say("outputs:")
     for o in result.outputs:
         say(f"  {o}")
-    return 0

@@ -5,8 +5,9 @@ from __future__ import annotations
 from rich.console import Console
 
 # No ``file``: rich looks sys.stdout/sys.stderr up at each print, so a caller's redirection works.
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+# No emoji codes: a reference such as oci:out:x: would print as "oci:out❌".
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+out = Console(highlight=False, soft_wrap=True, emoji=False)
 
 
 def say(text: str) -> None:

@@ -138,6 +138,10 @@ class LiveView(Display):
             return _row("✓", "green", "output", str(f["ref"]), "written", f"{seconds:.1f}s{extra}")
         if kind == "warning":
             return Text(f"! warning: {f.get('text', '')}", style="yellow")
+        if kind == "variant" and state != "failed":
+            return Text(
+                f"▸ variant {f['name']}: {state}" + (f"  {f['digest']}" if f.get("digest") else ""), style="bold"
+            )
         if kind == "info" and self.verbose:
             return Text(str(f.get("text", "")), style="dim")
         return None

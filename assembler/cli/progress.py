@@ -142,6 +142,8 @@ class Plain(Display):
             self.line(f"wrote {f['ref']} ({f.get('digest', '')}{extra}) in {seconds:.1f} s")
         elif kind == "warning":
             self.line(f"warning: {f.get('text', '')}")
+        elif kind == "variant":
+            self.line(f"variant {f['name']}: {f['state']}" + (f" {f['digest']}" if f.get("digest") else ""))
         elif kind == "info" and self.verbose:
             self.line(str(f.get("text", "")))
 

@@ -51,3 +51,6 @@ class Options:
     # buildah's storage for compile steps (None: the cache's buildah/). A Slurm job uses a
     # node-local one: overlay storage does not work on NFS or Lustre.
     buildah_root: Path | None = None
+    # Step keys already made in this run (by an earlier variant): cached even under
+    # --no-cache/--rebuild, so a step that variants share runs once per run.
+    made_keys: frozenset[str] = frozenset()

@@ -197,7 +197,7 @@ class Walk:
                           epoch=self.ctx.epoch, host_ca=self.options.host_ca)  # fmt: skip
         key = key_for(sources={n: s.digest for n, s in sources.items() if s is not None})
         cached = self.cache_artifacts(key, step)
-        forced = self.options.no_cache or step.name in self.options.rebuild
+        forced = (self.options.no_cache or step.name in self.options.rebuild) and key not in self.options.made_keys
         if cached is not None and not forced:
             self._record(report(state="cached", key=key))
             self.report(Event("step", {"name": step.name, "state": "cached"}))
@@ -252,7 +252,8 @@ class Walk:
         definition = {**rs.definition, "secrets": list(rs.secrets)}
         key = runtime_key(definition, parent=image, mounts=mounts, tool=self.tool(), epoch=self.ctx.epoch)
         blob = self._cached_layer(key)
-        if blob is not None and not (self.options.no_cache or rs.name in self.options.rebuild):
+        forced = (self.options.no_cache or rs.name in self.options.rebuild) and key not in self.options.made_keys
+        if blob is not None and not forced:
             self._record(report(state="cached", key=key))
             self.report(Event("step", {"name": rs.name, "state": "cached"}))
             return [(blob, rs.what)], rs.what, "cached"

@@ -43,6 +43,8 @@ class Loaded:
         return self.locs.error(path, message, hint=hint)
 
 
+_PER_RUN = ("params", "matrix", "tag_template")
+
 # -- the manifest ----------------------------------------------------------------------
 
 
@@ -159,7 +161,9 @@ def load_manifest(
         raise locs.error((), "a manifest is a mapping (name:, bases:, image:, ...)")
     chosen = _chosen_target(data, target, locs)
     params = _params(data, chosen, sets or {}, locs)
-    body = substitute({k: v for k, v in data.items() if k != "params"}, params, locs, ())
+    # matrix: and tag_template: are read per run, not per image (pipeline.variants): left as written.
+    body = substitute({k: v for k, v in data.items() if k not in _PER_RUN}, params, locs, ())
+    body.update({k: data[k] for k in _PER_RUN if k in data})
     body["params"] = dict(params)
 
     # Recipes are merged into compile steps before the models see them.

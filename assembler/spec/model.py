@@ -377,6 +377,14 @@ class Manifest(Strict):
     outputs: StrList = Field(default_factory=list)
     sif: SifSpec = Field(default_factory=SifSpec)
     cache: CacheSpec = Field(default_factory=CacheSpec)
+    matrix: dict[str, list[Scalar]] = Field(
+        default_factory=dict,
+        description="param (or platform) -> values: one image per combination and target (see pipeline.variants)",
+    )
+    tag_template: str | None = Field(
+        default=None,
+        description="name:tag of each variant under -o docker://REG/ (${name}, ${target}, ${variant}, params)",
+    )
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:

@@ -1,0 +1,70 @@
+"""One OCI index over images that differ only in platform, under one tag: in an ``oci:``
+layout or a registry. The images go first (untagged, by digest), the index last, so a
+reader never meets an index naming a manifest that is not there."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import replace
+
+from assembler.cache import temp_prefix
+from assembler.errors import InputError
+from assembler.oci import mediatypes as mt
+from assembler.oci.descriptor import Descriptor
+from assembler.oci.digest import canonical_json, sha256_digest
+from assembler.oci.image import Image
+from assembler.oci.reference import Ref
+from assembler.transports import Context, Written, _path, layout, registry_options
+from assembler.transports.common import BlobReader
+
+
+def index_bytes(images: Sequence[Image]) -> bytes:
+    """The index of ``images``, each entry with its platform."""
+    entries = [replace(image.descriptor, platform=image.platform).to_json() for image in images]
+    return canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries})
+
+
+def write_index(ref: Ref, images: Sequence[Image], ctx: Context, *, blobs: BlobReader) -> Written:
+    """Write ``images`` and their index to the output ``ref`` (``oci:`` or ``docker://``)."""
+    body = index_bytes(images)
+    if ref.transport == "oci":
+        _layout_index(ref, images, body, ctx, blobs)
+        return Written(str(ref), sha256_digest(body))
+    if ref.transport == "docker":
+        from assembler.transports import remote
+
+        assert ref.name is not None
+        uploaded = 0
+        for image in images:
+            name = replace(ref.name, tag="", digest=image.digest)
+            pushed = remote.push(image, name, blobs=blobs, options=registry_options(ctx),
+                                 progress=ctx.upload_progress or ctx.progress)  # fmt: skip
+            uploaded += pushed.stats.uploaded_bytes
+        with remote.Registry(ref.name.registry, options=registry_options(ctx)) as registry:
+            digest = registry.put_manifest(ref.name.repository, ref.name.reference, body, mt.OCI_INDEX)
+        return Written(str(ref), digest, uploaded)
+    raise InputError(f"{ref}: images of several platforms under one name go to oci: or docker:// outputs only")
+
+
+def _layout_index(ref: Ref, images: Sequence[Image], body: bytes, ctx: Context, blobs: BlobReader) -> None:
+    path = _path(ctx, ref.path)
+    for image in images:
+        layout.write(path, image, tag="", blobs=blobs)
+    layout.write_blob_bytes(path, body)
+    entry = Descriptor(mt.OCI_INDEX, sha256_digest(body), len(body),
+                       {mt.ANNOTATION_REF_NAME: ref.tag} if ref.tag else {})  # fmt: skip
+    # The platform images are reached through the index: not listed untagged beside it.
+    inner = {image.digest for image in images}
+    manifests = [
+        d
+        for d in layout.read_index(path)["manifests"]
+        if d.get("digest") not in inner
+        and not (ref.tag and (d.get("annotations") or {}).get(mt.ANNOTATION_REF_NAME) == ref.tag)
+    ]
+    index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [*manifests, entry.to_json()]}
+    fd, tmp = tempfile.mkstemp(dir=path, prefix=temp_prefix(".index-"))
+    with os.fdopen(fd, "wb") as f:
+        f.write(canonical_json(index))
+    os.replace(tmp, path / "index.json")
