@@ -3,7 +3,8 @@
 Steps run in buildah containers made from images that the storage keeps between builds:
 
 - a base handed to buildah (:meth:`assembler.compile.container.Workspace.image_id`), pulled
-  from the staging layout ``CACHE/buildah/layout`` and tagged with its manifest digest's hex;
+  from the staging layout ``CACHE/buildah/layout``: buildah keeps its manifest, so the
+  image's digest is the cache's manifest blob;
 - a base with a step's packages installed (``localhost/assemble-devel:KEY``,
   :func:`assembler.compile.container.with_packages`), made on top of such a base.
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +31,6 @@ from assembler.errors import ToolError
 log = logging.getLogger(__name__)
 
 PACKAGE_IMAGES = "localhost/assemble-devel:"
-_DIGEST_TAG = re.compile(r":([0-9a-f]{64})$")
 
 
 @dataclass
@@ -47,6 +46,7 @@ class StoragePruned:
 class _Stored:
     id: str
     names: tuple[str, ...]
+    digest: str  # its manifest's: a pulled base keeps ours
     diff_ids: tuple[str, ...]
 
     @property
@@ -65,21 +65,14 @@ def _images(buildah: Buildah) -> list[_Stored]:
         image_id = str(image.get("id", ""))
         inspect = _json(buildah, "inspect", "--type", "image", image_id)
         diff_ids = (inspect.get("OCIv1", {}).get("rootfs", {}) or {}).get("diff_ids") or []
-        out.append(_Stored(image_id, tuple(str(n) for n in image.get("names") or ()), tuple(diff_ids)))
+        names = tuple(str(n) for n in image.get("names") or ())
+        out.append(_Stored(image_id, names, str(image.get("digest", "")), tuple(diff_ids)))
     return out
-
-
-def _base_digest(image: _Stored) -> str | None:
-    for name in image.names:
-        match = _DIGEST_TAG.search(name)
-        if match and not name.startswith(PACKAGE_IMAGES):
-            return "sha256:" + match.group(1)
-    return None
 
 
 def _referenced(images: Sequence[_Stored], named: Collection[str]) -> set[str]:
     """IDs of the images kept: bases a kept entry names, and package images made on them."""
-    bases = [i for i in images if _base_digest(i) in named]
+    bases = [i for i in images if i.digest in named]
     kept = {i.id for i in bases}
     for image in images:
         packages = any(n.startswith(PACKAGE_IMAGES) for n in image.names)
