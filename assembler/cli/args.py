@@ -13,7 +13,7 @@ from assembler.errors import InputError
 from assembler.oci.descriptor import Platform
 from assembler.transports.common import RegistryOptions
 
-SUBCOMMANDS = ("build", "plan", "inspect", "validate", "diff", "sif", "schema", "cache")
+SUBCOMMANDS = ("build", "plan", "inspect", "validate", "diff", "sif", "sqsh", "schema", "cache")
 
 
 def _bool(text: str) -> bool:
@@ -181,6 +181,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--epoch", type=int, default=None, help="timestamps (default: $SOURCE_DATE_EPOCH, else 0)")
     p.add_argument("--force", action="store_true", help="replace OUT.sif even if it is not a SIF file")
     _progress_args(p, digest="the SIF's digest")
+    _reader_cache(p)
+    _common(p)
+    p = sub.add_parser("sqsh", help="convert any image to an Enroot/Pyxis squashfs image, as a stream")
+    p.add_argument("ref", help="the image: docker://..., oci:DIR[:TAG], oci-archive:..., docker-archive:...")
+    p.add_argument("out", type=Path, help="the .sqsh file to write")
+    p.add_argument("--compressor", default="gzip", choices=("gzip", "xz", "zstd", "lz4", "lzo"),
+                   help="squashfs compression (default gzip, which every kernel and squashfuse reads)")  # fmt: skip
+    p.add_argument("--epoch", type=int, default=None, help="timestamps (default: $SOURCE_DATE_EPOCH, else 0)")
+    p.add_argument("--force", action="store_true", help="replace OUT even if it is not a squashfs file")
+    _progress_args(p, digest="the file's digest")
     _reader_cache(p)
     _common(p)
     p = sub.add_parser("schema", help="print (or write) the JSON Schemas of manifests and recipes")

@@ -21,6 +21,7 @@ from typing import Any
 from assembler.cache import Cache, default_root
 from assembler.cache import maintain as mt
 from assembler.cli.console import err, out
+from assembler.compile.storage import StoragePruned, prune_storage
 from assembler.errors import InputError
 
 _out, _err = out, err
@@ -134,9 +135,26 @@ def _verify(cache: Cache, *, drop: bool, as_json: bool) -> int:
     return 1 if problems else 0
 
 
+def _prune_storage(cache: Cache, result: mt.Pruned, args: argparse.Namespace) -> StoragePruned:
+    """buildah's storage pruned to what the entries left behind reference (the cache is
+    still held alone: :func:`mt.prune` took it)."""
+    from assembler.compile.buildah import Buildah
+    from assembler.proc import Runner
+
+    storage = cache.root / "buildah"
+    # The storage answers only to the driver it was made with.
+    vfs = (storage / "root" / "vfs").is_dir() and not (storage / "root" / "overlay").is_dir()
+    gone = {i.path for i in result.removed}
+    # What stays: the blobs kept entries name and the unnamed blobs kept (a layout base's manifest).
+    named = {d for i in mt.inventory(cache).items if i.path not in gone for d in i.blobs}
+    buildah = Buildah(Runner(), storage=storage, driver="vfs" if vfs else "overlay")
+    return prune_storage(buildah, named=named, everything=args.all, dry_run=args.dry_run)
+
+
 def _prune(cache: Cache, args: argparse.Namespace) -> int:
     result = mt.prune(cache, keep_storage=args.keep_storage, older_than=args.older_than, everything=args.all,
                       dry_run=args.dry_run)  # fmt: skip
+    storage = _prune_storage(cache, result, args)
     if args.json:
         data = {
             "dry_run": args.dry_run,
@@ -144,6 +162,7 @@ def _prune(cache: Cache, args: argparse.Namespace) -> int:
             "left": result.left,
             "removed": [i.to_json() for i in result.removed],
             "in_use": [i.to_json() for i in result.in_use],
+            "buildah": {"containers": storage.containers, "images": storage.images, "kept": storage.kept},
         }
         _say(json.dumps(data, indent=2))
         return 0
@@ -154,4 +173,10 @@ def _prune(cache: Cache, args: argparse.Namespace) -> int:
     for item in result.in_use:
         _err.print(f"kept {item.kind} {item.name}: in use by a running build", markup=False)
     _say(f"{verb} {len(result.removed)} items, {_size(result.freed)}; the cache holds {_size(result.left)}")
+    if storage.containers or storage.images:
+        if args.verbose:
+            for name in storage.images:
+                _say(f"{verb} buildah image {name}")
+        _say(f"buildah storage: {verb} {len(storage.containers)} leftover containers, {len(storage.images)} images "
+             f"({storage.kept} kept)")  # fmt: skip
     return 0

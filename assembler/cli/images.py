@@ -1,4 +1,4 @@
-"""The commands that read images: ``inspect``, ``validate``, ``diff``, ``sif``; and ``schema``."""
+"""The commands that read images: ``inspect``, ``validate``, ``diff``, ``sif``, ``sqsh``; and ``schema``."""
 
 from __future__ import annotations
 
@@ -52,6 +52,8 @@ def _source(args: argparse.Namespace, cache_dir: Path, text: str | None = None) 
     ref = parse_ref(args.ref if text is None else text)
     if ref.transport == "sif":
         raise InputError(f"{args.command} reads images; a SIF file is read with `siftool info`")
+    if ref.transport == "sqsh":
+        raise InputError(f"{args.command} reads images; a squashfs file is read with `unsquashfs -l`")
     return open_source(absolute_ref(ref, Path.cwd()), _context(args, cache_dir))
 
 
@@ -192,6 +194,35 @@ def cmd_sif(args: argparse.Namespace) -> int:
         for p in pushed:
             what = f" (referrer of {p['referrer_of']})" if p["referrer_of"] else ""
             say(f"  -> {p['ref']} {p['digest']}{what}")
+    return 0
+
+
+def cmd_sqsh(args: argparse.Namespace) -> int:
+    from assembler.pipeline.writers import SqshWriter, Target
+
+    out_path = args.out.resolve()
+    writer = SqshWriter(Ref("sqsh", str(out_path)))
+    writer.check(force=args.force)
+    check_digestfile(args.digestfile)
+    with showing(mode_of(args), verbose=args.verbose) as report, _reading_cache(args) as cache_dir:
+        source = _source(args, cache_dir)
+        ctx = dataclasses.replace(_context(args, cache_dir), epoch=resolve_epoch(args.epoch, None))
+        target = Target(source, ctx, sif_compressor=args.compressor,
+                        sif_progress=lambda n: report(Event("bytes", {"n": n, "what": "sif"})))  # fmt: skip
+        report(Event("output", {"ref": str(writer.ref), "state": "writing"}))
+        (written,) = writer.write(target)
+        report(Event("output", {"ref": str(writer.ref), "state": "done", "digest": written.digest}))
+    write_digest(args.digestfile, written.digest)
+    n = out_path.stat().st_size
+    result = {"sqsh": str(out_path), "digest": written.digest, "size": n, "image": source.image.digest,
+              "compressor": args.compressor}  # fmt: skip
+    if args.json:
+        out.print(json.dumps(result, indent=2), markup=False)
+    elif args.quiet:
+        say(written.digest)
+    else:
+        say(f"sqsh {out_path}: {size(n)} {written.digest} (squashfs {args.compressor})")
+        say(f"  from {source.name} {source.image.digest}")
     return 0
 
 

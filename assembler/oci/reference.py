@@ -2,7 +2,8 @@
 
 ``docker://HOST/REPO:TAG``, ``docker://HOST/REPO@sha256:...``, ``oci:DIR[:TAG]``,
 ``oci-archive:FILE[:TAG]``, ``docker-archive:FILE[:REF]``, ``rootfs:FILE.tar[.gz|.zst]``,
-``sif:FILE``, ``oras://HOST/REPO:TAG`` (a SIF file as an OCI artifact) and ``scratch``.
+``sif:FILE``, ``sqsh:FILE`` (an Enroot image), ``oras://HOST/REPO:TAG`` (a SIF file as an
+OCI artifact) and ``scratch``.
 As in containers/image, the path ends at the first ``:``.
 """
 
@@ -21,9 +22,9 @@ _REPO_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REPO_RE = re.compile(rf"^{_REPO_COMPONENT}(?:/{_REPO_COMPONENT})*$")
 _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
 
-Transport = Literal["docker", "oras", "oci", "oci-archive", "docker-archive", "rootfs", "sif", "scratch"]
+Transport = Literal["docker", "oras", "oci", "oci-archive", "docker-archive", "rootfs", "sif", "sqsh", "scratch"]
 TRANSPORTS: tuple[Transport, ...] = (
-    "docker", "oras", "oci", "oci-archive", "docker-archive", "rootfs", "sif", "scratch",
+    "docker", "oras", "oci", "oci-archive", "docker-archive", "rootfs", "sif", "sqsh", "scratch",
 )  # fmt: skip
 
 
@@ -112,14 +113,15 @@ def parse_ref(text: str) -> Ref:
     if not sep or transport not in TRANSPORTS or transport in ("docker", "oras", "scratch"):
         raise BadReference(
             f"{text!r} is not a reference: use docker://HOST/REPO:TAG, oci:DIR[:TAG], oci-archive:FILE[:TAG], "
-            "docker-archive:FILE[:REF], rootfs:FILE.tar, sif:FILE, oras://HOST/REPO:TAG (a SIF) or scratch"
+            "docker-archive:FILE[:REF], rootfs:FILE.tar, sif:FILE, sqsh:FILE (Enroot), oras://HOST/REPO:TAG (a SIF) "
+            "or scratch"
         )
     path, _, tag = rest.partition(":")
     if not path:
         raise BadReference(f"{text!r}: no path after '{transport}:'")
     if transport in ("oci", "oci-archive") and tag and not _TAG_RE.match(tag):
         raise BadReference(f"{text!r}: invalid tag {tag!r}")
-    if transport in ("rootfs", "sif") and tag:
+    if transport in ("rootfs", "sif", "sqsh") and tag:
         raise BadReference(f"{text!r}: {transport}: takes a file path only")
     if transport == "docker-archive" and tag:
         ImageName.parse(tag)  # validates

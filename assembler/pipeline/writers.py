@@ -115,6 +115,28 @@ class SifWriter:
         return [Written(str(self.ref), target.make_sif(Path(self.ref.path)).digest)]
 
 
+@dataclass(frozen=True)
+class SqshWriter:
+    """``sqsh:FILE``: an Enroot/Pyxis image (:mod:`assembler.transports.enroot`).
+
+    Its squashfs is written on its own, not shared with a SIF of the same run: the two
+    differ by their files (``/.singularity.d`` against ``/etc/rc``...), so they are
+    different squashfs bytes; the layers are only read twice."""
+
+    ref: Ref
+
+    def check(self, *, force: bool) -> None:
+        check_replaceable(Path(self.ref.path), "sqsh", force=force)
+
+    def write(self, target: Target) -> list[Written]:
+        from assembler.transports.enroot import write_sqsh  # only sqsh outputs need it
+
+        ctx = target.ctx
+        info = write_sqsh(target.source, Path(self.ref.path), runner=ctx.runner, epoch=ctx.epoch,
+                          compressor=target.sif_compressor, progress=target.sif_progress or ctx.progress)  # fmt: skip
+        return [Written(str(self.ref), info.digest)]
+
+
 def _push_sif(target: Target, name: ImageName, *, referrer: bool) -> Written:
     from assembler.transports.sif_publish import push_sif  # imports the registry client
 
@@ -176,11 +198,12 @@ class RegistryWriter:
 
 def writer_for(ref: Ref, *, attach_sif: bool = False) -> Writer:
     """The writer of output ``ref``; InputError for a reference that is not an output."""
-    kinds: dict[str, type[LayoutWriter | OciArchiveWriter | DockerArchiveWriter | SifWriter | OrasWriter]] = {
+    kinds: dict[str, type[_FileWriter | SifWriter | SqshWriter | OrasWriter]] = {
         "oci": LayoutWriter,
         "oci-archive": OciArchiveWriter,
         "docker-archive": DockerArchiveWriter,
         "sif": SifWriter,
+        "sqsh": SqshWriter,
         "oras": OrasWriter,
     }
     if ref.transport == "docker":

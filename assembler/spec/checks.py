@@ -78,8 +78,9 @@ def _check_bases_and_sources(loaded: Loaded, overridden_sources: frozenset[str])
                 parsed = parse_ref(ref)
             except BadReference as e:
                 raise loaded.error(("bases", name), str(e)) from None
-            if parsed.transport in ("sif", "oras"):
-                raise loaded.error(("bases", name), "a SIF file cannot be a base")
+            if parsed.transport in ("sif", "oras", "sqsh"):
+                what = "an Enroot squashfs" if parsed.transport == "sqsh" else "a SIF file"
+                raise loaded.error(("bases", name), f"{what} cannot be a base")
     if man.image.base not in man.bases:
         raise loaded.error(("image", "base"), f"unknown base {man.image.base!r}", hint=f"bases: {_names(man.bases)}")
     for name, src in man.sources.items():

@@ -336,7 +336,7 @@ class Target(Strict):
 
 
 class SifSpec(Strict):
-    """How ``sif:`` and ``oras://`` outputs are made."""
+    """How ``sif:``, ``oras://`` and ``sqsh:`` (Enroot) outputs are made: the squashfs compressor."""
 
     compressor: Literal["gzip", "xz", "zstd", "lz4", "lzo"] = Field(
         default="gzip", description="squashfs compression (gzip: what every Apptainer/Singularity reads)"

@@ -174,11 +174,13 @@ def _diff_id(raw: BinaryIO, sink: BlobWriter | None, comp: Compression) -> str:
 
 
 _SIF_MAGIC = b"SIF_MAGIC"
+_SQUASHFS_MAGIC = b"hsqs"  # a squashfs superblock starts the file (little-endian)
+_FILE_KINDS = {"sif": "a SIF file", "sqsh": "a squashfs image"}
 
 
 def check_replaceable(path: Path, kind: str, *, force: bool) -> None:
     """Refuse (InputError) to write output ``kind`` at ``path`` over something that is not
-    ours: a file that is not an image archive or SIF, a folder that is not an OCI layout.
+    ours: a file that is not an image archive, SIF or squashfs, a folder that is not an OCI layout.
     ``force`` allows replacing any file (never a folder by a file)."""
     if not path.exists() and not path.is_symlink():
         return
@@ -192,14 +194,14 @@ def check_replaceable(path: Path, kind: str, *, force: bool) -> None:
     if force or _is_ours(path, kind):
         return
     raise InputError(
-        f"{kind}:{path}: exists and is not {'a SIF file' if kind == 'sif' else 'an image archive'}; not replacing it",
+        f"{kind}:{path}: exists and is not {_FILE_KINDS.get(kind, 'an image archive')}; not replacing it",
         hint="pass --force to replace it, or choose another path",
     )
 
 
 def _is_ours(path: Path, kind: str) -> bool:
-    """Whether ``path`` is something this output may replace: a SIF for ``sif``, an
-    oci- or docker-archive for the archives."""
+    """Whether ``path`` is something this output may replace: a SIF for ``sif``, a
+    squashfs for ``sqsh``, an oci- or docker-archive for the archives."""
     try:
         with open(path, "rb") as f:
             head = f.read(64)
@@ -207,6 +209,8 @@ def _is_ours(path: Path, kind: str) -> bool:
         return False
     if kind == "sif":
         return _SIF_MAGIC in head
+    if kind == "sqsh":
+        return head.startswith(_SQUASHFS_MAGIC)
     return archive.is_image_archive(path)
 
 
@@ -230,7 +234,7 @@ def write_output(
     blobs: BlobReader,
     mount_from: Sequence[ImageName] = (),
 ) -> Written:
-    """Write ``image`` to the output ``ref``. SIF outputs are handled by :func:`write_sif`."""
+    """Write ``image`` to the output ``ref``. SIF and sqsh outputs have writers of their own."""
     if ref.transport == "oci":
         layout.write(_path(ctx, ref.path), image, tag=ref.tag, blobs=blobs)
         return Written(str(ref), image.digest)
@@ -259,7 +263,7 @@ def write_output(
         )
         s = result.stats
         return Written(str(ref), result.digest, s.uploaded_bytes, s.uploaded_blobs, s.mounted_blobs, s.skipped_blobs)
-    raise InputError(f"{ref} is not an image output (use oci:, oci-archive:, docker-archive:, docker:// or sif:)")
+    raise InputError(f"{ref} is not an image output (use oci:, oci-archive:, docker-archive: or docker://)")
 
 
 def _size_key(diff_id: str) -> str:

@@ -1,7 +1,7 @@
 """Apptainer/Singularity SIF files (``sif:FILE``), written straight from an image's layers.
 
 No root filesystem is unpacked and no intermediate tar is stored: the layers are merged
-as a stream (:func:`assembler.archive.flatten.flatten`, with Apptainer's
+as a stream (:func:`assembler.transports.squashfs.write_squashfs`, with Apptainer's
 ``/.singularity.d`` laid over them) into ``tar2sqfs``, which writes the squashfs into
 the output's temp file. The SIF header, descriptors and small metadata objects are then
 put *in front* of it: ``fallocate(FALLOC_FL_INSERT_RANGE)`` shifts the squashfs by a
@@ -30,27 +30,14 @@ field is ``epoch``, and tar2sqfs runs with ``SOURCE_DATE_EPOCH`` and
 
 from __future__ import annotations
 
-import fcntl
-import functools
-import glob
 import logging
 import os
-import subprocess
-import tempfile
-import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, cast
 
-from assembler.archive.compress import Compression
-from assembler.archive.flatten import FlattenStats, flatten
-from assembler.archive.layer_reader import LayerSource
-from assembler.archive.tar import TarWriter
-from assembler.cache import reclaim, temp_prefix
-from assembler.errors import InputError, InvalidImage, ToolError
-from assembler.oci import mediatypes as mt
+from assembler.errors import InputError, InvalidImage
 from assembler.oci.digest import file_digest
 from assembler.proc import Runner
 from assembler.transports import apptainer
@@ -67,21 +54,17 @@ from assembler.transports.sif_format import (
     sif_arch,
 )
 from assembler.transports.sif_front import put_front
+from assembler.transports.squashfs import COMPRESSORS, temp_file, write_squashfs
 
 __all__ = ["COMPRESSORS", "SifInfo", "read_sif_header", "write_sif"]
 
 log = logging.getLogger(__name__)
 
-# squashfs block compressors tar2sqfs offers that Apptainer's kernel and squashfuse mounts read.
-COMPRESSORS = ("gzip", "xz", "zstd", "lz4", "lzo")
 OCI_CONFIG_NAME = "oci-config.json"
 INSPECT_METADATA_NAME = "inspect-metadata.json"
 # Bump when the same image would give other SIF bytes (it feeds the UUID).
 FORMAT = 2
 _UUID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/assemble/sif")
-_F_SETPIPE_SZ = 1031
-_CHUNK = 1 << 20
-_STDERR_KEEP = 64 << 10
 
 
 @dataclass(frozen=True)
@@ -101,39 +84,9 @@ class SifInfo:
     file_bytes: int
 
 
-class _PipeSink:
-    """Counts what goes to tar2sqfs and reports progress."""
-
-    def __init__(self, pipe: IO[bytes], progress: Callable[[int], None] | None) -> None:
-        self._pipe = pipe
-        self._progress = progress
-        self.count = 0
-
-    def write(self, data: bytes, /) -> int:
-        self._pipe.write(data)
-        self.count += len(data)
-        if self._progress is not None:
-            self._progress(len(data))
-        return len(data)
-
-
 def image_uuid(image_digest: str, compressor: str, epoch: int) -> uuid.UUID:
     """The SIF UUID: an RFC 4122 version 5 UUID of what decides the file's bytes."""
     return uuid.uuid5(_UUID_NAMESPACE, f"sif/{FORMAT}/{image_digest}/{compressor}/{epoch}")
-
-
-def _layer_sources(source: SourceImage) -> list[LayerSource]:
-    layers = source.image.layers
-    out = []
-    for i, desc in enumerate(layers, start=1):
-        what = f"{source.name}: layer {i}/{len(layers)} {desc.digest}"
-        try:
-            compression = cast(Compression, mt.compression_of(desc.media_type))  # one of COMPRESSIONS
-        except InvalidImage as e:  # say which layer
-            raise InvalidImage(f"{what}: {e}") from e
-        opener = functools.partial(source.blobs.open_blob, desc.digest)
-        out.append(LayerSource(what, opener, compression))
-    return out
 
 
 def _objects(meta: apptainer.Metadata, *, epoch: int) -> tuple[list[SifObject], list[bytes], int]:
@@ -153,94 +106,6 @@ def _objects(meta: apptainer.Metadata, *, epoch: int) -> tuple[list[SifObject], 
     # libsif's alignment, whatever the filesystem's block size: the bytes must not depend
     # on where the file is written (_make_room copes when INSERT_RANGE cannot do it).
     return objects, datas, align(offset, PARTITION_ALIGNMENT)
-
-
-def _drain(stream: IO[bytes], keep: bytearray) -> None:
-    for chunk in iter(lambda: stream.read(4096), b""):
-        keep.extend(chunk)
-        if len(keep) > _STDERR_KEEP:
-            del keep[: len(keep) - _STDERR_KEEP]
-
-
-def _tar2sqfs_argv(tmp: Path, *, compressor: str, jobs: int, epoch: int) -> list[str]:
-    return [
-        "tar2sqfs",
-        "--quiet",
-        "--no-skip",  # an entry tar2sqfs cannot store is an error, never silently dropped
-        "--force",  # tmp exists already: we created it, so the name is ours
-        "--compressor",
-        compressor,
-        "--num-jobs",
-        str(jobs),
-        "--defaults",
-        f"uid=0,gid=0,mode=0755,mtime={epoch}",  # also the superblock time
-        str(tmp),
-    ]
-
-
-def _squashfs(
-    source: SourceImage,
-    meta: apptainer.Metadata,
-    tmp: Path,
-    *,
-    runner: Runner,
-    epoch: int,
-    compressor: str,
-    jobs: int,
-    progress: Callable[[int], None] | None,
-) -> FlattenStats:
-    """Run tar2sqfs writing ``tmp``, feeding it the flattened layers on stdin."""
-    argv = _tar2sqfs_argv(tmp, compressor=compressor, jobs=jobs, epoch=epoch)
-    err = bytearray()
-    with runner.popen(
-        argv,
-        env={"SOURCE_DATE_EPOCH": str(epoch)},
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    ) as proc:
-        assert proc.stdin is not None and proc.stderr is not None
-        drain = threading.Thread(target=_drain, args=(proc.stderr, err), daemon=True)
-        drain.start()
-        try:
-            fcntl.fcntl(proc.stdin.fileno(), _F_SETPIPE_SZ, _CHUNK)  # fewer wake-ups per MiB
-        except OSError:
-            pass
-        sink = _PipeSink(proc.stdin, progress)
-        try:
-            stats = flatten(
-                _layer_sources(source), TarWriter(sink), epoch=epoch, overlay=meta.overlay, underlay=meta.underlay
-            )
-            proc.stdin.close()
-        except BrokenPipeError as e:
-            proc.wait()
-            drain.join()
-            Runner.finish(proc, argv, bytes(err))  # raises with tar2sqfs's own message
-            tail = err.decode(errors="replace")
-            raise ToolError("tar2sqfs stopped reading its input", argv=argv, stderr_tail=tail) from e
-        proc.wait()
-        drain.join()
-        Runner.finish(proc, argv, bytes(err))
-    log.info(
-        "%s: %d entries (%d files, %d bytes of file data, %d hard links) -> %d bytes of squashfs",
-        source.name,
-        stats.entries,
-        stats.files,
-        stats.file_bytes,
-        stats.hardlinks,
-        tmp.stat().st_size,
-    )
-    return stats
-
-
-def _temp_file(out: Path) -> Path:
-    """A new empty temp file next to ``out`` (tar2sqfs writes it by name); temp files of
-    killed runs are removed first."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    reclaim(out.parent, f".{glob.escape(out.name)}.*.tmp")
-    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=temp_prefix(f".{out.name}."), suffix=".tmp")
-    os.close(fd)
-    return Path(tmp_name)
 
 
 def write_sif(
@@ -271,11 +136,11 @@ def write_sif(
     arch_code = sif_arch(platform.architecture)
     meta = apptainer.metadata(image, source_name=source.name, epoch=epoch)
     out = Path(out)
-    tmp = _temp_file(out)
+    tmp = temp_file(out)
     try:
         objects, datas, part_offset = _objects(meta, epoch=epoch)
-        stats = _squashfs(source, meta, tmp, runner=runner, epoch=epoch, compressor=compressor,
-                          jobs=jobs or os.cpu_count() or 1, progress=progress)  # fmt: skip
+        stats = write_squashfs(source, tmp, overlay=meta.overlay, underlay=meta.underlay, runner=runner, epoch=epoch,
+                               compressor=compressor, jobs=jobs or os.cpu_count() or 1, progress=progress)  # fmt: skip
         sif_uuid = image_uuid(image.digest, compressor, epoch)
         squashfs_size = put_front(tmp, objects, datas, part_offset, arch_code=arch_code, sif_uuid=sif_uuid,
                                   epoch=epoch)  # fmt: skip

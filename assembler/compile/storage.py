@@ -1,0 +1,107 @@
+"""Pruning the cache's buildah storage (``CACHE/buildah``) along with the cache.
+
+Steps run in buildah containers made from images that the storage keeps between builds:
+
+- a base handed to buildah (:meth:`assembler.compile.container.Workspace.image_id`), pulled
+  from the staging layout ``CACHE/buildah/layout``: buildah keeps its manifest, so the
+  image's digest is the cache's manifest blob;
+- a base with a step's packages installed (``localhost/assemble-devel:KEY``,
+  :func:`assembler.compile.container.with_packages`), made on top of such a base.
+
+An image is referenced while its manifest stays in the cache (named by a kept entry, or an
+unnamed blob not pruned yet: a base read from a layout), a package image while the base its
+layers start with is. Prune runs while it holds the cache alone,
+so no build uses the storage then: every working container in it is a leftover of a killed
+run and goes, every image no kept entry references goes, and the staging layout goes (its
+files are hard links to blobs, some of them just pruned; a build writes it again).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from assembler.compile.buildah import Buildah
+from assembler.errors import ToolError
+
+log = logging.getLogger(__name__)
+
+PACKAGE_IMAGES = "localhost/assemble-devel:"
+
+
+@dataclass
+class StoragePruned:
+    """What pruning buildah's storage removed (or would remove)."""
+
+    containers: list[str] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)  # a name of each (its ID if unnamed)
+    kept: int = 0  # images kept
+
+
+@dataclass(frozen=True)
+class _Stored:
+    id: str
+    names: tuple[str, ...]
+    digest: str  # its manifest's: a pulled base keeps ours
+    diff_ids: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return self.names[0] if self.names else self.id
+
+
+def _json(buildah: Buildah, *args: str) -> Any:
+    out = buildah.runner.run([*buildah.globals, *args]).stdout.strip()
+    return json.loads(out) if out else []
+
+
+def _images(buildah: Buildah) -> list[_Stored]:
+    out = []
+    for image in _json(buildah, "images", "--all", "--json") or []:
+        image_id = str(image.get("id", ""))
+        inspect = _json(buildah, "inspect", "--type", "image", image_id)
+        diff_ids = (inspect.get("OCIv1", {}).get("rootfs", {}) or {}).get("diff_ids") or []
+        names = tuple(str(n) for n in image.get("names") or ())
+        out.append(_Stored(image_id, names, str(image.get("digest", "")), tuple(diff_ids)))
+    return out
+
+
+def _referenced(images: Sequence[_Stored], named: Collection[str]) -> set[str]:
+    """IDs of the images kept: bases a kept entry names, and package images made on them."""
+    bases = [i for i in images if i.digest in named]
+    kept = {i.id for i in bases}
+    for image in images:
+        packages = any(n.startswith(PACKAGE_IMAGES) for n in image.names)
+        if packages and any(image.diff_ids[: len(b.diff_ids)] == b.diff_ids for b in bases if b.diff_ids):
+            kept.add(image.id)
+    return kept
+
+
+def prune_storage(buildah: Buildah, *, named: Collection[str], everything: bool, dry_run: bool) -> StoragePruned:
+    """Remove leftover containers and unreferenced images from ``buildah``'s storage;
+    ``named`` holds the digests of the blobs the cache keeps. The caller holds the cache
+    alone. Raises ToolError when buildah cannot list the storage."""
+    result = StoragePruned()
+    if not (buildah.storage / "root").is_dir():
+        return result
+    result.containers = [str(c.get("id", "")) for c in _json(buildah, "containers", "--json") or []]
+    images = _images(buildah)
+    kept = set() if everything else _referenced(images, named)
+    gone = [i for i in images if i.id not in kept]
+    result.images = [i.label for i in gone]
+    result.kept = len(images) - len(gone)
+    if dry_run:
+        return result
+    for container in result.containers:
+        buildah.rm(container)
+    for image in gone:
+        done = buildah.runner.run([*buildah.globals, "rmi", "--force", image.id], check=False)
+        if done.returncode != 0 and "image not known" not in done.stderr:
+            raise ToolError(f"buildah could not remove image {image.label}", stderr_tail=done.stderr)
+    shutil.rmtree(buildah.storage / "layout", ignore_errors=True)
+    log.info("buildah storage: removed %d containers, %d images", len(result.containers), len(gone))
+    return result

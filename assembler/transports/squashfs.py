@@ -1,0 +1,163 @@
+"""The squashfs of an image's root filesystem, written as a stream: the SIF partition
+(:mod:`assembler.transports.sif`) and the Enroot image (:mod:`assembler.transports.enroot`).
+
+No root filesystem is unpacked and no intermediate tar is stored: the layers are merged
+(:func:`assembler.archive.flatten.flatten`, with the output kind's own files laid over or
+under them) into ``tar2sqfs``'s stdin, which writes the squashfs into a temp file next to
+the output. Reproducible: every time field is ``epoch`` and tar2sqfs runs with
+``SOURCE_DATE_EPOCH`` and ``--defaults mtime=epoch`` (its superblock time), so the same
+image and files give the same bytes whatever the number of compressor threads.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import glob
+import logging
+import os
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, cast
+
+from assembler.archive.compress import Compression
+from assembler.archive.flatten import FlattenStats, flatten
+from assembler.archive.layer import Member
+from assembler.archive.layer_reader import LayerSource
+from assembler.archive.tar import TarWriter
+from assembler.cache import reclaim, temp_prefix
+from assembler.errors import InvalidImage, ToolError
+from assembler.oci import mediatypes as mt
+from assembler.proc import Runner
+from assembler.transports.common import SourceImage
+
+__all__ = ["COMPRESSORS", "layer_sources", "temp_file", "write_squashfs"]
+
+log = logging.getLogger(__name__)
+
+# squashfs block compressors tar2sqfs offers that the kernel, squashfuse and unsquashfs read.
+COMPRESSORS = ("gzip", "xz", "zstd", "lz4", "lzo")
+_F_SETPIPE_SZ = 1031
+_CHUNK = 1 << 20
+_STDERR_KEEP = 64 << 10
+
+
+class _PipeSink:
+    """Counts what goes to tar2sqfs and reports progress."""
+
+    def __init__(self, pipe: IO[bytes], progress: Callable[[int], None] | None) -> None:
+        self._pipe = pipe
+        self._progress = progress
+        self.count = 0
+
+    def write(self, data: bytes, /) -> int:
+        self._pipe.write(data)
+        self.count += len(data)
+        if self._progress is not None:
+            self._progress(len(data))
+        return len(data)
+
+
+def layer_sources(source: SourceImage) -> list[LayerSource]:
+    layers = source.image.layers
+    out = []
+    for i, desc in enumerate(layers, start=1):
+        what = f"{source.name}: layer {i}/{len(layers)} {desc.digest}"
+        try:
+            compression = cast(Compression, mt.compression_of(desc.media_type))  # one of COMPRESSIONS
+        except InvalidImage as e:  # say which layer
+            raise InvalidImage(f"{what}: {e}") from e
+        opener = functools.partial(source.blobs.open_blob, desc.digest)
+        out.append(LayerSource(what, opener, compression))
+    return out
+
+
+def _drain(stream: IO[bytes], keep: bytearray) -> None:
+    for chunk in iter(lambda: stream.read(4096), b""):
+        keep.extend(chunk)
+        if len(keep) > _STDERR_KEEP:
+            del keep[: len(keep) - _STDERR_KEEP]
+
+
+def _tar2sqfs_argv(tmp: Path, *, compressor: str, jobs: int, epoch: int) -> list[str]:
+    return [
+        "tar2sqfs",
+        "--quiet",
+        "--no-skip",  # an entry tar2sqfs cannot store is an error, never silently dropped
+        "--force",  # tmp exists already: we created it, so the name is ours
+        "--compressor",
+        compressor,
+        "--num-jobs",
+        str(jobs),
+        "--defaults",
+        f"uid=0,gid=0,mode=0755,mtime={epoch}",  # also the superblock time
+        str(tmp),
+    ]
+
+
+def write_squashfs(
+    source: SourceImage,
+    tmp: Path,
+    *,
+    overlay: Sequence[Member] = (),
+    underlay: Sequence[Member] = (),
+    runner: Runner,
+    epoch: int,
+    compressor: str,
+    jobs: int,
+    progress: Callable[[int], None] | None,
+) -> FlattenStats:
+    """Run tar2sqfs writing ``tmp``, feeding it the flattened layers (``overlay`` over them,
+    ``underlay`` under them) on stdin."""
+    argv = _tar2sqfs_argv(tmp, compressor=compressor, jobs=jobs, epoch=epoch)
+    err = bytearray()
+    with runner.popen(
+        argv,
+        env={"SOURCE_DATE_EPOCH": str(epoch)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdin is not None and proc.stderr is not None
+        drain = threading.Thread(target=_drain, args=(proc.stderr, err), daemon=True)
+        drain.start()
+        try:
+            fcntl.fcntl(proc.stdin.fileno(), _F_SETPIPE_SZ, _CHUNK)  # fewer wake-ups per MiB
+        except OSError:
+            pass
+        sink = _PipeSink(proc.stdin, progress)
+        try:
+            stats = flatten(layer_sources(source), TarWriter(sink), epoch=epoch, overlay=overlay, underlay=underlay)
+            proc.stdin.close()
+        except BrokenPipeError as e:
+            proc.wait()
+            drain.join()
+            Runner.finish(proc, argv, bytes(err))  # raises with tar2sqfs's own message
+            tail = err.decode(errors="replace")
+            raise ToolError("tar2sqfs stopped reading its input", argv=argv, stderr_tail=tail) from e
+        proc.wait()
+        drain.join()
+        Runner.finish(proc, argv, bytes(err))
+    log.info(
+        "%s: %d entries (%d files, %d bytes of file data, %d hard links) -> %d bytes of squashfs",
+        source.name,
+        stats.entries,
+        stats.files,
+        stats.file_bytes,
+        stats.hardlinks,
+        tmp.stat().st_size,
+    )
+    return stats
+
+
+def temp_file(out: Path) -> Path:
+    """A new empty temp file next to ``out`` (tar2sqfs writes it by name); temp files of
+    killed runs are removed first."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    reclaim(out.parent, f".{glob.escape(out.name)}.*.tmp")
+    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=temp_prefix(f".{out.name}."), suffix=".tmp")
+    os.close(fd)
+    return Path(tmp_name)
