@@ -143,3 +143,65 @@ def test_bad_cache_reference_is_exit_2(shared: Shared, tmp_path: Path) -> None:
     bad.write_text(shared.manifest.read_text() + "cache:\n  registry: oci:/tmp/x\n")
     ran = run_cli([str(bad), "--cache", str(tmp_path)], cwd=shared.project)
     assert ran.code == 2 and "bad-cache.yaml:" in ran.err and "cache.registry" in ran.err, str(ran)
+
+
+BOOTSTRAPPED = """\
+name: boot
+bases:
+  devel: {{bootstrap: {{suite: bookworm, variant: minbase}}}}
+  runtime: oci:{runtime}:latest
+compile:
+  - name: hello
+    base: devel
+    run: ["mkdir -p /out && cat /etc/debian_version > /out/version"]
+    artifacts:
+      version: {{path: /out/version, to: /app/debian_version}}
+image:
+  base: runtime
+  layers:
+    - artifact: hello.version
+"""
+
+
+def _base_layers(events: str, cache: Path, name: str) -> set[str]:
+    """The layer digests of base ``name`` as a build reported it (``--progress json``)."""
+    import json
+
+    ready = [e for e in map(json.loads, events.splitlines()) if e.get("kind") == "base" and e.get("name") == name
+             and e.get("state") == "ready"]  # fmt: skip
+    manifest = json.loads((cache / "blobs/sha256" / ready[0]["digest"].split(":")[1]).read_bytes())
+    return {layer["digest"] for layer in manifest["layers"]}
+
+
+def test_a_bootstrapped_devel_base_is_neither_made_nor_downloaded_for_cached_steps(
+    shared: Shared, tmp_path: Path
+) -> None:
+    (tmp_path / "boot.yaml").write_text(BOOTSTRAPPED.format(runtime=shared.bases["runtime"]))
+    repo = shared.repo("boot-cache")
+
+    def build(cache: str, *extra: str) -> Ran:
+        ran = run_cli(["boot.yaml", "--cache", cache, "--json", "--progress", "json", "--tls-verify=false",
+                       "-o", f"oci:out/{cache}:latest", *extra], cwd=tmp_path)  # fmt: skip
+        assert ran.code == 0, str(ran)
+        return ran
+
+    a = build("a", "--cache-to", repo)
+    assert steps_by_state(a) == {"built": {"hello"}}
+    devel_layers = _base_layers(a.err, tmp_path / "a", "devel")
+    b = build("b", "--cache-from", repo)
+    assert "built" not in steps_by_state(b), steps_by_state(b)
+    assert b.json["digest"] == a.json["digest"]
+    # The devel base was read as a manifest and a config (its digest is in the step's key):
+    # none of its layers is on machine B, neither bootstrapped there nor downloaded.
+    here = {f"sha256:{p.name}" for p in (tmp_path / "b/blobs/sha256").iterdir()}
+    assert devel_layers and not devel_layers & here
+    print(f"\nbootstrapped devel base: {len(devel_layers)} layer(s) neither made nor downloaded on machine B; "
+          f"{b.json['step_cache']['downloaded_bytes']} bytes downloaded")  # fmt: skip
+    # Machine B now builds something on that base: its layers come down then, verified.
+    (tmp_path / "boot.yaml").write_text(
+        (tmp_path / "boot.yaml").read_text().replace("> /out/version", "> /out/version && echo edited >> /out/version")
+    )
+    c = build("b", "--cache-from", repo)
+    assert steps_by_state(c) == {"built": {"hello"}}
+    here = {f"sha256:{p.name}" for p in (tmp_path / "b/blobs/sha256").iterdir()}
+    assert devel_layers <= here

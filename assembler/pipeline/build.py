@@ -74,6 +74,7 @@ class Builder(Walk):
         self._futures: dict[str, Future[dict[str, Layer] | None]] = {}
         self._failed = threading.Event()
         self._first_error: BaseException | None = None
+        self._put_off: dict[str, str] = {}  # base image digest -> its registry cache key: layers not here yet
         self.step_cache: RemoteStepCache | None = None
         if plan.options.cache_to or plan.options.cache_from:
             from assembler.transports.stepcache import RemoteStepCache, parse_cache_ref  # imports the registry client
@@ -196,8 +197,7 @@ class Builder(Walk):
     def obtain_base(self, name: str, spec: m.BaseSpec) -> Base | None:
         ctx = self.ctx
         if isinstance(spec, m.BootstrapBase):
-            with self._slot(f"base {name}"):
-                return self.bootstrap(name, spec, dry=False)
+            return self._bootstrapped(name, spec)
         ref, platform = base_ref(self.loaded, spec, ctx.platform)
         try:
             source = open_source(ref, replace(ctx, platform=platform))
@@ -230,6 +230,35 @@ class Builder(Walk):
         self._record(replace(report, state="built", seconds=seconds, reason=""))
         self.report(Event("step", {"name": report.name, "state": "built", "seconds": seconds}))
 
+    def _bootstrapped(self, name: str, spec: m.BootstrapBase) -> Base | None:
+        """A bootstrapped base: from the cache, else from a registry step cache (its layers
+        downloaded only when needed: :meth:`need_blobs`), else made; exported to one."""
+        remote = self.remote
+        if remote is None:
+            with self._slot(f"base {name}"):
+                return self.bootstrap(name, spec, dry=False)
+        key, what = self.bootstrap_key(spec)
+        if self.cache.base_image(key) is None:
+            fetched = remote.fetch_base(key)
+            if fetched is not None:
+                with self._lock:
+                    self._put_off[fetched.digest] = key
+                return Base(name, fetched, what)
+        with self._slot(f"base {name}"):
+            base = self.bootstrap(name, spec, dry=False)
+        if base is not None:
+            remote.export_base(key, base.image)
+        return base
+
+    def need_blobs(self, image: Image) -> None:
+        with self._once(f"blobs:{image.digest}"):
+            with self._lock:
+                key = self._put_off.get(image.digest)
+            if key is not None and self.remote is not None:
+                self.remote.ensure_base(key)
+                with self._lock:
+                    del self._put_off[image.digest]
+
     def _fetch(self, blobs: list[Layer]) -> None:
         """Blobs a step mounts, downloaded now if they are a registry step result's."""
         for blob in blobs:
@@ -242,6 +271,7 @@ class Builder(Walk):
     ) -> dict[str, Layer]:  # fmt: skip
         assert report.key is not None
         mounted = [Mounted(ref, blob, graph.artifact_spec(self.man, ref).to) for ref, blob in inputs.items()]
+        self.need_blobs(base)
         self._fetch(list(inputs.values()))
         with self._slot(f"step {step.name}"):
             if self.options.executor == "slurm":  # a job on a node builds it into the shared cache

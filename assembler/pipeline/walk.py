@@ -47,6 +47,18 @@ class RemoteSteps(Protocol):
 
     def ensure(self, blob: Layer) -> None: ...
 
+    def fetch_base(self, key: str) -> Image | None: ...
+
+    def ensure_base(self, key: str) -> None: ...
+
+    def export_base(self, key: str, image: Image) -> None: ...
+
+
+def _bootstrap_spec(spec: m.BootstrapBase) -> tuple[boot.BootstrapSpec, str]:
+    b = spec.bootstrap
+    bspec = boot.BootstrapSpec(b.suite, b.variant, tuple(b.packages), b.mirror, tuple(b.components), b.keyring)
+    return bspec, f"bootstrap {b.suite}/{b.variant}" + (f" +{len(b.packages)} packages" if b.packages else "")
+
 
 Placed = tuple[list[tuple[Layer, str]], str, str]  # (layer, what) of a layer spec, what, origin
 
@@ -115,13 +127,21 @@ class Walk:
 
     def bootstrap(self, name: str, spec: m.BootstrapBase, *, dry: bool) -> Base | None:
         """A bootstrapped base: made (or ``dry``: only looked up, None when not made yet)."""
-        b = spec.bootstrap
-        bspec = boot.BootstrapSpec(b.suite, b.variant, tuple(b.packages), b.mirror, tuple(b.components), b.keyring)
-        what = f"bootstrap {b.suite}/{b.variant}" + (f" +{len(b.packages)} packages" if b.packages else "")
+        bspec, what = _bootstrap_spec(spec)
         ctx = self.ctx
         image = boot.read(bspec, cache=ctx.cache, runner=ctx.runner, platform=ctx.platform, epoch=ctx.epoch,
                           compression=ctx.compression, dry=dry)  # fmt: skip
         return Base(name, image, what) if image is not None else None
+
+    def bootstrap_key(self, spec: m.BootstrapBase) -> tuple[str, str]:
+        """The cache key of a bootstrapped base, and what to call it."""
+        bspec, what = _bootstrap_spec(spec)
+        ctx = self.ctx
+        return boot.bootstrap_key(bspec, runner=ctx.runner, platform=ctx.platform, epoch=ctx.epoch,
+                                  compression=ctx.compression), what  # fmt: skip
+
+    def need_blobs(self, image: Image) -> None:
+        """``image``'s layers are about to be read: a build brings in those it put off."""
 
     def obtain_base(self, name: str, spec: m.BaseSpec) -> Base | None:
         raise NotImplementedError
@@ -270,6 +290,8 @@ class Walk:
     def image(self) -> tuple[Image | None, Base | None, list[LayerReport]]:
         """The image with every layer (None where something is not made yet: a plan)."""
         base = self.base(self.man.image.base)
+        if base is not None:
+            self.need_blobs(base.image)
         reports: list[LayerReport] = []
         image: Image | None = None
         # The folders and symlinks of the image so far: copy and artifact layers are fitted onto it.

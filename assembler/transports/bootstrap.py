@@ -115,6 +115,28 @@ def tool_version(runner: Runner) -> str:
     return (result.stdout or result.stderr).strip()
 
 
+def bootstrap_key(
+    spec: BootstrapSpec, *, runner: Runner, platform: Platform, epoch: int, compression: Compression
+) -> str:
+    """The cache key of the base ``spec`` makes (also its name in a registry step cache)."""
+    return key_of(
+        {
+            "kind": "bootstrap",
+            "format": FORMAT,
+            "suite": spec.suite,
+            "variant": spec.variant,
+            "packages": sorted(spec.packages),
+            "mirror": spec.mirror or host_mirror() or DEFAULT_DEBIAN_MIRROR,
+            "components": list(spec.components),
+            "keyring": spec.keyring,
+            "arch": debian_arch(platform),
+            "tool": tool_version(runner),
+            "epoch": epoch,
+            "compression": compression,
+        }
+    )
+
+
 def read(
     spec: BootstrapSpec,
     *,
@@ -132,23 +154,7 @@ def read(
     """
     arch = debian_arch(platform)
     mirror = spec.mirror or host_mirror() or DEFAULT_DEBIAN_MIRROR
-    version = tool_version(runner)
-    key = key_of(
-        {
-            "kind": "bootstrap",
-            "format": FORMAT,
-            "suite": spec.suite,
-            "variant": spec.variant,
-            "packages": sorted(spec.packages),
-            "mirror": mirror,
-            "components": list(spec.components),
-            "keyring": spec.keyring,
-            "arch": arch,
-            "tool": version,
-            "epoch": epoch,
-            "compression": compression,
-        }
-    )
+    key = bootstrap_key(spec, runner=runner, platform=platform, epoch=epoch, compression=compression)
     image = cache.base_image(key)
     if image is not None:
         return image

@@ -13,6 +13,11 @@ streams into the local cache. Tags are per key, a manifest goes up only after it
 its bytes are a function of the result, so builds exporting to one repository at once write
 the same bytes or other tags: none loses or corrupts another's entries.
 
+A base the steps build on is an entry too, tagged ``base-<key>`` (a bootstrapped base, by the
+key of what bootstraps it): the image itself, its layers the base's blobs. A machine with an
+empty cache reads its manifest and config only (what a step key needs, the base's digest)
+and downloads its layers only when a step runs on it or the image is stacked on it.
+
 A cache registry that fails (down, refused, damaged) is a warning: the build goes on with
 its local cache, and the registry is not asked again in that run.
 """
@@ -31,6 +36,7 @@ from assembler.errors import AssemblerError, InputError, NotFound
 from assembler.oci import mediatypes as mt
 from assembler.oci.descriptor import Descriptor
 from assembler.oci.digest import canonical_json, sha256_digest
+from assembler.oci.image import Image, manifest_config
 from assembler.oci.layer import Layer
 from assembler.oci.reference import ImageName
 from assembler.transports.common import RegistryOptions
@@ -43,6 +49,7 @@ log = logging.getLogger(__name__)
 Report = Callable[[str, Mapping[str, Any]], None]
 STEP_CONFIG = "application/vnd.assemble.step.v1+json"
 TAG_PREFIX = "step-"
+BASE_TAG_PREFIX = "base-"
 _RECORD_LIMIT = 1 << 20
 
 
@@ -103,6 +110,7 @@ class RemoteStepCache:
         self._clients: dict[str, Registry] = {}
         self._broken: set[str] = set()
         self._pending: dict[str, tuple[ImageName, StepResult]] = {}  # fetched, blobs not all here yet
+        self._bases: dict[str, tuple[ImageName, Image]] = {}  # base entries read, layers not here yet
         # One client per host, used by one thread at a time (the client is not thread-safe).
         self._lock = threading.Lock()
 
@@ -235,3 +243,80 @@ class RemoteStepCache:
         self.stats.uploaded_bytes += client.stats.uploaded_bytes - before[1]
         self.stats.skipped_blobs += client.stats.skipped_blobs - before[2]
         self.report("remote-cache", {"state": "exported", "step": result.step, "key": key})
+
+    # -- bases -------------------------------------------------------------------------
+
+    def fetch_base(self, key: str) -> Image | None:
+        """The base entry ``key`` (manifest and config, verified; no layer downloaded: see
+        :meth:`ensure_base`) from the first source that has it; None when none has it."""
+        with self._lock:
+            for name in self.sources:
+                if not self._usable(name):
+                    continue
+                try:
+                    image = self._fetch_base_from(name, key)
+                except AssemblerError as e:
+                    self._failed(name, f"reading {BASE_TAG_PREFIX}{key}", e)
+                    continue
+                if image is not None:
+                    self._bases[key] = (name, image)
+                    self.report("remote-cache", {"state": "hit", "base": key})
+                    return image
+            return None
+
+    def _fetch_base_from(self, name: ImageName, key: str) -> Image | None:
+        client = self._client(name.registry)
+        try:
+            body, _ = client.fetch_manifest(name.repository, BASE_TAG_PREFIX + key)  # verified by its digest
+        except NotFound:
+            return None
+        what = f"step cache {name.registry}/{name.repository}:{BASE_TAG_PREFIX}{key}"
+        config = manifest_config(body, what)
+        return Image(body, client._blob_bytes(name.repository, config, limit=_RECORD_LIMIT, what=f"{what}: config"))
+
+    def ensure_base(self, key: str) -> None:
+        """The layers of the base entry ``key`` read by :meth:`fetch_base`, downloaded
+        (verified as they stream), and its record in the local cache."""
+        with self._lock:
+            found = self._bases.get(key)
+            if found is None:
+                return
+            name, image = found
+            client = self._client(name.registry)
+            for desc in image.layers:
+                if not self.cache.has_blob(desc.digest, desc.size):
+                    with client.open_blob(name.repository, desc.digest, size=desc.size) as stream:
+                        self.cache.import_stream(stream, digest=desc.digest, size=desc.size)
+                    self.stats.downloaded_bytes += desc.size
+            self.cache.put_base_image(key, image)
+            del self._bases[key]
+
+    def export_base(self, key: str, image: Image) -> None:
+        """Make ``image`` (its layers in the local cache) the base entry ``key`` of the target."""
+        target = self.target
+        if target is None:
+            return
+        with self._lock:
+            if not self._usable(target):
+                return
+            tag = BASE_TAG_PREFIX + key
+            try:
+                client = self._client(target.registry)
+                try:
+                    current, _ = client.fetch_manifest(target.repository, tag)
+                except NotFound:
+                    current = b""
+                if current == image.manifest_bytes:
+                    return
+                before = (client.stats.uploaded_blobs, client.stats.uploaded_bytes, client.stats.skipped_blobs)
+                reader = WithBytes(self.cache, {image.config_descriptor.digest: image.config_bytes})
+                for desc in (*image.layers, image.config_descriptor):
+                    client.push_blob(target.repository, desc, reader)
+                client.put_manifest(target.repository, tag, image.manifest_bytes, image.media_type)
+            except AssemblerError as e:
+                self._failed(target, f"exporting {tag}", e)
+                return
+            self.stats.uploaded_blobs += client.stats.uploaded_blobs - before[0]
+            self.stats.uploaded_bytes += client.stats.uploaded_bytes - before[1]
+            self.stats.skipped_blobs += client.stats.skipped_blobs - before[2]
+            self.report("remote-cache", {"state": "exported", "base": key})
