@@ -21,7 +21,7 @@ from assembler.errors import AssemblerError, CorruptBlob, InputError
 from assembler.oci import mutate
 from assembler.oci.descriptor import Platform
 from assembler.oci.image import Image
-from assembler.oci.reference import Ref, absolute_ref, parse_ref
+from assembler.oci.reference import ImageName, Ref, absolute_ref, parse_ref
 from assembler.pipeline.build import Built
 from assembler.pipeline.build import build as _execute
 from assembler.pipeline.graph import LayerReport, StepReport
@@ -156,11 +156,13 @@ def build(
 
 def write(
     built: Built, writers: Sequence[Writer], *, ctx: Context, source_name: str, sif_compressor: str,
-    sif_name: str = "image.sif", report: Reporter = quiet,
+    sif_name: str = "image.sif", report: Reporter = quiet, mount_from: Sequence[ImageName] = (),
 ) -> list[Written]:  # fmt: skip
-    """Write the image to every output; a SIF is made once for all that need it."""
+    """Write the image to every output; a SIF is made once for all that need it. A push
+    mounts blobs from the base's repository and ``mount_from`` (on the same registry)."""
+    base_repo = [built.base.registry_name] if built.base.registry_name else []
     target = Target(SourceImage(built.image, ctx.cache, source_name), ctx, sif_compressor, sif_name,
-                    mount_from=[built.base.registry_name] if built.base.registry_name else [],
+                    mount_from=[*base_repo, *mount_from],
                     sif_progress=lambda n: report(Event("bytes", {"n": n, "what": "sif"})))  # fmt: skip
     written: list[Written] = []
     try:
@@ -204,8 +206,12 @@ def _assemble_once(loaded: Loaded, options: Options, *, runner: Runner, report: 
     # The definition file inside a SIF names where the image lives (stable, not a temp path).
     source_name = str(docker[0]) if docker else f"assemble:{loaded.manifest.name}"
     ctx = _context(loaded, options, cache=cache, runner=runner, registry=options.registry, report=report)
+    # A registry step cache holds the steps' blobs: a push to its registry mounts them from there.
+    from assembler.transports.stepcache import parse_cache_ref  # the registry client, only when asked
+
+    caches = [parse_cache_ref(r) for r in (options.cache_to, *options.cache_from) if r]
     written = write(built, writers, ctx=ctx, source_name=source_name, sif_compressor=loaded.manifest.sif.compressor,
-                    sif_name=f"{loaded.manifest.name}.sif", report=report)  # fmt: skip
+                    sif_name=f"{loaded.manifest.name}.sif", report=report, mount_from=caches)  # fmt: skip
     return Result(built.image, built.layers, built.steps, tuple(written), time.monotonic() - started,
                   built.step_cache)  # fmt: skip
 
