@@ -103,6 +103,14 @@ def test_concurrent_exporters_keep_every_entry(shared: Shared) -> None:
     assert ran.json["digest"] == shared.cold.json["digest"]
 
 
+def test_a_push_mounts_the_steps_blobs_from_the_cache_repository(shared: Shared) -> None:
+    ran = shared.build("cache-f", "--cache-from", shared.repo(), "-o", f"docker://{shared.registry.host}/app:f")
+    pushed = next(o for o in ran.json["outputs"] if o["ref"].startswith("docker://"))
+    print(f"\npush after --cache-from: {pushed}")
+    assert pushed["mounted_blobs"] > 0, pushed
+    assert pushed["uploaded_bytes"] < _image_bytes(ran), pushed
+
+
 def test_flaky_cache_registry_gives_the_same_image(shared: Shared) -> None:
     """Through a proxy failing a share of the requests, a fresh machine still runs no step."""
     proxy = FaultProxy(shared.registry.host).start()
