@@ -361,7 +361,7 @@ class Manifest(Strict):
     params: dict[str, Scalar] = Field(default_factory=dict)
     choices: dict[str, dict[str, dict[str, Scalar]]] = Field(
         default_factory=dict,
-        description="param -> value -> other params it sets (backend: {cpu: {devel: docker://ubuntu:22.04}})",
+        description="param -> value -> other params it fixes (backend: {cpu: {devel: docker://ubuntu:22.04}})",
     )
     constraints: list[CudaArchs] = Field(default_factory=list, description="param combinations to refuse")
     bases: dict[Name, BaseSpec] = Field(default_factory=dict)
