@@ -146,6 +146,8 @@ def test_cuda_13_refuses_the_archs_it_dropped(cache: Path) -> None:
     assert labels(ok)["gpu.cuda.version"] == "13.0.1"
     refused(cache, "deepspeed", "--set", "torch_cuda_arch_list=9.0;10.0")  # CUDA 12.2
     refused(cache, "tgi", "--set", "cuda_version=11.7.1")  # its list has 9.0, which needs 11.8
+    err = refused(cache, "tgi", "--set", "cuda_version=11.8.0", "--set", "torch_cuda_arch_list=8.0;8.6")
+    assert f"{at('tgi', 'constraints', 1)}: CUDA 11.8.0's nvcc cannot compile 9.0a (needs CUDA 12.0 or newer)" in err
     planned(cache, "llamacpp", "--set", "cuda_docker_arch=86;120")  # CMake's form; CUDA 12.8.1 has sm_120
     refused(cache, "llamacpp", "--set", "cuda_version=12.6.3", "--set", "cuda_docker_arch=86;120")
     # no CUDA in a CPU build: nothing to check

@@ -108,12 +108,14 @@ def check_constraints(loaded: Loaded) -> None:
             raise loaded.error(("constraints", i, "cuda_version"), f"not a CUDA version: {c.cuda_version!r}")
         misses = nvcc_misses(c.cuda_archs, cuda)
         if misses:
-            archs = _param_names(loaded, c.cuda_archs) or "the arch list"
-            version = _param_names(loaded, c.cuda_version) or "the CUDA version"
+            archs, version = _param_names(loaded, c.cuda_archs), _param_names(loaded, c.cuda_version)
+            fixes = [f"--set {archs}=... without them"] if archs else []
+            fixes += [f"--set {version}=... that has them"] if version else []
             raise loaded.error(
                 ("constraints", i),
-                f"CUDA {c.cuda_version}'s nvcc cannot compile {', '.join(misses)} of {archs} ({c.cuda_archs})",
-                hint=f"--set {archs}=... without them, or --set {version}=... that has them",
+                f"CUDA {c.cuda_version}'s nvcc cannot compile {', '.join(misses)} of {archs or 'the arch list'} "
+                f"({c.cuda_archs})",
+                hint=", or ".join(fixes) or None,
             )
 
 
