@@ -2,7 +2,9 @@
 
 ``$${`` is a literal ``${``. Uppercase ``${VAR}`` is left alone for the shell (in ``run``)
 or for Docker-style expansion against the image's environment (in ``config.env``).
-Params may use other params; ``choices`` let one param's value set others.
+Params may use other params; ``choices`` let one param's value set others. What a target
+or a chosen choice sets is fixed: a ``--set`` contradicting it is an error naming both,
+unless unlocked (``--set-unlocked``).
 """
 
 from __future__ import annotations
