@@ -137,8 +137,10 @@ def resolve(loaded: Loaded, options: Options, *, runner: Runner | None = None) -
         # The base is not known yet: the config the manifest sets, ${VARS} of the base left as written.
         final = walk.finish(mutate.scratch(ctx.platform, epoch=ctx.epoch), None)
     steps = tuple(walk.steps.values())
+    overrides = {name: {"manifest": o.manifest, "ref": o.ref} for name, o in loaded.base_overrides.items()}
     return Plan(loaded.manifest.name, loaded.target, loaded.params, bases, steps, tuple(layers), outputs,
-                final.container_config, final.annotations, complete, loaded=loaded, options=options)  # fmt: skip
+                final.container_config, final.annotations, complete, overrides, loaded=loaded,
+                options=options)  # fmt: skip
 
 
 def build(

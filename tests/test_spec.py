@@ -166,7 +166,7 @@ def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(
     assert not any(p.name.startswith(".") and "tmp" in p.name for p in project.iterdir())
 
 
-def test_choices_set_other_params_unless_set_explicitly(tmp_path: Path) -> None:
+def test_choices_fix_other_params_unless_unlocked(tmp_path: Path) -> None:
     (tmp_path / "m.yaml").write_text(
         "name: m\n"
         "params: {backend: cuda, devel: 'docker://example.invalid/cuda:12', flags: '-DGGML_CUDA=ON'}\n"
@@ -181,8 +181,16 @@ def test_choices_set_other_params_unless_set_explicitly(tmp_path: Path) -> None:
     cpu = load_manifest(tmp_path / "m.yaml", sets={"backend": "cpu"})
     assert cpu.manifest.bases["devel"] == "docker://example.invalid/ubuntu:22.04"
     assert cpu.manifest.image.config.env == {"FLAGS": "-DGGML_CPU_ALL_VARIANTS=ON"}
-    mine = load_manifest(tmp_path / "m.yaml", sets={"backend": "cpu", "flags": "-DX=1"})
+    # backend=cpu fixes flags: a --set contradicting it names both; unlocked, it wins
+    with pytest.raises(ManifestError, match=r"--set flags=-DX=1 contradicts choice backend=cpu") as fixed:
+        load_manifest(tmp_path / "m.yaml", sets={"backend": "cpu", "flags": "-DX=1"})
+    assert (fixed.value.line, fixed.value.field) == (6, "choices.backend.cpu.flags")
+    mine = load_manifest(tmp_path / "m.yaml", sets={"backend": "cpu", "flags": "-DX=1"}, unlocked={"flags"})
     assert mine.manifest.image.config.env == {"FLAGS": "-DX=1"}
+    # the value the choice sets anyway is no contradiction; under backend=cuda, flags is free
+    same = load_manifest(tmp_path / "m.yaml", sets={"backend": "cpu", "flags": "-DGGML_CPU_ALL_VARIANTS=ON"})
+    assert same.params["flags"] == "-DGGML_CPU_ALL_VARIANTS=ON"
+    assert load_manifest(tmp_path / "m.yaml", sets={"flags": "-DX=1"}).params["flags"] == "-DX=1"
     with pytest.raises(ManifestError, match="backend=tpu is not one of the choices: cpu, cuda") as info:
         load_manifest(tmp_path / "m.yaml", sets={"backend": "tpu"})
     assert info.value.line == 2

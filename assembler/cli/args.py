@@ -105,7 +105,10 @@ def _manifest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", action="append", dest="outputs", metavar="OUTPUT",
                    help="oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REF], docker://REF "
                         "(repeatable; replaces the manifest's outputs)")  # fmt: skip
-    p.add_argument("--set", action="append", type=_pair, default=[], metavar="K=V", help="override a param")
+    p.add_argument("--set", action="append", type=_pair, default=[], metavar="K=V",
+                   help="override a param (not one the target or a chosen choice fixes)")  # fmt: skip
+    p.add_argument("--set-unlocked", action="append", type=_pair, default=[], metavar="K=V",
+                   help="override a param even where the target or a chosen choice fixes it")  # fmt: skip
     p.add_argument("--base", action="append", type=_pair, default=[], metavar="NAME=REF", help="replace a base")
     p.add_argument("--source", action="append", type=_pair, default=[], metavar="NAME=PATH", help="replace a source")
     p.add_argument("--target", action="append", dest="targets", default=[], metavar="TARGET",

@@ -63,7 +63,8 @@ def _load(args: argparse.Namespace) -> list[Variant]:
         bases[name] = str(absolute_ref(parse_ref(ref), Path.cwd()))  # BadReference quotes the text
     return load_variants(
         args.manifest,
-        sets=dict(args.set),
+        sets={**dict(args.set), **dict(args.set_unlocked)},
+        unlocked=frozenset(name for name, _ in args.set_unlocked),
         targets=args.targets,
         all_targets=args.all_targets,
         bases=bases,
@@ -165,6 +166,9 @@ def _print_plan(result: Plan, variant: str | None) -> None:
         + (f": variant {variant}" if variant else ""))  # fmt: skip
     for name, digest in result.bases.items():
         say(f"  base {name}: {digest or 'not made yet'}")
+        if name in result.base_overrides:
+            over = result.base_overrides[name]
+            say(f"    --base {name}={over['ref']} replaces {over['manifest']}")
     say("steps:")
     for s in result.steps:
         why = f" ({s.reason})" if s.reason else ""

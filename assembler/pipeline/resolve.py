@@ -56,6 +56,8 @@ class Plan:
     config: Mapping[str, Any] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
     config_complete: bool = False
+    # --base NAME=REF: name -> {"manifest": what the manifest says, "ref": what replaces it}.
+    base_overrides: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     # What the build needs besides the decisions: not part of the printed plan.
     loaded: Loaded | None = field(default=None, repr=False, compare=False)
     options: Options | None = field(default=None, repr=False, compare=False)
@@ -85,6 +87,7 @@ class Plan:
         del data["loaded"], data["options"]
         data["params"] = dict(self.params)
         data["bases"] = dict(self.bases)
+        data["base_overrides"] = {name: dict(o) for name, o in self.base_overrides.items()}
         data["graph"] = self.graph()
         return data
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from assembler.errors import AssemblerError, BadPlatform, InputError
 from assembler.oci.descriptor import Platform
 from assembler.oci.reference import absolute_ref, parse_ref
 from assembler.pipeline.options import Event, Options, Reporter
+from assembler.spec.coupling import check_platforms
 from assembler.spec.fields import scalar_to_str
 from assembler.spec.load import Loaded, load_manifest
 from assembler.spec.yamlfile import Locations, load
@@ -121,7 +122,7 @@ def _targets(data: dict[str, Any], locs: Locations, targets: Sequence[str], all_
 def load_variants(
     path: Path, *, sets: Mapping[str, str], targets: Sequence[str] = (), all_targets: bool = False,
     bases: Mapping[str, str] | None = None, sources: Mapping[str, str] | None = None,
-    platforms: Sequence[Platform] = (), outputs: Sequence[str] | None = None,
+    platforms: Sequence[Platform] = (), outputs: Sequence[str] | None = None, unlocked: Collection[str] = (),
 ) -> list[Variant]:  # fmt: skip
     """Every variant a run builds, each loaded and checked, outputs expanded and checked
     for clashes. Raises ManifestError (file:line) or InputError before anything is built."""
@@ -138,7 +139,10 @@ def load_variants(
         values = dict(zip(matrix, combo, strict=True))
         for target in _targets(data, locs, targets, all_targets):
             for plat in plats:
-                loaded = load_manifest(path, sets={**sets, **values}, target=target, bases=bases, sources=sources)
+                loaded = load_manifest(
+                    path, sets={**sets, **values}, target=target, bases=bases, sources=sources, unlocked=unlocked
+                )
+                check_platforms(loaded, [plat] if plat else [])
                 variant = Variant(loaded, values, plat, None)
                 if outputs is not None:
                     variant = replace(variant, outputs=_expand_outputs(variant, outputs, locs))

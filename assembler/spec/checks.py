@@ -13,6 +13,7 @@ from assembler.oci.descriptor import Platform
 from assembler.oci.reference import parse_ref
 from assembler.spec import model as m
 from assembler.spec import sourcefacts
+from assembler.spec.coupling import check_constraints
 from assembler.spec.yamlfile import PathKey
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ def check(loaded: Loaded, *, overridden_sources: frozenset[str] = frozenset()) -
     artifacts = _check_compile_steps(loaded)
     _check_layers(loaded, artifacts)
     _check_source_facts(loaded)
+    check_constraints(loaded)
     man = loaded.manifest
     for i, out in enumerate(man.outputs):
         try:

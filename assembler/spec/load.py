@@ -8,7 +8,7 @@ Every error names the file, the line and the field. The parts live in their own 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from assembler.errors import ManifestError
 from assembler.spec import model as m
 from assembler.spec.checks import check
 from assembler.spec.fields import scalar_to_str
-from assembler.spec.params import choice_presets, resolve_params, substitute
+from assembler.spec.params import Fixed, check_sets, fixed_params, resolve_params, substitute
 from assembler.spec.recipes import apply_recipe
 from assembler.spec.validation import validate_model
 from assembler.spec.yamlfile import Locations, PathKey, load
@@ -34,6 +34,8 @@ class Loaded:
     target: str | None
     recipes: dict[str, Path] = field(default_factory=dict)
     layer_paths: list[PathKey] = field(default_factory=list)
+    # --base NAME=REF: what the manifest says the base is, and what replaces it.
+    base_overrides: dict[str, BaseOverride] = field(default_factory=dict)
 
     @property
     def folder(self) -> Path:
@@ -41,6 +43,23 @@ class Loaded:
 
     def error(self, path: Sequence[str | int], message: str, *, hint: str | None = None) -> ManifestError:
         return self.locs.error(path, message, hint=hint)
+
+
+@dataclass(frozen=True)
+class BaseOverride:
+    """A base replaced by ``--base NAME=REF``: the manifest's base (a reference, or
+    ``bootstrap: SUITE``) and the reference that replaces it."""
+
+    manifest: str
+    ref: str
+
+
+def _describe_base(spec: m.BaseSpec) -> str:
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, m.RefBase):
+        return spec.ref
+    return f"bootstrap: {spec.bootstrap.suite}"
 
 
 _PER_RUN = ("params", "matrix", "tag_template")
@@ -71,27 +90,36 @@ def _chosen_target(data: dict[str, Any], target: str | None, locs: Locations) ->
     return chosen
 
 
-def _params(data: dict[str, Any], chosen: str | None, sets: Mapping[str, str], locs: Locations) -> dict[str, str]:
-    """The manifest's params with the target's, the choices' and ``--set`` values applied."""
+def _params(
+    data: dict[str, Any], chosen: str | None, sets: Mapping[str, str], unlocked: Collection[str], locs: Locations,
+    *, default: bool,
+) -> dict[str, str]:  # fmt: skip
+    """The manifest's params with the target's, the choices' and ``--set`` values applied.
+    What the target and the chosen choices set is fixed: a ``--set`` contradicting it is
+    an error unless ``unlocked``."""
     declared = data.get("params") or {}
     if not isinstance(declared, dict):
         raise locs.error(("params",), "expected a mapping of param names to values")
-    overrides: dict[str, str] = {}
+    target: dict[str, Fixed] = {}
     if chosen is not None:
         raw_target = data["targets"][chosen]
         tparams = raw_target.get("params") or {} if isinstance(raw_target, dict) else {}
+        by = f"target {chosen}" + (" (the default_target)" if default else "")
         for name, value in tparams.items():
+            where: PathKey = ("targets", chosen, "params", name)
             if name not in declared:
-                raise locs.error(("targets", chosen, "params", name), f"unknown param {name!r}")
-            overrides[name] = scalar_to_str(value)
+                raise locs.error(where, f"unknown param {name!r}")
+            target[name] = Fixed(scalar_to_str(value), by, where)
     params = resolve_params(declared, {}, locs, ("params",), origin="the manifest")
     for name in sets:
         if name not in params:
             known = ", ".join(sorted(params)) or "none"
             raise locs.error(("params",), f"unknown param {name!r} (from --set)", hint=f"params: {known}")
-    explicit = {**overrides, **sets}
-    presets = choice_presets(data.get("choices"), declared, explicit, locs)
-    return resolve_params(declared, {**presets, **explicit}, locs, ("params",), origin="--set")
+    fixed = fixed_params(data.get("choices"), declared, target, sets, locs)
+    values = {**{k: f.value for k, f in fixed.items()}, **sets}
+    params = resolve_params(declared, values, locs, ("params",), origin="--set")
+    check_sets(fixed, sets, unlocked, params, locs, targets=data.get("targets") or {})
+    return params
 
 
 def _apply_target(manifest: m.Manifest, chosen: str) -> tuple[m.Manifest, list[PathKey]]:
@@ -112,6 +140,7 @@ def _apply_target(manifest: m.Manifest, chosen: str) -> tuple[m.Manifest, list[P
         "image": new_image,
         "annotations": {**manifest.annotations, **t.annotations},
         "outputs": t.outputs if t.outputs is not None else manifest.outputs,
+        "platforms": t.platforms if t.platforms is not None else manifest.platforms,
     }
     return manifest.model_copy(update=update), layer_paths
 
@@ -119,7 +148,7 @@ def _apply_target(manifest: m.Manifest, chosen: str) -> tuple[m.Manifest, list[P
 def _apply_overrides(
     manifest: m.Manifest, path: Path, bases: Mapping[str, str], sources: Mapping[str, str]
 ) -> m.Manifest:
-    """``--base`` and ``--source`` replace what the manifest says."""
+    """``--base`` and ``--source`` replace what the manifest says (``Loaded.base_overrides`` records the bases)."""
     if bases:
         new_bases = dict(manifest.bases)
         for name, ref in bases.items():
@@ -151,8 +180,10 @@ def load_manifest(
     bases: Mapping[str, str] | None = None,
     sources: Mapping[str, str] | None = None,
     text: str | None = None,
+    unlocked: Collection[str] = (),
 ) -> Loaded:
     """Load and check a manifest, with ``--set``, ``--target``, ``--base``, ``--source`` applied.
+    ``unlocked`` names the ``sets`` that may contradict what a target or choice fixes.
 
     Raises ManifestError (file:line: field: message) for anything wrong.
     """
@@ -160,7 +191,7 @@ def load_manifest(
     if not isinstance(data, dict):
         raise locs.error((), "a manifest is a mapping (name:, bases:, image:, ...)")
     chosen = _chosen_target(data, target, locs)
-    params = _params(data, chosen, sets or {}, locs)
+    params = _params(data, chosen, sets or {}, unlocked, locs, default=target is None)
     # matrix: and tag_template: are read per run, not per image (pipeline.variants): left as written.
     body = substitute({k: v for k, v in data.items() if k not in _PER_RUN}, params, locs, ())
     body.update({k: data[k] for k in _PER_RUN if k in data})
@@ -178,7 +209,9 @@ def load_manifest(
     layer_paths: list[PathKey] = [("image", "layers", i) for i in range(len(manifest.image.layers))]
     if chosen is not None:
         manifest, layer_paths = _apply_target(manifest, chosen)
+    replaced = {name: BaseOverride(_describe_base(manifest.bases[name]), ref) for name, ref in (bases or {}).items()
+                if name in manifest.bases}  # fmt: skip
     manifest = _apply_overrides(manifest, path, bases or {}, sources or {})
-    loaded = Loaded(manifest, path, locs, params, chosen, recipes, layer_paths)
+    loaded = Loaded(manifest, path, locs, params, chosen, recipes, layer_paths, replaced)
     check(loaded, overridden_sources=frozenset(sources or {}))
     return loaded

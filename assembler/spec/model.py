@@ -10,15 +10,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    BeforeValidator,
-    Discriminator,
-    Field,
-    Tag,
-    field_validator,
-)
+from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag, field_validator
 
+from assembler.spec.coupling import CudaArchs, Platforms
 from assembler.spec.fields import Duration, Mode, Name, Owner, Scalar, Strict, StrList
 
 # -- bases -----------------------------------------------------------------------------
@@ -333,6 +327,7 @@ class Target(Strict):
     config: ConfigSpec | None = Field(default=None, description="merged over image.config")
     annotations: dict[str, Scalar] = Field(default_factory=dict)
     outputs: StrList | None = None
+    platforms: Platforms = None  # replaces the manifest's
 
 
 class SifSpec(Strict):
@@ -361,12 +356,14 @@ class Manifest(Strict):
         default=None, ge=0, le=MAX_EPOCH, description="timestamps; SOURCE_DATE_EPOCH and --epoch win"
     )
     platform: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+/[A-Za-z0-9_]+(/[A-Za-z0-9_]+)?$")] = "linux/amd64"
+    platforms: Platforms = None
     compression: Literal["zstd", "gzip"] = "zstd"
     params: dict[str, Scalar] = Field(default_factory=dict)
     choices: dict[str, dict[str, dict[str, Scalar]]] = Field(
         default_factory=dict,
-        description="param -> value -> other params it sets (backend: {cpu: {devel: docker://ubuntu:22.04}})",
+        description="param -> value -> other params it fixes (backend: {cpu: {devel: docker://ubuntu:22.04}})",
     )
+    constraints: list[CudaArchs] = Field(default_factory=list, description="param combinations to refuse")
     bases: dict[Name, BaseSpec] = Field(default_factory=dict)
     sources: dict[Name, SourceSpec] = Field(default_factory=dict)
     compile: list[CompileStep] = Field(default_factory=list)

@@ -2,13 +2,16 @@
 
 ``$${`` is a literal ``${``. Uppercase ``${VAR}`` is left alone for the shell (in ``run``)
 or for Docker-style expansion against the image's environment (in ``config.env``).
-Params may use other params; ``choices`` let one param's value set others.
+Params may use other params; ``choices`` let one param's value set others. What a target
+or a chosen choice sets is fixed: a ``--set`` contradicting it is an error naming both,
+unless unlocked (``--set-unlocked``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from assembler.spec.fields import scalar_to_str
@@ -65,9 +68,7 @@ def resolve_params(
     for _ in range(len(params) + 1):
         changed = False
         for name, value in params.items():
-            new = _PLACEHOLDER.sub(
-                lambda mt: params.get(mt.group(1) or "", mt.group(0)) if mt.group(1) else mt.group(0), value
-            )
+            new = _expand(value, params)
             if new != value:
                 params[name] = new
                 changed = True
@@ -83,31 +84,121 @@ def resolve_params(
     return params
 
 
-def choice_presets(
-    choices: Any, declared: Mapping[str, Any], explicit: Mapping[str, str], locs: Locations
-) -> dict[str, str]:
-    """Param values that a choice selects: ``choices: {backend: {cpu: {devel: ...}}}`` means
-    ``backend=cpu`` also sets ``devel`` (unless the user sets it too). Unknown values are
-    errors that list the choices."""
+@dataclass(frozen=True)
+class Fixed:
+    """A param value that a target or a chosen choice sets: ``--set`` may not contradict it
+    (unless unlocked). ``value`` is as written (it may name other params)."""
+
+    value: str
+    by: str  # "target rocm", "choice engine=vllm"
+    path: PathKey  # where the value is written
+
+
+def fixed_params(
+    choices: Any, declared: Mapping[str, Any], target: Mapping[str, Fixed], sets: Mapping[str, str], locs: Locations
+) -> dict[str, Fixed]:
+    """The params the target fixes, plus those the chosen choices fix:
+    ``choices: {backend: {cpu: {devel: ...}}}`` means ``backend=cpu`` fixes ``devel``.
+
+    A choice may set another choice's param (``engine: trtllm`` sets ``cuda_version``,
+    whose own choice picks the images): choices are chosen again until nothing changes.
+    Unknown choice values, and two fixers disagreeing on a param, are errors."""
     if choices is None:
-        return {}
+        return dict(target)
     if not isinstance(choices, dict):
         raise locs.error(("choices",), "expected a mapping: param -> value -> params it sets")
-    presets: dict[str, str] = {}
+    fixed = dict(target)
+    for _ in range(len(choices) + 1):
+        new, clashes = _choose(choices, declared, target, fixed, sets, locs)
+        if new == fixed:
+            break
+        fixed = new
+    else:
+        raise locs.error(("choices",), "choices select each other in a cycle")
+    if clashes:
+        first, second = clashes[0]
+        raise locs.error(
+            second.path,
+            f"{second.by} sets {_name(second)}={second.value}, but {first.by} ({_where(first, locs)}) "
+            f"sets it to {first.value}",
+            hint="a param is fixed by one target or choice at a time: remove one of them",
+        )
+    return fixed
+
+
+def _name(fix: Fixed) -> str:
+    return str(fix.path[-1])
+
+
+def _where(fix: Fixed, locs: Locations) -> str:
+    line = locs.line(fix.path)
+    return f"{locs.file.name}:{line}" if line is not None else locs.file.name
+
+
+def _choose(
+    choices: Mapping[str, Any], declared: Mapping[str, Any], target: Mapping[str, Fixed],
+    previous: Mapping[str, Fixed], sets: Mapping[str, str], locs: Locations,
+) -> tuple[dict[str, Fixed], list[tuple[Fixed, Fixed]]]:  # fmt: skip
+    """One round: the fixes of the choices selected by ``--set``, else by ``previous``
+    fixes, else by the declared values; and the pairs of fixers that disagree."""
+    fixed = dict(target)
+    clashes: list[tuple[Fixed, Fixed]] = []
     for name, options in choices.items():
         where: PathKey = ("choices", name)
         if name not in declared:
             raise locs.error(where, f"choices for an undeclared param {name!r}", hint="declare it under params:")
         if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
             raise locs.error(where, "expected a mapping: value -> {param: value, ...}")
-        value = explicit.get(name, scalar_to_str(declared[name]))
+        by = previous.get(name)
+        value = sets[name] if name in sets else by.value if by is not None else scalar_to_str(declared[name])
         if value not in options:
             known = ", ".join(sorted(options))
-            raise locs.error(("params", name), f"{name}={value} is not one of the choices: {known}")
+            at = by.path if by is not None and name not in sets else ("params", name)
+            raise locs.error(at, f"{name}={value} is not one of the choices: {known}")
         for key, preset in options[value].items():
             if key not in declared:
                 raise locs.error((*where, value, key), f"unknown param {key!r}", hint="declare it under params:")
             if key == name:
                 raise locs.error((*where, value, key), "a choice cannot set its own param")
-            presets[key] = scalar_to_str(preset)
-    return presets
+            fix = Fixed(scalar_to_str(preset), f"choice {name}={value}", (*where, value, key))
+            other = fixed.setdefault(key, fix)
+            if other.value != fix.value:
+                clashes.append((other, fix))
+    return fixed, clashes
+
+
+def check_sets(
+    fixed: Mapping[str, Fixed], sets: Mapping[str, str], unlocked: Collection[str], params: Mapping[str, str],
+    locs: Locations, *, targets: Mapping[str, Any],
+) -> None:  # fmt: skip
+    """A ``--set`` that contradicts a value a target or choice fixed is an error naming
+    both, unless the param is unlocked (``--set-unlocked``). Values are compared as
+    resolved: ``--set`` of what the fixer says anyway is no contradiction. ``targets``
+    (the raw ones) name a target that sets the value, for the hint."""
+    for name, value in sets.items():
+        fix = fixed.get(name)
+        if fix is None or name in unlocked:
+            continue
+        wanted = _expand(fix.value, params)
+        if wanted == params[name]:
+            continue
+        hint = f"--set-unlocked {name}={value} overrides it anyway"
+        other = [t for t, spec in targets.items() if _target_sets(spec, name) == value]
+        if other:
+            hint = f"--target {other[0]} sets {name}={value}; or {hint}"
+        said = wanted or '""'
+        raise locs.error(fix.path, f"--set {name}={value} contradicts {fix.by}, which sets {name}={said}", hint=hint)
+
+
+def _target_sets(spec: Any, name: str) -> str | None:
+    tparams = spec.get("params") if isinstance(spec, dict) else None
+    return scalar_to_str(tparams[name]) if isinstance(tparams, dict) and name in tparams else None
+
+
+def _expand(value: str, params: Mapping[str, str]) -> str:
+    """``value`` with ``${param}`` of ``params`` replaced once (others, and ``$${``, left)."""
+
+    def repl(mt: re.Match[str]) -> str:
+        return params.get(mt.group(1), mt.group(0)) if mt.group(1) else mt.group(0)
+
+    return _PLACEHOLDER.sub(repl, value)

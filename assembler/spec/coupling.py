@@ -1,0 +1,141 @@
+"""What a manifest can build: the platforms it declares, and declarative checks of param
+combinations that no build could satisfy (``constraints:``), refused at load time.
+
+A CUDA arch list is compiled by the nvcc of the devel image's CUDA version: sm_100 needs
+CUDA 12.8, CUDA 13.0 dropped everything below sm_75. A manifest says which params are
+coupled so (``constraints: [{cuda_archs: "${torch_cuda_arch_list}", cuda_version:
+"${cuda_version}"}]``) and a ``--set`` that breaks it fails before anything is built,
+not an hour into a compile.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated
+
+from pydantic import Field
+
+from assembler.oci.descriptor import Platform
+from assembler.spec.fields import Strict
+from assembler.spec.yamlfile import PathKey
+
+if TYPE_CHECKING:
+    from assembler.spec.load import Loaded
+
+PlatformText = Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+/[A-Za-z0-9_]+(/[A-Za-z0-9_]+)?$")]
+Platforms = Annotated[
+    list[PlatformText] | None,
+    Field(description="the platforms this can be built for (others are refused); default: any", min_length=1),
+]
+
+
+class CudaArchs(Strict):
+    """The nvcc of ``cuda_version`` must compile every arch of ``cuda_archs`` (a
+    TORCH_CUDA_ARCH_LIST or CMAKE_CUDA_ARCHITECTURES value). An empty ``cuda_version``
+    (a CPU or ROCm build) skips the check, as do ``default``, ``native``, ``all``."""
+
+    cuda_archs: str
+    cuda_version: str
+
+
+Version = tuple[int, int]
+
+# Compute capability -> (first CUDA whose nvcc has it, first CUDA whose nvcc dropped it),
+# from the CUDA toolkit release notes.
+_ARCHS: dict[Version, tuple[Version, Version | None]] = {
+    (3, 5): ((5, 0), (12, 0)), (3, 7): ((6, 5), (12, 0)),
+    (5, 0): ((6, 0), (13, 0)), (5, 2): ((6, 5), (13, 0)), (5, 3): ((6, 5), (13, 0)),
+    (6, 0): ((8, 0), (13, 0)), (6, 1): ((8, 0), (13, 0)), (6, 2): ((8, 0), (13, 0)),
+    (7, 0): ((9, 0), (13, 0)), (7, 2): ((10, 0), (13, 0)), (7, 5): ((10, 0), None),
+    (8, 0): ((11, 0), None), (8, 6): ((11, 1), None), (8, 7): ((11, 4), None), (8, 9): ((11, 8), None),
+    (9, 0): ((11, 8), None),
+    (10, 0): ((12, 8), None), (10, 1): ((12, 8), (13, 0)), (10, 3): ((12, 9), None), (11, 0): ((13, 0), None),
+    (12, 0): ((12, 8), None), (12, 1): ((12, 9), None),
+}  # fmt: skip
+# Arch-specific (sm_90a) and family (sm_100f) targets came later than their arch.
+_SUFFIX_SINCE: dict[str, Version] = {"a": (12, 0), "f": (12, 9)}
+_KEYWORDS = {"default", "native", "all", "all-major"}
+_ARCH = re.compile(r"^(?:sm_|compute_)?(\d+)(?:\.(\d))?([af]?)(?:\+ptx|-real|-virtual)?$", re.IGNORECASE)
+
+
+def _version(text: str) -> Version | None:
+    match = re.match(r"^(\d+)\.(\d+)", text.strip())
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def _arch(token: str) -> tuple[Version, str] | None:
+    """``8.0``, ``9.0+PTX``, ``90a``, ``sm_100f``, ``120-real`` -> ((major, minor), suffix)."""
+    match = _ARCH.match(token)
+    if match is None:
+        return None
+    digits, minor, suffix = match.groups()
+    if minor is not None:
+        return (int(digits), int(minor)), suffix.lower()
+    if len(digits) < 2:
+        return None
+    return (int(digits[:-1]), int(digits[-1])), suffix.lower()
+
+
+def nvcc_misses(archs: str, cuda: Version) -> list[str]:
+    """The archs of the list that CUDA ``cuda``'s nvcc cannot compile, each with why."""
+    misses = []
+    for token in (t for t in re.split(r"[;,\s]+", archs) if t):
+        if token.lower() in _KEYWORDS:
+            continue
+        parsed = _arch(token)
+        known = _ARCHS.get(parsed[0]) if parsed else None
+        if parsed is None or known is None:
+            misses.append(f"{token} (not a CUDA arch this check knows)")
+            continue
+        since, dropped = known
+        since = max(since, _SUFFIX_SINCE.get(parsed[1], since))
+        if cuda < since:
+            misses.append(f"{token} (needs CUDA {since[0]}.{since[1]} or newer)")
+        elif dropped is not None and cuda >= dropped:
+            misses.append(f"{token} (dropped in CUDA {dropped[0]}.{dropped[1]})")
+    return misses
+
+
+def check_constraints(loaded: Loaded) -> None:
+    """Every ``constraints:`` entry holds for the resolved params; else a ManifestError
+    at the entry naming the params to change."""
+    for i, c in enumerate(loaded.manifest.constraints):
+        if not c.cuda_version.strip():
+            continue
+        cuda = _version(c.cuda_version)
+        if cuda is None:
+            raise loaded.error(("constraints", i, "cuda_version"), f"not a CUDA version: {c.cuda_version!r}")
+        misses = nvcc_misses(c.cuda_archs, cuda)
+        if misses:
+            archs, version = _param_names(loaded, c.cuda_archs), _param_names(loaded, c.cuda_version)
+            fixes = [f"--set {archs}=... without them"] if archs else []
+            fixes += [f"--set {version}=... that has them"] if version else []
+            raise loaded.error(
+                ("constraints", i),
+                f"CUDA {c.cuda_version}'s nvcc cannot compile {', '.join(misses)} of {archs or 'the arch list'} "
+                f"({c.cuda_archs})",
+                hint=", or ".join(fixes) or None,
+            )
+
+
+def _param_names(loaded: Loaded, value: str) -> str:
+    names = [name for name, v in loaded.params.items() if v == value]
+    return " or ".join(names[:2])
+
+
+def check_platforms(loaded: Loaded, platforms: Sequence[Platform]) -> None:
+    """Each platform to build (the manifest's ``platform:`` when none is asked for) is one
+    the manifest (or its target) declares under ``platforms:``; else a ManifestError."""
+    declared = loaded.manifest.platforms
+    if declared is None:
+        return
+    target = loaded.manifest.targets.get(loaded.target) if loaded.target else None
+    by_target = target is not None and target.platforms is not None
+    where: PathKey = ("targets", loaded.target or "", "platforms") if by_target else ("platforms",)
+    for plat in list(platforms) or [Platform.parse(loaded.manifest.platform)]:
+        if not any(Platform.parse(text).matches(plat) for text in declared):
+            asked = f"--platform {plat}" if platforms else f"platform {plat} (the manifest's platform:)"
+            what = f"target {loaded.target}" if by_target else "this manifest"
+            raise loaded.error(where, f"{asked}: {what} builds only {', '.join(declared)}",
+                               hint="its steps fetch or build files for those platforms only")  # fmt: skip

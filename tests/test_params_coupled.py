@@ -1,0 +1,268 @@
+"""Coupled params, planned offline with the real manifests (issue 12, point 2).
+
+A target or a chosen choice fixes the params it sets: a ``--set`` contradicting one is
+refused (exit 2) naming both the ``--set`` and the target or choice with its file:line,
+unless ``--set-unlocked``. Bases follow version params. Platforms a manifest does not
+declare are refused, as are CUDA arch lists the CUDA version's nvcc cannot compile
+(``constraints:``). ``plan`` shows ``--base`` overrides. Each contradiction the issue
+lists has its test here; nothing is built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from assembler.cli import main
+from assembler.errors import ManifestError
+from assembler.spec.coupling import nvcc_misses
+from assembler.spec.load import load_manifest
+from assembler.spec.yamlfile import load
+from tests.helpers import ROOT
+
+MANIFESTS = ROOT / "manifests"
+
+
+@pytest.fixture(autouse=True)
+def _no_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ASSEMBLE_TRACEBACK", raising=False)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("plan-cache")
+
+
+def plan(cache: Path, name: str, *args: str, json_out: bool = True) -> tuple[int, str, str]:
+    """``assemble plan manifests/NAME.yaml [--json] ARGS`` through the CLI's main."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(["plan", str(MANIFESTS / f"{name}.yaml"), "--cache", str(cache),
+                         *(["--json"] if json_out else []), *args])  # fmt: skip
+        except SystemExit as e:  # argparse errors
+            code = int(e.code or 0)
+    return code, out.getvalue(), err.getvalue()
+
+
+def planned(cache: Path, name: str, *args: str) -> dict[str, Any]:
+    code, out, err = plan(cache, name, *args)
+    assert code == 0, err
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+def refused(cache: Path, name: str, *args: str) -> str:
+    """The one error line (and hint) of a plan that must fail with exit 2."""
+    code, out, err = plan(cache, name, *args)
+    assert code == 2 and out == "", err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines[0].startswith("error: ") and all(line.startswith(("error: ", "hint: ")) for line in lines), err
+    return err
+
+
+def at(name: str, *path: str | int) -> str:
+    """``manifests/NAME.yaml:LINE`` of a value, as errors name it."""
+    file = MANIFESTS / f"{name}.yaml"
+    _, locs = load(file)
+    return f"{file}:{locs.line(path)}: {'.'.join(map(str, path))}"
+
+
+def labels(plan_json: dict[str, Any]) -> dict[str, str]:
+    return {k.removeprefix("io.assemble."): v for k, v in plan_json["config"]["Labels"].items()}
+
+
+def definitions(plan_json: dict[str, Any]) -> dict[str, str]:
+    return {s["name"]: s["definition"] for s in plan_json["steps"]}
+
+
+# -- vLLM: the gpu choice and the targets -----------------------------------------------------
+
+
+def test_vllm_gpu_rocm_on_the_cuda_target_is_refused(cache: Path) -> None:
+    err = refused(cache, "vllm", "--set", "gpu=rocm")
+    assert f"{at('vllm', 'targets', 'openai', 'params', 'gpu')}: --set gpu=rocm contradicts target openai" in err
+    assert "hint: --target rocm sets gpu=rocm" in err
+    # The ROCm build is its own target: ROCm bases, the ROCm wheel, no CUDA version
+    rocm = planned(cache, "vllm", "--target", "rocm")
+    assert (rocm["params"]["devel_image"], rocm["params"]["cuda_version"]) == ("rocm/vllm-dev:base", "")
+    assert [s["name"] for s in rocm["steps"]] == ["wheel-rocm", "vllm"]
+    # Asked for explicitly, the override is the user's
+    unlocked = planned(cache, "vllm", "--set-unlocked", "gpu=rocm")
+    assert (unlocked["params"]["gpu"], unlocked["target"]) == ("rocm", "openai")
+
+
+def test_vllm_rocm_target_with_gpu_cuda_is_refused(cache: Path) -> None:
+    err = refused(cache, "vllm", "--target", "rocm", "--set", "gpu=cuda")
+    assert f"{at('vllm', 'targets', 'rocm', 'params', 'gpu')}: --set gpu=cuda contradicts target rocm" in err
+    assert "hint: --target openai sets gpu=cuda" in err
+    # what the rocm target's gpu choice fixes cannot be set either, and the same value is no contradiction
+    err = refused(cache, "vllm", "--target", "rocm", "--set", "cuda_version=12.8.1")
+    assert f"{at('vllm', 'choices', 'gpu', 'rocm', 'cuda_version')}: --set cuda_version=12.8.1 contradicts choice " \
+           'gpu=rocm, which sets cuda_version=""' in err  # fmt: skip
+    assert planned(cache, "vllm", "--target", "rocm", "--set", "gpu=rocm")["params"]["gpu"] == "rocm"
+
+
+# -- vLLM: the "old to new is a few --sets" comment, and CUDA arch lists ---------------------
+
+
+def _comment_command() -> list[str]:
+    """The ``assemble plan manifests/vllm.yaml ...`` command in vllm.yaml's header comment."""
+    text = (MANIFESTS / "vllm.yaml").read_text()
+    match = re.search(r"^#   (assemble plan .*?)(?=\n#(?!     ))", text, re.MULTILINE | re.DOTALL)
+    assert match, "vllm.yaml's header shows the old-to-new command"
+    return shlex.split(re.sub(r"\\\n#\s+", " ", match.group(1)))
+
+
+def test_vllm_old_to_new_comment_plans_and_its_cuda_12_1_refuses_sm_100(cache: Path) -> None:
+    argv = _comment_command()
+    assert argv[:3] == ["assemble", "plan", "manifests/vllm.yaml"]
+    old = planned(cache, "vllm", *argv[3:])
+    assert labels(old)["gpu.cuda.version"] == "12.1.1"
+    assert not {"10.0", "12.0"} & set(labels(old)["gpu.cuda.archs"].split(";"))
+    # Without its arch list, CUDA 12.1 would be asked for 10.0 and 12.0, which its nvcc lacks
+    pairs = list(zip(argv[3::2], argv[4::2], strict=True))
+    assert all(flag == "--set" for flag, _ in pairs)
+    without = [a for flag, kv in pairs if not kv.startswith("torch_cuda_arch_list=") for a in (flag, kv)]
+    assert len(without) == len(argv) - 5
+    err = refused(cache, "vllm", *without)
+    assert f"{at('vllm', 'constraints', 0)}: CUDA 12.1.1's nvcc cannot compile 10.0 (needs CUDA 12.8 or newer), " \
+           "12.0 (needs CUDA 12.8 or newer) of torch_cuda_arch_list" in err  # fmt: skip
+    assert "hint: --set torch_cuda_arch_list=... without them, or --set cuda_version=..." in err
+
+
+def test_cuda_13_refuses_the_archs_it_dropped(cache: Path) -> None:
+    err = refused(cache, "vllm", "--set", "cuda_version=13.0.1")
+    assert "CUDA 13.0.1's nvcc cannot compile 7.0 (dropped in CUDA 13.0) of torch_cuda_arch_list" in err
+    ok = planned(cache, "vllm", "--set", "cuda_version=13.0.1", "--set", "torch_cuda_arch_list=7.5 8.0 9.0 10.0 12.0")
+    assert labels(ok)["gpu.cuda.version"] == "13.0.1"
+    refused(cache, "deepspeed", "--set", "torch_cuda_arch_list=9.0;10.0")  # CUDA 12.2
+    refused(cache, "tgi", "--set", "cuda_version=11.7.1")  # its list has 9.0, which needs 11.8
+    err = refused(cache, "tgi", "--set", "cuda_version=11.8.0", "--set", "torch_cuda_arch_list=8.0;8.6")
+    assert f"{at('tgi', 'constraints', 1)}: CUDA 11.8.0's nvcc cannot compile 9.0a (needs CUDA 12.0 or newer)" in err
+    planned(cache, "llamacpp", "--set", "cuda_docker_arch=86;120")  # CMake's form; CUDA 12.8.1 has sm_120
+    refused(cache, "llamacpp", "--set", "cuda_version=12.6.3", "--set", "cuda_docker_arch=86;120")
+    # no CUDA in a CPU build: nothing to check
+    planned(cache, "llamacpp", "--set", "backend=cpu", "--set", "cuda_docker_arch=86;120")
+
+
+@pytest.mark.parametrize(
+    ("archs", "cuda", "misses"),
+    [
+        ("7.0 7.5 8.0 8.9 9.0 10.0 12.0", (12, 9), []),
+        ("8.0;9.0a", (11, 8), ["9.0a (needs CUDA 12.0 or newer)"]),
+        ("sm_100f 120-real", (12, 8), ["sm_100f (needs CUDA 12.9 or newer)"]),
+        ("86;89;90-virtual", (11, 8), []),
+        ("default", (11, 0), []),
+        ("6.1 8.5", (12, 4), ["8.5 (not a CUDA arch this check knows)"]),
+        ("6.1+PTX", (13, 0), ["6.1+PTX (dropped in CUDA 13.0)"]),
+    ],
+)
+def test_nvcc_arch_table(archs: str, cuda: tuple[int, int], misses: list[str]) -> None:
+    assert nvcc_misses(archs, cuda) == misses
+
+
+# -- Dynamo: engines and CUDA versions ---------------------------------------------------------
+
+
+def test_dynamo_engine_sglang_on_the_vllm_target_is_refused(cache: Path) -> None:
+    err = refused(cache, "dynamo", "--set", "engine=sglang")
+    assert f"{at('dynamo', 'targets', 'vllm', 'params', 'engine')}: --set engine=sglang contradicts target vllm " \
+           "(the default_target), which sets engine=vllm" in err  # fmt: skip
+    assert "hint: --target sglang sets engine=sglang; or --set-unlocked engine=sglang overrides it anyway" in err
+    sglang = planned(cache, "dynamo", "--target", "sglang")
+    assert sglang["params"]["runtime_image"] == "lmsysorg/sglang:v0.5.6.post2-runtime"
+
+
+def test_dynamo_cuda_version_moves_both_bases(cache: Path) -> None:
+    old = planned(cache, "dynamo")
+    new = planned(cache, "dynamo", "--set", "cuda_version=13.0")
+    dl_base, cuda = "nvcr.io/nvidia/cuda-dl-base", "nvcr.io/nvidia/cuda"
+    assert (old["params"]["devel_image"], old["params"]["runtime_image"]) == (
+        f"{dl_base}:25.06-cuda12.9-devel-ubuntu24.04", f"{cuda}:12.9.1-runtime-ubuntu24.04")  # fmt: skip
+    # build.sh's VLLM_BASE_IMAGE_TAG_CU13 and VLLM_RUNTIME_IMAGE_TAG_CU13
+    assert (new["params"]["devel_image"], new["params"]["runtime_image"]) == (
+        f"{dl_base}:25.11-cuda13.0-devel-ubuntu24.04", f"{cuda}:13.0.2-runtime-ubuntu24.04")  # fmt: skip
+    assert labels(new)["gpu.cuda.version"] == "13.0"
+    # every step on the devel image changes; the manylinux wheel builder's CPU-only ones do not
+    a, b = definitions(old), definitions(new)
+    assert {"cuda", "cuda-jit", "nats-etcd", "framework-vllm"} <= {k for k in a if a[k] != b[k]}
+    assert a["dynamo-py"] == b["dynamo-py"] and a["gdrcopy"] == b["gdrcopy"]
+    sglang = planned(cache, "dynamo", "--target", "sglang", "--set", "cuda_version=13.0")
+    assert sglang["params"]["runtime_image"] == "lmsysorg/sglang:v0.5.6.post2-cu130-runtime"
+
+
+def test_dynamo_cuda_version_the_engine_fixes_or_no_image_has_is_refused(cache: Path) -> None:
+    err = refused(cache, "dynamo", "--target", "trtllm", "--set", "cuda_version=12.9")
+    assert f"{at('dynamo', 'choices', 'engine', 'trtllm', 'cuda_version')}: --set cuda_version=12.9 contradicts " \
+           "choice engine=trtllm, which sets cuda_version=13.0" in err  # fmt: skip
+    trtllm = planned(cache, "dynamo", "--target", "trtllm")  # the engine's choice picks the CUDA choice
+    assert (trtllm["params"]["cuda_version"], trtllm["params"]["cuda_full"]) == ("13.0", "13.0.2")
+    err = refused(cache, "dynamo", "--set", "cuda_version=12.8")
+    assert f"{at('dynamo', 'params', 'cuda_version')}: cuda_version=12.8 is not one of the choices: 12.9, 13.0" in err
+
+
+# -- platforms -----------------------------------------------------------------------------
+
+
+def test_platforms_a_manifest_does_not_declare_are_refused(cache: Path) -> None:
+    err = refused(cache, "dynamo", "--platform", "linux/arm64")
+    assert f"{at('dynamo', 'platforms')}: --platform linux/arm64: this manifest builds only linux/amd64" in err
+    assert planned(cache, "dynamo", "--platform", "linux/amd64")["name"] == "dynamo"
+    err = refused(cache, "vllm", "--target", "rocm", "--platform", "linux/arm64")
+    assert f"{at('vllm', 'targets', 'rocm', 'platforms')}: --platform linux/arm64: target rocm builds only" in err
+    planned(cache, "vllm", "--platform", "linux/arm64")  # the CUDA targets declare no limit
+
+
+def test_a_manifest_platform_outside_its_platforms_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "m.yaml").write_text(
+        "name: m\nplatform: linux/arm64\nplatforms: [linux/amd64]\nbases: {b: scratch}\nimage: {base: b}\n"
+    )
+    out, captured = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(captured):
+        code = main(["plan", str(tmp_path / "m.yaml"), "--cache", str(tmp_path / "c")])
+    err = captured.getvalue()
+    assert code == 2 and out.getvalue() == "", err
+    assert f"{tmp_path / 'm.yaml'}:3: platforms: platform linux/arm64 (the manifest's platform:)" in err
+
+
+# -- targets and choices that disagree, in the manifest itself ---------------------------------
+
+
+def test_a_target_and_a_choice_fixing_one_param_differently_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "m.yaml").write_text(
+        "name: m\n"
+        "params: {engine: a, cuda: '12'}\n"
+        "choices:\n"
+        "  engine:\n"
+        "    a: {}\n"
+        "    b: {cuda: '13'}\n"
+        "bases: {b: scratch}\n"
+        "image: {base: b}\n"
+        "targets:\n"
+        "  t: {params: {engine: b, cuda: '12'}}\n"
+    )
+    with pytest.raises(ManifestError, match=r"choice engine=b sets cuda=13, but target t \(m.yaml:10\) sets it to 12"):
+        load_manifest(tmp_path / "m.yaml", target="t")
+
+
+# -- plan shows --base overrides ----------------------------------------------------------------
+
+
+def test_plan_shows_base_overrides(cache: Path) -> None:
+    ref = "docker://registry.example.invalid/cuda:12.9.1-custom"
+    shown = planned(cache, "vllm", "--base", f"runtime={ref}")
+    assert shown["base_overrides"] == {"runtime": {"manifest": "docker://nvidia/cuda:12.9.1-base-ubuntu22.04",
+                                                   "ref": ref}}  # fmt: skip
+    assert planned(cache, "vllm")["base_overrides"] == {}
+    code, out, err = plan(cache, "vllm", "--base", f"runtime={ref}", json_out=False)
+    assert code == 0, err
+    assert f"    --base runtime={ref} replaces docker://nvidia/cuda:12.9.1-base-ubuntu22.04" in out.splitlines()
