@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import tarfile
 from pathlib import Path
@@ -231,7 +232,7 @@ def test_an_interpreter_the_image_lacks_is_a_miss(tmp_path: Path) -> None:
 
 
 def test_the_final_view_applies_whiteouts_opaque_folders_and_links() -> None:
-    files = ImageFiles([
+    files = ImageFiles.of([
         [("usr", "dir", ""), ("usr/lib", "dir", ""), ("usr/lib/a.so", "file", ""), ("usr/lib/b.so", "file", ""),
          ("lib", "symlink", "usr/lib"), ("opt", "dir", ""), ("opt/x/c.so", "file", "")],
         [("usr/lib/.wh.a.so", "file", ""), ("opt/.wh..wh..opq", "file", ""), ("opt/y.so", "file", ""),
@@ -243,3 +244,48 @@ def test_the_final_view_applies_whiteouts_opaque_folders_and_links() -> None:
     assert files.realpath("lib/a.so") is None
     assert files.data_of("usr/lib/d.so") == (1, "usr/lib/b.so")
     assert files.named(["b.so", "e.so"]) == {"b.so": ["usr/lib/b.so"], "e.so": ["usr/lib/e.so"]}
+
+
+ARTIFACTS = """\
+name: art
+bases:
+  devel: oci:{devel}:latest
+  runtime: oci:{runtime}:latest
+sources:
+  bin: {{path: ./bin}}
+compile:
+  - name: get
+    base: devel
+    sources: [bin]
+    run: ['mkdir -p /out && cp /src/bin/curl /src/bin/xz /out/']
+    artifacts:
+      curl: {{path: /out/curl, to: /usr/local/bin/curl}}
+      xz: {{path: /out/xz, to: /usr/local/bin/xz}}
+image:
+  base: runtime
+  layers:
+{layers}
+"""
+
+
+@pytest.mark.slow
+def test_an_artifact_the_debian_runtime_base_lacks_a_library_for_fails_the_build(
+    tmp_path: Path, demo_bases: dict[str, Path]
+) -> None:
+    """The demo's own runtime base (Debian minbase, bootstrapped): the host's xz finds
+    liblzma and glibc there, its curl does not find libcurl."""
+    root = tmp_path / "p"
+    (root / "bin").mkdir(parents=True)
+    for name in ("curl", "xz"):
+        (root / "bin" / name).write_bytes((Path("/usr/bin") / name).read_bytes())
+        (root / "bin" / name).chmod(0o755)
+    both = "    - artifact: get.xz\n    - artifact: get.curl\n"
+    (root / "m.yaml").write_text(ARTIFACTS.format(**demo_bases, layers=both))
+    (root / "xz.yaml").write_text(ARTIFACTS.format(**demo_bases, layers="    - artifact: get.xz\n"))
+    ran = build(root)
+    assert ran.code == 1, str(ran)
+    miss = r"/usr/local/bin/curl: needs libcurl\.so\.4, not found in the image \(layer \d+: artifact get\.curl\)"
+    assert re.search(miss, ran.err), str(ran)
+    assert "/usr/local/bin/xz" not in ran.err
+    ran = run_cli(["xz.yaml", "--cache", str(root / "cache"), "-o", "oci:xz-out:x"], cwd=root)
+    assert ran.code == 0, str(ran)

@@ -132,7 +132,7 @@ def check_image(
     layer of the image is) add, in the final image. Reads layers' headers, the files of
     ``layers`` and the libraries they resolve to, never the whole image's data."""
     reader = FactReader(image, open_blob, cache=cache, workdir=workdir)
-    files = ImageFiles([reader.entries(i) for i in range(len(image.layers))])
+    files = ImageFiles(len(image.layers), reader.entries)
     checked = sorted(set(layers))
     own: dict[int, list[str]] = {i: [] for i in checked}
     for path, rec in files.records.items():

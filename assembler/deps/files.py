@@ -52,14 +52,20 @@ def _parent_chain(path: str) -> Iterator[str]:
 class ImageFiles:
     """The final view of an image's paths (no data), newest layer first."""
 
-    def __init__(self, layers: Sequence[Sequence[Entry]]) -> None:
+    def __init__(self, count: int, entries: Callable[[int], Sequence[Entry]]) -> None:
+        """The view of ``count`` layers, ``entries(i)`` giving layer i's: one layer's entries
+        at a time are in memory."""
         self.records: dict[str, Record] = {}
         gone: set[str] = set()  # whiteouts of the layers above
         opaque: set[str] = set()  # opaque folders of the layers above
-        for index in reversed(range(len(layers))):
-            outs, opaques = self._apply(index, layers[index], gone, opaque)
+        for index in reversed(range(count)):
+            outs, opaques = self._apply(index, entries(index), gone, opaque)
             gone |= outs
             opaque |= opaques
+
+    @classmethod
+    def of(cls, layers: Sequence[Sequence[Entry]]) -> ImageFiles:
+        return cls(len(layers), layers.__getitem__)
 
     def _apply(
         self, index: int, entries: Sequence[Entry], gone: set[str], opaque: set[str]
