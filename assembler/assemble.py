@@ -24,6 +24,7 @@ from assembler.oci.image import Image
 from assembler.oci.reference import ImageName, Ref, absolute_ref, parse_ref
 from assembler.pipeline.build import Built
 from assembler.pipeline.build import build as _execute
+from assembler.pipeline.deps import check_built
 from assembler.pipeline.graph import LayerReport, StepReport
 from assembler.pipeline.options import Event, Options, Reporter, quiet
 from assembler.pipeline.resolve import Plan, Resolver
@@ -204,6 +205,8 @@ def _assemble_once(loaded: Loaded, options: Options, *, runner: Runner, report: 
     cache = Cache(options.cache_dir)
     built = build(plan, cache=cache, runner=runner, registry=options.registry, report=report)
     report(Event("image", {"digest": built.image.digest}))
+    if options.deps_check:  # before any output: an image that cannot run is not written
+        check_built(built, cache, report=report)
     docker = [r for r in refs if r.transport == "docker"]
     # The definition file inside a SIF names where the image lives (stable, not a temp path).
     source_name = str(docker[0]) if docker else f"assemble:{loaded.manifest.name}"

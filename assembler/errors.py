@@ -22,6 +22,7 @@ anything else reaching the CLI is a bug and gets a traceback.
     │   └── StepFailed                  a compile or runtime step's command failed
     ├── RegistryError                   a registry said no (after retries)
     ├── CacheError                      the cache directory cannot be used
+    ├── MissingDependencies             ELF files an image adds cannot load in it (libraries, versions)
     └── Cancelled                       a step given up: another one failed (or Ctrl-C)
 
 Expected failures carry fields (``status``, ``argv``, ``returncode``, ``log_tail``...), not
@@ -182,6 +183,15 @@ class RegistryError(AssemblerError):
 
 class CacheError(AssemblerError):
     """The cache directory cannot be created, read or written."""
+
+
+class MissingDependencies(AssemblerError):
+    """ELF files a build's layers add need libraries, symbol versions or a loader the
+    image lacks. ``misses`` holds the dependency check's findings (``assembler.deps.Miss``)."""
+
+    def __init__(self, message: str, *, misses: Sequence[object] = (), hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.misses = tuple(misses)
 
 
 class Cancelled(AssemblerError):

@@ -7,6 +7,7 @@
     assemble inspect REF              manifest, config and layers of any image reference
     assemble validate REF             recompute every size, digest and diff_id of an image
     assemble diff A B                 why two images differ: config fields, layers, files
+    assemble deps REF                 can the ELF files an image adds load in it (libraries, versions)
     assemble sif SOURCE OUT.sif       an Apptainer/Singularity SIF of any image, written as a stream
     assemble sqsh SOURCE OUT.sqsh     an Enroot/Pyxis squashfs image of any image, written as a stream
     assemble schema [-o DIR]          JSON Schemas of manifests and recipes (for editors)
@@ -32,7 +33,7 @@ from assembler.cli import cache as cli_cache
 from assembler.cli.args import SUBCOMMANDS, parser
 from assembler.cli.build import cmd_build, cmd_plan
 from assembler.cli.console import err
-from assembler.cli.images import cmd_diff, cmd_inspect, cmd_schema, cmd_sif, cmd_sqsh, cmd_validate
+from assembler.cli.images import cmd_deps, cmd_diff, cmd_inspect, cmd_schema, cmd_sif, cmd_sqsh, cmd_validate
 from assembler.cli.progress import json_error
 from assembler.errors import AssemblerError
 
@@ -44,6 +45,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "inspect": cmd_inspect,
     "validate": cmd_validate,
     "diff": cmd_diff,
+    "deps": cmd_deps,
     "sif": cmd_sif,
     "sqsh": cmd_sqsh,
     "schema": cmd_schema,

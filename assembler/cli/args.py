@@ -13,7 +13,7 @@ from assembler.errors import InputError
 from assembler.oci.descriptor import Platform
 from assembler.transports.common import RegistryOptions
 
-SUBCOMMANDS = ("build", "plan", "inspect", "validate", "diff", "sif", "sqsh", "schema", "cache")
+SUBCOMMANDS = ("build", "plan", "inspect", "validate", "diff", "deps", "sif", "sqsh", "schema", "cache")
 
 
 def _bool(text: str) -> bool:
@@ -146,6 +146,9 @@ def _manifest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-host-ca", action="store_true", help="do not mount the host CA bundle into build containers")
     p.add_argument("--attach-sif", action="store_true",
                    help="also push a SIF of the image as a referrer of each docker:// output")  # fmt: skip
+    p.add_argument("--no-deps-check", action="store_true",
+                   help="do not check that the ELF files of artifact and copy layers find their libraries and "
+                        "symbol versions in the image")  # fmt: skip
     p.add_argument("--compression", choices=("zstd", "gzip"), default=None,
                    help="layer compression (default: the manifest's, else zstd; gzip for old clients)")  # fmt: skip
     _common(p, platforms=True)
@@ -171,6 +174,13 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("diff", help="why two images differ (exit 0 identical, 1 different, 2 trouble)")
     p.add_argument("a", help="an image reference, as for inspect")
     p.add_argument("b", help="another image reference")
+    _reader_cache(p)
+    _common(p)
+    p = sub.add_parser("deps", help="check that an image's ELF files find their libraries (exit 1 on a miss)")
+    p.add_argument("ref", help="an image reference, as for inspect")
+    p.add_argument("--all-layers", action="store_true",
+                   help="check the ELF files of every layer (default: the artifact and copy layers assemble "
+                        "added, else every layer)")  # fmt: skip
     _reader_cache(p)
     _common(p)
     p = sub.add_parser("sif", help="convert any image to an Apptainer/Singularity SIF file, as a stream")

@@ -47,6 +47,7 @@ def _options(args: argparse.Namespace, manifest_epoch: int | None, manifest_cach
         cache_from=cache_from,
         executor=args.executor,
         slurm_args=_slurm_args(args.slurm_args),
+        deps_check=not getattr(args, "no_deps_check", False),
     )
 
 

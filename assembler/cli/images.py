@@ -239,3 +239,38 @@ def cmd_schema(args: argparse.Namespace) -> int:
         path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
         err.print(f"wrote {path}", markup=False)
     return 0
+
+
+def _layer_names(image: Any) -> list[str]:
+    """What made each layer, from the config's history (entries with a layer, in order)."""
+    made = [str(h.get("created_by", "")) for h in image.config.get("history") or [] if not h.get("empty_layer")]
+    if len(made) != len(image.layers):
+        made = [""] * len(image.layers)
+    return [m or d.digest for m, d in zip(made, image.layers, strict=True)]
+
+
+def cmd_deps(args: argparse.Namespace) -> int:
+    from assembler.cache import Cache
+    from assembler.deps import check_image
+
+    with _reading_cache(args) as cache_dir:
+        source = _source(args, cache_dir)
+        image = source.image
+        names = _layer_names(image)
+        ours = [i for i, n in enumerate(names) if n.startswith(("assemble: artifact ", "assemble: copy "))]
+        layers = list(range(len(image.layers))) if args.all_layers or not ours else ours
+        cache = Cache(cache_dir)
+        with cache.workdir("deps-") as work:
+            report = check_image(image, source.blobs.open_blob, layers=layers, names=names, cache=cache, workdir=work)
+    if args.json:
+        out.print(json.dumps({"image": image.digest, **report.to_json()}, indent=2), markup=False)
+        return 0 if report.ok else 1
+    say(f"{source.name} {image.digest}: {report.files} ELF files in layers {', '.join(map(str, report.layers))}")
+    for miss in report.misses:
+        out.print(f"  missing: {miss}", markup=False)
+    for note in report.notes:
+        out.print(f"  note: {note}", markup=False)
+    if report.host:
+        out.print(f"  left to the host (GPU driver): {', '.join(report.host)}", markup=False)
+    out.print("ok" if report.ok else f"{len(report.misses)} missing", markup=False)
+    return 0 if report.ok else 1

@@ -54,3 +54,5 @@ class Options:
     # Step keys already made in this run (by an earlier variant): cached even under
     # --no-cache/--rebuild, so a step that variants share runs once per run.
     made_keys: frozenset[str] = frozenset()
+    # Check that the ELF files of artifact and copy layers load in the image (see assembler.deps).
+    deps_check: bool = True

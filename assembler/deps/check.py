@@ -1,0 +1,297 @@
+"""Check that the ELF files of chosen layers can be loaded in the final image.
+
+For each executable and shared object those layers add (for a build: its ``artifact:``
+and ``copy:`` layers), as glibc's ld.so would:
+
+- its loader (``PT_INTERP``) exists in the image;
+- each ``DT_NEEDED`` resolves, searching DT_RPATH (when there is no DT_RUNPATH),
+  ``LD_LIBRARY_PATH`` from the image's ``Env``, DT_RUNPATH (``$ORIGIN``, ``$LIB`` and
+  ``$PLATFORM`` expanded), the folders of the base's ``/etc/ld.so.conf`` (and what it
+  includes), then the default folders (``/lib``, ``/usr/lib``, ``lib64`` and the
+  multiarch ones); symlinks are followed inside the image; a library of another ELF class
+  or machine is passed over, as ld.so does;
+- each version it needs from a library (``GLIBC_2.38``, ``GLIBCXX_3.4.30``:
+  ``.gnu.version_r``) is defined by the library found (``.gnu.version_d``).
+
+GPU driver libraries are the host's: the NVIDIA container runtime mounts them into the
+container, so an image must not need to ship them (:data:`HOST_LIBRARIES`).
+
+A shared object (no ``PT_INTERP``) needing a library that is in the image but not on its
+search path is a note, not a miss: it loads when the program loading it has loaded that
+library first (a PyTorch extension needs ``libc10.so`` from torch's folder).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import posixpath
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from assembler.cache import Cache
+from assembler.deps.elf import ElfFacts
+from assembler.deps.files import BlobOpener, FactReader, ImageFiles
+from assembler.oci.image import Image
+
+# The driver libraries the NVIDIA Container Toolkit mounts from the host: the lists
+# utility_libs, compute_libs, video_libs, graphics_libs, graphics_libs_glvnd, ngx_libs and
+# dxcore_libs (WSL) of libnvidia-container's src/nvc_info.c (NVIDIA/libnvidia-container).
+# Its graphics_libs_compat (libGL.so, libEGL.so...) are left out: those are mounted only
+# when the driver ships them instead of GLVND, so an image that needs them ships GLVND's.
+HOST_LIBRARIES = (
+    "libnvidia-ml.so", "libnvidia-cfg.so", "libnvidia-nscq.so",
+    "libcuda.so", "libcudadebugger.so", "libnvidia-opencl.so", "libnvidia-gpucomp.so",
+    "libnvidia-ptxjitcompiler.so", "libnvidia-fatbinaryloader.so", "libnvidia-allocator.so",
+    "libnvidia-compiler.so", "libnvidia-pkcs11.so", "libnvidia-pkcs11-openssl3.so", "libnvidia-nvvm.so",
+    "libnvidia-tileiras.so",
+    "libvdpau_nvidia.so", "libnvidia-encode.so", "libnvidia-opticalflow.so", "libnvcuvid.so",
+    "libnvidia-eglcore.so", "libnvidia-glcore.so", "libnvidia-tls.so", "libnvidia-glsi.so", "libnvidia-fbc.so",
+    "libnvidia-ifr.so", "libnvidia-rtcore.so", "libnvoptix.so",
+    "libGLX_nvidia.so", "libEGL_nvidia.so", "libGLESv2_nvidia.so", "libGLESv1_CM_nvidia.so",
+    "libnvidia-glvkspirv.so", "libnvidia-cbl.so",
+    "libnvidia-ngx.so", "libdxcore.so",
+)  # fmt: skip
+
+# OCI architecture -> ELF machine and the Debian multiarch triplet of its default folders.
+_MACHINES = {"amd64": "EM_X86_64", "arm64": "EM_AARCH64", "386": "EM_386", "ppc64le": "EM_PPC64",
+             "s390x": "EM_S390", "riscv64": "EM_RISCV", "arm": "EM_ARM"}  # fmt: skip
+_TRIPLETS = {"EM_X86_64": "x86_64-linux-gnu", "EM_AARCH64": "aarch64-linux-gnu", "EM_386": "i386-linux-gnu",
+             "EM_PPC64": "powerpc64le-linux-gnu", "EM_S390": "s390x-linux-gnu", "EM_RISCV": "riscv64-linux-gnu",
+             "EM_ARM": "arm-linux-gnueabihf"}  # fmt: skip
+_PLATFORMS = {"EM_X86_64": "x86_64", "EM_AARCH64": "aarch64", "EM_386": "i686", "EM_PPC64": "ppc64le"}
+LDCONF = "etc/ld.so.conf"
+
+
+def host_provided(name: str) -> bool:
+    """Whether ``name`` (``libcuda.so.1``) is a driver library the host provides."""
+    return any(name == lib or name.startswith(lib + ".") for lib in HOST_LIBRARIES)
+
+
+@dataclass(frozen=True)
+class Miss:
+    """Something an ELF file needs that the image does not have."""
+
+    file: str  # /usr/bin/curl
+    layer: int
+    layer_what: str
+    kind: str  # library | version | interpreter
+    library: str  # libcurl.so.4, or the loader's path
+    version: str = ""  # GLIBC_2.99 (kind version)
+    provider: str = ""  # the library found, which lacks ``version``
+
+    def __str__(self) -> str:
+        where = f"(layer {self.layer}: {self.layer_what})"
+        if self.kind == "version":
+            lacks = f"{self.provider} does not define it"
+            return f"{self.file}: needs {self.version} from {self.library}, {lacks} {where}"
+        if self.kind == "interpreter":
+            return f"{self.file}: its loader {self.library} is not in the image {where}"
+        return f"{self.file}: needs {self.library}, not found in the image {where}"
+
+
+@dataclass(frozen=True)
+class Note:
+    """A shared object's library found in the image, but not on its search path."""
+
+    file: str
+    layer: int
+    library: str
+    elsewhere: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return (f"{self.file} (layer {self.layer}) needs {self.library}, not on its search path but at "
+                f"{', '.join(self.elsewhere)}: it loads only if the program loaded that one first")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Report:
+    layers: tuple[int, ...]  # the layers whose files were checked
+    files: int  # ELF files checked
+    misses: tuple[Miss, ...]
+    notes: tuple[Note, ...]
+    host: tuple[str, ...]  # driver libraries needed, left to the host
+
+    @property
+    def ok(self) -> bool:
+        return not self.misses
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "layers": list(self.layers), "files": self.files,
+                "misses": [asdict(m) for m in self.misses],
+                "notes": [{**asdict(n), "elsewhere": list(n.elsewhere)} for n in self.notes],
+                "host": list(self.host)}  # fmt: skip
+
+
+def check_image(
+    image: Image, open_blob: BlobOpener, *, layers: Sequence[int], names: Sequence[str], cache: Cache | None,
+    workdir: Path,
+) -> Report:  # fmt: skip
+    """Check the ELF files ``layers`` (indexes into ``image.layers``; ``names``: what each
+    layer of the image is) add, in the final image. Reads layers' headers, the files of
+    ``layers`` and the libraries they resolve to, never the whole image's data."""
+    reader = FactReader(image, open_blob, cache=cache, workdir=workdir)
+    files = ImageFiles(len(image.layers), reader.entries)
+    checked = sorted(set(layers))
+    own: dict[int, list[str]] = {i: [] for i in checked}
+    for path, rec in files.records.items():
+        if rec.layer in own and rec.kind == "file":
+            own[rec.layer].append(path)
+    machine = _MACHINES.get(image.platform.architecture)
+    objects: list[tuple[str, int, ElfFacts]] = []
+    for index in checked:
+        if own[index]:
+            reader.read(index, None)
+        for path in sorted(own[index]):
+            facts = reader.facts.get((index, path))
+            if facts is not None and facts.loadable and (machine is None or facts.machine == machine):
+                objects.append((path, index, facts))
+    named = files.named({n for _, _, f in objects for n in f.needed if "/" not in n and not host_provided(n)})
+    conf_dirs = _read_libraries(reader, files, named)
+    env = _ld_library_path(image)
+    checker = _Checker(files, reader, named, [*env], conf_dirs, names)
+    for path, index, facts in objects:
+        checker.check(path, index, facts)
+    return Report(tuple(checked), len(objects), tuple(checker.misses), tuple(checker.notes),
+                  tuple(sorted(checker.host)))  # fmt: skip
+
+
+def _read_libraries(reader: FactReader, files: ImageFiles, named: Mapping[str, list[str]]) -> list[str]:
+    """Reads the facts of every library a needed name may resolve to and the ld.so.conf
+    files (one pass per layer holding any); the folders ld.so.conf names."""
+    wanted: dict[int, set[str]] = {}
+    texts: dict[int, set[str]] = {}
+    for paths in named.values():
+        for path in paths:
+            real = files.realpath(path)
+            loc = files.data_of(real) if real is not None else None
+            if loc is not None and loc not in reader.facts:
+                wanted.setdefault(loc[0], set()).add(loc[1])
+    confs = [p for p in files.records if p == LDCONF or p.startswith("etc/ld.so.conf.d/")]
+    located: dict[str, tuple[int, str]] = {}
+    for path in confs:
+        real = files.realpath(path)
+        loc = files.data_of(real) if real is not None else None
+        if loc is not None:
+            located[path] = loc
+            texts.setdefault(loc[0], set()).add(loc[1])
+    for index in sorted(set(wanted) | set(texts)):
+        reader.read(index, wanted.get(index, set()), frozenset(texts.get(index, set())))
+    text = {path: reader.texts.get(loc, "") for path, loc in located.items()}
+    return _ldconf_dirs(LDCONF, text, set())
+
+
+def _ldconf_dirs(path: str, text: Mapping[str, str], seen: set[str]) -> list[str]:
+    """The folders ld.so.conf at ``path`` names, ``include`` globs followed (within what was read)."""
+    if path in seen or path not in text:
+        return []
+    seen.add(path)
+    dirs: list[str] = []
+    for raw in text[path].splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line or line.startswith("hwcap "):
+            continue
+        if line.startswith("include "):
+            for pattern in line.split()[1:]:
+                pattern = posixpath.join(posixpath.dirname("/" + path), pattern).lstrip("/")
+                for match in sorted(p for p in text if fnmatch.fnmatchcase(p, pattern)):
+                    dirs += _ldconf_dirs(match, text, seen)
+            continue
+        dirs += [d for d in line.replace(",", " ").split() if d.startswith("/")]
+    return dirs
+
+
+def _ld_library_path(image: Image) -> list[str]:
+    for item in image.container_config.get("Env") or []:
+        key, _, value = str(item).partition("=")
+        if key == "LD_LIBRARY_PATH":
+            # An empty entry is the working directory: not a place an image can promise.
+            return [d for d in value.replace(";", ":").split(":") if d.startswith("/")]
+    return []
+
+
+def default_dirs(facts: ElfFacts) -> list[str]:
+    """The folders ld.so searches last (Debian's multiarch ones, then Red Hat's lib64, then /lib, /usr/lib)."""
+    triplet = _TRIPLETS.get(facts.machine)
+    multiarch = [f"/lib/{triplet}", f"/usr/lib/{triplet}"] if triplet else []
+    lib64 = ["/lib64", "/usr/lib64"] if facts.elfclass == 64 else ["/lib32", "/usr/lib32"]
+    return [*multiarch, *lib64, "/lib", "/usr/lib"]
+
+
+def _expand(entries: Sequence[str], origin: str, facts: ElfFacts) -> list[str]:
+    """RPATH/RUNPATH entries with $ORIGIN, $LIB and $PLATFORM expanded; relative ones
+    (relative to the working directory) dropped."""
+    triplet = _TRIPLETS.get(facts.machine, "")
+    libs = ["lib64" if facts.elfclass == 64 else "lib", "lib", *([f"lib/{triplet}"] if triplet else [])]
+    out: list[str] = []
+    for entry in entries:
+        text = entry.replace("${ORIGIN}", "$ORIGIN").replace("$ORIGIN", origin)
+        text = text.replace("${PLATFORM}", "$PLATFORM").replace("$PLATFORM", _PLATFORMS.get(facts.machine, ""))
+        variants = [text.replace("${LIB}", lib).replace("$LIB", lib) for lib in libs] if "LIB" in text else [text]
+        out += [v for v in dict.fromkeys(variants) if v.startswith("/")]
+    return out
+
+
+class _Checker:
+    def __init__(
+        self, files: ImageFiles, reader: FactReader, named: Mapping[str, list[str]], env: list[str],
+        conf_dirs: list[str], names: Sequence[str],
+    ) -> None:  # fmt: skip
+        self.files = files
+        self.reader = reader
+        self.named = named
+        self.env = env
+        self.conf_dirs = conf_dirs
+        self.names = names
+        self.misses: list[Miss] = []
+        self.notes: list[Note] = []
+        self.host: set[str] = set()
+
+    def _miss(self, path: str, index: int, kind: str, library: str, **extra: str) -> None:
+        what = self.names[index] if index < len(self.names) else ""
+        self.misses.append(Miss("/" + path, index, what, kind, library, **extra))
+
+    def check(self, path: str, index: int, facts: ElfFacts) -> None:
+        if facts.interp is not None and self._found(facts.interp.lstrip("/")) is None:
+            self._miss(path, index, "interpreter", facts.interp)
+        origin = "/" + posixpath.dirname(path)
+        dirs = [
+            *(_expand(facts.rpath, origin, facts) if not facts.runpath else []),
+            *self.env, *_expand(facts.runpath, origin, facts), *self.conf_dirs, *default_dirs(facts),
+        ]  # fmt: skip
+        for name in facts.needed:
+            if host_provided(name):
+                self.host.add(name)
+                continue
+            found = self._resolve(name, dirs, facts)
+            if found is None:
+                self._not_found(path, index, facts, name)
+                continue
+            provider, lib = found
+            for version in facts.verneed.get(name, ()):
+                if lib is not None and lib.verdef and version not in lib.verdef:
+                    self._miss(path, index, "version", name, version=version, provider="/" + provider)
+
+    def _not_found(self, path: str, index: int, facts: ElfFacts, name: str) -> None:
+        elsewhere = tuple(sorted("/" + p for p in self.named.get(name, [])))
+        if facts.interp is None and elsewhere:
+            self.notes.append(Note("/" + path, index, name, elsewhere))
+        else:
+            self._miss(path, index, "library", name)
+
+    def _found(self, path: str) -> tuple[int, str] | None:
+        real = self.files.realpath(path)
+        return self.files.data_of(real) if real is not None else None
+
+    def _resolve(self, name: str, dirs: Sequence[str], facts: ElfFacts) -> tuple[str, ElfFacts | None] | None:
+        if "/" in name:  # a path: used as it is (relative ones from the working directory: the root here)
+            loc = self._found(name.lstrip("/"))
+            return (name, self.reader.facts.get(loc)) if loc is not None else None
+        for folder in dict.fromkeys(dirs):
+            real = self.files.realpath(f"{folder}/{name}")
+            loc = self.files.data_of(real) if real is not None else None
+            lib = self.reader.facts.get(loc) if loc is not None else None
+            if real is not None and lib is not None and (lib.elfclass, lib.machine) == (facts.elfclass, facts.machine):
+                return real, lib
+        return None

@@ -1,0 +1,119 @@
+"""What the dynamic loader needs to know about one ELF file, read with pyelftools.
+
+Only the headers, the dynamic segment and the GNU version sections are read; the file
+must be seekable (a layer member is spooled to a bounded temporary file first).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from elftools.common.exceptions import ELFError
+from elftools.construct.core import ConstructError
+from elftools.elf.dynamic import DynamicSegment
+from elftools.elf.elffile import ELFFile
+from elftools.elf.gnuversions import GNUVerDefSection, GNUVerNeedSection
+from elftools.elf.segments import InterpSegment
+
+ELF_MAGIC = b"\x7fELF"
+_VER_FLG_WEAK = 0x2  # a weak version need: ld.so only warns when it is missing
+_DAMAGED = (ELFError, ConstructError, struct.error, ValueError, IndexError, UnicodeDecodeError)
+
+
+@dataclass(frozen=True)
+class ElfFacts:
+    """An ELF file as the dynamic loader sees it."""
+
+    elfclass: int  # 32 | 64
+    machine: str  # EM_X86_64...
+    type: str  # ET_EXEC | ET_DYN | ET_REL...
+    interp: str | None = None  # PT_INTERP: the program's dynamic loader
+    soname: str | None = None
+    needed: tuple[str, ...] = ()
+    rpath: tuple[str, ...] = ()
+    runpath: tuple[str, ...] = ()
+    verneed: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # library -> versions it must define
+    verdef: tuple[str, ...] = ()  # the versions this file defines
+
+    @property
+    def loadable(self) -> bool:
+        return self.type in ("ET_EXEC", "ET_DYN")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "class": self.elfclass, "machine": self.machine, "type": self.type, "interp": self.interp,
+            "soname": self.soname, "needed": list(self.needed), "rpath": list(self.rpath),
+            "runpath": list(self.runpath), "verneed": {k: list(v) for k, v in self.verneed.items()},
+            "verdef": list(self.verdef),
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ElfFacts:
+        """From :meth:`to_json`; KeyError/TypeError/ValueError for any other shape."""
+        return cls(
+            elfclass=int(data["class"]), machine=str(data["machine"]), type=str(data["type"]),
+            interp=None if data["interp"] is None else str(data["interp"]),
+            soname=None if data["soname"] is None else str(data["soname"]),
+            needed=tuple(str(x) for x in data["needed"]), rpath=tuple(str(x) for x in data["rpath"]),
+            runpath=tuple(str(x) for x in data["runpath"]),
+            verneed={str(k): tuple(str(x) for x in v) for k, v in data["verneed"].items()},
+            verdef=tuple(str(x) for x in data["verdef"]),
+        )  # fmt: skip
+
+
+def _string(tag: Any, name: str) -> str:
+    # pyelftools sets the tag's string as an attribute named after it (needed, rpath...).
+    return str(getattr(tag, name[3:].lower()))
+
+
+def _dynamic(elf: ELFFile) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {"DT_NEEDED": [], "DT_RPATH": [], "DT_RUNPATH": [], "DT_SONAME": []}
+    # The segment, not the section: a loader reads segments, and some files have no section headers.
+    for seg in elf.iter_segments():
+        if not isinstance(seg, DynamicSegment) or seg["p_filesz"] == 0:
+            continue
+        for tag in seg.iter_tags():
+            name = tag.entry.d_tag
+            if name in ("DT_NEEDED", "DT_SONAME"):
+                found[name].append(_string(tag, name))
+            elif name in ("DT_RPATH", "DT_RUNPATH"):
+                found[name] += _string(tag, name).split(":")
+        break
+    return found
+
+
+def _versions(elf: ELFFile) -> tuple[dict[str, tuple[str, ...]], tuple[str, ...]]:
+    need: dict[str, list[str]] = {}
+    define: list[str] = []
+    for section in elf.iter_sections():
+        if isinstance(section, GNUVerNeedSection):
+            for verneed, auxes in section.iter_versions():
+                names = need.setdefault(str(verneed.name), [])
+                names += [str(a.name) for a in auxes if not a["vna_flags"] & _VER_FLG_WEAK]
+        elif isinstance(section, GNUVerDefSection):
+            for _verdef, auxes in section.iter_versions():
+                first = next(iter(auxes), None)
+                if first is not None:
+                    define.append(str(first.name))
+    return {k: tuple(v) for k, v in need.items()}, tuple(define)
+
+
+def read_facts(stream: IO[bytes]) -> ElfFacts | None:
+    """The facts of the ELF file in ``stream`` (seekable); None when it is not one or
+    cannot be parsed (a damaged or truncated file is no library ld.so would load)."""
+    try:
+        elf = ELFFile(stream)
+        interp = next((s.get_interp_name() for s in elf.iter_segments() if isinstance(s, InterpSegment)), None)
+        dyn = _dynamic(elf)
+        verneed, verdef = _versions(elf)
+        return ElfFacts(
+            elfclass=int(elf.elfclass), machine=str(elf["e_machine"]), type=str(elf["e_type"]), interp=interp,
+            soname=dyn["DT_SONAME"][0] if dyn["DT_SONAME"] else None, needed=tuple(dyn["DT_NEEDED"]),
+            rpath=tuple(p for p in dyn["DT_RPATH"] if p), runpath=tuple(p for p in dyn["DT_RUNPATH"] if p),
+            verneed=verneed, verdef=verdef,
+        )  # fmt: skip
+    except _DAMAGED:
+        return None

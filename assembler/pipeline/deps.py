@@ -1,0 +1,41 @@
+"""The dependency check of a build (:mod:`assembler.deps`): the ELF files of its
+``artifact:`` and ``copy:`` layers must load in the image it made."""
+
+from __future__ import annotations
+
+from assembler.cache import Cache
+from assembler.deps import Report, check_image
+from assembler.errors import MissingDependencies
+from assembler.pipeline.build import Built
+from assembler.pipeline.options import Event, Reporter
+
+CHECKED_KINDS = ("artifact", "copy")
+_NOTES_SHOWN = 5
+
+
+def check_built(built: Built, cache: Cache, *, report: Reporter) -> Report:
+    """Check ``built``'s artifact and copy layers; MissingDependencies naming every miss
+    (file, library or version, layer) when a file cannot load in the image."""
+    image = built.image
+    names = [""] * len(image.layers)
+    for layer in built.layers:
+        if layer.index < len(names):
+            names[layer.index] = layer.what
+    layers = [r.index for r in built.layers if r.kind in CHECKED_KINDS and r.index < len(names)]
+    with cache.workdir("deps-") as work:
+        result = check_image(image, cache.open_blob, layers=layers, names=names, cache=cache, workdir=work)
+    host = f"; left to the host: {', '.join(result.host)}" if result.host else ""
+    report(Event("info", {"text": f"dependency check: {result.files} ELF files in {len(layers)} layers{host}"}))
+    for note in result.notes[:_NOTES_SHOWN]:
+        report(Event("warning", {"text": str(note)}))
+    if len(result.notes) > _NOTES_SHOWN:
+        report(Event("warning", {"text": f"... and {len(result.notes) - _NOTES_SHOWN} more such libraries"}))
+    if result.misses:
+        lines = "\n".join(f"  {m}" for m in result.misses)
+        raise MissingDependencies(
+            f"dependency check: {len(result.misses)} missing in the image\n{lines}",
+            misses=result.misses,
+            hint="add the library to the runtime base (a packages: layer) or the artifact; "
+            "--no-deps-check builds anyway",
+        )
+    return result

@@ -1,0 +1,291 @@
+"""The dependency check: ELF files of artifact and copy layers must load in the image.
+
+Images are made of real files, without a container: the host's own ``curl`` and the
+glibc, zlib and libcurl it needs, laid out in a root filesystem tarball as a Debian base
+has them (merged /usr, multiarch folders, symlinked sonames); a base lacking a library,
+or with a libc whose version definitions are too old, fails the build naming it. Small
+ELF files written here (dynamic section only) cover $ORIGIN, ld.so.conf, LD_LIBRARY_PATH
+and the GPU driver libraries the host provides.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import struct
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from assembler.deps.files import ImageFiles
+from tests.helpers import layout_digest, run_cli
+
+TRIPLET = "x86_64-linux-gnu"
+HOST_LIBS = Path("/lib") / TRIPLET
+CURL = Path("/usr/bin/curl")
+LOADER = "/lib64/ld-linux-x86-64.so.2"
+
+pytestmark = pytest.mark.skipif(not (CURL.exists() and (HOST_LIBS / "libcurl.so.4").exists()),
+                                reason="needs the host's curl and libcurl (Debian: curl)")  # fmt: skip
+
+
+def tiny_elf(*, needed: list[str], runpath: str = "", soname: str = "", interp: str = "") -> bytes:
+    """An x86_64 ELF with only what ld.so reads first: program headers (PT_LOAD,
+    PT_DYNAMIC, PT_INTERP when ``interp``) and a dynamic section (no code, no sections)."""
+    strings = b"\0"
+    offsets: dict[str, int] = {}
+    for text in [*needed, runpath, soname, interp]:
+        if text and text not in offsets:
+            offsets[text] = len(strings)
+            strings += text.encode() + b"\0"
+    phnum = 3 if interp else 2
+    strtab = 64 + 56 * phnum
+    dyn_off = (strtab + len(strings) + 7) // 8 * 8
+    tags = [(1, offsets[n]) for n in needed]
+    tags += [(29, offsets[runpath])] if runpath else []
+    tags += [(14, offsets[soname])] if soname else []
+    tags += [(5, strtab), (10, len(strings)), (0, 0)]
+    dynamic = b"".join(struct.pack("<qQ", t, v) for t, v in tags)
+    total = dyn_off + len(dynamic)
+    head = b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8)
+    head += struct.pack("<HHIQQQIHHHHHH", 3, 62, 1, 0, 64, 0, 0, 64, 56, phnum, 64, 0, 0)
+    phdrs = struct.pack("<IIQQQQQQ", 1, 5, 0, 0, 0, total, total, 0x1000)  # PT_LOAD
+    phdrs += struct.pack("<IIQQQQQQ", 2, 6, dyn_off, dyn_off, dyn_off, len(dynamic), len(dynamic), 8)  # PT_DYNAMIC
+    if interp:
+        at = strtab + offsets[interp]
+        phdrs += struct.pack("<IIQQQQQQ", 3, 4, at, at, at, len(interp) + 1, len(interp) + 1, 1)  # PT_INTERP
+    body = head + phdrs + strings
+    return body + bytes(dyn_off - len(body)) + dynamic
+
+
+def _add(tf: tarfile.TarFile, name: str, data: bytes | None = None, *, link: str = "", mode: int = 0o755) -> None:
+    info = tarfile.TarInfo(name)
+    info.mode = mode
+    if link:
+        info.type, info.linkname = tarfile.SYMTYPE, link
+        tf.addfile(info)
+    elif data is None:
+        info.type = tarfile.DIRTYPE
+        tf.addfile(info)
+    else:
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+
+
+def host(name: str) -> bytes:
+    return Path(os.path.realpath(HOST_LIBS / name)).read_bytes()
+
+
+def debian_base(path: Path, *, libcurl: bool, libc: bytes | None = None, extra: dict[str, bytes] | None = None) -> None:
+    """A merged-/usr root filesystem with glibc, zlib and (``libcurl``) libcurl as Debian lays them out."""
+    lib = f"usr/lib/{TRIPLET}"
+    with tarfile.open(path, "w") as tf:
+        for folder in ("usr", "usr/lib", lib, "usr/lib64", "usr/bin", "etc", "etc/ld.so.conf.d"):
+            _add(tf, folder)
+        _add(tf, "lib", link="usr/lib")
+        _add(tf, "lib64", link="usr/lib64")
+        _add(tf, "bin", link="usr/bin")
+        _add(tf, f"{lib}/libc.so.6", libc if libc is not None else host("libc.so.6"))
+        _add(tf, f"{lib}/ld-linux-x86-64.so.2", host("ld-linux-x86-64.so.2"))
+        _add(tf, "usr/lib64/ld-linux-x86-64.so.2", link=f"../lib/{TRIPLET}/ld-linux-x86-64.so.2")
+        _add(tf, f"{lib}/libz.so.1.2.13", host("libz.so.1"))
+        _add(tf, f"{lib}/libz.so.1", link="libz.so.1.2.13")
+        if libcurl:
+            _add(tf, f"{lib}/libcurl.so.4.8.0", host("libcurl.so.4"))
+            _add(tf, f"{lib}/libcurl.so.4", link="libcurl.so.4.8.0")
+        _add(tf, "etc/ld.so.conf", b"include /etc/ld.so.conf.d/*.conf\n", mode=0o644)
+        for name, data in (extra or {}).items():
+            _add(tf, name, data)
+
+
+MANIFEST = """\
+name: deps
+bases: {runtime: 'rootfs:base.tar'}
+image:
+  base: runtime
+  layers:
+    - copy: {from: ./curl, to: /usr/bin/curl, mode: "0755"}
+"""
+
+
+def project(root: Path, manifest: str = MANIFEST, **base: object) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "curl").write_bytes(CURL.read_bytes())
+    (root / "m.yaml").write_text(manifest)
+    debian_base(root / "base.tar", **base)  # type: ignore[arg-type]
+    return root
+
+
+def build(root: Path, *extra: str) -> object:
+    return run_cli(["m.yaml", "--cache", str(root / "cache"), "-o", "oci:out:x", "--progress", "plain", *extra],
+                   cwd=root)  # fmt: skip
+
+
+def test_a_base_lacking_a_library_fails_the_build_naming_it(tmp_path: Path) -> None:
+    root = project(tmp_path / "p", libcurl=False)
+    ran = build(root)
+    assert ran.code == 1, str(ran)
+    assert "Traceback" not in ran.err
+    assert "/usr/bin/curl: needs libcurl.so.4, not found in the image (layer 1: copy ./curl /usr/bin/curl)" in ran.err
+    assert "libz.so.1" not in ran.err.split("dependency check")[-1]  # found through lib -> usr/lib and a soname link
+    assert "--no-deps-check" in ran.err  # the hint
+    assert not (root / "out").exists()  # nothing written
+    ran = build(root, "--no-deps-check")
+    assert ran.code == 0, str(ran)
+    # assemble deps on the written layout finds the same miss: exit 1, and --json for scripts.
+    ran = run_cli(["deps", "oci:out:x", "--json"], cwd=root)
+    assert ran.code == 1, str(ran)
+    assert ran.json["image"] == layout_digest(root / "out", "x")
+    assert ran.json["layers"] == [1] and ran.json["files"] == 1
+    assert [(m["file"], m["library"], m["layer"], m["kind"]) for m in ran.json["misses"]] == [
+        ("/usr/bin/curl", "libcurl.so.4", 1, "library")
+    ]
+    ran = run_cli(["deps", "oci:out:x"], cwd=root)
+    assert ran.code == 1 and "missing: /usr/bin/curl: needs libcurl.so.4" in ran.out, str(ran)
+
+
+def test_the_same_image_with_the_library_passes(tmp_path: Path) -> None:
+    root = project(tmp_path / "p", libcurl=True)
+    ran = build(root, "-v")
+    assert ran.code == 0, str(ran)
+    assert "dependency check: 1 ELF files in 1 layers" in ran.err
+    ran = run_cli(["deps", "oci:out:x", "--json"], cwd=root)
+    assert ran.code == 0, str(ran)
+    assert ran.json["ok"] and ran.json["misses"] == [] and ran.json["files"] == 1
+    # Every layer: the base's libraries too (libcurl's own needs are not in this tiny base).
+    ran = run_cli(["deps", "oci:out:x", "--all-layers", "--json"], cwd=root)
+    assert ran.code == 1, str(ran)
+    missing = {m["library"] for m in ran.json["misses"]}
+    assert "libssl.so.3" in missing and "libz.so.1" not in missing and "libc.so.6" not in missing
+    assert {m["file"] for m in ran.json["misses"]} == {f"/usr/lib/{TRIPLET}/libcurl.so.4.8.0"}
+
+
+def test_a_libc_too_old_for_a_symbol_version_fails_naming_it(tmp_path: Path) -> None:
+    # The host's libc with its GLIBC_2.34 version definition renamed: a glibc older than 2.34.
+    libc = host("libc.so.6")
+    assert libc.count(b"GLIBC_2.34\0") >= 1
+    root = project(tmp_path / "p", libcurl=True, libc=libc.replace(b"GLIBC_2.34\0", b"GLIBC_2.3X\0"))
+    ran = build(root)
+    assert ran.code == 1, str(ran)
+    assert (f"/usr/bin/curl: needs GLIBC_2.34 from libc.so.6, /usr/lib/{TRIPLET}/libc.so.6 does not define it "
+            "(layer 1: copy ./curl /usr/bin/curl)") in ran.err  # fmt: skip
+    assert "GLIBC_2.33" not in ran.err  # defined: not reported
+
+
+ORIGIN = """\
+name: origin
+bases: {runtime: 'rootfs:base.tar'}
+image:
+  base: runtime
+  layers:
+    - copy: {from: ./app, to: /opt/app}
+    - copy: {from: ./plugin.so, to: /opt/plugins/plugin.so}
+  config:
+    env: {LD_LIBRARY_PATH: /opt/env-lib}
+"""
+
+
+@pytest.mark.parametrize("runpath, ok", [("$ORIGIN/../lib", True), ("$ORIGIN/../lib64", False)])
+def test_origin_runpath_ldconf_env_and_host_driver_libraries(tmp_path: Path, runpath: str, ok: bool) -> None:
+    root = tmp_path / "p"
+    (root / "app" / "bin").mkdir(parents=True)
+    (root / "app" / "lib").mkdir()
+    needed = ["libhelper.so.1", "libconf.so.2", "libenv.so.3", "libcuda.so.1", "libnvidia-ml.so.1", "libc.so.6"]
+    (root / "app" / "bin" / "tool").write_bytes(tiny_elf(needed=needed, runpath=runpath, interp=LOADER))
+    (root / "app" / "lib" / "libhelper.so.1").write_bytes(tiny_elf(needed=[], soname="libhelper.so.1"))
+    # A shared object needing a library that is in the image but not on its path: a note, not a miss.
+    (root / "plugin.so").write_bytes(tiny_elf(needed=["libhelper.so.1"]))
+    (root / "m.yaml").write_text(ORIGIN)
+    debian_base(root / "base.tar", libcurl=False, extra={
+        "etc/ld.so.conf.d/conf.conf": b"# a comment\n/opt/conf-lib\n",
+        "opt/conf-lib/libconf.so.2": tiny_elf(needed=[], soname="libconf.so.2"),
+        "opt/env-lib/libenv.so.3": tiny_elf(needed=[], soname="libenv.so.3"),
+    })  # fmt: skip
+    ran = build(root)
+    assert "libcuda" not in ran.err and "libnvidia-ml" not in ran.err  # the host's
+    assert "/opt/plugins/plugin.so (layer 2) needs libhelper.so.1, not on its search path" in ran.err, str(ran)
+    if ok:
+        assert ran.code == 0, str(ran)
+        ran = run_cli(["deps", "oci:out:x", "--json"], cwd=root)
+        assert ran.code == 0, str(ran)
+        assert ran.json["host"] == ["libcuda.so.1", "libnvidia-ml.so.1"]
+        assert ran.json["files"] == 3 and ran.json["layers"] == [1, 2]
+    else:
+        assert ran.code == 1, str(ran)
+        miss = "/opt/app/bin/tool: needs libhelper.so.1, not found in the image (layer 1: copy ./app /opt/app)"
+        assert miss in ran.err
+        assert "libconf.so.2" not in ran.err and "libenv.so.3" not in ran.err
+
+
+def test_an_interpreter_the_image_lacks_is_a_miss(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "app").mkdir()
+    (root / "app" / "tool").write_bytes(tiny_elf(needed=["libc.so.6"], interp="/lib/ld-musl-x86_64.so.1"))
+    (root / "m.yaml").write_text(ORIGIN.replace("    - copy: {from: ./plugin.so, to: /opt/plugins/plugin.so}\n", ""))
+    debian_base(root / "base.tar", libcurl=False)
+    ran = build(root)
+    assert ran.code == 1, str(ran)
+    assert "/opt/app/tool: its loader /lib/ld-musl-x86_64.so.1 is not in the image" in ran.err
+
+
+def test_the_final_view_applies_whiteouts_opaque_folders_and_links() -> None:
+    files = ImageFiles.of([
+        [("usr", "dir", ""), ("usr/lib", "dir", ""), ("usr/lib/a.so", "file", ""), ("usr/lib/b.so", "file", ""),
+         ("lib", "symlink", "usr/lib"), ("opt", "dir", ""), ("opt/x/c.so", "file", "")],
+        [("usr/lib/.wh.a.so", "file", ""), ("opt/.wh..wh..opq", "file", ""), ("opt/y.so", "file", ""),
+         ("usr/lib/d.so", "hardlink", "usr/lib/b.so"), ("usr/lib/e.so", "symlink", "/lib/b.so")],
+    ])  # fmt: skip
+    assert "usr/lib/a.so" not in files.records and "opt/x/c.so" not in files.records
+    assert files.records["opt/y.so"].layer == 1 and files.records["usr/lib/b.so"].layer == 0
+    assert files.realpath("lib/e.so") == "usr/lib/b.so"
+    assert files.realpath("lib/a.so") is None
+    assert files.data_of("usr/lib/d.so") == (1, "usr/lib/b.so")
+    assert files.named(["b.so", "e.so"]) == {"b.so": ["usr/lib/b.so"], "e.so": ["usr/lib/e.so"]}
+
+
+ARTIFACTS = """\
+name: art
+bases:
+  devel: oci:{devel}:latest
+  runtime: oci:{runtime}:latest
+sources:
+  bin: {{path: ./bin}}
+compile:
+  - name: get
+    base: devel
+    sources: [bin]
+    run: ['mkdir -p /out && cp /src/bin/curl /src/bin/xz /out/']
+    artifacts:
+      curl: {{path: /out/curl, to: /usr/local/bin/curl}}
+      xz: {{path: /out/xz, to: /usr/local/bin/xz}}
+image:
+  base: runtime
+  layers:
+{layers}
+"""
+
+
+@pytest.mark.slow
+def test_an_artifact_the_debian_runtime_base_lacks_a_library_for_fails_the_build(
+    tmp_path: Path, demo_bases: dict[str, Path]
+) -> None:
+    """The demo's own runtime base (Debian minbase, bootstrapped): the host's xz finds
+    liblzma and glibc there, its curl does not find libcurl."""
+    root = tmp_path / "p"
+    (root / "bin").mkdir(parents=True)
+    for name in ("curl", "xz"):
+        (root / "bin" / name).write_bytes((Path("/usr/bin") / name).read_bytes())
+        (root / "bin" / name).chmod(0o755)
+    both = "    - artifact: get.xz\n    - artifact: get.curl\n"
+    (root / "m.yaml").write_text(ARTIFACTS.format(**demo_bases, layers=both))
+    (root / "xz.yaml").write_text(ARTIFACTS.format(**demo_bases, layers="    - artifact: get.xz\n"))
+    ran = build(root)
+    assert ran.code == 1, str(ran)
+    miss = r"/usr/local/bin/curl: needs libcurl\.so\.4, not found in the image \(layer \d+: artifact get\.curl\)"
+    assert re.search(miss, ran.err), str(ran)
+    assert "/usr/local/bin/xz" not in ran.err
+    ran = run_cli(["xz.yaml", "--cache", str(root / "cache"), "-o", "oci:xz-out:x"], cwd=root)
+    assert ran.code == 0, str(ran)
