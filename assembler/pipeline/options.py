@@ -6,9 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from assembler.oci.descriptor import Platform
+
+if TYPE_CHECKING:
+    from assembler.cache import StepResult
+    from assembler.oci.image import Image
+    from assembler.oci.layer import Layer
 
 
 @dataclass(frozen=True)
@@ -56,3 +61,19 @@ class Options:
     made_keys: frozenset[str] = frozenset()
     # Check that the ELF files of artifact and copy layers load in the image (see assembler.deps).
     deps_check: bool = True
+
+
+class RemoteSteps(Protocol):
+    """A step cache in a registry (:class:`assembler.transports.stepcache.RemoteStepCache`)."""
+
+    def fetch(self, key: str) -> StepResult | None: ...
+
+    def export(self, key: str, result: StepResult) -> None: ...
+
+    def ensure(self, blob: Layer) -> None: ...
+
+    def fetch_base(self, key: str) -> Image | None: ...
+
+    def ensure_base(self, key: str) -> None: ...
+
+    def export_base(self, key: str, image: Image) -> None: ...

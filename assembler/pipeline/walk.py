@@ -13,7 +13,6 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Protocol
 
 from assembler.archive.view import TreeView
 from assembler.cache import StepResult, key_of
@@ -30,28 +29,12 @@ from assembler.pipeline import graph
 from assembler.pipeline.config import config_changes, default_annotations, gpu_metadata
 from assembler.pipeline.graph import LayerReport, RuntimeStep, StepReport
 from assembler.pipeline.layers import ImageSetup
-from assembler.pipeline.options import Event, Options, Reporter
+from assembler.pipeline.options import Event, Options, RemoteSteps, Reporter
 from assembler.spec import model as m
 from assembler.spec import sourcefacts
 from assembler.spec.load import Loaded
 from assembler.transports import Context
 from assembler.transports import bootstrap as boot
-
-
-class RemoteSteps(Protocol):
-    """A step cache in a registry (:class:`assembler.transports.stepcache.RemoteStepCache`)."""
-
-    def fetch(self, key: str) -> StepResult | None: ...
-
-    def export(self, key: str, result: StepResult) -> None: ...
-
-    def ensure(self, blob: Layer) -> None: ...
-
-    def fetch_base(self, key: str) -> Image | None: ...
-
-    def ensure_base(self, key: str) -> None: ...
-
-    def export_base(self, key: str, image: Image) -> None: ...
 
 
 def _bootstrap_spec(spec: m.BootstrapBase) -> tuple[boot.BootstrapSpec, str]:
