@@ -219,6 +219,38 @@ def test_origin_runpath_ldconf_env_and_host_driver_libraries(tmp_path: Path, run
         assert "libconf.so.2" not in ran.err and "libenv.so.3" not in ran.err
 
 
+WORKDIR = """\
+name: workdir
+bases: {runtime: 'rootfs:base.tar'}
+image:
+  base: runtime
+  layers:
+    - copy: {from: ./app, to: /app}
+  config: {workdir: WORKDIR}
+"""
+
+
+@pytest.mark.parametrize("workdir, ok", [("/app", True), ("/srv", False)])
+def test_an_empty_runpath_entry_is_the_working_directory(tmp_path: Path, workdir: str, ok: bool) -> None:
+    # CMake's build-tree RUNPATH ("/build/bin:", padded with an empty entry) and upstream
+    # llama.cpp's image, whose llama-server finds /app/libllama.so only because WORKDIR is /app.
+    root = tmp_path / "p"
+    (root / "app").mkdir(parents=True)
+    (root / "app" / "server").write_bytes(tiny_elf(needed=["libllama.so", "libc.so.6"], runpath="/build/bin:",
+                                                   interp=LOADER))  # fmt: skip
+    (root / "app" / "libllama.so").write_bytes(tiny_elf(needed=[], soname="libllama.so"))
+    (root / "m.yaml").write_text(WORKDIR.replace("WORKDIR", workdir))
+    debian_base(root / "base.tar", libcurl=False)
+    ran = build(root)
+    if ok:
+        assert ran.code == 0, str(ran)
+        assert "/app/server (layer 1) finds libllama.so at /app/libllama.so only through a relative" in ran.err
+        assert "when started in /app" in ran.err
+    else:
+        assert ran.code == 1, str(ran)
+        assert "/app/server: needs libllama.so, not found in the image (layer 1: copy ./app /app)" in ran.err
+
+
 def test_an_interpreter_the_image_lacks_is_a_miss(tmp_path: Path) -> None:
     root = tmp_path / "p"
     root.mkdir()

@@ -93,14 +93,21 @@ class Miss:
 
 @dataclass(frozen=True)
 class Note:
-    """A shared object's library found in the image, but not on its search path."""
+    """A library that loads only under a condition: for a shared object, found in the image
+    but not on its search path (``elsewhere``); for any file, found only through a relative
+    RPATH/RUNPATH entry, that is from the image's working directory (``workdir``)."""
 
     file: str
     layer: int
     library: str
     elsewhere: tuple[str, ...]
+    workdir: str = ""
 
     def __str__(self) -> str:
+        if self.workdir:
+            return (f"{self.file} (layer {self.layer}) finds {self.library} at {', '.join(self.elsewhere)} only "
+                    f"through a relative RPATH/RUNPATH entry: it loads when started in {self.workdir} (the image's "
+                    "working directory), not from another folder (Apptainer starts in the caller's)")  # fmt: skip
         return (f"{self.file} (layer {self.layer}) needs {self.library}, not on its search path but at "
                 f"{', '.join(self.elsewhere)}: it loads only if the program loaded that one first")  # fmt: skip
 
@@ -150,7 +157,8 @@ def check_image(
     named = files.named({n for _, _, f in objects for n in f.needed if "/" not in n and not host_provided(n)})
     conf_dirs = _read_libraries(reader, files, named)
     env = _ld_library_path(image)
-    checker = _Checker(files, reader, named, [*env], conf_dirs, names)
+    start = str(image.container_config.get("WorkingDir") or "/")
+    checker = _Checker(files, reader, named, [*env], conf_dirs, names, start)
     for path, index, facts in objects:
         checker.check(path, index, facts)
     return Report(tuple(checked), len(objects), tuple(checker.misses), tuple(checker.notes),
@@ -219,25 +227,27 @@ def default_dirs(facts: ElfFacts) -> list[str]:
     return [*multiarch, *lib64, "/lib", "/usr/lib"]
 
 
-def _expand(entries: Sequence[str], origin: str, facts: ElfFacts) -> list[str]:
-    """RPATH/RUNPATH entries with $ORIGIN, $LIB and $PLATFORM expanded; relative ones
-    (relative to the working directory) dropped."""
+def _expand(entries: Sequence[str], origin: str, facts: ElfFacts, workdir: str) -> list[tuple[str, bool]]:
+    """RPATH/RUNPATH entries with $ORIGIN, $LIB and $PLATFORM expanded, each with whether it
+    was relative: those (an empty one is ".") are joined to ``workdir``, where the container starts."""
     triplet = _TRIPLETS.get(facts.machine, "")
     libs = ["lib64" if facts.elfclass == 64 else "lib", "lib", *([f"lib/{triplet}"] if triplet else [])]
-    out: list[str] = []
+    out: list[tuple[str, bool]] = []
     for entry in entries:
         text = entry.replace("${ORIGIN}", "$ORIGIN").replace("$ORIGIN", origin)
         text = text.replace("${PLATFORM}", "$PLATFORM").replace("$PLATFORM", _PLATFORMS.get(facts.machine, ""))
         variants = [text.replace("${LIB}", lib).replace("$LIB", lib) for lib in libs] if "LIB" in text else [text]
-        out += [v for v in dict.fromkeys(variants) if v.startswith("/")]
+        out += [(v, False) if v.startswith("/") else (posixpath.normpath(posixpath.join(workdir, v or ".")), True)
+                for v in variants]  # fmt: skip
     return out
 
 
 class _Checker:
     def __init__(
         self, files: ImageFiles, reader: FactReader, named: Mapping[str, list[str]], env: list[str],
-        conf_dirs: list[str], names: Sequence[str],
+        conf_dirs: list[str], names: Sequence[str], workdir: str,
     ) -> None:  # fmt: skip
+        self.workdir = workdir
         self.files = files
         self.reader = reader
         self.named = named
@@ -257,18 +267,23 @@ class _Checker:
             self._miss(path, index, "interpreter", facts.interp)
         origin = "/" + posixpath.dirname(path)
         dirs = [
-            *(_expand(facts.rpath, origin, facts) if not facts.runpath else []),
-            *self.env, *_expand(facts.runpath, origin, facts), *self.conf_dirs, *default_dirs(facts),
+            *_expand(facts.rpath if not facts.runpath else (), origin, facts, self.workdir),
+            *[(d, False) for d in self.env], *_expand(facts.runpath, origin, facts, self.workdir),
+            *[(d, False) for d in [*self.conf_dirs, *default_dirs(facts)]],
         ]  # fmt: skip
         for name in facts.needed:
             if host_provided(name):
                 self.host.add(name)
                 continue
             found = self._resolve(name, dirs, facts)
+            if found is not None and found[2]:
+                # Found only through a relative entry (CMake's build-tree RUNPATH ends in an empty
+                # one): it loads when the program starts in the working directory.
+                self.notes.append(Note("/" + path, index, name, ("/" + found[0],), self.workdir))
             if found is None:
                 self._not_found(path, index, facts, name)
                 continue
-            provider, lib = found
+            provider, lib, _ = found
             for version in facts.verneed.get(name, ()):
                 if lib is not None and lib.verdef and version not in lib.verdef:
                     self._miss(path, index, "version", name, version=version, provider="/" + provider)
@@ -284,14 +299,17 @@ class _Checker:
         real = self.files.realpath(path)
         return self.files.data_of(real) if real is not None else None
 
-    def _resolve(self, name: str, dirs: Sequence[str], facts: ElfFacts) -> tuple[str, ElfFacts | None] | None:
+    def _resolve(
+        self, name: str, dirs: Sequence[tuple[str, bool]], facts: ElfFacts
+    ) -> tuple[str, ElfFacts | None, bool] | None:
+        """The library ld.so loads for ``name``: its path, facts and whether a relative entry found it."""
         if "/" in name:  # a path: used as it is (relative ones from the working directory: the root here)
             loc = self._found(name.lstrip("/"))
-            return (name, self.reader.facts.get(loc)) if loc is not None else None
-        for folder in dict.fromkeys(dirs):
+            return (name, self.reader.facts.get(loc), False) if loc is not None else None
+        for folder, relative in dict.fromkeys(dirs):
             real = self.files.realpath(f"{folder}/{name}")
             loc = self.files.data_of(real) if real is not None else None
             lib = self.reader.facts.get(loc) if loc is not None else None
             if real is not None and lib is not None and (lib.elfclass, lib.machine) == (facts.elfclass, facts.machine):
-                return real, lib
+                return real, lib, relative
         return None

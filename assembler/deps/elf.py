@@ -80,6 +80,8 @@ def _dynamic(elf: ELFFile) -> dict[str, list[str]]:
             if name in ("DT_NEEDED", "DT_SONAME"):
                 found[name].append(_string(tag, name))
             elif name in ("DT_RPATH", "DT_RUNPATH"):
+                # Empty entries are kept: ld.so reads one as the working directory (CMake's
+                # build-tree RUNPATH "/build/bin:" ends in one, and images rely on it).
                 found[name] += _string(tag, name).split(":")
         break
     return found
@@ -112,7 +114,7 @@ def read_facts(stream: IO[bytes]) -> ElfFacts | None:
         return ElfFacts(
             elfclass=int(elf.elfclass), machine=str(elf["e_machine"]), type=str(elf["e_type"]), interp=interp,
             soname=dyn["DT_SONAME"][0] if dyn["DT_SONAME"] else None, needed=tuple(dyn["DT_NEEDED"]),
-            rpath=tuple(p for p in dyn["DT_RPATH"] if p), runpath=tuple(p for p in dyn["DT_RUNPATH"] if p),
+            rpath=tuple(dyn["DT_RPATH"]), runpath=tuple(dyn["DT_RUNPATH"]),
             verneed=verneed, verdef=verdef,
         )  # fmt: skip
     except _DAMAGED:

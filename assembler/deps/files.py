@@ -172,7 +172,8 @@ class FactReader:
         return LayerSource(f"layer {index} ({desc.digest})", opener, comp)  # type: ignore[arg-type]
 
     def _memo_key(self, kind: str, index: int) -> str:
-        return f"deps-{kind}-" + self.image.diff_ids[index].split(":", 1)[1]
+        # v2: RPATH/RUNPATH keep their empty (working directory) entries.
+        return f"deps-{kind}-v2-" + self.image.diff_ids[index].split(":", 1)[1]
 
     def entries(self, index: int) -> list[Entry]:
         """Layer ``index``'s paths (headers only; memoised by diff_id)."""
