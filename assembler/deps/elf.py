@@ -7,7 +7,7 @@ must be seekable (a layer member is spooled to a bounded temporary file first).
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -119,3 +119,18 @@ def read_facts(stream: IO[bytes]) -> ElfFacts | None:
         )  # fmt: skip
     except _DAMAGED:
         return None
+
+
+def find_sections(stream: IO[bytes], names: Collection[str]) -> list[tuple[str, int, int]]:
+    """(name, file offset, size) of the sections of the ELF file in ``stream`` (seekable)
+    named in ``names``; empty when it is not an ELF file or cannot be parsed. Nothing of
+    the sections' data is read: a fat binary section can be a gigabyte (libtorch_cuda)."""
+    try:
+        elf = ELFFile(stream)
+        return [
+            (str(sec.name), int(sec["sh_offset"]), int(sec["sh_size"]))
+            for sec in elf.iter_sections()
+            if sec.name in names and sec["sh_type"] != "SHT_NOBITS"
+        ]
+    except _DAMAGED:
+        return []

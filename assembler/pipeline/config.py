@@ -1,6 +1,6 @@
 """The manifest's ``image:`` config made concrete: runtime config, annotations, GPU metadata.
 
-GPU metadata: the CUDA/ROCm versions and architecture lists a build used are recorded as
+GPU metadata: the CUDA/ROCm versions and architecture lists of what was built are recorded as
 labels (``skopeo inspect`` shows them) and as manifest annotations, under
 ``org.opencontainers.image.*`` and the project's ``io.assemble.*`` namespace.
 """
@@ -11,24 +11,17 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from assembler.deps.gpucode import GpuCode
 from assembler.oci import mediatypes as mt
 from assembler.oci import mutate
 from assembler.oci.image import Image
 from assembler.oci.reference import ImageName
+from assembler.pipeline import labels
 from assembler.spec import model as m
 from assembler.spec.load import Loaded
 
 NAMESPACE = "io.assemble"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
-# Build env that decides which GPUs an image runs on, by the label it is reported under.
-_CUDA_ARCH_VARS = (
-    "TORCH_CUDA_ARCH_LIST",
-    "CMAKE_CUDA_ARCHITECTURES",
-    "CUDA_DOCKER_ARCH",
-    "CUDA_ARCHITECTURES",
-    "CUDA_ARCHS",
-)
-_ROCM_ARCH_VARS = ("PYTORCH_ROCM_ARCH", "AMDGPU_TARGETS", "GPU_TARGETS", "GPU_ARCHS", "HIP_ARCHITECTURES")
 _FLAG_VARS = (
     "GGML_NATIVE",
     "GGML_CUDA",
@@ -39,12 +32,6 @@ _FLAG_VARS = (
     "USE_CUDA",
     "USE_ROCM",
 )
-_VERSION_PARAMS = {
-    "cuda_version": "gpu.cuda.version",
-    "rocm_version": "gpu.rocm.version",
-    "torch_version": "torch.version",
-    "python_version": "python.version",
-}
 
 
 def expand_env(value: str, env: Mapping[str, str], *, keep_unknown: bool = False) -> str:
@@ -108,36 +95,23 @@ def default_annotations(base: Image, base_name: ImageName | None, title: str, ep
     return out
 
 
-def _archs(value: str) -> list[str]:
-    return [a for a in re.split(r"[;,\s]+", value.strip()) if a]
-
-
-def gpu_metadata(loaded: Loaded, steps: Sequence[m.CompileStep]) -> dict[str, str]:
+def gpu_metadata(
+    loaded: Loaded, steps: Sequence[m.CompileStep], *, code: Mapping[str, GpuCode], base: Image | None
+) -> dict[str, str]:
     """What hardware the image's compiled code targets and how it was built.
 
-    Arch lists are the union over the steps that made the image's artifacts; versions
-    come from the manifest's params (``cuda_version``, ``rocm_version``, ...).
+    Arch lists are read from the artifacts (``code``: the made steps'), versions from the
+    base (see :mod:`assembler.pipeline.labels`); build flags come from the steps' env.
     """
     out: dict[str, str] = {}
-    cuda: list[str] = []
-    rocm: list[str] = []
     for step in steps:
-        for var in _CUDA_ARCH_VARS:
-            if var in step.env:
-                cuda += [a for a in _archs(step.env[var]) if a not in cuda]
-        for var in _ROCM_ARCH_VARS:
-            if var in step.env:
-                rocm += [a for a in _archs(step.env[var]) if a not in rocm]
         flags = {var: step.env[var] for var in _FLAG_VARS if var in step.env}
         if flags:
             out[f"{NAMESPACE}.build.{step.name}"] = " ".join(f"{k}={v}" for k, v in sorted(flags.items()))
-    if cuda:
-        out[f"{NAMESPACE}.gpu.cuda.archs"] = ";".join(cuda)
-    if rocm:
-        out[f"{NAMESPACE}.gpu.rocm.archs"] = ";".join(rocm)
-    for param, label in _VERSION_PARAMS.items():
-        if loaded.params.get(param):  # an empty param means "not this stack" (cuda_version on ROCm)
-            out[f"{NAMESPACE}.{label}"] = loaded.params[param]
+    out.update(labels.arch_labels(loaded.manifest, code))
+    out.update(labels.version_labels(loaded.params, loaded.manifest, base))
+    if loaded.params.get("torch_version"):  # what a step installs, pinned by the manifest
+        out[f"{NAMESPACE}.torch.version"] = loaded.params["torch_version"]
     if loaded.target:
         out[f"{NAMESPACE}.target"] = loaded.target
     if out:

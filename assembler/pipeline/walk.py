@@ -25,7 +25,7 @@ from assembler.oci.descriptor import Platform
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
 from assembler.oci.reference import ImageName, Ref
-from assembler.pipeline import graph
+from assembler.pipeline import graph, labels
 from assembler.pipeline.config import config_changes, default_annotations, gpu_metadata
 from assembler.pipeline.graph import LayerReport, RuntimeStep, StepReport
 from assembler.pipeline.layers import ImageSetup
@@ -357,10 +357,12 @@ class Walk:
     def finish(self, image: Image, base: Base | None) -> Image:
         """Config, labels and annotations on top of the layers (``base`` None: not known yet)."""
         man = self.man
-        gpu = gpu_metadata(self.loaded, graph.needed_steps(man))
+        code = labels.step_code(man, self.artifacts, cache=self.cache,
+                                ensure=self.remote.ensure if self.remote is not None else None)  # fmt: skip
+        gpu = gpu_metadata(self.loaded, graph.needed_steps(man), code=code, base=base.image if base else None)
         env = image.container_config.get("Env") or []
-        facts = self.source_facts()
-        config = man.image.config.model_copy(update={"labels": sourcefacts.expand_all(man.image.config.labels, facts)})
+        expand = partial(labels.expand, sources=self.source_facts(), made=labels.facts_of(code, self.bases))
+        config = man.image.config.model_copy(update={"labels": expand(man.image.config.labels)})
         changes = config_changes(config, env, labels=gpu, keep_unknown=base is None)
         image = mutate.set_config(image, changes, epoch=self.ctx.epoch)
         defaults = (
@@ -368,7 +370,7 @@ class Walk:
             if base is not None
             else {mt.ANNOTATION_CREATED: mutate.timestamp(self.ctx.epoch), mt.ANNOTATION_TITLE: man.name}
         )
-        return mutate.set_annotations(image, {**defaults, **gpu, **sourcefacts.expand_all(man.annotations, facts)})
+        return mutate.set_annotations(image, {**defaults, **gpu, **expand(man.annotations)})
 
     def source_facts(self) -> dict[str, dict[str, str]]:
         """revision, version and url of each source labels or annotations name (of those

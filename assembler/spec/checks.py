@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 from assembler.errors import BadPlatform, BadReference
 from assembler.oci.descriptor import Platform
 from assembler.oci.reference import parse_ref
+from assembler.spec import labelfacts, sourcefacts
 from assembler.spec import model as m
-from assembler.spec import sourcefacts
 from assembler.spec.coupling import check_constraints
 from assembler.spec.yamlfile import PathKey
 
@@ -29,7 +29,8 @@ def _inside(folder: Path, candidate: Path) -> bool:
 
 
 def _check_source_facts(loaded: Loaded) -> None:
-    """``${sources.NAME.FIELD}`` in labels and annotations names a source and a known field."""
+    """``${sources.NAME.FIELD}`` (and ``${steps...}``, ``${bases...}``) in labels and annotations
+    name a source (step, base) and a known field."""
     man = loaded.manifest
     places: list[tuple[PathKey, str]] = [
         (("image", "config", "labels", k), v) for k, v in man.image.config.labels.items()
@@ -48,6 +49,22 @@ def _check_source_facts(loaded: Loaded) -> None:
             if name not in man.sources:
                 known = ", ".join(sorted(man.sources)) or "none"
                 raise loaded.error(path, f"unknown source {name!r} in ${{sources.{name}...}}", hint=f"sources: {known}")
+        _check_label_facts(loaded, path, value)
+
+
+def _check_label_facts(loaded: Loaded, path: PathKey, value: str) -> None:
+    """``${steps.NAME.FIELD}`` names a compile step, ``${bases.NAME...}`` a base."""
+    man = loaded.manifest
+    try:
+        refs = labelfacts.references(value)
+    except ValueError as e:  # labelfacts' own, for a malformed placeholder
+        raise loaded.error(path, str(e)) from None
+    for ref in refs:
+        names = [s.name for s in man.compile] if ref.kind == "steps" else list(man.bases)
+        if ref.name not in names:
+            what = "compile step" if ref.kind == "steps" else "base"
+            raise loaded.error(path, f"unknown {what} {ref.name!r} in ${{{ref.kind}.{ref.name}...}}",
+                               hint=f"{ref.kind}: {', '.join(sorted(names)) or 'none'}")  # fmt: skip
 
 
 def check(loaded: Loaded, *, overridden_sources: frozenset[str] = frozenset()) -> None:

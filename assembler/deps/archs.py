@@ -1,0 +1,95 @@
+"""The GPU architectures a layer's compiled code is for, read from its files.
+
+Every ELF file of the layer, and every ELF file inside a wheel (``*.whl``) of the layer,
+is spooled to a bounded temporary file (pyelftools needs to seek) and its fat binary and
+offload bundle sections are read (:mod:`assembler.deps.gpucode`): only their headers, so a
+gigabyte of kernels costs one pass over the layer and little memory. The result is memoised
+in the cache by the layer's diff_id: a layer is read once.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from assembler.archive.layer_reader import LayerSource, tar_members
+from assembler.cache import Cache
+from assembler.deps.elf import ELF_MAGIC, find_sections
+from assembler.deps.gpucode import CUDA_SECTIONS, HIP_SECTIONS, GpuCode, code_of
+
+_MEMO = "gpucode-v1-"
+_SPOOL_IN_MEMORY = 4 << 20
+_ZIP_MAGIC = b"PK\x03\x04"
+_SECTIONS = (*CUDA_SECTIONS, *HIP_SECTIONS)
+
+
+def _elf_code(data: IO[bytes], head: bytes, workdir: Path) -> GpuCode:
+    with tempfile.SpooledTemporaryFile(_SPOOL_IN_MEMORY, dir=str(workdir)) as spool:
+        spool.write(head)
+        shutil.copyfileobj(data, spool, 1 << 20)
+        spool.seek(0)
+        return code_of(spool, find_sections(spool, _SECTIONS))
+
+
+def _wheel_code(data: IO[bytes], head: bytes, workdir: Path) -> GpuCode:
+    found = GpuCode()
+    with tempfile.TemporaryFile(dir=str(workdir)) as spool:
+        spool.write(head)
+        shutil.copyfileobj(data, spool, 1 << 20)
+        spool.seek(0)
+        try:
+            wheel = zipfile.ZipFile(spool)
+        except (zipfile.BadZipFile, OSError):
+            return found  # not a wheel after all: nothing to read in it
+        with wheel:
+            for info in wheel.infolist():
+                if info.is_dir():
+                    continue
+                with wheel.open(info) as member:
+                    first = member.read(len(ELF_MAGIC))
+                    if first == ELF_MAGIC:
+                        found |= _elf_code(member, first, workdir)
+    return found
+
+
+def file_code(data: IO[bytes], name: str, workdir: Path) -> GpuCode:
+    """The architectures of one file's device code (an ELF file, or a wheel of them)."""
+    head = data.read(len(ELF_MAGIC))
+    if head == ELF_MAGIC:
+        return _elf_code(data, head, workdir)
+    if head == _ZIP_MAGIC and name.endswith(".whl"):
+        return _wheel_code(data, head, workdir)
+    return GpuCode()
+
+
+def _from_memo(data: Mapping[str, Any]) -> GpuCode:
+    cuda, rocm = data["cuda"], data["rocm"]
+    if not isinstance(cuda, list) or not isinstance(rocm, list):
+        raise TypeError("cuda or rocm is not a list")
+    return GpuCode(frozenset(map(str, cuda)), frozenset(map(str, rocm)))
+
+
+def layer_code(
+    diff_id: str, opener: Callable[[], AbstractContextManager[BinaryIO]], *, what: str, cache: Cache | None,
+    workdir: Path,
+) -> GpuCode:  # fmt: skip
+    """The architectures of the device code in the layer ``opener`` opens (its blob,
+    compressed or not); memoised under ``diff_id``. InvalidImage for a damaged layer."""
+    key = _MEMO + diff_id.split(":", 1)[-1]
+    if cache is not None:
+        hit = cache.memo_as(key, _from_memo)
+        if hit is not None:
+            return hit
+    found = GpuCode()
+    for entry, open_data in tar_members(LayerSource(what, opener)):
+        if open_data is not None:
+            with open_data() as data:
+                found |= file_code(data, entry.path, workdir)
+    if cache is not None:
+        cache.put_memo(key, {"cuda": sorted(found.cuda), "rocm": sorted(found.rocm)})
+    return found

@@ -1,0 +1,166 @@
+"""Labels from facts: the GPU architectures the image's compiled code is for, read from
+its artifacts, and the CUDA/ROCm/Python versions its base says it has.
+
+- Arch lists. For each compile step whose artifacts the image holds (an ``artifact:``
+  layer or a run step's ``mounts:``), the device code in those artifacts is read
+  (:mod:`assembler.deps.archs`): ``io.assemble.step.STEP.cuda.archs`` (``sm_80;sm_90;
+  compute_90``) and ``...rocm.archs`` (``gfx90a;gfx942``). ``io.assemble.gpu.cuda.archs``
+  (and ``rocm``) is the image's list when every such step has the same one; steps built for
+  different lists (TGI's kernels) are not merged into a list no step has. A step whose
+  artifacts hold no device code claims none, whatever its flags asked. A plan, for a step
+  that will run and sets an arch variable, shows the placeholder ``${steps.STEP.cuda_archs}``.
+- Versions (``io.assemble.gpu.cuda.version``, ``gpu.rocm.version``, ``python.version``): from
+  the image base's own config (``CUDA_VERSION``, ``ROCM_VERSION``, ``PYTHON_VERSION`` in its
+  env, NVIDIA's old ``com.nvidia.cuda.version`` label); else the param, if the base's
+  reference names that version (``nvidia/cuda:12.8.1-runtime...``, ``rocm6.2_..._py3.9``);
+  else nothing (a floating ``rocm/vllm-dev:base`` tag, ``--set base_image=...`` with
+  another version). An empty param means "not this stack" and labels nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from assembler.cache import Cache
+from assembler.deps.archs import layer_code
+from assembler.deps.gpucode import GpuCode, canonical
+from assembler.oci.image import Image
+from assembler.oci.layer import Layer
+from assembler.spec import labelfacts, sourcefacts
+from assembler.spec import model as m
+
+if TYPE_CHECKING:
+    from assembler.pipeline.walk import Base
+
+NAMESPACE = "io.assemble"
+CUDA_ARCH_VARS = ("TORCH_CUDA_ARCH_LIST", "CMAKE_CUDA_ARCHITECTURES", "CUDA_DOCKER_ARCH", "CUDA_ARCHITECTURES",
+                  "CUDA_ARCHS")  # fmt: skip
+ROCM_ARCH_VARS = ("PYTORCH_ROCM_ARCH", "AMDGPU_TARGETS", "GPU_TARGETS", "GPU_ARCHS", "HIP_ARCHITECTURES")
+# param -> (label, the base's env variables, the base's labels that say it)
+VERSIONS = {
+    "cuda_version": ("gpu.cuda.version", ("CUDA_VERSION",), ("com.nvidia.cuda.version",)),
+    "rocm_version": ("gpu.rocm.version", ("ROCM_VERSION",), ()),
+    "python_version": ("python.version", ("PYTHON_VERSION",), ()),
+}
+
+
+def shipped(man: m.Manifest) -> dict[str, list[str]]:
+    """The artifacts of each compile step the image holds: its layers' and mounts'."""
+    out: dict[str, set[str]] = {}
+    for layer in man.image.layers:
+        refs = [layer.artifact] if isinstance(layer, m.ArtifactLayer) else []
+        refs += layer.mounts if isinstance(layer, m.RunLayer) else []
+        for ref in refs:
+            step, _, name = ref.partition(".")
+            names = [name] if name else list(next(s for s in man.compile if s.name == step).artifacts)
+            out.setdefault(step, set()).update(names)
+    return {step: sorted(names) for step, names in out.items()}
+
+
+def step_code(
+    man: m.Manifest, artifacts: Mapping[str, Mapping[str, Layer]], *, cache: Cache,
+    ensure: Callable[[Layer], None] | None = None,
+) -> dict[str, GpuCode]:  # fmt: skip
+    """The device code of each shipped step whose artifacts are known (made or cached);
+    a step not there is still to run. ``ensure`` brings in a blob kept elsewhere (a
+    registry step cache) before it is read."""
+    out: dict[str, GpuCode] = {}
+    with cache.workdir("gpucode-") as work:
+        for step, names in sorted(shipped(man).items()):
+            made = artifacts.get(step)
+            if made is None:
+                continue
+            found = GpuCode()
+            for name in names:
+                layer = made[name]
+                if ensure is not None:
+                    ensure(layer)
+                found |= layer_code(layer.diff_id, lambda d=layer.digest: cache.open_blob(d),  # type: ignore[misc]
+                                    what=f"artifact {step}.{name}", cache=cache, workdir=work)  # fmt: skip
+            out[step] = found
+    return out
+
+
+def _requests(step: m.CompileStep, names: Sequence[str]) -> bool:
+    """Whether the step sets one of these arch variables (even to ``default``)."""
+    return any(step.env.get(var, "").strip() for var in names)
+
+
+def arch_labels(man: m.Manifest, code: Mapping[str, GpuCode]) -> dict[str, str]:
+    """Per-step and image arch labels: facts where the step is made, placeholders where
+    it is still to run and asks for GPU code."""
+    out: dict[str, str] = {}
+    steps = {s.name: s for s in man.compile}
+    for kind, var_names in (("cuda", CUDA_ARCH_VARS), ("rocm", ROCM_ARCH_VARS)):
+        values: list[str] = []
+        for name in sorted(shipped(man)):
+            if name in code:
+                found = code[name].cuda if kind == "cuda" else code[name].rocm
+                value = canonical(found, rocm=kind == "rocm")
+            else:
+                value = f"${{steps.{name}.{kind}_archs}}" if _requests(steps[name], var_names) else ""
+            if value:
+                out[f"{NAMESPACE}.step.{name}.{kind}.archs"] = value
+                values.append(value)
+        if values and len(set(values)) == 1:
+            out[f"{NAMESPACE}.gpu.{kind}.archs"] = values[0]
+    return out
+
+
+def step_facts(code: Mapping[str, GpuCode]) -> dict[str, dict[str, str]]:
+    """``${steps.NAME.FIELD}`` values of the made steps."""
+    return {
+        name: {"cuda_archs": canonical(c.cuda), "rocm_archs": canonical(c.rocm, rocm=True)} for name, c in code.items()
+    }
+
+
+def base_facts(image: Image) -> dict[str, dict[str, str]]:
+    """``${bases.NAME.env|labels.KEY}`` values of a resolved base."""
+    cfg = image.container_config
+    env = dict(item.partition("=")[::2] for item in cfg.get("Env") or [])
+    return {"env": env, "labels": {str(k): str(v) for k, v in (cfg.get("Labels") or {}).items()}}
+
+
+def _names_version(ref: str, version: str) -> bool:
+    """Whether the reference text names ``version`` as a whole number (``12.8`` in
+    ``cuda:12.8.1-runtime`` or ``rocm6.2_``, not in ``112.8``)."""
+    return re.search(rf"(?<![0-9.]){re.escape(version)}(?![0-9])", ref) is not None
+
+
+def version_labels(params: Mapping[str, str], man: m.Manifest, base: Image | None) -> dict[str, str]:
+    """Version labels from the image base's config, else from a param its reference names."""
+    spec = man.bases[man.image.base]
+    ref = spec if isinstance(spec, str) else spec.ref if isinstance(spec, m.RefBase) else ""
+    facts = base_facts(base) if base is not None else None
+    out: dict[str, str] = {}
+    for param, (label, env_names, label_names) in VERSIONS.items():
+        wanted = params.get(param, "")
+        if not wanted:
+            continue  # an empty param means "not this stack" (cuda_version on ROCm)
+        value = ""
+        if facts is not None:
+            value = next((facts["env"][n] for n in env_names if facts["env"].get(n)), "")
+            value = value or next((facts["labels"][n] for n in label_names if facts["labels"].get(n)), "")
+        if not value and _names_version(ref, wanted):
+            value = wanted
+        if not value and facts is None and env_names:
+            value = f"${{bases.{man.image.base}.env.{env_names[0]}}}"  # a plan: known once the base is
+        if value:
+            out[f"{NAMESPACE}.{label}"] = value
+    return out
+
+
+def facts_of(code: Mapping[str, GpuCode], bases: Mapping[str, Base | None]) -> labelfacts.Facts:
+    """What ``${steps...}`` and ``${bases...}`` placeholders can be filled with so far."""
+    known = {name: base_facts(b.image) for name, b in bases.items() if b is not None}
+    return labelfacts.Facts(step_facts(code), known)
+
+
+def expand(
+    values: Mapping[str, str], *, sources: Mapping[str, Mapping[str, str]], made: labelfacts.Facts
+) -> dict[str, str]:
+    """Label or annotation values with every placeholder known filled in; one that comes
+    out empty is left out."""
+    return labelfacts.expand_all(sourcefacts.expand_all(values, sources), made)
