@@ -220,9 +220,16 @@ ROCM_ARCHS = (
     "gfx803;gfx900;gfx906;gfx908;gfx90a;gfx942;gfx1010;gfx1030;gfx1032;gfx1100;gfx1101;gfx1102;gfx1200;gfx1201;gfx1151"
 )
 ARCH_LABELS: dict[str, dict[str, str]] = {
-    "cuda": {"io.assemble.gpu.cuda.archs": "default"},
+    # Read from the built libraries: a plan shows where they will come from (never "default").
+    "cuda": {
+        "io.assemble.gpu.cuda.archs": "${steps.llama.cuda_archs}",
+        "io.assemble.step.llama.cuda.archs": "${steps.llama.cuda_archs}",
+    },
     "cpu": {},
-    "rocm": {"io.assemble.gpu.rocm.archs": ROCM_ARCHS},
+    "rocm": {
+        "io.assemble.gpu.rocm.archs": "${steps.llama.rocm_archs}",
+        "io.assemble.step.llama.rocm.archs": "${steps.llama.rocm_archs}",
+    },
 }
 ENTRYPOINT = {"server": ["/app/llama-server"], "light": ["/app/llama-cli"], "full": ["/app/tools.sh"]}
 

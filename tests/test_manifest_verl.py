@@ -171,8 +171,10 @@ def test_smoke_target_builds_offline_to_an_oci_image_and_a_sif(smoke: Smoke) -> 
     cfg = config_of(smoke.oci, "smoke")["config"]
     assert cfg["Entrypoint"] == ["/usr/local/bin/hip-vector-add"]
     assert [e for e in cfg["Env"] if not e.startswith("PATH=")] == UPSTREAM_ENV
+    # Read from hip-vector-add's code objects; the Debian base says no ROCm version: none claimed.
     assert cfg["Labels"]["io.assemble.gpu.rocm.archs"] == ARCHS
-    assert cfg["Labels"]["io.assemble.gpu.rocm.version"] == "6.2"
+    assert cfg["Labels"]["io.assemble.step.vector-add.rocm.archs"] == ARCHS
+    assert "io.assemble.gpu.rocm.version" not in cfg["Labels"]
 
 
 def test_hip_binary_carries_gfx90a_and_gfx942_code_objects(smoke: Smoke, tmp_path: Path) -> None:
@@ -261,8 +263,18 @@ def test_plan_of_the_train_target(tmp_path: Path) -> None:
     cfg = plan["config"]
     assert cfg["Env"] == UPSTREAM_ENV
     assert "Entrypoint" not in cfg and "Cmd" not in cfg  # upstream keeps the base's
-    assert cfg["Labels"]["io.assemble.gpu.rocm.archs"] == ARCHS
-    assert cfg["Labels"]["io.assemble.python.version"] == "3.9"
+    labels = cfg["Labels"]
+    # Two steps build GPU code: each its own list, read from what it built (a plan shows where from).
+    assert labels["io.assemble.step.vllm.rocm.archs"] == "${steps.vllm.rocm_archs}"
+    assert labels["io.assemble.step.vector-add.rocm.archs"] == "${steps.vector-add.rocm_archs}"
+    assert labels["io.assemble.python.version"] == "3.9"
+    assert labels["io.assemble.gpu.rocm.version"] == "6.2"  # the base's tag names it
+    assert labels["org.opencontainers.image.version"] == "v0.3.0.post0"
+    # Another base: its tag does not say 6.2, so the version is the base's own to tell.
+    other = run_cli(["plan", str(MANIFEST), "--json", "--cache", str(tmp_path / "cache"),
+                     "--set", "base_image=docker://rocm/vllm-dev:base"], cwd=tmp_path)  # fmt: skip
+    assert other.code == 0, str(other)
+    assert other.json["config"]["Labels"]["io.assemble.gpu.rocm.version"] == "${bases.runtime.env.ROCM_VERSION}"
 
 
 def test_manifest_says_what_upstream_does() -> None:

@@ -494,29 +494,38 @@ def gpu_labels(plan: dict[str, Any]) -> dict[str, str]:
 def test_gpu_labels_show_versions_and_architectures(plan: PlanFn) -> None:
     cuda = gpu_labels(plan("vllm"))
     assert cuda["gpu.cuda.version"] == "12.9.1"
-    assert cuda["gpu.cuda.archs"] == "7.0;7.5;8.0;8.9;9.0;10.0;12.0"
+    # Arch lists are read from the built wheel: a plan shows where they will come from.
+    assert cuda["gpu.cuda.archs"] == cuda["step.wheel.cuda.archs"] == "${steps.wheel.cuda_archs}"
     assert cuda["build.wheel"] == "MAX_JOBS=2 NVCC_THREADS=8"
     assert (cuda["torch.version"], cuda["python.version"], cuda["target"]) == ("2.9.0", "3.12", "openai")
     assert cuda.get("gpu.rocm.version", "") == "" and "gpu.rocm.archs" not in cuda
 
     rocm = gpu_labels(plan("vllm", "--target", "rocm"))
-    assert (rocm["gpu.rocm.version"], rocm["gpu.rocm.archs"]) == ("7.0", "gfx90a;gfx942")
+    # rocm/vllm-dev:base is a floating tag: its ROCm version is the base's to say, not the param's.
+    assert rocm["gpu.rocm.version"] == "${bases.runtime.env.ROCM_VERSION}"
+    assert rocm["gpu.rocm.archs"] == "${steps.wheel-rocm.rocm_archs}"
     assert rocm.get("gpu.cuda.version", "") == "" and "gpu.cuda.archs" not in rocm
     assert rocm["build.wheel-rocm"] == "MAX_JOBS=2"
 
     narrowed = gpu_labels(plan("vllm", "--set", "torch_cuda_arch_list=9.0 10.0+PTX", "--set", "cuda_version=12.8.1"))
-    assert (narrowed["gpu.cuda.archs"], narrowed["gpu.cuda.version"]) == ("9.0;10.0+PTX", "12.8.1")
+    assert narrowed["gpu.cuda.version"] == "12.8.1"  # the runtime base's tag names it
 
     tgi = gpu_labels(plan("tgi"))
-    assert (tgi["gpu.cuda.version"], tgi["python.version"], tgi["torch.version"]) == ("12.4.1", "3.11", "2.6.0")
-    assert tgi["gpu.cuda.archs"].split(";")[:3] == ["8.0", "8.6", "9.0+PTX"]
+    # TGI's runtime base is 12.4.0 (its devel image 12.4.1): the base's own CUDA_VERSION says which.
+    assert tgi["gpu.cuda.version"] == "${bases.runtime.env.CUDA_VERSION}"
+    assert (tgi["python.version"], tgi["torch.version"]) == ("3.11", "2.6.0")
+    # Kernels built for different lists: one label per step, no merged image-wide list.
+    assert "gpu.cuda.archs" not in tgi
+    assert tgi["step.exllamav2.cuda.archs"] == "${steps.exllamav2.cuda_archs}"
     assert tgi["build.flash-attn-v2"] == "MAX_JOBS=8 NVCC_THREADS=2"
 
     ds = gpu_labels(plan("deepspeed"))
-    assert (ds["gpu.cuda.version"], ds["gpu.cuda.archs"]) == ("12.2.2", "7.0;8.0;8.6;9.0+PTX")
+    assert (ds["gpu.cuda.version"], ds["gpu.cuda.archs"]) == ("12.2.2", "${steps.wheel.cuda_archs}")
     assert ds["build.wheel"] == "DS_BUILD_OPS=1 MAX_JOBS=4"
 
-    for engine, version in (("vllm", "12.9"), ("sglang", "12.9"), ("trtllm", "13.0")):
+    # SGLang's runtime image's tag does not name its CUDA: the base's own CUDA_VERSION will.
+    from_base = "${bases.runtime.env.CUDA_VERSION}"
+    for engine, version in (("vllm", "12.9"), ("sglang", from_base), ("trtllm", "13.0")):
         labels = gpu_labels(plan("dynamo", "--target", engine))
         assert (labels["gpu.cuda.version"], labels["target"]) == (version, engine)
 
@@ -611,8 +620,7 @@ def test_old_to_new_vllm_is_a_change_of_params_only(plan: PlanFn) -> None:
     # the image is configured the same; only the version labels say what changed
     assert runtime_config(old["config"]) == runtime_config(new["config"])
     l_old, l_new = gpu_labels(old), gpu_labels(new)
-    assert {k for k in l_new if l_new[k] != l_old.get(k)} == {"gpu.cuda.version", "gpu.cuda.archs", "python.version",
-                                                              "torch.version"}  # fmt: skip
+    assert {k for k in l_new if l_new[k] != l_old.get(k)} == {"gpu.cuda.version", "python.version", "torch.version"}
 
 
 # -- broken references fail at plan time with file:line ---------------------------------------

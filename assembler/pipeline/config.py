@@ -110,8 +110,9 @@ def gpu_metadata(
             out[f"{NAMESPACE}.build.{step.name}"] = " ".join(f"{k}={v}" for k, v in sorted(flags.items()))
     out.update(labels.arch_labels(loaded.manifest, code))
     out.update(labels.version_labels(loaded.params, loaded.manifest, base))
-    if loaded.params.get("torch_version"):  # what a step installs, pinned by the manifest
-        out[f"{NAMESPACE}.torch.version"] = loaded.params["torch_version"]
+    for param in ("torch_version", "python_version"):  # what the steps install, pinned by the manifest
+        if loaded.params.get(param):
+            out[f"{NAMESPACE}.{param.replace('_', '.')}"] = loaded.params[param]
     if loaded.target:
         out[f"{NAMESPACE}.target"] = loaded.target
     if out:

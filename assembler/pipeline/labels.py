@@ -9,12 +9,13 @@ its artifacts, and the CUDA/ROCm/Python versions its base says it has.
   different lists (TGI's kernels) are not merged into a list no step has. A step whose
   artifacts hold no device code claims none, whatever its flags asked. A plan, for a step
   that will run and sets an arch variable, shows the placeholder ``${steps.STEP.cuda_archs}``.
-- Versions (``io.assemble.gpu.cuda.version``, ``gpu.rocm.version``, ``python.version``): from
-  the image base's own config (``CUDA_VERSION``, ``ROCM_VERSION``, ``PYTHON_VERSION`` in its
-  env, NVIDIA's old ``com.nvidia.cuda.version`` label); else the param, if the base's
-  reference names that version (``nvidia/cuda:12.8.1-runtime...``, ``rocm6.2_..._py3.9``);
+- Versions (``io.assemble.gpu.cuda.version``, ``gpu.rocm.version``): from the image base's
+  own config (``CUDA_VERSION`` or ``ROCM_VERSION`` in its env, NVIDIA's old
+  ``com.nvidia.cuda.version`` label); else the param, if the base's reference names that
+  version (``nvidia/cuda:12.8.1-runtime...``, ``rocm/vllm:rocm6.2_mi300...``);
   else nothing (a floating ``rocm/vllm-dev:base`` tag, ``--set base_image=...`` with
-  another version). An empty param means "not this stack" and labels nothing.
+  another version). An empty param means "not this stack" and labels nothing. A plan
+  whose base is not resolved yet shows ``${bases.BASE.env.CUDA_VERSION}`` there.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ ROCM_ARCH_VARS = ("PYTORCH_ROCM_ARCH", "AMDGPU_TARGETS", "GPU_TARGETS", "GPU_ARC
 VERSIONS = {
     "cuda_version": ("gpu.cuda.version", ("CUDA_VERSION",), ("com.nvidia.cuda.version",)),
     "rocm_version": ("gpu.rocm.version", ("ROCM_VERSION",), ()),
-    "python_version": ("python.version", ("PYTHON_VERSION",), ()),
 }
 
 
