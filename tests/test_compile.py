@@ -94,9 +94,8 @@ def test_cuda_artifact_holds_exactly_the_requested_architectures(demo: Demo, tmp
     assert {line.rsplit(".", 2)[-2] for line in ptx.splitlines() if ".ptx" in line} == {"sm_90"}
     labels = json.loads(sh(["skopeo", "inspect", f"oci:{demo.project}/out/demo:latest"]).stdout)["Labels"]
     # The labels say what the binary holds, read from its fat binaries: SASS, then PTX.
-    assert labels["io.assemble.gpu.cuda.archs"] == labels["io.assemble.step.kernels.cuda.archs"] == (
-        "sm_80;sm_90;compute_90"
-    )
+    assert labels["io.assemble.gpu.cuda.archs"] == "sm_80;sm_90;compute_90"
+    assert labels["io.assemble.step.kernels.cuda.archs"] == "sm_80;sm_90;compute_90"
 
 
 def test_one_source_file_edited_rebuilds_one_step_and_pushes_one_layer(demo: Demo, registry: RunningRegistry) -> None:
