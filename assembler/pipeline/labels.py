@@ -29,6 +29,7 @@ from assembler.deps.archs import layer_code
 from assembler.deps.gpucode import GpuCode, canonical
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
+from assembler.pipeline.options import RemoteSteps
 from assembler.spec import labelfacts, sourcefacts
 from assembler.spec import model as m
 
@@ -59,24 +60,34 @@ def shipped(man: m.Manifest) -> dict[str, list[str]]:
     return {step: sorted(names) for step, names in out.items()}
 
 
+def _read_from(man: m.Manifest) -> dict[str, list[str]]:
+    """The shipped artifacts, and every artifact of a step a label or annotation names."""
+    out = shipped(man)
+    for value in (*man.image.config.labels.values(), *man.annotations.values()):
+        for ref in labelfacts.references(value):
+            if ref.kind == "steps" and ref.name not in out:
+                out[ref.name] = sorted(next(s for s in man.compile if s.name == ref.name).artifacts)
+    return out
+
+
 def step_code(
     man: m.Manifest, artifacts: Mapping[str, Mapping[str, Layer]], *, cache: Cache,
-    ensure: Callable[[Layer], None] | None = None,
+    remote: RemoteSteps | None = None,
 ) -> dict[str, GpuCode]:  # fmt: skip
-    """The device code of each shipped step whose artifacts are known (made or cached);
-    a step not there is still to run. ``ensure`` brings in a blob kept elsewhere (a
-    registry step cache) before it is read."""
+    """The device code of each shipped (or named) step whose artifacts are known (made or
+    cached); a step not there is still to run. A blob from a registry step cache
+    (``remote``) is brought in before it is read."""
     out: dict[str, GpuCode] = {}
     with cache.workdir("gpucode-") as work:
-        for step, names in sorted(shipped(man).items()):
+        for step, names in sorted(_read_from(man).items()):
             made = artifacts.get(step)
             if made is None:
                 continue
             found = GpuCode()
             for name in names:
                 layer = made[name]
-                if ensure is not None:
-                    ensure(layer)
+                if remote is not None:
+                    remote.ensure(layer)
                 found |= layer_code(layer.diff_id, lambda d=layer.digest: cache.open_blob(d),  # type: ignore[misc]
                                     what=f"artifact {step}.{name}", cache=cache, workdir=work)  # fmt: skip
             out[step] = found
@@ -152,10 +163,20 @@ def version_labels(params: Mapping[str, str], man: m.Manifest, base: Image | Non
     return out
 
 
-def facts_of(code: Mapping[str, GpuCode], bases: Mapping[str, Base | None]) -> labelfacts.Facts:
-    """What ``${steps...}`` and ``${bases...}`` placeholders can be filled with so far."""
-    known = {name: base_facts(b.image) for name, b in bases.items() if b is not None}
-    return labelfacts.Facts(step_facts(code), known)
+def facts_of(
+    code: Mapping[str, GpuCode], man: m.Manifest, base_of: Callable[[str], Base | None], *, final: bool
+) -> labelfacts.Facts:
+    """What ``${steps...}`` and ``${bases...}`` placeholders can be filled with so far:
+    ``base_of`` obtains each base they name (a plan only looks it up). ``final``: a build's;
+    what it does not know now it never will, and the label is left out."""
+    names = {
+        ref.name
+        for value in (*man.image.config.labels.values(), *man.annotations.values())
+        for ref in labelfacts.references(value)
+        if ref.kind == "bases"
+    }
+    known = {name: base_facts(b.image) for name in sorted(names) if (b := base_of(name)) is not None}
+    return labelfacts.Facts(step_facts(code), known, final=final)
 
 
 def expand(

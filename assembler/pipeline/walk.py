@@ -357,11 +357,11 @@ class Walk:
     def finish(self, image: Image, base: Base | None) -> Image:
         """Config, labels and annotations on top of the layers (``base`` None: not known yet)."""
         man = self.man
-        code = labels.step_code(man, self.artifacts, cache=self.cache,
-                                ensure=self.remote.ensure if self.remote is not None else None)  # fmt: skip
+        code = labels.step_code(man, self.artifacts, cache=self.cache, remote=self.remote)
         gpu = gpu_metadata(self.loaded, graph.needed_steps(man), code=code, base=base.image if base else None)
         env = image.container_config.get("Env") or []
-        expand = partial(labels.expand, sources=self.source_facts(), made=labels.facts_of(code, self.bases))
+        made = labels.facts_of(code, man, self.base, final=self.records)
+        expand = partial(labels.expand, sources=self.source_facts(), made=made)
         config = man.image.config.model_copy(update={"labels": expand(man.image.config.labels)})
         changes = config_changes(config, env, labels=gpu, keep_unknown=base is None)
         image = mutate.set_config(image, changes, epoch=self.ctx.epoch)

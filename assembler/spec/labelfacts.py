@@ -43,6 +43,7 @@ class Facts:
 
     steps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     bases: Mapping[str, Mapping[str, Mapping[str, str]]] = field(default_factory=dict)
+    final: bool = False  # a build's: a step or base missing is never known, its placeholders go empty
 
 
 def _parse(kind: str, body: str) -> Ref:
@@ -71,9 +72,13 @@ def expand(value: str, facts: Facts) -> str:
         ref = _parse(match.group(1), match.group(2))
         if ref.kind == "steps":
             step = facts.steps.get(ref.name)
-            return step.get(ref.field, "") if step is not None else match.group(0)
+            if step is not None:
+                return step.get(ref.field, "")
+            return "" if facts.final else match.group(0)
         base = facts.bases.get(ref.name)
-        return base.get(ref.field, {}).get(ref.key, "") if base is not None else match.group(0)
+        if base is not None:
+            return base.get(ref.field, {}).get(ref.key, "")
+        return "" if facts.final else match.group(0)
 
     return _REF.sub(repl, value)
 
