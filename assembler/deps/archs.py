@@ -76,10 +76,11 @@ def _from_memo(data: Mapping[str, Any]) -> GpuCode:
 
 def layer_code(
     diff_id: str, opener: Callable[[], AbstractContextManager[BinaryIO]], *, what: str, cache: Cache | None,
-    workdir: Path,
+    workdir: Path, record: bool = True,
 ) -> GpuCode:  # fmt: skip
     """The architectures of the device code in the layer ``opener`` opens (its blob,
-    compressed or not); memoised under ``diff_id``. InvalidImage for a damaged layer."""
+    compressed or not); memoised under ``diff_id`` (looked up only, unless ``record``: a
+    plan writes nothing). InvalidImage for a damaged layer."""
     key = _MEMO + diff_id.split(":", 1)[-1]
     if cache is not None:
         hit = cache.memo_as(key, _from_memo)
@@ -90,6 +91,6 @@ def layer_code(
         if open_data is not None:
             with open_data() as data:
                 found |= file_code(data, entry.path, workdir)
-    if cache is not None:
+    if cache is not None and record:
         cache.put_memo(key, {"cuda": sorted(found.cuda), "rocm": sorted(found.rocm)})
     return found

@@ -21,7 +21,10 @@ its artifacts, and the CUDA/ROCm/Python versions its base says it has.
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from assembler.cache import Cache
@@ -72,13 +75,15 @@ def _read_from(man: m.Manifest) -> dict[str, list[str]]:
 
 def step_code(
     man: m.Manifest, artifacts: Mapping[str, Mapping[str, Layer]], *, cache: Cache,
-    remote: RemoteSteps | None = None,
+    remote: RemoteSteps | None = None, records: bool = True,
 ) -> dict[str, GpuCode]:  # fmt: skip
     """The device code of each shipped (or named) step whose artifacts are known (made or
     cached); a step not there is still to run. A blob from a registry step cache
-    (``remote``) is brought in before it is read."""
+    (``remote``) is brought in before it is read. Without ``records`` (a plan), nothing is
+    written to the cache: no memo, files spooled to the system's temporary folder."""
     out: dict[str, GpuCode] = {}
-    with cache.workdir("gpucode-") as work:
+    with cache.workdir("gpucode-") if records else tempfile.TemporaryDirectory(prefix="assemble-gpucode-") as folder:
+        work = Path(folder)
         for step, names in sorted(_read_from(man).items()):
             made = artifacts.get(step)
             if made is None:
@@ -88,8 +93,9 @@ def step_code(
                 layer = made[name]
                 if remote is not None:
                     remote.ensure(layer)
-                found |= layer_code(layer.diff_id, lambda d=layer.digest: cache.open_blob(d),  # type: ignore[misc]
-                                    what=f"artifact {step}.{name}", cache=cache, workdir=work)  # fmt: skip
+                opener = partial(cache.open_blob, layer.digest)
+                what = f"artifact {step}.{name}"
+                found |= layer_code(layer.diff_id, opener, what=what, cache=cache, workdir=work, record=records)
             out[step] = found
     return out
 

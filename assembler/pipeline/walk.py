@@ -357,7 +357,7 @@ class Walk:
     def finish(self, image: Image, base: Base | None) -> Image:
         """Config, labels and annotations on top of the layers (``base`` None: not known yet)."""
         man = self.man
-        code = labels.step_code(man, self.artifacts, cache=self.cache, remote=self.remote)
+        code = labels.step_code(man, self.artifacts, cache=self.cache, remote=self.remote, records=self.records)
         gpu = gpu_metadata(self.loaded, graph.needed_steps(man), code=code, base=base.image if base else None)
         env = image.container_config.get("Env") or []
         made = labels.facts_of(code, man, self.base, final=self.records)
