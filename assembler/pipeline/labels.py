@@ -1,5 +1,5 @@
 """Labels from facts: the GPU architectures the image's compiled code is for, read from
-its artifacts, and the CUDA/ROCm/Python versions its base says it has.
+its artifacts, and the CUDA/ROCm versions its base says it has.
 
 - Arch lists. For each compile step whose artifacts the image holds (an ``artifact:``
   layer or a run step's ``mounts:``), the device code in those artifacts is read
