@@ -249,7 +249,8 @@ def test_plan_of_the_train_target(tmp_path: Path) -> None:
     assert plan["target"] == "train"
     assert [(s["name"], s["kind"]) for s in plan["steps"]] == [
         ("vllm", "compile"), ("install-vllm", "runtime"), ("python-deps", "runtime"), ("verl", "compile"),
-        ("install-verl", "runtime"), ("vector-add", "compile")]  # fmt: skip
+        ("install-verl", "runtime"), ("torch-memory-saver", "compile"), ("install-torch-memory-saver", "runtime"),
+        ("vector-add", "compile")]  # fmt: skip
     assert [x["what"] for x in plan["layers"]] == [
         "runtime",
         "run pip uninstall -y vllm && pip install --no-deps /opt/wheels/vllm-*.whl",
@@ -257,6 +258,7 @@ def test_plan_of_the_train_target(tmp_path: Path) -> None:
         "liger-kernel nu",
         "artifact verl.src",
         "run pip install -e /opt/verl --no-deps",
+        "run pip install --no-deps /wheels/torch_memory_saver-*.whl",  # Apptainerfile.rocm's torch_memory_saver
         "artifact vector-add.bin",
     ]
     assert plan["outputs"] == [f"oci:{tmp_path}/out/verl-rocm:latest", f"sif:{tmp_path}/out/verl-rocm.sif"]

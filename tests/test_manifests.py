@@ -176,7 +176,9 @@ def test_every_manifest_and_target_plans_offline(plan_cache: Path, path: Path, t
     data = ran.json
     assert data["name"] == yaml_helper.load(path)["name"]
     assert data["target"] == (target or yaml_helper.load(path).get("default_target"))
-    assert data["layers"] and data["layers"][0]["kind"] == "base"
+    assert data["layers"]
+    # the first layer is the base's, unless the base is `scratch` (vLLM's wheel-only target)
+    assert data["layers"][0]["kind"] == "base" or (data["target"], data["layers"][0]["kind"]) == ("wheel", "artifact")
     compiled = {s["name"] for s in data["steps"] if s["kind"] == "compile"}
     for step in data["steps"]:
         assert step["state"] == "will-run", step  # a fresh cache: nothing is built yet
@@ -217,23 +219,35 @@ DYNAMO_COMMON = {
     "ucx": ["prefix"],
     "libfabric": ["prefix"],
     "nixl": ["prefix", "wheel"],
+    "aws-sdk": ["prefix"],
+    "ffmpeg": ["prefix"],
     "dynamo-runtime": ["wheel"],
     "dynamo-py": ["wheel"],
 }
-DYNAMO_PREFIXES = [("artifact", "ucx.prefix"), ("artifact", "libfabric.prefix"), ("artifact", "nixl.prefix")]
+DYNAMO_PREFIXES = [("artifact", "ucx.prefix"), ("artifact", "libfabric.prefix"), ("artifact", "aws-sdk.prefix"),
+                   ("artifact", "ffmpeg.prefix"), ("artifact", "nixl.prefix")]  # fmt: skip
+# the vLLM venv as four layers: nvidia/* and torch (rarely change), the rest, vllm (every bump)
+DYNAMO_VENV = [("artifact", "framework-vllm.venv-nvidia"), ("artifact", "framework-vllm.venv-torch"),
+               ("artifact", "framework-vllm.venv"), ("artifact", "framework-vllm.venv-vllm")]  # fmt: skip
 DYNAMO_WHEELS = [("artifact", "dynamo-runtime.wheel"), ("artifact", "dynamo-py.wheel"), ("artifact", "nixl.wheel")]
 # installed as dynamo, then /opt/dynamo given back to it (artifact layers write parent folders as root's)
 DYNAMO_INSTALL = [("run", "dynamo"), ("run", "permissions")]
 NATS_ETCD = [("artifact", "nats-etcd.nats"), ("artifact", "nats-etcd.etcd")]
-VLLM_CUDA_LAYERS = [
+VLLM_BASE_LAYERS = [  # the vllm-base stage
     ("base", "runtime"),
     ("packages", "system"),
     ("run", "python"),
     ("run", "cuda-jit"),
     ("run", "vllm"),  # mounts the wheel: installs it without copying it into a layer
     ("run", "flashinfer"),
-    ("run", "openai-extras"),
+    ("artifact", "gdrcopy.prefix"),
+    ("run", "gdrcopy-ld"),
+    ("run", "deepgemm"),  # mounts DeepGEMM's wheel
+    ("run", "ep-kernels"),  # mounts the pplx-kernels and DeepEP wheels
 ]
+VLLM_CUDA_LAYERS = [*VLLM_BASE_LAYERS, ("run", "kv-connectors"), ("run", "openai-extras")]  # vllm-openai
+VLLM_COMPILE = {"wheel": ["kv-requirements", "wheel"], "gdrcopy": ["prefix"], "build-deepgemm": ["wheel"],
+                "build-ep-kernels": ["wheels"]}  # fmt: skip
 REGISTRY = "docker://127.0.0.1:5000"
 
 STRUCTURES: dict[tuple[str, str | None], dict[str, Any]] = {
@@ -255,16 +269,31 @@ STRUCTURES: dict[tuple[str, str | None], dict[str, Any]] = {
         "outputs": [f"{REGISTRY}/huggingface/text-generation-inference:3.3.4"],
     },
     ("vllm", "openai"): {
-        "compile": {"wheel": ["wheel"]},
+        "compile": VLLM_COMPILE,
         "layers": VLLM_CUDA_LAYERS,
         "outputs": [f"{REGISTRY}/vllm/vllm-openai:v0.11.1"],
     },
     ("vllm", "openai-nonroot"): {
-        "compile": {"wheel": ["wheel"]},
+        "compile": VLLM_COMPILE,
         "layers": [*VLLM_CUDA_LAYERS, ("run", "user")],
         "outputs": [f"{REGISTRY}/vllm/vllm-openai:v0.11.1-nonroot"],
     },
-    ("vllm", "rocm"): {
+    ("vllm", "vllm-base"): {
+        "compile": VLLM_COMPILE,
+        "layers": VLLM_BASE_LAYERS,
+        "outputs": [f"{REGISTRY}/vllm/vllm-base:v0.11.1"],
+    },
+    ("vllm", "wheel"): {  # the `export` stage: the wheel alone, on scratch
+        "compile": {"wheel": ["kv-requirements", "wheel"]},
+        "layers": [("artifact", "wheel.wheel")],
+        "outputs": [f"oci:{ROOT}/out/vllm-wheel:v0.11.1"],
+    },
+    ("vllm", "rocm"): {  # Dockerfile.rocm, stage final
+        "compile": {"wheel-rocm": ["wheel"]},
+        "layers": [("base", "runtime"), ("run", "vllm")],
+        "outputs": [f"{REGISTRY}/rocm/vllm-dev:v0.11.1"],
+    },
+    ("vllm", "rocm-openai"): {  # Dockerfile.rocm, stage vllm-openai
         "compile": {"wheel-rocm": ["wheel"]},
         "layers": [("base", "runtime"), ("run", "vllm")],
         "outputs": [f"{REGISTRY}/rocm/vllm:v0.11.1"],
@@ -275,13 +304,36 @@ STRUCTURES: dict[tuple[str, str | None], dict[str, Any]] = {
         "outputs": [f"{REGISTRY}/deepspeed:0.16.4"],
     },
     ("dynamo", "vllm"): {
-        "compile": {**DYNAMO_COMMON, "framework-vllm": ["venv"]},
+        "compile": {**DYNAMO_COMMON, "framework-vllm": ["venv", "venv-nvidia", "venv-torch", "venv-vllm"]},
         "layers": [
             ("base", "runtime"), ("run", "user"), ("packages", "system"), ("run", "cuda-tools"),
             ("artifact", "cuda-jit.toolchain"), ("run", "cublas-links"), *NATS_ETCD,
-            ("artifact", "framework-vllm.venv"), *DYNAMO_PREFIXES, *DYNAMO_WHEELS, *DYNAMO_INSTALL,
+            *DYNAMO_VENV, *DYNAMO_PREFIXES, *DYNAMO_WHEELS, *DYNAMO_INSTALL,
         ],
         "outputs": [f"{REGISTRY}/dynamo:0.8.0-vllm-runtime"],
+    },
+    ("dynamo", "dev"): {  # the runtime, then dev tools, the Rust toolchain, the source
+        "compile": {**DYNAMO_COMMON, "framework-vllm": ["venv", "venv-nvidia", "venv-torch", "venv-vllm"],
+                    "rust": ["cargo", "rustup"], "workspace": ["tree"]},
+        "layers": [
+            ("base", "runtime"), ("run", "user"), ("packages", "system"), ("run", "cuda-tools"),
+            ("artifact", "cuda-jit.toolchain"), ("run", "cublas-links"), *NATS_ETCD,
+            *DYNAMO_VENV, *DYNAMO_PREFIXES, *DYNAMO_WHEELS, *DYNAMO_INSTALL,
+            ("packages", "dev-tools"), ("artifact", "rust.rustup"), ("artifact", "rust.cargo"),
+            ("artifact", "workspace.tree"), ("run", "dev-install"),
+        ],
+        "outputs": [f"{REGISTRY}/dynamo:0.8.0-vllm-dev"],
+    },
+    ("dynamo", "efa"): {  # build.sh --make-efa on the vLLM runtime
+        "compile": {**DYNAMO_COMMON, "framework-vllm": ["venv", "venv-nvidia", "venv-torch", "venv-vllm"],
+                    "aws-ofi-nccl": ["prefix"]},
+        "layers": [
+            ("base", "runtime"), ("run", "user"), ("packages", "system"), ("run", "cuda-tools"),
+            ("artifact", "cuda-jit.toolchain"), ("run", "cublas-links"), *NATS_ETCD,
+            *DYNAMO_VENV, *DYNAMO_PREFIXES, *DYNAMO_WHEELS, *DYNAMO_INSTALL,
+            ("packages", "efa-packages"), ("artifact", "aws-ofi-nccl.prefix"),
+        ],
+        "outputs": [f"{REGISTRY}/dynamo:0.8.0-vllm-runtime-aws"],
     },
     ("dynamo", "sglang"): {
         "compile": {k: v for k, v in DYNAMO_COMMON.items() if k != "cuda-jit"},
@@ -322,7 +374,9 @@ def test_the_default_targets(plan: PlanFn) -> None:
 def test_runtime_packages(plan: PlanFn) -> None:
     # DeepSpeed's runtime: CUDA runtime + libaio1 (ZeRO-Offload's async I/O) + openmpi-bin,
     # the last two from the wheel step's runtime_packages (`from-steps`).
-    assert packages(plan("deepspeed")) == {"system": ["python3", "python3-venv", "libaio1", "openmpi-bin"]}
+    assert packages(plan("deepspeed")) == {
+        "system": ["python3", "python3-venv", "libopenblas0", "libaio1", "openmpi-bin"]
+    }
     assert packages(plan("tgi")) == {
         "system": ["libssl-dev", "ca-certificates", "make", "curl", "git"],
         "compilers": ["build-essential", "g++"],
@@ -356,7 +410,10 @@ def test_build_steps_say_what_upstream_builds_with() -> None:
     assert "/root/.cache/ccache" in vllm.shared_cache and vllm.env["CCACHE_DIR"] == "/root/.cache/ccache"
     assert "setup.py bdist_wheel" in vllm.run[-1] and "uv venv" not in vllm.run[0]
     assert "uv==0.9.5" in vllm.run[0]  # the installer goes into the venv
-    rocm = load_manifest(MANIFESTS / "vllm.yaml", target="rocm").manifest.compile[1]
+    assert vllm.env["VLLM_INSTALL_PUNICA_KERNELS"] == "1"  # seed 000's builder
+    rocm = next(
+        s for s in load_manifest(MANIFESTS / "vllm.yaml", target="rocm").manifest.compile if s.name == "wheel-rocm"
+    )
     assert (rocm.name, rocm.env["PYTORCH_ROCM_ARCH"], rocm.env["VLLM_TARGET_DEVICE"]) == (
         "wheel-rocm", "gfx90a;gfx942", "rocm")  # fmt: skip
 
@@ -389,7 +446,8 @@ DYNAMO_ENV = {  # Dockerfile.<engine>, runtime stage; NIXL as built on manylinux
     "NIXL_LIB_DIR": "/opt/nvidia/nvda_nixl/lib64",
     "NIXL_PLUGIN_DIR": "/opt/nvidia/nvda_nixl/lib64/plugins",
     "LD_LIBRARY_PATH": "/opt/nvidia/nvda_nixl/lib64:/opt/nvidia/nvda_nixl/lib64/plugins:/usr/local/ucx/lib:"
-                       "/usr/local/ucx/lib/ucx:/usr/local/libfabric/lib:${LD_LIBRARY_PATH}",
+                       "/usr/local/ucx/lib/ucx:/usr/local/libfabric/lib:/usr/local/aws-sdk-cpp/lib64:"
+                       "/usr/local/ffmpeg/lib:${LD_LIBRARY_PATH}",
 }  # fmt: skip
 DYNAMO = {  # USER dynamo, WORKDIR /workspace, ENTRYPOINT ["/opt/nvidia/nvidia_entrypoint.sh"], CMD []
     "Entrypoint": ["/opt/nvidia/nvidia_entrypoint.sh"], "Cmd": None, "User": "dynamo", "WorkingDir": "/workspace",
@@ -398,9 +456,10 @@ DYNAMO = {  # USER dynamo, WORKDIR /workspace, ENTRYPOINT ["/opt/nvidia/nvidia_e
 NONE = {"Cmd": None, "User": None, "Healthcheck": None, "ExposedPorts": None, "Labels": {}}
 
 CONFIGS: dict[tuple[str, str | None], dict[str, Any]] = {
-    ("tgi", None): {  # TGI's Dockerfile, final stage
+    ("tgi", None): {  # TGI's Dockerfile, final stage; seed 000's CMD (commented out upstream)
         **NONE,
         "Entrypoint": ["/tgi-entrypoint.sh"],  # which runs `text-generation-launcher "$@"`
+        "Cmd": ["--json-output"],
         "WorkingDir": "/usr/src",
         "Env": {
             "HF_HOME": "/data", "HF_HUB_ENABLE_HF_TRANSFER": "1", "PORT": "80",
@@ -408,14 +467,16 @@ CONFIGS: dict[tuple[str, str | None], dict[str, Any]] = {
             "HF_KERNELS_CACHE": "/kernels", "EXLLAMA_NO_FLASH_ATTN": "1",
             # upstream's libpython dir of the uv CPython, then the nvidia pip wheels' libraries
             "LD_LIBRARY_PATH": "${LD_LIBRARY_PATH}:/root/.local/share/uv/python/cpython-3.11.11-linux-x86_64-gnu/lib/:"
-                               f"{TGI_SITE}/nvidia/nccl/lib:{TGI_SITE}/nvidia/cudnn/lib:{TGI_SITE}/nvidia/cublas/lib",
+                               f"{TGI_SITE}/nvidia/nccl/lib:{TGI_SITE}/nvidia/cudnn/lib:{TGI_SITE}/nvidia/cublas/lib:"
+                               f"{TGI_SITE}/nvidia/nvjitlink/lib",
         },
     },
-    ("vllm", "openai"): {  # vllm-openai: ENTRYPOINT ["vllm", "serve"], root
+    ("vllm", "openai"): {  # vllm-openai: ENTRYPOINT ["vllm", "serve"], root, the server's port
         **NONE,
         "Entrypoint": ["vllm", "serve"],
         "WorkingDir": "/vllm-workspace",
         "Env": {**VENV_PATH, "VLLM_USAGE_SOURCE": "production-docker-image"},
+        "ExposedPorts": {"8000/tcp": {}},
     },
     ("vllm", "openai-nonroot"): {  # vllm-openai-nonroot: USER vllm, WORKDIR /home/vllm
         **NONE,
@@ -423,19 +484,60 @@ CONFIGS: dict[tuple[str, str | None], dict[str, Any]] = {
         "User": "vllm",
         "WorkingDir": "/home/vllm",
         "Env": {**VENV_PATH, "VLLM_USAGE_SOURCE": "production-docker-image"},
+        "ExposedPorts": {"8000/tcp": {}},
     },
-    ("vllm", "rocm"): {  # Dockerfile.rocm, final + vllm-openai (ENTRYPOINT resets the inherited CMD)
+    ("vllm", "vllm-base"): {  # no entrypoint of its own: the CUDA base's
+        **NONE, "Entrypoint": None, "WorkingDir": "/vllm-workspace", "Env": VENV_PATH,
+    },
+    ("vllm", "wheel"): {**NONE, "Entrypoint": None, "WorkingDir": "/wheels", "Env": {}},
+    # Dockerfile.rocm, stage final: CMD ["/bin/bash"] and no entrypoint, so that seed 003's
+    # `docker run ... IMAGE bash` gets a shell, not `vllm serve bash`
+    ("vllm", "rocm"): {
+        **NONE,
+        "Entrypoint": None,
+        "Cmd": ["/bin/bash"],
+        "WorkingDir": "/app",
+        "Env": {"TOKENIZERS_PARALLELISM": "false", "SAFETENSORS_FAST_GPU": "1", "HIP_FORCE_DEV_KERNARG": "1"},
+        "ExposedPorts": {"8000/tcp": {}},
+    },
+    ("vllm", "rocm-openai"): {  # stage vllm-openai: ENTRYPOINT resets the inherited CMD
         **NONE,
         "Entrypoint": ["vllm", "serve"],
         "WorkingDir": "/app",
         "Env": {"TOKENIZERS_PARALLELISM": "false", "SAFETENSORS_FAST_GPU": "1", "HIP_FORCE_DEV_KERNARG": "1"},
+        "ExposedPorts": {"8000/tcp": {}},
     },
-    ("deepspeed", None): {**NONE, "Entrypoint": ["deepspeed"], "WorkingDir": None, "Env": VENV_PATH},
+    ("deepspeed", None): {  # with nvjitlink of the pip wheels first on the library path (seed 000)
+        **NONE, "Entrypoint": ["deepspeed"], "WorkingDir": None,
+        "Env": {**VENV_PATH, "LD_LIBRARY_PATH": "/opt/venv/lib/python3.10/site-packages/nvidia/nvjitlink/lib:"
+                                               "${LD_LIBRARY_PATH}"},
+    },
     ("dynamo", "vllm"): {
         **DYNAMO,
         "Env": {**DYNAMO_ENV, "DYNAMO_HOME": "/opt/dynamo", "VIRTUAL_ENV": "/opt/dynamo/venv",
                 "PATH": "/opt/dynamo/venv/bin:/usr/local/ucx/bin:/usr/local/bin/etcd/:/usr/local/cuda/nvvm/bin:${PATH}",
                 "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CPATH": "/usr/local/cuda/include"},
+    },
+    ("dynamo", "dev"): {  # root, with cargo on PATH and its target folder in the workspace
+        **DYNAMO,
+        "User": "root",
+        "Env": {**DYNAMO_ENV, "DYNAMO_HOME": "/opt/dynamo", "VIRTUAL_ENV": "/opt/dynamo/venv",
+                "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CPATH": "/usr/local/cuda/include",
+                "RUSTUP_HOME": "/usr/local/rustup", "CARGO_HOME": "/usr/local/cargo",
+                "CARGO_TARGET_DIR": "/workspace/target",
+                "PATH": "/usr/local/cargo/bin:/opt/dynamo/venv/bin:/usr/local/ucx/bin:/usr/local/bin/etcd/:"
+                        "/usr/local/cuda/nvvm/bin:${PATH}"},
+    },
+    ("dynamo", "efa"): {  # Dockerfile.aws: aws-ofi-nccl on the library path, libfabric's EFA provider
+        **DYNAMO,
+        "Env": {**DYNAMO_ENV, "DYNAMO_HOME": "/opt/dynamo", "VIRTUAL_ENV": "/opt/dynamo/venv",
+                "PATH": "/opt/dynamo/venv/bin:/usr/local/ucx/bin:/usr/local/libfabric/bin:/usr/local/bin/etcd/:"
+                        "/usr/local/cuda/nvvm/bin:${PATH}",
+                "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CPATH": "/usr/local/cuda/include",
+                "LD_LIBRARY_PATH": "/opt/nvidia/nvda_nixl/lib64:/opt/nvidia/nvda_nixl/lib64/plugins:/usr/local/ucx/lib:"
+                                   "/usr/local/ucx/lib/ucx:/usr/local/libfabric/lib:/usr/local/aws-sdk-cpp/lib64:"
+                                   "/usr/local/ffmpeg/lib:/opt/amazon/aws-ofi-nccl/lib:${LD_LIBRARY_PATH}",
+                "FI_PROVIDER": "efa", "FI_EFA_USE_DEVICE_RDMA": "1", "NCCL_SOCKET_IFNAME": "^docker,lo,veth"},
     },
     ("dynamo", "sglang"): {
         **DYNAMO,
@@ -452,7 +554,8 @@ CONFIGS: dict[tuple[str, str | None], dict[str, Any]] = {
             "PATH": "/usr/local/ucx/bin:/opt/dynamo/venv/bin:/opt/hpcx/ompi/bin:/usr/local/bin/etcd/:"
                     "/usr/local/cuda/bin:/usr/local/cuda/nvvm/bin:${PATH}",
             "LD_LIBRARY_PATH": "/opt/nvidia/nvda_nixl/lib64:/opt/nvidia/nvda_nixl/lib64/plugins:/usr/local/ucx/lib:"
-                               "/usr/local/ucx/lib/ucx:/usr/local/libfabric/lib:/opt/hpcx/ompi/lib:/opt/hpcx/ucc/lib:"
+                               "/usr/local/ucx/lib/ucx:/usr/local/libfabric/lib:/usr/local/aws-sdk-cpp/lib64:"
+                               "/usr/local/ffmpeg/lib:/opt/hpcx/ompi/lib:/opt/hpcx/ucc/lib:"
                                "/opt/dynamo/venv/lib/python3.12/site-packages/torch/lib:"
                                "/opt/dynamo/venv/lib/python3.12/site-packages/torch_tensorrt/lib:/usr/local/cuda/lib64:"
                                "${LD_LIBRARY_PATH}",
@@ -494,8 +597,12 @@ def gpu_labels(plan: dict[str, Any]) -> dict[str, str]:
 def test_gpu_labels_show_versions_and_architectures(plan: PlanFn) -> None:
     cuda = gpu_labels(plan("vllm"))
     assert cuda["gpu.cuda.version"] == "12.9.1"
-    # Arch lists are read from the built wheel: a plan shows where they will come from.
-    assert cuda["gpu.cuda.archs"] == cuda["step.wheel.cuda.archs"] == "${steps.wheel.cuda_archs}"
+    # Arch lists are read from what each kernel step built: a plan shows where they will come
+    # from; the image-wide list appears only when the built steps agree (wheel, DeepGEMM, EP differ).
+    assert cuda["step.wheel.cuda.archs"] == "${steps.wheel.cuda_archs}"
+    assert cuda["step.build-deepgemm.cuda.archs"] == "${steps.build-deepgemm.cuda_archs}"
+    assert cuda["step.build-ep-kernels.cuda.archs"] == "${steps.build-ep-kernels.cuda_archs}"
+    assert "gpu.cuda.archs" not in cuda
     assert cuda["build.wheel"] == "MAX_JOBS=2 NVCC_THREADS=8"
     assert (cuda["torch.version"], cuda["python.version"], cuda["target"]) == ("2.9.0", "3.12", "openai")
     assert cuda.get("gpu.rocm.version", "") == "" and "gpu.rocm.archs" not in cuda
@@ -539,7 +646,10 @@ def test_vllm_arch_list_rebuilds_the_wheel_and_nothing_below(plan: PlanFn) -> No
     assert "wheel" in diff
     # runtime steps below the wheel's install, and any other target's work, stay as they are
     assert not diff & {"system", "python", "cuda-jit"}, diff
-    assert diff <= {"wheel", "vllm", "flashinfer", "openai-extras"}, diff
+    assert diff <= {"wheel", "vllm", "flashinfer", "gdrcopy-ld", "deepgemm", "ep-kernels", "kv-connectors",
+                    "openai-extras"}, diff  # fmt: skip
+    # DeepGEMM and the EP kernels are built for their own arch lists: not rebuilt
+    assert not diff & {"build-deepgemm", "build-ep-kernels", "gdrcopy"}, diff
     rocm = plan("vllm", "--target", "rocm")
     assert changed(rocm, plan("vllm", "--target", "rocm", "--set", "torch_cuda_arch_list=9.0")) == set()
     assert changed(base, plan("vllm", "--set", "pytorch_rocm_arch=gfx942")) == set()
@@ -548,7 +658,8 @@ def test_vllm_arch_list_rebuilds_the_wheel_and_nothing_below(plan: PlanFn) -> No
 
 def test_vllm_arch_list_reaches_the_steps_that_install_the_wheel(plan: PlanFn) -> None:
     diff = changed(plan("vllm"), plan("vllm", "--set", "torch_cuda_arch_list=9.0 10.0+PTX"))
-    assert diff == {"wheel", "vllm", "flashinfer", "openai-extras"}
+    assert diff == {"wheel", "vllm", "flashinfer", "gdrcopy-ld", "deepgemm", "ep-kernels", "kv-connectors",
+                    "openai-extras"}  # fmt: skip
 
 
 def test_vllm_cuda_version_reaches_every_cuda_step(plan: PlanFn) -> None:
@@ -598,6 +709,8 @@ OLD_VLLM = {  # seed 002's "current version": CUDA 12.1.1 (cudnn8 devel image), 
     "flashinfer_version": "0.2.1.post2",
     "devel_image": "nvidia/cuda:12.1.1-cudnn8-devel-ubuntu22.04",
     "torch_cuda_arch_list": "7.0 7.5 8.0 8.6 8.9 9.0+PTX",  # CUDA 12.1's nvcc has no 10.0, 12.0
+    "deepgemm_arch_list": "9.0a",  # ... nor 10.0a (DeepGEMM skips itself below CUDA 12.8 anyway)
+    "ep_arch_list": "9.0a",
 }
 
 
@@ -680,7 +793,7 @@ BROKEN = [
     Broken("dynamo: unknown recipe", "dynamo", ("use: ucx\n", "use: ucxx\n"), "compile.4.use",
            "unknown recipe 'ucxx'"),
     Broken("dynamo: unknown input", "dynamo", ("inputs: [cuda.toolkit, ucx.prefix,", "inputs: [cuda.toolkit, ucx.lib,"),
-           "compile.6.inputs.1", "step 'ucx' declares no artifact 'lib'"),
+           "compile.8.inputs.1", "step 'ucx' declares no artifact 'lib'"),
     Broken("deepspeed: unknown with: param", "deepspeed", ("build_ops: ${ds_build_ops}", "build_op: ${ds_build_ops}"),
            "compile.0.with.build_op", "unknown param 'build_op' for recipe 'deepspeed-wheel'"),
 ]  # fmt: skip

@@ -1,0 +1,140 @@
+"""The components the seed documents describe that cannot be built here (no GPU, no CUDA
+image offline): the steps the manifests generate for them, checked as data and, where a
+step's logic is shell, by running that logic with the build command replaced by `echo`.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from assembler.spec import model as m
+from assembler.spec.load import load_manifest
+from tests.helpers import ROOT
+
+MANIFESTS = ROOT / "manifests"
+
+
+def _compile(name: str, step: str, **sets: str) -> m.CompileStep:
+    man = load_manifest(MANIFESTS / f"{name}.yaml", sets=sets).manifest
+    return next(s for s in man.compile if s.name == step)
+
+
+def _layer(name: str, layer: str, target: str | None = None, **sets: str) -> m.RunLayer:
+    man = load_manifest(MANIFESTS / f"{name}.yaml", sets=sets, target=target).manifest
+    found = next(x for x in man.image.layers if getattr(x, "name", None) == layer)
+    assert isinstance(found, m.RunLayer)
+    return found
+
+
+def _sh(command: str, env: dict[str, str] | None = None) -> str:
+    return subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True, env=env).stdout.strip()
+
+
+# -- vLLM ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("cuda", "builds"), [("12.9.1", True), ("12.8.0", True), ("12.6.3", False)])
+def test_vllm_deepgemm_is_skipped_below_cuda_12_8_as_upstream(cuda: str, builds: bool, tmp_path: Path) -> None:
+    step = _compile("vllm", "build-deepgemm")
+    assert step.env["TORCH_CUDA_ARCH_LIST"] == "9.0a 10.0a" and step.sources == ["deepgemm"]
+    gate = step.run[-1].replace("mkdir -p /build/dist", f"mkdir -p {tmp_path}/dist")
+    gate = gate.replace("cd /src/deepgemm && /opt/venv/bin/python setup.py bdist_wheel", "echo bdist_wheel")
+    out = _sh(gate, env={"CUDA_VERSION": cuda, "PATH": "/usr/bin:/bin"})
+    assert (out == "bdist_wheel --dist-dir=/build/dist") is builds, out
+    assert step.artifacts["wheel"].to == "/wheels/deepgemm"
+    # the runtime layer installs the wheel when there is one, and nothing when the step built none
+    guard = _layer("vllm", "deepgemm").run[0].replace("/wheels/deepgemm", str(tmp_path / "dist")).split(";")[0]
+    assert _sh(f"{guard}; echo install") == ""
+    (tmp_path / "dist" / "deep_gemm-2.1.0-cp312-cp312-linux_x86_64.whl").write_bytes(b"")
+    assert _sh(f"{guard}; echo install") == "install"
+
+
+def test_vllm_ep_kernels_build_pplx_and_deepep_against_nvshmem() -> None:
+    step = _compile("vllm", "build-ep-kernels")
+    assert step.sources == ["pplx-kernels", "deepep"]
+    assert step.env["NVSHMEM_DIR"] == "/opt/venv/lib/python3.12/site-packages/nvidia/nvshmem"
+    assert "nvidia-nvshmem-cu12==3.3.9" in step.run[1]
+    assert step.run[2].count("pip wheel --no-build-isolation --no-deps -w /build/dist .") == 2
+    assert "nvidia-nvshmem-cu12==3.3.9 /wheels/ep/*.whl" in _layer("vllm", "ep-kernels").run[0]
+    # GDRCopy's libgdrapi, which NVSHMEM and DeepEP dlopen, is on the loader's path
+    assert "/usr/local/gdrcopy/lib" in _layer("vllm", "gdrcopy-ld").run[0]
+
+
+@pytest.mark.parametrize(("value", "installs"), [("false", False), ("true", True)])
+def test_vllm_kv_connectors_follow_their_switch(value: str, installs: bool) -> None:
+    layer = _layer("vllm", "kv-connectors", target="openai", install_kv_connectors=value)
+    assert layer.mounts == ["wheel.kv-requirements"]
+    command = layer.run[0].split(" || ")[0] + " || echo install"
+    assert (_sh(command) == "install") is installs
+
+
+def test_vllm_punica_switch_reaches_the_wheel_build() -> None:
+    assert _compile("vllm", "wheel", install_punica_kernels="0").env["VLLM_INSTALL_PUNICA_KERNELS"] == "0"
+
+
+# -- Dynamo ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kvbm", "nixl", "ffmpeg", "flag"),
+    [
+        ("true", "false", "false", "--features block-manager"),
+        ("false", "false", "false", ""),
+        ("true", "true", "true", "--features block-manager,media-nixl,media-ffmpeg"),
+        ("false", "false", "true", "--features media-ffmpeg"),
+    ],
+)
+def test_dynamo_feature_switches_become_cargo_features(kvbm: str, nixl: str, ffmpeg: str, flag: str) -> None:
+    step = _compile("dynamo", "dynamo-runtime", enable_kvbm=kvbm, enable_media_nixl=nixl, enable_media_ffmpeg=ffmpeg)
+    command = step.run[-1]
+    command = command.replace("cd /src/dynamo/lib/bindings/python && ", "").replace(
+        "maturin build", "echo maturin build"
+    )
+    out = _sh(command)
+    assert out == " ".join(["maturin build --release", *([flag] if flag else []), "--out /build/dist"]), out
+
+
+@pytest.mark.parametrize(("value", "builds"), [("false", False), ("true", True)])
+def test_dynamo_ffmpeg_is_built_only_with_the_media_switch(value: str, builds: bool) -> None:
+    step = _compile("dynamo", "ffmpeg", enable_media_ffmpeg=value)
+    guard = step.run[-1].split(" || ")[0] + " || echo build"
+    assert (_sh(guard) == "build") is builds
+    assert "--enable-shared" in step.run[-1] and step.artifacts["prefix"].to == "/usr/local/ffmpeg"
+
+
+def test_dynamo_venv_layers_split_it_without_overlap_or_loss() -> None:
+    step = _compile("dynamo", "framework-vllm")
+    arts = step.artifacts
+    site = "/opt/dynamo/venv/lib/python3.12/site-packages"
+    parts = {name: arts[name].path for name in ("venv-nvidia", "venv-torch", "venv-vllm")}
+    assert parts == {"venv-nvidia": f"{site}/nvidia", "venv-torch": f"{site}/torch", "venv-vllm": f"{site}/vllm"}
+    assert all(arts[name].to == path for name, path in parts.items())
+    # the rest of the venv leaves out exactly those folders (literal paths: everything below them too)
+    rest = arts["venv"]
+    assert sorted(f"{rest.path}/{e}" for e in rest.exclude) == sorted(parts.values())
+    assert {a.owner for a in arts.values()} == {"1000:0"}
+
+
+def test_dynamo_nixl_finds_the_aws_sdk_and_efa_builds_against_libfabric() -> None:
+    nixl = _compile("dynamo", "nixl")
+    assert "aws-sdk.prefix" in nixl.inputs and nixl.env["CMAKE_PREFIX_PATH"] == "/usr/local/aws-sdk-cpp"
+    assert _compile("dynamo", "aws-sdk").artifacts["prefix"].to == "/usr/local/aws-sdk-cpp"
+    ofi = _compile("dynamo", "aws-ofi-nccl")
+    assert ofi.inputs == ["libfabric.prefix"] and "--with-libfabric=/usr/local/libfabric" in ofi.run[0]
+
+
+# -- DeepSpeed -------------------------------------------------------------------------------
+
+
+def test_deepspeed_ops_are_switched_one_by_one() -> None:
+    step = _compile("deepspeed", "wheel", ds_build_ops="0", ds_build_cpu_adam="1", ds_build_env="DS_BUILD_AIO=1")
+    assert (step.env["DS_BUILD_OPS"], step.env["DS_BUILD_CPU_ADAM"], step.env["DS_BUILD_FUSED_ADAM"]) == ("0", "1", "")
+    build = step.run[-1]
+    assert "env DS_BUILD_AIO=1 /opt/venv/bin/python -m build --wheel --no-isolation" in build
+    # `env` with no assignment (the default) runs the command unchanged
+    default = _compile("deepspeed", "wheel").run[-1]
+    assert "env  /opt/venv/bin/python" in default
+    assert _sh("env  echo ok") == "ok"

@@ -1,0 +1,261 @@
+"""manifests/coverage.md cannot lie: every row it marks covered is checked against the plan.
+
+The table lists, per manifest, what the seed documents (../shared/seeds/, the upstream
+Dockerfiles they describe) say an image has, with the seed file and lines, and whether the
+manifest has it. A covered row names its evidence as checks on `assemble plan --json` of
+the manifest (and, for what a step runs, on the step the manifest resolves to):
+
+    step:NAME            a step (compile or runtime) named NAME
+    step:NAME~TEXT       ... whose resolved definition (run, env, packages, artifacts,
+                         sources, cache) contains TEXT
+    param:NAME[=V|~T]    a param (equal to V, or containing T)
+    env:NAME[=V|~T]      an Env entry of the image config
+    config:KEY=JSON      a field of the image config (Entrypoint, Cmd, User, WorkingDir...);
+                         null: not set (or empty)
+    base:NAME[~TEXT]     a base the plan uses (whose reference contains TEXT)
+    port:N               an ExposedPorts entry N/tcp
+    layer:TEXT           a layer whose description contains TEXT
+    output:TEXT          an output containing TEXT
+    refused              the plan itself is refused (exit 2)
+    cli:FLAG             the tool has FLAG (the README's usage lists it)
+
+`@TARGET` plans that target, `+K=V` adds `--set K=V` and `--platform=P` asks for a
+platform; `%20` in TEXT or V stands for a space. Each manifest must cover at least 90% of
+its counted rows (`n/a` rows are things the seeds describe that are not part of an image,
+such as `docker run` flags), and the summary line under each heading must say the numbers
+the table gives.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from assembler.spec.load import load_manifest
+from tests.helpers import ROOT
+from tests.test_manifests import plan_in_process
+
+TABLE = ROOT / "manifests" / "coverage.md"
+README = ROOT / "README.md"
+SEEDS = ROOT.parent / "shared" / "seeds"  # next to the worktrees; absent elsewhere
+STATES = ("covered", "missing", "refused", "n/a")
+THRESHOLD = 0.9
+
+
+@dataclass
+class Row:
+    manifest: str
+    number: int
+    seed: str
+    what: str
+    state: str
+    evidence: str
+    line: int  # in coverage.md
+
+
+@dataclass
+class Section:
+    manifest: str
+    summary: str
+    rows: list[Row] = field(default_factory=list)
+
+    def counts(self) -> tuple[int, int]:
+        counted = [r for r in self.rows if r.state != "n/a"]
+        return sum(r.state == "covered" for r in counted), len(counted)
+
+
+def read_table(path: Path = TABLE) -> list[Section]:
+    """The sections of coverage.md: `## NAME` headings, a summary line, then table rows."""
+    sections: list[Section] = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if heading := re.match(r"^## (\S+)", line):
+            sections.append(Section(heading.group(1), ""))
+        elif sections and line.startswith("Coverage:"):
+            sections[-1].summary = line
+        elif sections and re.match(r"^\| \d+ \|", line):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            assert len(cells) == 5, f"coverage.md:{i}: a row has 5 cells: {line}"
+            number, seed, what, state, evidence = cells
+            sections[-1].rows.append(Row(sections[-1].manifest, int(number), seed, what, state, evidence, i))
+    return sections
+
+
+def seed_lines(text: str) -> list[tuple[str, int, int]]:
+    """``000:210, 234, 003:7-10, UPSTREAM`` -> [(seed, first, last)...]; a bare line range
+    is in the seed named before it. Empty when the text is not such a list."""
+    out: list[tuple[str, int, int]] = []
+    seed = None
+    for item in text.split(", "):
+        match = re.fullmatch(r"(?:(00\d):)?(\d+)(?:-(\d+))?", item)
+        if item == "UPSTREAM":
+            continue
+        if match is None or (match.group(1) or seed) is None:
+            return []
+        seed = match.group(1) or seed
+        out.append((str(seed), int(match.group(2)), int(match.group(3) or match.group(2))))
+    return out
+
+
+def evidence_of(row: Row) -> tuple[str | None, dict[str, str], list[str]]:
+    """``(target, sets, checks)`` from a row's evidence cell (its `code` spans); a
+    ``--platform=P`` token is kept in ``sets`` under ``--platform``."""
+    tokens = [t for span in re.findall(r"`([^`]*)`", row.evidence) for t in span.split()]
+    target = next((t[1:] for t in tokens if t.startswith("@")), None)
+    sets = dict(_value(t[1:]).split("=", 1) for t in tokens if t.startswith("+"))
+    sets.update(t[2:].split("=", 1) for t in tokens if t.startswith("--platform="))
+    checks = [t for t in tokens if not t.startswith(("@", "+", "--platform="))]
+    return target, sets, checks
+
+
+class Planner:
+    """Plans (and loaded manifests) of a manifests folder, each made once."""
+
+    def __init__(self, manifests: Path, cache: Path) -> None:
+        self.manifests, self.cache = manifests, cache
+        self.memo: dict[tuple[Any, ...], Any] = {}
+
+    def plan(self, name: str, target: str | None, sets: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        key = ("plan", name, target, tuple(sorted(sets.items())))
+        if key not in self.memo:
+            args = [*(["--target", target] if target else [])]
+            for k, v in sets.items():
+                args += ["--platform", v] if k == "platform" else ["--set", f"{k}={v}"]
+            ran = plan_in_process(self.manifests / f"{name}.yaml", *args, cache=self.cache)
+            self.memo[key] = (ran.code, ran.json if ran.code == 0 else {})
+        return self.memo[key]  # type: ignore[no-any-return]
+
+    def base_refs(self, name: str, target: str | None, sets: dict[str, str]) -> dict[str, str]:
+        """Base name -> its reference as the manifest resolves it."""
+        params = {k: v for k, v in sets.items() if k != "platform"}
+        man = load_manifest(self.manifests / f"{name}.yaml", target=target, sets=params).manifest
+        return {k: v if isinstance(v, str) else v.model_dump_json() for k, v in man.bases.items()}
+
+    def step_texts(self, name: str, target: str | None, sets: dict[str, str]) -> dict[str, str]:
+        """Step name -> its resolved definition as JSON text (compile steps and named layers)."""
+        key = ("steps", name, target, tuple(sorted(sets.items())))
+        if key not in self.memo:
+            params = {k: v for k, v in sets.items() if k != "platform"}
+            man = load_manifest(self.manifests / f"{name}.yaml", target=target, sets=params).manifest
+            texts = {s.name: json.dumps(s.model_dump(mode="json", by_alias=True)) for s in man.compile}
+            for layer in man.image.layers:
+                layer_name = getattr(layer, "name", None)
+                if layer_name:
+                    texts[layer_name] = json.dumps(layer.model_dump(mode="json", by_alias=True))
+            self.memo[key] = texts
+        return self.memo[key]  # type: ignore[no-any-return]
+
+
+def _value(text: str) -> str:
+    return text.replace("%20", " ")
+
+
+def _matches(actual: str | None, spec: str) -> bool:
+    """``spec`` is '' (present), '=V' (equal) or '~T' (contains)."""
+    if actual is None:
+        return False
+    if spec.startswith("="):
+        return actual == _value(spec[1:])
+    if spec.startswith("~"):
+        return _value(spec[1:]) in actual
+    return True
+
+
+def failed_checks(row: Row, planner: Planner) -> list[str]:
+    """The checks of a row that do not hold (empty: the row's evidence is true)."""
+    target, sets, checks = evidence_of(row)
+    if not checks:
+        return ["no evidence"]
+    code, plan = planner.plan(row.manifest, target, sets)
+    if checks == ["refused"]:
+        return [] if code == 2 else [f"refused: plan exited {code}"]
+    if code != 0:
+        return [f"plan exited {code}"]
+    steps = {s["name"] for s in plan["steps"]}
+    config = plan["config"]
+    env = dict(item.split("=", 1) for item in config.get("Env") or [])
+    failed = []
+    for check in checks:
+        kind, _, rest = check.partition(":")
+        name, spec = re.match(r"^([^=~]*)(.*)$", rest).groups()  # type: ignore[union-attr]
+        if kind == "step":
+            text = planner.step_texts(row.manifest, target, sets).get(name)
+            ok = name in steps and (not spec or _matches(text, spec))
+        elif kind == "param":
+            ok = _matches(plan["params"].get(name), spec)
+        elif kind == "env":
+            ok = _matches(env.get(name), spec)
+        elif kind == "config":
+            want = json.loads(spec.removeprefix("="))
+            ok = not config.get(name) if want is None else config.get(name) == want
+        elif kind == "base":
+            ok = name in plan["bases"] and _matches(planner.base_refs(row.manifest, target, sets).get(name), spec)
+        elif kind == "port":
+            ok = f"{name}/tcp" in (config.get("ExposedPorts") or {})
+        elif kind == "layer":
+            ok = any(_value(rest) in layer["what"] for layer in plan["layers"])
+        elif kind == "output":
+            ok = any(_value(rest) in out for out in plan["outputs"])
+        elif kind == "cli":
+            ok = re.search(rf"(?<![\w-]){re.escape(rest)}(?![\w-])", README.read_text()) is not None
+        else:
+            ok = False
+        if not ok:
+            failed.append(check)
+    return failed
+
+
+SECTIONS = read_table() if TABLE.exists() else []
+ROWS = [r for s in SECTIONS for r in s.rows]
+
+
+@pytest.fixture(scope="module")
+def planner(tmp_path_factory: pytest.TempPathFactory) -> Planner:
+    return Planner(ROOT / "manifests", tmp_path_factory.mktemp("coverage-cache"))
+
+
+def test_the_table_has_a_section_per_manifest() -> None:
+    names = {s.manifest for s in SECTIONS}
+    assert names == {p.stem for p in (ROOT / "manifests").glob("*.yaml")} - {"demo"}
+    for section in SECTIONS:
+        assert section.rows, section.manifest
+        assert [r.number for r in section.rows] == list(range(1, len(section.rows) + 1)), section.manifest
+        for row in section.rows:
+            assert row.state in STATES, f"coverage.md:{row.line}: state {row.state!r}"
+            assert seed_lines(row.seed) or row.seed == "UPSTREAM", f"coverage.md:{row.line}: seed {row.seed!r}"
+            if row.state == "covered":
+                assert evidence_of(row)[2], f"coverage.md:{row.line}: a covered row names its evidence"
+            targets = re.findall(r"(?<![\w-])@[\w.-]+", row.evidence)
+            assert len(targets) <= 1, f"coverage.md:{row.line}: one target per row, not {targets}"
+
+
+@pytest.mark.skipif(not SEEDS.is_dir(), reason="the seed documents are not next to this checkout")
+def test_seed_references_point_into_the_seeds() -> None:
+    lengths = {p.name[:3]: len(p.read_text().splitlines()) for p in SEEDS.glob("*.txt")}
+    for row in ROWS:
+        for seed, first, last in seed_lines(row.seed):
+            assert seed in lengths and 1 <= first <= last <= lengths[seed], f"coverage.md:{row.line}: {row.seed}"
+
+
+COUNTED = [r for r in ROWS if r.state != "n/a"]
+
+
+@pytest.mark.parametrize("row", COUNTED, ids=[f"{r.manifest}-{r.number}" for r in COUNTED])
+def test_covered_rows_hold_and_others_do_not(planner: Planner, row: Row) -> None:
+    failed = failed_checks(row, planner)
+    if row.state in ("covered", "refused"):
+        assert not failed, f"coverage.md:{row.line}: {row.what}: {failed}"
+    elif evidence_of(row)[2]:
+        # a missing row that names a check: the check shows it is still missing
+        assert failed, f"coverage.md:{row.line}: marked missing but its check holds: {row.what}"
+
+
+@pytest.mark.parametrize("section", SECTIONS, ids=[s.manifest for s in SECTIONS])
+def test_every_manifest_covers_at_least_90_percent(section: Section) -> None:
+    covered, counted = section.counts()
+    assert section.summary == f"Coverage: {covered}/{counted} rows ({100 * covered // counted}%).", section.summary
+    assert covered / counted >= THRESHOLD, f"{section.manifest}: {covered}/{counted}"
