@@ -1,0 +1,233 @@
+"""SBOM and provenance: what the package databases of an image's layers list, the SPDX 2.3
+document (checked by the reference validator, spdx-tools from PyPI) and the SLSA v1
+statement a build attaches to its image, in an OCI layout and in a registry (distribution
+2.8: no referrers API, so the tag schema's ``sha256-<hex>`` index), and ``assemble referrers``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import subprocess
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from assembler.archive.layer import write_layer
+from assembler.archive.tar import TarEntry
+from assembler.cache import Cache
+from assembler.oci import mediatypes as mt
+from assembler.oci import mutate
+from assembler.oci.descriptor import Platform
+from assembler.oci.digest import sha256_digest
+from assembler.oci.image import Image
+from assembler.sbom import read_packages
+from tests.helpers import PYTHON, layout_digest, layout_index, run_cli
+from tests.plugins.registry import RunningRegistry
+
+EPOCH = 1700000000
+PLATFORM = Platform("linux", "amd64")
+PYSPDXTOOLS = Path(PYTHON).parent / "pyspdxtools"
+
+
+def _stanza(name: str, version: str, **more: str) -> str:
+    fields = {"Package": name, "Status": "install ok installed", "Architecture": "amd64", "Version": version,
+              "Maintainer": "Debian Team <team@lists.debian.org>", "Description": f"{name} for tests\n more text",
+              **more}  # fmt: skip
+    return "".join(f"{k}: {v}\n" for k, v in fields.items()) + "\n"
+
+
+OLD_METADATA = "Name: old\nVersion: 1\n"
+BASE_STATUS = _stanza("libc6", "2.36-9+deb12u4", Source="glibc") + _stanza("base-files", "12.4+deb12u5")
+REMOVED = _stanza("gone", "1.0").replace("install ok installed", "deinstall ok config-files")
+UPPER_STATUS = BASE_STATUS + _stanza("libgomp1", "12.2.0-14", Source="gcc-12 (12.2.0-14)") + REMOVED
+METADATA = "Metadata-Version: 2.1\nName: demo-ext\nVersion: 0.1.0\nSummary: A C extension\nLicense: MIT\n\nLong text\n"
+OS_RELEASE = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n'
+SITE = "usr/local/lib/python3.11/dist-packages"
+
+
+def _members(files: dict[str, str]) -> list[Any]:
+    out: list[Any] = []
+    for path, text in files.items():
+        if text.startswith("->"):
+            out.append((TarEntry(path, "symlink", linkname=text[2:]), None))
+            continue
+        data = text.encode()
+        out.append((TarEntry(path, "file", size=len(data)), lambda d=data: contextlib.nullcontext(io.BytesIO(d))))
+    return out
+
+
+def _image(cache: Cache, layers: list[dict[str, str]]) -> Image:
+    image = mutate.scratch(PLATFORM, epoch=EPOCH)
+    made = []
+    for files in layers:
+        with cache.blob_writer() as out:
+            made.append(write_layer(_members(files), out, compression="gzip", epoch=EPOCH).made_by("test"))
+    image = mutate.append_layers(image, made, epoch=EPOCH)
+    cache.put_image(image)
+    return image
+
+
+def test_packages_of_each_database_and_the_layer_that_installed_them(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    image = _image(cache, [
+        {"var/lib/dpkg/status": BASE_STATUS, "usr/lib/os-release": OS_RELEASE,
+         "etc/os-release": "->../usr/lib/os-release", f"{SITE}/old-1.0.dist-info/METADATA": OLD_METADATA},
+        {"var/lib/dpkg/status": UPPER_STATUS, "var/lib/dpkg/status.d/tzdata": _stanza("tzdata", "2024a-0+deb12u1"),
+         "var/lib/rpm/rpmdb.sqlite": "not read"},
+        {f"{SITE}/demo_ext-0.1.0.dist-info/METADATA": METADATA, f"{SITE}/.wh.old-1.0.dist-info": "",
+         "lib/apk/db/installed": "C:Q1x=\nP:musl\nV:1.2.4-r2\nA:x86_64\nL:MIT\no:musl\n\nP:zlib\nV:1.3-r0\n"},
+    ])  # fmt: skip
+    for round_ in ("read", "memoised"):
+        inv = read_packages(image, cache.open_blob, cache=cache, workdir=tmp_path)
+        got = {(p.ecosystem, p.name): (p.version, p.layer) for p in inv.packages}
+        assert got == {
+            ("deb", "libc6"): ("2.36-9+deb12u4", 0), ("deb", "base-files"): ("12.4+deb12u5", 0),
+            ("deb", "libgomp1"): ("12.2.0-14", 1), ("deb", "tzdata"): ("2024a-0+deb12u1", 1),
+            ("apk", "musl"): ("1.2.4-r2", 2), ("apk", "zlib"): ("1.3-r0", 2),
+            ("pypi", "demo-ext"): ("0.1.0", 2),
+        }, round_  # fmt: skip
+        gomp = next(p for p in inv.packages if p.name == "libgomp1")
+        assert (gomp.source, gomp.arch, gomp.summary) == ("gcc-12", "amd64", "libgomp1 for tests")
+        assert next(p for p in inv.packages if p.name == "demo-ext").path == f"/{SITE}"
+        assert inv.os_release["ID"] == "debian" and inv.os_release["VERSION_ID"] == "12"
+        assert inv.notes == ("/var/lib/rpm/rpmdb.sqlite: an rpm database, not read; its packages are not listed",)
+
+
+# -- a build: a base with a package database, a copy layer -----------------------------------
+
+MANIFEST = """\
+name: sbomtest
+epoch: 1700000000
+params: {flavor: plain}
+bases: {b: "rootfs:base.tar"}
+image:
+  base: b
+  layers:
+    - copy: {from: ./app.txt, to: /opt/app.txt}
+outputs: ['oci:out:one']
+"""
+
+
+def _project(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "app.txt").write_text("the app\n")
+    (root / "m.yaml").write_text(MANIFEST)
+    with tarfile.open(root / "base.tar", "w") as tf:
+        for name, text in (("var/lib/dpkg/status", UPPER_STATUS), ("etc/os-release", OS_RELEASE),
+                           (f"{SITE}/demo_ext-0.1.0.dist-info/METADATA", METADATA)):  # fmt: skip
+            info = tarfile.TarInfo(name)
+            info.size = len(text.encode())
+            tf.addfile(info, io.BytesIO(text.encode()))
+    return root
+
+
+def validate_spdx(path: Path) -> None:
+    """The reference validator (spdx-tools' pyspdxtools) accepts the document."""
+    done = subprocess.run([str(PYSPDXTOOLS), "-i", str(path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"pyspdxtools -i {path}:\n{done.stdout}\n{done.stderr}"
+
+
+def referrers(ref: str, *args: str, cwd: Path) -> dict[str, Any]:
+    ran = run_cli(["referrers", ref, "--json", *args], cwd=cwd)
+    assert ran.code == 0, str(ran)
+    result: dict[str, Any] = ran.json
+    return result
+
+
+def saved(listing: dict[str, Any], artifact_type: str) -> Path:
+    (item,) = [r for r in listing["referrers"] if r["artifact_type"] == artifact_type]
+    (file,) = item["files"]
+    return Path(file["saved"])
+
+
+def test_a_build_attaches_a_valid_sbom_and_its_provenance_to_its_layout(tmp_path: Path) -> None:
+    root = _project(tmp_path / "p")
+    ran = run_cli(["m.yaml", "--cache", "cache", "--json"], cwd=root)
+    assert ran.code == 0, str(ran)
+    digest = ran.json["digest"]
+    assert digest == layout_digest(root / "out", "one")
+    (root / "files").mkdir()
+    listing = referrers("oci:out:one", "--save", "files", cwd=root)
+    assert listing["subject"] == digest
+    assert {r["digest"] for r in listing["referrers"]} == {r["digest"] for r in ran.json["referrers"]}
+    sbom_file, prov_file = saved(listing, mt.SPDX_JSON), saved(listing, mt.IN_TOTO_JSON)
+    validate_spdx(root / sbom_file)
+
+    sbom = json.loads((root / sbom_file).read_text())
+    assert sbom["spdxVersion"] == "SPDX-2.3" and digest[7:] in sbom["documentNamespace"]
+    names = {(p["name"], p.get("versionInfo")) for p in sbom["packages"]}
+    assert {("libc6", "2.36-9+deb12u4"), ("libgomp1", "12.2.0-14"), ("demo-ext", "0.1.0")} <= names
+    assert ("gone", "1.0") not in names  # only installed packages
+    base_digest = next(p["versionInfo"] for p in sbom["packages"] if p["name"] == "b")
+    purls = {r["referenceLocator"] for p in sbom["packages"] for r in p.get("externalRefs", [])}
+    assert "pkg:deb/debian/libgomp1@12.2.0-14?arch=amd64&distro=debian-12" in purls
+    assert "pkg:pypi/demo-ext@0.1.0" in purls
+
+    statement = json.loads((root / prov_file).read_text())
+    assert statement["_type"] == "https://in-toto.io/Statement/v1"
+    assert statement["predicateType"] == "https://slsa.dev/provenance/v1"
+    assert statement["subject"] == [{"name": "sbomtest", "digest": {"sha256": digest[7:]}}]
+    definition = statement["predicate"]["buildDefinition"]
+    manifest_sha = sha256_digest((root / "m.yaml").read_bytes())[7:]
+    assert definition["externalParameters"]["manifest"]["digest"] == {"sha256": manifest_sha}
+    assert definition["externalParameters"]["params"] == {"flavor": "plain"}
+    assert {"name": "base:b", "digest": {"sha256": base_digest[7:]},
+            "annotations": {"what": f"rootfs:{root / 'base.tar'}"}} in definition["resolvedDependencies"]  # fmt: skip
+
+    # The same inputs into another cache: the same image, the same SBOM and provenance bytes.
+    again = run_cli(["m.yaml", "--cache", "cache2", "--json", "-o", "oci:out2:one"], cwd=root)
+    assert again.code == 0, str(again)
+    assert again.json["digest"] == digest and again.json["referrers"] == ran.json["referrers"]
+
+    # --no-sbom: the same image, nothing attached.
+    bare = run_cli(["m.yaml", "--cache", "cache", "--json", "--no-sbom", "-o", "oci:bare:one"], cwd=root)
+    assert bare.code == 0, str(bare)
+    assert bare.json["digest"] == digest and bare.json["referrers"] == []
+    assert [m["digest"] for m in layout_index(root / "bare")["manifests"]] == [digest]
+    assert referrers("oci:bare:one", cwd=root)["referrers"] == []
+
+
+def test_a_rebuilt_tag_drops_the_old_images_referrers(tmp_path: Path) -> None:
+    root = _project(tmp_path / "p")
+    first = run_cli(["m.yaml", "--cache", "cache", "--json"], cwd=root)
+    (root / "app.txt").write_text("changed\n")
+    second = run_cli(["m.yaml", "--cache", "cache", "--json"], cwd=root)
+    assert first.code == second.code == 0, str(second)
+    entries = layout_index(root / "out")["manifests"]
+    assert [e["digest"] for e in entries] == [second.json["digest"], *(r["digest"] for r in second.json["referrers"])]
+    # An untagged layout output stays one manifest: skopeo and podman read `oci:DIR` only then.
+    untagged = run_cli(["m.yaml", "--cache", "cache", "--json", "-o", "oci:plain"], cwd=root)
+    assert untagged.code == 0, str(untagged)
+    assert [e["digest"] for e in layout_index(root / "plain")["manifests"]] == [second.json["digest"]]
+
+
+def test_pushed_image_lists_its_sbom_and_provenance_as_referrers(tmp_path: Path, registry: RunningRegistry) -> None:
+    root = _project(tmp_path / "p")
+    ref = f"docker://{registry.host}/sbom/app:1"
+    ran = run_cli(["m.yaml", "--cache", "cache", "--json", "-o", ref, "--tls-verify=false"], cwd=root)
+    assert ran.code == 0, str(ran)
+    digest = ran.json["digest"]
+    (output,) = ran.json["outputs"]
+    assert list(output["referrers"]) == [r["digest"] for r in ran.json["referrers"]]
+    # distribution 2.8 has no referrers API: the tag schema's index lists both.
+    answer = requests.get(f"{registry.url}/v2/sbom/app/manifests/sha256-{digest[7:]}",
+                          headers={"Accept": mt.OCI_INDEX}, timeout=30)  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    index = answer.json()
+    assert sorted(e["artifactType"] for e in index["manifests"]) == [mt.SPDX_JSON, mt.IN_TOTO_JSON]
+    (root / "files").mkdir()
+    listing = referrers(ref, "--tls-verify=false", "--save", "files", cwd=root)
+    assert listing["subject"] == digest
+    types = sorted(r["artifact_type"] for r in listing["referrers"])
+    assert types == [mt.SPDX_JSON, mt.IN_TOTO_JSON]
+    validate_spdx(root / saved(listing, mt.SPDX_JSON))
+    statement = json.loads((root / saved(listing, mt.IN_TOTO_JSON)).read_text())
+    assert statement["subject"][0]["digest"] == {"sha256": digest[7:]}
+    # Pushing again adds nothing: the same referrers, listed once.
+    again = run_cli(["m.yaml", "--cache", "cache", "--json", "-o", ref, "--tls-verify=false"], cwd=root)
+    assert again.code == 0, str(again)
+    assert len(referrers(ref, "--tls-verify=false", cwd=root)["referrers"]) == 2
