@@ -19,13 +19,16 @@ import requests
 from assembler.archive.layer import write_layer
 from assembler.archive.tar import TarEntry
 from assembler.cache import Cache
+from assembler.compile.sources import tree_digest
 from assembler.oci import mediatypes as mt
 from assembler.oci import mutate
 from assembler.oci.descriptor import Platform
 from assembler.oci.digest import sha256_digest
 from assembler.oci.image import Image
 from assembler.sbom import read_packages
+from tests import yaml_helper
 from tests.helpers import PYTHON, layout_digest, layout_index, run_cli
+from tests.plugins.demo import Demo
 from tests.plugins.registry import RunningRegistry
 
 EPOCH = 1700000000
@@ -166,6 +169,9 @@ def test_a_build_attaches_a_valid_sbom_and_its_provenance_to_its_layout(tmp_path
     purls = {r["referenceLocator"] for p in sbom["packages"] for r in p.get("externalRefs", [])}
     assert "pkg:deb/debian/libgomp1@12.2.0-14?arch=amd64&distro=debian-12" in purls
     assert "pkg:pypi/demo-ext@0.1.0" in purls
+    (copied,) = [p for p in sbom["packages"] if p["SPDXID"].startswith("SPDXRef-Copy-")]
+    copy_layer = next(x for x in ran.json["layers"] if x["kind"] == "copy")
+    assert copied["checksums"] == [{"algorithm": "SHA256", "checksumValue": copy_layer["diff_id"][7:]}]
 
     statement = json.loads((root / prov_file).read_text())
     assert statement["_type"] == "https://in-toto.io/Statement/v1"
@@ -231,3 +237,82 @@ def test_pushed_image_lists_its_sbom_and_provenance_as_referrers(tmp_path: Path,
     again = run_cli(["m.yaml", "--cache", "cache", "--json", "-o", ref, "--tls-verify=false"], cwd=root)
     assert again.code == 0, str(again)
     assert len(referrers(ref, "--tls-verify=false", cwd=root)["referrers"]) == 2
+
+
+# -- the demo --------------------------------------------------------------------------------
+
+
+def _by_name(sbom: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    """The packages of one kind (Base, Source, Artifact, deb, pypi) by name."""
+    return {p["name"]: p for p in sbom["packages"] if p["SPDXID"].startswith(f"SPDXRef-{kind}-")}
+
+
+def _related(sbom: dict[str, Any], kind: str, target: str) -> set[str]:
+    """IDs of what stands in relationship ``kind`` to the element ``target``."""
+    return {r["spdxElementId"] for r in sbom["relationships"]
+            if r["relationshipType"] == kind and r["relatedSpdxElement"] == target}  # fmt: skip
+
+
+def test_demo_sbom_lists_its_packages_extension_and_artifacts_and_the_provenance_agrees(
+    demo: Demo, registry: RunningRegistry
+) -> None:
+    ref = f"docker://{registry.host}/demo/sbom:1"
+    ran = demo.build("-o", ref, "--tls-verify=false")
+    digest = ran.json["digest"]
+    files = demo.project / "sbom-files"
+    files.mkdir(exist_ok=True)
+    pushed = referrers(ref, "--tls-verify=false", "--save", str(files), cwd=demo.project)
+    assert pushed["subject"] == digest
+    assert sorted(r["artifact_type"] for r in pushed["referrers"]) == [mt.SPDX_JSON, mt.IN_TOTO_JSON]
+    in_layout = referrers("oci:out/demo:latest", cwd=demo.project)
+    assert {r["digest"] for r in in_layout["referrers"]} == {r["digest"] for r in pushed["referrers"]}
+    sbom_file = saved(pushed, mt.SPDX_JSON)
+    validate_spdx(sbom_file)
+    sbom = json.loads(sbom_file.read_text())
+    debs, bases, sources_, artifacts = (_by_name(sbom, k) for k in ("deb", "Base", "Source", "Artifact"))
+
+    # Debian packages: of the runtime base, and of the image's packages step (its layer 1).
+    for name in ("libc6", "libgomp1", "python3-minimal"):
+        assert name in debs and debs[name]["versionInfo"], name
+    assert "layer 1, installed by runtime step" in debs["libgomp1"]["comment"]
+    assert "installed by the base runtime" in debs["libc6"]["comment"]
+    # The Python extension, inside the artifact layer that ships it.
+    ext = _by_name(sbom, "pypi")["demo-ext"]
+    assert ext["versionInfo"] == "0.1.0"
+    assert _related(sbom, "CONTAINS", ext["SPDXID"]) >= {"SPDXRef-Image", artifacts["pyext.site"]["SPDXID"]}
+
+    # Each compiled artifact: its layer's diff_id, generated from its sources' digests, built on devel.
+    sources = yaml_helper.load(demo.manifest)["sources"]
+    expected = {name: tree_digest((demo.manifest.parent / s["path"]).resolve(), tuple(s.get("exclude", [])))
+                for name, s in sources.items()}  # fmt: skip
+    layers = {x["what"].removeprefix("artifact "): x for x in ran.json["layers"] if x["kind"] == "artifact"}
+    assert set(layers) == {"tokenizer.libs", "tokenizer.bin", "kernels.saxpy", "pyext.site", "launcher.bin"}
+    keys = {s["name"]: s["key"] for s in ran.json["steps"]}
+    devel = bases["devel"]
+    for ref_, layer in layers.items():
+        art = artifacts[ref_]
+        step = ref_.partition(".")[0]
+        assert art["checksums"] == [{"algorithm": "SHA256", "checksumValue": layer["diff_id"][7:]}]
+        assert f"key {keys[step]}" in art["comment"] and devel["versionInfo"] in art["comment"]
+        origins = {r["relatedSpdxElement"] for r in sbom["relationships"]
+                   if r["spdxElementId"] == art["SPDXID"] and r["relationshipType"] == "GENERATED_FROM"}  # fmt: skip
+        assert {sources_[step]["SPDXID"]} == origins and sources_[step]["versionInfo"] == expected[step]
+        assert devel["SPDXID"] in _related(sbom, "BUILD_TOOL_OF", art["SPDXID"])
+    saxpy = artifacts["kernels.saxpy"]["SPDXID"]
+    assert artifacts["cuda.prefix"]["SPDXID"] in _related(sbom, "BUILD_DEPENDENCY_OF", saxpy)
+
+    # The provenance names the same digests: image, bases, sources, step keys.
+    statement = json.loads(saved(pushed, mt.IN_TOTO_JSON).read_text())
+    assert statement["subject"][0]["digest"] == {"sha256": digest[7:]}
+    definition = statement["predicate"]["buildDefinition"]
+    deps = {d["name"]: d["digest"] for d in definition["resolvedDependencies"]}
+    for name, value in expected.items():
+        assert deps[f"source:{name}"] == {"sha256": value[7:]}
+    for name in ("devel", "runtime"):
+        assert deps[f"base:{name}"] == {"sha256": layout_digest(demo.bases[name], "latest")[7:]}
+        assert bases[name]["versionInfo"] == f"sha256:{deps[f'base:{name}']['sha256']}"
+    assert "recipe:cuda-toolchain" in deps
+    steps = definition["internalParameters"]["steps"]
+    assert {n: s["key"] for n, s in steps.items()} == {n: k for n, k in keys.items() if k}
+    assert definition["externalParameters"]["manifest"]["digest"] == {
+        "sha256": sha256_digest(demo.manifest.read_bytes())[7:]}  # fmt: skip

@@ -200,6 +200,18 @@ def _installed(doc: _Doc, pkg: Package, image_id: str, containers: dict[int, str
         doc.relate(containers[pkg.layer], "CONTAINS", spdxid)
 
 
+def _copies(doc: _Doc, image_id: str, containers: dict[int, str]) -> None:
+    """Each copy layer (host files: its content is all that is known) as a package."""
+    for layer in doc.facts.layers:
+        if layer.kind == "copy" and layer.diff_id:
+            comment = f"layer {layer.index}: files from the host; the checksum is the layer's diff_id"
+            copy_id = doc.add(_package(spdx_id("Copy", layer.what, layer.diff_id), layer.what, "",
+                                       checksums=_sha256(layer.diff_id), primaryPackagePurpose="FILE",
+                                       comment=comment))  # fmt: skip
+            doc.relate(image_id, "CONTAINS", copy_id)
+            containers[layer.index] = copy_id
+
+
 def spdx_document(facts: BuildFacts, inventory: Inventory) -> bytes:
     """The SPDX 2.3 JSON document (canonical JSON bytes) of the image ``facts`` describe."""
     doc = _Doc(facts, inventory)
@@ -218,6 +230,7 @@ def spdx_document(facts: BuildFacts, inventory: Inventory) -> bytes:
         for ref in facts.steps[art.step].inputs:
             if ref in by_ref:
                 doc.relate(spdx_id("Artifact", ref, by_ref[ref].diff_id), "BUILD_DEPENDENCY_OF", art_id)
+    _copies(doc, image_id, containers)
     for pkg in inventory.packages:
         _installed(doc, pkg, image_id, containers)
     debs = any(p.ecosystem == "deb" for p in inventory.packages)
