@@ -134,6 +134,14 @@ def validate_spdx(path: Path) -> None:
     assert done.returncode == 0, f"pyspdxtools -i {path}:\n{done.stdout}\n{done.stderr}"
 
 
+def _oras_discover(*args: str, cwd: Path | None = None) -> set[tuple[str, str]]:
+    """(artifactType, digest) of each referrer ``oras discover`` lists."""
+    argv = [str(Path(PYTHON).parent / "oras"), "discover", "--format", "json", *args]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=cwd)
+    assert done.returncode == 0, f"{' '.join(argv)}:\n{done.stdout}\n{done.stderr}"
+    return {(r["artifactType"], r["digest"]) for r in json.loads(done.stdout).get("referrers") or []}
+
+
 def referrers(ref: str, *args: str, cwd: Path) -> dict[str, Any]:
     ran = run_cli(["referrers", ref, "--json", *args], cwd=cwd)
     assert ran.code == 0, str(ran)
@@ -157,6 +165,8 @@ def test_a_build_attaches_a_valid_sbom_and_its_provenance_to_its_layout(tmp_path
     listing = referrers("oci:out:one", "--save", "files", cwd=root)
     assert listing["subject"] == digest
     assert {r["digest"] for r in listing["referrers"]} == {r["digest"] for r in ran.json["referrers"]}
+    assert _oras_discover("--oci-layout", "out:one", cwd=root) == {
+        (r["artifact_type"], r["digest"]) for r in listing["referrers"]}  # fmt: skip
     sbom_file, prov_file = saved(listing, mt.SPDX_JSON), saved(listing, mt.IN_TOTO_JSON)
     validate_spdx(root / sbom_file)
 
@@ -233,6 +243,9 @@ def test_pushed_image_lists_its_sbom_and_provenance_as_referrers(tmp_path: Path,
     validate_spdx(root / saved(listing, mt.SPDX_JSON))
     statement = json.loads((root / saved(listing, mt.IN_TOTO_JSON)).read_text())
     assert statement["subject"][0]["digest"] == {"sha256": digest[7:]}
+    # oras (the CLI scripts/setup --test builds) finds both too, through the same fallback.
+    found = _oras_discover("--plain-http", ref.removeprefix("docker://"))
+    assert found == {(r["artifact_type"], r["digest"]) for r in listing["referrers"]}
     # Pushing again adds nothing: the same referrers, listed once.
     again = run_cli(["m.yaml", "--cache", "cache", "--json", "-o", ref, "--tls-verify=false"], cwd=root)
     assert again.code == 0, str(again)
@@ -264,6 +277,8 @@ def test_demo_sbom_lists_its_packages_extension_and_artifacts_and_the_provenance
     pushed = referrers(ref, "--tls-verify=false", "--save", str(files), cwd=demo.project)
     assert pushed["subject"] == digest
     assert sorted(r["artifact_type"] for r in pushed["referrers"]) == [mt.SPDX_JSON, mt.IN_TOTO_JSON]
+    oras = _oras_discover("--plain-http", ref.removeprefix("docker://"))
+    assert oras == {(r["artifact_type"], r["digest"]) for r in pushed["referrers"]}
     in_layout = referrers("oci:out/demo:latest", cwd=demo.project)
     assert {r["digest"] for r in in_layout["referrers"]} == {r["digest"] for r in pushed["referrers"]}
     sbom_file = saved(pushed, mt.SPDX_JSON)
