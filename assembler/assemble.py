@@ -19,6 +19,7 @@ from pathlib import Path
 from assembler.cache import Cache
 from assembler.errors import AssemblerError, CorruptBlob, InputError
 from assembler.oci import mutate
+from assembler.oci.artifact import Artifact
 from assembler.oci.descriptor import Platform
 from assembler.oci.image import Image
 from assembler.oci.reference import ImageName, Ref, absolute_ref, parse_ref
@@ -28,6 +29,7 @@ from assembler.pipeline.deps import check_built
 from assembler.pipeline.graph import LayerReport, StepReport
 from assembler.pipeline.options import Event, Options, Reporter, quiet
 from assembler.pipeline.resolve import Plan, Resolver
+from assembler.pipeline.sbom import describe_built
 from assembler.pipeline.variants import Variant, named, platform_groups, report_variant
 from assembler.pipeline.writers import Target, Writer, writer_for
 from assembler.proc import Runner
@@ -64,6 +66,7 @@ class Result:
     outputs: tuple[Written, ...]
     seconds: float
     step_cache: Mapping[str, int] = field(default_factory=dict)  # what the registry step cache did
+    referrers: tuple[Artifact, ...] = ()  # the SBOM and provenance written with the image
 
     @property
     def digest(self) -> str:
@@ -160,13 +163,16 @@ def build(
 def write(
     built: Built, writers: Sequence[Writer], *, ctx: Context, source_name: str, sif_compressor: str,
     sif_name: str = "image.sif", report: Reporter = quiet, mount_from: Sequence[ImageName] = (),
+    referrers: Sequence[Artifact] = (),
 ) -> list[Written]:  # fmt: skip
     """Write the image to every output; a SIF is made once for all that need it. A push
-    mounts blobs from the base's repository and ``mount_from`` (on the same registry)."""
+    mounts blobs from the base's repository and ``mount_from`` (on the same registry).
+    ``referrers`` (the SBOM, the provenance) go with it into layouts and registries."""
     base_repo = [built.base.registry_name] if built.base.registry_name else []
     target = Target(SourceImage(built.image, ctx.cache, source_name), ctx, sif_compressor, sif_name,
                     mount_from=[*base_repo, *mount_from],
-                    sif_progress=lambda n: report(Event("bytes", {"n": n, "what": "sif"})))  # fmt: skip
+                    sif_progress=lambda n: report(Event("bytes", {"n": n, "what": "sif"})),
+                    referrers=referrers)  # fmt: skip
     written: list[Written] = []
     try:
         for writer in writers:
@@ -207,6 +213,7 @@ def _assemble_once(loaded: Loaded, options: Options, *, runner: Runner, report: 
     report(Event("image", {"digest": built.image.digest}))
     if options.deps_check:  # before any output: an image that cannot run is not written
         check_built(built, cache, report=report)
+    referrers = describe_built(built, plan, cache, report=report) if options.sbom else []
     docker = [r for r in refs if r.transport == "docker"]
     # The definition file inside a SIF names where the image lives (stable, not a temp path).
     source_name = str(docker[0]) if docker else f"assemble:{loaded.manifest.name}"
@@ -216,9 +223,10 @@ def _assemble_once(loaded: Loaded, options: Options, *, runner: Runner, report: 
 
     caches = [parse_cache_ref(r) for r in (options.cache_to, *options.cache_from) if r]
     written = write(built, writers, ctx=ctx, source_name=source_name, sif_compressor=loaded.manifest.sif.compressor,
-                    sif_name=f"{loaded.manifest.name}.sif", report=report, mount_from=caches)  # fmt: skip
+                    sif_name=f"{loaded.manifest.name}.sif", report=report, mount_from=caches,
+                    referrers=referrers)  # fmt: skip
     return Result(built.image, built.layers, built.steps, tuple(written), time.monotonic() - started,
-                  built.step_cache)  # fmt: skip
+                  built.step_cache, tuple(referrers))  # fmt: skip
 
 
 def assemble_variants(

@@ -78,7 +78,8 @@ def test_build_writes_sif_and_oras_outputs(debian_rootfs: Path, tmp_path: Path, 
     assert manifest["layers"][0]["digest"] == digest
     with Registry(registry.host, options=RegistryOptions(tls_verify=False)) as reg:
         referrers = reg.list_referrers("hpc/hello", ran.json["digest"])
-    assert len(referrers) == 1 and referrers[0].artifact_type == mt.SIF_CONFIG
+    # The SIF, beside the SBOM and the provenance every build attaches.
+    assert sorted(r.artifact_type for r in referrers) == sorted([mt.SIF_CONFIG, mt.SPDX_JSON, mt.IN_TOTO_JSON])
     # A second build writes the same SIF bytes (reproducible) and uploads no SIF again.
     again = run_cli(args, cwd=project)
     assert again.code == 0, str(again)

@@ -8,6 +8,7 @@
     assemble validate REF             recompute every size, digest and diff_id of an image
     assemble diff A B                 why two images differ: config fields, layers, files
     assemble deps REF                 can the ELF files an image adds load in it (libraries, versions)
+    assemble referrers REF [--save D] what is attached to an image: its SBOM, its provenance, a SIF
     assemble sif SOURCE OUT.sif       an Apptainer/Singularity SIF of any image, written as a stream
     assemble sqsh SOURCE OUT.sqsh     an Enroot/Pyxis squashfs image of any image, written as a stream
     assemble schema [-o DIR]          JSON Schemas of manifests and recipes (for editors)
@@ -35,6 +36,7 @@ from assembler.cli.build import cmd_build, cmd_plan
 from assembler.cli.console import err
 from assembler.cli.images import cmd_deps, cmd_diff, cmd_inspect, cmd_schema, cmd_sif, cmd_sqsh, cmd_validate
 from assembler.cli.progress import json_error
+from assembler.cli.referrers import cmd_referrers
 from assembler.errors import AssemblerError
 
 __all__ = ["main", "run"]
@@ -46,6 +48,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "validate": cmd_validate,
     "diff": cmd_diff,
     "deps": cmd_deps,
+    "referrers": cmd_referrers,
     "sif": cmd_sif,
     "sqsh": cmd_sqsh,
     "schema": cmd_schema,

@@ -13,7 +13,7 @@ from assembler.errors import InputError
 from assembler.oci.descriptor import Platform
 from assembler.transports.common import RegistryOptions
 
-SUBCOMMANDS = ("build", "plan", "inspect", "validate", "diff", "deps", "sif", "sqsh", "schema", "cache")
+SUBCOMMANDS = ("build", "plan", "inspect", "validate", "diff", "deps", "referrers", "sif", "sqsh", "schema", "cache")
 
 
 def _bool(text: str) -> bool:
@@ -149,9 +149,21 @@ def _manifest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-deps-check", action="store_true",
                    help="do not check that the ELF files of artifact and copy layers find their libraries and "
                         "symbol versions in the image")  # fmt: skip
+    p.add_argument("--no-sbom", action="store_true",
+                   help="do not attach an SPDX SBOM and a SLSA provenance to the image (as referrers in OCI "
+                        "layouts and registries)")  # fmt: skip
     p.add_argument("--compression", choices=("zstd", "gzip"), default=None,
                    help="layer compression (default: the manifest's, else zstd; gzip for old clients)")  # fmt: skip
     _common(p, platforms=True)
+
+
+def _referrers_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser("referrers", help="list what is attached to an image: its SBOM, its provenance, a SIF")
+    p.add_argument("ref", help="an image: docker://HOST/REPO:TAG or oci:DIR[:TAG]")
+    p.add_argument("--save", type=Path, default=None, metavar="DIR",
+                   help="write each referrer's files into DIR (an existing folder), named by their titles")  # fmt: skip
+    _reader_cache(p)
+    _common(p)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -183,6 +195,7 @@ def parser() -> argparse.ArgumentParser:
                         "added, else every layer)")  # fmt: skip
     _reader_cache(p)
     _common(p)
+    _referrers_parser(sub)
     p = sub.add_parser("sif", help="convert any image to an Apptainer/Singularity SIF file, as a stream")
     p.add_argument("ref", help="the image: docker://..., oci:DIR[:TAG], oci-archive:..., docker-archive:...")
     p.add_argument("out", type=Path, help="the SIF file to write")

@@ -15,6 +15,7 @@ from assembler.cli.args import platform_arg, registry_options
 from assembler.cli.console import out, say, size
 from assembler.cli.progress import mode_of, showing
 from assembler.errors import InputError
+from assembler.oci.artifact import Artifact
 from assembler.oci.reference import absolute_ref, parse_ref
 from assembler.pipeline.variants import Variant, load_variants
 from assembler.proc import Runner
@@ -48,6 +49,7 @@ def _options(args: argparse.Namespace, manifest_epoch: int | None, manifest_cach
         executor=args.executor,
         slurm_args=_slurm_args(args.slurm_args),
         deps_check=not getattr(args, "no_deps_check", False),
+        sbom=not getattr(args, "no_sbom", False),
     )
 
 
@@ -83,7 +85,12 @@ def _result_json(result: Result) -> dict[str, Any]:
         "steps": [dataclasses.asdict(step) for step in result.steps],
         "outputs": [dataclasses.asdict(w) for w in result.outputs],
         "step_cache": dict(result.step_cache),
+        "referrers": [_referrer_json(a) for a in result.referrers],
     }
+
+
+def _referrer_json(a: Artifact) -> dict[str, str]:
+    return {"artifact_type": a.artifact_type, "digest": a.digest, "blob": a.blob.digest, "title": a.title}
 
 
 def _print_summary(result: Result) -> None:

@@ -24,6 +24,10 @@ DOCKER_FOREIGN_LAYER_GZIP = "application/vnd.docker.image.rootfs.foreign.diff.ta
 SIF_CONFIG = "application/vnd.sylabs.sif.config.v1+json"
 SIF_LAYER = "application/vnd.sylabs.sif.layer.v1.sif"
 
+# What an image's referrers carry: an SPDX SBOM, an in-toto statement (SLSA provenance).
+SPDX_JSON = "application/spdx+json"
+IN_TOTO_JSON = "application/vnd.in-toto+json"
+
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
 MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 
@@ -48,6 +52,7 @@ ANNOTATION_CREATED = "org.opencontainers.image.created"
 ANNOTATION_BASE_DIGEST = "org.opencontainers.image.base.digest"
 ANNOTATION_BASE_NAME = "org.opencontainers.image.base.name"
 ANNOTATION_TITLE = "org.opencontainers.image.title"
+ANNOTATION_PREDICATE_TYPE = "in-toto.io/predicate-type"  # an in-toto statement's, as BuildKit and cosign write it
 
 
 def compression_of(media_type: str) -> str:

@@ -52,6 +52,9 @@ class Built:
     layers: tuple[LayerReport, ...]
     steps: tuple[StepReport, ...]
     step_cache: Mapping[str, int] = field(default_factory=dict)  # what the registry step cache did
+    # Every base and source the build used, by name (the SBOM and provenance name them).
+    bases: Mapping[str, Base] = field(default_factory=dict)
+    sources: Mapping[str, srcs.Source] = field(default_factory=dict)
 
 
 class Builder(Walk):
@@ -112,7 +115,9 @@ class Builder(Walk):
                 raise InvalidImage(f"blob {desc.digest} ({desc.size} bytes) is missing from the cache")
         steps = tuple(self.steps[s.name] for s in self.plan.steps)
         remote = asdict(self.step_cache.stats) if self.step_cache is not None else {}
-        return Built(image, base, tuple(layers), steps, remote)
+        used = {n: b for n, b in self.bases.items() if b is not None}
+        return Built(image, base, tuple(layers), steps, remote, used,
+                     {n: s for n, s in self.sources.items() if s is not None})  # fmt: skip
 
     def _in_order(self) -> tuple[Image | None, Base | None, list[LayerReport]]:
         for name in self.plan.bases:

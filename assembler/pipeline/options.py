@@ -61,6 +61,8 @@ class Options:
     made_keys: frozenset[str] = frozenset()
     # Check that the ELF files of artifact and copy layers load in the image (see assembler.deps).
     deps_check: bool = True
+    # Write an SPDX SBOM and a SLSA provenance with the image, as its referrers (see assembler.sbom).
+    sbom: bool = True
 
 
 class RemoteSteps(Protocol):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from assembler.cache import temp_prefix
 from assembler.errors import InputError
+from assembler.oci.artifact import Artifact
 from assembler.oci.reference import ImageName, Ref
 from assembler.transports import Context, Written, check_replaceable, registry_options, write_output
 from assembler.transports.common import SourceImage
@@ -40,6 +41,9 @@ class Target:
     sif: SifInfo | None = None
     # SIF writing's byte count (a display shows it as its own bar); else ctx.progress.
     sif_progress: Callable[[int], None] | None = None
+    # Artifacts whose subject is the image (its SBOM, its provenance): written into OCI
+    # layouts and pushed with the image; other outputs cannot hold them.
+    referrers: Sequence[Artifact] = ()
     _tmp: Path | None = field(default=None, repr=False)
 
     def make_sif(self, path: Path | None = None) -> SifInfo:
@@ -91,7 +95,15 @@ class _FileWriter:
 
 
 class LayoutWriter(_FileWriter):
-    """``oci:DIR[:TAG]``: an OCI layout (added to when it exists)."""
+    """``oci:DIR[:TAG]``: an OCI layout (added to when it exists), with the image's referrers.
+
+    An untagged ``oci:DIR`` stays a layout of one manifest, without referrers: skopeo,
+    podman and buildah read ``oci:DIR`` only when its index lists one."""
+
+    def write(self, target: Target) -> list[Written]:
+        referrers = target.referrers if self.ref.tag else ()
+        return [write_output(self.ref, target.source.image, target.ctx, blobs=target.source.blobs,
+                             referrers=referrers)]  # fmt: skip
 
 
 class OciArchiveWriter(_FileWriter):
@@ -189,7 +201,8 @@ class RegistryWriter:
         name = self.ref.name
         assert name is not None
         same = [b for b in target.mount_from if b.registry == name.registry]
-        out = [write_output(self.ref, target.source.image, target.ctx, blobs=target.source.blobs, mount_from=same)]
+        out = [write_output(self.ref, target.source.image, target.ctx, blobs=target.source.blobs, mount_from=same,
+                            referrers=target.referrers)]  # fmt: skip
         if self.attach_sif:
             (pushed,) = SifReferrerWriter(self.ref).write(target)
             out.append(replace(pushed, ref=f"{pushed.ref} (referrer of {target.source.image.digest[:19]})"))

@@ -19,6 +19,7 @@ from assembler.cache import BlobWriter, Cache
 from assembler.errors import CorruptBlob, DigestMismatch, InputError, InvalidImage
 from assembler.oci import mediatypes as mt
 from assembler.oci import mutate
+from assembler.oci.artifact import Artifact
 from assembler.oci.descriptor import Descriptor, Platform
 from assembler.oci.digest import digest_hex
 from assembler.oci.image import Image
@@ -224,6 +225,7 @@ class Written:
     uploaded_blobs: int = 0
     mounted_blobs: int = 0
     skipped_blobs: int = 0
+    referrers: tuple[str, ...] = ()  # digests of the referrers written with it (SBOM, provenance)
 
 
 def write_output(
@@ -233,11 +235,15 @@ def write_output(
     *,
     blobs: BlobReader,
     mount_from: Sequence[ImageName] = (),
+    referrers: Sequence[Artifact] = (),
 ) -> Written:
-    """Write ``image`` to the output ``ref``. SIF and sqsh outputs have writers of their own."""
+    """Write ``image`` to the output ``ref``, with ``referrers`` (artifacts whose subject is
+    ``image``) where the output can hold them: an OCI layout, a registry. SIF and sqsh
+    outputs have writers of their own."""
+    attached = tuple(a.digest for a in referrers)
     if ref.transport == "oci":
-        layout.write(_path(ctx, ref.path), image, tag=ref.tag, blobs=blobs)
-        return Written(str(ref), image.digest)
+        layout.write(_path(ctx, ref.path), image, tag=ref.tag, blobs=blobs, referrers=referrers)
+        return Written(str(ref), image.digest, referrers=attached)
     if ref.transport == "oci-archive":
         archive.write_oci_archive(_path(ctx, ref.path), image, tag=ref.tag, blobs=blobs, epoch=ctx.epoch)
         return Written(str(ref), image.digest)
@@ -262,7 +268,12 @@ def write_output(
             progress=ctx.upload_progress or ctx.progress,
         )
         s = result.stats
-        return Written(str(ref), result.digest, s.uploaded_bytes, s.uploaded_blobs, s.mounted_blobs, s.skipped_blobs)
+        if referrers:  # after the image: a registry may refuse a subject it does not have
+            from assembler.transports.referrers import push_referrers
+
+            attached = tuple(push_referrers(ref.name, referrers, options=registry_options(ctx)))
+        return Written(str(ref), result.digest, s.uploaded_bytes, s.uploaded_blobs, s.mounted_blobs, s.skipped_blobs,
+                       attached)  # fmt: skip
     raise InputError(f"{ref} is not an image output (use oci:, oci-archive:, docker-archive: or docker://)")
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from assembler.cache import copy_verified, temp_prefix
 from assembler.errors import InputError
 from assembler.oci import mediatypes as mt
+from assembler.oci.artifact import Artifact
 from assembler.oci.descriptor import Descriptor, Platform
 from assembler.oci.digest import canonical_json, sha256_digest
 from assembler.oci.image import Image
@@ -42,7 +43,8 @@ def read(path: Path, tag: str = "", *, platform: Platform) -> SourceImage:
     what = f"oci:{path}" + (f":{tag}" if tag else "")
     index = read_index(path)
     blobs = DirBlobs(path / "blobs", what=what)
-    descs = descriptors(index["manifests"], what)
+    # Referrers (an SBOM, a provenance) are listed untagged, typed by artifactType: not images.
+    descs = [d for d in descriptors(index["manifests"], what) if tag or not d.artifact_type]
     if tag:
         matches = [d for d in descs if d.annotations.get(mt.ANNOTATION_REF_NAME) == tag]
         if not matches:
@@ -92,11 +94,13 @@ def write(
     *,
     tag: str,
     blobs: BlobReader,
-    extra: Iterable[tuple[Descriptor, bytes]] = (),
+    referrers: Iterable[Artifact] = (),
 ) -> Descriptor:
     """Add ``image`` (tagged ``tag``) to the layout at ``path``; returns its index entry.
 
-    ``extra`` adds more manifests with their bytes (e.g. a SIF artifact) untagged.
+    ``referrers`` (artifacts whose subject is ``image``: its SBOM, its provenance) are
+    added untagged, with their ``artifactType``. Referrers of an image the layout no
+    longer lists (its tag now names another) leave the index; blobs stay, as skopeo leaves them.
     """
     path.mkdir(parents=True, exist_ok=True)
     layout_file = path / "oci-layout"
@@ -117,12 +121,41 @@ def write(
         and not (not tag and d.get("digest") == entry.digest)
     ]
     manifests.append(entry.to_json())
-    for desc, body in extra:
-        write_blob_bytes(path, body)
-        manifests = [d for d in manifests if d.get("digest") != desc.digest] + [desc.to_json()]
+    for artifact in referrers:
+        for data in artifact.blobs().values():
+            write_blob_bytes(path, data)
+        write_blob_bytes(path, artifact.manifest_bytes)
+        manifests = [d for d in manifests if d.get("digest") != artifact.digest] + [artifact.descriptor.to_json()]
+    manifests = _without_orphans(path, manifests, existing.get("manifests", []))
     index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": manifests}
     fd, tmp = tempfile.mkstemp(dir=path, prefix=temp_prefix(".index-"))
     with os.fdopen(fd, "wb") as f:
         f.write(canonical_json(index))
     os.replace(tmp, path / "index.json")
     return entry
+
+
+def subject_of(path: Path, entry: Any) -> str | None:
+    """The subject digest of the manifest an index entry names, for a referrer (an entry
+    with ``artifactType``) whose manifest is in the layout; else None."""
+    if not isinstance(entry, dict) or not entry.get("artifactType"):
+        return None
+    digest = str(entry.get("digest", ""))
+    try:
+        body = (path / "blobs" / "sha256" / digest.split(":", 1)[1]).read_bytes()
+        if sha256_digest(body) != digest:
+            return None
+        subject = json.loads(body).get("subject") or {}
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+    named = subject.get("digest") if isinstance(subject, dict) else None
+    return str(named) if named else None
+
+
+def _without_orphans(path: Path, manifests: list[Any], before: list[Any]) -> list[Any]:
+    """``manifests`` less the referrers of the images that were in ``before`` and are not now."""
+    listed = {d.get("digest") for d in manifests if isinstance(d, dict)}
+    gone = {d.get("digest") for d in before if isinstance(d, dict)} - listed
+    if not gone:
+        return manifests
+    return [d for d in manifests if subject_of(path, d) not in gone]

@@ -1,0 +1,55 @@
+"""``assemble referrers REF``: what is attached to an image (its SBOM, its provenance, a
+SIF), in a registry or an OCI layout; ``--save DIR`` writes their files there."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from assembler.cli.args import registry_options
+from assembler.cli.console import out, say, size
+from assembler.cli.images import _reading_cache, _source
+from assembler.errors import InputError
+from assembler.oci import mediatypes as mt
+from assembler.oci.reference import absolute_ref, parse_ref
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
+
+
+def cmd_referrers(args: argparse.Namespace) -> int:
+    from assembler.transports.referrers import list_referrers
+
+    ref = absolute_ref(parse_ref(args.ref), Path.cwd())
+    if ref.transport not in ("oci", "docker"):
+        raise InputError(f"{args.ref}: referrers live in OCI layouts (oci:) and registries (docker://)")
+    if args.save is not None and not args.save.is_dir():
+        raise InputError(f"--save {args.save}: not an existing folder")
+    with _reading_cache(args) as cache_dir:
+        source = _source(args, cache_dir)
+        listing = list_referrers(ref, source.image, source.blobs, options=registry_options(args))
+        shown: list[dict[str, Any]] = []
+        for r in sorted(listing.referrers, key=lambda r: (r.descriptor.artifact_type, r.descriptor.digest)):
+            files = []
+            for blob in r.blobs:
+                title = blob.annotations.get(mt.ANNOTATION_TITLE, "")
+                entry = {"media_type": blob.media_type, "digest": blob.digest, "size": blob.size, "title": title}
+                if args.save is not None:
+                    name = title if _SAFE_NAME.match(title) else blob.digest.replace(":", "-")
+                    (args.save / name).write_bytes(listing.read(blob))
+                    entry["saved"] = str(args.save / name)
+                files.append(entry)
+            shown.append({"digest": r.descriptor.digest, "artifact_type": r.descriptor.artifact_type,
+                          "annotations": dict(r.descriptor.annotations), "files": files})  # fmt: skip
+    if args.json:
+        out.print(json.dumps({"subject": source.image.digest, "referrers": shown}, indent=2), markup=False)
+        return 0
+    say(f"{source.name} {source.image.digest}: {len(shown)} referrer(s)")
+    for item in shown:
+        say(f"  {item['digest']}  {item['artifact_type'] or '(no artifact type)'}")
+        for f in item["files"]:
+            saved = f"  -> {f['saved']}" if "saved" in f else ""
+            say(f"    {size(f['size']):>10}  {f['title'] or f['digest']}{saved}")
+    return 0

@@ -1,0 +1,67 @@
+"""OCI 1.1 artifacts that refer to an image: a manifest with ``artifactType``, the empty
+config, one blob, and ``subject`` (the image's descriptor).
+
+An SBOM or a provenance statement attached to an image is one of these. Registries with
+the referrers API list them under the image's digest; an OCI layout lists them in its
+``index.json`` (untagged, with their ``artifactType``), where ``oras discover
+--oci-layout`` and ``assemble referrers`` find them by their ``subject``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from assembler.oci import mediatypes as mt
+from assembler.oci.descriptor import Descriptor
+from assembler.oci.digest import canonical_json, sha256_digest
+
+# The empty config of an artifact manifest (image-spec 1.1, "Guidelines for artifact usage").
+EMPTY_CONFIG = b"{}"
+EMPTY_DESCRIPTOR = Descriptor(mt.OCI_EMPTY, sha256_digest(EMPTY_CONFIG), len(EMPTY_CONFIG))
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One blob (``data``, typed ``artifact_type``) as a referrer of ``subject``."""
+
+    artifact_type: str
+    data: bytes
+    title: str  # the blob's file name (org.opencontainers.image.title)
+    subject: Descriptor
+    annotations: Mapping[str, str] = field(default_factory=dict)  # of the manifest and its index entry
+
+    @cached_property
+    def blob(self) -> Descriptor:
+        return Descriptor(self.artifact_type, sha256_digest(self.data), len(self.data),
+                          {mt.ANNOTATION_TITLE: self.title})  # fmt: skip
+
+    @cached_property
+    def manifest_bytes(self) -> bytes:
+        manifest: dict[str, Any] = {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "artifactType": self.artifact_type,
+            "config": EMPTY_DESCRIPTOR.to_json(),
+            "layers": [self.blob.to_json()],
+            "subject": self.subject.to_json(),
+        }
+        if self.annotations:
+            manifest["annotations"] = dict(self.annotations)
+        return canonical_json(manifest)
+
+    @property
+    def digest(self) -> str:
+        return sha256_digest(self.manifest_bytes)
+
+    @property
+    def descriptor(self) -> Descriptor:
+        """Its entry in an index (a layout's ``index.json``, a referrers list)."""
+        return Descriptor(mt.OCI_MANIFEST, self.digest, len(self.manifest_bytes), dict(self.annotations),
+                          artifact_type=self.artifact_type)  # fmt: skip
+
+    def blobs(self) -> dict[str, bytes]:
+        """Every blob it needs besides its manifest, by digest."""
+        return {EMPTY_DESCRIPTOR.digest: EMPTY_CONFIG, self.blob.digest: self.data}

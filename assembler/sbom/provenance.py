@@ -1,0 +1,72 @@
+"""A SLSA v1 provenance statement (in-toto Statement v1) of an image.
+
+- ``subject``: the image manifest's digest;
+- ``buildDefinition.externalParameters``: the manifest file (name and sha256), the params,
+  the target and the platform: what the person building chose;
+- ``buildDefinition.internalParameters``: the epoch and each step's key (the key its
+  result is cached under: a digest of everything that can change it);
+- ``buildDefinition.resolvedDependencies``: every base (its image digest), every source
+  (a git commit, a download's sha256, a folder's content digest) and every recipe file;
+- ``runDetails.builder.id``: assemble and its version.
+
+Nothing in it depends on the clock or on whether a step ran or came from the cache, so the
+same inputs give the same bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from assembler.oci.digest import canonical_json, digest_hex
+from assembler.sbom.facts import BuildFacts, SourceFact
+
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
+BUILD_TYPE = "https://assemble.invalid/buildtypes/manifest/v1"  # .invalid: a name, never fetched
+BUILDER = "https://assemble.invalid/builder/assemble"
+Json = dict[str, Any]
+
+
+def _source(src: SourceFact) -> Json:
+    if src.kind == "git":
+        return {"name": f"source:{src.name}", "uri": f"git+{src.url}", "digest": {"gitCommit": src.revision},
+                "annotations": {"ref": src.ref}}  # fmt: skip
+    if src.kind == "url":
+        return {"name": f"source:{src.name}", "uri": src.url, "digest": {"sha256": digest_hex(src.revision)}}
+    # A folder: the sha256 of its normalised tar (content and modes), as its step key uses.
+    return {"name": f"source:{src.name}", "digest": {"sha256": digest_hex(src.revision)},
+            "annotations": {"path": src.path, "digest_of": "normalised tar of the folder"}}  # fmt: skip
+
+
+def provenance_statement(facts: BuildFacts) -> bytes:
+    """The in-toto statement (canonical JSON bytes) of the image ``facts`` describe."""
+    deps: list[Json] = [{"name": f"base:{b.name}", "digest": {"sha256": digest_hex(b.digest)},
+                         "annotations": {"what": b.what}} for b in facts.bases.values()]  # fmt: skip
+    deps += [_source(s) for s in facts.sources.values()]
+    deps += [{"name": f"recipe:{n}", "digest": {"sha256": digest_hex(d)}} for n, d in facts.recipes.items()]
+    steps = {s.name: {"kind": s.kind, "key": s.key, **({"base": s.base} if s.base else {})}
+             for s in facts.steps.values()}  # fmt: skip
+    artifacts = {a.ref: {"diff_id": a.diff_id, **({"layer": a.layer} if a.layer is not None else {})}
+                 for a in facts.artifacts}  # fmt: skip
+    external: Json = {
+        "manifest": {"name": facts.manifest, "digest": {"sha256": digest_hex(facts.manifest_digest)}},
+        "params": dict(facts.params),
+        "platform": facts.platform,
+    }
+    if facts.target:
+        external["target"] = facts.target
+    statement = {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": facts.name, "digest": {"sha256": digest_hex(facts.image.digest)}}],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {
+            "buildDefinition": {
+                "buildType": BUILD_TYPE,
+                "externalParameters": external,
+                "internalParameters": {"epoch": facts.epoch, "steps": steps, "artifacts": artifacts},
+                "resolvedDependencies": sorted(deps, key=lambda d: str(d["name"])),
+            },
+            "runDetails": {"builder": {"id": BUILDER, "version": {"assemble": facts.tool}}},
+        },
+    }
+    return canonical_json(statement)

@@ -1,0 +1,257 @@
+"""An SPDX 2.3 JSON document of an image: what it contains and what it was built from.
+
+Packages: the image itself (``SPDXRef-Image``), its bases (the runtime base it descends
+from and the devel bases its artifacts were compiled on), the sources the compile steps
+read, each compiled artifact (the layer it is, or an input of another step), and every
+package the image's databases list (Debian, Alpine, Python; see
+:mod:`assembler.sbom.packages`). Relationships say which contains which, which artifact
+was generated from which source, on which base and with which other artifacts.
+
+An artifact's checksum is the sha256 of its layer's uncompressed tar (its diff_id); its
+step, step key, base digest and sources are in its comment and, as JSON, in an
+annotation. A Debian package's comment names the layer that installed it: the base's, or
+a runtime step's.
+
+The bytes depend only on the build's facts: ``created`` is the build's epoch, packages and
+relationships are sorted, IDs are derived from content, and the namespace from the image
+digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import quote
+
+from assembler.oci.digest import canonical_json, digest_hex
+from assembler.oci.mutate import timestamp
+from assembler.sbom.facts import ArtifactFact, BuildFacts, SourceFact
+from assembler.sbom.packages import Inventory, Package
+
+NOASSERTION = "NOASSERTION"
+NAMESPACE = "https://assemble.invalid/spdx"  # .invalid: a name, never fetched
+_ID_CHARS = re.compile(r"[^A-Za-z0-9.-]+")
+# What SPDX tools accept as a download location or homepage (a host with a dotted name).
+_URL = re.compile(r"^(git\+)?(https?|ssh|git|ftp|sftp)://([\w.~-]+@)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,5}"
+                  r"(:[0-9]{1,5})?(/\S*)?$")  # fmt: skip
+_PERSON = re.compile(r"^([^<>()]+?)\s*<([^<>()\s]+)>$")
+Json = dict[str, Any]
+
+
+def spdx_id(kind: str, *parts: str) -> str:
+    """A stable SPDX ID: readable, and unique through a digest of what it names."""
+    tag = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:8]
+    return f"SPDXRef-{kind}-{_ID_CHARS.sub('-', parts[0]).strip('-')[:60]}-{tag}"
+
+
+def _url(text: str) -> str | None:
+    return text if _URL.match(text) else None
+
+
+def _package(spdxid: str, name: str, version: str, **more: Any) -> Json:
+    pkg: Json = {"SPDXID": spdxid, "name": name, "downloadLocation": NOASSERTION, "filesAnalyzed": False,
+                 "licenseConcluded": NOASSERTION, "licenseDeclared": NOASSERTION, "copyrightText": NOASSERTION,
+                 "supplier": NOASSERTION}  # fmt: skip
+    if version:
+        pkg["versionInfo"] = version
+    pkg.update({k: v for k, v in more.items() if v not in (None, "", [])})
+    return pkg
+
+
+def _purl(kind: str, namespace: str, name: str, version: str, qualifiers: dict[str, str]) -> Json:
+    ns = f"{quote(namespace, safe='')}/" if namespace else ""
+    quals = "&".join(f"{k}={quote(v, safe='')}" for k, v in sorted(qualifiers.items()) if v)
+    locator = f"pkg:{kind}/{ns}{quote(name, safe='')}@{quote(version, safe='')}" + (f"?{quals}" if quals else "")
+    return {"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl", "referenceLocator": locator}
+
+
+def _sha256(digest: str) -> list[Json]:
+    return [{"algorithm": "SHA256", "checksumValue": digest_hex(digest)}]
+
+
+def _supplier(text: str) -> str | None:
+    match = _PERSON.match(text.strip())
+    if match:
+        return f"Person: {match.group(1)} ({match.group(2)})"
+    name = text.replace("(", " ").replace(")", " ").strip()
+    return f"Person: {name}" if name and "<" not in name else None
+
+
+class _Doc:
+    """The document as it is put together: packages and relationships by ID."""
+
+    def __init__(self, facts: BuildFacts, inventory: Inventory) -> None:
+        self.facts = facts
+        self.inventory = inventory
+        self.packages: dict[str, Json] = {}
+        self.relationships: set[tuple[str, str, str]] = set()
+        self.annotator = f"Tool: assemble-{facts.tool or 'unknown'}"
+        self.created = timestamp(facts.epoch)
+
+    def relate(self, a: str, kind: str, b: str) -> None:
+        self.relationships.add((a, kind, b))
+
+    def add(self, pkg: Json) -> str:
+        self.packages[pkg["SPDXID"]] = pkg
+        return str(pkg["SPDXID"])
+
+    def annotate(self, pkg: Json, fields: Json) -> None:
+        pkg["annotations"] = [{"annotationDate": self.created, "annotationType": "OTHER",
+                               "annotator": self.annotator, "comment": canonical_json(fields).decode()}]  # fmt: skip
+
+
+def _image(doc: _Doc) -> str:
+    f = doc.facts
+    image = f.image
+    purl = _purl("oci", "", f.name, image.digest, {"arch": image.platform.architecture})
+    image_id = doc.add(_package("SPDXRef-Image", f.name, image.digest, primaryPackagePurpose="CONTAINER",
+                                checksums=_sha256(image.digest), externalRefs=[purl],
+                                comment=f"the image built from {f.manifest}"))  # fmt: skip
+    doc.relate("SPDXRef-DOCUMENT", "DESCRIBES", image_id)
+    for base in f.bases.values():
+        base_id = doc.add(_package(spdx_id("Base", base.name, base.digest), base.name, base.digest,
+                                   primaryPackagePurpose="CONTAINER", checksums=_sha256(base.digest),
+                                   externalRefs=[_purl("oci", "", base.name, base.digest, {})],
+                                   comment=f"base {base.name}: {base.what}"))  # fmt: skip
+        if base.name == f.base:
+            doc.relate(image_id, "DESCENDANT_OF", base_id)
+    return image_id
+
+
+def _base_id(doc: _Doc, name: str) -> str:
+    base = doc.facts.bases[name]
+    return spdx_id("Base", base.name, base.digest)
+
+
+def _source(doc: _Doc, src: SourceFact) -> str:
+    if src.kind == "git":
+        location = _url(f"git+{src.url}@{src.revision}") if _url(src.url) else None
+        what = f"git {src.url} at commit {src.revision}" + (f" (ref {src.ref})" if src.ref else "")
+        checksums: list[Json] = []
+    elif src.kind == "url":
+        location = _url(src.url)
+        what = f"download {src.url}, sha256 {digest_hex(src.revision)}"
+        checksums = _sha256(src.revision)
+    else:
+        location = None
+        what = f"folder {src.path}: {src.revision} is the sha256 of its normalised tar (content and modes)"
+        checksums = []
+    return doc.add(_package(spdx_id("Source", src.name, src.revision), src.name, src.revision,
+                            primaryPackagePurpose="SOURCE", downloadLocation=location or NOASSERTION,
+                            checksums=checksums, comment=what))  # fmt: skip
+
+
+def _artifact(doc: _Doc, art: ArtifactFact, image_id: str) -> str:
+    f = doc.facts
+    step = f.steps[art.step]
+    base = f.bases.get(step.base)
+    sources = {n: f.sources[n].revision for n in step.sources if n in f.sources}
+    where = f"layer {art.layer} of the image" if art.layer is not None else "an input of other steps, not in the image"
+    comment = (f"{where}; built by compile step {step.name} (key {step.key})"
+               + (f" on base {base.name} ({base.digest})" if base else "")
+               + (f" from {', '.join(f'{n} {r}' for n, r in sources.items())}" if sources else "")
+               + (f" with {', '.join(step.inputs)}" if step.inputs else ""))  # fmt: skip
+    pkg = _package(spdx_id("Artifact", art.ref, art.diff_id), art.ref, "", checksums=_sha256(art.diff_id),
+                   comment=comment, primaryPackagePurpose="OTHER")  # fmt: skip
+    doc.annotate(pkg, {"assemble": "artifact", "step": step.name, "step_key": step.key, "diff_id": art.diff_id,
+                       "layer": art.layer, "base": base.name if base else None,
+                       "base_digest": base.digest if base else None, "sources": sources,
+                       "inputs": list(step.inputs)})  # fmt: skip
+    art_id = doc.add(pkg)
+    if art.layer is not None:
+        doc.relate(image_id, "CONTAINS", art_id)
+    for name in sources:
+        doc.relate(art_id, "GENERATED_FROM", spdx_id("Source", name, f.sources[name].revision))
+    if base is not None:
+        doc.relate(_base_id(doc, base.name), "BUILD_TOOL_OF", art_id)
+    return art_id
+
+
+def _installed(doc: _Doc, pkg: Package, image_id: str, containers: dict[int, str]) -> None:
+    f = doc.facts
+    layer = f.layers[pkg.layer] if pkg.layer < len(f.layers) else None
+    if layer is None or layer.kind == "base":
+        by = f"the base {f.base}"
+    elif layer.step:
+        by = f"{'compile' if layer.kind == 'artifact' else 'runtime'} step {layer.step} ({layer.what})"
+    else:
+        by = layer.what
+    os_id, os_version = doc.inventory.os_release.get("ID", ""), doc.inventory.os_release.get("VERSION_ID", "")
+    if pkg.ecosystem == "pypi":
+        name = re.sub(r"[-_.]+", "-", pkg.name).lower()
+        purl = _purl("pypi", "", name, pkg.version, {})
+        comment = f"installed in {pkg.path}, layer {pkg.layer} (from {by})"
+    else:
+        distro = f"{os_id}-{os_version}" if os_id and os_version else ""
+        purl = _purl(pkg.ecosystem, os_id or ("alpine" if pkg.ecosystem == "apk" else "debian"), pkg.name,
+                     pkg.version, {"arch": pkg.arch, "distro": distro})  # fmt: skip
+        comment = f"layer {pkg.layer}, installed by {by}"
+    source = f"built from the source package {pkg.source}" if pkg.source else None
+    spdxid = spdx_id(pkg.ecosystem, pkg.name, pkg.version, pkg.arch, pkg.path)
+    doc.add(_package(spdxid, pkg.name, pkg.version, supplier=_supplier(pkg.supplier) or NOASSERTION,
+                     summary=pkg.summary or None, homepage=_url(pkg.homepage), sourceInfo=source,
+                     licenseComments=f"as the package says: {pkg.license}" if pkg.license else None,
+                     externalRefs=[purl], comment=comment,
+                     primaryPackagePurpose="LIBRARY" if pkg.ecosystem == "pypi" else None))  # fmt: skip
+    doc.relate(image_id, "CONTAINS", spdxid)
+    if pkg.layer in containers:
+        doc.relate(containers[pkg.layer], "CONTAINS", spdxid)
+
+
+def _copies(doc: _Doc, image_id: str, containers: dict[int, str]) -> None:
+    """Each copy layer (host files: its content is all that is known) as a package."""
+    for layer in doc.facts.layers:
+        if layer.kind == "copy" and layer.diff_id:
+            comment = f"layer {layer.index}: files from the host; the checksum is the layer's diff_id"
+            copy_id = doc.add(_package(spdx_id("Copy", layer.what, layer.diff_id), layer.what, "",
+                                       checksums=_sha256(layer.diff_id), primaryPackagePurpose="FILE",
+                                       comment=comment))  # fmt: skip
+            doc.relate(image_id, "CONTAINS", copy_id)
+            containers[layer.index] = copy_id
+
+
+def spdx_document(facts: BuildFacts, inventory: Inventory) -> bytes:
+    """The SPDX 2.3 JSON document (canonical JSON bytes) of the image ``facts`` describe."""
+    doc = _Doc(facts, inventory)
+    image_id = _image(doc)
+    containers: dict[int, str] = {}  # layer -> the package that holds what it installed
+    base_layers = [layer.index for layer in facts.layers if layer.kind == "base"]
+    if facts.base in facts.bases:
+        containers.update(dict.fromkeys(base_layers, _base_id(doc, facts.base)))
+    for src in facts.sources.values():
+        _source(doc, src)
+    by_ref = {a.ref: a for a in facts.artifacts}
+    for art in facts.artifacts:
+        art_id = _artifact(doc, art, image_id)
+        if art.layer is not None:
+            containers[art.layer] = art_id
+        for ref in facts.steps[art.step].inputs:
+            if ref in by_ref:
+                doc.relate(spdx_id("Artifact", ref, by_ref[ref].diff_id), "BUILD_DEPENDENCY_OF", art_id)
+    _copies(doc, image_id, containers)
+    for pkg in inventory.packages:
+        _installed(doc, pkg, image_id, containers)
+    debs = any(p.ecosystem == "deb" for p in inventory.packages)
+    notes = [*(["Debian's status database names no licenses: Debian packages say NOASSERTION."] if debs else []),
+             *inventory.notes]  # fmt: skip
+    document: Json = {
+        "spdxVersion": "SPDX-2.3",
+        "dataLicense": "CC0-1.0",
+        "SPDXID": "SPDXRef-DOCUMENT",
+        "name": f"{facts.name}@{facts.image.digest}",
+        "documentNamespace": f"{NAMESPACE}/{facts.name}/sha256-{digest_hex(facts.image.digest)}",
+        "creationInfo": {
+            "created": doc.created,
+            "creators": [doc.annotator],
+            **({"comment": " ".join(notes)} if notes else {}),
+        },
+        "packages": [doc.packages[k] for k in sorted(doc.packages)],
+        "relationships": _relationships(doc.relationships),
+    }
+    return canonical_json(document)
+
+
+def _relationships(found: Iterable[tuple[str, str, str]]) -> list[Json]:
+    return [{"spdxElementId": a, "relationshipType": kind, "relatedSpdxElement": b} for a, kind, b in sorted(found)]
