@@ -237,3 +237,39 @@ def test_pip_wheel_tags_pick_the_file_for_the_image() -> None:
     assert not fits("torch-2.9.0-cp311-cp311-manylinux_2_28_x86_64.whl", python="3.12", arch="x86_64")
     assert not fits("x-1-cp312-cp312-musllinux_1_2_x86_64.whl", python="3.12", arch="x86_64")
     assert fits("six-1.16.0-py2.py3-none-any.whl", python="3.10", arch="aarch64")
+
+
+def test_artifact_output_writes_the_files_and_no_image(debian_rootfs: Path, tmp_path: Path) -> None:
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "m.yaml").write_text(
+        f"name: files\nbases: {{devel: 'rootfs:{debian_rootfs}', runtime: scratch}}\n"
+        "compile:\n"
+        "  - name: pkg\n    base: devel\n"
+        "    run: ['mkdir -p /build/dist /build/bin && echo wheel > /build/dist/pkg-1.0-py3-none-any.whl"
+        ' && printf "#!/bin/sh\\necho hi\\n" > /build/bin/tool && chmod 755 /build/bin/tool\']\n'
+        "    artifacts:\n"
+        "      wheel: {path: '/build/dist/*.whl', to: /wheels/}\n"
+        "      tool: {path: /build/bin/tool, to: /usr/local/bin/tool}\n"
+        "image:\n  base: runtime\n  layers:\n    - run: ['false']\n      name: never\n"
+    )
+    cache = ["--cache", str(tmp_path / "cache")]
+    ran = run_cli(["m.yaml", *cache, "--json", "-o", "artifact:dist:pkg.wheel", "-o", "artifact:all:pkg"], cwd=project)
+    assert ran.code == 0, str(ran)  # the image's run: [false] never ran: no image was made
+    assert [s["name"] for s in ran.json["steps"]] == ["pkg"]
+    assert sorted(p.name for p in (project / "dist").iterdir()) == [".assemble-artifacts", "pkg-1.0-py3-none-any.whl"]
+    assert (project / "dist/pkg-1.0-py3-none-any.whl").read_text() == "wheel\n"
+    tool = project / "all/tool/tool"
+    assert tool.read_text() == "#!/bin/sh\necho hi\n" and tool.stat().st_mode & 0o111
+    assert (project / "all/wheel/pkg-1.0-py3-none-any.whl").is_file()
+
+    again = run_cli(["m.yaml", *cache, "--json", "-o", "artifact:dist:pkg.wheel"], cwd=project)
+    assert again.code == 0 and again.json["steps"][0]["state"] == "cached", str(again)  # its own folder: replaced
+    assert again.json["digest"] == run_cli(["m.yaml", *cache, "--json", "-o", "artifact:dist:pkg.wheel"],
+                                           cwd=project).json["digest"]  # fmt: skip
+    (project / "other").mkdir()
+    (project / "other/keep.txt").write_text("not ours")
+    refused = run_cli(["m.yaml", *cache, "-o", "artifact:other:pkg.wheel"], cwd=project)
+    assert refused.code == 2 and "other files" in refused.err, str(refused)
+    unknown = run_cli(["m.yaml", *cache, "-o", "artifact:x:pkg.nope"], cwd=project)
+    assert unknown.code == 2 and "step pkg has no artifact 'nope'" in unknown.err, str(unknown)
