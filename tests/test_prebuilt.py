@@ -273,3 +273,22 @@ def test_artifact_output_writes_the_files_and_no_image(debian_rootfs: Path, tmp_
     assert refused.code == 2 and "other files" in refused.err, str(refused)
     unknown = run_cli(["m.yaml", *cache, "-o", "artifact:x:pkg.nope"], cwd=project)
     assert unknown.code == 2 and "step pkg has no artifact 'nope'" in unknown.err, str(unknown)
+
+
+def test_a_wheel_by_url_is_the_same_layer_as_by_index(tmp_path: Path) -> None:
+    url = (
+        "https://files.pythonhosted.org/packages/d9/5a/e7c31adbe875f2abbb91bd84cf2dc52d792b5a01506781dbcf25c91daf11/"
+        "six-1.16.0-py2.py3-none-any.whl"
+    )
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "m.yaml").write_text(_manifest(f"    - pip: ['six @ {url} {SIX.split()[1]}']\n"))
+    by_url = _build(project, tmp_path / "cache1", "out1")
+    (project / "m.yaml").write_text(_manifest(f"    - pip: ['{SIX}']\n"))
+    by_index = _build(project, tmp_path / "cache2", "out2")
+    assert by_url["layers"][0]["what"] == "pip six @ six-1.16.0-py2.py3-none-any.whl"
+    assert by_url["layers"][0]["digest"] == by_index["layers"][0]["digest"]
+    (project / "m.yaml").write_text(_manifest(f"    - pip: ['six @ {url} --hash=sha256:{WRONG}']\n"))
+    ran = run_cli(["m.yaml", "--cache", str(tmp_path / "cache3"), "-o", "oci:bad:1"], cwd=project)
+    assert ran.code == 2 and f"the manifest pins {WRONG}" in ran.err, str(ran)
+    assert _blobs(tmp_path / "cache3") == set()

@@ -20,6 +20,8 @@ from assembler.spec.fields import Mode, Scalar, Strict, StrList
 
 _REQ_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[A-Za-z0-9,._ -]*\])?==([A-Za-z0-9.+!_-]+)$")
 _HASH_RE = re.compile(r"^--hash[= ]sha256:([0-9a-f]{64})$")
+# PEP 508 direct references: a wheel at a URL (a GitHub release, a vendor's index).
+_URL_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[A-Za-z0-9,._ -]*\])?\s*@\s*(https?://\S+\.whl)$")
 
 
 @dataclass(frozen=True)
@@ -28,13 +30,14 @@ class Requirement:
     sha256 of each file it may be (one per platform or Python)."""
 
     name: str
-    version: str
+    version: str  # "" for a URL: its file name says it
     hashes: tuple[str, ...]
     text: str
+    url: str = ""
 
     @property
     def pin(self) -> str:
-        return f"{self.name}=={self.version}"
+        return f"{self.name} @ {self.url.rsplit('/', 1)[-1]}" if self.url else f"{self.name}=={self.version}"
 
 
 def normalize_name(name: str) -> str:
@@ -43,22 +46,30 @@ def normalize_name(name: str) -> str:
 
 
 def parse_requirement(text: str) -> Requirement:
-    """``name==version --hash=sha256:HEX [--hash=sha256:HEX ...]``; ValueError otherwise."""
-    parts = re.sub(r"\s+--hash\s*=\s*", " --hash=", text.strip()).split()
-    if not parts:
-        raise ValueError("an empty requirement")
-    m = _REQ_RE.match(parts[0])
-    if m is None:
-        raise ValueError(f"{parts[0]!r} is not pinned as name==version (every wheel is pinned)")
+    """``name==version --hash=sha256:HEX [--hash=sha256:HEX ...]`` or ``name @ URL.whl
+    --hash=sha256:HEX``; ValueError otherwise."""
+    parts = re.sub(r"\s*@\s*", " @ ", re.sub(r"\s+--hash\s*=\s*", " --hash=", text.strip())).split()
+    if len(parts) >= 3 and parts[1] == "@":
+        u = _URL_RE.match(" ".join(parts[:3]))
+        if u is None:
+            raise ValueError(f"{' '.join(parts[:3])!r}: a direct reference is name @ https://.../FILE.whl")
+        name, version, url, rest = u.group(1), "", u.group(3), parts[3:]
+    else:
+        m = _REQ_RE.match(parts[0]) if parts else None
+        if m is None:
+            raise ValueError(f"{text.strip()!r} is not pinned as name==version (every wheel is pinned)")
+        name, version, url, rest = m.group(1), m.group(3), "", parts[1:]
     hashes = []
-    for part in parts[1:]:
+    for part in rest:
         h = _HASH_RE.match(part)
         if h is None:
             raise ValueError(f"{text.strip()!r}: expected --hash=sha256:<64 lowercase hex digits>, got {part!r}")
         hashes.append(h.group(1))
     if not hashes:
         raise ValueError(f"{parts[0]} has no --hash=sha256:...: every wheel is pinned by its sha256")
-    return Requirement(normalize_name(m.group(1)), m.group(3), tuple(dict.fromkeys(hashes)), text.strip())
+    if url and len(hashes) > 1:
+        raise ValueError(f"{parts[0]} @ URL: one file, one --hash")
+    return Requirement(normalize_name(name), version, tuple(dict.fromkeys(hashes)), text.strip(), url)
 
 
 def _requirements(value: list[str]) -> list[str]:

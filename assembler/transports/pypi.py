@@ -109,6 +109,12 @@ def fetch(req: Requirement, *, index: str, python: str, arch: str, cache: Cache,
     hit = cache.memo(_memo_key(req, python, arch))
     if hit and hit.get("sha256") in req.hashes and cache.has_blob("sha256:" + str(hit["sha256"])):
         return Wheel(str(hit["sha256"]), str(hit["filename"]))
+    if req.url:  # a direct reference: that file, if it fits
+        filename = req.url.rsplit("/", 1)[-1]
+        if not fits(filename, python=python, arch=arch):
+            raise InputError(f"{what}: {filename} does not install on CPython {python} on {arch}")
+        download(req.url, sha256=req.hashes[0], cache=cache, max_bytes=MAX_WHEEL_BYTES, what=what)
+        return Wheel(req.hashes[0], filename)
     files = _files(index, req.name, what)
     pinned = {sha: files[sha] for sha in req.hashes if sha in files}
     if not pinned:
