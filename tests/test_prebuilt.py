@@ -12,6 +12,8 @@ import subprocess
 import tarfile
 from pathlib import Path
 
+from assembler.pipeline import graph
+from assembler.spec.load import load_manifest
 from assembler.transports.pypi import fits
 from tests.helpers import PYTHON, ROOT, manifest_of, read_blob, run_cli, uncompressed
 
@@ -221,6 +223,19 @@ def test_vllm_runtime_from_the_released_wheel_has_no_compile_step(tmp_path: Path
     assert [x["what"] for x in pip] == ["pip vllm==0.11.1"]
     names = [x["step"] for x in plan["layers"]]
     assert names.index("python") < pip[0]["index"] < names.index("vllm-deps")  # into the venv, then its deps
+
+    # The wheel alone (vLLM's wheel-only output): the `wheel` step downloads it, no tree, no compile.
+    only = run_cli(["plan", manifest, "--set", "vllm_from=wheel", "--cache", str(tmp_path), "--json",
+                    "-o", f"artifact:{tmp_path}/dist:wheel.wheel"])  # fmt: skip
+    assert only.code == 0, str(only)
+    assert [s["name"] for s in only.json["steps"] if s["kind"] == "compile"] == ["wheel"]
+    for vllm_from, sources, compiles in (("wheel", [], False), ("source", ["vllm"], True)):
+        step = graph.step_of(load_manifest(Path(manifest), sets={"vllm_from": vllm_from}).manifest, "wheel")
+        assert (
+            step.sources == sources
+            and ("bdist_wheel" in " ".join(step.run))
+            and (('[ "pypi" = pypi ]' not in step.run[2]) == compiles)
+        ), step.run
 
     source = run_cli(["plan", manifest, "--cache", str(tmp_path), "--json"])
     assert source.code == 0, str(source)

@@ -25,7 +25,7 @@ from typing import BinaryIO, cast
 
 from assembler.archive.layer import Member, Opener
 from assembler.archive.tar import TarEntry, clean_path
-from assembler.errors import InvalidArchive
+from assembler.errors import InvalidArchive, UnsafePath
 
 INSTALLER = b"assemble\n"
 _SCRIPT = """\
@@ -144,6 +144,8 @@ def wheel_members(zf: zipfile.ZipFile, scheme: Scheme, *, epoch: int, what: str)
         name = info.filename
         if name.endswith("/") or name in skip:
             continue
+        if name.startswith("/") or ".." in name.split("/"):  # joined below: it would land outside its folder
+            raise UnsafePath(f"{what}: member {name!r} climbs out of the wheel")
         mode = 0o755 if (info.external_attr >> 16) & 0o111 else 0o644
         if name.startswith(data_dir + "/"):
             part, _, rest = name[len(data_dir) + 1 :].partition("/")
@@ -158,6 +160,8 @@ def wheel_members(zf: zipfile.ZipFile, scheme: Scheme, *, epoch: int, what: str)
     for script, target in _entry_points(zf, dist_info):
         module, _, attr = target.partition(":")
         attr = attr.split("[", 1)[0].strip()
+        if not module.strip() or not attr:
+            raise InvalidArchive(f"{what}: entry point {script} = {target!r} is not module:function")
         text = _SCRIPT.format(interpreter=scheme.interpreter, module=module.strip(), head=attr.split(".")[0],
                               call=attr)  # fmt: skip
         out.add_bytes(posixpath.join(scheme.prefix, "bin", script), text.encode(), 0o755)
