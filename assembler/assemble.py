@@ -23,6 +23,7 @@ from assembler.oci.artifact import Artifact
 from assembler.oci.descriptor import Platform
 from assembler.oci.image import Image
 from assembler.oci.reference import ImageName, Ref, absolute_ref, parse_ref
+from assembler.pipeline import artifacts, graph
 from assembler.pipeline.build import Built
 from assembler.pipeline.build import build as _execute
 from assembler.pipeline.deps import check_built
@@ -131,8 +132,12 @@ def resolve(loaded: Loaded, options: Options, *, runner: Runner | None = None) -
     ctx = _context(loaded, options, cache=Cache(options.cache_dir), runner=runner or Runner(),
                    registry=options.registry, report=quiet)  # fmt: skip
     walk = Resolver(loaded, options, ctx)
-    outputs = tuple(str(r) for r in output_refs(loaded, options))
+    refs = output_refs(loaded, options)
+    outputs = tuple(str(r) for r in refs)
     image, base, layers = walk.image()
+    for ref in (r for r in refs if r.transport == "artifact"):  # steps whose files are outputs
+        for name in artifacts.names(loaded, ref):
+            walk.compile(graph.step_of(loaded.manifest, name.partition(".")[0]))
     bases = {name: (b.image.digest if b is not None else None) for name, b in walk.bases.items()}
     complete = image is not None and base is not None
     if image is not None and base is not None:
@@ -204,11 +209,21 @@ def assemble(loaded: Loaded, options: Options, *, runner: Runner, report: Report
 def _assemble_once(loaded: Loaded, options: Options, *, runner: Runner, report: Reporter) -> Result:
     started = time.monotonic()
     refs = output_refs(loaded, options)
+    files = [r for r in refs if r.transport == "artifact"]  # a step's artifacts as files (no image)
+    refs = [r for r in refs if r.transport != "artifact"]
     writers = [writer_for(ref, attach_sif=loaded.manifest.sif.attach or options.attach_sif) for ref in refs]
     for writer in writers:
         writer.check(force=options.force)
+    artifacts.check(loaded, files, force=options.force)
     plan = resolve(loaded, options, runner=runner)
     cache = Cache(options.cache_dir)
+    written_files: list[Written] = []
+    if files:
+        ctx = _context(loaded, options, cache=cache, runner=runner, registry=options.registry, report=report)
+        made, steps = artifacts.build(plan, ctx, files, report=report)
+        written_files = artifacts.write(loaded, files, made, cache)
+        if not refs:
+            return Result(artifacts.as_image(made, ctx), (), steps, tuple(written_files), time.monotonic() - started)
     built = build(plan, cache=cache, runner=runner, registry=options.registry, report=report)
     report(Event("image", {"digest": built.image.digest}))
     if options.deps_check:  # before any output: an image that cannot run is not written
@@ -225,6 +240,7 @@ def _assemble_once(loaded: Loaded, options: Options, *, runner: Runner, report: 
     written = write(built, writers, ctx=ctx, source_name=source_name, sif_compressor=loaded.manifest.sif.compressor,
                     sif_name=f"{loaded.manifest.name}.sif", report=report, mount_from=caches,
                     referrers=referrers)  # fmt: skip
+    written += written_files
     return Result(built.image, built.layers, built.steps, tuple(written), time.monotonic() - started,
                   built.step_cache, tuple(referrers))  # fmt: skip
 
@@ -237,6 +253,9 @@ def assemble_variants(
     Variants that differ only in platform are written as one index to their outputs."""
     for v in variants:  # every output checked before anything is built
         for ref in output_refs(v.loaded, v.options(options)):
+            if ref.transport == "artifact":
+                artifacts.check(v.loaded, [ref], force=options.force)
+                continue
             writer_for(ref, attach_sif=v.loaded.manifest.sif.attach or options.attach_sif).check(force=options.force)
     made: set[str] = set()
     results = []

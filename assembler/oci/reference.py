@@ -22,9 +22,12 @@ _REPO_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REPO_RE = re.compile(rf"^{_REPO_COMPONENT}(?:/{_REPO_COMPONENT})*$")
 _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
 
-Transport = Literal["docker", "oras", "oci", "oci-archive", "docker-archive", "rootfs", "sif", "sqsh", "scratch"]
+Transport = Literal[
+    "docker", "oras", "oci", "oci-archive", "docker-archive", "rootfs", "sif", "sqsh", "scratch", "artifact"
+]  # fmt: skip
+# artifact:DIR:STEP[.NAME] is an output of a step's artifacts as files (pipeline.artifacts), not an image.
 TRANSPORTS: tuple[Transport, ...] = (
-    "docker", "oras", "oci", "oci-archive", "docker-archive", "rootfs", "sif", "sqsh", "scratch",
+    "docker", "oras", "oci", "oci-archive", "docker-archive", "rootfs", "sif", "sqsh", "scratch", "artifact",
 )  # fmt: skip
 
 
@@ -113,8 +116,8 @@ def parse_ref(text: str) -> Ref:
     if not sep or transport not in TRANSPORTS or transport in ("docker", "oras", "scratch"):
         raise BadReference(
             f"{text!r} is not a reference: use docker://HOST/REPO:TAG, oci:DIR[:TAG], oci-archive:FILE[:TAG], "
-            "docker-archive:FILE[:REF], rootfs:FILE.tar, sif:FILE, sqsh:FILE (Enroot), oras://HOST/REPO:TAG (a SIF) "
-            "or scratch"
+            "docker-archive:FILE[:REF], rootfs:FILE.tar, sif:FILE, sqsh:FILE (Enroot), oras://HOST/REPO:TAG (a SIF), "
+            "artifact:DIR:STEP[.ARTIFACT] (files) or scratch"
         )
     path, _, tag = rest.partition(":")
     if not path:
@@ -125,6 +128,8 @@ def parse_ref(text: str) -> Ref:
         raise BadReference(f"{text!r}: {transport}: takes a file path only")
     if transport == "docker-archive" and tag:
         ImageName.parse(tag)  # validates
+    if transport == "artifact" and not tag:
+        raise BadReference(f"{text!r}: artifact:DIR:STEP[.ARTIFACT] names the step (and artifact) to write")
     return Ref(transport, path=path, tag=tag)
 
 

@@ -119,6 +119,14 @@ class Builder(Walk):
         return Built(image, base, tuple(layers), steps, remote, used,
                      {n: s for n, s in self.sources.items() if s is not None})  # fmt: skip
 
+    def close(self) -> None:
+        """After steps made by :meth:`compile` alone (no :meth:`run`): containers removed."""
+        if self._ws is not None:
+            self._ws.wait_removals()
+        self.ctx.runner.reset_cancel()
+        if self.step_cache is not None:
+            self.step_cache.close()
+
     def _in_order(self) -> tuple[Image | None, Base | None, list[LayerReport]]:
         for name in self.plan.bases:
             self.base(name)

@@ -16,7 +16,9 @@ from assembler.oci.descriptor import Platform
 from assembler.spec import model as m
 
 KINDS: Mapping[type, str] = {m.CopyLayer: "copy", m.ArtifactLayer: "artifact", m.RunLayer: "run",
-                             m.PackagesLayer: "packages"}  # fmt: skip
+                             m.PackagesLayer: "packages", m.PipLayer: "pip", m.UrlLayer: "url"}  # fmt: skip
+# A layer's ``when:`` only decides whether it is there: not part of what it is.
+NOT_IN_DEFINITION = {"when"}
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,7 @@ def runtime_step(man: m.Manifest, spec: m.RunLayer | m.PackagesLayer, index: int
         return RuntimeStep(
             name=spec.name or f"run-{index + 1}",
             commands=tuple((c, c) for c in spec.run),
-            definition=spec.model_dump(mode="json", exclude={"name", "comment"}),
+            definition=spec.model_dump(mode="json", exclude={"name", "comment", *NOT_IN_DEFINITION}),
             what=f"run {' && '.join(spec.run)}"[:120],
             env=spec.env,
             mounts=tuple(spec.mounts),
@@ -169,13 +171,13 @@ class Definitions:
 
     def layer(self, spec: m.LayerSpec) -> str:
         if isinstance(spec, m.RunLayer):
-            dump = spec.model_dump(mode="json", by_alias=True)
+            dump = spec.model_dump(mode="json", by_alias=True, exclude=NOT_IN_DEFINITION)
             return key_of({"layer": dump, "mounts": self.mounts(spec.mounts)})
         if isinstance(spec, m.ArtifactLayer):
             return key_of(
                 {"artifact": spec.artifact, "step": self.step(step_of(self.man, spec.artifact.split(".")[0]))}
             )
-        return key_of({"layer": spec.model_dump(mode="json", by_alias=True)})
+        return key_of({"layer": spec.model_dump(mode="json", by_alias=True, exclude=NOT_IN_DEFINITION)})
 
     def runtime(self, definition: Mapping[str, object], chain: str) -> str:
         """A runtime step's: its own, the chain of definitions below it, its mounts'."""

@@ -30,6 +30,7 @@ from assembler.pipeline.config import config_changes, default_annotations, gpu_m
 from assembler.pipeline.graph import LayerReport, RuntimeStep, StepReport
 from assembler.pipeline.layers import ImageSetup
 from assembler.pipeline.options import Event, Options, RemoteSteps, Reporter
+from assembler.pipeline.prebuilt import Prebuilt
 from assembler.spec import model as m
 from assembler.spec import sourcefacts
 from assembler.spec.load import Loaded
@@ -82,6 +83,7 @@ class Walk:
         self.report = report
         self.defs = graph.Definitions(self.man, ctx.platform)
         self.setup = ImageSetup(loaded, ctx, lookup_only=lookup_only)
+        self.prebuilt = Prebuilt(ctx, lookup_only=lookup_only)  # pip: and url: layers
         self.bases: dict[str, Base | None] = {}
         self.sources: dict[str, srcs.Source | None] = {}
         self.artifacts: dict[str, dict[str, Layer]] = {}
@@ -317,7 +319,7 @@ class Walk:
         if self.remote is not None:
             self.remote.ensure(blob)  # a step result from a registry: its blob is fetched now it is needed
         placed: Layer | None = blob
-        if isinstance(spec, m.CopyLayer | m.ArtifactLayer):
+        if not isinstance(spec, m.RunLayer | m.PackagesLayer):  # files of ours, fitted onto the image below
             placed = self.setup.fit(blob, view) if view is not None else None
         shipped = self.setup.convert(placed) if placed is not None else None
         digest, size = (shipped.digest, shipped.size) if shipped is not None else (None, None)
@@ -349,7 +351,8 @@ class Walk:
                 return [], what, "will-build"
             state = self.steps[step_name].state if step_name in self.steps else "cached"
             return [(results[n], f"artifact {step_name}.{n}") for n in names], what, state
-        assert isinstance(spec, m.RunLayer | m.PackagesLayer)
+        if isinstance(spec, m.PipLayer | m.UrlLayer):
+            return self.prebuilt.place(spec)
         return self.runtime(graph.runtime_step(self.man, spec, index), image)
 
     # -- the whole ----------------------------------------------------------------------

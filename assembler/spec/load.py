@@ -145,6 +145,25 @@ def _apply_target(manifest: m.Manifest, chosen: str) -> tuple[m.Manifest, list[P
     return manifest.model_copy(update=update), layer_paths
 
 
+def _apply_when(
+    manifest: m.Manifest, paths: list[PathKey], params: Mapping[str, str], locs: Locations
+) -> tuple[m.Manifest, list[PathKey]]:
+    """The image's layers without those whose ``when:`` the params do not meet (paths kept
+    as written, so errors still name the right line)."""
+    kept: list[tuple[m.LayerSpec, PathKey]] = []
+    for layer, path in zip(manifest.image.layers, paths, strict=True):
+        for name in layer.when:
+            if name not in params:
+                known = ", ".join(sorted(params)) or "none"
+                raise locs.error((*path, "when", name), f"unknown param {name!r}", hint=f"params: {known}")
+        if all(params[name] in values for name, values in layer.when.items()):
+            kept.append((layer, path))
+    if len(kept) == len(paths):
+        return manifest, paths
+    image = manifest.image.model_copy(update={"layers": [layer for layer, _ in kept]})
+    return manifest.model_copy(update={"image": image}), [path for _, path in kept]
+
+
 def _apply_overrides(
     manifest: m.Manifest, path: Path, bases: Mapping[str, str], sources: Mapping[str, str]
 ) -> m.Manifest:
@@ -209,6 +228,7 @@ def load_manifest(
     layer_paths: list[PathKey] = [("image", "layers", i) for i in range(len(manifest.image.layers))]
     if chosen is not None:
         manifest, layer_paths = _apply_target(manifest, chosen)
+    manifest, layer_paths = _apply_when(manifest, layer_paths, params, locs)
     replaced = {name: BaseOverride(_describe_base(manifest.bases[name]), ref) for name, ref in (bases or {}).items()
                 if name in manifest.bases}  # fmt: skip
     manifest = _apply_overrides(manifest, path, bases or {}, sources or {})

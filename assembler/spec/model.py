@@ -14,6 +14,9 @@ from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag,
 
 from assembler.spec.coupling import CudaArchs, Platforms
 from assembler.spec.fields import Duration, Mode, Name, Owner, Scalar, Strict, StrList
+from assembler.spec.prebuilt import PipLayer as PipLayer
+from assembler.spec.prebuilt import UrlLayer as UrlLayer
+from assembler.spec.prebuilt import When
 
 # -- bases -----------------------------------------------------------------------------
 
@@ -200,17 +203,17 @@ class CopySpec(Strict):
     owner: Owner | None = None
 
 
-class CopyLayer(Strict):
+class CopyLayer(When):
     copy_: CopySpec = Field(alias="copy")
     comment: str | None = None
 
 
-class ArtifactLayer(Strict):
+class ArtifactLayer(When):
     artifact: str = Field(description="STEP.ARTIFACT, or STEP for all of the step's artifacts in one layer")
     comment: str | None = None
 
 
-class RunLayer(Strict):
+class RunLayer(When):
     """A runtime step: commands run on the image built so far; the changes are one layer."""
 
     run: StrList
@@ -227,7 +230,7 @@ class RunLayer(Strict):
     comment: str | None = None
 
 
-class PackagesLayer(Strict):
+class PackagesLayer(When):
     """apt-get install on the runtime base, lists and caches cleaned; one layer."""
 
     packages: StrList = Field(description="package names; 'from-steps' adds the runtime_packages of used steps")
@@ -237,9 +240,9 @@ class PackagesLayer(Strict):
 
 def _layer_kind(value: Any) -> str:
     if isinstance(value, dict):
-        for key in ("copy", "artifact", "run", "packages"):
+        for key in ("copy", "artifact", "run", "packages", "pip", "url"):
             if key in value:
-                return key
+                return key + "-layer" if key in ("pip", "url") else key  # tags unlike field names: errors name fields
     return "unknown"
 
 
@@ -247,11 +250,13 @@ LayerSpec = Annotated[
     Annotated[CopyLayer, Tag("copy")]
     | Annotated[ArtifactLayer, Tag("artifact")]
     | Annotated[RunLayer, Tag("run")]
-    | Annotated[PackagesLayer, Tag("packages")],
+    | Annotated[PackagesLayer, Tag("packages")]
+    | Annotated[PipLayer, Tag("pip-layer")]
+    | Annotated[UrlLayer, Tag("url-layer")],
     Discriminator(
         _layer_kind,
         custom_error_type="layer_kind",
-        custom_error_message="a layer is one of copy:, artifact:, run:, packages:",
+        custom_error_message="a layer is one of copy:, artifact:, run:, packages:, pip:, url:",
     ),
 ]
 

@@ -1,0 +1,115 @@
+"""``artifact:DIR:STEP[.NAME]`` outputs: a compile step's artifacts written as files.
+
+Each artifact is unpacked from its layer into DIR with the folders above it dropped: an
+artifact ``{path: /build/dist/*.whl, to: /wheels/}`` gives ``DIR/vllm-....whl``, one with
+``to: /app/llama-server`` gives ``DIR/llama-server``. ``STEP`` alone writes each of the
+step's artifacts into ``DIR/NAME/``. When every output of a build is an ``artifact:``, no
+image is made: only the steps named (and what they need) run.
+
+A folder written here holds a ``.assemble-artifacts`` file: a later build replaces a folder
+that has it (or an empty one), never another unless ``--force``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from assembler.archive.compress import decompressed
+from assembler.archive.extract import extract
+from assembler.cache import Cache
+from assembler.errors import InputError
+from assembler.oci import mutate
+from assembler.oci.image import Image
+from assembler.oci.layer import Layer
+from assembler.oci.reference import Ref
+from assembler.pipeline import graph
+from assembler.pipeline.build import Builder
+from assembler.pipeline.graph import StepReport
+from assembler.pipeline.options import Reporter
+from assembler.pipeline.resolve import Plan
+from assembler.spec.load import Loaded
+from assembler.transports import Context, Written
+
+MARKER = ".assemble-artifacts"
+
+
+def names(loaded: Loaded, ref: Ref) -> list[str]:
+    """The ``STEP.NAME`` artifacts ``ref`` writes; InputError for a step or artifact the
+    manifest does not have."""
+    step, _, name = ref.tag.partition(".")
+    steps = {s.name: s for s in loaded.manifest.compile}
+    if step not in steps:
+        raise InputError(f"{ref}: no compile step {step!r}", hint=f"steps: {', '.join(sorted(steps)) or 'none'}")
+    arts = steps[step].artifacts
+    if name and name not in arts:
+        raise InputError(f"{ref}: step {step} has no artifact {name!r}", hint=f"artifacts: {', '.join(sorted(arts))}")
+    return [f"{step}.{n}" for n in ([name] if name else sorted(arts))]
+
+
+def check(loaded: Loaded, refs: Sequence[Ref], *, force: bool) -> None:
+    """Before anything is built: the artifacts exist, each folder may be written."""
+    for ref in refs:
+        names(loaded, ref)
+        folder = Path(ref.path)
+        if folder.exists() and not force:
+            if not folder.is_dir():
+                raise InputError(f"{ref}: {folder} is not a folder", hint="--force replaces it")
+            if any(folder.iterdir()) and not (folder / MARKER).is_file():
+                raise InputError(f"{ref}: {folder} is a folder with other files in it",
+                                 hint="use an empty folder, or --force to replace it")  # fmt: skip
+
+
+def build(
+    plan: Plan, ctx: Context, refs: Sequence[Ref], *, report: Reporter
+) -> tuple[dict[str, Layer], tuple[StepReport, ...]]:
+    """The artifacts ``refs`` name (``STEP.NAME`` -> layer): only their compile steps (and
+    the steps they need) run, or are taken from the cache; no image is made."""
+    assert plan.loaded is not None
+    builder = Builder(plan, ctx, report=report)
+    layers: dict[str, Layer] = {}
+    try:
+        for ref in refs:
+            for full in names(plan.loaded, ref):
+                step, _, name = full.partition(".")
+                made = builder.compile(graph.step_of(plan.loaded.manifest, step))
+                assert made is not None, "a build makes every step it is asked for"
+                layers[full] = made[name]
+    finally:
+        builder.close()
+    return layers, tuple(builder.steps.values())
+
+
+def as_image(layers: Mapping[str, Layer], ctx: Context) -> Image:
+    """What stands for a build with only ``artifact:`` outputs: its artifacts' layers on
+    ``scratch`` (a stable digest of exactly those files; written nowhere)."""
+    base = mutate.scratch(ctx.platform, epoch=ctx.epoch)
+    return mutate.append_layers(base, [layers[k] for k in sorted(layers)], epoch=ctx.epoch)
+
+
+def write(loaded: Loaded, refs: Sequence[Ref], artifacts: Mapping[str, Layer], cache: Cache) -> list[Written]:
+    """Write each ``artifact:`` output from the layers of ``artifacts`` (``STEP.NAME`` ->)."""
+    written = []
+    for ref in refs:
+        folder = Path(ref.path)
+        if folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder)
+        elif folder.exists() or folder.is_symlink():
+            folder.unlink()
+        folder.mkdir(parents=True)
+        one = bool(ref.tag.partition(".")[2])  # STEP.NAME: into the folder; STEP: each into folder/NAME
+        record = {}
+        for full in names(loaded, ref):
+            layer = artifacts[full]
+            step, _, name = full.partition(".")
+            to = graph.step_of(loaded.manifest, step).artifacts[name].to
+            depth = len([p for p in to.strip("/").split("/") if p]) - (0 if to.endswith("/") else 1)
+            dest = folder if one else folder / name
+            with cache.open_blob(layer.digest) as raw, decompressed(raw, layer.compression) as plain:
+                extract(plain, dest, what=f"artifact {full}", strip=depth)
+            record[full] = layer.diff_id
+            written.append(Written(f"{ref} ({full})", layer.digest))
+        (folder / MARKER).write_text(json.dumps({"ref": str(ref), "diff_ids": record}, sort_keys=True, indent=1))
+    return written

@@ -1,0 +1,223 @@
+"""Layers of prebuilt things: ``pip:`` wheels and ``url:`` files (:mod:`assembler.spec.prebuilt`).
+
+No container runs: a wheel is unpacked as pip installs it (:mod:`assembler.archive.wheel`)
+and a file is placed (or its tar unpacked) by our own tar writer. Each layer is cached by
+a key of the pinned sha256s and where they go, so a plan finds it without the network,
+and a layer whose wheels did not change is not made (nor pushed) again: with ``split:``, a
+vLLM bump leaves the torch and nvidia layers as they were.
+"""
+
+from __future__ import annotations
+
+import bz2
+import fnmatch
+import hashlib
+import lzma
+import posixpath
+import shutil
+import tarfile
+import zipfile
+from contextlib import AbstractContextManager, ExitStack
+from dataclasses import replace
+from pathlib import Path
+from typing import BinaryIO, cast
+
+from assembler.archive.compress import decompressed
+from assembler.archive.layer import Member, Opener, write_layer
+from assembler.archive.tar import TarEntry, clean_path, entry_from_tarinfo
+from assembler.archive.wheel import Scheme, wheel_members, with_parents
+from assembler.cache import key_of
+from assembler.errors import CorruptBlob, InputError
+from assembler.oci.layer import Layer
+from assembler.spec import model as m
+from assembler.spec.prebuilt import Requirement, parse_requirement, size_bytes
+from assembler.transports import Context, pypi
+from assembler.transports.download import download
+
+_FORMAT = 1  # bump when the way a layer is made changes: every pip/url layer is made again
+
+
+def _opener(tf: tarfile.TarFile, info: tarfile.TarInfo) -> Opener:
+    def opener() -> AbstractContextManager[BinaryIO]:
+        data = tf.extractfile(info)
+        assert data is not None
+        return cast(AbstractContextManager[BinaryIO], data)
+
+    return opener
+
+
+def _file_opener(path: Path) -> Opener:
+    return lambda: cast(AbstractContextManager[BinaryIO], open(path, "rb"))  # the writer closes it
+
+
+def _unpack_to(path: Path, plain: Path) -> None:
+    """The tar inside ``path`` (gzip, zstd, xz, bzip2 or none) written to ``plain``: the
+    layer writer reads members out of order, which a compressed stream cannot do cheaply."""
+    with open(path, "rb") as raw:
+        head = raw.read(6)
+    with open(path, "rb") as raw, open(plain, "wb") as out:
+        if head.startswith(b"\xfd7zXZ"):
+            with lzma.LZMAFile(raw) as xz:
+                shutil.copyfileobj(xz, out, 1 << 20)
+        elif head.startswith(b"BZh"):
+            with bz2.BZ2File(raw) as bz:
+                shutil.copyfileobj(bz, out, 1 << 20)
+        else:
+            with decompressed(raw) as data:
+                shutil.copyfileobj(data, out, 1 << 20)
+
+
+def scheme_of(spec: m.PipLayer) -> Scheme:
+    site = spec.site_packages or f"{spec.prefix}/lib/python{spec.python}/site-packages"
+    return Scheme(spec.prefix, site, spec.interpreter or f"{spec.prefix}/bin/python", spec.python)
+
+
+def groups(spec: m.PipLayer) -> list[list[Requirement]]:
+    """The requirements of each layer: one layer, or one per wheel (``split: true``), or
+    one per wheel ``split`` names and one for the rest (in the order written)."""
+    reqs = [parse_requirement(text) for text in spec.pip]
+    if spec.split is True:
+        return [[r] for r in reqs]
+    if not spec.split:
+        return [reqs]
+    patterns = spec.split
+    alone = [[r] for r in reqs if any(fnmatch.fnmatchcase(r.name, p) for p in patterns)]
+    rest = [r for r in reqs if not any(fnmatch.fnmatchcase(r.name, p) for p in patterns)]
+    return alone + ([rest] if rest else [])
+
+
+def describe(group: list[Requirement]) -> str:
+    text = "pip " + " ".join(r.pin for r in group)
+    return text if len(text) <= 120 else text[:100] + f"... ({len(group)} wheels)"
+
+
+class Prebuilt:
+    """Makes (a build) or looks up (a plan: ``lookup_only``) ``pip:`` and ``url:`` layers."""
+
+    def __init__(self, ctx: Context, *, lookup_only: bool) -> None:
+        self.ctx = ctx
+        self.cache = ctx.cache
+        self.lookup_only = lookup_only
+        self.made = False  # whether the last place() made a layer (else all were cached)
+
+    def place(self, spec: m.PipLayer | m.UrlLayer) -> tuple[list[tuple[Layer, str]], str, str]:
+        """The layers of ``spec`` with what each is, what the spec is, and their origin
+        (cached, built, or will-build: a plan, and they are not made yet)."""
+        self.made = False
+        if isinstance(spec, m.PipLayer):
+            what = describe([parse_requirement(text) for text in spec.pip])
+            layers = self.pip(spec)
+        else:
+            what = f"url {self._file_name(spec)} {spec.to}"
+            layer = self.url(spec)
+            layers = [(layer, what)] if layer is not None else None
+        if layers is None:
+            return [], what, "will-build"
+        return layers, what, "built" if self.made else "cached"
+
+    # -- pip -------------------------------------------------------------------------------
+
+    def pip(self, spec: m.PipLayer) -> list[tuple[Layer, str]] | None:
+        """The layers of ``spec`` (None: a plan, and one is not made yet)."""
+        scheme = scheme_of(spec)
+        arch = pypi.machine(self.ctx.platform.architecture)
+        out = []
+        for group in groups(spec):
+            shas = [pypi.chosen(r, python=spec.python, arch=arch, cache=self.cache) for r in group]
+            key = self._pip_key(shas, scheme) if None not in shas else None
+            layer = self.cache.layer(key) if key is not None else None
+            if layer is None:
+                if self.lookup_only:
+                    return None
+                wheels = [pypi.fetch(r, index=spec.index, python=spec.python, arch=arch, cache=self.cache,
+                                     what="pip layer") for r in group]  # fmt: skip
+                key = self._pip_key([w.sha256 for w in wheels], scheme)
+                layer = self.cache.layer(key) or self._write_wheels([w.sha256 for w in wheels], scheme, key)
+            out.append((layer, describe(group)))
+        return out
+
+    def _pip_key(self, shas: list[str | None], scheme: Scheme) -> str:
+        return "pip-layer-" + key_of({"wheels": shas, "scheme": scheme.__dict__, "epoch": self.ctx.epoch,
+                                      "compression": self.ctx.compression, "format": _FORMAT})  # fmt: skip
+
+    def _write_wheels(self, shas: list[str], scheme: Scheme, key: str) -> Layer:
+        epoch = self.ctx.epoch
+        with ExitStack() as stack:
+            members: list[Member] = []
+            for sha in shas:
+                path = self._verified(sha)
+                zf = stack.enter_context(zipfile.ZipFile(path))
+                members += wheel_members(zf, scheme, epoch=epoch, what=f"wheel sha256:{sha}")
+            with self.cache.blob_writer() as w:
+                layer = write_layer(with_parents(members, epoch=epoch), w, compression=self.ctx.compression,
+                                    epoch=epoch, progress=self.ctx.progress)  # fmt: skip
+        self.cache.put_layer(key, layer)
+        self.made = True
+        return layer
+
+    def _verified(self, sha: str) -> Path:
+        """The cached file ``sha256:sha``, its bytes checked first (a zip is read out of order)."""
+        path = self.cache.blob_path("sha256:" + sha)
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        if h.hexdigest() != sha:
+            self.cache.drop_blob("sha256:" + sha)
+            raise CorruptBlob(f"cached file {path}", expected="sha256:" + sha, actual="sha256:" + h.hexdigest())
+        return path
+
+    # -- url -------------------------------------------------------------------------------
+
+    def url(self, spec: m.UrlLayer) -> Layer | None:
+        """The layer of ``spec`` (None: a plan, and it is not made yet)."""
+        key = "url-layer-" + key_of({"sha256": spec.sha256, "to": spec.to, "extract": spec.extract, "mode": spec.mode,
+                                     "name": self._file_name(spec), "epoch": self.ctx.epoch,
+                                     "compression": self.ctx.compression, "format": _FORMAT})  # fmt: skip
+        layer = self.cache.layer(key)
+        if layer is not None or self.lookup_only:
+            return layer
+        download(spec.url, sha256=spec.sha256, cache=self.cache, max_bytes=size_bytes(spec.max_size),
+                 what=f"url layer {spec.url}")  # fmt: skip
+        path = self._verified(spec.sha256)
+        with self.cache.workdir("url-") as work:
+            if spec.extract:
+                layer = self._write_tar(path, spec, work / "plain.tar")
+            else:
+                dest = spec.to + self._file_name(spec) if spec.to.endswith("/") else spec.to
+                entry = TarEntry(clean_path(dest), "file", mode=spec.mode if spec.mode is not None else 0o644,
+                                 size=path.stat().st_size, mtime=self.ctx.epoch)  # fmt: skip
+                layer = self._write([(entry, _file_opener(path))])
+        self.cache.put_layer(key, layer)
+        self.made = True
+        return layer
+
+    @staticmethod
+    def _file_name(spec: m.UrlLayer) -> str:
+        return posixpath.basename(spec.url.split("?", 1)[0].split("#", 1)[0]) or "download"
+
+    def _write(self, members: list[Member]) -> Layer:
+        with self.cache.blob_writer() as w:
+            return write_layer(with_parents(members, epoch=self.ctx.epoch), w, compression=self.ctx.compression,
+                               epoch=self.ctx.epoch, progress=self.ctx.progress)  # fmt: skip
+
+    def _write_tar(self, path: Path, spec: m.UrlLayer, plain: Path) -> Layer:
+        """The tar ``path`` (compressed or not) unpacked under ``spec.to``."""
+        what = f"url layer {spec.url}"
+        try:
+            _unpack_to(path, plain)
+            tf = tarfile.open(plain, mode="r:")  # noqa: SIM115 - closed by the with below
+        except (OSError, EOFError, ValueError, tarfile.TarError) as e:
+            raise InputError(f"{what}: extract: true, but the file is not a tar archive ({e})") from None
+        root = spec.to.strip("/")
+        with tf:
+            members: list[Member] = []
+            for info in tf.getmembers():
+                entry = entry_from_tarinfo(info, what=what)
+                if entry is None or not entry.path:
+                    continue
+                moved = replace(entry, path=posixpath.join(root, entry.path))
+                if entry.kind == "hardlink":
+                    moved = replace(moved, linkname=posixpath.join(root, clean_path(entry.linkname, what=what)))
+                members.append((moved, _opener(tf, info) if entry.kind == "file" else None))
+            return self._write(members)

@@ -1,0 +1,163 @@
+"""Layers of prebuilt things, taken as they are released: wheels from a Python package
+index (``pip:``) and files from a URL (``url:``), each pinned by its sha256; and ``when:``,
+which keeps a layer only for some param values (``vllm_from: wheel``).
+
+Requirements are pinned as pip's hash-checking mode writes them (``pip install
+--require-hashes``, ``uv pip compile --generate-hashes``): ``name==version
+--hash=sha256:HEX`` (several hashes: one file per platform). Only the listed wheels are
+installed, never their dependencies: the list is a lock, every wheel in it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator
+
+from assembler.spec.fields import Mode, Scalar, Strict, StrList
+
+_REQ_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[A-Za-z0-9,._ -]*\])?==([A-Za-z0-9.+!_-]+)$")
+_HASH_RE = re.compile(r"^--hash[= ]sha256:([0-9a-f]{64})$")
+# PEP 508 direct references: a wheel at a URL (a GitHub release, a vendor's index).
+_URL_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[A-Za-z0-9,._ -]*\])?\s*@\s*(https?://\S+\.whl)$")
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One pinned wheel: its project name (normalised as PEP 503 says), version, and the
+    sha256 of each file it may be (one per platform or Python)."""
+
+    name: str
+    version: str  # "" for a URL: its file name says it
+    hashes: tuple[str, ...]
+    text: str
+    url: str = ""
+
+    @property
+    def pin(self) -> str:
+        return f"{self.name} @ {self.url.rsplit('/', 1)[-1]}" if self.url else f"{self.name}=={self.version}"
+
+
+def normalize_name(name: str) -> str:
+    """PEP 503: lowercase, runs of ``-_.`` as one ``-``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def parse_requirement(text: str) -> Requirement:
+    """``name==version --hash=sha256:HEX [--hash=sha256:HEX ...]`` or ``name @ URL.whl
+    --hash=sha256:HEX``; ValueError otherwise."""
+    parts = re.sub(r"\s*@\s*", " @ ", re.sub(r"\s+--hash\s*=\s*", " --hash=", text.strip())).split()
+    if len(parts) >= 3 and parts[1] == "@":
+        u = _URL_RE.match(" ".join(parts[:3]))
+        if u is None:
+            raise ValueError(f"{' '.join(parts[:3])!r}: a direct reference is name @ https://.../FILE.whl")
+        name, version, url, rest = u.group(1), "", u.group(3), parts[3:]
+    else:
+        m = _REQ_RE.match(parts[0]) if parts else None
+        if m is None:
+            raise ValueError(f"{text.strip()!r} is not pinned as name==version (every wheel is pinned)")
+        name, version, url, rest = m.group(1), m.group(3), "", parts[1:]
+    hashes = []
+    for part in rest:
+        h = _HASH_RE.match(part)
+        if h is None:
+            raise ValueError(f"{text.strip()!r}: expected --hash=sha256:<64 lowercase hex digits>, got {part!r}")
+        hashes.append(h.group(1))
+    if not hashes:
+        raise ValueError(f"{parts[0]} has no --hash=sha256:...: every wheel is pinned by its sha256")
+    if url and len(hashes) > 1:
+        raise ValueError(f"{parts[0]} @ URL: one file, one --hash")
+    return Requirement(normalize_name(name), version, tuple(dict.fromkeys(hashes)), text.strip(), url)
+
+
+def _requirements(value: list[str]) -> list[str]:
+    names: set[str] = set()
+    for text in value:
+        req = parse_requirement(text)
+        if req.name in names:
+            raise ValueError(f"{req.name} is listed twice")
+        names.add(req.name)
+    return value
+
+
+def _absolute(value: str) -> str:
+    if not value.startswith("/") or ".." in value.split("/"):
+        raise ValueError(f"must be an absolute path in the image without '..', got {value!r}")
+    return value
+
+
+AbsPath = Annotated[str, AfterValidator(_absolute)]
+
+
+def _python(value: str) -> str:
+    # A check, not a schema pattern: manifests write it as a param (${python_version}).
+    if not re.fullmatch(r"3\.[0-9]{1,2}", value):
+        raise ValueError(f"expected a CPython version X.Y such as 3.12, got {value!r}")
+    return value
+
+
+def _when(value: Any) -> Any:
+    # One value or a list of accepted values: {gpu: [cuda, rocm]}.
+    if isinstance(value, dict):
+        return {k: v if isinstance(v, list) else [v] for k, v in value.items()}
+    return value
+
+
+class When(Strict):
+    """A layer with ``when: {param: value}`` is left out of the image unless each param has
+    that value (or one of a list): one manifest, layers chosen by params."""
+
+    when: Annotated[dict[str, list[Scalar]], BeforeValidator(_when, json_schema_input_type=dict[str, Any])] = Field(
+        default_factory=dict, description="params this layer needs ({vllm_from: wheel}); otherwise it is left out"
+    )
+
+
+class PipLayer(When):
+    """Wheels from a package index, unpacked as pip installs them into a prefix (a venv):
+    each file's layer is made by us, so the same wheels give the same bytes."""
+
+    pip: Annotated[StrList, AfterValidator(_requirements)] = Field(
+        description="name==version --hash=sha256:HEX, one per wheel (a lock: dependencies are not added)"
+    )
+    prefix: AbsPath = Field(default="/opt/venv", description="the venv (or prefix): scripts go to PREFIX/bin")
+    python: Annotated[str, AfterValidator(_python)] = Field(
+        default="3.12", description="the image's Python (X.Y): picks the wheels and PREFIX/lib/pythonX.Y"
+    )
+    site_packages: AbsPath | None = Field(default=None, description="default PREFIX/lib/pythonX.Y/site-packages")
+    interpreter: AbsPath | None = Field(default=None, description="scripts' #! line; default PREFIX/bin/python")
+    index: Annotated[str, Field(pattern=r"^https?://")] = Field(
+        default="https://pypi.org/simple", description="a PEP 503/691 simple index"
+    )
+    split: bool | StrList = Field(
+        default=False,
+        description="true: one layer per wheel; a list of names (globs: nvidia-*): those each in their own layer, "
+        "the rest in one",
+    )
+    name: str | None = None
+    comment: str | None = None
+
+    @field_validator("split")
+    @classmethod
+    def _split(cls, value: bool | list[str]) -> bool | list[str]:
+        return [normalize_name(v) for v in value] if isinstance(value, list) else value
+
+
+class UrlLayer(When):
+    """A file downloaded once, checked against its sha256, placed (or unpacked) as a layer."""
+
+    url: Annotated[str, Field(pattern=r"^https?://")]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    to: AbsPath = Field(description="a file path, or a folder ending in / (the URL's file name is kept)")
+    extract: bool = Field(default=False, description="unpack a tar (gzip, zstd, xz, bzip2) into 'to' (a folder)")
+    mode: Mode | None = Field(default=None, description="the file's mode (default 0644)")
+    max_size: Annotated[str, Field(pattern=r"^[0-9]+[KMGT]?$")] = Field(
+        default="16G", description="the download is refused beyond this size (bytes, or K/M/G/T)"
+    )
+    comment: str | None = None
+
+
+def size_bytes(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)

@@ -1,0 +1,91 @@
+"""Downloads pinned by sha256 into the cache, and the pages of a Python package index.
+
+A download streams into the cache's blob store, is refused beyond a size (the
+``Content-Length`` a server announces, and the bytes that actually come), and is stored
+only if its sha256 is the one pinned: a wrong or damaged file leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import requests
+
+from assembler.cache import Cache
+from assembler.errors import DigestMismatch, InputError, NotFound
+
+log = logging.getLogger(__name__)
+_CHUNK = 1 << 20
+_TRIES = 3
+_TIMEOUT = (30, 300)  # connect, read (per chunk): a stalled server is given up, a slow one is not
+
+
+def _get(url: str, *, what: str, headers: dict[str, str] | None = None) -> requests.Response:
+    """GET with a few tries on connection errors and 5xx (a stream: the caller closes it)."""
+    for attempt in range(_TRIES):
+        try:
+            response = requests.get(url, stream=True, timeout=_TIMEOUT, headers=headers or {})
+        except requests.RequestException as e:
+            if attempt + 1 == _TRIES:
+                raise NotFound(f"{what}: cannot download {url}: {e}") from e
+        else:
+            if response.status_code < 500 or attempt + 1 == _TRIES:
+                if response.status_code == 404:
+                    response.close()
+                    raise NotFound(f"{what}: {url}: 404 not found")
+                if response.status_code >= 400:
+                    response.close()
+                    raise NotFound(f"{what}: {url}: HTTP {response.status_code}")
+                return response
+            response.close()
+        time.sleep(0.5 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def download(url: str, *, sha256: str, cache: Cache, max_bytes: int, what: str) -> str:
+    """The blob ``sha256:HEX`` of ``url``: from the cache, else downloaded (at most
+    ``max_bytes``) and stored only when its sha256 matches. Returns its digest.
+
+    Raises InputError when the file is not the one pinned or is too big, NotFound when it
+    cannot be downloaded."""
+    digest = "sha256:" + sha256
+    if cache.has_blob(digest):
+        cache.mark_used(cache.blob_path(digest))
+        return digest
+    log.info("%s: downloading %s", what, url)
+    with _get(url, what=what) as response:
+        announced = int(response.headers.get("Content-Length") or 0)
+        if announced > max_bytes:
+            raise InputError(f"{what}: {url} is {announced} bytes, more than the {max_bytes} allowed",
+                             hint="raise the layer's max_size if the file is meant to be that big")  # fmt: skip
+        try:
+            with cache.blob_writer(expected=digest) as w:
+                got = 0
+                for chunk in response.iter_content(_CHUNK):
+                    got += len(chunk)
+                    if got > max_bytes:
+                        raise InputError(f"{what}: {url} sends more than the {max_bytes} bytes allowed")
+                    w.write(chunk)
+        except DigestMismatch as e:
+            raise InputError(
+                f"{what}: {url} has sha256 {e.actual.removeprefix('sha256:')}, the manifest pins {sha256}",
+                hint="nothing was stored; check the pinned sha256 (or the file changed upstream)",
+            ) from None
+        except requests.RequestException as e:
+            raise NotFound(f"{what}: downloading {url}: {e}") from e
+    return digest
+
+
+def fetch_page(url: str, *, accept: str, what: str, max_bytes: int = 64 << 20) -> tuple[str, bytes]:
+    """The content type and body of an index page (bounded)."""
+    with _get(url, what=what, headers={"Accept": accept}) as response:
+        body = bytearray()
+        try:
+            for chunk in response.iter_content(_CHUNK):
+                body += chunk
+                if len(body) > max_bytes:
+                    raise InputError(f"{what}: {url} is bigger than {max_bytes} bytes")
+        except requests.RequestException as e:
+            raise NotFound(f"{what}: reading {url}: {e}") from e
+        return response.headers.get("Content-Type", ""), bytes(body)
