@@ -157,8 +157,7 @@ class Walk:
     # -- bases and sources --------------------------------------------------------------
 
     def _once(self, what: str) -> threading.Lock:
-        """The lock under which ``what`` (a base, a source) is obtained: steps running at the
-        same time that need it wait for the one that obtains it."""
+        """The lock under which ``what`` (a base, a source) is obtained, once for all steps."""
         with self._locks_lock:
             return self._locks.setdefault(what, threading.Lock())
 
