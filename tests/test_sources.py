@@ -109,9 +109,10 @@ def test_url_source_is_checked_and_unpacked_safely(tmp_path: Path, server: tuple
     assert src.digest == f"sha256:{sha}"
     assert (src.path / "pkg-1.0/src/a.c").read_bytes() == b"source code\n"
     assert os.readlink(src.path / "pkg-1.0/link") == "src/a.c"
-    with pytest.raises(InputError, match="the manifest says"):
+    with pytest.raises(InputError, match="the manifest pins"):
         sources.resolve("pkg", m.UrlSource(url=f"{url}/pkg.tar.gz", sha256="0" * 64), cache=Cache(tmp_path / "c2"),
                         runner=Runner(), base_dir=tmp_path)  # fmt: skip
+    assert not list((tmp_path / "c2").rglob("*.tar.gz")) and not (tmp_path / "c2/sources").exists()
 
     evil = io.BytesIO()
     with tarfile.open(fileobj=evil, mode="w:gz") as tf:
@@ -124,6 +125,20 @@ def test_url_source_is_checked_and_unpacked_safely(tmp_path: Path, server: tuple
         sources.resolve("evil", m.UrlSource(url=f"{url}/evil.tar.gz", sha256=evil_sha), cache=Cache(tmp_path / "c3"),
                         runner=Runner(), base_dir=tmp_path)  # fmt: skip
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "c3/escaped").exists()
+
+
+def test_url_source_beyond_the_size_cap_is_refused_and_stores_nothing(
+    tmp_path: Path, server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, root = server
+    (root / "big.bin").write_bytes(b"x" * 4096)
+    sha = hashlib.sha256(b"x" * 4096).hexdigest()
+    monkeypatch.setattr(sources, "MAX_SOURCE_BYTES", 1000)
+    cache = Cache(tmp_path / "cache")
+    with pytest.raises(InputError, match="4096 bytes, more than the 1000 allowed"):
+        sources.resolve("big", m.UrlSource(url=f"{url}/big.bin", sha256=sha, extract=False), cache=cache,
+                        runner=Runner(), base_dir=tmp_path)  # fmt: skip
+    assert not cache.has_blob(f"sha256:{sha}")
 
 
 def test_folder_digest_is_content_and_exec_bit_not_times(tmp_path: Path) -> None:

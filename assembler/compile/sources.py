@@ -14,8 +14,6 @@ import hashlib
 import logging
 import os
 import shutil
-import urllib.error
-import urllib.request
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,12 +25,13 @@ from assembler.archive.layer import HashingSink, write_layer
 from assembler.archive.tree import iter_host_members
 from assembler.cache import Cache, key_of
 from assembler.compile import worktree
-from assembler.errors import DigestMismatch, InputError, NotFound, ToolError
+from assembler.errors import InputError, NotFound, ToolError
 from assembler.proc import Runner
 from assembler.spec import model as m
+from assembler.transports.download import download
 
 log = logging.getLogger(__name__)
-_CHUNK = 1 << 20
+MAX_SOURCE_BYTES = 64 << 30  # a source archive bigger than this is refused (a url: layer sets its own max_size)
 # Folders that change without the sources changing (git's index is rewritten by `git status`).
 DEFAULT_SOURCE_EXCLUDES = (".git", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache")
 
@@ -124,18 +123,9 @@ def git_source(name: str, spec: m.GitSource, *, cache: Cache, runner: Runner, ba
 
 def url_source(name: str, spec: m.UrlSource, *, cache: Cache) -> Source:
     """Download (once), check the sha256, and unpack a tar/zip archive (or keep the file)."""
-    digest = "sha256:" + spec.sha256
-    if not cache.has_blob(digest):
-        try:
-            with urllib.request.urlopen(spec.url, timeout=60) as resp, cache.blob_writer(expected=digest) as w:
-                while chunk := resp.read(_CHUNK):
-                    w.write(chunk)
-        except DigestMismatch as e:
-            raise InputError(
-                f"source {name}: {spec.url} has sha256 {e.actual[7:]}, the manifest says {spec.sha256}"
-            ) from e
-        except (urllib.error.URLError, OSError) as e:
-            raise NotFound(f"source {name}: cannot download {spec.url}: {e}") from e
+    # The one downloader of pinned files (url: layers and wheels too): streamed, capped,
+    # under a deadline, stored only when the sha256 matches.
+    digest = download(spec.url, sha256=spec.sha256, cache=cache, max_bytes=MAX_SOURCE_BYTES, what=f"source {name}")
     tree = cache.root / "sources" / "url" / spec.sha256
     if not tree.is_dir():
         tmp = cache.path("sources", "url", f".tmp-{spec.sha256}-{os.getpid()}")

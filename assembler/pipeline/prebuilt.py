@@ -178,7 +178,7 @@ class Prebuilt:
         if layer is not None or self.lookup_only:
             return layer
         download(spec.url, sha256=spec.sha256, cache=self.cache, max_bytes=size_bytes(spec.max_size),
-                 what=f"url layer {spec.url}")  # fmt: skip
+                 what=f"url layer {spec.url}", cap_hint="raise the layer's max_size if the file is so big")  # fmt: skip
         path = self._verified(spec.sha256)
         with self.cache.workdir("url-") as work:
             if spec.extract:

@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
 _TRIES = 3
 _TIMEOUT = (30, 300)  # connect, read (per chunk): a stalled server is given up, a slow one is not
+# A whole-download deadline besides: per-read timeouts alone let a trickle go on forever.
+_DEADLINE_BASE = 300.0  # seconds
+_MIN_RATE = 256 << 10  # bytes per second, below which a download of known size is given up
 
 
 def _get(url: str, *, what: str, headers: dict[str, str] | None = None) -> requests.Response:
@@ -43,7 +46,7 @@ def _get(url: str, *, what: str, headers: dict[str, str] | None = None) -> reque
     raise AssertionError("unreachable")
 
 
-def download(url: str, *, sha256: str, cache: Cache, max_bytes: int, what: str) -> str:
+def download(url: str, *, sha256: str, cache: Cache, max_bytes: int, what: str, cap_hint: str | None = None) -> str:
     """The blob ``sha256:HEX`` of ``url``: from the cache, else downloaded (at most
     ``max_bytes``) and stored only when its sha256 matches. Returns its digest.
 
@@ -58,7 +61,9 @@ def download(url: str, *, sha256: str, cache: Cache, max_bytes: int, what: str) 
         announced = int(response.headers.get("Content-Length") or 0)
         if announced > max_bytes:
             raise InputError(f"{what}: {url} is {announced} bytes, more than the {max_bytes} allowed",
-                             hint="raise the layer's max_size if the file is meant to be that big")  # fmt: skip
+                             hint=cap_hint)  # fmt: skip
+        budget = _DEADLINE_BASE + (announced or max_bytes) / _MIN_RATE
+        deadline = time.monotonic() + budget
         try:
             with cache.blob_writer(expected=digest) as w:
                 got = 0
@@ -66,6 +71,8 @@ def download(url: str, *, sha256: str, cache: Cache, max_bytes: int, what: str) 
                     got += len(chunk)
                     if got > max_bytes:
                         raise InputError(f"{what}: {url} sends more than the {max_bytes} bytes allowed")
+                    if time.monotonic() > deadline:
+                        raise NotFound(f"{what}: {url}: only {got} bytes in {budget:.0f} s, too slow: given up")
                     w.write(chunk)
         except DigestMismatch as e:
             raise InputError(
