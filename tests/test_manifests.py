@@ -245,8 +245,8 @@ VLLM_BASE_LAYERS = [  # the vllm-base stage
     ("run", "deepgemm"),  # mounts DeepGEMM's wheel
     ("run", "ep-kernels"),  # mounts the pplx-kernels and DeepEP wheels
 ]
-VLLM_CUDA_LAYERS = [*VLLM_BASE_LAYERS, ("run", "kv-connectors"), ("run", "openai-extras")]  # vllm-openai
-VLLM_COMPILE = {"wheel": ["kv-requirements", "wheel"], "gdrcopy": ["prefix"], "build-deepgemm": ["wheel"],
+VLLM_CUDA_LAYERS = [*VLLM_BASE_LAYERS, ("run", "openai-extras")]  # vllm-openai (KV connectors: off by default)
+VLLM_COMPILE = {"wheel": ["wheel"], "gdrcopy": ["prefix"], "build-deepgemm": ["wheel"],
                 "build-ep-kernels": ["wheels"]}  # fmt: skip
 REGISTRY = "docker://127.0.0.1:5000"
 
@@ -284,7 +284,7 @@ STRUCTURES: dict[tuple[str, str | None], dict[str, Any]] = {
         "outputs": [f"{REGISTRY}/vllm/vllm-base:v0.11.1"],
     },
     ("vllm", "wheel"): {  # the `export` stage: the wheel alone, on scratch
-        "compile": {"wheel": ["kv-requirements", "wheel"]},
+        "compile": {"wheel": ["wheel"]},
         "layers": [("artifact", "wheel.wheel")],
         "outputs": [f"oci:{ROOT}/out/vllm-wheel:v0.11.1"],
     },
@@ -658,8 +658,7 @@ def test_vllm_arch_list_rebuilds_the_wheel_and_nothing_below(plan: PlanFn) -> No
 
 def test_vllm_arch_list_reaches_the_steps_that_install_the_wheel(plan: PlanFn) -> None:
     diff = changed(plan("vllm"), plan("vllm", "--set", "torch_cuda_arch_list=9.0 10.0+PTX"))
-    assert diff == {"wheel", "vllm", "flashinfer", "gdrcopy-ld", "deepgemm", "ep-kernels", "kv-connectors",
-                    "openai-extras"}  # fmt: skip
+    assert diff == {"wheel", "vllm", "flashinfer", "gdrcopy-ld", "deepgemm", "ep-kernels", "openai-extras"}
 
 
 def test_vllm_cuda_version_reaches_every_cuda_step(plan: PlanFn) -> None:
