@@ -19,7 +19,7 @@ from pathlib import Path
 from assembler.cache import Cache
 from assembler.errors import AssemblerError, CorruptBlob, InputError
 from assembler.oci import mutate
-from assembler.oci.artifact import Artifact
+from assembler.oci.artifact import Artifact, FilesArtifact
 from assembler.oci.descriptor import Platform
 from assembler.oci.image import Image
 from assembler.oci.reference import ImageName, Ref, absolute_ref, parse_ref
@@ -36,7 +36,7 @@ from assembler.pipeline.writers import Target, Writer, writer_for
 from assembler.proc import Runner
 from assembler.spec import model as m
 from assembler.spec.load import Loaded
-from assembler.transports import Context, Written
+from assembler.transports import Context, Written, write_artifact
 from assembler.transports.common import RegistryOptions, SourceImage
 from assembler.transports.index import write_index
 
@@ -68,10 +68,11 @@ class Result:
     seconds: float
     step_cache: Mapping[str, int] = field(default_factory=dict)  # what the registry step cache did
     referrers: tuple[Artifact, ...] = ()  # the SBOM and provenance written with the image
+    artifact: FilesArtifact | None = None  # --artifact: what the outputs hold instead of the image
 
     @property
     def digest(self) -> str:
-        return self.image.digest
+        return self.artifact.digest if self.artifact is not None else self.image.digest
 
 
 def resolve_epoch(cli_epoch: int | None, manifest_epoch: int | None, environ: Mapping[str, str] = os.environ) -> int:
@@ -215,13 +216,25 @@ def _assemble_once(loaded: Loaded, options: Options, *, runner: Runner, report: 
     for writer in writers:
         writer.check(force=options.force)
     artifacts.check(loaded, files, force=options.force)
+    if options.artifacts:
+        _check_artifact_outputs(loaded, options, refs)
     plan = resolve(loaded, options, runner=runner)
     cache = Cache(options.cache_dir)
     written_files: list[Written] = []
-    if files:
+    if files or options.artifacts:
         ctx = _context(loaded, options, cache=cache, runner=runner, registry=options.registry, report=report)
-        made, steps = artifacts.build(plan, ctx, files, report=report)
+        made, steps = artifacts.build(plan, ctx, [*files, *options.artifacts], report=report)
         written_files = artifacts.write(loaded, files, made, cache)
+        if options.artifacts:  # the outputs hold the artifacts, not an image
+            art = artifacts.as_oci(loaded, options.artifacts, made, epoch=ctx.epoch)
+            for ref in refs:
+                report(Event("output", {"ref": str(ref), "state": "writing"}))
+                w = write_artifact(ref, art, blobs=cache, ctx=ctx, mount_from=_cache_names(options))
+                report(Event("output", {"ref": w.ref, "state": "done", "digest": w.digest,
+                                        "uploaded": w.uploaded_bytes}))  # fmt: skip
+                written_files.append(w)
+            return Result(artifacts.as_image(made, ctx), (), steps, tuple(written_files), time.monotonic() - started,
+                          artifact=art)  # fmt: skip
         if not refs:
             return Result(artifacts.as_image(made, ctx), (), steps, tuple(written_files), time.monotonic() - started)
     built = build(plan, cache=cache, runner=runner, registry=options.registry, report=report)
@@ -233,16 +246,34 @@ def _assemble_once(loaded: Loaded, options: Options, *, runner: Runner, report: 
     # The definition file inside a SIF names where the image lives (stable, not a temp path).
     source_name = str(docker[0]) if docker else f"assemble:{loaded.manifest.name}"
     ctx = _context(loaded, options, cache=cache, runner=runner, registry=options.registry, report=report)
-    # A registry step cache holds the steps' blobs: a push to its registry mounts them from there.
-    from assembler.transports.stepcache import parse_cache_ref  # the registry client, only when asked
-
-    caches = [parse_cache_ref(r) for r in (options.cache_to, *options.cache_from) if r]
+    caches = _cache_names(options)
     written = write(built, writers, ctx=ctx, source_name=source_name, sif_compressor=loaded.manifest.sif.compressor,
                     sif_name=f"{loaded.manifest.name}.sif", report=report, mount_from=caches,
                     referrers=referrers)  # fmt: skip
     written += written_files
     return Result(built.image, built.layers, built.steps, tuple(written), time.monotonic() - started,
                   built.step_cache, tuple(referrers))  # fmt: skip
+
+
+def _cache_names(options: Options) -> list[ImageName]:
+    """The registry step caches: a push to their registry mounts the steps' blobs from there."""
+    from assembler.transports.stepcache import parse_cache_ref  # the registry client, only when asked
+
+    return [parse_cache_ref(r) for r in (options.cache_to, *options.cache_from) if r]
+
+
+def _check_artifact_outputs(loaded: Loaded, options: Options, refs: Sequence[Ref]) -> None:
+    """``--artifact``: the artifacts exist and every output can hold an OCI artifact."""
+    for text in options.artifacts:
+        artifacts.names(loaded, text)
+    for ref in refs:
+        if ref.transport not in ("oci", "docker"):
+            raise InputError(f"--artifact: {ref} cannot hold an OCI artifact",
+                             hint="use oci:DIR[:TAG] or docker://REF (artifact:DIR:STEP for files)")  # fmt: skip
+    if not refs:
+        raise InputError(
+            "--artifact: no output to write the artifacts to", hint="add -o oci:DIR:TAG or -o docker://REF"
+        )
 
 
 def assemble_variants(

@@ -152,6 +152,9 @@ def _manifest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-sbom", action="store_true",
                    help="do not attach an SPDX SBOM and a SLSA provenance to the image (as referrers in OCI "
                         "layouts and registries)")  # fmt: skip
+    p.add_argument("--artifact", action="append", default=[], metavar="STEP[.NAME]",
+                   help="write these compile step artifacts (repeatable) to the oci: and docker:// outputs as one "
+                        "OCI artifact, and no image")  # fmt: skip
     p.add_argument("--compression", choices=("zstd", "gzip"), default=None,
                    help="layer compression (default: the manifest's, else zstd; gzip for old clients)")  # fmt: skip
     _common(p, platforms=True)

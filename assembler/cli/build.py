@@ -50,6 +50,7 @@ def _options(args: argparse.Namespace, manifest_epoch: int | None, manifest_cach
         slurm_args=_slurm_args(args.slurm_args),
         deps_check=not getattr(args, "no_deps_check", False),
         sbom=not getattr(args, "no_sbom", False),
+        artifacts=tuple(getattr(args, "artifact", None) or ()),
     )
 
 

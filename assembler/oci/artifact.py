@@ -65,3 +65,37 @@ class Artifact:
     def blobs(self) -> dict[str, bytes]:
         """Every blob it needs besides its manifest, by digest."""
         return {EMPTY_DESCRIPTOR.digest: EMPTY_CONFIG, self.blob.digest: self.data}
+
+
+@dataclass(frozen=True)
+class FilesArtifact:
+    """An OCI 1.1 artifact of its own (no ``subject``): ``layers`` as its blobs, the empty
+    config. A compile step's artifacts published without an image: each blob is the
+    artifact's layer as the cache holds it (a tar, compressed), titled ``STEP.NAME.tar.zst``
+    and so on, so ``oras pull`` saves files named after the artifacts."""
+
+    artifact_type: str
+    layers: tuple[Descriptor, ...]
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    @cached_property
+    def manifest_bytes(self) -> bytes:
+        manifest: dict[str, Any] = {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "artifactType": self.artifact_type,
+            "config": EMPTY_DESCRIPTOR.to_json(),
+            "layers": [d.to_json() for d in self.layers],
+        }
+        if self.annotations:
+            manifest["annotations"] = dict(self.annotations)
+        return canonical_json(manifest)
+
+    @property
+    def digest(self) -> str:
+        return sha256_digest(self.manifest_bytes)
+
+    def descriptor(self, annotations: Mapping[str, str]) -> Descriptor:
+        """Its entry in an index (``annotations``: e.g. the tag of a layout entry)."""
+        return Descriptor(mt.OCI_MANIFEST, self.digest, len(self.manifest_bytes), dict(annotations),
+                          artifact_type=self.artifact_type)  # fmt: skip

@@ -1,4 +1,6 @@
-"""``artifact:DIR:STEP[.NAME]`` outputs: a compile step's artifacts written as files.
+"""``artifact:DIR:STEP[.NAME]`` outputs: a compile step's artifacts written as files; and
+``--artifact STEP[.NAME]``: those artifacts as an OCI artifact of their own in the build's
+``oci:`` and ``docker://`` outputs (:func:`as_oci`), again with no image.
 
 Each artifact is unpacked from its layer into DIR with the folders above it dropped: an
 artifact ``{path: /build/dist/*.whl, to: /wheels/}`` gives ``DIR/vllm-....whl``, one with
@@ -21,7 +23,10 @@ from assembler.archive.compress import decompressed
 from assembler.archive.extract import extract
 from assembler.cache import Cache
 from assembler.errors import InputError
+from assembler.oci import mediatypes as mt
 from assembler.oci import mutate
+from assembler.oci.artifact import FilesArtifact
+from assembler.oci.descriptor import Descriptor
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
 from assembler.oci.reference import Ref
@@ -34,12 +39,13 @@ from assembler.spec.load import Loaded
 from assembler.transports import Context, Written
 
 MARKER = ".assemble-artifacts"
+ARTIFACT_TYPE = "application/vnd.assemble.artifacts.v1"  # a step's artifacts, each blob a tar
 
 
-def names(loaded: Loaded, ref: Ref) -> list[str]:
-    """The ``STEP.NAME`` artifacts ``ref`` writes; InputError for a step or artifact the
-    manifest does not have."""
-    step, _, name = ref.tag.partition(".")
+def names(loaded: Loaded, ref: Ref | str) -> list[str]:
+    """The ``STEP.NAME`` artifacts ``ref`` (an ``artifact:`` output, or ``STEP[.NAME]``)
+    writes; InputError for a step or artifact the manifest does not have."""
+    step, _, name = (ref if isinstance(ref, str) else ref.tag).partition(".")
     steps = {s.name: s for s in loaded.manifest.compile}
     if step not in steps:
         raise InputError(f"{ref}: no compile step {step!r}", hint=f"steps: {', '.join(sorted(steps)) or 'none'}")
@@ -63,7 +69,7 @@ def check(loaded: Loaded, refs: Sequence[Ref], *, force: bool) -> None:
 
 
 def build(
-    plan: Plan, ctx: Context, refs: Sequence[Ref], *, report: Reporter
+    plan: Plan, ctx: Context, refs: Sequence[Ref | str], *, report: Reporter
 ) -> tuple[dict[str, Layer], tuple[StepReport, ...]]:
     """The artifacts ``refs`` name (``STEP.NAME`` -> layer): only their compile steps (and
     the steps they need) run, or are taken from the cache; no image is made."""
@@ -87,6 +93,23 @@ def as_image(layers: Mapping[str, Layer], ctx: Context) -> Image:
     ``scratch`` (a stable digest of exactly those files; written nowhere)."""
     base = mutate.scratch(ctx.platform, epoch=ctx.epoch)
     return mutate.append_layers(base, [layers[k] for k in sorted(layers)], epoch=ctx.epoch)
+
+
+def as_oci(loaded: Loaded, wanted: Sequence[str], artifacts: Mapping[str, Layer], *, epoch: int) -> FilesArtifact:
+    """The artifacts ``wanted`` (``STEP[.NAME]``) as one OCI artifact: each its layer blob
+    as the cache holds it, titled ``STEP.NAME.tar.zst`` (or ``.tar.gz``, ``.tar``) and
+    annotated with where the image would place it (``io.assemble.artifact.to``)."""
+    blobs = []
+    for full in dict.fromkeys(n for text in wanted for n in names(loaded, text)):
+        layer = artifacts[full]
+        step, _, name = full.partition(".")
+        suffix = {mt.OCI_LAYER_ZSTD: ".tar.zst", mt.OCI_LAYER_GZIP: ".tar.gz"}.get(layer.descriptor.media_type, ".tar")
+        notes = {mt.ANNOTATION_TITLE: full + suffix, "io.assemble.artifact": full,
+                 "io.assemble.artifact.to": graph.step_of(loaded.manifest, step).artifacts[name].to,
+                 "io.assemble.diff_id": layer.diff_id}  # fmt: skip
+        blobs.append(Descriptor(layer.descriptor.media_type, layer.digest, layer.size, notes))
+    annotations = {mt.ANNOTATION_CREATED: mutate.timestamp(epoch), "io.assemble.manifest": loaded.manifest.name}
+    return FilesArtifact(ARTIFACT_TYPE, tuple(blobs), annotations)
 
 
 def write(loaded: Loaded, refs: Sequence[Ref], artifacts: Mapping[str, Layer], cache: Cache) -> list[Written]:

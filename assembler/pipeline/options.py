@@ -63,6 +63,8 @@ class Options:
     deps_check: bool = True
     # Write an SPDX SBOM and a SLSA provenance with the image, as its referrers (see assembler.sbom).
     sbom: bool = True
+    # --artifact STEP[.NAME]: the outputs hold these artifacts as an OCI artifact, no image.
+    artifacts: tuple[str, ...] = ()
 
 
 class RemoteSteps(Protocol):

@@ -19,7 +19,7 @@ from assembler.cache import BlobWriter, Cache
 from assembler.errors import CorruptBlob, DigestMismatch, InputError, InvalidImage
 from assembler.oci import mediatypes as mt
 from assembler.oci import mutate
-from assembler.oci.artifact import Artifact
+from assembler.oci.artifact import Artifact, FilesArtifact
 from assembler.oci.descriptor import Descriptor, Platform
 from assembler.oci.digest import digest_hex
 from assembler.oci.image import Image
@@ -275,6 +275,24 @@ def write_output(
         return Written(str(ref), result.digest, s.uploaded_bytes, s.uploaded_blobs, s.mounted_blobs, s.skipped_blobs,
                        attached)  # fmt: skip
     raise InputError(f"{ref} is not an image output (use oci:, oci-archive:, docker-archive: or docker://)")
+
+
+def write_artifact(
+    ref: Ref, artifact: FilesArtifact, *, blobs: BlobReader, ctx: Context, mount_from: Sequence[ImageName] = ()
+) -> Written:  # fmt: skip
+    """Write ``artifact`` (a step's artifacts, no image) to ``ref``: an OCI layout or a registry."""
+    if ref.transport == "oci":
+        entry = layout.write_artifact(_path(ctx, ref.path), artifact, tag=ref.tag, blobs=blobs)
+        return Written(str(ref), entry.digest)
+    if ref.transport == "docker":
+        from assembler.transports import remote
+
+        assert ref.name is not None
+        result = remote.push(artifact, ref.name, blobs=blobs, options=registry_options(ctx), mount_from=mount_from,
+                             progress=ctx.upload_progress or ctx.progress)  # fmt: skip
+        s = result.stats
+        return Written(str(ref), result.digest, s.uploaded_bytes, s.uploaded_blobs, s.mounted_blobs, s.skipped_blobs)
+    raise InputError(f"{ref}: artifacts are written to oci:DIR[:TAG] or docker://REF (or as files: artifact:DIR:STEP)")
 
 
 def _size_key(diff_id: str) -> str:

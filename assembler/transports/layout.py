@@ -17,7 +17,7 @@ from typing import Any
 from assembler.cache import copy_verified, temp_prefix
 from assembler.errors import InputError
 from assembler.oci import mediatypes as mt
-from assembler.oci.artifact import Artifact
+from assembler.oci.artifact import EMPTY_CONFIG, Artifact, FilesArtifact
 from assembler.oci.descriptor import Descriptor, Platform
 from assembler.oci.digest import canonical_json, sha256_digest
 from assembler.oci.image import Image
@@ -102,11 +102,7 @@ def write(
     added untagged, with their ``artifactType``. Referrers of an image the layout no
     longer lists (its tag now names another) leave the index; blobs stay, as skopeo leaves them.
     """
-    path.mkdir(parents=True, exist_ok=True)
-    layout_file = path / "oci-layout"
-    if not layout_file.exists():
-        layout_file.write_bytes(canonical_json({"imageLayoutVersion": mt.OCI_LAYOUT_VERSION}))
-    existing: dict[str, Any] = read_index(path) if (path / "index.json").exists() else {"schemaVersion": 2}
+    existing = _start(path)
     for desc in image.layers:
         _place_blob(blobs, desc.digest, path / "blobs" / "sha256" / desc.digest.split(":", 1)[1])
     write_blob_bytes(path, image.config_bytes)
@@ -126,13 +122,45 @@ def write(
             write_blob_bytes(path, data)
         write_blob_bytes(path, artifact.manifest_bytes)
         manifests = [d for d in manifests if d.get("digest") != artifact.digest] + [artifact.descriptor.to_json()]
+    _write_index(path, manifests, existing)
+    return entry
+
+
+def write_artifact(path: Path, artifact: FilesArtifact, *, tag: str, blobs: BlobReader) -> Descriptor:
+    """Add ``artifact`` (an artifact of its own, not an image) tagged ``tag`` to the layout
+    at ``path``; returns its index entry (with its ``artifactType``)."""
+    existing = _start(path)
+    for desc in artifact.layers:
+        _place_blob(blobs, desc.digest, path / "blobs" / "sha256" / desc.digest.split(":", 1)[1])
+    write_blob_bytes(path, EMPTY_CONFIG)
+    write_blob_bytes(path, artifact.manifest_bytes)
+    entry = artifact.descriptor({mt.ANNOTATION_REF_NAME: tag} if tag else {})
+
+    def replaced(d: Any) -> bool:  # the same manifest, or what the tag named before
+        named = (d.get("annotations") or {}).get(mt.ANNOTATION_REF_NAME)
+        return bool(d.get("digest") == entry.digest or (tag and named == tag))
+
+    manifests = [d for d in existing.get("manifests", []) if not replaced(d)]
+    _write_index(path, [*manifests, entry.to_json()], existing)
+    return entry
+
+
+def _start(path: Path) -> dict[str, Any]:
+    """The layout at ``path`` made if new; its index as it is."""
+    path.mkdir(parents=True, exist_ok=True)
+    layout_file = path / "oci-layout"
+    if not layout_file.exists():
+        layout_file.write_bytes(canonical_json({"imageLayoutVersion": mt.OCI_LAYOUT_VERSION}))
+    return read_index(path) if (path / "index.json").exists() else {"schemaVersion": 2}
+
+
+def _write_index(path: Path, manifests: list[Any], existing: dict[str, Any]) -> None:
     manifests = _without_orphans(path, manifests, existing.get("manifests", []))
     index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": manifests}
     fd, tmp = tempfile.mkstemp(dir=path, prefix=temp_prefix(".index-"))
     with os.fdopen(fd, "wb") as f:
         f.write(canonical_json(index))
     os.replace(tmp, path / "index.json")
-    return entry
 
 
 def subject_of(path: Path, entry: Any) -> str | None:

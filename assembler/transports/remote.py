@@ -36,6 +36,7 @@ import requests
 
 from assembler.errors import DigestMismatch, InputError, InvalidImage, RegistryError
 from assembler.oci import mediatypes as mt
+from assembler.oci.artifact import EMPTY_CONFIG, EMPTY_DESCRIPTOR, FilesArtifact
 from assembler.oci.descriptor import Descriptor, Platform
 from assembler.oci.digest import canonical_json, is_digest, sha256_digest
 from assembler.oci.image import Image, Index, manifest_config, parse_manifest_or_index
@@ -328,7 +329,7 @@ class PushResult:
 
 
 def push(
-    image: Image,
+    image: Image | FilesArtifact,
     name: ImageName,
     *,
     blobs: BlobReader,
@@ -336,21 +337,27 @@ def push(
     mount_from: Sequence[ImageName] = (),
     progress: Callable[[int], None] | None = None,
 ) -> PushResult:
-    """Push ``image`` to ``name`` (its tag, or its digest): layers, config, then the manifest.
+    """Push ``image`` (or an artifact of its own) to ``name`` (its tag, or its digest):
+    layers, config, then the manifest.
 
     Blobs already in the repository are skipped; blobs in a ``mount_from`` repository
     of the same registry are mounted. Raises RegistryError, DigestMismatch, NotFound (a
     blob ``blobs`` does not have).
     """
     sources = [m.repository for m in mount_from if m.registry == name.registry]
-    reader = WithBytes(blobs, {image.config_descriptor.digest: image.config_bytes})
+    if isinstance(image, FilesArtifact):
+        layers, config, media_type = image.layers, EMPTY_DESCRIPTOR, mt.OCI_MANIFEST
+        reader = WithBytes(blobs, {EMPTY_DESCRIPTOR.digest: EMPTY_CONFIG})
+    else:
+        layers, config, media_type = tuple(image.layers), image.config_descriptor, image.media_type
+        reader = WithBytes(blobs, {image.config_descriptor.digest: image.config_bytes})
     with Registry(name.registry, options=options, progress=progress) as registry:
-        for i, desc in enumerate((*image.layers, image.config_descriptor)):
-            label = f"layer {i + 1}/{len(image.layers)}" if i < len(image.layers) else "config"
+        for i, desc in enumerate((*layers, config)):
+            label = f"layer {i + 1}/{len(layers)}" if i < len(layers) else "config"
             try:
                 outcome = registry.push_blob(name.repository, desc, reader, mount_from=sources)
             except RegistryError as e:
                 raise RegistryError(f"{label}: {e.message}", registry=e.registry, status=e.status, hint=e.hint) from e
             log.info("%s: %s %s: %s", name, label, desc.digest, outcome)
-        digest = registry.put_manifest(name.repository, name.reference, image.manifest_bytes, image.media_type)
+        digest = registry.put_manifest(name.repository, name.reference, image.manifest_bytes, media_type)
         return PushResult(digest, replace(registry.stats))
