@@ -149,3 +149,21 @@ def small_project(root: Path, manifest: str) -> Path:
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
     return root
+
+
+def files_project(root: Path, rootfs: Path) -> Path:
+    """A manifest with one compile step `pkg` (artifacts `wheel` and `tool`) and an image
+    that cannot build (`run: [false]`): for outputs that write artifacts, not images."""
+    root.mkdir()
+    (root / "m.yaml").write_text(
+        f"name: files\nbases: {{devel: 'rootfs:{rootfs}', runtime: scratch}}\n"
+        "compile:\n"
+        "  - name: pkg\n    base: devel\n"
+        "    run: ['mkdir -p /build/dist /build/bin && echo wheel > /build/dist/pkg-1.0-py3-none-any.whl"
+        ' && printf "#!/bin/sh\\necho hi\\n" > /build/bin/tool && chmod 755 /build/bin/tool\']\n'
+        "    artifacts:\n"
+        "      wheel: {path: '/build/dist/*.whl', to: /wheels/}\n"
+        "      tool: {path: /build/bin/tool, to: /usr/local/bin/tool}\n"
+        "image:\n  base: runtime\n  layers:\n    - run: ['false']\n      name: never\n"
+    )
+    return root

@@ -10,26 +10,10 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from tests.helpers import PYTHON, layout_digest, manifest_of, read_blob, run_cli, uncompressed
+from tests.helpers import PYTHON, files_project, layout_digest, manifest_of, read_blob, run_cli, uncompressed
 from tests.plugins.registry import RunningRegistry
 
 EMPTY = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"  # the digest of b"{}"
-
-
-def _project(root: Path, rootfs: Path) -> Path:
-    root.mkdir()
-    (root / "m.yaml").write_text(
-        f"name: files\nbases: {{devel: 'rootfs:{rootfs}', runtime: scratch}}\n"
-        "compile:\n"
-        "  - name: pkg\n    base: devel\n"
-        "    run: ['mkdir -p /build/dist /build/bin && echo wheel > /build/dist/pkg-1.0-py3-none-any.whl"
-        ' && printf "#!/bin/sh\\necho hi\\n" > /build/bin/tool && chmod 755 /build/bin/tool\']\n'
-        "    artifacts:\n"
-        "      wheel: {path: '/build/dist/*.whl', to: /wheels/}\n"
-        "      tool: {path: /build/bin/tool, to: /usr/local/bin/tool}\n"
-        "image:\n  base: runtime\n  layers:\n    - run: ['false']\n      name: never\n"
-    )
-    return root
 
 
 def _members(blob: bytes) -> dict[str, bytes]:
@@ -40,7 +24,7 @@ def _members(blob: bytes) -> dict[str, bytes]:
 def test_artifacts_as_an_oci_artifact_in_a_layout_and_a_registry(
     debian_rootfs: Path, tmp_path: Path, registry: RunningRegistry
 ) -> None:
-    project = _project(tmp_path / "p", debian_rootfs)
+    project = files_project(tmp_path / "p", debian_rootfs)
     cache = ["--cache", str(tmp_path / "cache")]
     ref = f"{registry.host}/files/pkg:1.0"
     ran = run_cli(["m.yaml", *cache, "--json", "--tls-verify=false", "--artifact", "pkg", "-o", "oci:out:pkg-1.0",
@@ -89,7 +73,7 @@ def test_artifacts_as_an_oci_artifact_in_a_layout_and_a_registry(
 def test_artifact_outputs_that_cannot_hold_one_and_unknown_artifacts_exit_2(
     debian_rootfs: Path, tmp_path: Path
 ) -> None:
-    project = _project(tmp_path / "p", debian_rootfs)
+    project = files_project(tmp_path / "p", debian_rootfs)
     cache = ["--cache", str(tmp_path / "cache")]
     archive = run_cli(["m.yaml", *cache, "--artifact", "pkg", "-o", "docker-archive:x.tar"], cwd=project)
     assert archive.code == 2 and "cannot hold an OCI artifact" in archive.err, str(archive)

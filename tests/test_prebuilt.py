@@ -15,7 +15,7 @@ from pathlib import Path
 from assembler.pipeline import graph
 from assembler.spec.load import load_manifest
 from assembler.transports.pypi import fits
-from tests.helpers import PYTHON, ROOT, manifest_of, read_blob, run_cli, uncompressed
+from tests.helpers import PYTHON, ROOT, files_project, manifest_of, read_blob, run_cli, uncompressed
 
 SIX = "six==1.16.0 --hash=sha256:8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254"
 PYFLAKES = "pyflakes==3.2.0 --hash=sha256:84b5be138a2dfbb40689ca07e2152deb896a65c3a3e24c251c5c62489568074a"
@@ -256,19 +256,7 @@ def test_pip_wheel_tags_pick_the_file_for_the_image() -> None:
 
 
 def test_artifact_output_writes_the_files_and_no_image(debian_rootfs: Path, tmp_path: Path) -> None:
-    project = tmp_path / "p"
-    project.mkdir()
-    (project / "m.yaml").write_text(
-        f"name: files\nbases: {{devel: 'rootfs:{debian_rootfs}', runtime: scratch}}\n"
-        "compile:\n"
-        "  - name: pkg\n    base: devel\n"
-        "    run: ['mkdir -p /build/dist /build/bin && echo wheel > /build/dist/pkg-1.0-py3-none-any.whl"
-        ' && printf "#!/bin/sh\\necho hi\\n" > /build/bin/tool && chmod 755 /build/bin/tool\']\n'
-        "    artifacts:\n"
-        "      wheel: {path: '/build/dist/*.whl', to: /wheels/}\n"
-        "      tool: {path: /build/bin/tool, to: /usr/local/bin/tool}\n"
-        "image:\n  base: runtime\n  layers:\n    - run: ['false']\n      name: never\n"
-    )
+    project = files_project(tmp_path / "p", debian_rootfs)
     cache = ["--cache", str(tmp_path / "cache")]
     ran = run_cli(["m.yaml", *cache, "--json", "-o", "artifact:dist:pkg.wheel", "-o", "artifact:all:pkg"], cwd=project)
     assert ran.code == 0, str(ran)  # the image's run: [false] never ran: no image was made

@@ -9,7 +9,7 @@ the referrers API list them under the image's digest; an OCI layout lists them i
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -21,6 +21,25 @@ from assembler.oci.digest import canonical_json, sha256_digest
 # The empty config of an artifact manifest (image-spec 1.1, "Guidelines for artifact usage").
 EMPTY_CONFIG = b"{}"
 EMPTY_DESCRIPTOR = Descriptor(mt.OCI_EMPTY, sha256_digest(EMPTY_CONFIG), len(EMPTY_CONFIG))
+
+
+def artifact_manifest(
+    artifact_type: str, blobs: Sequence[Descriptor], annotations: Mapping[str, str], *,
+    subject: Descriptor | None = None,
+) -> bytes:  # fmt: skip
+    """The canonical bytes of an artifact manifest: ``blobs`` on the empty config."""
+    manifest: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": EMPTY_DESCRIPTOR.to_json(),
+        "layers": [d.to_json() for d in blobs],
+    }
+    if subject is not None:
+        manifest["subject"] = subject.to_json()
+    if annotations:
+        manifest["annotations"] = dict(annotations)
+    return canonical_json(manifest)
 
 
 @dataclass(frozen=True)
@@ -40,17 +59,7 @@ class Artifact:
 
     @cached_property
     def manifest_bytes(self) -> bytes:
-        manifest: dict[str, Any] = {
-            "schemaVersion": 2,
-            "mediaType": mt.OCI_MANIFEST,
-            "artifactType": self.artifact_type,
-            "config": EMPTY_DESCRIPTOR.to_json(),
-            "layers": [self.blob.to_json()],
-            "subject": self.subject.to_json(),
-        }
-        if self.annotations:
-            manifest["annotations"] = dict(self.annotations)
-        return canonical_json(manifest)
+        return artifact_manifest(self.artifact_type, [self.blob], self.annotations, subject=self.subject)
 
     @property
     def digest(self) -> str:
@@ -80,16 +89,7 @@ class FilesArtifact:
 
     @cached_property
     def manifest_bytes(self) -> bytes:
-        manifest: dict[str, Any] = {
-            "schemaVersion": 2,
-            "mediaType": mt.OCI_MANIFEST,
-            "artifactType": self.artifact_type,
-            "config": EMPTY_DESCRIPTOR.to_json(),
-            "layers": [d.to_json() for d in self.layers],
-        }
-        if self.annotations:
-            manifest["annotations"] = dict(self.annotations)
-        return canonical_json(manifest)
+        return artifact_manifest(self.artifact_type, self.layers, self.annotations)
 
     @property
     def digest(self) -> str:
