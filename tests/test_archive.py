@@ -13,6 +13,7 @@ import pytest
 
 from assembler.archive.compress import decompressed
 from assembler.archive.layer import HashingSink, order_hardlinks, recompress, sorted_members, write_layer
+from assembler.archive.links import walk_links
 from assembler.archive.tar import TarEntry, clean_path
 from assembler.archive.tree import iter_host_members
 from assembler.errors import UnsafePath
@@ -123,3 +124,14 @@ def test_paths_that_climb_out_are_refused(bad: str) -> None:
 def test_absolute_paths_are_made_relative() -> None:
     assert clean_path("/usr//bin/./env") == "usr/bin/env"
     assert clean_path("./") == ""
+
+
+def test_links_are_followed_inside_the_root_only() -> None:
+    # merged /usr, a relative link that climbs, an absolute one, and a loop
+    links = {"lib": "usr/lib", "usr/lib/up": "../../../../etc", "usr/lib/abs": "/opt/x", "a": "b", "b": "a"}
+    assert walk_links("lib/libc.so.6", links.get) == "usr/lib/libc.so.6"
+    assert walk_links("lib/up/passwd", links.get) == "etc/passwd"  # ".." never climbs above the root
+    assert walk_links("/lib/abs/bin", links.get) == "opt/x/bin"
+    assert walk_links("lib/abs", links.get, follow_last=False) == "usr/lib/abs"  # the link itself
+    assert walk_links("a/file", links.get) is None  # a loop ends the walk
+    assert walk_links("", links.get) == ""

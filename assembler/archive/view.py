@@ -18,12 +18,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from assembler.archive.layer import Member
+from assembler.archive.links import walk_links
 from assembler.archive.tar import TarEntry
 from assembler.errors import InvalidRecord
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
-_MAX_HOPS = 40
 PLAIN_DIR = (0o755, 0, 0)  # what an extractor makes of a parent a layer does not name
 
 DirMeta = tuple[int, int, int, int]  # mode, uid, gid, mtime
@@ -135,34 +135,8 @@ class TreeView:
         component is not followed: an entry *at* a link replaces it)."""
         if not self.links or "/" not in path:
             return path
-        parts = path.split("/")
-        last = parts.pop()
-        done: list[str] = []
-        hops = 0
-        i = 0
-        while i < len(parts):
-            candidate = "/".join([*done, parts[i]])
-            target = self.links.get(candidate)
-            if target is None:
-                done.append(parts[i])
-                i += 1
-                continue
-            hops += 1
-            if hops > _MAX_HOPS:
-                return path  # a link loop: leave the path as written
-            walked = [] if target.startswith("/") else list(done)
-            for part in target.split("/"):
-                if part in ("", "."):
-                    continue
-                if part == "..":
-                    if walked:
-                        walked.pop()  # never above the root
-                else:
-                    walked.append(part)
-            parts = walked + parts[i + 1 :]
-            done = []
-            i = 0
-        return "/".join([*done, last])
+        walked = walk_links(path, self.links.get, follow_last=False)
+        return path if walked is None else walked  # a link loop: leave the path as written
 
     def needs_fitting(self, anchors: Iterable[str]) -> bool:
         """Whether a layer whose implicit parents are ``anchors`` lands wrongly as written:

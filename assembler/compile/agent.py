@@ -26,12 +26,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from assembler.archive.layer import Member, write_layer
+from assembler.archive.links import walk_links
 from assembler.archive.tar import TarEntry
 from assembler.archive.tree import iter_host_members, parents
 from assembler.errors import AssemblerError
 
 _GLOB_CHARS = frozenset("*?[")
-_MAX_LINKS = 40
 
 # Left out of runtime-step layers unless a step keeps them: caches, logs, apt lists,
 # temp files, and files that only record when something ran.
@@ -58,27 +58,15 @@ class AgentError(Exception):
 
 def resolve_in_root(root: str, path: str, *, follow_last: bool = True) -> str:
     """The host path of container ``path``, resolving symlinks *inside* ``root``."""
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    done: list[str] = []
-    links = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if done:
-                done.pop()
-            continue
-        candidate = os.path.join(root, *done, part)
-        if (parts or follow_last) and os.path.islink(candidate):
-            links += 1
-            if links > _MAX_LINKS:
-                raise AgentError(f"{path}: too many levels of symbolic links")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                done = []
-            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-            continue
-        done.append(part)
-    return os.path.join(root, *done)
+
+    def target_of(rel: str) -> str | None:
+        candidate = os.path.join(root, rel)
+        return os.readlink(candidate) if os.path.islink(candidate) else None
+
+    inside = walk_links(path, target_of, follow_last=follow_last)
+    if inside is None:
+        raise AgentError(f"{path}: too many levels of symbolic links")
+    return os.path.join(root, inside) if inside else root
 
 
 def glob_in_root(root: str, pattern: str) -> list[tuple[str, str]]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from assembler.archive.layer_reader import LayerSource, tar_members
+from assembler.archive.links import walk_links
 from assembler.cache import Cache
 from assembler.deps.elf import ELF_MAGIC, ElfFacts, read_facts
 from assembler.oci import mediatypes as mt
@@ -26,7 +27,6 @@ from assembler.oci.image import Image
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
-_MAX_HOPS = 40
 _SPOOL_IN_MEMORY = 4 << 20  # a bigger member goes to a temporary file (pyelftools needs to seek)
 _SMALL_FILE = 64 << 10  # ld.so.conf files: read whole, up to this
 
@@ -101,32 +101,15 @@ class ImageFiles:
     def realpath(self, path: str) -> str | None:
         """``path`` (relative to the root, no leading slash) with every symlink followed
         inside the image; None when it does not lead to an existing path."""
-        parts = [p for p in path.split("/") if p not in ("", ".")]
-        done: list[str] = []
-        hops = 0
-        while parts:
-            part = parts.pop(0)
-            if part == "..":
-                if done:
-                    done.pop()
-                continue
-            candidate = "/".join([*done, part])
-            rec = self.records.get(candidate)
-            if rec is None:
-                if not parts:
-                    return None
-                done.append(part)  # a folder a layer implies without an entry of its own
-                continue
-            if rec.kind == "symlink":
-                hops += 1
-                if hops > _MAX_HOPS:
-                    return None
-                if rec.target.startswith("/"):
-                    done = []
-                parts = [p for p in rec.target.split("/") if p not in ("", ".")] + parts
-                continue
-            done.append(part)
-        return "/".join(done)
+
+        def target_of(rel: str) -> str | None:
+            rec = self.records.get(rel)
+            return rec.target if rec is not None and rec.kind == "symlink" else None
+
+        # A folder a layer only implies (no entry of its own) is walked through; the last
+        # component must exist.
+        real = walk_links(path, target_of)
+        return real if real is not None and (real == "" or real in self.records) else None
 
     def data_of(self, path: str) -> tuple[int, str] | None:
         """Where the bytes of the regular file at ``path`` (final, no link to follow) are:
