@@ -190,4 +190,4 @@ def expand(
 ) -> dict[str, str]:
     """Label or annotation values with every placeholder known filled in; one that comes
     out empty is left out."""
-    return labelfacts.expand_all(sourcefacts.expand_all(values, sources), made)
+    return labelfacts.expand_each(values, lambda value: labelfacts.expand(sourcefacts.expand(value, sources), made))

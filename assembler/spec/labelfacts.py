@@ -20,7 +20,7 @@ known is not claimed.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 STEP_FIELDS = ("cuda_archs", "rocm_archs")
@@ -83,11 +83,17 @@ def expand(value: str, facts: Facts) -> str:
     return _REF.sub(repl, value)
 
 
-def expand_all(values: Mapping[str, str], facts: Facts) -> dict[str, str]:
-    """Each value expanded; entries that were placeholders and came out empty are dropped."""
+def expand_each(values: Mapping[str, str], expand_one: Callable[[str], str]) -> dict[str, str]:
+    """Each value expanded by ``expand_one``; entries that were placeholders and came out
+    empty are dropped."""
     out = {}
     for key, value in values.items():
-        new = expand(value, facts)
+        new = expand_one(value)
         if new or not value:
             out[key] = new
     return out
+
+
+def expand_all(values: Mapping[str, str], facts: Facts) -> dict[str, str]:
+    """Each value expanded with ``facts`` (see :func:`expand_each`)."""
+    return expand_each(values, lambda value: expand(value, facts))

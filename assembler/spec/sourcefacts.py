@@ -44,13 +44,3 @@ def expand(value: str, facts: Mapping[str, Mapping[str, str]]) -> str:
         return known if known is not None else match.group(0)
 
     return _REF.sub(repl, value)
-
-
-def expand_all(values: Mapping[str, str], facts: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
-    """Each value expanded; entries that were placeholders and came out empty are dropped."""
-    out = {}
-    for key, value in values.items():
-        new = expand(value, facts)
-        if new or not value:
-            out[key] = new
-    return out
