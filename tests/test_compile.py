@@ -41,7 +41,7 @@ def test_cold_build_runs_every_step_and_the_image_runs(demo: Demo, tmp_path: Pat
         "artifact pyext.site",
         "artifact launcher.bin",
     ]
-    layout = demo.project / "out/demo"
+    layout = demo.project / "out/cold"  # later builds of other tests replace out/demo:latest
     assert layout_digest(layout, "latest") == demo.cold.json["digest"]
     assert run_cli(["validate", f"oci:{layout}:latest"]).code == 0
     config = json.loads(sh(["skopeo", "inspect", "--config", f"oci:{layout}:latest"]).stdout)["config"]
@@ -83,7 +83,7 @@ def test_cuda_artifact_holds_exactly_the_requested_architectures(demo: Demo, tmp
     assert spec is not None and spec.submodule_search_locations, "nvidia-cuda-cuobjdump (test extra) is missing"
     cuobjdump = next(Path(p) / "cu13/bin/cuobjdump" for p in spec.submodule_search_locations)
     layer = next(x for x in demo.cold.json["layers"] if x["what"] == "artifact kernels.saxpy")
-    with tarfile.open(fileobj=io.BytesIO(uncompressed(read_blob(demo.project / "out/demo", layer["digest"])))) as tf:
+    with tarfile.open(fileobj=io.BytesIO(uncompressed(read_blob(demo.project / "out/cold", layer["digest"])))) as tf:
         member = tf.extractfile("app/bin/saxpy")
         assert member is not None
         (tmp_path / "saxpy").write_bytes(member.read())

@@ -20,9 +20,8 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from assembler.cache import StepResult
 from assembler.compile import sources as srcs
@@ -38,9 +37,6 @@ from assembler.pipeline.resolve import Plan, base_ref
 from assembler.pipeline.walk import Base, Walk, git_key, resolved_key
 from assembler.spec import model as m
 from assembler.transports import Context, import_image, open_source, registry_options
-
-if TYPE_CHECKING:
-    from assembler.transports.stepcache import RemoteStepCache
 
 
 @dataclass(frozen=True)
@@ -78,25 +74,23 @@ class Builder(Walk):
         self._failed = threading.Event()
         self._first_error: BaseException | None = None
         self._put_off: dict[str, str] = {}  # base image digest -> its registry cache key: layers not here yet
-        self.step_cache: RemoteStepCache | None = None
         if plan.options.cache_to or plan.options.cache_from:
             from assembler.transports.stepcache import RemoteStepCache, parse_cache_ref  # imports the registry client
 
             opts = plan.options
-            self.step_cache = RemoteStepCache(
+            self.remote = RemoteStepCache(
                 ctx.cache, target=parse_cache_ref(opts.cache_to) if opts.cache_to else None,
                 sources=[parse_cache_ref(s) for s in opts.cache_from], options=registry_options(ctx),
                 report=lambda kind, fields: self.report(Event(kind, fields)),
             )  # fmt: skip
-        self.remote = self.step_cache
 
     def run(self) -> Built:
         try:
             return self._run()
         finally:
-            if self.step_cache is not None:
-                self.step_cache.close()
-                self.report(Event("remote-cache", {"state": "done", **asdict(self.step_cache.stats)}))
+            if self.remote is not None:
+                self.remote.close()
+                self.report(Event("remote-cache", {"state": "done", **self.remote.counts()}))
 
     def _run(self) -> Built:
         try:
@@ -114,7 +108,7 @@ class Builder(Walk):
             if not self.cache.has_blob(desc.digest, desc.size):
                 raise InvalidImage(f"blob {desc.digest} ({desc.size} bytes) is missing from the cache")
         steps = tuple(self.steps[s.name] for s in self.plan.steps)
-        remote = asdict(self.step_cache.stats) if self.step_cache is not None else {}
+        remote = self.remote.counts() if self.remote is not None else {}
         used = {n: b for n, b in self.bases.items() if b is not None}
         return Built(image, base, tuple(layers), steps, remote, used,
                      {n: s for n, s in self.sources.items() if s is not None})  # fmt: skip
@@ -124,8 +118,8 @@ class Builder(Walk):
         if self._ws is not None:
             self._ws.wait_removals()
         self.ctx.runner.reset_cancel()
-        if self.step_cache is not None:
-            self.step_cache.close()
+        if self.remote is not None:
+            self.remote.close()
 
     def _in_order(self) -> tuple[Image | None, Base | None, list[LayerReport]]:
         for name in self.plan.bases:

@@ -28,7 +28,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from assembler.cache import Cache, StepResult
@@ -117,6 +117,10 @@ class RemoteStepCache:
     def close(self) -> None:
         for client in self._clients.values():
             client.close()
+
+    def counts(self) -> dict[str, int]:
+        """What it did so far (:class:`RemoteStats` as a mapping)."""
+        return asdict(self.stats)
 
     def _client(self, host: str) -> Registry:
         if host not in self._clients:
