@@ -321,3 +321,33 @@ def test_an_artifact_the_debian_runtime_base_lacks_a_library_for_fails_the_build
     assert "/usr/local/bin/xz" not in ran.err
     ran = run_cli(["xz.yaml", "--cache", str(root / "cache"), "-o", "oci:xz-out:x"], cwd=root)
     assert ran.code == 0, str(ran)
+
+
+# A real manylinux wheel with a C extension (_speedups.cpython-312-x86_64-linux-gnu.so).
+MARKUPSAFE = "MarkupSafe==2.1.5 --hash=sha256:f5dfb42c4604dddc8e4305050aa6deb084540643ed5804d7455b5df8fe16f5e5"
+WHEEL = """\
+name: wheel
+bases: {{runtime: {base}}}
+image:
+  base: runtime
+  layers:
+    - pip: ["{req}"]
+      prefix: /opt/venv
+      python: "3.12"
+"""
+
+
+@pytest.mark.parametrize("base", ["'rootfs:base.tar'", "scratch"])
+def test_a_wheels_extension_is_checked_against_the_base(tmp_path: Path, base: str) -> None:
+    # pip would refuse a manylinux wheel on a base without glibc; a pip: layer runs no pip.
+    pthread = {f"usr/lib/{TRIPLET}/libpthread.so.0": host("libpthread.so.0")}  # a stub since glibc 2.34
+    root = project(tmp_path / "p", WHEEL.format(base=base, req=MARKUPSAFE), libcurl=False, extra=pthread)
+    ran = build(root, "-v")
+    if base == "scratch":
+        assert ran.code == 1, str(ran)
+        so = "/opt/venv/lib/python3.12/site-packages/markupsafe/_speedups.cpython-312-x86_64-linux-gnu.so"
+        assert f"{so}: needs libc.so.6, not found in the image (layer 0: pip markupsafe==2.1.5)" in ran.err, str(ran)
+        assert not (root / "out").exists()
+    else:
+        assert ran.code == 0, str(ran)
+        assert "dependency check: 1 ELF files in 1 layers" in ran.err, str(ran)

@@ -147,8 +147,8 @@ def _manifest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attach-sif", action="store_true",
                    help="also push a SIF of the image as a referrer of each docker:// output")  # fmt: skip
     p.add_argument("--no-deps-check", action="store_true",
-                   help="do not check that the ELF files of artifact and copy layers find their libraries and "
-                        "symbol versions in the image")  # fmt: skip
+                   help="do not check that the ELF files of artifact, copy, pip and url layers find their libraries "
+                        "and symbol versions in the image")  # fmt: skip
     p.add_argument("--no-sbom", action="store_true",
                    help="do not attach an SPDX SBOM and a SLSA provenance to the image (as referrers in OCI "
                         "layouts and registries)")  # fmt: skip
@@ -194,7 +194,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("deps", help="check that an image's ELF files find their libraries (exit 1 on a miss)")
     p.add_argument("ref", help="an image reference, as for inspect")
     p.add_argument("--all-layers", action="store_true",
-                   help="check the ELF files of every layer (default: the artifact and copy layers assemble "
+                   help="check the ELF files of every layer (default: the artifact, copy, pip and url layers assemble "
                         "added, else every layer)")  # fmt: skip
     _reader_cache(p)
     _common(p)

@@ -252,12 +252,13 @@ def _layer_names(image: Any) -> list[str]:
 def cmd_deps(args: argparse.Namespace) -> int:
     from assembler.cache import Cache
     from assembler.deps import check_image
+    from assembler.pipeline.deps import CHECKED_KINDS
 
     with _reading_cache(args) as cache_dir:
         source = _source(args, cache_dir)
         image = source.image
         names = _layer_names(image)
-        ours = [i for i, n in enumerate(names) if n.startswith(("assemble: artifact ", "assemble: copy "))]
+        ours = [i for i, n in enumerate(names) if n.startswith(tuple(f"assemble: {k} " for k in CHECKED_KINDS))]
         layers = list(range(len(image.layers))) if args.all_layers or not ours else ours
         cache = Cache(cache_dir)
         with cache.workdir("deps-") as work:

@@ -1,5 +1,9 @@
 """The dependency check of a build (:mod:`assembler.deps`): the ELF files of its
-``artifact:`` and ``copy:`` layers must load in the image it made."""
+``artifact:``, ``copy:``, ``pip:`` and ``url:`` layers must load in the image it made.
+
+Wheels are checked too: pip itself would refuse a manylinux wheel on a base whose glibc
+is older than its tag or that has no glibc at all (musl, scratch), and the layers of
+``pip:`` install no pip run to refuse it."""
 
 from __future__ import annotations
 
@@ -9,12 +13,12 @@ from assembler.errors import MissingDependencies
 from assembler.pipeline.build import Built
 from assembler.pipeline.options import Event, Reporter
 
-CHECKED_KINDS = ("artifact", "copy")
+CHECKED_KINDS = ("artifact", "copy", "pip", "url")
 _NOTES_SHOWN = 5
 
 
 def check_built(built: Built, cache: Cache, *, report: Reporter) -> Report:
-    """Check ``built``'s artifact and copy layers; MissingDependencies naming every miss
+    """Check ``built``'s artifact, copy, pip and url layers; MissingDependencies naming every miss
     (file, library or version, layer) when a file cannot load in the image."""
     image = built.image
     names = [""] * len(image.layers)
