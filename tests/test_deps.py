@@ -348,6 +348,9 @@ def test_a_wheels_extension_is_checked_against_the_base(tmp_path: Path, base: st
         so = "/opt/venv/lib/python3.12/site-packages/markupsafe/_speedups.cpython-312-x86_64-linux-gnu.so"
         assert f"{so}: needs libc.so.6, not found in the image (layer 0: pip markupsafe==2.1.5)" in ran.err, str(ran)
         assert not (root / "out").exists()
+        assert build(root, "--no-deps-check").code == 0
+        ran = run_cli(["deps", "oci:out:x", "--json"], cwd=root)  # the pip layer is one assemble added
+        assert ran.code == 1 and ran.json["layers"] == [0], str(ran)
     else:
         assert ran.code == 0, str(ran)
         assert "dependency check: 1 ELF files in 1 layers" in ran.err, str(ran)
