@@ -213,3 +213,45 @@ def test_a_bootstrapped_devel_base_is_neither_made_nor_downloaded_for_cached_ste
     assert steps_by_state(c) == {"built": {"hello"}}
     here = {f"sha256:{p.name}" for p in (tmp_path / "b/blobs/sha256").iterdir()}
     assert devel_layers <= here
+
+
+SIX = "six==1.16.0 --hash=sha256:8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254"
+INICONFIG_SDIST = (
+    "https://files.pythonhosted.org/packages/d7/4b/cbd8e699e64a6f16ca3a8220661b5f83792b3017d0f79807cb8708d33913/"
+    "iniconfig-2.0.0.tar.gz"
+)
+PREBUILT = f"""\
+name: prebuilt
+bases: {{runtime: scratch}}
+image:
+  base: runtime
+  layers:
+    - pip: ["{SIX}"]
+      prefix: /opt/venv
+      python: "3.12"
+    - url: {INICONFIG_SDIST}
+      sha256: 2d91e135bf72d31a410b17c16da610a82cb55f6b0477d1a902134b24a455b8b3
+      to: /opt/src/
+"""
+
+
+def test_pip_and_url_layers_come_from_the_cache_registry_without_the_internet(shared: Shared, tmp_path: Path) -> None:
+    (tmp_path / "m.yaml").write_text(PREBUILT)
+    repo = shared.repo("prebuilt-cache")
+
+    def build(cache: str, *extra: str, env: dict[str, str] | None = None) -> Ran:
+        ran = run_cli(["m.yaml", "--cache", str(tmp_path / cache), "--json", "--tls-verify=false",
+                       "-o", f"oci:out-{cache}:1", *extra], cwd=tmp_path, env=env)  # fmt: skip
+        assert ran.code == 0, str(ran)
+        return ran
+
+    first = build("a", "--cache-to", repo)
+    assert first.json["step_cache"]["exported"] == 2, first.json["step_cache"]
+    # A runner with an empty cache and no way out but to the registry on loopback.
+    offline = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": "127.0.0.1"}
+    second = build("b", "--cache-from", repo, env=offline)
+    assert second.json["digest"] == first.json["digest"]
+    assert second.json["step_cache"]["hits"] == 2, second.json["step_cache"]
+    # The proxy is really in the way: without the registry the same build cannot reach PyPI.
+    ran = run_cli(["m.yaml", "--cache", str(tmp_path / "c"), "-o", "oci:out-c:1"], cwd=tmp_path, env=offline)
+    assert ran.code != 0 and "pypi" in ran.err.lower(), str(ran)

@@ -83,6 +83,7 @@ class Builder(Walk):
                 sources=[parse_cache_ref(s) for s in opts.cache_from], options=registry_options(ctx),
                 report=lambda kind, fields: self.report(Event(kind, fields)),
             )  # fmt: skip
+            self.prebuilt.remote = self.remote  # pip: and url: layers are entries too
 
     def run(self) -> Built:
         try:

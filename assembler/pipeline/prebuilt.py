@@ -27,8 +27,10 @@ from assembler.archive.layer import Member, Opener, write_layer
 from assembler.archive.tar import TarEntry, clean_path, entry_from_tarinfo
 from assembler.archive.wheel import Scheme, wheel_members, with_parents
 from assembler.cache import key_of
+from assembler.cache.entries import StepResult
 from assembler.errors import CorruptBlob, InputError
 from assembler.oci.layer import Layer
+from assembler.pipeline.options import RemoteSteps
 from assembler.spec import model as m
 from assembler.spec.prebuilt import Requirement, parse_requirement, size_bytes
 from assembler.transports import Context, pypi
@@ -99,6 +101,7 @@ class Prebuilt:
         self.cache = ctx.cache
         self.lookup_only = lookup_only
         self.made = False  # whether the last place() made a layer (else all were cached)
+        self.remote: RemoteSteps | None = None  # the build's registry step cache, set by the Builder
 
     def place(self, spec: m.PipLayer | m.UrlLayer) -> tuple[list[tuple[Layer, str]], str, str]:
         """The layers of ``spec`` with what each is, what the spec is, and their origin
@@ -125,7 +128,10 @@ class Prebuilt:
         for group in groups(spec):
             shas = [pypi.chosen(r, python=spec.python, arch=arch, cache=self.cache) for r in group]
             key = self._pip_key(shas, scheme) if None not in shas else None
-            layer = self.cache.layer(key) if key is not None else None
+            shared = "pip-group-" + key_of({"requirements": [r.text for r in group], "index": spec.index,
+                                            "python": spec.python, "arch": arch, "scheme": scheme.__dict__,
+                                            **self._settings()})  # fmt: skip
+            layer = (self.cache.layer(key) if key is not None else None) or self._shared(shared)
             if layer is None:
                 if self.lookup_only:
                     return None
@@ -133,12 +139,31 @@ class Prebuilt:
                                      what="pip layer") for r in group]  # fmt: skip
                 key = self._pip_key([w.sha256 for w in wheels], scheme)
                 layer = self.cache.layer(key) or self._write_wheels([w.sha256 for w in wheels], scheme, key)
+            self._share(shared, layer, describe(group))
             out.append((layer, describe(group)))
         return out
 
+    def _settings(self) -> dict[str, object]:
+        return {"epoch": self.ctx.epoch, "compression": self.ctx.compression, "format": _FORMAT}
+
+    def _shared(self, key: str) -> Layer | None:
+        """The layer recorded under ``key`` here, else in the registry step cache (a build's)."""
+        hit = self.cache.step_result(key)
+        if hit is None and self.remote is not None and not self.lookup_only:
+            hit = self.remote.fetch(key)  # its blob is fetched when the image needs it
+        return hit.layer if hit is not None else None
+
+    def _share(self, key: str, layer: Layer, what: str) -> None:
+        """``layer`` recorded under ``key`` here and in the registry step cache (a build's)."""
+        if self.lookup_only:
+            return
+        if self.cache.step_result(key) is None:
+            self.cache.put_step_result(key, StepResult(what, layer=layer))
+        if self.remote is not None:
+            self.remote.export(key, StepResult(what, layer=layer))
+
     def _pip_key(self, shas: list[str | None], scheme: Scheme) -> str:
-        return "pip-layer-" + key_of({"wheels": shas, "scheme": scheme.__dict__, "epoch": self.ctx.epoch,
-                                      "compression": self.ctx.compression, "format": _FORMAT})  # fmt: skip
+        return "pip-layer-" + key_of({"wheels": shas, "scheme": scheme.__dict__, **self._settings()})
 
     def _write_wheels(self, shas: list[str], scheme: Scheme, key: str) -> Layer:
         epoch = self.ctx.epoch
@@ -171,11 +196,13 @@ class Prebuilt:
 
     def url(self, spec: m.UrlLayer) -> Layer | None:
         """The layer of ``spec`` (None: a plan, and it is not made yet)."""
-        key = "url-layer-" + key_of({"sha256": spec.sha256, "to": spec.to, "extract": spec.extract, "mode": spec.mode,
-                                     "name": self._file_name(spec), "epoch": self.ctx.epoch,
-                                     "compression": self.ctx.compression, "format": _FORMAT})  # fmt: skip
-        layer = self.cache.layer(key)
+        pinned = key_of({"sha256": spec.sha256, "to": spec.to, "extract": spec.extract, "mode": spec.mode,
+                         "name": self._file_name(spec), **self._settings()})  # fmt: skip
+        key, shared, what = "url-layer-" + pinned, "url-shared-" + pinned, f"url {self._file_name(spec)}"
+        layer = self.cache.layer(key) or self._shared(shared)
         if layer is not None or self.lookup_only:
+            if layer is not None:
+                self._share(shared, layer, what)
             return layer
         download(spec.url, sha256=spec.sha256, cache=self.cache, max_bytes=size_bytes(spec.max_size),
                  what=f"url layer {spec.url}", cap_hint="raise the layer's max_size if the file is so big")  # fmt: skip
@@ -189,6 +216,7 @@ class Prebuilt:
                                  size=path.stat().st_size, mtime=self.ctx.epoch)  # fmt: skip
                 layer = self._write([(entry, _file_opener(path))])
         self.cache.put_layer(key, layer)
+        self._share(shared, layer, what)
         self.made = True
         return layer
 
