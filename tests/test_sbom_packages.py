@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import sqlite3
 import struct
 import tarfile
@@ -106,10 +107,19 @@ def rpms(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def databases(rpms: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
-    """rpmdb.sqlite after installing hello, and after installing world on top of it."""
-    root = tmp_path_factory.mktemp("root")
+    """rpmdb.sqlite after installing hello, and after installing world on top of it and
+    importing a signing key (which rpm lists as a package, gpg-pubkey: not in the SBOM)."""
+    root, keys = tmp_path_factory.mktemp("root"), tmp_path_factory.mktemp("gnupg")
     first = _install(root, rpms["hello"]).read_bytes()
-    return first, _install(root, rpms["world"]).read_bytes()
+    _install(root, rpms["world"])
+    env = {**os.environ, "GNUPGHOME": str(keys)}
+    sh(["gpg", "--batch", "--passphrase", "", "--quick-gen-key", "Test <test@example.invalid>", "rsa2048", "sign",
+        "never"], env=env)  # fmt: skip
+    (keys / "key.asc").write_text(sh(["gpg", "--armor", "--export"], env=env).stdout)
+    sh(["rpm", "--root", str(root), "--dbpath", "/var/lib/rpm", "--import", str(keys / "key.asc")])
+    listed = sh(["rpm", "--root", str(root), "--dbpath", "/var/lib/rpm", "-qa", "--qf", "%{NAME}\n"]).stdout
+    assert sorted(listed.split()) == ["gpg-pubkey", "hello-test", "world-test"]
+    return first, (root / "var/lib/rpm/rpmdb.sqlite").read_bytes()
 
 
 def _image(cache: Cache, layers: list[dict[str, bytes | str]]) -> Image:
@@ -164,6 +174,29 @@ def _sqlite_root(root: Path, data: bytes) -> Path:
     (root / "var/lib/rpm").mkdir(parents=True)
     (root / "var/lib/rpm/rpmdb.sqlite").write_bytes(data)
     return root
+
+
+def test_an_rpm_sqlite_databases_wal_file_is_read_with_it(databases: tuple[bytes, bytes], tmp_path: Path) -> None:
+    """A -wal file beside rpmdb.sqlite holds commits not yet in the file: they are listed."""
+    first, second = databases
+    with contextlib.closing(sqlite3.connect(f"file:{_sqlite_root(tmp_path / 'b', second)}/var/lib/rpm/rpmdb.sqlite"
+                                            "?immutable=1", uri=True)) as db:  # fmt: skip
+        added = db.execute("SELECT hnum, blob FROM Packages ORDER BY hnum").fetchall()[1:2]  # world-test's row
+    db_file = _sqlite_root(tmp_path / "a", first) / "var/lib/rpm/rpmdb.sqlite"
+    with contextlib.closing(sqlite3.connect(str(db_file), isolation_level=None)) as db:
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA wal_autocheckpoint = 0")
+        db.executemany("INSERT INTO Packages (hnum, blob) VALUES (?, ?)", added)
+        main, wal = db_file.read_bytes(), Path(f"{db_file}-wal").read_bytes()  # before closing checkpoints it
+    assert wal
+    cache = Cache(tmp_path / "cache")
+    where = "var/lib/rpm/rpmdb.sqlite"
+    for files, names in (
+        ({where: main}, {"hello-test"}),
+        ({f"{where}-wal": wal, where: main}, {"hello-test", "world-test"}),
+    ):
+        inv = read_packages(_image(cache, [files]), cache.open_blob, cache=cache, workdir=tmp_path)
+        assert {p.name for p in inv.packages} == names
 
 
 def test_an_unreadable_or_oversized_rpm_database_is_a_note(databases: tuple[bytes, bytes], tmp_path: Path) -> None:
@@ -254,6 +287,7 @@ def test_a_builds_sbom_lists_rpm_packages_and_declared_licenses(databases: tuple
     refs = {e["licenseId"]: e["extractedText"] for e in sbom.get("hasExtractedLicensingInfos", [])}
 
     hello, world = packages["hello-test"], packages["world-test"]
+    assert "gpg-pubkey" not in packages  # rpm lists the imported key as a package; it is no software
     assert hello["versionInfo"] == "2:1.2.3-4" and hello["supplier"] == "Organization: Test Vendor"
     assert [r["referenceLocator"] for r in hello["externalRefs"]] == [
         "pkg:rpm/fedora/hello-test@1.2.3-4?arch=noarch&distro=fedora-40&epoch=2"]  # fmt: skip

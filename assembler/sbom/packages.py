@@ -241,6 +241,7 @@ def _rpms(reader: PackageReader, final: Mapping[str, tuple[int, str]],
     notes for those that are not read."""
     packages: list[Package] = []
     notes: list[str] = []
+    seen: set[tuple[str, str, str]] = set()
     for path in (p for p in RPM_DATABASES if p in final):
         if rpmdb.kind_of(path) is None:
             notes.append(f"/{path}: an ndb rpm database, not read; its packages are not listed")
@@ -256,6 +257,9 @@ def _rpms(reader: PackageReader, final: Mapping[str, tuple[int, str]],
             versions.append((i, {} if isinstance(below, str) else {(h.name, h.arch): _evr(h) for h in below}))
         versions.append((top, {(h.name, h.arch): _evr(h) for h in headers}))
         for h in headers:
+            if h.name == "gpg-pubkey" or (h.name, h.arch, _evr(h)) in seen:
+                continue  # an imported signing key, not software; or listed by another database
+            seen.add((h.name, h.arch, _evr(h)))
             layer = _lowest_layer((h.name, h.arch), _evr(h), versions)
             packages.append(Package("rpm", h.name, f"{h.version}-{h.release}" if h.release else h.version, layer,
                                     arch=h.arch, source=h.sourcerpm, supplier=h.vendor, summary=h.summary,

@@ -194,7 +194,8 @@ def _installed(doc: _Doc, pkg: Package, image_id: str, containers: dict[int, str
     declared, refs = spdx_license(pkg.license, debian=pkg.ecosystem == "deb")
     for ref, text in refs.items():
         doc.license_refs.setdefault(ref, text)
-    supplier = f"Organization: {pkg.supplier}" if pkg.ecosystem == "rpm" and pkg.supplier else _supplier(pkg.supplier)
+    vendor = " ".join(pkg.supplier.replace("(", " ").replace(")", " ").split())  # rpm: an organisation
+    supplier = f"Organization: {vendor}" if pkg.ecosystem == "rpm" and vendor else _supplier(pkg.supplier)
     doc.add(_package(spdxid, pkg.name, f"{pkg.epoch}:{pkg.version}" if pkg.epoch else pkg.version,
                      supplier=supplier or NOASSERTION, summary=pkg.summary or None, homepage=_url(pkg.homepage),
                      sourceInfo=source, licenseDeclared=declared,
