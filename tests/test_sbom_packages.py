@@ -197,6 +197,10 @@ def test_an_rpm_sqlite_databases_wal_file_is_read_with_it(databases: tuple[bytes
     ):
         inv = read_packages(_image(cache, [files]), cache.open_blob, cache=cache, workdir=tmp_path)
         assert {p.name for p in inv.packages} == names
+    # Two databases listing the same packages (a migration's leftover): each package once.
+    both = {where: second, "usr/lib/sysimage/rpm/rpmdb.sqlite": second}
+    inv = read_packages(_image(cache, [both]), cache.open_blob, cache=cache, workdir=tmp_path)
+    assert sorted(p.name for p in inv.packages) == ["hello-test", "world-test"]
 
 
 def test_an_unreadable_or_oversized_rpm_database_is_a_note(databases: tuple[bytes, bytes], tmp_path: Path) -> None:

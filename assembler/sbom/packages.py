@@ -5,7 +5,9 @@
 - Alpine packages: ``lib/apk/db/installed``;
 - rpm packages: ``rpmdb.sqlite`` or the Berkeley DB ``Packages`` under ``var/lib/rpm`` or
   ``usr/lib/sysimage/rpm`` (see :mod:`assembler.sbom.rpmdb`); SUSE's ``Packages.db`` (ndb),
-  a database over its size limit or one that cannot be read is noted, not listed;
+  a database over its size limit or one that cannot be read is noted, not listed; imported
+  signing keys (``gpg-pubkey``) are not packages; a database is spooled from its layer to a
+  temporary file under ``workdir`` (sqlite needs a file) and only its packages are memoised;
 - Python distributions: every ``*.dist-info/METADATA`` and ``*.egg-info/PKG-INFO`` (their
   headers; the description after them is not read).
 
