@@ -1,7 +1,9 @@
 """The SBOM and provenance of an image, as referrer artifacts.
 
 :mod:`~assembler.sbom.packages` reads the packages an image's databases list (streaming
-its layers, through the dependency check's view of its files), :mod:`~assembler.sbom.spdx`
+its layers, through the dependency check's view of its files; rpm's databases through
+:mod:`~assembler.sbom.rpmdb`) and the licenses they declare (:mod:`~assembler.sbom.licenses`),
+:mod:`~assembler.sbom.spdx`
 writes the SPDX 2.3 document, :mod:`~assembler.sbom.provenance` the SLSA v1 statement, both
 from a build's :class:`~assembler.sbom.facts.BuildFacts`. :func:`attestations` gives them
 as OCI artifacts whose subject is the image: written into OCI layouts and pushed with the

@@ -3,31 +3,44 @@
 - Debian packages: ``var/lib/dpkg/status`` (installed stanzas), and the files of
   ``var/lib/dpkg/status.d/`` that distroless-style bases ship instead;
 - Alpine packages: ``lib/apk/db/installed``;
+- rpm packages: ``rpmdb.sqlite`` or the Berkeley DB ``Packages`` under ``var/lib/rpm`` or
+  ``usr/lib/sysimage/rpm`` (see :mod:`assembler.sbom.rpmdb`); SUSE's ``Packages.db`` (ndb),
+  a database over its size limit or one that cannot be read is noted, not listed; imported
+  signing keys (``gpg-pubkey``) are not packages; a database is spooled from its layer to a
+  temporary file under ``workdir`` (sqlite needs a file) and only its packages are memoised;
 - Python distributions: every ``*.dist-info/METADATA`` and ``*.egg-info/PKG-INFO`` (their
-  headers; the description after them is not read);
-- an rpm database (``rpmdb.sqlite``, ``Packages``) is only noted: its packages are not listed.
+  headers; the description after them is not read).
+
+Licenses (see :mod:`assembler.sbom.licenses`): a Debian package's from its machine-readable
+``usr/share/doc/<package>/copyright`` (only its ``Files: *`` license is kept), a Python
+distribution's from its metadata, apk's and rpm's as their databases write them.
 
 The final view of the image's paths comes from the dependency check's
 :class:`~assembler.deps.files.ImageFiles` over the layers' headers (memoised by diff_id);
 only the few database files are read, each from the layer that holds its final version,
 streaming that layer until they are found. What was read is memoised by the layer's
-diff_id, so a second build reads only its new layers. A Debian package is attributed to
-the lowest layer from which every layer's ``status`` lists it with that version: the
-base, or the runtime step that installed it.
+diff_id, so a second build reads only its new layers. A Debian or rpm package is
+attributed to the lowest layer from which every layer's database lists it with that
+version: the base, or the runtime step that installed it.
 """
 
 from __future__ import annotations
 
 import email.parser
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+import hashlib
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from assembler.archive.layer_reader import tar_members
 from assembler.cache import Cache
 from assembler.deps.files import BlobOpener, Entry, FactReader, ImageFiles
+from assembler.errors import InvalidImage
 from assembler.oci.image import Image
+from assembler.sbom import rpmdb
+from assembler.sbom.licenses import dep5_license, python_license
 
 DPKG_STATUS = "var/lib/dpkg/status"
 DPKG_STATUS_D = "var/lib/dpkg/status.d/"
@@ -39,24 +52,27 @@ _PY_METADATA = (".dist-info/METADATA", ".egg-info/PKG-INFO")
 _DB_LIMIT = 64 << 20  # a package database bigger than this is not one
 _HEADERS_LIMIT = 1 << 20  # METADATA headers; the description after them is skipped
 _CHUNK = 64 << 10
-_MEMO = "sbom-texts-v1-"
+_COPYRIGHT = re.compile(r"^usr/share/doc/[^/]+/copyright$")
+_MEMO = "sbom-texts-v2-"  # v2: a copyright file's entry is its DEP-5 license, not its text
+_RPM_MEMO = "sbom-rpm-v1-"
 
 
 @dataclass(frozen=True)
 class Package:
-    """One installed package: ``ecosystem`` deb, apk or pypi."""
+    """One installed package: ``ecosystem`` deb, apk, rpm or pypi."""
 
     ecosystem: str
     name: str
     version: str
     layer: int  # the layer that installed it
     arch: str = ""
-    source: str = ""  # deb: its source package; apk: its origin
-    supplier: str = ""  # Maintainer (deb, apk) or Author (pypi), as written
+    source: str = ""  # deb: its source package; apk: its origin; rpm: its source rpm
+    supplier: str = ""  # Maintainer (deb, apk), Author (pypi) or Vendor (rpm), as written
     summary: str = ""
     homepage: str = ""
-    license: str = ""  # as the database writes it (apk, pypi); Debian's status has none
+    license: str = ""  # as declared (see the module's doc); "" when nothing declares it
     path: str = ""  # pypi: the folder it is installed in
+    epoch: str = ""  # rpm: its epoch, when its header has one (``version`` is version-release)
 
 
 @dataclass(frozen=True)
@@ -68,14 +84,15 @@ class Inventory:
 
 def _wanted(path: str) -> bool:
     return (path in (DPKG_STATUS, APK_INSTALLED, *RPM_DATABASES, *OS_RELEASE) or path.startswith(DPKG_STATUS_D)
-            or path.endswith(_PY_METADATA))  # fmt: skip
+            or path.endswith(_PY_METADATA) or _COPYRIGHT.match(path) is not None)  # fmt: skip
 
 
 class PackageReader(FactReader):
     """Reads chosen members' text from layers, memoised by the layer's diff_id."""
 
     def texts_of(self, index: int, paths: set[str]) -> dict[str, str]:
-        """The text of ``paths`` (regular files of layer ``index``); Python metadata: its headers."""
+        """The text of ``paths`` (regular files of layer ``index``); Python metadata: its
+        headers; a Debian copyright file: its DEP-5 license ("" for none)."""
         key = _MEMO + self.image.diff_ids[index].split(":", 1)[1]
         memo = (self.cache.memo_as(key, _check_texts) if self.cache is not None else None) or {}
         known: dict[str, str] = dict(memo)
@@ -88,10 +105,34 @@ class PackageReader(FactReader):
                     continue
                 missing.discard(entry.path)
                 with opener() as data:
-                    known[entry.path] = _read_text(data, headers=entry.path.endswith(_PY_METADATA))
+                    known[entry.path] = _read_member(entry.path, data)
             if self.cache is not None:
                 self.cache.put_memo(key, {"texts": known})
         return {p: known[p] for p in paths if p in known}
+
+    def rpm_headers(self, index: int, member: str) -> list[rpmdb.RpmHeader] | str:
+        """The packages of the rpm database ``member`` of layer ``index``, or why they cannot
+        be read (memoised by the layer's diff_id and the member's path)."""
+        tag = hashlib.sha256(member.encode()).hexdigest()[:16]
+        key = f"{_RPM_MEMO}{self.image.diff_ids[index].split(':', 1)[1]}-{tag}"
+        hit = self.cache.memo_as(key, _check_rpm) if self.cache is not None else None
+        if hit is not None:
+            return hit
+        try:
+            found: list[rpmdb.RpmHeader] | str = rpmdb.read_from_layer(self._source(index), member,
+                                                                        workdir=self.workdir)  # fmt: skip
+        except InvalidImage as e:
+            found = str(e)
+        if self.cache is not None:
+            record = {"note": found} if isinstance(found, str) else {"packages": [asdict(h) for h in found]}
+            self.cache.put_memo(key, record)
+        return found
+
+
+def _check_rpm(data: Mapping[str, Any]) -> list[rpmdb.RpmHeader] | str:
+    if "note" in data:
+        return str(data["note"])
+    return [rpmdb.RpmHeader(**{k: str(v) for k, v in h.items()}) for h in data["packages"]]
 
 
 def _check_texts(data: Mapping[str, Any]) -> dict[str, str]:
@@ -101,9 +142,12 @@ def _check_texts(data: Mapping[str, Any]) -> dict[str, str]:
     return dict(texts)
 
 
-def _read_text(data: BinaryIO, *, headers: bool) -> str:
-    """A database file whole; a METADATA file up to the blank line that ends its headers."""
-    if not headers:
+def _read_member(path: str, data: BinaryIO) -> str:
+    """A database file whole; a METADATA file up to the blank line that ends its headers; a
+    copyright file: its DEP-5 license."""
+    if _COPYRIGHT.match(path):
+        return dep5_license(data)
+    if not path.endswith(_PY_METADATA):
         return data.read(_DB_LIMIT).decode("utf-8", "replace")
     got = b""
     while len(got) < _HEADERS_LIMIT:
@@ -119,7 +163,8 @@ def _read_text(data: BinaryIO, *, headers: bool) -> str:
 
 
 def read_packages(image: Image, open_blob: BlobOpener, *, cache: Cache | None, workdir: Path) -> Inventory:
-    """The packages of ``image`` (see the module's doc). Raises InvalidImage for a damaged layer."""
+    """The packages of ``image`` (see the module's doc). Raises InvalidImage for a damaged
+    layer; a package database that cannot be read is a note of the inventory."""
     reader = PackageReader(image, open_blob, cache=cache, workdir=workdir)
     interesting: dict[int, list[str]] = {}
 
@@ -129,21 +174,11 @@ def read_packages(image: Image, open_blob: BlobOpener, *, cache: Cache | None, w
         return found
 
     files = ImageFiles(len(image.layers), entries)
-    final: dict[str, tuple[int, str]] = {}  # path -> (layer, member holding its data)
-    for paths in interesting.values():
-        for path in paths:
-            where = files.data_of(path)
-            if where is not None:
-                final[path] = where
-    for name in OS_RELEASE:
-        real = files.realpath(name)
-        where = files.data_of(real) if real is not None else None
-        if where is not None:
-            final.setdefault(name, where)
-            break
+    final = _final_paths(files, interesting)
     by_layer: dict[int, set[str]] = {}
-    for layer, member in final.values():
-        by_layer.setdefault(layer, set()).add(member)
+    for path, (layer, member) in final.items():
+        if path not in RPM_DATABASES:  # read by rpm_headers, not as text
+            by_layer.setdefault(layer, set()).add(member)
     status_layers = sorted(i for i, paths in interesting.items() if DPKG_STATUS in paths)
     for i in status_layers:  # every version of the status file: who installed each package
         by_layer.setdefault(i, set()).add(DPKG_STATUS)
@@ -163,18 +198,93 @@ def read_packages(image: Image, open_blob: BlobOpener, *, cache: Cache | None, w
         found = text(path)
         assert found is not None
         packages += [p for p in _debs(found[1], [(found[0], {})]) if p.layer == found[0]]
+    packages = [_with_copyright(p, files, text) for p in packages]
     apk = text(APK_INSTALLED)
     if apk is not None:
         packages += _apks(apk[1], apk[0])
+    rpms, notes = _rpms(reader, final, interesting)
+    packages += rpms
     for path in sorted(p for p in final if p.endswith(_PY_METADATA)):
         found = text(path)
         assert found is not None
         dist = _python_dist(found[1], path, found[0])
         if dist is not None:
             packages.append(dist)
-    notes = tuple(f"/{p}: an rpm database, not read; its packages are not listed" for p in RPM_DATABASES
-                  if p in final)  # fmt: skip
-    return Inventory(tuple(packages), os_release, notes)
+    return Inventory(tuple(packages), os_release, tuple(notes))
+
+
+def _final_paths(files: ImageFiles, interesting: Mapping[int, list[str]]) -> dict[str, tuple[int, str]]:
+    """path -> (layer, member holding its data) of each wanted path in the final view."""
+    final: dict[str, tuple[int, str]] = {}
+    for paths in interesting.values():
+        for path in paths:
+            where = files.data_of(path)
+            if where is not None:
+                final[path] = where
+    for name in OS_RELEASE:
+        real = files.realpath(name)
+        where = files.data_of(real) if real is not None else None
+        if where is not None:
+            final.setdefault(name, where)
+            break
+    return final
+
+
+def _with_copyright(pkg: Package, files: ImageFiles, text: Callable[[str], tuple[int, str] | None]) -> Package:
+    """``pkg`` with the license its copyright file declares (its doc folder may be a link)."""
+    real = files.realpath(f"usr/share/doc/{pkg.name}/copyright")
+    found = text(real) if real is not None else None
+    return replace(pkg, license=found[1]) if found is not None and found[1] else pkg
+
+
+def _rpms(reader: PackageReader, final: Mapping[str, tuple[int, str]],
+          interesting: Mapping[int, list[str]]) -> tuple[list[Package], list[str]]:  # fmt: skip
+    """The packages of each rpm database in the final view, each attributed like Debian's;
+    notes for those that are not read."""
+    packages: list[Package] = []
+    notes: list[str] = []
+    seen: set[tuple[str, str, str]] = set()
+    for path in (p for p in RPM_DATABASES if p in final):
+        if rpmdb.kind_of(path) is None:
+            notes.append(f"/{path}: an ndb rpm database, not read; its packages are not listed")
+            continue
+        top, member = final[path]
+        headers = reader.rpm_headers(top, member)
+        if isinstance(headers, str):
+            notes.append(f"/{path}: an rpm database that cannot be read ({headers}); its packages are not listed")
+            continue
+        versions = []
+        for i in sorted(i for i, paths in interesting.items() if path in paths and i < top):
+            below = reader.rpm_headers(i, path)
+            versions.append((i, {} if isinstance(below, str) else {(h.name, h.arch): _evr(h) for h in below}))
+        versions.append((top, {(h.name, h.arch): _evr(h) for h in headers}))
+        for h in headers:
+            if h.name == "gpg-pubkey" or (h.name, h.arch, _evr(h)) in seen:
+                continue  # an imported signing key, not software; or listed by another database
+            seen.add((h.name, h.arch, _evr(h)))
+            layer = _lowest_layer((h.name, h.arch), _evr(h), versions)
+            packages.append(Package("rpm", h.name, f"{h.version}-{h.release}" if h.release else h.version, layer,
+                                    arch=h.arch, source=h.sourcerpm, supplier=h.vendor, summary=h.summary,
+                                    homepage=h.url, license=h.license, epoch=h.epoch))  # fmt: skip
+    return packages, notes
+
+
+def _evr(h: rpmdb.RpmHeader) -> str:
+    return f"{h.epoch}:{h.version}-{h.release}"
+
+
+Listing = Mapping[tuple[str, str], str]  # (name, arch) -> version, as one layer's database lists it
+
+
+def _lowest_layer(ident: tuple[str, str], version: str, versions: Sequence[tuple[int, Listing]]) -> int:
+    """The lowest layer of ``versions`` (layer, what its database lists, lowest first) from
+    which every one lists ``ident`` at ``version`` (an empty listing: one not known)."""
+    layer = versions[-1][0] if versions else 0
+    for i, listed in reversed(versions):
+        if listed and listed.get(ident) != version:
+            break
+        layer = i
+    return layer
 
 
 # -- the databases -------------------------------------------------------------------------
@@ -211,11 +321,7 @@ def _debs(text: str, versions: list[tuple[int, dict[tuple[str, str], str]]]) -> 
         if not _installed(f):
             continue
         ident, version = (f["Package"], f.get("Architecture", "")), f.get("Version", "")
-        layer = versions[-1][0] if versions else 0
-        for i, listed in reversed(versions):
-            if listed and listed.get(ident) != version:
-                break
-            layer = i
+        layer = _lowest_layer(ident, version, versions)
         source = f.get("Source", "").split(" ")[0]
         out.append(Package("deb", ident[0], version, layer, arch=ident[1], source=source,
                            supplier=f.get("Maintainer", ""), summary=f.get("Description", ""),
@@ -243,7 +349,9 @@ def _python_dist(text: str, path: str, layer: int) -> Package | None:
     name, version = headers.get("Name"), headers.get("Version")
     if not name or not version:
         return None
-    license_ = headers.get("License-Expression") or headers.get("License") or ""
+    classifiers = [str(c) for c in headers.get_all("Classifier") or []]
+    expression, field = str(headers.get("License-Expression") or ""), str(headers.get("License") or "")
+    license_ = python_license(expression, classifiers, field)
     folder = "/" + path.rsplit("/", 2)[0]
     return Package("pypi", str(name).strip(), str(version).strip(), layer, supplier=str(headers.get("Author") or ""),
                    summary=str(headers.get("Summary") or ""), homepage=str(headers.get("Home-page") or ""),

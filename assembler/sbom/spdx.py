@@ -3,14 +3,21 @@
 Packages: the image itself (``SPDXRef-Image``), its bases (the runtime base it descends
 from and the devel bases its artifacts were compiled on), the sources the compile steps
 read, each compiled artifact (the layer it is, or an input of another step), and every
-package the image's databases list (Debian, Alpine, Python; see
+package the image's databases list (Debian, Alpine, rpm, Python; see
 :mod:`assembler.sbom.packages`). Relationships say which contains which, which artifact
 was generated from which source, on which base and with which other artifacts.
 
+An installed package's ``licenseDeclared`` is what it declares (a Debian package's
+machine-readable copyright file, a Python distribution's metadata, apk's and rpm's
+databases), as an SPDX expression where it is one and as a ``LicenseRef-`` with the
+original text in ``hasExtractedLicensingInfos`` where it is not (see
+:mod:`assembler.sbom.licenses`); NOASSERTION where nothing declares one.
+``licenseConcluded`` is always NOASSERTION: nothing here concludes a license.
+
 An artifact's checksum is the sha256 of its layer's uncompressed tar (its diff_id); its
 step, step key, base digest and sources are in its comment and, as JSON, in an
-annotation. A Debian package's comment names the layer that installed it: the base's, or
-a runtime step's.
+annotation. An installed package's comment names the layer that installed it: the base's,
+or a runtime step's.
 
 The bytes depend only on the build's facts: ``created`` is the build's epoch, packages and
 relationships are sorted, IDs are derived from content, and the namespace from the image
@@ -28,6 +35,7 @@ from urllib.parse import quote
 from assembler.oci.digest import canonical_json, digest_hex
 from assembler.oci.mutate import timestamp
 from assembler.sbom.facts import ArtifactFact, BuildFacts, SourceFact
+from assembler.sbom.licenses import extracted_infos, spdx_license
 from assembler.sbom.packages import Inventory, Package
 
 NOASSERTION = "NOASSERTION"
@@ -86,6 +94,7 @@ class _Doc:
         self.facts = facts
         self.inventory = inventory
         self.packages: dict[str, Json] = {}
+        self.license_refs: dict[str, str] = {}  # LicenseRef id -> the text it stands for
         self.relationships: set[tuple[str, str, str]] = set()
         self.annotator = f"Tool: assemble-{facts.tool or 'unknown'}"
         self.created = timestamp(facts.epoch)
@@ -178,26 +187,36 @@ def _installed(doc: _Doc, pkg: Package, image_id: str, containers: dict[int, str
         by = f"{'compile' if layer.kind == 'artifact' else 'runtime'} step {layer.step} ({layer.what})"
     else:
         by = layer.what
-    os_id, os_version = doc.inventory.os_release.get("ID", ""), doc.inventory.os_release.get("VERSION_ID", "")
-    if pkg.ecosystem == "pypi":
-        name = re.sub(r"[-_.]+", "-", pkg.name).lower()
-        purl = _purl("pypi", "", name, pkg.version, {})
-        comment = f"installed in {pkg.path}, layer {pkg.layer} (from {by})"
-    else:
-        distro = f"{os_id}-{os_version}" if os_id and os_version else ""
-        purl = _purl(pkg.ecosystem, os_id or ("alpine" if pkg.ecosystem == "apk" else "debian"), pkg.name,
-                     pkg.version, {"arch": pkg.arch, "distro": distro})  # fmt: skip
-        comment = f"layer {pkg.layer}, installed by {by}"
+    comment = (f"installed in {pkg.path}, layer {pkg.layer} (from {by})" if pkg.ecosystem == "pypi"
+               else f"layer {pkg.layer}, installed by {by}")  # fmt: skip
     source = f"built from the source package {pkg.source}" if pkg.source else None
-    spdxid = spdx_id(pkg.ecosystem, pkg.name, pkg.version, pkg.arch, pkg.path)
-    doc.add(_package(spdxid, pkg.name, pkg.version, supplier=_supplier(pkg.supplier) or NOASSERTION,
-                     summary=pkg.summary or None, homepage=_url(pkg.homepage), sourceInfo=source,
+    spdxid = spdx_id(pkg.ecosystem, pkg.name, pkg.version, pkg.arch, pkg.path, pkg.epoch)
+    declared, refs = spdx_license(pkg.license, debian=pkg.ecosystem == "deb")
+    for ref, text in refs.items():
+        doc.license_refs.setdefault(ref, text)
+    vendor = " ".join(pkg.supplier.replace("(", " ").replace(")", " ").split())  # rpm: an organisation
+    supplier = f"Organization: {vendor}" if pkg.ecosystem == "rpm" and vendor else _supplier(pkg.supplier)
+    doc.add(_package(spdxid, pkg.name, f"{pkg.epoch}:{pkg.version}" if pkg.epoch else pkg.version,
+                     supplier=supplier or NOASSERTION, summary=pkg.summary or None, homepage=_url(pkg.homepage),
+                     sourceInfo=source, licenseDeclared=declared,
                      licenseComments=f"as the package says: {pkg.license}" if pkg.license else None,
-                     externalRefs=[purl], comment=comment,
+                     externalRefs=[_installed_purl(doc, pkg)], comment=comment,
                      primaryPackagePurpose="LIBRARY" if pkg.ecosystem == "pypi" else None))  # fmt: skip
     doc.relate(image_id, "CONTAINS", spdxid)
     if pkg.layer in containers:
         doc.relate(containers[pkg.layer], "CONTAINS", spdxid)
+
+
+def _installed_purl(doc: _Doc, pkg: Package) -> Json:
+    """The package URL of an installed package (purl's deb, apk, rpm and pypi types; an rpm's
+    epoch is its ``epoch`` qualifier, as the purl spec says)."""
+    if pkg.ecosystem == "pypi":
+        return _purl("pypi", "", re.sub(r"[-_.]+", "-", pkg.name).lower(), pkg.version, {})
+    os_id, os_version = doc.inventory.os_release.get("ID", ""), doc.inventory.os_release.get("VERSION_ID", "")
+    distro = f"{os_id}-{os_version}" if os_id and os_version else ""
+    namespace = os_id or {"apk": "alpine", "deb": "debian"}.get(pkg.ecosystem, "")
+    return _purl(pkg.ecosystem, namespace, pkg.name, pkg.version, {"arch": pkg.arch, "distro": distro,
+                                                                    "epoch": pkg.epoch})  # fmt: skip
 
 
 def _copies(doc: _Doc, image_id: str, containers: dict[int, str]) -> None:
@@ -234,7 +253,8 @@ def spdx_document(facts: BuildFacts, inventory: Inventory) -> bytes:
     for pkg in inventory.packages:
         _installed(doc, pkg, image_id, containers)
     debs = any(p.ecosystem == "deb" for p in inventory.packages)
-    notes = [*(["Debian's status database names no licenses: Debian packages say NOASSERTION."] if debs else []),
+    notes = [*(["A Debian package's declared license is its machine-readable copyright file's (Files: *);"
+                " NOASSERTION where that file is not machine-readable."] if debs else []),
              *inventory.notes]  # fmt: skip
     document: Json = {
         "spdxVersion": "SPDX-2.3",
@@ -250,6 +270,8 @@ def spdx_document(facts: BuildFacts, inventory: Inventory) -> bytes:
         "packages": [doc.packages[k] for k in sorted(doc.packages)],
         "relationships": _relationships(doc.relationships),
     }
+    if doc.license_refs:
+        document["hasExtractedLicensingInfos"] = extracted_infos(doc.license_refs)
     return canonical_json(document)
 
 
