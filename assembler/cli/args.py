@@ -162,7 +162,8 @@ def _manifest_args(p: argparse.ArgumentParser) -> None:
 
 def _referrers_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     p = sub.add_parser("referrers", help="list what is attached to an image: its SBOM, its provenance, a SIF")
-    p.add_argument("ref", help="an image: docker://HOST/REPO:TAG or oci:DIR[:TAG]")
+    p.add_argument("ref", help="an image: docker://HOST/REPO:TAG, oci:DIR[:TAG], oci-archive:FILE[:TAG], "
+                               "docker-archive:FILE (the files next to it) or sif:FILE")  # fmt: skip
     p.add_argument("--save", type=Path, default=None, metavar="DIR",
                    help="write each referrer's files into DIR (an existing folder), named by their titles")  # fmt: skip
     _reader_cache(p)

@@ -22,6 +22,7 @@ from assembler.oci.artifact import Artifact
 from assembler.oci.reference import ImageName, Ref
 from assembler.transports import Context, Written, check_replaceable, registry_options, write_output
 from assembler.transports.common import SourceImage
+from assembler.transports.sidecar import check_sidecars, write_sidecars
 
 if TYPE_CHECKING:
     from assembler.transports.sif import SifInfo
@@ -42,7 +43,8 @@ class Target:
     # SIF writing's byte count (a display shows it as its own bar); else ctx.progress.
     sif_progress: Callable[[int], None] | None = None
     # Artifacts whose subject is the image (its SBOM, its provenance): written into OCI
-    # layouts and pushed with the image; other outputs cannot hold them.
+    # layouts and archives, pushed with the image, put into SIFs as data objects, and
+    # written next to docker-archives (transports.sidecar); sqsh outputs get none.
     referrers: Sequence[Artifact] = ()
     _tmp: Path | None = field(default=None, repr=False)
 
@@ -58,7 +60,7 @@ class Target:
 
         ctx = self.ctx
         self.sif = write_sif(self.source, path, runner=ctx.runner, epoch=ctx.epoch, compressor=self.sif_compressor,
-                             progress=self.sif_progress or ctx.progress)  # fmt: skip
+                             progress=self.sif_progress or ctx.progress, attached=self.referrers)  # fmt: skip
         return self.sif
 
     def cleanup(self) -> None:
@@ -106,17 +108,50 @@ class LayoutWriter(_FileWriter):
                              referrers=referrers)]  # fmt: skip
 
 
+def _file_of(ref: Ref, target: Target) -> Path:
+    """The output file of ``ref``, as write_output places it."""
+    path = Path(ref.path).expanduser()
+    return path if path.is_absolute() else target.ctx.base_dir / path
+
+
+def _with_sidecars(written: Written, path: Path, referrers: Sequence[Artifact]) -> list[Written]:
+    """``written`` and the referrers written next to ``path`` (stale ones removed)."""
+    files = write_sidecars(path, referrers)
+    return [written, *(Written(str(f), a.blob.digest) for f, a in zip(files, referrers, strict=True))]
+
+
 class OciArchiveWriter(_FileWriter):
-    """``oci-archive:FILE[:TAG]``."""
+    """``oci-archive:FILE[:TAG]``: tagged, with the image's referrers inside, as a layout;
+    untagged, with them next to it (``FILE.spdx.json``...): skopeo reads an untagged
+    archive only when its index lists one manifest."""
+
+    def check(self, *, force: bool) -> None:
+        super().check(force=force)
+        if not self.ref.tag:
+            check_sidecars(Path(self.ref.path), self.ref.transport)
+
+    def write(self, target: Target) -> list[Written]:
+        inside = target.referrers if self.ref.tag else ()
+        out = write_output(self.ref, target.source.image, target.ctx, blobs=target.source.blobs, referrers=inside)
+        return _with_sidecars(out, _file_of(self.ref, target), () if self.ref.tag else target.referrers)
 
 
 class DockerArchiveWriter(_FileWriter):
-    """``docker-archive:FILE[:REF]``, for ``docker load`` (uncompressed layers)."""
+    """``docker-archive:FILE[:REF]``, for ``docker load`` (uncompressed layers); the image's
+    referrers go next to it (``FILE.spdx.json``, ``FILE.provenance.intoto.json``)."""
+
+    def check(self, *, force: bool) -> None:
+        super().check(force=force)
+        check_sidecars(Path(self.ref.path), self.ref.transport)
+
+    def write(self, target: Target) -> list[Written]:
+        out = write_output(self.ref, target.source.image, target.ctx, blobs=target.source.blobs)
+        return _with_sidecars(out, _file_of(self.ref, target), target.referrers)
 
 
 @dataclass(frozen=True)
 class SifWriter:
-    """``sif:FILE``: an Apptainer SIF."""
+    """``sif:FILE``: an Apptainer SIF, with the image's referrers as data objects."""
 
     ref: Ref
 
