@@ -1,9 +1,9 @@
 """The SBOM and provenance of a build on every file output, not only layouts and registries:
-inside a tagged oci-archive (as a tagged layout holds them), next to a docker-archive and
-an untagged oci-archive (``FILE.spdx.json``, ``FILE.provenance.intoto.json``), and inside a
-SIF as an SBOM object (type SBOM, format spdx-json) and a generic JSON object, checked
-with skopeo, siftool, unsquashfs and the SPDX reference validator; ``--no-sbom`` leaves
-them all out.
+inside a tagged oci-archive (as a tagged layout holds them), next to a docker-archive, an
+untagged oci-archive and a sqsh file (``FILE.spdx.json``, ``FILE.provenance.intoto.json``),
+and inside a SIF as an SBOM object (type SBOM, format spdx-json) and a generic JSON
+object, checked with skopeo, siftool, unsquashfs and the SPDX reference validator;
+``--no-sbom`` leaves them all out.
 """
 
 from __future__ import annotations
@@ -43,9 +43,11 @@ def _names_image(sbom_file: Path, prov_file: Path, digest: str) -> None:
     assert statement["subject"][0]["digest"] == {"sha256": digest[7:]}
 
 
-def test_archives_carry_the_sbom_and_provenance_inside_or_next_to_them(tmp_path: Path) -> None:
+def test_archives_and_sqsh_carry_the_sbom_and_provenance_inside_or_next_to_them(tmp_path: Path) -> None:
     root = _project(tmp_path / "p")
-    built = _build(root, "-o", "oci-archive:a.tar:one", "-o", "oci-archive:u.tar", "-o", "docker-archive:d.tar")
+    outputs = ["-o", "oci-archive:a.tar:one", "-o", "oci-archive:u.tar", "-o", "docker-archive:d.tar",
+               "-o", "sqsh:e.sqsh"]  # fmt: skip
+    built = _build(root, *outputs)
     digest, attached = built["digest"], built["referrers"]
     # Tagged oci-archive: the referrer manifests in its index, after the image, as in a layout.
     entries = _index(root / "a.tar")
@@ -61,12 +63,13 @@ def test_archives_carry_the_sbom_and_provenance_inside_or_next_to_them(tmp_path:
     # Untagged oci-archive: one manifest (skopeo reads it), the referrers next to it.
     assert [e["digest"] for e in _index(root / "u.tar")] == [digest]
     assert json.loads(sh(["skopeo", "inspect", f"oci-archive:{root}/u.tar"]).stdout)["Digest"] == digest
-    # docker-archive: the same bytes next to it, under the suffixes `referrers --save` uses.
-    for archive in ("u.tar", "d.tar"):
-        assert (root / f"{archive}.spdx.json").read_bytes() == sbom.read_bytes()
-        assert (root / f"{archive}.provenance.intoto.json").read_bytes() == prov.read_bytes()
-        assert sbom.name.endswith(".spdx.json") and prov.name.endswith(".provenance.intoto.json")
-        side = referrers(f"{'oci' if archive == 'u.tar' else 'docker'}-archive:{archive}", cwd=root)
+    # docker-archive and sqsh: the same bytes next to them, with the suffixes `referrers --save` uses.
+    assert sbom.name.endswith(".spdx.json") and prov.name.endswith(".provenance.intoto.json")
+    for ref in ("oci-archive:u.tar", "docker-archive:d.tar", "sqsh:e.sqsh"):
+        file = ref.partition(":")[2]
+        assert (root / f"{file}.spdx.json").read_bytes() == sbom.read_bytes()
+        assert (root / f"{file}.provenance.intoto.json").read_bytes() == prov.read_bytes()
+        side = referrers(ref, cwd=root)
         assert side["subject"] == digest and len(side["referrers"]) == 2
     # The docker-archive holds the built image's config (its image ID), with uncompressed layers.
     with tarfile.open(root / "d.tar") as tf:
@@ -75,16 +78,15 @@ def test_archives_carry_the_sbom_and_provenance_inside_or_next_to_them(tmp_path:
         (entry,) = json.load(member)
     config = json.loads(sh(["skopeo", "inspect", "--raw", f"oci-archive:{root}/a.tar:one"]).stdout)["config"]
     assert entry["Config"] == f"{config['digest'][7:]}.json"
-    assert {p.name for p in root.iterdir()} >= {"d.tar.spdx.json", "d.tar.provenance.intoto.json"}
 
     # --no-sbom: the same image, nothing inside, and the files of the last build removed.
-    bare = _build(root, "--no-sbom", "-o", "oci-archive:a.tar:one", "-o", "oci-archive:u.tar",
-                  "-o", "docker-archive:d.tar")  # fmt: skip
+    bare = _build(root, "--no-sbom", *outputs)
     assert bare["digest"] == digest and bare["referrers"] == []
     assert [e["digest"] for e in _index(root / "a.tar")] == [digest]
     assert not list(root.glob("*.json"))
     assert referrers("oci-archive:a.tar:one", cwd=root)["referrers"] == []
     assert referrers("docker-archive:d.tar", cwd=root)["referrers"] == []
+    assert referrers("sqsh:e.sqsh", cwd=root)["referrers"] == []
 
 
 def _siftool(*args: str) -> str:

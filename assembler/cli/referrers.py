@@ -1,5 +1,6 @@
 """``assemble referrers REF``: what is attached to an image (its SBOM, its provenance, a
-SIF), in a registry, an OCI layout or oci-archive, a SIF, or next to a docker-archive;
+SIF), in a registry, an OCI layout or oci-archive, a SIF, or next to a docker-archive or
+sqsh file;
 ``--save DIR`` writes their files there."""
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 
 
-_FILES = ("sif", "docker-archive")  # what holds its referrers as files, without manifests
+_FILES = ("sif", "docker-archive", "sqsh")  # what holds its referrers as files, without manifests
 
 
 def _listing(args: argparse.Namespace, ref: Ref, cache_dir: Path) -> tuple[str, Listing]:
@@ -32,7 +33,7 @@ def _listing(args: argparse.Namespace, ref: Ref, cache_dir: Path) -> tuple[str, 
 
     if ref.transport == "sif":
         return str(ref), list_sif(Path(ref.path))
-    if ref.transport == "docker-archive":
+    if ref.transport in ("docker-archive", "sqsh"):
         return str(ref), list_sidecars(Path(ref.path))
     source = _source(args, cache_dir)
     return source.name, list_referrers(ref, source.image.digest, source.blobs, options=registry_options(args))
@@ -42,7 +43,7 @@ def cmd_referrers(args: argparse.Namespace) -> int:
     ref = absolute_ref(parse_ref(args.ref), Path.cwd())
     if ref.transport not in ("oci", "oci-archive", "docker", *_FILES):
         raise InputError(f"{args.ref}: referrers live in OCI layouts (oci:), oci-archives, registries (docker://), "
-                         "SIF files and next to docker-archives")  # fmt: skip
+                         "SIF files and next to docker-archives and sqsh files")  # fmt: skip
     if args.save is not None and not args.save.is_dir():
         raise InputError(f"--save {args.save}: not an existing folder")
     with _reading_cache(args) as cache_dir:

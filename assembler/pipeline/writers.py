@@ -3,8 +3,12 @@
 :func:`writer_for` picks the class of a reference. The writers of one image share a
 :class:`Target` (the image, how to read its blobs, and a SIF made once: a ``sif:`` output
 and an ``oras://`` push of the same image reuse one file). ``assemble sif`` uses the same
-classes for any image. Registry pushes go through :func:`assembler.transports.write_output`
-and :func:`assembler.transports.sif_publish.push_sif`, the registry client's entry points.
+classes for any image. The outputs carry the image's referrers (its SBOM, its
+provenance; an untagged ``oci:DIR`` stays one manifest): inside tagged layouts and
+oci-archives, registries and SIFs; as files next to docker-archives, untagged
+oci-archives and sqsh files. Registry pushes go through
+:func:`assembler.transports.write_output` and :func:`assembler.transports.sif_publish.push_sif`,
+the registry client's entry points.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ class Target:
     sif_progress: Callable[[int], None] | None = None
     # Artifacts whose subject is the image (its SBOM, its provenance): written into OCI
     # layouts and archives, pushed with the image, put into SIFs as data objects, and
-    # written next to docker-archives (transports.sidecar); sqsh outputs get none.
+    # written next to docker-archives and sqsh files (transports.sidecar).
     referrers: Sequence[Artifact] = ()
     _tmp: Path | None = field(default=None, repr=False)
 
@@ -168,12 +172,14 @@ class SqshWriter:
 
     Its squashfs is written on its own, not shared with a SIF of the same run: the two
     differ by their files (``/.singularity.d`` against ``/etc/rc``...), so they are
-    different squashfs bytes; the layers are only read twice."""
+    different squashfs bytes; the layers are only read twice. A squashfs has no place for
+    the image's referrers: they go next to it (``FILE.spdx.json``...)."""
 
     ref: Ref
 
     def check(self, *, force: bool) -> None:
         check_replaceable(Path(self.ref.path), "sqsh", force=force)
+        check_sidecars(Path(self.ref.path), "sqsh")
 
     def write(self, target: Target) -> list[Written]:
         from assembler.transports.enroot import write_sqsh  # only sqsh outputs need it
@@ -181,7 +187,7 @@ class SqshWriter:
         ctx = target.ctx
         info = write_sqsh(target.source, Path(self.ref.path), runner=ctx.runner, epoch=ctx.epoch,
                           compressor=target.sif_compressor, progress=target.sif_progress or ctx.progress)  # fmt: skip
-        return [Written(str(self.ref), info.digest)]
+        return _with_sidecars(Written(str(self.ref), info.digest), _file_of(self.ref, target), target.referrers)
 
 
 def _push_sif(target: Target, name: ImageName, *, referrer: bool) -> Written:

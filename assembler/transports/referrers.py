@@ -1,5 +1,5 @@
 """An image's referrers (its SBOM, its provenance, a SIF): attached, listed and read, in a
-registry, an OCI layout or oci-archive, a SIF, or next to a docker-archive.
+registry, an OCI layout or oci-archive, a SIF, or next to a docker-archive or sqsh file.
 
 In a registry they go through the registry client (:class:`remote.Registry`): blobs,
 then the manifest by digest, found by the referrers API or, on registries without it
@@ -172,7 +172,8 @@ def list_sif(path: Path) -> Listing:
 
 
 def list_sidecars(path: Path) -> Listing:
-    """The SBOM and provenance written next to the (docker-)archive at ``path``."""
+    """The SBOM and provenance written next to the output file at ``path`` (a
+    docker-archive, an untagged oci-archive, a sqsh file); NotFound when it does not exist."""
     if not path.is_file():
         raise NotFound(f"{path}: no such file")
     return _files_listing([(t, p.name, p.read_bytes()) for t, p in sidecar.read_sidecars(path)])

@@ -1,7 +1,7 @@
 """An image's referrers (its SBOM, its provenance) as files next to an output that has no
-place for them: a ``docker-archive:FILE`` (the ``docker save`` format knows no referrers)
-and an untagged ``oci-archive:FILE`` (skopeo reads an untagged archive only when its index
-lists one manifest).
+place for them: a ``docker-archive:FILE`` (the ``docker save`` format knows no referrers),
+an untagged ``oci-archive:FILE`` (skopeo reads an untagged archive only when its index
+lists one manifest) and a ``sqsh:FILE`` (a bare squashfs).
 
 They are ``FILE.spdx.json`` and ``FILE.provenance.intoto.json``: the suffixes of the
 titles ``assemble referrers --save`` names them by, holding the same bytes as the
