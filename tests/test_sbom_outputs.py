@@ -130,3 +130,16 @@ def test_a_sif_holds_the_sbom_as_an_sbom_object_and_the_provenance_as_json(tmp_p
     assert "SBOM" not in _siftool("list", str(root / "bare.sif"))
     assert bare.uuid != read_sif_header(root / "s.sif").uuid
     assert referrers("sif:bare.sif", cwd=root) == {"subject": "", "referrers": []}
+
+
+def test_bad_paths_for_the_files_are_refused_with_exit_2(tmp_path: Path) -> None:
+    root = _project(tmp_path / "p")
+    (root / "d.tar.spdx.json").mkdir()  # where the SBOM of d.tar would go
+    ran = run_cli(["m.yaml", "--cache", "cache", "-o", "docker-archive:d.tar"], cwd=root)
+    assert ran.code == 2 and "d.tar.spdx.json is a folder" in ran.err, str(ran)
+    assert not (root / "d.tar").exists()  # refused before anything was built
+    refused = {"sif:missing.sif": "does not exist", "sif:m.yaml": "not a SIF file",
+               "sqsh:m.yaml": "not a squashfs image", "docker-archive:m.yaml": "not an image archive"}  # fmt: skip
+    for ref, needle in refused.items():
+        ran = run_cli(["referrers", ref], cwd=root)
+        assert ran.code == 2 and needle in ran.err and "Traceback" not in ran.err, str(ran)

@@ -34,7 +34,7 @@ def _listing(args: argparse.Namespace, ref: Ref, cache_dir: Path) -> tuple[str, 
     if ref.transport == "sif":
         return str(ref), list_sif(Path(ref.path))
     if ref.transport in ("docker-archive", "sqsh"):
-        return str(ref), list_sidecars(Path(ref.path))
+        return str(ref), list_sidecars(Path(ref.path), ref.transport)
     source = _source(args, cache_dir)
     return source.name, list_referrers(ref, source.image.digest, source.blobs, options=registry_options(args))
 

@@ -27,7 +27,7 @@ from assembler.oci.artifact import Artifact
 from assembler.oci.descriptor import Descriptor
 from assembler.oci.digest import sha256_digest
 from assembler.oci.reference import ImageName, Ref
-from assembler.transports import layout, sidecar
+from assembler.transports import archive, layout, sidecar
 from assembler.transports.archive import TarBlobs
 from assembler.transports.common import BlobReader, DirBlobs, RegistryOptions
 
@@ -165,17 +165,24 @@ def _files_listing(files: Sequence[tuple[str, str, bytes]]) -> Listing:
 
 def list_sif(path: Path) -> Listing:
     """The SBOM and provenance objects of the SIF at ``path``; the subject is the image its
-    provenance names. Raises NotFound, InputError (not a SIF file)."""
+    provenance names. Raises InputError (no such file, not a SIF file)."""
     from assembler.transports.sif import read_attached
 
+    if not path.is_file():  # the user's reference: exit 2, as for the other transports
+        raise InputError(f"sif:{path}: file does not exist")
     return _files_listing(read_attached(path))
 
 
-def list_sidecars(path: Path) -> Listing:
+def list_sidecars(path: Path, transport: str) -> Listing:
     """The SBOM and provenance written next to the output file at ``path`` (a
-    docker-archive, an untagged oci-archive, a sqsh file); NotFound when it does not exist."""
+    docker-archive, an untagged oci-archive, a sqsh file); InputError when ``path`` is not
+    such a file."""
     if not path.is_file():
-        raise NotFound(f"{path}: no such file")
+        raise InputError(f"{transport}:{path}: file does not exist")
+    with open(path, "rb") as f:
+        squashfs = f.read(4) == b"hsqs"
+    if not (squashfs if transport == "sqsh" else archive.is_image_archive(path)):
+        raise InputError(f"{transport}:{path}: not {'a squashfs image' if transport == 'sqsh' else 'an image archive'}")
     return _files_listing([(t, p.name, p.read_bytes()) for t, p in sidecar.read_sidecars(path)])
 
 
@@ -199,7 +206,7 @@ def list_referrers(ref: Ref, image: str, blobs: BlobReader, *, options: Registry
         return list_layout(Path(ref.path), ref.tag, image)
     if ref.transport == "oci-archive" and isinstance(blobs, TarBlobs):
         if not ref.tag:  # an untagged archive has them next to it (see OciArchiveWriter)
-            return list_sidecars(Path(ref.path))
+            return list_sidecars(Path(ref.path), ref.transport)
         return list_archive(Path(ref.path), image, blobs)
     if ref.transport == "docker":
         assert ref.name is not None
