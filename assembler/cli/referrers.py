@@ -1,7 +1,6 @@
 """``assemble referrers REF``: what is attached to an image (its SBOM, its provenance, a
 SIF), in a registry, an OCI layout or oci-archive, a SIF, or next to a docker-archive or
-sqsh file;
-``--save DIR`` writes their files there."""
+sqsh file; ``--save DIR`` writes their files there."""
 
 from __future__ import annotations
 

@@ -7,9 +7,10 @@ then the manifest by digest, found by the referrers API or, on registries withou
 layout they are untagged entries of ``index.json`` with an ``artifactType``, whose
 manifest's ``subject`` names the image (see :func:`layout.write`); a tagged oci-archive
 holds them the same way. A SIF holds their blobs as data objects (see
-:mod:`assembler.transports.sif`) and a docker-archive has them next to it as files (see
-:mod:`assembler.transports.sidecar`): there no manifest exists, so the entries listed are
-the files themselves, and the subject is the image their provenance names.
+:mod:`assembler.transports.sif`); a docker-archive, a sqsh file and an untagged
+oci-archive have them next to them as files (see :mod:`assembler.transports.sidecar`).
+There no manifest exists: the entries listed are the files themselves, and the subject is
+the image their provenance names.
 """
 
 from __future__ import annotations

@@ -30,9 +30,9 @@ The SIF objects, as ``apptainer build`` makes them (sylabs/sif layout, see
    aligned to 4096.
 
 Reproducible: the UUID is derived from the image digest, compressor, epoch and the
-attached objects' digests, every time
-field is ``epoch``, and tar2sqfs runs with ``SOURCE_DATE_EPOCH`` and
-``--defaults mtime=epoch`` (its superblock time), so the same image gives the same bytes.
+attached objects' digests, every time field is ``epoch``, and tar2sqfs runs with
+``SOURCE_DATE_EPOCH`` and ``--defaults mtime=epoch`` (its superblock time), so the same
+image gives the same bytes.
 """
 
 from __future__ import annotations
