@@ -173,7 +173,7 @@ def write(
 ) -> list[Written]:  # fmt: skip
     """Write the image to every output; a SIF is made once for all that need it. A push
     mounts blobs from the base's repository and ``mount_from`` (on the same registry).
-    ``referrers`` (the SBOM, the provenance) go with it into layouts and registries."""
+    ``referrers`` (the SBOM, the provenance) go with it to every output (see writers.Target)."""
     base_repo = [built.base.registry_name] if built.base.registry_name else []
     target = Target(SourceImage(built.image, ctx.cache, source_name), ctx, sif_compressor, sif_name,
                     mount_from=[*base_repo, *mount_from],

@@ -151,7 +151,8 @@ def _manifest_args(p: argparse.ArgumentParser) -> None:
                         "and symbol versions in the image")  # fmt: skip
     p.add_argument("--no-sbom", action="store_true",
                    help="do not attach an SPDX SBOM and a SLSA provenance to the image (as referrers in OCI "
-                        "layouts and registries)")  # fmt: skip
+                        "layouts, oci-archives and registries, as SIF objects, as files next to other "
+                        "outputs)")  # fmt: skip
     p.add_argument("--artifact", action="append", default=[], metavar="STEP[.NAME]",
                    help="write these compile step artifacts (repeatable) to the oci: and docker:// outputs as one "
                         "OCI artifact, and no image")  # fmt: skip
@@ -162,7 +163,8 @@ def _manifest_args(p: argparse.ArgumentParser) -> None:
 
 def _referrers_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     p = sub.add_parser("referrers", help="list what is attached to an image: its SBOM, its provenance, a SIF")
-    p.add_argument("ref", help="an image: docker://HOST/REPO:TAG or oci:DIR[:TAG]")
+    p.add_argument("ref", help="an image: docker://HOST/REPO:TAG, oci:DIR[:TAG], oci-archive:FILE[:TAG], "
+                               "sif:FILE, docker-archive:FILE or sqsh:FILE (the files next to it)")  # fmt: skip
     p.add_argument("--save", type=Path, default=None, metavar="DIR",
                    help="write each referrer's files into DIR (an existing folder), named by their titles")  # fmt: skip
     _reader_cache(p)

@@ -1,5 +1,6 @@
 """``assemble referrers REF``: what is attached to an image (its SBOM, its provenance, a
-SIF), in a registry or an OCI layout; ``--save DIR`` writes their files there."""
+SIF), in a registry, an OCI layout or oci-archive, a SIF, or next to a docker-archive or
+sqsh file; ``--save DIR`` writes their files there."""
 
 from __future__ import annotations
 
@@ -7,29 +8,45 @@ import argparse
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from assembler.cli.args import registry_options
 from assembler.cli.console import out, say, size
 from assembler.cli.images import _reading_cache, _source
 from assembler.errors import InputError
 from assembler.oci import mediatypes as mt
-from assembler.oci.reference import absolute_ref, parse_ref
+from assembler.oci.reference import Ref, absolute_ref, parse_ref
+
+if TYPE_CHECKING:
+    from assembler.transports.referrers import Listing
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 
 
-def cmd_referrers(args: argparse.Namespace) -> int:
-    from assembler.transports.referrers import list_referrers
+_FILES = ("sif", "docker-archive", "sqsh")  # what holds its referrers as files, without manifests
 
+
+def _listing(args: argparse.Namespace, ref: Ref, cache_dir: Path) -> tuple[str, Listing]:
+    """The name of what ``ref`` names and the referrers of its image."""
+    from assembler.transports.referrers import list_referrers, list_sidecars, list_sif
+
+    if ref.transport == "sif":
+        return str(ref), list_sif(Path(ref.path))
+    if ref.transport in ("docker-archive", "sqsh"):
+        return str(ref), list_sidecars(Path(ref.path), ref.transport)
+    source = _source(args, cache_dir)
+    return source.name, list_referrers(ref, source.image.digest, source.blobs, options=registry_options(args))
+
+
+def cmd_referrers(args: argparse.Namespace) -> int:
     ref = absolute_ref(parse_ref(args.ref), Path.cwd())
-    if ref.transport not in ("oci", "docker"):
-        raise InputError(f"{args.ref}: referrers live in OCI layouts (oci:) and registries (docker://)")
+    if ref.transport not in ("oci", "oci-archive", "docker", *_FILES):
+        raise InputError(f"{args.ref}: referrers live in OCI layouts (oci:), oci-archives, registries (docker://), "
+                         "SIF files and next to docker-archives and sqsh files")  # fmt: skip
     if args.save is not None and not args.save.is_dir():
         raise InputError(f"--save {args.save}: not an existing folder")
     with _reading_cache(args) as cache_dir:
-        source = _source(args, cache_dir)
-        listing = list_referrers(ref, source.image, source.blobs, options=registry_options(args))
+        name, listing = _listing(args, ref, cache_dir)
         shown: list[dict[str, Any]] = []
         for r in sorted(listing.referrers, key=lambda r: (r.descriptor.artifact_type, r.descriptor.digest)):
             files = []
@@ -44,9 +61,9 @@ def cmd_referrers(args: argparse.Namespace) -> int:
             shown.append({"digest": r.descriptor.digest, "artifact_type": r.descriptor.artifact_type,
                           "annotations": dict(r.descriptor.annotations), "files": files})  # fmt: skip
     if args.json:
-        out.print(json.dumps({"subject": source.image.digest, "referrers": shown}, indent=2), markup=False)
+        out.print(json.dumps({"subject": listing.subject, "referrers": shown}, indent=2), markup=False)
         return 0
-    say(f"{source.name} {source.image.digest}: {len(shown)} referrer(s)")
+    say(f"{name} {listing.subject or '(no provenance names the image)'}: {len(shown)} referrer(s)")
     for item in shown:
         say(f"  {item['digest']}  {item['artifact_type'] or '(no artifact type)'}")
         for f in item["files"]:

@@ -3,8 +3,12 @@
 :func:`writer_for` picks the class of a reference. The writers of one image share a
 :class:`Target` (the image, how to read its blobs, and a SIF made once: a ``sif:`` output
 and an ``oras://`` push of the same image reuse one file). ``assemble sif`` uses the same
-classes for any image. Registry pushes go through :func:`assembler.transports.write_output`
-and :func:`assembler.transports.sif_publish.push_sif`, the registry client's entry points.
+classes for any image. The outputs carry the image's referrers (its SBOM, its
+provenance; an untagged ``oci:DIR`` stays one manifest): inside tagged layouts and
+oci-archives, registries and SIFs; as files next to docker-archives, untagged
+oci-archives and sqsh files. Registry pushes go through
+:func:`assembler.transports.write_output` and :func:`assembler.transports.sif_publish.push_sif`,
+the registry client's entry points.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from assembler.oci.artifact import Artifact
 from assembler.oci.reference import ImageName, Ref
 from assembler.transports import Context, Written, check_replaceable, registry_options, write_output
 from assembler.transports.common import SourceImage
+from assembler.transports.sidecar import check_sidecars, write_sidecars
 
 if TYPE_CHECKING:
     from assembler.transports.sif import SifInfo
@@ -42,7 +47,8 @@ class Target:
     # SIF writing's byte count (a display shows it as its own bar); else ctx.progress.
     sif_progress: Callable[[int], None] | None = None
     # Artifacts whose subject is the image (its SBOM, its provenance): written into OCI
-    # layouts and pushed with the image; other outputs cannot hold them.
+    # layouts and archives, pushed with the image, put into SIFs as data objects, and
+    # written next to docker-archives and sqsh files (transports.sidecar).
     referrers: Sequence[Artifact] = ()
     _tmp: Path | None = field(default=None, repr=False)
 
@@ -58,7 +64,7 @@ class Target:
 
         ctx = self.ctx
         self.sif = write_sif(self.source, path, runner=ctx.runner, epoch=ctx.epoch, compressor=self.sif_compressor,
-                             progress=self.sif_progress or ctx.progress)  # fmt: skip
+                             progress=self.sif_progress or ctx.progress, attached=self.referrers)  # fmt: skip
         return self.sif
 
     def cleanup(self) -> None:
@@ -106,17 +112,50 @@ class LayoutWriter(_FileWriter):
                              referrers=referrers)]  # fmt: skip
 
 
+def _file_of(ref: Ref, target: Target) -> Path:
+    """The output file of ``ref``, as write_output places it."""
+    path = Path(ref.path).expanduser()
+    return path if path.is_absolute() else target.ctx.base_dir / path
+
+
+def _with_sidecars(written: Written, path: Path, referrers: Sequence[Artifact]) -> list[Written]:
+    """``written`` and the referrers written next to ``path`` (stale ones removed)."""
+    files = write_sidecars(path, referrers)
+    return [written, *(Written(str(f), a.blob.digest) for f, a in zip(files, referrers, strict=True))]
+
+
 class OciArchiveWriter(_FileWriter):
-    """``oci-archive:FILE[:TAG]``."""
+    """``oci-archive:FILE[:TAG]``: tagged, with the image's referrers inside, as a layout;
+    untagged, with them next to it (``FILE.spdx.json``...): skopeo reads an untagged
+    archive only when its index lists one manifest."""
+
+    def check(self, *, force: bool) -> None:
+        super().check(force=force)
+        if not self.ref.tag:
+            check_sidecars(Path(self.ref.path), self.ref.transport)
+
+    def write(self, target: Target) -> list[Written]:
+        inside = target.referrers if self.ref.tag else ()
+        out = write_output(self.ref, target.source.image, target.ctx, blobs=target.source.blobs, referrers=inside)
+        return _with_sidecars(out, _file_of(self.ref, target), () if self.ref.tag else target.referrers)
 
 
 class DockerArchiveWriter(_FileWriter):
-    """``docker-archive:FILE[:REF]``, for ``docker load`` (uncompressed layers)."""
+    """``docker-archive:FILE[:REF]``, for ``docker load`` (uncompressed layers); the image's
+    referrers go next to it (``FILE.spdx.json``, ``FILE.provenance.intoto.json``)."""
+
+    def check(self, *, force: bool) -> None:
+        super().check(force=force)
+        check_sidecars(Path(self.ref.path), self.ref.transport)
+
+    def write(self, target: Target) -> list[Written]:
+        out = write_output(self.ref, target.source.image, target.ctx, blobs=target.source.blobs)
+        return _with_sidecars(out, _file_of(self.ref, target), target.referrers)
 
 
 @dataclass(frozen=True)
 class SifWriter:
-    """``sif:FILE``: an Apptainer SIF."""
+    """``sif:FILE``: an Apptainer SIF, with the image's referrers as data objects."""
 
     ref: Ref
 
@@ -133,12 +172,14 @@ class SqshWriter:
 
     Its squashfs is written on its own, not shared with a SIF of the same run: the two
     differ by their files (``/.singularity.d`` against ``/etc/rc``...), so they are
-    different squashfs bytes; the layers are only read twice."""
+    different squashfs bytes; the layers are only read twice. A squashfs has no place for
+    the image's referrers: they go next to it (``FILE.spdx.json``...)."""
 
     ref: Ref
 
     def check(self, *, force: bool) -> None:
         check_replaceable(Path(self.ref.path), "sqsh", force=force)
+        check_sidecars(Path(self.ref.path), "sqsh")
 
     def write(self, target: Target) -> list[Written]:
         from assembler.transports.enroot import write_sqsh  # only sqsh outputs need it
@@ -146,7 +187,7 @@ class SqshWriter:
         ctx = target.ctx
         info = write_sqsh(target.source, Path(self.ref.path), runner=ctx.runner, epoch=ctx.epoch,
                           compressor=target.sif_compressor, progress=target.sif_progress or ctx.progress)  # fmt: skip
-        return [Written(str(self.ref), info.digest)]
+        return _with_sidecars(Written(str(self.ref), info.digest), _file_of(self.ref, target), target.referrers)
 
 
 def _push_sif(target: Target, name: ImageName, *, referrer: bool) -> Written:

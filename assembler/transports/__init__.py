@@ -238,15 +238,17 @@ def write_output(
     referrers: Sequence[Artifact] = (),
 ) -> Written:
     """Write ``image`` to the output ``ref``, with ``referrers`` (artifacts whose subject is
-    ``image``) where the output can hold them: an OCI layout, a registry. SIF and sqsh
-    outputs have writers of their own."""
+    ``image``) where the output can hold them: an OCI layout or archive, a registry (a
+    docker-archive cannot: see :mod:`assembler.transports.sidecar`). SIF and sqsh outputs
+    have writers of their own."""
     attached = tuple(a.digest for a in referrers)
     if ref.transport == "oci":
         layout.write(_path(ctx, ref.path), image, tag=ref.tag, blobs=blobs, referrers=referrers)
         return Written(str(ref), image.digest, referrers=attached)
     if ref.transport == "oci-archive":
-        archive.write_oci_archive(_path(ctx, ref.path), image, tag=ref.tag, blobs=blobs, epoch=ctx.epoch)
-        return Written(str(ref), image.digest)
+        archive.write_oci_archive(_path(ctx, ref.path), image, tag=ref.tag, blobs=blobs, epoch=ctx.epoch,
+                                  referrers=referrers)  # fmt: skip
+        return Written(str(ref), image.digest, referrers=attached)
     if ref.transport == "docker-archive":
         sizes = archive.uncompressed_sizes(image, blobs, known=lambda diff_id: _known_size(ctx.cache, diff_id))
         for layer in sizes:

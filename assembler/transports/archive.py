@@ -1,6 +1,8 @@
 """Image archives: ``oci-archive:FILE[:TAG]`` and ``docker-archive:FILE[:REF]``, read and write.
 
-An oci-archive is an OCI layout in a tar. A docker-archive is what ``docker save``
+An oci-archive is an OCI layout in a tar; a tagged one holds the image's referrers (its
+SBOM, its provenance) as a tagged ``oci:`` layout does: untagged ``index.json`` entries
+with an ``artifactType``, whose manifest's ``subject`` is the image. A docker-archive is what ``docker save``
 writes and ``docker load``/``podman load`` read: ``manifest.json``, the config, and one
 *uncompressed* tar per layer (zstd is unknown to Docker, so layers are converted).
 Both are written as deterministic tars (sorted, epoch mtimes) to a temp name next to
@@ -14,7 +16,7 @@ import json
 import os
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ from assembler.archive.tar import TarEntry, TarWriter, sort_key
 from assembler.cache import reclaim, temp_prefix
 from assembler.errors import InputError, InvalidImage
 from assembler.oci import mediatypes as mt
+from assembler.oci.artifact import Artifact
 from assembler.oci.descriptor import Descriptor, Platform
 from assembler.oci.digest import canonical_json, digest_hex, is_digest, sha256_digest
 from assembler.oci.image import Image
@@ -141,6 +144,8 @@ def read_oci_archive(path: Path, tag: str = "", *, platform: Platform) -> Source
     descs = descriptors(index.get("manifests", []), what)
     if tag:
         descs = [d for d in descs if d.annotations.get(mt.ANNOTATION_REF_NAME) == tag]
+    else:  # referrers (an SBOM, a provenance) are listed untagged, typed by artifactType: not images
+        descs = [d for d in descs if not d.artifact_type]
     if len(descs) != 1:
         tags = sorted({d.annotations.get(mt.ANNOTATION_REF_NAME, "?") for d in descs})
         raise InputError(f"{what}: {'no' if not descs else 'more than one'} image matches", hint=f"tags: {tags}")
@@ -217,13 +222,17 @@ def _file(path: str, size: int, epoch: int) -> TarEntry:
     return TarEntry(path=path, kind="file", mode=0o644, size=size, mtime=epoch)
 
 
-def write_oci_archive(path: Path, image: Image, *, tag: str, blobs: BlobReader, epoch: int) -> Descriptor:
-    """Write ``image`` as an oci-archive (replacing the file); returns its index entry."""
+def write_oci_archive(
+    path: Path, image: Image, *, tag: str, blobs: BlobReader, epoch: int, referrers: Sequence[Artifact] = ()
+) -> Descriptor:  # fmt: skip
+    """Write ``image`` as an oci-archive (replacing the file), with ``referrers`` (artifacts
+    whose subject is ``image``) as untagged entries after it; returns its index entry."""
     entry = Descriptor(
         image.media_type, image.digest, len(image.manifest_bytes),
         {mt.ANNOTATION_REF_NAME: tag} if tag else {}, platform=image.platform,
     )  # fmt: skip
-    index = canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [entry.to_json()]})
+    entries = [entry.to_json(), *(a.descriptor.to_json() for a in referrers)]
+    index = canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries})
     layout = canonical_json({"imageLayoutVersion": mt.OCI_LAYOUT_VERSION})
     small: dict[str, bytes] = {
         "index.json": index,
@@ -231,6 +240,9 @@ def write_oci_archive(path: Path, image: Image, *, tag: str, blobs: BlobReader, 
         f"blobs/sha256/{digest_hex(image.config_descriptor.digest)}": image.config_bytes,
         f"blobs/sha256/{digest_hex(image.digest)}": image.manifest_bytes,
     }
+    for artifact in referrers:
+        for digest, body in [*artifact.blobs().items(), (artifact.digest, artifact.manifest_bytes)]:
+            small[f"blobs/sha256/{digest_hex(digest)}"] = body
     big = {f"blobs/sha256/{digest_hex(d.digest)}": d for d in image.layers}
     names = sorted({*small, *big, "blobs", "blobs/sha256"}, key=sort_key)
     with _atomic(path) as out:

@@ -1,27 +1,35 @@
 """An image's referrers (its SBOM, its provenance, a SIF): attached, listed and read, in a
-registry or an OCI layout.
+registry, an OCI layout or oci-archive, a SIF, or next to a docker-archive or sqsh file.
 
 In a registry they go through the registry client (:class:`remote.Registry`): blobs,
 then the manifest by digest, found by the referrers API or, on registries without it
 (distribution 2.8), the tag schema's ``sha256-<hex>`` index (see remote_referrers). In a
 layout they are untagged entries of ``index.json`` with an ``artifactType``, whose
-manifest's ``subject`` names the image (see :func:`layout.write`).
+manifest's ``subject`` names the image (see :func:`layout.write`); a tagged oci-archive
+holds them the same way. A SIF holds their blobs as data objects (see
+:mod:`assembler.transports.sif`); a docker-archive, a sqsh file and an untagged
+oci-archive have them next to them as files (see :mod:`assembler.transports.sidecar`).
+There no manifest exists: the entries listed are the files themselves, and the subject is
+the image their provenance names.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from assembler.errors import InputError, InvalidImage, NotFound
 from assembler.oci import mediatypes as mt
 from assembler.oci.artifact import Artifact
 from assembler.oci.descriptor import Descriptor
-from assembler.oci.image import Image
+from assembler.oci.digest import sha256_digest
 from assembler.oci.reference import ImageName, Ref
-from assembler.transports import layout
+from assembler.transports import archive, layout, sidecar
+from assembler.transports.archive import TarBlobs
 from assembler.transports.common import BlobReader, DirBlobs, RegistryOptions
 
 _SMALL = 64 << 20  # an SBOM of a big image is a few MiB; a manifest far less
@@ -63,9 +71,9 @@ class Referrer:
 
 @dataclass
 class Listing:
-    """An image and its referrers, with a reader of their blobs."""
+    """An image (its digest) and its referrers, with a reader of their blobs."""
 
-    image: Image
+    subject: str
     referrers: list[Referrer]
     blobs: BlobReader
 
@@ -87,12 +95,12 @@ def _manifest(body: bytes, what: str) -> dict[str, object]:
     return data
 
 
-def list_layout(path: Path, tag: str, image: Image) -> Listing:
-    """The referrers of ``image`` in the layout at ``path``."""
+def list_layout(path: Path, tag: str, image: str) -> Listing:
+    """The referrers of ``image`` (a digest) in the layout at ``path``."""
     blobs = DirBlobs(path / "blobs", what=f"oci:{path}")
     found = []
     for entry in layout.read_index(path)["manifests"]:
-        if layout.subject_of(path, entry) != image.digest:
+        if layout.subject_of(path, entry) != image:
             continue
         desc = Descriptor.from_json(entry)
         with blobs.open_blob(desc.digest) as f:
@@ -100,23 +108,108 @@ def list_layout(path: Path, tag: str, image: Image) -> Listing:
     return Listing(image, found, blobs)
 
 
-def list_remote(name: ImageName, image: Image, blobs: BlobReader, *, options: RegistryOptions) -> Listing:
-    """The referrers of ``image`` in ``name``'s repository (the API, else the fallback tag)."""
+def list_archive(path: Path, image: str, blobs: TarBlobs) -> Listing:
+    """The referrers of ``image`` (a digest) in the oci-archive at ``path`` whose members
+    ``blobs`` reads: its index's entries with an ``artifactType`` whose subject is ``image``."""
+    what = f"oci-archive:{path}"
+    index = _manifest(blobs.read_member("index.json"), f"{what}: index.json")
+    entries = index.get("manifests")
+    found = []
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict) or not entry.get("artifactType"):
+            continue
+        desc = Descriptor.from_json(entry)
+        with blobs.open_blob(desc.digest) as f:
+            manifest = _manifest(f.read(_SMALL), f"{what}: referrer {desc.digest}")
+        subject = manifest.get("subject")
+        if isinstance(subject, dict) and subject.get("digest") == image:
+            found.append(Referrer(desc, manifest))
+    return Listing(image, found, blobs)
+
+
+class _Files:
+    """Blobs held in memory (the files of a SIF's objects or of sidecars: a few MiB)."""
+
+    def __init__(self, blobs: dict[str, bytes]) -> None:
+        self._blobs = blobs
+
+    def blob_file(self, digest: str) -> Path | None:
+        return None
+
+    def open_blob(self, digest: str) -> BinaryIO:
+        if digest not in self._blobs:
+            raise NotFound(f"blob {digest} is not among the attached files")
+        return io.BytesIO(self._blobs[digest])
+
+
+def _statement_subject(data: bytes) -> str:
+    """The first subject digest of an in-toto statement ("" when there is none)."""
+    try:
+        subjects = json.loads(data).get("subject") or []
+        return f"sha256:{subjects[0]['digest']['sha256']}"
+    except (ValueError, AttributeError, LookupError, TypeError):
+        return ""
+
+
+def _files_listing(files: Sequence[tuple[str, str, bytes]]) -> Listing:
+    """A listing of attached files, (artifact type, name, bytes): each its own entry."""
+    found, blobs, subject = [], {}, ""
+    for artifact_type, name, data in files:
+        blob = Descriptor(artifact_type, sha256_digest(data), len(data), {mt.ANNOTATION_TITLE: name})
+        blobs[blob.digest] = data
+        found.append(Referrer(Descriptor(artifact_type, blob.digest, blob.size, artifact_type=artifact_type),
+                              {"layers": [blob.to_json()]}))  # fmt: skip
+        if artifact_type == mt.IN_TOTO_JSON:
+            subject = subject or _statement_subject(data)
+    return Listing(subject, found, _Files(blobs))
+
+
+def list_sif(path: Path) -> Listing:
+    """The SBOM and provenance objects of the SIF at ``path``; the subject is the image its
+    provenance names. Raises InputError (no such file, not a SIF file)."""
+    from assembler.transports.sif import read_attached
+
+    if not path.is_file():  # the user's reference: exit 2, as for the other transports
+        raise InputError(f"sif:{path}: file does not exist")
+    return _files_listing(read_attached(path))
+
+
+def list_sidecars(path: Path, transport: str) -> Listing:
+    """The SBOM and provenance written next to the output file at ``path`` (a
+    docker-archive, an untagged oci-archive, a sqsh file); InputError when ``path`` is not
+    such a file."""
+    if not path.is_file():
+        raise InputError(f"{transport}:{path}: file does not exist")
+    with open(path, "rb") as f:
+        squashfs = f.read(4) == b"hsqs"
+    if not (squashfs if transport == "sqsh" else archive.is_image_archive(path)):
+        raise InputError(f"{transport}:{path}: not {'a squashfs image' if transport == 'sqsh' else 'an image archive'}")
+    return _files_listing([(t, p.name, p.read_bytes()) for t, p in sidecar.read_sidecars(path)])
+
+
+def list_remote(name: ImageName, image: str, blobs: BlobReader, *, options: RegistryOptions) -> Listing:
+    """The referrers of ``image`` (a digest) in ``name``'s repository (the API, else the fallback tag)."""
     from assembler.transports import remote
 
     found = []
     with remote.Registry(name.registry, options=options) as reg:
-        for desc in reg.list_referrers(name.repository, image.digest):
+        for desc in reg.list_referrers(name.repository, image):
             body, _ = reg.fetch_manifest(name.repository, desc.digest)
             found.append(Referrer(desc, _manifest(body, f"docker://{name}: referrer {desc.digest}")))
     return Listing(image, found, blobs)
 
 
-def list_referrers(ref: Ref, image: Image, blobs: BlobReader, *, options: RegistryOptions) -> Listing:
-    """The referrers of ``image`` (read from ``ref``): for ``oci:`` and ``docker://`` references."""
+def list_referrers(ref: Ref, image: str, blobs: BlobReader, *, options: RegistryOptions) -> Listing:
+    """The referrers of ``image`` (a digest, read from ``ref``, whose blobs ``blobs`` reads)
+    in an ``oci:`` layout, an ``oci-archive:`` or a registry (``docker://``); a SIF and a
+    docker-archive have :func:`list_sif` and :func:`list_sidecars`. NotFound for other references."""
     if ref.transport == "oci":
         return list_layout(Path(ref.path), ref.tag, image)
+    if ref.transport == "oci-archive" and isinstance(blobs, TarBlobs):
+        if not ref.tag:  # an untagged archive has them next to it (see OciArchiveWriter)
+            return list_sidecars(Path(ref.path), ref.transport)
+        return list_archive(Path(ref.path), image, blobs)
     if ref.transport == "docker":
         assert ref.name is not None
         return list_remote(ref.name, image, blobs, options=options)
-    raise NotFound(f"{ref}: only OCI layouts (oci:) and registries (docker://) hold referrers")
+    raise NotFound(f"{ref}: referrers live in OCI layouts and archives (oci:, oci-archive:) and registries")

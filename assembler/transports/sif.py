@@ -20,12 +20,19 @@ The SIF objects, as ``apptainer build`` makes them (sylabs/sif layout, see
 4. generic JSON (0x4006) ``oci-config.json``: the config's runtime part (Env, Cmd...),
    which Apptainer reads back for ``--oci`` runs and ``inspect``
    (generic JSON objects sorted by name, as Apptainer adds them);
-5. the squashfs as the primary system partition (0x4004, Squashfs, PrimSys, image arch),
+5. with ``attached`` (a build's referrers, :func:`write_sif`): the SPDX SBOM as an SBOM
+   object (0x4009, format ``spdx-json``: what ``siftool add --datatype 9 --sbomformat
+   spdx-json`` writes) and the SLSA provenance as generic JSON (0x4006; SIF has no type for
+   an attestation, and in-toto statements are JSON), each named by its title
+   (``NAME.spdx.json``, ``NAME.provenance.intoto.json``, as ``assemble referrers --save``
+   names them), the same bytes as the referrers pushed with the image;
+6. the squashfs as the primary system partition (0x4004, Squashfs, PrimSys, image arch),
    aligned to 4096.
 
-Reproducible: the UUID is derived from the image digest, compressor and epoch, every time
-field is ``epoch``, and tar2sqfs runs with ``SOURCE_DATE_EPOCH`` and
-``--defaults mtime=epoch`` (its superblock time), so the same image gives the same bytes.
+Reproducible: the UUID is derived from the image digest, compressor, epoch and the
+attached objects' digests, every time field is ``epoch``, and tar2sqfs runs with
+``SOURCE_DATE_EPOCH`` and ``--defaults mtime=epoch`` (its superblock time), so the same
+image gives the same bytes.
 """
 
 from __future__ import annotations
@@ -33,12 +40,14 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from assembler.errors import InputError, InvalidImage
-from assembler.oci.digest import file_digest
+from assembler.oci import mediatypes as mt
+from assembler.oci.artifact import Artifact
+from assembler.oci.digest import digest_hex, file_digest
 from assembler.proc import Runner
 from assembler.transports import apptainer
 from assembler.transports.common import SourceImage
@@ -47,16 +56,20 @@ from assembler.transports.sif_format import (
     DATA_GENERIC_JSON,
     DATA_LABELS,
     DATA_OFFSET,
+    DATA_SBOM,
     PARTITION_ALIGNMENT,
+    SBOM_FORMAT_SPDX_JSON,
     SifObject,
     align,
+    read_object,
     read_sif_header,
+    sbom_extra,
     sif_arch,
 )
 from assembler.transports.sif_front import put_front
 from assembler.transports.squashfs import COMPRESSORS, temp_file, write_squashfs
 
-__all__ = ["COMPRESSORS", "SifInfo", "read_sif_header", "write_sif"]
+__all__ = ["COMPRESSORS", "SifInfo", "read_attached", "read_sif_header", "write_sif"]
 
 log = logging.getLogger(__name__)
 
@@ -84,24 +97,62 @@ class SifInfo:
     file_bytes: int
 
 
-def image_uuid(image_digest: str, compressor: str, epoch: int) -> uuid.UUID:
-    """The SIF UUID: an RFC 4122 version 5 UUID of what decides the file's bytes."""
-    return uuid.uuid5(_UUID_NAMESPACE, f"sif/{FORMAT}/{image_digest}/{compressor}/{epoch}")
+def image_uuid(image_digest: str, compressor: str, epoch: int, attached: Sequence[str] = ()) -> uuid.UUID:
+    """The SIF UUID: an RFC 4122 version 5 UUID of what decides the file's bytes
+    (``attached``: the digests of the attached objects; none keeps the UUIDs of before)."""
+    more = "".join(f"/{d}" for d in attached)
+    return uuid.uuid5(_UUID_NAMESPACE, f"sif/{FORMAT}/{image_digest}/{compressor}/{epoch}{more}")
 
 
-def _objects(meta: apptainer.Metadata, *, epoch: int) -> tuple[list[SifObject], list[bytes], int]:
+_PROVENANCE_SUFFIX = ".intoto.json"
+
+
+def _attached_kind(artifact: Artifact) -> tuple[int, str, bytes]:
+    """The SIF type, name and extra of an attached artifact (the SBOM, the provenance)."""
+    name = artifact.title
+    if len(name.encode()) > 128:  # a descriptor's name field; a very long manifest name
+        name = digest_hex(artifact.blob.digest)[:32] + (".spdx.json" if artifact.artifact_type == mt.SPDX_JSON
+                                                         else _PROVENANCE_SUFFIX)  # fmt: skip
+    if artifact.artifact_type == mt.SPDX_JSON:
+        return DATA_SBOM, name, sbom_extra(SBOM_FORMAT_SPDX_JSON)
+    if artifact.artifact_type == mt.IN_TOTO_JSON:
+        return DATA_GENERIC_JSON, name, b""
+    raise InvalidImage(f"{artifact.title}: a SIF holds an SPDX SBOM or an in-toto statement, "
+                       f"not {artifact.artifact_type}")  # fmt: skip
+
+
+def read_attached(path: Path) -> list[tuple[str, str, bytes]]:
+    """What :func:`write_sif` attached to the SIF at ``path``: (media type, name, bytes) of
+    each SPDX SBOM object and each generic JSON object named ``*.intoto.json``.
+
+    Raises NotFound and InputError as :func:`read_sif_header` does."""
+    found = []
+    for obj in read_sif_header(path).objects:
+        if obj.data_type == DATA_SBOM and obj.sbom_format == "spdx-json":
+            found.append((mt.SPDX_JSON, obj.name, read_object(path, obj)))
+        elif obj.data_type == DATA_GENERIC_JSON and obj.name.endswith(_PROVENANCE_SUFFIX):
+            found.append((mt.IN_TOTO_JSON, obj.name, read_object(path, obj)))
+    return found
+
+
+def _objects(
+    meta: apptainer.Metadata, attached: Sequence[Artifact], *, epoch: int
+) -> tuple[list[SifObject], list[bytes], int]:
     """Descriptors of the metadata objects, their bytes, and where the partition starts."""
     datas = [meta.deffile, meta.labels, meta.inspect_metadata, meta.oci_config]
     kinds = [
-        (DATA_DEFFILE, ""),
-        (DATA_LABELS, ""),
-        (DATA_GENERIC_JSON, INSPECT_METADATA_NAME),
-        (DATA_GENERIC_JSON, OCI_CONFIG_NAME),
+        (DATA_DEFFILE, "", b""),
+        (DATA_LABELS, "", b""),
+        (DATA_GENERIC_JSON, INSPECT_METADATA_NAME, b""),
+        (DATA_GENERIC_JSON, OCI_CONFIG_NAME, b""),
     ]
+    for artifact in attached:
+        datas.append(artifact.data)
+        kinds.append(_attached_kind(artifact))
     objects = []
     offset = DATA_OFFSET
-    for i, (data, (kind, name)) in enumerate(zip(datas, kinds, strict=True), start=1):
-        objects.append(SifObject(kind, i, offset, len(data), len(data), epoch, epoch, name=name))
+    for i, (data, (kind, name, extra)) in enumerate(zip(datas, kinds, strict=True), start=1):
+        objects.append(SifObject(kind, i, offset, len(data), len(data), epoch, epoch, name=name, extra=extra))
         offset += len(data)
     # libsif's alignment, whatever the filesystem's block size: the bytes must not depend
     # on where the file is written (_make_room copes when INSERT_RANGE cannot do it).
@@ -117,15 +168,18 @@ def write_sif(
     compressor: str = "gzip",
     progress: Callable[[int], None] | None = None,
     jobs: int | None = None,
+    attached: Sequence[Artifact] = (),
 ) -> SifInfo:
-    """Write ``source``'s image as the SIF file ``out`` (replaced atomically).
+    """Write ``source``'s image as the SIF file ``out`` (replaced atomically), with
+    ``attached`` (its SBOM, its provenance: referrers of the image) as data objects.
 
     ``progress`` is called with the number of uncompressed bytes just handed to the
     squashfs writer; ``jobs`` is the number of compressor threads (default: all CPUs,
     the bytes do not depend on it). Raises InputError for an unknown compressor,
     InvalidImage for an image SIF cannot hold (architecture, unreadable layers, broken
     hard links), UnsafePath for layer members escaping the root, ToolError when
-    tar2sqfs fails or is missing, and OSError for the output file.
+    tar2sqfs fails or is missing, and OSError for the output file; InvalidImage for an
+    attached artifact that is neither an SPDX SBOM nor an in-toto statement.
     """
     if compressor not in COMPRESSORS:
         raise InputError(f"squashfs compressor {compressor!r} is not one of {', '.join(COMPRESSORS)}")
@@ -138,10 +192,10 @@ def write_sif(
     out = Path(out)
     tmp = temp_file(out)
     try:
-        objects, datas, part_offset = _objects(meta, epoch=epoch)
+        objects, datas, part_offset = _objects(meta, attached, epoch=epoch)
         stats = write_squashfs(source, tmp, overlay=meta.overlay, underlay=meta.underlay, runner=runner, epoch=epoch,
                                compressor=compressor, jobs=jobs or os.cpu_count() or 1, progress=progress)  # fmt: skip
-        sif_uuid = image_uuid(image.digest, compressor, epoch)
+        sif_uuid = image_uuid(image.digest, compressor, epoch, [a.blob.digest for a in attached])
         squashfs_size = put_front(tmp, objects, datas, part_offset, arch_code=arch_code, sif_uuid=sif_uuid,
                                   epoch=epoch)  # fmt: skip
         os.chmod(tmp, 0o755)  # a SIF file starts with a #! line: runnable, as libsif makes it

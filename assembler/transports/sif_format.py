@@ -12,7 +12,8 @@ integers are little-endian and the structs are packed (Go ``encoding/binary``)::
     4096   48 descriptors of 585 bytes
              int32 type, bool used, uint32 id, group (| 0xf0000000), link,
              int64 offset, size, size with padding, created, modified, uid, gid,
-             name[128], extra[384] (a partition's extra: int32 fstype, int32 parttype, arch[3])
+             name[128], extra[384] (a partition's extra: int32 fstype, int32 parttype, arch[3];
+             an SBOM's: int32 format, ``type sbom struct { Format SBOMFormat }`` in descriptor.go)
     32176  data objects, one after the other; partitions aligned to 4096
 
 This module only packs and unpacks bytes; :mod:`assembler.transports.sif` decides what
@@ -53,6 +54,15 @@ DATA_PARTITION = 0x4004
 DATA_SIGNATURE = 0x4005
 DATA_GENERIC_JSON = 0x4006
 DATA_GENERIC = 0x4007
+DATA_CRYPTO_MESSAGE = 0x4008
+DATA_SBOM = 0x4009  # "SBOM" in siftool list; added in sylabs/sif v2 (siftool add --datatype 9)
+
+# SBOM formats (SBOMFormat, iota + 1 in sif.go): cyclonedx-json, cyclonedx-xml, github-json,
+# spdx-json, spdx-rdf, spdx-tag-value, spdx-yaml, syft-json.
+SBOM_FORMATS = ("cyclonedx-json", "cyclonedx-xml", "github-json", "spdx-json", "spdx-rdf", "spdx-tag-value",
+                "spdx-yaml", "syft-json")  # fmt: skip
+SBOM_FORMAT_SPDX_JSON = SBOM_FORMATS.index("spdx-json") + 1  # 4
+SBOM_EXTRA = struct.Struct("<i")
 
 # Partition metadata (FSType and PartType, iota + 1).
 FS_SQUASHFS = 1
@@ -126,6 +136,14 @@ class SifObject:
         code = self._partition()[2]
         return next((name for name, c in ARCH_CODES.items() if c == code), "unknown")
 
+    @property
+    def sbom_format(self) -> str | None:
+        """The format name of an SBOM object (``spdx-json``...; ``None`` for other objects)."""
+        if self.data_type != DATA_SBOM:
+            return None
+        (code,) = SBOM_EXTRA.unpack_from(self.extra.ljust(SBOM_EXTRA.size, b"\x00"))
+        return SBOM_FORMATS[code - 1] if 0 < code <= len(SBOM_FORMATS) else "unknown"
+
     def _partition(self) -> tuple[int, int, bytes]:
         fs_type, part_type, arch = PARTITION_EXTRA.unpack_from(self.extra.ljust(PARTITION_EXTRA.size, b"\x00"))
         return int(fs_type), int(part_type), bytes(arch)
@@ -155,6 +173,11 @@ class SifObject:
 
 def partition_extra(*, fs_type: int, part_type: int, arch: bytes) -> bytes:
     return PARTITION_EXTRA.pack(fs_type, part_type, arch)
+
+
+def sbom_extra(sbom_format: int) -> bytes:
+    """An SBOM object's extra: its format (:data:`SBOM_FORMAT_SPDX_JSON`...)."""
+    return SBOM_EXTRA.pack(sbom_format)
 
 
 @dataclass(frozen=True)
