@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from assembler.pipeline.build import Built
 from assembler.pipeline.build import build as _execute
 from assembler.pipeline.deps import check_built
 from assembler.pipeline.graph import LayerReport, StepReport
-from assembler.pipeline.options import Event, Options, Reporter, quiet
+from assembler.pipeline.options import Event, Options, RemoteSteps, Reporter, quiet
 from assembler.pipeline.resolve import Plan, Resolver
 from assembler.pipeline.sbom import describe_built
 from assembler.pipeline.variants import Variant, named, platform_groups, report_variant
@@ -36,7 +37,7 @@ from assembler.pipeline.writers import Target, Writer, writer_for
 from assembler.proc import Runner
 from assembler.spec import model as m
 from assembler.spec.load import Loaded
-from assembler.transports import Context, Written, write_artifact
+from assembler.transports import Context, Written, registry_options, write_artifact
 from assembler.transports.common import RegistryOptions, SourceImage
 from assembler.transports.index import write_index
 
@@ -126,13 +127,31 @@ def _context(
     )
 
 
-def resolve(loaded: Loaded, options: Options, *, runner: Runner | None = None) -> Plan:
+def resolve(loaded: Loaded, options: Options, *, runner: Runner | None = None, look_in_registry: bool = False) -> Plan:
     """What a build of ``loaded`` will do, decided without running a step, fetching, or
     writing a blob (see :mod:`assembler.pipeline.resolve` for what a plan can know).
-    ``runner`` is only asked which tools there are and their versions."""
+    ``runner`` is only asked which tools there are and their versions. With
+    ``look_in_registry`` (``assemble plan``), steps are also looked up in the registry step
+    caches of ``--cache-from`` / ``--cache-to``: their records only, no blob."""
     ctx = _context(loaded, options, cache=Cache(options.cache_dir), runner=runner or Runner(),
                    registry=options.registry, report=quiet)  # fmt: skip
     walk = Resolver(loaded, options, ctx)
+    with ExitStack() as stack:
+        if look_in_registry and (options.cache_from or options.cache_to):
+            walk.remote = walk.prebuilt.remote = stack.enter_context(closing(_registry_steps(options, ctx)))
+        return _plan(walk, loaded, options, ctx)
+
+
+def _registry_steps(options: Options, ctx: Context) -> RemoteSteps:
+    """The registry step caches a plan reads (never writes); one that cannot be read is a miss."""
+    from assembler.transports.stepcache import RemoteStepCache, parse_cache_ref  # the registry client, only when asked
+
+    names = [parse_cache_ref(r) for r in (*options.cache_from, options.cache_to) if r]
+    return RemoteStepCache(ctx.cache, target=None, sources=names, options=registry_options(ctx),
+                           report=lambda kind, fields: None)  # fmt: skip
+
+
+def _plan(walk: Resolver, loaded: Loaded, options: Options, ctx: Context) -> Plan:
     refs = output_refs(loaded, options)
     outputs = tuple(str(r) for r in refs)
     image, base, layers = walk.image()

@@ -255,3 +255,25 @@ def test_pip_and_url_layers_come_from_the_cache_registry_without_the_internet(sh
     # The proxy is really in the way: without the registry the same build cannot reach PyPI.
     ran = run_cli(["m.yaml", "--cache", str(tmp_path / "c"), "-o", "oci:out-c:1"], cwd=tmp_path, env=offline)
     assert ran.code != 0 and "pypi" in ran.err.lower(), str(ran)
+
+
+def test_plan_looks_in_the_cache_registry_and_fetches_no_blob(shared: Shared, tmp_path: Path) -> None:
+    def plan(*extra: str) -> Ran:
+        args = ["plan", str(shared.manifest), "--cache", str(tmp_path / "c"), "--json", *base_args(shared.bases),
+                "--tls-verify=false", *extra]  # fmt: skip
+        ran = run_cli(args, cwd=shared.project)
+        assert ran.code == 0, str(ran)
+        return ran
+
+    alone = plan()
+    compile_steps = {s["name"] for s in alone.json["steps"] if s["kind"] == "compile"}
+    assert compile_steps and all(s["state"] == "will-run" for s in alone.json["steps"])
+    looked = plan("--cache-from", shared.repo())
+    states = {s["name"]: (s["state"], s["reason"]) for s in looked.json["steps"]}
+    for name in compile_steps:  # what a build on this runner would take from the registry
+        assert states[name] == ("cached", "in the registry step cache"), states
+    built = {s["name"] for s in shared.cold.json["steps"] if s["state"] == "built"}
+    assert compile_steps <= built
+    # Records only: the step caches' blobs stay in the registry.
+    blobs = sum(p.stat().st_size for p in (tmp_path / "c").rglob("*") if p.is_file())
+    assert blobs < _image_bytes(shared.cold) // 10, (blobs, _image_bytes(shared.cold))

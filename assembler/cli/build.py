@@ -158,7 +158,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     variants = _load(args)
     options = _options(args, variants[0].loaded.manifest.epoch, variants[0].loaded.manifest.cache.registry)
-    plans = [resolve(v.loaded, v.options(options), runner=Runner()) for v in variants]
+    plans = [resolve(v.loaded, v.options(options), runner=Runner(), look_in_registry=True) for v in variants]
     if args.json:
         shown: Any = plans[0].to_json()
         if len(variants) > 1:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from assembler.cache import Cache
+from assembler.compile.sources import Source
 from assembler.deps.archs import layer_code
 from assembler.deps.gpucode import GpuCode, canonical
 from assembler.oci.image import Image
@@ -88,6 +89,8 @@ def step_code(
             made = artifacts.get(step)
             if made is None:
                 continue
+            if remote is None and not all(cache.has_blob(made[n].digest, made[n].size) for n in names):
+                continue  # a plan, and the artifacts are in a registry step cache only: not known yet
             found = GpuCode()
             for name in names:
                 layer = made[name]
@@ -191,3 +194,32 @@ def expand(
     """Label or annotation values with every placeholder known filled in; one that comes
     out empty is left out."""
     return labelfacts.expand_each(values, lambda value: labelfacts.expand(sourcefacts.expand(value, sources), made))
+
+
+def source_facts(
+    man: m.Manifest, read: Mapping[str, Source | None], source: Callable[[str], Source | None], *,
+    unknown: Mapping[str, str],
+) -> dict[str, dict[str, str]]:  # fmt: skip
+    """revision, version and url of each source labels or annotations name: of those
+    ``read`` anyway (``source`` gives one), or a local folder; a label never fetches.
+    ``unknown``: the facts of a source not read (a plan shows its revision as to come)."""
+    names = {
+        name
+        for value in (*man.image.config.labels.values(), *man.annotations.values())
+        for name, _ in sourcefacts.references(value)
+    }
+    facts: dict[str, dict[str, str]] = {}
+    for name in sorted(names):
+        spec = man.sources[name]
+        src = source(name) if name in read or isinstance(spec, m.PathSource) else None
+        if src is None:
+            url = spec.git if isinstance(spec, m.GitSource) else spec.url if isinstance(spec, m.UrlSource) else ""
+            version = spec.ref if isinstance(spec, m.GitSource) else ""
+            facts[name] = {"version": version, "url": url, **unknown}
+        elif isinstance(spec, m.GitSource):
+            commit = src.digest.removeprefix("git:").partition("+")[0]
+            facts[name] = {"revision": commit, "version": spec.ref, "url": spec.git}
+        else:
+            url = spec.url if isinstance(spec, m.UrlSource) else ""
+            facts[name] = {"revision": src.digest, "version": "", "url": url}
+    return facts

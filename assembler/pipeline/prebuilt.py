@@ -149,8 +149,8 @@ class Prebuilt:
     def _shared(self, key: str) -> Layer | None:
         """The layer recorded under ``key`` here, else in the registry step cache (a build's)."""
         hit = self.cache.step_result(key)
-        if hit is None and self.remote is not None and not self.lookup_only:
-            hit = self.remote.fetch(key)  # its blob is fetched when the image needs it
+        if hit is None and self.remote is not None:
+            hit = self.remote.fetch(key)  # its blob is fetched when the image needs it (a plan's: never)
         return hit.layer if hit is not None else None
 
     def _share(self, key: str, layer: Layer, what: str) -> None:

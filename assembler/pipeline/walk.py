@@ -32,7 +32,6 @@ from assembler.pipeline.layers import ImageSetup
 from assembler.pipeline.options import Event, Options, RemoteSteps, Reporter
 from assembler.pipeline.prebuilt import Prebuilt
 from assembler.spec import model as m
-from assembler.spec import sourcefacts
 from assembler.spec.load import Loaded
 from assembler.transports import Context
 from assembler.transports import bootstrap as boot
@@ -93,7 +92,8 @@ class Walk:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
         self._tool: str | None = None
-        self.remote: RemoteSteps | None = None  # a registry step cache (a build's, see pipeline.build)
+        self.remote: RemoteSteps | None = None  # a registry step cache (a build's, or a plan's to look in)
+        self.from_registry: set[str] = set()  # the step keys found there, not here
 
     # -- what subclasses provide ------------------------------------------------------
 
@@ -203,7 +203,7 @@ class Walk:
         cached = self.cache_artifacts(key, step)
         forced = (self.options.no_cache or step.name in self.options.rebuild) and key not in self.options.made_keys
         if cached is not None and not forced:
-            self._record(report(state="cached", key=key))
+            self._record(report(state="cached", key=key, reason=self._where(key)))
             self.report(Event("step", {"name": step.name, "state": "cached"}))
             self.artifacts[step.name] = cached
             return cached
@@ -223,11 +223,14 @@ class Walk:
         """The step result ``key``: from the local cache (verified there: parsed, every blob
         present), else from the registry step cache (verified by digest, then stored locally)."""
         hit = self.cache.step_result(key)
-        if hit is None and self.remote is not None:
-            hit = self.remote.fetch(key)
+        if hit is None and self.remote is not None and (hit := self.remote.fetch(key)) is not None:
+            self.from_registry.add(key)
         if hit is not None and self.remote is not None:
             self.remote.export(key, hit)
         return hit
+
+    def _where(self, key: str) -> str:
+        return "in the registry step cache" if key in self.from_registry else ""
 
     def cache_artifacts(self, key: str, step: m.CompileStep) -> dict[str, Layer] | None:
         hit = self.step_result(key)
@@ -258,7 +261,7 @@ class Walk:
         blob = self._cached_layer(key)
         forced = (self.options.no_cache or rs.name in self.options.rebuild) and key not in self.options.made_keys
         if blob is not None and not forced:
-            self._record(report(state="cached", key=key))
+            self._record(report(state="cached", key=key, reason=self._where(key)))
             self.report(Event("step", {"name": rs.name, "state": "cached"}))
             return [(blob, rs.what)], rs.what, "cached"
         made = self.make_runtime(rs, report(state="will-run", key=key, reason="not built with these inputs"),
@@ -315,10 +318,12 @@ class Walk:
         image: Image | None, view: TreeView | None, reports: list[LayerReport],
     ) -> tuple[Image | None, TreeView | None]:  # fmt: skip
         """``blob`` fitted, converted and appended onto ``image`` (None: not known yet)."""
-        if self.remote is not None:
+        if self.remote is not None and self.records:
             self.remote.ensure(blob)  # a step result from a registry: its blob is fetched now it is needed
-        placed: Layer | None = blob
-        if not isinstance(spec, m.RunLayer | m.PackagesLayer):  # files of ours, fitted onto the image below
+        # A plan fetches no blob: one only in a registry step cache leaves the image unknown.
+        here = self.records or self.remote is None or self.cache.has_blob(blob.digest, blob.size)
+        placed: Layer | None = blob if here else None
+        if placed is not None and not isinstance(spec, m.RunLayer | m.PackagesLayer):  # fitted onto the image below
             placed = self.setup.fit(blob, view) if view is not None else None
         shipped = self.setup.convert(placed) if placed is not None else None
         digest, size = (shipped.digest, shipped.size) if shipped is not None else (None, None)
@@ -359,11 +364,13 @@ class Walk:
     def finish(self, image: Image, base: Base | None) -> Image:
         """Config, labels and annotations on top of the layers (``base`` None: not known yet)."""
         man = self.man
-        code = labels.step_code(man, self.artifacts, cache=self.cache, remote=self.remote, records=self.records)
+        code = labels.step_code(man, self.artifacts, cache=self.cache, remote=self.remote if self.records else None,
+                                records=self.records)  # fmt: skip
         gpu = gpu_metadata(self.loaded, graph.needed_steps(man), code=code, base=base.image if base else None)
         env = image.container_config.get("Env") or []
         made = labels.facts_of(code, man, self.base, final=self.records)
-        expand = partial(labels.expand, sources=self.source_facts(), made=made)
+        sources = labels.source_facts(man, self.sources, self.source, unknown=self.unknown_facts())
+        expand = partial(labels.expand, sources=sources, made=made)
         config = man.image.config.model_copy(update={"labels": expand(man.image.config.labels)})
         changes = config_changes(config, env, labels=gpu, keep_unknown=base is None)
         image = mutate.set_config(image, changes, epoch=self.ctx.epoch)
@@ -373,28 +380,3 @@ class Walk:
             else {mt.ANNOTATION_CREATED: mutate.timestamp(self.ctx.epoch), mt.ANNOTATION_TITLE: man.name}
         )
         return mutate.set_annotations(image, {**defaults, **gpu, **expand(man.annotations)})
-
-    def source_facts(self) -> dict[str, dict[str, str]]:
-        """revision, version and url of each source labels or annotations name (of those
-        read anyway, or a local folder: a label never fetches)."""
-        man = self.man
-        names = {
-            name
-            for value in (*man.image.config.labels.values(), *man.annotations.values())
-            for name, _ in sourcefacts.references(value)
-        }
-        facts: dict[str, dict[str, str]] = {}
-        for name in sorted(names):
-            spec = man.sources[name]
-            src = self.source(name) if name in self.sources or isinstance(spec, m.PathSource) else None
-            if src is None:
-                url = spec.git if isinstance(spec, m.GitSource) else spec.url if isinstance(spec, m.UrlSource) else ""
-                version = spec.ref if isinstance(spec, m.GitSource) else ""
-                facts[name] = {"version": version, "url": url, **self.unknown_facts()}
-            elif isinstance(spec, m.GitSource):
-                commit = src.digest.removeprefix("git:").partition("+")[0]
-                facts[name] = {"revision": commit, "version": spec.ref, "url": spec.git}
-            else:
-                url = spec.url if isinstance(spec, m.UrlSource) else ""
-                facts[name] = {"revision": src.digest, "version": "", "url": url}
-        return facts
