@@ -85,10 +85,10 @@ def test_vllm_punica_switch_reaches_the_wheel_build() -> None:
 
 @pytest.mark.parametrize(
     ("kvbm", "nixl", "ffmpeg", "flag"),
-    [
-        ("true", "false", "false", "--features block-manager"),
+    [  # as the wheel_builder stage passes them; KVBM is a wheel of its own (lib/bindings/kvbm)
+        ("true", "false", "false", ""),
         ("false", "false", "false", ""),
-        ("true", "true", "true", "--features block-manager,media-nixl,media-ffmpeg"),
+        ("true", "true", "true", "--features dynamo-llm/media-nixl,media-ffmpeg"),
         ("false", "false", "true", "--features media-ffmpeg"),
     ],
 )
@@ -100,6 +100,11 @@ def test_dynamo_feature_switches_become_cargo_features(kvbm: str, nixl: str, ffm
     )
     out = _sh(command)
     assert out == " ".join(["maturin build --release", *([flag] if flag else []), "--out /build/dist"]), out
+    # the kvbm wheel is built (against NIXL) only with the switch on
+    kvbm_step = _compile("dynamo", "kvbm", enable_kvbm=kvbm)
+    assert kvbm_step.inputs == ["nixl.prefix"]
+    built = _sh(kvbm_step.run[-1].split(" || ")[0] + " || echo build")
+    assert (built == "build") is (kvbm == "true")
 
 
 @pytest.mark.parametrize(("value", "builds"), [("false", False), ("true", True)])

@@ -223,6 +223,7 @@ DYNAMO_COMMON = {
     "ffmpeg": ["prefix"],
     "dynamo-runtime": ["wheel"],
     "dynamo-py": ["wheel"],
+    "kvbm": ["wheel"],  # the kvbm wheel (--enable-kvbm), mounted where the wheels are installed
 }
 DYNAMO_PREFIXES = [("artifact", "ucx.prefix"), ("artifact", "libfabric.prefix"), ("artifact", "aws-sdk.prefix"),
                    ("artifact", "ffmpeg.prefix"), ("artifact", "nixl.prefix")]  # fmt: skip
@@ -689,11 +690,11 @@ def test_dynamo_engines_share_the_cpu_only_builds(plan: PlanFn) -> None:
 
     a, b, c = compiled(vllm), compiled(sglang), compiled(trtllm)
     assert a == b  # same devel image: SGLang reuses every build of the vLLM image
-    # CUDA 13 for TensorRT-LLM: the CUDA builds differ, the CPU-only wheel-builder ones do not
-    assert {k for k in a if a[k] != c[k]} == {"cuda", "nats-etcd", "ucx", "libfabric", "nixl"}
-    # a new NIXL rebuilds NIXL and what is stacked on its layers, nothing else
+    # CUDA 13 for TensorRT-LLM: the CUDA builds differ (kvbm links NIXL), the CPU-only wheel-builder ones do not
+    assert {k for k in a if a[k] != c[k]} == {"cuda", "nats-etcd", "ucx", "libfabric", "nixl", "kvbm"}
+    # a new NIXL rebuilds NIXL, the kvbm wheel built against it, and what is stacked on its layers
     diff = changed(vllm, plan("dynamo", "--target", "vllm", "--set", "nixl_ref=0.10.0"))
-    assert diff == {"nixl", "dynamo", "permissions"}, diff
+    assert diff == {"nixl", "kvbm", "dynamo", "permissions"}, diff
 
 
 # -- seed 002: the old vLLM image to the current one is a change of params ------------------
