@@ -456,6 +456,9 @@ DYNAMO = {  # USER dynamo, WORKDIR /workspace, ENTRYPOINT ["/opt/nvidia/nvidia_e
 }  # fmt: skip
 NONE = {"Cmd": None, "User": None, "Healthcheck": None, "ExposedPorts": None, "Labels": {}}
 
+# vLLM v0.11.1 docker/Dockerfile.rocm:124-132 (read from the sdist on PyPI)
+ROCM_ENV = {"RAY_EXPERIMENTAL_NOSET_ROCR_VISIBLE_DEVICES": "1", "RAY_EXPERIMENTAL_NOSET_HIP_VISIBLE_DEVICES": "1",
+            "TOKENIZERS_PARALLELISM": "false", "SAFETENSORS_FAST_GPU": "1", "HIP_FORCE_DEV_KERNARG": "1"}  # fmt: skip
 CONFIGS: dict[tuple[str, str | None], dict[str, Any]] = {
     ("tgi", None): {  # TGI's Dockerfile, final stage; seed 000's CMD (commented out upstream)
         **NONE,
@@ -498,14 +501,14 @@ CONFIGS: dict[tuple[str, str | None], dict[str, Any]] = {
         "Entrypoint": None,
         "Cmd": ["/bin/bash"],
         "WorkingDir": "/app",
-        "Env": {"TOKENIZERS_PARALLELISM": "false", "SAFETENSORS_FAST_GPU": "1", "HIP_FORCE_DEV_KERNARG": "1"},
+        "Env": ROCM_ENV,
         "ExposedPorts": {"8000/tcp": {}},
     },
-    ("vllm", "rocm-openai"): {  # stage vllm-openai: ENTRYPOINT resets the inherited CMD
+    ("vllm", "rocm-openai"): {  # final with ENTRYPOINT ["vllm", "serve"], which resets the inherited CMD
         **NONE,
         "Entrypoint": ["vllm", "serve"],
         "WorkingDir": "/app",
-        "Env": {"TOKENIZERS_PARALLELISM": "false", "SAFETENSORS_FAST_GPU": "1", "HIP_FORCE_DEV_KERNARG": "1"},
+        "Env": ROCM_ENV,
         "ExposedPorts": {"8000/tcp": {}},
     },
     ("deepspeed", None): {  # with nvjitlink of the pip wheels first on the library path (seed 000)
