@@ -128,12 +128,14 @@ def test_dynamo_venv_layers_split_it_without_overlap_or_loss() -> None:
     assert {a.owner for a in arts.values()} == {"1000:0"}
 
 
-def test_dynamo_nixl_finds_the_aws_sdk_and_efa_builds_against_libfabric() -> None:
+def test_dynamo_nixl_finds_the_aws_sdk_and_efa_runs_the_efa_installer() -> None:
     nixl = _compile("dynamo", "nixl")
     assert "aws-sdk.prefix" in nixl.inputs and nixl.env["CMAKE_PREFIX_PATH"] == "/usr/local/aws-sdk-cpp"
     assert _compile("dynamo", "aws-sdk").artifacts["prefix"].to == "/usr/local/aws-sdk-cpp"
-    ofi = _compile("dynamo", "aws-ofi-nccl")
-    assert ofi.inputs == ["libfabric.prefix"] and "--with-libfabric=/usr/local/libfabric" in ofi.run[0]
+    # Dockerfile.aws: the AWS EFA installer brings libfabric and aws-ofi-nccl (build.sh's EFA_VERSION)
+    efa = _layer("dynamo", "efa-installer", target="efa").run[0]
+    assert "aws-efa-installer-1.45.1.tar.gz" in efa
+    assert "./efa_installer.sh -y --skip-kmod --skip-limit-conf --no-verify" in efa
 
 
 # -- DeepSpeed -------------------------------------------------------------------------------

@@ -325,14 +325,12 @@ STRUCTURES: dict[tuple[str, str | None], dict[str, Any]] = {
         ],
         "outputs": [f"{REGISTRY}/dynamo:0.8.0-vllm-dev"],
     },
-    ("dynamo", "efa"): {  # build.sh --make-efa on the vLLM runtime
-        "compile": {**DYNAMO_COMMON, "framework-vllm": ["venv", "venv-nvidia", "venv-torch", "venv-vllm"],
-                    "aws-ofi-nccl": ["prefix"]},
+    ("dynamo", "efa"): {  # build.sh --make-efa on the vLLM runtime: Dockerfile.aws runs the EFA installer
+        "compile": {**DYNAMO_COMMON, "framework-vllm": ["venv", "venv-nvidia", "venv-torch", "venv-vllm"]},
         "layers": [
             ("base", "runtime"), ("run", "user"), ("packages", "system"), ("run", "cuda-tools"),
             ("artifact", "cuda-jit.toolchain"), ("run", "cublas-links"), *NATS_ETCD,
-            *DYNAMO_VENV, *DYNAMO_PREFIXES, *DYNAMO_WHEELS, *DYNAMO_INSTALL,
-            ("packages", "efa-packages"), ("artifact", "aws-ofi-nccl.prefix"),
+            *DYNAMO_VENV, *DYNAMO_PREFIXES, *DYNAMO_WHEELS, *DYNAMO_INSTALL, ("run", "efa-installer"),
         ],
         "outputs": [f"{REGISTRY}/dynamo:0.8.0-vllm-runtime-aws"],
     },
@@ -532,16 +530,11 @@ CONFIGS: dict[tuple[str, str | None], dict[str, Any]] = {
                 "PATH": "/usr/local/cargo/bin:/opt/dynamo/venv/bin:/usr/local/ucx/bin:/usr/local/bin/etcd/:"
                         "/usr/local/cuda/nvvm/bin:${PATH}"},
     },
-    ("dynamo", "efa"): {  # Dockerfile.aws: aws-ofi-nccl on the library path, libfabric's EFA provider
+    ("dynamo", "efa"): {  # Dockerfile.aws, stage runtime-aws: the runtime's user, env and entrypoint
         **DYNAMO,
         "Env": {**DYNAMO_ENV, "DYNAMO_HOME": "/opt/dynamo", "VIRTUAL_ENV": "/opt/dynamo/venv",
-                "PATH": "/opt/dynamo/venv/bin:/usr/local/ucx/bin:/usr/local/libfabric/bin:/usr/local/bin/etcd/:"
-                        "/usr/local/cuda/nvvm/bin:${PATH}",
-                "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CPATH": "/usr/local/cuda/include",
-                "LD_LIBRARY_PATH": "/opt/nvidia/nvda_nixl/lib64:/opt/nvidia/nvda_nixl/lib64/plugins:/usr/local/ucx/lib:"
-                                   "/usr/local/ucx/lib/ucx:/usr/local/libfabric/lib:/usr/local/aws-sdk-cpp/lib64:"
-                                   "/usr/local/ffmpeg/lib:/opt/amazon/aws-ofi-nccl/lib:${LD_LIBRARY_PATH}",
-                "FI_PROVIDER": "efa", "FI_EFA_USE_DEVICE_RDMA": "1", "NCCL_SOCKET_IFNAME": "^docker,lo,veth"},
+                "PATH": "/opt/dynamo/venv/bin:/usr/local/ucx/bin:/usr/local/bin/etcd/:/usr/local/cuda/nvvm/bin:${PATH}",
+                "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CPATH": "/usr/local/cuda/include"},
     },
     ("dynamo", "sglang"): {
         **DYNAMO,
