@@ -85,10 +85,10 @@ def test_vllm_punica_switch_reaches_the_wheel_build() -> None:
 
 @pytest.mark.parametrize(
     ("kvbm", "nixl", "ffmpeg", "flag"),
-    [
-        ("true", "false", "false", "--features block-manager"),
+    [  # as the wheel_builder stage passes them; KVBM is a wheel of its own (lib/bindings/kvbm)
+        ("true", "false", "false", ""),
         ("false", "false", "false", ""),
-        ("true", "true", "true", "--features block-manager,media-nixl,media-ffmpeg"),
+        ("true", "true", "true", "--features dynamo-llm/media-nixl,media-ffmpeg"),
         ("false", "false", "true", "--features media-ffmpeg"),
     ],
 )
@@ -100,6 +100,11 @@ def test_dynamo_feature_switches_become_cargo_features(kvbm: str, nixl: str, ffm
     )
     out = _sh(command)
     assert out == " ".join(["maturin build --release", *([flag] if flag else []), "--out /build/dist"]), out
+    # the kvbm wheel is built (against NIXL) only with the switch on
+    kvbm_step = _compile("dynamo", "kvbm", enable_kvbm=kvbm)
+    assert kvbm_step.inputs == ["nixl.prefix"]
+    built = _sh(kvbm_step.run[-1].split(" || ")[0] + " || echo build")
+    assert (built == "build") is (kvbm == "true")
 
 
 @pytest.mark.parametrize(("value", "builds"), [("false", False), ("true", True)])
@@ -123,12 +128,14 @@ def test_dynamo_venv_layers_split_it_without_overlap_or_loss() -> None:
     assert {a.owner for a in arts.values()} == {"1000:0"}
 
 
-def test_dynamo_nixl_finds_the_aws_sdk_and_efa_builds_against_libfabric() -> None:
+def test_dynamo_nixl_finds_the_aws_sdk_and_efa_runs_the_efa_installer() -> None:
     nixl = _compile("dynamo", "nixl")
     assert "aws-sdk.prefix" in nixl.inputs and nixl.env["CMAKE_PREFIX_PATH"] == "/usr/local/aws-sdk-cpp"
     assert _compile("dynamo", "aws-sdk").artifacts["prefix"].to == "/usr/local/aws-sdk-cpp"
-    ofi = _compile("dynamo", "aws-ofi-nccl")
-    assert ofi.inputs == ["libfabric.prefix"] and "--with-libfabric=/usr/local/libfabric" in ofi.run[0]
+    # Dockerfile.aws: the AWS EFA installer brings libfabric and aws-ofi-nccl (build.sh's EFA_VERSION)
+    efa = _layer("dynamo", "efa-installer", target="efa").run[0]
+    assert "aws-efa-installer-1.45.1.tar.gz" in efa
+    assert "./efa_installer.sh -y --skip-kmod --skip-limit-conf --no-verify" in efa
 
 
 # -- DeepSpeed -------------------------------------------------------------------------------

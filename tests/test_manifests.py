@@ -223,6 +223,7 @@ DYNAMO_COMMON = {
     "ffmpeg": ["prefix"],
     "dynamo-runtime": ["wheel"],
     "dynamo-py": ["wheel"],
+    "kvbm": ["wheel"],  # the kvbm wheel (--enable-kvbm), mounted where the wheels are installed
 }
 DYNAMO_PREFIXES = [("artifact", "ucx.prefix"), ("artifact", "libfabric.prefix"), ("artifact", "aws-sdk.prefix"),
                    ("artifact", "ffmpeg.prefix"), ("artifact", "nixl.prefix")]  # fmt: skip
@@ -324,14 +325,12 @@ STRUCTURES: dict[tuple[str, str | None], dict[str, Any]] = {
         ],
         "outputs": [f"{REGISTRY}/dynamo:0.8.0-vllm-dev"],
     },
-    ("dynamo", "efa"): {  # build.sh --make-efa on the vLLM runtime
-        "compile": {**DYNAMO_COMMON, "framework-vllm": ["venv", "venv-nvidia", "venv-torch", "venv-vllm"],
-                    "aws-ofi-nccl": ["prefix"]},
+    ("dynamo", "efa"): {  # build.sh --make-efa on the vLLM runtime: Dockerfile.aws runs the EFA installer
+        "compile": {**DYNAMO_COMMON, "framework-vllm": ["venv", "venv-nvidia", "venv-torch", "venv-vllm"]},
         "layers": [
             ("base", "runtime"), ("run", "user"), ("packages", "system"), ("run", "cuda-tools"),
             ("artifact", "cuda-jit.toolchain"), ("run", "cublas-links"), *NATS_ETCD,
-            *DYNAMO_VENV, *DYNAMO_PREFIXES, *DYNAMO_WHEELS, *DYNAMO_INSTALL,
-            ("packages", "efa-packages"), ("artifact", "aws-ofi-nccl.prefix"),
+            *DYNAMO_VENV, *DYNAMO_PREFIXES, *DYNAMO_WHEELS, *DYNAMO_INSTALL, ("run", "efa-installer"),
         ],
         "outputs": [f"{REGISTRY}/dynamo:0.8.0-vllm-runtime-aws"],
     },
@@ -455,6 +454,9 @@ DYNAMO = {  # USER dynamo, WORKDIR /workspace, ENTRYPOINT ["/opt/nvidia/nvidia_e
 }  # fmt: skip
 NONE = {"Cmd": None, "User": None, "Healthcheck": None, "ExposedPorts": None, "Labels": {}}
 
+# vLLM v0.11.1 docker/Dockerfile.rocm:124-132 (read from the sdist on PyPI)
+ROCM_ENV = {"RAY_EXPERIMENTAL_NOSET_ROCR_VISIBLE_DEVICES": "1", "RAY_EXPERIMENTAL_NOSET_HIP_VISIBLE_DEVICES": "1",
+            "TOKENIZERS_PARALLELISM": "false", "SAFETENSORS_FAST_GPU": "1", "HIP_FORCE_DEV_KERNARG": "1"}  # fmt: skip
 CONFIGS: dict[tuple[str, str | None], dict[str, Any]] = {
     ("tgi", None): {  # TGI's Dockerfile, final stage; seed 000's CMD (commented out upstream)
         **NONE,
@@ -497,14 +499,14 @@ CONFIGS: dict[tuple[str, str | None], dict[str, Any]] = {
         "Entrypoint": None,
         "Cmd": ["/bin/bash"],
         "WorkingDir": "/app",
-        "Env": {"TOKENIZERS_PARALLELISM": "false", "SAFETENSORS_FAST_GPU": "1", "HIP_FORCE_DEV_KERNARG": "1"},
+        "Env": ROCM_ENV,
         "ExposedPorts": {"8000/tcp": {}},
     },
-    ("vllm", "rocm-openai"): {  # stage vllm-openai: ENTRYPOINT resets the inherited CMD
+    ("vllm", "rocm-openai"): {  # final with ENTRYPOINT ["vllm", "serve"], which resets the inherited CMD
         **NONE,
         "Entrypoint": ["vllm", "serve"],
         "WorkingDir": "/app",
-        "Env": {"TOKENIZERS_PARALLELISM": "false", "SAFETENSORS_FAST_GPU": "1", "HIP_FORCE_DEV_KERNARG": "1"},
+        "Env": ROCM_ENV,
         "ExposedPorts": {"8000/tcp": {}},
     },
     ("deepspeed", None): {  # with nvjitlink of the pip wheels first on the library path (seed 000)
@@ -528,16 +530,11 @@ CONFIGS: dict[tuple[str, str | None], dict[str, Any]] = {
                 "PATH": "/usr/local/cargo/bin:/opt/dynamo/venv/bin:/usr/local/ucx/bin:/usr/local/bin/etcd/:"
                         "/usr/local/cuda/nvvm/bin:${PATH}"},
     },
-    ("dynamo", "efa"): {  # Dockerfile.aws: aws-ofi-nccl on the library path, libfabric's EFA provider
+    ("dynamo", "efa"): {  # Dockerfile.aws, stage runtime-aws: the runtime's user, env and entrypoint
         **DYNAMO,
         "Env": {**DYNAMO_ENV, "DYNAMO_HOME": "/opt/dynamo", "VIRTUAL_ENV": "/opt/dynamo/venv",
-                "PATH": "/opt/dynamo/venv/bin:/usr/local/ucx/bin:/usr/local/libfabric/bin:/usr/local/bin/etcd/:"
-                        "/usr/local/cuda/nvvm/bin:${PATH}",
-                "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CPATH": "/usr/local/cuda/include",
-                "LD_LIBRARY_PATH": "/opt/nvidia/nvda_nixl/lib64:/opt/nvidia/nvda_nixl/lib64/plugins:/usr/local/ucx/lib:"
-                                   "/usr/local/ucx/lib/ucx:/usr/local/libfabric/lib:/usr/local/aws-sdk-cpp/lib64:"
-                                   "/usr/local/ffmpeg/lib:/opt/amazon/aws-ofi-nccl/lib:${LD_LIBRARY_PATH}",
-                "FI_PROVIDER": "efa", "FI_EFA_USE_DEVICE_RDMA": "1", "NCCL_SOCKET_IFNAME": "^docker,lo,veth"},
+                "PATH": "/opt/dynamo/venv/bin:/usr/local/ucx/bin:/usr/local/bin/etcd/:/usr/local/cuda/nvvm/bin:${PATH}",
+                "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CPATH": "/usr/local/cuda/include"},
     },
     ("dynamo", "sglang"): {
         **DYNAMO,
@@ -688,12 +685,14 @@ def test_dynamo_engines_share_the_cpu_only_builds(plan: PlanFn) -> None:
         return {k: v for k, v in definitions(p).items() if k in common}
 
     a, b, c = compiled(vllm), compiled(sglang), compiled(trtllm)
-    assert a == b  # same devel image: SGLang reuses every build of the vLLM image
-    # CUDA 13 for TensorRT-LLM: the CUDA builds differ, the CPU-only wheel-builder ones do not
-    assert {k for k in a if a[k] != c[k]} == {"cuda", "nats-etcd", "ucx", "libfabric", "nixl"}
-    # a new NIXL rebuilds NIXL and what is stacked on its layers, nothing else
+    # same devel image: SGLang reuses every build of the vLLM image but the kvbm wheel (build.sh
+    # forces KVBM for vLLM and TRT-LLM only: empty for SGLang)
+    assert {k for k in a if a[k] != b[k]} == {"kvbm"}
+    # CUDA 13 for TensorRT-LLM: the CUDA builds differ (kvbm links NIXL), the CPU-only wheel-builder ones do not
+    assert {k for k in a if a[k] != c[k]} == {"cuda", "nats-etcd", "ucx", "libfabric", "nixl", "kvbm"}
+    # a new NIXL rebuilds NIXL, the kvbm wheel built against it, and what is stacked on its layers
     diff = changed(vllm, plan("dynamo", "--target", "vllm", "--set", "nixl_ref=0.10.0"))
-    assert diff == {"nixl", "dynamo", "permissions"}, diff
+    assert diff == {"nixl", "kvbm", "dynamo", "permissions"}, diff
 
 
 # -- seed 002: the old vLLM image to the current one is a change of params ------------------
