@@ -238,7 +238,11 @@ VLLM_BASE_LAYERS = [  # the vllm-base stage
     ("packages", "system"),
     ("run", "python"),
     ("run", "cuda-jit"),
-    ("run", "vllm"),  # mounts the wheel: installs it without copying it into a layer
+    # the venv in four layers, as Dynamo's: a vLLM bump re-pushes only the last two
+    ("run", "nvidia"),  # the nvidia-* libraries torch pins
+    ("run", "torch"),
+    ("run", "vllm"),  # mounts the wheel: installs it alone without copying it into a layer
+    ("run", "vllm-deps"),  # what it needs besides torch
     ("run", "flashinfer"),
     ("artifact", "gdrcopy.prefix"),
     ("run", "gdrcopy-ld"),
@@ -648,8 +652,8 @@ def test_vllm_arch_list_rebuilds_the_wheel_and_nothing_below(plan: PlanFn) -> No
     assert "wheel" in diff
     # runtime steps below the wheel's install, and any other target's work, stay as they are
     assert not diff & {"system", "python", "cuda-jit"}, diff
-    assert diff <= {"wheel", "vllm", "flashinfer", "gdrcopy-ld", "deepgemm", "ep-kernels", "kv-connectors",
-                    "openai-extras"}, diff  # fmt: skip
+    assert diff <= {"wheel", "vllm", "vllm-deps", "flashinfer", "gdrcopy-ld", "deepgemm", "ep-kernels",
+                    "kv-connectors", "openai-extras"}, diff  # fmt: skip
     # DeepGEMM and the EP kernels are built for their own arch lists: not rebuilt
     assert not diff & {"build-deepgemm", "build-ep-kernels", "gdrcopy"}, diff
     rocm = plan("vllm", "--target", "rocm")
@@ -660,7 +664,22 @@ def test_vllm_arch_list_rebuilds_the_wheel_and_nothing_below(plan: PlanFn) -> No
 
 def test_vllm_arch_list_reaches_the_steps_that_install_the_wheel(plan: PlanFn) -> None:
     diff = changed(plan("vllm"), plan("vllm", "--set", "torch_cuda_arch_list=9.0 10.0+PTX"))
-    assert diff == {"wheel", "vllm", "flashinfer", "gdrcopy-ld", "deepgemm", "ep-kernels", "openai-extras"}
+    assert diff == {"wheel", "vllm", "vllm-deps", "flashinfer", "gdrcopy-ld", "deepgemm", "ep-kernels", "openai-extras"}
+
+
+@pytest.mark.parametrize("vllm_from", ["source", "wheel"])
+def test_a_vllm_bump_leaves_the_nvidia_and_torch_layers_as_they_are(plan: PlanFn, vllm_from: str) -> None:
+    # The venv is four layers (nvidia, torch, vllm, vllm-deps), as Dynamo's: another vLLM
+    # re-runs (and re-pushes) vllm and what is stacked on it, never the nvidia libraries or torch.
+    before = plan("vllm", "--set", f"vllm_from={vllm_from}")
+    bump = ["--set", "vllm_ref=v0.11.2", "--set", "vllm_version=0.11.2"]
+    if vllm_from == "wheel":
+        bump += ["--set", "vllm_wheel_hashes=--hash=sha256:" + "0" * 64]
+    diff = changed(before, plan("vllm", "--set", f"vllm_from={vllm_from}", *bump))
+    assert "vllm-deps" in diff and not diff & {"system", "python", "cuda-jit", "nvidia", "torch"}, diff
+    # a torch bump re-runs torch and what is above it; the nvidia layer's pins come from torch's
+    diff = changed(before, plan("vllm", "--set", f"vllm_from={vllm_from}", "--set", "torch_version=2.9.1"))
+    assert {"nvidia", "torch", "vllm-deps"} <= diff and not diff & {"system", "python", "cuda-jit"}, diff
 
 
 def test_vllm_cuda_version_reaches_every_cuda_step(plan: PlanFn) -> None:
@@ -785,7 +804,7 @@ BROKEN = [
     Broken("unknown step", "small", ("mounts: [wheel.wheel]", "mounts: [nothing.wheel]"),
            "image.layers.0.mounts.0", "no compile step 'nothing'"),
     Broken("vllm: unknown artifact", "vllm", ("mounts: [wheel.wheel]", "mounts: [wheel.wheels]"),
-           "image.layers.3.mounts.0", "step 'wheel' declares no artifact 'wheels'"),
+           "image.layers.5.mounts.0", "step 'wheel' declares no artifact 'wheels'"),
     Broken("vllm: rocm target's artifact", "vllm", ("mounts: [wheel-rocm.wheel]", "mounts: [wheel-rocm.whl]"),
            "targets.rocm.layers.0.mounts.0", "step 'wheel-rocm' declares no artifact 'whl'", ("--target", "rocm")),
     Broken("tgi: unknown artifact", "tgi", ("artifact: router.bin", "artifact: router.binary"),
