@@ -207,6 +207,10 @@ def test_torch_and_python_versions_are_read_from_the_image(tmp_path: Path) -> No
     # Built: torch's dist-info, and the venv torch is in (its pyvenv.cfg gives the patch
     # version), not the base's PYTHON_VERSION nor the params (9.9.9, 3.99).
     assert _stack(tmp_path, manifest) == {"torch.version": "2.4.1+cu121", "python.version": "3.11.9"}
+    # uv's and virtualenv's pyvenv.cfg say version_info (virtualenv's with .final.0)
+    (tmp_path / "venv" / "pyvenv.cfg").write_text("home = /opt/uv/python/bin\nimplementation = CPython\n"
+                                                  "uv = 0.9.5\nversion_info = 3.11.4.final.0\n")  # fmt: skip
+    assert _stack(tmp_path, manifest) == {"torch.version": "2.4.1+cu121", "python.version": "3.11.4"}
 
     # No venv, no torch: the base's PYTHON_VERSION; torch is not claimed.
     manifest.write_text(PY_IMAGE.replace("./venv/, to: /opt/venv/", "./hello.txt, to: /app/hello.txt"))
