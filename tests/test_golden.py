@@ -46,7 +46,7 @@ GOLDEN_DEMO_BASES = {
     "devel": "sha256:e209dff29f74b6d888155b9ad3c15baef2e0e4efc71f9478bce3246d18b7ca7f",
     "runtime": "sha256:d6ecc78f366e2a1b1cd654188b29823bd63d63d24d383dae20de362b8356b66b",
 }
-GOLDEN_DEMO = "sha256:172d785e47edc8a40095dfeca988349e55fe3863e3241d0a55eac0484fad04e5"
+GOLDEN_DEMO = "sha256:bafc16958742208fe2ee4f8c7a3b48246405e833e120961dc493360ddfc4b821"
 
 
 def _copy_only_project(folder: Path) -> Path:

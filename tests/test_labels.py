@@ -61,7 +61,7 @@ def _labels(ran_json: dict[str, Any], folder: Path) -> tuple[dict[str, str], dic
     digest = index["manifests"][0]["digest"].split(":")[1]
     manifest = json.loads((folder / "out/blobs/sha256" / digest).read_text())
     assert ran_json["digest"] == index["manifests"][0]["digest"]
-    return cfg["config"]["Labels"], manifest["annotations"]
+    return cfg["config"].get("Labels") or {}, manifest["annotations"]
 
 
 def test_versions_and_placeholders_come_from_the_base(tmp_path: Path) -> None:
@@ -133,3 +133,106 @@ def test_step_placeholders_wait_for_the_step_in_a_plan_and_go_in_a_build() -> No
     assert expand_all(values, Facts(made)) == {"a": "sm_80;compute_80", "c": "${steps.other.cuda_archs}", "d": ""}
     # A build: what it did not make it never will.
     assert expand_all(values, Facts(made, final=True)) == {"a": "sm_80;compute_80", "d": ""}
+
+
+# -- torch's and Python's versions: read from the image, never the params ---------------------
+
+PY_BASE = """\
+name: pybase
+bases: {nothing: scratch}
+image:
+  base: nothing
+  layers:
+    - copy: {from: ./dynload/, to: /usr/local/lib/python3.12/lib-dynload/}
+  config:
+    env: {PYTHON_VERSION: 3.12.7}
+outputs: ['oci:pybase:latest']
+"""
+
+PY_IMAGE = """\
+name: onpy
+params: {torch_version: 9.9.9, python_version: "3.99"}
+bases:
+  runtime: oci:pybase:latest
+  nothing: scratch
+image:
+  base: runtime
+  layers:
+    - copy: {from: ./venv/, to: /opt/venv/}
+outputs: ['oci:out:latest']
+"""
+
+TORCH_METADATA = (
+    "Metadata-Version: 2.1\nName: torch\nVersion: {v}\nSummary: tensors\n\nVersion: 0.0 (the description)\n"
+)
+
+
+def _python_project(tmp_path: Path) -> Path:
+    (tmp_path / "dynload").mkdir()
+    (tmp_path / "dynload" / "_ssl.so").write_text("not really\n")
+    site = tmp_path / "venv" / "lib" / "python3.11" / "site-packages"
+    (site / "torch-2.4.1+cu121.dist-info").mkdir(parents=True)
+    (site / "torch-2.4.1+cu121.dist-info" / "METADATA").write_text(TORCH_METADATA.format(v="2.4.1+cu121"))
+    (site / "torch").mkdir()
+    (site / "torch" / "version.py").write_text("__version__ = '2.4.1+cu121'\n")
+    (tmp_path / "venv" / "pyvenv.cfg").write_text("home = /usr/bin\ninclude-system-site-packages = false\n"
+                                                  "version = 3.11.9\n")  # fmt: skip
+    (tmp_path / "hello.txt").write_text("hello\n")
+    (tmp_path / "base.yaml").write_text(PY_BASE)
+    ran = run_cli([str(tmp_path / "base.yaml"), "--cache", str(tmp_path / "cache")], cwd=tmp_path)
+    assert ran.code == 0, str(ran)
+    (tmp_path / "image.yaml").write_text(PY_IMAGE)
+    return tmp_path / "image.yaml"
+
+
+def _stack(tmp_path: Path, manifest: Path) -> dict[str, str]:
+    ran = run_cli([str(manifest), "--cache", str(tmp_path / "cache"), "--json"], cwd=tmp_path)
+    assert ran.code == 0, str(ran)
+    labels, notes = _labels(ran.json, tmp_path)
+    out = {
+        k.removeprefix("io.assemble."): v for k, v in labels.items() if k.endswith(("torch.version", "python.version"))
+    }
+    assert out == {k.removeprefix("io.assemble."): v for k, v in notes.items() if k.endswith(".version")}
+    return out
+
+
+def test_torch_and_python_versions_are_read_from_the_image(tmp_path: Path) -> None:
+    manifest = _python_project(tmp_path)
+    # A plan has no image to read: it shows where the values will come from, not the params.
+    ran = run_cli(["plan", str(manifest), "--cache", str(tmp_path / "cache"), "--json"], cwd=tmp_path)
+    assert ran.code == 0, str(ran)
+    shown = ran.json["config"]["Labels"]
+    assert shown["io.assemble.torch.version"] == "${image.torch_version}"
+    assert shown["io.assemble.python.version"] == "${image.python_version}"
+    # Built: torch's dist-info, and the venv torch is in (its pyvenv.cfg gives the patch
+    # version), not the base's PYTHON_VERSION nor the params (9.9.9, 3.99).
+    assert _stack(tmp_path, manifest) == {"torch.version": "2.4.1+cu121", "python.version": "3.11.9"}
+    # uv's and virtualenv's pyvenv.cfg say version_info (virtualenv's with .final.0)
+    (tmp_path / "venv" / "pyvenv.cfg").write_text("home = /opt/uv/python/bin\nimplementation = CPython\n"
+                                                  "uv = 0.9.5\nversion_info = 3.11.4.final.0\n")  # fmt: skip
+    assert _stack(tmp_path, manifest) == {"torch.version": "2.4.1+cu121", "python.version": "3.11.4"}
+
+    # No venv, no torch: the base's PYTHON_VERSION; torch is not claimed.
+    manifest.write_text(PY_IMAGE.replace("./venv/, to: /opt/venv/", "./hello.txt, to: /app/hello.txt"))
+    assert _stack(tmp_path, manifest) == {"python.version": "3.12.7"}
+
+    # On scratch: only the system folder that holds a lib-dynload says 3.10 (major.minor is
+    # all it says). Two torch installs of different versions: neither is claimed.
+    (tmp_path / "usr" / "lib" / "python3.10" / "lib-dynload").mkdir(parents=True)
+    (tmp_path / "usr" / "lib" / "python3.10" / "lib-dynload" / "_ssl.so").write_text("x\n")
+    other = tmp_path / "usr" / "lib" / "python3.10" / "dist-packages" / "torch-2.5.0.dist-info"
+    other.mkdir(parents=True)
+    (other / "METADATA").write_text(TORCH_METADATA.format(v="2.5.0"))
+    (tmp_path / "usr" / "lib" / "python3" / "dist-packages").mkdir(parents=True)  # Debian's: no version
+    on_scratch = PY_IMAGE.replace("base: runtime", "base: nothing").replace(
+        "    - copy: {from: ./venv/, to: /opt/venv/}\n",
+        "    - copy: {from: ./usr/, to: /usr/}\n    - copy: {from: ./venv/, to: /srv/venv/}\n",
+    )
+    (tmp_path / "venv" / "pyvenv.cfg").unlink()  # not a venv now: /srv/venv is no Python the image runs
+    manifest.write_text(on_scratch)
+    assert _stack(tmp_path, manifest) == {"python.version": "3.10"}
+
+    # Nothing that says: nothing claimed (and no param is shown instead).
+    manifest.write_text(on_scratch.replace("./usr/, to: /usr/", "./hello.txt, to: /hello.txt")
+                        .replace("./venv/, to: /srv/venv/", "./dynload/, to: /srv/dynload/"))  # fmt: skip
+    assert _stack(tmp_path, manifest) == {}

@@ -269,7 +269,7 @@ def test_plan_of_the_train_target(tmp_path: Path) -> None:
     # Two steps build GPU code: each its own list, read from what it built (a plan shows where from).
     assert labels["io.assemble.step.vllm.rocm.archs"] == "${steps.vllm.rocm_archs}"
     assert labels["io.assemble.step.vector-add.rocm.archs"] == "${steps.vector-add.rocm_archs}"
-    assert labels["io.assemble.python.version"] == "3.9"
+    assert labels["io.assemble.python.version"] == "${image.python_version}"  # read from the built image
     assert labels["io.assemble.gpu.rocm.version"] == "6.2"  # the base's tag names it
     assert labels["org.opencontainers.image.version"] == "v0.3.0.post0"
     # Another base: its tag does not say 6.2, so the version is the base's own to tell.

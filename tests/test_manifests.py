@@ -239,7 +239,11 @@ VLLM_BASE_LAYERS = [  # the vllm-base stage
     ("packages", "system"),
     ("run", "python"),
     ("run", "cuda-jit"),
-    ("run", "vllm"),  # mounts the wheel: installs it without copying it into a layer
+    # the venv in four layers, as Dynamo's: a vLLM bump re-pushes only the last two
+    ("run", "nvidia"),  # the nvidia-* libraries torch pins
+    ("run", "torch"),
+    ("run", "vllm"),  # mounts the wheel: installs it alone without copying it into a layer
+    ("run", "vllm-deps"),  # what it needs besides torch
     ("run", "flashinfer"),
     ("artifact", "gdrcopy.prefix"),
     ("run", "gdrcopy-ld"),
@@ -601,7 +605,9 @@ def test_gpu_labels_show_versions_and_architectures(plan: PlanFn) -> None:
     assert cuda["step.build-ep-kernels.cuda.archs"] == "${steps.build-ep-kernels.cuda_archs}"
     assert "gpu.cuda.archs" not in cuda
     assert cuda["build.wheel"] == "MAX_JOBS=2 NVCC_THREADS=8"
-    assert (cuda["torch.version"], cuda["python.version"], cuda["target"]) == ("2.9.0", "3.12", "openai")
+    # torch's and Python's versions are read from the built image: a plan shows where from
+    assert (cuda["torch.version"], cuda["python.version"]) == ("${image.torch_version}", "${image.python_version}")
+    assert cuda["target"] == "openai"
     assert cuda.get("gpu.rocm.version", "") == "" and "gpu.rocm.archs" not in cuda
 
     rocm = gpu_labels(plan("vllm", "--target", "rocm"))
@@ -617,7 +623,7 @@ def test_gpu_labels_show_versions_and_architectures(plan: PlanFn) -> None:
     tgi = gpu_labels(plan("tgi"))
     # TGI's runtime base is 12.4.0 (its devel image 12.4.1): the base's own CUDA_VERSION says which.
     assert tgi["gpu.cuda.version"] == "${bases.runtime.env.CUDA_VERSION}"
-    assert (tgi["python.version"], tgi["torch.version"]) == ("3.11", "2.6.0")
+    assert (tgi["python.version"], tgi["torch.version"]) == ("${image.python_version}", "${image.torch_version}")
     # Kernels built for different lists: one label per step, no merged image-wide list.
     assert "gpu.cuda.archs" not in tgi
     assert tgi["step.exllamav2.cuda.archs"] == "${steps.exllamav2.cuda_archs}"
@@ -643,8 +649,8 @@ def test_vllm_arch_list_rebuilds_the_wheel_and_nothing_below(plan: PlanFn) -> No
     assert "wheel" in diff
     # runtime steps below the wheel's install, and any other target's work, stay as they are
     assert not diff & {"system", "python", "cuda-jit"}, diff
-    assert diff <= {"wheel", "vllm", "flashinfer", "gdrcopy-ld", "deepgemm", "ep-kernels", "kv-connectors",
-                    "openai-extras"}, diff  # fmt: skip
+    assert diff <= {"wheel", "vllm", "vllm-deps", "flashinfer", "gdrcopy-ld", "deepgemm", "ep-kernels",
+                    "kv-connectors", "openai-extras"}, diff  # fmt: skip
     # DeepGEMM and the EP kernels are built for their own arch lists: not rebuilt
     assert not diff & {"build-deepgemm", "build-ep-kernels", "gdrcopy"}, diff
     rocm = plan("vllm", "--target", "rocm")
@@ -655,7 +661,22 @@ def test_vllm_arch_list_rebuilds_the_wheel_and_nothing_below(plan: PlanFn) -> No
 
 def test_vllm_arch_list_reaches_the_steps_that_install_the_wheel(plan: PlanFn) -> None:
     diff = changed(plan("vllm"), plan("vllm", "--set", "torch_cuda_arch_list=9.0 10.0+PTX"))
-    assert diff == {"wheel", "vllm", "flashinfer", "gdrcopy-ld", "deepgemm", "ep-kernels", "openai-extras"}
+    assert diff == {"wheel", "vllm", "vllm-deps", "flashinfer", "gdrcopy-ld", "deepgemm", "ep-kernels", "openai-extras"}
+
+
+@pytest.mark.parametrize("vllm_from", ["source", "wheel"])
+def test_a_vllm_bump_leaves_the_nvidia_and_torch_layers_as_they_are(plan: PlanFn, vllm_from: str) -> None:
+    # The venv is four layers (nvidia, torch, vllm, vllm-deps), as Dynamo's: another vLLM
+    # re-runs (and re-pushes) vllm and what is stacked on it, never the nvidia libraries or torch.
+    before = plan("vllm", "--set", f"vllm_from={vllm_from}")
+    bump = ["--set", "vllm_ref=v0.11.2", "--set", "vllm_version=0.11.2"]
+    if vllm_from == "wheel":
+        bump += ["--set", "vllm_wheel_hashes=--hash=sha256:" + "0" * 64]
+    diff = changed(before, plan("vllm", "--set", f"vllm_from={vllm_from}", *bump))
+    assert "vllm-deps" in diff and not diff & {"system", "python", "cuda-jit", "nvidia", "torch"}, diff
+    # a torch bump re-runs torch and what is above it; the nvidia layer's pins come from torch's
+    diff = changed(before, plan("vllm", "--set", f"vllm_from={vllm_from}", "--set", "torch_version=2.9.1"))
+    assert {"nvidia", "torch", "vllm-deps"} <= diff and not diff & {"system", "python", "cuda-jit"}, diff
 
 
 def test_vllm_cuda_version_reaches_every_cuda_step(plan: PlanFn) -> None:
@@ -728,10 +749,11 @@ def test_old_to_new_vllm_is_a_change_of_params_only(plan: PlanFn) -> None:
     assert "python3.10 -m venv /opt/venv" in old["params"]["python_setup"]
     assert old["params"]["pip_install"] == "/opt/venv/bin/python -m pip install"
     assert new["params"]["pip_install"].endswith("/opt/venv/bin/uv pip install --python /opt/venv/bin/python")
-    # the image is configured the same; only the version labels say what changed
+    # the image is configured the same; only the CUDA version label says what changed (the
+    # base's tag names it; torch's and Python's are read from the built image, in a plan alike)
     assert runtime_config(old["config"]) == runtime_config(new["config"])
     l_old, l_new = gpu_labels(old), gpu_labels(new)
-    assert {k for k in l_new if l_new[k] != l_old.get(k)} == {"gpu.cuda.version", "python.version", "torch.version"}
+    assert {k for k in l_new if l_new[k] != l_old.get(k)} == {"gpu.cuda.version"}
 
 
 # -- broken references fail at plan time with file:line ---------------------------------------
@@ -781,7 +803,7 @@ BROKEN = [
     Broken("unknown step", "small", ("mounts: [wheel.wheel]", "mounts: [nothing.wheel]"),
            "image.layers.0.mounts.0", "no compile step 'nothing'"),
     Broken("vllm: unknown artifact", "vllm", ("mounts: [wheel.wheel]", "mounts: [wheel.wheels]"),
-           "image.layers.3.mounts.0", "step 'wheel' declares no artifact 'wheels'"),
+           "image.layers.5.mounts.0", "step 'wheel' declares no artifact 'wheels'"),
     Broken("vllm: rocm target's artifact", "vllm", ("mounts: [wheel-rocm.wheel]", "mounts: [wheel-rocm.whl]"),
            "targets.rocm.layers.0.mounts.0", "step 'wheel-rocm' declares no artifact 'whl'", ("--target", "rocm")),
     Broken("tgi: unknown artifact", "tgi", ("artifact: router.bin", "artifact: router.binary"),

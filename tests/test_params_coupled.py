@@ -111,6 +111,19 @@ def test_vllm_rocm_target_with_gpu_cuda_is_refused(cache: Path) -> None:
     assert planned(cache, "vllm", "--target", "rocm", "--set", "gpu=rocm")["params"]["gpu"] == "rocm"
 
 
+def test_vllm_rocm_target_refuses_the_pypi_wheel(cache: Path) -> None:
+    # PyPI has CUDA builds of vllm only: the ROCm targets compile theirs, and said so silently before.
+    for target in ("rocm", "rocm-openai"):
+        err = refused(cache, "vllm", "--target", target, "--set", "vllm_from=wheel")
+        assert f"{at('vllm', 'choices', 'gpu', 'rocm', 'vllm_from')}: --set vllm_from=wheel contradicts choice " \
+               "gpu=rocm, which sets vllm_from=source" in err, err  # fmt: skip
+    rocm = planned(cache, "vllm", "--target", "rocm", "--set", "vllm_from=source")
+    assert [s["name"] for s in rocm["steps"] if s["kind"] == "compile"] == ["wheel-rocm"]
+    # the CUDA targets take the wheel as before
+    wheel = planned(cache, "vllm", "--set", "vllm_from=wheel")
+    assert [x["what"] for x in wheel["layers"] if x["kind"] == "pip"] == ["pip vllm==0.11.1"]
+
+
 # -- vLLM: the "old to new is a few --sets" comment, and CUDA arch lists ---------------------
 
 

@@ -223,6 +223,9 @@ def test_vllm_runtime_from_the_released_wheel_has_no_compile_step(tmp_path: Path
     assert [x["what"] for x in pip] == ["pip vllm==0.11.1"]
     names = [x["step"] for x in plan["layers"]]
     assert names.index("python") < pip[0]["index"] < names.index("vllm-deps")  # into the venv, then its deps
+    # the venv's layers, as Dynamo's: the nvidia libraries, torch, the vllm wheel, the rest
+    venv = [names.index("nvidia"), names.index("torch"), pip[0]["index"], names.index("vllm-deps")]
+    assert venv == sorted(venv) and names[pip[0]["index"]] is None, names
 
     # The wheel alone (vLLM's wheel-only output): the `wheel` step downloads it, no tree, no compile.
     only = run_cli(["plan", manifest, "--set", "vllm_from=wheel", "--cache", str(tmp_path), "--json",
@@ -242,6 +245,8 @@ def test_vllm_runtime_from_the_released_wheel_has_no_compile_step(tmp_path: Path
     compiled = {s["name"] for s in source.json["steps"] if s["kind"] == "compile"}
     assert compiled == {"wheel", "gdrcopy", "build-deepgemm", "build-ep-kernels"}  # the add-on kernels too
     assert not any(x["kind"] == "pip" for x in source.json["layers"])
+    names = [x["step"] for x in source.json["layers"]]
+    assert names[names.index("nvidia") :][:4] == ["nvidia", "torch", "vllm", "vllm-deps"], names
 
 
 def test_pip_wheel_tags_pick_the_file_for_the_image() -> None:

@@ -17,6 +17,7 @@ from assembler.oci import mutate
 from assembler.oci.image import Image
 from assembler.oci.reference import ImageName
 from assembler.pipeline import labels
+from assembler.sbom.interpreter import PythonFacts
 from assembler.spec import model as m
 from assembler.spec.load import Loaded
 
@@ -96,12 +97,14 @@ def default_annotations(base: Image, base_name: ImageName | None, title: str, ep
 
 
 def gpu_metadata(
-    loaded: Loaded, steps: Sequence[m.CompileStep], *, code: Mapping[str, GpuCode], base: Image | None
-) -> dict[str, str]:
+    loaded: Loaded, steps: Sequence[m.CompileStep], *, code: Mapping[str, GpuCode], base: Image | None,
+    stack: PythonFacts | None = None,
+) -> dict[str, str]:  # fmt: skip
     """What hardware the image's compiled code targets and how it was built.
 
     Arch lists are read from the artifacts (``code``: the made steps'), versions from the
-    base (see :mod:`assembler.pipeline.labels`); build flags come from the steps' env.
+    base, torch's and Python's from the image (``stack``; None: a plan's placeholders; see
+    :mod:`assembler.pipeline.labels`); build flags come from the steps' env.
     """
     out: dict[str, str] = {}
     for step in steps:
@@ -110,9 +113,7 @@ def gpu_metadata(
             out[f"{NAMESPACE}.build.{step.name}"] = " ".join(f"{k}={v}" for k, v in sorted(flags.items()))
     out.update(labels.arch_labels(loaded.manifest, code))
     out.update(labels.version_labels(loaded.params, loaded.manifest, base))
-    for param in ("torch_version", "python_version"):  # what the steps install, pinned by the manifest
-        if loaded.params.get(param):
-            out[f"{NAMESPACE}.{param.replace('_', '.')}"] = loaded.params[param]
+    out.update(labels.python_labels(loaded.params, stack))
     if loaded.target:
         out[f"{NAMESPACE}.target"] = loaded.target
     if out:

@@ -16,6 +16,12 @@ its artifacts, and the CUDA/ROCm versions its base says it has.
   else nothing (a floating ``rocm/vllm-dev:base`` tag, ``--set base_image=...`` with
   another version). An empty param means "not this stack" and labels nothing. A plan
   whose base is not resolved yet shows ``${bases.BASE.env.CUDA_VERSION}`` there.
+- ``io.assemble.torch.version``, ``io.assemble.python.version``: read from the built image
+  (:mod:`assembler.sbom.interpreter`: torch's dist-info, the Python its venv or
+  site-packages are for), never from the ``torch_version``/``python_version`` params; what
+  the image does not say is not claimed. A plan, where the manifest sets the param, shows
+  the placeholder ``${image.torch_version}`` (``${image.python_version}``): the image is
+  not there to read yet.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from assembler.deps.gpucode import GpuCode, canonical
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
 from assembler.pipeline.options import RemoteSteps
+from assembler.sbom.interpreter import PythonFacts, read_python
 from assembler.spec import labelfacts, sourcefacts
 from assembler.spec import model as m
 
@@ -49,6 +56,8 @@ VERSIONS = {
     "cuda_version": ("gpu.cuda.version", ("CUDA_VERSION",), ("com.nvidia.cuda.version",)),
     "rocm_version": ("gpu.rocm.version", ("ROCM_VERSION",), ()),
 }
+# param a manifest asks for it with -> (label, the PythonFacts field read from the image)
+PYTHON_STACK = {"torch_version": ("torch.version", "torch"), "python_version": ("python.version", "python")}
 
 
 def shipped(man: m.Manifest) -> dict[str, list[str]]:
@@ -167,6 +176,27 @@ def version_labels(params: Mapping[str, str], man: m.Manifest, base: Image | Non
             value = wanted
         if not value and facts is None and env_names:
             value = f"${{bases.{man.image.base}.env.{env_names[0]}}}"  # a plan: known once the base is
+        if value:
+            out[f"{NAMESPACE}.{label}"] = value
+    return out
+
+
+def python_facts(image: Image, base: Base | None, *, cache: Cache) -> PythonFacts | None:
+    """The Python and torch the built ``image`` (on ``base``) has; its layers are in
+    ``cache``. None without a base: not built yet."""
+    if base is None:
+        return None
+    with cache.workdir("python-") as work:
+        env = base_facts(base.image)["env"]
+        return read_python(image, cache.open_blob, base_env=env, cache=cache, workdir=Path(work))
+
+
+def python_labels(params: Mapping[str, str], facts: PythonFacts | None) -> dict[str, str]:
+    """torch and Python version labels from the image's ``facts``; a plan's (None): a
+    placeholder for each the manifest asks for by its param."""
+    out: dict[str, str] = {}
+    for param, (label, field) in PYTHON_STACK.items():
+        value = getattr(facts, field) if facts is not None else f"${{image.{param}}}" if params.get(param) else ""
         if value:
             out[f"{NAMESPACE}.{label}"] = value
     return out

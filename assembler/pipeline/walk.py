@@ -366,13 +366,13 @@ class Walk:
         man = self.man
         code = labels.step_code(man, self.artifacts, cache=self.cache, remote=self.remote if self.records else None,
                                 records=self.records)  # fmt: skip
-        gpu = gpu_metadata(self.loaded, graph.needed_steps(man), code=code, base=base.image if base else None)
-        env = image.container_config.get("Env") or []
+        py = labels.python_facts(image, base, cache=self.cache) if self.records else None  # a plan: nothing to read
+        gpu = gpu_metadata(self.loaded, graph.needed_steps(man), code=code, base=base.image if base else None, stack=py)
         made = labels.facts_of(code, man, self.base, final=self.records)
         sources = labels.source_facts(man, self.sources, self.source, unknown=self.unknown_facts())
         expand = partial(labels.expand, sources=sources, made=made)
         config = man.image.config.model_copy(update={"labels": expand(man.image.config.labels)})
-        changes = config_changes(config, env, labels=gpu, keep_unknown=base is None)
+        changes = config_changes(config, image.container_config.get("Env") or [], labels=gpu, keep_unknown=base is None)
         image = mutate.set_config(image, changes, epoch=self.ctx.epoch)
         defaults = (
             default_annotations(base.image, base.registry_name, man.name, self.ctx.epoch)
