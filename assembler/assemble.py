@@ -323,7 +323,7 @@ def assemble_variants(
         written = []
         for ref in output_refs(first.loaded, first.options(options)):
             report(Event("output", {"ref": str(ref), "state": "writing"}))
-            w = write_index(ref, [r.image for r in built], ctx, blobs=ctx.cache)
+            w = write_index(ref, [r.image for r in built], ctx, blobs=ctx.cache, referrers=[r.referrers for r in built])
             report(Event("output", {"ref": w.ref, "state": "done", "digest": w.digest, "uploaded": w.uploaded_bytes}))
             written.append(w)
         results.extend(replace(r, outputs=tuple(written)) for r in built)

@@ -191,9 +191,21 @@ def test_platform_variants_are_one_index(tmp_path: Path, registry: RunningRegist
     report = ran.json
     assert [r["platform"] for r in report] == ["linux/amd64", "linux/arm64"]
     assert report[0]["digest"] != report[1]["digest"]
-    # The layout's tag names an index of the two images, each with its platform.
+    # The layout's tag names an index of the two images, each with its platform; each
+    # image's SBOM and provenance are listed beside it, their subject that image.
     index = layout_index(project / "out")
-    assert [m["mediaType"] for m in index["manifests"]] == ["application/vnd.oci.image.index.v1+json"]
+    images = [m for m in index["manifests"] if "artifactType" not in m]
+    assert [m["mediaType"] for m in images] == ["application/vnd.oci.image.index.v1+json"]
+    subjects = sorted(
+        json.loads((project / "out/blobs" / m["digest"].replace(":", "/")).read_bytes())["subject"]["digest"]
+        for m in index["manifests"] if "artifactType" in m
+    )  # fmt: skip
+    assert subjects == sorted([report[0]["digest"]] * 2 + [report[1]["digest"]] * 2)
+    for r in report:
+        got = run_cli(["referrers", f"docker://{registry.host}/multi@{r['digest']}", "--tls-verify=false", "--json"])
+        assert got.code == 0, str(got)
+        assert {x["digest"] for x in got.json["referrers"]} == {x["digest"] for x in r["referrers"]}, str(got)
+    index["manifests"] = images
     inner = json.loads((project / "out/blobs" / index["manifests"][0]["digest"].replace(":", "/")).read_bytes())
     assert [(m["digest"], m["platform"]["architecture"]) for m in inner["manifests"]] == [
         (report[0]["digest"], "amd64"), (report[1]["digest"], "arm64")]  # fmt: skip

@@ -1,6 +1,9 @@
 """One OCI index over images that differ only in platform, under one tag: in an ``oci:``
 layout or a registry. The images go first (untagged, by digest), the index last, so a
-reader never meets an index naming a manifest that is not there."""
+reader never meets an index naming a manifest that is not there. Each image's referrers
+(its SBOM and provenance) go with it, as for a single image: untagged entries of the
+layout whose ``subject`` is that platform's image, or referrers pushed to the registry
+after it."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from dataclasses import replace
 from assembler.cache import temp_prefix
 from assembler.errors import InputError
 from assembler.oci import mediatypes as mt
+from assembler.oci.artifact import Artifact
 from assembler.oci.descriptor import Descriptor
 from assembler.oci.digest import canonical_json, sha256_digest
 from assembler.oci.image import Image
@@ -26,32 +30,44 @@ def index_bytes(images: Sequence[Image]) -> bytes:
     return canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries})
 
 
-def write_index(ref: Ref, images: Sequence[Image], ctx: Context, *, blobs: BlobReader) -> Written:
-    """Write ``images`` and their index to the output ``ref`` (``oci:`` or ``docker://``)."""
+def write_index(
+    ref: Ref, images: Sequence[Image], ctx: Context, *, blobs: BlobReader,
+    referrers: Sequence[Sequence[Artifact]] = (),
+) -> Written:  # fmt: skip
+    """Write ``images`` and their index to the output ``ref`` (``oci:`` or ``docker://``),
+    with ``referrers[i]`` the referrers of ``images[i]`` (none when not given)."""
     body = index_bytes(images)
+    per_image = [list(referrers[i]) if i < len(referrers) else [] for i in range(len(images))]
+    attached = tuple(a.digest for arts in per_image for a in arts)
     if ref.transport == "oci":
-        _layout_index(ref, images, body, ctx, blobs)
-        return Written(str(ref), sha256_digest(body))
+        _layout_index(ref, images, per_image, body, ctx, blobs)
+        return Written(str(ref), sha256_digest(body), referrers=attached)
     if ref.transport == "docker":
         from assembler.transports import remote
+        from assembler.transports.referrers import push_referrers
 
         assert ref.name is not None
         uploaded = 0
-        for image in images:
+        for image, arts in zip(images, per_image, strict=True):
             name = replace(ref.name, tag="", digest=image.digest)
             pushed = remote.push(image, name, blobs=blobs, options=registry_options(ctx),
                                  progress=ctx.upload_progress or ctx.progress)  # fmt: skip
             uploaded += pushed.stats.uploaded_bytes
+            if arts:  # after their image: a registry may refuse a subject it does not have
+                push_referrers(name, arts, options=registry_options(ctx))
         with remote.Registry(ref.name.registry, options=registry_options(ctx)) as registry:
             digest = registry.put_manifest(ref.name.repository, ref.name.reference, body, mt.OCI_INDEX)
-        return Written(str(ref), digest, uploaded)
+        return Written(str(ref), digest, uploaded, referrers=attached)
     raise InputError(f"{ref}: images of several platforms under one name go to oci: or docker:// outputs only")
 
 
-def _layout_index(ref: Ref, images: Sequence[Image], body: bytes, ctx: Context, blobs: BlobReader) -> None:
+def _layout_index(
+    ref: Ref, images: Sequence[Image], referrers: Sequence[Sequence[Artifact]], body: bytes, ctx: Context,
+    blobs: BlobReader,
+) -> None:  # fmt: skip
     path = _path(ctx, ref.path)
-    for image in images:
-        layout.write(path, image, tag="", blobs=blobs)
+    for image, arts in zip(images, referrers, strict=True):
+        layout.write(path, image, tag="", blobs=blobs, referrers=arts)
     layout.write_blob_bytes(path, body)
     entry = Descriptor(mt.OCI_INDEX, sha256_digest(body), len(body),
                        {mt.ANNOTATION_REF_NAME: ref.tag} if ref.tag else {})  # fmt: skip
