@@ -143,3 +143,20 @@ def test_bad_paths_for_the_files_are_refused_with_exit_2(tmp_path: Path) -> None
     for ref, needle in refused.items():
         ran = run_cli(["referrers", ref], cwd=root)
         assert ran.code == 2 and needle in ran.err and "Traceback" not in ran.err, str(ran)
+
+
+def test_assemble_sif_carries_the_sbom_the_image_has(tmp_path: Path) -> None:
+    # A build's tagged layout holds its referrers; a SIF made later from that image gets them.
+    root = _project(tmp_path / "p")
+    built = _build(root, "-o", "oci:out:one", "-o", "sif:direct.sif")
+    ran = run_cli(["sif", "oci:out:one", "later.sif", "--cache", "cache", "--json"], cwd=root)
+    assert ran.code == 0, str(ran)
+    later = referrers("sif:later.sif", cwd=root)
+    assert later["subject"] == built["digest"]
+    assert {r["artifact_type"] for r in later["referrers"]} == {mt.SPDX_JSON, mt.IN_TOTO_JSON}
+    # The very objects of the build's own SIF (whose other bytes differ: it names the build's source).
+    direct = referrers("sif:direct.sif", cwd=root)
+    assert later["referrers"] == direct["referrers"] and later["referrers"]
+    ran = run_cli(["sif", "oci:out:one", "bare.sif", "--cache", "cache", "--no-sbom"], cwd=root)
+    assert ran.code == 0, str(ran)
+    assert referrers("sif:bare.sif", cwd=root)["referrers"] == []

@@ -211,6 +211,7 @@ def parser() -> argparse.ArgumentParser:
                    help="also push the SIF as a referrer of the image, in this repository")  # fmt: skip
     p.add_argument("--epoch", type=int, default=None, help="timestamps (default: $SOURCE_DATE_EPOCH, else 0)")
     p.add_argument("--force", action="store_true", help="replace OUT.sif even if it is not a SIF file")
+    p.add_argument("--no-sbom", action="store_true", help="leave out the SBOM and provenance the image has")
     _progress_args(p, digest="the SIF's digest")
     _reader_cache(p)
     _common(p)
@@ -226,8 +227,7 @@ def parser() -> argparse.ArgumentParser:
     _common(p)
     p = sub.add_parser("schema", help="print (or write) the JSON Schemas of manifests and recipes")
     p.add_argument("kind", nargs="?", choices=("manifest", "recipe"), default="manifest")
-    p.add_argument(
-        "-o", "--output", type=Path, default=None, help="write manifest.schema.json and recipe.schema.json here"
-    )
+    p.add_argument("-o", "--output", type=Path, default=None,
+                   help="write manifest.schema.json and recipe.schema.json here")  # fmt: skip
     cli_cache.add_parser(sub)
     return top

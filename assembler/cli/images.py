@@ -167,7 +167,8 @@ def cmd_sif(args: argparse.Namespace) -> int:
         pushed_bytes = lambda n: report(Event("bytes", {"n": n, "what": "pushed"}))  # noqa: E731
         ctx = dataclasses.replace(_context(args, cache_dir), epoch=resolve_epoch(args.epoch, None),
                                   upload_progress=pushed_bytes)  # fmt: skip
-        target = Target(source, ctx, sif_compressor=args.compressor,
+        attached = [] if args.no_sbom else _image_attestations(args, source)
+        target = Target(source, ctx, sif_compressor=args.compressor, referrers=attached,
                         sif_progress=lambda n: report(Event("bytes", {"n": n, "what": "sif"})))  # fmt: skip
         report(Event("output", {"ref": f"sif:{out_path}", "state": "writing"}))
         sif.write(target)
@@ -195,6 +196,29 @@ def cmd_sif(args: argparse.Namespace) -> int:
             what = f" (referrer of {p['referrer_of']})" if p["referrer_of"] else ""
             say(f"  -> {p['ref']} {p['digest']}{what}")
     return 0
+
+
+def _image_attestations(args: argparse.Namespace, source: Any) -> list[Any]:
+    """The SBOM and provenance attached to the image ``args.ref`` names (an OCI layout,
+    oci-archive or registry), as artifacts a SIF carries; none when it has none."""
+    from assembler.oci import mediatypes as mt
+    from assembler.oci.artifact import Artifact
+    from assembler.transports.referrers import list_referrers
+
+    ref = absolute_ref(parse_ref(args.ref), Path.cwd())
+    if ref.transport not in ("oci", "oci-archive", "docker"):
+        return []
+    listing = list_referrers(ref, source.image.digest, source.blobs, options=registry_options(args))
+    out = []
+    for r in sorted(listing.referrers, key=lambda r: (r.descriptor.artifact_type, r.descriptor.digest)):
+        if r.descriptor.artifact_type not in (mt.SPDX_JSON, mt.IN_TOTO_JSON) or len(r.blobs) != 1:
+            continue  # a SIF has objects for an SBOM and JSON, not for any artifact
+        (blob,) = r.blobs
+        title = blob.annotations.get(mt.ANNOTATION_TITLE, "")
+        notes = r.manifest.get("annotations")
+        out.append(Artifact(r.descriptor.artifact_type, listing.read(blob), title, source.image.descriptor,
+                            dict(notes) if isinstance(notes, dict) else {}))  # fmt: skip
+    return out
 
 
 def cmd_sqsh(args: argparse.Namespace) -> int:
