@@ -154,7 +154,9 @@ def test_existing_files_and_leftovers(small: Path, tmp_path: Path) -> None:
     assert forced.code == 0, str(forced)
     assert mine.read_bytes() == (small / "out" / "img.sqsh").read_bytes()
     assert not stale.exists()
-    assert [p.name for p in tmp_path.iterdir()] == ["notes.sqsh"]
+    # The squashfs and, next to it, the image's SBOM and provenance: nothing else.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "notes.sqsh", "notes.sqsh.provenance.intoto.json", "notes.sqsh.spdx.json"]  # fmt: skip
     # Our own squashfs is replaced without --force.
     again = run_cli(["m.yaml", "--cache", "cache", "-o", f"sqsh:{mine}"], cwd=small)
     assert again.code == 0, str(again)
