@@ -172,20 +172,25 @@ def _lines(data: BinaryIO) -> Iterator[str]:
         yield rest.decode("utf-8", "replace").rstrip("\r")
 
 
-def _paragraphs(data: BinaryIO) -> Iterator[dict[str, str]]:
-    """deb822 paragraphs of ``data`` (the first line of each field; keys lower-cased),
-    read up to _COPYRIGHT_LIMIT bytes."""
+def deb822_paragraphs(lines: Iterable[str], *, lower_keys: bool = False) -> Iterator[dict[str, str]]:
+    """deb822 paragraphs (dpkg's status, DEP-5 copyright files): the first line of each
+    field; continuation lines are dropped."""
     fields: dict[str, str] = {}
-    for line in _lines(data):
+    for line in lines:
         if not line.strip():
             if fields:
                 yield fields
             fields = {}
         elif not line[0].isspace() and ":" in line:
             key, _, value = line.partition(":")
-            fields[key.strip().lower()] = value.strip()
+            fields[(key.strip().lower() if lower_keys else key.strip())] = value.strip()
     if fields:
         yield fields
+
+
+def _paragraphs(data: BinaryIO) -> Iterator[dict[str, str]]:
+    """The paragraphs of ``data`` (keys lower-cased), read up to _COPYRIGHT_LIMIT bytes."""
+    return deb822_paragraphs(_lines(data), lower_keys=True)
 
 
 def dep5_license(data: BinaryIO) -> str:

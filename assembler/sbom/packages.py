@@ -40,7 +40,7 @@ from assembler.deps.files import BlobOpener, Entry, FactReader, ImageFiles
 from assembler.errors import InvalidImage
 from assembler.oci.image import Image
 from assembler.sbom import rpmdb
-from assembler.sbom.licenses import dep5_license, python_license
+from assembler.sbom.licenses import deb822_paragraphs, dep5_license, python_license
 
 DPKG_STATUS = "var/lib/dpkg/status"
 DPKG_STATUS_D = "var/lib/dpkg/status.d/"
@@ -291,16 +291,7 @@ def _lowest_layer(ident: tuple[str, str], version: str, versions: Sequence[tuple
 
 
 def _stanzas(text: str) -> Iterator[dict[str, str]]:
-    """deb822 paragraphs: the first line of each field (continuations are dropped)."""
-    fields: dict[str, str] = {}
-    for line in [*text.splitlines(), ""]:
-        if not line.strip():
-            if fields:
-                yield fields
-            fields = {}
-        elif not line[0].isspace() and ":" in line:
-            key, _, value = line.partition(":")
-            fields[key.strip()] = value.strip()
+    return deb822_paragraphs(text.splitlines())
 
 
 def _installed(fields: Mapping[str, str]) -> bool:
