@@ -57,13 +57,22 @@ def slurm_env(cluster: Cluster, node: Path) -> dict[str, str]:
     return {**cluster.env, "ASSEMBLE_NODE_STORAGE": str(node)}
 
 
-def jobs_named(cluster: Cluster, names: set[str], *, by: str | None = None) -> list[dict[str, str]]:
-    """The jobs of these names in sacct, once each name is there: slurmctld tells slurmdbd
-    of a job's end a moment after the job ends."""
+def job_ids(cluster: Cluster) -> set[str]:
+    return {j["JobID"] for j in cluster.sacct()}
+
+
+def jobs_named(
+    cluster: Cluster, names: set[str], *, since: set[str], by: str | None = None, ended: bool = True
+) -> list[dict[str, str]]:
+    """The jobs of these names in sacct that are not among the ``since`` ids, once each name
+    is there (and, with ``ended``, has its end recorded): slurmctld tells slurmdbd of a job's
+    end a moment after the job ends, and the cluster is shared, so an earlier test's job of
+    the same name must not count."""
     deadline = time.monotonic() + 30
     while True:
-        jobs = [j for j in cluster.sacct(user=by) if j["JobName"] in names]
-        if {j["JobName"] for j in jobs} == names or time.monotonic() > deadline:
+        jobs = [j for j in cluster.sacct(user=by) if j["JobName"] in names and j["JobID"] not in since]
+        done = not ended or all(j["State"] not in ("PENDING", "RUNNING", "COMPLETING") for j in jobs)
+        if ({j["JobName"] for j in jobs} == names and done) or time.monotonic() > deadline:
             return jobs
         time.sleep(1)
 
@@ -74,13 +83,13 @@ def test_two_steps_on_slurm_give_the_local_image(
     manifest = two_steps(tmp_path / "p", demo_bases)
     local = run_cli([str(manifest), "--cache", str(tmp_path / "local"), "--json", "-o", f"oci:{tmp_path}/l:x"])
     assert local.code == 0, str(local)
-    before = {j["JobID"] for j in slurm_cluster.sacct()}
+    before = job_ids(slurm_cluster)
     ran = run_cli([str(manifest), "--cache", str(tmp_path / "shared"), "--json", "--executor", "slurm",
                    "-o", f"oci:{tmp_path}/s:x"], env=slurm_env(slurm_cluster, tmp_path / "node"))  # fmt: skip
     assert ran.code == 0, str(ran)
     assert ran.json["digest"] == local.json["digest"]
     assert {s["name"]: s["state"] for s in ran.json["steps"]} == {"first": "built", "second": "built"}
-    jobs = [j for j in jobs_named(slurm_cluster, {"first", "second"}) if j["JobID"] not in before]
+    jobs = jobs_named(slurm_cluster, {"first", "second"}, since=before)
     assert sorted(j["JobName"] for j in jobs) == ["first", "second"]
     assert {j["State"] for j in jobs} == {"COMPLETED"}
     logs = sorted(p.name for p in (tmp_path / "shared" / "logs").glob("slurm-*.log"))
@@ -90,19 +99,20 @@ def test_two_steps_on_slurm_give_the_local_image(
     again = run_cli([str(manifest), "--cache", str(tmp_path / "shared"), "--json", "--executor", "slurm",
                      "-o", f"oci:{tmp_path}/s:x"], env=slurm_env(slurm_cluster, tmp_path / "node"))  # fmt: skip
     assert again.code == 0 and {s["state"] for s in again.json["steps"]} == {"cached"}
-    assert {j["JobID"] for j in slurm_cluster.sacct()} - before == {j["JobID"] for j in jobs}
+    assert job_ids(slurm_cluster) - before == {j["JobID"] for j in jobs}
 
 
 def test_a_failed_job_shows_the_step_its_job_id_and_its_log(
     tmp_path: Path, demo_bases: dict[str, Path], slurm_cluster: Cluster
 ) -> None:
     manifest = two_steps(tmp_path / "p", demo_bases, second="echo the-marker-line; exit 3")
+    before = job_ids(slurm_cluster)
     ran = run_cli([str(manifest), "--cache", str(tmp_path / "shared"), "--executor", "slurm", "-o",
                    f"oci:{tmp_path}/s:x"], env=slurm_env(slurm_cluster, tmp_path / "node"))  # fmt: skip
     assert ran.code == 1, str(ran)
-    failed = [j for j in jobs_named(slurm_cluster, {"second"}) if j["State"] == "FAILED"]
-    assert failed, slurm_cluster.sacct()
-    job_id = failed[-1]["JobID"]
+    (job,) = jobs_named(slurm_cluster, {"second"}, since=before)
+    assert job["State"] == "FAILED", slurm_cluster.sacct()
+    job_id = job["JobID"]
     assert f"step second: Slurm job {job_id} ended FAILED" in ran.err
     assert "the-marker-line" in ran.err and "exit 3" in ran.err
 
@@ -110,12 +120,15 @@ def test_a_failed_job_shows_the_step_its_job_id_and_its_log(
 def test_ctrl_c_cancels_the_running_job(tmp_path: Path, demo_bases: dict[str, Path], slurm_cluster: Cluster) -> None:
     manifest = two_steps(tmp_path / "p", demo_bases, second="sleep 600")
     env = {**os.environ, **slurm_env(slurm_cluster, tmp_path / "node")}
+    before = job_ids(slurm_cluster)
     proc = subprocess.Popen([PYTHON, "-m", "assembler", str(manifest), "--cache", str(tmp_path / "shared"),
                              "--executor", "slurm", "--progress", "plain", "-o", f"oci:{tmp_path}/s:x"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
-        running = [j for j in jobs_named(slurm_cluster, {"second"}) if j["State"] == "RUNNING"]
+        running = [
+            j for j in jobs_named(slurm_cluster, {"second"}, since=before, ended=False) if j["State"] == "RUNNING"
+        ]
         if running:
             break
         assert proc.poll() is None, proc.communicate()
@@ -149,11 +162,12 @@ def test_an_unprivileged_user_builds_on_slurm(
     env = {"SLURM_CONF": str(slurm_cluster.conf)}
     args = ["env", *(f"{k}={v}" for k, v in env.items()), PYTHON, "-m", "assembler", str(manifest), "--cache",
             str(work / "cache"), "--json", "--executor", "slurm", "-o", f"oci:{work}/out:x"]  # fmt: skip
+    before = job_ids(slurm_cluster)
     proc = user.run(args, work)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["digest"] == local.json["digest"]
-    jobs = jobs_named(slurm_cluster, {"first", "second"}, by=user.name)
-    assert sorted(j["JobName"] for j in jobs)[-2:] == ["first", "second"], jobs
+    jobs = jobs_named(slurm_cluster, {"first", "second"}, since=before, by=user.name)
+    assert sorted(j["JobName"] for j in jobs) == ["first", "second"], jobs
     assert {j["User"] for j in jobs} == {user.name} and {j["State"] for j in jobs} == {"COMPLETED"}
     print(f"\nsacct -u {user.name}: {jobs}")
     sh(["rm", "-rf", str(work), f"/var/tmp/assemble-{user.uid}"])
@@ -163,6 +177,7 @@ def test_the_demo_on_slurm_gives_the_local_digest(tmp_path: Path, demo: Demo, sl
     """The must-show: every step of the demo a Slurm job, the image the local build's."""
     manifest = copy_project(tmp_path / "project")
     local = demo.cold.json
+    before = job_ids(slurm_cluster)
     ran = run_cli([str(manifest), "--cache", str(tmp_path / "shared"), "--json", "--executor", "slurm",
                    *base_args(demo.bases), "-o", f"oci:{tmp_path}/out:x"],
                   cwd=tmp_path / "project", env=slurm_env(slurm_cluster, tmp_path / "node"))  # fmt: skip
@@ -170,7 +185,7 @@ def test_the_demo_on_slurm_gives_the_local_digest(tmp_path: Path, demo: Demo, sl
     assert ran.json["digest"] == local["digest"] == layout_digest(tmp_path / "out", "x")
     compile_steps = {s["name"] for s in ran.json["steps"] if s["kind"] == "compile"}
     assert {s["name"] for s in ran.json["steps"] if s["state"] == "built"} >= compile_steps
-    jobs = jobs_named(slurm_cluster, compile_steps)
+    jobs = jobs_named(slurm_cluster, compile_steps, since=before)
     assert sorted(j["JobName"] for j in jobs) == sorted(compile_steps)
     assert {j["State"] for j in jobs} == {"COMPLETED"}
     print(f"\ndemo on Slurm: {ran.json['digest']} (local {local['digest']}); sacct: {jobs}")
