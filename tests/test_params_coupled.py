@@ -279,3 +279,21 @@ def test_plan_shows_base_overrides(cache: Path) -> None:
     code, out, err = plan(cache, "vllm", "--base", f"runtime={ref}", json_out=False)
     assert code == 0, err
     assert f"    --base runtime={ref} replaces docker://nvidia/cuda:12.9.1-base-ubuntu22.04" in out.splitlines()
+
+
+def test_set_and_set_unlocked_of_one_param_must_agree(cache: Path) -> None:
+    # --set-unlocked used to win whatever the order, dropping the --set silently
+    set_, unlocked = ("--set", "gpu=cuda"), ("--set-unlocked", "gpu=rocm")
+    for args in ((*unlocked, *set_), (*set_, *unlocked)):
+        err = refused(cache, "vllm", *args)
+        assert "error: --set gpu=cuda and --set-unlocked gpu=rocm disagree" in err
+    assert planned(cache, "vllm", "--set", "gpu=rocm", "--set-unlocked", "gpu=rocm")["params"]["gpu"] == "rocm"
+
+
+def test_verl_default_target_fixes_the_pins_its_tag_names(cache: Path) -> None:
+    # ngc-vllm's tag is ngc-th2.4.0-cu124-vllm0.6.3: a --set of those pins gave that tag to another build
+    for kv in ("torch_version=2.5.1", "vllm_req=vllm==0.7.0"):
+        err = refused(cache, "verl", "--set", kv)
+        assert f"--set {kv} contradicts target ngc-vllm (the default_target)" in err
+    ngc = planned(cache, "verl")
+    assert (ngc["params"]["torch_version"], ngc["params"]["vllm_req"]) == ("2.4.0", "vllm==0.6.3.post1")

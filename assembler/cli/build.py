@@ -61,13 +61,24 @@ def _slurm_args(text: str) -> tuple[str, ...]:
         raise InputError(f"--slurm-args {text!r}: {e}") from None
 
 
+def _sets(args: argparse.Namespace) -> dict[str, str]:
+    """The ``--set`` and ``--set-unlocked`` values. One param given both ways with different
+    values is refused: --set-unlocked would win whatever the order, silently."""
+    sets, unlocked = dict(args.set), dict(args.set_unlocked)
+    for name, value in unlocked.items():
+        if sets.get(name, value) != value:
+            raise InputError(f"--set {name}={sets[name]} and --set-unlocked {name}={value} disagree",
+                             hint=f"give {name} once")  # fmt: skip
+    return {**sets, **unlocked}
+
+
 def _load(args: argparse.Namespace) -> list[Variant]:
     bases = {}
     for name, ref in args.base:
         bases[name] = str(absolute_ref(parse_ref(ref), Path.cwd()))  # BadReference quotes the text
     return load_variants(
         args.manifest,
-        sets={**dict(args.set), **dict(args.set_unlocked)},
+        sets=_sets(args),
         unlocked=frozenset(name for name, _ in args.set_unlocked),
         targets=args.targets,
         all_targets=args.all_targets,
