@@ -8,6 +8,7 @@ hash check and unpack is the real one; vLLM's own wheel (370 MB) is only planned
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import tarfile
 from pathlib import Path
@@ -16,6 +17,7 @@ from assembler.pipeline import graph
 from assembler.spec.load import load_manifest
 from assembler.transports.pypi import fits
 from tests.helpers import PYTHON, ROOT, files_project, manifest_of, read_blob, run_cli, uncompressed
+from tests.test_sbom import referrers, saved, validate_spdx
 
 SIX = "six==1.16.0 --hash=sha256:8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254"
 PYFLAKES = "pyflakes==3.2.0 --hash=sha256:84b5be138a2dfbb40689ca07e2152deb896a65c3a3e24c251c5c62489568074a"
@@ -301,3 +303,27 @@ def test_a_wheel_by_url_is_the_same_layer_as_by_index(tmp_path: Path) -> None:
     ran = run_cli(["m.yaml", "--cache", str(tmp_path / "cache3"), "-o", "oci:bad:1"], cwd=project)
     assert ran.code == 2 and f"the manifest pins {WRONG}" in ran.err, str(ran)
     assert _blobs(tmp_path / "cache3") == set()
+
+
+def test_sbom_and_provenance_name_the_pinned_wheels_and_files(tmp_path: Path) -> None:
+    # The inputs of pip: and url: layers are known exactly (their sha256): the provenance
+    # lists them as it lists sources, the SBOM gives each its checksum (issue 12's review).
+    project = tmp_path / "p"
+    project.mkdir()
+    url = f"    - url: {SDIST_URL}\n      sha256: {SDIST_SHA}\n      to: /opt/src/\n"
+    twice = url + url.replace("/opt/src/", "/opt/again/")
+    (project / "m.yaml").write_text(_manifest(f'    - pip: ["{SIX}"]\n      python: "3.12"\n' + twice))
+    _build(project, tmp_path / "cache", "out")
+    (project / "files").mkdir()
+    listing = referrers("oci:out:1", "--save", "files", cwd=project)
+    sbom_file, prov_file = saved(listing, "application/spdx+json"), saved(listing, "application/vnd.in-toto+json")
+    validate_spdx(project / sbom_file)
+    six_sha = SIX.rpartition("sha256:")[2]
+    deps = json.loads((project / prov_file).read_text())["predicate"]["buildDefinition"]["resolvedDependencies"]
+    assert {"name": "pip:six==1.16.0", "uri": "pkg:pypi/six@1.16.0", "digest": {"sha256": six_sha}} in deps
+    assert [d for d in deps if d["name"].startswith("url:")] == [
+        {"name": "url:iniconfig-2.0.0.tar.gz", "uri": SDIST_URL, "digest": {"sha256": SDIST_SHA}}]  # fmt: skip
+    packages = {p["name"]: p for p in json.loads((project / sbom_file).read_text())["packages"]}
+    assert packages["six"]["checksums"] == [{"algorithm": "SHA256", "checksumValue": six_sha}]
+    sdist = packages["iniconfig-2.0.0.tar.gz"]
+    assert (sdist["downloadLocation"], sdist["checksums"][0]["checksumValue"]) == (SDIST_URL, SDIST_SHA)

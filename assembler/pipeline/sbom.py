@@ -3,6 +3,8 @@ those as referrer artifacts of the image it made."""
 
 from __future__ import annotations
 
+import posixpath
+
 from assembler import __version__
 from assembler.cache import Cache
 from assembler.compile.sources import Source
@@ -12,8 +14,19 @@ from assembler.pipeline import graph
 from assembler.pipeline.build import Built
 from assembler.pipeline.options import Event, Reporter
 from assembler.pipeline.resolve import Plan
-from assembler.sbom import ArtifactFact, BaseFact, BuildFacts, LayerFact, SourceFact, StepFact, attestations
+from assembler.sbom import (
+    ArtifactFact,
+    BaseFact,
+    BuildFacts,
+    DownloadFact,
+    LayerFact,
+    SourceFact,
+    StepFact,
+    attestations,
+)
 from assembler.spec import model as m
+from assembler.spec.prebuilt import parse_requirement
+from assembler.transports import pypi
 
 
 def _source(src: Source, spec: m.SourceSpec) -> SourceFact:
@@ -23,6 +36,23 @@ def _source(src: Source, spec: m.SourceSpec) -> SourceFact:
     if isinstance(spec, m.UrlSource):
         return SourceFact(src.name, "url", src.digest, url=spec.url)
     return SourceFact(src.name, "path", src.digest, path=spec.path)
+
+
+def _downloads(man: m.Manifest, architecture: str, cache: Cache) -> tuple[DownloadFact, ...]:
+    """The pinned files of the image's ``pip:`` and ``url:`` layers. A wheel pinned by
+    several hashes (one per platform) is the one this build's platform took; one whose
+    layer came from a registry step cache, never fetched here, is not known and left out."""
+    out: list[DownloadFact] = []
+    for layer in man.image.layers:
+        if isinstance(layer, m.UrlLayer):
+            name = posixpath.basename(layer.url.split("?", 1)[0].split("#", 1)[0]) or "download"
+            out.append(DownloadFact(f"url:{name}", layer.url, layer.sha256))
+        elif isinstance(layer, m.PipLayer):
+            for req in map(parse_requirement, layer.pip):
+                sha = pypi.chosen(req, python=layer.python, arch=pypi.machine(architecture), cache=cache)
+                uri = req.url or f"pkg:pypi/{req.name}@{req.version}"
+                out += [DownloadFact(f"pip:{req.pin}", uri, sha)] if sha else []
+    return tuple(dict.fromkeys(out))  # one file placed twice is one input
 
 
 def build_facts(built: Built, plan: Plan, cache: Cache) -> BuildFacts:
@@ -67,6 +97,7 @@ def build_facts(built: Built, plan: Plan, cache: Cache) -> BuildFacts:
         layers=tuple(layers),
         recipes={n: sha256_digest(p.read_bytes()) for n, p in sorted(loaded.recipes.items())},
         tool=__version__,
+        downloads=_downloads(man, built.image.platform.architecture, cache),
     )
 
 

@@ -19,7 +19,15 @@ from assembler.deps.files import BlobOpener
 from assembler.oci import mediatypes as mt
 from assembler.oci.artifact import Artifact
 from assembler.oci.mutate import timestamp
-from assembler.sbom.facts import ArtifactFact, BaseFact, BuildFacts, LayerFact, SourceFact, StepFact
+from assembler.sbom.facts import (
+    ArtifactFact,
+    BaseFact,
+    BuildFacts,
+    DownloadFact,
+    LayerFact,
+    SourceFact,
+    StepFact,
+)
 from assembler.sbom.packages import Inventory, Package, read_packages
 from assembler.sbom.provenance import PREDICATE_TYPE, provenance_statement
 from assembler.sbom.spdx import spdx_document
@@ -28,6 +36,7 @@ __all__ = [
     "ArtifactFact",
     "BaseFact",
     "BuildFacts",
+    "DownloadFact",
     "Inventory",
     "LayerFact",
     "Package",

@@ -25,6 +25,15 @@ class SourceFact:
 
 
 @dataclass(frozen=True)
+class DownloadFact:
+    """A pinned file a ``pip:`` or ``url:`` layer put into the image: an input as a source is."""
+
+    name: str  # pip:six==1.16.0, url:FILE
+    uri: str  # the URL, or the wheel's purl (the index picks the file)
+    sha256: str  # HEX of the file, as the manifest pins it
+
+
+@dataclass(frozen=True)
 class BaseFact:
     name: str
     digest: str  # the image manifest's
@@ -80,3 +89,4 @@ class BuildFacts:
     layers: tuple[LayerFact, ...]
     recipes: Mapping[str, str] = field(default_factory=dict)  # recipe name -> sha256:HEX of its file
     tool: str = ""  # assemble's version
+    downloads: tuple[DownloadFact, ...] = ()

@@ -6,7 +6,8 @@
 - ``buildDefinition.internalParameters``: the epoch and each step's key (the key its
   result is cached under: a digest of everything that can change it);
 - ``buildDefinition.resolvedDependencies``: every base (its image digest), every source
-  (a git commit, a download's sha256, a folder's content digest) and every recipe file;
+  (a git commit, a download's sha256, a folder's content digest), every recipe file and
+  every pinned file of a ``pip:`` or ``url:`` layer (its sha256);
 - ``runDetails.builder.id``: assemble and its version.
 
 Nothing in it depends on the clock or on whether a step ran or came from the cache, so the
@@ -44,6 +45,7 @@ def provenance_statement(facts: BuildFacts) -> bytes:
                          "annotations": {"what": b.what}} for b in facts.bases.values()]  # fmt: skip
     deps += [_source(s) for s in facts.sources.values()]
     deps += [{"name": f"recipe:{n}", "digest": {"sha256": digest_hex(d)}} for n, d in facts.recipes.items()]
+    deps += [{"name": d.name, "uri": d.uri, "digest": {"sha256": d.sha256}} for d in facts.downloads]
     steps = {s.name: {"kind": s.kind, "key": s.key, **({"base": s.base} if s.base else {})}
              for s in facts.steps.values()}  # fmt: skip
     artifacts = {a.ref: {"diff_id": a.diff_id, **({"layer": a.layer} if a.layer is not None else {})}

@@ -2,9 +2,10 @@
 
 Packages: the image itself (``SPDXRef-Image``), its bases (the runtime base it descends
 from and the devel bases its artifacts were compiled on), the sources the compile steps
-read, each compiled artifact (the layer it is, or an input of another step), and every
-package the image's databases list (Debian, Alpine, rpm, Python; see
-:mod:`assembler.sbom.packages`). Relationships say which contains which, which artifact
+read, each compiled artifact (the layer it is, or an input of another step), each file
+of a ``url:`` layer (its URL and pinned sha256), and every package the image's databases
+list (Debian, Alpine, rpm, Python; see :mod:`assembler.sbom.packages`; a wheel a ``pip:``
+layer installed has that wheel's pinned sha256). Relationships say which contains which, which artifact
 was generated from which source, on which base and with which other artifacts.
 
 An installed package's ``licenseDeclared`` is what it declares (a Debian package's
@@ -200,7 +201,7 @@ def _installed(doc: _Doc, pkg: Package, image_id: str, containers: dict[int, str
                      supplier=supplier or NOASSERTION, summary=pkg.summary or None, homepage=_url(pkg.homepage),
                      sourceInfo=source, licenseDeclared=declared,
                      licenseComments=f"as the package says: {pkg.license}" if pkg.license else None,
-                     externalRefs=[_installed_purl(doc, pkg)], comment=comment,
+                     externalRefs=[_installed_purl(doc, pkg)], comment=comment, checksums=_wheel_sha256(doc, pkg),
                      primaryPackagePurpose="LIBRARY" if pkg.ecosystem == "pypi" else None))  # fmt: skip
     doc.relate(image_id, "CONTAINS", spdxid)
     if pkg.layer in containers:
@@ -231,6 +232,35 @@ def _copies(doc: _Doc, image_id: str, containers: dict[int, str]) -> None:
             containers[layer.index] = copy_id
 
 
+def _downloads(doc: _Doc, image_id: str) -> None:
+    """Each pinned file of a ``url:`` layer as a package with its URL and sha256 (a ``pip:``
+    layer's wheels are the distributions installed: their checksums are set there)."""
+    for d in doc.facts.downloads:
+        if d.name.startswith("url:"):
+            name = d.name.removeprefix("url:")
+            url_id = doc.add(
+                _package(
+                    spdx_id("Download", name, d.sha256),
+                    name,
+                    "",
+                    downloadLocation=_url(d.uri),
+                    checksums=_sha256("sha256:" + d.sha256),
+                    primaryPackagePurpose="FILE",
+                    comment=f"a url: layer's file, {d.uri}",
+                )
+            )
+            doc.relate(image_id, "CONTAINS", url_id)
+
+
+def _wheel_sha256(doc: _Doc, pkg: Package) -> list[Json] | None:
+    """The pinned sha256 of the wheel a ``pip:`` layer installed ``pkg`` from, if it did."""
+    purl = f"pkg:pypi/{re.sub(r'[-_.]+', '-', pkg.name).lower()}@{pkg.version}"
+    shas = [d.sha256 for d in doc.facts.downloads if d.name.startswith("pip:") and d.uri == purl]
+    layers = doc.facts.layers
+    by_pip = pkg.layer < len(layers) and layers[pkg.layer].kind == "pip"
+    return _sha256("sha256:" + shas[0]) if pkg.ecosystem == "pypi" and by_pip and len(shas) == 1 else None
+
+
 def spdx_document(facts: BuildFacts, inventory: Inventory) -> bytes:
     """The SPDX 2.3 JSON document (canonical JSON bytes) of the image ``facts`` describe."""
     doc = _Doc(facts, inventory)
@@ -250,6 +280,7 @@ def spdx_document(facts: BuildFacts, inventory: Inventory) -> bytes:
             if ref in by_ref:
                 doc.relate(spdx_id("Artifact", ref, by_ref[ref].diff_id), "BUILD_DEPENDENCY_OF", art_id)
     _copies(doc, image_id, containers)
+    _downloads(doc, image_id)
     for pkg in inventory.packages:
         _installed(doc, pkg, image_id, containers)
     debs = any(p.ecosystem == "deb" for p in inventory.packages)
