@@ -297,3 +297,13 @@ def test_verl_default_target_fixes_the_pins_its_tag_names(cache: Path) -> None:
         assert f"--set {kv} contradicts target ngc-vllm (the default_target)" in err
     ngc = planned(cache, "verl")
     assert (ngc["params"]["torch_version"], ngc["params"]["vllm_req"]) == ("2.4.0", "vllm==0.6.3.post1")
+
+
+def test_vllm_deps_keeps_the_torch_of_the_torch_layer(cache: Path) -> None:
+    # The released 0.11.1 wheel needs torch==2.9.0: with another torch_version, the vllm-deps
+    # step replaced the torch layer's torch silently (two torches in the layers, the param ignored);
+    # pinned, the resolver refuses the pair instead.
+    for sets in ({}, {"vllm_from": "wheel", "torch_version": "2.8.0"}):
+        loaded = load_manifest(MANIFESTS / "vllm.yaml", sets=sets)
+        (step,) = [x for x in loaded.manifest.image.layers if getattr(x, "name", None) == "vllm-deps"]
+        assert f'"vllm==$V" "torch=={loaded.params["torch_version"]}"' in " ".join(step.run), step  # type: ignore[union-attr]
