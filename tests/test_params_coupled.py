@@ -307,3 +307,14 @@ def test_vllm_deps_keeps_the_torch_of_the_torch_layer(cache: Path) -> None:
         loaded = load_manifest(MANIFESTS / "vllm.yaml", sets=sets)
         (step,) = [x for x in loaded.manifest.image.layers if getattr(x, "name", None) == "vllm-deps"]
         assert f'"vllm==$V" "torch=={loaded.params["torch_version"]}"' in " ".join(step.run), step  # type: ignore[union-attr]
+
+
+def test_vllm_wheel_mode_names_the_release_tag_as_its_tree(cache: Path) -> None:
+    # The revision annotation (${sources.vllm.revision}) and the KV connectors' list came from
+    # the source build's vllm_ref (main, ded8ada) while the image shipped the v0.11.1 wheel.
+    for version in ("0.11.1", "0.12.0"):
+        wheel = planned(cache, "vllm", "--set", "vllm_from=wheel", "--set", f"vllm_version={version}")
+        assert wheel["params"]["vllm_ref"] == f"v{version}"
+    err = refused(cache, "vllm", "--set", "vllm_from=wheel", "--set", "vllm_ref=main")
+    assert "--set vllm_ref=main contradicts choice vllm_from=wheel, which sets vllm_ref=v0.11.1" in err
+    assert planned(cache, "vllm")["params"]["vllm_ref"] == "ded8ada86a3962477433054debbcef1d45161850"
