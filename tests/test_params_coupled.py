@@ -167,6 +167,35 @@ def test_cuda_13_refuses_the_archs_it_dropped(cache: Path) -> None:
     planned(cache, "llamacpp", "--set", "backend=cpu", "--set", "cuda_docker_arch=86;120")
 
 
+def test_arch_lists_in_the_wrong_syntax_are_refused(cache: Path) -> None:
+    """CMake (llama.cpp's CMAKE_CUDA_ARCHITECTURES) and torch (TORCH_CUDA_ARCH_LIST) each
+    stop on the other's spelling, and CMake on an empty list, an hour into the build."""
+    for value in ("sm_90", "9.0", "86;9.0+PTX"):
+        err = refused(cache, "llamacpp", "--set", f"cuda_docker_arch={value}")
+        assert f"{at('llamacpp', 'constraints', 0)}: cuda_docker_arch" in err and "not cmake's arch syntax" in err
+    err = refused(cache, "llamacpp", "--set", "cuda_docker_arch=")
+    assert "the arch list: an empty list is not cmake's arch syntax" in err
+    planned(cache, "llamacpp", "--set", "cuda_docker_arch=75-virtual;86;90a-real;native")
+    err = refused(cache, "tgi", "--set", "torch_cuda_arch_list=80;90")
+    assert f"{at('tgi', 'constraints', 0)}: torch_cuda_arch_list: '80', '90' are not torch's arch syntax" in err
+    assert "hint: --set torch_cuda_arch_list=8.0;8.6;9.0+PTX" in err
+    refused(cache, "vllm", "--set", "ep_arch_list=sm_90a")
+    refused(cache, "deepspeed", "--set", "torch_cuda_arch_list=8.0;compute_90")
+    planned(cache, "deepspeed", "--set", "torch_cuda_arch_list=8.0;9.0a+PTX")
+    planned(cache, "llamacpp", "--set", "backend=cpu", "--set", "cuda_docker_arch=9.0")  # no CUDA: no check
+
+
+def test_a_flag_older_nvcc_lacks_needs_its_cuda_version(cache: Path) -> None:
+    """llama.cpp passes nvcc -objtemp (reproducible objects), which nvcc 12.4 brought."""
+    err = refused(cache, "llamacpp", "--set", "cuda_version=12.1.0", "--set", "cuda_docker_arch=80;90")
+    assert f"{at('llamacpp', 'constraints', 1)}: CUDA 12.1.0 is older than 12.4, which nvcc_append_flags " \
+           "(-objtemp) needs" in err  # fmt: skip
+    assert "hint: --set cuda_version=12.4 or newer, or --set-unlocked nvcc_append_flags=... without it" in err
+    planned(cache, "llamacpp", "--set", "cuda_version=12.4.1", "--set", "cuda_docker_arch=80;90")
+    planned(cache, "llamacpp", "--set", "cuda_version=12.1.0", "--set", "cuda_docker_arch=80;90",
+            "--set-unlocked", "nvcc_append_flags=")  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("archs", "cuda", "misses"),
     [

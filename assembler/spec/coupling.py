@@ -5,14 +5,17 @@ A CUDA arch list is compiled by the nvcc of the devel image's CUDA version: sm_1
 CUDA 12.8, CUDA 13.0 dropped everything below sm_75. A manifest says which params are
 coupled so (``constraints: [{cuda_archs: "${torch_cuda_arch_list}", cuda_version:
 "${cuda_version}"}]``) and a ``--set`` that breaks it fails before anything is built,
-not an hour into a compile.
+not an hour into a compile. The list must also be in the form its consumer parses
+(``form: torch`` for TORCH_CUDA_ARCH_LIST's ``9.0+PTX``, ``form: cmake`` for
+CMAKE_CUDA_ARCHITECTURES' ``90-real``), and a flag some CUDA versions lack names the
+version it needs (``{cuda_version: ..., at_least: "12.4", needed_by: "${nvcc_flags}"}``).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field
 
@@ -37,6 +40,21 @@ class CudaArchs(Strict):
 
     cuda_archs: str
     cuda_version: str
+    form: Literal["torch", "cmake"] | None = Field(
+        default=None, description="the list's syntax: torch (8.0;9.0a+PTX) or cmake (80;90a-real); default: either"
+    )
+
+
+class CudaAtLeast(Strict):
+    """CUDA ``cuda_version`` is at least ``at_least`` wherever ``needed_by`` (the flags that
+    need it) is not empty; an empty ``cuda_version`` (a CPU or ROCm build) skips the check."""
+
+    cuda_version: str
+    at_least: str = Field(pattern=r"^\d+\.\d+$")
+    needed_by: str
+
+
+Constraint = CudaArchs | CudaAtLeast
 
 
 Version = tuple[int, int]
@@ -56,6 +74,12 @@ _ARCHS: dict[Version, tuple[Version, Version | None]] = {
 # Arch-specific (sm_90a) and family (sm_100f) targets came later than their arch.
 _SUFFIX_SINCE: dict[str, Version] = {"a": (12, 0), "f": (12, 9)}
 _KEYWORDS = {"default", "native", "all", "all-major"}
+# What each consumer parses: torch's _get_cuda_arch_flags takes 8.0, 9.0a, 8.6+PTX; CMake's
+# CUDA_ARCHITECTURES takes 80, 90a, 120-real, 86-virtual and its keywords.
+_FORMS = {
+    "torch": re.compile(r"^\d+\.\d[af]?(\+ptx)?$", re.IGNORECASE),
+    "cmake": re.compile(r"^(\d{2,3}[af]?(-real|-virtual)?|native|all|all-major)$"),
+}
 _ARCH = re.compile(r"^(?:sm_|compute_)?(\d+)(?:\.(\d))?([af]?)(?:\+ptx|-real|-virtual)?$", re.IGNORECASE)
 
 
@@ -106,9 +130,14 @@ def check_constraints(loaded: Loaded) -> None:
         cuda = _version(c.cuda_version)
         if cuda is None:
             raise loaded.error(("constraints", i, "cuda_version"), f"not a CUDA version: {c.cuda_version!r}")
+        if isinstance(c, CudaAtLeast):
+            _check_at_least(loaded, i, c, cuda)
+            continue
+        archs, version = _param_names(loaded, c.cuda_archs), _param_names(loaded, c.cuda_version)
+        if c.form is not None:
+            _check_form(loaded, i, c, archs)
         misses = nvcc_misses(c.cuda_archs, cuda)
         if misses:
-            archs, version = _param_names(loaded, c.cuda_archs), _param_names(loaded, c.cuda_version)
             fixes = [f"--set {archs}=... without them"] if archs else []
             fixes += [f"--set {version}=... that has them"] if version else []
             raise loaded.error(
@@ -119,7 +148,32 @@ def check_constraints(loaded: Loaded) -> None:
             )
 
 
+def _check_form(loaded: Loaded, i: int, c: CudaArchs, archs: str) -> None:
+    tokens = [t for t in re.split(r"[;\s]+" if c.form == "torch" else r";", c.cuda_archs.strip()) if t]
+    keywords = {"default"} if c.form == "cmake" else set()  # ggml's own list, as llama.cpp's Dockerfiles
+    bad = [t for t in tokens if t not in keywords and not _FORMS[c.form or ""].match(t)]
+    if bad or not tokens:
+        example = "8.0;8.6;9.0+PTX" if c.form == "torch" else "80;86;90a (or 90-real)"
+        what = f"{', '.join(repr(t) for t in bad)} {'is' if len(bad) == 1 else 'are'}" if bad else "an empty list is"
+        hint = f"--set {archs}={example}" if archs else f"give the arch list as {example}"
+        raise loaded.error(("constraints", i), f"{archs or 'the arch list'}: {what} not {c.form}'s arch syntax",
+                           hint=hint)  # fmt: skip
+
+
+def _check_at_least(loaded: Loaded, i: int, c: CudaAtLeast, cuda: Version) -> None:
+    if not c.needed_by.strip() or cuda >= tuple(int(n) for n in c.at_least.split(".")):
+        return
+    version, flags = _param_names(loaded, c.cuda_version), _param_names(loaded, c.needed_by)
+    fixes = [f"--set {version}={c.at_least} or newer"] if version else []
+    fixes += [f"--set-unlocked {flags}=... without it"] if flags else []
+    what = f"{flags or 'the build'} ({c.needed_by.strip()})"
+    raise loaded.error(("constraints", i), f"CUDA {c.cuda_version} is older than {c.at_least}, which {what} needs",
+                       hint=", or ".join(fixes) or None)  # fmt: skip
+
+
 def _param_names(loaded: Loaded, value: str) -> str:
+    if not value.strip():
+        return ""  # many params are empty: naming two of them would only mislead
     names = [name for name, v in loaded.params.items() if v == value]
     return " or ".join(names[:2])
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag, field_validator
 
-from assembler.spec.coupling import CudaArchs, Platforms
+from assembler.spec.coupling import Constraint, Platforms
 from assembler.spec.fields import Duration, Mode, Name, Owner, Scalar, Strict, StrList
 from assembler.spec.prebuilt import PipLayer as PipLayer
 from assembler.spec.prebuilt import UrlLayer as UrlLayer
@@ -368,7 +368,7 @@ class Manifest(Strict):
         default_factory=dict,
         description="param -> value -> other params it fixes (backend: {cpu: {devel: docker://ubuntu:22.04}})",
     )
-    constraints: list[CudaArchs] = Field(default_factory=list, description="param combinations to refuse")
+    constraints: list[Constraint] = Field(default_factory=list, description="param combinations to refuse")
     bases: dict[Name, BaseSpec] = Field(default_factory=dict)
     sources: dict[Name, SourceSpec] = Field(default_factory=dict)
     compile: list[CompileStep] = Field(default_factory=list)
