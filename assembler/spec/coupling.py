@@ -54,7 +54,15 @@ class CudaAtLeast(Strict):
     needed_by: str
 
 
-Constraint = CudaArchs | CudaAtLeast
+class SameVersion(Strict):
+    """The versions agree up to their minor number (12.4.1 and 12.4.0 do, 12.6.3 does not;
+    ``2.6`` and ``2.6.0`` do): ``because`` says why they must. Empty ones are skipped."""
+
+    same_version: list[str] = Field(min_length=2)
+    because: str
+
+
+Constraint = CudaArchs | CudaAtLeast | SameVersion
 
 
 Version = tuple[int, int]
@@ -125,6 +133,9 @@ def check_constraints(loaded: Loaded) -> None:
     """Every ``constraints:`` entry holds for the resolved params; else a ManifestError
     at the entry naming the params to change."""
     for i, c in enumerate(loaded.manifest.constraints):
+        if isinstance(c, SameVersion):
+            _check_same(loaded, i, c)
+            continue
         if not c.cuda_version.strip():
             continue
         cuda = _version(c.cuda_version)
@@ -158,6 +169,20 @@ def _check_form(loaded: Loaded, i: int, c: CudaArchs, archs: str) -> None:
         hint = f"--set {archs}={example}" if archs else f"give the arch list as {example}"
         raise loaded.error(("constraints", i), f"{archs or 'the arch list'}: {what} not {c.form}'s arch syntax",
                            hint=hint)  # fmt: skip
+
+
+def _check_same(loaded: Loaded, i: int, c: SameVersion) -> None:
+    given = [v.strip() for v in c.same_version if v.strip()]
+    for j, text in enumerate(c.same_version):
+        if text.strip() and _version(text) is None:
+            raise loaded.error(("constraints", i, "same_version", j), f"not a version: {text!r}")
+    if len({_version(v) for v in given}) <= 1:
+        return
+    names = [_param_names(loaded, v) for v in given]
+    named = [f"{name or 'the value'} {v}" for name, v in zip(names, given, strict=True)]
+    which = " and ".join(name for name in names if name) or "them"
+    raise loaded.error(("constraints", i), f"{' and '.join(named)} differ: {c.because}",
+                       hint=f"--set {which} to one major.minor version")  # fmt: skip
 
 
 def _check_at_least(loaded: Loaded, i: int, c: CudaAtLeast, cuda: Version) -> None:
