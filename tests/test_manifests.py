@@ -616,6 +616,8 @@ def test_gpu_labels_show_versions_and_architectures(plan: PlanFn) -> None:
     assert rocm["gpu.rocm.archs"] == "${steps.wheel-rocm.rocm_archs}"
     assert rocm.get("gpu.cuda.version", "") == "" and "gpu.cuda.archs" not in rocm
     assert rocm["build.wheel-rocm"] == "MAX_JOBS=2"
+    # the wheel alone, on scratch: no base will ever say a CUDA version
+    assert "gpu.cuda.version" not in gpu_labels(plan("vllm", "--target", "wheel"))
 
     narrowed = gpu_labels(plan("vllm", "--set", "torch_cuda_arch_list=9.0 10.0+PTX", "--set", "cuda_version=12.8.1"))
     assert narrowed["gpu.cuda.version"] == "12.8.1"  # the runtime base's tag names it

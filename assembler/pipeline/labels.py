@@ -174,7 +174,7 @@ def version_labels(params: Mapping[str, str], man: m.Manifest, base: Image | Non
             value = value or next((facts["labels"][n] for n in label_names if facts["labels"].get(n)), "")
         if not value and _names_version(ref, wanted):
             value = wanted
-        if not value and facts is None and env_names:
+        if not value and facts is None and env_names and ref != "scratch":
             value = f"${{bases.{man.image.base}.env.{env_names[0]}}}"  # a plan: known once the base is
         if value:
             out[f"{NAMESPACE}.{label}"] = value
