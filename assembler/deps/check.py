@@ -6,10 +6,12 @@ and ``copy:`` layers), as glibc's ld.so would:
 - its loader (``PT_INTERP``) exists in the image;
 - each ``DT_NEEDED`` resolves, searching DT_RPATH (when there is no DT_RUNPATH),
   ``LD_LIBRARY_PATH`` from the image's ``Env``, DT_RUNPATH (``$ORIGIN``, ``$LIB`` and
-  ``$PLATFORM`` expanded), the folders of the base's ``/etc/ld.so.conf`` (and what it
-  includes), then the default folders (``/lib``, ``/usr/lib``, ``lib64`` and the
-  multiarch ones); symlinks are followed inside the image; a library of another ELF class
-  or machine is passed over, as ld.so does;
+  ``$PLATFORM`` expanded), the image's ``/etc/ld.so.cache``, then the trusted folders
+  (``/lib``, ``/usr/lib``, ``lib64`` and the multiarch ones); symlinks are followed inside
+  the image; a library of another ELF class or machine is passed over, as ld.so does.
+  The folders ``/etc/ld.so.conf`` names are not searched: ld.so knows their libraries only
+  through the cache ``ldconfig`` writes, so a library found only there, not in the cache
+  (a layer added it and ran no ``ldconfig``), is a miss saying so;
 - each version it needs from a library (``GLIBC_2.38``, ``GLIBCXX_3.4.30``:
   ``.gnu.version_r``) is defined by the library found (``.gnu.version_d``).
 
@@ -31,8 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from assembler.cache import Cache
+from assembler.deps import ldcache
 from assembler.deps.elf import ElfFacts
 from assembler.deps.files import BlobOpener, FactReader, ImageFiles
+from assembler.errors import InvalidImage
 from assembler.oci.image import Image
 
 # The driver libraries the NVIDIA Container Toolkit mounts from the host: the lists
@@ -62,6 +66,7 @@ _TRIPLETS = {"EM_X86_64": "x86_64-linux-gnu", "EM_AARCH64": "aarch64-linux-gnu",
              "EM_ARM": "arm-linux-gnueabihf"}  # fmt: skip
 _PLATFORMS = {"EM_X86_64": "x86_64", "EM_AARCH64": "aarch64", "EM_386": "i686", "EM_PPC64": "ppc64le"}
 LDCONF = "etc/ld.so.conf"
+LDCACHE = "etc/ld.so.cache"
 
 
 def host_provided(name: str) -> bool:
@@ -80,6 +85,7 @@ class Miss:
     library: str  # libcurl.so.4, or the loader's path
     version: str = ""  # GLIBC_2.99 (kind version)
     provider: str = ""  # the library found, which lacks ``version``
+    reason: str = ""  # why a library in the image is not found (kind library)
 
     def __str__(self) -> str:
         where = f"(layer {self.layer}: {self.layer_what})"
@@ -88,6 +94,8 @@ class Miss:
             return f"{self.file}: needs {self.version} from {self.library}, {lacks} {where}"
         if self.kind == "interpreter":
             return f"{self.file}: its loader {self.library} is not in the image {where}"
+        if self.reason:
+            return f"{self.file}: needs {self.library}, {self.reason} {where}"
         return f"{self.file}: needs {self.library}, not found in the image {where}"
 
 
@@ -155,19 +163,22 @@ def check_image(
             if facts is not None and facts.loadable and (machine is None or facts.machine == machine):
                 objects.append((path, index, facts))
     named = files.named({n for _, _, f in objects for n in f.needed if "/" not in n and not host_provided(n)})
-    conf_dirs = _read_libraries(reader, files, named)
+    conf_dirs, ldso_cache = _read_libraries(reader, files, named)
     env = _ld_library_path(image)
     start = str(image.container_config.get("WorkingDir") or "/")
-    checker = _Checker(files, reader, named, [*env], conf_dirs, names, start)
+    checker = _Checker(files, reader, named, [*env], conf_dirs, ldso_cache, names, start)
     for path, index, facts in objects:
         checker.check(path, index, facts)
     return Report(tuple(checked), len(objects), tuple(checker.misses), tuple(checker.notes),
                   tuple(sorted(checker.host)))  # fmt: skip
 
 
-def _read_libraries(reader: FactReader, files: ImageFiles, named: Mapping[str, list[str]]) -> list[str]:
-    """Reads the facts of every library a needed name may resolve to and the ld.so.conf
-    files (one pass per layer holding any); the folders ld.so.conf names."""
+def _read_libraries(
+    reader: FactReader, files: ImageFiles, named: Mapping[str, list[str]]
+) -> tuple[list[tuple[str, str]], dict[str, list[str]] | None]:
+    """Reads the facts of every library a needed name may resolve to, the ld.so.conf files
+    and ld.so.cache (one pass per layer holding any); the folders ld.so.conf names (each
+    with the file naming it) and the cache's entries (None: the image has no cache)."""
     wanted: dict[int, set[str]] = {}
     texts: dict[int, set[str]] = {}
     for paths in named.values():
@@ -176,6 +187,8 @@ def _read_libraries(reader: FactReader, files: ImageFiles, named: Mapping[str, l
             loc = files.data_of(real) if real is not None else None
             if loc is not None and loc not in reader.facts:
                 wanted.setdefault(loc[0], set()).add(loc[1])
+    real = files.realpath(LDCACHE)
+    cache_at = files.data_of(real) if real is not None else None
     confs = [p for p in files.records if p == LDCONF or p.startswith("etc/ld.so.conf.d/")]
     located: dict[str, tuple[int, str]] = {}
     for path in confs:
@@ -184,18 +197,26 @@ def _read_libraries(reader: FactReader, files: ImageFiles, named: Mapping[str, l
         if loc is not None:
             located[path] = loc
             texts.setdefault(loc[0], set()).add(loc[1])
-    for index in sorted(set(wanted) | set(texts)):
-        reader.read(index, wanted.get(index, set()), frozenset(texts.get(index, set())))
+    for index in sorted(set(wanted) | set(texts) | ({cache_at[0]} if cache_at else set())):
+        raw = frozenset([cache_at[1]] if cache_at is not None and cache_at[0] == index else [])
+        reader.read(index, wanted.get(index, set()), frozenset(texts.get(index, set())), raw)
     text = {path: reader.texts.get(loc, "") for path, loc in located.items()}
-    return _ldconf_dirs(LDCONF, text, set())
+    cache = None
+    if cache_at is not None:
+        try:
+            cache = ldcache.parse(reader.raw.get(cache_at, b""))
+        except InvalidImage:
+            cache = {}  # ld.so ignores a cache it cannot read
+    return _ldconf_dirs(LDCONF, text, set()), cache
 
 
-def _ldconf_dirs(path: str, text: Mapping[str, str], seen: set[str]) -> list[str]:
-    """The folders ld.so.conf at ``path`` names, ``include`` globs followed (within what was read)."""
+def _ldconf_dirs(path: str, text: Mapping[str, str], seen: set[str]) -> list[tuple[str, str]]:
+    """The folders ld.so.conf at ``path`` names, each with the file naming it, ``include``
+    globs followed (within what was read)."""
     if path in seen or path not in text:
         return []
     seen.add(path)
-    dirs: list[str] = []
+    dirs: list[tuple[str, str]] = []
     for raw in text[path].splitlines():
         line = raw.split("#", 1)[0].strip()
         if not line or line.startswith("hwcap "):
@@ -206,7 +227,7 @@ def _ldconf_dirs(path: str, text: Mapping[str, str], seen: set[str]) -> list[str
                 for match in sorted(p for p in text if fnmatch.fnmatchcase(p, pattern)):
                     dirs += _ldconf_dirs(match, text, seen)
             continue
-        dirs += [d for d in line.replace(",", " ").split() if d.startswith("/")]
+        dirs += [(d.rstrip("/") or "/", "/" + path) for d in line.replace(",", " ").split() if d.startswith("/")]
     return dirs
 
 
@@ -245,7 +266,7 @@ def _expand(entries: Sequence[str], origin: str, facts: ElfFacts, workdir: str) 
 class _Checker:
     def __init__(
         self, files: ImageFiles, reader: FactReader, named: Mapping[str, list[str]], env: list[str],
-        conf_dirs: list[str], names: Sequence[str], workdir: str,
+        conf_dirs: list[tuple[str, str]], cache: dict[str, list[str]] | None, names: Sequence[str], workdir: str,
     ) -> None:  # fmt: skip
         self.workdir = workdir
         self.files = files
@@ -253,6 +274,7 @@ class _Checker:
         self.named = named
         self.env = env
         self.conf_dirs = conf_dirs
+        self.cache = cache
         self.names = names
         self.misses: list[Miss] = []
         self.notes: list[Note] = []
@@ -269,13 +291,13 @@ class _Checker:
         dirs = [
             *_expand(facts.rpath if not facts.runpath else (), origin, facts, self.workdir),
             *[(d, False) for d in self.env], *_expand(facts.runpath, origin, facts, self.workdir),
-            *[(d, False) for d in [*self.conf_dirs, *default_dirs(facts)]],
         ]  # fmt: skip
+        trusted = [(d, False) for d in default_dirs(facts)]
         for name in facts.needed:
             if host_provided(name):
                 self.host.add(name)
                 continue
-            found = self._resolve(name, dirs, facts)
+            found = self._resolve(name, dirs, facts) or self._cached(name, facts) or self._resolve(name, trusted, facts)
             if found is not None and found[2]:
                 # Found only through a relative entry (CMake's build-tree RUNPATH ends in an empty
                 # one): it loads when the program starts in the working directory.
@@ -290,10 +312,29 @@ class _Checker:
 
     def _not_found(self, path: str, index: int, facts: ElfFacts, name: str) -> None:
         elsewhere = tuple(sorted("/" + p for p in self.named.get(name, [])))
+        for folder, conf in self.conf_dirs:
+            found = self._resolve(name, [(folder, False)], facts)
+            if found is not None:
+                # The classic "run ldconfig after make install": ld.so reads no ld.so.conf.
+                where = "not in /etc/ld.so.cache" if self.cache is not None else "the image has no /etc/ld.so.cache"
+                added = self.files.records[found[0]].layer
+                reason = (f"in {folder} (listed in {conf}) but {where}: the layer that adds /{found[0]} "
+                          f"(layer {added}) should run ldconfig")  # fmt: skip
+                self._miss(path, index, "library", name, reason=reason)
+                return
         if facts.interp is None and elsewhere:
             self.notes.append(Note("/" + path, index, name, elsewhere))
         else:
             self._miss(path, index, "library", name)
+
+    def _cached(self, name: str, facts: ElfFacts) -> tuple[str, ElfFacts | None, bool] | None:
+        """The library the image's ld.so.cache lists for ``name``; entries whose file a later
+        layer deleted (or replaced by one of another ELF class) are passed over."""
+        for path in (self.cache or {}).get(name, []):
+            found = self._resolve(posixpath.basename(path), [(posixpath.dirname(path), False)], facts)
+            if found is not None:
+                return found
+        return None
 
     def _found(self, path: str) -> tuple[int, str] | None:
         real = self.files.realpath(path)
