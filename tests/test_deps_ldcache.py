@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ import pytest
 from assembler.deps import ldcache
 from assembler.errors import InvalidImage
 from tests.helpers import run_cli
-from tests.test_deps import LOADER, build, debian_base, ld_cache, tiny_elf
+from tests.test_deps import LOADER, _add, build, debian_base, ld_cache, tiny_elf
 
 LOCAL_CONF = {"etc/ld.so.conf.d/libc.conf": b"# libc default configuration\n/usr/local/lib\n"}
 LIBFOO = tiny_elf(needed=[], soname="libfoo.so.1")
@@ -119,3 +120,41 @@ def test_a_cache_entry_counts_only_while_its_file_is_in_the_image(tmp_path: Path
                 "image has no /etc/ld.so.cache: the layer that adds /usr/local/lib/libfoo.so.1 (layer 0) should "
                 "run ldconfig (layer 1: copy ./tool /app/tool)")  # fmt: skip
     assert miss in ran.err, str(ran)
+
+
+MUSL = "/lib/ld-musl-x86_64.so.1"
+
+
+def alpine_base(path: Path, extra: dict[str, bytes]) -> None:
+    """A musl root filesystem as Alpine lays it out: the loader is libc, no ld.so.cache."""
+    with tarfile.open(path, "w") as tf:
+        for folder in ("lib", "usr", "usr/lib", "usr/local", "usr/local/lib", "etc", "opt", "opt/x"):
+            _add(tf, folder)
+        _add(tf, MUSL[1:], tiny_elf(needed=[], soname="libc.musl-x86_64.so.1"))
+        _add(tf, "lib/libc.musl-x86_64.so.1", link="ld-musl-x86_64.so.1")
+        for name, data in extra.items():
+            _add(tf, name, data)
+
+
+@pytest.mark.parametrize("path_file, where, ok", [
+    (None, "usr/local/lib", True),  # musl's default path: /lib:/usr/local/lib:/usr/lib
+    (b"/lib\n/usr/lib\n", "usr/local/lib", False),  # the .path file replaces the default
+    (b"/lib:/opt/x\n/usr/lib\n", "opt/x", True),
+    (None, "opt/x", False),
+])  # fmt: skip
+def test_musl_searches_its_path_file_or_its_default(tmp_path: Path, path_file: bytes | None, where: str,
+                                                    ok: bool) -> None:  # fmt: skip
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "tool").write_bytes(tiny_elf(needed=["libfoo.so.1", "libc.musl-x86_64.so.1"], interp=MUSL))
+    (root / "m.yaml").write_text(TOOL_ONLY)
+    extra = {f"{where}/libfoo.so.1": LIBFOO}
+    if path_file is not None:
+        extra["etc/ld-musl-x86_64.path"] = path_file
+    alpine_base(root / "base.tar", extra)
+    ran = build(root)
+    if ok:
+        assert ran.code == 0, str(ran)
+    else:
+        assert ran.code == 1, str(ran)
+        assert "/app/tool: needs libfoo.so.1, not found in the image (layer 1: copy ./tool /app/tool)" in ran.err

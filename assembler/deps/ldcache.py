@@ -1,7 +1,8 @@
-"""Reads glibc's ``/etc/ld.so.cache``: which file ld.so loads for a library name.
+"""What the loaders read in ``/etc``: glibc's ``ld.so.cache`` and ``ld.so.conf``, musl's
+``ld-musl-ARCH.path``.
 
 glibc's ld.so does not search the folders of ``/etc/ld.so.conf`` itself: ``ldconfig``
-lists their libraries in this cache, and after DT_RPATH, ``LD_LIBRARY_PATH`` and
+lists their libraries in ``ld.so.cache``, and after DT_RPATH, ``LD_LIBRARY_PATH`` and
 DT_RUNPATH ld.so looks only here and then in its built-in folders. The layout is
 glibc's (``sysdeps/generic/dl-cache.h``, written by ``elf/cache.c``):
 
@@ -15,7 +16,10 @@ glibc's (``sysdeps/generic/dl-cache.h``, written by ``elf/cache.c``):
 
 from __future__ import annotations
 
+import fnmatch
+import posixpath
 import struct
+from collections.abc import Mapping
 
 from assembler.errors import InvalidImage
 
@@ -26,6 +30,7 @@ _OLD_ENTRY = 12  # flags, key, value
 _NEW_HEADER = 48  # magic+version[20], nlibs, len_strings, flags, padding[3], extension_offset, unused[3]
 _NEW_ENTRY = 24  # flags, key, value, osversion, hwcap
 _ALIGN = 8  # __alignof__ (struct cache_file_new)
+MUSL_DEFAULT = ("/lib", "/usr/local/lib", "/usr/lib")  # musl's ldso/dynlink.c, without a .path file
 _BIG_ENDIAN = 3  # cache_file_new_flags_endian_big; 0 (old writers) and 2 are the writer's: little here
 
 
@@ -75,3 +80,32 @@ def _old_entries(data: bytes, count: int) -> dict[str, list[str]]:
         _, key, value = struct.unpack_from("<iII", data, _OLD_HEADER + index * _OLD_ENTRY)
         found.setdefault(_string(data, strings + key), []).append(_string(data, strings + value))
     return found
+
+
+def conf_dirs(path: str, text: Mapping[str, str], seen: set[str] | None = None) -> list[tuple[str, str]]:
+    """The folders ld.so.conf at ``path`` names, each with the file naming it, ``include``
+    globs followed (within what was read)."""
+    seen = set() if seen is None else seen
+    if path in seen or path not in text:
+        return []
+    seen.add(path)
+    dirs: list[tuple[str, str]] = []
+    for raw in text[path].splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line or line.startswith("hwcap "):
+            continue
+        if line.startswith("include "):
+            for pattern in line.split()[1:]:
+                pattern = posixpath.join(posixpath.dirname("/" + path), pattern).lstrip("/")
+                for match in sorted(p for p in text if fnmatch.fnmatchcase(p, pattern)):
+                    dirs += conf_dirs(match, text, seen)
+            continue
+        dirs += [(d.rstrip("/") or "/", "/" + path) for d in line.replace(",", " ").split() if d.startswith("/")]
+    return dirs
+
+
+def musl_path(text: str | None) -> list[str]:
+    """musl's search path from the text of its /etc/ld-musl-ARCH.path (None: there is none):
+    folders split by colons and newlines."""
+    entries = text.replace("\n", ":").split(":") if text is not None else MUSL_DEFAULT
+    return [d for d in entries if d.startswith("/")]
