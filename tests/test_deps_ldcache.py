@@ -85,6 +85,7 @@ def test_a_library_in_an_ld_so_conf_folder_needs_ldconfig(tmp_path: Path, ldconf
     reason = ("in /usr/local/lib (listed in /etc/ld.so.conf.d/libc.conf) but not in /etc/ld.so.cache: "
               "the layer that adds /usr/local/lib/libfoo.so.1 (layer 1) should run ldconfig")  # fmt: skip
     assert f"/app/tool: needs libfoo.so.1, {reason} (layer 2: copy ./tool /app/tool)" in ran.err, str(ran)
+    assert "run ldconfig (a run: layer) after the layer adding a library" in ran.err  # the hint
     assert build(root, "--no-deps-check").code == 0
     ran = run_cli(["deps", "oci:out:x", "--json"], cwd=root)
     assert ran.code == 1, str(ran)

@@ -11,7 +11,9 @@ and ``copy:`` layers), as glibc's ld.so would:
   the image; a library of another ELF class or machine is passed over, as ld.so does.
   The folders ``/etc/ld.so.conf`` names are not searched: ld.so knows their libraries only
   through the cache ``ldconfig`` writes, so a library found only there, not in the cache
-  (a layer added it and ran no ``ldconfig``), is a miss saying so. For a file whose loader
+  (a layer added it and ran no ``ldconfig``), is a miss saying so (under Docker on a GPU host
+  the NVIDIA Container Toolkit's update-ldcache hook runs ldconfig at start and hides it;
+  Apptainer, CPU-only runs and other runtimes do not). For a file whose loader
   is musl's (``/lib/ld-musl-ARCH.so.1``; for a shared object, in an image with that loader
   and no ld.so.cache), as musl does: ``LD_LIBRARY_PATH``, DT_RUNPATH (else DT_RPATH), then
   the folders of ``/etc/ld-musl-ARCH.path``, without it ``/lib:/usr/local/lib:/usr/lib``;
