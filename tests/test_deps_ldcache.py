@@ -8,6 +8,9 @@ check, which says why.
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import re
 import subprocess
 import tarfile
@@ -97,29 +100,63 @@ def test_a_library_in_an_ld_so_conf_folder_needs_ldconfig(tmp_path: Path, ldconf
 TOOL_ONLY = LAYERS.replace("    - copy: {from: ./libfoo.so.1, to: /usr/local/lib/libfoo.so.1}\n", "")
 
 
-@pytest.mark.parametrize("cache", [True, False])
-def test_a_cache_entry_counts_only_while_its_file_is_in_the_image(tmp_path: Path, cache: bool) -> None:
-    # The base's cache lists /usr/local/lib/libfoo.so.1 but the file is gone (a later step
-    # deleted it): that entry counts for nothing. Without any cache, a library in an
-    # ld.so.conf folder is a miss saying so; one in a trusted folder (libz) is found either way.
+def oci_base(layout: Path, layers: list[bytes]) -> str:
+    """An OCI layout of uncompressed ``layers`` (tarballs), tagged x: a base of several layers."""
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def put(data: bytes, media_type: str) -> dict[str, object]:
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
+
+    diff_ids = [f"sha256:{hashlib.sha256(layer).hexdigest()}" for layer in layers]
+    config = {"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": diff_ids}}
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": put(json.dumps(config).encode(), "application/vnd.oci.image.config.v1+json"),
+                "layers": [put(layer, "application/vnd.oci.image.layer.v1.tar") for layer in layers]}  # fmt: skip
+    entry = put(json.dumps(manifest).encode(), str(manifest["mediaType"]))
+    entry["annotations"] = {"org.opencontainers.image.ref.name": "x"}
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
+    return f"oci:{layout}:x"
+
+
+@pytest.mark.parametrize("deleted", [True, False])
+def test_a_cache_entry_whose_file_a_later_layer_deleted_counts_for_nothing(tmp_path: Path, deleted: bool) -> None:
+    # The base ran ldconfig with libfoo in /usr/local/lib; its next layer deletes libfoo
+    # (a whiteout) and runs no ldconfig: the cache still lists it, ld.so cannot open it.
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "tool").write_bytes(tiny_elf(needed=["libfoo.so.1", "libc.so.6"], interp=LOADER))
+    files = {**LOCAL_CONF, "usr/local/lib/libfoo.so.1": LIBFOO}
+    debian_base(root / "base.tar", libcurl=False, extra={**files, "etc/ld.so.cache": ld_cache(files)})
+    upper = io.BytesIO()
+    with tarfile.open(fileobj=upper, mode="w") as tf:
+        _add(tf, "usr/local/lib/.wh.libfoo.so.1" if deleted else "usr/local/lib/other", b"", mode=0o644)
+    ref = oci_base(root / "base", [(root / "base.tar").read_bytes(), upper.getvalue()])
+    (root / "m.yaml").write_text(TOOL_ONLY.replace("'rootfs:base.tar'", f"'{ref}'"))
+    ran = build(root)
+    if not deleted:
+        assert ran.code == 0, str(ran)
+        return
+    assert ran.code == 1, str(ran)
+    assert "/app/tool: needs libfoo.so.1, not found in the image (layer 2: copy ./tool /app/tool)" in ran.err, str(ran)
+
+
+def test_without_a_cache_an_ld_so_conf_folder_is_not_searched(tmp_path: Path) -> None:
+    # glibc then searches only its trusted folders: libz is found, libfoo in /usr/local/lib is not.
     root = tmp_path / "p"
     root.mkdir()
     (root / "tool").write_bytes(tiny_elf(needed=["libfoo.so.1", "libz.so.1"], interp=LOADER))
     (root / "m.yaml").write_text(TOOL_ONLY)
-    if cache:
-        extra = {**LOCAL_CONF, "etc/ld.so.cache": ld_cache({**LOCAL_CONF, "usr/local/lib/libfoo.so.1": LIBFOO})}
-    else:
-        extra = {**LOCAL_CONF, "usr/local/lib/libfoo.so.1": LIBFOO}
-    debian_base(root / "base.tar", libcurl=False, extra=extra)
+    debian_base(root / "base.tar", libcurl=False, extra={**LOCAL_CONF, "usr/local/lib/libfoo.so.1": LIBFOO})
     ran = build(root)
     assert ran.code == 1, str(ran)
     assert "libz" not in ran.err.split("dependency check")[-1]
-    if cache:
-        miss = "/app/tool: needs libfoo.so.1, not found in the image (layer 1: copy ./tool /app/tool)"
-    else:
-        miss = ("/app/tool: needs libfoo.so.1, in /usr/local/lib (listed in /etc/ld.so.conf.d/libc.conf) but the "
-                "image has no /etc/ld.so.cache: the layer that adds /usr/local/lib/libfoo.so.1 (layer 0) should "
-                "run ldconfig (layer 1: copy ./tool /app/tool)")  # fmt: skip
+    miss = ("/app/tool: needs libfoo.so.1, in /usr/local/lib (listed in /etc/ld.so.conf.d/libc.conf) but the "
+            "image has no /etc/ld.so.cache: the layer that adds /usr/local/lib/libfoo.so.1 (layer 0) should "
+            "run ldconfig (layer 1: copy ./tool /app/tool)")  # fmt: skip
     assert miss in ran.err, str(ran)
 
 
