@@ -100,6 +100,23 @@ def test_a_library_in_an_ld_so_conf_folder_needs_ldconfig(tmp_path: Path, ldconf
 TOOL_ONLY = LAYERS.replace("    - copy: {from: ./libfoo.so.1, to: /usr/local/lib/libfoo.so.1}\n", "")
 
 
+def test_a_library_without_its_soname_link_in_an_ld_so_conf_folder_needs_ldconfig(tmp_path: Path) -> None:
+    # `make install` often puts libfoo.so.1.0.0 (and libfoo.so) there: ldconfig makes the libfoo.so.1 link.
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "libfoo.so.1").write_bytes(LIBFOO)
+    (root / "tool").write_bytes(tiny_elf(needed=["libfoo.so.1", "libc.so.6"], interp=LOADER))
+    (root / "m.yaml").write_text(
+        LAYERS.replace("to: /usr/local/lib/libfoo.so.1}", "to: /usr/local/lib/libfoo.so.1.0.0}")
+    )
+    debian_base(root / "base.tar", libcurl=False, extra={**LOCAL_CONF, "etc/ld.so.cache": ld_cache(LOCAL_CONF)})
+    ran = build(root)
+    assert ran.code == 1, str(ran)
+    assert ("/app/tool: needs libfoo.so.1, in /usr/local/lib (listed in /etc/ld.so.conf.d/libc.conf) but not in "
+            "/etc/ld.so.cache and there is no libfoo.so.1 link: the layer that adds /usr/local/lib/libfoo.so.1.0.0 "
+            "(layer 1) should run ldconfig (layer 2: copy ./tool /app/tool)") in ran.err, str(ran)  # fmt: skip
+
+
 def oci_base(layout: Path, layers: list[bytes]) -> str:
     """An OCI layout of uncompressed ``layers`` (tarballs), tagged x: a base of several layers."""
     blobs = layout / "blobs" / "sha256"

@@ -323,20 +323,32 @@ class _Checker:
 
     def _not_found(self, path: str, index: int, facts: ElfFacts, name: str, *, glibc: bool) -> None:
         elsewhere = tuple(sorted("/" + p for p in self.named.get(name, [])))
-        for folder, conf in self.conf_dirs if glibc else ():
-            found = self._resolve(name, [(folder, False)], facts)
-            if found is not None:
-                # The classic "run ldconfig after make install": ld.so reads no ld.so.conf.
-                where = "not in /etc/ld.so.cache" if self.cache is not None else "the image has no /etc/ld.so.cache"
-                added = self.files.records[found[0]].layer
-                reason = (f"in {folder} (listed in {conf}) but {where}: the layer that adds /{found[0]} "
-                          f"(layer {added}) should run ldconfig")  # fmt: skip
-                self._miss(path, index, "library", name, reason=reason)
-                return
-        if facts.interp is None and elsewhere:
+        reason = self._unlisted(name, facts) if glibc else None
+        if reason is not None:
+            self._miss(path, index, "library", name, reason=reason)
+        elif facts.interp is None and elsewhere:
             self.notes.append(Note("/" + path, index, name, elsewhere))
         else:
             self._miss(path, index, "library", name)
+
+    def _unlisted(self, name: str, facts: ElfFacts) -> str | None:
+        """Why ``name``, in a folder ld.so.conf names, is not found: the classic "run ldconfig
+        after make install" (ld.so reads no ld.so.conf; ldconfig also makes the soname link)."""
+        where = "not in /etc/ld.so.cache" if self.cache is not None else "the image has no /etc/ld.so.cache"
+        records = self.files.records
+        for folder, conf in self.conf_dirs:
+            # A folder only implied by its files' paths has no record to resolve.
+            real = self.files.realpath(folder.lstrip("/")) or folder.strip("/")
+            prefix, link = f"{real}/" if real else "", ""
+            file: str | None = prefix + name
+            if self._resolve(name, [(folder, False)], facts) is None:  # libfoo.so.1.2.3 without libfoo.so.1
+                file = next((p for p in sorted(records) if p.startswith(f"{prefix}{name}.")
+                             and "/" not in p[len(prefix):] and records[p].kind != "dir"), None)  # fmt: skip
+                link = f" and there is no {name} link"
+            if file is not None and file in records:
+                return (f"in {folder} (listed in {conf}) but {where}{link}: the layer that adds /{file} "
+                        f"(layer {records[file].layer}) should run ldconfig")  # fmt: skip
+        return None
 
     def _cached(self, name: str, facts: ElfFacts) -> tuple[str, ElfFacts | None, bool] | None:
         """The library the image's ld.so.cache lists for ``name``; entries whose file a later
