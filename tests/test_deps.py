@@ -14,7 +14,9 @@ import io
 import os
 import re
 import struct
+import subprocess
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -98,6 +100,19 @@ def debian_base(path: Path, *, libcurl: bool, libc: bytes | None = None, extra: 
         _add(tf, "etc/ld.so.conf", b"include /etc/ld.so.conf.d/*.conf\n", mode=0o644)
         for name, data in (extra or {}).items():
             _add(tf, name, data)
+
+
+def ld_cache(files: dict[str, bytes], *, fmt: str = "new") -> bytes:
+    """The /etc/ld.so.cache the real ``ldconfig -r`` writes for a root holding ``files``
+    (the ld.so.conf files among them: an /etc/ld.so.conf including ld.so.conf.d is added)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for name, data in {"etc/ld.so.conf": b"include /etc/ld.so.conf.d/*.conf\n", **files}.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes(data)
+        # -X: no soname links made in the root (the image's own links are its layers').
+        subprocess.run(["ldconfig", "-X", "-c", fmt, "-r", str(root)], check=True, capture_output=True)
+        return (root / "etc" / "ld.so.cache").read_bytes()
 
 
 MANIFEST = """\
@@ -198,9 +213,13 @@ def test_origin_runpath_ldconf_env_and_host_driver_libraries(tmp_path: Path, run
     # A shared object needing a library that is in the image but not on its path: a note, not a miss.
     (root / "plugin.so").write_bytes(tiny_elf(needed=["libhelper.so.1"]))
     (root / "m.yaml").write_text(ORIGIN)
-    debian_base(root / "base.tar", libcurl=False, extra={
+    conf = {
         "etc/ld.so.conf.d/conf.conf": b"# a comment\n/opt/conf-lib\n",
         "opt/conf-lib/libconf.so.2": tiny_elf(needed=[], soname="libconf.so.2"),
+    }
+    # ld.so finds libconf through the cache ldconfig wrote from ld.so.conf (tests/test_deps_ldcache.py: without).
+    debian_base(root / "base.tar", libcurl=False, extra={
+        **conf, "etc/ld.so.cache": ld_cache(conf),
         "opt/env-lib/libenv.so.3": tiny_elf(needed=[], soname="libenv.so.3"),
     })  # fmt: skip
     ran = build(root)

@@ -6,10 +6,17 @@ and ``copy:`` layers), as glibc's ld.so would:
 - its loader (``PT_INTERP``) exists in the image;
 - each ``DT_NEEDED`` resolves, searching DT_RPATH (when there is no DT_RUNPATH),
   ``LD_LIBRARY_PATH`` from the image's ``Env``, DT_RUNPATH (``$ORIGIN``, ``$LIB`` and
-  ``$PLATFORM`` expanded), the folders of the base's ``/etc/ld.so.conf`` (and what it
-  includes), then the default folders (``/lib``, ``/usr/lib``, ``lib64`` and the
-  multiarch ones); symlinks are followed inside the image; a library of another ELF class
-  or machine is passed over, as ld.so does;
+  ``$PLATFORM`` expanded), the image's ``/etc/ld.so.cache``, then the trusted folders
+  (``/lib``, ``/usr/lib``, ``lib64`` and the multiarch ones); symlinks are followed inside
+  the image; a library of another ELF class or machine is passed over, as ld.so does.
+  The folders ``/etc/ld.so.conf`` names are not searched: ld.so knows their libraries only
+  through the cache ``ldconfig`` writes, so a library found only there, not in the cache
+  (a layer added it and ran no ``ldconfig``), is a miss saying so (under Docker on a GPU host
+  the NVIDIA Container Toolkit's update-ldcache hook runs ldconfig at start and hides it;
+  Apptainer, CPU-only runs and other runtimes do not). For a file whose loader
+  is musl's (``/lib/ld-musl-ARCH.so.1``; for a shared object, in an image with that loader
+  and no ld.so.cache), as musl does: ``LD_LIBRARY_PATH``, DT_RUNPATH (else DT_RPATH), then
+  the folders of ``/etc/ld-musl-ARCH.path``, without it ``/lib:/usr/local/lib:/usr/lib``;
 - each version it needs from a library (``GLIBC_2.38``, ``GLIBCXX_3.4.30``:
   ``.gnu.version_r``) is defined by the library found (``.gnu.version_d``).
 
@@ -23,16 +30,18 @@ library first (a PyTorch extension needs ``libc10.so`` from torch's folder).
 
 from __future__ import annotations
 
-import fnmatch
 import posixpath
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from assembler.cache import Cache
+from assembler.deps import ldcache
 from assembler.deps.elf import ElfFacts
 from assembler.deps.files import BlobOpener, FactReader, ImageFiles
+from assembler.errors import InvalidImage
 from assembler.oci.image import Image
 
 # The driver libraries the NVIDIA Container Toolkit mounts from the host: the lists
@@ -62,6 +71,8 @@ _TRIPLETS = {"EM_X86_64": "x86_64-linux-gnu", "EM_AARCH64": "aarch64-linux-gnu",
              "EM_ARM": "arm-linux-gnueabihf"}  # fmt: skip
 _PLATFORMS = {"EM_X86_64": "x86_64", "EM_AARCH64": "aarch64", "EM_386": "i686", "EM_PPC64": "ppc64le"}
 LDCONF = "etc/ld.so.conf"
+LDCACHE = "etc/ld.so.cache"
+_MUSL_LOADER = re.compile(r"(usr/)?lib/ld-musl-[^/]+\.so\.1")
 
 
 def host_provided(name: str) -> bool:
@@ -80,6 +91,7 @@ class Miss:
     library: str  # libcurl.so.4, or the loader's path
     version: str = ""  # GLIBC_2.99 (kind version)
     provider: str = ""  # the library found, which lacks ``version``
+    reason: str = ""  # why a library in the image is not found (kind library)
 
     def __str__(self) -> str:
         where = f"(layer {self.layer}: {self.layer_what})"
@@ -88,6 +100,8 @@ class Miss:
             return f"{self.file}: needs {self.version} from {self.library}, {lacks} {where}"
         if self.kind == "interpreter":
             return f"{self.file}: its loader {self.library} is not in the image {where}"
+        if self.reason:
+            return f"{self.file}: needs {self.library}, {self.reason} {where}"
         return f"{self.file}: needs {self.library}, not found in the image {where}"
 
 
@@ -155,19 +169,28 @@ def check_image(
             if facts is not None and facts.loadable and (machine is None or facts.machine == machine):
                 objects.append((path, index, facts))
     named = files.named({n for _, _, f in objects for n in f.needed if "/" not in n and not host_provided(n)})
-    conf_dirs = _read_libraries(reader, files, named)
+    paths = _read_libraries(reader, files, named)
     env = _ld_library_path(image)
     start = str(image.container_config.get("WorkingDir") or "/")
-    checker = _Checker(files, reader, named, [*env], conf_dirs, names, start)
+    checker = _Checker(files, reader, named, [*env], paths, names, start)
     for path, index, facts in objects:
         checker.check(path, index, facts)
     return Report(tuple(checked), len(objects), tuple(checker.misses), tuple(checker.notes),
                   tuple(sorted(checker.host)))  # fmt: skip
 
 
-def _read_libraries(reader: FactReader, files: ImageFiles, named: Mapping[str, list[str]]) -> list[str]:
-    """Reads the facts of every library a needed name may resolve to and the ld.so.conf
-    files (one pass per layer holding any); the folders ld.so.conf names."""
+@dataclass(frozen=True)
+class _Paths:
+    """Where the image's loaders look, besides a file's own RPATH/RUNPATH and LD_LIBRARY_PATH."""
+
+    conf_dirs: list[tuple[str, str]]  # the folders ld.so.conf names, each with the file naming it
+    cache: dict[str, list[str]] | None  # ld.so.cache's entries; None: the image has none
+    musl: dict[str, list[str]]  # musl's loaders in /lib (ld-musl-x86_64.so.1) -> their search path
+
+
+def _read_libraries(reader: FactReader, files: ImageFiles, named: Mapping[str, list[str]]) -> _Paths:
+    """Reads the facts of every library a needed name may resolve to, the ld.so.conf and
+    ld-musl-*.path files and ld.so.cache (one pass per layer holding any)."""
     wanted: dict[int, set[str]] = {}
     texts: dict[int, set[str]] = {}
     for paths in named.values():
@@ -176,7 +199,10 @@ def _read_libraries(reader: FactReader, files: ImageFiles, named: Mapping[str, l
             loc = files.data_of(real) if real is not None else None
             if loc is not None and loc not in reader.facts:
                 wanted.setdefault(loc[0], set()).add(loc[1])
-    confs = [p for p in files.records if p == LDCONF or p.startswith("etc/ld.so.conf.d/")]
+    real = files.realpath(LDCACHE)
+    cache_at = files.data_of(real) if real is not None else None
+    confs = [p for p in files.records if p == LDCONF or p.startswith("etc/ld.so.conf.d/")
+             or (p.startswith("etc/ld-musl-") and p.endswith(".path"))]  # fmt: skip
     located: dict[str, tuple[int, str]] = {}
     for path in confs:
         real = files.realpath(path)
@@ -184,30 +210,19 @@ def _read_libraries(reader: FactReader, files: ImageFiles, named: Mapping[str, l
         if loc is not None:
             located[path] = loc
             texts.setdefault(loc[0], set()).add(loc[1])
-    for index in sorted(set(wanted) | set(texts)):
-        reader.read(index, wanted.get(index, set()), frozenset(texts.get(index, set())))
+    for index in sorted(set(wanted) | set(texts) | ({cache_at[0]} if cache_at else set())):
+        raw = frozenset([cache_at[1]] if cache_at is not None and cache_at[0] == index else [])
+        reader.read(index, wanted.get(index, set()), frozenset(texts.get(index, set())), raw)
     text = {path: reader.texts.get(loc, "") for path, loc in located.items()}
-    return _ldconf_dirs(LDCONF, text, set())
-
-
-def _ldconf_dirs(path: str, text: Mapping[str, str], seen: set[str]) -> list[str]:
-    """The folders ld.so.conf at ``path`` names, ``include`` globs followed (within what was read)."""
-    if path in seen or path not in text:
-        return []
-    seen.add(path)
-    dirs: list[str] = []
-    for raw in text[path].splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if not line or line.startswith("hwcap "):
-            continue
-        if line.startswith("include "):
-            for pattern in line.split()[1:]:
-                pattern = posixpath.join(posixpath.dirname("/" + path), pattern).lstrip("/")
-                for match in sorted(p for p in text if fnmatch.fnmatchcase(p, pattern)):
-                    dirs += _ldconf_dirs(match, text, seen)
-            continue
-        dirs += [d for d in line.replace(",", " ").split() if d.startswith("/")]
-    return dirs
+    cache = None
+    if cache_at is not None:
+        try:
+            cache = ldcache.parse(reader.raw.get(cache_at, b""))
+        except InvalidImage:
+            cache = {}  # ld.so ignores a cache it cannot read
+    loaders = {posixpath.basename(p) for p in files.records if _MUSL_LOADER.fullmatch(p)}
+    musl = {loader: ldcache.musl_path(text.get(f"etc/{loader[:-5]}.path")) for loader in sorted(loaders)}
+    return _Paths(ldcache.conf_dirs(LDCONF, text), cache, musl)
 
 
 def _ld_library_path(image: Image) -> list[str]:
@@ -245,14 +260,16 @@ def _expand(entries: Sequence[str], origin: str, facts: ElfFacts, workdir: str) 
 class _Checker:
     def __init__(
         self, files: ImageFiles, reader: FactReader, named: Mapping[str, list[str]], env: list[str],
-        conf_dirs: list[str], names: Sequence[str], workdir: str,
+        paths: _Paths, names: Sequence[str], workdir: str,
     ) -> None:  # fmt: skip
         self.workdir = workdir
         self.files = files
         self.reader = reader
         self.named = named
         self.env = env
-        self.conf_dirs = conf_dirs
+        self.conf_dirs = paths.conf_dirs
+        self.cache = paths.cache
+        self.musl = paths.musl
         self.names = names
         self.misses: list[Miss] = []
         self.notes: list[Note] = []
@@ -266,34 +283,81 @@ class _Checker:
         if facts.interp is not None and self._found(facts.interp.lstrip("/")) is None:
             self._miss(path, index, "interpreter", facts.interp)
         origin = "/" + posixpath.dirname(path)
-        dirs = [
-            *_expand(facts.rpath if not facts.runpath else (), origin, facts, self.workdir),
-            *[(d, False) for d in self.env], *_expand(facts.runpath, origin, facts, self.workdir),
-            *[(d, False) for d in [*self.conf_dirs, *default_dirs(facts)]],
-        ]  # fmt: skip
+        musl = self._musl_path(facts)
+        if musl is not None:
+            own = _expand(facts.runpath or facts.rpath, origin, facts, self.workdir)
+            dirs, trusted = [*[(d, False) for d in self.env], *own, *[(d, False) for d in musl]], []
+        else:
+            dirs = [
+                *_expand(facts.rpath if not facts.runpath else (), origin, facts, self.workdir),
+                *[(d, False) for d in self.env], *_expand(facts.runpath, origin, facts, self.workdir),
+            ]  # fmt: skip
+            trusted = [(d, False) for d in default_dirs(facts)]
         for name in facts.needed:
             if host_provided(name):
                 self.host.add(name)
                 continue
             found = self._resolve(name, dirs, facts)
+            if found is None and musl is None:
+                found = self._cached(name, facts) or self._resolve(name, trusted, facts)
             if found is not None and found[2]:
                 # Found only through a relative entry (CMake's build-tree RUNPATH ends in an empty
                 # one): it loads when the program starts in the working directory.
                 self.notes.append(Note("/" + path, index, name, ("/" + found[0],), self.workdir))
             if found is None:
-                self._not_found(path, index, facts, name)
+                self._not_found(path, index, facts, name, glibc=musl is None)
                 continue
             provider, lib, _ = found
             for version in facts.verneed.get(name, ()):
                 if lib is not None and lib.verdef and version not in lib.verdef:
                     self._miss(path, index, "version", name, version=version, provider="/" + provider)
 
-    def _not_found(self, path: str, index: int, facts: ElfFacts, name: str) -> None:
+    def _musl_path(self, facts: ElfFacts) -> list[str] | None:
+        """musl's search path for a file (None: glibc's loader loads it)."""
+        loader = posixpath.basename(facts.interp or "")
+        if loader.startswith("ld-musl-"):
+            return self.musl.get(loader, ldcache.musl_path(None))
+        if facts.interp is None and self.cache is None and len(self.musl) == 1:
+            return next(iter(self.musl.values()))  # a shared object in a musl image
+        return None
+
+    def _not_found(self, path: str, index: int, facts: ElfFacts, name: str, *, glibc: bool) -> None:
         elsewhere = tuple(sorted("/" + p for p in self.named.get(name, [])))
-        if facts.interp is None and elsewhere:
+        reason = self._unlisted(name, facts) if glibc else None
+        if reason is not None:
+            self._miss(path, index, "library", name, reason=reason)
+        elif facts.interp is None and elsewhere:
             self.notes.append(Note("/" + path, index, name, elsewhere))
         else:
             self._miss(path, index, "library", name)
+
+    def _unlisted(self, name: str, facts: ElfFacts) -> str | None:
+        """Why ``name``, in a folder ld.so.conf names, is not found: the classic "run ldconfig
+        after make install" (ld.so reads no ld.so.conf; ldconfig also makes the soname link)."""
+        where = "not in /etc/ld.so.cache" if self.cache is not None else "the image has no /etc/ld.so.cache"
+        records = self.files.records
+        for folder, conf in self.conf_dirs:
+            # A folder only implied by its files' paths has no record to resolve.
+            real = self.files.realpath(folder.lstrip("/")) or folder.strip("/")
+            prefix, link = f"{real}/" if real else "", ""
+            file: str | None = prefix + name
+            if self._resolve(name, [(folder, False)], facts) is None:  # libfoo.so.1.2.3 without libfoo.so.1
+                file = next((p for p in sorted(records) if p.startswith(f"{prefix}{name}.")
+                             and "/" not in p[len(prefix):] and records[p].kind != "dir"), None)  # fmt: skip
+                link = f" and there is no {name} link"
+            if file is not None and file in records:
+                return (f"in {folder} (listed in {conf}) but {where}{link}: the layer that adds /{file} "
+                        f"(layer {records[file].layer}) should run ldconfig")  # fmt: skip
+        return None
+
+    def _cached(self, name: str, facts: ElfFacts) -> tuple[str, ElfFacts | None, bool] | None:
+        """The library the image's ld.so.cache lists for ``name``; entries whose file a later
+        layer deleted (or replaced by one of another ELF class) are passed over."""
+        for path in (self.cache or {}).get(name, []):
+            found = self._resolve(posixpath.basename(path), [(posixpath.dirname(path), False)], facts)
+            if found is not None:
+                return found
+        return None
 
     def _found(self, path: str) -> tuple[int, str] | None:
         real = self.files.realpath(path)

@@ -10,6 +10,7 @@ are memoised in the cache by diff_id, so a second check reads no layer again.
 
 from __future__ import annotations
 
+import base64
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -29,6 +30,7 @@ WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 _SPOOL_IN_MEMORY = 4 << 20  # a bigger member goes to a temporary file (pyelftools needs to seek)
 _SMALL_FILE = 64 << 10  # ld.so.conf files: read whole, up to this
+_RAW_FILE = 16 << 20  # ld.so.cache: read whole, up to this (a CUDA image's is a few hundred KiB)
 
 BlobOpener = Callable[[str], BinaryIO]
 Entry = tuple[str, str, str]  # path, kind (file, hardlink, symlink, dir, other), link target
@@ -144,6 +146,7 @@ class FactReader:
         self.workdir = workdir
         self.facts: dict[tuple[int, str], ElfFacts | None] = {}
         self.texts: dict[tuple[int, str], str] = {}
+        self.raw: dict[tuple[int, str], bytes] = {}
 
     def _source(self, index: int) -> LayerSource:
         desc = self.image.layers[index]
@@ -170,11 +173,15 @@ class FactReader:
             self.cache.put_memo(key, {"entries": [list(e) for e in found]})
         return found
 
-    def read(self, index: int, paths: set[str] | None, texts: frozenset[str] = frozenset()) -> None:
-        """The facts of ``paths`` in layer ``index`` (None: of every file in it) and the
-        text of ``texts`` (small files), into :attr:`facts` and :attr:`texts`."""
+    def read(self, index: int, paths: set[str] | None, texts: frozenset[str] = frozenset(),
+             raw: frozenset[str] = frozenset()) -> None:  # fmt: skip
+        """The facts of ``paths`` in layer ``index`` (None: of every file in it), the text of
+        ``texts`` (small files) and the bytes of ``raw``, into :attr:`facts`, :attr:`texts`
+        and :attr:`raw`."""
         memo = self._facts_memo(index)
         known: dict[str, Any] = dict(memo.get("files", {}))
+        # Bytes are memoised as base64 text among the texts, under a "raw:" prefix.
+        texts = texts | {"raw:" + p for p in raw}
         got: dict[str, str] = {p: t for p, t in memo.get("texts", {}).items() if p in texts}
         complete = bool(memo.get("all"))  # every ELF file of the layer is in ``known``
         if complete:
@@ -189,7 +196,9 @@ class FactReader:
                 record = {"all": complete or paths is None, "files": known, "texts": all_texts}
                 self.cache.put_memo(self._memo_key("facts", index), record)
         for path in texts:
-            if path in got:
+            if path.startswith("raw:") and path in got:
+                self.raw[(index, path[4:])] = base64.b64decode(got[path])
+            elif path in got:
                 self.texts[(index, path)] = got[path]
         for path in known if paths is None else paths:
             data = known.get(path)
@@ -208,6 +217,10 @@ class FactReader:
                 texts.discard(entry.path)
                 with opener() as data:
                     got[entry.path] = data.read(_SMALL_FILE).decode("utf-8", "replace")
+            if "raw:" + entry.path in texts:
+                texts.discard("raw:" + entry.path)
+                with opener() as data:
+                    got["raw:" + entry.path] = base64.b64encode(data.read(_RAW_FILE)).decode("ascii")
             if (left is None and entry.path not in known) or (left is not None and entry.path in left):
                 with opener() as data:
                     facts = self._parse(data)
