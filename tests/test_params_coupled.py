@@ -364,3 +364,44 @@ def test_vllm_wheel_mode_names_the_release_tag_as_its_tree(cache: Path) -> None:
     err = refused(cache, "vllm", "--set", "vllm_from=wheel", "--set", "vllm_ref=main")
     assert "--set vllm_ref=main contradicts choice vllm_from=wheel, which sets vllm_ref=v0.11.1" in err
     assert planned(cache, "vllm")["params"]["vllm_ref"] == "ded8ada86a3962477433054debbcef1d45161850"
+
+
+# -- a --set that changes nothing is legal, and said ------------------------------------------
+
+
+def test_a_set_that_changes_nothing_is_a_warning(cache: Path) -> None:
+    code, out, err = plan(cache, "verl", "--target", "megatron", "--set", "vllm_req=vllm==0.8.0")
+    assert code == 0 and json.loads(out)["target"] == "megatron"
+    assert err == "warning: --set vllm_req=vllm==0.8.0 changes nothing in target megatron: " \
+                  "nothing there uses vllm_req\n"  # fmt: skip
+    _, _, err = plan(cache, "vllm", "--set", "vllm_version=0.11.1")
+    assert "--set vllm_version=0.11.1 changes nothing in target openai: that is its value already" in err
+    _, _, err = plan(cache, "vllm", "--all-targets", "--set", "install_kv_connectors=true")
+    assert "changes nothing in targets vllm-base, wheel, rocm, rocm-openai: nothing there uses" in err
+    for args in (("tgi", "--set", "flash_attn_version=2.6.2"),  # a step's pin
+                 ("vllm", "--set", "vllm_from=wheel"),  # a choice: the params it fixes differ
+                 ("vllm", "--target", "rocm", "--set", "max_jobs=4"),
+                 ("verl", "--target", "megatron", "--set-unlocked", "torch_version=2.5.0")):  # fmt: skip
+        code, _, err = plan(cache, *args)
+        assert code == 0 and err == "", (args, err)
+
+
+def test_matrix_and_output_template_params_are_used(tmp_path: Path) -> None:
+    (tmp_path / "m.yaml").write_text(
+        "name: m\nparams: {flavour: a, tag: t, spare: s, gate: 'off'}\nmatrix: {flavour: [a, b]}\n"
+        "bases: {b: scratch}\n"
+        "image: {base: b, layers: [{run: ['echo ${flavour}']}, {run: ['echo g'], when: {gate: ['on']}}]}\n"
+    )
+
+    def warnings(*args: str) -> str:
+        out, captured = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(captured):
+            code = main(["plan", str(tmp_path / "m.yaml"), "--cache", str(tmp_path / "c"), *args])
+        assert code == 0, captured.getvalue()
+        return captured.getvalue()
+
+    assert warnings("--set", "flavour=b") == ""  # picks the matrix' variant
+    assert warnings("--set", "tag=v2", "-o", f"oci:{tmp_path}/o:${{tag}}-${{variant}}") == ""
+    assert warnings("--set", "gate=on") == ""  # a when: keeps a layer
+    assert warnings("--set", "spare=x") == \
+        "warning: --set spare=x changes nothing in this manifest: nothing there uses spare\n"  # fmt: skip

@@ -22,7 +22,7 @@ from tests.helpers import PYTHON, run_cli
 
 MANIFEST = """\
 name: progress
-params: {{fail: "no"}}
+params: {{fail: "no", spare: "x"}}
 bases:
   devel: oci:{devel}:latest
   runtime: oci:{runtime}:latest
@@ -167,6 +167,19 @@ def test_progress_json_is_one_object_per_line(project: Project) -> None:
     assert {"kind": "step", "name": "hello", "state": "failed"}.items() <= events[-2].items(), events[-2:]
     assert events[-1]["kind"] == "error" and events[-1]["exit"] == 1, events[-1]
     assert events[-1]["text"].startswith("step hello: command failed (exit 1)"), events[-1]
+
+
+def test_a_set_that_changes_nothing_is_a_warning_event(project: Project) -> None:
+    ran = run_cli(project.args("--set", "spare=y", "--progress", "json"), cwd=project.root)
+    assert ran.code == 0, str(ran)
+    events = [json.loads(line) for line in ran.err.splitlines()]
+    warnings = [e["text"] for e in events if e["kind"] == "warning"]
+    assert warnings == ["--set spare=y changes nothing in this manifest: nothing there uses spare"], events
+    plain = run_cli(project.args("--set", "spare=y", "--set", "fail=no", "--progress", "plain"), cwd=project.root)
+    assert plain.code == 0, str(plain)
+    lines = [line.split(" ", 1)[1] for line in plain.err.splitlines() if " warning: " in line]
+    assert lines == ["warning: --set spare=y changes nothing in this manifest: nothing there uses spare",
+                     "warning: --set fail=no changes nothing in this manifest: that is its value already"]  # fmt: skip
 
 
 def test_quiet_prints_only_the_digest_and_digestfile_writes_it(project: Project) -> None:

@@ -12,11 +12,13 @@ from typing import Any
 from assembler.assemble import Options, Plan, Result, assemble_variants, resolve_epoch
 from assembler.cache import default_root
 from assembler.cli.args import platform_arg, registry_options
-from assembler.cli.console import out, say, size
+from assembler.cli.console import err, out, say, size
 from assembler.cli.progress import mode_of, showing
 from assembler.errors import InputError
 from assembler.oci.artifact import Artifact
 from assembler.oci.reference import absolute_ref, parse_ref
+from assembler.pipeline.idle import idle_sets
+from assembler.pipeline.options import Event
 from assembler.pipeline.variants import Variant, load_variants
 from assembler.proc import Runner
 
@@ -72,21 +74,26 @@ def _sets(args: argparse.Namespace) -> dict[str, str]:
     return {**sets, **unlocked}
 
 
-def _load(args: argparse.Namespace) -> list[Variant]:
+def _load(args: argparse.Namespace) -> tuple[list[Variant], list[str]]:
+    """The run's variants, and a warning for each ``--set`` that changes nothing."""
     bases = {}
     for name, ref in args.base:
         bases[name] = str(absolute_ref(parse_ref(ref), Path.cwd()))  # BadReference quotes the text
-    return load_variants(
+    sets, unlocked, sources = _sets(args), frozenset(name for name, _ in args.set_unlocked), dict(args.source)
+    variants = load_variants(
         args.manifest,
-        sets=_sets(args),
-        unlocked=frozenset(name for name, _ in args.set_unlocked),
+        sets=sets,
+        unlocked=unlocked,
         targets=args.targets,
         all_targets=args.all_targets,
         bases=bases,
-        sources=dict(args.source),
+        sources=sources,
         outputs=args.outputs,
         platforms=[platform_arg(p) for p in args.platforms],
     )
+    idle = idle_sets(args.manifest, variants, sets=sets, unlocked=unlocked, bases=bases, sources=sources,
+                     outputs=args.outputs)  # fmt: skip
+    return variants, idle
 
 
 def _result_json(result: Result) -> dict[str, Any]:
@@ -140,12 +147,14 @@ def write_digest(path: Path | None, digest: str) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    variants = _load(args)
+    variants, idle = _load(args)
     options = _options(args, variants[0].loaded.manifest.epoch, variants[0].loaded.manifest.cache.registry)
     check_digestfile(args.digestfile)
     if args.digestfile is not None and len(variants) > 1:
         raise InputError("--digestfile takes one image; this run builds several", hint="use --json")
     with showing(mode_of(args), verbose=args.verbose) as report:
+        for line in idle:
+            report(Event("warning", {"text": line}))
         results = assemble_variants(variants, options, runner=Runner(), report=report)
     write_digest(args.digestfile, results[0].digest)
     if args.json:
@@ -167,7 +176,9 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from assembler.assemble import resolve
 
-    variants = _load(args)
+    variants, idle = _load(args)
+    for line in idle:
+        err.print(f"warning: {line}", markup=False)
     options = _options(args, variants[0].loaded.manifest.epoch, variants[0].loaded.manifest.cache.registry)
     plans = [resolve(v.loaded, v.options(options), runner=Runner(), look_in_registry=True) for v in variants]
     if args.json:
