@@ -70,8 +70,7 @@ def _unpack_to(path: Path, plain: Path) -> None:
 
 
 def scheme_of(spec: m.PipLayer) -> Scheme:
-    site = spec.site_packages or f"{spec.prefix}/lib/python{spec.python}/site-packages"
-    return Scheme(spec.prefix, site, spec.interpreter or f"{spec.prefix}/bin/python", spec.python)
+    return Scheme(spec.prefix, spec.site, spec.interpreter or f"{spec.prefix}/bin/python", spec.python)
 
 
 def groups(spec: m.PipLayer) -> list[list[Requirement]]:

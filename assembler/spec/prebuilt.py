@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field, field_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from assembler.spec.fields import Mode, Scalar, Strict, StrList
 
@@ -48,7 +48,13 @@ def normalize_name(name: str) -> str:
 def parse_requirement(text: str) -> Requirement:
     """``name==version --hash=sha256:HEX [--hash=sha256:HEX ...]`` or ``name @ URL.whl
     --hash=sha256:HEX``; ValueError otherwise."""
+    if ";" in text.split("--hash", 1)[0]:
+        raise ValueError(
+            f"{text.strip()!r}: environment markers (; ...) are not read: the list is the lock of this image, "
+            "list only the wheels it installs"
+        )
     parts = re.sub(r"\s*@\s*", " @ ", re.sub(r"\s+--hash\s*=\s*", " --hash=", text.strip())).split()
+    parts = [p for p in parts if p != "\\"]  # pip's line continuations, as a requirements file has them
     if len(parts) >= 3 and parts[1] == "@":
         u = _URL_RE.match(" ".join(parts[:3]))
         if u is None:
@@ -138,6 +144,11 @@ class PipLayer(When):
     name: str | None = None
     comment: str | None = None
 
+    @property
+    def site(self) -> str:
+        """Where the wheels' files go: ``site_packages``, else PREFIX/lib/pythonX.Y/site-packages."""
+        return self.site_packages or f"{self.prefix}/lib/python{self.python}/site-packages"
+
     @field_validator("split")
     @classmethod
     def _split(cls, value: bool | list[str]) -> bool | list[str]:
@@ -156,6 +167,13 @@ class UrlLayer(When):
         default="16G", description="the download is refused beyond this size (bytes, or K/M/G/T)"
     )
     comment: str | None = None
+
+    @model_validator(mode="after")
+    def _mode_of_one_file(self) -> UrlLayer:
+        # An unpacked tar keeps its members' own modes: a mode here would be silently ignored.
+        if self.extract and self.mode is not None:
+            raise ValueError("mode: is for one file; with extract: true each member keeps its own mode")
+        return self
 
 
 def size_bytes(text: str) -> int:

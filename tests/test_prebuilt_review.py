@@ -1,0 +1,105 @@
+"""Inputs issue 12's second review tried on ``pip:``/``url:`` layers and ``artifact:``
+outputs: each refused with exit 2 and a clear message, or written whole or not at all."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from assembler.archive.layer import write_layer
+from assembler.archive.tar import TarEntry
+from assembler.archive.wheel import with_parents
+from assembler.cache import Cache
+from assembler.errors import InputError, UnsafePath
+from assembler.oci.reference import parse_ref
+from assembler.pipeline import artifacts
+from assembler.pipeline.prebuilt import _file_opener
+from assembler.spec.load import load_manifest
+from tests.helpers import run_cli
+from tests.test_prebuilt import INICONFIG, SDIST_SHA, SDIST_URL, SIX, _blobs, _manifest
+
+SIX_17 = "six==1.17.0 --hash=sha256:4721f391ed90541fddacab5acf947aa0d3dc7d27b2e1e8eda2be8970586c3274"
+
+
+def _plan(tmp_path: Path, layers: str) -> tuple[int, str]:
+    project = tmp_path / "p"
+    project.mkdir(exist_ok=True)
+    (project / "m.yaml").write_text(_manifest(layers))
+    ran = run_cli(["plan", "m.yaml", "--cache", str(tmp_path / "cache")], cwd=project)
+    assert "Traceback" not in ran.err, str(ran)
+    return ran.code, ran.err
+
+
+def test_markers_a_mode_on_an_unpacked_tar_and_one_wheel_twice_are_refused(tmp_path: Path) -> None:
+    marker = SIX.replace(" --hash", " ; python_version >= '3' --hash")
+    code, err = _plan(tmp_path, f'    - pip: ["{marker}"]\n')
+    assert code == 2 and "m.yaml:7: image.layers.0.pip: " in err and "environment markers" in err, err
+    extract = f"    - url: {SDIST_URL}\n      sha256: {SDIST_SHA}\n      to: /opt/x/\n      extract: true\n"
+    extract += "      mode: '0600'\n"
+    code, err = _plan(tmp_path, extract)
+    assert code == 2 and "m.yaml:7: image.layers.0" in err and "with extract: true" in err, err
+    twice = f"    - pip: ['{SIX}']\n    - pip: ['{INICONFIG}', '{SIX_17}']\n"
+    code, err = _plan(tmp_path, twice)
+    assert code == 2 and "m.yaml:8: image.layers.1.pip.1: six is installed into" in err, err
+    assert "by image.layers.0 (line 7) too" in err, err
+    # Two venvs may each have it; a requirements file's line continuation is read as pip reads it.
+    continued = SIX_17.replace(" --", " \\ --")
+    code, err = _plan(tmp_path, f"    - pip: ['{SIX}']\n    - pip: ['{continued}']\n      prefix: /opt/other\n")
+    assert code == 0, err
+
+
+def test_a_pinned_sdist_is_refused_as_a_source_distribution(tmp_path: Path) -> None:
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "m.yaml").write_text(_manifest(f"    - pip: ['iniconfig==2.0.0 --hash=sha256:{SDIST_SHA}']\n"))
+    ran = run_cli(["m.yaml", "--cache", str(tmp_path / "cache"), "-o", "oci:out:1"], cwd=project)
+    assert ran.code == 2 and "iniconfig-2.0.0.tar.gz is a source distribution" in ran.err, str(ran)
+    assert "pin a wheel: iniconfig-2.0.0-py3-none-any.whl sha256:b6a85871" in ran.err, str(ran)
+    assert _blobs(tmp_path / "cache") == set() and not (project / "out").exists()
+
+
+_FILES = """\
+name: files
+bases: {devel: scratch, runtime: scratch}
+compile:
+  - name: pkg
+    base: devel
+    run: ['true']
+    artifacts:
+      wheel: {path: '/build/dist/*.whl', to: /wheels/}
+      tool: {path: /build/bin/tool, to: /usr/local/bin/tool}
+image: {base: runtime, layers: [{artifact: pkg}]}
+"""
+
+
+def test_artifact_folders_are_checked_first_and_written_whole(tmp_path: Path) -> None:
+    (tmp_path / "m.yaml").write_text(_FILES)
+    loaded = load_manifest(tmp_path / "m.yaml")
+    ref = parse_ref(f"artifact:{tmp_path}/d:pkg.wheel")
+    with pytest.raises(InputError, match="write into the same folder"):
+        artifacts.check(loaded, [ref, parse_ref(f"artifact:{tmp_path}/d/sub:pkg.tool")], force=False)
+    with pytest.raises(InputError, match=r"m\.yaml is not a folder"):
+        artifacts.check(loaded, [parse_ref(f"artifact:{tmp_path}/m.yaml/x:pkg.wheel")], force=False)
+
+    # A layer that fails halfway (its second member would be written through a symlink):
+    # the folder an earlier build wrote stays as it was, and nothing is left beside it.
+    cache = Cache(tmp_path / "cache")
+    good = tmp_path / "good.whl"
+    good.write_text("wheel\n")
+    members = [(TarEntry("wheels/a.whl", "file", size=6), _file_opener(good)),
+               (TarEntry("wheels/b", "symlink", linkname="/etc"), None),
+               (TarEntry("wheels/b/x", "file", size=6), _file_opener(good))]  # fmt: skip
+    with cache.blob_writer() as w:
+        bad = write_layer(with_parents(members, epoch=0), w, compression="gzip", epoch=0, presorted=True)
+    with cache.blob_writer() as w:
+        fine = write_layer(with_parents(members[:1], epoch=0), w, compression="gzip", epoch=0)
+    artifacts.write(loaded, [ref], {"pkg.wheel": fine}, cache)
+    before = sorted(p.name for p in (tmp_path / "d").iterdir())
+    assert before == [artifacts.MARKER, "a.whl"]
+    with pytest.raises(UnsafePath):
+        artifacts.write(loaded, [ref], {"pkg.wheel": bad}, cache)
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == before
+    assert json.loads((tmp_path / "d" / artifacts.MARKER).read_text())["diff_ids"]["pkg.wheel"] == fine.diff_id
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "d", "good.whl", "m.yaml"]
