@@ -103,3 +103,16 @@ def test_artifact_folders_are_checked_first_and_written_whole(tmp_path: Path) ->
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == before
     assert json.loads((tmp_path / "d" / artifacts.MARKER).read_text())["diff_ids"]["pkg.wheel"] == fine.diff_id
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "d", "good.whl", "m.yaml"]
+
+
+def test_wheels_where_no_python_of_that_version_reads_them_are_warned_about(tmp_path: Path) -> None:
+    project = tmp_path / "p"
+    (project / "venv/lib/python3.12/site-packages").mkdir(parents=True)
+    (project / "venv/lib/python3.12/site-packages/.keep").write_text("")
+    venv = "    - copy: {from: venv, to: /opt/venv}\n"
+    for python, warned in (("3.12", False), ("3.11", True)):
+        (project / "m.yaml").write_text(_manifest(f"{venv}    - pip: ['{SIX}']\n      python: '{python}'\n"))
+        ran = run_cli(["m.yaml", "--cache", str(tmp_path / "cache"), "-o", f"oci:out{python}:1"], cwd=project)
+        assert ran.code == 0, str(ran)
+        note = f"the image below has no /opt/venv/lib/python{python}, so no Python {python} reads"
+        assert (note in ran.err) == warned, str(ran)

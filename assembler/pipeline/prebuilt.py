@@ -25,6 +25,7 @@ from typing import BinaryIO, cast
 from assembler.archive.compress import decompressed
 from assembler.archive.layer import Member, Opener, write_layer
 from assembler.archive.tar import TarEntry, clean_path, entry_from_tarinfo
+from assembler.archive.view import TreeView
 from assembler.archive.wheel import Scheme, wheel_members, with_parents
 from assembler.cache import key_of
 from assembler.cache.entries import StepResult
@@ -71,6 +72,17 @@ def _unpack_to(path: Path, plain: Path) -> None:
 
 def scheme_of(spec: m.PipLayer) -> Scheme:
     return Scheme(spec.prefix, spec.site, spec.interpreter or f"{spec.prefix}/bin/python", spec.python)
+
+
+def no_python_below(spec: m.PipLayer, view: TreeView) -> str | None:
+    """Why the wheels of ``spec`` would land where no Python reads them, if they would:
+    the image below has no PREFIX/lib/pythonX.Y (no venv there, or another Python)."""
+    folder = posixpath.dirname(spec.site.rstrip("/"))
+    if posixpath.dirname(view.resolve(folder.strip("/") + "/site-packages")) in view.dirs:
+        return None
+    return (f"{describe([parse_requirement(t) for t in spec.pip])}: the image below has no {folder}, so no "
+            f"Python {spec.python} reads {spec.site} (make the venv first, or set python:, prefix: or "
+            "site_packages: to the image's)")  # fmt: skip
 
 
 def groups(spec: m.PipLayer) -> list[list[Requirement]]:
