@@ -3,7 +3,14 @@ outputs: each refused with exit 2 and a clear message, or written whole or not a
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import http.server
+import io
 import json
+import tarfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -116,3 +123,38 @@ def test_wheels_where_no_python_of_that_version_reads_them_are_warned_about(tmp_
         assert ran.code == 0, str(ran)
         note = f"the image below has no /opt/venv/lib/python{python}, so no Python {python} reads"
         assert (note in ran.err) == warned, str(ran)
+
+
+@pytest.fixture()
+def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A plain HTTP server on 127.0.0.1 serving a folder (the URL prefix and the folder)."""
+    folder = tmp_path / "www"
+    folder.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", folder
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_tar_that_writes_through_its_own_symlink_is_refused(tmp_path: Path, served: tuple[str, Path]) -> None:
+    url, folder = served
+    with tarfile.open(folder / "links.tar", "w") as tf:
+        link = tarfile.TarInfo("l")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc"
+        tf.addfile(link)
+        inside = tarfile.TarInfo("l/passwd")
+        inside.size = 1
+        tf.addfile(inside, io.BytesIO(b"x"))
+    sha = hashlib.sha256((folder / "links.tar").read_bytes()).hexdigest()
+    project = tmp_path / "p"
+    project.mkdir()
+    layer = f"    - url: {url}/links.tar\n      sha256: {sha}\n      to: /opt/e/\n      extract: true\n"
+    (project / "m.yaml").write_text(_manifest(layer))
+    ran = run_cli(["m.yaml", "--cache", str(tmp_path / "cache"), "-o", "oci:out:1"], cwd=project)
+    assert ran.code == 2 and "member 'opt/e/l/passwd' would be written through a symlink" in ran.err, str(ran)
+    assert not (project / "out").exists()

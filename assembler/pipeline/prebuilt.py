@@ -25,11 +25,12 @@ from typing import BinaryIO, cast
 from assembler.archive.compress import decompressed
 from assembler.archive.layer import Member, Opener, write_layer
 from assembler.archive.tar import TarEntry, clean_path, entry_from_tarinfo
+from assembler.archive.tree import parents
 from assembler.archive.view import TreeView
 from assembler.archive.wheel import Scheme, wheel_members, with_parents
 from assembler.cache import key_of
 from assembler.cache.entries import StepResult
-from assembler.errors import CorruptBlob, InputError
+from assembler.errors import CorruptBlob, InputError, UnsafePath
 from assembler.oci.layer import Layer
 from assembler.pipeline.options import RemoteSteps
 from assembler.spec import model as m
@@ -259,4 +260,10 @@ class Prebuilt:
                 if entry.kind == "hardlink":
                     moved = replace(moved, linkname=posixpath.join(root, clean_path(entry.linkname, what=what)))
                 members.append((moved, _opener(tf, info) if entry.kind == "file" else None))
+            # A member below one of the archive's own symlinks would be written through it
+            # (l -> /etc, then l/passwd): wherever the image is unpacked, not under 'to'.
+            links = {e.path for e, _ in members if e.kind == "symlink"}
+            for e, _ in members:
+                if any(p in links for p in parents(e.path)):
+                    raise UnsafePath(f"{what}: member {e.path!r} would be written through a symlink of the archive")
             return self._write(members)
