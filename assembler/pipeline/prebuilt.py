@@ -262,8 +262,8 @@ class Prebuilt:
                 members.append((moved, _opener(tf, info) if entry.kind == "file" else None))
             # A member below one of the archive's own symlinks would be written through it
             # (l -> /etc, then l/passwd): wherever the image is unpacked, not under 'to'.
-            links = {e.path for e, _ in members if e.kind == "symlink"}
-            for e, _ in members:
-                if any(p in links for p in parents(e.path)):
-                    raise UnsafePath(f"{what}: member {e.path!r} would be written through a symlink of the archive")
+            links = {x.path for x, _ in members if x.kind == "symlink"}
+            for member, _ in members:
+                if any(p in links for p in parents(member.path)):
+                    raise UnsafePath(f"{what}: member {member.path!r} goes through the archive's own symlink")
             return self._write(members)
