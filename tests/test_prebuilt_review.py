@@ -158,3 +158,8 @@ def test_a_tar_that_writes_through_its_own_symlink_is_refused(tmp_path: Path, se
     ran = run_cli(["m.yaml", "--cache", str(tmp_path / "cache"), "-o", "oci:out:1"], cwd=project)
     assert ran.code == 2 and "member 'opt/e/l/passwd' goes through the archive's own symlink" in ran.err, str(ran)
     assert not (project / "out").exists()
+
+
+def test_a_split_name_that_matches_no_wheel_is_refused(tmp_path: Path) -> None:
+    code, err = _plan(tmp_path, f"    - pip: ['{SIX}', '{INICONFIG}']\n      split: [sixx, 'ini*']\n")
+    assert code == 2 and "m.yaml:7: image.layers.0: split: 'sixx' names no wheel of this layer" in err, err

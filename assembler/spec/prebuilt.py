@@ -10,6 +10,7 @@ installed, never their dependencies: the list is a lock, every wheel in it.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -153,6 +154,15 @@ class PipLayer(When):
     @classmethod
     def _split(cls, value: bool | list[str]) -> bool | list[str]:
         return [normalize_name(v) for v in value] if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _split_names_a_wheel(self) -> PipLayer:
+        # A misspelt name would leave its wheel in the shared layer, re-pushed on every bump.
+        names = [parse_requirement(text).name for text in self.pip]
+        for pattern in self.split if isinstance(self.split, list) else []:
+            if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+                raise ValueError(f"split: {pattern!r} names no wheel of this layer ({', '.join(names)})")
+        return self
 
 
 class UrlLayer(When):
