@@ -24,7 +24,7 @@ from assembler.oci.reference import parse_ref
 from assembler.pipeline import artifacts
 from assembler.pipeline.prebuilt import _file_opener
 from assembler.spec.load import load_manifest
-from tests.helpers import run_cli
+from tests.helpers import manifest_of, read_blob, run_cli, uncompressed
 from tests.test_prebuilt import INICONFIG, SDIST_SHA, SDIST_URL, SIX, _blobs, _manifest
 
 SIX_17 = "six==1.17.0 --hash=sha256:4721f391ed90541fddacab5acf947aa0d3dc7d27b2e1e8eda2be8970586c3274"
@@ -163,3 +163,23 @@ def test_a_tar_that_writes_through_its_own_symlink_is_refused(tmp_path: Path, se
 def test_a_split_name_that_matches_no_wheel_is_refused(tmp_path: Path) -> None:
     code, err = _plan(tmp_path, f"    - pip: ['{SIX}', '{INICONFIG}']\n      split: [sixx, 'ini*']\n")
     assert code == 2 and "m.yaml:7: image.layers.0: split: 'sixx' names no wheel of this layer" in err, err
+
+
+def test_a_url_file_gets_its_owner_and_mode(tmp_path: Path, served: tuple[str, Path]) -> None:
+    url, folder = served
+    (folder / "run.sh").write_text("#!/bin/sh\n")
+    sha = hashlib.sha256(b"#!/bin/sh\n").hexdigest()
+    project = tmp_path / "p"
+    project.mkdir()
+    layer = f"    - url: {url}/run.sh\n      sha256: {sha}\n      to: /home/app/\n      mode: '0750'\n"
+    layer += "      owner: 1000\n"
+    (project / "m.yaml").write_text(_manifest(layer))
+    ran = run_cli(["m.yaml", "--cache", str(tmp_path / "cache"), "-o", "oci:out:1"], cwd=project)
+    assert ran.code == 0, str(ran)
+    blob = read_blob(project / "out", manifest_of(project / "out", "1")["layers"][0]["digest"])
+    with tarfile.open(fileobj=io.BytesIO(uncompressed(blob))) as tf:
+        info = tf.getmember("home/app/run.sh")
+    assert (info.uid, info.gid, info.mode) == (1000, 1000, 0o750)
+    unpacked = layer.replace("run.sh\n", "run.tar\n").replace("      mode: '0750'\n", "      extract: true\n")
+    code, err = _plan(tmp_path, unpacked)
+    assert code == 2 and "owner: is for one file" in err, err

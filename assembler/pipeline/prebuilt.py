@@ -209,7 +209,8 @@ class Prebuilt:
     def url(self, spec: m.UrlLayer) -> Layer | None:
         """The layer of ``spec`` (None: a plan, and it is not made yet)."""
         pinned = key_of({"sha256": spec.sha256, "to": spec.to, "extract": spec.extract, "mode": spec.mode,
-                         "name": self._file_name(spec), **self._settings()})  # fmt: skip
+                         "name": self._file_name(spec), **self._settings(),
+                         **({"owner": spec.owner} if spec.owner else {})})  # fmt: skip
         key, shared, what = "url-layer-" + pinned, "url-shared-" + pinned, f"url {self._file_name(spec)}"
         layer = self.cache.layer(key) or self._shared(shared)
         if layer is not None or self.lookup_only:
@@ -224,8 +225,10 @@ class Prebuilt:
                 layer = self._write_tar(path, spec, work / "plain.tar")
             else:
                 dest = spec.to + self._file_name(spec) if spec.to.endswith("/") else spec.to
+                uid, _, gid = (spec.owner or "0").partition(":")
                 entry = TarEntry(clean_path(dest), "file", mode=spec.mode if spec.mode is not None else 0o644,
-                                 size=path.stat().st_size, mtime=self.ctx.epoch)  # fmt: skip
+                                 uid=int(uid), gid=int(gid or uid), size=path.stat().st_size,
+                                 mtime=self.ctx.epoch)  # fmt: skip
                 layer = self._write([(entry, _file_opener(path))])
         self.cache.put_layer(key, layer)
         self._share(shared, layer, what)

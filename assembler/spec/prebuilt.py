@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
-from assembler.spec.fields import Mode, Scalar, Strict, StrList
+from assembler.spec.fields import Mode, Owner, Scalar, Strict, StrList
 
 _REQ_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[A-Za-z0-9,._ -]*\])?==([A-Za-z0-9.+!_-]+)$")
 _HASH_RE = re.compile(r"^--hash[= ]sha256:([0-9a-f]{64})$")
@@ -173,6 +173,7 @@ class UrlLayer(When):
     to: AbsPath = Field(description="a file path, or a folder ending in / (the URL's file name is kept)")
     extract: bool = Field(default=False, description="unpack a tar (gzip, zstd, xz, bzip2) into 'to' (a folder)")
     mode: Mode | None = Field(default=None, description="the file's mode (default 0644)")
+    owner: Owner | None = Field(default=None, description="the file's numeric uid[:gid] (default 0:0)")
     max_size: Annotated[str, Field(pattern=r"^[0-9]+[KMGT]?$")] = Field(
         default="16G", description="the download is refused beyond this size (bytes, or K/M/G/T)"
     )
@@ -180,9 +181,10 @@ class UrlLayer(When):
 
     @model_validator(mode="after")
     def _mode_of_one_file(self) -> UrlLayer:
-        # An unpacked tar keeps its members' own modes: a mode here would be silently ignored.
-        if self.extract and self.mode is not None:
-            raise ValueError("mode: is for one file; with extract: true each member keeps its own mode")
+        # An unpacked tar keeps its members' own modes and owners: one here would be silently ignored.
+        for name in ("mode", "owner"):
+            if self.extract and getattr(self, name) is not None:
+                raise ValueError(f"{name}: is for one file; with extract: true each member keeps its own {name}")
         return self
 
 
