@@ -183,3 +183,11 @@ def test_a_url_file_gets_its_owner_and_mode(tmp_path: Path, served: tuple[str, P
     unpacked = layer.replace("run.sh\n", "run.tar\n").replace("      mode: '0750'\n", "      extract: true\n")
     code, err = _plan(tmp_path, unpacked)
     assert code == 2 and "owner: is for one file" in err, err
+
+
+def test_a_direct_reference_to_another_projects_wheel_is_refused(tmp_path: Path) -> None:
+    url = "https://files.pythonhosted.org/packages/ef/a6/x/iniconfig-2.0.0-py3-none-any.whl"
+    code, err = _plan(tmp_path, f"    - pip: ['six @ {url} {SIX.split()[1]}']\n")
+    assert code == 2 and "six @ iniconfig-2.0.0-py3-none-any.whl: the wheel is not one of six" in err, err
+    code, err = _plan(tmp_path, f"    - pip: ['IniConfig @ {url} {SIX.split()[1]}']\n")
+    assert code == 0, err

@@ -61,6 +61,9 @@ def parse_requirement(text: str) -> Requirement:
         if u is None:
             raise ValueError(f"{' '.join(parts[:3])!r}: a direct reference is name @ https://.../FILE.whl")
         name, version, url, rest = u.group(1), "", u.group(3), parts[3:]
+        wheel = url.rsplit("/", 1)[-1]
+        if normalize_name(wheel.split("-", 1)[0]) != normalize_name(name):
+            raise ValueError(f"{name} @ {wheel}: the wheel is not one of {name} (its file name says so)")
     else:
         m = _REQ_RE.match(parts[0]) if parts else None
         if m is None:
