@@ -191,3 +191,21 @@ def test_a_direct_reference_to_another_projects_wheel_is_refused(tmp_path: Path)
     assert code == 2 and "six @ iniconfig-2.0.0-py3-none-any.whl: the wheel is not one of six" in err, err
     code, err = _plan(tmp_path, f"    - pip: ['IniConfig @ {url} {SIX.split()[1]}']\n")
     assert code == 0, err
+
+
+def test_a_url_file_that_would_replace_a_folder_is_refused(tmp_path: Path, served: tuple[str, Path]) -> None:
+    url, folder = served
+    (folder / "tool").write_text("x\n")
+    project = tmp_path / "p"
+    (project / "tree/bin").mkdir(parents=True)
+    (project / "tree/bin/other").write_text("kept\n")
+    layers = "    - copy: {from: tree, to: /opt}\n"
+    sha = hashlib.sha256(b"x\n").hexdigest()
+    layers += f"    - url: {url}/tool\n      sha256: {sha}\n"
+    (project / "m.yaml").write_text(_manifest(layers + "      to: /opt/bin\n"))
+    ran = run_cli(["m.yaml", "--cache", str(tmp_path / "cache"), "-o", "oci:out:1"], cwd=project)
+    assert ran.code == 2 and "m.yaml:10: image.layers.1.to: /opt/bin is a folder in the image below" in ran.err, ran
+    assert sha not in _blobs(tmp_path / "cache")  # refused before the download
+    (project / "m.yaml").write_text(_manifest(layers + "      to: /opt/bin/\n"))
+    ran = run_cli(["m.yaml", "--cache", str(tmp_path / "cache"), "-o", "oci:out:1"], cwd=project)
+    assert ran.code == 0, str(ran)

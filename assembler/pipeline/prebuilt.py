@@ -17,6 +17,7 @@ import posixpath
 import shutil
 import tarfile
 import zipfile
+from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -84,6 +85,18 @@ def no_python_below(spec: m.PipLayer, view: TreeView) -> str | None:
     return (f"{describe([parse_requirement(t) for t in spec.pip])}: the image below has no {folder}, so no "
             f"Python {spec.python} reads {spec.site} (make the venv first, or set python:, prefix: or "
             "site_packages: to the image's)")  # fmt: skip
+
+
+def below(spec: m.PipLayer | m.UrlLayer, view: TreeView, error: Callable[..., InputError]) -> str | None:
+    """A warning about where ``spec`` lands on the image ``view`` describes, if it needs one.
+    Raises ``error(message, hint=...)`` (the layer's file:line) for a file that would
+    replace a folder of that image."""
+    if isinstance(spec, m.PipLayer):
+        return no_python_below(spec, view)
+    if not spec.extract and not spec.to.endswith("/") and view.resolve(spec.to.strip("/")) in view.dirs:
+        raise error(f"{spec.to} is a folder in the image below: the file would replace it and all it holds",
+                    hint=f"to: {spec.to}/ puts the file into it")  # fmt: skip
+    return None
 
 
 def groups(spec: m.PipLayer) -> list[list[Requirement]]:
