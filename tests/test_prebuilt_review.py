@@ -209,3 +209,12 @@ def test_a_url_file_that_would_replace_a_folder_is_refused(tmp_path: Path, serve
     (project / "m.yaml").write_text(_manifest(layers + "      to: /opt/bin/\n"))
     ran = run_cli(["m.yaml", "--cache", str(tmp_path / "cache"), "-o", "oci:out:1"], cwd=project)
     assert ran.code == 0, str(ran)
+
+
+def test_an_artifact_folder_holding_the_manifest_or_the_cache_is_never_replaced(tmp_path: Path) -> None:
+    (tmp_path / "m.yaml").write_text(_FILES)
+    loaded = load_manifest(tmp_path / "m.yaml")
+    for folder, cache, what in ((tmp_path, None, "the manifest"), (tmp_path / "out", tmp_path / "out/c", "the cache")):
+        with pytest.raises(InputError, match=f"holds {what}"):
+            artifacts.check(loaded, [parse_ref(f"artifact:{folder}:pkg")], force=True, cache_dir=cache)
+    assert (tmp_path / "m.yaml").is_file()

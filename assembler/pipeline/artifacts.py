@@ -56,13 +56,21 @@ def names(loaded: Loaded, ref: Ref | str) -> list[str]:
     return [f"{step}.{n}" for n in ([name] if name else sorted(arts))]
 
 
-def check(loaded: Loaded, refs: Sequence[Ref], *, force: bool) -> None:
+def check(loaded: Loaded, refs: Sequence[Ref], *, force: bool, cache_dir: Path | None = None) -> None:
     """Before anything is built: the artifacts exist, each folder may be written, and no two
-    outputs write into one folder (the second would replace the first)."""
+    outputs write into one folder (the second would replace the first). A folder that holds
+    the manifest, the cache or the current folder is never replaced, not even with --force."""
     folders: dict[Path, Ref] = {}
+    kept = {"the manifest": loaded.path, "the current folder": Path.cwd(), "your home": Path.home()}
+    if cache_dir is not None:
+        kept["the cache"] = cache_dir
     for ref in refs:
         names(loaded, ref)
         folder = Path(ref.path).absolute()
+        for what, path in kept.items():
+            if path.resolve().is_relative_to(folder.resolve()):
+                raise InputError(f"{ref}: {folder} holds {what}: an artifact: output replaces its whole folder",
+                                 hint="write the artifacts into a folder of their own")  # fmt: skip
         for other, its in folders.items():
             if folder == other or folder.is_relative_to(other) or other.is_relative_to(folder):
                 raise InputError(f"{ref} and {its} write into the same folder: the second would replace the first",
