@@ -23,6 +23,7 @@ from assembler.errors import InputError, UnsafePath
 from assembler.oci.reference import parse_ref
 from assembler.pipeline import artifacts
 from assembler.pipeline.prebuilt import _file_opener
+from assembler.sbom.licenses import python_license
 from assembler.spec.load import load_manifest
 from tests.helpers import manifest_of, read_blob, run_cli, uncompressed
 from tests.test_prebuilt import INICONFIG, SDIST_SHA, SDIST_URL, SIX, _blobs, _manifest
@@ -218,3 +219,17 @@ def test_an_artifact_folder_holding_the_manifest_or_the_cache_is_never_replaced(
         with pytest.raises(InputError, match=f"holds {what}"):
             artifacts.check(loaded, [parse_ref(f"artifact:{folder}:pkg")], force=True, cache_dir=cache)
     assert (tmp_path / "m.yaml").is_file()
+
+
+def test_license_classifiers_declare_a_license_only_when_each_is_mapped() -> None:
+    docutils = [
+        "License :: Public Domain",
+        "License :: OSI Approved :: Python Software Foundation License",
+        "License :: OSI Approved :: BSD License",
+        "License :: OSI Approved :: GNU General Public License (GPL)",
+    ]
+    assert python_license("", docutils, "public domain, Python, 2-Clause BSD, GPL 3 (see COPYING.txt)") == ""
+    assert python_license("", ["License :: OSI Approved", "License :: OSI Approved :: MIT License"], "") == "MIT"
+    two = ["License :: OSI Approved :: MIT License", "License :: OSI Approved :: ISC License (ISCL)"]
+    assert python_license("", two, "") == "ISC AND MIT"
+    assert python_license("", ["License :: OSI Approved :: BSD License"], "BSD-3-Clause") == "BSD-3-Clause"
