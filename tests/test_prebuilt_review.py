@@ -27,6 +27,7 @@ from assembler.sbom.licenses import python_license
 from assembler.spec.load import load_manifest
 from tests.helpers import manifest_of, read_blob, run_cli, uncompressed
 from tests.test_prebuilt import INICONFIG, SDIST_SHA, SDIST_URL, SIX, _blobs, _manifest
+from tests.test_sbom import referrers, saved, validate_spdx
 
 SIX_17 = "six==1.17.0 --hash=sha256:4721f391ed90541fddacab5acf947aa0d3dc7d27b2e1e8eda2be8970586c3274"
 
@@ -233,3 +234,19 @@ def test_license_classifiers_declare_a_license_only_when_each_is_mapped() -> Non
     two = ["License :: OSI Approved :: MIT License", "License :: OSI Approved :: ISC License (ISCL)"]
     assert python_license("", two, "") == "ISC AND MIT"
     assert python_license("", ["License :: OSI Approved :: BSD License"], "BSD-3-Clause") == "BSD-3-Clause"
+
+
+def test_a_wheel_by_url_has_its_checksum_in_the_sbom(tmp_path: Path) -> None:
+    url = (
+        "https://files.pythonhosted.org/packages/d9/5a/e7c31adbe875f2abbb91bd84cf2dc52d792b5a01506781dbcf25c91daf11/"
+        "six-1.16.0-py2.py3-none-any.whl"
+    )
+    project = tmp_path / "p"
+    (project / "files").mkdir(parents=True)
+    (project / "m.yaml").write_text(_manifest(f"    - pip: ['six @ {url} {SIX.split()[1]}']\n"))
+    ran = run_cli(["m.yaml", "--cache", str(tmp_path / "cache"), "-o", "oci:out:1"], cwd=project)
+    assert ran.code == 0, str(ran)
+    sbom = saved(referrers("oci:out:1", "--save", "files", cwd=project), "application/spdx+json")
+    validate_spdx(project / sbom)
+    six = next(p for p in json.loads((project / sbom).read_text())["packages"] if p["name"] == "six")
+    assert six["checksums"] == [{"algorithm": "SHA256", "checksumValue": SIX.rpartition("sha256:")[2]}]
