@@ -43,6 +43,8 @@ def _plan(tmp_path: Path, layers: str) -> tuple[int, str]:
 
 def test_markers_a_mode_on_an_unpacked_tar_and_one_wheel_twice_are_refused(tmp_path: Path) -> None:
     marker = SIX.replace(" --hash", " ; python_version >= '3' --hash")
+    code, err = _plan(tmp_path, "    - pip: []\n")
+    assert code == 2 and "m.yaml:7: image.layers.0.pip: lists no wheel" in err, err
     code, err = _plan(tmp_path, f'    - pip: ["{marker}"]\n')
     assert code == 2 and "m.yaml:7: image.layers.0.pip: " in err and "environment markers" in err, err
     extract = f"    - url: {SDIST_URL}\n      sha256: {SDIST_SHA}\n      to: /opt/x/\n      extract: true\n"

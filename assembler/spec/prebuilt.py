@@ -83,6 +83,8 @@ def parse_requirement(text: str) -> Requirement:
 
 
 def _requirements(value: list[str]) -> list[str]:
+    if not value:
+        raise ValueError("lists no wheel (an empty layer): name==version --hash=sha256:HEX, one per wheel")
     names: set[str] = set()
     for text in value:
         req = parse_requirement(text)
