@@ -234,7 +234,7 @@ def _assemble_once(loaded: Loaded, options: Options, *, runner: Runner, report: 
     writers = [writer_for(ref, attach_sif=loaded.manifest.sif.attach or options.attach_sif) for ref in refs]
     for writer in writers:
         writer.check(force=options.force)
-    artifacts.check(loaded, files, force=options.force)
+    artifacts.check(loaded, files, force=options.force, cache_dir=options.cache_dir)
     if options.artifacts:
         _check_artifact_outputs(loaded, options, refs)
     plan = resolve(loaded, options, runner=runner)

@@ -54,9 +54,9 @@ def cmd_referrers(args: argparse.Namespace) -> int:
                 title = blob.annotations.get(mt.ANNOTATION_TITLE, "")
                 entry = {"media_type": blob.media_type, "digest": blob.digest, "size": blob.size, "title": title}
                 if args.save is not None:
-                    name = title if _SAFE_NAME.match(title) else blob.digest.replace(":", "-")
-                    (args.save / name).write_bytes(listing.read(blob))
-                    entry["saved"] = str(args.save / name)
+                    file_name = title if _SAFE_NAME.match(title) else blob.digest.replace(":", "-")
+                    (args.save / file_name).write_bytes(listing.read(blob))
+                    entry["saved"] = str(args.save / file_name)
                 files.append(entry)
             shown.append({"digest": r.descriptor.digest, "artifact_type": r.descriptor.artifact_type,
                           "annotations": dict(r.descriptor.annotations), "files": files})  # fmt: skip

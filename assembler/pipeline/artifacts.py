@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from assembler.archive.compress import decompressed
 from assembler.archive.extract import extract
 from assembler.cache import Cache
-from assembler.errors import InputError
+from assembler.errors import AssemblerError, InputError
 from assembler.oci import mediatypes as mt
 from assembler.oci import mutate
 from assembler.oci.artifact import FilesArtifact
@@ -55,11 +56,29 @@ def names(loaded: Loaded, ref: Ref | str) -> list[str]:
     return [f"{step}.{n}" for n in ([name] if name else sorted(arts))]
 
 
-def check(loaded: Loaded, refs: Sequence[Ref], *, force: bool) -> None:
-    """Before anything is built: the artifacts exist, each folder may be written."""
+def check(loaded: Loaded, refs: Sequence[Ref], *, force: bool, cache_dir: Path | None = None) -> None:
+    """Before anything is built: the artifacts exist, each folder may be written, and no two
+    outputs write into one folder (the second would replace the first). A folder that holds
+    the manifest, the cache or the current folder is never replaced, not even with --force."""
+    folders: dict[Path, Ref] = {}
+    kept = {"the manifest": loaded.path, "the current folder": Path.cwd(), "your home": Path.home()}
+    if cache_dir is not None:
+        kept["the cache"] = cache_dir
     for ref in refs:
         names(loaded, ref)
-        folder = Path(ref.path)
+        folder = Path(ref.path).absolute()
+        for what, path in kept.items():
+            if path.resolve().is_relative_to(folder.resolve()):
+                raise InputError(f"{ref}: {folder} holds {what}: an artifact: output replaces its whole folder",
+                                 hint="write the artifacts into a folder of their own")  # fmt: skip
+        for other, its in folders.items():
+            if folder == other or folder.is_relative_to(other) or other.is_relative_to(folder):
+                raise InputError(f"{ref} and {its} write into the same folder: the second would replace the first",
+                                 hint="give each artifact: output a folder of its own")  # fmt: skip
+        folders[folder] = ref
+        above = next((p for p in folder.parents if p.exists() or p.is_symlink()), None)
+        if above is not None and not above.is_dir():
+            raise InputError(f"{ref}: {above} is not a folder")
         if folder.exists() and not force:
             if not folder.is_dir():
                 raise InputError(f"{ref}: {folder} is not a folder", hint="--force replaces it")
@@ -113,26 +132,46 @@ def as_oci(loaded: Loaded, wanted: Sequence[str], artifacts: Mapping[str, Layer]
 
 
 def write(loaded: Loaded, refs: Sequence[Ref], artifacts: Mapping[str, Layer], cache: Cache) -> list[Written]:
-    """Write each ``artifact:`` output from the layers of ``artifacts`` (``STEP.NAME`` ->)."""
+    """Write each ``artifact:`` output from the layers of ``artifacts`` (``STEP.NAME`` ->).
+
+    Each folder is written beside itself first and put in place whole: one that fails
+    halfway leaves the folder as it was (and nothing a later build would take as ours)."""
     written = []
     for ref in refs:
         folder = Path(ref.path)
-        if folder.is_dir() and not folder.is_symlink():
-            shutil.rmtree(folder)
-        elif folder.exists() or folder.is_symlink():
-            folder.unlink()
-        folder.mkdir(parents=True)
-        one = bool(ref.tag.partition(".")[2])  # STEP.NAME: into the folder; STEP: each into folder/NAME
-        record = {}
-        for full in names(loaded, ref):
-            layer = artifacts[full]
-            step, _, name = full.partition(".")
-            to = graph.step_of(loaded.manifest, step).artifacts[name].to
-            depth = len([p for p in to.strip("/").split("/") if p]) - (0 if to.endswith("/") else 1)
-            dest = folder if one else folder / name
-            with cache.open_blob(layer.digest) as raw, decompressed(raw, layer.compression) as plain:
-                extract(plain, dest, what=f"artifact {full}", strip=depth)
-            record[full] = layer.diff_id
-            written.append(Written(f"{ref} ({full})", layer.digest))
-        (folder / MARKER).write_text(json.dumps({"ref": str(ref), "diff_ids": record}, sort_keys=True, indent=1))
+        try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        except OSError as e:
+            raise InputError(f"{ref}: cannot write into {folder.parent}: {e.strerror}") from None
+        try:
+            work.chmod(0o755)
+            written += _write_one(loaded, ref, work, artifacts, cache)
+            if folder.is_dir() and not folder.is_symlink():
+                shutil.rmtree(folder)
+            elif folder.exists() or folder.is_symlink():
+                folder.unlink()
+            work.rename(folder)
+        except OSError as e:
+            raise AssemblerError(f"{ref}: writing {folder}: {e}") from None
+        finally:
+            shutil.rmtree(work, ignore_errors=True)  # gone already when it was put in place
+    return written
+
+
+def _write_one(loaded: Loaded, ref: Ref, folder: Path, artifacts: Mapping[str, Layer], cache: Cache) -> list[Written]:
+    written = []
+    one = bool(ref.tag.partition(".")[2])  # STEP.NAME: into the folder; STEP: each into folder/NAME
+    record = {}
+    for full in names(loaded, ref):
+        layer = artifacts[full]
+        step, _, name = full.partition(".")
+        to = graph.step_of(loaded.manifest, step).artifacts[name].to
+        depth = len([p for p in to.strip("/").split("/") if p]) - (0 if to.endswith("/") else 1)
+        dest = folder if one else folder / name
+        with cache.open_blob(layer.digest) as raw, decompressed(raw, layer.compression) as plain:
+            extract(plain, dest, what=f"artifact {full}", strip=depth)
+        record[full] = layer.diff_id
+        written.append(Written(f"{ref} ({full})", layer.digest))
+    (folder / MARKER).write_text(json.dumps({"ref": str(ref), "diff_ids": record}, sort_keys=True, indent=1))
     return written

@@ -17,6 +17,7 @@ import posixpath
 import shutil
 import tarfile
 import zipfile
+from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -25,10 +26,12 @@ from typing import BinaryIO, cast
 from assembler.archive.compress import decompressed
 from assembler.archive.layer import Member, Opener, write_layer
 from assembler.archive.tar import TarEntry, clean_path, entry_from_tarinfo
+from assembler.archive.tree import parents
+from assembler.archive.view import TreeView
 from assembler.archive.wheel import Scheme, wheel_members, with_parents
 from assembler.cache import key_of
 from assembler.cache.entries import StepResult
-from assembler.errors import CorruptBlob, InputError
+from assembler.errors import CorruptBlob, InputError, UnsafePath
 from assembler.oci.layer import Layer
 from assembler.pipeline.options import RemoteSteps
 from assembler.spec import model as m
@@ -70,8 +73,30 @@ def _unpack_to(path: Path, plain: Path) -> None:
 
 
 def scheme_of(spec: m.PipLayer) -> Scheme:
-    site = spec.site_packages or f"{spec.prefix}/lib/python{spec.python}/site-packages"
-    return Scheme(spec.prefix, site, spec.interpreter or f"{spec.prefix}/bin/python", spec.python)
+    return Scheme(spec.prefix, spec.site, spec.interpreter or f"{spec.prefix}/bin/python", spec.python)
+
+
+def no_python_below(spec: m.PipLayer, view: TreeView) -> str | None:
+    """Why the wheels of ``spec`` would land where no Python reads them, if they would:
+    the image below has no PREFIX/lib/pythonX.Y (no venv there, or another Python)."""
+    folder = posixpath.dirname(spec.site.rstrip("/"))
+    if posixpath.dirname(view.resolve(folder.strip("/") + "/site-packages")) in view.dirs:
+        return None
+    return (f"{describe([parse_requirement(t) for t in spec.pip])}: the image below has no {folder}, so no "
+            f"Python {spec.python} reads {spec.site} (make the venv first, or set python:, prefix: or "
+            "site_packages: to the image's)")  # fmt: skip
+
+
+def below(spec: m.PipLayer | m.UrlLayer, view: TreeView, error: Callable[..., InputError]) -> str | None:
+    """A warning about where ``spec`` lands on the image ``view`` describes, if it needs one.
+    Raises ``error(message, hint=...)`` (the layer's file:line) for a file that would
+    replace a folder of that image."""
+    if isinstance(spec, m.PipLayer):
+        return no_python_below(spec, view)
+    if not spec.extract and not spec.to.endswith("/") and view.resolve(spec.to.strip("/")) in view.dirs:
+        raise error(f"{spec.to} is a folder in the image below: the file would replace it and all it holds",
+                    hint=f"to: {spec.to}/ puts the file into it")  # fmt: skip
+    return None
 
 
 def groups(spec: m.PipLayer) -> list[list[Requirement]]:
@@ -197,7 +222,8 @@ class Prebuilt:
     def url(self, spec: m.UrlLayer) -> Layer | None:
         """The layer of ``spec`` (None: a plan, and it is not made yet)."""
         pinned = key_of({"sha256": spec.sha256, "to": spec.to, "extract": spec.extract, "mode": spec.mode,
-                         "name": self._file_name(spec), **self._settings()})  # fmt: skip
+                         "name": self._file_name(spec), **self._settings(),
+                         **({"owner": spec.owner} if spec.owner else {})})  # fmt: skip
         key, shared, what = "url-layer-" + pinned, "url-shared-" + pinned, f"url {self._file_name(spec)}"
         layer = self.cache.layer(key) or self._shared(shared)
         if layer is not None or self.lookup_only:
@@ -212,8 +238,10 @@ class Prebuilt:
                 layer = self._write_tar(path, spec, work / "plain.tar")
             else:
                 dest = spec.to + self._file_name(spec) if spec.to.endswith("/") else spec.to
+                uid, _, gid = (spec.owner or "0").partition(":")
                 entry = TarEntry(clean_path(dest), "file", mode=spec.mode if spec.mode is not None else 0o644,
-                                 size=path.stat().st_size, mtime=self.ctx.epoch)  # fmt: skip
+                                 uid=int(uid), gid=int(gid or uid), size=path.stat().st_size,
+                                 mtime=self.ctx.epoch)  # fmt: skip
                 layer = self._write([(entry, _file_opener(path))])
         self.cache.put_layer(key, layer)
         self._share(shared, layer, what)
@@ -248,4 +276,10 @@ class Prebuilt:
                 if entry.kind == "hardlink":
                     moved = replace(moved, linkname=posixpath.join(root, clean_path(entry.linkname, what=what)))
                 members.append((moved, _opener(tf, info) if entry.kind == "file" else None))
+            # A member below one of the archive's own symlinks would be written through it
+            # (l -> /etc, then l/passwd): wherever the image is unpacked, not under 'to'.
+            links = {x.path for x, _ in members if x.kind == "symlink"}
+            for member, _ in members:
+                if any(p in links for p in parents(member.path)):
+                    raise UnsafePath(f"{what}: member {member.path!r} goes through the archive's own symlink")
             return self._write(members)

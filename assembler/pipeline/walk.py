@@ -9,6 +9,7 @@ nothing it would have to write); :class:`assembler.pipeline.build.Builder` makes
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from assembler.pipeline.config import config_changes, default_annotations, gpu_m
 from assembler.pipeline.graph import LayerReport, RuntimeStep, StepReport
 from assembler.pipeline.layers import ImageSetup
 from assembler.pipeline.options import Event, Options, RemoteSteps, Reporter
-from assembler.pipeline.prebuilt import Prebuilt
+from assembler.pipeline.prebuilt import Prebuilt, below
 from assembler.spec import model as m
 from assembler.spec.load import Loaded
 from assembler.transports import Context
@@ -293,6 +294,9 @@ class Walk:
             reports.append(LayerReport(0, "base", self.man.image.base, None, None, None, "will-build"))
         self._chain = self.defs.base(self.man.image.base)
         for i, (spec, path) in enumerate(zip(self.man.image.layers, self.loaded.layer_paths, strict=True)):
+            where = functools.partial(self.loaded.error, (*path, "to"))
+            if isinstance(spec, m.PipLayer | m.UrlLayer) and view is not None and (note := below(spec, view, where)):
+                self.report(Event("warning", {"text": note}))
             placed, what, origin = self._layer(spec, path, image, i)
             step = self._step_name(spec, i)
             self._chain = key_of({"below": self._chain, "layer": self.defs.layer(spec)})

@@ -5,9 +5,9 @@ Where a package's license comes from:
 - Debian: ``/usr/share/doc/<package>/copyright`` when it is machine-readable (DEP-5,
   ``Format: .../copyright-format/1.0/``): the first line of the ``License:`` field of its
   ``Files: *`` paragraph (:func:`dep5_license`); any other copyright file declares nothing;
-- Python: ``License-Expression`` (PEP 639), else its ``License ::`` classifiers that name
-  one license exactly (``Apache Software License`` and ``BSD License`` name no version:
-  they are not mapped), else a ``License:`` field that is an SPDX expression
+- Python: ``License-Expression`` (PEP 639), else its ``License ::`` classifiers when each
+  names one license exactly (``Apache Software License`` and ``BSD License`` name no
+  version: with one of those the classifiers say nothing), else a ``License:`` field that is an SPDX expression
   (:func:`python_license`);
 - apk's ``L:`` and rpm's LICENSE tag, as written.
 
@@ -62,6 +62,8 @@ _CLASSIFIERS = {"MIT License": "MIT", "ISC License (ISCL)": "ISC", "Mozilla Publ
                 "zlib/libpng License": "Zlib", "Boost Software License 1.0 (BSL-1.0)": "BSL-1.0",
                 "Eclipse Public License 2.0 (EPL-2.0)": "EPL-2.0", "Universal Permissive License (UPL)": "UPL-1.0",
                 "CC0 1.0 Universal (CC0 1.0) Public Domain Dedication": "CC0-1.0"}  # fmt: skip
+# Classifiers that group licenses and name none (License :: OSI Approved :: MIT License names MIT).
+_UMBRELLAS = {"OSI Approved", "DFSG approved"}
 _TOKEN = re.compile(r"\(|\)|[^\s()]+")
 _REF_CHARS = re.compile(r"[^A-Za-z0-9.]+")
 _DEP5_FORMAT = "copyright-format/1.0"
@@ -150,10 +152,9 @@ def python_license(expression: str, classifiers: Iterable[str], field: str) -> s
     """A Python distribution's declared license (PEP 639's order); "" when it names none."""
     if expression.strip():
         return " ".join(expression.split())
-    mapped = sorted({_CLASSIFIERS[c.rpartition("::")[2].strip()] for c in classifiers
-                     if c.startswith("License ::") and c.rpartition("::")[2].strip() in _CLASSIFIERS})  # fmt: skip
-    if mapped:
-        return " AND ".join(mapped)  # several classifiers: which apply is not said; all are listed
+    named = {c.rpartition("::")[2].strip() for c in classifiers if c.startswith("License ::")} - _UMBRELLAS
+    if named and named <= _CLASSIFIERS.keys():  # one unmapped (BSD License, Public Domain): the list is not whole
+        return " AND ".join(sorted({_CLASSIFIERS[n] for n in named}))  # which apply is not said; all are listed
     short = " ".join(field.split())
     return short if len(short) <= 100 and _expression(short, debian=False) is not None else ""
 

@@ -252,10 +252,19 @@ def _downloads(doc: _Doc, image_id: str) -> None:
             doc.relate(image_id, "CONTAINS", url_id)
 
 
+def _wheel_purl(uri: str) -> str:
+    """The package URL of a ``pip:`` layer's wheel: its own, or (a direct reference, ``name @
+    URL``) the one its file name says (NAME-VERSION-PY-ABI-PLATFORM.whl)."""
+    if uri.startswith("pkg:pypi/"):
+        return uri
+    parts = uri.rsplit("/", 1)[-1].split("-")
+    return f"pkg:pypi/{re.sub(r'[-_.]+', '-', parts[0]).lower()}@{parts[1]}" if len(parts) >= 5 else ""
+
+
 def _wheel_sha256(doc: _Doc, pkg: Package) -> list[Json] | None:
     """The pinned sha256 of the wheel a ``pip:`` layer installed ``pkg`` from, if it did."""
     purl = f"pkg:pypi/{re.sub(r'[-_.]+', '-', pkg.name).lower()}@{pkg.version}"
-    shas = [d.sha256 for d in doc.facts.downloads if d.name.startswith("pip:") and d.uri == purl]
+    shas = [d.sha256 for d in doc.facts.downloads if d.name.startswith("pip:") and _wheel_purl(d.uri) == purl]
     layers = doc.facts.layers
     by_pip = pkg.layer < len(layers) and layers[pkg.layer].kind == "pip"
     return _sha256("sha256:" + shas[0]) if pkg.ecosystem == "pypi" and by_pip and len(shas) == 1 else None

@@ -14,6 +14,7 @@ from assembler.oci.reference import parse_ref
 from assembler.spec import labelfacts, sourcefacts
 from assembler.spec import model as m
 from assembler.spec.coupling import check_constraints
+from assembler.spec.prebuilt import parse_requirement
 from assembler.spec.yamlfile import PathKey
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ def check(loaded: Loaded, *, overridden_sources: frozenset[str] = frozenset()) -
     _check_bases_and_sources(loaded, overridden_sources)
     artifacts = _check_compile_steps(loaded)
     _check_layers(loaded, artifacts)
+    _check_pip_twice(loaded)
     _check_source_facts(loaded)
     check_constraints(loaded)
     man = loaded.manifest
@@ -161,6 +163,23 @@ def _check_layers(loaded: Loaded, artifacts: Mapping[str, set[str]]) -> None:
                 _check_artifact_ref(loaded, ref, artifacts, (*path, "mounts", j), whole_step=False)
         elif isinstance(layer, m.CopyLayer):
             _check_copy(loaded, layer.copy_, path)
+
+
+def _check_pip_twice(loaded: Loaded) -> None:
+    """One distribution in one site-packages from one pip: layer: a second would leave both
+    versions' dist-info (pip uninstalls the first; a layer cannot), and the SBOM lists both."""
+    seen: dict[tuple[str, str], PathKey] = {}
+    for layer, path in zip(loaded.manifest.image.layers, loaded.layer_paths, strict=True):
+        if not isinstance(layer, m.PipLayer):
+            continue
+        for i, text in enumerate(layer.pip):
+            key = (layer.site, parse_requirement(text).name)
+            if key in seen:
+                line = loaded.locs.line(seen[key])
+                first = ".".join(map(str, seen[key])) + (f" (line {line})" if line else "")
+                raise loaded.error((*path, "pip", i), f"{key[1]} is installed into {key[0]} by {first} too",
+                                   hint="list each distribution once (in one pip: layer)")  # fmt: skip
+            seen[key] = path
 
 
 def _check_artifact_ref(

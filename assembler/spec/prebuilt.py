@@ -10,13 +10,14 @@ installed, never their dependencies: the list is a lock, every wheel in it.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field, field_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
-from assembler.spec.fields import Mode, Scalar, Strict, StrList
+from assembler.spec.fields import Mode, Owner, Scalar, Strict, StrList
 
 _REQ_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[A-Za-z0-9,._ -]*\])?==([A-Za-z0-9.+!_-]+)$")
 _HASH_RE = re.compile(r"^--hash[= ]sha256:([0-9a-f]{64})$")
@@ -48,12 +49,21 @@ def normalize_name(name: str) -> str:
 def parse_requirement(text: str) -> Requirement:
     """``name==version --hash=sha256:HEX [--hash=sha256:HEX ...]`` or ``name @ URL.whl
     --hash=sha256:HEX``; ValueError otherwise."""
+    if ";" in text.split("--hash", 1)[0]:
+        raise ValueError(
+            f"{text.strip()!r}: environment markers (; ...) are not read: the list is the lock of this image, "
+            "list only the wheels it installs"
+        )
     parts = re.sub(r"\s*@\s*", " @ ", re.sub(r"\s+--hash\s*=\s*", " --hash=", text.strip())).split()
+    parts = [p for p in parts if p != "\\"]  # pip's line continuations, as a requirements file has them
     if len(parts) >= 3 and parts[1] == "@":
         u = _URL_RE.match(" ".join(parts[:3]))
         if u is None:
             raise ValueError(f"{' '.join(parts[:3])!r}: a direct reference is name @ https://.../FILE.whl")
         name, version, url, rest = u.group(1), "", u.group(3), parts[3:]
+        wheel = url.rsplit("/", 1)[-1]
+        if normalize_name(wheel.split("-", 1)[0]) != normalize_name(name):
+            raise ValueError(f"{name} @ {wheel}: the wheel is not one of {name} (its file name says so)")
     else:
         m = _REQ_RE.match(parts[0]) if parts else None
         if m is None:
@@ -73,6 +83,8 @@ def parse_requirement(text: str) -> Requirement:
 
 
 def _requirements(value: list[str]) -> list[str]:
+    if not value:
+        raise ValueError("lists no wheel (an empty layer): name==version --hash=sha256:HEX, one per wheel")
     names: set[str] = set()
     for text in value:
         req = parse_requirement(text)
@@ -138,10 +150,24 @@ class PipLayer(When):
     name: str | None = None
     comment: str | None = None
 
+    @property
+    def site(self) -> str:
+        """Where the wheels' files go: ``site_packages``, else PREFIX/lib/pythonX.Y/site-packages."""
+        return self.site_packages or f"{self.prefix}/lib/python{self.python}/site-packages"
+
     @field_validator("split")
     @classmethod
     def _split(cls, value: bool | list[str]) -> bool | list[str]:
         return [normalize_name(v) for v in value] if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _split_names_a_wheel(self) -> PipLayer:
+        # A misspelt name would leave its wheel in the shared layer, re-pushed on every bump.
+        names = [parse_requirement(text).name for text in self.pip]
+        for pattern in self.split if isinstance(self.split, list) else []:
+            if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+                raise ValueError(f"split: {pattern!r} names no wheel of this layer ({', '.join(names)})")
+        return self
 
 
 class UrlLayer(When):
@@ -152,10 +178,19 @@ class UrlLayer(When):
     to: AbsPath = Field(description="a file path, or a folder ending in / (the URL's file name is kept)")
     extract: bool = Field(default=False, description="unpack a tar (gzip, zstd, xz, bzip2) into 'to' (a folder)")
     mode: Mode | None = Field(default=None, description="the file's mode (default 0644)")
+    owner: Owner | None = Field(default=None, description="the file's numeric uid[:gid] (default 0:0)")
     max_size: Annotated[str, Field(pattern=r"^[0-9]+[KMGT]?$")] = Field(
         default="16G", description="the download is refused beyond this size (bytes, or K/M/G/T)"
     )
     comment: str | None = None
+
+    @model_validator(mode="after")
+    def _mode_of_one_file(self) -> UrlLayer:
+        # An unpacked tar keeps its members' own modes and owners: one here would be silently ignored.
+        for name in ("mode", "owner"):
+            if self.extract and getattr(self, name) is not None:
+                raise ValueError(f"{name}: is for one file; with extract: true each member keeps its own {name}")
+        return self
 
 
 def size_bytes(text: str) -> int:

@@ -123,7 +123,18 @@ def fetch(req: Requirement, *, index: str, python: str, arch: str, cache: Cache,
             f"{what}: no file on {index} has the pinned sha256 ({', '.join(h[:12] + '...' for h in req.hashes)})",
             hint="files of this version: " + ("; ".join(listed[:6]) or "none (is the version right?)"),
         )
+    if not any(fn.endswith(".whl") for fn, _ in pinned.values()):
+        wheels = sorted(f"{fn} sha256:{sha}" for sha, (fn, _) in files.items()
+                        if fn.endswith(".whl") and _version_of(fn) == req.version)  # fmt: skip
+        hint = "no wheel of this version: build it in a compile step (and take it as an artifact)"
+        raise InputError(
+            f"{what}: the pinned file {', '.join(sorted(fn for fn, _ in pinned.values()))} is a source "
+            "distribution: a pip: layer installs wheels and never builds one",
+            hint=("pin a wheel: " + "; ".join(wheels[:6])) if wheels else hint,
+        )
     for sha, (filename, _) in pinned.items():
+        if not filename.endswith(".whl"):
+            continue  # a source distribution pinned besides wheels: never picked (fits() takes wheels)
         if normalize_name(filename.split("-", 1)[0]) != req.name or _version_of(filename) != req.version:
             raise InputError(f"{what}: the pinned sha256 {sha[:12]}... is the file {filename}, not {req.pin}")
     fitting = sorted((fn, sha, url) for sha, (fn, url) in pinned.items() if fits(fn, python=python, arch=arch))
