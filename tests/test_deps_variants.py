@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import run_cli
-from tests.test_deps import LOADER, TRIPLET, build, debian_base, host, tiny_elf
+from tests.test_deps import LOADER, TRIPLET, build, debian_base, host, ld_cache, tiny_elf
 
 LIB = f"usr/lib/{TRIPLET}"
 
@@ -96,15 +96,28 @@ def test_symlinked_dir_in_ld_library_path(tmp_path: Path) -> None:
     assert ran.code == 0 and ran.json["files"] == 1, str(ran)
 
 
-@pytest.mark.parametrize("include, ok", [("ld.so.conf.d/*.conf", True), ("elsewhere.d/*.conf", False)])
-def test_a_relative_include_in_ld_so_conf_is_from_etc(tmp_path: Path, include: str, ok: bool) -> None:
-    # Red Hat's /etc/ld.so.conf says `include ld.so.conf.d/*.conf` (this one replaces the base's)
+@pytest.mark.parametrize(
+    ("include", "cached", "miss"),
+    [
+        ("ld.so.conf.d/*.conf", True, None),
+        # the cache from before the library: our own reading of the relative include names the conf file
+        ("ld.so.conf.d/*.conf", False, "needs libconf.so.2, in /opt/conf-lib (listed in /etc/ld.so.conf.d/x.conf) "
+                                       "but not in /etc/ld.so.cache"),
+        ("elsewhere.d/*.conf", True, "needs libconf.so.2, not found"),
+    ],
+)  # fmt: skip
+def test_a_relative_include_in_ld_so_conf_is_from_etc(
+    tmp_path: Path, include: str, cached: bool, miss: str | None
+) -> None:
+    # Red Hat's /etc/ld.so.conf says `include ld.so.conf.d/*.conf` (this one replaces the
+    # base's); the real ldconfig writes the cache, as a layer running it would
     tool = tiny_elf(needed=["libconf.so.2", "libc.so.6"], interp=LOADER)
-    extra = {"etc/ld.so.conf": f"include {include}\n".encode(), "etc/ld.so.conf.d/x.conf": b"/opt/conf-lib\n",
-             "opt/conf-lib/libconf.so.2": tiny_elf(needed=[], soname="libconf.so.2")}  # fmt: skip
-    ran = build(app(tmp_path / "p", tool, extra=extra))
-    assert ran.code == (0 if ok else 1), str(ran)
-    assert ("needs libconf.so.2, not found" in ran.err) != ok
+    lib = {"opt/conf-lib/libconf.so.2": tiny_elf(needed=[], soname="libconf.so.2")}
+    conf = {"etc/ld.so.conf": f"include {include}\n".encode(), "etc/ld.so.conf.d/x.conf": b"/opt/conf-lib\n"}
+    cache = ld_cache({**conf, **lib} if cached else conf)
+    ran = build(app(tmp_path / "p", tool, extra={**conf, **lib, "etc/ld.so.cache": cache}))
+    assert ran.code == (1 if miss else 0), str(ran)
+    assert miss is None or miss in ran.err, ran.err
 
 
 def test_deps_on_bad_refs(tmp_path: Path) -> None:
