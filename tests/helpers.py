@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import io
 import json
 import os
@@ -10,7 +13,8 @@ import subprocess
 import sys
 import tarfile
 import textwrap
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,3 +171,29 @@ def files_project(root: Path, rootfs: Path) -> Path:
         "image:\n  base: runtime\n  layers:\n    - run: ['false']\n      name: never\n"
     )
     return root
+
+
+@contextlib.contextmanager
+def serving(handler: type[http.server.BaseHTTPRequestHandler] | Any) -> Iterator[str]:
+    """An HTTP server on 127.0.0.1 with ``handler`` (a class or a factory), in a thread, for
+    the block; yields its ``127.0.0.1:PORT``."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _QuietFiles(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serving_folder(folder: Path) -> Iterator[str]:
+    """``folder``'s files over plain HTTP for the block; yields the URL prefix."""
+    with serving(functools.partial(_QuietFiles, directory=str(folder))) as host:
+        yield f"http://{host}"

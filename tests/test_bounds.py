@@ -15,10 +15,9 @@ import io
 import json
 import os
 import tarfile
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import ClassVar
 
@@ -28,7 +27,7 @@ from assembler.errors import AssemblerError
 from assembler.oci.descriptor import Platform
 from assembler.transports import remote
 from assembler.transports.common import RegistryOptions
-from tests.helpers import run_cli
+from tests.helpers import run_cli, serving
 
 SCRATCH = "name: t\nbases: {b: scratch}\nimage:\n  base: b\n  layers:\n    - copy: {from: ./f.txt, to: /f.txt}\n"
 
@@ -240,13 +239,8 @@ def lying() -> Iterator[tuple[str, type[_Lying]]]:
                            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
                                        "digest": sha(layer), "size": len(layer)}]}).encode()  # fmt: skip
     handler = type("H", (_Lying,), {"blobs": {sha(layer): layer, sha(config): config}, "manifest": manifest})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}", handler
-    finally:
-        server.shutdown()
+    with serving(handler) as host:
+        yield host, handler
 
 
 def _pull(host: str, **options: float) -> None:

@@ -3,13 +3,10 @@ outputs: each refused with exit 2 and a clear message, or written whole or not a
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import io
 import json
 import tarfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +22,7 @@ from assembler.pipeline import artifacts
 from assembler.pipeline.prebuilt import _file_opener
 from assembler.sbom.licenses import python_license
 from assembler.spec.load import load_manifest
-from tests.helpers import manifest_of, read_blob, run_cli, uncompressed
+from tests.helpers import manifest_of, read_blob, run_cli, serving_folder, uncompressed
 from tests.test_prebuilt import INICONFIG, SDIST_SHA, SDIST_URL, SIX, _blobs, _manifest
 from tests.test_sbom import referrers, saved, validate_spdx
 
@@ -134,15 +131,8 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A plain HTTP server on 127.0.0.1 serving a folder (the URL prefix and the folder)."""
     folder = tmp_path / "www"
     folder.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", folder
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving_folder(folder) as url:
+        yield url, folder
 
 
 def test_a_tar_that_writes_through_its_own_symlink_is_refused(tmp_path: Path, served: tuple[str, Path]) -> None:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import os
 import subprocess
 import tarfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from assembler.compile import sources
 from assembler.errors import InputError, NotFound
 from assembler.proc import Runner
 from assembler.spec import model as m
+from tests.helpers import serving_folder
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -73,21 +72,8 @@ def test_git_source_by_tag_with_submodules(tmp_path: Path, repos: tuple[Path, st
 def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     root = tmp_path / "www"
     root.mkdir()
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *a: object, **k: object) -> None:
-            super().__init__(*a, directory=str(root), **k)  # type: ignore[arg-type]
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", root
-    finally:
-        httpd.shutdown()
+    with serving_folder(root) as url:
+        yield url, root
 
 
 def test_url_source_is_checked_and_unpacked_safely(tmp_path: Path, server: tuple[str, Path]) -> None:
