@@ -21,6 +21,18 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 TEST_CACHE = Path(os.environ.get("ASSEMBLE_TEST_CACHE", "/var/tmp/assemble-test-cache"))
 
+
+@pytest.fixture()
+def http_folder(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A plain HTTP server on 127.0.0.1 serving a fresh folder: (the URL prefix, the folder)."""
+    from tests.helpers import serving_folder
+
+    folder = tmp_path / "www"
+    folder.mkdir()
+    with serving_folder(folder) as url:
+        yield url, folder
+
+
 pytest_plugins = ["tests.plugins.registry", "tests.plugins.demo", "tests.plugins.slurm"]
 
 # Modules with a failed test or fixture: their work folders stay for a post-mortem.

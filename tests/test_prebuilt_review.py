@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from assembler.pipeline import artifacts
 from assembler.pipeline.prebuilt import _file_opener
 from assembler.sbom.licenses import python_license
 from assembler.spec.load import load_manifest
-from tests.helpers import manifest_of, read_blob, run_cli, serving_folder, uncompressed
+from tests.helpers import manifest_of, read_blob, run_cli, uncompressed
 from tests.test_prebuilt import INICONFIG, SDIST_SHA, SDIST_URL, SIX, _blobs, _manifest
 from tests.test_sbom import referrers, saved, validate_spdx
 
@@ -126,17 +125,8 @@ def test_wheels_where_no_python_of_that_version_reads_them_are_warned_about(tmp_
         assert (note in ran.err) == warned, str(ran)
 
 
-@pytest.fixture()
-def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A plain HTTP server on 127.0.0.1 serving a folder (the URL prefix and the folder)."""
-    folder = tmp_path / "www"
-    folder.mkdir()
-    with serving_folder(folder) as url:
-        yield url, folder
-
-
-def test_a_tar_that_writes_through_its_own_symlink_is_refused(tmp_path: Path, served: tuple[str, Path]) -> None:
-    url, folder = served
+def test_a_tar_that_writes_through_its_own_symlink_is_refused(tmp_path: Path, http_folder: tuple[str, Path]) -> None:
+    url, folder = http_folder
     with tarfile.open(folder / "links.tar", "w") as tf:
         link = tarfile.TarInfo("l")
         link.type, link.linkname = tarfile.SYMTYPE, "/etc"
@@ -159,8 +149,8 @@ def test_a_split_name_that_matches_no_wheel_is_refused(tmp_path: Path) -> None:
     assert code == 2 and "m.yaml:7: image.layers.0: split: 'sixx' names no wheel of this layer" in err, err
 
 
-def test_a_url_file_gets_its_owner_and_mode(tmp_path: Path, served: tuple[str, Path]) -> None:
-    url, folder = served
+def test_a_url_file_gets_its_owner_and_mode(tmp_path: Path, http_folder: tuple[str, Path]) -> None:
+    url, folder = http_folder
     (folder / "run.sh").write_text("#!/bin/sh\n")
     sha = hashlib.sha256(b"#!/bin/sh\n").hexdigest()
     project = tmp_path / "p"
@@ -187,8 +177,8 @@ def test_a_direct_reference_to_another_projects_wheel_is_refused(tmp_path: Path)
     assert code == 0, err
 
 
-def test_a_url_file_that_would_replace_a_folder_is_refused(tmp_path: Path, served: tuple[str, Path]) -> None:
-    url, folder = served
+def test_a_url_file_that_would_replace_a_folder_is_refused(tmp_path: Path, http_folder: tuple[str, Path]) -> None:
+    url, folder = http_folder
     (folder / "tool").write_text("x\n")
     project = tmp_path / "p"
     (project / "tree/bin").mkdir(parents=True)

@@ -7,7 +7,6 @@ import io
 import os
 import subprocess
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,6 @@ from assembler.compile import sources
 from assembler.errors import InputError, NotFound
 from assembler.proc import Runner
 from assembler.spec import model as m
-from tests.helpers import serving_folder
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -68,16 +66,8 @@ def test_git_source_by_tag_with_submodules(tmp_path: Path, repos: tuple[Path, st
                         base_dir=tmp_path)  # fmt: skip
 
 
-@pytest.fixture()
-def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    root = tmp_path / "www"
-    root.mkdir()
-    with serving_folder(root) as url:
-        yield url, root
-
-
-def test_url_source_is_checked_and_unpacked_safely(tmp_path: Path, server: tuple[str, Path]) -> None:
-    url, root = server
+def test_url_source_is_checked_and_unpacked_safely(tmp_path: Path, http_folder: tuple[str, Path]) -> None:
+    url, root = http_folder
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tf:
         data = b"source code\n"
@@ -114,9 +104,9 @@ def test_url_source_is_checked_and_unpacked_safely(tmp_path: Path, server: tuple
 
 
 def test_url_source_beyond_the_size_cap_is_refused_and_stores_nothing(
-    tmp_path: Path, server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, http_folder: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url, root = server
+    url, root = http_folder
     (root / "big.bin").write_bytes(b"x" * 4096)
     sha = hashlib.sha256(b"x" * 4096).hexdigest()
     monkeypatch.setattr(sources, "MAX_SOURCE_BYTES", 1000)
