@@ -223,3 +223,51 @@ image:
     _publish(www, ["1.0", "2.0"])
     assert run_cli(["lock", str(manifest), "--set", "version=2.0"]).code == 0
     assert run_cli(["plan", str(manifest), "--set", "version=2.0", "--locked", *cache]).code == 0
+
+
+def test_plan_names_each_base_and_the_hosts_the_build_reaches(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        """name: hosts
+bases:
+  devel: docker://nvidia/cuda:12.9.1-devel-ubuntu22.04
+  runtime: docker://quay.io/org/runtime:1
+sources:
+  app: {git: https://github.com/org/app.git, ref: v1}
+  unused: {git: https://gitlab.example/other.git, ref: v1}
+compile:
+  - name: build
+    base: devel
+    sources: [app]
+    packages: [g++]
+    run: ["add-apt-repository -y ppa:deadsnakes/ppa", "curl -fsSL https://example.org/x.tar.gz | tar xz"]
+    python_sets:
+      - {requirements: [torch], python: "3.12", extra_index_urls: ["https://download.pytorch.org/whl/cu129"]}
+    artifacts: {bin: {path: /build/bin, to: /usr/local/bin/app}}
+image:
+  base: runtime
+  layers:
+    - artifact: build.bin
+    - url: https://files.example.net/model.bin
+      sha256: "0000000000000000000000000000000000000000000000000000000000000000"
+      to: /models/model.bin
+"""
+    )
+    plan = run_cli(["plan", str(manifest), "--json", "--cache", str(tmp_path / "cache")])
+    assert plan.code == 0, plan
+    data = json.loads(plan.out)
+    assert data["base_refs"] == {"runtime": "docker://quay.io/org/runtime:1",
+                                 "devel": "docker://nvidia/cuda:12.9.1-devel-ubuntu22.04"}  # fmt: skip
+    assert data["reaches"] == {
+        "(the base's apt mirror)": ["build"],
+        "download.pytorch.org": ["build"],
+        "example.org": ["build"],
+        "files.example.net": ["layers.1"],
+        "github.com": ["sources.app"],
+        "ppa.launchpadcontent.net": ["build"],
+        "pypi.org": ["build"],
+        "quay.io": ["bases.runtime"],
+        "registry-1.docker.io": ["bases.devel"],
+    }
+    text = run_cli(["plan", str(manifest), "--cache", str(tmp_path / "cache")])
+    assert "base devel: docker://nvidia/cuda:12.9.1-devel-ubuntu22.04 (not pulled or made yet)" in text.out
