@@ -6,10 +6,10 @@ manifest has it. A covered row names its evidence as checks on `assemble plan --
 the manifest (and, for what a step runs, on the step the manifest resolves to):
 
     step:NAME            a step (compile or runtime) named NAME
-    step:NAME~TEXT       ... whose resolved definition (run, env, packages, artifacts,
-                         sources, cache) contains TEXT
-    param:NAME[=V|~T]    a param (equal to V, or containing T)
+    step:NAME~TEXT       ... whose resolved behaviour (run, env, packages, artifacts, sources,
+                         inputs, mounts, caches, python sets; never a comment) contains TEXT
     env:NAME[=V|~T]      an Env entry of the image config
+    label:NAME[=V|~T]    a label of the image config
     config:KEY=JSON      a field of the image config (Entrypoint, Cmd, User, WorkingDir...);
                          null: not set (or empty)
     base:NAME[~TEXT]     a base the plan uses (whose reference contains TEXT)
@@ -24,6 +24,11 @@ platform; `%20` in TEXT or V stands for a space. Each manifest must cover at lea
 its counted rows (`n/a` rows are things the seeds describe that are not part of an image,
 such as `docker run` flags), and the summary line under each heading must say the numbers
 the table gives.
+
+Only behaviour counts: a row's evidence is what the plan does (a step's command or env, a
+layer, a label, the config, a base, an output). A param is not evidence (an unused param,
+or one a step ignores, is only a string): `param:` checks are refused in covered rows, and
+`step:NAME~TEXT` looks only at the fields that act, never at comments or descriptions.
 """
 
 from __future__ import annotations
@@ -45,6 +50,9 @@ README = ROOT / "README.md"
 SEEDS = ROOT.parent / "shared" / "seeds"  # next to the worktrees; absent elsewhere
 STATES = ("covered", "missing", "refused", "n/a")
 THRESHOLD = 0.9
+# The fields of a step or layer that act (a comment, a name or a description does nothing).
+ACTS = {"run", "env", "packages", "artifacts", "sources", "inputs", "mounts", "cache", "shared_cache",
+        "python_sets", "workdir", "user", "pip", "url", "to", "copy_", "artifact"}  # fmt: skip
 
 
 @dataclass
@@ -141,11 +149,11 @@ class Planner:
         if key not in self.memo:
             params = {k: v for k, v in sets.items() if k != "platform"}
             man = load_manifest(self.manifests / f"{name}.yaml", target=target, sets=params).manifest
-            texts = {s.name: json.dumps(s.model_dump(mode="json", by_alias=True)) for s in man.compile}
+            texts = {s.name: json.dumps(s.model_dump(mode="json", by_alias=True, include=ACTS)) for s in man.compile}
             for layer in man.image.layers:
                 layer_name = getattr(layer, "name", None)
                 if layer_name:
-                    texts[layer_name] = json.dumps(layer.model_dump(mode="json", by_alias=True))
+                    texts[layer_name] = json.dumps(layer.model_dump(mode="json", by_alias=True, include=ACTS))
             self.memo[key] = texts
         return self.memo[key]  # type: ignore[no-any-return]
 
@@ -185,10 +193,10 @@ def failed_checks(row: Row, planner: Planner) -> list[str]:
         if kind == "step":
             text = planner.step_texts(row.manifest, target, sets).get(name)
             ok = name in steps and (not spec or _matches(text, spec))
-        elif kind == "param":
-            ok = _matches(plan["params"].get(name), spec)
         elif kind == "env":
             ok = _matches(env.get(name), spec)
+        elif kind == "label":
+            ok = _matches((config.get("Labels") or {}).get(name), spec)
         elif kind == "config":
             want = json.loads(spec.removeprefix("="))
             ok = not config.get(name) if want is None else config.get(name) == want
@@ -228,7 +236,13 @@ def test_the_table_has_a_section_per_manifest() -> None:
             assert row.state in STATES, f"coverage.md:{row.line}: state {row.state!r}"
             assert seed_lines(row.seed) or row.seed == "UPSTREAM", f"coverage.md:{row.line}: seed {row.seed!r}"
             if row.state == "covered":
-                assert evidence_of(row)[2], f"coverage.md:{row.line}: a covered row names its evidence"
+                checks = evidence_of(row)[2]
+                assert checks, f"coverage.md:{row.line}: a covered row names its evidence"
+                params = [c for c in checks if c.startswith("param:")]
+                assert not params, (
+                    f"coverage.md:{row.line}: {params}: a param is not evidence: name the step, env, "
+                    "layer, label or config that uses it"
+                )
             targets = re.findall(r"(?<![\w-])@[\w.-]+", row.evidence)
             assert len(targets) <= 1, f"coverage.md:{row.line}: one target per row, not {targets}"
 
