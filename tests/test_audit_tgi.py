@@ -284,3 +284,45 @@ def test_index_cuda_constraint_refuses_a_bad_version(tmp_path: Path) -> None:
                      cuda="twelve", index="https://download.pytorch.org/whl/cu128")  # fmt: skip
     with pytest.raises(ManifestError, match="not a CUDA version: 'twelve'"):
         load_manifest(path)
+
+
+# -- python_sets: what the steps' pip/uv commands install, as data for `assemble lock` ------
+
+
+def _installed(command: str, options: tuple[str, ...]) -> list[str]:
+    """The requirements of a ``uv pip install``/``pip install`` command, its options left out."""
+    words = command.split()[command.split().index("install") + 1 :]
+    out, skip = [], False
+    for word in words:
+        if skip:
+            skip = False
+        elif word in options:
+            skip = True
+        elif not word.startswith("-"):
+            out.append(word)
+    return out
+
+
+def test_python_sets_mirror_what_the_steps_install() -> None:
+    compiled = steps()
+    torch = compiled["torch"]
+    sets = {s.name: s for s in torch.python_sets}
+    install = next(c for c in torch.run if c.startswith("uv pip install"))
+    opts = ("--python", "--extra-index-url", "--index-strategy")
+    assert sets["venv"].requirements == _installed(install, opts)
+    assert sets["venv"].extra_index_urls == ["https://download.pytorch.org/whl/cu128"]
+    assert f"--extra-index-url {sets['venv'].extra_index_urls[0]}" in install
+    assert (sets["venv"].python, sets["venv"].no_deps) == ("3.11", False)
+    bootstrap = next(c for c in torch.run if "pip install --quiet uv==" in c)
+    assert sets["uv"].requirements == _installed(bootstrap, ())
+    server = compiled["server"]
+    by_name = {s.name: s for s in server.python_sets}
+    nccl = next(c for c in server.run if "nvidia-nccl-cu12==" in c)
+    assert by_name["nccl"].requirements == ["nvidia-nccl-cu12==2.25.1"]
+    assert "uv pip install --python /usr/src/.venv/bin/python nvidia-nccl-cu12==2.25.1" in nccl
+    assert by_name["uv"].requirements == ["uv==0.5.31"] and "pip install --quiet uv==0.5.31" in server.run[0]
+    (sdist,) = compiled["flash-attn-v2"].python_sets
+    download = next(c for c in compiled["flash-attn-v2"].run if "pip download" in c)
+    assert sdist.no_deps and "--no-deps" in download and f" {sdist.requirements[0]} " in download
+    # local trees are no set members: FlashInfer's `pip install .`, the flash-attn wheel
+    assert not compiled["flashinfer"].python_sets
