@@ -191,3 +191,35 @@ def test_a_locked_pip_install_in_a_run_step_keeps_the_locked_version(
     unlocked = run_cli([str(manifest), "-o", f"oci:{tmp_path / 'unlocked'}:latest", *cache])
     assert unlocked.code == 0, unlocked
     assert _installed(tmp_path / "unlocked") == {"locktest-2.0.dist-info"}
+
+
+def test_a_locked_pip_layer_takes_its_hashes_from_the_lock(tmp_path: Path, index: tuple[str, Path]) -> None:
+    url, www = index
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        f"""name: wheels
+params: {{version: "1.0"}}
+bases: {{b: scratch}}
+image:
+  base: b
+  layers:
+    - pip: ["locktest==${{version}}"]
+      locked: true
+      python: "3.11"
+      index: {url}
+      name: app
+"""
+    )
+    cache = ["--cache", str(tmp_path / "cache")]
+    unlocked = run_cli(["plan", str(manifest), *cache])
+    assert unlocked.code == 2 and "takes its hashes from the lock" in unlocked.err, unlocked
+    assert run_cli(["lock", str(manifest)]).code == 0
+    built = run_cli([str(manifest), "--locked", "-o", f"oci:{tmp_path / 'out'}:latest", *cache])
+    assert built.code == 0, built
+    assert _installed(tmp_path / "out") == {"locktest-1.0.dist-info"}
+    # A bump is the --set and a lock: the hashes follow.
+    bumped = run_cli(["plan", str(manifest), "--set", "version=2.0", *cache])
+    assert bumped.code == 2 and "has none for locktest==2.0" in bumped.err, bumped
+    _publish(www, ["1.0", "2.0"])
+    assert run_cli(["lock", str(manifest), "--set", "version=2.0"]).code == 0
+    assert run_cli(["plan", str(manifest), "--set", "version=2.0", "--locked", *cache]).code == 0
