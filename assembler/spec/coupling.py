@@ -8,7 +8,9 @@ coupled so (``constraints: [{cuda_archs: "${torch_cuda_arch_list}", cuda_version
 not an hour into a compile. The list must also be in the form its consumer parses
 (``form: torch`` for TORCH_CUDA_ARCH_LIST's ``9.0+PTX``, ``form: cmake`` for
 CMAKE_CUDA_ARCHITECTURES' ``90-real``), and a flag some CUDA versions lack names the
-version it needs (``{cuda_version: ..., at_least: "12.4", needed_by: "${nvcc_flags}"}``).
+version it needs (``{cuda_version: ..., at_least: "12.4", needed_by: "${nvcc_flags}"}``), and
+a version outside what an index carries or a consumer accepts says so (``{version:
+"${torch_version}", at_most: "2.5.1", because: ...}``).
 """
 
 from __future__ import annotations
@@ -62,7 +64,19 @@ class SameVersion(Strict):
     because: str
 
 
-Constraint = CudaArchs | CudaAtLeast | SameVersion
+class VersionRange(Strict):
+    """``version`` lies within ``at_least`` and ``at_most`` (either may be empty: no bound),
+    each bound compared to as many numbers as it has (``12.8.1`` is at most ``12.8``; torch
+    ``2.9.0`` is not at most ``2.5.1``): ``because`` says why, e.g. what an index carries.
+    An empty ``version`` is skipped."""
+
+    version: str
+    at_least: str = ""
+    at_most: str = ""
+    because: str
+
+
+Constraint = CudaArchs | CudaAtLeast | SameVersion | VersionRange
 
 
 Version = tuple[int, int]
@@ -136,6 +150,9 @@ def check_constraints(loaded: Loaded) -> None:
         if isinstance(c, SameVersion):
             _check_same(loaded, i, c)
             continue
+        if isinstance(c, VersionRange):
+            _check_range(loaded, i, c)
+            continue
         if not c.cuda_version.strip():
             continue
         cuda = _version(c.cuda_version)
@@ -194,6 +211,32 @@ def _check_at_least(loaded: Loaded, i: int, c: CudaAtLeast, cuda: Version) -> No
     what = f"{flags or 'the build'} ({c.needed_by.strip()})"
     raise loaded.error(("constraints", i), f"CUDA {c.cuda_version} is older than {c.at_least}, which {what} needs",
                        hint=", or ".join(fixes) or None)  # fmt: skip
+
+
+def _numbers(loaded: Loaded, i: int, field: str, text: str) -> tuple[int, ...]:
+    match = re.match(r"^(\d+(?:\.\d+)*)", text.strip())
+    if match is None:
+        raise loaded.error(("constraints", i, field), f"not a version: {text!r}")
+    return tuple(int(n) for n in match.group(1).split("."))
+
+
+def _check_range(loaded: Loaded, i: int, c: VersionRange) -> None:
+    if not c.version.strip():
+        return
+    version = _numbers(loaded, i, "version", c.version)
+    low = _numbers(loaded, i, "at_least", c.at_least) if c.at_least.strip() else None
+    high = _numbers(loaded, i, "at_most", c.at_most) if c.at_most.strip() else None
+    if low is not None and version[: len(low)] < low:
+        what, bound = "older than", c.at_least
+    elif high is not None and version[: len(high)] > high:
+        what, bound = "newer than", c.at_most
+    else:
+        return
+    name, bound_name = _param_names(loaded, c.version), _param_names(loaded, bound)
+    named = f" ({bound_name})" if bound_name else ""
+    span = " to ".join(b.strip() for b in (c.at_least, c.at_most) if b.strip())
+    raise loaded.error(("constraints", i), f"{name or 'the version'} {c.version.strip()} is {what} {bound.strip()}"
+                       f"{named}: {c.because}", hint=f"--set {name or 'it'}=... within {span}")  # fmt: skip
 
 
 def _param_names(loaded: Loaded, value: str) -> str:
