@@ -13,11 +13,13 @@ from assembler.assemble import Options, Plan, Result, assemble_variants, resolve
 from assembler.cache import default_root
 from assembler.cli.args import platform_arg, registry_options
 from assembler.cli.console import err, out, say, size
+from assembler.cli.lock import redo_command
 from assembler.cli.progress import mode_of, showing
 from assembler.errors import InputError
 from assembler.oci.artifact import Artifact
 from assembler.oci.reference import absolute_ref, parse_ref
 from assembler.pipeline.idle import idle_sets
+from assembler.pipeline.lock import with_lock
 from assembler.pipeline.options import Event
 from assembler.pipeline.variants import Variant, load_variants
 from assembler.proc import Runner
@@ -93,7 +95,8 @@ def _load(args: argparse.Namespace) -> tuple[list[Variant], list[str]]:
     )
     idle = idle_sets(args.manifest, variants, sets=sets, unlocked=unlocked, bases=bases, sources=sources,
                      outputs=args.outputs)  # fmt: skip
-    return variants, idle
+    variants, lock_warnings = with_lock(variants, path=args.lock, locked=args.locked, redo=redo_command(args))
+    return variants, idle + lock_warnings
 
 
 def _result_json(result: Result) -> dict[str, Any]:

@@ -89,6 +89,8 @@ class Plan:
         data["bases"] = dict(self.bases)
         data["base_overrides"] = {name: dict(o) for name, o in self.base_overrides.items()}
         data["graph"] = self.graph()
+        lock = self.loaded.lock if self.loaded is not None else None
+        data["lock"] = lock.to_json() if lock is not None else None
         return data
 
 
