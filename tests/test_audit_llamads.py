@@ -244,3 +244,34 @@ def test_deepspeed_build_switches_0_and_1_reach_the_step(cache: Path) -> None:
     planned(cache, DEEPSPEED, "--set", "ds_build_ops=0", "--set", "ds_build_cpu_adam=1")
     step = load_manifest(DEEPSPEED, sets={"ds_build_ops": "0", "ds_build_cpu_adam": "1"}).manifest.compile[0]
     assert (step.env["DS_BUILD_OPS"], step.env["DS_BUILD_CPU_ADAM"], step.env["DS_BUILD_AIO"]) == ("0", "1", "")
+
+
+def test_deepspeed_ops_are_built_for_cuda_on_a_builder_without_gpu() -> None:
+    """DeepSpeed 0.16.4 takes the CPU accelerator (and its CPU op builders) where it sees no
+    GPU, as in a build container: the step names the CUDA one."""
+    step = load_manifest(DEEPSPEED).manifest.compile[0]
+    assert step.env["DS_ACCELERATOR"] == "cuda" and step.env["DS_BUILD_OPS"] == "1"
+
+
+def test_deepspeed_python_sets_follow_the_index(cache: Path) -> None:
+    """What the pip commands install is declared as data, with the index torch_cuda picks."""
+    for sets, index in (({}, "cu121"), ({"torch_cuda": "11.8", "cuda_version": "11.8.0"}, "cu118")):
+        man = load_manifest(DEEPSPEED, sets=sets).manifest
+        url = f"https://download.pytorch.org/whl/{index}"
+        step = man.compile[0]
+        assert f"--index-url {url}" in step.run[1]
+        by_name = {s.name: s for s in step.python_sets}
+        assert (by_name["torch"].requirements, by_name["torch"].index_url) == (["torch==2.4.1"], url)
+        assert by_name["torch"].python == "3.10" and "numpy" in by_name["build-deps"].requirements
+        torch = next(x for x in man.image.layers if getattr(x, "name", None) == "torch")
+        assert [(s.requirements, s.index_url) for s in torch.python_sets] == [(["torch==2.4.1"], url)]  # type: ignore[union-attr]
+        deepspeed = next(x for x in man.image.layers if getattr(x, "name", None) == "deepspeed")
+        (deps,) = deepspeed.python_sets  # type: ignore[union-attr]
+        assert "torch==2.4.1" in deps.requirements and not [r for r in deps.requirements if "/" in r]
+
+
+def test_llama_full_image_declares_its_setuptools_for_the_bases_python(cache: Path) -> None:
+    for ubuntu, python in (("24.04", "3.12"), ("22.04", "3.10")):
+        man = load_manifest(LLAMA, sets={"ubuntu_version": ubuntu}, target="full").manifest
+        layer = next(x for x in man.image.layers if getattr(x, "name", None) == "python-requirements")
+        assert [(s.requirements, s.python) for s in layer.python_sets] == [(["setuptools"], python)]  # type: ignore[union-attr]
