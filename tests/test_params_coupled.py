@@ -186,14 +186,15 @@ def test_arch_lists_in_the_wrong_syntax_are_refused(cache: Path) -> None:
 
 
 def test_a_flag_older_nvcc_lacks_needs_its_cuda_version(cache: Path) -> None:
-    """llama.cpp passes nvcc -objtemp (reproducible objects), which nvcc 12.4 brought."""
-    err = refused(cache, "llamacpp", "--set", "cuda_version=12.1.0", "--set", "cuda_docker_arch=80;90")
+    """llama.cpp passes nvcc -objtemp (reproducible objects), which nvcc 12.4 brought: the
+    cuda_version choice leaves it out below 12.4, and a --set-unlocked putting it back is refused."""
+    err = refused(cache, "llamacpp", "--set", "cuda_version=12.1.0", "--set", "cuda_docker_arch=80;90",
+                  "--set-unlocked", "nvcc_append_flags=-objtemp")  # fmt: skip
     assert f"{at('llamacpp', 'constraints', 1)}: CUDA 12.1.0 is older than 12.4, which nvcc_append_flags " \
            "(-objtemp) needs" in err  # fmt: skip
     assert "hint: --set cuda_version=12.4 or newer, or --set-unlocked nvcc_append_flags=... without it" in err
-    planned(cache, "llamacpp", "--set", "cuda_version=12.4.1", "--set", "cuda_docker_arch=80;90")
-    planned(cache, "llamacpp", "--set", "cuda_version=12.1.0", "--set", "cuda_docker_arch=80;90",
-            "--set-unlocked", "nvcc_append_flags=")  # fmt: skip
+    assert planned(cache, "llamacpp", "--set", "cuda_version=12.4.1")["params"]["nvcc_append_flags"] == "-objtemp"
+    assert planned(cache, "llamacpp", "--set", "cuda_version=12.1.0")["params"]["nvcc_append_flags"] == ""
 
 
 def test_tgi_versions_that_must_agree_are_refused_apart(cache: Path) -> None:

@@ -10,7 +10,8 @@ not an hour into a compile. The list must also be in the form its consumer parse
 CMAKE_CUDA_ARCHITECTURES' ``90-real``), and a flag some CUDA versions lack names the
 version it needs (``{cuda_version: ..., at_least: "12.4", needed_by: "${nvcc_flags}"}``), and
 a package index built for one CUDA (``.../whl/cu128``) names it (``{index_url: ..., cuda_version:
-..., because: ...}``).
+..., because: ...}``), and a version outside what an index carries or a consumer
+accepts says so (``{version: "${torch_version}", at_most: "2.5.1", because: ...}``).
 """
 
 from __future__ import annotations
@@ -79,7 +80,19 @@ class IndexCuda(Strict):
     because: str
 
 
-Constraint = CudaArchs | CudaAtLeast | SameVersion | IndexCuda
+class VersionRange(Strict):
+    """``version`` lies within ``at_least`` and ``at_most`` (either may be empty: no bound),
+    each bound compared to as many numbers as it has (``12.8.1`` is at most ``12.8``; torch
+    ``2.9.0`` is not at most ``2.5.1``): ``because`` says why, e.g. what an index carries.
+    An empty ``version`` is skipped."""
+
+    version: str
+    at_least: str = ""
+    at_most: str = ""
+    because: str
+
+
+Constraint = CudaArchs | CudaAtLeast | SameVersion | IndexCuda | VersionRange
 
 
 Version = tuple[int, int]
@@ -155,6 +168,9 @@ def check_constraints(loaded: Loaded) -> None:
             continue
         if isinstance(c, IndexCuda):
             _check_index(loaded, i, c)
+            continue
+        if isinstance(c, VersionRange):
+            _check_range(loaded, i, c)
             continue
         if not c.cuda_version.strip():
             continue
@@ -245,6 +261,32 @@ def _check_index(loaded: Loaded, i: int, c: IndexCuda) -> None:
             f"{index or 'the index'} ({c.index_url}): {c.because}",
             hint=", or ".join(fixes) or None,
         )
+
+
+def _numbers(loaded: Loaded, i: int, field: str, text: str) -> tuple[int, ...]:
+    match = re.match(r"^(\d+(?:\.\d+)*)", text.strip())
+    if match is None:
+        raise loaded.error(("constraints", i, field), f"not a version: {text!r}")
+    return tuple(int(n) for n in match.group(1).split("."))
+
+
+def _check_range(loaded: Loaded, i: int, c: VersionRange) -> None:
+    if not c.version.strip():
+        return
+    version = _numbers(loaded, i, "version", c.version)
+    low = _numbers(loaded, i, "at_least", c.at_least) if c.at_least.strip() else None
+    high = _numbers(loaded, i, "at_most", c.at_most) if c.at_most.strip() else None
+    if low is not None and version[: len(low)] < low:
+        what, bound = "older than", c.at_least
+    elif high is not None and version[: len(high)] > high:
+        what, bound = "newer than", c.at_most
+    else:
+        return
+    name, bound_name = _param_names(loaded, c.version), _param_names(loaded, bound)
+    named = f" ({bound_name})" if bound_name else ""
+    span = " to ".join(b.strip() for b in (c.at_least, c.at_most) if b.strip())
+    raise loaded.error(("constraints", i), f"{name or 'the version'} {c.version.strip()} is {what} {bound.strip()}"
+                       f"{named}: {c.because}", hint=f"--set {name or 'it'}=... within {span}")  # fmt: skip
 
 
 def _param_names(loaded: Loaded, value: str) -> str:
