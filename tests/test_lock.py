@@ -113,10 +113,13 @@ def test_lock_pins_and_plan_locked_refuses_a_stale_or_missing_lock(tmp_path: Pat
     assert stale.code == 2, stale
     assert "stale" in stale.err and "layers.app:app" in stale.err and "--set 'spec=locktest>=1.0'" in stale.err
 
-    # Unlocked plans of a changed set warn and go on; a lock made again moves nothing that was locked.
+    # Without --locked a changed set installs unlocked, as the plan says; a lock made again moves
+    # nothing that was locked.
     _publish(www, ["1.0", "2.0"])
-    warned = run_cli(["plan", str(manifest), "--set", "spec=locktest>=1.0", *cache])
-    assert warned.code == 0 and "not in m.lock" in warned.err, warned
+    changed = run_cli(["plan", str(manifest), "--set", "spec=locktest>=1.0", "--json", *cache])
+    assert changed.code == 0, changed
+    assert json.loads(changed.out)["lock"]["state"] == "stale"
+    assert json.loads(changed.out)["lock"]["sets"]["layers.app:app"]["state"] == "not-locked"
     assert run_cli(["lock", str(manifest)]).code == 0
     assert _pins(tmp_path / "m.lock") == ["locktest==1.0"]
     assert run_cli(["lock", str(manifest), "--upgrade-package", "locktest"]).code == 0
