@@ -10,6 +10,7 @@ the commit that holds seed 004's revision of each file.
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from tests.test_manifests import plan_in_process
 VERL = Path(__file__).resolve().parent.parent / "manifests" / "verl.yaml"
 ROCM = VERL.with_name("verl-rocm.yaml")
 SHA = re.compile(r"^[0-9a-f]{40}$")
+TORCH_INDEX = "https://download.pytorch.org/whl/cu124"
 
 # Each Dockerfile's ENV lines (b8bd5968): Dockerfile.ngc.vllm0.8 and
 # Dockerfile.vllm.sglang.megatron lines 6-11, Dockerfile.ngc.vllm0.8.sagemaker lines 10-14
@@ -65,14 +67,17 @@ def command(layer: m.RunLayer) -> str:
     return " && ".join(layer.run)
 
 
-def pip_installs(target: str) -> list[str]:
-    """Every `pip install ...` of the target's layers (split at && and ;)."""
+def pip_installs_of(layer: m.RunLayer) -> list[str]:
+    """Every `pip install ...` of a layer's commands (split at &&, || and ;)."""
     out = []
-    for layer in layers(target).values():
-        for part in re.split(r"&&|;|\|\|", command(layer)):
-            if re.search(r"\bpip3? install\b", part):
-                out.append(" ".join(part.split()))
+    for part in re.split(r"&&|;|\|\|", command(layer)):
+        if re.search(r"\bpip3? install\b", part):
+            out.append(" ".join(part.split()))
     return out
+
+
+def pip_installs(target: str) -> list[str]:
+    return [p for layer in layers(target).values() for p in pip_installs_of(layer)]
 
 
 # -- item 1: the NVIDIA targets -----------------------------------------------------------
@@ -286,3 +291,54 @@ def test_rocm_archs_constraint_kind(tmp_path: Path) -> None:
     ran = plan_in_process(tmp_path / "m.yaml", "--set", "archs=sm_90;sm_100 gfx942", cache=tmp_path / "c")
     assert ran.code == 2
     assert "archs: 'sm_90' (a CUDA arch), 'sm_100' (a CUDA arch) are not ROCm GPU targets (gfx...)" in ran.err
+
+
+# -- python_sets: each pip install of the layers, as data for `assemble lock` ------------------
+
+_VALUED = {"--index-url", "-i", "--extra-index-url", "--find-links", "-f", "--config-settings"}
+
+
+def requirements_of(install: str) -> tuple[list[str], bool]:
+    """The requirements one `pip install ...` names (options and their values left out), and
+    whether it runs with --no-deps."""
+    tokens = shlex.split(install)
+    out, skip = [], False
+    for token in tokens[tokens.index("install") + 1 :]:
+        if skip or token in _VALUED:
+            skip = not skip
+            continue
+        if not token.startswith("-"):
+            out.append(token.replace(" ", ""))
+    return out, "--no-deps" in tokens
+
+
+@pytest.mark.parametrize("target", sorted(UPSTREAM_ENV))
+def test_python_sets_mirror_the_pip_installs(target: str) -> None:
+    python = "3.11" if target in ("megatron", "vemlp-vllm-te") else "3.10"
+    for name, layer in layers(target).items():
+        installs = [requirements_of(p) for p in pip_installs_of(layer)]
+        # direct references (a release-wheel URL, a git URL, a local tree) are pinned by the command itself
+        wanted = [
+            ([r for r in reqs if "://" not in r and not r.startswith(".")], no_deps) for reqs, no_deps in installs
+        ]
+        wanted = [(reqs, no_deps) for reqs, no_deps in wanted if reqs]
+        got = [([r.replace(" ", "") for r in s.requirements], s.no_deps) for s in layer.python_sets]
+        assert sorted(got) == sorted(wanted), (target, name)
+        assert {s.python for s in layer.python_sets} <= {python}, (target, name)
+        index = [s.index_url for s in layer.python_sets]
+        assert index == [TORCH_INDEX if name == "torch" else None for _ in index], (target, name)
+    # at least the layers the issue names declare theirs
+    sets = {name: layer.python_sets for name, layer in layers(target).items()}
+    for name in {"verl", "sglang", "vllm", "fixes"} & set(sets):
+        assert sets[name], (target, name)
+
+
+def test_rocm_python_sets() -> None:
+    for target in ("apptainer-sglang", "docker-sglang", "train"):
+        man = load_manifest(ROCM, target=target).manifest
+        (deps,) = [x for x in man.image.layers if isinstance(x, m.RunLayer) and x.name == "python-deps"]
+        sets = {s.name: s for s in deps.python_sets}
+        assert sets["tensordict"].requirements == ["tensordict<0.6"] and sets["tensordict"].no_deps
+        ray = "ray[data,train,tune,serve]>=2.45.0" if target == "docker-sglang" else "ray[data,train,tune,serve]"
+        assert ray in sets["deps"].requirements and not sets["deps"].no_deps
+        assert sets["deps"].python == ("3.9" if target == "train" else "3.12")
