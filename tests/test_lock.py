@@ -191,3 +191,83 @@ def test_a_locked_pip_install_in_a_run_step_keeps_the_locked_version(
     unlocked = run_cli([str(manifest), "-o", f"oci:{tmp_path / 'unlocked'}:latest", *cache])
     assert unlocked.code == 0, unlocked
     assert _installed(tmp_path / "unlocked") == {"locktest-2.0.dist-info"}
+
+
+def test_a_locked_pip_layer_takes_its_hashes_from_the_lock(tmp_path: Path, index: tuple[str, Path]) -> None:
+    url, www = index
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        f"""name: wheels
+params: {{version: "1.0"}}
+bases: {{b: scratch}}
+image:
+  base: b
+  layers:
+    - pip: ["locktest==${{version}}"]
+      locked: true
+      python: "3.11"
+      index: {url}
+      name: app
+"""
+    )
+    cache = ["--cache", str(tmp_path / "cache")]
+    unlocked = run_cli(["plan", str(manifest), *cache])
+    assert unlocked.code == 2 and "takes its hashes from the lock" in unlocked.err, unlocked
+    assert run_cli(["lock", str(manifest)]).code == 0
+    built = run_cli([str(manifest), "--locked", "-o", f"oci:{tmp_path / 'out'}:latest", *cache])
+    assert built.code == 0, built
+    assert _installed(tmp_path / "out") == {"locktest-1.0.dist-info"}
+    # A bump is the --set and a lock: the hashes follow.
+    bumped = run_cli(["plan", str(manifest), "--set", "version=2.0", *cache])
+    assert bumped.code == 2 and "has none for locktest==2.0" in bumped.err, bumped
+    _publish(www, ["1.0", "2.0"])
+    assert run_cli(["lock", str(manifest), "--set", "version=2.0"]).code == 0
+    assert run_cli(["plan", str(manifest), "--set", "version=2.0", "--locked", *cache]).code == 0
+
+
+def test_plan_names_each_base_and_the_hosts_the_build_reaches(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        """name: hosts
+bases:
+  devel: docker://nvidia/cuda:12.9.1-devel-ubuntu22.04
+  runtime: docker://quay.io/org/runtime:1
+sources:
+  app: {git: https://github.com/org/app.git, ref: v1}
+  unused: {git: https://gitlab.example/other.git, ref: v1}
+compile:
+  - name: build
+    base: devel
+    sources: [app]
+    packages: [g++]
+    run: ["add-apt-repository -y ppa:deadsnakes/ppa", "curl -fsSL https://example.org/x.tar.gz | tar xz"]
+    python_sets:
+      - {requirements: [torch], python: "3.12", extra_index_urls: ["https://download.pytorch.org/whl/cu129"]}
+    artifacts: {bin: {path: /build/bin, to: /usr/local/bin/app}}
+image:
+  base: runtime
+  layers:
+    - artifact: build.bin
+    - url: https://files.example.net/model.bin
+      sha256: "0000000000000000000000000000000000000000000000000000000000000000"
+      to: /models/model.bin
+"""
+    )
+    plan = run_cli(["plan", str(manifest), "--json", "--cache", str(tmp_path / "cache")])
+    assert plan.code == 0, plan
+    data = json.loads(plan.out)
+    assert data["base_refs"] == {"runtime": "docker://quay.io/org/runtime:1",
+                                 "devel": "docker://nvidia/cuda:12.9.1-devel-ubuntu22.04"}  # fmt: skip
+    assert data["reaches"] == {
+        "(the base's apt mirror)": ["build"],
+        "download.pytorch.org": ["build"],
+        "example.org": ["build"],
+        "files.example.net": ["layers.1"],
+        "github.com": ["sources.app"],
+        "ppa.launchpadcontent.net": ["build"],
+        "pypi.org": ["build"],
+        "quay.io": ["bases.runtime"],
+        "registry-1.docker.io": ["bases.devel"],
+    }
+    text = run_cli(["plan", str(manifest), "--cache", str(tmp_path / "cache")])
+    assert "base devel: docker://nvidia/cuda:12.9.1-devel-ubuntu22.04 (not pulled or made yet)" in text.out

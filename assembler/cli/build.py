@@ -198,8 +198,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def _print_plan(result: Plan, variant: str | None) -> None:
     say(f"plan for {result.name}" + (f" (target {result.target})" if result.target else "")
         + (f": variant {variant}" if variant else ""))  # fmt: skip
+    refs = result.base_refs()
     for name, digest in result.bases.items():
-        say(f"  base {name}: {digest or 'not made yet'}")
+        say(f"  base {name}: {refs.get(name, '?')} ({digest or 'not pulled or made yet'})")
         if name in result.base_overrides:
             over = result.base_overrides[name]
             say(f"    --base {name}={over['ref']} replaces {over['manifest']}")
@@ -215,3 +216,6 @@ def _print_plan(result: Plan, variant: str | None) -> None:
     say("outputs:")
     for o in result.outputs:
         say(f"  {o}")
+    say("reaches:")
+    for host, wheres in result.reaches().items():
+        say(f"  {host:<36} {', '.join(wheres)}")

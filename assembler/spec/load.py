@@ -57,7 +57,7 @@ class BaseOverride:
     ref: str
 
 
-def _describe_base(spec: m.BaseSpec) -> str:
+def describe_base(spec: m.BaseSpec) -> str:
     if isinstance(spec, str):
         return spec
     if isinstance(spec, m.RefBase):
@@ -232,7 +232,7 @@ def load_manifest(
     if chosen is not None:
         manifest, layer_paths = _apply_target(manifest, chosen)
     manifest, layer_paths = _apply_when(manifest, layer_paths, params, locs)
-    replaced = {name: BaseOverride(_describe_base(manifest.bases[name]), ref) for name, ref in (bases or {}).items()
+    replaced = {name: BaseOverride(describe_base(manifest.bases[name]), ref) for name, ref in (bases or {}).items()
                 if name in manifest.bases}  # fmt: skip
     manifest = _apply_overrides(manifest, path, bases or {}, sources or {})
     loaded = Loaded(manifest, path, locs, params, chosen, recipes, layer_paths, replaced)

@@ -30,6 +30,7 @@ from ruamel.yaml.scalarstring import LiteralScalarString
 
 from assembler.errors import InputError
 from assembler.spec import model as m
+from assembler.spec.prebuilt import parse_requirement
 from assembler.spec.pysets import PythonSet
 
 LOCK_VERSION = 1
@@ -60,6 +61,20 @@ class Entry:
     definition: Mapping[str, object]
     pins: str | None = None
     unresolved: str | None = None
+
+    def hashes(self) -> dict[str, list[str]]:
+        """name==version -> its ``--hash=sha256:HEX`` options, in uv's order."""
+        found: dict[str, list[str]] = {}
+        current: list[str] | None = None
+        for line in (self.pins or "").splitlines():
+            match = _PIN.match(line)
+            if match:
+                name = re.sub(r"\[.*\]", "", match.group(1)).lower().replace("_", "-").replace(".", "-")
+                current = found.setdefault(f"{name}=={match.group(3)}", [])
+            for h in re.findall(r"--hash=sha256:[0-9a-f]{64}", line):
+                if current is not None:
+                    current.append(h)
+        return found
 
     def constraints(self) -> dict[str, str]:
         """name -> ``name==version`` of every pin (direct-URL pins are left to the command)."""
@@ -139,12 +154,13 @@ def write_lock(path: Path, lock: Lock) -> None:
     tmp.replace(path)
 
 
-def _layer_name(layer: m.RunLayer, index: int) -> str:
+def _layer_name(layer: m.RunLayer | m.PipLayer, index: int) -> str:
     return f"layers.{layer.name or index}"
 
 
 def set_uses(manifest: m.Manifest, platform: str) -> Iterator[SetUse]:
-    """Every Python set the manifest's compile steps and image layers declare."""
+    """Every Python set the manifest's compile steps and image layers declare, and the
+    wheels of each ``pip:`` layer that takes its hashes from the lock (``locked: true``)."""
     for step in manifest.compile:
         for pyset in step.python_sets:
             yield _use(f"{step.name}:{pyset.name}", pyset, platform)
@@ -152,6 +168,15 @@ def set_uses(manifest: m.Manifest, platform: str) -> Iterator[SetUse]:
         if isinstance(layer, m.RunLayer):
             for pyset in layer.python_sets:
                 yield _use(f"{_layer_name(layer, i)}:{pyset.name}", pyset, platform)
+        elif isinstance(layer, m.PipLayer) and layer.locked:
+            wheels = PythonSet(name="wheels", requirements=[_plain(t) for t in layer.pip], python=layer.python,
+                               index_url=layer.index, no_deps=True)  # fmt: skip
+            yield _use(f"{_layer_name(layer, i)}:wheels", wheels, platform)
+
+
+def _plain(text: str) -> str:
+    req = parse_requirement(text, hashed=False)
+    return f"{req.name}=={req.version}"
 
 
 def _use(where: str, pyset: PythonSet, platform: str) -> SetUse:
@@ -187,6 +212,7 @@ def apply_lock(
     uses = list(set_uses(manifest, platform))
     if not uses:
         return manifest, LockStatus(str(path), "none", {})
+    _check_locked_wheels(uses, lock, path, redo)
     if lock is None and locked:
         raise InputError(f"--locked: no lock {path}", hint=f"write it: {redo}")
     states: dict[str, dict[str, str]] = {}
@@ -214,6 +240,20 @@ def apply_lock(
     if lock is None:
         return manifest, status
     return _with_pins(manifest, lock, uses), status
+
+
+def _check_locked_wheels(uses: Sequence[SetUse], lock: Lock | None, path: Path, redo: str) -> None:
+    """A ``pip:`` layer with ``locked: true`` has no hashes but the lock's: without them it
+    cannot be planned or built, ``--locked`` or not."""
+    for use in uses:
+        if not use.where.endswith(":wheels"):
+            continue
+        entry = lock.sets.get(use.key) if lock is not None else None
+        if entry is None or entry.pins is None:
+            why = f" ({entry.unresolved})" if entry is not None and entry.unresolved else ""
+            raise InputError(f"pip layer {use.where.rsplit(':', 1)[0]} takes its hashes from the lock, and "
+                             f"{path.name} has none for {' '.join(use.pyset.requirements)}{why}",
+                             hint=f"write them: {redo}")  # fmt: skip
 
 
 def _pins_of(uses: Sequence[SetUse], lock: Lock, where: str) -> str | None:
@@ -250,9 +290,24 @@ def _with_pins(manifest: m.Manifest, lock: Lock, uses: Sequence[SetUse]) -> m.Ma
             pins = _pins_of(by_owner.get(owner, []), lock, owner)
             if pins:
                 layer = layer.model_copy(update={"env": {**layer.env, LOCK_ENV: pins}})
+        elif isinstance(layer, m.PipLayer) and layer.locked:
+            (use,) = by_owner[_layer_name(layer, i)]
+            layer = layer.model_copy(update={"pip": _hashed(layer.pip, lock.sets[use.key], use.where)})
         layers.append(layer)
     image = manifest.image.model_copy(update={"layers": layers})
     return manifest.model_copy(update={"compile": steps, "image": image})
+
+
+def _hashed(texts: Sequence[str], entry: Entry, where: str) -> list[str]:
+    hashes = entry.hashes()
+    out = []
+    for text in texts:
+        pin = _plain(text)
+        if not hashes.get(pin):
+            raise InputError(f"pip layer {where}: the lock's pins for it have no hashes for {pin}",
+                             hint="write the lock anew: assemble lock MANIFEST --upgrade-package NAME")  # fmt: skip
+        out.append(f"{pin} {' '.join(hashes[pin])}")
+    return out
 
 
 def variant_uses(manifest: m.Manifest, platform: str) -> dict[str, SetUse]:

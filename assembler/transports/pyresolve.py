@@ -1,6 +1,7 @@
 """Resolving a Python set with uv's resolver (``uv pip compile``), for ``assemble lock``.
 
-uv reads only package metadata (no wheels are downloaded for a resolution), for the
+uv reads only package metadata (no wheels are downloaded for a resolution; cached pages are
+revalidated, ``--refresh``: a lock sees what the index serves now), for the
 target interpreter and platform (``--python-version``, ``--python-platform``: without the
 platform uv reads one wheel's metadata for all platforms). Indexes are merged as pip merges
 them (``unsafe-best-match``). ``UV_PYTHON_DOWNLOADS=never``: uv would otherwise first spend
@@ -96,7 +97,7 @@ def resolve(
     out = work / "requirements.txt"
     out.write_text(prefer or "")
     argv = [uv_binary(), "pip", "compile", str(reqs), "-o", str(out), "--quiet", "--no-config", "--no-header",
-            "--no-annotate", "--generate-hashes", "--python-version", str(definition["python"]),
+            "--no-annotate", "--generate-hashes", "--refresh", "--python-version", str(definition["python"]),
             "--python-platform", str(definition["platform"]), "--index-strategy", "unsafe-best-match",
             "--index-url", indexes[0]]  # fmt: skip
     for extra in indexes[1:]:
