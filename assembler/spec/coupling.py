@@ -12,6 +12,8 @@ version it needs (``{cuda_version: ..., at_least: "12.4", needed_by: "${nvcc_fla
 a package index built for one CUDA (``.../whl/cu128``) names it (``{index_url: ..., cuda_version:
 ..., because: ...}``), and a version outside what an index carries or a consumer
 accepts says so (``{version: "${torch_version}", at_most: "2.5.1", because: ...}``).
+A ROCm arch list (PYTORCH_ROCM_ARCH, GPU_TARGETS) holds gfx targets only
+(``{rocm_archs: "${pytorch_rocm_arch}"}``): ``sm_90`` there is a CUDA arch hipcc rejects.
 """
 
 from __future__ import annotations
@@ -92,7 +94,16 @@ class VersionRange(Strict):
     because: str
 
 
-Constraint = CudaArchs | CudaAtLeast | SameVersion | IndexCuda | VersionRange
+class RocmArchs(Strict):
+    """Every arch of ``rocm_archs`` (a PYTORCH_ROCM_ARCH list: ``;``, ``,`` or space
+    separated) is an AMD GPU target (``gfx90a``, ``gfx942``, ``gfx1100``, ``gfx90a:xnack+``,
+    ``gfx11-generic``); a CUDA arch (``sm_90``, ``9.0``) or any other word is refused. An
+    empty list (the build's default archs) is skipped."""
+
+    rocm_archs: str
+
+
+Constraint = CudaArchs | CudaAtLeast | SameVersion | IndexCuda | VersionRange | RocmArchs
 
 
 Version = tuple[int, int]
@@ -118,6 +129,8 @@ _FORMS = {
     "torch": re.compile(r"^\d+\.\d[af]?(\+ptx)?$", re.IGNORECASE),
     "cmake": re.compile(r"^(\d{2,3}[af]?(-real|-virtual)?|native|all|all-major)$"),
 }
+# An AMDGPU target ID: processor (gfx90a, gfx942, gfx1100, gfx11-generic) and target features.
+_GFX = re.compile(r"^gfx(?:\d{2,4}[a-f]?|\d{1,2}(?:-\d)?-generic)(?::(?:sramecc|xnack)[+-])*$")
 _ARCH = re.compile(r"^(?:sm_|compute_)?(\d+)(?:\.(\d))?([af]?)(?:\+ptx|-real|-virtual)?$", re.IGNORECASE)
 
 
@@ -172,6 +185,9 @@ def check_constraints(loaded: Loaded) -> None:
         if isinstance(c, VersionRange):
             _check_range(loaded, i, c)
             continue
+        if isinstance(c, RocmArchs):
+            _check_rocm(loaded, i, c)
+            continue
         if not c.cuda_version.strip():
             continue
         cuda = _version(c.cuda_version)
@@ -205,6 +221,18 @@ def _check_form(loaded: Loaded, i: int, c: CudaArchs, archs: str) -> None:
         hint = f"--set {archs}={example}" if archs else f"give the arch list as {example}"
         raise loaded.error(("constraints", i), f"{archs or 'the arch list'}: {what} not {c.form}'s arch syntax",
                            hint=hint)  # fmt: skip
+
+
+def _check_rocm(loaded: Loaded, i: int, c: RocmArchs) -> None:
+    bad = [t for t in re.split(r"[;,\s]+", c.rocm_archs.strip()) if t and not _GFX.match(t)]
+    if not bad:
+        return
+    archs = _param_names(loaded, c.rocm_archs)
+    cuda = [t for t in bad if _arch(t) is not None]
+    what = ", ".join(f"{t!r} (a CUDA arch)" if t in cuda else repr(t) for t in bad)
+    verb = "is not a ROCm GPU target" if len(bad) == 1 else "are not ROCm GPU targets"
+    raise loaded.error(("constraints", i), f"{archs or 'the ROCm arch list'}: {what} {verb} (gfx...)",
+                       hint=f"--set {archs or 'the list'}=gfx90a;gfx942 (AMD's gfx names)")  # fmt: skip
 
 
 def _check_same(loaded: Loaded, i: int, c: SameVersion) -> None:
