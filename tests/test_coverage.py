@@ -13,6 +13,8 @@ the manifest (and, for what a step runs, on the step the manifest resolves to):
     config:KEY=JSON      a field of the image config (Entrypoint, Cmd, User, WorkingDir...);
                          null: not set (or empty)
     base:NAME[~TEXT]     a base the plan uses (whose reference contains TEXT)
+    source:NAME[~TEXT]   a source a step of the plan builds from (whose git URL and ref, or
+                         url, contain TEXT); a source no step uses is not evidence
     port:N               an ExposedPorts entry N/tcp
     layer:TEXT           a layer whose description contains TEXT
     output:TEXT          an output containing TEXT
@@ -26,7 +28,7 @@ such as `docker run` flags), and the summary line under each heading must say th
 the table gives.
 
 Only behaviour counts: a row's evidence is what the plan does (a step's command or env, a
-layer, a label, the config, a base, an output). A param is not evidence (an unused param,
+layer, a label, the config, a base, a source a step builds, an output). A param is not evidence (an unused param,
 or one a step ignores, is only a string): `param:` checks are refused in covered rows, and
 `step:NAME~TEXT` looks only at the fields that act, never at comments or descriptions.
 """
@@ -143,6 +145,12 @@ class Planner:
         man = load_manifest(self.manifests / f"{name}.yaml", target=target, sets=params).manifest
         return {k: v if isinstance(v, str) else v.model_dump_json() for k, v in man.bases.items()}
 
+    def source_texts(self, name: str, target: str | None, sets: dict[str, str]) -> dict[str, str]:
+        """Source name -> its resolved definition as JSON text (git and ref, url, or path)."""
+        params = {k: v for k, v in sets.items() if k != "platform"}
+        man = load_manifest(self.manifests / f"{name}.yaml", target=target, sets=params).manifest
+        return {k: v.model_dump_json() for k, v in man.sources.items()}
+
     def step_texts(self, name: str, target: str | None, sets: dict[str, str]) -> dict[str, str]:
         """Step name -> its resolved definition as JSON text (compile steps and named layers)."""
         key = ("steps", name, target, tuple(sorted(sets.items())))
@@ -202,6 +210,10 @@ def failed_checks(row: Row, planner: Planner) -> list[str]:
             ok = not config.get(name) if want is None else config.get(name) == want
         elif kind == "base":
             ok = name in plan["bases"] and _matches(planner.base_refs(row.manifest, target, sets).get(name), spec)
+        elif kind == "source":
+            texts = planner.step_texts(row.manifest, target, sets)
+            used = any(name in json.loads(texts[s]).get("sources", []) for s in steps if s in texts)
+            ok = used and _matches(planner.source_texts(row.manifest, target, sets).get(name), spec)
         elif kind == "port":
             ok = f"{name}/tcp" in (config.get("ExposedPorts") or {})
         elif kind == "layer":
@@ -273,3 +285,40 @@ def test_every_manifest_covers_at_least_90_percent(section: Section) -> None:
     covered, counted = section.counts()
     assert section.summary == f"Coverage: {covered}/{counted} rows ({100 * covered // counted}%).", section.summary
     assert covered / counted >= THRESHOLD, f"{section.manifest}: {covered}/{counted}"
+
+
+SOURCES_MANIFEST = """\
+name: m
+bases:
+  devel: {bootstrap: {suite: bookworm, variant: minbase}}
+sources:
+  used: {git: https://example.invalid/used.git, ref: v1}
+  unused: {git: https://example.invalid/unused.git, ref: v2}
+compile:
+  - name: build
+    base: devel
+    sources: [used]
+    run: [make -C /src/used]
+    artifacts:
+      bin: {path: /src/used/bin, to: /app/bin}
+image:
+  base: devel
+  layers:
+    - artifact: build.bin
+outputs: ["oci:out/m:latest"]
+"""
+
+
+@pytest.mark.parametrize(
+    ("evidence", "holds"),
+    [
+        ('`source:used~"ref":"v1"`', True),
+        ('`source:used~"ref":"v9"`', False),  # another ref
+        ('`source:unused~"ref":"v2"`', False),  # declared, but no step builds from it
+        ("`source:absent`", False),
+    ],
+)
+def test_a_source_is_evidence_only_where_a_step_builds_from_it(tmp_path: Path, evidence: str, holds: bool) -> None:
+    (tmp_path / "m.yaml").write_text(SOURCES_MANIFEST)
+    row = Row("m", 1, "UPSTREAM", "a source", "covered", evidence, 1)
+    assert (failed_checks(row, Planner(tmp_path, tmp_path / "cache")) == []) is holds
