@@ -304,3 +304,36 @@ image:
     manifest.write_text(manifest.read_text().replace(', provided: ["locktest==1.0"]', ""))
     assert run_cli(["lock", str(manifest)]).code == 0
     assert _pins(tmp_path / "m.lock") == ["lockapp==1.0", "lockdep==1.0", "locktest==2.0"]
+
+
+def test_a_layer_is_resolved_against_the_exact_pins_of_the_layers_below(
+    tmp_path: Path, index: tuple[str, Path]
+) -> None:
+    """torch==2.4.0 from another index in one layer, pip installs needing torch in the next:
+    the next layer's lock must not pin PyPI's newest torch over it."""
+    url, www = index
+    _publish(www, ["1.0", "2.0"], requires="lockdep")
+    _publish(www, ["1.0"], project="lockdep")
+    _publish(www, ["1.0"], project="lockapp", requires="locktest>=1.0")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        f"""name: below
+bases: {{b: scratch}}
+image:
+  base: b
+  layers:
+    - run: ["pip install locktest==1.0"]
+      name: first
+      python_sets: [{{requirements: [locktest==1.0], python: "3.11", index_url: "{url}"}}]
+    - run: ["pip install lockapp"]
+      name: second
+      python_sets: [{{requirements: [lockapp], python: "3.11", index_url: "{url}"}}]
+"""
+    )
+    assert run_cli(["lock", str(manifest)]).code == 0
+    from assembler.spec.lockfile import read_lock
+
+    lock = read_lock(tmp_path / "m.lock")
+    second = lock.sets[lock.variants["below"]["layers.second:default"]]
+    assert sorted(second.constraints().values()) == ["lockapp==1.0"]
+    assert second.definition["provided"] == ["locktest==1.0"]
