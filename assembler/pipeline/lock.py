@@ -19,6 +19,9 @@ from assembler.oci.descriptor import Platform
 from assembler.pipeline.variants import Variant
 from assembler.proc import Runner
 from assembler.spec.lockfile import Entry, Lock, apply_lock, entry_for, read_lock, variant_uses, write_lock
+from assembler.spec.lockpins import Pin, floating
+from assembler.transports.common import RegistryOptions
+from assembler.transports.pins import base_digest, git_commit
 from assembler.transports.pyresolve import resolve
 
 
@@ -68,6 +71,14 @@ def lock_variants(
             name = lock_name(variant, sets)
             uses = variant_uses(variant.loaded.manifest, platform_of(variant))
             lock.variants[name] = {where: use.key for where, use in uses.items()}
+            for where, (key, want) in floating(variant.loaded.manifest, platform_of(variant)).items():
+                lock.variants[name][where] = key
+                kept_pin = old.pins.get(key)
+                if key not in lock.pins or lock.pins[key].value is None:
+                    lock.pins[key] = kept_pin if kept_pin and kept_pin.value and not upgrade else _pin(want, runner)
+                pin = lock.pins[key]
+                report.append(Locked(name, where, key, "pinned" if pin.value else "unresolved", 0,
+                                     pin.unresolved or (pin.value or "")[:19]))  # fmt: skip
             for where, use in uses.items():
                 entry = done.get(use.key)
                 state = "resolved"
@@ -91,9 +102,18 @@ def lock_variants(
                 lock.sets[use.key] = entry
                 report.append(Locked(name, where, use.key, state, _pin_count(entry), entry.unresolved or ""))
     lock.collect()
-    if lock.sets or path.is_file():  # a manifest with no Python sets needs no lock
+    if lock.sets or lock.pins or path.is_file():  # a manifest with nothing floating needs no lock
         write_lock(path, lock)
     return report
+
+
+def _pin(want: Pin, runner: Runner) -> Pin:
+    """A base's digest or a git ref's commit, now (or why not)."""
+    if want.kind == "base":
+        value, why = base_digest(want.what, options=RegistryOptions())
+    else:
+        value, why = git_commit(want.what, want.ref, runner=runner)
+    return replace(want, value=value, unresolved=why)
 
 
 def _previous_pins(old: Lock, variant: str, where: str, kept: Entry | None) -> str | None:

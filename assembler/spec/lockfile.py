@@ -30,6 +30,7 @@ from ruamel.yaml.scalarstring import LiteralScalarString
 
 from assembler.errors import InputError
 from assembler.spec import model as m
+from assembler.spec.lockpins import Pin, floating, pinned
 from assembler.spec.prebuilt import parse_requirement
 from assembler.spec.pysets import PythonSet
 
@@ -94,11 +95,13 @@ class Lock:
     manifest: str
     sets: dict[str, Entry] = field(default_factory=dict)
     variants: dict[str, dict[str, str]] = field(default_factory=dict)  # variant -> where -> key
+    pins: dict[str, Pin] = field(default_factory=dict)  # bases' digests, git refs' commits
 
     def collect(self) -> None:
-        """Forget the sets no variant uses any more."""
+        """Forget the sets and pins no variant uses any more."""
         used = {key for uses in self.variants.values() for key in uses.values()}
         self.sets = {k: v for k, v in self.sets.items() if k in used}
+        self.pins = {k: v for k, v in self.pins.items() if k in used}
 
 
 def default_lock_path(manifest: Path) -> Path:
@@ -126,7 +129,13 @@ def read_lock(path: Path) -> Lock:
                              hint="write it anew with assemble lock")  # fmt: skip
         sets[str(key)] = Entry(definition, raw.get("pins"), raw.get("unresolved"))
     variants = {str(k): {str(w): str(s) for w, s in (v or {}).items()} for k, v in (data.get("variants") or {}).items()}
-    return Lock(str(data.get("manifest", "")), sets, variants)
+    try:
+        pins = {str(k): Pin.from_data(v) for k, v in (data.get("pins") or {}).items()}
+    except (KeyError, TypeError, AttributeError):
+        raise InputError(
+            f"lock {path}: a pin is not kind/what[/value]", hint="write it anew with assemble lock"
+        ) from None
+    return Lock(str(data.get("manifest", "")), sets, variants, pins)
 
 
 def write_lock(path: Path, lock: Lock) -> None:
@@ -140,6 +149,7 @@ def write_lock(path: Path, lock: Lock) -> None:
         if entry.unresolved is not None:
             item["unresolved"] = entry.unresolved
         doc["sets"][key] = item
+    doc["pins"] = {key: lock.pins[key].to_data() for key in sorted(lock.pins)}
     for name in sorted(lock.variants):
         doc["variants"][name] = dict(sorted(lock.variants[name].items()))
     yaml = YAML()
@@ -253,6 +263,19 @@ def apply_lock(
         raise InputError(f"--locked: no lock {path}", hint=f"write it: {redo}")
     states: dict[str, dict[str, str]] = {}
     warnings: list[str] = []
+    values: dict[str, str] = {}
+    for where, (key, want) in floating(manifest, platform).items():
+        pin = lock.pins.get(key) if lock is not None else None
+        if pin is None:
+            if locked:
+                raise InputError(f"--locked: lock {path} is stale: {where} ({want.what} {want.ref}) is not in it",
+                                 hint=f"bring it up to date: {redo}")  # fmt: skip
+            states[where] = {"key": key, "state": "not-locked"}
+        elif pin.value is None:
+            states[where] = {"key": key, "state": "unresolved", "why": pin.unresolved or ""}
+        else:
+            states[where] = {"key": key, "state": "locked", "value": pin.value}
+            values[where] = pin.value
     for use in uses:
         entry = lock.sets.get(use.key) if lock is not None else None
         if entry is None:
@@ -273,7 +296,7 @@ def apply_lock(
     status = LockStatus(str(path), state, states, tuple(warnings))
     if lock is None:
         return manifest, status
-    return _with_pins(manifest, lock, uses), status
+    return pinned(_with_pins(manifest, lock, uses), values), status
 
 
 def _check_locked_wheels(uses: Sequence[SetUse], lock: Lock | None, path: Path, redo: str) -> None:
