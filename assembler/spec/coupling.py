@@ -9,6 +9,8 @@ not an hour into a compile. The list must also be in the form its consumer parse
 (``form: torch`` for TORCH_CUDA_ARCH_LIST's ``9.0+PTX``, ``form: cmake`` for
 CMAKE_CUDA_ARCHITECTURES' ``90-real``), and a flag some CUDA versions lack names the
 version it needs (``{cuda_version: ..., at_least: "12.4", needed_by: "${nvcc_flags}"}``).
+A ROCm arch list (PYTORCH_ROCM_ARCH, GPU_TARGETS) holds gfx targets only
+(``{rocm_archs: "${pytorch_rocm_arch}"}``): ``sm_90`` there is a CUDA arch hipcc rejects.
 """
 
 from __future__ import annotations
@@ -56,13 +58,25 @@ class CudaAtLeast(Strict):
 
 class SameVersion(Strict):
     """The versions agree up to their minor number (12.4.1 and 12.4.0 do, 12.6.3 does not;
-    ``2.6`` and ``2.6.0`` do): ``because`` says why they must. Empty ones are skipped."""
+    ``2.6`` and ``2.6.0`` do): ``because`` says why they must. Empty ones are skipped.
+    With ``exact: true`` every release number must agree (0.11.1 and 0.11.0 differ; 2.9
+    and 2.9.0 do not): a pin such as ``torch==2.9.0`` or a wheel's sha256."""
 
     same_version: list[str] = Field(min_length=2)
     because: str
+    exact: bool = Field(default=False, description="all release numbers agree, not only major.minor")
 
 
-Constraint = CudaArchs | CudaAtLeast | SameVersion
+class RocmArchs(Strict):
+    """Every arch of ``rocm_archs`` (a PYTORCH_ROCM_ARCH list: ``;``, ``,`` or space
+    separated) is an AMD GPU target (``gfx90a``, ``gfx942``, ``gfx1100``, ``gfx90a:xnack+``,
+    ``gfx11-generic``); a CUDA arch (``sm_90``, ``9.0``) or any other word is refused. An
+    empty list (the build's default archs) is skipped."""
+
+    rocm_archs: str
+
+
+Constraint = CudaArchs | CudaAtLeast | SameVersion | RocmArchs
 
 
 Version = tuple[int, int]
@@ -88,6 +102,8 @@ _FORMS = {
     "torch": re.compile(r"^\d+\.\d[af]?(\+ptx)?$", re.IGNORECASE),
     "cmake": re.compile(r"^(\d{2,3}[af]?(-real|-virtual)?|native|all|all-major)$"),
 }
+# An AMDGPU target ID: processor (gfx90a, gfx942, gfx1100, gfx11-generic) and target features.
+_GFX = re.compile(r"^gfx(?:\d{2,4}[a-f]?|\d{1,2}(?:-\d)?-generic)(?::(?:sramecc|xnack)[+-])*$")
 _ARCH = re.compile(r"^(?:sm_|compute_)?(\d+)(?:\.(\d))?([af]?)(?:\+ptx|-real|-virtual)?$", re.IGNORECASE)
 
 
@@ -136,6 +152,9 @@ def check_constraints(loaded: Loaded) -> None:
         if isinstance(c, SameVersion):
             _check_same(loaded, i, c)
             continue
+        if isinstance(c, RocmArchs):
+            _check_rocm(loaded, i, c)
+            continue
         if not c.cuda_version.strip():
             continue
         cuda = _version(c.cuda_version)
@@ -171,18 +190,38 @@ def _check_form(loaded: Loaded, i: int, c: CudaArchs, archs: str) -> None:
                            hint=hint)  # fmt: skip
 
 
+def _check_rocm(loaded: Loaded, i: int, c: RocmArchs) -> None:
+    bad = [t for t in re.split(r"[;,\s]+", c.rocm_archs.strip()) if t and not _GFX.match(t)]
+    if not bad:
+        return
+    archs = _param_names(loaded, c.rocm_archs)
+    cuda = [t for t in bad if _arch(t) is not None]
+    what = ", ".join(f"{t!r} (a CUDA arch)" if t in cuda else repr(t) for t in bad)
+    verb = "is not a ROCm GPU target" if len(bad) == 1 else "are not ROCm GPU targets"
+    raise loaded.error(("constraints", i), f"{archs or 'the ROCm arch list'}: {what} {verb} (gfx...)",
+                       hint=f"--set {archs or 'the list'}=gfx90a;gfx942 (AMD's gfx names)")  # fmt: skip
+
+
+def _release(text: str) -> tuple[int, ...]:
+    """``2.9.0`` -> (2, 9), ``0.11.1+cu129`` -> (0, 11, 1): the release numbers, trailing zeros dropped."""
+    numbers = [int(n) for n in re.findall(r"\d+", re.split(r"[^\d.]", text.strip(), maxsplit=1)[0])]
+    while len(numbers) > 1 and numbers[-1] == 0:
+        numbers.pop()
+    return tuple(numbers)
+
+
 def _check_same(loaded: Loaded, i: int, c: SameVersion) -> None:
     given = [v.strip() for v in c.same_version if v.strip()]
     for j, text in enumerate(c.same_version):
         if text.strip() and _version(text) is None:
             raise loaded.error(("constraints", i, "same_version", j), f"not a version: {text!r}")
-    if len({_version(v) for v in given}) <= 1:
+    if len({_release(v) if c.exact else _version(v) for v in given}) <= 1:
         return
     names = [_param_names(loaded, v) for v in given]
     named = [f"{name or 'the value'} {v}" for name, v in zip(names, given, strict=True)]
     which = " and ".join(name for name in names if name) or "them"
     raise loaded.error(("constraints", i), f"{' and '.join(named)} differ: {c.because}",
-                       hint=f"--set {which} to one major.minor version")  # fmt: skip
+                       hint=f"--set {which} to one {'' if c.exact else 'major.minor '}version")  # fmt: skip
 
 
 def _check_at_least(loaded: Loaded, i: int, c: CudaAtLeast, cuda: Version) -> None:
