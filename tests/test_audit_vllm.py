@@ -82,9 +82,9 @@ def test_flashinfer_is_v0_11_1s_0_5_2_in_both_modes(vllm_from: str) -> None:
     # v0.11.1 requirements/cuda.txt:14 flashinfer-python==0.5.2; docker/Dockerfile:363-365
     # flashinfer-cubin and flashinfer-jit-cache of that version (0.4.1 was main's before the tag)
     run = runs(vllm_from=vllm_from)
-    flashinfer = " ".join(run["flashinfer"])
-    assert '"flashinfer-python==0.5.2" flashinfer-cubin==0.5.2' in flashinfer
-    assert '"vllm==$V"' in flashinfer  # vllm pinned: a FlashInfer vllm does not take fails, not replaces
+    # vllm pinned: a FlashInfer vllm does not take fails, not replaces vllm's
+    assert '"vllm==$V" "torch==2.9.0" "flashinfer-python==0.5.2"' in " ".join(run["vllm-deps"])
+    assert "flashinfer-cubin==0.5.2" in " ".join(run["flashinfer"])
     jit = " ".join(run["flashinfer-jit-cache"])
     assert "flashinfer-jit-cache==0.5.2 --extra-index-url https://flashinfer.ai/whl/cu129" in jit
     assert not any("0.4.1" in " ".join(r) for r in run.values())
@@ -93,7 +93,9 @@ def test_flashinfer_is_v0_11_1s_0_5_2_in_both_modes(vllm_from: str) -> None:
 def test_the_flashinfer_jit_cache_from_flashinfer_ai_is_a_switch(cache: Path) -> None:
     names = [x["step"] for x in plan(cache, "--set", "flashinfer_jit_cache=false")["layers"] if x.get("step")]
     assert "flashinfer" in names and "flashinfer-jit-cache" not in names
-    assert "flashinfer-jit-cache" in [x["step"] for x in plan(cache)["layers"] if x.get("step")]
+    assert {"flashinfer", "flashinfer-jit-cache"} <= {x["step"] for x in plan(cache)["layers"] if x.get("step")}
+    names = [x["step"] for x in plan(cache, "--set", "flashinfer_cubin=false")["layers"] if x.get("step")]
+    assert "flashinfer" not in names and "flashinfer-jit-cache" in names
 
 
 # -- ROCm: upstream's arch list, its sccache purge, its base ---------------------------------

@@ -244,7 +244,7 @@ VLLM_BASE_LAYERS = [  # the vllm-base stage
     ("run", "torch"),
     ("run", "vllm"),  # mounts the wheel: installs it alone without copying it into a layer
     ("run", "vllm-deps"),  # what it needs besides torch
-    ("run", "flashinfer"),  # FlashInfer (vllm's pin) and flashinfer-cubin, from PyPI
+    ("run", "flashinfer"),  # flashinfer-cubin, from PyPI (flashinfer_cubin=false: none)
     ("run", "flashinfer-jit-cache"),  # from flashinfer.ai's index (flashinfer_jit_cache=false: none)
     ("artifact", "gdrcopy.prefix"),
     ("run", "gdrcopy-ld"),
@@ -421,7 +421,7 @@ def test_build_steps_say_what_upstream_builds_with() -> None:
         s for s in load_manifest(MANIFESTS / "vllm.yaml", target="rocm").manifest.compile if s.name == "wheel-rocm"
     )
     assert (rocm.name, rocm.env["PYTORCH_ROCM_ARCH"], rocm.env["VLLM_TARGET_DEVICE"]) == (
-        "wheel-rocm", "gfx90a;gfx942", "rocm")  # fmt: skip
+        "wheel-rocm", "gfx90a;gfx942;gfx950;gfx1100;gfx1101;gfx1200;gfx1201;gfx1150;gfx1151", "rocm")  # fmt: skip
 
     ds = load_manifest(MANIFESTS / "deepspeed.yaml").manifest.compile[0]
     assert ds.env["DS_BUILD_OPS"] == "1" and ds.env["TORCH_CUDA_ARCH_LIST"]
@@ -735,7 +735,7 @@ OLD_VLLM = {  # seed 002's "current version": CUDA 12.1.1 (cudnn8 devel image), 
     "vllm_ref": "v0.8.5",
     "vllm_version": "0.8.5",
     "flashinfer_version": "0.2.1.post2",
-    "flashinfer_cubin": "",  # FlashInfer 0.2 has no flashinfer-cubin on PyPI
+    "flashinfer_cubin": "false",  # FlashInfer 0.2 has no flashinfer-cubin on PyPI
     "flashinfer_jit_cache": "false",  # ... nor a jit-cache on flashinfer.ai
     "devel_image": "nvidia/cuda:12.1.1-cudnn8-devel-ubuntu22.04",
     "torch_cuda_arch_list": "7.0 7.5 8.0 8.6 8.9 9.0+PTX",  # CUDA 12.1's nvcc has no 10.0, 12.0
@@ -748,14 +748,15 @@ def test_old_to_new_vllm_is_a_change_of_params_only(plan: PlanFn) -> None:
     new = plan("vllm")
     old = plan("vllm", *[a for k, v in OLD_VLLM.items() for a in ("--set", f"{k}={v}")])
     s_new, s_old = structure(new), structure(old)
-    # the same steps, but for FlashInfer's AOT cache, which FlashInfer 0.2 does not have (a switch)
-    jit = ("run", "flashinfer-jit-cache")
-    assert s_old["compile"] == s_new["compile"] and s_old["layers"] == [x for x in s_new["layers"] if x != jit]
-    assert [s["kind"] for s in old["steps"]] == [s["kind"] for s in new["steps"] if s["name"] != jit[1]]
+    # the same steps, but for FlashInfer's prebuilt kernels, which FlashInfer 0.2 does not have (switches)
+    prebuilt = {"flashinfer", "flashinfer-jit-cache"}
+    assert s_old["compile"] == s_new["compile"]
+    assert s_old["layers"] == [x for x in s_new["layers"] if x[1] not in prebuilt]
+    assert [s["kind"] for s in old["steps"]] == [s["kind"] for s in new["steps"] if s["name"] not in prebuilt]
     assert s_old["outputs"] == [f"{REGISTRY}/vllm/vllm-openai:v0.8.5"]
     # every step's definition differs: other bases, interpreter, installer, versions
     d_old, d_new = definitions(old), definitions(new)
-    assert d_old.keys() == d_new.keys() - {jit[1]} and all(d_old[k] != d_new[k] for k in d_old)
+    assert d_old.keys() == d_new.keys() - prebuilt and all(d_old[k] != d_new[k] for k in d_old)
     # the params that differ: the ones set, and those derived from them (images, installer commands)
     derived = {"runtime_image", "installer_pkgs", "pip_install", "python_setup", "torch_version", "cuda_tag",
                "cuda_pkg", "torch_index"}  # fmt: skip
