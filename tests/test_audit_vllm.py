@@ -292,3 +292,71 @@ def test_same_version_without_exact_still_compares_major_minor(tmp_path: Path) -
     load_manifest(path, sets={"b": "2.9.1"})  # 2.9 both
     with pytest.raises(ManifestError, match="differ: same minor"):
         load_manifest(path, sets={"b": "2.8.0"})
+
+
+# -- python_sets: each pip/uv install, as data for `assemble lock` ----------------------------
+
+_WITH_ARG = {"--python", "--extra-index-url", "--index-url", "--index-strategy", "-r", "-c", "--report"}
+
+
+def installed(commands: list[str], vllm_version: str) -> list[str]:
+    """The requirements the ``pip install``/``uv pip install`` runs of ``commands`` name;
+    options, local files (/wheels/...) and dry runs left out, ``$V`` as the vllm installed."""
+    out = []
+    for command in commands:
+        for part in command.replace(";", "&&").split("&&"):
+            words = part.split()
+            if "install" not in words or "pip" not in words[: words.index("install")] or "--dry-run" in words:
+                continue
+            skip = False
+            for word in words[words.index("install") + 1 :]:
+                if skip:
+                    skip = False
+                elif word in _WITH_ARG:
+                    skip = True
+                elif not word.startswith(("-", "/")):
+                    out.append(word.strip("'\"").replace("$V", vllm_version))
+    return out
+
+
+@pytest.mark.parametrize(("target", "sets"), [(None, {}), (None, {"vllm_from": "wheel"}),
+                                              ("openai-nonroot", {"install_kv_connectors": "true"}),
+                                              (None, {"installer": "pip", "cuda_version": "12.8.1"})])  # fmt: skip
+def test_python_sets_mirror_what_the_layers_and_steps_install(target: str | None, sets: dict[str, str]) -> None:
+    loaded = load_manifest(MANIFEST, target=target, sets=sets)
+    man, params = loaded.manifest, loaded.params
+    parts = [(s.name, list(s.run), s.python_sets) for s in man.compile if s.name != "wheel"]
+    parts += [(x.name, list(x.run), x.python_sets) for x in man.image.layers if isinstance(x, RunLayer) and x.name]
+    checked = set()
+    for name, run, pysets in parts:
+        if name in ("nvidia", "kv-connectors", "kv-list", "gdrcopy-ld", "cuda-jit", "deepgemm"):
+            continue  # below: torch's nvidia part, the KV list's file; the others install no set
+        declared = sorted(r for s in pysets for r in s.requirements)
+        assert declared == sorted(installed(run, params["vllm_version"])), name
+        for s in pysets:
+            assert s.python == params["python_version"] and not s.no_deps, name
+            for url in s.extra_index_urls:
+                assert f"--extra-index-url {url}" in " ".join(run), (name, url)
+        checked.add(name)
+    assert {"python", "torch", "vllm-deps", "openai-extras", "build-deepgemm", "build-ep-kernels"} <= checked
+    layers = {x.name: x for x in man.image.layers if isinstance(x, RunLayer) and x.name}
+    # the nvidia layer installs the nvidia-* part of torch's resolution: torch's set
+    assert layers["nvidia"].python_sets == layers["torch"].python_sets
+    torch_url = f"https://download.pytorch.org/whl/{params['cuda_tag']}"
+    assert layers["torch"].python_sets[0].extra_index_urls == [torch_url]
+    if "kv-connectors" in layers:  # requirements/kv_connectors.txt at v0.11.1
+        assert layers["kv-connectors"].python_sets[0].requirements == ["lmcache", "nixl>=0.6.0"]
+    (wheel,) = [s for s in man.compile if s.name == "wheel"]
+    build = {s.name: s for s in wheel.python_sets}["build"]
+    assert f"torch=={params['torch_version']}" in build.requirements and build.extra_index_urls == [torch_url]
+    assert f"torch=={params['torch_version']}" in " ".join(wheel.run)
+
+
+def test_rocm_python_sets_leave_the_bases_torch_alone() -> None:
+    man = load_manifest(MANIFEST, target="rocm").manifest
+    layers = {x.name: x for x in man.image.layers if isinstance(x, RunLayer) and x.name}
+    assert [s.requirements for s in layers["vllm"].python_sets] == [["huggingface-hub[cli]"]]
+    assert [s.requirements for s in layers["rocm-setup"].python_sets] == [["pip"]]
+    every = [r for x in layers.values() for s in x.python_sets for r in s.requirements]
+    every += [r for s in man.compile for p in s.python_sets for r in p.requirements if s.name == "wheel-rocm"]
+    assert not [r for r in every if r.startswith("torch")]  # the base's ROCm torch is not PyPI's

@@ -759,7 +759,7 @@ def test_old_to_new_vllm_is_a_change_of_params_only(plan: PlanFn) -> None:
     assert d_old.keys() == d_new.keys() - prebuilt and all(d_old[k] != d_new[k] for k in d_old)
     # the params that differ: the ones set, and those derived from them (images, installer commands)
     derived = {"runtime_image", "installer_pkgs", "pip_install", "python_setup", "torch_version", "cuda_tag",
-               "cuda_pkg", "torch_index"}  # fmt: skip
+               "cuda_pkg", "torch_index", "torch_index_url"}  # fmt: skip
     assert {k for k in new["params"] if new["params"][k] != old["params"][k]} == set(OLD_VLLM) | derived
     assert old["params"]["runtime_image"] == "nvidia/cuda:12.1.1-base-ubuntu22.04"
     assert "python3.10 -m venv /opt/venv" in old["params"]["python_setup"]
