@@ -206,8 +206,9 @@ def apply_lock(
     """The manifest with each step's and layer's locked pins in its env (``LOCK_ENV``).
 
     ``locked`` (``--locked``): a missing lock, or a set not in it, is an InputError (exit
-    2) naming the set; else they are warnings and the set installs unlocked. A set whose
-    index could not be reached when locking is a warning either way. ``redo`` is the
+    2) naming the set, and a set whose index could not be reached when locking is a
+    warning; else such sets install unlocked and the status (``plan --json``) says so, as
+    cargo uses and updates a lock without ``--locked``. ``redo`` is the
     ``assemble lock`` command line that brings the lock up to date, for the hints."""
     uses = list(set_uses(manifest, platform))
     if not uses:
@@ -225,13 +226,11 @@ def apply_lock(
                 raise InputError(f"--locked: lock {path} is stale: python set {use.where} ({reqs}) is not in it",
                                  hint=f"bring it up to date: {redo}")  # fmt: skip
             states[use.where] = {"key": use.key, "state": "not-locked"}
-            if lock is not None:
-                warnings.append(f"python set {use.where} ({reqs}) is not in {path.name}: installed unlocked "
-                                f"(bring the lock up to date: {redo})")  # fmt: skip
         elif entry.pins is None:
             why = entry.unresolved or "not resolved"
             states[use.where] = {"key": use.key, "state": "unresolved", "why": why}
-            warnings.append(f"python set {use.where} could not be locked: {why}: installed unlocked")
+            if locked:
+                warnings.append(f"python set {use.where} could not be locked: {why}: installed unlocked")
         else:
             states[use.where] = {"key": use.key, "state": "locked"}
     stale = any(s["state"] == "not-locked" for s in states.values())

@@ -39,6 +39,11 @@ class PythonSet(Strict):
     extra_index_urls: StrList = Field(default_factory=list, description="--extra-index-url, in order")
     no_deps: bool = Field(default=False, description="installed with --no-deps: each requirement locked alone")
     constraints: StrList = Field(default_factory=list, description="versions the resolver must keep (-c)")
+    provided: StrList = Field(
+        default_factory=list,
+        description="what the image below already has (torch of a ROCm base: torch==2.5.0): resolved as that "
+        "version, never pinned, so the install keeps the base's own build",
+    )
     platform: str | None = Field(default=None, description="uv's --python-platform; default: the image's")
 
     @field_validator("requirements")
@@ -79,6 +84,7 @@ class PythonSet(Strict):
             "indexes": self.indexes(),
             "no_deps": self.no_deps,
             "constraints": sorted(self.constraints),
+            **({"provided": sorted(self.provided)} if self.provided else {}),
         }
 
 

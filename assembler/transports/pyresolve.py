@@ -11,6 +11,7 @@ uv runs (uv retries for minutes): the set is then *unresolved*, with the index a
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 import threading
@@ -104,7 +105,10 @@ def resolve(
         argv += ["--extra-index-url", extra]
     if definition.get("no_deps"):
         argv.append("--no-deps")
-    constraints = list(definition.get("constraints") or [])
+    provided = [str(p) for p in definition.get("provided") or []]
+    constraints = [*(definition.get("constraints") or []), *(p for p in provided if "==" in p)]
+    for spec in provided:  # the base's own build stays: resolved against, never pinned
+        argv += ["--no-emit-package", re.split(r"[=<>!~\[ ;]", spec, maxsplit=1)[0]]
     if constraints:
         cfile = work / "constraints.txt"
         cfile.write_text("".join(f"{c}\n" for c in constraints))
@@ -117,9 +121,9 @@ def resolve(
     try:
         runner.run(argv, env=env, timeout=UV_TIMEOUT)
     except ToolError as e:
-        raise InputError(
-            f"the set {' '.join(str(r) for r in definition['requirements'])} cannot be resolved "
-            f"for Python {definition['python']} on {definition['platform']}:\n{e.stderr_tail or e.message}",
-            hint="fix the set's requirements (or the params they are made of), then lock again",
-        ) from None
+        # Kept in the lock as unresolved, with uv's reason: an sdist that builds its metadata only
+        # with another Python than this machine's, or requirements that cannot be met together.
+        why = " ".join(line.strip() for line in (e.stderr_tail or e.message).splitlines()[-6:] if line.strip())
+        return Resolution(None, f"uv could not resolve it for Python {definition['python']} on "
+                                f"{definition['platform']}: {why[-600:]}")  # fmt: skip
     return Resolution(out.read_text(encoding="utf-8"))
