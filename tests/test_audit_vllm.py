@@ -329,8 +329,8 @@ def test_python_sets_mirror_what_the_layers_and_steps_install(target: str | None
     parts += [(x.name, list(x.run), x.python_sets) for x in man.image.layers if isinstance(x, RunLayer) and x.name]
     checked = set()
     for name, run, pysets in parts:
-        if name in ("nvidia", "kv-connectors", "kv-list", "gdrcopy-ld", "cuda-jit", "deepgemm"):
-            continue  # below: torch's nvidia part, the KV list's file; the others install no set
+        if name in ("nvidia", "kv-connectors", "wheel-rocm", "kv-list", "gdrcopy-ld", "cuda-jit", "deepgemm"):
+            continue  # below and in the ROCm test: torch's nvidia part, -r files; the others install no set
         declared = sorted(r for s in pysets for r in s.requirements)
         assert declared == sorted(installed(run, params["vllm_version"])), name
         for s in pysets:
@@ -355,8 +355,20 @@ def test_python_sets_mirror_what_the_layers_and_steps_install(target: str | None
 def test_rocm_python_sets_leave_the_bases_torch_alone() -> None:
     man = load_manifest(MANIFEST, target="rocm").manifest
     layers = {x.name: x for x in man.image.layers if isinstance(x, RunLayer) and x.name}
-    assert [s.requirements for s in layers["vllm"].python_sets] == [["huggingface-hub[cli]"]]
+    (build,) = [s for s in man.compile if s.name == "wheel-rocm"]
+    by_name = {s.name: s for s in build.python_sets}
+    # -r requirements/rocm.txt in the build, the wheel's Requires-Dist (rocm.txt) in the image: one set
+    assert by_name["rocm"] == {s.name: s for s in layers["vllm"].python_sets}["rocm"]
+    assert "-r requirements/rocm.txt" in " ".join(build.run)
+    rocm = by_name["rocm"]
+    assert {"compressed-tensors==0.12.2", "numba==0.61.2", "timm>=1.0.17", "conch-triton-kernels==1.2.1"} <= set(
+        rocm.requirements
+    )
+    # the base's ROCm torch, torchvision and triton: resolved against, never pinned over
+    assert {r.split("==")[0] for r in rocm.provided} == {"torch", "torchvision", "triton"}
+    assert layers["vllm"].python_sets[0].requirements == ["huggingface-hub[cli]"]
     assert [s.requirements for s in layers["rocm-setup"].python_sets] == [["pip"]]
     every = [r for x in layers.values() for s in x.python_sets for r in s.requirements]
-    every += [r for s in man.compile for p in s.python_sets for r in p.requirements if s.name == "wheel-rocm"]
-    assert not [r for r in every if r.startswith("torch")]  # the base's ROCm torch is not PyPI's
+    every += [r for s in build.python_sets for r in s.requirements]
+    assert not [r for r in every if r.split("=")[0].split(">")[0].split("<")[0] in ("torch", "torchvision", "triton")]
+    assert all(s.python == "3.12" for s in [*build.python_sets, *layers["vllm"].python_sets])
