@@ -281,7 +281,8 @@ def test_what_the_base_provides_is_resolved_against_never_pinned(tmp_path: Path,
     """A base's own build (torch of a ROCm image) must stay: the lock resolves the set as if
     that version were installed and pins everything but it."""
     url, www = index
-    _publish(www, ["1.0", "2.0"])
+    _publish(www, ["1.0", "2.0"], requires="lockdep")  # the base's build brings its own lockdep
+    _publish(www, ["1.0"], project="lockdep")
     _publish(www, ["1.0"], project="lockapp", requires="locktest>=1.0")
     manifest = tmp_path / "m.yaml"
     manifest.write_text(
@@ -298,8 +299,41 @@ image:
     )
     done = run_cli(["lock", str(manifest)])
     assert done.code == 0, done
-    assert _pins(tmp_path / "m.lock") == ["lockapp==1.0"]
-    # Pinned, it would have been the newest: what the base has is not the lock's to move.
+    assert _pins(tmp_path / "m.lock") == ["lockapp==1.0"]  # neither locktest nor what it needs
+    # Pinned, it would have been the newest, with its dependency: not the lock's to move.
     manifest.write_text(manifest.read_text().replace(', provided: ["locktest==1.0"]', ""))
     assert run_cli(["lock", str(manifest)]).code == 0
-    assert _pins(tmp_path / "m.lock") == ["lockapp==1.0", "locktest==2.0"]
+    assert _pins(tmp_path / "m.lock") == ["lockapp==1.0", "lockdep==1.0", "locktest==2.0"]
+
+
+def test_a_layer_is_resolved_against_the_exact_pins_of_the_layers_below(
+    tmp_path: Path, index: tuple[str, Path]
+) -> None:
+    """torch==2.4.0 from another index in one layer, pip installs needing torch in the next:
+    the next layer's lock must not pin PyPI's newest torch over it."""
+    url, www = index
+    _publish(www, ["1.0", "2.0"], requires="lockdep")
+    _publish(www, ["1.0"], project="lockdep")
+    _publish(www, ["1.0"], project="lockapp", requires="locktest>=1.0")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        f"""name: below
+bases: {{b: scratch}}
+image:
+  base: b
+  layers:
+    - run: ["pip install locktest==1.0"]
+      name: first
+      python_sets: [{{requirements: [locktest==1.0], python: "3.11", index_url: "{url}"}}]
+    - run: ["pip install lockapp"]
+      name: second
+      python_sets: [{{requirements: [lockapp], python: "3.11", index_url: "{url}"}}]
+"""
+    )
+    assert run_cli(["lock", str(manifest)]).code == 0
+    from assembler.spec.lockfile import read_lock
+
+    lock = read_lock(tmp_path / "m.lock")
+    second = lock.sets[lock.variants["below"]["layers.second:default"]]
+    assert sorted(second.constraints().values()) == ["lockapp==1.0"]
+    assert second.definition["provided"] == ["locktest==1.0"]

@@ -171,9 +171,11 @@ EVERY = [(p, t) for p in sorted(MANIFESTS.glob("*.yaml")) for t in targets_of(p)
 
 @pytest.mark.parametrize(("path", "target"), EVERY, ids=[f"{p.stem}-{t or 'default'}" for p, t in EVERY])
 def test_every_manifest_and_target_plans_offline(plan_cache: Path, path: Path, target: str | None) -> None:
-    ran = plan_in_process(path, *(["--target", target] if target else []), cache=plan_cache)
+    # --locked: the committed lock (MANIFEST.lock) holds every Python set of every target
+    ran = plan_in_process(path, "--locked", *(["--target", target] if target else []), cache=plan_cache)
     assert ran.code == 0, str(ran)
     data = ran.json
+    assert data["lock"]["state"] in ("fresh", "none"), data["lock"]
     assert data["name"] == yaml_helper.load(path)["name"]
     assert data["target"] == (target or yaml_helper.load(path).get("default_target"))
     assert data["layers"]

@@ -15,6 +15,7 @@ import re
 import shutil
 import sys
 import threading
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,38 @@ def _short(error: Exception) -> str:
     return text[:200]
 
 
+def _provided(provided: Sequence[str], work: Path) -> list[str]:
+    """uv's arguments that resolve a set against what the image below already has: each
+    ``name==version`` as a wheel of that version with no dependencies (``+provided``, found
+    only in a folder of ours and forced by an override), never written out: the base keeps its
+    own build and what it depends on (torch's nvidia libraries of another CUDA)."""
+    stubs = work / "provided"
+    stubs.mkdir()
+    overrides = work / "overrides.txt"
+    lines = []
+    argv = ["--find-links", str(stubs), "--override", str(overrides)]
+    for spec in provided:
+        name, version = spec.split("==", 1)
+        _stub_wheel(stubs, name.strip(), f"{version.strip()}+provided")
+        lines.append(f"{name.strip()}=={version.strip()}+provided\n")
+        argv += ["--no-emit-package", name.strip()]
+    overrides.write_text("".join(lines))
+    return argv
+
+
+def _stub_wheel(folder: Path, name: str, version: str) -> None:
+    dist = re.sub(r"[-_.]+", "_", name)
+    info = f"{dist}-{version}.dist-info"
+    files = {
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: assemble\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    files[f"{info}/RECORD"] = "".join(f"{path},,\n" for path in [*files, f"{info}/RECORD"])
+    with zipfile.ZipFile(folder / f"{dist}-{version}-py3-none-any.whl", "w") as z:
+        for member, text in files.items():
+            z.writestr(zipfile.ZipInfo(member, (1980, 1, 1, 0, 0, 0)), text)
+
+
 def resolve(
     definition: Mapping[str, Any],
     *,
@@ -105,10 +138,10 @@ def resolve(
         argv += ["--extra-index-url", extra]
     if definition.get("no_deps"):
         argv.append("--no-deps")
+    constraints = list(definition.get("constraints") or [])
     provided = [str(p) for p in definition.get("provided") or []]
-    constraints = [*(definition.get("constraints") or []), *(p for p in provided if "==" in p)]
-    for spec in provided:  # the base's own build stays: resolved against, never pinned
-        argv += ["--no-emit-package", re.split(r"[=<>!~\[ ;]", spec, maxsplit=1)[0]]
+    if provided:
+        argv += _provided(provided, work)
     if constraints:
         cfile = work / "constraints.txt"
         cfile.write_text("".join(f"{c}\n" for c in constraints))
