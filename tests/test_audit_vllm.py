@@ -83,7 +83,7 @@ def test_flashinfer_is_v0_11_1s_0_5_2_in_both_modes(vllm_from: str) -> None:
     # flashinfer-cubin and flashinfer-jit-cache of that version (0.4.1 was main's before the tag)
     run = runs(vllm_from=vllm_from)
     # vllm pinned: a FlashInfer vllm does not take fails, not replaces vllm's
-    assert '"vllm==$V" "torch==2.9.0" "flashinfer-python==0.5.2"' in " ".join(run["vllm-deps"])
+    assert '"vllm==$V" "torch==2.9.0" "torchvision==0.24.0" "flashinfer-python==0.5.2"' in " ".join(run["vllm-deps"])
     assert "flashinfer-cubin==0.5.2" in " ".join(run["flashinfer"])
     jit = " ".join(run["flashinfer-jit-cache"])
     assert "flashinfer-jit-cache==0.5.2 --extra-index-url https://flashinfer.ai/whl/cu129" in jit
@@ -366,9 +366,11 @@ def test_rocm_python_sets_leave_the_bases_torch_alone() -> None:
     )
     # the base's ROCm torch, torchvision and triton: resolved against, never pinned over
     assert {r.split("==")[0] for r in rocm.provided} == {"torch", "torchvision", "triton"}
-    assert layers["vllm"].python_sets[0].requirements == ["huggingface-hub[cli]"]
+    assert [s.requirements for s in layers["hub"].python_sets] == [["huggingface-hub[cli]"]]
     assert [s.requirements for s in layers["rocm-setup"].python_sets] == [["pip"]]
     every = [r for x in layers.values() for s in x.python_sets for r in s.requirements]
     every += [r for s in build.python_sets for r in s.requirements]
     assert not [r for r in every if r.split("=")[0].split(">")[0].split("<")[0] in ("torch", "torchvision", "triton")]
-    assert all(s.python == "3.12" for s in [*build.python_sets, *layers["vllm"].python_sets])
+    assert all(
+        s.python == "3.12" for s in [*build.python_sets, *layers["vllm"].python_sets, *layers["hub"].python_sets]
+    )

@@ -254,7 +254,8 @@ VLLM_BASE_LAYERS = [  # the vllm-base stage
 ]
 VLLM_CUDA_LAYERS = [*VLLM_BASE_LAYERS, ("run", "openai-extras")]  # vllm-openai (KV connectors: off by default)
 # Dockerfile.rocm's `base` stage (its packages, pip upgraded, sccache purged), then `final`
-VLLM_ROCM_LAYERS = [("base", "runtime"), ("packages", "rocm-system"), ("run", "rocm-setup"), ("run", "vllm")]
+VLLM_ROCM_LAYERS = [("base", "runtime"), ("packages", "rocm-system"), ("run", "rocm-setup"), ("run", "hub"),
+                    ("run", "vllm")]  # fmt: skip
 VLLM_COMPILE = {"wheel": ["wheel"], "gdrcopy": ["prefix"], "build-deepgemm": ["wheel"],
                 "build-ep-kernels": ["wheels"]}  # fmt: skip
 REGISTRY = "docker://127.0.0.1:5000"
@@ -734,6 +735,7 @@ OLD_VLLM = {  # seed 002's "current version": CUDA 12.1.1 (cudnn8 devel image), 
     "python_version": "3.10",
     "installer": "pip",
     "vllm_torch": "2.6.0",  # vLLM 0.8.5 requires torch==2.6.0 (torch_version follows it)
+    "vllm_torchvision": "0.21.0",  # ... and torchvision==0.21.0
     "vllm_ref": "v0.8.5",
     "vllm_version": "0.8.5",
     "flashinfer_version": "0.2.1.post2",
@@ -823,7 +825,7 @@ BROKEN = [
     Broken("vllm: unknown artifact", "vllm", ("mounts: [wheel.wheel]", "mounts: [wheel.wheels]"),
            "image.layers.5.mounts.0", "step 'wheel' declares no artifact 'wheels'"),
     Broken("vllm: rocm target's artifact", "vllm", ("mounts: [wheel-rocm.wheel]", "mounts: [wheel-rocm.whl]"),
-           "targets.rocm.layers.2.mounts.0", "step 'wheel-rocm' declares no artifact 'whl'", ("--target", "rocm")),
+           "targets.rocm.layers.3.mounts.0", "step 'wheel-rocm' declares no artifact 'whl'", ("--target", "rocm")),
     Broken("tgi: unknown artifact", "tgi", ("artifact: router.bin", "artifact: router.binary"),
            "image.layers.17.artifact", "step 'router' declares no artifact 'binary'"),
     Broken("tgi: unknown with: param", "tgi", ("profile: release-opt", "profiel: release-opt"),
@@ -879,7 +881,7 @@ def test_a_broken_reference_in_another_target_fails_too(tmp_path: Path) -> None:
     path = tmp_path / "vllm.yaml"
     path.write_text(text)
     ran = plan_in_process(path, cache=tmp_path / "cache")  # the default target, openai
-    assert_one_error(ran, path, line_of(text, "mounts: [wheel-rocm.whl]"), "targets.rocm.layers.2.mounts.0",
+    assert_one_error(ran, path, line_of(text, "mounts: [wheel-rocm.whl]"), "targets.rocm.layers.3.mounts.0",
                      "step 'wheel-rocm' declares no artifact 'whl'")  # fmt: skip
 
 

@@ -94,7 +94,7 @@ def test_vllm_gpu_rocm_on_the_cuda_target_is_refused(cache: Path) -> None:
     # The ROCm build is its own target: ROCm bases, the ROCm wheel, no CUDA version
     rocm = planned(cache, "vllm", "--target", "rocm")
     assert (rocm["params"]["devel_image"], rocm["params"]["cuda_version"]) == ("rocm/vllm-dev:base", "")
-    assert [s["name"] for s in rocm["steps"]] == ["rocm-system", "rocm-setup", "wheel-rocm", "vllm"]
+    assert [s["name"] for s in rocm["steps"]] == ["rocm-system", "rocm-setup", "hub", "wheel-rocm", "vllm"]
     # Asked for explicitly, the override is the user's
     unlocked = planned(cache, "vllm", "--set-unlocked", "gpu=rocm")
     assert (unlocked["params"]["gpu"], unlocked["target"]) == ("rocm", "openai")
