@@ -212,6 +212,49 @@ def test_python_setup_names_the_param_when_the_distribution_lacks_that_python(tm
     assert not any(c.startswith("apt-get install") for c in log.read_text().splitlines())
 
 
+# -- cuda-jit: NVIDIA's apt repository where the base has none -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("has_repo", "machine", "url"),
+    [
+        (True, "x86_64", None),  # a CUDA image: its own repository, nothing fetched
+        (False, "x86_64", "https://developer.download.nvidia.com/compute/cuda/repos/debian12/x86_64/"),
+        (False, "aarch64", "https://developer.download.nvidia.com/compute/cuda/repos/debian12/sbsa/"),
+    ],
+)
+def test_cuda_jit_adds_nvidias_repository_on_a_base_without_it(
+    tmp_path: Path, has_repo: bool, machine: str, url: str | None
+) -> None:
+    run = runs()["cuda-jit"]
+    (cmd,) = run
+    for real, fake in (("/etc/os-release", tmp_path / "os-release"), ("/tmp/cuda-keyring.deb", tmp_path / "k.deb"),
+                       ("/var/lib/apt/lists", tmp_path / "lists")):  # fmt: skip
+        assert real in cmd
+        cmd = cmd.replace(real, str(fake))
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
+    bin_dir.mkdir()
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "os-release").write_text('ID=debian\nVERSION_ID="12"\n')
+    stubs = {"apt-get": "", "apt-cache": "" if has_repo else "exit 100", "dpkg": "", "uname": f"echo {machine}",
+             "curl": ""}  # fmt: skip
+    for name, body in stubs.items():
+        (bin_dir / name).write_text(f'#!/bin/sh\necho {name} "$@" >> {log}\n{body}\n')
+        (bin_dir / name).chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    done = subprocess.run(["sh", "-c", cmd], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    calls = log.read_text().splitlines()
+    fetched = [c for c in calls if c.startswith("curl ")]
+    if url is None:
+        assert not fetched and not any(c.startswith("dpkg") for c in calls), calls
+    else:
+        assert len(fetched) == 1 and f"{url}cuda-keyring_1.1-1_all.deb" in fetched[0], calls
+        assert f"dpkg -i {tmp_path / 'k.deb'}" in calls
+    install = [c for c in calls if c.startswith("apt-get install")]
+    assert len(install) == 1 and "cuda-nvcc-12-9" in install[0] and "libcublas-dev-12-9" in install[0]
+
+
 # -- combinations refused at plan ------------------------------------------------------------
 
 
