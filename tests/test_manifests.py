@@ -713,11 +713,13 @@ def test_dynamo_engines_share_the_cpu_only_builds(plan: PlanFn) -> None:
     # same devel image: SGLang reuses every build of the vLLM image but the kvbm wheel (build.sh
     # forces KVBM for vLLM and TRT-LLM only: empty for SGLang)
     assert {k for k in a if a[k] != b[k]} == {"kvbm"}
-    # CUDA 13 for TensorRT-LLM: the CUDA builds differ (kvbm links NIXL), the CPU-only wheel-builder ones do not
-    assert {k for k in a if a[k] != c[k]} == {"cuda", "nats-etcd", "ucx", "libfabric", "nixl", "kvbm"}
-    # a new NIXL rebuilds NIXL, the kvbm wheel built against it, and what is stacked on its layers
+    # CUDA 13 for TensorRT-LLM: the CUDA builds differ (kvbm and the bindings link NIXL), the CPU-only
+    # wheel-builder ones do not
+    assert {k for k in a if a[k] != c[k]} == {"cuda", "nats-etcd", "ucx", "libfabric", "nixl", "kvbm", "dynamo-runtime"}
+    # a new NIXL rebuilds NIXL, the kvbm wheel and the bindings built against it, and what is
+    # stacked on its layers
     diff = changed(vllm, plan("dynamo", "--target", "vllm", "--set", "nixl_ref=0.10.0"))
-    assert diff == {"nixl", "kvbm", "dynamo", "permissions"}, diff
+    assert diff == {"nixl", "kvbm", "dynamo-runtime", "dynamo", "permissions"}, diff
 
 
 # -- seed 002: the old vLLM image to the current one is a change of params ------------------

@@ -8,7 +8,9 @@ coupled so (``constraints: [{cuda_archs: "${torch_cuda_arch_list}", cuda_version
 not an hour into a compile. The list must also be in the form its consumer parses
 (``form: torch`` for TORCH_CUDA_ARCH_LIST's ``9.0+PTX``, ``form: cmake`` for
 CMAKE_CUDA_ARCHITECTURES' ``90-real``), and a flag some CUDA versions lack names the
-version it needs (``{cuda_version: ..., at_least: "12.4", needed_by: "${nvcc_flags}"}``).
+version it needs (``{cuda_version: ..., at_least: "12.4", needed_by: "${nvcc_flags}"}``);
+any other version in the range some step needs names it the same way
+(``{version: "${vllm_version}", at_least: "0.11.1", below: "0.20.0", needed_by: ..., because: ...}``).
 """
 
 from __future__ import annotations
@@ -62,7 +64,20 @@ class SameVersion(Strict):
     because: str
 
 
-Constraint = CudaArchs | CudaAtLeast | SameVersion
+class VersionRange(Strict):
+    """``version`` (any dotted version: 0.11.1, 2.9.0) is at least ``at_least`` and, with
+    ``below``, older than it, wherever ``needed_by`` is not empty: what only some releases
+    publish (vLLM's ``+cu130`` wheels). Numbers are compared in turn (0.9.2 < 0.11.1);
+    ``because`` says what needs the range. An empty ``version`` skips the check."""
+
+    version: str
+    at_least: str = Field(pattern=r"^\d+(\.\d+)*$")
+    below: str | None = Field(default=None, pattern=r"^\d+(\.\d+)*$")
+    needed_by: str
+    because: str
+
+
+Constraint = CudaArchs | CudaAtLeast | SameVersion | VersionRange
 
 
 Version = tuple[int, int]
@@ -136,6 +151,9 @@ def check_constraints(loaded: Loaded) -> None:
         if isinstance(c, SameVersion):
             _check_same(loaded, i, c)
             continue
+        if isinstance(c, VersionRange):
+            _check_range(loaded, i, c)
+            continue
         if not c.cuda_version.strip():
             continue
         cuda = _version(c.cuda_version)
@@ -194,6 +212,34 @@ def _check_at_least(loaded: Loaded, i: int, c: CudaAtLeast, cuda: Version) -> No
     what = f"{flags or 'the build'} ({c.needed_by.strip()})"
     raise loaded.error(("constraints", i), f"CUDA {c.cuda_version} is older than {c.at_least}, which {what} needs",
                        hint=", or ".join(fixes) or None)  # fmt: skip
+
+
+def _numbers(text: str) -> tuple[int, ...] | None:
+    """``0.11.1`` -> (0, 11, 1), ``v0.12.0``/``2.9.0+cu130``/``0.5.6.post2`` -> their release
+    numbers; None for what is not a version."""
+    match = re.match(r"^v?(\d+(?:\.\d+)*)", text.strip())
+    if match is None:
+        return None
+    numbers = [int(n) for n in match.group(1).split(".")]
+    while len(numbers) > 1 and numbers[-1] == 0:
+        numbers.pop()  # 0.12 == 0.12.0
+    return tuple(numbers)
+
+
+def _check_range(loaded: Loaded, i: int, c: VersionRange) -> None:
+    if not c.needed_by.strip() or not c.version.strip():
+        return
+    version = _numbers(c.version)
+    if version is None:
+        raise loaded.error(("constraints", i, "version"), f"not a version: {c.version!r}")
+    low, high = _numbers(c.at_least), _numbers(c.below) if c.below else None
+    if (low is None or version >= low) and (high is None or version < high):
+        return
+    # the first param holding the version (a bound set by a choice may hold the same text)
+    name = _param_names(loaded, c.version).split(" or ")[0]
+    span = f"outside {c.at_least} (inclusive) to {c.below} (exclusive)" if c.below else f"older than {c.at_least}"
+    raise loaded.error(("constraints", i), f"{name or 'the version'} {c.version.strip()} is {span}: {c.because}",
+                       hint=f"--set {name} to a version in that range" if name else None)  # fmt: skip
 
 
 def _param_names(loaded: Loaded, value: str) -> str:

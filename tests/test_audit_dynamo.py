@@ -1,0 +1,213 @@
+"""manifests/dynamo.yaml against upstream (issue 18, item 3), read from the plan.
+
+The bindings' media features compile nixl-sys, which links NIXL: the step that builds them
+gets NIXL's prefix, as upstream's wheel_builder stage builds them after NIXL with
+NIXL_PREFIX set. With CUDA 13 the vLLM framework takes vLLM's ``+cu130`` wheel from the
+release (install_vllm.sh), and a vLLM release without one is refused at plan (exit 2).
+Commands are checked by running their shell with the installers replaced by a function that
+prints its arguments; nothing is built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from assembler.cli import main
+from assembler.errors import ManifestError
+from assembler.spec import model as m
+from assembler.spec.load import load_manifest
+from tests.helpers import ROOT
+
+MANIFEST = ROOT / "manifests" / "dynamo.yaml"
+# dynamo-llm 0.8.0's [features] (the crate on crates.io): media-nixl = [dep:nixl-sys, ...],
+# media-ffmpeg = [..., "media-nixl"]; the bindings' media-ffmpeg is dynamo-llm/media-ffmpeg.
+# nixl-sys 0.8.0's build.rs links libnixl* from $NIXL_PREFIX unless its stub-api feature is on.
+FEATURES_LINKING_NIXL = {"dynamo-llm/media-nixl", "media-ffmpeg"}
+NIXL_LIBS = "/opt/nvidia/nvda_nixl/lib64"
+# container/deps/vllm/install_vllm.sh:150 at 7436e3bc
+CU130_WHEEL = "https://github.com/vllm-project/vllm/releases/download/v{v}/vllm-{v}+cu130-cp38-abi3-{tag}.whl"
+
+
+@pytest.fixture(autouse=True)
+def _no_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ASSEMBLE_TRACEBACK", raising=False)
+
+
+def plan(tmp_path: Path, *args: str, manifest: Path = MANIFEST) -> tuple[int, Any, str]:
+    """``assemble plan MANIFEST --json ARGS`` through the CLI's main: (exit, JSON or None, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["plan", str(manifest), "--cache", str(tmp_path / "cache"), "--json", *args])
+    return code, json.loads(out.getvalue()) if code == 0 else None, err.getvalue()
+
+
+def step(name: str, target: str | None = None, **sets: str) -> m.CompileStep:
+    """The compile step NAME as the plan resolves it (params, choices and target applied)."""
+    man = load_manifest(MANIFEST, sets=sets, target=target).manifest
+    return next(s for s in man.compile if s.name == name)
+
+
+def calls(commands: list[str], *programs: str) -> list[list[str]]:
+    """The argument lists ``commands`` pass to ``programs``, each stubbed as a printer."""
+    stubs = "".join(f"{p}() {{ printf '%s\\037' {p} \"$@\"; echo; }}; " for p in programs)
+    out = []
+    for command in commands:
+        ran = subprocess.run(["sh", "-c", stubs + command], capture_output=True, text=True, check=True)
+        out += [line.rstrip("\x1f").split("\x1f") for line in ran.stdout.splitlines() if line]
+    return out
+
+
+def features(runtime: m.CompileStep) -> set[str]:
+    """The cargo features the bindings' maturin build gets."""
+    build = runtime.run[-1].replace("cd /src/dynamo/lib/bindings/python && ", "")
+    (argv,) = calls([build], "maturin")
+    flags = argv[argv.index("--features") + 1].split(",") if "--features" in argv else []
+    return set(flags)
+
+
+# -- the bindings are built against NIXL --------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["vllm", "sglang", "trtllm", "none"])
+def test_the_default_bindings_build_gets_the_nixl_their_features_link(tmp_path: Path, target: str) -> None:
+    runtime = step("dynamo-runtime", target)
+    got = features(runtime)
+    # build.sh's defaults (7436e3bc, lines 870-892): both media switches on for the frameworks,
+    # off for --framework none
+    assert got == (set() if target == "none" else {"dynamo-llm/media-nixl", "media-ffmpeg"}), got
+    code, planned, err = plan(tmp_path, "--target", target)
+    assert code == 0, err
+    deps = next(s["depends_on"] for s in planned["steps"] if s["name"] == "dynamo-runtime")
+    assert "step:nixl" in deps and "step:ffmpeg" in deps, deps
+    nixl = step("nixl", target)
+    assert runtime.env["NIXL_PREFIX"] == nixl.artifacts["prefix"].to == "/opt/nvidia/nvda_nixl"
+    assert NIXL_LIBS in runtime.env["LD_LIBRARY_PATH"].split(":")  # where the wheel repair finds libnixl
+    assert "/usr/local/ffmpeg/lib" in runtime.env["LD_LIBRARY_PATH"].split(":")
+
+
+@pytest.mark.parametrize(("nixl", "ffmpeg"), [("true", "true"), ("true", "false"), ("false", "true")])
+def test_every_switch_that_compiles_nixl_sys_comes_with_nixl(nixl: str, ffmpeg: str) -> None:
+    runtime = step("dynamo-runtime", enable_media_nixl=nixl, enable_media_ffmpeg=ffmpeg)
+    got = features(runtime)
+    assert got & FEATURES_LINKING_NIXL, got  # each of these combinations compiles nixl-sys
+    assert "nixl.prefix" in runtime.inputs and runtime.env["NIXL_PREFIX"] == "/opt/nvidia/nvda_nixl"
+    assert ("media-ffmpeg" in got) is (ffmpeg == "true") and ("ffmpeg.prefix" in runtime.inputs)
+
+
+# -- CUDA 13: vLLM's +cu130 wheel ------------------------------------------------------------------
+
+
+def vllm_installs(**sets: str) -> list[list[str]]:
+    framework = step("framework-vllm", "vllm", **sets)
+    return [argv for argv in calls(framework.run[2:], "uv") if argv[1:3] == ["pip", "install"]]
+
+
+def test_cuda_13_installs_the_cu130_vllm_wheel(tmp_path: Path) -> None:
+    code, _, err = plan(tmp_path, "--set", "cuda_version=13.0")
+    assert code == 0, err
+    installs = vllm_installs(cuda_version="13.0")
+    wheel = CU130_WHEEL.format(v="0.12.0", tag="manylinux_2_31_x86_64")
+    (vllm,) = [argv for argv in installs if any("vllm" in a and "flashinfer" in a for a in argv)]
+    # install_vllm.sh:146-151: the release's wheel with its extras, nixl[cu13], the PyTorch cu130 index
+    assert f"vllm[flashinfer,runai] @ {wheel}" in vllm, vllm
+    assert vllm[vllm.index("--extra-index-url") + 1] == "https://download.pytorch.org/whl/cu130"
+    assert "--torch-backend=cu130" in vllm and "nixl[cu13]==0.8.0" in vllm
+    flat = [a for argv in installs for a in argv]
+    assert not any(a.startswith("vllm[flashinfer,runai]==") for a in flat)  # not PyPI's (CUDA 12.9) vLLM
+    assert not any(a.startswith("lmcache") for a in flat)  # LMCache has no CUDA 13 build (line 122)
+    assert "--torch-backend=cu129" not in flat and "https://flashinfer.ai/whl/cu130" in flat
+
+
+def test_cuda_12_installs_lmcache_then_pypi_vllm() -> None:
+    installs = vllm_installs()
+    flat = [" ".join(argv) for argv in installs]
+    lmcache = next(i for i, argv in enumerate(installs) if "lmcache==0.3.10" in argv)
+    vllm = next(i for i, argv in enumerate(installs) if "vllm[flashinfer,runai]==0.12.0" in argv)
+    assert lmcache < vllm, flat  # install_vllm.sh:115: LMCache first, so vLLM's dependencies win
+    assert "--torch-backend=cu129" in installs[vllm] and "--torch-backend=cu129" in installs[lmcache]
+    assert not any("github.com/vllm-project" in a or "download.pytorch.org" in a for a in flat)
+
+
+def test_a_newer_vllm_on_cuda_13_takes_its_own_wheel_tag(tmp_path: Path) -> None:
+    sets = {"cuda_version": "13.0", "vllm_version": "0.13.0", "vllm_cu130_platform": "manylinux_2_35_x86_64"}
+    code, _, err = plan(tmp_path, *(a for k, v in sets.items() for a in ("--set", f"{k}={v}")))
+    assert code == 0, err
+    wheel = CU130_WHEEL.format(v="0.13.0", tag="manylinux_2_35_x86_64")
+    assert any(f"vllm[flashinfer,runai] @ {wheel}" in argv for argv in vllm_installs(**sets))
+
+
+@pytest.mark.parametrize(
+    ("version", "platform", "low", "high"),
+    [
+        ("0.10.0", None, "0.12.0", "0.13.0"),  # no +cu130 wheel at all
+        ("0.13.0", None, "0.12.0", "0.13.0"),  # its wheel is manylinux_2_35, not the default tag
+        ("0.11.0", "manylinux1_x86_64", "0.11.1", "0.12.0"),
+        ("0.20.0", "manylinux_2_35_x86_64", "0.13.0", "0.20.0"),  # the PyPI wheel is CUDA 13's from then
+    ],
+)
+def test_cuda_13_with_a_vllm_that_has_no_such_wheel_is_refused(
+    tmp_path: Path, version: str, platform: str | None, low: str, high: str
+) -> None:
+    sets = ["--set", f"vllm_version={version}", *(["--set", f"vllm_cu130_platform={platform}"] if platform else [])]
+    code, _, err = plan(tmp_path, "--set", "cuda_version=13.0", *sets)
+    assert code == 2, err
+    first = err.splitlines()[0]
+    assert first.startswith(f"error: {MANIFEST}:") and "constraints.0:" in first, err
+    assert f"vllm_version {version} is outside {low} (inclusive) to {high} (exclusive)" in first, err
+    assert "cuda_version=13.0" in first and "vllm_cu130_platform" in first, err
+    assert "hint: --set vllm_version to a version in that range" in err
+    # the same vLLM on CUDA 12.9 (PyPI's wheel) plans
+    assert plan(tmp_path, *sets)[0] == 0
+
+
+# -- the constraint kind: a version within a range, where something needs it --------------------
+
+RANGE = """\
+name: m
+params: {v: "0.12.0", wheel: "x"}
+constraints:
+  - {version: "${v}", at_least: "0.11.1", below: "0.20.0", needed_by: "${wheel}", because: only those have it}
+bases: {b: scratch}
+image: {base: b}
+"""
+
+
+@pytest.mark.parametrize(
+    ("v", "wheel", "ok"),
+    [
+        ("0.11.1", "x", True),
+        ("v0.12.0", "x", True),
+        ("0.19.10", "x", True),
+        ("0.12", "x", True),
+        ("0.11.0", "x", False),
+        ("0.9.2", "x", False),
+        ("0.20", "x", False),
+        ("0.20.0", "x", False),
+        ("0.9.2", "", True),  # nothing needs the range
+        ("", "x", True),  # no version given
+    ],
+)
+def test_version_range(tmp_path: Path, v: str, wheel: str, ok: bool) -> None:
+    (tmp_path / "m.yaml").write_text(RANGE)
+    sets = {"v": v, "wheel": wheel}
+    if ok:
+        load_manifest(tmp_path / "m.yaml", sets=sets)
+        return
+    with pytest.raises(ManifestError, match=rf"m.yaml:4: constraints.0: v {v} is outside 0.11.1 .* only those have it"):
+        load_manifest(tmp_path / "m.yaml", sets=sets)
+
+
+def test_version_range_without_an_upper_bound_and_a_bad_version(tmp_path: Path) -> None:
+    (tmp_path / "m.yaml").write_text(RANGE.replace(', below: "0.20.0"', ""))
+    load_manifest(tmp_path / "m.yaml", sets={"v": "9.0"})
+    with pytest.raises(ManifestError, match=r"v 0.11.0 is older than 0.11.1: only those have it"):
+        load_manifest(tmp_path / "m.yaml", sets={"v": "0.11.0"})
+    with pytest.raises(ManifestError, match=r"constraints.0.version: not a version: 'main'"):
+        load_manifest(tmp_path / "m.yaml", sets={"v": "main"})
