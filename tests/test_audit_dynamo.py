@@ -211,3 +211,32 @@ def test_version_range_without_an_upper_bound_and_a_bad_version(tmp_path: Path) 
         load_manifest(tmp_path / "m.yaml", sets={"v": "0.11.0"})
     with pytest.raises(ManifestError, match=r"constraints.0.version: not a version: 'main'"):
         load_manifest(tmp_path / "m.yaml", sets={"v": "main"})
+
+
+# -- --make-efa on dev and local-dev --------------------------------------------------------------
+
+
+def runtime_steps(planned: dict[str, Any]) -> list[str]:
+    return [s["name"] for s in planned["steps"] if s["kind"] == "runtime"]
+
+
+@pytest.mark.parametrize(("target", "base"), [("dev-aws", "dev"), ("local-dev-aws", "local-dev")])
+def test_make_efa_on_the_dev_images(tmp_path: Path, target: str, base: str) -> None:
+    code, aws, err = plan(tmp_path, "--target", target)
+    assert code == 0, err
+    code, dev, err = plan(tmp_path, "--target", base)
+    assert code == 0, err
+    # build.sh --make-efa: dev -> dev-aws (Dockerfile.aws) -> local-dev-aws (Dockerfile.local_dev)
+    expected = runtime_steps(dev)
+    at = expected.index("host-user") if "host-user" in expected else len(expected)
+    assert runtime_steps(aws) == [*expected[:at], "efa-installer", *expected[at:]]
+    assert aws["config"]["User"] == dev["config"]["User"] and aws["config"]["Env"] == dev["config"]["Env"]
+    assert aws["outputs"] == [o.replace(f"-vllm-{base}", f"-vllm-{base}-aws") for o in dev["outputs"]]
+    efa = next(
+        x
+        for x in load_manifest(MANIFEST, target=target).manifest.image.layers
+        if getattr(x, "name", None) == "efa-installer"
+    )
+    assert (
+        isinstance(efa, m.RunLayer) and "./efa_installer.sh -y --skip-kmod --skip-limit-conf --no-verify" in efa.run[0]
+    )
