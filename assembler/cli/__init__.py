@@ -11,6 +11,7 @@
     assemble referrers REF [--save D] what is attached to an image: its SBOM, its provenance, a SIF
     assemble sif SOURCE OUT.sif       an Apptainer/Singularity SIF of any image, written as a stream
     assemble sqsh SOURCE OUT.sqsh     an Enroot/Pyxis squashfs image of any image, written as a stream
+    assemble lock MANIFEST [--set K=V]...  every Python set of every target, resolved into MANIFEST.lock
     assemble schema [-o DIR]          JSON Schemas of manifests and recipes (for editors)
     assemble cache ls|verify|prune    the cache: list, check, remove by age or size
 
@@ -35,6 +36,7 @@ from assembler.cli.args import SUBCOMMANDS, parser
 from assembler.cli.build import cmd_build, cmd_plan
 from assembler.cli.console import err
 from assembler.cli.images import cmd_deps, cmd_diff, cmd_inspect, cmd_schema, cmd_sif, cmd_sqsh, cmd_validate
+from assembler.cli.lock import cmd_lock
 from assembler.cli.progress import json_error
 from assembler.cli.referrers import cmd_referrers
 from assembler.errors import AssemblerError
@@ -53,6 +55,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "sqsh": cmd_sqsh,
     "schema": cmd_schema,
     "cache": cli_cache.run,
+    "lock": cmd_lock,
 }
 
 

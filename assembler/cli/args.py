@@ -8,12 +8,26 @@ from typing import NoReturn
 
 from assembler import __version__
 from assembler.cli import cache as cli_cache
+from assembler.cli import lock as cli_lock
 from assembler.cli.console import err
 from assembler.errors import InputError
 from assembler.oci.descriptor import Platform
 from assembler.transports.common import RegistryOptions
 
-SUBCOMMANDS = ("build", "plan", "inspect", "validate", "diff", "deps", "referrers", "sif", "sqsh", "schema", "cache")
+SUBCOMMANDS = (
+    "build",
+    "plan",
+    "lock",
+    "inspect",
+    "validate",
+    "diff",
+    "deps",
+    "referrers",
+    "sif",
+    "sqsh",
+    "schema",
+    "cache",
+)
 
 
 def _bool(text: str) -> bool:
@@ -158,7 +172,15 @@ def _manifest_args(p: argparse.ArgumentParser) -> None:
                         "OCI artifact, and no image")  # fmt: skip
     p.add_argument("--compression", choices=("zstd", "gzip"), default=None,
                    help="layer compression (default: the manifest's, else zstd; gzip for old clients)")  # fmt: skip
+    _lock_args(p)
     _common(p, platforms=True)
+
+
+def _lock_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lock", type=Path, default=None, metavar="FILE",
+                   help="the lock of the Python sets (default: MANIFEST.lock, used when it exists)")  # fmt: skip
+    p.add_argument("--locked", action="store_true",
+                   help="fail (exit 2) when the lock is missing or stale, as cargo --locked does")  # fmt: skip
 
 
 def _referrers_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
@@ -167,6 +189,19 @@ def _referrers_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
                                "sif:FILE, docker-archive:FILE or sqsh:FILE (the files next to it)")  # fmt: skip
     p.add_argument("--save", type=Path, default=None, metavar="DIR",
                    help="write each referrer's files into DIR (an existing folder), named by their titles")  # fmt: skip
+    _reader_cache(p)
+    _common(p)
+
+
+def _sqsh_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser("sqsh", help="convert any image to an Enroot/Pyxis squashfs image, as a stream")
+    p.add_argument("ref", help="the image: docker://..., oci:DIR[:TAG], oci-archive:..., docker-archive:...")
+    p.add_argument("out", type=Path, help="the .sqsh file to write")
+    p.add_argument("--compressor", default="gzip", choices=("gzip", "xz", "zstd", "lz4", "lzo"),
+                   help="squashfs compression (default gzip, which every kernel and squashfuse reads)")  # fmt: skip
+    p.add_argument("--epoch", type=int, default=None, help="timestamps (default: $SOURCE_DATE_EPOCH, else 0)")
+    p.add_argument("--force", action="store_true", help="replace OUT even if it is not a squashfs file")
+    _progress_args(p, digest="the file's digest")
     _reader_cache(p)
     _common(p)
 
@@ -215,19 +250,11 @@ def parser() -> argparse.ArgumentParser:
     _progress_args(p, digest="the SIF's digest")
     _reader_cache(p)
     _common(p)
-    p = sub.add_parser("sqsh", help="convert any image to an Enroot/Pyxis squashfs image, as a stream")
-    p.add_argument("ref", help="the image: docker://..., oci:DIR[:TAG], oci-archive:..., docker-archive:...")
-    p.add_argument("out", type=Path, help="the .sqsh file to write")
-    p.add_argument("--compressor", default="gzip", choices=("gzip", "xz", "zstd", "lz4", "lzo"),
-                   help="squashfs compression (default gzip, which every kernel and squashfuse reads)")  # fmt: skip
-    p.add_argument("--epoch", type=int, default=None, help="timestamps (default: $SOURCE_DATE_EPOCH, else 0)")
-    p.add_argument("--force", action="store_true", help="replace OUT even if it is not a squashfs file")
-    _progress_args(p, digest="the file's digest")
-    _reader_cache(p)
-    _common(p)
+    _sqsh_parser(sub)
     p = sub.add_parser("schema", help="print (or write) the JSON Schemas of manifests and recipes")
     p.add_argument("kind", nargs="?", choices=("manifest", "recipe"), default="manifest")
     p.add_argument("-o", "--output", type=Path, default=None,
                    help="write manifest.schema.json and recipe.schema.json here")  # fmt: skip
     cli_cache.add_parser(sub)
+    cli_lock.add_parser(sub)
     return top

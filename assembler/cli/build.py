@@ -13,11 +13,13 @@ from assembler.assemble import Options, Plan, Result, assemble_variants, resolve
 from assembler.cache import default_root
 from assembler.cli.args import platform_arg, registry_options
 from assembler.cli.console import err, out, say, size
+from assembler.cli.lock import redo_command
 from assembler.cli.progress import mode_of, showing
 from assembler.errors import InputError
 from assembler.oci.artifact import Artifact
 from assembler.oci.reference import absolute_ref, parse_ref
 from assembler.pipeline.idle import idle_sets
+from assembler.pipeline.lock import with_lock
 from assembler.pipeline.options import Event
 from assembler.pipeline.variants import Variant, load_variants
 from assembler.proc import Runner
@@ -93,7 +95,8 @@ def _load(args: argparse.Namespace) -> tuple[list[Variant], list[str]]:
     )
     idle = idle_sets(args.manifest, variants, sets=sets, unlocked=unlocked, bases=bases, sources=sources,
                      outputs=args.outputs)  # fmt: skip
-    return variants, idle
+    variants, lock_warnings = with_lock(variants, path=args.lock, locked=args.locked, redo=redo_command(args))
+    return variants, idle + lock_warnings
 
 
 def _result_json(result: Result) -> dict[str, Any]:
@@ -195,8 +198,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def _print_plan(result: Plan, variant: str | None) -> None:
     say(f"plan for {result.name}" + (f" (target {result.target})" if result.target else "")
         + (f": variant {variant}" if variant else ""))  # fmt: skip
+    refs = result.base_refs()
     for name, digest in result.bases.items():
-        say(f"  base {name}: {digest or 'not made yet'}")
+        say(f"  base {name}: {refs.get(name, '?')} ({digest or 'not pulled or made yet'})")
         if name in result.base_overrides:
             over = result.base_overrides[name]
             say(f"    --base {name}={over['ref']} replaces {over['manifest']}")
@@ -212,3 +216,6 @@ def _print_plan(result: Plan, variant: str | None) -> None:
     say("outputs:")
     for o in result.outputs:
         say(f"  {o}")
+    say("reaches:")
+    for host, wheres in result.reaches().items():
+        say(f"  {host:<36} {', '.join(wheres)}")

@@ -25,6 +25,7 @@ from assembler.errors import InputError, StepFailed
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
 from assembler.proc import tail
+from assembler.spec.lockfile import LOCK_ENV
 from assembler.transports import layout
 
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -32,6 +33,7 @@ SECRETS_DIR = "/run/assemble-secrets"
 # The host bundle is mounted at a private path, not over the image's own bundle: the
 # image's ca-certificates package must stay installable (its setup rewrites that file).
 CA_DIR = "/run/assemble-ca"
+LOCK_DIR = "/run/assemble-lock"  # a step's locked Python pins (assembler.spec.lockfile)
 CA_FILE = f"{CA_DIR}/ca-certificates.crt"
 # Tools read the CA bundle from different places; point them all at the mounted one
 # (apt through an extra config file, since it reads no environment variable for it).
@@ -230,6 +232,24 @@ def host_ca(ws: Workspace) -> tuple[list[Volume], dict[str, str]]:
     return [Volume(folder, CA_DIR)], dict(CA_ENV)
 
 
+def python_lock(ws: Workspace, env: Mapping[str, str]) -> tuple[dict[str, str], list[Volume]]:
+    """A step's locked Python pins (``LOCK_ENV``, from the lock) as a constraints file that
+    every pip and uv run of the step reads (``PIP_CONSTRAINT``, ``UV_CONSTRAINT``): mounted
+    read-only under /run (never in a layer), kept in the cache by its content."""
+    pins = env.get(LOCK_ENV)
+    rest = {k: v for k, v in env.items() if k != LOCK_ENV}
+    if not pins:
+        return rest, []
+    folder = ws.cache.path("python-locks", key_of({"pins": pins})[:24])
+    path = folder / "constraints.txt"
+    if not path.is_file() or path.read_text(encoding="utf-8") != pins:
+        tmp = folder / f".constraints.{os.getpid()}-{threading.get_ident()}.tmp"
+        tmp.write_text(pins, encoding="utf-8")
+        tmp.replace(path)
+    file = f"{LOCK_DIR}/constraints.txt"
+    return {**rest, "PIP_CONSTRAINT": file, "UV_CONSTRAINT": file}, [Volume(folder, LOCK_DIR)]
+
+
 def _script(commands: Sequence[tuple[str, str]], prelude: str, token: str) -> str:
     """One shell script for all of a step's commands: each in its own subshell with
     ``set -e`` (as separate RUN lines behave), announced by a marker line.
@@ -276,6 +296,8 @@ def run_commands(
         state["failed"] = int(index)
         return None
 
+    env, lock_volumes = python_lock(ws, env)
+    volumes = [*volumes, *lock_volumes]
     spec = RunSpec(_script(commands, prelude, token), env=env, volumes=volumes, workdir=workdir, user=user)
     with open(log_path, "w", encoding="utf-8") as log_file:
         code, last = ws.buildah.run(cid, spec, log_file=log_file, on_line=ws.on_line, redact=redact, rewrite=rewrite)

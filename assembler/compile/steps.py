@@ -44,6 +44,7 @@ from assembler.compile.sources import Source
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
 from assembler.spec import model as m
+from assembler.spec.lockfile import LOCK_ENV
 
 # Re-exported: what the pipeline needs of a step, from one place.
 __all__ = ["Mounted", "Workspace", "apt_install", "compile_key", "run_compile_step", "run_runtime_step", "runtime_key"]
@@ -126,7 +127,8 @@ def _run_compile_step(
     started = time.monotonic()
     image: Image | str = base
     if step.packages:
-        image = with_packages(ws, base, step.packages, env=step.env, step=step.name,
+        apt_env = {k: v for k, v in step.env.items() if k != LOCK_ENV}  # the lock changes no apt install
+        image = with_packages(ws, base, step.packages, env=apt_env, step=step.name,
                                log_path=log_path.with_suffix(".packages.log"))  # fmt: skip
     with container(ws, image, step.name) as cid, secret_files(ws, step.secrets, step.name) as (svol, values, pre):
         with mounted_artifacts(ws, inputs) as input_volumes:

@@ -34,7 +34,8 @@ from assembler.pipeline.graph import LayerReport, RuntimeStep, StepReport
 from assembler.pipeline.options import Options
 from assembler.pipeline.walk import Base, Walk, git_key, resolved_key
 from assembler.spec import model as m
-from assembler.spec.load import Loaded
+from assembler.spec.load import Loaded, describe_base
+from assembler.spec.reach import reaches
 from assembler.transports import Context, open_source
 from assembler.transports import rootfs as rootfs_transport
 
@@ -61,6 +62,17 @@ class Plan:
     # What the build needs besides the decisions: not part of the printed plan.
     loaded: Loaded | None = field(default=None, repr=False, compare=False)
     options: Options | None = field(default=None, repr=False, compare=False)
+
+    def base_refs(self) -> dict[str, str]:
+        """What each base is: its reference (after --base and params), or ``bootstrap: SUITE``."""
+        specs = self.loaded.manifest.bases if self.loaded is not None else {}
+        return {name: describe_base(specs[name]) for name in self.bases if name in specs}
+
+    def reaches(self) -> dict[str, list[str]]:
+        """host -> what reaches it, of the bases, steps, sources and layers of this plan."""
+        if self.loaded is None:
+            return {}
+        return reaches(self.loaded.manifest, [s.name for s in self.steps], list(self.bases))
 
     def graph(self) -> list[dict[str, Any]]:
         """Every node (bases, steps, layers) with what it depends on, in an order that
@@ -89,6 +101,10 @@ class Plan:
         data["bases"] = dict(self.bases)
         data["base_overrides"] = {name: dict(o) for name, o in self.base_overrides.items()}
         data["graph"] = self.graph()
+        lock = self.loaded.lock if self.loaded is not None else None
+        data["lock"] = lock.to_json() if lock is not None else None
+        data["base_refs"] = self.base_refs()
+        data["reaches"] = self.reaches()
         return data
 
 

@@ -173,7 +173,7 @@ def _check_pip_twice(loaded: Loaded) -> None:
         if not isinstance(layer, m.PipLayer):
             continue
         for i, text in enumerate(layer.pip):
-            key = (layer.site, parse_requirement(text).name)
+            key = (layer.site, parse_requirement(text, hashed=not layer.locked).name)
             if key in seen:
                 line = loaded.locs.line(seen[key])
                 first = ".".join(map(str, seen[key])) + (f" (line {line})" if line else "")

@@ -17,6 +17,7 @@ from assembler.errors import ManifestError
 from assembler.spec import model as m
 from assembler.spec.checks import check
 from assembler.spec.fields import scalar_to_str
+from assembler.spec.lockfile import LockStatus
 from assembler.spec.params import Fixed, check_sets, fixed_params, resolve_params, substitute
 from assembler.spec.recipes import apply_recipe
 from assembler.spec.validation import validate_model
@@ -36,6 +37,8 @@ class Loaded:
     layer_paths: list[PathKey] = field(default_factory=list)
     # --base NAME=REF: what the manifest says the base is, and what replaces it.
     base_overrides: dict[str, BaseOverride] = field(default_factory=dict)
+    # What the lock (MANIFEST.lock) did for this variant: None until one is applied.
+    lock: LockStatus | None = None
 
     @property
     def folder(self) -> Path:
@@ -54,7 +57,7 @@ class BaseOverride:
     ref: str
 
 
-def _describe_base(spec: m.BaseSpec) -> str:
+def describe_base(spec: m.BaseSpec) -> str:
     if isinstance(spec, str):
         return spec
     if isinstance(spec, m.RefBase):
@@ -229,7 +232,7 @@ def load_manifest(
     if chosen is not None:
         manifest, layer_paths = _apply_target(manifest, chosen)
     manifest, layer_paths = _apply_when(manifest, layer_paths, params, locs)
-    replaced = {name: BaseOverride(_describe_base(manifest.bases[name]), ref) for name, ref in (bases or {}).items()
+    replaced = {name: BaseOverride(describe_base(manifest.bases[name]), ref) for name, ref in (bases or {}).items()
                 if name in manifest.bases}  # fmt: skip
     manifest = _apply_overrides(manifest, path, bases or {}, sources or {})
     loaded = Loaded(manifest, path, locs, params, chosen, recipes, layer_paths, replaced)

@@ -17,6 +17,8 @@ from assembler.spec.fields import Duration, Mode, Name, Owner, Scalar, Strict, S
 from assembler.spec.prebuilt import PipLayer as PipLayer
 from assembler.spec.prebuilt import UrlLayer as UrlLayer
 from assembler.spec.prebuilt import When
+from assembler.spec.pysets import PythonSet
+from assembler.spec.resources import Resources as Resources
 
 # -- bases -----------------------------------------------------------------------------
 
@@ -113,22 +115,6 @@ class Artifact(Strict):
         return value
 
 
-class Resources(Strict):
-    """What a step's Slurm job asks for (``--executor slurm``); not part of the step's key."""
-
-    cpus: int | None = Field(default=None, ge=1, description="sbatch --cpus-per-task")
-    mem: Annotated[str, Field(pattern=r"^[0-9]+[KMGT]?$")] | None = Field(
-        default=None, description="sbatch --mem (e.g. 16G)"
-    )
-    gpus: int | None = Field(default=None, ge=0, description="sbatch --gres=gpu:N")
-    time: Annotated[str, Field(pattern=r"^([0-9]+-)?[0-9]+(:[0-9]{1,2}){0,2}$")] | None = Field(
-        default=None, description="sbatch --time (MINUTES, H:MM:SS, D-HH:MM...)"
-    )
-    partition: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.,-]+$")] | None = Field(
-        default=None, description="sbatch --partition"
-    )
-
-
 class CompileStep(Strict):
     """One build in a devel container; its artifacts become layers."""
 
@@ -162,6 +148,7 @@ class CompileStep(Strict):
         default_factory=list, description="apt packages the artifacts need at run time (for a 'packages' layer)"
     )
     resources: Resources | None = Field(default=None, description="what its Slurm job asks for (--executor slurm)")
+    python_sets: list[PythonSet] = Field(default_factory=list, description="what its pip/uv commands install")
 
 
 class Recipe(Strict):
@@ -182,6 +169,7 @@ class Recipe(Strict):
     artifacts: dict[Name, Artifact] = Field(default_factory=dict)
     runtime_packages: StrList = Field(default_factory=list)
     resources: Resources | None = None
+    python_sets: list[PythonSet] = Field(default_factory=list)
 
 
 # -- image layers ----------------------------------------------------------------------
@@ -228,6 +216,7 @@ class RunLayer(When):
     user: str = Field(default="0:0", description="who runs the commands: uid[:gid] or a user name of the image")
     workdir: str | None = None
     comment: str | None = None
+    python_sets: list[PythonSet] = Field(default_factory=list, description="what its pip/uv commands install")
 
 
 class PackagesLayer(When):

@@ -46,9 +46,10 @@ def normalize_name(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def parse_requirement(text: str) -> Requirement:
+def parse_requirement(text: str, *, hashed: bool = True) -> Requirement:
     """``name==version --hash=sha256:HEX [--hash=sha256:HEX ...]`` or ``name @ URL.whl
-    --hash=sha256:HEX``; ValueError otherwise."""
+    --hash=sha256:HEX``; ValueError otherwise. ``hashed=False``: a ``name==version`` whose
+    hashes a lock gives (``locked: true``), which may not carry its own."""
     if ";" in text.split("--hash", 1)[0]:
         raise ValueError(
             f"{text.strip()!r}: environment markers (; ...) are not read: the list is the lock of this image, "
@@ -75,8 +76,15 @@ def parse_requirement(text: str) -> Requirement:
         if h is None:
             raise ValueError(f"{text.strip()!r}: expected --hash=sha256:<64 lowercase hex digits>, got {part!r}")
         hashes.append(h.group(1))
+    if not hashed:
+        if hashes or url:
+            raise ValueError(f"{text.strip()!r}: with locked: true the lock gives the hashes: name==version alone")
+        return Requirement(normalize_name(name), version, (), text.strip())
     if not hashes:
-        raise ValueError(f"{parts[0]} has no --hash=sha256:...: every wheel is pinned by its sha256")
+        raise ValueError(
+            f"{parts[0]} has no --hash=sha256:...: every wheel is pinned by its sha256 (or the layer says "
+            "locked: true and assemble lock writes them)"
+        )
     if url and len(hashes) > 1:
         raise ValueError(f"{parts[0]} @ URL: one file, one --hash")
     return Requirement(normalize_name(name), version, tuple(dict.fromkeys(hashes)), text.strip(), url)
@@ -87,7 +95,7 @@ def _requirements(value: list[str]) -> list[str]:
         raise ValueError("lists no wheel (an empty layer): name==version --hash=sha256:HEX, one per wheel")
     names: set[str] = set()
     for text in value:
-        req = parse_requirement(text)
+        req = parse_requirement(text, hashed="--hash" in text or "@" in text)
         if req.name in names:
             raise ValueError(f"{req.name} is listed twice")
         names.add(req.name)
@@ -147,6 +155,9 @@ class PipLayer(When):
         description="true: one layer per wheel; a list of names (globs: nvidia-*): those each in their own layer, "
         "the rest in one",
     )
+    locked: bool = Field(
+        default=False, description="true: each name==version takes its sha256s from the manifest's lock (assemble lock)"
+    )
     name: str | None = None
     comment: str | None = None
 
@@ -163,7 +174,7 @@ class PipLayer(When):
     @model_validator(mode="after")
     def _split_names_a_wheel(self) -> PipLayer:
         # A misspelt name would leave its wheel in the shared layer, re-pushed on every bump.
-        names = [parse_requirement(text).name for text in self.pip]
+        names = [parse_requirement(text, hashed=not self.locked).name for text in self.pip]
         for pattern in self.split if isinstance(self.split, list) else []:
             if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
                 raise ValueError(f"split: {pattern!r} names no wheel of this layer ({', '.join(names)})")

@@ -52,7 +52,7 @@ def load_recipe(name: str, manifest_path: Path) -> tuple[m.Recipe, Any, Location
     raise FileNotFoundError(name)
 
 
-_LIST_MERGE = ("sources", "inputs", "packages", "cache", "shared_cache", "secrets", "runtime_packages")
+_LIST_MERGE = ("sources", "inputs", "packages", "cache", "shared_cache", "secrets", "runtime_packages", "python_sets")
 
 
 def apply_recipe(

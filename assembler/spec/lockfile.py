@@ -1,0 +1,319 @@
+"""The lock (``manifests/NAME.lock``): every Python set of a manifest, resolved to exact
+versions with hashes, and applied to a build.
+
+The file is YAML a reviewer can read and diff: ``sets`` maps each set's key (the sha256 of
+its definition: requirements, Python, platform, indexes, ``no_deps``, constraints) to what
+uv resolved, in requirements form (``torch==2.9.0 --hash=sha256:...``), or to why it could
+not be (an index that cannot be reached); ``variants`` says which sets each variant (target,
+matrix values, ``--set``s) installs where. A set is found by its key, so a changed param that
+alters a set makes the lock stale for it, as ``Cargo.lock`` is for a changed ``Cargo.toml``.
+
+Applied to a loaded manifest, each step and ``run:`` layer with sets gets the union of their
+pins in ``ASSEMBLE_PYTHON_LOCK`` (part of its definition, so of its key); the container
+runner hands it to pip and uv as a constraints file (``PIP_CONSTRAINT``, ``UV_CONSTRAINT``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.scalarstring import LiteralScalarString
+
+from assembler.errors import InputError
+from assembler.spec import model as m
+from assembler.spec.prebuilt import parse_requirement
+from assembler.spec.pysets import PythonSet
+
+LOCK_VERSION = 1
+LOCK_ENV = "ASSEMBLE_PYTHON_LOCK"
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*(?:\[[^\]]*\])?)\s*(==|@)\s*([^\s;\\]+)")
+
+
+def set_key(definition: Mapping[str, object]) -> str:
+    """The sha256 of a set's definition (canonical JSON)."""
+    text = json.dumps(definition, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class SetUse:
+    """A set where a step or layer declares it: ``where`` is ``STEP:SET`` or ``layers.NAME:SET``."""
+
+    where: str
+    pyset: PythonSet
+    definition: Mapping[str, object]
+    key: str
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One resolved set in a lock: its pins (uv's requirements text) or why there are none."""
+
+    definition: Mapping[str, object]
+    pins: str | None = None
+    unresolved: str | None = None
+
+    def hashes(self) -> dict[str, list[str]]:
+        """name==version -> its ``--hash=sha256:HEX`` options, in uv's order."""
+        found: dict[str, list[str]] = {}
+        current: list[str] | None = None
+        for line in (self.pins or "").splitlines():
+            match = _PIN.match(line)
+            if match:
+                name = re.sub(r"\[.*\]", "", match.group(1)).lower().replace("_", "-").replace(".", "-")
+                current = found.setdefault(f"{name}=={match.group(3)}", [])
+            for h in re.findall(r"--hash=sha256:[0-9a-f]{64}", line):
+                if current is not None:
+                    current.append(h)
+        return found
+
+    def constraints(self) -> dict[str, str]:
+        """name -> ``name==version`` of every pin (direct-URL pins are left to the command)."""
+        found: dict[str, str] = {}
+        for line in (self.pins or "").splitlines():
+            match = _PIN.match(line)
+            if match and match.group(2) == "==":
+                name = re.sub(r"\[.*\]", "", match.group(1)).lower().replace("_", "-").replace(".", "-")
+                found[name] = f"{name}=={match.group(3)}"
+        return found
+
+
+@dataclass
+class Lock:
+    """A lock file's content."""
+
+    manifest: str
+    sets: dict[str, Entry] = field(default_factory=dict)
+    variants: dict[str, dict[str, str]] = field(default_factory=dict)  # variant -> where -> key
+
+    def collect(self) -> None:
+        """Forget the sets no variant uses any more."""
+        used = {key for uses in self.variants.values() for key in uses.values()}
+        self.sets = {k: v for k, v in self.sets.items() if k in used}
+
+
+def default_lock_path(manifest: Path) -> Path:
+    return manifest.with_suffix(".lock")
+
+
+def read_lock(path: Path) -> Lock:
+    """The lock at ``path``; InputError (exit 2) when it is not one."""
+    try:
+        data = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise InputError(f"lock {path}: {e.strerror or e}") from None
+    except Exception as e:  # ruamel's parser errors share no base class worth naming
+        raise InputError(f"lock {path}: not YAML: {e}") from None
+    if not isinstance(data, dict) or data.get("lock_version") != LOCK_VERSION:
+        raise InputError(f"lock {path}: not an assemble lock (lock_version {LOCK_VERSION})",
+                         hint="write it anew with assemble lock")  # fmt: skip
+    sets: dict[str, Entry] = {}
+    for key, raw in (data.get("sets") or {}).items():
+        if not isinstance(raw, dict):
+            raise InputError(f"lock {path}: set {key} is not a mapping", hint="write it anew with assemble lock")
+        definition = {k: v for k, v in raw.items() if k not in ("pins", "unresolved")}
+        if set_key(definition) != key:
+            raise InputError(f"lock {path}: set {key} was edited by hand (its key is not its definition's)",
+                             hint="write it anew with assemble lock")  # fmt: skip
+        sets[str(key)] = Entry(definition, raw.get("pins"), raw.get("unresolved"))
+    variants = {str(k): {str(w): str(s) for w, s in (v or {}).items()} for k, v in (data.get("variants") or {}).items()}
+    return Lock(str(data.get("manifest", "")), sets, variants)
+
+
+def write_lock(path: Path, lock: Lock) -> None:
+    """Write ``lock`` atomically, sorted, the pins as literal blocks (one line each to diff)."""
+    doc: dict[str, Any] = {"lock_version": LOCK_VERSION, "manifest": lock.manifest, "sets": {}, "variants": {}}
+    for key in sorted(lock.sets):
+        entry = lock.sets[key]
+        item: dict[str, Any] = {k: entry.definition[k] for k in sorted(entry.definition)}
+        if entry.pins is not None:
+            item["pins"] = LiteralScalarString(entry.pins.rstrip("\n") + "\n")
+        if entry.unresolved is not None:
+            item["unresolved"] = entry.unresolved
+        doc["sets"][key] = item
+    for name in sorted(lock.variants):
+        doc["variants"][name] = dict(sorted(lock.variants[name].items()))
+    yaml = YAML()
+    yaml.width = 4096
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    buf = io.StringIO()
+    buf.write(f"# {path.name}: written by `assemble lock {lock.manifest}`; commit it, do not edit it.\n"
+              "# Each Python set a step installs, resolved by uv to exact versions with hashes.\n")  # fmt: skip
+    yaml.dump(doc, buf)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(buf.getvalue(), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _layer_name(layer: m.RunLayer | m.PipLayer, index: int) -> str:
+    return f"layers.{layer.name or index}"
+
+
+def set_uses(manifest: m.Manifest, platform: str) -> Iterator[SetUse]:
+    """Every Python set the manifest's compile steps and image layers declare, and the
+    wheels of each ``pip:`` layer that takes its hashes from the lock (``locked: true``)."""
+    for step in manifest.compile:
+        for pyset in step.python_sets:
+            yield _use(f"{step.name}:{pyset.name}", pyset, platform)
+    for i, layer in enumerate(manifest.image.layers):
+        if isinstance(layer, m.RunLayer):
+            for pyset in layer.python_sets:
+                yield _use(f"{_layer_name(layer, i)}:{pyset.name}", pyset, platform)
+        elif isinstance(layer, m.PipLayer) and layer.locked:
+            wheels = PythonSet(name="wheels", requirements=[_plain(t) for t in layer.pip], python=layer.python,
+                               index_url=layer.index, no_deps=True)  # fmt: skip
+            yield _use(f"{_layer_name(layer, i)}:wheels", wheels, platform)
+
+
+def _plain(text: str) -> str:
+    req = parse_requirement(text, hashed=False)
+    return f"{req.name}=={req.version}"
+
+
+def _use(where: str, pyset: PythonSet, platform: str) -> SetUse:
+    try:
+        definition = pyset.definition(platform)
+    except ValueError as e:
+        raise InputError(f"python set {where}: {e}") from None
+    return SetUse(where, pyset, definition, set_key(definition))
+
+
+@dataclass(frozen=True)
+class LockStatus:
+    """What a lock did for one variant: for ``plan --json`` and the warnings."""
+
+    file: str
+    state: str  # fresh | stale | missing | none (no sets)
+    sets: Mapping[str, Mapping[str, str]]  # where -> {key, state: locked|unresolved|not-locked, why}
+    warnings: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "state": self.state, "sets": {k: dict(v) for k, v in self.sets.items()}}
+
+
+def apply_lock(
+    manifest: m.Manifest, lock: Lock | None, *, path: Path, platform: str, locked: bool, redo: str
+) -> tuple[m.Manifest, LockStatus]:
+    """The manifest with each step's and layer's locked pins in its env (``LOCK_ENV``).
+
+    ``locked`` (``--locked``): a missing lock, or a set not in it, is an InputError (exit
+    2) naming the set; else they are warnings and the set installs unlocked. A set whose
+    index could not be reached when locking is a warning either way. ``redo`` is the
+    ``assemble lock`` command line that brings the lock up to date, for the hints."""
+    uses = list(set_uses(manifest, platform))
+    if not uses:
+        return manifest, LockStatus(str(path), "none", {})
+    _check_locked_wheels(uses, lock, path, redo)
+    if lock is None and locked:
+        raise InputError(f"--locked: no lock {path}", hint=f"write it: {redo}")
+    states: dict[str, dict[str, str]] = {}
+    warnings: list[str] = []
+    for use in uses:
+        entry = lock.sets.get(use.key) if lock is not None else None
+        if entry is None:
+            reqs = " ".join(sorted(use.pyset.requirements))
+            if locked:
+                raise InputError(f"--locked: lock {path} is stale: python set {use.where} ({reqs}) is not in it",
+                                 hint=f"bring it up to date: {redo}")  # fmt: skip
+            states[use.where] = {"key": use.key, "state": "not-locked"}
+            if lock is not None:
+                warnings.append(f"python set {use.where} ({reqs}) is not in {path.name}: installed unlocked "
+                                f"(bring the lock up to date: {redo})")  # fmt: skip
+        elif entry.pins is None:
+            why = entry.unresolved or "not resolved"
+            states[use.where] = {"key": use.key, "state": "unresolved", "why": why}
+            warnings.append(f"python set {use.where} could not be locked: {why}: installed unlocked")
+        else:
+            states[use.where] = {"key": use.key, "state": "locked"}
+    stale = any(s["state"] == "not-locked" for s in states.values())
+    state = "missing" if lock is None else "stale" if stale else "fresh"
+    status = LockStatus(str(path), state, states, tuple(warnings))
+    if lock is None:
+        return manifest, status
+    return _with_pins(manifest, lock, uses), status
+
+
+def _check_locked_wheels(uses: Sequence[SetUse], lock: Lock | None, path: Path, redo: str) -> None:
+    """A ``pip:`` layer with ``locked: true`` has no hashes but the lock's: without them it
+    cannot be planned or built, ``--locked`` or not."""
+    for use in uses:
+        if not use.where.endswith(":wheels"):
+            continue
+        entry = lock.sets.get(use.key) if lock is not None else None
+        if entry is None or entry.pins is None:
+            why = f" ({entry.unresolved})" if entry is not None and entry.unresolved else ""
+            raise InputError(f"pip layer {use.where.rsplit(':', 1)[0]} takes its hashes from the lock, and "
+                             f"{path.name} has none for {' '.join(use.pyset.requirements)}{why}",
+                             hint=f"write them: {redo}")  # fmt: skip
+
+
+def _pins_of(uses: Sequence[SetUse], lock: Lock, where: str) -> str | None:
+    merged: dict[str, tuple[str, str]] = {}
+    for use in uses:
+        entry = lock.sets.get(use.key)
+        if entry is None or entry.pins is None:
+            continue
+        for name, pin in entry.constraints().items():
+            other = merged.setdefault(name, (pin, use.where))
+            if other[0] != pin:
+                raise InputError(
+                    f"{where}: python sets {other[1]} and {use.where} lock {name} differently "
+                    f"({other[0]}, {pin}): one constraints file holds one version",
+                    hint="install them in separate steps or layers, or pin the one version in both",
+                )
+    if not merged:
+        return None
+    return "".join(pin + "\n" for pin, _ in sorted(merged.values()))
+
+
+def _with_pins(manifest: m.Manifest, lock: Lock, uses: Sequence[SetUse]) -> m.Manifest:
+    by_owner: dict[str, list[SetUse]] = {}
+    for use in uses:
+        by_owner.setdefault(use.where.rsplit(":", 1)[0], []).append(use)
+    steps = []
+    for step in manifest.compile:
+        pins = _pins_of(by_owner.get(step.name, []), lock, f"step {step.name}")
+        steps.append(step.model_copy(update={"env": {**step.env, LOCK_ENV: pins}}) if pins else step)
+    layers: list[m.LayerSpec] = []
+    for i, layer in enumerate(manifest.image.layers):
+        if isinstance(layer, m.RunLayer):
+            owner = _layer_name(layer, i)
+            pins = _pins_of(by_owner.get(owner, []), lock, owner)
+            if pins:
+                layer = layer.model_copy(update={"env": {**layer.env, LOCK_ENV: pins}})
+        elif isinstance(layer, m.PipLayer) and layer.locked:
+            (use,) = by_owner[_layer_name(layer, i)]
+            layer = layer.model_copy(update={"pip": _hashed(layer.pip, lock.sets[use.key], use.where)})
+        layers.append(layer)
+    image = manifest.image.model_copy(update={"layers": layers})
+    return manifest.model_copy(update={"compile": steps, "image": image})
+
+
+def _hashed(texts: Sequence[str], entry: Entry, where: str) -> list[str]:
+    hashes = entry.hashes()
+    out = []
+    for text in texts:
+        pin = _plain(text)
+        if not hashes.get(pin):
+            raise InputError(f"pip layer {where}: the lock's pins for it have no hashes for {pin}",
+                             hint="write the lock anew: assemble lock MANIFEST --upgrade-package NAME")  # fmt: skip
+        out.append(f"{pin} {' '.join(hashes[pin])}")
+    return out
+
+
+def variant_uses(manifest: m.Manifest, platform: str) -> dict[str, SetUse]:
+    """where -> SetUse of a manifest (for ``assemble lock``)."""
+    return {use.where: use for use in set_uses(manifest, platform)}
+
+
+def entry_for(use: SetUse, pins: str | None, unresolved: str | None) -> Entry:
+    return replace(Entry(use.definition), pins=pins, unresolved=unresolved)

@@ -1,0 +1,125 @@
+"""Resolving a Python set with uv's resolver (``uv pip compile``), for ``assemble lock``.
+
+uv reads only package metadata (no wheels are downloaded for a resolution; cached pages are
+revalidated, ``--refresh``: a lock sees what the index serves now), for the
+target interpreter and platform (``--python-version``, ``--python-platform``: without the
+platform uv reads one wheel's metadata for all platforms). Indexes are merged as pip merges
+them (``unsafe-best-match``). ``UV_PYTHON_DOWNLOADS=never``: uv would otherwise first spend
+seconds failing to download a CPython. An index this machine cannot reach is found before
+uv runs (uv retries for minutes): the set is then *unresolved*, with the index and why.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from assembler.errors import InputError, ToolError
+from assembler.proc import Runner
+
+UV_TIMEOUT = 600.0  # seconds for one resolution (sdist-only packages are built for their metadata)
+_PROBE_TIMEOUT = (5, 15)
+_reachable: dict[str, str | None] = {}
+_reachable_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """uv's pins (requirements text with hashes), or why the set could not be resolved."""
+
+    pins: str | None
+    unresolved: str | None = None
+
+
+def uv_binary() -> str:
+    """uv from this Python's environment (the ``uv`` package on PyPI), else from PATH."""
+    here = Path(sys.executable).parent / "uv"
+    if here.is_file():
+        return str(here)
+    found = shutil.which("uv")
+    if found is None:
+        raise InputError("uv is not installed: assemble lock resolves with it", hint="pip install uv")
+    return found
+
+
+def unreachable(index: str) -> str | None:
+    """Why ``index`` cannot be reached from here (None: it answers). Asked once a process."""
+    with _reachable_lock:
+        if index in _reachable:
+            return _reachable[index]
+    why: str | None = None
+    if not index.startswith("file://"):
+        try:
+            with requests.head(index.rstrip("/") + "/", timeout=_PROBE_TIMEOUT, allow_redirects=True) as r:
+                if r.status_code >= 500:
+                    why = f"HTTP {r.status_code}"
+        except requests.RequestException as e:
+            why = _short(e)
+    with _reachable_lock:
+        _reachable[index] = why
+    return why
+
+
+def _short(error: Exception) -> str:
+    text = str(error)
+    for marker in ("Name or service not known", "Temporary failure in name resolution", "Connection refused",
+                   "timed out", "Network is unreachable"):  # fmt: skip
+        if marker in text:
+            return marker.lower()
+    return text[:200]
+
+
+def resolve(
+    definition: Mapping[str, Any],
+    *,
+    runner: Runner,
+    work: Path,
+    prefer: str | None = None,
+    upgrade: bool = False,
+    upgrade_packages: Sequence[str] = (),
+) -> Resolution:
+    """Resolve one set (:meth:`assembler.spec.pysets.PythonSet.definition`). ``prefer``: the
+    pins it had, kept unless the set now needs others (or ``upgrade``/``upgrade_packages``)."""
+    indexes = [str(i) for i in definition["indexes"]]
+    for index in indexes:
+        why = unreachable(index)
+        if why is not None:
+            return Resolution(None, f"index {index} cannot be reached from here ({why})")
+    reqs = work / "requirements.in"
+    reqs.write_text("".join(f"{r}\n" for r in definition["requirements"]))
+    out = work / "requirements.txt"
+    out.write_text(prefer or "")
+    argv = [uv_binary(), "pip", "compile", str(reqs), "-o", str(out), "--quiet", "--no-config", "--no-header",
+            "--no-annotate", "--generate-hashes", "--refresh", "--python-version", str(definition["python"]),
+            "--python-platform", str(definition["platform"]), "--index-strategy", "unsafe-best-match",
+            "--index-url", indexes[0]]  # fmt: skip
+    for extra in indexes[1:]:
+        argv += ["--extra-index-url", extra]
+    if definition.get("no_deps"):
+        argv.append("--no-deps")
+    constraints = list(definition.get("constraints") or [])
+    if constraints:
+        cfile = work / "constraints.txt"
+        cfile.write_text("".join(f"{c}\n" for c in constraints))
+        argv += ["-c", str(cfile)]
+    if upgrade:
+        argv.append("--upgrade")
+    for name in upgrade_packages:
+        argv += ["--upgrade-package", name]
+    env = {"UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"}
+    try:
+        runner.run(argv, env=env, timeout=UV_TIMEOUT)
+    except ToolError as e:
+        raise InputError(
+            f"the set {' '.join(str(r) for r in definition['requirements'])} cannot be resolved "
+            f"for Python {definition['python']} on {definition['platform']}:\n{e.stderr_tail or e.message}",
+            hint="fix the set's requirements (or the params they are made of), then lock again",
+        ) from None
+    return Resolution(out.read_text(encoding="utf-8"))

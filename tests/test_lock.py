@@ -1,0 +1,273 @@
+"""``assemble lock``: Python sets resolved by uv into MANIFEST.lock, and builds that use it.
+
+A local package index on 127.0.0.1 (PEP 503 pages over plain HTTP) serves a small wheel in
+two versions: a lock made while only 1.0 is published keeps a ``pip install`` inside a
+``run:`` step on 1.0 after 2.0 appears, where the same step unlocked takes 2.0. The lock is
+stale (``--locked``: exit 2) when a param changes a set; its content is part of the step
+keys; an index that cannot be reached leaves the set unresolved, which plan warns about.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import manifest_of, read_blob, run_cli, uncompressed
+
+
+def _wheel(folder: Path, version: str) -> Path:
+    """A pure-Python wheel ``locktest-VERSION`` (a module saying its version)."""
+    name = f"locktest-{version}-py3-none-any.whl"
+    info = f"locktest-{version}.dist-info"
+    files = {
+        "locktest.py": f"VERSION = {version!r}\n",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: locktest\nVersion: {version}\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    record.append(f"{info}/RECORD,,")
+    files[f"{info}/RECORD"] = "\n".join(record) + "\n"
+    path = folder / name
+    with zipfile.ZipFile(path, "w") as z:
+        for member, text in files.items():
+            z.writestr(zipfile.ZipInfo(member, (2020, 1, 1, 0, 0, 0)), text)
+    return path
+
+
+def _publish(www: Path, versions: list[str]) -> None:
+    """The index's page for locktest, listing ``versions`` (PEP 503, with each file's sha256)."""
+    files = www / "files"
+    files.mkdir(exist_ok=True)
+    links = []
+    for version in versions:
+        wheel = files / f"locktest-{version}-py3-none-any.whl"
+        if not wheel.exists():
+            _wheel(files, version)
+        sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        links.append(f'<a href="../../files/{wheel.name}#sha256={sha}">{wheel.name}</a><br>')
+    page = www / "simple" / "locktest"
+    page.mkdir(parents=True, exist_ok=True)
+    (page / "index.html").write_text("<!DOCTYPE html><html><body>\n" + "\n".join(links) + "\n</body></html>\n")
+
+
+def _manifest(root: Path, index: str, base: str, *, spec: str = "locktest") -> Path:
+    path = root / "m.yaml"
+    path.write_text(
+        f"""name: locktest
+params: {{spec: "{spec}"}}
+bases: {{b: "{base}"}}
+image:
+  base: b
+  layers:
+    - run: ["pip install --break-system-packages --no-cache-dir --index-url {index} '${{spec}}'"]
+      name: app
+      python_sets:
+        - {{name: app, requirements: ["${{spec}}"], python: "3.11", index_url: "{index}"}}
+"""
+    )
+    return path
+
+
+def _pins(lock: Path) -> list[str]:
+    from assembler.spec.lockfile import read_lock
+
+    return sorted(pin for e in read_lock(lock).sets.values() for pin in e.constraints().values())
+
+
+@pytest.fixture()
+def index(http_folder: tuple[str, Path]) -> tuple[str, Path]:
+    url, www = http_folder
+    _publish(www, ["1.0"])
+    return f"{url}/simple", www
+
+
+def test_lock_pins_and_plan_locked_refuses_a_stale_or_missing_lock(tmp_path: Path, index: tuple[str, Path]) -> None:
+    url, www = index
+    manifest = _manifest(tmp_path, url, "scratch")
+    cache = ["--cache", str(tmp_path / "cache")]
+    missing = run_cli(["plan", str(manifest), "--locked", *cache])
+    assert missing.code == 2 and "no lock" in missing.err and "assemble lock" in missing.err, missing
+
+    done = run_cli(["lock", str(manifest), "--json"])
+    assert done.code == 0, done
+    assert _pins(tmp_path / "m.lock") == ["locktest==1.0"]
+    text = (tmp_path / "m.lock").read_text()
+    assert "locktest==1.0 \\\n" in text and "--hash=sha256:" in text  # requirements form, hashed
+
+    plan = run_cli(["plan", str(manifest), "--locked", "--json", *cache])
+    assert plan.code == 0, plan
+    status = json.loads(plan.out)["lock"]
+    assert status["state"] == "fresh" and status["sets"]["layers.app:app"]["state"] == "locked"
+
+    stale = run_cli(["plan", str(manifest), "--locked", "--set", "spec=locktest>=1.0", *cache])
+    assert stale.code == 2, stale
+    assert "stale" in stale.err and "layers.app:app" in stale.err and "--set 'spec=locktest>=1.0'" in stale.err
+
+    # Unlocked plans of a changed set warn and go on; a lock made again moves nothing that was locked.
+    _publish(www, ["1.0", "2.0"])
+    warned = run_cli(["plan", str(manifest), "--set", "spec=locktest>=1.0", *cache])
+    assert warned.code == 0 and "not in m.lock" in warned.err, warned
+    assert run_cli(["lock", str(manifest)]).code == 0
+    assert _pins(tmp_path / "m.lock") == ["locktest==1.0"]
+    assert run_cli(["lock", str(manifest), "--upgrade-package", "locktest"]).code == 0
+    assert _pins(tmp_path / "m.lock") == ["locktest==2.0"]
+
+
+def test_the_lock_is_part_of_the_step_key(tmp_path: Path, index: tuple[str, Path]) -> None:
+    url, www = index
+    manifest = _manifest(tmp_path, url, "scratch")
+    cache = ["--cache", str(tmp_path / "cache")]
+
+    def key() -> str:
+        plan = run_cli(["plan", str(manifest), "--json", *cache])
+        assert plan.code == 0, plan
+        return next(s["key"] for s in json.loads(plan.out)["steps"] if s["kind"] == "runtime")
+
+    unlocked = key()
+    assert run_cli(["lock", str(manifest)]).code == 0
+    first = key()
+    _publish(www, ["1.0", "2.0"])
+    assert run_cli(["lock", str(manifest), "--upgrade"]).code == 0
+    assert len({unlocked, first, key()}) == 3
+
+
+def test_an_unreachable_index_is_recorded_and_plan_locked_warns(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    manifest = _manifest(tmp_path, f"http://127.0.0.1:{port}/simple", "scratch")
+    done = run_cli(["lock", str(manifest), "--json"])
+    assert done.code == 0, done
+    (entry,) = json.loads(done.out)["sets"]
+    assert entry["state"] == "unresolved" and f"127.0.0.1:{port}" in entry["why"] and "refused" in entry["why"]
+    plan = run_cli(["plan", str(manifest), "--locked", "--cache", str(tmp_path / "cache")])
+    assert plan.code == 0 and "could not be locked" in plan.err, plan
+
+
+def test_a_hand_edited_lock_is_refused(tmp_path: Path, index: tuple[str, Path]) -> None:
+    url, _ = index
+    manifest = _manifest(tmp_path, url, "scratch")
+    assert run_cli(["lock", str(manifest)]).code == 0
+    lock = tmp_path / "m.lock"
+    lock.write_text(lock.read_text().replace("- locktest\n", "- locktest==9\n"))
+    plan = run_cli(["plan", str(manifest), "--cache", str(tmp_path / "cache")])
+    assert plan.code == 2 and "edited by hand" in plan.err, plan
+
+
+def _installed(layout: Path) -> set[str]:
+    """The locktest dist-infos the image's layers hold."""
+    found = set()
+    for desc in manifest_of(layout, "latest")["layers"]:
+        with tarfile.open(fileobj=io.BytesIO(uncompressed(read_blob(layout, desc["digest"])))) as tar:
+            found |= {n.split("/")[-1] for n in tar.getnames() if n.endswith(".dist-info") and "locktest" in n}
+    return found
+
+
+def test_a_locked_pip_install_in_a_run_step_keeps_the_locked_version(
+    tmp_path: Path, index: tuple[str, Path], demo_bases: dict[str, Path]
+) -> None:
+    url, www = index
+    manifest = _manifest(tmp_path, url, f"oci:{demo_bases['devel']}:latest")
+    assert run_cli(["lock", str(manifest)]).code == 0
+    _publish(www, ["1.0", "2.0"])  # a newer version is published after the lock
+    cache = ["--cache", str(tmp_path / "cache")]
+    locked = run_cli([str(manifest), "--locked", "-o", f"oci:{tmp_path / 'locked'}:latest", *cache])
+    assert locked.code == 0, locked
+    assert _installed(tmp_path / "locked") == {"locktest-1.0.dist-info"}
+    # The same step without the lock takes what the index serves today.
+    (tmp_path / "m.lock").unlink()
+    unlocked = run_cli([str(manifest), "-o", f"oci:{tmp_path / 'unlocked'}:latest", *cache])
+    assert unlocked.code == 0, unlocked
+    assert _installed(tmp_path / "unlocked") == {"locktest-2.0.dist-info"}
+
+
+def test_a_locked_pip_layer_takes_its_hashes_from_the_lock(tmp_path: Path, index: tuple[str, Path]) -> None:
+    url, www = index
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        f"""name: wheels
+params: {{version: "1.0"}}
+bases: {{b: scratch}}
+image:
+  base: b
+  layers:
+    - pip: ["locktest==${{version}}"]
+      locked: true
+      python: "3.11"
+      index: {url}
+      name: app
+"""
+    )
+    cache = ["--cache", str(tmp_path / "cache")]
+    unlocked = run_cli(["plan", str(manifest), *cache])
+    assert unlocked.code == 2 and "takes its hashes from the lock" in unlocked.err, unlocked
+    assert run_cli(["lock", str(manifest)]).code == 0
+    built = run_cli([str(manifest), "--locked", "-o", f"oci:{tmp_path / 'out'}:latest", *cache])
+    assert built.code == 0, built
+    assert _installed(tmp_path / "out") == {"locktest-1.0.dist-info"}
+    # A bump is the --set and a lock: the hashes follow.
+    bumped = run_cli(["plan", str(manifest), "--set", "version=2.0", *cache])
+    assert bumped.code == 2 and "has none for locktest==2.0" in bumped.err, bumped
+    _publish(www, ["1.0", "2.0"])
+    assert run_cli(["lock", str(manifest), "--set", "version=2.0"]).code == 0
+    assert run_cli(["plan", str(manifest), "--set", "version=2.0", "--locked", *cache]).code == 0
+
+
+def test_plan_names_each_base_and_the_hosts_the_build_reaches(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        """name: hosts
+bases:
+  devel: docker://nvidia/cuda:12.9.1-devel-ubuntu22.04
+  runtime: docker://quay.io/org/runtime:1
+sources:
+  app: {git: https://github.com/org/app.git, ref: v1}
+  unused: {git: https://gitlab.example/other.git, ref: v1}
+compile:
+  - name: build
+    base: devel
+    sources: [app]
+    packages: [g++]
+    run: ["add-apt-repository -y ppa:deadsnakes/ppa", "curl -fsSL https://example.org/x.tar.gz | tar xz"]
+    python_sets:
+      - {requirements: [torch], python: "3.12", extra_index_urls: ["https://download.pytorch.org/whl/cu129"]}
+    artifacts: {bin: {path: /build/bin, to: /usr/local/bin/app}}
+image:
+  base: runtime
+  layers:
+    - artifact: build.bin
+    - url: https://files.example.net/model.bin
+      sha256: "0000000000000000000000000000000000000000000000000000000000000000"
+      to: /models/model.bin
+"""
+    )
+    plan = run_cli(["plan", str(manifest), "--json", "--cache", str(tmp_path / "cache")])
+    assert plan.code == 0, plan
+    data = json.loads(plan.out)
+    assert data["base_refs"] == {"runtime": "docker://quay.io/org/runtime:1",
+                                 "devel": "docker://nvidia/cuda:12.9.1-devel-ubuntu22.04"}  # fmt: skip
+    assert data["reaches"] == {
+        "(the base's apt mirror)": ["build"],
+        "download.pytorch.org": ["build"],
+        "example.org": ["build"],
+        "files.example.net": ["layers.1"],
+        "github.com": ["sources.app"],
+        "ppa.launchpadcontent.net": ["build"],
+        "pypi.org": ["build"],
+        "quay.io": ["bases.runtime"],
+        "registry-1.docker.io": ["bases.devel"],
+    }
+    text = run_cli(["plan", str(manifest), "--cache", str(tmp_path / "cache")])
+    assert "base devel: docker://nvidia/cuda:12.9.1-devel-ubuntu22.04 (not pulled or made yet)" in text.out
