@@ -240,3 +240,34 @@ def test_make_efa_on_the_dev_images(tmp_path: Path, target: str, base: str) -> N
     assert (
         isinstance(efa, m.RunLayer) and "./efa_installer.sh -y --skip-kmod --skip-limit-conf --no-verify" in efa.run[0]
     )
+
+
+# -- the Python sets say what the commands install ------------------------------------------------
+
+
+def installed(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(requirements, indexes) of one ``uv pip install`` argument list; --torch-backend=cuXXX
+    counts as the PyTorch index of that CUDA."""
+    reqs, indexes, args = [], [], iter(argv[3:])
+    for arg in args:
+        if arg in ("--python", "--extra-index-url"):
+            value = next(args)
+            indexes += [value] if arg == "--extra-index-url" else []
+        elif arg.startswith("--torch-backend="):
+            indexes.append(f"https://download.pytorch.org/whl/{arg.split('=', 1)[1]}")
+        elif not arg.startswith("-"):
+            reqs.append(arg)
+    return reqs, indexes
+
+
+@pytest.mark.parametrize("cuda", ["12.9", "13.0"])
+def test_the_vllm_venv_set_is_what_its_commands_install(cuda: str) -> None:
+    framework = step("framework-vllm", "vllm", cuda_version=cuda)
+    # the venv's installs (the prerequisites to FlashInfer's JIT cache); DeepGEMM's git tree aside
+    argvs = [a for a in calls(framework.run[2:-1], "uv") if a[1:3] == ["pip", "install"]]
+    reqs = [r for argv in argvs for r in installed(argv)[0]]
+    indexes = {i for argv in argvs for i in installed(argv)[1]}
+    (venv,) = [s for s in framework.python_sets if s.name == "venv"]
+    assert sorted(venv.requirements) == sorted(reqs), (venv.requirements, reqs)
+    assert set(venv.extra_index_urls) == indexes and venv.python == "3.12" and not venv.no_deps
+    assert "deep_gemm @ git+" in framework.run[-1]  # the one install left out (a git tree, pinned)
