@@ -271,3 +271,30 @@ def test_the_vllm_venv_set_is_what_its_commands_install(cuda: str) -> None:
     assert sorted(venv.requirements) == sorted(reqs), (venv.requirements, reqs)
     assert set(venv.extra_index_urls) == indexes and venv.python == "3.12" and not venv.no_deps
     assert "deep_gemm @ git+" in framework.run[-1]  # the one install left out (a git tree, pinned)
+
+
+# -- the benchmarks package ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["vllm", "sglang", "trtllm", "none", "dev"])
+def test_the_benchmarks_package_is_installed_after_dynamo(tmp_path: Path, target: str) -> None:
+    code, planned, err = plan(tmp_path, "--target", target)
+    assert code == 0, err
+    names = runtime_steps(planned)
+    assert names.index("dynamo") < names.index("benchmarks") < names.index("permissions"), names
+    workspace = step("workspace", target)
+    assert workspace.artifacts["benchmarks"].to == "/workspace/benchmarks"
+    assert workspace.artifacts["benchmarks"].path == "/build/workspace/benchmarks" and workspace.sources == ["dynamo"]
+    layers = load_manifest(MANIFEST, target=target).manifest.image.layers
+    (install,) = [x for x in layers if getattr(x, "name", None) == "benchmarks"]
+    assert isinstance(install, m.RunLayer)
+    ran = calls(install.run, "cd", "pip", "runuser", "git")
+    # pip installs the tree it is in: /workspace/benchmarks, the workspace.benchmarks layer
+    cd = ran.index(["cd", "/workspace/benchmarks"])
+    (argv,) = ran[cd + 1 :]
+    assert argv[-1] == "." and "install" in argv
+    if target == "sglang":  # Dockerfile.sglang: the system pip
+        assert argv[:3] == ["pip", "install", "--quiet"] and "--break-system-packages" in argv
+    else:  # the venv's pip as the dynamo user, git dependencies through git-lfs's filters
+        assert argv[:5] == ["runuser", "-u", "dynamo", "--", "/opt/dynamo/venv/bin/pip"]
+        assert ran[:cd] == [["git", "lfs", "install", "--system", "--skip-repo"]]

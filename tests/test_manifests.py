@@ -224,6 +224,7 @@ DYNAMO_COMMON = {
     "dynamo-runtime": ["wheel"],
     "dynamo-py": ["wheel"],
     "kvbm": ["wheel"],  # the kvbm wheel (--enable-kvbm), mounted where the wheels are installed
+    "workspace": ["benchmarks", "tree"],  # benchmarks/ of the tree, installed after Dynamo; dev takes it all
 }
 DYNAMO_PREFIXES = [("artifact", "ucx.prefix"), ("artifact", "libfabric.prefix"), ("artifact", "aws-sdk.prefix"),
                    ("artifact", "ffmpeg.prefix"), ("artifact", "nixl.prefix")]  # fmt: skip
@@ -231,8 +232,10 @@ DYNAMO_PREFIXES = [("artifact", "ucx.prefix"), ("artifact", "libfabric.prefix"),
 DYNAMO_VENV = [("artifact", "framework-vllm.venv-nvidia"), ("artifact", "framework-vllm.venv-torch"),
                ("artifact", "framework-vllm.venv"), ("artifact", "framework-vllm.venv-vllm")]  # fmt: skip
 DYNAMO_WHEELS = [("artifact", "dynamo-runtime.wheel"), ("artifact", "dynamo-py.wheel"), ("artifact", "nixl.wheel")]
-# installed as dynamo, then /opt/dynamo given back to it (artifact layers write parent folders as root's)
-DYNAMO_INSTALL = [("run", "dynamo"), ("run", "permissions")]
+# installed as dynamo, then the benchmarks package (benchmarks/ of the tree, as every runtime stage
+# installs it), then /opt/dynamo given back to it (artifact layers write parent folders as root's)
+DYNAMO_INSTALL = [("run", "dynamo"), ("artifact", "workspace.benchmarks"), ("run", "benchmarks"),
+                  ("run", "permissions")]  # fmt: skip
 NATS_ETCD = [("artifact", "nats-etcd.nats"), ("artifact", "nats-etcd.etcd")]
 VLLM_BASE_LAYERS = [  # the vllm-base stage
     ("base", "runtime"),
@@ -319,7 +322,7 @@ STRUCTURES: dict[tuple[str, str | None], dict[str, Any]] = {
     },
     ("dynamo", "dev"): {  # the runtime, then dev tools, the Rust toolchain, the source
         "compile": {**DYNAMO_COMMON, "framework-vllm": ["venv", "venv-nvidia", "venv-torch", "venv-vllm"],
-                    "rust": ["cargo", "rustup"], "workspace": ["tree"]},
+                    "rust": ["cargo", "rustup"]},
         "layers": [
             ("base", "runtime"), ("run", "user"), ("packages", "system"), ("run", "cuda-tools"),
             ("artifact", "cuda-jit.toolchain"), ("run", "cublas-links"), *NATS_ETCD,
@@ -719,7 +722,7 @@ def test_dynamo_engines_share_the_cpu_only_builds(plan: PlanFn) -> None:
     # a new NIXL rebuilds NIXL, the kvbm wheel and the bindings built against it, and what is
     # stacked on its layers
     diff = changed(vllm, plan("dynamo", "--target", "vllm", "--set", "nixl_ref=0.10.0"))
-    assert diff == {"nixl", "kvbm", "dynamo-runtime", "dynamo", "permissions"}, diff
+    assert diff == {"nixl", "kvbm", "dynamo-runtime", "dynamo", "benchmarks", "permissions"}, diff
 
 
 # -- seed 002: the old vLLM image to the current one is a change of params ------------------
