@@ -104,9 +104,14 @@ def test_every_switch_that_compiles_nixl_sys_comes_with_nixl(nixl: str, ffmpeg: 
 # -- CUDA 13: vLLM's +cu130 wheel ------------------------------------------------------------------
 
 
+def venv_commands(framework: m.CompileStep) -> list[str]:
+    """The framework step's uv installs into the venv from indexes (only these are run here)."""
+    return [c for c in framework.run if c.startswith(("uv pip install", "L=", "I="))]
+
+
 def vllm_installs(**sets: str) -> list[list[str]]:
     framework = step("framework-vllm", "vllm", **sets)
-    return [argv for argv in calls(framework.run[2:], "uv") if argv[1:3] == ["pip", "install"]]
+    return [argv for argv in calls(venv_commands(framework), "uv") if argv[1:3] == ["pip", "install"]]
 
 
 def test_cuda_13_installs_the_cu130_vllm_wheel(tmp_path: Path) -> None:
@@ -263,14 +268,17 @@ def installed(argv: list[str]) -> tuple[list[str], list[str]]:
 @pytest.mark.parametrize("cuda", ["12.9", "13.0"])
 def test_the_vllm_venv_set_is_what_its_commands_install(cuda: str) -> None:
     framework = step("framework-vllm", "vllm", cuda_version=cuda)
-    # the venv's installs (the prerequisites to FlashInfer's JIT cache); DeepGEMM's git tree aside
-    argvs = [a for a in calls(framework.run[2:-1], "uv") if a[1:3] == ["pip", "install"]]
+    # the venv's installs from indexes; DeepGEMM's git tree and the EP kernels' local trees aside
+    commands = venv_commands(framework)
+    assert len(commands) == 6, commands
+    argvs = [a for a in calls(commands, "uv") if a[1:3] == ["pip", "install"]]
     reqs = [r for argv in argvs for r in installed(argv)[0]]
     indexes = {i for argv in argvs for i in installed(argv)[1]}
     (venv,) = [s for s in framework.python_sets if s.name == "venv"]
     assert sorted(venv.requirements) == sorted(reqs), (venv.requirements, reqs)
     assert set(venv.extra_index_urls) == indexes and venv.python == "3.12" and not venv.no_deps
-    assert "deep_gemm @ git+" in framework.run[-1]  # the one install left out (a git tree, pinned)
+    left_out = [c for c in framework.run if "--no-build-isolation" in c]
+    assert len(left_out) == 3 and "deep_gemm @ git+" in left_out[0]  # a git tree pinned by commit, local trees
 
 
 # -- the benchmarks package ------------------------------------------------------------------------
@@ -298,3 +306,45 @@ def test_the_benchmarks_package_is_installed_after_dynamo(tmp_path: Path, target
     else:  # the venv's pip as the dynamo user, git dependencies through git-lfs's filters
         assert argv[:5] == ["runuser", "-u", "dynamo", "--", "/opt/dynamo/venv/bin/pip"]
         assert ran[:cd] == [["git", "lfs", "install", "--system", "--skip-repo"]]
+
+
+# -- the EP kernels ----------------------------------------------------------------------------------
+
+WORKSPACE = "/opt/vllm/tools/ep_kernels/ep_kernels_workspace"
+
+
+@pytest.mark.parametrize("cuda", ["12.9", "13.0"])
+def test_the_ep_kernels_are_built_into_the_venv_against_nvshmem(tmp_path: Path, cuda: str) -> None:
+    man = load_manifest(MANIFEST, target="vllm", sets={"cuda_version": cuda}).manifest
+    framework = next(s for s in man.compile if s.name == "framework-vllm")
+    assert {"pplx-kernels", "deepep"} <= set(framework.sources)
+    assert (man.sources["pplx-kernels"].ref, man.sources["deepep"].ref) == ("12cecfd", "73b6ea4")
+    ep = [c for c in framework.run if c.startswith("W=") or "/build/ep" in c]
+    assert len(ep) == 3, ep
+    # every program stubbed (cd too): what each command would run, with the env the builds see
+    tools = ("mkdir", "cd", "curl", "tar", "rm", "mv", "cp", "sed")
+    stubs = "".join(f"{t}() {{ printf '%s\\037' {t} \"$@\"; echo; }}; " for t in tools)
+    stubs += 'uv() { printf \'%s\\037\' uv "$NVSHMEM_DIR" "$TORCH_CUDA_ARCH_LIST" "$CMAKE_PREFIX_PATH" "$@"; echo; }; '
+    ran = []
+    for command in ep:
+        out = subprocess.run(["sh", "-c", stubs + command], capture_output=True, text=True, check=True).stdout
+        ran += [line.rstrip("\x1f").split("\x1f") for line in out.splitlines() if line]
+    major = cuda.split(".")[0]
+    archive = f"libnvshmem-linux-x86_64-3.3.24_cuda{major}-archive.tar.xz"
+    url = f"https://developer.download.nvidia.com/compute/nvshmem/redist/libnvshmem/linux-x86_64/{archive}"
+    assert ["curl", "-fSL", "-o", archive, url] in ran
+    assert ["mv", archive.removesuffix(".tar.xz"), "nvshmem"] in ran
+    builds = [argv for argv in ran if argv[0] == "uv"]
+    pplx, deepep = builds
+    assert pplx[2:4] == ["9.0;10.0", f"{WORKSPACE}/nvshmem/lib/cmake"] and pplx[-2:] == ["--no-build-isolation", "."]
+    assert deepep[1:3] == [f"{WORKSPACE}/nvshmem", "9.0;10.0"] and deepep[-1] == "."
+    # DeepEP's include patch for CUDA 13's CCCL headers (799804d1), only there
+    patched = [argv for argv in ran if argv[0] == "sed"]
+    assert bool(patched) is (major == "13"), patched
+    if patched:
+        assert "/usr/local/cuda/include/cccl" in patched[0][2] and patched[0][-1] == "setup.py"
+    # NVSHMEM goes to the runtime where DeepEP's rpath points
+    assert framework.artifacts["nvshmem"].path == framework.artifacts["nvshmem"].to == f"{WORKSPACE}/nvshmem"
+    code, planned, err = plan(tmp_path, "--set", f"cuda_version={cuda}")
+    assert code == 0, err
+    assert any(x["what"] == "artifact framework-vllm.nvshmem" for x in planned["layers"]), planned["layers"]

@@ -228,9 +228,15 @@ DYNAMO_COMMON = {
 }
 DYNAMO_PREFIXES = [("artifact", "ucx.prefix"), ("artifact", "libfabric.prefix"), ("artifact", "aws-sdk.prefix"),
                    ("artifact", "ffmpeg.prefix"), ("artifact", "nixl.prefix")]  # fmt: skip
-# the vLLM venv as four layers: nvidia/* and torch (rarely change), the rest, vllm (every bump)
-DYNAMO_VENV = [("artifact", "framework-vllm.venv-nvidia"), ("artifact", "framework-vllm.venv-torch"),
-               ("artifact", "framework-vllm.venv"), ("artifact", "framework-vllm.venv-vllm")]  # fmt: skip
+# the vLLM venv as four layers: nvidia/* and torch (rarely change), the rest, vllm (every bump);
+# then NVSHMEM, where the EP kernels built into the venv link it
+DYNAMO_VENV = [
+    ("artifact", "framework-vllm.venv-nvidia"),
+    ("artifact", "framework-vllm.venv-torch"),
+    ("artifact", "framework-vllm.venv"),
+    ("artifact", "framework-vllm.venv-vllm"),
+    ("artifact", "framework-vllm.nvshmem"),
+]
 DYNAMO_WHEELS = [("artifact", "dynamo-runtime.wheel"), ("artifact", "dynamo-py.wheel"), ("artifact", "nixl.wheel")]
 # installed as dynamo, then the benchmarks package (benchmarks/ of the tree, as every runtime stage
 # installs it), then /opt/dynamo given back to it (artifact layers write parent folders as root's)
@@ -312,7 +318,7 @@ STRUCTURES: dict[tuple[str, str | None], dict[str, Any]] = {
         "outputs": [f"{REGISTRY}/deepspeed:0.16.4"],
     },
     ("dynamo", "vllm"): {
-        "compile": {**DYNAMO_COMMON, "framework-vllm": ["venv", "venv-nvidia", "venv-torch", "venv-vllm"]},
+        "compile": {**DYNAMO_COMMON, "framework-vllm": ["nvshmem", "venv", "venv-nvidia", "venv-torch", "venv-vllm"]},
         "layers": [
             ("base", "runtime"), ("run", "user"), ("packages", "system"), ("run", "cuda-tools"),
             ("artifact", "cuda-jit.toolchain"), ("run", "cublas-links"), *NATS_ETCD,
@@ -321,7 +327,7 @@ STRUCTURES: dict[tuple[str, str | None], dict[str, Any]] = {
         "outputs": [f"{REGISTRY}/dynamo:0.8.0-vllm-runtime"],
     },
     ("dynamo", "dev"): {  # the runtime, then dev tools, the Rust toolchain, the source
-        "compile": {**DYNAMO_COMMON, "framework-vllm": ["venv", "venv-nvidia", "venv-torch", "venv-vllm"],
+        "compile": {**DYNAMO_COMMON, "framework-vllm": ["nvshmem", "venv", "venv-nvidia", "venv-torch", "venv-vllm"],
                     "rust": ["cargo", "rustup"]},
         "layers": [
             ("base", "runtime"), ("run", "user"), ("packages", "system"), ("run", "cuda-tools"),
@@ -333,7 +339,7 @@ STRUCTURES: dict[tuple[str, str | None], dict[str, Any]] = {
         "outputs": [f"{REGISTRY}/dynamo:0.8.0-vllm-dev"],
     },
     ("dynamo", "efa"): {  # build.sh --make-efa on the vLLM runtime: Dockerfile.aws runs the EFA installer
-        "compile": {**DYNAMO_COMMON, "framework-vllm": ["venv", "venv-nvidia", "venv-torch", "venv-vllm"]},
+        "compile": {**DYNAMO_COMMON, "framework-vllm": ["nvshmem", "venv", "venv-nvidia", "venv-torch", "venv-vllm"]},
         "layers": [
             ("base", "runtime"), ("run", "user"), ("packages", "system"), ("run", "cuda-tools"),
             ("artifact", "cuda-jit.toolchain"), ("run", "cublas-links"), *NATS_ETCD,
