@@ -348,3 +348,32 @@ def test_the_ep_kernels_are_built_into_the_venv_against_nvshmem(tmp_path: Path, 
     code, planned, err = plan(tmp_path, "--set", f"cuda_version={cuda}")
     assert code == 0, err
     assert any(x["what"] == "artifact framework-vllm.nvshmem" for x in planned["layers"]), planned["layers"]
+
+
+# -- dev and local-dev of the TRT-LLM image -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "vllm_twin", "user"), [("trtllm-dev", "dev", "root"), ("trtllm-local-dev", "local-dev", "dynamo")]
+)
+def test_the_trtllm_dev_images(tmp_path: Path, target: str, vllm_twin: str, user: str) -> None:
+    code, dev, err = plan(tmp_path, "--target", target)
+    assert code == 0, err
+    code, runtime, err = plan(tmp_path, "--target", "trtllm")
+    assert code == 0, err
+    code, twin, err = plan(tmp_path, "--target", vllm_twin)
+    assert code == 0, err
+    # Dockerfile.trtllm's dev stage is FROM its runtime: the TRT-LLM layers, then what the vLLM dev adds
+    added = runtime_steps(twin)[runtime_steps(twin).index("permissions") + 1 :]
+    assert runtime_steps(dev) == runtime_steps(runtime) + added, runtime_steps(dev)
+    assert [x["what"] for x in dev["layers"][: len(runtime["layers"])]] == [x["what"] for x in runtime["layers"]]
+    env = dict(e.split("=", 1) for e in dev["config"]["Env"])
+    base = dict(e.split("=", 1) for e in runtime["config"]["Env"])
+    assert {k: v for k, v in env.items() if k != "PATH"} == {
+        **{k: v for k, v in base.items() if k != "PATH"},
+        "RUSTUP_HOME": "/usr/local/rustup",
+        "CARGO_HOME": "/usr/local/cargo",
+        "CARGO_TARGET_DIR": "/workspace/target",
+    }
+    assert env["PATH"] == "/usr/local/cargo/bin:" + base["PATH"]
+    assert dev["config"]["User"] == user and dev["outputs"] == [f"docker://127.0.0.1:5000/dynamo:0.8.0-{target}"]
