@@ -22,13 +22,14 @@ import pytest
 from tests.helpers import manifest_of, read_blob, run_cli, uncompressed
 
 
-def _wheel(folder: Path, version: str) -> Path:
-    """A pure-Python wheel ``locktest-VERSION`` (a module saying its version)."""
-    name = f"locktest-{version}-py3-none-any.whl"
-    info = f"locktest-{version}.dist-info"
+def _wheel(folder: Path, version: str, project: str = "locktest", requires: str = "") -> Path:
+    """A pure-Python wheel ``PROJECT-VERSION`` (a module saying its version)."""
+    name = f"{project}-{version}-py3-none-any.whl"
+    info = f"{project}-{version}.dist-info"
+    needs = f"Requires-Dist: {requires}\n" if requires else ""
     files = {
-        "locktest.py": f"VERSION = {version!r}\n",
-        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: locktest\nVersion: {version}\n",
+        f"{project}.py": f"VERSION = {version!r}\n",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {project}\nVersion: {version}\n{needs}",
         f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
     record = []
@@ -44,18 +45,18 @@ def _wheel(folder: Path, version: str) -> Path:
     return path
 
 
-def _publish(www: Path, versions: list[str]) -> None:
-    """The index's page for locktest, listing ``versions`` (PEP 503, with each file's sha256)."""
+def _publish(www: Path, versions: list[str], project: str = "locktest", requires: str = "") -> None:
+    """The index's page for PROJECT, listing ``versions`` (PEP 503, with each file's sha256)."""
     files = www / "files"
     files.mkdir(exist_ok=True)
     links = []
     for version in versions:
-        wheel = files / f"locktest-{version}-py3-none-any.whl"
+        wheel = files / f"{project}-{version}-py3-none-any.whl"
         if not wheel.exists():
-            _wheel(files, version)
+            _wheel(files, version, project, requires)
         sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
         links.append(f'<a href="../../files/{wheel.name}#sha256={sha}">{wheel.name}</a><br>')
-    page = www / "simple" / "locktest"
+    page = www / "simple" / project
     page.mkdir(parents=True, exist_ok=True)
     (page / "index.html").write_text("<!DOCTYPE html><html><body>\n" + "\n".join(links) + "\n</body></html>\n")
 
@@ -113,10 +114,13 @@ def test_lock_pins_and_plan_locked_refuses_a_stale_or_missing_lock(tmp_path: Pat
     assert stale.code == 2, stale
     assert "stale" in stale.err and "layers.app:app" in stale.err and "--set 'spec=locktest>=1.0'" in stale.err
 
-    # Unlocked plans of a changed set warn and go on; a lock made again moves nothing that was locked.
+    # Without --locked a changed set installs unlocked, as the plan says; a lock made again moves
+    # nothing that was locked.
     _publish(www, ["1.0", "2.0"])
-    warned = run_cli(["plan", str(manifest), "--set", "spec=locktest>=1.0", *cache])
-    assert warned.code == 0 and "not in m.lock" in warned.err, warned
+    changed = run_cli(["plan", str(manifest), "--set", "spec=locktest>=1.0", "--json", *cache])
+    assert changed.code == 0, changed
+    assert json.loads(changed.out)["lock"]["state"] == "stale"
+    assert json.loads(changed.out)["lock"]["sets"]["layers.app:app"]["state"] == "not-locked"
     assert run_cli(["lock", str(manifest)]).code == 0
     assert _pins(tmp_path / "m.lock") == ["locktest==1.0"]
     assert run_cli(["lock", str(manifest), "--upgrade-package", "locktest"]).code == 0
@@ -271,3 +275,65 @@ image:
     }
     text = run_cli(["plan", str(manifest), "--cache", str(tmp_path / "cache")])
     assert "base devel: docker://nvidia/cuda:12.9.1-devel-ubuntu22.04 (not pulled or made yet)" in text.out
+
+
+def test_what_the_base_provides_is_resolved_against_never_pinned(tmp_path: Path, index: tuple[str, Path]) -> None:
+    """A base's own build (torch of a ROCm image) must stay: the lock resolves the set as if
+    that version were installed and pins everything but it."""
+    url, www = index
+    _publish(www, ["1.0", "2.0"], requires="lockdep")  # the base's build brings its own lockdep
+    _publish(www, ["1.0"], project="lockdep")
+    _publish(www, ["1.0"], project="lockapp", requires="locktest>=1.0")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        f"""name: provided
+bases: {{b: scratch}}
+image:
+  base: b
+  layers:
+    - run: ["pip install lockapp"]
+      name: app
+      python_sets:
+        - {{requirements: [lockapp], provided: ["locktest==1.0"], python: "3.11", index_url: "{url}"}}
+"""
+    )
+    done = run_cli(["lock", str(manifest)])
+    assert done.code == 0, done
+    assert _pins(tmp_path / "m.lock") == ["lockapp==1.0"]  # neither locktest nor what it needs
+    # Pinned, it would have been the newest, with its dependency: not the lock's to move.
+    manifest.write_text(manifest.read_text().replace(', provided: ["locktest==1.0"]', ""))
+    assert run_cli(["lock", str(manifest)]).code == 0
+    assert _pins(tmp_path / "m.lock") == ["lockapp==1.0", "lockdep==1.0", "locktest==2.0"]
+
+
+def test_a_layer_is_resolved_against_the_exact_pins_of_the_layers_below(
+    tmp_path: Path, index: tuple[str, Path]
+) -> None:
+    """torch==2.4.0 from another index in one layer, pip installs needing torch in the next:
+    the next layer's lock must not pin PyPI's newest torch over it."""
+    url, www = index
+    _publish(www, ["1.0", "2.0"], requires="lockdep")
+    _publish(www, ["1.0"], project="lockdep")
+    _publish(www, ["1.0"], project="lockapp", requires="locktest>=1.0")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        f"""name: below
+bases: {{b: scratch}}
+image:
+  base: b
+  layers:
+    - run: ["pip install locktest==1.0"]
+      name: first
+      python_sets: [{{requirements: [locktest==1.0], python: "3.11", index_url: "{url}"}}]
+    - run: ["pip install lockapp"]
+      name: second
+      python_sets: [{{requirements: [lockapp], python: "3.11", index_url: "{url}"}}]
+"""
+    )
+    assert run_cli(["lock", str(manifest)]).code == 0
+    from assembler.spec.lockfile import read_lock
+
+    lock = read_lock(tmp_path / "m.lock")
+    second = lock.sets[lock.variants["below"]["layers.second:default"]]
+    assert sorted(second.constraints().values()) == ["lockapp==1.0"]
+    assert second.definition["provided"] == ["locktest==1.0"]

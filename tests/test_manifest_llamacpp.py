@@ -106,12 +106,13 @@ def in_isolated_network(argv: list[str]) -> list[str]:
 
 def test_cpu_server_image_is_upstreams(built: Built) -> None:
     states = {s["name"]: s["state"] for s in built.server.json["steps"]}
-    assert states == {"llama": "built", "runtime-packages": "built"}
+    assert states == {"llama": "built", "runtime-packages": "built", "bin-links": "built"}
     layout = built.project / "out/llama"
     assert layout_digest(layout, "server") == built.server.json["digest"]
     assert run_cli(["validate", f"oci:{layout}:server"]).code == 0
     assert [x["what"] for x in built.server.json["layers"][1:]] == [
-        "packages libgomp1 curl ca-certificates", "artifact llama.libs", "artifact llama.server"]  # fmt: skip
+        "packages libgomp1 curl ca-certificates", "artifact llama.libs", "artifact llama.server", "artifact llama.cli",
+        "run ln -s /app/llama-server /app/llama-cli /usr/local/bin/"]  # fmt: skip
     cfg = config(layout, "server")
     # What cpu.Dockerfile's server stage says: ENV, WORKDIR, HEALTHCHECK, ENTRYPOINT.
     assert cfg["Healthcheck"] == {"Test": HEALTHCHECK}
@@ -207,7 +208,7 @@ BASES = {
 }
 TAG = {"cuda": "-cuda", "cpu": "", "rocm": "-rocm"}
 TARGET_LAYERS = {
-    "server": ["artifact llama.server"],
+    "server": ["artifact llama.server", "artifact llama.cli", "run ln -s /app/llama-server /app/llama-cli"],
     "light": ["artifact llama.cli"],
     "full": ["artifact llama.full", "run apt-get update && apt-get install -y git python3 python3-pip python3-wheel"],
 }
@@ -245,6 +246,8 @@ def test_plan_of_every_backend_and_target(backend: str, target: str, tmp_path: P
     expected = [("runtime-packages", "runtime"), ("llama", "compile")]
     if target == "full":
         expected.append(("python-requirements", "runtime"))
+    if target == "server":
+        expected.append(("bin-links", "runtime"))
     assert [(s["name"], s["kind"]) for s in plan["steps"]] == expected
     assert {s["state"] for s in plan["steps"]} == {"will-run"}
     assert next(s for s in plan["steps"] if s["name"] == "llama")["artifacts"] == ["libs", "server", "cli", "full"]

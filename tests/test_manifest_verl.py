@@ -5,8 +5,9 @@ layout and a SIF): the project's HIP example compiled by Debian's hipcc for gfx9
 gfx942 (each code object read back from the binary's offload bundle), on Debian stand-ins
 for AMD's vLLM image. Debian's hipcc drives clang-15, which rejects gfx942; the devel
 stand-in therefore carries layers/hip-clang-debian (bookworm's clang-19 behind the same
-hipcc). The full (train) target is planned offline: upstream's bases, env, the vLLM
-from-source step, the layers and both outputs.
+hipcc). The older rocm/vllm target (train) is planned offline: upstream's bases, env, the
+vLLM from-source step, the layers and both outputs (tests/test_audit_verl.py plans the
+default, SGLang-based, targets).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ ARCHS = "gfx90a;gfx942"
 # e_flags & EF_AMDGPU_MACH of an AMDGPU code object (LLVM's ELF.h).
 EF_AMDGPU_MACH = {0x3F: "gfx90a", 0x40: "gfx940", 0x4B: "gfx941", 0x4C: "gfx942"}
 ELFABIVERSION_AMDGPU_HSA_V4 = 2  # code object v4: what Debian's ROCm 5.2 runtime loads
-# Apptainerfile.rocm's %environment, and Dockerfile.rocm's ENV while it built on rocm/vllm.
+# Apptainerfile.rocm's %environment, and Dockerfile.rocm's ENV, while they built on rocm/vllm.
 UPSTREAM_ENV = ["PYTORCH_ROCM_ARCH=gfx90a;gfx942"]
 
 # Debian stand-ins for rocm/vllm: a HIP toolchain (devel) and the HIP runtime (runtime).
@@ -243,7 +244,8 @@ def test_image_runs_and_the_sif_runscript_is_its_entrypoint(smoke: Smoke, tmp_pa
 
 
 def test_plan_of_the_train_target(tmp_path: Path) -> None:
-    ran = run_cli(["plan", str(MANIFEST), "--json", "--cache", str(tmp_path / "cache")], cwd=tmp_path)
+    ran = run_cli(["plan", str(MANIFEST), "--json", "--target", "train", "--cache", str(tmp_path / "cache")],
+                  cwd=tmp_path)  # fmt: skip
     assert ran.code == 0, str(ran)
     plan = ran.json
     assert plan["target"] == "train"
@@ -261,7 +263,7 @@ def test_plan_of_the_train_target(tmp_path: Path) -> None:
         "run pip install --no-deps /wheels/torch_memory_saver-*.whl",  # Apptainerfile.rocm's torch_memory_saver
         "artifact vector-add.bin",
     ]
-    assert plan["outputs"] == [f"oci:{tmp_path}/out/verl-rocm:latest", f"sif:{tmp_path}/out/verl-rocm.sif"]
+    assert plan["outputs"] == [f"oci:{tmp_path}/out/verl-rocm:rocm6.2", f"sif:{tmp_path}/out/verl-rocm-rocm6.2.sif"]
     cfg = plan["config"]
     assert cfg["Env"] == UPSTREAM_ENV
     assert "Entrypoint" not in cfg and "Cmd" not in cfg  # upstream keeps the base's
@@ -273,19 +275,20 @@ def test_plan_of_the_train_target(tmp_path: Path) -> None:
     assert labels["io.assemble.gpu.rocm.version"] == "6.2"  # the base's tag names it
     assert labels["org.opencontainers.image.version"] == "v0.3.0.post0"
     # Another base: its tag does not say 6.2, so the version is the base's own to tell.
-    other = run_cli(["plan", str(MANIFEST), "--json", "--cache", str(tmp_path / "cache"),
-                     "--set", "base_image=docker://rocm/vllm-dev:base"], cwd=tmp_path)  # fmt: skip
+    other = run_cli(["plan", str(MANIFEST), "--json", "--target", "train", "--cache", str(tmp_path / "cache"),
+                     "--set-unlocked", "base_image=docker://rocm/vllm-dev:base"], cwd=tmp_path)  # fmt: skip
     assert other.code == 0, str(other)
     assert other.json["config"]["Labels"]["io.assemble.gpu.rocm.version"] == "${bases.runtime.env.ROCM_VERSION}"
 
 
 def test_manifest_says_what_upstream_does() -> None:
-    man = load_manifest(MANIFEST).manifest
+    man = load_manifest(MANIFEST, target="train").manifest
     base = "docker://rocm/vllm:rocm6.2_mi300_ubuntu20.04_py3.9_vllm_0.6.4"
     assert man.bases == {"devel": base, "runtime": base}
     vllm = next(s for s in man.compile if s.name == "vllm")
     assert vllm.env["PYTORCH_ROCM_ARCH"] == ARCHS
-    assert not {"HIPCC_COMPILE_FLAGS_APPEND", "CFLAGS", "CXXFLAGS"} & set(vllm.env)  # the sglang base's, not this
+    # the SGLang bases' flags (Dockerfile.rocm's ENV), not this revision's
+    assert [vllm.env[k] for k in ("HIPCC_COMPILE_FLAGS_APPEND", "CFLAGS", "CXXFLAGS")] == ["", "", ""]
     assert "MAX_JOBS=$(nproc) python3 setup.py" in vllm.run[0]
     assert (man.sources["vllm"].git, man.sources["vllm"].ref) == (  # type: ignore[union-attr]
         "https://github.com/vllm-project/vllm.git", "v0.6.3")  # fmt: skip
@@ -295,6 +298,6 @@ def test_manifest_says_what_upstream_does() -> None:
     for pkg in ("accelerate", '"pyarrow>=15.0.0"', '"ray[data,train,tune,serve]"', "transformers", "pybind11"):
         assert pkg in deps.run[1].split()  # type: ignore[union-attr]
     # Another arch list is one --set away, for the build and the image alike.
-    other = load_manifest(MANIFEST, sets={"pytorch_rocm_arch": "gfx942"}).manifest
+    other = load_manifest(MANIFEST, target="train", sets={"pytorch_rocm_arch": "gfx942"}).manifest
     assert {s.env.get("PYTORCH_ROCM_ARCH") for s in other.compile} == {"gfx942", None}
     assert other.image.config.env["PYTORCH_ROCM_ARCH"] == "gfx942"

@@ -171,9 +171,11 @@ EVERY = [(p, t) for p in sorted(MANIFESTS.glob("*.yaml")) for t in targets_of(p)
 
 @pytest.mark.parametrize(("path", "target"), EVERY, ids=[f"{p.stem}-{t or 'default'}" for p, t in EVERY])
 def test_every_manifest_and_target_plans_offline(plan_cache: Path, path: Path, target: str | None) -> None:
-    ran = plan_in_process(path, *(["--target", target] if target else []), cache=plan_cache)
+    # --locked: the committed lock (MANIFEST.lock) holds every Python set of every target
+    ran = plan_in_process(path, "--locked", *(["--target", target] if target else []), cache=plan_cache)
     assert ran.code == 0, str(ran)
     data = ran.json
+    assert data["lock"]["state"] in ("fresh", "none"), data["lock"]
     assert data["name"] == yaml_helper.load(path)["name"]
     assert data["target"] == (target or yaml_helper.load(path).get("default_target"))
     assert data["layers"]
@@ -206,8 +208,7 @@ TGI_KERNELS = {
     "exllama": ["lib"],
     "exllamav2": ["lib"],
     "awq": ["lib"],
-    "lorax-punica": ["lib"],
-    "mamba": ["lib"],
+    "mamba": ["lib"],  # Punica: a Hub kernel since v3.3.1 (server.kernels), not a compile step
     "causal-conv1d": ["lib"],
     "flashinfer": ["lib"],
 }
@@ -271,11 +272,12 @@ STRUCTURES: dict[tuple[str, str | None], dict[str, Any]] = {
         "layers": [
             ("base", "runtime"),
             ("packages", "system"),
+            ("run", "libcuda-link"),  # libcuda.so -> the driver's libcuda.so.1 (seed 000:186)
             ("artifact", "server.python"), ("artifact", "server.venv"), ("artifact", "server.kernels"),
             ("artifact", "flash-attn-v1.lib"), ("artifact", "flash-attn-v1.layer-norm"),
             ("artifact", "flash-attn-v1.rotary"), ("artifact", "flash-attn-v2.so"),
             ("artifact", "custom-kernels.lib"), ("artifact", "exllama.lib"), ("artifact", "exllamav2.lib"),
-            ("artifact", "awq.lib"), ("artifact", "lorax-punica.lib"), ("artifact", "mamba.lib"),
+            ("artifact", "awq.lib"), ("artifact", "mamba.lib"),
             ("artifact", "causal-conv1d.lib"), ("artifact", "flashinfer.lib"),
             ("packages", "compilers"),  # "deps before the binaries"
             ("artifact", "router.bin"), ("artifact", "router.entrypoint"),
@@ -701,8 +703,8 @@ def test_tgi_arch_list_rebuilds_the_kernels_only(plan: PlanFn) -> None:
     base = plan("tgi")
     diff = changed(base, plan("tgi", "--set", "torch_cuda_arch_list=9.0+PTX"))
     # the kernels built for the arch list, and the runtime step stacked on their layers;
-    # not the Rust binaries (CPU only), the venvs, FlashInfer's prebuilt wheel, or the kernels
-    # whose arch lists TGI pins (exllamav2, punica)
+    # not the Rust binaries (CPU only), the venvs, or the kernels whose arch lists TGI pins
+    # (exllamav2, FlashInfer)
     assert diff == {"flash-attn-v1", "flash-attn-v2", "exllama", "awq", "custom-kernels", "causal-conv1d", "mamba",
                     "compilers"}  # fmt: skip
     # a newer CUDA for both the devel and the runtime base (constraints: they must agree):

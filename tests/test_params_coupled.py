@@ -186,31 +186,30 @@ def test_arch_lists_in_the_wrong_syntax_are_refused(cache: Path) -> None:
 
 
 def test_a_flag_older_nvcc_lacks_needs_its_cuda_version(cache: Path) -> None:
-    """llama.cpp passes nvcc -objtemp (reproducible objects), which nvcc 12.4 brought."""
-    err = refused(cache, "llamacpp", "--set", "cuda_version=12.1.0", "--set", "cuda_docker_arch=80;90")
+    """llama.cpp passes nvcc -objtemp (reproducible objects), which nvcc 12.4 brought: the
+    cuda_version choice leaves it out below 12.4, and a --set-unlocked putting it back is refused."""
+    err = refused(cache, "llamacpp", "--set", "cuda_version=12.1.0", "--set", "cuda_docker_arch=80;90",
+                  "--set-unlocked", "nvcc_append_flags=-objtemp")  # fmt: skip
     assert f"{at('llamacpp', 'constraints', 1)}: CUDA 12.1.0 is older than 12.4, which nvcc_append_flags " \
            "(-objtemp) needs" in err  # fmt: skip
     assert "hint: --set cuda_version=12.4 or newer, or --set-unlocked nvcc_append_flags=... without it" in err
-    planned(cache, "llamacpp", "--set", "cuda_version=12.4.1", "--set", "cuda_docker_arch=80;90")
-    planned(cache, "llamacpp", "--set", "cuda_version=12.1.0", "--set", "cuda_docker_arch=80;90",
-            "--set-unlocked", "nvcc_append_flags=")  # fmt: skip
+    assert planned(cache, "llamacpp", "--set", "cuda_version=12.4.1")["params"]["nvcc_append_flags"] == "-objtemp"
+    assert planned(cache, "llamacpp", "--set", "cuda_version=12.1.0")["params"]["nvcc_append_flags"] == ""
 
 
 def test_tgi_versions_that_must_agree_are_refused_apart(cache: Path) -> None:
-    """The devel image's CUDA and the runtime base's; torch and the torch FlashInfer's
-    prebuilt wheel was built against."""
+    """The devel image's CUDA and the runtime base's; the kernels' torch and the one the
+    server's uv.lock pins (tgi_version fixes it; tests/test_audit_tgi.py has the rest)."""
     err = refused(cache, "tgi", "--set", "cuda_version=12.6.3")
     assert f"{at('tgi', 'constraints', 2)}: cuda_version 12.6.3 and runtime_cuda_version 12.4.0 differ" in err
     assert "hint: --set cuda_version and runtime_cuda_version to one major.minor version" in err
     ok = planned(cache, "tgi", "--set", "cuda_version=12.6.3", "--set", "runtime_cuda_version=12.6.2")
     other = planned(cache, "tgi", "--set", "cuda_version=12.6.3", "--set", "runtime_cuda_version=12.6.3")
     assert definitions(ok)["system"] != definitions(other)["system"]  # the runtime base is the one set
-    err = refused(cache, "tgi", "--set", "torch_version=2.7.0")
-    assert "torch_version 2.7.0 and flashinfer_torch 2.6 differ: FlashInfer's prebuilt wheel" in err
-    ok = planned(cache, "tgi", "--set", "torch_version=2.7.0", "--set", "flashinfer_torch=2.7")
-    assert ok["params"]["flashinfer_index"] == "https://flashinfer.ai/whl/cu124/torch2.7"
-    err = refused(cache, "tgi", "--set", "flashinfer_torch=latest")
-    assert f"{at('tgi', 'constraints', 3, 'same_version', 1)}: not a version: 'latest'" in err
+    err = refused(cache, "tgi", "--set", "torch_version=2.6.0")
+    assert "--set torch_version=2.6.0 contradicts choice tgi_version=3.3.4, which sets torch_version=2.7.0" in err
+    err = refused(cache, "tgi", "--set", "cuda_version=latest")
+    assert f"{at('tgi', 'constraints', 0, 'cuda_version')}: not a CUDA version: 'latest'" in err
 
 
 @pytest.mark.parametrize(

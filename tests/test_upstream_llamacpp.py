@@ -116,7 +116,7 @@ def layers(ran: Ran) -> dict[str, str]:
 
 
 def test_the_shipped_manifest_builds_upstream_and_the_server_runs(real: Real, tmp_path: Path) -> None:
-    assert states(real.cold) == {"llama": "built", "runtime-packages": "built"}
+    assert states(real.cold) == {"llama": "built", "runtime-packages": "built", "bin-links": "built"}
     layout = real.work / "out"
     assert layout_digest(layout, "server") == real.cold.json["digest"]
     assert run_cli(["validate", f"oci:{layout}:server"]).code == 0
@@ -124,6 +124,16 @@ def test_the_shipped_manifest_builds_upstream_and_the_server_runs(real: Real, tm
     # From another folder than /app, as Apptainer starts it: the libraries come through $ORIGIN.
     out = b.run_image(f"oci:{layout}:server", ["sh", "-c", "cd /tmp && /app/llama-server --version 2>&1"])
     assert re.search(r"version: \d+ \(", out), out  # it prints to stderr
+    # The seed's path (/usr/local/bin) is a link: $ORIGIN and ggml's backend search still find /app.
+    out = b.run_image(
+        f"oci:{layout}:server",
+        [
+            "sh",
+            "-c",
+            "cd /tmp && /usr/local/bin/llama-server --version 2>&1 && /usr/local/bin/llama-cli --version 2>&1",
+        ],
+    )
+    assert len(re.findall(r"version: \d+ \(", out)) == 2, out
     # HTTPS model downloads (llama-server -hf ...) need the CA certificates upstream's image has.
     certs = b.run_image(f"oci:{layout}:server", ["sh", "-c", "ls /etc/ssl/certs | wc -l"])
     assert int(certs.strip()) > 100
@@ -150,7 +160,8 @@ def test_one_line_edit_recompiles_one_file_and_changes_one_layer(real: Real) -> 
     server_cpp = real.source / "tools/server/server.cpp"
     edit_one_line(server_cpp)
     edited = real.build()
-    assert states(edited) == {"llama": "built", "runtime-packages": "cached"}
+    # the links' layer runs again on the new image below it, and is the same layer
+    assert states(edited) == {"llama": "built", "runtime-packages": "cached", "bin-links": "built"}
     step = next(s for s in edited.json["steps"] if s["name"] == "llama")
     log = (real.work / "cache" / "logs" / f"llama-{step['key'][:12]}.log").read_text()
     compiled = re.findall(r"Building (?:C|CXX) object (\S+)", log)

@@ -81,6 +81,7 @@ class Inventory:
     blob_sizes: dict[str, int]  # digest -> bytes, every blob in the store
     total: int = 0
     refs: Counter[str] = field(default_factory=Counter)
+    storage: int = 0  # buildah's storage (CACHE/buildah): base images and step containers, outside the entries
 
 
 def _tree_size(path: Path) -> int:
@@ -164,7 +165,8 @@ def inventory(cache: Cache) -> Inventory:
     for item in items:
         item.size = item.own + sum(sizes.get(d, 0) for d in set(item.blobs) if item.kind != "blob")
     total = sum(i.own for i in items if i.kind != "blob") + sum(sizes.values())
-    return Inventory(items, sizes, total, refs)
+    storage = _tree_size(cache.root / "buildah") if (cache.root / "buildah").is_dir() else 0
+    return Inventory(items, sizes, total, refs, storage)
 
 
 def _own(path: Path) -> int:

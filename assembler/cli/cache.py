@@ -107,7 +107,7 @@ def _ls(cache: Cache, *, as_json: bool) -> int:
     inv = mt.inventory(cache)
     kinds = _summary(inv.items)
     if as_json:
-        data = {"root": str(cache.root), "total": inv.total, "kinds": kinds,
+        data = {"root": str(cache.root), "total": inv.total, "storage": inv.storage, "kinds": kinds,
                 "items": [i.to_json() for i in inv.items]}  # fmt: skip
         _say(json.dumps(data, indent=2))
         return 0
@@ -120,6 +120,8 @@ def _ls(cache: Cache, *, as_json: bool) -> int:
     for kind, k in kinds.items():
         _say(f"{kind:<7} {int(k['count']):>6} {_size(int(k['size'])):>10}  {_when(k['last_use'])}")
     _say(f"total: {_size(inv.total)} in {cache.root} (an entry's size counts the blobs it names, shared or not)")
+    if inv.storage:
+        _say(f"buildah storage: {_size(inv.storage)} more in {cache.root / 'buildah'} (its images and containers)")
     return 0
 
 

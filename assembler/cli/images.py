@@ -87,10 +87,10 @@ def _inspect(args: argparse.Namespace, source: Any) -> int:
         return 0
     say(f"{info['name']}\n  digest   {image.digest}\n  type     {image.media_type}\n  platform {info['platform']}")
     for key in ("Entrypoint", "Cmd", "WorkingDir", "User"):
-        if key in image.container_config:
-            out.print(f"  {key:<9}{json.dumps(image.container_config[key])}", markup=False)
+        if key in image.container_config:  # "Entrypoint" is 10 letters: a space always follows the key
+            out.print(f"  {key:<10} {json.dumps(image.container_config[key])}", markup=False)
     for item in image.container_config.get("Env") or []:
-        out.print(f"  env      {item}", markup=False)
+        out.print(f"  env        {item}", markup=False)
     total = 0
     for i, layer in enumerate(info["layers"]):
         total += layer["size"]

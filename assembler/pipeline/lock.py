@@ -91,7 +91,8 @@ def lock_variants(
                 lock.sets[use.key] = entry
                 report.append(Locked(name, where, use.key, state, _pin_count(entry), entry.unresolved or ""))
     lock.collect()
-    write_lock(path, lock)
+    if lock.sets or path.is_file():  # a manifest with no Python sets needs no lock
+        write_lock(path, lock)
     return report
 
 

@@ -8,9 +8,12 @@ coupled so (``constraints: [{cuda_archs: "${torch_cuda_arch_list}", cuda_version
 not an hour into a compile. The list must also be in the form its consumer parses
 (``form: torch`` for TORCH_CUDA_ARCH_LIST's ``9.0+PTX``, ``form: cmake`` for
 CMAKE_CUDA_ARCHITECTURES' ``90-real``), and a flag some CUDA versions lack names the
-version it needs (``{cuda_version: ..., at_least: "12.4", needed_by: "${nvcc_flags}"}``);
-any other version in the range some step needs names it the same way
-(``{version: "${vllm_version}", at_least: "0.11.1", below: "0.20.0", needed_by: ..., because: ...}``).
+version it needs (``{cuda_version: ..., at_least: "12.4", needed_by: "${nvcc_flags}"}``), and
+a package index built for one CUDA (``.../whl/cu128``) names it (``{index_url: ..., cuda_version:
+..., because: ...}``), and a version outside what an index carries or a consumer
+accepts says so (``{version: "${torch_version}", at_most: "2.5.1", because: ...}``).
+A ROCm arch list (PYTORCH_ROCM_ARCH, GPU_TARGETS) holds gfx targets only
+(``{rocm_archs: "${pytorch_rocm_arch}"}``): ``sm_90`` there is a CUDA arch hipcc rejects.
 """
 
 from __future__ import annotations
@@ -64,20 +67,43 @@ class SameVersion(Strict):
     because: str
 
 
-class VersionRange(Strict):
-    """``version`` (any dotted version: 0.11.1, 2.9.0) is at least ``at_least`` and, with
-    ``below``, older than it, wherever ``needed_by`` is not empty: what only some releases
-    publish (vLLM's ``+cu130`` wheels). Numbers are compared in turn (0.9.2 < 0.11.1);
-    ``because`` says what needs the range. An empty ``version`` skips the check."""
+class IndexCuda(Strict):
+    """The CUDA build a package index serves, the ``cuXYZ`` of its URL
+    (``https://download.pytorch.org/whl/cu128`` serves CUDA 12.8), is CUDA ``cuda_version``'s:
+    the same major.minor (a prebuilt wheel's kernels are compiled for that CUDA), or with
+    ``older: true`` the same major and no newer minor (an nvcc compiling extensions against
+    that index's torch: torch's cpp_extension refuses another major, and what a newer nvcc
+    compiles may call a CUDA runtime newer than the one the index's wheels bring). A URL
+    without ``cuXYZ`` (PyPI) or an empty value (a CPU or ROCm build) skips the check."""
 
-    version: str
-    at_least: str = Field(pattern=r"^\d+(\.\d+)*$")
-    below: str | None = Field(default=None, pattern=r"^\d+(\.\d+)*$")
-    needed_by: str
+    index_url: str
+    cuda_version: str
+    older: bool = Field(default=False, description="cuda_version may be an older minor of the index's CUDA")
     because: str
 
 
-Constraint = CudaArchs | CudaAtLeast | SameVersion | VersionRange
+class VersionRange(Strict):
+    """``version`` lies within ``at_least`` and ``at_most`` (either may be empty: no bound),
+    each bound compared to as many numbers as it has (``12.8.1`` is at most ``12.8``; torch
+    ``2.9.0`` is not at most ``2.5.1``): ``because`` says why, e.g. what an index carries.
+    An empty ``version`` is skipped."""
+
+    version: str
+    at_least: str = ""
+    at_most: str = ""
+    because: str
+
+
+class RocmArchs(Strict):
+    """Every arch of ``rocm_archs`` (a PYTORCH_ROCM_ARCH list: ``;``, ``,`` or space
+    separated) is an AMD GPU target (``gfx90a``, ``gfx942``, ``gfx1100``, ``gfx90a:xnack+``,
+    ``gfx11-generic``); a CUDA arch (``sm_90``, ``9.0``) or any other word is refused. An
+    empty list (the build's default archs) is skipped."""
+
+    rocm_archs: str
+
+
+Constraint = CudaArchs | CudaAtLeast | SameVersion | IndexCuda | VersionRange | RocmArchs
 
 
 Version = tuple[int, int]
@@ -103,6 +129,8 @@ _FORMS = {
     "torch": re.compile(r"^\d+\.\d[af]?(\+ptx)?$", re.IGNORECASE),
     "cmake": re.compile(r"^(\d{2,3}[af]?(-real|-virtual)?|native|all|all-major)$"),
 }
+# An AMDGPU target ID: processor (gfx90a, gfx942, gfx1100, gfx11-generic) and target features.
+_GFX = re.compile(r"^gfx(?:\d{2,4}[a-f]?|\d{1,2}(?:-\d)?-generic)(?::(?:sramecc|xnack)[+-])*$")
 _ARCH = re.compile(r"^(?:sm_|compute_)?(\d+)(?:\.(\d))?([af]?)(?:\+ptx|-real|-virtual)?$", re.IGNORECASE)
 
 
@@ -151,8 +179,14 @@ def check_constraints(loaded: Loaded) -> None:
         if isinstance(c, SameVersion):
             _check_same(loaded, i, c)
             continue
+        if isinstance(c, IndexCuda):
+            _check_index(loaded, i, c)
+            continue
         if isinstance(c, VersionRange):
             _check_range(loaded, i, c)
+            continue
+        if isinstance(c, RocmArchs):
+            _check_rocm(loaded, i, c)
             continue
         if not c.cuda_version.strip():
             continue
@@ -189,6 +223,18 @@ def _check_form(loaded: Loaded, i: int, c: CudaArchs, archs: str) -> None:
                            hint=hint)  # fmt: skip
 
 
+def _check_rocm(loaded: Loaded, i: int, c: RocmArchs) -> None:
+    bad = [t for t in re.split(r"[;,\s]+", c.rocm_archs.strip()) if t and not _GFX.match(t)]
+    if not bad:
+        return
+    archs = _param_names(loaded, c.rocm_archs)
+    cuda = [t for t in bad if _arch(t) is not None]
+    what = ", ".join(f"{t!r} (a CUDA arch)" if t in cuda else repr(t) for t in bad)
+    verb = "is not a ROCm GPU target" if len(bad) == 1 else "are not ROCm GPU targets"
+    raise loaded.error(("constraints", i), f"{archs or 'the ROCm arch list'}: {what} {verb} (gfx...)",
+                       hint=f"--set {archs or 'the list'}=gfx90a;gfx942 (AMD's gfx names)")  # fmt: skip
+
+
 def _check_same(loaded: Loaded, i: int, c: SameVersion) -> None:
     given = [v.strip() for v in c.same_version if v.strip()]
     for j, text in enumerate(c.same_version):
@@ -214,32 +260,61 @@ def _check_at_least(loaded: Loaded, i: int, c: CudaAtLeast, cuda: Version) -> No
                        hint=", or ".join(fixes) or None)  # fmt: skip
 
 
-def _numbers(text: str) -> tuple[int, ...] | None:
-    """``0.11.1`` -> (0, 11, 1), ``v0.12.0``/``2.9.0+cu130``/``0.5.6.post2`` -> their release
-    numbers; None for what is not a version."""
-    match = re.match(r"^v?(\d+(?:\.\d+)*)", text.strip())
+_INDEX_CUDA = re.compile(r"(?<![A-Za-z0-9])cu(\d{2,3})(?![0-9])")
+
+
+def index_cudas(url: str) -> list[Version]:
+    """The CUDA versions an index URL names: ``.../whl/cu128`` -> [(12, 8)]; ``cu92`` is 9.2."""
+    return [(int(d[:-1]), int(d[-1])) for d in _INDEX_CUDA.findall(url)]
+
+
+def _check_index(loaded: Loaded, i: int, c: IndexCuda) -> None:
+    if not c.index_url.strip() or not c.cuda_version.strip():
+        return
+    cuda = _version(c.cuda_version)
+    if cuda is None:
+        raise loaded.error(("constraints", i, "cuda_version"), f"not a CUDA version: {c.cuda_version!r}")
+    for served in index_cudas(c.index_url):
+        if served == cuda or (c.older and served[0] == cuda[0] and cuda < served):
+            continue
+        # the first param of each value (the runtime base's CUDA may equal the devel one's)
+        version, index = (_param_names(loaded, v).split(" or ")[0] for v in (c.cuda_version, c.index_url))
+        wanted = f"{served[0]}.{served[1]}" + (f" or an older {served[0]}.x" if c.older else "")
+        fixes = [f"--set {version}={wanted}"] if version else []
+        fixes += [f"--set {index}=... whose cuXYZ is cu{cuda[0]}{cuda[1]}"] if index else []
+        relation = "is newer than" if c.older and served[0] == cuda[0] else "does not match"
+        raise loaded.error(
+            ("constraints", i),
+            f"{version or 'CUDA'} {c.cuda_version} {relation} the CUDA {served[0]}.{served[1]} of "
+            f"{index or 'the index'} ({c.index_url}): {c.because}",
+            hint=", or ".join(fixes) or None,
+        )
+
+
+def _numbers(loaded: Loaded, i: int, field: str, text: str) -> tuple[int, ...]:
+    match = re.match(r"^(\d+(?:\.\d+)*)", text.strip())
     if match is None:
-        return None
-    numbers = [int(n) for n in match.group(1).split(".")]
-    while len(numbers) > 1 and numbers[-1] == 0:
-        numbers.pop()  # 0.12 == 0.12.0
-    return tuple(numbers)
+        raise loaded.error(("constraints", i, field), f"not a version: {text!r}")
+    return tuple(int(n) for n in match.group(1).split("."))
 
 
 def _check_range(loaded: Loaded, i: int, c: VersionRange) -> None:
-    if not c.needed_by.strip() or not c.version.strip():
+    if not c.version.strip():
         return
-    version = _numbers(c.version)
-    if version is None:
-        raise loaded.error(("constraints", i, "version"), f"not a version: {c.version!r}")
-    low, high = _numbers(c.at_least), _numbers(c.below) if c.below else None
-    if (low is None or version >= low) and (high is None or version < high):
+    version = _numbers(loaded, i, "version", c.version)
+    low = _numbers(loaded, i, "at_least", c.at_least) if c.at_least.strip() else None
+    high = _numbers(loaded, i, "at_most", c.at_most) if c.at_most.strip() else None
+    if low is not None and version[: len(low)] < low:
+        what, bound = "older than", c.at_least
+    elif high is not None and version[: len(high)] > high:
+        what, bound = "newer than", c.at_most
+    else:
         return
-    # the first param holding the version (a bound set by a choice may hold the same text)
-    name = _param_names(loaded, c.version).split(" or ")[0]
-    span = f"outside {c.at_least} (inclusive) to {c.below} (exclusive)" if c.below else f"older than {c.at_least}"
-    raise loaded.error(("constraints", i), f"{name or 'the version'} {c.version.strip()} is {span}: {c.because}",
-                       hint=f"--set {name} to a version in that range" if name else None)  # fmt: skip
+    name, bound_name = _param_names(loaded, c.version), _param_names(loaded, bound)
+    named = f" ({bound_name})" if bound_name else ""
+    span = " to ".join(b.strip() for b in (c.at_least, c.at_most) if b.strip())
+    raise loaded.error(("constraints", i), f"{name or 'the version'} {c.version.strip()} is {what} {bound.strip()}"
+                       f"{named}: {c.because}", hint=f"--set {name or 'it'}=... within {span}")  # fmt: skip
 
 
 def _param_names(loaded: Loaded, value: str) -> str:

@@ -160,18 +160,51 @@ def _layer_name(layer: m.RunLayer | m.PipLayer, index: int) -> str:
 
 def set_uses(manifest: m.Manifest, platform: str) -> Iterator[SetUse]:
     """Every Python set the manifest's compile steps and image layers declare, and the
-    wheels of each ``pip:`` layer that takes its hashes from the lock (``locked: true``)."""
+    wheels of each ``pip:`` layer that takes its hashes from the lock (``locked: true``).
+
+    A layer's sets are resolved against what the layers below installed at an exact version
+    (``torch==2.4.0`` from another index, a ``pip:`` wheel) as ``provided``: pip keeps what is
+    installed when it fits, and a pin of PyPI's build over it would replace it."""
     for step in manifest.compile:
         for pyset in step.python_sets:
             yield _use(f"{step.name}:{pyset.name}", pyset, platform)
+    below: dict[str, str] = {}  # name -> name==version, installed by a layer below
     for i, layer in enumerate(manifest.image.layers):
         if isinstance(layer, m.RunLayer):
             for pyset in layer.python_sets:
-                yield _use(f"{_layer_name(layer, i)}:{pyset.name}", pyset, platform)
-        elif isinstance(layer, m.PipLayer) and layer.locked:
-            wheels = PythonSet(name="wheels", requirements=[_plain(t) for t in layer.pip], python=layer.python,
-                               index_url=layer.index, no_deps=True)  # fmt: skip
-            yield _use(f"{_layer_name(layer, i)}:wheels", wheels, platform)
+                own = {name for name, _ in map(_exact, pyset.requirements)}
+                own |= {_name_of(r) for r in pyset.requirements}
+                extra = [pin for name, pin in below.items() if name not in own]
+                yield _use(f"{_layer_name(layer, i)}:{pyset.name}", pyset, platform, extra)
+            for pyset in layer.python_sets:
+                below.update((n, f"{n}=={v}") for n, v in map(_exact, pyset.requirements) if n and not pyset.no_deps)
+        elif isinstance(layer, m.PipLayer):
+            if layer.locked:
+                wheels = PythonSet(name="wheels", requirements=[_plain(t) for t in layer.pip], python=layer.python,
+                                   index_url=layer.index, no_deps=True)  # fmt: skip
+                yield _use(f"{_layer_name(layer, i)}:wheels", wheels, platform)
+            for text in layer.pip:
+                req = parse_requirement(text, hashed=not layer.locked)
+                if req.version:
+                    below[req.name] = f"{req.name}=={req.version}"
+
+
+_EXACT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*==\s*([A-Za-z0-9.!_-]+)\s*$")
+
+
+def _exact(requirement: str) -> tuple[str, str]:
+    """(name, version) of ``name[extras]==version`` (no local label, no marker), else ("", "")."""
+    match = _EXACT.match(requirement)
+    return (_normal(match.group(1)), match.group(2)) if match else ("", "")
+
+
+def _name_of(requirement: str) -> str:
+    match = re.match(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
+    return _normal(match.group(1)) if match else ""
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _plain(text: str) -> str:
@@ -179,11 +212,13 @@ def _plain(text: str) -> str:
     return f"{req.name}=={req.version}"
 
 
-def _use(where: str, pyset: PythonSet, platform: str) -> SetUse:
+def _use(where: str, pyset: PythonSet, platform: str, below: Sequence[str] = ()) -> SetUse:
     try:
         definition = pyset.definition(platform)
     except ValueError as e:
         raise InputError(f"python set {where}: {e}") from None
+    if below and not pyset.no_deps:
+        definition = {**definition, "provided": sorted({*pyset.provided, *below})}
     return SetUse(where, pyset, definition, set_key(definition))
 
 
@@ -206,8 +241,9 @@ def apply_lock(
     """The manifest with each step's and layer's locked pins in its env (``LOCK_ENV``).
 
     ``locked`` (``--locked``): a missing lock, or a set not in it, is an InputError (exit
-    2) naming the set; else they are warnings and the set installs unlocked. A set whose
-    index could not be reached when locking is a warning either way. ``redo`` is the
+    2) naming the set, and a set whose index could not be reached when locking is a
+    warning; else such sets install unlocked and the status (``plan --json``) says so, as
+    cargo uses and updates a lock without ``--locked``. ``redo`` is the
     ``assemble lock`` command line that brings the lock up to date, for the hints."""
     uses = list(set_uses(manifest, platform))
     if not uses:
@@ -225,13 +261,11 @@ def apply_lock(
                 raise InputError(f"--locked: lock {path} is stale: python set {use.where} ({reqs}) is not in it",
                                  hint=f"bring it up to date: {redo}")  # fmt: skip
             states[use.where] = {"key": use.key, "state": "not-locked"}
-            if lock is not None:
-                warnings.append(f"python set {use.where} ({reqs}) is not in {path.name}: installed unlocked "
-                                f"(bring the lock up to date: {redo})")  # fmt: skip
         elif entry.pins is None:
             why = entry.unresolved or "not resolved"
             states[use.where] = {"key": use.key, "state": "unresolved", "why": why}
-            warnings.append(f"python set {use.where} could not be locked: {why}: installed unlocked")
+            if locked:
+                warnings.append(f"python set {use.where} could not be locked: {why}: installed unlocked")
         else:
             states[use.where] = {"key": use.key, "state": "locked"}
     stale = any(s["state"] == "not-locked" for s in states.values())

@@ -99,6 +99,8 @@ def fixed_params(
 ) -> dict[str, Fixed]:
     """The params the target fixes, plus those the chosen choices fix:
     ``choices: {backend: {cpu: {devel: ...}}}`` means ``backend=cpu`` fixes ``devel``.
+    A value no option names is matched against the options written as version bounds
+    (``cuda_version: {"<12.4": ..., ">=12.4": ...}``): the first that holds it is chosen.
 
     A choice may set another choice's param (``engine: trtllm`` sets ``cuda_version``,
     whose own choice picks the images): choices are chosen again until nothing changes.
@@ -151,20 +153,46 @@ def _choose(
             raise locs.error(where, "expected a mapping: value -> {param: value, ...}")
         by = previous.get(name)
         value = sets[name] if name in sets else by.value if by is not None else scalar_to_str(declared[name])
-        if value not in options:
-            known = ", ".join(sorted(options))
+        option = value if value in options else _in_range(options, value)
+        if option is None:
+            known = ", ".join(option or '""' for option in sorted(options))
             at = by.path if by is not None and name not in sets else ("params", name)
             raise locs.error(at, f"{name}={value} is not one of the choices: {known}")
-        for key, preset in options[value].items():
+        for key, preset in options[option].items():
             if key not in declared:
-                raise locs.error((*where, value, key), f"unknown param {key!r}", hint="declare it under params:")
+                raise locs.error((*where, option, key), f"unknown param {key!r}", hint="declare it under params:")
             if key == name:
-                raise locs.error((*where, value, key), "a choice cannot set its own param")
-            fix = Fixed(scalar_to_str(preset), f"choice {name}={value}", (*where, value, key))
+                raise locs.error((*where, option, key), "a choice cannot set its own param")
+            fix = Fixed(scalar_to_str(preset), f"choice {name}={value}", (*where, option, key))
             other = fixed.setdefault(key, fix)
             if other.value != fix.value:
                 clashes.append((other, fix))
     return fixed, clashes
+
+
+_BOUND = re.compile(r"^(>=|<)(\d+(?:\.\d+)*)$")
+_VERSION = re.compile(r"^(\d+(?:\.\d+)*)")
+
+
+def _in_range(options: Mapping[str, Any], value: str) -> str | None:
+    """The first option written as version bounds (``<12.4``, ``>=12.4``, ``>=11.0,<12.4``)
+    that holds ``value``, each bound compared to as many of the version's numbers as it
+    has (``12.4.1`` is ``>=12.4`` and not ``<12.4``); None when none does."""
+    found = _VERSION.match(value.strip())
+    if found is None:
+        return None
+    version = tuple(int(n) for n in found.group(1).split("."))
+    for option in options:
+        bounds = [_BOUND.match(part.strip()) for part in option.split(",")]
+        if bounds and all(b is not None and _holds(version, b) for b in bounds):
+            return option
+    return None
+
+
+def _holds(version: tuple[int, ...], bound: re.Match[str]) -> bool:
+    limit = tuple(int(n) for n in bound.group(2).split("."))
+    head = version[: len(limit)]
+    return head >= limit if bound.group(1) == ">=" else head < limit
 
 
 def check_sets(

@@ -39,6 +39,11 @@ class PythonSet(Strict):
     extra_index_urls: StrList = Field(default_factory=list, description="--extra-index-url, in order")
     no_deps: bool = Field(default=False, description="installed with --no-deps: each requirement locked alone")
     constraints: StrList = Field(default_factory=list, description="versions the resolver must keep (-c)")
+    provided: StrList = Field(
+        default_factory=list,
+        description="what the image below already has, name==version (torch of a ROCm base: torch==2.5.0): "
+        "resolved as that version with its dependencies left to the base, never pinned",
+    )
     platform: str | None = Field(default=None, description="uv's --python-platform; default: the image's")
 
     @field_validator("requirements")
@@ -49,6 +54,14 @@ class PythonSet(Strict):
         for req in value:
             if req.startswith(("-", "/", ".")):
                 raise ValueError(f"{req!r}: a requirement (NAME[extras]SPEC), not an option or a local file")
+        return value
+
+    @field_validator("provided")
+    @classmethod
+    def _pinned(cls, value: list[str]) -> list[str]:
+        for spec in value:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9.!+_-]+", spec.strip()):
+                raise ValueError(f"{spec!r}: what the base has is name==version (torch==2.5.1)")
         return value
 
     @field_validator("python")
@@ -79,6 +92,7 @@ class PythonSet(Strict):
             "indexes": self.indexes(),
             "no_deps": self.no_deps,
             "constraints": sorted(self.constraints),
+            **({"provided": sorted(self.provided)} if self.provided else {}),
         }
 
 

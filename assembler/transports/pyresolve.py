@@ -11,9 +11,11 @@ uv runs (uv retries for minutes): the set is then *unresolved*, with the index a
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 import threading
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +78,38 @@ def _short(error: Exception) -> str:
     return text[:200]
 
 
+def _provided(provided: Sequence[str], work: Path) -> list[str]:
+    """uv's arguments that resolve a set against what the image below already has: each
+    ``name==version`` as a wheel of that version with no dependencies (``+provided``, found
+    only in a folder of ours and forced by an override), never written out: the base keeps its
+    own build and what it depends on (torch's nvidia libraries of another CUDA)."""
+    stubs = work / "provided"
+    stubs.mkdir()
+    overrides = work / "overrides.txt"
+    lines = []
+    argv = ["--find-links", str(stubs), "--override", str(overrides)]
+    for spec in provided:
+        name, version = spec.split("==", 1)
+        _stub_wheel(stubs, name.strip(), f"{version.strip()}+provided")
+        lines.append(f"{name.strip()}=={version.strip()}+provided\n")
+        argv += ["--no-emit-package", name.strip()]
+    overrides.write_text("".join(lines))
+    return argv
+
+
+def _stub_wheel(folder: Path, name: str, version: str) -> None:
+    dist = re.sub(r"[-_.]+", "_", name)
+    info = f"{dist}-{version}.dist-info"
+    files = {
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: assemble\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    files[f"{info}/RECORD"] = "".join(f"{path},,\n" for path in [*files, f"{info}/RECORD"])
+    with zipfile.ZipFile(folder / f"{dist}-{version}-py3-none-any.whl", "w") as z:
+        for member, text in files.items():
+            z.writestr(zipfile.ZipInfo(member, (1980, 1, 1, 0, 0, 0)), text)
+
+
 def resolve(
     definition: Mapping[str, Any],
     *,
@@ -105,6 +139,9 @@ def resolve(
     if definition.get("no_deps"):
         argv.append("--no-deps")
     constraints = list(definition.get("constraints") or [])
+    provided = [str(p) for p in definition.get("provided") or []]
+    if provided:
+        argv += _provided(provided, work)
     if constraints:
         cfile = work / "constraints.txt"
         cfile.write_text("".join(f"{c}\n" for c in constraints))
@@ -117,9 +154,9 @@ def resolve(
     try:
         runner.run(argv, env=env, timeout=UV_TIMEOUT)
     except ToolError as e:
-        raise InputError(
-            f"the set {' '.join(str(r) for r in definition['requirements'])} cannot be resolved "
-            f"for Python {definition['python']} on {definition['platform']}:\n{e.stderr_tail or e.message}",
-            hint="fix the set's requirements (or the params they are made of), then lock again",
-        ) from None
+        # Kept in the lock as unresolved, with uv's reason: an sdist that builds its metadata only
+        # with another Python than this machine's, or requirements that cannot be met together.
+        why = " ".join(line.strip() for line in (e.stderr_tail or e.message).splitlines()[-6:] if line.strip())
+        return Resolution(None, f"uv could not resolve it for Python {definition['python']} on "
+                                f"{definition['platform']}: {why[-600:]}")  # fmt: skip
     return Resolution(out.read_text(encoding="utf-8"))
