@@ -225,15 +225,24 @@ DYNAMO_COMMON = {
     "dynamo-runtime": ["wheel"],
     "dynamo-py": ["wheel"],
     "kvbm": ["wheel"],  # the kvbm wheel (--enable-kvbm), mounted where the wheels are installed
+    "workspace": ["benchmarks", "tree"],  # benchmarks/ of the tree, installed after Dynamo; dev takes it all
 }
 DYNAMO_PREFIXES = [("artifact", "ucx.prefix"), ("artifact", "libfabric.prefix"), ("artifact", "aws-sdk.prefix"),
                    ("artifact", "ffmpeg.prefix"), ("artifact", "nixl.prefix")]  # fmt: skip
-# the vLLM venv as four layers: nvidia/* and torch (rarely change), the rest, vllm (every bump)
-DYNAMO_VENV = [("artifact", "framework-vllm.venv-nvidia"), ("artifact", "framework-vllm.venv-torch"),
-               ("artifact", "framework-vllm.venv"), ("artifact", "framework-vllm.venv-vllm")]  # fmt: skip
+# the vLLM venv as four layers: nvidia/* and torch (rarely change), the rest, vllm (every bump);
+# then NVSHMEM, where the EP kernels built into the venv link it
+DYNAMO_VENV = [
+    ("artifact", "framework-vllm.venv-nvidia"),
+    ("artifact", "framework-vllm.venv-torch"),
+    ("artifact", "framework-vllm.venv"),
+    ("artifact", "framework-vllm.venv-vllm"),
+    ("artifact", "framework-vllm.nvshmem"),
+]
 DYNAMO_WHEELS = [("artifact", "dynamo-runtime.wheel"), ("artifact", "dynamo-py.wheel"), ("artifact", "nixl.wheel")]
-# installed as dynamo, then /opt/dynamo given back to it (artifact layers write parent folders as root's)
-DYNAMO_INSTALL = [("run", "dynamo"), ("run", "permissions")]
+# installed as dynamo, then the benchmarks package (benchmarks/ of the tree, as every runtime stage
+# installs it), then /opt/dynamo given back to it (artifact layers write parent folders as root's)
+DYNAMO_INSTALL = [("run", "dynamo"), ("artifact", "workspace.benchmarks"), ("run", "benchmarks"),
+                  ("run", "permissions")]  # fmt: skip
 NATS_ETCD = [("artifact", "nats-etcd.nats"), ("artifact", "nats-etcd.etcd")]
 VLLM_BASE_LAYERS = [  # the vllm-base stage
     ("base", "runtime"),
@@ -315,7 +324,7 @@ STRUCTURES: dict[tuple[str, str | None], dict[str, Any]] = {
         "outputs": [f"{REGISTRY}/deepspeed:0.16.4"],
     },
     ("dynamo", "vllm"): {
-        "compile": {**DYNAMO_COMMON, "framework-vllm": ["venv", "venv-nvidia", "venv-torch", "venv-vllm"]},
+        "compile": {**DYNAMO_COMMON, "framework-vllm": ["nvshmem", "venv", "venv-nvidia", "venv-torch", "venv-vllm"]},
         "layers": [
             ("base", "runtime"), ("run", "user"), ("packages", "system"), ("run", "cuda-tools"),
             ("artifact", "cuda-jit.toolchain"), ("run", "cublas-links"), *NATS_ETCD,
@@ -324,8 +333,8 @@ STRUCTURES: dict[tuple[str, str | None], dict[str, Any]] = {
         "outputs": [f"{REGISTRY}/dynamo:0.8.0-vllm-runtime"],
     },
     ("dynamo", "dev"): {  # the runtime, then dev tools, the Rust toolchain, the source
-        "compile": {**DYNAMO_COMMON, "framework-vllm": ["venv", "venv-nvidia", "venv-torch", "venv-vllm"],
-                    "rust": ["cargo", "rustup"], "workspace": ["tree"]},
+        "compile": {**DYNAMO_COMMON, "framework-vllm": ["nvshmem", "venv", "venv-nvidia", "venv-torch", "venv-vllm"],
+                    "rust": ["cargo", "rustup"]},
         "layers": [
             ("base", "runtime"), ("run", "user"), ("packages", "system"), ("run", "cuda-tools"),
             ("artifact", "cuda-jit.toolchain"), ("run", "cublas-links"), *NATS_ETCD,
@@ -336,7 +345,7 @@ STRUCTURES: dict[tuple[str, str | None], dict[str, Any]] = {
         "outputs": [f"{REGISTRY}/dynamo:0.8.0-vllm-dev"],
     },
     ("dynamo", "efa"): {  # build.sh --make-efa on the vLLM runtime: Dockerfile.aws runs the EFA installer
-        "compile": {**DYNAMO_COMMON, "framework-vllm": ["venv", "venv-nvidia", "venv-torch", "venv-vllm"]},
+        "compile": {**DYNAMO_COMMON, "framework-vllm": ["nvshmem", "venv", "venv-nvidia", "venv-torch", "venv-vllm"]},
         "layers": [
             ("base", "runtime"), ("run", "user"), ("packages", "system"), ("run", "cuda-tools"),
             ("artifact", "cuda-jit.toolchain"), ("run", "cublas-links"), *NATS_ETCD,
@@ -721,11 +730,13 @@ def test_dynamo_engines_share_the_cpu_only_builds(plan: PlanFn) -> None:
     # same devel image: SGLang reuses every build of the vLLM image but the kvbm wheel (build.sh
     # forces KVBM for vLLM and TRT-LLM only: empty for SGLang)
     assert {k for k in a if a[k] != b[k]} == {"kvbm"}
-    # CUDA 13 for TensorRT-LLM: the CUDA builds differ (kvbm links NIXL), the CPU-only wheel-builder ones do not
-    assert {k for k in a if a[k] != c[k]} == {"cuda", "nats-etcd", "ucx", "libfabric", "nixl", "kvbm"}
-    # a new NIXL rebuilds NIXL, the kvbm wheel built against it, and what is stacked on its layers
+    # CUDA 13 for TensorRT-LLM: the CUDA builds differ (kvbm and the bindings link NIXL), the CPU-only
+    # wheel-builder ones do not
+    assert {k for k in a if a[k] != c[k]} == {"cuda", "nats-etcd", "ucx", "libfabric", "nixl", "kvbm", "dynamo-runtime"}
+    # a new NIXL rebuilds NIXL, the kvbm wheel and the bindings built against it, and what is
+    # stacked on its layers
     diff = changed(vllm, plan("dynamo", "--target", "vllm", "--set", "nixl_ref=0.10.0"))
-    assert diff == {"nixl", "kvbm", "dynamo", "permissions"}, diff
+    assert diff == {"nixl", "kvbm", "dynamo-runtime", "dynamo", "benchmarks", "permissions"}, diff
 
 
 # -- seed 002: the old vLLM image to the current one is a change of params ------------------
