@@ -58,13 +58,15 @@ def lock_variants(
     runner: Runner,
     upgrade: bool = False,
     upgrade_packages: Sequence[str] = (),
+    tls_verify: bool = True,
 ) -> list[Locked]:
     """Resolve every set of ``variants`` into the lock at ``path`` (kept entries stay)."""
     manifest_name = variants[0].loaded.path.name
     lock = read_lock(path) if path.is_file() else Lock(manifest_name)
-    old = Lock(lock.manifest, dict(lock.sets), {k: dict(v) for k, v in lock.variants.items()})
+    old = Lock(lock.manifest, dict(lock.sets), {k: dict(v) for k, v in lock.variants.items()}, dict(lock.pins))
+    pinned_now: dict[str, Pin] = {}
     lock.manifest = manifest_name
-    done: dict[str, Entry] = {}
+    done: dict[str, tuple[Entry, str]] = {}
     report: list[Locked] = []
     with tempfile.TemporaryDirectory(prefix="assemble-lock-") as tmp:
         for variant in variants:
@@ -73,15 +75,15 @@ def lock_variants(
             lock.variants[name] = {where: use.key for where, use in uses.items()}
             for where, (key, want) in floating(variant.loaded.manifest, platform_of(variant)).items():
                 lock.variants[name][where] = key
-                kept_pin = old.pins.get(key)
-                if key not in lock.pins or lock.pins[key].value is None:
-                    lock.pins[key] = kept_pin if kept_pin and kept_pin.value and not upgrade else _pin(want, runner)
-                pin = lock.pins[key]
+                if key not in pinned_now:  # once a run: a kept pin stays unless --upgrade
+                    prior = old.pins.get(key)
+                    keep = prior is not None and prior.value is not None and not upgrade
+                    pinned_now[key] = prior if keep and prior else _pin(want, runner, tls_verify)
+                pin = lock.pins[key] = pinned_now[key]
                 report.append(Locked(name, where, key, "pinned" if pin.value else "unresolved", 0,
-                                     pin.unresolved or (pin.value or "")[:19]))  # fmt: skip
+                                     pin.unresolved or pin.value or ""))  # fmt: skip
             for where, use in uses.items():
-                entry = done.get(use.key)
-                state = "resolved"
+                entry, state = done.get(use.key, (None, "resolved"))
                 if entry is None:
                     kept = old.sets.get(use.key)
                     names = {n.split("==")[0] for n in kept.constraints()} if kept else set()
@@ -94,9 +96,7 @@ def lock_variants(
                         got = resolve(use.definition, runner=runner, work=work, prefer=previous, upgrade=upgrade,
                                       upgrade_packages=upgrade_packages)  # fmt: skip
                         entry = entry_for(use, got.pins, got.unresolved)
-                    done[use.key] = entry
-                elif entry.pins is None:
-                    state = "unresolved"
+                    done[use.key] = (entry, state)
                 if entry.pins is None:
                     state = "unresolved"
                 lock.sets[use.key] = entry
@@ -107,10 +107,10 @@ def lock_variants(
     return report
 
 
-def _pin(want: Pin, runner: Runner) -> Pin:
+def _pin(want: Pin, runner: Runner, tls_verify: bool) -> Pin:
     """A base's digest or a git ref's commit, now (or why not)."""
     if want.kind == "base":
-        value, why = base_digest(want.what, options=RegistryOptions())
+        value, why = base_digest(want.what, options=RegistryOptions(tls_verify=tls_verify))
     else:
         value, why = git_commit(want.what, want.ref, runner=runner)
     return replace(want, value=value, unresolved=why)

@@ -256,7 +256,8 @@ def apply_lock(
     cargo uses and updates a lock without ``--locked``. ``redo`` is the
     ``assemble lock`` command line that brings the lock up to date, for the hints."""
     uses = list(set_uses(manifest, platform))
-    if not uses:
+    floats = floating(manifest, platform)
+    if not uses and not floats:
         return manifest, LockStatus(str(path), "none", {})
     _check_locked_wheels(uses, lock, path, redo)
     if lock is None and locked:
@@ -264,7 +265,7 @@ def apply_lock(
     states: dict[str, dict[str, str]] = {}
     warnings: list[str] = []
     values: dict[str, str] = {}
-    for where, (key, want) in floating(manifest, platform).items():
+    for where, (key, want) in floats.items():
         pin = lock.pins.get(key) if lock is not None else None
         if pin is None:
             if locked:
