@@ -13,9 +13,11 @@ import base64
 import hashlib
 import io
 import json
+import subprocess
 import tarfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -337,3 +339,88 @@ image:
     second = lock.sets[lock.variants["below"]["layers.second:default"]]
     assert sorted(second.constraints().values()) == ["lockapp==1.0"]
     assert second.definition["provided"] == ["locktest==1.0"]
+
+
+def _git(repo: Path, *args: str) -> str:
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+           "PATH": "/usr/bin:/bin"}  # fmt: skip
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True,
+                          env=env).stdout.strip()  # fmt: skip
+
+
+def test_a_git_ref_is_locked_to_its_commit_and_built_from_it(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    (repo / "f").write_text("one\n")
+    _git(repo, "add", "f")
+    _git(repo, "commit", "-qm", "one")
+    first = _git(repo, "rev-parse", "HEAD")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        f"""name: gitpin
+bases: {{b: scratch}}
+sources: {{app: {{git: "file://{repo}", ref: main}}}}
+compile:
+  - name: build
+    base: b
+    sources: [app]
+    run: ["true"]
+    artifacts: {{f: {{path: /src/app/f, to: /f}}}}
+image: {{base: b, layers: [{{artifact: build.f}}]}}
+"""
+    )
+    assert run_cli(["lock", str(manifest)]).code == 0
+    (repo / "f").write_text("two\n")
+    _git(repo, "commit", "-qam", "two")  # main moves after the lock
+    plan = run_cli(["plan", str(manifest), "--locked", "--json", "--cache", str(tmp_path / "cache")])
+    assert plan.code == 0, plan
+    assert json.loads(plan.out)["lock"]["sets"]["sources.app"] == {"key": f"git file://{repo} main",
+                                                                   "state": "locked", "value": first}  # fmt: skip
+    # What the build checks out: the locked commit, not main's head.
+    from assembler.cache import Cache
+    from assembler.compile.sources import git_source
+    from assembler.proc import Runner
+    from assembler.spec.load import load_manifest
+    from assembler.spec.lockfile import apply_lock, read_lock
+
+    loaded = load_manifest(manifest)
+    pinned, _ = apply_lock(loaded.manifest, read_lock(tmp_path / "m.lock"), path=tmp_path / "m.lock",
+                           platform="linux/amd64", locked=True, redo="")  # fmt: skip
+    spec = pinned.sources["app"]
+    src = git_source("app", spec, cache=Cache(tmp_path / "cache"), runner=Runner(), base_dir=tmp_path)  # type: ignore[arg-type]
+    assert (src.path / "f").read_text() == "one\n" and first in src.digest
+    # A ref the lock does not hold is stale under --locked.
+    manifest.write_text(manifest.read_text().replace("ref: main", f"ref: {first}"))
+    stale = run_cli(["plan", str(manifest), "--locked", "--cache", str(tmp_path / "cache")])
+    assert stale.code == 2 and "sources.app" in stale.err, stale
+
+
+def test_a_base_tag_is_locked_to_its_digest(tmp_path: Path, registry: Any) -> None:
+    def push(text: str) -> str:
+        project = tmp_path / f"base-{text}"
+        project.mkdir()
+        (project / "f").write_text(text)
+        (project / "m.yaml").write_text("name: b\nbases: {s: scratch}\nimage:\n  base: s\n  layers:\n"
+                                        "    - copy: {from: f, to: /f}\n")  # fmt: skip
+        ran = run_cli(["m.yaml", "--tls-verify=false", "-o", f"docker://{registry.host}/base:1", "--json",
+                       "--cache", str(tmp_path / "cache")], cwd=project)  # fmt: skip
+        assert ran.code == 0, ran
+        return str(json.loads(ran.out)["digest"])
+
+    first = push("one")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(f"name: basepin\nbases: {{b: docker://{registry.host}/base:1}}\nimage: {{base: b}}\n")
+    done = run_cli(["lock", str(manifest), "--tls-verify=false", "--json"])
+    assert done.code == 0, done
+    push("two")  # the tag moves after the lock
+    plan = run_cli(["plan", str(manifest), "--locked", "--json", "--tls-verify=false",
+                    "--cache", str(tmp_path / "cache2")])  # fmt: skip
+    assert plan.code == 0, plan
+    data = json.loads(plan.out)
+    assert data["lock"]["sets"]["bases.b"]["value"] == first
+    assert data["base_refs"]["b"] == f"docker://{registry.host}/base:1@{first}"
+    # Another tag is not in the lock.
+    moved = run_cli(["plan", str(manifest), "--locked", "--base", f"b=docker://{registry.host}/base:2",
+                     "--cache", str(tmp_path / "cache2")])  # fmt: skip
+    assert moved.code == 2 and "bases.b" in moved.err, moved

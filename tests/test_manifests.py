@@ -225,15 +225,24 @@ DYNAMO_COMMON = {
     "dynamo-runtime": ["wheel"],
     "dynamo-py": ["wheel"],
     "kvbm": ["wheel"],  # the kvbm wheel (--enable-kvbm), mounted where the wheels are installed
+    "workspace": ["benchmarks", "tree"],  # benchmarks/ of the tree, installed after Dynamo; dev takes it all
 }
 DYNAMO_PREFIXES = [("artifact", "ucx.prefix"), ("artifact", "libfabric.prefix"), ("artifact", "aws-sdk.prefix"),
                    ("artifact", "ffmpeg.prefix"), ("artifact", "nixl.prefix")]  # fmt: skip
-# the vLLM venv as four layers: nvidia/* and torch (rarely change), the rest, vllm (every bump)
-DYNAMO_VENV = [("artifact", "framework-vllm.venv-nvidia"), ("artifact", "framework-vllm.venv-torch"),
-               ("artifact", "framework-vllm.venv"), ("artifact", "framework-vllm.venv-vllm")]  # fmt: skip
+# the vLLM venv as four layers: nvidia/* and torch (rarely change), the rest, vllm (every bump);
+# then NVSHMEM, where the EP kernels built into the venv link it
+DYNAMO_VENV = [
+    ("artifact", "framework-vllm.venv-nvidia"),
+    ("artifact", "framework-vllm.venv-torch"),
+    ("artifact", "framework-vllm.venv"),
+    ("artifact", "framework-vllm.venv-vllm"),
+    ("artifact", "framework-vllm.nvshmem"),
+]
 DYNAMO_WHEELS = [("artifact", "dynamo-runtime.wheel"), ("artifact", "dynamo-py.wheel"), ("artifact", "nixl.wheel")]
-# installed as dynamo, then /opt/dynamo given back to it (artifact layers write parent folders as root's)
-DYNAMO_INSTALL = [("run", "dynamo"), ("run", "permissions")]
+# installed as dynamo, then the benchmarks package (benchmarks/ of the tree, as every runtime stage
+# installs it), then /opt/dynamo given back to it (artifact layers write parent folders as root's)
+DYNAMO_INSTALL = [("run", "dynamo"), ("artifact", "workspace.benchmarks"), ("run", "benchmarks"),
+                  ("run", "permissions")]  # fmt: skip
 NATS_ETCD = [("artifact", "nats-etcd.nats"), ("artifact", "nats-etcd.etcd")]
 VLLM_BASE_LAYERS = [  # the vllm-base stage
     ("base", "runtime"),
@@ -245,13 +254,17 @@ VLLM_BASE_LAYERS = [  # the vllm-base stage
     ("run", "torch"),
     ("run", "vllm"),  # mounts the wheel: installs it alone without copying it into a layer
     ("run", "vllm-deps"),  # what it needs besides torch
-    ("run", "flashinfer"),
+    ("run", "flashinfer"),  # flashinfer-cubin, from PyPI (flashinfer_cubin=false: none)
+    ("run", "flashinfer-jit-cache"),  # from flashinfer.ai's index (flashinfer_jit_cache=false: none)
     ("artifact", "gdrcopy.prefix"),
     ("run", "gdrcopy-ld"),
     ("run", "deepgemm"),  # mounts DeepGEMM's wheel
     ("run", "ep-kernels"),  # mounts the pplx-kernels and DeepEP wheels
 ]
 VLLM_CUDA_LAYERS = [*VLLM_BASE_LAYERS, ("run", "openai-extras")]  # vllm-openai (KV connectors: off by default)
+# Dockerfile.rocm's `base` stage (its packages, pip upgraded, sccache purged), then `final`
+VLLM_ROCM_LAYERS = [("base", "runtime"), ("packages", "rocm-system"), ("run", "rocm-setup"), ("run", "hub"),
+                    ("run", "vllm")]  # fmt: skip
 VLLM_COMPILE = {"wheel": ["wheel"], "gdrcopy": ["prefix"], "build-deepgemm": ["wheel"],
                 "build-ep-kernels": ["wheels"]}  # fmt: skip
 REGISTRY = "docker://127.0.0.1:5000"
@@ -297,12 +310,12 @@ STRUCTURES: dict[tuple[str, str | None], dict[str, Any]] = {
     },
     ("vllm", "rocm"): {  # Dockerfile.rocm, stage final
         "compile": {"wheel-rocm": ["wheel"]},
-        "layers": [("base", "runtime"), ("run", "vllm")],
+        "layers": VLLM_ROCM_LAYERS,
         "outputs": [f"{REGISTRY}/rocm/vllm-dev:v0.11.1"],
     },
     ("vllm", "rocm-openai"): {  # Dockerfile.rocm, stage vllm-openai
         "compile": {"wheel-rocm": ["wheel"]},
-        "layers": [("base", "runtime"), ("run", "vllm")],
+        "layers": VLLM_ROCM_LAYERS,
         "outputs": [f"{REGISTRY}/rocm/vllm:v0.11.1"],
     },
     ("deepspeed", None): {
@@ -311,7 +324,7 @@ STRUCTURES: dict[tuple[str, str | None], dict[str, Any]] = {
         "outputs": [f"{REGISTRY}/deepspeed:0.16.4"],
     },
     ("dynamo", "vllm"): {
-        "compile": {**DYNAMO_COMMON, "framework-vllm": ["venv", "venv-nvidia", "venv-torch", "venv-vllm"]},
+        "compile": {**DYNAMO_COMMON, "framework-vllm": ["nvshmem", "venv", "venv-nvidia", "venv-torch", "venv-vllm"]},
         "layers": [
             ("base", "runtime"), ("run", "user"), ("packages", "system"), ("run", "cuda-tools"),
             ("artifact", "cuda-jit.toolchain"), ("run", "cublas-links"), *NATS_ETCD,
@@ -320,8 +333,8 @@ STRUCTURES: dict[tuple[str, str | None], dict[str, Any]] = {
         "outputs": [f"{REGISTRY}/dynamo:0.8.0-vllm-runtime"],
     },
     ("dynamo", "dev"): {  # the runtime, then dev tools, the Rust toolchain, the source
-        "compile": {**DYNAMO_COMMON, "framework-vllm": ["venv", "venv-nvidia", "venv-torch", "venv-vllm"],
-                    "rust": ["cargo", "rustup"], "workspace": ["tree"]},
+        "compile": {**DYNAMO_COMMON, "framework-vllm": ["nvshmem", "venv", "venv-nvidia", "venv-torch", "venv-vllm"],
+                    "rust": ["cargo", "rustup"]},
         "layers": [
             ("base", "runtime"), ("run", "user"), ("packages", "system"), ("run", "cuda-tools"),
             ("artifact", "cuda-jit.toolchain"), ("run", "cublas-links"), *NATS_ETCD,
@@ -332,7 +345,7 @@ STRUCTURES: dict[tuple[str, str | None], dict[str, Any]] = {
         "outputs": [f"{REGISTRY}/dynamo:0.8.0-vllm-dev"],
     },
     ("dynamo", "efa"): {  # build.sh --make-efa on the vLLM runtime: Dockerfile.aws runs the EFA installer
-        "compile": {**DYNAMO_COMMON, "framework-vllm": ["venv", "venv-nvidia", "venv-torch", "venv-vllm"]},
+        "compile": {**DYNAMO_COMMON, "framework-vllm": ["nvshmem", "venv", "venv-nvidia", "venv-torch", "venv-vllm"]},
         "layers": [
             ("base", "runtime"), ("run", "user"), ("packages", "system"), ("run", "cuda-tools"),
             ("artifact", "cuda-jit.toolchain"), ("run", "cublas-links"), *NATS_ETCD,
@@ -420,7 +433,7 @@ def test_build_steps_say_what_upstream_builds_with() -> None:
         s for s in load_manifest(MANIFESTS / "vllm.yaml", target="rocm").manifest.compile if s.name == "wheel-rocm"
     )
     assert (rocm.name, rocm.env["PYTORCH_ROCM_ARCH"], rocm.env["VLLM_TARGET_DEVICE"]) == (
-        "wheel-rocm", "gfx90a;gfx942", "rocm")  # fmt: skip
+        "wheel-rocm", "gfx90a;gfx942;gfx950;gfx1100;gfx1101;gfx1200;gfx1201;gfx1150;gfx1151", "rocm")  # fmt: skip
 
     ds = load_manifest(MANIFESTS / "deepspeed.yaml").manifest.compile[0]
     assert ds.env["DS_BUILD_OPS"] == "1" and ds.env["TORCH_CUDA_ARCH_LIST"]
@@ -653,8 +666,8 @@ def test_vllm_arch_list_rebuilds_the_wheel_and_nothing_below(plan: PlanFn) -> No
     assert "wheel" in diff
     # runtime steps below the wheel's install, and any other target's work, stay as they are
     assert not diff & {"system", "python", "cuda-jit"}, diff
-    assert diff <= {"wheel", "vllm", "vllm-deps", "flashinfer", "gdrcopy-ld", "deepgemm", "ep-kernels",
-                    "kv-connectors", "openai-extras"}, diff  # fmt: skip
+    assert diff <= {"wheel", "vllm", "vllm-deps", "flashinfer", "flashinfer-jit-cache", "gdrcopy-ld", "deepgemm",
+                    "ep-kernels", "kv-connectors", "openai-extras"}, diff  # fmt: skip
     # DeepGEMM and the EP kernels are built for their own arch lists: not rebuilt
     assert not diff & {"build-deepgemm", "build-ep-kernels", "gdrcopy"}, diff
     rocm = plan("vllm", "--target", "rocm")
@@ -665,7 +678,8 @@ def test_vllm_arch_list_rebuilds_the_wheel_and_nothing_below(plan: PlanFn) -> No
 
 def test_vllm_arch_list_reaches_the_steps_that_install_the_wheel(plan: PlanFn) -> None:
     diff = changed(plan("vllm"), plan("vllm", "--set", "torch_cuda_arch_list=9.0 10.0+PTX"))
-    assert diff == {"wheel", "vllm", "vllm-deps", "flashinfer", "gdrcopy-ld", "deepgemm", "ep-kernels", "openai-extras"}
+    assert diff == {"wheel", "vllm", "vllm-deps", "flashinfer", "flashinfer-jit-cache", "gdrcopy-ld", "deepgemm",
+                    "ep-kernels", "openai-extras"}  # fmt: skip
 
 
 @pytest.mark.parametrize("vllm_from", ["source", "wheel"])
@@ -674,12 +688,13 @@ def test_a_vllm_bump_leaves_the_nvidia_and_torch_layers_as_they_are(plan: PlanFn
     # re-runs (and re-pushes) vllm and what is stacked on it, never the nvidia libraries or torch.
     before = plan("vllm", "--set", f"vllm_from={vllm_from}")
     bump = ["--set", "vllm_ref=v0.11.2", "--set", "vllm_version=0.11.2"]
-    if vllm_from == "wheel":
-        bump += ["--set", "vllm_wheel_hashes=--hash=sha256:" + "0" * 64]
+    if vllm_from == "wheel":  # the hashes of the release taken, with it
+        bump += ["--set", "vllm_wheel_version=0.11.2", "--set", "vllm_wheel_hashes=--hash=sha256:" + "0" * 64]
     diff = changed(before, plan("vllm", "--set", f"vllm_from={vllm_from}", *bump))
     assert "vllm-deps" in diff and not diff & {"system", "python", "cuda-jit", "nvidia", "torch"}, diff
-    # a torch bump re-runs torch and what is above it; the nvidia layer's pins come from torch's
-    diff = changed(before, plan("vllm", "--set", f"vllm_from={vllm_from}", "--set", "torch_version=2.9.1"))
+    # a torch bump (a vLLM requiring another torch: torch_version follows vllm_torch) re-runs
+    # torch and what is above it; the nvidia layer's pins come from torch's
+    diff = changed(before, plan("vllm", "--set", f"vllm_from={vllm_from}", "--set", "vllm_torch=2.9.1"))
     assert {"nvidia", "torch", "vllm-deps"} <= diff and not diff & {"system", "python", "cuda-jit"}, diff
 
 
@@ -715,11 +730,13 @@ def test_dynamo_engines_share_the_cpu_only_builds(plan: PlanFn) -> None:
     # same devel image: SGLang reuses every build of the vLLM image but the kvbm wheel (build.sh
     # forces KVBM for vLLM and TRT-LLM only: empty for SGLang)
     assert {k for k in a if a[k] != b[k]} == {"kvbm"}
-    # CUDA 13 for TensorRT-LLM: the CUDA builds differ (kvbm links NIXL), the CPU-only wheel-builder ones do not
-    assert {k for k in a if a[k] != c[k]} == {"cuda", "nats-etcd", "ucx", "libfabric", "nixl", "kvbm"}
-    # a new NIXL rebuilds NIXL, the kvbm wheel built against it, and what is stacked on its layers
+    # CUDA 13 for TensorRT-LLM: the CUDA builds differ (kvbm and the bindings link NIXL), the CPU-only
+    # wheel-builder ones do not
+    assert {k for k in a if a[k] != c[k]} == {"cuda", "nats-etcd", "ucx", "libfabric", "nixl", "kvbm", "dynamo-runtime"}
+    # a new NIXL rebuilds NIXL, the kvbm wheel and the bindings built against it, and what is
+    # stacked on its layers
     diff = changed(vllm, plan("dynamo", "--target", "vllm", "--set", "nixl_ref=0.10.0"))
-    assert diff == {"nixl", "kvbm", "dynamo", "permissions"}, diff
+    assert diff == {"nixl", "kvbm", "dynamo-runtime", "dynamo", "benchmarks", "permissions"}, diff
 
 
 # -- seed 002: the old vLLM image to the current one is a change of params ------------------
@@ -728,10 +745,13 @@ OLD_VLLM = {  # seed 002's "current version": CUDA 12.1.1 (cudnn8 devel image), 
     "cuda_version": "12.1.1",
     "python_version": "3.10",
     "installer": "pip",
-    "torch_version": "2.6.0",
+    "vllm_torch": "2.6.0",  # vLLM 0.8.5 requires torch==2.6.0 (torch_version follows it)
+    "vllm_torchvision": "0.21.0",  # ... and torchvision==0.21.0
     "vllm_ref": "v0.8.5",
     "vllm_version": "0.8.5",
     "flashinfer_version": "0.2.1.post2",
+    "flashinfer_cubin": "false",  # FlashInfer 0.2 has no flashinfer-cubin on PyPI
+    "flashinfer_jit_cache": "false",  # ... nor a jit-cache on flashinfer.ai
     "devel_image": "nvidia/cuda:12.1.1-cudnn8-devel-ubuntu22.04",
     "torch_cuda_arch_list": "7.0 7.5 8.0 8.6 8.9 9.0+PTX",  # CUDA 12.1's nvcc has no 10.0, 12.0
     "deepgemm_arch_list": "9.0a",  # ... nor 10.0a (DeepGEMM skips itself below CUDA 12.8 anyway)
@@ -743,13 +763,18 @@ def test_old_to_new_vllm_is_a_change_of_params_only(plan: PlanFn) -> None:
     new = plan("vllm")
     old = plan("vllm", *[a for k, v in OLD_VLLM.items() for a in ("--set", f"{k}={v}")])
     s_new, s_old = structure(new), structure(old)
-    assert s_old["compile"] == s_new["compile"] and s_old["layers"] == s_new["layers"]
-    assert [s["kind"] for s in old["steps"]] == [s["kind"] for s in new["steps"]]
+    # the same steps, but for FlashInfer's prebuilt kernels, which FlashInfer 0.2 does not have (switches)
+    prebuilt = {"flashinfer", "flashinfer-jit-cache"}
+    assert s_old["compile"] == s_new["compile"]
+    assert s_old["layers"] == [x for x in s_new["layers"] if x[1] not in prebuilt]
+    assert [s["kind"] for s in old["steps"]] == [s["kind"] for s in new["steps"] if s["name"] not in prebuilt]
     assert s_old["outputs"] == [f"{REGISTRY}/vllm/vllm-openai:v0.8.5"]
     # every step's definition differs: other bases, interpreter, installer, versions
-    assert changed(old, new) == set(definitions(new))
+    d_old, d_new = definitions(old), definitions(new)
+    assert d_old.keys() == d_new.keys() - prebuilt and all(d_old[k] != d_new[k] for k in d_old)
     # the params that differ: the ones set, and those derived from them (images, installer commands)
-    derived = {"runtime_image", "installer_pkgs", "pip_install", "python_setup"}
+    derived = {"runtime_image", "installer_pkgs", "pip_install", "python_setup", "torch_version", "cuda_tag",
+               "cuda_pkg", "torch_index", "torch_index_url"}  # fmt: skip
     assert {k for k in new["params"] if new["params"][k] != old["params"][k]} == set(OLD_VLLM) | derived
     assert old["params"]["runtime_image"] == "nvidia/cuda:12.1.1-base-ubuntu22.04"
     assert "python3.10 -m venv /opt/venv" in old["params"]["python_setup"]
@@ -811,7 +836,7 @@ BROKEN = [
     Broken("vllm: unknown artifact", "vllm", ("mounts: [wheel.wheel]", "mounts: [wheel.wheels]"),
            "image.layers.5.mounts.0", "step 'wheel' declares no artifact 'wheels'"),
     Broken("vllm: rocm target's artifact", "vllm", ("mounts: [wheel-rocm.wheel]", "mounts: [wheel-rocm.whl]"),
-           "targets.rocm.layers.0.mounts.0", "step 'wheel-rocm' declares no artifact 'whl'", ("--target", "rocm")),
+           "targets.rocm.layers.3.mounts.0", "step 'wheel-rocm' declares no artifact 'whl'", ("--target", "rocm")),
     Broken("tgi: unknown artifact", "tgi", ("artifact: router.bin", "artifact: router.binary"),
            "image.layers.17.artifact", "step 'router' declares no artifact 'binary'"),
     Broken("tgi: unknown with: param", "tgi", ("profile: release-opt", "profiel: release-opt"),
@@ -867,7 +892,7 @@ def test_a_broken_reference_in_another_target_fails_too(tmp_path: Path) -> None:
     path = tmp_path / "vllm.yaml"
     path.write_text(text)
     ran = plan_in_process(path, cache=tmp_path / "cache")  # the default target, openai
-    assert_one_error(ran, path, line_of(text, "mounts: [wheel-rocm.whl]"), "targets.rocm.layers.0.mounts.0",
+    assert_one_error(ran, path, line_of(text, "mounts: [wheel-rocm.whl]"), "targets.rocm.layers.3.mounts.0",
                      "step 'wheel-rocm' declares no artifact 'whl'")  # fmt: skip
 
 

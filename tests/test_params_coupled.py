@@ -94,7 +94,7 @@ def test_vllm_gpu_rocm_on_the_cuda_target_is_refused(cache: Path) -> None:
     # The ROCm build is its own target: ROCm bases, the ROCm wheel, no CUDA version
     rocm = planned(cache, "vllm", "--target", "rocm")
     assert (rocm["params"]["devel_image"], rocm["params"]["cuda_version"]) == ("rocm/vllm-dev:base", "")
-    assert [s["name"] for s in rocm["steps"]] == ["wheel-rocm", "vllm"]
+    assert [s["name"] for s in rocm["steps"]] == ["rocm-system", "rocm-setup", "hub", "wheel-rocm", "vllm"]
     # Asked for explicitly, the override is the user's
     unlocked = planned(cache, "vllm", "--set-unlocked", "gpu=rocm")
     assert (unlocked["params"]["gpu"], unlocked["target"]) == ("rocm", "openai")
@@ -347,8 +347,9 @@ def test_verl_default_target_fixes_the_pins_its_tag_names(cache: Path) -> None:
 def test_vllm_deps_keeps_the_torch_of_the_torch_layer(cache: Path) -> None:
     # The released 0.11.1 wheel needs torch==2.9.0: with another torch_version, the vllm-deps
     # step replaced the torch layer's torch silently (two torches in the layers, the param ignored);
-    # pinned, the resolver refuses the pair instead.
-    for sets in ({}, {"vllm_from": "wheel", "torch_version": "2.8.0"}):
+    # pinned, the resolver refuses the pair instead. (A torch_version other than the vllm_torch
+    # the release requires is refused at plan now: tests/test_audit_vllm.py.)
+    for sets in ({}, {"vllm_from": "wheel", "vllm_torch": "2.8.0"}):
         loaded = load_manifest(MANIFESTS / "vllm.yaml", sets=sets)
         (step,) = [x for x in loaded.manifest.image.layers if getattr(x, "name", None) == "vllm-deps"]
         assert f'"vllm==$V" "torch=={loaded.params["torch_version"]}"' in " ".join(step.run), step  # type: ignore[union-attr]
@@ -357,12 +358,14 @@ def test_vllm_deps_keeps_the_torch_of_the_torch_layer(cache: Path) -> None:
 def test_vllm_wheel_mode_names_the_release_tag_as_its_tree(cache: Path) -> None:
     # The revision annotation (${sources.vllm.revision}) and the KV connectors' list came from
     # the source build's vllm_ref (main, ded8ada) while the image shipped the v0.11.1 wheel.
-    for version in ("0.11.1", "0.12.0"):
-        wheel = planned(cache, "vllm", "--set", "vllm_from=wheel", "--set", f"vllm_version={version}")
+    for version in ("0.11.1", "0.12.0"):  # (0.12.0's hashes would come with vllm_wheel_version)
+        sets = ["--set", f"vllm_version={version}", "--set", f"vllm_wheel_version={version}"]
+        wheel = planned(cache, "vllm", "--set", "vllm_from=wheel", *sets)
         assert wheel["params"]["vllm_ref"] == f"v{version}"
     err = refused(cache, "vllm", "--set", "vllm_from=wheel", "--set", "vllm_ref=main")
     assert "--set vllm_ref=main contradicts choice vllm_from=wheel, which sets vllm_ref=v0.11.1" in err
-    assert planned(cache, "vllm")["params"]["vllm_ref"] == "ded8ada86a3962477433054debbcef1d45161850"
+    # the source build builds the tag vllm_version names (v0.11.1), not main's ded8ada
+    assert planned(cache, "vllm")["params"]["vllm_ref"] == "439368496db48d8f992ba8c606a0c0b1eebbfa69"
 
 
 # -- a --set that changes nothing is legal, and said ------------------------------------------

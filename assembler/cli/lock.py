@@ -16,7 +16,7 @@ from assembler.spec.lockfile import default_lock_path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from assembler.cli.args import _pair
+    from assembler.cli.args import _bool, _pair
 
     p = sub.add_parser("lock", help="resolve every Python set of every target and variant into MANIFEST.lock")
     p.add_argument("manifest", type=Path, help="the manifest (YAML)")
@@ -29,6 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--upgrade", action="store_true", help="resolve every set anew (the newest versions allowed)")
     p.add_argument("--upgrade-package", action="append", default=[], metavar="NAME",
                    help="let this package move to its newest allowed version (repeatable)")  # fmt: skip
+    p.add_argument("--tls-verify", type=_bool, nargs="?", const=True, default=True, metavar="BOOL",
+                   help="--tls-verify=false reads bases' digests from plain-HTTP (loopback) registries")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print what was locked as JSON on stdout")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more detail (twice: debug)")
 
@@ -57,7 +59,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
                              all_targets=with_targets and _has_targets(args.manifest))  # fmt: skip
     path = (args.lock or default_lock_path(args.manifest)).resolve()
     done = lock_variants(variants, path=path, sets=sets, runner=Runner(), upgrade=args.upgrade,
-                         upgrade_packages=args.upgrade_package)  # fmt: skip
+                         upgrade_packages=args.upgrade_package, tls_verify=args.tls_verify)  # fmt: skip
     if args.json:
         shown = [{"variant": d.variant, "set": d.where, "key": d.key, "state": d.state, "pins": d.pins,
                   **({"why": d.why} if d.why else {})} for d in done]  # fmt: skip
@@ -65,7 +67,8 @@ def cmd_lock(args: argparse.Namespace) -> int:
         return 0
     for d in done:
         why = f": {d.why}" if d.why else ""
-        say(f"  {d.variant:<28} {d.where:<36} {d.state:<10} {d.pins:>4} pins{why}")
+        count = f"{d.pins:>4} pins" if not d.where.startswith(("bases.", "sources.")) else " " * 9
+        say(f"  {d.variant:<28} {d.where:<36} {d.state:<10} {count}{why}")
     counts = Counter(d.state for d in {d.key: d for d in done}.values())
     say(f"{path}: {len(variants)} variant(s), " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         + (" (no Python sets)" if not done else ""))  # fmt: skip

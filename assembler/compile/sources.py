@@ -82,16 +82,17 @@ def git_source(name: str, spec: m.GitSource, *, cache: Cache, runner: Runner, ba
     repo = cache.path("sources", "git", key_of({"url": url})[:24] + ".git")
     if not (repo / "HEAD").exists():
         _git(runner, "init", "--bare", "--quiet", str(repo))
+    want = spec.commit or spec.ref  # a lock's commit: what the ref named when locked
     try:
-        _git(runner, "fetch", "--quiet", "--force", "--tags", url, f"+{spec.ref}:refs/assemble/want", cwd=repo)
+        _git(runner, "fetch", "--quiet", "--force", "--tags", url, f"+{want}:refs/assemble/want", cwd=repo)
         commit = _git(runner, "rev-parse", "refs/assemble/want^{commit}", cwd=repo)
     except ToolError:
         # A commit id is not a ref a server must serve: fetch everything and resolve it here.
         try:
             _git(runner, "fetch", "--quiet", "--force", "--tags", url, "+refs/heads/*:refs/heads/*", cwd=repo)
-            commit = _git(runner, "rev-parse", f"{spec.ref}^{{commit}}", cwd=repo)
+            commit = _git(runner, "rev-parse", f"{want}^{{commit}}", cwd=repo)
         except ToolError as e:
-            raise NotFound(f"source {name}: cannot fetch {spec.ref!r} from {spec.git}: {e.stderr_tail}") from e
+            raise NotFound(f"source {name}: cannot fetch {want!r} from {spec.git}: {e.stderr_tail}") from e
     tree = cache.root / "sources" / "trees" / (commit + ("-sub" if spec.submodules else ""))
     if not tree.is_dir():
         tmp = cache.path("sources", "trees", f".tmp-{commit}-{os.getpid()}")

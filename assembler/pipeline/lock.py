@@ -18,7 +18,11 @@ from pathlib import Path
 from assembler.oci.descriptor import Platform
 from assembler.pipeline.variants import Variant
 from assembler.proc import Runner
-from assembler.spec.lockfile import Entry, Lock, apply_lock, entry_for, read_lock, variant_uses, write_lock
+from assembler.spec.lockfile import Entry, Lock, apply_lock, entry_for, pins_in, read_lock, write_lock
+from assembler.spec.lockpins import Pin, floating
+from assembler.spec.setuses import SetUse, set_uses
+from assembler.transports.common import RegistryOptions
+from assembler.transports.pins import base_digest, git_commit
 from assembler.transports.pyresolve import resolve
 
 
@@ -55,45 +59,66 @@ def lock_variants(
     runner: Runner,
     upgrade: bool = False,
     upgrade_packages: Sequence[str] = (),
+    tls_verify: bool = True,
 ) -> list[Locked]:
     """Resolve every set of ``variants`` into the lock at ``path`` (kept entries stay)."""
     manifest_name = variants[0].loaded.path.name
     lock = read_lock(path) if path.is_file() else Lock(manifest_name)
-    old = Lock(lock.manifest, dict(lock.sets), {k: dict(v) for k, v in lock.variants.items()})
+    old = Lock(lock.manifest, dict(lock.sets), {k: dict(v) for k, v in lock.variants.items()}, dict(lock.pins))
+    pinned_now: dict[str, Pin] = {}
     lock.manifest = manifest_name
-    done: dict[str, Entry] = {}
+    done: dict[str, tuple[Entry, str]] = {}
     report: list[Locked] = []
     with tempfile.TemporaryDirectory(prefix="assemble-lock-") as tmp:
         for variant in variants:
             name = lock_name(variant, sets)
-            uses = variant_uses(variant.loaded.manifest, platform_of(variant))
-            lock.variants[name] = {where: use.key for where, use in uses.items()}
-            for where, use in uses.items():
-                entry = done.get(use.key)
-                state = "resolved"
-                if entry is None:
-                    kept = old.sets.get(use.key)
-                    names = {n.split("==")[0] for n in kept.constraints()} if kept else set()
-                    moving = upgrade or any(p.lower().replace("_", "-") in names for p in upgrade_packages)
-                    if kept is not None and kept.pins is not None and not moving:
-                        entry, state = kept, "kept"
-                    else:
-                        previous = _previous_pins(old, name, where, kept)
-                        work = Path(tempfile.mkdtemp(dir=tmp))
-                        got = resolve(use.definition, runner=runner, work=work, prefer=previous, upgrade=upgrade,
-                                      upgrade_packages=upgrade_packages)  # fmt: skip
-                        entry = entry_for(use, got.pins, got.unresolved)
-                    done[use.key] = entry
-                elif entry.pins is None:
-                    state = "unresolved"
-                if entry.pins is None:
-                    state = "unresolved"
+            entries: dict[str, str] = {}
+            for where, (key, want) in floating(variant.loaded.manifest, platform_of(variant)).items():
+                entries[where] = key
+                if key not in pinned_now:  # once a run: a kept pin stays unless --upgrade
+                    prior = old.pins.get(key)
+                    keep = prior is not None and prior.value is not None and not upgrade
+                    pinned_now[key] = prior if keep and prior else _pin(want, runner, tls_verify)
+                pin = lock.pins[key] = pinned_now[key]
+                report.append(Locked(name, where, key, "pinned" if pin.value else "unresolved", 0,
+                                     pin.unresolved or pin.value or ""))  # fmt: skip
+            # Lazily: each set is in the lock before the next (a layer above) is made against it.
+            for use in set_uses(variant.loaded.manifest, platform_of(variant), pins_in(lock)):
+                entries[use.where] = use.key
+                entry, state = done.get(use.key) or _resolved(use, old, name, tmp, runner, upgrade, upgrade_packages)
+                done[use.key] = (entry, state)
                 lock.sets[use.key] = entry
-                report.append(Locked(name, where, use.key, state, _pin_count(entry), entry.unresolved or ""))
+                state = "unresolved" if entry.pins is None else state
+                report.append(Locked(name, use.where, use.key, state, _pin_count(entry), entry.unresolved or ""))
+            lock.variants[name] = entries
     lock.collect()
-    if lock.sets or path.is_file():  # a manifest with no Python sets needs no lock
+    if lock.sets or lock.pins or path.is_file():  # a manifest with nothing floating needs no lock
         write_lock(path, lock)
     return report
+
+
+def _resolved(
+    use: SetUse, old: Lock, name: str, tmp: str, runner: Runner, upgrade: bool, upgrade_packages: Sequence[str]
+) -> tuple[Entry, str]:
+    """A set's entry: kept from the lock (unless it is to move), else resolved by uv now."""
+    kept = old.sets.get(use.key)
+    names = {n.split("==")[0] for n in kept.constraints()} if kept else set()
+    moving = upgrade or any(p.lower().replace("_", "-") in names for p in upgrade_packages)
+    if kept is not None and kept.pins is not None and not moving:
+        return kept, "kept"
+    previous = _previous_pins(old, name, use.where, kept)
+    got = resolve(use.definition, runner=runner, work=Path(tempfile.mkdtemp(dir=tmp)), prefer=previous,
+                  upgrade=upgrade, upgrade_packages=upgrade_packages)  # fmt: skip
+    return entry_for(use, got.pins, got.unresolved), "resolved"
+
+
+def _pin(want: Pin, runner: Runner, tls_verify: bool) -> Pin:
+    """A base's digest or a git ref's commit, now (or why not)."""
+    if want.kind == "base":
+        value, why = base_digest(want.what, options=RegistryOptions(tls_verify=tls_verify))
+    else:
+        value, why = git_commit(want.what, want.ref, runner=runner)
+    return replace(want, value=value, unresolved=why)
 
 
 def _previous_pins(old: Lock, variant: str, where: str, kept: Entry | None) -> str | None:

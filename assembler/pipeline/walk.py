@@ -54,7 +54,7 @@ def resolved_key(ref: Ref, platform: Platform) -> str:
 
 def git_key(spec: m.GitSource) -> str:
     """The cache key of the commit and checkout a git source was last fetched as."""
-    return "gitref-" + key_of({"url": spec.git, "ref": spec.ref})
+    return "gitref-" + key_of({"url": spec.git, "ref": spec.ref, **({"commit": spec.commit} if spec.commit else {})})
 
 
 @dataclass(frozen=True)

@@ -61,10 +61,13 @@ class CudaAtLeast(Strict):
 
 class SameVersion(Strict):
     """The versions agree up to their minor number (12.4.1 and 12.4.0 do, 12.6.3 does not;
-    ``2.6`` and ``2.6.0`` do): ``because`` says why they must. Empty ones are skipped."""
+    ``2.6`` and ``2.6.0`` do): ``because`` says why they must. Empty ones are skipped.
+    With ``exact: true`` every release number must agree (0.11.1 and 0.11.0 differ; 2.9
+    and 2.9.0 do not): a pin such as ``torch==2.9.0`` or a wheel's sha256."""
 
     same_version: list[str] = Field(min_length=2)
     because: str
+    exact: bool = Field(default=False, description="all release numbers agree, not only major.minor")
 
 
 class IndexCuda(Strict):
@@ -235,18 +238,26 @@ def _check_rocm(loaded: Loaded, i: int, c: RocmArchs) -> None:
                        hint=f"--set {archs or 'the list'}=gfx90a;gfx942 (AMD's gfx names)")  # fmt: skip
 
 
+def _release(text: str) -> tuple[int, ...]:
+    """``2.9.0`` -> (2, 9), ``0.11.1+cu129`` -> (0, 11, 1): the release numbers, trailing zeros dropped."""
+    numbers = [int(n) for n in re.findall(r"\d+", re.split(r"[^\d.]", text.strip(), maxsplit=1)[0])]
+    while len(numbers) > 1 and numbers[-1] == 0:
+        numbers.pop()
+    return tuple(numbers)
+
+
 def _check_same(loaded: Loaded, i: int, c: SameVersion) -> None:
     given = [v.strip() for v in c.same_version if v.strip()]
     for j, text in enumerate(c.same_version):
         if text.strip() and _version(text) is None:
             raise loaded.error(("constraints", i, "same_version", j), f"not a version: {text!r}")
-    if len({_version(v) for v in given}) <= 1:
+    if len({_release(v) if c.exact else _version(v) for v in given}) <= 1:
         return
     names = [_param_names(loaded, v) for v in given]
     named = [f"{name or 'the value'} {v}" for name, v in zip(names, given, strict=True)]
     which = " and ".join(name for name in names if name) or "them"
     raise loaded.error(("constraints", i), f"{' and '.join(named)} differ: {c.because}",
-                       hint=f"--set {which} to one major.minor version")  # fmt: skip
+                       hint=f"--set {which} to one {'' if c.exact else 'major.minor '}version")  # fmt: skip
 
 
 def _check_at_least(loaded: Loaded, i: int, c: CudaAtLeast, cuda: Version) -> None:

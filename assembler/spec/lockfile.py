@@ -15,12 +15,10 @@ runner hands it to pip and uv as a constraints file (``PIP_CONSTRAINT``, ``UV_CO
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,28 +28,13 @@ from ruamel.yaml.scalarstring import LiteralScalarString
 
 from assembler.errors import InputError
 from assembler.spec import model as m
-from assembler.spec.prebuilt import parse_requirement
-from assembler.spec.pysets import PythonSet
+from assembler.spec.lockpins import Pin, floating, pinned
+from assembler.spec.setuses import SetUse, layer_name, plain_pin, set_key, set_uses
+from assembler.spec.setuses import used_steps as used_steps
 
 LOCK_VERSION = 1
 LOCK_ENV = "ASSEMBLE_PYTHON_LOCK"
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*(?:\[[^\]]*\])?)\s*(==|@)\s*([^\s;\\]+)")
-
-
-def set_key(definition: Mapping[str, object]) -> str:
-    """The sha256 of a set's definition (canonical JSON)."""
-    text = json.dumps(definition, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class SetUse:
-    """A set where a step or layer declares it: ``where`` is ``STEP:SET`` or ``layers.NAME:SET``."""
-
-    where: str
-    pyset: PythonSet
-    definition: Mapping[str, object]
-    key: str
 
 
 @dataclass(frozen=True)
@@ -94,11 +77,13 @@ class Lock:
     manifest: str
     sets: dict[str, Entry] = field(default_factory=dict)
     variants: dict[str, dict[str, str]] = field(default_factory=dict)  # variant -> where -> key
+    pins: dict[str, Pin] = field(default_factory=dict)  # bases' digests, git refs' commits
 
     def collect(self) -> None:
-        """Forget the sets no variant uses any more."""
+        """Forget the sets and pins no variant uses any more."""
         used = {key for uses in self.variants.values() for key in uses.values()}
         self.sets = {k: v for k, v in self.sets.items() if k in used}
+        self.pins = {k: v for k, v in self.pins.items() if k in used}
 
 
 def default_lock_path(manifest: Path) -> Path:
@@ -126,7 +111,13 @@ def read_lock(path: Path) -> Lock:
                              hint="write it anew with assemble lock")  # fmt: skip
         sets[str(key)] = Entry(definition, raw.get("pins"), raw.get("unresolved"))
     variants = {str(k): {str(w): str(s) for w, s in (v or {}).items()} for k, v in (data.get("variants") or {}).items()}
-    return Lock(str(data.get("manifest", "")), sets, variants)
+    try:
+        pins = {str(k): Pin.from_data(v) for k, v in (data.get("pins") or {}).items()}
+    except (KeyError, TypeError, AttributeError):
+        raise InputError(
+            f"lock {path}: a pin is not kind/what[/value]", hint="write it anew with assemble lock"
+        ) from None
+    return Lock(str(data.get("manifest", "")), sets, variants, pins)
 
 
 def write_lock(path: Path, lock: Lock) -> None:
@@ -140,6 +131,7 @@ def write_lock(path: Path, lock: Lock) -> None:
         if entry.unresolved is not None:
             item["unresolved"] = entry.unresolved
         doc["sets"][key] = item
+    doc["pins"] = {key: lock.pins[key].to_data() for key in sorted(lock.pins)}
     for name in sorted(lock.variants):
         doc["variants"][name] = dict(sorted(lock.variants[name].items()))
     yaml = YAML()
@@ -152,74 +144,6 @@ def write_lock(path: Path, lock: Lock) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(buf.getvalue(), encoding="utf-8")
     tmp.replace(path)
-
-
-def _layer_name(layer: m.RunLayer | m.PipLayer, index: int) -> str:
-    return f"layers.{layer.name or index}"
-
-
-def set_uses(manifest: m.Manifest, platform: str) -> Iterator[SetUse]:
-    """Every Python set the manifest's compile steps and image layers declare, and the
-    wheels of each ``pip:`` layer that takes its hashes from the lock (``locked: true``).
-
-    A layer's sets are resolved against what the layers below installed at an exact version
-    (``torch==2.4.0`` from another index, a ``pip:`` wheel) as ``provided``: pip keeps what is
-    installed when it fits, and a pin of PyPI's build over it would replace it."""
-    for step in manifest.compile:
-        for pyset in step.python_sets:
-            yield _use(f"{step.name}:{pyset.name}", pyset, platform)
-    below: dict[str, str] = {}  # name -> name==version, installed by a layer below
-    for i, layer in enumerate(manifest.image.layers):
-        if isinstance(layer, m.RunLayer):
-            for pyset in layer.python_sets:
-                own = {name for name, _ in map(_exact, pyset.requirements)}
-                own |= {_name_of(r) for r in pyset.requirements}
-                extra = [pin for name, pin in below.items() if name not in own]
-                yield _use(f"{_layer_name(layer, i)}:{pyset.name}", pyset, platform, extra)
-            for pyset in layer.python_sets:
-                below.update((n, f"{n}=={v}") for n, v in map(_exact, pyset.requirements) if n and not pyset.no_deps)
-        elif isinstance(layer, m.PipLayer):
-            if layer.locked:
-                wheels = PythonSet(name="wheels", requirements=[_plain(t) for t in layer.pip], python=layer.python,
-                                   index_url=layer.index, no_deps=True)  # fmt: skip
-                yield _use(f"{_layer_name(layer, i)}:wheels", wheels, platform)
-            for text in layer.pip:
-                req = parse_requirement(text, hashed=not layer.locked)
-                if req.version:
-                    below[req.name] = f"{req.name}=={req.version}"
-
-
-_EXACT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*==\s*([A-Za-z0-9.!_-]+)\s*$")
-
-
-def _exact(requirement: str) -> tuple[str, str]:
-    """(name, version) of ``name[extras]==version`` (no local label, no marker), else ("", "")."""
-    match = _EXACT.match(requirement)
-    return (_normal(match.group(1)), match.group(2)) if match else ("", "")
-
-
-def _name_of(requirement: str) -> str:
-    match = re.match(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
-    return _normal(match.group(1)) if match else ""
-
-
-def _normal(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def _plain(text: str) -> str:
-    req = parse_requirement(text, hashed=False)
-    return f"{req.name}=={req.version}"
-
-
-def _use(where: str, pyset: PythonSet, platform: str, below: Sequence[str] = ()) -> SetUse:
-    try:
-        definition = pyset.definition(platform)
-    except ValueError as e:
-        raise InputError(f"python set {where}: {e}") from None
-    if below and not pyset.no_deps:
-        definition = {**definition, "provided": sorted({*pyset.provided, *below})}
-    return SetUse(where, pyset, definition, set_key(definition))
 
 
 @dataclass(frozen=True)
@@ -245,14 +169,28 @@ def apply_lock(
     warning; else such sets install unlocked and the status (``plan --json``) says so, as
     cargo uses and updates a lock without ``--locked``. ``redo`` is the
     ``assemble lock`` command line that brings the lock up to date, for the hints."""
-    uses = list(set_uses(manifest, platform))
-    if not uses:
+    uses = list(set_uses(manifest, platform, pins_in(lock)))
+    floats = floating(manifest, platform)
+    if not uses and not floats:
         return manifest, LockStatus(str(path), "none", {})
     _check_locked_wheels(uses, lock, path, redo)
     if lock is None and locked:
         raise InputError(f"--locked: no lock {path}", hint=f"write it: {redo}")
     states: dict[str, dict[str, str]] = {}
     warnings: list[str] = []
+    values: dict[str, str] = {}
+    for where, (key, want) in floats.items():
+        pin = lock.pins.get(key) if lock is not None else None
+        if pin is None:
+            if locked:
+                raise InputError(f"--locked: lock {path} is stale: {where} ({want.what} {want.ref}) is not in it",
+                                 hint=f"bring it up to date: {redo}")  # fmt: skip
+            states[where] = {"key": key, "state": "not-locked"}
+        elif pin.value is None:
+            states[where] = {"key": key, "state": "unresolved", "why": pin.unresolved or ""}
+        else:
+            states[where] = {"key": key, "state": "locked", "value": pin.value}
+            values[where] = pin.value
     for use in uses:
         entry = lock.sets.get(use.key) if lock is not None else None
         if entry is None:
@@ -273,7 +211,7 @@ def apply_lock(
     status = LockStatus(str(path), state, states, tuple(warnings))
     if lock is None:
         return manifest, status
-    return _with_pins(manifest, lock, uses), status
+    return pinned(_with_pins(manifest, lock, uses), values), status
 
 
 def _check_locked_wheels(uses: Sequence[SetUse], lock: Lock | None, path: Path, redo: str) -> None:
@@ -320,12 +258,12 @@ def _with_pins(manifest: m.Manifest, lock: Lock, uses: Sequence[SetUse]) -> m.Ma
     layers: list[m.LayerSpec] = []
     for i, layer in enumerate(manifest.image.layers):
         if isinstance(layer, m.RunLayer):
-            owner = _layer_name(layer, i)
+            owner = layer_name(layer, i)
             pins = _pins_of(by_owner.get(owner, []), lock, owner)
             if pins:
                 layer = layer.model_copy(update={"env": {**layer.env, LOCK_ENV: pins}})
         elif isinstance(layer, m.PipLayer) and layer.locked:
-            (use,) = by_owner[_layer_name(layer, i)]
+            (use,) = by_owner[layer_name(layer, i)]
             layer = layer.model_copy(update={"pip": _hashed(layer.pip, lock.sets[use.key], use.where)})
         layers.append(layer)
     image = manifest.image.model_copy(update={"layers": layers})
@@ -336,7 +274,7 @@ def _hashed(texts: Sequence[str], entry: Entry, where: str) -> list[str]:
     hashes = entry.hashes()
     out = []
     for text in texts:
-        pin = _plain(text)
+        pin = plain_pin(text)
         if not hashes.get(pin):
             raise InputError(f"pip layer {where}: the lock's pins for it have no hashes for {pin}",
                              hint="write the lock anew: assemble lock MANIFEST --upgrade-package NAME")  # fmt: skip
@@ -344,9 +282,14 @@ def _hashed(texts: Sequence[str], entry: Entry, where: str) -> list[str]:
     return out
 
 
-def variant_uses(manifest: m.Manifest, platform: str) -> dict[str, SetUse]:
-    """where -> SetUse of a manifest (for ``assemble lock``)."""
-    return {use.where: use for use in set_uses(manifest, platform)}
+def pins_in(lock: Lock | None) -> Callable[[str], dict[str, str] | None]:
+    """A set's resolved pins in ``lock`` (name -> name==version), None when it has none."""
+
+    def pins(key: str) -> dict[str, str] | None:
+        entry = lock.sets.get(key) if lock is not None else None
+        return entry.constraints() if entry is not None and entry.pins is not None else None
+
+    return pins
 
 
 def entry_for(use: SetUse, pins: str | None, unresolved: str | None) -> Entry:

@@ -75,6 +75,9 @@ class GitSource(Strict):
     git: str = Field(description="repository URL (https://, file://, or a path)")
     ref: str = Field(description="branch, tag or commit; the resolved commit is what the cache keys on")
     submodules: bool = False
+    commit: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{40}$", description="set from the lock: fetched for ref"
+    )
 
 
 class UrlSource(Strict):

@@ -89,10 +89,11 @@ def _provided(provided: Sequence[str], work: Path) -> list[str]:
     lines = []
     argv = ["--find-links", str(stubs), "--override", str(overrides)]
     for spec in provided:
-        name, version = spec.split("==", 1)
-        _stub_wheel(stubs, name.strip(), f"{version.strip()}+provided")
-        lines.append(f"{name.strip()}=={version.strip()}+provided\n")
-        argv += ["--no-emit-package", name.strip()]
+        name, version = (part.strip() for part in spec.split("==", 1))
+        local = f"{version}.provided" if "+" in version else f"{version}+provided"  # 2.9.0+cu128 stays 2.9.0
+        _stub_wheel(stubs, name, local)
+        lines.append(f"{name}=={local}\n")
+        argv += ["--no-emit-package", name]
     overrides.write_text("".join(lines))
     return argv
 

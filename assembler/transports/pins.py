@@ -1,0 +1,64 @@
+"""What a lock pins besides Python sets: a base's tag to the digest it names now, a git
+source's branch or tag to its commit (for ``assemble lock``). Hosts this machine cannot
+reach are found first (a registry or git server that is not there answers in seconds, not
+after minutes of retries): the pin is then *unresolved*, with the host and why."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from urllib.parse import urlsplit
+
+from assembler.errors import AssemblerError
+from assembler.oci.digest import sha256_digest
+from assembler.oci.reference import parse_ref
+from assembler.proc import Runner
+from assembler.transports.common import RegistryOptions
+from assembler.transports.pyresolve import unreachable
+from assembler.transports.remote_http import api_host
+
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def base_digest(text: str, *, options: RegistryOptions) -> tuple[str | None, str | None]:
+    """(the digest a ``docker://`` base's tag names now, or why there is none)."""
+    ref = parse_ref(text)
+    if ref.name is None:
+        return None, f"{text}: not a registry reference"
+    if ref.name.digest:
+        return ref.name.digest, None
+    host = api_host(ref.name.registry)
+    why = unreachable(f"{'https' if options.tls_verify else 'http'}://{host}/v2/")
+    if why is not None:
+        return None, f"registry {host} cannot be reached from here ({why})"
+    from assembler.transports.remote import Registry  # the registry client, only when asked
+
+    quick = replace(options, retries=min(options.retries, 3), timeout=min(options.timeout, 30.0))
+    try:
+        with Registry(ref.name.registry, options=quick) as registry:
+            body, _ = registry.fetch_manifest(ref.name.repository, ref.name.tag)
+    except AssemblerError as e:
+        return None, str(e).splitlines()[0][:300]
+    return sha256_digest(body), None
+
+
+def git_commit(url: str, ref: str, *, runner: Runner) -> tuple[str | None, str | None]:
+    """(the commit a git source's ref names now, or why there is none). A commit is itself."""
+    if _COMMIT.match(ref):
+        return ref, None
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https"):
+        why = unreachable(f"{parts.scheme}://{parts.netloc}/")
+        if why is not None:
+            return None, f"{parts.netloc} cannot be reached from here ({why})"
+    try:
+        out = runner.run(["git", "ls-remote", url, ref, f"{ref}^{{}}"], env={"GIT_TERMINAL_PROMPT": "0"},
+                         timeout=60).stdout  # fmt: skip
+    except AssemblerError as e:
+        return None, str(e).splitlines()[0][:300]
+    lines = [line.split("\t") for line in out.splitlines() if "\t" in line]
+    peeled = [sha for sha, name in lines if name.endswith("^{}")]
+    found = peeled or [sha for sha, _ in lines]
+    if not found:
+        return None, f"{url} has no branch or tag {ref!r}"
+    return found[0], None
