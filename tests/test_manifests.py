@@ -57,12 +57,12 @@ class Planned:
         return f"exit {self.code}\n--- stdout\n{self.out[-3000:]}\n--- stderr\n{self.err}"
 
 
-def plan_in_process(manifest: Path, *args: str, cache: Path) -> Planned:
-    """`assemble plan MANIFEST --json ARGS` through the CLI's main, output captured."""
+def plan_in_process(manifest: Path, *args: str, cache: Path, json_out: bool = True) -> Planned:
+    """`assemble plan MANIFEST [--json] ARGS` through the CLI's main, output captured."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            code = main(["plan", str(manifest), "--cache", str(cache), "--json", *args])
+            code = main(["plan", str(manifest), "--cache", str(cache), *(["--json"] if json_out else []), *args])
         except SystemExit as e:  # argparse errors
             code = int(e.code or 0)
     return Planned(code, out.getvalue(), err.getvalue())

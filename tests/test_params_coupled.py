@@ -26,6 +26,7 @@ from assembler.spec.coupling import nvcc_misses
 from assembler.spec.load import load_manifest
 from assembler.spec.yamlfile import load
 from tests.helpers import ROOT
+from tests.test_manifests import plan_in_process
 
 MANIFESTS = ROOT / "manifests"
 
@@ -42,14 +43,8 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def plan(cache: Path, name: str, *args: str, json_out: bool = True) -> tuple[int, str, str]:
     """``assemble plan manifests/NAME.yaml [--json] ARGS`` through the CLI's main."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(["plan", str(MANIFESTS / f"{name}.yaml"), "--cache", str(cache),
-                         *(["--json"] if json_out else []), *args])  # fmt: skip
-        except SystemExit as e:  # argparse errors
-            code = int(e.code or 0)
-    return code, out.getvalue(), err.getvalue()
+    ran = plan_in_process(MANIFESTS / f"{name}.yaml", *args, cache=cache, json_out=json_out)
+    return ran.code, ran.out, ran.err
 
 
 def planned(cache: Path, name: str, *args: str) -> dict[str, Any]:
