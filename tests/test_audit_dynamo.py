@@ -10,19 +10,16 @@ prints its arguments; nothing is built.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from assembler.cli import main
 from assembler.spec import model as m
 from assembler.spec.load import load_manifest
 from tests.helpers import ROOT
+from tests.test_manifests import plan_in_process
 
 MANIFEST = ROOT / "manifests" / "dynamo.yaml"
 # dynamo-llm 0.8.0's [features] (the crate on crates.io): media-nixl = [dep:nixl-sys, ...],
@@ -41,10 +38,8 @@ def _no_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def plan(tmp_path: Path, *args: str, manifest: Path = MANIFEST) -> tuple[int, Any, str]:
     """``assemble plan MANIFEST --json ARGS`` through the CLI's main: (exit, JSON or None, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(["plan", str(manifest), "--cache", str(tmp_path / "cache"), "--json", *args])
-    return code, json.loads(out.getvalue()) if code == 0 else None, err.getvalue()
+    ran = plan_in_process(manifest, *args, cache=tmp_path / "cache")
+    return ran.code, ran.json if ran.code == 0 else None, ran.err
 
 
 def step(name: str, target: str | None = None, **sets: str) -> m.CompileStep:

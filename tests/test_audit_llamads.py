@@ -12,18 +12,16 @@ refused at plan (exit 2) naming the params, not hours into the build.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from assembler.cli import main
 from assembler.errors import ManifestError
 from assembler.spec.load import load_manifest
 from tests.helpers import ROOT
+from tests.test_manifests import plan_in_process
 
 MANIFESTS = ROOT / "manifests"
 LLAMA = MANIFESTS / "llamacpp.yaml"
@@ -42,13 +40,8 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def plan(cache: Path, manifest: Path, *args: str) -> tuple[int, str, str]:
     """``assemble plan MANIFEST --json ARGS`` through the CLI's main."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(["plan", str(manifest), "--cache", str(cache), "--json", *args])
-        except SystemExit as e:  # argparse errors
-            code = int(e.code or 0)
-    return code, out.getvalue(), err.getvalue()
+    ran = plan_in_process(manifest, *args, cache=cache)
+    return ran.code, ran.out, ran.err
 
 
 def planned(cache: Path, manifest: Path, *args: str) -> dict[str, Any]:

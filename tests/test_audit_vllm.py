@@ -22,7 +22,7 @@ import pytest
 
 from assembler.errors import ManifestError
 from assembler.spec.load import load_manifest
-from assembler.spec.model import RunLayer
+from assembler.spec.model import PipLayer, RunLayer
 from tests.helpers import ROOT, run_cli
 
 MANIFEST = ROOT / "manifests" / "vllm.yaml"
@@ -77,17 +77,28 @@ def test_the_source_build_is_the_v0_11_1_tag(cache: Path) -> None:
     assert '"SETUPTOOLS_SCM_PRETEND_VERSION": "0.11.1"' in texts()["wheel"]
 
 
-@pytest.mark.parametrize("vllm_from", ["source", "wheel"])
-def test_flashinfer_is_v0_11_1s_0_5_2_in_both_modes(vllm_from: str) -> None:
+def test_flashinfer_is_v0_11_1s_0_5_2_in_both_modes() -> None:
     # v0.11.1 requirements/cuda.txt:14 flashinfer-python==0.5.2; docker/Dockerfile:363-365
     # flashinfer-cubin and flashinfer-jit-cache of that version (0.4.1 was main's before the tag)
-    run = runs(vllm_from=vllm_from)
+    run = runs(vllm_from="source")
     # vllm pinned: a FlashInfer vllm does not take fails, not replaces vllm's
     assert '"vllm==$V" "torch==2.9.0" "torchvision==0.24.0" "flashinfer-python==0.5.2"' in " ".join(run["vllm-deps"])
     assert "flashinfer-cubin==0.5.2" in " ".join(run["flashinfer"])
     jit = " ".join(run["flashinfer-jit-cache"])
     assert "flashinfer-jit-cache==0.5.2 --extra-index-url https://flashinfer.ai/whl/cu129" in jit
     assert not any("0.4.1" in " ".join(r) for r in run.values())
+    # The released wheel: what `pip install vllm==0.11.1` takes, pinned by the committed lock
+    # from the release's metadata (no version written in the commands).
+    wheel = runs(vllm_from="wheel")
+    assert " ".join(wheel["vllm-deps"]).endswith(" vllm==0.11.1")
+    assert 'version("flashinfer-python")' in " ".join(wheel["flashinfer"]) and '"flashinfer-cubin==$V"' in " ".join(
+        wheel["flashinfer"]
+    )
+    from assembler.spec.lockfile import read_lock
+
+    lock = read_lock(MANIFEST.with_suffix(".lock"))
+    venv = lock.sets[lock.variants["openai vllm_from=wheel"]["layers.nvidia:venv"]].constraints()
+    assert venv["flashinfer-python"] == "flashinfer-python==0.5.2" and venv["torch"] == "torch==2.9.0"
 
 
 def test_the_flashinfer_jit_cache_from_flashinfer_ai_is_a_switch(cache: Path) -> None:
@@ -149,8 +160,12 @@ def test_cuda_suffixes_follow_cuda_version(cuda: str, tag: str, pkg: str) -> Non
     for sets in ({"cuda_version": cuda}, {"cuda_version": cuda, "vllm_from": "wheel"}):
         run = {k: " ".join(v) for k, v in runs(**sets).items()}
         assert f"cuda-nvcc-{pkg} cuda-cudart-dev-{pkg} cuda-nvrtc-dev-{pkg}" in run["cuda-jit"]
-        assert f"--extra-index-url https://download.pytorch.org/whl/{tag} torch==2.9.0" in run["torch"]
         assert f"https://flashinfer.ai/whl/{tag}" in run["flashinfer-jit-cache"]
+    # the source build's torch from the PyTorch index of the CUDA version (the released wheel's
+    # is PyPI's, the torch it was built against, pinned by the lock)
+    assert f"--extra-index-url https://download.pytorch.org/whl/{tag} torch==2.9.0" in " ".join(
+        runs(cuda_version=cuda)["torch"]
+    )
     build = " ".join(runs(cuda_version=cuda)["build-deepgemm"])
     assert f"printf '%s\\n' 12.8 \"{cuda}\"" in build  # DeepGEMM's CUDA 12.8 gate, on the param
 
@@ -268,13 +283,16 @@ def test_a_torch_other_than_the_one_vllm_requires_is_refused(cache: Path) -> Non
 
 
 def test_the_pypi_wheel_of_a_release_whose_hashes_are_not_pinned_is_refused(cache: Path) -> None:
+    # the runtime image's wheel takes its sha256s from the lock: a release the lock lacks is refused
     err = refused(cache, "--set", "vllm_from=wheel", "--set", "vllm_version=0.11.0")
-    assert "vllm_version" in err and "vllm_wheel_version 0.11.1 differ" in err and "vllm_wheel_hashes" in err
-    # with that release's hashes it plans; a source build of another version needs no hashes
+    assert "takes its hashes from the lock" in err and "vllm==0.11.0" in err and "assemble lock" in err
+    # the wheel target downloads by vllm_wheel_hashes: those of vllm_wheel_version only
+    err = refused(cache, "--target", "wheel", "--set", "vllm_from=wheel", "--set", "vllm_version=0.11.0")
+    assert "vllm_wheel_version 0.11.1 differ" in err and "vllm_wheel_hashes" in err
     hashes = "--hash=sha256:" + "1" * 64
-    wheel = plan(cache, "--set", "vllm_from=wheel", "--set", "vllm_version=0.11.0", "--set",
-                 "vllm_wheel_version=0.11.0", "--set", f"vllm_wheel_hashes={hashes}")  # fmt: skip
-    assert [x["what"] for x in wheel["layers"] if x["kind"] == "pip"] == ["pip vllm==0.11.0"]
+    plan(cache, "--target", "wheel", "--set", "vllm_from=wheel", "--set", "vllm_version=0.11.0", "--set",
+         "vllm_wheel_version=0.11.0", "--set", f"vllm_wheel_hashes={hashes}")  # fmt: skip
+    # a source build of another version needs no hashes
     plan(cache, "--set", "vllm_version=0.11.2", "--set", "vllm_ref=v0.11.2")
 
 
@@ -362,7 +380,7 @@ def installed(commands: list[str], vllm_version: str) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize(("target", "sets"), [(None, {}), (None, {"vllm_from": "wheel"}),
+@pytest.mark.parametrize(("target", "sets"), [(None, {}),
                                               ("openai-nonroot", {"install_kv_connectors": "true"}),
                                               (None, {"installer": "pip", "cuda_version": "12.8.1"})])  # fmt: skip
 def test_python_sets_mirror_what_the_layers_and_steps_install(target: str | None, sets: dict[str, str]) -> None:
@@ -393,6 +411,22 @@ def test_python_sets_mirror_what_the_layers_and_steps_install(target: str | None
     build = {s.name: s for s in wheel.python_sets}["build"]
     assert f"torch=={params['torch_version']}" in build.requirements and build.extra_index_urls == [torch_url]
     assert f"torch=={params['torch_version']}" in " ".join(wheel.run)
+
+
+def test_the_released_wheels_venv_is_one_set_its_layers_install_parts_of() -> None:
+    """vllm_from=wheel: every layer of the venv locks against what `pip install vllm==V` takes
+    from PyPI (the release's metadata): the nvidia libraries, then torch, then the rest."""
+    man = load_manifest(MANIFEST, sets={"vllm_from": "wheel"}).manifest
+    layers = {x.name: x for x in man.image.layers if isinstance(x, RunLayer) and x.name}
+    for name in ("nvidia", "torch", "vllm-deps"):
+        (venv,) = layers[name].python_sets
+        assert venv.requirements == ["vllm==0.11.1"] and not venv.extra_index_urls and venv.index_url is None, name
+    assert layers["nvidia"].python_sets[0].installs == ["nvidia-*"]
+    assert "torch" in layers["torch"].python_sets[0].installs
+    assert installed(layers["torch"].run, "0.11.1") == ["torch"]
+    assert installed(layers["vllm-deps"].run, "0.11.1") == ["vllm==0.11.1"]
+    (pip,) = [x for x in man.image.layers if isinstance(x, PipLayer)]
+    assert pip.pip == ["vllm==0.11.1"] and pip.locked
 
 
 def test_rocm_python_sets_leave_the_bases_torch_alone() -> None:

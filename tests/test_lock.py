@@ -424,3 +424,51 @@ def test_a_base_tag_is_locked_to_its_digest(tmp_path: Path, registry: Any) -> No
     moved = run_cli(["plan", str(manifest), "--locked", "--base", f"b=docker://{registry.host}/base:2",
                      "--cache", str(tmp_path / "cache2")])  # fmt: skip
     assert moved.code == 2 and "bases.b" in moved.err, moved
+
+
+def _release_requires(project: str, version: str) -> dict[str, str]:
+    """name -> version of the ``Requires-Dist: name==version`` lines of a release's sdist
+    PKG-INFO on PyPI: the release's own metadata, read without uv."""
+    import requests
+
+    page = requests.get(f"https://pypi.org/simple/{project}/", timeout=60,
+                        headers={"Accept": "application/vnd.pypi.simple.v1+json"}).json()  # fmt: skip
+    url = next(f["url"] for f in page["files"] if f["filename"] == f"{project}-{version}.tar.gz")
+    with requests.get(url, stream=True, timeout=120) as r, tarfile.open(fileobj=r.raw, mode="r|gz") as tar:
+        for member in tar:
+            if member.name == f"{project}-{version}/PKG-INFO":
+                text = tar.extractfile(member).read().decode()  # type: ignore[union-attr]
+                break
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("Requires-Dist: ") and "==" in line and ";" not in line:
+            name, _, pinned = line.removeprefix("Requires-Dist: ").partition("==")
+            found[name.strip().lower()] = pinned.strip()
+    return found
+
+
+def test_a_vllm_release_bump_is_one_set_and_a_lock(tmp_path: Path) -> None:
+    """manifests/vllm.yaml --set vllm_from=wheel: another release's torch and FlashInfer come
+    from its metadata through the lock, with no other --set; its plan then holds."""
+    from tests.helpers import ROOT
+
+    lock = tmp_path / "vllm-0.12.0.lock"
+    args = ["--set", "vllm_from=wheel", "--set", "vllm_version=0.12.0"]
+    done = run_cli(["lock", str(ROOT / "manifests/vllm.yaml"), *args, "--target", "openai", "--lock", str(lock)])
+    assert done.code == 0, done
+    from assembler.spec.lockfile import read_lock
+
+    written = read_lock(lock)
+    # the release's whole venv, resolved first (the layers above install parts of it)
+    venv = written.sets[written.variants["openai vllm_from=wheel vllm_version=0.12.0"]["layers.nvidia:venv"]]
+    pins = {k: v.split("==")[1] for k, v in venv.constraints().items()}
+    release = _release_requires("vllm", "0.12.0")
+    for name in ("torch", "torchvision", "flashinfer-python"):
+        assert pins[name] == release[name], (name, pins[name], release[name])
+    assert pins["vllm"] == "0.12.0" and release["flashinfer-python"] != "0.5.2"  # not 0.11.1's FlashInfer
+    wheels = written.sets[written.variants["openai vllm_from=wheel vllm_version=0.12.0"]["layers.vllm:wheels"]]
+    assert "vllm==0.12.0" in wheels.hashes() and wheels.hashes()["vllm==0.12.0"]
+    plan = run_cli(["plan", str(ROOT / "manifests/vllm.yaml"), *args, "--lock", str(lock), "--locked", "--json",
+                    "--cache", str(tmp_path / "cache")])  # fmt: skip
+    assert plan.code == 0, plan
+    assert json.loads(plan.out)["lock"]["state"] == "fresh"

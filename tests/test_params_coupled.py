@@ -26,6 +26,7 @@ from assembler.spec.coupling import nvcc_misses
 from assembler.spec.load import load_manifest
 from assembler.spec.yamlfile import load
 from tests.helpers import ROOT
+from tests.test_manifests import plan_in_process
 
 MANIFESTS = ROOT / "manifests"
 
@@ -42,14 +43,8 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def plan(cache: Path, name: str, *args: str, json_out: bool = True) -> tuple[int, str, str]:
     """``assemble plan manifests/NAME.yaml [--json] ARGS`` through the CLI's main."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(["plan", str(MANIFESTS / f"{name}.yaml"), "--cache", str(cache),
-                         *(["--json"] if json_out else []), *args])  # fmt: skip
-        except SystemExit as e:  # argparse errors
-            code = int(e.code or 0)
-    return code, out.getvalue(), err.getvalue()
+    ran = plan_in_process(MANIFESTS / f"{name}.yaml", *args, cache=cache, json_out=json_out)
+    return ran.code, ran.out, ran.err
 
 
 def planned(cache: Path, name: str, *args: str) -> dict[str, Any]:
@@ -349,7 +344,8 @@ def test_vllm_deps_keeps_the_torch_of_the_torch_layer(cache: Path) -> None:
     # step replaced the torch layer's torch silently (two torches in the layers, the param ignored);
     # pinned, the resolver refuses the pair instead. (A torch_version other than the vllm_torch
     # the release requires is refused at plan now: tests/test_audit_vllm.py.)
-    for sets in ({}, {"vllm_from": "wheel", "vllm_torch": "2.8.0"}):
+    # (vllm_from=wheel: the release's venv is one locked set, torch included: tests/test_lock.py.)
+    for sets in ({}, {"vllm_torch": "2.8.0"}):
         loaded = load_manifest(MANIFESTS / "vllm.yaml", sets=sets)
         (step,) = [x for x in loaded.manifest.image.layers if getattr(x, "name", None) == "vllm-deps"]
         assert f'"vllm==$V" "torch=={loaded.params["torch_version"]}"' in " ".join(step.run), step  # type: ignore[union-attr]
@@ -358,9 +354,9 @@ def test_vllm_deps_keeps_the_torch_of_the_torch_layer(cache: Path) -> None:
 def test_vllm_wheel_mode_names_the_release_tag_as_its_tree(cache: Path) -> None:
     # The revision annotation (${sources.vllm.revision}) and the KV connectors' list came from
     # the source build's vllm_ref (main, ded8ada) while the image shipped the v0.11.1 wheel.
-    for version in ("0.11.1", "0.12.0"):  # (0.12.0's hashes would come with vllm_wheel_version)
+    for version in ("0.11.1", "0.12.0"):  # (the runtime targets take 0.12.0's hashes from a lock)
         sets = ["--set", f"vllm_version={version}", "--set", f"vllm_wheel_version={version}"]
-        wheel = planned(cache, "vllm", "--set", "vllm_from=wheel", *sets)
+        wheel = planned(cache, "vllm", "--target", "wheel", "--set", "vllm_from=wheel", *sets)
         assert wheel["params"]["vllm_ref"] == f"v{version}"
     err = refused(cache, "vllm", "--set", "vllm_from=wheel", "--set", "vllm_ref=main")
     assert "--set vllm_ref=main contradicts choice vllm_from=wheel, which sets vllm_ref=v0.11.1" in err

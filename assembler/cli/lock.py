@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from assembler.cli.console import out, say
+from assembler.errors import InputError, ManifestError
 from assembler.pipeline.lock import lock_variants
 from assembler.pipeline.variants import load_variants
 from assembler.proc import Runner
@@ -54,9 +55,17 @@ def cmd_lock(args: argparse.Namespace) -> int:
 
     sets = _sets(args)
     unlocked = frozenset(name for name, _ in args.set_unlocked)
-    with_targets = not args.targets
-    variants = load_variants(args.manifest, sets=sets, unlocked=unlocked, targets=args.targets,
-                             all_targets=with_targets and _has_targets(args.manifest))  # fmt: skip
+    variants = []
+    for target in args.targets or _targets(args.manifest) or [None]:
+        try:
+            variants += load_variants(args.manifest, sets=sets, unlocked=unlocked, targets=[target] if target else [])
+        except ManifestError as e:
+            # Every target by default: one that refuses a --set is not built with it either.
+            if args.targets or " contradicts " not in e.message:
+                raise
+            say(f"  target {target}: not locked with these --set: {e.message}")
+    if not variants:
+        raise InputError("no target of the manifest takes these --set", hint="name a --target")
     path = (args.lock or default_lock_path(args.manifest)).resolve()
     done = lock_variants(variants, path=path, sets=sets, runner=Runner(), upgrade=args.upgrade,
                          upgrade_packages=args.upgrade_package, tls_verify=args.tls_verify)  # fmt: skip
@@ -75,8 +84,9 @@ def cmd_lock(args: argparse.Namespace) -> int:
     return 0
 
 
-def _has_targets(path: Path) -> bool:
+def _targets(path: Path) -> list[str]:
     from assembler.spec.yamlfile import load
 
     data, _ = load(path)
-    return isinstance(data, dict) and isinstance(data.get("targets"), dict) and bool(data["targets"])
+    targets = data.get("targets") if isinstance(data, dict) else None
+    return list(targets) if isinstance(targets, dict) else []

@@ -12,7 +12,8 @@ FORMAT = 2  # 2: steps run with reproducible_env (PYTHONHASHSEED): earlier resul
 
 
 # What a compile step says that does not change its artifacts: names, and how its job is run.
-NOT_IN_KEY = {"name", "use", "with_", "runtime_packages", "resources"}
+# Its Python sets act only through the lock's pins, which are in its env (LOCK_ENV).
+NOT_IN_KEY = {"name", "use", "with_", "runtime_packages", "resources", "python_sets"}
 
 
 def compile_key(

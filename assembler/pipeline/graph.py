@@ -119,7 +119,8 @@ def runtime_step(man: m.Manifest, spec: m.RunLayer | m.PackagesLayer, index: int
         return RuntimeStep(
             name=spec.name or f"run-{index + 1}",
             commands=tuple((c, c) for c in spec.run),
-            definition=spec.model_dump(mode="json", exclude={"name", "comment", *NOT_IN_DEFINITION}),
+            # its Python sets act through the lock's pins in its env (LOCK_ENV), not as written
+            definition=spec.model_dump(mode="json", exclude={"name", "comment", "python_sets", *NOT_IN_DEFINITION}),
             what=f"run {' && '.join(spec.run)}"[:120],
             env=spec.env,
             mounts=tuple(spec.mounts),

@@ -20,7 +20,7 @@ from assembler.pipeline.variants import Variant
 from assembler.proc import Runner
 from assembler.spec.lockfile import Entry, Lock, apply_lock, entry_for, pins_in, read_lock, write_lock
 from assembler.spec.lockpins import Pin, floating
-from assembler.spec.setuses import SetUse, set_uses
+from assembler.spec.setuses import SetUse, set_uses, used_steps
 from assembler.transports.common import RegistryOptions
 from assembler.transports.pins import base_digest, git_commit
 from assembler.transports.pyresolve import resolve
@@ -73,7 +73,9 @@ def lock_variants(
         for variant in variants:
             name = lock_name(variant, sets)
             entries: dict[str, str] = {}
-            for where, (key, want) in floating(variant.loaded.manifest, platform_of(variant)).items():
+            for where, (key, want) in floating(
+                variant.loaded.manifest, platform_of(variant), used_steps(variant.loaded.manifest)
+            ).items():
                 entries[where] = key
                 if key not in pinned_now:  # once a run: a kept pin stays unless --upgrade
                     prior = old.pins.get(key)

@@ -170,7 +170,7 @@ def apply_lock(
     cargo uses and updates a lock without ``--locked``. ``redo`` is the
     ``assemble lock`` command line that brings the lock up to date, for the hints."""
     uses = list(set_uses(manifest, platform, pins_in(lock)))
-    floats = floating(manifest, platform)
+    floats = floating(manifest, platform, used_steps(manifest))
     if not uses and not floats:
         return manifest, LockStatus(str(path), "none", {})
     _check_locked_wheels(uses, lock, path, redo)

@@ -6,7 +6,7 @@ param that names another tag or ref is not in the lock, as a changed set is not.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from assembler.spec import model as m
@@ -41,15 +41,21 @@ def base_ref(spec: m.BaseSpec) -> str | None:
     return ref
 
 
-def floating(manifest: m.Manifest, platform: str) -> dict[str, tuple[str, Pin]]:
-    """where (``bases.NAME``, ``sources.NAME``) -> (key, what to pin) of every floating input."""
+def floating(manifest: m.Manifest, platform: str, used: Collection[str]) -> dict[str, tuple[str, Pin]]:
+    """where (``bases.NAME``, ``sources.NAME``) -> (key, what to pin) of every floating input
+    the image is made from: its bases, those of the ``used`` compile steps, their sources and
+    the sources its labels name."""
     out: dict[str, tuple[str, Pin]] = {}
+    steps = [step for step in manifest.compile if step.name in used]
+    bases = {manifest.image.base, *(step.base for step in steps if step.base)}
+    named = repr(manifest.annotations) + repr(manifest.image.config.labels)
+    sources = {s for step in steps for s in step.sources} | {s for s in manifest.sources if f"sources.{s}." in named}
     for name, spec in manifest.bases.items():
         ref = base_ref(spec)
-        if ref is not None:
+        if ref is not None and name in bases:
             out[f"bases.{name}"] = (f"base {ref} {platform}", Pin("base", ref))
     for name, src in manifest.sources.items():
-        if isinstance(src, m.GitSource):
+        if isinstance(src, m.GitSource) and name in sources:
             out[f"sources.{name}"] = (f"git {src.git} {src.ref}", Pin("git", src.git, src.ref))
     return out
 

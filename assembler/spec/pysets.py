@@ -45,6 +45,11 @@ class PythonSet(Strict):
         "resolved as that version with its dependencies left to the base, never pinned",
     )
     platform: str | None = Field(default=None, description="uv's --python-platform; default: the image's")
+    installs: StrList = Field(
+        default_factory=lambda: ["*"],
+        description="names (globs) of the resolved set the commands install (nvidia-*: a layer that installs only "
+        "torch's nvidia libraries); the layers above are resolved against these",
+    )
 
     @field_validator("requirements")
     @classmethod

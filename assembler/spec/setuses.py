@@ -4,6 +4,7 @@ its ``run:`` layers, and the wheels of ``locked: true`` ``pip:`` layers, each wi
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import re
@@ -65,10 +66,10 @@ def set_uses(
                 if use.pyset.no_deps:
                     continue
                 resolved = pins(use.key)
-                if resolved is not None:
-                    below.update(resolved)
-                else:
-                    below.update((n, f"{n}=={v}") for n, v in map(_exact, use.pyset.requirements) if n)
+                if resolved is None:
+                    resolved = {n: f"{n}=={v}" for n, v in map(_exact, use.pyset.requirements) if n}
+                globs = [_normal(g) for g in use.pyset.installs]
+                below.update((n, p) for n, p in resolved.items() if any(fnmatch.fnmatchcase(n, g) for g in globs))
         elif isinstance(layer, m.PipLayer):
             if layer.locked:
                 wheels = PythonSet(name="wheels", requirements=[plain_pin(t) for t in layer.pip], python=layer.python,
