@@ -38,11 +38,13 @@ def _sh(command: str, env: dict[str, str] | None = None) -> str:
 
 @pytest.mark.parametrize(("cuda", "builds"), [("12.9.1", True), ("12.8.0", True), ("12.6.3", False)])
 def test_vllm_deepgemm_is_skipped_below_cuda_12_8_as_upstream(cuda: str, builds: bool, tmp_path: Path) -> None:
-    step = _compile("vllm", "build-deepgemm")
-    assert step.env["TORCH_CUDA_ARCH_LIST"] == "9.0a 10.0a" and step.sources == ["deepgemm"]
+    # the gate reads the cuda_version param, never the base's $CUDA_VERSION
+    archs = {} if builds else {"torch_cuda_arch_list": "8.0 9.0", "deepgemm_arch_list": "9.0a", "ep_arch_list": "9.0a"}
+    step = _compile("vllm", "build-deepgemm", cuda_version=cuda, **archs)
+    assert step.env["TORCH_CUDA_ARCH_LIST"] == ("9.0a 10.0a" if builds else "9.0a") and step.sources == ["deepgemm"]
     gate = step.run[-1].replace("mkdir -p /build/dist", f"mkdir -p {tmp_path}/dist")
     gate = gate.replace("cd /src/deepgemm && /opt/venv/bin/python setup.py bdist_wheel", "echo bdist_wheel")
-    out = _sh(gate, env={"CUDA_VERSION": cuda, "PATH": "/usr/bin:/bin"})
+    out = _sh(gate, env={"CUDA_VERSION": "13.0", "PATH": "/usr/bin:/bin"})
     assert (out == "bdist_wheel --dist-dir=/build/dist") is builds, out
     assert step.artifacts["wheel"].to == "/wheels/deepgemm"
     # the runtime layer installs the wheel when there is one, and nothing when the step built none
