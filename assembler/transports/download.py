@@ -8,6 +8,7 @@ only if its sha256 is the one pinned: a wrong or damaged file leaves nothing beh
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import requests
@@ -96,3 +97,37 @@ def fetch_page(url: str, *, accept: str, what: str, max_bytes: int = 64 << 20) -
         except requests.RequestException as e:
             raise NotFound(f"{what}: reading {url}: {e}") from e
         return response.headers.get("Content-Type", ""), bytes(body)
+
+
+_PROBE_TIMEOUT = (5, 15)
+_reachable: dict[str, str | None] = {}
+_reachable_lock = threading.Lock()
+
+
+def unreachable(index: str) -> str | None:
+    """Why ``index`` (a package index, a registry's or a git host's URL) cannot be reached from
+    here (None: it answers): asked once a process, in seconds, before a client that retries
+    for minutes (uv, git, the registry client) is started."""
+    with _reachable_lock:
+        if index in _reachable:
+            return _reachable[index]
+    why: str | None = None
+    if not index.startswith("file://"):
+        try:
+            with requests.head(index.rstrip("/") + "/", timeout=_PROBE_TIMEOUT, allow_redirects=True) as r:
+                if r.status_code >= 500:
+                    why = f"HTTP {r.status_code}"
+        except requests.RequestException as e:
+            why = _short(e)
+    with _reachable_lock:
+        _reachable[index] = why
+    return why
+
+
+def _short(error: Exception) -> str:
+    text = str(error)
+    for marker in ("Name or service not known", "Temporary failure in name resolution", "Connection refused",
+                   "timed out", "Network is unreachable"):  # fmt: skip
+        if marker in text:
+            return marker.lower()
+    return text[:200]

@@ -14,22 +14,17 @@ from __future__ import annotations
 import re
 import shutil
 import sys
-import threading
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from assembler.errors import InputError, ToolError
 from assembler.proc import Runner
+from assembler.transports.download import unreachable
 
 UV_TIMEOUT = 600.0  # seconds for one resolution (sdist-only packages are built for their metadata)
-_PROBE_TIMEOUT = (5, 15)
-_reachable: dict[str, str | None] = {}
-_reachable_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -49,33 +44,6 @@ def uv_binary() -> str:
     if found is None:
         raise InputError("uv is not installed: assemble lock resolves with it", hint="pip install uv")
     return found
-
-
-def unreachable(index: str) -> str | None:
-    """Why ``index`` cannot be reached from here (None: it answers). Asked once a process."""
-    with _reachable_lock:
-        if index in _reachable:
-            return _reachable[index]
-    why: str | None = None
-    if not index.startswith("file://"):
-        try:
-            with requests.head(index.rstrip("/") + "/", timeout=_PROBE_TIMEOUT, allow_redirects=True) as r:
-                if r.status_code >= 500:
-                    why = f"HTTP {r.status_code}"
-        except requests.RequestException as e:
-            why = _short(e)
-    with _reachable_lock:
-        _reachable[index] = why
-    return why
-
-
-def _short(error: Exception) -> str:
-    text = str(error)
-    for marker in ("Name or service not known", "Temporary failure in name resolution", "Connection refused",
-                   "timed out", "Network is unreachable"):  # fmt: skip
-        if marker in text:
-            return marker.lower()
-    return text[:200]
 
 
 def _provided(provided: Sequence[str], work: Path) -> list[str]:
