@@ -423,6 +423,15 @@ def test_the_released_wheels_venv_is_one_set_its_layers_install_parts_of() -> No
         assert venv.requirements == ["vllm==0.11.1"] and not venv.extra_index_urls and venv.index_url is None, name
     assert layers["nvidia"].python_sets[0].installs == ["nvidia-*"]
     assert "torch" in layers["torch"].python_sets[0].installs
+    assert layers["vllm-deps"].python_sets[0].installs == ["*"]  # the rest of the venv, whole
+    # The server extras above are locked against that venv: timm may not move torchvision or
+    # torch (it did, to PyPI's newest, when vllm-deps said it installed the nvidia part only).
+    from assembler.spec.lockfile import read_lock
+
+    lock = read_lock(MANIFEST.with_suffix(".lock"))
+    extras = lock.sets[lock.variants["openai vllm_from=wheel"]["layers.openai-extras:extras"]]
+    assert not {"torch", "torchvision", "triton", "vllm"} & set(extras.constraints())
+    assert {"torch==2.9.0", "torchvision==0.24.0"} <= set(extras.definition["provided"])  # type: ignore[arg-type]
     assert installed(layers["torch"].run, "0.11.1") == ["torch"]
     assert installed(layers["vllm-deps"].run, "0.11.1") == ["vllm==0.11.1"]
     (pip,) = [x for x in man.image.layers if isinstance(x, PipLayer)]
