@@ -13,7 +13,6 @@ import base64
 import hashlib
 import io
 import json
-import subprocess
 import tarfile
 import zipfile
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import manifest_of, read_blob, run_cli, uncompressed
+from tests.test_sources import git
 
 
 def _wheel(folder: Path, version: str, project: str = "locktest", requires: str = "") -> Path:
@@ -61,6 +61,13 @@ def _publish(www: Path, versions: list[str], project: str = "locktest", requires
     page = www / "simple" / project
     page.mkdir(parents=True, exist_ok=True)
     (page / "index.html").write_text("<!DOCTYPE html><html><body>\n" + "\n".join(links) + "\n</body></html>\n")
+
+
+def _publish_app(www: Path) -> None:
+    """lockapp 1.0 (needs locktest>=1.0), locktest 1.0 and 2.0 (each needs lockdep), lockdep 1.0."""
+    _publish(www, ["1.0", "2.0"], requires="lockdep")
+    _publish(www, ["1.0"], project="lockdep")
+    _publish(www, ["1.0"], project="lockapp", requires="locktest>=1.0")
 
 
 def _manifest(root: Path, index: str, base: str, *, spec: str = "locktest") -> Path:
@@ -283,9 +290,7 @@ def test_what_the_base_provides_is_resolved_against_never_pinned(tmp_path: Path,
     """A base's own build (torch of a ROCm image) must stay: the lock resolves the set as if
     that version were installed and pins everything but it."""
     url, www = index
-    _publish(www, ["1.0", "2.0"], requires="lockdep")  # the base's build brings its own lockdep
-    _publish(www, ["1.0"], project="lockdep")
-    _publish(www, ["1.0"], project="lockapp", requires="locktest>=1.0")
+    _publish_app(www)
     manifest = tmp_path / "m.yaml"
     manifest.write_text(
         f"""name: provided
@@ -314,9 +319,7 @@ def test_a_layer_is_resolved_against_the_exact_pins_of_the_layers_below(
     """torch==2.4.0 from another index in one layer, pip installs needing torch in the next:
     the next layer's lock must not pin PyPI's newest torch over it."""
     url, www = index
-    _publish(www, ["1.0", "2.0"], requires="lockdep")
-    _publish(www, ["1.0"], project="lockdep")
-    _publish(www, ["1.0"], project="lockapp", requires="locktest>=1.0")
+    _publish_app(www)
     manifest = tmp_path / "m.yaml"
     manifest.write_text(
         f"""name: below
@@ -341,21 +344,14 @@ image:
     assert second.definition["provided"] == ["locktest==1.0"]
 
 
-def _git(repo: Path, *args: str) -> str:
-    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
-           "PATH": "/usr/bin:/bin"}  # fmt: skip
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True,
-                          env=env).stdout.strip()  # fmt: skip
-
-
 def test_a_git_ref_is_locked_to_its_commit_and_built_from_it(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()
-    _git(repo, "init", "-q", "-b", "main")
+    git(repo, "init", "-q", "-b", "main")
     (repo / "f").write_text("one\n")
-    _git(repo, "add", "f")
-    _git(repo, "commit", "-qm", "one")
-    first = _git(repo, "rev-parse", "HEAD")
+    git(repo, "add", "f")
+    git(repo, "commit", "-qm", "one")
+    first = git(repo, "rev-parse", "HEAD")
     manifest = tmp_path / "m.yaml"
     manifest.write_text(
         f"""name: gitpin
@@ -372,7 +368,7 @@ image: {{base: b, layers: [{{artifact: build.f}}]}}
     )
     assert run_cli(["lock", str(manifest)]).code == 0
     (repo / "f").write_text("two\n")
-    _git(repo, "commit", "-qam", "two")  # main moves after the lock
+    git(repo, "commit", "-qam", "two")  # main moves after the lock
     plan = run_cli(["plan", str(manifest), "--locked", "--json", "--cache", str(tmp_path / "cache")])
     assert plan.code == 0, plan
     assert json.loads(plan.out)["lock"]["sets"]["sources.app"] == {"key": f"git file://{repo} main",

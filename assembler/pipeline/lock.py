@@ -18,7 +18,7 @@ from pathlib import Path
 from assembler.oci.descriptor import Platform
 from assembler.pipeline.variants import Variant
 from assembler.proc import Runner
-from assembler.spec.lockfile import Entry, Lock, apply_lock, entry_for, pins_in, read_lock, write_lock
+from assembler.spec.lockfile import Entry, Lock, apply_lock, pins_in, read_lock, write_lock
 from assembler.spec.lockpins import Pin, floating
 from assembler.spec.setuses import SetUse, set_uses, used_steps
 from assembler.transports.common import RegistryOptions
@@ -111,7 +111,7 @@ def _resolved(
     previous = _previous_pins(old, name, use.where, kept)
     got = resolve(use.definition, runner=runner, work=Path(tempfile.mkdtemp(dir=tmp)), prefer=previous,
                   upgrade=upgrade, upgrade_packages=upgrade_packages)  # fmt: skip
-    return entry_for(use, got.pins, got.unresolved), "resolved"
+    return Entry(use.definition, got.pins, got.unresolved), "resolved"
 
 
 def _pin(want: Pin, runner: Runner, tls_verify: bool) -> Pin:

@@ -19,7 +19,7 @@ import io
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -290,7 +290,3 @@ def pins_in(lock: Lock | None) -> Callable[[str], dict[str, str] | None]:
         return entry.constraints() if entry is not None and entry.pins is not None else None
 
     return pins
-
-
-def entry_for(use: SetUse, pins: str | None, unresolved: str | None) -> Entry:
-    return replace(Entry(use.definition), pins=pins, unresolved=unresolved)
