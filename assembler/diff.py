@@ -6,18 +6,26 @@ inside each pair of layers whose diff_ids differ, every entry (added, removed, o
 kind, mode, owner, size, mtime, link target, xattrs and content changed). Layer tars are
 streamed once each; only one record per entry (metadata and a content digest) is kept,
 never file data, so memory does not grow with the layers' size.
+
+Images built another way (a Dockerfile's layers against ours) do not pair by position:
+``rootfs=True`` compares what a container sees instead, each image's layers merged as
+:mod:`assembler.archive.flatten` merges them for a SIF (whiteouts applied), optionally
+only under some paths (``/app``: upstream's install folder).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import tarfile
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from typing import Any, BinaryIO, Literal
 
 from assembler.archive.compress import DECOMPRESS_ERRORS, decompressed
+from assembler.archive.flatten import flatten
 from assembler.archive.layer import iter_tar
+from assembler.archive.tar import TarEntry, TarWriter
 from assembler.errors import InvalidImage
 from assembler.oci import mediatypes as mt
 from assembler.oci.descriptor import Descriptor
@@ -82,6 +90,10 @@ class ImageDiff:
     manifest: tuple[FieldChange, ...]
     config: tuple[FieldChange, ...]
     layers: tuple[LayerDiff, ...]
+    # With rootfs=True: the merged filesystems' differences (under ``paths``, if any);
+    # the layers are then listed by status only.
+    rootfs: tuple[FileChange, ...] | None = None
+    paths: tuple[str, ...] = ()
 
     @property
     def identical(self) -> bool:
@@ -90,6 +102,9 @@ class ImageDiff:
     def to_json(self) -> dict[str, Any]:
         def fc(c: FieldChange) -> dict[str, Any]:
             return {"path": c.path, "a": c.a, "b": c.b}
+
+        def fc_file(f: FileChange) -> dict[str, Any]:
+            return {"path": f.path, "change": f.change, "fields": [fc(c) for c in f.fields]}
 
         def desc(d: Descriptor | None) -> dict[str, Any] | None:
             return None if d is None else {"digest": d.digest, "size": d.size, "media_type": d.media_type}
@@ -103,9 +118,11 @@ class ImageDiff:
             "layers": [
                 {"index": x.index, "status": x.status, "a": desc(x.a), "b": desc(x.b), "a_diff_id": x.a_diff_id,
                  "b_diff_id": x.b_diff_id, "order_differs": x.order_differs, "note": x.note,
-                 "files": [{"path": f.path, "change": f.change, "fields": [fc(c) for c in f.fields]} for f in x.files]}
+                 "files": [fc_file(f) for f in x.files]}
                 for x in self.layers
             ],
+            **({} if self.rootfs is None else {"paths": ["/" + p for p in self.paths],
+                                               "rootfs": [fc_file(f) for f in self.rootfs]}),
         }  # fmt: skip
 
 
@@ -163,19 +180,61 @@ def _read_entries(plain: BinaryIO, desc: Descriptor, entries: dict[str, EntrySta
         if entry.kind == "file":
             data = tf.extractfile(info)
             content = _content(data) if data is not None else None
-        entries[entry.path] = EntryState(
-            kind=entry.kind,
-            mode=entry.mode,
-            uid=entry.uid,
-            gid=entry.gid,
-            size=entry.size,
-            mtime=entry.mtime,
-            linkname=entry.linkname,
-            content=content,
-            xattrs=tuple(sorted((k, v.hex()) for k, v in entry.xattrs.items())),
-            device=(entry.devmajor, entry.devminor),
-        )
+        entries[entry.path] = _state(entry, content)
         order.append(entry.path)
+
+
+def _state(entry: TarEntry, content: str | None) -> EntryState:
+    return EntryState(
+        kind=entry.kind,
+        mode=entry.mode,
+        uid=entry.uid,
+        gid=entry.gid,
+        size=entry.size,
+        mtime=entry.mtime,
+        linkname=entry.linkname,
+        content=content,
+        xattrs=tuple(sorted((k, v.hex()) for k, v in entry.xattrs.items())),
+        device=(entry.devmajor, entry.devminor),
+    )
+
+
+class _Recorder(TarWriter):
+    """A TarWriter that keeps one EntryState per member (data hashed, never kept)."""
+
+    def __init__(self, keep: Callable[[str], bool]) -> None:
+        super().__init__(out=io.BytesIO())
+        self.keep = keep
+        self.entries: dict[str, EntryState] = {}
+
+    def add(self, entry: TarEntry, data: BinaryIO | None = None) -> None:
+        if self.keep(entry.path):
+            # flatten passes no data for an empty file
+            content = None if entry.kind != "file" else _EMPTY if data is None else _content(data)
+            self.entries[entry.path] = _state(entry, content)
+
+    def close(self) -> None:
+        pass
+
+
+_EMPTY = "sha256:" + hashlib.sha256(b"").hexdigest()
+
+
+def _under(paths: tuple[str, ...]) -> Callable[[str], bool]:
+    return lambda path: not paths or any(path == p or path.startswith(p + "/") for p in paths)
+
+
+def rootfs_entries(source: SourceImage, paths: tuple[str, ...] = ()) -> dict[str, EntryState]:
+    """Every entry a container of ``source`` sees (under ``paths``: relative, clean), its
+    layers merged bottom first, whiteouts applied; read as one stream per layer."""
+    from assembler.transports.squashfs import layer_sources
+
+    recorder = _Recorder(_under(paths))
+    try:
+        flatten(layer_sources(source), recorder, epoch=0)
+    except _UNREADABLE as e:
+        raise InvalidImage(f"{source.name}: a layer is not a readable (compressed) tar: {e}") from e
+    return recorder.entries
 
 
 def entry_changes(a: Mapping[str, EntryState], b: Mapping[str, EntryState]) -> tuple[FileChange, ...]:
@@ -197,7 +256,8 @@ def entry_changes(a: Mapping[str, EntryState], b: Mapping[str, EntryState]) -> t
     return tuple(out)
 
 
-def _layer_diff(i: int, a: SourceImage, b: SourceImage) -> LayerDiff:
+def _layer_status(i: int, a: SourceImage, b: SourceImage) -> LayerDiff:
+    """The layers at ``i`` compared by descriptor only (``changed``: entries not read yet)."""
     da = a.image.layers[i] if i < len(a.image.layers) else None
     db = b.image.layers[i] if i < len(b.image.layers) else None
     ia = a.image.diff_ids[i] if i < len(a.image.diff_ids) else None
@@ -208,6 +268,15 @@ def _layer_diff(i: int, a: SourceImage, b: SourceImage) -> LayerDiff:
         return LayerDiff(i, "same", da, db, ia, ib)
     if ia is not None and ia == ib:
         return LayerDiff(i, "recompressed", da, db, ia, ib)  # same tar, other compression bytes
+    return LayerDiff(i, "changed", da, db, ia, ib)
+
+
+def _layer_diff(i: int, a: SourceImage, b: SourceImage) -> LayerDiff:
+    layer = _layer_status(i, a, b)
+    if layer.status != "changed":
+        return layer
+    da, db, ia, ib = layer.a, layer.b, layer.a_diff_id, layer.b_diff_id
+    assert da is not None and db is not None
     if da.media_type not in mt.LAYER_TYPES or db.media_type not in mt.LAYER_TYPES:
         return LayerDiff(i, "changed", da, db, ia, ib, note="not filesystem layers: their contents are not compared")
     entries_a, order_a = layer_entries(a.blobs, da)
@@ -216,8 +285,16 @@ def _layer_diff(i: int, a: SourceImage, b: SourceImage) -> LayerDiff:
     return LayerDiff(i, "changed", da, db, ia, ib, files, order_differs=not files and order_a != order_b)
 
 
-def diff_images(a: SourceImage, b: SourceImage) -> ImageDiff:
-    """How ``b`` differs from ``a``. Reads only the layers whose digests differ."""
+def _listed(i: int, a: SourceImage, b: SourceImage) -> LayerDiff:
+    """The layers at ``i`` by status only (their entries are compared as one filesystem)."""
+    layer = _layer_status(i, a, b)
+    return layer if layer.status != "changed" else replace(layer, note="compared as one filesystem (rootfs)")
+
+
+def diff_images(a: SourceImage, b: SourceImage, *, rootfs: bool = False, paths: Sequence[str] = ()) -> ImageDiff:
+    """How ``b`` differs from ``a``. Reads only the layers whose digests differ; with
+    ``rootfs``, each image's merged filesystem (under ``paths``, like ``/app``) instead."""
+    clean = tuple(sorted({p.strip("/") for p in paths} - {""}))
     manifest_a = {k: v for k, v in a.image.manifest.items() if k != "layers"}
     manifest_b = {k: v for k, v in b.image.manifest.items() if k != "layers"}
     count = max(len(a.image.layers), len(b.image.layers))
@@ -226,7 +303,9 @@ def diff_images(a: SourceImage, b: SourceImage) -> ImageDiff:
         b_digest=b.image.digest,
         manifest=json_changes(manifest_a, manifest_b),
         config=json_changes(a.image.config, b.image.config),
-        layers=tuple(_layer_diff(i, a, b) for i in range(count)),
+        layers=tuple((_listed if rootfs else _layer_diff)(i, a, b) for i in range(count)),
+        rootfs=entry_changes(rootfs_entries(a, clean), rootfs_entries(b, clean)) if rootfs else None,
+        paths=clean,
     )
 
 
@@ -261,6 +340,10 @@ def render(image_diff: ImageDiff, *, max_files: int = 50) -> list[str]:
         lines += [f"  {c.path}: {_short(c.a)} -> {_short(c.b)}" for c in changes]
     changed = differing(image_diff)
     lines.append(f"layers: {len(changed)} of {len(image_diff.layers)} differ")
+    if image_diff.rootfs is not None:
+        where = ", ".join("/" + p for p in image_diff.paths) or "/"
+        lines.append(f"files (merged filesystems, under {where}): {len(image_diff.rootfs)} differ")
+        lines += _file_lines(image_diff.rootfs, max_files, "  ")
     for layer in changed:
         lines.append(f"  layer {layer.index}: {layer.status}")
         for side, desc, diff_id in (("a", layer.a, layer.a_diff_id), ("b", layer.b, layer.b_diff_id)):
@@ -271,10 +354,16 @@ def render(image_diff: ImageDiff, *, max_files: int = 50) -> list[str]:
         elif layer.status == "changed" and not layer.files:
             why = "in another order" if layer.order_differs else "with other tar headers"
             lines.append(f"    same entries and contents, written {why}")
-        for f in layer.files[:max_files]:
-            mark = {"added": "+", "removed": "-", "changed": "~"}[f.change]
-            detail = "; ".join(_entry_field(c) for c in f.fields)
-            lines.append(f"    {mark} {f.path}" + (f": {detail}" if detail else ""))
-        if len(layer.files) > max_files:
-            lines.append(f"    ... and {len(layer.files) - max_files} more (--json lists every one)")
+        lines += _file_lines(layer.files, max_files, "    ")
+    return lines
+
+
+def _file_lines(files: Sequence[FileChange], max_files: int, indent: str) -> list[str]:
+    lines = []
+    for f in files[:max_files]:
+        mark = {"added": "+", "removed": "-", "changed": "~"}[f.change]
+        detail = "; ".join(_entry_field(c) for c in f.fields)
+        lines.append(f"{indent}{mark} {f.path}" + (f": {detail}" if detail else ""))
+    if len(files) > max_files:
+        lines.append(f"{indent}... and {len(files) - max_files} more (--json lists every one)")
     return lines

@@ -94,6 +94,37 @@ def test_diff_says_how_entries_differ(tmp_path: Path) -> None:
     assert "~ app/data/b.txt: mode 0644 -> 0755" in text.out and "+ app/data/c.txt" in text.out
 
 
+def test_diff_rootfs_compares_what_a_container_sees(tmp_path: Path) -> None:
+    """Images whose layers do not pair by position (another builder's, or ours reordered):
+    ``--rootfs`` merges each image's layers, whiteouts applied, and ``--path`` narrows it."""
+    root = tiny_project(tmp_path / "p")
+    build_tiny(root, "one")
+    swapped = TINY.split("  layers:\n")[0] + "  layers:\n" + "\n".join(reversed(TINY.rstrip().split("\n")[-2:])) + "\n"
+    (root / "tiny.yaml").write_text(swapped)
+    build_tiny(root, "two")
+    # A later layer with an OCI whiteout for app/data/b.txt (as buildah writes for `rm`).
+    (root / "wh").mkdir()
+    (root / "wh/.wh.b.txt").write_text("")
+    (root / "tiny.yaml").write_text(TINY + "    - copy: {from: ./wh/, to: /app/data/}\n")
+    build_tiny(root, "three")
+    one, two, three = (f"oci:{root}/out:{t}" for t in ("one", "two", "three"))
+
+    by_layer = diff_json(one, two, code=1)
+    assert [x["status"] for x in by_layer["layers"]] == ["changed", "changed"]
+    merged = run_cli(["diff", "--json", "--rootfs", one, two]).json
+    assert merged["rootfs"] == [] and merged["paths"] == []
+    assert all(x["files"] == [] for x in merged["layers"])  # not read twice
+    gone = run_cli(["diff", "--json", "--rootfs", one, three]).json
+    assert [(f["path"], f["change"]) for f in gone["rootfs"]] == [("app/data/b.txt", "removed")]
+    under = run_cli(["diff", "--json", "--rootfs", "--path", "/etc/", one, three]).json
+    assert under["rootfs"] == [] and under["paths"] == ["/etc"]
+    text = run_cli(["diff", "--rootfs", "--path", "/app", one, three])
+    assert text.code == 1 and "files (merged filesystems, under /app): 1 differ" in text.out, str(text)
+    assert "  - app/data/b.txt" in text.out
+    refused = run_cli(["diff", "--path", "/app", one, three])
+    assert refused.code == 2 and "--rootfs" in refused.err, str(refused)
+
+
 def test_diff_of_one_image_in_two_formats_is_identical_and_bad_input_is_2(tmp_path: Path) -> None:
     root = tiny_project(tmp_path / "p")
     ran = run_cli(["tiny.yaml", "--cache", "cache", "-o", "oci:out:one", "-o", "oci-archive:one.tar:one"], cwd=root)

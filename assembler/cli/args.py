@@ -226,6 +226,11 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("diff", help="why two images differ (exit 0 identical, 1 different, 2 trouble)")
     p.add_argument("a", help="an image reference, as for inspect")
     p.add_argument("b", help="another image reference")
+    p.add_argument("--rootfs", action="store_true",
+                   help="compare what a container sees, each image's layers merged (for images built another way, "
+                        "whose layers do not pair by position)")  # fmt: skip
+    p.add_argument("--path", action="append", default=[], metavar="DIR",
+                   help="with --rootfs, only what is under DIR (repeatable), e.g. --path /app")  # fmt: skip
     _reader_cache(p)
     _common(p)
     p = sub.add_parser("deps", help="check that an image's ELF files find their libraries (exit 1 on a miss)")

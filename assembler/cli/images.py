@@ -129,7 +129,10 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from assembler.diff import diff_images, render
 
     with _reading_cache(args) as cache_dir:
-        result = diff_images(_source(args, cache_dir, args.a), _source(args, cache_dir, args.b))
+        if args.path and not args.rootfs:
+            raise InputError("--path applies to --rootfs: add --rootfs")
+        a, b = _source(args, cache_dir, args.a), _source(args, cache_dir, args.b)
+        result = diff_images(a, b, rootfs=args.rootfs, paths=args.path)
     if args.json:
         out.print(json.dumps(result.to_json(), indent=2), markup=False)
     else:
