@@ -35,6 +35,38 @@ def http_folder(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 pytest_plugins = ["tests.plugins.registry", "tests.plugins.demo", "tests.plugins.slurm"]
 
+# Test tiers. ``unit``: modules that run no container, registry or other outside tool and
+# take seconds: what ``scripts/test --fast`` runs before every commit. Every other module is
+# ``integration`` (the real buildah, docker-registry, skopeo, umoci, Apptainer, Slurm);
+# ``slow`` marks its multi-minute tests. A module moves to ``unit`` by being named here.
+UNIT_MODULES = frozenset(
+    {
+        "test_archive.py",
+        "test_audit_dynamo.py",
+        "test_audit_llamads.py",
+        "test_audit_tgi.py",
+        "test_components.py",
+        "test_coverage.py",
+        "test_hygiene.py",
+        "test_registry_login.py",
+        "test_sbom_packages.py",
+        "test_schema.py",
+        "test_sources.py",
+        "test_spec.py",
+        "test_view.py",
+        "test_worktree.py",
+    }
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    missing = UNIT_MODULES - {p.name for p in Path(__file__).parent.glob("test_*.py")}
+    if missing:
+        raise pytest.UsageError(f"tests/conftest.py UNIT_MODULES names modules that are gone: {sorted(missing)}")
+    for item in items:
+        item.add_marker("unit" if item.path.name in UNIT_MODULES else "integration")
+
+
 # Modules with a failed test or fixture: their work folders stay for a post-mortem.
 _FAILED_MODULES: set[str] = set()
 

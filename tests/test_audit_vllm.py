@@ -23,7 +23,8 @@ import pytest
 from assembler.errors import ManifestError
 from assembler.spec.load import load_manifest
 from assembler.spec.model import PipLayer, RunLayer
-from tests.helpers import ROOT, run_cli
+from tests.helpers import ROOT
+from tests.helpers import run_cli_here as run_cli
 
 MANIFEST = ROOT / "manifests" / "vllm.yaml"
 V0111 = "439368496db48d8f992ba8c606a0c0b1eebbfa69"  # the v0.11.1 tag (vllm/_version.py: g439368496)

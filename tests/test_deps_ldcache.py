@@ -20,7 +20,7 @@ import pytest
 
 from assembler.deps import ldcache
 from assembler.errors import InvalidImage
-from tests.helpers import run_cli
+from tests.helpers import run_cli_here as run_cli
 from tests.test_deps import LOADER, _add, build, debian_base, ld_cache, tiny_elf
 
 LOCAL_CONF = {"etc/ld.so.conf.d/libc.conf": b"# libc default configuration\n/usr/local/lib\n"}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_cli
+from tests.helpers import run_cli_here as run_cli
 from tests.test_deps import LOADER, TRIPLET, build, debian_base, host, ld_cache, tiny_elf
 
 LIB = f"usr/lib/{TRIPLET}"

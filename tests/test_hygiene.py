@@ -222,3 +222,42 @@ def test_size_check_finds_long_functions_and_modules_and_stale_allowances(tmp_pa
 def test_the_package_keeps_the_size_rule() -> None:
     ran = subprocess.run([sys.executable, str(REPO / "scripts" / "check-size")], capture_output=True, text=True)
     assert ran.returncode == 0, ran.stderr
+
+
+def _declared() -> set[str]:
+    """Normalized names of the runtime and test distributions pyproject.toml declares."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    specs = [*project["dependencies"], *project["optional-dependencies"]["test"]]
+    return {re.split(r"[<>=!~\[; ]", spec, maxsplit=1)[0].lower().replace("_", "-") for spec in specs}
+
+
+def test_every_import_a_test_makes_is_declared() -> None:
+    """A test that imports a package only some other package happens to pull in breaks on
+    the day that package drops it: tests/ may import the standard library, the project,
+    and what pyproject.toml's dependencies and test extra name."""
+    import ast
+    from importlib.metadata import packages_distributions
+
+    dists = packages_distributions()
+    declared = _declared()
+    undeclared = set()
+    for path in sorted((REPO / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+                else []
+            )
+            for name in names:
+                top = name.split(".")[0]
+                if top in sys.stdlib_module_names or top in ("assembler", "tests"):
+                    continue
+                found = {d.lower().replace("_", "-") for d in dists.get(top, [])}
+                if not found & declared:
+                    undeclared.add(f"{path.relative_to(REPO)}: {top} (from {sorted(found) or 'nothing installed'})")
+    assert not undeclared, "imports no dependency or test extra declares:\n" + "\n".join(sorted(undeclared))

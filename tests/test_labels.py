@@ -1,6 +1,7 @@
 """Labels from facts (assembler.pipeline.labels, assembler.spec.labelfacts): versions from
 the base's own config, ``${bases...}`` and ``${steps...}`` placeholders, refused when they
-name nothing. Tiny images built from files (no container), their configs read back."""
+name nothing. Tiny images built from files (no container), their configs read back; the
+CLI runs in this process (``run_cli_here``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import config_of, run_cli
+from tests.helpers import config_of
+from tests.helpers import run_cli_here as run_cli
 
 BASE = """\
 name: nvbase

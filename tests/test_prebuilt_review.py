@@ -21,7 +21,8 @@ from assembler.pipeline import artifacts
 from assembler.pipeline.prebuilt import _file_opener
 from assembler.sbom.licenses import python_license
 from assembler.spec.load import load_manifest
-from tests.helpers import manifest_of, read_blob, run_cli, uncompressed
+from tests.helpers import manifest_of, read_blob, uncompressed
+from tests.helpers import run_cli_here as run_cli
 from tests.test_prebuilt import INICONFIG, SDIST_SHA, SDIST_URL, SIX, _blobs, _manifest
 from tests.test_sbom import referrers, saved, validate_spdx
 
