@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import reclaim_at_teardown
 from tests.helpers import PYTHON, run_cli
 
 MANIFEST = """\
@@ -55,8 +56,11 @@ class Project:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, demo_bases: dict[str, Path]) -> Project:
+def project(
+    tmp_path_factory: pytest.TempPathFactory, demo_bases: dict[str, Path], request: pytest.FixtureRequest
+) -> Project:
     root = tmp_path_factory.mktemp("progress")
+    reclaim_at_teardown(request, root)  # a cache with buildah's storage: gigabytes
     (root / "m.yaml").write_text(MANIFEST.format(devel=demo_bases["devel"], runtime=demo_bases["runtime"]))
     return Project(root, root / "cache")
 

@@ -7,6 +7,7 @@ runs no step, so the module costs one compile of the demo.
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -55,6 +56,16 @@ def shared(
         yield made
     finally:
         registry.stop()
+
+
+@pytest.fixture(autouse=True)
+def _drop_other_caches(shared: Shared) -> Iterator[None]:
+    """Each test's second machine is its own cache folder (with buildah's storage, about
+    2 GiB): gone when the test passes; machine A's cache-a stays for the module."""
+    yield
+    for cache in shared.project.glob("cache-*"):
+        if cache.name != "cache-a":
+            shutil.rmtree(cache, ignore_errors=True)
 
 
 def _image_bytes(ran: Ran) -> int:
