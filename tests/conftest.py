@@ -48,6 +48,8 @@ UNIT_MODULES = frozenset(
         "test_components.py",
         "test_coverage.py",
         "test_hygiene.py",
+        "test_labels.py",
+        "test_layout.py",
         "test_registry_login.py",
         "test_sbom_packages.py",
         "test_schema.py",

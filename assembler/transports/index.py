@@ -7,12 +7,9 @@ after it."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
 
-from assembler.cache import temp_prefix
 from assembler.errors import InputError
 from assembler.oci import mediatypes as mt
 from assembler.oci.artifact import Artifact
@@ -73,14 +70,12 @@ def _layout_index(
                        {mt.ANNOTATION_REF_NAME: ref.tag} if ref.tag else {})  # fmt: skip
     # The platform images are reached through the index: not listed untagged beside it.
     inner = {image.digest for image in images}
-    manifests = [
-        d
-        for d in layout.read_index(path)["manifests"]
-        if d.get("digest") not in inner
-        and not (ref.tag and (d.get("annotations") or {}).get(mt.ANNOTATION_REF_NAME) == ref.tag)
-    ]
-    index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [*manifests, entry.to_json()]}
-    fd, tmp = tempfile.mkstemp(dir=path, prefix=temp_prefix(".index-"))
-    with os.fdopen(fd, "wb") as f:
-        f.write(canonical_json(index))
-    os.replace(tmp, path / "index.json")
+    with layout.index_lock(path):
+        manifests = [
+            d
+            for d in layout.read_index(path)["manifests"]
+            if d.get("digest") not in inner
+            and not (ref.tag and (d.get("annotations") or {}).get(mt.ANNOTATION_REF_NAME) == ref.tag)
+        ]
+        index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [*manifests, entry.to_json()]}
+        layout.write_atomically(path / "index.json", canonical_json(index))

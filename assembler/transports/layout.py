@@ -2,15 +2,19 @@
 
 Writing is additive, as skopeo does: blobs already there are kept, the index gains
 (or replaces) the entry for the tag, and ``index.json`` is replaced last and
-atomically, so a failed write never leaves an index naming missing blobs.
+atomically, so a failed write never leaves an index naming missing blobs. Its read,
+change and replace happen under :func:`index_lock`, so two builds writing one folder
+each keep the other's tag.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,11 +106,21 @@ def write(
     added untagged, with their ``artifactType``. Referrers of an image the layout no
     longer lists (its tag now names another) leave the index; blobs stay, as skopeo leaves them.
     """
-    existing = _start(path)
+    _start(path)
     for desc in image.layers:
         _place_blob(blobs, desc.digest, path / "blobs" / "sha256" / desc.digest.split(":", 1)[1])
     write_blob_bytes(path, image.config_bytes)
     write_blob_bytes(path, image.manifest_bytes)
+    for artifact in referrers:
+        for data in artifact.blobs().values():
+            write_blob_bytes(path, data)
+        write_blob_bytes(path, artifact.manifest_bytes)
+    with index_lock(path):
+        return _add_image(path, image, tag, referrers)
+
+
+def _add_image(path: Path, image: Image, tag: str, referrers: Iterable[Artifact]) -> Descriptor:
+    existing = _index(path)
     entry = image.descriptor
     annotations = {mt.ANNOTATION_REF_NAME: tag} if tag else {}
     entry = Descriptor(entry.media_type, entry.digest, entry.size, annotations, platform=image.platform)
@@ -118,9 +132,6 @@ def write(
     ]
     manifests.append(entry.to_json())
     for artifact in referrers:
-        for data in artifact.blobs().values():
-            write_blob_bytes(path, data)
-        write_blob_bytes(path, artifact.manifest_bytes)
         manifests = [d for d in manifests if d.get("digest") != artifact.digest] + [artifact.descriptor.to_json()]
     _write_index(path, manifests, existing)
     return entry
@@ -129,7 +140,7 @@ def write(
 def write_artifact(path: Path, artifact: FilesArtifact, *, tag: str, blobs: BlobReader) -> Descriptor:
     """Add ``artifact`` (an artifact of its own, not an image) tagged ``tag`` to the layout
     at ``path``; returns its index entry (with its ``artifactType``)."""
-    existing = _start(path)
+    _start(path)
     for desc in artifact.layers:
         _place_blob(blobs, desc.digest, path / "blobs" / "sha256" / desc.digest.split(":", 1)[1])
     write_blob_bytes(path, EMPTY_CONFIG)
@@ -140,27 +151,57 @@ def write_artifact(path: Path, artifact: FilesArtifact, *, tag: str, blobs: Blob
         named = (d.get("annotations") or {}).get(mt.ANNOTATION_REF_NAME)
         return bool(d.get("digest") == entry.digest or (tag and named == tag))
 
-    manifests = [d for d in existing.get("manifests", []) if not replaced(d)]
-    _write_index(path, [*manifests, entry.to_json()], existing)
+    with index_lock(path):
+        existing = _index(path)
+        manifests = [d for d in existing.get("manifests", []) if not replaced(d)]
+        _write_index(path, [*manifests, entry.to_json()], existing)
     return entry
 
 
-def _start(path: Path) -> dict[str, Any]:
-    """The layout at ``path`` made if new; its index as it is."""
+@contextlib.contextmanager
+def index_lock(path: Path) -> Iterator[None]:
+    """Hold the layout at ``path`` for a read, change and replace of its ``index.json``:
+    another process (or thread) doing the same waits. The lock is ``flock`` on the folder
+    itself, so nothing is written for it, and it goes with the process. Not re-entrant:
+    a holder that takes it again through another descriptor waits for itself."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _start(path: Path) -> None:
+    """The layout at ``path`` made if new."""
     path.mkdir(parents=True, exist_ok=True)
     layout_file = path / "oci-layout"
     if not layout_file.exists():
-        layout_file.write_bytes(canonical_json({"imageLayoutVersion": mt.OCI_LAYOUT_VERSION}))
+        write_atomically(layout_file, canonical_json({"imageLayoutVersion": mt.OCI_LAYOUT_VERSION}))
+
+
+def _index(path: Path) -> dict[str, Any]:
+    """The layout's index as it is (read under :func:`index_lock`)."""
     return read_index(path) if (path / "index.json").exists() else {"schemaVersion": 2}
+
+
+def write_atomically(dest: Path, data: bytes) -> None:
+    """``data`` into ``dest`` through a temporary file beside it and a rename."""
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=temp_prefix("." + dest.name + "-"))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _write_index(path: Path, manifests: list[Any], existing: dict[str, Any]) -> None:
     manifests = _without_orphans(path, manifests, existing.get("manifests", []))
     index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": manifests}
-    fd, tmp = tempfile.mkstemp(dir=path, prefix=temp_prefix(".index-"))
-    with os.fdopen(fd, "wb") as f:
-        f.write(canonical_json(index))
-    os.replace(tmp, path / "index.json")
+    write_atomically(path / "index.json", canonical_json(index))
 
 
 def subject_of(path: Path, entry: Any) -> str | None:
