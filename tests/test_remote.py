@@ -1,7 +1,8 @@
 """The registry client against the real registry (distribution 2.8) and real skopeo.
 
 Fakes only where nothing real can run here: a fault-injecting proxy (a flaky network)
-and a bearer token server, both in tests/plugins/faultproxy.py.
+and a bearer token server, both in tests/plugins/faultproxy.py, and a clock that records
+the waits between retries instead of sleeping (tests/plugins/fakeclock.py).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from assembler.oci.validate import validate
 from assembler.transports import remote, remote_auth, remote_http, remote_login
 from assembler.transports.common import SourceImage
 from assembler.transports.remote import Registry, RegistryOptions, push, read
+from assembler.transports.retry import registry_policy
+from tests.plugins.fakeclock import FakeClock, streaks
 from tests.plugins.faultproxy import Fault, FaultProxy
 from tests.plugins.registry import RunningRegistry
 
@@ -376,7 +379,7 @@ FAULTS = {
     "502-504-post": dict(
         faults=[Fault("status", method="POST", status=502), Fault("status", method="POST", status=504)]
     ),
-    "429-retry-after": dict(faults=[Fault("status", method="POST", status=429, retry_after="1")], min_seconds=0.9),
+    "429-retry-after": dict(faults=[Fault("status", method="POST", status=429, retry_after="7")], waits=[7.0]),
     "patch-refused": dict(
         faults=[Fault("status", method="PATCH", status=405, times=None)],
         options=dict(monolithic_max=64 << 10, chunk_size=32 << 10),
@@ -390,12 +393,15 @@ def test_push_survives_faults(case: str, fault_proxy: FaultProxy, registry: Runn
     faults = [fault_proxy.add(f) for f in spec["faults"]]
     image = build_image(cache, [random_layer(200_000, 1), {"small": b"small\n"}])
     name = ImageName.parse(f"{fault_proxy.host}/faults/{case}:v1")
-    started = time.monotonic()
-    result = push(image, name, blobs=cache, options=opts(**spec.get("options", {})))
-    elapsed = time.monotonic() - started
+    clock = FakeClock()
+    options = opts(**spec.get("options", {}))
+    result = push(image, name, blobs=cache, options=options, clock=clock)
     assert result.digest == image.digest
     assert all(f.hits >= 1 for f in faults), [(f.action, f.method, f.hits) for f in faults]
-    assert elapsed >= spec.get("min_seconds", 0.0), "Retry-After must be honoured"
+    if "waits" in spec:
+        assert clock.waits == spec["waits"], "Retry-After must be honoured"
+    else:
+        streaks(clock.waits, registry_policy(options))  # the backoff schedule
     # Read back from the registry itself, not through the proxy.
     check(read(ImageName.parse(f"{registry.host}/faults/{case}:v1"), platform=PLATFORM, options=opts()))
     if case == "patch-refused":
@@ -415,11 +421,17 @@ def test_ten_pushes_survive_a_30_percent_fault_rate_with_default_settings(
     layers = [random_layer(200_000, 1), *({f"f{i}": f"{i}\n".encode()} for i in range(5))]
     image = build_image(cache, layers)
     options = RegistryOptions(tls_verify=False)  # the defaults, loopback aside
+    clock = FakeClock()
     for i in range(10):
-        result = push(image, ImageName.parse(f"{fault_proxy.host}/flaky/app{i}:v1"), blobs=cache, options=options)
+        name = ImageName.parse(f"{fault_proxy.host}/flaky/app{i}:v1")
+        result = push(image, name, blobs=cache, options=options, clock=clock)
         assert result.digest == image.digest
     failed = sum(f.hits for f in faults)
     assert 0.2 < failed / len(fault_proxy.records) < 0.4, (failed, len(fault_proxy.records))
+    # One wait per failure, each the default schedule's next (progress starts it over),
+    # and no run of failures near the budget of 10.
+    runs = streaks(clock.waits, registry_policy(options))
+    assert len(clock.waits) == failed and max(runs) < options.retries - 2, runs
     for i in range(10):
         check(read(ImageName.parse(f"{registry.host}/flaky/app{i}:v1"), platform=PLATFORM, options=opts()))
 
@@ -436,12 +448,15 @@ def test_a_dead_registry_fails_in_bounded_time_with_default_settings(
             s.bind(("127.0.0.1", 0))
             host = f"127.0.0.1:{s.getsockname()[1]}"
     image = build_image(cache, [{"x": b"x\n"}])
+    clock = FakeClock()
+    options = RegistryOptions(tls_verify=False)
     started = time.monotonic()
     with pytest.raises(RegistryError) as failed:
-        push(image, ImageName.parse(f"{host}/down/app:v1"), blobs=cache, options=RegistryOptions(tls_verify=False))
-    elapsed = time.monotonic() - started
-    assert elapsed < 30, f"a dead registry took {elapsed:.1f} s to report"
+        push(image, ImageName.parse(f"{host}/down/app:v1"), blobs=cache, options=options, clock=clock)
+    assert time.monotonic() - started < 5, "no wait but the clock's"
     assert f"after {RegistryOptions.retries} tries" in str(failed.value)
+    # The default schedule: reported after about 14 s of waiting.
+    assert clock.waits == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0] == registry_policy(options).schedule()
 
 
 def test_push_gives_up_in_bounded_time(fault_proxy: FaultProxy, cache: Cache) -> None:
@@ -474,9 +489,16 @@ def test_downloads_retry_and_resume(
     fault_proxy.add(Fault("status", method="GET", path=blob_path, status=503))
     fault_proxy.add(Fault("cut", method="GET", path=blob_path, after_bytes=2_200_000, times=2))
     fault_proxy.ignore_range = not ranges  # then the reader skips what it already has
-    with Registry(fault_proxy.host, options=opts()) as reg, reg.open_blob("dl/app", layer.digest) as blob:
+    clock = FakeClock()
+    with (
+        Registry(fault_proxy.host, options=RegistryOptions(tls_verify=False), clock=clock) as reg,
+        reg.open_blob("dl/app", layer.digest) as blob,
+    ):
         data = blob.read()
     assert sha256_digest(data) == layer.digest
+    # With Range each cut comes after new bytes: progress, the first wait again. Without, the
+    # second cut comes at the same byte as the first: no progress, the schedule's next wait.
+    assert clock.waits == ([0.25, 0.25, 0.25] if ranges else [0.25, 0.25, 0.5])
     gets = [r for r in fault_proxy.records if r.method == "GET" and blob_path in r.path]
     assert [r.status for r in gets] == ([503, 200, 206, 206] if ranges else [503, 200, 200, 200])
     assert gets[1].range == "" and gets[2].range.startswith("bytes=")  # asked from where it stopped

@@ -3,38 +3,43 @@
 A download streams into the cache's blob store, is refused beyond a size (the
 ``Content-Length`` a server announces, and the bytes that actually come), and is stored
 only if its sha256 is the one pinned: a wrong or damaged file leaves nothing behind.
+Connection errors and 5xx answers are retried under :data:`DOWNLOAD_RETRY` (the policy
+of :mod:`retry`, on the ``clock`` a caller passes), which also measures the deadline.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
+from dataclasses import replace
 
 import requests
 
 from assembler.cache import Cache
 from assembler.errors import DigestMismatch, InputError, NotFound
+from assembler.transports.retry import SYSTEM_CLOCK, Attempts, Clock, RetryPolicy
 
 log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
-_TRIES = 3
+# Three tries, waiting 0.5 s then 1 s: an index or a mirror answers at once or not today.
+DOWNLOAD_RETRY = RetryPolicy(tries=3, max_tries=3, backoff=0.5, max_backoff=2.0)
 _TIMEOUT = (30, 300)  # connect, read (per chunk): a stalled server is given up, a slow one is not
 # A whole-download deadline besides: per-read timeouts alone let a trickle go on forever.
 _DEADLINE_BASE = 300.0  # seconds
 _MIN_RATE = 256 << 10  # bytes per second, below which a download of known size is given up
 
 
-def _get(url: str, *, what: str, headers: dict[str, str] | None = None) -> requests.Response:
+def _get(url: str, *, what: str, retry: RetryPolicy, headers: dict[str, str] | None = None) -> requests.Response:
     """GET with a few tries on connection errors and 5xx (a stream: the caller closes it)."""
-    for attempt in range(_TRIES):
+    attempts = Attempts(retry)
+    while True:
         try:
             response = requests.get(url, stream=True, timeout=_TIMEOUT, headers=headers or {})
         except requests.RequestException as e:
-            if attempt + 1 == _TRIES:
+            if attempts.failed():
                 raise NotFound(f"{what}: cannot download {url}: {e}") from e
         else:
-            if response.status_code < 500 or attempt + 1 == _TRIES:
+            if response.status_code < 500 or attempts.failed():
                 if response.status_code == 404:
                     response.close()
                     raise NotFound(f"{what}: {url}: 404 not found")
@@ -43,13 +48,22 @@ def _get(url: str, *, what: str, headers: dict[str, str] | None = None) -> reque
                     raise NotFound(f"{what}: {url}: HTTP {response.status_code}")
                 return response
             response.close()
-        time.sleep(0.5 * 2**attempt)
-    raise AssertionError("unreachable")
+        retry.clock.sleep(attempts.wait())
 
 
-def download(url: str, *, sha256: str, cache: Cache, max_bytes: int, what: str, cap_hint: str | None = None) -> str:
+def download(
+    url: str,
+    *,
+    sha256: str,
+    cache: Cache,
+    max_bytes: int,
+    what: str,
+    cap_hint: str | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> str:
     """The blob ``sha256:HEX`` of ``url``: from the cache, else downloaded (at most
-    ``max_bytes``) and stored only when its sha256 matches. Returns its digest.
+    ``max_bytes``) and stored only when its sha256 matches; retries wait on ``clock``.
+    Returns its digest.
 
     Raises InputError when the file is not the one pinned or is too big, NotFound when it
     cannot be downloaded."""
@@ -58,13 +72,14 @@ def download(url: str, *, sha256: str, cache: Cache, max_bytes: int, what: str, 
         cache.mark_used(cache.blob_path(digest))
         return digest
     log.info("%s: downloading %s", what, url)
-    with _get(url, what=what) as response:
+    retry = replace(DOWNLOAD_RETRY, clock=clock)
+    with _get(url, what=what, retry=retry) as response:
         announced = int(response.headers.get("Content-Length") or 0)
         if announced > max_bytes:
             raise InputError(f"{what}: {url} is {announced} bytes, more than the {max_bytes} allowed",
                              hint=cap_hint)  # fmt: skip
         budget = _DEADLINE_BASE + (announced or max_bytes) / _MIN_RATE
-        deadline = time.monotonic() + budget
+        deadline = clock.monotonic() + budget
         try:
             with cache.blob_writer(expected=digest) as w:
                 got = 0
@@ -72,7 +87,7 @@ def download(url: str, *, sha256: str, cache: Cache, max_bytes: int, what: str, 
                     got += len(chunk)
                     if got > max_bytes:
                         raise InputError(f"{what}: {url} sends more than the {max_bytes} bytes allowed")
-                    if time.monotonic() > deadline:
+                    if clock.monotonic() > deadline:
                         raise NotFound(f"{what}: {url}: only {got} bytes in {budget:.0f} s, too slow: given up")
                     w.write(chunk)
         except DigestMismatch as e:
@@ -85,9 +100,12 @@ def download(url: str, *, sha256: str, cache: Cache, max_bytes: int, what: str, 
     return digest
 
 
-def fetch_page(url: str, *, accept: str, what: str, max_bytes: int = 64 << 20) -> tuple[str, bytes]:
-    """The content type and body of an index page (bounded)."""
-    with _get(url, what=what, headers={"Accept": accept}) as response:
+def fetch_page(
+    url: str, *, accept: str, what: str, max_bytes: int = 64 << 20, clock: Clock = SYSTEM_CLOCK
+) -> tuple[str, bytes]:
+    """The content type and body of an index page (bounded); retries wait on ``clock``."""
+    retry = replace(DOWNLOAD_RETRY, clock=clock)
+    with _get(url, what=what, retry=retry, headers={"Accept": accept}) as response:
         body = bytearray()
         try:
             for chunk in response.iter_content(_CHUNK):

@@ -47,6 +47,7 @@ from assembler.transports.remote_blobs import FileBlobs, RemoteBlobs, WithBytes,
 from assembler.transports.remote_http import RegistryClient, TransferStats
 from assembler.transports.remote_referrers import MANIFEST_LIMIT, list_referrers, put_referrer
 from assembler.transports.remote_upload import BlobUploader
+from assembler.transports.retry import SYSTEM_CLOCK, Clock
 
 __all__ = ["FileBlobs", "PushResult", "Registry", "RegistryOptions", "RemoteBlobs", "TransferStats", "push", "read"]
 
@@ -68,8 +69,9 @@ class Registry(RegistryClient):
         options: RegistryOptions,
         progress: Callable[[int], None] | None = None,
         runner: Runner | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        super().__init__(host, options=options, runner=runner)
+        super().__init__(host, options=options, runner=runner, clock=clock)
         self._uploader = BlobUploader(self, progress=progress)
         self._progress = progress
 
@@ -287,13 +289,14 @@ def read(
     platform: Platform,
     options: RegistryOptions,
     progress: Callable[[int], None] | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> SourceImage:
-    """The image ``name`` names, following an index to ``platform``.
+    """The image ``name`` names, following an index to ``platform``; retries wait on ``clock``.
 
     Its blobs stream from the registry, verified. Raises NotFound, RegistryError,
     DigestMismatch, InvalidImage.
     """
-    registry = Registry(name.registry, options=options, progress=progress)
+    registry = Registry(name.registry, options=options, progress=progress, clock=clock)
     what = f"docker://{name}"
     body, media_type = registry.fetch_manifest(name.repository, name.reference)
     index_digest: str | None = None
@@ -336,13 +339,14 @@ def push(
     options: RegistryOptions,
     mount_from: Sequence[ImageName] = (),
     progress: Callable[[int], None] | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> PushResult:
     """Push ``image`` (or an artifact of its own) to ``name`` (its tag, or its digest):
     layers, config, then the manifest.
 
     Blobs already in the repository are skipped; blobs in a ``mount_from`` repository
-    of the same registry are mounted. Raises RegistryError, DigestMismatch, NotFound (a
-    blob ``blobs`` does not have).
+    of the same registry are mounted; retries wait on ``clock``. Raises RegistryError,
+    DigestMismatch, NotFound (a blob ``blobs`` does not have).
     """
     sources = [m.repository for m in mount_from if m.registry == name.registry]
     if isinstance(image, FilesArtifact):
@@ -351,7 +355,7 @@ def push(
     else:
         layers, config, media_type = tuple(image.layers), image.config_descriptor, image.media_type
         reader = WithBytes(blobs, {image.config_descriptor.digest: image.config_bytes})
-    with Registry(name.registry, options=options, progress=progress) as registry:
+    with Registry(name.registry, options=options, progress=progress, clock=clock) as registry:
         for i, desc in enumerate((*layers, config)):
             label = f"layer {i + 1}/{len(layers)}" if i < len(layers) else "config"
             try:

@@ -13,7 +13,6 @@ import hashlib
 import io
 import json
 import logging
-import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
@@ -54,7 +53,7 @@ class BlobStream(io.RawIOBase):
         self._size = size
         # A whole-download deadline: per-read timeouts alone let a trickle go on forever.
         budget = http.options.timeout + (size if size is not None else 0) / max(1, http.options.min_rate)
-        self._deadline = time.monotonic() + budget
+        self._deadline = http.retry.clock.monotonic() + budget
         self._http = http
         self._url = url
         self._digest = digest
@@ -94,15 +93,15 @@ class BlobStream(io.RawIOBase):
             self._failures, self._failed_at = 0, self._offset
         self._failures += 1
         reason = f"{type(error).__name__}: {error}"
-        if self._failures >= max(1, self._http.options.retries):
+        if self._failures >= self._http.retry.tries:
             raise RegistryError(
                 f"{self._what}: {reason} after {self._failures} tries", registry=self._http.host
             ) from error
-        wait = self._http.delay(self._failures, None)
+        wait = self._http.retry.wait(self._failures)
         log.warning("%s: %s at byte %d; resuming in %.1f s", self._what, reason, self._offset, wait)
         self._close_response()
         self._http.renew_session()
-        self._http.sleep(wait)
+        self._http.retry.clock.sleep(wait)
         self._open()
 
     def _next_chunk(self) -> bytes | None:
@@ -114,7 +113,7 @@ class BlobStream(io.RawIOBase):
                 continue
             if chunk is None:
                 return None
-            if time.monotonic() > self._deadline:
+            if self._http.retry.clock.monotonic() > self._deadline:
                 raise RegistryError(
                     f"{self._what}: too slow: {self._offset} bytes in {self._http.options.timeout:.0f} s "
                     f"plus {self._http.options.min_rate} bytes/s",

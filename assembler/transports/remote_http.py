@@ -16,8 +16,9 @@ The retry budget counts failures *without progress*: ``options.retries`` tries i
 with no request of this client getting through. A registry that is down fails that many
 tries in a row and is reported within seconds (about 15 s with the defaults); a flaky one
 (a proxy failing 30% of requests) answers between failures, which resets the count and
-the backoff, so a push of many requests survives it. ``_MAX_TRIES_FACTOR`` bounds an
+the backoff, so a push of many requests survives it. A bound on all tries stops an
 operation that progresses but never completes (every upload's POST works, its PUT never).
+Waits, counts and the clock are :func:`retry.registry_policy` (:attr:`RegistryClient.retry`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from assembler.proc import Runner
 from assembler.transports.common import RegistryOptions
 from assembler.transports.remote_auth import Challenge, Scopes, TokenCache, pick_challenge, scopes_for
 from assembler.transports.remote_login import Credentials, Login
+from assembler.transports.retry import SYSTEM_CLOCK, Attempts, Clock, registry_policy
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,8 +51,6 @@ T = TypeVar("T")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Re-authentication (a fresh token, basic credentials) is free, but only this often per operation.
 _MAX_REAUTH = 2
-# An operation gives up after this many times options.retries failed tries, progress or not.
-_MAX_TRIES_FACTOR = 3
 _ERROR_BODY_LIMIT = 64 << 10
 
 
@@ -130,6 +130,7 @@ class RegistryClient(oras.provider.Registry):  # type: ignore[misc]  # oras ship
         options: RegistryOptions,
         stats: TransferStats | None = None,
         runner: Runner | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         # TLS verification is passed per request: oras's tls_verify=False would turn
         # urllib3's warnings off for the whole process.
@@ -137,7 +138,7 @@ class RegistryClient(oras.provider.Registry):  # type: ignore[misc]  # oras ship
         self.host = host
         self.options = options
         self.stats = stats if stats is not None else TransferStats()
-        self.sleep: Callable[[float], None] = time.sleep
+        self.retry = registry_policy(options, clock=clock)
         self.answers = 0  # requests that got the answer they wanted: progress, for the retry budget
         self.auth = Login(host, auth_file=options.auth_file, runner=runner or Runner())
         self.auth.session = self.session
@@ -323,20 +324,14 @@ class RegistryClient(oras.provider.Registry):  # type: ignore[misc]  # oras ship
                 raise NotFound(f"{what}: {describe(response)}")
             raise RegistryError(f"{what}: {describe(response)}", registry=self.host, status=status)
 
-    def delay(self, tries: int, retry_after: float | None) -> float:
-        """How long to wait before try ``tries + 1``."""
-        if retry_after is not None:
-            return retry_after
-        return float(min(self.options.backoff * 2 ** (tries - 1), self.options.max_backoff))
-
     def retrying(self, what: str, attempt: Callable[[], T]) -> T:
         """Run ``attempt`` until it returns; give up after ``options.retries`` failed tries
         in a row without progress (see the module docstring).
 
         Raises RegistryError naming ``what``, the last status or error and the number of tries.
         """
-        limit = max(1, self.options.retries)
-        tries = streak = reauths = 0
+        attempts = Attempts(self.retry)
+        reauths = 0
         answers = self.answers
         while True:
             try:
@@ -345,23 +340,23 @@ class RegistryClient(oras.provider.Registry):  # type: ignore[misc]  # oras ship
                 if e.reauth and reauths < _MAX_REAUTH:
                     reauths += 1
                     continue
-                tries += 1
-                if self.answers != answers:
-                    # A request of this attempt got through: the registry works, start over.
-                    streak, answers = 0, self.answers
-                streak += 1
-                if e.reauth or streak >= limit or tries >= limit * _MAX_TRIES_FACTOR:
+                # A request of this attempt got through: the registry works, start over.
+                progress, answers = self.answers != answers, self.answers
+                if attempts.failed(progress=progress) or e.reauth:
+                    tries = attempts.tries
                     raise RegistryError(
                         f"{what}: {e.reason} after {tries} {'try' if tries == 1 else 'tries'}",
                         registry=self.host,
                         status=e.status,
                         hint=None if e.status != 401 else _login_hint(self.host, self.credentials),
                     ) from e
-                wait = self.delay(streak, e.retry_after)
-                log.warning("%s: %s; trying again in %.1f s (%d of %d)", what, e.reason, wait, streak, limit)
+                wait = attempts.wait(e.retry_after)
+                log.warning(
+                    "%s: %s; trying again in %.1f s (%d of %d)", what, e.reason, wait, attempts.streak, self.retry.tries
+                )
                 if e.status is None:
                     self.renew_session()
-                self.sleep(wait)
+                self.retry.clock.sleep(wait)
 
     def request(self, method: str, url: str, *, what: str, **kwargs: Any) -> requests.Response:
         """:meth:`send` with retries (for requests whose body, if any, is bytes)."""
