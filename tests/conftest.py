@@ -51,6 +51,7 @@ UNIT_MODULES = frozenset(
         "test_labels.py",
         "test_layout.py",
         "test_registry_login.py",
+        "test_retry.py",
         "test_sbom_packages.py",
         "test_schema.py",
         "test_sources.py",

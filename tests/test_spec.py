@@ -240,3 +240,16 @@ def test_unknown_recipe_hint_names_the_search_path(tmp_path: Path, monkeypatch: 
     for folder in (tmp_path / "layers", tmp_path / "site", packaged_recipes()):
         assert str(folder) in hint, hint
     assert "ASSEMBLE_RECIPES" in hint
+
+
+def test_a_lock_reads_back_as_written_where_yaml_1_1_and_1_2_differ(tmp_path: Path) -> None:
+    """The lock is read by libyaml first (fast, YAML 1.1); a value 1.1 reads otherwise
+    (``yes``, ``on``, ``0o17``, ``a: b`` in a flow item) must still come back as written."""
+    from assembler.spec.lockfile import Entry, Lock, read_lock, write_lock
+    from assembler.spec.setuses import set_key
+
+    definition = {"requirements": ["yes", "on", "0o17", "x @ https://h/x.whl#a:b"], "index_url": "https://h:1/s"}
+    lock = Lock("m.yaml", sets={set_key(definition): Entry(definition, "yes==1.0\n")})
+    write_lock(tmp_path / "m.lock", lock)
+    again = read_lock(tmp_path / "m.lock")
+    assert again.sets == lock.sets

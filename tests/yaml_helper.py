@@ -10,10 +10,11 @@ from ruamel.yaml import YAML
 
 
 def load(path: Path) -> Any:
-    return YAML(typ="safe").load(path.read_text())
+    # pure: libyaml (YAML 1.1) refuses `{git: https://...}`, which YAML 1.2 and the product read
+    return YAML(typ="safe", pure=True).load(path.read_text())
 
 
 def dump(data: Any) -> str:
     buf = io.StringIO()
-    YAML(typ="safe").dump(data, buf)
+    YAML(typ="safe", pure=True).dump(data, buf)
     return buf.getvalue()
