@@ -6,6 +6,11 @@ server image as shipped (no edited manifest, no copied recipe), run ``llama-serv
 README's promises on real code: no change builds nothing and gives the same digest; a
 one-line edit in the server recompiles that one file and changes only the server's layer.
 
+The image must also be upstream's image: ``assemble diff --rootfs`` against ``buildah bud``
+of upstream's own ``.devops/cpu.Dockerfile`` (target ``server``, on the same runtime base,
+from the same tree) shows the same entrypoint, env, workdir and port, and nothing under
+upstream's install folder that ours lacks.
+
 The sdist is downloaded once into the shared test cache (never committed); the cold build
 runs once per session and the other tests build on it.
 """
@@ -27,7 +32,7 @@ import pytest
 
 from assembler.compile.sources import tree_digest
 from tests.conftest import TEST_CACHE, reclaim_at_teardown
-from tests.helpers import ROOT, Buildah, Ran, config_of, layout_digest, run_cli
+from tests.helpers import ROOT, Buildah, Ran, config_of, layout_digest, run_cli, sh
 
 SDIST = "llama-cpp-python==0.3.16"
 # The cold build of llama.cpp (every CPU variant) takes a while on 2 cores.
@@ -99,6 +104,29 @@ def real(
     yield Real(work, source, demo_bases, build(work, source, demo_bases))
 
 
+def bud_upstream(work: Path, runtime: Path) -> Path:
+    """Upstream's ``.devops/cpu.Dockerfile``, target ``server``, built by ``buildah bud`` from
+    the pristine tree with both its stages on our runtime base (``FROM ubuntu`` is not
+    reachable here); the image as a docker-archive, which keeps its HEALTHCHECK."""
+    tree = upstream_tree()
+    g = ["buildah", "--root", str(work / "bud/root"), "--runroot", str(work / "bud/run"), "--storage-driver", "overlay"]
+    # buildah names a pulled layout after its path, and a dot-folder is not a valid name part
+    pulled = sh([*g, "pull", "--quiet", f"oci:{runtime.name}:latest"], cwd=runtime.parent).stdout.split()[-1]
+    sh([*g, "tag", pulled, "localhost/upstream/runtime:1"])
+    dockerfile = work / "cpu.Dockerfile"
+    text = (tree / ".devops/cpu.Dockerfile").read_text()
+    assert text.count("FROM ubuntu:$UBUNTU_VERSION") == 2, "upstream's Dockerfile changed: read it again"
+    dockerfile.write_text(text.replace("FROM ubuntu:$UBUNTU_VERSION", "FROM localhost/upstream/runtime:1"))
+    ca = "/etc/ssl/certs/ca-certificates.crt"  # this network's HTTPS goes through its own CA
+    sh([*g, "bud", "--pull=never", "--isolation", "chroot", "--format", "docker", "--volume", f"{ca}:{ca}:ro",
+        "--target", "server", "--build-arg", "TARGETARCH=amd64", "-t", "localhost/upstream/server:1",
+        "-f", str(dockerfile), str(tree)], timeout=3600)  # fmt: skip
+    archive = work / "upstream-server.tar"
+    sh([*g, "push", "--quiet", "localhost/upstream/server:1", f"docker-archive:{archive}:localhost/upstream/server:1"])
+    sh([*g, "rmi", "--all", "--force"], check=False)  # its build stage is gigabytes
+    return archive
+
+
 def edit_one_line(server_cpp: Path) -> None:
     """A one-line change of code that reaches the binary (a comment would be a ccache hit,
     and an unused constant would leave the binary as it was)."""
@@ -140,6 +168,34 @@ def test_the_shipped_manifest_builds_upstream_and_the_server_runs(real: Real, tm
     assert "BEGIN CERTIFICATE" in b.run_image(
         f"oci:{layout}:server", ["head", "-1", "/etc/ssl/certs/ca-certificates.crt"]
     )
+
+
+def test_diff_against_upstreams_own_dockerfile(real: Real) -> None:
+    """``assemble diff --rootfs`` of upstream's server image (buildah bud of its own
+    Dockerfile, same runtime base, same tree) and ours: the same entrypoint, env, workdir
+    and healthcheck, our one exposed port is the one upstream's healthcheck probes, and no
+    file upstream's image has is missing from ours but the apt step's logs."""
+    theirs = bud_upstream(real.work, real.bases["runtime"])
+    ours = f"oci:{real.work / 'out'}:server"
+    ran = run_cli(["diff", "--json", "--rootfs", f"docker-archive:{theirs}", ours])
+    assert ran.code == 1, str(ran)
+    config = {c["path"]: (c["a"], c["b"]) for c in ran.json["config"] if c["path"].startswith("config.")}
+    same = ("config.Entrypoint", "config.Env", "config.WorkingDir", "config.Healthcheck")
+    assert not [p for p in config if p.startswith(same)], config
+    # Upstream's cpu.Dockerfile has no EXPOSE; its HEALTHCHECK (the same in both) probes 8080.
+    assert {p: v for p, v in config.items() if p.startswith("config.ExposedPorts")} == {
+        "config.ExposedPorts.8080/tcp": (None, {})
+    }
+    assert "http://localhost:8080/health" in config_of(real.work / "out", "server")["config"]["Healthcheck"]["Test"]
+
+    files = {f["path"]: f for f in ran.json["rootfs"]}
+    missing = sorted(p for p, f in files.items() if f["change"] == "removed")
+    assert all(p.startswith(("var/log/", "var/lib/apt/")) for p in missing), missing
+    # upstream's install folder: every library and the server, built from the same tree
+    app = {p: f for p, f in files.items() if p.startswith("app/")}
+    assert {p for p, f in app.items() if f["change"] == "added"} == {"app/llama-cli"}  # the seed's server has it
+    assert {p for p, f in app.items() if f["change"] == "changed"} >= {"app/llama-server", "app/libllama.so"}
+    assert all(c["path"] not in ("kind", "mode") for f in app.values() for c in f["fields"]), app
 
 
 def test_labels_follow_the_source_actually_built(real: Real) -> None:
