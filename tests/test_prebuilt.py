@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import tarfile
 from pathlib import Path
 
+import pytest
+
 from assembler.pipeline import graph
 from assembler.spec.load import load_manifest
+from assembler.spec.prebuilt import parse_requirement
 from assembler.transports.pypi import fits
 from tests.helpers import PYTHON, ROOT, files_project, manifest_of, read_blob, run_cli, uncompressed
 from tests.test_sbom import referrers, saved, validate_spdx
@@ -260,6 +264,30 @@ def test_pip_wheel_tags_pick_the_file_for_the_image() -> None:
     assert not fits("torch-2.9.0-cp311-cp311-manylinux_2_28_x86_64.whl", python="3.12", arch="x86_64")
     assert not fits("x-1-cp312-cp312-musllinux_1_2_x86_64.whl", python="3.12", arch="x86_64")
     assert fits("six-1.16.0-py2.py3-none-any.whl", python="3.10", arch="aarch64")
+    assert fits("x-1-py311-none-any.whl", python="3.12", arch="x86_64")
+    assert not fits("x-1-py313-none-any.whl", python="3.12", arch="x86_64")
+    assert not fits("x-1-cp313-abi3-manylinux_2_39_aarch64.whl", python="3.12", arch="aarch64")
+    assert not fits("x-1-cp313-cp313t-manylinux_2_17_x86_64.whl", python="3.13", arch="x86_64")  # free-threaded
+    assert fits("x-1-cp312-cp312-linux_x86_64.whl", python="3.12", arch="x86_64")
+    assert not fits("x-1.tar.gz", python="3.12", arch="x86_64")
+    assert not fits("x-1-cp312.whl", python="3.12", arch="x86_64")
+
+
+def test_requirements_are_read_as_pep_508_with_pips_hash_options() -> None:
+    sha = SIX.rpartition("sha256:")[2]
+    req = parse_requirement(f"Six_X[extra] == 1.16.0 \\ --hash = sha256:{sha} --hash=sha256:{sha}")
+    assert (req.name, req.version, req.hashes, req.url) == ("six-x", "1.16.0", (sha,), "")
+    for text, error in (
+        (f"six==1.* --hash=sha256:{sha}", "is not pinned as name==version"),
+        (f"six===1.16.0 --hash=sha256:{sha}", "is not pinned as name==version"),
+        (f"six==1.16.0 --hash=md5:{sha}", "expected --hash=sha256:"),
+        (f"six==1.16.0 --no-deps --hash=sha256:{sha}", "expected --hash=sha256:"),
+        (f"six @ ftp://example.org/six-1.16.0-py3-none-any.whl --hash=sha256:{sha}", "a direct reference is"),
+        ("six=1.16.0", "is not pinned as name==version (every wheel is pinned): Expected "),
+    ):
+        with pytest.raises(ValueError, match=re.escape(error)) as raised:
+            parse_requirement(text)
+        assert "\n" not in str(raised.value), str(raised.value)
 
 
 def test_artifact_output_writes_the_files_and_no_image(debian_rootfs: Path, tmp_path: Path) -> None:

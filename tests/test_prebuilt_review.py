@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from assembler.archive.layer import write_layer
+from assembler.archive.layer import with_parents, write_layer
 from assembler.archive.tar import TarEntry
-from assembler.archive.wheel import with_parents
 from assembler.cache import Cache
 from assembler.errors import InputError, UnsafePath
 from assembler.oci.reference import parse_ref

@@ -7,6 +7,7 @@ entry metadata is held (to sort it).
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import queue
 import tarfile
 import threading
@@ -135,6 +136,19 @@ def order_hardlinks(members: list[Member]) -> list[Member]:
         if entry.kind == "file":
             group_head.setdefault(entry.path, entry.path)
         out.append((entry, opener))
+    return out
+
+
+def with_parents(members: Iterable[Member], *, epoch: int) -> list[Member]:
+    """``members`` with a folder entry (0755) for every parent none of them names."""
+    out = list(members)
+    named = {entry.path for entry, _ in out}
+    for entry, _ in list(out):
+        parent = posixpath.dirname(entry.path)
+        while parent and parent not in named:
+            named.add(parent)
+            out.append((TarEntry(parent, "dir", mode=0o755, mtime=epoch), None))
+            parent = posixpath.dirname(parent)
     return out
 
 

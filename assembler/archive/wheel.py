@@ -1,43 +1,51 @@
-"""A wheel installed as layer members, as pip installs it (the binary distribution
-format, PyPA spec), with no interpreter run and nothing taken from the clock.
+"""A wheel installed as layer members by pypa/installer, with no interpreter run and
+nothing taken from the clock.
 
-The root of the wheel goes to site-packages; ``NAME.data/{purelib,platlib,scripts,headers,
-data}`` to the scheme's folders; ``#!python`` scripts get the image's interpreter; console
-and GUI entry points become scripts (pip's template); ``INSTALLER`` and ``REQUESTED`` are
-added and ``RECORD`` is rewritten for where the files landed (sorted). No ``.pyc`` is
-written: compiling would put the interpreter's choices (and its version) into the layer,
-and Python writes them when it first imports, where it can.
+``installer.install`` reads the wheel (its WHEEL file, which scheme each file goes to, the
+entry points) and hands each file to :class:`LayerDestination`, which makes a layer member
+of it where pip would put it: the root and ``NAME.data/{purelib,platlib}`` to
+site-packages, ``scripts`` to PREFIX/bin (``#!python`` becomes the image's interpreter),
+``headers`` and ``data`` under the prefix; console and GUI entry points become installer's
+launchers; ``INSTALLER`` and ``REQUESTED`` are added and ``RECORD`` is rewritten for where
+the files landed (sorted). The wheel's RECORD is checked first (every file listed, its
+sha256 and size right). No ``.pyc`` is written: compiling would put the interpreter's
+choices (and its version) into the layer, and Python writes them when it first imports.
 """
 
 from __future__ import annotations
 
 import base64
-import configparser
 import csv
 import hashlib
 import io
+import os
 import posixpath
 import zipfile
-from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
+
+from installer import install
+from installer.destinations import WheelDestination
+from installer.exceptions import InstallerError
+from installer.records import Hash, RecordEntry, parse_record_file
+from installer.scripts import Script
+from installer.sources import WheelFile
+from installer.utils import fix_shebang
 
 from assembler.archive.layer import Member, Opener
 from assembler.archive.tar import TarEntry, clean_path
 from assembler.errors import InvalidArchive, UnsafePath
 
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from installer.scripts import ScriptSection
+    from installer.utils import Scheme as SchemeName
+
 INSTALLER = b"assemble\n"
-_SCRIPT = """\
-#!{interpreter}
-# -*- coding: utf-8 -*-
-import re
-import sys
-from {module} import {head}
-if __name__ == "__main__":
-    sys.argv[0] = re.sub(r"(-script\\.pyw|\\.exe)?$", "", sys.argv[0])
-    sys.exit({call}())
-"""
+# They sign the wheel's RECORD, which the install rewrites: not installed (nor listed).
+_SIGNATURES = ("RECORD.jws", "RECORD.p7s")
 
 
 @dataclass(frozen=True)
@@ -61,142 +69,123 @@ class Scheme:
         raise InvalidArchive(f"unknown wheel data folder {part!r}")
 
 
-def _b64_sha256(data: bytes) -> str:
-    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+def _sha256(data: bytes) -> Hash:
+    return Hash("sha256", base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode())
 
 
 def _bytes_opener(data: bytes) -> Opener:
-    def opener() -> AbstractContextManager[BinaryIO]:
-        return cast(AbstractContextManager[BinaryIO], io.BytesIO(data))
-
-    return opener
+    return lambda: cast(AbstractContextManager[BinaryIO], io.BytesIO(data))
 
 
 def _zip_opener(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Opener:
-    def opener() -> AbstractContextManager[BinaryIO]:
-        return cast(AbstractContextManager[BinaryIO], zf.open(info))
-
-    return opener
+    return lambda: cast(AbstractContextManager[BinaryIO], zf.open(info))
 
 
-def _dist_info(zf: zipfile.ZipFile, what: str) -> str:
-    tops = {name.split("/", 1)[0] for name in zf.namelist()}
-    found = sorted(t for t in tops if t.endswith(".dist-info") and f"{t}/WHEEL" in zf.namelist())
-    if len(found) != 1:
-        raise InvalidArchive(f"{what}: a wheel has one NAME-VERSION.dist-info folder with a WHEEL file, found {found}")
-    return found[0]
+class _Source(WheelFile):
+    """installer's wheel file, its ``.data`` folder named as its ``.dist-info`` folder is
+    (installer takes the file name's spelling, which a wheel may write otherwise: its
+    data files would land in site-packages under that folder's name)."""
+
+    @property
+    def data_dir(self) -> str:
+        return self.dist_info_dir.removesuffix(".dist-info") + ".data"
 
 
-def _record_hashes(zf: zipfile.ZipFile, dist_info: str) -> dict[str, tuple[str, str]]:
-    try:
-        text = zf.read(f"{dist_info}/RECORD").decode()
-    except KeyError:
-        return {}
-    return {row[0]: (row[1], row[2]) for row in csv.reader(io.StringIO(text)) if len(row) >= 3 and row[1]}
+class LayerDestination(WheelDestination):
+    """Where ``installer.install`` puts a wheel: layer members (``members``), not files.
 
+    A file of the wheel is not read here: its member opens it in the zip again when the
+    layer is written (torch's are GiB), and its RECORD row is the wheel's own (checked by
+    ``validate_record`` before the install). Raises UnsafePath for a file that would land
+    outside its scheme's folder."""
 
-def _entry_points(zf: zipfile.ZipFile, dist_info: str) -> list[tuple[str, str]]:
-    try:
-        text = zf.read(f"{dist_info}/entry_points.txt").decode()
-    except KeyError:
-        return []
-    parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]  # script names keep their case
-    parser.read_string(text)
-    out = []
-    for section in ("console_scripts", "gui_scripts"):
-        if parser.has_section(section):
-            out += [(name, value.strip()) for name, value in parser.items(section)]
-    return sorted(out)
-
-
-class _Installed:
-    """The members of one wheel, and the RECORD rows of where they landed."""
-
-    def __init__(self, scheme: Scheme, epoch: int, what: str) -> None:
+    def __init__(self, source: WheelFile, zf: zipfile.ZipFile, scheme: Scheme, *, epoch: int, what: str) -> None:
+        self.zf = zf
         self.scheme = scheme
         self.epoch = epoch
         self.what = what
-        self.members: list[Member] = []
-        self.record: list[tuple[str, str, str]] = []
+        self.dist = source.dist_info_dir.removesuffix(".dist-info").rsplit("-", 1)[0]
+        self.skipped = {posixpath.join(source.dist_info_dir, name) for name in _SIGNATURES}
+        # Rows as written: validate_record() checked those of the wheel's files, not the others.
+        self.recorded = {row[0]: row for row in parse_record_file(source.read_dist_info("RECORD").splitlines())}
+        self.members: dict[str, Member] = {}  # by image path: the last written wins (INSTALLER)
 
-    def add(self, dest: str, mode: int, size: int, opener: Opener, digest: str) -> None:
-        path = clean_path(dest, what=self.what)
-        self.members.append((TarEntry(path, "file", mode=mode, size=size, mtime=self.epoch), opener))
-        rel = posixpath.relpath("/" + path, self.scheme.site_packages)
-        self.record.append((rel, digest, str(size) if digest else ""))
+    def _place(self, scheme: str, path: str) -> str:
+        """The image path (clean, relative) of ``path`` in ``scheme``'s folder."""
+        if path.startswith("/") or ".." in path.split("/"):
+            raise UnsafePath(f"{self.what}: {path!r} would land outside the wheel's {scheme} folder")
+        return clean_path(posixpath.join(self.scheme.folder(scheme, self.dist), path), what=self.what)
 
-    def add_bytes(self, dest: str, data: bytes, mode: int = 0o644) -> None:
-        self.add(dest, mode, len(data), _bytes_opener(data), _b64_sha256(data))
+    def _add(self, scheme: str, path: str, mode: int, size: int, opener: Opener) -> None:
+        dest = self._place(scheme, path)
+        self.members[dest] = (TarEntry(dest, "file", mode=mode, size=size, mtime=self.epoch), opener)
 
+    def _add_bytes(self, scheme: str, path: str, data: bytes, mode: int) -> RecordEntry:
+        self._add(scheme, path, mode, len(data), _bytes_opener(data))
+        return RecordEntry(path, _sha256(data), len(data))
 
-def wheel_members(zf: zipfile.ZipFile, scheme: Scheme, *, epoch: int, what: str) -> list[Member]:
-    """The files of the wheel ``zf`` installed into ``scheme`` (parent folders not included).
+    def write_script(self, name: str, module: str, attr: str, section: ScriptSection) -> RecordEntry:
+        _, data = Script(name, module, attr, section).generate(self.scheme.interpreter, "posix")
+        return self._add_bytes("scripts", name, data, 0o755)
 
-    Raises InvalidArchive for what is not a wheel, UnsafePath for a member that climbs out."""
-    dist_info = _dist_info(zf, what)
-    dist = dist_info.removesuffix(".dist-info").rsplit("-", 1)[0]
-    data_dir = dist_info.removesuffix(".dist-info") + ".data"
-    hashes = _record_hashes(zf, dist_info)
-    out = _Installed(scheme, epoch, what)
-    skip = {f"{dist_info}/{n}" for n in ("RECORD", "RECORD.jws", "RECORD.p7s", "INSTALLER", "REQUESTED")}
-    for info in sorted(zf.infolist(), key=lambda i: i.filename):
-        name = info.filename
-        if name.endswith("/") or name in skip:
-            continue
-        if name.startswith("/") or ".." in name.split("/"):  # joined below: it would land outside its folder
-            raise UnsafePath(f"{what}: member {name!r} climbs out of the wheel")
+    def write_file(
+        self, scheme: SchemeName, path: str | os.PathLike[str], stream: BinaryIO, is_executable: bool
+    ) -> RecordEntry:
+        path = os.fspath(path)
+        if not isinstance(stream, zipfile.ZipExtFile):  # INSTALLER, REQUESTED: ours
+            return self._add_bytes(scheme, path, stream.read(), 0o644)
+        if stream.name in self.skipped:
+            return RecordEntry(path, None, None)
+        info = self.zf.getinfo(stream.name)
+        # Executable as the zip says in any way (some zips set no file type): as before installer.
         mode = 0o755 if (info.external_attr >> 16) & 0o111 else 0o644
-        if name.startswith(data_dir + "/"):
-            part, _, rest = name[len(data_dir) + 1 :].partition("/")
-            dest = posixpath.join(scheme.folder(part, dist), rest)
-            if part == "scripts":
-                _script(out, zf, info, dest)
-                continue
-        else:
-            dest = posixpath.join(scheme.site_packages, name)
-        digest, _ = hashes.get(name) or (_b64_sha256(zf.read(info)), "")
-        out.add(dest, mode, info.file_size, _zip_opener(zf, info), digest)
-    for script, target in _entry_points(zf, dist_info):
-        module, _, attr = target.partition(":")
-        attr = attr.split("[", 1)[0].strip()
-        if not module.strip() or not attr:
-            raise InvalidArchive(f"{what}: entry point {script} = {target!r} is not module:function")
-        text = _SCRIPT.format(interpreter=scheme.interpreter, module=module.strip(), head=attr.split(".")[0],
-                              call=attr)  # fmt: skip
-        out.add_bytes(posixpath.join(scheme.prefix, "bin", script), text.encode(), 0o755)
-    info_dir = posixpath.join(scheme.site_packages, dist_info)
-    out.add_bytes(posixpath.join(info_dir, "INSTALLER"), INSTALLER)
-    out.add_bytes(posixpath.join(info_dir, "REQUESTED"), b"")
-    record = posixpath.join(info_dir, "RECORD")
-    rows = [*sorted(out.record), (posixpath.relpath(record, scheme.site_packages), "", "")]
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(rows)
-    data = buf.getvalue().encode()
-    out.members.append((TarEntry(clean_path(record), "file", mode=0o644, size=len(data), mtime=epoch),
-                        _bytes_opener(data)))  # fmt: skip
-    return out.members
+        if scheme == "scripts":
+            head = stream.read(8)
+            if head.startswith(b"#!python"):  # a script: small, rewritten in memory
+                with fix_shebang(stream, self.scheme.interpreter) as fixed:
+                    return self._add_bytes(scheme, path, fixed.read(), 0o755)
+            mode = 0o755 if head.startswith(b"#!") else mode
+        self._add(scheme, path, mode, info.file_size, _zip_opener(self.zf, info))
+        return RecordEntry(path, RecordEntry.from_elements(*self.recorded[stream.name]).hash_, info.file_size)
+
+    def finalize_installation(
+        self, scheme: SchemeName, record_file_path: str, records: Iterable[tuple[SchemeName, RecordEntry]]
+    ) -> None:
+        site = self.scheme.site_packages
+        rows: dict[str, tuple[str, str, str]] = {}
+        for part, record in records:
+            dest = "/" + self._place(part, record.path)
+            if record.path not in self.skipped and record.path != record_file_path:
+                rows[dest] = RecordEntry(posixpath.relpath(dest, site), record.hash_, record.size).to_row()
+        path = self._place(scheme, record_file_path)
+        buf = io.StringIO()
+        itself = (posixpath.relpath("/" + path, site), "", "")
+        csv.writer(buf, lineterminator="\n").writerows([*sorted(rows.values()), itself])
+        data = buf.getvalue().encode()
+        self.members[path] = (TarEntry(path, "file", mode=0o644, size=len(data), mtime=self.epoch), _bytes_opener(data))
 
 
-def _script(out: _Installed, zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: str) -> None:
-    """A ``.data/scripts`` file: ``#!python`` (or ``#!pythonw``) replaced by the image's
-    interpreter; executable when it has a ``#!`` line or was executable."""
-    data = zf.read(info)
-    if data.startswith(b"#!python"):
-        _, nl, rest = data.partition(b"\n")
-        data = f"#!{out.scheme.interpreter}".encode() + nl + rest
-    executable = data.startswith(b"#!") or (info.external_attr >> 16) & 0o111
-    out.add_bytes(dest, data, 0o755 if executable else 0o644)
+def wheel_members(zf: zipfile.ZipFile, scheme: Scheme, *, filename: str, epoch: int, what: str) -> list[Member]:
+    """The files of the wheel ``zf`` (named ``filename`` on its index: installer reads
+    the project and version there; ``zf.filename`` is set to it) installed into
+    ``scheme`` (parent folders not included).
 
-
-def with_parents(members: Iterable[Member], *, epoch: int) -> list[Member]:
-    """``members`` with a folder entry (0755) for every parent none of them names."""
-    out = list(members)
-    named = {entry.path for entry, _ in out}
-    for entry, _ in list(out):
-        parent = posixpath.dirname(entry.path)
-        while parent and parent not in named:
-            named.add(parent)
-            out.append((TarEntry(parent, "dir", mode=0o755, mtime=epoch), None))
-            parent = posixpath.dirname(parent)
-    return out
+    Raises InvalidArchive for what is not a wheel or whose RECORD does not match its
+    files, UnsafePath for a member that climbs out."""
+    for name in zf.namelist():
+        if name.startswith("/") or ".." in name.split("/"):
+            raise UnsafePath(f"{what}: member {name!r} climbs out of the wheel")
+    zf.filename = filename
+    try:
+        source = _Source(zf)
+        if "WHEEL" not in source.dist_info_filenames:
+            raise InvalidArchive(f"{what}: {source.dist_info_dir} has no WHEEL file")
+        source.validate_record()
+        destination = LayerDestination(source, zf, scheme, epoch=epoch, what=what)
+        install(source, destination, {"INSTALLER": INSTALLER, "REQUESTED": b""})
+    except InstallerError as e:
+        issues = getattr(e, "issues", None) or [str(e)]
+        raise InvalidArchive(f"{what}: not a wheel pip installs: {'; '.join(issues[:5])}") from e
+    except AssertionError as e:  # installer's entry-point parser asserts (a bad module:function)
+        raise InvalidArchive(f"{what}: an entry point is not module:function") from e
+    return list(destination.members.values())

@@ -1,7 +1,8 @@
 """Layers of prebuilt things: ``pip:`` wheels and ``url:`` files (:mod:`assembler.spec.prebuilt`).
 
-No container runs: a wheel is unpacked as pip installs it (:mod:`assembler.archive.wheel`)
-and a file is placed (or its tar unpacked) by our own tar writer. Each layer is cached by
+No container runs: a wheel is installed by pypa/installer into layer members
+(:mod:`assembler.archive.wheel`) and a file is placed (or its tar unpacked) by our own
+tar writer. Each layer is cached by
 a key of the pinned sha256s and where they go, so a plan finds it without the network,
 and a layer whose wheels did not change is not made (nor pushed) again: with ``split:``, a
 vLLM bump leaves the torch and nvidia layers as they were.
@@ -24,11 +25,11 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from assembler.archive.compress import decompressed
-from assembler.archive.layer import Member, Opener, write_layer
+from assembler.archive.layer import Member, Opener, with_parents, write_layer
 from assembler.archive.tar import TarEntry, clean_path, entry_from_tarinfo
 from assembler.archive.tree import parents
 from assembler.archive.view import TreeView
-from assembler.archive.wheel import Scheme, wheel_members, with_parents
+from assembler.archive.wheel import Scheme, wheel_members
 from assembler.cache import key_of
 from assembler.cache.entries import StepResult
 from assembler.errors import CorruptBlob, InputError, UnsafePath
@@ -163,7 +164,7 @@ class Prebuilt:
                 wheels = [pypi.fetch(r, index=spec.index, python=spec.python, arch=arch, cache=self.cache,
                                      what="pip layer") for r in group]  # fmt: skip
                 key = self._pip_key([w.sha256 for w in wheels], scheme)
-                layer = self.cache.layer(key) or self._write_wheels([w.sha256 for w in wheels], scheme, key)
+                layer = self.cache.layer(key) or self._write_wheels(wheels, scheme, key)
             self._share(shared, layer, describe(group))
             out.append((layer, describe(group)))
         return out
@@ -190,14 +191,14 @@ class Prebuilt:
     def _pip_key(self, shas: list[str | None], scheme: Scheme) -> str:
         return "pip-layer-" + key_of({"wheels": shas, "scheme": scheme.__dict__, **self._settings()})
 
-    def _write_wheels(self, shas: list[str], scheme: Scheme, key: str) -> Layer:
+    def _write_wheels(self, wheels: list[pypi.Wheel], scheme: Scheme, key: str) -> Layer:
         epoch = self.ctx.epoch
         with ExitStack() as stack:
             members: list[Member] = []
-            for sha in shas:
-                path = self._verified(sha)
-                zf = stack.enter_context(zipfile.ZipFile(path))
-                members += wheel_members(zf, scheme, epoch=epoch, what=f"wheel sha256:{sha}")
+            for wheel in wheels:
+                zf = stack.enter_context(zipfile.ZipFile(self._verified(wheel.sha256)))
+                what = f"wheel {wheel.filename} (sha256:{wheel.sha256})"
+                members += wheel_members(zf, scheme, filename=wheel.filename, epoch=epoch, what=what)
             with self.cache.blob_writer() as w:
                 layer = write_layer(with_parents(members, epoch=epoch), w, compression=self.ctx.compression,
                                     epoch=epoch, progress=self.ctx.progress)  # fmt: skip

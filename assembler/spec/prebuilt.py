@@ -14,15 +14,16 @@ import fnmatch
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
+from packaging.requirements import InvalidRequirement
+from packaging.requirements import Requirement as Pep508
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from assembler.spec.fields import Mode, Owner, Scalar, Strict, StrList
 
-_REQ_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[A-Za-z0-9,._ -]*\])?==([A-Za-z0-9.+!_-]+)$")
-_HASH_RE = re.compile(r"^--hash[= ]sha256:([0-9a-f]{64})$")
-# PEP 508 direct references: a wheel at a URL (a GitHub release, a vendor's index).
-_URL_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[A-Za-z0-9,._ -]*\])?\s*@\s*(https?://\S+\.whl)$")
+_HEX = frozenset("0123456789abcdef")
 
 
 @dataclass(frozen=True)
@@ -41,53 +42,80 @@ class Requirement:
         return f"{self.name} @ {self.url.rsplit('/', 1)[-1]}" if self.url else f"{self.name}=={self.version}"
 
 
-def normalize_name(name: str) -> str:
-    """PEP 503: lowercase, runs of ``-_.`` as one ``-``."""
-    return re.sub(r"[-_.]+", "-", name).lower()
+def _split_hashes(text: str) -> tuple[str, list[str]]:
+    """The PEP 508 part of a hash-checking line and its ``--hash`` values (pip's requirements
+    file options, which PEP 508 does not cover): ``--hash=sha256:HEX`` or ``--hash = ...``."""
+    words = [w for w in text.split() if w != "\\"]  # pip's line continuations, as a requirements file has them
+    first = next((i for i, w in enumerate(words) if w.startswith("--")), len(words))
+    options = " ".join(words[first:])
+    values = [v.strip() for v in options.split("--hash")[1:]]
+    if options and (not options.startswith("--hash") or not all(v.startswith("=") for v in values)):
+        raise ValueError(f"{text.strip()!r}: expected --hash=sha256:<64 lowercase hex digits>, got {options!r}")
+    return " ".join(words[:first]), [v[1:].strip() for v in values]
+
+
+def _sha256(text: str, value: str) -> str:
+    algorithm, _, hex_ = value.partition(":")
+    if algorithm != "sha256" or len(hex_) != 64 or not set(hex_) <= _HEX:
+        raise ValueError(f"{text.strip()!r}: expected --hash=sha256:<64 lowercase hex digits>, got {value!r}")
+    return hex_
+
+
+def _direct_reference(req: Pep508) -> str:
+    """The wheel URL of ``name @ URL`` (PEP 508 direct reference: a GitHub release, a
+    vendor's index); ValueError when it is not a wheel over HTTP(S) of that project."""
+    url = req.url or ""
+    if urlsplit(url).scheme not in ("http", "https") or not url.endswith(".whl"):
+        raise ValueError(f"{req.name} @ {url}: a direct reference is name @ https://.../FILE.whl")
+    wheel = url.rsplit("/", 1)[-1]
+    try:
+        project = parse_wheel_filename(wheel)[0]
+    except InvalidWheelFilename as e:
+        raise ValueError(f"{req.name} @ {wheel}: not a wheel's file name ({e})") from None
+    if project != canonicalize_name(req.name):
+        raise ValueError(f"{req.name} @ {wheel}: the wheel is not one of {req.name} (its file name says so)")
+    return url
+
+
+def _pinned_version(text: str, req: Pep508) -> str:
+    """The version of ``name==version`` as written; ValueError for any other specifier."""
+    specs = list(req.specifier)
+    if len(specs) != 1 or specs[0].operator != "==" or specs[0].version.endswith(".*"):
+        raise ValueError(f"{text.strip()!r} is not pinned as name==version (every wheel is pinned)")
+    return specs[0].version
 
 
 def parse_requirement(text: str, *, hashed: bool = True) -> Requirement:
     """``name==version --hash=sha256:HEX [--hash=sha256:HEX ...]`` or ``name @ URL.whl
     --hash=sha256:HEX``; ValueError otherwise. ``hashed=False``: a ``name==version`` whose
     hashes a lock gives (``locked: true``), which may not carry its own."""
-    if ";" in text.split("--hash", 1)[0]:
+    body, values = _split_hashes(text)
+    try:
+        req = Pep508(body)
+    except InvalidRequirement as e:
+        why = str(e).splitlines()[0]  # packaging's message goes on with the text and a caret
+        raise ValueError(f"{text.strip()!r} is not pinned as name==version (every wheel is pinned): {why}") from None
+    if req.marker is not None:
         raise ValueError(
             f"{text.strip()!r}: environment markers (; ...) are not read: the list is the lock of this image, "
             "list only the wheels it installs"
         )
-    parts = re.sub(r"\s*@\s*", " @ ", re.sub(r"\s+--hash\s*=\s*", " --hash=", text.strip())).split()
-    parts = [p for p in parts if p != "\\"]  # pip's line continuations, as a requirements file has them
-    if len(parts) >= 3 and parts[1] == "@":
-        u = _URL_RE.match(" ".join(parts[:3]))
-        if u is None:
-            raise ValueError(f"{' '.join(parts[:3])!r}: a direct reference is name @ https://.../FILE.whl")
-        name, version, url, rest = u.group(1), "", u.group(3), parts[3:]
-        wheel = url.rsplit("/", 1)[-1]
-        if normalize_name(wheel.split("-", 1)[0]) != normalize_name(name):
-            raise ValueError(f"{name} @ {wheel}: the wheel is not one of {name} (its file name says so)")
-    else:
-        m = _REQ_RE.match(parts[0]) if parts else None
-        if m is None:
-            raise ValueError(f"{text.strip()!r} is not pinned as name==version (every wheel is pinned)")
-        name, version, url, rest = m.group(1), m.group(3), "", parts[1:]
-    hashes = []
-    for part in rest:
-        h = _HASH_RE.match(part)
-        if h is None:
-            raise ValueError(f"{text.strip()!r}: expected --hash=sha256:<64 lowercase hex digits>, got {part!r}")
-        hashes.append(h.group(1))
+    url = _direct_reference(req) if req.url is not None else ""
+    version = "" if url else _pinned_version(text, req)
+    hashes = [_sha256(text, value) for value in values]
+    name = canonicalize_name(req.name)
     if not hashed:
         if hashes or url:
             raise ValueError(f"{text.strip()!r}: with locked: true the lock gives the hashes: name==version alone")
-        return Requirement(normalize_name(name), version, (), text.strip())
+        return Requirement(name, version, (), text.strip())
     if not hashes:
         raise ValueError(
-            f"{parts[0]} has no --hash=sha256:...: every wheel is pinned by its sha256 (or the layer says "
+            f"{body} has no --hash=sha256:...: every wheel is pinned by its sha256 (or the layer says "
             "locked: true and assemble lock writes them)"
         )
     if url and len(hashes) > 1:
-        raise ValueError(f"{parts[0]} @ URL: one file, one --hash")
-    return Requirement(normalize_name(name), version, tuple(dict.fromkeys(hashes)), text.strip(), url)
+        raise ValueError(f"{req.name} @ URL: one file, one --hash")
+    return Requirement(name, version, tuple(dict.fromkeys(hashes)), text.strip(), url)
 
 
 def _requirements(value: list[str]) -> list[str]:
@@ -169,7 +197,7 @@ class PipLayer(When):
     @field_validator("split")
     @classmethod
     def _split(cls, value: bool | list[str]) -> bool | list[str]:
-        return [normalize_name(v) for v in value] if isinstance(value, list) else value
+        return [canonicalize_name(v) for v in value] if isinstance(value, list) else value
 
     @model_validator(mode="after")
     def _split_names_a_wheel(self) -> PipLayer:

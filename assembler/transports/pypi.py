@@ -7,22 +7,40 @@ would pick among them); which one is remembered in the cache, so a plan knows it
 
 from __future__ import annotations
 
-import html
+import functools
 import json
-import re
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from urllib.parse import urljoin
+
+from packaging import tags
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from packaging.version import InvalidVersion, Version
 
 from assembler.cache import Cache, key_of
 from assembler.errors import InputError
-from assembler.spec.prebuilt import Requirement, normalize_name
+from assembler.spec.prebuilt import Requirement
 from assembler.transports.download import download, fetch_page
 
 _ARCH = {"amd64": "x86_64", "arm64": "aarch64", "ppc64le": "ppc64le", "s390x": "s390x", "386": "i686"}
-_ANCHOR = re.compile(r"<a\s[^>]*href=\"([^\"]+)\"[^>]*>([^<]+)</a>", re.IGNORECASE)
-_ACCEPT = "application/vnd.pypi.simple.v1+json, text/html;q=0.1"
+_JSON = "application/vnd.pypi.simple.v1+json"
+_ACCEPT = f"{_JSON}, text/html;q=0.1"
 # A wheel (the biggest, torch's and nvidia's, are a few GB) is refused beyond this.
 MAX_WHEEL_BYTES = 16 << 30
+# The image's glibc is not known when wheels are picked: any manylinux_2_N is taken (as
+# before tags were read by packaging), up to a glibc far beyond today's 2.4x.
+_GLIBC_MINORS = range(99, 4, -1)
+# PEP 600's names for the first manylinux glibcs, and the machines each was defined for.
+_LEGACY = {
+    "manylinux2014": ("x86_64", "i686", "aarch64", "armv7l", "ppc64", "ppc64le", "s390x"),
+    "manylinux2010": ("x86_64", "i686"),
+    "manylinux1": ("x86_64", "i686"),
+}
 
 
 @dataclass(frozen=True)
@@ -36,53 +54,102 @@ def machine(architecture: str) -> str:
     return _ARCH.get(architecture, architecture)
 
 
-def _python_fits(py: str, abi: str, minor: int) -> bool:
-    if py.startswith("py3"):
-        return abi == "none" and (py == "py3" or int(py[3:] or 0) <= minor)
-    if py.startswith("cp3") and py[3:].isdigit():
-        version = int(py[3:])
-        if abi == "abi3":
-            return version <= minor
-        return version == minor and abi in ("none", f"cp3{minor}")
-    return False
-
-
-def _platform_fits(plat: str, arch: str) -> bool:
-    # glibc bases: manylinux and plain linux wheels; musllinux ones need musl.
-    return plat == "any" or (plat.endswith("_" + arch) and plat.startswith(("manylinux", "linux_")))
+@functools.cache
+def _supported(python: str, arch: str) -> frozenset[tags.Tag]:
+    """The tags a wheel for CPython ``python`` (X.Y) on a glibc Linux on ``arch`` may carry,
+    as ``pip install --python-version X.Y --platform ...`` takes them: musllinux ones need
+    musl, so are not among them."""
+    version = (3, int(python.split(".")[1]))
+    platforms = [f"manylinux_2_{minor}_{arch}" for minor in _GLIBC_MINORS]
+    platforms += [f"{name}_{arch}" for name, archs in _LEGACY.items() if arch in archs] + [f"linux_{arch}"]
+    interpreter = f"cp{version[0]}{version[1]}"
+    return frozenset(
+        [
+            *tags.cpython_tags(version, abis=[interpreter], platforms=platforms),
+            *tags.compatible_tags(version, interpreter, platforms=platforms),
+        ]
+    )
 
 
 def fits(filename: str, *, python: str, arch: str) -> bool:
     """Whether the wheel ``filename`` installs on CPython ``python`` (X.Y) on ``arch``."""
-    if not filename.endswith(".whl"):
+    try:
+        wheel_tags = parse_wheel_filename(filename)[3]
+    except (InvalidWheelFilename, InvalidVersion):
         return False
-    parts = filename[:-4].split("-")
-    if len(parts) not in (5, 6):
-        return False
-    minor = int(python.split(".")[1])
-    pys, abis, plats = (p.split(".") for p in parts[-3:])
-    return any(_python_fits(p, a, minor) for p in pys for a in abis) and any(_platform_fits(p, arch) for p in plats)
+    return not wheel_tags.isdisjoint(_supported(python, arch))
+
+
+def _project_and_version(filename: str) -> tuple[str, Version] | None:
+    """The (normalised) project and version a wheel's or sdist's file name says, if it says."""
+    try:
+        if filename.endswith(".whl"):
+            return parse_wheel_filename(filename)[:2]
+        return parse_sdist_filename(filename)
+    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
+        return None
+
+
+def _version_of(filename: str) -> Version | None:
+    named = _project_and_version(filename)
+    return named[1] if named else None
+
+
+class _Anchors(HTMLParser):
+    """The ``<a href>`` links of a PEP 503 page and their text (the file name)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.links: list[tuple[str, str]] = []
+        self._href: str | None = None
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self._href, self._text = dict(attrs).get("href"), []
+
+    def handle_data(self, data: str) -> None:
+        if self._href is not None:
+            self._text.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a" and self._href is not None:
+            self.links.append((self._href, "".join(self._text).strip()))
+            self._href = None
+
+
+def _json_files(page: str, body: bytes, what: str) -> dict[str, tuple[str, str]]:
+    """sha256 -> (file name, URL) of a PEP 691 project page (API version 1.x)."""
+    try:
+        data = json.loads(body)
+        major = str(data["meta"]["api-version"]).split(".")[0]
+        files = {
+            f["hashes"]["sha256"]: (f["filename"], urljoin(page, f["url"]))
+            for f in data["files"]
+            if f.get("hashes", {}).get("sha256")
+        }
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise InputError(f"{what}: {page} is not a PEP 691 index page: {e!r}") from None
+    if major != "1":
+        raise InputError(f"{what}: {page} speaks PEP 691 API version {data['meta']['api-version']}, not 1.x")
+    return files
 
 
 def _files(index: str, name: str, what: str) -> dict[str, tuple[str, str]]:
-    """sha256 -> (file name, URL) of every file the index lists for project ``name``."""
+    """sha256 -> (file name, URL) of every file the index lists for project ``name``: from
+    its JSON page (PEP 691), else its HTML one (PEP 503: a plain folder of pages serves no JSON)."""
     page = urljoin(index.rstrip("/") + "/", name + "/")
     kind, body = fetch_page(page, accept=_ACCEPT, what=what)
+    if kind.split(";")[0].strip() == _JSON:
+        return _json_files(page, body, what)
+    parser = _Anchors()
+    parser.feed(body.decode("utf-8", "replace"))
+    parser.close()
     out: dict[str, tuple[str, str]] = {}
-    if "json" in kind:
-        try:
-            for f in json.loads(body)["files"]:
-                sha = f.get("hashes", {}).get("sha256")
-                if sha:
-                    out[sha] = (f["filename"], urljoin(page, f["url"]))
-        except (ValueError, KeyError, TypeError) as e:
-            raise InputError(f"{what}: {page} is not a PEP 691 index page: {e}") from None
-        return out
-    for href, text in _ANCHOR.findall(body.decode("utf-8", "replace")):
-        href = html.unescape(href)
+    for href, text in parser.links:
         url, _, fragment = href.partition("#")
         if fragment.startswith("sha256="):
-            out[fragment[7:]] = (html.unescape(text).strip(), urljoin(page, url))
+            out[fragment[7:]] = (text, urljoin(page, url))
     return out
 
 
@@ -117,15 +184,16 @@ def fetch(req: Requirement, *, index: str, python: str, arch: str, cache: Cache,
         return Wheel(req.hashes[0], filename)
     files = _files(index, req.name, what)
     pinned = {sha: files[sha] for sha in req.hashes if sha in files}
+    version = Version(req.version)
     if not pinned:
-        listed = sorted(f"{fn} sha256:{sha}" for sha, (fn, _) in files.items() if _version_of(fn) == req.version)
+        listed = sorted(f"{fn} sha256:{sha}" for sha, (fn, _) in files.items() if _version_of(fn) == version)
         raise InputError(
             f"{what}: no file on {index} has the pinned sha256 ({', '.join(h[:12] + '...' for h in req.hashes)})",
             hint="files of this version: " + ("; ".join(listed[:6]) or "none (is the version right?)"),
         )
     if not any(fn.endswith(".whl") for fn, _ in pinned.values()):
-        wheels = sorted(f"{fn} sha256:{sha}" for sha, (fn, _) in files.items()
-                        if fn.endswith(".whl") and _version_of(fn) == req.version)  # fmt: skip
+        of_version = [(fn, sha) for sha, (fn, _) in files.items() if _version_of(fn) == version]
+        wheels = sorted(f"{fn} sha256:{sha}" for fn, sha in of_version if fn.endswith(".whl"))
         hint = "no wheel of this version: build it in a compile step (and take it as an artifact)"
         raise InputError(
             f"{what}: the pinned file {', '.join(sorted(fn for fn, _ in pinned.values()))} is a source "
@@ -135,7 +203,7 @@ def fetch(req: Requirement, *, index: str, python: str, arch: str, cache: Cache,
     for sha, (filename, _) in pinned.items():
         if not filename.endswith(".whl"):
             continue  # a source distribution pinned besides wheels: never picked (fits() takes wheels)
-        if normalize_name(filename.split("-", 1)[0]) != req.name or _version_of(filename) != req.version:
+        if _project_and_version(filename) != (req.name, version):
             raise InputError(f"{what}: the pinned sha256 {sha[:12]}... is the file {filename}, not {req.pin}")
     fitting = sorted((fn, sha, url) for sha, (fn, url) in pinned.items() if fits(fn, python=python, arch=arch))
     if not fitting:
@@ -145,8 +213,3 @@ def fetch(req: Requirement, *, index: str, python: str, arch: str, cache: Cache,
     download(url, sha256=sha, cache=cache, max_bytes=MAX_WHEEL_BYTES, what=what)
     cache.put_memo(_memo_key(req, python, arch), {"sha256": sha, "filename": filename})
     return Wheel(sha, filename)
-
-
-def _version_of(filename: str) -> str:
-    parts = filename.split("-")
-    return parts[1] if len(parts) > 1 else ""
