@@ -57,6 +57,7 @@ UNIT_MODULES = frozenset(
         "test_sources.py",
         "test_spec.py",
         "test_view.py",
+        "test_wheel.py",
         "test_worktree.py",
     }
 )
