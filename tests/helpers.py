@@ -46,22 +46,20 @@ def run_cli_here(args: Sequence[str], *, cwd: Path | None = None, env: Mapping[s
     interpreter's start (about a second a call). For commands that run no container and
     start no thread of their own: plans, and builds of copy-only manifests."""
     from assembler.cli import main
-    from assembler.cli.console import err, out
 
     stdout, stderr = io.StringIO(), io.StringIO()
-    saved_env, saved_cwd, saved_files = dict(os.environ), os.getcwd(), (out.file, err.file)
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
     try:
         os.environ.pop("ASSEMBLE_TRACEBACK", None)
         os.environ.update(env or {})
         os.chdir(cwd or ROOT)
-        out.file, err.file = stdout, stderr
+        # the CLI's consoles write to whatever sys.stdout and sys.stderr are at the time
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             try:
                 code = main(list(args))
             except SystemExit as e:  # argparse's errors
                 code = e.code if isinstance(e.code, int) else 2
     finally:
-        out.file, err.file = saved_files
         os.chdir(saved_cwd)
         os.environ.clear()
         os.environ.update(saved_env)
