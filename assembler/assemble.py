@@ -112,9 +112,14 @@ def output_refs(loaded: Loaded, options: Options) -> list[Ref]:
 
 
 def _context(
-    loaded: Loaded, options: Options, *, cache: Cache, runner: Runner, registry: RegistryOptions | None,
+    loaded: Loaded,
+    options: Options,
+    *,
+    cache: Cache,
+    runner: Runner,
+    registry: RegistryOptions | None,
     report: Reporter,
-) -> Context:  # fmt: skip
+) -> Context:
     return Context(
         cache=cache,
         runner=runner,
@@ -133,8 +138,14 @@ def resolve(loaded: Loaded, options: Options, *, runner: Runner | None = None, l
     ``runner`` is only asked which tools there are and their versions. With
     ``look_in_registry`` (``assemble plan``), steps are also looked up in the registry step
     caches of ``--cache-from`` / ``--cache-to``: their records only, no blob."""
-    ctx = _context(loaded, options, cache=Cache(options.cache_dir), runner=runner or Runner(),
-                   registry=options.registry, report=quiet)  # fmt: skip
+    ctx = _context(
+        loaded,
+        options,
+        cache=Cache(options.cache_dir),
+        runner=runner or Runner(),
+        registry=options.registry,
+        report=quiet,
+    )
     walk = Resolver(loaded, options, ctx)
     with ExitStack() as stack:
         if look_in_registry and (options.cache_from or options.cache_to):
@@ -147,8 +158,9 @@ def _registry_steps(options: Options, ctx: Context) -> RemoteSteps:
     from assembler.transports.stepcache import RemoteStepCache, parse_cache_ref  # the registry client, only when asked
 
     names = [parse_cache_ref(r) for r in (*options.cache_from, options.cache_to) if r]
-    return RemoteStepCache(ctx.cache, target=None, sources=names, options=registry_options(ctx),
-                           report=lambda kind, fields: None)  # fmt: skip
+    return RemoteStepCache(
+        ctx.cache, target=None, sources=names, options=registry_options(ctx), report=lambda kind, fields: None
+    )
 
 
 def _plan(walk: Resolver, loaded: Loaded, options: Options, ctx: Context) -> Plan:
@@ -167,9 +179,21 @@ def _plan(walk: Resolver, loaded: Loaded, options: Options, ctx: Context) -> Pla
         final = walk.finish(mutate.scratch(ctx.platform, epoch=ctx.epoch), None)
     steps = tuple(walk.steps.values())
     overrides = {name: {"manifest": o.manifest, "ref": o.ref} for name, o in loaded.base_overrides.items()}
-    return Plan(loaded.manifest.name, loaded.target, loaded.params, bases, steps, tuple(layers), outputs,
-                final.container_config, final.annotations, complete, overrides, loaded=loaded,
-                options=options)  # fmt: skip
+    return Plan(
+        loaded.manifest.name,
+        loaded.target,
+        loaded.params,
+        bases,
+        steps,
+        tuple(layers),
+        outputs,
+        final.container_config,
+        final.annotations,
+        complete,
+        overrides,
+        loaded=loaded,
+        options=options,
+    )
 
 
 def build(
@@ -186,25 +210,38 @@ def build(
 
 
 def write(
-    built: Built, writers: Sequence[Writer], *, ctx: Context, source_name: str, sif_compressor: str,
-    sif_name: str = "image.sif", report: Reporter = quiet, mount_from: Sequence[ImageName] = (),
+    built: Built,
+    writers: Sequence[Writer],
+    *,
+    ctx: Context,
+    source_name: str,
+    sif_compressor: str,
+    sif_name: str = "image.sif",
+    report: Reporter = quiet,
+    mount_from: Sequence[ImageName] = (),
     referrers: Sequence[Artifact] = (),
-) -> list[Written]:  # fmt: skip
+) -> list[Written]:
     """Write the image to every output; a SIF is made once for all that need it. A push
     mounts blobs from the base's repository and ``mount_from`` (on the same registry).
     ``referrers`` (the SBOM, the provenance) go with it to every output (see writers.Target)."""
     base_repo = [built.base.registry_name] if built.base.registry_name else []
-    target = Target(SourceImage(built.image, ctx.cache, source_name), ctx, sif_compressor, sif_name,
-                    mount_from=[*base_repo, *mount_from],
-                    sif_progress=lambda n: report(Event("bytes", {"n": n, "what": "sif"})),
-                    referrers=referrers)  # fmt: skip
+    target = Target(
+        SourceImage(built.image, ctx.cache, source_name),
+        ctx,
+        sif_compressor,
+        sif_name,
+        mount_from=[*base_repo, *mount_from],
+        sif_progress=lambda n: report(Event("bytes", {"n": n, "what": "sif"})),
+        referrers=referrers,
+    )
     written: list[Written] = []
     try:
         for writer in writers:
             report(Event("output", {"ref": str(writer.ref), "state": "writing"}))
             for w in writer.write(target):
-                report(Event("output", {"ref": w.ref, "state": "done", "digest": w.digest,
-                                        "uploaded": w.uploaded_bytes}))  # fmt: skip
+                report(
+                    Event("output", {"ref": w.ref, "state": "done", "digest": w.digest, "uploaded": w.uploaded_bytes})
+                )
                 written.append(w)
     finally:
         target.cleanup()
@@ -249,11 +286,13 @@ def _assemble_once(loaded: Loaded, options: Options, *, runner: Runner, report: 
             for ref in refs:
                 report(Event("output", {"ref": str(ref), "state": "writing"}))
                 w = write_artifact(ref, art, blobs=cache, ctx=ctx, mount_from=_cache_names(options))
-                report(Event("output", {"ref": w.ref, "state": "done", "digest": w.digest,
-                                        "uploaded": w.uploaded_bytes}))  # fmt: skip
+                report(
+                    Event("output", {"ref": w.ref, "state": "done", "digest": w.digest, "uploaded": w.uploaded_bytes})
+                )
                 written_files.append(w)
-            return Result(artifacts.as_image(made, ctx), (), steps, tuple(written_files), time.monotonic() - started,
-                          artifact=art)  # fmt: skip
+            return Result(
+                artifacts.as_image(made, ctx), (), steps, tuple(written_files), time.monotonic() - started, artifact=art
+            )
         if not refs:
             return Result(artifacts.as_image(made, ctx), (), steps, tuple(written_files), time.monotonic() - started)
     built = build(plan, cache=cache, runner=runner, registry=options.registry, report=report)
@@ -266,12 +305,27 @@ def _assemble_once(loaded: Loaded, options: Options, *, runner: Runner, report: 
     source_name = str(docker[0]) if docker else f"assemble:{loaded.manifest.name}"
     ctx = _context(loaded, options, cache=cache, runner=runner, registry=options.registry, report=report)
     caches = _cache_names(options)
-    written = write(built, writers, ctx=ctx, source_name=source_name, sif_compressor=loaded.manifest.sif.compressor,
-                    sif_name=f"{loaded.manifest.name}.sif", report=report, mount_from=caches,
-                    referrers=referrers)  # fmt: skip
+    written = write(
+        built,
+        writers,
+        ctx=ctx,
+        source_name=source_name,
+        sif_compressor=loaded.manifest.sif.compressor,
+        sif_name=f"{loaded.manifest.name}.sif",
+        report=report,
+        mount_from=caches,
+        referrers=referrers,
+    )
     written += written_files
-    return Result(built.image, built.layers, built.steps, tuple(written), time.monotonic() - started,
-                  built.step_cache, tuple(referrers))  # fmt: skip
+    return Result(
+        built.image,
+        built.layers,
+        built.steps,
+        tuple(written),
+        time.monotonic() - started,
+        built.step_cache,
+        tuple(referrers),
+    )
 
 
 def _cache_names(options: Options) -> list[ImageName]:
@@ -287,8 +341,10 @@ def _check_artifact_outputs(loaded: Loaded, options: Options, refs: Sequence[Ref
         artifacts.names(loaded, text)
     for ref in refs:
         if ref.transport not in ("oci", "docker"):
-            raise InputError(f"--artifact: {ref} cannot hold an OCI artifact",
-                             hint="use oci:DIR[:TAG] or docker://REF (artifact:DIR:STEP for files)")  # fmt: skip
+            raise InputError(
+                f"--artifact: {ref} cannot hold an OCI artifact",
+                hint="use oci:DIR[:TAG] or docker://REF (artifact:DIR:STEP for files)",
+            )
     if not refs:
         raise InputError(
             "--artifact: no output to write the artifacts to", hint="add -o oci:DIR:TAG or -o docker://REF"
@@ -315,11 +371,19 @@ def assemble_variants(
             results.append(_variant(group[0], opts, made, len(variants), runner=runner, report=report))
             continue
         # Each platform's image alone first (no outputs), then one index over them all.
-        built = [_variant(v, replace(v.options(options), outputs=()), made, len(variants), runner=runner,
-                          report=report) for v in group]  # fmt: skip
+        built = [
+            _variant(v, replace(v.options(options), outputs=()), made, len(variants), runner=runner, report=report)
+            for v in group
+        ]
         first = group[0]
-        ctx = _context(first.loaded, first.options(options), cache=Cache(options.cache_dir), runner=runner,
-                       registry=options.registry, report=report)  # fmt: skip
+        ctx = _context(
+            first.loaded,
+            first.options(options),
+            cache=Cache(options.cache_dir),
+            runner=runner,
+            registry=options.registry,
+            report=report,
+        )
         written = []
         for ref in output_refs(first.loaded, first.options(options)):
             report(Event("output", {"ref": str(ref), "state": "writing"}))
@@ -330,9 +394,7 @@ def assemble_variants(
     return results
 
 
-def _variant(
-    v: Variant, options: Options, made: set[str], count: int, *, runner: Runner, report: Reporter
-) -> Result:  # fmt: skip
+def _variant(v: Variant, options: Options, made: set[str], count: int, *, runner: Runner, report: Reporter) -> Result:
     """One variant (``options``: its own), its failure naming it; ``made`` gains the step keys it ran."""
     if count == 1:  # one image: reported as before, without variant events
         report = _no_variant_events(report)

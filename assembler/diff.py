@@ -116,14 +116,25 @@ class ImageDiff:
             "manifest": [fc(c) for c in self.manifest],
             "config": [fc(c) for c in self.config],
             "layers": [
-                {"index": x.index, "status": x.status, "a": desc(x.a), "b": desc(x.b), "a_diff_id": x.a_diff_id,
-                 "b_diff_id": x.b_diff_id, "order_differs": x.order_differs, "note": x.note,
-                 "files": [fc_file(f) for f in x.files]}
+                {
+                    "index": x.index,
+                    "status": x.status,
+                    "a": desc(x.a),
+                    "b": desc(x.b),
+                    "a_diff_id": x.a_diff_id,
+                    "b_diff_id": x.b_diff_id,
+                    "order_differs": x.order_differs,
+                    "note": x.note,
+                    "files": [fc_file(f) for f in x.files],
+                }
                 for x in self.layers
             ],
-            **({} if self.rootfs is None else {"paths": ["/" + p for p in self.paths],
-                                               "rootfs": [fc_file(f) for f in self.rootfs]}),
-        }  # fmt: skip
+            **(
+                {}
+                if self.rootfs is None
+                else {"paths": ["/" + p for p in self.paths], "rootfs": [fc_file(f) for f in self.rootfs]}
+            ),
+        }
 
 
 # -- JSON documents ----------------------------------------------------------------------

@@ -127,8 +127,11 @@ class Runner:
             with local.env(**self._env(env)), local.cwd(str(cwd) if cwd is not None else local.cwd):
                 # Looked up here, on the PATH of this call (plumbum's own copy is the one at import).
                 cmd = self._command(argv)
-                proc = cmd.popen(stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+                proc = cmd.popen(
+                    stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                )
         except OSError as e:
             raise ToolError(f"{argv[0]} could not start: {e.strerror}", argv=argv) from e
         try:

@@ -114,8 +114,13 @@ def _locked_build(target: Path, argv: list[str], env: dict[str, str] | None = No
             # mmdebstrap picks its output format from the extension: keep ".tar" last.
             tmp = target.with_name(".tmp-" + target.name)
             tmp.unlink(missing_ok=True)
-            subprocess.run([*argv[:-1], str(tmp)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           env={**os.environ, **(env or {})})  # fmt: skip
+            subprocess.run(
+                [*argv[:-1], str(tmp)],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env={**os.environ, **(env or {})},
+            )
             os.replace(tmp, target)
     return target
 
@@ -170,15 +175,30 @@ def demo_bases() -> dict[str, Path]:
                 continue
             work = TEST_CACHE / f"base-{name}"
             work.mkdir(parents=True, exist_ok=True)
-            (work / "base.yaml").write_text(yaml_helper.dump({
-                "name": f"base-{name}",
-                "bases": {"b": {"bootstrap": spec}},
-                "image": {"base": "b"},
-            }))  # fmt: skip
+            (work / "base.yaml").write_text(
+                yaml_helper.dump(
+                    {
+                        "name": f"base-{name}",
+                        "bases": {"b": {"bootstrap": spec}},
+                        "image": {"base": "b"},
+                    }
+                )
+            )
             proc = subprocess.run(
-                [sys.executable, "-m", "assembler", "base.yaml", "--cache", str(TEST_CACHE / "bases-cache"),
-                 "-o", f"oci:{layout}:latest"], cwd=work, capture_output=True, text=True,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "assembler",
+                    "base.yaml",
+                    "--cache",
+                    str(TEST_CACHE / "bases-cache"),
+                    "-o",
+                    f"oci:{layout}:latest",
+                ],
+                cwd=work,
+                capture_output=True,
+                text=True,
+            )
             if proc.returncode != 0:
                 raise RuntimeError(f"bootstrapping {name} failed:\n{proc.stderr}")
         subprocess.run(["chmod", "-R", "a+rX", str(out)], check=True)

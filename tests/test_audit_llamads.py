@@ -98,9 +98,15 @@ def test_the_seeds_cuda_12_1_plans_without_objtemp(cache: Path) -> None:
 
 @pytest.mark.parametrize(
     ("cuda", "flags"),
-    [("11.8.0", ""), ("12.3.2", ""), ("12.4", "-objtemp"), ("12.4.0", "-objtemp"), ("12.9.1", "-objtemp"),
-     ("13.0.1", "-objtemp")],
-)  # fmt: skip
+    [
+        ("11.8.0", ""),
+        ("12.3.2", ""),
+        ("12.4", "-objtemp"),
+        ("12.4.0", "-objtemp"),
+        ("12.9.1", "-objtemp"),
+        ("13.0.1", "-objtemp"),
+    ],
+)
 def test_objtemp_from_cuda_12_4_on(cache: Path, cuda: str, flags: str) -> None:
     args = ("--set", f"cuda_version={cuda}", "--set", "cuda_docker_arch=80;90")
     assert planned(cache, LLAMA, *args)["params"]["nvcc_append_flags"] == flags
@@ -132,10 +138,20 @@ def test_choice_options_as_version_bounds(tmp_path: Path) -> None:
         "bases: {devel: 'docker://example.invalid/x:1'}\n"
         "image: {base: devel, config: {env: {FLAG: '${flag}'}}}\n"
     )
-    flag = {v: load_manifest(tmp_path / "m.yaml", sets={"cuda": v}).params["flag"]
-            for v in ("11.0", "12.3.9", "12.4", "12.4.0", "12.10.1", "13", "12.2.2", "12.2.1")}  # fmt: skip
-    assert flag == {"11.0": "old", "12.3.9": "old", "12.4": "new", "12.4.0": "new", "12.10.1": "new", "13": "new",
-                    "12.2.2": "exact", "12.2.1": "old"}  # fmt: skip
+    flag = {
+        v: load_manifest(tmp_path / "m.yaml", sets={"cuda": v}).params["flag"]
+        for v in ("11.0", "12.3.9", "12.4", "12.4.0", "12.10.1", "13", "12.2.2", "12.2.1")
+    }
+    assert flag == {
+        "11.0": "old",
+        "12.3.9": "old",
+        "12.4": "new",
+        "12.4.0": "new",
+        "12.10.1": "new",
+        "13": "new",
+        "12.2.2": "exact",
+        "12.2.1": "old",
+    }
     for value in ("10.2", "x12.4", ""):
         with pytest.raises(ManifestError, match=f"cuda={value} is not one of the choices"):
             load_manifest(tmp_path / "m.yaml", sets={"cuda": value})
@@ -210,11 +226,13 @@ def test_deepspeed_torch_the_index_lacks_is_refused(cache: Path) -> None:
     for edge in ("2.1.0", "2.5.1"):
         planned(cache, DEEPSPEED, "--set", f"torch_version={edge}")
     # the index that carries it: torch 2.6.0 from cu124 (not 2.9.0: cu124 ends at 2.6.0)
-    ok = planned(cache, DEEPSPEED, "--set", "torch_cuda=12.4", "--set", "torch_version=2.6.0",
-                 "--set", "cuda_version=12.4.1")  # fmt: skip
+    ok = planned(
+        cache, DEEPSPEED, "--set", "torch_cuda=12.4", "--set", "torch_version=2.6.0", "--set", "cuda_version=12.4.1"
+    )
     assert ok["params"]["torch_index"] == "https://download.pytorch.org/whl/cu124"
-    assert "2.9.0 is newer than 2.6.0" in refused(cache, DEEPSPEED, "--set", "torch_cuda=12.4", "--set",
-                                                  "torch_version=2.9.0")  # fmt: skip
+    assert "2.9.0 is newer than 2.6.0" in refused(
+        cache, DEEPSPEED, "--set", "torch_cuda=12.4", "--set", "torch_version=2.9.0"
+    )
     assert "not a version: 'latest'" in refused(cache, DEEPSPEED, "--set", "torch_version=latest")
 
 
@@ -225,9 +243,14 @@ def test_deepspeed_an_index_it_does_not_know_is_refused(cache: Path) -> None:
 
 @pytest.mark.parametrize(
     ("param", "value"),
-    [("ds_build_ops", "yes"), ("ds_build_ops", ""), ("ds_build_ops", "true"), ("ds_build_cpu_adam", "on"),
-     ("ds_build_aio", "yes")],
-)  # fmt: skip
+    [
+        ("ds_build_ops", "yes"),
+        ("ds_build_ops", ""),
+        ("ds_build_ops", "true"),
+        ("ds_build_cpu_adam", "on"),
+        ("ds_build_aio", "yes"),
+    ],
+)
 def test_deepspeed_build_switches_take_0_or_1(cache: Path, param: str, value: str) -> None:
     err = refused(cache, DEEPSPEED, "--set", f"{param}={value}")
     assert f"params.{param}: {param}={value} is not one of the choices" in err

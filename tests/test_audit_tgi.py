@@ -30,8 +30,17 @@ from tests.test_manifests import PlanFn, plan_in_process
 
 TGI = ROOT / "manifests" / "tgi.yaml"
 SERVER_TORCH = "2.7.0+cu128"  # server/uv.lock:2836-2838 at v3.3.4
-KERNEL_STEPS = {"flash-attn-v1", "flash-attn-v2", "exllama", "exllamav2", "awq", "custom-kernels",
-                "causal-conv1d", "mamba", "flashinfer"}  # fmt: skip
+KERNEL_STEPS = {
+    "flash-attn-v1",
+    "flash-attn-v2",
+    "exllama",
+    "exllamav2",
+    "awq",
+    "custom-kernels",
+    "causal-conv1d",
+    "mamba",
+    "flashinfer",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -159,8 +168,11 @@ def test_flashinfer_is_compiled_from_git_against_the_venvs_torch(plan: PlanFn) -
     # no index to take a prebuilt wheel from
     assert "cd /src/flashinfer" in build and "/usr/src/.venv/bin/python -m pip install" in build
     assert "--no-build-isolation" in build.split() and "index-url" not in build
-    assert not [k for k in plan()["params"] if k.startswith("flashinfer_") and k != "flashinfer_arch_list"
-                and k != "flashinfer_version"]  # fmt: skip
+    assert not [
+        k
+        for k in plan()["params"]
+        if k.startswith("flashinfer_") and k != "flashinfer_arch_list" and k != "flashinfer_version"
+    ]
     assert step.artifacts["lib"].to == "/usr/src/.venv/lib/python3.11/site-packages/flashinfer"
 
 
@@ -196,10 +208,18 @@ def refused(*args: str) -> str:
 
 def test_a_cuda_the_torch_index_does_not_serve_is_refused() -> None:
     # CUDA 12.8 with the cu124 index (FlashInfer's, before this fix): the combination
-    err = refused("--set", "cuda_version=12.8.1", "--set", "runtime_cuda_version=12.8.1",
-                  "--set", "torch_index=https://flashinfer.ai/whl/cu124/torch2.6")  # fmt: skip
-    assert "constraints.4: cuda_version 12.8.1 is newer than the CUDA 12.4 of torch_index " \
-           "(https://flashinfer.ai/whl/cu124/torch2.6)" in err  # fmt: skip
+    err = refused(
+        "--set",
+        "cuda_version=12.8.1",
+        "--set",
+        "runtime_cuda_version=12.8.1",
+        "--set",
+        "torch_index=https://flashinfer.ai/whl/cu124/torch2.6",
+    )
+    assert (
+        "constraints.4: cuda_version 12.8.1 is newer than the CUDA 12.4 of torch_index "
+        "(https://flashinfer.ai/whl/cu124/torch2.6)" in err
+    )
     assert "hint: --set cuda_version=12.4 or an older 12.x, or --set torch_index=... whose cuXYZ is cu128" in err
     # a newer nvcc than the cu128 torch's CUDA, and another major (cpp_extension refuses it)
     err = refused("--set", "cuda_version=12.9.1", "--set", "runtime_cuda_version=12.9.1")
@@ -207,8 +227,9 @@ def test_a_cuda_the_torch_index_does_not_serve_is_refused() -> None:
     err = refused("--set", "cuda_version=13.0.1", "--set", "runtime_cuda_version=13.0.1")
     assert "cuda_version 13.0.1 does not match the CUDA 12.8 of torch_index" in err
     # torch_variant is fixed by the tag; unlocked, the index follows it and is checked
-    err = refused("--set-unlocked", "torch_variant=cu126", "--set", "cuda_version=12.8.1",
-                  "--set", "runtime_cuda_version=12.8.1")  # fmt: skip
+    err = refused(
+        "--set-unlocked", "torch_variant=cu126", "--set", "cuda_version=12.8.1", "--set", "runtime_cuda_version=12.8.1"
+    )
     assert "is newer than the CUDA 12.6 of torch_index (https://download.pytorch.org/whl/cu126)" in err
 
 
@@ -248,8 +269,10 @@ def test_index_urls_name_their_cuda() -> None:
 def _manifest(tmp_path: Path, constraint: str, **params: str) -> Path:
     path = tmp_path / "m.yaml"
     values = ", ".join(f"{k}: '{v}'" for k, v in params.items())
-    path.write_text(f"name: m\nparams: {{{values}}}\nconstraints:\n  - {constraint}\n"
-                    "bases: {b: scratch}\nimage: {base: b, layers: [{run: ['echo ${cuda} ${index}']}]}\n")  # fmt: skip
+    path.write_text(
+        f"name: m\nparams: {{{values}}}\nconstraints:\n  - {constraint}\n"
+        "bases: {b: scratch}\nimage: {base: b, layers: [{run: ['echo ${cuda} ${index}']}]}\n"
+    )
     return path
 
 
@@ -268,8 +291,9 @@ def _manifest(tmp_path: Path, constraint: str, **params: str) -> Path:
     ],
 )
 def test_index_cuda_constraint(tmp_path: Path, older: bool, cuda: str, index: str, ok: bool) -> None:
-    constraint = ("{index_url: '${index}', cuda_version: '${cuda}', because: it must"
-                  + (", older: true}" if older else "}"))  # fmt: skip
+    constraint = "{index_url: '${index}', cuda_version: '${cuda}', because: it must" + (
+        ", older: true}" if older else "}"
+    )
     path = _manifest(tmp_path, constraint, cuda=cuda, index=index)
     if ok:
         load_manifest(path)
@@ -280,8 +304,12 @@ def test_index_cuda_constraint(tmp_path: Path, older: bool, cuda: str, index: st
 
 
 def test_index_cuda_constraint_refuses_a_bad_version(tmp_path: Path) -> None:
-    path = _manifest(tmp_path, "{index_url: '${index}', cuda_version: '${cuda}', because: b}",
-                     cuda="twelve", index="https://download.pytorch.org/whl/cu128")  # fmt: skip
+    path = _manifest(
+        tmp_path,
+        "{index_url: '${index}', cuda_version: '${cuda}', because: b}",
+        cuda="twelve",
+        index="https://download.pytorch.org/whl/cu128",
+    )
     with pytest.raises(ManifestError, match="not a CUDA version: 'twelve'"):
         load_manifest(path)
 

@@ -29,13 +29,26 @@ TORCH_INDEX = "https://download.pytorch.org/whl/cu124"
 # Each Dockerfile's ENV lines (b8bd5968): Dockerfile.ngc.vllm0.8 and
 # Dockerfile.vllm.sglang.megatron lines 6-11, Dockerfile.ngc.vllm0.8.sagemaker lines 10-14
 # (and Dockfile.ngc.vllm0.8's 11-15), Dockerfile.sglang lines 6-8; the others set none.
-ENV_0_8 = {"MAX_JOBS": "32", "VLLM_WORKER_MULTIPROC_METHOD": "spawn", "DEBIAN_FRONTEND": "noninteractive",
-           "NODE_OPTIONS": "", "PIP_ROOT_USER_ACTION": "ignore", "HF_HUB_ENABLE_HF_TRANSFER": "1"}  # fmt: skip
+ENV_0_8 = {
+    "MAX_JOBS": "32",
+    "VLLM_WORKER_MULTIPROC_METHOD": "spawn",
+    "DEBIAN_FRONTEND": "noninteractive",
+    "NODE_OPTIONS": "",
+    "PIP_ROOT_USER_ACTION": "ignore",
+    "HF_HUB_ENABLE_HF_TRANSFER": "1",
+}
 ENV_0_8_1 = {k: v for k, v in ENV_0_8.items() if k != "PIP_ROOT_USER_ACTION"}
 ENV_SGLANG = {k: ENV_0_8[k] for k in ("MAX_JOBS", "DEBIAN_FRONTEND", "NODE_OPTIONS")}
-UPSTREAM_ENV = {"ngc-vllm": {}, "ngc-vllm0.8.1": ENV_0_8_1, "ngc-vllm0.8": ENV_0_8,
-                "ngc-vllm0.8-sagemaker": ENV_0_8_1, "sglang": ENV_SGLANG, "megatron": {}, "vemlp-vllm-te": {},
-                "vllm-sglang-megatron": ENV_0_8}  # fmt: skip
+UPSTREAM_ENV = {
+    "ngc-vllm": {},
+    "ngc-vllm0.8.1": ENV_0_8_1,
+    "ngc-vllm0.8": ENV_0_8,
+    "ngc-vllm0.8-sagemaker": ENV_0_8_1,
+    "sglang": ENV_SGLANG,
+    "megatron": {},
+    "vemlp-vllm-te": {},
+    "vllm-sglang-megatron": ENV_0_8,
+}
 
 
 @pytest.fixture(scope="module")
@@ -90,13 +103,29 @@ def test_vllm_sglang_megatron_installs_sglang_te_megatron_and_verl_without_their
     # verl[vllm] 0.3.0.post1 wants vllm<=0.8.2.
     planned = plan(cache, VERL, "--target", "vllm-sglang-megatron")
     assert runtime_steps(planned) == [
-        "system", "uninstall-nv", "cuda-12.4", "vllm", "flash-attn", "flashinfer", "fixes", "sglang", "cudnn",
-        "apex", "transformer-engine", "megatron", "opencv-fix", "verl", "freeimage"]  # fmt: skip
+        "system",
+        "uninstall-nv",
+        "cuda-12.4",
+        "vllm",
+        "flash-attn",
+        "flashinfer",
+        "fixes",
+        "sglang",
+        "cudnn",
+        "apex",
+        "transformer-engine",
+        "megatron",
+        "opencv-fix",
+        "verl",
+        "freeimage",
+    ]
     run = layers("vllm-sglang-megatron")
-    for name, wanted in (("sglang", "'sglang[all]==0.4.6.post4'"),
-                         ("transformer-engine", "git+https://github.com/NVIDIA/TransformerEngine.git@v2.2"),
-                         ("megatron", "git+https://github.com/NVIDIA/Megatron-LM.git@core_v0.12.0rc3"),
-                         ("verl", "'verl[vllm]==0.3.0.post1'")):  # fmt: skip
+    for name, wanted in (
+        ("sglang", "'sglang[all]==0.4.6.post4'"),
+        ("transformer-engine", "git+https://github.com/NVIDIA/TransformerEngine.git@v2.2"),
+        ("megatron", "git+https://github.com/NVIDIA/Megatron-LM.git@core_v0.12.0rc3"),
+        ("verl", "'verl[vllm]==0.3.0.post1'"),
+    ):
         assert "--no-deps" in command(run[name]).split(), name
         assert wanted in command(run[name]), name
     assert "NVTE_FRAMEWORK=pytorch" in command(run["transformer-engine"])
@@ -108,15 +137,27 @@ def test_vllm_sglang_megatron_installs_sglang_te_megatron_and_verl_without_their
 def test_vllm_sglang_megatron_pins_tensordict_and_fixes_the_packages(cache: Path) -> None:
     run = layers("vllm-sglang-megatron")
     vllm = command(run["vllm"])
-    for req in ("'vllm==0.8.5'", "'torch==2.6.0'", "'torchvision==0.21.0'", "'torchaudio==2.6.0'",
-                "'tensordict==0.6.2'", "'transformers[hf_xet]>=4.51.0'", "'numpy<2.0.0'",
-                "'ray[default]'"):  # fmt: skip
+    for req in (
+        "'vllm==0.8.5'",
+        "'torch==2.6.0'",
+        "'torchvision==0.21.0'",
+        "'torchaudio==2.6.0'",
+        "'tensordict==0.6.2'",
+        "'transformers[hf_xet]>=4.51.0'",
+        "'numpy<2.0.0'",
+        "'ray[default]'",
+    ):
         assert req in vllm.split(), req  # line 63: one resolve, torch with vLLM
     # line 80: "Fix packages"
     fixes = command(run["fixes"])
     assert fixes.startswith("pip uninstall -y pynvml nvidia-ml-py && pip install --no-cache-dir --upgrade ")
-    for req in ("'nvidia-ml-py>=12.560.30'", "'fastapi[standard]>=0.115.0'", "'optree>=0.13.0'", "'pydantic>=2.9'",
-                "'grpcio>=1.62.1'"):  # fmt: skip
+    for req in (
+        "'nvidia-ml-py>=12.560.30'",
+        "'fastapi[standard]>=0.115.0'",
+        "'optree>=0.13.0'",
+        "'pydantic>=2.9'",
+        "'grpcio>=1.62.1'",
+    ):
         assert req in fixes.split(), req
     assert command(layers("ngc-vllm0.8")["fixes"]) == fixes  # Dockerfile.ngc.vllm0.8 line 67, the same step
     assert "'tensordict==0.6.2'" in command(layers("ngc-vllm0.8")["vllm"]).split()
@@ -145,9 +186,11 @@ def test_verl_is_installed_only_where_upstream_installs_it(cache: Path) -> None:
     # Dockerfile.vemlp.vllm.te install no verl; Dockerfile.ngc.vllm0.8 (line 71),
     # .sagemaker (line 42) and Dockerfile.vllm.sglang.megatron (line 114) do.
     verl = "'verl[vllm]==0.3.0.post1'"
-    installs = {"ngc-vllm0.8": f"pip install --no-deps --no-cache-dir {verl}",
-                "ngc-vllm0.8-sagemaker": f"pip install --no-cache-dir {verl} -U",
-                "vllm-sglang-megatron": f"pip install --no-deps --no-cache-dir {verl} -U"}  # fmt: skip
+    installs = {
+        "ngc-vllm0.8": f"pip install --no-deps --no-cache-dir {verl}",
+        "ngc-vllm0.8-sagemaker": f"pip install --no-cache-dir {verl} -U",
+        "vllm-sglang-megatron": f"pip install --no-deps --no-cache-dir {verl} -U",
+    }
     for target in UPSTREAM_ENV:
         planned = plan(cache, VERL, "--target", target)
         found = [p for p in pip_installs(target) if re.search(r"'verl\b", p)]
@@ -167,7 +210,8 @@ def test_ngc_vllm08_keeps_its_vllm_083_under_verl(cache: Path) -> None:
     run = layers("ngc-vllm0.8")
     assert "'vllm==0.8.3'" in command(run["vllm"]).split()
     assert command(run["flashinfer"]).endswith(
-        "/v0.2.2.post1/flashinfer_python-0.2.2.post1+cu124torch2.6-cp38-abi3-linux_x86_64.whl")  # fmt: skip
+        "/v0.2.2.post1/flashinfer_python-0.2.2.post1+cu124torch2.6-cp38-abi3-linux_x86_64.whl"
+    )
     wheel = "flash_attn-2.7.4.post1+cu12torch2.6cxx11abiFALSE-cp310-cp310-linux_x86_64.whl"
     assert command(run["flash-attn"]).endswith(f"/v2.7.4.post1/{wheel}")
     assert command(run["uninstall-nv"]).split()[-1] == "grpcio"  # line 44 removes NGC's grpcio too
@@ -188,13 +232,21 @@ def test_floating_requirements_are_pinned(cache: Path) -> None:
     assert SHA.match(params["megatron"]["te_ref"]) and SHA.match(params["megatron"]["megatron_ref"])
     assert "git checkout 05b5b7d6e2057ea143bfdfd1ba01ab68292a9f55" in command(layers("megatron")["megatron"])
     assert "git+https://github.com/NVIDIA/apex@e74a67bba3ee679f778670e17edc21639008ae0a" in command(
-        layers("ngc-vllm")["apex"])  # fmt: skip
+        layers("ngc-vllm")["apex"]
+    )
 
 
 def test_targets_follow_their_files_run_by_run(cache: Path) -> None:
     steps = {t: runtime_steps(plan(cache, VERL, "--target", t)) for t in UPSTREAM_ENV}
-    assert steps["ngc-vllm"] == ["uninstall-nv", "torch", "apex", "vllm", "dev-deps", "flash-attn",
-                                 "transformer-engine"]  # fmt: skip
+    assert steps["ngc-vllm"] == [
+        "uninstall-nv",
+        "torch",
+        "apex",
+        "vllm",
+        "dev-deps",
+        "flash-attn",
+        "transformer-engine",
+    ]
     assert steps["ngc-vllm0.8.1"] == ["uninstall-nv", "system", "vllm", "flash-attn", "fixes"]
     assert steps["ngc-vllm0.8-sagemaker"] == ["uninstall-nv", "system", "vllm", "flash-attn", "fixes", "verl"]
     # Dockerfile.sglang removes none of NGC's packages and installs SGLang with its dependencies
@@ -202,19 +254,31 @@ def test_targets_follow_their_files_run_by_run(cache: Path) -> None:
     sglang = command(layers("sglang")["sglang"])
     assert "pip install 'sglang[all]==0.4.6.post1'" in sglang and "--no-deps" not in sglang
     assert steps["megatron"] == ["transformer-engine", "megatron"]
-    assert steps["vemlp-vllm-te"] == ["pip-config", "deps", "flash-attn-2.7", "vllm", "apex", "flash-attn",
-                                      "transformer-engine"]  # fmt: skip
+    assert steps["vemlp-vllm-te"] == [
+        "pip-config",
+        "deps",
+        "flash-attn-2.7",
+        "vllm",
+        "apex",
+        "flash-attn",
+        "transformer-engine",
+    ]
     assert "ray==2.10" in command(layers("vemlp-vllm-te")["vllm"]).split()
     # torch, torchvision and torchaudio pinned together (an unpinned torchvision drags another torch)
-    assert ("pip3 install torch==2.4.0 torchvision==0.19.0 torchaudio==2.4.0 --index-url "
-            "https://download.pytorch.org/whl/cu124") in pip_installs("ngc-vllm")  # fmt: skip
+    assert (
+        "pip3 install torch==2.4.0 torchvision==0.19.0 torchaudio==2.4.0 --index-url "
+        "https://download.pytorch.org/whl/cu124"
+    ) in pip_installs("ngc-vllm")
 
 
 # -- item 5: verl-rocm ------------------------------------------------------------------------
 
-SGLANG_ENV = {"PYTORCH_ROCM_ARCH": "gfx90a;gfx942",
-              "HIPCC_COMPILE_FLAGS_APPEND": "--amdgpu-target=gfx90a;gfx942 -D__HIP_PLATFORM_AMD__",
-              "CFLAGS": "-D__HIP_PLATFORM_AMD__", "CXXFLAGS": "-D__HIP_PLATFORM_AMD__"}  # fmt: skip
+SGLANG_ENV = {
+    "PYTORCH_ROCM_ARCH": "gfx90a;gfx942",
+    "HIPCC_COMPILE_FLAGS_APPEND": "--amdgpu-target=gfx90a;gfx942 -D__HIP_PLATFORM_AMD__",
+    "CFLAGS": "-D__HIP_PLATFORM_AMD__",
+    "CXXFLAGS": "-D__HIP_PLATFORM_AMD__",
+}
 
 
 def test_rocm_default_is_the_seeds_sglang_apptainerfile_and_its_sif_has_its_environment(cache: Path) -> None:
@@ -231,7 +295,8 @@ def test_rocm_default_is_the_seeds_sglang_apptainerfile_and_its_sif_has_its_envi
     docker = plan(cache, ROCM, "--target", "docker-sglang")
     assert env_of(docker) == SGLANG_ENV
     assert load_manifest(ROCM, target="docker-sglang").manifest.bases["runtime"] == (
-        "docker://lmsysorg/sglang:v0.4.6.post1-rocm630")  # fmt: skip
+        "docker://lmsysorg/sglang:v0.4.6.post1-rocm630"
+    )
     # the rocm6.2 revision stays a target, with only what it set
     assert env_of(plan(cache, ROCM, "--target", "train")) == {"PYTORCH_ROCM_ARCH": "gfx90a;gfx942"}
 
@@ -248,8 +313,10 @@ def test_rocm_torch_memory_saver_is_a_commit_of_its_master(cache: Path) -> None:
     source = man.sources["torch-memory-saver"]
     assert isinstance(source, m.GitSource)
     # ExtremeViscent/torch_memory_saver has no `main`: its master on b8bd5968's date
-    assert (source.git, source.ref) == ("https://github.com/ExtremeViscent/torch_memory_saver.git",
-                                        "105303670b7af52ac5aa18caee872155863a6b93")  # fmt: skip
+    assert (source.git, source.ref) == (
+        "https://github.com/ExtremeViscent/torch_memory_saver.git",
+        "105303670b7af52ac5aa18caee872155863a6b93",
+    )
     steps = runtime_steps(plan(cache, ROCM))
     assert "install-torch-memory-saver" in steps
 
@@ -272,8 +339,18 @@ def test_a_cuda_arch_as_a_rocm_arch_is_refused_at_plan(cache: Path, arch: str) -
         assert "hint: --set pytorch_rocm_arch=gfx90a;gfx942" in ran.err
 
 
-@pytest.mark.parametrize("arch", ["gfx942", "gfx90a;gfx942", "gfx90a:xnack+;gfx942:sramecc+", "gfx1100,gfx1201",
-                                  "gfx908 gfx90a gfx942 gfx950", "gfx11-generic", "gfx10-3-generic"])  # fmt: skip
+@pytest.mark.parametrize(
+    "arch",
+    [
+        "gfx942",
+        "gfx90a;gfx942",
+        "gfx90a:xnack+;gfx942:sramecc+",
+        "gfx1100,gfx1201",
+        "gfx908 gfx90a gfx942 gfx950",
+        "gfx11-generic",
+        "gfx10-3-generic",
+    ],
+)
 def test_rocm_arch_lists_amd_names_are_planned(cache: Path, arch: str) -> None:
     planned = plan(cache, ROCM, "--set", f"pytorch_rocm_arch={arch}")
     assert env_of(planned)["PYTORCH_ROCM_ARCH"] == arch

@@ -145,9 +145,17 @@ def test_rocm_base_is_the_param_dockerfile_rocm_names(cache: Path) -> None:
 
 # -- params, never the base's environment ----------------------------------------------------
 
-VARIANTS = [(None, {}), (None, {"vllm_from": "wheel"}), ("vllm-base", {}), ("openai-nonroot", {}),
-            ("wheel", {}), ("rocm", {}), ("rocm-openai", {}), (None, {"cuda_version": "12.8.1"}),
-            (None, {"install_kv_connectors": "true"})]  # fmt: skip
+VARIANTS = [
+    (None, {}),
+    (None, {"vllm_from": "wheel"}),
+    ("vllm-base", {}),
+    ("openai-nonroot", {}),
+    ("wheel", {}),
+    ("rocm", {}),
+    ("rocm-openai", {}),
+    (None, {"cuda_version": "12.8.1"}),
+    (None, {"install_kv_connectors": "true"}),
+]
 
 
 @pytest.mark.parametrize(("target", "sets"), VARIANTS)
@@ -202,8 +210,11 @@ def _fake_root(tmp: Path, os_id: str, packaged: bool) -> tuple[Path, dict[str, s
 def _python_setup(tmp: Path) -> str:
     cmd = load_manifest(MANIFEST).params["python_setup"]
     # the real command, with its absolute paths moved into the test's folder
-    for real, fake in (("/etc/os-release", tmp / "os-release"), ("/opt/venv", tmp / "venv"),
-                       ("/var/lib/apt/lists", tmp / "lists")):  # fmt: skip
+    for real, fake in (
+        ("/etc/os-release", tmp / "os-release"),
+        ("/opt/venv", tmp / "venv"),
+        ("/var/lib/apt/lists", tmp / "lists"),
+    ):
         assert real in cmd
         cmd = cmd.replace(real, str(fake))
     return cmd
@@ -244,16 +255,24 @@ def test_cuda_jit_adds_nvidias_repository_on_a_base_without_it(
 ) -> None:
     run = runs()["cuda-jit"]
     (cmd,) = run
-    for real, fake in (("/etc/os-release", tmp_path / "os-release"), ("/tmp/cuda-keyring.deb", tmp_path / "k.deb"),
-                       ("/var/lib/apt/lists", tmp_path / "lists")):  # fmt: skip
+    for real, fake in (
+        ("/etc/os-release", tmp_path / "os-release"),
+        ("/tmp/cuda-keyring.deb", tmp_path / "k.deb"),
+        ("/var/lib/apt/lists", tmp_path / "lists"),
+    ):
         assert real in cmd
         cmd = cmd.replace(real, str(fake))
     bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
     bin_dir.mkdir()
     (tmp_path / "lists").mkdir()
     (tmp_path / "os-release").write_text('ID=debian\nVERSION_ID="12"\n')
-    stubs = {"apt-get": "", "apt-cache": "" if has_repo else "exit 100", "dpkg": "", "uname": f"echo {machine}",
-             "curl": ""}  # fmt: skip
+    stubs = {
+        "apt-get": "",
+        "apt-cache": "" if has_repo else "exit 100",
+        "dpkg": "",
+        "uname": f"echo {machine}",
+        "curl": "",
+    }
     for name, body in stubs.items():
         (bin_dir / name).write_text(f'#!/bin/sh\necho {name} "$@" >> {log}\n{body}\n')
         (bin_dir / name).chmod(0o755)
@@ -291,8 +310,19 @@ def test_the_pypi_wheel_of_a_release_whose_hashes_are_not_pinned_is_refused(cach
     err = refused(cache, "--target", "wheel", "--set", "vllm_from=wheel", "--set", "vllm_version=0.11.0")
     assert "vllm_wheel_version 0.11.1 differ" in err and "vllm_wheel_hashes" in err
     hashes = "--hash=sha256:" + "1" * 64
-    plan(cache, "--target", "wheel", "--set", "vllm_from=wheel", "--set", "vllm_version=0.11.0", "--set",
-         "vllm_wheel_version=0.11.0", "--set", f"vllm_wheel_hashes={hashes}")  # fmt: skip
+    plan(
+        cache,
+        "--target",
+        "wheel",
+        "--set",
+        "vllm_from=wheel",
+        "--set",
+        "vllm_version=0.11.0",
+        "--set",
+        "vllm_wheel_version=0.11.0",
+        "--set",
+        f"vllm_wheel_hashes={hashes}",
+    )
     # a source build of another version needs no hashes
     plan(cache, "--set", "vllm_version=0.11.2", "--set", "vllm_ref=v0.11.2")
 
@@ -381,9 +411,14 @@ def installed(commands: list[str], vllm_version: str) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize(("target", "sets"), [(None, {}),
-                                              ("openai-nonroot", {"install_kv_connectors": "true"}),
-                                              (None, {"installer": "pip", "cuda_version": "12.8.1"})])  # fmt: skip
+@pytest.mark.parametrize(
+    ("target", "sets"),
+    [
+        (None, {}),
+        ("openai-nonroot", {"install_kv_connectors": "true"}),
+        (None, {"installer": "pip", "cuda_version": "12.8.1"}),
+    ],
+)
 def test_python_sets_mirror_what_the_layers_and_steps_install(target: str | None, sets: dict[str, str]) -> None:
     loaded = load_manifest(MANIFEST, target=target, sets=sets)
     man, params = loaded.manifest, loaded.params

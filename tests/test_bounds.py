@@ -125,8 +125,11 @@ def test_rootfs_decompression_bomb_is_bounded(tmp_path: Path) -> None:
         tf.addfile(info, io.BytesIO(bytes(info.size)))
     (tmp_path / "bomb.tar.gz").write_bytes(gzip.compress(buf.getvalue(), compresslevel=1))
     write(tmp_path, "name: t\nbases: {b: 'rootfs:bomb.tar.gz'}\nimage: {base: b}\n")
-    ran = run_cli(["m.yaml", "--cache", str(tmp_path / "cache"), "-o", "oci:o:x"], cwd=tmp_path,
-                  env={"ASSEMBLE_ROOTFS_MAX_BYTES": str(16 << 20)})  # fmt: skip
+    ran = run_cli(
+        ["m.yaml", "--cache", str(tmp_path / "cache"), "-o", "oci:o:x"],
+        cwd=tmp_path,
+        env={"ASSEMBLE_ROOTFS_MAX_BYTES": str(16 << 20)},
+    )
     assert ran.code == 2 and "decompression bomb" in ran.err and "Traceback" not in ran.err, str(ran)
     leftovers = [p for p in (tmp_path / "cache" / "tmp").rglob("*") if p.is_file()]
     assert not leftovers
@@ -231,13 +234,23 @@ def lying() -> Iterator[tuple[str, type[_Lying]]]:
         return "sha256:" + hashlib.sha256(b).hexdigest()
 
     layer = _Lying.layer
-    config = json.dumps({"architecture": "amd64", "os": "linux",
-                         "rootfs": {"type": "layers", "diff_ids": [sha(layer)]}}).encode()  # fmt: skip
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                      "digest": sha(config), "size": len(config)},
-                           "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                                       "digest": sha(layer), "size": len(layer)}]}).encode()  # fmt: skip
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [sha(layer)]}}
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": sha(config),
+                "size": len(config),
+            },
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha(layer), "size": len(layer)}
+            ],
+        }
+    ).encode()
     handler = type("H", (_Lying,), {"blobs": {sha(layer): layer, sha(config): config}, "manifest": manifest})
     with serving(handler) as host:
         yield host, handler
@@ -246,8 +259,11 @@ def lying() -> Iterator[tuple[str, type[_Lying]]]:
 def _pull(host: str, **options: float) -> None:
     from assembler.oci.reference import ImageName
 
-    source = remote.read(ImageName.parse(f"{host}/x/y:1"), platform=Platform(),
-                         options=RegistryOptions(tls_verify=False, retries=2, backoff=0.01, **options))  # type: ignore[arg-type]  # fmt: skip
+    source = remote.read(
+        ImageName.parse(f"{host}/x/y:1"),
+        platform=Platform(),
+        options=RegistryOptions(tls_verify=False, retries=2, backoff=0.01, **options),
+    )  # type: ignore[arg-type]
     with source.blobs.open_blob(source.image.layers[0].digest) as f:
         while f.read(1 << 20):
             pass
@@ -290,8 +306,11 @@ def test_outputs_do_not_replace_foreign_files_without_force(tmp_path: Path) -> N
     ran = run_cli(["m.yaml", "--cache", str(root / "cache"), "-o", f"docker-archive:{precious}"], cwd=root)
     assert ran.code == 2
     # Our own archives are replaced freely; anything with --force.
-    for args in (["-o", "docker-archive:a.tar"], ["-o", "oci-archive:a.tar"], ["-o", f"docker-archive:{precious}",
-                                                                              "--force"]):  # fmt: skip
+    for args in (
+        ["-o", "docker-archive:a.tar"],
+        ["-o", "oci-archive:a.tar"],
+        ["-o", f"docker-archive:{precious}", "--force"],
+    ):
         ran = run_cli(["m.yaml", "--cache", str(root / "cache"), *args], cwd=root)
         assert ran.code == 0, str(ran)
     assert precious.read_bytes()[:1] != b"n"
@@ -319,8 +338,11 @@ def test_temp_files_of_killed_runs_are_reclaimed(tmp_path: Path) -> None:
     assert ran.code == 0, str(ran)
     dead = 4_000_000  # above pid_max: never a running process
     old = time.time() - 3600
-    left = [cache / "blobs/sha256" / f".tmp-p{dead}-abc", root / f".o.sif.p{dead}-abc.tmp",
-            cache / "tmp" / f"work-p{dead}-abc"]  # fmt: skip
+    left = [
+        cache / "blobs/sha256" / f".tmp-p{dead}-abc",
+        root / f".o.sif.p{dead}-abc.tmp",
+        cache / "tmp" / f"work-p{dead}-abc",
+    ]
     alive = [cache / "blobs/sha256" / f".tmp-p{os.getpid()}-abc", cache / "blobs/sha256" / f".tmp-p{dead}-new"]
     for path in left + alive:
         if path.name.startswith("work-"):

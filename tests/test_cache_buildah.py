@@ -19,8 +19,16 @@ STALE = "localhost/buildah/layout:" + "0" * 64  # named as a pulled base no cach
 
 def buildah(root: Path, *args: str) -> str:
     storage = root / "cache" / "buildah"
-    argv = ["buildah", "--root", str(storage / "root"), "--runroot", str(storage / "run"),
-            "--storage-driver", "overlay", *args]  # fmt: skip
+    argv = [
+        "buildah",
+        "--root",
+        str(storage / "root"),
+        "--runroot",
+        str(storage / "run"),
+        "--storage-driver",
+        "overlay",
+        *args,
+    ]
     return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
 
 

@@ -74,8 +74,10 @@ def test_second_run_runs_nothing_and_gives_the_same_digest(demo: Demo) -> None:
     seconds = time.monotonic() - started
     assert steps_by_state(warm) == {"cached": {"cuda", "kernels", "tokenizer", "launcher", "pyext", "packages-1"}}
     assert warm.json["digest"] == demo.cold.json["digest"]
-    print(f"\ncold build {demo.cold_seconds:.1f} s, second run {seconds:.1f} s "
-          f"({100 * seconds / demo.cold_seconds:.0f}% of the first), same digest {warm.json['digest']}")  # fmt: skip
+    print(
+        f"\ncold build {demo.cold_seconds:.1f} s, second run {seconds:.1f} s "
+        f"({100 * seconds / demo.cold_seconds:.0f}% of the first), same digest {warm.json['digest']}"
+    )
 
 
 def test_cuda_artifact_holds_exactly_the_requested_architectures(demo: Demo, tmp_path: Path) -> None:
@@ -119,8 +121,10 @@ def test_one_source_file_edited_rebuilds_one_step_and_pushes_one_layer(demo: Dem
     push = next(o for o in after.json["outputs"] if o["ref"].startswith("docker://"))
     assert push["uploaded_blobs"] == 2  # that layer and the new config; nothing else
     layer_size = next(a["size"] for a in after.json["layers"] if a["what"] == "artifact tokenizer.bin")
-    print(f"\none file edited: step tokenizer rebuilt; push uploaded {push['uploaded_bytes']} bytes "
-          f"(the changed layer is {layer_size} bytes, plus the config)")  # fmt: skip
+    print(
+        f"\none file edited: step tokenizer rebuilt; push uploaded {push['uploaded_bytes']} bytes "
+        f"(the changed layer is {layer_size} bytes, plus the config)"
+    )
     assert push["uploaded_bytes"] < layer_size + 10_000
 
 
@@ -167,8 +171,14 @@ def test_plan_needs_no_buildah_and_says_what_would_run(demo: Demo, tmp_path: Pat
     finally:
         kernel.write_text(original)
     states = {s["name"]: s["state"] for s in edited.json["steps"]}
-    assert states == {"packages-1": "cached", "tokenizer": "cached", "cuda": "cached", "kernels": "will-run",
-                      "pyext": "cached", "launcher": "cached"}  # fmt: skip
+    assert states == {
+        "packages-1": "cached",
+        "tokenizer": "cached",
+        "cuda": "cached",
+        "kernels": "will-run",
+        "pyext": "cached",
+        "launcher": "cached",
+    }
     text = run_cli(["plan", str(demo.manifest), "--cache", str(demo.cache), *base_args(demo.bases)], env=env)
     assert text.code == 0 and "compile  kernels" in text.out, str(text)
 
@@ -210,8 +220,17 @@ def test_plan_after_a_build_knows_every_layer_copies_fitted_and_gzip_included(
 
 
 def _buildah_containers(cache: Path) -> list[str]:
-    argv = ["buildah", "--root", str(cache / "buildah/root"), "--runroot", str(cache / "buildah/run"),
-            "--storage-driver", "overlay", "containers", "--quiet"]  # fmt: skip
+    argv = [
+        "buildah",
+        "--root",
+        str(cache / "buildah/root"),
+        "--runroot",
+        str(cache / "buildah/run"),
+        "--storage-driver",
+        "overlay",
+        "containers",
+        "--quiet",
+    ]
     return [line for line in sh(argv).stdout.splitlines() if line.strip()]
 
 
@@ -249,8 +268,9 @@ def test_failing_command_shows_step_command_log_tail_and_leaves_no_container(
 ) -> None:
     small_project(tmp_path, demo_bases, "for i in $(seq 1 50); do echo log-line-$i; done; exit 3")
     cache = tmp_path / "cache"
-    ran = run_cli(["small.yaml", "--cache", str(cache), "-o", "oci:out:x"], cwd=tmp_path,
-                  env={"DEMO_TOKEN": "s3cr3t-value-0123"})  # fmt: skip
+    ran = run_cli(
+        ["small.yaml", "--cache", str(cache), "-o", "oci:out:x"], cwd=tmp_path, env={"DEMO_TOKEN": "s3cr3t-value-0123"}
+    )
     assert ran.code == 1, str(ran)
     err = ran.err[ran.err.index("error: ") :]  # progress lines come first
     assert err.startswith("error: step broken: command failed (exit 3): for i in $(seq 1 50)"), err
@@ -266,8 +286,13 @@ def test_interrupt_removes_the_container(tmp_path: Path, demo_bases: dict[str, P
     small_project(tmp_path, demo_bases, "sleep 300")
     cache = tmp_path / "cache"
     env = dict(os.environ, DEMO_TOKEN="x")
-    proc = subprocess.Popen([PYTHON, "-m", "assembler", "small.yaml", "--cache", str(cache), "-o", "oci:out:x"],
-                            cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "assembler", "small.yaml", "--cache", str(cache), "-o", "oci:out:x"],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (cache / "buildah/root").exists():
         time.sleep(0.2)
@@ -315,8 +340,11 @@ def test_secret_is_in_no_blob_config_history_or_log(tmp_path: Path, demo_bases: 
     secret = "tok-" + hashlib.sha256(os.urandom(16)).hexdigest()[:24]
     small_project(tmp_path, demo_bases, "echo done")
     cache = tmp_path / "cache"
-    ran = run_cli(["small.yaml", "--cache", str(cache), "-v", "-o", "oci:out:x", "-o", "oci-archive:out.tar:x"],
-                  cwd=tmp_path, env={"DEMO_TOKEN": secret})  # fmt: skip
+    ran = run_cli(
+        ["small.yaml", "--cache", str(cache), "-v", "-o", "oci:out:x", "-o", "oci-archive:out.tar:x"],
+        cwd=tmp_path,
+        env={"DEMO_TOKEN": secret},
+    )
     assert ran.code == 0, str(ran)
     # The steps did see it: the artifact holds its hash, the runtime step's marker exists.
     manifest = manifest_of(tmp_path / "out", "x")
@@ -350,8 +378,14 @@ class User:
 
     def run(self, argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
         env = {"PATH": os.environ["PATH"], "HOME": str(self.home), "PYTHONPATH": str(ROOT), "LANG": "C.UTF-8"}
-        return subprocess.run(["setpriv", f"--reuid={self.name}", f"--regid={self.name}", "--init-groups", "--", *argv],
-                              cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)  # fmt: skip
+        return subprocess.run(
+            ["setpriv", f"--reuid={self.name}", f"--regid={self.name}", "--init-groups", "--", *argv],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -369,8 +403,18 @@ def test_unprivileged_user_builds_the_demo(tmp_path: Path, demo_bases: dict[str,
     shutil.rmtree(work, ignore_errors=True)
     manifest = copy_project(work)
     sh(["chown", "-R", f"{user.name}:{user.name}", str(work)])
-    args = [PYTHON, "-m", "assembler", str(manifest), "--cache", str(work / "cache"), "--json",
-            *base_args(demo_bases), "-o", f"oci:{work}/out/demo:latest"]  # fmt: skip
+    args = [
+        PYTHON,
+        "-m",
+        "assembler",
+        str(manifest),
+        "--cache",
+        str(work / "cache"),
+        "--json",
+        *base_args(demo_bases),
+        "-o",
+        f"oci:{work}/out/demo:latest",
+    ]
     proc = user.run(args, work)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)

@@ -53,8 +53,25 @@ SEEDS = ROOT.parent / "shared" / "seeds"  # next to the worktrees; absent elsewh
 STATES = ("covered", "missing", "refused", "n/a")
 THRESHOLD = 0.9
 # The fields of a step or layer that act (a comment, a name or a description does nothing).
-ACTS = {"run", "env", "packages", "artifacts", "sources", "inputs", "mounts", "cache", "shared_cache",
-        "python_sets", "workdir", "user", "pip", "url", "to", "copy_", "artifact"}  # fmt: skip
+ACTS = {
+    "run",
+    "env",
+    "packages",
+    "artifacts",
+    "sources",
+    "inputs",
+    "mounts",
+    "cache",
+    "shared_cache",
+    "python_sets",
+    "workdir",
+    "user",
+    "pip",
+    "url",
+    "to",
+    "copy_",
+    "artifact",
+}
 
 
 @dataclass

@@ -29,8 +29,10 @@ HOST_LIBS = Path("/lib") / TRIPLET
 CURL = Path("/usr/bin/curl")
 LOADER = "/lib64/ld-linux-x86-64.so.2"
 
-pytestmark = pytest.mark.skipif(not (CURL.exists() and (HOST_LIBS / "libcurl.so.4").exists()),
-                                reason="needs the host's curl and libcurl (Debian: curl)")  # fmt: skip
+pytestmark = pytest.mark.skipif(
+    not (CURL.exists() and (HOST_LIBS / "libcurl.so.4").exists()),
+    reason="needs the host's curl and libcurl (Debian: curl)",
+)
 
 
 def tiny_elf(*, needed: list[str], runpath: str = "", soname: str = "", interp: str = "") -> bytes:
@@ -134,8 +136,9 @@ def project(root: Path, manifest: str = MANIFEST, **base: object) -> Path:
 
 
 def build(root: Path, *extra: str) -> object:
-    return run_cli(["m.yaml", "--cache", str(root / "cache"), "-o", "oci:out:x", "--progress", "plain", *extra],
-                   cwd=root)  # fmt: skip
+    return run_cli(
+        ["m.yaml", "--cache", str(root / "cache"), "-o", "oci:out:x", "--progress", "plain", *extra], cwd=root
+    )
 
 
 def test_a_base_lacking_a_library_fails_the_build_naming_it(tmp_path: Path) -> None:
@@ -184,8 +187,10 @@ def test_a_libc_too_old_for_a_symbol_version_fails_naming_it(tmp_path: Path) -> 
     root = project(tmp_path / "p", libcurl=True, libc=libc.replace(b"GLIBC_2.34\0", b"GLIBC_2.3X\0"))
     ran = build(root)
     assert ran.code == 1, str(ran)
-    assert (f"/usr/bin/curl: needs GLIBC_2.34 from libc.so.6, /usr/lib/{TRIPLET}/libc.so.6 does not define it "
-            "(layer 1: copy ./curl /usr/bin/curl)") in ran.err  # fmt: skip
+    assert (
+        f"/usr/bin/curl: needs GLIBC_2.34 from libc.so.6, /usr/lib/{TRIPLET}/libc.so.6 does not define it "
+        "(layer 1: copy ./curl /usr/bin/curl)"
+    ) in ran.err
     assert "GLIBC_2.33" not in ran.err  # defined: not reported
 
 
@@ -218,10 +223,15 @@ def test_origin_runpath_ldconf_env_and_host_driver_libraries(tmp_path: Path, run
         "opt/conf-lib/libconf.so.2": tiny_elf(needed=[], soname="libconf.so.2"),
     }
     # ld.so finds libconf through the cache ldconfig wrote from ld.so.conf (tests/test_deps_ldcache.py: without).
-    debian_base(root / "base.tar", libcurl=False, extra={
-        **conf, "etc/ld.so.cache": ld_cache(conf),
-        "opt/env-lib/libenv.so.3": tiny_elf(needed=[], soname="libenv.so.3"),
-    })  # fmt: skip
+    debian_base(
+        root / "base.tar",
+        libcurl=False,
+        extra={
+            **conf,
+            "etc/ld.so.cache": ld_cache(conf),
+            "opt/env-lib/libenv.so.3": tiny_elf(needed=[], soname="libenv.so.3"),
+        },
+    )
     ran = build(root)
     assert "libcuda" not in ran.err and "libnvidia-ml" not in ran.err  # the host's
     assert "/opt/plugins/plugin.so (layer 2) needs libhelper.so.1, not on its search path" in ran.err, str(ran)
@@ -255,8 +265,9 @@ def test_an_empty_runpath_entry_is_the_working_directory(tmp_path: Path, workdir
     # llama.cpp's image, whose llama-server finds /app/libllama.so only because WORKDIR is /app.
     root = tmp_path / "p"
     (root / "app").mkdir(parents=True)
-    (root / "app" / "server").write_bytes(tiny_elf(needed=["libllama.so", "libc.so.6"], runpath="/build/bin:",
-                                                   interp=LOADER))  # fmt: skip
+    (root / "app" / "server").write_bytes(
+        tiny_elf(needed=["libllama.so", "libc.so.6"], runpath="/build/bin:", interp=LOADER)
+    )
     (root / "app" / "libllama.so").write_bytes(tiny_elf(needed=[], soname="libllama.so"))
     (root / "m.yaml").write_text(WORKDIR.replace("WORKDIR", workdir))
     debian_base(root / "base.tar", libcurl=False)
@@ -283,12 +294,26 @@ def test_an_interpreter_the_image_lacks_is_a_miss(tmp_path: Path) -> None:
 
 
 def test_the_final_view_applies_whiteouts_opaque_folders_and_links() -> None:
-    files = ImageFiles.of([
-        [("usr", "dir", ""), ("usr/lib", "dir", ""), ("usr/lib/a.so", "file", ""), ("usr/lib/b.so", "file", ""),
-         ("lib", "symlink", "usr/lib"), ("opt", "dir", ""), ("opt/x/c.so", "file", "")],
-        [("usr/lib/.wh.a.so", "file", ""), ("opt/.wh..wh..opq", "file", ""), ("opt/y.so", "file", ""),
-         ("usr/lib/d.so", "hardlink", "usr/lib/b.so"), ("usr/lib/e.so", "symlink", "/lib/b.so")],
-    ])  # fmt: skip
+    files = ImageFiles.of(
+        [
+            [
+                ("usr", "dir", ""),
+                ("usr/lib", "dir", ""),
+                ("usr/lib/a.so", "file", ""),
+                ("usr/lib/b.so", "file", ""),
+                ("lib", "symlink", "usr/lib"),
+                ("opt", "dir", ""),
+                ("opt/x/c.so", "file", ""),
+            ],
+            [
+                ("usr/lib/.wh.a.so", "file", ""),
+                ("opt/.wh..wh..opq", "file", ""),
+                ("opt/y.so", "file", ""),
+                ("usr/lib/d.so", "hardlink", "usr/lib/b.so"),
+                ("usr/lib/e.so", "symlink", "/lib/b.so"),
+            ],
+        ]
+    )
     assert "usr/lib/a.so" not in files.records and "opt/x/c.so" not in files.records
     assert files.records["opt/y.so"].layer == 1 and files.records["usr/lib/b.so"].layer == 0
     assert files.realpath("lib/e.so") == "usr/lib/b.so"

@@ -29,8 +29,11 @@ LIBFOO = tiny_elf(needed=[], soname="libfoo.so.1")
 
 @pytest.mark.parametrize("fmt", ["new", "compat", "old"])
 def test_the_formats_ldconfig_writes_are_read(fmt: str) -> None:
-    files = {**LOCAL_CONF, "usr/local/lib/libfoo.so.1": LIBFOO,
-             "usr/local/lib/libbar.so.2": tiny_elf(needed=[], soname="libbar.so.2")}  # fmt: skip
+    files = {
+        **LOCAL_CONF,
+        "usr/local/lib/libfoo.so.1": LIBFOO,
+        "usr/local/lib/libbar.so.2": tiny_elf(needed=[], soname="libbar.so.2"),
+    }
     try:
         data = ld_cache(files, fmt=fmt)
     except subprocess.CalledProcessError as e:  # an ldconfig that no longer writes this format
@@ -38,8 +41,10 @@ def test_the_formats_ldconfig_writes_are_read(fmt: str) -> None:
     # compat: the old format with the new one in its string table, as glibc before 2.32 wrote it.
     assert data.startswith(ldcache.OLD_MAGIC if fmt != "new" else ldcache.NEW_MAGIC)
     assert (ldcache.NEW_MAGIC in data) == (fmt != "old")
-    assert ldcache.parse(data) == {"libfoo.so.1": ["/usr/local/lib/libfoo.so.1"],
-                                   "libbar.so.2": ["/usr/local/lib/libbar.so.2"]}  # fmt: skip
+    assert ldcache.parse(data) == {
+        "libfoo.so.1": ["/usr/local/lib/libfoo.so.1"],
+        "libbar.so.2": ["/usr/local/lib/libbar.so.2"],
+    }
     with pytest.raises(InvalidImage, match=r"ld\.so\.cache"):
         ldcache.parse(data[: len(data) // 2])  # the strings cut off
     with pytest.raises(InvalidImage, match="unknown format"):
@@ -51,8 +56,9 @@ def test_the_hosts_own_cache_reads_as_ldconfig_prints_it() -> None:
     if not host.exists():
         pytest.skip("no /etc/ld.so.cache on this host")
     printed = subprocess.run(["ldconfig", "-p"], check=True, capture_output=True, text=True).stdout
-    pairs = {(m[1], m[3]) for m in re.finditer(r"^\s+(\S+) \(([^)]*)\) => (\S+)$", printed, re.M)
-             if "hwcap" not in m[2]}  # fmt: skip
+    pairs = {
+        (m[1], m[3]) for m in re.finditer(r"^\s+(\S+) \(([^)]*)\) => (\S+)$", printed, re.M) if "hwcap" not in m[2]
+    }
     parsed = {(name, path) for name, paths in ldcache.parse(host.read_bytes()).items() for path in paths}
     assert len(pairs) > 10 and parsed == pairs
 
@@ -85,8 +91,10 @@ def test_a_library_in_an_ld_so_conf_folder_needs_ldconfig(tmp_path: Path, ldconf
         assert ran.code == 0, str(ran)
         return
     assert ran.code == 1, str(ran)
-    reason = ("in /usr/local/lib (listed in /etc/ld.so.conf.d/libc.conf) but not in /etc/ld.so.cache: "
-              "the layer that adds /usr/local/lib/libfoo.so.1 (layer 1) should run ldconfig")  # fmt: skip
+    reason = (
+        "in /usr/local/lib (listed in /etc/ld.so.conf.d/libc.conf) but not in /etc/ld.so.cache: "
+        "the layer that adds /usr/local/lib/libfoo.so.1 (layer 1) should run ldconfig"
+    )
     assert f"/app/tool: needs libfoo.so.1, {reason} (layer 2: copy ./tool /app/tool)" in ran.err, str(ran)
     assert "run ldconfig (a run: layer) after the layer adding a library" in ran.err  # the hint
     assert build(root, "--no-deps-check").code == 0
@@ -112,9 +120,11 @@ def test_a_library_without_its_soname_link_in_an_ld_so_conf_folder_needs_ldconfi
     debian_base(root / "base.tar", libcurl=False, extra={**LOCAL_CONF, "etc/ld.so.cache": ld_cache(LOCAL_CONF)})
     ran = build(root)
     assert ran.code == 1, str(ran)
-    assert ("/app/tool: needs libfoo.so.1, in /usr/local/lib (listed in /etc/ld.so.conf.d/libc.conf) but not in "
-            "/etc/ld.so.cache and there is no libfoo.so.1 link: the layer that adds /usr/local/lib/libfoo.so.1.0.0 "
-            "(layer 1) should run ldconfig (layer 2: copy ./tool /app/tool)") in ran.err, str(ran)  # fmt: skip
+    assert (
+        "/app/tool: needs libfoo.so.1, in /usr/local/lib (listed in /etc/ld.so.conf.d/libc.conf) but not in "
+        "/etc/ld.so.cache and there is no libfoo.so.1 link: the layer that adds /usr/local/lib/libfoo.so.1.0.0 "
+        "(layer 1) should run ldconfig (layer 2: copy ./tool /app/tool)"
+    ) in ran.err, str(ran)
 
 
 def oci_base(layout: Path, layers: list[bytes]) -> str:
@@ -129,9 +139,12 @@ def oci_base(layout: Path, layers: list[bytes]) -> str:
 
     diff_ids = [f"sha256:{hashlib.sha256(layer).hexdigest()}" for layer in layers]
     config = {"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": diff_ids}}
-    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "config": put(json.dumps(config).encode(), "application/vnd.oci.image.config.v1+json"),
-                "layers": [put(layer, "application/vnd.oci.image.layer.v1.tar") for layer in layers]}  # fmt: skip
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": put(json.dumps(config).encode(), "application/vnd.oci.image.config.v1+json"),
+        "layers": [put(layer, "application/vnd.oci.image.layer.v1.tar") for layer in layers],
+    }
     entry = put(json.dumps(manifest).encode(), str(manifest["mediaType"]))
     entry["annotations"] = {"org.opencontainers.image.ref.name": "x"}
     (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
@@ -171,9 +184,11 @@ def test_without_a_cache_an_ld_so_conf_folder_is_not_searched(tmp_path: Path) ->
     ran = build(root)
     assert ran.code == 1, str(ran)
     assert "libz" not in ran.err.split("dependency check")[-1]
-    miss = ("/app/tool: needs libfoo.so.1, in /usr/local/lib (listed in /etc/ld.so.conf.d/libc.conf) but the "
-            "image has no /etc/ld.so.cache: the layer that adds /usr/local/lib/libfoo.so.1 (layer 0) should "
-            "run ldconfig (layer 1: copy ./tool /app/tool)")  # fmt: skip
+    miss = (
+        "/app/tool: needs libfoo.so.1, in /usr/local/lib (listed in /etc/ld.so.conf.d/libc.conf) but the "
+        "image has no /etc/ld.so.cache: the layer that adds /usr/local/lib/libfoo.so.1 (layer 0) should "
+        "run ldconfig (layer 1: copy ./tool /app/tool)"
+    )
     assert miss in ran.err, str(ran)
 
 
@@ -191,14 +206,18 @@ def alpine_base(path: Path, extra: dict[str, bytes]) -> None:
             _add(tf, name, data)
 
 
-@pytest.mark.parametrize("path_file, where, ok", [
-    (None, "usr/local/lib", True),  # musl's default path: /lib:/usr/local/lib:/usr/lib
-    (b"/lib\n/usr/lib\n", "usr/local/lib", False),  # the .path file replaces the default
-    (b"/lib:/opt/x\n/usr/lib\n", "opt/x", True),
-    (None, "opt/x", False),
-])  # fmt: skip
-def test_musl_searches_its_path_file_or_its_default(tmp_path: Path, path_file: bytes | None, where: str,
-                                                    ok: bool) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    "path_file, where, ok",
+    [
+        (None, "usr/local/lib", True),  # musl's default path: /lib:/usr/local/lib:/usr/lib
+        (b"/lib\n/usr/lib\n", "usr/local/lib", False),  # the .path file replaces the default
+        (b"/lib:/opt/x\n/usr/lib\n", "opt/x", True),
+        (None, "opt/x", False),
+    ],
+)
+def test_musl_searches_its_path_file_or_its_default(
+    tmp_path: Path, path_file: bytes | None, where: str, ok: bool
+) -> None:
     root = tmp_path / "p"
     root.mkdir()
     (root / "tool").write_bytes(tiny_elf(needed=["libfoo.so.1", "libc.musl-x86_64.so.1"], interp=MUSL))

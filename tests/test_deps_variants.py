@@ -55,8 +55,10 @@ CCACHE = Path("/usr/bin/ccache")
 CCACHE_LIBS = ("libstdc++.so.6", "libgcc_s.so.1", "libm.so.6", "libzstd.so.1", "libhiredis.so.0.14")
 
 
-@pytest.mark.skipif(not CCACHE.exists() or not all((Path("/lib") / TRIPLET / n).exists() for n in CCACHE_LIBS),
-                    reason="needs the host's ccache and its libraries")  # fmt: skip
+@pytest.mark.skipif(
+    not CCACHE.exists() or not all((Path("/lib") / TRIPLET / n).exists() for n in CCACHE_LIBS),
+    reason="needs the host's ccache and its libraries",
+)
 def test_a_libstdcxx_too_old_for_a_glibcxx_version_fails_naming_it(tmp_path: Path) -> None:
     data = CCACHE.read_bytes()
     assert b"GLIBCXX_3.4.30\0" in data
@@ -64,8 +66,10 @@ def test_a_libstdcxx_too_old_for_a_glibcxx_version_fails_naming_it(tmp_path: Pat
     libs[f"{LIB}/libstdc++.so.6"] = libs[f"{LIB}/libstdc++.so.6"].replace(b"GLIBCXX_3.4.30\0", b"GLIBCXX_3.4.3X\0")
     ran = build(app(tmp_path / "p", data, extra=libs))
     assert ran.code == 1, str(ran)
-    assert (f"/opt/app/bin/tool: needs GLIBCXX_3.4.30 from libstdc++.so.6, /{LIB}/libstdc++.so.6 does not define it "
-            "(layer 1: copy ./app /opt/app)") in ran.err, str(ran)  # fmt: skip
+    assert (
+        f"/opt/app/bin/tool: needs GLIBCXX_3.4.30 from libstdc++.so.6, /{LIB}/libstdc++.so.6 does not define it "
+        "(layer 1: copy ./app /opt/app)"
+    ) in ran.err, str(ran)
 
 
 @pytest.mark.parametrize("tag", ["runpath", "rpath"])
@@ -101,11 +105,14 @@ def test_symlinked_dir_in_ld_library_path(tmp_path: Path) -> None:
     [
         ("ld.so.conf.d/*.conf", True, None),
         # the cache from before the library: our own reading of the relative include names the conf file
-        ("ld.so.conf.d/*.conf", False, "needs libconf.so.2, in /opt/conf-lib (listed in /etc/ld.so.conf.d/x.conf) "
-                                       "but not in /etc/ld.so.cache"),
+        (
+            "ld.so.conf.d/*.conf",
+            False,
+            "needs libconf.so.2, in /opt/conf-lib (listed in /etc/ld.so.conf.d/x.conf) but not in /etc/ld.so.cache",
+        ),
         ("elsewhere.d/*.conf", True, "needs libconf.so.2, not found"),
     ],
-)  # fmt: skip
+)
 def test_a_relative_include_in_ld_so_conf_is_from_etc(
     tmp_path: Path, include: str, cached: bool, miss: str | None
 ) -> None:
@@ -124,8 +131,12 @@ def test_deps_on_bad_refs(tmp_path: Path) -> None:
     root = app(tmp_path / "p", tiny_elf(needed=["libc.so.6"], interp=LOADER))
     assert build(root).code == 0
     assert run_cli(["deps", "oci:out"], cwd=root).code == 0  # the layout's one image
-    bad = {"oci:out:nope": "no image tagged 'nope'", "oci:missing:x": "no index.json",
-           "nonsense": "'nonsense' is not a reference", f"oci:out:x@sha256:{'0' * 64}": "invalid tag"}  # fmt: skip
+    bad = {
+        "oci:out:nope": "no image tagged 'nope'",
+        "oci:missing:x": "no index.json",
+        "nonsense": "'nonsense' is not a reference",
+        f"oci:out:x@sha256:{'0' * 64}": "invalid tag",
+    }
     for ref, message in bad.items():
         ran = run_cli(["deps", ref], cwd=root)
         assert ran.code == 2 and message in ran.err and "Traceback" not in ran.err, (ref, str(ran))

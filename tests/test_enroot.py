@@ -156,7 +156,10 @@ def test_existing_files_and_leftovers(small: Path, tmp_path: Path) -> None:
     assert not stale.exists()
     # The squashfs and, next to it, the image's SBOM and provenance: nothing else.
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "notes.sqsh", "notes.sqsh.provenance.intoto.json", "notes.sqsh.spdx.json"]  # fmt: skip
+        "notes.sqsh",
+        "notes.sqsh.provenance.intoto.json",
+        "notes.sqsh.spdx.json",
+    ]
     # Our own squashfs is replaced without --force.
     again = run_cli(["m.yaml", "--cache", "cache", "-o", f"sqsh:{mine}"], cwd=small)
     assert again.code == 0, str(again)

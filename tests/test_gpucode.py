@@ -65,19 +65,43 @@ def nvcc() -> Path:
     ("gencode", "compile_only", "expected"),
     [
         # the demo's: SASS for 80 and 90, PTX for 90, linked (two fat binaries: object and device link)
-        (["-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=[sm_90,compute_90]"], False,
-         "sm_80;sm_90;compute_90"),
+        (
+            ["-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=[sm_90,compute_90]"],
+            False,
+            "sm_80;sm_90;compute_90",
+        ),
         # arch-specific and family variants, PTX only for 120
-        (["-gencode", "arch=compute_90a,code=sm_90a", "-gencode", "arch=compute_100f,code=sm_100f",
-          "-gencode", "arch=compute_120,code=compute_120", "-gencode", "arch=compute_75,code=sm_75"], True,
-         "sm_75;sm_90a;sm_100f;compute_120"),
+        (
+            [
+                "-gencode",
+                "arch=compute_90a,code=sm_90a",
+                "-gencode",
+                "arch=compute_100f,code=sm_100f",
+                "-gencode",
+                "arch=compute_120,code=compute_120",
+                "-gencode",
+                "arch=compute_75,code=sm_75",
+            ],
+            True,
+            "sm_75;sm_90a;sm_100f;compute_120",
+        ),
         # compressed entries (their headers are not)
-        (["-Xfatbin", "-compress-all", "-gencode", "arch=compute_80,code=[sm_80,compute_80]",
-          "-gencode", "arch=compute_86,code=sm_86"], True, "sm_80;sm_86;compute_80"),
+        (
+            [
+                "-Xfatbin",
+                "-compress-all",
+                "-gencode",
+                "arch=compute_80,code=[sm_80,compute_80]",
+                "-gencode",
+                "arch=compute_86,code=sm_86",
+            ],
+            True,
+            "sm_80;sm_86;compute_80",
+        ),
         # relocatable device code: the __nv_relfatbin section
         (["-rdc=true", "-gencode", "arch=compute_89,code=sm_89"], True, "sm_89"),
     ],
-)  # fmt: skip
+)
 def test_fatbin_archs_match_cuobjdump(
     nvcc: Path, tmp_path: Path, gencode: list[str], compile_only: bool, expected: str
 ) -> None:
@@ -121,8 +145,11 @@ def test_compressed_offload_bundles_are_read(hip_binary: Path, version: int, met
     # does (CCOB header, then the zlib or zstd stream of the bundle).
     bundle = _bundle(hip_binary)
     body = zlib.compress(bundle) if method == 0 else zstandard.ZstdCompressor().compress(bundle)
-    sizes = {1: struct.pack("<I", len(bundle)), 2: struct.pack("<II", 0, len(bundle)),
-             3: struct.pack("<QQ", 0, len(bundle))}[version]  # fmt: skip
+    sizes = {
+        1: struct.pack("<I", len(bundle)),
+        2: struct.pack("<II", 0, len(bundle)),
+        3: struct.pack("<QQ", 0, len(bundle)),
+    }[version]
     section = b"\0" * 64 + b"CCOB" + struct.pack("<HH", version, method) + sizes + b"\0" * 8 + body
     assert bundle_archs(Region.of(section)) == {"gfx908", "gfx90a"}
 

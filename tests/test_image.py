@@ -73,8 +73,15 @@ def test_image_is_accepted_by_skopeo_umoci_buildah_and_podman(debian_rootfs: Pat
     # umoci 0.4.7 cannot read zstd layers: this image uses gzip, as such clients need.
     project = tmp_path / "p"
     make_project(project, f"rootfs:{debian_rootfs}", compression="gzip")
-    result = build(project, "-o", "oci:out/layout:latest", "-o", "oci-archive:out/image.tar:latest",
-                   "-o", "docker-archive:out/docker.tar:hello:latest")  # fmt: skip
+    result = build(
+        project,
+        "-o",
+        "oci:out/layout:latest",
+        "-o",
+        "oci-archive:out/image.tar:latest",
+        "-o",
+        "docker-archive:out/docker.tar:hello:latest",
+    )
     digest = result["digest"]
     layout = project / "out/layout"
     assert layout_digest(layout, "latest") == digest
@@ -95,8 +102,11 @@ def test_image_is_accepted_by_skopeo_umoci_buildah_and_podman(debian_rootfs: Pat
     assert (rootfs / "etc/motd").read_text() == "the copy layer"
     assert (rootfs / "usr/bin/apt").exists()  # the Debian base is underneath
 
-    for ref in (f"oci:{layout}:latest", f"oci-archive:{project}/out/image.tar:latest",
-                f"docker-archive:{project}/out/docker.tar"):  # fmt: skip
+    for ref in (
+        f"oci:{layout}:latest",
+        f"oci-archive:{project}/out/image.tar:latest",
+        f"docker-archive:{project}/out/docker.tar",
+    ):
         ran = run_cli(["validate", ref])
         assert ran.code == 0 and "valid" in ran.out, str(ran)
 
@@ -190,8 +200,9 @@ def test_base_blobs_in_the_same_registry_are_mounted(
     # The 3 base layers are mounted from library/base; the new motd layer and the config are
     # uploaded; the bin layer is byte-identical to one of the base's, so it is already there.
     assert out["mounted_blobs"] == 3 and out["uploaded_blobs"] == 2, out
-    annotations = json.loads(sh(["skopeo", "inspect", "--raw", "--tls-verify=false",
-                                 f"docker://{registry.host}/team/app:2"]).stdout)["annotations"]  # fmt: skip
+    annotations = json.loads(
+        sh(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{registry.host}/team/app:2"]).stdout
+    )["annotations"]
     assert annotations["org.opencontainers.image.base.digest"] == base["digest"]
 
 
@@ -199,8 +210,11 @@ def test_basic_auth_push(debian_rootfs: Path, tmp_path: Path, auth_registry: Run
     project = tmp_path / "p"
     make_project(project, f"rootfs:{debian_rootfs}")
     ref = f"docker://{auth_registry.host}/private/app:1"
-    denied = run_cli(["hello.yaml", "--tls-verify=false", "-o", ref], cwd=project,
-                     env={"REGISTRY_AUTH_FILE": str(tmp_path / "none.json"), "HOME": str(tmp_path)})  # fmt: skip
+    denied = run_cli(
+        ["hello.yaml", "--tls-verify=false", "-o", ref],
+        cwd=project,
+        env={"REGISTRY_AUTH_FILE": str(tmp_path / "none.json"), "HOME": str(tmp_path)},
+    )
     assert denied.code == 1 and auth_registry.host in denied.err and "401" in denied.err, str(denied)
     result = build(project, "--tls-verify=false", "-o", ref, env={"REGISTRY_AUTH_FILE": str(auth_registry.auth_file)})
     inspect = sh(["skopeo", "inspect", "--tls-verify=false", "--creds", "user:pass", ref]).stdout
@@ -247,9 +261,21 @@ def test_flat_memory_with_a_2gib_layer(debian_rootfs: Path, tmp_path: Path, regi
     with open(big, "wb") as f:
         for i in range(256):  # 2 GiB, incompressible, each chunk different
             f.write(i.to_bytes(8, "little") + chunk[8:])
-    ran = run_cli(["hello.yaml", "--cache", str(tmp_path / "cache"), "--tls-verify=false", "--json",
-                   "-o", f"docker://{registry.host}/big/app:1", "-o", "oci:out/layout:latest"],
-                  cwd=project, measure_rss=True)  # fmt: skip
+    ran = run_cli(
+        [
+            "hello.yaml",
+            "--cache",
+            str(tmp_path / "cache"),
+            "--tls-verify=false",
+            "--json",
+            "-o",
+            f"docker://{registry.host}/big/app:1",
+            "-o",
+            "oci:out/layout:latest",
+        ],
+        cwd=project,
+        measure_rss=True,
+    )
     assert ran.code == 0, str(ran)
     result = json.loads(ran.out)
     layer = max(result["layers"], key=lambda x: x["size"])

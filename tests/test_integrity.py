@@ -120,8 +120,9 @@ def test_flipped_cache_blob_is_dropped_and_made_again(tmp_path: Path, registry: 
     assert "warning" in err and "does not match" in err, err
     assert layout_digest(root / "out2", "x") == first
     validate("oci:out2:x", root)
-    pulled = json.loads(sh(["skopeo", "inspect", "--tls-verify=false",
-                            f"docker://{registry.host}/integrity/app:1"]).stdout)  # fmt: skip
+    pulled = json.loads(
+        sh(["skopeo", "inspect", "--tls-verify=false", f"docker://{registry.host}/integrity/app:1"]).stdout
+    )
     assert pulled["Digest"] == first
     # The cache holds good bytes again: a third build uses it as it is, without a warning.
     err = build(root, "oci:out3:x")

@@ -54,8 +54,17 @@ def _project(tmp_path: Path, bases: dict[str, Path], a: str, b: str) -> Path:
 
 
 def _containers(cache: Path) -> list[str]:
-    argv = ["buildah", "--root", str(cache / "buildah/root"), "--runroot", str(cache / "buildah/run"),
-            "--storage-driver", "overlay", "containers", "--quiet"]  # fmt: skip
+    argv = [
+        "buildah",
+        "--root",
+        str(cache / "buildah/root"),
+        "--runroot",
+        str(cache / "buildah/run"),
+        "--storage-driver",
+        "overlay",
+        "containers",
+        "--quiet",
+    ]
     if not (cache / "buildah/root").exists():
         return []
     return [line for line in sh(argv).stdout.splitlines() if line.strip()]
@@ -65,8 +74,9 @@ def test_two_steps_run_at_the_same_time(tmp_path: Path, demo_bases: dict[str, Pa
     meet_a = MEET.format(me="a", other="b", tenths=600)
     meet_b = MEET.format(me="b", other="a", tenths=600)
     _project(tmp_path, demo_bases, meet_a, meet_b)
-    ran = run_cli(["m.yaml", "--cache", "cache", "-o", "oci:out:x", "--jobs", "2", "--json", "--progress", "plain"],
-                  cwd=tmp_path)  # fmt: skip
+    ran = run_cli(
+        ["m.yaml", "--cache", "cache", "-o", "oci:out:x", "--jobs", "2", "--json", "--progress", "plain"], cwd=tmp_path
+    )
     assert ran.code == 0, str(ran)
     assert {s["name"]: s["state"] for s in ran.json["steps"]} == {"a": "built", "b": "built"}
     # Each log line names its step.
@@ -87,8 +97,11 @@ def test_one_job_runs_steps_one_by_one(tmp_path: Path, demo_bases: dict[str, Pat
 def test_a_failure_stops_the_other_steps(tmp_path: Path, demo_bases: dict[str, Path]) -> None:
     _project(tmp_path, demo_bases, "sleep 2; echo a-broke; exit 7", "touch /sync/b-started; sleep 300")
     started = time.monotonic()
-    ran = run_cli(["m.yaml", "--cache", "cache", "-o", "oci:out:x", "--jobs", "2", "--progress", "plain"],
-                  cwd=tmp_path, timeout=240)  # fmt: skip
+    ran = run_cli(
+        ["m.yaml", "--cache", "cache", "-o", "oci:out:x", "--jobs", "2", "--progress", "plain"],
+        cwd=tmp_path,
+        timeout=240,
+    )
     seconds = time.monotonic() - started
     assert ran.code == 1, str(ran)
     err = ran.err[ran.err.index("error: ") :]
@@ -105,9 +118,13 @@ def test_a_failure_stops_the_other_steps(tmp_path: Path, demo_bases: dict[str, P
 def test_interrupt_stops_every_running_step(tmp_path: Path, demo_bases: dict[str, Path]) -> None:
     _project(tmp_path, demo_bases, "touch /sync/a; sleep 300", "touch /sync/b; sleep 300")
     cache = tmp_path / "cache"
-    proc = subprocess.Popen([PYTHON, "-m", "assembler", "m.yaml", "--cache", str(cache), "-o", "oci:out:x",
-                             "--jobs", "2"], cwd=tmp_path, env=dict(os.environ), stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "assembler", "m.yaml", "--cache", str(cache), "-o", "oci:out:x", "--jobs", "2"],
+        cwd=tmp_path,
+        env=dict(os.environ),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 180
     marks = cache / "step-caches" / "_shared"
     while time.monotonic() < deadline and len(list(marks.glob("*/[ab]"))) < 2:

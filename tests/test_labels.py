@@ -84,14 +84,26 @@ def test_versions_and_placeholders_come_from_the_base(tmp_path: Path) -> None:
     planned = run_cli(["plan", str(manifest), "--cache", str(tmp_path / "cache"), "--json"], cwd=tmp_path)
     assert planned.code == 0, str(planned)
     assert {k: v for k, v in planned.json["config"]["Labels"].items() if k.startswith("com.")} == {
-        "com.example.cuda": "12.4.0", "com.example.driver": "550"}  # fmt: skip
+        "com.example.cuda": "12.4.0",
+        "com.example.driver": "550",
+    }
 
 
 def test_a_version_param_the_base_reference_names_labels_the_image(tmp_path: Path) -> None:
     manifest = _project(tmp_path)
     (tmp_path / "base.yaml").write_text(BASE.replace("    env: {CUDA_VERSION: 12.4.0, NVARCH: x86_64}\n", ""))
-    ran = run_cli([str(tmp_path / "base.yaml"), "--cache", str(tmp_path / "cache"), "-o", "oci:base:rocm6.2-cuda12.4.1",
-                   "-o", "oci:base:latest"], cwd=tmp_path)  # fmt: skip
+    ran = run_cli(
+        [
+            str(tmp_path / "base.yaml"),
+            "--cache",
+            str(tmp_path / "cache"),
+            "-o",
+            "oci:base:rocm6.2-cuda12.4.1",
+            "-o",
+            "oci:base:latest",
+        ],
+        cwd=tmp_path,
+    )
     assert ran.code == 0, str(ran)
     named = manifest.read_text().replace("runtime: oci:base:latest", "runtime: oci:base:rocm6.2-cuda12.4.1")
     manifest.write_text(named)
@@ -101,8 +113,9 @@ def test_a_version_param_the_base_reference_names_labels_the_image(tmp_path: Pat
     assert (labels["io.assemble.gpu.cuda.version"], labels["io.assemble.gpu.rocm.version"]) == ("12.4.1", "6.2")
     assert "com.example.cuda" not in labels  # the base has no CUDA_VERSION now
     # --base with a reference that names neither: neither is claimed.
-    ran = run_cli([str(manifest), "--cache", str(tmp_path / "cache"), "--json", "--base", "runtime=oci:base:latest"],
-                  cwd=tmp_path)  # fmt: skip
+    ran = run_cli(
+        [str(manifest), "--cache", str(tmp_path / "cache"), "--json", "--base", "runtime=oci:base:latest"], cwd=tmp_path
+    )
     assert ran.code == 0, str(ran)
     labels, _ = _labels(ran.json, tmp_path)
     assert not {k for k in labels if k.endswith(".version")}
@@ -116,7 +129,7 @@ def test_a_version_param_the_base_reference_names_labels_the_image(tmp_path: Pat
         ("${bases.nope.env.X}", "unknown base 'nope' in ${bases.nope...}"),
         ("${bases.runtime.config.X}", "expected ${bases.NAME.env.KEY} or ${bases.NAME.labels.KEY}"),
     ],
-)  # fmt: skip
+)
 def test_a_placeholder_naming_nothing_is_refused_with_its_line(tmp_path: Path, value: str, message: str) -> None:
     manifest = _project(tmp_path)
     manifest.write_text(IMAGE.replace("${bases.runtime.env.NOT_THERE}", f"'{value}'"))
@@ -177,8 +190,9 @@ def _python_project(tmp_path: Path) -> Path:
     (site / "torch-2.4.1+cu121.dist-info" / "METADATA").write_text(TORCH_METADATA.format(v="2.4.1+cu121"))
     (site / "torch").mkdir()
     (site / "torch" / "version.py").write_text("__version__ = '2.4.1+cu121'\n")
-    (tmp_path / "venv" / "pyvenv.cfg").write_text("home = /usr/bin\ninclude-system-site-packages = false\n"
-                                                  "version = 3.11.9\n")  # fmt: skip
+    (tmp_path / "venv" / "pyvenv.cfg").write_text(
+        "home = /usr/bin\ninclude-system-site-packages = false\nversion = 3.11.9\n"
+    )
     (tmp_path / "hello.txt").write_text("hello\n")
     (tmp_path / "base.yaml").write_text(PY_BASE)
     ran = run_cli([str(tmp_path / "base.yaml"), "--cache", str(tmp_path / "cache")], cwd=tmp_path)
@@ -210,8 +224,9 @@ def test_torch_and_python_versions_are_read_from_the_image(tmp_path: Path) -> No
     # version), not the base's PYTHON_VERSION nor the params (9.9.9, 3.99).
     assert _stack(tmp_path, manifest) == {"torch.version": "2.4.1+cu121", "python.version": "3.11.9"}
     # uv's and virtualenv's pyvenv.cfg say version_info (virtualenv's with .final.0)
-    (tmp_path / "venv" / "pyvenv.cfg").write_text("home = /opt/uv/python/bin\nimplementation = CPython\n"
-                                                  "uv = 0.9.5\nversion_info = 3.11.4.final.0\n")  # fmt: skip
+    (tmp_path / "venv" / "pyvenv.cfg").write_text(
+        "home = /opt/uv/python/bin\nimplementation = CPython\nuv = 0.9.5\nversion_info = 3.11.4.final.0\n"
+    )
     assert _stack(tmp_path, manifest) == {"torch.version": "2.4.1+cu121", "python.version": "3.11.4"}
 
     # No venv, no torch: the base's PYTHON_VERSION; torch is not claimed.
@@ -235,6 +250,9 @@ def test_torch_and_python_versions_are_read_from_the_image(tmp_path: Path) -> No
     assert _stack(tmp_path, manifest) == {"python.version": "3.10"}
 
     # Nothing that says: nothing claimed (and no param is shown instead).
-    manifest.write_text(on_scratch.replace("./usr/, to: /usr/", "./hello.txt, to: /hello.txt")
-                        .replace("./venv/, to: /srv/venv/", "./dynload/, to: /srv/dynload/"))  # fmt: skip
+    manifest.write_text(
+        on_scratch.replace("./usr/, to: /usr/", "./hello.txt, to: /hello.txt").replace(
+            "./venv/, to: /srv/venv/", "./dynload/, to: /srv/dynload/"
+        )
+    )
     assert _stack(tmp_path, manifest) == {}

@@ -269,8 +269,10 @@ image:
     plan = run_cli(["plan", str(manifest), "--json", "--cache", str(tmp_path / "cache")])
     assert plan.code == 0, plan
     data = json.loads(plan.out)
-    assert data["base_refs"] == {"runtime": "docker://quay.io/org/runtime:1",
-                                 "devel": "docker://nvidia/cuda:12.9.1-devel-ubuntu22.04"}  # fmt: skip
+    assert data["base_refs"] == {
+        "runtime": "docker://quay.io/org/runtime:1",
+        "devel": "docker://nvidia/cuda:12.9.1-devel-ubuntu22.04",
+    }
     assert data["reaches"] == {
         "(the base's apt mirror)": ["build"],
         "download.pytorch.org": ["build"],
@@ -371,8 +373,11 @@ image: {{base: b, layers: [{{artifact: build.f}}]}}
     git(repo, "commit", "-qam", "two")  # main moves after the lock
     plan = run_cli(["plan", str(manifest), "--locked", "--json", "--cache", str(tmp_path / "cache")])
     assert plan.code == 0, plan
-    assert json.loads(plan.out)["lock"]["sets"]["sources.app"] == {"key": f"git file://{repo} main",
-                                                                   "state": "locked", "value": first}  # fmt: skip
+    assert json.loads(plan.out)["lock"]["sets"]["sources.app"] == {
+        "key": f"git file://{repo} main",
+        "state": "locked",
+        "value": first,
+    }
     # What the build checks out: the locked commit, not main's head.
     from assembler.cache import Cache
     from assembler.compile.sources import git_source
@@ -381,8 +386,14 @@ image: {{base: b, layers: [{{artifact: build.f}}]}}
     from assembler.spec.lockfile import apply_lock, read_lock
 
     loaded = load_manifest(manifest)
-    pinned, _ = apply_lock(loaded.manifest, read_lock(tmp_path / "m.lock"), path=tmp_path / "m.lock",
-                           platform="linux/amd64", locked=True, redo="")  # fmt: skip
+    pinned, _ = apply_lock(
+        loaded.manifest,
+        read_lock(tmp_path / "m.lock"),
+        path=tmp_path / "m.lock",
+        platform="linux/amd64",
+        locked=True,
+        redo="",
+    )
     spec = pinned.sources["app"]
     src = git_source("app", spec, cache=Cache(tmp_path / "cache"), runner=Runner(), base_dir=tmp_path)  # type: ignore[arg-type]
     assert (src.path / "f").read_text() == "one\n" and first in src.digest
@@ -397,10 +408,21 @@ def test_a_base_tag_is_locked_to_its_digest(tmp_path: Path, registry: Any) -> No
         project = tmp_path / f"base-{text}"
         project.mkdir()
         (project / "f").write_text(text)
-        (project / "m.yaml").write_text("name: b\nbases: {s: scratch}\nimage:\n  base: s\n  layers:\n"
-                                        "    - copy: {from: f, to: /f}\n")  # fmt: skip
-        ran = run_cli(["m.yaml", "--tls-verify=false", "-o", f"docker://{registry.host}/base:1", "--json",
-                       "--cache", str(tmp_path / "cache")], cwd=project)  # fmt: skip
+        (project / "m.yaml").write_text(
+            "name: b\nbases: {s: scratch}\nimage:\n  base: s\n  layers:\n    - copy: {from: f, to: /f}\n"
+        )
+        ran = run_cli(
+            [
+                "m.yaml",
+                "--tls-verify=false",
+                "-o",
+                f"docker://{registry.host}/base:1",
+                "--json",
+                "--cache",
+                str(tmp_path / "cache"),
+            ],
+            cwd=project,
+        )
         assert ran.code == 0, ran
         return str(json.loads(ran.out)["digest"])
 
@@ -410,15 +432,25 @@ def test_a_base_tag_is_locked_to_its_digest(tmp_path: Path, registry: Any) -> No
     done = run_cli(["lock", str(manifest), "--tls-verify=false", "--json"])
     assert done.code == 0, done
     push("two")  # the tag moves after the lock
-    plan = run_cli(["plan", str(manifest), "--locked", "--json", "--tls-verify=false",
-                    "--cache", str(tmp_path / "cache2")])  # fmt: skip
+    plan = run_cli(
+        ["plan", str(manifest), "--locked", "--json", "--tls-verify=false", "--cache", str(tmp_path / "cache2")]
+    )
     assert plan.code == 0, plan
     data = json.loads(plan.out)
     assert data["lock"]["sets"]["bases.b"]["value"] == first
     assert data["base_refs"]["b"] == f"docker://{registry.host}/base:1@{first}"
     # Another tag is not in the lock.
-    moved = run_cli(["plan", str(manifest), "--locked", "--base", f"b=docker://{registry.host}/base:2",
-                     "--cache", str(tmp_path / "cache2")])  # fmt: skip
+    moved = run_cli(
+        [
+            "plan",
+            str(manifest),
+            "--locked",
+            "--base",
+            f"b=docker://{registry.host}/base:2",
+            "--cache",
+            str(tmp_path / "cache2"),
+        ]
+    )
     assert moved.code == 2 and "bases.b" in moved.err, moved
 
 
@@ -427,8 +459,9 @@ def _release_requires(project: str, version: str) -> dict[str, str]:
     PKG-INFO on PyPI: the release's own metadata, read without uv."""
     import requests
 
-    page = requests.get(f"https://pypi.org/simple/{project}/", timeout=60,
-                        headers={"Accept": "application/vnd.pypi.simple.v1+json"}).json()  # fmt: skip
+    page = requests.get(
+        f"https://pypi.org/simple/{project}/", timeout=60, headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+    ).json()
     url = next(f["url"] for f in page["files"] if f["filename"] == f"{project}-{version}.tar.gz")
     with requests.get(url, stream=True, timeout=120) as r, tarfile.open(fileobj=r.raw, mode="r|gz") as tar:
         for member in tar:
@@ -464,7 +497,18 @@ def test_a_vllm_release_bump_is_one_set_and_a_lock(tmp_path: Path) -> None:
     assert pins["vllm"] == "0.12.0" and release["flashinfer-python"] != "0.5.2"  # not 0.11.1's FlashInfer
     wheels = written.sets[written.variants["openai vllm_from=wheel vllm_version=0.12.0"]["layers.vllm:wheels"]]
     assert "vllm==0.12.0" in wheels.hashes() and wheels.hashes()["vllm==0.12.0"]
-    plan = run_cli(["plan", str(ROOT / "manifests/vllm.yaml"), *args, "--lock", str(lock), "--locked", "--json",
-                    "--cache", str(tmp_path / "cache")])  # fmt: skip
+    plan = run_cli(
+        [
+            "plan",
+            str(ROOT / "manifests/vllm.yaml"),
+            *args,
+            "--lock",
+            str(lock),
+            "--locked",
+            "--json",
+            "--cache",
+            str(tmp_path / "cache"),
+        ]
+    )
     assert plan.code == 0, plan
     assert json.loads(plan.out)["lock"]["state"] == "fresh"

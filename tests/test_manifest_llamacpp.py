@@ -40,8 +40,22 @@ from tests.helpers import (
 MANIFEST = ROOT / "manifests" / "llamacpp.yaml"
 UPSTREAM_FLAGS = ("-DGGML_NATIVE=OFF", "-DGGML_BACKEND_DL=ON", "-DGGML_CPU_ALL_VARIANTS=ON", "-DLLAMA_CURL=ON")
 HEALTHCHECK = ["CMD", "curl", "-f", "http://localhost:8080/health"]
-CPU_VARIANTS = ("x64", "sse42", "sandybridge", "ivybridge", "piledriver", "haswell", "skylakex", "cannonlake",
-                "cascadelake", "icelake", "cooperlake", "zen4", "alderlake", "sapphirerapids")  # fmt: skip
+CPU_VARIANTS = (
+    "x64",
+    "sse42",
+    "sandybridge",
+    "ivybridge",
+    "piledriver",
+    "haswell",
+    "skylakex",
+    "cannonlake",
+    "cascadelake",
+    "icelake",
+    "cooperlake",
+    "zen4",
+    "alderlake",
+    "sapphirerapids",
+)
 # The shared libraries and their SONAME links (the backend modules are unversioned files).
 SONAME_LINKS = {
     "app/libggml-base.so": "libggml-base.so.0",
@@ -57,10 +71,24 @@ SONAME_LINKS = {
 
 def build_cpu(project: Path, bases: dict[str, Path], *args: str) -> Ran:
     """The CPU backend from the stand-in source, on the session's Debian bases."""
-    ran = run_cli([str(project / "manifests/llamacpp.yaml"), "--set", "backend=cpu",
-                   "--source", f"llama.cpp={project / 'examples/llama-standin'}",
-                   "--base", f"devel=oci:{bases['devel']}:latest", "--base", f"runtime=oci:{bases['runtime']}:latest",
-                   "--cache", str(project / "cache"), "--json", *args], cwd=project)  # fmt: skip
+    ran = run_cli(
+        [
+            str(project / "manifests/llamacpp.yaml"),
+            "--set",
+            "backend=cpu",
+            "--source",
+            f"llama.cpp={project / 'examples/llama-standin'}",
+            "--base",
+            f"devel=oci:{bases['devel']}:latest",
+            "--base",
+            f"runtime=oci:{bases['runtime']}:latest",
+            "--cache",
+            str(project / "cache"),
+            "--json",
+            *args,
+        ],
+        cwd=project,
+    )
     assert ran.code == 0, str(ran)
     return ran
 
@@ -83,8 +111,11 @@ def built(
     reclaim_at_teardown(request, project)
     for part in ("manifests", "layers"):
         shutil.copytree(ROOT / part, project / part)
-    shutil.copytree(ROOT / "examples/llama-standin", project / "examples/llama-standin",
-                    ignore=shutil.ignore_patterns("build", "__pycache__"))  # fmt: skip
+    shutil.copytree(
+        ROOT / "examples/llama-standin",
+        project / "examples/llama-standin",
+        ignore=shutil.ignore_patterns("build", "__pycache__"),
+    )
     yield Built(project, demo_bases, build_cpu(project, demo_bases, "-o", "oci:out/llama:server"))
 
 
@@ -111,8 +142,12 @@ def test_cpu_server_image_is_upstreams(built: Built) -> None:
     assert layout_digest(layout, "server") == built.server.json["digest"]
     assert run_cli(["validate", f"oci:{layout}:server"]).code == 0
     assert [x["what"] for x in built.server.json["layers"][1:]] == [
-        "packages libgomp1 curl ca-certificates", "artifact llama.libs", "artifact llama.server", "artifact llama.cli",
-        "run ln -s /app/llama-server /app/llama-cli /usr/local/bin/"]  # fmt: skip
+        "packages libgomp1 curl ca-certificates",
+        "artifact llama.libs",
+        "artifact llama.server",
+        "artifact llama.cli",
+        "run ln -s /app/llama-server /app/llama-cli /usr/local/bin/",
+    ]
     cfg = config(layout, "server")
     # What cpu.Dockerfile's server stage says: ENV, WORKDIR, HEALTHCHECK, ENTRYPOINT.
     assert cfg["Healthcheck"] == {"Test": HEALTHCHECK}
@@ -238,8 +273,20 @@ ENTRYPOINT = {"server": ["/app/llama-server"], "light": ["/app/llama-cli"], "ful
 @pytest.mark.parametrize("target", ["server", "light", "full"])
 @pytest.mark.parametrize("backend", ["cuda", "cpu", "rocm"])
 def test_plan_of_every_backend_and_target(backend: str, target: str, tmp_path: Path) -> None:
-    ran = run_cli(["plan", str(MANIFEST), "--set", f"backend={backend}", "--target", target, "--json",
-                   "--cache", str(tmp_path / "cache")], cwd=tmp_path)  # fmt: skip
+    ran = run_cli(
+        [
+            "plan",
+            str(MANIFEST),
+            "--set",
+            f"backend={backend}",
+            "--target",
+            target,
+            "--json",
+            "--cache",
+            str(tmp_path / "cache"),
+        ],
+        cwd=tmp_path,
+    )
     assert ran.code == 0, str(ran)
     plan = ran.json
     assert plan["target"] == target
@@ -280,7 +327,11 @@ def test_bases_source_and_cmake_flags_per_backend(backend: str) -> None:
     (step,) = man.compile
     configure = step.run[0]
     assert configure.split()[configure.split().index("cmake") + 1 : configure.split().index("cmake") + 5] == [
-        "-S", "/src/llama.cpp", "-B", "/build"]  # fmt: skip
+        "-S",
+        "/src/llama.cpp",
+        "-B",
+        "/build",
+    ]
     assert all(flag in configure.split() for flag in UPSTREAM_FLAGS), configure
     assert step.env["GGML_NATIVE"] == "OFF"
     # upstream's build packages (less python, which the build never runs), plus ccache for rebuilds

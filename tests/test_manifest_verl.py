@@ -45,8 +45,16 @@ ELFABIVERSION_AMDGPU_HSA_V4 = 2  # code object v4: what Debian's ROCm 5.2 runtim
 UPSTREAM_ENV = ["PYTORCH_ROCM_ARCH=gfx90a;gfx942"]
 
 # Debian stand-ins for rocm/vllm: a HIP toolchain (devel) and the HIP runtime (runtime).
-HIP_TOOLCHAIN = ["hipcc", "clang-19", "lld-19", "clang-tools-19", "libclang-rt-19-dev", "llvm-19",
-                 "rocm-device-libs", "libamdhip64-dev"]  # fmt: skip
+HIP_TOOLCHAIN = [
+    "hipcc",
+    "clang-19",
+    "lld-19",
+    "clang-tools-19",
+    "libclang-rt-19-dev",
+    "llvm-19",
+    "rocm-device-libs",
+    "libamdhip64-dev",
+]
 ROCM_DEVEL: dict[str, Any] = {
     "name": "rocm-devel-debian",
     "bases": {"b": {"bootstrap": {"suite": "bookworm", "variant": "minbase", "packages": HIP_TOOLCHAIN}}},
@@ -54,14 +62,16 @@ ROCM_DEVEL: dict[str, Any] = {
     "image": {
         "base": "b",
         "layers": [{"artifact": "hip-clang.prefix"}],
-        "config": {"env": {
-            "HIP_PLATFORM": "amd",
-            "HIP_CLANG_PATH": "/opt/hip-clang19/bin",
-            "DEVICE_LIB_PATH": "/opt/hip-clang19/amdgcn/bitcode",
-            "HIPCC_COMPILE_FLAGS_APPEND": "-mcode-object-version=4",
-        }},
+        "config": {
+            "env": {
+                "HIP_PLATFORM": "amd",
+                "HIP_CLANG_PATH": "/opt/hip-clang19/bin",
+                "DEVICE_LIB_PATH": "/opt/hip-clang19/amdgcn/bitcode",
+                "HIPCC_COMPILE_FLAGS_APPEND": "-mcode-object-version=4",
+            }
+        },
     },
-}  # fmt: skip
+}
 ROCM_RUNTIME: dict[str, Any] = {
     "name": "rocm-runtime-debian",
     "bases": {"b": {"bootstrap": {"suite": "bookworm", "variant": "minbase", "packages": ["libamdhip64-5"]}}},
@@ -82,10 +92,21 @@ def _assembled_base(spec: dict[str, Any], extra: list[Path]) -> Path:
             work.mkdir(parents=True, exist_ok=True)
             (work / "base.yaml").write_text(yaml_helper.dump(spec))
             proc = subprocess.run(
-                [sys.executable, "-m", "assembler", "base.yaml", "--cache", str(TEST_CACHE / "bases-cache"),
-                 "-o", f"oci:{layout}:latest"], cwd=work, capture_output=True, text=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "assembler",
+                    "base.yaml",
+                    "--cache",
+                    str(TEST_CACHE / "bases-cache"),
+                    "-o",
+                    f"oci:{layout}:latest",
+                ],
+                cwd=work,
+                capture_output=True,
+                text=True,
                 env={**os.environ, "ASSEMBLE_RECIPES": str(ROOT / "layers")},
-            )  # fmt: skip
+            )
             if proc.returncode != 0:
                 raise RuntimeError(f"making the {spec['name']} base failed:\n{proc.stderr}")
             subprocess.run(["chmod", "-R", "a+rX", str(layout)], check=True)
@@ -133,11 +154,23 @@ def smoke(
         shutil.copytree(ROOT / part, project / part)
     shutil.copytree(ROOT / "examples/hip-vector-add", project / "examples/hip-vector-add")
     # No -o: the outputs are the manifest's own (an OCI layout and a SIF).
-    ran = run_cli([str(project / "manifests/verl-rocm.yaml"), "--target", "smoke", "--json",
-                   "--base", f"devel=oci:{rocm_bases['devel']}:latest",
-                   "--base", f"runtime=oci:{rocm_bases['runtime']}:latest",
-                   "--source", f"hip-vector-add={project / 'examples/hip-vector-add'}",
-                   "--cache", str(project / "cache")], cwd=project)  # fmt: skip
+    ran = run_cli(
+        [
+            str(project / "manifests/verl-rocm.yaml"),
+            "--target",
+            "smoke",
+            "--json",
+            "--base",
+            f"devel=oci:{rocm_bases['devel']}:latest",
+            "--base",
+            f"runtime=oci:{rocm_bases['runtime']}:latest",
+            "--source",
+            f"hip-vector-add={project / 'examples/hip-vector-add'}",
+            "--cache",
+            str(project / "cache"),
+        ],
+        cwd=project,
+    )
     assert ran.code == 0, str(ran)
     yield Smoke(project, ran)
 
@@ -183,8 +216,11 @@ def test_hip_binary_carries_gfx90a_and_gfx942_code_objects(smoke: Smoke, tmp_pat
     binary = members["usr/local/bin/hip-vector-add"]
     assert isinstance(binary, bytes)
     bundle = offload_bundle(binary)
-    assert set(bundle) == {"host-x86_64-unknown-linux--", "hipv4-amdgcn-amd-amdhsa--gfx90a",
-                           "hipv4-amdgcn-amd-amdhsa--gfx942"}  # fmt: skip
+    assert set(bundle) == {
+        "host-x86_64-unknown-linux--",
+        "hipv4-amdgcn-amd-amdhsa--gfx90a",
+        "hipv4-amdgcn-amd-amdhsa--gfx942",
+    }
     machs = {}
     for ident, obj in bundle.items():
         if ident.startswith("host-"):
@@ -199,7 +235,9 @@ def test_hip_binary_carries_gfx90a_and_gfx942_code_objects(smoke: Smoke, tmp_pat
     listed = sh(["roc-obj-ls", str(tmp_path / "hip-vector-add")]).stdout
     print(f"\n{listed}")
     assert sorted(line.split()[1] for line in listed.splitlines() if "amdgcn" in line) == [
-        "hipv4-amdgcn-amd-amdhsa--gfx90a", "hipv4-amdgcn-amd-amdhsa--gfx942"]  # fmt: skip
+        "hipv4-amdgcn-amd-amdhsa--gfx90a",
+        "hipv4-amdgcn-amd-amdhsa--gfx942",
+    ]
 
 
 def test_debian_hipcc_alone_rejects_gfx942(tmp_path: Path) -> None:
@@ -209,8 +247,13 @@ def test_debian_hipcc_alone_rejects_gfx942(tmp_path: Path) -> None:
     (tmp_path / "k.hip").write_text("#include <hip/hip_runtime.h>\n__global__ void k(float *x) { x[0] = 1.0f; }\n")
     env = {"PATH": "/usr/bin:/bin", "HIP_PLATFORM": "amd"}
     for arch, ok in (("gfx90a", True), ("gfx940", True), ("gfx942", False)):
-        proc = subprocess.run(["hipcc", f"--offload-arch={arch}", "-c", "k.hip", "-o", f"{arch}.o"], cwd=tmp_path,
-                              env=env, capture_output=True, text=True)  # fmt: skip
+        proc = subprocess.run(
+            ["hipcc", f"--offload-arch={arch}", "-c", "k.hip", "-o", f"{arch}.o"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         assert (proc.returncode == 0) is ok, f"{arch}: {proc.stderr}"
         if not ok:
             assert f"invalid target ID '{arch}'" in proc.stderr
@@ -220,8 +263,10 @@ def test_image_runs_and_the_sif_runscript_is_its_entrypoint(smoke: Smoke, tmp_pa
     cfg = config_of(smoke.oci, "smoke")["config"]
     out = Buildah(tmp_path / "b").run_image(f"oci:{smoke.oci}:smoke", cfg["Entrypoint"])
     print(f"\n{out}")
-    assert out.splitlines() == ["hip-vector-add: code objects for gfx90a,gfx942",
-                                "hip-vector-add: no AMD GPU visible (hipErrorNoDevice)"]  # fmt: skip
+    assert out.splitlines() == [
+        "hip-vector-add: code objects for gfx90a,gfx942",
+        "hip-vector-add: no AMD GPU visible (hipErrorNoDevice)",
+    ]
     # The SIF's root filesystem: the runscript runs ENTRYPOINT + CMD as `docker run` would.
     part = read_sif_header(smoke.sif).primary_partition()
     sqfs = tmp_path / "root.sqfs"
@@ -231,7 +276,8 @@ def test_image_runs_and_the_sif_runscript_is_its_entrypoint(smoke: Smoke, tmp_pa
     sh(["unsquashfs", "-no-progress", "-d", str(root), str(sqfs)])
     assert (root / ".singularity.d/runscript").read_text() == runscript(cfg["Entrypoint"], cfg.get("Cmd") or [])
     assert (root / "usr/local/bin/hip-vector-add").read_bytes() == smoke.layer("artifact vector-add.bin")[
-        "usr/local/bin/hip-vector-add"]  # fmt: skip
+        "usr/local/bin/hip-vector-add"
+    ]
     env_script = (root / ".singularity.d/env/10-docker2singularity.sh").read_text()
     assert "PYTORCH_ROCM_ARCH='gfx90a;gfx942'" in env_script  # Apptainerfile.rocm's %environment
     # What `apptainer run verl-rocm-smoke.sif` does, in a chroot: env scripts, then the runscript.
@@ -244,15 +290,22 @@ def test_image_runs_and_the_sif_runscript_is_its_entrypoint(smoke: Smoke, tmp_pa
 
 
 def test_plan_of_the_train_target(tmp_path: Path) -> None:
-    ran = run_cli(["plan", str(MANIFEST), "--json", "--target", "train", "--cache", str(tmp_path / "cache")],
-                  cwd=tmp_path)  # fmt: skip
+    ran = run_cli(
+        ["plan", str(MANIFEST), "--json", "--target", "train", "--cache", str(tmp_path / "cache")], cwd=tmp_path
+    )
     assert ran.code == 0, str(ran)
     plan = ran.json
     assert plan["target"] == "train"
     assert [(s["name"], s["kind"]) for s in plan["steps"]] == [
-        ("vllm", "compile"), ("install-vllm", "runtime"), ("python-deps", "runtime"), ("verl", "compile"),
-        ("install-verl", "runtime"), ("torch-memory-saver", "compile"), ("install-torch-memory-saver", "runtime"),
-        ("vector-add", "compile")]  # fmt: skip
+        ("vllm", "compile"),
+        ("install-vllm", "runtime"),
+        ("python-deps", "runtime"),
+        ("verl", "compile"),
+        ("install-verl", "runtime"),
+        ("torch-memory-saver", "compile"),
+        ("install-torch-memory-saver", "runtime"),
+        ("vector-add", "compile"),
+    ]
     assert [x["what"] for x in plan["layers"]] == [
         "runtime",
         "run pip uninstall -y vllm && pip install --no-deps /opt/wheels/vllm-*.whl",
@@ -275,8 +328,20 @@ def test_plan_of_the_train_target(tmp_path: Path) -> None:
     assert labels["io.assemble.gpu.rocm.version"] == "6.2"  # the base's tag names it
     assert labels["org.opencontainers.image.version"] == "v0.3.0.post0"
     # Another base: its tag does not say 6.2, so the version is the base's own to tell.
-    other = run_cli(["plan", str(MANIFEST), "--json", "--target", "train", "--cache", str(tmp_path / "cache"),
-                     "--set-unlocked", "base_image=docker://rocm/vllm-dev:base"], cwd=tmp_path)  # fmt: skip
+    other = run_cli(
+        [
+            "plan",
+            str(MANIFEST),
+            "--json",
+            "--target",
+            "train",
+            "--cache",
+            str(tmp_path / "cache"),
+            "--set-unlocked",
+            "base_image=docker://rocm/vllm-dev:base",
+        ],
+        cwd=tmp_path,
+    )
     assert other.code == 0, str(other)
     assert other.json["config"]["Labels"]["io.assemble.gpu.rocm.version"] == "${bases.runtime.env.ROCM_VERSION}"
 
@@ -291,7 +356,9 @@ def test_manifest_says_what_upstream_does() -> None:
     assert [vllm.env[k] for k in ("HIPCC_COMPILE_FLAGS_APPEND", "CFLAGS", "CXXFLAGS")] == ["", "", ""]
     assert "MAX_JOBS=$(nproc) python3 setup.py" in vllm.run[0]
     assert (man.sources["vllm"].git, man.sources["vllm"].ref) == (  # type: ignore[union-attr]
-        "https://github.com/vllm-project/vllm.git", "v0.6.3")  # fmt: skip
+        "https://github.com/vllm-project/vllm.git",
+        "v0.6.3",
+    )
     assert man.sources["verl"].git == "https://github.com/volcengine/verl.git"  # type: ignore[union-attr]
     deps = next(x for x in man.image.layers if getattr(x, "name", None) == "python-deps")
     assert deps.run[0] == 'pip install "tensordict<0.6" --no-deps'  # type: ignore[union-attr]

@@ -227,8 +227,13 @@ DYNAMO_COMMON = {
     "kvbm": ["wheel"],  # the kvbm wheel (--enable-kvbm), mounted where the wheels are installed
     "workspace": ["benchmarks", "tree"],  # benchmarks/ of the tree, installed after Dynamo; dev takes it all
 }
-DYNAMO_PREFIXES = [("artifact", "ucx.prefix"), ("artifact", "libfabric.prefix"), ("artifact", "aws-sdk.prefix"),
-                   ("artifact", "ffmpeg.prefix"), ("artifact", "nixl.prefix")]  # fmt: skip
+DYNAMO_PREFIXES = [
+    ("artifact", "ucx.prefix"),
+    ("artifact", "libfabric.prefix"),
+    ("artifact", "aws-sdk.prefix"),
+    ("artifact", "ffmpeg.prefix"),
+    ("artifact", "nixl.prefix"),
+]
 # the vLLM venv as four layers: nvidia/* and torch (rarely change), the rest, vllm (every bump);
 # then NVSHMEM, where the EP kernels built into the venv link it
 DYNAMO_VENV = [
@@ -241,8 +246,12 @@ DYNAMO_VENV = [
 DYNAMO_WHEELS = [("artifact", "dynamo-runtime.wheel"), ("artifact", "dynamo-py.wheel"), ("artifact", "nixl.wheel")]
 # installed as dynamo, then the benchmarks package (benchmarks/ of the tree, as every runtime stage
 # installs it), then /opt/dynamo given back to it (artifact layers write parent folders as root's)
-DYNAMO_INSTALL = [("run", "dynamo"), ("artifact", "workspace.benchmarks"), ("run", "benchmarks"),
-                  ("run", "permissions")]  # fmt: skip
+DYNAMO_INSTALL = [
+    ("run", "dynamo"),
+    ("artifact", "workspace.benchmarks"),
+    ("run", "benchmarks"),
+    ("run", "permissions"),
+]
 NATS_ETCD = [("artifact", "nats-etcd.nats"), ("artifact", "nats-etcd.etcd")]
 VLLM_BASE_LAYERS = [  # the vllm-base stage
     ("base", "runtime"),
@@ -263,28 +272,45 @@ VLLM_BASE_LAYERS = [  # the vllm-base stage
 ]
 VLLM_CUDA_LAYERS = [*VLLM_BASE_LAYERS, ("run", "openai-extras")]  # vllm-openai (KV connectors: off by default)
 # Dockerfile.rocm's `base` stage (its packages, pip upgraded, sccache purged), then `final`
-VLLM_ROCM_LAYERS = [("base", "runtime"), ("packages", "rocm-system"), ("run", "rocm-setup"), ("run", "hub"),
-                    ("run", "vllm")]  # fmt: skip
-VLLM_COMPILE = {"wheel": ["wheel"], "gdrcopy": ["prefix"], "build-deepgemm": ["wheel"],
-                "build-ep-kernels": ["wheels"]}  # fmt: skip
+VLLM_ROCM_LAYERS = [
+    ("base", "runtime"),
+    ("packages", "rocm-system"),
+    ("run", "rocm-setup"),
+    ("run", "hub"),
+    ("run", "vllm"),
+]
+VLLM_COMPILE = {"wheel": ["wheel"], "gdrcopy": ["prefix"], "build-deepgemm": ["wheel"], "build-ep-kernels": ["wheels"]}
 REGISTRY = "docker://127.0.0.1:5000"
 
 STRUCTURES: dict[tuple[str, str | None], dict[str, Any]] = {
     ("tgi", None): {
-        "compile": {"router": ["bin", "entrypoint"], "torch": ["python", "venv"],
-                    "server": ["kernels", "python", "venv"], **TGI_KERNELS},
+        "compile": {
+            "router": ["bin", "entrypoint"],
+            "torch": ["python", "venv"],
+            "server": ["kernels", "python", "venv"],
+            **TGI_KERNELS,
+        },
         "layers": [
             ("base", "runtime"),
             ("packages", "system"),
             ("run", "libcuda-link"),  # libcuda.so -> the driver's libcuda.so.1 (seed 000:186)
-            ("artifact", "server.python"), ("artifact", "server.venv"), ("artifact", "server.kernels"),
-            ("artifact", "flash-attn-v1.lib"), ("artifact", "flash-attn-v1.layer-norm"),
-            ("artifact", "flash-attn-v1.rotary"), ("artifact", "flash-attn-v2.so"),
-            ("artifact", "custom-kernels.lib"), ("artifact", "exllama.lib"), ("artifact", "exllamav2.lib"),
-            ("artifact", "awq.lib"), ("artifact", "mamba.lib"),
-            ("artifact", "causal-conv1d.lib"), ("artifact", "flashinfer.lib"),
+            ("artifact", "server.python"),
+            ("artifact", "server.venv"),
+            ("artifact", "server.kernels"),
+            ("artifact", "flash-attn-v1.lib"),
+            ("artifact", "flash-attn-v1.layer-norm"),
+            ("artifact", "flash-attn-v1.rotary"),
+            ("artifact", "flash-attn-v2.so"),
+            ("artifact", "custom-kernels.lib"),
+            ("artifact", "exllama.lib"),
+            ("artifact", "exllamav2.lib"),
+            ("artifact", "awq.lib"),
+            ("artifact", "mamba.lib"),
+            ("artifact", "causal-conv1d.lib"),
+            ("artifact", "flashinfer.lib"),
             ("packages", "compilers"),  # "deps before the binaries"
-            ("artifact", "router.bin"), ("artifact", "router.entrypoint"),
+            ("artifact", "router.bin"),
+            ("artifact", "router.entrypoint"),
         ],
         "outputs": [f"{REGISTRY}/huggingface/text-generation-inference:3.3.4"],
     },
@@ -326,51 +352,96 @@ STRUCTURES: dict[tuple[str, str | None], dict[str, Any]] = {
     ("dynamo", "vllm"): {
         "compile": {**DYNAMO_COMMON, "framework-vllm": ["nvshmem", "venv", "venv-nvidia", "venv-torch", "venv-vllm"]},
         "layers": [
-            ("base", "runtime"), ("run", "user"), ("packages", "system"), ("run", "cuda-tools"),
-            ("artifact", "cuda-jit.toolchain"), ("run", "cublas-links"), *NATS_ETCD,
-            *DYNAMO_VENV, *DYNAMO_PREFIXES, *DYNAMO_WHEELS, *DYNAMO_INSTALL,
+            ("base", "runtime"),
+            ("run", "user"),
+            ("packages", "system"),
+            ("run", "cuda-tools"),
+            ("artifact", "cuda-jit.toolchain"),
+            ("run", "cublas-links"),
+            *NATS_ETCD,
+            *DYNAMO_VENV,
+            *DYNAMO_PREFIXES,
+            *DYNAMO_WHEELS,
+            *DYNAMO_INSTALL,
         ],
         "outputs": [f"{REGISTRY}/dynamo:0.8.0-vllm-runtime"],
     },
     ("dynamo", "dev"): {  # the runtime, then dev tools, the Rust toolchain, the source
-        "compile": {**DYNAMO_COMMON, "framework-vllm": ["nvshmem", "venv", "venv-nvidia", "venv-torch", "venv-vllm"],
-                    "rust": ["cargo", "rustup"]},
+        "compile": {
+            **DYNAMO_COMMON,
+            "framework-vllm": ["nvshmem", "venv", "venv-nvidia", "venv-torch", "venv-vllm"],
+            "rust": ["cargo", "rustup"],
+        },
         "layers": [
-            ("base", "runtime"), ("run", "user"), ("packages", "system"), ("run", "cuda-tools"),
-            ("artifact", "cuda-jit.toolchain"), ("run", "cublas-links"), *NATS_ETCD,
-            *DYNAMO_VENV, *DYNAMO_PREFIXES, *DYNAMO_WHEELS, *DYNAMO_INSTALL,
-            ("packages", "dev-tools"), ("artifact", "rust.rustup"), ("artifact", "rust.cargo"),
-            ("artifact", "workspace.tree"), ("run", "dev-install"),
+            ("base", "runtime"),
+            ("run", "user"),
+            ("packages", "system"),
+            ("run", "cuda-tools"),
+            ("artifact", "cuda-jit.toolchain"),
+            ("run", "cublas-links"),
+            *NATS_ETCD,
+            *DYNAMO_VENV,
+            *DYNAMO_PREFIXES,
+            *DYNAMO_WHEELS,
+            *DYNAMO_INSTALL,
+            ("packages", "dev-tools"),
+            ("artifact", "rust.rustup"),
+            ("artifact", "rust.cargo"),
+            ("artifact", "workspace.tree"),
+            ("run", "dev-install"),
         ],
         "outputs": [f"{REGISTRY}/dynamo:0.8.0-vllm-dev"],
     },
     ("dynamo", "efa"): {  # build.sh --make-efa on the vLLM runtime: Dockerfile.aws runs the EFA installer
         "compile": {**DYNAMO_COMMON, "framework-vllm": ["nvshmem", "venv", "venv-nvidia", "venv-torch", "venv-vllm"]},
         "layers": [
-            ("base", "runtime"), ("run", "user"), ("packages", "system"), ("run", "cuda-tools"),
-            ("artifact", "cuda-jit.toolchain"), ("run", "cublas-links"), *NATS_ETCD,
-            *DYNAMO_VENV, *DYNAMO_PREFIXES, *DYNAMO_WHEELS, *DYNAMO_INSTALL, ("run", "efa-installer"),
+            ("base", "runtime"),
+            ("run", "user"),
+            ("packages", "system"),
+            ("run", "cuda-tools"),
+            ("artifact", "cuda-jit.toolchain"),
+            ("run", "cublas-links"),
+            *NATS_ETCD,
+            *DYNAMO_VENV,
+            *DYNAMO_PREFIXES,
+            *DYNAMO_WHEELS,
+            *DYNAMO_INSTALL,
+            ("run", "efa-installer"),
         ],
         "outputs": [f"{REGISTRY}/dynamo:0.8.0-vllm-runtime-aws"],
     },
     ("dynamo", "sglang"): {
         "compile": {k: v for k, v in DYNAMO_COMMON.items() if k != "cuda-jit"},
         "layers": [
-            ("base", "runtime"), ("run", "cleanup"), ("run", "user"), ("packages", "system"), *NATS_ETCD,
-            *DYNAMO_PREFIXES, *DYNAMO_WHEELS, *DYNAMO_INSTALL,
+            ("base", "runtime"),
+            ("run", "cleanup"),
+            ("run", "user"),
+            ("packages", "system"),
+            *NATS_ETCD,
+            *DYNAMO_PREFIXES,
+            *DYNAMO_WHEELS,
+            *DYNAMO_INSTALL,
         ],
         "outputs": [f"{REGISTRY}/dynamo:0.8.0-sglang-runtime"],
     },
     ("dynamo", "trtllm"): {
         "compile": {**DYNAMO_COMMON, "framework-trtllm": ["hpcx", "venv"]},
         "layers": [
-            ("base", "runtime"), ("run", "user"), ("packages", "system"), ("run", "cuda-libs"),
-            ("artifact", "cuda-jit.toolchain"), ("artifact", "framework-trtllm.hpcx"), *NATS_ETCD,
-            ("artifact", "framework-trtllm.venv"), *DYNAMO_PREFIXES, *DYNAMO_WHEELS, *DYNAMO_INSTALL,
+            ("base", "runtime"),
+            ("run", "user"),
+            ("packages", "system"),
+            ("run", "cuda-libs"),
+            ("artifact", "cuda-jit.toolchain"),
+            ("artifact", "framework-trtllm.hpcx"),
+            *NATS_ETCD,
+            ("artifact", "framework-trtllm.venv"),
+            *DYNAMO_PREFIXES,
+            *DYNAMO_WHEELS,
+            *DYNAMO_INSTALL,
         ],
         "outputs": [f"{REGISTRY}/dynamo:0.8.0-trtllm-runtime"],
     },
-}  # fmt: skip
+}
 CASES = list(STRUCTURES)
 IDS = [f"{m}-{t or 'default'}" for m, t in CASES]
 
@@ -403,8 +474,11 @@ def test_runtime_packages(plan: PlanFn) -> None:
     assert {"libibverbs-dev", "ffmpeg", "libgl1", "software-properties-common"} <= set(vllm)
     # What UCX and libfabric link against at run time comes with them (`from-steps`).
     rdma = {"libibverbs1", "librdmacm1", "libnuma1", "ibverbs-providers", "rdma-core", "libhwloc15"}
-    for engine, own in (("vllm", {"ninja-build", "python3.12-dev", "git-lfs"}), ("sglang", {"gnupg2"}),
-                        ("trtllm", {"openssh-server", "libzmq3-dev", "python3.12-dev"})):  # fmt: skip
+    for engine, own in (
+        ("vllm", {"ninja-build", "python3.12-dev", "git-lfs"}),
+        ("sglang", {"gnupg2"}),
+        ("trtllm", {"openssh-server", "libzmq3-dev", "python3.12-dev"}),
+    ):
         assert rdma | own <= set(packages(plan("dynamo", "--target", engine))["system"]), engine
 
 
@@ -433,7 +507,10 @@ def test_build_steps_say_what_upstream_builds_with() -> None:
         s for s in load_manifest(MANIFESTS / "vllm.yaml", target="rocm").manifest.compile if s.name == "wheel-rocm"
     )
     assert (rocm.name, rocm.env["PYTORCH_ROCM_ARCH"], rocm.env["VLLM_TARGET_DEVICE"]) == (
-        "wheel-rocm", "gfx90a;gfx942;gfx950;gfx1100;gfx1101;gfx1200;gfx1201;gfx1150;gfx1151", "rocm")  # fmt: skip
+        "wheel-rocm",
+        "gfx90a;gfx942;gfx950;gfx1100;gfx1101;gfx1200;gfx1201;gfx1150;gfx1151",
+        "rocm",
+    )
 
     ds = load_manifest(MANIFESTS / "deepspeed.yaml").manifest.compile[0]
     assert ds.env["DS_BUILD_OPS"] == "1" and ds.env["TORCH_CUDA_ARCH_LIST"]
@@ -464,18 +541,28 @@ DYNAMO_ENV = {  # Dockerfile.<engine>, runtime stage; NIXL as built on manylinux
     "NIXL_LIB_DIR": "/opt/nvidia/nvda_nixl/lib64",
     "NIXL_PLUGIN_DIR": "/opt/nvidia/nvda_nixl/lib64/plugins",
     "LD_LIBRARY_PATH": "/opt/nvidia/nvda_nixl/lib64:/opt/nvidia/nvda_nixl/lib64/plugins:/usr/local/ucx/lib:"
-                       "/usr/local/ucx/lib/ucx:/usr/local/libfabric/lib:/usr/local/aws-sdk-cpp/lib64:"
-                       "/usr/local/ffmpeg/lib:${LD_LIBRARY_PATH}",
-}  # fmt: skip
+    "/usr/local/ucx/lib/ucx:/usr/local/libfabric/lib:/usr/local/aws-sdk-cpp/lib64:"
+    "/usr/local/ffmpeg/lib:${LD_LIBRARY_PATH}",
+}
 DYNAMO = {  # USER dynamo, WORKDIR /workspace, ENTRYPOINT ["/opt/nvidia/nvidia_entrypoint.sh"], CMD []
-    "Entrypoint": ["/opt/nvidia/nvidia_entrypoint.sh"], "Cmd": None, "User": "dynamo", "WorkingDir": "/workspace",
-    "Healthcheck": None, "ExposedPorts": None, "Labels": {},
-}  # fmt: skip
+    "Entrypoint": ["/opt/nvidia/nvidia_entrypoint.sh"],
+    "Cmd": None,
+    "User": "dynamo",
+    "WorkingDir": "/workspace",
+    "Healthcheck": None,
+    "ExposedPorts": None,
+    "Labels": {},
+}
 NONE = {"Cmd": None, "User": None, "Healthcheck": None, "ExposedPorts": None, "Labels": {}}
 
 # vLLM v0.11.1 docker/Dockerfile.rocm:124-132 (read from the sdist on PyPI)
-ROCM_ENV = {"RAY_EXPERIMENTAL_NOSET_ROCR_VISIBLE_DEVICES": "1", "RAY_EXPERIMENTAL_NOSET_HIP_VISIBLE_DEVICES": "1",
-            "TOKENIZERS_PARALLELISM": "false", "SAFETENSORS_FAST_GPU": "1", "HIP_FORCE_DEV_KERNARG": "1"}  # fmt: skip
+ROCM_ENV = {
+    "RAY_EXPERIMENTAL_NOSET_ROCR_VISIBLE_DEVICES": "1",
+    "RAY_EXPERIMENTAL_NOSET_HIP_VISIBLE_DEVICES": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "SAFETENSORS_FAST_GPU": "1",
+    "HIP_FORCE_DEV_KERNARG": "1",
+}
 CONFIGS: dict[tuple[str, str | None], dict[str, Any]] = {
     ("tgi", None): {  # TGI's Dockerfile, final stage; seed 000's CMD (commented out upstream)
         **NONE,
@@ -483,13 +570,18 @@ CONFIGS: dict[tuple[str, str | None], dict[str, Any]] = {
         "Cmd": ["--json-output"],
         "WorkingDir": "/usr/src",
         "Env": {
-            "HF_HOME": "/data", "HF_HUB_ENABLE_HF_TRANSFER": "1", "PORT": "80",
-            "PYTHON_VERSION": "3.11", "VIRTUAL_ENV": "/usr/src/.venv/", "PATH": "${PATH}:/usr/src/.venv/bin/",
-            "HF_KERNELS_CACHE": "/kernels", "EXLLAMA_NO_FLASH_ATTN": "1",
+            "HF_HOME": "/data",
+            "HF_HUB_ENABLE_HF_TRANSFER": "1",
+            "PORT": "80",
+            "PYTHON_VERSION": "3.11",
+            "VIRTUAL_ENV": "/usr/src/.venv/",
+            "PATH": "${PATH}:/usr/src/.venv/bin/",
+            "HF_KERNELS_CACHE": "/kernels",
+            "EXLLAMA_NO_FLASH_ATTN": "1",
             # upstream's libpython dir of the uv CPython, then the nvidia pip wheels' libraries
             "LD_LIBRARY_PATH": "${LD_LIBRARY_PATH}:/root/.local/share/uv/python/cpython-3.11.11-linux-x86_64-gnu/lib/:"
-                               f"{TGI_SITE}/nvidia/nccl/lib:{TGI_SITE}/nvidia/cudnn/lib:{TGI_SITE}/nvidia/cublas/lib:"
-                               f"{TGI_SITE}/nvidia/nvjitlink/lib",
+            f"{TGI_SITE}/nvidia/nccl/lib:{TGI_SITE}/nvidia/cudnn/lib:{TGI_SITE}/nvidia/cublas/lib:"
+            f"{TGI_SITE}/nvidia/nvjitlink/lib",
         },
     },
     ("vllm", "openai"): {  # vllm-openai: ENTRYPOINT ["vllm", "serve"], root, the server's port
@@ -508,7 +600,10 @@ CONFIGS: dict[tuple[str, str | None], dict[str, Any]] = {
         "ExposedPorts": {"8000/tcp": {}},
     },
     ("vllm", "vllm-base"): {  # no entrypoint of its own: the CUDA base's
-        **NONE, "Entrypoint": None, "WorkingDir": "/vllm-workspace", "Env": VENV_PATH,
+        **NONE,
+        "Entrypoint": None,
+        "WorkingDir": "/vllm-workspace",
+        "Env": VENV_PATH,
     },
     ("vllm", "wheel"): {**NONE, "Entrypoint": None, "WorkingDir": "/wheels", "Env": {}},
     # Dockerfile.rocm, stage final: CMD ["/bin/bash"] and no entrypoint, so that seed 003's
@@ -529,55 +624,84 @@ CONFIGS: dict[tuple[str, str | None], dict[str, Any]] = {
         "ExposedPorts": {"8000/tcp": {}},
     },
     ("deepspeed", None): {  # with nvjitlink of the pip wheels first on the library path (seed 000)
-        **NONE, "Entrypoint": ["deepspeed"], "WorkingDir": None,
-        "Env": {**VENV_PATH, "LD_LIBRARY_PATH": "/opt/venv/lib/python3.10/site-packages/nvidia/nvjitlink/lib:"
-                                               "${LD_LIBRARY_PATH}"},
+        **NONE,
+        "Entrypoint": ["deepspeed"],
+        "WorkingDir": None,
+        "Env": {
+            **VENV_PATH,
+            "LD_LIBRARY_PATH": "/opt/venv/lib/python3.10/site-packages/nvidia/nvjitlink/lib:${LD_LIBRARY_PATH}",
+        },
     },
     ("dynamo", "vllm"): {
         **DYNAMO,
-        "Env": {**DYNAMO_ENV, "DYNAMO_HOME": "/opt/dynamo", "VIRTUAL_ENV": "/opt/dynamo/venv",
-                "PATH": "/opt/dynamo/venv/bin:/usr/local/ucx/bin:/usr/local/bin/etcd/:/usr/local/cuda/nvvm/bin:${PATH}",
-                "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CPATH": "/usr/local/cuda/include"},
+        "Env": {
+            **DYNAMO_ENV,
+            "DYNAMO_HOME": "/opt/dynamo",
+            "VIRTUAL_ENV": "/opt/dynamo/venv",
+            "PATH": "/opt/dynamo/venv/bin:/usr/local/ucx/bin:/usr/local/bin/etcd/:/usr/local/cuda/nvvm/bin:${PATH}",
+            "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+            "CPATH": "/usr/local/cuda/include",
+        },
     },
     ("dynamo", "dev"): {  # root, with cargo on PATH and its target folder in the workspace
         **DYNAMO,
         "User": "root",
-        "Env": {**DYNAMO_ENV, "DYNAMO_HOME": "/opt/dynamo", "VIRTUAL_ENV": "/opt/dynamo/venv",
-                "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CPATH": "/usr/local/cuda/include",
-                "RUSTUP_HOME": "/usr/local/rustup", "CARGO_HOME": "/usr/local/cargo",
-                "CARGO_TARGET_DIR": "/workspace/target",
-                "PATH": "/usr/local/cargo/bin:/opt/dynamo/venv/bin:/usr/local/ucx/bin:/usr/local/bin/etcd/:"
-                        "/usr/local/cuda/nvvm/bin:${PATH}"},
+        "Env": {
+            **DYNAMO_ENV,
+            "DYNAMO_HOME": "/opt/dynamo",
+            "VIRTUAL_ENV": "/opt/dynamo/venv",
+            "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+            "CPATH": "/usr/local/cuda/include",
+            "RUSTUP_HOME": "/usr/local/rustup",
+            "CARGO_HOME": "/usr/local/cargo",
+            "CARGO_TARGET_DIR": "/workspace/target",
+            "PATH": "/usr/local/cargo/bin:/opt/dynamo/venv/bin:/usr/local/ucx/bin:/usr/local/bin/etcd/:"
+            "/usr/local/cuda/nvvm/bin:${PATH}",
+        },
     },
     ("dynamo", "efa"): {  # Dockerfile.aws, stage runtime-aws: the runtime's user, env and entrypoint
         **DYNAMO,
-        "Env": {**DYNAMO_ENV, "DYNAMO_HOME": "/opt/dynamo", "VIRTUAL_ENV": "/opt/dynamo/venv",
-                "PATH": "/opt/dynamo/venv/bin:/usr/local/ucx/bin:/usr/local/bin/etcd/:/usr/local/cuda/nvvm/bin:${PATH}",
-                "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CPATH": "/usr/local/cuda/include"},
+        "Env": {
+            **DYNAMO_ENV,
+            "DYNAMO_HOME": "/opt/dynamo",
+            "VIRTUAL_ENV": "/opt/dynamo/venv",
+            "PATH": "/opt/dynamo/venv/bin:/usr/local/ucx/bin:/usr/local/bin/etcd/:/usr/local/cuda/nvvm/bin:${PATH}",
+            "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+            "CPATH": "/usr/local/cuda/include",
+        },
     },
     ("dynamo", "sglang"): {
         **DYNAMO,
-        "Env": {**DYNAMO_ENV, "PATH": "/usr/local/bin/etcd:${PATH}", "SGLANG_VERSION": "v0.5.6.post2",
-                "SGLANG_FORCE_SHUTDOWN": "1"},
+        "Env": {
+            **DYNAMO_ENV,
+            "PATH": "/usr/local/bin/etcd:${PATH}",
+            "SGLANG_VERSION": "v0.5.6.post2",
+            "SGLANG_FORCE_SHUTDOWN": "1",
+        },
     },
     ("dynamo", "trtllm"): {
         **DYNAMO,
         "Env": {
-            **DYNAMO_ENV, "DYNAMO_HOME": "/workspace", "ENV": "/etc/shinit_v2", "VIRTUAL_ENV": "/opt/dynamo/venv",
-            "OMPI_MCA_coll_ucc_enable": "0", "CUDA_HOME": "/usr/local/cuda",
-            "TRITON_PTXAS_PATH": "/usr/local/cuda/bin/ptxas", "NVIDIA_DRIVER_CAPABILITIES": "video,compute,utility",
+            **DYNAMO_ENV,
+            "DYNAMO_HOME": "/workspace",
+            "ENV": "/etc/shinit_v2",
+            "VIRTUAL_ENV": "/opt/dynamo/venv",
+            "OMPI_MCA_coll_ucc_enable": "0",
+            "CUDA_HOME": "/usr/local/cuda",
+            "TRITON_PTXAS_PATH": "/usr/local/cuda/bin/ptxas",
+            "NVIDIA_DRIVER_CAPABILITIES": "video,compute,utility",
             "OPAL_PREFIX": "/opt/hpcx/ompi",
             "PATH": "/usr/local/ucx/bin:/opt/dynamo/venv/bin:/opt/hpcx/ompi/bin:/usr/local/bin/etcd/:"
-                    "/usr/local/cuda/bin:/usr/local/cuda/nvvm/bin:${PATH}",
+            "/usr/local/cuda/bin:/usr/local/cuda/nvvm/bin:${PATH}",
             "LD_LIBRARY_PATH": "/opt/nvidia/nvda_nixl/lib64:/opt/nvidia/nvda_nixl/lib64/plugins:/usr/local/ucx/lib:"
-                               "/usr/local/ucx/lib/ucx:/usr/local/libfabric/lib:/usr/local/aws-sdk-cpp/lib64:"
-                               "/usr/local/ffmpeg/lib:/opt/hpcx/ompi/lib:/opt/hpcx/ucc/lib:"
-                               "/opt/dynamo/venv/lib/python3.12/site-packages/torch/lib:"
-                               "/opt/dynamo/venv/lib/python3.12/site-packages/torch_tensorrt/lib:/usr/local/cuda/lib64:"
-                               "${LD_LIBRARY_PATH}",
+            "/usr/local/ucx/lib/ucx:/usr/local/libfabric/lib:/usr/local/aws-sdk-cpp/lib64:"
+            "/usr/local/ffmpeg/lib:/opt/hpcx/ompi/lib:/opt/hpcx/ucc/lib:"
+            "/opt/dynamo/venv/lib/python3.12/site-packages/torch/lib:"
+            "/opt/dynamo/venv/lib/python3.12/site-packages/torch_tensorrt/lib:/usr/local/cuda/lib64:"
+            "${LD_LIBRARY_PATH}",
         },
     },
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize(("manifest", "target"), CASES, ids=IDS)
@@ -666,8 +790,18 @@ def test_vllm_arch_list_rebuilds_the_wheel_and_nothing_below(plan: PlanFn) -> No
     assert "wheel" in diff
     # runtime steps below the wheel's install, and any other target's work, stay as they are
     assert not diff & {"system", "python", "cuda-jit"}, diff
-    assert diff <= {"wheel", "vllm", "vllm-deps", "flashinfer", "flashinfer-jit-cache", "gdrcopy-ld", "deepgemm",
-                    "ep-kernels", "kv-connectors", "openai-extras"}, diff  # fmt: skip
+    assert diff <= {
+        "wheel",
+        "vllm",
+        "vllm-deps",
+        "flashinfer",
+        "flashinfer-jit-cache",
+        "gdrcopy-ld",
+        "deepgemm",
+        "ep-kernels",
+        "kv-connectors",
+        "openai-extras",
+    }, diff
     # DeepGEMM and the EP kernels are built for their own arch lists: not rebuilt
     assert not diff & {"build-deepgemm", "build-ep-kernels", "gdrcopy"}, diff
     rocm = plan("vllm", "--target", "rocm")
@@ -678,8 +812,17 @@ def test_vllm_arch_list_rebuilds_the_wheel_and_nothing_below(plan: PlanFn) -> No
 
 def test_vllm_arch_list_reaches_the_steps_that_install_the_wheel(plan: PlanFn) -> None:
     diff = changed(plan("vllm"), plan("vllm", "--set", "torch_cuda_arch_list=9.0 10.0+PTX"))
-    assert diff == {"wheel", "vllm", "vllm-deps", "flashinfer", "flashinfer-jit-cache", "gdrcopy-ld", "deepgemm",
-                    "ep-kernels", "openai-extras"}  # fmt: skip
+    assert diff == {
+        "wheel",
+        "vllm",
+        "vllm-deps",
+        "flashinfer",
+        "flashinfer-jit-cache",
+        "gdrcopy-ld",
+        "deepgemm",
+        "ep-kernels",
+        "openai-extras",
+    }
 
 
 @pytest.mark.parametrize("vllm_from", ["source"])
@@ -711,8 +854,16 @@ def test_tgi_arch_list_rebuilds_the_kernels_only(plan: PlanFn) -> None:
     # the kernels built for the arch list, and the runtime step stacked on their layers;
     # not the Rust binaries (CPU only), the venvs, or the kernels whose arch lists TGI pins
     # (exllamav2, FlashInfer)
-    assert diff == {"flash-attn-v1", "flash-attn-v2", "exllama", "awq", "custom-kernels", "causal-conv1d", "mamba",
-                    "compilers"}  # fmt: skip
+    assert diff == {
+        "flash-attn-v1",
+        "flash-attn-v2",
+        "exllama",
+        "awq",
+        "custom-kernels",
+        "causal-conv1d",
+        "mamba",
+        "compilers",
+    }
     # a newer CUDA for both the devel and the runtime base (constraints: they must agree):
     # everything but the Rust binaries (built on the cargo image)
     diff = changed(base, plan("tgi", "--set", "cuda_version=12.6.3", "--set", "runtime_cuda_version=12.6.3"))
@@ -773,8 +924,17 @@ def test_old_to_new_vllm_is_a_change_of_params_only(plan: PlanFn) -> None:
     d_old, d_new = definitions(old), definitions(new)
     assert d_old.keys() == d_new.keys() - prebuilt and all(d_old[k] != d_new[k] for k in d_old)
     # the params that differ: the ones set, and those derived from them (images, installer commands)
-    derived = {"runtime_image", "installer_pkgs", "pip_install", "python_setup", "torch_version", "cuda_tag",
-               "cuda_pkg", "torch_index", "torch_index_url"}  # fmt: skip
+    derived = {
+        "runtime_image",
+        "installer_pkgs",
+        "pip_install",
+        "python_setup",
+        "torch_version",
+        "cuda_tag",
+        "cuda_pkg",
+        "torch_index",
+        "torch_index_url",
+    }
     assert {k for k in new["params"] if new["params"][k] != old["params"][k]} == set(OLD_VLLM) | derived
     assert old["params"]["runtime_image"] == "nvidia/cuda:12.1.1-base-ubuntu22.04"
     assert "python3.10 -m venv /opt/venv" in old["params"]["python_setup"]
@@ -823,31 +983,86 @@ class Broken:
 
 
 BROKEN = [
-    Broken("unknown recipe", "small", ("use: python-wheel", "use: no-such-recipe"), "compile.0.use",
-           "unknown recipe 'no-such-recipe'"),
-    Broken("unknown with: param", "small", ("with: {source: app}", "with: {source: app, sauce: x}"),
-           "compile.0.with.sauce", "unknown param 'sauce' for recipe 'python-wheel'"),
-    Broken("unknown param", "small", ("${cuda_version}-base", "${cuda_versoin}-base"), "bases.runtime",
-           "unknown param ${cuda_versoin}"),
-    Broken("unknown artifact", "small", ("mounts: [wheel.wheel]", "mounts: [wheel.whl]"),
-           "image.layers.0.mounts.0", "step 'wheel' declares no artifact 'whl'"),
-    Broken("unknown step", "small", ("mounts: [wheel.wheel]", "mounts: [nothing.wheel]"),
-           "image.layers.0.mounts.0", "no compile step 'nothing'"),
-    Broken("vllm: unknown artifact", "vllm", ("mounts: [wheel.wheel]", "mounts: [wheel.wheels]"),
-           "image.layers.7.mounts.0", "step 'wheel' declares no artifact 'wheels'"),
-    Broken("vllm: rocm target's artifact", "vllm", ("mounts: [wheel-rocm.wheel]", "mounts: [wheel-rocm.whl]"),
-           "targets.rocm.layers.3.mounts.0", "step 'wheel-rocm' declares no artifact 'whl'", ("--target", "rocm")),
-    Broken("tgi: unknown artifact", "tgi", ("artifact: router.bin", "artifact: router.binary"),
-           "image.layers.17.artifact", "step 'router' declares no artifact 'binary'"),
-    Broken("tgi: unknown with: param", "tgi", ("profile: release-opt", "profiel: release-opt"),
-           "compile.0.with.profiel", "unknown param 'profiel' for recipe 'rust-binaries'"),
-    Broken("dynamo: unknown recipe", "dynamo", ("use: ucx\n", "use: ucxx\n"), "compile.4.use",
-           "unknown recipe 'ucxx'"),
-    Broken("dynamo: unknown input", "dynamo", ("inputs: [cuda.toolkit, ucx.prefix,", "inputs: [cuda.toolkit, ucx.lib,"),
-           "compile.8.inputs.1", "step 'ucx' declares no artifact 'lib'"),
-    Broken("deepspeed: unknown with: param", "deepspeed", ("build_ops: ${ds_build_ops}", "build_op: ${ds_build_ops}"),
-           "compile.0.with.build_op", "unknown param 'build_op' for recipe 'deepspeed-wheel'"),
-]  # fmt: skip
+    Broken(
+        "unknown recipe",
+        "small",
+        ("use: python-wheel", "use: no-such-recipe"),
+        "compile.0.use",
+        "unknown recipe 'no-such-recipe'",
+    ),
+    Broken(
+        "unknown with: param",
+        "small",
+        ("with: {source: app}", "with: {source: app, sauce: x}"),
+        "compile.0.with.sauce",
+        "unknown param 'sauce' for recipe 'python-wheel'",
+    ),
+    Broken(
+        "unknown param",
+        "small",
+        ("${cuda_version}-base", "${cuda_versoin}-base"),
+        "bases.runtime",
+        "unknown param ${cuda_versoin}",
+    ),
+    Broken(
+        "unknown artifact",
+        "small",
+        ("mounts: [wheel.wheel]", "mounts: [wheel.whl]"),
+        "image.layers.0.mounts.0",
+        "step 'wheel' declares no artifact 'whl'",
+    ),
+    Broken(
+        "unknown step",
+        "small",
+        ("mounts: [wheel.wheel]", "mounts: [nothing.wheel]"),
+        "image.layers.0.mounts.0",
+        "no compile step 'nothing'",
+    ),
+    Broken(
+        "vllm: unknown artifact",
+        "vllm",
+        ("mounts: [wheel.wheel]", "mounts: [wheel.wheels]"),
+        "image.layers.7.mounts.0",
+        "step 'wheel' declares no artifact 'wheels'",
+    ),
+    Broken(
+        "vllm: rocm target's artifact",
+        "vllm",
+        ("mounts: [wheel-rocm.wheel]", "mounts: [wheel-rocm.whl]"),
+        "targets.rocm.layers.3.mounts.0",
+        "step 'wheel-rocm' declares no artifact 'whl'",
+        ("--target", "rocm"),
+    ),
+    Broken(
+        "tgi: unknown artifact",
+        "tgi",
+        ("artifact: router.bin", "artifact: router.binary"),
+        "image.layers.17.artifact",
+        "step 'router' declares no artifact 'binary'",
+    ),
+    Broken(
+        "tgi: unknown with: param",
+        "tgi",
+        ("profile: release-opt", "profiel: release-opt"),
+        "compile.0.with.profiel",
+        "unknown param 'profiel' for recipe 'rust-binaries'",
+    ),
+    Broken("dynamo: unknown recipe", "dynamo", ("use: ucx\n", "use: ucxx\n"), "compile.4.use", "unknown recipe 'ucxx'"),
+    Broken(
+        "dynamo: unknown input",
+        "dynamo",
+        ("inputs: [cuda.toolkit, ucx.prefix,", "inputs: [cuda.toolkit, ucx.lib,"),
+        "compile.8.inputs.1",
+        "step 'ucx' declares no artifact 'lib'",
+    ),
+    Broken(
+        "deepspeed: unknown with: param",
+        "deepspeed",
+        ("build_ops: ${ds_build_ops}", "build_op: ${ds_build_ops}"),
+        "compile.0.with.build_op",
+        "unknown param 'build_op' for recipe 'deepspeed-wheel'",
+    ),
+]
 
 
 def line_of(text: str, needle: str) -> int:
@@ -892,8 +1107,13 @@ def test_a_broken_reference_in_another_target_fails_too(tmp_path: Path) -> None:
     path = tmp_path / "vllm.yaml"
     path.write_text(text)
     ran = plan_in_process(path, cache=tmp_path / "cache")  # the default target, openai
-    assert_one_error(ran, path, line_of(text, "mounts: [wheel-rocm.whl]"), "targets.rocm.layers.3.mounts.0",
-                     "step 'wheel-rocm' declares no artifact 'whl'")  # fmt: skip
+    assert_one_error(
+        ran,
+        path,
+        line_of(text, "mounts: [wheel-rocm.whl]"),
+        "targets.rocm.layers.3.mounts.0",
+        "step 'wheel-rocm' declares no artifact 'whl'",
+    )
 
 
 @pytest.mark.usefixtures("recipes")

@@ -28,9 +28,11 @@ def test_an_installed_wheel_ships_the_recipes(tmp_path: Path) -> None:
     checkout = tmp_path / "checkout"
     shutil.copytree(ROOT, checkout, ignore=_NOT_SHIPPED, symlinks=True)
     sdist = _run(
-        sys.executable, "-c", "from setuptools import build_meta; print(build_meta.build_sdist('../dist'))",
+        sys.executable,
+        "-c",
+        "from setuptools import build_meta; print(build_meta.build_sdist('../dist'))",
         cwd=checkout,
-    ).stdout.split()[-1]  # fmt: skip
+    ).stdout.split()[-1]
     # The wheel from the sdist, as pip builds one from PyPI: layers/ must be in the sdist.
     _run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", "wheels", f"dist/{sdist}", cwd=tmp_path)
     (wheel,) = (tmp_path / "wheels").glob("assemble-*.whl")
@@ -40,9 +42,11 @@ def test_an_installed_wheel_ships_the_recipes(tmp_path: Path) -> None:
     _run(venv / "bin/python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check", wheel, cwd=tmp_path)
 
     where = _run(
-        venv / "bin/python", "-c", "from assembler.spec.recipes import packaged_recipes; print(packaged_recipes())",
+        venv / "bin/python",
+        "-c",
+        "from assembler.spec.recipes import packaged_recipes; print(packaged_recipes())",
         cwd=tmp_path,
-    ).stdout.strip()  # fmt: skip
+    ).stdout.strip()
     shipped = Path(where)
     assert shipped.is_relative_to(venv) and shipped.name == "recipes", where
     assert sorted(p.name for p in shipped.glob("*.yaml")) == sorted(p.name for p in (ROOT / "layers").glob("*.yaml"))

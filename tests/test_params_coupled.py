@@ -101,8 +101,10 @@ def test_vllm_rocm_target_with_gpu_cuda_is_refused(cache: Path) -> None:
     assert "hint: --target openai sets gpu=cuda" in err
     # what the rocm target's gpu choice fixes cannot be set either, and the same value is no contradiction
     err = refused(cache, "vllm", "--target", "rocm", "--set", "cuda_version=12.8.1")
-    assert f"{at('vllm', 'choices', 'gpu', 'rocm', 'cuda_version')}: --set cuda_version=12.8.1 contradicts choice " \
-           'gpu=rocm, which sets cuda_version=""' in err  # fmt: skip
+    assert (
+        f"{at('vllm', 'choices', 'gpu', 'rocm', 'cuda_version')}: --set cuda_version=12.8.1 contradicts choice "
+        'gpu=rocm, which sets cuda_version=""' in err
+    )
     assert planned(cache, "vllm", "--target", "rocm", "--set", "gpu=rocm")["params"]["gpu"] == "rocm"
 
 
@@ -110,8 +112,10 @@ def test_vllm_rocm_target_refuses_the_pypi_wheel(cache: Path) -> None:
     # PyPI has CUDA builds of vllm only: the ROCm targets compile theirs, and said so silently before.
     for target in ("rocm", "rocm-openai"):
         err = refused(cache, "vllm", "--target", target, "--set", "vllm_from=wheel")
-        assert f"{at('vllm', 'choices', 'gpu', 'rocm', 'vllm_from')}: --set vllm_from=wheel contradicts choice " \
-               "gpu=rocm, which sets vllm_from=source" in err, err  # fmt: skip
+        assert (
+            f"{at('vllm', 'choices', 'gpu', 'rocm', 'vllm_from')}: --set vllm_from=wheel contradicts choice "
+            "gpu=rocm, which sets vllm_from=source" in err
+        ), err
     rocm = planned(cache, "vllm", "--target", "rocm", "--set", "vllm_from=source")
     assert [s["name"] for s in rocm["steps"] if s["kind"] == "compile"] == ["wheel-rocm"]
     # the CUDA targets take the wheel as before
@@ -142,8 +146,10 @@ def test_vllm_old_to_new_comment_plans_and_its_cuda_12_1_refuses_sm_100(cache: P
     without = [a for flag, kv in pairs if not kv.startswith("torch_cuda_arch_list=") for a in (flag, kv)]
     assert len(without) == len(argv) - 5
     err = refused(cache, "vllm", *without)
-    assert f"{at('vllm', 'constraints', 0)}: CUDA 12.1.1's nvcc cannot compile 10.0 (needs CUDA 12.8 or newer), " \
-           "12.0 (needs CUDA 12.8 or newer) of torch_cuda_arch_list" in err  # fmt: skip
+    assert (
+        f"{at('vllm', 'constraints', 0)}: CUDA 12.1.1's nvcc cannot compile 10.0 (needs CUDA 12.8 or newer), "
+        "12.0 (needs CUDA 12.8 or newer) of torch_cuda_arch_list" in err
+    )
     assert "hint: --set torch_cuda_arch_list=... without them, or --set cuda_version=..." in err
 
 
@@ -183,10 +189,20 @@ def test_arch_lists_in_the_wrong_syntax_are_refused(cache: Path) -> None:
 def test_a_flag_older_nvcc_lacks_needs_its_cuda_version(cache: Path) -> None:
     """llama.cpp passes nvcc -objtemp (reproducible objects), which nvcc 12.4 brought: the
     cuda_version choice leaves it out below 12.4, and a --set-unlocked putting it back is refused."""
-    err = refused(cache, "llamacpp", "--set", "cuda_version=12.1.0", "--set", "cuda_docker_arch=80;90",
-                  "--set-unlocked", "nvcc_append_flags=-objtemp")  # fmt: skip
-    assert f"{at('llamacpp', 'constraints', 1)}: CUDA 12.1.0 is older than 12.4, which nvcc_append_flags " \
-           "(-objtemp) needs" in err  # fmt: skip
+    err = refused(
+        cache,
+        "llamacpp",
+        "--set",
+        "cuda_version=12.1.0",
+        "--set",
+        "cuda_docker_arch=80;90",
+        "--set-unlocked",
+        "nvcc_append_flags=-objtemp",
+    )
+    assert (
+        f"{at('llamacpp', 'constraints', 1)}: CUDA 12.1.0 is older than 12.4, which nvcc_append_flags "
+        "(-objtemp) needs" in err
+    )
     assert "hint: --set cuda_version=12.4 or newer, or --set-unlocked nvcc_append_flags=... without it" in err
     assert planned(cache, "llamacpp", "--set", "cuda_version=12.4.1")["params"]["nvcc_append_flags"] == "-objtemp"
     assert planned(cache, "llamacpp", "--set", "cuda_version=12.1.0")["params"]["nvcc_append_flags"] == ""
@@ -228,8 +244,10 @@ def test_nvcc_arch_table(archs: str, cuda: tuple[int, int], misses: list[str]) -
 
 def test_dynamo_engine_sglang_on_the_vllm_target_is_refused(cache: Path) -> None:
     err = refused(cache, "dynamo", "--set", "engine=sglang")
-    assert f"{at('dynamo', 'targets', 'vllm', 'params', 'engine')}: --set engine=sglang contradicts target vllm " \
-           "(the default_target), which sets engine=vllm" in err  # fmt: skip
+    assert (
+        f"{at('dynamo', 'targets', 'vllm', 'params', 'engine')}: --set engine=sglang contradicts target vllm "
+        "(the default_target), which sets engine=vllm" in err
+    )
     assert "hint: --target sglang sets engine=sglang; or --set-unlocked engine=sglang overrides it anyway" in err
     sglang = planned(cache, "dynamo", "--target", "sglang")
     assert sglang["params"]["runtime_image"] == "lmsysorg/sglang:v0.5.6.post2-runtime"
@@ -240,10 +258,14 @@ def test_dynamo_cuda_version_moves_both_bases(cache: Path) -> None:
     new = planned(cache, "dynamo", "--set", "cuda_version=13.0")
     dl_base, cuda = "nvcr.io/nvidia/cuda-dl-base", "nvcr.io/nvidia/cuda"
     assert (old["params"]["devel_image"], old["params"]["runtime_image"]) == (
-        f"{dl_base}:25.06-cuda12.9-devel-ubuntu24.04", f"{cuda}:12.9.1-runtime-ubuntu24.04")  # fmt: skip
+        f"{dl_base}:25.06-cuda12.9-devel-ubuntu24.04",
+        f"{cuda}:12.9.1-runtime-ubuntu24.04",
+    )
     # build.sh's VLLM_BASE_IMAGE_TAG_CU13 and VLLM_RUNTIME_IMAGE_TAG_CU13
     assert (new["params"]["devel_image"], new["params"]["runtime_image"]) == (
-        f"{dl_base}:25.11-cuda13.0-devel-ubuntu24.04", f"{cuda}:13.0.2-runtime-ubuntu24.04")  # fmt: skip
+        f"{dl_base}:25.11-cuda13.0-devel-ubuntu24.04",
+        f"{cuda}:13.0.2-runtime-ubuntu24.04",
+    )
     assert labels(new)["gpu.cuda.version"] == "13.0"
     # every step on the devel image changes; the manylinux wheel builder's CPU-only ones do not
     a, b = definitions(old), definitions(new)
@@ -255,8 +277,10 @@ def test_dynamo_cuda_version_moves_both_bases(cache: Path) -> None:
 
 def test_dynamo_cuda_version_the_engine_fixes_or_no_image_has_is_refused(cache: Path) -> None:
     err = refused(cache, "dynamo", "--target", "trtllm", "--set", "cuda_version=12.9")
-    assert f"{at('dynamo', 'choices', 'engine', 'trtllm', 'cuda_version')}: --set cuda_version=12.9 contradicts " \
-           "choice engine=trtllm, which sets cuda_version=13.0" in err  # fmt: skip
+    assert (
+        f"{at('dynamo', 'choices', 'engine', 'trtllm', 'cuda_version')}: --set cuda_version=12.9 contradicts "
+        "choice engine=trtllm, which sets cuda_version=13.0" in err
+    )
     trtllm = planned(cache, "dynamo", "--target", "trtllm")  # the engine's choice picks the CUDA choice
     assert (trtllm["params"]["cuda_version"], trtllm["params"]["cuda_full"]) == ("13.0", "13.0.2")
     err = refused(cache, "dynamo", "--set", "cuda_version=12.8")
@@ -313,8 +337,9 @@ def test_a_target_and_a_choice_fixing_one_param_differently_is_an_error(tmp_path
 def test_plan_shows_base_overrides(cache: Path) -> None:
     ref = "docker://registry.example.invalid/cuda:12.9.1-custom"
     shown = planned(cache, "vllm", "--base", f"runtime={ref}")
-    assert shown["base_overrides"] == {"runtime": {"manifest": "docker://nvidia/cuda:12.9.1-base-ubuntu22.04",
-                                                   "ref": ref}}  # fmt: skip
+    assert shown["base_overrides"] == {
+        "runtime": {"manifest": "docker://nvidia/cuda:12.9.1-base-ubuntu22.04", "ref": ref}
+    }
     assert planned(cache, "vllm")["base_overrides"] == {}
     code, out, err = plan(cache, "vllm", "--base", f"runtime={ref}", json_out=False)
     assert code == 0, err
@@ -370,16 +395,19 @@ def test_vllm_wheel_mode_names_the_release_tag_as_its_tree(cache: Path) -> None:
 def test_a_set_that_changes_nothing_is_a_warning(cache: Path) -> None:
     code, out, err = plan(cache, "verl", "--target", "megatron", "--set", "vllm_req=vllm==0.8.0")
     assert code == 0 and json.loads(out)["target"] == "megatron"
-    assert err == "warning: --set vllm_req=vllm==0.8.0 changes nothing in target megatron: " \
-                  "nothing there uses vllm_req\n"  # fmt: skip
+    assert (
+        err == "warning: --set vllm_req=vllm==0.8.0 changes nothing in target megatron: nothing there uses vllm_req\n"
+    )
     _, _, err = plan(cache, "vllm", "--set", "vllm_version=0.11.1")
     assert "--set vllm_version=0.11.1 changes nothing in target openai: that is its value already" in err
     _, _, err = plan(cache, "vllm", "--all-targets", "--set", "install_kv_connectors=true")
     assert "changes nothing in targets vllm-base, wheel, rocm, rocm-openai: nothing there uses" in err
-    for args in (("tgi", "--set", "flash_attn_version=2.6.2"),  # a step's pin
-                 ("vllm", "--set", "vllm_from=wheel"),  # a choice: the params it fixes differ
-                 ("vllm", "--target", "rocm", "--set", "max_jobs=4"),
-                 ("verl", "--target", "megatron", "--set-unlocked", "torch_version=2.5.0")):  # fmt: skip
+    for args in (
+        ("tgi", "--set", "flash_attn_version=2.6.2"),  # a step's pin
+        ("vllm", "--set", "vllm_from=wheel"),  # a choice: the params it fixes differ
+        ("vllm", "--target", "rocm", "--set", "max_jobs=4"),
+        ("verl", "--target", "megatron", "--set-unlocked", "torch_version=2.5.0"),
+    ):
         code, _, err = plan(cache, *args)
         assert code == 0 and err == "", (args, err)
 
@@ -401,5 +429,7 @@ def test_matrix_and_output_template_params_are_used(tmp_path: Path) -> None:
     assert warnings("--set", "flavour=b") == ""  # picks the matrix' variant
     assert warnings("--set", "tag=v2", "-o", f"oci:{tmp_path}/o:${{tag}}-${{variant}}") == ""
     assert warnings("--set", "gate=on") == ""  # a when: keeps a layer
-    assert warnings("--set", "spare=x") == \
-        "warning: --set spare=x changes nothing in this manifest: nothing there uses spare\n"  # fmt: skip
+    assert (
+        warnings("--set", "spare=x")
+        == "warning: --set spare=x changes nothing in this manifest: nothing there uses spare\n"
+    )

@@ -16,8 +16,17 @@ PREDICTS = {"cached": "cached", "will-run": "built"}
 
 
 def _plan(demo: Demo, cache: Path, *extra: str, runtime: str = "runtime") -> Ran:
-    args = ["plan", str(demo.manifest), "--cache", str(cache), "--json", *base_args(demo.bases, runtime),
-            "-o", "oci:out/demo:latest", *extra]  # fmt: skip
+    args = [
+        "plan",
+        str(demo.manifest),
+        "--cache",
+        str(cache),
+        "--json",
+        *base_args(demo.bases, runtime),
+        "-o",
+        "oci:out/demo:latest",
+        *extra,
+    ]
     ran = run_cli(args, cwd=demo.project)
     assert ran.code == 0, str(ran)
     return ran

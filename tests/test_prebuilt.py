@@ -234,8 +234,19 @@ def test_vllm_runtime_from_the_released_wheel_has_no_compile_step(tmp_path: Path
     assert venv == sorted(venv) and names[pip[0]["index"]] is None, names
 
     # The wheel alone (vLLM's wheel-only output): the `wheel` step downloads it, no tree, no compile.
-    only = run_cli(["plan", manifest, "--set", "vllm_from=wheel", "--cache", str(tmp_path), "--json",
-                    "-o", f"artifact:{tmp_path}/dist:wheel.wheel"])  # fmt: skip
+    only = run_cli(
+        [
+            "plan",
+            manifest,
+            "--set",
+            "vllm_from=wheel",
+            "--cache",
+            str(tmp_path),
+            "--json",
+            "-o",
+            f"artifact:{tmp_path}/dist:wheel.wheel",
+        ]
+    )
     assert only.code == 0, str(only)
     assert [s["name"] for s in only.json["steps"] if s["kind"] == "compile"] == ["wheel"]
     for vllm_from, sources, compiles in (("wheel", [], False), ("source", ["vllm"], True)):
@@ -304,8 +315,10 @@ def test_artifact_output_writes_the_files_and_no_image(debian_rootfs: Path, tmp_
 
     again = run_cli(["m.yaml", *cache, "--json", "-o", "artifact:dist:pkg.wheel"], cwd=project)
     assert again.code == 0 and again.json["steps"][0]["state"] == "cached", str(again)  # its own folder: replaced
-    assert again.json["digest"] == run_cli(["m.yaml", *cache, "--json", "-o", "artifact:dist:pkg.wheel"],
-                                           cwd=project).json["digest"]  # fmt: skip
+    assert (
+        again.json["digest"]
+        == run_cli(["m.yaml", *cache, "--json", "-o", "artifact:dist:pkg.wheel"], cwd=project).json["digest"]
+    )
     (project / "other").mkdir()
     (project / "other/keep.txt").write_text("not ours")
     refused = run_cli(["m.yaml", *cache, "-o", "artifact:other:pkg.wheel"], cwd=project)
@@ -350,7 +363,8 @@ def test_sbom_and_provenance_name_the_pinned_wheels_and_files(tmp_path: Path) ->
     deps = json.loads((project / prov_file).read_text())["predicate"]["buildDefinition"]["resolvedDependencies"]
     assert {"name": "pip:six==1.16.0", "uri": "pkg:pypi/six@1.16.0", "digest": {"sha256": six_sha}} in deps
     assert [d for d in deps if d["name"].startswith("url:")] == [
-        {"name": "url:iniconfig-2.0.0.tar.gz", "uri": SDIST_URL, "digest": {"sha256": SDIST_SHA}}]  # fmt: skip
+        {"name": "url:iniconfig-2.0.0.tar.gz", "uri": SDIST_URL, "digest": {"sha256": SDIST_SHA}}
+    ]
     packages = {p["name"]: p for p in json.loads((project / sbom_file).read_text())["packages"]}
     assert packages["six"]["checksums"] == [{"algorithm": "SHA256", "checksumValue": six_sha}]
     sdist = packages["iniconfig-2.0.0.tar.gz"]

@@ -95,9 +95,11 @@ def test_artifact_folders_are_checked_first_and_written_whole(tmp_path: Path) ->
     cache = Cache(tmp_path / "cache")
     good = tmp_path / "good.whl"
     good.write_text("wheel\n")
-    members = [(TarEntry("wheels/a.whl", "file", size=6), _file_opener(good)),
-               (TarEntry("wheels/b", "symlink", linkname="/etc"), None),
-               (TarEntry("wheels/b/x", "file", size=6), _file_opener(good))]  # fmt: skip
+    members = [
+        (TarEntry("wheels/a.whl", "file", size=6), _file_opener(good)),
+        (TarEntry("wheels/b", "symlink", linkname="/etc"), None),
+        (TarEntry("wheels/b/x", "file", size=6), _file_opener(good)),
+    ]
     with cache.blob_writer() as w:
         bad = write_layer(with_parents(members, epoch=0), w, compression="gzip", epoch=0, presorted=True)
     with cache.blob_writer() as w:

@@ -31,8 +31,17 @@ class Shared:
     cold: Ran
 
     def build(self, cache: str, *extra: str, out: str = "demo", host: str | None = None) -> Ran:
-        args = [str(self.manifest), "--cache", str(self.project / cache), "--json", *base_args(self.bases),
-                "--tls-verify=false", "-o", f"oci:out/{out}:latest", *extra]  # fmt: skip
+        args = [
+            str(self.manifest),
+            "--cache",
+            str(self.project / cache),
+            "--json",
+            *base_args(self.bases),
+            "--tls-verify=false",
+            "-o",
+            f"oci:out/{out}:latest",
+            *extra,
+        ]
         ran = run_cli(args, cwd=self.project)
         assert ran.code == 0, str(ran)
         return ran
@@ -186,8 +195,11 @@ def _base_layers(events: str, cache: Path, name: str) -> set[str]:
     """The layer digests of base ``name`` as a build reported it (``--progress json``)."""
     import json
 
-    ready = [e for e in map(json.loads, events.splitlines()) if e.get("kind") == "base" and e.get("name") == name
-             and e.get("state") == "ready"]  # fmt: skip
+    ready = [
+        e
+        for e in map(json.loads, events.splitlines())
+        if e.get("kind") == "base" and e.get("name") == name and e.get("state") == "ready"
+    ]
     manifest = json.loads((cache / "blobs/sha256" / ready[0]["digest"].split(":")[1]).read_bytes())
     return {layer["digest"] for layer in manifest["layers"]}
 
@@ -199,8 +211,21 @@ def test_a_bootstrapped_devel_base_is_neither_made_nor_downloaded_for_cached_ste
     repo = shared.repo("boot-cache")
 
     def build(cache: str, *extra: str) -> Ran:
-        ran = run_cli(["boot.yaml", "--cache", cache, "--json", "--progress", "json", "--tls-verify=false",
-                       "-o", f"oci:out/{cache}:latest", *extra], cwd=tmp_path)  # fmt: skip
+        ran = run_cli(
+            [
+                "boot.yaml",
+                "--cache",
+                cache,
+                "--json",
+                "--progress",
+                "json",
+                "--tls-verify=false",
+                "-o",
+                f"oci:out/{cache}:latest",
+                *extra,
+            ],
+            cwd=tmp_path,
+        )
         assert ran.code == 0, str(ran)
         return ran
 
@@ -214,8 +239,10 @@ def test_a_bootstrapped_devel_base_is_neither_made_nor_downloaded_for_cached_ste
     # none of its layers is on machine B, neither bootstrapped there nor downloaded.
     here = {f"sha256:{p.name}" for p in (tmp_path / "b/blobs/sha256").iterdir()}
     assert devel_layers and not devel_layers & here
-    print(f"\nbootstrapped devel base: {len(devel_layers)} layer(s) neither made nor downloaded on machine B; "
-          f"{b.json['step_cache']['downloaded_bytes']} bytes downloaded")  # fmt: skip
+    print(
+        f"\nbootstrapped devel base: {len(devel_layers)} layer(s) neither made nor downloaded on machine B; "
+        f"{b.json['step_cache']['downloaded_bytes']} bytes downloaded"
+    )
     # Machine B now builds something on that base: its layers come down then, verified.
     (tmp_path / "boot.yaml").write_text(
         (tmp_path / "boot.yaml").read_text().replace("> /out/version", "> /out/version && echo edited >> /out/version")
@@ -251,8 +278,20 @@ def test_pip_and_url_layers_come_from_the_cache_registry_without_the_internet(sh
     repo = shared.repo("prebuilt-cache")
 
     def build(cache: str, *extra: str, env: dict[str, str] | None = None) -> Ran:
-        ran = run_cli(["m.yaml", "--cache", str(tmp_path / cache), "--json", "--tls-verify=false",
-                       "-o", f"oci:out-{cache}:1", *extra], cwd=tmp_path, env=env)  # fmt: skip
+        ran = run_cli(
+            [
+                "m.yaml",
+                "--cache",
+                str(tmp_path / cache),
+                "--json",
+                "--tls-verify=false",
+                "-o",
+                f"oci:out-{cache}:1",
+                *extra,
+            ],
+            cwd=tmp_path,
+            env=env,
+        )
         assert ran.code == 0, str(ran)
         return ran
 
@@ -270,8 +309,16 @@ def test_pip_and_url_layers_come_from_the_cache_registry_without_the_internet(sh
 
 def test_plan_looks_in_the_cache_registry_and_fetches_no_blob(shared: Shared, tmp_path: Path) -> None:
     def plan(*extra: str) -> Ran:
-        args = ["plan", str(shared.manifest), "--cache", str(tmp_path / "c"), "--json", *base_args(shared.bases),
-                "--tls-verify=false", *extra]  # fmt: skip
+        args = [
+            "plan",
+            str(shared.manifest),
+            "--cache",
+            str(tmp_path / "c"),
+            "--json",
+            *base_args(shared.bases),
+            "--tls-verify=false",
+            *extra,
+        ]
         ran = run_cli(args, cwd=shared.project)
         assert ran.code == 0, str(ran)
         return ran

@@ -37,9 +37,15 @@ PYSPDXTOOLS = Path(PYTHON).parent / "pyspdxtools"
 
 
 def _stanza(name: str, version: str, **more: str) -> str:
-    fields = {"Package": name, "Status": "install ok installed", "Architecture": "amd64", "Version": version,
-              "Maintainer": "Debian Team <team@lists.debian.org>", "Description": f"{name} for tests\n more text",
-              **more}  # fmt: skip
+    fields = {
+        "Package": name,
+        "Status": "install ok installed",
+        "Architecture": "amd64",
+        "Version": version,
+        "Maintainer": "Debian Team <team@lists.debian.org>",
+        "Description": f"{name} for tests\n more text",
+        **more,
+    }
     return "".join(f"{k}: {v}\n" for k, v in fields.items()) + "\n"
 
 
@@ -76,23 +82,39 @@ def _image(cache: Cache, layers: list[dict[str, str]]) -> Image:
 
 def test_packages_of_each_database_and_the_layer_that_installed_them(tmp_path: Path) -> None:
     cache = Cache(tmp_path / "cache")
-    image = _image(cache, [
-        {"var/lib/dpkg/status": BASE_STATUS, "usr/lib/os-release": OS_RELEASE,
-         "etc/os-release": "->../usr/lib/os-release", f"{SITE}/old-1.0.dist-info/METADATA": OLD_METADATA},
-        {"var/lib/dpkg/status": UPPER_STATUS, "var/lib/dpkg/status.d/tzdata": _stanza("tzdata", "2024a-0+deb12u1"),
-         "var/lib/rpm/rpmdb.sqlite": "not read"},
-        {f"{SITE}/demo_ext-0.1.0.dist-info/METADATA": METADATA, f"{SITE}/.wh.old-1.0.dist-info": "",
-         "lib/apk/db/installed": "C:Q1x=\nP:musl\nV:1.2.4-r2\nA:x86_64\nL:MIT\no:musl\n\nP:zlib\nV:1.3-r0\n"},
-    ])  # fmt: skip
+    image = _image(
+        cache,
+        [
+            {
+                "var/lib/dpkg/status": BASE_STATUS,
+                "usr/lib/os-release": OS_RELEASE,
+                "etc/os-release": "->../usr/lib/os-release",
+                f"{SITE}/old-1.0.dist-info/METADATA": OLD_METADATA,
+            },
+            {
+                "var/lib/dpkg/status": UPPER_STATUS,
+                "var/lib/dpkg/status.d/tzdata": _stanza("tzdata", "2024a-0+deb12u1"),
+                "var/lib/rpm/rpmdb.sqlite": "not read",
+            },
+            {
+                f"{SITE}/demo_ext-0.1.0.dist-info/METADATA": METADATA,
+                f"{SITE}/.wh.old-1.0.dist-info": "",
+                "lib/apk/db/installed": "C:Q1x=\nP:musl\nV:1.2.4-r2\nA:x86_64\nL:MIT\no:musl\n\nP:zlib\nV:1.3-r0\n",
+            },
+        ],
+    )
     for round_ in ("read", "memoised"):
         inv = read_packages(image, cache.open_blob, cache=cache, workdir=tmp_path)
         got = {(p.ecosystem, p.name): (p.version, p.layer) for p in inv.packages}
         assert got == {
-            ("deb", "libc6"): ("2.36-9+deb12u4", 0), ("deb", "base-files"): ("12.4+deb12u5", 0),
-            ("deb", "libgomp1"): ("12.2.0-14", 1), ("deb", "tzdata"): ("2024a-0+deb12u1", 1),
-            ("apk", "musl"): ("1.2.4-r2", 2), ("apk", "zlib"): ("1.3-r0", 2),
+            ("deb", "libc6"): ("2.36-9+deb12u4", 0),
+            ("deb", "base-files"): ("12.4+deb12u5", 0),
+            ("deb", "libgomp1"): ("12.2.0-14", 1),
+            ("deb", "tzdata"): ("2024a-0+deb12u1", 1),
+            ("apk", "musl"): ("1.2.4-r2", 2),
+            ("apk", "zlib"): ("1.3-r0", 2),
             ("pypi", "demo-ext"): ("0.1.0", 2),
-        }, round_  # fmt: skip
+        }, round_
         gomp = next(p for p in inv.packages if p.name == "libgomp1")
         assert (gomp.source, gomp.arch, gomp.summary) == ("gcc-12", "amd64", "libgomp1 for tests")
         assert next(p for p in inv.packages if p.name == "demo-ext").path == f"/{SITE}"
@@ -121,8 +143,11 @@ def _project(root: Path) -> Path:
     (root / "app.txt").write_text("the app\n")
     (root / "m.yaml").write_text(MANIFEST)
     with tarfile.open(root / "base.tar", "w") as tf:
-        for name, text in (("var/lib/dpkg/status", UPPER_STATUS), ("etc/os-release", OS_RELEASE),
-                           (f"{SITE}/demo_ext-0.1.0.dist-info/METADATA", METADATA)):  # fmt: skip
+        for name, text in (
+            ("var/lib/dpkg/status", UPPER_STATUS),
+            ("etc/os-release", OS_RELEASE),
+            (f"{SITE}/demo_ext-0.1.0.dist-info/METADATA", METADATA),
+        ):
             info = tarfile.TarInfo(name)
             info.size = len(text.encode())
             tf.addfile(info, io.BytesIO(text.encode()))
@@ -167,7 +192,8 @@ def test_a_build_attaches_a_valid_sbom_and_its_provenance_to_its_layout(tmp_path
     assert listing["subject"] == digest
     assert {r["digest"] for r in listing["referrers"]} == {r["digest"] for r in ran.json["referrers"]}
     assert _oras_discover("--oci-layout", "out:one", cwd=root) == {
-        (r["artifact_type"], r["digest"]) for r in listing["referrers"]}  # fmt: skip
+        (r["artifact_type"], r["digest"]) for r in listing["referrers"]
+    }
     sbom_file, prov_file = saved(listing, mt.SPDX_JSON), saved(listing, mt.IN_TOTO_JSON)
     validate_spdx(root / sbom_file)
 
@@ -192,8 +218,11 @@ def test_a_build_attaches_a_valid_sbom_and_its_provenance_to_its_layout(tmp_path
     manifest_sha = sha256_digest((root / "m.yaml").read_bytes())[7:]
     assert definition["externalParameters"]["manifest"]["digest"] == {"sha256": manifest_sha}
     assert definition["externalParameters"]["params"] == {"flavor": "plain"}
-    assert {"name": "base:b", "digest": {"sha256": base_digest[7:]},
-            "annotations": {"what": f"rootfs:{root / 'base.tar'}"}} in definition["resolvedDependencies"]  # fmt: skip
+    assert {
+        "name": "base:b",
+        "digest": {"sha256": base_digest[7:]},
+        "annotations": {"what": f"rootfs:{root / 'base.tar'}"},
+    } in definition["resolvedDependencies"]
 
     # The same inputs into another cache: the same image, the same SBOM and provenance bytes.
     again = run_cli(["m.yaml", "--cache", "cache2", "--json", "-o", "oci:out2:one"], cwd=root)
@@ -231,8 +260,9 @@ def test_pushed_image_lists_its_sbom_and_provenance_as_referrers(tmp_path: Path,
     (output,) = ran.json["outputs"]
     assert list(output["referrers"]) == [r["digest"] for r in ran.json["referrers"]]
     # distribution 2.8 has no referrers API: the tag schema's index lists both.
-    answer = requests.get(f"{registry.url}/v2/sbom/app/manifests/sha256-{digest[7:]}",
-                          headers={"Accept": mt.OCI_INDEX}, timeout=30)  # fmt: skip
+    answer = requests.get(
+        f"{registry.url}/v2/sbom/app/manifests/sha256-{digest[7:]}", headers={"Accept": mt.OCI_INDEX}, timeout=30
+    )
     assert answer.status_code == 200, answer.text
     index = answer.json()
     assert sorted(e["artifactType"] for e in index["manifests"]) == [mt.SPDX_JSON, mt.IN_TOTO_JSON]
@@ -263,8 +293,11 @@ def _by_name(sbom: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
 
 def _related(sbom: dict[str, Any], kind: str, target: str) -> set[str]:
     """IDs of what stands in relationship ``kind`` to the element ``target``."""
-    return {r["spdxElementId"] for r in sbom["relationships"]
-            if r["relationshipType"] == kind and r["relatedSpdxElement"] == target}  # fmt: skip
+    return {
+        r["spdxElementId"]
+        for r in sbom["relationships"]
+        if r["relationshipType"] == kind and r["relatedSpdxElement"] == target
+    }
 
 
 def test_demo_sbom_lists_its_packages_extension_and_artifacts_and_the_provenance_agrees(
@@ -299,8 +332,10 @@ def test_demo_sbom_lists_its_packages_extension_and_artifacts_and_the_provenance
 
     # Each compiled artifact: its layer's diff_id, generated from its sources' digests, built on devel.
     sources = yaml_helper.load(demo.manifest)["sources"]
-    expected = {name: tree_digest((demo.manifest.parent / s["path"]).resolve(), tuple(s.get("exclude", [])))
-                for name, s in sources.items()}  # fmt: skip
+    expected = {
+        name: tree_digest((demo.manifest.parent / s["path"]).resolve(), tuple(s.get("exclude", [])))
+        for name, s in sources.items()
+    }
     layers = {x["what"].removeprefix("artifact "): x for x in ran.json["layers"] if x["kind"] == "artifact"}
     assert set(layers) == {"tokenizer.libs", "tokenizer.bin", "kernels.saxpy", "pyext.site", "launcher.bin"}
     keys = {s["name"]: s["key"] for s in ran.json["steps"]}
@@ -310,8 +345,11 @@ def test_demo_sbom_lists_its_packages_extension_and_artifacts_and_the_provenance
         step = ref_.partition(".")[0]
         assert art["checksums"] == [{"algorithm": "SHA256", "checksumValue": layer["diff_id"][7:]}]
         assert f"key {keys[step]}" in art["comment"] and devel["versionInfo"] in art["comment"]
-        origins = {r["relatedSpdxElement"] for r in sbom["relationships"]
-                   if r["spdxElementId"] == art["SPDXID"] and r["relationshipType"] == "GENERATED_FROM"}  # fmt: skip
+        origins = {
+            r["relatedSpdxElement"]
+            for r in sbom["relationships"]
+            if r["spdxElementId"] == art["SPDXID"] and r["relationshipType"] == "GENERATED_FROM"
+        }
         assert {sources_[step]["SPDXID"]} == origins and sources_[step]["versionInfo"] == expected[step]
         assert devel["SPDXID"] in _related(sbom, "BUILD_TOOL_OF", art["SPDXID"])
     saxpy = artifacts["kernels.saxpy"]["SPDXID"]
@@ -331,4 +369,5 @@ def test_demo_sbom_lists_its_packages_extension_and_artifacts_and_the_provenance
     steps = definition["internalParameters"]["steps"]
     assert {n: s["key"] for n, s in steps.items()} == {n: k for n, k in keys.items() if k}
     assert definition["externalParameters"]["manifest"]["digest"] == {
-        "sha256": sha256_digest(demo.manifest.read_bytes())[7:]}  # fmt: skip
+        "sha256": sha256_digest(demo.manifest.read_bytes())[7:]
+    }

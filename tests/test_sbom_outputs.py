@@ -45,8 +45,16 @@ def _names_image(sbom_file: Path, prov_file: Path, digest: str) -> None:
 
 def test_archives_and_sqsh_carry_the_sbom_and_provenance_inside_or_next_to_them(tmp_path: Path) -> None:
     root = _project(tmp_path / "p")
-    outputs = ["-o", "oci-archive:a.tar:one", "-o", "oci-archive:u.tar", "-o", "docker-archive:d.tar",
-               "-o", "sqsh:e.sqsh"]  # fmt: skip
+    outputs = [
+        "-o",
+        "oci-archive:a.tar:one",
+        "-o",
+        "oci-archive:u.tar",
+        "-o",
+        "docker-archive:d.tar",
+        "-o",
+        "sqsh:e.sqsh",
+    ]
     built = _build(root, *outputs)
     digest, attached = built["digest"], built["referrers"]
     # Tagged oci-archive: the referrer manifests in its index, after the image, as in a layout.
@@ -57,7 +65,8 @@ def test_archives_and_sqsh_carry_the_sbom_and_provenance_inside_or_next_to_them(
     (root / "files").mkdir()
     listing = referrers("oci-archive:a.tar:one", "--save", "files", cwd=root)
     assert listing["subject"] == digest and {r["digest"] for r in listing["referrers"]} == {
-        r["digest"] for r in attached}  # fmt: skip
+        r["digest"] for r in attached
+    }
     sbom, prov = root / saved(listing, mt.SPDX_JSON), root / saved(listing, mt.IN_TOTO_JSON)
     _names_image(sbom, prov, digest)
     # Untagged oci-archive: one manifest (skopeo reads it), the referrers next to it.
@@ -104,8 +113,9 @@ def test_a_sif_holds_the_sbom_as_an_sbom_object_and_the_provenance_as_json(tmp_p
     info = _siftool("info", str(sbom_obj.id), str(root / "s.sif"))
     assert "Data Type:    SBOM" in info and "Format:       spdx-json" in info and "sbomtest.spdx.json" in info
     assert "sbomtest.provenance.intoto.json" in _siftool("info", str(prov_obj.id), str(root / "s.sif"))
-    dumped = subprocess.run(["siftool", "dump", str(sbom_obj.id), str(root / "s.sif")], capture_output=True,
-                            check=True).stdout  # fmt: skip
+    dumped = subprocess.run(
+        ["siftool", "dump", str(sbom_obj.id), str(root / "s.sif")], capture_output=True, check=True
+    ).stdout
     (root / "files").mkdir()
     listing = referrers("sif:s.sif", "--save", "files", cwd=root)
     assert listing["subject"] == digest
@@ -138,8 +148,12 @@ def test_bad_paths_for_the_files_are_refused_with_exit_2(tmp_path: Path) -> None
     ran = run_cli(["m.yaml", "--cache", "cache", "-o", "docker-archive:d.tar"], cwd=root)
     assert ran.code == 2 and "d.tar.spdx.json is a folder" in ran.err, str(ran)
     assert not (root / "d.tar").exists()  # refused before anything was built
-    refused = {"sif:missing.sif": "does not exist", "sif:m.yaml": "not a SIF file",
-               "sqsh:m.yaml": "not a squashfs image", "docker-archive:m.yaml": "not an image archive"}  # fmt: skip
+    refused = {
+        "sif:missing.sif": "does not exist",
+        "sif:m.yaml": "not a SIF file",
+        "sqsh:m.yaml": "not a squashfs image",
+        "docker-archive:m.yaml": "not an image archive",
+    }
     for ref, needle in refused.items():
         ran = run_cli(["referrers", ref], cwd=root)
         assert ran.code == 2 and needle in ran.err and "Traceback" not in ran.err, str(ran)

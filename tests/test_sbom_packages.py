@@ -60,8 +60,11 @@ echo {name} > %{{buildroot}}/opt/{name}/README
 
 def _rpm(work: Path, name: str, version: str, release: str, license_: str, epoch: str = "") -> Path:
     spec = work / f"{name}.spec"
-    spec.write_text(SPEC.format(name=name, version=version, release=release, license=license_,
-                                epoch=f"Epoch: {epoch}\n" if epoch else ""))  # fmt: skip
+    spec.write_text(
+        SPEC.format(
+            name=name, version=version, release=release, license=license_, epoch=f"Epoch: {epoch}\n" if epoch else ""
+        )
+    )
     sh(["rpmbuild", "-bb", "--define", f"_topdir {work / 'top'}", str(spec)])
     (built,) = (work / "top" / "RPMS" / "noarch").glob(f"{name}-{version}-*.rpm")
     return built
@@ -91,8 +94,9 @@ def _to_bdb(sqlite_root: Path, bdb_root: Path, page_size: int) -> Path:
     sh(["db5.3_load", "-c", f"db_pagesize={page_size}", "-f", str(dump), str(out)])
     query = ["-qa", "--qf", "%{NAME}-%{EPOCH}:%{VERSION}-%{RELEASE}.%{ARCH} %{LICENSE}\n"]
     from_sqlite = sh(["rpm", "--root", str(sqlite_root), "--dbpath", "/var/lib/rpm", *query]).stdout
-    from_bdb = sh(["rpm", "--root", str(bdb_root), "--dbpath", "/var/lib/rpm", "--define", "_db_backend bdb_ro",
-                   *query]).stdout  # fmt: skip
+    from_bdb = sh(
+        ["rpm", "--root", str(bdb_root), "--dbpath", "/var/lib/rpm", "--define", "_db_backend bdb_ro", *query]
+    ).stdout
     assert sorted(from_bdb.splitlines()) == sorted(from_sqlite.splitlines()) and from_sqlite, from_bdb
     return out
 
@@ -101,8 +105,10 @@ def _to_bdb(sqlite_root: Path, bdb_root: Path, page_size: int) -> Path:
 def rpms(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Two packages: hello (epoch 2, MIT) and world (no epoch, a Fedora-style license)."""
     work = tmp_path_factory.mktemp("rpms")
-    return {"hello": _rpm(work, "hello-test", "1.2.3", "4", "MIT", epoch="2"),
-            "world": _rpm(work, "world-test", "0.9", "1.fc40", "GPLv2+ and MIT")}  # fmt: skip
+    return {
+        "hello": _rpm(work, "hello-test", "1.2.3", "4", "MIT", epoch="2"),
+        "world": _rpm(work, "world-test", "0.9", "1.fc40", "GPLv2+ and MIT"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +119,20 @@ def databases(rpms: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -
     first = _install(root, rpms["hello"]).read_bytes()
     _install(root, rpms["world"])
     env = {**os.environ, "GNUPGHOME": str(keys)}
-    sh(["gpg", "--batch", "--passphrase", "", "--quick-gen-key", "Test <test@example.invalid>", "rsa2048", "sign",
-        "never"], env=env)  # fmt: skip
+    sh(
+        [
+            "gpg",
+            "--batch",
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            "Test <test@example.invalid>",
+            "rsa2048",
+            "sign",
+            "never",
+        ],
+        env=env,
+    )
     (keys / "key.asc").write_text(sh(["gpg", "--armor", "--export"], env=env).stdout)
     sh(["rpm", "--root", str(root), "--dbpath", "/var/lib/rpm", "--import", str(keys / "key.asc")])
     listed = sh(["rpm", "--root", str(root), "--dbpath", "/var/lib/rpm", "-qa", "--qf", "%{NAME}\n"]).stdout
@@ -151,12 +169,21 @@ def test_rpm_packages_of_each_database_kind_and_the_layer_that_installed_them(
         link: dict[str, bytes | str] = {"var/lib/rpm": "->../../usr/lib/sysimage/rpm"}
     else:  # 512: headers span overflow chains; 4096: one overflow page; 64 KiB: on the hash page
         page_size, link = int(store.split("-")[1]), {}
-        where, dbs = "var/lib/rpm/Packages", tuple(
-            _to_bdb(_sqlite_root(tmp_path / f"s{i}", db), tmp_path / f"b{i}", page_size).read_bytes()
-            for i, db in enumerate((first, second)))  # fmt: skip
+        where, dbs = (
+            "var/lib/rpm/Packages",
+            tuple(
+                _to_bdb(_sqlite_root(tmp_path / f"s{i}", db), tmp_path / f"b{i}", page_size).read_bytes()
+                for i, db in enumerate((first, second))
+            ),
+        )
     cache = Cache(tmp_path / "cache")
-    image = _image(cache, [{"etc/os-release": OS_RELEASE, **link, where: dbs[0]},
-                           {where: dbs[1], "opt/world-test/README": b"world-test\n"}])  # fmt: skip
+    image = _image(
+        cache,
+        [
+            {"etc/os-release": OS_RELEASE, **link, where: dbs[0]},
+            {where: dbs[1], "opt/world-test/README": b"world-test\n"},
+        ],
+    )
     for round_ in ("read", "memoised"):
         inv = read_packages(image, cache.open_blob, cache=cache, workdir=tmp_path)
         got = {p.name: p for p in inv.packages}
@@ -179,8 +206,9 @@ def _sqlite_root(root: Path, data: bytes) -> Path:
 def test_an_rpm_sqlite_databases_wal_file_is_read_with_it(databases: tuple[bytes, bytes], tmp_path: Path) -> None:
     """A -wal file beside rpmdb.sqlite holds commits not yet in the file: they are listed."""
     first, second = databases
-    with contextlib.closing(sqlite3.connect(f"file:{_sqlite_root(tmp_path / 'b', second)}/var/lib/rpm/rpmdb.sqlite"
-                                            "?immutable=1", uri=True)) as db:  # fmt: skip
+    with contextlib.closing(
+        sqlite3.connect(f"file:{_sqlite_root(tmp_path / 'b', second)}/var/lib/rpm/rpmdb.sqlite?immutable=1", uri=True)
+    ) as db:
         added = db.execute("SELECT hnum, blob FROM Packages ORDER BY hnum").fetchall()[1:2]  # world-test's row
     db_file = _sqlite_root(tmp_path / "a", first) / "var/lib/rpm/rpmdb.sqlite"
     with contextlib.closing(sqlite3.connect(str(db_file), isolation_level=None)) as db:
@@ -211,7 +239,8 @@ def test_an_unreadable_or_oversized_rpm_database_is_a_note(databases: tuple[byte
     assert inv.notes == (
         "/var/lib/rpm/Packages: an rpm database that cannot be read (not a Berkeley DB hash database (no hash magic));"
         " its packages are not listed",
-        "/usr/lib/sysimage/rpm/Packages.db: an ndb rpm database, not read; its packages are not listed")  # fmt: skip
+        "/usr/lib/sysimage/rpm/Packages.db: an ndb rpm database, not read; its packages are not listed",
+    )
     big = _image(cache, [{"var/lib/rpm/rpmdb.sqlite": databases[0]}])
     layer = LayerSource("layer 0", lambda: cache.open_blob(big.layers[0].digest))  # type: ignore[arg-type,return-value]
     with pytest.raises(InvalidImage, match="more than the 4096 an rpm database is read up to"):
@@ -226,11 +255,11 @@ def test_an_unreadable_or_oversized_rpm_database_is_a_note(databases: tuple[byte
 DEP5 = "https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/"
 COPYRIGHTS = {
     "libfoo1": f"Format: {DEP5}\nUpstream-Name: foo\n\nFiles: debian/*\nCopyright: us\nLicense: MIT\n\n"
-               "Files: *\nCopyright: 2020 them\nLicense: GPL-2+\n On Debian systems, see /usr/share/common-licenses.\n",
+    "Files: *\nCopyright: 2020 them\nLicense: GPL-2+\n On Debian systems, see /usr/share/common-licenses.\n",
     "libbar1": f"Format: {DEP5}\n\nFiles: *\nCopyright: them\nLicense: GPL-2+ with OpenSSL exception\n",
     "oldpkg": "This package was debianized by someone.\n\nIt is GPL.\n",
     "pd": f"Format: {DEP5}\n\nFiles: *\nLicense: public-domain\n",
-}  # fmt: skip
+}
 METADATA = {
     "classified": "Name: classified\nVersion: 1.0\nLicense: BSD\nClassifier: License :: OSI Approved :: MIT License\n",
     "expressed": "Name: expressed\nVersion: 2.0\nLicense-Expression: MIT OR Apache-2.0\n",
@@ -246,12 +275,13 @@ def _stanza(name: str) -> str:
 def _base_tar(path: Path, rpm_db: bytes) -> None:
     site = "usr/lib/python3/dist-packages"
     files: dict[str, bytes | str] = {
-        "etc/os-release": OS_RELEASE, "var/lib/rpm/rpmdb.sqlite": rpm_db,
+        "etc/os-release": OS_RELEASE,
+        "var/lib/rpm/rpmdb.sqlite": rpm_db,
         "var/lib/dpkg/status": "".join(_stanza(n) for n in (*COPYRIGHTS, "libfoo-dev")).encode(),
         **{f"usr/share/doc/{n}/copyright": t.encode() for n, t in COPYRIGHTS.items()},
         "usr/share/doc/libfoo-dev": "->libfoo1",  # Debian links a -dev package's doc folder
         **{f"{site}/{n}-1.0.dist-info/METADATA": t.encode() for n, t in METADATA.items()},
-    }  # fmt: skip
+    }
     with tarfile.open(path, "w") as tf:
         for name, data in files.items():
             info = tarfile.TarInfo(name)
@@ -294,7 +324,8 @@ def test_a_builds_sbom_lists_rpm_packages_and_declared_licenses(databases: tuple
     assert "gpg-pubkey" not in packages  # rpm lists the imported key as a package; it is no software
     assert hello["versionInfo"] == "2:1.2.3-4" and hello["supplier"] == "Organization: Test Vendor"
     assert [r["referenceLocator"] for r in hello["externalRefs"]] == [
-        "pkg:rpm/fedora/hello-test@1.2.3-4?arch=noarch&distro=fedora-40&epoch=2"]  # fmt: skip
+        "pkg:rpm/fedora/hello-test@1.2.3-4?arch=noarch&distro=fedora-40&epoch=2"
+    ]
     assert "installed by the base b" in hello["comment"] and "layer 1," in world["comment"]
     assert (hello["licenseDeclared"], hello["licenseConcluded"]) == ("MIT", "NOASSERTION")
     assert refs[world["licenseDeclared"]] == "GPLv2+ and MIT"  # not an SPDX expression: a LicenseRef
@@ -302,8 +333,13 @@ def test_a_builds_sbom_lists_rpm_packages_and_declared_licenses(databases: tuple
 
     declared = {n: packages[n]["licenseDeclared"] for n in (*COPYRIGHTS, "libfoo-dev", *METADATA)}
     assert {n: d for n, d in declared.items() if not d.startswith("LicenseRef-")} == {
-        "libfoo1": "GPL-2.0-or-later", "libfoo-dev": "GPL-2.0-or-later", "oldpkg": "NOASSERTION",
-        "classified": "MIT", "expressed": "MIT OR Apache-2.0", "plain": "NOASSERTION"}  # fmt: skip
+        "libfoo1": "GPL-2.0-or-later",
+        "libfoo-dev": "GPL-2.0-or-later",
+        "oldpkg": "NOASSERTION",
+        "classified": "MIT",
+        "expressed": "MIT OR Apache-2.0",
+        "plain": "NOASSERTION",
+    }
     assert declared["pd"] == "LicenseRef-public-domain" and refs["LicenseRef-public-domain"] == "public-domain"
     assert refs[declared["libbar1"]] == "GPL-2+ with OpenSSL exception"
     assert refs[declared["custom"]] == "Proprietary license"
@@ -314,12 +350,17 @@ def test_the_license_ids_written_are_spdx_ids_and_expressions_are_valid() -> Non
     spdx = get_spdx_licensing()
     for known in (*licenses._IDS, *(f"MIT WITH {e}" for e in licenses._EXCEPTIONS)):
         assert spdx.validate(known).errors == [], known
-    cases = {("GPL-2+ or Artistic", True): "LicenseRef-GPL-2-or-Artistic-",
-             ("LGPL-2.1+ and BSD-3-clause", True): "LGPL-2.1-or-later AND BSD-3-Clause",
-             ("Expat", True): "MIT", ("(mit or apache-2.0) and zlib", False): "(MIT OR Apache-2.0) AND Zlib",
-             ("Apache-2.0 WITH LLVM-exception", False): "Apache-2.0 WITH LLVM-exception",
-             ("GPL-2.0+", False): "GPL-2.0-or-later", ("MIT AND", False): "LicenseRef-MIT-AND-",
-             ("GPL-2+", False): "LicenseRef-GPL-2-", ("", False): "NOASSERTION"}  # fmt: skip
+    cases = {
+        ("GPL-2+ or Artistic", True): "LicenseRef-GPL-2-or-Artistic-",
+        ("LGPL-2.1+ and BSD-3-clause", True): "LGPL-2.1-or-later AND BSD-3-Clause",
+        ("Expat", True): "MIT",
+        ("(mit or apache-2.0) and zlib", False): "(MIT OR Apache-2.0) AND Zlib",
+        ("Apache-2.0 WITH LLVM-exception", False): "Apache-2.0 WITH LLVM-exception",
+        ("GPL-2.0+", False): "GPL-2.0-or-later",
+        ("MIT AND", False): "LicenseRef-MIT-AND-",
+        ("GPL-2+", False): "LicenseRef-GPL-2-",
+        ("", False): "NOASSERTION",
+    }
     for (text, debian), want in cases.items():
         got, refs = licenses.spdx_license(text, debian=debian)
         assert got.startswith(want) if want.endswith("-") else got == want, (text, got)

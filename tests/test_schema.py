@@ -58,6 +58,7 @@ def test_schema_prints_to_stdout() -> None:
 
 
 def test_layers_readme_is_generated_from_the_recipes() -> None:
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts/gen-layers-readme"), "--check"],
-                          capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/gen-layers-readme"), "--check"], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr

@@ -355,8 +355,16 @@ def test_runscript_passes_arguments_like_docker_run(tmp_path: Path) -> None:
 
 
 def test_env_script_sets_the_image_environment(tmp_path: Path) -> None:
-    script = apptainer.env_script(["PATH=/opt/x/bin:/usr/bin:/bin", "LD_LIBRARY_PATH=/opt/x/lib", "Q=it's $1 `x`",
-                                   "KEEP=image", "EMPTY=", "bad-name=1"])  # fmt: skip
+    script = apptainer.env_script(
+        [
+            "PATH=/opt/x/bin:/usr/bin:/bin",
+            "LD_LIBRARY_PATH=/opt/x/lib",
+            "Q=it's $1 `x`",
+            "KEEP=image",
+            "EMPTY=",
+            "bad-name=1",
+        ]
+    )
     (tmp_path / "env.sh").write_text(script)
     show = '. ./env.sh; printf "%s|" "$PATH" "$LD_LIBRARY_PATH" "$Q" "$KEEP" "${EMPTY-unset}"'
     env = {"PATH": "/usr/bin:/bin", "KEEP": "host", "LD_LIBRARY_PATH": "/host/lib"}
@@ -405,9 +413,13 @@ UPPER_LAYERS: list[list[Member]] = [
     ],
 ]
 
-ENTRYPOINT = ["/bin/sh", "-c",
-              'printf "[%s]" "$0" "$@"; echo; echo "PATH=$PATH"; echo "LD=$LD_LIBRARY_PATH"; echo "G=$GREETING"; '
-              'echo "Q=$QUOTED"; id -u; cat /opt/app/data-link; /opt/app/bin/tool', "entry"]  # fmt: skip
+ENTRYPOINT = [
+    "/bin/sh",
+    "-c",
+    'printf "[%s]" "$0" "$@"; echo; echo "PATH=$PATH"; echo "LD=$LD_LIBRARY_PATH"; echo "G=$GREETING"; '
+    'echo "Q=$QUOTED"; id -u; cat /opt/app/data-link; /opt/app/bin/tool',
+    "entry",
+]
 CMD = ["default one", "it's two"]
 ENV = {
     "PATH": "/opt/app/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -665,8 +677,15 @@ class Buildah:
     """buildah with private storage under the test's tmp dir."""
 
     def __init__(self, root: Path) -> None:
-        self.base = ["buildah", "--root", str(root / "storage"), "--runroot", str(root / "run"),
-                     "--storage-driver", "overlay"]  # fmt: skip
+        self.base = [
+            "buildah",
+            "--root",
+            str(root / "storage"),
+            "--runroot",
+            str(root / "run"),
+            "--storage-driver",
+            "overlay",
+        ]
 
     def __call__(self, *args: str) -> str:
         proc = subprocess.run([*self.base, *args], capture_output=True, text=True, check=False)
@@ -962,8 +981,7 @@ def test_a_layer_under_a_symlinked_parent_goes_through_the_link(debian_rootfs: P
         "image:\n  base: runtime\n  layers:\n    - copy: {from: ./f.txt, to: /lib/x86_64-linux-gnu/assemble-f.txt}\n"
         "    - copy: {from: ./f.txt, to: /tmp/scratch.txt}\n"
     )
-    ran = run_cli(["m.yaml", "--cache", str(tmp_path / "cache"), "-o", "oci:out:x", "-o", "sif:out.sif"],
-                  cwd=tmp_path)  # fmt: skip
+    ran = run_cli(["m.yaml", "--cache", str(tmp_path / "cache"), "-o", "oci:out:x", "-o", "sif:out.sif"], cwd=tmp_path)
     assert ran.code == 0, str(ran)
     offset = read_sif_header(tmp_path / "out.sif").primary_partition().offset
     argv = ["unsquashfs", "-o", str(offset), "-lls", str(tmp_path / "out.sif")]
@@ -971,8 +989,9 @@ def test_a_layer_under_a_symlinked_parent_goes_through_the_link(debian_rootfs: P
     assert "squashfs-root/lib -> usr/lib" in listing
     assert "squashfs-root/usr/lib/x86_64-linux-gnu/assemble-f.txt" in listing
     assert "squashfs-root/lib/" not in listing
-    subprocess.run(["umoci", "unpack", "--image", f"{tmp_path}/out:x", str(tmp_path / "bundle")], check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        ["umoci", "unpack", "--image", f"{tmp_path}/out:x", str(tmp_path / "bundle")], check=True, capture_output=True
+    )
     assert (tmp_path / "bundle/rootfs/usr/lib/x86_64-linux-gnu/assemble-f.txt").read_text() == "through the link\n"
     assert os.readlink(tmp_path / "bundle/rootfs/lib") == "usr/lib"
     command = ["/bin/sh", "-c", "cat /lib/x86_64-linux-gnu/assemble-f.txt; stat -c %a /tmp"]

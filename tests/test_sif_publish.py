@@ -25,8 +25,9 @@ def test_sif_command_pushes_and_attaches(debian_rootfs: Path, tmp_path: Path, re
     project = tmp_path / "p"
     make_project(project, f"rootfs:{debian_rootfs}")
     image_ref = f"docker://{registry.host}/hpc/app:1"
-    built = run_cli(["hello.yaml", "--cache", str(tmp_path / "cache"), "--tls-verify=false", "--json",
-                     "-o", image_ref], cwd=project)  # fmt: skip
+    built = run_cli(
+        ["hello.yaml", "--cache", str(tmp_path / "cache"), "--tls-verify=false", "--json", "-o", image_ref], cwd=project
+    )
     assert built.code == 0, str(built)
     image_digest = built.json["digest"]
 
@@ -64,9 +65,20 @@ def test_sif_command_pushes_and_attaches(debian_rootfs: Path, tmp_path: Path, re
 def test_build_writes_sif_and_oras_outputs(debian_rootfs: Path, tmp_path: Path, registry: RunningRegistry) -> None:
     project = tmp_path / "p"
     make_project(project, f"rootfs:{debian_rootfs}")
-    args = ["hello.yaml", "--cache", str(tmp_path / "cache"), "--tls-verify=false", "--json", "--attach-sif",
-            "-o", "sif:out/hello.sif", "-o", f"oras://{registry.host}/hpc/hello-sif:v1",
-            "-o", f"docker://{registry.host}/hpc/hello:v1"]  # fmt: skip
+    args = [
+        "hello.yaml",
+        "--cache",
+        str(tmp_path / "cache"),
+        "--tls-verify=false",
+        "--json",
+        "--attach-sif",
+        "-o",
+        "sif:out/hello.sif",
+        "-o",
+        f"oras://{registry.host}/hpc/hello-sif:v1",
+        "-o",
+        f"docker://{registry.host}/hpc/hello:v1",
+    ]
     ran = run_cli(args, cwd=project)
     assert ran.code == 0, str(ran)
     outputs = {o["ref"].split(" ")[0]: o for o in ran.json["outputs"]}

@@ -84,8 +84,19 @@ def test_two_steps_on_slurm_give_the_local_image(
     local = run_cli([str(manifest), "--cache", str(tmp_path / "local"), "--json", "-o", f"oci:{tmp_path}/l:x"])
     assert local.code == 0, str(local)
     before = job_ids(slurm_cluster)
-    ran = run_cli([str(manifest), "--cache", str(tmp_path / "shared"), "--json", "--executor", "slurm",
-                   "-o", f"oci:{tmp_path}/s:x"], env=slurm_env(slurm_cluster, tmp_path / "node"))  # fmt: skip
+    ran = run_cli(
+        [
+            str(manifest),
+            "--cache",
+            str(tmp_path / "shared"),
+            "--json",
+            "--executor",
+            "slurm",
+            "-o",
+            f"oci:{tmp_path}/s:x",
+        ],
+        env=slurm_env(slurm_cluster, tmp_path / "node"),
+    )
     assert ran.code == 0, str(ran)
     assert ran.json["digest"] == local.json["digest"]
     assert {s["name"]: s["state"] for s in ran.json["steps"]} == {"first": "built", "second": "built"}
@@ -96,8 +107,19 @@ def test_two_steps_on_slurm_give_the_local_image(
     assert [n.split("-")[1] for n in logs] == ["first", "second"]
     print(f"\nsacct: {jobs}")
     # The second time, the shared cache has both steps: no job.
-    again = run_cli([str(manifest), "--cache", str(tmp_path / "shared"), "--json", "--executor", "slurm",
-                     "-o", f"oci:{tmp_path}/s:x"], env=slurm_env(slurm_cluster, tmp_path / "node"))  # fmt: skip
+    again = run_cli(
+        [
+            str(manifest),
+            "--cache",
+            str(tmp_path / "shared"),
+            "--json",
+            "--executor",
+            "slurm",
+            "-o",
+            f"oci:{tmp_path}/s:x",
+        ],
+        env=slurm_env(slurm_cluster, tmp_path / "node"),
+    )
     assert again.code == 0 and {s["state"] for s in again.json["steps"]} == {"cached"}
     assert job_ids(slurm_cluster) - before == {j["JobID"] for j in jobs}
 
@@ -107,8 +129,10 @@ def test_a_failed_job_shows_the_step_its_job_id_and_its_log(
 ) -> None:
     manifest = two_steps(tmp_path / "p", demo_bases, second="echo the-marker-line; exit 3")
     before = job_ids(slurm_cluster)
-    ran = run_cli([str(manifest), "--cache", str(tmp_path / "shared"), "--executor", "slurm", "-o",
-                   f"oci:{tmp_path}/s:x"], env=slurm_env(slurm_cluster, tmp_path / "node"))  # fmt: skip
+    ran = run_cli(
+        [str(manifest), "--cache", str(tmp_path / "shared"), "--executor", "slurm", "-o", f"oci:{tmp_path}/s:x"],
+        env=slurm_env(slurm_cluster, tmp_path / "node"),
+    )
     assert ran.code == 1, str(ran)
     (job,) = jobs_named(slurm_cluster, {"second"}, since=before)
     assert job["State"] == "FAILED", slurm_cluster.sacct()
@@ -121,9 +145,27 @@ def test_ctrl_c_cancels_the_running_job(tmp_path: Path, demo_bases: dict[str, Pa
     manifest = two_steps(tmp_path / "p", demo_bases, second="sleep 600")
     env = {**os.environ, **slurm_env(slurm_cluster, tmp_path / "node")}
     before = job_ids(slurm_cluster)
-    proc = subprocess.Popen([PYTHON, "-m", "assembler", str(manifest), "--cache", str(tmp_path / "shared"),
-                             "--executor", "slurm", "--progress", "plain", "-o", f"oci:{tmp_path}/s:x"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            PYTHON,
+            "-m",
+            "assembler",
+            str(manifest),
+            "--cache",
+            str(tmp_path / "shared"),
+            "--executor",
+            "slurm",
+            "--progress",
+            "plain",
+            "-o",
+            f"oci:{tmp_path}/s:x",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         running = [
@@ -160,8 +202,21 @@ def test_an_unprivileged_user_builds_on_slurm(
     local = run_cli([str(manifest), "--cache", str(tmp_path / "local"), "--json", "-o", f"oci:{tmp_path}/l:x"])
     assert local.code == 0, str(local)
     env = {"SLURM_CONF": str(slurm_cluster.conf)}
-    args = ["env", *(f"{k}={v}" for k, v in env.items()), PYTHON, "-m", "assembler", str(manifest), "--cache",
-            str(work / "cache"), "--json", "--executor", "slurm", "-o", f"oci:{work}/out:x"]  # fmt: skip
+    args = [
+        "env",
+        *(f"{k}={v}" for k, v in env.items()),
+        PYTHON,
+        "-m",
+        "assembler",
+        str(manifest),
+        "--cache",
+        str(work / "cache"),
+        "--json",
+        "--executor",
+        "slurm",
+        "-o",
+        f"oci:{work}/out:x",
+    ]
     before = job_ids(slurm_cluster)
     proc = user.run(args, work)
     assert proc.returncode == 0, proc.stderr
@@ -178,9 +233,21 @@ def test_the_demo_on_slurm_gives_the_local_digest(tmp_path: Path, demo: Demo, sl
     manifest = copy_project(tmp_path / "project")
     local = demo.cold.json
     before = job_ids(slurm_cluster)
-    ran = run_cli([str(manifest), "--cache", str(tmp_path / "shared"), "--json", "--executor", "slurm",
-                   *base_args(demo.bases), "-o", f"oci:{tmp_path}/out:x"],
-                  cwd=tmp_path / "project", env=slurm_env(slurm_cluster, tmp_path / "node"))  # fmt: skip
+    ran = run_cli(
+        [
+            str(manifest),
+            "--cache",
+            str(tmp_path / "shared"),
+            "--json",
+            "--executor",
+            "slurm",
+            *base_args(demo.bases),
+            "-o",
+            f"oci:{tmp_path}/out:x",
+        ],
+        cwd=tmp_path / "project",
+        env=slurm_env(slurm_cluster, tmp_path / "node"),
+    )
     assert ran.code == 0, str(ran)
     assert ran.json["digest"] == local["digest"] == layout_digest(tmp_path / "out", "x")
     compile_steps = {s["name"] for s in ran.json["steps"] if s["kind"] == "compile"}

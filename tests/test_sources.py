@@ -19,9 +19,16 @@ from assembler.spec import model as m
 
 
 def git(cwd: Path, *args: str) -> str:
-    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@x", GIT_COMMITTER_NAME="t",
-               GIT_COMMITTER_EMAIL="t@x", GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="protocol.file.allow",
-               GIT_CONFIG_VALUE_0="always")  # fmt: skip
+    env = dict(
+        os.environ,
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@x",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@x",
+        GIT_CONFIG_COUNT="1",
+        GIT_CONFIG_KEY_0="protocol.file.allow",
+        GIT_CONFIG_VALUE_0="always",
+    )
     return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
 
 
@@ -58,12 +65,14 @@ def test_git_source_by_tag_with_submodules(tmp_path: Path, repos: tuple[Path, st
     assert (src.path / "third_party/kernels/kernel.cu").read_text() == "// kernel v1\n"
     again = sources.resolve("app", spec, cache=cache, runner=Runner(), base_dir=tmp_path)
     assert again.digest == src.digest and again.path == src.path
-    plain = sources.resolve("app", m.GitSource(git=f"file://{top}", ref=commit), cache=cache, runner=Runner(),
-                            base_dir=tmp_path)  # fmt: skip
+    plain = sources.resolve(
+        "app", m.GitSource(git=f"file://{top}", ref=commit), cache=cache, runner=Runner(), base_dir=tmp_path
+    )
     assert plain.digest == f"git:{commit}" and not (plain.path / "third_party/kernels/kernel.cu").exists()
     with pytest.raises(NotFound, match="cannot fetch 'no-such-ref'"):
-        sources.resolve("app", m.GitSource(git=f"file://{top}", ref="no-such-ref"), cache=cache, runner=Runner(),
-                        base_dir=tmp_path)  # fmt: skip
+        sources.resolve(
+            "app", m.GitSource(git=f"file://{top}", ref="no-such-ref"), cache=cache, runner=Runner(), base_dir=tmp_path
+        )
 
 
 def test_url_source_is_checked_and_unpacked_safely(tmp_path: Path, http_folder: tuple[str, Path]) -> None:
@@ -80,14 +89,20 @@ def test_url_source_is_checked_and_unpacked_safely(tmp_path: Path, http_folder: 
     (root / "pkg.tar.gz").write_bytes(buf.getvalue())
     sha = hashlib.sha256(buf.getvalue()).hexdigest()
     cache = Cache(tmp_path / "cache")
-    src = sources.resolve("pkg", m.UrlSource(url=f"{url}/pkg.tar.gz", sha256=sha), cache=cache, runner=Runner(),
-                          base_dir=tmp_path)  # fmt: skip
+    src = sources.resolve(
+        "pkg", m.UrlSource(url=f"{url}/pkg.tar.gz", sha256=sha), cache=cache, runner=Runner(), base_dir=tmp_path
+    )
     assert src.digest == f"sha256:{sha}"
     assert (src.path / "pkg-1.0/src/a.c").read_bytes() == b"source code\n"
     assert os.readlink(src.path / "pkg-1.0/link") == "src/a.c"
     with pytest.raises(InputError, match="the manifest pins"):
-        sources.resolve("pkg", m.UrlSource(url=f"{url}/pkg.tar.gz", sha256="0" * 64), cache=Cache(tmp_path / "c2"),
-                        runner=Runner(), base_dir=tmp_path)  # fmt: skip
+        sources.resolve(
+            "pkg",
+            m.UrlSource(url=f"{url}/pkg.tar.gz", sha256="0" * 64),
+            cache=Cache(tmp_path / "c2"),
+            runner=Runner(),
+            base_dir=tmp_path,
+        )
     assert not list((tmp_path / "c2").rglob("*.tar.gz")) and not (tmp_path / "c2/sources").exists()
 
     evil = io.BytesIO()
@@ -98,8 +113,13 @@ def test_url_source_is_checked_and_unpacked_safely(tmp_path: Path, http_folder: 
     (root / "evil.tar.gz").write_bytes(evil.getvalue())
     evil_sha = hashlib.sha256(evil.getvalue()).hexdigest()
     with pytest.raises(InputError, match="climbs out"):
-        sources.resolve("evil", m.UrlSource(url=f"{url}/evil.tar.gz", sha256=evil_sha), cache=Cache(tmp_path / "c3"),
-                        runner=Runner(), base_dir=tmp_path)  # fmt: skip
+        sources.resolve(
+            "evil",
+            m.UrlSource(url=f"{url}/evil.tar.gz", sha256=evil_sha),
+            cache=Cache(tmp_path / "c3"),
+            runner=Runner(),
+            base_dir=tmp_path,
+        )
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "c3/escaped").exists()
 
 
@@ -112,8 +132,13 @@ def test_url_source_beyond_the_size_cap_is_refused_and_stores_nothing(
     monkeypatch.setattr(sources, "MAX_SOURCE_BYTES", 1000)
     cache = Cache(tmp_path / "cache")
     with pytest.raises(InputError, match="4096 bytes, more than the 1000 allowed"):
-        sources.resolve("big", m.UrlSource(url=f"{url}/big.bin", sha256=sha, extract=False), cache=cache,
-                        runner=Runner(), base_dir=tmp_path)  # fmt: skip
+        sources.resolve(
+            "big",
+            m.UrlSource(url=f"{url}/big.bin", sha256=sha, extract=False),
+            cache=cache,
+            runner=Runner(),
+            base_dir=tmp_path,
+        )
     assert not cache.has_blob(f"sha256:{sha}")
 
 

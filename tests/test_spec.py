@@ -64,13 +64,18 @@ BAD = [
     ("copy.from missing", ("./etc/motd", "./etc/nope"), 9, "image.layers.1.copy.from", "path does not exist"),
     ("copy.from escapes", ("./etc/motd", "../outside/motd"), 9, "image.layers.1.copy.from", "escapes"),
     ("bad mode", ('"0755"', '"999"'), 8, "image.layers.0.copy.mode", "octal mode"),
-    ("unknown layer kind", ("- copy: {from: ./etc/motd, to: /etc/motd}", "- cpy: {from: ./etc/motd}"), 9,
-     "image.layers.1", "copy:, artifact:, run:, packages:"),
+    (
+        "unknown layer kind",
+        ("- copy: {from: ./etc/motd, to: /etc/motd}", "- cpy: {from: ./etc/motd}"),
+        9,
+        "image.layers.1",
+        "copy:, artifact:, run:, packages:",
+    ),
     ("unknown param", ("${greeting}", "${greting}"), 11, "image.config.env.GREETING", "unknown param ${greting}"),
     ("missing field", (", to: /etc/motd", ""), 9, "image.layers.1.copy.to", "required"),
     ("bad duration", ("interval: 30s", "interval: soon"), 18, "image.config.healthcheck.interval", "duration"),
     ("bad output", ("oci:out/hello:latest", "oci2:out"), 21, "outputs.0", "is not a reference"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("case", "edit", "line", "field", "text"), BAD, ids=[b[0] for b in BAD])

@@ -51,8 +51,23 @@ def upstream_tree() -> Path:
             return tree
         archive = folder / "llama_cpp_python-0.3.16.tar.gz"
         if not archive.is_file():
-            subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-                            "--no-deps", "--no-binary", ":all:", SDIST, "-d", str(folder)], check=True)  # fmt: skip
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "--no-deps",
+                    "--no-binary",
+                    ":all:",
+                    SDIST,
+                    "-d",
+                    str(folder),
+                ],
+                check=True,
+            )
         tmp = folder / ".tmp-tree"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
@@ -85,10 +100,27 @@ class Real:
 
 
 def build(work: Path, source: Path, bases: dict[str, Path], *args: str) -> Ran:
-    ran = run_cli([str(ROOT / "manifests/llamacpp.yaml"), "--set", "backend=cpu", "--source", f"llama.cpp={source}",
-                   "--base", f"devel=oci:{bases['devel']}:latest", "--base", f"runtime=oci:{bases['runtime']}:latest",
-                   "--cache", str(work / "cache"), "--json", "-o", f"oci:{work / 'out'}:server", *args],
-                  cwd=work, timeout=3600)  # fmt: skip
+    ran = run_cli(
+        [
+            str(ROOT / "manifests/llamacpp.yaml"),
+            "--set",
+            "backend=cpu",
+            "--source",
+            f"llama.cpp={source}",
+            "--base",
+            f"devel=oci:{bases['devel']}:latest",
+            "--base",
+            f"runtime=oci:{bases['runtime']}:latest",
+            "--cache",
+            str(work / "cache"),
+            "--json",
+            "-o",
+            f"oci:{work / 'out'}:server",
+            *args,
+        ],
+        cwd=work,
+        timeout=3600,
+    )
     assert ran.code == 0, str(ran)
     return ran
 
@@ -118,9 +150,29 @@ def bud_upstream(work: Path, runtime: Path) -> Path:
     assert text.count("FROM ubuntu:$UBUNTU_VERSION") == 2, "upstream's Dockerfile changed: read it again"
     dockerfile.write_text(text.replace("FROM ubuntu:$UBUNTU_VERSION", "FROM localhost/upstream/runtime:1"))
     ca = "/etc/ssl/certs/ca-certificates.crt"  # this network's HTTPS goes through its own CA
-    sh([*g, "bud", "--pull=never", "--isolation", "chroot", "--format", "docker", "--volume", f"{ca}:{ca}:ro",
-        "--target", "server", "--build-arg", "TARGETARCH=amd64", "-t", "localhost/upstream/server:1",
-        "-f", str(dockerfile), str(tree)], timeout=3600)  # fmt: skip
+    sh(
+        [
+            *g,
+            "bud",
+            "--pull=never",
+            "--isolation",
+            "chroot",
+            "--format",
+            "docker",
+            "--volume",
+            f"{ca}:{ca}:ro",
+            "--target",
+            "server",
+            "--build-arg",
+            "TARGETARCH=amd64",
+            "-t",
+            "localhost/upstream/server:1",
+            "-f",
+            str(dockerfile),
+            str(tree),
+        ],
+        timeout=3600,
+    )
     archive = work / "upstream-server.tar"
     sh([*g, "push", "--quiet", "localhost/upstream/server:1", f"docker-archive:{archive}:localhost/upstream/server:1"])
     sh([*g, "rmi", "--all", "--force"], check=False)  # its build stage is gigabytes

@@ -50,24 +50,46 @@ def _tags(layout: Path) -> set[str]:
 
 def test_matrix_times_targets_one_image_each(tmp_path: Path) -> None:
     project = small_project(tmp_path / "p", MATRIX)
-    ran = run_cli(["m.yaml", "--all-targets", "-o", "oci:out:${target}-${flavor}", "--cache", "cache", "--json"],
-                  cwd=project)  # fmt: skip
+    ran = run_cli(
+        ["m.yaml", "--all-targets", "-o", "oci:out:${target}-${flavor}", "--cache", "cache", "--json"], cwd=project
+    )
     assert ran.code == 0, str(ran)
     report = ran.json
     assert [(r["target"], r["matrix"], r["params"]["flavor"]) for r in report] == [
-        ("one", {"flavor": "plain"}, "plain"), ("two", {"flavor": "plain"}, "plain"),
-        ("one", {"flavor": "fancy"}, "fancy"), ("two", {"flavor": "fancy"}, "fancy")]  # fmt: skip
+        ("one", {"flavor": "plain"}, "plain"),
+        ("two", {"flavor": "plain"}, "plain"),
+        ("one", {"flavor": "fancy"}, "fancy"),
+        ("two", {"flavor": "fancy"}, "fancy"),
+    ]
     assert _tags(project / "out") == {"one-plain", "two-plain", "one-fancy", "two-fancy"}
     for r in report:
         assert r["outputs"][0]["ref"].endswith(f"out:{r['target']}-{r['params']['flavor']}")
         assert r["variant"] == f"{r['target']} flavor={r['params']['flavor']}"
     assert len({r["digest"] for r in report}) == 4
     # --set of a matrix param narrows the matrix to that value; --target picks targets.
-    ran = run_cli(["plan", "m.yaml", "--set", "flavor=fancy", "--target", "two", "--target", "one",
-                   "-o", "oci:out:${variant}", "--cache", "cache", "--json"], cwd=project)  # fmt: skip
+    ran = run_cli(
+        [
+            "plan",
+            "m.yaml",
+            "--set",
+            "flavor=fancy",
+            "--target",
+            "two",
+            "--target",
+            "one",
+            "-o",
+            "oci:out:${variant}",
+            "--cache",
+            "cache",
+            "--json",
+        ],
+        cwd=project,
+    )
     assert ran.code == 0, str(ran)
     assert [(p["variant"], p["outputs"][0].rpartition(":")[2]) for p in ran.json] == [
-        ("two flavor=fancy", "two-fancy"), ("one flavor=fancy", "one-fancy")]  # fmt: skip
+        ("two flavor=fancy", "two-fancy"),
+        ("one flavor=fancy", "one-fancy"),
+    ]
     # One variant: the report is the one image's, as before.
     ran = run_cli(["plan", "m.yaml", "--set", "flavor=fancy", "--json"], cwd=project)
     assert ran.code == 0 and isinstance(ran.json, dict), str(ran)
@@ -76,9 +98,26 @@ def test_matrix_times_targets_one_image_each(tmp_path: Path) -> None:
 def test_tag_template_names_each_variant_under_a_prefix(tmp_path: Path, registry: RunningRegistry) -> None:
     manifest = MATRIX.replace("matrix:", 'tag_template: "${name}-${flavor}:${target}"\nmatrix:')
     project = small_project(tmp_path / "p", manifest)
-    ran = run_cli(["m.yaml", "--target", "one", "--target", "two", "--set", "flavor=plain",
-                   "-o", f"docker://{registry.host}/ns/", "--tls-verify=false", "--cache", "cache", "--json",
-                   "--progress", "plain"], cwd=project)  # fmt: skip
+    ran = run_cli(
+        [
+            "m.yaml",
+            "--target",
+            "one",
+            "--target",
+            "two",
+            "--set",
+            "flavor=plain",
+            "-o",
+            f"docker://{registry.host}/ns/",
+            "--tls-verify=false",
+            "--cache",
+            "cache",
+            "--json",
+            "--progress",
+            "plain",
+        ],
+        cwd=project,
+    )
     assert ran.code == 0, str(ran)
     refs = [r["outputs"][0]["ref"] for r in ran.json]
     assert refs == [f"docker://{registry.host}/ns/m-plain:one", f"docker://{registry.host}/ns/m-plain:two"]
@@ -137,22 +176,42 @@ def test_clashing_manifest_outputs_are_refused_before_any_build(tmp_path: Path) 
 
 
 def test_llamacpp_cpu_server_light_full_in_one_run(
-    tmp_path_factory: pytest.TempPathFactory, demo_bases: dict[str, Path], registry: RunningRegistry,
+    tmp_path_factory: pytest.TempPathFactory,
+    demo_bases: dict[str, Path],
+    registry: RunningRegistry,
     request: pytest.FixtureRequest,
-) -> None:  # fmt: skip
+) -> None:
     project = tmp_path_factory.mktemp("variants-llamacpp")
     reclaim_at_teardown(request, project)
     for part in ("manifests", "layers"):
         shutil.copytree(ROOT / part, project / part)
-    shutil.copytree(ROOT / "examples/llama-standin", project / "examples/llama-standin",
-                    ignore=shutil.ignore_patterns("build", "__pycache__"))  # fmt: skip
+    shutil.copytree(
+        ROOT / "examples/llama-standin",
+        project / "examples/llama-standin",
+        ignore=shutil.ignore_patterns("build", "__pycache__"),
+    )
     repo = f"docker://{registry.host}/llama.cpp"
-    ran = run_cli(["manifests/llamacpp.yaml", "--set", "backend=cpu", "--all-targets",
-                   "--source", f"llama.cpp={project / 'examples/llama-standin'}",
-                   "--base", f"devel=oci:{demo_bases['devel']}:latest",
-                   "--base", f"runtime=oci:{demo_bases['runtime']}:latest",
-                   "-o", repo + ":${target}${tag_suffix}", "--tls-verify=false",
-                   "--cache", str(project / "cache"), "--json"], cwd=project)  # fmt: skip
+    ran = run_cli(
+        [
+            "manifests/llamacpp.yaml",
+            "--set",
+            "backend=cpu",
+            "--all-targets",
+            "--source",
+            f"llama.cpp={project / 'examples/llama-standin'}",
+            "--base",
+            f"devel=oci:{demo_bases['devel']}:latest",
+            "--base",
+            f"runtime=oci:{demo_bases['runtime']}:latest",
+            "-o",
+            repo + ":${target}${tag_suffix}",
+            "--tls-verify=false",
+            "--cache",
+            str(project / "cache"),
+            "--json",
+        ],
+        cwd=project,
+    )
     assert ran.code == 0, str(ran)
     report: list[dict[str, Any]] = ran.json
     assert [r["target"] for r in report] == ["server", "light", "full"]
@@ -185,8 +244,9 @@ image:
 def test_platform_variants_are_one_index(tmp_path: Path, registry: RunningRegistry) -> None:
     project = small_project(tmp_path / "p", PLATFORMS)
     remote = f"docker://{registry.host}/multi:1"
-    ran = run_cli(["m.yaml", "-o", "oci:out:1", "-o", remote, "--tls-verify=false", "--cache", "cache", "--json"],
-                  cwd=project)  # fmt: skip
+    ran = run_cli(
+        ["m.yaml", "-o", "oci:out:1", "-o", remote, "--tls-verify=false", "--cache", "cache", "--json"], cwd=project
+    )
     assert ran.code == 0, str(ran)
     report = ran.json
     assert [r["platform"] for r in report] == ["linux/amd64", "linux/arm64"]
@@ -198,8 +258,9 @@ def test_platform_variants_are_one_index(tmp_path: Path, registry: RunningRegist
     assert [m["mediaType"] for m in images] == ["application/vnd.oci.image.index.v1+json"]
     subjects = sorted(
         json.loads((project / "out/blobs" / m["digest"].replace(":", "/")).read_bytes())["subject"]["digest"]
-        for m in index["manifests"] if "artifactType" in m
-    )  # fmt: skip
+        for m in index["manifests"]
+        if "artifactType" in m
+    )
     assert subjects == sorted([report[0]["digest"]] * 2 + [report[1]["digest"]] * 2)
     for r in report:
         got = run_cli(["referrers", f"docker://{registry.host}/multi@{r['digest']}", "--tls-verify=false", "--json"])
@@ -208,22 +269,37 @@ def test_platform_variants_are_one_index(tmp_path: Path, registry: RunningRegist
     index["manifests"] = images
     inner = json.loads((project / "out/blobs" / index["manifests"][0]["digest"].replace(":", "/")).read_bytes())
     assert [(m["digest"], m["platform"]["architecture"]) for m in inner["manifests"]] == [
-        (report[0]["digest"], "amd64"), (report[1]["digest"], "arm64")]  # fmt: skip
+        (report[0]["digest"], "amd64"),
+        (report[1]["digest"], "arm64"),
+    ]
     # The registry's tag is the same index; a reader picks its platform from it.
     assert {w["digest"] for r in report for w in r["outputs"]} == {index["manifests"][0]["digest"]}
     for arch, r in (("amd64", report[0]), ("arm64", report[1])):
         got = run_cli(["inspect", remote, "--platform", f"linux/{arch}", "--tls-verify=false", "--json"])
         assert got.code == 0 and got.json["digest"] == r["digest"], str(got)
     # --platform narrows the matrix: one image, no index.
-    ran = run_cli(["m.yaml", "--platform", "linux/arm64", "-o", "oci:one:1", "--cache", "cache", "--json"],
-                  cwd=project)  # fmt: skip
+    ran = run_cli(["m.yaml", "--platform", "linux/arm64", "-o", "oci:one:1", "--cache", "cache", "--json"], cwd=project)
     assert ran.code == 0 and ran.json["digest"] == report[1]["digest"], str(ran)
 
 
 def test_a_failure_names_its_variant(tmp_path: Path) -> None:
     project = small_project(tmp_path / "p", MATRIX)
     # Nothing listens on port 1: the first variant's push fails, and says which variant it was.
-    ran = run_cli(["m.yaml", "--all-targets", "--set", "flavor=fancy", "-o", "docker://127.0.0.1:1/m:${target}",
-                   "--tls-verify=false", "--retries", "1", "--cache", "cache"], cwd=project)  # fmt: skip
+    ran = run_cli(
+        [
+            "m.yaml",
+            "--all-targets",
+            "--set",
+            "flavor=fancy",
+            "-o",
+            "docker://127.0.0.1:1/m:${target}",
+            "--tls-verify=false",
+            "--retries",
+            "1",
+            "--cache",
+            "cache",
+        ],
+        cwd=project,
+    )
     assert ran.code == 1 and "Traceback" not in ran.err, str(ran)
     assert "error: variant one flavor=fancy: " in ran.err, str(ran)

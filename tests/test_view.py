@@ -19,11 +19,26 @@ def f(path: str) -> TarEntry:
 
 
 def base() -> TreeView:
-    return TreeView.of([
-        LayerIndex.of([d("usr"), d("usr/lib"), link("lib", "usr/lib"), d("tmp", 0o1777), d("home"),
-                       d("home/app", 0o750, 1000), d("usr/local"), link("usr/local/cuda", "/usr/local/cuda-12.4"),
-                       d("usr/local/cuda-12.4"), d("opt"), link("a", "b"), link("b", "a")]),
-    ])  # fmt: skip
+    return TreeView.of(
+        [
+            LayerIndex.of(
+                [
+                    d("usr"),
+                    d("usr/lib"),
+                    link("lib", "usr/lib"),
+                    d("tmp", 0o1777),
+                    d("home"),
+                    d("home/app", 0o750, 1000),
+                    d("usr/local"),
+                    link("usr/local/cuda", "/usr/local/cuda-12.4"),
+                    d("usr/local/cuda-12.4"),
+                    d("opt"),
+                    link("a", "b"),
+                    link("b", "a"),
+                ]
+            ),
+        ]
+    )
 
 
 def test_resolve_follows_parents_only() -> None:
@@ -46,9 +61,12 @@ def test_which_layers_need_fitting() -> None:
 
 
 def test_fit_members_goes_through_links_and_keeps_parent_metadata() -> None:
-    members = [(f("lib/x86_64-linux-gnu/libfoo.so"), None), (f("tmp/scratch"), None), (f("home/app/.cache/x"), None),
-               (TarEntry("lib/x86_64-linux-gnu/libfoo.so.1", "hardlink", linkname="lib/x86_64-linux-gnu/libfoo.so"),
-                None)]  # fmt: skip
+    members = [
+        (f("lib/x86_64-linux-gnu/libfoo.so"), None),
+        (f("tmp/scratch"), None),
+        (f("home/app/.cache/x"), None),
+        (TarEntry("lib/x86_64-linux-gnu/libfoo.so.1", "hardlink", linkname="lib/x86_64-linux-gnu/libfoo.so"), None),
+    ]
     out = {e.path: e for e, _ in fit_members(members, base(), epoch=1700000000)}
     assert "lib" not in out and "usr/lib/x86_64-linux-gnu/libfoo.so" in out
     assert out["usr/lib/x86_64-linux-gnu/libfoo.so.1"].linkname == "usr/lib/x86_64-linux-gnu/libfoo.so"

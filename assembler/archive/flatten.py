@@ -275,8 +275,9 @@ class _Flattener:
         st = self.state.get(path, 0)
         visible = self._visible(path)
         if visible and st & _IMPLICIT and entry.kind != "dir":
-            log.warning("%s: %r is a %s, but upper layers need a directory there: the directory wins",
-                        what, path, entry.kind)  # fmt: skip
+            log.warning(
+                "%s: %r is a %s, but upper layers need a directory there: the directory wins", what, path, entry.kind
+            )
             self.stats.dropped += 1
             visible = False
         if not visible:

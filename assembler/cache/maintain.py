@@ -71,8 +71,14 @@ class Item:
     size: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "name": self.name, "path": str(self.path), "size": self.size,
-                "last_use": self.last_use, "blobs": list(self.blobs)}  # fmt: skip
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "path": str(self.path),
+            "size": self.size,
+            "last_use": self.last_use,
+            "blobs": list(self.blobs),
+        }
 
 
 @dataclass

@@ -79,31 +79,55 @@ def registry_options(args: argparse.Namespace) -> RegistryOptions:
 
 def _progress_args(p: argparse.ArgumentParser, *, digest: str) -> None:
     shown = p.add_mutually_exclusive_group()
-    shown.add_argument("--progress", choices=("auto", "tty", "plain", "json"), default=None,
-                       help="how progress is shown on stderr: a live view on a terminal (tty), timestamped lines "
-                            "(plain), one JSON object per event (json); default auto: tty on a terminal, else plain "
-                            "(none with --json)")  # fmt: skip
+    shown.add_argument(
+        "--progress",
+        choices=("auto", "tty", "plain", "json"),
+        default=None,
+        help="how progress is shown on stderr: a live view on a terminal (tty), timestamped lines "
+        "(plain), one JSON object per event (json); default auto: tty on a terminal, else plain "
+        "(none with --json)",
+    )
     shown.add_argument("-q", "--quiet", action="store_true", help=f"print only errors and {digest}")
     p.add_argument("--digestfile", type=Path, default=None, metavar="FILE", help=f"write {digest} to FILE")
 
 
 def _reader_cache(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cache", type=Path, default=None,
-                   help="cache folder for what reading needs (a rootfs: conversion); default: a temporary one, "
-                        "removed afterwards")  # fmt: skip
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="cache folder for what reading needs (a rootfs: conversion); default: a temporary one, removed afterwards",
+    )
 
 
 def _common(p: argparse.ArgumentParser, *, platforms: bool = False) -> None:
     if platforms:  # a build or plan: one image per platform, under one index
-        p.add_argument("--platform", action="append", dest="platforms", default=[], metavar="PLATFORM",
-                       help="os/arch[/variant] (default: the manifest's, else linux/amd64); repeatable: one image "
-                            "per platform, written as one index")  # fmt: skip
+        p.add_argument(
+            "--platform",
+            action="append",
+            dest="platforms",
+            default=[],
+            metavar="PLATFORM",
+            help="os/arch[/variant] (default: the manifest's, else linux/amd64); repeatable: one image "
+            "per platform, written as one index",
+        )
     else:
         p.add_argument("--platform", default=None, help="os/arch[/variant] (default: linux/amd64)")
-    p.add_argument("--tls-verify", type=_bool, nargs="?", const=True, default=True, metavar="BOOL",
-                   help="--tls-verify=false talks plain HTTP to the registry (loopback registries)")  # fmt: skip
-    p.add_argument("--authfile", type=Path, default=None,
-                   help="registry credentials file (default: $REGISTRY_AUTH_FILE, containers', Docker's)")  # fmt: skip
+    p.add_argument(
+        "--tls-verify",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=True,
+        metavar="BOOL",
+        help="--tls-verify=false talks plain HTTP to the registry (loopback registries)",
+    )
+    p.add_argument(
+        "--authfile",
+        type=Path,
+        default=None,
+        help="registry credentials file (default: $REGISTRY_AUTH_FILE, containers', Docker's)",
+    )
     p.add_argument(
         "--retries",
         type=int,
@@ -116,28 +140,59 @@ def _common(p: argparse.ArgumentParser, *, platforms: bool = False) -> None:
 
 def _manifest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("manifest", type=Path, help="the manifest (YAML)")
-    p.add_argument("-o", "--output", action="append", dest="outputs", metavar="OUTPUT",
-                   help="oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REF], docker://REF "
-                        "(repeatable; replaces the manifest's outputs)")  # fmt: skip
-    p.add_argument("--set", action="append", type=_pair, default=[], metavar="K=V",
-                   help="override a param (not one the target or a chosen choice fixes)")  # fmt: skip
-    p.add_argument("--set-unlocked", action="append", type=_pair, default=[], metavar="K=V",
-                   help="override a param even where the target or a chosen choice fixes it")  # fmt: skip
+    p.add_argument(
+        "-o",
+        "--output",
+        action="append",
+        dest="outputs",
+        metavar="OUTPUT",
+        help="oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REF], docker://REF "
+        "(repeatable; replaces the manifest's outputs)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        type=_pair,
+        default=[],
+        metavar="K=V",
+        help="override a param (not one the target or a chosen choice fixes)",
+    )
+    p.add_argument(
+        "--set-unlocked",
+        action="append",
+        type=_pair,
+        default=[],
+        metavar="K=V",
+        help="override a param even where the target or a chosen choice fixes it",
+    )
     p.add_argument("--base", action="append", type=_pair, default=[], metavar="NAME=REF", help="replace a base")
     p.add_argument("--source", action="append", type=_pair, default=[], metavar="NAME=PATH", help="replace a source")
-    p.add_argument("--target", action="append", dest="targets", default=[], metavar="TARGET",
-                   help="build this target of the manifest (repeatable: one image per target)")  # fmt: skip
+    p.add_argument(
+        "--target",
+        action="append",
+        dest="targets",
+        default=[],
+        metavar="TARGET",
+        help="build this target of the manifest (repeatable: one image per target)",
+    )
     p.add_argument("--all-targets", action="store_true", help="build every target of the manifest")
     p.add_argument("--cache", type=Path, default=None, help="cache folder (default: $XDG_CACHE_HOME/assembler)")
     p.add_argument(
         "--epoch", type=int, default=None, help="timestamps (default: $SOURCE_DATE_EPOCH, the manifest's, 0)"
     )
     p.add_argument("--no-cache", action="store_true", help="run every step again")
-    p.add_argument("--force", action="store_true",
-                   help="let outputs replace existing files that are not image archives or SIFs")  # fmt: skip
+    p.add_argument(
+        "--force", action="store_true", help="let outputs replace existing files that are not image archives or SIFs"
+    )
     p.add_argument("--rebuild", action="append", default=[], metavar="STEP", help="run this step again")
-    p.add_argument("-j", "--jobs", type=jobs_arg, default=DEFAULT_JOBS, metavar="N",
-                   help=f"run up to N independent steps at once (default {DEFAULT_JOBS}; 1: one by one)")  # fmt: skip
+    p.add_argument(
+        "-j",
+        "--jobs",
+        type=jobs_arg,
+        default=DEFAULT_JOBS,
+        metavar="N",
+        help=f"run up to N independent steps at once (default {DEFAULT_JOBS}; 1: one by one)",
+    )
     p.add_argument(
         "--cache-to",
         default=None,
@@ -151,44 +206,82 @@ def _manifest_args(p: argparse.ArgumentParser) -> None:
         metavar="docker://REG/REPO",
         help="take step results from this registry repository (repeatable; first hit wins)",
     )
-    p.add_argument("--executor", choices=("local", "slurm"), default="local",
-                   help="where compile steps run: here, or each as a Slurm job on a node (the cache folder must be "
-                        "shared by the nodes, at the same path)")  # fmt: skip
-    p.add_argument("--slurm-args", default="", metavar="ARGS",
-                   help='more sbatch arguments for each step\'s job, e.g. "-p gpu --gres=gpu:1 -t 2:00"')  # fmt: skip
+    p.add_argument(
+        "--executor",
+        choices=("local", "slurm"),
+        default="local",
+        help="where compile steps run: here, or each as a Slurm job on a node (the cache folder must be "
+        "shared by the nodes, at the same path)",
+    )
+    p.add_argument(
+        "--slurm-args",
+        default="",
+        metavar="ARGS",
+        help='more sbatch arguments for each step\'s job, e.g. "-p gpu --gres=gpu:1 -t 2:00"',
+    )
     p.add_argument("--storage-driver", default="overlay", choices=("overlay", "vfs"), help="buildah storage driver")
     p.add_argument("--no-host-ca", action="store_true", help="do not mount the host CA bundle into build containers")
-    p.add_argument("--attach-sif", action="store_true",
-                   help="also push a SIF of the image as a referrer of each docker:// output")  # fmt: skip
-    p.add_argument("--no-deps-check", action="store_true",
-                   help="do not check that the ELF files of artifact, copy, pip and url layers find their libraries "
-                        "and symbol versions in the image")  # fmt: skip
-    p.add_argument("--no-sbom", action="store_true",
-                   help="do not attach an SPDX SBOM and a SLSA provenance to the image (as referrers in OCI "
-                        "layouts, oci-archives and registries, as SIF objects, as files next to other "
-                        "outputs)")  # fmt: skip
-    p.add_argument("--artifact", action="append", default=[], metavar="STEP[.NAME]",
-                   help="write these compile step artifacts (repeatable) to the oci: and docker:// outputs as one "
-                        "OCI artifact, and no image")  # fmt: skip
-    p.add_argument("--compression", choices=("zstd", "gzip"), default=None,
-                   help="layer compression (default: the manifest's, else zstd; gzip for old clients)")  # fmt: skip
+    p.add_argument(
+        "--attach-sif", action="store_true", help="also push a SIF of the image as a referrer of each docker:// output"
+    )
+    p.add_argument(
+        "--no-deps-check",
+        action="store_true",
+        help="do not check that the ELF files of artifact, copy, pip and url layers find their libraries "
+        "and symbol versions in the image",
+    )
+    p.add_argument(
+        "--no-sbom",
+        action="store_true",
+        help="do not attach an SPDX SBOM and a SLSA provenance to the image (as referrers in OCI "
+        "layouts, oci-archives and registries, as SIF objects, as files next to other "
+        "outputs)",
+    )
+    p.add_argument(
+        "--artifact",
+        action="append",
+        default=[],
+        metavar="STEP[.NAME]",
+        help="write these compile step artifacts (repeatable) to the oci: and docker:// outputs as one "
+        "OCI artifact, and no image",
+    )
+    p.add_argument(
+        "--compression",
+        choices=("zstd", "gzip"),
+        default=None,
+        help="layer compression (default: the manifest's, else zstd; gzip for old clients)",
+    )
     _lock_args(p)
     _common(p, platforms=True)
 
 
 def _lock_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--lock", type=Path, default=None, metavar="FILE",
-                   help="the lock of the Python sets (default: MANIFEST.lock, used when it exists)")  # fmt: skip
-    p.add_argument("--locked", action="store_true",
-                   help="fail (exit 2) when the lock is missing or stale, as cargo --locked does")  # fmt: skip
+    p.add_argument(
+        "--lock",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the lock of the Python sets (default: MANIFEST.lock, used when it exists)",
+    )
+    p.add_argument(
+        "--locked", action="store_true", help="fail (exit 2) when the lock is missing or stale, as cargo --locked does"
+    )
 
 
 def _referrers_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     p = sub.add_parser("referrers", help="list what is attached to an image: its SBOM, its provenance, a SIF")
-    p.add_argument("ref", help="an image: docker://HOST/REPO:TAG, oci:DIR[:TAG], oci-archive:FILE[:TAG], "
-                               "sif:FILE, docker-archive:FILE or sqsh:FILE (the files next to it)")  # fmt: skip
-    p.add_argument("--save", type=Path, default=None, metavar="DIR",
-                   help="write each referrer's files into DIR (an existing folder), named by their titles")  # fmt: skip
+    p.add_argument(
+        "ref",
+        help="an image: docker://HOST/REPO:TAG, oci:DIR[:TAG], oci-archive:FILE[:TAG], "
+        "sif:FILE, docker-archive:FILE or sqsh:FILE (the files next to it)",
+    )
+    p.add_argument(
+        "--save",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write each referrer's files into DIR (an existing folder), named by their titles",
+    )
     _reader_cache(p)
     _common(p)
 
@@ -197,8 +290,12 @@ def _sqsh_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     p = sub.add_parser("sqsh", help="convert any image to an Enroot/Pyxis squashfs image, as a stream")
     p.add_argument("ref", help="the image: docker://..., oci:DIR[:TAG], oci-archive:..., docker-archive:...")
     p.add_argument("out", type=Path, help="the .sqsh file to write")
-    p.add_argument("--compressor", default="gzip", choices=("gzip", "xz", "zstd", "lz4", "lzo"),
-                   help="squashfs compression (default gzip, which every kernel and squashfuse reads)")  # fmt: skip
+    p.add_argument(
+        "--compressor",
+        default="gzip",
+        choices=("gzip", "xz", "zstd", "lz4", "lzo"),
+        help="squashfs compression (default gzip, which every kernel and squashfuse reads)",
+    )
     p.add_argument("--epoch", type=int, default=None, help="timestamps (default: $SOURCE_DATE_EPOCH, else 0)")
     p.add_argument("--force", action="store_true", help="replace OUT even if it is not a squashfs file")
     _progress_args(p, digest="the file's digest")
@@ -226,29 +323,48 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("diff", help="why two images differ (exit 0 identical, 1 different, 2 trouble)")
     p.add_argument("a", help="an image reference, as for inspect")
     p.add_argument("b", help="another image reference")
-    p.add_argument("--rootfs", action="store_true",
-                   help="compare what a container sees, each image's layers merged (for images built another way, "
-                        "whose layers do not pair by position)")  # fmt: skip
-    p.add_argument("--path", action="append", default=[], metavar="DIR",
-                   help="with --rootfs, only what is under DIR (repeatable), e.g. --path /app")  # fmt: skip
+    p.add_argument(
+        "--rootfs",
+        action="store_true",
+        help="compare what a container sees, each image's layers merged (for images built another way, "
+        "whose layers do not pair by position)",
+    )
+    p.add_argument(
+        "--path",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="with --rootfs, only what is under DIR (repeatable), e.g. --path /app",
+    )
     _reader_cache(p)
     _common(p)
     p = sub.add_parser("deps", help="check that an image's ELF files find their libraries (exit 1 on a miss)")
     p.add_argument("ref", help="an image reference, as for inspect")
-    p.add_argument("--all-layers", action="store_true",
-                   help="check the ELF files of every layer (default: the artifact, copy, pip and url layers assemble "
-                        "added, else every layer)")  # fmt: skip
+    p.add_argument(
+        "--all-layers",
+        action="store_true",
+        help="check the ELF files of every layer (default: the artifact, copy, pip and url layers assemble "
+        "added, else every layer)",
+    )
     _reader_cache(p)
     _common(p)
     _referrers_parser(sub)
     p = sub.add_parser("sif", help="convert any image to an Apptainer/Singularity SIF file, as a stream")
     p.add_argument("ref", help="the image: docker://..., oci:DIR[:TAG], oci-archive:..., docker-archive:...")
     p.add_argument("out", type=Path, help="the SIF file to write")
-    p.add_argument("--compressor", default="gzip", choices=("gzip", "xz", "zstd", "lz4", "lzo"),
-                   help="squashfs compression (default gzip, which every Apptainer reads)")  # fmt: skip
+    p.add_argument(
+        "--compressor",
+        default="gzip",
+        choices=("gzip", "xz", "zstd", "lz4", "lzo"),
+        help="squashfs compression (default gzip, which every Apptainer reads)",
+    )
     p.add_argument("--push", default=None, metavar="oras://HOST/REPO:TAG", help="also push the SIF there")
-    p.add_argument("--attach", default=None, metavar="docker://HOST/REPO",
-                   help="also push the SIF as a referrer of the image, in this repository")  # fmt: skip
+    p.add_argument(
+        "--attach",
+        default=None,
+        metavar="docker://HOST/REPO",
+        help="also push the SIF as a referrer of the image, in this repository",
+    )
     p.add_argument("--epoch", type=int, default=None, help="timestamps (default: $SOURCE_DATE_EPOCH, else 0)")
     p.add_argument("--force", action="store_true", help="replace OUT.sif even if it is not a SIF file")
     p.add_argument("--no-sbom", action="store_true", help="leave out the SBOM and provenance the image has")
@@ -258,8 +374,9 @@ def parser() -> argparse.ArgumentParser:
     _sqsh_parser(sub)
     p = sub.add_parser("schema", help="print (or write) the JSON Schemas of manifests and recipes")
     p.add_argument("kind", nargs="?", choices=("manifest", "recipe"), default="manifest")
-    p.add_argument("-o", "--output", type=Path, default=None,
-                   help="write manifest.schema.json and recipe.schema.json here")  # fmt: skip
+    p.add_argument(
+        "-o", "--output", type=Path, default=None, help="write manifest.schema.json and recipe.schema.json here"
+    )
     cli_cache.add_parser(sub)
     cli_lock.add_parser(sub)
     return top

@@ -71,8 +71,9 @@ def _sets(args: argparse.Namespace) -> dict[str, str]:
     sets, unlocked = dict(args.set), dict(args.set_unlocked)
     for name, value in unlocked.items():
         if sets.get(name, value) != value:
-            raise InputError(f"--set {name}={sets[name]} and --set-unlocked {name}={value} disagree",
-                             hint=f"give {name} once")  # fmt: skip
+            raise InputError(
+                f"--set {name}={sets[name]} and --set-unlocked {name}={value} disagree", hint=f"give {name} once"
+            )
     return {**sets, **unlocked}
 
 
@@ -93,8 +94,9 @@ def _load(args: argparse.Namespace) -> tuple[list[Variant], list[str]]:
         outputs=args.outputs,
         platforms=[platform_arg(p) for p in args.platforms],
     )
-    idle = idle_sets(args.manifest, variants, sets=sets, unlocked=unlocked, bases=bases, sources=sources,
-                     outputs=args.outputs)  # fmt: skip
+    idle = idle_sets(
+        args.manifest, variants, sets=sets, unlocked=unlocked, bases=bases, sources=sources, outputs=args.outputs
+    )
     variants, lock_warnings = with_lock(variants, path=args.lock, locked=args.locked, redo=redo_command(args))
     return variants, idle + lock_warnings
 
@@ -196,8 +198,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _print_plan(result: Plan, variant: str | None) -> None:
-    say(f"plan for {result.name}" + (f" (target {result.target})" if result.target else "")
-        + (f": variant {variant}" if variant else ""))  # fmt: skip
+    say(
+        f"plan for {result.name}"
+        + (f" (target {result.target})" if result.target else "")
+        + (f": variant {variant}" if variant else "")
+    )
     refs = result.base_refs()
     for name, digest in result.bases.items():
         say(f"  base {name}: {refs.get(name, '?')} ({digest or 'not pulled or made yet'})")

@@ -50,10 +50,20 @@ def add_parser(sub: Any) -> None:
     verify = actions.add_parser("verify", help="check every entry and blob; drop corrupt ones (exit 1 if any)")
     verify.add_argument("--dry-run", action="store_true", help="report only; drop nothing")
     prune = actions.add_parser("prune", help="remove entries by age and/or to a size (least recently used first)")
-    prune.add_argument("--keep-storage", type=_argtype(mt.parse_size), default=None, metavar="SIZE",
-                       help="remove the least recently used until the cache holds at most SIZE (e.g. 50G)")  # fmt: skip
-    prune.add_argument("--older-than", type=_argtype(mt.parse_duration), default=None, metavar="DURATION",
-                       help="remove what was not used for DURATION (e.g. 7d, 12h, 30m)")  # fmt: skip
+    prune.add_argument(
+        "--keep-storage",
+        type=_argtype(mt.parse_size),
+        default=None,
+        metavar="SIZE",
+        help="remove the least recently used until the cache holds at most SIZE (e.g. 50G)",
+    )
+    prune.add_argument(
+        "--older-than",
+        type=_argtype(mt.parse_duration),
+        default=None,
+        metavar="DURATION",
+        help="remove what was not used for DURATION (e.g. 7d, 12h, 30m)",
+    )
     prune.add_argument("--all", action="store_true", help="remove everything not in use")
     prune.add_argument("--dry-run", action="store_true", help="show what would go; remove nothing")
     for q in (ls, verify, prune):
@@ -107,8 +117,13 @@ def _ls(cache: Cache, *, as_json: bool) -> int:
     inv = mt.inventory(cache)
     kinds = _summary(inv.items)
     if as_json:
-        data = {"root": str(cache.root), "total": inv.total, "storage": inv.storage, "kinds": kinds,
-                "items": [i.to_json() for i in inv.items]}  # fmt: skip
+        data = {
+            "root": str(cache.root),
+            "total": inv.total,
+            "storage": inv.storage,
+            "kinds": kinds,
+            "items": [i.to_json() for i in inv.items],
+        }
         _say(json.dumps(data, indent=2))
         return 0
     for kind in kinds:
@@ -154,8 +169,9 @@ def _prune_storage(cache: Cache, result: mt.Pruned, args: argparse.Namespace) ->
 
 
 def _prune(cache: Cache, args: argparse.Namespace) -> int:
-    result = mt.prune(cache, keep_storage=args.keep_storage, older_than=args.older_than, everything=args.all,
-                      dry_run=args.dry_run)  # fmt: skip
+    result = mt.prune(
+        cache, keep_storage=args.keep_storage, older_than=args.older_than, everything=args.all, dry_run=args.dry_run
+    )
     storage = _prune_storage(cache, result, args)
     if args.json:
         data = {
@@ -179,6 +195,8 @@ def _prune(cache: Cache, args: argparse.Namespace) -> int:
         if args.verbose:
             for name in storage.images:
                 _say(f"{verb} buildah image {name}")
-        _say(f"buildah storage: {verb} {len(storage.containers)} leftover containers, {len(storage.images)} images "
-             f"({storage.kept} kept)")  # fmt: skip
+        _say(
+            f"buildah storage: {verb} {len(storage.containers)} leftover containers, {len(storage.images)} images "
+            f"({storage.kept} kept)"
+        )
     return 0

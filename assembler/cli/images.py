@@ -168,11 +168,17 @@ def cmd_sif(args: argparse.Namespace) -> int:
     with showing(mode_of(args), verbose=args.verbose) as report, _reading_cache(args) as cache_dir:
         source = _source(args, cache_dir)
         pushed_bytes = lambda n: report(Event("bytes", {"n": n, "what": "pushed"}))  # noqa: E731
-        ctx = dataclasses.replace(_context(args, cache_dir), epoch=resolve_epoch(args.epoch, None),
-                                  upload_progress=pushed_bytes)  # fmt: skip
+        ctx = dataclasses.replace(
+            _context(args, cache_dir), epoch=resolve_epoch(args.epoch, None), upload_progress=pushed_bytes
+        )
         attached = [] if args.no_sbom else _image_attestations(args, source)
-        target = Target(source, ctx, sif_compressor=args.compressor, referrers=attached,
-                        sif_progress=lambda n: report(Event("bytes", {"n": n, "what": "sif"})))  # fmt: skip
+        target = Target(
+            source,
+            ctx,
+            sif_compressor=args.compressor,
+            referrers=attached,
+            sif_progress=lambda n: report(Event("bytes", {"n": n, "what": "sif"})),
+        )
         report(Event("output", {"ref": f"sif:{out_path}", "state": "writing"}))
         sif.write(target)
         assert target.sif is not None
@@ -181,13 +187,24 @@ def cmd_sif(args: argparse.Namespace) -> int:
         for writer in pushes:
             report(Event("output", {"ref": str(writer.ref), "state": "writing"}))
             (w,) = writer.write(target)
-            report(Event("output", {"ref": str(writer.ref), "state": "done", "digest": w.digest,
-                                    "uploaded": w.uploaded_bytes}))  # fmt: skip
+            report(
+                Event(
+                    "output",
+                    {"ref": str(writer.ref), "state": "done", "digest": w.digest, "uploaded": w.uploaded_bytes},
+                )
+            )
             referrer_of = source.image.digest if isinstance(writer, SifReferrerWriter) else ""
             pushed.append({"ref": w.ref, "digest": w.digest, "referrer_of": referrer_of})
     write_digest(args.digestfile, info.digest)
-    result = {"sif": str(info.path), "digest": info.digest, "size": info.size, "image": info.image_digest,
-              "arch": info.arch, "compressor": info.compressor, "pushed": pushed}  # fmt: skip
+    result = {
+        "sif": str(info.path),
+        "digest": info.digest,
+        "size": info.size,
+        "image": info.image_digest,
+        "arch": info.arch,
+        "compressor": info.compressor,
+        "pushed": pushed,
+    }
     if args.json:
         out.print(json.dumps(result, indent=2), markup=False)
     elif args.quiet:
@@ -219,8 +236,15 @@ def _image_attestations(args: argparse.Namespace, source: Any) -> list[Any]:
         (blob,) = r.blobs
         title = blob.annotations.get(mt.ANNOTATION_TITLE, "")
         notes = r.manifest.get("annotations")
-        out.append(Artifact(r.descriptor.artifact_type, listing.read(blob), title, source.image.descriptor,
-                            dict(notes) if isinstance(notes, dict) else {}))  # fmt: skip
+        out.append(
+            Artifact(
+                r.descriptor.artifact_type,
+                listing.read(blob),
+                title,
+                source.image.descriptor,
+                dict(notes) if isinstance(notes, dict) else {},
+            )
+        )
     return out
 
 
@@ -234,15 +258,24 @@ def cmd_sqsh(args: argparse.Namespace) -> int:
     with showing(mode_of(args), verbose=args.verbose) as report, _reading_cache(args) as cache_dir:
         source = _source(args, cache_dir)
         ctx = dataclasses.replace(_context(args, cache_dir), epoch=resolve_epoch(args.epoch, None))
-        target = Target(source, ctx, sif_compressor=args.compressor,
-                        sif_progress=lambda n: report(Event("bytes", {"n": n, "what": "sif"})))  # fmt: skip
+        target = Target(
+            source,
+            ctx,
+            sif_compressor=args.compressor,
+            sif_progress=lambda n: report(Event("bytes", {"n": n, "what": "sif"})),
+        )
         report(Event("output", {"ref": str(writer.ref), "state": "writing"}))
         (written,) = writer.write(target)
         report(Event("output", {"ref": str(writer.ref), "state": "done", "digest": written.digest}))
     write_digest(args.digestfile, written.digest)
     n = out_path.stat().st_size
-    result = {"sqsh": str(out_path), "digest": written.digest, "size": n, "image": source.image.digest,
-              "compressor": args.compressor}  # fmt: skip
+    result = {
+        "sqsh": str(out_path),
+        "digest": written.digest,
+        "size": n,
+        "image": source.image.digest,
+        "compressor": args.compressor,
+    }
     if args.json:
         out.print(json.dumps(result, indent=2), markup=False)
     elif args.quiet:

@@ -66,8 +66,14 @@ class LiveView(Display):
             console=console,
         )
         self.tasks: dict[str, TaskID] = {}
-        self.live = Live(console=console, get_renderable=self._render, refresh_per_second=8, transient=True,
-                         redirect_stdout=False, redirect_stderr=False)  # fmt: skip
+        self.live = Live(
+            console=console,
+            get_renderable=self._render,
+            refresh_per_second=8,
+            transient=True,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
 
     def start(self) -> None:
         self.live.start()

@@ -22,16 +22,40 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p = sub.add_parser("lock", help="resolve every Python set of every target and variant into MANIFEST.lock")
     p.add_argument("manifest", type=Path, help="the manifest (YAML)")
     p.add_argument("--set", action="append", type=_pair, default=[], metavar="K=V", help="override a param")
-    p.add_argument("--set-unlocked", action="append", type=_pair, default=[], metavar="K=V",
-                   help="override a param even where the target or a chosen choice fixes it")  # fmt: skip
-    p.add_argument("--target", action="append", dest="targets", default=[], metavar="TARGET",
-                   help="lock this target (repeatable; default: every target)")  # fmt: skip
+    p.add_argument(
+        "--set-unlocked",
+        action="append",
+        type=_pair,
+        default=[],
+        metavar="K=V",
+        help="override a param even where the target or a chosen choice fixes it",
+    )
+    p.add_argument(
+        "--target",
+        action="append",
+        dest="targets",
+        default=[],
+        metavar="TARGET",
+        help="lock this target (repeatable; default: every target)",
+    )
     p.add_argument("--lock", type=Path, default=None, metavar="FILE", help="the lock (default: MANIFEST.lock)")
     p.add_argument("--upgrade", action="store_true", help="resolve every set anew (the newest versions allowed)")
-    p.add_argument("--upgrade-package", action="append", default=[], metavar="NAME",
-                   help="let this package move to its newest allowed version (repeatable)")  # fmt: skip
-    p.add_argument("--tls-verify", type=_bool, nargs="?", const=True, default=True, metavar="BOOL",
-                   help="--tls-verify=false reads bases' digests from plain-HTTP (loopback) registries")  # fmt: skip
+    p.add_argument(
+        "--upgrade-package",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="let this package move to its newest allowed version (repeatable)",
+    )
+    p.add_argument(
+        "--tls-verify",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=True,
+        metavar="BOOL",
+        help="--tls-verify=false reads bases' digests from plain-HTTP (loopback) registries",
+    )
     p.add_argument("--json", action="store_true", help="print what was locked as JSON on stdout")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more detail (twice: debug)")
 
@@ -67,11 +91,27 @@ def cmd_lock(args: argparse.Namespace) -> int:
     if not variants:
         raise InputError("no target of the manifest takes these --set", hint="name a --target")
     path = (args.lock or default_lock_path(args.manifest)).resolve()
-    done = lock_variants(variants, path=path, sets=sets, runner=Runner(), upgrade=args.upgrade,
-                         upgrade_packages=args.upgrade_package, tls_verify=args.tls_verify)  # fmt: skip
+    done = lock_variants(
+        variants,
+        path=path,
+        sets=sets,
+        runner=Runner(),
+        upgrade=args.upgrade,
+        upgrade_packages=args.upgrade_package,
+        tls_verify=args.tls_verify,
+    )
     if args.json:
-        shown = [{"variant": d.variant, "set": d.where, "key": d.key, "state": d.state, "pins": d.pins,
-                  **({"why": d.why} if d.why else {})} for d in done]  # fmt: skip
+        shown = [
+            {
+                "variant": d.variant,
+                "set": d.where,
+                "key": d.key,
+                "state": d.state,
+                "pins": d.pins,
+                **({"why": d.why} if d.why else {}),
+            }
+            for d in done
+        ]
         out.print(json.dumps({"lock": str(path), "sets": shown}, indent=2), markup=False)
         return 0
     for d in done:
@@ -79,8 +119,11 @@ def cmd_lock(args: argparse.Namespace) -> int:
         count = f"{d.pins:>4} pins" if not d.where.startswith(("bases.", "sources.")) else " " * 9
         say(f"  {d.variant:<28} {d.where:<36} {d.state:<10} {count}{why}")
     counts = Counter(d.state for d in {d.key: d for d in done}.values())
-    say(f"{path}: {len(variants)} variant(s), " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-        + (" (no Python sets)" if not done else ""))  # fmt: skip
+    say(
+        f"{path}: {len(variants)} variant(s), "
+        + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        + (" (no Python sets)" if not done else "")
+    )
     return 0
 
 

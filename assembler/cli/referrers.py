@@ -41,8 +41,10 @@ def _listing(args: argparse.Namespace, ref: Ref, cache_dir: Path) -> tuple[str, 
 def cmd_referrers(args: argparse.Namespace) -> int:
     ref = absolute_ref(parse_ref(args.ref), Path.cwd())
     if ref.transport not in ("oci", "oci-archive", "docker", *_FILES):
-        raise InputError(f"{args.ref}: referrers live in OCI layouts (oci:), oci-archives, registries (docker://), "
-                         "SIF files and next to docker-archives and sqsh files")  # fmt: skip
+        raise InputError(
+            f"{args.ref}: referrers live in OCI layouts (oci:), oci-archives, registries (docker://), "
+            "SIF files and next to docker-archives and sqsh files"
+        )
     if args.save is not None and not args.save.is_dir():
         raise InputError(f"--save {args.save}: not an existing folder")
     with _reading_cache(args) as cache_dir:
@@ -58,8 +60,14 @@ def cmd_referrers(args: argparse.Namespace) -> int:
                     (args.save / file_name).write_bytes(listing.read(blob))
                     entry["saved"] = str(args.save / file_name)
                 files.append(entry)
-            shown.append({"digest": r.descriptor.digest, "artifact_type": r.descriptor.artifact_type,
-                          "annotations": dict(r.descriptor.annotations), "files": files})  # fmt: skip
+            shown.append(
+                {
+                    "digest": r.descriptor.digest,
+                    "artifact_type": r.descriptor.artifact_type,
+                    "annotations": dict(r.descriptor.annotations),
+                    "files": files,
+                }
+            )
     if args.json:
         out.print(json.dumps({"subject": listing.subject, "referrers": shown}, indent=2), markup=False)
         return 0

@@ -42,16 +42,24 @@ class OneStep(Builder):
     expected = ""
 
     def make_compile(
-        self, step: m.CompileStep, report: StepReport, *, base: Image, sources: Mapping[str, srcs.Source],
-        inputs: Mapping[str, Layer], tree_key: str, forced: bool,
-    ) -> dict[str, Layer]:  # fmt: skip
+        self,
+        step: m.CompileStep,
+        report: StepReport,
+        *,
+        base: Image,
+        sources: Mapping[str, srcs.Source],
+        inputs: Mapping[str, Layer],
+        tree_key: str,
+        forced: bool,
+    ) -> dict[str, Layer]:
         if report.key != self.expected:
             raise AssemblerError(
                 f"step {step.name}: this node computes the key {report.key}, the submitter {self.expected}",
                 hint="the nodes must see the same manifest, sources and buildah version as the submitting machine",
             )
-        return super().make_compile(step, report, base=base, sources=sources, inputs=inputs, tree_key=tree_key,
-                                    forced=forced)  # fmt: skip
+        return super().make_compile(
+            step, report, base=base, sources=sources, inputs=inputs, tree_key=tree_key, forced=forced
+        )
 
 
 def _interrupt(signum: int, frame: object) -> None:

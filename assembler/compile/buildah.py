@@ -150,8 +150,9 @@ class Buildah:
 
     def image_id(self, name: str) -> str | None:
         """The ID of the stored image ``name``, or None when there is none."""
-        result = self.runner.run([*self.globals, "inspect", "--type", "image", "--format", "{{.FromImageID}}", name],
-                                 check=False)  # fmt: skip
+        result = self.runner.run(
+            [*self.globals, "inspect", "--type", "image", "--format", "{{.FromImageID}}", name], check=False
+        )
         image_id = result.stdout.strip()
         return image_id if result.returncode == 0 and image_id else None
 

@@ -169,8 +169,18 @@ def with_packages(
         ca_volumes, ca_env = host_ca(ws)
         with container(ws, base, f"{step}-packages") as cid, ws.apt_slot() as slot:
             volumes = [*ca_volumes, *package_cache(ws.cache, slot)]
-            run_commands(ws, cid, step=step, commands=[command], env={**ca_env, **env}, volumes=volumes,
-                          workdir=None, redact=(), prelude="", log_path=log_path)  # fmt: skip
+            run_commands(
+                ws,
+                cid,
+                step=step,
+                commands=[command],
+                env={**ca_env, **env},
+                volumes=volumes,
+                workdir=None,
+                redact=(),
+                prelude="",
+                log_path=log_path,
+            )
             return ws.buildah.commit(cid, name)
 
 

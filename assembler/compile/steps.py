@@ -128,20 +128,38 @@ def _run_compile_step(
     image: Image | str = base
     if step.packages:
         apt_env = {k: v for k, v in step.env.items() if k != LOCK_ENV}  # the lock changes no apt install
-        image = with_packages(ws, base, step.packages, env=apt_env, step=step.name,
-                               log_path=log_path.with_suffix(".packages.log"))  # fmt: skip
+        image = with_packages(
+            ws, base, step.packages, env=apt_env, step=step.name, log_path=log_path.with_suffix(".packages.log")
+        )
     with container(ws, image, step.name) as cid, secret_files(ws, step.secrets, step.name) as (svol, values, pre):
         with mounted_artifacts(ws, inputs) as input_volumes:
             volumes = [*src_volumes, *input_volumes, *caches, *ca_volumes, *svol]
-            run_commands(ws, cid, step=step.name, commands=commands, env=env, volumes=volumes,
-                          workdir=step.workdir, redact=values, prelude=pre, log_path=log_path)  # fmt: skip
+            run_commands(
+                ws,
+                cid,
+                step=step.name,
+                commands=commands,
+                env=env,
+                volumes=volumes,
+                workdir=step.workdir,
+                redact=values,
+                prelude=pre,
+                log_path=log_path,
+            )
         # Artifacts may live in a kept folder or in a source's working copy, not only in the root.
         mounts = [(v.container, str(v.host)) for v in [*caches, *src_volumes]]
         artifacts = [
-            {"name": name, "path": art.path, "to": art.to, "mode": art.mode, "owner": art.owner,
-             "exclude": list(art.exclude), "mounts": mounts}
+            {
+                "name": name,
+                "path": art.path,
+                "to": art.to,
+                "mode": art.mode,
+                "owner": art.owner,
+                "exclude": list(art.exclude),
+                "mounts": mounts,
+            }
             for name, art in sorted(step.artifacts.items())
-        ]  # fmt: skip
+        ]
         job = {"cache": str(ws.cache.root), "epoch": ws.epoch, "compression": ws.compression, "artifacts": artifacts}
         answer = agent_job(ws, cid, "export", job, step=step.name, what="exporting the artifacts")
         results = {name: Layer.from_json(data) for name, data in answer.items()}
@@ -179,10 +197,27 @@ def run_runtime_step(
             agent_job(ws, cid, "snapshot", {"out": str(snap), "exclude": excludes}, step=name, what="reading the image")
             with mounted_artifacts(ws, mounts) as mvol, ws.apt_slot() if packages else nullcontext(0) as slot:
                 volumes = [*mvol, *ca_volumes, *svol, *(package_cache(ws.cache, slot) if packages else [])]
-                run_commands(ws, cid, step=name, commands=commands, env=run_env, volumes=volumes,
-                              workdir=workdir, redact=values, prelude=pre, log_path=log_path, user=user)  # fmt: skip
+                run_commands(
+                    ws,
+                    cid,
+                    step=name,
+                    commands=commands,
+                    env=run_env,
+                    volumes=volumes,
+                    workdir=workdir,
+                    redact=values,
+                    prelude=pre,
+                    log_path=log_path,
+                    user=user,
+                )
                 points = [v.container for v in volumes]
-            job = {"cache": str(ws.cache.root), "epoch": ws.epoch, "compression": ws.compression,
-                   "snapshot": str(snap), "exclude": excludes, "mountpoints": points}  # fmt: skip
+            job = {
+                "cache": str(ws.cache.root),
+                "epoch": ws.epoch,
+                "compression": ws.compression,
+                "snapshot": str(snap),
+                "exclude": excludes,
+                "mountpoints": points,
+            }
             answer = agent_job(ws, cid, "diff", job, step=name, what="reading the changes")
             return Layer.from_json(answer["changes"])

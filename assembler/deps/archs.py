@@ -75,9 +75,14 @@ def _from_memo(data: Mapping[str, Any]) -> GpuCode:
 
 
 def layer_code(
-    diff_id: str, opener: Callable[[], AbstractContextManager[BinaryIO]], *, what: str, cache: Cache | None,
-    workdir: Path, record: bool = True,
-) -> GpuCode:  # fmt: skip
+    diff_id: str,
+    opener: Callable[[], AbstractContextManager[BinaryIO]],
+    *,
+    what: str,
+    cache: Cache | None,
+    workdir: Path,
+    record: bool = True,
+) -> GpuCode:
     """The architectures of the device code in the layer ``opener`` opens (its blob,
     compressed or not); memoised under ``diff_id`` (looked up only, unless ``record``: a
     plan writes nothing). InvalidImage for a damaged layer."""

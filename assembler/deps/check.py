@@ -50,25 +50,62 @@ from assembler.oci.image import Image
 # Its graphics_libs_compat (libGL.so, libEGL.so...) are left out: those are mounted only
 # when the driver ships them instead of GLVND, so an image that needs them ships GLVND's.
 HOST_LIBRARIES = (
-    "libnvidia-ml.so", "libnvidia-cfg.so", "libnvidia-nscq.so",
-    "libcuda.so", "libcudadebugger.so", "libnvidia-opencl.so", "libnvidia-gpucomp.so",
-    "libnvidia-ptxjitcompiler.so", "libnvidia-fatbinaryloader.so", "libnvidia-allocator.so",
-    "libnvidia-compiler.so", "libnvidia-pkcs11.so", "libnvidia-pkcs11-openssl3.so", "libnvidia-nvvm.so",
+    "libnvidia-ml.so",
+    "libnvidia-cfg.so",
+    "libnvidia-nscq.so",
+    "libcuda.so",
+    "libcudadebugger.so",
+    "libnvidia-opencl.so",
+    "libnvidia-gpucomp.so",
+    "libnvidia-ptxjitcompiler.so",
+    "libnvidia-fatbinaryloader.so",
+    "libnvidia-allocator.so",
+    "libnvidia-compiler.so",
+    "libnvidia-pkcs11.so",
+    "libnvidia-pkcs11-openssl3.so",
+    "libnvidia-nvvm.so",
     "libnvidia-tileiras.so",
-    "libvdpau_nvidia.so", "libnvidia-encode.so", "libnvidia-opticalflow.so", "libnvcuvid.so",
-    "libnvidia-eglcore.so", "libnvidia-glcore.so", "libnvidia-tls.so", "libnvidia-glsi.so", "libnvidia-fbc.so",
-    "libnvidia-ifr.so", "libnvidia-rtcore.so", "libnvoptix.so",
-    "libGLX_nvidia.so", "libEGL_nvidia.so", "libGLESv2_nvidia.so", "libGLESv1_CM_nvidia.so",
-    "libnvidia-glvkspirv.so", "libnvidia-cbl.so",
-    "libnvidia-ngx.so", "libdxcore.so",
-)  # fmt: skip
+    "libvdpau_nvidia.so",
+    "libnvidia-encode.so",
+    "libnvidia-opticalflow.so",
+    "libnvcuvid.so",
+    "libnvidia-eglcore.so",
+    "libnvidia-glcore.so",
+    "libnvidia-tls.so",
+    "libnvidia-glsi.so",
+    "libnvidia-fbc.so",
+    "libnvidia-ifr.so",
+    "libnvidia-rtcore.so",
+    "libnvoptix.so",
+    "libGLX_nvidia.so",
+    "libEGL_nvidia.so",
+    "libGLESv2_nvidia.so",
+    "libGLESv1_CM_nvidia.so",
+    "libnvidia-glvkspirv.so",
+    "libnvidia-cbl.so",
+    "libnvidia-ngx.so",
+    "libdxcore.so",
+)
 
 # OCI architecture -> ELF machine and the Debian multiarch triplet of its default folders.
-_MACHINES = {"amd64": "EM_X86_64", "arm64": "EM_AARCH64", "386": "EM_386", "ppc64le": "EM_PPC64",
-             "s390x": "EM_S390", "riscv64": "EM_RISCV", "arm": "EM_ARM"}  # fmt: skip
-_TRIPLETS = {"EM_X86_64": "x86_64-linux-gnu", "EM_AARCH64": "aarch64-linux-gnu", "EM_386": "i386-linux-gnu",
-             "EM_PPC64": "powerpc64le-linux-gnu", "EM_S390": "s390x-linux-gnu", "EM_RISCV": "riscv64-linux-gnu",
-             "EM_ARM": "arm-linux-gnueabihf"}  # fmt: skip
+_MACHINES = {
+    "amd64": "EM_X86_64",
+    "arm64": "EM_AARCH64",
+    "386": "EM_386",
+    "ppc64le": "EM_PPC64",
+    "s390x": "EM_S390",
+    "riscv64": "EM_RISCV",
+    "arm": "EM_ARM",
+}
+_TRIPLETS = {
+    "EM_X86_64": "x86_64-linux-gnu",
+    "EM_AARCH64": "aarch64-linux-gnu",
+    "EM_386": "i386-linux-gnu",
+    "EM_PPC64": "powerpc64le-linux-gnu",
+    "EM_S390": "s390x-linux-gnu",
+    "EM_RISCV": "riscv64-linux-gnu",
+    "EM_ARM": "arm-linux-gnueabihf",
+}
 _PLATFORMS = {"EM_X86_64": "x86_64", "EM_AARCH64": "aarch64", "EM_386": "i686", "EM_PPC64": "ppc64le"}
 LDCONF = "etc/ld.so.conf"
 LDCACHE = "etc/ld.so.cache"
@@ -119,11 +156,15 @@ class Note:
 
     def __str__(self) -> str:
         if self.workdir:
-            return (f"{self.file} (layer {self.layer}) finds {self.library} at {', '.join(self.elsewhere)} only "
-                    f"through a relative RPATH/RUNPATH entry: it loads when started in {self.workdir} (the image's "
-                    "working directory), not from another folder (Apptainer starts in the caller's)")  # fmt: skip
-        return (f"{self.file} (layer {self.layer}) needs {self.library}, not on its search path but at "
-                f"{', '.join(self.elsewhere)}: it loads only if the program loaded that one first")  # fmt: skip
+            return (
+                f"{self.file} (layer {self.layer}) finds {self.library} at {', '.join(self.elsewhere)} only "
+                f"through a relative RPATH/RUNPATH entry: it loads when started in {self.workdir} (the image's "
+                "working directory), not from another folder (Apptainer starts in the caller's)"
+            )
+        return (
+            f"{self.file} (layer {self.layer}) needs {self.library}, not on its search path but at "
+            f"{', '.join(self.elsewhere)}: it loads only if the program loaded that one first"
+        )
 
 
 @dataclass(frozen=True)
@@ -139,16 +180,25 @@ class Report:
         return not self.misses
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "layers": list(self.layers), "files": self.files,
-                "misses": [asdict(m) for m in self.misses],
-                "notes": [{**asdict(n), "elsewhere": list(n.elsewhere)} for n in self.notes],
-                "host": list(self.host)}  # fmt: skip
+        return {
+            "ok": self.ok,
+            "layers": list(self.layers),
+            "files": self.files,
+            "misses": [asdict(m) for m in self.misses],
+            "notes": [{**asdict(n), "elsewhere": list(n.elsewhere)} for n in self.notes],
+            "host": list(self.host),
+        }
 
 
 def check_image(
-    image: Image, open_blob: BlobOpener, *, layers: Sequence[int], names: Sequence[str], cache: Cache | None,
+    image: Image,
+    open_blob: BlobOpener,
+    *,
+    layers: Sequence[int],
+    names: Sequence[str],
+    cache: Cache | None,
     workdir: Path,
-) -> Report:  # fmt: skip
+) -> Report:
     """Check the ELF files ``layers`` (indexes into ``image.layers``; ``names``: what each
     layer of the image is) add, in the final image. Reads layers' headers, the files of
     ``layers`` and the libraries they resolve to, never the whole image's data."""
@@ -175,8 +225,9 @@ def check_image(
     checker = _Checker(files, reader, named, [*env], paths, names, start)
     for path, index, facts in objects:
         checker.check(path, index, facts)
-    return Report(tuple(checked), len(objects), tuple(checker.misses), tuple(checker.notes),
-                  tuple(sorted(checker.host)))  # fmt: skip
+    return Report(
+        tuple(checked), len(objects), tuple(checker.misses), tuple(checker.notes), tuple(sorted(checker.host))
+    )
 
 
 @dataclass(frozen=True)
@@ -201,8 +252,11 @@ def _read_libraries(reader: FactReader, files: ImageFiles, named: Mapping[str, l
                 wanted.setdefault(loc[0], set()).add(loc[1])
     real = files.realpath(LDCACHE)
     cache_at = files.data_of(real) if real is not None else None
-    confs = [p for p in files.records if p == LDCONF or p.startswith("etc/ld.so.conf.d/")
-             or (p.startswith("etc/ld-musl-") and p.endswith(".path"))]  # fmt: skip
+    confs = [
+        p
+        for p in files.records
+        if p == LDCONF or p.startswith("etc/ld.so.conf.d/") or (p.startswith("etc/ld-musl-") and p.endswith(".path"))
+    ]
     located: dict[str, tuple[int, str]] = {}
     for path in confs:
         real = files.realpath(path)
@@ -252,16 +306,24 @@ def _expand(entries: Sequence[str], origin: str, facts: ElfFacts, workdir: str) 
         text = entry.replace("${ORIGIN}", "$ORIGIN").replace("$ORIGIN", origin)
         text = text.replace("${PLATFORM}", "$PLATFORM").replace("$PLATFORM", _PLATFORMS.get(facts.machine, ""))
         variants = [text.replace("${LIB}", lib).replace("$LIB", lib) for lib in libs] if "LIB" in text else [text]
-        out += [(v, False) if v.startswith("/") else (posixpath.normpath(posixpath.join(workdir, v or ".")), True)
-                for v in variants]  # fmt: skip
+        out += [
+            (v, False) if v.startswith("/") else (posixpath.normpath(posixpath.join(workdir, v or ".")), True)
+            for v in variants
+        ]
     return out
 
 
 class _Checker:
     def __init__(
-        self, files: ImageFiles, reader: FactReader, named: Mapping[str, list[str]], env: list[str],
-        paths: _Paths, names: Sequence[str], workdir: str,
-    ) -> None:  # fmt: skip
+        self,
+        files: ImageFiles,
+        reader: FactReader,
+        named: Mapping[str, list[str]],
+        env: list[str],
+        paths: _Paths,
+        names: Sequence[str],
+        workdir: str,
+    ) -> None:
         self.workdir = workdir
         self.files = files
         self.reader = reader
@@ -290,8 +352,9 @@ class _Checker:
         else:
             dirs = [
                 *_expand(facts.rpath if not facts.runpath else (), origin, facts, self.workdir),
-                *[(d, False) for d in self.env], *_expand(facts.runpath, origin, facts, self.workdir),
-            ]  # fmt: skip
+                *[(d, False) for d in self.env],
+                *_expand(facts.runpath, origin, facts, self.workdir),
+            ]
             trusted = [(d, False) for d in default_dirs(facts)]
         for name in facts.needed:
             if host_provided(name):
@@ -342,12 +405,20 @@ class _Checker:
             prefix, link = f"{real}/" if real else "", ""
             file: str | None = prefix + name
             if self._resolve(name, [(folder, False)], facts) is None:  # libfoo.so.1.2.3 without libfoo.so.1
-                file = next((p for p in sorted(records) if p.startswith(f"{prefix}{name}.")
-                             and "/" not in p[len(prefix):] and records[p].kind != "dir"), None)  # fmt: skip
+                file = next(
+                    (
+                        p
+                        for p in sorted(records)
+                        if p.startswith(f"{prefix}{name}.") and "/" not in p[len(prefix) :] and records[p].kind != "dir"
+                    ),
+                    None,
+                )
                 link = f" and there is no {name} link"
             if file is not None and file in records:
-                return (f"in {folder} (listed in {conf}) but {where}{link}: the layer that adds /{file} "
-                        f"(layer {records[file].layer}) should run ldconfig")  # fmt: skip
+                return (
+                    f"in {folder} (listed in {conf}) but {where}{link}: the layer that adds /{file} "
+                    f"(layer {records[file].layer}) should run ldconfig"
+                )
         return None
 
     def _cached(self, name: str, facts: ElfFacts) -> tuple[str, ElfFacts | None, bool] | None:

@@ -44,24 +44,33 @@ class ElfFacts:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "class": self.elfclass, "machine": self.machine, "type": self.type, "interp": self.interp,
-            "soname": self.soname, "needed": list(self.needed), "rpath": list(self.rpath),
-            "runpath": list(self.runpath), "verneed": {k: list(v) for k, v in self.verneed.items()},
+            "class": self.elfclass,
+            "machine": self.machine,
+            "type": self.type,
+            "interp": self.interp,
+            "soname": self.soname,
+            "needed": list(self.needed),
+            "rpath": list(self.rpath),
+            "runpath": list(self.runpath),
+            "verneed": {k: list(v) for k, v in self.verneed.items()},
             "verdef": list(self.verdef),
-        }  # fmt: skip
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ElfFacts:
         """From :meth:`to_json`; KeyError/TypeError/ValueError for any other shape."""
         return cls(
-            elfclass=int(data["class"]), machine=str(data["machine"]), type=str(data["type"]),
+            elfclass=int(data["class"]),
+            machine=str(data["machine"]),
+            type=str(data["type"]),
             interp=None if data["interp"] is None else str(data["interp"]),
             soname=None if data["soname"] is None else str(data["soname"]),
-            needed=tuple(str(x) for x in data["needed"]), rpath=tuple(str(x) for x in data["rpath"]),
+            needed=tuple(str(x) for x in data["needed"]),
+            rpath=tuple(str(x) for x in data["rpath"]),
             runpath=tuple(str(x) for x in data["runpath"]),
             verneed={str(k): tuple(str(x) for x in v) for k, v in data["verneed"].items()},
             verdef=tuple(str(x) for x in data["verdef"]),
-        )  # fmt: skip
+        )
 
 
 def _string(tag: Any, name: str) -> str:
@@ -112,11 +121,17 @@ def read_facts(stream: IO[bytes]) -> ElfFacts | None:
         dyn = _dynamic(elf)
         verneed, verdef = _versions(elf)
         return ElfFacts(
-            elfclass=int(elf.elfclass), machine=str(elf["e_machine"]), type=str(elf["e_type"]), interp=interp,
-            soname=dyn["DT_SONAME"][0] if dyn["DT_SONAME"] else None, needed=tuple(dyn["DT_NEEDED"]),
-            rpath=tuple(dyn["DT_RPATH"]), runpath=tuple(dyn["DT_RUNPATH"]),
-            verneed=verneed, verdef=verdef,
-        )  # fmt: skip
+            elfclass=int(elf.elfclass),
+            machine=str(elf["e_machine"]),
+            type=str(elf["e_type"]),
+            interp=interp,
+            soname=dyn["DT_SONAME"][0] if dyn["DT_SONAME"] else None,
+            needed=tuple(dyn["DT_NEEDED"]),
+            rpath=tuple(dyn["DT_RPATH"]),
+            runpath=tuple(dyn["DT_RUNPATH"]),
+            verneed=verneed,
+            verdef=verdef,
+        )
     except _DAMAGED:
         return None
 

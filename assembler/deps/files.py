@@ -173,8 +173,9 @@ class FactReader:
             self.cache.put_memo(key, {"entries": [list(e) for e in found]})
         return found
 
-    def read(self, index: int, paths: set[str] | None, texts: frozenset[str] = frozenset(),
-             raw: frozenset[str] = frozenset()) -> None:  # fmt: skip
+    def read(
+        self, index: int, paths: set[str] | None, texts: frozenset[str] = frozenset(), raw: frozenset[str] = frozenset()
+    ) -> None:
         """The facts of ``paths`` in layer ``index`` (None: of every file in it), the text of
         ``texts`` (small files) and the bytes of ``raw``, into :attr:`facts`, :attr:`texts`
         and :attr:`raw`."""
@@ -204,8 +205,9 @@ class FactReader:
             data = known.get(path)
             self.facts[(index, path)] = ElfFacts.from_json(data) if data is not None else None
 
-    def _scan(self, index: int, known: dict[str, Any], missing: set[str] | None, texts: set[str],
-              got: dict[str, str]) -> None:  # fmt: skip
+    def _scan(
+        self, index: int, known: dict[str, Any], missing: set[str] | None, texts: set[str], got: dict[str, str]
+    ) -> None:
         """One pass over layer ``index``, stopping once everything asked for is read."""
         left = None if missing is None else set(missing)
         for entry, opener in tar_members(self._source(index)):

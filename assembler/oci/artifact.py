@@ -24,9 +24,12 @@ EMPTY_DESCRIPTOR = Descriptor(mt.OCI_EMPTY, sha256_digest(EMPTY_CONFIG), len(EMP
 
 
 def artifact_manifest(
-    artifact_type: str, blobs: Sequence[Descriptor], annotations: Mapping[str, str], *,
+    artifact_type: str,
+    blobs: Sequence[Descriptor],
+    annotations: Mapping[str, str],
+    *,
     subject: Descriptor | None = None,
-) -> bytes:  # fmt: skip
+) -> bytes:
     """The canonical bytes of an artifact manifest: ``blobs`` on the empty config."""
     manifest: dict[str, Any] = {
         "schemaVersion": 2,
@@ -54,8 +57,9 @@ class Artifact:
 
     @cached_property
     def blob(self) -> Descriptor:
-        return Descriptor(self.artifact_type, sha256_digest(self.data), len(self.data),
-                          {mt.ANNOTATION_TITLE: self.title})  # fmt: skip
+        return Descriptor(
+            self.artifact_type, sha256_digest(self.data), len(self.data), {mt.ANNOTATION_TITLE: self.title}
+        )
 
     @cached_property
     def manifest_bytes(self) -> bytes:
@@ -68,8 +72,13 @@ class Artifact:
     @property
     def descriptor(self) -> Descriptor:
         """Its entry in an index (a layout's ``index.json``, a referrers list)."""
-        return Descriptor(mt.OCI_MANIFEST, self.digest, len(self.manifest_bytes), dict(self.annotations),
-                          artifact_type=self.artifact_type)  # fmt: skip
+        return Descriptor(
+            mt.OCI_MANIFEST,
+            self.digest,
+            len(self.manifest_bytes),
+            dict(self.annotations),
+            artifact_type=self.artifact_type,
+        )
 
     def blobs(self) -> dict[str, bytes]:
         """Every blob it needs besides its manifest, by digest."""
@@ -97,5 +106,6 @@ class FilesArtifact:
 
     def descriptor(self, annotations: Mapping[str, str]) -> Descriptor:
         """Its entry in an index (``annotations``: e.g. the tag of a layout entry)."""
-        return Descriptor(mt.OCI_MANIFEST, self.digest, len(self.manifest_bytes), dict(annotations),
-                          artifact_type=self.artifact_type)  # fmt: skip
+        return Descriptor(
+            mt.OCI_MANIFEST, self.digest, len(self.manifest_bytes), dict(annotations), artifact_type=self.artifact_type
+        )

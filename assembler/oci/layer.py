@@ -36,8 +36,9 @@ class Layer:
     @classmethod
     def of(cls, digest: str, size: int, diff_id: str, compression: str, *, uncompressed_size: int = 0) -> Layer:
         """A layer of ``compression`` ("zstd", "gzip", "none"); KeyError for any other."""
-        return cls(Descriptor(mt.oci_layer_type(compression), digest, size), diff_id,
-                   uncompressed_size=uncompressed_size)  # fmt: skip
+        return cls(
+            Descriptor(mt.oci_layer_type(compression), digest, size), diff_id, uncompressed_size=uncompressed_size
+        )
 
     @property
     def digest(self) -> str:

@@ -86,8 +86,9 @@ def append_layers(image: Image, layers: Sequence[Layer], *, epoch: int) -> Image
     if not history and diff_ids:
         # History is optional in OCI, but once we add entries there must be one per layer:
         # a base without any gets one per layer it has, so readers can match them up.
-        history = [{"created": timestamp(epoch), "created_by": "(base layer; the base has no history)"}
-                   for _ in diff_ids]  # fmt: skip
+        history = [
+            {"created": timestamp(epoch), "created_by": "(base layer; the base has no history)"} for _ in diff_ids
+        ]
     for layer in layers:
         diff_ids.append(layer.diff_id)
         entry: dict[str, Any] = {"created": timestamp(epoch), "created_by": layer.origin}

@@ -24,11 +24,20 @@ _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
 
 Transport = Literal[
     "docker", "oras", "oci", "oci-archive", "docker-archive", "rootfs", "sif", "sqsh", "scratch", "artifact"
-]  # fmt: skip
+]
 # artifact:DIR:STEP[.NAME] is an output of a step's artifacts as files (pipeline.artifacts), not an image.
 TRANSPORTS: tuple[Transport, ...] = (
-    "docker", "oras", "oci", "oci-archive", "docker-archive", "rootfs", "sif", "sqsh", "scratch", "artifact",
-)  # fmt: skip
+    "docker",
+    "oras",
+    "oci",
+    "oci-archive",
+    "docker-archive",
+    "rootfs",
+    "sif",
+    "sqsh",
+    "scratch",
+    "artifact",
+)
 
 
 @dataclass(frozen=True)

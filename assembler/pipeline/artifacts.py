@@ -69,12 +69,16 @@ def check(loaded: Loaded, refs: Sequence[Ref], *, force: bool, cache_dir: Path |
         folder = Path(ref.path).absolute()
         for what, path in kept.items():
             if path.resolve().is_relative_to(folder.resolve()):
-                raise InputError(f"{ref}: {folder} holds {what}: an artifact: output replaces its whole folder",
-                                 hint="write the artifacts into a folder of their own")  # fmt: skip
+                raise InputError(
+                    f"{ref}: {folder} holds {what}: an artifact: output replaces its whole folder",
+                    hint="write the artifacts into a folder of their own",
+                )
         for other, its in folders.items():
             if folder == other or folder.is_relative_to(other) or other.is_relative_to(folder):
-                raise InputError(f"{ref} and {its} write into the same folder: the second would replace the first",
-                                 hint="give each artifact: output a folder of its own")  # fmt: skip
+                raise InputError(
+                    f"{ref} and {its} write into the same folder: the second would replace the first",
+                    hint="give each artifact: output a folder of its own",
+                )
         folders[folder] = ref
         above = next((p for p in folder.parents if p.exists() or p.is_symlink()), None)
         if above is not None and not above.is_dir():
@@ -83,8 +87,10 @@ def check(loaded: Loaded, refs: Sequence[Ref], *, force: bool, cache_dir: Path |
             if not folder.is_dir():
                 raise InputError(f"{ref}: {folder} is not a folder", hint="--force replaces it")
             if any(folder.iterdir()) and not (folder / MARKER).is_file():
-                raise InputError(f"{ref}: {folder} is a folder with other files in it",
-                                 hint="use an empty folder, or --force to replace it")  # fmt: skip
+                raise InputError(
+                    f"{ref}: {folder} is a folder with other files in it",
+                    hint="use an empty folder, or --force to replace it",
+                )
 
 
 def build(
@@ -123,9 +129,12 @@ def as_oci(loaded: Loaded, wanted: Sequence[str], artifacts: Mapping[str, Layer]
         layer = artifacts[full]
         step, _, name = full.partition(".")
         suffix = {mt.OCI_LAYER_ZSTD: ".tar.zst", mt.OCI_LAYER_GZIP: ".tar.gz"}.get(layer.descriptor.media_type, ".tar")
-        notes = {mt.ANNOTATION_TITLE: full + suffix, "io.assemble.artifact": full,
-                 "io.assemble.artifact.to": graph.step_of(loaded.manifest, step).artifacts[name].to,
-                 "io.assemble.diff_id": layer.diff_id}  # fmt: skip
+        notes = {
+            mt.ANNOTATION_TITLE: full + suffix,
+            "io.assemble.artifact": full,
+            "io.assemble.artifact.to": graph.step_of(loaded.manifest, step).artifacts[name].to,
+            "io.assemble.diff_id": layer.diff_id,
+        }
         blobs.append(Descriptor(layer.descriptor.media_type, layer.digest, layer.size, notes))
     annotations = {mt.ANNOTATION_CREATED: mutate.timestamp(epoch), "io.assemble.manifest": loaded.manifest.name}
     return FilesArtifact(ARTIFACT_TYPE, tuple(blobs), annotations)

@@ -79,10 +79,12 @@ class Builder(Walk):
 
             opts = plan.options
             self.remote = RemoteStepCache(
-                ctx.cache, target=parse_cache_ref(opts.cache_to) if opts.cache_to else None,
-                sources=[parse_cache_ref(s) for s in opts.cache_from], options=registry_options(ctx),
+                ctx.cache,
+                target=parse_cache_ref(opts.cache_to) if opts.cache_to else None,
+                sources=[parse_cache_ref(s) for s in opts.cache_from],
+                options=registry_options(ctx),
                 report=lambda kind, fields: self.report(Event(kind, fields)),
-            )  # fmt: skip
+            )
             self.prebuilt.remote = self.remote  # pip: and url: layers are entries too
 
     def run(self) -> Built:
@@ -111,8 +113,9 @@ class Builder(Walk):
         steps = tuple(self.steps[s.name] for s in self.plan.steps)
         remote = self.remote.counts() if self.remote is not None else {}
         used = {n: b for n, b in self.bases.items() if b is not None}
-        return Built(image, base, tuple(layers), steps, remote, used,
-                     {n: s for n, s in self.sources.items() if s is not None})  # fmt: skip
+        return Built(
+            image, base, tuple(layers), steps, remote, used, {n: s for n, s in self.sources.items() if s is not None}
+        )
 
     def close(self) -> None:
         """After steps made by :meth:`compile` alone (no :meth:`run`): containers removed."""
@@ -196,8 +199,14 @@ class Builder(Walk):
             buildah = Buildah(self.ctx.runner, storage=self._storage(), driver=self.options.storage_driver)
             # Steps always store zstd layers (fast, small); an image that wants gzip gets
             # them converted when it is assembled, so --compression reruns no step.
-            self._ws = Workspace(buildah=buildah, cache=self.cache, epoch=self.ctx.epoch, compression="zstd",
-                                 host_ca=self.options.host_ca, on_line=None)  # fmt: skip
+            self._ws = Workspace(
+                buildah=buildah,
+                cache=self.cache,
+                epoch=self.ctx.epoch,
+                compression="zstd",
+                host_ca=self.options.host_ca,
+                on_line=None,
+            )
         return self._ws
 
     # -- bases and sources ------------------------------------------------------------
@@ -274,9 +283,16 @@ class Builder(Walk):
                 self.remote.ensure(blob)
 
     def make_compile(
-        self, step: m.CompileStep, report: StepReport, *, base: Image, sources: Mapping[str, srcs.Source],
-        inputs: Mapping[str, Layer], tree_key: str, forced: bool,
-    ) -> dict[str, Layer]:  # fmt: skip
+        self,
+        step: m.CompileStep,
+        report: StepReport,
+        *,
+        base: Image,
+        sources: Mapping[str, srcs.Source],
+        inputs: Mapping[str, Layer],
+        tree_key: str,
+        forced: bool,
+    ) -> dict[str, Layer]:
         assert report.key is not None
         mounted = [Mounted(ref, blob, graph.artifact_spec(self.man, ref).to) for ref, blob in inputs.items()]
         self.need_blobs(base)
@@ -288,8 +304,16 @@ class Builder(Walk):
                 results = slurm.executor(self).run_compile(step, report.key, stop=self._failed.is_set)
             else:
                 ws, started = self._running(step.name)
-                results = run_compile_step(step, base=base, sources=sources, inputs=mounted, ws=ws, key=report.key,
-                                           tree_key=tree_key, fresh=forced)  # fmt: skip
+                results = run_compile_step(
+                    step,
+                    base=base,
+                    sources=sources,
+                    inputs=mounted,
+                    ws=ws,
+                    key=report.key,
+                    tree_key=tree_key,
+                    fresh=forced,
+                )
                 self.cache.put_step_result(report.key, StepResult(step.name, results))
         if self.remote is not None:
             self.remote.export(report.key, StepResult(step.name, results))
@@ -302,9 +326,21 @@ class Builder(Walk):
         self._fetch(list(mounted.values()))
         with self._slot(f"step {rs.name}"):
             ws, started = self._running(rs.name)
-            blob = run_runtime_step(rs.name, rs.commands, image=image, env=rs.env, mounts=mounts, secrets=rs.secrets,
-                                    exclude=rs.exclude, keep=rs.keep, ws=ws, key=report.key, user=rs.user,
-                                    workdir=rs.workdir, packages=rs.packages)  # fmt: skip
+            blob = run_runtime_step(
+                rs.name,
+                rs.commands,
+                image=image,
+                env=rs.env,
+                mounts=mounts,
+                secrets=rs.secrets,
+                exclude=rs.exclude,
+                keep=rs.keep,
+                ws=ws,
+                key=report.key,
+                user=rs.user,
+                workdir=rs.workdir,
+                packages=rs.packages,
+            )
         self.cache.put_step_result(report.key, StepResult(rs.name, layer=blob))
         if self.remote is not None:
             self.remote.export(report.key, StepResult(rs.name, layer=blob))

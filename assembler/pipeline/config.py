@@ -97,9 +97,13 @@ def default_annotations(base: Image, base_name: ImageName | None, title: str, ep
 
 
 def gpu_metadata(
-    loaded: Loaded, steps: Sequence[m.CompileStep], *, code: Mapping[str, GpuCode], base: Image | None,
+    loaded: Loaded,
+    steps: Sequence[m.CompileStep],
+    *,
+    code: Mapping[str, GpuCode],
+    base: Image | None,
     stack: PythonFacts | None = None,
-) -> dict[str, str]:  # fmt: skip
+) -> dict[str, str]:
     """What hardware the image's compiled code targets and how it was built.
 
     Arch lists are read from the artifacts (``code``: the made steps'), versions from the

@@ -36,8 +36,12 @@ def check_built(built: Built, cache: Cache, *, report: Reporter) -> Report:
         report(Event("warning", {"text": f"... and {len(result.notes) - _NOTES_SHOWN} more such libraries"}))
     if result.misses:
         lines = "\n".join(f"  {m}" for m in result.misses)
-        ldconfig = ("run ldconfig (a run: layer) after the layer adding a library to an ld.so.conf folder, "
-                    "or set LD_LIBRARY_PATH; " if any(m.reason for m in result.misses) else "")  # fmt: skip
+        ldconfig = (
+            "run ldconfig (a run: layer) after the layer adding a library to an ld.so.conf folder, "
+            "or set LD_LIBRARY_PATH; "
+            if any(m.reason for m in result.misses)
+            else ""
+        )
         raise MissingDependencies(
             f"dependency check: {len(result.misses)} missing in the image\n{lines}",
             misses=result.misses,

@@ -15,8 +15,14 @@ from assembler.compile.steps import apt_install
 from assembler.oci.descriptor import Platform
 from assembler.spec import model as m
 
-KINDS: Mapping[type, str] = {m.CopyLayer: "copy", m.ArtifactLayer: "artifact", m.RunLayer: "run",
-                             m.PackagesLayer: "packages", m.PipLayer: "pip", m.UrlLayer: "url"}  # fmt: skip
+KINDS: Mapping[type, str] = {
+    m.CopyLayer: "copy",
+    m.ArtifactLayer: "artifact",
+    m.RunLayer: "run",
+    m.PackagesLayer: "packages",
+    m.PipLayer: "pip",
+    m.UrlLayer: "url",
+}
 # A layer's ``when:`` only decides whether it is there: not part of what it is.
 NOT_IN_DEFINITION = {"when"}
 
@@ -132,8 +138,13 @@ def runtime_step(man: m.Manifest, spec: m.RunLayer | m.PackagesLayer, index: int
         )
     names = packages(man, spec.packages)
     command = (f"apt-get install {' '.join(names)}", apt_install(names))
-    return RuntimeStep(spec.name or f"packages-{index + 1}", (command,), {"packages": names},
-                       f"packages {' '.join(names)}", packages=True)  # fmt: skip
+    return RuntimeStep(
+        spec.name or f"packages-{index + 1}",
+        (command,),
+        {"packages": names},
+        f"packages {' '.join(names)}",
+        packages=True,
+    )
 
 
 def compile_depends(step: m.CompileStep) -> tuple[str, ...]:

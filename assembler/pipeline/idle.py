@@ -51,8 +51,10 @@ def idle_sets(
                 idle.append(v)
                 already = already and other.params.get(name) == value
         if idle:
-            lines.append(f"--set {name}={value} changes nothing in {_where(idle)}: "
-                         + ("that is its value already" if already else f"nothing there uses {name}"))  # fmt: skip
+            lines.append(
+                f"--set {name}={value} changes nothing in {_where(idle)}: "
+                + ("that is its value already" if already else f"nothing there uses {name}")
+            )
     return lines
 
 
@@ -64,15 +66,21 @@ def _where(idle: Sequence[Variant]) -> str:
 
 
 def _without(
-    path: Path, loaded: Loaded, name: str, sets: Mapping[str, str], unlocked: Collection[str],
-    bases: Mapping[str, str], sources: Mapping[str, str],
-) -> Loaded | None:  # fmt: skip
+    path: Path,
+    loaded: Loaded,
+    name: str,
+    sets: Mapping[str, str],
+    unlocked: Collection[str],
+    bases: Mapping[str, str],
+    sources: Mapping[str, str],
+) -> Loaded | None:
     """The variant loaded without ``--set name``; None when that does not load (the
     ``--set`` was needed to satisfy a check: it does something)."""
     rest = {k: v for k, v in sets.items() if k != name}
     try:
-        return load_manifest(path, sets=rest, target=loaded.target, bases=bases, sources=sources,
-                             unlocked=frozenset(unlocked) - {name})  # fmt: skip
+        return load_manifest(
+            path, sets=rest, target=loaded.target, bases=bases, sources=sources, unlocked=frozenset(unlocked) - {name}
+        )
     except ManifestError:
         return None
 

@@ -48,8 +48,13 @@ if TYPE_CHECKING:
     from assembler.pipeline.walk import Base
 
 NAMESPACE = "io.assemble"
-CUDA_ARCH_VARS = ("TORCH_CUDA_ARCH_LIST", "CMAKE_CUDA_ARCHITECTURES", "CUDA_DOCKER_ARCH", "CUDA_ARCHITECTURES",
-                  "CUDA_ARCHS")  # fmt: skip
+CUDA_ARCH_VARS = (
+    "TORCH_CUDA_ARCH_LIST",
+    "CMAKE_CUDA_ARCHITECTURES",
+    "CUDA_DOCKER_ARCH",
+    "CUDA_ARCHITECTURES",
+    "CUDA_ARCHS",
+)
 ROCM_ARCH_VARS = ("PYTORCH_ROCM_ARCH", "AMDGPU_TARGETS", "GPU_TARGETS", "GPU_ARCHS", "HIP_ARCHITECTURES")
 # param -> (label, the base's env variables, the base's labels that say it)
 VERSIONS = {
@@ -84,9 +89,13 @@ def _read_from(man: m.Manifest) -> dict[str, list[str]]:
 
 
 def step_code(
-    man: m.Manifest, artifacts: Mapping[str, Mapping[str, Layer]], *, cache: Cache,
-    remote: RemoteSteps | None = None, records: bool = True,
-) -> dict[str, GpuCode]:  # fmt: skip
+    man: m.Manifest,
+    artifacts: Mapping[str, Mapping[str, Layer]],
+    *,
+    cache: Cache,
+    remote: RemoteSteps | None = None,
+    records: bool = True,
+) -> dict[str, GpuCode]:
     """The device code of each shipped (or named) step whose artifacts are known (made or
     cached); a step not there is still to run. A blob from a registry step cache
     (``remote``) is brought in before it is read. Without ``records`` (a plan), nothing is
@@ -227,9 +236,12 @@ def expand(
 
 
 def source_facts(
-    man: m.Manifest, read: Mapping[str, Source | None], source: Callable[[str], Source | None], *,
+    man: m.Manifest,
+    read: Mapping[str, Source | None],
+    source: Callable[[str], Source | None],
+    *,
     unknown: Mapping[str, str],
-) -> dict[str, dict[str, str]]:  # fmt: skip
+) -> dict[str, dict[str, str]]:
     """revision, version and url of each source labels or annotations name: of those
     ``read`` anyway (``source`` gives one), or a local folder; a label never fetches.
     ``unknown``: the facts of a source not read (a plan shows its revision as to come)."""

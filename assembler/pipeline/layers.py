@@ -134,8 +134,15 @@ class ImageSetup:
         if not view.needs_fitting(found):
             return blob
         # "format" 2: new parents are named with the epoch's mtime (they had 0 before).
-        fit_key = key_of({"fit": blob.digest, "format": 2, "view": view.relevant(found), "epoch": self.ctx.epoch,
-                          "compression": self.ctx.compression})  # fmt: skip
+        fit_key = key_of(
+            {
+                "fit": blob.digest,
+                "format": 2,
+                "view": view.relevant(found),
+                "epoch": self.ctx.epoch,
+                "compression": self.ctx.compression,
+            }
+        )
         fitted = self._cached_blob(fit_key)
         if fitted is not None or self.lookup_only:
             return fitted
@@ -173,12 +180,19 @@ class ImageSetup:
                 src, spec.to, mode=spec.mode, uid=uid, gid=gid, git_modes=True, mtime=self.ctx.epoch
             )
             if self.lookup_only:
-                diff_id = write_layer(members, HashingSink(None), compression="none", epoch=self.ctx.epoch,
-                                      presorted=True).diff_id  # fmt: skip
+                diff_id = write_layer(
+                    members, HashingSink(None), compression="none", epoch=self.ctx.epoch, presorted=True
+                ).diff_id
                 return self._cached_blob(self._copy_key(diff_id))
             with self.ctx.cache.blob_writer() as w:
-                blob = write_layer(members, w, compression=self.ctx.compression, epoch=self.ctx.epoch,
-                                   presorted=True, progress=self.ctx.progress)  # fmt: skip
+                blob = write_layer(
+                    members,
+                    w,
+                    compression=self.ctx.compression,
+                    epoch=self.ctx.epoch,
+                    presorted=True,
+                    progress=self.ctx.progress,
+                )
         except FileNotFoundError as e:
             raise self.loaded.error((*path, "copy", "from"), f"path does not exist: {e.filename}") from None
         except PermissionError as e:

@@ -82,8 +82,11 @@ def lock_variants(
                     keep = prior is not None and prior.value is not None and not upgrade
                     pinned_now[key] = prior if keep and prior else _pin(want, runner, tls_verify)
                 pin = lock.pins[key] = pinned_now[key]
-                report.append(Locked(name, where, key, "pinned" if pin.value else "unresolved", 0,
-                                     pin.unresolved or pin.value or ""))  # fmt: skip
+                report.append(
+                    Locked(
+                        name, where, key, "pinned" if pin.value else "unresolved", 0, pin.unresolved or pin.value or ""
+                    )
+                )
             # Lazily: each set is in the lock before the next (a layer above) is made against it.
             for use in set_uses(variant.loaded.manifest, platform_of(variant), pins_in(lock)):
                 entries[use.where] = use.key
@@ -109,8 +112,14 @@ def _resolved(
     if kept is not None and kept.pins is not None and not moving:
         return kept, "kept"
     previous = _previous_pins(old, name, use.where, kept)
-    got = resolve(use.definition, runner=runner, work=Path(tempfile.mkdtemp(dir=tmp)), prefer=previous,
-                  upgrade=upgrade, upgrade_packages=upgrade_packages)  # fmt: skip
+    got = resolve(
+        use.definition,
+        runner=runner,
+        work=Path(tempfile.mkdtemp(dir=tmp)),
+        prefer=previous,
+        upgrade=upgrade,
+        upgrade_packages=upgrade_packages,
+    )
     return Entry(use.definition, got.pins, got.unresolved), "resolved"
 
 
@@ -145,8 +154,9 @@ def with_lock(
     warnings: list[str] = []
     for variant in variants:
         loaded = variant.loaded
-        manifest, status = apply_lock(loaded.manifest, lock, path=file, platform=platform_of(variant),
-                                      locked=locked, redo=redo)  # fmt: skip
+        manifest, status = apply_lock(
+            loaded.manifest, lock, path=file, platform=platform_of(variant), locked=locked, redo=redo
+        )
         warnings += [w for w in status.warnings if w not in warnings]
         out.append(replace(variant, loaded=replace(loaded, manifest=manifest, lock=status)))
     return out, warnings

@@ -83,9 +83,11 @@ def no_python_below(spec: m.PipLayer, view: TreeView) -> str | None:
     folder = posixpath.dirname(spec.site.rstrip("/"))
     if posixpath.dirname(view.resolve(folder.strip("/") + "/site-packages")) in view.dirs:
         return None
-    return (f"{describe([parse_requirement(t) for t in spec.pip])}: the image below has no {folder}, so no "
-            f"Python {spec.python} reads {spec.site} (make the venv first, or set python:, prefix: or "
-            "site_packages: to the image's)")  # fmt: skip
+    return (
+        f"{describe([parse_requirement(t) for t in spec.pip])}: the image below has no {folder}, so no "
+        f"Python {spec.python} reads {spec.site} (make the venv first, or set python:, prefix: or "
+        "site_packages: to the image's)"
+    )
 
 
 def below(spec: m.PipLayer | m.UrlLayer, view: TreeView, error: Callable[..., InputError]) -> str | None:
@@ -95,8 +97,10 @@ def below(spec: m.PipLayer | m.UrlLayer, view: TreeView, error: Callable[..., In
     if isinstance(spec, m.PipLayer):
         return no_python_below(spec, view)
     if not spec.extract and not spec.to.endswith("/") and view.resolve(spec.to.strip("/")) in view.dirs:
-        raise error(f"{spec.to} is a folder in the image below: the file would replace it and all it holds",
-                    hint=f"to: {spec.to}/ puts the file into it")  # fmt: skip
+        raise error(
+            f"{spec.to} is a folder in the image below: the file would replace it and all it holds",
+            hint=f"to: {spec.to}/ puts the file into it",
+        )
     return None
 
 
@@ -154,15 +158,24 @@ class Prebuilt:
         for group in groups(spec):
             shas = [pypi.chosen(r, python=spec.python, arch=arch, cache=self.cache) for r in group]
             key = self._pip_key(shas, scheme) if None not in shas else None
-            shared = "pip-group-" + key_of({"requirements": [r.text for r in group], "index": spec.index,
-                                            "python": spec.python, "arch": arch, "scheme": scheme.__dict__,
-                                            **self._settings()})  # fmt: skip
+            shared = "pip-group-" + key_of(
+                {
+                    "requirements": [r.text for r in group],
+                    "index": spec.index,
+                    "python": spec.python,
+                    "arch": arch,
+                    "scheme": scheme.__dict__,
+                    **self._settings(),
+                }
+            )
             layer = (self.cache.layer(key) if key is not None else None) or self._shared(shared)
             if layer is None:
                 if self.lookup_only:
                     return None
-                wheels = [pypi.fetch(r, index=spec.index, python=spec.python, arch=arch, cache=self.cache,
-                                     what="pip layer") for r in group]  # fmt: skip
+                wheels = [
+                    pypi.fetch(r, index=spec.index, python=spec.python, arch=arch, cache=self.cache, what="pip layer")
+                    for r in group
+                ]
                 key = self._pip_key([w.sha256 for w in wheels], scheme)
                 layer = self.cache.layer(key) or self._write_wheels(wheels, scheme, key)
             self._share(shared, layer, describe(group))
@@ -200,8 +213,13 @@ class Prebuilt:
                 what = f"wheel {wheel.filename} (sha256:{wheel.sha256})"
                 members += wheel_members(zf, scheme, filename=wheel.filename, epoch=epoch, what=what)
             with self.cache.blob_writer() as w:
-                layer = write_layer(with_parents(members, epoch=epoch), w, compression=self.ctx.compression,
-                                    epoch=epoch, progress=self.ctx.progress)  # fmt: skip
+                layer = write_layer(
+                    with_parents(members, epoch=epoch),
+                    w,
+                    compression=self.ctx.compression,
+                    epoch=epoch,
+                    progress=self.ctx.progress,
+                )
         self.cache.put_layer(key, layer)
         self.made = True
         return layer
@@ -222,17 +240,31 @@ class Prebuilt:
 
     def url(self, spec: m.UrlLayer) -> Layer | None:
         """The layer of ``spec`` (None: a plan, and it is not made yet)."""
-        pinned = key_of({"sha256": spec.sha256, "to": spec.to, "extract": spec.extract, "mode": spec.mode,
-                         "name": self._file_name(spec), **self._settings(),
-                         **({"owner": spec.owner} if spec.owner else {})})  # fmt: skip
+        pinned = key_of(
+            {
+                "sha256": spec.sha256,
+                "to": spec.to,
+                "extract": spec.extract,
+                "mode": spec.mode,
+                "name": self._file_name(spec),
+                **self._settings(),
+                **({"owner": spec.owner} if spec.owner else {}),
+            }
+        )
         key, shared, what = "url-layer-" + pinned, "url-shared-" + pinned, f"url {self._file_name(spec)}"
         layer = self.cache.layer(key) or self._shared(shared)
         if layer is not None or self.lookup_only:
             if layer is not None:
                 self._share(shared, layer, what)
             return layer
-        download(spec.url, sha256=spec.sha256, cache=self.cache, max_bytes=size_bytes(spec.max_size),
-                 what=f"url layer {spec.url}", cap_hint="raise the layer's max_size if the file is so big")  # fmt: skip
+        download(
+            spec.url,
+            sha256=spec.sha256,
+            cache=self.cache,
+            max_bytes=size_bytes(spec.max_size),
+            what=f"url layer {spec.url}",
+            cap_hint="raise the layer's max_size if the file is so big",
+        )
         path = self._verified(spec.sha256)
         with self.cache.workdir("url-") as work:
             if spec.extract:
@@ -240,9 +272,15 @@ class Prebuilt:
             else:
                 dest = spec.to + self._file_name(spec) if spec.to.endswith("/") else spec.to
                 uid, _, gid = (spec.owner or "0").partition(":")
-                entry = TarEntry(clean_path(dest), "file", mode=spec.mode if spec.mode is not None else 0o644,
-                                 uid=int(uid), gid=int(gid or uid), size=path.stat().st_size,
-                                 mtime=self.ctx.epoch)  # fmt: skip
+                entry = TarEntry(
+                    clean_path(dest),
+                    "file",
+                    mode=spec.mode if spec.mode is not None else 0o644,
+                    uid=int(uid),
+                    gid=int(gid or uid),
+                    size=path.stat().st_size,
+                    mtime=self.ctx.epoch,
+                )
                 layer = self._write([(entry, _file_opener(path))])
         self.cache.put_layer(key, layer)
         self._share(shared, layer, what)
@@ -255,8 +293,13 @@ class Prebuilt:
 
     def _write(self, members: list[Member]) -> Layer:
         with self.cache.blob_writer() as w:
-            return write_layer(with_parents(members, epoch=self.ctx.epoch), w, compression=self.ctx.compression,
-                               epoch=self.ctx.epoch, progress=self.ctx.progress)  # fmt: skip
+            return write_layer(
+                with_parents(members, epoch=self.ctx.epoch),
+                w,
+                compression=self.ctx.compression,
+                epoch=self.ctx.epoch,
+                progress=self.ctx.progress,
+            )
 
     def _write_tar(self, path: Path, spec: m.UrlLayer, plain: Path) -> Layer:
         """The tar ``path`` (compressed or not) unpacked under ``spec.to``."""

@@ -83,15 +83,32 @@ class Plan:
             reason = "" if digest is not None else "base not resolved (made by the build)"
             spec = self.loaded.manifest.bases.get(name) if self.loaded is not None else None
             kind = "bootstrap" if isinstance(spec, m.BootstrapBase) else "base"
-            nodes.append({"id": f"base:{name}", "kind": kind, "state": state, "key": digest, "reason": reason,
-                          "depends_on": []})  # fmt: skip
+            nodes.append(
+                {"id": f"base:{name}", "kind": kind, "state": state, "key": digest, "reason": reason, "depends_on": []}
+            )
         for s in self.steps:
-            nodes.append({"id": f"step:{s.name}", "kind": s.kind, "state": s.state, "key": s.key, "reason": s.reason,
-                          "depends_on": list(s.depends_on)})  # fmt: skip
+            nodes.append(
+                {
+                    "id": f"step:{s.name}",
+                    "kind": s.kind,
+                    "state": s.state,
+                    "key": s.key,
+                    "reason": s.reason,
+                    "depends_on": list(s.depends_on),
+                }
+            )
         for layer in self.layers:
             needs = [f"step:{layer.step}"] if layer.step else []
-            nodes.append({"id": f"layer:{layer.index}", "kind": layer.kind, "state": layer.origin,
-                          "key": layer.digest, "reason": "", "depends_on": needs})  # fmt: skip
+            nodes.append(
+                {
+                    "id": f"layer:{layer.index}",
+                    "kind": layer.kind,
+                    "state": layer.origin,
+                    "key": layer.digest,
+                    "reason": "",
+                    "depends_on": needs,
+                }
+            )
         return nodes
 
     def to_json(self) -> dict[str, Any]:
@@ -123,8 +140,9 @@ class Resolver(Walk):
             return self.bootstrap(name, spec, dry=True)
         ref, platform = base_ref(self.loaded, spec, ctx.platform)
         if ref.transport == "rootfs":
-            image = rootfs_transport.cached(Path(ref.path), cache=ctx.cache, platform=platform, epoch=ctx.epoch,
-                                            compression=ctx.compression)  # fmt: skip
+            image = rootfs_transport.cached(
+                Path(ref.path), cache=ctx.cache, platform=platform, epoch=ctx.epoch, compression=ctx.compression
+            )
             return Base(name, image, str(ref)) if image is not None else None
         if ref.transport == "docker":
             image = self.cache.base_image(resolved_key(ref, platform))

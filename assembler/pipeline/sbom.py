@@ -64,8 +64,14 @@ def build_facts(built: Built, plan: Plan, cache: Cache) -> BuildFacts:
     steps: dict[str, StepFact] = {}
     artifacts: dict[str, ArtifactFact] = {}
     for step in graph.needed_steps(man):
-        steps[step.name] = StepFact(step.name, "compile", keys.get(step.name, ""), base=step.base or "",
-                                    sources=tuple(step.sources), inputs=tuple(step.inputs))  # fmt: skip
+        steps[step.name] = StepFact(
+            step.name,
+            "compile",
+            keys.get(step.name, ""),
+            base=step.base or "",
+            sources=tuple(step.sources),
+            inputs=tuple(step.inputs),
+        )
         for ref in step.inputs:  # an input of this step: what it mounted, as the step that made it left it
             made = cache.step_result(keys.get(ref.partition(".")[0], "")) if keys.get(ref.partition(".")[0]) else None
             name = ref.partition(".")[2]

@@ -108,8 +108,17 @@ class SlurmExecutor:
 
     def submit_argv(self, step: m.CompileStep, job_file: Path, log_path: Path) -> list[str]:
         node_cmd = [sys.executable, "-m", "assembler.cli.step", str(job_file)]
-        return ["sbatch", "--parsable", f"--job-name={step.name}", f"--output={log_path}", f"--chdir={Path.cwd()}",
-                *resource_args(step.resources), *self.options.slurm_args, "--wrap", shlex.join(node_cmd)]  # fmt: skip
+        return [
+            "sbatch",
+            "--parsable",
+            f"--job-name={step.name}",
+            f"--output={log_path}",
+            f"--chdir={Path.cwd()}",
+            *resource_args(step.resources),
+            *self.options.slurm_args,
+            "--wrap",
+            shlex.join(node_cmd),
+        ]
 
     def run_compile(self, step: m.CompileStep, key: str, *, stop: Callable[[], bool]) -> dict[str, Layer]:
         """Run ``step`` (whose key is ``key``) as a job and wait: its artifacts, from the cache."""
@@ -126,14 +135,23 @@ class SlurmExecutor:
             raise StepFailed(
                 f"step {step.name}: Slurm job {job_id} ended {state} (exit {code})\n"
                 f"--- last lines of its log ---\n{last}\n--- full log: {log_path}",
-                step=step.name, command="sbatch", argv=argv, log_path=log_path, log_tail=last,
+                step=step.name,
+                command="sbatch",
+                argv=argv,
+                log_path=log_path,
+                log_tail=last,
                 hint="the log shows why; finished steps are cached, so run assemble again once fixed",
-            )  # fmt: skip
+            )
         hit = self._result(key)
         if hit is None or set(hit.artifacts) != set(step.artifacts):
-            raise StepFailed(f"step {step.name}: Slurm job {job_id} finished but left no result in {self.cache.root}",
-                             step=step.name, command="sbatch", argv=argv, log_path=log_path,
-                             hint="the cache must be a folder every node shares, at the same path")  # fmt: skip
+            raise StepFailed(
+                f"step {step.name}: Slurm job {job_id} finished but left no result in {self.cache.root}",
+                step=step.name,
+                command="sbatch",
+                argv=argv,
+                log_path=log_path,
+                hint="the cache must be a folder every node shares, at the same path",
+            )
         return dict(hit.artifacts)
 
     def _result(self, key: str) -> StepResult | None:

@@ -62,9 +62,13 @@ class Variant:
         return self.outputs if self.outputs is not None else tuple(self.loaded.manifest.outputs)
 
     def describe(self) -> dict[str, Any]:
-        return {"variant": self.name, "target": self.target, "matrix": dict(self.values),
-                "platform": str(self.platform) if self.platform else None,
-                "params": dict(self.loaded.params)}  # fmt: skip
+        return {
+            "variant": self.name,
+            "target": self.target,
+            "matrix": dict(self.values),
+            "platform": str(self.platform) if self.platform else None,
+            "params": dict(self.loaded.params),
+        }
 
 
 def expand(template: str, values: Mapping[str, str], *, what: str) -> str:
@@ -120,10 +124,17 @@ def _targets(data: dict[str, Any], locs: Locations, targets: Sequence[str], all_
 
 
 def load_variants(
-    path: Path, *, sets: Mapping[str, str], targets: Sequence[str] = (), all_targets: bool = False,
-    bases: Mapping[str, str] | None = None, sources: Mapping[str, str] | None = None,
-    platforms: Sequence[Platform] = (), outputs: Sequence[str] | None = None, unlocked: Collection[str] = (),
-) -> list[Variant]:  # fmt: skip
+    path: Path,
+    *,
+    sets: Mapping[str, str],
+    targets: Sequence[str] = (),
+    all_targets: bool = False,
+    bases: Mapping[str, str] | None = None,
+    sources: Mapping[str, str] | None = None,
+    platforms: Sequence[Platform] = (),
+    outputs: Sequence[str] | None = None,
+    unlocked: Collection[str] = (),
+) -> list[Variant]:
     """Every variant a run builds, each loaded and checked, outputs expanded and checked
     for clashes. Raises ManifestError (file:line) or InputError before anything is built."""
     data, locs = load(path)
@@ -155,8 +166,13 @@ def _expand_outputs(variant: Variant, outputs: Sequence[str], locs: Locations) -
     loaded = variant.loaded
     word = "-".join([*([loaded.target] if loaded.target else []), *variant.values.values()]) or "latest"
     plat = variant.platform or Platform.parse(loaded.manifest.platform)
-    values = {**loaded.params, "name": loaded.manifest.name, "target": loaded.target or "", "variant": word,
-              "platform": str(plat).replace("/", "-")}  # fmt: skip
+    values = {
+        **loaded.params,
+        "name": loaded.manifest.name,
+        "target": loaded.target or "",
+        "variant": word,
+        "platform": str(plat).replace("/", "-"),
+    }
     texts = []
     for text in outputs:
         out = expand(text, values, what=f"-o {text}")
@@ -190,8 +206,11 @@ def check_outputs(variants: Sequence[Variant]) -> None:
                     hint="put ${target} or a matrix param (${variant}, ${name}...) in -o, or push to docker://REG/",
                 )
             if other is not v and not text.startswith(("oci:", "docker://")):
-                raise InputError(f"{text}: images of several platforms under one name go to oci: or docker:// "
-                                 "outputs only (one index carries them)", hint="put ${platform} in it")  # fmt: skip
+                raise InputError(
+                    f"{text}: images of several platforms under one name go to oci: or docker:// "
+                    "outputs only (one index carries them)",
+                    hint="put ${platform} in it",
+                )
 
 
 def platform_groups(variants: Sequence[Variant]) -> list[list[Variant]]:

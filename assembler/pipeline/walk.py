@@ -115,16 +115,24 @@ class Walk:
         """A bootstrapped base: made (or ``dry``: only looked up, None when not made yet)."""
         bspec, what = _bootstrap_spec(spec)
         ctx = self.ctx
-        image = boot.read(bspec, cache=ctx.cache, runner=ctx.runner, platform=ctx.platform, epoch=ctx.epoch,
-                          compression=ctx.compression, dry=dry)  # fmt: skip
+        image = boot.read(
+            bspec,
+            cache=ctx.cache,
+            runner=ctx.runner,
+            platform=ctx.platform,
+            epoch=ctx.epoch,
+            compression=ctx.compression,
+            dry=dry,
+        )
         return Base(name, image, what) if image is not None else None
 
     def bootstrap_key(self, spec: m.BootstrapBase) -> tuple[str, str]:
         """The cache key of a bootstrapped base, and what to call it."""
         bspec, what = _bootstrap_spec(spec)
         ctx = self.ctx
-        return boot.bootstrap_key(bspec, runner=ctx.runner, platform=ctx.platform, epoch=ctx.epoch,
-                                  compression=ctx.compression), what  # fmt: skip
+        return boot.bootstrap_key(
+            bspec, runner=ctx.runner, platform=ctx.platform, epoch=ctx.epoch, compression=ctx.compression
+        ), what
 
     def need_blobs(self, image: Image) -> None:
         """``image``'s layers are about to be read: a build brings in those it put off."""
@@ -136,9 +144,16 @@ class Walk:
         raise NotImplementedError
 
     def make_compile(
-        self, step: m.CompileStep, report: StepReport, *, base: Image, sources: Mapping[str, srcs.Source],
-        inputs: Mapping[str, Layer], tree_key: str, forced: bool,
-    ) -> dict[str, Layer] | None:  # fmt: skip
+        self,
+        step: m.CompileStep,
+        report: StepReport,
+        *,
+        base: Image,
+        sources: Mapping[str, srcs.Source],
+        inputs: Mapping[str, Layer],
+        tree_key: str,
+        forced: bool,
+    ) -> dict[str, Layer] | None:
         """The step's artifacts, made (a build) or None (a plan: it will run)."""
         raise NotImplementedError
 
@@ -191,15 +206,28 @@ class Walk:
         base = self.base(step.base or "")
         sources = {n: self.source(n) for n in step.sources}
         inputs = {ref: self.artifact(ref) for ref in step.inputs}
-        report = partial(StepReport, step.name, "compile", seconds=0.0, artifacts=tuple(step.artifacts),
-                         definition=self.defs.step(step), depends_on=graph.compile_depends(step))  # fmt: skip
+        report = partial(
+            StepReport,
+            step.name,
+            "compile",
+            seconds=0.0,
+            artifacts=tuple(step.artifacts),
+            definition=self.defs.step(step),
+            depends_on=graph.compile_depends(step),
+        )
         if base is None or any(v is None for v in sources.values()) or any(v is None for v in inputs.values()):
             reason = "base not made yet" if base is None else "inputs not known yet"
             self._record(report(state="will-run", key=None, reason=reason))
             return None
-        key_for = partial(compile_key, step, base=base.image.digest,
-                          inputs={r: b.diff_id for r, b in inputs.items() if b is not None}, tool=self.tool(),
-                          epoch=self.ctx.epoch, host_ca=self.options.host_ca)  # fmt: skip
+        key_for = partial(
+            compile_key,
+            step,
+            base=base.image.digest,
+            inputs={r: b.diff_id for r, b in inputs.items() if b is not None},
+            tool=self.tool(),
+            epoch=self.ctx.epoch,
+            host_ca=self.options.host_ca,
+        )
         key = key_for(sources={n: s.digest for n, s in sources.items() if s is not None})
         cached = self.cache_artifacts(key, step)
         forced = (self.options.no_cache or step.name in self.options.rebuild) and key not in self.options.made_keys
@@ -212,10 +240,15 @@ class Walk:
         # What the step keeps between builds (build trees, working copies) is shared by the
         # builds of one definition whatever the sources: a source edit builds incrementally.
         tree_key = key_for(sources={n: "" for n in sources})
-        results = self.make_compile(step, report(state="will-run", key=key, reason=reason), base=base.image,
-                                    sources={n: s for n, s in sources.items() if s is not None},
-                                    inputs={r: b for r, b in inputs.items() if b is not None},
-                                    tree_key=tree_key, forced=forced)  # fmt: skip
+        results = self.make_compile(
+            step,
+            report(state="will-run", key=key, reason=reason),
+            base=base.image,
+            sources={n: s for n, s in sources.items() if s is not None},
+            inputs={r: b for r, b in inputs.items() if b is not None},
+            tree_key=tree_key,
+            forced=forced,
+        )
         if results is not None:
             self.artifacts[step.name] = results
         return results
@@ -248,10 +281,18 @@ class Walk:
 
     def runtime(self, rs: RuntimeStep, image: Image | None) -> Placed:
         mounted = {ref: self.artifact(ref) for ref in rs.mounts}
-        depends = (f"base:{self.man.image.base}", *dict.fromkeys([*self._below, *(f"step:{r.partition('.')[0]}"
-                                                                                    for r in rs.mounts)]))  # fmt: skip
-        report = partial(StepReport, rs.name, "runtime", seconds=0.0,
-                         definition=self.defs.runtime(rs.definition, self._chain), depends_on=depends)  # fmt: skip
+        depends = (
+            f"base:{self.man.image.base}",
+            *dict.fromkeys([*self._below, *(f"step:{r.partition('.')[0]}" for r in rs.mounts)]),
+        )
+        report = partial(
+            StepReport,
+            rs.name,
+            "runtime",
+            seconds=0.0,
+            definition=self.defs.runtime(rs.definition, self._chain),
+            depends_on=depends,
+        )
         if image is None or any(b is None for b in mounted.values()):
             self._record(report(state="will-run", key=None, reason="the image below is not built yet"))
             return [], rs.what, "will-build"
@@ -265,8 +306,9 @@ class Walk:
             self._record(report(state="cached", key=key, reason=self._where(key)))
             self.report(Event("step", {"name": rs.name, "state": "cached"}))
             return [(blob, rs.what)], rs.what, "cached"
-        made = self.make_runtime(rs, report(state="will-run", key=key, reason="not built with these inputs"),
-                                 image=image, mounted=known)  # fmt: skip
+        made = self.make_runtime(
+            rs, report(state="will-run", key=key, reason="not built with these inputs"), image=image, mounted=known
+        )
         return ([(made, rs.what)], rs.what, "built") if made is not None else ([], rs.what, "will-build")
 
     def _cached_layer(self, key: str) -> Layer | None:
@@ -318,9 +360,16 @@ class Walk:
         return None
 
     def _stack(
-        self, spec: m.LayerSpec, blob: Layer, item: str, origin: str, step: str | None,
-        image: Image | None, view: TreeView | None, reports: list[LayerReport],
-    ) -> tuple[Image | None, TreeView | None]:  # fmt: skip
+        self,
+        spec: m.LayerSpec,
+        blob: Layer,
+        item: str,
+        origin: str,
+        step: str | None,
+        image: Image | None,
+        view: TreeView | None,
+        reports: list[LayerReport],
+    ) -> tuple[Image | None, TreeView | None]:
         """``blob`` fitted, converted and appended onto ``image`` (None: not known yet)."""
         if self.remote is not None and self.records:
             self.remote.ensure(blob)  # a step result from a registry: its blob is fetched now it is needed
@@ -340,8 +389,18 @@ class Walk:
         comment = getattr(spec, "comment", None) or ""
         image = mutate.append_layers(image, [layer.made_by(f"assemble: {item}", comment)], epoch=self.ctx.epoch)
         if shipped is not None:
-            self.report(Event("layer", {"index": len(reports) - 1, "what": item, "digest": shipped.digest,
-                                        "size": shipped.size, "origin": origin}))  # fmt: skip
+            self.report(
+                Event(
+                    "layer",
+                    {
+                        "index": len(reports) - 1,
+                        "what": item,
+                        "digest": shipped.digest,
+                        "size": shipped.size,
+                        "origin": origin,
+                    },
+                )
+            )
         return image, view
 
     def _layer(self, spec: m.LayerSpec, path: tuple[str | int, ...], image: Image | None, index: int) -> Placed:
@@ -368,8 +427,9 @@ class Walk:
     def finish(self, image: Image, base: Base | None) -> Image:
         """Config, labels and annotations on top of the layers (``base`` None: not known yet)."""
         man = self.man
-        code = labels.step_code(man, self.artifacts, cache=self.cache, remote=self.remote if self.records else None,
-                                records=self.records)  # fmt: skip
+        code = labels.step_code(
+            man, self.artifacts, cache=self.cache, remote=self.remote if self.records else None, records=self.records
+        )
         py = labels.python_facts(image, base, cache=self.cache) if self.records else None  # a plan: nothing to read
         gpu = gpu_metadata(self.loaded, graph.needed_steps(man), code=code, base=base.image if base else None, stack=py)
         made = labels.facts_of(code, man, self.base, final=self.records)

@@ -63,8 +63,15 @@ class Target:
         from assembler.transports.sif import write_sif  # only SIF outputs need it
 
         ctx = self.ctx
-        self.sif = write_sif(self.source, path, runner=ctx.runner, epoch=ctx.epoch, compressor=self.sif_compressor,
-                             progress=self.sif_progress or ctx.progress, attached=self.referrers)  # fmt: skip
+        self.sif = write_sif(
+            self.source,
+            path,
+            runner=ctx.runner,
+            epoch=ctx.epoch,
+            compressor=self.sif_compressor,
+            progress=self.sif_progress or ctx.progress,
+            attached=self.referrers,
+        )
         return self.sif
 
     def cleanup(self) -> None:
@@ -108,8 +115,7 @@ class LayoutWriter(_FileWriter):
 
     def write(self, target: Target) -> list[Written]:
         referrers = target.referrers if self.ref.tag else ()
-        return [write_output(self.ref, target.source.image, target.ctx, blobs=target.source.blobs,
-                             referrers=referrers)]  # fmt: skip
+        return [write_output(self.ref, target.source.image, target.ctx, blobs=target.source.blobs, referrers=referrers)]
 
 
 def _file_of(ref: Ref, target: Target) -> Path:
@@ -185,8 +191,14 @@ class SqshWriter:
         from assembler.transports.enroot import write_sqsh  # only sqsh outputs need it
 
         ctx = target.ctx
-        info = write_sqsh(target.source, Path(self.ref.path), runner=ctx.runner, epoch=ctx.epoch,
-                          compressor=target.sif_compressor, progress=target.sif_progress or ctx.progress)  # fmt: skip
+        info = write_sqsh(
+            target.source,
+            Path(self.ref.path),
+            runner=ctx.runner,
+            epoch=ctx.epoch,
+            compressor=target.sif_compressor,
+            progress=target.sif_progress or ctx.progress,
+        )
         return _with_sidecars(Written(str(self.ref), info.digest), _file_of(self.ref, target), target.referrers)
 
 
@@ -195,8 +207,15 @@ def _push_sif(target: Target, name: ImageName, *, referrer: bool) -> Written:
 
     info = target.make_sif()
     image = target.source.image
-    pub = push_sif(info.path, info.digest, info.size, name, options=registry_options(target.ctx),
-                   subject=image.descriptor if referrer else None, progress=target.ctx.upload_progress)  # fmt: skip
+    pub = push_sif(
+        info.path,
+        info.digest,
+        info.size,
+        name,
+        options=registry_options(target.ctx),
+        subject=image.descriptor if referrer else None,
+        progress=target.ctx.upload_progress,
+    )
     return Written(pub.ref, pub.digest, pub.uploaded_bytes)
 
 
@@ -242,8 +261,16 @@ class RegistryWriter:
         name = self.ref.name
         assert name is not None
         same = [b for b in target.mount_from if b.registry == name.registry]
-        out = [write_output(self.ref, target.source.image, target.ctx, blobs=target.source.blobs, mount_from=same,
-                            referrers=target.referrers)]  # fmt: skip
+        out = [
+            write_output(
+                self.ref,
+                target.source.image,
+                target.ctx,
+                blobs=target.source.blobs,
+                mount_from=same,
+                referrers=target.referrers,
+            )
+        ]
         if self.attach_sif:
             (pushed,) = SifReferrerWriter(self.ref).write(target)
             out.append(replace(pushed, ref=f"{pushed.ref} (referrer of {target.source.image.digest[:19]})"))

@@ -55,6 +55,11 @@ def attestations(facts: BuildFacts, open_blob: BlobOpener, *, cache: Cache | Non
     created = {mt.ANNOTATION_CREATED: timestamp(facts.epoch)}
     subject = facts.image.descriptor
     sbom = Artifact(mt.SPDX_JSON, spdx_document(facts, inventory), f"{facts.name}.spdx.json", subject, created)
-    provenance = Artifact(mt.IN_TOTO_JSON, provenance_statement(facts), f"{facts.name}.provenance.intoto.json",
-                          subject, {**created, mt.ANNOTATION_PREDICATE_TYPE: PREDICATE_TYPE})  # fmt: skip
+    provenance = Artifact(
+        mt.IN_TOTO_JSON,
+        provenance_statement(facts),
+        f"{facts.name}.provenance.intoto.json",
+        subject,
+        {**created, mt.ANNOTATION_PREDICATE_TYPE: PREDICATE_TYPE},
+    )
     return [sbom, provenance]

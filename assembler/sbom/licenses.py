@@ -41,27 +41,45 @@ Font-exception-2.0 GCC-exception-2.0 GCC-exception-3.1 LLVM-exception Linux-sysc
 OpenJDK-assembly-exception-1.0""".split()  # noqa: SIM905
 _KNOWN = {i.lower(): i for i in _IDS}
 _KNOWN_EXCEPTIONS = {i.lower(): i for i in _EXCEPTIONS}
-_DEBIAN = {"expat": "MIT", "zlib": "Zlib", "psf-2": "PSF-2.0", "cc0": "CC0-1.0", "apache-2": "Apache-2.0",
-           "public-domain": "LicenseRef-public-domain", "bsd-2": "BSD-2-Clause", "bsd-3": "BSD-3-Clause",
-           "mpl-2": "MPL-2.0", "artistic-2": "Artistic-2.0", "boost-1.0": "BSL-1.0", "ofl-1.1": "OFL-1.1"}  # fmt: skip
+_DEBIAN = {
+    "expat": "MIT",
+    "zlib": "Zlib",
+    "psf-2": "PSF-2.0",
+    "cc0": "CC0-1.0",
+    "apache-2": "Apache-2.0",
+    "public-domain": "LicenseRef-public-domain",
+    "bsd-2": "BSD-2-Clause",
+    "bsd-3": "BSD-3-Clause",
+    "mpl-2": "MPL-2.0",
+    "artistic-2": "Artistic-2.0",
+    "boost-1.0": "BSL-1.0",
+    "ofl-1.1": "OFL-1.1",
+}
 # Debian names GPL-2, GPL-2+, LGPL-2.1+, GFDL-1.3 ...: the version's "only" or "or-later" SPDX id.
 _DEBIAN_GNU = re.compile(r"^(a?gpl|lgpl|gfdl)-([0-9])(\.[0-9])?(\+?)$", re.IGNORECASE)
 _SPDX_GNU = re.compile(r"^((?:a?gpl|lgpl|gfdl)-[0-9]\.[0-9])(\+?)$", re.IGNORECASE)
-_CLASSIFIERS = {"MIT License": "MIT", "ISC License (ISCL)": "ISC", "Mozilla Public License 2.0 (MPL 2.0)": "MPL-2.0",
-                "GNU General Public License v2 (GPLv2)": "GPL-2.0-only",
-                "GNU General Public License v2 or later (GPLv2+)": "GPL-2.0-or-later",
-                "GNU General Public License v3 (GPLv3)": "GPL-3.0-only",
-                "GNU General Public License v3 or later (GPLv3+)": "GPL-3.0-or-later",
-                "GNU Lesser General Public License v2 (LGPLv2)": "LGPL-2.0-only",
-                "GNU Lesser General Public License v2 or later (LGPLv2+)": "LGPL-2.0-or-later",
-                "GNU Lesser General Public License v3 (LGPLv3)": "LGPL-3.0-only",
-                "GNU Lesser General Public License v3 or later (LGPLv3+)": "LGPL-3.0-or-later",
-                "GNU Affero General Public License v3": "AGPL-3.0-only",
-                "GNU Affero General Public License v3 or later (AGPLv3+)": "AGPL-3.0-or-later",
-                "Python Software Foundation License": "PSF-2.0", "The Unlicense (Unlicense)": "Unlicense",
-                "zlib/libpng License": "Zlib", "Boost Software License 1.0 (BSL-1.0)": "BSL-1.0",
-                "Eclipse Public License 2.0 (EPL-2.0)": "EPL-2.0", "Universal Permissive License (UPL)": "UPL-1.0",
-                "CC0 1.0 Universal (CC0 1.0) Public Domain Dedication": "CC0-1.0"}  # fmt: skip
+_CLASSIFIERS = {
+    "MIT License": "MIT",
+    "ISC License (ISCL)": "ISC",
+    "Mozilla Public License 2.0 (MPL 2.0)": "MPL-2.0",
+    "GNU General Public License v2 (GPLv2)": "GPL-2.0-only",
+    "GNU General Public License v2 or later (GPLv2+)": "GPL-2.0-or-later",
+    "GNU General Public License v3 (GPLv3)": "GPL-3.0-only",
+    "GNU General Public License v3 or later (GPLv3+)": "GPL-3.0-or-later",
+    "GNU Lesser General Public License v2 (LGPLv2)": "LGPL-2.0-only",
+    "GNU Lesser General Public License v2 or later (LGPLv2+)": "LGPL-2.0-or-later",
+    "GNU Lesser General Public License v3 (LGPLv3)": "LGPL-3.0-only",
+    "GNU Lesser General Public License v3 or later (LGPLv3+)": "LGPL-3.0-or-later",
+    "GNU Affero General Public License v3": "AGPL-3.0-only",
+    "GNU Affero General Public License v3 or later (AGPLv3+)": "AGPL-3.0-or-later",
+    "Python Software Foundation License": "PSF-2.0",
+    "The Unlicense (Unlicense)": "Unlicense",
+    "zlib/libpng License": "Zlib",
+    "Boost Software License 1.0 (BSL-1.0)": "BSL-1.0",
+    "Eclipse Public License 2.0 (EPL-2.0)": "EPL-2.0",
+    "Universal Permissive License (UPL)": "UPL-1.0",
+    "CC0 1.0 Universal (CC0 1.0) Public Domain Dedication": "CC0-1.0",
+}
 # Classifiers that group licenses and name none (License :: OSI Approved :: MIT License names MIT).
 _UMBRELLAS = {"OSI Approved", "DFSG approved"}
 _TOKEN = re.compile(r"\(|\)|[^\s()]+")

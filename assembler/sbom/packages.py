@@ -45,8 +45,11 @@ from assembler.sbom.licenses import deb822_paragraphs, dep5_license, python_lice
 DPKG_STATUS = "var/lib/dpkg/status"
 DPKG_STATUS_D = "var/lib/dpkg/status.d/"
 APK_INSTALLED = "lib/apk/db/installed"
-RPM_DATABASES = tuple(f"{folder}/{name}" for folder in ("var/lib/rpm", "usr/lib/sysimage/rpm")
-                      for name in ("rpmdb.sqlite", "Packages", "Packages.db"))  # fmt: skip
+RPM_DATABASES = tuple(
+    f"{folder}/{name}"
+    for folder in ("var/lib/rpm", "usr/lib/sysimage/rpm")
+    for name in ("rpmdb.sqlite", "Packages", "Packages.db")
+)
 OS_RELEASE = ("etc/os-release", "usr/lib/os-release")
 _PY_METADATA = (".dist-info/METADATA", ".egg-info/PKG-INFO")
 _DB_LIMIT = 64 << 20  # a package database bigger than this is not one
@@ -83,8 +86,12 @@ class Inventory:
 
 
 def _wanted(path: str) -> bool:
-    return (path in (DPKG_STATUS, APK_INSTALLED, *RPM_DATABASES, *OS_RELEASE) or path.startswith(DPKG_STATUS_D)
-            or path.endswith(_PY_METADATA) or _COPYRIGHT.match(path) is not None)  # fmt: skip
+    return (
+        path in (DPKG_STATUS, APK_INSTALLED, *RPM_DATABASES, *OS_RELEASE)
+        or path.startswith(DPKG_STATUS_D)
+        or path.endswith(_PY_METADATA)
+        or _COPYRIGHT.match(path) is not None
+    )
 
 
 class PackageReader(FactReader):
@@ -119,8 +126,9 @@ class PackageReader(FactReader):
         if hit is not None:
             return hit
         try:
-            found: list[rpmdb.RpmHeader] | str = rpmdb.read_from_layer(self._source(index), member,
-                                                                        workdir=self.workdir)  # fmt: skip
+            found: list[rpmdb.RpmHeader] | str = rpmdb.read_from_layer(
+                self._source(index), member, workdir=self.workdir
+            )
         except InvalidImage as e:
             found = str(e)
         if self.cache is not None:
@@ -237,8 +245,9 @@ def _with_copyright(pkg: Package, files: ImageFiles, text: Callable[[str], tuple
     return replace(pkg, license=found[1]) if found is not None and found[1] else pkg
 
 
-def _rpms(reader: PackageReader, final: Mapping[str, tuple[int, str]],
-          interesting: Mapping[int, list[str]]) -> tuple[list[Package], list[str]]:  # fmt: skip
+def _rpms(
+    reader: PackageReader, final: Mapping[str, tuple[int, str]], interesting: Mapping[int, list[str]]
+) -> tuple[list[Package], list[str]]:
     """The packages of each rpm database in the final view, each attributed like Debian's;
     notes for those that are not read."""
     packages: list[Package] = []
@@ -263,9 +272,21 @@ def _rpms(reader: PackageReader, final: Mapping[str, tuple[int, str]],
                 continue  # an imported signing key, not software; or listed by another database
             seen.add((h.name, h.arch, _evr(h)))
             layer = _lowest_layer((h.name, h.arch), _evr(h), versions)
-            packages.append(Package("rpm", h.name, f"{h.version}-{h.release}" if h.release else h.version, layer,
-                                    arch=h.arch, source=h.sourcerpm, supplier=h.vendor, summary=h.summary,
-                                    homepage=h.url, license=h.license, epoch=h.epoch))  # fmt: skip
+            packages.append(
+                Package(
+                    "rpm",
+                    h.name,
+                    f"{h.version}-{h.release}" if h.release else h.version,
+                    layer,
+                    arch=h.arch,
+                    source=h.sourcerpm,
+                    supplier=h.vendor,
+                    summary=h.summary,
+                    homepage=h.url,
+                    license=h.license,
+                    epoch=h.epoch,
+                )
+            )
     return packages, notes
 
 
@@ -314,9 +335,19 @@ def _debs(text: str, versions: list[tuple[int, dict[tuple[str, str], str]]]) -> 
         ident, version = (f["Package"], f.get("Architecture", "")), f.get("Version", "")
         layer = _lowest_layer(ident, version, versions)
         source = f.get("Source", "").split(" ")[0]
-        out.append(Package("deb", ident[0], version, layer, arch=ident[1], source=source,
-                           supplier=f.get("Maintainer", ""), summary=f.get("Description", ""),
-                           homepage=f.get("Homepage", "")))  # fmt: skip
+        out.append(
+            Package(
+                "deb",
+                ident[0],
+                version,
+                layer,
+                arch=ident[1],
+                source=source,
+                supplier=f.get("Maintainer", ""),
+                summary=f.get("Description", ""),
+                homepage=f.get("Homepage", ""),
+            )
+        )
     return out
 
 
@@ -329,9 +360,20 @@ def _apks(text: str, layer: int) -> list[Package]:
             if sep and len(key) == 1:
                 fields.setdefault(key, value)
         if fields.get("P"):
-            out.append(Package("apk", fields["P"], fields.get("V", ""), layer, arch=fields.get("A", ""),
-                               source=fields.get("o", ""), supplier=fields.get("m", ""), summary=fields.get("T", ""),
-                               homepage=fields.get("U", ""), license=fields.get("L", "")))  # fmt: skip
+            out.append(
+                Package(
+                    "apk",
+                    fields["P"],
+                    fields.get("V", ""),
+                    layer,
+                    arch=fields.get("A", ""),
+                    source=fields.get("o", ""),
+                    supplier=fields.get("m", ""),
+                    summary=fields.get("T", ""),
+                    homepage=fields.get("U", ""),
+                    license=fields.get("L", ""),
+                )
+            )
     return out
 
 
@@ -344,9 +386,17 @@ def _python_dist(text: str, path: str, layer: int) -> Package | None:
     expression, field = str(headers.get("License-Expression") or ""), str(headers.get("License") or "")
     license_ = python_license(expression, classifiers, field)
     folder = "/" + path.rsplit("/", 2)[0]
-    return Package("pypi", str(name).strip(), str(version).strip(), layer, supplier=str(headers.get("Author") or ""),
-                   summary=str(headers.get("Summary") or ""), homepage=str(headers.get("Home-page") or ""),
-                   license=" ".join(str(license_).split())[:200], path=folder)  # fmt: skip
+    return Package(
+        "pypi",
+        str(name).strip(),
+        str(version).strip(),
+        layer,
+        supplier=str(headers.get("Author") or ""),
+        summary=str(headers.get("Summary") or ""),
+        homepage=str(headers.get("Home-page") or ""),
+        license=" ".join(str(license_).split())[:200],
+        path=folder,
+    )
 
 
 def _os_release(text: str) -> dict[str, str]:

@@ -30,26 +30,37 @@ Json = dict[str, Any]
 
 def _source(src: SourceFact) -> Json:
     if src.kind == "git":
-        return {"name": f"source:{src.name}", "uri": f"git+{src.url}", "digest": {"gitCommit": src.revision},
-                "annotations": {"ref": src.ref}}  # fmt: skip
+        return {
+            "name": f"source:{src.name}",
+            "uri": f"git+{src.url}",
+            "digest": {"gitCommit": src.revision},
+            "annotations": {"ref": src.ref},
+        }
     if src.kind == "url":
         return {"name": f"source:{src.name}", "uri": src.url, "digest": {"sha256": digest_hex(src.revision)}}
     # A folder: the sha256 of its normalised tar (content and modes), as its step key uses.
-    return {"name": f"source:{src.name}", "digest": {"sha256": digest_hex(src.revision)},
-            "annotations": {"path": src.path, "digest_of": "normalised tar of the folder"}}  # fmt: skip
+    return {
+        "name": f"source:{src.name}",
+        "digest": {"sha256": digest_hex(src.revision)},
+        "annotations": {"path": src.path, "digest_of": "normalised tar of the folder"},
+    }
 
 
 def provenance_statement(facts: BuildFacts) -> bytes:
     """The in-toto statement (canonical JSON bytes) of the image ``facts`` describe."""
-    deps: list[Json] = [{"name": f"base:{b.name}", "digest": {"sha256": digest_hex(b.digest)},
-                         "annotations": {"what": b.what}} for b in facts.bases.values()]  # fmt: skip
+    deps: list[Json] = [
+        {"name": f"base:{b.name}", "digest": {"sha256": digest_hex(b.digest)}, "annotations": {"what": b.what}}
+        for b in facts.bases.values()
+    ]
     deps += [_source(s) for s in facts.sources.values()]
     deps += [{"name": f"recipe:{n}", "digest": {"sha256": digest_hex(d)}} for n, d in facts.recipes.items()]
     deps += [{"name": d.name, "uri": d.uri, "digest": {"sha256": d.sha256}} for d in facts.downloads]
-    steps = {s.name: {"kind": s.kind, "key": s.key, **({"base": s.base} if s.base else {})}
-             for s in facts.steps.values()}  # fmt: skip
-    artifacts = {a.ref: {"diff_id": a.diff_id, **({"layer": a.layer} if a.layer is not None else {})}
-                 for a in facts.artifacts}  # fmt: skip
+    steps = {
+        s.name: {"kind": s.kind, "key": s.key, **({"base": s.base} if s.base else {})} for s in facts.steps.values()
+    }
+    artifacts = {
+        a.ref: {"diff_id": a.diff_id, **({"layer": a.layer} if a.layer is not None else {})} for a in facts.artifacts
+    }
     external: Json = {
         "manifest": {"name": facts.manifest, "digest": {"sha256": digest_hex(facts.manifest_digest)}},
         "params": dict(facts.params),

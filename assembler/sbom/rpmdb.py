@@ -36,8 +36,18 @@ from assembler.archive.layer_reader import LayerSource, tar_members
 from assembler.errors import InvalidImage
 
 SQLITE, BDB = "sqlite", "bdb"
-_TAGS = {1000: "name", 1001: "version", 1002: "release", 1003: "epoch", 1004: "summary", 1011: "vendor",
-         1014: "license", 1020: "url", 1022: "arch", 1044: "sourcerpm"}  # fmt: skip
+_TAGS = {
+    1000: "name",
+    1001: "version",
+    1002: "release",
+    1003: "epoch",
+    1004: "summary",
+    1011: "vendor",
+    1014: "license",
+    1020: "url",
+    1022: "arch",
+    1044: "sourcerpm",
+}
 _INT32, _STRING, _STRING_ARRAY, _I18NSTRING = 4, 6, 8, 9
 _MAX_ENTRIES = 1 << 20  # rpm's own limit on a header's index (HEADER_TAGS_MAX)
 _MAX_HEADER = 256 << 20  # and on its data (HEADER_DATA_MAX)
@@ -127,8 +137,9 @@ def parse_header(blob: bytes) -> RpmHeader | None:
             fields[name] = data[offset : end if end >= 0 else size].decode("utf-8", "replace")
     if not fields.get("name") or "version" not in fields:
         return None
-    return RpmHeader(name=fields.pop("name"), version=fields.pop("version"), release=fields.pop("release", ""),
-                     **fields)  # fmt: skip
+    return RpmHeader(
+        name=fields.pop("name"), version=fields.pop("version"), release=fields.pop("release", ""), **fields
+    )
 
 
 def _sqlite_blobs(path: Path) -> Iterator[bytes]:

@@ -43,8 +43,10 @@ NOASSERTION = "NOASSERTION"
 NAMESPACE = "https://assemble.invalid/spdx"  # .invalid: a name, never fetched
 _ID_CHARS = re.compile(r"[^A-Za-z0-9.-]+")
 # What SPDX tools accept as a download location or homepage (a host with a dotted name).
-_URL = re.compile(r"^(git\+)?(https?|ssh|git|ftp|sftp)://([\w.~-]+@)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,5}"
-                  r"(:[0-9]{1,5})?(/\S*)?$")  # fmt: skip
+_URL = re.compile(
+    r"^(git\+)?(https?|ssh|git|ftp|sftp)://([\w.~-]+@)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,5}"
+    r"(:[0-9]{1,5})?(/\S*)?$"
+)
 _PERSON = re.compile(r"^([^<>()]+?)\s*<([^<>()\s]+)>$")
 Json = dict[str, Any]
 
@@ -60,9 +62,16 @@ def _url(text: str) -> str | None:
 
 
 def _package(spdxid: str, name: str, version: str, **more: Any) -> Json:
-    pkg: Json = {"SPDXID": spdxid, "name": name, "downloadLocation": NOASSERTION, "filesAnalyzed": False,
-                 "licenseConcluded": NOASSERTION, "licenseDeclared": NOASSERTION, "copyrightText": NOASSERTION,
-                 "supplier": NOASSERTION}  # fmt: skip
+    pkg: Json = {
+        "SPDXID": spdxid,
+        "name": name,
+        "downloadLocation": NOASSERTION,
+        "filesAnalyzed": False,
+        "licenseConcluded": NOASSERTION,
+        "licenseDeclared": NOASSERTION,
+        "copyrightText": NOASSERTION,
+        "supplier": NOASSERTION,
+    }
     if version:
         pkg["versionInfo"] = version
     pkg.update({k: v for k, v in more.items() if v not in (None, "", [])})
@@ -108,23 +117,44 @@ class _Doc:
         return str(pkg["SPDXID"])
 
     def annotate(self, pkg: Json, fields: Json) -> None:
-        pkg["annotations"] = [{"annotationDate": self.created, "annotationType": "OTHER",
-                               "annotator": self.annotator, "comment": canonical_json(fields).decode()}]  # fmt: skip
+        pkg["annotations"] = [
+            {
+                "annotationDate": self.created,
+                "annotationType": "OTHER",
+                "annotator": self.annotator,
+                "comment": canonical_json(fields).decode(),
+            }
+        ]
 
 
 def _image(doc: _Doc) -> str:
     f = doc.facts
     image = f.image
     purl = _purl("oci", "", f.name, image.digest, {"arch": image.platform.architecture})
-    image_id = doc.add(_package("SPDXRef-Image", f.name, image.digest, primaryPackagePurpose="CONTAINER",
-                                checksums=_sha256(image.digest), externalRefs=[purl],
-                                comment=f"the image built from {f.manifest}"))  # fmt: skip
+    image_id = doc.add(
+        _package(
+            "SPDXRef-Image",
+            f.name,
+            image.digest,
+            primaryPackagePurpose="CONTAINER",
+            checksums=_sha256(image.digest),
+            externalRefs=[purl],
+            comment=f"the image built from {f.manifest}",
+        )
+    )
     doc.relate("SPDXRef-DOCUMENT", "DESCRIBES", image_id)
     for base in f.bases.values():
-        base_id = doc.add(_package(spdx_id("Base", base.name, base.digest), base.name, base.digest,
-                                   primaryPackagePurpose="CONTAINER", checksums=_sha256(base.digest),
-                                   externalRefs=[_purl("oci", "", base.name, base.digest, {})],
-                                   comment=f"base {base.name}: {base.what}"))  # fmt: skip
+        base_id = doc.add(
+            _package(
+                spdx_id("Base", base.name, base.digest),
+                base.name,
+                base.digest,
+                primaryPackagePurpose="CONTAINER",
+                checksums=_sha256(base.digest),
+                externalRefs=[_purl("oci", "", base.name, base.digest, {})],
+                comment=f"base {base.name}: {base.what}",
+            )
+        )
         if base.name == f.base:
             doc.relate(image_id, "DESCENDANT_OF", base_id)
     return image_id
@@ -148,9 +178,17 @@ def _source(doc: _Doc, src: SourceFact) -> str:
         location = None
         what = f"folder {src.path}: {src.revision} is the sha256 of its normalised tar (content and modes)"
         checksums = []
-    return doc.add(_package(spdx_id("Source", src.name, src.revision), src.name, src.revision,
-                            primaryPackagePurpose="SOURCE", downloadLocation=location or NOASSERTION,
-                            checksums=checksums, comment=what))  # fmt: skip
+    return doc.add(
+        _package(
+            spdx_id("Source", src.name, src.revision),
+            src.name,
+            src.revision,
+            primaryPackagePurpose="SOURCE",
+            downloadLocation=location or NOASSERTION,
+            checksums=checksums,
+            comment=what,
+        )
+    )
 
 
 def _artifact(doc: _Doc, art: ArtifactFact, image_id: str) -> str:
@@ -159,16 +197,34 @@ def _artifact(doc: _Doc, art: ArtifactFact, image_id: str) -> str:
     base = f.bases.get(step.base)
     sources = {n: f.sources[n].revision for n in step.sources if n in f.sources}
     where = f"layer {art.layer} of the image" if art.layer is not None else "an input of other steps, not in the image"
-    comment = (f"{where}; built by compile step {step.name} (key {step.key})"
-               + (f" on base {base.name} ({base.digest})" if base else "")
-               + (f" from {', '.join(f'{n} {r}' for n, r in sources.items())}" if sources else "")
-               + (f" with {', '.join(step.inputs)}" if step.inputs else ""))  # fmt: skip
-    pkg = _package(spdx_id("Artifact", art.ref, art.diff_id), art.ref, "", checksums=_sha256(art.diff_id),
-                   comment=comment, primaryPackagePurpose="OTHER")  # fmt: skip
-    doc.annotate(pkg, {"assemble": "artifact", "step": step.name, "step_key": step.key, "diff_id": art.diff_id,
-                       "layer": art.layer, "base": base.name if base else None,
-                       "base_digest": base.digest if base else None, "sources": sources,
-                       "inputs": list(step.inputs)})  # fmt: skip
+    comment = (
+        f"{where}; built by compile step {step.name} (key {step.key})"
+        + (f" on base {base.name} ({base.digest})" if base else "")
+        + (f" from {', '.join(f'{n} {r}' for n, r in sources.items())}" if sources else "")
+        + (f" with {', '.join(step.inputs)}" if step.inputs else "")
+    )
+    pkg = _package(
+        spdx_id("Artifact", art.ref, art.diff_id),
+        art.ref,
+        "",
+        checksums=_sha256(art.diff_id),
+        comment=comment,
+        primaryPackagePurpose="OTHER",
+    )
+    doc.annotate(
+        pkg,
+        {
+            "assemble": "artifact",
+            "step": step.name,
+            "step_key": step.key,
+            "diff_id": art.diff_id,
+            "layer": art.layer,
+            "base": base.name if base else None,
+            "base_digest": base.digest if base else None,
+            "sources": sources,
+            "inputs": list(step.inputs),
+        },
+    )
     art_id = doc.add(pkg)
     if art.layer is not None:
         doc.relate(image_id, "CONTAINS", art_id)
@@ -188,8 +244,11 @@ def _installed(doc: _Doc, pkg: Package, image_id: str, containers: dict[int, str
         by = f"{'compile' if layer.kind == 'artifact' else 'runtime'} step {layer.step} ({layer.what})"
     else:
         by = layer.what
-    comment = (f"installed in {pkg.path}, layer {pkg.layer} (from {by})" if pkg.ecosystem == "pypi"
-               else f"layer {pkg.layer}, installed by {by}")  # fmt: skip
+    comment = (
+        f"installed in {pkg.path}, layer {pkg.layer} (from {by})"
+        if pkg.ecosystem == "pypi"
+        else f"layer {pkg.layer}, installed by {by}"
+    )
     source = f"built from the source package {pkg.source}" if pkg.source else None
     spdxid = spdx_id(pkg.ecosystem, pkg.name, pkg.version, pkg.arch, pkg.path, pkg.epoch)
     declared, refs = spdx_license(pkg.license, debian=pkg.ecosystem == "deb")
@@ -197,12 +256,23 @@ def _installed(doc: _Doc, pkg: Package, image_id: str, containers: dict[int, str
         doc.license_refs.setdefault(ref, text)
     vendor = " ".join(pkg.supplier.replace("(", " ").replace(")", " ").split())  # rpm: an organisation
     supplier = f"Organization: {vendor}" if pkg.ecosystem == "rpm" and vendor else _supplier(pkg.supplier)
-    doc.add(_package(spdxid, pkg.name, f"{pkg.epoch}:{pkg.version}" if pkg.epoch else pkg.version,
-                     supplier=supplier or NOASSERTION, summary=pkg.summary or None, homepage=_url(pkg.homepage),
-                     sourceInfo=source, licenseDeclared=declared,
-                     licenseComments=f"as the package says: {pkg.license}" if pkg.license else None,
-                     externalRefs=[_installed_purl(doc, pkg)], comment=comment, checksums=_wheel_sha256(doc, pkg),
-                     primaryPackagePurpose="LIBRARY" if pkg.ecosystem == "pypi" else None))  # fmt: skip
+    doc.add(
+        _package(
+            spdxid,
+            pkg.name,
+            f"{pkg.epoch}:{pkg.version}" if pkg.epoch else pkg.version,
+            supplier=supplier or NOASSERTION,
+            summary=pkg.summary or None,
+            homepage=_url(pkg.homepage),
+            sourceInfo=source,
+            licenseDeclared=declared,
+            licenseComments=f"as the package says: {pkg.license}" if pkg.license else None,
+            externalRefs=[_installed_purl(doc, pkg)],
+            comment=comment,
+            checksums=_wheel_sha256(doc, pkg),
+            primaryPackagePurpose="LIBRARY" if pkg.ecosystem == "pypi" else None,
+        )
+    )
     doc.relate(image_id, "CONTAINS", spdxid)
     if pkg.layer in containers:
         doc.relate(containers[pkg.layer], "CONTAINS", spdxid)
@@ -216,8 +286,9 @@ def _installed_purl(doc: _Doc, pkg: Package) -> Json:
     os_id, os_version = doc.inventory.os_release.get("ID", ""), doc.inventory.os_release.get("VERSION_ID", "")
     distro = f"{os_id}-{os_version}" if os_id and os_version else ""
     namespace = os_id or {"apk": "alpine", "deb": "debian"}.get(pkg.ecosystem, "")
-    return _purl(pkg.ecosystem, namespace, pkg.name, pkg.version, {"arch": pkg.arch, "distro": distro,
-                                                                    "epoch": pkg.epoch})  # fmt: skip
+    return _purl(
+        pkg.ecosystem, namespace, pkg.name, pkg.version, {"arch": pkg.arch, "distro": distro, "epoch": pkg.epoch}
+    )
 
 
 def _copies(doc: _Doc, image_id: str, containers: dict[int, str]) -> None:
@@ -225,9 +296,16 @@ def _copies(doc: _Doc, image_id: str, containers: dict[int, str]) -> None:
     for layer in doc.facts.layers:
         if layer.kind == "copy" and layer.diff_id:
             comment = f"layer {layer.index}: files from the host; the checksum is the layer's diff_id"
-            copy_id = doc.add(_package(spdx_id("Copy", layer.what, layer.diff_id), layer.what, "",
-                                       checksums=_sha256(layer.diff_id), primaryPackagePurpose="FILE",
-                                       comment=comment))  # fmt: skip
+            copy_id = doc.add(
+                _package(
+                    spdx_id("Copy", layer.what, layer.diff_id),
+                    layer.what,
+                    "",
+                    checksums=_sha256(layer.diff_id),
+                    primaryPackagePurpose="FILE",
+                    comment=comment,
+                )
+            )
             doc.relate(image_id, "CONTAINS", copy_id)
             containers[layer.index] = copy_id
 
@@ -293,9 +371,17 @@ def spdx_document(facts: BuildFacts, inventory: Inventory) -> bytes:
     for pkg in inventory.packages:
         _installed(doc, pkg, image_id, containers)
     debs = any(p.ecosystem == "deb" for p in inventory.packages)
-    notes = [*(["A Debian package's declared license is its machine-readable copyright file's (Files: *);"
-                " NOASSERTION where that file is not machine-readable."] if debs else []),
-             *inventory.notes]  # fmt: skip
+    notes = [
+        *(
+            [
+                "A Debian package's declared license is its machine-readable copyright file's (Files: *);"
+                " NOASSERTION where that file is not machine-readable."
+            ]
+            if debs
+            else []
+        ),
+        *inventory.notes,
+    ]
     document: Json = {
         "spdxVersion": "SPDX-2.3",
         "dataLicense": "CC0-1.0",

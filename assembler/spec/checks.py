@@ -64,8 +64,11 @@ def _check_label_facts(loaded: Loaded, path: PathKey, value: str) -> None:
         names = [s.name for s in man.compile] if ref.kind == "steps" else list(man.bases)
         if ref.name not in names:
             what = "compile step" if ref.kind == "steps" else "base"
-            raise loaded.error(path, f"unknown {what} {ref.name!r} in ${{{ref.kind}.{ref.name}...}}",
-                               hint=f"{ref.kind}: {', '.join(sorted(names)) or 'none'}")  # fmt: skip
+            raise loaded.error(
+                path,
+                f"unknown {what} {ref.name!r} in ${{{ref.kind}.{ref.name}...}}",
+                hint=f"{ref.kind}: {', '.join(sorted(names)) or 'none'}",
+            )
 
 
 def check(loaded: Loaded, *, overridden_sources: frozenset[str] = frozenset()) -> None:
@@ -177,8 +180,11 @@ def _check_pip_twice(loaded: Loaded) -> None:
             if key in seen:
                 line = loaded.locs.line(seen[key])
                 first = ".".join(map(str, seen[key])) + (f" (line {line})" if line else "")
-                raise loaded.error((*path, "pip", i), f"{key[1]} is installed into {key[0]} by {first} too",
-                                   hint="list each distribution once (in one pip: layer)")  # fmt: skip
+                raise loaded.error(
+                    (*path, "pip", i),
+                    f"{key[1]} is installed into {key[0]} by {first} too",
+                    hint="list each distribution once (in one pip: layer)",
+                )
             seen[key] = path
 
 

@@ -114,15 +114,29 @@ Version = tuple[int, int]
 # Compute capability -> (first CUDA whose nvcc has it, first CUDA whose nvcc dropped it),
 # from the CUDA toolkit release notes.
 _ARCHS: dict[Version, tuple[Version, Version | None]] = {
-    (3, 5): ((5, 0), (12, 0)), (3, 7): ((6, 5), (12, 0)),
-    (5, 0): ((6, 0), (13, 0)), (5, 2): ((6, 5), (13, 0)), (5, 3): ((6, 5), (13, 0)),
-    (6, 0): ((8, 0), (13, 0)), (6, 1): ((8, 0), (13, 0)), (6, 2): ((8, 0), (13, 0)),
-    (7, 0): ((9, 0), (13, 0)), (7, 2): ((10, 0), (13, 0)), (7, 5): ((10, 0), None),
-    (8, 0): ((11, 0), None), (8, 6): ((11, 1), None), (8, 7): ((11, 4), None), (8, 9): ((11, 8), None),
+    (3, 5): ((5, 0), (12, 0)),
+    (3, 7): ((6, 5), (12, 0)),
+    (5, 0): ((6, 0), (13, 0)),
+    (5, 2): ((6, 5), (13, 0)),
+    (5, 3): ((6, 5), (13, 0)),
+    (6, 0): ((8, 0), (13, 0)),
+    (6, 1): ((8, 0), (13, 0)),
+    (6, 2): ((8, 0), (13, 0)),
+    (7, 0): ((9, 0), (13, 0)),
+    (7, 2): ((10, 0), (13, 0)),
+    (7, 5): ((10, 0), None),
+    (8, 0): ((11, 0), None),
+    (8, 6): ((11, 1), None),
+    (8, 7): ((11, 4), None),
+    (8, 9): ((11, 8), None),
     (9, 0): ((11, 8), None),
-    (10, 0): ((12, 8), None), (10, 1): ((12, 8), (13, 0)), (10, 3): ((12, 9), None), (11, 0): ((13, 0), None),
-    (12, 0): ((12, 8), None), (12, 1): ((12, 9), None),
-}  # fmt: skip
+    (10, 0): ((12, 8), None),
+    (10, 1): ((12, 8), (13, 0)),
+    (10, 3): ((12, 9), None),
+    (11, 0): ((13, 0), None),
+    (12, 0): ((12, 8), None),
+    (12, 1): ((12, 9), None),
+}
 # Arch-specific (sm_90a) and family (sm_100f) targets came later than their arch.
 _SUFFIX_SINCE: dict[str, Version] = {"a": (12, 0), "f": (12, 9)}
 _KEYWORDS = {"default", "native", "all", "all-major"}
@@ -222,8 +236,9 @@ def _check_form(loaded: Loaded, i: int, c: CudaArchs, archs: str) -> None:
         example = "8.0;8.6;9.0+PTX" if c.form == "torch" else "80;86;90a (or 90-real)"
         what = f"{', '.join(repr(t) for t in bad)} {'is' if len(bad) == 1 else 'are'}" if bad else "an empty list is"
         hint = f"--set {archs}={example}" if archs else f"give the arch list as {example}"
-        raise loaded.error(("constraints", i), f"{archs or 'the arch list'}: {what} not {c.form}'s arch syntax",
-                           hint=hint)  # fmt: skip
+        raise loaded.error(
+            ("constraints", i), f"{archs or 'the arch list'}: {what} not {c.form}'s arch syntax", hint=hint
+        )
 
 
 def _check_rocm(loaded: Loaded, i: int, c: RocmArchs) -> None:
@@ -234,8 +249,11 @@ def _check_rocm(loaded: Loaded, i: int, c: RocmArchs) -> None:
     cuda = [t for t in bad if _arch(t) is not None]
     what = ", ".join(f"{t!r} (a CUDA arch)" if t in cuda else repr(t) for t in bad)
     verb = "is not a ROCm GPU target" if len(bad) == 1 else "are not ROCm GPU targets"
-    raise loaded.error(("constraints", i), f"{archs or 'the ROCm arch list'}: {what} {verb} (gfx...)",
-                       hint=f"--set {archs or 'the list'}=gfx90a;gfx942 (AMD's gfx names)")  # fmt: skip
+    raise loaded.error(
+        ("constraints", i),
+        f"{archs or 'the ROCm arch list'}: {what} {verb} (gfx...)",
+        hint=f"--set {archs or 'the list'}=gfx90a;gfx942 (AMD's gfx names)",
+    )
 
 
 def _release(text: str) -> tuple[int, ...]:
@@ -256,8 +274,11 @@ def _check_same(loaded: Loaded, i: int, c: SameVersion) -> None:
     names = [_param_names(loaded, v) for v in given]
     named = [f"{name or 'the value'} {v}" for name, v in zip(names, given, strict=True)]
     which = " and ".join(name for name in names if name) or "them"
-    raise loaded.error(("constraints", i), f"{' and '.join(named)} differ: {c.because}",
-                       hint=f"--set {which} to one {'' if c.exact else 'major.minor '}version")  # fmt: skip
+    raise loaded.error(
+        ("constraints", i),
+        f"{' and '.join(named)} differ: {c.because}",
+        hint=f"--set {which} to one {'' if c.exact else 'major.minor '}version",
+    )
 
 
 def _check_at_least(loaded: Loaded, i: int, c: CudaAtLeast, cuda: Version) -> None:
@@ -267,8 +288,11 @@ def _check_at_least(loaded: Loaded, i: int, c: CudaAtLeast, cuda: Version) -> No
     fixes = [f"--set {version}={c.at_least} or newer"] if version else []
     fixes += [f"--set-unlocked {flags}=... without it"] if flags else []
     what = f"{flags or 'the build'} ({c.needed_by.strip()})"
-    raise loaded.error(("constraints", i), f"CUDA {c.cuda_version} is older than {c.at_least}, which {what} needs",
-                       hint=", or ".join(fixes) or None)  # fmt: skip
+    raise loaded.error(
+        ("constraints", i),
+        f"CUDA {c.cuda_version} is older than {c.at_least}, which {what} needs",
+        hint=", or ".join(fixes) or None,
+    )
 
 
 _INDEX_CUDA = re.compile(r"(?<![A-Za-z0-9])cu(\d{2,3})(?![0-9])")
@@ -324,8 +348,11 @@ def _check_range(loaded: Loaded, i: int, c: VersionRange) -> None:
     name, bound_name = _param_names(loaded, c.version), _param_names(loaded, bound)
     named = f" ({bound_name})" if bound_name else ""
     span = " to ".join(b.strip() for b in (c.at_least, c.at_most) if b.strip())
-    raise loaded.error(("constraints", i), f"{name or 'the version'} {c.version.strip()} is {what} {bound.strip()}"
-                       f"{named}: {c.because}", hint=f"--set {name or 'it'}=... within {span}")  # fmt: skip
+    raise loaded.error(
+        ("constraints", i),
+        f"{name or 'the version'} {c.version.strip()} is {what} {bound.strip()}{named}: {c.because}",
+        hint=f"--set {name or 'it'}=... within {span}",
+    )
 
 
 def _param_names(loaded: Loaded, value: str) -> str:
@@ -348,5 +375,8 @@ def check_platforms(loaded: Loaded, platforms: Sequence[Platform]) -> None:
         if not any(Platform.parse(text).matches(plat) for text in declared):
             asked = f"--platform {plat}" if platforms else f"platform {plat} (the manifest's platform:)"
             what = f"target {loaded.target}" if by_target else "this manifest"
-            raise loaded.error(where, f"{asked}: {what} builds only {', '.join(declared)}",
-                               hint="its steps fetch or build files for those platforms only")  # fmt: skip
+            raise loaded.error(
+                where,
+                f"{asked}: {what} builds only {', '.join(declared)}",
+                hint="its steps fetch or build files for those platforms only",
+            )

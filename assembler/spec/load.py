@@ -94,9 +94,14 @@ def _chosen_target(data: dict[str, Any], target: str | None, locs: Locations) ->
 
 
 def _params(
-    data: dict[str, Any], chosen: str | None, sets: Mapping[str, str], unlocked: Collection[str], locs: Locations,
-    *, default: bool,
-) -> dict[str, str]:  # fmt: skip
+    data: dict[str, Any],
+    chosen: str | None,
+    sets: Mapping[str, str],
+    unlocked: Collection[str],
+    locs: Locations,
+    *,
+    default: bool,
+) -> dict[str, str]:
     """The manifest's params with the target's, the choices' and ``--set`` values applied.
     What the target and the chosen choices set is fixed: a ``--set`` contradicting it is
     an error unless ``unlocked``."""
@@ -232,8 +237,11 @@ def load_manifest(
     if chosen is not None:
         manifest, layer_paths = _apply_target(manifest, chosen)
     manifest, layer_paths = _apply_when(manifest, layer_paths, params, locs)
-    replaced = {name: BaseOverride(describe_base(manifest.bases[name]), ref) for name, ref in (bases or {}).items()
-                if name in manifest.bases}  # fmt: skip
+    replaced = {
+        name: BaseOverride(describe_base(manifest.bases[name]), ref)
+        for name, ref in (bases or {}).items()
+        if name in manifest.bases
+    }
     manifest = _apply_overrides(manifest, path, bases or {}, sources or {})
     loaded = Loaded(manifest, path, locs, params, chosen, recipes, layer_paths, replaced)
     check(loaded, overridden_sources=frozenset(sources or {}))

@@ -115,16 +115,19 @@ def _yaml(path: Path, text: str, *, pure: bool) -> Any:
 
 def _lock_from(path: Path, data: Any) -> Lock:
     if not isinstance(data, dict) or data.get("lock_version") != LOCK_VERSION:
-        raise InputError(f"lock {path}: not an assemble lock (lock_version {LOCK_VERSION})",
-                         hint="write it anew with assemble lock")  # fmt: skip
+        raise InputError(
+            f"lock {path}: not an assemble lock (lock_version {LOCK_VERSION})", hint="write it anew with assemble lock"
+        )
     sets: dict[str, Entry] = {}
     for key, raw in (data.get("sets") or {}).items():
         if not isinstance(raw, dict):
             raise InputError(f"lock {path}: set {key} is not a mapping", hint="write it anew with assemble lock")
         definition = {k: v for k, v in raw.items() if k not in ("pins", "unresolved")}
         if set_key(definition) != key:
-            raise InputError(f"lock {path}: set {key} was edited by hand (its key is not its definition's)",
-                             hint="write it anew with assemble lock")  # fmt: skip
+            raise InputError(
+                f"lock {path}: set {key} was edited by hand (its key is not its definition's)",
+                hint="write it anew with assemble lock",
+            )
         sets[str(key)] = Entry(definition, raw.get("pins"), raw.get("unresolved"))
     variants = {str(k): {str(w): str(s) for w, s in (v or {}).items()} for k, v in (data.get("variants") or {}).items()}
     try:
@@ -154,8 +157,10 @@ def write_lock(path: Path, lock: Lock) -> None:
     yaml.width = 4096
     yaml.indent(mapping=2, sequence=4, offset=2)
     buf = io.StringIO()
-    buf.write(f"# {path.name}: written by `assemble lock {lock.manifest}`; commit it, do not edit it.\n"
-              "# Each Python set a step installs, resolved by uv to exact versions with hashes.\n")  # fmt: skip
+    buf.write(
+        f"# {path.name}: written by `assemble lock {lock.manifest}`; commit it, do not edit it.\n"
+        "# Each Python set a step installs, resolved by uv to exact versions with hashes.\n"
+    )
     yaml.dump(doc, buf)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(buf.getvalue(), encoding="utf-8")
@@ -199,8 +204,10 @@ def apply_lock(
         pin = lock.pins.get(key) if lock is not None else None
         if pin is None:
             if locked:
-                raise InputError(f"--locked: lock {path} is stale: {where} ({want.what} {want.ref}) is not in it",
-                                 hint=f"bring it up to date: {redo}")  # fmt: skip
+                raise InputError(
+                    f"--locked: lock {path} is stale: {where} ({want.what} {want.ref}) is not in it",
+                    hint=f"bring it up to date: {redo}",
+                )
             states[where] = {"key": key, "state": "not-locked"}
         elif pin.value is None:
             states[where] = {"key": key, "state": "unresolved", "why": pin.unresolved or ""}
@@ -212,8 +219,10 @@ def apply_lock(
         if entry is None:
             reqs = " ".join(sorted(use.pyset.requirements))
             if locked:
-                raise InputError(f"--locked: lock {path} is stale: python set {use.where} ({reqs}) is not in it",
-                                 hint=f"bring it up to date: {redo}")  # fmt: skip
+                raise InputError(
+                    f"--locked: lock {path} is stale: python set {use.where} ({reqs}) is not in it",
+                    hint=f"bring it up to date: {redo}",
+                )
             states[use.where] = {"key": use.key, "state": "not-locked"}
         elif entry.pins is None:
             why = entry.unresolved or "not resolved"
@@ -239,9 +248,11 @@ def _check_locked_wheels(uses: Sequence[SetUse], lock: Lock | None, path: Path, 
         entry = lock.sets.get(use.key) if lock is not None else None
         if entry is None or entry.pins is None:
             why = f" ({entry.unresolved})" if entry is not None and entry.unresolved else ""
-            raise InputError(f"pip layer {use.where.rsplit(':', 1)[0]} takes its hashes from the lock, and "
-                             f"{path.name} has none for {' '.join(use.pyset.requirements)}{why}",
-                             hint=f"write them: {redo}")  # fmt: skip
+            raise InputError(
+                f"pip layer {use.where.rsplit(':', 1)[0]} takes its hashes from the lock, and "
+                f"{path.name} has none for {' '.join(use.pyset.requirements)}{why}",
+                hint=f"write them: {redo}",
+            )
 
 
 def _pins_of(uses: Sequence[SetUse], lock: Lock, where: str) -> str | None:
@@ -292,8 +303,10 @@ def _hashed(texts: Sequence[str], entry: Entry, where: str) -> list[str]:
     for text in texts:
         pin = plain_pin(text)
         if not hashes.get(pin):
-            raise InputError(f"pip layer {where}: the lock's pins for it have no hashes for {pin}",
-                             hint="write the lock anew: assemble lock MANIFEST --upgrade-package NAME")  # fmt: skip
+            raise InputError(
+                f"pip layer {where}: the lock's pins for it have no hashes for {pin}",
+                hint="write the lock anew: assemble lock MANIFEST --upgrade-package NAME",
+            )
         out.append(f"{pin} {' '.join(hashes[pin])}")
     return out
 

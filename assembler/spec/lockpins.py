@@ -24,13 +24,17 @@ class Pin:
 
     def to_data(self) -> dict[str, str]:
         data = {"kind": self.kind, "what": self.what, **({"ref": self.ref} if self.ref else {})}
-        return {**data, **({"value": self.value} if self.value else {}), **({"unresolved": self.unresolved}
-                                                                         if self.unresolved else {})}  # fmt: skip
+        return {
+            **data,
+            **({"value": self.value} if self.value else {}),
+            **({"unresolved": self.unresolved} if self.unresolved else {}),
+        }
 
     @staticmethod
     def from_data(data: Mapping[str, str]) -> Pin:
-        return Pin(str(data["kind"]), str(data["what"]), str(data.get("ref", "")), data.get("value"),
-                   data.get("unresolved"))  # fmt: skip
+        return Pin(
+            str(data["kind"]), str(data["what"]), str(data.get("ref", "")), data.get("value"), data.get("unresolved")
+        )
 
 
 def base_ref(spec: m.BaseSpec) -> str | None:

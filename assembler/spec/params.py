@@ -138,9 +138,13 @@ def _where(fix: Fixed, locs: Locations) -> str:
 
 
 def _choose(
-    choices: Mapping[str, Any], declared: Mapping[str, Any], target: Mapping[str, Fixed],
-    previous: Mapping[str, Fixed], sets: Mapping[str, str], locs: Locations,
-) -> tuple[dict[str, Fixed], list[tuple[Fixed, Fixed]]]:  # fmt: skip
+    choices: Mapping[str, Any],
+    declared: Mapping[str, Any],
+    target: Mapping[str, Fixed],
+    previous: Mapping[str, Fixed],
+    sets: Mapping[str, str],
+    locs: Locations,
+) -> tuple[dict[str, Fixed], list[tuple[Fixed, Fixed]]]:
     """One round: the fixes of the choices selected by ``--set``, else by ``previous``
     fixes, else by the declared values; and the pairs of fixers that disagree."""
     fixed = dict(target)
@@ -196,9 +200,14 @@ def _holds(version: tuple[int, ...], bound: re.Match[str]) -> bool:
 
 
 def check_sets(
-    fixed: Mapping[str, Fixed], sets: Mapping[str, str], unlocked: Collection[str], params: Mapping[str, str],
-    locs: Locations, *, targets: Mapping[str, Any],
-) -> None:  # fmt: skip
+    fixed: Mapping[str, Fixed],
+    sets: Mapping[str, str],
+    unlocked: Collection[str],
+    params: Mapping[str, str],
+    locs: Locations,
+    *,
+    targets: Mapping[str, Any],
+) -> None:
     """A ``--set`` that contradicts a value a target or choice fixed is an error naming
     both, unless the param is unlocked (``--set-unlocked``). Values are compared as
     resolved: ``--set`` of what the fixer says anyway is no contradiction. ``targets``

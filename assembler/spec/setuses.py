@@ -72,8 +72,13 @@ def set_uses(
                 below.update((n, p) for n, p in resolved.items() if any(fnmatch.fnmatchcase(n, g) for g in globs))
         elif isinstance(layer, m.PipLayer):
             if layer.locked:
-                wheels = PythonSet(name="wheels", requirements=[plain_pin(t) for t in layer.pip], python=layer.python,
-                                   index_url=layer.index, no_deps=True)  # fmt: skip
+                wheels = PythonSet(
+                    name="wheels",
+                    requirements=[plain_pin(t) for t in layer.pip],
+                    python=layer.python,
+                    index_url=layer.index,
+                    no_deps=True,
+                )
                 yield _use(f"{layer_name(layer, i)}:wheels", wheels, platform)
             for text in layer.pip:
                 req = parse_requirement(text, hashed=not layer.locked)

@@ -68,8 +68,9 @@ def _plain(node: Any, path: PathKey, locs: Locations, budget: _Budget) -> Any:
         out: dict[str, Any] = {}
         for key, value in node.items():
             if isinstance(key, str) and "\x00" in key:
-                raise ManifestError("a NUL character is not allowed in a key", file=locs.file, field=dotted(path),
-                                    line=locs.line(path))  # fmt: skip
+                raise ManifestError(
+                    "a NUL character is not allowed in a key", file=locs.file, field=dotted(path), line=locs.line(path)
+                )
             if not isinstance(key, str):
                 key_line = node.lc.key(key)[0] + 1 if node.lc.data and key in node.lc.data else None
                 raise ManifestError(

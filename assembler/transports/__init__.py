@@ -246,8 +246,9 @@ def write_output(
         layout.write(_path(ctx, ref.path), image, tag=ref.tag, blobs=blobs, referrers=referrers)
         return Written(str(ref), image.digest, referrers=attached)
     if ref.transport == "oci-archive":
-        archive.write_oci_archive(_path(ctx, ref.path), image, tag=ref.tag, blobs=blobs, epoch=ctx.epoch,
-                                  referrers=referrers)  # fmt: skip
+        archive.write_oci_archive(
+            _path(ctx, ref.path), image, tag=ref.tag, blobs=blobs, epoch=ctx.epoch, referrers=referrers
+        )
         return Written(str(ref), image.digest, referrers=attached)
     if ref.transport == "docker-archive":
         sizes = archive.uncompressed_sizes(image, blobs, known=lambda diff_id: _known_size(ctx.cache, diff_id))
@@ -274,14 +275,15 @@ def write_output(
             from assembler.transports.referrers import push_referrers
 
             attached = tuple(push_referrers(ref.name, referrers, options=registry_options(ctx)))
-        return Written(str(ref), result.digest, s.uploaded_bytes, s.uploaded_blobs, s.mounted_blobs, s.skipped_blobs,
-                       attached)  # fmt: skip
+        return Written(
+            str(ref), result.digest, s.uploaded_bytes, s.uploaded_blobs, s.mounted_blobs, s.skipped_blobs, attached
+        )
     raise InputError(f"{ref} is not an image output (use oci:, oci-archive:, docker-archive: or docker://)")
 
 
 def write_artifact(
     ref: Ref, artifact: FilesArtifact, *, blobs: BlobReader, ctx: Context, mount_from: Sequence[ImageName] = ()
-) -> Written:  # fmt: skip
+) -> Written:
     """Write ``artifact`` (a step's artifacts, no image) to ``ref``: an OCI layout or a registry."""
     if ref.transport == "oci":
         entry = layout.write_artifact(_path(ctx, ref.path), artifact, tag=ref.tag, blobs=blobs)
@@ -290,8 +292,14 @@ def write_artifact(
         from assembler.transports import remote
 
         assert ref.name is not None
-        result = remote.push(artifact, ref.name, blobs=blobs, options=registry_options(ctx), mount_from=mount_from,
-                             progress=ctx.upload_progress or ctx.progress)  # fmt: skip
+        result = remote.push(
+            artifact,
+            ref.name,
+            blobs=blobs,
+            options=registry_options(ctx),
+            mount_from=mount_from,
+            progress=ctx.upload_progress or ctx.progress,
+        )
         s = result.stats
         return Written(str(ref), result.digest, s.uploaded_bytes, s.uploaded_blobs, s.mounted_blobs, s.skipped_blobs)
     raise InputError(f"{ref}: artifacts are written to oci:DIR[:TAG] or docker://REF (or as files: artifact:DIR:STEP)")

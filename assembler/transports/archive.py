@@ -189,8 +189,12 @@ def read_docker_archive(path: Path, ref: str = "", *, platform: Platform) -> Sou
         raise InvalidImage(f"{what}: {len(layers)} layers but {len(diff_ids)} diff_ids in the config")
     cfg_desc = Descriptor(mt.OCI_CONFIG, sha256_digest(config_bytes), len(config_bytes))
     blobs.by_digest[cfg_desc.digest] = str(entry["Config"])
-    manifest = {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": cfg_desc.to_json(),
-                "layers": [d.to_json() for d in layers]}  # fmt: skip
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_MANIFEST,
+        "config": cfg_desc.to_json(),
+        "layers": [d.to_json() for d in layers],
+    }
     image = Image(canonical_json(manifest), config_bytes)
     if image.platform.architecture != platform.architecture:
         raise InputError(f"{what}: the image is {image.platform}, not {platform}")
@@ -224,13 +228,16 @@ def _file(path: str, size: int, epoch: int) -> TarEntry:
 
 def write_oci_archive(
     path: Path, image: Image, *, tag: str, blobs: BlobReader, epoch: int, referrers: Sequence[Artifact] = ()
-) -> Descriptor:  # fmt: skip
+) -> Descriptor:
     """Write ``image`` as an oci-archive (replacing the file), with ``referrers`` (artifacts
     whose subject is ``image``) as untagged entries after it; returns its index entry."""
     entry = Descriptor(
-        image.media_type, image.digest, len(image.manifest_bytes),
-        {mt.ANNOTATION_REF_NAME: tag} if tag else {}, platform=image.platform,
-    )  # fmt: skip
+        image.media_type,
+        image.digest,
+        len(image.manifest_bytes),
+        {mt.ANNOTATION_REF_NAME: tag} if tag else {},
+        platform=image.platform,
+    )
     entries = [entry.to_json(), *(a.descriptor.to_json() for a in referrers)]
     index = canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries})
     layout = canonical_json({"imageLayoutVersion": mt.OCI_LAYOUT_VERSION})

@@ -76,8 +76,7 @@ def download(
     with _get(url, what=what, retry=retry) as response:
         announced = int(response.headers.get("Content-Length") or 0)
         if announced > max_bytes:
-            raise InputError(f"{what}: {url} is {announced} bytes, more than the {max_bytes} allowed",
-                             hint=cap_hint)  # fmt: skip
+            raise InputError(f"{what}: {url} is {announced} bytes, more than the {max_bytes} allowed", hint=cap_hint)
         budget = _DEADLINE_BASE + (announced or max_bytes) / _MIN_RATE
         deadline = clock.monotonic() + budget
         try:
@@ -144,8 +143,13 @@ def unreachable(index: str) -> str | None:
 
 def _short(error: Exception) -> str:
     text = str(error)
-    for marker in ("Name or service not known", "Temporary failure in name resolution", "Connection refused",
-                   "timed out", "Network is unreachable"):  # fmt: skip
+    for marker in (
+        "Name or service not known",
+        "Temporary failure in name resolution",
+        "Connection refused",
+        "timed out",
+        "Network is unreachable",
+    ):
         if marker in text:
             return marker.lower()
     return text[:200]

@@ -192,8 +192,17 @@ def write_sqsh(
     out = Path(out)
     tmp = temp_file(out)
     try:
-        stats = write_squashfs(source, tmp, overlay=overlay, underlay=underlay, runner=runner, epoch=epoch,
-                               compressor=compressor, jobs=jobs or os.cpu_count() or 1, progress=progress)  # fmt: skip
+        stats = write_squashfs(
+            source,
+            tmp,
+            overlay=overlay,
+            underlay=underlay,
+            runner=runner,
+            epoch=epoch,
+            compressor=compressor,
+            jobs=jobs or os.cpu_count() or 1,
+            progress=progress,
+        )
         os.chmod(tmp, 0o644)  # mkstemp made it 0600; an image file is read by others (Pyxis, shared folders)
         digest = file_digest(tmp)
         size = tmp.stat().st_size

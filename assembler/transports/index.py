@@ -28,9 +28,13 @@ def index_bytes(images: Sequence[Image]) -> bytes:
 
 
 def write_index(
-    ref: Ref, images: Sequence[Image], ctx: Context, *, blobs: BlobReader,
+    ref: Ref,
+    images: Sequence[Image],
+    ctx: Context,
+    *,
+    blobs: BlobReader,
     referrers: Sequence[Sequence[Artifact]] = (),
-) -> Written:  # fmt: skip
+) -> Written:
     """Write ``images`` and their index to the output ``ref`` (``oci:`` or ``docker://``),
     with ``referrers[i]`` the referrers of ``images[i]`` (none when not given)."""
     body = index_bytes(images)
@@ -47,8 +51,9 @@ def write_index(
         uploaded = 0
         for image, arts in zip(images, per_image, strict=True):
             name = replace(ref.name, tag="", digest=image.digest)
-            pushed = remote.push(image, name, blobs=blobs, options=registry_options(ctx),
-                                 progress=ctx.upload_progress or ctx.progress)  # fmt: skip
+            pushed = remote.push(
+                image, name, blobs=blobs, options=registry_options(ctx), progress=ctx.upload_progress or ctx.progress
+            )
             uploaded += pushed.stats.uploaded_bytes
             if arts:  # after their image: a registry may refuse a subject it does not have
                 push_referrers(name, arts, options=registry_options(ctx))
@@ -59,15 +64,20 @@ def write_index(
 
 
 def _layout_index(
-    ref: Ref, images: Sequence[Image], referrers: Sequence[Sequence[Artifact]], body: bytes, ctx: Context,
+    ref: Ref,
+    images: Sequence[Image],
+    referrers: Sequence[Sequence[Artifact]],
+    body: bytes,
+    ctx: Context,
     blobs: BlobReader,
-) -> None:  # fmt: skip
+) -> None:
     path = _path(ctx, ref.path)
     for image, arts in zip(images, referrers, strict=True):
         layout.write(path, image, tag="", blobs=blobs, referrers=arts)
     layout.write_blob_bytes(path, body)
-    entry = Descriptor(mt.OCI_INDEX, sha256_digest(body), len(body),
-                       {mt.ANNOTATION_REF_NAME: ref.tag} if ref.tag else {})  # fmt: skip
+    entry = Descriptor(
+        mt.OCI_INDEX, sha256_digest(body), len(body), {mt.ANNOTATION_REF_NAME: ref.tag} if ref.tag else {}
+    )
     # The platform images are reached through the index: not listed untagged beside it.
     inner = {image.digest for image in images}
     with layout.index_lock(path):

@@ -52,8 +52,9 @@ def git_commit(url: str, ref: str, *, runner: Runner) -> tuple[str | None, str |
         if why is not None:
             return None, f"{parts.netloc} cannot be reached from here ({why})"
     try:
-        out = runner.run(["git", "ls-remote", url, ref, f"{ref}^{{}}"], env={"GIT_TERMINAL_PROMPT": "0"},
-                         timeout=60).stdout  # fmt: skip
+        out = runner.run(
+            ["git", "ls-remote", url, ref, f"{ref}^{{}}"], env={"GIT_TERMINAL_PROMPT": "0"}, timeout=60
+        ).stdout
     except AssemblerError as e:
         return None, str(e).splitlines()[0][:300]
     lines = [line.split("\t") for line in out.splitlines() if "\t" in line]

@@ -207,8 +207,10 @@ def fetch(req: Requirement, *, index: str, python: str, arch: str, cache: Cache,
             raise InputError(f"{what}: the pinned sha256 {sha[:12]}... is the file {filename}, not {req.pin}")
     fitting = sorted((fn, sha, url) for sha, (fn, url) in pinned.items() if fits(fn, python=python, arch=arch))
     if not fitting:
-        raise InputError(f"{what}: no pinned wheel installs on CPython {python} on {arch}: "
-                         f"{', '.join(sorted(fn for fn, _ in pinned.values()))}")  # fmt: skip
+        raise InputError(
+            f"{what}: no pinned wheel installs on CPython {python} on {arch}: "
+            f"{', '.join(sorted(fn for fn, _ in pinned.values()))}"
+        )
     filename, sha, url = fitting[0]
     download(url, sha256=sha, cache=cache, max_bytes=MAX_WHEEL_BYTES, what=what)
     cache.put_memo(_memo_key(req, python, arch), {"sha256": sha, "filename": filename})

@@ -99,10 +99,28 @@ def resolve(
     reqs.write_text("".join(f"{r}\n" for r in definition["requirements"]))
     out = work / "requirements.txt"
     out.write_text(prefer or "")
-    argv = [uv_binary(), "pip", "compile", str(reqs), "-o", str(out), "--quiet", "--no-config", "--no-header",
-            "--no-annotate", "--generate-hashes", "--refresh", "--python-version", str(definition["python"]),
-            "--python-platform", str(definition["platform"]), "--index-strategy", "unsafe-best-match",
-            "--index-url", indexes[0]]  # fmt: skip
+    argv = [
+        uv_binary(),
+        "pip",
+        "compile",
+        str(reqs),
+        "-o",
+        str(out),
+        "--quiet",
+        "--no-config",
+        "--no-header",
+        "--no-annotate",
+        "--generate-hashes",
+        "--refresh",
+        "--python-version",
+        str(definition["python"]),
+        "--python-platform",
+        str(definition["platform"]),
+        "--index-strategy",
+        "unsafe-best-match",
+        "--index-url",
+        indexes[0],
+    ]
     for extra in indexes[1:]:
         argv += ["--extra-index-url", extra]
     if definition.get("no_deps"):
@@ -126,6 +144,7 @@ def resolve(
         # Kept in the lock as unresolved, with uv's reason: an sdist that builds its metadata only
         # with another Python than this machine's, or requirements that cannot be met together.
         why = " ".join(line.strip() for line in (e.stderr_tail or e.message).splitlines()[-6:] if line.strip())
-        return Resolution(None, f"uv could not resolve it for Python {definition['python']} on "
-                                f"{definition['platform']}: {why[-600:]}")  # fmt: skip
+        return Resolution(
+            None, f"uv could not resolve it for Python {definition['python']} on {definition['platform']}: {why[-600:]}"
+        )
     return Resolution(out.read_text(encoding="utf-8"))

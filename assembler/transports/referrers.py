@@ -36,9 +36,12 @@ _SMALL = 64 << 20  # an SBOM of a big image is a few MiB; a manifest far less
 
 
 def push_referrers(
-    name: ImageName, artifacts: Sequence[Artifact], *, options: RegistryOptions,
+    name: ImageName,
+    artifacts: Sequence[Artifact],
+    *,
+    options: RegistryOptions,
     progress: Callable[[int], None] | None = None,
-) -> list[str]:  # fmt: skip
+) -> list[str]:
     """Push ``artifacts`` (referrers of an image already in ``name``'s repository); their digests.
 
     Raises RegistryError, InputError (an artifact whose subject is not its image's)."""
@@ -51,8 +54,7 @@ def push_referrers(
             for digest, data in artifact.blobs().items():
                 media_type = artifact.artifact_type if digest == artifact.blob.digest else mt.OCI_EMPTY
                 reg.push_blob(name.repository, Descriptor(media_type, digest, len(data)), blobs)
-            pushed.append(reg.put_referrer(name.repository, artifact.manifest_bytes, mt.OCI_MANIFEST,
-                                           artifact.subject))  # fmt: skip
+            pushed.append(reg.put_referrer(name.repository, artifact.manifest_bytes, mt.OCI_MANIFEST, artifact.subject))
     return pushed
 
 
@@ -157,8 +159,12 @@ def _files_listing(files: Sequence[tuple[str, str, bytes]]) -> Listing:
     for artifact_type, name, data in files:
         blob = Descriptor(artifact_type, sha256_digest(data), len(data), {mt.ANNOTATION_TITLE: name})
         blobs[blob.digest] = data
-        found.append(Referrer(Descriptor(artifact_type, blob.digest, blob.size, artifact_type=artifact_type),
-                              {"layers": [blob.to_json()]}))  # fmt: skip
+        found.append(
+            Referrer(
+                Descriptor(artifact_type, blob.digest, blob.size, artifact_type=artifact_type),
+                {"layers": [blob.to_json()]},
+            )
+        )
         if artifact_type == mt.IN_TOTO_JSON:
             subject = subject or _statement_subject(data)
     return Listing(subject, found, _Files(blobs))

@@ -120,8 +120,9 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 def image_from_layer(blob: Layer, *, platform: Platform, epoch: int, created_by: str) -> Image:
     """A one-layer image of a root filesystem, with the standard PATH in its config."""
-    base = mutate.set_config(mutate.scratch(platform, epoch=epoch), mutate.ConfigChanges(env={"PATH": DEFAULT_PATH}),
-                             epoch=epoch)  # fmt: skip
+    base = mutate.set_config(
+        mutate.scratch(platform, epoch=epoch), mutate.ConfigChanges(env={"PATH": DEFAULT_PATH}), epoch=epoch
+    )
     return mutate.append_layers(base, [blob.made_by(created_by)], epoch=epoch)
 
 
@@ -133,8 +134,14 @@ def _key(path: Path, platform: Platform, epoch: int, compression: Compression) -
         digest = file_digest(path)
     except OSError as e:
         raise InputError(f"{what}: cannot read ({e.strerror})") from e
-    parts = {"kind": "rootfs", "format": FORMAT, "file": digest, "platform": str(platform), "epoch": epoch,
-             "compression": compression}  # fmt: skip
+    parts = {
+        "kind": "rootfs",
+        "format": FORMAT,
+        "file": digest,
+        "platform": str(platform),
+        "epoch": epoch,
+        "compression": compression,
+    }
     return key_of(parts), digest
 
 

@@ -35,8 +35,10 @@ def check_sidecars(output: Path, transport: str) -> None:
     for artifact_type in SUFFIXES:
         path = sidecar_path(output, artifact_type)
         if path.is_dir():
-            raise InputError(f"{transport}:{output}: {path} is a folder; the SBOM and provenance go there as files",
-                             hint="choose another output path, or pass --no-sbom")  # fmt: skip
+            raise InputError(
+                f"{transport}:{output}: {path} is a folder; the SBOM and provenance go there as files",
+                hint="choose another output path, or pass --no-sbom",
+            )
 
 
 def write_sidecars(output: Path, artifacts: Sequence[Artifact]) -> list[Path]:

@@ -111,14 +111,16 @@ def _attached_kind(artifact: Artifact) -> tuple[int, str, bytes]:
     """The SIF type, name and extra of an attached artifact (the SBOM, the provenance)."""
     name = artifact.title
     if len(name.encode()) > 128:  # a descriptor's name field; a very long manifest name
-        name = digest_hex(artifact.blob.digest)[:32] + (".spdx.json" if artifact.artifact_type == mt.SPDX_JSON
-                                                         else _PROVENANCE_SUFFIX)  # fmt: skip
+        name = digest_hex(artifact.blob.digest)[:32] + (
+            ".spdx.json" if artifact.artifact_type == mt.SPDX_JSON else _PROVENANCE_SUFFIX
+        )
     if artifact.artifact_type == mt.SPDX_JSON:
         return DATA_SBOM, name, sbom_extra(SBOM_FORMAT_SPDX_JSON)
     if artifact.artifact_type == mt.IN_TOTO_JSON:
         return DATA_GENERIC_JSON, name, b""
-    raise InvalidImage(f"{artifact.title}: a SIF holds an SPDX SBOM or an in-toto statement, "
-                       f"not {artifact.artifact_type}")  # fmt: skip
+    raise InvalidImage(
+        f"{artifact.title}: a SIF holds an SPDX SBOM or an in-toto statement, not {artifact.artifact_type}"
+    )
 
 
 def read_attached(path: Path) -> list[tuple[str, str, bytes]]:
@@ -193,11 +195,19 @@ def write_sif(
     tmp = temp_file(out)
     try:
         objects, datas, part_offset = _objects(meta, attached, epoch=epoch)
-        stats = write_squashfs(source, tmp, overlay=meta.overlay, underlay=meta.underlay, runner=runner, epoch=epoch,
-                               compressor=compressor, jobs=jobs or os.cpu_count() or 1, progress=progress)  # fmt: skip
+        stats = write_squashfs(
+            source,
+            tmp,
+            overlay=meta.overlay,
+            underlay=meta.underlay,
+            runner=runner,
+            epoch=epoch,
+            compressor=compressor,
+            jobs=jobs or os.cpu_count() or 1,
+            progress=progress,
+        )
         sif_uuid = image_uuid(image.digest, compressor, epoch, [a.blob.digest for a in attached])
-        squashfs_size = put_front(tmp, objects, datas, part_offset, arch_code=arch_code, sif_uuid=sif_uuid,
-                                  epoch=epoch)  # fmt: skip
+        squashfs_size = put_front(tmp, objects, datas, part_offset, arch_code=arch_code, sif_uuid=sif_uuid, epoch=epoch)
         os.chmod(tmp, 0o755)  # a SIF file starts with a #! line: runnable, as libsif makes it
         digest = file_digest(tmp)
         os.replace(tmp, out)

@@ -59,8 +59,16 @@ DATA_SBOM = 0x4009  # "SBOM" in siftool list; added in sylabs/sif v2 (siftool ad
 
 # SBOM formats (SBOMFormat, iota + 1 in sif.go): cyclonedx-json, cyclonedx-xml, github-json,
 # spdx-json, spdx-rdf, spdx-tag-value, spdx-yaml, syft-json.
-SBOM_FORMATS = ("cyclonedx-json", "cyclonedx-xml", "github-json", "spdx-json", "spdx-rdf", "spdx-tag-value",
-                "spdx-yaml", "syft-json")  # fmt: skip
+SBOM_FORMATS = (
+    "cyclonedx-json",
+    "cyclonedx-xml",
+    "github-json",
+    "spdx-json",
+    "spdx-rdf",
+    "spdx-tag-value",
+    "spdx-yaml",
+    "syft-json",
+)
 SBOM_FORMAT_SPDX_JSON = SBOM_FORMATS.index("spdx-json") + 1  # 4
 SBOM_EXTRA = struct.Struct("<i")
 

@@ -98,9 +98,14 @@ class RemoteStepCache:
     """Step results read from ``sources`` (in order) and written to ``target``, through ``cache``."""
 
     def __init__(
-        self, cache: Cache, *, target: ImageName | None, sources: Sequence[ImageName], options: RegistryOptions,
+        self,
+        cache: Cache,
+        *,
+        target: ImageName | None,
+        sources: Sequence[ImageName],
+        options: RegistryOptions,
         report: Report,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.cache = cache
         self.target = target
         self.sources = list(dict.fromkeys([*sources, *([target] if target is not None else [])]))

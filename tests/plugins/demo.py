@@ -44,8 +44,16 @@ class Demo:
     cold_seconds: float
 
     def build(self, *extra: str, runtime: str = "runtime", env: dict[str, str] | None = None) -> Ran:
-        args = [str(self.manifest), "--cache", str(self.cache), "--json", *base_args(self.bases, runtime),
-                "-o", "oci:out/demo:latest", *extra]  # fmt: skip
+        args = [
+            str(self.manifest),
+            "--cache",
+            str(self.cache),
+            "--json",
+            *base_args(self.bases, runtime),
+            "-o",
+            "oci:out/demo:latest",
+            *extra,
+        ]
         ran = run_cli(args, cwd=self.project, env=env)
         assert ran.code == 0, str(ran)
         return ran
@@ -56,8 +64,17 @@ def build_cold(project: Path, bases: dict[str, Path]) -> tuple[Path, Ran, float]
     written to ``out/demo:latest`` (which later builds replace) and ``out/cold:latest``."""
     manifest = copy_project(project)
     started = time.monotonic()
-    args = [str(manifest), "--cache", str(project / "cache"), "--json", *base_args(bases),
-            "-o", "oci:out/demo:latest", "-o", "oci:out/cold:latest"]  # fmt: skip
+    args = [
+        str(manifest),
+        "--cache",
+        str(project / "cache"),
+        "--json",
+        *base_args(bases),
+        "-o",
+        "oci:out/demo:latest",
+        "-o",
+        "oci:out/cold:latest",
+    ]
     cold = run_cli(args, cwd=project)
     assert cold.code == 0, str(cold)
     return manifest, cold, time.monotonic() - started

@@ -41,8 +41,9 @@ class Cluster:
         """Jobs as sacct lists them (one line per job, not its steps)."""
         fields = ["JobID", "JobName", "User", "State", "ExitCode"]
         who = ["-u", user] if user else ["-a"]
-        out = sh(["sacct", "-n", "-X", "-P", *who, "-S", "now-1days", "-o", ",".join(fields)],
-                 env={**os.environ, **self.env}).stdout  # fmt: skip
+        out = sh(
+            ["sacct", "-n", "-X", "-P", *who, "-S", "now-1days", "-o", ",".join(fields)], env={**os.environ, **self.env}
+        ).stdout
         return [dict(zip(fields, line.split("|"), strict=True)) for line in out.splitlines() if line]
 
 
@@ -135,12 +136,30 @@ def _mariadb(folder: Path, port: int) -> subprocess.Popen[bytes]:
     data = folder / "db"
     data.mkdir()
     shutil.chown(data, "mysql", "mysql")
-    sh(["mariadb-install-db", "--user=mysql", f"--datadir={data}", "--auth-root-authentication-method=normal",
-        "--skip-test-db"])  # fmt: skip
+    sh(
+        [
+            "mariadb-install-db",
+            "--user=mysql",
+            f"--datadir={data}",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+        ]
+    )
     as_mysql = ["setpriv", "--reuid=mysql", "--regid=mysql", "--init-groups", "--"]  # exec'd: its PID is mariadbd's
-    return subprocess.Popen([*as_mysql, "/usr/sbin/mariadbd", "--no-defaults", f"--datadir={data}", f"--port={port}",
-                             "--bind-address=127.0.0.1", f"--socket={data}/mysql.sock", f"--pid-file={data}/mysql.pid",
-                             "--innodb-buffer-pool-size=16M", f"--log-error={data}/mysql.err"])  # fmt: skip
+    return subprocess.Popen(
+        [
+            *as_mysql,
+            "/usr/sbin/mariadbd",
+            "--no-defaults",
+            f"--datadir={data}",
+            f"--port={port}",
+            "--bind-address=127.0.0.1",
+            f"--socket={data}/mysql.sock",
+            f"--pid-file={data}/mysql.pid",
+            "--innodb-buffer-pool-size=16M",
+            f"--log-error={data}/mysql.err",
+        ]
+    )
 
 
 def _listening(port: int) -> bool:
