@@ -2,10 +2,11 @@
 
 :mod:`assembler.deps.elf` reads one ELF file (pyelftools, owned here),
 :mod:`assembler.deps.files` the final view of an image's paths and the facts of chosen
-files, streamed from their layers, :mod:`assembler.deps.check` resolves what each file
-needs as ld.so would and reports what is missing. :mod:`assembler.deps.gpucode` and
-:mod:`assembler.deps.archs` read which GPU architectures the device code of a layer's ELF
-files (and wheels) is for, for the image's labels.
+files, streamed from their layers, :mod:`assembler.deps.searchpath` where the image's
+loaders look, and :mod:`assembler.deps.check` resolves what each file needs as ld.so would
+and reports what is missing. :mod:`assembler.deps.gpucode` and :mod:`assembler.deps.archs`
+read which GPU architectures the device code of a layer's ELF files (and wheels) is for,
+for the image's labels.
 """
 
 from __future__ import annotations
