@@ -34,7 +34,8 @@ from assembler.pipeline import graph, slurm
 from assembler.pipeline.graph import LayerReport, RuntimeStep, StepReport
 from assembler.pipeline.options import Event, Reporter
 from assembler.pipeline.resolve import Plan, base_ref
-from assembler.pipeline.walk import Base, Walk, git_key, resolved_key
+from assembler.pipeline.stepwalk import Base, git_key, resolved_key
+from assembler.pipeline.walk import Walk
 from assembler.spec import model as m
 from assembler.transports import Context, import_image, open_source, registry_options
 

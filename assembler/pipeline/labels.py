@@ -45,7 +45,7 @@ from assembler.spec import labelfacts, sourcefacts
 from assembler.spec import model as m
 
 if TYPE_CHECKING:
-    from assembler.pipeline.walk import Base
+    from assembler.pipeline.stepwalk import Base
 
 NAMESPACE = "io.assemble"
 CUDA_ARCH_VARS = (

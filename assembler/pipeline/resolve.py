@@ -32,7 +32,8 @@ from assembler.oci.image import Image
 from assembler.oci.reference import Ref, absolute_ref, parse_ref
 from assembler.pipeline.graph import LayerReport, RuntimeStep, StepReport
 from assembler.pipeline.options import Options
-from assembler.pipeline.walk import Base, Walk, git_key, resolved_key
+from assembler.pipeline.stepwalk import Base, git_key, resolved_key
+from assembler.pipeline.walk import Walk
 from assembler.spec import model as m
 from assembler.spec.load import Loaded, describe_base
 from assembler.spec.reach import reaches
