@@ -1,10 +1,10 @@
 """The SBOM and provenance of an image, as referrer artifacts.
 
 :mod:`~assembler.sbom.packages` reads the packages an image's databases list (streaming
-its layers, through the dependency check's view of its files; rpm's databases through
-:mod:`~assembler.sbom.rpmdb`) and the licenses they declare (:mod:`~assembler.sbom.licenses`),
-:mod:`~assembler.sbom.spdx`
-writes the SPDX 2.3 document, :mod:`~assembler.sbom.provenance` the SLSA v1 statement, both
+its layers, through the dependency check's view of its files; the databases' formats are
+:mod:`~assembler.sbom.databases`' and :mod:`~assembler.sbom.rpmdb`'s) and the licenses they
+declare (:mod:`~assembler.sbom.licenses`), :mod:`~assembler.sbom.spdx` writes the SPDX 2.3
+document, :mod:`~assembler.sbom.provenance` the SLSA v1 statement, both
 from a build's :class:`~assembler.sbom.facts.BuildFacts`. :func:`attestations` gives them
 as OCI artifacts whose subject is the image: written into OCI layouts and pushed with the
 image (see :mod:`assembler.pipeline.writers`).
@@ -19,6 +19,7 @@ from assembler.deps.files import BlobOpener
 from assembler.oci import mediatypes as mt
 from assembler.oci.artifact import Artifact
 from assembler.oci.mutate import timestamp
+from assembler.sbom.databases import Package
 from assembler.sbom.facts import (
     ArtifactFact,
     BaseFact,
@@ -28,7 +29,7 @@ from assembler.sbom.facts import (
     SourceFact,
     StepFact,
 )
-from assembler.sbom.packages import Inventory, Package, read_packages
+from assembler.sbom.packages import Inventory, read_packages
 from assembler.sbom.provenance import PREDICATE_TYPE, provenance_statement
 from assembler.sbom.spdx import spdx_document
 

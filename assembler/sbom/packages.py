@@ -15,21 +15,20 @@ Licenses (see :mod:`assembler.sbom.licenses`): a Debian package's from its machi
 ``usr/share/doc/<package>/copyright`` (only its ``Files: *`` license is kept), a Python
 distribution's from its metadata, apk's and rpm's as their databases write them.
 
-The final view of the image's paths comes from the dependency check's
-:class:`~assembler.deps.files.ImageFiles` over the layers' headers (memoised by diff_id);
-only the few database files are read, each from the layer that holds its final version,
-streaming that layer until they are found. What was read is memoised by the layer's
-diff_id, so a second build reads only its new layers. A Debian or rpm package is
-attributed to the lowest layer from which every layer's database lists it with that
-version: the base, or the runtime step that installed it.
+The formats of those files are read in :mod:`assembler.sbom.databases`. The final view of
+the image's paths comes from the dependency check's :class:`~assembler.deps.files.ImageFiles`
+over the layers' headers (memoised by diff_id); only the few database files are read, each
+from the layer that holds its final version, streaming that layer until they are found.
+What was read is memoised by the layer's diff_id, so a second build reads only its new
+layers. A Debian or rpm package is attributed to the lowest layer from which every layer's
+database lists it with that version: the base, or the runtime step that installed it.
 """
 
 from __future__ import annotations
 
-import email.parser
 import hashlib
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -40,7 +39,8 @@ from assembler.deps.files import BlobOpener, Entry, FactReader, ImageFiles
 from assembler.errors import InvalidImage
 from assembler.oci.image import Image
 from assembler.sbom import rpmdb
-from assembler.sbom.licenses import deb822_paragraphs, dep5_license, python_license
+from assembler.sbom.databases import Package, apks, debs, installed_versions, lowest_layer, os_release, python_dist
+from assembler.sbom.licenses import dep5_license
 
 DPKG_STATUS = "var/lib/dpkg/status"
 DPKG_STATUS_D = "var/lib/dpkg/status.d/"
@@ -58,24 +58,6 @@ _CHUNK = 64 << 10
 _COPYRIGHT = re.compile(r"^usr/share/doc/[^/]+/copyright$")
 _MEMO = "sbom-texts-v2-"  # v2: a copyright file's entry is its DEP-5 license, not its text
 _RPM_MEMO = "sbom-rpm-v1-"
-
-
-@dataclass(frozen=True)
-class Package:
-    """One installed package: ``ecosystem`` deb, apk, rpm or pypi."""
-
-    ecosystem: str
-    name: str
-    version: str
-    layer: int  # the layer that installed it
-    arch: str = ""
-    source: str = ""  # deb: its source package; apk: its origin; rpm: its source rpm
-    supplier: str = ""  # Maintainer (deb, apk), Author (pypi) or Vendor (rpm), as written
-    summary: str = ""
-    homepage: str = ""
-    license: str = ""  # as declared (see the module's doc); "" when nothing declares it
-    path: str = ""  # pypi: the folder it is installed in
-    epoch: str = ""  # rpm: its epoch, when its header has one (``version`` is version-release)
 
 
 @dataclass(frozen=True)
@@ -196,26 +178,26 @@ def read_packages(image: Image, open_blob: BlobOpener, *, cache: Cache | None, w
         where = final.get(path)
         return (where[0], texts[where[0]].get(where[1], "")) if where is not None else None
 
-    os_release = next((_os_release(t[1]) for name in OS_RELEASE if (t := text(name)) is not None), {})
+    os_release = next((os_release(t[1]) for name in OS_RELEASE if (t := text(name)) is not None), {})
     packages: list[Package] = []
     status = text(DPKG_STATUS)
     if status is not None:
-        versions = [(i, _installed_versions(texts[i].get(DPKG_STATUS, ""))) for i in status_layers]
-        packages += _debs(status[1], versions)
+        versions = [(i, installed_versions(texts[i].get(DPKG_STATUS, ""))) for i in status_layers]
+        packages += debs(status[1], versions)
     for path in sorted(p for p in final if p.startswith(DPKG_STATUS_D)):
         found = text(path)
         assert found is not None
-        packages += [p for p in _debs(found[1], [(found[0], {})]) if p.layer == found[0]]
+        packages += [p for p in debs(found[1], [(found[0], {})]) if p.layer == found[0]]
     packages = [_with_copyright(p, files, text) for p in packages]
     apk = text(APK_INSTALLED)
     if apk is not None:
-        packages += _apks(apk[1], apk[0])
+        packages += apks(apk[1], apk[0])
     rpms, notes = _rpms(reader, final, interesting)
     packages += rpms
     for path in sorted(p for p in final if p.endswith(_PY_METADATA)):
         found = text(path)
         assert found is not None
-        dist = _python_dist(found[1], path, found[0])
+        dist = python_dist(found[1], path, found[0])
         if dist is not None:
             packages.append(dist)
     return Inventory(tuple(packages), os_release, tuple(notes))
@@ -271,7 +253,7 @@ def _rpms(
             if h.name == "gpg-pubkey" or (h.name, h.arch, _evr(h)) in seen:
                 continue  # an imported signing key, not software; or listed by another database
             seen.add((h.name, h.arch, _evr(h)))
-            layer = _lowest_layer((h.name, h.arch), _evr(h), versions)
+            layer = lowest_layer((h.name, h.arch), _evr(h), versions)
             packages.append(
                 Package(
                     "rpm",
@@ -292,117 +274,3 @@ def _rpms(
 
 def _evr(h: rpmdb.RpmHeader) -> str:
     return f"{h.epoch}:{h.version}-{h.release}"
-
-
-Listing = Mapping[tuple[str, str], str]  # (name, arch) -> version, as one layer's database lists it
-
-
-def _lowest_layer(ident: tuple[str, str], version: str, versions: Sequence[tuple[int, Listing]]) -> int:
-    """The lowest layer of ``versions`` (layer, what its database lists, lowest first) from
-    which every one lists ``ident`` at ``version`` (an empty listing: one not known)."""
-    layer = versions[-1][0] if versions else 0
-    for i, listed in reversed(versions):
-        if listed and listed.get(ident) != version:
-            break
-        layer = i
-    return layer
-
-
-# -- the databases -------------------------------------------------------------------------
-
-
-def _stanzas(text: str) -> Iterator[dict[str, str]]:
-    return deb822_paragraphs(text.splitlines())
-
-
-def _installed(fields: Mapping[str, str]) -> bool:
-    # status.d files (distroless) have no Status: every stanza there is installed.
-    status = fields.get("Status")
-    return bool(fields.get("Package")) and (status is None or status.split()[-1:] == ["installed"])
-
-
-def _installed_versions(text: str) -> dict[tuple[str, str], str]:
-    return {(f["Package"], f.get("Architecture", "")): f.get("Version", "") for f in _stanzas(text) if _installed(f)}
-
-
-def _debs(text: str, versions: list[tuple[int, dict[tuple[str, str], str]]]) -> list[Package]:
-    """The installed packages of a status file; each attributed to the lowest layer of
-    ``versions`` (layer, what its status lists) from which every one lists it as it is."""
-    out = []
-    for f in _stanzas(text):
-        if not _installed(f):
-            continue
-        ident, version = (f["Package"], f.get("Architecture", "")), f.get("Version", "")
-        layer = _lowest_layer(ident, version, versions)
-        source = f.get("Source", "").split(" ")[0]
-        out.append(
-            Package(
-                "deb",
-                ident[0],
-                version,
-                layer,
-                arch=ident[1],
-                source=source,
-                supplier=f.get("Maintainer", ""),
-                summary=f.get("Description", ""),
-                homepage=f.get("Homepage", ""),
-            )
-        )
-    return out
-
-
-def _apks(text: str, layer: int) -> list[Package]:
-    out = []
-    for block in text.split("\n\n"):
-        fields: dict[str, str] = {}
-        for line in block.splitlines():
-            key, sep, value = line.partition(":")
-            if sep and len(key) == 1:
-                fields.setdefault(key, value)
-        if fields.get("P"):
-            out.append(
-                Package(
-                    "apk",
-                    fields["P"],
-                    fields.get("V", ""),
-                    layer,
-                    arch=fields.get("A", ""),
-                    source=fields.get("o", ""),
-                    supplier=fields.get("m", ""),
-                    summary=fields.get("T", ""),
-                    homepage=fields.get("U", ""),
-                    license=fields.get("L", ""),
-                )
-            )
-    return out
-
-
-def _python_dist(text: str, path: str, layer: int) -> Package | None:
-    headers = email.parser.HeaderParser().parsestr(text)
-    name, version = headers.get("Name"), headers.get("Version")
-    if not name or not version:
-        return None
-    classifiers = [str(c) for c in headers.get_all("Classifier") or []]
-    expression, field = str(headers.get("License-Expression") or ""), str(headers.get("License") or "")
-    license_ = python_license(expression, classifiers, field)
-    folder = "/" + path.rsplit("/", 2)[0]
-    return Package(
-        "pypi",
-        str(name).strip(),
-        str(version).strip(),
-        layer,
-        supplier=str(headers.get("Author") or ""),
-        summary=str(headers.get("Summary") or ""),
-        homepage=str(headers.get("Home-page") or ""),
-        license=" ".join(str(license_).split())[:200],
-        path=folder,
-    )
-
-
-def _os_release(text: str) -> dict[str, str]:
-    out = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if sep and key.strip() and not key.startswith("#"):
-            out[key.strip()] = value.strip().strip("\"'")
-    return out

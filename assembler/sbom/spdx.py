@@ -35,9 +35,10 @@ from urllib.parse import quote
 
 from assembler.oci.digest import canonical_json, digest_hex
 from assembler.oci.mutate import timestamp
+from assembler.sbom.databases import Package
 from assembler.sbom.facts import ArtifactFact, BuildFacts, SourceFact
 from assembler.sbom.licenses import extracted_infos, spdx_license
-from assembler.sbom.packages import Inventory, Package
+from assembler.sbom.packages import Inventory
 
 NOASSERTION = "NOASSERTION"
 NAMESPACE = "https://assemble.invalid/spdx"  # .invalid: a name, never fetched
