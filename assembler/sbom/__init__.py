@@ -4,10 +4,10 @@
 its layers, through the dependency check's view of its files; the databases' formats are
 :mod:`~assembler.sbom.databases`' and :mod:`~assembler.sbom.rpmdb`'s) and the licenses they
 declare (:mod:`~assembler.sbom.licenses`), :mod:`~assembler.sbom.spdx` writes the SPDX 2.3
-document, :mod:`~assembler.sbom.provenance` the SLSA v1 statement, both
-from a build's :class:`~assembler.sbom.facts.BuildFacts`. :func:`attestations` gives them
-as OCI artifacts whose subject is the image: written into OCI layouts and pushed with the
-image (see :mod:`assembler.pipeline.writers`).
+document (from the pieces in :mod:`~assembler.sbom.spdxdoc`), :mod:`~assembler.sbom.provenance`
+the SLSA v1 statement, both from a build's :class:`~assembler.sbom.facts.BuildFacts`.
+:func:`attestations` gives them as OCI artifacts whose subject is the image: written into
+OCI layouts and pushed with the image (see :mod:`assembler.pipeline.writers`).
 """
 
 from __future__ import annotations

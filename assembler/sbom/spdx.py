@@ -27,118 +27,39 @@ digest.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable
-from typing import Any
-from urllib.parse import quote
 
 from assembler.oci.digest import canonical_json, digest_hex
-from assembler.oci.mutate import timestamp
 from assembler.sbom.databases import Package
 from assembler.sbom.facts import ArtifactFact, BuildFacts, SourceFact
 from assembler.sbom.licenses import extracted_infos, spdx_license
 from assembler.sbom.packages import Inventory
-
-NOASSERTION = "NOASSERTION"
-NAMESPACE = "https://assemble.invalid/spdx"  # .invalid: a name, never fetched
-_ID_CHARS = re.compile(r"[^A-Za-z0-9.-]+")
-# What SPDX tools accept as a download location or homepage (a host with a dotted name).
-_URL = re.compile(
-    r"^(git\+)?(https?|ssh|git|ftp|sftp)://([\w.~-]+@)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,5}"
-    r"(:[0-9]{1,5})?(/\S*)?$"
+from assembler.sbom.spdxdoc import (
+    NAMESPACE,
+    NOASSERTION,
+    Doc,
+    Json,
+    package,
+    package_url,
+    person,
+    sha256_checksums,
+    spdx_id,
+    url_or_none,
 )
-_PERSON = re.compile(r"^([^<>()]+?)\s*<([^<>()\s]+)>$")
-Json = dict[str, Any]
 
 
-def spdx_id(kind: str, *parts: str) -> str:
-    """A stable SPDX ID: readable, and unique through a digest of what it names."""
-    tag = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:8]
-    return f"SPDXRef-{kind}-{_ID_CHARS.sub('-', parts[0]).strip('-')[:60]}-{tag}"
-
-
-def _url(text: str) -> str | None:
-    return text if _URL.match(text) else None
-
-
-def _package(spdxid: str, name: str, version: str, **more: Any) -> Json:
-    pkg: Json = {
-        "SPDXID": spdxid,
-        "name": name,
-        "downloadLocation": NOASSERTION,
-        "filesAnalyzed": False,
-        "licenseConcluded": NOASSERTION,
-        "licenseDeclared": NOASSERTION,
-        "copyrightText": NOASSERTION,
-        "supplier": NOASSERTION,
-    }
-    if version:
-        pkg["versionInfo"] = version
-    pkg.update({k: v for k, v in more.items() if v not in (None, "", [])})
-    return pkg
-
-
-def _purl(kind: str, namespace: str, name: str, version: str, qualifiers: dict[str, str]) -> Json:
-    ns = f"{quote(namespace, safe='')}/" if namespace else ""
-    quals = "&".join(f"{k}={quote(v, safe='')}" for k, v in sorted(qualifiers.items()) if v)
-    locator = f"pkg:{kind}/{ns}{quote(name, safe='')}@{quote(version, safe='')}" + (f"?{quals}" if quals else "")
-    return {"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl", "referenceLocator": locator}
-
-
-def _sha256(digest: str) -> list[Json]:
-    return [{"algorithm": "SHA256", "checksumValue": digest_hex(digest)}]
-
-
-def _supplier(text: str) -> str | None:
-    match = _PERSON.match(text.strip())
-    if match:
-        return f"Person: {match.group(1)} ({match.group(2)})"
-    name = text.replace("(", " ").replace(")", " ").strip()
-    return f"Person: {name}" if name and "<" not in name else None
-
-
-class _Doc:
-    """The document as it is put together: packages and relationships by ID."""
-
-    def __init__(self, facts: BuildFacts, inventory: Inventory) -> None:
-        self.facts = facts
-        self.inventory = inventory
-        self.packages: dict[str, Json] = {}
-        self.license_refs: dict[str, str] = {}  # LicenseRef id -> the text it stands for
-        self.relationships: set[tuple[str, str, str]] = set()
-        self.annotator = f"Tool: assemble-{facts.tool or 'unknown'}"
-        self.created = timestamp(facts.epoch)
-
-    def relate(self, a: str, kind: str, b: str) -> None:
-        self.relationships.add((a, kind, b))
-
-    def add(self, pkg: Json) -> str:
-        self.packages[pkg["SPDXID"]] = pkg
-        return str(pkg["SPDXID"])
-
-    def annotate(self, pkg: Json, fields: Json) -> None:
-        pkg["annotations"] = [
-            {
-                "annotationDate": self.created,
-                "annotationType": "OTHER",
-                "annotator": self.annotator,
-                "comment": canonical_json(fields).decode(),
-            }
-        ]
-
-
-def _image(doc: _Doc) -> str:
+def _image(doc: Doc) -> str:
     f = doc.facts
     image = f.image
-    purl = _purl("oci", "", f.name, image.digest, {"arch": image.platform.architecture})
+    purl = package_url("oci", "", f.name, image.digest, {"arch": image.platform.architecture})
     image_id = doc.add(
-        _package(
+        package(
             "SPDXRef-Image",
             f.name,
             image.digest,
             primaryPackagePurpose="CONTAINER",
-            checksums=_sha256(image.digest),
+            checksums=sha256_checksums(image.digest),
             externalRefs=[purl],
             comment=f"the image built from {f.manifest}",
         )
@@ -146,13 +67,13 @@ def _image(doc: _Doc) -> str:
     doc.relate("SPDXRef-DOCUMENT", "DESCRIBES", image_id)
     for base in f.bases.values():
         base_id = doc.add(
-            _package(
+            package(
                 spdx_id("Base", base.name, base.digest),
                 base.name,
                 base.digest,
                 primaryPackagePurpose="CONTAINER",
-                checksums=_sha256(base.digest),
-                externalRefs=[_purl("oci", "", base.name, base.digest, {})],
+                checksums=sha256_checksums(base.digest),
+                externalRefs=[package_url("oci", "", base.name, base.digest, {})],
                 comment=f"base {base.name}: {base.what}",
             )
         )
@@ -161,26 +82,26 @@ def _image(doc: _Doc) -> str:
     return image_id
 
 
-def _base_id(doc: _Doc, name: str) -> str:
+def _base_id(doc: Doc, name: str) -> str:
     base = doc.facts.bases[name]
     return spdx_id("Base", base.name, base.digest)
 
 
-def _source(doc: _Doc, src: SourceFact) -> str:
+def _source(doc: Doc, src: SourceFact) -> str:
     if src.kind == "git":
-        location = _url(f"git+{src.url}@{src.revision}") if _url(src.url) else None
+        location = url_or_none(f"git+{src.url}@{src.revision}") if url_or_none(src.url) else None
         what = f"git {src.url} at commit {src.revision}" + (f" (ref {src.ref})" if src.ref else "")
         checksums: list[Json] = []
     elif src.kind == "url":
-        location = _url(src.url)
+        location = url_or_none(src.url)
         what = f"download {src.url}, sha256 {digest_hex(src.revision)}"
-        checksums = _sha256(src.revision)
+        checksums = sha256_checksums(src.revision)
     else:
         location = None
         what = f"folder {src.path}: {src.revision} is the sha256 of its normalised tar (content and modes)"
         checksums = []
     return doc.add(
-        _package(
+        package(
             spdx_id("Source", src.name, src.revision),
             src.name,
             src.revision,
@@ -192,7 +113,7 @@ def _source(doc: _Doc, src: SourceFact) -> str:
     )
 
 
-def _artifact(doc: _Doc, art: ArtifactFact, image_id: str) -> str:
+def _artifact(doc: Doc, art: ArtifactFact, image_id: str) -> str:
     f = doc.facts
     step = f.steps[art.step]
     base = f.bases.get(step.base)
@@ -204,11 +125,11 @@ def _artifact(doc: _Doc, art: ArtifactFact, image_id: str) -> str:
         + (f" from {', '.join(f'{n} {r}' for n, r in sources.items())}" if sources else "")
         + (f" with {', '.join(step.inputs)}" if step.inputs else "")
     )
-    pkg = _package(
+    pkg = package(
         spdx_id("Artifact", art.ref, art.diff_id),
         art.ref,
         "",
-        checksums=_sha256(art.diff_id),
+        checksums=sha256_checksums(art.diff_id),
         comment=comment,
         primaryPackagePurpose="OTHER",
     )
@@ -236,7 +157,7 @@ def _artifact(doc: _Doc, art: ArtifactFact, image_id: str) -> str:
     return art_id
 
 
-def _installed(doc: _Doc, pkg: Package, image_id: str, containers: dict[int, str]) -> None:
+def _installed(doc: Doc, pkg: Package, image_id: str, containers: dict[int, str]) -> None:
     f = doc.facts
     layer = f.layers[pkg.layer] if pkg.layer < len(f.layers) else None
     if layer is None or layer.kind == "base":
@@ -256,15 +177,15 @@ def _installed(doc: _Doc, pkg: Package, image_id: str, containers: dict[int, str
     for ref, text in refs.items():
         doc.license_refs.setdefault(ref, text)
     vendor = " ".join(pkg.supplier.replace("(", " ").replace(")", " ").split())  # rpm: an organisation
-    supplier = f"Organization: {vendor}" if pkg.ecosystem == "rpm" and vendor else _supplier(pkg.supplier)
+    supplier = f"Organization: {vendor}" if pkg.ecosystem == "rpm" and vendor else person(pkg.supplier)
     doc.add(
-        _package(
+        package(
             spdxid,
             pkg.name,
             f"{pkg.epoch}:{pkg.version}" if pkg.epoch else pkg.version,
             supplier=supplier or NOASSERTION,
             summary=pkg.summary or None,
-            homepage=_url(pkg.homepage),
+            homepage=url_or_none(pkg.homepage),
             sourceInfo=source,
             licenseDeclared=declared,
             licenseComments=f"as the package says: {pkg.license}" if pkg.license else None,
@@ -279,30 +200,30 @@ def _installed(doc: _Doc, pkg: Package, image_id: str, containers: dict[int, str
         doc.relate(containers[pkg.layer], "CONTAINS", spdxid)
 
 
-def _installed_purl(doc: _Doc, pkg: Package) -> Json:
+def _installed_purl(doc: Doc, pkg: Package) -> Json:
     """The package URL of an installed package (purl's deb, apk, rpm and pypi types; an rpm's
     epoch is its ``epoch`` qualifier, as the purl spec says)."""
     if pkg.ecosystem == "pypi":
-        return _purl("pypi", "", re.sub(r"[-_.]+", "-", pkg.name).lower(), pkg.version, {})
+        return package_url("pypi", "", re.sub(r"[-_.]+", "-", pkg.name).lower(), pkg.version, {})
     os_id, os_version = doc.inventory.os_release.get("ID", ""), doc.inventory.os_release.get("VERSION_ID", "")
     distro = f"{os_id}-{os_version}" if os_id and os_version else ""
     namespace = os_id or {"apk": "alpine", "deb": "debian"}.get(pkg.ecosystem, "")
-    return _purl(
+    return package_url(
         pkg.ecosystem, namespace, pkg.name, pkg.version, {"arch": pkg.arch, "distro": distro, "epoch": pkg.epoch}
     )
 
 
-def _copies(doc: _Doc, image_id: str, containers: dict[int, str]) -> None:
+def _copies(doc: Doc, image_id: str, containers: dict[int, str]) -> None:
     """Each copy layer (host files: its content is all that is known) as a package."""
     for layer in doc.facts.layers:
         if layer.kind == "copy" and layer.diff_id:
             comment = f"layer {layer.index}: files from the host; the checksum is the layer's diff_id"
             copy_id = doc.add(
-                _package(
+                package(
                     spdx_id("Copy", layer.what, layer.diff_id),
                     layer.what,
                     "",
-                    checksums=_sha256(layer.diff_id),
+                    checksums=sha256_checksums(layer.diff_id),
                     primaryPackagePurpose="FILE",
                     comment=comment,
                 )
@@ -311,19 +232,19 @@ def _copies(doc: _Doc, image_id: str, containers: dict[int, str]) -> None:
             containers[layer.index] = copy_id
 
 
-def _downloads(doc: _Doc, image_id: str) -> None:
+def _downloads(doc: Doc, image_id: str) -> None:
     """Each pinned file of a ``url:`` layer as a package with its URL and sha256 (a ``pip:``
     layer's wheels are the distributions installed: their checksums are set there)."""
     for d in doc.facts.downloads:
         if d.name.startswith("url:"):
             name = d.name.removeprefix("url:")
             url_id = doc.add(
-                _package(
+                package(
                     spdx_id("Download", name, d.sha256),
                     name,
                     "",
-                    downloadLocation=_url(d.uri),
-                    checksums=_sha256("sha256:" + d.sha256),
+                    downloadLocation=url_or_none(d.uri),
+                    checksums=sha256_checksums("sha256:" + d.sha256),
                     primaryPackagePurpose="FILE",
                     comment=f"a url: layer's file, {d.uri}",
                 )
@@ -340,18 +261,18 @@ def _wheel_purl(uri: str) -> str:
     return f"pkg:pypi/{re.sub(r'[-_.]+', '-', parts[0]).lower()}@{parts[1]}" if len(parts) >= 5 else ""
 
 
-def _wheel_sha256(doc: _Doc, pkg: Package) -> list[Json] | None:
+def _wheel_sha256(doc: Doc, pkg: Package) -> list[Json] | None:
     """The pinned sha256 of the wheel a ``pip:`` layer installed ``pkg`` from, if it did."""
     purl = f"pkg:pypi/{re.sub(r'[-_.]+', '-', pkg.name).lower()}@{pkg.version}"
     shas = [d.sha256 for d in doc.facts.downloads if d.name.startswith("pip:") and _wheel_purl(d.uri) == purl]
     layers = doc.facts.layers
     by_pip = pkg.layer < len(layers) and layers[pkg.layer].kind == "pip"
-    return _sha256("sha256:" + shas[0]) if pkg.ecosystem == "pypi" and by_pip and len(shas) == 1 else None
+    return sha256_checksums("sha256:" + shas[0]) if pkg.ecosystem == "pypi" and by_pip and len(shas) == 1 else None
 
 
 def spdx_document(facts: BuildFacts, inventory: Inventory) -> bytes:
     """The SPDX 2.3 JSON document (canonical JSON bytes) of the image ``facts`` describe."""
-    doc = _Doc(facts, inventory)
+    doc = Doc(facts, inventory)
     image_id = _image(doc)
     containers: dict[int, str] = {}  # layer -> the package that holds what it installed
     base_layers = [layer.index for layer in facts.layers if layer.kind == "base"]
