@@ -10,7 +10,6 @@ the CLI decides what the user sees.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack, closing
@@ -29,15 +28,14 @@ from assembler.pipeline.build import Built
 from assembler.pipeline.build import build as _execute
 from assembler.pipeline.deps import check_built
 from assembler.pipeline.graph import LayerReport, StepReport
-from assembler.pipeline.options import Event, Options, RemoteSteps, Reporter, quiet
+from assembler.pipeline.options import Event, Options, RemoteSteps, Reporter, quiet, resolve_epoch
 from assembler.pipeline.resolve import Plan, Resolver
 from assembler.pipeline.sbom import describe_built
 from assembler.pipeline.variants import Variant, named, platform_groups, report_variant
 from assembler.pipeline.writers import Target, Writer, writer_for
 from assembler.proc import Runner
-from assembler.spec import model as m
 from assembler.spec.load import Loaded
-from assembler.transports import Context, Written, registry_options, write_artifact
+from assembler.transports import Context, Written, registry_options
 from assembler.transports.common import RegistryOptions, SourceImage
 from assembler.transports.index import write_index
 
@@ -74,24 +72,6 @@ class Result:
     @property
     def digest(self) -> str:
         return self.artifact.digest if self.artifact is not None else self.image.digest
-
-
-def resolve_epoch(cli_epoch: int | None, manifest_epoch: int | None, environ: Mapping[str, str] = os.environ) -> int:
-    """``--epoch`` > ``SOURCE_DATE_EPOCH`` > the manifest's ``epoch`` > 0. Never the clock."""
-    if cli_epoch is not None:
-        return _epoch_in_range(cli_epoch, "--epoch")
-    env = environ.get("SOURCE_DATE_EPOCH", "").strip()
-    if env:
-        if not env.isdigit():
-            raise InputError(f"SOURCE_DATE_EPOCH must be a whole number of seconds, got {env!r}")
-        return _epoch_in_range(int(env), "SOURCE_DATE_EPOCH")
-    return manifest_epoch or 0
-
-
-def _epoch_in_range(epoch: int, what: str) -> int:
-    if not 0 <= epoch <= m.MAX_EPOCH:
-        raise InputError(f"{what} must be between 0 and {m.MAX_EPOCH} (the year 9999), got {epoch}")
-    return epoch
 
 
 def output_refs(loaded: Loaded, options: Options) -> list[Ref]:
@@ -273,7 +253,7 @@ def _assemble_once(loaded: Loaded, options: Options, *, runner: Runner, report: 
         writer.check(force=options.force)
     artifacts.check(loaded, files, force=options.force, cache_dir=options.cache_dir)
     if options.artifacts:
-        _check_artifact_outputs(loaded, options, refs)
+        artifacts.check_oci_outputs(loaded, options.artifacts, refs)
     plan = resolve(loaded, options, runner=runner)
     cache = Cache(options.cache_dir)
     written_files: list[Written] = []
@@ -283,13 +263,7 @@ def _assemble_once(loaded: Loaded, options: Options, *, runner: Runner, report: 
         written_files = artifacts.write(loaded, files, made, cache)
         if options.artifacts:  # the outputs hold the artifacts, not an image
             art = artifacts.as_oci(loaded, options.artifacts, made, epoch=ctx.epoch)
-            for ref in refs:
-                report(Event("output", {"ref": str(ref), "state": "writing"}))
-                w = write_artifact(ref, art, blobs=cache, ctx=ctx, mount_from=_cache_names(options))
-                report(
-                    Event("output", {"ref": w.ref, "state": "done", "digest": w.digest, "uploaded": w.uploaded_bytes})
-                )
-                written_files.append(w)
+            written_files += artifacts.write_oci(refs, art, ctx=ctx, mount_from=_cache_names(options), report=report)
             return Result(
                 artifacts.as_image(made, ctx), (), steps, tuple(written_files), time.monotonic() - started, artifact=art
             )
@@ -333,22 +307,6 @@ def _cache_names(options: Options) -> list[ImageName]:
     from assembler.transports.stepcache import parse_cache_ref  # the registry client, only when asked
 
     return [parse_cache_ref(r) for r in (options.cache_to, *options.cache_from) if r]
-
-
-def _check_artifact_outputs(loaded: Loaded, options: Options, refs: Sequence[Ref]) -> None:
-    """``--artifact``: the artifacts exist and every output can hold an OCI artifact."""
-    for text in options.artifacts:
-        artifacts.names(loaded, text)
-    for ref in refs:
-        if ref.transport not in ("oci", "docker"):
-            raise InputError(
-                f"--artifact: {ref} cannot hold an OCI artifact",
-                hint="use oci:DIR[:TAG] or docker://REF (artifact:DIR:STEP for files)",
-            )
-    if not refs:
-        raise InputError(
-            "--artifact: no output to write the artifacts to", hint="add -o oci:DIR:TAG or -o docker://REF"
-        )
 
 
 def assemble_variants(

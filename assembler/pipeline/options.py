@@ -1,14 +1,17 @@
-"""How to build (the command line's part; the manifest says what), and how the pipeline
-reports what it does."""
+"""How to build (the command line's part; the manifest says what), the epoch a build uses,
+and how the pipeline reports what it does."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from assembler.errors import InputError
 from assembler.oci.descriptor import Platform
+from assembler.spec import model as m
 
 if TYPE_CHECKING:
     from assembler.cache import StepResult
@@ -65,6 +68,24 @@ class Options:
     sbom: bool = True
     # --artifact STEP[.NAME]: the outputs hold these artifacts as an OCI artifact, no image.
     artifacts: tuple[str, ...] = ()
+
+
+def resolve_epoch(cli_epoch: int | None, manifest_epoch: int | None, environ: Mapping[str, str] = os.environ) -> int:
+    """``--epoch`` > ``SOURCE_DATE_EPOCH`` > the manifest's ``epoch`` > 0. Never the clock."""
+    if cli_epoch is not None:
+        return _epoch_in_range(cli_epoch, "--epoch")
+    env = environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if env:
+        if not env.isdigit():
+            raise InputError(f"SOURCE_DATE_EPOCH must be a whole number of seconds, got {env!r}")
+        return _epoch_in_range(int(env), "SOURCE_DATE_EPOCH")
+    return manifest_epoch or 0
+
+
+def _epoch_in_range(epoch: int, what: str) -> int:
+    if not 0 <= epoch <= m.MAX_EPOCH:
+        raise InputError(f"{what} must be between 0 and {m.MAX_EPOCH} (the year 9999), got {epoch}")
+    return epoch
 
 
 class RemoteSteps(Protocol):
