@@ -139,6 +139,15 @@ def _common(p: argparse.ArgumentParser, *, platforms: bool = False) -> None:
 
 
 def _manifest_args(p: argparse.ArgumentParser) -> None:
+    _what_args(p)
+    _how_args(p)
+    _output_args(p)
+    _lock_args(p)
+    _common(p, platforms=True)
+
+
+def _what_args(p: argparse.ArgumentParser) -> None:
+    """What to build: the manifest, its outputs, params, bases, sources and targets."""
     p.add_argument("manifest", type=Path, help="the manifest (YAML)")
     p.add_argument(
         "-o",
@@ -176,6 +185,10 @@ def _manifest_args(p: argparse.ArgumentParser) -> None:
         help="build this target of the manifest (repeatable: one image per target)",
     )
     p.add_argument("--all-targets", action="store_true", help="build every target of the manifest")
+
+
+def _how_args(p: argparse.ArgumentParser) -> None:
+    """How to build: the cache, the epoch, which steps run again, where and how many at once."""
     p.add_argument("--cache", type=Path, default=None, help="cache folder (default: $XDG_CACHE_HOME/assembler)")
     p.add_argument(
         "--epoch", type=int, default=None, help="timestamps (default: $SOURCE_DATE_EPOCH, the manifest's, 0)"
@@ -221,6 +234,10 @@ def _manifest_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--storage-driver", default="overlay", choices=("overlay", "vfs"), help="buildah storage driver")
     p.add_argument("--no-host-ca", action="store_true", help="do not mount the host CA bundle into build containers")
+
+
+def _output_args(p: argparse.ArgumentParser) -> None:
+    """What goes with the image (a SIF, the SBOM), what is checked, and how layers are compressed."""
     p.add_argument(
         "--attach-sif", action="store_true", help="also push a SIF of the image as a referrer of each docker:// output"
     )
@@ -251,8 +268,6 @@ def _manifest_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="layer compression (default: the manifest's, else zstd; gzip for old clients)",
     )
-    _lock_args(p)
-    _common(p, platforms=True)
 
 
 def _lock_args(p: argparse.ArgumentParser) -> None:
@@ -282,6 +297,31 @@ def _referrers_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
         metavar="DIR",
         help="write each referrer's files into DIR (an existing folder), named by their titles",
     )
+    _reader_cache(p)
+    _common(p)
+
+
+def _sif_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser("sif", help="convert any image to an Apptainer/Singularity SIF file, as a stream")
+    p.add_argument("ref", help="the image: docker://..., oci:DIR[:TAG], oci-archive:..., docker-archive:...")
+    p.add_argument("out", type=Path, help="the SIF file to write")
+    p.add_argument(
+        "--compressor",
+        default="gzip",
+        choices=("gzip", "xz", "zstd", "lz4", "lzo"),
+        help="squashfs compression (default gzip, which every Apptainer reads)",
+    )
+    p.add_argument("--push", default=None, metavar="oras://HOST/REPO:TAG", help="also push the SIF there")
+    p.add_argument(
+        "--attach",
+        default=None,
+        metavar="docker://HOST/REPO",
+        help="also push the SIF as a referrer of the image, in this repository",
+    )
+    p.add_argument("--epoch", type=int, default=None, help="timestamps (default: $SOURCE_DATE_EPOCH, else 0)")
+    p.add_argument("--force", action="store_true", help="replace OUT.sif even if it is not a SIF file")
+    p.add_argument("--no-sbom", action="store_true", help="leave out the SBOM and provenance the image has")
+    _progress_args(p, digest="the SIF's digest")
     _reader_cache(p)
     _common(p)
 
@@ -349,28 +389,7 @@ def parser() -> argparse.ArgumentParser:
     _reader_cache(p)
     _common(p)
     _referrers_parser(sub)
-    p = sub.add_parser("sif", help="convert any image to an Apptainer/Singularity SIF file, as a stream")
-    p.add_argument("ref", help="the image: docker://..., oci:DIR[:TAG], oci-archive:..., docker-archive:...")
-    p.add_argument("out", type=Path, help="the SIF file to write")
-    p.add_argument(
-        "--compressor",
-        default="gzip",
-        choices=("gzip", "xz", "zstd", "lz4", "lzo"),
-        help="squashfs compression (default gzip, which every Apptainer reads)",
-    )
-    p.add_argument("--push", default=None, metavar="oras://HOST/REPO:TAG", help="also push the SIF there")
-    p.add_argument(
-        "--attach",
-        default=None,
-        metavar="docker://HOST/REPO",
-        help="also push the SIF as a referrer of the image, in this repository",
-    )
-    p.add_argument("--epoch", type=int, default=None, help="timestamps (default: $SOURCE_DATE_EPOCH, else 0)")
-    p.add_argument("--force", action="store_true", help="replace OUT.sif even if it is not a SIF file")
-    p.add_argument("--no-sbom", action="store_true", help="leave out the SBOM and provenance the image has")
-    _progress_args(p, digest="the SIF's digest")
-    _reader_cache(p)
-    _common(p)
+    _sif_parser(sub)
     _sqsh_parser(sub)
     p = sub.add_parser("schema", help="print (or write) the JSON Schemas of manifests and recipes")
     p.add_argument("kind", nargs="?", choices=("manifest", "recipe"), default="manifest")
