@@ -10,7 +10,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from assembler.assemble import Event, resolve_epoch
 from assembler.cli.args import platform_arg, registry_options
@@ -20,6 +20,9 @@ from assembler.cli.progress import mode_of, showing
 from assembler.errors import InputError
 from assembler.oci.reference import Ref, absolute_ref, parse_ref
 from assembler.proc import Runner
+
+if TYPE_CHECKING:
+    from assembler.transports.sif import SifInfo
 
 
 @contextlib.contextmanager
@@ -196,6 +199,12 @@ def cmd_sif(args: argparse.Namespace) -> int:
             referrer_of = source.image.digest if isinstance(writer, SifReferrerWriter) else ""
             pushed.append({"ref": w.ref, "digest": w.digest, "referrer_of": referrer_of})
     write_digest(args.digestfile, info.digest)
+    _show_sif(args, info, source.name, pushed)
+    return 0
+
+
+def _show_sif(args: argparse.Namespace, info: SifInfo, source: str, pushed: list[dict[str, Any]]) -> None:
+    """What ``assemble sif`` made (``info``: the SIF's) and where it pushed it: JSON, the digest, or lines."""
     result = {
         "sif": str(info.path),
         "digest": info.digest,
@@ -211,11 +220,10 @@ def cmd_sif(args: argparse.Namespace) -> int:
         say(info.digest)
     else:
         say(f"sif {info.path}: {size(info.size)} {info.digest} ({info.arch}, squashfs {info.compressor})")
-        say(f"  from {source.name} {info.image_digest}")
+        say(f"  from {source} {info.image_digest}")
         for p in pushed:
             what = f" (referrer of {p['referrer_of']})" if p["referrer_of"] else ""
             say(f"  -> {p['ref']} {p['digest']}{what}")
-    return 0
 
 
 def _image_attestations(args: argparse.Namespace, source: Any) -> list[Any]:
