@@ -113,13 +113,7 @@ def _run_compile_step(
     log_path: Path,
     kept: Path,
 ) -> dict[str, Layer]:
-    caches = [Volume(kept / key_of({"path": path})[:16], path, readonly=False) for path in step.cache]
-    caches += [
-        Volume(ws.cache.path("step-caches", "_shared", key_of({"path": path})[:16]), path, readonly=False)
-        for path in step.shared_cache
-    ]
-    for volume in caches:
-        volume.host.mkdir(parents=True, exist_ok=True)
+    caches = _cache_volumes(step, ws, kept)
     src_volumes = [_working_copy(kept, step.name, sources[name]) for name in step.sources]
     ca_volumes, ca_env = host_ca(ws)
     env = {**ca_env, **reproducible_env(ws.epoch), **step.env}
@@ -147,24 +141,41 @@ def _run_compile_step(
                 log_path=log_path,
             )
         # Artifacts may live in a kept folder or in a source's working copy, not only in the root.
-        mounts = [(v.container, str(v.host)) for v in [*caches, *src_volumes]]
-        artifacts = [
-            {
-                "name": name,
-                "path": art.path,
-                "to": art.to,
-                "mode": art.mode,
-                "owner": art.owner,
-                "exclude": list(art.exclude),
-                "mounts": mounts,
-            }
-            for name, art in sorted(step.artifacts.items())
-        ]
-        job = {"cache": str(ws.cache.root), "epoch": ws.epoch, "compression": ws.compression, "artifacts": artifacts}
+        job = _export_job(step, ws, mounts=[(v.container, str(v.host)) for v in [*caches, *src_volumes]])
         answer = agent_job(ws, cid, "export", job, step=step.name, what="exporting the artifacts")
         results = {name: Layer.from_json(data) for name, data in answer.items()}
     log.info("step %s built in %.1f s", step.name, time.monotonic() - started)
     return results
+
+
+def _cache_volumes(step: m.CompileStep, ws: Workspace, kept: Path) -> list[Volume]:
+    """The step's ``cache:`` folders (kept with its build tree) and ``shared_cache:`` ones
+    (shared by every step), created on the host."""
+    caches = [Volume(kept / key_of({"path": path})[:16], path, readonly=False) for path in step.cache]
+    caches += [
+        Volume(ws.cache.path("step-caches", "_shared", key_of({"path": path})[:16]), path, readonly=False)
+        for path in step.shared_cache
+    ]
+    for volume in caches:
+        volume.host.mkdir(parents=True, exist_ok=True)
+    return caches
+
+
+def _export_job(step: m.CompileStep, ws: Workspace, *, mounts: list[tuple[str, str]]) -> dict[str, object]:
+    """The agent's ``export`` job: each artifact written as a layer into the cache."""
+    artifacts = [
+        {
+            "name": name,
+            "path": art.path,
+            "to": art.to,
+            "mode": art.mode,
+            "owner": art.owner,
+            "exclude": list(art.exclude),
+            "mounts": mounts,
+        }
+        for name, art in sorted(step.artifacts.items())
+    ]
+    return {"cache": str(ws.cache.root), "epoch": ws.epoch, "compression": ws.compression, "artifacts": artifacts}
 
 
 # -- runtime steps ---------------------------------------------------------------------
