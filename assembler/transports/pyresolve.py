@@ -79,26 +79,18 @@ def _stub_wheel(folder: Path, name: str, version: str) -> None:
             z.writestr(zipfile.ZipInfo(member, (1980, 1, 1, 0, 0, 0)), text)
 
 
-def resolve(
+def _compile_argv(
     definition: Mapping[str, Any],
+    reqs: Path,
+    out: Path,
     *,
-    runner: Runner,
     work: Path,
-    prefer: str | None = None,
-    upgrade: bool = False,
-    upgrade_packages: Sequence[str] = (),
-) -> Resolution:
-    """Resolve one set (:meth:`assembler.spec.pysets.PythonSet.definition`). ``prefer``: the
-    pins it had, kept unless the set now needs others (or ``upgrade``/``upgrade_packages``)."""
+    upgrade: bool,
+    upgrade_packages: Sequence[str],
+) -> list[str]:
+    """``uv pip compile`` for one set: its requirements ``reqs`` into ``out``, for the set's
+    Python, platform and indexes, with its constraints and provided distributions (files in ``work``)."""
     indexes = [str(i) for i in definition["indexes"]]
-    for index in indexes:
-        why = unreachable(index)
-        if why is not None:
-            return Resolution(None, f"index {index} cannot be reached from here ({why})")
-    reqs = work / "requirements.in"
-    reqs.write_text("".join(f"{r}\n" for r in definition["requirements"]))
-    out = work / "requirements.txt"
-    out.write_text(prefer or "")
     argv = [
         uv_binary(),
         "pip",
@@ -137,6 +129,30 @@ def resolve(
         argv.append("--upgrade")
     for name in upgrade_packages:
         argv += ["--upgrade-package", name]
+    return argv
+
+
+def resolve(
+    definition: Mapping[str, Any],
+    *,
+    runner: Runner,
+    work: Path,
+    prefer: str | None = None,
+    upgrade: bool = False,
+    upgrade_packages: Sequence[str] = (),
+) -> Resolution:
+    """Resolve one set (:meth:`assembler.spec.pysets.PythonSet.definition`). ``prefer``: the
+    pins it had, kept unless the set now needs others (or ``upgrade``/``upgrade_packages``)."""
+    indexes = [str(i) for i in definition["indexes"]]
+    for index in indexes:
+        why = unreachable(index)
+        if why is not None:
+            return Resolution(None, f"index {index} cannot be reached from here ({why})")
+    reqs = work / "requirements.in"
+    reqs.write_text("".join(f"{r}\n" for r in definition["requirements"]))
+    out = work / "requirements.txt"
+    out.write_text(prefer or "")
+    argv = _compile_argv(definition, reqs, out, work=work, upgrade=upgrade, upgrade_packages=upgrade_packages)
     env = {"UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"}
     try:
         runner.run(argv, env=env, timeout=UV_TIMEOUT)
