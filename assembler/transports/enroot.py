@@ -50,13 +50,13 @@ from typing import Any, BinaryIO, cast
 
 from assembler.archive.layer import Member, Opener
 from assembler.archive.tar import TarEntry
-from assembler.errors import InputError, InvalidImage
+from assembler.errors import InvalidImage
 from assembler.oci.digest import file_digest
 from assembler.oci.image import Image
 from assembler.proc import Runner
 from assembler.transports.apptainer import quote
 from assembler.transports.common import SourceImage
-from assembler.transports.squashfs import COMPRESSORS, temp_file, write_squashfs
+from assembler.transports.squashfs import check_writable, replacing, write_squashfs
 
 __all__ = ["SqshInfo", "enroot_files", "environment", "fstab", "rc_script", "write_sqsh"]
 
@@ -183,15 +183,11 @@ def write_sqsh(
     Raises InputError for an unknown compressor, InvalidImage for an image Enroot cannot
     run (not Linux, unreadable layers), ToolError when tar2sqfs fails, OSError for the file.
     """
-    if compressor not in COMPRESSORS:
-        raise InputError(f"squashfs compressor {compressor!r} is not one of {', '.join(COMPRESSORS)}")
+    check_writable(source, compressor, holds="Enroot runs")
     image = source.image
-    if image.platform.os != "linux":
-        raise InvalidImage(f"{source.name}: Enroot runs Linux images, this one is for {image.platform.os}")
     overlay, underlay = enroot_files(image, epoch=epoch)
     out = Path(out)
-    tmp = temp_file(out)
-    try:
+    with replacing(out) as tmp:
         stats = write_squashfs(
             source,
             tmp,
@@ -206,9 +202,5 @@ def write_sqsh(
         os.chmod(tmp, 0o644)  # mkstemp made it 0600; an image file is read by others (Pyxis, shared folders)
         digest = file_digest(tmp)
         size = tmp.stat().st_size
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     log.info("wrote %s: %d bytes, %s", out, size, digest)
     return SqshInfo(out, size, digest, image.digest, compressor, stats.entries, stats.file_bytes)

@@ -44,7 +44,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from assembler.errors import InputError, InvalidImage
+from assembler.errors import InvalidImage
 from assembler.oci import mediatypes as mt
 from assembler.oci.artifact import Artifact
 from assembler.oci.digest import digest_hex, file_digest
@@ -67,7 +67,7 @@ from assembler.transports.sif_format import (
     sif_arch,
 )
 from assembler.transports.sif_front import put_front
-from assembler.transports.squashfs import COMPRESSORS, temp_file, write_squashfs
+from assembler.transports.squashfs import COMPRESSORS, check_writable, replacing, write_squashfs
 
 __all__ = ["COMPRESSORS", "SifInfo", "read_attached", "read_sif_header", "write_sif"]
 
@@ -183,17 +183,13 @@ def write_sif(
     tar2sqfs fails or is missing, and OSError for the output file; InvalidImage for an
     attached artifact that is neither an SPDX SBOM nor an in-toto statement.
     """
-    if compressor not in COMPRESSORS:
-        raise InputError(f"squashfs compressor {compressor!r} is not one of {', '.join(COMPRESSORS)}")
+    check_writable(source, compressor, holds="SIF holds")
     image = source.image
     platform = image.platform
-    if platform.os != "linux":
-        raise InvalidImage(f"{source.name}: SIF holds Linux images, this one is for {platform.os}")
     arch_code = sif_arch(platform.architecture)
     meta = apptainer.metadata(image, source_name=source.name, epoch=epoch)
     out = Path(out)
-    tmp = temp_file(out)
-    try:
+    with replacing(out) as tmp:
         objects, datas, part_offset = _objects(meta, attached, epoch=epoch)
         stats = write_squashfs(
             source,
@@ -210,10 +206,6 @@ def write_sif(
         squashfs_size = put_front(tmp, objects, datas, part_offset, arch_code=arch_code, sif_uuid=sif_uuid, epoch=epoch)
         os.chmod(tmp, 0o755)  # a SIF file starts with a #! line: runnable, as libsif makes it
         digest = file_digest(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     info = SifInfo(
         path=out,
         size=part_offset + squashfs_size,

@@ -19,7 +19,8 @@ import os
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, cast
 
@@ -29,7 +30,7 @@ from assembler.archive.layer import Member
 from assembler.archive.layer_reader import LayerSource
 from assembler.archive.tar import TarWriter
 from assembler.cache import reclaim, temp_prefix
-from assembler.errors import InvalidImage, ToolError
+from assembler.errors import InputError, InvalidImage, ToolError
 from assembler.oci import mediatypes as mt
 from assembler.proc import Runner
 from assembler.transports.common import SourceImage
@@ -161,3 +162,26 @@ def temp_file(out: Path) -> Path:
     fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=temp_prefix(f".{out.name}."), suffix=".tmp")
     os.close(fd)
     return Path(tmp_name)
+
+
+@contextmanager
+def replacing(out: Path) -> Iterator[Path]:
+    """A temp file next to ``out`` (see :func:`temp_file`) that replaces ``out`` when the
+    block completes, and is removed when it does not: ``out`` is never half written."""
+    tmp = temp_file(out)
+    try:
+        yield tmp
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def check_writable(source: SourceImage, compressor: str, *, holds: str) -> None:
+    """Before a squashfs image file is written: InputError for a compressor tar2sqfs lacks,
+    InvalidImage for an image not for Linux (``holds``: what the format does with Linux
+    images, for the message: "SIF holds")."""
+    if compressor not in COMPRESSORS:
+        raise InputError(f"squashfs compressor {compressor!r} is not one of {', '.join(COMPRESSORS)}")
+    if source.image.platform.os != "linux":
+        raise InvalidImage(f"{source.name}: {holds} Linux images, this one is for {source.image.platform.os}")
