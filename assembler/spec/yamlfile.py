@@ -65,34 +65,44 @@ def _plain(node: Any, path: PathKey, locs: Locations, budget: _Budget) -> Any:
     if len(path) > MAX_DEPTH:
         raise locs.error(path, f"nested more than {MAX_DEPTH} levels deep")
     if isinstance(node, CommentedMap):
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            if isinstance(key, str) and "\x00" in key:
-                raise ManifestError(
-                    "a NUL character is not allowed in a key", file=locs.file, field=dotted(path), line=locs.line(path)
-                )
-            if not isinstance(key, str):
-                key_line = node.lc.key(key)[0] + 1 if node.lc.data and key in node.lc.data else None
-                raise ManifestError(
-                    f"keys must be strings, got {key!r}", file=locs.file, line=key_line, field=dotted(path)
-                )
-            child = (*path, key)
-            try:
-                locs.lines[child] = node.lc.key(key)[0] + 1
-            except (KeyError, TypeError):
-                pass
-            out[key] = _plain(value, child, locs, budget)
-        return out
+        return _plain_map(node, path, locs, budget)
     if isinstance(node, CommentedSeq):
-        items = []
-        for i, value in enumerate(node):
-            child = (*path, i)
-            try:
-                locs.lines[child] = node.lc.item(i)[0] + 1
-            except (KeyError, TypeError, IndexError):
-                pass
-            items.append(_plain(value, child, locs, budget))
-        return items
+        return _plain_seq(node, path, locs, budget)
+    return _plain_scalar(node, path, locs)
+
+
+def _plain_map(node: CommentedMap, path: PathKey, locs: Locations, budget: _Budget) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if isinstance(key, str) and "\x00" in key:
+            raise ManifestError(
+                "a NUL character is not allowed in a key", file=locs.file, field=dotted(path), line=locs.line(path)
+            )
+        if not isinstance(key, str):
+            key_line = node.lc.key(key)[0] + 1 if node.lc.data and key in node.lc.data else None
+            raise ManifestError(f"keys must be strings, got {key!r}", file=locs.file, line=key_line, field=dotted(path))
+        child = (*path, key)
+        try:
+            locs.lines[child] = node.lc.key(key)[0] + 1
+        except (KeyError, TypeError):
+            pass
+        out[key] = _plain(value, child, locs, budget)
+    return out
+
+
+def _plain_seq(node: CommentedSeq, path: PathKey, locs: Locations, budget: _Budget) -> list[Any]:
+    items = []
+    for i, value in enumerate(node):
+        child = (*path, i)
+        try:
+            locs.lines[child] = node.lc.item(i)[0] + 1
+        except (KeyError, TypeError, IndexError):
+            pass
+        items.append(_plain(value, child, locs, budget))
+    return items
+
+
+def _plain_scalar(node: Any, path: PathKey, locs: Locations) -> Any:
     if isinstance(node, str):
         if "\x00" in node:
             raise locs.error(path, "a NUL character is not allowed in a manifest value")
