@@ -73,6 +73,18 @@ def validate(image: Image, blobs: BlobReader, *, decompress: Decompressor) -> Re
     Raises InvalidImage naming the first problem found.
     """
     where = f"image {image.digest}"
+    _check_config(image, where)
+    _check_blob(blobs, image.config_descriptor, f"{where}: config")
+    checks = []
+    for i, (layer, diff_id) in enumerate(zip(image.layers, image.diff_ids, strict=True)):
+        what = f"{where}: layer {i + 1}/{len(image.layers)} {layer.digest}"
+        usize = _check_layer(blobs, layer, diff_id, what, decompress=decompress)
+        checks.append(LayerCheck(layer.digest, layer.size, diff_id, usize))
+    return Report(image.digest, tuple(checks))
+
+
+def _check_config(image: Image, where: str) -> None:
+    """The config's platform, rootfs and history agree with the manifest's layers."""
     config = image.config
     for key in ("architecture", "os"):
         if not isinstance(config.get(key), str) or not config[key]:
@@ -90,28 +102,26 @@ def validate(image: Image, blobs: BlobReader, *, decompress: Decompressor) -> Re
         if non_empty != len(image.layers):
             raise InvalidImage(f"{where}: {non_empty} non-empty history entries for {len(image.layers)} layers")
 
-    _check_blob(blobs, image.config_descriptor, f"{where}: config")
-    checks = []
-    for i, (layer, diff_id) in enumerate(zip(image.layers, image.diff_ids, strict=True)):
-        what = f"{where}: layer {i + 1}/{len(image.layers)} {layer.digest}"
-        if layer.media_type not in mt.LAYER_TYPES:
-            raise InvalidImage(f"{what}: unknown layer media type {layer.media_type!r}")
-        with blobs.open_blob(layer.digest) as raw:
-            reader = _HashingReader(raw)
-            with decompress(reader, layer.media_type) as plain:  # type: ignore[arg-type]  # duck-typed reader
-                actual_diff_id, usize = _hash_stream(plain)
-            # Drain anything the decompressor did not need (trailing bytes still count).
-            while reader.read(_CHUNK):
-                pass
-        digest = "sha256:" + reader.sha.hexdigest()
-        if reader.count != layer.size:
-            raise InvalidImage(f"{what}: blob is {reader.count} bytes, manifest says {layer.size}")
-        if digest != layer.digest:
-            raise InvalidImage(f"{what}: blob hashes to {digest}")
-        if actual_diff_id != diff_id:
-            raise InvalidImage(f"{what}: uncompressed content is {actual_diff_id}, config says diff_id {diff_id}")
-        checks.append(LayerCheck(layer.digest, layer.size, diff_id, usize))
-    return Report(image.digest, tuple(checks))
+
+def _check_layer(blobs: BlobReader, layer: Descriptor, diff_id: str, what: str, *, decompress: Decompressor) -> int:
+    """Size, digest and diff_id of one layer recomputed; its uncompressed size."""
+    if layer.media_type not in mt.LAYER_TYPES:
+        raise InvalidImage(f"{what}: unknown layer media type {layer.media_type!r}")
+    with blobs.open_blob(layer.digest) as raw:
+        reader = _HashingReader(raw)
+        with decompress(reader, layer.media_type) as plain:  # type: ignore[arg-type]  # duck-typed reader
+            actual_diff_id, usize = _hash_stream(plain)
+        # Drain anything the decompressor did not need (trailing bytes still count).
+        while reader.read(_CHUNK):
+            pass
+    digest = "sha256:" + reader.sha.hexdigest()
+    if reader.count != layer.size:
+        raise InvalidImage(f"{what}: blob is {reader.count} bytes, manifest says {layer.size}")
+    if digest != layer.digest:
+        raise InvalidImage(f"{what}: blob hashes to {digest}")
+    if actual_diff_id != diff_id:
+        raise InvalidImage(f"{what}: uncompressed content is {actual_diff_id}, config says diff_id {diff_id}")
+    return usize
 
 
 def _check_blob(blobs: BlobReader, desc: Descriptor, what: str) -> None:
