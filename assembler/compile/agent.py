@@ -248,6 +248,12 @@ def diff_members(
             if parent in now and parent not in members:
                 members[parent] = (_dir_entry(parent, now[parent]), None)
     deleted = sorted(rel for rel in before if rel not in now and not _excluded(rel, excludes) and rel not in mounts)
+    _add_whiteouts(members, deleted, now)
+    return list(members.values())
+
+
+def _add_whiteouts(members: dict[str, Member], deleted: Sequence[str], now: dict[str, os.stat_result]) -> None:
+    """A ``.wh.`` whiteout for each deleted path (``deleted``: sorted), with its parent folders."""
     deleted_set = set(deleted)
     for rel in deleted:
         parent = posixpath.dirname(rel)
@@ -258,7 +264,6 @@ def diff_members(
         for p in parents(rel):
             if p in now and p not in members:
                 members[p] = (_dir_entry(p, now[p]), None)
-    return list(members.values())
 
 
 def _only_mount_parent(
