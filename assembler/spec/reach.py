@@ -59,26 +59,34 @@ def reaches(manifest: m.Manifest, steps: Collection[str], bases: Collection[str]
     named = repr(manifest.annotations) + repr(manifest.image.config.labels)
     sources = {s for step in used for s in step.sources} | {s for s in manifest.sources if f"sources.{s}." in named}
     for name, spec in manifest.bases.items():
-        if name not in bases:
-            continue
-        ref = spec if isinstance(spec, str) else spec.ref if isinstance(spec, m.RefBase) else None
-        if ref is None and isinstance(spec, m.BootstrapBase):
-            add([urlsplit(spec.bootstrap.mirror).netloc if spec.bootstrap.mirror else APT], f"bases.{name}")
-        elif ref is not None:
-            add([h for h in [_docker_host(ref)] if h], f"bases.{name}")
+        if name in bases:
+            add(_base_hosts(spec), f"bases.{name}")
     for name, src in manifest.sources.items():
         if name in sources and isinstance(src, m.GitSource | m.UrlSource):
             add([urlsplit(src.git if isinstance(src, m.GitSource) else src.url).netloc], f"sources.{name}")
     for step in used:
         add(_step_hosts(step.run, step.env, step.python_sets, bool(step.packages)), step.name)
     for i, layer in enumerate(manifest.image.layers):
-        where = f"layers.{getattr(layer, 'name', None) or i}"
-        if isinstance(layer, m.RunLayer):
-            add(_step_hosts(layer.run, layer.env, layer.python_sets, False), where)
-        elif isinstance(layer, m.PackagesLayer):
-            add([APT], where)
-        elif isinstance(layer, m.PipLayer):
-            add([urlsplit(layer.index).netloc], where)
-        elif isinstance(layer, m.UrlLayer):
-            add([urlsplit(layer.url).netloc], where)
+        add(_layer_hosts(layer), f"layers.{getattr(layer, 'name', None) or i}")
     return {host: sorted(wheres) for host, wheres in sorted(found.items())}
+
+
+def _base_hosts(spec: m.BaseSpec) -> list[str]:
+    """The host a base is pulled from (a registry) or bootstrapped from (an apt mirror)."""
+    ref = spec if isinstance(spec, str) else spec.ref if isinstance(spec, m.RefBase) else None
+    if ref is None and isinstance(spec, m.BootstrapBase):
+        return [urlsplit(spec.bootstrap.mirror).netloc if spec.bootstrap.mirror else APT]
+    return [h for h in [_docker_host(ref)] if h] if ref is not None else []
+
+
+def _layer_hosts(layer: m.LayerSpec) -> Collection[str]:
+    """The hosts a layer of the image reaches while it is made."""
+    if isinstance(layer, m.RunLayer):
+        return _step_hosts(layer.run, layer.env, layer.python_sets, False)
+    if isinstance(layer, m.PackagesLayer):
+        return [APT]
+    if isinstance(layer, m.PipLayer):
+        return [urlsplit(layer.index).netloc]
+    if isinstance(layer, m.UrlLayer):
+        return [urlsplit(layer.url).netloc]
+    return []
