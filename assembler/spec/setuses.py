@@ -63,13 +63,7 @@ def set_uses(
                 made.append(use := _use(f"{layer_name(layer, i)}:{pyset.name}", pyset, platform, extra))
                 yield use
             for use in made:
-                if use.pyset.no_deps:
-                    continue
-                resolved = pins(use.key)
-                if resolved is None:
-                    resolved = {n: f"{n}=={v}" for n, v in map(_exact, use.pyset.requirements) if n}
-                globs = [_normal(g) for g in use.pyset.installs]
-                below.update((n, p) for n, p in resolved.items() if any(fnmatch.fnmatchcase(n, g) for g in globs))
+                below.update(_installed(use, pins))
         elif isinstance(layer, m.PipLayer):
             if layer.locked:
                 wheels = PythonSet(
@@ -84,6 +78,18 @@ def set_uses(
                 req = parse_requirement(text, hashed=not layer.locked)
                 if req.version:
                     below[req.name] = f"{req.name}=={req.version}"
+
+
+def _installed(use: SetUse, pins: Callable[[str], Mapping[str, str] | None]) -> dict[str, str]:
+    """name -> name==version of what a layer's set installs (its ``installs`` globs), as
+    ``pins`` has it, else as its exact requirements say; nothing for a ``no_deps`` set."""
+    if use.pyset.no_deps:
+        return {}
+    resolved = pins(use.key)
+    if resolved is None:
+        resolved = {n: f"{n}=={v}" for n, v in map(_exact, use.pyset.requirements) if n}
+    globs = [_normal(g) for g in use.pyset.installs]
+    return {n: p for n, p in resolved.items() if any(fnmatch.fnmatchcase(n, g) for g in globs)}
 
 
 def used_steps(manifest: m.Manifest) -> set[str]:
