@@ -198,7 +198,27 @@ def apply_lock(
     if lock is None and locked:
         raise InputError(f"--locked: no lock {path}", hint=f"write it: {redo}")
     states: dict[str, dict[str, str]] = {}
-    warnings: list[str] = []
+    values = _pin_states(floats, lock, states, path=path, locked=locked, redo=redo)
+    warnings = _set_states(uses, lock, states, path=path, locked=locked, redo=redo)
+    stale = any(s["state"] == "not-locked" for s in states.values())
+    state = "missing" if lock is None else "stale" if stale else "fresh"
+    status = LockStatus(str(path), state, states, tuple(warnings))
+    if lock is None:
+        return manifest, status
+    return pinned(_with_pins(manifest, lock, uses), values), status
+
+
+def _pin_states(
+    floats: Mapping[str, tuple[str, Pin]],
+    lock: Lock | None,
+    states: dict[str, dict[str, str]],
+    *,
+    path: Path,
+    locked: bool,
+    redo: str,
+) -> dict[str, str]:
+    """Each floating input's state into ``states``; where -> the value the lock pins it to.
+    InputError under ``locked`` for one the lock lacks."""
     values: dict[str, str] = {}
     for where, (key, want) in floats.items():
         pin = lock.pins.get(key) if lock is not None else None
@@ -214,6 +234,21 @@ def apply_lock(
         else:
             states[where] = {"key": key, "state": "locked", "value": pin.value}
             values[where] = pin.value
+    return values
+
+
+def _set_states(
+    uses: Sequence[SetUse],
+    lock: Lock | None,
+    states: dict[str, dict[str, str]],
+    *,
+    path: Path,
+    locked: bool,
+    redo: str,
+) -> list[str]:
+    """Each Python set's state into ``states``; the warnings for sets that could not be locked.
+    InputError under ``locked`` for one the lock lacks."""
+    warnings: list[str] = []
     for use in uses:
         entry = lock.sets.get(use.key) if lock is not None else None
         if entry is None:
@@ -231,12 +266,7 @@ def apply_lock(
                 warnings.append(f"python set {use.where} could not be locked: {why}: installed unlocked")
         else:
             states[use.where] = {"key": use.key, "state": "locked"}
-    stale = any(s["state"] == "not-locked" for s in states.values())
-    state = "missing" if lock is None else "stale" if stale else "fresh"
-    status = LockStatus(str(path), state, states, tuple(warnings))
-    if lock is None:
-        return manifest, status
-    return pinned(_with_pins(manifest, lock, uses), values), status
+    return warnings
 
 
 def _check_locked_wheels(uses: Sequence[SetUse], lock: Lock | None, path: Path, redo: str) -> None:
