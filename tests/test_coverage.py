@@ -208,42 +208,63 @@ def failed_checks(row: Row, planner: Planner) -> list[str]:
         return [] if code == 2 else [f"refused: plan exited {code}"]
     if code != 0:
         return [f"plan exited {code}"]
-    steps = {s["name"] for s in plan["steps"]}
-    config = plan["config"]
-    env = dict(item.split("=", 1) for item in config.get("Env") or [])
-    failed = []
-    for check in checks:
-        kind, _, rest = check.partition(":")
-        name, spec = re.match(r"^([^=~]*)(.*)$", rest).groups()  # type: ignore[union-attr]
-        if kind == "step":
-            text = planner.step_texts(row.manifest, target, sets).get(name)
-            ok = name in steps and (not spec or _matches(text, spec))
-        elif kind == "env":
-            ok = _matches(env.get(name), spec)
-        elif kind == "label":
-            ok = _matches((config.get("Labels") or {}).get(name), spec)
-        elif kind == "config":
-            want = json.loads(spec.removeprefix("="))
-            ok = not config.get(name) if want is None else config.get(name) == want
-        elif kind == "base":
-            ok = name in plan["bases"] and _matches(planner.base_refs(row.manifest, target, sets).get(name), spec)
-        elif kind == "source":
-            texts = planner.step_texts(row.manifest, target, sets)
-            used = any(name in json.loads(texts[s]).get("sources", []) for s in steps if s in texts)
-            ok = used and _matches(planner.source_texts(row.manifest, target, sets).get(name), spec)
-        elif kind == "port":
-            ok = f"{name}/tcp" in (config.get("ExposedPorts") or {})
-        elif kind == "layer":
-            ok = any(_value(rest) in layer["what"] for layer in plan["layers"])
-        elif kind == "output":
-            ok = any(_value(rest) in out for out in plan["outputs"])
-        elif kind == "cli":
-            ok = re.search(rf"(?<![\w-]){re.escape(rest)}(?![\w-])", README.read_text()) is not None
-        else:
-            ok = False
-        if not ok:
-            failed.append(check)
-    return failed
+    context = _Planned(planner, row.manifest, target, sets, plan)
+    return [check for check in checks if not _holds(check, context)]
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """What a row's checks are checked against: its plan, and the planner for step, base and source texts."""
+
+    planner: Planner
+    manifest: str
+    target: str | None
+    sets: dict[str, str]
+    plan: dict[str, Any]
+
+    @property
+    def steps(self) -> set[str]:
+        return {s["name"] for s in self.plan["steps"]}
+
+    def step_texts(self) -> dict[str, str]:
+        return self.planner.step_texts(self.manifest, self.target, self.sets)
+
+
+def _holds(check: str, p: _Planned) -> bool:
+    """Whether one check (``KIND:NAME[=VALUE|~TEXT]``) holds for the planned row."""
+    kind, _, rest = check.partition(":")
+    name, spec = re.match(r"^([^=~]*)(.*)$", rest).groups()  # type: ignore[union-attr]
+    config = p.plan["config"]
+    if kind == "step":
+        return name in p.steps and (not spec or _matches(p.step_texts().get(name), spec))
+    if kind == "env":
+        return _matches(dict(item.split("=", 1) for item in config.get("Env") or []).get(name), spec)
+    if kind == "label":
+        return _matches((config.get("Labels") or {}).get(name), spec)
+    if kind == "config":
+        want = json.loads(spec.removeprefix("="))
+        return not config.get(name) if want is None else bool(config.get(name) == want)
+    if kind == "base":
+        refs = p.planner.base_refs(p.manifest, p.target, p.sets)
+        return name in p.plan["bases"] and _matches(refs.get(name), spec)
+    if kind == "source":
+        texts = p.step_texts()
+        used = any(name in json.loads(texts[s]).get("sources", []) for s in p.steps if s in texts)
+        return used and _matches(p.planner.source_texts(p.manifest, p.target, p.sets).get(name), spec)
+    return _holds_in_outputs(kind, name, rest, p)
+
+
+def _holds_in_outputs(kind: str, name: str, rest: str, p: _Planned) -> bool:
+    """The checks of ports, layers, outputs and the README's command lines."""
+    if kind == "port":
+        return f"{name}/tcp" in (p.plan["config"].get("ExposedPorts") or {})
+    if kind == "layer":
+        return any(_value(rest) in layer["what"] for layer in p.plan["layers"])
+    if kind == "output":
+        return any(_value(rest) in out for out in p.plan["outputs"])
+    if kind == "cli":
+        return re.search(rf"(?<![\w-]){re.escape(rest)}(?![\w-])", README.read_text()) is not None
+    return False
 
 
 SECTIONS = read_table() if TABLE.exists() else []
