@@ -219,6 +219,27 @@ def test_size_check_finds_long_functions_and_modules_and_stale_allowances(tmp_pa
     assert stale.returncode == 1 and "pkg/fine.py::f: in allow but within the limits now" in stale.stderr
 
 
+def test_size_check_refuses_lines_kept_from_the_formatter(tmp_path: Path) -> None:
+    """A limit met by packing lines is not met: a file must be as ruff format lays it out, and
+    no comment may switch the formatter off (scripts without a suffix count by their shebang)."""
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    off = "# fmt: "  # in a string: only comments count
+    (pkg / "packed.py").write_text(f"x = [1,2]  {off}skip\n")
+    (pkg / "tool").write_text(f"#!/usr/bin/env python3\n{off}off\nz = 1\n")
+    (pkg / "notes.txt").write_text(f"{off}skip\n")
+    (pkg / "dense.py").write_text("y=1\n")
+    (pkg / "text.py").write_text(f's = "{off}skip is only text here"\n')
+    empty = tmp_path / "none"
+    empty.write_text("")
+    ran = _check_size(tmp_path, empty)
+    assert ran.returncode == 1
+    assert f"pkg/packed.py:1: '{off}skip' keeps lines from the formatter" in ran.stderr, ran.stderr
+    assert f"pkg/tool:2: '{off}off' keeps lines from the formatter" in ran.stderr
+    assert "pkg/dense.py: not as ruff format lays it out" in ran.stderr
+    assert "notes.txt" not in ran.stderr and "text.py" not in ran.stderr
+
+
 def test_the_package_keeps_the_size_rule() -> None:
     ran = subprocess.run([sys.executable, str(REPO / "scripts" / "check-size")], capture_output=True, text=True)
     assert ran.returncode == 0, ran.stderr
