@@ -305,12 +305,7 @@ def _sif_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     p = sub.add_parser("sif", help="convert any image to an Apptainer/Singularity SIF file, as a stream")
     p.add_argument("ref", help="the image: docker://..., oci:DIR[:TAG], oci-archive:..., docker-archive:...")
     p.add_argument("out", type=Path, help="the SIF file to write")
-    p.add_argument(
-        "--compressor",
-        default="gzip",
-        choices=("gzip", "xz", "zstd", "lz4", "lzo"),
-        help="squashfs compression (default gzip, which every Apptainer reads)",
-    )
+    _squashfs_args(p, readers="every Apptainer", replaces="replace OUT.sif even if it is not a SIF file")
     p.add_argument("--push", default=None, metavar="oras://HOST/REPO:TAG", help="also push the SIF there")
     p.add_argument(
         "--attach",
@@ -318,26 +313,29 @@ def _sif_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
         metavar="docker://HOST/REPO",
         help="also push the SIF as a referrer of the image, in this repository",
     )
-    p.add_argument("--epoch", type=int, default=None, help="timestamps (default: $SOURCE_DATE_EPOCH, else 0)")
-    p.add_argument("--force", action="store_true", help="replace OUT.sif even if it is not a SIF file")
     p.add_argument("--no-sbom", action="store_true", help="leave out the SBOM and provenance the image has")
     _progress_args(p, digest="the SIF's digest")
     _reader_cache(p)
     _common(p)
 
 
-def _sqsh_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
-    p = sub.add_parser("sqsh", help="convert any image to an Enroot/Pyxis squashfs image, as a stream")
-    p.add_argument("ref", help="the image: docker://..., oci:DIR[:TAG], oci-archive:..., docker-archive:...")
-    p.add_argument("out", type=Path, help="the .sqsh file to write")
+def _squashfs_args(p: argparse.ArgumentParser, *, readers: str, replaces: str) -> None:
+    """What sif and sqsh share: both stream the image into tar2sqfs."""
     p.add_argument(
         "--compressor",
         default="gzip",
         choices=("gzip", "xz", "zstd", "lz4", "lzo"),
-        help="squashfs compression (default gzip, which every kernel and squashfuse reads)",
+        help=f"squashfs compression (default gzip, which {readers} reads)",
     )
     p.add_argument("--epoch", type=int, default=None, help="timestamps (default: $SOURCE_DATE_EPOCH, else 0)")
-    p.add_argument("--force", action="store_true", help="replace OUT even if it is not a squashfs file")
+    p.add_argument("--force", action="store_true", help=replaces)
+
+
+def _sqsh_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser("sqsh", help="convert any image to an Enroot/Pyxis squashfs image, as a stream")
+    p.add_argument("ref", help="the image: docker://..., oci:DIR[:TAG], oci-archive:..., docker-archive:...")
+    p.add_argument("out", type=Path, help="the .sqsh file to write")
+    _squashfs_args(p, readers="every kernel and squashfuse", replaces="replace OUT even if it is not a squashfs file")
     _progress_args(p, digest="the file's digest")
     _reader_cache(p)
     _common(p)
