@@ -178,7 +178,7 @@ def read_packages(image: Image, open_blob: BlobOpener, *, cache: Cache | None, w
         where = final.get(path)
         return (where[0], texts[where[0]].get(where[1], "")) if where is not None else None
 
-    os_release = next((os_release(t[1]) for name in OS_RELEASE if (t := text(name)) is not None), {})
+    release = next((os_release(t[1]) for name in OS_RELEASE if (t := text(name)) is not None), {})
     packages: list[Package] = []
     status = text(DPKG_STATUS)
     if status is not None:
@@ -200,7 +200,7 @@ def read_packages(image: Image, open_blob: BlobOpener, *, cache: Cache | None, w
         dist = python_dist(found[1], path, found[0])
         if dist is not None:
             packages.append(dist)
-    return Inventory(tuple(packages), os_release, tuple(notes))
+    return Inventory(tuple(packages), release, tuple(notes))
 
 
 def _final_paths(files: ImageFiles, interesting: Mapping[int, list[str]]) -> dict[str, tuple[int, str]]:
