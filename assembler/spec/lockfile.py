@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import LiteralScalarString
 
@@ -34,7 +36,24 @@ from assembler.spec.setuses import used_steps as used_steps
 
 LOCK_VERSION = 1
 LOCK_ENV = "ASSEMBLE_PYTHON_LOCK"
-_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*(?:\[[^\]]*\])?)\s*(==|@)\s*([^\s;\\]+)")
+
+
+def _pin_line(line: str) -> tuple[str, str, str] | None:
+    """(normalized name, ``==`` or ``@``, version or URL) of a requirement line of uv's
+    output (``torch==2.9.0 \\``); None for its hash, comment and option lines."""
+    if not line or line[:1].isspace() or line.startswith(("#", "-")):
+        return None
+    try:
+        req = Requirement(line.split(" \\")[0].split(" --hash=")[0].strip())
+    except InvalidRequirement:
+        return None
+    name = canonicalize_name(req.name)
+    if req.url:
+        return name, "@", req.url
+    specs = list(req.specifier)
+    if len(specs) == 1 and specs[0].operator in ("==", "==="):
+        return name, "==", specs[0].version
+    return None
 
 
 @dataclass(frozen=True)
@@ -50,10 +69,9 @@ class Entry:
         found: dict[str, list[str]] = {}
         current: list[str] | None = None
         for line in (self.pins or "").splitlines():
-            match = _PIN.match(line)
-            if match:
-                name = re.sub(r"\[.*\]", "", match.group(1)).lower().replace("_", "-").replace(".", "-")
-                current = found.setdefault(f"{name}=={match.group(3)}", [])
+            pin = _pin_line(line)
+            if pin:
+                current = found.setdefault(f"{pin[0]}=={pin[2]}", [])
             for h in re.findall(r"--hash=sha256:[0-9a-f]{64}", line):
                 if current is not None:
                     current.append(h)
@@ -63,10 +81,9 @@ class Entry:
         """name -> ``name==version`` of every pin (direct-URL pins are left to the command)."""
         found: dict[str, str] = {}
         for line in (self.pins or "").splitlines():
-            match = _PIN.match(line)
-            if match and match.group(2) == "==":
-                name = re.sub(r"\[.*\]", "", match.group(1)).lower().replace("_", "-").replace(".", "-")
-                found[name] = f"{name}=={match.group(3)}"
+            pin = _pin_line(line)
+            if pin and pin[1] == "==":
+                found[pin[0]] = f"{pin[0]}=={pin[2]}"
         return found
 
 
