@@ -223,7 +223,7 @@ class Runner:
         """
         cmd = self._command(argv)
         last: deque[str] = deque(maxlen=keep)
-        secrets = [s for s in redact if s]
+        secrets = redaction_pieces(redact)
         started = time.monotonic()
         with local.env(**self._env(env)):
             proc: subprocess.Popen[bytes] = cmd.popen(
@@ -259,6 +259,23 @@ class Runner:
             log_file.flush()
         log.debug("streamed in %.2f s (exit %d): %s", time.monotonic() - started, code, shlex.join(argv)[:300])
         return code, "\n".join(last)
+
+
+# A shorter line of a multi-line secret stays: masking every "==" or "-----" garbles the log
+# and hides almost nothing of a key.
+_MIN_PIECE = 8
+
+
+def redaction_pieces(secrets: Sequence[str]) -> list[str]:
+    """What to mask in each output line, longest first: every secret, and every line of a
+    multi-line one (a PEM key or a kubeconfig reaches the log a line at a time, where the
+    whole value never matches)."""
+    pieces: set[str] = set()
+    for secret in secrets:
+        if secret:
+            pieces.add(secret)
+            pieces.update(p.strip() for p in secret.splitlines() if len(p.strip()) >= _MIN_PIECE)
+    return sorted(pieces, key=lambda p: (-len(p), p))
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -54,6 +54,7 @@ UNIT_MODULES = frozenset(
         "test_layout.py",
         "test_manifests.py",
         "test_params_coupled.py",
+        "test_proc.py",
         "test_registry_login.py",
         "test_retry.py",
         "test_sbom_packages.py",

@@ -195,6 +195,8 @@ class Store:
         try:
             for d in (self.blobs, self.keys, self.root / "tmp", self.root / "logs"):
                 d.mkdir(parents=True, exist_ok=True)
+            # steps' logs are what a build printed: for the cache's owner only, as a shell's history
+            (self.root / "logs").chmod(0o700)
         except OSError as e:
             raise CacheError(
                 f"cannot create the cache at {self.root}: {e.strerror}", hint="pass --cache DIR with a writable folder"
