@@ -109,7 +109,18 @@ def _context(
         registry=registry,
         progress=lambda n: report(Event("bytes", {"n": n, "what": "compressed"})),
         upload_progress=lambda n: report(Event("bytes", {"n": n, "what": "pushed"})),
+        leave_out=(cache.root, *_output_paths(loaded, options)),
     )
+
+
+def _output_paths(loaded: Loaded, options: Options) -> list[Path]:
+    """The host files and folders the outputs write (a bad output is reported later, where
+    the outputs are read)."""
+    try:
+        refs = output_refs(loaded, options)
+    except AssemblerError:
+        return []
+    return [Path(r.path) for r in refs if r.path and r.transport not in ("docker", "oras")]
 
 
 def resolve(loaded: Loaded, options: Options, *, runner: Runner | None = None, look_in_registry: bool = False) -> Plan:

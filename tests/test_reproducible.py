@@ -125,6 +125,26 @@ def test_diff_rootfs_compares_what_a_container_sees(tmp_path: Path) -> None:
     assert refused.code == 2 and "--rootfs" in refused.err, str(refused)
 
 
+def test_copying_the_manifests_folder_leaves_out_the_cache_and_the_outputs(tmp_path: Path) -> None:
+    """``copy: {from: .}`` of a folder that holds the cache and the outputs (the defaults a
+    user gets with ``--cache cache -o oci:out``) takes neither: the layer stays the same
+    from one build to the next instead of swallowing the last build."""
+    root = tiny_project(tmp_path / "p")
+    (root / "tiny.yaml").write_text(TINY.split("  layers:\n")[0] + "  layers:\n    - copy: {from: ., to: /src}\n")
+    digests = []
+    for tag in ("one", "two"):
+        args = ["tiny.yaml", "--cache", "cache", "--json", "--epoch", str(EPOCH), "-o", f"oci:out:{tag}"]
+        ran = run_cli([*args, "-o", f"oci-archive:out.tar:{tag}"], cwd=root)
+        assert ran.code == 0, str(ran)
+        digests.append(ran.json["digest"])
+    assert digests[0] == digests[1]
+    layer = uncompressed(read_blob(root / "out", manifest_of(root / "out", "two")["layers"][0]["digest"]))
+    with tarfile.open(fileobj=io.BytesIO(layer)) as tf:
+        names = tf.getnames()
+    assert "src/data/a.txt" in names and "src/tiny.yaml" in names
+    assert not [n for n in names if n.split("/")[1:2] in (["cache"], ["out"], ["out.tar"])], names
+
+
 def test_diff_of_one_image_in_two_formats_is_identical_and_bad_input_is_2(tmp_path: Path) -> None:
     root = tiny_project(tmp_path / "p")
     ran = run_cli(["tiny.yaml", "--cache", "cache", "-o", "oci:out:one", "-o", "oci-archive:one.tar:one"], cwd=root)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +89,7 @@ class _Attrs:
     keep_owner: bool
     git_modes: bool
     mtime: int | None
+    leave_out: frozenset[tuple[int, int]] = frozenset()  # (st_dev, st_ino) of what is never taken
 
     def entry(self, host: str, st: os.stat_result, path: str) -> TarEntry | None:
         kind = _kind(st.st_mode)
@@ -125,6 +126,7 @@ def iter_host_members(
     keep_owner: bool = False,
     git_modes: bool = False,
     mtime: int | None = None,
+    leave_out: Iterable[Path] = (),
 ) -> Iterator[Member]:
     """Members for copying host ``src`` to image path ``dest`` (absolute or relative),
     yielded while walking, already in layer order (so writing starts at once).
@@ -135,9 +137,11 @@ def iter_host_members(
     directories (not links); ``keep_owner`` keeps the host uid/gid (trees read from a
     container root); ``git_modes`` normalises permission bits as git would (host
     sources); ``mtime`` replaces every file's time (a checkout's times are noise).
-    Raises FileNotFoundError if ``src`` does not exist.
+    ``leave_out``: files and folders below ``src`` that are never taken, by identity (the
+    cache and the outputs, when ``src`` holds them). Raises FileNotFoundError if ``src``
+    does not exist.
     """
-    attrs = _Attrs(mode, uid, gid, keep_owner, git_modes, mtime)
+    attrs = _Attrs(mode, uid, gid, keep_owner, git_modes, mtime, _identities(leave_out))
     src_str = os.fspath(src)
     top = os.stat(src_str)  # follows a top-level symlink, as COPY does
     dest_clean = clean_path(dest, what="copy destination")
@@ -158,6 +162,17 @@ def iter_host_members(
     yield from _walk(src_str, dest_clean, attrs, {})
 
 
+def _identities(paths: Iterable[Path]) -> frozenset[tuple[int, int]]:
+    found = set()
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue  # not there (yet): nothing to leave out
+        found.add((st.st_dev, st.st_ino))
+    return frozenset(found)
+
+
 def _walk(host_dir: str, image_dir: str, attrs: _Attrs, first_of_inode: dict[tuple[int, int], str]) -> Iterator[Member]:
     """Members below ``host_dir`` in layer order; a hard-linked file's later paths link to its first."""
     with os.scandir(host_dir) as it:
@@ -165,6 +180,8 @@ def _walk(host_dir: str, image_dir: str, attrs: _Attrs, first_of_inode: dict[tup
     for item in found:
         path = posixpath.join(image_dir, item.name) if image_dir else item.name
         st = item.stat(follow_symlinks=False)
+        if (st.st_dev, st.st_ino) in attrs.leave_out:
+            continue
         entry = attrs.entry(item.path, st, path)
         if entry is None:
             continue

@@ -177,7 +177,14 @@ class ImageSetup:
         uid, gid = _owner(spec.owner)
         try:
             members = iter_host_members(
-                src, spec.to, mode=spec.mode, uid=uid, gid=gid, git_modes=True, mtime=self.ctx.epoch
+                src,
+                spec.to,
+                mode=spec.mode,
+                uid=uid,
+                gid=gid,
+                git_modes=True,
+                mtime=self.ctx.epoch,
+                leave_out=self.ctx.leave_out,
             )
             if self.lookup_only:
                 diff_id = write_layer(

@@ -44,6 +44,9 @@ class Context:
     registry: RegistryOptions | None = None
     progress: Callable[[int], None] | None = None  # bytes compressed (layers written) or read
     upload_progress: Callable[[int], None] | None = None  # bytes sent to a registry
+    # What a copy: layer never takes from the host: the cache and the outputs (a manifest
+    # folder copied whole holds them, and they grow with every build).
+    leave_out: tuple[Path, ...] = ()
 
 
 def _path(ctx: Context, path: str) -> Path:
