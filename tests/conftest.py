@@ -43,6 +43,7 @@ UNIT_MODULES = frozenset(
     {
         "test_archive.py",
         "test_audit_dynamo.py",
+        "test_cachedir.py",
         "test_audit_llamads.py",
         "test_audit_tgi.py",
         "test_audit_verl.py",

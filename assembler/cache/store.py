@@ -5,8 +5,9 @@ Layout under the cache root (default ``$XDG_CACHE_HOME/assembler``)::
     blobs/sha256/<hex>     every blob we read or write, shaped like an OCI layout
     keys/<xx>/<key>.json   step key -> result (layer digests, sizes, ...)
     tmp/                   work files; removed when done
-    logs/                  step logs
+    logs/                  step logs (0700: they hold what builds printed)
     lock                   held shared by every process using the cache, exclusive by prune
+    CACHEDIR.TAG           marks the folder as a cache (:mod:`assembler.cache.marker`)
 
 Writes go to a temp file in the same folder, then ``os.replace``. A missing or corrupt
 entry is a miss (rebuild), never an error and never a wrong result: key entries are
@@ -44,6 +45,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
+from assembler.cache.marker import claim
 from assembler.errors import CacheError, CorruptBlob, DigestMismatch, InvalidImage, NotFound
 from assembler.oci.digest import canonical_json, digest_hex, file_digest, sha256_digest
 from assembler.oci.image import Image
@@ -193,6 +195,7 @@ class Store:
         self.blobs = self.root / "blobs" / "sha256"
         self.keys = self.root / "keys"
         try:
+            claim(self.root)
             for d in (self.blobs, self.keys, self.root / "tmp", self.root / "logs"):
                 d.mkdir(parents=True, exist_ok=True)
             # steps' logs are what a build printed: for the cache's owner only, as a shell's history

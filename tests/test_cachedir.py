@@ -1,0 +1,43 @@
+"""A cache folder is marked (CACHEDIR.TAG), and a folder of the user's is never used as one.
+
+``--cache .`` by mistake must not fill a project with blobs, nor let ``cache prune``
+delete its ``logs/*.log``; a cache made before the tag is adopted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from assembler.cache.marker import CACHEDIR_TAG
+from assembler.cache.store import Store
+from assembler.errors import CacheError
+from tests.helpers import run_cli_here
+
+
+def test_a_new_or_empty_folder_becomes_a_tagged_cache(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    for root in (tmp_path / "new", tmp_path / "empty"):
+        Store(root)
+        assert (root / CACHEDIR_TAG).read_text().startswith("Signature: 8a477f597d28d172789f06886806bc55")
+    Store(tmp_path / "new")  # tagged: used again
+
+
+def test_a_folder_of_the_users_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "mine.log").write_text("the user's\n")
+    with pytest.raises(CacheError, match="not a cache of assemble"):
+        Store(tmp_path)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["logs", "mine.log"]
+    ran = run_cli_here(["cache", "prune", "--all", "--cache", str(tmp_path)])
+    assert ran.code != 0 and "not a cache of assemble" in ran.err, str(ran)
+    assert (tmp_path / "logs" / "mine.log").read_text() == "the user's\n"
+
+
+def test_a_cache_made_before_the_tag_is_adopted(tmp_path: Path) -> None:
+    (tmp_path / "blobs" / "sha256").mkdir(parents=True)
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "logs").mkdir()
+    Store(tmp_path)
+    assert (tmp_path / CACHEDIR_TAG).is_file()
