@@ -104,7 +104,7 @@ def _tar(path: Path, build: list[tarfile.TarInfo], fmt: int = tarfile.PAX_FORMAT
             tf.addfile(info, io.BytesIO(b"x" * info.size) if info.isfile() else None)
 
 
-def test_rootfs_with_a_dangling_hard_link_or_a_huge_pax_size_is_exit_2(tmp_path: Path) -> None:
+def test_rootfs_with_a_dangling_hard_link_or_an_absurd_pax_size_is_exit_2(tmp_path: Path) -> None:
     link = tarfile.TarInfo("a/link")
     link.type, link.linkname = tarfile.LNKTYPE, "missing/file"
     _tar(tmp_path / "hl.tar", [link])
@@ -112,7 +112,17 @@ def test_rootfs_with_a_dangling_hard_link_or_a_huge_pax_size_is_exit_2(tmp_path:
     big.size = 5
     big.pax_headers = {"size": "99999999999999999999"}
     _tar(tmp_path / "pax.tar", [big])
-    for name, needle in (("hl.tar", "hard link"), ("pax.tar", "damaged tar")):
+    big.pax_headers = {"size": "999999999999999"}  # fits an int: the seek past the end fails
+    _tar(tmp_path / "seek.tar", [big])
+    big.pax_headers = {"size": "-1"}
+    _tar(tmp_path / "neg.tar", [big])
+    cases = (
+        ("hl.tar", "hard link"),
+        ("pax.tar", "damaged tar"),
+        ("seek.tar", "size points past the end"),
+        ("neg.tar", "has size -1"),
+    )
+    for name, needle in cases:
         write(tmp_path, f"name: t\nbases: {{b: 'rootfs:{name}'}}\nimage: {{base: b}}\n")
         refused(tmp_path, "m.yaml", "-o", "oci:o:x", needle=needle)
 

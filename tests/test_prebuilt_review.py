@@ -3,6 +3,7 @@ outputs: each refused with exit 2 and a clear message, or written whole or not a
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -234,3 +235,44 @@ def test_a_wheel_by_url_has_its_checksum_in_the_sbom(tmp_path: Path) -> None:
     validate_spdx(project / sbom)
     six = next(p for p in json.loads((project / sbom).read_text())["packages"] if p["name"] == "six")
     assert six["checksums"] == [{"algorithm": "SHA256", "checksumValue": SIX.rpartition("sha256:")[2]}]
+
+
+def _damaged(kind: str) -> bytes:
+    """A tar (or gzip of one) that no ``url: extract: true`` layer may take."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        info = tarfile.TarInfo("f")
+        data = bytes(64 << 20) if kind == "bomb" else b"x" * 1000
+        info.size = len(data)
+        if kind in ("huge", "negative"):
+            info.pax_headers = {"size": "999999999999999" if kind == "huge" else "-1"}
+        tf.addfile(info, io.BytesIO(data))
+    raw = buf.getvalue()
+    if kind == "truncated":
+        return raw[:1200]
+    return gzip.compress(raw, compresslevel=1) if kind == "bomb" else raw
+
+
+@pytest.mark.parametrize(
+    ("kind", "needle"),
+    [
+        ("huge", "damaged tar archive (a member's size points past the end of the archive)"),
+        ("negative", "damaged tar archive (member 'f' has size -1)"),
+        ("truncated", "damaged tar archive"),
+        ("bomb", "decompression bomb"),
+    ],
+)
+def test_a_damaged_or_bomb_url_tar_is_exit_2(
+    tmp_path: Path, http_folder: tuple[str, Path], kind: str, needle: str
+) -> None:
+    url, folder = http_folder
+    (folder / "x.tar").write_bytes(_damaged(kind))
+    sha = hashlib.sha256((folder / "x.tar").read_bytes()).hexdigest()
+    project = tmp_path / "p"
+    project.mkdir()
+    layer = f"    - url: {url}/x.tar\n      sha256: {sha}\n      to: /opt/x/\n      extract: true\n"
+    (project / "m.yaml").write_text(_manifest(layer))
+    env = {"ASSEMBLE_ROOTFS_MAX_BYTES": str(16 << 20)}  # as a rootfs: is bounded
+    ran = run_cli(["m.yaml", "--cache", str(tmp_path / "cache"), "-o", "oci:out:1"], cwd=project, env=env)
+    assert ran.code == 2 and needle in ran.err and "Traceback" not in ran.err, str(ran)
+    assert not (project / "out").exists()

@@ -281,6 +281,8 @@ def entry_from_tarinfo(info: tarfile.TarInfo, *, what: str = "archive") -> TarEn
     if kind is None:
         return None  # sockets and unknown types carry no content a layer needs
     path = clean_path(info.name, what=f"{what} member")
+    if info.size < 0:  # a pax "size" header tarfile takes as it is
+        raise InvalidArchive(f"{what}: damaged tar archive (member {info.name!r} has size {info.size})")
     linkname = info.linkname
     if kind == "hardlink":
         linkname = clean_path(linkname, what=f"{what} hardlink target of {info.name!r}")

@@ -15,7 +15,6 @@ import fnmatch
 import hashlib
 import lzma
 import posixpath
-import shutil
 import tarfile
 import zipfile
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from assembler.spec import model as m
 from assembler.spec.prebuilt import Requirement, parse_requirement, size_bytes
 from assembler.transports import Context, pypi
 from assembler.transports.download import download
+from assembler.transports.rootfs import TAR_DAMAGE, copy_bounded, damage, unpack_limit
 
 _FORMAT = 1  # bump when the way a layer is made changes: every pip/url layer is made again
 
@@ -56,21 +56,23 @@ def _file_opener(path: Path) -> Opener:
     return lambda: cast(AbstractContextManager[BinaryIO], open(path, "rb"))  # the writer closes it
 
 
-def _unpack_to(path: Path, plain: Path) -> None:
+def _unpack_to(path: Path, plain: Path, what: str) -> None:
     """The tar inside ``path`` (gzip, zstd, xz, bzip2 or none) written to ``plain``: the
-    layer writer reads members out of order, which a compressed stream cannot do cheaply."""
+    layer writer reads members out of order, which a compressed stream cannot do cheaply.
+    Bounded as a ``rootfs:`` is: InputError for a decompression bomb."""
+    limit = unpack_limit(path.stat().st_size)
     with open(path, "rb") as raw:
         head = raw.read(6)
     with open(path, "rb") as raw, open(plain, "wb") as out:
         if head.startswith(b"\xfd7zXZ"):
             with lzma.LZMAFile(raw) as xz:
-                shutil.copyfileobj(xz, out, 1 << 20)
+                copy_bounded(xz, out, limit, what)
         elif head.startswith(b"BZh"):
             with bz2.BZ2File(raw) as bz:
-                shutil.copyfileobj(bz, out, 1 << 20)
+                copy_bounded(bz, out, limit, what)
         else:
             with decompressed(raw) as data:
-                shutil.copyfileobj(data, out, 1 << 20)
+                copy_bounded(data, out, limit, what)
 
 
 def scheme_of(spec: m.PipLayer) -> Scheme:
@@ -305,14 +307,18 @@ class Prebuilt:
         """The tar ``path`` (compressed or not) unpacked under ``spec.to``."""
         what = f"url layer {spec.url}"
         try:
-            _unpack_to(path, plain)
-            tf = tarfile.open(plain, mode="r:")  # noqa: SIM115 - closed by the with below
+            _unpack_to(path, plain, what)
+            tf = tarfile.open(plain, mode="r:", errorlevel=2)  # noqa: SIM115 - closed by the with below
         except (OSError, EOFError, ValueError, tarfile.TarError) as e:
             raise InputError(f"{what}: extract: true, but the file is not a tar archive ({e})") from None
         root = spec.to.strip("/")
         with tf:
             members: list[Member] = []
-            for info in tf.getmembers():
+            try:
+                infos = tf.getmembers()
+            except TAR_DAMAGE as e:
+                raise InputError(f"{what}: damaged tar archive ({damage(e)})") from None
+            for info in infos:
                 entry = entry_from_tarinfo(info, what=what)
                 if entry is None or not entry.path:
                     continue

@@ -11,7 +11,7 @@ import os
 import tarfile
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO, Protocol, cast
 
 from assembler.archive.compress import DECOMPRESS_ERRORS, Compression, decompressed, sniff
 from assembler.archive.layer import Member, Opener, write_layer
@@ -46,7 +46,7 @@ def layer_from_tar(tar_path: Path, *, cache: Cache, compression: Compression, ep
                 limit = unpack_limit(os.fstat(raw.fileno()).st_size)
                 try:
                     with decompressed(raw, kind) as stream, open(plain, "wb") as out:
-                        _copy_bounded(stream, out, limit, what)
+                        copy_bounded(stream, out, limit, what)
                 except DECOMPRESS_ERRORS as e:
                     raise InputError(f"{what}: cannot decompress {kind} data ({e})") from e
         try:
@@ -57,9 +57,8 @@ def layer_from_tar(tar_path: Path, *, cache: Cache, compression: Compression, ep
             members: list[Member] = []
             try:
                 infos = tf.getmembers()
-            except (tarfile.TarError, EOFError, ValueError, OverflowError) as e:
-                # ValueError/OverflowError: a header with an absurd size or offset (a pax "size").
-                raise InputError(f"{what}: damaged tar archive ({e})") from e
+            except TAR_DAMAGE as e:
+                raise InputError(f"{what}: damaged tar archive ({damage(e)})") from e
             for info in infos:
                 entry = entry_from_tarinfo(info, what=what)  # UnsafePath for '..'
                 if entry is None or not entry.path:
@@ -92,7 +91,24 @@ def unpack_limit(compressed: int) -> int:
     return max(MIN_UNPACK, MAX_RATIO * compressed)
 
 
-def _copy_bounded(stream: BinaryIO, out: BinaryIO, limit: int, what: str) -> None:
+# What reading a damaged tar raises: tarfile's own errors, and for a member whose (pax)
+# size points past the end, ValueError/OverflowError or OSError (EINVAL from the seek).
+TAR_DAMAGE: tuple[type[Exception], ...] = (tarfile.TarError, EOFError, ValueError, OverflowError, OSError)
+
+
+def damage(e: Exception) -> str:
+    """What a TAR_DAMAGE error says, for a person."""
+    if isinstance(e, OSError) and not isinstance(e, EOFError):
+        return "a member's size points past the end of the archive"
+    return str(e) or type(e).__name__
+
+
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def copy_bounded(stream: Readable, out: BinaryIO, limit: int, what: str) -> None:
+    """``stream`` into ``out``; InputError once more than ``limit`` bytes came."""
     written = 0
     while chunk := stream.read(_CHUNK):
         written += len(chunk)
