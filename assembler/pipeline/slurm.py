@@ -38,7 +38,7 @@ from assembler.spec import model as m
 from assembler.spec.load import Loaded
 
 if TYPE_CHECKING:
-    from assembler.pipeline.build import Builder
+    from assembler.pipeline.builder import Builder
 
 POLL_SECONDS = 1.0
 SETTLE_SECONDS = 30.0  # how long a finished job's result may take to be seen here (NFS)

@@ -27,7 +27,7 @@ from assembler.pipeline import graph
 from assembler.pipeline.graph import RuntimeStep, StepReport
 from assembler.pipeline.layers import ImageSetup
 from assembler.pipeline.options import Event, Options, RemoteSteps, Reporter
-from assembler.pipeline.prebuilt import Prebuilt
+from assembler.pipeline.prebuilt_layers import Prebuilt
 from assembler.spec import model as m
 from assembler.spec.load import Loaded
 from assembler.transports import Context
