@@ -33,6 +33,7 @@ from assembler.oci.layer import Layer
 from assembler.pipeline import graph
 from assembler.pipeline.executors import CompileJob, executor_for
 from assembler.pipeline.graph import LayerReport, RuntimeStep, StepReport
+from assembler.pipeline.maker import MAKE
 from assembler.pipeline.options import Event, Reporter
 from assembler.pipeline.resolve import Plan, base_ref
 from assembler.pipeline.stepwalk import Base, git_key, resolved_key
@@ -66,7 +67,7 @@ class Builder(Walk):
             with lock:
                 report(event)
 
-        super().__init__(plan.loaded, plan.options, ctx, report=locked, lookup_only=False)
+        super().__init__(plan.loaded, plan.options, ctx, report=locked, maker=MAKE)
         self.plan = plan
         self.jobs = max(1, plan.options.jobs)
         self._ws: Workspace | None = None
@@ -268,7 +269,7 @@ class Builder(Walk):
         remote = self.remote
         if remote is None:
             with self._slot(f"base {name}"):
-                return self.bootstrap(name, spec, dry=False)
+                return self.bootstrap(name, spec)
         key, what = self.bootstrap_key(spec)
         if self.cache.base_image(key) is None:
             fetched = remote.fetch_base(key)
@@ -277,7 +278,7 @@ class Builder(Walk):
                     self._put_off[fetched.digest] = key
                 return Base(name, fetched, what)
         with self._slot(f"base {name}"):
-            base = self.bootstrap(name, spec, dry=False)
+            base = self.bootstrap(name, spec)
         if base is not None:
             remote.export_base(key, base.image)
         return base

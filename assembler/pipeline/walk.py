@@ -5,7 +5,9 @@ pulling in the compile steps (and their bases, sources and inputs) a layer needs
 step it computes the key and looks it up (:class:`assembler.pipeline.stepwalk.StepWalk`).
 What happens when something is *not* cached is the subclass's:
 :class:`assembler.pipeline.resolve.Resolver` notes it will run (and reads nothing it would
-have to write); :class:`assembler.pipeline.builder.Builder` makes it. Here each layer is
+have to write); :class:`assembler.pipeline.builder.Builder` makes it. Layers made without a
+container and bootstrapped bases go through the walk's :class:`~assembler.pipeline.maker.Maker`
+(looked up only, or made). Here each layer is
 placed, fitted onto the folders and symlinks of the image below, converted for shipping
 and appended; :meth:`Walk.finish` puts the config, labels and annotations on top.
 """
