@@ -24,13 +24,13 @@ from assembler.oci.descriptor import Platform
 from assembler.oci.image import Image
 from assembler.oci.reference import ImageName, Ref, absolute_ref, parse_ref
 from assembler.pipeline import artifacts, graph
-from assembler.pipeline.build import Built
-from assembler.pipeline.build import build as _execute
-from assembler.pipeline.deps import check_built
+from assembler.pipeline.attest import describe_built
+from assembler.pipeline.builder import Built
+from assembler.pipeline.builder import build as _execute
+from assembler.pipeline.depcheck import check_built
 from assembler.pipeline.graph import LayerReport, StepReport
 from assembler.pipeline.options import Event, Options, RemoteSteps, Reporter, quiet, resolve_epoch
 from assembler.pipeline.resolve import Plan, Resolver
-from assembler.pipeline.sbom import describe_built
 from assembler.pipeline.variants import Variant, named, platform_groups, report_variant
 from assembler.pipeline.writers import Target, Writer, writer_for
 from assembler.proc import Runner

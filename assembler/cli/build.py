@@ -19,7 +19,7 @@ from assembler.errors import InputError
 from assembler.oci.artifact import Artifact
 from assembler.oci.reference import absolute_ref, parse_ref
 from assembler.pipeline.idle import idle_sets
-from assembler.pipeline.lock import with_lock
+from assembler.pipeline.locking import with_lock
 from assembler.pipeline.options import Event
 from assembler.pipeline.variants import Variant, load_variants
 from assembler.proc import Runner

@@ -320,7 +320,7 @@ def _layer_names(image: Any) -> list[str]:
 def cmd_deps(args: argparse.Namespace) -> int:
     from assembler.cache import Cache
     from assembler.deps import check_image
-    from assembler.pipeline.deps import CHECKED_KINDS
+    from assembler.pipeline.depcheck import CHECKED_KINDS
 
     with _reading_cache(args) as cache_dir:
         source = _source(args, cache_dir)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from assembler.cli.console import out, say
 from assembler.errors import InputError, ManifestError
-from assembler.pipeline.lock import lock_variants
+from assembler.pipeline.locking import lock_variants
 from assembler.pipeline.variants import load_variants
 from assembler.proc import Runner
 from assembler.spec.lockfile import default_lock_path

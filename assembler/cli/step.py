@@ -21,7 +21,7 @@ from assembler.errors import AssemblerError
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
 from assembler.pipeline import graph
-from assembler.pipeline.build import Builder
+from assembler.pipeline.builder import Builder
 from assembler.pipeline.graph import StepReport
 from assembler.pipeline.options import Event
 from assembler.pipeline.slurm import node_storage, read_job

@@ -32,7 +32,7 @@ from assembler.oci.image import Image
 from assembler.oci.layer import Layer
 from assembler.oci.reference import ImageName, Ref
 from assembler.pipeline import graph
-from assembler.pipeline.build import Builder
+from assembler.pipeline.builder import Builder
 from assembler.pipeline.graph import StepReport
 from assembler.pipeline.options import Event, Reporter
 from assembler.pipeline.resolve import Plan

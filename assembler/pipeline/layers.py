@@ -27,6 +27,7 @@ from assembler.oci import mutate
 from assembler.oci.descriptor import Descriptor
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer, layers_of
+from assembler.pipeline.maker import Maker
 from assembler.spec import model as m
 from assembler.spec.load import Loaded
 from assembler.transports import Context
@@ -61,12 +62,12 @@ class ImageSetup:
     """Builds the layers that need no container (``copy``) and fits layers onto the
     image below (:mod:`assembler.archive.view`)."""
 
-    def __init__(self, loaded: Loaded, ctx: Context, *, lookup_only: bool = False) -> None:
+    def __init__(self, loaded: Loaded, ctx: Context, *, maker: Maker) -> None:
         self.loaded = loaded
         self.ctx = ctx
-        # A plan reads layers (their headers, cached) but writes none: a layer that would
-        # have to be written is None, "not known until built". A build never gets None.
-        self.lookup_only = lookup_only
+        # A plan's maker reads layers (their headers, cached) but writes none: a layer that
+        # would have to be written is None, "not known until built". A build never gets None.
+        self.maker = maker
 
     def _cached_blob(self, key: str) -> Layer | None:
         return self.ctx.cache.layer(key)
@@ -80,8 +81,9 @@ class ImageSetup:
             return blob
         key = "gzip-of-" + blob.digest.split(":", 1)[1]
         done = self._cached_blob(key)
-        if done is not None or self.lookup_only:
-            return done
+        return done if done is not None else self.maker.missing(lambda: self._gzip(blob, key))
+
+    def _gzip(self, blob: Layer, key: str) -> Layer:
         with self.ctx.cache.open_blob(blob.digest) as raw, self.ctx.cache.blob_writer() as w:
             done = recompress(raw, "zstd", w, compression="gzip")
         if done.diff_id != blob.diff_id:
@@ -97,8 +99,7 @@ class ImageSetup:
         if len(known) < len(layers) or all(b.digest == d.digest for b, d in zip(known, image.layers, strict=True)):
             return image, layers
         converted = mutate.with_layers(image, [b.descriptor for b in known])
-        if not self.lookup_only:
-            self.ctx.cache.put_image(converted)
+        self.maker.keep(lambda: self.ctx.cache.put_image(converted))
         return converted, layers
 
     # -- the image below a layer ---------------------------------------------------------
@@ -144,8 +145,10 @@ class ImageSetup:
             }
         )
         fitted = self._cached_blob(fit_key)
-        if fitted is not None or self.lookup_only:
-            return fitted
+        return fitted if fitted is not None else self.maker.missing(lambda: self._rewrite(blob, view, fit_key))
+
+    def _rewrite(self, blob: Layer, view: TreeView, fit_key: str) -> Layer:
+        """``blob`` rewritten to fit the image ``view`` describes, recorded under ``fit_key``."""
         log.info("layer %s lands under a symlink, a non-default or a missing folder: rewriting it", blob.digest)
         with self.ctx.cache.workdir("fit-") as work:
             plain = work / "layer.tar"
@@ -175,8 +178,9 @@ class ImageSetup:
         same content; a build writes it and records it under that content."""
         src = self.loaded.folder / spec.from_
         uid, gid = _owner(spec.owner)
-        try:
-            members = iter_host_members(
+
+        def members() -> Iterator[Member]:
+            return iter_host_members(
                 src,
                 spec.to,
                 mode=spec.mode,
@@ -186,24 +190,30 @@ class ImageSetup:
                 mtime=self.ctx.epoch,
                 leave_out=self.ctx.leave_out,
             )
-            if self.lookup_only:
-                diff_id = write_layer(
-                    members, HashingSink(None), compression="none", epoch=self.ctx.epoch, presorted=True
-                ).diff_id
-                return self._cached_blob(self._copy_key(diff_id))
-            with self.ctx.cache.blob_writer() as w:
-                blob = write_layer(
-                    members,
-                    w,
-                    compression=self.ctx.compression,
-                    epoch=self.ctx.epoch,
-                    presorted=True,
-                    progress=self.ctx.progress,
-                )
+
+        try:
+            return self.maker.by_content(lambda: self._find_copy(members()), lambda: self._write_copy(members()))
         except FileNotFoundError as e:
             raise self.loaded.error((*path, "copy", "from"), f"path does not exist: {e.filename}") from None
         except PermissionError as e:
             raise self.loaded.error((*path, "copy", "from"), f"cannot read {e.filename}: permission denied") from None
+
+    def _find_copy(self, members: Iterator[Member]) -> Layer | None:
+        """The copy layer of ``members`` a build made, found by hashing them (nothing written)."""
+        hashed = write_layer(members, HashingSink(None), compression="none", epoch=self.ctx.epoch, presorted=True)
+        return self._cached_blob(self._copy_key(hashed.diff_id))
+
+    def _write_copy(self, members: Iterator[Member]) -> Layer:
+        """The copy layer of ``members``, written and recorded under its content."""
+        with self.ctx.cache.blob_writer() as w:
+            blob = write_layer(
+                members,
+                w,
+                compression=self.ctx.compression,
+                epoch=self.ctx.epoch,
+                presorted=True,
+                progress=self.ctx.progress,
+            )
         self.ctx.cache.put_layer(self._copy_key(blob.diff_id), blob)
         return blob
 

@@ -52,7 +52,7 @@ class Options:
     force: bool = False  # outputs may replace files that are not ours
     cache_to: str | None = None  # docker://REG/REPO: step results are exported there
     cache_from: tuple[str, ...] = ()  # docker://REG/REPO...: step results are read from there
-    jobs: int = 1  # steps run at the same time (independent ones; see pipeline.build)
+    jobs: int = 1  # steps run at the same time (independent ones; see pipeline.builder)
     # Where compile steps run (see pipeline.slurm): here, or each as a Slurm job on a node.
     executor: str = "local"  # local | slurm
     slurm_args: tuple[str, ...] = ()  # more sbatch arguments (--slurm-args, shlex-split)

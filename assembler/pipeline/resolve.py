@@ -31,6 +31,7 @@ from assembler.oci.descriptor import Platform
 from assembler.oci.image import Image
 from assembler.oci.reference import Ref, absolute_ref, parse_ref
 from assembler.pipeline.graph import LayerReport, RuntimeStep, StepReport
+from assembler.pipeline.maker import LOOKUP
 from assembler.pipeline.options import Options
 from assembler.pipeline.stepwalk import Base, git_key, resolved_key
 from assembler.pipeline.walk import Walk
@@ -133,12 +134,12 @@ class Resolver(Walk):
     records = False
 
     def __init__(self, loaded: Loaded, options: Options, ctx: Context) -> None:
-        super().__init__(loaded, options, ctx, report=lambda event: None, lookup_only=True)
+        super().__init__(loaded, options, ctx, report=lambda event: None, maker=LOOKUP)
 
     def obtain_base(self, name: str, spec: m.BaseSpec) -> Base | None:
         ctx = self.ctx
         if isinstance(spec, m.BootstrapBase):
-            return self.bootstrap(name, spec, dry=True)
+            return self.bootstrap(name, spec)
         ref, platform = base_ref(self.loaded, spec, ctx.platform)
         if ref.transport == "rootfs":
             image = rootfs_transport.cached(

@@ -38,7 +38,7 @@ from assembler.spec import model as m
 from assembler.spec.load import Loaded
 
 if TYPE_CHECKING:
-    from assembler.pipeline.build import Builder
+    from assembler.pipeline.executors import CompileJob
 
 POLL_SECONDS = 1.0
 SETTLE_SECONDS = 30.0  # how long a finished job's result may take to be seen here (NFS)
@@ -97,7 +97,8 @@ def resource_args(res: m.Resources | None) -> list[str]:
 
 
 class SlurmExecutor:
-    """Runs compile steps as Slurm jobs (see the module's doc)."""
+    """Runs compile steps as Slurm jobs (see the module's doc): an
+    :class:`~assembler.pipeline.executors.Executor`."""
 
     def __init__(self, loaded: Loaded, options: Options, cache: Cache, runner: Runner, report: Reporter) -> None:
         self.loaded = loaded
@@ -120,8 +121,12 @@ class SlurmExecutor:
             shlex.join(node_cmd),
         ]
 
-    def run_compile(self, step: m.CompileStep, key: str, *, stop: Callable[[], bool]) -> dict[str, Layer]:
-        """Run ``step`` (whose key is ``key``) as a job and wait: its artifacts, from the cache."""
+    def run_compile(self, job: CompileJob, *, stop: Callable[[], bool]) -> dict[str, Layer]:
+        """Run ``job.step`` as a Slurm job and wait: its artifacts, from the cache. The node
+        obtains the base, sources and inputs again, from the shared cache."""
+        return self._run(job.step, job.key, stop=stop)
+
+    def _run(self, step: m.CompileStep, key: str, *, stop: Callable[[], bool]) -> dict[str, Layer]:
         job_file = write_job(self.cache, Job(self.loaded, self.options, step.name, key))
         log_path = self.cache.root / "logs" / f"slurm-{step.name}-{key[:16]}.log"
         log_path.unlink(missing_ok=True)
@@ -209,11 +214,6 @@ class SlurmExecutor:
         for line in data[:end].decode("utf-8", "replace").splitlines():
             self.report(Event("log", {"step": name, "line": line}))
         return shown + end
-
-
-def executor(builder: Builder) -> SlurmExecutor:
-    """The executor of ``builder``'s compile steps."""
-    return SlurmExecutor(builder.loaded, builder.options, builder.cache, builder.ctx.runner, builder.report)
 
 
 def node_storage(environ: Mapping[str, str] = os.environ) -> Path:

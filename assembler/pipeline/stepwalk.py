@@ -26,8 +26,9 @@ from assembler.oci.reference import ImageName, Ref
 from assembler.pipeline import graph
 from assembler.pipeline.graph import RuntimeStep, StepReport
 from assembler.pipeline.layers import ImageSetup
+from assembler.pipeline.maker import Maker
 from assembler.pipeline.options import Event, Options, RemoteSteps, Reporter
-from assembler.pipeline.prebuilt import Prebuilt
+from assembler.pipeline.prebuilt_layers import Prebuilt
 from assembler.spec import model as m
 from assembler.spec.load import Loaded
 from assembler.transports import Context
@@ -70,7 +71,7 @@ class StepWalk:
     # never (a plan writes nothing).
     records = True
 
-    def __init__(self, loaded: Loaded, options: Options, ctx: Context, *, report: Reporter, lookup_only: bool) -> None:
+    def __init__(self, loaded: Loaded, options: Options, ctx: Context, *, report: Reporter, maker: Maker) -> None:
         self.loaded = loaded
         self.man = loaded.manifest
         self.options = options
@@ -78,8 +79,9 @@ class StepWalk:
         self.cache = ctx.cache
         self.report = report
         self.defs = graph.Definitions(self.man, ctx.platform)
-        self.setup = ImageSetup(loaded, ctx, lookup_only=lookup_only)
-        self.prebuilt = Prebuilt(ctx, lookup_only=lookup_only)  # pip: and url: layers
+        self.maker = maker  # what is not cached: looked up only (a plan) or made (a build)
+        self.setup = ImageSetup(loaded, ctx, maker=maker)
+        self.prebuilt = Prebuilt(ctx, maker=maker)  # pip: and url: layers
         self.bases: dict[str, Base | None] = {}
         self.sources: dict[str, srcs.Source | None] = {}
         self.artifacts: dict[str, dict[str, Layer]] = {}
@@ -107,19 +109,24 @@ class StepWalk:
                     self._tool = str(recorded.get("version", "buildah-missing"))
             return self._tool
 
-    def bootstrap(self, name: str, spec: m.BootstrapBase, *, dry: bool) -> Base | None:
-        """A bootstrapped base: made (or ``dry``: only looked up, None when not made yet)."""
-        bspec, what = _bootstrap_spec(spec)
+    def bootstrap(self, name: str, spec: m.BootstrapBase) -> Base | None:
+        """A bootstrapped base: from the cache, else made (a build) or None (a plan)."""
+        bspec, _ = _bootstrap_spec(spec)
+        key, what = self.bootstrap_key(spec)
         ctx = self.ctx
-        image = boot.read(
-            bspec,
-            cache=ctx.cache,
-            runner=ctx.runner,
-            platform=ctx.platform,
-            epoch=ctx.epoch,
-            compression=ctx.compression,
-            dry=dry,
-        )
+        image = self.cache.base_image(key)
+        if image is None:
+            make = partial(
+                boot.make,
+                bspec,
+                key,
+                cache=ctx.cache,
+                runner=ctx.runner,
+                platform=ctx.platform,
+                epoch=ctx.epoch,
+                compression=ctx.compression,
+            )
+            image = self.maker.missing(make)
         return Base(name, image, what) if image is not None else None
 
     def bootstrap_key(self, spec: m.BootstrapBase) -> tuple[str, str]:

@@ -5,7 +5,9 @@ pulling in the compile steps (and their bases, sources and inputs) a layer needs
 step it computes the key and looks it up (:class:`assembler.pipeline.stepwalk.StepWalk`).
 What happens when something is *not* cached is the subclass's:
 :class:`assembler.pipeline.resolve.Resolver` notes it will run (and reads nothing it would
-have to write); :class:`assembler.pipeline.build.Builder` makes it. Here each layer is
+have to write); :class:`assembler.pipeline.builder.Builder` makes it. Layers made without a
+container and bootstrapped bases go through the walk's :class:`~assembler.pipeline.maker.Maker`
+(looked up only, or made). Here each layer is
 placed, fitted onto the folders and symlinks of the image below, converted for shipping
 and appended; :meth:`Walk.finish` puts the config, labels and annotations on top.
 """
@@ -25,7 +27,7 @@ from assembler.pipeline import graph, labels
 from assembler.pipeline.config import config_changes, default_annotations, gpu_metadata
 from assembler.pipeline.graph import LayerReport
 from assembler.pipeline.options import Event
-from assembler.pipeline.prebuilt import below
+from assembler.pipeline.prebuilt_layers import below
 from assembler.pipeline.stepwalk import Base, Placed, StepWalk
 from assembler.spec import model as m
 

@@ -137,29 +137,24 @@ def bootstrap_key(
     )
 
 
-def read(
+def make(
     spec: BootstrapSpec,
+    key: str,
     *,
     cache: Cache,
     runner: Runner,
     platform: Platform,
     epoch: int,
     compression: Compression,
-    dry: bool = False,
     log_tail: int = 30,
-) -> Image | None:
-    """The bootstrapped base image; built with mmdebstrap on a cache miss (``dry``: None).
+) -> Image:
+    """The base image ``spec`` makes, bootstrapped with mmdebstrap and stored in the cache
+    under ``key`` (:func:`bootstrap_key`; ``cache.base_image(key)`` finds it again).
 
     Raises ToolError (with mmdebstrap's output tail) when the bootstrap fails.
     """
     arch = debian_arch(platform)
     mirror = spec.mirror or host_mirror() or DEFAULT_DEBIAN_MIRROR
-    key = bootstrap_key(spec, runner=runner, platform=platform, epoch=epoch, compression=compression)
-    image = cache.base_image(key)
-    if image is not None:
-        return image
-    if dry:
-        return None
     with cache.workdir("bootstrap-") as work:
         out = _mmdebstrap(spec, work, runner=runner, arch=arch, mirror=mirror, epoch=epoch, log_tail=log_tail)
         blob = layer_from_tar(out, cache=cache, compression=compression, epoch=epoch, what=f"bootstrap {spec.suite}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from assembler.cache import Cache
 from assembler.deps import Report, check_image
 from assembler.errors import MissingDependencies
-from assembler.pipeline.build import Built
+from assembler.pipeline.builder import Built
 from assembler.pipeline.options import Event, Reporter
 
 CHECKED_KINDS = ("artifact", "copy", "pip", "url")

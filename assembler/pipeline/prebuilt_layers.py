@@ -33,6 +33,7 @@ from assembler.cache import key_of
 from assembler.cache.entries import StepResult
 from assembler.errors import CorruptBlob, InputError, UnsafePath
 from assembler.oci.layer import Layer
+from assembler.pipeline.maker import Maker
 from assembler.pipeline.options import RemoteSteps
 from assembler.spec import model as m
 from assembler.spec.prebuilt import Requirement, parse_requirement, size_bytes
@@ -126,12 +127,12 @@ def describe(group: list[Requirement]) -> str:
 
 
 class Prebuilt:
-    """Makes (a build) or looks up (a plan: ``lookup_only``) ``pip:`` and ``url:`` layers."""
+    """Makes (a build's ``maker``) or looks up (a plan's) ``pip:`` and ``url:`` layers."""
 
-    def __init__(self, ctx: Context, *, lookup_only: bool) -> None:
+    def __init__(self, ctx: Context, *, maker: Maker) -> None:
         self.ctx = ctx
         self.cache = ctx.cache
-        self.lookup_only = lookup_only
+        self.maker = maker
         self.made = False  # whether the last place() made a layer (else all were cached)
         self.remote: RemoteSteps | None = None  # the build's registry step cache, set by the Builder
 
@@ -158,31 +159,41 @@ class Prebuilt:
         arch = pypi.machine(self.ctx.platform.architecture)
         out = []
         for group in groups(spec):
-            shas = [pypi.chosen(r, python=spec.python, arch=arch, cache=self.cache) for r in group]
-            key = self._pip_key(shas, scheme) if None not in shas else None
-            shared = "pip-group-" + key_of(
-                {
-                    "requirements": [r.text for r in group],
-                    "index": spec.index,
-                    "python": spec.python,
-                    "arch": arch,
-                    "scheme": scheme.__dict__,
-                    **self._settings(),
-                }
-            )
-            layer = (self.cache.layer(key) if key is not None else None) or self._shared(shared)
+            layer = self._pip_group(spec, group, scheme, arch)
             if layer is None:
-                if self.lookup_only:
-                    return None
-                wheels = [
-                    pypi.fetch(r, index=spec.index, python=spec.python, arch=arch, cache=self.cache, what="pip layer")
-                    for r in group
-                ]
-                key = self._pip_key([w.sha256 for w in wheels], scheme)
-                layer = self.cache.layer(key) or self._write_wheels(wheels, scheme, key)
-            self._share(shared, layer, describe(group))
+                return None
             out.append((layer, describe(group)))
         return out
+
+    def _pip_group(self, spec: m.PipLayer, group: list[Requirement], scheme: Scheme, arch: str) -> Layer | None:
+        """The layer of one group of ``spec``'s wheels (None: a plan, and it is not made yet)."""
+        shas = [pypi.chosen(r, python=spec.python, arch=arch, cache=self.cache) for r in group]
+        key = self._pip_key(shas, scheme) if None not in shas else None
+        shared = "pip-group-" + key_of(
+            {
+                "requirements": [r.text for r in group],
+                "index": spec.index,
+                "python": spec.python,
+                "arch": arch,
+                "scheme": scheme.__dict__,
+                **self._settings(),
+            }
+        )
+        layer = (self.cache.layer(key) if key is not None else None) or self._shared(shared)
+        if layer is None:
+            layer = self.maker.missing(lambda: self._fetch_wheels(spec, group, scheme, arch))
+        if layer is not None:
+            self._share(shared, layer, describe(group))
+        return layer
+
+    def _fetch_wheels(self, spec: m.PipLayer, group: list[Requirement], scheme: Scheme, arch: str) -> Layer:
+        """The layer of ``group``'s wheels, fetched (pinned) and installed into it."""
+        wheels = [
+            pypi.fetch(r, index=spec.index, python=spec.python, arch=arch, cache=self.cache, what="pip layer")
+            for r in group
+        ]
+        key = self._pip_key([w.sha256 for w in wheels], scheme)
+        return self.cache.layer(key) or self._write_wheels(wheels, scheme, key)
 
     def _settings(self) -> dict[str, object]:
         return {"epoch": self.ctx.epoch, "compression": self.ctx.compression, "format": _FORMAT}
@@ -196,8 +207,9 @@ class Prebuilt:
 
     def _share(self, key: str, layer: Layer, what: str) -> None:
         """``layer`` recorded under ``key`` here and in the registry step cache (a build's)."""
-        if self.lookup_only:
-            return
+        self.maker.keep(lambda: self._record_shared(key, layer, what))
+
+    def _record_shared(self, key: str, layer: Layer, what: str) -> None:
         if self.cache.step_result(key) is None:
             self.cache.put_step_result(key, StepResult(what, layer=layer))
         if self.remote is not None:
@@ -255,10 +267,13 @@ class Prebuilt:
         )
         key, shared, what = "url-layer-" + pinned, "url-shared-" + pinned, f"url {self._file_name(spec)}"
         layer = self.cache.layer(key) or self._shared(shared)
-        if layer is not None or self.lookup_only:
-            if layer is not None:
-                self._share(shared, layer, what)
+        if layer is not None:
+            self._share(shared, layer, what)
             return layer
+        return self.maker.missing(lambda: self._fetch_url(spec, key, shared, what))
+
+    def _fetch_url(self, spec: m.UrlLayer, key: str, shared: str, what: str) -> Layer:
+        """The layer of ``spec``'s file, downloaded (pinned) and placed or unpacked."""
         download(
             spec.url,
             sha256=spec.sha256,

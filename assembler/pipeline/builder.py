@@ -26,12 +26,14 @@ from pathlib import Path
 from assembler.cache import StepResult
 from assembler.compile import sources as srcs
 from assembler.compile.buildah import Buildah
-from assembler.compile.steps import Mounted, Workspace, run_compile_step, run_runtime_step
+from assembler.compile.steps import Mounted, Workspace, run_runtime_step
 from assembler.errors import Cancelled, InputError, InvalidImage
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
-from assembler.pipeline import graph, slurm
+from assembler.pipeline import graph
+from assembler.pipeline.executors import CompileJob, executor_for
 from assembler.pipeline.graph import LayerReport, RuntimeStep, StepReport
+from assembler.pipeline.maker import MAKE
 from assembler.pipeline.options import Event, Reporter
 from assembler.pipeline.resolve import Plan, base_ref
 from assembler.pipeline.stepwalk import Base, git_key, resolved_key
@@ -65,7 +67,7 @@ class Builder(Walk):
             with lock:
                 report(event)
 
-        super().__init__(plan.loaded, plan.options, ctx, report=locked, lookup_only=False)
+        super().__init__(plan.loaded, plan.options, ctx, report=locked, maker=MAKE)
         self.plan = plan
         self.jobs = max(1, plan.options.jobs)
         self._ws: Workspace | None = None
@@ -75,6 +77,15 @@ class Builder(Walk):
         self._failed = threading.Event()
         self._first_error: BaseException | None = None
         self._put_off: dict[str, str] = {}  # base image digest -> its registry cache key: layers not here yet
+        # Where compile steps run (--executor), chosen once.
+        self.executor = executor_for(
+            plan.options,
+            loaded=plan.loaded,
+            cache=ctx.cache,
+            runner=ctx.runner,
+            report=self.report,
+            workspace=self._step_workspace,
+        )
         if plan.options.cache_to or plan.options.cache_from:
             from assembler.transports.stepcache import RemoteStepCache, parse_cache_ref  # imports the registry client
 
@@ -238,10 +249,14 @@ class Builder(Walk):
 
     # -- steps --------------------------------------------------------------------------
 
-    def _running(self, name: str) -> tuple[Workspace, float]:
+    def _step_workspace(self, name: str) -> Workspace:
         """The workspace of step ``name``, whose log lines are reported as the step's."""
+        return self.ws.for_step(lambda line: self.report(Event("log", {"step": name, "line": line})))
+
+    def _running(self, name: str) -> float:
+        """Report step ``name`` running: when it started."""
         self.report(Event("step", {"name": name, "state": "running"}))
-        return self.ws.for_step(lambda line: self.report(Event("log", {"step": name, "line": line}))), time.monotonic()
+        return time.monotonic()
 
     def _built(self, report: StepReport, started: float) -> None:
         seconds = time.monotonic() - started
@@ -254,7 +269,7 @@ class Builder(Walk):
         remote = self.remote
         if remote is None:
             with self._slot(f"base {name}"):
-                return self.bootstrap(name, spec, dry=False)
+                return self.bootstrap(name, spec)
         key, what = self.bootstrap_key(spec)
         if self.cache.base_image(key) is None:
             fetched = remote.fetch_base(key)
@@ -263,7 +278,7 @@ class Builder(Walk):
                     self._put_off[fetched.digest] = key
                 return Base(name, fetched, what)
         with self._slot(f"base {name}"):
-            base = self.bootstrap(name, spec, dry=False)
+            base = self.bootstrap(name, spec)
         if base is not None:
             remote.export_base(key, base.image)
         return base
@@ -298,24 +313,10 @@ class Builder(Walk):
         mounted = [Mounted(ref, blob, graph.artifact_spec(self.man, ref).to) for ref, blob in inputs.items()]
         self.need_blobs(base)
         self._fetch(list(inputs.values()))
+        job = CompileJob(step, report.key, base, sources, mounted, tree_key=tree_key, fresh=forced)
         with self._slot(f"step {step.name}"):
-            if self.options.executor == "slurm":  # a job on a node builds it into the shared cache
-                self.report(Event("step", {"name": step.name, "state": "running"}))
-                started = time.monotonic()
-                results = slurm.executor(self).run_compile(step, report.key, stop=self._failed.is_set)
-            else:
-                ws, started = self._running(step.name)
-                results = run_compile_step(
-                    step,
-                    base=base,
-                    sources=sources,
-                    inputs=mounted,
-                    ws=ws,
-                    key=report.key,
-                    tree_key=tree_key,
-                    fresh=forced,
-                )
-                self.cache.put_step_result(report.key, StepResult(step.name, results))
+            started = self._running(step.name)
+            results = self.executor.run_compile(job, stop=self._failed.is_set)
         if self.remote is not None:
             self.remote.export(report.key, StepResult(step.name, results))
         self._built(report, started)
@@ -326,7 +327,8 @@ class Builder(Walk):
         mounts = [Mounted(r, b, graph.artifact_spec(self.man, r).to) for r, b in mounted.items()]
         self._fetch(list(mounted.values()))
         with self._slot(f"step {rs.name}"):
-            ws, started = self._running(rs.name)
+            started = self._running(rs.name)
+            ws = self._step_workspace(rs.name)
             blob = run_runtime_step(
                 rs.name,
                 rs.commands,

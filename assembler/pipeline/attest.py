@@ -11,7 +11,7 @@ from assembler.compile.sources import Source
 from assembler.oci.artifact import Artifact
 from assembler.oci.digest import sha256_digest
 from assembler.pipeline import graph
-from assembler.pipeline.build import Built
+from assembler.pipeline.builder import Built
 from assembler.pipeline.options import Event, Reporter
 from assembler.pipeline.resolve import Plan
 from assembler.sbom import (

@@ -1,0 +1,64 @@
+"""What a walk does about what the cache does not hold: a :class:`Maker`.
+
+A plan and a build walk a manifest the same way (:mod:`assembler.pipeline.walk`) and look
+up the same keys; they differ in what they do on a miss. :data:`LOOKUP` (a plan) only
+looks up what exists and writes nothing: what is missing is None, "not known until
+built". :data:`MAKE` (a build) makes what is missing and records it. The layers made
+without a container (:mod:`assembler.pipeline.layers`,
+:mod:`assembler.pipeline.prebuilt_layers`) and bootstrapped bases are given one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
+
+
+class Maker(Protocol):
+    """What to do with something the cache does not hold (see the module's doc)."""
+
+    def missing(self, make: Callable[[], T]) -> T | None:
+        """Something not found: what ``make`` makes (a build), or None (a plan)."""
+        ...
+
+    def by_content(self, find: Callable[[], T | None], make: Callable[[], T]) -> T | None:
+        """Something named by its content, which costs about as much to find as to make
+        (host files: hashed or written): what ``find`` finds (a plan), or what ``make`` makes
+        (a build, which records it)."""
+        ...
+
+    def keep(self, write: Callable[[], object]) -> None:
+        """Record something in the cache with ``write`` (a build); a plan writes nothing."""
+        ...
+
+
+class LookUp:
+    """A plan's: looks up, makes nothing, writes nothing."""
+
+    def missing(self, make: Callable[[], T]) -> T | None:
+        return None
+
+    def by_content(self, find: Callable[[], T | None], make: Callable[[], T]) -> T | None:
+        return find()
+
+    def keep(self, write: Callable[[], object]) -> None:
+        pass
+
+
+class MakeMissing:
+    """A build's: makes what is missing and records it."""
+
+    def missing(self, make: Callable[[], T]) -> T | None:
+        return make()
+
+    def by_content(self, find: Callable[[], T | None], make: Callable[[], T]) -> T | None:
+        return make()
+
+    def keep(self, write: Callable[[], object]) -> None:
+        write()
+
+
+LOOKUP: Maker = LookUp()
+MAKE: Maker = MakeMissing()
