@@ -21,7 +21,7 @@ class RegistryOptions:
     """How to talk to a registry (the CLI's ``--tls-verify``, ``--authfile``, retry flags)."""
 
     tls_verify: bool = True  # False: plain HTTP (for loopback registries), like skopeo --tls-verify=false
-    auth_file: Path | None = None  # explicit auth file; else the lookup order of remote_auth
+    auth_file: Path | None = None  # explicit auth file; else the lookup order of registry.login
     # Failed tries in a row, with no request getting through, before giving up: a registry
     # that is down is reported in about 15 s, one that fails 30% of requests is survived.
     retries: int = 10

@@ -13,9 +13,9 @@ from assembler.errors import AssemblerError
 from assembler.oci.digest import sha256_digest
 from assembler.oci.reference import parse_ref
 from assembler.proc import Runner
+from assembler.registry.http import api_host
 from assembler.transports.common import RegistryOptions
 from assembler.transports.download import unreachable
-from assembler.transports.remote_http import api_host
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 

@@ -3,7 +3,7 @@ registry, an OCI layout or oci-archive, a SIF, or next to a docker-archive or sq
 
 In a registry they go through the registry client (:class:`remote.Registry`): blobs,
 then the manifest by digest, found by the referrers API or, on registries without it
-(distribution 2.8), the tag schema's ``sha256-<hex>`` index (see remote_referrers). In a
+(distribution 2.8), the tag schema's ``sha256-<hex>`` index (see registry.referrers). In a
 layout they are untagged entries of ``index.json`` with an ``artifactType``, whose
 manifest's ``subject`` names the image (see :func:`layout.write`); a tagged oci-archive
 holds them the same way. A SIF holds their blobs as data objects (see

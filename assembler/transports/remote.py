@@ -1,23 +1,23 @@
 """Registries (``docker://HOST/REPO:TAG``): read and push images through oras-py.
 
 :class:`Registry` is the client: a subclass of ``oras.provider.Registry`` (through
-:class:`remote_http.RegistryClient`), so oras's session, credential lookup, container
+:class:`registry.http.RegistryClient`), so oras's session, credential lookup, container
 names and API methods are there, and oras's own ``push``/``pull`` go through our
 overrides. It overrides what oras gets wrong for images (see ARCHITECTURE.md):
 
 - ``upload_manifest``: the exact bytes go up and the registry's ``Docker-Content-Digest``
   is compared with sha256 of those bytes (oras re-serialises JSON and cannot push an index);
 - ``upload_blob``: blobs stream up with flat memory, chunked above ``monolithic_max`` with a
-  streamed PUT when PATCH is refused, mounted from other repositories (remote_upload);
+  streamed PUT when PATCH is refused, mounted from other repositories (registry.upload);
 - ``get_manifest``, ``download_blob``: every manifest fetched by digest and every blob is
-  verified as it streams (remote_blobs);
+  verified as it streams (registry.blobs);
 - ``do_request``: tokens per scope, ``Basic`` challenges, identity tokens, retries on
-  connection errors, timeouts, 429 and 5xx honouring ``Retry-After`` (remote_http);
+  connection errors, timeouts, 429 and 5xx honouring ``Retry-After`` (registry.http);
 - credentials: containers' and Docker's auth files in order, credential helpers run
-  through :mod:`assembler.proc` (remote_login).
+  through :mod:`assembler.proc` (registry.login).
 
 Blobs already in the repository are skipped. ``tls_verify=False`` means plain HTTP, as
-skopeo users expect for a loopback registry. This module and its ``remote_*`` helpers are
+skopeo users expect for a loopback registry. This module and ``assembler.registry`` are
 the only code that imports ``oras`` and ``requests``.
 """
 
@@ -42,12 +42,12 @@ from assembler.oci.digest import canonical_json, is_digest, sha256_digest
 from assembler.oci.image import Image, Index, manifest_config, parse_manifest_or_index
 from assembler.oci.reference import ImageName
 from assembler.proc import Runner
+from assembler.registry.blobs import FileBlobs, RemoteBlobs, WithBytes, fetch_small, json_object, open_verified
+from assembler.registry.http import RegistryClient, TransferStats
+from assembler.registry.referrers import MANIFEST_LIMIT, list_referrers, put_referrer
+from assembler.registry.retry import SYSTEM_CLOCK, Clock
+from assembler.registry.upload import BlobUploader
 from assembler.transports.common import BlobReader, RegistryOptions, SourceImage, pick_manifest
-from assembler.transports.remote_blobs import FileBlobs, RemoteBlobs, WithBytes, fetch_small, json_object, open_verified
-from assembler.transports.remote_http import RegistryClient, TransferStats
-from assembler.transports.remote_referrers import MANIFEST_LIMIT, list_referrers, put_referrer
-from assembler.transports.remote_upload import BlobUploader
-from assembler.transports.retry import SYSTEM_CLOCK, Clock
 
 __all__ = ["FileBlobs", "PushResult", "Registry", "RegistryOptions", "RemoteBlobs", "TransferStats", "push", "read"]
 
@@ -264,11 +264,11 @@ class Registry(RegistryClient):
     # -- referrers ---------------------------------------------------------------------
 
     def list_referrers(self, repository: str, digest: str, artifact_type: str | None = None) -> list[Descriptor]:
-        """Manifests whose subject is ``digest`` (see remote_referrers)."""
+        """Manifests whose subject is ``digest`` (see registry.referrers)."""
         return list_referrers(self, repository, digest, artifact_type)
 
     def put_referrer(self, repository: str, manifest: bytes, media_type: str, subject: Descriptor) -> str:
-        """Push a referrer of ``subject`` by digest; returns its digest (see remote_referrers)."""
+        """Push a referrer of ``subject`` by digest; returns its digest (see registry.referrers)."""
         return put_referrer(self, repository, manifest, media_type, subject)
 
 

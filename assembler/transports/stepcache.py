@@ -39,9 +39,9 @@ from assembler.oci.digest import canonical_json, sha256_digest
 from assembler.oci.image import Image, manifest_config
 from assembler.oci.layer import Layer
 from assembler.oci.reference import ImageName
+from assembler.registry.blobs import WithBytes, json_object
 from assembler.transports.common import RegistryOptions
 from assembler.transports.remote import Registry
-from assembler.transports.remote_blobs import WithBytes, json_object
 
 log = logging.getLogger(__name__)
 

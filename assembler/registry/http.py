@@ -1,7 +1,7 @@
 """The registry client's base: a subclass of ``oras.provider.Registry`` with our requests.
 
 oras provides the session (cookies refused: Harbor takes them as a browser's), the scheme,
-the credential lookup (``self.auth``: :class:`remote_login.Login`) and its API methods.
+the credential lookup (``self.auth``: :class:`login.Login`) and its API methods.
 oras's ``do_request`` retries only on HTTP 500 (sleeping ``2 + 3**n`` s), re-sends one bearer
 token whatever scope a request needs, misreads ``Basic realm=`` and cannot use identity
 tokens: it is overridden by :meth:`RegistryClient.request`, as every request here is.
@@ -40,10 +40,10 @@ import requests
 
 from assembler.errors import InputError, NotFound, RegistryError
 from assembler.proc import Runner
+from assembler.registry.auth import Challenge, Scopes, TokenCache, pick_challenge, scopes_for
+from assembler.registry.login import Credentials, Login
+from assembler.registry.retry import SYSTEM_CLOCK, Attempts, Clock, registry_policy
 from assembler.transports.common import RegistryOptions
-from assembler.transports.remote_auth import Challenge, Scopes, TokenCache, pick_challenge, scopes_for
-from assembler.transports.remote_login import Credentials, Login
-from assembler.transports.retry import SYSTEM_CLOCK, Attempts, Clock, registry_policy
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -16,7 +16,7 @@ from assembler.oci import mediatypes as mt
 from assembler.oci.descriptor import Descriptor
 from assembler.oci.digest import canonical_json, digest_hex, sha256_digest
 from assembler.oci.image import Index
-from assembler.transports.remote_blobs import fetch_small, json_object
+from assembler.registry.blobs import fetch_small, json_object
 
 if TYPE_CHECKING:
     from assembler.transports.remote import Registry

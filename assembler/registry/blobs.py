@@ -21,8 +21,8 @@ import requests
 import urllib3
 
 from assembler.errors import DigestMismatch, InvalidImage, NotFound, RegistryError
+from assembler.registry.http import RegistryClient, Transient
 from assembler.transports.common import BlobReader
-from assembler.transports.remote_http import RegistryClient, Transient
 
 if TYPE_CHECKING:
     from assembler.transports.remote import Registry

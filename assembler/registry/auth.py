@@ -1,6 +1,6 @@
 """Authentication challenges and token scopes (part of the registry client).
 
-Where credentials come from is :mod:`remote_login` (oras's lookup). oras's token backend
+Where credentials come from is :mod:`login` (oras's lookup). oras's token backend
 keeps one bearer token per client, re-sends a pull token for a push, and reads challenges
 with a regex that misreads ``Basic realm=``; so here:
 
