@@ -21,7 +21,8 @@ from assembler.oci.digest import sha256_digest
 from assembler.oci.reference import ImageName
 from assembler.proc import Runner
 from assembler.registry import login
-from assembler.transports.remote import Registry, push, read
+from assembler.registry.client import Registry
+from assembler.transports.remote import push, read
 from assembler.transports.sif_publish import push_sif
 from tests.plugins.faultproxy import FaultProxy
 from tests.plugins.registry import RunningRegistry

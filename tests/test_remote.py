@@ -39,10 +39,12 @@ from assembler.oci.image import Image
 from assembler.oci.reference import ImageName
 from assembler.oci.validate import validate
 from assembler.registry import auth, http, login
+from assembler.registry.client import Registry
 from assembler.registry.retry import registry_policy
+from assembler.registry.types import RegistryOptions
 from assembler.transports import remote
 from assembler.transports.common import SourceImage
-from assembler.transports.remote import Registry, RegistryOptions, push, read
+from assembler.transports.remote import push, read
 from tests.plugins.fakeclock import FakeClock, streaks
 from tests.plugins.faultproxy import Fault, FaultProxy
 from tests.plugins.registry import RunningRegistry
@@ -571,7 +573,8 @@ _PUSH_SCRIPT = textwrap.dedent(
     import json, sys
     from pathlib import Path
     from assembler.oci.descriptor import Descriptor
-    from assembler.transports.remote import Registry, RegistryOptions
+    from assembler.registry.client import Registry
+    from assembler.registry.types import RegistryOptions
 
     host, repo, path, digest, size, monolithic_max = sys.argv[1:]
 
@@ -696,14 +699,13 @@ def test_manifest_bytes_go_up_as_they_are(registry: RunningRegistry, cache: Cach
 
 
 def test_only_the_registry_client_imports_oras_and_requests() -> None:
-    client = {"remote.py"}  # the docker:// transport, until the client's Registry moves too
     for path in sorted((ROOT / "assembler").rglob("*.py")):
         text = path.read_text()
         for lib in ("oras", "requests"):
             imports = f"import {lib}" in text or f"from {lib}" in text
             # requests also in the one downloader of pinned files (url: sources and layers, wheels): not a registry.
             downloads = (lib, path.name) == ("requests", "download.py")
-            ok = path.parent.name == "registry" or path.name in client or downloads
+            ok = path.parent.name == "registry" or downloads
             assert not imports or ok, f"{path} imports {lib}"
 
 
@@ -765,5 +767,5 @@ def test_referrers_through_the_tag_schema_fallback(registry: RunningRegistry, ca
 
 
 def test_public_api_names() -> None:
-    assert set(remote.__all__) >= {"Registry", "RegistryOptions", "TransferStats", "PushResult", "read", "push"}
+    assert set(remote.__all__) >= {"PushResult", "read", "push"}
     assert RegistryOptions().chunk_size == 32 << 20 and RegistryOptions().retries == 10

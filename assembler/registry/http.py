@@ -43,7 +43,7 @@ from assembler.proc import Runner
 from assembler.registry.auth import Challenge, Scopes, TokenCache, pick_challenge, scopes_for
 from assembler.registry.login import Credentials, Login
 from assembler.registry.retry import SYSTEM_CLOCK, Attempts, Clock, registry_policy
-from assembler.transports.common import RegistryOptions
+from assembler.registry.types import RegistryOptions
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from assembler.transports.common import RegistryOptions
+from assembler.registry.types import RegistryOptions
 
 # A registry operation gives up after this many times options.retries failed tries, progress or not.
 _MAX_TRIES_FACTOR = 3

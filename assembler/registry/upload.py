@@ -29,7 +29,7 @@ import requests
 from assembler.errors import DigestMismatch, RegistryError
 from assembler.oci.descriptor import Descriptor
 from assembler.registry.http import RegistryClient, Transient
-from assembler.transports.common import BlobReader
+from assembler.registry.types import BlobReader
 
 log = logging.getLogger(__name__)
 

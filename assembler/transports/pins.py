@@ -31,7 +31,7 @@ def base_digest(text: str, *, options: RegistryOptions) -> tuple[str | None, str
     why = unreachable(f"{'https' if options.tls_verify else 'http'}://{host}/v2/")
     if why is not None:
         return None, f"registry {host} cannot be reached from here ({why})"
-    from assembler.transports.remote import Registry  # the registry client, only when asked
+    from assembler.registry.client import Registry  # the registry client, only when asked
 
     quick = replace(options, retries=min(options.retries, 3), timeout=min(options.timeout, 30.0))
     try:
