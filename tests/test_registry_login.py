@@ -190,3 +190,30 @@ def test_auth_entries_become_oras_lookups(tmp_path: Path) -> None:
     assert login.host_names("localhost:5000") == ("localhost:5000", "127.0.0.1:5000")
     path.write_text(json.dumps({"auths": ["not", "a", "mapping"], "credHelpers": "x"}))  # ignored, as Docker does
     assert login.find_credentials("tok.example", auth_file=path) is None
+
+
+def test_one_file_inline_auth_then_cred_helper_then_creds_store(
+    helper: Helper, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Docker's order within one auth file (oras-py's, written without its private methods)."""
+    inline = base64.b64encode(b"inline:secret").decode()
+    path = docker_config(
+        tmp_path,
+        monkeypatch,
+        {
+            "auths": {"a.example": {"auth": inline}, "b.example": {}},
+            "credHelpers": {"a.example": "asmtest", "b.example": "asmtest"},
+            "credsStore": "asmtest",
+        },
+    )
+    helper.answer(
+        {"b.example": {"Username": "helped", "Secret": "s"}, "c.example": {"Username": "stored", "Secret": "t"}}
+    )
+    a = login.find_credentials("a.example", auth_file=None)
+    assert a is not None and (a.username, a.password, a.source, a.helper) == ("inline", "secret", path, "")
+    assert helper.calls() == [], "an inline auth asks no helper"
+    b = login.find_credentials("b.example", auth_file=None)
+    assert b is not None and (b.username, b.helper) == ("helped", "asmtest")
+    c = login.find_credentials("c.example", auth_file=None)  # no entry, no credHelpers: the credsStore
+    assert c is not None and (c.username, c.password) == ("stored", "t")
+    assert helper.calls() == ["b.example", "c.example"]
