@@ -20,8 +20,9 @@ from assembler.oci import mediatypes as mt
 from assembler.oci.digest import sha256_digest
 from assembler.oci.reference import ImageName
 from assembler.proc import Runner
-from assembler.transports import remote_login
-from assembler.transports.remote import Registry, push, read
+from assembler.registry import login
+from assembler.registry.client import Registry
+from assembler.transports.remote import push, read
 from assembler.transports.sif_publish import push_sif
 from tests.plugins.faultproxy import FaultProxy
 from tests.plugins.registry import RunningRegistry
@@ -131,7 +132,7 @@ def test_creds_store_answers_for_every_host(
     assert push(image, ImageName.parse(f"{host}/store/app:1"), blobs=cache, options=opts()).digest == image.digest
     # A helper that knows nothing of a host is no error: the lookup goes on (and finds nothing).
     helper.answer({})
-    assert remote_login.find_credentials("other.example:5000", auth_file=None) is None
+    assert login.find_credentials("other.example:5000", auth_file=None) is None
     assert "other.example:5000" in helper.calls()
 
 
@@ -145,7 +146,7 @@ def test_identity_token_from_a_helper_is_exchanged_for_scoped_tokens(
     docker_config(tmp_path, monkeypatch, {"credHelpers": {host: "asmtest"}})
     helper.answer({host: {"Username": "<token>", "Secret": "id-token-1"}})
 
-    creds = remote_login.find_credentials(host, auth_file=None, runner=Runner(env={"ASMTEST_VIA": "runner"}))
+    creds = login.find_credentials(host, auth_file=None, runner=Runner(env={"ASMTEST_VIA": "runner"}))
     assert creds is not None and creds.identity_token == "id-token-1" and creds.helper == "asmtest"
     assert helper.runners() == ["runner"], "the helper runs through the project's Runner"
     assert push(image, name, blobs=cache, options=opts()).digest == image.digest
@@ -179,13 +180,40 @@ def test_auth_entries_become_oras_lookups(tmp_path: Path) -> None:
             }
         )
     )
-    config = remote_login.read_auth_file(path)
+    config = login.read_auth_file(path)
     assert config is not None
     assert config["auths"]["reg.example:5000"] == {"auth": base64.b64encode(b"u:p").decode()}
     assert config["auths"]["tok.example"] == {"auth": base64.b64encode(b"<token>:t").decode()}
     assert config["credHelpers"] == {"helped.example": "x"}
-    creds = remote_login.find_credentials("tok.example", auth_file=path)
+    creds = login.find_credentials("tok.example", auth_file=path)
     assert creds is not None and creds.identity_token == "t" and creds.source == path
-    assert remote_login.host_names("localhost:5000") == ("localhost:5000", "127.0.0.1:5000")
+    assert login.host_names("localhost:5000") == ("localhost:5000", "127.0.0.1:5000")
     path.write_text(json.dumps({"auths": ["not", "a", "mapping"], "credHelpers": "x"}))  # ignored, as Docker does
-    assert remote_login.find_credentials("tok.example", auth_file=path) is None
+    assert login.find_credentials("tok.example", auth_file=path) is None
+
+
+def test_one_file_inline_auth_then_cred_helper_then_creds_store(
+    helper: Helper, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Docker's order within one auth file (oras-py's, written without its private methods)."""
+    inline = base64.b64encode(b"inline:secret").decode()
+    path = docker_config(
+        tmp_path,
+        monkeypatch,
+        {
+            "auths": {"a.example": {"auth": inline}, "b.example": {}},
+            "credHelpers": {"a.example": "asmtest", "b.example": "asmtest"},
+            "credsStore": "asmtest",
+        },
+    )
+    helper.answer(
+        {"b.example": {"Username": "helped", "Secret": "s"}, "c.example": {"Username": "stored", "Secret": "t"}}
+    )
+    a = login.find_credentials("a.example", auth_file=None)
+    assert a is not None and (a.username, a.password, a.source, a.helper) == ("inline", "secret", path, "")
+    assert helper.calls() == [], "an inline auth asks no helper"
+    b = login.find_credentials("b.example", auth_file=None)
+    assert b is not None and (b.username, b.helper) == ("helped", "asmtest")
+    c = login.find_credentials("c.example", auth_file=None)  # no entry, no credHelpers: the credsStore
+    assert c is not None and (c.username, c.password) == ("stored", "t")
+    assert helper.calls() == ["b.example", "c.example"]

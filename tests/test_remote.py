@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -38,10 +39,13 @@ from assembler.oci.digest import canonical_json, sha256_digest
 from assembler.oci.image import Image
 from assembler.oci.reference import ImageName
 from assembler.oci.validate import validate
-from assembler.transports import remote, remote_auth, remote_http, remote_login
+from assembler.registry import auth, http, login
+from assembler.registry.client import Registry
+from assembler.registry.retry import registry_policy
+from assembler.registry.types import RegistryOptions
+from assembler.transports import remote
 from assembler.transports.common import SourceImage
-from assembler.transports.remote import Registry, RegistryOptions, push, read
-from assembler.transports.retry import registry_policy
+from assembler.transports.remote import push, read
 from tests.plugins.fakeclock import FakeClock, streaks
 from tests.plugins.faultproxy import Fault, FaultProxy
 from tests.plugins.registry import RunningRegistry
@@ -177,9 +181,6 @@ def test_downloads_are_verified(registry: RunningRegistry, cache: Cache) -> None
         pytest.raises(DigestMismatch, match=layer.digest),
     ):
         blob.read()
-    with Registry(registry.host, options=opts()) as reg, pytest.raises(DigestMismatch, match=layer.digest):
-        reg.download_blob("verify", layer.digest, str(registry.root.parent / "layer.bin"))
-    assert not (registry.root.parent / "layer.bin").exists()
     with Registry(registry.host, options=opts()) as reg, pytest.raises(InputError, match="hashes to"):
         reg.put_manifest("verify", "sha256:" + "0" * 64, image.manifest_bytes, image.media_type)
 
@@ -265,36 +266,36 @@ def test_credentials_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         auth_file(path, user, key)
     for i, (user, path, _) in enumerate(files):
         explicit = files[0][1] if i == 0 else None
-        creds = remote_login.find_credentials(host, auth_file=explicit)
+        creds = login.find_credentials(host, auth_file=explicit)
         assert creds is not None and (creds.username, creds.password, creds.source) == (user, f"pw-{user}", path)
         path.unlink()
-    assert remote_login.find_credentials(host, auth_file=None) is None
+    assert login.find_credentials(host, auth_file=None) is None
     auth_file(tmp_path / "localhost.json", "local", "localhost:5000")
-    creds = remote_login.find_credentials("127.0.0.1:5000", auth_file=tmp_path / "localhost.json")
+    creds = login.find_credentials("127.0.0.1:5000", auth_file=tmp_path / "localhost.json")
     assert creds is not None and creds.basic() == "Basic " + base64.b64encode(b"local:pw-local").decode()
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(InputError, match=r"bad\.json"):
-        remote_login.find_credentials(host, auth_file=tmp_path / "bad.json")
+        login.find_credentials(host, auth_file=tmp_path / "bad.json")
 
 
 def test_challenge_parsing() -> None:
     header = 'Bearer realm="https://auth.example/token",service="reg",scope="repository:a/b:pull,push"'
-    [bearer] = remote_auth.parse_challenges(header)
+    [bearer] = auth.parse_challenges(header)
     assert bearer.scheme == "bearer" and bearer.realm == "https://auth.example/token" and bearer.service == "reg"
     assert bearer.params["scope"] == "repository:a/b:pull,push"
-    basic = remote_auth.pick_challenge('Basic realm="Registry Realm"')
+    basic = auth.pick_challenge('Basic realm="Registry Realm"')
     assert basic is not None and (basic.scheme, basic.realm) == ("basic", "Registry Realm")
-    both = remote_auth.pick_challenge('Basic realm="x", Bearer realm="https://t/token",service=s')
+    both = auth.pick_challenge('Basic realm="x", Bearer realm="https://t/token",service=s')
     assert both is not None and both.scheme == "bearer" and both.service == "s"
-    assert remote_auth.pick_challenge('Negotiate abc=="') is None
+    assert auth.pick_challenge('Negotiate abc=="') is None
 
 
 def test_tokens_are_cached_per_scope_until_they_expire() -> None:
     now = [1000.0]
-    tokens = remote_auth.TokenCache(clock=lambda: now[0])
-    pull = remote_auth.scopes_of(remote_auth.pull_scope("a"))
-    push_ = remote_auth.scopes_of(remote_auth.push_scope("a"), remote_auth.pull_scope("b"))
-    assert push_ == remote_auth.scopes_of(remote_auth.pull_scope("b"), remote_auth.push_scope("a"))
+    tokens = auth.TokenCache(clock=lambda: now[0])
+    pull = auth.scopes_of(auth.pull_scope("a"))
+    push_ = auth.scopes_of(auth.push_scope("a"), auth.pull_scope("b"))
+    assert push_ == auth.scopes_of(auth.pull_scope("b"), auth.push_scope("a"))
     assert tokens.put(pull, {"access_token": "p", "expires_in": 300}) == "p"
     assert tokens.get(pull) == "p" and tokens.get(push_) is None
     assert tokens.put(push_, ["not", "a", "token"]) is None
@@ -308,13 +309,13 @@ def test_retry_after_parsing() -> None:
         response.headers["Retry-After"] = value
         return response
 
-    assert remote_http.retry_after(answer("3"), 60) == 3.0
-    assert remote_http.retry_after(answer("3600"), 60) == 60.0  # capped
-    assert remote_http.retry_after(answer("soon"), 60) is None
+    assert http.retry_after(answer("3"), 60) == 3.0
+    assert http.retry_after(answer("3600"), 60) == 60.0  # capped
+    assert http.retry_after(answer("soon"), 60) is None
     when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
-    delay = remote_http.retry_after(answer(when), 60)
+    delay = http.retry_after(answer(when), 60)
     assert delay is not None and 25 <= delay <= 30
-    assert remote_http.retry_after(requests.Response(), 60) is None
+    assert http.retry_after(requests.Response(), 60) is None
 
 
 # -- 3. a second push uploads nothing ----------------------------------------------------
@@ -570,7 +571,8 @@ _PUSH_SCRIPT = textwrap.dedent(
     import json, sys
     from pathlib import Path
     from assembler.oci.descriptor import Descriptor
-    from assembler.transports.remote import Registry, RegistryOptions
+    from assembler.registry.client import Registry
+    from assembler.registry.types import RegistryOptions
 
     host, repo, path, digest, size, monolithic_max = sys.argv[1:]
 
@@ -643,44 +645,37 @@ def _run_measured(argv: list[str], stderr_path: Path) -> tuple[bytes, int, int]:
     return proc.stdout, proc.returncode, peak
 
 
-# -- 8. the client is oras's Registry -----------------------------------------------------
+# -- 8. oras-py, through its public API only ---------------------------------------------
 
 
-def test_oras_push_and_pull_go_through_our_overrides(
-    fault_proxy: FaultProxy, registry: RunningRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """oras's own ``push``, ``pull`` and ``get_tags`` call the methods we override: streamed
-    upload, exact manifest bytes, verified download, ``do_request`` with our retries. If
-    oras renamed them, our fixes would be bypassed."""
+def test_oras_is_pinned_and_used_through_its_public_api() -> None:
+    """oras is pinned, and the client uses public names of it only: no ``oras.x._y``, no
+    underscore attribute of an oras object, no oras class subclassed (whose private
+    methods an override would lean on)."""
     import oras
+    import oras.auth.utils
+    import oras.utils
 
-    assert oras.__version__ == "0.2.43", "oras is pinned: re-check remote*.py against the new version"
+    assert oras.__version__ == "0.2.43", "oras is pinned: re-check assembler/registry against the new version"
     assert '"oras==0.2.43"' in (ROOT / "pyproject.toml").read_text()
-    monkeypatch.chdir(tmp_path)  # oras pushes files under the working directory only
-    payload = os.urandom(300_000)
-    Path("model.bin").write_bytes(payload)
-    digest = sha256_digest(payload)
-    target = f"{fault_proxy.host}/oras/files:1"
-    busy = fault_proxy.add(Fault("status", method="GET", path="/tags/list", status=429, retry_after="0", times=2))
-    with Registry(fault_proxy.host, options=opts(monolithic_max=64 << 10, chunk_size=100_000)) as reg:
-        # Cookies refused (Harbor), as oras sets up the session.
-        assert reg.session.cookies._policy.allowed_domains() == ()  # type: ignore[attr-defined]
-        reg.push(target, files=["model.bin"], quiet=True)
-        assert reg.stats.uploaded_blobs == 2 and reg.stats.uploaded_bytes >= len(payload)
-        body, media_type = reg.fetch_manifest("oras/files", "1")
-        assert media_type == mt.OCI_MANIFEST and json.loads(body)["layers"][0]["digest"] == digest
-        assert reg.get_manifest(target)["layers"][0]["digest"] == digest
-        assert reg.blob_exists({"digest": digest}, target)
-        [pulled] = reg.pull(target, outdir=str(tmp_path / "out"))
-        assert Path(pulled).read_bytes() == payload
-        assert reg.get_tags(target) == ["1"] and busy.hits == 2  # oras's method, our retries
+    private = re.compile(r"\boras(\.\w+)*\._\w|\._(load_auth|auth_config|basic_auth|get_auth_from_creds_store)\b")
+    subclass = re.compile(r"^class \w+\([^)]*\boras\.", re.MULTILINE)
+    for path in sorted((ROOT / "assembler").rglob("*.py")):
+        text = path.read_text()
+        assert not private.search(text), f"{path}: a private oras name"
+        assert not subclass.search(text), f"{path}: subclasses an oras class"
+    # The public helpers the client uses, as it expects them.
+    assert oras.auth.utils.get_basic_auth("u", "p") == base64.b64encode(b"u:p").decode()
+    assert list(oras.utils.iter_localhosts("localhost:5000")) == ["localhost:5000", "127.0.0.1:5000"]
+    assert oras.utils.append_url_params("http://h/x?a=1", {"b": "2"}) == "http://h/x?a=1&b=2"
 
-    hexpart = digest.split(":", 1)[1]
-    stored = registry.root / "docker/registry/v2/blobs/sha256" / hexpart[:2] / hexpart / "data"
-    stored.write_bytes(payload[:-1] + bytes([payload[-1] ^ 0xFF]))
-    with Registry(registry.host, options=opts()) as reg, pytest.raises(DigestMismatch, match=digest):
-        reg.download_blob("oras/files", digest, str(tmp_path / "bad.bin"))
-    assert not (tmp_path / "bad.bin").exists(), "a blob that fails its digest never appears"
+
+def test_the_session_refuses_cookies(registry: RunningRegistry) -> None:
+    """As oras's does: Harbor takes a client that keeps cookies for a browser."""
+    with Registry(registry.host, options=opts()) as reg:
+        assert reg.session.cookies._policy.allowed_domains() == ()  # type: ignore[attr-defined]
+        reg.renew_session()
+        assert reg.session.cookies._policy.allowed_domains() == ()  # type: ignore[attr-defined]
 
 
 def test_manifest_bytes_go_up_as_they_are(registry: RunningRegistry, cache: Cache) -> None:
@@ -688,21 +683,19 @@ def test_manifest_bytes_go_up_as_they_are(registry: RunningRegistry, cache: Cach
     spaced = json.dumps(json.loads(image.manifest_bytes), indent=3).encode()  # not canonical: must stay so
     push(image, ImageName.parse(f"{registry.host}/exact:v0"), blobs=cache, options=opts())
     with Registry(registry.host, options=opts()) as reg:
-        answer = reg.upload_manifest(spaced, reg.container("exact", "v1"))
+        answer = reg.put_manifest_bytes("exact", "v1", spaced, image.media_type)
         assert answer.headers["Docker-Content-Digest"] == sha256_digest(spaced)
         assert reg.fetch_manifest("exact", "v1") == (spaced, image.media_type)
-        assert reg.container("my.org/app", "v1").api_prefix == "my.org/app"  # not taken for a host
 
 
-def test_only_the_remote_modules_import_oras_and_requests() -> None:
-    owners = {f"remote{part}.py" for part in ("", "_auth", "_http", "_blobs", "_upload", "_login", "_referrers")}
-    # requests also in the one downloader of pinned files (url: sources and layers, wheels): not a registry.
-    allowed = {"oras": owners, "requests": {*owners, "download.py"}}
+def test_only_the_registry_client_imports_oras_and_requests() -> None:
     for path in sorted((ROOT / "assembler").rglob("*.py")):
         text = path.read_text()
         for lib in ("oras", "requests"):
             imports = f"import {lib}" in text or f"from {lib}" in text
-            ok = path.parent.name == "transports" and path.name in allowed[lib]
+            # requests also in the one downloader of pinned files (url: sources and layers, wheels): not a registry.
+            downloads = (lib, path.name) == ("requests", "download.py")
+            ok = path.parent.name == "registry" or downloads
             assert not imports or ok, f"{path} imports {lib}"
 
 
@@ -764,5 +757,5 @@ def test_referrers_through_the_tag_schema_fallback(registry: RunningRegistry, ca
 
 
 def test_public_api_names() -> None:
-    assert set(remote.__all__) >= {"Registry", "RegistryOptions", "TransferStats", "PushResult", "read", "push"}
+    assert set(remote.__all__) >= {"PushResult", "read", "push"}
     assert RegistryOptions().chunk_size == 32 << 20 and RegistryOptions().retries == 10

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from assembler.oci import mediatypes as mt
 from assembler.oci.reference import ImageName
-from assembler.transports.remote import Registry, RegistryOptions
+from assembler.registry.client import Registry
+from assembler.registry.types import RegistryOptions
 from tests.helpers import run_cli, sh
 from tests.plugins.registry import RunningRegistry
 from tests.test_image import make_project

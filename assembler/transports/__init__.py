@@ -2,8 +2,8 @@
 
 One module per format, each reading and writing where that makes sense: ``layout``
 (OCI dir), ``archive`` (oci-archive, docker-archive), ``rootfs`` (tarball),
-``bootstrap`` (mmdebstrap), ``remote`` (registry, oras-py), ``sif`` (Apptainer).
-This module only dispatches on the reference.
+``bootstrap`` (mmdebstrap), ``remote`` (registry, through :mod:`assembler.registry`),
+``sif`` (Apptainer). This module only dispatches on the reference.
 """
 
 from __future__ import annotations

@@ -1,46 +1,25 @@
-"""What every transport shares: a readable image with its blobs, and blob readers."""
+"""What every transport shares: a readable image with its blobs, and blob readers.
+
+``RegistryOptions`` and the ``BlobReader`` protocol are the registry client's
+(:mod:`assembler.registry.types`), named here too for the transports and their callers.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, cast
+from typing import Any, BinaryIO, cast
 
 from assembler.errors import InputError, InvalidImage, NotFound
 from assembler.oci.descriptor import Descriptor, Platform
 from assembler.oci.digest import is_digest, sha256_digest
 from assembler.oci.image import Image, Index, manifest_config, parse_manifest_or_index
 from assembler.oci.verify import VerifiedReader
+from assembler.registry.types import BlobReader as BlobReader
+from assembler.registry.types import RegistryOptions as RegistryOptions
 
 ProgressFn = Callable[[int], None]
-
-
-@dataclass(frozen=True)
-class RegistryOptions:
-    """How to talk to a registry (the CLI's ``--tls-verify``, ``--authfile``, retry flags)."""
-
-    tls_verify: bool = True  # False: plain HTTP (for loopback registries), like skopeo --tls-verify=false
-    auth_file: Path | None = None  # explicit auth file; else the lookup order of remote_auth
-    # Failed tries in a row, with no request getting through, before giving up: a registry
-    # that is down is reported in about 15 s, one that fails 30% of requests is survived.
-    retries: int = 10
-    backoff: float = 0.25  # first wait (s), doubled each try without progress, capped at max_backoff
-    max_backoff: float = 2.0
-    max_retry_after: float = 60.0  # cap on a server's Retry-After
-    timeout: float = 60.0  # per request, connect and read
-    min_rate: int = 16 << 10  # bytes/s: a blob download may take timeout + size / min_rate, no more
-    chunk_size: int = 32 << 20  # PATCH chunk size for big blobs (memory bound)
-    monolithic_max: int = 32 << 20  # blobs up to this size: one streamed PUT
-
-
-class BlobReader(Protocol):
-    """Opens blobs by digest. ``blob_file`` gives a path when the blob is a plain file
-    (so it can be hard-linked instead of copied), else None."""
-
-    def open_blob(self, digest: str) -> BinaryIO: ...
-
-    def blob_file(self, digest: str) -> Path | None: ...
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import requests
 
 from assembler.cache import Cache
 from assembler.errors import DigestMismatch, InputError, NotFound
-from assembler.transports.retry import SYSTEM_CLOCK, Attempts, Clock, RetryPolicy
+from assembler.registry.retry import SYSTEM_CLOCK, Attempts, Clock, RetryPolicy
 
 log = logging.getLogger(__name__)
 _CHUNK = 1 << 20

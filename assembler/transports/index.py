@@ -44,6 +44,7 @@ def write_index(
         _layout_index(ref, images, per_image, body, ctx, blobs)
         return Written(str(ref), sha256_digest(body), referrers=attached)
     if ref.transport == "docker":
+        from assembler.registry.client import Registry
         from assembler.transports import remote
         from assembler.transports.referrers import push_referrers
 
@@ -57,7 +58,7 @@ def write_index(
             uploaded += pushed.stats.uploaded_bytes
             if arts:  # after their image: a registry may refuse a subject it does not have
                 push_referrers(name, arts, options=registry_options(ctx))
-        with remote.Registry(ref.name.registry, options=registry_options(ctx)) as registry:
+        with Registry(ref.name.registry, options=registry_options(ctx)) as registry:
             digest = registry.put_manifest(ref.name.repository, ref.name.reference, body, mt.OCI_INDEX)
         return Written(str(ref), digest, uploaded, referrers=attached)
     raise InputError(f"{ref}: images of several platforms under one name go to oci: or docker:// outputs only")

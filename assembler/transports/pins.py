@@ -13,9 +13,9 @@ from assembler.errors import AssemblerError
 from assembler.oci.digest import sha256_digest
 from assembler.oci.reference import parse_ref
 from assembler.proc import Runner
+from assembler.registry.http import api_host
 from assembler.transports.common import RegistryOptions
 from assembler.transports.download import unreachable
-from assembler.transports.remote_http import api_host
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
@@ -31,7 +31,7 @@ def base_digest(text: str, *, options: RegistryOptions) -> tuple[str | None, str
     why = unreachable(f"{'https' if options.tls_verify else 'http'}://{host}/v2/")
     if why is not None:
         return None, f"registry {host} cannot be reached from here ({why})"
-    from assembler.transports.remote import Registry  # the registry client, only when asked
+    from assembler.registry.client import Registry  # the registry client, only when asked
 
     quick = replace(options, retries=min(options.retries, 3), timeout=min(options.timeout, 30.0))
     try:

@@ -1,9 +1,9 @@
 """An image's referrers (its SBOM, its provenance, a SIF): attached, listed and read, in a
 registry, an OCI layout or oci-archive, a SIF, or next to a docker-archive or sqsh file.
 
-In a registry they go through the registry client (:class:`remote.Registry`): blobs,
+In a registry they go through the registry client (:class:`registry.client.Registry`): blobs,
 then the manifest by digest, found by the referrers API or, on registries without it
-(distribution 2.8), the tag schema's ``sha256-<hex>`` index (see remote_referrers). In a
+(distribution 2.8), the tag schema's ``sha256-<hex>`` index (see registry.referrers). In a
 layout they are untagged entries of ``index.json`` with an ``artifactType``, whose
 manifest's ``subject`` names the image (see :func:`layout.write`); a tagged oci-archive
 holds them the same way. A SIF holds their blobs as data objects (see
@@ -45,12 +45,13 @@ def push_referrers(
     """Push ``artifacts`` (referrers of an image already in ``name``'s repository); their digests.
 
     Raises RegistryError, InputError (an artifact whose subject is not its image's)."""
-    from assembler.transports import remote  # the registry client, only when pushing
+    from assembler.registry.blobs import FileBlobs  # the registry client, only when pushing
+    from assembler.registry.client import Registry
 
     pushed = []
-    with remote.Registry(name.registry, options=options, progress=progress) as reg:
+    with Registry(name.registry, options=options, progress=progress) as reg:
         for artifact in artifacts:
-            blobs = remote.FileBlobs({}, artifact.blobs())
+            blobs = FileBlobs({}, artifact.blobs())
             for digest, data in artifact.blobs().items():
                 media_type = artifact.artifact_type if digest == artifact.blob.digest else mt.OCI_EMPTY
                 reg.push_blob(name.repository, Descriptor(media_type, digest, len(data)), blobs)
@@ -195,10 +196,10 @@ def list_sidecars(path: Path, transport: str) -> Listing:
 
 def list_remote(name: ImageName, image: str, blobs: BlobReader, *, options: RegistryOptions) -> Listing:
     """The referrers of ``image`` (a digest) in ``name``'s repository (the API, else the fallback tag)."""
-    from assembler.transports import remote
+    from assembler.registry.client import Registry
 
     found = []
-    with remote.Registry(name.registry, options=options) as reg:
+    with Registry(name.registry, options=options) as reg:
         for desc in reg.list_referrers(name.repository, image):
             body, _ = reg.fetch_manifest(name.repository, desc.digest)
             found.append(Referrer(desc, _manifest(body, f"docker://{name}: referrer {desc.digest}")))

@@ -6,9 +6,9 @@ The artifact is an OCI manifest whose config is ``{}`` typed
 ``apptainer pull oras://HOST/REPO:TAG`` looks for. With a ``subject`` it is also a
 referrer of an OCI image, so one image tag serves Docker and Apptainer users.
 
-The push goes through the registry client (:class:`remote.Registry`, oras-py's
-``Registry``): the SIF through oras's ``upload_blob`` (streamed there), the manifest as
-its exact bytes.
+The push goes through the registry client (:class:`registry.client.Registry`): the SIF
+streamed from its file (skipped when the repository has it), the manifest as its exact
+bytes.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from assembler.oci import mediatypes as mt
 from assembler.oci.descriptor import Descriptor
 from assembler.oci.digest import canonical_json, sha256_digest
 from assembler.oci.reference import ImageName
-from assembler.transports import remote
+from assembler.registry.blobs import FileBlobs
+from assembler.registry.client import Registry
+from assembler.registry.types import RegistryOptions
 
 SIF_CONFIG_BYTES = b"{}"
 
@@ -56,7 +58,7 @@ def push_sif(
     size: int,
     name: ImageName,
     *,
-    options: remote.RegistryOptions,
+    options: RegistryOptions,
     subject: Descriptor | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Published:
@@ -65,13 +67,12 @@ def push_sif(
     body = artifact_manifest(digest, size, path.name, subject)
     config = Descriptor(mt.SIF_CONFIG, sha256_digest(SIF_CONFIG_BYTES), len(SIF_CONFIG_BYTES))
     layer = Descriptor(mt.SIF_LAYER, digest, size)
-    with remote.Registry(name.registry, options=options, progress=progress) as reg:
-        reg.upload_blob(str(path), reg.container(name.repository), layer.to_json())
-        reg.push_blob(name.repository, config, remote.FileBlobs({}, {config.digest: SIF_CONFIG_BYTES}))
+    with Registry(name.registry, options=options, progress=progress) as reg:
+        reg.push_blob(name.repository, layer, FileBlobs({layer.digest: path}))
+        reg.push_blob(name.repository, config, FileBlobs({}, {config.digest: SIF_CONFIG_BYTES}))
         if subject is not None:
             pushed = reg.put_referrer(name.repository, body, mt.OCI_MANIFEST, subject)
         else:
-            pushed = sha256_digest(body)
-            reg.upload_manifest(body, reg.container(name.repository, name.reference), media_type=mt.OCI_MANIFEST)
+            pushed = reg.put_manifest(name.repository, name.reference, body, mt.OCI_MANIFEST)
         uploaded = reg.stats.uploaded_bytes
     return Published(f"oras://{name}", pushed, uploaded, subject.digest if subject is not None else "")

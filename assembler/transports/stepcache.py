@@ -39,9 +39,9 @@ from assembler.oci.digest import canonical_json, sha256_digest
 from assembler.oci.image import Image, manifest_config
 from assembler.oci.layer import Layer
 from assembler.oci.reference import ImageName
+from assembler.registry.blobs import WithBytes, json_object
+from assembler.registry.client import Registry
 from assembler.transports.common import RegistryOptions
-from assembler.transports.remote import Registry
-from assembler.transports.remote_blobs import WithBytes, json_object
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class RemoteStepCache:
         config = Descriptor.from_json(manifest.get("config"))
         if config.media_type != STEP_CONFIG:
             raise AssemblerError(f"{what}: not a step result (config {config.media_type})")
-        record = client._blob_bytes(name.repository, config, limit=_RECORD_LIMIT, what=f"{what}: record")
+        record = client.blob_bytes(name.repository, config, limit=_RECORD_LIMIT, what=f"{what}: record")
         try:
             result = StepResult.from_json(json.loads(record))
         except (KeyError, TypeError, ValueError, AttributeError, AssemblerError) as e:
@@ -281,7 +281,7 @@ class RemoteStepCache:
             return None
         what = f"step cache {name.registry}/{name.repository}:{BASE_TAG_PREFIX}{key}"
         config = manifest_config(body, what)
-        return Image(body, client._blob_bytes(name.repository, config, limit=_RECORD_LIMIT, what=f"{what}: config"))
+        return Image(body, client.blob_bytes(name.repository, config, limit=_RECORD_LIMIT, what=f"{what}: config"))
 
     def ensure_base(self, key: str) -> None:
         """The layers of the base entry ``key`` read by :meth:`fetch_base`, downloaded

@@ -1,4 +1,4 @@
-"""A fake :class:`assembler.transports.retry.Clock` for retry and deadline tests.
+"""A fake :class:`assembler.registry.retry.Clock` for retry and deadline tests.
 
 ``sleep`` returns at once: it records the wait asked for and moves the clock on by it.
 ``monotonic`` is the real clock plus every wait so far, so a deadline still counts the
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from assembler.transports.retry import RetryPolicy
+from assembler.registry.retry import RetryPolicy
 
 
 class FakeClock:

@@ -1,5 +1,5 @@
-"""The retry policy of every network client here: the registry client (``remote_http``,
-``remote_blobs``) and plain downloads (``download``).
+"""The retry policy of every network client here: the registry client (``registry.http``,
+``registry.blobs``) and plain downloads (``transports.download``).
 
 A :class:`RetryPolicy` is a value: the waits between tries (``backoff``, doubled with each
 failed try in a row, capped at ``max_backoff``; a server's ``Retry-After`` instead when it
@@ -9,7 +9,7 @@ measures deadlines with. The clock is the policy's one effect: :data:`SYSTEM_CLO
 the product; tests pass one that records the waits asked for instead of sleeping.
 
 :func:`registry_policy` is the registry client's, from its :class:`RegistryOptions`;
-:data:`download.DOWNLOAD_RETRY` is the downloads'. :class:`Attempts` counts the failed
+:data:`transports.download.DOWNLOAD_RETRY` is the downloads'. :class:`Attempts` counts the failed
 tries of one operation under a policy.
 """
 
@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from assembler.transports.common import RegistryOptions
+from assembler.registry.types import RegistryOptions
 
 # A registry operation gives up after this many times options.retries failed tries, progress or not.
 _MAX_TRIES_FACTOR = 3

@@ -28,8 +28,8 @@ import requests
 
 from assembler.errors import DigestMismatch, RegistryError
 from assembler.oci.descriptor import Descriptor
-from assembler.transports.common import BlobReader
-from assembler.transports.remote_http import RegistryClient, Transient
+from assembler.registry.http import RegistryClient, Transient
+from assembler.registry.types import BlobReader
 
 log = logging.getLogger(__name__)
 

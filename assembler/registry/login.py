@@ -1,8 +1,10 @@
 """Registry logins: where credentials come from (part of the registry client).
 
-The lookup is oras-py's (``oras.auth.TokenAuth``): an entry's inline ``auth``, else the
-host's credential helper (``credHelpers``), else the file's ``credsStore``. What oras gets
-wrong is overridden here:
+For one auth file and one name of the host the lookup is Docker's, as oras-py's
+``TokenAuth`` does it: the ``auths`` entry's inline ``auth``, else the host's credential
+helper (``credHelpers``), else the file's ``credsStore``. oras offers that lookup only
+through private methods (``_load_auth`` over ``_auth_config``), so it is written here,
+with these differences:
 
 - oras reads ``~/.docker/config.json`` only, merging files in no set order. We look in
   each file in the order containers tools and Docker use, and the first file that knows
@@ -22,6 +24,9 @@ wrong is overridden here:
   (:mod:`assembler.proc`), not a bare subprocess. A ``Username`` of ``<token>`` (as Docker
   Desktop, ACR and GCR helpers answer) makes the secret an *identity token*: a refresh
   token for the OAuth2 token exchange, never a password.
+
+From oras: ``get_basic_auth`` (base64 ``user:secret``) and ``iter_localhosts`` (the names
+a loopback host is known by), both public.
 """
 
 from __future__ import annotations
@@ -37,8 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import oras.auth
 import oras.auth.utils
+import oras.utils
 
 from assembler.errors import InputError, ToolError
 from assembler.proc import Runner
@@ -108,7 +113,7 @@ def host_names(host: str) -> tuple[str, ...]:
 
 
 def _entry_auth(entry: Mapping[str, Any], source: Path) -> str | None:
-    """An ``auths`` entry as oras's inline ``auth`` (base64 ``user:secret``), or None."""
+    """An ``auths`` entry as an inline ``auth`` (base64 ``user:secret``), or None."""
     if entry.get("identitytoken"):
         return str(oras.auth.utils.get_basic_auth(IDENTITY_TOKEN_USER, str(entry["identitytoken"])))
     if entry.get("username") and entry.get("password"):
@@ -130,7 +135,8 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 
 def read_auth_file(path: Path) -> dict[str, Any] | None:
-    """An auth file in the shape oras's lookup reads (keys normalised); None when absent.
+    """An auth file in the shape Docker's lookup reads (keys normalised, every entry's
+    secret as an inline ``auth``); None when absent.
 
     Raises InputError for a file that exists but is malformed.
     """
@@ -152,20 +158,51 @@ def read_auth_file(path: Path) -> dict[str, Any] | None:
     return {"auths": auths, "credHelpers": helpers, "credsStore": str(store) if store else None}
 
 
-class Login(oras.auth.TokenAuth):  # type: ignore[misc]  # oras ships no type hints
-    """oras's credential lookup for one registry host, with the fixes above."""
+class Login:
+    """The credentials for one registry host, looked up once (see the module docstring)."""
 
     def __init__(self, host: str, *, auth_file: Path | None, runner: Runner) -> None:
-        super().__init__()
-        self.hostname = host
+        self.host = host
         self._explicit = auth_file
         self._runner = runner
-        self._helper = ""
         self._loaded = False
-        self.credentials: Credentials | None = None
+        self._credentials: Credentials | None = None
 
-    def _get_auth_from_creds_store(self, suffix: str, hostname: str) -> str | None:
-        """oras's helper call, through our runner: base64 ``user:secret`` or None."""
+    @property
+    def credentials(self) -> Credentials | None:
+        """The first auth file's, in our order, that knows the host; None when none does.
+
+        Raises InputError for a malformed auth file or helper answer.
+        """
+        if not self._loaded:
+            self._loaded = True
+            self._credentials = self._find()
+        return self._credentials
+
+    def _find(self) -> Credentials | None:
+        for path in auth_file_candidates(self._explicit):
+            config = read_auth_file(path)
+            if not config:
+                continue
+            for name in host_names(self.host):
+                found = self._lookup(config, name, path)
+                if found is not None:
+                    log.debug("credentials for %s from %s", self.host, found.where())
+                    return found
+        return None
+
+    def _lookup(self, config: Mapping[str, Any], name: str, source: Path) -> Credentials | None:
+        """One file, one name: the inline ``auth``, else ``credHelpers``, else ``credsStore``."""
+        encoded = config["auths"].get(name, {}).get("auth")
+        if encoded:
+            return _decode(encoded, source, "")
+        for helper in (config["credHelpers"].get(name), config["credsStore"]):
+            if helper and (found := self._ask_helper(helper, name, source)) is not None:
+                return found
+        return None
+
+    def _ask_helper(self, suffix: str, hostname: str, source: Path) -> Credentials | None:
+        """``docker-credential-SUFFIX get`` through our runner; None when it has nothing."""
         program = f"docker-credential-{suffix}"
         try:
             done = self._runner.run([program, "get"], input=hostname, timeout=_HELPER_TIMEOUT)
@@ -183,26 +220,7 @@ class Login(oras.auth.TokenAuth):  # type: ignore[misc]  # oras ships no type hi
                 f"credential helper {program} answered no {{Username, Secret}} JSON for {hostname}",
                 hint=f"check `echo {hostname} | {program} get`",
             ) from e
-        self._helper = suffix
-        return str(oras.auth.utils.get_basic_auth(user, secret))
-
-    def load_configs(self, container: Any = None, configs: list[str] | None = None) -> None:
-        """Find the credentials (once): the first auth file, in our order, that knows the host."""
-        if self._loaded:
-            return
-        self._loaded = True
-        files = [Path(c) for c in configs] if configs else auth_file_candidates(self._explicit)
-        for path in files:
-            config = read_auth_file(path)
-            if not config:
-                continue
-            self._auth_config = config
-            self._helper = ""
-            for name in host_names(self.hostname):
-                if self._load_auth(name):
-                    self.credentials = _decode(self._basic_auth, path, self._helper)
-                    log.debug("credentials for %s from %s", self.hostname, self.credentials.where())
-                    return
+        return Credentials(user, secret, source, suffix)
 
 
 def _decode(encoded: str, source: Path, helper: str) -> Credentials:
@@ -216,6 +234,4 @@ def find_credentials(host: str, *, auth_file: Path | None, runner: Runner | None
     Raises InputError for an auth file that exists but is malformed, or a credential
     helper whose answer is not JSON.
     """
-    login = Login(host, auth_file=auth_file, runner=runner or Runner())
-    login.load_configs()
-    return login.credentials
+    return Login(host, auth_file=auth_file, runner=runner or Runner()).credentials

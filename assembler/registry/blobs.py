@@ -15,17 +15,14 @@ import json
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 import requests
 import urllib3
 
 from assembler.errors import DigestMismatch, InvalidImage, NotFound, RegistryError
-from assembler.transports.common import BlobReader
-from assembler.transports.remote_http import RegistryClient, Transient
-
-if TYPE_CHECKING:
-    from assembler.transports.remote import Registry
+from assembler.registry.http import RegistryClient, Transient
+from assembler.registry.types import BlobReader
 
 log = logging.getLogger(__name__)
 
@@ -262,21 +259,6 @@ class FileBlobs:
         if digest in self.data:
             return io.BytesIO(self.data[digest])
         raise NotFound(f"blob {digest} is not among the files pushed")
-
-
-class RemoteBlobs:
-    """The blobs of one repository, as a BlobReader (streamed, verified; never a file)."""
-
-    def __init__(self, registry: Registry, repository: str, sizes: Mapping[str, int] | None = None) -> None:
-        self.registry = registry
-        self.repository = repository
-        self.sizes = dict(sizes or {})  # what the manifest declares: downloads stop there
-
-    def open_blob(self, digest: str) -> BinaryIO:
-        return self.registry.open_blob(self.repository, digest, size=self.sizes.get(digest))
-
-    def blob_file(self, digest: str) -> Path | None:
-        return None
 
 
 class WithBytes:

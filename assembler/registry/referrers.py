@@ -9,19 +9,16 @@ one without it (distribution 2.8) gets the tag schema's fallback: an index tagge
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from assembler.errors import InputError, InvalidImage, NotFound
 from assembler.oci import mediatypes as mt
 from assembler.oci.descriptor import Descriptor
 from assembler.oci.digest import canonical_json, digest_hex, sha256_digest
 from assembler.oci.image import Index
-from assembler.transports.remote_blobs import fetch_small, json_object
-
-if TYPE_CHECKING:
-    from assembler.transports.remote import Registry
-
-MANIFEST_LIMIT = 4 << 20  # what containerd accepts for a manifest
+from assembler.registry.blobs import fetch_small, json_object
+from assembler.registry.http import RegistryClient
+from assembler.registry.manifests import MANIFEST_LIMIT, fetch_manifest, put_manifest
 
 
 def fallback_tag(digest: str) -> str:
@@ -33,18 +30,18 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 
 def list_referrers(
-    registry: Registry, repository: str, digest: str, artifact_type: str | None = None
+    http: RegistryClient, repository: str, digest: str, artifact_type: str | None = None
 ) -> list[Descriptor]:
     """Manifests whose subject is ``digest``: the referrers API, else the fallback tag.
 
     Raises RegistryError; an index that does not parse raises InvalidImage.
     """
-    what = f"listing referrers of {digest} in {registry.host}/{repository}"
+    what = f"listing referrers of {digest} in {http.host}/{repository}"
     params = {"artifactType": artifact_type} if artifact_type else {}
     try:
         body, _ = fetch_small(
-            registry,
-            registry.url(f"/v2/{repository}/referrers/{digest}", **params),
+            http,
+            http.url(f"/v2/{repository}/referrers/{digest}", **params),
             what=what,
             limit=MANIFEST_LIMIT,
             headers={"Accept": mt.OCI_INDEX},
@@ -52,7 +49,7 @@ def list_referrers(
     except NotFound:
         # No referrers API (distribution 2.8): the tag schema's index, if any.
         try:
-            body, _ = registry.fetch_manifest(repository, fallback_tag(digest))
+            body, _ = fetch_manifest(http, repository, fallback_tag(digest))
         except NotFound:
             return []
     try:
@@ -62,7 +59,7 @@ def list_referrers(
     return [d for d in found if not artifact_type or d.artifact_type == artifact_type]
 
 
-def put_referrer(registry: Registry, repository: str, manifest: bytes, media_type: str, subject: Descriptor) -> str:
+def put_referrer(http: RegistryClient, repository: str, manifest: bytes, media_type: str, subject: Descriptor) -> str:
     """Push ``manifest`` (whose ``subject`` is ``subject``) by digest; returns its digest.
 
     Without a referrers API (no ``OCI-Subject`` in the answer) the index tagged
@@ -73,13 +70,13 @@ def put_referrer(registry: Registry, repository: str, manifest: bytes, media_typ
     named = _mapping(data.get("subject"))
     if named.get("digest") != subject.digest:
         raise InputError(f"referrer manifest: subject is {named.get('digest')!r}, expected {subject.digest}")
-    response = registry.put_manifest_bytes(repository, sha256_digest(manifest), manifest, media_type)
+    response = put_manifest(http, repository, sha256_digest(manifest), manifest, media_type)
     digest = sha256_digest(manifest)
     if response.headers.get("OCI-Subject"):
         return digest
     tag = fallback_tag(subject.digest)
     try:
-        existing, _ = registry.fetch_manifest(repository, tag)
+        existing, _ = fetch_manifest(http, repository, tag)
         entries: list[Any] = list(json_object(existing, f"referrers index {tag}").get("manifests") or [])
     except NotFound:
         entries = []
@@ -94,5 +91,5 @@ def put_referrer(registry: Registry, repository: str, manifest: bytes, media_typ
         artifact_type=str(data.get("artifactType") or config.get("mediaType") or ""),
     )
     index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [*entries, entry.to_json()]}
-    registry.put_manifest(repository, tag, canonical_json(index), mt.OCI_INDEX)
+    put_manifest(http, repository, tag, canonical_json(index), mt.OCI_INDEX)
     return digest

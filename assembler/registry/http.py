@@ -1,10 +1,10 @@
-"""The registry client's base: a subclass of ``oras.provider.Registry`` with our requests.
+"""Requests to one registry host: credentials, tokens, retries (the registry client's base).
 
-oras provides the session (cookies refused: Harbor takes them as a browser's), the scheme,
-the credential lookup (``self.auth``: :class:`remote_login.Login`) and its API methods.
-oras's ``do_request`` retries only on HTTP 500 (sleeping ``2 + 3**n`` s), re-sends one bearer
-token whatever scope a request needs, misreads ``Basic realm=`` and cannot use identity
-tokens: it is overridden by :meth:`RegistryClient.request`, as every request here is.
+oras-py's ``do_request`` retries only on HTTP 500 (sleeping ``2 + 3**n`` s), re-sends one
+bearer token whatever scope a request needs, misreads ``Basic realm=`` and cannot use
+identity tokens; every request here goes through :meth:`RegistryClient.request` instead,
+with the credentials of :class:`login.Login` and the tokens of :mod:`auth`. The session
+refuses cookies, as oras's does (Harbor takes a client that keeps them for a browser).
 
 A request is one *attempt* (:meth:`RegistryClient.send`); :meth:`RegistryClient.retrying` repeats
 an attempt function on connection errors, timeouts, 429 and 5xx gateway errors, honouring
@@ -30,20 +30,19 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
-from json import dumps as _dumps
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any, TypeVar
 from urllib.parse import urljoin
 
-import oras.provider
 import oras.utils
 import requests
 
 from assembler.errors import InputError, NotFound, RegistryError
 from assembler.proc import Runner
-from assembler.transports.common import RegistryOptions
-from assembler.transports.remote_auth import Challenge, Scopes, TokenCache, pick_challenge, scopes_for
-from assembler.transports.remote_login import Credentials, Login
-from assembler.transports.retry import SYSTEM_CLOCK, Attempts, Clock, registry_policy
+from assembler.registry.auth import Challenge, Scopes, TokenCache, pick_challenge, scopes_for
+from assembler.registry.login import Credentials, Login
+from assembler.registry.retry import SYSTEM_CLOCK, Attempts, Clock, registry_policy
+from assembler.registry.types import RegistryOptions
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -118,10 +117,16 @@ def retry_after(response: requests.Response, cap: float) -> float | None:
     return min(max(seconds, 0.0), cap)
 
 
-class RegistryClient(oras.provider.Registry):  # type: ignore[misc]  # oras ships no type hints
-    """Requests to one registry host with its credentials, tokens and retry policy."""
+def new_session() -> requests.Session:
+    """A session that keeps no cookies: some registries (Harbor) take one that does for a
+    browser and start asking for CSRF tokens."""
+    session = requests.Session()
+    session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+    return session
 
-    session: requests.Session  # made by oras (cookies refused)
+
+class RegistryClient:
+    """Requests to one registry host with its credentials, tokens and retry policy."""
 
     def __init__(
         self,
@@ -132,26 +137,23 @@ class RegistryClient(oras.provider.Registry):  # type: ignore[misc]  # oras ship
         runner: Runner | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        # TLS verification is passed per request: oras's tls_verify=False would turn
-        # urllib3's warnings off for the whole process.
-        super().__init__(hostname=api_host(host), insecure=not options.tls_verify, tls_verify=True)
         self.host = host
+        self.session = new_session()
         self.options = options
         self.stats = stats if stats is not None else TransferStats()
         self.retry = registry_policy(options, clock=clock)
         self.answers = 0  # requests that got the answer they wanted: progress, for the retry budget
-        self.auth = Login(host, auth_file=options.auth_file, runner=runner or Runner())
-        self.auth.session = self.session
-        self.base = f"{self.prefix}://{api_host(host)}"
+        self.login = Login(host, auth_file=options.auth_file, runner=runner or Runner())
+        # TLS verification is passed per request; tls_verify=False means plain HTTP.
+        self.base = f"{'https' if options.tls_verify else 'http'}://{api_host(host)}"
         self._challenge: Challenge | None = None
         self._pinged = False
         self._tokens = TokenCache()
 
     def renew_session(self) -> None:
-        """Drop every pooled connection (after one broke) and start a fresh session (oras's kind)."""
+        """Drop every pooled connection (after one broke) and start a fresh session."""
         old = self.session
-        fresh = oras.provider.Registry(hostname=self.hostname, insecure=not self.options.tls_verify)
-        self.session = self.auth.session = fresh.session
+        self.session = new_session()
         old.close()
 
     def close(self) -> None:
@@ -164,9 +166,7 @@ class RegistryClient(oras.provider.Registry):  # type: ignore[misc]  # oras ship
 
     @property
     def credentials(self) -> Credentials | None:
-        self.auth.load_configs()
-        credentials: Credentials | None = self.auth.credentials
-        return credentials
+        return self.login.credentials
 
     # -- authentication ----------------------------------------------------------------
 
@@ -361,24 +361,6 @@ class RegistryClient(oras.provider.Registry):  # type: ignore[misc]  # oras ship
     def request(self, method: str, url: str, *, what: str, **kwargs: Any) -> requests.Response:
         """:meth:`send` with retries (for requests whose body, if any, is bytes)."""
         return self.retrying(what, lambda: self.send(method, url, what=what, **kwargs))
-
-    def do_request(
-        self,
-        url: str,
-        method: str = "GET",
-        data: bytes | None = None,
-        headers: Mapping[str, str] | None = None,
-        json: Any = None,
-        stream: bool = False,
-    ) -> requests.Response:
-        """oras's request entry, which its inherited methods (tags, blob HEADs...) call:
-        :meth:`request` with any final answer returned, as oras's callers expect."""
-        body = data if json is None else _dumps(json).encode()
-        sent = dict(headers or {})
-        if json is not None:
-            sent.setdefault("Content-Type", "application/json")
-        what = f"{method} {url}"
-        return self.request(method, url, what=what, ok=None, headers=sent, data=body, stream=stream)
 
 
 def _short(error: Exception) -> str:

@@ -1,8 +1,8 @@
 """Authentication challenges and token scopes (part of the registry client).
 
-Where credentials come from is :mod:`remote_login` (oras's lookup). oras's token backend
-keeps one bearer token per client, re-sends a pull token for a push, and reads challenges
-with a regex that misreads ``Basic realm=``; so here:
+Where credentials come from is :mod:`login` (Docker's lookup, as oras-py does it). oras's
+token backend keeps one bearer token per client, re-sends a pull token for a push, and
+reads challenges with a regex that misreads ``Basic realm=``; so here:
 
 Challenges are parsed per RFC 7235 (``Basic realm=...``, ``Bearer realm=,service=,scope=``);
 bearer tokens are requested and cached per *scope set*, so a token obtained for a pull is

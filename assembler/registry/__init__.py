@@ -1,0 +1,1 @@
+"""The registry client (``docker://`` and ``oras://`` hosts): requests, logins, blobs, uploads, referrers."""

@@ -1,0 +1,38 @@
+"""What the registry client is configured with and reads pushed blobs from.
+
+Shared by every part of the client (:mod:`assembler.registry`), it imports none of them;
+:mod:`assembler.transports.common` names both too, for the transports and their callers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+
+@dataclass(frozen=True)
+class RegistryOptions:
+    """How to talk to a registry (the CLI's ``--tls-verify``, ``--authfile``, retry flags)."""
+
+    tls_verify: bool = True  # False: plain HTTP (for loopback registries), like skopeo --tls-verify=false
+    auth_file: Path | None = None  # explicit auth file; else the lookup order of registry.login
+    # Failed tries in a row, with no request getting through, before giving up: a registry
+    # that is down is reported in about 15 s, one that fails 30% of requests is survived.
+    retries: int = 10
+    backoff: float = 0.25  # first wait (s), doubled each try without progress, capped at max_backoff
+    max_backoff: float = 2.0
+    max_retry_after: float = 60.0  # cap on a server's Retry-After
+    timeout: float = 60.0  # per request, connect and read
+    min_rate: int = 16 << 10  # bytes/s: a blob download may take timeout + size / min_rate, no more
+    chunk_size: int = 32 << 20  # PATCH chunk size for big blobs (memory bound)
+    monolithic_max: int = 32 << 20  # blobs up to this size: one streamed PUT
+
+
+class BlobReader(Protocol):
+    """Opens blobs by digest. ``blob_file`` gives a path when the blob is a plain file
+    (so it can be hard-linked instead of copied), else None."""
+
+    def open_blob(self, digest: str) -> BinaryIO: ...
+
+    def blob_file(self, digest: str) -> Path | None: ...
