@@ -105,6 +105,16 @@ class Ref:
     tag: str = ""
     name: ImageName | None = None
 
+    @property
+    def base_only(self) -> bool:
+        """Whether this names an image that is only read (``rootfs:``, ``scratch``), never written."""
+        return self.transport in ("rootfs", "scratch")
+
+    @property
+    def holds_files(self) -> bool:
+        """Whether this is an ``artifact:DIR:STEP`` output: a step's artifacts as files, no image."""
+        return self.transport == "artifact"
+
     def __str__(self) -> str:
         if self.transport == "scratch":
             return "scratch"

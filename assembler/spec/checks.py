@@ -85,7 +85,7 @@ def check(loaded: Loaded, *, overridden_sources: frozenset[str] = frozenset()) -
             parsed = parse_ref(out)
         except BadReference as e:
             raise loaded.error(("outputs", i), str(e)) from None
-        if parsed.transport in ("rootfs", "scratch"):
+        if parsed.base_only:
             raise loaded.error(("outputs", i), f"{parsed.transport} is a base, not an output")
     try:
         Platform.parse(man.platform)
