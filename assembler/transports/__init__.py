@@ -83,6 +83,10 @@ def open_source(ref: Ref, ctx: Context) -> SourceImage:
 
         assert ref.name is not None
         return remote.read(ref.name, platform=ctx.platform, options=registry_options(ctx), progress=ctx.progress)
+    if ref.transport == "sif":
+        raise InputError(f"{ref}: not an image; a SIF file is read with `siftool info`")
+    if ref.transport == "sqsh":
+        raise InputError(f"{ref}: not an image; a squashfs file is read with `unsquashfs -l`")
     raise InputError(f"{ref} cannot be read as an image")
 
 
