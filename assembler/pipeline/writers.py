@@ -110,6 +110,8 @@ class Writer:
     ref: Ref
     # Whether the output can hold an OCI artifact of files (--artifact), not only images.
     holds_artifact: ClassVar[bool] = False
+    # Whether it can hold the images of several platforms as one index.
+    holds_index: ClassVar[bool] = False
 
     @property
     def image_name(self) -> str | None:
@@ -163,6 +165,7 @@ class LayoutWriter(Writer):
     podman and buildah read ``oci:DIR`` only when its index lists one."""
 
     holds_artifact = True
+    holds_index = True
 
     def check(self, *, force: bool) -> None:
         check_replaceable(Path(self.ref.path), "oci", force=force)
@@ -312,6 +315,7 @@ class RegistryWriter(Writer):
 
     attach_sif: bool = False
     holds_artifact = True
+    holds_index = True
 
     @property
     def image_name(self) -> str | None:
