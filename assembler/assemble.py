@@ -37,7 +37,6 @@ from assembler.proc import Runner
 from assembler.spec.load import Loaded
 from assembler.transports import Context, Written, registry_options
 from assembler.transports.common import RegistryOptions, SourceImage
-from assembler.transports.index import write_index
 
 __all__ = [
     "Built",
@@ -85,7 +84,7 @@ def output_refs(loaded: Loaded, options: Options) -> list[Ref]:
             if options.outputs is not None:
                 raise InputError(f"-o {text}: {e}") from None
             raise loaded.error(("outputs", i), str(e)) from None
-        if ref.transport in ("rootfs", "scratch"):
+        if ref.base_only:
             raise InputError(f"{text}: {ref.transport} is a base, not an output")
         refs.append(absolute_ref(ref, Path.cwd()))
     return refs
@@ -120,7 +119,7 @@ def _output_paths(loaded: Loaded, options: Options) -> list[Path]:
         refs = output_refs(loaded, options)
     except AssemblerError:
         return []
-    return [Path(r.path) for r in refs if r.path and r.transport not in ("docker", "oras")]
+    return [Path(r.path) for r in refs if r.path]  # a registry's reference has no path
 
 
 def resolve(loaded: Loaded, options: Options, *, runner: Runner | None = None, look_in_registry: bool = False) -> Plan:
@@ -158,7 +157,7 @@ def _plan(walk: Resolver, loaded: Loaded, options: Options, ctx: Context) -> Pla
     refs = output_refs(loaded, options)
     outputs = tuple(str(r) for r in refs)
     image, base, layers = walk.image()
-    for ref in (r for r in refs if r.transport == "artifact"):  # steps whose files are outputs
+    for ref in (r for r in refs if r.holds_files):  # steps whose files are outputs
         for name in artifacts.names(loaded, ref):
             walk.compile(graph.step_of(loaded.manifest, name.partition(".")[0]))
     bases = {name: (b.image.digest if b is not None else None) for name, b in walk.bases.items()}
@@ -200,31 +199,37 @@ def build(
     return _execute(plan, ctx, report=report)
 
 
-def write(
+def _image_target(
     built: Built,
+    ctx: Context,
+    loaded: Loaded,
     writers: Sequence[Writer],
     *,
-    ctx: Context,
-    source_name: str,
-    sif_compressor: str,
-    sif_name: str = "image.sif",
-    report: Reporter = quiet,
-    mount_from: Sequence[ImageName] = (),
-    referrers: Sequence[Artifact] = (),
-) -> list[Written]:
-    """Write the image to every output; a SIF is made once for all that need it. A push
-    mounts blobs from the base's repository and ``mount_from`` (on the same registry).
-    ``referrers`` (the SBOM, the provenance) go with it to every output (see writers.Target)."""
+    report: Reporter,
+    mount_from: Sequence[ImageName],
+    referrers: Sequence[Artifact],
+) -> Target:
+    """What the writers write of one image: a push mounts blobs from the base's repository
+    and ``mount_from`` (on the same registry); ``referrers`` (the SBOM, the provenance) go
+    with it to every output (see writers.Target)."""
+    # The definition file inside a SIF names where the image lives (stable, not a temp path).
+    names = [w.image_name for w in writers if w.image_name is not None]
+    source_name = names[0] if names else f"assemble:{loaded.manifest.name}"
     base_repo = [built.base.registry_name] if built.base.registry_name else []
-    target = Target(
+    return Target(
         SourceImage(built.image, ctx.cache, source_name),
         ctx,
-        sif_compressor,
-        sif_name,
+        loaded.manifest.sif.compressor,
+        f"{loaded.manifest.name}.sif",
         mount_from=[*base_repo, *mount_from],
         sif_progress=lambda n: report(Event("bytes", {"n": n, "what": "sif"})),
         referrers=referrers,
     )
+
+
+def write(target: Target, writers: Sequence[Writer], *, report: Reporter = quiet) -> list[Written]:
+    """Write ``target`` (an image, the images of several platforms as one index, or an OCI
+    artifact of files) to every output, in order; a SIF is made once for all that need it."""
     written: list[Written] = []
     try:
         for writer in writers:
@@ -237,6 +242,26 @@ def write(
     finally:
         target.cleanup()
     return written
+
+
+def _outputs(loaded: Loaded, options: Options) -> tuple[list[Writer], list[Ref]]:
+    """The writers of the image (or of the ``--artifact``), and the ``artifact:`` outputs (a
+    step's files, written by :mod:`assembler.pipeline.artifacts`)."""
+    refs = output_refs(loaded, options)
+    attach_sif = loaded.manifest.sif.attach or options.attach_sif
+    writers = [writer_for(ref, attach_sif=attach_sif) for ref in refs if not ref.holds_files]
+    return writers, [r for r in refs if r.holds_files]
+
+
+def _checked_outputs(loaded: Loaded, options: Options) -> tuple[list[Writer], list[Ref]]:
+    """:func:`_outputs`, every one checked before anything is built (InputError)."""
+    writers, files = _outputs(loaded, options)
+    for writer in writers:
+        writer.check(force=options.force)
+    artifacts.check(loaded, files, force=options.force, cache_dir=options.cache_dir)
+    if options.artifacts:
+        artifacts.check_oci_outputs(loaded, options.artifacts, writers)
+    return writers, files
 
 
 def assemble(loaded: Loaded, options: Options, *, runner: Runner, report: Reporter = quiet) -> Result:
@@ -256,52 +281,32 @@ def assemble(loaded: Loaded, options: Options, *, runner: Runner, report: Report
 
 def _assemble_once(loaded: Loaded, options: Options, *, runner: Runner, report: Reporter) -> Result:
     started = time.monotonic()
-    refs = output_refs(loaded, options)
-    files = [r for r in refs if r.transport == "artifact"]  # a step's artifacts as files (no image)
-    refs = [r for r in refs if r.transport != "artifact"]
-    writers = [writer_for(ref, attach_sif=loaded.manifest.sif.attach or options.attach_sif) for ref in refs]
-    for writer in writers:
-        writer.check(force=options.force)
-    artifacts.check(loaded, files, force=options.force, cache_dir=options.cache_dir)
-    if options.artifacts:
-        artifacts.check_oci_outputs(loaded, options.artifacts, refs)
+    writers, files = _checked_outputs(loaded, options)
     plan = resolve(loaded, options, runner=runner)
     cache = Cache(options.cache_dir)
+    ctx = _context(loaded, options, cache=cache, runner=runner, registry=options.registry, report=report)
     written_files: list[Written] = []
     if files or options.artifacts:
-        ctx = _context(loaded, options, cache=cache, runner=runner, registry=options.registry, report=report)
         made, steps = artifacts.build(plan, ctx, [*files, *options.artifacts], report=report)
         written_files = artifacts.write(loaded, files, made, cache)
+        image = artifacts.as_image(made, ctx)
         if options.artifacts:  # the outputs hold the artifacts, not an image
             art = artifacts.as_oci(loaded, options.artifacts, made, epoch=ctx.epoch)
-            written_files += artifacts.write_oci(refs, art, ctx=ctx, mount_from=_cache_names(options), report=report)
-            return Result(
-                artifacts.as_image(made, ctx), (), steps, tuple(written_files), time.monotonic() - started, artifact=art
-            )
-        if not refs:
-            return Result(artifacts.as_image(made, ctx), (), steps, tuple(written_files), time.monotonic() - started)
+            source = SourceImage(image, cache, f"assemble:{loaded.manifest.name}")
+            target = Target(source, ctx, mount_from=_cache_names(options), artifact=art)
+            written_files += write(target, writers, report=report)
+            return Result(image, (), steps, tuple(written_files), time.monotonic() - started, artifact=art)
+        if not writers:
+            return Result(image, (), steps, tuple(written_files), time.monotonic() - started)
     built = build(plan, cache=cache, runner=runner, registry=options.registry, report=report)
     report(Event("image", {"digest": built.image.digest}))
     if options.deps_check:  # before any output: an image that cannot run is not written
         check_built(built, cache, report=report)
     referrers = describe_built(built, plan, cache, report=report) if options.sbom else []
-    docker = [r for r in refs if r.transport == "docker"]
-    # The definition file inside a SIF names where the image lives (stable, not a temp path).
-    source_name = str(docker[0]) if docker else f"assemble:{loaded.manifest.name}"
-    ctx = _context(loaded, options, cache=cache, runner=runner, registry=options.registry, report=report)
-    caches = _cache_names(options)
-    written = write(
-        built,
-        writers,
-        ctx=ctx,
-        source_name=source_name,
-        sif_compressor=loaded.manifest.sif.compressor,
-        sif_name=f"{loaded.manifest.name}.sif",
-        report=report,
-        mount_from=caches,
-        referrers=referrers,
+    target = _image_target(
+        built, ctx, loaded, writers, report=report, mount_from=_cache_names(options), referrers=referrers
     )
-    written += written_files
+    written = [*write(target, writers, report=report), *written_files]
     return Result(
         built.image,
         built.layers,
@@ -327,11 +332,7 @@ def assemble_variants(
     with one cache: a step they share runs once in the run, for the first variant.
     Variants that differ only in platform are written as one index to their outputs."""
     for v in variants:  # every output checked before anything is built
-        for ref in output_refs(v.loaded, v.options(options)):
-            if ref.transport == "artifact":
-                artifacts.check(v.loaded, [ref], force=options.force)
-                continue
-            writer_for(ref, attach_sif=v.loaded.manifest.sif.attach or options.attach_sif).check(force=options.force)
+        _checked_outputs(v.loaded, v.options(options))
     made: set[str] = set()
     results = []
     for group in platform_groups(variants):
@@ -344,23 +345,29 @@ def assemble_variants(
             _variant(v, replace(v.options(options), outputs=()), made, len(variants), runner=runner, report=report)
             for v in group
         ]
-        first = group[0]
-        ctx = _context(
-            first.loaded,
-            first.options(options),
-            cache=Cache(options.cache_dir),
-            runner=runner,
-            registry=options.registry,
-            report=report,
-        )
-        written = []
-        for ref in output_refs(first.loaded, first.options(options)):
-            report(Event("output", {"ref": str(ref), "state": "writing"}))
-            w = write_index(ref, [r.image for r in built], ctx, blobs=ctx.cache, referrers=[r.referrers for r in built])
-            report(Event("output", {"ref": w.ref, "state": "done", "digest": w.digest, "uploaded": w.uploaded_bytes}))
-            written.append(w)
+        written = _write_index(group[0], built, options, runner=runner, report=report)
         results.extend(replace(r, outputs=tuple(written)) for r in built)
     return results
+
+
+def _write_index(
+    first: Variant, built: Sequence[Result], options: Options, *, runner: Runner, report: Reporter
+) -> list[Written]:
+    """The images of ``built`` (one per platform) as one index, to the outputs of ``first``."""
+    opts = first.options(options)
+    writers, files = _outputs(first.loaded, opts)  # checked before the images were built
+    if files:
+        raise InputError(f"{files[0]}: images of several platforms under one name go to oci: or docker:// outputs only")
+    ctx = _context(
+        first.loaded, opts, cache=Cache(options.cache_dir), runner=runner, registry=options.registry, report=report
+    )
+    target = Target(
+        SourceImage(built[0].image, ctx.cache, f"assemble:{first.loaded.manifest.name}"),
+        ctx,
+        platforms=[r.image for r in built],
+        platform_referrers=[r.referrers for r in built],
+    )
+    return write(target, writers, report=report)
 
 
 def _variant(v: Variant, options: Options, made: set[str], count: int, *, runner: Runner, report: Reporter) -> Result:

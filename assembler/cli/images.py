@@ -53,10 +53,6 @@ def _source(args: argparse.Namespace, cache_dir: Path, text: str | None = None) 
     from assembler.transports import open_source
 
     ref = parse_ref(args.ref if text is None else text)
-    if ref.transport == "sif":
-        raise InputError(f"{args.command} reads images; a SIF file is read with `siftool info`")
-    if ref.transport == "sqsh":
-        raise InputError(f"{args.command} reads images; a squashfs file is read with `unsquashfs -l`")
     return open_source(absolute_ref(ref, Path.cwd()), _context(args, cache_dir))
 
 
@@ -151,7 +147,7 @@ def _sif_targets(args: argparse.Namespace) -> list[tuple[str, Ref]]:
         if text is None:
             continue
         ref = parse_ref(text)
-        if ref.transport != scheme or ref.name is None:
+        if not text.strip().startswith(f"{scheme}://"):
             raise InputError(f"{flag} takes a {scheme}:// reference, got {text!r}")
         targets.append((flag, ref))
     return targets
@@ -231,12 +227,12 @@ def _image_attestations(args: argparse.Namespace, source: Any) -> list[Any]:
     oci-archive or registry), as artifacts a SIF carries; none when it has none."""
     from assembler.oci import mediatypes as mt
     from assembler.oci.artifact import Artifact
-    from assembler.transports.referrers import list_referrers
+    from assembler.transports.referrers import attached_to
 
     ref = absolute_ref(parse_ref(args.ref), Path.cwd())
-    if ref.transport not in ("oci", "oci-archive", "docker"):
+    listing = attached_to(ref, source, options=registry_options(args))
+    if listing is None:
         return []
-    listing = list_referrers(ref, source.image.digest, source.blobs, options=registry_options(args))
     out = []
     for r in sorted(listing.referrers, key=lambda r: (r.descriptor.artifact_type, r.descriptor.digest)):
         if r.descriptor.artifact_type not in (mt.SPDX_JSON, mt.IN_TOTO_JSON) or len(r.blobs) != 1:

@@ -23,24 +23,18 @@ if TYPE_CHECKING:
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 
 
-_FILES = ("sif", "docker-archive", "sqsh")  # what holds its referrers as files, without manifests
-
-
 def _listing(args: argparse.Namespace, ref: Ref, cache_dir: Path) -> tuple[str, Listing]:
     """The name of what ``ref`` names and the referrers of its image."""
-    from assembler.transports.referrers import list_referrers, list_sidecars, list_sif
+    from assembler.transports.referrers import read_referrers
 
-    if ref.transport == "sif":
-        return str(ref), list_sif(Path(ref.path))
-    if ref.transport in ("docker-archive", "sqsh"):
-        return str(ref), list_sidecars(Path(ref.path), ref.transport)
-    source = _source(args, cache_dir)
-    return source.name, list_referrers(ref, source.image.digest, source.blobs, options=registry_options(args))
+    return read_referrers(ref, lambda: _source(args, cache_dir), options=registry_options(args))
 
 
 def cmd_referrers(args: argparse.Namespace) -> int:
+    from assembler.transports.referrers import holds_referrers
+
     ref = absolute_ref(parse_ref(args.ref), Path.cwd())
-    if ref.transport not in ("oci", "oci-archive", "docker", *_FILES):
+    if not holds_referrers(ref):
         raise InputError(
             f"{args.ref}: referrers live in OCI layouts (oci:), oci-archives, registries (docker://), "
             "SIF files and next to docker-archives and sqsh files"

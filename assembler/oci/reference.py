@@ -39,6 +39,8 @@ TRANSPORTS: tuple[Transport, ...] = (
     "artifact",
 )
 
+_NOT_BASES = {"sif": "a SIF file", "oras": "a SIF file", "sqsh": "an Enroot squashfs"}
+
 
 @dataclass(frozen=True)
 class ImageName:
@@ -104,6 +106,22 @@ class Ref:
     path: str = ""
     tag: str = ""
     name: ImageName | None = None
+
+    @property
+    def base_only(self) -> bool:
+        """Whether this names an image that is only read (``rootfs:``, ``scratch``), never written."""
+        return self.transport in ("rootfs", "scratch")
+
+    @property
+    def not_a_base(self) -> str | None:
+        """What this names when it holds no image a build can start from (a SIF, an Enroot
+        squashfs: outputs only), else None."""
+        return _NOT_BASES.get(self.transport)
+
+    @property
+    def holds_files(self) -> bool:
+        """Whether this is an ``artifact:DIR:STEP`` output: a step's artifacts as files, no image."""
+        return self.transport == "artifact"
 
     def __str__(self) -> str:
         if self.transport == "scratch":

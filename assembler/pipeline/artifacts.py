@@ -1,6 +1,6 @@
 """``artifact:DIR:STEP[.NAME]`` outputs: a compile step's artifacts written as files; and
-``--artifact STEP[.NAME]``: those artifacts as an OCI artifact of their own in the build's
-``oci:`` and ``docker://`` outputs (:func:`as_oci`, :func:`write_oci`), again with no image.
+``--artifact STEP[.NAME]``: those artifacts as an OCI artifact of their own (:func:`as_oci`),
+which the build's ``oci:`` and ``docker://`` writers write, again with no image.
 
 Each artifact is unpacked from its layer into DIR with the folders above it dropped: an
 artifact ``{path: /build/dist/*.whl, to: /wheels/}`` gives ``DIR/vllm-....whl``, one with
@@ -30,14 +30,15 @@ from assembler.oci.artifact import FilesArtifact
 from assembler.oci.descriptor import Descriptor
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
-from assembler.oci.reference import ImageName, Ref
+from assembler.oci.reference import Ref
 from assembler.pipeline import graph
 from assembler.pipeline.builder import Builder
 from assembler.pipeline.graph import StepReport
-from assembler.pipeline.options import Event, Reporter
+from assembler.pipeline.options import Reporter
 from assembler.pipeline.resolve import Plan
+from assembler.pipeline.writers import Writer
 from assembler.spec.load import Loaded
-from assembler.transports import Context, Written, write_artifact
+from assembler.transports import Context, Written
 
 MARKER = ".assemble-artifacts"
 ARTIFACT_TYPE = "application/vnd.assemble.artifacts.v1"  # a step's artifacts, each blob a tar
@@ -140,33 +141,20 @@ def as_oci(loaded: Loaded, wanted: Sequence[str], artifacts: Mapping[str, Layer]
     return FilesArtifact(ARTIFACT_TYPE, tuple(blobs), annotations)
 
 
-def check_oci_outputs(loaded: Loaded, wanted: Sequence[str], refs: Sequence[Ref]) -> None:
+def check_oci_outputs(loaded: Loaded, wanted: Sequence[str], writers: Sequence[Writer]) -> None:
     """``--artifact`` (``wanted``): the artifacts exist and every output can hold an OCI artifact."""
     for text in wanted:
         names(loaded, text)
-    for ref in refs:
-        if ref.transport not in ("oci", "docker"):
+    for writer in writers:
+        if not writer.holds_artifact:
             raise InputError(
-                f"--artifact: {ref} cannot hold an OCI artifact",
+                f"--artifact: {writer.ref} cannot hold an OCI artifact",
                 hint="use oci:DIR[:TAG] or docker://REF (artifact:DIR:STEP for files)",
             )
-    if not refs:
+    if not writers:
         raise InputError(
             "--artifact: no output to write the artifacts to", hint="add -o oci:DIR:TAG or -o docker://REF"
         )
-
-
-def write_oci(
-    refs: Sequence[Ref], art: FilesArtifact, *, ctx: Context, mount_from: Sequence[ImageName], report: Reporter
-) -> list[Written]:
-    """``--artifact``: ``art`` written to each output (``oci:`` or ``docker://``) instead of an image."""
-    written = []
-    for ref in refs:
-        report(Event("output", {"ref": str(ref), "state": "writing"}))
-        w = write_artifact(ref, art, blobs=ctx.cache, ctx=ctx, mount_from=mount_from)
-        report(Event("output", {"ref": w.ref, "state": "done", "digest": w.digest, "uploaded": w.uploaded_bytes}))
-        written.append(w)
-    return written
 
 
 def write(loaded: Loaded, refs: Sequence[Ref], artifacts: Mapping[str, Layer], cache: Cache) -> list[Written]:

@@ -22,6 +22,7 @@ from assembler.errors import AssemblerError, BadPlatform, InputError
 from assembler.oci.descriptor import Platform
 from assembler.oci.reference import absolute_ref, parse_ref
 from assembler.pipeline.options import Event, Options, Reporter
+from assembler.pipeline.writers import writer_for
 from assembler.spec.coupling import check_platforms
 from assembler.spec.fields import scalar_to_str
 from assembler.spec.load import Loaded, load_manifest
@@ -193,6 +194,14 @@ def _same_output(text: str) -> str:
         return text  # not a reference: the build reports it, with where it is written
 
 
+def _holds_index(text: str) -> bool:
+    """Whether output ``text`` can hold the images of several platforms (one index)."""
+    try:
+        return writer_for(parse_ref(text)).holds_index
+    except (ValueError, InputError):
+        return False  # not an output: the build reports it
+
+
 def check_outputs(variants: Sequence[Variant]) -> None:
     """Two variants writing one output is an error, unless only their platforms differ:
     then one index carries them."""
@@ -205,7 +214,7 @@ def check_outputs(variants: Sequence[Variant]) -> None:
                     f"{text}: variants {other.name!r} and {v.name!r} would both write it",
                     hint="put ${target} or a matrix param (${variant}, ${name}...) in -o, or push to docker://REG/",
                 )
-            if other is not v and not text.startswith(("oci:", "docker://")):
+            if other is not v and not _holds_index(text):
                 raise InputError(
                     f"{text}: images of several platforms under one name go to oci: or docker:// "
                     "outputs only (one index carries them)",

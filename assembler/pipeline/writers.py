@@ -1,14 +1,18 @@
-"""Outputs as writers: one class per output kind, all writing one image.
+"""Outputs as writers: one class per transport, each writing through that transport's
+own module (``layout``, ``archive``, ``sif``, ``enroot``, ``remote``), as
+go-containerregistry's ``layout``, ``tarball`` and ``remote`` each read and write.
 
-:func:`writer_for` picks the class of a reference. The writers of one image share a
-:class:`Target` (the image, how to read its blobs, and a SIF made once: a ``sif:`` output
-and an ``oras://`` push of the same image reuse one file). ``assemble sif`` uses the same
-classes for any image. The outputs carry the image's referrers (its SBOM, its
-provenance; an untagged ``oci:DIR`` stays one manifest): inside tagged layouts and
-oci-archives, registries and SIFs; as files next to docker-archives, untagged
-oci-archives and sqsh files. Registry pushes go through
-:func:`assembler.transports.write_output` and :func:`assembler.transports.sif_publish.push_sif`,
-the registry client's entry points.
+:data:`WRITERS` maps a reference's transport to its writer class: the one place writing
+dispatches on the transport. A writer writes a :class:`Target`: one image; the images of
+several platforms as one index (``oci:``, ``docker://``); or a step's artifacts as an OCI
+artifact (``--artifact``: ``oci:``, ``docker://``). The writers of one target share it
+(a SIF made once: a ``sif:`` output and an ``oras://`` push of the same image reuse one
+file). ``assemble sif`` uses the same classes for any image. The outputs carry the
+image's referrers (its SBOM, its provenance; an untagged ``oci:DIR`` stays one manifest):
+inside tagged layouts and oci-archives, registries and SIFs; as files next to
+docker-archives, untagged oci-archives and sqsh files. Registry pushes go through
+:func:`assembler.transports.remote.push` and
+:func:`assembler.transports.sif_publish.push_sif`, the registry client's entry points.
 """
 
 from __future__ import annotations
@@ -18,14 +22,15 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, ClassVar
 
-from assembler.cache import temp_prefix
+from assembler.cache import Cache, temp_prefix
 from assembler.errors import InputError
-from assembler.oci.artifact import Artifact
+from assembler.oci.artifact import Artifact, FilesArtifact
+from assembler.oci.image import Image
 from assembler.oci.reference import ImageName, Ref
-from assembler.transports import Context, Written, check_replaceable, registry_options, write_output
-from assembler.transports.common import SourceImage
+from assembler.transports import Context, Written, archive, check_replaceable, index, layout, registry_options
+from assembler.transports.common import BlobReader, SourceImage
 from assembler.transports.sidecar import check_sidecars, write_sidecars
 
 if TYPE_CHECKING:
@@ -34,7 +39,11 @@ if TYPE_CHECKING:
 
 @dataclass
 class Target:
-    """The image the writers write, and what they share: a SIF is made at most once."""
+    """What the writers write, and what they share: a SIF is made at most once.
+
+    ``source`` is the image, with the reader of its blobs; with ``platforms``, the images of
+    several platforms are written instead, as one index (``source`` reads their blobs);
+    with ``artifact``, that OCI artifact (``source`` reads its blobs)."""
 
     source: SourceImage
     ctx: Context
@@ -50,7 +59,20 @@ class Target:
     # layouts and archives, pushed with the image, put into SIFs as data objects, and
     # written next to docker-archives and sqsh files (transports.sidecar).
     referrers: Sequence[Artifact] = ()
+    # An index: each platform's image and its referrers (platform_referrers[i] are platforms[i]'s).
+    platforms: Sequence[Image] = ()
+    platform_referrers: Sequence[Sequence[Artifact]] = ()
+    artifact: FilesArtifact | None = None
     _tmp: Path | None = field(default=None, repr=False)
+
+    @property
+    def blobs(self) -> BlobReader:
+        return self.source.blobs
+
+    def per_platform(self) -> list[Sequence[Artifact]]:
+        """The referrers of each of ``platforms`` (none for one not given)."""
+        given = self.platform_referrers
+        return [given[i] if i < len(given) else () for i in range(len(self.platforms))]
 
     def make_sif(self, path: Path | None = None) -> SifInfo:
         """The SIF of the image: written at ``path``, or (None) the one already made, else
@@ -80,46 +102,48 @@ class Target:
             self._tmp = None
 
 
-class Writer(Protocol):
-    """Writes the image of a :class:`Target` to one output."""
+@dataclass(frozen=True)
+class Writer:
+    """Writes a :class:`Target` to the output ``ref``: an image, else (where the output can
+    hold one, else InputError) an index or an OCI artifact of files."""
+
+    ref: Ref
+    # Whether the output can hold an OCI artifact of files (--artifact), not only images.
+    holds_artifact: ClassVar[bool] = False
+    # Whether it can hold the images of several platforms as one index.
+    holds_index: ClassVar[bool] = False
 
     @property
-    def ref(self) -> Ref:
-        """The output."""
-        ...
+    def image_name(self) -> str | None:
+        """Where the image can be found again by name after it is written (a registry's
+        reference); None for a file or folder."""
+        return None
 
     def check(self, *, force: bool) -> None:
         """Before anything is built: InputError when the output may not be written."""
 
     def write(self, target: Target) -> list[Written]:
         """Write; what was written (a push may write a referrer too)."""
-        ...
+        if target.artifact is not None:
+            return self.write_artifact(target.artifact, target)
+        if target.platforms:
+            return self.write_index(target)
+        return self.write_image(target)
 
+    def write_image(self, target: Target) -> list[Written]:
+        raise NotImplementedError
 
-@dataclass(frozen=True)
-class _FileWriter:
-    ref: Ref
+    def write_index(self, target: Target) -> list[Written]:
+        raise InputError(f"{self.ref}: images of several platforms under one name go to oci: or docker:// outputs only")
 
-    def check(self, *, force: bool) -> None:
-        check_replaceable(Path(self.ref.path), self.ref.transport, force=force)
-
-    def write(self, target: Target) -> list[Written]:
-        return [write_output(self.ref, target.source.image, target.ctx, blobs=target.source.blobs)]
-
-
-class LayoutWriter(_FileWriter):
-    """``oci:DIR[:TAG]``: an OCI layout (added to when it exists), with the image's referrers.
-
-    An untagged ``oci:DIR`` stays a layout of one manifest, without referrers: skopeo,
-    podman and buildah read ``oci:DIR`` only when its index lists one."""
-
-    def write(self, target: Target) -> list[Written]:
-        referrers = target.referrers if self.ref.tag else ()
-        return [write_output(self.ref, target.source.image, target.ctx, blobs=target.source.blobs, referrers=referrers)]
+    def write_artifact(self, artifact: FilesArtifact, target: Target) -> list[Written]:
+        raise InputError(
+            f"{self.ref}: artifacts are written to oci:DIR[:TAG] or docker://REF (or as files: artifact:DIR:STEP)"
+        )
 
 
 def _file_of(ref: Ref, target: Target) -> Path:
-    """The output file of ``ref``, as write_output places it."""
+    """The output file or folder of ``ref`` (a relative path: against the context's folder)."""
     path = Path(ref.path).expanduser()
     return path if path.is_absolute() else target.ctx.base_dir / path
 
@@ -130,50 +154,101 @@ def _with_sidecars(written: Written, path: Path, referrers: Sequence[Artifact]) 
     return [written, *(Written(str(f), a.blob.digest) for f, a in zip(files, referrers, strict=True))]
 
 
-class OciArchiveWriter(_FileWriter):
+def _digests(*referrers: Sequence[Artifact]) -> tuple[str, ...]:
+    return tuple(a.digest for arts in referrers for a in arts)
+
+
+class LayoutWriter(Writer):
+    """``oci:DIR[:TAG]``: an OCI layout (added to when it exists), with the image's referrers.
+
+    An untagged ``oci:DIR`` stays a layout of one manifest, without referrers: skopeo,
+    podman and buildah read ``oci:DIR`` only when its index lists one."""
+
+    holds_artifact = True
+    holds_index = True
+
+    def check(self, *, force: bool) -> None:
+        check_replaceable(Path(self.ref.path), "oci", force=force)
+
+    def write_image(self, target: Target) -> list[Written]:
+        image = target.source.image
+        referrers = target.referrers if self.ref.tag else ()
+        layout.write(_file_of(self.ref, target), image, tag=self.ref.tag, blobs=target.blobs, referrers=referrers)
+        return [Written(str(self.ref), image.digest, referrers=_digests(referrers))]
+
+    def write_index(self, target: Target) -> list[Written]:
+        per_platform = target.per_platform()
+        digest = index.write_layout(
+            _file_of(self.ref, target), self.ref.tag, target.platforms, blobs=target.blobs, referrers=per_platform
+        )
+        return [Written(str(self.ref), digest, referrers=_digests(*per_platform))]
+
+    def write_artifact(self, artifact: FilesArtifact, target: Target) -> list[Written]:
+        entry = layout.write_artifact(_file_of(self.ref, target), artifact, tag=self.ref.tag, blobs=target.blobs)
+        return [Written(str(self.ref), entry.digest)]
+
+
+class OciArchiveWriter(Writer):
     """``oci-archive:FILE[:TAG]``: tagged, with the image's referrers inside, as a layout;
     untagged, with them next to it (``FILE.spdx.json``...): skopeo reads an untagged
     archive only when its index lists one manifest."""
 
     def check(self, *, force: bool) -> None:
-        super().check(force=force)
+        check_replaceable(Path(self.ref.path), "oci-archive", force=force)
         if not self.ref.tag:
-            check_sidecars(Path(self.ref.path), self.ref.transport)
+            check_sidecars(Path(self.ref.path), "oci-archive")
 
-    def write(self, target: Target) -> list[Written]:
+    def write_image(self, target: Target) -> list[Written]:
+        image, path = target.source.image, _file_of(self.ref, target)
         inside = target.referrers if self.ref.tag else ()
-        out = write_output(self.ref, target.source.image, target.ctx, blobs=target.source.blobs, referrers=inside)
-        return _with_sidecars(out, _file_of(self.ref, target), () if self.ref.tag else target.referrers)
+        archive.write_oci_archive(
+            path, image, tag=self.ref.tag, blobs=target.blobs, epoch=target.ctx.epoch, referrers=inside
+        )
+        written = Written(str(self.ref), image.digest, referrers=_digests(inside))
+        return _with_sidecars(written, path, () if self.ref.tag else target.referrers)
 
 
-class DockerArchiveWriter(_FileWriter):
-    """``docker-archive:FILE[:REF]``, for ``docker load`` (uncompressed layers); the image's
-    referrers go next to it (``FILE.spdx.json``, ``FILE.provenance.intoto.json``)."""
+def _size_key(diff_id: str) -> str:
+    return "usize-" + diff_id.split(":", 1)[1]
+
+
+def _known_size(cache: Cache, diff_id: str) -> int | None:
+    hit = cache.memo(_size_key(diff_id))
+    size = hit.get("size") if hit else None
+    return size if isinstance(size, int) else None
+
+
+class DockerArchiveWriter(Writer):
+    """``docker-archive:FILE[:REF]``, for ``docker load`` (uncompressed layers, whose sizes
+    the cache remembers); the image's referrers go next to it (``FILE.spdx.json``,
+    ``FILE.provenance.intoto.json``)."""
 
     def check(self, *, force: bool) -> None:
-        super().check(force=force)
-        check_sidecars(Path(self.ref.path), self.ref.transport)
+        check_replaceable(Path(self.ref.path), "docker-archive", force=force)
+        check_sidecars(Path(self.ref.path), "docker-archive")
 
-    def write(self, target: Target) -> list[Written]:
-        out = write_output(self.ref, target.source.image, target.ctx, blobs=target.source.blobs)
-        return _with_sidecars(out, _file_of(self.ref, target), target.referrers)
+    def write_image(self, target: Target) -> list[Written]:
+        image, path, cache = target.source.image, _file_of(self.ref, target), target.ctx.cache
+        sizes = archive.uncompressed_sizes(image, target.blobs, known=lambda diff_id: _known_size(cache, diff_id))
+        for layer in sizes:
+            cache.put_memo(_size_key(layer.diff_id), {"size": layer.size})
+        archive.write_docker_archive(
+            path, image, ref=self.ref.tag, blobs=target.blobs, epoch=target.ctx.epoch, sizes=sizes
+        )
+        return _with_sidecars(Written(str(self.ref), image.digest), path, target.referrers)
 
 
-@dataclass(frozen=True)
-class SifWriter:
+class SifWriter(Writer):
     """``sif:FILE``: an Apptainer SIF, with the image's referrers as data objects."""
-
-    ref: Ref
 
     def check(self, *, force: bool) -> None:
         check_replaceable(Path(self.ref.path), "sif", force=force)
 
-    def write(self, target: Target) -> list[Written]:
+    def write_image(self, target: Target) -> list[Written]:
         return [Written(str(self.ref), target.make_sif(Path(self.ref.path)).digest)]
 
 
-@dataclass(frozen=True)
-class SqshWriter:
+class SqshWriter(Writer):
     """``sqsh:FILE``: an Enroot/Pyxis image (:mod:`assembler.transports.enroot`).
 
     Its squashfs is written on its own, not shared with a SIF of the same run: the two
@@ -181,13 +256,11 @@ class SqshWriter:
     different squashfs bytes; the layers are only read twice. A squashfs has no place for
     the image's referrers: they go next to it (``FILE.spdx.json``...)."""
 
-    ref: Ref
-
     def check(self, *, force: bool) -> None:
         check_replaceable(Path(self.ref.path), "sqsh", force=force)
         check_sidecars(Path(self.ref.path), "sqsh")
 
-    def write(self, target: Target) -> list[Written]:
+    def write_image(self, target: Target) -> list[Written]:
         from assembler.transports.enroot import write_sqsh  # only sqsh outputs need it
 
         ctx = target.ctx
@@ -219,76 +292,101 @@ def _push_sif(target: Target, name: ImageName, *, referrer: bool) -> Written:
     return Written(pub.ref, pub.digest, pub.uploaded_bytes)
 
 
-@dataclass(frozen=True)
-class OrasWriter:
+class OrasWriter(Writer):
     """``oras://HOST/REPO:TAG``: the SIF as an OCI artifact, for ``apptainer pull oras://``."""
 
-    ref: Ref
-
-    def check(self, *, force: bool) -> None:
-        pass
-
-    def write(self, target: Target) -> list[Written]:
+    def write_image(self, target: Target) -> list[Written]:
         assert self.ref.name is not None
         return [_push_sif(target, self.ref.name, referrer=False)]
 
 
-@dataclass(frozen=True)
-class SifReferrerWriter:
+class SifReferrerWriter(Writer):
     """The SIF pushed to ``docker://REPO`` as a referrer of the image (``--attach``)."""
 
-    ref: Ref
-
-    def check(self, *, force: bool) -> None:
-        pass
-
-    def write(self, target: Target) -> list[Written]:
+    def write_image(self, target: Target) -> list[Written]:
         assert self.ref.name is not None
         return [_push_sif(target, self.ref.name, referrer=True)]
 
 
 @dataclass(frozen=True)
-class RegistryWriter:
-    """``docker://HOST/REPO[:TAG]``: pushed; with ``attach_sif`` its SIF as a referrer too."""
+class RegistryWriter(Writer):
+    """``docker://HOST/REPO[:TAG]``: pushed, then the image's referrers; with ``attach_sif``
+    its SIF as a referrer too. A push mounts the blobs of ``mount_from`` on the same registry."""
 
-    ref: Ref
     attach_sif: bool = False
+    holds_artifact = True
+    holds_index = True
 
-    def check(self, *, force: bool) -> None:
-        pass
+    @property
+    def image_name(self) -> str | None:
+        return str(self.ref)
 
-    def write(self, target: Target) -> list[Written]:
+    def _push(self, target: Target, what: Image | FilesArtifact) -> Written:
+        from assembler.transports import remote  # the registry client, only when pushing
+
         name = self.ref.name
         assert name is not None
-        same = [b for b in target.mount_from if b.registry == name.registry]
-        out = [
-            write_output(
-                self.ref,
-                target.source.image,
-                target.ctx,
-                blobs=target.source.blobs,
-                mount_from=same,
-                referrers=target.referrers,
-            )
-        ]
+        ctx = target.ctx
+        result = remote.push(
+            what,
+            name,
+            blobs=target.blobs,
+            options=registry_options(ctx),
+            mount_from=target.mount_from,  # those on name's registry
+            progress=ctx.upload_progress or ctx.progress,
+        )
+        s = result.stats
+        return Written(
+            str(self.ref), result.digest, s.uploaded_bytes, s.uploaded_blobs, s.mounted_blobs, s.skipped_blobs
+        )
+
+    def write_image(self, target: Target) -> list[Written]:
+        from assembler.transports.referrers import push_referrers
+
+        assert self.ref.name is not None
+        pushed = self._push(target, target.source.image)
+        if target.referrers:  # after the image: a registry may refuse a subject it does not have
+            options = registry_options(target.ctx)
+            pushed = replace(pushed, referrers=tuple(push_referrers(self.ref.name, target.referrers, options=options)))
+        out = [pushed]
         if self.attach_sif:
-            (pushed,) = SifReferrerWriter(self.ref).write(target)
-            out.append(replace(pushed, ref=f"{pushed.ref} (referrer of {target.source.image.digest[:19]})"))
+            (sif,) = SifReferrerWriter(self.ref).write(target)
+            out.append(replace(sif, ref=f"{sif.ref} (referrer of {target.source.image.digest[:19]})"))
         return out
+
+    def write_index(self, target: Target) -> list[Written]:
+        assert self.ref.name is not None
+        ctx, per_platform = target.ctx, target.per_platform()
+        digest, uploaded = index.push(
+            self.ref.name,
+            target.platforms,
+            blobs=target.blobs,
+            referrers=per_platform,
+            options=registry_options(ctx),
+            progress=ctx.upload_progress or ctx.progress,
+        )
+        return [Written(str(self.ref), digest, uploaded, referrers=_digests(*per_platform))]
+
+    def write_artifact(self, artifact: FilesArtifact, target: Target) -> list[Written]:
+        return [self._push(target, artifact)]
+
+
+# The one place writing dispatches on a reference's transport (docker:// is RegistryWriter,
+# which takes attach_sif; rootfs: and scratch are bases; artifact: is pipeline.artifacts').
+WRITERS: dict[str, type[Writer]] = {
+    "oci": LayoutWriter,
+    "oci-archive": OciArchiveWriter,
+    "docker-archive": DockerArchiveWriter,
+    "sif": SifWriter,
+    "sqsh": SqshWriter,
+    "oras": OrasWriter,
+    "docker": RegistryWriter,
+}
 
 
 def writer_for(ref: Ref, *, attach_sif: bool = False) -> Writer:
     """The writer of output ``ref``; InputError for a reference that is not an output."""
-    kinds: dict[str, type[_FileWriter | SifWriter | SqshWriter | OrasWriter]] = {
-        "oci": LayoutWriter,
-        "oci-archive": OciArchiveWriter,
-        "docker-archive": DockerArchiveWriter,
-        "sif": SifWriter,
-        "sqsh": SqshWriter,
-        "oras": OrasWriter,
-    }
-    if ref.transport == "docker":
-        return RegistryWriter(ref, attach_sif=attach_sif)
-    if ref.transport in kinds:
-        return kinds[ref.transport](ref)
-    raise InputError(f"{ref.transport}: {ref} is a base, not an output")
+    kind = WRITERS.get(ref.transport)
+    if kind is None:
+        raise InputError(f"{ref.transport}: {ref} is a base, not an output")
+    return RegistryWriter(ref, attach_sif=attach_sif) if kind is RegistryWriter else kind(ref)

@@ -85,7 +85,7 @@ def check(loaded: Loaded, *, overridden_sources: frozenset[str] = frozenset()) -
             parsed = parse_ref(out)
         except BadReference as e:
             raise loaded.error(("outputs", i), str(e)) from None
-        if parsed.transport in ("rootfs", "scratch"):
+        if parsed.base_only:
             raise loaded.error(("outputs", i), f"{parsed.transport} is a base, not an output")
     try:
         Platform.parse(man.platform)
@@ -102,9 +102,8 @@ def _check_bases_and_sources(loaded: Loaded, overridden_sources: frozenset[str])
                 parsed = parse_ref(ref)
             except BadReference as e:
                 raise loaded.error(("bases", name), str(e)) from None
-            if parsed.transport in ("sif", "oras", "sqsh"):
-                what = "an Enroot squashfs" if parsed.transport == "sqsh" else "a SIF file"
-                raise loaded.error(("bases", name), f"{what} cannot be a base")
+            if parsed.not_a_base is not None:
+                raise loaded.error(("bases", name), f"{parsed.not_a_base} cannot be a base")
     if man.image.base not in man.bases:
         raise loaded.error(("image", "base"), f"unknown base {man.image.base!r}", hint=f"bases: {_names(man.bases)}")
     for name, src in man.sources.items():

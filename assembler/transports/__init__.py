@@ -3,13 +3,16 @@
 One module per format, each reading and writing where that makes sense: ``layout``
 (OCI dir), ``archive`` (oci-archive, docker-archive), ``rootfs`` (tarball),
 ``bootstrap`` (mmdebstrap), ``remote`` (registry, through :mod:`assembler.registry`),
-``sif`` (Apptainer). This module only dispatches on the reference.
+``sif`` (Apptainer).
+This module dispatches reading on the reference (:func:`open_source`); writing is
+dispatched once, by :data:`assembler.pipeline.writers.WRITERS`, whose writers call each
+format's module themselves.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -19,14 +22,13 @@ from assembler.cache import BlobWriter, Cache
 from assembler.errors import CorruptBlob, DigestMismatch, InputError, InvalidImage
 from assembler.oci import mediatypes as mt
 from assembler.oci import mutate
-from assembler.oci.artifact import Artifact, FilesArtifact
 from assembler.oci.descriptor import Descriptor, Platform
 from assembler.oci.digest import digest_hex
 from assembler.oci.image import Image
-from assembler.oci.reference import ImageName, Ref
+from assembler.oci.reference import Ref
 from assembler.proc import Runner
 from assembler.transports import archive, layout, rootfs
-from assembler.transports.common import BlobReader, RegistryOptions, SourceImage
+from assembler.transports.common import RegistryOptions, SourceImage
 
 _CHUNK = 1 << 20
 
@@ -82,6 +84,10 @@ def open_source(ref: Ref, ctx: Context) -> SourceImage:
 
         assert ref.name is not None
         return remote.read(ref.name, platform=ctx.platform, options=registry_options(ctx), progress=ctx.progress)
+    if ref.transport == "sif":
+        raise InputError(f"{ref}: not an image; a SIF file is read with `siftool info`")
+    if ref.transport == "sqsh":
+        raise InputError(f"{ref}: not an image; a squashfs file is read with `unsquashfs -l`")
     raise InputError(f"{ref} cannot be read as an image")
 
 
@@ -231,91 +237,4 @@ class Written:
     referrers: tuple[str, ...] = ()  # digests of the referrers written with it (SBOM, provenance)
 
 
-def write_output(
-    ref: Ref,
-    image: Image,
-    ctx: Context,
-    *,
-    blobs: BlobReader,
-    mount_from: Sequence[ImageName] = (),
-    referrers: Sequence[Artifact] = (),
-) -> Written:
-    """Write ``image`` to the output ``ref``, with ``referrers`` (artifacts whose subject is
-    ``image``) where the output can hold them: an OCI layout or archive, a registry (a
-    docker-archive cannot: see :mod:`assembler.transports.sidecar`). SIF and sqsh outputs
-    have writers of their own."""
-    attached = tuple(a.digest for a in referrers)
-    if ref.transport == "oci":
-        layout.write(_path(ctx, ref.path), image, tag=ref.tag, blobs=blobs, referrers=referrers)
-        return Written(str(ref), image.digest, referrers=attached)
-    if ref.transport == "oci-archive":
-        archive.write_oci_archive(
-            _path(ctx, ref.path), image, tag=ref.tag, blobs=blobs, epoch=ctx.epoch, referrers=referrers
-        )
-        return Written(str(ref), image.digest, referrers=attached)
-    if ref.transport == "docker-archive":
-        sizes = archive.uncompressed_sizes(image, blobs, known=lambda diff_id: _known_size(ctx.cache, diff_id))
-        for layer in sizes:
-            ctx.cache.put_memo(_size_key(layer.diff_id), {"size": layer.size})
-        archive.write_docker_archive(
-            _path(ctx, ref.path), image, ref=ref.tag, blobs=blobs, epoch=ctx.epoch, sizes=sizes
-        )
-        return Written(str(ref), image.digest)
-    if ref.transport == "docker":
-        from assembler.transports import remote
-
-        assert ref.name is not None
-        result = remote.push(
-            image,
-            ref.name,
-            blobs=blobs,
-            options=registry_options(ctx),
-            mount_from=mount_from,
-            progress=ctx.upload_progress or ctx.progress,
-        )
-        s = result.stats
-        if referrers:  # after the image: a registry may refuse a subject it does not have
-            from assembler.transports.referrers import push_referrers
-
-            attached = tuple(push_referrers(ref.name, referrers, options=registry_options(ctx)))
-        return Written(
-            str(ref), result.digest, s.uploaded_bytes, s.uploaded_blobs, s.mounted_blobs, s.skipped_blobs, attached
-        )
-    raise InputError(f"{ref} is not an image output (use oci:, oci-archive:, docker-archive: or docker://)")
-
-
-def write_artifact(
-    ref: Ref, artifact: FilesArtifact, *, blobs: BlobReader, ctx: Context, mount_from: Sequence[ImageName] = ()
-) -> Written:
-    """Write ``artifact`` (a step's artifacts, no image) to ``ref``: an OCI layout or a registry."""
-    if ref.transport == "oci":
-        entry = layout.write_artifact(_path(ctx, ref.path), artifact, tag=ref.tag, blobs=blobs)
-        return Written(str(ref), entry.digest)
-    if ref.transport == "docker":
-        from assembler.transports import remote
-
-        assert ref.name is not None
-        result = remote.push(
-            artifact,
-            ref.name,
-            blobs=blobs,
-            options=registry_options(ctx),
-            mount_from=mount_from,
-            progress=ctx.upload_progress or ctx.progress,
-        )
-        s = result.stats
-        return Written(str(ref), result.digest, s.uploaded_bytes, s.uploaded_blobs, s.mounted_blobs, s.skipped_blobs)
-    raise InputError(f"{ref}: artifacts are written to oci:DIR[:TAG] or docker://REF (or as files: artifact:DIR:STEP)")
-
-
-def _size_key(diff_id: str) -> str:
-    return "usize-" + diff_id.split(":", 1)[1]
-
-
-def _known_size(cache: Cache, diff_id: str) -> int | None:
-    hit = cache.memo(_size_key(diff_id))
-    size = hit.get("size") if hit else None
-    return size if isinstance(size, int) else None
-
-
-__all__ = ["Context", "SourceImage", "Written", "import_image", "open_source", "write_output"]
+__all__ = ["Context", "SourceImage", "Written", "import_image", "open_source"]

@@ -7,18 +7,18 @@ after it."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 
-from assembler.errors import InputError
 from assembler.oci import mediatypes as mt
 from assembler.oci.artifact import Artifact
 from assembler.oci.descriptor import Descriptor
 from assembler.oci.digest import canonical_json, sha256_digest
 from assembler.oci.image import Image
-from assembler.oci.reference import Ref
-from assembler.transports import Context, Written, _path, layout, registry_options
-from assembler.transports.common import BlobReader
+from assembler.oci.reference import ImageName
+from assembler.transports import layout
+from assembler.transports.common import BlobReader, RegistryOptions
 
 
 def index_bytes(images: Sequence[Image]) -> bytes:
@@ -27,58 +27,16 @@ def index_bytes(images: Sequence[Image]) -> bytes:
     return canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries})
 
 
-def write_index(
-    ref: Ref,
-    images: Sequence[Image],
-    ctx: Context,
-    *,
-    blobs: BlobReader,
-    referrers: Sequence[Sequence[Artifact]] = (),
-) -> Written:
-    """Write ``images`` and their index to the output ``ref`` (``oci:`` or ``docker://``),
-    with ``referrers[i]`` the referrers of ``images[i]`` (none when not given)."""
+def write_layout(
+    path: Path, tag: str, images: Sequence[Image], *, blobs: BlobReader, referrers: Sequence[Sequence[Artifact]]
+) -> str:
+    """Write ``images`` and their index (tagged ``tag``, or untagged) into the OCI layout at
+    ``path``, with ``referrers[i]`` the referrers of ``images[i]``; the index's digest."""
     body = index_bytes(images)
-    per_image = [list(referrers[i]) if i < len(referrers) else [] for i in range(len(images))]
-    attached = tuple(a.digest for arts in per_image for a in arts)
-    if ref.transport == "oci":
-        _layout_index(ref, images, per_image, body, ctx, blobs)
-        return Written(str(ref), sha256_digest(body), referrers=attached)
-    if ref.transport == "docker":
-        from assembler.registry.client import Registry
-        from assembler.transports import remote
-        from assembler.transports.referrers import push_referrers
-
-        assert ref.name is not None
-        uploaded = 0
-        for image, arts in zip(images, per_image, strict=True):
-            name = replace(ref.name, tag="", digest=image.digest)
-            pushed = remote.push(
-                image, name, blobs=blobs, options=registry_options(ctx), progress=ctx.upload_progress or ctx.progress
-            )
-            uploaded += pushed.stats.uploaded_bytes
-            if arts:  # after their image: a registry may refuse a subject it does not have
-                push_referrers(name, arts, options=registry_options(ctx))
-        with Registry(ref.name.registry, options=registry_options(ctx)) as registry:
-            digest = registry.put_manifest(ref.name.repository, ref.name.reference, body, mt.OCI_INDEX)
-        return Written(str(ref), digest, uploaded, referrers=attached)
-    raise InputError(f"{ref}: images of several platforms under one name go to oci: or docker:// outputs only")
-
-
-def _layout_index(
-    ref: Ref,
-    images: Sequence[Image],
-    referrers: Sequence[Sequence[Artifact]],
-    body: bytes,
-    ctx: Context,
-    blobs: BlobReader,
-) -> None:
-    path = _path(ctx, ref.path)
     for image, arts in zip(images, referrers, strict=True):
         layout.write(path, image, tag="", blobs=blobs, referrers=arts)
     layout.write_blob_bytes(path, body)
-    entry = Descriptor(
-        mt.OCI_INDEX, sha256_digest(body), len(body), {mt.ANNOTATION_REF_NAME: ref.tag} if ref.tag else {}
-    )
+    entry = Descriptor(mt.OCI_INDEX, sha256_digest(body), len(body), {mt.ANNOTATION_REF_NAME: tag} if tag else {})
     # The platform images are reached through the index: not listed untagged beside it.
     inner = {image.digest for image in images}
     with layout.index_lock(path):
@@ -86,7 +44,35 @@ def _layout_index(
             d
             for d in layout.read_index(path)["manifests"]
             if d.get("digest") not in inner
-            and not (ref.tag and (d.get("annotations") or {}).get(mt.ANNOTATION_REF_NAME) == ref.tag)
+            and not (tag and (d.get("annotations") or {}).get(mt.ANNOTATION_REF_NAME) == tag)
         ]
         index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [*manifests, entry.to_json()]}
         layout.write_atomically(path / "index.json", canonical_json(index))
+    return entry.digest
+
+
+def push(
+    name: ImageName,
+    images: Sequence[Image],
+    *,
+    blobs: BlobReader,
+    referrers: Sequence[Sequence[Artifact]],
+    options: RegistryOptions,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[str, int]:
+    """Push ``images`` (by digest, each followed by its ``referrers[i]``), then their index
+    as ``name``; the index's digest as the registry gave it, and the bytes uploaded."""
+    from assembler.registry.client import Registry
+    from assembler.transports import remote
+    from assembler.transports.referrers import push_referrers
+
+    uploaded = 0
+    for image, arts in zip(images, referrers, strict=True):
+        by_digest = replace(name, tag="", digest=image.digest)
+        pushed = remote.push(image, by_digest, blobs=blobs, options=options, progress=progress)
+        uploaded += pushed.stats.uploaded_bytes
+        if arts:  # after their image: a registry may refuse a subject it does not have
+            push_referrers(by_digest, arts, options=options)
+    with Registry(name.registry, options=options) as registry:
+        digest = registry.put_manifest(name.repository, name.reference, index_bytes(images), mt.OCI_INDEX)
+    return digest, uploaded

@@ -30,7 +30,7 @@ from assembler.oci.digest import sha256_digest
 from assembler.oci.reference import ImageName, Ref
 from assembler.transports import archive, layout, sidecar
 from assembler.transports.archive import TarBlobs
-from assembler.transports.common import BlobReader, DirBlobs, RegistryOptions
+from assembler.transports.common import BlobReader, DirBlobs, RegistryOptions, SourceImage
 
 _SMALL = 64 << 20  # an SBOM of a big image is a few MiB; a manifest far less
 
@@ -204,6 +204,36 @@ def list_remote(name: ImageName, image: str, blobs: BlobReader, *, options: Regi
             body, _ = reg.fetch_manifest(name.repository, desc.digest)
             found.append(Referrer(desc, _manifest(body, f"docker://{name}: referrer {desc.digest}")))
     return Listing(image, found, blobs)
+
+
+# Where a reference keeps an image's referrers: as manifests whose subject is the image, or
+# as files (inside a SIF; next to a docker-archive or sqsh file).
+_AS_MANIFESTS = ("oci", "oci-archive", "docker")
+_AS_FILES = ("sif", "docker-archive", "sqsh")
+
+
+def holds_referrers(ref: Ref) -> bool:
+    """Whether ``ref`` can hold an image's referrers (:func:`read_referrers` reads them)."""
+    return ref.transport in (*_AS_MANIFESTS, *_AS_FILES)
+
+
+def read_referrers(ref: Ref, source: Callable[[], SourceImage], *, options: RegistryOptions) -> tuple[str, Listing]:
+    """The name of what ``ref`` names and the referrers of its image; ``source`` opens that
+    image where its referrers are manifests (a SIF, docker-archive or sqsh file is not opened)."""
+    if ref.transport == "sif":
+        return str(ref), list_sif(Path(ref.path))
+    if ref.transport in ("docker-archive", "sqsh"):
+        return str(ref), list_sidecars(Path(ref.path), ref.transport)
+    opened = source()
+    return opened.name, list_referrers(ref, opened.image.digest, opened.blobs, options=options)
+
+
+def attached_to(ref: Ref, source: SourceImage, *, options: RegistryOptions) -> Listing | None:
+    """The referrers of ``source`` (read from ``ref``) where ``ref`` keeps them as manifests
+    (``oci:``, ``oci-archive:``, ``docker://``); None for any other reference."""
+    if ref.transport not in _AS_MANIFESTS:
+        return None
+    return list_referrers(ref, source.image.digest, source.blobs, options=options)
 
 
 def list_referrers(ref: Ref, image: str, blobs: BlobReader, *, options: RegistryOptions) -> Listing:
