@@ -53,6 +53,12 @@ def _project(tmp_path: Path, bases: dict[str, Path], a: str, b: str) -> Path:
     return tmp_path / "m.yaml"
 
 
+def _long_sleep() -> str:
+    """A sleep no other process on the machine runs (another checkout's test run may be
+    sleeping 300 s too): what ``ps`` must no longer show once the build stopped."""
+    return f"sleep 300.{os.getpid()}{time.monotonic_ns() % 100000:05d}"
+
+
 def _containers(cache: Path) -> list[str]:
     argv = [
         "buildah",
@@ -95,7 +101,8 @@ def test_one_job_runs_steps_one_by_one(tmp_path: Path, demo_bases: dict[str, Pat
 
 
 def test_a_failure_stops_the_other_steps(tmp_path: Path, demo_bases: dict[str, Path]) -> None:
-    _project(tmp_path, demo_bases, "sleep 2; echo a-broke; exit 7", "touch /sync/b-started; sleep 300")
+    long = _long_sleep()
+    _project(tmp_path, demo_bases, "sleep 2; echo a-broke; exit 7", f"touch /sync/b-started; {long}")
     started = time.monotonic()
     ran = run_cli(
         ["m.yaml", "--cache", "cache", "-o", "oci:out:x", "--jobs", "2", "--progress", "plain"],
@@ -108,15 +115,16 @@ def test_a_failure_stops_the_other_steps(tmp_path: Path, demo_bases: dict[str, P
     # The first failure is what the user sees, not the step stopped because of it.
     assert err.startswith("error: step a: command failed (exit 7): sleep 2; echo a-broke; exit 7"), err
     assert "a-broke" in err
-    assert seconds < 150, f"b's `sleep 300` was not stopped ({seconds:.0f} s)"
+    assert seconds < 150, f"b's `{long}` was not stopped ({seconds:.0f} s)"
     assert _containers(tmp_path / "cache") == []
     assert not (tmp_path / "out").exists()
     ps = sh(["ps", "-eo", "args"]).stdout
-    assert "sleep 300" not in ps, ps
+    assert long not in ps, ps
 
 
 def test_interrupt_stops_every_running_step(tmp_path: Path, demo_bases: dict[str, Path]) -> None:
-    _project(tmp_path, demo_bases, "touch /sync/a; sleep 300", "touch /sync/b; sleep 300")
+    long = _long_sleep()
+    _project(tmp_path, demo_bases, f"touch /sync/a; {long}", f"touch /sync/b; {long}")
     cache = tmp_path / "cache"
     proc = subprocess.Popen(
         [PYTHON, "-m", "assembler", "m.yaml", "--cache", str(cache), "-o", "oci:out:x", "--jobs", "2"],
@@ -137,7 +145,7 @@ def test_interrupt_stops_every_running_step(tmp_path: Path, demo_bases: dict[str
     assert "interrupted" in err
     assert _containers(cache) == []
     ps = sh(["ps", "-eo", "args"]).stdout
-    assert str(cache) not in ps and "sleep 300" not in ps, ps
+    assert str(cache) not in ps and long not in ps, ps
     assert str(cache) not in Path("/proc/self/mountinfo").read_text()
 
 
