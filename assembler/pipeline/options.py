@@ -41,7 +41,7 @@ class Options:
     cache_dir: Path
     epoch: int
     platform: Platform | None = None  # None: the manifest's
-    registry: Any = None  # transports.remote.RegistryOptions
+    registry: Any = None  # registry.types.RegistryOptions
     outputs: tuple[str, ...] | None = None
     no_cache: bool = False
     rebuild: frozenset[str] = frozenset()
