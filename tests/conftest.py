@@ -36,25 +36,25 @@ def http_folder(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 pytest_plugins = ["tests.plugins.registry", "tests.plugins.demo", "tests.plugins.slurm"]
 
 # Test tiers. ``unit``: modules that run no container, registry or other outside tool and
-# take seconds: what ``scripts/test --fast`` runs before every commit. Every other module is
-# ``integration`` (the real buildah, docker-registry, skopeo, umoci, Apptainer, Slurm);
-# ``slow`` marks its multi-minute tests. A module moves to ``unit`` by being named here.
+# take seconds: what ``scripts/test --fast`` runs before every commit (under two minutes
+# with the linters). Every other module is ``integration``: the real buildah,
+# docker-registry, skopeo, umoci, Apptainer, Slurm, or plans of every shipped manifest and
+# target (test_manifests, test_params_coupled: tens of seconds each); ``slow`` marks the
+# multi-minute tests. A module moves to ``unit`` by being named here.
 UNIT_MODULES = frozenset(
     {
         "test_archive.py",
         "test_audit_dynamo.py",
-        "test_cachedir.py",
         "test_audit_llamads.py",
         "test_audit_tgi.py",
         "test_audit_verl.py",
         "test_audit_vllm.py",
+        "test_cachedir.py",
         "test_components.py",
         "test_coverage.py",
         "test_hygiene.py",
         "test_labels.py",
         "test_layout.py",
-        "test_manifests.py",
-        "test_params_coupled.py",
         "test_proc.py",
         "test_registry_login.py",
         "test_retry.py",
