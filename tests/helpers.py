@@ -140,6 +140,15 @@ def uncompressed(data: bytes) -> bytes:
     return data
 
 
+def buildah_containers(cache: Path) -> list[str]:
+    """The working containers left in a cache's buildah storage (none before it exists)."""
+    if not (cache / "buildah/root").exists():
+        return []
+    g = ["buildah", "--root", str(cache / "buildah/root"), "--runroot", str(cache / "buildah/run")]
+    argv = [*g, "--storage-driver", "overlay", "containers", "--quiet"]
+    return [line for line in sh(argv).stdout.splitlines() if line.strip()]
+
+
 class Buildah:
     """buildah with private storage, for proving that images run."""
 

@@ -24,7 +24,18 @@ from typing import BinaryIO
 
 import pytest
 
-from tests.helpers import PYTHON, ROOT, Buildah, layout_digest, manifest_of, read_blob, run_cli, sh, uncompressed
+from tests.helpers import (
+    PYTHON,
+    ROOT,
+    Buildah,
+    buildah_containers,
+    layout_digest,
+    manifest_of,
+    read_blob,
+    run_cli,
+    sh,
+    uncompressed,
+)
 from tests.plugins.demo import Demo, base_args, copy_project, steps_by_state
 from tests.plugins.registry import RunningRegistry
 
@@ -219,21 +230,6 @@ def test_plan_after_a_build_knows_every_layer_copies_fitted_and_gzip_included(
     assert sorted((tmp_path / "cache/blobs/sha256").iterdir()) == blobs  # a plan writes no layer
 
 
-def _buildah_containers(cache: Path) -> list[str]:
-    argv = [
-        "buildah",
-        "--root",
-        str(cache / "buildah/root"),
-        "--runroot",
-        str(cache / "buildah/run"),
-        "--storage-driver",
-        "overlay",
-        "containers",
-        "--quiet",
-    ]
-    return [line for line in sh(argv).stdout.splitlines() if line.strip()]
-
-
 SMALL = """\
 name: small
 bases:
@@ -279,7 +275,7 @@ def test_failing_command_shows_step_command_log_tail_and_leaves_no_container(
     log_path = Path(err.split("--- full log: ")[1].split()[0])
     assert log_path.is_file() and "log-line-1\n" in log_path.read_text()
     assert "Traceback" not in err and not (tmp_path / "out").exists()
-    assert _buildah_containers(cache) == []
+    assert buildah_containers(cache) == []
 
 
 def test_interrupt_removes_the_container(tmp_path: Path, demo_bases: dict[str, Path]) -> None:
@@ -296,14 +292,14 @@ def test_interrupt_removes_the_container(tmp_path: Path, demo_bases: dict[str, P
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (cache / "buildah/root").exists():
         time.sleep(0.2)
-    while time.monotonic() < deadline and not _buildah_containers(cache):
+    while time.monotonic() < deadline and not buildah_containers(cache):
         time.sleep(0.2)
     time.sleep(2)  # in `sleep 300` by now
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err
-    assert _buildah_containers(cache) == []
+    assert buildah_containers(cache) == []
     # Nothing keeps running or stays mounted: the cache can be deleted at once.
     ps = sh(["ps", "-eo", "args"]).stdout
     assert str(cache) not in ps, ps

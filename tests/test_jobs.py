@@ -14,7 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.helpers import PYTHON, run_cli, sh
+from tests.helpers import PYTHON, buildah_containers, run_cli, sh
 
 MEET = (
     "touch /sync/{me}; i=0; while [ ! -e /sync/{other} ] && [ $i -lt {tenths} ]; do sleep 0.1; i=$((i+1)); done; "
@@ -59,23 +59,6 @@ def _long_sleep() -> str:
     return f"sleep 300.{os.getpid()}{time.monotonic_ns() % 100000:05d}"
 
 
-def _containers(cache: Path) -> list[str]:
-    argv = [
-        "buildah",
-        "--root",
-        str(cache / "buildah/root"),
-        "--runroot",
-        str(cache / "buildah/run"),
-        "--storage-driver",
-        "overlay",
-        "containers",
-        "--quiet",
-    ]
-    if not (cache / "buildah/root").exists():
-        return []
-    return [line for line in sh(argv).stdout.splitlines() if line.strip()]
-
-
 def test_two_steps_run_at_the_same_time(tmp_path: Path, demo_bases: dict[str, Path]) -> None:
     meet_a = MEET.format(me="a", other="b", tenths=600)
     meet_b = MEET.format(me="b", other="a", tenths=600)
@@ -87,7 +70,7 @@ def test_two_steps_run_at_the_same_time(tmp_path: Path, demo_bases: dict[str, Pa
     assert {s["name"]: s["state"] for s in ran.json["steps"]} == {"a": "built", "b": "built"}
     # Each log line names its step.
     assert "[a] $ touch /sync/a" in ran.err and "[b] $ touch /sync/b" in ran.err, ran.err
-    assert _containers(tmp_path / "cache") == []
+    assert buildah_containers(tmp_path / "cache") == []
 
 
 def test_one_job_runs_steps_one_by_one(tmp_path: Path, demo_bases: dict[str, Path]) -> None:
@@ -116,7 +99,7 @@ def test_a_failure_stops_the_other_steps(tmp_path: Path, demo_bases: dict[str, P
     assert err.startswith("error: step a: command failed (exit 7): sleep 2; echo a-broke; exit 7"), err
     assert "a-broke" in err
     assert seconds < 150, f"b's `{long}` was not stopped ({seconds:.0f} s)"
-    assert _containers(tmp_path / "cache") == []
+    assert buildah_containers(tmp_path / "cache") == []
     assert not (tmp_path / "out").exists()
     ps = sh(["ps", "-eo", "args"]).stdout
     assert long not in ps, ps
@@ -143,7 +126,7 @@ def test_interrupt_stops_every_running_step(tmp_path: Path, demo_bases: dict[str
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "interrupted" in err
-    assert _containers(cache) == []
+    assert buildah_containers(cache) == []
     ps = sh(["ps", "-eo", "args"]).stdout
     assert str(cache) not in ps and long not in ps, ps
     assert str(cache) not in Path("/proc/self/mountinfo").read_text()
