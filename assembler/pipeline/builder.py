@@ -36,10 +36,10 @@ from assembler.pipeline.graph import LayerReport, RuntimeStep, StepReport
 from assembler.pipeline.maker import MAKE
 from assembler.pipeline.options import Event, Reporter
 from assembler.pipeline.resolve import Plan, base_ref
-from assembler.pipeline.stepwalk import Base, git_key, resolved_key
+from assembler.pipeline.stepwalk import Base, git_key
 from assembler.pipeline.walk import Walk
 from assembler.spec import model as m
-from assembler.transports import Context, import_image, open_source, registry_options
+from assembler.transports import Context, read_base, registry_options
 
 
 @dataclass(frozen=True)
@@ -229,14 +229,10 @@ class Builder(Walk):
             return self._bootstrapped(name, spec)
         ref, platform = base_ref(self.loaded, spec, ctx.platform)
         try:
-            source = open_source(ref, replace(ctx, platform=platform))
-            image = import_image(source, ctx.cache, progress=ctx.progress)
+            image = read_base(ref, replace(ctx, platform=platform))
         except InputError as e:
             raise self.loaded.error(("bases", name), str(e), hint=e.hint) from None
-        if ref.transport == "docker":
-            self.cache.put_base_image(resolved_key(ref, platform), image)
-            return Base(name, image, str(ref), ref.name)
-        return Base(name, image, str(ref))
+        return Base(name, image, str(ref), ref.name)
 
     def obtain_source(self, name: str, spec: m.SourceSpec) -> srcs.Source | None:
         src = srcs.resolve(name, spec, cache=self.cache, runner=self.ctx.runner, base_dir=self.loaded.folder)

@@ -26,20 +26,18 @@ from typing import Any
 from assembler.archive.view import TreeView
 from assembler.compile import sources as srcs
 from assembler.errors import InputError
-from assembler.oci import mutate
 from assembler.oci.descriptor import Platform
 from assembler.oci.image import Image
 from assembler.oci.reference import Ref, absolute_ref, parse_ref
 from assembler.pipeline.graph import LayerReport, RuntimeStep, StepReport
 from assembler.pipeline.maker import LOOKUP
 from assembler.pipeline.options import Options
-from assembler.pipeline.stepwalk import Base, git_key, resolved_key
+from assembler.pipeline.stepwalk import Base, git_key
 from assembler.pipeline.walk import Walk
 from assembler.spec import model as m
 from assembler.spec.load import Loaded, describe_base
 from assembler.spec.reach import reaches
-from assembler.transports import Context, open_source
-from assembler.transports import rootfs as rootfs_transport
+from assembler.transports import Context, known_image
 
 
 @dataclass(frozen=True)
@@ -141,21 +139,11 @@ class Resolver(Walk):
         if isinstance(spec, m.BootstrapBase):
             return self.bootstrap(name, spec)
         ref, platform = base_ref(self.loaded, spec, ctx.platform)
-        if ref.transport == "rootfs":
-            image = rootfs_transport.cached(
-                Path(ref.path), cache=ctx.cache, platform=platform, epoch=ctx.epoch, compression=ctx.compression
-            )
-            return Base(name, image, str(ref)) if image is not None else None
-        if ref.transport == "docker":
-            image = self.cache.base_image(resolved_key(ref, platform))
-            return Base(name, image, str(ref), ref.name) if image is not None else None
-        if ref.transport == "scratch":
-            return Base(name, mutate.scratch(platform, epoch=ctx.epoch), str(ref))
         try:
-            image = open_source(ref, replace(ctx, platform=platform)).image
+            image = known_image(ref, replace(ctx, platform=platform))
         except InputError as e:
             raise self.loaded.error(("bases", name), str(e), hint=e.hint) from None
-        return Base(name, image, str(ref))
+        return Base(name, image, str(ref), ref.name) if image is not None else None
 
     def obtain_source(self, name: str, spec: m.SourceSpec) -> srcs.Source | None:
         if isinstance(spec, m.GitSource):

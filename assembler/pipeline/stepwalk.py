@@ -19,10 +19,9 @@ from assembler.cache import StepResult, key_of
 from assembler.compile import sources as srcs
 from assembler.compile.buildah import Buildah
 from assembler.compile.steps import compile_key, runtime_key
-from assembler.oci.descriptor import Platform
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
-from assembler.oci.reference import ImageName, Ref
+from assembler.oci.reference import ImageName
 from assembler.pipeline import graph
 from assembler.pipeline.graph import RuntimeStep, StepReport
 from assembler.pipeline.layers import ImageSetup
@@ -42,11 +41,6 @@ def _bootstrap_spec(spec: m.BootstrapBase) -> tuple[boot.BootstrapSpec, str]:
 
 
 Placed = tuple[list[tuple[Layer, str]], str, str]  # (layer, what) of a layer spec, what, origin
-
-
-def resolved_key(ref: Ref, platform: Platform) -> str:
-    """The cache key of the image digest a registry reference was last resolved to."""
-    return "resolved-" + key_of({"ref": str(ref), "platform": str(platform)})
 
 
 def git_key(spec: m.GitSource) -> str:

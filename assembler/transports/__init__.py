@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from assembler.archive.compress import DECOMPRESS_ERRORS, Compression, decompressed
-from assembler.cache import BlobWriter, Cache
+from assembler.cache import BlobWriter, Cache, key_of
 from assembler.errors import CorruptBlob, DigestMismatch, InputError, InvalidImage
 from assembler.oci import mediatypes as mt
 from assembler.oci import mutate
@@ -60,35 +60,90 @@ def registry_options(ctx: Context) -> RegistryOptions:
     return ctx.registry if ctx.registry is not None else RegistryOptions()
 
 
+def _read_scratch(ref: Ref, ctx: Context) -> SourceImage:
+    image = mutate.scratch(ctx.platform, epoch=ctx.epoch)
+    ctx.cache.put_image(image)
+    return SourceImage(image, ctx.cache, "scratch")
+
+
+def _read_rootfs(ref: Ref, ctx: Context) -> SourceImage:
+    path = _path(ctx, ref.path)
+    image = rootfs.read(path, cache=ctx.cache, platform=ctx.platform, epoch=ctx.epoch, compression=ctx.compression)
+    return SourceImage(image, ctx.cache, f"rootfs:{path}")
+
+
+def _read_remote(ref: Ref, ctx: Context) -> SourceImage:
+    from assembler.transports import remote
+
+    assert ref.name is not None
+    return remote.read(ref.name, platform=ctx.platform, options=registry_options(ctx), progress=ctx.progress)
+
+
+def _not_an_image(how: str) -> Callable[[Ref, Context], SourceImage]:
+    def refuse(ref: Ref, ctx: Context) -> SourceImage:
+        raise InputError(f"{ref}: not an image; {how}")
+
+    return refuse
+
+
+# Reading, by transport: the one dispatch on a reference's transport for what is read.
+_READERS: dict[str, Callable[[Ref, Context], SourceImage]] = {
+    "scratch": _read_scratch,
+    "oci": lambda r, c: layout.read(_path(c, r.path), r.tag, platform=c.platform),
+    "oci-archive": lambda r, c: archive.read_oci_archive(_path(c, r.path), r.tag, platform=c.platform),
+    "docker-archive": lambda r, c: archive.read_docker_archive(_path(c, r.path), r.tag, platform=c.platform),
+    "rootfs": _read_rootfs,
+    "docker": _read_remote,
+    "sif": _not_an_image("a SIF file is read with `siftool info`"),
+    "sqsh": _not_an_image("a squashfs file is read with `unsquashfs -l`"),
+}
+
+
 def open_source(ref: Ref, ctx: Context) -> SourceImage:
     """The image a reference names, with a reader for its blobs (nothing copied yet).
 
     ``rootfs:`` and ``scratch`` are converted into the cache on the way.
     """
-    if ref.transport == "scratch":
-        image = mutate.scratch(ctx.platform, epoch=ctx.epoch)
-        ctx.cache.put_image(image)
-        return SourceImage(image, ctx.cache, "scratch")
-    if ref.transport == "oci":
-        return layout.read(_path(ctx, ref.path), ref.tag, platform=ctx.platform)
-    if ref.transport == "oci-archive":
-        return archive.read_oci_archive(_path(ctx, ref.path), ref.tag, platform=ctx.platform)
-    if ref.transport == "docker-archive":
-        return archive.read_docker_archive(_path(ctx, ref.path), ref.tag, platform=ctx.platform)
-    if ref.transport == "rootfs":
-        path = _path(ctx, ref.path)
-        image = rootfs.read(path, cache=ctx.cache, platform=ctx.platform, epoch=ctx.epoch, compression=ctx.compression)
-        return SourceImage(image, ctx.cache, f"rootfs:{path}")
-    if ref.transport == "docker":
-        from assembler.transports import remote
+    reader = _READERS.get(ref.transport)
+    if reader is None:
+        raise InputError(f"{ref} cannot be read as an image")
+    return reader(ref, ctx)
 
-        assert ref.name is not None
-        return remote.read(ref.name, platform=ctx.platform, options=registry_options(ctx), progress=ctx.progress)
-    if ref.transport == "sif":
-        raise InputError(f"{ref}: not an image; a SIF file is read with `siftool info`")
-    if ref.transport == "sqsh":
-        raise InputError(f"{ref}: not an image; a squashfs file is read with `unsquashfs -l`")
-    raise InputError(f"{ref} cannot be read as an image")
+
+def resolved_key(ref: Ref, platform: Platform) -> str:
+    """The cache key of the image digest a registry reference was last resolved to."""
+    return "resolved-" + key_of({"ref": str(ref), "platform": str(platform)})
+
+
+def _known_rootfs(ref: Ref, ctx: Context) -> Image | None:
+    path = _path(ctx, ref.path)
+    return rootfs.cached(path, cache=ctx.cache, platform=ctx.platform, epoch=ctx.epoch, compression=ctx.compression)
+
+
+# What a plan knows of a base without reading anything new: a tarball converted before,
+# the digest a registry name was last resolved to. Other transports are read (a layout's
+# index and config are small and local).
+_KNOWN: dict[str, Callable[[Ref, Context], Image | None]] = {
+    "rootfs": _known_rootfs,
+    "docker": lambda ref, ctx: ctx.cache.base_image(resolved_key(ref, ctx.platform)),
+    "scratch": lambda ref, ctx: mutate.scratch(ctx.platform, epoch=ctx.epoch),
+}
+
+
+def known_image(ref: Ref, ctx: Context) -> Image | None:
+    """The image ``ref`` names as far as it is known without converting or downloading
+    anything (a plan's view): None where that would take a read the plan does not make."""
+    known = _KNOWN.get(ref.transport)
+    return known(ref, ctx) if known is not None else open_source(ref, ctx).image
+
+
+def read_base(ref: Ref, ctx: Context) -> Image:
+    """The image ``ref`` names, every blob in the cache (verified); a registry name's
+    resolution is remembered for plans (:func:`known_image`)."""
+    image = import_image(open_source(ref, ctx), ctx.cache, progress=ctx.progress)
+    if ref.name is not None:  # a registry name
+        ctx.cache.put_base_image(resolved_key(ref, ctx.platform), image)
+    return image
 
 
 def import_image(source: SourceImage, cache: Cache, *, progress: Callable[[int], None] | None = None) -> Image:
