@@ -7,11 +7,14 @@ field): never as a side effect of a refactor.
 
 from __future__ import annotations
 
+import tarfile
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import layout_digest, run_cli
+from assembler.archive.compress import decompressed
+from assembler.sbom.databases import installed_versions
+from tests.helpers import layout_digest, manifest_of, run_cli
 from tests.plugins.demo import Demo
 
 # Only host files (no base, no container): the same bytes on every machine.
@@ -40,13 +43,16 @@ GOLDEN_COPY_ONLY = {
 }
 
 # The demo built cold from the shared test bases (tests/conftest.py demo_bases). Its digest
-# holds for these bases only: mmdebstrap on a newer mirror makes other bases, and then
-# other compilers make other bytes, so the bases are pinned alongside.
+# holds for these bases only: other package versions give other compilers and other bytes.
+# So the bases are pinned by digest and by every package version they hold
+# (tests/golden_demo_bases.txt): when Debian's mirror moves, this fails and says which
+# packages moved; re-pin with `python -m tests.test_golden` in a commit that says why.
 GOLDEN_DEMO_BASES = {
-    "devel": "sha256:e209dff29f74b6d888155b9ad3c15baef2e0e4efc71f9478bce3246d18b7ca7f",
+    "devel": "sha256:eb67bb972e2f2922c12f406c66668494451eed77001d6eb8db87518ba2d62305",
     "runtime": "sha256:d6ecc78f366e2a1b1cd654188b29823bd63d63d24d383dae20de362b8356b66b",
 }
 GOLDEN_DEMO = "sha256:bafc16958742208fe2ee4f8c7a3b48246405e833e120961dc493360ddfc4b821"
+PINNED_PACKAGES = Path(__file__).with_name("golden_demo_bases.txt")
 
 
 def _copy_only_project(folder: Path) -> Path:
@@ -73,13 +79,52 @@ def test_copy_only_manifest_has_its_golden_digest(tmp_path: Path) -> None:
         assert ran.json["digest"] == golden, f"{compression}: {ran.json['digest']}"
 
 
+def base_packages(layout: Path) -> set[str]:
+    """``NAME VERSION`` of every package installed in a one-layer base (dpkg's status file)."""
+    manifest = manifest_of(layout, "latest")
+    (layer,) = manifest["layers"]
+    blob = layout / "blobs" / "sha256" / layer["digest"].split(":", 1)[1]
+    with open(blob, "rb") as raw, decompressed(raw) as data, tarfile.open(fileobj=data, mode="r|") as tar:
+        for member in tar:
+            if member.name.lstrip("./") == "var/lib/dpkg/status":
+                text = tar.extractfile(member).read().decode()  # type: ignore[union-attr]
+                return {f"{name} {version}" for (name, _), version in installed_versions(text).items()}
+    raise AssertionError(f"{layout}: no var/lib/dpkg/status")
+
+
+def pinned_packages() -> dict[str, set[str]]:
+    pins: dict[str, set[str]] = {name: set() for name in GOLDEN_DEMO_BASES}
+    for line in PINNED_PACKAGES.read_text().splitlines():
+        base, package = line.split(" ", 1)
+        pins[base].add(package)
+    return pins
+
+
 def test_demo_has_its_golden_digest(demo: Demo) -> None:
     bases = {name: layout_digest(demo.bases[name], "latest") for name in GOLDEN_DEMO_BASES}
+    digest = demo.cold.json["digest"]
     if bases != GOLDEN_DEMO_BASES:
-        # A machine whose bases were bootstrapped from a newer Debian mirror: other compilers,
-        # other bytes. The pin says nothing there (the copy-only pin above still holds, and
-        # test_reproducible checks two builds agree); record the new pair to pin it again.
-        pytest.skip(f"the shared test bases are not the pinned ones (newer mirror): {bases}")
-    assert demo.cold.json["digest"] == GOLDEN_DEMO
+        pins = pinned_packages()
+        moved = []
+        for name in GOLDEN_DEMO_BASES:
+            now = base_packages(demo.bases[name])
+            moved += [f"{name}: -{p}" for p in sorted(pins[name] - now)]
+            moved += [f"{name}: +{p}" for p in sorted(now - pins[name])]
+        pytest.fail(
+            f"The golden demo digest no longer guards: the test bases are not the pinned ones.\n"
+            f"Bases now {bases}, the demo on them {digest}.\n"
+            + ("Packages that moved (Debian's mirror):\n  " + "\n  ".join(moved) if moved else "No package moved.")
+            + "\nRe-pin: `python -m tests.test_golden` and the digests above, in a commit that says why."
+        )
+    assert digest == GOLDEN_DEMO
     warm = demo.build()  # from its cached steps: the same bytes again
     assert warm.json["digest"] == GOLDEN_DEMO
+
+
+if __name__ == "__main__":
+    # Re-pin the package versions of the shared test bases (after a mirror moved).
+    from tests.conftest import TEST_CACHE
+
+    lines = [f"{name} {p}" for name in GOLDEN_DEMO_BASES for p in base_packages(TEST_CACHE / "bases" / name)]
+    PINNED_PACKAGES.write_text("".join(line + "\n" for line in sorted(lines)))
+    print(f"{PINNED_PACKAGES}: {len(lines)} packages")
