@@ -257,7 +257,7 @@ def _checked_outputs(loaded: Loaded, options: Options) -> tuple[list[Writer], li
     """:func:`_outputs`, every one checked before anything is built (InputError)."""
     writers, files = _outputs(loaded, options)
     for writer in writers:
-        writer.check(force=options.force)
+        writer.check(force=options.force, sbom=options.sbom)
     artifacts.check(loaded, files, force=options.force, cache_dir=options.cache_dir)
     if options.artifacts:
         artifacts.check_oci_outputs(loaded, options.artifacts, writers)

@@ -55,6 +55,7 @@ UNIT_MODULES = frozenset(
         "test_hygiene.py",
         "test_labels.py",
         "test_layout.py",
+        "test_outputs_safety.py",
         "test_proc.py",
         "test_registry_login.py",
         "test_retry.py",

@@ -257,7 +257,7 @@ def cmd_sqsh(args: argparse.Namespace) -> int:
 
     out_path = args.out.resolve()
     writer = SqshWriter(Ref("sqsh", str(out_path)))
-    writer.check(force=args.force)
+    writer.check(force=args.force, sbom=False)  # no referrers: none written beside it
     check_digestfile(args.digestfile)
     with showing(mode_of(args), verbose=args.verbose) as report, _reading_cache(args) as cache_dir:
         source = _source(args, cache_dir)

@@ -10,7 +10,8 @@ artifact (``--artifact``: ``oci:``, ``docker://``). The writers of one target sh
 file). ``assemble sif`` uses the same classes for any image. The outputs carry the
 image's referrers (its SBOM, its provenance; an untagged ``oci:DIR`` stays one manifest):
 inside tagged layouts and oci-archives, registries and SIFs; as files next to
-docker-archives, untagged oci-archives and sqsh files. Registry pushes go through
+docker-archives, untagged oci-archives and sqsh files (only where those names are free or
+ours: :mod:`assembler.transports.sidecar`). Registry pushes go through
 :func:`assembler.transports.remote.push` and
 :func:`assembler.transports.sif_publish.push_sif`, the registry client's entry points.
 """
@@ -29,6 +30,7 @@ from assembler.errors import InputError
 from assembler.oci.artifact import Artifact, FilesArtifact
 from assembler.oci.image import Image
 from assembler.oci.reference import ImageName, Ref
+from assembler.sbom import made_by_assemble
 from assembler.transports import Context, Written, archive, check_replaceable, index, layout, registry_options
 from assembler.transports.common import BlobReader, SourceImage
 from assembler.transports.sidecar import check_sidecars, write_sidecars
@@ -119,8 +121,8 @@ class Writer:
         reference); None for a file or folder."""
         return None
 
-    def check(self, *, force: bool) -> None:
-        """Before anything is built: InputError when the output may not be written."""
+    def check(self, *, force: bool, sbom: bool = True) -> None:
+        """Before anything is built: InputError when the output (``sbom``: its SBOM files too) may not be written."""
 
     def write(self, target: Target) -> list[Written]:
         """Write; what was written (a push may write a referrer too)."""
@@ -148,9 +150,14 @@ def _file_of(ref: Ref, target: Target) -> Path:
     return path if path.is_absolute() else target.ctx.base_dir / path
 
 
-def _with_sidecars(written: Written, path: Path, referrers: Sequence[Artifact]) -> list[Written]:
-    """``written`` and the referrers written next to ``path`` (stale ones removed)."""
-    files = write_sidecars(path, referrers)
+def _check_sidecars(ref: Ref, sbom: bool) -> None:
+    if sbom:
+        check_sidecars(Path(ref.path), ref.transport, ours=made_by_assemble)
+
+
+def _with_sidecars(written: Written, ref: Ref, target: Target, referrers: Sequence[Artifact]) -> list[Written]:
+    """``written`` and the referrers written next to its file (stale ones of ours removed)."""
+    files = write_sidecars(_file_of(ref, target), ref.transport, referrers, ours=made_by_assemble)
     return [written, *(Written(str(f), a.blob.digest) for f, a in zip(files, referrers, strict=True))]
 
 
@@ -167,7 +174,7 @@ class LayoutWriter(Writer):
     holds_artifact = True
     holds_index = True
 
-    def check(self, *, force: bool) -> None:
+    def check(self, *, force: bool, sbom: bool = True) -> None:
         check_replaceable(Path(self.ref.path), "oci", force=force)
 
     def write_image(self, target: Target) -> list[Written]:
@@ -193,10 +200,9 @@ class OciArchiveWriter(Writer):
     untagged, with them next to it (``FILE.spdx.json``...): skopeo reads an untagged
     archive only when its index lists one manifest."""
 
-    def check(self, *, force: bool) -> None:
+    def check(self, *, force: bool, sbom: bool = True) -> None:
         check_replaceable(Path(self.ref.path), "oci-archive", force=force)
-        if not self.ref.tag:
-            check_sidecars(Path(self.ref.path), "oci-archive")
+        _check_sidecars(self.ref, sbom and not self.ref.tag)
 
     def write_image(self, target: Target) -> list[Written]:
         image, path = target.source.image, _file_of(self.ref, target)
@@ -205,7 +211,7 @@ class OciArchiveWriter(Writer):
             path, image, tag=self.ref.tag, blobs=target.blobs, epoch=target.ctx.epoch, referrers=inside
         )
         written = Written(str(self.ref), image.digest, referrers=_digests(inside))
-        return _with_sidecars(written, path, () if self.ref.tag else target.referrers)
+        return _with_sidecars(written, self.ref, target, () if self.ref.tag else target.referrers)
 
 
 def _size_key(diff_id: str) -> str:
@@ -223,9 +229,9 @@ class DockerArchiveWriter(Writer):
     the cache remembers); the image's referrers go next to it (``FILE.spdx.json``,
     ``FILE.provenance.intoto.json``)."""
 
-    def check(self, *, force: bool) -> None:
+    def check(self, *, force: bool, sbom: bool = True) -> None:
         check_replaceable(Path(self.ref.path), "docker-archive", force=force)
-        check_sidecars(Path(self.ref.path), "docker-archive")
+        _check_sidecars(self.ref, sbom)
 
     def write_image(self, target: Target) -> list[Written]:
         image, path, cache = target.source.image, _file_of(self.ref, target), target.ctx.cache
@@ -235,13 +241,13 @@ class DockerArchiveWriter(Writer):
         archive.write_docker_archive(
             path, image, ref=self.ref.tag, blobs=target.blobs, epoch=target.ctx.epoch, sizes=sizes
         )
-        return _with_sidecars(Written(str(self.ref), image.digest), path, target.referrers)
+        return _with_sidecars(Written(str(self.ref), image.digest), self.ref, target, target.referrers)
 
 
 class SifWriter(Writer):
     """``sif:FILE``: an Apptainer SIF, with the image's referrers as data objects."""
 
-    def check(self, *, force: bool) -> None:
+    def check(self, *, force: bool, sbom: bool = True) -> None:
         check_replaceable(Path(self.ref.path), "sif", force=force)
 
     def write_image(self, target: Target) -> list[Written]:
@@ -256,9 +262,9 @@ class SqshWriter(Writer):
     different squashfs bytes; the layers are only read twice. A squashfs has no place for
     the image's referrers: they go next to it (``FILE.spdx.json``...)."""
 
-    def check(self, *, force: bool) -> None:
+    def check(self, *, force: bool, sbom: bool = True) -> None:
         check_replaceable(Path(self.ref.path), "sqsh", force=force)
-        check_sidecars(Path(self.ref.path), "sqsh")
+        _check_sidecars(self.ref, sbom)
 
     def write_image(self, target: Target) -> list[Written]:
         from assembler.transports.enroot import write_sqsh  # only sqsh outputs need it
@@ -272,7 +278,7 @@ class SqshWriter(Writer):
             compressor=target.sif_compressor,
             progress=target.sif_progress or ctx.progress,
         )
-        return _with_sidecars(Written(str(self.ref), info.digest), _file_of(self.ref, target), target.referrers)
+        return _with_sidecars(Written(str(self.ref), info.digest), self.ref, target, target.referrers)
 
 
 def _push_sif(target: Target, name: ImageName, *, referrer: bool) -> Written:

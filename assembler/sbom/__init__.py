@@ -7,12 +7,15 @@ declare (:mod:`~assembler.sbom.licenses`), :mod:`~assembler.sbom.spdx` writes th
 document (from the pieces in :mod:`~assembler.sbom.spdxdoc`), :mod:`~assembler.sbom.provenance`
 the SLSA v1 statement, both from a build's :class:`~assembler.sbom.facts.BuildFacts`.
 :func:`attestations` gives them as OCI artifacts whose subject is the image: written into
-OCI layouts and pushed with the image (see :mod:`assembler.pipeline.writers`).
+OCI layouts and pushed with the image (see :mod:`assembler.pipeline.writers`);
+:func:`made_by_assemble` tells them, read back from a file, from anyone else's.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from assembler.cache import Cache
 from assembler.deps.files import BlobOpener
@@ -30,8 +33,9 @@ from assembler.sbom.facts import (
     StepFact,
 )
 from assembler.sbom.packages import Inventory, read_packages
-from assembler.sbom.provenance import PREDICATE_TYPE, provenance_statement
+from assembler.sbom.provenance import BUILDER, PREDICATE_TYPE, STATEMENT_TYPE, provenance_statement
 from assembler.sbom.spdx import spdx_document
+from assembler.sbom.spdxdoc import NAMESPACE
 
 __all__ = [
     "ArtifactFact",
@@ -44,6 +48,7 @@ __all__ = [
     "SourceFact",
     "StepFact",
     "attestations",
+    "made_by_assemble",
     "provenance_statement",
     "read_packages",
     "spdx_document",
@@ -64,3 +69,27 @@ def attestations(facts: BuildFacts, open_blob: BlobOpener, *, cache: Cache | Non
         {**created, mt.ANNOTATION_PREDICATE_TYPE: PREDICATE_TYPE},
     )
     return [sbom, provenance]
+
+
+def _at(doc: Any, *keys: str) -> Any:
+    for key in keys:
+        doc = doc.get(key) if isinstance(doc, dict) else None
+    return doc
+
+
+def made_by_assemble(artifact_type: str, data: bytes) -> bool:
+    """Whether ``data`` is an SBOM (``artifact_type`` SPDX JSON) or a provenance statement
+    (in-toto JSON) as :func:`attestations` makes them: in this tool's SPDX namespace, or
+    naming this tool as the builder. A file next to an output under a referrer's name that
+    is not one is someone else's (:mod:`assembler.transports.sidecar` leaves it alone)."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError):  # not JSON (UnicodeDecodeError is a ValueError)
+        return False
+    if artifact_type == mt.SPDX_JSON:
+        namespace = _at(doc, "documentNamespace")
+        return isinstance(namespace, str) and namespace.startswith(NAMESPACE + "/")
+    if artifact_type == mt.IN_TOTO_JSON:
+        builder = _at(doc, "predicate", "runDetails", "builder", "id")
+        return bool(_at(doc, "_type") == STATEMENT_TYPE and builder == BUILDER)
+    return False

@@ -7,13 +7,22 @@ They are ``FILE.spdx.json`` and ``FILE.provenance.intoto.json``: the suffixes of
 titles ``assemble referrers --save`` names them by, holding the same bytes as the
 referrers pushed with the image (whose ``subject`` they name). Each is written to a temp
 name in the output's folder and renamed; nothing is written anywhere else.
+
+Those names may be the user's: a file there is replaced, or removed (``--no-sbom``: it
+would describe an image the output no longer holds), only when it is ours: a regular file,
+not a symlink, whose bytes the caller's ``ours`` recognises as this tool's SBOM or
+provenance (:func:`assembler.sbom.made_by_assemble`: the transports do not read those
+formats). Anything else there is left as it is: a build that would write there is refused
+before it starts, ``--force`` or not (``--force`` is for the output it names, not for
+files beside it); with ``--no-sbom`` it is not touched.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from assembler.cache import temp_prefix
@@ -23,6 +32,9 @@ from assembler.oci.artifact import Artifact
 
 # Suffixes by artifact type: those of the titles the build gives them (assembler.sbom).
 SUFFIXES = {mt.SPDX_JSON: ".spdx.json", mt.IN_TOTO_JSON: ".provenance.intoto.json"}
+# (artifact type, a file's bytes): whether this tool wrote them.
+Recognizer = Callable[[str, bytes], bool]
+_LARGEST = 256 << 20  # a file larger is not an SBOM of ours (and is not read to find out)
 
 
 def sidecar_path(output: Path, artifact_type: str) -> Path:
@@ -30,28 +42,60 @@ def sidecar_path(output: Path, artifact_type: str) -> Path:
     return output.with_name(output.name + SUFFIXES[artifact_type])
 
 
-def check_sidecars(output: Path, transport: str) -> None:
-    """InputError when a sidecar path of ``output`` is taken by a folder (checked before building)."""
+def is_ours(path: Path, artifact_type: str, ours: Recognizer) -> bool:
+    """Whether ``path`` is a regular file (a symlink is not) that ``ours`` recognises."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:  # absent, a symlink (ELOOP), unreadable
+        return False
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > _LARGEST:  # a folder, a FIFO...
+            return False
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return ours(artifact_type, data)
+
+
+def _check_free(output: Path, transport: str, artifact_type: str, ours: Recognizer) -> Path:
+    """The sidecar path of ``artifact_type``; InputError when something not ours is there."""
+    path = sidecar_path(output, artifact_type)
+    if not os.path.lexists(path) or is_ours(path, artifact_type, ours):
+        return path
+    if path.is_dir() and not path.is_symlink():
+        raise InputError(
+            f"{transport}:{output}: {path} is a folder; the SBOM and provenance go there as files",
+            hint="choose another output path, or pass --no-sbom",
+        )
+    raise InputError(
+        f"{transport}:{output}: {path} exists and was not written by assemble; not replacing it",
+        hint="move it away or choose another output path; --no-sbom writes no SBOM and leaves it as it is",
+    )
+
+
+def check_sidecars(output: Path, transport: str, *, ours: Recognizer) -> None:
+    """InputError when a sidecar path of ``output`` holds something not ours (checked
+    before building, where the build writes an SBOM)."""
     for artifact_type in SUFFIXES:
-        path = sidecar_path(output, artifact_type)
-        if path.is_dir():
-            raise InputError(
-                f"{transport}:{output}: {path} is a folder; the SBOM and provenance go there as files",
-                hint="choose another output path, or pass --no-sbom",
-            )
+        _check_free(output, transport, artifact_type, ours)
 
 
-def write_sidecars(output: Path, artifacts: Sequence[Artifact]) -> list[Path]:
-    """Write ``artifacts`` next to ``output``; the paths written. Sidecars of ``output``
-    that ``artifacts`` do not replace are removed: left, they would describe an image the
-    output no longer holds (``--no-sbom`` writes none).
+def write_sidecars(output: Path, transport: str, artifacts: Sequence[Artifact], *, ours: Recognizer) -> list[Path]:
+    """Write ``artifacts`` next to ``output``; the paths written. Sidecars of ours that
+    ``artifacts`` do not replace are removed: left, they would describe an image the output
+    no longer holds (``--no-sbom`` writes none). Nothing is written while a path is taken.
 
-    Raises InputError for an artifact type without a sidecar name, OSError when writing fails."""
-    written = []
+    Raises InputError for an artifact type without a sidecar name or a path taken by
+    something not ours, OSError when writing fails."""
     for artifact in artifacts:
         if artifact.artifact_type not in SUFFIXES:
             raise InputError(f"{output}: no file name for a referrer of type {artifact.artifact_type}")
-        path = sidecar_path(output, artifact.artifact_type)
+    paths = [_check_free(output, transport, a.artifact_type, ours) for a in artifacts]
+    for artifact, path in zip(artifacts, paths, strict=True):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(f".{path.name}."))
         try:
             with os.fdopen(fd, "wb") as f:
@@ -60,12 +104,11 @@ def write_sidecars(output: Path, artifacts: Sequence[Artifact]) -> list[Path]:
             os.replace(tmp, path)
         finally:
             Path(tmp).unlink(missing_ok=True)
-        written.append(path)
     for artifact_type in SUFFIXES:
         stale = sidecar_path(output, artifact_type)
-        if stale not in written and stale.is_file():
+        if stale not in paths and is_ours(stale, artifact_type, ours):
             stale.unlink()
-    return written
+    return paths
 
 
 def read_sidecars(output: Path) -> list[tuple[str, Path]]:
