@@ -174,3 +174,21 @@ def test_assemble_sif_carries_the_sbom_the_image_has(tmp_path: Path) -> None:
     ran = run_cli(["sif", "oci:out:one", "bare.sif", "--cache", "cache", "--no-sbom"], cwd=root)
     assert ran.code == 0, str(ran)
     assert referrers("sif:bare.sif", cwd=root)["referrers"] == []
+
+
+def test_sif_and_sqsh_outputs_through_a_symlink_replace_the_link_not_its_target(tmp_path: Path) -> None:
+    root = _project(tmp_path / "p")
+    _build(root, "-o", "sif:real.sif", "-o", "sqsh:real.sqsh", "-o", "oci:out:one")
+    before = {name: (root / name).read_bytes() for name in ("real.sif", "real.sqsh")}
+    (root / "link.sif").symlink_to("real.sif")
+    (root / "link.sqsh").symlink_to("real.sqsh")
+    _build(root, "--force", "-o", "sif:link.sif", "-o", "sqsh:link.sqsh")
+    for name in ("link.sif", "link.sqsh"):
+        assert not (root / name).is_symlink() and (root / name).stat().st_size > 0
+    assert {name: (root / name).read_bytes() for name in before} == before
+    assert (root / "link.sqsh.spdx.json").is_file() and (root / "link.sqsh.provenance.intoto.json").is_file()
+    # `assemble sqsh` writes no SBOM beside its file: a user's file of that name stays.
+    (root / "mine.sqsh.spdx.json").write_text("the user's\n")
+    ran = run_cli(["sqsh", "oci:out:one", "mine.sqsh", "--cache", "cache"], cwd=root)
+    assert ran.code == 0, str(ran)
+    assert (root / "mine.sqsh.spdx.json").read_text() == "the user's\n"

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import os
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -159,7 +160,7 @@ def cmd_sif(args: argparse.Namespace) -> int:
     pushes: list[Writer] = [
         OrasWriter(ref) if flag == "--push" else SifReferrerWriter(ref) for flag, ref in _sif_targets(args)
     ]
-    out_path = args.out.resolve()
+    out_path = Path(os.path.abspath(args.out))  # a symlink there is the output, not its target
     sif = SifWriter(Ref("sif", str(out_path)))
     sif.check(force=args.force)
     check_digestfile(args.digestfile)
@@ -255,7 +256,7 @@ def _image_attestations(args: argparse.Namespace, source: Any) -> list[Any]:
 def cmd_sqsh(args: argparse.Namespace) -> int:
     from assembler.pipeline.writers import SqshWriter, Target
 
-    out_path = args.out.resolve()
+    out_path = Path(os.path.abspath(args.out))  # a symlink there is the output, not its target
     writer = SqshWriter(Ref("sqsh", str(out_path)))
     writer.check(force=args.force, sbom=False)  # no referrers: none written beside it
     check_digestfile(args.digestfile)

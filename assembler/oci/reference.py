@@ -9,6 +9,7 @@ As in containers/image, the path ends at the first ``:``.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -161,7 +162,8 @@ def parse_ref(text: str) -> Ref:
 
 
 def absolute_ref(ref: Ref, base_dir: Path) -> Ref:
-    """``ref`` with a relative path made absolute against ``base_dir``."""
+    """``ref`` with a relative path made absolute against ``base_dir``, symlinks not
+    followed: an output that is a symlink is the link, not what it points to."""
     if ref.path and not Path(ref.path).is_absolute():
-        return replace(ref, path=str((base_dir / ref.path).resolve()))
+        return replace(ref, path=os.path.abspath(base_dir / ref.path))
     return ref

@@ -9,12 +9,14 @@ step's artifacts into ``DIR/NAME/``. When every output of a build is an ``artifa
 image is made: only the steps named (and what they need) run.
 
 A folder written here holds a ``.assemble-artifacts`` file: a later build replaces a folder
-that has it (or an empty one), never another unless ``--force``.
+that has it (or an empty one), never another unless ``--force``. A symlink at DIR is never
+written through: refused, or with ``--force`` replaced itself (what it points to stays).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -84,6 +86,11 @@ def check(loaded: Loaded, refs: Sequence[Ref], *, force: bool, cache_dir: Path |
         above = next((p for p in folder.parents if p.exists() or p.is_symlink()), None)
         if above is not None and not above.is_dir():
             raise InputError(f"{ref}: {above} is not a folder")
+        if folder.is_symlink() and not force:
+            raise InputError(
+                f"{ref}: {folder} is a symlink to {os.readlink(folder)}; not writing through it",
+                hint="--force replaces the link itself (what it points to is left as it is)",
+            )
         if folder.exists() and not force:
             if not folder.is_dir():
                 raise InputError(f"{ref}: {folder} is not a folder", hint="--force replaces it")

@@ -11,7 +11,8 @@ file). ``assemble sif`` uses the same classes for any image. The outputs carry t
 image's referrers (its SBOM, its provenance; an untagged ``oci:DIR`` stays one manifest):
 inside tagged layouts and oci-archives, registries and SIFs; as files next to
 docker-archives, untagged oci-archives and sqsh files (only where those names are free or
-ours: :mod:`assembler.transports.sidecar`). Registry pushes go through
+ours: :mod:`assembler.transports.sidecar`). An output path that is a symlink is refused,
+or with ``--force`` replaced as a link, never written through. Registry pushes go through
 :func:`assembler.transports.remote.push` and
 :func:`assembler.transports.sif_publish.push_sif`, the registry client's entry points.
 """

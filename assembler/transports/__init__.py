@@ -12,6 +12,7 @@ format's module themselves.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,10 +246,18 @@ _FILE_KINDS = {"sif": "a SIF file", "sqsh": "a squashfs image"}
 
 def check_replaceable(path: Path, kind: str, *, force: bool) -> None:
     """Refuse (InputError) to write output ``kind`` at ``path`` over something that is not
-    ours: a file that is not an image archive, SIF or squashfs, a folder that is not an OCI layout.
-    ``force`` allows replacing any file (never a folder by a file)."""
+    ours: a file that is not an image archive, SIF or squashfs, a folder that is not an OCI
+    layout, a symlink. ``force`` allows replacing any file (never a folder by a file) and a
+    symlink: the link itself, never what it points to (an output is not written through one)."""
     if not path.exists() and not path.is_symlink():
         return
+    if path.is_symlink():
+        if force:
+            return
+        raise InputError(
+            f"{kind}:{path}: is a symlink to {os.readlink(path)}; not writing through it",
+            hint="--force replaces the link itself (what it points to is left as it is), or choose another path",
+        )
     if kind == "oci":
         if path.is_dir() and (not any(path.iterdir()) or (path / "oci-layout").is_file()):
             return

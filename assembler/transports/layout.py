@@ -4,7 +4,7 @@ Writing is additive, as skopeo does: blobs already there are kept, the index gai
 (or replaces) the entry for the tag, and ``index.json`` is replaced last and
 atomically, so a failed write never leaves an index naming missing blobs. Its read,
 change and replace happen under :func:`index_lock`, so two builds writing one folder
-each keep the other's tag.
+each keep the other's tag. A layout is never written through a symlink at its path.
 """
 
 from __future__ import annotations
@@ -173,7 +173,10 @@ def index_lock(path: Path) -> Iterator[None]:
 
 
 def _start(path: Path) -> None:
-    """The layout at ``path`` made if new."""
+    """The layout at ``path`` made if new. A symlink there is replaced by a new layout,
+    never written through (the writer's check refuses one unless ``--force``)."""
+    if path.is_symlink():
+        path.unlink()
     path.mkdir(parents=True, exist_ok=True)
     layout_file = path / "oci-layout"
     if not layout_file.exists():
