@@ -62,6 +62,7 @@ UNIT_MODULES = frozenset(
         "test_schema.py",
         "test_sources.py",
         "test_spec.py",
+        "test_unreachable.py",
         "test_view.py",
         "test_wheel.py",
         "test_worktree.py",

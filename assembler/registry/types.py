@@ -24,6 +24,9 @@ class RegistryOptions:
     max_backoff: float = 2.0
     max_retry_after: float = 60.0  # cap on a server's Retry-After
     timeout: float = 60.0  # per request, connect and read
+    # The first request to a host (GET /v2/, which every registry answers at once): a host
+    # silent this long is tried twice more, then reported unreachable (in about 16 s).
+    ping_timeout: float = 5.0
     min_rate: int = 16 << 10  # bytes/s: a blob download may take timeout + size / min_rate, no more
     chunk_size: int = 32 << 20  # PATCH chunk size for big blobs (memory bound)
     monolithic_max: int = 32 << 20  # blobs up to this size: one streamed PUT

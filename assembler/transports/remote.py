@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from assembler.errors import InvalidImage, RegistryError
+from assembler.errors import InvalidImage, RegistryError, Unreachable
 from assembler.oci import mediatypes as mt
 from assembler.oci.artifact import EMPTY_CONFIG, EMPTY_DESCRIPTOR, FilesArtifact
 from assembler.oci.descriptor import Platform
@@ -109,6 +109,8 @@ def push(
             label = f"layer {i + 1}/{len(layers)}" if i < len(layers) else "config"
             try:
                 outcome = registry.push_blob(name.repository, desc, reader, mount_from=sources)
+            except Unreachable as e:
+                raise Unreachable(f"{label}: {e.message}", registry=e.registry, host=e.host, why=e.why) from e
             except RegistryError as e:
                 raise RegistryError(f"{label}: {e.message}", registry=e.registry, status=e.status, hint=e.hint) from e
             log.info("%s: %s %s: %s", name, label, desc.digest, outcome)
