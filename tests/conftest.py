@@ -56,6 +56,7 @@ UNIT_MODULES = frozenset(
         "test_labels.py",
         "test_layout.py",
         "test_proc.py",
+        "test_registries_conf.py",
         "test_registry_login.py",
         "test_retry.py",
         "test_sbom_packages.py",

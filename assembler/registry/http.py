@@ -18,7 +18,8 @@ tries in a row and is reported within seconds (about 15 s with the defaults); a 
 (a proxy failing 30% of requests) answers between failures, which resets the count and
 the backoff, so a push of many requests survives it. A bound on all tries stops an
 operation that progresses but never completes (every upload's POST works, its PUT never).
-A host that never answered and cannot be reached at all is given up on sooner (:mod:`reach`).
+A host that never answered and cannot be reached at all is given up on sooner (:mod:`reach`);
+one that registries.conf marks ``insecure`` is spoken to over plain HTTP.
 Waits, counts and the clock are :func:`retry.registry_policy` (:attr:`RegistryClient.retry`).
 """
 
@@ -156,7 +157,7 @@ class RegistryClient:
         self.answers = 0  # requests that got the answer they wanted: progress, for the retry budget
         self.login = Login(host, auth_file=options.auth_file, runner=runner or Runner())
         # TLS verification is passed per request; tls_verify=False means plain HTTP.
-        self.tls = options.tls_verify
+        self.tls = options.tls_verify and not options.conf.insecure(host)
         self.base = f"{'https' if self.tls else 'http'}://{api_host(host)}"
         self._challenge: Challenge | None = None
         self._pinged = False

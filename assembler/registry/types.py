@@ -1,19 +1,23 @@
 """What the registry client is configured with and reads pushed blobs from.
 
-Shared by every part of the client (:mod:`assembler.registry`), it imports none of them;
+Shared by every part of the client (:mod:`assembler.registry`), it imports none of them
+but :mod:`~assembler.registry.conf` (the registries.conf the options carry);
 :mod:`assembler.transports.common` names both too, for the transports and their callers.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
+
+from assembler.registry.conf import RegistriesConf
 
 
 @dataclass(frozen=True)
 class RegistryOptions:
-    """How to talk to a registry (the CLI's ``--tls-verify``, ``--authfile``, retry flags)."""
+    """How to talk to a registry (the CLI's ``--tls-verify``, ``--authfile``, retry flags,
+    ``--registries-conf``)."""
 
     tls_verify: bool = True  # False: plain HTTP (for loopback registries), like skopeo --tls-verify=false
     auth_file: Path | None = None  # explicit auth file; else the lookup order of registry.login
@@ -30,6 +34,9 @@ class RegistryOptions:
     min_rate: int = 16 << 10  # bytes/s: a blob download may take timeout + size / min_rate, no more
     chunk_size: int = 32 << 20  # PATCH chunk size for big blobs (memory bound)
     monolithic_max: int = 32 << 20  # blobs up to this size: one streamed PUT
+    # Mirrors, insecure and blocked registries, short names: registries.conf as the CLI read
+    # it (registry.conffiles.load); the empty default reads nothing.
+    conf: RegistriesConf = field(default_factory=RegistriesConf)
 
 
 class BlobReader(Protocol):
