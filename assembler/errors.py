@@ -21,6 +21,7 @@ anything else reaching the CLI is a bug and gets a traceback.
     ├── ToolError                       an external program failed or is missing
     │   └── StepFailed                  a compile or runtime step's command failed
     ├── RegistryError                   a registry said no (after retries)
+    │   └── Unreachable                 a registry host that does not resolve, refuses or never answers
     ├── CacheError                      the cache directory cannot be used
     ├── MissingDependencies             ELF files an image adds cannot load in it (libraries, versions)
     └── Cancelled                       a step given up: another one failed (or Ctrl-C)
@@ -179,6 +180,19 @@ class RegistryError(AssemblerError):
         super().__init__(message, hint=hint)
         self.registry = registry
         self.status = status
+
+
+class Unreachable(RegistryError):
+    """A registry host that cannot be reached at all: its name does not resolve, it refuses
+    connections, or it accepts them and never answers. ``host`` is the host that failed
+    (the registry's, or its token server's), ``why`` how."""
+
+    def __init__(
+        self, message: str, *, registry: str = "", host: str = "", why: str = "", hint: str | None = None
+    ) -> None:
+        super().__init__(message, registry=registry, hint=hint)
+        self.host = host
+        self.why = why
 
 
 class CacheError(AssemblerError):

@@ -1,7 +1,7 @@
 """The command line: the only package that prints, reads the terminal, or exits.
 
     assemble MANIFEST [-o OUTPUT]... [--set K=V]... [--base NAME=REF]... [--platform P]
-             [--cache DIR] [--epoch N] [--tls-verify=false] [--json] [-v]
+             [--cache DIR] [--epoch N] [--tls-verify=false] [--registries-conf FILE] [--json] [-v]
              [--progress auto|tty|plain|json | -q] [--digestfile FILE]
     assemble plan MANIFEST ...        what would run, what is cached, the layers, the outputs
     assemble inspect REF              manifest, config and layers of any image reference

@@ -10,9 +10,9 @@ from assembler import __version__
 from assembler.cli import cache as cli_cache
 from assembler.cli import lock as cli_lock
 from assembler.cli.console import err
-from assembler.errors import InputError
+from assembler.cli.registry_args import add_registry_args
+from assembler.cli.registry_args import registry_options as registry_options
 from assembler.oci.descriptor import Platform
-from assembler.transports.common import RegistryOptions
 
 SUBCOMMANDS = (
     "build",
@@ -28,15 +28,6 @@ SUBCOMMANDS = (
     "schema",
     "cache",
 )
-
-
-def _bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("true", "1", "yes", "on"):
-        return True
-    if value in ("false", "0", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -68,13 +59,6 @@ def jobs_arg(text: str) -> int:
 def platform_arg(text: str) -> Platform:
     """``--platform``'s value; bad input raises InputError."""
     return Platform.parse(text)  # BadPlatform (exit 2) quotes the text
-
-
-def registry_options(args: argparse.Namespace) -> RegistryOptions:
-    """How to talk to registries, from ``--tls-verify``, ``--authfile`` and ``--retries``."""
-    if args.retries < 1:
-        raise InputError("--retries must be at least 1")
-    return RegistryOptions(tls_verify=args.tls_verify, auth_file=args.authfile, retries=args.retries)
 
 
 def _progress_args(p: argparse.ArgumentParser, *, digest: str) -> None:
@@ -113,27 +97,7 @@ def _common(p: argparse.ArgumentParser, *, platforms: bool = False) -> None:
         )
     else:
         p.add_argument("--platform", default=None, help="os/arch[/variant] (default: linux/amd64)")
-    p.add_argument(
-        "--tls-verify",
-        type=_bool,
-        nargs="?",
-        const=True,
-        default=True,
-        metavar="BOOL",
-        help="--tls-verify=false talks plain HTTP to the registry (loopback registries)",
-    )
-    p.add_argument(
-        "--authfile",
-        type=Path,
-        default=None,
-        help="registry credentials file (default: $REGISTRY_AUTH_FILE, containers', Docker's)",
-    )
-    p.add_argument(
-        "--retries",
-        type=int,
-        default=RegistryOptions.retries,
-        help=f"registry tries in a row without progress before giving up (default {RegistryOptions.retries})",
-    )
+    add_registry_args(p)
     p.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more detail (twice: debug)")
 

@@ -17,7 +17,8 @@ from assembler.spec.lockfile import default_lock_path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from assembler.cli.args import _bool, _pair
+    from assembler.cli.args import _pair
+    from assembler.cli.registry_args import bool_arg as _bool
 
     p = sub.add_parser("lock", help="resolve every Python set of every target and variant into MANIFEST.lock")
     p.add_argument("manifest", type=Path, help="the manifest (YAML)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -45,12 +45,18 @@ _NOT_BASES = {"sif": "a SIF file", "oras": "a SIF file", "sqsh": "an Enroot squa
 
 @dataclass(frozen=True)
 class ImageName:
-    """A registry image name: ``registry/repository`` plus a tag or a digest."""
+    """A registry image name: ``registry/repository`` plus a tag or a digest.
+
+    ``short`` is the name as written when it named no registry (``ubuntu``,
+    ``nvidia/cuda``): such a name is Docker Hub's, unless registries.conf resolves short
+    names otherwise (:mod:`assembler.registry.conf`). It takes no part in comparisons.
+    """
 
     registry: str
     repository: str
     tag: str = ""
     digest: str = ""
+    short: str = field(default="", compare=False, repr=False)
 
     @classmethod
     def parse(cls, text: str) -> ImageName:
@@ -62,23 +68,22 @@ class ImageName:
             if not is_digest(digest):
                 raise BadReference(f"{text!r}: digest must be sha256:<64 hex>")
         first, _, remainder = rest.partition("/")
-        if remainder and ("." in first or ":" in first or first == "localhost"):
-            registry, path = first, remainder
-        else:
-            registry, path = DEFAULT_REGISTRY, rest
+        qualified = bool(remainder) and ("." in first or ":" in first or first == "localhost")
+        registry, path = (first, remainder) if qualified else (DEFAULT_REGISTRY, rest)
         tag = ""
         last = path.rsplit("/", 1)[-1]
         if ":" in last:
             path, tag = path.rsplit(":", 1)
             if not _TAG_RE.match(tag):
                 raise BadReference(f"{text!r}: invalid tag {tag!r}")
+        short = "" if qualified else path
         if registry == DEFAULT_REGISTRY and "/" not in path:
             path = "library/" + path
         if not _REPO_RE.match(path):
             raise BadReference(f"{text!r}: invalid repository name {path!r} (lowercase letters, digits, . _ - /)")
         if not tag and not digest:
             tag = "latest"
-        return cls(registry, path, tag, digest)
+        return cls(registry, path, tag, digest, short)
 
     @property
     def reference(self) -> str:
@@ -87,8 +92,8 @@ class ImageName:
 
     def with_reference(self, reference: str) -> ImageName:
         if is_digest(reference):
-            return ImageName(self.registry, self.repository, "", reference)
-        return ImageName(self.registry, self.repository, reference, "")
+            return replace(self, tag="", digest=reference)
+        return replace(self, tag=reference, digest="")
 
     def __str__(self) -> str:
         out = f"{self.registry}/{self.repository}"

@@ -18,6 +18,8 @@ tries in a row and is reported within seconds (about 15 s with the defaults); a 
 (a proxy failing 30% of requests) answers between failures, which resets the count and
 the backoff, so a push of many requests survives it. A bound on all tries stops an
 operation that progresses but never completes (every upload's POST works, its PUT never).
+A host that never answered and cannot be reached at all is given up on sooner (:mod:`reach`);
+one that registries.conf marks ``insecure`` is spoken to over plain HTTP.
 Waits, counts and the clock are :func:`retry.registry_policy` (:attr:`RegistryClient.retry`).
 """
 
@@ -32,13 +34,14 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any, TypeVar
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import oras.utils
 import requests
 
 from assembler.errors import InputError, NotFound, RegistryError
 from assembler.proc import Runner
+from assembler.registry import reach
 from assembler.registry.auth import Challenge, Scopes, TokenCache, pick_challenge, scopes_for
 from assembler.registry.login import Credentials, Login
 from assembler.registry.retry import SYSTEM_CLOCK, Attempts, Clock, registry_policy
@@ -69,13 +72,22 @@ class Transient(Exception):
     """One attempt failed in a way that a later attempt may not (internal to the client)."""
 
     def __init__(
-        self, reason: str, *, status: int | None = None, retry_after: float | None = None, reauth: bool = False
+        self,
+        reason: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        reauth: bool = False,
+        unreachable: str | None = None,
+        host: str = "",
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
         self.retry_after = retry_after
         self.reauth = reauth
+        self.unreachable = unreachable  # how ``host`` cannot be reached at all (reach.why_unreachable)
+        self.host = host
 
 
 def api_host(host: str) -> str:
@@ -145,7 +157,8 @@ class RegistryClient:
         self.answers = 0  # requests that got the answer they wanted: progress, for the retry budget
         self.login = Login(host, auth_file=options.auth_file, runner=runner or Runner())
         # TLS verification is passed per request; tls_verify=False means plain HTTP.
-        self.base = f"{'https' if options.tls_verify else 'http'}://{api_host(host)}"
+        self.tls = options.tls_verify and not options.conf.insecure(host)
+        self.base = f"{'https' if self.tls else 'http'}://{api_host(host)}"
         self._challenge: Challenge | None = None
         self._pinged = False
         self._tokens = TokenCache()
@@ -170,13 +183,14 @@ class RegistryClient:
 
     # -- authentication ----------------------------------------------------------------
 
-    def _raw(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+    def _raw(self, method: str, url: str, *, first: bool = False, **kwargs: Any) -> requests.Response:
+        """One request (``first``: the host's first, under ``ping_timeout``)."""
         self.stats.requests += 1
-        timeout = (self.options.timeout, self.options.timeout)
+        seconds = self.options.ping_timeout if first else self.options.timeout
         try:
             # Always streamed: a body is read only when wanted, and error bodies only in part.
             response: requests.Response = self.session.request(
-                method, url, timeout=timeout, verify=self.options.tls_verify, stream=True, **kwargs
+                method, url, timeout=(seconds, seconds), verify=self.tls, stream=True, **kwargs
             )
             return response
         except requests.TooManyRedirects as e:
@@ -191,13 +205,14 @@ class RegistryClient:
                 hint="for a plain-HTTP registry (e.g. on loopback) use --tls-verify=false",
             ) from e
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
-            raise Transient(f"{type(e).__name__}: {_short(e)}") from e
+            why = reach.why_unreachable(e, timeout=seconds if first else None)
+            raise Transient(f"{type(e).__name__}: {_short(e)}", unreachable=why, host=urlsplit(url).netloc) from e
 
     def _ping(self) -> None:
         """Learn how the registry wants to be authenticated (``GET /v2/``), once."""
         if self._pinged:
             return
-        response = self._raw("GET", self.url("/v2/"))
+        response = self._raw("GET", self.url("/v2/"), first=True)
         with response:
             if response.status_code in (200, 401):
                 response.raw.read(_ERROR_BODY_LIMIT)  # a read-out connection goes back to the pool
@@ -332,6 +347,7 @@ class RegistryClient:
         """
         attempts = Attempts(self.retry)
         reauths = 0
+        silence = reach.Silence(self.host, api=api_host(self.host), budget=self.retry.tries)
         answers = self.answers
         while True:
             try:
@@ -340,6 +356,8 @@ class RegistryClient:
                 if e.reauth and reauths < _MAX_REAUTH:
                     reauths += 1
                     continue
+                if e.unreachable is not None and not self._pinged:  # a host that never answered
+                    silence.failed(what, e.unreachable, host=e.host, cause=e)
                 # A request of this attempt got through: the registry works, start over.
                 progress, answers = self.answers != answers, self.answers
                 if attempts.failed(progress=progress) or e.reauth:
@@ -351,9 +369,8 @@ class RegistryClient:
                         hint=None if e.status != 401 else _login_hint(self.host, self.credentials),
                     ) from e
                 wait = attempts.wait(e.retry_after)
-                log.warning(
-                    "%s: %s; trying again in %.1f s (%d of %d)", what, e.reason, wait, attempts.streak, self.retry.tries
-                )
+                shown = (silence.tries, silence.limit) if silence.tries else (attempts.streak, self.retry.tries)
+                log.warning("%s: %s; trying again in %.1f s (%d of %d)", what, e.reason, wait, *shown)
                 if e.status is None:
                     self.renew_session()
                 self.retry.clock.sleep(wait)

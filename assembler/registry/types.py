@@ -1,19 +1,23 @@
 """What the registry client is configured with and reads pushed blobs from.
 
-Shared by every part of the client (:mod:`assembler.registry`), it imports none of them;
+Shared by every part of the client (:mod:`assembler.registry`), it imports none of them
+but :mod:`~assembler.registry.conf` (the registries.conf the options carry);
 :mod:`assembler.transports.common` names both too, for the transports and their callers.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
+
+from assembler.registry.conf import RegistriesConf
 
 
 @dataclass(frozen=True)
 class RegistryOptions:
-    """How to talk to a registry (the CLI's ``--tls-verify``, ``--authfile``, retry flags)."""
+    """How to talk to a registry (the CLI's ``--tls-verify``, ``--authfile``, retry flags,
+    ``--registries-conf``)."""
 
     tls_verify: bool = True  # False: plain HTTP (for loopback registries), like skopeo --tls-verify=false
     auth_file: Path | None = None  # explicit auth file; else the lookup order of registry.login
@@ -24,9 +28,15 @@ class RegistryOptions:
     max_backoff: float = 2.0
     max_retry_after: float = 60.0  # cap on a server's Retry-After
     timeout: float = 60.0  # per request, connect and read
+    # The first request to a host (GET /v2/, which every registry answers at once): a host
+    # silent this long is tried twice more, then reported unreachable (in about 16 s).
+    ping_timeout: float = 5.0
     min_rate: int = 16 << 10  # bytes/s: a blob download may take timeout + size / min_rate, no more
     chunk_size: int = 32 << 20  # PATCH chunk size for big blobs (memory bound)
     monolithic_max: int = 32 << 20  # blobs up to this size: one streamed PUT
+    # Mirrors, insecure and blocked registries, short names: registries.conf as the CLI read
+    # it (registry.conffiles.load); the empty default reads nothing.
+    conf: RegistriesConf = field(default_factory=RegistriesConf)
 
 
 class BlobReader(Protocol):

@@ -3,6 +3,8 @@
 Both go through the registry client (:class:`assembler.registry.client.Registry`): every
 blob streams and is verified, blobs already in the repository are skipped, blobs in
 another repository of the registry are mounted, the manifest goes up as its exact bytes.
+A read goes through registries.conf's mirrors first (:mod:`assembler.registry.pull`); a
+push goes to the name's registry.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from assembler.errors import InvalidImage, RegistryError
+from assembler.errors import InvalidImage, RegistryError, Unreachable
 from assembler.oci import mediatypes as mt
 from assembler.oci.artifact import EMPTY_CONFIG, EMPTY_DESCRIPTOR, FilesArtifact
 from assembler.oci.descriptor import Platform
 from assembler.oci.image import Image, Index, manifest_config
 from assembler.oci.reference import ImageName
+from assembler.registry import pull
 from assembler.registry.blobs import WithBytes
 from assembler.registry.client import Registry, RemoteBlobs
 from assembler.registry.http import TransferStats
@@ -42,11 +45,23 @@ def read(
 ) -> SourceImage:
     """The image ``name`` names, following an index to ``platform``; retries wait on ``clock``.
 
-    Its blobs stream from the registry, verified. Raises NotFound, RegistryError,
-    DigestMismatch, InvalidImage.
+    It is read from the first of its registries.conf mirrors that has it, else from its
+    location (:mod:`assembler.registry.pull`); its blobs stream from there, verified.
+    Raises NotFound, RegistryError (Unreachable), DigestMismatch, InvalidImage, and
+    InputError when registries.conf blocks it.
     """
-    registry = Registry(name.registry, options=options, progress=progress, clock=clock)
     what = f"docker://{name}"
+
+    def read_from(registry: Registry, source: ImageName) -> SourceImage:
+        image, index_digest = _read_image(registry, source, platform, what)
+        sizes = {d.digest: d.size for d in image.blob_descriptors()}
+        return SourceImage(image, RemoteBlobs(registry, source.repository, sizes), what, index_digest)
+
+    return pull.first_source(name, options, read_from, progress=progress, clock=clock)
+
+
+def _read_image(registry: Registry, name: ImageName, platform: Platform, what: str) -> tuple[Image, str | None]:
+    """The image at ``name`` in ``registry`` and the digest of the index it was picked from."""
     body, media_type = registry.fetch_manifest(name.repository, name.reference)
     index_digest: str | None = None
     for _ in range(_MAX_NESTING):
@@ -65,11 +80,9 @@ def read(
         name.repository, config_desc, limit=_CONFIG_LIMIT, what=f"{what}: reading config {config_desc.digest}"
     )
     try:
-        image = Image(body, config)  # checks the config bytes against the manifest's digest
+        return Image(body, config), index_digest  # checks the config bytes against the manifest's digest
     except InvalidImage as e:
         raise InvalidImage(f"{what}: {e}") from e
-    sizes = {d.digest: d.size for d in image.blob_descriptors()}
-    return SourceImage(image, RemoteBlobs(registry, name.repository, sizes), what, index_digest)
 
 
 @dataclass(frozen=True)
@@ -109,6 +122,8 @@ def push(
             label = f"layer {i + 1}/{len(layers)}" if i < len(layers) else "config"
             try:
                 outcome = registry.push_blob(name.repository, desc, reader, mount_from=sources)
+            except Unreachable as e:
+                raise Unreachable(f"{label}: {e.message}", registry=e.registry, host=e.host, why=e.why) from e
             except RegistryError as e:
                 raise RegistryError(f"{label}: {e.message}", registry=e.registry, status=e.status, hint=e.hint) from e
             log.info("%s: %s %s: %s", name, label, desc.digest, outcome)
