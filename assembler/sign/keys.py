@@ -143,7 +143,7 @@ def load_private_key(data: bytes, *, password: bytes | None, what: str) -> Signe
     kind, body = _pem_blocks(data, what)[0]
     if kind in COSIGN_KEY_TYPES:
         if password is None:
-            raise InputError(f"{what}: a cosign key, encrypted", hint="set COSIGN_PASSWORD to its password")
+            raise InputError(f"{what}: an encrypted cosign key, and no $COSIGN_PASSWORD", hint="set COSIGN_PASSWORD")
         der = decrypt_cosign_key(b"".join(body.split()), password, what)
         try:
             return _checked_private(serialization.load_der_private_key(der, None), what)
@@ -153,7 +153,7 @@ def load_private_key(data: bytes, *, password: bytes | None, what: str) -> Signe
         raise InputError(f"{what}: a PEM {kind}, not a private key")
     secret = password if kind == "ENCRYPTED PRIVATE KEY" else None
     if kind == "ENCRYPTED PRIVATE KEY" and not password:
-        raise InputError(f"{what}: an encrypted key", hint="set COSIGN_PASSWORD to its password")
+        raise InputError(f"{what}: an encrypted key, and no $COSIGN_PASSWORD", hint="set COSIGN_PASSWORD")
     try:
         return _checked_private(serialization.load_pem_private_key(data, secret), what)
     except (ValueError, TypeError, UnsupportedAlgorithm) as e:
