@@ -206,12 +206,12 @@ def _image_target(
     writers: Sequence[Writer],
     *,
     report: Reporter,
-    mount_from: Sequence[ImageName],
+    options: Options,
     referrers: Sequence[Artifact],
 ) -> Target:
     """What the writers write of one image: a push mounts blobs from the base's repository
-    and ``mount_from`` (on the same registry); ``referrers`` (the SBOM, the provenance) go
-    with it to every output (see writers.Target)."""
+    and the step caches' (on the same registry); ``referrers`` (the SBOM, the provenance) go
+    with it to every output (see writers.Target), signed with ``options.sign``'s key."""
     # The definition file inside a SIF names where the image lives (stable, not a temp path).
     names = [w.image_name for w in writers if w.image_name is not None]
     source_name = names[0] if names else f"assemble:{loaded.manifest.name}"
@@ -221,9 +221,10 @@ def _image_target(
         ctx,
         loaded.manifest.sif.compressor,
         f"{loaded.manifest.name}.sif",
-        mount_from=[*base_repo, *mount_from],
+        mount_from=[*base_repo, *_cache_names(options)],
         sif_progress=lambda n: report(Event("bytes", {"n": n, "what": "sif"})),
         referrers=referrers,
+        signer=options.sign,
     )
 
 
@@ -253,11 +254,14 @@ def _outputs(loaded: Loaded, options: Options) -> tuple[list[Writer], list[Ref]]
     return writers, [r for r in refs if r.holds_files]
 
 
-def _checked_outputs(loaded: Loaded, options: Options) -> tuple[list[Writer], list[Ref]]:
-    """:func:`_outputs`, every one checked before anything is built (InputError)."""
+def _checked_outputs(loaded: Loaded, options: Options, report: Reporter = quiet) -> tuple[list[Writer], list[Ref]]:
+    """:func:`_outputs`, every one checked before anything is built (InputError); a
+    warning for each that ``--sign`` does not sign."""
     writers, files = _outputs(loaded, options)
     for writer in writers:
         writer.check(force=options.force, sbom=options.sbom)
+        if options.sign is not None and not writer.signs:
+            report(Event("warning", {"text": f"{writer.ref}: not signed (--sign signs docker:// and oci:DIR:TAG)"}))
     artifacts.check(loaded, files, force=options.force, cache_dir=options.cache_dir)
     if options.artifacts:
         artifacts.check_oci_outputs(loaded, options.artifacts, writers)
@@ -281,7 +285,7 @@ def assemble(loaded: Loaded, options: Options, *, runner: Runner, report: Report
 
 def _assemble_once(loaded: Loaded, options: Options, *, runner: Runner, report: Reporter) -> Result:
     started = time.monotonic()
-    writers, files = _checked_outputs(loaded, options)
+    writers, files = _checked_outputs(loaded, options, report)
     plan = resolve(loaded, options, runner=runner)
     cache = Cache(options.cache_dir)
     ctx = _context(loaded, options, cache=cache, runner=runner, registry=options.registry, report=report)
@@ -293,7 +297,7 @@ def _assemble_once(loaded: Loaded, options: Options, *, runner: Runner, report: 
         if options.artifacts:  # the outputs hold the artifacts, not an image
             art = artifacts.as_oci(loaded, options.artifacts, made, epoch=ctx.epoch)
             source = SourceImage(image, cache, f"assemble:{loaded.manifest.name}")
-            target = Target(source, ctx, mount_from=_cache_names(options), artifact=art)
+            target = Target(source, ctx, mount_from=_cache_names(options), artifact=art, signer=options.sign)
             written_files += write(target, writers, report=report)
             return Result(image, (), steps, tuple(written_files), time.monotonic() - started, artifact=art)
         if not writers:
@@ -303,9 +307,7 @@ def _assemble_once(loaded: Loaded, options: Options, *, runner: Runner, report: 
     if options.deps_check:  # before any output: an image that cannot run is not written
         check_built(built, cache, report=report)
     referrers = describe_built(built, plan, cache, report=report) if options.sbom else []
-    target = _image_target(
-        built, ctx, loaded, writers, report=report, mount_from=_cache_names(options), referrers=referrers
-    )
+    target = _image_target(built, ctx, loaded, writers, report=report, options=options, referrers=referrers)
     written = [*write(target, writers, report=report), *written_files]
     return Result(
         built.image,
@@ -366,6 +368,7 @@ def _write_index(
         ctx,
         platforms=[r.image for r in built],
         platform_referrers=[r.referrers for r in built],
+        signer=options.sign,
     )
     return write(target, writers, report=report)
 

@@ -24,6 +24,7 @@ anything else reaching the CLI is a bug and gets a traceback.
     │   └── Unreachable                 a registry host that does not resolve, refuses or never answers
     ├── CacheError                      the cache directory cannot be used
     ├── MissingDependencies             ELF files an image adds cannot load in it (libraries, versions)
+    ├── SignatureError                  no signature (or attestation) by the key over the image
     └── Cancelled                       a step given up: another one failed (or Ctrl-C)
 
 Expected failures carry fields (``status``, ``argv``, ``returncode``, ``log_tail``...), not
@@ -206,6 +207,15 @@ class MissingDependencies(AssemblerError):
     def __init__(self, message: str, *, misses: Sequence[object] = (), hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.misses = tuple(misses)
+
+
+class SignatureError(AssemblerError):
+    """``assemble verify``: the image has no cosign signature (or no attestation of the
+    type asked for) by the key, over its digest. ``rejected`` says why each one found failed."""
+
+    def __init__(self, message: str, *, rejected: Sequence[str] = (), hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.rejected = tuple(rejected)
 
 
 class Cancelled(AssemblerError):

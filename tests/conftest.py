@@ -62,6 +62,7 @@ UNIT_MODULES = frozenset(
         "test_retry.py",
         "test_sbom_packages.py",
         "test_schema.py",
+        "test_sign_keys.py",
         "test_sources.py",
         "test_spec.py",
         "test_unreachable.py",

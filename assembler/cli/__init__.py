@@ -9,6 +9,7 @@
     assemble diff A B                 why two images differ: config fields, layers, files
     assemble deps REF                 can the ELF files an image adds load in it (libraries, versions)
     assemble referrers REF [--save D] what is attached to an image: its SBOM, its provenance, a SIF
+    assemble verify REF --key PUB     is the image signed by that key (cosign's format; --type: attested)
     assemble sif SOURCE OUT.sif       an Apptainer/Singularity SIF of any image, written as a stream
     assemble sqsh SOURCE OUT.sqsh     an Enroot/Pyxis squashfs image of any image, written as a stream
     assemble lock MANIFEST [--set K=V]...  every Python set of every target, resolved into MANIFEST.lock
@@ -32,13 +33,14 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from assembler.cli import cache as cli_cache
-from assembler.cli.args import SUBCOMMANDS, parser
+from assembler.cli.args import parser
 from assembler.cli.build import cmd_build, cmd_plan
 from assembler.cli.console import err
 from assembler.cli.images import cmd_deps, cmd_diff, cmd_inspect, cmd_schema, cmd_sif, cmd_sqsh, cmd_validate
 from assembler.cli.lock import cmd_lock
 from assembler.cli.progress import json_error
 from assembler.cli.referrers import cmd_referrers
+from assembler.cli.verify import cmd_verify
 from assembler.errors import AssemblerError
 
 __all__ = ["main", "run"]
@@ -51,6 +53,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "diff": cmd_diff,
     "deps": cmd_deps,
     "referrers": cmd_referrers,
+    "verify": cmd_verify,
     "sif": cmd_sif,
     "sqsh": cmd_sqsh,
     "schema": cmd_schema,
@@ -61,7 +64,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list and not args_list[0].startswith("-") and args_list[0] not in SUBCOMMANDS:
+    if args_list and not args_list[0].startswith("-") and args_list[0] not in COMMANDS:  # build is the default
         args_list.insert(0, "build")
     args = parser().parse_args(args_list)
     logging.basicConfig(

@@ -14,21 +14,6 @@ from assembler.cli.registry_args import add_registry_args
 from assembler.cli.registry_args import registry_options as registry_options
 from assembler.oci.descriptor import Platform
 
-SUBCOMMANDS = (
-    "build",
-    "plan",
-    "lock",
-    "inspect",
-    "validate",
-    "diff",
-    "deps",
-    "referrers",
-    "sif",
-    "sqsh",
-    "schema",
-    "cache",
-)
-
 
 def _pair(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
@@ -219,6 +204,14 @@ def _output_args(p: argparse.ArgumentParser) -> None:
         "outputs)",
     )
     p.add_argument(
+        "--sign",
+        type=Path,
+        default=None,
+        metavar="KEY",
+        help="sign the docker:// and oci:DIR:TAG outputs and attest their SBOM and provenance, in cosign's "
+        "format, with KEY (cosign.key, its password in $COSIGN_PASSWORD; or a PEM Ed25519/ECDSA key)",
+    )
+    p.add_argument(
         "--artifact",
         action="append",
         default=[],
@@ -306,6 +299,8 @@ def _sqsh_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
+    from assembler.cli import verify as cli_verify  # it imports this module's helpers
+
     top = _Parser(prog="assemble", description="Assemble OCI images from a manifest, without Dockerfiles or a daemon.")
     top.add_argument("--version", action="version", version=f"assemble {__version__}")
     sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -351,6 +346,7 @@ def parser() -> argparse.ArgumentParser:
     _reader_cache(p)
     _common(p)
     _referrers_parser(sub)
+    cli_verify.add_parser(sub)
     _sif_parser(sub)
     _sqsh_parser(sub)
     p = sub.add_parser("schema", help="print (or write) the JSON Schemas of manifests and recipes")

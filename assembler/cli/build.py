@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shlex
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from assembler.pipeline.locking import with_lock
 from assembler.pipeline.options import Event
 from assembler.pipeline.variants import Variant, load_variants
 from assembler.proc import Runner
+from assembler.sign import Signer, load_private_key
 
 
 def _options(args: argparse.Namespace, manifest_epoch: int | None, manifest_cache: str | None = None) -> Options:
@@ -55,7 +57,20 @@ def _options(args: argparse.Namespace, manifest_epoch: int | None, manifest_cach
         deps_check=not getattr(args, "no_deps_check", False),
         sbom=not getattr(args, "no_sbom", False),
         artifacts=tuple(getattr(args, "artifact", None) or ()),
+        sign=_signer(args.sign) if getattr(args, "sign", None) else None,
     )
+
+
+def _signer(key: Path) -> Signer:
+    """The key of ``--sign``, read before anything is built (a cosign key's password from
+    ``$COSIGN_PASSWORD``); InputError when it does not load."""
+    what = f"--sign {key}"
+    try:
+        data = key.read_bytes()
+    except OSError as e:
+        raise InputError(f"{what}: {e.strerror or e}") from None
+    password = os.environ.get("COSIGN_PASSWORD")
+    return load_private_key(data, password=None if password is None else password.encode(), what=what)
 
 
 def _slurm_args(text: str) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from assembler.cache import StepResult
     from assembler.oci.image import Image
     from assembler.oci.layer import Layer
+    from assembler.sign import Signer
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,8 @@ class Options:
     sbom: bool = True
     # --artifact STEP[.NAME]: the outputs hold these artifacts as an OCI artifact, no image.
     artifacts: tuple[str, ...] = ()
+    # --sign KEY: the key that signs the docker:// and oci:DIR:TAG outputs (assembler.sign).
+    sign: Signer | None = None
 
 
 def resolve_epoch(cli_epoch: int | None, manifest_epoch: int | None, environ: Mapping[str, str] = os.environ) -> int:

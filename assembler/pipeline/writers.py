@@ -12,97 +12,33 @@ image's referrers (its SBOM, its provenance; an untagged ``oci:DIR`` stays one m
 inside tagged layouts and oci-archives, registries and SIFs; as files next to
 docker-archives, untagged oci-archives and sqsh files (only where those names are free or
 ours: :mod:`assembler.transports.sidecar`). An output path that is a symlink is refused,
-or with ``--force`` replaced as a link, never written through. Registry pushes go through
+or with ``--force`` replaced as a link, never written through. With ``--sign``
+(``Target.signer``) the ``docker://`` and tagged ``oci:`` writers sign what they wrote and
+attest its referrers, in cosign's format (:mod:`assembler.transports.signatures`).
+Registry pushes go through
 :func:`assembler.transports.remote.push` and
 :func:`assembler.transports.sif_publish.push_sif`, the registry client's entry points.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
-from assembler.cache import Cache, temp_prefix
+from assembler.cache import Cache
 from assembler.errors import InputError
 from assembler.oci.artifact import Artifact, FilesArtifact
 from assembler.oci.image import Image
 from assembler.oci.reference import ImageName, Ref
+from assembler.pipeline.target import Target
 from assembler.sbom import made_by_assemble
-from assembler.transports import Context, Written, archive, check_replaceable, index, layout, registry_options
-from assembler.transports.common import BlobReader, SourceImage
+from assembler.sign import Signed, sign_manifest
+from assembler.transports import Written, archive, check_replaceable, index, layout, registry_options, signatures
 from assembler.transports.sidecar import check_sidecars, write_sidecars
 
-if TYPE_CHECKING:
-    from assembler.transports.sif import SifInfo
-
-
-@dataclass
-class Target:
-    """What the writers write, and what they share: a SIF is made at most once.
-
-    ``source`` is the image, with the reader of its blobs; with ``platforms``, the images of
-    several platforms are written instead, as one index (``source`` reads their blobs);
-    with ``artifact``, that OCI artifact (``source`` reads its blobs)."""
-
-    source: SourceImage
-    ctx: Context
-    sif_compressor: str = "gzip"
-    # The file name of a SIF made for a push alone: the pushed artifact's title names it.
-    sif_name: str = "image.sif"
-    # Base images in the same registry, whose blobs a push mounts instead of uploading.
-    mount_from: Sequence[ImageName] = ()
-    sif: SifInfo | None = None
-    # SIF writing's byte count (a display shows it as its own bar); else ctx.progress.
-    sif_progress: Callable[[int], None] | None = None
-    # Artifacts whose subject is the image (its SBOM, its provenance): written into OCI
-    # layouts and archives, pushed with the image, put into SIFs as data objects, and
-    # written next to docker-archives and sqsh files (transports.sidecar).
-    referrers: Sequence[Artifact] = ()
-    # An index: each platform's image and its referrers (platform_referrers[i] are platforms[i]'s).
-    platforms: Sequence[Image] = ()
-    platform_referrers: Sequence[Sequence[Artifact]] = ()
-    artifact: FilesArtifact | None = None
-    _tmp: Path | None = field(default=None, repr=False)
-
-    @property
-    def blobs(self) -> BlobReader:
-        return self.source.blobs
-
-    def per_platform(self) -> list[Sequence[Artifact]]:
-        """The referrers of each of ``platforms`` (none for one not given)."""
-        given = self.platform_referrers
-        return [given[i] if i < len(given) else () for i in range(len(self.platforms))]
-
-    def make_sif(self, path: Path | None = None) -> SifInfo:
-        """The SIF of the image: written at ``path``, or (None) the one already made, else
-        one in a temporary folder of the cache, removed by :meth:`cleanup`."""
-        if path is None and self.sif is not None:
-            return self.sif
-        if path is None:
-            self._tmp = Path(tempfile.mkdtemp(prefix=temp_prefix("sif-"), dir=self.ctx.cache.root / "tmp"))
-            path = self._tmp / self.sif_name
-        from assembler.transports.sif import write_sif  # only SIF outputs need it
-
-        ctx = self.ctx
-        self.sif = write_sif(
-            self.source,
-            path,
-            runner=ctx.runner,
-            epoch=ctx.epoch,
-            compressor=self.sif_compressor,
-            progress=self.sif_progress or ctx.progress,
-            attached=self.referrers,
-        )
-        return self.sif
-
-    def cleanup(self) -> None:
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
+__all__ = ["WRITERS", "Target", "Writer", "writer_for"]
 
 
 @dataclass(frozen=True)
@@ -125,13 +61,33 @@ class Writer:
     def check(self, *, force: bool, sbom: bool = True) -> None:
         """Before anything is built: InputError when the output (``sbom``: its SBOM files too) may not be written."""
 
+    @property
+    def signs(self) -> bool:
+        """Whether ``--sign`` signs what it writes (cosign's signatures beside it)."""
+        return False
+
     def write(self, target: Target) -> list[Written]:
-        """Write; what was written (a push may write a referrer too)."""
+        """Write; what was written (a push may write a referrer too), signed with
+        ``target.signer`` where the output can hold signatures."""
         if target.artifact is not None:
-            return self.write_artifact(target.artifact, target)
-        if target.platforms:
-            return self.write_index(target)
-        return self.write_image(target)
+            out = self.write_artifact(target.artifact, target)
+        elif target.platforms:
+            out = self.write_index(target)
+        else:
+            out = self.write_image(target)
+        if target.signer is not None and self.signs:
+            signer, name = target.signer, self.identity(target)
+            signed = [sign_manifest(signer, d, name, arts) for d, arts in _signed_subjects(target, out[0].digest)]
+            out[0] = replace(out[0], signatures=tuple(self.write_signatures(signed, target)))
+        return out
+
+    def identity(self, target: Target) -> str:
+        """The name a signature gives what this output holds (``HOST/REPO``)."""
+        raise NotImplementedError
+
+    def write_signatures(self, signed: Sequence[Signed], target: Target) -> list[str]:
+        """Write ``signed`` beside what was written; the digests of the manifests written."""
+        raise NotImplementedError
 
     def write_image(self, target: Target) -> list[Written]:
         raise NotImplementedError
@@ -143,6 +99,16 @@ class Writer:
         raise InputError(
             f"{self.ref}: artifacts are written to oci:DIR[:TAG] or docker://REF (or as files: artifact:DIR:STEP)"
         )
+
+
+def _signed_subjects(target: Target, digest: str) -> list[tuple[str, Sequence[Artifact]]]:
+    """What ``--sign`` signs of ``target`` written as ``digest``, with the referrers it
+    attests: the image and its referrers; an index, then each platform's image and its
+    referrers; an artifact of files."""
+    if target.artifact is None and not target.platforms:
+        return [(digest, target.referrers)]
+    images = [image.digest for image in target.platforms]
+    return [(digest, ()), *zip(images, target.per_platform(), strict=True)]
 
 
 def _file_of(ref: Ref, target: Target) -> Path:
@@ -175,8 +141,18 @@ class LayoutWriter(Writer):
     holds_artifact = True
     holds_index = True
 
+    @property
+    def signs(self) -> bool:
+        return bool(self.ref.tag)  # an untagged layout holds one manifest
+
     def check(self, *, force: bool, sbom: bool = True) -> None:
         check_replaceable(Path(self.ref.path), "oci", force=force)
+
+    def identity(self, target: Target) -> str:
+        return signatures.layout_identity(_file_of(self.ref, target))
+
+    def write_signatures(self, signed: Sequence[Signed], target: Target) -> list[str]:
+        return signatures.write_layout(_file_of(self.ref, target), signed)
 
     def write_image(self, target: Target) -> list[Written]:
         image = target.source.image
@@ -327,6 +303,18 @@ class RegistryWriter(Writer):
     @property
     def image_name(self) -> str | None:
         return str(self.ref)
+
+    @property
+    def signs(self) -> bool:
+        return True
+
+    def identity(self, target: Target) -> str:
+        assert self.ref.name is not None
+        return signatures.identity_of(self.ref.name)
+
+    def write_signatures(self, signed: Sequence[Signed], target: Target) -> list[str]:
+        assert self.ref.name is not None
+        return signatures.push(self.ref.name, signed, options=registry_options(target.ctx))
 
     def _push(self, target: Target, what: Image | FilesArtifact) -> Written:
         from assembler.transports import remote  # the registry client, only when pushing

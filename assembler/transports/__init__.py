@@ -299,6 +299,7 @@ class Written:
     mounted_blobs: int = 0
     skipped_blobs: int = 0
     referrers: tuple[str, ...] = ()  # digests of the referrers written with it (SBOM, provenance)
+    signatures: tuple[str, ...] = ()  # --sign: digests of the cosign .sig and .att manifests written
 
 
 __all__ = ["Context", "SourceImage", "Written", "import_image", "open_source"]

@@ -13,13 +13,14 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from assembler.cache import copy_verified, temp_prefix
-from assembler.errors import InputError
+from assembler.errors import InputError, InvalidImage
 from assembler.oci import mediatypes as mt
 from assembler.oci.artifact import EMPTY_CONFIG, Artifact, FilesArtifact
 from assembler.oci.descriptor import Descriptor, Platform
@@ -28,6 +29,7 @@ from assembler.oci.image import Image
 from assembler.transports.common import BlobReader, DirBlobs, SourceImage, descriptors, resolve_image
 
 _CHUNK = 1 << 20
+_SIGNATURE_TAG = re.compile(r"^sha256-([0-9a-f]{64})\.(?:sig|att)$")
 
 
 def read_index(path: Path) -> dict[str, Any]:
@@ -78,6 +80,16 @@ def _place_blob(blobs: BlobReader, digest: str, dest: Path) -> None:
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def read_blob(path: Path, digest: str, *, limit: int) -> bytes:
+    """A small blob of the layout at ``path``, verified; InvalidImage past ``limit`` bytes."""
+    with DirBlobs(path / "blobs", what=f"oci:{path}").open_blob(digest) as f:
+        data = f.read(limit + 1)
+        if len(data) > limit:
+            raise InvalidImage(f"oci:{path}: blob {digest} is over {limit} bytes")
+        f.read()  # to the end: the digest is checked there
+    return data
 
 
 def write_blob_bytes(path: Path, data: bytes) -> str:
@@ -133,7 +145,7 @@ def _add_image(path: Path, image: Image, tag: str, referrers: Iterable[Artifact]
     manifests.append(entry.to_json())
     for artifact in referrers:
         manifests = [d for d in manifests if d.get("digest") != artifact.digest] + [artifact.descriptor.to_json()]
-    _write_index(path, manifests, existing)
+    write_index(path, manifests, existing)
     return entry
 
 
@@ -154,7 +166,7 @@ def write_artifact(path: Path, artifact: FilesArtifact, *, tag: str, blobs: Blob
     with index_lock(path):
         existing = _index(path)
         manifests = [d for d in existing.get("manifests", []) if not replaced(d)]
-        _write_index(path, [*manifests, entry.to_json()], existing)
+        write_index(path, [*manifests, entry.to_json()], existing)
     return entry
 
 
@@ -201,7 +213,10 @@ def write_atomically(dest: Path, data: bytes) -> None:
         raise
 
 
-def _write_index(path: Path, manifests: list[Any], existing: dict[str, Any]) -> None:
+def write_index(path: Path, manifests: list[Any], existing: dict[str, Any]) -> None:
+    """Replace the index of the layout at ``path`` (read as ``existing`` under
+    :func:`index_lock`, still held) by one of ``manifests``, less the referrers and cosign
+    signatures of the images it no longer lists."""
     manifests = _without_orphans(path, manifests, existing.get("manifests", []))
     index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": manifests}
     write_atomically(path / "index.json", canonical_json(index))
@@ -224,10 +239,19 @@ def subject_of(path: Path, entry: Any) -> str | None:
     return str(named) if named else None
 
 
+def signed_by_tag(entry: Any) -> str | None:
+    """The digest a cosign signature or attestation entry (tagged ``sha256-<hex>.sig`` or
+    ``.att``) is about; else None."""
+    tag = (entry.get("annotations") or {}).get(mt.ANNOTATION_REF_NAME, "") if isinstance(entry, dict) else ""
+    found = _SIGNATURE_TAG.match(str(tag))
+    return f"sha256:{found.group(1)}" if found else None
+
+
 def _without_orphans(path: Path, manifests: list[Any], before: list[Any]) -> list[Any]:
-    """``manifests`` less the referrers of the images that were in ``before`` and are not now."""
+    """``manifests`` less the referrers and signatures of the images that were in ``before``
+    and are not now."""
     listed = {d.get("digest") for d in manifests if isinstance(d, dict)}
     gone = {d.get("digest") for d in before if isinstance(d, dict)} - listed
     if not gone:
         return manifests
-    return [d for d in manifests if subject_of(path, d) not in gone]
+    return [d for d in manifests if subject_of(path, d) not in gone and signed_by_tag(d) not in gone]

@@ -1,0 +1,76 @@
+"""``assemble verify REF --key PUB``: is the image REF names signed by that key in cosign's
+format (``--sign``), and (``--type``) are its SBOM and provenance attested by it; checked as
+``cosign verify --key PUB --insecure-ignore-tlog`` and ``cosign verify-attestation`` check
+them, without cosign."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from assembler.cli.args import _common, _reader_cache, registry_options
+from assembler.cli.console import out, say
+from assembler.cli.images import _reading_cache, _source
+from assembler.errors import InputError, SignatureError
+from assembler.oci.reference import absolute_ref, parse_ref
+from assembler.sign import PREDICATE_TYPES, Verdict, Verifier, load_public_key
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("verify", help="check that an image is signed by a key, as cosign verify does (exit 1 if not)")
+    p.add_argument("ref", help="the image: docker://HOST/REPO:TAG or oci:DIR:TAG")
+    p.add_argument("--key", type=Path, required=True, metavar="PUB", help="the public key (cosign.pub, or PEM)")
+    p.add_argument(
+        "--type",
+        action="append",
+        default=[],
+        choices=sorted(PREDICATE_TYPES),
+        help="also check an attestation of this type (repeatable), as cosign verify-attestation --type",
+    )
+    _reader_cache(p)
+    _common(p)
+
+
+def read_key(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise InputError(f"{what}: {e.strerror or e}") from None
+
+
+def _required(verdict: Verdict, what: str, key: Verifier) -> None:
+    if not verdict.verified:
+        rejected = "; ".join(verdict.rejected) or "none found"
+        raise SignatureError(f"{what}: none by key {key.key_id}", rejected=verdict.rejected, hint=rejected)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from assembler.transports import signatures
+
+    ref = absolute_ref(parse_ref(args.ref), Path.cwd())
+    if ref.transport not in ("docker", "oci") or (ref.transport == "oci" and not ref.tag):
+        raise InputError(f"{args.ref}: signatures live in registries (docker://...) and OCI layouts (oci:DIR:TAG)")
+    key = load_public_key(read_key(args.key, f"--key {args.key}"), what=f"--key {args.key}")
+    options = registry_options(args)
+    with _reading_cache(args) as cache_dir:
+        source = _source(args, cache_dir)
+        digest = source.index_digest or source.image.digest  # what REF names: an index, else the image
+        found = signatures.verify(ref, digest, key, options=options)
+        _required(found, f"{args.ref} ({digest}): signatures", key)
+        attested = {}
+        for kind in args.type:  # of the image (for an index: of --platform's), as the SBOM describes it
+            image = source.image.digest
+            verdict = signatures.verify(
+                ref, image, key, options=options, attestations=True, predicate_type=PREDICATE_TYPES[kind]
+            )
+            _required(verdict, f"{args.ref} ({image}): {kind} attestations", key)
+            attested[kind] = len(verdict.verified)
+    if args.json:
+        result = {"ref": args.ref, "digest": digest, "key": key.key_id, "signatures": len(found.verified)}
+        out.print(json.dumps({**result, "attestations": attested}, indent=2), markup=False)
+        return 0
+    say(f"{args.ref} {digest}: {len(found.verified)} signature(s) by key {key.key_id}")
+    for kind, count in attested.items():
+        say(f"  {kind}: {count} attestation(s) by key {key.key_id}")
+    return 0

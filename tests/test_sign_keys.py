@@ -1,0 +1,149 @@
+"""Signing keys and cosign's signature format, without cosign (unit tier): a key pair and a
+signature the real ``cosign`` v2.6.5 made (``cosign generate-key-pair``, ``cosign sign
+--key --tlog-upload=false``) are read and checked here, our payload and manifest bytes are
+cosign's, and Ed25519 and ECDSA signatures are deterministic. tests/test_sign.py has the
+real cosign check what ``--sign`` pushes."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable
+
+import nacl.secret
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from assembler.errors import InputError
+from assembler.oci import mediatypes as mt
+from assembler.oci.artifact import Artifact
+from assembler.oci.descriptor import Descriptor
+from assembler.oci.digest import sha256_digest
+from assembler.sign import PREDICATE_TYPES, Signer, load_private_key, load_public_key, sign_manifest
+from assembler.sign.cosign import SIGNATURE_ANNOTATION, SIMPLE_SIGNING, signature_manifest, simple_signing_payload
+from assembler.sign.verify import check
+
+# `COSIGN_PASSWORD=pw cosign generate-key-pair` (cosign v2.6.5): ECDSA P-256, scrypt N=65536.
+COSIGN_KEY = b"""-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----
+eyJrZGYiOnsibmFtZSI6InNjcnlwdCIsInBhcmFtcyI6eyJOIjo2NTUzNiwiciI6
+OCwicCI6MX0sInNhbHQiOiJtaWhXYVAwaVVJUTBVNHRrYUhLR2xwWm1Xa2FLQXAz
+c1pnVU01L0hSaGVjPSJ9LCJjaXBoZXIiOnsibmFtZSI6Im5hY2wvc2VjcmV0Ym94
+Iiwibm9uY2UiOiJweWduRURuOU53eTFveTlkNlIvVmg1emRiVDQwTVFaWCJ9LCJj
+aXBoZXJ0ZXh0IjoiYUFZY1ZIR0tUL2p0ak15MzBya1F0TXIvaCtNajdvbnB6VFpJ
+UDRPbmQ5WExvOE4wMXdVSzVESklpRFBVbXBlTDd0ZnNlYjg0cUtuV2YrWm4vVzgy
+eVgrbktiR3lkZkZ2UjFqOEJiOGFQdEMzNEFqMDVUL0hpeVVxamZYaU1GNWxNUTF4
+b3lZNmxxV0VMdGY2T2VKdTlFbXBqMjFPaFRwQ05NTWZpaFJNSnc0UFFocWRZWU5p
+Q3VrN1ZpMFpkMVI5djdIclJiWFVoMzFQRWc9PSJ9
+-----END ENCRYPTED SIGSTORE PRIVATE KEY-----
+"""
+COSIGN_PUB = b"""-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE4Qbd1H9N6iaSKpTSD63PL2cWWB1J
+UxHzz6b9tCHjiALktCLEhw/pjgjtMpCpAi7bgx7D/Zo0TdTfvPO4bKymoQ==
+-----END PUBLIC KEY-----
+"""
+# What `cosign sign --key cosign.key 127.0.0.1:5077/t/app@DIGEST` pushed as sha256-<hex>.sig.
+DIGEST = "sha256:d824398a8550643c8e7cbc3c1f1fe93f554d7f269f708aed1bbe1473867f7048"
+IDENTITY = "127.0.0.1:5077/t/app"
+COSIGN_SIGNATURE = "MEQCIFnsrW0hNhD+JA544rDiSHZJ0g24783CSd2G196zAnb3AiBm99IYelc6Wju3+2TyC++CMPU3riCzfGejZiT6CrzcWw=="
+COSIGN_MANIFEST = (
+    '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":'
+    '"application/vnd.oci.image.config.v1+json","size":233,"digest":"sha256:189870c74469b81003a89422df28e91e0'
+    '27b085c5a7cdca5fd807931332a2490"},"layers":[{"mediaType":"application/vnd.dev.cosign.simplesigning.v1+j'
+    'son","size":236,"digest":"sha256:1ff69f535fa11fd91c38033bd6b075d2a60181473aa4cf969b4bc4b2e6db1aba","ann'
+    'otations":{"dev.cosignproject.cosign/signature":"' + COSIGN_SIGNATURE + '"}}]}'
+).encode()
+
+
+def _pem(key: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, fmt: str = "pkcs8") -> bytes:
+    form = serialization.PrivateFormat.PKCS8 if fmt == "pkcs8" else serialization.PrivateFormat.TraditionalOpenSSL
+    return key.private_bytes(serialization.Encoding.PEM, form, serialization.NoEncryption())
+
+
+def test_cosigns_own_key_loads_with_its_password_and_its_signature_verifies() -> None:
+    signer = load_private_key(COSIGN_KEY, password=b"pw", what="cosign.key")
+    verifier = load_public_key(COSIGN_PUB, what="cosign.pub")
+    assert signer.verifier.pem() == verifier.pem()
+    # Our payload and manifest for cosign's layer are cosign's bytes.
+    payload = simple_signing_payload(IDENTITY, DIGEST)
+    layer = Descriptor(SIMPLE_SIGNING, sha256_digest(payload), len(payload), {SIGNATURE_ANNOTATION: COSIGN_SIGNATURE})
+    assert signature_manifest([layer])[0] == COSIGN_MANIFEST
+    verdict = check([layer], lambda d: payload, DIGEST, verifier, attestations=False)
+    assert len(verdict.verified) == 1 and verdict.verified[0]["critical"]["image"]["docker-manifest-digest"] == DIGEST
+    # The same payload naming another image is not this signature's.
+    other = DIGEST[:-4] + "0000"
+    assert (
+        "not signed by this key"
+        in check(
+            [layer], lambda d: payload.replace(DIGEST.encode(), other.encode()), other, verifier, attestations=False
+        ).rejected[0]
+    )
+
+
+def test_a_wrong_or_missing_password_and_keys_that_do_not_sign_are_input_errors() -> None:
+    with pytest.raises(InputError, match="wrong password"):
+        load_private_key(COSIGN_KEY, password=b"nope", what="cosign.key")
+    with pytest.raises(InputError, match="COSIGN_PASSWORD"):
+        load_private_key(COSIGN_KEY, password=None, what="cosign.key")
+    with pytest.raises(InputError, match="only Ed25519 and ECDSA"):
+        load_private_key(_pem(rsa.generate_private_key(65537, 2048)), password=None, what="rsa.pem")
+    with pytest.raises(InputError, match="not a PEM file"):
+        load_private_key(b"hello", password=None, what="x")
+    with pytest.raises(InputError, match="not a public key"):
+        load_public_key(COSIGN_KEY, what="cosign.key")
+
+
+def test_a_key_encrypted_as_cosign_does_round_trips() -> None:
+    """go-securesystemslib's format, written here with other scrypt parameters (legacy)."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    salt, nonce = b"s" * 32, b"n" * 24
+    box = hashlib.scrypt(b"", salt=salt, n=32768, r=8, p=1, dklen=32, maxmem=1 << 27)
+    sealed = nacl.secret.SecretBox(box).encrypt(der, nonce).ciphertext
+    b64 = base64.b64encode
+    body = {
+        "kdf": {"name": "scrypt", "params": {"N": 32768, "r": 8, "p": 1}, "salt": b64(salt).decode()},
+        "cipher": {"name": "nacl/secretbox", "nonce": b64(nonce).decode()},
+        "ciphertext": b64(sealed).decode(),
+    }
+    text = b64(json.dumps(body).encode())
+    pem = b"-----BEGIN ENCRYPTED COSIGN PRIVATE KEY-----\n" + text + b"\n-----END ENCRYPTED COSIGN PRIVATE KEY-----\n"
+    loaded = load_private_key(pem, password=b"", what="k")  # an empty password is a password
+    assert loaded.verifier.pem() == Signer(key).verifier.pem()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: _pem(ed25519.Ed25519PrivateKey.generate()),
+        lambda: _pem(ec.generate_private_key(ec.SECP256R1())),
+        lambda: _pem(ec.generate_private_key(ec.SECP384R1()), "sec1"),
+    ],
+    ids=["ed25519", "ecdsa-p256", "ecdsa-p384-sec1"],
+)
+def test_plain_pem_keys_sign_deterministically_and_only_their_own_verify(make: Callable[[], bytes]) -> None:
+    signer = load_private_key(make(), password=None, what="key.pem")
+    stranger = Signer(ec.generate_private_key(ec.SECP256R1()))
+    image = Descriptor(mt.OCI_MANIFEST, DIGEST, 779)
+    sbom = Artifact(mt.SPDX_JSON, b'{"spdxVersion": "SPDX-2.3"}', "x.spdx.json", image)
+    statement = {"_type": "https://in-toto.io/Statement/v1", "predicateType": PREDICATE_TYPES["slsaprovenance1"]}
+    statement["subject"] = [{"name": "x", "digest": {"sha256": DIGEST[7:]}}]  # type: ignore[list-item]
+    provenance = Artifact(mt.IN_TOTO_JSON, json.dumps(statement).encode(), "x.intoto.json", image)
+    first = sign_manifest(signer, DIGEST, IDENTITY, [sbom, provenance])
+    assert first == sign_manifest(signer, DIGEST, IDENTITY, [sbom, provenance])  # the same bytes again
+
+    blobs = {layer.descriptor.digest: layer.data for layer in (first.signature, *first.attestations)}
+    sig, atts = [first.signature.descriptor], [a.descriptor for a in first.attestations]
+    read = lambda d: blobs[d.digest]  # noqa: E731
+    assert len(check(sig, read, DIGEST, signer.verifier, attestations=False).verified) == 1
+    assert check(sig, read, DIGEST, stranger.verifier, attestations=False).rejected == [
+        f"{sig[0].digest[:19]}: not signed by this key"
+    ]
+    for kind, uri in PREDICATE_TYPES.items():
+        verdict = check(atts, read, DIGEST, signer.verifier, attestations=True, predicate_type=uri)
+        assert [s["predicateType"] for s in verdict.verified] == [uri], kind
+        assert verdict.verified[0]["subject"][0]["digest"] == {"sha256": DIGEST[7:]}
+    assert not check(atts, read, DIGEST, stranger.verifier, attestations=True).verified
+    other = "sha256:" + "1" * 64
+    assert all("another subject" in r for r in check(atts, read, other, signer.verifier, attestations=True).rejected)
