@@ -57,11 +57,14 @@ def att_tag(digest: str) -> str:
     return f"sha256-{digest_hex(digest)}.att"
 
 
-def simple_signing_payload(identity: str, digest: str) -> bytes:
+def simple_signing_payload(identity: str, digest: str, annotations: Mapping[str, str] | None = None) -> bytes:
     """The payload cosign signs for image ``digest`` named ``identity`` (``HOST/REPO``):
-    the same bytes Go's json.Marshal gives sigstore's ``payload.Cosign``."""
+    the same bytes Go's json.Marshal gives sigstore's ``payload.Cosign``. ``annotations``
+    go in its ``optional`` part, as ``cosign sign -a KEY=VALUE`` puts them (``cosign verify
+    -a KEY=VALUE`` checks them)."""
     critical = {"identity": {"docker-reference": identity}, "image": {"docker-manifest-digest": digest}}
-    return canonical_json({"critical": {**critical, "type": SIGNATURE_TYPE}, "optional": None})
+    optional = dict(annotations) if annotations else None
+    return canonical_json({"critical": {**critical, "type": SIGNATURE_TYPE}, "optional": optional})
 
 
 def pae(payload_type: str, body: bytes) -> bytes:
@@ -113,9 +116,12 @@ class SigLayer:
         return Descriptor(self.media_type, sha256_digest(self.data), len(self.data), dict(self.annotations))
 
 
-def signature_layer(signer: Signer, identity: str, digest: str) -> SigLayer:
-    """The signature of image ``digest`` (named ``identity``) by ``signer``."""
-    payload = simple_signing_payload(identity, digest)
+def signature_layer(
+    signer: Signer, identity: str, digest: str, annotations: Mapping[str, str] | None = None
+) -> SigLayer:
+    """The signature of image ``digest`` (named ``identity``) by ``signer``, with
+    ``annotations`` in its payload (see :func:`simple_signing_payload`)."""
+    payload = simple_signing_payload(identity, digest, annotations)
     signature = base64.b64encode(signer.sign(payload)).decode()
     return SigLayer(SIMPLE_SIGNING, payload, {SIGNATURE_ANNOTATION: signature})
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,8 +50,10 @@ def _b64(text: Any) -> bytes | None:
         return None
 
 
-def _signature(payload: bytes, desc: Descriptor, digest: str, verifier: Verifier) -> dict[str, Any] | str:
-    """The payload of a signature layer that verifies, else why not."""
+def _signature(
+    payload: bytes, desc: Descriptor, digest: str, verifier: Verifier, annotations: Mapping[str, str]
+) -> dict[str, Any] | str:
+    """The payload of a signature layer that verifies and carries ``annotations``, else why not."""
     signature = _b64(desc.annotations.get(SIGNATURE_ANNOTATION))
     if not signature:
         return f"{desc.digest[:19]}: no {SIGNATURE_ANNOTATION} annotation"
@@ -64,11 +66,17 @@ def _signature(payload: bytes, desc: Descriptor, digest: str, verifier: Verifier
     named = (critical.get("image") or {}).get("docker-manifest-digest")
     if named != digest:
         return f"{desc.digest[:19]}: signs {named}, not {digest}"
+    optional = data.get("optional") or {}
+    missing = [k for k, v in annotations.items() if not isinstance(optional, dict) or optional.get(k) != v]
+    if missing:
+        return f"{desc.digest[:19]}: signs it without {', '.join(f'{k}={annotations[k]}' for k in missing)}"
     result: dict[str, Any] = data
     return result
 
 
-def _statement(payload: bytes, desc: Descriptor, digest: str, verifier: Verifier) -> dict[str, Any] | str:
+def _statement(
+    payload: bytes, desc: Descriptor, digest: str, verifier: Verifier, annotations: Mapping[str, str]
+) -> dict[str, Any] | str:
     """The in-toto statement of an attestation layer that verifies, else why not."""
     env = _json(payload)
     if not isinstance(env, dict) or env.get("payloadType") != mt.IN_TOTO_JSON:
@@ -98,17 +106,19 @@ def check(
     *,
     attestations: bool,
     predicate_type: str | None = None,
+    annotations: Mapping[str, str] | None = None,
 ) -> Verdict:
     """Which of a ``.sig`` (or, with ``attestations``, ``.att``) manifest's ``layers``
     verify for manifest ``digest`` with ``verifier``'s key; with ``predicate_type``, only
-    statements of that type count. ``read`` gives a layer's blob (verified)."""
+    statements of that type count; with ``annotations``, only signatures whose payload
+    carries them (as ``cosign verify -a KEY=VALUE``). ``read`` gives a layer's blob (verified)."""
     verdict = Verdict()
     kind, checker = (DSSE_ENVELOPE, _statement) if attestations else (SIMPLE_SIGNING, _signature)
     for desc in layers:
         if desc.media_type != kind or desc.size > MAX_PAYLOAD:
             verdict.rejected.append(f"{desc.digest[:19]}: a {desc.media_type} layer of {desc.size} bytes")
             continue
-        found = checker(read(desc), desc, digest, verifier)
+        found = checker(read(desc), desc, digest, verifier, annotations or {})
         if isinstance(found, str):
             verdict.rejected.append(found)
         elif predicate_type and found.get("predicateType") != predicate_type:

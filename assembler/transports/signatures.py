@@ -13,9 +13,9 @@ annotations (``assemble verify oci:DIR:TAG`` finds any image's by their tags).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from assembler.errors import NotFound
 from assembler.oci import mediatypes as mt
@@ -27,6 +27,9 @@ from assembler.sign.cosign import SigLayer, att_tag, manifest_layers, merge_laye
 from assembler.sign.verify import MAX_PAYLOAD, check
 from assembler.transports import layout
 from assembler.transports.common import RegistryOptions
+
+if TYPE_CHECKING:
+    from assembler.registry.client import Registry
 
 KIND = "kind"  # cosign's layout annotation, and its values
 KIND_IMAGE = "dev.cosignproject.cosign/image"
@@ -61,26 +64,36 @@ def push(name: ImageName, signed: Sequence[Signed], *, options: RegistryOptions)
     """Add ``signed`` to ``name``'s repository (its ``.sig`` and ``.att`` tags); the digests
     of the manifests those tags name now. Raises RegistryError, InvalidImage (a tag that
     holds something else)."""
-    from assembler.registry.blobs import FileBlobs  # the registry client, only when pushing
-    from assembler.registry.client import Registry
+    from assembler.registry.client import Registry  # the registry client, only when pushing
+
+    with Registry(name.registry, options=options) as reg:
+        return push_with(reg, name, signed)
+
+
+def push_with(reg: Registry, name: ImageName, signed: Sequence[Signed]) -> list[str]:
+    """:func:`push` through an open client of ``name``'s registry. A tag that holds every
+    layer of ``signed`` already is left as it is (nothing is uploaded)."""
+    from assembler.registry.blobs import FileBlobs
 
     pushed = []
-    with Registry(name.registry, options=options) as reg:
-        for s in signed:
-            for tag, _, layers in _tags(s):
-                try:
-                    body, _ = reg.fetch_manifest(name.repository, tag)
-                    existing = manifest_layers(body, f"docker://{name.registry}/{name.repository}:{tag}")
-                except NotFound:
-                    existing = []
-                descs = merge_layers(existing, [layer.descriptor for layer in layers])
-                manifest, config = signature_manifest(descs)
-                data = {layer.descriptor.digest: layer.data for layer in layers}
-                config_desc = Descriptor(mt.OCI_CONFIG, sha256_digest(config), len(config))
-                blobs = FileBlobs({}, {**data, config_desc.digest: config})
-                for desc in [d for d in descs if d.digest in data] + [config_desc]:
-                    reg.push_blob(name.repository, desc, blobs)
-                pushed.append(reg.put_manifest(name.repository, tag, manifest, mt.OCI_MANIFEST))
+    for s in signed:
+        for tag, _, layers in _tags(s):
+            try:
+                body, _ = reg.fetch_manifest(name.repository, tag)
+                existing = manifest_layers(body, f"docker://{name.registry}/{name.repository}:{tag}")
+            except NotFound:
+                body, existing = b"", []
+            descs = merge_layers(existing, [layer.descriptor for layer in layers])
+            if body and descs == existing:
+                pushed.append(sha256_digest(body))
+                continue
+            manifest, config = signature_manifest(descs)
+            data = {layer.descriptor.digest: layer.data for layer in layers}
+            config_desc = Descriptor(mt.OCI_CONFIG, sha256_digest(config), len(config))
+            blobs = FileBlobs({}, {**data, config_desc.digest: config})
+            for desc in [d for d in descs if d.digest in data] + [config_desc]:
+                reg.push_blob(name.repository, desc, blobs)
+            pushed.append(reg.put_manifest(name.repository, tag, manifest, mt.OCI_MANIFEST))
     return pushed
 
 
@@ -168,18 +181,43 @@ def verify(
         raise NotFound(f"{ref}: signatures live in registries (docker://) and OCI layouts (oci:DIR:TAG)")
     from assembler.registry.client import Registry
 
-    name, where = ref.name, f"docker://{ref.name.registry}/{ref.name.repository}"
-    with Registry(name.registry, options=options) as reg:
-        try:
-            body, _ = reg.fetch_manifest(name.repository, tag)
-        except NotFound:
-            return Verdict(rejected=[f"{where} has no {tag}"])
+    with Registry(ref.name.registry, options=options) as reg:
+        return verify_with(reg, ref.name, digest, verifier, attestations=attestations, predicate_type=predicate_type)
 
-        def read(desc: Descriptor) -> bytes:
-            return reg.blob_bytes(name.repository, desc, limit=MAX_PAYLOAD, what=f"{where}: reading {desc.digest}")
 
-        layers = manifest_layers(body, f"{where}:{tag}")
-        return check(layers, read, digest, verifier, attestations=attestations, predicate_type=predicate_type)
+def verify_with(
+    reg: Registry,
+    name: ImageName,
+    digest: str,
+    verifier: Verifier,
+    *,
+    attestations: bool = False,
+    predicate_type: str | None = None,
+    annotations: Mapping[str, str] | None = None,
+) -> Verdict:
+    """:func:`verify` in ``name``'s repository, through an open client of its registry; with
+    ``annotations``, only signatures whose payload carries them count (``cosign verify -a``).
+    InvalidImage for a tag that holds something else."""
+    tag = att_tag(digest) if attestations else sig_tag(digest)
+    where = f"docker://{name.registry}/{name.repository}"
+    try:
+        body, _ = reg.fetch_manifest(name.repository, tag)
+    except NotFound:
+        return Verdict(rejected=[f"{where} has no {tag}"])
+
+    def read(desc: Descriptor) -> bytes:
+        return reg.blob_bytes(name.repository, desc, limit=MAX_PAYLOAD, what=f"{where}: reading {desc.digest}")
+
+    layers = manifest_layers(body, f"{where}:{tag}")
+    return check(
+        layers,
+        read,
+        digest,
+        verifier,
+        attestations=attestations,
+        predicate_type=predicate_type,
+        annotations=annotations,
+    )
 
 
 def statements(verdict: Verdict) -> list[str]:
