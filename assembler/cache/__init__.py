@@ -3,7 +3,7 @@ listed, verified and pruned by :mod:`.maintain`."""
 
 from __future__ import annotations
 
-from assembler.cache.entries import KINDS, Cache, Kind, StepResult
+from assembler.cache.entries import KINDS, Cache, Kind, Origin, StepResult
 from assembler.cache.store import (
     ABANDONED_SECONDS,
     STALE_SECONDS,
@@ -24,6 +24,7 @@ __all__ = [
     "BlobWriter",
     "Cache",
     "Kind",
+    "Origin",
     "StepResult",
     "Store",
     "copy_verified",

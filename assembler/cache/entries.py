@@ -19,6 +19,10 @@ that cannot be parsed, or whose blobs are gone, is dropped (a miss: the work is 
 again), so an entry whose blob was pruned or damaged is never served. A hit stamps the
 record's mtime: that is its last use for ``cache prune``. Records written before kinds
 existed carry no ``kind``; :func:`kind_of` recognises them by their shape.
+
+A step or base record taken from a registry step cache also names that entry
+(``"origin"``: :class:`Origin`), so the provenance of every later build that uses it says
+where it came from; a record made here has none.
 """
 
 from __future__ import annotations
@@ -41,6 +45,29 @@ Kind = Literal["step", "layer", "base", "memo"]
 KINDS: tuple[Kind, ...] = ("step", "layer", "base", "memo")
 _LAYER_FIELDS = ("digest", "size", "diff_id", "compression")
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Origin:
+    """The registry step cache entry a record came from: its repository (``REG/REPO``), tag
+    and manifest digest, and the key id of the trusted key that signed it ("": taken
+    without ``--cache-trust``, so nobody vouched for it)."""
+
+    repository: str
+    tag: str
+    digest: str
+    signer: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {"repository": self.repository, "tag": self.tag, "digest": self.digest, "signer": self.signer}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Origin:
+        """Raises KeyError, TypeError or ValueError when ``data`` is not one."""
+        fields = [data["repository"], data["tag"], data["digest"], data.get("signer", "")]
+        if not all(isinstance(f, str) for f in fields) or not fields[2].startswith("sha256:"):
+            raise ValueError(f"not an origin: {data!r}")
+        return cls(*fields)
 
 
 @dataclass(frozen=True)
@@ -165,9 +192,18 @@ class Cache(Store):
         hit = self._entry(key, "step")
         return hit if isinstance(hit, StepResult) else None
 
-    def put_step_result(self, key: str, result: StepResult) -> None:
-        """Record a step's result (its blobs must be stored already)."""
-        self.put_key(key, result.to_json())
+    def put_step_result(self, key: str, result: StepResult, origin: Origin | None = None) -> None:
+        """Record a step's result (its blobs must be stored already), taken from ``origin``."""
+        self.put_key(key, {**result.to_json(), **({"origin": origin.to_json()} if origin else {})})
+
+    def origin(self, key: str) -> Origin | None:
+        """The registry step cache entry the record ``key`` was taken from (None: made here,
+        or no such record)."""
+        found = (self.get_key(key) or {}).get("origin")
+        try:
+            return Origin.from_json(found) if found is not None else None
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None
 
     # -- layers made outside steps -------------------------------------------------------
 
@@ -184,10 +220,13 @@ class Cache(Store):
         hit = self._entry(key, "base")
         return hit if isinstance(hit, Image) else None
 
-    def put_base_image(self, key: str, image: Image) -> None:
-        """Record a base image (its layers must be stored; its manifest and config are stored here)."""
+    def put_base_image(self, key: str, image: Image, origin: Origin | None = None) -> None:
+        """Record a base image (its layers must be stored; its manifest and config are stored
+        here), taken from ``origin``."""
         self.put_image(image)
-        self.put_key(key, {"kind": "base", "manifest": image.digest})
+        self.put_key(
+            key, {"kind": "base", "manifest": image.digest, **({"origin": origin.to_json()} if origin else {})}
+        )
 
     # -- memos ---------------------------------------------------------------------------
 
