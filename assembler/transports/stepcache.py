@@ -20,18 +20,22 @@ and downloads its layers only when a step runs on it or the image is stacked on 
 
 A cache registry that fails (down, refused, damaged) is a warning: the build goes on with
 its local cache, and the registry is not asked again in that run.
+
+Who made an entry is :mod:`assembler.transports.cachetrust`'s (signed exports; with trusted
+keys, an entry none of them signed is a warning and a miss). Where each entry taken came from
+(:class:`Origin`) goes into its local record, for the provenance. With ``check``, a result's
+blobs come into the local cache, with its record, only once the check has passed.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from assembler.cache import Cache, StepResult
+from assembler.cache import Cache, Origin, StepResult
 from assembler.errors import AssemblerError, InputError, NotFound
 from assembler.oci import mediatypes as mt
 from assembler.oci.descriptor import Descriptor
@@ -41,9 +45,9 @@ from assembler.oci.layer import Layer
 from assembler.oci.reference import ImageName
 from assembler.registry.blobs import WithBytes, json_object
 from assembler.registry.client import Registry
+from assembler.transports import cachetrust
+from assembler.transports.cachetrust import Check, Trust
 from assembler.transports.common import RegistryOptions
-
-log = logging.getLogger(__name__)
 
 # What the cache tells the build: an event's kind ("warning", "remote-cache") and fields.
 Report = Callable[[str, Mapping[str, Any]], None]
@@ -92,6 +96,7 @@ class RemoteStats:
     uploaded_blobs: int = 0
     uploaded_bytes: int = 0
     skipped_blobs: int = 0
+    untrusted: int = 0  # entries found but signed by no trusted key (or refused by a check): not used
 
 
 class RemoteStepCache:
@@ -105,8 +110,10 @@ class RemoteStepCache:
         sources: Sequence[ImageName],
         options: RegistryOptions,
         report: Report,
+        trust: Trust | None = None,
     ) -> None:
         self.cache = cache
+        self.trust = trust or Trust()
         self.target = target
         self.sources = list(dict.fromkeys([*sources, *([target] if target is not None else [])]))
         self.options = options
@@ -116,6 +123,7 @@ class RemoteStepCache:
         self._broken: set[str] = set()
         self._pending: dict[str, tuple[ImageName, StepResult]] = {}  # fetched, blobs not all here yet
         self._bases: dict[str, tuple[ImageName, Image]] = {}  # base entries read, layers not here yet
+        self._origins: dict[str, Origin] = {}  # key -> the entry this run took it from
         # One client per host, used by one thread at a time (the client is not thread-safe).
         self._lock = threading.Lock()
 
@@ -140,56 +148,113 @@ class RemoteStepCache:
     def _usable(self, name: ImageName) -> bool:
         return f"{name.registry}/{name.repository}" not in self._broken
 
+    def origin(self, key: str) -> Origin | None:
+        """The entry this run took ``key`` from (None: not taken from a registry here)."""
+        with self._lock:
+            return self._origins.get(key)
+
+    def _untrusted(self, name: ImageName, tag: str, what: str, why: str) -> None:
+        self.stats.untrusted += 1
+        where = f"step cache docker://{name.registry}/{name.repository}: {tag}" + (f" ({what})" if what else "")
+        self.report("warning", {"text": f"{where}: {why}; not used"})
+
     # -- reading -----------------------------------------------------------------------
 
-    def fetch(self, key: str) -> StepResult | None:
-        """The step result ``key`` from the first source that has it, its blobs now in the
-        local cache and its record written there; None when no source has it."""
+    def fetch(self, key: str, what: str = "", check: Check | None = None) -> StepResult | None:
+        """The step result ``key`` (``what``: its step, for messages) from the first source
+        that has it signed as :class:`Trust` asks, its record written to the local cache once
+        its blobs are here; None when no source has it. With ``check``, its blobs are
+        downloaded now and checked first: a result the check refuses is a warning and None."""
         with self._lock:
-            for name in self.sources:
-                if not self._usable(name):
-                    continue
+            found = self._find(key, what)
+            if found is None or check is None:
+                return self._take(key, found)
+        name, result, _ = found
+        with self.cache.workdir("stepcache-") as work:
+            with self._lock:
                 try:
-                    result = self._fetch_from(name, key)
+                    paths = cachetrust.download(self._client(name.registry), name, result, work, self.cache)
                 except AssemblerError as e:
                     self._failed(name, f"reading {tag_of(key)}", e)
-                    continue
-                if result is not None:
-                    self.stats.hits += 1
-                    self._pending[key] = (name, result)
-                    self._record_if_complete(key)
-                    self.report("remote-cache", {"state": "hit", "step": result.step, "key": key})
-                    return result
+                    return None
+            why = check(result, paths)
+            if why is not None:
+                with self._lock:
+                    self._untrusted(name, tag_of(key), what, why)
+                return None
+            for blob in result.layers():
+                self.stats.downloaded_bytes += 0 if self.cache.has_blob(blob.digest, blob.size) else blob.size
+                self.cache.import_file(paths[blob.digest], digest=blob.digest, size=blob.size)
+        with self._lock:
+            return self._take(key, found)
+
+    def _find(self, key: str, what: str) -> tuple[ImageName, StepResult, Origin] | None:
+        for name in self.sources:
+            if not self._usable(name):
+                continue
+            try:
+                found = self._fetch_from(name, key, what)
+            except AssemblerError as e:
+                self._failed(name, f"reading {tag_of(key)}", e)
+                continue
+            if found is not None:
+                return (name, *found)
+        return None
+
+    def _take(self, key: str, found: tuple[ImageName, StepResult, Origin] | None) -> StepResult | None:
+        if found is None:
             self.stats.misses += 1
             return None
+        name, result, origin = found
+        self.stats.hits += 1
+        self._origins[key] = origin
+        self._pending[key] = (name, result)
+        self._record_if_complete(key)
+        self.report("remote-cache", {"state": "hit", "step": result.step, "key": key})
+        return result
 
-    def _fetch_from(self, name: ImageName, key: str) -> StepResult | None:
+    def _entry(self, name: ImageName, tag: str, what: str) -> tuple[bytes, Origin] | None:
+        """The manifest tagged ``tag`` (verified by its digest) and where it is, when it is
+        there and signed as :class:`Trust` asks (else a warning and None)."""
         client = self._client(name.registry)
         try:
-            body, _ = client.fetch_manifest(name.repository, tag_of(key))  # verified by its digest
+            body, _ = client.fetch_manifest(name.repository, tag)
         except NotFound:
             return None
-        what = f"step cache {name.registry}/{name.repository}:{tag_of(key)}"
-        manifest = json_object(body, what)
+        digest = sha256_digest(body)
+        signer, why = cachetrust.vouched(client, name, tag, digest, self.trust.keys)
+        if why:
+            self._untrusted(name, tag, what, why)
+            return None
+        return body, Origin(f"{name.registry}/{name.repository}", tag, digest, signer)
+
+    def _fetch_from(self, name: ImageName, key: str, what: str) -> tuple[StepResult, Origin] | None:
+        found = self._entry(name, tag_of(key), what)
+        if found is None:
+            return None
+        body, origin = found
+        client = self._client(name.registry)
+        where = f"step cache {name.registry}/{name.repository}:{tag_of(key)}"
+        manifest = json_object(body, where)
         config = Descriptor.from_json(manifest.get("config"))
         if config.media_type != STEP_CONFIG:
-            raise AssemblerError(f"{what}: not a step result (config {config.media_type})")
-        record = client.blob_bytes(name.repository, config, limit=_RECORD_LIMIT, what=f"{what}: record")
+            raise AssemblerError(f"{where}: not a step result (config {config.media_type})")
+        record = client.blob_bytes(name.repository, config, limit=_RECORD_LIMIT, what=f"{where}: record")
         try:
             result = StepResult.from_json(json.loads(record))
         except (KeyError, TypeError, ValueError, AttributeError, AssemblerError) as e:
-            raise AssemblerError(f"{what}: its record is not a step result ({e})") from e
+            raise AssemblerError(f"{where}: its record is not a step result ({e})") from e
         listed = [(d.get("digest"), d.get("size")) for d in manifest.get("layers") or []]
         if listed != [(b.digest, b.size) for b in result.layers()]:
-            raise AssemblerError(f"{what}: its layers are not the blobs its record names")
-        return result
+            raise AssemblerError(f"{where}: its layers are not the blobs its record names")
+        return result, origin
 
     def _record_if_complete(self, key: str) -> None:
         """The local record of a fetched result, once all its blobs are here (the local
         cache never holds a record naming a missing blob)."""
         _, result = self._pending[key]
         if self.cache.blobs_present((b.digest, b.size) for b in result.layers()):
-            self.cache.put_step_result(key, result)
+            self.cache.put_step_result(key, result, self._origins.get(key))
             del self._pending[key]
 
     def ensure(self, blob: Layer) -> None:
@@ -212,7 +277,7 @@ class RemoteStepCache:
 
     def export(self, key: str, result: StepResult) -> None:
         """Make ``result`` the entry ``key`` of the target repository (blobs first, then the
-        manifest); nothing is uploaded when the entry is there already."""
+        manifest, then its signature); nothing is uploaded when all is there already."""
         target = self.target
         if target is None:
             return
@@ -222,66 +287,88 @@ class RemoteStepCache:
             return  # fetched from the target itself: the entry is there
         for blob in result.layers():
             self.ensure(blob)  # a result fetched from another repository: its blobs go up from here
-        with self._lock:
-            if not self._usable(target):
-                return
-            try:
-                self._export_to(target, key, result)
-            except AssemblerError as e:
-                self._failed(target, f"exporting {tag_of(key)}", e)
-
-    def _export_to(self, name: ImageName, key: str, result: StepResult) -> None:
-        client = self._client(name.registry)
         result = StepResult.from_json(result.to_json())  # as read back: the same bytes on every machine
         record = canonical_json(result.to_json())
-        manifest = step_manifest(result, record)
+        config = Descriptor(STEP_CONFIG, sha256_digest(record), len(record))
+        reader = WithBytes(self.cache, {config.digest: record})
+        blobs = [*(b.descriptor for b in result.layers()), config]
+        with self._lock:
+            if self._put_entry(
+                target, key, tag_of(key), (step_manifest(result, record), mt.OCI_MANIFEST), blobs, reader
+            ):
+                self.stats.exported += 1
+                self.report("remote-cache", {"state": "exported", "step": result.step, "key": key})
+
+    def _put_entry(
+        self,
+        name: ImageName,
+        key: str,
+        tag: str,
+        manifest: tuple[bytes, str],
+        blobs: Sequence[Descriptor],
+        reader: WithBytes,
+    ) -> bool:
+        """The entry ``tag`` of ``name`` made ``manifest`` (bytes, media type) over ``blobs``,
+        and signed when this run may vouch for it; whether the manifest was uploaded. A
+        registry error is a warning (and the repository is not written again)."""
+        if not self._usable(name):
+            return False
+        body, media_type = manifest
         try:
-            current, _ = client.fetch_manifest(name.repository, tag_of(key))
-        except NotFound:
-            current = b""
-        if current == manifest:
-            return  # the entry is there with these very bytes: its blobs are there too
-        before = (client.stats.uploaded_blobs, client.stats.uploaded_bytes, client.stats.skipped_blobs)
-        reader = WithBytes(self.cache, {sha256_digest(record): record})
-        for blob in result.layers():
-            client.push_blob(name.repository, blob.descriptor, reader)
-        client.push_blob(name.repository, Descriptor(STEP_CONFIG, sha256_digest(record), len(record)), reader)
-        client.put_manifest(name.repository, tag_of(key), manifest, mt.OCI_MANIFEST)
-        self.stats.exported += 1
-        self.stats.uploaded_blobs += client.stats.uploaded_blobs - before[0]
-        self.stats.uploaded_bytes += client.stats.uploaded_bytes - before[1]
-        self.stats.skipped_blobs += client.stats.skipped_blobs - before[2]
-        self.report("remote-cache", {"state": "exported", "step": result.step, "key": key})
+            client = self._client(name.registry)
+            try:
+                current, _ = client.fetch_manifest(name.repository, tag)
+            except NotFound:
+                current = b""
+            if current != body:  # else the entry is there with these very bytes: its blobs are there too
+                before = (client.stats.uploaded_blobs, client.stats.uploaded_bytes, client.stats.skipped_blobs)
+                for desc in blobs:
+                    client.push_blob(name.repository, desc, reader)
+                client.put_manifest(name.repository, tag, body, media_type)
+                self.stats.uploaded_blobs += client.stats.uploaded_blobs - before[0]
+                self.stats.uploaded_bytes += client.stats.uploaded_bytes - before[1]
+                self.stats.skipped_blobs += client.stats.skipped_blobs - before[2]
+            signer = self.trust.signer
+            origin = self._origins.get(key) or self.cache.origin(key)
+            # Signed: what was made here, or taken signed by a trusted key; never what was
+            # taken from a cache unchecked (this key would vouch for someone else's entry).
+            if signer is not None and (origin is None or origin.signer):
+                cachetrust.sign_entry(client, name, tag, sha256_digest(body), signer)
+        except AssemblerError as e:
+            self._failed(name, f"exporting {tag}", e)
+            return False
+        return current != body
 
     # -- bases -------------------------------------------------------------------------
 
-    def fetch_base(self, key: str) -> Image | None:
-        """The base entry ``key`` (manifest and config, verified; no layer downloaded: see
-        :meth:`ensure_base`) from the first source that has it; None when none has it."""
+    def fetch_base(self, key: str, what: str = "") -> Image | None:
+        """The base entry ``key`` (``what``: the base, for messages; manifest and config,
+        verified; no layer downloaded: see :meth:`ensure_base`) from the first source that
+        has it signed as :class:`Trust` asks; None when none has it."""
+        tag = BASE_TAG_PREFIX + key
         with self._lock:
             for name in self.sources:
                 if not self._usable(name):
                     continue
                 try:
-                    image = self._fetch_base_from(name, key)
+                    found = self._entry(name, tag, what)
+                    if found is None:
+                        continue
+                    body, origin = found
+                    where = f"step cache {name.registry}/{name.repository}:{tag}"
+                    config = manifest_config(body, where)
+                    config_bytes = self._client(name.registry).blob_bytes(
+                        name.repository, config, limit=_RECORD_LIMIT, what=f"{where}: config"
+                    )
+                    image = Image(body, config_bytes)
                 except AssemblerError as e:
-                    self._failed(name, f"reading {BASE_TAG_PREFIX}{key}", e)
+                    self._failed(name, f"reading {tag}", e)
                     continue
-                if image is not None:
-                    self._bases[key] = (name, image)
-                    self.report("remote-cache", {"state": "hit", "base": key})
-                    return image
+                self._bases[key] = (name, image)
+                self._origins[key] = origin
+                self.report("remote-cache", {"state": "hit", "base": key})
+                return image
             return None
-
-    def _fetch_base_from(self, name: ImageName, key: str) -> Image | None:
-        client = self._client(name.registry)
-        try:
-            body, _ = client.fetch_manifest(name.repository, BASE_TAG_PREFIX + key)  # verified by its digest
-        except NotFound:
-            return None
-        what = f"step cache {name.registry}/{name.repository}:{BASE_TAG_PREFIX}{key}"
-        config = manifest_config(body, what)
-        return Image(body, client.blob_bytes(name.repository, config, limit=_RECORD_LIMIT, what=f"{what}: config"))
 
     def ensure_base(self, key: str) -> None:
         """The layers of the base entry ``key`` read by :meth:`fetch_base`, downloaded
@@ -297,7 +384,7 @@ class RemoteStepCache:
                     with client.open_blob(name.repository, desc.digest, size=desc.size) as stream:
                         self.cache.import_stream(stream, digest=desc.digest, size=desc.size)
                     self.stats.downloaded_bytes += desc.size
-            self.cache.put_base_image(key, image)
+            self.cache.put_base_image(key, image, self._origins.get(key))
             del self._bases[key]
 
     def export_base(self, key: str, image: Image) -> None:
@@ -305,27 +392,9 @@ class RemoteStepCache:
         target = self.target
         if target is None:
             return
+        reader = WithBytes(self.cache, {image.config_descriptor.digest: image.config_bytes})
+        blobs = [*image.layers, image.config_descriptor]
         with self._lock:
-            if not self._usable(target):
-                return
-            tag = BASE_TAG_PREFIX + key
-            try:
-                client = self._client(target.registry)
-                try:
-                    current, _ = client.fetch_manifest(target.repository, tag)
-                except NotFound:
-                    current = b""
-                if current == image.manifest_bytes:
-                    return
-                before = (client.stats.uploaded_blobs, client.stats.uploaded_bytes, client.stats.skipped_blobs)
-                reader = WithBytes(self.cache, {image.config_descriptor.digest: image.config_bytes})
-                for desc in (*image.layers, image.config_descriptor):
-                    client.push_blob(target.repository, desc, reader)
-                client.put_manifest(target.repository, tag, image.manifest_bytes, image.media_type)
-            except AssemblerError as e:
-                self._failed(target, f"exporting {tag}", e)
-                return
-            self.stats.uploaded_blobs += client.stats.uploaded_blobs - before[0]
-            self.stats.uploaded_bytes += client.stats.uploaded_bytes - before[1]
-            self.stats.skipped_blobs += client.stats.skipped_blobs - before[2]
-            self.report("remote-cache", {"state": "exported", "base": key})
+            manifest = (image.manifest_bytes, image.media_type)
+            if self._put_entry(target, key, BASE_TAG_PREFIX + key, manifest, blobs, reader):
+                self.report("remote-cache", {"state": "exported", "base": key})
