@@ -145,11 +145,17 @@ def resolve(loaded: Loaded, options: Options, *, runner: Runner | None = None, l
 
 def _registry_steps(options: Options, ctx: Context) -> RemoteSteps:
     """The registry step caches a plan reads (never writes); one that cannot be read is a miss."""
-    from assembler.transports.stepcache import RemoteStepCache, parse_cache_ref  # the registry client, only when asked
+    from assembler.transports.cachetrust import Trust  # the registry client, only when asked
+    from assembler.transports.stepcache import RemoteStepCache, parse_cache_ref
 
     names = [parse_cache_ref(r) for r in (*options.cache_from, options.cache_to) if r]
     return RemoteStepCache(
-        ctx.cache, target=None, sources=names, options=registry_options(ctx), report=lambda kind, fields: None
+        ctx.cache,
+        target=None,
+        sources=names,
+        options=registry_options(ctx),
+        report=lambda kind, fields: None,
+        trust=Trust(keys=options.cache_trust),
     )
 
 

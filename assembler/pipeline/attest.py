@@ -18,6 +18,7 @@ from assembler.sbom import (
     ArtifactFact,
     BaseFact,
     BuildFacts,
+    CacheEntryFact,
     DownloadFact,
     LayerFact,
     SourceFact,
@@ -104,6 +105,9 @@ def build_facts(built: Built, plan: Plan, cache: Cache) -> BuildFacts:
         recipes={n: sha256_digest(p.read_bytes()) for n, p in sorted(loaded.recipes.items())},
         tool=__version__,
         downloads=_downloads(man, built.image.platform.architecture, cache),
+        cache_entries=tuple(
+            CacheEntryFact(what, o.repository, o.tag, o.digest, o.signer) for what, o in built.taken.values()
+        ),
     )
 
 

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from assembler.cache import StepResult
+from assembler.cache import Origin, StepResult
 from assembler.compile import sources as srcs
 from assembler.compile.buildah import Buildah
 from assembler.compile.steps import Mounted, Workspace, run_runtime_step
@@ -54,6 +54,8 @@ class Built:
     # Every base and source the build used, by name (the SBOM and provenance name them).
     bases: Mapping[str, Base] = field(default_factory=dict)
     sources: Mapping[str, srcs.Source] = field(default_factory=dict)
+    # The entries used that came from a registry step cache: key -> (what, where from).
+    taken: Mapping[str, tuple[str, Origin]] = field(default_factory=dict)
 
 
 class Builder(Walk):
@@ -87,7 +89,8 @@ class Builder(Walk):
             workspace=self._step_workspace,
         )
         if plan.options.cache_to or plan.options.cache_from:
-            from assembler.transports.stepcache import RemoteStepCache, parse_cache_ref  # imports the registry client
+            from assembler.transports.cachetrust import Trust  # imports the registry client
+            from assembler.transports.stepcache import RemoteStepCache, parse_cache_ref
 
             opts = plan.options
             self.remote = RemoteStepCache(
@@ -96,6 +99,7 @@ class Builder(Walk):
                 sources=[parse_cache_ref(s) for s in opts.cache_from],
                 options=registry_options(ctx),
                 report=lambda kind, fields: self.report(Event(kind, fields)),
+                trust=Trust(opts.cache_sign, opts.cache_trust),
             )
             self.prebuilt.remote = self.remote  # pip: and url: layers are entries too
 
@@ -125,9 +129,8 @@ class Builder(Walk):
         steps = tuple(self.steps[s.name] for s in self.plan.steps)
         remote = self.remote.counts() if self.remote is not None else {}
         used = {n: b for n, b in self.bases.items() if b is not None}
-        return Built(
-            image, base, tuple(layers), steps, remote, used, {n: s for n, s in self.sources.items() if s is not None}
-        )
+        sources = {n: s for n, s in self.sources.items() if s is not None}
+        return Built(image, base, tuple(layers), steps, remote, used, sources, dict(sorted(self.taken.items())))
 
     def close(self) -> None:
         """After steps made by :meth:`compile` alone (no :meth:`run`): containers removed."""
@@ -267,11 +270,12 @@ class Builder(Walk):
             with self._slot(f"base {name}"):
                 return self.bootstrap(name, spec)
         key, what = self.bootstrap_key(spec)
-        if self.cache.base_image(key) is None:
-            fetched = remote.fetch_base(key)
+        if self.cache.base_image(key) is None or not self.vouched_here(key, f"base {name}"):
+            fetched = remote.fetch_base(key, f"base {name}")
             if fetched is not None:
                 with self._lock:
                     self._put_off[fetched.digest] = key
+                self.note_taken(key, f"base {name}")
                 return Base(name, fetched, what)
         with self._slot(f"base {name}"):
             base = self.bootstrap(name, spec)

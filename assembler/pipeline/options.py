@@ -14,10 +14,10 @@ from assembler.oci.descriptor import Platform
 from assembler.spec import model as m
 
 if TYPE_CHECKING:
-    from assembler.cache import StepResult
+    from assembler.cache import Origin, StepResult
     from assembler.oci.image import Image
     from assembler.oci.layer import Layer
-    from assembler.sign import Signer
+    from assembler.sign import Signer, Verifier
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,10 @@ class Options:
     force: bool = False  # outputs may replace files that are not ours
     cache_to: str | None = None  # docker://REG/REPO: step results are exported there
     cache_from: tuple[str, ...] = ()  # docker://REG/REPO...: step results are read from there
+    # --cache-sign KEY (else --sign's): signs the entries exported to cache_to.
+    cache_sign: Signer | None = None
+    # --cache-trust PUB...: only entries one of these keys signed are taken (none: any entry).
+    cache_trust: tuple[Verifier, ...] = ()
     jobs: int = 1  # steps run at the same time (independent ones; see pipeline.builder)
     # Where compile steps run (see pipeline.slurm): here, or each as a Slurm job on a node.
     executor: str = "local"  # local | slurm
@@ -94,13 +98,17 @@ def _epoch_in_range(epoch: int, what: str) -> int:
 class RemoteSteps(Protocol):
     """A step cache in a registry (:class:`assembler.transports.stepcache.RemoteStepCache`)."""
 
-    def fetch(self, key: str) -> StepResult | None: ...
+    def fetch(
+        self, key: str, what: str = "", check: Callable[[StepResult, Mapping[str, Path]], str | None] | None = None
+    ) -> StepResult | None: ...
+
+    def origin(self, key: str) -> Origin | None: ...
 
     def export(self, key: str, result: StepResult) -> None: ...
 
     def ensure(self, blob: Layer) -> None: ...
 
-    def fetch_base(self, key: str) -> Image | None: ...
+    def fetch_base(self, key: str, what: str = "") -> Image | None: ...
 
     def ensure_base(self, key: str) -> None: ...
 

@@ -20,6 +20,7 @@ import zipfile
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO, cast
 
@@ -33,8 +34,10 @@ from assembler.cache import key_of
 from assembler.cache.entries import StepResult
 from assembler.errors import CorruptBlob, InputError, UnsafePath
 from assembler.oci.layer import Layer
-from assembler.pipeline.maker import Maker
+from assembler.pipeline import prebuilt_checks as checks
+from assembler.pipeline.maker import MAKE, Maker
 from assembler.pipeline.options import RemoteSteps
+from assembler.pipeline.prebuilt_checks import Check, Paths
 from assembler.spec import model as m
 from assembler.spec.prebuilt import Requirement, parse_requirement, size_bytes
 from assembler.transports import Context, pypi
@@ -135,6 +138,8 @@ class Prebuilt:
         self.maker = maker
         self.made = False  # whether the last place() made a layer (else all were cached)
         self.remote: RemoteSteps | None = None  # the build's registry step cache, set by the Builder
+        self.used: Callable[[str, str], None] = lambda key, what: None  # an entry used (for the provenance)
+        self.vouched: Callable[[str, str], bool] = lambda key, what: True  # a local entry may be used
 
     def place(self, spec: m.PipLayer | m.UrlLayer) -> tuple[list[tuple[Layer, str]], str, str]:
         """The layers of ``spec`` with what each is, what the spec is, and their origin
@@ -179,7 +184,8 @@ class Prebuilt:
                 **self._settings(),
             }
         )
-        layer = (self.cache.layer(key) if key is not None else None) or self._shared(shared)
+        check = partial(self._check_wheels, spec, group, scheme, arch)
+        layer = (self.cache.layer(key) if key is not None else None) or self._shared(shared, describe(group), check)
         if layer is None:
             layer = self.maker.missing(lambda: self._fetch_wheels(spec, group, scheme, arch))
         if layer is not None:
@@ -193,17 +199,38 @@ class Prebuilt:
             for r in group
         ]
         key = self._pip_key([w.sha256 for w in wheels], scheme)
-        return self.cache.layer(key) or self._write_wheels(wheels, scheme, key)
+        layer = self.cache.layer(key)
+        if layer is None:
+            layer = self._wheels_layer(wheels, scheme)
+            self.cache.put_layer(key, layer)
+            self.made = True
+        return layer
 
     def _settings(self) -> dict[str, object]:
         return {"epoch": self.ctx.epoch, "compression": self.ctx.compression, "format": _FORMAT}
 
-    def _shared(self, key: str) -> Layer | None:
-        """The layer recorded under ``key`` here, else in the registry step cache (a build's)."""
-        hit = self.cache.step_result(key)
+    def _shared(self, key: str, what: str, check: Check) -> Layer | None:
+        """The layer recorded under ``key`` here, else in the registry step cache: a build's
+        is checked against the pins there (``check``), a plan's is its record alone."""
+        hit = self.cache.step_result(key) if self.vouched(key, what) else None
         if hit is None and self.remote is not None:
-            hit = self.remote.fetch(key)  # its blob is fetched when the image needs it (a plan's: never)
+            hit = self.remote.fetch(key, what, check if self.maker is MAKE else None)
+        if hit is not None:
+            self.used(key, what)
         return hit.layer if hit is not None else None
+
+    def _check_wheels(
+        self, spec: m.PipLayer, group: list[Requirement], scheme: Scheme, arch: str, result: StepResult, paths: Paths
+    ) -> str | None:
+        """Why a ``pip:`` layer from a step cache is not the one its wheels make (checked when
+        the wheels are here)."""
+        wheels = [pypi.here(r, python=spec.python, arch=arch, cache=self.cache) for r in group]
+        here = [w for w in wheels if w is not None]
+        return checks.remade(result, paths, partial(self._wheels_layer, here, scheme), if_=len(here) == len(wheels))
+
+    def _check_url(self, spec: m.UrlLayer, result: StepResult, paths: Paths) -> str | None:
+        """Why a ``url:`` layer from a step cache is not the one its pinned file makes."""
+        return checks.url_layer(spec, result, paths, cache=self.cache, remake=partial(self._url_layer, spec))
 
     def _share(self, key: str, layer: Layer, what: str) -> None:
         """``layer`` recorded under ``key`` here and in the registry step cache (a build's)."""
@@ -218,7 +245,8 @@ class Prebuilt:
     def _pip_key(self, shas: list[str | None], scheme: Scheme) -> str:
         return "pip-layer-" + key_of({"wheels": shas, "scheme": scheme.__dict__, **self._settings()})
 
-    def _write_wheels(self, wheels: list[pypi.Wheel], scheme: Scheme, key: str) -> Layer:
+    def _wheels_layer(self, wheels: list[pypi.Wheel], scheme: Scheme) -> Layer:
+        """The layer of ``wheels`` (in the cache), installed as ``scheme`` says."""
         epoch = self.ctx.epoch
         with ExitStack() as stack:
             members: list[Member] = []
@@ -234,8 +262,6 @@ class Prebuilt:
                     epoch=epoch,
                     progress=self.ctx.progress,
                 )
-        self.cache.put_layer(key, layer)
-        self.made = True
         return layer
 
     def _verified(self, sha: str) -> Path:
@@ -266,7 +292,7 @@ class Prebuilt:
             }
         )
         key, shared, what = "url-layer-" + pinned, "url-shared-" + pinned, f"url {self._file_name(spec)}"
-        layer = self.cache.layer(key) or self._shared(shared)
+        layer = self.cache.layer(key) or self._shared(shared, what, partial(self._check_url, spec))
         if layer is not None:
             self._share(shared, layer, what)
             return layer
@@ -282,6 +308,14 @@ class Prebuilt:
             what=f"url layer {spec.url}",
             cap_hint="raise the layer's max_size if the file is so big",
         )
+        layer = self._url_layer(spec)
+        self.cache.put_layer(key, layer)
+        self._share(shared, layer, what)
+        self.made = True
+        return layer
+
+    def _url_layer(self, spec: m.UrlLayer) -> Layer:
+        """The layer of ``spec``'s pinned file (in the cache): placed, or its tar unpacked."""
         path = self._verified(spec.sha256)
         with self.cache.workdir("url-") as work:
             if spec.extract:
@@ -299,9 +333,6 @@ class Prebuilt:
                     mtime=self.ctx.epoch,
                 )
                 layer = self._write([(entry, _file_opener(path))])
-        self.cache.put_layer(key, layer)
-        self._share(shared, layer, what)
-        self.made = True
         return layer
 
     @staticmethod

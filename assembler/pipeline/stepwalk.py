@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from assembler.archive.view import TreeView
-from assembler.cache import StepResult, key_of
+from assembler.cache import Origin, StepResult, key_of
 from assembler.compile import sources as srcs
 from assembler.compile.buildah import Buildah
 from assembler.compile.steps import compile_key, runtime_key
@@ -76,6 +76,7 @@ class StepWalk:
         self.maker = maker  # what is not cached: looked up only (a plan) or made (a build)
         self.setup = ImageSetup(loaded, ctx, maker=maker)
         self.prebuilt = Prebuilt(ctx, maker=maker)  # pip: and url: layers
+        self.prebuilt.used, self.prebuilt.vouched = self.note_taken, self.vouched_here
         self.bases: dict[str, Base | None] = {}
         self.sources: dict[str, srcs.Source | None] = {}
         self.artifacts: dict[str, dict[str, Layer]] = {}
@@ -87,6 +88,10 @@ class StepWalk:
         self._tool: str | None = None
         self.remote: RemoteSteps | None = None  # a registry step cache (a build's, or a plan's to look in)
         self.from_registry: set[str] = set()  # the step keys found there, not here
+        # The entries used that came from a registry step cache (now or in an earlier build), by
+        # key: what each is and where it came from (the provenance names them).
+        self.taken: dict[str, tuple[str, Origin]] = {}
+        self._unvouched: set[str] = set()  # local entries --cache-trust refused (warned about once)
 
     # -- what subclasses provide ------------------------------------------------------
 
@@ -108,8 +113,10 @@ class StepWalk:
         bspec, _ = _bootstrap_spec(spec)
         key, what = self.bootstrap_key(spec)
         ctx = self.ctx
-        image = self.cache.base_image(key)
-        if image is None:
+        image = self.cache.base_image(key) if self.vouched_here(key, f"base {name}") else None
+        if image is not None:
+            self.note_taken(key, f"base {name}")
+        else:
             make = partial(
                 boot.make,
                 bspec,
@@ -166,6 +173,27 @@ class StepWalk:
     def unknown_facts(self) -> dict[str, str]:
         """Facts of a source not read: a plan shows its revision as still to come."""
         return {}
+
+    def vouched_here(self, key: str, what: str) -> bool:
+        """Whether the local entry ``key`` (``what``) may be used: under ``--cache-trust``, one
+        taken from a registry step cache must have been signed by a trusted key (a record taken
+        unchecked is a warning and a miss: it is fetched or made again)."""
+        trusted = {k.key_id for k in self.options.cache_trust}
+        origin = self.cache.origin(key) if trusted else None
+        if origin is None or origin.signer in trusted:
+            return True
+        if key not in self._unvouched:
+            self._unvouched.add(key)
+            where = f"docker://{origin.repository}:{origin.tag}"
+            self.report(Event("warning", {"text": f"{what}: the local cache took it from {where} unchecked; not used"}))
+        return False
+
+    def note_taken(self, key: str, what: str) -> None:
+        """The entry ``key`` (``what``) is used: noted if it came from a registry step cache."""
+        origin = (self.remote.origin(key) if self.remote is not None else None) or self.cache.origin(key)
+        if origin is not None:
+            with self._locks_lock:
+                self.taken[key] = (what, origin)
 
     # -- bases and sources --------------------------------------------------------------
 
@@ -229,6 +257,7 @@ class StepWalk:
         cached = self.cache_artifacts(key, step)
         forced = (self.options.no_cache or step.name in self.options.rebuild) and key not in self.options.made_keys
         if cached is not None and not forced:
+            self.note_taken(key, f"step {step.name}")
             self._record(report(state="cached", key=key, reason=self._where(key)))
             self.report(Event("step", {"name": step.name, "state": "cached"}))
             self.artifacts[step.name] = cached
@@ -250,11 +279,12 @@ class StepWalk:
             self.artifacts[step.name] = results
         return results
 
-    def step_result(self, key: str) -> StepResult | None:
-        """The step result ``key``: from the local cache (verified there: parsed, every blob
-        present), else from the registry step cache (verified by digest, then stored locally)."""
-        hit = self.cache.step_result(key)
-        if hit is None and self.remote is not None and (hit := self.remote.fetch(key)) is not None:
+    def step_result(self, key: str, what: str) -> StepResult | None:
+        """The step result ``key`` (of step ``what``): from the local cache (verified there:
+        parsed, every blob present), else from the registry step cache (verified by digest,
+        then stored locally)."""
+        hit = self.cache.step_result(key) if self.vouched_here(key, f"step {what}") else None
+        if hit is None and self.remote is not None and (hit := self.remote.fetch(key, what)) is not None:
             self.from_registry.add(key)
         if hit is not None and self.remote is not None:
             self.remote.export(key, hit)
@@ -264,7 +294,7 @@ class StepWalk:
         return "in the registry step cache" if key in self.from_registry else ""
 
     def cache_artifacts(self, key: str, step: m.CompileStep) -> dict[str, Layer] | None:
-        hit = self.step_result(key)
+        hit = self.step_result(key, step.name)
         if hit is None or set(hit.artifacts) != set(step.artifacts):
             return None  # a step's result is all its artifacts, or a rebuild
         return dict(hit.artifacts)
@@ -297,9 +327,10 @@ class StepWalk:
         mounts = {r: b.diff_id for r, b in known.items()}
         definition = {**rs.definition, "secrets": list(rs.secrets)}
         key = runtime_key(definition, parent=image, mounts=mounts, tool=self.tool(), epoch=self.ctx.epoch)
-        blob = self._cached_layer(key)
+        blob = self._cached_layer(key, rs.name)
         forced = (self.options.no_cache or rs.name in self.options.rebuild) and key not in self.options.made_keys
         if blob is not None and not forced:
+            self.note_taken(key, f"step {rs.name}")
             self._record(report(state="cached", key=key, reason=self._where(key)))
             self.report(Event("step", {"name": rs.name, "state": "cached"}))
             return [(blob, rs.what)], rs.what, "cached"
@@ -308,6 +339,6 @@ class StepWalk:
         )
         return ([(made, rs.what)], rs.what, "built") if made is not None else ([], rs.what, "will-build")
 
-    def _cached_layer(self, key: str) -> Layer | None:
-        hit = self.step_result(key)
+    def _cached_layer(self, key: str, what: str) -> Layer | None:
+        hit = self.step_result(key, what)
         return hit.layer if hit is not None else None

@@ -34,6 +34,18 @@ class DownloadFact:
 
 
 @dataclass(frozen=True)
+class CacheEntryFact:
+    """An entry of a registry step cache the build used instead of making it: a step's
+    result, a ``pip:``/``url:`` layer, a bootstrapped base."""
+
+    what: str  # step NAME, base NAME, url FILE, pip ...
+    repository: str  # REG/REPO
+    tag: str  # step-<key>, base-<key>
+    digest: str  # sha256:HEX of the entry's manifest
+    signer: str = ""  # the key id of the trusted key that signed it ("": used without --cache-trust)
+
+
+@dataclass(frozen=True)
 class BaseFact:
     name: str
     digest: str  # the image manifest's
@@ -90,3 +102,4 @@ class BuildFacts:
     recipes: Mapping[str, str] = field(default_factory=dict)  # recipe name -> sha256:HEX of its file
     tool: str = ""  # assemble's version
     downloads: tuple[DownloadFact, ...] = ()
+    cache_entries: tuple[CacheEntryFact, ...] = ()

@@ -7,11 +7,14 @@
   result is cached under: a digest of everything that can change it);
 - ``buildDefinition.resolvedDependencies``: every base (its image digest), every source
   (a git commit, a download's sha256, a folder's content digest), every recipe file and
-  every pinned file of a ``pip:`` or ``url:`` layer (its sha256);
+  every pinned file of a ``pip:`` or ``url:`` layer (its sha256), and every entry of a
+  registry step cache the build used instead of making it (``cache:<tag>``: ``oci://REPO@DIGEST``,
+  what it is, and the key id of the trusted key that signed it, if one was asked for);
 - ``runDetails.builder.id``: assemble and its version.
 
-Nothing in it depends on the clock or on whether a step ran or came from the cache, so the
-same inputs give the same bytes.
+Nothing in it depends on the clock or on whether a step ran or came from the local cache, so
+the same inputs give the same bytes; what came from a registry step cache is named, as it
+is an input this machine did not make.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from assembler.oci.digest import canonical_json, digest_hex
-from assembler.sbom.facts import BuildFacts, SourceFact
+from assembler.sbom.facts import BuildFacts, CacheEntryFact, SourceFact
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -46,6 +49,16 @@ def _source(src: SourceFact) -> Json:
     }
 
 
+def _cache_entry(entry: CacheEntryFact) -> Json:
+    annotations = {"what": entry.what, "tag": entry.tag, **({"signedBy": entry.signer} if entry.signer else {})}
+    return {
+        "name": f"cache:{entry.tag}",
+        "uri": f"oci://{entry.repository}@{entry.digest}",
+        "digest": {"sha256": digest_hex(entry.digest)},
+        "annotations": annotations,
+    }
+
+
 def provenance_statement(facts: BuildFacts) -> bytes:
     """The in-toto statement (canonical JSON bytes) of the image ``facts`` describe."""
     deps: list[Json] = [
@@ -55,6 +68,7 @@ def provenance_statement(facts: BuildFacts) -> bytes:
     deps += [_source(s) for s in facts.sources.values()]
     deps += [{"name": f"recipe:{n}", "digest": {"sha256": digest_hex(d)}} for n, d in facts.recipes.items()]
     deps += [{"name": d.name, "uri": d.uri, "digest": {"sha256": d.sha256}} for d in facts.downloads]
+    deps += [_cache_entry(e) for e in facts.cache_entries]
     steps = {
         s.name: {"kind": s.kind, "key": s.key, **({"base": s.base} if s.base else {})} for s in facts.steps.values()
     }

@@ -166,6 +166,17 @@ def chosen(req: Requirement, *, python: str, arch: str, cache: Cache) -> str | N
     return str(hit["sha256"]) if hit and hit.get("sha256") in req.hashes else None
 
 
+def here(req: Requirement, *, python: str, arch: str, cache: Cache) -> Wheel | None:
+    """The wheel of ``req`` when the cache holds it already (None: it would be fetched)."""
+    hit = cache.memo(_memo_key(req, python, arch))
+    if hit and hit.get("sha256") in req.hashes and cache.has_blob("sha256:" + str(hit["sha256"])):
+        return Wheel(str(hit["sha256"]), str(hit["filename"]))
+    filename = req.url.rsplit("/", 1)[-1]
+    if req.url and fits(filename, python=python, arch=arch) and cache.has_blob("sha256:" + req.hashes[0]):
+        return Wheel(req.hashes[0], filename)
+    return None
+
+
 def fetch(req: Requirement, *, index: str, python: str, arch: str, cache: Cache, what: str) -> Wheel:
     """The wheel of ``req`` for CPython ``python`` on ``arch``, in the cache (downloaded
     and checked if it is not there yet).
