@@ -90,6 +90,7 @@ def _common(p: argparse.ArgumentParser, *, platforms: bool = False) -> None:
 def _manifest_args(p: argparse.ArgumentParser) -> None:
     _what_args(p)
     _how_args(p)
+    _cache_args(p)
     _output_args(p)
     _lock_args(p)
     _common(p, platforms=True)
@@ -156,19 +157,6 @@ def _how_args(p: argparse.ArgumentParser) -> None:
         help=f"run up to N independent steps at once (default {DEFAULT_JOBS}; 1: one by one)",
     )
     p.add_argument(
-        "--cache-to",
-        default=None,
-        metavar="docker://REG/REPO",
-        help="export step results to this registry repository (a step cache other machines read)",
-    )
-    p.add_argument(
-        "--cache-from",
-        action="append",
-        default=[],
-        metavar="docker://REG/REPO",
-        help="take step results from this registry repository (repeatable; first hit wins)",
-    )
-    p.add_argument(
         "--executor",
         choices=("local", "slurm"),
         default="local",
@@ -183,6 +171,40 @@ def _how_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--storage-driver", default="overlay", choices=("overlay", "vfs"), help="buildah storage driver")
     p.add_argument("--no-host-ca", action="store_true", help="do not mount the host CA bundle into build containers")
+
+
+def _cache_args(p: argparse.ArgumentParser) -> None:
+    """The step cache in a registry: where it is, who signs its entries, whose are taken."""
+    p.add_argument(
+        "--cache-to",
+        default=None,
+        metavar="docker://REG/REPO",
+        help="export step results to this registry repository (a step cache other machines read)",
+    )
+    p.add_argument(
+        "--cache-from",
+        action="append",
+        default=[],
+        metavar="docker://REG/REPO",
+        help="take step results from this registry repository (repeatable; first hit wins)",
+    )
+    p.add_argument(
+        "--cache-sign",
+        type=Path,
+        default=None,
+        metavar="KEY",
+        help="sign the entries exported to --cache-to with KEY, in cosign's format (default: --sign's key; "
+        "a cosign key's password in $COSIGN_PASSWORD)",
+    )
+    p.add_argument(
+        "--cache-trust",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="PUB",
+        help="take only step cache entries signed by this public key (repeatable; replaces the cache-trust "
+        "of ~/.config/assemble/config.toml); an entry it did not sign is a warning and the step is built here",
+    )
 
 
 def _output_args(p: argparse.ArgumentParser) -> None:

@@ -16,6 +16,7 @@ from assembler.cli.args import platform_arg, registry_options
 from assembler.cli.console import err, out, say, size
 from assembler.cli.lock import redo_command
 from assembler.cli.progress import mode_of, showing
+from assembler.cli.userconfig import read_config
 from assembler.errors import InputError
 from assembler.oci.artifact import Artifact
 from assembler.oci.reference import absolute_ref, parse_ref
@@ -24,7 +25,7 @@ from assembler.pipeline.locking import with_lock
 from assembler.pipeline.options import Event
 from assembler.pipeline.variants import Variant, load_variants
 from assembler.proc import Runner
-from assembler.sign import Signer, load_private_key
+from assembler.sign import Signer, Verifier, load_private_key, load_public_key
 
 
 def _options(args: argparse.Namespace, manifest_epoch: int | None, manifest_cache: str | None = None) -> Options:
@@ -36,6 +37,10 @@ def _options(args: argparse.Namespace, manifest_epoch: int | None, manifest_cach
     for ref in (cache_to, *cache_from):
         if ref:
             parse_cache_ref(ref)
+    sign_key = getattr(args, "sign", None)
+    sign = _signer(sign_key, "--sign") if sign_key else None
+    cache_sign = getattr(args, "cache_sign", None)  # else --sign's key signs the cache's entries
+    cache_signer = _signer(cache_sign, "--cache-sign") if cache_sign and cache_sign != sign_key else sign
     return Options(
         cache_dir=(args.cache or default_root()).resolve(),
         epoch=resolve_epoch(args.epoch, manifest_epoch),
@@ -57,14 +62,33 @@ def _options(args: argparse.Namespace, manifest_epoch: int | None, manifest_cach
         deps_check=not getattr(args, "no_deps_check", False),
         sbom=not getattr(args, "no_sbom", False),
         artifacts=tuple(getattr(args, "artifact", None) or ()),
-        sign=_signer(args.sign) if getattr(args, "sign", None) else None,
+        sign=sign,
+        cache_sign=cache_signer,
+        cache_trust=_trusted(getattr(args, "cache_trust", [])) if cache_to or cache_from else (),
     )
 
 
-def _signer(key: Path) -> Signer:
-    """The key of ``--sign``, read before anything is built (a cosign key's password from
-    ``$COSIGN_PASSWORD``); InputError when it does not load."""
-    what = f"--sign {key}"
+def _trusted(keys: list[Path]) -> tuple[Verifier, ...]:
+    """The keys of ``--cache-trust``, else of the config file's ``cache-trust``; InputError
+    when one does not load."""
+    where = "--cache-trust"
+    if not keys:
+        config = read_config()
+        keys, where = list(config.cache_trust), f"cache-trust of {config.path}"
+    out = []
+    for key in keys:
+        try:
+            data = key.read_bytes()
+        except OSError as e:
+            raise InputError(f"{where}: {key}: {e.strerror or e}") from None
+        out.append(load_public_key(data, what=f"{where}: {key}"))
+    return tuple(out)
+
+
+def _signer(key: Path, option: str) -> Signer:
+    """The key of ``option`` (``--sign``, ``--cache-sign``), read before anything is built
+    (a cosign key's password from ``$COSIGN_PASSWORD``); InputError when it does not load."""
+    what = f"{option} {key}"
     try:
         data = key.read_bytes()
     except OSError as e:
@@ -146,6 +170,7 @@ def _print_summary(result: Result) -> None:
         say(
             f"  step cache: {c['hits']} hit(s), {c['exported']} exported, {size(c['downloaded_bytes'])} down, "
             f"{c['uploaded_blobs']} blob(s) / {size(c['uploaded_bytes'])} up"
+            + (f", {c['untrusted']} refused" if c.get("untrusted") else "")
         )
     say(f"done in {result.seconds:.1f} s")
 
