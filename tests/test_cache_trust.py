@@ -1,0 +1,278 @@
+"""Signed step caches (issue 20): a forged registry step cache entry, its record and layer
+replaced under the same ``step-<key>`` tag by someone without the key, against the real
+``docker-registry``, buildah and cosign. Cache folders stand for machines.
+
+- Under ``--cache-trust`` the forged entry is a warning and the step runs here: the image
+  is the honest one, and nothing of the forgery reaches the local cache.
+- Without it the entry is used (as before signing existed), and the provenance names it:
+  ``oci://REG/REPO@DIGEST`` of the very entry taken, in that build and in later ones that take
+  it from the local cache; under ``--cache-trust`` such a local copy is not used either.
+- A ``url:`` layer forged the same way is refused by its pinned sha256 even without trust.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from assembler.oci import mediatypes as mt
+from assembler.oci.descriptor import Descriptor
+from assembler.oci.digest import canonical_json, sha256_digest
+from assembler.registry.blobs import FileBlobs
+from assembler.registry.client import Registry
+from assembler.registry.types import RegistryOptions
+from tests.conftest import TEST_CACHE
+from tests.helpers import Ran, layout_index, read_blob, run_cli
+from tests.plugins.demo import steps_by_state
+from tests.plugins.registry import RunningRegistry
+
+COSIGN = TEST_CACHE / "cosign-v2.6.5" / "cosign"
+STEP_CONFIG = "application/vnd.assemble.step.v1+json"
+PLAIN = RegistryOptions(tls_verify=False, backoff=0.01, max_backoff=0.05)
+
+
+def _keys(folder: Path) -> tuple[Path, Path]:
+    """A plain PEM Ed25519 key pair (cosign signs and verifies with such keys too)."""
+    folder.mkdir(parents=True)
+    key = ed25519.Ed25519PrivateKey.generate()
+    private, public = folder / "cache.pem", folder / "cache.pub"
+    private.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return private, public
+
+
+def _gzip_layer(files: dict[str, tuple[bytes, int]]) -> tuple[bytes, dict[str, Any]]:
+    """A gzip layer holding ``files`` (path: data, mode) and its cache record."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for path, (data, mode) in files.items():
+            info = tarfile.TarInfo(path)
+            info.size, info.mode = len(data), mode
+            tf.addfile(info, io.BytesIO(data))
+    tar = raw.getvalue()
+    blob = gzip.compress(tar, mtime=0)
+    record = {
+        "digest": sha256_digest(blob),
+        "size": len(blob),
+        "diff_id": sha256_digest(tar),
+        "uncompressed_size": len(tar),
+        "compression": "gzip",
+    }
+    return blob, record
+
+
+def _forge(host: str, repository: str, tag: str, files: dict[str, tuple[bytes, int]]) -> str:
+    """Replace the entry ``tag`` by one whose every layer holds ``files``, as anyone who can
+    push to the repository (and has no key) can; the forged manifest's digest."""
+    with Registry(host, options=PLAIN) as reg:
+        body, _ = reg.fetch_manifest(repository, tag)
+        config = Descriptor.from_json(json.loads(body)["config"])
+        record = json.loads(reg.blob_bytes(repository, config, limit=1 << 20, what="record"))
+        blob, layer = _gzip_layer(files)
+        if "layer" in record:
+            record["layer"] = layer
+        else:
+            record["artifacts"] = {name: layer for name in record["artifacts"]}
+        record_bytes = canonical_json(record)
+        record_desc = Descriptor(STEP_CONFIG, sha256_digest(record_bytes), len(record_bytes))
+        layers = [Descriptor(mt.oci_layer_type("gzip"), layer["digest"], layer["size"])] * (
+            1 if "layer" in record else len(record["artifacts"])
+        )
+        manifest = canonical_json(
+            {
+                "schemaVersion": 2,
+                "mediaType": mt.OCI_MANIFEST,
+                "config": record_desc.to_json(),
+                "layers": [d.to_json() for d in layers],
+            }
+        )
+        blobs = FileBlobs({}, {layer["digest"]: blob, record_desc.digest: record_bytes})
+        reg.push_blob(repository, layers[0], blobs)
+        reg.push_blob(repository, record_desc, blobs)
+        return reg.put_manifest(repository, tag, manifest, mt.OCI_MANIFEST)
+
+
+def _provenance(layout: Path) -> dict[str, Any]:
+    """The provenance statement a build wrote into the OCI layout ``layout``."""
+    for entry in layout_index(layout)["manifests"]:
+        if entry.get("artifactType") == mt.IN_TOTO_JSON:
+            manifest = json.loads(read_blob(layout, entry["digest"]))
+            statement: dict[str, Any] = json.loads(read_blob(layout, manifest["layers"][0]["digest"]))
+            return statement
+    raise AssertionError(f"no provenance in {layout}")
+
+
+def _cache_deps(layout: Path) -> list[dict[str, Any]]:
+    deps = _provenance(layout)["predicate"]["buildDefinition"]["resolvedDependencies"]
+    return [d for d in deps if d["name"].startswith("cache:")]
+
+
+def _blobs(cache: Path) -> set[str]:
+    return {f"sha256:{p.name}" for p in (cache / "blobs/sha256").iterdir()}
+
+
+STEP_MANIFEST = """\
+name: trusted
+bases: {{devel: 'rootfs:{rootfs}', runtime: scratch}}
+compile:
+  - name: hello
+    base: devel
+    run: ["mkdir -p /out && echo 'built by the honest machine' > /out/greeting"]
+    artifacts:
+      greeting: {{path: /out/greeting, to: /app/greeting}}
+image:
+  base: runtime
+  layers:
+    - artifact: hello.greeting
+"""
+
+
+def test_a_forged_step_entry_is_ignored_under_cache_trust_and_named_in_the_provenance_without(
+    tmp_path: Path, registry: RunningRegistry, debian_rootfs: Path
+) -> None:
+    (tmp_path / "m.yaml").write_text(STEP_MANIFEST.format(rootfs=debian_rootfs))
+    key, pub = _keys(tmp_path / "keys")
+    repo, host = f"docker://{registry.host}/cache", registry.host
+
+    def build(machine: str, *extra: str) -> Ran:
+        args = ["m.yaml", "--cache", machine, "--json", "--progress", "plain", "--tls-verify=false"]
+        ran = run_cli([*args, "-o", f"oci:out-{machine}:latest", *extra], cwd=tmp_path)
+        assert ran.code == 0, str(ran)
+        return ran
+
+    honest = build("a", "--cache-to", repo, "--cache-sign", str(key))
+    assert steps_by_state(honest) == {"built": {"hello"}}
+    (step_key,) = [s["key"] for s in honest.json["steps"]]
+    tag = f"step-{step_key}"
+    # The real cosign checks a cache entry as it checks an image: signed, and for this tag.
+    cosign = [str(COSIGN), "verify", "--key", str(pub), "--insecure-ignore-tlog", "--allow-insecure-registry"]
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "TUF_ROOT": str(tmp_path / "tuf")}
+    checked = subprocess.run(
+        [*cosign, "-a", f"io.assemble.cache.tag={tag}", f"{host}/cache:{tag}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert checked.returncode == 0, checked.stderr
+    with Registry(host, options=PLAIN) as reg:
+        signed_digest = sha256_digest(reg.fetch_manifest("cache", tag)[0])
+
+    # A trusting machine takes the signed entry (no step runs); its provenance names it.
+    trusting = build("d", "--cache-from", repo, "--cache-trust", str(pub))
+    assert "built" not in steps_by_state(trusting) and trusting.json["digest"] == honest.json["digest"]
+    (entry,) = _cache_deps(tmp_path / "out-d")
+    assert entry["uri"] == f"oci://{host}/cache@{signed_digest}" and entry["annotations"]["signedBy"]
+    assert entry["annotations"]["what"] == "step hello" and entry["annotations"]["tag"] == tag
+
+    forged = _forge(host, "cache", tag, {"app/greeting": (b"forged\n", 0o4755)})
+
+    # Under --cache-trust: a one-line warning, the step built here, the honest image.
+    guarded = build("b", "--cache-from", repo, "--cache-trust", str(pub))
+    assert steps_by_state(guarded) == {"built": {"hello"}}
+    assert guarded.json["digest"] == honest.json["digest"]
+    (warning,) = [line for line in guarded.err.splitlines() if tag in line]
+    assert "warning" in warning and f"no signature (sha256-{forged[7:]}.sig)" in warning, warning
+    print(f"\nforged entry under --cache-trust: {warning}")
+    assert guarded.json["step_cache"]["untrusted"] == 1 and guarded.json["step_cache"]["hits"] == 0
+    forged_blobs = {d["digest"] for d in json.loads(_registry_manifest(host, tag))["layers"]}
+    assert not forged_blobs & _blobs(tmp_path / "b")  # nothing of the forgery came in
+    assert _cache_deps(tmp_path / "out-b") == []
+
+    # Without it: today's behaviour (the forged entry is used), and the provenance says so.
+    trusting_nobody = build("c", "--cache-from", repo)
+    assert "built" not in steps_by_state(trusting_nobody)
+    assert trusting_nobody.json["digest"] != honest.json["digest"]
+    assert _cache_deps(tmp_path / "out-c") == [
+        {
+            "name": f"cache:{tag}",
+            "uri": f"oci://{host}/cache@{forged}",
+            "digest": {"sha256": forged[7:]},
+            "annotations": {"what": "step hello", "tag": tag},
+        }
+    ]
+    # A later build on that machine takes it from its local cache: still named.
+    build("c", "-o", "oci:out-c2:latest")
+    assert _cache_deps(tmp_path / "out-c2") == _cache_deps(tmp_path / "out-c")
+    # Under --cache-trust that machine's copy, taken unchecked, is not used either.
+    rechecked = build("c", "--cache-from", repo, "--cache-trust", str(pub), "-o", "oci:out-c3:latest")
+    assert steps_by_state(rechecked) == {"built": {"hello"}}
+    assert rechecked.json["digest"] == honest.json["digest"] and _cache_deps(tmp_path / "out-c3") == []
+    assert f"the local cache took it from docker://{host}/cache:{tag} unchecked; not used" in rechecked.err
+
+
+def _registry_manifest(host: str, tag: str) -> bytes:
+    with Registry(host, options=PLAIN) as reg:
+        return reg.fetch_manifest("cache", tag)[0]
+
+
+TOOL = b"#!/bin/sh\necho the pinned tool\n"
+URL_MANIFEST = """\
+name: pinned
+bases: {{runtime: scratch}}
+image:
+  base: runtime
+  layers:
+    - url: {url}/tool.sh
+      sha256: {sha}
+      to: /usr/local/bin/tool
+      mode: "0755"
+"""
+
+
+def test_a_forged_url_entry_is_refused_by_its_pin_even_without_trust(
+    tmp_path: Path, registry: RunningRegistry, http_folder: tuple[str, Path]
+) -> None:
+    url, folder = http_folder
+    (folder / "tool.sh").write_bytes(TOOL)
+    (tmp_path / "m.yaml").write_text(URL_MANIFEST.format(url=url, sha=hashlib.sha256(TOOL).hexdigest()))
+    repo = f"docker://{registry.host}/cache"
+
+    def build(machine: str, *extra: str) -> Ran:
+        args = ["m.yaml", "--cache", machine, "--json", "--progress", "plain", "--tls-verify=false"]
+        ran = run_cli([*args, "-o", f"oci:out-{machine}:1", *extra], cwd=tmp_path)
+        assert ran.code == 0, str(ran)
+        return ran
+
+    honest = build("a", "--cache-to", repo)
+    with Registry(registry.host, options=PLAIN) as reg:
+        tags = reg.request("GET", reg.url("/v2/cache/tags/list"), what="tags").json()["tags"]
+    (tag,) = [t for t in tags if t.startswith("step-url-shared-")]
+
+    # The same path, another file: the pinned sha256 says it is not the one.
+    _forge(registry.host, "cache", tag, {"usr/local/bin/tool": (b"#!/bin/sh\necho forged\n", 0o755)})
+    checked = build("b", "--cache-from", repo)
+    assert checked.json["digest"] == honest.json["digest"]
+    (warning,) = [line for line in checked.err.splitlines() if tag in line]
+    assert "not the pinned sha256" in warning, warning
+    print(f"\nforged url: entry: {warning}")
+    assert _cache_deps(tmp_path / "out-b") == []
+
+    # The pinned file, set-uid: the layer is not the one the pinned file makes.
+    _forge(registry.host, "cache", tag, {"usr/local/bin/tool": (TOOL, 0o4755)})
+    checked = build("c", "--cache-from", repo)
+    assert checked.json["digest"] == honest.json["digest"]
+    (warning,) = [line for line in checked.err.splitlines() if tag in line]
+    assert "its pins make" in warning, warning
+    # Beside it a file no download makes: refused too.
+    _forge(
+        registry.host, "cache", tag, {"usr/local/bin/tool": (TOOL, 0o755), "etc/cron.d/x": (b"* * * * * x\n", 0o644)}
+    )
+    checked = build("d", "--cache-from", repo)
+    assert checked.json["digest"] == honest.json["digest"]
+    (warning,) = [line for line in checked.err.splitlines() if tag in line]
+    assert "more than the one file" in warning, warning

@@ -1,0 +1,167 @@
+"""Signed step caches without a registry (unit tier): a cache entry's signature binds its
+tag, the config file's ``cache-trust`` and the options that read it, a ``url:`` layer from a
+cache checked against its pin, and where an entry came from, kept in the local record and
+named in the provenance. tests/test_cache_trust.py has the real registry, buildah and cosign."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from assembler.archive.layer import with_parents, write_layer
+from assembler.archive.tar import TarEntry
+from assembler.cache import Cache, Origin, StepResult
+from assembler.cli.userconfig import read_config
+from assembler.errors import InputError
+from assembler.oci.descriptor import Platform
+from assembler.oci.digest import sha256_digest
+from assembler.oci.layer import Layer
+from assembler.oci.mutate import scratch
+from assembler.pipeline.prebuilt_checks import carried_file, same_layer
+from assembler.sbom import BuildFacts, CacheEntryFact
+from assembler.sbom.provenance import provenance_statement
+from assembler.sign import Signer
+from assembler.sign.cosign import signature_layer
+from assembler.sign.verify import check
+from assembler.transports.cachetrust import TAG_ANNOTATION
+from tests.helpers import run_cli_here, small_project
+
+DIGEST = "sha256:" + "ab" * 32
+TOOL = b"#!/bin/sh\necho pinned\n"
+
+
+def test_a_cache_signature_binds_the_entry_tag() -> None:
+    signer = Signer(ed25519.Ed25519PrivateKey.generate())
+    layer = signature_layer(signer, "reg/cache", DIGEST, {TAG_ANNOTATION: "step-a"})
+    # What `cosign sign -a io.assemble.cache.tag=step-a` signs: the annotation in "optional".
+    assert json.loads(layer.data)["optional"] == {TAG_ANNOTATION: "step-a"}
+    assert layer.data.endswith(b'"optional":{"io.assemble.cache.tag":"step-a"}}')
+    sigs, read = [layer.descriptor], lambda d: layer.data
+    assert check(
+        sigs, read, DIGEST, signer.verifier, attestations=False, annotations={TAG_ANNOTATION: "step-a"}
+    ).verified
+    # The same signed entry moved under another key's tag does not count there.
+    moved = check(sigs, read, DIGEST, signer.verifier, attestations=False, annotations={TAG_ANNOTATION: "step-b"})
+    assert not moved.verified and "without io.assemble.cache.tag=step-b" in moved.rejected[0]
+    # An image signature (no annotation) is not a cache entry's either.
+    plain = signature_layer(signer, "reg/cache", DIGEST)
+    assert json.loads(plain.data)["optional"] is None
+    unbound = check(
+        [plain.descriptor],
+        lambda d: plain.data,
+        DIGEST,
+        signer.verifier,
+        attestations=False,
+        annotations={TAG_ANNOTATION: "step-a"},
+    )
+    assert not unbound.verified
+
+
+def test_the_config_files_cache_trust(tmp_path: Path) -> None:
+    config = tmp_path / "assemble" / "config.toml"
+    assert read_config(config).cache_trust == ()  # no file: nothing
+    config.parent.mkdir()
+    config.write_text('cache-trust = ["ci.pub", "/etc/keys/b.pub"]\n')
+    assert read_config(config).cache_trust == (config.parent / "ci.pub", Path("/etc/keys/b.pub"))
+    for text, why in (
+        ('cache_trust = ["ci.pub"]\n', "unknown setting cache_trust"),
+        ('cache-trust = "ci.pub"\n', "must be a list"),
+        ("cache-trust = [\n", "not TOML"),
+    ):
+        config.write_text(text)
+        with pytest.raises(InputError, match=why):
+            read_config(config)
+
+
+def test_trusted_keys_are_read_before_anything_is_done(tmp_path: Path) -> None:
+    root = small_project(tmp_path / "p", "name: t\nbases: {b: 'rootfs:base.tar'}\nimage: {base: b}\n")
+    plan = ["plan", "m.yaml", "--cache", "cache", "--cache-from", "docker://127.0.0.1:9/cache"]
+    ran = run_cli_here([*plan, "--cache-trust", "missing.pub"], cwd=root)
+    assert ran.code == 2 and "--cache-trust: missing.pub" in ran.err, str(ran)
+    (root / "not.pub").write_text("hello\n")
+    ran = run_cli_here([*plan, "--cache-trust", "not.pub"], cwd=root)
+    assert ran.code == 2 and "not a PEM file" in ran.err, str(ran)
+    xdg = tmp_path / "xdg"
+    (xdg / "assemble").mkdir(parents=True)
+    (xdg / "assemble" / "config.toml").write_text('cache-trust = ["gone.pub"]\n')
+    ran = run_cli_here(plan, cwd=root, env={"XDG_CONFIG_HOME": str(xdg)})
+    assert ran.code == 2 and "cache-trust of" in ran.err and "gone.pub" in ran.err, str(ran)
+
+
+def _layer(cache: Cache, files: dict[str, tuple[bytes, int]]) -> tuple[Layer, Path]:
+    members = [
+        (TarEntry(path, "file", mode=mode, size=len(data)), (lambda d=data: io.BytesIO(d)))
+        for path, (data, mode) in files.items()
+    ]
+    with cache.blob_writer() as w:
+        layer = write_layer(with_parents(members, epoch=0), w, compression="zstd", epoch=0)
+    return layer, cache.blob_path(layer.digest)
+
+
+def test_a_url_file_from_a_cache_is_checked_against_its_pin(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    pin = sha256_digest(TOOL)[7:]
+    honest, honest_path = _layer(cache, {"usr/bin/tool": (TOOL, 0o755)})
+
+    def carried(files: dict[str, tuple[bytes, int]], limit: int = 1 << 20) -> str | None:
+        _, path = _layer(cache, files)
+        return carried_file(path, sha256=pin, cache=cache, max_bytes=limit, what="test")
+
+    assert carried({"usr/bin/tool": (b"forged\n", 0o755)}) == (
+        f"its file usr/bin/tool has {sha256_digest(b'forged' + bytes([10]))}, not the pinned sha256:{pin}"
+    )
+    assert not cache.has_blob("sha256:" + pin)
+    assert "more than the one file" in str(carried({"usr/bin/tool": (TOOL, 0o755), "zz/x": (b"x", 0o644)}))
+    assert "bigger than the 4 bytes" in str(carried({"usr/bin/tool": (TOOL, 0o755)}, limit=4))
+    assert carried({"usr/bin/tool": (TOOL, 0o755)}) is None
+    assert cache.has_blob("sha256:" + pin)  # stored as the pinned file, as a download would
+
+    setuid, setuid_path = _layer(cache, {"usr/bin/tool": (TOOL, 0o4755)})
+    assert same_layer(StepResult("url", layer=honest), {honest.digest: honest_path}, lambda: honest) is None
+    why = same_layer(StepResult("url", layer=setuid), {setuid.digest: setuid_path}, lambda: honest)
+    assert why is not None and "its pins make" in why
+    # A record that claims the honest diff_id over another blob is refused too.
+    lying = Layer.of(setuid.digest, setuid.size, honest.diff_id, "zstd")
+    assert same_layer(StepResult("url", layer=lying), {setuid.digest: setuid_path}, lambda: honest) is not None
+
+
+def test_where_an_entry_came_from_is_kept_and_named_in_the_provenance(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    layer, _ = _layer(cache, {"app/x": (b"x", 0o644)})
+    origin = Origin("reg/cache", "step-k", DIGEST, "0123456789abcdef")
+    cache.put_step_result("k", StepResult("hello", layer=layer), origin)
+    cache.put_step_result("m", StepResult("made-here", layer=layer))
+    assert cache.origin("k") == origin and cache.origin("m") is None and cache.origin("none") is None
+    assert cache.step_result("k") == StepResult("hello", layer=layer)  # the record reads as before
+
+    image = scratch(Platform("linux", "amd64"), epoch=0)
+    facts = BuildFacts(
+        name="t",
+        image=image,
+        base="b",
+        epoch=0,
+        manifest="m.yaml",
+        manifest_digest=DIGEST,
+        params={},
+        target=None,
+        platform="linux/amd64",
+        bases={},
+        sources={},
+        steps={},
+        artifacts=(),
+        layers=(),
+        cache_entries=(CacheEntryFact("step hello", *vars(origin).values()),),
+    )
+    deps = json.loads(provenance_statement(facts))["predicate"]["buildDefinition"]["resolvedDependencies"]
+    assert deps == [
+        {
+            "name": "cache:step-k",
+            "uri": f"oci://reg/cache@{DIGEST}",
+            "digest": {"sha256": DIGEST[7:]},
+            "annotations": {"what": "step hello", "tag": "step-k", "signedBy": "0123456789abcdef"},
+        }
+    ]
