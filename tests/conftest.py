@@ -74,12 +74,35 @@ UNIT_MODULES = frozenset(
 )
 
 
+# The modules that take longest on 2 cores (minutes, idle), longest first; the others follow.
+LONGEST_FIRST = {
+    name: rank
+    for rank, name in enumerate(
+        (
+            "test_upstream_llamacpp.py",  # llama.cpp built for real (and upstream's Dockerfile, when not kept)
+            "test_compile.py",
+            "test_slurm.py",
+            "test_image.py",
+            "test_jobs.py",
+            "test_registry_cache.py",
+            "test_sif.py",
+            "test_cache_cli.py",
+            "test_manifest_verl.py",
+            "test_lock.py",
+        )
+    )
+}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     missing = UNIT_MODULES - {p.name for p in Path(__file__).parent.glob("test_*.py")}
     if missing:
         raise pytest.UsageError(f"tests/conftest.py UNIT_MODULES names modules that are gone: {sorted(missing)}")
     for item in items:
         item.add_marker("unit" if item.path.name in UNIT_MODULES else "integration")
+    # The longest modules first: scripts/test runs the suite on two workers, a module each
+    # (xdist's loadfile), and a long module started last would run alone at the end.
+    items.sort(key=lambda item: LONGEST_FIRST.get(item.path.name, len(LONGEST_FIRST)))
 
 
 # Modules with a failed test or fixture: their work folders stay for a post-mortem.

@@ -8,6 +8,7 @@ asked-for architectures; failures say what failed; secrets stay out of everythin
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.util
 import io
@@ -24,6 +25,7 @@ from typing import BinaryIO
 
 import pytest
 
+from tests.conftest import TEST_CACHE
 from tests.helpers import (
     PYTHON,
     ROOT,
@@ -388,8 +390,11 @@ class User:
 def user() -> User:
     """An unprivileged user made with useradd (subuids come with it), as on an HPC node."""
     name = "asmtest"
-    if subprocess.run(["id", name], capture_output=True).returncode != 0:
-        sh(["useradd", "--create-home", name])
+    TEST_CACHE.mkdir(parents=True, exist_ok=True)
+    with open(TEST_CACHE / ".user.lock", "w") as lock:  # the suite's two workers may both ask
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if subprocess.run(["id", name], capture_output=True).returncode != 0:
+            sh(["useradd", "--create-home", name])
     home = Path(sh(["sh", "-c", f"getent passwd {name} | cut -d: -f6"]).stdout.strip())
     return User(name, int(sh(["id", "-u", name]).stdout), home)
 

@@ -11,13 +11,20 @@ of upstream's own ``.devops/cpu.Dockerfile`` (target ``server``, on the same run
 from the same tree) shows the same entrypoint, env, workdir and port, and nothing under
 upstream's install folder that ours lacks.
 
-The sdist is downloaded once into the shared test cache (never committed); the cold build
-runs once per session and the other tests build on it.
+The sdist is downloaded once into the shared test cache (never committed); the first build
+runs once per session and the other tests build on it. What a CI runner keeps between runs
+is kept in the shared test cache too, keyed by what made it: the compiler cache the
+manifest's step shares (``shared_cache:``, as ``--cache-to`` would carry it), so the first
+build runs every compile command through ccache, and upstream's image, ``buildah bud`` of its
+Dockerfile, the tree and the base (neither is this project's output: ours is built every run).
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -30,6 +37,7 @@ from typing import Any
 
 import pytest
 
+from assembler.cache import key_of
 from assembler.compile.sources import tree_digest
 from tests.conftest import TEST_CACHE, reclaim_at_teardown
 from tests.helpers import ROOT, Buildah, Ran, config_of, layout_digest, run_cli, sh
@@ -125,6 +133,20 @@ def build(work: Path, source: Path, bases: dict[str, Path], *args: str) -> Ran:
     return ran
 
 
+# The step's compiler cache (layers/llama-cpp.yaml shared_cache), as the cache folder holds it.
+CCACHE = ("step-caches", "_shared", key_of({"path": "/root/.cache/ccache"})[:16])
+KEPT_CCACHE = TEST_CACHE / "upstream" / "ccache"
+
+
+def _copy_tree(src: Path, dest: Path) -> None:
+    """``dest`` replaced by a copy of ``src`` (through a temporary name: never half there)."""
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    subprocess.run(["cp", "-a", "--reflink=auto", str(src), str(tmp)], check=True)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+
+
 @pytest.fixture(scope="module")
 def real(
     tmp_path_factory: pytest.TempPathFactory, demo_bases: dict[str, Path], request: pytest.FixtureRequest
@@ -133,22 +155,39 @@ def real(
     reclaim_at_teardown(request, work)
     source = work / "llama.cpp"
     shutil.copytree(upstream_tree(), source, symlinks=True)  # this module edits its copy
+    ccache = work.joinpath("cache", *CCACHE)
+    if KEPT_CCACHE.is_dir():
+        ccache.parent.mkdir(parents=True)
+        _copy_tree(KEPT_CCACHE, ccache)
     yield Real(work, source, demo_bases, build(work, source, demo_bases))
+    if ccache.is_dir():
+        _copy_tree(ccache, KEPT_CCACHE)
 
 
 def bud_upstream(work: Path, runtime: Path) -> Path:
     """Upstream's ``.devops/cpu.Dockerfile``, target ``server``, built by ``buildah bud`` from
     the pristine tree with both its stages on our runtime base (``FROM ubuntu`` is not
-    reachable here); the image as a docker-archive, which keeps its HEALTHCHECK."""
+    reachable here); the image as a docker-archive, which keeps its HEALTHCHECK. Kept in the
+    shared test cache under the digest of its inputs (Dockerfile, tree, base, buildah)."""
     tree = upstream_tree()
+    text = (tree / ".devops/cpu.Dockerfile").read_text()
+    assert text.count("FROM ubuntu:$UBUNTU_VERSION") == 2, "upstream's Dockerfile changed: read it again"
+    text = text.replace("FROM ubuntu:$UBUNTU_VERSION", "FROM localhost/upstream/runtime:1")
+    inputs = {
+        "dockerfile": text,
+        "tree": tree_digest(tree),
+        "base": layout_digest(runtime, "latest"),
+        "buildah": sh(["buildah", "--version"]).stdout,
+    }
+    kept = TEST_CACHE / "upstream" / f"server-{hashlib.sha256(json.dumps(inputs).encode()).hexdigest()[:16]}.tar"
+    if kept.is_file():
+        return kept
     g = ["buildah", "--root", str(work / "bud/root"), "--runroot", str(work / "bud/run"), "--storage-driver", "overlay"]
     # buildah names a pulled layout after its path, and a dot-folder is not a valid name part
     pulled = sh([*g, "pull", "--quiet", f"oci:{runtime.name}:latest"], cwd=runtime.parent).stdout.split()[-1]
     sh([*g, "tag", pulled, "localhost/upstream/runtime:1"])
     dockerfile = work / "cpu.Dockerfile"
-    text = (tree / ".devops/cpu.Dockerfile").read_text()
-    assert text.count("FROM ubuntu:$UBUNTU_VERSION") == 2, "upstream's Dockerfile changed: read it again"
-    dockerfile.write_text(text.replace("FROM ubuntu:$UBUNTU_VERSION", "FROM localhost/upstream/runtime:1"))
+    dockerfile.write_text(text)
     ca = "/etc/ssl/certs/ca-certificates.crt"  # this network's HTTPS goes through its own CA
     sh(
         [
@@ -176,7 +215,11 @@ def bud_upstream(work: Path, runtime: Path) -> Path:
     archive = work / "upstream-server.tar"
     sh([*g, "push", "--quiet", "localhost/upstream/server:1", f"docker-archive:{archive}:localhost/upstream/server:1"])
     sh([*g, "rmi", "--all", "--force"], check=False)  # its build stage is gigabytes
-    return archive
+    for old in kept.parent.glob("server-*.tar"):
+        old.unlink()
+    shutil.copyfile(archive, kept.with_suffix(".tmp"))
+    os.replace(kept.with_suffix(".tmp"), kept)
+    return kept
 
 
 def edit_one_line(server_cpp: Path) -> None:
