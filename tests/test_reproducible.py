@@ -137,6 +137,9 @@ def test_copying_the_manifests_folder_leaves_out_the_cache_and_the_outputs(tmp_p
         ran = run_cli([*args, "-o", f"oci-archive:out.tar:{tag}"], cwd=root)
         assert ran.code == 0, str(ran)
         digests.append(ran.json["digest"])
+        # said, as for .git: a reader of the manifest would not guess it
+        assert "copy from .: left out of the layer (this build's cache or outputs)" in ran.err, str(ran)
+        assert f"{root}/cache" in ran.err and f"{root}/out.tar" in ran.err, str(ran)
     assert digests[0] == digests[1]
     layer = uncompressed(read_blob(root / "out", manifest_of(root / "out", "two")["layers"][0]["digest"]))
     with tarfile.open(fileobj=io.BytesIO(layer)) as tf:

@@ -107,6 +107,15 @@ def track(display: Display, event: Event) -> str | None:
     return None
 
 
+class WarningsOnly(Display):
+    """``none`` (``--json``: stdout is the result): no progress, but a warning still reaches
+    stderr, as the package's logged warnings do."""
+
+    def __call__(self, event: Event) -> None:
+        if event.kind == "warning":
+            err.out(f"warning: {event.fields.get('text', '')}", highlight=False)
+
+
 class Plain(Display):
     """Timestamped lines, one per event that matters."""
 
@@ -221,6 +230,8 @@ def display_for(mode: str, *, verbose: int) -> Display:
         return Plain(verbose=verbose)
     if mode == "json":
         return JsonLines()
+    if mode == "none":
+        return WarningsOnly()
     return Display()
 
 

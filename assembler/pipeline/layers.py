@@ -9,6 +9,7 @@ it is made of, so a plan finds it again without writing anything.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tarfile
 from collections.abc import Iterator, Mapping
@@ -170,6 +171,15 @@ class ImageSetup:
                     fitted = write_layer(fitted_members, w, compression=self.ctx.compression, epoch=self.ctx.epoch)
         self.ctx.cache.put_layer(fit_key, fitted)
         return fitted
+
+    def copy_leaves_out(self, spec: m.CopySpec) -> str | None:
+        """A warning when a copy's folder holds this build's cache or outputs: they are left
+        out of the layer (as ``.git`` is), which a reader of the manifest would not guess."""
+        src = os.path.realpath(self.loaded.folder / spec.from_)
+        inside = sorted(str(p) for p in self.ctx.leave_out if os.path.realpath(p).startswith(src.rstrip("/") + "/"))
+        if not inside:
+            return None
+        return f"copy from {spec.from_}: left out of the layer (this build's cache or outputs): {', '.join(inside)}"
 
     def copy_layer(self, spec: m.CopySpec, path: tuple[str | int, ...]) -> Layer | None:
         """A layer of host files; a ManifestError (file:line) when they cannot be read.

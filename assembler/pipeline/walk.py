@@ -59,6 +59,8 @@ class Walk(StepWalk):
             where = functools.partial(self.loaded.error, (*path, "to"))
             if isinstance(spec, m.PipLayer | m.UrlLayer) and view is not None and (note := below(spec, view, where)):
                 self.report(Event("warning", {"text": note}))
+            if isinstance(spec, m.CopyLayer) and (note := self.setup.copy_leaves_out(spec.copy_)):
+                self.report(Event("warning", {"text": note}))
             placed, what, origin = self._layer(spec, path, image, i)
             step = self._step_name(spec, i)
             self._chain = key_of({"below": self._chain, "layer": self.defs.layer(spec)})
