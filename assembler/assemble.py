@@ -22,7 +22,7 @@ from assembler.oci import mutate
 from assembler.oci.artifact import Artifact, FilesArtifact
 from assembler.oci.descriptor import Platform
 from assembler.oci.image import Image
-from assembler.oci.reference import ImageName, Ref, absolute_ref, parse_ref
+from assembler.oci.reference import Ref, absolute_ref, parse_ref
 from assembler.pipeline import artifacts, graph
 from assembler.pipeline.attest import describe_built
 from assembler.pipeline.builder import Built
@@ -227,7 +227,7 @@ def _image_target(
         ctx,
         loaded.manifest.sif.compressor,
         f"{loaded.manifest.name}.sif",
-        mount_from=[*base_repo, *_cache_names(options)],
+        mount_from=[*base_repo, *options.cache_names()],
         sif_progress=lambda n: report(Event("bytes", {"n": n, "what": "sif"})),
         referrers=referrers,
         signer=options.sign,
@@ -303,7 +303,7 @@ def _assemble_once(loaded: Loaded, options: Options, *, runner: Runner, report: 
         if options.artifacts:  # the outputs hold the artifacts, not an image
             art = artifacts.as_oci(loaded, options.artifacts, made, epoch=ctx.epoch)
             source = SourceImage(image, cache, f"assemble:{loaded.manifest.name}")
-            target = Target(source, ctx, mount_from=_cache_names(options), artifact=art, signer=options.sign)
+            target = Target(source, ctx, mount_from=options.cache_names(), artifact=art, signer=options.sign)
             written_files += write(target, writers, report=report)
             return Result(image, (), steps, tuple(written_files), time.monotonic() - started, artifact=art)
         if not writers:
@@ -324,13 +324,6 @@ def _assemble_once(loaded: Loaded, options: Options, *, runner: Runner, report: 
         built.step_cache,
         tuple(referrers),
     )
-
-
-def _cache_names(options: Options) -> list[ImageName]:
-    """The registry step caches: a push to their registry mounts the steps' blobs from there."""
-    from assembler.transports.stepcache import parse_cache_ref  # the registry client, only when asked
-
-    return [parse_cache_ref(r) for r in (options.cache_to, *options.cache_from) if r]
 
 
 def assemble_variants(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import threading
@@ -20,9 +21,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
-
-from plumbum import local
-from plumbum.commands.processes import CommandNotFound
 
 from assembler.errors import ToolError
 
@@ -88,14 +86,15 @@ class Runner:
             self._cancelled = False
 
     def which(self, name: str) -> Path | None:
-        try:
-            return Path(str(local.which(name)))
-        except CommandNotFound:
-            return None
+        """Where ``name`` is found on this runner's PATH (nothing is started)."""
+        found = shutil.which(name, path=self._env(None).get("PATH"))
+        return Path(found) if found is not None else None
 
     def _command(self, argv: Sequence[str]) -> Any:
+        from plumbum.commands.processes import CommandNotFound
+
         try:
-            cmd = local[argv[0]]
+            cmd = _local()[argv[0]]
         except CommandNotFound as e:
             raise _missing(argv[0]) from e
         return cmd[list(argv[1:])]
@@ -124,6 +123,7 @@ class Runner:
         """
         started = time.monotonic()
         try:
+            local = _local()
             with local.env(**self._env(env)), local.cwd(str(cwd) if cwd is not None else local.cwd):
                 # Looked up here, on the PATH of this call (plumbum's own copy is the one at import).
                 cmd = self._command(argv)
@@ -172,7 +172,7 @@ class Runner:
         """
         cmd = self._command(argv)
         log.debug("popen: %s", shlex.join(argv))
-        with local.env(**self._env(env)):
+        with _local().env(**self._env(env)):
             proc: subprocess.Popen[bytes] = cmd.popen(stdin=stdin, stdout=stdout, stderr=stderr)
         try:
             yield proc
@@ -225,7 +225,7 @@ class Runner:
         last: deque[str] = deque(maxlen=keep)
         secrets = redaction_pieces(redact)
         started = time.monotonic()
-        with local.env(**self._env(env)):
+        with _local().env(**self._env(env)):
             proc: subprocess.Popen[bytes] = cmd.popen(
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
             )
@@ -276,6 +276,14 @@ def redaction_pieces(secrets: Sequence[str]) -> list[str]:
             pieces.add(secret)
             pieces.update(p.strip() for p in secret.splitlines() if len(p.strip()) >= _MIN_PIECE)
     return sorted(pieces, key=lambda p: (-len(p), p))
+
+
+def _local() -> Any:
+    """plumbum's machine, imported when a program first runs: plumbum loads urllib, email
+    and ssl, a tenth of a second a run that starts nothing (a no-change rebuild) need not pay."""
+    from plumbum import local
+
+    return local
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -100,6 +100,9 @@ class TreeView:
     def __init__(self) -> None:
         self.dirs: dict[str, DirMeta] = {}
         self.links: dict[str, str] = {}
+        # How many paths of dirs and links lie below each path: what is below a path is
+        # looked for only where something is (a base's thousand links replace no folder).
+        self._below: dict[str, int] = {}
 
     @classmethod
     def of(cls, layers: Sequence[LayerIndex]) -> TreeView:
@@ -108,12 +111,34 @@ class TreeView:
             view.apply(layer)
         return view
 
+    def _count(self, path: str, step: int) -> None:
+        parent = path
+        while "/" in parent:
+            parent = parent.rsplit("/", 1)[0]
+            left = self._below.get(parent, 0) + step
+            if left:
+                self._below[parent] = left
+            else:
+                del self._below[parent]
+
+    def _forget(self, key: str) -> None:
+        found = self.dirs.pop(key, None) is not None
+        found = self.links.pop(key, None) is not None or found
+        if found:
+            self._count(key, -1)
+
+    def _put(self, table: dict[str, Any], key: str, value: Any) -> None:
+        if key not in self.dirs and key not in self.links:
+            self._count(key, 1)
+        table[key] = value
+
     def _drop(self, path: str, *, itself: bool, below: bool) -> None:
-        prefix = path + "/" if path else ""
-        for table in (self.dirs, self.links):
-            doomed = [k for k in table if (itself and k == path) or (below and k.startswith(prefix))]
-            for key in doomed:
-                del table[key]
+        if itself:
+            self._forget(path)
+        if below and (not path or self._below.get(path)):
+            prefix = path + "/" if path else ""
+            for key in [k for table in (self.dirs, self.links) for k in table if k.startswith(prefix)]:
+                self._forget(key)
 
     def apply(self, layer: LayerIndex) -> None:
         for path in layer.whiteouts:
@@ -125,10 +150,11 @@ class TreeView:
                 self._drop(path, itself=True, below=True)
         for path, target in layer.links.items():
             self._drop(path, itself=True, below=True)  # a link hides what was below the path
-            self.links[path] = target
+            self._put(self.links, path, target)
         for path, meta in layer.dirs.items():
-            self.links.pop(path, None)
-            self.dirs[path] = meta
+            if path in self.links:
+                self._forget(path)
+            self._put(self.dirs, path, meta)
 
     def resolve(self, path: str) -> str:
         """``path`` with its parents resolved through this image's symlinks (the last

@@ -29,14 +29,16 @@ from assembler.sign import Signer, Verifier, load_private_key, load_public_key
 
 
 def _options(args: argparse.Namespace, manifest_epoch: int | None, manifest_cache: str | None = None) -> Options:
-    from assembler.transports.stepcache import parse_cache_ref  # bad input: exit 2 before any work
-
     cli_to, cli_from = getattr(args, "cache_to", None), tuple(getattr(args, "cache_from", ()))
     cache_to = cli_to if cli_to is not None else manifest_cache
     cache_from = cli_from or ((manifest_cache,) if manifest_cache else ())
-    for ref in (cache_to, *cache_from):
-        if ref:
-            parse_cache_ref(ref)
+    if cache_to or cache_from:
+        # bad input: exit 2 before any work (the registry client is loaded only when named)
+        from assembler.transports.stepcache import parse_cache_ref
+
+        for ref in (cache_to, *cache_from):
+            if ref:
+                parse_cache_ref(ref)
     sign_key = getattr(args, "sign", None)
     sign = _signer(sign_key, "--sign") if sign_key else None
     cache_sign = getattr(args, "cache_sign", None)  # else --sign's key signs the cache's entries

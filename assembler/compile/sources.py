@@ -28,7 +28,6 @@ from assembler.compile import worktree
 from assembler.errors import InputError, NotFound, ToolError
 from assembler.proc import Runner
 from assembler.spec import model as m
-from assembler.transports.download import download
 
 log = logging.getLogger(__name__)
 MAX_SOURCE_BYTES = 64 << 30  # a source archive bigger than this is refused (a url: layer sets its own max_size)
@@ -126,6 +125,8 @@ def url_source(name: str, spec: m.UrlSource, *, cache: Cache) -> Source:
     """Download (once), check the sha256, and unpack a tar/zip archive (or keep the file)."""
     # The one downloader of pinned files (url: layers and wheels too): streamed, capped,
     # under a deadline, stored only when the sha256 matches.
+    from assembler.transports.download import download  # requests, only for a url: source
+
     digest = download(spec.url, sha256=spec.sha256, cache=cache, max_bytes=MAX_SOURCE_BYTES, what=f"source {name}")
     tree = cache.root / "sources" / "url" / spec.sha256
     if not tree.is_dir():

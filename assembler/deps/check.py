@@ -37,11 +37,15 @@ from pathlib import Path
 from typing import Any
 
 from assembler.cache import Cache
+from assembler.cache.memos import facts_key
 from assembler.deps import ldcache
 from assembler.deps.elf import ElfFacts
 from assembler.deps.files import BlobOpener, FactReader, ImageFiles
 from assembler.deps.searchpath import MACHINES, SearchPaths, default_dirs, expand, ld_library_path, read_libraries
 from assembler.oci.image import Image
+
+# The code a report is made by (its memo's key names it).
+_CODE = ("deps/check.py", "deps/elf.py", "deps/files.py", "deps/ldcache.py", "deps/searchpath.py")
 
 # The driver libraries the NVIDIA Container Toolkit mounts from the host: the lists
 # utility_libs, compute_libs, video_libs, graphics_libs, graphics_libs_glvnd, ngx_libs and
@@ -176,7 +180,33 @@ def check_image(
 ) -> Report:
     """Check the ELF files ``layers`` (indexes into ``image.layers``; ``names``: what each
     layer of the image is) add, in the final image. Reads layers' headers, the files of
-    ``layers`` and the libraries they resolve to, never the whole image's data."""
+    ``layers`` and the libraries they resolve to, never the whole image's data; remembered
+    by the image's config (its layers, env and working folder), ``layers`` and ``names``."""
+    read_from = {"config": image.config_descriptor.digest, "layers": sorted(set(layers)), "names": list(names)}
+    key = facts_key("deps-report", read_from, _CODE)
+    if cache is not None and (hit := cache.memo_as(key, _report_of)) is not None:
+        return hit
+    report = _check_image(image, open_blob, layers=layers, names=names, cache=cache, workdir=workdir)
+    if cache is not None:
+        cache.put_memo(key, report.to_json())
+    return report
+
+
+def _report_of(data: Mapping[str, Any]) -> Report:
+    misses = tuple(Miss(**m) for m in data["misses"])
+    notes = tuple(Note(**{**n, "elsewhere": tuple(n["elsewhere"])}) for n in data["notes"])
+    return Report(tuple(data["layers"]), int(data["files"]), misses, notes, tuple(data["host"]))
+
+
+def _check_image(
+    image: Image,
+    open_blob: BlobOpener,
+    *,
+    layers: Sequence[int],
+    names: Sequence[str],
+    cache: Cache | None,
+    workdir: Path,
+) -> Report:
     reader = FactReader(image, open_blob, cache=cache, workdir=workdir)
     files = ImageFiles(len(image.layers), reader.entries)
     checked = sorted(set(layers))

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from assembler.cache import Origin, StepResult
     from assembler.oci.image import Image
     from assembler.oci.layer import Layer
+    from assembler.oci.reference import ImageName
     from assembler.sign import Signer, Verifier
 
 
@@ -75,6 +76,15 @@ class Options:
     artifacts: tuple[str, ...] = ()
     # --sign KEY: the key that signs the docker:// and oci:DIR:TAG outputs (assembler.sign).
     sign: Signer | None = None
+
+    def cache_names(self) -> list[ImageName]:
+        """The registry step caches (a push to their registry mounts the steps' blobs from there)."""
+        refs = [r for r in (self.cache_to, *self.cache_from) if r]
+        if not refs:
+            return []
+        from assembler.transports.stepcache import parse_cache_ref  # the registry client, only when named
+
+        return [parse_cache_ref(r) for r in refs]
 
 
 def resolve_epoch(cli_epoch: int | None, manifest_epoch: int | None, environ: Mapping[str, str] = os.environ) -> int:

@@ -9,10 +9,12 @@ the image's layers).
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 from assembler.archive.view import TreeView
 from assembler.cache import Origin, StepResult, key_of
@@ -41,6 +43,14 @@ def _bootstrap_spec(spec: m.BootstrapBase) -> tuple[boot.BootstrapSpec, str]:
 
 
 Placed = tuple[list[tuple[Layer, str]], str, str]  # (layer, what) of a layer spec, what, origin
+
+
+def _stamp(program: Path) -> list[object]:
+    """What tells one installed binary from another without running it: its real path,
+    inode, size and change time (a package upgrade replaces the file)."""
+    real = os.path.realpath(program)
+    st = os.stat(real)
+    return [real, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
 def git_key(spec: m.GitSource) -> str:
@@ -100,12 +110,15 @@ class StepWalk:
         with self._once("tool"):
             if self._tool is None:
                 recorded = self.cache.memo("tool-buildah") or {}
-                if self.ctx.runner.which("buildah") is not None:
-                    self._tool = Buildah(self.ctx.runner, storage=self.cache.root / "buildah").version()
-                    if self.records and recorded.get("version") != self._tool:
-                        self.cache.put_memo("tool-buildah", {"version": self._tool})
-                else:
+                found = self.ctx.runner.which("buildah")
+                if found is None:
                     self._tool = str(recorded.get("version", "buildah-missing"))
+                elif recorded.get("binary") == (stamp := _stamp(found)) and "version" in recorded:
+                    self._tool = str(recorded["version"])  # the same binary: not started again
+                else:
+                    self._tool = Buildah(self.ctx.runner, storage=self.cache.root / "buildah").version()
+                    if self.records:
+                        self.cache.put_memo("tool-buildah", {"version": self._tool, "binary": stamp})
             return self._tool
 
     def bootstrap(self, name: str, spec: m.BootstrapBase) -> Base | None:

@@ -26,9 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from assembler.cache import Cache
+from assembler.cache.memos import facts_key
 from assembler.deps.files import BlobOpener, ImageFiles
 from assembler.oci.image import Image
+from assembler.sbom import packages
 from assembler.sbom.packages import PackageReader, read_packages
+
+_CODE = ("sbom/interpreter.py", *packages.CODE)
 
 _LIB = re.compile(r"^(.*?)lib/python(3\.[0-9]+)/(site-packages|dist-packages|lib-dynload)(/|$)")
 _SYSTEM = ("usr/local/", "usr/")  # prefixes of the system's interpreters, the first one winning
@@ -95,7 +99,20 @@ def read_python(
     image: Image, open_blob: BlobOpener, *, base_env: Mapping[str, str], cache: Cache | None, workdir: Path
 ) -> PythonFacts:
     """The Python and torch of ``image`` (see the module's doc); ``base_env`` is its base's
-    config env. Raises InvalidImage for a damaged layer."""
+    config env. Remembered by the image's layers and ``base_env``. Raises InvalidImage for a
+    damaged layer."""
+    key = facts_key("sbom-python", {"diff_ids": list(image.diff_ids), "base_env": dict(base_env)}, _CODE)
+    if cache is not None and (hit := cache.memo_as(key, lambda d: PythonFacts(str(d["python"]), str(d["torch"])))):
+        return hit
+    facts = _read_python(image, open_blob, base_env=base_env, cache=cache, workdir=workdir)
+    if cache is not None:
+        cache.put_memo(key, {"python": facts.python, "torch": facts.torch})
+    return facts
+
+
+def _read_python(
+    image: Image, open_blob: BlobOpener, *, base_env: Mapping[str, str], cache: Cache | None, workdir: Path
+) -> PythonFacts:
     # The whole inventory, as the SBOM reads it: what is read here is memoised for it.
     inventory = read_packages(image, open_blob, cache=cache, workdir=workdir)
     dists = [p for p in inventory.packages if p.ecosystem == "pypi" and p.name.lower() == "torch"]

@@ -35,6 +35,7 @@ from typing import Any, BinaryIO
 
 from assembler.archive.layer_reader import tar_members
 from assembler.cache import Cache
+from assembler.cache.memos import facts_key
 from assembler.deps.files import BlobOpener, Entry, FactReader, ImageFiles
 from assembler.errors import InvalidImage
 from assembler.oci.image import Image
@@ -58,6 +59,8 @@ _CHUNK = 64 << 10
 _COPYRIGHT = re.compile(r"^usr/share/doc/[^/]+/copyright$")
 _MEMO = "sbom-texts-v2-"  # v2: a copyright file's entry is its DEP-5 license, not its text
 _RPM_MEMO = "sbom-rpm-v1-"
+# The code an inventory is read with (its memo's key names it; so do those that use it).
+CODE = ("sbom/packages.py", "sbom/rpmdb.py", "sbom/databases.py", "deps/files.py")
 
 
 @dataclass(frozen=True)
@@ -152,9 +155,27 @@ def _read_member(path: str, data: BinaryIO) -> str:
     return got.decode("utf-8", "replace")
 
 
+def _inventory_of(data: Mapping[str, Any]) -> Inventory:
+    packages = tuple(Package(**p) for p in data["packages"])
+    return Inventory(packages, {str(k): str(v) for k, v in data["os_release"].items()}, tuple(data["notes"]))
+
+
 def read_packages(image: Image, open_blob: BlobOpener, *, cache: Cache | None, workdir: Path) -> Inventory:
-    """The packages of ``image`` (see the module's doc). Raises InvalidImage for a damaged
-    layer; a package database that cannot be read is a note of the inventory."""
+    """The packages of ``image`` (see the module's doc), remembered by its layers' diff_ids.
+    Raises InvalidImage for a damaged layer; a package database that cannot be read is a
+    note of the inventory."""
+    key = facts_key("sbom-inventory", {"diff_ids": list(image.diff_ids)}, CODE)
+    if cache is not None and (hit := cache.memo_as(key, _inventory_of)) is not None:
+        return hit
+    inventory = _read_packages(image, open_blob, cache=cache, workdir=workdir)
+    if cache is not None:
+        packages = [asdict(p) for p in inventory.packages]
+        release = dict(inventory.os_release)
+        cache.put_memo(key, {"packages": packages, "os_release": release, "notes": list(inventory.notes)})
+    return inventory
+
+
+def _read_packages(image: Image, open_blob: BlobOpener, *, cache: Cache | None, workdir: Path) -> Inventory:
     reader = PackageReader(image, open_blob, cache=cache, workdir=workdir)
     interesting: dict[int, list[str]] = {}
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import replace
-
-import requests
+from typing import TYPE_CHECKING
 
 from assembler.cache import Cache
 from assembler.errors import DigestMismatch, InputError, NotFound
 from assembler.registry.retry import SYSTEM_CLOCK, Attempts, Clock, RetryPolicy
+
+if TYPE_CHECKING:
+    import requests  # imported where a request is made: a build that downloads nothing never loads it
 
 log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
@@ -31,6 +33,8 @@ _MIN_RATE = 256 << 10  # bytes per second, below which a download of known size 
 
 def _get(url: str, *, what: str, retry: RetryPolicy, headers: dict[str, str] | None = None) -> requests.Response:
     """GET with a few tries on connection errors and 5xx (a stream: the caller closes it)."""
+    import requests
+
     attempts = Attempts(retry)
     while True:
         try:
@@ -67,6 +71,8 @@ def download(
 
     Raises InputError when the file is not the one pinned or is too big, NotFound when it
     cannot be downloaded."""
+    import requests
+
     digest = "sha256:" + sha256
     if cache.has_blob(digest):
         cache.mark_used(cache.blob_path(digest))
@@ -103,6 +109,8 @@ def fetch_page(
     url: str, *, accept: str, what: str, max_bytes: int = 64 << 20, clock: Clock = SYSTEM_CLOCK
 ) -> tuple[str, bytes]:
     """The content type and body of an index page (bounded); retries wait on ``clock``."""
+    import requests
+
     retry = replace(DOWNLOAD_RETRY, clock=clock)
     with _get(url, what=what, retry=retry, headers={"Accept": accept}) as response:
         body = bytearray()
@@ -125,6 +133,8 @@ def unreachable(index: str) -> str | None:
     """Why ``index`` (a package index, a registry's or a git host's URL) cannot be reached from
     here (None: it answers): asked once a process, in seconds, before a client that retries
     for minutes (uv, git, the registry client) is started."""
+    import requests
+
     with _reachable_lock:
         if index in _reachable:
             return _reachable[index]

@@ -13,9 +13,7 @@ from assembler.errors import AssemblerError
 from assembler.oci.digest import sha256_digest
 from assembler.oci.reference import parse_ref
 from assembler.proc import Runner
-from assembler.registry.http import api_host
 from assembler.transports.common import RegistryOptions
-from assembler.transports.download import unreachable
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
@@ -27,11 +25,15 @@ def base_digest(text: str, *, options: RegistryOptions) -> tuple[str | None, str
         return None, f"{text}: not a registry reference"
     if ref.name.digest:
         return ref.name.digest, None
+    # The registry client and requests only when a tag is looked up (a build imports this).
+    from assembler.registry.http import api_host
+    from assembler.transports.download import unreachable
+
     host = api_host(ref.name.registry)
     why = unreachable(f"{'https' if options.tls_verify else 'http'}://{host}/v2/")
     if why is not None:
         return None, f"registry {host} cannot be reached from here ({why})"
-    from assembler.registry.client import Registry  # the registry client, only when asked
+    from assembler.registry.client import Registry
 
     quick = replace(options, retries=min(options.retries, 3), timeout=min(options.timeout, 30.0))
     try:
@@ -48,6 +50,8 @@ def git_commit(url: str, ref: str, *, runner: Runner) -> tuple[str | None, str |
         return ref, None
     parts = urlsplit(url)
     if parts.scheme in ("http", "https"):
+        from assembler.transports.download import unreachable
+
         why = unreachable(f"{parts.scheme}://{parts.netloc}/")
         if why is not None:
             return None, f"{parts.netloc} cannot be reached from here ({why})"

@@ -22,7 +22,6 @@ from typing import Any
 
 from assembler.errors import InputError, ToolError
 from assembler.proc import Runner
-from assembler.transports.download import unreachable
 
 UV_TIMEOUT = 600.0  # seconds for one resolution (sdist-only packages are built for their metadata)
 
@@ -143,6 +142,8 @@ def resolve(
 ) -> Resolution:
     """Resolve one set (:meth:`assembler.spec.pysets.PythonSet.definition`). ``prefer``: the
     pins it had, kept unless the set now needs others (or ``upgrade``/``upgrade_packages``)."""
+    from assembler.transports.download import unreachable  # requests, only when resolving
+
     indexes = [str(i) for i in definition["indexes"]]
     for index in indexes:
         why = unreachable(index)
