@@ -51,6 +51,7 @@ UNIT_MODULES = frozenset(
         "test_audit_verl.py",
         "test_audit_vllm.py",
         "test_cachedir.py",
+        "test_chunks.py",
         "test_components.py",
         "test_coverage.py",
         "test_hygiene.py",
