@@ -51,6 +51,7 @@ UNIT_MODULES = frozenset(
         "test_audit_verl.py",
         "test_audit_vllm.py",
         "test_cachedir.py",
+        "test_chunks.py",
         "test_components.py",
         "test_coverage.py",
         "test_hygiene.py",
@@ -85,6 +86,7 @@ LONGEST_FIRST = {
             "test_image.py",
             "test_jobs.py",
             "test_registry_cache.py",
+            "test_compile_cache_build.py",  # three small builds (about 2.5 min)
             "test_sif.py",
             "test_cache_cli.py",
             "test_manifest_verl.py",

@@ -189,6 +189,13 @@ def _cache_args(p: argparse.ArgumentParser) -> None:
         help="take step results from this registry repository (repeatable; first hit wins)",
     )
     p.add_argument(
+        "--cache-max",
+        default="5G",
+        metavar="SIZE",
+        help="what one exported compile cache (a step's cache: or shared_cache: folder) holds at most; "
+        "the oldest files are left out (default 5G)",
+    )
+    p.add_argument(
         "--cache-sign",
         type=Path,
         default=None,

@@ -12,6 +12,7 @@ from typing import Any
 
 from assembler.assemble import Options, Plan, Result, assemble_variants, resolve_epoch
 from assembler.cache import default_root
+from assembler.cache.maintain import parse_size
 from assembler.cli.args import platform_arg, registry_options
 from assembler.cli.console import err, out, say, size
 from assembler.cli.lock import redo_command
@@ -66,6 +67,7 @@ def _options(args: argparse.Namespace, manifest_epoch: int | None, manifest_cach
         artifacts=tuple(getattr(args, "artifact", None) or ()),
         sign=sign,
         cache_sign=cache_signer,
+        cache_max=parse_size(getattr(args, "cache_max", None) or "5G"),
         cache_trust=_trusted(getattr(args, "cache_trust", [])) if cache_to or cache_from else (),
     )
 

@@ -12,7 +12,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from secrets import token_hex
 from typing import Any
@@ -21,6 +21,7 @@ from assembler.archive.compress import Compression, decompressed
 from assembler.archive.extract import extract
 from assembler.cache import Cache, key_of
 from assembler.compile.buildah import Buildah, RunSpec, Volume
+from assembler.compile.keptcaches import FolderCache
 from assembler.errors import InputError, StepFailed
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
@@ -86,9 +87,10 @@ class Workspace:
     host_ca: bool = True
     on_line: LineFn | None = None
     shared: _Shared = field(default_factory=_Shared)
+    folders: FolderCache | None = None  # kept folders through a registry (--cache-to/--cache-from)
 
     def for_step(self, on_line: LineFn | None) -> Workspace:
-        return Workspace(self.buildah, self.cache, self.epoch, self.compression, self.host_ca, on_line, self.shared)
+        return replace(self, on_line=on_line)
 
     def image_id(self, image: Image) -> str:
         """Hand ``image`` to buildah (through an OCI layout of hard links); its image ID."""

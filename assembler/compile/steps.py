@@ -22,7 +22,7 @@ from dataclasses import astuple
 from pathlib import Path
 
 from assembler.cache import key_of
-from assembler.compile import worktree
+from assembler.compile import keptcaches, worktree
 from assembler.compile.agent import DEFAULT_EXCLUDES
 from assembler.compile.buildah import Volume
 from assembler.compile.container import (
@@ -93,14 +93,23 @@ def run_compile_step(
     ``tree_key`` names what the step keeps between builds (its ``cache:`` folders and
     source working copies): the step's key without its sources, so a source edit builds
     incrementally and any other change starts from empty folders; ``fresh`` empties them
-    first (``--no-cache``, ``--rebuild STEP``).
+    first (``--no-cache``, ``--rebuild STEP``). With ``ws.folders`` (a registry step
+    cache), empty kept folders are restored from it first and exported after the build
+    (:mod:`assembler.compile.keptcaches`).
 
     Raises StepFailed (command, exit code, log tail and path) when a command fails or an
     artifact is missing; InputError for a secret missing from the environment.
     """
     log_path = step_log(ws.cache, step.name, key)
     with worktree.kept_folder(ws.cache, step.name, tree_key, fresh=fresh) as kept:
-        return _run_compile_step(step, base=base, sources=sources, inputs=inputs, ws=ws, log_path=log_path, kept=kept)
+        if ws.folders is not None and not fresh:  # a forced step starts from empty folders
+            keptcaches.restore(ws.folders, step, cache=ws.cache, kept=kept, tree_key=tree_key)
+        results = _run_compile_step(
+            step, base=base, sources=sources, inputs=inputs, ws=ws, log_path=log_path, kept=kept
+        )
+        if ws.folders is not None:
+            keptcaches.export(ws.folders, step, cache=ws.cache, kept=kept, tree_key=tree_key)
+        return results
 
 
 def _run_compile_step(
@@ -152,10 +161,7 @@ def _cache_volumes(step: m.CompileStep, ws: Workspace, kept: Path) -> list[Volum
     """The step's ``cache:`` folders (kept with its build tree) and ``shared_cache:`` ones
     (shared by every step), created on the host."""
     caches = [Volume(kept / key_of({"path": path})[:16], path, readonly=False) for path in step.cache]
-    caches += [
-        Volume(ws.cache.path("step-caches", "_shared", key_of({"path": path})[:16]), path, readonly=False)
-        for path in step.shared_cache
-    ]
+    caches += [Volume(keptcaches.shared_folder(ws.cache, path), path, readonly=False) for path in step.shared_cache]
     for volume in caches:
         volume.host.mkdir(parents=True, exist_ok=True)
     return caches

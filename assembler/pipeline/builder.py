@@ -22,6 +22,7 @@ from concurrent.futures import wait as wait_all
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from assembler.cache import Origin, StepResult
 from assembler.compile import sources as srcs
@@ -40,6 +41,9 @@ from assembler.pipeline.stepwalk import Base, git_key
 from assembler.pipeline.walk import Walk
 from assembler.spec import model as m
 from assembler.transports import Context, read_base, registry_options
+
+if TYPE_CHECKING:
+    from assembler.transports.compilecache import CompileCaches
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class Builder(Walk):
         self._futures: dict[str, Future[dict[str, Layer] | None]] = {}
         self._failed = threading.Event()
         self._first_error: BaseException | None = None
+        self.folders: CompileCaches | None = None  # kept folders through the registry step cache, with it
         self._put_off: dict[str, str] = {}  # base image digest -> its registry cache key: layers not here yet
         # Where compile steps run (--executor), chosen once.
         self.executor = executor_for(
@@ -102,6 +107,17 @@ class Builder(Walk):
                 trust=Trust(opts.cache_sign, opts.cache_trust),
             )
             self.prebuilt.remote = self.remote  # pip: and url: layers are entries too
+            from assembler.transports.compilecache import CompileCaches
+
+            self.folders = CompileCaches(
+                ctx.cache,
+                target=parse_cache_ref(opts.cache_to) if opts.cache_to else None,
+                sources=[parse_cache_ref(s) for s in opts.cache_from],
+                options=registry_options(ctx),
+                report=lambda kind, fields: self.report(Event(kind, fields)),
+                trust=Trust(opts.cache_sign, opts.cache_trust),
+                max_bytes=opts.cache_max,
+            )
 
     def run(self) -> Built:
         try:
@@ -109,7 +125,14 @@ class Builder(Walk):
         finally:
             if self.remote is not None:
                 self.remote.close()
-                self.report(Event("remote-cache", {"state": "done", **self.remote.counts()}))
+                self.report(Event("remote-cache", {"state": "done", **self._remote_counts()}))
+            if self.folders is not None:
+                self.folders.close()
+
+    def _remote_counts(self) -> dict[str, int]:
+        """What the registry step cache did, compile caches included."""
+        steps = self.remote.counts() if self.remote is not None else {}
+        return {**steps, **(self.folders.counts() if self.folders is not None else {})}
 
     def _run(self) -> Built:
         try:
@@ -127,7 +150,7 @@ class Builder(Walk):
             if not self.cache.has_blob(desc.digest, desc.size):
                 raise InvalidImage(f"blob {desc.digest} ({desc.size} bytes) is missing from the cache")
         steps = tuple(self.steps[s.name] for s in self.plan.steps)
-        remote = self.remote.counts() if self.remote is not None else {}
+        remote = self._remote_counts()
         used = {n: b for n, b in self.bases.items() if b is not None}
         sources = {n: s for n, s in self.sources.items() if s is not None}
         return Built(image, base, tuple(layers), steps, remote, used, sources, dict(sorted(self.taken.items())))
@@ -221,6 +244,7 @@ class Builder(Walk):
                 compression="zstd",
                 host_ca=self.options.host_ca,
                 on_line=None,
+                folders=self.folders,
             )
         return self._ws
 

@@ -58,6 +58,8 @@ class Options:
     cache_sign: Signer | None = None
     # --cache-trust PUB...: only entries one of these keys signed are taken (none: any entry).
     cache_trust: tuple[Verifier, ...] = ()
+    # --cache-max SIZE: what one exported compile cache (a step's kept folder) holds at most.
+    cache_max: int = 5 << 30
     jobs: int = 1  # steps run at the same time (independent ones; see pipeline.builder)
     # Where compile steps run (see pipeline.slurm): here, or each as a Slurm job on a node.
     executor: str = "local"  # local | slurm

@@ -1,0 +1,159 @@
+"""Compile caches through a registry (``assembler.transports.compilecache``), against the
+real ``docker-registry``: two cache folders stand for two machines. No buildah here: a
+folder stands for a step's kept folder (``tests/test_compile_cache_build.py`` runs steps).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from assembler.archive import chunks as ch
+from assembler.cache import Cache
+from assembler.oci.reference import ImageName
+from assembler.registry.types import RegistryOptions
+from assembler.sign import load_private_key, load_public_key
+from assembler.transports.cachetrust import Trust
+from assembler.transports.compilecache import CompileCaches
+from tests.plugins.registry import RunningRegistry
+
+PLAIN = RegistryOptions(tls_verify=False, backoff=0.01, max_backoff=0.05, retries=2)
+TAG = "ccache-" + "ab" * 32
+T0 = 1_700_000_000_000_000_001
+
+
+class Events:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, dict[str, Any]]] = []
+
+    def __call__(self, kind: str, fields: Mapping[str, Any]) -> None:
+        self.seen.append((kind, dict(fields)))
+
+    def warnings(self) -> list[str]:
+        return [str(f["text"]) for k, f in self.seen if k == "warning"]
+
+
+def _caches(root: Path, registry: RunningRegistry, *, to: bool, **more: Any) -> tuple[CompileCaches, Events]:
+    events = Events()
+    repo = ImageName.parse(f"{registry.host}/ccache")
+    made = CompileCaches(Cache(root), target=repo if to else None, sources=[repo], options=PLAIN, report=events, **more)
+    return made, events
+
+
+def _build_tree(folder: Path, files: int = 120) -> None:
+    """A build tree: sources older than objects, as make leaves them."""
+    for i in range(files):
+        for suffix, when in ((".c", T0), (".o", T0 + 10**9)):
+            path = folder / f"dir{i % 5}" / f"unit{i:03}{suffix}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(f"{suffix} {i}\n".encode() * (50 + i))
+            os.utime(path, ns=(when + i, when + i))
+    (folder / "dir0" / "latest").symlink_to("unit000.o")
+
+
+def _same_tree(a: Path, b: Path) -> None:
+    left, right = ch.scan(a), ch.scan(b)
+    assert [(e.rel, e.kind, e.size, e.mtime_ns, e.mode, e.link) for e in left] == [
+        (e.rel, e.kind, e.size, e.mtime_ns, e.mode, e.link) for e in right
+    ]
+
+
+def test_exported_by_one_cache_restored_into_another(tmp_path: Path, registry: RunningRegistry) -> None:
+    tree = tmp_path / "a-tree"
+    _build_tree(tree)
+    a, _ = _caches(tmp_path / "cache-a", registry, to=True)
+    a.export(TAG, tree, "step demo")
+    first = a.counts()
+    assert first["compile_cache_exported"] == 1 and first["compile_cache_uploaded_chunks"] > 2, first
+
+    b, events = _caches(tmp_path / "cache-b", registry, to=False)
+    restored = tmp_path / "b-tree"
+    assert b.restore(TAG, restored, "step demo")
+    _same_tree(tree, restored)
+    assert b.counts()["compile_cache_restored"] == 1 and not events.warnings()
+    assert not b.restore("ccache-" + "cd" * 32, tmp_path / "other", "step demo"), "no entry: a miss"
+
+    # One file changed: one chunk goes up; the others are found (their files not re-read).
+    (tree / "dir2" / "unit007.o").write_bytes(b"recompiled\n")
+    a.export(TAG, tree, "step demo")
+    again = a.counts()
+    assert again["compile_cache_uploaded_chunks"] - first["compile_cache_uploaded_chunks"] == 1, again
+    assert again["compile_cache_skipped_chunks"] == first["compile_cache_uploaded_chunks"] - 1, again
+    a.export(TAG, tree, "step demo")
+    assert a.counts()["compile_cache_exported"] == 2, "an unchanged folder puts no new manifest"
+    for caches in (a, b):
+        caches.close()
+
+
+def _corrupt(registry: RunningRegistry) -> None:
+    blobs = sorted(
+        (registry.root / "docker/registry/v2/blobs/sha256").glob("*/*/data"), key=lambda p: -p.stat().st_size
+    )
+    data = bytearray(blobs[0].read_bytes())  # the largest: a chunk, not the config
+    data[len(data) // 2] ^= 0xFF
+    blobs[0].write_bytes(bytes(data))
+
+
+def test_a_corrupt_chunk_is_a_warning_and_an_empty_folder(tmp_path: Path, registry: RunningRegistry) -> None:
+    tree = tmp_path / "a-tree"
+    _build_tree(tree, files=30)
+    a, _ = _caches(tmp_path / "cache-a", registry, to=True)
+    a.export(TAG, tree, "step demo")
+    _corrupt(registry)
+    b, events = _caches(tmp_path / "cache-b", registry, to=False)
+    restored = tmp_path / "b-tree"
+    assert not b.restore(TAG, restored, "step demo")
+    assert ch.folder_is_empty(restored)
+    [warning] = events.warnings()
+    assert TAG in warning and "restoring failed" in warning and "sha256" in warning, warning
+    assert not list((tmp_path / "cache-b" / "tmp").iterdir()), "the work folder is gone"
+
+
+def test_cache_max_evicts_the_oldest_files(tmp_path: Path, registry: RunningRegistry) -> None:
+    tree = tmp_path / "a-tree"
+    _build_tree(tree, files=20)
+    files = [e for e in ch.scan(tree) if e.kind == "file"]
+    oldest = sorted(files, key=lambda e: e.mtime_ns)[:3]
+    limit = sum(e.size for e in files) - sum(e.size for e in oldest)
+    a, events = _caches(tmp_path / "cache-a", registry, to=True, max_bytes=limit)
+    a.export(TAG, tree, "step demo")
+    [warning] = events.warnings()
+    assert "3 oldest files" in warning and "--cache-max" in warning, warning
+    b, _ = _caches(tmp_path / "cache-b", registry, to=False)
+    restored = tmp_path / "b-tree"
+    assert b.restore(TAG, restored, "step demo")
+    here = {e.rel for e in ch.scan(restored) if e.kind == "file"}
+    assert here == {e.rel for e in files} - {e.rel for e in oldest}
+
+
+def _keypair() -> tuple[bytes, bytes]:
+    key = ed25519.Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private, public
+
+
+def test_under_cache_trust_only_a_signed_entry_is_restored(tmp_path: Path, registry: RunningRegistry) -> None:
+    tree = tmp_path / "a-tree"
+    _build_tree(tree, files=10)
+    private, public = _keypair()
+    trusted = Trust(keys=(load_public_key(public, what="test key"),))
+    a, _ = _caches(tmp_path / "cache-a", registry, to=True)  # unsigned
+    a.export(TAG, tree, "step demo")
+    b, events = _caches(tmp_path / "cache-b", registry, to=False, trust=trusted)
+    assert not b.restore(TAG, tmp_path / "b-tree", "step demo")
+    assert "no signature" in events.warnings()[0], events.warnings()
+
+    signer = Trust(signer=load_private_key(private, password=None, what="test key"))
+    a2, _ = _caches(tmp_path / "cache-a", registry, to=True, trust=signer)
+    a2.export(TAG, tree, "step demo")  # the same entry, now signed
+    c, events = _caches(tmp_path / "cache-c", registry, to=False, trust=trusted)
+    assert c.restore(TAG, tmp_path / "c-tree", "step demo"), events.warnings()
+    _same_tree(tree, tmp_path / "c-tree")

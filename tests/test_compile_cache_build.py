@@ -1,0 +1,96 @@
+"""Compile caches through a registry, in builds (buildah, the real ``docker-registry``):
+machine A builds a small make project with ``--cache-to``; machine B, an empty cache
+folder with ``--cache-from``, builds it after a one-line change and recompiles that one
+file; machine C meets a damaged chunk: a warning, and a correct cold build.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from tests.helpers import Ran, run_cli
+from tests.plugins.registry import RunningRegistry
+
+MANIFEST = """\
+name: ccache
+bases:
+  devel: oci:{devel}:latest
+  runtime: oci:{runtime}:latest
+sources:
+  app: {{path: app}}
+compile:
+  - name: app
+    base: devel
+    sources: [app]
+    cache: [/build]
+    run: [make -C /src/app OUT=/build]
+    artifacts:
+      bin: {{path: /build/app, to: /app/bin}}
+image:
+  base: runtime
+  layers:
+    - artifact: app.bin
+"""
+
+MAKEFILE = """\
+OBJS = $(OUT)/a.o $(OUT)/b.o $(OUT)/main.o
+$(OUT)/app: $(OBJS)
+\tg++ -o $@ $(OBJS)
+$(OUT)/%.o: %.cpp
+\tg++ -O1 -c $< -o $@
+"""
+
+
+def _project(root: Path, bases: dict[str, Path]) -> None:
+    app = root / "app"
+    app.mkdir(parents=True)
+    (root / "m.yaml").write_text(MANIFEST.format(devel=bases["devel"], runtime=bases["runtime"]))
+    (app / "Makefile").write_text(MAKEFILE)
+    (app / "a.cpp").write_text("int a() { return 1; }\n")
+    (app / "b.cpp").write_text("int b() { return 2; }\n")
+    (app / "main.cpp").write_text("int a(); int b();\nint main() { return a() + b() == 3 ? 0 : 1; }\n")
+
+
+def _build(root: Path, cache: str, *extra: str) -> Ran:
+    args = ["m.yaml", "--cache", cache, "--json", "--progress", "plain", "--tls-verify=false", "-o", "oci:out:x"]
+    ran = run_cli([*args, *extra], cwd=root)
+    assert ran.code == 0, str(ran)
+    return ran
+
+
+def _compiled(ran: Ran) -> set[str]:
+    return {name for name in ("a.cpp", "b.cpp", "main.cpp") if f"-c {name} " in ran.err}
+
+
+def _corrupt_largest_blob(registry: RunningRegistry) -> None:
+    blobs = (registry.root / "docker/registry/v2/blobs/sha256").glob("*/*/data")
+    largest = max(blobs, key=lambda p: p.stat().st_size)  # a chunk of the build tree
+    data = bytearray(largest.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    largest.write_bytes(bytes(data))
+
+
+def test_a_fresh_machine_recompiles_one_file_and_a_damaged_cache_builds_cold(
+    tmp_path: Path, demo_bases: dict[str, Path], registry: RunningRegistry
+) -> None:
+    _project(tmp_path, demo_bases)
+    repo = f"docker://{registry.host}/ccache"
+    cold = _build(tmp_path, "cache-a", "--cache-to", repo)
+    assert _compiled(cold) == {"a.cpp", "b.cpp", "main.cpp"}, cold.err
+    assert cold.json["step_cache"]["compile_cache_exported"] == 1, cold.json["step_cache"]
+    shutil.rmtree(tmp_path / "cache-a")
+
+    (tmp_path / "app" / "a.cpp").write_text("int a() { return 1 + 0; }\n")
+    warm = _build(tmp_path, "cache-b", "--cache-from", repo)
+    assert warm.json["step_cache"]["compile_cache_restored"] == 1, warm.json["step_cache"]
+    assert _compiled(warm) == {"a.cpp"}, warm.err
+    shutil.rmtree(tmp_path / "cache-b")
+
+    _corrupt_largest_blob(registry)
+    damaged = _build(tmp_path, "cache-c", "--cache-from", repo)
+    assert "warning: compile cache" in damaged.err and "restoring failed" in damaged.err, damaged.err
+    assert damaged.json["step_cache"]["compile_cache_restored"] == 0
+    assert _compiled(damaged) == {"a.cpp", "b.cpp", "main.cpp"}, damaged.err
+    assert damaged.json["digest"] == warm.json["digest"], "the cold build makes the same image"
+    shutil.rmtree(tmp_path / "cache-c")
