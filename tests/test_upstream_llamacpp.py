@@ -38,6 +38,7 @@ from typing import Any
 import pytest
 
 from assembler.cache import key_of
+from assembler.cache.marker import claim
 from assembler.compile.sources import tree_digest
 from tests.conftest import TEST_CACHE, reclaim_at_teardown
 from tests.helpers import ROOT, Buildah, Ran, config_of, layout_digest, run_cli, sh
@@ -157,6 +158,7 @@ def real(
     shutil.copytree(upstream_tree(), source, symlinks=True)  # this module edits its copy
     ccache = work.joinpath("cache", *CCACHE)
     if KEPT_CCACHE.is_dir():
+        claim(work / "cache")  # a cache folder as a build makes one (a foreign folder is refused)
         ccache.parent.mkdir(parents=True)
         _copy_tree(KEPT_CCACHE, ccache)
     yield Real(work, source, demo_bases, build(work, source, demo_bases))
