@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from assembler.cache import Cache
 from assembler.cache.marker import CACHEDIR_TAG
+from assembler.cache.memos import facts_key, remembered
 from assembler.cache.store import Store
 from assembler.errors import CacheError
 from tests.helpers import run_cli_here
@@ -41,3 +43,23 @@ def test_a_cache_made_before_the_tag_is_adopted(tmp_path: Path) -> None:
     (tmp_path / "logs").mkdir()
     Store(tmp_path)
     assert (tmp_path / CACHEDIR_TAG).is_file()
+
+
+def test_facts_are_remembered_by_what_was_read_and_the_code_that_read_them(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    made: list[int] = []
+
+    def make() -> int:
+        made.append(1)
+        return 41 + len(made)
+
+    key = facts_key("test-facts", {"diff_ids": ["sha256:" + "0" * 64]}, ("cache/memos.py",))
+    kept = {"read": lambda d: int(d["n"]), "write": lambda n: {"n": n}}
+    assert remembered(cache, key, make, **kept) == 42
+    assert remembered(cache, key, make, **kept) == 42 and len(made) == 1  # read back, not made
+    # Other bytes read or other code: another key. A memo read cannot make: made again.
+    assert facts_key("test-facts", {"diff_ids": ["sha256:" + "1" * 64]}, ("cache/memos.py",)) != key
+    assert facts_key("test-facts", {"diff_ids": ["sha256:" + "0" * 64]}, ("cache/store.py",)) != key
+    cache.put_memo(key, {"n": "not a number"})
+    assert remembered(cache, key, make, **kept) == 43
+    assert remembered(None, key, make, **kept) == 44  # no cache: made every time

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from assembler.cache import Cache
-from assembler.cache.memos import facts_key
+from assembler.cache.memos import facts_key, remembered
 from assembler.deps import ldcache
 from assembler.deps.elf import ElfFacts
 from assembler.deps.files import BlobOpener, FactReader, ImageFiles
@@ -184,12 +184,13 @@ def check_image(
     by the image's config (its layers, env and working folder), ``layers`` and ``names``."""
     read_from = {"config": image.config_descriptor.digest, "layers": sorted(set(layers)), "names": list(names)}
     key = facts_key("deps-report", read_from, _CODE)
-    if cache is not None and (hit := cache.memo_as(key, _report_of)) is not None:
-        return hit
-    report = _check_image(image, open_blob, layers=layers, names=names, cache=cache, workdir=workdir)
-    if cache is not None:
-        cache.put_memo(key, report.to_json())
-    return report
+    return remembered(
+        cache,
+        key,
+        lambda: _check_image(image, open_blob, layers=layers, names=names, cache=cache, workdir=workdir),
+        read=_report_of,
+        write=Report.to_json,
+    )
 
 
 def _report_of(data: Mapping[str, Any]) -> Report:

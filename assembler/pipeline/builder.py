@@ -22,7 +22,7 @@ from concurrent.futures import wait as wait_all
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from assembler.cache import Origin, StepResult
 from assembler.compile import sources as srcs
@@ -98,24 +98,27 @@ class Builder(Walk):
             from assembler.transports.stepcache import RemoteStepCache, parse_cache_ref
 
             opts = plan.options
+            # Step results and compile caches: entries of the same repositories, on the same terms.
+            target = parse_cache_ref(opts.cache_to) if opts.cache_to else None
+            sources = [parse_cache_ref(s) for s in opts.cache_from]
+            options, trust = registry_options(ctx), Trust(opts.cache_sign, opts.cache_trust)
+
+            def said(kind: str, fields: Mapping[str, Any]) -> None:
+                self.report(Event(kind, fields))
+
             self.remote = RemoteStepCache(
-                ctx.cache,
-                target=parse_cache_ref(opts.cache_to) if opts.cache_to else None,
-                sources=[parse_cache_ref(s) for s in opts.cache_from],
-                options=registry_options(ctx),
-                report=lambda kind, fields: self.report(Event(kind, fields)),
-                trust=Trust(opts.cache_sign, opts.cache_trust),
+                ctx.cache, target=target, sources=sources, options=options, report=said, trust=trust
             )
             self.prebuilt.remote = self.remote  # pip: and url: layers are entries too
             from assembler.transports.compilecache import CompileCaches
 
             self.folders = CompileCaches(
                 ctx.cache,
-                target=parse_cache_ref(opts.cache_to) if opts.cache_to else None,
-                sources=[parse_cache_ref(s) for s in opts.cache_from],
-                options=registry_options(ctx),
-                report=lambda kind, fields: self.report(Event(kind, fields)),
-                trust=Trust(opts.cache_sign, opts.cache_trust),
+                target=target,
+                sources=sources,
+                options=options,
+                report=said,
+                trust=trust,
                 max_bytes=opts.cache_max,
             )
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from assembler.cache import Cache
-from assembler.cache.memos import facts_key
+from assembler.cache.memos import facts_key, remembered
 from assembler.deps.files import BlobOpener, ImageFiles
 from assembler.oci.image import Image
 from assembler.sbom import packages
@@ -102,12 +102,13 @@ def read_python(
     config env. Remembered by the image's layers and ``base_env``. Raises InvalidImage for a
     damaged layer."""
     key = facts_key("sbom-python", {"diff_ids": list(image.diff_ids), "base_env": dict(base_env)}, _CODE)
-    if cache is not None and (hit := cache.memo_as(key, lambda d: PythonFacts(str(d["python"]), str(d["torch"])))):
-        return hit
-    facts = _read_python(image, open_blob, base_env=base_env, cache=cache, workdir=workdir)
-    if cache is not None:
-        cache.put_memo(key, {"python": facts.python, "torch": facts.torch})
-    return facts
+    return remembered(
+        cache,
+        key,
+        lambda: _read_python(image, open_blob, base_env=base_env, cache=cache, workdir=workdir),
+        read=lambda d: PythonFacts(str(d["python"]), str(d["torch"])),
+        write=lambda facts: {"python": facts.python, "torch": facts.torch},
+    )
 
 
 def _read_python(

@@ -35,7 +35,7 @@ from typing import Any, BinaryIO
 
 from assembler.archive.layer_reader import tar_members
 from assembler.cache import Cache
-from assembler.cache.memos import facts_key
+from assembler.cache.memos import facts_key, remembered
 from assembler.deps.files import BlobOpener, Entry, FactReader, ImageFiles
 from assembler.errors import InvalidImage
 from assembler.oci.image import Image
@@ -165,14 +165,18 @@ def read_packages(image: Image, open_blob: BlobOpener, *, cache: Cache | None, w
     Raises InvalidImage for a damaged layer; a package database that cannot be read is a
     note of the inventory."""
     key = facts_key("sbom-inventory", {"diff_ids": list(image.diff_ids)}, CODE)
-    if cache is not None and (hit := cache.memo_as(key, _inventory_of)) is not None:
-        return hit
-    inventory = _read_packages(image, open_blob, cache=cache, workdir=workdir)
-    if cache is not None:
-        packages = [asdict(p) for p in inventory.packages]
-        release = dict(inventory.os_release)
-        cache.put_memo(key, {"packages": packages, "os_release": release, "notes": list(inventory.notes)})
-    return inventory
+    return remembered(
+        cache,
+        key,
+        lambda: _read_packages(image, open_blob, cache=cache, workdir=workdir),
+        read=_inventory_of,
+        write=_inventory_json,
+    )
+
+
+def _inventory_json(inventory: Inventory) -> dict[str, Any]:
+    packages = [asdict(p) for p in inventory.packages]
+    return {"packages": packages, "os_release": dict(inventory.os_release), "notes": list(inventory.notes)}
 
 
 def _read_packages(image: Image, open_blob: BlobOpener, *, cache: Cache | None, workdir: Path) -> Inventory:
