@@ -168,6 +168,27 @@ def debian_rootfs() -> Path:
     return _locked_build(target, argv, env={"SOURCE_DATE_EPOCH": epoch})
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One buildah storage for every build of this test process that does not name its own
+    (``$ASSEMBLE_STORAGE``, as a node-local ``--storage`` shared by a user's caches): each
+    base is pulled and each toolchain installed once per worker, not once per test. Tests
+    of the cache's own storage (prune, secrets in it, an interrupted build leaving it
+    deletable) set ``ASSEMBLE_STORAGE=`` for their builds."""
+    path = tmp_path_factory.getbasetemp() / "buildah-storage"
+    os.environ["ASSEMBLE_STORAGE"] = str(path)
+    yield path
+    os.environ.pop("ASSEMBLE_STORAGE", None)
+    if (path / "root").exists():
+        g = ["buildah", "--root", str(path / "root"), "--runroot", str(path / "run"), "--storage-driver", "overlay"]
+        subprocess.run([*g, "rm", "--all"], capture_output=True)
+        subprocess.run([*g, "rmi", "--all", "--force"], capture_output=True)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+OWN_STORAGE = {"ASSEMBLE_STORAGE": ""}  # a build's env: buildah's storage in its cache (CACHE/buildah)
+
+
 @pytest.fixture()
 def assemble_cli() -> list[str]:
     """argv prefix to run the CLI in a subprocess (as a user would)."""

@@ -140,11 +140,21 @@ def uncompressed(data: bytes) -> bytes:
     return data
 
 
-def buildah_containers(cache: Path) -> list[str]:
-    """The working containers left in a cache's buildah storage (none before it exists)."""
-    if not (cache / "buildah/root").exists():
+def storage_of(cache: Path, env: Mapping[str, str] | None = None) -> Path:
+    """The buildah storage a build with ``cache`` used: ``$ASSEMBLE_STORAGE`` (the test
+    process's shared one, see conftest's ``shared_storage``) unless ``env`` clears it."""
+    shared = {**os.environ, **(env or {})}.get("ASSEMBLE_STORAGE")
+    return Path(shared) if shared else cache / "buildah"
+
+
+def buildah_containers(cache: Path, env: Mapping[str, str] | None = None) -> list[str]:
+    """The working containers left in the buildah storage a build with ``cache`` used (none
+    before it exists; the test process's shared storage holds no other test's: they run
+    one after another and leave none)."""
+    storage = storage_of(cache, env)
+    if not (storage / "root").exists():
         return []
-    g = ["buildah", "--root", str(cache / "buildah/root"), "--runroot", str(cache / "buildah/run")]
+    g = ["buildah", "--root", str(storage / "root"), "--runroot", str(storage / "run")]
     argv = [*g, "--storage-driver", "overlay", "containers", "--quiet"]
     return [line for line in sh(argv).stdout.splitlines() if line.strip()]
 

@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import OWN_STORAGE
 from tests.helpers import layout_digest, run_cli, small_project
 from tests.test_cache_cli import COPY_ONLY, WITH_STEPS
 
@@ -40,7 +41,8 @@ def stored(root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 
 def build(root: Path, out: str) -> str:
-    ran = run_cli(["s.yaml", "--cache", str(root / "cache"), "-o", f"oci:{out}:x"], cwd=root)
+    # The cache's own storage (not the test process's shared one): what prune prunes.
+    ran = run_cli(["s.yaml", "--cache", str(root / "cache"), "-o", f"oci:{out}:x"], cwd=root, env=OWN_STORAGE)
     assert ran.code == 0, str(ran)
     return layout_digest(root / out, "x")
 

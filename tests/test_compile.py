@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 import pytest
 
-from tests.conftest import TEST_CACHE
+from tests.conftest import OWN_STORAGE, TEST_CACHE
 from tests.helpers import (
     PYTHON,
     ROOT,
@@ -283,7 +283,7 @@ def test_failing_command_shows_step_command_log_tail_and_leaves_no_container(
 def test_interrupt_removes_the_container(tmp_path: Path, demo_bases: dict[str, Path]) -> None:
     small_project(tmp_path, demo_bases, "sleep 300")
     cache = tmp_path / "cache"
-    env = dict(os.environ, DEMO_TOKEN="x")
+    env = dict(os.environ, DEMO_TOKEN="x", **OWN_STORAGE)  # in the cache: what must be deletable at once
     proc = subprocess.Popen(
         [PYTHON, "-m", "assembler", "small.yaml", "--cache", str(cache), "-o", "oci:out:x"],
         cwd=tmp_path,
@@ -294,14 +294,14 @@ def test_interrupt_removes_the_container(tmp_path: Path, demo_bases: dict[str, P
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (cache / "buildah/root").exists():
         time.sleep(0.2)
-    while time.monotonic() < deadline and not buildah_containers(cache):
+    while time.monotonic() < deadline and not buildah_containers(cache, env):
         time.sleep(0.2)
     time.sleep(2)  # in `sleep 300` by now
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err
-    assert buildah_containers(cache) == []
+    assert buildah_containers(cache, env) == []
     # Nothing keeps running or stays mounted: the cache can be deleted at once.
     ps = sh(["ps", "-eo", "args"]).stdout
     assert str(cache) not in ps, ps
@@ -341,7 +341,7 @@ def test_secret_is_in_no_blob_config_history_or_log(tmp_path: Path, demo_bases: 
     ran = run_cli(
         ["small.yaml", "--cache", str(cache), "-v", "-o", "oci:out:x", "-o", "oci-archive:out.tar:x"],
         cwd=tmp_path,
-        env={"DEMO_TOKEN": secret},
+        env={"DEMO_TOKEN": secret, **OWN_STORAGE},  # buildah's storage in the cache: searched too
     )
     assert ran.code == 0, str(ran)
     # The steps did see it: the artifact holds its hash, the runtime step's marker exists.

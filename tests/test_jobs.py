@@ -71,6 +71,8 @@ def test_two_steps_run_at_the_same_time(tmp_path: Path, demo_bases: dict[str, Pa
     # Each log line names its step.
     assert "[a] $ touch /sync/a" in ran.err and "[b] $ touch /sync/b" in ran.err, ran.err
     assert buildah_containers(tmp_path / "cache") == []
+    # $ASSEMBLE_STORAGE (the test process's storage) held buildah's images, not the cache.
+    assert (Path(os.environ["ASSEMBLE_STORAGE"]) / "root").is_dir() and not (tmp_path / "cache/buildah/root").exists()
 
 
 def test_one_job_runs_steps_one_by_one(tmp_path: Path, demo_bases: dict[str, Path]) -> None:
@@ -78,9 +80,16 @@ def test_one_job_runs_steps_one_by_one(tmp_path: Path, demo_bases: dict[str, Pat
     meet_a = MEET.format(me="a", other="b", tenths=50)
     meet_b = MEET.format(me="b", other="a", tenths=50)
     _project(tmp_path, demo_bases, meet_a, meet_b)
-    ran = run_cli(["m.yaml", "--cache", "cache", "-o", "oci:out:x", "--jobs", "1"], cwd=tmp_path)
+    # --storage names the storage (the test process's, with $ASSEMBLE_STORAGE cleared).
+    storage = os.environ["ASSEMBLE_STORAGE"]
+    ran = run_cli(
+        ["m.yaml", "--cache", "cache", "--storage", storage, "-o", "oci:out:x", "--jobs", "1"],
+        cwd=tmp_path,
+        env={"ASSEMBLE_STORAGE": ""},
+    )
     assert ran.code == 1, str(ran)
     assert "error: step a: command failed (exit 1)" in ran.err, ran.err
+    assert not (tmp_path / "cache/buildah/root").exists(), "the step ran in the cache's own storage"
 
 
 def test_a_failure_stops_the_other_steps(tmp_path: Path, demo_bases: dict[str, Path]) -> None:

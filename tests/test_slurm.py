@@ -53,6 +53,12 @@ def two_steps(folder: Path, bases: dict[str, Path], second: str = SECOND_OK) -> 
     return manifest
 
 
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The node's buildah storage, kept from job to job as a node's local disk keeps it."""
+    return tmp_path_factory.mktemp("node") / "buildah"
+
+
 def slurm_env(cluster: Cluster, node: Path) -> dict[str, str]:
     return {**cluster.env, "ASSEMBLE_NODE_STORAGE": str(node)}
 
@@ -78,7 +84,7 @@ def jobs_named(
 
 
 def test_two_steps_on_slurm_give_the_local_image(
-    tmp_path: Path, demo_bases: dict[str, Path], slurm_cluster: Cluster
+    tmp_path: Path, demo_bases: dict[str, Path], slurm_cluster: Cluster, node: Path
 ) -> None:
     manifest = two_steps(tmp_path / "p", demo_bases)
     local = run_cli([str(manifest), "--cache", str(tmp_path / "local"), "--json", "-o", f"oci:{tmp_path}/l:x"])
@@ -95,7 +101,7 @@ def test_two_steps_on_slurm_give_the_local_image(
             "-o",
             f"oci:{tmp_path}/s:x",
         ],
-        env=slurm_env(slurm_cluster, tmp_path / "node"),
+        env=slurm_env(slurm_cluster, node),
     )
     assert ran.code == 0, str(ran)
     assert ran.json["digest"] == local.json["digest"]
@@ -118,20 +124,20 @@ def test_two_steps_on_slurm_give_the_local_image(
             "-o",
             f"oci:{tmp_path}/s:x",
         ],
-        env=slurm_env(slurm_cluster, tmp_path / "node"),
+        env=slurm_env(slurm_cluster, node),
     )
     assert again.code == 0 and {s["state"] for s in again.json["steps"]} == {"cached"}
     assert job_ids(slurm_cluster) - before == {j["JobID"] for j in jobs}
 
 
 def test_a_failed_job_shows_the_step_its_job_id_and_its_log(
-    tmp_path: Path, demo_bases: dict[str, Path], slurm_cluster: Cluster
+    tmp_path: Path, demo_bases: dict[str, Path], slurm_cluster: Cluster, node: Path
 ) -> None:
     manifest = two_steps(tmp_path / "p", demo_bases, second="echo the-marker-line; exit 3")
     before = job_ids(slurm_cluster)
     ran = run_cli(
         [str(manifest), "--cache", str(tmp_path / "shared"), "--executor", "slurm", "-o", f"oci:{tmp_path}/s:x"],
-        env=slurm_env(slurm_cluster, tmp_path / "node"),
+        env=slurm_env(slurm_cluster, node),
     )
     assert ran.code == 1, str(ran)
     (job,) = jobs_named(slurm_cluster, {"second"}, since=before)
@@ -141,9 +147,11 @@ def test_a_failed_job_shows_the_step_its_job_id_and_its_log(
     assert "the-marker-line" in ran.err and "exit 3" in ran.err
 
 
-def test_ctrl_c_cancels_the_running_job(tmp_path: Path, demo_bases: dict[str, Path], slurm_cluster: Cluster) -> None:
+def test_ctrl_c_cancels_the_running_job(
+    tmp_path: Path, demo_bases: dict[str, Path], slurm_cluster: Cluster, node: Path
+) -> None:
     manifest = two_steps(tmp_path / "p", demo_bases, second="sleep 600")
-    env = {**os.environ, **slurm_env(slurm_cluster, tmp_path / "node")}
+    env = {**os.environ, **slurm_env(slurm_cluster, node)}
     before = job_ids(slurm_cluster)
     proc = subprocess.Popen(
         [
@@ -228,7 +236,9 @@ def test_an_unprivileged_user_builds_on_slurm(
     sh(["rm", "-rf", str(work), f"/var/tmp/assemble-{user.uid}"])
 
 
-def test_the_demo_on_slurm_gives_the_local_digest(tmp_path: Path, demo: Demo, slurm_cluster: Cluster) -> None:
+def test_the_demo_on_slurm_gives_the_local_digest(
+    tmp_path: Path, demo: Demo, slurm_cluster: Cluster, node: Path
+) -> None:
     """The must-show: every step of the demo a Slurm job, the image the local build's."""
     manifest = copy_project(tmp_path / "project")
     local = demo.cold.json
@@ -246,7 +256,7 @@ def test_the_demo_on_slurm_gives_the_local_digest(tmp_path: Path, demo: Demo, sl
             f"oci:{tmp_path}/out:x",
         ],
         cwd=tmp_path / "project",
-        env=slurm_env(slurm_cluster, tmp_path / "node"),
+        env=slurm_env(slurm_cluster, node),
     )
     assert ran.code == 0, str(ran)
     assert ran.json["digest"] == local["digest"] == layout_digest(tmp_path / "out", "x")

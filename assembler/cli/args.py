@@ -170,6 +170,14 @@ def _how_args(p: argparse.ArgumentParser) -> None:
         help='more sbatch arguments for each step\'s job, e.g. "-p gpu --gres=gpu:1 -t 2:00"',
     )
     p.add_argument("--storage-driver", default="overlay", choices=("overlay", "vfs"), help="buildah storage driver")
+    p.add_argument(
+        "--storage",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where buildah keeps the bases and toolchains steps run on (default: $ASSEMBLE_STORAGE, else "
+        "CACHE/buildah): a node-local folder several caches share pulls each base once",
+    )
     p.add_argument("--no-host-ca", action="store_true", help="do not mount the host CA bundle into build containers")
 
 

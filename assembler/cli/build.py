@@ -53,6 +53,7 @@ def _options(args: argparse.Namespace, manifest_epoch: int | None, manifest_cach
         no_cache=args.no_cache,
         rebuild=frozenset(args.rebuild),
         storage_driver=args.storage_driver,
+        buildah_root=_storage(args.storage),
         host_ca=not args.no_host_ca,
         compression=args.compression,
         attach_sif=args.attach_sif,
@@ -70,6 +71,12 @@ def _options(args: argparse.Namespace, manifest_epoch: int | None, manifest_cach
         cache_max=parse_size(getattr(args, "cache_max", None) or "5G"),
         cache_trust=_trusted(getattr(args, "cache_trust", [])) if cache_to or cache_from else (),
     )
+
+
+def _storage(arg: Path | None) -> Path | None:
+    """buildah's storage: ``--storage``, else ``$ASSEMBLE_STORAGE``, else None (the cache's)."""
+    chosen = arg or (Path(v) if (v := os.environ.get("ASSEMBLE_STORAGE")) else None)
+    return chosen.expanduser().resolve() if chosen is not None else None
 
 
 def _trusted(keys: list[Path]) -> tuple[Verifier, ...]:
