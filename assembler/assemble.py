@@ -25,7 +25,8 @@ from assembler.oci.image import Image
 from assembler.oci.reference import Ref, absolute_ref, parse_ref
 from assembler.pipeline import artifacts, graph
 from assembler.pipeline.attest import describe_built
-from assembler.pipeline.builder import Built
+from assembler.pipeline.baseblobs import BaseBlobs, merged
+from assembler.pipeline.builder import Builder, Built
 from assembler.pipeline.builder import build as _execute
 from assembler.pipeline.depcheck import check_built
 from assembler.pipeline.graph import LayerReport, StepReport
@@ -67,6 +68,8 @@ class Result:
     step_cache: Mapping[str, int] = field(default_factory=dict)  # what the registry step cache did
     referrers: tuple[Artifact, ...] = ()  # the SBOM and provenance written with the image
     artifact: FilesArtifact | None = None  # --artifact: what the outputs hold instead of the image
+    base_bytes_read: int = 0  # bytes of base layers brought into the cache (downloaded, copied)
+    blobs: BaseBlobs | None = None  # reads the image's blobs (None: all in the cache)
 
     @property
     def digest(self) -> str:
@@ -222,8 +225,8 @@ def _image_target(
     names = [w.image_name for w in writers if w.image_name is not None]
     source_name = names[0] if names else f"assemble:{loaded.manifest.name}"
     base_repo = [built.base.registry_name] if built.base.registry_name else []
-    return Target(
-        SourceImage(built.image, ctx.cache, source_name),
+    return Target(  # a push mounts the base's layers, or finds them: only other outputs fetch them
+        SourceImage(built.image, built.blobs, source_name),
         ctx,
         loaded.manifest.sif.compressor,
         f"{loaded.manifest.name}.sif",
@@ -308,21 +311,26 @@ def _assemble_once(loaded: Loaded, options: Options, *, runner: Runner, report: 
             return Result(image, (), steps, tuple(written_files), time.monotonic() - started, artifact=art)
         if not writers:
             return Result(image, (), steps, tuple(written_files), time.monotonic() - started)
-    built = build(plan, cache=cache, runner=runner, registry=options.registry, report=report)
-    report(Event("image", {"digest": built.image.digest}))
-    if options.deps_check:  # before any output: an image that cannot run is not written
-        check_built(built, cache, report=report)
-    referrers = describe_built(built, plan, cache, report=report) if options.sbom else []
-    target = _image_target(built, ctx, loaded, writers, report=report, options=options, referrers=referrers)
-    written = [*write(target, writers, report=report), *written_files]
+    # The registry step cache stays open for the checks and the SBOM: their facts go through it too.
+    with Builder(plan, ctx, report=report) as builder:
+        built = builder.run()
+        report(Event("image", {"digest": built.image.digest}))
+        if options.deps_check:  # before any output: an image that cannot run is not written
+            check_built(built, cache, report=report, shared=builder.facts)
+        referrers = describe_built(built, plan, cache, report=report, shared=builder.facts) if options.sbom else []
+        target = _image_target(built, ctx, loaded, writers, report=report, options=options, referrers=referrers)
+        written = [*write(target, writers, report=report), *written_files]
+        step_cache = builder.remote_counts()
     return Result(
         built.image,
         built.layers,
         built.steps,
         tuple(written),
         time.monotonic() - started,
-        built.step_cache,
+        step_cache,
         tuple(referrers),
+        base_bytes_read=built.blobs.read_bytes,  # after the outputs: one that holds bytes fetches them
+        blobs=built.blobs,
     )
 
 
@@ -362,8 +370,9 @@ def _write_index(
     ctx = _context(
         first.loaded, opts, cache=Cache(options.cache_dir), runner=runner, registry=options.registry, report=report
     )
+    blobs = merged(ctx.cache, [r.blobs for r in built if r.blobs is not None])
     target = Target(
-        SourceImage(built[0].image, ctx.cache, f"assemble:{first.loaded.manifest.name}"),
+        SourceImage(built[0].image, blobs, f"assemble:{first.loaded.manifest.name}"),
         ctx,
         platforms=[r.image for r in built],
         platform_referrers=[r.referrers for r in built],

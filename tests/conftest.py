@@ -44,6 +44,7 @@ pytest_plugins = ["tests.plugins.registry", "tests.plugins.demo", "tests.plugins
 UNIT_MODULES = frozenset(
     {
         "test_archive.py",
+        "test_baseblobs.py",
         "test_cache_trust_checks.py",
         "test_audit_dynamo.py",
         "test_audit_llamads.py",

@@ -63,3 +63,51 @@ def test_facts_are_remembered_by_what_was_read_and_the_code_that_read_them(tmp_p
     cache.put_memo(key, {"n": "not a number"})
     assert remembered(cache, key, make, **kept) == 43
     assert remembered(None, key, make, **kept) == 44  # no cache: made every time
+
+
+class _Shared:
+    """A SharedFacts that is a dict (what a registry step cache would hold)."""
+
+    def __init__(self, cache: Cache, held: dict[str, dict[str, object]], *, trusted: bool = True) -> None:
+        self.cache, self.held, self.trusted = cache, held, trusted
+        self.exported: dict[str, dict[str, object]] = {}
+
+    def usable(self, key: str) -> bool:
+        return self.trusted or self.cache.origin(key) is None
+
+    def fetch(self, key: str) -> bool:
+        if key not in self.held:
+            return False
+        origin = {"repository": "reg/cache", "tag": f"facts-{key}", "digest": "sha256:" + "0" * 64}
+        self.cache.put_memo(key, {**self.held[key], "origin": origin})
+        return True
+
+    def export(self, key: str, value: object) -> None:
+        self.exported[key] = dict(value)  # type: ignore[call-overload]
+
+
+def test_shared_facts_are_fetched_before_they_are_made_and_exported_once_used(tmp_path: Path) -> None:
+    made: list[int] = []
+
+    def make() -> int:
+        made.append(1)
+        return 7
+
+    key = facts_key("test-facts", {"diff_ids": ["sha256:" + "2" * 64]}, ("cache/memos.py",))
+    kept = {"read": lambda d: int(d["n"]), "write": lambda n: {"n": n}}
+    # A runner with an empty cache: the fact comes from where it is shared, nothing is read.
+    b = Cache(tmp_path / "b")
+    shared = _Shared(b, {key: {"n": 5}})
+    assert remembered(b, key, make, shared=shared, **kept) == 5 and not made
+    assert shared.exported == {key: {"n": 5}}  # offered to the target as it was used
+    assert remembered(b, key, make, **kept) == 5  # now a local memo
+    # Where it is not shared: made here, and exported.
+    a = Cache(tmp_path / "a")
+    nowhere = _Shared(a, {})
+    assert remembered(a, key, make, shared=nowhere, **kept) == 7 and len(made) == 1
+    assert nowhere.exported == {key: {"n": 7}} and a.memo(key) is not None
+    # A shared fact that cannot be read back is dropped and made here.
+    c = Cache(tmp_path / "c")
+    assert remembered(c, key, make, shared=_Shared(c, {key: {"n": "x"}}), **kept) == 7 and len(made) == 2
+    # A local memo taken from elsewhere that may no longer be used (--cache-trust): not used.
+    assert remembered(b, key, make, shared=_Shared(b, {}, trusted=False), **kept) == 7 and len(made) == 3

@@ -3,6 +3,10 @@ and the image's labels read from layers. Such a key names the bytes read (the im
 config digest or its layers' diff_ids) and the code that read them (the digest of its
 source files), so a reader that changed never answers from what an older one remembered,
 and a rebuild that changed nothing reads no layer again.
+
+The same key names a fact beyond this cache: with :class:`SharedFacts` (a registry step
+cache), a fact missing here is looked up there before it is made, and one made or found
+here is offered to it, so a runner with an empty cache reads no layer another machine read.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import functools
 import hashlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from assembler.cache.entries import Cache
 from assembler.cache.store import key_of
@@ -36,6 +40,24 @@ def facts_key(kind: str, read_from: Mapping[str, Any], code: tuple[str, ...]) ->
     return f"{kind}-" + key_of({"from": read_from, "code": code_digest(*code)})
 
 
+class SharedFacts(Protocol):
+    """Facts shared beyond one cache, by memo key (:mod:`assembler.transports.factcache`)."""
+
+    def usable(self, key: str) -> bool:
+        """Whether the local memo ``key`` may be used (not one taken from elsewhere that
+        nobody trusted vouched for, when trust is asked)."""
+        ...
+
+    def fetch(self, key: str) -> bool:
+        """Bring the fact ``key`` into the local cache as its memo, verified; False when
+        no source has it."""
+        ...
+
+    def export(self, key: str, value: Mapping[str, Any]) -> None:
+        """Offer the fact ``key`` (a memo's fields) to be shared; failures are warnings."""
+        ...
+
+
 def remembered(
     cache: Cache | None,
     key: str,
@@ -43,14 +65,20 @@ def remembered(
     *,
     read: Callable[[Mapping[str, Any]], T],
     write: Callable[[T], Mapping[str, Any]],
+    shared: SharedFacts | None = None,
 ) -> T:
     """What ``make`` gives, kept in ``cache`` under ``key`` (a memo ``write`` makes and
-    ``read`` reads back; one ``read`` cannot make is dropped and made again)."""
+    ``read`` reads back; one ``read`` cannot make is dropped and made again). With
+    ``shared``, a fact missing here is fetched from there before it is made, and the fact
+    used is exported to it."""
     if cache is None:
         return make()
-    hit = cache.memo_as(key, read)
-    if hit is not None:
-        return hit
-    value = make()
-    cache.put_memo(key, write(value))
-    return value
+    hit = cache.memo_as(key, read) if shared is None or shared.usable(key) else None
+    if hit is None and shared is not None and shared.fetch(key):
+        hit = cache.memo_as(key, read)
+    if hit is None:
+        hit = make()
+        cache.put_memo(key, write(hit))
+    if shared is not None:
+        shared.export(key, write(hit))
+    return hit

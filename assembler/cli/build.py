@@ -159,6 +159,7 @@ def _result_json(result: Result) -> dict[str, Any]:
         "steps": [dataclasses.asdict(step) for step in result.steps],
         "outputs": [dataclasses.asdict(w) for w in result.outputs],
         "step_cache": dict(result.step_cache),
+        "base_bytes_read": result.base_bytes_read,
         "referrers": [_referrer_json(a) for a in result.referrers],
     }
 
@@ -176,6 +177,7 @@ def _print_summary(result: Result) -> None:
         say(f"  step {s.name}: {s.state} ({s.seconds:.1f} s)")
     for w in result.outputs:
         say(f"  -> {w.ref}")
+    say(f"  base layers read: {size(result.base_bytes_read)}")
     if result.step_cache:
         c = result.step_cache
         say(

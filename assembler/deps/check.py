@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from assembler.cache import Cache
-from assembler.cache.memos import facts_key, remembered
+from assembler.cache.memos import SharedFacts, facts_key, remembered
 from assembler.deps import ldcache
 from assembler.deps.elf import ElfFacts
 from assembler.deps.files import BlobOpener, FactReader, ImageFiles
@@ -177,11 +177,13 @@ def check_image(
     names: Sequence[str],
     cache: Cache | None,
     workdir: Path,
+    shared: SharedFacts | None = None,
 ) -> Report:
     """Check the ELF files ``layers`` (indexes into ``image.layers``; ``names``: what each
     layer of the image is) add, in the final image. Reads layers' headers, the files of
     ``layers`` and the libraries they resolve to, never the whole image's data; remembered
-    by the image's config (its layers, env and working folder), ``layers`` and ``names``."""
+    (in ``cache``, and ``shared`` beyond it) by the image's config (its layers, env and
+    working folder), ``layers`` and ``names``."""
     read_from = {"config": image.config_descriptor.digest, "layers": sorted(set(layers)), "names": list(names)}
     key = facts_key("deps-report", read_from, _CODE)
     return remembered(
@@ -190,6 +192,7 @@ def check_image(
         lambda: _check_image(image, open_blob, layers=layers, names=names, cache=cache, workdir=workdir),
         read=_report_of,
         write=Report.to_json,
+        shared=shared,
     )
 
 

@@ -7,6 +7,7 @@ import posixpath
 
 from assembler import __version__
 from assembler.cache import Cache
+from assembler.cache.memos import SharedFacts
 from assembler.compile.sources import Source
 from assembler.oci.artifact import Artifact
 from assembler.oci.digest import sha256_digest
@@ -111,10 +112,13 @@ def build_facts(built: Built, plan: Plan, cache: Cache) -> BuildFacts:
     )
 
 
-def describe_built(built: Built, plan: Plan, cache: Cache, *, report: Reporter) -> list[Artifact]:
-    """The SBOM and provenance of ``built``'s image, as referrers of it."""
+def describe_built(
+    built: Built, plan: Plan, cache: Cache, *, report: Reporter, shared: SharedFacts | None = None
+) -> list[Artifact]:
+    """The SBOM and provenance of ``built``'s image, as referrers of it (its packages
+    remembered in ``cache`` and ``shared``, else read through ``built.blobs``)."""
     facts = build_facts(built, plan, cache)
     with cache.workdir("sbom-") as work:
-        made = attestations(facts, cache.open_blob, cache=cache, workdir=work)
+        made = attestations(facts, built.blobs.open_blob, cache=cache, workdir=work, shared=shared)
     report(Event("info", {"text": f"SBOM and provenance: {', '.join(a.blob.digest[:19] for a in made)}"}))
     return made

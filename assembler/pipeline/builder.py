@@ -10,6 +10,13 @@ With ``jobs`` > 1, each compile step waits in a thread of its own for the steps 
 depends on, and the layers are stacked (runtime steps run) meanwhile: at most ``jobs``
 steps (or base bootstraps) run at once. The first failure, or Ctrl-C, stops the others:
 their programs are killed, their containers removed, and that first error is raised.
+
+A base is read as its manifest and config; its layers come into the cache only when a step
+runs on it or something reads them (:mod:`assembler.pipeline.baseblobs`). With a registry
+step cache, the facts read from layers are shared through it too
+(:mod:`assembler.transports.factcache`), so a runner that finds every step there reads no
+base layer. A Builder is a context manager: the registry step cache stays open until it
+closes, for the dependency check and the SBOM, whose facts go through it as well.
 """
 
 from __future__ import annotations
@@ -21,8 +28,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from assembler.cache import Origin, StepResult
 from assembler.compile import sources as srcs
@@ -32,6 +40,7 @@ from assembler.errors import Cancelled, InputError, InvalidImage
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
 from assembler.pipeline import graph
+from assembler.pipeline.baseblobs import BaseBlobs
 from assembler.pipeline.executors import CompileJob, executor_for
 from assembler.pipeline.graph import LayerReport, RuntimeStep, StepReport
 from assembler.pipeline.maker import MAKE
@@ -40,9 +49,10 @@ from assembler.pipeline.resolve import Plan, base_ref
 from assembler.pipeline.stepwalk import Base, git_key
 from assembler.pipeline.walk import Walk
 from assembler.spec import model as m
-from assembler.transports import Context, read_base, registry_options
+from assembler.transports import Context, open_base
 
 if TYPE_CHECKING:
+    from assembler.pipeline.registrycache import RegistryCaches
     from assembler.transports.compilecache import CompileCaches
 
 
@@ -54,6 +64,8 @@ class Built:
     base: Base
     layers: tuple[LayerReport, ...]
     steps: tuple[StepReport, ...]
+    # Reads the image's blobs: from the cache, a base's layers fetched when first read.
+    blobs: BaseBlobs
     step_cache: Mapping[str, int] = field(default_factory=dict)  # what the registry step cache did
     # Every base and source the build used, by name (the SBOM and provenance name them).
     bases: Mapping[str, Base] = field(default_factory=dict)
@@ -83,7 +95,7 @@ class Builder(Walk):
         self._failed = threading.Event()
         self._first_error: BaseException | None = None
         self.folders: CompileCaches | None = None  # kept folders through the registry step cache, with it
-        self._put_off: dict[str, str] = {}  # base image digest -> its registry cache key: layers not here yet
+        self.blobs = self.setup.blobs = BaseBlobs(ctx.cache)  # bases' layers: fetched when read
         # Where compile steps run (--executor), chosen once.
         self.executor = executor_for(
             plan.options,
@@ -93,49 +105,29 @@ class Builder(Walk):
             report=self.report,
             workspace=self._step_workspace,
         )
+        self.caches: RegistryCaches | None = None  # --cache-to / --cache-from
         if plan.options.cache_to or plan.options.cache_from:
-            from assembler.transports.cachetrust import Trust  # imports the registry client
-            from assembler.transports.stepcache import RemoteStepCache, parse_cache_ref
+            from assembler.pipeline.registrycache import open_caches  # imports the registry client
 
-            opts = plan.options
-            # Step results and compile caches: entries of the same repositories, on the same terms.
-            target = parse_cache_ref(opts.cache_to) if opts.cache_to else None
-            sources = [parse_cache_ref(s) for s in opts.cache_from]
-            options, trust = registry_options(ctx), Trust(opts.cache_sign, opts.cache_trust)
+            self.caches = open_caches(plan.options, ctx, report=self.report)
+            self.remote = self.prebuilt.remote = self.caches.steps  # pip: and url: layers are entries too
+            self.folders = self.caches.folders
+            self.facts = self.setup.shared = self.caches.facts
 
-            def said(kind: str, fields: Mapping[str, Any]) -> None:
-                self.report(Event(kind, fields))
+    def __enter__(self) -> Builder:
+        return self
 
-            self.remote = RemoteStepCache(
-                ctx.cache, target=target, sources=sources, options=options, report=said, trust=trust
-            )
-            self.prebuilt.remote = self.remote  # pip: and url: layers are entries too
-            from assembler.transports.compilecache import CompileCaches
-
-            self.folders = CompileCaches(
-                ctx.cache,
-                target=target,
-                sources=sources,
-                options=options,
-                report=said,
-                trust=trust,
-                max_bytes=opts.cache_max,
-            )
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def run(self) -> Built:
-        try:
-            return self._run()
-        finally:
-            if self.remote is not None:
-                self.remote.close()
-                self.report(Event("remote-cache", {"state": "done", **self._remote_counts()}))
-            if self.folders is not None:
-                self.folders.close()
+        """Make the plan's image (see the module's doc); the registry step cache stays open
+        until :meth:`close`."""
+        return self._run()
 
-    def _remote_counts(self) -> dict[str, int]:
-        """What the registry step cache did, compile caches included."""
-        steps = self.remote.counts() if self.remote is not None else {}
-        return {**steps, **(self.folders.counts() if self.folders is not None else {})}
+    def remote_counts(self) -> dict[str, int]:
+        """What the registry step cache did so far, compile caches and facts included."""
+        return self.caches.counts() if self.caches is not None else {}
 
     def _run(self) -> Built:
         try:
@@ -150,21 +142,23 @@ class Builder(Walk):
         image = self.finish(image, base)
         self.cache.put_bytes(image.config_bytes)
         for desc in image.layers:
-            if not self.cache.has_blob(desc.digest, desc.size):
+            if not self.cache.has_blob(desc.digest, desc.size) and not self.blobs.pending(desc.digest):
                 raise InvalidImage(f"blob {desc.digest} ({desc.size} bytes) is missing from the cache")
         steps = tuple(self.steps[s.name] for s in self.plan.steps)
-        remote = self._remote_counts()
+        remote = self.remote_counts()
         used = {n: b for n, b in self.bases.items() if b is not None}
         sources = {n: s for n, s in self.sources.items() if s is not None}
-        return Built(image, base, tuple(layers), steps, remote, used, sources, dict(sorted(self.taken.items())))
+        taken = dict(sorted(self.taken.items()))
+        return Built(image, base, tuple(layers), steps, self.blobs, remote, used, sources, taken)
 
     def close(self) -> None:
-        """After steps made by :meth:`compile` alone (no :meth:`run`): containers removed."""
+        """Containers removed, the registry step cache closed (what it did reported)."""
         if self._ws is not None:
             self._ws.wait_removals()
         self.ctx.runner.reset_cancel()
-        if self.remote is not None:
-            self.remote.close()
+        if self.caches is not None:
+            self.caches.close()
+            self.report(Event("remote-cache", {"state": "done", **self.remote_counts()}))
 
     def _in_order(self) -> tuple[Image | None, Base | None, list[LayerReport]]:
         for name in self.plan.bases:
@@ -259,9 +253,17 @@ class Builder(Walk):
             return self._bootstrapped(name, spec)
         ref, platform = base_ref(self.loaded, spec, ctx.platform)
         try:
-            image = read_base(ref, replace(ctx, platform=platform))
+            image, fetch = open_base(ref, replace(ctx, platform=platform))
         except InputError as e:
             raise self.loaded.error(("bases", name), str(e), hint=e.hint) from None
+
+        def fetch_layers() -> None:  # when they are read: a base that lies is still the manifest's error
+            try:
+                fetch()
+            except InputError as e:
+                raise self.loaded.error(("bases", name), str(e), hint=e.hint) from None
+
+        self.blobs.put_off(image, fetch_layers)
         return Base(name, image, str(ref), ref.name)
 
     def obtain_source(self, name: str, spec: m.SourceSpec) -> srcs.Source | None:
@@ -300,8 +302,7 @@ class Builder(Walk):
         if self.cache.base_image(key) is None or not self.vouched_here(key, f"base {name}"):
             fetched = remote.fetch_base(key, f"base {name}")
             if fetched is not None:
-                with self._lock:
-                    self._put_off[fetched.digest] = key
+                self.blobs.put_off(fetched, partial(remote.ensure_base, key))
                 self.note_taken(key, f"base {name}")
                 return Base(name, fetched, what)
         with self._slot(f"base {name}"):
@@ -311,13 +312,7 @@ class Builder(Walk):
         return base
 
     def need_blobs(self, image: Image) -> None:
-        with self._once(f"blobs:{image.digest}"):
-            with self._lock:
-                key = self._put_off.get(image.digest)
-            if key is not None and self.remote is not None:
-                self.remote.ensure_base(key)
-                with self._lock:
-                    del self._put_off[image.digest]
+        self.blobs.need(image)
 
     def _fetch(self, blobs: list[Layer]) -> None:
         """Blobs a step mounts, downloaded now if they are a registry step result's."""
@@ -352,6 +347,7 @@ class Builder(Walk):
     def make_runtime(self, rs: RuntimeStep, report: StepReport, *, image: Image, mounted: Mapping[str, Layer]) -> Layer:
         assert report.key is not None
         mounts = [Mounted(r, b, graph.artifact_spec(self.man, r).to) for r, b in mounted.items()]
+        self.need_blobs(image)  # the image it runs on: its base's layers too
         self._fetch(list(mounted.values()))
         with self._slot(f"step {rs.name}"):
             started = self._running(rs.name)
@@ -380,4 +376,5 @@ class Builder(Walk):
 
 def build(plan: Plan, ctx: Context, *, report: Reporter) -> Built:
     """Execute ``plan``: see :class:`Builder`."""
-    return Builder(plan, ctx, report=report).run()
+    with Builder(plan, ctx, report=report) as builder:
+        return builder.run()

@@ -8,6 +8,7 @@ is older than its tag or that has no glibc at all (musl, scratch), and the layer
 from __future__ import annotations
 
 from assembler.cache import Cache
+from assembler.cache.memos import SharedFacts
 from assembler.deps import Report, check_image
 from assembler.errors import MissingDependencies
 from assembler.pipeline.builder import Built
@@ -17,9 +18,10 @@ CHECKED_KINDS = ("artifact", "copy", "pip", "url")
 _NOTES_SHOWN = 5
 
 
-def check_built(built: Built, cache: Cache, *, report: Reporter) -> Report:
+def check_built(built: Built, cache: Cache, *, report: Reporter, shared: SharedFacts | None = None) -> Report:
     """Check ``built``'s artifact, copy, pip and url layers; MissingDependencies naming every miss
-    (file, library or version, layer) when a file cannot load in the image."""
+    (file, library or version, layer) when a file cannot load in the image. The report is
+    remembered in ``cache`` (and ``shared``); layers are read through ``built.blobs``."""
     image = built.image
     names = [""] * len(image.layers)
     for layer in built.layers:
@@ -27,7 +29,9 @@ def check_built(built: Built, cache: Cache, *, report: Reporter) -> Report:
             names[layer.index] = layer.what
     layers = [r.index for r in built.layers if r.kind in CHECKED_KINDS and r.index < len(names)]
     with cache.workdir("deps-") as work:
-        result = check_image(image, cache.open_blob, layers=layers, names=names, cache=cache, workdir=work)
+        result = check_image(
+            image, built.blobs.open_blob, layers=layers, names=names, cache=cache, workdir=work, shared=shared
+        )
     host = f"; left to the host: {', '.join(result.host)}" if result.host else ""
     report(Event("info", {"text": f"dependency check: {result.files} ELF files in {len(layers)} layers{host}"}))
     for note in result.notes[:_NOTES_SHOWN]:

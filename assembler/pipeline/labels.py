@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from assembler.cache import Cache
+from assembler.cache.memos import SharedFacts
 from assembler.compile.sources import Source
 from assembler.deps.archs import layer_code
 from assembler.deps.gpucode import GpuCode, canonical
@@ -43,6 +44,7 @@ from assembler.pipeline.options import RemoteSteps
 from assembler.sbom.interpreter import PythonFacts, read_python
 from assembler.spec import labelfacts, sourcefacts
 from assembler.spec import model as m
+from assembler.transports.common import BlobReader
 
 if TYPE_CHECKING:
     from assembler.pipeline.stepwalk import Base
@@ -190,14 +192,16 @@ def version_labels(params: Mapping[str, str], man: m.Manifest, base: Image | Non
     return out
 
 
-def python_facts(image: Image, base: Base | None, *, cache: Cache) -> PythonFacts | None:
-    """The Python and torch the built ``image`` (on ``base``) has; its layers are in
-    ``cache``. None without a base: not built yet."""
+def python_facts(
+    image: Image, base: Base | None, *, cache: Cache, blobs: BlobReader, shared: SharedFacts | None = None
+) -> PythonFacts | None:
+    """The Python and torch the built ``image`` (on ``base``) has, its layers read through
+    ``blobs`` unless remembered (in ``cache``, or ``shared``). None without a base: not built yet."""
     if base is None:
         return None
     with cache.workdir("python-") as work:
         env = base_facts(base.image)["env"]
-        return read_python(image, cache.open_blob, base_env=env, cache=cache, workdir=Path(work))
+        return read_python(image, blobs.open_blob, base_env=env, cache=cache, workdir=Path(work), shared=shared)
 
 
 def python_labels(params: Mapping[str, str], facts: PythonFacts | None) -> dict[str, str]:

@@ -22,6 +22,7 @@ from assembler.archive.tar import TarEntry, entry_from_tarinfo
 from assembler.archive.tree import iter_host_members
 from assembler.archive.view import LayerIndex, TreeView, anchors, fit_members
 from assembler.cache import key_of
+from assembler.cache.memos import SharedFacts, facts_key, remembered
 from assembler.errors import InvalidImage
 from assembler.oci import mediatypes as mt
 from assembler.oci import mutate
@@ -32,6 +33,7 @@ from assembler.pipeline.maker import Maker
 from assembler.spec import model as m
 from assembler.spec.load import Loaded
 from assembler.transports import Context
+from assembler.transports.common import BlobReader
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,11 @@ def _owner(owner: str | None) -> tuple[int, int]:
     return int(uid), int(gid or uid)
 
 
+def tree_key(diff_id: str) -> str:
+    """The memo key of a layer's folders and symlinks (:meth:`ImageSetup.index`)."""
+    return facts_key("treeindex", {"diff_id": diff_id}, ("archive/view.py",))
+
+
 def _anchors_of(memo: Mapping[str, Any]) -> list[str]:
     found = memo["anchors"]
     if not isinstance(found, list):
@@ -69,6 +76,10 @@ class ImageSetup:
         # A plan's maker reads layers (their headers, cached) but writes none: a layer that
         # would have to be written is None, "not known until built". A build never gets None.
         self.maker = maker
+        # What reads layers' bytes (a build's: a base's layers fetched when first read), and
+        # where the facts read from them are shared beyond the cache (a build's registry step cache).
+        self.blobs: BlobReader = ctx.cache
+        self.shared: SharedFacts | None = None
 
     def _cached_blob(self, key: str) -> Layer | None:
         return self.ctx.cache.layer(key)
@@ -85,7 +96,7 @@ class ImageSetup:
         return done if done is not None else self.maker.missing(lambda: self._gzip(blob, key))
 
     def _gzip(self, blob: Layer, key: str) -> Layer:
-        with self.ctx.cache.open_blob(blob.digest) as raw, self.ctx.cache.blob_writer() as w:
+        with self.blobs.open_blob(blob.digest) as raw, self.ctx.cache.blob_writer() as w:
             done = recompress(raw, "zstd", w, compression="gzip")
         if done.diff_id != blob.diff_id:
             raise InvalidImage(f"layer {blob.digest} does not decompress to its diff_id {blob.diff_id}")
@@ -106,21 +117,22 @@ class ImageSetup:
     # -- the image below a layer ---------------------------------------------------------
 
     def _headers(self, desc: Descriptor) -> Iterator[TarEntry]:
-        with self.ctx.cache.open_blob(desc.digest) as raw:
+        with self.blobs.open_blob(desc.digest) as raw:
             comp = cast(Compression, mt.compression_of(desc.media_type))
             with decompressed(raw, comp) as plain:
                 for entry, _, _ in iter_tar(plain, what=f"layer {desc.digest}"):
                     yield entry
 
     def index(self, desc: Descriptor, diff_id: str) -> LayerIndex:
-        """A layer's folders and symlinks (read once from its headers, then cached)."""
-        key = "treeindex-" + diff_id.split(":", 1)[1]
-        hit = self.ctx.cache.memo_as(key, LayerIndex.from_json)
-        if hit is not None:
-            return hit
-        index = LayerIndex.of(self._headers(desc))
-        self.ctx.cache.put_memo(key, index.to_json())
-        return index
+        """A layer's folders and symlinks (read once from its headers, then remembered)."""
+        return remembered(
+            self.ctx.cache,
+            tree_key(diff_id),
+            lambda: LayerIndex.of(self._headers(desc)),
+            read=LayerIndex.from_json,
+            write=LayerIndex.to_json,
+            shared=self.shared,
+        )
 
     def view(self, image: Image) -> TreeView:
         return TreeView.of([self.index(d, i) for d, i in zip(image.layers, image.diff_ids, strict=True)])
@@ -154,7 +166,7 @@ class ImageSetup:
         with self.ctx.cache.workdir("fit-") as work:
             plain = work / "layer.tar"
             with (
-                self.ctx.cache.open_blob(blob.digest) as raw,
+                self.blobs.open_blob(blob.digest) as raw,
                 decompressed(raw, blob.compression) as data,
                 open(plain, "wb") as out,
             ):

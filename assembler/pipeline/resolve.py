@@ -25,7 +25,7 @@ from typing import Any
 
 from assembler.archive.view import TreeView
 from assembler.compile import sources as srcs
-from assembler.errors import InputError
+from assembler.errors import InputError, NotFound
 from assembler.oci.descriptor import Platform
 from assembler.oci.image import Image
 from assembler.oci.reference import Ref, absolute_ref, parse_ref
@@ -154,11 +154,13 @@ class Resolver(Walk):
         return srcs.resolve(name, spec, cache=self.cache, runner=self.ctx.runner, base_dir=self.loaded.folder)
 
     def view_of(self, image: Image) -> TreeView | None:
-        # A base read from a layout or archive the cache does not hold yet: its digest and
-        # diff_ids are known (so are the keys of steps on it), the layers' headers are not.
-        if not self.cache.blobs_present((d.digest, d.size) for d in image.layers):
+        # A base read from a layout or archive the cache does not hold yet (or one a build
+        # never needed the bytes of): its digest and diff_ids are known (so are the keys of
+        # steps on it); its layers' folders only where they are remembered.
+        try:
+            return super().view_of(image)
+        except NotFound:
             return None
-        return super().view_of(image)
 
     def make_compile(self, step: m.CompileStep, report: StepReport, **_: Any) -> None:
         self._record(report)

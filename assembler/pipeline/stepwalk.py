@@ -18,6 +18,7 @@ from pathlib import Path
 
 from assembler.archive.view import TreeView
 from assembler.cache import Origin, StepResult, key_of
+from assembler.cache.memos import SharedFacts
 from assembler.compile import sources as srcs
 from assembler.compile.buildah import Buildah
 from assembler.compile.steps import compile_key, runtime_key
@@ -97,6 +98,7 @@ class StepWalk:
         self._locks_lock = threading.Lock()
         self._tool: str | None = None
         self.remote: RemoteSteps | None = None  # a registry step cache (a build's, or a plan's to look in)
+        self.facts: SharedFacts | None = None  # facts read from layers, shared through it (a build's)
         self.from_registry: set[str] = set()  # the step keys found there, not here
         # The entries used that came from a registry step cache (now or in an earlier build), by
         # key: what each is and where it came from (the provenance names them).
@@ -152,7 +154,7 @@ class StepWalk:
         ), what
 
     def need_blobs(self, image: Image) -> None:
-        """``image``'s layers are about to be read: a build brings in those it put off."""
+        """A step is about to run on ``image``: a build brings in the base layers it put off."""
 
     def obtain_base(self, name: str, spec: m.BaseSpec) -> Base | None:
         raise NotImplementedError

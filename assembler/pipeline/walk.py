@@ -40,8 +40,6 @@ class Walk(StepWalk):
     def image(self) -> tuple[Image | None, Base | None, list[LayerReport]]:
         """The image with every layer (None where something is not made yet: a plan)."""
         base = self.base(self.man.image.base)
-        if base is not None:
-            self.need_blobs(base.image)
         reports: list[LayerReport] = []
         image: Image | None = None
         # The folders and symlinks of the image so far: copy and artifact layers are fitted onto it.
@@ -152,7 +150,11 @@ class Walk(StepWalk):
         code = labels.step_code(
             man, self.artifacts, cache=self.cache, remote=self.remote if self.records else None, records=self.records
         )
-        py = labels.python_facts(image, base, cache=self.cache) if self.records else None  # a plan: nothing to read
+        py = (  # a plan: nothing to read
+            labels.python_facts(image, base, cache=self.cache, blobs=self.setup.blobs, shared=self.facts)
+            if self.records
+            else None
+        )
         gpu = gpu_metadata(self.loaded, graph.needed_steps(man), code=code, base=base.image if base else None, stack=py)
         made = labels.facts_of(code, man, self.base, final=self.records)
         sources = labels.source_facts(man, self.sources, self.source, unknown=self.unknown_facts())

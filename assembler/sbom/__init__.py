@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from assembler.cache import Cache
+from assembler.cache.memos import SharedFacts
 from assembler.deps.files import BlobOpener
 from assembler.oci import mediatypes as mt
 from assembler.oci.artifact import Artifact
@@ -57,9 +58,12 @@ __all__ = [
 ]
 
 
-def attestations(facts: BuildFacts, open_blob: BlobOpener, *, cache: Cache | None, workdir: Path) -> list[Artifact]:
-    """The SBOM and the provenance of ``facts.image``, as referrers of it (SBOM first)."""
-    inventory = read_packages(facts.image, open_blob, cache=cache, workdir=workdir)
+def attestations(
+    facts: BuildFacts, open_blob: BlobOpener, *, cache: Cache | None, workdir: Path, shared: SharedFacts | None = None
+) -> list[Artifact]:
+    """The SBOM and the provenance of ``facts.image``, as referrers of it (SBOM first); the
+    image's packages remembered in ``cache`` (and ``shared``) or read through ``open_blob``."""
+    inventory = read_packages(facts.image, open_blob, cache=cache, workdir=workdir, shared=shared)
     created = {mt.ANNOTATION_CREATED: timestamp(facts.epoch)}
     subject = facts.image.descriptor
     sbom = Artifact(mt.SPDX_JSON, spdx_document(facts, inventory), f"{facts.name}.spdx.json", subject, created)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from assembler.cache import Cache
-from assembler.cache.memos import facts_key, remembered
+from assembler.cache.memos import SharedFacts, facts_key, remembered
 from assembler.deps.files import BlobOpener, ImageFiles
 from assembler.oci.image import Image
 from assembler.sbom import packages
@@ -96,7 +96,13 @@ def _minor(found: _Found, torch_prefixes: set[str], base_env: Mapping[str, str])
 
 
 def read_python(
-    image: Image, open_blob: BlobOpener, *, base_env: Mapping[str, str], cache: Cache | None, workdir: Path
+    image: Image,
+    open_blob: BlobOpener,
+    *,
+    base_env: Mapping[str, str],
+    cache: Cache | None,
+    workdir: Path,
+    shared: SharedFacts | None = None,
 ) -> PythonFacts:
     """The Python and torch of ``image`` (see the module's doc); ``base_env`` is its base's
     config env. Remembered by the image's layers and ``base_env``. Raises InvalidImage for a
@@ -105,17 +111,24 @@ def read_python(
     return remembered(
         cache,
         key,
-        lambda: _read_python(image, open_blob, base_env=base_env, cache=cache, workdir=workdir),
+        lambda: _read_python(image, open_blob, base_env=base_env, cache=cache, workdir=workdir, shared=shared),
         read=lambda d: PythonFacts(str(d["python"]), str(d["torch"])),
         write=lambda facts: {"python": facts.python, "torch": facts.torch},
+        shared=shared,
     )
 
 
 def _read_python(
-    image: Image, open_blob: BlobOpener, *, base_env: Mapping[str, str], cache: Cache | None, workdir: Path
+    image: Image,
+    open_blob: BlobOpener,
+    *,
+    base_env: Mapping[str, str],
+    cache: Cache | None,
+    workdir: Path,
+    shared: SharedFacts | None,
 ) -> PythonFacts:
     # The whole inventory, as the SBOM reads it: what is read here is memoised for it.
-    inventory = read_packages(image, open_blob, cache=cache, workdir=workdir)
+    inventory = read_packages(image, open_blob, cache=cache, workdir=workdir, shared=shared)
     dists = [p for p in inventory.packages if p.ecosystem == "pypi" and p.name.lower() == "torch"]
     torches = [(match.group(1), p.version) for p in dists if (match := _LIB.match(p.path[1:] + "/"))]
     torch = _only({version for _, version in torches})

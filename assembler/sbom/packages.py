@@ -35,7 +35,7 @@ from typing import Any, BinaryIO
 
 from assembler.archive.layer_reader import tar_members
 from assembler.cache import Cache
-from assembler.cache.memos import facts_key, remembered
+from assembler.cache.memos import SharedFacts, facts_key, remembered
 from assembler.deps.files import BlobOpener, Entry, FactReader, ImageFiles
 from assembler.errors import InvalidImage
 from assembler.oci.image import Image
@@ -160,8 +160,11 @@ def _inventory_of(data: Mapping[str, Any]) -> Inventory:
     return Inventory(packages, {str(k): str(v) for k, v in data["os_release"].items()}, tuple(data["notes"]))
 
 
-def read_packages(image: Image, open_blob: BlobOpener, *, cache: Cache | None, workdir: Path) -> Inventory:
-    """The packages of ``image`` (see the module's doc), remembered by its layers' diff_ids.
+def read_packages(
+    image: Image, open_blob: BlobOpener, *, cache: Cache | None, workdir: Path, shared: SharedFacts | None = None
+) -> Inventory:
+    """The packages of ``image`` (see the module's doc), remembered by its layers' diff_ids
+    (in ``cache``, and ``shared`` beyond it).
     Raises InvalidImage for a damaged layer; a package database that cannot be read is a
     note of the inventory."""
     key = facts_key("sbom-inventory", {"diff_ids": list(image.diff_ids)}, CODE)
@@ -171,6 +174,7 @@ def read_packages(image: Image, open_blob: BlobOpener, *, cache: Cache | None, w
         lambda: _read_packages(image, open_blob, cache=cache, workdir=workdir),
         read=_inventory_of,
         write=_inventory_json,
+        shared=shared,
     )
 
 

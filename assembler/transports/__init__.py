@@ -138,13 +138,19 @@ def known_image(ref: Ref, ctx: Context) -> Image | None:
     return known(ref, ctx) if known is not None else open_source(ref, ctx).image
 
 
-def read_base(ref: Ref, ctx: Context) -> Image:
-    """The image ``ref`` names, every blob in the cache (verified); a registry name's
-    resolution is remembered for plans (:func:`known_image`)."""
-    image = import_image(open_source(ref, ctx), ctx.cache, progress=ctx.progress)
-    if ref.name is not None:  # a registry name
-        ctx.cache.put_base_image(resolved_key(ref, ctx.platform), image)
-    return image
+def open_base(ref: Ref, ctx: Context) -> tuple[Image, Callable[[], None]]:
+    """The image ``ref`` names, read as its manifest and config (all a step key needs), and
+    what brings its layers into the cache: :func:`import_image` (verified: digests and
+    diff_ids), then a registry name's resolution is remembered for plans
+    (:func:`known_image`). A build calls it only when something reads those layers."""
+    source = open_source(ref, ctx)
+
+    def fetch() -> None:
+        import_image(source, ctx.cache, progress=ctx.progress)
+        if ref.name is not None:  # a registry name
+            ctx.cache.put_base_image(resolved_key(ref, ctx.platform), source.image)
+
+    return source.image, fetch
 
 
 def import_image(source: SourceImage, cache: Cache, *, progress: Callable[[int], None] | None = None) -> Image:

@@ -18,6 +18,10 @@ key of what bootstraps it): the image itself, its layers the base's blobs. A mac
 empty cache reads its manifest and config only (what a step key needs, the base's digest)
 and downloads its layers only when a step runs on it or the image is stacked on it.
 
+Facts read from layers (a layer's folders, an image's packages: :mod:`assembler.cache.memos`)
+are entries too, tagged ``facts-<key>`` (:mod:`assembler.transports.factcache`, through this
+cache's clients, trust and failures: :meth:`RemoteStepCache.entry`, :meth:`~RemoteStepCache.put_entry`).
+
 A cache registry that fails (down, refused, damaged) is a warning: the build goes on with
 its local cache, and the registry is not asked again in that run.
 
@@ -72,17 +76,10 @@ def parse_cache_ref(text: str) -> ImageName:
     return name
 
 
-def step_manifest(result: StepResult, record: bytes) -> bytes:
-    """The manifest of a step result whose record (config) is ``record``."""
-    config = Descriptor(STEP_CONFIG, sha256_digest(record), len(record))
-    return canonical_json(
-        {
-            "schemaVersion": 2,
-            "mediaType": mt.OCI_MANIFEST,
-            "config": config.to_json(),
-            "layers": [b.descriptor.to_json() for b in result.layers()],
-        }
-    )
+def entry_manifest(config: Descriptor, layers: Sequence[Descriptor] = ()) -> bytes:
+    """The manifest of an entry: its record (``config``) and its blobs (``layers``)."""
+    body = {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": config.to_json()}
+    return canonical_json({**body, "layers": [d.to_json() for d in layers]})
 
 
 @dataclass
@@ -125,7 +122,7 @@ class RemoteStepCache:
         self._bases: dict[str, tuple[ImageName, Image]] = {}  # base entries read, layers not here yet
         self._origins: dict[str, Origin] = {}  # key -> the entry this run took it from
         # One client per host, used by one thread at a time (the client is not thread-safe).
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
 
     def close(self) -> None:
         for client in self._clients.values():
@@ -135,22 +132,23 @@ class RemoteStepCache:
         """What it did so far (:class:`RemoteStats` as a mapping)."""
         return asdict(self.stats)
 
-    def _client(self, host: str) -> Registry:
+    # Shared with the other kinds of entries (transports.factcache): called with ``lock`` held.
+    def client(self, host: str) -> Registry:
         if host not in self._clients:
             self._clients[host] = Registry(host, options=self.options)
         return self._clients[host]
 
-    def _failed(self, name: ImageName, doing: str, error: Exception) -> None:
+    def failed(self, name: ImageName, doing: str, error: Exception) -> None:
         self._broken.add(f"{name.registry}/{name.repository}")
         text = f"step cache docker://{name.registry}/{name.repository}: {doing} failed ({error}); building locally"
         self.report("warning", {"text": text})
 
-    def _usable(self, name: ImageName) -> bool:
+    def usable(self, name: ImageName) -> bool:
         return f"{name.registry}/{name.repository}" not in self._broken
 
     def origin(self, key: str) -> Origin | None:
         """The entry this run took ``key`` from (None: not taken from a registry here)."""
-        with self._lock:
+        with self.lock:
             return self._origins.get(key)
 
     def _untrusted(self, name: ImageName, tag: str, what: str, why: str) -> None:
@@ -165,37 +163,37 @@ class RemoteStepCache:
         that has it signed as :class:`Trust` asks, its record written to the local cache once
         its blobs are here; None when no source has it. With ``check``, its blobs are
         downloaded now and checked first: a result the check refuses is a warning and None."""
-        with self._lock:
+        with self.lock:
             found = self._find(key, what)
             if found is None or check is None:
                 return self._take(key, found)
         name, result, _ = found
         with self.cache.workdir("stepcache-") as work:
-            with self._lock:
+            with self.lock:
                 try:
-                    paths = cachetrust.download(self._client(name.registry), name, result, work, self.cache)
+                    paths = cachetrust.download(self.client(name.registry), name, result, work, self.cache)
                 except AssemblerError as e:
-                    self._failed(name, f"reading {tag_of(key)}", e)
+                    self.failed(name, f"reading {tag_of(key)}", e)
                     return None
             why = check(result, paths)
             if why is not None:
-                with self._lock:
+                with self.lock:
                     self._untrusted(name, tag_of(key), what, why)
                 return None
             for blob in result.layers():
                 self.stats.downloaded_bytes += 0 if self.cache.has_blob(blob.digest, blob.size) else blob.size
                 self.cache.import_file(paths[blob.digest], digest=blob.digest, size=blob.size)
-        with self._lock:
+        with self.lock:
             return self._take(key, found)
 
     def _find(self, key: str, what: str) -> tuple[ImageName, StepResult, Origin] | None:
         for name in self.sources:
-            if not self._usable(name):
+            if not self.usable(name):
                 continue
             try:
                 found = self._fetch_from(name, key, what)
             except AssemblerError as e:
-                self._failed(name, f"reading {tag_of(key)}", e)
+                self.failed(name, f"reading {tag_of(key)}", e)
                 continue
             if found is not None:
                 return (name, *found)
@@ -213,10 +211,10 @@ class RemoteStepCache:
         self.report("remote-cache", {"state": "hit", "step": result.step, "key": key})
         return result
 
-    def _entry(self, name: ImageName, tag: str, what: str) -> tuple[bytes, Origin] | None:
+    def entry(self, name: ImageName, tag: str, what: str) -> tuple[bytes, Origin] | None:
         """The manifest tagged ``tag`` (verified by its digest) and where it is, when it is
         there and signed as :class:`Trust` asks (else a warning and None)."""
-        client = self._client(name.registry)
+        client = self.client(name.registry)
         try:
             body, _ = client.fetch_manifest(name.repository, tag)
         except NotFound:
@@ -229,11 +227,11 @@ class RemoteStepCache:
         return body, Origin(f"{name.registry}/{name.repository}", tag, digest, signer)
 
     def _fetch_from(self, name: ImageName, key: str, what: str) -> tuple[StepResult, Origin] | None:
-        found = self._entry(name, tag_of(key), what)
+        found = self.entry(name, tag_of(key), what)
         if found is None:
             return None
         body, origin = found
-        client = self._client(name.registry)
+        client = self.client(name.registry)
         where = f"step cache {name.registry}/{name.repository}:{tag_of(key)}"
         manifest = json_object(body, where)
         config = Descriptor.from_json(manifest.get("config"))
@@ -261,12 +259,12 @@ class RemoteStepCache:
         """Download ``blob`` when it belongs to a fetched result and is not here: a result's
         blobs are fetched only when a build needs them (placed in the image, mounted).
         Raises what a download raises (a wrong blob never lands: it is verified)."""
-        with self._lock:
+        with self.lock:
             if self.cache.has_blob(blob.digest, blob.size):
                 return
             for key, (name, result) in list(self._pending.items()):
                 if any(b.digest == blob.digest for b in result.layers()):
-                    client = self._client(name.registry)
+                    client = self.client(name.registry)
                     with client.open_blob(name.repository, blob.digest, size=blob.size) as stream:
                         self.cache.import_stream(stream, digest=blob.digest, size=blob.size)  # verified
                     self.stats.downloaded_bytes += blob.size
@@ -281,7 +279,7 @@ class RemoteStepCache:
         target = self.target
         if target is None:
             return
-        with self._lock:
+        with self.lock:
             pending = self._pending.get(key)
         if pending is not None and pending[0] == target:
             return  # fetched from the target itself: the entry is there
@@ -292,14 +290,13 @@ class RemoteStepCache:
         config = Descriptor(STEP_CONFIG, sha256_digest(record), len(record))
         reader = WithBytes(self.cache, {config.digest: record})
         blobs = [*(b.descriptor for b in result.layers()), config]
-        with self._lock:
-            if self._put_entry(
-                target, key, tag_of(key), (step_manifest(result, record), mt.OCI_MANIFEST), blobs, reader
-            ):
+        with self.lock:
+            manifest = entry_manifest(config, [b.descriptor for b in result.layers()])
+            if self.put_entry(target, key, tag_of(key), (manifest, mt.OCI_MANIFEST), blobs, reader):
                 self.stats.exported += 1
                 self.report("remote-cache", {"state": "exported", "step": result.step, "key": key})
 
-    def _put_entry(
+    def put_entry(
         self,
         name: ImageName,
         key: str,
@@ -311,11 +308,11 @@ class RemoteStepCache:
         """The entry ``tag`` of ``name`` made ``manifest`` (bytes, media type) over ``blobs``,
         and signed when this run may vouch for it; whether the manifest was uploaded. A
         registry error is a warning (and the repository is not written again)."""
-        if not self._usable(name):
+        if not self.usable(name):
             return False
         body, media_type = manifest
         try:
-            client = self._client(name.registry)
+            client = self.client(name.registry)
             try:
                 current, _ = client.fetch_manifest(name.repository, tag)
             except NotFound:
@@ -335,7 +332,7 @@ class RemoteStepCache:
             if signer is not None and (origin is None or origin.signer):
                 cachetrust.sign_entry(client, name, tag, sha256_digest(body), signer)
         except AssemblerError as e:
-            self._failed(name, f"exporting {tag}", e)
+            self.failed(name, f"exporting {tag}", e)
             return False
         return current != body
 
@@ -346,23 +343,23 @@ class RemoteStepCache:
         verified; no layer downloaded: see :meth:`ensure_base`) from the first source that
         has it signed as :class:`Trust` asks; None when none has it."""
         tag = BASE_TAG_PREFIX + key
-        with self._lock:
+        with self.lock:
             for name in self.sources:
-                if not self._usable(name):
+                if not self.usable(name):
                     continue
                 try:
-                    found = self._entry(name, tag, what)
+                    found = self.entry(name, tag, what)
                     if found is None:
                         continue
                     body, origin = found
                     where = f"step cache {name.registry}/{name.repository}:{tag}"
                     config = manifest_config(body, where)
-                    config_bytes = self._client(name.registry).blob_bytes(
+                    config_bytes = self.client(name.registry).blob_bytes(
                         name.repository, config, limit=_RECORD_LIMIT, what=f"{where}: config"
                     )
                     image = Image(body, config_bytes)
                 except AssemblerError as e:
-                    self._failed(name, f"reading {tag}", e)
+                    self.failed(name, f"reading {tag}", e)
                     continue
                 self._bases[key] = (name, image)
                 self._origins[key] = origin
@@ -373,12 +370,12 @@ class RemoteStepCache:
     def ensure_base(self, key: str) -> None:
         """The layers of the base entry ``key`` read by :meth:`fetch_base`, downloaded
         (verified as they stream), and its record in the local cache."""
-        with self._lock:
+        with self.lock:
             found = self._bases.get(key)
             if found is None:
                 return
             name, image = found
-            client = self._client(name.registry)
+            client = self.client(name.registry)
             for desc in image.layers:
                 if not self.cache.has_blob(desc.digest, desc.size):
                     with client.open_blob(name.repository, desc.digest, size=desc.size) as stream:
@@ -394,7 +391,7 @@ class RemoteStepCache:
             return
         reader = WithBytes(self.cache, {image.config_descriptor.digest: image.config_bytes})
         blobs = [*image.layers, image.config_descriptor]
-        with self._lock:
+        with self.lock:
             manifest = (image.manifest_bytes, image.media_type)
-            if self._put_entry(target, key, BASE_TAG_PREFIX + key, manifest, blobs, reader):
+            if self.put_entry(target, key, BASE_TAG_PREFIX + key, manifest, blobs, reader):
                 self.report("remote-cache", {"state": "exported", "base": key})

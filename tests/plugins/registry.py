@@ -6,6 +6,9 @@
 - ``fault_proxy``: a :class:`~tests.plugins.faultproxy.FaultProxy` in front of
   ``registry`` (pass-through until a test adds faults; it counts requests and bytes).
 
+``start_registry(..., access_log=True)`` keeps the registry's access log (every request, in
+combined log format) in its log file: :meth:`RunningRegistry.requests` reads it back.
+
 Each registry starts in well under a second, so every test gets its own. A registry that
 cannot start fails the test with its log: nothing is skipped.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import socket
 import subprocess
 import time
@@ -22,6 +26,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
@@ -43,6 +48,14 @@ class RunningRegistry:
     password: str | None = None
     auth_file: Path | None = None
 
+    def requests(self, since: int = 0) -> list[tuple[str, str, int]]:
+        """(method, path with query (percent-decoded), status) of each request in the access
+        log after byte ``since`` of the log (``log.stat().st_size`` before what a test looks at)."""
+        with open(self.log, "rb") as f:
+            f.seek(since)
+            text = f.read().decode(errors="replace")
+        return [(m[1], unquote(m[2]), int(m[3])) for m in _ACCESS.finditer(text)]
+
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
@@ -63,13 +76,17 @@ def _free_port() -> int:
         return port
 
 
-def _config(root: Path, port: int, htpasswd: Path | None) -> str:
+# A combined-log-format line: ... "GET /v2/... HTTP/1.1" 200 ...
+_ACCESS = re.compile(r'"([A-Z]+) (\S+) HTTP/[0-9.]+" (\d{3}) ')
+
+
+def _config(root: Path, port: int, htpasswd: Path | None, access_log: bool) -> str:
     lines = [
         "version: 0.1",
         "log:",
         "  level: warn",
         "  accesslog:",
-        "    disabled: true",
+        f"    disabled: {'false' if access_log else 'true'}",
         "storage:",
         "  filesystem:",
         f"    rootdirectory: {root}",
@@ -84,7 +101,7 @@ def _config(root: Path, port: int, htpasswd: Path | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def start_registry(base: Path, *, htpasswd: Path | None = None) -> RunningRegistry:
+def start_registry(base: Path, *, htpasswd: Path | None = None, access_log: bool = False) -> RunningRegistry:
     """Start ``docker-registry serve`` on a free loopback port; wait until ``/v2/`` answers."""
     base.mkdir(parents=True, exist_ok=True)
     root = base / "storage"
@@ -92,7 +109,7 @@ def start_registry(base: Path, *, htpasswd: Path | None = None) -> RunningRegist
     for _ in range(3):  # a free port can be taken between probing and binding: try another
         port = _free_port()
         config = base / "config.yml"
-        config.write_text(_config(root, port, htpasswd))
+        config.write_text(_config(root, port, htpasswd, access_log))
         with open(log, "wb") as out:
             process = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=out, stderr=subprocess.STDOUT)
         reg = RunningRegistry(f"127.0.0.1:{port}", f"http://127.0.0.1:{port}", root, log, process)

@@ -1,0 +1,55 @@
+"""A build's registry step cache (``--cache-to`` / ``--cache-from``): step results (and
+bootstrapped bases, ``pip:`` and ``url:`` layers), compile caches and facts read from layers,
+entries of the same repositories on the same terms (one reading of the flags, the registry
+options and ``--cache-sign`` / ``--cache-trust``). Imported only when a build names one: it
+imports the registry client."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from assembler.pipeline.options import Event, Options, Reporter
+from assembler.transports import Context, registry_options
+from assembler.transports.cachetrust import Trust
+from assembler.transports.compilecache import CompileCaches
+from assembler.transports.factcache import RemoteFacts
+from assembler.transports.stepcache import RemoteStepCache, parse_cache_ref
+
+
+@dataclass(frozen=True)
+class RegistryCaches:
+    steps: RemoteStepCache
+    folders: CompileCaches
+    facts: RemoteFacts
+
+    def counts(self) -> dict[str, int]:
+        """What they did so far, as one mapping (``--json``'s ``step_cache``)."""
+        return {**self.steps.counts(), **self.facts.counts(), **self.folders.counts()}
+
+    def close(self) -> None:
+        self.steps.close()
+        self.folders.close()
+
+
+def open_caches(options: Options, ctx: Context, *, report: Reporter) -> RegistryCaches:
+    """The registry step caches ``options`` name, reporting through ``report``."""
+
+    def said(kind: str, fields: Mapping[str, Any]) -> None:
+        report(Event(kind, fields))
+
+    target = parse_cache_ref(options.cache_to) if options.cache_to else None
+    sources = [parse_cache_ref(s) for s in options.cache_from]
+    registry, trust = registry_options(ctx), Trust(options.cache_sign, options.cache_trust)
+    steps = RemoteStepCache(ctx.cache, target=target, sources=sources, options=registry, report=said, trust=trust)
+    folders = CompileCaches(
+        ctx.cache,
+        target=target,
+        sources=sources,
+        options=registry,
+        report=said,
+        trust=trust,
+        max_bytes=options.cache_max,
+    )
+    return RegistryCaches(steps, folders, RemoteFacts(steps, ctx.cache))
