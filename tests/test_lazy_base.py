@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import reclaim_at_teardown
+from tests.conftest import OWN_STORAGE, reclaim_at_teardown
 from tests.helpers import Ran, run_cli, sh
 from tests.plugins.demo import steps_by_state
 from tests.plugins.registry import RunningRegistry, start_registry
@@ -61,7 +61,8 @@ class Runners:
         """A build on the machine whose cache folder is ``cache``; and the requests it made."""
         since = self.registry.log.stat().st_size
         args = ["m.yaml", "--cache", cache, "--json", "--tls-verify=false", *extra]
-        ran = run_cli(args, cwd=self.project)
+        # A new machine's buildah storage: its cache's (not the test process's shared one).
+        ran = run_cli(args, cwd=self.project, env=None if cache == "cache-a" else OWN_STORAGE)
         assert ran.code == 0, str(ran)
         return ran, self.registry.requests(since)
 
@@ -145,6 +146,11 @@ def test_a_runner_that_finds_everything_cached_reads_no_base_layer(runners: Runn
         f"\nrunner C: 0 of {sum(runners.base_layers.values())} base layer bytes read, "
         f"{len(requests)} requests, none an upload; step cache: {c.json['step_cache']}"
     )
+
+    # A plan on C knows the base it never downloaded (its manifest and config) and the step.
+    plan = run_cli(["plan", "m.yaml", "--cache", "cache-c", "--json"], cwd=runners.project)
+    assert plan.code == 0, str(plan)
+    assert {s["name"]: s["state"] for s in plan.json["steps"]} == {"hello": "cached"}, plan.out
 
     # C writes an OCI layout as well: that output needs the bytes, so the base comes down,
     # verified, and the layout holds the very image.

@@ -335,8 +335,9 @@ class Store:
         self.put_bytes(image.config_bytes)
         self.put_bytes(image.manifest_bytes)
 
-    def get_image(self, digest: str) -> Image | None:
-        """The image whose manifest is ``digest`` if it and all its blobs are here, else None."""
+    def get_image(self, digest: str, *, layers: bool = True) -> Image | None:
+        """The image whose manifest is ``digest`` if it and all its blobs are here (with
+        ``layers=False``: its manifest and config), else None."""
         try:
             manifest = self.read_blob(digest)
             if sha256_digest(manifest) != digest:
@@ -346,7 +347,7 @@ class Store:
             image = Image(manifest, config)
         except (NotFound, InvalidImage, ValueError, KeyError, TypeError):
             return None
-        if not self.blobs_present((d.digest, d.size) for d in image.layers):
+        if layers and not self.blobs_present((d.digest, d.size) for d in image.layers):
             return None
         return image
 

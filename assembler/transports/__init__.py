@@ -121,12 +121,28 @@ def _known_rootfs(ref: Ref, ctx: Context) -> Image | None:
     return rootfs.cached(path, cache=ctx.cache, platform=ctx.platform, epoch=ctx.epoch, compression=ctx.compression)
 
 
+def _named_key(ref: Ref, platform: Platform) -> str:
+    """The memo of the manifest a registry name was last resolved to (its layers perhaps
+    never fetched: a build reads them only when it needs them)."""
+    return "named-" + resolved_key(ref, platform)
+
+
+def _known_remote(ref: Ref, ctx: Context) -> Image | None:
+    key = resolved_key(ref, ctx.platform)
+    found = ctx.cache.base_image(key)
+    if found is not None:
+        return found
+    named = ctx.cache.memo(_named_key(ref, ctx.platform))
+    digest = named.get("manifest") if named is not None else None
+    return ctx.cache.get_image(digest, layers=False) if isinstance(digest, str) else None
+
+
 # What a plan knows of a base without reading anything new: a tarball converted before,
-# the digest a registry name was last resolved to. Other transports are read (a layout's
+# the manifest a registry name was last resolved to. Other transports are read (a layout's
 # index and config are small and local).
 _KNOWN: dict[str, Callable[[Ref, Context], Image | None]] = {
     "rootfs": _known_rootfs,
-    "docker": lambda ref, ctx: ctx.cache.base_image(resolved_key(ref, ctx.platform)),
+    "docker": _known_remote,
     "scratch": lambda ref, ctx: mutate.scratch(ctx.platform, epoch=ctx.epoch),
 }
 
@@ -144,6 +160,9 @@ def open_base(ref: Ref, ctx: Context) -> tuple[Image, Callable[[], None]]:
     diff_ids), then a registry name's resolution is remembered for plans
     (:func:`known_image`). A build calls it only when something reads those layers."""
     source = open_source(ref, ctx)
+    if ref.name is not None:  # a registry name: a plan knows its manifest and config from now on
+        ctx.cache.put_image(source.image)
+        ctx.cache.put_memo(_named_key(ref, ctx.platform), {"manifest": source.image.digest})
 
     def fetch() -> None:
         import_image(source, ctx.cache, progress=ctx.progress)
