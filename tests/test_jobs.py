@@ -95,6 +95,7 @@ def test_one_job_runs_steps_one_by_one(tmp_path: Path, demo_bases: dict[str, Pat
 def test_a_failure_stops_the_other_steps(tmp_path: Path, demo_bases: dict[str, Path]) -> None:
     long = _long_sleep()
     _project(tmp_path, demo_bases, "sleep 2; echo a-broke; exit 7", f"touch /sync/b-started; {long}")
+    temp_before = _buildah_temp_folders()
     started = time.monotonic()
     ran = run_cli(
         ["m.yaml", "--cache", "cache", "-o", "oci:out:x", "--jobs", "2", "--progress", "plain"],
@@ -112,12 +113,19 @@ def test_a_failure_stops_the_other_steps(tmp_path: Path, demo_bases: dict[str, P
     assert not (tmp_path / "out").exists()
     ps = sh(["ps", "-eo", "args"]).stdout
     assert long not in ps, ps
+    # The stopped `buildah run` of b left its temp folder in buildah's storage, not /var/tmp.
+    assert not _buildah_temp_folders() - temp_before
+
+
+def _buildah_temp_folders() -> set[Path]:
+    return {p for tmp in ("/var/tmp", "/tmp") for p in Path(tmp).glob("buildah[0-9]*")}
 
 
 def test_interrupt_stops_every_running_step(tmp_path: Path, demo_bases: dict[str, Path]) -> None:
     long = _long_sleep()
     _project(tmp_path, demo_bases, f"touch /sync/a; {long}", f"touch /sync/b; {long}")
     cache = tmp_path / "cache"
+    temp_before = _buildah_temp_folders()
     proc = subprocess.Popen(
         [PYTHON, "-m", "assembler", "m.yaml", "--cache", str(cache), "-o", "oci:out:x", "--jobs", "2"],
         cwd=tmp_path,
@@ -139,6 +147,8 @@ def test_interrupt_stops_every_running_step(tmp_path: Path, demo_bases: dict[str
     ps = sh(["ps", "-eo", "args"]).stdout
     assert str(cache) not in ps and long not in ps, ps
     assert str(cache) not in Path("/proc/self/mountinfo").read_text()
+    # The stopped `buildah run`s left their temp folders in buildah's storage, not /var/tmp.
+    assert not _buildah_temp_folders() - temp_before
 
 
 def test_jobs_must_be_a_whole_number(tmp_path: Path) -> None:

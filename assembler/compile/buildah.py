@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from assembler.errors import ToolError
-from assembler.proc import Runner
+from assembler.proc import Result, Runner
 
 log = logging.getLogger(__name__)
 # What buildah itself prints after a command fails: not the user's output.
@@ -72,8 +72,20 @@ class Buildah:
             self.driver,
         ]
 
+    @property
+    def env(self) -> dict[str, str]:
+        """What every buildah call runs with: its own temp folders (a `buildah run`'s bundle,
+        left behind when it is killed) in its storage, not in /var/tmp."""
+        tmp = self.storage / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        return {"TMPDIR": str(tmp)}
+
+    def call(self, argv: Sequence[str], *, check: bool = True) -> Result:
+        """``argv`` (buildah, with :attr:`globals`) run with :attr:`env`."""
+        return self.runner.run(argv, env=self.env, check=check)
+
     def _run(self, *args: str) -> str:
-        return self.runner.run([*self.globals, *args]).stdout.strip()
+        return self.call([*self.globals, *args]).stdout.strip()
 
     def version(self) -> str:
         """``buildah version`` (part of every step key)."""
@@ -91,7 +103,7 @@ class Buildah:
         """
         rel = os.path.relpath(layout, cwd)
         argv = [*self.globals, "pull", "--quiet", f"oci:{rel}:{tag}"]
-        return self.runner.run(argv, cwd=cwd).stdout.strip().splitlines()[-1]
+        return self.runner.run(argv, cwd=cwd, env=self.env).stdout.strip().splitlines()[-1]
 
     def from_image(self, image_id: str, *, name_hint: str) -> str:
         """A new working container from a stored image; returns its ID."""
@@ -125,7 +137,13 @@ class Buildah:
         status" trailer is left out). Values in ``redact`` never reach the log.
         """
         code, last = self.runner.stream(
-            self.run_argv(container, spec), log_file=log_file, on_line=on_line, redact=redact, keep=40, rewrite=rewrite
+            self.run_argv(container, spec),
+            log_file=log_file,
+            env=self.env,
+            on_line=on_line,
+            redact=redact,
+            keep=40,
+            rewrite=rewrite,
         )
         lines = [line for line in last.splitlines() if not _TRAILER.match(line)]
         return code, "\n".join(lines[-30:])
@@ -150,17 +168,17 @@ class Buildah:
 
     def image_id(self, name: str) -> str | None:
         """The ID of the stored image ``name``, or None when there is none."""
-        result = self.runner.run(
+        result = self.call(
             [*self.globals, "inspect", "--type", "image", "--format", "{{.FromImageID}}", name], check=False
         )
         image_id = result.stdout.strip()
         return image_id if result.returncode == 0 and image_id else None
 
     def umount(self, container: str) -> None:
-        self.runner.run([*self.globals, "umount", container], check=False)
+        self.call([*self.globals, "umount", container], check=False)
 
     def rm(self, container: str) -> None:
         """Remove a working container (never raises: used in cleanups)."""
-        result = self.runner.run([*self.globals, "rm", container], check=False)
+        result = self.call([*self.globals, "rm", container], check=False)
         if result.returncode != 0:
             log.warning("could not remove container %s: %s", container, result.stderr.strip())

@@ -340,7 +340,7 @@ def agent_job(ws: Workspace, cid: str, command: str, job: Mapping[str, object], 
         job_file.write_text(json.dumps(job))
         argv, cleanup = ws.buildah.agent_argv(cid, [command, "--job", str(job_file)], python=sys.executable)
         try:
-            result = ws.buildah.runner.run(argv, check=False)
+            result = ws.buildah.call(argv, check=False)
         finally:
             cleanup()
     if result.returncode != 0:

@@ -55,7 +55,7 @@ class _Stored:
 
 
 def _json(buildah: Buildah, *args: str) -> Any:
-    out = buildah.runner.run([*buildah.globals, *args]).stdout.strip()
+    out = buildah.call([*buildah.globals, *args]).stdout.strip()
     return json.loads(out) if out else []
 
 
@@ -99,9 +99,10 @@ def prune_storage(buildah: Buildah, *, named: Collection[str], everything: bool,
     for container in result.containers:
         buildah.rm(container)
     for image in gone:
-        done = buildah.runner.run([*buildah.globals, "rmi", "--force", image.id], check=False)
+        done = buildah.call([*buildah.globals, "rmi", "--force", image.id], check=False)
         if done.returncode != 0 and "image not known" not in done.stderr:
             raise ToolError(f"buildah could not remove image {image.label}", stderr_tail=done.stderr)
     shutil.rmtree(buildah.storage / "layout", ignore_errors=True)
+    shutil.rmtree(buildah.storage / "tmp", ignore_errors=True)  # what killed `buildah run`s left
     log.info("buildah storage: removed %d containers, %d images", len(result.containers), len(gone))
     return result
