@@ -83,15 +83,25 @@ LONGEST_FIRST = {
         (
             "test_upstream_llamacpp.py",  # llama.cpp built for real (and upstream's Dockerfile, when not kept)
             "test_compile.py",
-            "test_slurm.py",
-            "test_image.py",
-            "test_jobs.py",
             "test_registry_cache.py",
-            "test_compile_cache_build.py",  # three small builds (about 2.5 min)
-            "test_sif.py",
-            "test_cache_cli.py",
-            "test_manifest_verl.py",
+            "test_image.py",
+            "test_slurm.py",
+            "test_compile_cache_build.py",  # three small builds
+            "test_cache_buildah.py",
+            "test_reproducible.py",
             "test_lock.py",
+            "test_manifest_verl.py",
+            "test_variants.py",
+            "test_enroot.py",
+            "test_cache_cli.py",
+            "test_sif.py",
+            "test_sif_publish.py",
+            "test_progress.py",
+            "test_deps.py",
+            "test_prebuilt.py",
+            "test_cache_trust.py",
+            "test_jobs.py",
+            "test_lazy_base.py",
         )
     )
 }

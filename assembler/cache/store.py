@@ -336,8 +336,7 @@ class Store:
         self.put_bytes(image.manifest_bytes)
 
     def get_image(self, digest: str, *, layers: bool = True) -> Image | None:
-        """The image whose manifest is ``digest`` if it and all its blobs are here (with
-        ``layers=False``: its manifest and config), else None."""
+        """The image whose manifest is ``digest`` if its blobs (``layers=False``: only its config) are here."""
         try:
             manifest = self.read_blob(digest)
             if sha256_digest(manifest) != digest:

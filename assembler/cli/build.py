@@ -8,7 +8,7 @@ import json
 import os
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from assembler.assemble import Options, Plan, Result, assemble_variants, resolve_epoch
 from assembler.cache import default_root
@@ -26,7 +26,9 @@ from assembler.pipeline.locking import with_lock
 from assembler.pipeline.options import Event
 from assembler.pipeline.variants import Variant, load_variants
 from assembler.proc import Runner
-from assembler.sign import Signer, Verifier, load_private_key, load_public_key
+
+if TYPE_CHECKING:
+    from assembler.sign import Signer, Verifier
 
 
 def _options(args: argparse.Namespace, manifest_epoch: int | None, manifest_cache: str | None = None) -> Options:
@@ -82,6 +84,8 @@ def _storage(arg: Path | None) -> Path | None:
 def _trusted(keys: list[Path]) -> tuple[Verifier, ...]:
     """The keys of ``--cache-trust``, else of the config file's ``cache-trust``; InputError
     when one does not load."""
+    from assembler.sign import load_public_key  # cryptography: only when keys are named
+
     where = "--cache-trust"
     if not keys:
         config = read_config()
@@ -99,6 +103,8 @@ def _trusted(keys: list[Path]) -> tuple[Verifier, ...]:
 def _signer(key: Path, option: str) -> Signer:
     """The key of ``option`` (``--sign``, ``--cache-sign``), read before anything is built
     (a cosign key's password from ``$COSIGN_PASSWORD``); InputError when it does not load."""
+    from assembler.sign import load_private_key  # cryptography: only when signing
+
     what = f"{option} {key}"
     try:
         data = key.read_bytes()

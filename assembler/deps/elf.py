@@ -9,18 +9,22 @@ from __future__ import annotations
 import struct
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from elftools.common.exceptions import ELFError
-from elftools.construct.core import ConstructError
-from elftools.elf.dynamic import DynamicSegment
-from elftools.elf.elffile import ELFFile
-from elftools.elf.gnuversions import GNUVerDefSection, GNUVerNeedSection
-from elftools.elf.segments import InterpSegment
+if TYPE_CHECKING:
+    from elftools.elf.elffile import ELFFile
 
 ELF_MAGIC = b"\x7fELF"
 _VER_FLG_WEAK = 0x2  # a weak version need: ld.so only warns when it is missing
-_DAMAGED = (ELFError, ConstructError, struct.error, ValueError, IndexError, UnicodeDecodeError)
+
+
+def _damaged() -> tuple[type[BaseException], ...]:
+    """What a damaged or truncated file raises while it is parsed. pyelftools is imported
+    only when an ELF file is read (a rebuild that remembers every fact reads none)."""
+    from elftools.common.exceptions import ELFError
+    from elftools.construct.core import ConstructError
+
+    return (ELFError, ConstructError, struct.error, ValueError, IndexError, UnicodeDecodeError)
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,8 @@ def _string(tag: Any, name: str) -> str:
 
 
 def _dynamic(elf: ELFFile) -> dict[str, list[str]]:
+    from elftools.elf.dynamic import DynamicSegment
+
     found: dict[str, list[str]] = {"DT_NEEDED": [], "DT_RPATH": [], "DT_RUNPATH": [], "DT_SONAME": []}
     # The segment, not the section: a loader reads segments, and some files have no section headers.
     for seg in elf.iter_segments():
@@ -97,6 +103,8 @@ def _dynamic(elf: ELFFile) -> dict[str, list[str]]:
 
 
 def _versions(elf: ELFFile) -> tuple[dict[str, tuple[str, ...]], tuple[str, ...]]:
+    from elftools.elf.gnuversions import GNUVerDefSection, GNUVerNeedSection
+
     need: dict[str, list[str]] = {}
     define: list[str] = []
     for section in elf.iter_sections():
@@ -115,6 +123,9 @@ def _versions(elf: ELFFile) -> tuple[dict[str, tuple[str, ...]], tuple[str, ...]
 def read_facts(stream: IO[bytes]) -> ElfFacts | None:
     """The facts of the ELF file in ``stream`` (seekable); None when it is not one or
     cannot be parsed (a damaged or truncated file is no library ld.so would load)."""
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.segments import InterpSegment
+
     try:
         elf = ELFFile(stream)
         interp = next((s.get_interp_name() for s in elf.iter_segments() if isinstance(s, InterpSegment)), None)
@@ -132,7 +143,7 @@ def read_facts(stream: IO[bytes]) -> ElfFacts | None:
             verneed=verneed,
             verdef=verdef,
         )
-    except _DAMAGED:
+    except _damaged():
         return None
 
 
@@ -140,6 +151,8 @@ def find_sections(stream: IO[bytes], names: Collection[str]) -> list[tuple[str, 
     """(name, file offset, size) of the sections of the ELF file in ``stream`` (seekable)
     named in ``names``; empty when it is not an ELF file or cannot be parsed. Nothing of
     the sections' data is read: a fat binary section can be a gigabyte (libtorch_cuda)."""
+    from elftools.elf.elffile import ELFFile
+
     try:
         elf = ELFFile(stream)
         return [
@@ -147,5 +160,5 @@ def find_sections(stream: IO[bytes], names: Collection[str]) -> list[tuple[str, 
             for sec in elf.iter_sections()
             if sec.name in names and sec["sh_type"] != "SHT_NOBITS"
         ]
-    except _DAMAGED:
+    except _damaged():
         return []

@@ -22,14 +22,13 @@ from contextlib import AbstractContextManager, ExitStack
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from assembler.archive.compress import decompressed
 from assembler.archive.layer import Member, Opener, with_parents, write_layer
 from assembler.archive.tar import TarEntry, clean_path, entry_from_tarinfo
 from assembler.archive.tree import parents
 from assembler.archive.view import TreeView
-from assembler.archive.wheel import Scheme, wheel_members
 from assembler.cache import key_of
 from assembler.cache.entries import StepResult
 from assembler.errors import CorruptBlob, InputError, UnsafePath
@@ -43,6 +42,9 @@ from assembler.spec.prebuilt import Requirement, parse_requirement, size_bytes
 from assembler.transports import Context, pypi
 from assembler.transports.download import download
 from assembler.transports.rootfs import TAR_DAMAGE, copy_bounded, damage, unpack_limit
+
+if TYPE_CHECKING:
+    from assembler.archive.wheel import Scheme
 
 _FORMAT = 1  # bump when the way a layer is made changes: every pip/url layer is made again
 
@@ -80,6 +82,8 @@ def _unpack_to(path: Path, plain: Path, what: str) -> None:
 
 
 def scheme_of(spec: m.PipLayer) -> Scheme:
+    from assembler.archive.wheel import Scheme  # pypa/installer: for manifests that install wheels
+
     return Scheme(spec.prefix, spec.site, spec.interpreter or f"{spec.prefix}/bin/python", spec.python)
 
 
@@ -247,6 +251,8 @@ class Prebuilt:
 
     def _wheels_layer(self, wheels: list[pypi.Wheel], scheme: Scheme) -> Layer:
         """The layer of ``wheels`` (in the cache), installed as ``scheme`` says."""
+        from assembler.archive.wheel import wheel_members
+
         epoch = self.ctx.epoch
         with ExitStack() as stack:
             members: list[Member] = []

@@ -15,11 +15,11 @@ from assembler.cache import temp_prefix
 from assembler.oci.artifact import Artifact, FilesArtifact
 from assembler.oci.image import Image
 from assembler.oci.reference import ImageName
-from assembler.sign import Signer
 from assembler.transports import Context
 from assembler.transports.common import BlobReader, SourceImage
 
 if TYPE_CHECKING:
+    from assembler.sign import Signer
     from assembler.transports.sif import SifInfo
 
 

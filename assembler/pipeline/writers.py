@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from assembler.cache import Cache
 from assembler.errors import InputError
@@ -34,9 +34,11 @@ from assembler.oci.image import Image
 from assembler.oci.reference import ImageName, Ref
 from assembler.pipeline.target import Target
 from assembler.sbom import made_by_assemble
-from assembler.sign import Signed, sign_manifest
-from assembler.transports import Written, archive, check_replaceable, index, layout, registry_options, signatures
+from assembler.transports import Written, archive, check_replaceable, index, layout, registry_options
 from assembler.transports.sidecar import check_sidecars, write_sidecars
+
+if TYPE_CHECKING:
+    from assembler.sign import Signed
 
 __all__ = ["WRITERS", "Target", "Writer", "writer_for"]
 
@@ -76,6 +78,8 @@ class Writer:
         else:
             out = self.write_image(target)
         if target.signer is not None and self.signs:
+            from assembler.sign import sign_manifest  # cryptography, only when signing
+
             signer, name = target.signer, self.identity(target)
             signed = [sign_manifest(signer, d, name, arts) for d, arts in _signed_subjects(target, out[0].digest)]
             out[0] = replace(out[0], signatures=tuple(self.write_signatures(signed, target)))
@@ -149,9 +153,13 @@ class LayoutWriter(Writer):
         check_replaceable(Path(self.ref.path), "oci", force=force)
 
     def identity(self, target: Target) -> str:
+        from assembler.transports import signatures  # cosign's format: only when signing
+
         return signatures.layout_identity(_file_of(self.ref, target))
 
     def write_signatures(self, signed: Sequence[Signed], target: Target) -> list[str]:
+        from assembler.transports import signatures  # cosign's format: only when signing
+
         return signatures.write_layout(_file_of(self.ref, target), signed)
 
     def write_image(self, target: Target) -> list[Written]:
@@ -309,10 +317,14 @@ class RegistryWriter(Writer):
         return True
 
     def identity(self, target: Target) -> str:
+        from assembler.transports import signatures  # cosign's format: only when signing
+
         assert self.ref.name is not None
         return signatures.identity_of(self.ref.name)
 
     def write_signatures(self, signed: Sequence[Signed], target: Target) -> list[str]:
+        from assembler.transports import signatures  # cosign's format: only when signing
+
         assert self.ref.name is not None
         return signatures.push(self.ref.name, signed, options=registry_options(target.ctx))
 

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import LiteralScalarString
@@ -43,6 +42,8 @@ def _pin_line(line: str) -> tuple[str, str, str] | None:
     output (``torch==2.9.0 \\``); None for its hash, comment and option lines."""
     if not line or line[:1].isspace() or line.startswith(("#", "-")):
         return None
+    from packaging.requirements import InvalidRequirement, Requirement  # only when a lock is read
+
     try:
         req = Requirement(line.split(" \\")[0].split(" --hash=")[0].strip())
     except InvalidRequirement:

@@ -13,15 +13,16 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
-from packaging.requirements import InvalidRequirement
-from packaging.requirements import Requirement as Pep508
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from assembler.spec.fields import Mode, Owner, Scalar, Strict, StrList
+
+if TYPE_CHECKING:
+    from packaging.requirements import Requirement as Pep508
 
 _HEX = frozenset("0123456789abcdef")
 
@@ -89,6 +90,10 @@ def parse_requirement(text: str, *, hashed: bool = True) -> Requirement:
     """``name==version --hash=sha256:HEX [--hash=sha256:HEX ...]`` or ``name @ URL.whl
     --hash=sha256:HEX``; ValueError otherwise. ``hashed=False``: a ``name==version`` whose
     hashes a lock gives (``locked: true``), which may not carry its own."""
+    # packaging's requirement grammar: imported for manifests that list wheels, not on every load
+    from packaging.requirements import InvalidRequirement
+    from packaging.requirements import Requirement as Pep508
+
     body, values = _split_hashes(text)
     try:
         req = Pep508(body)

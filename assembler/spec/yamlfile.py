@@ -7,6 +7,7 @@ can say ``hello.yaml:9: image.layers.0.copy.from: ...``.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,11 @@ PathKey = tuple[str | int, ...]
 # exponentially large document ("billion laughs"), and nesting can exhaust the stack.
 MAX_VALUES = 200_000
 MAX_DEPTH = 100
+
+# Documents parsed in this process, by file and text: a manifest is read once for its
+# variants and again for each, and ruamel's parser is most of a no-change build's time.
+_PARSED: dict[tuple[Path, str], tuple[Any, dict[PathKey, int]]] = {}
+_PARSED_MAX = 32
 
 
 @dataclass
@@ -130,6 +136,10 @@ def load(path: Path, *, text: str | None = None) -> tuple[Any, Locations]:
             raise ManifestError("file does not exist", file=path) from e
         except (OSError, UnicodeDecodeError) as e:
             raise ManifestError(f"cannot read: {e}", file=path) from e
+    parsed = _PARSED.get((path, text))
+    if parsed is not None:  # the same file read again (a manifest is read for its variants, then each): a copy
+        data, lines = parsed
+        return copy.deepcopy(data), Locations(path, dict(lines))
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
     try:
@@ -144,4 +154,8 @@ def load(path: Path, *, text: str | None = None) -> tuple[Any, Locations]:
     except RecursionError:
         raise ManifestError(f"nested too deep (at most {MAX_DEPTH} levels)", file=path) from None
     locs.lines[()] = 1
-    return _plain(doc, (), locs, _Budget()), locs
+    data = _plain(doc, (), locs, _Budget())
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.clear()
+    _PARSED[(path, text)] = (copy.deepcopy(data), dict(locs.lines))
+    return data, locs
