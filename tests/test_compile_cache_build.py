@@ -6,9 +6,11 @@ file; machine C meets a damaged chunk: a warning, and a correct cold build.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
+from assembler.transports.compilecache import CHUNK
 from tests.helpers import Ran, run_cli
 from tests.plugins.registry import RunningRegistry
 
@@ -63,9 +65,19 @@ def _compiled(ran: Ran) -> set[str]:
     return {name for name in ("a.cpp", "b.cpp", "main.cpp") if f"-c {name} " in ran.err}
 
 
-def _corrupt_largest_blob(registry: RunningRegistry) -> None:
-    blobs = (registry.root / "docker/registry/v2/blobs/sha256").glob("*/*/data")
-    largest = max(blobs, key=lambda p: p.stat().st_size)  # a chunk of the build tree
+def _corrupt_largest_chunk(registry: RunningRegistry) -> None:
+    """The largest chunk a compile-cache entry names (a chunk of the build tree), damaged."""
+    store = registry.root / "docker/registry/v2/blobs/sha256"
+    chunks: set[str] = set()
+    for path in store.glob("*/*/data"):
+        if path.stat().st_size < 1 << 16 and path.read_bytes()[:1] == b"{":
+            try:
+                layers = json.loads(path.read_bytes()).get("layers") or []
+            except ValueError:
+                continue
+            chunks |= {d["digest"].split(":")[1] for d in layers if isinstance(d, dict) and d.get("mediaType") == CHUNK}
+    assert chunks, "no compile-cache chunk in the registry"
+    largest = max((store / h[:2] / h / "data" for h in chunks), key=lambda p: p.stat().st_size)
     data = bytearray(largest.read_bytes())
     data[len(data) // 2] ^= 0xFF
     largest.write_bytes(bytes(data))
@@ -87,7 +99,7 @@ def test_a_fresh_machine_recompiles_one_file_and_a_damaged_cache_builds_cold(
     assert _compiled(warm) == {"a.cpp"}, warm.err
     shutil.rmtree(tmp_path / "cache-b")
 
-    _corrupt_largest_blob(registry)
+    _corrupt_largest_chunk(registry)
     damaged = _build(tmp_path, "cache-c", "--cache-from", repo)
     assert "warning: compile cache" in damaged.err and "restoring failed" in damaged.err, damaged.err
     assert damaged.json["step_cache"]["compile_cache_restored"] == 0
