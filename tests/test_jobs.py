@@ -151,6 +151,14 @@ def test_interrupt_stops_every_running_step(tmp_path: Path, demo_bases: dict[str
     assert not _buildah_temp_folders() - temp_before
 
 
+def test_a_storage_that_is_a_file_is_exit_2(tmp_path: Path, demo_bases: dict[str, Path]) -> None:
+    _project(tmp_path, demo_bases, "true", "true")
+    (tmp_path / "file").write_text("not a folder")
+    ran = run_cli(["m.yaml", "--cache", "cache", "--storage", "file", "-o", "oci:out:x"], cwd=tmp_path)
+    assert ran.code == 2 and "error: --storage file:" in ran.err and "Traceback" not in ran.err, str(ran)
+    assert not (tmp_path / "out").exists()
+
+
 def test_jobs_must_be_a_whole_number(tmp_path: Path) -> None:
     ran = run_cli(["m.yaml", "--jobs", "0"], cwd=tmp_path)
     assert ran.code == 2 and "--jobs" in ran.err and "Traceback" not in ran.err, str(ran)

@@ -78,7 +78,16 @@ def _options(args: argparse.Namespace, manifest_epoch: int | None, manifest_cach
 def _storage(arg: Path | None) -> Path | None:
     """buildah's storage: ``--storage``, else ``$ASSEMBLE_STORAGE``, else None (the cache's)."""
     chosen = arg or (Path(v) if (v := os.environ.get("ASSEMBLE_STORAGE")) else None)
-    return chosen.expanduser().resolve() if chosen is not None else None
+    if chosen is None:
+        return None
+    what = f"--storage {arg}" if arg else f"$ASSEMBLE_STORAGE={chosen}"
+    try:
+        chosen.expanduser().mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(
+            f"{what}: {e.strerror or e}", hint="name a folder buildah can write (node-local disk)"
+        ) from None
+    return chosen.expanduser().resolve()
 
 
 def _trusted(keys: list[Path]) -> tuple[Verifier, ...]:
