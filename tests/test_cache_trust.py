@@ -160,13 +160,7 @@ def test_a_forged_step_entry_is_ignored_under_cache_trust_and_named_in_the_prove
     tag = f"step-{step_key}"
     # The real cosign checks a cache entry as it checks an image: signed, and for this tag.
     cosign = [str(COSIGN), "verify", "--key", str(pub), "--insecure-ignore-tlog", "--allow-insecure-registry"]
-    (tmp_path / "tmp").mkdir(exist_ok=True)  # cosign leaves a k-XXXXXX folder in its TMPDIR
-    env = {
-        **os.environ,
-        "HOME": str(tmp_path / "home"),
-        "TUF_ROOT": str(tmp_path / "tuf"),
-        "TMPDIR": str(tmp_path / "tmp"),
-    }
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "TUF_ROOT": str(tmp_path / "tuf")}
     checked = subprocess.run(
         [*cosign, "-a", f"io.assemble.cache.tag={tag}", f"{host}/cache:{tag}"],
         capture_output=True,

@@ -35,15 +35,7 @@ outputs: [oci:out:one]
 def _cosign(root: Path, *args: str, password: str = "pw") -> subprocess.CompletedProcess[str]:
     """The real cosign, offline (its TUF root and home under ``root``)."""
     assert COSIGN.is_file(), f"{COSIGN} is missing: scripts/setup --test builds it"
-    # TMPDIR too: cosign leaves a k-XXXXXX folder in it
-    (root / "tmp").mkdir(exist_ok=True)
-    env = {
-        **os.environ,
-        "HOME": str(root / "home"),
-        "TUF_ROOT": str(root / "tuf"),
-        "TMPDIR": str(root / "tmp"),
-        "COSIGN_PASSWORD": password,
-    }
+    env = {**os.environ, "HOME": str(root / "home"), "TUF_ROOT": str(root / "tuf"), "COSIGN_PASSWORD": password}
     return subprocess.run([str(COSIGN), *args], capture_output=True, text=True, timeout=300, env=env, cwd=root)
 
 
