@@ -111,3 +111,33 @@ def test_shared_facts_are_fetched_before_they_are_made_and_exported_once_used(tm
     assert remembered(c, key, make, shared=_Shared(c, {key: {"n": "x"}}), **kept) == 7 and len(made) == 2
     # A local memo taken from elsewhere that may no longer be used (--cache-trust): not used.
     assert remembered(b, key, make, shared=_Shared(b, {}, trusted=False), **kept) == 7 and len(made) == 3
+
+
+def test_apt_cache_sets_are_claimed_across_processes(tmp_path: Path) -> None:
+    """apt fails at once on its archives' lock: two package steps at the same time, in this
+    process or in another sharing the cache (Slurm jobs), never get the same set."""
+    import subprocess
+    import sys
+
+    from assembler.compile.apt import claim_slot
+
+    cache = Cache(tmp_path / "cache")
+    other = (
+        "import sys; from assembler.cache import Cache; from assembler.compile.apt import claim_slot\n"
+        "with claim_slot(Cache(sys.argv[1])) as slot: print(slot)"
+    )
+
+    def claimed_elsewhere() -> int:
+        ran = subprocess.run([sys.executable, "-c", other, str(cache.root)], capture_output=True, text=True, check=True)
+        return int(ran.stdout)
+
+    assert claimed_elsewhere() == 0
+    with claim_slot(cache) as first:
+        assert first == 0
+        assert claimed_elsewhere() == 1
+        with claim_slot(cache) as second:
+            assert second == 1
+            assert claimed_elsewhere() == 2
+    with claim_slot(cache) as again:
+        assert again == 0  # released
+    assert sorted(p.name for p in (cache.root / "step-caches").iterdir()) == ["_apt", "_apt-1", "_apt-2"]

@@ -155,7 +155,10 @@ def inventory(cache: Cache) -> Inventory:
         items.append(Item("log", path.name, path, _own(path), _mtime(path)))
     for path in sorted(cache.root.glob("step-caches/*/*")):
         if path.is_dir() and not path.is_symlink():
-            lock = path.with_name(path.name + ".lock") if path.parent.name not in ("_apt", "_shared") else None
+            if path.parent.name.startswith("_apt"):
+                lock: Path | None = path.parent / "slot.lock"  # held by the step using that set
+            else:
+                lock = path.with_name(path.name + ".lock") if path.parent.name != "_shared" else None
             name = f"{path.parent.name}/{path.name}"
             items.append(Item("folder", name, path, _tree_size(path), _mtime(path), lock=lock))
     for path in sorted(cache.root.glob("sources/*/*")):

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from secrets import token_hex
@@ -20,6 +19,7 @@ from typing import Any
 from assembler.archive.compress import Compression, decompressed
 from assembler.archive.extract import extract
 from assembler.cache import Cache, key_of
+from assembler.compile import apt
 from assembler.compile.buildah import Buildah, RunSpec, Volume
 from assembler.compile.keptcaches import FolderCache
 from assembler.errors import InputError, StepFailed
@@ -69,7 +69,6 @@ class _Shared:
     pulled: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)  # the handover layout, `pulled`
     package_locks: dict[str, threading.Lock] = field(default_factory=dict)
-    apt_slots: list[bool] = field(default_factory=list)  # True: in use by a running step
     removals: list[threading.Thread] = field(default_factory=list)
 
 
@@ -109,19 +108,9 @@ class Workspace:
         with self.shared.lock:
             return self.shared.package_locks.setdefault(name, threading.Lock())
 
-    @contextmanager
-    def apt_slot(self) -> Iterator[int]:
-        """A set of apt caches no other running step uses: apt locks its lists and archives
-        folders, so two package steps at the same time each need their own."""
-        with self.shared.lock:
-            slots = self.shared.apt_slots
-            slot = slots.index(False) if False in slots else len(slots)
-            slots[slot : slot + 1] = [True]
-        try:
-            yield slot
-        finally:
-            with self.shared.lock:
-                slots[slot] = False
+    def apt_slot(self) -> AbstractContextManager[int]:
+        """A set of apt caches no other running step uses (:func:`apt.claim_slot`)."""
+        return apt.claim_slot(self.cache)
 
     def remove_later(self, cid: str) -> None:
         """Remove a finished step's container in the background (removing a big one takes
@@ -161,7 +150,7 @@ def with_packages(
     and kept in buildah's storage, as a Dockerfile's ``RUN apt-get install`` layer is: a
     rebuild of the step does not reinstall its toolchain. Only buildah uses this image;
     the step's artifacts are still written by our agent, so no digest depends on it."""
-    command = (f"apt-get install {' '.join(packages)}", apt_install(packages))
+    command = (f"apt-get install {' '.join(packages)}", apt.apt_install(packages))
     what = {"base": base.digest, "packages": list(packages), "command": command[1], "env": dict(env)}
     name = "localhost/assemble-devel:" + key_of(what)[:24]
     with ws.package_lock(name):
@@ -170,7 +159,7 @@ def with_packages(
             return found
         ca_volumes, ca_env = host_ca(ws)
         with container(ws, base, f"{step}-packages") as cid, ws.apt_slot() as slot:
-            volumes = [*ca_volumes, *package_cache(ws.cache, slot)]
+            volumes = [*ca_volumes, *apt.package_cache(ws.cache, slot)]
             run_commands(
                 ws,
                 cid,
@@ -355,40 +344,6 @@ def agent_job(ws: Workspace, cid: str, command: str, job: Mapping[str, object], 
             hint="an artifact's path is looked up inside the build container (or in its cache: folders)",
         )
     return json.loads(result.stdout or "{}")
-
-
-# apt's lists and downloaded packages live on the host between builds (like ccache): a
-# runtime step on a new base then fetches only what changed. They are mounts, so never in
-# a layer; the sandbox user cannot write a host folder, so apt downloads as root.
-APT_LISTS = "/var/lib/apt/lists"
-APT_ARCHIVES = "/var/cache/apt/archives"
-_APT_OPTS = "-o APT::Sandbox::User=root -o APT::Keep-Downloaded-Packages=true -o DPkg::Lock::Timeout=300"
-
-
-def package_cache(cache: Cache, slot: int = 0) -> list[Volume]:
-    """The host folders that keep apt's lists and packages between builds (``slot``: one
-    set per package step running at the same time, see :meth:`Workspace.apt_slot`)."""
-    folder = "_apt" if slot == 0 else f"_apt-{slot}"
-    return [
-        Volume(cache.path("step-caches", folder, "lists"), APT_LISTS, readonly=False),
-        Volume(cache.path("step-caches", folder, "archives"), APT_ARCHIVES, readonly=False),
-    ]
-
-
-def apt_install(packages: Sequence[str]) -> str:
-    """A shell command installing ``packages`` with the base's package manager (apt-get on
-    Debian/Ubuntu with the host-kept caches of :func:`package_cache`, dnf/microdnf/yum on
-    RHEL-likes such as manylinux, apk on Alpine), leaving no index or cache in the layer."""
-    names = " ".join(shlex.quote(p) for p in packages)
-    return (
-        f"if command -v apt-get >/dev/null; then apt-get {_APT_OPTS} update -qq && DEBIAN_FRONTEND=noninteractive "
-        f"apt-get {_APT_OPTS} install -y -qq --no-install-recommends {names}; "
-        f"elif command -v dnf >/dev/null; then dnf install -y -q {names} && dnf clean all; "
-        f"elif command -v microdnf >/dev/null; then microdnf install -y {names} && microdnf clean all; "
-        f"elif command -v yum >/dev/null; then yum install -y -q {names} && yum clean all; "
-        f"elif command -v apk >/dev/null; then apk add --no-cache {names}; "
-        'else echo "no package manager (apt-get, dnf, microdnf, yum, apk) in this image" >&2; exit 127; fi'
-    )
 
 
 def step_log(cache: Cache, name: str, key: str) -> Path:

@@ -24,16 +24,15 @@ from pathlib import Path
 from assembler.cache import key_of
 from assembler.compile import keptcaches, worktree
 from assembler.compile.agent import DEFAULT_EXCLUDES
+from assembler.compile.apt import apt_install, package_cache
 from assembler.compile.buildah import Volume
 from assembler.compile.container import (
     Mounted,
     Workspace,
     agent_job,
-    apt_install,
     container,
     host_ca,
     mounted_artifacts,
-    package_cache,
     run_commands,
     secret_files,
     step_log,
