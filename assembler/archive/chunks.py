@@ -132,7 +132,7 @@ class _Sink:
     def __init__(self, inner: Writable) -> None:
         self.inner = inner
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | bytearray) -> int:
         self.inner.write(data)
         return len(data)
 

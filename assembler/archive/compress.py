@@ -28,13 +28,13 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 
 class Writable(Protocol):
-    def write(self, data: bytes, /) -> int | None: ...
+    def write(self, data: bytes | bytearray, /) -> int | None: ...
 
 
 class Compressor(Protocol):
     """A writable that compresses into its sink; ``finish()`` ends the stream."""
 
-    def write(self, data: bytes, /) -> int | None: ...
+    def write(self, data: bytes | bytearray, /) -> int | None: ...
 
     def finish(self) -> None: ...
 
@@ -43,7 +43,7 @@ class _Plain:
     def __init__(self, sink: Writable) -> None:
         self._sink = sink
 
-    def write(self, data: bytes, /) -> int | None:
+    def write(self, data: bytes | bytearray, /) -> int | None:
         self._sink.write(data)
         return len(data)
 
@@ -57,7 +57,7 @@ class _Zstd:
         cctx = zstandard.ZstdCompressor(level=level, threads=max(1, os.cpu_count() or 1), write_checksum=True)
         self._writer = cctx.stream_writer(cast(BinaryIO, sink), closefd=False, write_return_read=True)
 
-    def write(self, data: bytes, /) -> int | None:
+    def write(self, data: bytes | bytearray, /) -> int | None:
         return self._writer.write(data)
 
     def finish(self) -> None:
@@ -69,7 +69,7 @@ class _Gzip:
     def __init__(self, sink: Writable, level: int) -> None:
         self._gz = gzip.GzipFile(filename="", mode="wb", compresslevel=level, fileobj=cast(BinaryIO, sink), mtime=0)
 
-    def write(self, data: bytes, /) -> int | None:
+    def write(self, data: bytes | bytearray, /) -> int | None:
         return self._gz.write(data)
 
     def finish(self) -> None:

@@ -38,7 +38,7 @@ class HashingSink:
         self._sha = hashlib.sha256()
         self.count = 0
 
-    def write(self, data: bytes, /) -> int:
+    def write(self, data: bytes | bytearray, /) -> int:
         self._sha.update(data)
         self.count += len(data)
         if self._sink is not None:
@@ -53,10 +53,11 @@ class HashingSink:
 class _BackgroundHash:
     """sha256 in a helper thread. hashlib releases the GIL on big buffers, so hashing the
     uncompressed stream overlaps with reading files and writing headers. At most
-    ``depth`` chunks wait (bounded memory); the chunks are immutable ``bytes``."""
+    ``depth`` chunks wait (bounded memory). A chunk is kept, not copied: its writer never
+    changes it afterwards (``bytes``, or a buffer a :class:`TarWriter` has handed on)."""
 
     def __init__(self, depth: int = 8) -> None:
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._queue: queue.Queue[bytes | bytearray | None] = queue.Queue(maxsize=depth)
         self._sha = hashlib.sha256()
         self.count = 0
         self._thread = threading.Thread(target=self._run, name="diff-id-hash", daemon=True)
@@ -67,8 +68,8 @@ class _BackgroundHash:
         while (chunk := self._queue.get()) is not None:
             self._sha.update(chunk)
 
-    def update(self, data: bytes) -> None:
-        self._queue.put(bytes(data))
+    def update(self, data: bytes | bytearray) -> None:
+        self._queue.put(data)
         self.count += len(data)
 
     def close(self) -> None:
@@ -91,7 +92,7 @@ class _TarSink:
         self.hash = _BackgroundHash()
         self._progress = progress
 
-    def write(self, data: bytes, /) -> int:
+    def write(self, data: bytes | bytearray, /) -> int:
         self.hash.update(data)
         self._inner.write(data)
         if self._progress is not None:

@@ -47,7 +47,7 @@ _FROM_TARFILE: dict[bytes, Kind] = {
 
 
 class Writable(Protocol):
-    def write(self, data: bytes, /) -> int | None: ...
+    def write(self, data: bytes | bytearray, /) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -93,22 +93,30 @@ def sort_key(path: str) -> tuple[bytes, ...]:
 
 def normalize(entry: TarEntry, *, epoch: int) -> TarEntry:
     """The entry as the determinism contract wants it (mtime clamp, xattr allow-list)."""
+    mode = entry.mode & 0o7777
+    mtime = min(int(entry.mtime), int(epoch)) if entry.mtime >= 0 else 0
+    size = entry.size if entry.kind == "file" else 0
+    dropped = any(k not in ALLOWED_XATTRS for k in entry.xattrs)
+    if mode == entry.mode and mtime == entry.mtime and type(entry.mtime) is int and size == entry.size and not dropped:
+        return entry  # already as wanted: most entries of a tree, and a copy costs microseconds each
     xattrs = {k: v for k, v in entry.xattrs.items() if k in ALLOWED_XATTRS}
-    return replace(
-        entry,
-        mode=entry.mode & 0o7777,
-        mtime=min(int(entry.mtime), int(epoch)) if entry.mtime >= 0 else 0,
-        size=entry.size if entry.kind == "file" else 0,
-        xattrs=xattrs,
-    )
+    return replace(entry, mode=mode, mtime=mtime, size=size, xattrs=xattrs)
 
 
 def _octal(value: int, width: int) -> bytes:
+    if 0 <= value < _OCTAL_LIMIT[width]:
+        return b"%0*o\x00" % (width - 1, value)
     digits = width - 1
     text = format(value, "o")
     if len(text) > digits:
         raise InvalidArchive(f"{value} does not fit a {width}-byte octal tar field")
     return text.rjust(digits, "0").encode("ascii") + b"\x00"
+
+
+_OCTAL_LIMIT = {8: 8**7, 12: 8**11}
+_ZERO_OCTAL_8 = b"0000000\x00"
+_MAGIC_AND_OWNER_NAMES = b"ustar\x0000" + bytes(64)  # magic, version, empty uname and gname
+_CHECKSUM_SPACES = 8 * ord(" ")  # the checksum is summed with its own field as spaces
 
 
 def _fits(value: int, width: int) -> bool:
@@ -148,24 +156,26 @@ def _header(
     devminor: int = 0,
     prefix: bytes = b"",
 ) -> bytes:
-    buf = bytearray(BLOCK)
-    buf[0 : len(name)] = name
-    buf[100:108] = _octal(mode, 8)
-    buf[108:116] = _octal(uid, 8)
-    buf[116:124] = _octal(gid, 8)
-    buf[124:136] = _octal(size, 12)
-    buf[136:148] = _octal(mtime, 12)
-    buf[148:156] = b"        "
-    buf[156:157] = typeflag
-    buf[157 : 157 + len(linkname)] = linkname
-    buf[257:263] = b"ustar\x00"
-    buf[263:265] = b"00"
-    buf[329:337] = _octal(devmajor, 8)
-    buf[337:345] = _octal(devminor, 8)
-    buf[345 : 345 + len(prefix)] = prefix
-    checksum = sum(buf)
-    buf[148:156] = format(checksum, "06o").encode("ascii") + b"\x00 "
-    return bytes(buf)
+    # Built by joining fields (not by filling a bytearray): a tree of small files spends
+    # much of its time here.
+    head = b"".join(
+        (name.ljust(100, b"\x00"), _octal(mode, 8), _octal(uid, 8), _octal(gid, 8), _octal(size, 12), _octal(mtime, 12))
+    )
+    tail = b"".join(
+        (
+            typeflag,
+            linkname.ljust(100, b"\x00"),
+            _MAGIC_AND_OWNER_NAMES,
+            _octal(devmajor, 8) if devmajor else _ZERO_OCTAL_8,
+            _octal(devminor, 8) if devminor else _ZERO_OCTAL_8,
+            prefix.ljust(167, b"\x00"),  # the prefix field (155) and the block's padding (12)
+        )
+    )
+    checksum = sum(head) + _CHECKSUM_SPACES + sum(tail)
+    header = b"".join((head, b"%06o\x00 " % checksum, tail))
+    if len(header) != BLOCK:
+        raise InvalidArchive(f"tar header fields too long for {name!r}")
+    return header
 
 
 def _pax_records(entry: TarEntry, name_b: bytes, link_b: bytes, size: int) -> list[bytes]:
@@ -189,28 +199,57 @@ def _pax_records(entry: TarEntry, name_b: bytes, link_b: bytes, size: int) -> li
 class TarWriter:
     """Streams PAX tar members to ``out``; the caller gives entries in the order wanted.
 
-    Headers and small files are gathered into writes of about 1 MiB, so a tree of many
-    small files does not cost a trip down the hashing/compressing chain per piece.
+    Headers and file data are gathered into writes of about 1 MiB (a tree of many small
+    files does not cost a trip down the hashing/compressing chain per piece). File data is
+    read straight into that buffer, and a full buffer is handed to ``out`` and never
+    changed again (a new one is started), so ``out`` may keep it without a copy.
     """
 
     def __init__(self, out: Writable) -> None:
         self._out = out
-        self._buf = bytearray()
+        self._new_buffer()
+
+    def _new_buffer(self) -> None:
+        self._buf = bytearray(CHUNK)
+        self._view = memoryview(self._buf)
+        self._pos = 0
 
     def _write(self, data: bytes) -> None:
-        if len(data) >= CHUNK:
+        n = len(data)
+        if self._pos + n > CHUNK:
             self.flush()
-            self._out.write(data)
-            return
-        self._buf += data
-        if len(self._buf) >= CHUNK:
-            self.flush()
+            if n >= CHUNK:
+                self._out.write(data)
+                return
+        self._view[self._pos : self._pos + n] = data
+        self._pos += n
 
     def flush(self) -> None:
         """Pass on what is gathered (``close`` does it too)."""
-        if self._buf:
-            buf, self._buf = self._buf, bytearray()
-            self._out.write(bytes(buf))
+        if self._pos:
+            buf, pos = self._buf, self._pos
+            self._view.release()
+            del buf[pos:]  # shrinks in place: no copy
+            self._new_buffer()
+            self._out.write(buf)
+
+    def _copy_data(self, path: str, data: BinaryIO, size: int) -> None:
+        readinto = getattr(data, "readinto", None)  # files and tar members have it: no copy
+        remaining = size
+        while remaining:
+            if readinto is None:
+                chunk = data.read(min(CHUNK, remaining))
+                n = len(chunk)
+                self._write(chunk)
+            else:
+                if self._pos == CHUNK:
+                    self.flush()
+                want = min(CHUNK - self._pos, remaining)
+                n = readinto(self._view[self._pos : self._pos + want]) or 0
+                self._pos += n
+            if not n:
+                raise InvalidArchive(f"{path}: data ended {remaining} bytes early (it changed while read)")
+            remaining -= n
 
     def add(self, entry: TarEntry, data: BinaryIO | None = None) -> None:
         """Write one member; for a file, exactly ``entry.size`` bytes are read from ``data``.
@@ -256,20 +295,17 @@ class TarWriter:
         if entry.kind == "file" and size:
             if data is None:
                 raise ValueError(f"no data given for file {entry.path}")
-            remaining = size
-            while remaining:
-                chunk = data.read(min(CHUNK, remaining))
-                if not chunk:
-                    raise InvalidArchive(f"{entry.path}: data ended {remaining} bytes early (it changed while read)")
-                self._write(chunk)
-                remaining -= len(chunk)
+            self._copy_data(entry.path, data, size)
             if size % BLOCK:
-                self._write(b"\x00" * (BLOCK - size % BLOCK))
+                self._write(_ZEROS[: BLOCK - size % BLOCK])
 
     def close(self) -> None:
         """Write the end-of-archive marker (two zero blocks) and flush. Does not close ``out``."""
-        self._write(b"\x00" * (2 * BLOCK))
+        self._write(_ZEROS)
         self.flush()
+
+
+_ZEROS = bytes(2 * BLOCK)
 
 
 def entry_from_tarinfo(info: tarfile.TarInfo, *, what: str = "archive") -> TarEntry | None:

@@ -18,6 +18,7 @@ Trees read from a build container keep their exact modes and clamped times.
 
 from __future__ import annotations
 
+import io
 import os
 import posixpath
 import stat
@@ -43,7 +44,9 @@ def _xattrs(path: str) -> dict[str, bytes]:
 
 def _file_opener(path: str) -> Opener:
     def opener() -> AbstractContextManager[BinaryIO]:
-        return cast(AbstractContextManager[BinaryIO], open(path, "rb"))  # the writer closes it
+        # Unbuffered: the tar writer reads each file straight into its own buffer
+        # (readinto), and a BufferedReader per file would cost its creation and a copy.
+        return cast(AbstractContextManager[BinaryIO], io.FileIO(path, "r"))  # the writer closes it
 
     return opener
 

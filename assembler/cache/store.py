@@ -175,7 +175,7 @@ class BlobWriter:
         self._sha = hashlib.sha256()
         self.size = 0
 
-    def write(self, data: bytes, /) -> int:
+    def write(self, data: bytes | bytearray, /) -> int:
         self._f.write(data)
         self._sha.update(data)
         self.size += len(data)

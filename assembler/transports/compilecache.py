@@ -69,7 +69,7 @@ class _Hashing:
         self.sha = hashlib.sha256()
         self.size = 0
 
-    def write(self, data: bytes, /) -> int:
+    def write(self, data: bytes | bytearray, /) -> int:
         self.sha.update(data)
         self.size += len(data)
         self.file.write(data)

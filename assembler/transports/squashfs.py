@@ -54,7 +54,7 @@ class _PipeSink:
         self._progress = progress
         self.count = 0
 
-    def write(self, data: bytes, /) -> int:
+    def write(self, data: bytes | bytearray, /) -> int:
         self._pipe.write(data)
         self.count += len(data)
         if self._progress is not None:
