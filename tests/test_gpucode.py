@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -118,7 +119,9 @@ def hip_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("hip")
     (folder / "k.hip").write_text(KERNEL)
     archs = ["--offload-arch=gfx90a", "--offload-arch=gfx908"]
-    sh(["hipcc", *archs, "-O2", "-o", str(folder / "k"), str(folder / "k.hip")])
+    (folder / "tmp").mkdir()  # clang's HIP driver leaves k-XXXXXX folders in its TMPDIR
+    env = {**os.environ, "TMPDIR": str(folder / "tmp")}
+    sh(["hipcc", *archs, "-O2", "-o", str(folder / "k"), str(folder / "k.hip")], env=env)
     return folder / "k"
 
 

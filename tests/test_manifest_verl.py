@@ -245,7 +245,8 @@ def test_debian_hipcc_alone_rejects_gfx942(tmp_path: Path) -> None:
     clang-15 knows gfx90a and gfx940 but not gfx942. (If this starts passing, bookworm's
     hipcc learned gfx942 and the recipe can go.)"""
     (tmp_path / "k.hip").write_text("#include <hip/hip_runtime.h>\n__global__ void k(float *x) { x[0] = 1.0f; }\n")
-    env = {"PATH": "/usr/bin:/bin", "HIP_PLATFORM": "amd"}
+    (tmp_path / "tmp").mkdir()  # clang's HIP driver leaves k-XXXXXX folders in its TMPDIR
+    env = {"PATH": "/usr/bin:/bin", "HIP_PLATFORM": "amd", "TMPDIR": str(tmp_path / "tmp")}
     for arch, ok in (("gfx90a", True), ("gfx940", True), ("gfx942", False)):
         proc = subprocess.run(
             ["hipcc", f"--offload-arch={arch}", "-c", "k.hip", "-o", f"{arch}.o"],
