@@ -141,3 +141,19 @@ def test_apt_cache_sets_are_claimed_across_processes(tmp_path: Path) -> None:
     with claim_slot(cache) as again:
         assert again == 0  # released
     assert sorted(p.name for p in (cache.root / "step-caches").iterdir()) == ["_apt", "_apt-1", "_apt-2"]
+
+
+def test_an_apt_cache_set_in_use_is_locked_for_prune(tmp_path: Path) -> None:
+    """Prune's per-folder check (a kept folder's lock) holds for apt's sets: their lock is
+    the one a step claims them with."""
+    from assembler.cache.maintain import _unless_locked, inventory
+    from assembler.compile.apt import claim_slot
+
+    cache = Cache(tmp_path / "cache")
+    with claim_slot(cache):
+        cache.path("step-caches", "_apt", "archives")
+        item = next(i for i in inventory(cache).items if i.name == "_apt/archives")
+        with _unless_locked(item.lock) as free:
+            assert not free
+    with _unless_locked(item.lock) as free:
+        assert free

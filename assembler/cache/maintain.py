@@ -40,6 +40,8 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
+APT_SLOT_LOCK = "slot.lock"  # in step-caches/_apt[-N]/: held by the step using that set (compile/apt.py)
+
 
 def parse_size(text: str) -> int:
     """Bytes from ``50G``, ``512MiB``, ``1.5T``, ``1000`` (binary units). InputError if not."""
@@ -156,7 +158,7 @@ def inventory(cache: Cache) -> Inventory:
     for path in sorted(cache.root.glob("step-caches/*/*")):
         if path.is_dir() and not path.is_symlink():
             if path.parent.name.startswith("_apt"):
-                lock: Path | None = path.parent / "slot.lock"  # held by the step using that set
+                lock: Path | None = path.parent / APT_SLOT_LOCK
             else:
                 lock = path.with_name(path.name + ".lock") if path.parent.name != "_shared" else None
             name = f"{path.parent.name}/{path.name}"

@@ -12,9 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from assembler.cache import Cache
+from assembler.cache.maintain import APT_SLOT_LOCK
 from assembler.compile.buildah import Volume
-
-SLOT_LOCK = "slot.lock"  # in step-caches/_apt[-N]/: held by the step using that set
 
 # apt's lists and downloaded packages live on the host between builds (like ccache): a
 # runtime step on a new base then fetches only what changed. They are mounts, so never in
@@ -61,7 +60,7 @@ def claim_slot(cache: Cache) -> Iterator[int]:
 
 
 def slot_lock(cache: Cache, slot: int) -> Path:
-    return cache.path("step-caches", _apt_folder(slot)) / SLOT_LOCK
+    return cache.path("step-caches", _apt_folder(slot)) / APT_SLOT_LOCK
 
 
 def apt_install(packages: Sequence[str]) -> str:
