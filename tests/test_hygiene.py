@@ -282,3 +282,22 @@ def test_every_import_a_test_makes_is_declared() -> None:
                 if not found & declared:
                     undeclared.add(f"{path.relative_to(REPO)}: {top} (from {sorted(found) or 'nothing installed'})")
     assert not undeclared, "imports no dependency or test extra declares:\n" + "\n".join(sorted(undeclared))
+
+
+def test_a_build_loads_no_command_it_does_not_run() -> None:
+    """The parser is built for every command, but a build imports neither the signing code
+    (cryptography) nor the inspection and cache-maintenance commands: their modules are
+    imported when their command runs (a no-change build is mostly Python's imports)."""
+    probe = (
+        "import sys\n"
+        "from assembler.cli import command\n"
+        "from assembler.cli.args import parser\n"
+        "parser().parse_args(['build', 'm.yaml'])\n"
+        "command('build')\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    loaded = set(ran.stdout.split())
+    assert "assembler.cli.build" in loaded, "the probe must reach the build command"
+    unneeded = {"cryptography", "assembler.sign", "assembler.cli.images", "assembler.compile.storage"}
+    assert not loaded & unneeded

@@ -16,13 +16,15 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from assembler.cache import Cache, default_root
 from assembler.cache import maintain as mt
 from assembler.cli.console import err, out
-from assembler.compile.storage import StoragePruned, prune_storage
 from assembler.errors import InputError
+
+if TYPE_CHECKING:
+    from assembler.compile.storage import StoragePruned
 
 _out, _err = out, err
 _ORDER = ("step", "layer", "base", "memo", "log", "folder", "source", "blob", "corrupt")
@@ -155,7 +157,8 @@ def _verify(cache: Cache, *, drop: bool, as_json: bool) -> int:
 def _prune_storage(cache: Cache, result: mt.Pruned, args: argparse.Namespace) -> StoragePruned:
     """buildah's storage pruned to what the entries left behind reference (the cache is
     still held alone: :func:`mt.prune` took it)."""
-    from assembler.compile.buildah import Buildah
+    from assembler.compile.buildah import Buildah  # buildah's code only when its storage is pruned
+    from assembler.compile.storage import prune_storage
     from assembler.proc import Runner
 
     storage = cache.root / "buildah"

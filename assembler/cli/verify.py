@@ -8,13 +8,16 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from assembler.cli.args import _common, _reader_cache, registry_options
 from assembler.cli.console import out, say
-from assembler.cli.images import _reading_cache, _source
 from assembler.errors import InputError, SignatureError
+from assembler.oci.mediatypes import PREDICATE_TYPES
 from assembler.oci.reference import absolute_ref, parse_ref
-from assembler.sign import PREDICATE_TYPES, Verdict, Verifier, load_public_key
+
+if TYPE_CHECKING:
+    from assembler.sign import Verdict, Verifier
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -46,6 +49,10 @@ def _required(verdict: Verdict, what: str, key: Verifier) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    # The parser is built for every command (a build too): what checks signatures
+    # (cryptography among it) is imported only here.
+    from assembler.cli.images import _reading_cache, _source
+    from assembler.sign import load_public_key
     from assembler.transports import signatures
 
     ref = absolute_ref(parse_ref(args.ref), Path.cwd())

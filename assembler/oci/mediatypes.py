@@ -53,6 +53,11 @@ ANNOTATION_BASE_DIGEST = "org.opencontainers.image.base.digest"
 ANNOTATION_BASE_NAME = "org.opencontainers.image.base.name"
 ANNOTATION_TITLE = "org.opencontainers.image.title"
 ANNOTATION_PREDICATE_TYPE = "in-toto.io/predicate-type"  # an in-toto statement's, as BuildKit and cosign write it
+# cosign verify-attestation --type NAME: the predicate type each name stands for.
+PREDICATE_TYPES = {
+    "spdxjson": "https://spdx.dev/Document",
+    "slsaprovenance1": "https://slsa.dev/provenance/v1",
+}
 
 
 def compression_of(media_type: str) -> str:

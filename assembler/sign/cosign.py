@@ -38,11 +38,7 @@ SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 PREDICATE_ANNOTATION = "predicateType"
 SIGNATURE_TYPE = "cosign container image signature"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
-# cosign verify-attestation --type NAME: the predicate type each name stands for.
-PREDICATE_TYPES = {
-    "spdxjson": "https://spdx.dev/Document",
-    "slsaprovenance1": "https://slsa.dev/provenance/v1",
-}
+PREDICATE_TYPES = mt.PREDICATE_TYPES
 # go-containerregistry's zero time, as an empty image's config carries it.
 _ZERO_TIME = "0001-01-01T00:00:00Z"
 

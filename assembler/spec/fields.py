@@ -97,4 +97,4 @@ Owner = Annotated[str, BeforeValidator(_owner, json_schema_input_type=str | int)
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
