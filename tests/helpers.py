@@ -160,9 +160,13 @@ def buildah_containers(cache: Path, env: Mapping[str, str] | None = None) -> lis
 
 
 class Buildah:
-    """buildah with private storage, for proving that images run."""
+    """buildah, for proving that images run: in the test process's storage
+    (``$ASSEMBLE_STORAGE``, :func:`tests.conftest.shared_storage`) when there is one, where
+    the bases an image is built on are already, else in ``root``."""
 
     def __init__(self, root: Path) -> None:
+        shared = os.environ.get("ASSEMBLE_STORAGE")
+        root = Path(shared) if shared else root
         self.argv = [
             "buildah",
             "--root",

@@ -257,7 +257,10 @@ image:
 
 
 def small_project(tmp_path: Path, bases: dict[str, Path], command: str) -> Path:
-    (tmp_path / "small.yaml").write_text(SMALL.format(devel=bases["devel"], runtime=bases["runtime"], command=command))
+    # Its compile step needs a shell and coreutils, no toolchain: the runtime base serves as
+    # devel too, so the tests that pull into a storage of their own pull 50 MB, not 300.
+    small = SMALL.format(devel=bases["runtime"], runtime=bases["runtime"], command=command)
+    (tmp_path / "small.yaml").write_text(small)
     return tmp_path / "small.yaml"
 
 
@@ -429,13 +432,15 @@ def test_unprivileged_user_builds_the_demo(tmp_path: Path, demo_bases: dict[str,
 
 
 def test_unprivileged_user_bootstraps_a_base(tmp_path: Path, user: User) -> None:
-    """mmdebstrap as an unprivileged user (unshare mode, subuids), then a runtime step on it."""
+    """mmdebstrap as an unprivileged user (unshare mode, subuids), then a runtime step on it
+    (Debian's Essential packages only: a shell and coreutils are all the step needs, and
+    they bootstrap in 21 s where minbase takes 28)."""
     work = user.home / "bootstrap-build"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     (work / "b.yaml").write_text(
         "name: rootless-base\n"
-        "bases: {runtime: {bootstrap: {suite: bookworm, variant: minbase}}}\n"
+        "bases: {runtime: {bootstrap: {suite: bookworm, variant: essential}}}\n"
         "image:\n  base: runtime\n  layers:\n    - run: ['echo built-by-uid-$(id -u) > /etc/assemble-marker']\n"
         "  config: {cmd: [cat, /etc/assemble-marker]}\n"
     )
