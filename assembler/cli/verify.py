@@ -56,7 +56,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from assembler.transports import signatures
 
     ref = absolute_ref(parse_ref(args.ref), Path.cwd())
-    if ref.transport not in ("docker", "oci") or (ref.transport == "oci" and not ref.tag):
+    if not signatures.holds_signatures(ref):
         raise InputError(f"{args.ref}: signatures live in registries (docker://...) and OCI layouts (oci:DIR:TAG)")
     key = load_public_key(read_key(args.key, f"--key {args.key}"), what=f"--key {args.key}")
     options = registry_options(args)

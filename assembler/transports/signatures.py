@@ -149,6 +149,12 @@ def write_layout(path: Path, signed: Sequence[Signed]) -> list[str]:
     return written
 
 
+def holds_signatures(ref: Ref) -> bool:
+    """Whether ``ref`` can hold cosign's signatures: a registry repository (``docker://``)
+    or a tag of an OCI layout (``oci:DIR:TAG``)."""
+    return ref.transport == "docker" or (ref.transport == "oci" and bool(ref.tag))
+
+
 def verify(
     ref: Ref,
     digest: str,
