@@ -10,6 +10,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import nacl.secret
 import pytest
@@ -147,3 +148,17 @@ def test_plain_pem_keys_sign_deterministically_and_only_their_own_verify(make: C
     assert not check(atts, read, DIGEST, stranger.verifier, attestations=True).verified
     other = "sha256:" + "1" * 64
     assert all("another subject" in r for r in check(atts, read, other, signer.verifier, attestations=True).rejected)
+
+
+def test_only_registries_and_tagged_layouts_hold_signatures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from assembler.cli import main
+    from assembler.oci.reference import parse_ref
+    from assembler.transports.signatures import holds_signatures
+
+    assert holds_signatures(parse_ref("docker://registry.example/app:1"))
+    assert holds_signatures(parse_ref(f"oci:{tmp_path}/l:tag"))
+    for text in (f"oci:{tmp_path}/l", f"oci-archive:{tmp_path}/a.tar:t", f"sif:{tmp_path}/x.sif"):
+        assert not holds_signatures(parse_ref(text)), text
+    # assemble verify says so before it reads the key or the image.
+    assert main(["verify", f"oci:{tmp_path}/l", "--key", str(tmp_path / "missing.pub")]) == 2
+    assert "signatures live in registries (docker://...) and OCI layouts (oci:DIR:TAG)" in capsys.readouterr().err
