@@ -106,3 +106,44 @@ def test_a_fresh_machine_recompiles_one_file_and_a_damaged_cache_builds_cold(
     assert _compiled(damaged) == {"a.cpp", "b.cpp", "main.cpp"}, damaged.err
     assert damaged.json["digest"] == warm.json["digest"], "the cold build makes the same image"
     shutil.rmtree(tmp_path / "cache-c")
+
+
+TOOLCHAIN = """\
+name: toolchain
+bases:
+  devel: oci:{runtime}:latest
+  runtime: oci:{runtime}:latest
+compile:
+  - name: calc
+    base: devel
+    packages: [bc]
+    run: ["mkdir -p /out && echo '6*7' | bc > /out/answer"]
+    artifacts:
+      answer: {{path: /out/answer, to: /answer}}
+image:
+  base: runtime
+  layers:
+    - artifact: calc.answer
+"""
+
+
+def test_a_fresh_machine_downloads_a_steps_installed_packages_instead_of_installing_them(
+    tmp_path: Path, demo_bases: dict[str, Path], registry: RunningRegistry
+) -> None:
+    (tmp_path / "m.yaml").write_text(TOOLCHAIN.format(runtime=demo_bases["runtime"]))
+    repo = f"docker://{registry.host}/toolchain"
+    installs = "$ apt-get install bc"
+    cold = _build(tmp_path, "cache-a", "--cache-to", repo, "--storage", str(tmp_path / "storage-a"))
+    assert installs in cold.err, cold.err
+    exported = cold.json["step_cache"]["exported"]
+    assert exported == 2, cold.json["step_cache"]  # the step's result and its packages' layer
+
+    # Machine B: an empty cache, an empty buildah storage: the packages come from the registry.
+    # --rebuild: the step itself runs again (its own result is in the registry too).
+    fresh = _build(
+        tmp_path, "cache-b", "--cache-from", repo, "--storage", str(tmp_path / "storage-b"), "--rebuild", "calc"
+    )
+    assert installs not in fresh.err, fresh.err
+    assert fresh.json["step_cache"]["downloaded_bytes"] > 0, fresh.json["step_cache"]
+    assert [s["state"] for s in fresh.json["steps"] if s["name"] == "calc"] == ["built"]
+    assert fresh.json["digest"] == cold.json["digest"]

@@ -166,6 +166,10 @@ class Buildah:
         layer of ours); returns the image ID."""
         return self._run("commit", "--quiet", "--format", "oci", container, name).splitlines()[-1]
 
+    def tag(self, image_id: str, name: str) -> None:
+        """Name the stored image ``image_id`` ``name`` too."""
+        self._run("tag", image_id, name)
+
     def image_id(self, name: str) -> str | None:
         """The ID of the stored image ``name``, or None when there is none."""
         result = self.call(

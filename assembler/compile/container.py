@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from secrets import token_hex
-from typing import Any
+from typing import Any, Protocol
 
 from assembler.archive.compress import Compression, decompressed
 from assembler.archive.extract import extract
@@ -62,6 +62,19 @@ class Mounted:
     to: str
 
 
+class LayerStore(Protocol):
+    """Layers kept by key in the step caches: the local cache's, and with ``--cache-to`` /
+    ``--cache-from`` the registry's (:class:`assembler.pipeline.builder.Toolchains`)."""
+
+    def take(self, key: str, what: str) -> Layer | None:
+        """The layer kept as ``key``, its blob here (downloaded and verified); None: not kept."""
+        ...
+
+    def keep(self, key: str, layer: Layer, what: str) -> None:
+        """Keep ``layer`` (its blob in the local cache) as ``key``, here and in the registry."""
+        ...
+
+
 @dataclass
 class _Shared:
     """What the workspaces of steps running at the same time share, and its locks."""
@@ -87,6 +100,7 @@ class Workspace:
     on_line: LineFn | None = None
     shared: _Shared = field(default_factory=_Shared)
     folders: FolderCache | None = None  # kept folders through a registry (--cache-to/--cache-from)
+    toolchains: LayerStore | None = None  # compile steps' package layers, with the registry's step cache
 
     def for_step(self, on_line: LineFn | None) -> Workspace:
         return replace(self, on_line=on_line)
@@ -143,6 +157,15 @@ def container(ws: Workspace, image: Image | str, name: str) -> Iterator[str]:
     ws.remove_later(cid)
 
 
+def package_install(
+    base: Image, packages: Sequence[str], env: Mapping[str, str]
+) -> tuple[tuple[str, str], dict[str, object]]:
+    """The command (as shown, as run) installing a compile step's ``packages`` on ``base``,
+    and what names its result: the base, the packages, the command and its environment."""
+    command = (f"apt-get install {' '.join(packages)}", apt.apt_install(packages))
+    return command, {"base": base.digest, "packages": list(packages), "command": command[1], "env": dict(env)}
+
+
 def with_packages(
     ws: Workspace, base: Image, packages: Sequence[str], *, env: Mapping[str, str], step: str, log_path: Path
 ) -> str:
@@ -150,8 +173,7 @@ def with_packages(
     and kept in buildah's storage, as a Dockerfile's ``RUN apt-get install`` layer is: a
     rebuild of the step does not reinstall its toolchain. Only buildah uses this image;
     the step's artifacts are still written by our agent, so no digest depends on it."""
-    command = (f"apt-get install {' '.join(packages)}", apt.apt_install(packages))
-    what = {"base": base.digest, "packages": list(packages), "command": command[1], "env": dict(env)}
+    command, what = package_install(base, packages, env)
     name = "localhost/assemble-devel:" + key_of(what)[:24]
     with ws.package_lock(name):
         found = ws.buildah.image_id(name)

@@ -33,6 +33,7 @@ from assembler.compile.container import (
     container,
     host_ca,
     mounted_artifacts,
+    package_install,
     run_commands,
     secret_files,
     step_log,
@@ -40,6 +41,7 @@ from assembler.compile.container import (
 )
 from assembler.compile.keys import compile_key, runtime_key
 from assembler.compile.sources import Source
+from assembler.oci import mutate
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
 from assembler.spec import model as m
@@ -127,12 +129,7 @@ def _run_compile_step(
     env = {**ca_env, **reproducible_env(ws.epoch), **step.env}
     commands = [(c, c) for c in step.run]
     started = time.monotonic()
-    image: Image | str = base
-    if step.packages:
-        apt_env = {k: v for k, v in step.env.items() if k != LOCK_ENV}  # the lock changes no apt install
-        image = with_packages(
-            ws, base, step.packages, env=apt_env, step=step.name, log_path=log_path.with_suffix(".packages.log")
-        )
+    image = _devel_image(step, base, ws, log_path)
     with container(ws, image, step.name) as cid, secret_files(ws, step.secrets, step.name) as (svol, values, pre):
         with mounted_artifacts(ws, inputs) as input_volumes:
             volumes = [*src_volumes, *input_volumes, *caches, *ca_volumes, *svol]
@@ -154,6 +151,58 @@ def _run_compile_step(
         results = {name: Layer.from_json(data) for name, data in answer.items()}
     log.info("step %s built in %.1f s", step.name, time.monotonic() - started)
     return results
+
+
+def _devel_image(step: m.CompileStep, base: Image, ws: Workspace, log_path: Path) -> Image | str:
+    """What the step's commands run in: ``base``, or with the step's ``packages:`` the
+    buildah image of ``base`` with them installed, made once per base and package list."""
+    if not step.packages:
+        return base
+    env = {k: v for k, v in step.env.items() if k != LOCK_ENV}  # the lock changes no apt install
+    if ws.toolchains is None:
+        return with_packages(
+            ws, base, step.packages, env=env, step=step.name, log_path=log_path.with_suffix(".packages.log")
+        )
+    return _toolchain(step, base, ws, env)
+
+
+def _toolchain(step: m.CompileStep, base: Image, ws: Workspace, env: Mapping[str, str]) -> str:
+    """With a registry step cache: the packages as a layer of ours kept in the step caches
+    (``ws.toolchains``), so that a fresh machine downloads the installed toolchain instead
+    of installing it again, as ``buildah bud --cache-from`` restores a Dockerfile's ``RUN
+    apt-get install`` layer. The layer is made as a runtime step's (the changes the install
+    made, deterministic), exported with ``--cache-to``, and never part of an image: the
+    step's key names the base and the packages, not this layer. (buildah's own image of
+    it cannot travel alone: ``buildah push`` writes the base's layers again, compressed
+    anew, gigabytes for a CUDA devel base.)"""
+    assert ws.toolchains is not None
+    command, what = package_install(base, step.packages, env)
+    key = key_of({"toolchain": what})
+    name = "localhost/assemble-toolchain:" + key[:24]
+    label = f"{step.name}: packages"
+    with ws.package_lock(name):
+        layer = ws.toolchains.take(key, label)
+        if layer is None:
+            layer = run_runtime_step(
+                f"{step.name}-packages",
+                [command],
+                image=base,
+                env=env,
+                mounts=(),
+                secrets=(),
+                exclude=(),
+                keep=(),
+                ws=ws,
+                key=key,
+                packages=True,
+            )
+            ws.toolchains.keep(key, layer, label)
+        found = ws.buildah.image_id(name)
+        if found is not None:
+            return found
+        image_id = ws.image_id(mutate.append_layers(base, [layer], epoch=ws.epoch))
+        ws.buildah.tag(image_id, name)
+        return image_id
 
 
 def _cache_volumes(step: m.CompileStep, ws: Workspace, kept: Path) -> list[Volume]:

@@ -47,6 +47,7 @@ from assembler.pipeline.maker import MAKE
 from assembler.pipeline.options import Event, Reporter
 from assembler.pipeline.resolve import Plan, base_ref
 from assembler.pipeline.stepwalk import Base, git_key
+from assembler.pipeline.toolchains import Toolchains
 from assembler.pipeline.walk import Walk
 from assembler.spec import model as m
 from assembler.transports import Context, open_base
@@ -242,6 +243,9 @@ class Builder(Walk):
                 host_ca=self.options.host_ca,
                 on_line=None,
                 folders=self.folders,
+                # A step's packages travel as a layer only with a registry step cache: here
+                # buildah's committed image of them is kept, and cheaper to make.
+                toolchains=Toolchains(self) if self.caches is not None else None,
             )
         return self._ws
 
