@@ -1,7 +1,8 @@
 """Compile caches through a registry, in builds (buildah, the real ``docker-registry``):
 machine A builds a small make project with ``--cache-to``; machine B, an empty cache
 folder with ``--cache-from``, builds it after a one-line change and recompiles that one
-file; machine C meets a damaged chunk: a warning, and a correct cold build.
+file; machine C meets a damaged chunk: a warning, and a correct cold build. A step's
+packages: travel as a layer: a fresh machine downloads them instead of running apt.
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ image:
 """
 
 
-def test_a_fresh_machine_downloads_a_steps_installed_packages_instead_of_installing_them(
+def test_a_fresh_machine_downloads_a_steps_installed_packages_and_a_damaged_layer_installs_them(
     tmp_path: Path, demo_bases: dict[str, Path], registry: RunningRegistry
 ) -> None:
     (tmp_path / "m.yaml").write_text(TOOLCHAIN.format(runtime=demo_bases["runtime"]))
@@ -147,3 +148,15 @@ def test_a_fresh_machine_downloads_a_steps_installed_packages_instead_of_install
     assert fresh.json["step_cache"]["downloaded_bytes"] > 0, fresh.json["step_cache"]
     assert [s["state"] for s in fresh.json["steps"] if s["name"] == "calc"] == ["built"]
     assert fresh.json["digest"] == cold.json["digest"]
+
+    # Machine C meets a damaged packages layer (the largest blob there): a warning, and apt.
+    store = registry.root / "docker/registry/v2/blobs/sha256"
+    largest = max(store.glob("*/*/data"), key=lambda p: p.stat().st_size)
+    data = bytearray(largest.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    largest.write_bytes(bytes(data))
+    damaged = _build(
+        tmp_path, "cache-c", "--cache-from", repo, "--storage", str(tmp_path / "storage-c"), "--rebuild", "calc"
+    )
+    assert "calc: packages: its layer could not be read" in damaged.err and installs in damaged.err, damaged.err
+    assert damaged.json["digest"] == cold.json["digest"]
