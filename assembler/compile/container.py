@@ -64,7 +64,7 @@ class Mounted:
 
 class LayerStore(Protocol):
     """Layers kept by key in the step caches: the local cache's, and with ``--cache-to`` /
-    ``--cache-from`` the registry's (:class:`assembler.pipeline.builder.Toolchains`)."""
+    ``--cache-from`` the registry's (:class:`assembler.pipeline.toolchains.Toolchains`)."""
 
     def take(self, key: str, what: str) -> Layer | None:
         """The layer kept as ``key``, its blob here (downloaded and verified); None: not kept."""
