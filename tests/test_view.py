@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import random
+from contextlib import nullcontext
 
+from assembler.archive.headers import LayerHeaders
+from assembler.archive.layer import write_layer
+from assembler.archive.layer_reader import LayerSource, tar_members
 from assembler.archive.tar import TarEntry
 from assembler.archive.view import LayerIndex, TreeView, anchors, fit_members
 
@@ -148,3 +153,66 @@ def test_tree_view_is_the_naive_view_on_random_layers() -> None:
             view.apply(layer)
             naive.apply(layer)
             assert (view.dirs, view.links) == (naive.dirs, naive.links)
+
+
+def _written_and_read_back(
+    members: list[tuple[TarEntry, bytes | None]], epoch: int
+) -> tuple[LayerHeaders, list[TarEntry]]:
+    """The headers ``write_layer`` gathers for ``members``, and the entries a reader of the blob sees."""
+    headers = LayerHeaders()
+    blob = io.BytesIO()
+    write_layer(
+        [(e, (lambda data=data: nullcontext(io.BytesIO(data))) if data is not None else None) for e, data in members],
+        blob,
+        compression="zstd",
+        epoch=epoch,
+        headers=headers,
+    )
+    source = LayerSource("layer", lambda: nullcontext(io.BytesIO(blob.getvalue())), "zstd")
+    return headers, [entry for entry, _ in tar_members(source)]
+
+
+def test_headers_gathered_while_writing_are_what_a_reader_of_the_blob_sees() -> None:
+    """A new layer's index, anchors and entry list are remembered from the writer, never
+    read back: they must be exactly what reading the blob gives, whatever the names
+    (long, non-ASCII, not UTF-8), links, owners, times, whiteouts and hard links."""
+    rng = random.Random(11)
+    odd = ["a" * 120, "é/ü", "x" * 60 + "/" + "y" * 99, "z" * 300, "bad\udcff", ".wh..wh..opq", ".wh.gone", "sp ace"]
+
+    def name() -> str:
+        return "/".join(rng.choice(["usr", "lib", "opt", "x", *odd]) for _ in range(rng.randint(1, 4)))
+
+    for _ in range(60):
+        members: dict[str, tuple[TarEntry, bytes | None]] = {}
+        for _ in range(rng.randint(1, 25)):
+            path, kind = name(), rng.choice(["file", "dir", "symlink", "fifo", "file"])
+            entry = TarEntry(
+                path=path,
+                kind=kind,  # type: ignore[arg-type]
+                mode=rng.choice([0o644, 0o755, 0o4755, 0o1777]),
+                uid=rng.choice([0, 1000, 2**24]),
+                gid=rng.choice([0, 5, 2**22]),
+                size=3 if kind == "file" else 0,
+                mtime=rng.choice([0, 1_700_000_000, 2_000_000_000]),
+                linkname=rng.choice(["../t", "/usr/lib", "l" * 150, "ü"]) if kind == "symlink" else "",
+            )
+            members[path] = (entry, b"abc" if kind == "file" else None)
+        if rng.random() < 0.5:
+            members[""] = (TarEntry(path="", kind="dir", mode=0o755), None)  # a root entry, as a rootfs has
+        files = [p for p, (e, _) in members.items() if e.kind == "file"]
+        if files:
+            hard = name() + "-hard"
+            members[hard] = (TarEntry(path=hard, kind="hardlink", linkname=rng.choice(files)), None)
+        headers, read = _written_and_read_back(list(members.values()), epoch=1_800_000_000)
+        named = [e for e in read if e.path]
+        assert headers.readable
+        assert headers.index() == LayerIndex.of(read)
+        assert headers.anchors() == sorted(anchors(e.path for e in named))
+        assert headers.entries() == [(e.path, e.kind, e.linkname) for e in named]
+
+
+def test_a_layer_a_reader_refuses_gives_no_headers() -> None:
+    headers = LayerHeaders()
+    headers.add(TarEntry(path="ok", kind="dir"))
+    headers.add(TarEntry(path="a/../../etc/passwd", kind="file"))
+    assert not headers.readable and headers.entries() == []

@@ -14,12 +14,15 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import replace
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from assembler.archive.compress import Compression, Writable, compressor, decompressed
 from assembler.archive.tar import TarEntry, TarWriter, entry_from_tarinfo, normalize, sort_key
 from assembler.errors import InvalidArchive
 from assembler.oci.layer import Layer
+
+if TYPE_CHECKING:
+    from assembler.archive.headers import LayerHeaders  # it imports view, which imports this
 
 Opener = Callable[[], AbstractContextManager[BinaryIO]]
 """Opens a member's data when the writer reaches it (so thousands of files are not open at once)."""
@@ -33,13 +36,14 @@ ProgressFn = Callable[[int], None]
 class HashingSink:
     """A writable that hashes and counts what passes through to ``sink``."""
 
-    def __init__(self, sink: Writable | None) -> None:
+    def __init__(self, sink: Writable | None, *, hashing: bool = True) -> None:
         self._sink = sink
-        self._sha = hashlib.sha256()
+        self._sha = hashlib.sha256() if hashing else None
         self.count = 0
 
     def write(self, data: bytes | bytearray, /) -> int:
-        self._sha.update(data)
+        if self._sha is not None:
+            self._sha.update(data)
         self.count += len(data)
         if self._sink is not None:
             self._sink.write(data)
@@ -47,6 +51,8 @@ class HashingSink:
 
     @property
     def digest(self) -> str:
+        if self._sha is None:
+            raise ValueError("this sink only counts")
         return "sha256:" + self._sha.hexdigest()
 
 
@@ -161,19 +167,24 @@ def write_layer(
     epoch: int,
     presorted: bool = False,
     progress: ProgressFn | None = None,
+    headers: LayerHeaders | None = None,
 ) -> Layer:
     """Write ``members`` as one layer blob into ``out``, normalising every entry.
 
-    Members are sorted unless ``presorted``. Raises InvalidArchive when a file's data ends
-    before its recorded size (it changed while being read) or a hard link has no target.
+    Members are sorted unless ``presorted``; ``headers`` is given every entry as written.
+    Raises InvalidArchive when a file's data ends before its recorded size (it changed
+    while being read) or a hard link has no target.
     """
-    digest_sink = HashingSink(out)
+    plain = compression == "none"  # the blob is the tar: one digest serves as both
+    digest_sink = HashingSink(out, hashing=not plain)
     comp = compressor(compression, digest_sink)
     tar_sink = _TarSink(comp, progress)
     writer = TarWriter(tar_sink)
     try:
         for entry, opener in members if presorted else order_hardlinks(sorted_members(members)):
             entry = normalize(entry, epoch=epoch)
+            if headers is not None:
+                headers.add(entry)
             if entry.kind == "file" and entry.size and opener is not None:
                 with opener() as data:
                     writer.add(entry, data)
@@ -184,7 +195,8 @@ def write_layer(
     finally:
         tar_sink.hash.close()
     diff_id = tar_sink.hash.digest
-    return Layer.of(digest_sink.digest, digest_sink.count, diff_id, compression, uncompressed_size=tar_sink.hash.count)
+    digest = diff_id if plain else digest_sink.digest
+    return Layer.of(digest, digest_sink.count, diff_id, compression, uncompressed_size=tar_sink.hash.count)
 
 
 def recompress(src: BinaryIO, src_compression: Compression | None, out: Writable, *, compression: Compression) -> Layer:

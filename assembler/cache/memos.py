@@ -17,8 +17,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from assembler.archive.headers import LayerHeaders
 from assembler.cache.entries import Cache
 from assembler.cache.store import key_of
+from assembler.oci.layer import Layer
 
 T = TypeVar("T")
 
@@ -38,6 +40,32 @@ def facts_key(kind: str, read_from: Mapping[str, Any], code: tuple[str, ...]) ->
     """The memo key of ``kind`` facts read from ``read_from`` by the code in ``code``
     (source files, as :func:`code_digest` names them)."""
     return f"{kind}-" + key_of({"from": read_from, "code": code_digest(*code)})
+
+
+def tree_key(diff_id: str) -> str:
+    """The memo key of a layer's folders and symlinks (:class:`LayerIndex`)."""
+    return facts_key("treeindex", {"diff_id": diff_id}, ("archive/view.py",))
+
+
+def anchors_key(digest: str) -> str:
+    """The memo key of the parents a layer blob needs but does not name."""
+    return "anchors-" + digest.split(":", 1)[1]
+
+
+def entries_key(diff_id: str) -> str:
+    """The memo key of a layer's paths, kinds and links (the dependency check's list)."""
+    # v2: RPATH/RUNPATH keep their empty (working directory) entries.
+    return "deps-entries-v2-" + diff_id.split(":", 1)[1]
+
+
+def remember_headers(cache: Cache, layer: Layer, headers: LayerHeaders) -> None:
+    """Record what ``headers`` (gathered while ``layer`` was written) tell, under the keys
+    a reader of the blob records them: a layer just made is never read back for them."""
+    if not headers.readable:
+        return
+    cache.put_memo(tree_key(layer.diff_id), headers.index().to_json())
+    cache.put_memo(anchors_key(layer.digest), {"anchors": headers.anchors()})
+    cache.put_memo(entries_key(layer.diff_id), {"entries": [list(e) for e in headers.entries()]})
 
 
 class SharedFacts(Protocol):

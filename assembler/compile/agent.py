@@ -22,14 +22,19 @@ import os
 import posixpath
 import stat
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from assembler.archive.headers import LayerHeaders
 from assembler.archive.layer import Member, write_layer
 from assembler.archive.links import walk_links
 from assembler.archive.tar import TarEntry
 from assembler.archive.tree import iter_host_members, parents
 from assembler.errors import AssemblerError
+
+if TYPE_CHECKING:
+    from assembler.cache import Cache
 
 _GLOB_CHARS = frozenset("*?[")
 
@@ -293,6 +298,17 @@ def _owner(text: str | None) -> tuple[int, int] | None:
     return int(u), int(g or u)
 
 
+def _layer(cache: Cache, members: Iterable[Member], job: dict[str, Any]) -> dict[str, object]:
+    """``members`` as a layer blob in ``cache`` (its headers remembered there); its JSON."""
+    from assembler.cache.memos import remember_headers
+
+    headers = LayerHeaders()
+    with cache.blob_writer() as w:
+        blob = write_layer(members, w, compression=job["compression"], epoch=job["epoch"], headers=headers)
+    remember_headers(cache, blob, headers)
+    return blob.to_json()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one job (a JSON file the parent wrote) against a container root.
 
@@ -336,18 +352,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     exclude=art.get("exclude") or [],
                     mounts=[(c, h) for c, h in art.get("mounts") or []],
                 )
-                with cache.blob_writer() as w:
-                    blob = write_layer(members, w, compression=job["compression"], epoch=job["epoch"])
-                results[art["name"]] = blob.to_json()
+                results[art["name"]] = _layer(cache, members, job)
         else:
             what = "changes: "
             with open(job["snapshot"]) as f:
                 before = {k: tuple(v) for k, v in json.load(f).items()}
             members = diff_members(root, before, job["exclude"], job["mountpoints"])
-            with cache.blob_writer() as w:
-                results["changes"] = write_layer(
-                    members, w, compression=job["compression"], epoch=job["epoch"]
-                ).to_json()
+            results["changes"] = _layer(cache, members, job)
     except (AgentError, OSError, AssemblerError) as err:  # AssemblerError: UnsafePath, InvalidArchive
         print(f"agent: {what}{err}", file=sys.stderr)
         return 3

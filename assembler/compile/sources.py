@@ -66,7 +66,7 @@ def tree_digest(path: Path, exclude: tuple[str, ...] = ()) -> str:
     keep = source_filter(exclude)
     tree = list(iter_host_members(path, "src", mode=None, git_modes=True))
     members = [(e, o) for e, o in tree if e.path == "src" or keep(e.path[4:])]
-    return write_layer(members, HashingSink(None), compression="none", epoch=0).diff_id
+    return write_layer(members, HashingSink(None, hashing=False), compression="none", epoch=0).diff_id
 
 
 def _git(runner: Runner, *args: str, cwd: Path | None = None) -> str:

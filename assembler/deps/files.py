@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 from assembler.archive.layer_reader import LayerSource, tar_members
 from assembler.archive.links import walk_links
 from assembler.cache import Cache
+from assembler.cache.memos import entries_key
 from assembler.deps.elf import ELF_MAGIC, ElfFacts, read_facts
 from assembler.oci import mediatypes as mt
 from assembler.oci.image import Image
@@ -163,7 +164,7 @@ class FactReader:
 
     def entries(self, index: int) -> list[Entry]:
         """Layer ``index``'s paths (headers only; memoised by diff_id)."""
-        key = self._memo_key("entries", index)
+        key = entries_key(self.image.diff_ids[index])  # also recorded when the layer is written
         if self.cache is not None:
             hit = self.cache.memo_as(key, lambda d: [(str(p), str(k), str(t)) for p, k, t in d["entries"]])
             if hit is not None:

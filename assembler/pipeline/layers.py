@@ -17,12 +17,13 @@ from contextlib import AbstractContextManager
 from typing import Any, BinaryIO, cast
 
 from assembler.archive.compress import Compression, decompressed
+from assembler.archive.headers import LayerHeaders
 from assembler.archive.layer import HashingSink, Member, Opener, iter_tar, recompress, write_layer
 from assembler.archive.tar import TarEntry, entry_from_tarinfo
 from assembler.archive.tree import iter_host_members
 from assembler.archive.view import LayerIndex, TreeView, anchors, fit_members
 from assembler.cache import key_of
-from assembler.cache.memos import SharedFacts, facts_key, remembered
+from assembler.cache.memos import SharedFacts, anchors_key, remember_headers, remembered, tree_key
 from assembler.errors import InvalidImage
 from assembler.oci import mediatypes as mt
 from assembler.oci import mutate
@@ -52,11 +53,6 @@ def _owner(owner: str | None) -> tuple[int, int]:
         return 0, 0
     uid, _, gid = owner.partition(":")
     return int(uid), int(gid or uid)
-
-
-def tree_key(diff_id: str) -> str:
-    """The memo key of a layer's folders and symlinks (:meth:`ImageSetup.index`)."""
-    return facts_key("treeindex", {"diff_id": diff_id}, ("archive/view.py",))
 
 
 def _anchors_of(memo: Mapping[str, Any]) -> list[str]:
@@ -140,7 +136,7 @@ class ImageSetup:
     def fit(self, blob: Layer, view: TreeView) -> Layer | None:
         """``blob`` as it must be written onto the image ``view`` describes: through its
         symlinks, its parents named as that image has them. Usually the same blob."""
-        key = "anchors-" + blob.digest.split(":", 1)[1]
+        key = anchors_key(blob.digest)
         found = self.ctx.cache.memo_as(key, _anchors_of)
         if found is None:
             found = sorted(anchors(e.path for e in self._headers(blob.descriptor)))
@@ -179,8 +175,12 @@ class ImageSetup:
                         continue
                     members.append((entry, _member_opener(tf, info) if entry.kind == "file" else None))
                 fitted_members = fit_members(members, view, epoch=self.ctx.epoch)
+                headers = LayerHeaders()
                 with self.ctx.cache.blob_writer() as w:
-                    fitted = write_layer(fitted_members, w, compression=self.ctx.compression, epoch=self.ctx.epoch)
+                    fitted = write_layer(
+                        fitted_members, w, compression=self.ctx.compression, epoch=self.ctx.epoch, headers=headers
+                    )
+        remember_headers(self.ctx.cache, fitted, headers)
         self.ctx.cache.put_layer(fit_key, fitted)
         return fitted
 
@@ -222,11 +222,14 @@ class ImageSetup:
 
     def _find_copy(self, members: Iterator[Member]) -> Layer | None:
         """The copy layer of ``members`` a build made, found by hashing them (nothing written)."""
-        hashed = write_layer(members, HashingSink(None), compression="none", epoch=self.ctx.epoch, presorted=True)
+        hashed = write_layer(
+            members, HashingSink(None, hashing=False), compression="none", epoch=self.ctx.epoch, presorted=True
+        )
         return self._cached_blob(self._copy_key(hashed.diff_id))
 
     def _write_copy(self, members: Iterator[Member]) -> Layer:
         """The copy layer of ``members``, written and recorded under its content."""
+        headers = LayerHeaders()
         with self.ctx.cache.blob_writer() as w:
             blob = write_layer(
                 members,
@@ -235,7 +238,9 @@ class ImageSetup:
                 epoch=self.ctx.epoch,
                 presorted=True,
                 progress=self.ctx.progress,
+                headers=headers,
             )
+        remember_headers(self.ctx.cache, blob, headers)
         self.ctx.cache.put_layer(self._copy_key(blob.diff_id), blob)
         return blob
 

@@ -25,12 +25,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
 
 from assembler.archive.compress import decompressed
+from assembler.archive.headers import LayerHeaders
 from assembler.archive.layer import Member, Opener, with_parents, write_layer
 from assembler.archive.tar import TarEntry, clean_path, entry_from_tarinfo
 from assembler.archive.tree import parents
 from assembler.archive.view import TreeView
 from assembler.cache import key_of
 from assembler.cache.entries import StepResult
+from assembler.cache.memos import remember_headers
 from assembler.errors import CorruptBlob, InputError, UnsafePath
 from assembler.oci.layer import Layer
 from assembler.pipeline import prebuilt_checks as checks
@@ -260,15 +262,7 @@ class Prebuilt:
                 zf = stack.enter_context(zipfile.ZipFile(self._verified(wheel.sha256)))
                 what = f"wheel {wheel.filename} (sha256:{wheel.sha256})"
                 members += wheel_members(zf, scheme, filename=wheel.filename, epoch=epoch, what=what)
-            with self.cache.blob_writer() as w:
-                layer = write_layer(
-                    with_parents(members, epoch=epoch),
-                    w,
-                    compression=self.ctx.compression,
-                    epoch=epoch,
-                    progress=self.ctx.progress,
-                )
-        return layer
+            return self._write(members)
 
     def _verified(self, sha: str) -> Path:
         """The cached file ``sha256:sha``, its bytes checked first (a zip is read out of order)."""
@@ -346,14 +340,19 @@ class Prebuilt:
         return posixpath.basename(spec.url.split("?", 1)[0].split("#", 1)[0]) or "download"
 
     def _write(self, members: list[Member]) -> Layer:
+        """The layer of ``members`` (and their parents) in the cache, its headers remembered."""
+        headers = LayerHeaders()
         with self.cache.blob_writer() as w:
-            return write_layer(
+            layer = write_layer(
                 with_parents(members, epoch=self.ctx.epoch),
                 w,
                 compression=self.ctx.compression,
                 epoch=self.ctx.epoch,
                 progress=self.ctx.progress,
+                headers=headers,
             )
+        remember_headers(self.cache, layer, headers)
+        return layer
 
     def _write_tar(self, path: Path, spec: m.UrlLayer, plain: Path) -> Layer:
         """The tar ``path`` (compressed or not) unpacked under ``spec.to``."""

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import BinaryIO, Protocol, cast
 
 from assembler.archive.compress import DECOMPRESS_ERRORS, Compression, decompressed, sniff
+from assembler.archive.headers import LayerHeaders
 from assembler.archive.layer import Member, Opener, write_layer
 from assembler.archive.tar import entry_from_tarinfo
 from assembler.cache import Cache, key_of
+from assembler.cache.memos import remember_headers
 from assembler.errors import InputError, InvalidArchive
 from assembler.oci import mutate
 from assembler.oci.descriptor import Platform
@@ -67,11 +69,13 @@ def layer_from_tar(tar_path: Path, *, cache: Cache, compression: Compression, ep
                 if entry.kind == "file":
                     opener = _member_opener(tf, info)
                 members.append((entry, opener))
+            headers = LayerHeaders()
             try:
                 with cache.blob_writer() as w:
-                    blob = write_layer(members, w, compression=compression, epoch=epoch)
+                    blob = write_layer(members, w, compression=compression, epoch=epoch, headers=headers)
             except InvalidArchive as e:  # e.g. a hard link to a file the archive does not have
                 raise InvalidArchive(f"{what}: {e}") from None
+    remember_headers(cache, blob, headers)
     return blob
 
 

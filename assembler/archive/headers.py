@@ -1,0 +1,58 @@
+"""What a layer's headers tell, gathered while the layer is written.
+
+A build needs three things of every new layer's headers: its folders and symlinks (the
+view the next layer lands on, :class:`LayerIndex`), the parents it leaves unnamed
+(:func:`anchors`, whether it must be fitted onto the image below) and every entry's path,
+kind and link target (the dependency check's file list). Read back from the blob, each is
+a pass that decompresses, hashes and parses the whole layer: seconds for a GiB of CUDA
+libraries, three times over. The writer already holds every entry, so it hands each one
+here as it goes (``write_layer(headers=...)``) and the facts are remembered before anyone
+reads the blob.
+
+Entries are taken as a reader of the blob sees them: paths cleaned as
+:func:`entry_from_tarinfo` cleans them, times as the header holds them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from assembler.archive.tar import TarEntry, clean_path
+from assembler.archive.view import LayerIndex, anchors
+from assembler.errors import UnsafePath
+
+EntryFact = tuple[str, str, str]  # path, kind, link target: what the dependency check lists
+
+
+class LayerHeaders:
+    """The entries of one layer as written (metadata only: no file data is kept)."""
+
+    def __init__(self) -> None:
+        self._entries: list[TarEntry] = []
+        self.readable = True  # False: a reader refuses this layer (an unsafe path), so no facts
+
+    def add(self, entry: TarEntry) -> None:
+        """``entry``, just written to the layer."""
+        if not self.readable:
+            return
+        try:
+            path = clean_path(entry.path)
+            link = clean_path(entry.linkname) if entry.kind == "hardlink" else entry.linkname
+        except UnsafePath:
+            self.readable = False  # reading the blob back raises: leave that to the reader
+            self._entries.clear()
+            return
+        mtime = max(0, int(entry.mtime))
+        if path != entry.path or link != entry.linkname or mtime != entry.mtime or entry.mode & ~0o7777:
+            entry = replace(entry, path=path, linkname=link, mtime=mtime, mode=entry.mode & 0o7777)
+        if path:  # the root entry: no reader lists it
+            self._entries.append(entry)
+
+    def index(self) -> LayerIndex:
+        return LayerIndex.of(self._entries)
+
+    def anchors(self) -> list[str]:
+        return sorted(anchors(entry.path for entry in self._entries))
+
+    def entries(self) -> list[EntryFact]:
+        return [(entry.path, entry.kind, entry.linkname) for entry in self._entries]
