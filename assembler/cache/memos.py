@@ -60,12 +60,18 @@ def entries_key(diff_id: str) -> str:
 
 def remember_headers(cache: Cache, layer: Layer, headers: LayerHeaders) -> None:
     """Record what ``headers`` (gathered while ``layer`` was written) tell, under the keys
-    a reader of the blob records them: a layer just made is never read back for them."""
+    a reader of the blob records them: a layer just made is never read back for them. A
+    memo already there (the same layer written before) is left as it is."""
     if not headers.readable:
         return
-    cache.put_memo(tree_key(layer.diff_id), headers.index().to_json())
-    cache.put_memo(anchors_key(layer.digest), {"anchors": headers.anchors()})
-    cache.put_memo(entries_key(layer.diff_id), {"entries": [list(e) for e in headers.entries()]})
+    facts: list[tuple[str, Callable[[], Mapping[str, Any]]]] = [
+        (tree_key(layer.diff_id), lambda: headers.index().to_json()),
+        (anchors_key(layer.digest), lambda: {"anchors": headers.anchors()}),
+        (entries_key(layer.diff_id), lambda: {"entries": [list(e) for e in headers.entries()]}),
+    ]
+    for key, make in facts:
+        if cache.memo(key) is None:
+            cache.put_memo(key, make())
 
 
 class SharedFacts(Protocol):
