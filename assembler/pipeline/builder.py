@@ -88,6 +88,7 @@ class Builder(Walk):
 
         super().__init__(plan.loaded, plan.options, ctx, report=locked, maker=MAKE)
         self.plan = plan
+        self.setup.copies.update(plan.copies)  # found by the plan: not written again
         self.jobs = max(1, plan.options.jobs)
         self._ws: Workspace | None = None
         self._lock = threading.Lock()

@@ -14,6 +14,7 @@ import shutil
 import tarfile
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
 
 from assembler.archive.compress import Compression, decompressed
@@ -55,6 +56,20 @@ def _owner(owner: str | None) -> tuple[int, int]:
     return int(uid), int(gid or uid)
 
 
+@dataclass(frozen=True)
+class CopyKey:
+    """What a copy layer is made of, but for the files' content: where it is in the
+    manifest, what it copies where and how, and the build's epoch and compression."""
+
+    path: tuple[str | int, ...]
+    from_: str
+    to: str
+    mode: int | None
+    owner: str | None
+    epoch: int
+    compression: str
+
+
 def _anchors_of(memo: Mapping[str, Any]) -> list[str]:
     found = memo["anchors"]
     if not isinstance(found, list):
@@ -76,6 +91,9 @@ class ImageSetup:
         # where the facts read from them are shared beyond the cache (a build's registry step cache).
         self.blobs: BlobReader = ctx.cache
         self.shared: SharedFacts | None = None
+        # Copy layers by what they copy, as found (a plan: the files hashed) or written here.
+        self.copies: dict[CopyKey, Layer] = {}
+        self.taken: set[str] = set()  # digests of the copy layers a build took from its plan
 
     def _cached_blob(self, key: str) -> Layer | None:
         return self.ctx.cache.layer(key)
@@ -200,6 +218,11 @@ class ImageSetup:
         same content; a build writes it and records it under that content."""
         src = self.loaded.folder / spec.from_
         uid, gid = _owner(spec.owner)
+        copy = CopyKey(path, spec.from_, spec.to, spec.mode, spec.owner, self.ctx.epoch, self.ctx.compression)
+        known = self.copies.get(copy)
+        if known is not None and self.ctx.cache.has_blob(known.digest, known.size):
+            self.taken.add(known.digest)
+            return known  # the plan hashed these files a moment ago and found this layer
 
         def members() -> Iterator[Member]:
             return iter_host_members(
@@ -214,11 +237,14 @@ class ImageSetup:
             )
 
         try:
-            return self.maker.by_content(lambda: self._find_copy(members()), lambda: self._write_copy(members()))
+            found = self.maker.by_content(lambda: self._find_copy(members()), lambda: self._write_copy(members()))
         except FileNotFoundError as e:
             raise self.loaded.error((*path, "copy", "from"), f"path does not exist: {e.filename}") from None
         except PermissionError as e:
             raise self.loaded.error((*path, "copy", "from"), f"cannot read {e.filename}: permission denied") from None
+        if found is not None:
+            self.copies[copy] = found
+        return found
 
     def _find_copy(self, members: Iterator[Member]) -> Layer | None:
         """The copy layer of ``members`` a build made, found by hashing them (nothing written)."""

@@ -128,7 +128,9 @@ class Walk(StepWalk):
             c = spec.copy_
             what = f"copy {c.from_} {c.to}"
             blob = self.setup.copy_layer(c, path)
-            return ([(blob, what)], what, self.copy_origin) if blob is not None else ([], what, "will-build")
+            if blob is None:
+                return [], what, "will-build"
+            return [(blob, what)], what, "cached" if blob.digest in self.setup.taken else self.copy_origin
         if isinstance(spec, m.ArtifactLayer):
             step_name, _, art = spec.artifact.partition(".")
             results = self.compile(graph.step_of(self.man, step_name))
