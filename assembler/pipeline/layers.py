@@ -25,7 +25,7 @@ from assembler.archive.tree import iter_host_members
 from assembler.archive.view import LayerIndex, TreeView, anchors, fit_members
 from assembler.cache import key_of
 from assembler.cache.memos import SharedFacts, anchors_key, remember_headers, remembered, tree_key
-from assembler.errors import InvalidImage
+from assembler.errors import CorruptBlob, InvalidImage
 from assembler.oci import mediatypes as mt
 from assembler.oci import mutate
 from assembler.oci.descriptor import Descriptor
@@ -220,7 +220,7 @@ class ImageSetup:
         uid, gid = _owner(spec.owner)
         copy = CopyKey(path, spec.from_, spec.to, spec.mode, spec.owner, self.ctx.epoch, self.ctx.compression)
         known = self.copies.get(copy)
-        if known is not None and self.ctx.cache.has_blob(known.digest, known.size):
+        if known is not None and self._intact(known):
             self.taken.add(known.digest)
             return known  # the plan hashed these files a moment ago and found this layer
 
@@ -245,6 +245,19 @@ class ImageSetup:
         if found is not None:
             self.copies[copy] = found
         return found
+
+    def _intact(self, layer: Layer) -> bool:
+        """Whether ``layer``'s blob is in the cache with its bytes (read and hashed: a
+        fraction of writing it again); a damaged one is dropped, and the layer written."""
+        if not self.ctx.cache.has_blob(layer.digest, layer.size):
+            return False
+        try:
+            with self.ctx.cache.open_blob(layer.digest) as blob:
+                while blob.read(1 << 20):
+                    pass
+        except CorruptBlob:
+            return False
+        return True
 
     def _find_copy(self, members: Iterator[Member]) -> Layer | None:
         """The copy layer of ``members`` a build made, found by hashing them (nothing written)."""

@@ -117,8 +117,8 @@ class Plan:
         return nodes
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(replace(self, loaded=None, options=None))
-        del data["loaded"], data["options"]
+        data = asdict(replace(self, loaded=None, options=None, copies={}))
+        del data["loaded"], data["options"], data["copies"]
         data["params"] = dict(self.params)
         data["bases"] = dict(self.bases)
         data["base_overrides"] = {name: dict(o) for name, o in self.base_overrides.items()}
