@@ -215,7 +215,8 @@ class ImageSetup:
         """A layer of host files; a ManifestError (file:line) when they cannot be read.
 
         A plan hashes the files (writing nothing) and finds the layer a build made of the
-        same content; a build writes it and records it under that content."""
+        same content; a build takes the layer its plan found (its blob checked), or writes
+        it and records it under that content."""
         src = self.loaded.folder / spec.from_
         uid, gid = _owner(spec.owner)
         copy = CopyKey(path, spec.from_, spec.to, spec.mode, spec.owner, self.ctx.epoch, self.ctx.compression)

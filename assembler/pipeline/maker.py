@@ -24,9 +24,10 @@ class Maker(Protocol):
         ...
 
     def by_content(self, find: Callable[[], T | None], make: Callable[[], T]) -> T | None:
-        """Something named by its content, which costs about as much to find as to make
-        (host files: hashed or written): what ``find`` finds (a plan), or what ``make`` makes
-        (a build, which records it)."""
+        """Something named by its content, found by reading all of it (host files: hashed)
+        or made from it (written): what ``find`` finds (a plan), or what ``make`` makes (a
+        build, which records it). A build's walk is given what its plan found first
+        (:attr:`ImageSetup.copies`), so ``make`` runs only for what the plan did not find."""
         ...
 
     def keep(self, write: Callable[[], object]) -> None:
