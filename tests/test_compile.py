@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
+import zstandard
 
+from assembler.archive.compress import decompressed
 from tests.conftest import OWN_STORAGE, TEST_CACHE
 from tests.helpers import (
     PYTHON,
@@ -35,6 +37,7 @@ from tests.helpers import (
     manifest_of,
     read_blob,
     run_cli,
+    run_cli_here,
     sh,
     uncompressed,
 )
@@ -230,6 +233,53 @@ def test_plan_after_a_build_knows_every_layer_copies_fitted_and_gzip_included(
     assert [x["digest"] for x in edited.json["layers"]][-3:] == [None, None, None]
     assert [s["state"] for s in edited.json["steps"]] == ["will-run"]
     assert sorted((tmp_path / "cache/blobs/sha256").iterdir()) == blobs  # a plan writes no layer
+
+
+def test_a_copy_into_a_folder_the_base_lacks_is_written_once_with_its_parents_named(
+    debian_rootfs: Path, tmp_path: Path
+) -> None:
+    """Model weights copied to /models/tiny/ (no /models in Debian): the layer names
+    /models as new folders are named (root's, 0755, the epoch's mtime), and it is written
+    once, fitted as it is written: no second blob of the same files is left in the cache
+    (a copy written as it is and then rewritten to fit would leave two)."""
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "model.safetensors").write_bytes(os.urandom(1 << 16))
+    (weights / "config.json").write_text('{"layers": 2}\n')
+    (tmp_path / "m.yaml").write_text(
+        f"name: weights\nbases: {{runtime: 'rootfs:{debian_rootfs}'}}\n"
+        "image:\n  base: runtime\n  layers:\n"
+        "    - copy: {from: ./weights/, to: /models/tiny/}\n"
+        "outputs: ['oci:out:x']\n"
+    )
+    cache = tmp_path / "cache"
+    args, env = ["m.yaml", "--cache", str(cache), "--json"], {"SOURCE_DATE_EPOCH": "1700000000"}
+    built = run_cli_here(args, cwd=tmp_path, env=env)
+    assert built.code == 0, str(built)
+    top = manifest_of(tmp_path / "out", "x")["layers"][-1]["digest"]
+    with (
+        open(tmp_path / "out/blobs/sha256" / top.split(":")[1], "rb") as raw,
+        decompressed(raw) as plain,
+        tarfile.open(fileobj=plain, mode="r|") as tf,
+    ):
+        entries = {m.name.rstrip("/"): (m.type, m.mode, m.uid, m.mtime) for m in tf}
+    assert entries["models"] == (tarfile.DIRTYPE, 0o755, 0, 1700000000)
+    assert entries["models/tiny"][0] == tarfile.DIRTYPE
+    assert {"models/tiny/model.safetensors", "models/tiny/config.json"} <= set(entries)
+    holding = []
+    for blob in (cache / "blobs/sha256").iterdir():
+        with open(blob, "rb") as raw, decompressed(raw) as plain:
+            try:
+                with tarfile.open(fileobj=plain, mode="r|") as tf:
+                    if any(m.name.endswith("model.safetensors") for m in tf):
+                        holding.append("sha256:" + blob.name)
+            except (tarfile.TarError, OSError, EOFError, zstandard.ZstdError):
+                continue  # configs, manifests, SBOMs: not tars
+    assert holding == [top]
+    again = run_cli_here(args, cwd=tmp_path, env=env)
+    assert again.code == 0, str(again)
+    assert again.json["layers"][-1]["origin"] == "cached"
+    assert again.json["layers"][-1]["digest"] == top
 
 
 SMALL = """\

@@ -1,9 +1,10 @@
 """Layers that need no container, and layers fitted onto the image below them.
 
-``copy`` layers are written from host files; a layer landing under a symlink or a folder
-the image below names otherwise is rewritten to fit (:mod:`assembler.archive.view`); a
-zstd layer is converted to gzip when the image wants gzip. Each result is cached by what
-it is made of, so a plan finds it again without writing anything.
+``copy`` layers are written from host files, fitted as they are written; another layer
+landing under a symlink or a folder the image below names otherwise is rewritten to fit
+(:mod:`assembler.archive.view`); a zstd layer is converted to gzip when the image wants
+gzip. Each result is cached by what it is made of, so a plan finds it again without
+writing anything.
 """
 
 from __future__ import annotations
@@ -12,14 +13,23 @@ import logging
 import os
 import shutil
 import tarfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
 
 from assembler.archive.compress import Compression, decompressed
 from assembler.archive.headers import LayerHeaders
-from assembler.archive.layer import HashingSink, Member, Opener, iter_tar, recompress, write_layer
+from assembler.archive.layer import (
+    HashingSink,
+    Member,
+    Opener,
+    iter_tar,
+    order_hardlinks,
+    recompress,
+    sorted_members,
+    write_layer,
+)
 from assembler.archive.tar import TarEntry, entry_from_tarinfo
 from assembler.archive.tree import iter_host_members
 from assembler.archive.view import LayerIndex, TreeView, anchors, fit_members
@@ -29,6 +39,7 @@ from assembler.errors import CorruptBlob, InvalidImage
 from assembler.oci import mediatypes as mt
 from assembler.oci import mutate
 from assembler.oci.descriptor import Descriptor
+from assembler.oci.digest import canonical_json
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer, layers_of
 from assembler.pipeline.maker import Maker
@@ -70,6 +81,25 @@ class CopyKey:
     compression: str
 
 
+@dataclass(frozen=True)
+class FoundCopy:
+    """A copy layer a plan found, with what it was fitted to: ``fit`` is the part of the
+    image below it depends on (canonical JSON; None: written as the files are), taken by a
+    build only where the image below it asks for the same."""
+
+    layer: Layer
+    anchors: tuple[str, ...]
+    fit: str | None
+
+
+def fit_of(anchors: Iterable[str], view: TreeView | None) -> str | None:
+    """What a layer with these implicit parents is fitted to on the image ``view`` (None:
+    nothing, it lands as written; so too where the image below is not known)."""
+    if view is None or not view.needs_fitting(anchors):
+        return None
+    return canonical_json(view.relevant(anchors)).decode("utf-8")
+
+
 def _anchors_of(memo: Mapping[str, Any]) -> list[str]:
     found = memo["anchors"]
     if not isinstance(found, list):
@@ -92,7 +122,7 @@ class ImageSetup:
         self.blobs: BlobReader = ctx.cache
         self.shared: SharedFacts | None = None
         # Copy layers by what they copy, as found (a plan: the files hashed) or written here.
-        self.copies: dict[CopyKey, Layer] = {}
+        self.copies: dict[CopyKey, FoundCopy] = {}
         self.taken: set[str] = set()  # digests of the copy layers a build took from its plan
 
     def _cached_blob(self, key: str) -> Layer | None:
@@ -211,40 +241,50 @@ class ImageSetup:
             return None
         return f"copy from {spec.from_}: left out of the layer (this build's cache or outputs): {', '.join(inside)}"
 
-    def copy_layer(self, spec: m.CopySpec, path: tuple[str | int, ...]) -> Layer | None:
-        """A layer of host files; a ManifestError (file:line) when they cannot be read.
+    def copy_layer(self, spec: m.CopySpec, path: tuple[str | int, ...], view: TreeView | None) -> Layer | None:
+        """A layer of host files, fitted onto the image ``view`` describes (the folders it
+        lands in named as that image has them, written through its symlinks: see
+        :func:`assembler.archive.view.fit_members`); a ManifestError (file:line) when the
+        files cannot be read.
 
-        A plan hashes the files (writing nothing) and finds the layer a build made of the
-        same content; a build takes the layer its plan found (its blob checked), or writes
-        it and records it under that content."""
+        A plan hashes the layer's tar (writing nothing) and finds the layer a build made of
+        the same content; a build takes the layer its plan found (its blob checked), or
+        writes it and records it under its content. Fitted as it is written, a copy into a
+        folder the image does not have (``/models``) is written once, not written and then
+        rewritten."""
         src = self.loaded.folder / spec.from_
         uid, gid = _owner(spec.owner)
         copy = CopyKey(path, spec.from_, spec.to, spec.mode, spec.owner, self.ctx.epoch, self.ctx.compression)
         known = self.copies.get(copy)
-        if known is not None and self._intact(known):
-            self.taken.add(known.digest)
-            return known  # the plan hashed these files a moment ago and found this layer
-
-        def members() -> Iterator[Member]:
-            return iter_host_members(
-                src,
-                spec.to,
-                mode=spec.mode,
-                uid=uid,
-                gid=gid,
-                git_modes=True,
-                mtime=self.ctx.epoch,
-                leave_out=self.ctx.leave_out,
-            )
+        if known is not None and known.fit == fit_of(known.anchors, view) and self._intact(known.layer):
+            self.taken.add(known.layer.digest)
+            return known.layer  # the plan hashed these files a moment ago and found this layer
 
         try:
-            found = self.maker.by_content(lambda: self._find_copy(members()), lambda: self._write_copy(members()))
+            members = list(
+                iter_host_members(
+                    src,
+                    spec.to,
+                    mode=spec.mode,
+                    uid=uid,
+                    gid=gid,
+                    git_modes=True,
+                    mtime=self.ctx.epoch,
+                    leave_out=self.ctx.leave_out,
+                )
+            )
+            found_anchors = tuple(sorted(anchors(entry.path for entry, _ in members)))
+            fit = fit_of(found_anchors, view)
+            if fit is not None:
+                assert view is not None
+                members = order_hardlinks(sorted_members(fit_members(members, view, epoch=self.ctx.epoch)))
+            found = self.maker.by_content(lambda: self._find_copy(members), lambda: self._write_copy(members))
         except FileNotFoundError as e:
             raise self.loaded.error((*path, "copy", "from"), f"path does not exist: {e.filename}") from None
         except PermissionError as e:
             raise self.loaded.error((*path, "copy", "from"), f"cannot read {e.filename}: permission denied") from None
         if found is not None:
-            self.copies[copy] = found
+            self.copies[copy] = FoundCopy(found, found_anchors, fit)
         return found
 
     def _intact(self, layer: Layer) -> bool:
@@ -260,15 +300,15 @@ class ImageSetup:
             return False
         return True
 
-    def _find_copy(self, members: Iterator[Member]) -> Layer | None:
-        """The copy layer of ``members`` a build made, found by hashing them (nothing written)."""
+    def _find_copy(self, members: list[Member]) -> Layer | None:
+        """The copy layer of ``members`` (sorted) a build made, found by hashing them (nothing written)."""
         hashed = write_layer(
             members, HashingSink(None, hashing=False), compression="none", epoch=self.ctx.epoch, presorted=True
         )
         return self._cached_blob(self._copy_key(hashed.diff_id))
 
-    def _write_copy(self, members: Iterator[Member]) -> Layer:
-        """The copy layer of ``members``, written and recorded under its content."""
+    def _write_copy(self, members: list[Member]) -> Layer:
+        """The copy layer of ``members`` (sorted), written and recorded under its content."""
         headers = LayerHeaders()
         with self.ctx.cache.blob_writer() as w:
             blob = write_layer(

@@ -28,10 +28,9 @@ from assembler.compile import sources as srcs
 from assembler.errors import InputError, NotFound
 from assembler.oci.descriptor import Platform
 from assembler.oci.image import Image
-from assembler.oci.layer import Layer
 from assembler.oci.reference import Ref, absolute_ref, parse_ref
 from assembler.pipeline.graph import LayerReport, RuntimeStep, StepReport
-from assembler.pipeline.layers import CopyKey
+from assembler.pipeline.layers import CopyKey, FoundCopy
 from assembler.pipeline.maker import LOOKUP
 from assembler.pipeline.options import Options
 from assembler.pipeline.stepwalk import Base, git_key
@@ -66,7 +65,7 @@ class Plan:
     options: Options | None = field(default=None, repr=False, compare=False)
     # The copy layers the plan's walk found by hashing their files: the build takes them
     # (checked present) instead of writing them again.
-    copies: Mapping[CopyKey, Layer] = field(default_factory=dict, repr=False, compare=False)
+    copies: Mapping[CopyKey, FoundCopy] = field(default_factory=dict, repr=False, compare=False)
 
     def base_refs(self) -> dict[str, str]:
         """What each base is: its reference (after --base and params), or ``bootstrap: SUITE``."""

@@ -59,7 +59,7 @@ class Walk(StepWalk):
                 self.report(Event("warning", {"text": note}))
             if isinstance(spec, m.CopyLayer) and (note := self.setup.copy_leaves_out(spec.copy_)):
                 self.report(Event("warning", {"text": note}))
-            placed, what, origin = self._layer(spec, path, image, i)
+            placed, what, origin = self._layer(spec, path, image, view, i)
             step = self._step_name(spec, i)
             self._chain = key_of({"below": self._chain, "layer": self.defs.layer(spec)})
             if step is not None:
@@ -123,11 +123,13 @@ class Walk(StepWalk):
             )
         return image, view
 
-    def _layer(self, spec: m.LayerSpec, path: tuple[str | int, ...], image: Image | None, index: int) -> Placed:
+    def _layer(
+        self, spec: m.LayerSpec, path: tuple[str | int, ...], image: Image | None, view: TreeView | None, index: int
+    ) -> Placed:
         if isinstance(spec, m.CopyLayer):
             c = spec.copy_
             what = f"copy {c.from_} {c.to}"
-            blob = self.setup.copy_layer(c, path)
+            blob = self.setup.copy_layer(c, path, view)
             if blob is None:
                 return [], what, "will-build"
             return [(blob, what)], what, "cached" if blob.digest in self.setup.taken else self.copy_origin
