@@ -41,6 +41,10 @@ class HashingSink:
         self._sha = hashlib.sha256() if hashing else None
         self.count = 0
 
+    @property
+    def hashing(self) -> bool:
+        return self._sha is not None
+
     def write(self, data: bytes | bytearray, /) -> int:
         if self._sha is not None:
             self._sha.update(data)
@@ -176,7 +180,10 @@ def write_layer(
     while being read) or a hard link has no target.
     """
     plain = compression == "none"  # the blob is the tar: one digest serves as both
-    digest_sink = HashingSink(out, hashing=not plain)
+    if isinstance(out, HashingSink) and out.hashing and not out.count:
+        digest_sink = out  # it hashes already (the cache's blob writer): the blob is hashed once
+    else:
+        digest_sink = HashingSink(out, hashing=not plain)
     comp = compressor(compression, digest_sink)
     tar_sink = _TarSink(comp, progress)
     writer = TarWriter(tar_sink)

@@ -45,6 +45,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
+from assembler.archive.layer import HashingSink
 from assembler.cache.marker import claim
 from assembler.errors import CacheError, CorruptBlob, DigestMismatch, InvalidImage, NotFound
 from assembler.oci.digest import canonical_json, digest_hex, file_digest, sha256_digest
@@ -166,24 +167,17 @@ def key_of(parts: Mapping[str, Any]) -> str:
     return sha256_digest(canonical_json(parts))[len("sha256:") :]
 
 
-class BlobWriter:
-    """A temp file that hashes what is written; :meth:`Cache.blob_writer` commits it."""
+class BlobWriter(HashingSink):
+    """A temp file that hashes what is written; :meth:`Cache.blob_writer` commits it.
+    A layer written into it takes its digest from here (:func:`write_layer`)."""
 
     def __init__(self, fileobj: BinaryIO, path: Path) -> None:
-        self._f = fileobj
+        super().__init__(fileobj)
         self.path = path
-        self._sha = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes | bytearray, /) -> int:
-        self._f.write(data)
-        self._sha.update(data)
-        self.size += len(data)
-        return len(data)
 
     @property
-    def digest(self) -> str:
-        return "sha256:" + self._sha.hexdigest()
+    def size(self) -> int:
+        return self.count
 
 
 class Store:
