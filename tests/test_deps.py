@@ -11,6 +11,7 @@ and the GPU driver libraries the host provides.
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import struct
@@ -18,10 +19,14 @@ import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
-from assembler.deps.files import ImageFiles
+from assembler.cache import Cache
+from assembler.cache.memos import NO_ELF_FACTS, elf_facts_key
+from assembler.deps.files import FactReader, ImageFiles
+from assembler.oci.image import Image
 from tests.helpers import layout_digest, run_cli
 
 TRIPLET = "x86_64-linux-gnu"
@@ -398,3 +403,41 @@ def test_a_wheels_extension_is_checked_against_the_base(tmp_path: Path, base: st
     else:
         assert ran.code == 0, str(ran)
         assert "dependency check: 1 ELF files in 1 layers" in ran.err, str(ran)
+
+
+def test_a_layer_without_elf_files_gets_its_facts_when_written_as_reading_it_would_give(tmp_path: Path) -> None:
+    """A layer of model weights and configs has no ELF file: the facts the dependency check
+    would read from it are recorded when it is written (it is not read back for them), and
+    they are what reading the whole blob records. A layer with an ELF file is left to the
+    check. (Built without the check, so what is recorded is the writer's.)"""
+    root = project(tmp_path / "p", libcurl=True)
+    data = root / "weights"
+    data.mkdir()
+    (data / "model.safetensors").write_bytes(os.urandom(70_000))
+    (data / "config.json").write_text('{"layers": 2}\n')
+    (data / "short").write_bytes(b"\x7fEL")  # begins as an ELF file does, and ends there
+    (root / "m.yaml").write_text(MANIFEST + "    - copy: {from: ./weights/, to: /models/tiny/}\n")
+    built = build(root, "--no-deps-check")
+    assert built.code == 0, str(built)
+    cache = Cache(root / "cache")
+    out = root / "out"
+    index = json.loads((out / "index.json").read_text())
+    manifest = (out / "blobs/sha256" / index["manifests"][0]["digest"].split(":")[1]).read_bytes()
+    config = (out / "blobs/sha256" / json.loads(manifest)["config"]["digest"].split(":")[1]).read_bytes()
+    image = Image(manifest, config)
+    curl_layer, weights_layer = len(image.layers) - 2, len(image.layers) - 1
+
+    def facts(cache: Cache, layer: int) -> dict[str, object]:
+        memo = cache.memo(elf_facts_key(image.diff_ids[layer])) or {}
+        return {k: v for k, v in memo.items() if k != "kind"}  # the record's own field
+
+    recorded = facts(cache, weights_layer)
+    assert recorded == NO_ELF_FACTS
+    assert facts(cache, curl_layer) == {}
+
+    def open_blob(digest: str) -> BinaryIO:
+        return open(out / "blobs/sha256" / digest.split(":")[1], "rb")
+
+    fresh = Cache(tmp_path / "fresh")  # nothing recorded: the whole blob is read
+    FactReader(image, open_blob, cache=fresh, workdir=tmp_path).read(weights_layer, None)
+    assert facts(fresh, weights_layer) == recorded

@@ -192,11 +192,12 @@ def test_headers_gathered_while_writing_are_what_a_reader_of_the_blob_sees() -> 
                 mode=rng.choice([0o644, 0o755, 0o4755, 0o1777]),
                 uid=rng.choice([0, 1000, 2**24]),
                 gid=rng.choice([0, 5, 2**22]),
-                size=3 if kind == "file" else 0,
+                size=5 if kind == "file" else 0,
                 mtime=rng.choice([0, 1_700_000_000, 2_000_000_000]),
                 linkname=rng.choice(["../t", "/usr/lib", "l" * 150, "ü"]) if kind == "symlink" else "",
             )
-            members[path] = (entry, b"abc" if kind == "file" else None)
+            data = rng.choice([b"abcde", b"\x7fELF\x02", b"\x7fELx\x02"])  # an ELF file begins as the second
+            members[path] = (entry, data if kind == "file" else None)
         if rng.random() < 0.5:
             members[""] = (TarEntry(path="", kind="dir", mode=0o755), None)  # a root entry, as a rootfs has
         files = [p for p, (e, _) in members.items() if e.kind == "file"]
@@ -209,6 +210,8 @@ def test_headers_gathered_while_writing_are_what_a_reader_of_the_blob_sees() -> 
         assert headers.index() == LayerIndex.of(read)
         assert headers.anchors() == sorted(anchors(e.path for e in named))
         assert headers.entries() == [(e.path, e.kind, e.linkname) for e in named]
+        written = [data for entry, data in members.values() if entry.kind == "file"]  # the last of a path wins
+        assert headers.elf == (b"\x7fELF\x02" in written)
 
 
 def test_a_layer_a_reader_refuses_gives_no_headers() -> None:

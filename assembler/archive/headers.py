@@ -7,7 +7,9 @@ kind and link target (the dependency check's file list). Read back from the blob
 a pass that decompresses, hashes and parses the whole layer: seconds for a GiB of CUDA
 libraries, three times over. The writer already holds every entry, so it hands each one
 here as it goes (``write_layer(headers=...)``) and the facts are remembered before anyone
-reads the blob.
+reads the blob. It also shows each file's first bytes (:meth:`LayerHeaders.data`): a layer
+with no ELF file in it (model weights, configs, pure-Python packages) has no facts for the
+dependency check to read, and is not read back for them.
 
 Entries are taken as a reader of the blob sees them: paths cleaned as
 :func:`entry_from_tarinfo` cleans them, times as the header holds them.
@@ -16,12 +18,42 @@ Entries are taken as a reader of the blob sees them: paths cleaned as
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import BinaryIO, cast
 
 from assembler.archive.tar import TarEntry, clean_path
 from assembler.archive.view import LayerIndex, anchors
 from assembler.errors import UnsafePath
 
 EntryFact = tuple[str, str, str]  # path, kind, link target: what the dependency check lists
+ELF_MAGIC = b"\x7fELF"  # as assembler.deps.elf has it (the dependency check reads these files)
+
+
+class _Head:
+    """A file's data read through, its first bytes kept (a layer writer reads it once)."""
+
+    def __init__(self, data: BinaryIO) -> None:
+        self._data = data
+        self.head = b""
+
+    def _keep(self, chunk: bytes | memoryview) -> None:
+        if len(self.head) < len(ELF_MAGIC):
+            self.head += bytes(chunk[: len(ELF_MAGIC) - len(self.head)])
+
+    def read(self, size: int = -1, /) -> bytes:
+        chunk = self._data.read(size)
+        self._keep(chunk)
+        return chunk
+
+    def readinto(self, buffer: memoryview, /) -> int:
+        readinto = getattr(self._data, "readinto", None)
+        if readinto is None:
+            chunk = self._data.read(len(buffer))
+            buffer[: len(chunk)] = chunk
+            n = len(chunk)
+        else:
+            n = readinto(buffer) or 0
+        self._keep(buffer[:n])
+        return n
 
 
 class LayerHeaders:
@@ -30,6 +62,8 @@ class LayerHeaders:
     def __init__(self) -> None:
         self._entries: list[TarEntry] = []
         self.readable = True  # False: a reader refuses this layer (an unsafe path), so no facts
+        self.elf = False  # whether a file of the layer starts as an ELF file does
+        self._heads: list[_Head] = []
 
     def add(self, entry: TarEntry) -> None:
         """``entry``, just written to the layer."""
@@ -47,6 +81,18 @@ class LayerHeaders:
             entry = replace(entry, path=path, linkname=link, mtime=mtime, mode=entry.mode & 0o7777)
         if path:  # the root entry: no reader lists it
             self._entries.append(entry)
+
+    def data(self, data: BinaryIO) -> BinaryIO:
+        """The data of the file just added, to be read through by the writer: its first
+        bytes tell whether it is an ELF file."""
+        head = _Head(data)
+        self._heads.append(head)
+        return cast(BinaryIO, head)
+
+    def read(self) -> None:
+        """The file whose data was handed out by :meth:`data` is written."""
+        head = self._heads.pop()
+        self.elf = self.elf or head.head == ELF_MAGIC
 
     def index(self) -> LayerIndex:
         return LayerIndex.of(self._entries)

@@ -194,7 +194,11 @@ def write_layer(
                 headers.add(entry)
             if entry.kind == "file" and entry.size and opener is not None:
                 with opener() as data:
-                    writer.add(entry, data)
+                    if headers is None:
+                        writer.add(entry, data)
+                    else:
+                        writer.add(entry, headers.data(data))
+                        headers.read()
             else:
                 writer.add(entry)
         writer.close()

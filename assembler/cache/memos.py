@@ -58,6 +58,16 @@ def entries_key(diff_id: str) -> str:
     return "deps-entries-v2-" + diff_id.split(":", 1)[1]
 
 
+def elf_facts_key(diff_id: str) -> str:
+    """The memo key of the ELF facts (and chosen texts) the dependency check read of a layer."""
+    # v2: RPATH/RUNPATH keep their empty (working directory) entries.
+    return "deps-facts-v2-" + diff_id.split(":", 1)[1]
+
+
+NO_ELF_FACTS: Mapping[str, Any] = {"all": True, "files": {}, "texts": {}}
+"""The ELF facts memo of a layer with no ELF file: what reading all of it would record."""
+
+
 def remember_headers(cache: Cache, layer: Layer, headers: LayerHeaders) -> None:
     """Record what ``headers`` (gathered while ``layer`` was written) tell, under the keys
     a reader of the blob records them: a layer just made is never read back for them. A
@@ -69,6 +79,8 @@ def remember_headers(cache: Cache, layer: Layer, headers: LayerHeaders) -> None:
         (anchors_key(layer.digest), lambda: {"anchors": headers.anchors()}),
         (entries_key(layer.diff_id), lambda: {"entries": [list(e) for e in headers.entries()]}),
     ]
+    if not headers.elf:  # no file starts as an ELF file does: none for the dependency check to read
+        facts.append((elf_facts_key(layer.diff_id), lambda: NO_ELF_FACTS))
     for key, make in facts:
         if cache.memo(key) is None:
             cache.put_memo(key, make())

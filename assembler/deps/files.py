@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 from assembler.archive.layer_reader import LayerSource, tar_members
 from assembler.archive.links import walk_links
 from assembler.cache import Cache
-from assembler.cache.memos import entries_key
+from assembler.cache.memos import elf_facts_key, entries_key
 from assembler.deps.elf import ELF_MAGIC, ElfFacts, read_facts
 from assembler.oci import mediatypes as mt
 from assembler.oci.image import Image
@@ -158,9 +158,8 @@ class FactReader:
 
         return LayerSource(f"layer {index} ({desc.digest})", opener, comp)  # type: ignore[arg-type]
 
-    def _memo_key(self, kind: str, index: int) -> str:
-        # v2: RPATH/RUNPATH keep their empty (working directory) entries.
-        return f"deps-{kind}-v2-" + self.image.diff_ids[index].split(":", 1)[1]
+    def _facts_key(self, index: int) -> str:
+        return elf_facts_key(self.image.diff_ids[index])  # a layer with no ELF file: recorded when written
 
     def entries(self, index: int) -> list[Entry]:
         """Layer ``index``'s paths (headers only; memoised by diff_id)."""
@@ -196,7 +195,7 @@ class FactReader:
             if self.cache is not None:
                 all_texts = {**memo.get("texts", {}), **got}
                 record = {"all": complete or paths is None, "files": known, "texts": all_texts}
-                self.cache.put_memo(self._memo_key("facts", index), record)
+                self.cache.put_memo(self._facts_key(index), record)
         for path in texts:
             if path.startswith("raw:") and path in got:
                 self.raw[(index, path[4:])] = base64.b64decode(got[path])
@@ -235,7 +234,7 @@ class FactReader:
     def _facts_memo(self, index: int) -> Mapping[str, Any]:
         if self.cache is None:
             return {}
-        return self.cache.memo_as(self._memo_key("facts", index), _check_facts_memo) or {}
+        return self.cache.memo_as(self._facts_key(index), _check_facts_memo) or {}
 
     def _parse(self, data: BinaryIO) -> ElfFacts | None:
         head = data.read(len(ELF_MAGIC))
