@@ -5,12 +5,20 @@ from __future__ import annotations
 import io
 import random
 from contextlib import nullcontext
+from pathlib import Path
+from typing import BinaryIO
 
 from assembler.archive.headers import LayerHeaders
 from assembler.archive.layer import write_layer
 from assembler.archive.layer_reader import LayerSource, tar_members
 from assembler.archive.tar import TarEntry
 from assembler.archive.view import LayerIndex, TreeView, anchors, fit_members
+from assembler.cache import Cache
+from assembler.cache.memos import anchors_key, elf_facts_key, tree_key
+from assembler.deps.files import FactReader
+from assembler.oci import mediatypes as mt
+from assembler.oci.digest import canonical_json, sha256_digest
+from assembler.oci.image import Image
 
 
 def d(path: str, mode: int = 0o755, uid: int = 0) -> TarEntry:
@@ -219,3 +227,46 @@ def test_a_layer_a_reader_refuses_gives_no_headers() -> None:
     headers.add(TarEntry(path="ok", kind="dir"))
     headers.add(TarEntry(path="a/../../etc/passwd", kind="file"))
     assert not headers.readable and headers.entries() == []
+
+
+def test_one_read_of_a_layers_headers_remembers_its_index_anchors_and_entries(tmp_path: Path) -> None:
+    """A base's layer read for one of the three header facts (here the dependency check's
+    entry list) is not read again for the others: one open of the blob records all three,
+    as reading it for each would give them."""
+    members = [
+        (TarEntry("usr/lib/x/libz.so.1", "file", size=4), b"\x7fELF"),
+        (TarEntry("usr/lib/x/libz.so", "symlink", linkname="libz.so.1"), None),
+        (TarEntry("opt/tool", "dir", mode=0o700), None),
+        (TarEntry("lib", "symlink", linkname="usr/lib"), None),
+    ]
+    blob = io.BytesIO()
+    layer = write_layer(
+        [(e, (lambda d=d: nullcontext(io.BytesIO(d))) if d is not None else None) for e, d in members],
+        blob,
+        compression="zstd",
+        epoch=0,
+    )
+    rootfs = {"type": "layers", "diff_ids": [layer.diff_id]}
+    config = canonical_json({"architecture": "amd64", "os": "linux", "rootfs": rootfs, "config": {}})
+    manifest = canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": {"mediaType": mt.OCI_CONFIG, "digest": sha256_digest(config), "size": len(config)},
+            "layers": [layer.descriptor.to_json()],
+        }
+    )
+    opened: list[str] = []
+
+    def open_blob(digest: str) -> BinaryIO:
+        opened.append(digest)
+        return io.BytesIO(blob.getvalue())
+
+    cache = Cache(tmp_path / "cache")
+    entries = FactReader(Image(manifest, config), open_blob, cache=cache, workdir=tmp_path).entries(0)
+    assert opened == [layer.digest]
+    read = [entry for entry, _ in tar_members(LayerSource("l", lambda: nullcontext(io.BytesIO(blob.getvalue()))))]
+    assert entries == [(e.path, e.kind, e.linkname) for e in read]
+    assert LayerIndex.from_json(cache.memo(tree_key(layer.diff_id)) or {}) == LayerIndex.of(read)
+    assert (cache.memo(anchors_key(layer.digest)) or {}).get("anchors") == sorted(anchors(e.path for e in read))
+    assert cache.memo(elf_facts_key(layer.diff_id)) is None  # its data was not read: no ELF facts are known

@@ -57,12 +57,14 @@ class _Head:
 
 
 class LayerHeaders:
-    """The entries of one layer as written (metadata only: no file data is kept)."""
+    """The entries of one layer as written, or as read (metadata only: no file data is
+    kept). ``data``: every file's data is shown (:meth:`data`), as a writer does; a reader
+    of the headers alone says False, and :attr:`elf` is then None (not known)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, data: bool = True) -> None:
         self._entries: list[TarEntry] = []
         self.readable = True  # False: a reader refuses this layer (an unsafe path), so no facts
-        self.elf = False  # whether a file of the layer starts as an ELF file does
+        self.elf: bool | None = False if data else None  # whether a file starts as an ELF file does
         self._heads: list[_Head] = []
 
     def add(self, entry: TarEntry) -> None:
@@ -92,7 +94,8 @@ class LayerHeaders:
     def read(self) -> None:
         """The file whose data was handed out by :meth:`data` is written."""
         head = self._heads.pop()
-        self.elf = self.elf or head.head == ELF_MAGIC
+        if head.head == ELF_MAGIC:
+            self.elf = True
 
     def index(self) -> LayerIndex:
         return LayerIndex.of(self._entries)

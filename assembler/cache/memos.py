@@ -20,7 +20,6 @@ from typing import Any, Protocol, TypeVar
 from assembler.archive.headers import LayerHeaders
 from assembler.cache.entries import Cache
 from assembler.cache.store import key_of
-from assembler.oci.layer import Layer
 
 T = TypeVar("T")
 
@@ -68,19 +67,20 @@ NO_ELF_FACTS: Mapping[str, Any] = {"all": True, "files": {}, "texts": {}}
 """The ELF facts memo of a layer with no ELF file: what reading all of it would record."""
 
 
-def remember_headers(cache: Cache, layer: Layer, headers: LayerHeaders) -> None:
-    """Record what ``headers`` (gathered while ``layer`` was written) tell, under the keys
-    a reader of the blob records them: a layer just made is never read back for them. A
-    memo already there (the same layer written before) is left as it is."""
+def remember_headers(cache: Cache, headers: LayerHeaders, *, digest: str, diff_id: str) -> None:
+    """Record what ``headers`` (gathered while the layer ``digest`` was written, or in one
+    read of it) tell, under the keys each reader of the blob records them: a layer just
+    made is never read back for them, and one read for one of them is not read again for
+    the others. A memo already there (the same layer written before) is left as it is."""
     if not headers.readable:
         return
     facts: list[tuple[str, Callable[[], Mapping[str, Any]]]] = [
-        (tree_key(layer.diff_id), lambda: headers.index().to_json()),
-        (anchors_key(layer.digest), lambda: {"anchors": headers.anchors()}),
-        (entries_key(layer.diff_id), lambda: {"entries": [list(e) for e in headers.entries()]}),
+        (tree_key(diff_id), lambda: headers.index().to_json()),
+        (anchors_key(digest), lambda: {"anchors": headers.anchors()}),
+        (entries_key(diff_id), lambda: {"entries": [list(e) for e in headers.entries()]}),
     ]
-    if not headers.elf:  # no file starts as an ELF file does: none for the dependency check to read
-        facts.append((elf_facts_key(layer.diff_id), lambda: NO_ELF_FACTS))
+    if headers.elf is False:  # no file starts as an ELF file does: none for the dependency check to read
+        facts.append((elf_facts_key(diff_id), lambda: NO_ELF_FACTS))
     for key, make in facts:
         if cache.memo(key) is None:
             cache.put_memo(key, make())

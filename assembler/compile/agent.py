@@ -305,7 +305,7 @@ def _layer(cache: Cache, members: Iterable[Member], job: dict[str, Any]) -> dict
     headers = LayerHeaders()
     with cache.blob_writer() as w:
         blob = write_layer(members, w, compression=job["compression"], epoch=job["epoch"], headers=headers)
-    remember_headers(cache, blob, headers)
+    remember_headers(cache, headers, digest=blob.digest, diff_id=blob.diff_id)
     return blob.to_json()
 
 

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from assembler.archive.headers import LayerHeaders
 from assembler.archive.layer_reader import LayerSource, tar_members
 from assembler.archive.links import walk_links
 from assembler.cache import Cache
-from assembler.cache.memos import elf_facts_key, entries_key
+from assembler.cache.memos import elf_facts_key, entries_key, remember_headers
 from assembler.deps.elf import ELF_MAGIC, ElfFacts, read_facts
 from assembler.oci import mediatypes as mt
 from assembler.oci.image import Image
@@ -168,10 +169,13 @@ class FactReader:
             hit = self.cache.memo_as(key, lambda d: [(str(p), str(k), str(t)) for p, k, t in d["entries"]])
             if hit is not None:
                 return hit
-        found: list[Entry] = [(e.path, e.kind, e.linkname) for e, _ in tar_members(self._source(index)) if e.path]
-        if self.cache is not None:
-            self.cache.put_memo(key, {"entries": [list(e) for e in found]})
-        return found
+        headers = LayerHeaders(data=False)
+        for entry, _ in tar_members(self._source(index)):
+            headers.add(entry)
+        if self.cache is not None:  # with the layer's index and anchors: one read for the three
+            desc = self.image.layers[index]
+            remember_headers(self.cache, headers, digest=desc.digest, diff_id=self.image.diff_ids[index])
+        return headers.entries()
 
     def read(
         self, index: int, paths: set[str] | None, texts: frozenset[str] = frozenset(), raw: frozenset[str] = frozenset()

@@ -167,12 +167,22 @@ class ImageSetup:
                 for entry, _, _ in iter_tar(plain, what=f"layer {desc.digest}"):
                     yield entry
 
+    def _read_headers(self, desc: Descriptor, diff_id: str) -> LayerHeaders:
+        """One read of a layer's headers, and all they tell remembered at once (its folders
+        and symlinks, anchors and the dependency check's entries): a base's layer is read
+        once for the three, not three times."""
+        headers = LayerHeaders(data=False)
+        for entry in self._headers(desc):
+            headers.add(entry)
+        remember_headers(self.ctx.cache, headers, digest=desc.digest, diff_id=diff_id)
+        return headers
+
     def index(self, desc: Descriptor, diff_id: str) -> LayerIndex:
         """A layer's folders and symlinks (read once from its headers, then remembered)."""
         return remembered(
             self.ctx.cache,
             tree_key(diff_id),
-            lambda: LayerIndex.of(self._headers(desc)),
+            lambda: self._read_headers(desc, diff_id).index(),
             read=LayerIndex.from_json,
             write=LayerIndex.to_json,
             shared=self.shared,
@@ -187,8 +197,7 @@ class ImageSetup:
         key = anchors_key(blob.digest)
         found = self.ctx.cache.memo_as(key, _anchors_of)
         if found is None:
-            found = sorted(anchors(e.path for e in self._headers(blob.descriptor)))
-            self.ctx.cache.put_memo(key, {"anchors": found})
+            found = self._read_headers(blob.descriptor, blob.diff_id).anchors()
         if not view.needs_fitting(found):
             return blob
         # "format" 2: new parents are named with the epoch's mtime (they had 0 before).
@@ -228,7 +237,7 @@ class ImageSetup:
                     fitted = write_layer(
                         fitted_members, w, compression=self.ctx.compression, epoch=self.ctx.epoch, headers=headers
                     )
-        remember_headers(self.ctx.cache, fitted, headers)
+        remember_headers(self.ctx.cache, headers, digest=fitted.digest, diff_id=fitted.diff_id)
         self.ctx.cache.put_layer(fit_key, fitted)
         return fitted
 
@@ -320,7 +329,7 @@ class ImageSetup:
                 progress=self.ctx.progress,
                 headers=headers,
             )
-        remember_headers(self.ctx.cache, blob, headers)
+        remember_headers(self.ctx.cache, headers, digest=blob.digest, diff_id=blob.diff_id)
         self.ctx.cache.put_layer(self._copy_key(blob.diff_id), blob)
         return blob
 

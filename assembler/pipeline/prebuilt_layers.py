@@ -351,7 +351,7 @@ class Prebuilt:
                 progress=self.ctx.progress,
                 headers=headers,
             )
-        remember_headers(self.cache, layer, headers)
+        remember_headers(self.cache, headers, digest=layer.digest, diff_id=layer.diff_id)
         return layer
 
     def _write_tar(self, path: Path, spec: m.UrlLayer, plain: Path) -> Layer:

@@ -75,7 +75,7 @@ def layer_from_tar(tar_path: Path, *, cache: Cache, compression: Compression, ep
                     blob = write_layer(members, w, compression=compression, epoch=epoch, headers=headers)
             except InvalidArchive as e:  # e.g. a hard link to a file the archive does not have
                 raise InvalidArchive(f"{what}: {e}") from None
-    remember_headers(cache, blob, headers)
+    remember_headers(cache, headers, digest=blob.digest, diff_id=blob.diff_id)
     return blob
 
 
