@@ -25,7 +25,7 @@ from assembler.archive.view import LayerIndex, anchors
 from assembler.errors import UnsafePath
 
 EntryFact = tuple[str, str, str]  # path, kind, link target: what the dependency check lists
-ELF_MAGIC = b"\x7fELF"  # as assembler.deps.elf has it (the dependency check reads these files)
+ELF_MAGIC = b"\x7fELF"  # how an ELF file begins (assembler.deps reads these files)
 
 
 class _Head:

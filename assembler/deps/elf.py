@@ -11,10 +11,11 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
+from assembler.archive.headers import ELF_MAGIC as ELF_MAGIC  # a layer's writer tells ELF files by it too
+
 if TYPE_CHECKING:
     from elftools.elf.elffile import ELFFile
 
-ELF_MAGIC = b"\x7fELF"
 _VER_FLG_WEAK = 0x2  # a weak version need: ld.so only warns when it is missing
 
 

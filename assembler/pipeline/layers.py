@@ -284,8 +284,7 @@ class ImageSetup:
             )
             found_anchors = tuple(sorted(anchors(entry.path for entry, _ in members)))
             fit = fit_of(found_anchors, view)
-            if fit is not None:
-                assert view is not None
+            if fit is not None and view is not None:  # (fit_of gives None where view is None)
                 members = order_hardlinks(sorted_members(fit_members(members, view, epoch=self.ctx.epoch)))
             found = self.maker.by_content(lambda: self._find_copy(members), lambda: self._write_copy(members))
         except FileNotFoundError as e:
