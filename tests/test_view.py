@@ -6,7 +6,7 @@ import io
 import random
 from contextlib import nullcontext
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from assembler.archive.headers import LayerHeaders
 from assembler.archive.layer import write_layer
@@ -17,8 +17,15 @@ from assembler.cache import Cache
 from assembler.cache.memos import anchors_key, elf_facts_key, tree_key
 from assembler.deps.files import FactReader
 from assembler.oci import mediatypes as mt
+from assembler.oci.descriptor import Platform
 from assembler.oci.digest import canonical_json, sha256_digest
 from assembler.oci.image import Image
+from assembler.pipeline.layers import ImageSetup
+from assembler.pipeline.maker import MAKE
+from assembler.proc import Runner
+from assembler.sbom.packages import read_packages
+from assembler.spec.load import Loaded
+from assembler.transports import Context
 
 
 def d(path: str, mode: int = 0o755, uid: int = 0) -> TarEntry:
@@ -270,3 +277,75 @@ def test_one_read_of_a_layers_headers_remembers_its_index_anchors_and_entries(tm
     assert LayerIndex.from_json(cache.memo(tree_key(layer.diff_id)) or {}) == LayerIndex.of(read)
     assert (cache.memo(anchors_key(layer.digest)) or {}).get("anchors") == sorted(anchors(e.path for e in read))
     assert cache.memo(elf_facts_key(layer.diff_id)) is None  # its data was not read: no ELF facts are known
+
+
+def test_a_base_layer_read_for_its_index_also_gives_the_sboms_database_texts(tmp_path: Path) -> None:
+    """On a cold cache a base's layer is read once: the pass that reads its headers for the
+    image index also keeps the texts the SBOM reads (dpkg status, os-release, a copyright
+    file, Python metadata), and the SBOM reads no layer. They are what the SBOM's own read
+    of the blob keeps."""
+    status = b"Package: zlib1g\nStatus: install ok installed\nVersion: 1:1.2.13\nArchitecture: amd64\n\n"
+    metadata = b"Metadata-Version: 2.1\nName: numpy\nVersion: 2.1.0\n\nA long description.\n"
+    copyright_ = (
+        b"Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: *\nLicense: Zlib\n"
+    )
+    members = [
+        (TarEntry("var/lib/dpkg/status", "file", size=len(status)), status),
+        (TarEntry("usr/lib/os-release", "file", size=12), b"ID=debian\n\n\n"),
+        (TarEntry("etc/os-release", "symlink", linkname="../usr/lib/os-release"), None),
+        (TarEntry("usr/share/doc/zlib1g/copyright", "file", size=len(copyright_)), copyright_),
+        (
+            TarEntry("usr/lib/python3/dist-packages/numpy-2.1.0.dist-info/METADATA", "file", size=len(metadata)),
+            metadata,
+        ),
+        (TarEntry("usr/lib/x/libz.so.1", "file", size=4), b"\x7fELF"),
+    ]
+    cache = Cache(tmp_path / "cache")
+    with cache.blob_writer() as w:
+        layer = write_layer(
+            [(e, (lambda d=d: nullcontext(io.BytesIO(d))) if d is not None else None) for e, d in members],
+            w,
+            compression="zstd",
+            epoch=0,
+        )
+    opened: list[str] = []
+
+    class Counting:
+        def open_blob(self, digest: str) -> BinaryIO:
+            opened.append(digest)
+            return cache.open_blob(digest)
+
+    setup = ImageSetup(cast(Loaded, None), Context(cache, Runner(), Platform(), 0), maker=MAKE)
+    setup.blobs = Counting()  # type: ignore[assignment]
+    setup.index(layer.descriptor, layer.diff_id)
+    assert opened == [layer.digest]
+
+    config = canonical_json(
+        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]}}
+    )
+    manifest = canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": {"mediaType": mt.OCI_CONFIG, "digest": sha256_digest(config), "size": len(config)},
+            "layers": [layer.descriptor.to_json()],
+        }
+    )
+    image = Image(manifest, config)
+
+    def counting_open(digest: str) -> BinaryIO:
+        opened.append(digest)
+        return cache.open_blob(digest)
+
+    inventory = read_packages(image, counting_open, cache=cache, workdir=tmp_path)
+    assert opened == [layer.digest]  # the SBOM found every text it reads remembered
+    assert {(p.name, p.version, p.license) for p in inventory.packages} == {
+        ("zlib1g", "1:1.2.13", "Zlib"),
+        ("numpy", "2.1.0", ""),
+    }
+    assert inventory.os_release.get("ID") == "debian"
+    fresh = Cache(tmp_path / "fresh")
+    with open(cache.blob_path(layer.digest), "rb") as f:
+        fresh.import_stream(f, digest=layer.digest)
+    read = read_packages(image, fresh.open_blob, cache=fresh, workdir=tmp_path)
+    assert read == inventory  # what the SBOM's own read of the blob gives

@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import tarfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
@@ -24,13 +24,13 @@ from assembler.archive.layer import (
     HashingSink,
     Member,
     Opener,
-    iter_tar,
     order_hardlinks,
     recompress,
     sorted_members,
     write_layer,
 )
-from assembler.archive.tar import TarEntry, entry_from_tarinfo
+from assembler.archive.layer_reader import LayerSource, tar_members
+from assembler.archive.tar import entry_from_tarinfo
 from assembler.archive.tree import iter_host_members
 from assembler.archive.view import LayerIndex, TreeView, anchors, fit_members
 from assembler.cache import key_of
@@ -43,6 +43,7 @@ from assembler.oci.digest import canonical_json
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer, layers_of
 from assembler.pipeline.maker import Maker
+from assembler.sbom.packages import database_text, is_database_text, remember_texts
 from assembler.spec import model as m
 from assembler.spec.load import Loaded
 from assembler.transports import Context
@@ -160,21 +161,25 @@ class ImageSetup:
 
     # -- the image below a layer ---------------------------------------------------------
 
-    def _headers(self, desc: Descriptor) -> Iterator[TarEntry]:
-        with self.blobs.open_blob(desc.digest) as raw:
-            comp = cast(Compression, mt.compression_of(desc.media_type))
-            with decompressed(raw, comp) as plain:
-                for entry, _, _ in iter_tar(plain, what=f"layer {desc.digest}"):
-                    yield entry
-
     def _read_headers(self, desc: Descriptor, diff_id: str) -> LayerHeaders:
-        """One read of a layer's headers, and all they tell remembered at once (its folders
-        and symlinks, anchors and the dependency check's entries): a base's layer is read
-        once for the three, not three times."""
+        """One read of a layer, and all its headers tell remembered at once (its folders and
+        symlinks, anchors and the dependency check's entries), with the SBOM's database texts
+        (dpkg status, os-release, Python metadata: small files): a base's layer is read once
+        on a cold cache, not once for each. Raises InvalidImage for a damaged layer."""
         headers = LayerHeaders(data=False)
-        for entry in self._headers(desc):
+        texts: dict[str, str] = {}
+        comp = cast(Compression, mt.compression_of(desc.media_type))
+
+        def opener() -> AbstractContextManager[BinaryIO]:
+            return self.blobs.open_blob(desc.digest)
+
+        for entry, data in tar_members(LayerSource(f"layer {desc.digest}", opener, comp)):
             headers.add(entry)
+            if data is not None and is_database_text(entry.path):
+                with data() as member:
+                    texts[entry.path] = database_text(entry.path, member)
         remember_headers(self.ctx.cache, headers, digest=desc.digest, diff_id=diff_id)
+        remember_texts(self.ctx.cache, diff_id, texts)
         return headers
 
     def index(self, desc: Descriptor, diff_id: str) -> LayerIndex:

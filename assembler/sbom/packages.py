@@ -79,6 +79,26 @@ def _wanted(path: str) -> bool:
     )
 
 
+def is_database_text(path: str) -> bool:
+    """Whether :meth:`PackageReader.texts_of` reads ``path`` (a package database, an
+    os-release, Python metadata, a Debian copyright file; rpm databases are read apart)."""
+    return _wanted(path) and path not in RPM_DATABASES
+
+
+def database_text(path: str, data: BinaryIO) -> str:
+    """What :meth:`PackageReader.texts_of` keeps of the file ``path`` (see :func:`_read_member`)."""
+    return _read_member(path, data)
+
+
+def remember_texts(cache: Cache, diff_id: str, texts: Mapping[str, str]) -> None:
+    """The texts of every database file of a layer (:func:`is_database_text`), gathered by
+    a pass over it made for something else: this layer is not read again for them. A
+    memo already there is left as it is."""
+    key = _MEMO + diff_id.split(":", 1)[1]
+    if cache.memo(key) is None:
+        cache.put_memo(key, {"texts": dict(texts)})
+
+
 class PackageReader(FactReader):
     """Reads chosen members' text from layers, memoised by the layer's diff_id."""
 
