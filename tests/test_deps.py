@@ -25,9 +25,10 @@ import pytest
 
 from assembler.cache import Cache
 from assembler.cache.memos import NO_ELF_FACTS, elf_facts_key
+from assembler.cache.store import Store
 from assembler.deps.files import FactReader, ImageFiles
 from assembler.oci.image import Image
-from tests.helpers import layout_digest, run_cli
+from tests.helpers import layout_digest, run_cli, run_cli_here
 
 TRIPLET = "x86_64-linux-gnu"
 HOST_LIBS = Path("/lib") / TRIPLET
@@ -405,19 +406,34 @@ def test_a_wheels_extension_is_checked_against_the_base(tmp_path: Path, base: st
         assert "dependency check: 1 ELF files in 1 layers" in ran.err, str(ran)
 
 
-def test_a_layer_without_elf_files_gets_its_facts_when_written_as_reading_it_would_give(tmp_path: Path) -> None:
+def test_a_layer_without_elf_files_gets_its_facts_when_written_as_reading_it_would_give(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A layer of model weights and configs has no ELF file: the facts the dependency check
     would read from it are recorded when it is written (it is not read back for them), and
     they are what reading the whole blob records. A layer with an ELF file is left to the
-    check. (Built without the check, so what is recorded is the writer's.)"""
+    check (built without it, so what is recorded is the writer's). The SBOM's texts are
+    kept as it is written too: the SBOM and the image's labels read nothing of it, and its
+    blob is opened once, by the output's copy."""
     root = project(tmp_path / "p", libcurl=True)
     data = root / "weights"
     data.mkdir()
     (data / "model.safetensors").write_bytes(os.urandom(70_000))
     (data / "config.json").write_text('{"layers": 2}\n')
     (data / "short").write_bytes(b"\x7fEL")  # begins as an ELF file does, and ends there
+    (data / "tok-1.0.dist-info").mkdir()
+    (data / "tok-1.0.dist-info/METADATA").write_text("Metadata-Version: 2.1\nName: tok\nVersion: 1.0\n\nAbout.\n")
     (root / "m.yaml").write_text(MANIFEST + "    - copy: {from: ./weights/, to: /models/tiny/}\n")
-    built = build(root, "--no-deps-check")
+    opened: list[str] = []
+    open_blob_of = Store.open_blob
+
+    def counting(store: Store, digest: str) -> BinaryIO:
+        opened.append(digest)
+        return open_blob_of(store, digest)
+
+    monkeypatch.setattr(Store, "open_blob", counting)
+    args = ["m.yaml", "--cache", str(root / "cache"), "-o", "oci:out:x", "--progress", "plain", "--no-deps-check"]
+    built = run_cli_here(args, cwd=root)
     assert built.code == 0, str(built)
     cache = Cache(root / "cache")
     out = root / "out"
@@ -434,6 +450,12 @@ def test_a_layer_without_elf_files_gets_its_facts_when_written_as_reading_it_wou
     recorded = facts(cache, weights_layer)
     assert recorded == NO_ELF_FACTS
     assert facts(cache, curl_layer) == {}
+    # The SBOM's texts (here Python metadata) were kept as the layer was written, too.
+    texts = cache.memo("sbom-texts-v2-" + image.diff_ids[weights_layer].split(":")[1]) or {}
+    assert texts.get("texts") == {
+        "models/tiny/tok-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: tok\nVersion: 1.0\n"
+    }
+    assert opened.count(image.layers[weights_layer].digest) == 1, opened  # the output's copy, nothing else
 
     def open_blob(digest: str) -> BinaryIO:
         return open(out / "blobs/sha256" / digest.split(":")[1], "rb")

@@ -8,6 +8,9 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import BinaryIO, cast
 
+import pytest
+
+from assembler.archive import headers as archive_headers
 from assembler.archive.headers import LayerHeaders
 from assembler.archive.layer import write_layer
 from assembler.archive.layer_reader import LayerSource, tar_members
@@ -20,10 +23,11 @@ from assembler.oci import mediatypes as mt
 from assembler.oci.descriptor import Platform
 from assembler.oci.digest import canonical_json, sha256_digest
 from assembler.oci.image import Image
+from assembler.oci.layer import Layer
 from assembler.pipeline.layers import ImageSetup
 from assembler.pipeline.maker import MAKE
 from assembler.proc import Runner
-from assembler.sbom.packages import read_packages
+from assembler.sbom.packages import DATABASE_TEXTS, PackageReader, read_packages
 from assembler.spec.load import Loaded
 from assembler.transports import Context
 
@@ -349,3 +353,51 @@ def test_a_base_layer_read_for_its_index_also_gives_the_sboms_database_texts(tmp
         fresh.import_stream(f, digest=layer.digest)
     read = read_packages(image, fresh.open_blob, cache=fresh, workdir=tmp_path)
     assert read == inventory  # what the SBOM's own read of the blob gives
+
+
+def test_a_layer_writer_keeps_the_sboms_database_texts_as_a_reader_of_the_blob_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A layer we write (a pip: layer's Python metadata, a copied dpkg status) is not
+    streamed again by the SBOM: the writer keeps what the SBOM keeps of those files, equal
+    to what reading the blob gives; a wanted file too big to keep leaves it to the reader."""
+    status = b"Package: zlib1g\nStatus: install ok installed\nVersion: 1:1.2.13\n\n"
+    metadata = b"Metadata-Version: 2.1\nName: numpy\nVersion: 2.1.0\n\n" + b"description " * 10_000
+    dist = "opt/venv/lib/python3.11/site-packages/numpy-2.1.0.dist-info/METADATA"
+    files = {
+        "var/lib/dpkg/status": status,
+        dist: metadata,
+        "usr/share/doc/zlib1g/copyright": b"not a DEP-5 file\n",
+        "opt/venv/lib/python3.11/site-packages/numpy/core.so": b"\x7fELF" + bytes(5000),
+    }
+    members = [(TarEntry(p, "file", size=len(d)), (lambda d=d: nullcontext(io.BytesIO(d)))) for p, d in files.items()]
+
+    def written(cache: Cache) -> tuple[LayerHeaders, Layer]:
+        headers = LayerHeaders(texts=DATABASE_TEXTS)
+        with cache.blob_writer() as w:
+            layer = write_layer(members, w, compression="zstd", epoch=0, headers=headers)
+        return headers, layer
+
+    cache = Cache(tmp_path / "cache")
+    headers, layer = written(cache)
+    wanted = {"var/lib/dpkg/status", dist, "usr/share/doc/zlib1g/copyright"}
+    assert headers.texts is not None and set(headers.texts) == wanted
+    config = canonical_json(
+        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]}}
+    )
+    manifest = canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": {"mediaType": mt.OCI_CONFIG, "digest": sha256_digest(config), "size": len(config)},
+            "layers": [layer.descriptor.to_json()],
+        }
+    )
+    reader = PackageReader(Image(manifest, config), cache.open_blob, cache=None, workdir=tmp_path)
+    assert reader.texts_of(0, wanted) == headers.texts  # the blob read whole, nothing remembered
+    assert headers.texts[dist].endswith("Version: 2.1.0\n")  # the headers only, as the reader keeps
+
+    monkeypatch.setattr(archive_headers, "TEXT_LIMIT", 1000)  # the METADATA is now too big to keep
+    small = Cache(tmp_path / "small")
+    headers, _ = written(small)
+    assert headers.texts is None

@@ -43,7 +43,13 @@ from assembler.oci.digest import canonical_json
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer, layers_of
 from assembler.pipeline.maker import Maker
-from assembler.sbom.packages import database_text, is_database_text, remember_texts
+from assembler.sbom.packages import (
+    DATABASE_TEXTS,
+    database_text,
+    is_database_text,
+    remember_kept_texts,
+    remember_texts,
+)
 from assembler.spec import model as m
 from assembler.spec.load import Loaded
 from assembler.transports import Context
@@ -237,12 +243,13 @@ class ImageSetup:
                         continue
                     members.append((entry, _member_opener(tf, info) if entry.kind == "file" else None))
                 fitted_members = fit_members(members, view, epoch=self.ctx.epoch)
-                headers = LayerHeaders()
+                headers = LayerHeaders(texts=DATABASE_TEXTS)
                 with self.ctx.cache.blob_writer() as w:
                     fitted = write_layer(
                         fitted_members, w, compression=self.ctx.compression, epoch=self.ctx.epoch, headers=headers
                     )
         remember_headers(self.ctx.cache, headers, digest=fitted.digest, diff_id=fitted.diff_id)
+        remember_kept_texts(self.ctx.cache, headers, fitted.diff_id)
         self.ctx.cache.put_layer(fit_key, fitted)
         return fitted
 
@@ -322,7 +329,7 @@ class ImageSetup:
 
     def _write_copy(self, members: list[Member]) -> Layer:
         """The copy layer of ``members`` (sorted), written and recorded under its content."""
-        headers = LayerHeaders()
+        headers = LayerHeaders(texts=DATABASE_TEXTS)
         with self.ctx.cache.blob_writer() as w:
             blob = write_layer(
                 members,
@@ -334,6 +341,7 @@ class ImageSetup:
                 headers=headers,
             )
         remember_headers(self.ctx.cache, headers, digest=blob.digest, diff_id=blob.diff_id)
+        remember_kept_texts(self.ctx.cache, headers, blob.diff_id)
         self.ctx.cache.put_layer(self._copy_key(blob.diff_id), blob)
         return blob
 

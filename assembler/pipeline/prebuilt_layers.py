@@ -39,6 +39,7 @@ from assembler.pipeline import prebuilt_checks as checks
 from assembler.pipeline.maker import MAKE, Maker
 from assembler.pipeline.options import RemoteSteps
 from assembler.pipeline.prebuilt_checks import Check, Paths
+from assembler.sbom.packages import DATABASE_TEXTS, remember_kept_texts
 from assembler.spec import model as m
 from assembler.spec.prebuilt import Requirement, parse_requirement, size_bytes
 from assembler.transports import Context, pypi
@@ -341,7 +342,7 @@ class Prebuilt:
 
     def _write(self, members: list[Member]) -> Layer:
         """The layer of ``members`` (and their parents) in the cache, its headers remembered."""
-        headers = LayerHeaders()
+        headers = LayerHeaders(texts=DATABASE_TEXTS)
         with self.cache.blob_writer() as w:
             layer = write_layer(
                 with_parents(members, epoch=self.ctx.epoch),
@@ -352,6 +353,7 @@ class Prebuilt:
                 headers=headers,
             )
         remember_headers(self.cache, headers, digest=layer.digest, diff_id=layer.diff_id)
+        remember_kept_texts(self.cache, headers, layer.diff_id)
         return layer
 
     def _write_tar(self, path: Path, spec: m.UrlLayer, plain: Path) -> Layer:

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from assembler.archive.headers import LayerHeaders
 from assembler.archive.layer_reader import tar_members
 from assembler.cache import Cache
 from assembler.cache.memos import SharedFacts, facts_key, remembered
@@ -88,6 +89,28 @@ def is_database_text(path: str) -> bool:
 def database_text(path: str, data: BinaryIO) -> str:
     """What :meth:`PackageReader.texts_of` keeps of the file ``path`` (see :func:`_read_member`)."""
     return _read_member(path, data)
+
+
+class DatabaseTexts:
+    """What :meth:`PackageReader.texts_of` keeps of a layer's files, for a layer writer to
+    keep as they go by (:class:`assembler.archive.headers.LayerHeaders`)."""
+
+    def wanted(self, path: str) -> bool:
+        return is_database_text(path)
+
+    def read(self, path: str, data: BinaryIO) -> str:
+        return database_text(path, data)
+
+
+DATABASE_TEXTS = DatabaseTexts()
+
+
+def remember_kept_texts(cache: Cache, headers: LayerHeaders, diff_id: str) -> None:
+    """What ``headers`` (``LayerHeaders(texts=DATABASE_TEXTS)``) kept while its layer was
+    written, under the key :meth:`PackageReader.texts_of` reads: a new layer is not
+    streamed again for its package databases and Python metadata."""
+    if headers.readable and headers.texts is not None:
+        remember_texts(cache, diff_id, headers.texts)
 
 
 def remember_texts(cache: Cache, diff_id: str, texts: Mapping[str, str]) -> None:
