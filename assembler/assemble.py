@@ -287,7 +287,8 @@ def assemble(loaded: Loaded, options: Options, *, runner: Runner, report: Report
     try:
         return _assemble_once(loaded, options, runner=runner, report=report)
     except CorruptBlob as e:
-        # The damaged blob is gone from the cache: a second pass remakes what used it and writes the outputs again.
+        # The damaged blob is gone from the cache already: a second pass remakes what used
+        # it (a step, a base's layer, a conversion) and writes the outputs again.
         report(Event("warning", {"text": f"{e}; dropped it from the cache and building again"}))
         return _assemble_once(loaded, options, runner=runner, report=report)
 

@@ -12,7 +12,7 @@ import pytest
 
 from assembler.archive import headers as archive_headers
 from assembler.archive.headers import LayerHeaders
-from assembler.archive.layer import write_layer
+from assembler.archive.layer import Member, Opener, write_layer
 from assembler.archive.layer_reader import LayerSource, tar_members
 from assembler.archive.tar import TarEntry
 from assembler.archive.view import LayerIndex, TreeView, anchors, fit_members
@@ -174,6 +174,15 @@ def test_tree_view_is_the_naive_view_on_random_layers() -> None:
             assert (view.dirs, view.links) == (naive.dirs, naive.links)
 
 
+def _with_openers(members: list[tuple[TarEntry, bytes | None]]) -> list[Member]:
+    """``members`` as a layer writer takes them: each file's bytes behind an opener."""
+
+    def opener(data: bytes) -> Opener:
+        return lambda: nullcontext(io.BytesIO(data))
+
+    return [(e, opener(d) if d is not None else None) for e, d in members]
+
+
 def _written_and_read_back(
     members: list[tuple[TarEntry, bytes | None]], epoch: int
 ) -> tuple[LayerHeaders, list[TarEntry]]:
@@ -181,7 +190,7 @@ def _written_and_read_back(
     headers = LayerHeaders()
     blob = io.BytesIO()
     write_layer(
-        [(e, (lambda data=data: nullcontext(io.BytesIO(data))) if data is not None else None) for e, data in members],
+        _with_openers(members),
         blob,
         compression="zstd",
         epoch=epoch,
@@ -233,6 +242,22 @@ def test_headers_gathered_while_writing_are_what_a_reader_of_the_blob_sees() -> 
         assert headers.elf == (b"\x7fELF\x02" in written)
 
 
+def _image_of(layer: Layer) -> Image:
+    """A one-layer image of ``layer`` (for the readers that take an image)."""
+    config = canonical_json(
+        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]}}
+    )
+    manifest = canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": {"mediaType": mt.OCI_CONFIG, "digest": sha256_digest(config), "size": len(config)},
+            "layers": [layer.descriptor.to_json()],
+        }
+    )
+    return Image(manifest, config)
+
+
 def test_a_layer_a_reader_refuses_gives_no_headers() -> None:
     headers = LayerHeaders()
     headers.add(TarEntry(path="ok", kind="dir"))
@@ -252,20 +277,10 @@ def test_one_read_of_a_layers_headers_remembers_its_index_anchors_and_entries(tm
     ]
     blob = io.BytesIO()
     layer = write_layer(
-        [(e, (lambda d=d: nullcontext(io.BytesIO(d))) if d is not None else None) for e, d in members],
+        _with_openers(members),
         blob,
         compression="zstd",
         epoch=0,
-    )
-    rootfs = {"type": "layers", "diff_ids": [layer.diff_id]}
-    config = canonical_json({"architecture": "amd64", "os": "linux", "rootfs": rootfs, "config": {}})
-    manifest = canonical_json(
-        {
-            "schemaVersion": 2,
-            "mediaType": mt.OCI_MANIFEST,
-            "config": {"mediaType": mt.OCI_CONFIG, "digest": sha256_digest(config), "size": len(config)},
-            "layers": [layer.descriptor.to_json()],
-        }
     )
     opened: list[str] = []
 
@@ -274,7 +289,7 @@ def test_one_read_of_a_layers_headers_remembers_its_index_anchors_and_entries(tm
         return io.BytesIO(blob.getvalue())
 
     cache = Cache(tmp_path / "cache")
-    entries = FactReader(Image(manifest, config), open_blob, cache=cache, workdir=tmp_path).entries(0)
+    entries = FactReader(_image_of(layer), open_blob, cache=cache, workdir=tmp_path).entries(0)
     assert opened == [layer.digest]
     read = [entry for entry, _ in tar_members(LayerSource("l", lambda: nullcontext(io.BytesIO(blob.getvalue()))))]
     assert entries == [(e.path, e.kind, e.linkname) for e in read]
@@ -307,7 +322,7 @@ def test_a_base_layer_read_for_its_index_also_gives_the_sboms_database_texts(tmp
     cache = Cache(tmp_path / "cache")
     with cache.blob_writer() as w:
         layer = write_layer(
-            [(e, (lambda d=d: nullcontext(io.BytesIO(d))) if d is not None else None) for e, d in members],
+            _with_openers(members),
             w,
             compression="zstd",
             epoch=0,
@@ -324,18 +339,7 @@ def test_a_base_layer_read_for_its_index_also_gives_the_sboms_database_texts(tmp
     setup.index(layer.descriptor, layer.diff_id)
     assert opened == [layer.digest]
 
-    config = canonical_json(
-        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]}}
-    )
-    manifest = canonical_json(
-        {
-            "schemaVersion": 2,
-            "mediaType": mt.OCI_MANIFEST,
-            "config": {"mediaType": mt.OCI_CONFIG, "digest": sha256_digest(config), "size": len(config)},
-            "layers": [layer.descriptor.to_json()],
-        }
-    )
-    image = Image(manifest, config)
+    image = _image_of(layer)
 
     def counting_open(digest: str) -> BinaryIO:
         opened.append(digest)
@@ -370,7 +374,7 @@ def test_a_layer_writer_keeps_the_sboms_database_texts_as_a_reader_of_the_blob_w
         "usr/share/doc/zlib1g/copyright": b"not a DEP-5 file\n",
         "opt/venv/lib/python3.11/site-packages/numpy/core.so": b"\x7fELF" + bytes(5000),
     }
-    members = [(TarEntry(p, "file", size=len(d)), (lambda d=d: nullcontext(io.BytesIO(d)))) for p, d in files.items()]
+    members = _with_openers([(TarEntry(p, "file", size=len(d)), d) for p, d in files.items()])
 
     def written(cache: Cache) -> tuple[LayerHeaders, Layer]:
         headers = LayerHeaders(texts=DATABASE_TEXTS)
@@ -382,18 +386,7 @@ def test_a_layer_writer_keeps_the_sboms_database_texts_as_a_reader_of_the_blob_w
     headers, layer = written(cache)
     wanted = {"var/lib/dpkg/status", dist, "usr/share/doc/zlib1g/copyright"}
     assert headers.texts is not None and set(headers.texts) == wanted
-    config = canonical_json(
-        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]}}
-    )
-    manifest = canonical_json(
-        {
-            "schemaVersion": 2,
-            "mediaType": mt.OCI_MANIFEST,
-            "config": {"mediaType": mt.OCI_CONFIG, "digest": sha256_digest(config), "size": len(config)},
-            "layers": [layer.descriptor.to_json()],
-        }
-    )
-    reader = PackageReader(Image(manifest, config), cache.open_blob, cache=None, workdir=tmp_path)
+    reader = PackageReader(_image_of(layer), cache.open_blob, cache=None, workdir=tmp_path)
     assert reader.texts_of(0, wanted) == headers.texts  # the blob read whole, nothing remembered
     assert headers.texts[dist].endswith("Version: 2.1.0\n")  # the headers only, as the reader keeps
 
