@@ -287,8 +287,7 @@ def assemble(loaded: Loaded, options: Options, *, runner: Runner, report: Report
     try:
         return _assemble_once(loaded, options, runner=runner, report=report)
     except CorruptBlob as e:
-        # The damaged blob is gone from the cache already: a second pass remakes what used
-        # it (a step, a base's layer, a conversion) and writes the outputs again.
+        # The damaged blob is gone: a second pass remakes what used it (step, base layer, conversion).
         report(Event("warning", {"text": f"{e}; dropped it from the cache and building again"}))
         return _assemble_once(loaded, options, runner=runner, report=report)
 
