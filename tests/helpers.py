@@ -21,6 +21,11 @@ from typing import Any
 
 import zstandard
 
+from assembler.oci import mediatypes as mt
+from assembler.oci.digest import canonical_json, sha256_digest
+from assembler.oci.image import Image
+from assembler.oci.layer import Layer
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
@@ -252,3 +257,19 @@ def serving_folder(folder: Path) -> Iterator[str]:
     """``folder``'s files over plain HTTP for the block; yields the URL prefix."""
     with serving(functools.partial(_QuietFiles, directory=str(folder))) as host:
         yield f"http://{host}"
+
+
+def one_layer_image(layer: Layer) -> Image:
+    """A one-layer image of ``layer`` (for the readers that take an image)."""
+    config = canonical_json(
+        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]}}
+    )
+    manifest = canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": {"mediaType": mt.OCI_CONFIG, "digest": sha256_digest(config), "size": len(config)},
+            "layers": [layer.descriptor.to_json()],
+        }
+    )
+    return Image(manifest, config)

@@ -18,17 +18,22 @@ import struct
 import subprocess
 import tarfile
 import tempfile
+from contextlib import nullcontext
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, cast
 
 import pytest
 
+from assembler.archive.headers import LayerHeaders
+from assembler.archive.layer import Member, Opener, write_layer
+from assembler.archive.tar import TarEntry
 from assembler.cache import Cache
-from assembler.cache.memos import NO_ELF_FACTS, elf_facts_key
+from assembler.cache.memos import NO_ELF_FACTS, elf_facts_key, remember_headers
 from assembler.cache.store import Store
+from assembler.deps.elf import FactsAsWritten
 from assembler.deps.files import FactReader, ImageFiles
 from assembler.oci.image import Image
-from tests.helpers import layout_digest, run_cli, run_cli_here
+from tests.helpers import layout_digest, one_layer_image, read_blob, run_cli, run_cli_here
 
 TRIPLET = "x86_64-linux-gnu"
 HOST_LIBS = Path("/lib") / TRIPLET
@@ -139,6 +144,19 @@ def project(root: Path, manifest: str = MANIFEST, **base: object) -> Path:
     (root / "m.yaml").write_text(manifest)
     debian_base(root / "base.tar", **base)  # type: ignore[arg-type]
     return root
+
+
+def blobs_opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The digest of every blob opened in a cache from now on, in order."""
+    opened: list[str] = []
+    open_blob_of = Store.open_blob
+
+    def counting(store: Store, digest: str) -> BinaryIO:
+        opened.append(digest)
+        return open_blob_of(store, digest)
+
+    monkeypatch.setattr(Store, "open_blob", counting)
+    return opened
 
 
 def build(root: Path, *extra: str) -> object:
@@ -424,14 +442,7 @@ def test_a_layer_without_elf_files_gets_its_facts_when_written_as_reading_it_wou
     (data / "tok-1.0.dist-info").mkdir()
     (data / "tok-1.0.dist-info/METADATA").write_text("Metadata-Version: 2.1\nName: tok\nVersion: 1.0\n\nAbout.\n")
     (root / "m.yaml").write_text(MANIFEST + "    - copy: {from: ./weights/, to: /models/tiny/}\n")
-    opened: list[str] = []
-    open_blob_of = Store.open_blob
-
-    def counting(store: Store, digest: str) -> BinaryIO:
-        opened.append(digest)
-        return open_blob_of(store, digest)
-
-    monkeypatch.setattr(Store, "open_blob", counting)
+    opened = blobs_opened(monkeypatch)
     args = ["m.yaml", "--cache", str(root / "cache"), "-o", "oci:out:x", "--progress", "plain", "--no-deps-check"]
     built = run_cli_here(args, cwd=root)
     assert built.code == 0, str(built)
@@ -463,3 +474,94 @@ def test_a_layer_without_elf_files_gets_its_facts_when_written_as_reading_it_wou
     fresh = Cache(tmp_path / "fresh")  # nothing recorded: the whole blob is read
     FactReader(image, open_blob, cache=fresh, workdir=tmp_path).read(weights_layer, None)
     assert facts(fresh, weights_layer) == recorded
+
+
+def test_a_layers_elf_facts_are_read_as_it_is_written_as_a_reader_of_the_blob_records_them(tmp_path: Path) -> None:
+    """The writer of a layer reads each ELF file's facts as it goes: from the host file
+    itself (its headers only: nothing is copied), or from a spool of the bytes that went by
+    when they come from elsewhere (a wheel's member; here bytes in memory, one of them past
+    the in-memory spool). What it records is what a reader of the whole blob records: ELF
+    files it cannot parse, other files and hard links not listed. Spools leave nothing."""
+    src = tmp_path / "src"
+    src.mkdir()
+    curl = CURL.read_bytes()
+    (src / "curl").write_bytes(curl)
+    big = host("libc.so.6") + bytes(5 << 20)  # what follows an ELF file's parts is not read
+    files: dict[str, bytes] = {
+        "usr/lib/big.so": big,
+        "usr/lib/bad.so": b"\x7fELF" + bytes(range(256)) * 8,  # begins as an ELF file does; is none
+        "usr/lib/libfoo.so": tiny_elf(needed=["libbar.so.1"], runpath="$ORIGIN", soname="libfoo.so"),
+        "usr/lib/libz.so.1": host("libz.so.1"),
+        "usr/share/readme": b"hello",
+    }
+
+    def in_memory(data: bytes) -> Opener:
+        return lambda: nullcontext(io.BytesIO(data))
+
+    members: list[Member] = [(TarEntry(path, "file", size=len(data)), in_memory(data)) for path, data in files.items()]
+    members.append((TarEntry("usr/bin/curl", "file", mode=0o755, size=len(curl)), lambda: io.FileIO(src / "curl")))
+    members.append((TarEntry("usr/lib/libz.so", "hardlink", linkname="usr/lib/libz.so.1"), None))
+    cache = Cache(tmp_path / "cache")
+    headers = LayerHeaders(elf=FactsAsWritten(cache.tmp))
+    with cache.blob_writer() as w:
+        layer = write_layer(members, w, compression="zstd", epoch=0, headers=headers)
+    remember_headers(cache, headers, digest=layer.digest, diff_id=layer.diff_id)
+    assert not list(cache.tmp.iterdir())
+
+    def facts(cache: Cache) -> dict[str, object]:
+        memo = cache.memo(elf_facts_key(layer.diff_id)) or {}
+        return {k: v for k, v in memo.items() if k != "kind"}  # the record's own field
+
+    recorded = facts(cache)
+    found = cast(dict[str, dict[str, object]], recorded["files"])
+    # (libz.so sorts first: the writer gives it the data, and libz.so.1 links to it)
+    assert sorted(found) == ["usr/bin/curl", "usr/lib/big.so", "usr/lib/libfoo.so", "usr/lib/libz.so"]
+    assert found["usr/lib/libfoo.so"]["needed"] == ["libbar.so.1"]
+    assert found["usr/lib/libfoo.so"]["runpath"] == ["$ORIGIN"]
+    assert "libcurl.so.4" in cast(list[str], found["usr/bin/curl"]["needed"])
+    assert found["usr/lib/big.so"]["soname"] == "libc.so.6"
+    fresh = Cache(tmp_path / "fresh")  # nothing recorded: the whole blob is read
+    FactReader(one_layer_image(layer), cache.open_blob, cache=fresh, workdir=tmp_path).read(0, None)
+    assert facts(fresh) == recorded
+
+
+def test_a_host_file_changed_while_its_layer_is_written_leaves_its_facts_to_the_reader(tmp_path: Path) -> None:
+    """Facts read from a host file after the writer read it could be of other bytes than
+    the layer's if it changed meanwhile: then nothing is recorded, and the dependency check
+    reads the blob."""
+    curl = tmp_path / "curl"
+    curl.write_bytes(CURL.read_bytes())
+    size = curl.stat().st_size
+
+    class Touched(io.FileIO):
+        def readinto(self, buffer: Any) -> int:
+            n = super().readinto(buffer) or 0
+            if self.tell() == size:  # read to the end: touched before its facts are read
+                os.utime(self.fileno(), ns=(1, 1))
+            return n
+
+    cache = Cache(tmp_path / "cache")
+    headers = LayerHeaders(elf=FactsAsWritten(cache.tmp))
+    member: Member = (TarEntry("usr/bin/curl", "file", mode=0o755, size=size), lambda: Touched(curl))
+    with cache.blob_writer() as w:
+        layer = write_layer([member], w, compression="zstd", epoch=0, headers=headers)
+    remember_headers(cache, headers, digest=layer.digest, diff_id=layer.diff_id)
+    assert headers.elf is True and headers.elf_facts is None
+    assert cache.memo(elf_facts_key(layer.diff_id)) is None
+
+
+def test_a_copied_programs_facts_are_not_read_back_from_its_layer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build whose dependency check runs reads the ELF facts of the files it copies as it
+    writes their layer: the check does not open that layer's blob (the output's copy does,
+    once)."""
+    root = project(tmp_path / "p", libcurl=True)
+    opened = blobs_opened(monkeypatch)
+    args = ["m.yaml", "--cache", str(root / "cache"), "-o", "oci:out:x", "--progress", "plain", "--no-sbom", "-v"]
+    built = run_cli_here(args, cwd=root)
+    assert built.code == 0, str(built)
+    assert "dependency check: 1 ELF files in 1 layers" in built.err, str(built)
+    manifest = json.loads(read_blob(root / "out", layout_digest(root / "out", "x")))
+    curl_layer = manifest["layers"][-1]["digest"]
+    assert opened.count(curl_layer) == 1, opened

@@ -19,10 +19,7 @@ from assembler.archive.view import LayerIndex, TreeView, anchors, fit_members
 from assembler.cache import Cache
 from assembler.cache.memos import anchors_key, elf_facts_key, tree_key
 from assembler.deps.files import FactReader
-from assembler.oci import mediatypes as mt
 from assembler.oci.descriptor import Platform
-from assembler.oci.digest import canonical_json, sha256_digest
-from assembler.oci.image import Image
 from assembler.oci.layer import Layer
 from assembler.pipeline.layers import ImageSetup
 from assembler.pipeline.maker import MAKE
@@ -30,6 +27,7 @@ from assembler.proc import Runner
 from assembler.sbom.packages import DATABASE_TEXTS, PackageReader, read_packages
 from assembler.spec.load import Loaded
 from assembler.transports import Context
+from tests.helpers import one_layer_image
 
 
 def d(path: str, mode: int = 0o755, uid: int = 0) -> TarEntry:
@@ -242,22 +240,6 @@ def test_headers_gathered_while_writing_are_what_a_reader_of_the_blob_sees() -> 
         assert headers.elf == (b"\x7fELF\x02" in written)
 
 
-def _image_of(layer: Layer) -> Image:
-    """A one-layer image of ``layer`` (for the readers that take an image)."""
-    config = canonical_json(
-        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]}}
-    )
-    manifest = canonical_json(
-        {
-            "schemaVersion": 2,
-            "mediaType": mt.OCI_MANIFEST,
-            "config": {"mediaType": mt.OCI_CONFIG, "digest": sha256_digest(config), "size": len(config)},
-            "layers": [layer.descriptor.to_json()],
-        }
-    )
-    return Image(manifest, config)
-
-
 def test_a_layer_a_reader_refuses_gives_no_headers() -> None:
     headers = LayerHeaders()
     headers.add(TarEntry(path="ok", kind="dir"))
@@ -289,7 +271,7 @@ def test_one_read_of_a_layers_headers_remembers_its_index_anchors_and_entries(tm
         return io.BytesIO(blob.getvalue())
 
     cache = Cache(tmp_path / "cache")
-    entries = FactReader(_image_of(layer), open_blob, cache=cache, workdir=tmp_path).entries(0)
+    entries = FactReader(one_layer_image(layer), open_blob, cache=cache, workdir=tmp_path).entries(0)
     assert opened == [layer.digest]
     read = [entry for entry, _ in tar_members(LayerSource("l", lambda: nullcontext(io.BytesIO(blob.getvalue()))))]
     assert entries == [(e.path, e.kind, e.linkname) for e in read]
@@ -339,7 +321,7 @@ def test_a_base_layer_read_for_its_index_also_gives_the_sboms_database_texts(tmp
     setup.index(layer.descriptor, layer.diff_id)
     assert opened == [layer.digest]
 
-    image = _image_of(layer)
+    image = one_layer_image(layer)
 
     def counting_open(digest: str) -> BinaryIO:
         opened.append(digest)
@@ -386,7 +368,7 @@ def test_a_layer_writer_keeps_the_sboms_database_texts_as_a_reader_of_the_blob_w
     headers, layer = written(cache)
     wanted = {"var/lib/dpkg/status", dist, "usr/share/doc/zlib1g/copyright"}
     assert headers.texts is not None and set(headers.texts) == wanted
-    reader = PackageReader(_image_of(layer), cache.open_blob, cache=None, workdir=tmp_path)
+    reader = PackageReader(one_layer_image(layer), cache.open_blob, cache=None, workdir=tmp_path)
     assert reader.texts_of(0, wanted) == headers.texts  # the blob read whole, nothing remembered
     assert headers.texts[dist].endswith("Version: 2.1.0\n")  # the headers only, as the reader keeps
 

@@ -11,7 +11,12 @@ reads the blob. It also shows each file's first bytes (:meth:`LayerHeaders.data`
 with no ELF file in it (model weights, configs, pure-Python packages) has no facts for the
 dependency check to read, and is not read back for them. Given a :class:`TextKeeper` (the
 SBOM's), it keeps what that reads of the few files it wants (package databases, Python
-metadata) as they go by, so that a new layer is not streamed again for them either.
+metadata) as they go by, so that a new layer is not streamed again for them either. Given
+an :class:`ElfReader` (the dependency check's), it reads each ELF file's facts once the
+writer has read the file: from the host file itself when the writer read one (it is
+seekable, and only its headers are read), else from a spool of what went by (bounded in
+memory, as the reader of the blob spools it); a layer of ``.so`` files (a pip layer of
+torch) is then not decompressed again for them.
 
 Entries are taken as a reader of the blob sees them: paths cleaned as
 :func:`entry_from_tarinfo` cleans them, times as the header holds them.
@@ -20,8 +25,13 @@ Entries are taken as a reader of the blob sees them: paths cleaned as
 from __future__ import annotations
 
 import io
+import os
+import stat
+import tempfile
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import BinaryIO, Protocol, cast
+from pathlib import Path
+from typing import IO, Any, BinaryIO, Protocol, cast
 
 from assembler.archive.tar import TarEntry, clean_path
 from assembler.archive.view import LayerIndex, anchors
@@ -32,6 +42,7 @@ ELF_MAGIC = b"\x7fELF"  # how an ELF file begins (assembler.deps reads these fil
 
 
 TEXT_LIMIT = 64 << 20  # a wanted file bigger than this is left to the reader of the blob
+_SPOOL_IN_MEMORY = 4 << 20  # an ELF file read from elsewhere than a host file: spooled, to disk past this
 
 
 class TextKeeper(Protocol):
@@ -42,28 +53,78 @@ class TextKeeper(Protocol):
     def read(self, path: str, data: BinaryIO) -> str: ...
 
 
+class ElfReader(Protocol):
+    """What a reader of layers keeps of each ELF file (the dependency check's facts)."""
+
+    @property
+    def workdir(self) -> Path:
+        """Where a file that is not read from the host is spooled."""
+        ...
+
+    def facts(self, stream: IO[bytes]) -> Mapping[str, Any] | None:
+        """The facts of the ELF file in ``stream`` (seekable, at its start), as the reader's
+        memo holds them; None when it cannot be parsed."""
+        ...
+
+
+def _host_file(data: object) -> os.stat_result | None:
+    """The state of the host file ``data`` reads (a regular file), else None."""
+    try:
+        st = os.fstat(data.fileno())  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both of the last two
+        return None
+    return st if stat.S_ISREG(st.st_mode) else None
+
+
+def _same_state(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_ino, a.st_size, a.st_mtime_ns, a.st_ctime_ns) == (b.st_ino, b.st_size, b.st_mtime_ns, b.st_ctime_ns)
+
+
 class _Head:
     """A file's data read through, its first bytes kept (a layer writer reads it once);
-    with ``whole``, all of it (up to :data:`TEXT_LIMIT`: ``whole`` is then None)."""
+    with ``whole``, all of it (up to :data:`TEXT_LIMIT`: ``whole`` is then None); with
+    ``spool``, an ELF file's bytes are spooled there as they go by."""
 
-    def __init__(self, data: BinaryIO, *, whole: bool = False) -> None:
+    def __init__(self, data: BinaryIO, *, whole: bool = False, spool: Path | None = None) -> None:
         self._data = data
         self.head = b""
         self.whole: bytearray | None = bytearray() if whole else None
         self.kept = whole
+        self._spool_dir = spool
+        self.spool: IO[bytes] | None = None
 
     def _keep(self, chunk: bytes | memoryview) -> None:
-        if len(self.head) < len(ELF_MAGIC):
-            self.head += bytes(chunk[: len(ELF_MAGIC) - len(self.head)])
+        if self.spool is not None:
+            self._spooled(chunk)
+        elif len(self.head) < len(ELF_MAGIC):
+            taken = len(ELF_MAGIC) - len(self.head)
+            self.head += bytes(chunk[:taken])
+            if self.head == ELF_MAGIC and self._spool_dir is not None:
+                # Closed once the file is written (LayerHeaders.read); on disk it has no name.
+                self.spool = tempfile.SpooledTemporaryFile(_SPOOL_IN_MEMORY, dir=str(self._spool_dir))  # noqa: SIM115
+                self._spooled(self.head)
+                self._spooled(chunk[taken:])
         if self.whole is not None:
             self.whole += chunk
             if len(self.whole) > TEXT_LIMIT:
                 self.whole = None
 
+    def _spooled(self, chunk: bytes | memoryview) -> None:
+        if self.spool is None:
+            return
+        try:
+            self.spool.write(chunk)
+        except OSError:  # a full disk: the spool is dropped, and the layer written all the same
+            self.spool.close()
+            self.spool = None
+
     def read(self, size: int = -1, /) -> bytes:
         chunk = self._data.read(size)
         self._keep(chunk)
         return chunk
+
+    def fileno(self) -> int:
+        return int(self._data.fileno())
 
     def readinto(self, buffer: memoryview, /) -> int:
         readinto = getattr(self._data, "readinto", None)
@@ -82,15 +143,19 @@ class LayerHeaders:
     kept). ``data``: every file's data is shown (:meth:`data`), as a writer does; a reader
     of the headers alone says False, and :attr:`elf` is then None (not known)."""
 
-    def __init__(self, *, data: bool = True, texts: TextKeeper | None = None) -> None:
+    def __init__(self, *, data: bool = True, texts: TextKeeper | None = None, elf: ElfReader | None = None) -> None:
         self._entries: list[TarEntry] = []
         self.readable = True  # False: a reader refuses this layer (an unsafe path), so no facts
         self.elf: bool | None = False if data else None  # whether a file starts as an ELF file does
-        self._heads: list[tuple[str, _Head]] = []
+        self._heads: list[tuple[str, _Head, os.stat_result | None]] = []
         self._keeper = texts
         # What ``texts`` keeps of every file it wants (None: not known for every one of them).
         self.texts: dict[str, str] | None = {} if texts is not None and data else None
+        self._elf_reader = elf
+        # The facts ``elf`` gives of every ELF file, by path (None: not known for every one).
+        self.elf_facts: dict[str, Mapping[str, Any]] | None = {} if elf is not None and data else None
         self._path = ""  # the last entry added, as a reader sees its path
+        self._size = 0  # and its size
 
     def add(self, entry: TarEntry) -> None:
         """``entry``, just written to the layer."""
@@ -103,6 +168,7 @@ class LayerHeaders:
             self.readable = False  # reading the blob back raises: leave that to the reader
             self._entries.clear()
             self.texts = None
+            self.elf_facts = None
             return
         mtime = max(0, int(entry.mtime))
         if path != entry.path or link != entry.linkname or mtime != entry.mtime or entry.mode & ~0o7777:
@@ -110,25 +176,56 @@ class LayerHeaders:
         if path:  # the root entry: no reader lists it
             self._entries.append(entry)
         self._path = path
+        self._size = entry.size
 
     def data(self, data: BinaryIO) -> BinaryIO:
         """The data of the file just added, to be read through by the writer: its first
         bytes tell whether it is an ELF file."""
         whole = self.texts is not None and self._keeper is not None and self._keeper.wanted(self._path)
-        head = _Head(data, whole=whole)
-        self._heads.append((self._path, head))
+        host, spool = None, None
+        if self.elf_facts is not None and self._elf_reader is not None:
+            host = _host_file(data)
+            if host is None or host.st_size != self._size:
+                host, spool = None, self._elf_reader.workdir
+        head = _Head(data, whole=whole, spool=spool)
+        self._heads.append((self._path, head, host))
         return cast(BinaryIO, head)
 
     def read(self) -> None:
-        """The file whose data was handed out by :meth:`data` is written."""
-        path, head = self._heads.pop()
+        """The file whose data was handed out by :meth:`data` is written (its data is
+        still open: a host file's ELF facts are read from it)."""
+        path, head, host = self._heads.pop()
         if head.head == ELF_MAGIC:
             self.elf = True
+            self._read_elf(path, head, host)
         if head.kept and self.texts is not None and self._keeper is not None:
             if head.whole is None:
                 self.texts = None  # too big to keep here: the reader of the blob reads it
             else:
                 self.texts[path] = self._keeper.read(path, io.BytesIO(head.whole))
+
+    def _read_elf(self, path: str, head: _Head, host: os.stat_result | None) -> None:
+        reader, found = self._elf_reader, self.elf_facts
+        if reader is None or found is None:
+            return
+        try:
+            if head.spool is not None:
+                with head.spool as spool:
+                    spool.seek(0)
+                    facts = reader.facts(spool)
+            elif host is not None and _same_state(host, os.fstat(head.fileno())):
+                # Only the file's headers and dynamic section are read, through a buffer of its own.
+                with open(head.fileno(), "rb", closefd=False) as again:
+                    again.seek(0)
+                    facts = reader.facts(again)
+            else:  # the host file changed while it was read, or its spool was dropped
+                self.elf_facts = None  # the reader of the blob reads it
+                return
+        except OSError:
+            self.elf_facts = None
+            return
+        if facts is not None:  # as a reader's full scan records it: an ELF file it cannot parse is not listed
+            found[path] = facts
 
     def index(self) -> LayerIndex:
         return LayerIndex.of(self._entries)

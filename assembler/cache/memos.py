@@ -81,6 +81,9 @@ def remember_headers(cache: Cache, headers: LayerHeaders, *, digest: str, diff_i
     ]
     if headers.elf is False:  # no file starts as an ELF file does: none for the dependency check to read
         facts.append((elf_facts_key(diff_id), lambda: NO_ELF_FACTS))
+    elif headers.elf and headers.elf_facts is not None:  # every ELF file's facts, read as it was written
+        found = headers.elf_facts
+        facts.append((elf_facts_key(diff_id), lambda: {**NO_ELF_FACTS, "files": dict(found)}))
     for key, make in facts:
         if cache.memo(key) is None:
             cache.put_memo(key, make())

@@ -188,9 +188,10 @@ class Store:
         self.root = Path(root)
         self.blobs = self.root / "blobs" / "sha256"
         self.keys = self.root / "keys"
+        self.tmp = self.root / "tmp"  # work folders and spools, emptied when a cache is opened
         try:
             claim(self.root)
-            for d in (self.blobs, self.keys, self.root / "tmp", self.root / "logs"):
+            for d in (self.blobs, self.keys, self.tmp, self.root / "logs"):
                 d.mkdir(parents=True, exist_ok=True)
             # steps' logs are what a build printed: for the cache's owner only, as a shell's history
             (self.root / "logs").chmod(0o700)
@@ -201,7 +202,7 @@ class Store:
         self._lock = _shared_lock(self.root / "lock")
         reclaim(self.blobs, ".tmp-*")
         reclaim(self.keys, "*/.tmp-*")
-        reclaim(self.root / "tmp", "*")
+        reclaim(self.tmp, "*")
 
     def try_exclusive(self) -> bool:
         """Hold the cache lock alone if no other user (a build) holds it: True. Kept until
@@ -373,7 +374,7 @@ class Store:
     @contextmanager
     def workdir(self, prefix: str = "work-") -> Iterator[Path]:
         """A fresh folder under ``tmp/``, removed afterwards (also on error)."""
-        path = Path(tempfile.mkdtemp(prefix=temp_prefix(prefix), dir=self.root / "tmp"))
+        path = Path(tempfile.mkdtemp(prefix=temp_prefix(prefix), dir=self.tmp))
         try:
             yield path
         finally:

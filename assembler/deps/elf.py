@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from assembler.archive.headers import ELF_MAGIC as ELF_MAGIC  # a layer's writer tells ELF files by it too
@@ -146,6 +147,19 @@ def read_facts(stream: IO[bytes]) -> ElfFacts | None:
         )
     except _damaged():
         return None
+
+
+@dataclass(frozen=True)
+class FactsAsWritten:
+    """The dependency check's reading of each ELF file of a layer as the layer is written
+    (an :class:`~assembler.archive.headers.ElfReader`): the facts a reader of the blob would
+    memoise, spooling a file that is not read from the host in ``workdir``."""
+
+    workdir: Path
+
+    def facts(self, stream: IO[bytes]) -> dict[str, Any] | None:
+        found = read_facts(stream)
+        return None if found is None else found.to_json()
 
 
 def find_sections(stream: IO[bytes], names: Collection[str]) -> list[tuple[str, int, int]]:

@@ -36,6 +36,7 @@ from assembler.cache import Origin, StepResult
 from assembler.compile import sources as srcs
 from assembler.compile.buildah import Buildah
 from assembler.compile.steps import Mounted, Workspace, run_runtime_step
+from assembler.deps.elf import FactsAsWritten
 from assembler.errors import Cancelled, InputError, InvalidImage
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
@@ -86,6 +87,8 @@ class Builder(Walk):
             with lock:
                 report(event)
 
+        if plan.options.deps_check:  # the facts it needs of each ELF file, read as its layer is written
+            ctx = replace(ctx, elf=FactsAsWritten(ctx.cache.tmp))
         super().__init__(plan.loaded, plan.options, ctx, report=locked, maker=MAKE)
         self.plan = plan
         self.setup.copies.update(plan.copies)  # found by the plan: not written again

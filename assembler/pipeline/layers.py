@@ -243,7 +243,7 @@ class ImageSetup:
                         continue
                     members.append((entry, _member_opener(tf, info) if entry.kind == "file" else None))
                 fitted_members = fit_members(members, view, epoch=self.ctx.epoch)
-                headers = LayerHeaders(texts=DATABASE_TEXTS)
+                headers = LayerHeaders(texts=DATABASE_TEXTS, elf=self.ctx.elf)
                 with self.ctx.cache.blob_writer() as w:
                     fitted = write_layer(
                         fitted_members, w, compression=self.ctx.compression, epoch=self.ctx.epoch, headers=headers
@@ -329,7 +329,7 @@ class ImageSetup:
 
     def _write_copy(self, members: list[Member]) -> Layer:
         """The copy layer of ``members`` (sorted), written and recorded under its content."""
-        headers = LayerHeaders(texts=DATABASE_TEXTS)
+        headers = LayerHeaders(texts=DATABASE_TEXTS, elf=self.ctx.elf)
         with self.ctx.cache.blob_writer() as w:
             blob = write_layer(
                 members,

@@ -342,7 +342,7 @@ class Prebuilt:
 
     def _write(self, members: list[Member]) -> Layer:
         """The layer of ``members`` (and their parents) in the cache, its headers remembered."""
-        headers = LayerHeaders(texts=DATABASE_TEXTS)
+        headers = LayerHeaders(texts=DATABASE_TEXTS, elf=self.ctx.elf)
         with self.cache.blob_writer() as w:
             layer = write_layer(
                 with_parents(members, epoch=self.ctx.epoch),

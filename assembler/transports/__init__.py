@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from assembler.archive.compress import DECOMPRESS_ERRORS, Compression, decompressed
+from assembler.archive.headers import ElfReader
 from assembler.cache import BlobWriter, Cache, key_of
 from assembler.errors import CorruptBlob, DigestMismatch, InputError, InvalidImage
 from assembler.oci import mediatypes as mt
@@ -50,6 +51,8 @@ class Context:
     # What a copy: layer never takes from the host: the cache and the outputs (a manifest
     # folder copied whole holds them, and they grow with every build).
     leave_out: tuple[Path, ...] = ()
+    # Reads each ELF file's facts as a layer is written (the dependency check's, when it runs).
+    elf: ElfReader | None = None
 
 
 def _path(ctx: Context, path: str) -> Path:
