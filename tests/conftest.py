@@ -54,6 +54,7 @@ UNIT_MODULES = frozenset(
         "test_cachedir.py",
         "test_chunks.py",
         "test_components.py",
+        "test_copy_cache.py",
         "test_coverage.py",
         "test_hygiene.py",
         "test_labels.py",

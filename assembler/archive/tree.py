@@ -18,6 +18,7 @@ Trees read from a build container keep their exact modes and clamped times.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import posixpath
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from assembler.archive.layer import Member, Opener
+from assembler.archive.layer import Member
 from assembler.archive.tar import ALLOWED_XATTRS, Kind, TarEntry, clean_path
 
 
@@ -42,13 +43,49 @@ def _xattrs(path: str) -> dict[str, bytes]:
     return out
 
 
-def _file_opener(path: str) -> Opener:
-    def opener() -> AbstractContextManager[BinaryIO]:
+class HostFile:
+    """Opens a host file for a layer's writer (an :data:`Opener`); ``state`` is what
+    ``stat`` said of it when its tree was walked."""
+
+    __slots__ = ("path", "state")
+
+    def __init__(self, path: str, state: os.stat_result) -> None:
+        self.path = path
+        self.state = state
+
+    def __call__(self) -> AbstractContextManager[BinaryIO]:
         # Unbuffered: the tar writer reads each file straight into its own buffer
         # (readinto), and a BufferedReader per file would cost its creation and a copy.
-        return cast(AbstractContextManager[BinaryIO], io.FileIO(path, "r"))  # the writer closes it
+        return cast(AbstractContextManager[BinaryIO], io.FileIO(self.path, "r"))  # the writer closes it
 
-    return opener
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What ``stat`` says of the members of a layer of host files: when it is unchanged,
+    so is the layer (as git's index assumes). ``newest``: the latest change time of a file
+    (ns); a file changed within the clock's granularity of its read may yet change again
+    unseen, so a fingerprint is remembered only when that is long past."""
+
+    digest: str
+    newest: int
+
+
+def fingerprint(members: Iterable[Member]) -> Fingerprint | None:
+    """The :class:`Fingerprint` of ``members``: every entry as it is written, and each
+    file's identity, size and times (ctime is in it: no tool sets it back); None when a
+    file's data is not a host file :func:`iter_host_members` found."""
+    h = hashlib.sha256()
+    newest = 0
+    for entry, opener in members:
+        ident = ""
+        if opener is not None:
+            if not isinstance(opener, HostFile):
+                return None
+            st = opener.state
+            ident = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+            newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
+        h.update(f"{entry!r}\0{ident}\n".encode("utf-8", "surrogateescape"))
+    return Fingerprint(h.hexdigest(), newest)
 
 
 def _kind(mode: int) -> Kind | None:
@@ -119,6 +156,22 @@ class _Attrs:
         )
 
 
+RACY_NS = 2_000_000_000  # a file changed this close to its read may change again unseen (coarse clocks)
+
+
+def settled(members: Iterable[Member], before: Fingerprint, started: int) -> bool:
+    """Whether ``before`` (taken when ``members`` were walked) may be remembered for the
+    layer read from them since ``started`` (ns): no file changed in the last moments before
+    the read (:data:`RACY_NS`), nor while it was read (each is stat'ed again)."""
+    if before.newest >= started - RACY_NS:
+        return False
+    try:
+        now = [(e, HostFile(o.path, os.stat(o.path)) if isinstance(o, HostFile) else o) for e, o in members]
+    except OSError:
+        return False
+    return fingerprint(now) == before
+
+
 def iter_host_members(
     src: Path,
     dest: str,
@@ -156,7 +209,7 @@ def iter_host_members(
     if not stat.S_ISDIR(top.st_mode):
         entry = attrs.entry(src_str, top, dest_clean)
         if entry is not None:
-            yield entry, _file_opener(src_str) if entry.kind == "file" else None
+            yield entry, HostFile(src_str, top) if entry.kind == "file" else None
         return
     if dest_clean:
         root_entry = attrs.entry(src_str, top, dest_clean)
@@ -194,7 +247,7 @@ def _walk(host_dir: str, image_dir: str, attrs: _Attrs, first_of_inode: dict[tup
                 yield _as_hardlink(entry, first_of_inode[ident]), None
                 continue
             first_of_inode[ident] = path
-        yield entry, _file_opener(item.path) if entry.kind == "file" else None
+        yield entry, HostFile(item.path, st) if entry.kind == "file" else None
         if entry.kind == "dir":
             yield from _walk(item.path, path, attrs, first_of_inode)
 

@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
 from assembler.cache.store import Store
-from assembler.errors import InvalidImage, InvalidRecord
+from assembler.errors import CorruptBlob, InvalidImage, InvalidRecord
+from assembler.oci.digest import digest_hex
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
 
@@ -249,6 +250,41 @@ class Cache(Store):
     def put_memo(self, key: str, value: Mapping[str, Any]) -> None:
         assert "kind" not in value, "a memo's fields may not include 'kind'"
         self.put_key(key, {"kind": "memo", **value})
+
+    # -- blobs known whole ---------------------------------------------------------------
+
+    def _blob_state(self, digest: str) -> list[int] | None:
+        try:
+            st = self.blob_path(digest).stat()
+        except FileNotFoundError:
+            return None
+        return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+    def vouch_blob(self, digest: str) -> None:
+        """The blob ``digest`` was just written or read whole with its digest checked: until
+        its file changes (inode, size or times), :meth:`blob_intact` need not read it."""
+        state = self._blob_state(digest)
+        if state is not None:
+            self.put_memo("blob-whole-" + digest_hex(digest), {"state": state})
+
+    def blob_intact(self, digest: str, size: int) -> bool:
+        """Whether the blob ``digest`` is here with its bytes: read and hashed (a damaged one
+        is dropped: False) unless vouched for and its file unchanged since. A rebuild that
+        takes a GiB layer from the cache does not read it again to trust it; what reads its
+        bytes for an output checks them all the same (:meth:`open_blob`)."""
+        state = self._blob_state(digest)
+        if state is None or state[1] != size:
+            return False
+        if (self.memo("blob-whole-" + digest_hex(digest)) or {}).get("state") == state:
+            return True
+        try:
+            with self.open_blob(digest) as blob:
+                while blob.read(1 << 20):
+                    pass
+        except CorruptBlob:
+            return False
+        self.vouch_blob(digest)
+        return True
 
     # -- logs ----------------------------------------------------------------------------
 

@@ -63,6 +63,14 @@ def elf_facts_key(diff_id: str) -> str:
     return "deps-facts-v2-" + diff_id.split(":", 1)[1]
 
 
+def copy_stat_key(fingerprint: str) -> str:
+    """The memo key of the layer of host files whose :class:`~assembler.archive.tree.Fingerprint`
+    is ``fingerprint`` (its diff_id, as the tar writer of this code writes it)."""
+    return facts_key(
+        "copy-stat", {"fingerprint": fingerprint}, ("archive/tar.py", "archive/layer.py", "archive/tree.py")
+    )
+
+
 NO_ELF_FACTS: Mapping[str, Any] = {"all": True, "files": {}, "texts": {}}
 """The ELF facts memo of a layer with no ELF file: what reading all of it would record."""
 

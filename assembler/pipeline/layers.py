@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import tarfile
+import time
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -31,11 +32,11 @@ from assembler.archive.layer import (
 )
 from assembler.archive.layer_reader import LayerSource, tar_members
 from assembler.archive.tar import entry_from_tarinfo
-from assembler.archive.tree import iter_host_members
+from assembler.archive.tree import Fingerprint, fingerprint, iter_host_members, settled
 from assembler.archive.view import LayerIndex, TreeView, anchors, fit_members
 from assembler.cache import key_of
-from assembler.cache.memos import SharedFacts, anchors_key, remember_headers, remembered, tree_key
-from assembler.errors import CorruptBlob, InvalidImage
+from assembler.cache.memos import SharedFacts, anchors_key, copy_stat_key, remember_headers, remembered, tree_key
+from assembler.errors import InvalidImage
 from assembler.oci import mediatypes as mt
 from assembler.oci import mutate
 from assembler.oci.descriptor import Descriptor
@@ -97,6 +98,7 @@ class FoundCopy:
     layer: Layer
     anchors: tuple[str, ...]
     fit: str | None
+    remember: str | None = None  # the files' fingerprint memo the build records (the plan hashed them)
 
 
 def fit_of(anchors: Iterable[str], view: TreeView | None) -> str | None:
@@ -279,7 +281,10 @@ class ImageSetup:
         known = self.copies.get(copy)
         if known is not None and known.fit == fit_of(known.anchors, view) and self._intact(known.layer):
             self.taken.add(known.layer.digest)
-            return known.layer  # the plan hashed these files a moment ago and found this layer
+            if known.remember is not None:
+                remember = known.remember
+                self.maker.keep(lambda: self.ctx.cache.put_memo(remember, {"diff_id": known.layer.diff_id}))
+            return known.layer  # the plan found this layer of these files a moment ago
 
         try:
             members = list(
@@ -298,37 +303,48 @@ class ImageSetup:
             fit = fit_of(found_anchors, view)
             if fit is not None and view is not None:  # (fit_of gives None where view is None)
                 members = order_hardlinks(sorted_members(fit_members(members, view, epoch=self.ctx.epoch)))
-            found = self.maker.by_content(lambda: self._find_copy(members), lambda: self._write_copy(members))
+            prints = fingerprint(members)
+            found = self.maker.by_content(
+                lambda: self._find_copy(members, prints), lambda: (self._write_copy(members, prints), None)
+            )
         except FileNotFoundError as e:
             raise self.loaded.error((*path, "copy", "from"), f"path does not exist: {e.filename}") from None
         except PermissionError as e:
             raise self.loaded.error((*path, "copy", "from"), f"cannot read {e.filename}: permission denied") from None
-        if found is not None:
-            self.copies[copy] = FoundCopy(found, found_anchors, fit)
-        return found
+        if found is None:
+            return None
+        self.copies[copy] = FoundCopy(found[0], found_anchors, fit, found[1])
+        return found[0]
 
     def _intact(self, layer: Layer) -> bool:
-        """Whether ``layer``'s blob is in the cache with its bytes (read and hashed: a
-        fraction of writing it again); a damaged one is dropped, and the layer written."""
-        if not self.ctx.cache.has_blob(layer.digest, layer.size):
-            return False
-        try:
-            with self.ctx.cache.open_blob(layer.digest) as blob:
-                while blob.read(1 << 20):
-                    pass
-        except CorruptBlob:
-            return False
-        return True
+        """Whether ``layer``'s blob is in the cache with its bytes (read and hashed once, then
+        known by its file's state: :meth:`Cache.blob_intact`); a damaged one is dropped,
+        and the layer written."""
+        return self.ctx.cache.blob_intact(layer.digest, layer.size)
 
-    def _find_copy(self, members: list[Member]) -> Layer | None:
-        """The copy layer of ``members`` (sorted) a build made, found by hashing them (nothing written)."""
+    def _find_copy(self, members: list[Member], prints: Fingerprint | None) -> tuple[Layer, str | None] | None:
+        """The copy layer of ``members`` (sorted) a build made: by the files' fingerprint when
+        it is remembered, else by hashing them (nothing written); with the fingerprint memo
+        the build is to record (when they were hashed, and did not change meanwhile)."""
+        memo = copy_stat_key(prints.digest) if prints is not None else None
+        if memo is not None:
+            diff_id = self.ctx.cache.memo_as(memo, lambda m: str(m["diff_id"]))
+            found = self._cached_blob(self._copy_key(diff_id)) if diff_id is not None else None
+            if found is not None:
+                return found, None
+        started = time.time_ns()
         hashed = write_layer(
             members, HashingSink(None, hashing=False), compression="none", epoch=self.ctx.epoch, presorted=True
         )
-        return self._cached_blob(self._copy_key(hashed.diff_id))
+        found = self._cached_blob(self._copy_key(hashed.diff_id))
+        if found is None:
+            return None
+        return found, memo if prints is not None and settled(members, prints, started) else None
 
-    def _write_copy(self, members: list[Member]) -> Layer:
-        """The copy layer of ``members`` (sorted), written and recorded under its content."""
+    def _write_copy(self, members: list[Member], prints: Fingerprint | None) -> Layer:
+        """The copy layer of ``members`` (sorted), written and recorded under its content, and
+        under the files' fingerprint when they did not change while they were read."""
+        started = time.time_ns()
         headers = LayerHeaders(texts=DATABASE_TEXTS, elf=self.ctx.elf)
         with self.ctx.cache.blob_writer() as w:
             blob = write_layer(
@@ -343,6 +359,9 @@ class ImageSetup:
         remember_headers(self.ctx.cache, headers, digest=blob.digest, diff_id=blob.diff_id)
         remember_kept_texts(self.ctx.cache, headers, blob.diff_id)
         self.ctx.cache.put_layer(self._copy_key(blob.diff_id), blob)
+        self.ctx.cache.vouch_blob(blob.digest)  # just written: a rebuild need not read it to trust it
+        if prints is not None and settled(members, prints, started):
+            self.ctx.cache.put_memo(copy_stat_key(prints.digest), {"diff_id": blob.diff_id})
         return blob
 
     def _copy_key(self, diff_id: str) -> str:
