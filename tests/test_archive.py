@@ -187,3 +187,28 @@ def test_the_tar_writers_bytes_are_pinned() -> None:
         assert tf.extractfile("etc/big").read() == _every_header_shape()[5][1]  # type: ignore[union-attr]
     assert "u/" + "p" * 200 in names and "etc/ünï" in names
     assert blob.diff_id == "sha256:0aad5994b02b637a1bd19800487851224944027fbd5bf686705ab45a211c9e49"
+
+
+@pytest.mark.parametrize("compression", ["zstd", "gzip", "none"])
+def test_buffers_filled_again_never_change_what_was_written(compression: str) -> None:
+    """The tar writer fills a 1 MiB buffer again once the diff_id's hash is done with it:
+    a layer of many buffers (files of odd sizes, across buffer ends) holds every file's
+    bytes, and its digest and diff_id are those of the bytes written."""
+    import hashlib
+    import random
+
+    rng = random.Random(7)
+    files = {f"f{i:03}": rng.randbytes(rng.randrange(1, 700_000)) for i in range(40)}  # about 14 MiB
+    members = [
+        (TarEntry(name, "file", size=len(data)), (lambda data=data: io.BytesIO(data))) for name, data in files.items()
+    ]
+    out = io.BytesIO()
+    blob = write_layer(members, out, compression=compression, epoch=0)  # type: ignore[arg-type]
+    raw = out.getvalue()
+    assert blob.digest == "sha256:" + hashlib.sha256(raw).hexdigest()
+    with decompressed(io.BytesIO(raw)) as plain:
+        tar = plain.read()
+    assert blob.diff_id == "sha256:" + hashlib.sha256(tar).hexdigest()
+    with tarfile.open(fileobj=io.BytesIO(tar)) as tf:
+        got = {m.name: tf.extractfile(m).read() for m in tf if m.isfile()}  # type: ignore[union-attr]
+    assert got == files

@@ -24,6 +24,7 @@ from typing import Any, BinaryIO, cast
 
 import pytest
 
+from assembler.archive import headers as archive_headers
 from assembler.archive.headers import LayerHeaders
 from assembler.archive.layer import Member, Opener, write_layer
 from assembler.archive.tar import TarEntry
@@ -32,6 +33,7 @@ from assembler.cache.memos import NO_ELF_FACTS, elf_facts_key, remember_headers
 from assembler.cache.store import Store
 from assembler.deps.elf import FactsAsWritten
 from assembler.deps.files import FactReader, ImageFiles
+from assembler.errors import InvalidArchive
 from assembler.oci.image import Image
 from tests.helpers import layout_digest, one_layer_image, read_blob, run_cli, run_cli_here
 
@@ -476,12 +478,23 @@ def test_a_layer_without_elf_files_gets_its_facts_when_written_as_reading_it_wou
     assert facts(fresh, weights_layer) == recorded
 
 
-def test_a_layers_elf_facts_are_read_as_it_is_written_as_a_reader_of_the_blob_records_them(tmp_path: Path) -> None:
+def test_a_layers_elf_facts_are_read_as_it_is_written_as_a_reader_of_the_blob_records_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The writer of a layer reads each ELF file's facts as it goes: from the host file
     itself (its headers only: nothing is copied), or from a spool of the bytes that went by
     when they come from elsewhere (a wheel's member; here bytes in memory, one of them past
     the in-memory spool). What it records is what a reader of the whole blob records: ELF
-    files it cannot parse, other files and hard links not listed. Spools leave nothing."""
+    files it cannot parse, other files and hard links not listed. Every spool is closed."""
+    monkeypatch.setattr(archive_headers, "RACY_NS", 0)  # curl was copied a moment ago: read it again all the same
+    spools: list[Any] = []
+    spooled = tempfile.SpooledTemporaryFile
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        spools.append(spooled(*args, **kwargs))
+        return spools[-1]
+
+    monkeypatch.setattr(archive_headers.tempfile, "SpooledTemporaryFile", counted)
     src = tmp_path / "src"
     src.mkdir()
     curl = CURL.read_bytes()
@@ -506,7 +519,9 @@ def test_a_layers_elf_facts_are_read_as_it_is_written_as_a_reader_of_the_blob_re
     with cache.blob_writer() as w:
         layer = write_layer(members, w, compression="zstd", epoch=0, headers=headers)
     remember_headers(cache, headers, digest=layer.digest, diff_id=layer.diff_id)
-    assert not list(cache.tmp.iterdir())
+    assert len(spools) == 4 and all(spool.closed for spool in spools)  # not curl's: read from the host
+    # In layer order: bad.so, big.so (past 4 MiB: on disk), libfoo.so, libz.so.
+    assert [spool._rolled for spool in spools] == [False, True, False, False]
 
     def facts(cache: Cache) -> dict[str, object]:
         memo = cache.memo(elf_facts_key(layer.diff_id)) or {}
@@ -523,12 +538,28 @@ def test_a_layers_elf_facts_are_read_as_it_is_written_as_a_reader_of_the_blob_re
     fresh = Cache(tmp_path / "fresh")  # nothing recorded: the whole blob is read
     FactReader(one_layer_image(layer), cache.open_blob, cache=fresh, workdir=tmp_path).read(0, None)
     assert facts(fresh) == recorded
+    # A file whose data ends early fails the layer: its spool is closed all the same.
+    spools.clear()
+    short = tiny_elf(needed=[])
+    with pytest.raises(InvalidArchive):
+        write_layer(
+            [(TarEntry("x.so", "file", size=len(short) + 10), in_memory(short))],
+            io.BytesIO(),
+            compression="none",
+            epoch=0,
+            headers=LayerHeaders(elf=FactsAsWritten(cache.tmp)),
+        )
+    assert len(spools) == 1 and spools[0].closed
 
 
-def test_a_host_file_changed_while_its_layer_is_written_leaves_its_facts_to_the_reader(tmp_path: Path) -> None:
+def test_a_host_file_changed_while_its_layer_is_written_leaves_its_facts_to_the_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Facts read from a host file after the writer read it could be of other bytes than
     the layer's if it changed meanwhile: then nothing is recorded, and the dependency check
-    reads the blob."""
+    reads the blob. (A file changed a moment before is not read again: its bytes are
+    spooled as they go by; here that guard is off, to reach the one after it.)"""
+    monkeypatch.setattr(archive_headers, "RACY_NS", 0)
     curl = tmp_path / "curl"
     curl.write_bytes(CURL.read_bytes())
     size = curl.stat().st_size

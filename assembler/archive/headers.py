@@ -28,6 +28,7 @@ import io
 import os
 import stat
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -42,6 +43,10 @@ ELF_MAGIC = b"\x7fELF"  # how an ELF file begins (assembler.deps reads these fil
 
 
 TEXT_LIMIT = 64 << 20  # a wanted file bigger than this is left to the reader of the blob
+# A host file changed this close to now (ns) may change again within the same tick of a
+# coarse file clock, unseen by stat: its bytes are taken as they went by, not read again.
+# (The clock is this machine's; a file server's may differ, by less than this one hopes.)
+RACY_NS = 2_000_000_000
 _SPOOL_IN_MEMORY = 4 << 20  # an ELF file read from elsewhere than a host file: spooled, to disk past this
 
 
@@ -74,6 +79,10 @@ def _host_file(data: object) -> os.stat_result | None:
     except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both of the last two
         return None
     return st if stat.S_ISREG(st.st_mode) else None
+
+
+def _recent(st: os.stat_result) -> bool:
+    return max(st.st_mtime_ns, st.st_ctime_ns) > time.time_ns() - RACY_NS
 
 
 def _same_state(a: os.stat_result, b: os.stat_result) -> bool:
@@ -185,7 +194,7 @@ class LayerHeaders:
         host, spool = None, None
         if self.elf_facts is not None and self._elf_reader is not None:
             host = _host_file(data)
-            if host is None or host.st_size != self._size:
+            if host is None or host.st_size != self._size or _recent(host):
                 host, spool = None, self._elf_reader.workdir
         head = _Head(data, whole=whole, spool=spool)
         self._heads.append((self._path, head, host))
@@ -218,14 +227,23 @@ class LayerHeaders:
                 with open(head.fileno(), "rb", closefd=False) as again:
                     again.seek(0)
                     facts = reader.facts(again)
+                if not _same_state(host, os.fstat(head.fileno())):
+                    facts, found = None, None  # it changed while its facts were read
             else:  # the host file changed while it was read, or its spool was dropped
-                self.elf_facts = None  # the reader of the blob reads it
-                return
-        except OSError:
-            self.elf_facts = None
-            return
-        if facts is not None:  # as a reader's full scan records it: an ELF file it cannot parse is not listed
+                found = None
+        except Exception:  # whatever fails here, the reader of the blob meets (and reports) too
+            found = None
+        if found is None:
+            self.elf_facts = None  # not known for every ELF file: the reader of the blob reads them
+        elif facts is not None:  # as a reader's full scan records it: an ELF file it cannot parse is not listed
             found[path] = facts
+
+    def close(self) -> None:
+        """Let go of what a file whose writing failed left (its spool)."""
+        for _, head, _ in self._heads:
+            if head.spool is not None:
+                head.spool.close()
+        self._heads.clear()
 
     def index(self) -> LayerIndex:
         return LayerIndex.of(self._entries)

@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, BinaryIO
 
 from assembler.archive.compress import Compression, Writable, compressor, decompressed
-from assembler.archive.tar import TarEntry, TarWriter, entry_from_tarinfo, normalize, sort_key
+from assembler.archive.tar import CHUNK, Buffer, TarEntry, TarWriter, entry_from_tarinfo, normalize, sort_key
 from assembler.errors import InvalidArchive
 from assembler.oci.layer import Layer
 
@@ -70,6 +70,9 @@ class _BackgroundHash:
         self._queue: queue.Queue[bytes | bytearray | None] = queue.Queue(maxsize=depth)
         self._sha = hashlib.sha256()
         self.count = 0
+        # A TarWriter's full buffers, hashed: given back to it to be filled again (the
+        # compressor copies what it is given before the writer starts another buffer).
+        self.spare: queue.SimpleQueue[Buffer] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="diff-id-hash", daemon=True)
         self._thread.start()
         self._done = False
@@ -77,6 +80,8 @@ class _BackgroundHash:
     def _run(self) -> None:
         while (chunk := self._queue.get()) is not None:
             self._sha.update(chunk)
+            if type(chunk) is Buffer and len(chunk) == CHUNK:
+                self.spare.put(chunk)
 
     def update(self, data: bytes | bytearray) -> None:
         self._queue.put(data)
@@ -176,8 +181,9 @@ def write_layer(
     """Write ``members`` as one layer blob into ``out``, normalising every entry.
 
     Members are sorted unless ``presorted``; ``headers`` is given every entry as written.
-    Raises InvalidArchive when a file's data ends before its recorded size (it changed
-    while being read) or a hard link has no target.
+    ``out`` must not keep what it is given once its ``write`` returns: the tar writer's
+    buffers are filled again once hashed. Raises InvalidArchive when a file's data ends
+    before its recorded size (it changed while being read) or a hard link has no target.
     """
     plain = compression == "none"  # the blob is the tar: one digest serves as both
     if isinstance(out, HashingSink) and out.hashing and not out.count:
@@ -186,7 +192,7 @@ def write_layer(
         digest_sink = HashingSink(out, hashing=not plain)
     comp = compressor(compression, digest_sink)
     tar_sink = _TarSink(comp, progress)
-    writer = TarWriter(tar_sink)
+    writer = TarWriter(tar_sink, spare=tar_sink.hash.spare)
     try:
         for entry, opener in members if presorted else order_hardlinks(sorted_members(members)):
             entry = normalize(entry, epoch=epoch)
@@ -205,6 +211,8 @@ def write_layer(
         comp.finish()
     finally:
         tar_sink.hash.close()
+        if headers is not None:
+            headers.close()
     diff_id = tar_sink.hash.digest
     digest = diff_id if plain else digest_sink.digest
     return Layer.of(digest, digest_sink.count, diff_id, compression, uncompressed_size=tar_sink.hash.count)

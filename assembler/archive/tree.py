@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
 
+from assembler.archive.headers import RACY_NS
 from assembler.archive.layer import Member
 from assembler.archive.tar import ALLOWED_XATTRS, Kind, TarEntry, clean_path
 
@@ -154,9 +155,6 @@ class _Attrs:
             devminor=os.minor(st.st_rdev) if kind in ("char", "block") else 0,
             xattrs=_xattrs(host) if kind in ("file", "dir") else {},
         )
-
-
-RACY_NS = 2_000_000_000  # a file changed this close to its read may change again unseen (coarse clocks)
 
 
 def settled(members: Iterable[Member], before: Fingerprint, started: int) -> bool:
