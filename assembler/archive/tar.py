@@ -207,7 +207,8 @@ class TarWriter:
     Headers and file data are gathered into writes of about 1 MiB (a tree of many small
     files does not cost a trip down the hashing/compressing chain per piece). File data is
     read straight into that buffer, and a full buffer is handed to ``out`` and never
-    changed again (a new one is started), so ``out`` may keep it without a copy.
+    changed again (a new one is started), so ``out`` may keep it without a copy, unless
+    it gives the buffer back through ``spare``.
     """
 
     def __init__(self, out: Writable, *, spare: queue.SimpleQueue[Buffer] | None = None) -> None:
