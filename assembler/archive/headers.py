@@ -81,12 +81,14 @@ def _host_file(data: object) -> os.stat_result | None:
     return st if stat.S_ISREG(st.st_mode) else None
 
 
+def file_state(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    """What tells a file's bytes changed without reading them: device, inode, size, mtime
+    and ctime (ns). Whatever writes a file moves its ctime, which no tool sets back."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def _recent(st: os.stat_result) -> bool:
     return max(st.st_mtime_ns, st.st_ctime_ns) > time.time_ns() - RACY_NS
-
-
-def _same_state(a: os.stat_result, b: os.stat_result) -> bool:
-    return (a.st_ino, a.st_size, a.st_mtime_ns, a.st_ctime_ns) == (b.st_ino, b.st_size, b.st_mtime_ns, b.st_ctime_ns)
 
 
 class _Head:
@@ -222,12 +224,12 @@ class LayerHeaders:
                 with head.spool as spool:
                     spool.seek(0)
                     facts = reader.facts(spool)
-            elif host is not None and _same_state(host, os.fstat(head.fileno())):
+            elif host is not None and file_state(host) == file_state(os.fstat(head.fileno())):
                 # Only the file's headers and dynamic section are read, through a buffer of its own.
                 with open(head.fileno(), "rb", closefd=False) as again:
                     again.seek(0)
                     facts = reader.facts(again)
-                if not _same_state(host, os.fstat(head.fileno())):
+                if file_state(host) != file_state(os.fstat(head.fileno())):
                     facts, found = None, None  # it changed while its facts were read
             else:  # the host file changed while it was read, or its spool was dropped
                 found = None

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from assembler.archive.headers import RACY_NS
+from assembler.archive.headers import RACY_NS, file_state
 from assembler.archive.layer import Member
 from assembler.archive.tar import ALLOWED_XATTRS, Kind, TarEntry, clean_path
 
@@ -83,7 +83,7 @@ def fingerprint(members: Iterable[Member]) -> Fingerprint | None:
             if not isinstance(opener, HostFile):
                 return None
             st = opener.state
-            ident = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+            ident = ":".join(map(str, file_state(st)))
             newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
         h.update(f"{entry!r}\0{ident}\n".encode("utf-8", "surrogateescape"))
     return Fingerprint(h.hexdigest(), newest)

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
+from assembler.archive.headers import file_state
 from assembler.cache.store import Store
 from assembler.errors import CorruptBlob, InvalidImage, InvalidRecord
 from assembler.oci.digest import digest_hex
@@ -258,7 +259,7 @@ class Cache(Store):
             st = self.blob_path(digest).stat()
         except FileNotFoundError:
             return None
-        return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        return list(file_state(st))
 
     def vouch_blob(self, digest: str) -> None:
         """The blob ``digest`` was just written or read whole with its digest checked: until
@@ -272,9 +273,9 @@ class Cache(Store):
         is dropped: False) unless vouched for and its file unchanged since. A rebuild that
         takes a GiB layer from the cache does not read it again to trust it; what reads its
         bytes for an output checks them all the same (:meth:`open_blob`)."""
-        state = self._blob_state(digest)
-        if state is None or state[1] != size:
+        if not self.has_blob(digest, size):
             return False
+        state = self._blob_state(digest)
         if (self.memo("blob-whole-" + digest_hex(digest)) or {}).get("state") == state:
             return True
         try:
