@@ -212,3 +212,51 @@ def test_buffers_filled_again_never_change_what_was_written(compression: str) ->
     with tarfile.open(fileobj=io.BytesIO(tar)) as tf:
         got = {m.name: tf.extractfile(m).read() for m in tf if m.isfile()}  # type: ignore[union-attr]
     assert got == files
+
+
+def test_zstd_contexts_kept_between_layers_change_no_byte(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A layer is compressed with a context an earlier layer used (it keeps its worker
+    threads and buffers); its bytes are those a fresh context writes. A stream that fails
+    midway drops its context rather than handing it on."""
+    import random
+
+    from assembler.archive import compress
+
+    pool = compress._ContextPool()
+    monkeypatch.setattr(compress, "_CONTEXTS", pool)
+    rng = random.Random(3)
+    words = [rng.randbytes(rng.randrange(2, 12)).hex().encode() for _ in range(4000)]
+
+    def text(n: int) -> bytes:  # compressible, and longer than one zstd job (several MiB)
+        return b" ".join(rng.choices(words, k=n))
+
+    def members(files: dict[str, bytes]) -> list[tuple[TarEntry, object]]:
+        return [(TarEntry(k, "file", size=len(v)), (lambda v=v: io.BytesIO(v))) for k, v in files.items()]
+
+    def layer(files: dict[str, bytes]) -> bytes:
+        out = io.BytesIO()
+        write_layer(members(files), out, compression="zstd", epoch=0)  # type: ignore[arg-type]
+        return out.getvalue()
+
+    first = {"a": text(1_500_000), "b": text(300_000)}  # about 20 MiB
+    fresh = layer(first)
+    (context,) = pool._idle[compress.ZSTD_LEVEL]
+    assert layer({"other": text(900_000)}) != fresh  # the same context, another stream
+
+    class Broken(io.BytesIO):
+        def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+            raise OSError("disk gone")
+
+    with pytest.raises(OSError):
+        write_layer(
+            [(TarEntry("x", "file", size=5 << 20), Broken), *members({"y": text(10)})],
+            io.BytesIO(),
+            compression="zstd",
+            epoch=0,
+        )
+    assert pool._idle[compress.ZSTD_LEVEL] == []  # the failed stream's context was dropped
+    assert layer(first) == fresh  # a fresh context again
+    (again,) = pool._idle[compress.ZSTD_LEVEL]
+    assert again is not context
+    assert layer(first) == fresh  # a kept one
+    assert pool._idle[compress.ZSTD_LEVEL] == [again]
