@@ -393,6 +393,63 @@ def test_an_artifact_the_debian_runtime_base_lacks_a_library_for_fails_the_build
     assert ran.code == 0, str(ran)
 
 
+@pytest.mark.slow
+def test_layers_steps_make_are_not_read_back_for_the_check_the_sbom_or_the_labels(
+    tmp_path: Path, demo_bases: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The export agent reads what the dependency check (ELF facts), the SBOM (package
+    databases, Python metadata) and the GPU-arch labels (device code) need of the layers it
+    writes, as it writes them, from the container's files: a build does not open the blob
+    of an artifact or of a runtime step's changes for them (only to hand the image to
+    buildah and for the output's copy), and what is recorded is what reading them gives."""
+    import traceback
+
+    root = tmp_path / "p"
+    (root / "bin").mkdir(parents=True)
+    for name in ("curl", "xz"):
+        (root / "bin" / name).write_bytes((Path("/usr/bin") / name).read_bytes())
+        (root / "bin" / name).chmod(0o755)
+    meta = "/usr/lib/python3/dist-packages/tok-1.0.dist-info"
+    text = "Metadata-Version: 2.1\\nName: tok\\nVersion: 1.0\\n"
+    layers = f"    - artifact: get.xz\n    - run: ['mkdir -p {meta} && printf \"{text}\" > {meta}/METADATA']\n"
+    (root / "m.yaml").write_text(ARTIFACTS.format(**demo_bases, layers=layers))
+    readers: list[tuple[str, str]] = []  # (digest, reading module) of each blob a reader opened
+    open_blob_of = Store.open_blob
+
+    def watched(store: Store, digest: str) -> BinaryIO:
+        for frame in traceback.extract_stack():
+            if re.search(r"assembler/(deps|sbom)/|pipeline/labels\.py", frame.filename):
+                readers.append((digest, frame.filename))
+        return open_blob_of(store, digest)
+
+    monkeypatch.setattr(Store, "open_blob", watched)
+    args = ["m.yaml", "--progress", "plain", "-v"]
+    built = run_cli_here([*args, "--cache", str(root / "cache"), "-o", "oci:out:x"], cwd=root)
+    assert built.code == 0, str(built)
+    assert re.search(r"dependency check: \d+ ELF files", built.err), str(built)
+    manifest = json.loads(read_blob(root / "out", layout_digest(root / "out", "x")))
+    config = json.loads(read_blob(root / "out", manifest["config"]["digest"]))
+    made = {layer["digest"] for layer in manifest["layers"][-2:]}
+    assert not [r for r in readers if r[0] in made], readers
+    assert readers, "the base's layers are read by the check and the SBOM: the watch sees readers"
+    xz_diff, run_diff = (d.split(":")[1] for d in config["rootfs"]["diff_ids"][-2:])
+    cache = Cache(root / "cache")
+    facts = cache.memo("deps-facts-v2-" + xz_diff) or {}
+    assert "liblzma.so.5" in facts["files"]["usr/local/bin/xz"]["needed"], facts
+    assert (cache.memo("gpucode-v1-" + xz_diff) or {}).get("rocm") == []
+    texts = (cache.memo("sbom-texts-v2-" + run_diff) or {}).get("texts") or {}
+    assert texts[meta.lstrip("/") + "/METADATA"] == "Metadata-Version: 2.1\nName: tok\nVersion: 1.0\n", texts
+    # What reading the blobs gives: a build into another cache whose agent reads nothing.
+    monkeypatch.setattr("assembler.pipeline.exportagent.MODULE", "assembler.compile.agent")
+    again = run_cli_here([*args, "--cache", str(root / "cache2"), "-o", "oci:out2:x"], cwd=root)
+    assert again.code == 0, str(again)
+    assert {r[0] for r in readers} >= made  # read back this time
+    other = Cache(root / "cache2")
+    for key in ("deps-facts-v2-" + xz_diff, "gpucode-v1-" + xz_diff, "sbom-texts-v2-" + run_diff):
+        mine, read = (dict(c.memo(key) or {}) for c in (cache, other))
+        assert mine == read and read, key
+
+
 # A real manylinux wheel with a C extension (_speedups.cpython-312-x86_64-linux-gnu.so).
 MARKUPSAFE = "MarkupSafe==2.1.5 --hash=sha256:f5dfb42c4604dddc8e4305050aa6deb084540643ed5804d7455b5df8fe16f5e5"
 WHEEL = """\

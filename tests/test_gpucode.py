@@ -180,3 +180,83 @@ def test_canonical_order() -> None:
     assert canonical(["gfx1100", "gfx90a:xnack+", "gfx942", "gfx90a", "gfx908"], rocm=True) == (
         "gfx908;gfx90a;gfx90a:xnack+;gfx942;gfx1100"
     )
+
+
+def test_device_code_is_read_as_a_layer_is_written(
+    hip_binary: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The device code of a layer's ELF files is read as the layer is written (a host file
+    through its own descriptor, a file from elsewhere through its spool) and recorded as a
+    read of the whole blob records it, so the labels do not read the layer back. A layer
+    holding a wheel is left to the reader of the blob, which looks into the wheel."""
+    import shutil
+    import tempfile
+    import zipfile
+    from typing import Any
+
+    from assembler.archive import headers as headers_module
+    from assembler.archive.headers import LayerHeaders
+    from assembler.archive.layer import Member, write_layer
+    from assembler.archive.tar import TarEntry
+    from assembler.archive.tree import iter_host_members
+    from assembler.cache import Cache
+    from assembler.deps.archs import CodeAsWritten, layer_code, remember_code
+
+    monkeypatch.setattr(headers_module, "RACY_NS", 0)  # the host file was just copied: read it again all the same
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    shutil.copy(hip_binary, tree / "k")
+    (tree / "README").write_text("not an ELF file\n")
+    kernel = hip_binary.read_bytes()
+    wheel = io.BytesIO()
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("demo/_kernels.so", kernel)
+
+    def layer(cache: Cache, extra: list[Member]) -> tuple[str, str, LayerHeaders]:
+        members = [*iter_host_members(tree, "opt/"), *extra]
+        headers = LayerHeaders(gpu=CodeAsWritten(cache.tmp))
+        with cache.blob_writer() as w:
+            blob = write_layer(members, w, compression="zstd", epoch=0, headers=headers)
+        remember_code(cache, headers, blob.diff_id)
+        return blob.digest, blob.diff_id, headers
+
+    def read_back(cache: Cache, digest: str, diff_id: str) -> GpuCode:
+        def opener():  # type: ignore[no-untyped-def]
+            return cache.open_blob(digest)
+
+        return layer_code(diff_id, opener, what="layer", cache=cache, workdir=cache.tmp)
+
+    spooled: Member = (TarEntry("usr/lib/k-copy.so", "file", size=len(kernel)), lambda: io.BytesIO(kernel))
+    spools: list[Any] = []
+    spool = tempfile.SpooledTemporaryFile
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        spools.append(spool(*args, **kwargs))
+        return spools[-1]
+
+    monkeypatch.setattr(headers_module.tempfile, "SpooledTemporaryFile", counted)
+    cache = Cache(tmp_path / "cache")
+    digest, diff_id, headers = layer(cache, [spooled])
+    assert len(spools) == 1  # the copy's: the host file is read again through its descriptor
+    assert headers.gpu_facts == {
+        "opt/k": {"cuda": [], "rocm": ["gfx908", "gfx90a"]},
+        "usr/lib/k-copy.so": {"cuda": [], "rocm": ["gfx908", "gfx90a"]},
+    }
+    opened: list[str] = []
+    monkeypatch.setattr(Cache, "open_blob", lambda self, d: opened.append(d))
+    assert read_back(cache, digest, diff_id) == GpuCode(rocm=frozenset({"gfx908", "gfx90a"}))
+    assert opened == []  # the memo recorded as it was written
+    monkeypatch.undo()
+    monkeypatch.setattr(headers_module, "RACY_NS", 0)
+    fresh = Cache(tmp_path / "fresh")
+    shutil.copytree(cache.root / "blobs", fresh.root / "blobs", dirs_exist_ok=True)
+    assert read_back(fresh, digest, diff_id) == read_back(cache, digest, diff_id)  # as reading the blob gives
+
+    whl: Member = (
+        TarEntry("wheels/demo-1.0-py3-none-any.whl", "file", size=len(wheel.getvalue())),
+        lambda: io.BytesIO(wheel.getvalue()),
+    )
+    digest, diff_id, headers = layer(cache, [whl])
+    assert headers.gpu_facts is None
+    assert cache.memo("gpucode-v1-" + diff_id.split(":")[1]) is None
+    assert read_back(cache, digest, diff_id).rocm == {"gfx908", "gfx90a"}  # what only the reader of the blob sees

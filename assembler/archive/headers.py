@@ -16,7 +16,9 @@ an :class:`ElfReader` (the dependency check's), it reads each ELF file's facts o
 writer has read the file: from the host file itself when the writer read one (it is
 seekable, and only its headers are read), else from a spool of what went by (bounded in
 memory, as the reader of the blob spools it); a layer of ``.so`` files (a pip layer of
-torch) is then not decompressed again for them.
+torch) is then not decompressed again for them. A second :class:`ElfReader` (``gpu``: the
+device code the GPU-arch labels name) reads each ELF file the same way, from the same
+file or spool.
 
 Entries are taken as a reader of the blob sees them: paths cleaned as
 :func:`entry_from_tarinfo` cleans them, times as the header holds them.
@@ -59,7 +61,8 @@ class TextKeeper(Protocol):
 
 
 class ElfReader(Protocol):
-    """What a reader of layers keeps of each ELF file (the dependency check's facts)."""
+    """What a reader of layers keeps of each ELF file (the dependency check's facts, the
+    GPU code the labels name)."""
 
     @property
     def workdir(self) -> Path:
@@ -69,6 +72,11 @@ class ElfReader(Protocol):
     def facts(self, stream: IO[bytes]) -> Mapping[str, Any] | None:
         """The facts of the ELF file in ``stream`` (seekable, at its start), as the reader's
         memo holds them; None when it cannot be parsed."""
+        ...
+
+    def reads_inside(self, path: str, head: bytes) -> bool:
+        """Whether the reader looks into this file, which is no ELF file (it begins with
+        ``head``): a wheel of ELF files. Its facts are then left to the reader of the blob."""
         ...
 
 
@@ -149,12 +157,31 @@ class _Head:
         return n
 
 
+def _each(reading: list[tuple[str, ElfReader]], stream: IO[bytes]) -> dict[str, Mapping[str, Any] | None]:
+    """What each reader gives of the ELF file in ``stream``; a reader that fails is left out."""
+    got: dict[str, Mapping[str, Any] | None] = {}
+    for name, reader in reading:
+        try:
+            stream.seek(0)
+            got[name] = reader.facts(stream)
+        except Exception:  # that reader's facts are not known; the others' may be
+            continue
+    return got
+
+
 class LayerHeaders:
     """The entries of one layer as written, or as read (metadata only: no file data is
     kept). ``data``: every file's data is shown (:meth:`data`), as a writer does; a reader
     of the headers alone says False, and :attr:`elf` is then None (not known)."""
 
-    def __init__(self, *, data: bool = True, texts: TextKeeper | None = None, elf: ElfReader | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        data: bool = True,
+        texts: TextKeeper | None = None,
+        elf: ElfReader | None = None,
+        gpu: ElfReader | None = None,
+    ) -> None:
         self._entries: list[TarEntry] = []
         self.readable = True  # False: a reader refuses this layer (an unsafe path), so no facts
         self.elf: bool | None = False if data else None  # whether a file starts as an ELF file does
@@ -162,11 +189,26 @@ class LayerHeaders:
         self._keeper = texts
         # What ``texts`` keeps of every file it wants (None: not known for every one of them).
         self.texts: dict[str, str] | None = {} if texts is not None and data else None
-        self._elf_reader = elf
-        # The facts ``elf`` gives of every ELF file, by path (None: not known for every one).
-        self.elf_facts: dict[str, Mapping[str, Any]] | None = {} if elf is not None and data else None
+        self._readers = {name: r for name, r in (("elf", elf), ("gpu", gpu)) if r is not None}
+        # What each ELF reader gives of every ELF file, by path (None: not known for every one).
+        self._facts: dict[str, dict[str, Mapping[str, Any]] | None] = {
+            name: {} if data else None for name in self._readers
+        }
         self._path = ""  # the last entry added, as a reader sees its path
         self._size = 0  # and its size
+
+    @property
+    def elf_facts(self) -> dict[str, Mapping[str, Any]] | None:
+        """The ``elf`` reader's facts of every ELF file, by path; None: not known for every one."""
+        return self._facts.get("elf")
+
+    @property
+    def gpu_facts(self) -> dict[str, Mapping[str, Any]] | None:
+        """The ``gpu`` reader's facts of every ELF file, by path; None: not known for every one."""
+        return self._facts.get("gpu")
+
+    def _reading(self) -> list[tuple[str, ElfReader]]:
+        return [(name, r) for name, r in self._readers.items() if self._facts[name] is not None]
 
     def add(self, entry: TarEntry) -> None:
         """``entry``, just written to the layer."""
@@ -179,7 +221,7 @@ class LayerHeaders:
             self.readable = False  # reading the blob back raises: leave that to the reader
             self._entries.clear()
             self.texts = None
-            self.elf_facts = None
+            self._facts = dict.fromkeys(self._facts)
             return
         mtime = max(0, int(entry.mtime))
         if path != entry.path or link != entry.linkname or mtime != entry.mtime or entry.mode & ~0o7777:
@@ -194,10 +236,11 @@ class LayerHeaders:
         bytes tell whether it is an ELF file."""
         whole = self.texts is not None and self._keeper is not None and self._keeper.wanted(self._path)
         host, spool = None, None
-        if self.elf_facts is not None and self._elf_reader is not None:
+        reading = self._reading()
+        if reading:
             host = _host_file(data)
             if host is None or host.st_size != self._size or _recent(host):
-                host, spool = None, self._elf_reader.workdir
+                host, spool = None, reading[0][1].workdir
         head = _Head(data, whole=whole, spool=spool)
         self._heads.append((self._path, head, host))
         return cast(BinaryIO, head)
@@ -209,6 +252,10 @@ class LayerHeaders:
         if head.head == ELF_MAGIC:
             self.elf = True
             self._read_elf(path, head, host)
+        else:
+            for name, reader in self._reading():
+                if reader.reads_inside(path, head.head):
+                    self._facts[name] = None  # a wheel: its reader reads the blob
         if head.kept and self.texts is not None and self._keeper is not None:
             if head.whole is None:
                 self.texts = None  # too big to keep here: the reader of the blob reads it
@@ -216,29 +263,33 @@ class LayerHeaders:
                 self.texts[path] = self._keeper.read(path, io.BytesIO(head.whole))
 
     def _read_elf(self, path: str, head: _Head, host: os.stat_result | None) -> None:
-        reader, found = self._elf_reader, self.elf_facts
-        if reader is None or found is None:
+        reading = self._reading()
+        if not reading:
+            if head.spool is not None:
+                head.spool.close()
             return
+        got: dict[str, Mapping[str, Any] | None] = {}
         try:
             if head.spool is not None:
                 with head.spool as spool:
-                    spool.seek(0)
-                    facts = reader.facts(spool)
+                    got = _each(reading, spool)
             elif host is not None and file_state(host) == file_state(os.fstat(head.fileno())):
-                # Only the file's headers and dynamic section are read, through a buffer of its own.
+                # Only the file's headers and the sections read are read, through a buffer of its own.
                 with open(head.fileno(), "rb", closefd=False) as again:
-                    again.seek(0)
-                    facts = reader.facts(again)
+                    got = _each(reading, again)
                 if file_state(host) != file_state(os.fstat(head.fileno())):
-                    facts, found = None, None  # it changed while its facts were read
-            else:  # the host file changed while it was read, or its spool was dropped
-                found = None
+                    got = {}  # it changed while its facts were read
+            # else: the host file changed while it was read, or its spool was dropped
         except Exception:  # whatever fails here, the reader of the blob meets (and reports) too
-            found = None
-        if found is None:
-            self.elf_facts = None  # not known for every ELF file: the reader of the blob reads them
-        elif facts is not None:  # as a reader's full scan records it: an ELF file it cannot parse is not listed
-            found[path] = facts
+            got = {}
+        for name, _ in reading:
+            found = self._facts[name]
+            if name not in got or found is None:
+                self._facts[name] = None  # not known for every ELF file: the reader of the blob reads them
+                continue
+            facts = got[name]
+            if facts is not None:  # as a reader's full scan records it: an ELF file it cannot parse is not listed
+                found[path] = facts
 
     def close(self) -> None:
         """Let go of what a file whose writing failed left (its spool)."""

@@ -2,15 +2,17 @@
 
 Run as ``python -m assembler.compile.agent`` against a mounted container root (as root
 after ``buildah mount``; rootless inside ``buildah unshare --mount``, where the root is
-only visible from that namespace). It writes one *uncompressed, normalised* tar to
-stdout; the parent compresses and hashes it. Three commands:
+only visible from that namespace). It writes each layer, normalised, compressed and
+hashed, straight into the cache, and prints the layers' records as JSON. Three commands:
 
 - ``export``: the files an artifact declares (a path or a glob), placed at ``--to``;
 - ``snapshot``: the metadata of every file, saved before a runtime step runs;
 - ``diff``: what changed since the snapshot (new/changed entries, whiteouts for deletions).
 
 Paths inside the container are resolved inside its root: a symlink pointing to
-``/usr/lib`` means the container's ``/usr/lib``, never the host's.
+``/usr/lib`` means the container's ``/usr/lib``, never the host's. What readers above
+``compile`` need of each layer is read as it is written when :func:`main` is given them
+(:class:`LayerReaders`; ``python -m assembler.pipeline.exportagent``).
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ import os
 import posixpath
 import stat
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from assembler.archive.headers import LayerHeaders
 from assembler.archive.layer import Member, write_layer
@@ -298,23 +300,44 @@ def _owner(text: str | None) -> tuple[int, int] | None:
     return int(u), int(g or u)
 
 
-def _layer(cache: Cache, members: Iterable[Member], job: dict[str, Any]) -> dict[str, object]:
-    """``members`` as a layer blob in ``cache`` (its headers remembered there); its JSON."""
+class LayerReaders(Protocol):
+    """What is read of each layer the agent writes, as it is written, by readers that live
+    above ``compile`` (the dependency check's, the SBOM's, the labels'): its layers are then
+    not read back for them (:mod:`assembler.pipeline.exportagent` runs the agent with them)."""
+
+    def headers(self, cache: Cache, job: Mapping[str, Any], artifact: str | None) -> LayerHeaders:
+        """The headers to gather while a layer of ``job`` is written: the artifact named so
+        (``export``), or the changes (``diff``: None)."""
+        ...
+
+    def remember(self, cache: Cache, headers: LayerHeaders, diff_id: str) -> None:
+        """Record what ``headers`` gathered, as the readers' memos of the layer ``diff_id``."""
+        ...
+
+
+def _layer(
+    cache: Cache, members: Iterable[Member], job: dict[str, Any], artifact: str | None, readers: LayerReaders | None
+) -> dict[str, object]:
+    """``members`` (the artifact named so, or the changes: None) as a layer blob in ``cache``
+    (what its headers tell remembered there); its JSON."""
     from assembler.cache.memos import remember_headers
 
-    headers = LayerHeaders()
+    headers = LayerHeaders() if readers is None else readers.headers(cache, job, artifact)
     with cache.blob_writer() as w:
         blob = write_layer(members, w, compression=job["compression"], epoch=job["epoch"], headers=headers)
     remember_headers(cache, headers, digest=blob.digest, diff_id=blob.diff_id)
+    if readers is not None:
+        readers.remember(cache, headers, blob.diff_id)
     return blob.to_json()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, readers: LayerReaders | None = None) -> int:
     """Run one job (a JSON file the parent wrote) against a container root.
 
     ``export``: every artifact of a step, each written as a layer blob straight into the
     cache; ``snapshot``: file metadata to a JSON file; ``diff``: the changes since the
-    snapshot as one layer blob in the cache. Layer results are printed as JSON.
+    snapshot as one layer blob in the cache. Layer results are printed as JSON. With
+    ``readers``, what they read of each layer as it is written is recorded too.
     Exit 3 with a one-line reason on stderr when something is wrong.
     """
     p = argparse.ArgumentParser(prog="assembler.compile.agent")
@@ -352,13 +375,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     exclude=art.get("exclude") or [],
                     mounts=[(c, h) for c, h in art.get("mounts") or []],
                 )
-                results[art["name"]] = _layer(cache, members, job)
+                results[art["name"]] = _layer(cache, members, job, art["name"], readers)
         else:
             what = "changes: "
             with open(job["snapshot"]) as f:
                 before = {k: tuple(v) for k, v in json.load(f).items()}
             members = diff_members(root, before, job["exclude"], job["mountpoints"])
-            results["changes"] = _layer(cache, members, job)
+            results["changes"] = _layer(cache, members, job, None, readers)
     except (AgentError, OSError, AssemblerError) as err:  # AssemblerError: UnsafePath, InvalidArchive
         print(f"agent: {what}{err}", file=sys.stderr)
         return 3

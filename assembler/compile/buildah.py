@@ -149,17 +149,17 @@ class Buildah:
         return code, "\n".join(lines[-30:])
 
     def agent_argv(
-        self, container: str, agent_args: Sequence[str], *, python: str
+        self, container: str, agent_args: Sequence[str], *, python: str, module: str = "assembler.compile.agent"
     ) -> tuple[list[str], Callable[[], None]]:
-        """argv running the export agent against the container's root filesystem, and a
-        cleanup to call afterwards (root: ``buildah mount`` + umount; rootless:
-        ``buildah unshare --mount``)."""
-        module = [python, "-m", "assembler.compile.agent"]
+        """argv running the export agent (``python -m module``) against the container's root
+        filesystem, and a cleanup to call afterwards (root: ``buildah mount`` + umount;
+        rootless: ``buildah unshare --mount``)."""
+        command = [python, "-m", module]
         if self.rootless:
-            argv = [*self.globals, "unshare", "--mount", f"ASSEMBLE_ROOT={container}", "--", *module]
+            argv = [*self.globals, "unshare", "--mount", f"ASSEMBLE_ROOT={container}", "--", *command]
             return [*argv, "--root-env", "ASSEMBLE_ROOT", *agent_args], lambda: None
         mountpoint = self._run("mount", container).splitlines()[-1]
-        return [*module, "--root", mountpoint, *agent_args], lambda: self.umount(container)
+        return [*command, "--root", mountpoint, *agent_args], lambda: self.umount(container)
 
     def commit(self, container: str, name: str) -> str:
         """Store a working container as the image ``name`` (for buildah's own reuse, never a

@@ -101,6 +101,10 @@ class Workspace:
     shared: _Shared = field(default_factory=_Shared)
     folders: FolderCache | None = None  # kept folders through a registry (--cache-to/--cache-from)
     toolchains: LayerStore | None = None  # compile steps' package layers, with the registry's step cache
+    # The export agent's module (one that runs compile.agent with readers of its layers,
+    # assembler.pipeline.exportagent) and what every job of it is told besides.
+    agent: str = "assembler.compile.agent"
+    agent_job: Mapping[str, object] = field(default_factory=dict)
 
     def for_step(self, on_line: LineFn | None) -> Workspace:
         return replace(self, on_line=on_line)
@@ -348,8 +352,10 @@ def agent_job(ws: Workspace, cid: str, command: str, job: Mapping[str, object], 
     """
     with ws.cache.workdir("job-") as work:
         job_file = work / "job.json"
-        job_file.write_text(json.dumps(job))
-        argv, cleanup = ws.buildah.agent_argv(cid, [command, "--job", str(job_file)], python=sys.executable)
+        job_file.write_text(json.dumps({**ws.agent_job, **job}))
+        argv, cleanup = ws.buildah.agent_argv(
+            cid, [command, "--job", str(job_file)], python=sys.executable, module=ws.agent
+        )
         try:
             result = ws.buildah.call(argv, check=False)
         finally:

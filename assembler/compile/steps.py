@@ -195,6 +195,7 @@ def _toolchain(step: m.CompileStep, base: Image, ws: Workspace, env: Mapping[str
                 ws=ws,
                 key=key,
                 packages=True,
+                shipped=False,
             )
             ws.toolchains.keep(key, layer, label)
         found = ws.buildah.image_id(name)
@@ -229,7 +230,13 @@ def _export_job(step: m.CompileStep, ws: Workspace, *, mounts: list[tuple[str, s
         }
         for name, art in sorted(step.artifacts.items())
     ]
-    return {"cache": str(ws.cache.root), "epoch": ws.epoch, "compression": ws.compression, "artifacts": artifacts}
+    return {
+        "cache": str(ws.cache.root),
+        "epoch": ws.epoch,
+        "compression": ws.compression,
+        "step": step.name,
+        "artifacts": artifacts,
+    }
 
 
 # -- runtime steps ---------------------------------------------------------------------
@@ -250,8 +257,10 @@ def run_runtime_step(
     user: str = "0:0",
     workdir: str | None = None,
     packages: bool = False,
+    shipped: bool = True,
 ) -> Layer:
-    """Run ``commands`` on ``image`` and return the layer of what they changed."""
+    """Run ``commands`` on ``image`` and return the layer of what they changed (one no
+    image holds unless ``shipped``: the readers of image layers need nothing of it)."""
     log_path = step_log(ws.cache, name, key)
     excludes = [p for p in DEFAULT_EXCLUDES if p not in keep and p.rstrip("/*") not in keep] + list(exclude)
     ca_volumes, ca_env = host_ca(ws)
@@ -283,6 +292,7 @@ def run_runtime_step(
                 "snapshot": str(snap),
                 "exclude": excludes,
                 "mountpoints": points,
+                "shipped": shipped,
             }
             answer = agent_job(ws, cid, "diff", job, step=name, what="reading the changes")
             return Layer.from_json(answer["changes"])

@@ -4,7 +4,9 @@ Every ELF file of the layer, and every ELF file inside a wheel (``*.whl``) of th
 is spooled to a bounded temporary file (pyelftools needs to seek) and its fat binary and
 offload bundle sections are read (:mod:`assembler.deps.gpucode`): only their headers, so a
 gigabyte of kernels costs one pass over the layer and little memory. The result is memoised
-in the cache by the layer's diff_id: a layer is read once.
+in the cache by the layer's diff_id: a layer is read once. A layer the export agent writes
+is not read at all: :class:`CodeAsWritten` reads each ELF file as it goes by (from the
+container's file, headers and sections only) and :func:`remember_code` records the memo.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
+from assembler.archive.headers import LayerHeaders
 from assembler.archive.layer_reader import LayerSource, tar_members
 from assembler.cache import Cache
 from assembler.deps.elf import ELF_MAGIC, find_sections
@@ -65,6 +69,38 @@ def file_code(data: IO[bytes], name: str, workdir: Path) -> GpuCode:
     if head == _ZIP_MAGIC and name.endswith(".whl"):
         return _wheel_code(data, head, workdir)
     return GpuCode()
+
+
+@dataclass(frozen=True)
+class CodeAsWritten:
+    """The device code of each ELF file of a layer as the layer is written (an
+    :class:`~assembler.archive.headers.ElfReader`), for :func:`remember_code`: the labels
+    then do not read the layer back. A wheel in the layer is looked into by
+    :func:`layer_code` only, which then reads the blob."""
+
+    workdir: Path
+
+    def facts(self, stream: IO[bytes]) -> dict[str, Any]:
+        code = code_of(stream, find_sections(stream, _SECTIONS))
+        return {"cuda": sorted(code.cuda), "rocm": sorted(code.rocm)}
+
+    def reads_inside(self, path: str, head: bytes) -> bool:
+        return head == _ZIP_MAGIC and path.endswith(".whl")
+
+
+def remember_code(cache: Cache, headers: LayerHeaders, diff_id: str) -> None:
+    """What ``headers`` (``LayerHeaders(gpu=CodeAsWritten(...))``) read of every ELF file
+    as its layer was written, under the memo :func:`layer_code` reads: what reading the
+    whole layer would record. A memo already there is left as it is."""
+    found = headers.gpu_facts
+    if not headers.readable or found is None:
+        return
+    key = _MEMO + diff_id.split(":", 1)[-1]
+    if cache.memo(key) is None:
+        code = GpuCode()
+        for facts in found.values():
+            code |= _from_memo(facts)
+        cache.put_memo(key, {"cuda": sorted(code.cuda), "rocm": sorted(code.rocm)})
 
 
 def _from_memo(data: Mapping[str, Any]) -> GpuCode:

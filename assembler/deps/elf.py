@@ -161,6 +161,9 @@ class FactsAsWritten:
         found = read_facts(stream)
         return None if found is None else found.to_json()
 
+    def reads_inside(self, path: str, head: bytes) -> bool:
+        return False  # the check reads ELF files of the image's tree only
+
 
 def find_sections(stream: IO[bytes], names: Collection[str]) -> list[tuple[str, int, int]]:
     """(name, file offset, size) of the sections of the ELF file in ``stream`` (seekable)

@@ -40,10 +40,11 @@ from assembler.deps.elf import FactsAsWritten
 from assembler.errors import Cancelled, InputError, InvalidImage
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
-from assembler.pipeline import graph
+from assembler.pipeline import exportagent, graph
 from assembler.pipeline.baseblobs import BaseBlobs
 from assembler.pipeline.executors import CompileJob, executor_for
 from assembler.pipeline.graph import LayerReport, RuntimeStep, StepReport
+from assembler.pipeline.labels import artifacts_read
 from assembler.pipeline.maker import MAKE
 from assembler.pipeline.options import Event, Reporter
 from assembler.pipeline.resolve import Plan, base_ref
@@ -250,6 +251,10 @@ class Builder(Walk):
                 # A step's packages travel as a layer only with a registry step cache: here
                 # buildah's committed image of them is kept, and cheaper to make.
                 toolchains=Toolchains(self) if self.caches is not None else None,
+                # What the dependency check, the SBOM and the labels need of the layers
+                # steps make is read as they are written, not read back.
+                agent=exportagent.MODULE,
+                agent_job={"elf_facts": self.options.deps_check, "read": artifacts_read(self.man)},
             )
         return self._ws
 

@@ -80,7 +80,7 @@ def shipped(man: m.Manifest) -> dict[str, list[str]]:
     return {step: sorted(names) for step, names in out.items()}
 
 
-def _read_from(man: m.Manifest) -> dict[str, list[str]]:
+def artifacts_read(man: m.Manifest) -> dict[str, list[str]]:
     """The shipped artifacts, and every artifact of a step a label or annotation names."""
     out = shipped(man)
     for value in (*man.image.config.labels.values(), *man.annotations.values()):
@@ -105,7 +105,7 @@ def step_code(
     out: dict[str, GpuCode] = {}
     with cache.workdir("gpucode-") if records else tempfile.TemporaryDirectory(prefix="assemble-gpucode-") as folder:
         work = Path(folder)
-        for step, names in sorted(_read_from(man).items()):
+        for step, names in sorted(artifacts_read(man).items()):
             made = artifacts.get(step)
             if made is None:
                 continue
