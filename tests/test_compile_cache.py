@@ -10,11 +10,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from assembler.archive import chunks as ch
 from assembler.cache import Cache
+from assembler.errors import ToolError
 from assembler.oci.reference import ImageName
 from assembler.registry.types import RegistryOptions
 from assembler.sign import load_private_key, load_public_key
@@ -88,6 +90,88 @@ def test_exported_by_one_cache_restored_into_another(tmp_path: Path, registry: R
     assert a.counts()["compile_cache_exported"] == 2, "an unchanged folder puts no new manifest"
     for caches in (a, b):
         caches.close()
+
+
+def test_a_restore_told_to_stop_gives_up_between_chunks_and_leaves_nothing(
+    tmp_path: Path, registry: RunningRegistry
+) -> None:
+    """A step fails, or Ctrl-C, while its kept folder is restored (beside the devel image
+    being brought in): the restore stops before its next chunk, leaves the folder absent (a
+    step never starts from half a tree) and nothing in the cache's tmp/, and warns of
+    nothing: the build is stopping already."""
+    tree = tmp_path / "a-tree"
+    _build_tree(tree)
+    a, _ = _caches(tmp_path / "cache-a", registry, to=True)
+    a.export(TAG, tree, "step demo")
+    assert a.counts()["compile_cache_uploaded_chunks"] > 2
+    b, events = _caches(tmp_path / "cache-b", registry, to=False)
+    asked: list[int] = []
+
+    def stop() -> bool:  # true from the second chunk on
+        asked.append(1)
+        return len(asked) > 1
+
+    restored = tmp_path / "b-tree"
+    assert not b.restore(TAG, restored, "step demo", stop=stop)
+    assert len(asked) == 2 and not restored.exists() and not events.warnings()
+    assert list((tmp_path / "cache-b" / "tmp").iterdir()) == []
+    assert b.counts()["compile_cache_restored"] == 0
+    assert b.restore(TAG, restored, "step demo")  # not stopped: all of it
+    _same_tree(tree, restored)
+    for caches in (a, b):
+        caches.close()
+
+
+def test_kept_folders_are_restored_while_the_devel_image_is_brought_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh runner restores a step's kept folders and brings in its devel image (the
+    toolchain layer and ``buildah pull``) at once: neither needs the other. When the devel
+    image fails, the restore is told to stop and the step fails with the image's error."""
+    import threading
+    import time
+
+    from assembler.compile import steps
+    from assembler.spec import model as m
+
+    both = threading.Barrier(2, timeout=20)  # each waits for the other: only at once do both pass
+    stopped: list[bool] = []
+
+    class Folders:
+        wait_for_stop = False
+
+        def restore(self, tag: str, folder: Path, what: str, *, stop: Any = bool) -> bool:
+            both.wait()
+            deadline = time.monotonic() + (20 if self.wait_for_stop else 0)
+            while not stop() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            stopped.append(stop())
+            return False
+
+        def export(self, tag: str, folder: Path, what: str) -> None:
+            pass
+
+    def devel_image(step: m.CompileStep, base: object, ws: object, log_path: Path) -> str:
+        both.wait()
+        return "devel-image"
+
+    monkeypatch.setattr(steps, "_devel_image", devel_image)
+    monkeypatch.setattr(steps, "_run_compile_step", lambda step, **kw: {"image": kw["image"]})
+    ws = steps.Workspace(buildah=None, cache=Cache(tmp_path / "cache"), epoch=0, compression="zstd", folders=Folders())  # type: ignore[arg-type]
+    step = m.CompileStep(name="demo", base="devel", cache=["/build"], run=["true"])
+    run = {"base": None, "sources": {}, "inputs": [], "ws": ws, "key": "k" * 64, "tree_key": "t" * 64}
+    assert steps.run_compile_step(step, **run) == {"image": "devel-image"}  # type: ignore[arg-type]
+    assert stopped == [False]
+
+    def failing(step: m.CompileStep, base: object, ws: object, log_path: Path) -> str:
+        both.wait()
+        raise ToolError("buildah pull failed")
+
+    monkeypatch.setattr(steps, "_devel_image", failing)
+    Folders.wait_for_stop = True
+    with pytest.raises(ToolError, match="buildah pull failed"):
+        steps.run_compile_step(step, **{**run, "tree_key": "u" * 64})  # type: ignore[arg-type]
+    assert stopped == [False, True]  # the restore saw the stop once the image failed
 
 
 def _corrupt(registry: RunningRegistry) -> None:

@@ -19,6 +19,7 @@ fresh machine) and the step is not forced (``--no-cache``, ``--rebuild``: empty 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -32,8 +33,9 @@ TAG_PREFIX = "ccache-"
 class FolderCache(Protocol):
     """Folders restored from and exported to a registry; failures are its own warnings."""
 
-    def restore(self, tag: str, folder: Path, what: str) -> bool:
-        """Fill the empty ``folder`` from the entry ``tag``; whether it did."""
+    def restore(self, tag: str, folder: Path, what: str, *, stop: Callable[[], bool] = bool) -> bool:
+        """Fill the empty ``folder`` from the entry ``tag``; whether it did. Once ``stop()``
+        turns true it gives up, between chunks, leaving the folder empty."""
         ...
 
     def export(self, tag: str, folder: Path, what: str) -> None:
@@ -56,15 +58,23 @@ def shared_folder(cache: Cache, path: str) -> Path:
     return cache.path("step-caches", "_shared", key_of({"path": path})[:16])
 
 
-def restore(folders: FolderCache, step: m.CompileStep, *, cache: Cache, kept: Path, tree_key: str) -> None:
+def restore(
+    folders: FolderCache,
+    step: m.CompileStep,
+    *,
+    cache: Cache,
+    kept: Path,
+    tree_key: str,
+    stop: Callable[[], bool] = bool,
+) -> None:
     """The step's empty kept folder and shared folders, filled from the registry where it
-    has them."""
-    if step.cache and folder_is_empty(kept):
-        folders.restore(kept_tag(step.name, tree_key), kept, f"step {step.name}")
+    has them (until ``stop()`` turns true)."""
+    if step.cache and folder_is_empty(kept) and not stop():
+        folders.restore(kept_tag(step.name, tree_key), kept, f"step {step.name}", stop=stop)
     for path in step.shared_cache:
         folder = shared_folder(cache, path)
-        if folder_is_empty(folder):
-            folders.restore(shared_tag(path), folder, f"step {step.name}: shared_cache {path}")
+        if folder_is_empty(folder) and not stop():
+            folders.restore(shared_tag(path), folder, f"step {step.name}: shared_cache {path}", stop=stop)
 
 
 def export(folders: FolderCache, step: m.CompileStep, *, cache: Cache, kept: Path, tree_key: str) -> None:

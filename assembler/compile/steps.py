@@ -15,8 +15,9 @@ Containers are removed afterwards, also on failure and Ctrl-C.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import astuple
 from pathlib import Path
@@ -95,18 +96,33 @@ def run_compile_step(
     source working copies): the step's key without its sources, so a source edit builds
     incrementally and any other change starts from empty folders; ``fresh`` empties them
     first (``--no-cache``, ``--rebuild STEP``). With ``ws.folders`` (a registry step
-    cache), empty kept folders are restored from it first and exported after the build
-    (:mod:`assembler.compile.keptcaches`).
+    cache), empty kept folders are restored from it first (while the devel image with the
+    step's packages is made or brought in: neither needs the other) and exported after the
+    build (:mod:`assembler.compile.keptcaches`).
 
     Raises StepFailed (command, exit code, log tail and path) when a command fails or an
     artifact is missing; InputError for a secret missing from the environment.
     """
     log_path = step_log(ws.cache, step.name, key)
     with worktree.kept_folder(ws.cache, step.name, tree_key, fresh=fresh) as kept:
+        restoring = None
         if ws.folders is not None and not fresh:  # a forced step starts from empty folders
-            keptcaches.restore(ws.folders, step, cache=ws.cache, kept=kept, tree_key=tree_key)
+            folders = ws.folders
+            restoring = _Background(
+                lambda stop: keptcaches.restore(folders, step, cache=ws.cache, kept=kept, tree_key=tree_key, stop=stop),
+                name=f"restore-{step.name}",
+            )
+        started = time.monotonic()
+        try:
+            image = _devel_image(step, base, ws, log_path)
+            if restoring is not None:
+                restoring.wait()
+        except BaseException:  # the step fails, or Ctrl-C: the restore gives up too
+            if restoring is not None:
+                restoring.stop()
+            raise
         results = _run_compile_step(
-            step, base=base, sources=sources, inputs=inputs, ws=ws, log_path=log_path, kept=kept
+            step, image=image, sources=sources, inputs=inputs, ws=ws, log_path=log_path, kept=kept, started=started
         )
         if ws.folders is not None:
             keptcaches.export(ws.folders, step, cache=ws.cache, kept=kept, tree_key=tree_key)
@@ -116,20 +132,19 @@ def run_compile_step(
 def _run_compile_step(
     step: m.CompileStep,
     *,
-    base: Image,
+    image: Image | str,
     sources: Mapping[str, Source],
     inputs: Sequence[Mounted],
     ws: Workspace,
     log_path: Path,
     kept: Path,
+    started: float,
 ) -> dict[str, Layer]:
     caches = _cache_volumes(step, ws, kept)
     src_volumes = [_working_copy(kept, step.name, sources[name]) for name in step.sources]
     ca_volumes, ca_env = host_ca(ws)
     env = {**ca_env, **reproducible_env(ws.epoch), **step.env}
     commands = [(c, c) for c in step.run]
-    started = time.monotonic()
-    image = _devel_image(step, base, ws, log_path)
     with container(ws, image, step.name) as cid, secret_files(ws, step.secrets, step.name) as (svol, values, pre):
         with mounted_artifacts(ws, inputs) as input_volumes:
             volumes = [*src_volumes, *input_volumes, *caches, *ca_volumes, *svol]
@@ -237,6 +252,33 @@ def _export_job(step: m.CompileStep, ws: Workspace, *, mounts: list[tuple[str, s
         "step": step.name,
         "artifacts": artifacts,
     }
+
+
+class _Background:
+    """``work(stop)`` in a thread of its own; :meth:`wait` joins it (raising what it raised),
+    :meth:`stop` makes ``stop()`` true for it and joins it (what it raised is dropped: the
+    caller is failing already)."""
+
+    def __init__(self, work: Callable[[Callable[[], bool]], object], *, name: str) -> None:
+        self._stopping = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(work,), name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self, work: Callable[[Callable[[], bool]], object]) -> None:
+        try:
+            work(self._stopping.is_set)
+        except BaseException as e:  # handed to the caller in wait()
+            self._error = e
+
+    def wait(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join()
 
 
 # -- runtime steps ---------------------------------------------------------------------

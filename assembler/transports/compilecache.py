@@ -25,13 +25,13 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from assembler.archive import chunks as ch
 from assembler.cache import Cache, key_of
-from assembler.errors import AssemblerError, NotFound, RegistryError
+from assembler.errors import AssemblerError, Cancelled, NotFound, RegistryError
 from assembler.oci import mediatypes as mt
 from assembler.oci.descriptor import Descriptor
 from assembler.oci.digest import canonical_json, sha256_digest
@@ -135,10 +135,11 @@ class CompileCaches:
 
     # -- restoring -----------------------------------------------------------------------
 
-    def restore(self, tag: str, folder: Path, what: str) -> bool:
+    def restore(self, tag: str, folder: Path, what: str, *, stop: Callable[[], bool] = bool) -> bool:
         """Fill the empty (or absent) ``folder`` from the first source that has the entry
         ``tag`` (signed as :class:`Trust` asks); whether it did. Never raises for what a
-        registry or its entry does: a warning, and the folder stays empty."""
+        registry or its entry does: a warning, and the folder stays empty. Once ``stop()``
+        turns true it gives up between chunks (no warning: the build is stopping)."""
         for name in self.sources:
             if f"{name.registry}/{name.repository}" in self._broken:
                 continue
@@ -146,7 +147,9 @@ class CompileCaches:
                 found = self._entry(name, tag, what)
                 if found is None:
                     continue
-                self._restore_from(name, found, folder)
+                self._restore_from(name, found, folder, stop)
+            except Cancelled:
+                return False
             except RegistryError as e:
                 self._broken.add(f"{name.registry}/{name.repository}")
                 self._warn(name, tag, what, f"restoring failed ({e}); the step runs without it")
@@ -179,13 +182,17 @@ class CompileCaches:
             raise AssemblerError("not a compile cache entry")
         return layers
 
-    def _restore_from(self, name: ImageName, layers: Sequence[Descriptor], folder: Path) -> None:
+    def _restore_from(
+        self, name: ImageName, layers: Sequence[Descriptor], folder: Path, stop: Callable[[], bool]
+    ) -> None:
         client = self._client(name.registry)
         with self.cache.workdir("ccache-") as work:
             tree = work / "tree"
             tree.mkdir()
             unpacking = ch.Unpacking(tree)
             for desc in layers:
+                if stop():
+                    raise Cancelled("restoring a compile cache: the build is stopping")
                 with client.open_blob(name.repository, desc.digest, size=desc.size) as stream:
                     unpacking.add(stream)
                     while stream.read(1 << 20):  # to its end: the digest is checked there
