@@ -273,3 +273,21 @@ def one_layer_image(layer: Layer) -> Image:
         }
     )
     return Image(manifest, config)
+
+
+def spools_made(monkeypatch: Any) -> list[Any]:
+    """Every spool a layer's headers make from now on (``archive/headers.py`` spools an ELF
+    file whose bytes it cannot read again from the host), in order."""
+    import tempfile
+
+    from assembler.archive import headers
+
+    spools: list[Any] = []
+    spooled = tempfile.SpooledTemporaryFile
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        spools.append(spooled(*args, **kwargs))
+        return spools[-1]
+
+    monkeypatch.setattr(headers.tempfile, "SpooledTemporaryFile", counted)
+    return spools

@@ -35,7 +35,7 @@ from assembler.deps.elf import FactsAsWritten
 from assembler.deps.files import FactReader, ImageFiles
 from assembler.errors import InvalidArchive
 from assembler.oci.image import Image
-from tests.helpers import layout_digest, one_layer_image, read_blob, run_cli, run_cli_here
+from tests.helpers import layout_digest, one_layer_image, read_blob, run_cli, run_cli_here, spools_made
 
 TRIPLET = "x86_64-linux-gnu"
 HOST_LIBS = Path("/lib") / TRIPLET
@@ -370,17 +370,22 @@ image:
 """
 
 
+def artifacts_project(root: Path) -> Path:
+    """A project for ARTIFACTS: the host's curl and xz in ``bin/``."""
+    (root / "bin").mkdir(parents=True)
+    for name in ("curl", "xz"):
+        (root / "bin" / name).write_bytes((Path("/usr/bin") / name).read_bytes())
+        (root / "bin" / name).chmod(0o755)
+    return root
+
+
 @pytest.mark.slow
 def test_an_artifact_the_debian_runtime_base_lacks_a_library_for_fails_the_build(
     tmp_path: Path, demo_bases: dict[str, Path]
 ) -> None:
     """The demo's own runtime base (Debian minbase, bootstrapped): the host's xz finds
     liblzma and glibc there, its curl does not find libcurl."""
-    root = tmp_path / "p"
-    (root / "bin").mkdir(parents=True)
-    for name in ("curl", "xz"):
-        (root / "bin" / name).write_bytes((Path("/usr/bin") / name).read_bytes())
-        (root / "bin" / name).chmod(0o755)
+    root = artifacts_project(tmp_path / "p")
     both = "    - artifact: get.xz\n    - artifact: get.curl\n"
     (root / "m.yaml").write_text(ARTIFACTS.format(**demo_bases, layers=both))
     (root / "xz.yaml").write_text(ARTIFACTS.format(**demo_bases, layers="    - artifact: get.xz\n"))
@@ -404,11 +409,7 @@ def test_layers_steps_make_are_not_read_back_for_the_check_the_sbom_or_the_label
     buildah and for the output's copy), and what is recorded is what reading them gives."""
     import traceback
 
-    root = tmp_path / "p"
-    (root / "bin").mkdir(parents=True)
-    for name in ("curl", "xz"):
-        (root / "bin" / name).write_bytes((Path("/usr/bin") / name).read_bytes())
-        (root / "bin" / name).chmod(0o755)
+    root = artifacts_project(tmp_path / "p")
     meta = "/usr/lib/python3/dist-packages/tok-1.0.dist-info"
     text = "Metadata-Version: 2.1\\nName: tok\\nVersion: 1.0\\n"
     layers = f"    - artifact: get.xz\n    - run: ['mkdir -p {meta} && printf \"{text}\" > {meta}/METADATA']\n"
@@ -544,14 +545,7 @@ def test_a_layers_elf_facts_are_read_as_it_is_written_as_a_reader_of_the_blob_re
     the in-memory spool). What it records is what a reader of the whole blob records: ELF
     files it cannot parse, other files and hard links not listed. Every spool is closed."""
     monkeypatch.setattr(archive_headers, "RACY_NS", 0)  # curl was copied a moment ago: read it again all the same
-    spools: list[Any] = []
-    spooled = tempfile.SpooledTemporaryFile
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        spools.append(spooled(*args, **kwargs))
-        return spools[-1]
-
-    monkeypatch.setattr(archive_headers.tempfile, "SpooledTemporaryFile", counted)
+    spools = spools_made(monkeypatch)
     src = tmp_path / "src"
     src.mkdir()
     curl = CURL.read_bytes()

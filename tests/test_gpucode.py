@@ -26,7 +26,7 @@ from assembler.deps.gpucode import (
     canonical,
     code_of,
 )
-from tests.helpers import sh
+from tests.helpers import sh, spools_made
 
 SAXPY = Path(__file__).parent.parent / "examples/cuda-kernels/saxpy.cu"
 KERNEL = """\
@@ -190,9 +190,7 @@ def test_device_code_is_read_as_a_layer_is_written(
     read of the whole blob records it, so the labels do not read the layer back. A layer
     holding a wheel is left to the reader of the blob, which looks into the wheel."""
     import shutil
-    import tempfile
     import zipfile
-    from typing import Any
 
     from assembler.archive import headers as headers_module
     from assembler.archive.headers import LayerHeaders
@@ -227,14 +225,7 @@ def test_device_code_is_read_as_a_layer_is_written(
         return layer_code(diff_id, opener, what="layer", cache=cache, workdir=cache.tmp)
 
     spooled: Member = (TarEntry("usr/lib/k-copy.so", "file", size=len(kernel)), lambda: io.BytesIO(kernel))
-    spools: list[Any] = []
-    spool = tempfile.SpooledTemporaryFile
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        spools.append(spool(*args, **kwargs))
-        return spools[-1]
-
-    monkeypatch.setattr(headers_module.tempfile, "SpooledTemporaryFile", counted)
+    spools = spools_made(monkeypatch)
     cache = Cache(tmp_path / "cache")
     digest, diff_id, headers = layer(cache, [spooled])
     assert len(spools) == 1  # the copy's: the host file is read again through its descriptor
