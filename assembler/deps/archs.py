@@ -82,7 +82,7 @@ class CodeAsWritten:
 
     def facts(self, stream: IO[bytes]) -> dict[str, Any]:
         code = code_of(stream, find_sections(stream, _SECTIONS))
-        return {"cuda": sorted(code.cuda), "rocm": sorted(code.rocm)}
+        return _to_memo(code)
 
     def reads_inside(self, path: str, head: bytes) -> bool:
         return head == _ZIP_MAGIC and path.endswith(".whl")
@@ -100,7 +100,12 @@ def remember_code(cache: Cache, headers: LayerHeaders, diff_id: str) -> None:
         code = GpuCode()
         for facts in found.values():
             code |= _from_memo(facts)
-        cache.put_memo(key, {"cuda": sorted(code.cuda), "rocm": sorted(code.rocm)})
+        cache.put_memo(key, _to_memo(code))
+
+
+def _to_memo(code: GpuCode) -> dict[str, Any]:
+    """``code`` as its memo holds it (:func:`_from_memo` reads it back)."""
+    return {"cuda": sorted(code.cuda), "rocm": sorted(code.rocm)}
 
 
 def _from_memo(data: Mapping[str, Any]) -> GpuCode:
@@ -133,5 +138,5 @@ def layer_code(
             with open_data() as data:
                 found |= file_code(data, entry.path, workdir)
     if cache is not None and record:
-        cache.put_memo(key, {"cuda": sorted(found.cuda), "rocm": sorted(found.rocm)})
+        cache.put_memo(key, _to_memo(found))
     return found
