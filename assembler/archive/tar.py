@@ -179,6 +179,39 @@ def _header(
     return header
 
 
+_PLAIN_FIELDS = b"%07o\x00%07o\x00%07o\x00%011o\x00%011o\x00"  # mode, uid, gid, size, mtime
+_PLAIN_TAIL = _MAGIC_AND_OWNER_NAMES + _ZERO_OCTAL_8 + _ZERO_OCTAL_8 + bytes(167)  # no devices, no prefix
+_PLAIN_SUM = _CHECKSUM_SPACES + sum(_PLAIN_TAIL)
+
+
+def _plain_header(entry: TarEntry, name_b: bytes, link_b: bytes, size: int) -> bytes | None:
+    """The one ustar header of an entry that needs nothing more (most of a tree's: short
+    ASCII names, small ids, no device numbers, no xattrs), as :func:`_header` writes it
+    and in a third of its time; None for the others."""
+    uid, gid, mtime = entry.uid, entry.gid, entry.mtime
+    if (
+        len(name_b) > 100
+        or len(link_b) > 100
+        or entry.xattrs
+        or entry.devmajor
+        or entry.devminor
+        or not 0 <= uid < 0o10000000
+        or not 0 <= gid < 0o10000000
+        or size >= 0o100000000000
+        or not 0 <= mtime < 0o100000000000
+        or type(mtime) is not int
+        or not name_b.isascii()
+        or not link_b.isascii()
+    ):
+        return None
+    fields = _PLAIN_FIELDS % (entry.mode & 0o7777, uid, gid, size, mtime)
+    typeflag = _TYPEFLAG[entry.kind]
+    checksum = sum(name_b) + sum(fields) + typeflag[0] + sum(link_b) + _PLAIN_SUM
+    return b"".join(
+        (name_b.ljust(100, b"\x00"), fields, b"%06o\x00 " % checksum, typeflag, link_b.ljust(100, b"\x00"), _PLAIN_TAIL)
+    )
+
+
 def _pax_records(entry: TarEntry, name_b: bytes, link_b: bytes, size: int) -> list[bytes]:
     """The PAX records an entry needs: what a ustar header cannot hold (long or non-ASCII
     names, big ids and sizes) and the xattrs."""
@@ -276,6 +309,20 @@ class TarWriter:
         name_b = entry.name.encode("utf-8", "surrogateescape")
         link_b = entry.linkname.encode("utf-8", "surrogateescape")
         size = entry.size if entry.kind == "file" else 0
+        if (plain := _plain_header(entry, name_b, link_b, size)) is not None:
+            self._write(plain)
+        else:
+            self._headers(entry, name_b, link_b, size)
+        if entry.kind == "file" and size:
+            if data is None:
+                raise ValueError(f"no data given for file {entry.path}")
+            self._copy_data(entry.path, data, size)
+            if size % BLOCK:
+                self._write(_ZEROS[: BLOCK - size % BLOCK])
+
+    def _headers(self, entry: TarEntry, name_b: bytes, link_b: bytes, size: int) -> None:
+        """An entry's headers where a plain ustar header cannot hold it: a PAX header
+        first when needed, then a ustar header with what fits."""
         pax = _pax_records(entry, name_b, link_b, size)
         split = _split_ustar(name_b) if name_b.isascii() else None
         if split is None:
@@ -308,12 +355,6 @@ class TarWriter:
                 prefix=prefix,
             )
         )
-        if entry.kind == "file" and size:
-            if data is None:
-                raise ValueError(f"no data given for file {entry.path}")
-            self._copy_data(entry.path, data, size)
-            if size % BLOCK:
-                self._write(_ZEROS[: BLOCK - size % BLOCK])
 
     def close(self) -> None:
         """Write the end-of-archive marker (two zero blocks) and flush. Does not close ``out``."""

@@ -35,12 +35,17 @@ from assembler.archive.tar import ALLOWED_XATTRS, Kind, TarEntry, clean_path
 
 
 def _xattrs(path: str) -> dict[str, bytes]:
+    try:
+        # One call that lists none for most files, rather than one that fails per name.
+        names = ALLOWED_XATTRS.intersection(os.listxattr(path, follow_symlinks=False))
+    except OSError:
+        return {}  # ENOTSUP: nothing to keep
     out: dict[str, bytes] = {}
-    for name in ALLOWED_XATTRS:
+    for name in names:
         try:
             out[name] = os.getxattr(path, name, follow_symlinks=False)
         except OSError:
-            continue  # ENODATA / ENOTSUP: nothing to keep
+            continue  # removed since it was listed
     return out
 
 
@@ -228,26 +233,39 @@ def _identities(paths: Iterable[Path]) -> frozenset[tuple[int, int]]:
 
 
 def _walk(host_dir: str, image_dir: str, attrs: _Attrs, first_of_inode: dict[tuple[int, int], str]) -> Iterator[Member]:
-    """Members below ``host_dir`` in layer order; a hard-linked file's later paths link to its first."""
+    """Members below ``host_dir`` in layer order; a hard-linked file's later paths link to its first.
+
+    Depth first with a stack of folder listings (not a generator per folder: each member
+    would pass up through one generator per level)."""
+    stack = [_listing(host_dir, image_dir)]
+    while stack:
+        for item, path in stack[-1]:
+            st = item.stat(follow_symlinks=False)
+            if (st.st_dev, st.st_ino) in attrs.leave_out:
+                continue
+            entry = attrs.entry(item.path, st, path)
+            if entry is None:
+                continue
+            if entry.kind == "file" and st.st_nlink > 1:
+                ident = (st.st_dev, st.st_ino)
+                if ident in first_of_inode:
+                    yield _as_hardlink(entry, first_of_inode[ident]), None
+                    continue
+                first_of_inode[ident] = path
+            yield entry, HostFile(item.path, st) if entry.kind == "file" else None
+            if entry.kind == "dir":
+                stack.append(_listing(item.path, path))
+                break  # its contents come next; this folder's listing goes on after them
+        else:
+            stack.pop()
+
+
+def _listing(host_dir: str, image_dir: str) -> Iterator[tuple[os.DirEntry[str], str]]:
+    """A folder's entries in layer order (names bytewise), each with its image path."""
     with os.scandir(host_dir) as it:
         found = sorted(it, key=lambda e: os.fsencode(e.name))
-    for item in found:
-        path = posixpath.join(image_dir, item.name) if image_dir else item.name
-        st = item.stat(follow_symlinks=False)
-        if (st.st_dev, st.st_ino) in attrs.leave_out:
-            continue
-        entry = attrs.entry(item.path, st, path)
-        if entry is None:
-            continue
-        if entry.kind == "file" and st.st_nlink > 1:
-            ident = (st.st_dev, st.st_ino)
-            if ident in first_of_inode:
-                yield _as_hardlink(entry, first_of_inode[ident]), None
-                continue
-            first_of_inode[ident] = path
-        yield entry, HostFile(item.path, st) if entry.kind == "file" else None
-        if entry.kind == "dir":
-            yield from _walk(item.path, path, attrs, first_of_inode)
+    prefix = image_dir + "/" if image_dir else ""
+    return iter([(item, prefix + item.name) for item in found])
 
 
 def _as_hardlink(entry: TarEntry, target: str) -> TarEntry:
