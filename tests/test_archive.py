@@ -189,14 +189,24 @@ def test_the_tar_writers_bytes_are_pinned() -> None:
     assert blob.diff_id == "sha256:0aad5994b02b637a1bd19800487851224944027fbd5bf686705ab45a211c9e49"
 
 
+@pytest.mark.parametrize("hashing", ["inline", "background"])
 @pytest.mark.parametrize("compression", ["zstd", "gzip", "none"])
-def test_buffers_filled_again_never_change_what_was_written(compression: str) -> None:
+def test_buffers_filled_again_never_change_what_was_written(
+    compression: str, hashing: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The tar writer fills a 1 MiB buffer again once the diff_id's hash is done with it:
     a layer of many buffers (files of odd sizes, across buffer ends) holds every file's
-    bytes, and its digest and diff_id are those of the bytes written."""
+    bytes, and its digest and diff_id are those of the bytes written, whether the diff_id
+    is hashed as it is written (two cores) or in a thread of its own (more)."""
     import hashlib
     import random
 
+    from assembler.archive import layer
+
+    monkeypatch.setattr(layer, "usable_cores", lambda: 2 if hashing == "inline" else 8)
+    made = layer._diff_id_hash()
+    made.close()
+    assert type(made).__name__ == ("_InlineHash" if hashing == "inline" else "_BackgroundHash")
     rng = random.Random(7)
     files = {f"f{i:03}": rng.randbytes(rng.randrange(1, 700_000)) for i in range(40)}  # about 14 MiB
     members = [

@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import TYPE_CHECKING, BinaryIO
 
-from assembler.archive.compress import Compression, Writable, compressor, decompressed
+from assembler.archive.compress import Compression, Writable, compressor, decompressed, usable_cores
 from assembler.archive.tar import CHUNK, Buffer, TarEntry, TarWriter, entry_from_tarinfo, normalize, sort_key
 from assembler.errors import InvalidArchive
 from assembler.oci.layer import Layer
@@ -60,11 +60,38 @@ class HashingSink:
         return "sha256:" + self._sha.hexdigest()
 
 
+class _InlineHash:
+    """sha256 of the uncompressed stream in the writing thread: where zstd's workers keep
+    every core busy (two cores), a helper thread only adds work (it reads each buffer on
+    another core and waits for the GIL: about 0.3 core-seconds a GiB), and the writing thread
+    has time to spare. A buffer is given back as soon as it is hashed: it is filled again
+    once the compressor, which copies it, is done with it."""
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256()
+        self.count = 0
+        self.spare: queue.SimpleQueue[Buffer] = queue.SimpleQueue()
+
+    def update(self, data: bytes | bytearray) -> None:
+        self._sha.update(data)
+        self.count += len(data)
+        if type(data) is Buffer and len(data) == CHUNK:
+            self.spare.put(data)
+
+    def close(self) -> None:
+        pass
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self._sha.hexdigest()
+
+
 class _BackgroundHash:
     """sha256 in a helper thread. hashlib releases the GIL on big buffers, so hashing the
-    uncompressed stream overlaps with reading files and writing headers. At most
-    ``depth`` chunks wait (bounded memory). A chunk is kept, not copied: its writer never
-    changes it afterwards (``bytes``, or a buffer a :class:`TarWriter` has handed on)."""
+    uncompressed stream overlaps with reading files and writing headers: worth it where
+    cores are to spare (see :func:`_diff_id_hash`). At most ``depth`` chunks wait (bounded
+    memory). A chunk is kept, not copied: its writer never changes it afterwards
+    (``bytes``, or a buffer a :class:`TarWriter` has handed on)."""
 
     def __init__(self, depth: int = 8) -> None:
         self._queue: queue.Queue[bytes | bytearray | None] = queue.Queue(maxsize=depth)
@@ -99,17 +126,28 @@ class _BackgroundHash:
         return "sha256:" + self._sha.hexdigest()
 
 
+def _diff_id_hash() -> _InlineHash | _BackgroundHash:
+    """Where the diff_id is hashed. The writing thread reads files, writes headers and
+    hands buffers to the compressor (about 0.8 core-seconds a GiB); zstd's workers, one
+    a core, spend about 3.5 (level 3). On two cores both are busy throughout, and the
+    writing thread can take the sha256 (0.5 a GiB with SHA-NI, about 2 without) and stay
+    off the critical path, where a helper thread would only add its overhead. With more
+    cores zstd's workers finish sooner and the writing thread becomes the critical path:
+    the hash then goes to a thread of its own. ``bench-layers`` measures the two-core case."""
+    return _BackgroundHash() if usable_cores() > 2 else _InlineHash()
+
+
 class _TarSink:
     """Uncompressed side: hash (diff_id), count, report progress, feed the compressor."""
 
     def __init__(self, inner: Writable, progress: ProgressFn | None) -> None:
         self._inner = inner
-        self.hash = _BackgroundHash()
+        self.hash = _diff_id_hash()
         self._progress = progress
 
     def write(self, data: bytes | bytearray, /) -> int:
+        self._inner.write(data)  # first: a zstd job is handed to a worker without waiting for the hash
         self.hash.update(data)
-        self._inner.write(data)
         if self._progress is not None:
             self._progress(len(data))
         return len(data)
