@@ -128,8 +128,8 @@ class _BackgroundHash:
 
 def _diff_id_hash() -> _InlineHash | _BackgroundHash:
     """Where the diff_id is hashed. The writing thread reads files, writes headers and
-    hands buffers to the compressor (about 0.8 core-seconds a GiB); zstd's workers, one
-    a core, spend about 3.5 (level 3). On two cores both are busy throughout, and the
+    hands buffers to the compressor (about 0.8 core-seconds a GiB); zstd's workers spend
+    about 3.5 together (level 3). On two cores both are busy throughout, and the
     writing thread can take the sha256 (0.5 a GiB with SHA-NI, about 2 without) and stay
     off the critical path, where a helper thread would only add its overhead. With more
     cores zstd's workers finish sooner and the writing thread becomes the critical path:
