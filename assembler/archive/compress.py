@@ -54,8 +54,10 @@ class _Plain:
 
 def usable_cores() -> int:
     """The cores this process may run on (its affinity, which a container or a batch job
-    narrows), not the machine's."""
-    return len(os.sched_getaffinity(0)) or 1
+    narrows), not the machine's; the machine's where the system keeps no affinity."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
 
 
 class _ContextPool:
