@@ -183,7 +183,16 @@ class Buildah:
         ]
 
     def run_image(self, ref: str, command: Sequence[str], *, env: Mapping[str, str] | None = None) -> str:
-        """``buildah from REF`` + ``buildah run --isolation chroot`` COMMAND; its stdout."""
+        """``buildah from REF`` + ``buildah run --isolation chroot`` COMMAND; its stdout.
+
+        buildah 1.28's chroot run can lose the last of a command's output when the command
+        exits (seen under a loaded full suite: a program that writes its lines at exit,
+        exit 0, nothing read). A run that exits 0 with no output at all is run once more in
+        a new container; a command that prints nothing still gives ""."""
+        out = self._run_once(ref, command, env)
+        return out if out else self._run_once(ref, command, env)
+
+    def _run_once(self, ref: str, command: Sequence[str], env: Mapping[str, str] | None) -> str:
         ctr = sh([*self.argv, "from", "--quiet", ref]).stdout.strip().splitlines()[-1]
         try:
             extra = [a for k, v in (env or {}).items() for a in ("--env", f"{k}={v}")]
