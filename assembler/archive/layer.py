@@ -87,28 +87,24 @@ class _InlineHash:
 
 
 class _BackgroundHash:
-    """sha256 in a helper thread. hashlib releases the GIL on big buffers, so hashing the
-    uncompressed stream overlaps with reading files and writing headers: worth it where
-    cores are to spare (see :func:`_diff_id_hash`). At most ``depth`` chunks wait (bounded
-    memory). A chunk is kept, not copied: its writer never changes it afterwards
-    (``bytes``, or a buffer a :class:`TarWriter` has handed on)."""
+    """An :class:`_InlineHash` fed by a helper thread. hashlib releases the GIL on big
+    buffers, so hashing the uncompressed stream overlaps with reading files and writing
+    headers: worth it where cores are to spare (see :func:`_diff_id_hash`). At most
+    ``depth`` chunks wait (bounded memory). A chunk is kept, not copied: its writer never
+    changes it afterwards (``bytes``, or a buffer a :class:`TarWriter` has handed on)."""
 
     def __init__(self, depth: int = 8) -> None:
         self._queue: queue.Queue[bytes | bytearray | None] = queue.Queue(maxsize=depth)
-        self._sha = hashlib.sha256()
+        self._hash = _InlineHash()
         self.count = 0
-        # A TarWriter's full buffers, hashed: given back to it to be filled again (the
-        # compressor copies what it is given before the writer starts another buffer).
-        self.spare: queue.SimpleQueue[Buffer] = queue.SimpleQueue()
+        self.spare = self._hash.spare  # the buffers hashed, given back from the helper thread
         self._thread = threading.Thread(target=self._run, name="diff-id-hash", daemon=True)
         self._thread.start()
         self._done = False
 
     def _run(self) -> None:
         while (chunk := self._queue.get()) is not None:
-            self._sha.update(chunk)
-            if type(chunk) is Buffer and len(chunk) == CHUNK:
-                self.spare.put(chunk)
+            self._hash.update(chunk)
 
     def update(self, data: bytes | bytearray) -> None:
         self._queue.put(data)
@@ -123,7 +119,7 @@ class _BackgroundHash:
     @property
     def digest(self) -> str:
         self.close()
-        return "sha256:" + self._sha.hexdigest()
+        return self._hash.digest
 
 
 def _diff_id_hash() -> _InlineHash | _BackgroundHash:

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
+from assembler.archive.compress import usable_cores
 from assembler.archive.layer import Member, Opener
 from assembler.archive.tar import TarEntry
 from assembler.errors import InvalidImage
@@ -196,7 +197,7 @@ def write_sqsh(
             runner=runner,
             epoch=epoch,
             compressor=compressor,
-            jobs=jobs or os.cpu_count() or 1,
+            jobs=jobs or usable_cores(),
             progress=progress,
         )
         os.chmod(tmp, 0o644)  # mkstemp made it 0600; an image file is read by others (Pyxis, shared folders)

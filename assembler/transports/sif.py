@@ -44,6 +44,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from assembler.archive.compress import usable_cores
 from assembler.errors import InvalidImage
 from assembler.oci import mediatypes as mt
 from assembler.oci.artifact import Artifact
@@ -199,7 +200,7 @@ def write_sif(
             runner=runner,
             epoch=epoch,
             compressor=compressor,
-            jobs=jobs or os.cpu_count() or 1,
+            jobs=jobs or usable_cores(),
             progress=progress,
         )
         sif_uuid = image_uuid(image.digest, compressor, epoch, [a.blob.digest for a in attached])
