@@ -271,6 +271,63 @@ def test_pushes_go_to_the_named_registry_over_plain_http_where_it_is_insecure(
         read(ImageName.parse(f"{other_registry.host}/team/app:1"), platform=PLATFORM, options=PLAIN)
 
 
+def test_a_mirror_s_insecure_does_not_make_a_push_to_its_host_plain_http(
+    registry: RunningRegistry, tmp_path: Path
+) -> None:
+    mirror_only = (
+        f'[[registry]]\nlocation = "registry.invalid"\n'
+        f'[[registry.mirror]]\nlocation = "{registry.host}"\ninsecure = true\n'
+    )
+    conf = registries_conf(tmp_path / "registries.conf", mirror_only)
+    root = project(tmp_path / "p", "scratch")
+    out = f"docker://{registry.host}/team/app:1"
+    ran, _ = build(root, "--registries-conf", str(conf), "--retries", "1", "-o", out)
+    assert ran.code != 0 and "TLS failed" in ran.err, str(ran)
+    with pytest.raises(NotFound):  # nothing went up over plain HTTP
+        read(ImageName.parse(f"{registry.host}/team/app:1"), platform=PLATFORM, options=PLAIN)
+
+    # The registry's own table says insecure: now the push goes over plain HTTP.
+    conf.write_text(mirror_only + f'[[registry]]\nlocation = "{registry.host}"\ninsecure = true\n')
+    ran, _ = build(root, "--registries-conf", str(conf), "-o", out)
+    assert ran.code == 0, str(ran)
+    got = read(ImageName.parse(f"{registry.host}/team/app:1"), platform=PLATFORM, options=PLAIN)
+    assert got.image.digest == ran.json["digest"]
+
+
+def test_docker_hub_s_other_names_are_read_from_the_docker_io_mirror(
+    fault_proxy: FaultProxy, cache: Cache, internet: Internet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    digest = push_image(cache, fault_proxy.host, "library/x:tag")
+    conf = registries_conf(
+        tmp_path / "registries.conf",
+        f'[[registry]]\nprefix = "index.docker.io"\nlocation = "docker.io"\n'
+        f'[[registry.mirror]]\nlocation = "{fault_proxy.host}"\ninsecure = true\n',
+    )
+    for key, value in internet.env().items():
+        monkeypatch.setenv(key, value)
+    options = RegistryOptions(retries=1, conf=load(conf, environ={}))
+    for name in ("registry-1.docker.io/x:tag", "index.docker.io/library/x:tag", "DOCKER.IO./x:tag"):
+        source = read(ImageName.parse(name), platform=PLATFORM, options=options)
+        assert source.image.digest == digest, name
+    assert internet.requests == [], "nothing left 127.0.0.1"
+    assert served_manifests(fault_proxy) == ["/v2/library/x/manifests/tag"] * 3
+
+
+@pytest.mark.parametrize(
+    ("blocked", "base"),
+    [("docker.io", "registry-1.docker.io/library/x:tag"), ("index.docker.io", "x:tag")],
+)
+def test_a_blocked_docker_hub_is_refused_under_another_name_before_any_request(
+    internet: Internet, tmp_path: Path, blocked: str, base: str
+) -> None:
+    conf = registries_conf(tmp_path / "registries.conf", f'[[registry]]\nlocation = "{blocked}"\nblocked = true\n')
+    root = project(tmp_path / "p", f"docker://{base}")
+    ran, _ = build(root, "--registries-conf", str(conf), "--retries", "1", env=internet.env())
+    assert ran.code == 2, str(ran)
+    assert "pulls from this registry are blocked (docker.io in" in ran.err and str(conf) in ran.err
+    assert internet.requests == []
+
+
 def test_a_blocked_registry_is_refused_before_any_request(fault_proxy: FaultProxy, tmp_path: Path) -> None:
     conf = registries_conf(
         tmp_path / "registries.conf", f'[[registry]]\nlocation = "{fault_proxy.host}"\nblocked = true\n'
@@ -279,6 +336,20 @@ def test_a_blocked_registry_is_refused_before_any_request(fault_proxy: FaultProx
     ran, _ = build(root, "--tls-verify=false", "--registries-conf", str(conf))
     assert ran.code == 2, str(ran)
     assert "pulls from this registry are blocked" in ran.err and str(conf) in ran.err
+    assert fault_proxy.records == []
+
+
+def test_a_push_to_a_blocked_registry_is_refused_before_any_request(fault_proxy: FaultProxy, tmp_path: Path) -> None:
+    """containers/image opens no connection to a blocked name, pushes included."""
+    conf = registries_conf(
+        tmp_path / "registries.conf", f'[[registry]]\nlocation = "{fault_proxy.host}/team"\nblocked = true\n'
+    )
+    root = project(tmp_path / "p", "scratch")
+    ran, _ = build(
+        root, "--tls-verify=false", "--registries-conf", str(conf), "-o", f"docker://{fault_proxy.host}/team/app:1"
+    )
+    assert ran.code == 2, str(ran)
+    assert "pushes to this registry are blocked" in ran.err and str(conf) in ran.err
     assert fault_proxy.records == []
 
 

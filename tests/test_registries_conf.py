@@ -16,6 +16,8 @@ from assembler.errors import InputError
 from assembler.oci.reference import ImageName
 from assembler.registry.conf import RegistriesConf, match_length
 from assembler.registry.conffiles import config_files, load
+from assembler.registry.http import RegistryClient
+from assembler.registry.types import RegistryOptions
 
 
 def conf(text: str, tmp_path: Path) -> RegistriesConf:
@@ -122,7 +124,9 @@ def test_docker_hub_is_matched_by_its_normalised_name(tmp_path: Path) -> None:
         "mirror 127.0.0.1:5000/library/ubuntu:24.04",
         "docker.io/library/ubuntu:24.04",
     ]
-    assert c.insecure("127.0.0.1:5000") and not c.insecure("docker.io")
+    # the mirror's insecure is its own, for pulls through it: not its host's, nor docker.io's
+    assert [s.insecure for s in c.pull_sources(ImageName.parse("x"))] == [True, False]
+    assert not c.insecure("127.0.0.1:5000") and not c.insecure("docker.io")
 
 
 def test_mirrors_by_digest_only_and_pull_from_mirror(tmp_path: Path) -> None:
@@ -286,6 +290,12 @@ def test_version_1_is_converted(tmp_path: Path) -> None:
         ('[[registry]]\nprefix = "x.example.com"\n', "has no location"),
         ("[[registry]]\ninsecure = true\n", "sets neither prefix nor location"),
         ('[[registry]]\nprefix = "*.example.com/ns"\n', "a wildcard prefix is"),
+        ('[[registry]]\nprefix = "*.example.com:5000"\n', "a wildcard prefix is"),
+        ('[[registry]]\nprefix = "example.*.com"\nlocation = "x.example.com"\n', "a wildcard prefix is"),
+        ('[[registry]]\nprefix = "*example.com"\nlocation = "x.example.com"\n', "a wildcard prefix is"),
+        ('[[registry]]\nprefix = "*.*.example.com"\n', "a wildcard prefix is"),
+        # containers/image matches names that start with a host: such a table would block nothing
+        ('[[registry]]\nprefix = "busybox"\nlocation = "quay.io/busybox"\nblocked = true\n', "registry host"),
         ('[[registry]]\nlocation = "myregistry/ns"\n', "does not start with a registry host"),
         ('[[registry]]\nlocation = "x.example.com"\ninsecure = "yes"\n', "insecure must be true or false"),
         (
@@ -314,3 +324,198 @@ def test_a_drop_in_must_be_version_2(tmp_path: Path) -> None:
     (etc / "registries.conf.d/old.conf").write_text('[registries.search]\nregistries = ["a.io"]\n')
     with pytest.raises(InputError, match=r"old\.conf: a drop-in must be in the version 2 format"):
         load(environ={"HOME": str(tmp_path)}, system=etc)
+
+
+# -- Docker Hub's names, insecure endpoints, prefix edge cases (issue 32) ----------------------
+
+DIGEST = "sha256:" + "c" * 64
+# Every way of naming Docker Hub's library/x that reaches Docker Hub.
+HUB_X = (
+    "x",
+    "x:1",
+    "library/x",
+    f"x@{DIGEST}",
+    "docker.io/x",
+    "docker.io/library/x:1",
+    "index.docker.io/x",
+    "index.docker.io/library/x:1",
+    "registry-1.docker.io/x",
+    f"registry-1.docker.io/library/x@{DIGEST}",
+    "DOCKER.IO/library/x",
+    "Index.Docker.IO/x",
+    "docker.io./x",
+    "registry-1.docker.io.:443/library/x",
+    "index.docker.io:443/x",
+    "docker.io:443/library/x",
+    "registry-1.docker.io:0443/x",
+)
+HUB_PREFIXES = ("docker.io", "index.docker.io", "registry-1.docker.io", "INDEX.DOCKER.IO", "registry-1.docker.io:443")
+
+
+def blocked(c: RegistriesConf, name: str) -> bool:
+    try:
+        c.pull_sources(ImageName.parse(name))
+    except InputError as e:
+        assert "pulls from this registry are blocked" in str(e)
+        return True
+    return False
+
+
+@pytest.mark.parametrize("prefix", HUB_PREFIXES)
+def test_a_blocked_docker_hub_is_blocked_under_each_of_its_names(tmp_path: Path, prefix: str) -> None:
+    c = conf(f'[[registry]]\nlocation = "{prefix}"\nblocked = true\n', tmp_path)
+    assert [n for n in HUB_X if not blocked(c, n)] == []
+    assert blocked(c, "docker.io:5000/x")  # a port after the prefix, as containers/image matches it
+    # Not Docker Hub: other hosts, and Docker Hub's names on another port.
+    others = ("quay.io/x", "notdocker.io/x", "docker.io.example.com/x", "index.docker.io:5000/x", "hub.docker.io/x")
+    assert [n for n in others if blocked(c, n)] == []
+
+
+@pytest.mark.parametrize("host", HUB_PREFIXES)
+def test_a_blocked_docker_hub_repository_is_blocked_under_each_of_its_names(tmp_path: Path, host: str) -> None:
+    c = conf(f'[[registry]]\nlocation = "{host}/library/x"\nblocked = true\n', tmp_path)
+    assert [n for n in HUB_X if not blocked(c, n)] == []
+    others = ("xy", "x2/x", "team/x", "docker.io/library/xy:1", "index.docker.io/team/x", "quay.io/library/x")
+    assert [n for n in others if blocked(c, n)] == []
+
+
+def test_docker_hub_names_are_pulled_as_containers_image_normalises_them(tmp_path: Path) -> None:
+    c = conf(
+        """\
+        [[registry]]
+        prefix = "registry-1.docker.io"
+        location = "docker.io"
+        [[registry.mirror]]
+        location = "mirror.local"
+        """,
+        tmp_path,
+    )
+    expected = ["mirror mirror.local/library/x:1", "docker.io/library/x:1"]
+    for name in ("x:1", "index.docker.io/x:1", "registry-1.docker.io/library/x:1", "Docker.IO./x:1"):
+        assert sources(c, name) == expected, name
+    assert sources(RegistriesConf(), "index.docker.io/x:1") == ["docker.io/library/x:1"]  # no table: normalised too
+
+
+def test_a_location_or_mirror_on_a_blocked_registry_is_not_read(tmp_path: Path) -> None:
+    c = conf(
+        """\
+        [[registry]]
+        prefix = "docker.io"
+        location = "docker.io"
+        blocked = true
+        [[registry]]
+        prefix = "hub.example.com"
+        location = "index.docker.io/library"
+        [[registry]]
+        location = "quay.io"
+        [[registry.mirror]]
+        location = "registry-1.docker.io/quay"
+        [[registry.mirror]]
+        location = "mirror.local"
+        """,
+        tmp_path,
+    )
+    assert blocked(c, "hub.example.com/x:1"), "its location is Docker Hub"
+    assert sources(c, "quay.io/team/x:1") == ["mirror mirror.local/team/x:1", "quay.io/team/x:1"]
+
+
+def test_a_wildcard_prefix_edges(tmp_path: Path) -> None:
+    c = conf('[[registry]]\nprefix = "*.Example.com."\nblocked = true\n', tmp_path)
+    assert [blocked(c, n) for n in ("a.example.com/x", "a.b.EXAMPLE.com:5000/x", "a.example.com./x")] == [True] * 3
+    others = ("example.com/x", "aexample.com/x", "a.example.com.evil.org/x", "evil.org/a.example.com/x")
+    assert [n for n in others if blocked(c, n)] == []
+    # Docker Hub's other names are subdomains of docker.io: *.docker.io covers Docker Hub.
+    c = conf('[[registry]]\nprefix = "*.docker.io"\nblocked = true\n', tmp_path)
+    assert [n for n in HUB_X if not blocked(c, n)] == []
+    assert not blocked(c, "quay.io/x")
+
+
+def test_prefix_edges(tmp_path: Path) -> None:
+    c = conf(
+        f"""\
+        [[registry]]
+        location = "Example.COM:5000"
+        blocked = true
+        [[registry]]
+        location = "tags.example.com/app:1"
+        blocked = true
+        [[registry]]
+        location = "digests.example.com/app@{DIGEST}"
+        blocked = true
+        [[registry]]
+        location = "ns.example.com/team/"
+        blocked = true
+        [[registry]]
+        location = "tls.example.com/team"
+        blocked = true
+        """,
+        tmp_path,
+    )
+    assert [n for n in ("example.com:5000/x", "EXAMPLE.com:05000/a/b:1") if not blocked(c, n)] == []
+    assert [n for n in ("example.com/x", "example.com:50001/x") if blocked(c, n)] == []
+    assert blocked(c, "tags.example.com/app:1") and not blocked(c, "tags.example.com/app:10")
+    assert not blocked(c, "tags.example.com/app:2") and not blocked(c, "tags.example.com/app1:1")
+    assert blocked(c, f"digests.example.com/app@{DIGEST}") and not blocked(c, "digests.example.com/app:1")
+    assert blocked(c, "ns.example.com/team/x:1") and not blocked(c, "ns.example.com/teams/x:1")
+    assert blocked(c, "tls.example.com:443/team/x") and blocked(c, "TLS.example.com.:00443/team/x")  # HTTPS's port
+
+
+def test_insecure_is_the_endpoint_s_own(tmp_path: Path) -> None:
+    c = conf(
+        """\
+        [[registry]]
+        location = "registry.example.com"
+        [[registry.mirror]]
+        location = "mirror.local:5000"
+        insecure = true
+        [[registry]]
+        location = "plain.local:5000"
+        insecure = true
+        [[registry.mirror]]
+        location = "tls-mirror.local"
+        """,
+        tmp_path,
+    )
+    assert [s.insecure for s in c.pull_sources(ImageName.parse("registry.example.com/x:1"))] == [True, False]
+    assert [s.insecure for s in c.pull_sources(ImageName.parse("plain.local:5000/x:1"))] == [False, True]
+    # Pushes and every other request to a host: only the host's own table counts.
+    scheme = {
+        h: RegistryClient(h, options=RegistryOptions(conf=c)).base for h in ("mirror.local:5000", "plain.local:5000")
+    }
+    assert scheme == {"mirror.local:5000": "https://mirror.local:5000", "plain.local:5000": "http://plain.local:5000"}
+    assert RegistryClient("mirror.local:5000", options=RegistryOptions(tls_verify=False, conf=c)).base.startswith(
+        "http:"
+    )
+    assert not c.insecure("tls-mirror.local") and not c.insecure("registry.example.com")
+
+
+def test_one_registry_spelled_twice_with_other_settings_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"#2: 'docker.io' is also \[\[registry\]\] 'docker.io'"):
+        conf(
+            '[[registry]]\nlocation = "docker.io"\nblocked = true\n[[registry]]\nprefix = "hub.example.com"\n'
+            'location = "registry-1.docker.io"\n',
+            tmp_path,
+        )
+    with pytest.raises(InputError, match=r"#2: 'docker.io' is also \[\[registry\]\] 'docker.io'"):
+        conf(
+            '[[registry]]\nlocation = "docker.io"\n[[registry]]\nlocation = "index.docker.io"\nblocked = true\n',
+            tmp_path,
+        )
+    c = conf(
+        """\
+        [registries.block]
+        registries = ["index.docker.io"]
+        [registries.insecure]
+        registries = ["docker.io"]
+        """,
+        tmp_path,
+    )
+    assert blocked(c, "x") and c.insecure("registry-1.docker.io")
+
+
+def test_a_drop_in_replaces_the_table_of_the_same_registry_however_spelled(tmp_path: Path) -> None:
+    etc = tmp_path / "etc"
+    (etc / "registries.conf.d").mkdir(parents=True)
+    (etc / "registries.conf").write_text('[[registry]]\nlocation = "docker.io"\n')
+    (etc / "registries.conf.d/block.conf").write_text('[[registry]]\nlocation = "index.docker.io"\nblocked = true\n')
+    assert blocked(load(environ={"HOME": str(tmp_path)}, system=etc), "x")

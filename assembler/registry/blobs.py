@@ -4,7 +4,9 @@ oras-py writes what it downloads without checking the digest; here every blob is
 as it streams and a mismatch raises DigestMismatch at the end of the stream, before the
 reader sees EOF. A connection that drops mid-blob is resumed with a ``Range`` request
 (or the already-read part skipped, when the server ignores ``Range``), within the
-client's retry budget.
+client's retry budget. A blob's download, its resumes included, is one operation under
+one deadline (``options.deadline`` plus a second per ``options.min_rate`` bytes of the
+size the manifest declares): a registry that trickles it is given up at that time.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 import requests
-import urllib3
 
 from assembler.errors import DigestMismatch, InvalidImage, NotFound, RegistryError
-from assembler.registry.http import RegistryClient, Transient
+from assembler.registry import deadlines
+from assembler.registry.failures import read_failed, too_slow
+from assembler.registry.http import RegistryClient
+from assembler.registry.retry import IDLE_HINT, seconds
 from assembler.registry.types import BlobReader
 
 log = logging.getLogger(__name__)
@@ -49,8 +53,7 @@ class BlobStream(io.RawIOBase):
         super().__init__()
         self._size = size
         # A whole-download deadline: per-read timeouts alone let a trickle go on forever.
-        budget = http.options.timeout + (size if size is not None else 0) / max(1, http.options.min_rate)
-        self._deadline = http.retry.clock.monotonic() + budget
+        self._deadline = http.deadline(size or 0)
         self._http = http
         self._url = url
         self._digest = digest
@@ -74,6 +77,7 @@ class BlobStream(io.RawIOBase):
         response = self._http.retrying(
             self._what,
             lambda: self._http.send("GET", self._url, what=self._what, ok=(200, 206), headers=headers, stream=True),
+            deadline=self._deadline,  # the body, read later, keeps it too (registry.deadlines)
         )
         # A server that ignores Range sends the whole blob again: skip what we have.
         self._skip = self._offset if response.status_code == 200 else 0
@@ -82,19 +86,26 @@ class BlobStream(io.RawIOBase):
             response.close()
             raise self._too_big(f"announces {announced} bytes")
         self._response = response
-        self._chunks = _arriving(response)
+        self._chunks = deadlines.arriving(response, _CHUNK, decode=False)
 
     def _resume(self, error: Exception) -> None:
         if self._offset != self._failed_at:
             # Bytes came in since the last failure: a flaky link, not a dead one.
             self._failures, self._failed_at = 0, self._offset
         self._failures += 1
-        reason = f"{type(error).__name__}: {error}"
+        failed = read_failed(error, host=self._http.host, idle=self._http.options.timeout)
+        reason = failed.reason
+        if self._deadline.expired():
+            raise self._too_slow() from error
         if self._failures >= self._http.retry.tries:
             raise RegistryError(
-                f"{self._what}: {reason} after {self._failures} tries", registry=self._http.host
+                f"{self._what}: {reason} after {self._failures} tries",
+                registry=self._http.host,
+                hint=IDLE_HINT if failed.silent is not None else None,
             ) from error
         wait = self._http.retry.wait(self._failures)
+        if wait >= self._deadline.remaining():
+            raise self._too_slow() from error
         log.warning("%s: %s at byte %d; resuming in %.1f s", self._what, reason, self._offset, wait)
         self._close_response()
         self._http.renew_session()
@@ -110,18 +121,24 @@ class BlobStream(io.RawIOBase):
                 continue
             if chunk is None:
                 return None
-            if self._http.retry.clock.monotonic() > self._deadline:
-                raise RegistryError(
-                    f"{self._what}: too slow: {self._offset} bytes in {self._http.options.timeout:.0f} s "
-                    f"plus {self._http.options.min_rate} bytes/s",
-                    registry=self._http.host,
-                )
+            if self._deadline.expired():
+                raise self._too_slow()
             if self._skip:
                 dropped = min(self._skip, len(chunk))
                 self._skip -= dropped
                 chunk = chunk[dropped:]
             if chunk:
                 return chunk
+
+    def _too_slow(self) -> RegistryError:
+        size = f" of {self._size}" if self._size is not None else ""
+        options = self._http.options
+        return too_slow(
+            self._what,
+            self._http.host,
+            self._deadline,
+            f"{self._offset}{size} bytes arrived; {seconds(options.deadline)} s plus 1 s per {options.min_rate} bytes",
+        )
 
     def _too_big(self, how: str) -> RegistryError:
         # Not retried: a registry that lies about one blob's size will do it again.
@@ -172,20 +189,6 @@ class BlobStream(io.RawIOBase):
         super().close()
 
 
-def _arriving(response: requests.Response) -> Iterator[bytes]:
-    """The body as it arrives (one receive at a time, so a deadline is checked between
-    receives even when a server trickles), read errors as requests' own."""
-    raw = response.raw
-    while True:
-        try:
-            chunk = raw.read1(_CHUNK, decode_content=False)
-        except (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError, OSError) as e:
-            raise requests.ConnectionError(str(e)) from e
-        if not chunk:
-            return
-        yield chunk
-
-
 def open_verified(
     http: RegistryClient,
     url: str,
@@ -222,7 +225,7 @@ def fetch_small(
                         raise RegistryError(f"{what}: larger than {limit} bytes", registry=http.host)
                     parts.append(chunk)
             except _READ_ERRORS as e:
-                raise Transient(f"{type(e).__name__}: {e}") from e
+                raise read_failed(e, host=http.host, idle=http.options.timeout) from e
         http.stats.downloaded_bytes += size
         return b"".join(parts), response.headers
 

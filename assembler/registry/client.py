@@ -22,7 +22,7 @@ from typing import BinaryIO, Literal
 
 import requests
 
-from assembler.errors import DigestMismatch
+from assembler.errors import DigestMismatch, InputError
 from assembler.oci.descriptor import Descriptor
 from assembler.oci.digest import sha256_digest
 from assembler.proc import Runner
@@ -45,8 +45,9 @@ class Registry(RegistryClient):
         progress: Callable[[int], None] | None = None,
         runner: Runner | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        insecure: bool | None = None,
     ) -> None:
-        super().__init__(host, options=options, runner=runner, clock=clock)
+        super().__init__(host, options=options, runner=runner, clock=clock, insecure=insecure)
         self._uploader = BlobUploader(self, progress=progress)
         self._progress = progress
 
@@ -81,7 +82,19 @@ class Registry(RegistryClient):
 
     def put_manifest_bytes(self, repository: str, reference: str, body: bytes, media_type: str) -> requests.Response:
         """:meth:`put_manifest`, returning the registry's answer (``OCI-Subject``...)."""
+        self._writable(repository)
         return manifests.put_manifest(self, repository, reference, body, media_type)
+
+    def _writable(self, repository: str) -> None:
+        """InputError when registries.conf blocks ``HOST/repository``: containers/image opens
+        no connection to a blocked name, for a push no more than for a pull."""
+        table = self.options.conf.find(f"{self.host}/{repository}")
+        if table is not None and table.blocked:
+            raise InputError(
+                f"docker://{self.host}/{repository}: pushes to this registry are blocked "
+                f"({table.prefix} in {table.origin})",
+                hint="remove `blocked = true` there, or push somewhere else",
+            )
 
     # -- blobs -------------------------------------------------------------------------
 
@@ -126,6 +139,7 @@ class Registry(RegistryClient):
         Raises RegistryError after the retries, DigestMismatch when the local blob is not
         what ``desc`` says.
         """
+        self._writable(repository)
         if self.has_blob(repository, desc.digest):
             self.stats.skipped_blobs += 1
             return "exists"

@@ -18,6 +18,13 @@ The version 1 format (``[registries.search]``, ``[registries.insecure]``,
 version 2, and a file may not mix both. Keys this client has no use for
 (``short-name-mode``, ``credential-helpers``...) are accepted and ignored. Every mistake
 is an InputError naming the file.
+
+A prefix's host is read as :func:`~assembler.registry.conf.canonical_prefix` reads it
+(Docker Hub's other names are ``docker.io``), so a drop-in's table for ``index.docker.io``
+replaces the one for ``docker.io``. Two tables of one file for one registry (the same
+location, however spelled) that disagree on ``blocked`` or ``insecure`` are refused, as
+containers/image refuses them; a prefix that does not start with a registry host (which
+containers/image would never match) is refused too.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from assembler.errors import InputError
-from assembler.registry.conf import PULL_FROM, Endpoint, RegistriesConf, RegistryTable
+from assembler.registry.conf import PULL_FROM, Endpoint, RegistriesConf, RegistryTable, canonical_prefix
 
 SYSTEM_DIR = Path("/etc/containers")
 ENV = "CONTAINERS_REGISTRIES_CONF"
@@ -128,8 +135,12 @@ def parse(data: Mapping[str, Any], origin: str, *, drop_in: bool = False) -> _La
     raw_tables = data.get("registry", [])
     if not isinstance(raw_tables, list) or not all(isinstance(t, dict) for t in raw_tables):
         raise InputError(f"{origin}: `registry` must be [[registry]] tables", hint=_HINT)
+    seen: list[RegistryTable] = []
     for i, raw in enumerate(raw_tables):
-        table = _table(raw, f"{origin}: [[registry]] #{i + 1}", origin)
+        where = f"{origin}: [[registry]] #{i + 1}"
+        table = _table(raw, where, origin)
+        _no_conflict(table, seen, where)
+        seen.append(table)
         if all(t.prefix != table.prefix for t in layer.tables):  # the first of a prefix wins
             layer.tables.append(table)
     if "unqualified-search-registries" in data:
@@ -153,7 +164,8 @@ def _from_v1(v1: Any, origin: str) -> dict[str, Any]:
     tables: dict[str, dict[str, Any]] = {}
     for kind, flag in (("block", "blocked"), ("insecure", "insecure")):
         for location in lists.get(kind, []):
-            tables.setdefault(location.rstrip("/"), {"location": location})[flag] = True
+            # one table per registry, however it is spelled (docker.io, index.docker.io)
+            tables.setdefault(canonical_prefix(location.rstrip("/")), {"location": location})[flag] = True
     out: dict[str, Any] = {"registry": list(tables.values())}
     if lists.get("search"):
         out["unqualified-search-registries"] = lists["search"]
@@ -166,10 +178,12 @@ def _table(raw: dict[str, Any], where: str, origin: str) -> RegistryTable:
     if not prefix:
         raise InputError(f"{where}: sets neither prefix nor location", hint=_HINT)
     wildcard = prefix.startswith("*.")
-    if wildcard and any(c in prefix for c in "/@:"):
+    if "*" in prefix and (not wildcard or any(c in prefix[1:] for c in "*/@:")):
         raise InputError(f"{where}: a wildcard prefix is *.DOMAIN only, not {prefix!r}", hint=_HINT)
     if not location and not wildcard:
         raise InputError(f"{where}: prefix {prefix!r} has no location (only a *.DOMAIN prefix may)", hint=_HINT)
+    if not wildcard:  # containers/image matches names that start with a host: another prefix matches none
+        _host_of(prefix, where)
     if "pull-from-mirror" in raw:
         raise InputError(f"{where}: pull-from-mirror is a [[registry.mirror]] setting", hint=_HINT)
     by_digest = _flag(raw, "mirror-by-digest-only", where)
@@ -180,7 +194,7 @@ def _table(raw: dict[str, Any], where: str, origin: str) -> RegistryTable:
     if location:
         _host_of(location, where)
     return RegistryTable(
-        prefix=prefix,
+        prefix=canonical_prefix(prefix),
         location=location,
         insecure=_flag(raw, "insecure", where),
         blocked=_flag(raw, "blocked", where),
@@ -188,6 +202,23 @@ def _table(raw: dict[str, Any], where: str, origin: str) -> RegistryTable:
         by_digest_only=by_digest,
         origin=origin,
     )
+
+
+def _no_conflict(table: RegistryTable, seen: list[RegistryTable], where: str) -> None:
+    """InputError when ``table`` and an earlier table of the same file are one registry
+    (their locations, or wildcard prefixes, the same however spelled) but disagree on
+    ``blocked`` or ``insecure``, as containers/image refuses them."""
+    mine = _registry_of(table)
+    for other in seen:
+        if _registry_of(other) == mine and (other.blocked, other.insecure) != (table.blocked, table.insecure):
+            raise InputError(
+                f"{where}: {mine!r} is also [[registry]] {other.prefix!r}, with another blocked or insecure setting",
+                hint="give one registry one setting: " + _HINT,
+            )
+
+
+def _registry_of(table: RegistryTable) -> str:
+    return canonical_prefix(table.location) if table.location else table.prefix
 
 
 def _mirror(raw: dict[str, Any], where: str, by_digest: bool) -> Endpoint:

@@ -19,41 +19,63 @@ tries in a row and is reported within seconds (about 15 s with the defaults); a 
 the backoff, so a push of many requests survives it. A bound on all tries stops an
 operation that progresses but never completes (every upload's POST works, its PUT never).
 A host that never answered and cannot be reached at all is given up on sooner (:mod:`reach`);
-one that registries.conf marks ``insecure`` is spoken to over plain HTTP.
+one that registries.conf marks ``insecure`` is spoken to over plain HTTP (a pull source's
+own setting, else its host's table: :meth:`conf.RegistriesConf.insecure`).
 Waits, counts and the clock are :func:`retry.registry_policy` (:attr:`RegistryClient.retry`).
+
+Time is bounded twice: a try ends when the registry sends no byte for ``options.timeout``
+seconds (``--network-timeout``), and a whole operation, its retries included, ends
+``options.deadline`` seconds after it started (``--network-deadline``; a blob gets more
+per byte): every read of it, headers and body, is held to that (:mod:`deadlines`), so a
+registry that trickles or goes silent is reported in that time, naming itself, what was
+slow and the flag that raises the limit.
 """
 
 from __future__ import annotations
 
-import email.utils
-import json
 import logging
-import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from http import HTTPStatus
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import oras.utils
 import requests
+import urllib3
 
 from assembler.errors import InputError, NotFound, RegistryError
 from assembler.proc import Runner
-from assembler.registry import reach
+from assembler.registry import deadlines, reach
 from assembler.registry.auth import Challenge, Scopes, TokenCache, pick_challenge, scopes_for
+from assembler.registry.failures import (
+    ERROR_BODY_LIMIT,
+    RETRY_STATUSES,
+    Transient,
+    describe,
+    read_failed,
+    retry_after,
+    short,
+    too_slow,
+    tried,
+)
 from assembler.registry.login import Credentials, Login
-from assembler.registry.retry import SYSTEM_CLOCK, Attempts, Clock, registry_policy
+from assembler.registry.retry import (
+    IDLE_HINT,
+    SYSTEM_CLOCK,
+    Attempts,
+    Clock,
+    Deadline,
+    registry_policy,
+    seconds,
+)
 from assembler.registry.types import RegistryOptions
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Re-authentication (a fresh token, basic credentials) is free, but only this often per operation.
 _MAX_REAUTH = 2
-_ERROR_BODY_LIMIT = 64 << 10
 
 
 @dataclass
@@ -68,71 +90,15 @@ class TransferStats:
     downloaded_bytes: int = 0
 
 
-class Transient(Exception):
-    """One attempt failed in a way that a later attempt may not (internal to the client)."""
-
-    def __init__(
-        self,
-        reason: str,
-        *,
-        status: int | None = None,
-        retry_after: float | None = None,
-        reauth: bool = False,
-        unreachable: str | None = None,
-        host: str = "",
-    ) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
-        self.retry_after = retry_after
-        self.reauth = reauth
-        self.unreachable = unreachable  # how ``host`` cannot be reached at all (reach.why_unreachable)
-        self.host = host
-
-
 def api_host(host: str) -> str:
     """The host that serves a registry's API (Docker Hub's name is not its API host)."""
     return "registry-1.docker.io" if host in ("docker.io", "index.docker.io") else host
 
 
-def describe(response: requests.Response) -> str:
-    """``503 Service Unavailable (CODE: message)`` for an error answer."""
-    try:
-        reason = response.reason or HTTPStatus(response.status_code).phrase
-    except ValueError:
-        reason = ""
-    text = f"{response.status_code} {reason}".strip()
-    try:
-        # Responses are streamed (see RegistryClient._raw): read a bounded part of the body.
-        body = response.raw.read(_ERROR_BODY_LIMIT, decode_content=True)
-        errors = json.loads(body).get("errors") or []
-        first = errors[0]
-        text += f" ({first.get('code', '')}: {first.get('message', '')})"
-    except Exception:  # an error body is a courtesy: any shape (or none) is fine
-        pass
-    return text
-
-
-def retry_after(response: requests.Response, cap: float) -> float | None:
-    """The server's ``Retry-After`` in seconds (delta or HTTP date), capped; None if absent."""
-    value = response.headers.get("Retry-After", "").strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - time.time()
-    return min(max(seconds, 0.0), cap)
-
-
 def new_session() -> requests.Session:
-    """A session that keeps no cookies: some registries (Harbor) take one that does for a
-    browser and start asking for CSRF tokens."""
-    session = requests.Session()
+    """A session that keeps no cookies (some registries, Harbor, take one that does for a
+    browser and start asking for CSRF tokens), whose reads keep their operation's deadline."""
+    session = deadlines.session()
     session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
     return session
 
@@ -148,7 +114,11 @@ class RegistryClient:
         stats: TransferStats | None = None,
         runner: Runner | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        insecure: bool | None = None,
     ) -> None:
+        """``insecure``: whether registries.conf marks this endpoint insecure, where the
+        caller knows it (a pull source: its mirror's or location's own setting); None
+        asks registries.conf about ``host`` (the setting of the host's own table)."""
         self.host = host
         self.session = new_session()
         self.options = options
@@ -157,7 +127,9 @@ class RegistryClient:
         self.answers = 0  # requests that got the answer they wanted: progress, for the retry budget
         self.login = Login(host, auth_file=options.auth_file, runner=runner or Runner())
         # TLS verification is passed per request; tls_verify=False means plain HTTP.
-        self.tls = options.tls_verify and not options.conf.insecure(host)
+        if insecure is None:
+            insecure = options.conf.insecure(host)
+        self.tls = options.tls_verify and not insecure
         self.base = f"{'https' if self.tls else 'http'}://{api_host(host)}"
         self._challenge: Challenge | None = None
         self._pinged = False
@@ -186,16 +158,21 @@ class RegistryClient:
     def _raw(self, method: str, url: str, *, first: bool = False, **kwargs: Any) -> requests.Response:
         """One request (``first``: the host's first, under ``ping_timeout``)."""
         self.stats.requests += 1
-        seconds = self.options.ping_timeout if first else self.options.timeout
+        idle = self.options.ping_timeout if first else self.options.timeout
+        try:
+            connect = deadlines.connect_timeout(idle)
+        except TimeoutError as e:
+            raise Transient("no time left for another request", host=urlsplit(url).netloc) from e
         try:
             # Always streamed: a body is read only when wanted, and error bodies only in part.
+            # Each read waits at most ``idle`` s, and never past the operation's deadline.
             response: requests.Response = self.session.request(
-                method, url, timeout=(seconds, seconds), verify=self.tls, stream=True, **kwargs
+                method, url, timeout=(connect, idle), verify=self.tls, stream=True, **kwargs
             )
             return response
         except requests.TooManyRedirects as e:
             raise InputError(
-                f"{self.host}: {method} {url} redirects in a loop ({_short(e)})",
+                f"{self.host}: {method} {url} redirects in a loop ({short(e)})",
                 hint="check the registry's address; it does not serve the registry API there",
             ) from e
         except requests.exceptions.SSLError as e:
@@ -205,8 +182,13 @@ class RegistryClient:
                 hint="for a plain-HTTP registry (e.g. on loopback) use --tls-verify=false",
             ) from e
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
-            why = reach.why_unreachable(e, timeout=seconds if first else None)
-            raise Transient(f"{type(e).__name__}: {_short(e)}", unreachable=why, host=urlsplit(url).netloc) from e
+            why = reach.why_unreachable(e, timeout=idle if first else None)
+            host = urlsplit(url).netloc
+            if deadlines.timed_out(e):  # no connection, or no answer, in time
+                raise Transient(
+                    f"no byte from {host} for {seconds(idle)} s", unreachable=why, host=host, silent=idle
+                ) from e
+            raise Transient(f"{type(e).__name__}: {short(e)}", unreachable=why, host=host) from e
 
     def _ping(self) -> None:
         """Learn how the registry wants to be authenticated (``GET /v2/``), once."""
@@ -215,7 +197,10 @@ class RegistryClient:
         response = self._raw("GET", self.url("/v2/"), first=True)
         with response:
             if response.status_code in (200, 401):
-                response.raw.read(_ERROR_BODY_LIMIT)  # a read-out connection goes back to the pool
+                try:
+                    response.raw.read(ERROR_BODY_LIMIT)  # a read-out connection goes back to the pool
+                except (urllib3.exceptions.HTTPError, OSError) as e:
+                    raise read_failed(e, host=self.host, idle=self.options.ping_timeout) from e
             if response.status_code == 401:
                 self._challenge = pick_challenge(response.headers.get("WWW-Authenticate", ""))
             elif response.status_code in RETRY_STATUSES:
@@ -258,6 +243,8 @@ class RegistryClient:
                 )
             try:
                 token = self._tokens.put(scopes, response.json())
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
+                raise read_failed(e, host=self.host, idle=self.options.timeout) from e
             except ValueError:
                 token = None
         if token is None:
@@ -326,7 +313,7 @@ class RegistryClient:
                 try:
                     _ = response.content  # read now, so the connection goes back to the pool
                 except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
-                    raise Transient(f"{type(e).__name__}: {_short(e)}") from e
+                    raise read_failed(e, host=self.host, idle=self.options.timeout) from e
             self.answers += 1
             return response
         with response:
@@ -339,36 +326,51 @@ class RegistryClient:
                 raise NotFound(f"{what}: {describe(response)}")
             raise RegistryError(f"{what}: {describe(response)}", registry=self.host, status=status)
 
-    def retrying(self, what: str, attempt: Callable[[], T]) -> T:
+    def deadline(self, size: int = 0) -> Deadline:
+        """The deadline of an operation starting now that moves ``size`` bytes of a blob:
+        ``options.deadline`` seconds, plus one per ``options.min_rate`` bytes."""
+        return Deadline(self.options.deadline + size / max(1, self.options.min_rate), clock=self.retry.clock)
+
+    def retrying(self, what: str, attempt: Callable[[], T], *, deadline: Deadline | None = None, size: int = 0) -> T:
         """Run ``attempt`` until it returns; give up after ``options.retries`` failed tries
-        in a row without progress (see the module docstring).
+        in a row without progress (see the module docstring), or when ``deadline`` (else
+        :meth:`deadline` for ``size`` bytes, from now) passes: every read of every try is
+        held to it, and no wait goes past it.
 
         Raises RegistryError naming ``what``, the last status or error and the number of tries.
         """
+        deadline = deadline if deadline is not None else self.deadline(size)
         attempts = Attempts(self.retry)
         reauths = 0
         silence = reach.Silence(self.host, api=api_host(self.host), budget=self.retry.tries)
         answers = self.answers
         while True:
             try:
-                return attempt()
+                with deadlines.within(deadline):
+                    return attempt()
             except Transient as e:
                 if e.reauth and reauths < _MAX_REAUTH:
                     reauths += 1
                     continue
+                if deadline.expired():  # it cut this try short: the try's own reason would mislead
+                    last = None if e.silent else e.reason
+                    raise too_slow(what, self.host, deadline, tried(attempts.tries + 1, last)) from e
                 if e.unreachable is not None and not self._pinged:  # a host that never answered
                     silence.failed(what, e.unreachable, host=e.host, cause=e)
                 # A request of this attempt got through: the registry works, start over.
                 progress, answers = self.answers != answers, self.answers
                 if attempts.failed(progress=progress) or e.reauth:
                     tries = attempts.tries
+                    hint = IDLE_HINT if e.silent is not None else None
                     raise RegistryError(
                         f"{what}: {e.reason} after {tries} {'try' if tries == 1 else 'tries'}",
                         registry=self.host,
                         status=e.status,
-                        hint=None if e.status != 401 else _login_hint(self.host, self.credentials),
+                        hint=hint if e.status != 401 else _login_hint(self.host, self.credentials),
                     ) from e
                 wait = attempts.wait(e.retry_after)
+                if wait >= deadline.remaining():  # the next try could not finish in time
+                    raise too_slow(what, self.host, deadline, tried(attempts.tries, e.reason)) from e
                 shown = (silence.tries, silence.limit) if silence.tries else (attempts.streak, self.retry.tries)
                 log.warning("%s: %s; trying again in %.1f s (%d of %d)", what, e.reason, wait, *shown)
                 if e.status is None:
@@ -378,11 +380,6 @@ class RegistryClient:
     def request(self, method: str, url: str, *, what: str, **kwargs: Any) -> requests.Response:
         """:meth:`send` with retries (for requests whose body, if any, is bytes)."""
         return self.retrying(what, lambda: self.send(method, url, what=what, **kwargs))
-
-
-def _short(error: Exception) -> str:
-    text = str(error)
-    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def _login_hint(host: str, credentials: Credentials | None) -> str:

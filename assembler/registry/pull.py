@@ -1,19 +1,18 @@
 """Pulls as registries.conf routes them: a name's mirrors in order, then its location
 (part of the registry client; the routing is :mod:`assembler.registry.conf`'s).
 
-Each source gets its own :class:`~assembler.registry.client.Registry` (over plain HTTP
-where the source is ``insecure``); the first that reads without an error wins and the
-image is read whole from it. A source that fails, whatever the reason (not there, a 401,
-unreachable, bytes that do not match), is logged and the next one tried; when all fail,
-the error lists every source's failure, and a location that cannot be reached at all
-adds what to do offline.
+Each source gets its own :class:`~assembler.registry.client.Registry`, over plain HTTP
+where that source (the mirror, or the location's table) is ``insecure``; the first that
+reads without an error wins and the image is read whole from it. A source that fails,
+whatever the reason (not there, a 401, unreachable, bytes that do not match), is logged
+and the next one tried; when all fail, the error lists every source's failure, and a
+location that cannot be reached at all adds what to do offline.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import replace
 from typing import TypeVar
 
 from assembler.errors import AssemblerError, InputError, NotFound, RegistryError, Unreachable
@@ -47,8 +46,10 @@ def first_source(
     sources = options.conf.pull_sources(name)
     failures: list[tuple[PullSource, AssemblerError]] = []
     for source in sources:
-        chosen = replace(options, tls_verify=False) if source.insecure else options
-        registry = Registry(source.name.registry, options=chosen, progress=progress, clock=clock)
+        # The source's own insecure only: a mirror's never reaches pushes to its host.
+        registry = Registry(
+            source.name.registry, options=options, progress=progress, clock=clock, insecure=source.insecure
+        )
         try:
             result = read(registry, source.name)
         except AssemblerError as e:

@@ -8,6 +8,11 @@ how many in all, progress or not (``max_tries``), and the :class:`Clock` it wait
 measures deadlines with. The clock is the policy's one effect: :data:`SYSTEM_CLOCK` in
 the product; tests pass one that records the waits asked for instead of sleeping.
 
+A :class:`Deadline` is when one operation (a registry request with its retries, a whole
+blob, a download) must be over, on the same clock; :mod:`assembler.registry.deadlines`
+holds every socket read of the operation to it. :data:`DEADLINE_HINT` and
+:data:`IDLE_HINT` tell the user how to raise the two limits.
+
 :func:`registry_policy` is the registry client's, from its :class:`RegistryOptions`;
 :data:`transports.download.DOWNLOAD_RETRY` is the downloads'. :class:`Attempts` counts the failed
 tries of one operation under a policy.
@@ -23,6 +28,15 @@ from assembler.registry.types import RegistryOptions
 
 # A registry operation gives up after this many times options.retries failed tries, progress or not.
 _MAX_TRIES_FACTOR = 3
+
+# How to raise the limits (the CLI's flags, registry_args.py; the variables are their defaults).
+DEADLINE_HINT = "raise the limit with --network-deadline SECONDS (or ASSEMBLE_NETWORK_DEADLINE=SECONDS)"
+IDLE_HINT = "raise the limit with --network-timeout SECONDS (or ASSEMBLE_NETWORK_TIMEOUT=SECONDS)"
+
+
+def seconds(value: float) -> str:
+    """``300``, ``2.5``, ``300.1``: a number of seconds as messages show it."""
+    return f"{value:.1f}".rstrip("0").rstrip(".")
 
 
 class Clock(Protocol):
@@ -105,3 +119,27 @@ class Attempts:
     def wait(self, retry_after: float | None = None) -> float:
         """The wait before the next try."""
         return self.policy.wait(self.streak, retry_after)
+
+
+class Deadline:
+    """When one operation must be over: ``seconds`` after it started, on ``clock``.
+
+    Not a value: :meth:`allow` moves it (a download of unknown size earns time as its
+    bytes arrive), and every read of the operation asks :meth:`remaining` again.
+    """
+
+    def __init__(self, seconds: float, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.clock = clock
+        self.start = clock.monotonic()
+        self.seconds = seconds
+
+    def allow(self, seconds: float) -> None:
+        """From now on the operation may take ``seconds`` from its start."""
+        self.seconds = seconds
+
+    def remaining(self) -> float:
+        """Seconds left (zero or less: it has passed)."""
+        return self.start + self.seconds - self.clock.monotonic()
+
+    def expired(self) -> bool:
+        return self.remaining() <= 0

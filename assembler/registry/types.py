@@ -15,9 +15,22 @@ from assembler.registry.conf import RegistriesConf
 
 
 @dataclass(frozen=True)
+class NetworkLimits:
+    """How long a network read may take (the CLI's ``--network-timeout`` and
+    ``--network-deadline``): the registry client's (:attr:`RegistryOptions.limits`) and
+    pinned downloads' (``transports.download``)."""
+
+    idle: float = 60.0  # seconds without a byte that end a try (then retried)
+    # Seconds one operation may take, its retries included: a registry request, a download
+    # (a blob or a file of known size gets more, at a minimum rate, see RegistryOptions.min_rate).
+    deadline: float = 300.0
+    min_rate: int = 256 << 10  # bytes/s: a download gets deadline + its size / min_rate
+
+
+@dataclass(frozen=True)
 class RegistryOptions:
     """How to talk to a registry (the CLI's ``--tls-verify``, ``--authfile``, retry flags,
-    ``--registries-conf``)."""
+    ``--network-timeout``, ``--network-deadline``, ``--registries-conf``)."""
 
     tls_verify: bool = True  # False: plain HTTP (for loopback registries), like skopeo --tls-verify=false
     auth_file: Path | None = None  # explicit auth file; else the lookup order of registry.login
@@ -27,16 +40,24 @@ class RegistryOptions:
     backoff: float = 0.25  # first wait (s), doubled each try without progress, capped at max_backoff
     max_backoff: float = 2.0
     max_retry_after: float = 60.0  # cap on a server's Retry-After
-    timeout: float = 60.0  # per request, connect and read
+    timeout: float = NetworkLimits.idle  # per request, connect and each read: no byte for this long ends a try
+    # One operation (a request with its retries; a blob download with its resumes) ends in
+    # this many seconds, a blob's plus size / min_rate: a peer that trickles cannot hold it longer.
+    deadline: float = NetworkLimits.deadline
     # The first request to a host (GET /v2/, which every registry answers at once): a host
     # silent this long is tried twice more, then reported unreachable (in about 16 s).
     ping_timeout: float = 5.0
-    min_rate: int = 16 << 10  # bytes/s: a blob download may take timeout + size / min_rate, no more
+    min_rate: int = 16 << 10  # bytes/s: a blob download or upload may take deadline + size / min_rate, no more
     chunk_size: int = 32 << 20  # PATCH chunk size for big blobs (memory bound)
     monolithic_max: int = 32 << 20  # blobs up to this size: one streamed PUT
     # Mirrors, insecure and blocked registries, short names: registries.conf as the CLI read
     # it (registry.conffiles.load); the empty default reads nothing.
     conf: RegistriesConf = field(default_factory=RegistriesConf)
+
+    @property
+    def limits(self) -> NetworkLimits:
+        """The idle timeout and deadline, for the downloads of a build that talks to registries."""
+        return NetworkLimits(idle=self.timeout, deadline=self.deadline)
 
 
 class BlobReader(Protocol):

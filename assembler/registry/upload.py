@@ -28,7 +28,8 @@ import requests
 
 from assembler.errors import DigestMismatch, RegistryError
 from assembler.oci.descriptor import Descriptor
-from assembler.registry.http import RegistryClient, Transient
+from assembler.registry.failures import Transient
+from assembler.registry.http import RegistryClient
 from assembler.registry.types import BlobReader
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,10 @@ class BlobUploader:
     ) -> Literal["mounted", "uploaded"]:
         """Mount or upload ``desc`` into ``repository``; RegistryError after the retries."""
         _check_size(blobs, desc, what)
-        return self.http.retrying(what, lambda: self._attempt(repository, desc, blobs, mount_from, what))
+        # The whole upload, its retries included, is one operation: a big blob gets more time.
+        return self.http.retrying(
+            what, lambda: self._attempt(repository, desc, blobs, mount_from, what), size=desc.size
+        )
 
     def _attempt(
         self, repository: str, desc: Descriptor, blobs: BlobReader, mount_from: Sequence[str], what: str

@@ -5,6 +5,13 @@ A download streams into the cache's blob store, is refused beyond a size (the
 only if its sha256 is the one pinned: a wrong or damaged file leaves nothing behind.
 Connection errors and 5xx answers are retried under :data:`DOWNLOAD_RETRY` (the policy
 of :mod:`retry`, on the ``clock`` a caller passes), which also measures the deadline.
+
+Time is bounded as the registry client's is (:class:`NetworkLimits`, the CLI's
+``--network-timeout`` and ``--network-deadline``): a try ends when the server sends no
+byte for ``idle`` seconds, and a download, its retries included, ends ``deadline``
+seconds after it started, plus a second per ``min_rate`` bytes it announces (or has
+sent, when it announces no size); every read is held to that
+(:mod:`assembler.registry.deadlines`), so a server that trickles is given up in time.
 """
 
 from __future__ import annotations
@@ -13,35 +20,54 @@ import logging
 import threading
 from dataclasses import replace
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from assembler.cache import Cache
 from assembler.errors import DigestMismatch, InputError, NotFound
-from assembler.registry.retry import SYSTEM_CLOCK, Attempts, Clock, RetryPolicy
+from assembler.registry.retry import (
+    DEADLINE_HINT,
+    IDLE_HINT,
+    SYSTEM_CLOCK,
+    Attempts,
+    Clock,
+    Deadline,
+    RetryPolicy,
+    seconds,
+)
+from assembler.registry.types import NetworkLimits
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import requests  # imported where a request is made: a build that downloads nothing never loads it
 
 log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
 # Three tries, waiting 0.5 s then 1 s: an index or a mirror answers at once or not today.
 DOWNLOAD_RETRY = RetryPolicy(tries=3, max_tries=3, backoff=0.5, max_backoff=2.0)
-_TIMEOUT = (30, 300)  # connect, read (per chunk): a stalled server is given up, a slow one is not
-# A whole-download deadline besides: per-read timeouts alone let a trickle go on forever.
-_DEADLINE_BASE = 300.0  # seconds
-_MIN_RATE = 256 << 10  # bytes per second, below which a download of known size is given up
+DEFAULT_LIMITS = NetworkLimits()  # what a caller that passes none gets (the CLI's defaults)
 
 
-def _get(url: str, *, what: str, retry: RetryPolicy, headers: dict[str, str] | None = None) -> requests.Response:
-    """GET with a few tries on connection errors and 5xx (a stream: the caller closes it)."""
+def _get(
+    url: str, *, what: str, retry: RetryPolicy, limits: NetworkLimits, deadline: Deadline, headers: dict[str, str]
+) -> requests.Response:
+    """GET with a few tries on connection errors and 5xx, under ``deadline`` (a stream,
+    whose reads keep it: the caller closes it)."""
     import requests
+
+    from assembler.registry import deadlines
 
     attempts = Attempts(retry)
     while True:
         try:
-            response = requests.get(url, stream=True, timeout=_TIMEOUT, headers=headers or {})
-        except requests.RequestException as e:
+            with deadlines.session() as session, deadlines.within(deadline):
+                timeout = (deadlines.connect_timeout(limits.idle), limits.idle)
+                response = session.get(url, stream=True, timeout=timeout, headers=headers)
+        except (requests.RequestException, TimeoutError) as e:
+            if deadline.expired():
+                raise _too_slow(url, what, deadline, "no complete answer") from e
             if attempts.failed():
-                raise NotFound(f"{what}: cannot download {url}: {e}") from e
+                raise NotFound(f"{what}: cannot download {url}: {_failure(url, e, limits)}", hint=_hint(e)) from e
         else:
             if response.status_code < 500 or attempts.failed():
                 if response.status_code == 404:
@@ -52,7 +78,63 @@ def _get(url: str, *, what: str, retry: RetryPolicy, headers: dict[str, str] | N
                     raise NotFound(f"{what}: {url}: HTTP {response.status_code}")
                 return response
             response.close()
-        retry.clock.sleep(attempts.wait())
+        wait = attempts.wait()
+        if wait >= deadline.remaining():
+            raise _too_slow(url, what, deadline, "no complete answer")
+        retry.clock.sleep(wait)
+
+
+def _chunks(
+    response: requests.Response, url: str, *, what: str, limits: NetworkLimits, deadline: Deadline, max_bytes: int
+) -> Iterator[bytes]:
+    """The body of ``response`` (at most ``max_bytes``, else InputError), its deadline
+    moved to ``limits.deadline`` plus a second per ``limits.min_rate`` bytes of its announced size (or
+    of what it has sent, when it announces none). Raises NotFound when the server stops
+    sending or is too slow."""
+    import requests
+
+    from assembler.registry import deadlines
+
+    announced = int(response.headers.get("Content-Length") or 0)
+    deadline.allow(limits.deadline + announced / limits.min_rate)
+    got = 0
+    try:
+        # As it arrives (not in whole chunks of _CHUNK): what a trickle did send is counted.
+        for chunk in deadlines.arriving(response, _CHUNK, decode=True):
+            got += len(chunk)
+            if got > max_bytes:
+                raise InputError(f"{what}: {url} sends more than the {max_bytes} bytes allowed")
+            deadline.allow(limits.deadline + max(announced, got) / limits.min_rate)
+            if deadline.expired():
+                raise _too_slow(url, what, deadline, f"{got} bytes arrived")
+            yield chunk
+    except requests.RequestException as e:
+        if deadline.expired():
+            raise _too_slow(url, what, deadline, f"{got} bytes arrived") from e
+        raise NotFound(f"{what}: downloading {url}: {_failure(url, e, limits)}", hint=_hint(e)) from e
+
+
+def _too_slow(url: str, what: str, deadline: Deadline, detail: str) -> NotFound:
+    return NotFound(
+        f"{what}: {_host(url)} too slow: {url} not finished in {seconds(deadline.seconds)} s ({detail})",
+        hint=DEADLINE_HINT,
+    )
+
+
+def _failure(url: str, error: Exception, limits: NetworkLimits) -> str:
+    from assembler.registry import deadlines
+
+    return f"no byte from {_host(url)} for {seconds(limits.idle)} s" if deadlines.timed_out(error) else str(error)
+
+
+def _hint(error: Exception) -> str | None:
+    from assembler.registry import deadlines
+
+    return IDLE_HINT if deadlines.timed_out(error) else None
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).netloc
 
 
 def download(
@@ -64,67 +146,60 @@ def download(
     what: str,
     cap_hint: str | None = None,
     clock: Clock = SYSTEM_CLOCK,
+    limits: NetworkLimits = DEFAULT_LIMITS,
 ) -> str:
     """The blob ``sha256:HEX`` of ``url``: from the cache, else downloaded (at most
-    ``max_bytes``) and stored only when its sha256 matches; retries wait on ``clock``.
-    Returns its digest.
+    ``max_bytes``, under ``limits``) and stored only when its sha256 matches; retries wait
+    on ``clock``. Returns its digest.
 
     Raises InputError when the file is not the one pinned or is too big, NotFound when it
-    cannot be downloaded."""
-    import requests
-
+    cannot be downloaded (nothing sent for ``limits.idle`` s, or not all of it in time)."""
     digest = "sha256:" + sha256
     if cache.has_blob(digest):
         cache.mark_used(cache.blob_path(digest))
         return digest
     log.info("%s: downloading %s", what, url)
     retry = replace(DOWNLOAD_RETRY, clock=clock)
-    with _get(url, what=what, retry=retry) as response:
+    deadline = Deadline(limits.deadline, clock=clock)
+    with _get(url, what=what, retry=retry, limits=limits, deadline=deadline, headers={}) as response:
         announced = int(response.headers.get("Content-Length") or 0)
         if announced > max_bytes:
             raise InputError(f"{what}: {url} is {announced} bytes, more than the {max_bytes} allowed", hint=cap_hint)
-        budget = _DEADLINE_BASE + (announced or max_bytes) / _MIN_RATE
-        deadline = clock.monotonic() + budget
         try:
             with cache.blob_writer(expected=digest) as w:
-                got = 0
-                for chunk in response.iter_content(_CHUNK):
-                    got += len(chunk)
-                    if got > max_bytes:
-                        raise InputError(f"{what}: {url} sends more than the {max_bytes} bytes allowed")
-                    if clock.monotonic() > deadline:
-                        raise NotFound(f"{what}: {url}: only {got} bytes in {budget:.0f} s, too slow: given up")
+                for chunk in _chunks(response, url, what=what, limits=limits, deadline=deadline, max_bytes=max_bytes):
                     w.write(chunk)
         except DigestMismatch as e:
             raise InputError(
                 f"{what}: {url} has sha256 {e.actual.removeprefix('sha256:')}, the manifest pins {sha256}",
                 hint="nothing was stored; check the pinned sha256 (or the file changed upstream)",
             ) from None
-        except requests.RequestException as e:
-            raise NotFound(f"{what}: downloading {url}: {e}") from e
     return digest
 
 
 def fetch_page(
-    url: str, *, accept: str, what: str, max_bytes: int = 64 << 20, clock: Clock = SYSTEM_CLOCK
+    url: str,
+    *,
+    accept: str,
+    what: str,
+    max_bytes: int = 64 << 20,
+    clock: Clock = SYSTEM_CLOCK,
+    limits: NetworkLimits = DEFAULT_LIMITS,
 ) -> tuple[str, bytes]:
-    """The content type and body of an index page (bounded); retries wait on ``clock``."""
-    import requests
-
+    """The content type and body of an index page (bounded in size, and in time by
+    ``limits``); retries wait on ``clock``. Raises InputError when it is too big, NotFound
+    when it cannot be read."""
     retry = replace(DOWNLOAD_RETRY, clock=clock)
-    with _get(url, what=what, retry=retry, headers={"Accept": accept}) as response:
+    deadline = Deadline(limits.deadline, clock=clock)
+    with _get(url, what=what, retry=retry, limits=limits, deadline=deadline, headers={"Accept": accept}) as response:
         body = bytearray()
-        try:
-            for chunk in response.iter_content(_CHUNK):
-                body += chunk
-                if len(body) > max_bytes:
-                    raise InputError(f"{what}: {url} is bigger than {max_bytes} bytes")
-        except requests.RequestException as e:
-            raise NotFound(f"{what}: reading {url}: {e}") from e
+        for chunk in _chunks(response, url, what=what, limits=limits, deadline=deadline, max_bytes=max_bytes):
+            body += chunk
         return response.headers.get("Content-Type", ""), bytes(body)
 
 
 _PROBE_TIMEOUT = (5, 15)
+_PROBE_DEADLINE = 20.0  # headers trickled or not: an index answers in this, else it is taken as down
 _reachable: dict[str, str | None] = {}
 _reachable_lock = threading.Lock()
 
@@ -135,13 +210,19 @@ def unreachable(index: str) -> str | None:
     for minutes (uv, git, the registry client) is started."""
     import requests
 
+    from assembler.registry import deadlines
+
     with _reachable_lock:
         if index in _reachable:
             return _reachable[index]
     why: str | None = None
     if not index.startswith("file://"):
         try:
-            with requests.head(index.rstrip("/") + "/", timeout=_PROBE_TIMEOUT, allow_redirects=True) as r:
+            with (
+                deadlines.session() as session,
+                deadlines.within(Deadline(_PROBE_DEADLINE)),
+                session.head(index.rstrip("/") + "/", timeout=_PROBE_TIMEOUT, allow_redirects=True) as r,
+            ):
                 if r.status_code >= 500:
                     why = f"HTTP {r.status_code}"
         except requests.RequestException as e:

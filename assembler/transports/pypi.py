@@ -24,8 +24,9 @@ from packaging.version import InvalidVersion, Version
 
 from assembler.cache import Cache, key_of
 from assembler.errors import InputError
+from assembler.registry.types import NetworkLimits
 from assembler.spec.prebuilt import Requirement
-from assembler.transports.download import download, fetch_page
+from assembler.transports.download import DEFAULT_LIMITS, download, fetch_page
 
 _ARCH = {"amd64": "x86_64", "arm64": "aarch64", "ppc64le": "ppc64le", "s390x": "s390x", "386": "i686"}
 _JSON = "application/vnd.pypi.simple.v1+json"
@@ -135,11 +136,11 @@ def _json_files(page: str, body: bytes, what: str) -> dict[str, tuple[str, str]]
     return files
 
 
-def _files(index: str, name: str, what: str) -> dict[str, tuple[str, str]]:
+def _files(index: str, name: str, what: str, limits: NetworkLimits) -> dict[str, tuple[str, str]]:
     """sha256 -> (file name, URL) of every file the index lists for project ``name``: from
     its JSON page (PEP 691), else its HTML one (PEP 503: a plain folder of pages serves no JSON)."""
     page = urljoin(index.rstrip("/") + "/", name + "/")
-    kind, body = fetch_page(page, accept=_ACCEPT, what=what)
+    kind, body = fetch_page(page, accept=_ACCEPT, what=what, limits=limits)
     if kind.split(";")[0].strip() == _JSON:
         return _json_files(page, body, what)
     parser = _Anchors()
@@ -177,9 +178,18 @@ def here(req: Requirement, *, python: str, arch: str, cache: Cache) -> Wheel | N
     return None
 
 
-def fetch(req: Requirement, *, index: str, python: str, arch: str, cache: Cache, what: str) -> Wheel:
+def fetch(
+    req: Requirement,
+    *,
+    index: str,
+    python: str,
+    arch: str,
+    cache: Cache,
+    what: str,
+    limits: NetworkLimits = DEFAULT_LIMITS,
+) -> Wheel:
     """The wheel of ``req`` for CPython ``python`` on ``arch``, in the cache (downloaded
-    and checked if it is not there yet).
+    and checked if it is not there yet; the index and the download under ``limits``).
 
     Raises InputError when no pinned file is on the index or none fits, or the download is
     not the pinned file; NotFound when the index cannot be reached."""
@@ -191,9 +201,9 @@ def fetch(req: Requirement, *, index: str, python: str, arch: str, cache: Cache,
         filename = req.url.rsplit("/", 1)[-1]
         if not fits(filename, python=python, arch=arch):
             raise InputError(f"{what}: {filename} does not install on CPython {python} on {arch}")
-        download(req.url, sha256=req.hashes[0], cache=cache, max_bytes=MAX_WHEEL_BYTES, what=what)
+        download(req.url, sha256=req.hashes[0], cache=cache, max_bytes=MAX_WHEEL_BYTES, what=what, limits=limits)
         return Wheel(req.hashes[0], filename)
-    files = _files(index, req.name, what)
+    files = _files(index, req.name, what, limits)
     pinned = {sha: files[sha] for sha in req.hashes if sha in files}
     version = Version(req.version)
     if not pinned:
@@ -223,6 +233,6 @@ def fetch(req: Requirement, *, index: str, python: str, arch: str, cache: Cache,
             f"{', '.join(sorted(fn for fn, _ in pinned.values()))}"
         )
     filename, sha, url = fitting[0]
-    download(url, sha256=sha, cache=cache, max_bytes=MAX_WHEEL_BYTES, what=what)
+    download(url, sha256=sha, cache=cache, max_bytes=MAX_WHEEL_BYTES, what=what, limits=limits)
     cache.put_memo(_memo_key(req, python, arch), {"sha256": sha, "filename": filename})
     return Wheel(sha, filename)
