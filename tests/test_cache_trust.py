@@ -8,6 +8,9 @@ replaced under the same ``step-<key>`` tag by someone without the key, against t
   ``oci://REG/REPO@DIGEST`` of the very entry taken, in that build and in later ones that take
   it from the local cache; under ``--cache-trust`` such a local copy is not used either.
 - A ``url:`` layer forged the same way is refused by its pinned sha256 even without trust.
+- What a machine builds on an entry it took unchecked (a compile cache, a step compiled on
+  it) is never signed by its ``--cache-sign`` key, in that build or a later one (issue 32),
+  and using such entries is one warning line per repository.
 """
 
 from __future__ import annotations
@@ -28,9 +31,12 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from assembler.oci import mediatypes as mt
 from assembler.oci.descriptor import Descriptor
 from assembler.oci.digest import canonical_json, sha256_digest
+from assembler.oci.reference import ImageName
 from assembler.registry.blobs import FileBlobs
 from assembler.registry.client import Registry
 from assembler.registry.types import RegistryOptions
+from assembler.sign import load_public_key
+from assembler.transports import cachetrust
 from tests.conftest import TEST_CACHE
 from tests.helpers import Ran, layout_index, read_blob, run_cli
 from tests.plugins.demo import steps_by_state
@@ -276,3 +282,143 @@ def test_a_forged_url_entry_is_refused_by_its_pin_even_without_trust(
     assert checked.json["digest"] == honest.json["digest"]
     (warning,) = [line for line in checked.err.splitlines() if tag in line]
     assert "more than the one file" in warning, warning
+
+
+LAUNDERING_MANIFEST = """\
+name: laundering
+bases: {{devel: 'rootfs:{rootfs}', runtime: scratch}}
+sources:
+  app: {{path: app}}
+compile:
+  - name: hello
+    base: devel
+    sources: [app]
+    cache: [/build]
+    run: ["cat /src/app/greeting >> /build/log && cp /build/log /build/out"]
+    artifacts:
+      out: {{path: /build/out, to: /app/out}}
+  - name: world
+    base: devel
+    run: ["mkdir -p /out && echo world > /out/world"]
+    artifacts:
+      world: {{path: /out/world, to: /app/world}}
+image:
+  base: runtime
+  layers:
+    - artifact: hello.out
+    - artifact: world.world
+"""
+
+
+def _signed(host: str, repository: str, tag: str, pub: Path) -> bool:
+    """Whether the entry ``tag`` of ``repository`` is signed by the key ``pub`` (for that tag)."""
+    name = ImageName.parse(f"{host}/{repository}")
+    with Registry(host, options=PLAIN) as reg:
+        digest = sha256_digest(reg.fetch_manifest(repository, tag)[0])
+        signer, _ = cachetrust.vouched(reg, name, tag, digest, [load_public_key(pub.read_bytes(), what="test key")])
+    return bool(signer)
+
+
+def _tags(host: str, repository: str, prefix: str) -> list[str]:
+    with Registry(host, options=PLAIN) as reg:
+        tags = reg.request("GET", reg.url(f"/v2/{repository}/tags/list"), what="tags").json()["tags"]
+    return sorted(t for t in tags if t.startswith(prefix))
+
+
+def _unchecked_warnings(ran: Ran) -> list[str]:
+    return [line for line in ran.err.splitlines() if "used unchecked" in line]
+
+
+def test_what_is_built_on_an_unchecked_entry_is_never_signed_and_warned_of_once_per_source(
+    tmp_path: Path, registry: RunningRegistry, debian_rootfs: Path
+) -> None:
+    """Signature laundering (issue 32): machine B takes a compile cache and a step result
+    from a repository anyone may push to, without ``--cache-trust``, and signs its exports
+    with ``--cache-sign``. Neither the step it compiled on that compile cache (in that run
+    or a later one) nor the compile cache itself is signed, so a ``--cache-trust`` machine
+    uses none of them; B's provenance names the compile cache its step is built on. Without
+    ``--cache-trust``, using such entries is one warning line per repository and run."""
+    (tmp_path / "m.yaml").write_text(LAUNDERING_MANIFEST.format(rootfs=debian_rootfs))
+    (tmp_path / "app").mkdir()
+    key, pub = _keys(tmp_path / "keys")
+    host = registry.host
+    shared, mine = f"docker://{host}/shared", f"docker://{host}/mine"
+
+    def build(machine: str, greeting: str, *extra: str) -> Ran:
+        (tmp_path / "app" / "greeting").write_text(greeting + "\n")
+        args = ["m.yaml", "--cache", machine, "--json", "--progress", "plain", "--tls-verify=false"]
+        ran = run_cli([*args, "-o", f"oci:out-{machine}:latest", *extra], cwd=tmp_path)
+        assert ran.code == 0, str(ran)
+        return ran
+
+    def key_of(ran: Ran, step: str) -> str:
+        (found,) = [s["key"] for s in ran.json["steps"] if s["name"] == step]
+        return str(found)
+
+    build("a", "one", "--cache-to", shared)  # pushed by anyone, unsigned
+    (ccache,) = _tags(host, "shared", "ccache-")
+
+    # B, run 1: hello's sources changed, so it compiles, on the compile cache from `shared`.
+    b1 = build("b", "two", "--cache-from", shared, "--cache-to", mine, "--cache-sign", str(key))
+    assert steps_by_state(b1) == {"built": {"hello"}, "cached": {"world"}}
+    (warning,) = _unchecked_warnings(b1)  # a step result, a compile cache, facts: one line
+    assert f"docker://{host}/shared:" in warning and "--cache-trust" in warning, warning
+    assert not _signed(host, "mine", f"step-{key_of(b1, 'hello')}", pub), "built on an unchecked compile cache"
+    assert not _signed(host, "mine", ccache, pub)
+    built_on = [d for d in _cache_deps(tmp_path / "out-b") if d["annotations"]["what"] == "step hello"]
+    assert [d["name"] for d in built_on] == [f"cache:{ccache}"], _cache_deps(tmp_path / "out-b")
+
+    # B, run 2, no --cache-from: its kept folder is not restored again, still unchecked.
+    b2 = build("b", "three", "--cache-to", mine, "--cache-sign", str(key))
+    assert steps_by_state(b2) == {"built": {"hello"}, "cached": {"world"}}
+    (warning,) = _unchecked_warnings(b2)  # what it took unchecked in run 1, and what it built on it
+    assert f"docker://{host}/shared:" in warning, warning
+    assert not _signed(host, "mine", f"step-{key_of(b2, 'hello')}", pub)
+    assert not _signed(host, "mine", ccache, pub), "exported signed by a later run"
+
+    # A machine trusting B's key takes nothing of it: all built there, from empty folders.
+    c = build("c", "three", "--cache-from", mine, "--cache-trust", str(pub))
+    assert steps_by_state(c) == {"built": {"hello", "world"}}
+    assert "no signature" in c.err and not _unchecked_warnings(c)
+
+    # Without --cache-trust, entries from two repositories: one line for each.
+    d = build("d", "two", "--cache-from", shared, "--cache-from", mine)
+    assert "built" not in steps_by_state(d)
+    lines = _unchecked_warnings(d)
+    assert len(lines) == 2, lines
+    assert {repo for repo in ("shared", "mine") for line in lines if f"docker://{host}/{repo}:" in line} == {
+        "shared",
+        "mine",
+    }, lines
+
+
+def test_a_malformed_payload_signed_by_the_trusted_key_is_refused_not_a_crash(registry: RunningRegistry) -> None:
+    """`--cache-trust`: an entry's `.sig` holds a layer the trusted key signed, over a payload
+    that is no cosign signature of it (any JSON at all). The entry is not vouched for, and
+    why is said; the build goes on without it, never with a traceback."""
+    import base64
+
+    from assembler.sign import Signed, Signer
+    from assembler.sign.cosign import SIGNATURE_ANNOTATION, SIMPLE_SIGNING, SigLayer
+    from assembler.transports import signatures
+
+    key = Signer(ed25519.Ed25519PrivateKey.generate())
+    name = ImageName.parse(f"{registry.host}/cache/steps")
+    critical = b'"type":"cosign container image signature"'
+    payloads = [
+        b'{"critical":{' + critical + b',"image":"x"},"optional":{"io.assemble.cache.tag":"step-a"}}',
+        b'{"critical":{' + critical + b',"image":{"docker-manifest-digest":["x"]}},"optional":[]}',
+        b'{"critical":{' + critical + b',"image":{"docker-manifest-digest":"DIGEST"}},"optional":"step-a"}',
+        b"[" * 50_000 + b"]" * 50_000,
+        b"null",
+    ]
+    with Registry(registry.host, options=PLAIN) as reg:
+        for payload in payloads:
+            digest = sha256_digest(payload)
+            payload = payload.replace(b"DIGEST", digest.encode())  # names the entry: only "optional" is wrong
+            layer = SigLayer(
+                SIMPLE_SIGNING, payload, {SIGNATURE_ANNOTATION: base64.b64encode(key.sign(payload)).decode()}
+            )
+            signatures.push_with(reg, name, [Signed(digest, layer)])
+            signer, why = cachetrust.vouched(reg, name, "step-a", digest, [key.verifier])
+            assert signer == "" and why.startswith("not signed by a trusted key: "), why

@@ -1,7 +1,9 @@
 """Signed step caches without a registry (unit tier): a cache entry's signature binds its
 tag, the config file's ``cache-trust`` and the options that read it, a ``url:`` layer from a
 cache checked against its pin, and where an entry came from, kept in the local record and
-named in the provenance. tests/test_cache_trust.py has the real registry, buildah and cosign."""
+named in the provenance; a compile cache's origin kept beside its folder, and what is made
+from entries built on the least vouched-for one. tests/test_cache_trust.py has the real
+registry, buildah and cosign."""
 
 from __future__ import annotations
 
@@ -14,13 +16,15 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from assembler.archive.layer import with_parents, write_layer
 from assembler.archive.tar import TarEntry
-from assembler.cache import Cache, Origin, StepResult
+from assembler.cache import Cache, Origin, StepResult, built_on
 from assembler.cli.userconfig import read_config
 from assembler.errors import InputError
 from assembler.oci.descriptor import Platform
 from assembler.oci.digest import sha256_digest
 from assembler.oci.layer import Layer
 from assembler.oci.mutate import scratch
+from assembler.pipeline.options import Event
+from assembler.pipeline.origins import Origins
 from assembler.pipeline.prebuilt_checks import carried_file, same_layer
 from assembler.sbom import BuildFacts, CacheEntryFact
 from assembler.sbom.provenance import provenance_statement
@@ -165,3 +169,54 @@ def test_where_an_entry_came_from_is_kept_and_named_in_the_provenance(tmp_path: 
             "annotations": {"what": "step hello", "tag": "step-k", "signedBy": "0123456789abcdef"},
         }
     ]
+
+
+def test_a_restored_folder_keeps_its_origin_while_it_holds_anything(tmp_path: Path) -> None:
+    """A compile cache's origin is kept beside its folder (issue 32): written before the
+    folder is filled it names whatever fills it, then that folder only; an empty folder,
+    or another one made under that name, came from nowhere."""
+    cache = Cache(tmp_path / "cache")
+    folder = cache.path("step-caches", "_shared") / "0123456789abcdef"
+    origin = Origin("reg/cache", "ccache-k", DIGEST)
+    cache.put_folder_origin(folder, origin)
+    assert cache.folder_origin(folder) is None  # absent: it holds nothing
+    folder.mkdir()
+    assert cache.folder_origin(folder) is None  # empty
+    (folder / "unit.o").write_bytes(b"restored\n")
+    assert cache.folder_origin(folder) == origin  # filled (a run killed here still knows)
+    cache.put_folder_origin(folder, origin)  # this very folder now
+    (folder / "more.o").write_bytes(b"built in it since\n")
+    assert Cache(tmp_path / "cache").folder_origin(folder) == origin  # a later run: still
+    folder.rename(folder.with_name("moved"))
+    folder.mkdir()
+    (folder / "unit.o").write_bytes(b"made here\n")
+    assert cache.folder_origin(folder) is None  # another folder by that name
+    cache.put_folder_origin(folder, origin)
+    cache.put_folder_origin(folder, None)
+    assert cache.folder_origin(folder) is None and not folder.with_name(folder.name + ".origin").exists()
+    folder.with_name(folder.name + ".origin").write_text("{not json")  # damaged: fail closed
+    damaged = cache.folder_origin(folder)
+    assert damaged is not None and damaged.signer == "", "an unreadable record is taken as unchecked"
+
+
+def test_what_is_made_from_entries_is_built_on_the_least_vouched_for() -> None:
+    unchecked, signed = Origin("reg/a", "step-a", DIGEST), Origin("reg/b", "step-b", DIGEST, "0123456789abcdef")
+    assert built_on([None, signed, unchecked]) == unchecked
+    assert built_on([signed, None]) == signed and built_on([None]) is None and built_on([]) is None
+
+    seen: list[Event] = []
+    origins = Origins(trusted=False, report=seen.append)
+    origins.note("k1", "step one", unchecked, ["sha256:1"])
+    origins.note("k2", "step two", Origin("reg/a", "step-c", DIGEST), ["sha256:2"])
+    origins.used(signed, Origin("reg/c", "ccache-c", DIGEST), unchecked)
+    texts = [str(e.fields["text"]) for e in seen]
+    assert len(texts) == 2 and "docker://reg/a:" in texts[0] and "docker://reg/c:" in texts[1], texts
+    assert "--cache-trust" in texts[0]
+    origins.carry("sha256:fitted", "sha256:2")
+    assert origins.below(["sha256:0", "sha256:fitted"]) == Origin("reg/a", "step-c", DIGEST)
+    assert origins.below(["sha256:0"]) is None
+    assert set(origins.taken) == {"k1", "k2"}
+
+    quiet: list[Event] = []
+    Origins(trusted=True, report=quiet.append).used(unchecked)  # --cache-trust: checked, nothing to warn of
+    assert quiet == []

@@ -16,10 +16,13 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from assembler.archive import chunks as ch
 from assembler.cache import Cache
+from assembler.compile import keptcaches, worktree
 from assembler.errors import ToolError
 from assembler.oci.reference import ImageName
+from assembler.registry.client import Registry
 from assembler.registry.types import RegistryOptions
 from assembler.sign import load_private_key, load_public_key
+from assembler.spec import model as m
 from assembler.transports.cachetrust import Trust
 from assembler.transports.compilecache import CompileCaches
 from tests.plugins.registry import RunningRegistry
@@ -241,3 +244,54 @@ def test_under_cache_trust_only_a_signed_entry_is_restored(tmp_path: Path, regis
     c, events = _caches(tmp_path / "cache-c", registry, to=False, trust=trusted)
     assert c.restore(TAG, tmp_path / "c-tree", "step demo"), events.warnings()
     _same_tree(tree, tmp_path / "c-tree")
+
+
+def test_a_folder_restored_unchecked_is_never_signed_by_a_later_run(tmp_path: Path, registry: RunningRegistry) -> None:
+    """Signature laundering (issue 32): machine B restores a step's kept folder without
+    ``--cache-trust``, from an entry anyone who can push may have made. Where it came from
+    stays beside it in B's cache: a later run on B, with ``--cache-sign``, exports it (a step
+    built in it since) unsigned, and a ``--cache-trust`` machine does not restore it. Once
+    the folder is emptied (``--rebuild``) and built here, B's key signs it."""
+    private, public = _keypair()
+    signer = Trust(signer=load_private_key(private, password=None, what="test key"))
+    trusted = Trust(keys=(load_public_key(public, what="test key"),))
+    tree = tmp_path / "a-tree"
+    _build_tree(tree, files=10)
+    a, _ = _caches(tmp_path / "cache-a", registry, to=True)  # no key: an unsigned entry
+    a.export(TAG, tree, "step demo")
+
+    b_cache, tree_key = Cache(tmp_path / "cache-b"), "t" * 64
+    step = m.CompileStep(name="demo", base="devel", cache=["/build"], run=["true"])
+    with worktree.kept_folder(b_cache, step.name, tree_key) as kept:  # run 1: restored unchecked
+        b1, events = _caches(tmp_path / "cache-b", registry, to=False)
+        assert b1.restore(TAG, kept, "step demo") and not events.warnings()
+        b1.close()
+    [origin] = keptcaches.origins(step, cache=b_cache, tree_key=tree_key)
+    assert (origin.repository, origin.tag, origin.signer) == (f"{registry.host}/ccache", TAG, "")
+    mine = ImageName.parse(f"{registry.host}/mine")
+
+    def later_run(*, fresh: bool) -> tuple[bool, list[str]]:
+        """A later run on B with --cache-sign (a step builds in the folder, which is then
+        exported to B's repository); whether a --cache-trust machine restores it, its warnings."""
+        with worktree.kept_folder(b_cache, step.name, tree_key, fresh=fresh) as kept:
+            if fresh:
+                _build_tree(kept, files=10)
+            (kept / "dir1" / "unit001.o").write_bytes(b"built on machine B\n")
+            b2 = CompileCaches(b_cache, target=mine, sources=[mine], options=PLAIN, report=Events(), trust=signer)
+            b2.export(TAG, kept, "step demo")
+            b2.close()
+        c_root, seen = tmp_path / f"cache-c-{fresh}", Events()
+        c = CompileCaches(Cache(c_root), target=None, sources=[mine], options=PLAIN, report=seen, trust=trusted)
+        restored = c.restore(TAG, c_root / "tree", "step demo")
+        c.close()
+        return restored, seen.warnings()
+
+    restored, warnings = later_run(fresh=False)
+    assert not restored, "B's key signed a folder it restored unchecked"
+    [warning] = warnings
+    assert "no signature" in warning, warning
+    with Registry(registry.host, options=PLAIN) as reg:
+        assert reg.fetch_manifest("mine", TAG)  # exported all the same, unsigned
+    restored, warnings = later_run(fresh=True)  # emptied and built here: B vouches for it
+    assert restored and not warnings, warnings
+    assert keptcaches.origins(step, cache=b_cache, tree_key=tree_key) == []

@@ -3,19 +3,9 @@ listed, verified and pruned by :mod:`.maintain`."""
 
 from __future__ import annotations
 
-from assembler.cache.entries import KINDS, Cache, Kind, Origin, StepResult
-from assembler.cache.store import (
-    ABANDONED_SECONDS,
-    STALE_SECONDS,
-    BlobWriter,
-    Store,
-    copy_verified,
-    default_root,
-    key_of,
-    reclaim,
-    reflink,
-    temp_prefix,
-)
+from assembler.cache.entries import KINDS, Cache, Kind, Origin, StepResult, built_on
+from assembler.cache.store import BlobWriter, Store, copy_verified, default_root, key_of, reflink
+from assembler.cache.temps import ABANDONED_SECONDS, STALE_SECONDS, locked_temp, reclaim, temp_prefix
 
 __all__ = [
     "ABANDONED_SECONDS",
@@ -27,9 +17,11 @@ __all__ = [
     "Origin",
     "StepResult",
     "Store",
+    "built_on",
     "copy_verified",
     "default_root",
     "key_of",
+    "locked_temp",
     "reclaim",
     "reflink",
     "temp_prefix",

@@ -22,7 +22,10 @@ existed carry no ``kind``; :func:`kind_of` recognises them by their shape.
 
 A step or base record taken from a registry step cache also names that entry
 (``"origin"``: :class:`Origin`), so the provenance of every later build that uses it says
-where it came from; a record made here has none.
+where it came from; a record made here has none, unless it was made from such entries
+(:func:`built_on`). A kept folder restored from a registry (a compile cache) has its origin
+in a record beside it (``<folder>.origin``: :meth:`Cache.folder_origin`), which holds for
+as long as the folder holds anything: what a step builds in it later is still built on it.
 """
 
 from __future__ import annotations
@@ -30,13 +33,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
 from assembler.archive.headers import file_state
 from assembler.cache.store import Store
+from assembler.cache.temps import temp_prefix
 from assembler.errors import CorruptBlob, InvalidImage, InvalidRecord
 from assembler.oci.digest import digest_hex
 from assembler.oci.image import Image
@@ -70,6 +75,32 @@ class Origin:
         if not all(isinstance(f, str) for f in fields) or not fields[2].startswith("sha256:"):
             raise ValueError(f"not an origin: {data!r}")
         return cls(*fields)
+
+
+def built_on(origins: Iterable[Origin | None]) -> Origin | None:
+    """The origin of something made here from things of ``origins`` (None: made here from
+    nothing taken elsewhere): the first nobody vouched for, else the first a trusted key
+    signed. What is built on an unchecked entry is unchecked too, so no key of ours ever
+    vouches for it."""
+    taken = [o for o in origins if o is not None]
+    return next((o for o in taken if not o.signer), taken[0] if taken else None)
+
+
+def _origin_record(folder: Path) -> Path:
+    return folder.with_name(folder.name + ".origin")
+
+
+def _identity(folder: Path) -> list[int] | None:
+    """The folder ``folder`` as a record names it (device, inode); None while it is absent
+    or empty (a folder removed and made again is another folder)."""
+    try:
+        with os.scandir(folder) as entries:
+            if next(iter(entries), None) is None:
+                return None
+        st = folder.stat()
+    except FileNotFoundError:
+        return None
+    return [st.st_dev, st.st_ino]
 
 
 @dataclass(frozen=True)
@@ -206,6 +237,52 @@ class Cache(Store):
             return Origin.from_json(found) if found is not None else None
         except (KeyError, TypeError, ValueError, AttributeError):
             return None
+
+    # -- kept folders ---------------------------------------------------------------------
+
+    def folder_origin(self, folder: Path) -> Origin | None:
+        """The registry entry the kept folder ``folder`` (a step's, a ``shared_cache:`` one)
+        was restored from, whatever was built in it since; None: made here, or empty (an
+        empty folder holds nothing from anywhere; a record of a folder removed since does
+        not count). A record that cannot be read is taken as unchecked: nobody vouches for
+        the folder."""
+        path = _origin_record(folder)
+        try:
+            identity = _identity(folder)
+            if identity is None:
+                return None
+            record = self.read_record(path)
+            bound = record.get("folder")
+            if bound is not None and bound != identity:
+                return None
+            return Origin.from_json(record["origin"])
+        except FileNotFoundError:
+            return None
+        except (OSError, KeyError, TypeError, ValueError, AttributeError) as e:
+            # Fail closed: a record that is there but unreadable may have said "unchecked", and
+            # taking the folder as made here would let this machine's key vouch for it.
+            log.warning("the origin of %s (%s) is unreadable (%s): taking it as unchecked", folder, path, e)
+            return Origin(repository=str(path), tag="", digest="sha256:" + "0" * 64)
+
+    def put_folder_origin(self, folder: Path, origin: Origin | None) -> None:
+        """Record (None: forget) that ``folder`` was restored from ``origin``: written before
+        the folder is filled, it names whatever fills it; written again once it is, that
+        folder only. Raises OSError."""
+        path = _origin_record(folder)
+        if origin is None:
+            path.unlink(missing_ok=True)
+            return
+        record = {"origin": origin.to_json(), "folder": _identity(folder)}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Whole or not at all: written under tmp/ (where a killed run's file is reclaimed), then renamed.
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(".tmp-"), dir=self.tmp)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(json.dumps(record, sort_keys=True).encode())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     # -- layers made outside steps -------------------------------------------------------
 

@@ -301,6 +301,8 @@ def _remove(cache: Cache, inv: Inventory, item: Item, result: Pruned, *, dry_run
             pass
         elif item.path.is_dir() and not item.path.is_symlink():
             shutil.rmtree(item.path, onerror=_writable_then_retry)
+            if item.kind == "folder":
+                cache.put_folder_origin(item.path, None)  # a folder made there again is made here
         else:
             item.path.unlink(missing_ok=True)
     freed = item.own if item.kind != "blob" else 0

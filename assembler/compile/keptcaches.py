@@ -15,6 +15,9 @@ Two kinds of entries, keyed as the host keeps the folders:
 
 A folder is restored only when it is empty (a first build of that definition here, or a
 fresh machine) and the step is not forced (``--no-cache``, ``--rebuild``: empty folders).
+Where a restored folder came from stays beside it for as long as it holds anything
+(:meth:`assembler.cache.Cache.folder_origin`): a step built in it is built on that entry
+(:func:`origins`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from pathlib import Path
 from typing import Protocol
 
 from assembler.archive.chunks import folder_is_empty
-from assembler.cache import Cache, key_of
+from assembler.cache import Cache, Origin, key_of
+from assembler.compile.worktree import kept_path
 from assembler.spec import model as m
 
 TAG_PREFIX = "ccache-"
@@ -84,3 +88,12 @@ def export(folders: FolderCache, step: m.CompileStep, *, cache: Cache, kept: Pat
         folders.export(kept_tag(step.name, tree_key), kept, f"step {step.name}")
     for path in step.shared_cache:
         folders.export(shared_tag(path), shared_folder(cache, path), f"step {step.name}: shared_cache {path}")
+
+
+def origins(step: m.CompileStep, *, cache: Cache, tree_key: str) -> list[Origin]:
+    """Where the step's kept folder and shared folders came from, those restored from a
+    registry (in an earlier build or this one): what the step builds in them is built on
+    those entries."""
+    folders = [kept_path(cache, step.name, tree_key)] if step.cache else []
+    folders += [shared_folder(cache, path) for path in step.shared_cache]
+    return [o for o in map(cache.folder_origin, folders) if o is not None]

@@ -242,6 +242,11 @@ def _sync_entry(src: Path, dst: Path, want: Stamp, last: tuple[Stamp, Stamp] | N
 # -- kept folders ----------------------------------------------------------------------
 
 
+def kept_path(cache: Cache, step: str, tree_key: str) -> Path:
+    """Where step ``step`` keeps what it keeps between builds of the definition ``tree_key``."""
+    return cache.path("step-caches", step) / tree_key.split(":")[-1][:16]
+
+
 @contextmanager
 def kept_folder(cache: Cache, step: str, tree_key: str, *, fresh: bool = False) -> Iterator[Path]:
     """The folder of what a step keeps between builds of one definition (its ``cache:``
@@ -249,8 +254,8 @@ def kept_folder(cache: Cache, step: str, tree_key: str, *, fresh: bool = False) 
     build of the same definition waits, and pruning never takes a folder in use.
     ``fresh`` empties it first. Folders of older definitions beyond the newest
     ``KEEP_DEFINITIONS`` are removed when nobody holds them."""
-    root = cache.path("step-caches", step)
-    folder = root / tree_key.split(":")[-1][:16]
+    folder = kept_path(cache, step, tree_key)
+    root = folder.parent
     try:
         with open(root / f"{folder.name}.lock", "a") as lock:
             if not _try_lock(lock):
@@ -258,9 +263,10 @@ def kept_folder(cache: Cache, step: str, tree_key: str, *, fresh: bool = False) 
                 fcntl.flock(lock, fcntl.LOCK_EX)
             if fresh and os.path.lexists(folder):
                 _remove(folder)
+                cache.put_folder_origin(folder, None)  # made here from now on
             folder.mkdir(exist_ok=True)
             os.utime(folder)
-            _prune(root, folder, step)
+            _prune(cache, root, folder, step)
             yield folder
     except OSError as e:
         raise CacheError(f"step {step}: preparing its kept folder {folder}: {e}") from e
@@ -274,7 +280,7 @@ def _try_lock(lock: Any) -> bool:
     return True
 
 
-def _prune(root: Path, current: Path, step: str) -> None:
+def _prune(cache: Cache, root: Path, current: Path, step: str) -> None:
     others = []
     for p in root.iterdir():
         try:
@@ -288,3 +294,4 @@ def _prune(root: Path, current: Path, step: str) -> None:
                 continue  # in use by another build
             log.info("step %s: removing the kept folder of an older definition (%s)", step, old.name)
             shutil.rmtree(old, onerror=_writable_then_retry)
+            cache.put_folder_origin(old, None)

@@ -52,7 +52,7 @@ from assembler.pipeline.stepwalk import Base, git_key
 from assembler.pipeline.toolchains import Toolchains
 from assembler.pipeline.walk import Walk
 from assembler.spec import model as m
-from assembler.transports import Context, open_base
+from assembler.transports import Context, open_base, registry_options
 
 if TYPE_CHECKING:
     from assembler.pipeline.registrycache import RegistryCaches
@@ -115,7 +115,7 @@ class Builder(Walk):
         if plan.options.cache_to or plan.options.cache_from:
             from assembler.pipeline.registrycache import open_caches  # imports the registry client
 
-            self.caches = open_caches(plan.options, ctx, report=self.report)
+            self.caches = open_caches(plan.options, ctx, report=self.report, unchecked=self.origins.used)
             self.remote = self.prebuilt.remote = self.caches.steps  # pip: and url: layers are entries too
             self.folders = self.caches.folders
             self.facts = self.setup.shared = self.caches.facts
@@ -280,7 +280,14 @@ class Builder(Walk):
         return Base(name, image, str(ref), ref.name)
 
     def obtain_source(self, name: str, spec: m.SourceSpec) -> srcs.Source | None:
-        src = srcs.resolve(name, spec, cache=self.cache, runner=self.ctx.runner, base_dir=self.loaded.folder)
+        src = srcs.resolve(
+            name,
+            spec,
+            cache=self.cache,
+            runner=self.ctx.runner,
+            base_dir=self.loaded.folder,
+            limits=registry_options(self.ctx).limits,  # --network-timeout, --network-deadline
+        )
         if isinstance(spec, m.GitSource):
             self.cache.put_memo(git_key(spec), {"digest": src.digest, "path": str(src.path)})
         return src
@@ -316,7 +323,7 @@ class Builder(Walk):
             fetched = remote.fetch_base(key, f"base {name}")
             if fetched is not None:
                 self.blobs.put_off(fetched, partial(remote.ensure_base, key))
-                self.note_taken(key, f"base {name}")
+                self.note_taken(key, f"base {name}", fetched.diff_ids)
                 return Base(name, fetched, what)
         with self._slot(f"base {name}"):
             base = self.bootstrap(name, spec)
@@ -348,12 +355,12 @@ class Builder(Walk):
         mounted = [Mounted(ref, blob, graph.artifact_spec(self.man, ref).to) for ref, blob in inputs.items()]
         self.need_blobs(base)
         self._fetch(list(inputs.values()))
-        job = CompileJob(step, report.key, base, sources, mounted, tree_key=tree_key, fresh=forced)
+        below = self.origins.below([*base.diff_ids, *(b.diff_id for b in inputs.values())])
+        job = CompileJob(step, report.key, base, sources, mounted, tree_key=tree_key, fresh=forced, built_on=below)
         with self._slot(f"step {step.name}"):
             started = self._running(step.name)
             results = self.executor.run_compile(job, stop=self._failed.is_set)
-        if self.remote is not None:
-            self.remote.export(report.key, StepResult(step.name, results))
+        self.share_made(report.key, StepResult(step.name, results))  # recorded with what it is built on
         self._built(report, started)
         return results
 
@@ -380,9 +387,8 @@ class Builder(Walk):
                 workdir=rs.workdir,
                 packages=rs.packages,
             )
-        self.cache.put_step_result(report.key, StepResult(rs.name, layer=blob))
-        if self.remote is not None:
-            self.remote.export(report.key, StepResult(rs.name, layer=blob))
+        on = [*image.diff_ids, *(b.diff_id for b in mounted.values())]  # what it is built on
+        self.record_made(report.key, StepResult(rs.name, layer=blob), on)
         self._built(report, started)
         return blob
 

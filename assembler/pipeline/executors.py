@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from assembler.cache import Cache, StepResult
+from assembler.cache import Cache, Origin, StepResult, built_on
+from assembler.compile import keptcaches
 from assembler.compile import sources as srcs
 from assembler.compile.steps import Mounted, Workspace, run_compile_step
 from assembler.oci.image import Image
@@ -36,13 +37,17 @@ class CompileJob:
     inputs: Sequence[Mounted]
     tree_key: str  # what the step keeps between builds is kept under this key
     fresh: bool  # forced (--no-cache, --rebuild): kept build trees are not reused
+    # Where what it builds on came from (its base, its inputs), when they were taken from a
+    # registry step cache: its result is built on that entry (None: made here).
+    built_on: Origin | None = None
 
 
 class Executor(Protocol):
     """Runs compile steps; may be called from several threads at once (one step each)."""
 
     def run_compile(self, job: CompileJob, *, stop: Callable[[], bool]) -> dict[str, Layer]:
-        """The step's artifacts, recorded in the cache under ``job.key``.
+        """The step's artifacts, recorded in the cache under ``job.key`` with what they are
+        built on (:func:`assembler.cache.built_on`: ``job.built_on``, its kept folders).
 
         Raises StepFailed or ToolError when the step fails; Cancelled once ``stop()`` turns
         true (another step failed, or Ctrl-C) where the executor waits on something."""
@@ -68,7 +73,10 @@ class LocalExecutor:
             tree_key=job.tree_key,
             fresh=job.fresh,
         )
-        self.cache.put_step_result(job.key, StepResult(job.step.name, results))
+        # Its kept folders too: one restored from a registry unchecked makes the result unchecked.
+        folders = keptcaches.origins(job.step, cache=self.cache, tree_key=job.tree_key)
+        origin = built_on([job.built_on, *folders])
+        self.cache.put_step_result(job.key, StepResult(job.step.name, results), origin)
         return results
 
 

@@ -6,10 +6,11 @@ imports the registry client."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from assembler.cache import Origin
 from assembler.pipeline.options import Event, Options, Reporter
 from assembler.transports import Context, registry_options
 from assembler.transports.cachetrust import Trust
@@ -33,8 +34,12 @@ class RegistryCaches:
         self.folders.close()
 
 
-def open_caches(options: Options, ctx: Context, *, report: Reporter) -> RegistryCaches:
-    """The registry step caches ``options`` name, reporting through ``report``."""
+def open_caches(
+    options: Options, ctx: Context, *, report: Reporter, unchecked: Callable[[Origin], None] = lambda origin: None
+) -> RegistryCaches:
+    """The registry step caches ``options`` name, reporting through ``report``; facts and
+    compile caches taken from an entry are told to ``unchecked`` (which warns of those
+    nobody vouched for; step results are the walk's own to tell)."""
 
     def said(kind: str, fields: Mapping[str, Any]) -> None:
         report(Event(kind, fields))
@@ -51,5 +56,6 @@ def open_caches(options: Options, ctx: Context, *, report: Reporter) -> Registry
         report=said,
         trust=trust,
         max_bytes=options.cache_max,
+        unchecked=unchecked,
     )
-    return RegistryCaches(steps, folders, RemoteFacts(steps, ctx.cache))
+    return RegistryCaches(steps, folders, RemoteFacts(steps, ctx.cache, unchecked=unchecked))

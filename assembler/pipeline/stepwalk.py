@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 from assembler.archive.view import TreeView
-from assembler.cache import Origin, StepResult, key_of
+from assembler.cache import StepResult, key_of
 from assembler.cache.memos import SharedFacts
 from assembler.compile import sources as srcs
 from assembler.compile.buildah import Buildah
@@ -30,6 +30,7 @@ from assembler.pipeline.graph import RuntimeStep, StepReport
 from assembler.pipeline.layers import ImageSetup
 from assembler.pipeline.maker import Maker
 from assembler.pipeline.options import Event, Options, RemoteSteps, Reporter
+from assembler.pipeline.origins import Origins
 from assembler.pipeline.prebuilt_layers import Prebuilt
 from assembler.spec import model as m
 from assembler.spec.load import Loaded
@@ -100,9 +101,9 @@ class StepWalk:
         self.remote: RemoteSteps | None = None  # a registry step cache (a build's, or a plan's to look in)
         self.facts: SharedFacts | None = None  # facts read from layers, shared through it (a build's)
         self.from_registry: set[str] = set()  # the step keys found there, not here
-        # The entries used that came from a registry step cache (now or in an earlier build), by
-        # key: what each is and where it came from (the provenance names them).
-        self.taken: dict[str, tuple[str, Origin]] = {}
+        # Where the entries used came from, and what is made here from them.
+        self.origins = Origins(trusted=bool(options.cache_trust), report=report)
+        self.taken = self.origins.taken  # what the provenance names: key -> (what, origin)
         self._unvouched: set[str] = set()  # local entries --cache-trust refused (warned about once)
 
     # -- what subclasses provide ------------------------------------------------------
@@ -130,7 +131,7 @@ class StepWalk:
         ctx = self.ctx
         image = self.cache.base_image(key) if self.vouched_here(key, f"base {name}") else None
         if image is not None:
-            self.note_taken(key, f"base {name}")
+            self.note_taken(key, f"base {name}", image.diff_ids)
         else:
             make = partial(
                 boot.make,
@@ -203,12 +204,26 @@ class StepWalk:
             self.report(Event("warning", {"text": f"{what}: the local cache took it from {where} unchecked; not used"}))
         return False
 
-    def note_taken(self, key: str, what: str) -> None:
-        """The entry ``key`` (``what``) is used: noted if it came from a registry step cache."""
+    def note_taken(self, key: str, what: str, diff_ids: Iterable[str] = ()) -> None:
+        """The entry ``key`` (``what``, its layers ``diff_ids``) is used: noted if it came
+        from a registry step cache (or was made from what did)."""
         origin = (self.remote.origin(key) if self.remote is not None else None) or self.cache.origin(key)
         if origin is not None:
-            with self._locks_lock:
-                self.taken[key] = (what, origin)
+            self.origins.note(key, what, origin, diff_ids)
+
+    def record_made(self, key: str, result: StepResult, on: Iterable[str]) -> None:
+        """``result``, made here from the layers ``on``, recorded under ``key`` with the entry
+        it is built on (:meth:`Origins.below`), then shared (:meth:`share_made`)."""
+        self.cache.put_step_result(key, result, self.origins.below(on))
+        self.share_made(key, result)
+
+    def share_made(self, key: str, result: StepResult) -> None:
+        """``result``, made here and recorded under ``key`` (with the entry it is built on),
+        noted as built on that entry (the provenance names it, what is made from it is built
+        on it too) and exported to the registry step cache (signed only if that entry was)."""
+        self.note_taken(key, f"step {result.step}", [b.diff_id for b in result.layers()])
+        if self.remote is not None:
+            self.remote.export(key, result)
 
     # -- bases and sources --------------------------------------------------------------
 
@@ -272,7 +287,7 @@ class StepWalk:
         cached = self.cache_artifacts(key, step)
         forced = (self.options.no_cache or step.name in self.options.rebuild) and key not in self.options.made_keys
         if cached is not None and not forced:
-            self.note_taken(key, f"step {step.name}")
+            self.note_taken(key, f"step {step.name}", [b.diff_id for b in cached.values()])
             self._record(report(state="cached", key=key, reason=self._where(key)))
             self.report(Event("step", {"name": step.name, "state": "cached"}))
             self.artifacts[step.name] = cached
@@ -345,7 +360,7 @@ class StepWalk:
         blob = self._cached_layer(key, rs.name)
         forced = (self.options.no_cache or rs.name in self.options.rebuild) and key not in self.options.made_keys
         if blob is not None and not forced:
-            self.note_taken(key, f"step {rs.name}")
+            self.note_taken(key, f"step {rs.name}", [blob.diff_id])
             self._record(report(state="cached", key=key, reason=self._where(key)))
             self.report(Event("step", {"name": rs.name, "state": "cached"}))
             return [(blob, rs.what)], rs.what, "cached"

@@ -32,7 +32,10 @@ class Toolchains:
             except AssemblerError as e:
                 self.walk.report(Event("warning", {"text": f"{what}: its layer could not be read ({e}); installing"}))
                 return None
-        return hit.layer if self.walk.cache.has_blob(hit.layer.digest, hit.layer.size) else None
+        if not self.walk.cache.has_blob(hit.layer.digest, hit.layer.size):
+            return None
+        self.walk.note_taken(key, what, [hit.layer.diff_id])  # the provenance names it; warned of if unchecked
+        return hit.layer
 
     def keep(self, key: str, layer: Layer, what: str) -> None:
         result = StepResult(what, layer=layer)

@@ -98,6 +98,8 @@ class Walk(StepWalk):
         placed: Layer | None = blob if here else None
         if placed is not None and not isinstance(spec, m.RunLayer | m.PackagesLayer):  # fitted onto the image below
             placed = self.setup.fit(blob, view) if view is not None else None
+            if placed is not None:
+                self.origins.carry(placed.diff_id, blob.diff_id)  # what a step runs on: built on what blob is
         shipped = self.setup.convert(placed) if placed is not None else None
         digest, size = (shipped.digest, shipped.size) if shipped is not None else (None, None)
         placed_id = placed.diff_id if placed is not None else None

@@ -11,26 +11,33 @@ and a chunk whose files are unchanged since it was last written here (same size,
 ctime and inode: a memo in the local cache) is not even re-read. ``--cache-max SIZE``
 bounds what one entry holds: the oldest files (by mtime) are left out, and the log says so.
 
-Restoring downloads each chunk, verified by digest as it streams, into a work folder of the
-cache, then renames it onto the empty host folder: a chunk that fails its digest, a
-registry that fails, an entry not signed by a ``--cache-trust`` key is one warning line,
-the folder stays empty and the step runs cold. Nothing here ever fails a build.
+Restoring downloads each chunk to a spool, verified by digest, then unpacks it (the one
+safe unpacker: nothing outside the folder, the files' bytes of all chunks within
+``--cache-max``) into a work folder of the cache, then renames it onto the empty host
+folder: a chunk that fails its digest or does not unpack, a registry that fails, an entry
+not signed by a ``--cache-trust`` key is one warning line, the folder stays empty and the
+step runs cold. Nothing here ever fails a build.
 
 An entry is signed on export as step entries are (:mod:`assembler.transports.cachetrust`),
-unless this run restored the folder from an entry whose signer it did not check.
+unless the folder was restored from an entry whose signer nobody checked: where a folder
+came from is kept beside it in the local cache (:meth:`assembler.cache.Cache.folder_origin`),
+for as long as it holds anything, so neither a later run nor what a step builds in it
+launders someone else's entry into one this machine's key vouches for.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from assembler.archive import chunks as ch
-from assembler.cache import Cache, key_of
+from assembler.archive.tarread import Limits
+from assembler.cache import Cache, Origin, key_of
 from assembler.errors import AssemblerError, Cancelled, NotFound, RegistryError
 from assembler.oci import mediatypes as mt
 from assembler.oci.descriptor import Descriptor
@@ -47,6 +54,7 @@ CONFIG = "application/vnd.assemble.compile-cache.v1+json"
 CHUNK = "application/vnd.assemble.compile-cache.chunk.v1.tar+zstd"
 DEFAULT_MAX = 5 << 30  # --cache-max: what one entry holds at most
 _CONFIG_LIMIT = 1 << 16
+_CHUNK_OVERHEAD = 1 << 16  # zstd of bytes that do not compress is a little bigger than they are
 
 
 @dataclass
@@ -89,6 +97,7 @@ class CompileCaches:
         report: Report,
         trust: Trust | None = None,
         max_bytes: int = DEFAULT_MAX,
+        unchecked: Callable[[Origin], None] = lambda origin: None,
     ) -> None:
         self.cache = cache
         self.target = target
@@ -97,11 +106,11 @@ class CompileCaches:
         self.report = report
         self.trust = trust or Trust()
         self.max_bytes = max_bytes
+        self.unchecked = unchecked  # told of each entry restored (the build warns of those nobody vouched for)
         self.stats = FolderStats()
         self._lock = threading.Lock()
         self._clients: dict[tuple[int, str], Registry] = {}  # per thread: a client is not thread-safe
         self._broken: set[str] = set()
-        self._unchecked: set[str] = set()  # tags restored here without checking their signer
 
     def close(self) -> None:
         with self._lock:
@@ -137,9 +146,12 @@ class CompileCaches:
 
     def restore(self, tag: str, folder: Path, what: str, *, stop: Callable[[], bool] = bool) -> bool:
         """Fill the empty (or absent) ``folder`` from the first source that has the entry
-        ``tag`` (signed as :class:`Trust` asks); whether it did. Never raises for what a
-        registry or its entry does: a warning, and the folder stays empty. Once ``stop()``
-        turns true it gives up between chunks (no warning: the build is stopping)."""
+        ``tag`` (signed as :class:`Trust` asks), the entry recorded as its origin; whether
+        it did. Never raises for what a registry or its entry does: a warning, and the
+        folder stays empty. Once ``stop()`` turns true it gives up between chunks (no
+        warning: the build is stopping)."""
+        if ch.folder_is_empty(folder):
+            self._forget(folder)  # whatever it came from, nothing of it is left
         for name in self.sources:
             if f"{name.registry}/{name.repository}" in self._broken:
                 continue
@@ -147,31 +159,46 @@ class CompileCaches:
                 found = self._entry(name, tag, what)
                 if found is None:
                     continue
-                self._restore_from(name, found, folder, stop)
+                layers, origin = found
+                # Named before the folder is filled: a run killed once it is still knows.
+                self.cache.put_folder_origin(folder, origin)
+                self._restore_from(name, layers, folder, stop)
+                self.cache.put_folder_origin(folder, origin)  # now this very folder's
             except Cancelled:
+                self._forget(folder)
                 return False
             except RegistryError as e:
+                self._forget(folder)
                 self._broken.add(f"{name.registry}/{name.repository}")
                 self._warn(name, tag, what, f"restoring failed ({e}); the step runs without it")
                 return False
             except (AssemblerError, OSError) as e:
+                self._forget(folder)
                 self._warn(name, tag, what, f"restoring failed ({e}); the step runs without it")
                 return False
-            if not self.trust.keys:
-                with self._lock:
-                    self._unchecked.add(tag)
             self._info(f"compile cache {tag} ({what}): restored from {name.registry}/{name.repository}")
+            self.unchecked(origin)
             return True
         return False
 
-    def _entry(self, name: ImageName, tag: str, what: str) -> list[Descriptor] | None:
-        """The chunks of the entry ``tag`` (its manifest verified, its signer checked)."""
+    def _forget(self, folder: Path) -> None:
+        """No origin recorded for the (empty) ``folder``: what is built in it is made here."""
+        if ch.folder_is_empty(folder):
+            try:
+                self.cache.put_folder_origin(folder, None)
+            except OSError as e:
+                self.report("warning", {"text": f"{folder}: its origin cannot be removed ({e})"})
+
+    def _entry(self, name: ImageName, tag: str, what: str) -> tuple[list[Descriptor], Origin] | None:
+        """The chunks of the entry ``tag`` (its manifest verified, its signer checked) and
+        where they come from."""
         client = self._client(name.registry)
         try:
             body, _ = client.fetch_manifest(name.repository, tag)
         except NotFound:
             return None
-        _, why = cachetrust.vouched(client, name, tag, sha256_digest(body), self.trust.keys)
+        digest = sha256_digest(body)
+        signer, why = cachetrust.vouched(client, name, tag, digest, self.trust.keys)
         if why:
             self._warn(name, tag, what, f"{why}; not used")
             return None
@@ -180,24 +207,34 @@ class CompileCaches:
         layers = [Descriptor.from_json(d) for d in manifest.get("layers") or []]
         if config.media_type != CONFIG or any(d.media_type != CHUNK for d in layers):
             raise AssemblerError("not a compile cache entry")
-        return layers
+        return layers, Origin(f"{name.registry}/{name.repository}", tag, digest, signer)
 
     def _restore_from(
         self, name: ImageName, layers: Sequence[Descriptor], folder: Path, stop: Callable[[], bool]
     ) -> None:
         client = self._client(name.registry)
+        compressed = sum(d.size for d in layers)
+        if compressed > self.max_bytes + (self.max_bytes >> 4) + len(layers) * _CHUNK_OVERHEAD:
+            raise AssemblerError(f"its chunks hold {compressed} bytes, more than --cache-max {self.max_bytes} allows")
+        # The files' bytes of all the chunks together are bounded by --cache-max, as an export is.
+        bound = Limits(bytes=self.max_bytes, hint="a bigger --cache-max lets a bigger compile cache be restored")
         with self.cache.workdir("ccache-") as work:
             tree = work / "tree"
-            tree.mkdir()
-            unpacking = ch.Unpacking(tree)
-            for desc in layers:
-                if stop():
-                    raise Cancelled("restoring a compile cache: the build is stopping")
-                with client.open_blob(name.repository, desc.digest, size=desc.size) as stream:
-                    unpacking.add(stream)
-                    while stream.read(1 << 20):  # to its end: the digest is checked there
-                        pass
-            unpacking.finish()
+            spool = work / "chunk"
+            with ch.Unpacking(tree, limits=bound) as unpacking:
+                for desc in layers:
+                    if stop():
+                        raise Cancelled("restoring a compile cache: the build is stopping")
+                    # Spooled whole and its digest checked (at the end of the stream) before a
+                    # byte of it is unpacked: a registry serving other bytes unpacks nothing.
+                    with (
+                        client.open_blob(name.repository, desc.digest, size=desc.size) as stream,
+                        open(spool, "wb") as out,
+                    ):
+                        shutil.copyfileobj(stream, out, 1 << 20)
+                    with open(spool, "rb") as chunk:
+                        unpacking.add(chunk, what=f"compile cache chunk {desc.digest}")
+                unpacking.finish()
             folder.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.rename(tree, folder)  # onto an absent or empty folder, whole or not at all
@@ -258,9 +295,10 @@ class CompileCaches:
             client.put_manifest(name.repository, tag, body, mt.OCI_MANIFEST)
             self._count(compile_cache_exported=1)
             self._info(f"compile cache {tag} ({what}): exported, {len(layers)} chunks")
-        with self._lock:
-            unchecked = tag in self._unchecked
-        if self.trust.signer is not None and not unchecked:
+        origin = self.cache.folder_origin(folder)
+        # Signed: a folder made here, or restored signed by a trusted key; never one restored
+        # unchecked, whatever was built in it since (this key would vouch for someone else's).
+        if self.trust.signer is not None and (origin is None or origin.signer):
             cachetrust.sign_entry(client, name, tag, sha256_digest(body), self.trust.signer)
 
     def _chunk(self, client: Registry, name: ImageName, folder: Path, group: list[ch.Entry], work: Path) -> Descriptor:

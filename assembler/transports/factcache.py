@@ -13,7 +13,8 @@ same fact is the same bytes on every machine and an export of one that is there 
 nothing. It is signed on export and, under ``--cache-trust``, used only when a trusted key
 signed it, as every entry is (:mod:`assembler.transports.cachetrust`); the local memo then
 names the entry it came from (``origin``), so a later build under ``--cache-trust`` does
-not use one taken unchecked. A registry that fails is the step cache's warning, once.
+not use one taken unchecked (and a build without it is told of one taken unchecked, to warn
+once for its repository). A registry that fails is the step cache's warning, once.
 Facts are not inputs of the image: the provenance does not name them.
 """
 
@@ -21,11 +22,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from assembler.cache import Cache
+from assembler.cache import Cache, Origin
 from assembler.errors import AssemblerError, InvalidImage
 from assembler.oci import mediatypes as mt
 from assembler.oci.descriptor import Descriptor
@@ -53,9 +54,12 @@ class RemoteFacts:
     """Facts read from the step cache ``steps`` reads (in its order) and written to the one
     it writes, kept in ``cache`` as memos (:class:`~assembler.cache.memos.SharedFacts`)."""
 
-    def __init__(self, steps: RemoteStepCache, cache: Cache) -> None:
+    def __init__(
+        self, steps: RemoteStepCache, cache: Cache, *, unchecked: Callable[[Origin], None] = lambda origin: None
+    ) -> None:
         self.steps = steps
         self.cache = cache
+        self.unchecked = unchecked  # told of each fact taken (the build warns of those nobody vouched for)
         self.stats = FactStats()
         self._exported: set[str] = set()  # keys offered to the target in this run
         self._lock = threading.Lock()
@@ -73,26 +77,33 @@ class RemoteFacts:
         return False
 
     def fetch(self, key: str) -> bool:
+        with self.steps.lock:
+            origin = self._fetch(key)
+        if origin is not None:
+            self.unchecked(origin)  # not under the step cache's lock: it reports
+        return origin is not None
+
+    def _fetch(self, key: str) -> Origin | None:
+        """The fact ``key`` from the first source that has it, as a memo: the entry it came from."""
         tag = FACTS_TAG_PREFIX + key
         steps = self.steps
-        with steps.lock:
-            for name in steps.sources:
-                if not steps.usable(name):
+        for name in steps.sources:
+            if not steps.usable(name):
+                continue
+            try:
+                found = steps.entry(name, tag, "facts")
+                if found is None:
                     continue
-                try:
-                    found = steps.entry(name, tag, "facts")
-                    if found is None:
-                        continue
-                    body, origin = found
-                    where = f"step cache {name.registry}/{name.repository}:{tag}"
-                    value = self._value(name.registry, name.repository, body, where)
-                except AssemblerError as e:
-                    steps.failed(name, f"reading {tag}", e)
-                    continue
-                self.cache.put_memo(key, {**value, "origin": origin.to_json()})
-                self.stats.facts_hits += 1
-                return True
-        return False
+                body, origin = found
+                where = f"step cache {name.registry}/{name.repository}:{tag}"
+                value = self._value(name.registry, name.repository, body, where)
+            except AssemblerError as e:
+                steps.failed(name, f"reading {tag}", e)
+                continue
+            self.cache.put_memo(key, {**value, "origin": origin.to_json()})
+            self.stats.facts_hits += 1
+            return origin
+        return None
 
     def _value(self, registry: str, repository: str, body: bytes, where: str) -> dict[str, Any]:
         """The fact an entry's manifest ``body`` names (its config, verified by digest)."""
