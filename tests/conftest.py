@@ -33,7 +33,7 @@ def http_folder(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         yield url, folder
 
 
-pytest_plugins = ["tests.plugins.registry", "tests.plugins.demo", "tests.plugins.slurm"]
+pytest_plugins = ["tests.plugins.registry", "tests.plugins.demo", "tests.plugins.slurm", "tests.plugins.user"]
 
 # Test tiers. ``unit``: modules that run no container, registry or other outside tool and
 # take seconds: what ``scripts/test --fast`` runs before every commit (under two minutes
@@ -70,6 +70,7 @@ UNIT_MODULES = frozenset(
         "test_sources.py",
         "test_spec.py",
         "test_unreachable.py",
+        "test_untar.py",
         "test_view.py",
         "test_wheel.py",
         "test_worktree.py",

@@ -127,6 +127,25 @@ def test_rootfs_with_a_dangling_hard_link_or_an_absurd_pax_size_is_exit_2(tmp_pa
         refused(tmp_path, "m.yaml", "-o", "oci:o:x", needle=needle)
 
 
+@pytest.mark.parametrize("kind", ["checksum", "sparse", "longname", "nan"])
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_damaged_rootfs_is_exit_2_naming_the_member_never_a_base_with_files_missing(
+    tmp_path: Path, kind: str, compressed: bool
+) -> None:
+    """The one tar reader under rootfs: (issue 32): a bad checksum on a later header ended
+    the base there (exit 0, files missing), a sparse member unpacked holes no bound counted
+    (an uncompressed rootfs: was not bounded at all), a 1 TiB GNU long name was a
+    MemoryError and a PAX mtime of nan a ValueError, both tracebacks."""
+    from tests.test_prebuilt_review import _damaged
+
+    data = _damaged(kind)
+    (tmp_path / "r.tar.gz").write_bytes(gzip.compress(data, compresslevel=1) if compressed else data)
+    write(tmp_path, "name: t\nbases: {b: 'rootfs:r.tar.gz'}\nimage: {base: b}\n")
+    needle = {"checksum": "after member 'f'", "sparse": "sparse", "longname": "GNU long name", "nan": "nan"}[kind]
+    err = refused(tmp_path, "m.yaml", "-o", "oci:o:x", needle=needle)
+    assert "rootfs:" in err and not (tmp_path / "o").exists()
+
+
 def test_rootfs_decompression_bomb_is_bounded(tmp_path: Path) -> None:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tf:
@@ -293,7 +312,7 @@ def test_trickling_download_meets_a_deadline(lying: tuple[str, type[_Lying]]) ->
     handler.mode = "trickle"
     started = time.monotonic()
     with pytest.raises(AssemblerError, match="too slow"):
-        _pull(host, timeout=1.0, min_rate=1 << 20)
+        _pull(host, deadline=1.0, min_rate=1 << 20)
     assert time.monotonic() - started < 4  # the whole blob would take 5 s
 
 
@@ -381,3 +400,45 @@ def test_temp_files_of_another_machine_are_left_to_it(tmp_path: Path) -> None:
         os.utime(path, (old, old))
     assert reclaim(tmp_path, ".tmp-*") == 1
     assert not ours.exists() and theirs.exists()
+
+
+@pytest.mark.parametrize(
+    ("output", "temps"),
+    [
+        ("sif:o.sif", ".o.sif.*.tmp"),
+        ("sqsh:o.sqsh", ".o.sqsh.*.tmp"),
+        ("oci-archive:o.tar", ".o.tar.p*"),
+        ("docker-archive:o.tar", ".o.tar.p*"),
+        ("oci:lay2:x", "lay2/blobs/sha256/.tmp-*"),
+    ],
+)
+def test_a_killed_write_leaves_no_temp_after_the_next_write(tmp_path: Path, output: str, temps: str) -> None:
+    """SIGKILL a writer while its temp file is there, write the same output again at once:
+    the killed write's temp is gone (its lock is free, its pid dead), however recent."""
+    import signal
+    import subprocess
+    import sys
+
+    root = write(tmp_path, SCRATCH.replace("./f.txt, to: /f.txt", "./big.bin, to: /big.bin"))
+    (root / "big.bin").write_bytes(os.urandom(96 << 20))  # random: compressing it takes a while
+    cache = ["--cache", str(root / "cache")]
+    assert run_cli(["m.yaml", *cache, "-o", "oci:lay:x"], cwd=root).code == 0  # the layer, in the cache
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "assembler", "m.yaml", *cache, "-o", output],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not list(root.glob(temps)) and writer.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    left = list(root.glob(temps))
+    assert left, f"no temp file {temps} seen while {output} was written"
+    ran = run_cli(["m.yaml", *cache, "-o", output], cwd=root)
+    assert ran.code == 0, str(ran)
+    assert [p for p in left if p.exists()] == [] and list(root.glob(temps)) == []
+    if output.startswith("oci:"):
+        ran = run_cli(["validate", output, *cache], cwd=root)
+        assert ran.code == 0, str(ran)

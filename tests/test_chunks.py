@@ -92,7 +92,7 @@ def _chunk_of(*members: tuple[tarfile.TarInfo, bytes]) -> io.BytesIO:
     return io.BytesIO(zstandard.ZstdCompressor().compress(raw.getvalue()))
 
 
-@pytest.mark.parametrize("name", ["../escape", "/abs", "a/../../b"])
+@pytest.mark.parametrize("name", ["../escape", "a/../../b", "./../x", "a//..//../b"])
 def test_unpacking_refuses_paths_outside(tmp_path: Path, name: str) -> None:
     info = tarfile.TarInfo(name)
     info.size = 1

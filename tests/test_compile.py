@@ -8,7 +8,6 @@ asked-for architectures; failures say what failed; secrets stay out of everythin
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import importlib.util
 import io
@@ -19,18 +18,15 @@ import signal
 import subprocess
 import tarfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import pytest
 import zstandard
 
 from assembler.archive.compress import decompressed
-from tests.conftest import OWN_STORAGE, TEST_CACHE
+from tests.conftest import OWN_STORAGE
 from tests.helpers import (
     PYTHON,
-    ROOT,
     Buildah,
     buildah_containers,
     layout_digest,
@@ -43,6 +39,7 @@ from tests.helpers import (
 )
 from tests.plugins.demo import Demo, base_args, copy_project, steps_by_state
 from tests.plugins.registry import RunningRegistry
+from tests.plugins.user import User
 
 
 def test_cold_build_runs_every_step_and_the_image_runs(demo: Demo, tmp_path: Path) -> None:
@@ -419,37 +416,6 @@ def test_secret_is_in_no_blob_config_history_or_log(tmp_path: Path, demo_bases: 
     logs = list((cache / "logs").glob("*.log"))
     assert logs and all("***" in p.read_text() for p in logs if "broken" in p.name)
     print(f"\nsecret absent from {searched} files (every blob decompressed, configs, keys, logs) and the output")
-
-
-@dataclass
-class User:
-    name: str
-    uid: int
-    home: Path
-
-    def run(self, argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-        env = {"PATH": os.environ["PATH"], "HOME": str(self.home), "PYTHONPATH": str(ROOT), "LANG": "C.UTF-8"}
-        return subprocess.run(
-            ["setpriv", f"--reuid={self.name}", f"--regid={self.name}", "--init-groups", "--", *argv],
-            cwd=cwd,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=1800,
-        )
-
-
-@pytest.fixture(scope="module")
-def user() -> User:
-    """An unprivileged user made with useradd (subuids come with it), as on an HPC node."""
-    name = "asmtest"
-    TEST_CACHE.mkdir(parents=True, exist_ok=True)
-    with open(TEST_CACHE / ".user.lock", "w") as lock:  # the suite's two workers may both ask
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if subprocess.run(["id", name], capture_output=True).returncode != 0:
-            sh(["useradd", "--create-home", name])
-    home = Path(sh(["sh", "-c", f"getent passwd {name} | cut -d: -f6"]).stdout.strip())
-    return User(name, int(sh(["id", "-u", name]).stdout), home)
 
 
 def test_unprivileged_user_builds_the_demo(tmp_path: Path, demo_bases: dict[str, Path], user: User) -> None:

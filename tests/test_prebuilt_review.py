@@ -239,6 +239,10 @@ def test_a_wheel_by_url_has_its_checksum_in_the_sbom(tmp_path: Path) -> None:
 
 def _damaged(kind: str) -> bytes:
     """A tar (or gzip of one) that no ``url: extract: true`` layer may take."""
+    if kind == "longname":  # a GNU long name claiming 1 TiB: tarfile read it whole (MemoryError)
+        long = tarfile.TarInfo("././@LongLink")
+        long.type, long.size = tarfile.GNUTYPE_LONGNAME, 1 << 40
+        return long.tobuf(tarfile.GNU_FORMAT) + bytes(10240)
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
         info = tarfile.TarInfo("f")
@@ -246,20 +250,34 @@ def _damaged(kind: str) -> bytes:
         info.size = len(data)
         if kind in ("huge", "negative"):
             info.pax_headers = {"size": "999999999999999" if kind == "huge" else "-1"}
+        if kind == "nan":
+            info.pax_headers = {"mtime": "nan"}
+        if kind == "sparse":  # a 2 GiB file of holes in a 10 KiB tar: GNU's PAX sparse format 1.0
+            data = b"1\n0\n5\n".ljust(512, b"\x00") + b"xxxxx"
+            info.size = len(data)
+            info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.realsize": str(2 << 30)}
         tf.addfile(info, io.BytesIO(data))
-    raw = buf.getvalue()
+        if kind == "checksum":
+            tf.addfile(tarfile.TarInfo("g"), io.BytesIO(b""))
+    raw = bytearray(buf.getvalue())
+    if kind == "checksum":  # the second header's: tarfile took it as the end of the archive
+        raw[1536 + 148 : 1536 + 156] = b"0000000\x00"
     if kind == "truncated":
-        return raw[:1200]
-    return gzip.compress(raw, compresslevel=1) if kind == "bomb" else raw
+        return bytes(raw[:1200])
+    return gzip.compress(raw, compresslevel=1) if kind == "bomb" else bytes(raw)
 
 
 @pytest.mark.parametrize(
     ("kind", "needle"),
     [
-        ("huge", "damaged tar archive (a member's size points past the end of the archive)"),
+        ("huge", "damaged tar archive after member 'f': a member's size points past the end of the archive"),
         ("negative", "damaged tar archive (member 'f' has size -1)"),
-        ("truncated", "damaged tar archive"),
+        ("truncated", "damaged tar archive after member 'f': unexpected end of data"),
         ("bomb", "decompression bomb"),
+        ("longname", "a GNU long name or link of 1099511627776 bytes"),
+        ("nan", "member 'f' has the modification time nan"),
+        ("sparse", "sparse"),
+        ("checksum", "damaged tar archive after member 'f': damaged header (bad checksum)"),
     ],
 )
 def test_a_damaged_or_bomb_url_tar_is_exit_2(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -306,8 +307,8 @@ def test_demo_sbom_lists_its_packages_extension_and_artifacts_and_the_provenance
     ref = f"docker://{registry.host}/demo/sbom:1"
     ran = demo.build("-o", ref, "--tls-verify=false")
     digest = ran.json["digest"]
-    files = demo.project / "sbom-files"
-    files.mkdir(exist_ok=True)
+    files = demo.project / "sbom-files"  # made by --save; a file there from an earlier run is never replaced
+    shutil.rmtree(files, ignore_errors=True)
     pushed = referrers(ref, "--tls-verify=false", "--save", str(files), cwd=demo.project)
     assert pushed["subject"] == digest
     assert sorted(r["artifact_type"] for r in pushed["referrers"]) == [mt.SPDX_JSON, mt.IN_TOTO_JSON]
@@ -371,3 +372,25 @@ def test_demo_sbom_lists_its_packages_extension_and_artifacts_and_the_provenance
     assert definition["externalParameters"]["manifest"]["digest"] == {
         "sha256": sha256_digest(demo.manifest.read_bytes())[7:]
     }
+
+
+def test_referrers_save_makes_its_folder_and_never_replaces_or_follows(tmp_path: Path) -> None:
+    """--save writes under names the image's author chose: it made no folder, overwrote
+    files and wrote through symlinks (issue 32). Now DIR is made, and a name taken by a file
+    or a link there is refused (exit 2), with nothing written through it."""
+    root = _project(tmp_path / "p")
+    assert run_cli(["m.yaml", "--cache", "cache"], cwd=root).code == 0
+    listing = referrers("oci:out:one", "--save", "new/files", cwd=root)
+    sbom = root / saved(listing, mt.SPDX_JSON)
+    assert sbom.parent == root / "new" / "files" and sbom.stat().st_size > 0
+    first = sbom.read_bytes()
+    again = run_cli(["referrers", "oci:out:one", "--save", "new/files"], cwd=root)
+    assert again.code == 2 and "exists already; not replacing it" in again.err, str(again)
+    assert sbom.read_bytes() == first
+    outside = tmp_path / "outside.json"
+    outside.write_text("mine\n")
+    (root / "trap").mkdir()
+    (root / "trap" / sbom.name).symlink_to(outside)
+    trapped = run_cli(["referrers", "oci:out:one", "--save", "trap"], cwd=root)
+    assert trapped.code == 2 and "exists already" in trapped.err, str(trapped)
+    assert outside.read_text() == "mine\n" and (root / "trap" / sbom.name).is_symlink()

@@ -17,7 +17,7 @@ import pytest
 from tests.helpers import PYTHON, ROOT, layout_digest, run_cli, sh
 from tests.plugins.demo import Demo, base_args, copy_project
 from tests.plugins.slurm import Cluster
-from tests.test_compile import User, user  # noqa: F401 - the fixture
+from tests.plugins.user import User
 
 pytestmark = pytest.mark.slow
 
@@ -206,7 +206,7 @@ def test_an_unprivileged_user_builds_on_slurm(
     tmp_path: Path,
     demo_bases: dict[str, Path],
     slurm_cluster: Cluster,
-    user: User,  # noqa: F811 - the fixture
+    user: User,
 ) -> None:
     work = user.home / "slurm-build"
     shutil.rmtree(work, ignore_errors=True)

@@ -15,31 +15,32 @@ symlinks, and the **real** mtime to the nanosecond (a PAX ``mtime`` record). Unl
 layers, times are not clamped to the epoch: make, ninja and cargo decide from mtimes what
 is up to date, so a restored build tree must keep them.
 
-:class:`Unpacking` writes chunks into a fresh folder being restored: only regular files,
-folders and symlinks, each path checked to stay inside it (nothing absolute, no ``..``,
-nothing through a symlink), times set exactly; folders get their modes and times last.
+:class:`Unpacking` writes chunks into a fresh folder being restored, through the one safe
+unpacker (:mod:`assembler.archive.extract`): only regular files, folders and symlinks,
+nothing outside the folder, times set exactly, folders' modes and times last, and the
+members and bytes of all the chunks of an entry bounded together.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import tarfile
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO
 
 from assembler.archive.compress import DECOMPRESS_ERRORS, Writable, compressor, decompressed
-from assembler.errors import CacheError, UnsafePath
+from assembler.archive.extract import CHUNKS, Unpacker
+from assembler.archive.tarread import DEFAULT_LIMITS, Limits
+from assembler.errors import CacheError, InvalidArchive
 
 BIG = 2 << 20  # a file this large is a chunk of its own
 CHUNK_MAX = 8 << 20  # a chunk of small files ends once it holds this many bytes
 SPREAD = 32  # about one path in SPREAD ends a chunk
 _MODE_MASK = 0o1777  # no set-uid/set-gid bits from a cache
-_UNPACK_ERRORS: tuple[type[Exception], ...] = (tarfile.TarError, *DECOMPRESS_ERRORS)
 
 
 @dataclass(frozen=True)
@@ -160,72 +161,50 @@ def write_chunk(folder: Path, entries: Sequence[Entry], sink: Writable) -> None:
     comp.finish()
 
 
-def _parse_mtime(info: tarfile.TarInfo) -> int:
-    text = info.pax_headers.get("mtime")
-    if text is None:
-        return int(info.mtime) * 1_000_000_000
-    whole, _, frac = text.partition(".")
-    return int(whole) * 1_000_000_000 + int((frac + "000000000")[:9])
-
-
 class Unpacking:
-    """Chunks written into the fresh folder ``dest``, one after another; :meth:`finish`
-    sets the folders' modes and times once every chunk is in."""
+    """Chunks written into the fresh folder ``dest``, one after another, by the one safe
+    unpacker (:class:`assembler.archive.extract.Unpacker`, policy ``CHUNKS``): within
+    ``limits`` for all of them together (members, and the files' bytes: ``--cache-max``);
+    :meth:`finish` sets the folders' modes and times once every chunk is in. Each chunk
+    must be verified before it is given here (its digest checked on a spool)."""
 
-    def __init__(self, dest: Path) -> None:
-        self.dest = dest
-        self.links: set[str] = set()
-        self.folders: list[tuple[Path, int, int]] = []
-        self.files = 0
-        self.bytes = 0
+    def __init__(self, dest: Path, *, limits: Limits = DEFAULT_LIMITS) -> None:
+        self._unpacker = Unpacker(dest, policy=CHUNKS, limits=limits)
 
-    def _target(self, name: str) -> Path:
-        rel = PurePosixPath(name)
-        if rel.is_absolute() or not rel.parts or any(p in ("..", ".", "") for p in rel.parts):
-            raise UnsafePath(f"compile cache entry {name!r} is not a plain relative path")
-        for i in range(1, len(rel.parts)):
-            if "/".join(rel.parts[:i]) in self.links:
-                raise UnsafePath(f"compile cache entry {name!r} goes through a symlink")
-        return self.dest.joinpath(*rel.parts)
+    @property
+    def files(self) -> int:
+        return self._unpacker.files
 
-    def add(self, stream: BinaryIO) -> None:
-        """Unpack one chunk from ``stream``. Raises CacheError or UnsafePath."""
+    @property
+    def bytes(self) -> int:
+        return self._unpacker.bytes
+
+    def add(self, stream: BinaryIO, *, what: str = "compile cache chunk") -> None:
+        """Unpack one zstd-compressed chunk from ``stream``. Raises CacheError for a chunk
+        that does not unpack, UnsafePath for one that would write outside ``dest``."""
         try:
-            with decompressed(stream, "zstd") as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
-                for info in tar:
-                    self._member(tar, info)
-        except _UNPACK_ERRORS as e:
+            with decompressed(stream, "zstd") as raw:
+                self._unpacker.add(raw, what=what)
+        except DECOMPRESS_ERRORS as e:
+            raise CacheError(f"{what} does not unpack: {e}") from e
+        except InvalidArchive as e:
             raise CacheError(f"a compile cache chunk does not unpack: {e}") from e
-
-    def _member(self, tar: tarfile.TarFile, info: tarfile.TarInfo) -> None:
-        target = self._target(info.name)
-        mtime, mode = _parse_mtime(info), info.mode & _MODE_MASK
-        if info.isdir():
-            target.mkdir(parents=True, exist_ok=True)
-            self.folders.append((target, mode, mtime))
-            return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if info.issym():
-            os.symlink(info.linkname, target)
-            self.links.add(info.name)
-            os.utime(target, ns=(mtime, mtime), follow_symlinks=False)
-        elif info.isreg():
-            source = tar.extractfile(info)
-            assert source is not None
-            with source, open(target, "xb") as out:
-                shutil.copyfileobj(source, out, 1 << 20)
-            os.chmod(target, mode)
-            os.utime(target, ns=(mtime, mtime))
-            self.files += 1
-            self.bytes += info.size
-        else:
-            raise UnsafePath(f"compile cache entry {info.name!r} is not a file, folder or symlink")
 
     def finish(self) -> None:
         """Folders' modes and times, deepest first (writing into a folder changes its time)."""
-        for path, mode, mtime in sorted(self.folders, key=lambda f: len(f[0].parts), reverse=True):
-            os.chmod(path, mode | stat.S_IWUSR | stat.S_IXUSR)
-            os.utime(path, ns=(mtime, mtime))
+        try:
+            self._unpacker.finish()
+        finally:
+            self._unpacker.close()
+
+    def close(self) -> None:
+        self._unpacker.close()
+
+    def __enter__(self) -> Unpacking:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def folder_is_empty(path: Path) -> bool:

@@ -17,7 +17,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, BinaryIO
 
 from assembler.archive.compress import Compression, Writable, compressor, decompressed, usable_cores
-from assembler.archive.tar import CHUNK, Buffer, TarEntry, TarWriter, entry_from_tarinfo, normalize, sort_key
+from assembler.archive.tar import CHUNK, Buffer, TarEntry, TarWriter, normalize, sort_key
+from assembler.archive.tarread import reading
 from assembler.errors import InvalidArchive
 from assembler.oci.layer import Layer
 
@@ -267,14 +268,13 @@ def recompress(src: BinaryIO, src_compression: Compression | None, out: Writable
 
 
 def iter_tar(stream: BinaryIO, *, what: str) -> Iterator[tuple[TarEntry, tarfile.TarFile, tarfile.TarInfo]]:
-    """Entries of an uncompressed tar *stream*, in archive order, with what reads their data.
+    """Entries of an uncompressed tar *stream*, in archive order, with what reads their data,
+    read by the one reader of tars from elsewhere (:mod:`assembler.archive.tarread`).
 
     Uses tarfile's stream mode, so the data of an entry must be read before moving on.
-    Raises UnsafePath for members that climb out of the root.
+    Raises UnsafePath for members that climb out of the root, InvalidArchive for damage.
     """
-    with tarfile.open(fileobj=stream, mode="r|", errorlevel=2) as tf:
-        for info in tf:
-            entry = entry_from_tarinfo(info, what=what)
-            if entry is None or not entry.path:
-                continue
-            yield entry, tf, info
+    with reading(stream, what=what) as (tf, entries):
+        for entry, info in entries:
+            if entry.path:
+                yield entry, tf, info

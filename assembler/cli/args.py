@@ -289,7 +289,8 @@ def _referrers_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
         type=Path,
         default=None,
         metavar="DIR",
-        help="write each referrer's files into DIR (an existing folder), named by their titles",
+        help="write each referrer's files into DIR (made if absent), named by their titles; "
+        "a file already there is never replaced",
     )
     _reader_cache(p)
     _common(p)

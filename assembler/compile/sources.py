@@ -20,13 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from assembler.archive.compress import decompressed
-from assembler.archive.extract import extract
+from assembler.archive.extract import Unpacker, extract
 from assembler.archive.layer import HashingSink, write_layer
+from assembler.archive.tarread import UNPACK_HINT, Limits, unpack_limit
 from assembler.archive.tree import iter_host_members
 from assembler.cache import Cache, key_of
 from assembler.compile import worktree
 from assembler.errors import InputError, NotFound, ToolError
 from assembler.proc import Runner
+from assembler.registry.types import NetworkLimits
 from assembler.spec import model as m
 
 log = logging.getLogger(__name__)
@@ -121,28 +123,37 @@ def git_source(name: str, spec: m.GitSource, *, cache: Cache, runner: Runner, ba
     return Source(name, tree, digest, f"{spec.git}@{spec.ref} ({commit[:12]})")
 
 
-def url_source(name: str, spec: m.UrlSource, *, cache: Cache) -> Source:
-    """Download (once), check the sha256, and unpack a tar/zip archive (or keep the file)."""
+def url_source(name: str, spec: m.UrlSource, *, cache: Cache, limits: NetworkLimits | None = None) -> Source:
+    """Download (once, under ``limits``: the defaults when None), check the sha256, and
+    unpack a tar/zip archive (or keep the file)."""
     # The one downloader of pinned files (url: layers and wheels too): streamed, capped,
     # under a deadline, stored only when the sha256 matches.
     from assembler.transports.download import download  # requests, only for a url: source
 
-    digest = download(spec.url, sha256=spec.sha256, cache=cache, max_bytes=MAX_SOURCE_BYTES, what=f"source {name}")
+    digest = download(
+        spec.url,
+        sha256=spec.sha256,
+        cache=cache,
+        max_bytes=MAX_SOURCE_BYTES,
+        what=f"source {name}",
+        limits=limits or NetworkLimits(),
+    )
     tree = cache.root / "sources" / "url" / spec.sha256
     if not tree.is_dir():
         tmp = cache.path("sources", "url", f".tmp-{spec.sha256}-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         blob = cache.blob_path(digest)
+        what = f"source {name} ({spec.url})"
+        # Bounded as a rootfs: tarball is: what it may unpack to follows its size.
+        bound = Limits(bytes=unpack_limit(blob.stat().st_size), hint=UNPACK_HINT)
         if spec.extract and _is_tar(blob):
             with open(blob, "rb") as raw, decompressed(raw) as plain:
-                extract(plain, tmp, what=f"source {name} ({spec.url})")
+                extract(plain, tmp, what=what, limits=bound)
         elif spec.extract and zipfile.is_zipfile(blob):
-            with zipfile.ZipFile(blob) as zf:
-                for info in zf.infolist():
-                    if ".." in Path(info.filename).parts or info.filename.startswith("/"):
-                        raise InputError(f"source {name}: archive member {info.filename!r} climbs out")
-                zf.extractall(tmp)
+            with zipfile.ZipFile(blob) as zf, Unpacker(tmp, limits=bound) as unpacker:
+                unpacker.add_zip(zf, what=what)
+                unpacker.finish()
         else:
             shutil.copyfile(blob, tmp / (Path(spec.url).name or "download"))
         os.replace(tmp, tree)
@@ -194,9 +205,12 @@ def path_source(name: str, spec: m.PathSource, *, base_dir: Path, cache: Cache |
     return Source(name, path, digest, str(path), exclude)
 
 
-def resolve(name: str, spec: m.SourceSpec, *, cache: Cache, runner: Runner, base_dir: Path) -> Source:
+def resolve(
+    name: str, spec: m.SourceSpec, *, cache: Cache, runner: Runner, base_dir: Path, limits: NetworkLimits | None = None
+) -> Source:
+    """The source ``spec`` names (``limits``: a url: source's download's)."""
     if isinstance(spec, m.PathSource):
         return path_source(name, spec, base_dir=base_dir, cache=cache)
     if isinstance(spec, m.GitSource):
         return git_source(name, spec, cache=cache, runner=runner, base_dir=base_dir)
-    return url_source(name, spec, cache=cache)
+    return url_source(name, spec, cache=cache, limits=limits)

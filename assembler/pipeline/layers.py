@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tarfile
 import time
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
@@ -24,14 +23,13 @@ from assembler.archive.headers import LayerHeaders
 from assembler.archive.layer import (
     HashingSink,
     Member,
-    Opener,
     order_hardlinks,
     recompress,
     sorted_members,
     write_layer,
 )
 from assembler.archive.layer_reader import LayerSource, tar_members
-from assembler.archive.tar import entry_from_tarinfo
+from assembler.archive.tarread import opener, reading
 from assembler.archive.tree import Fingerprint, fingerprint, iter_host_members, settled
 from assembler.archive.view import LayerIndex, TreeView, anchors, fit_members
 from assembler.cache import key_of
@@ -57,15 +55,6 @@ from assembler.transports import Context
 from assembler.transports.common import BlobReader
 
 log = logging.getLogger(__name__)
-
-
-def _member_opener(tf: tarfile.TarFile, info: tarfile.TarInfo) -> Opener:
-    def opener() -> AbstractContextManager[BinaryIO]:
-        data = tf.extractfile(info)
-        assert data is not None
-        return cast(AbstractContextManager[BinaryIO], data)
-
-    return opener
 
 
 def _owner(owner: str | None) -> tuple[int, int]:
@@ -237,13 +226,13 @@ class ImageSetup:
                 open(plain, "wb") as out,
             ):
                 shutil.copyfileobj(data, out, 1 << 20)
-            with tarfile.open(plain, mode="r:") as tf:
-                members: list[Member] = []
-                for info in tf.getmembers():
-                    entry = entry_from_tarinfo(info, what=f"layer {blob.digest}")
-                    if entry is None or not entry.path:
-                        continue
-                    members.append((entry, _member_opener(tf, info) if entry.kind == "file" else None))
+            what = f"layer {blob.digest}"
+            with open(plain, "rb") as f, reading(f, what=what, stream=False) as (tf, entries):
+                members: list[Member] = [
+                    (entry, opener(tf, info, what=what) if entry.kind == "file" else None)
+                    for entry, info in entries
+                    if entry.path
+                ]
                 fitted_members = fit_members(members, view, epoch=self.ctx.epoch)
                 headers = LayerHeaders(texts=DATABASE_TEXTS, elf=self.ctx.elf)
                 with self.ctx.cache.blob_writer() as w:

@@ -15,19 +15,19 @@ import fnmatch
 import hashlib
 import lzma
 import posixpath
-import tarfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
 
-from assembler.archive.compress import decompressed
+from assembler.archive.compress import DECOMPRESS_ERRORS, decompressed
 from assembler.archive.headers import LayerHeaders
 from assembler.archive.layer import Member, Opener, with_parents, write_layer
-from assembler.archive.tar import TarEntry, clean_path, entry_from_tarinfo
+from assembler.archive.tar import TarEntry, clean_path
+from assembler.archive.tarread import copy_bounded, opener, reading, unpack_limit
 from assembler.archive.tree import parents
 from assembler.archive.view import TreeView
 from assembler.cache import key_of
@@ -42,23 +42,15 @@ from assembler.pipeline.prebuilt_checks import Check, Paths
 from assembler.sbom.packages import DATABASE_TEXTS, remember_kept_texts
 from assembler.spec import model as m
 from assembler.spec.prebuilt import Requirement, parse_requirement, size_bytes
-from assembler.transports import Context, pypi
+from assembler.transports import Context, pypi, registry_options
 from assembler.transports.download import download
-from assembler.transports.rootfs import TAR_DAMAGE, copy_bounded, damage, unpack_limit
 
 if TYPE_CHECKING:
     from assembler.archive.wheel import Scheme
 
+# What decompressing a url: layer's file raises when it is no (compressed) tar.
+_NOT_A_TAR: tuple[type[Exception], ...] = (OSError, EOFError, ValueError, *DECOMPRESS_ERRORS)
 _FORMAT = 1  # bump when the way a layer is made changes: every pip/url layer is made again
-
-
-def _opener(tf: tarfile.TarFile, info: tarfile.TarInfo) -> Opener:
-    def opener() -> AbstractContextManager[BinaryIO]:
-        data = tf.extractfile(info)
-        assert data is not None
-        return cast(AbstractContextManager[BinaryIO], data)
-
-    return opener
 
 
 def _file_opener(path: Path) -> Opener:
@@ -145,7 +137,8 @@ class Prebuilt:
         self.maker = maker
         self.made = False  # whether the last place() made a layer (else all were cached)
         self.remote: RemoteSteps | None = None  # the build's registry step cache, set by the Builder
-        self.used: Callable[[str, str], None] = lambda key, what: None  # an entry used (for the provenance)
+        # An entry used (key, what, its layers' diff_ids): for the provenance, and what is built on it.
+        self.used: Callable[[str, str, Sequence[str]], None] = lambda key, what, diff_ids: None
         self.vouched: Callable[[str, str], bool] = lambda key, what: True  # a local entry may be used
 
     def place(self, spec: m.PipLayer | m.UrlLayer) -> tuple[list[tuple[Layer, str]], str, str]:
@@ -202,7 +195,15 @@ class Prebuilt:
     def _fetch_wheels(self, spec: m.PipLayer, group: list[Requirement], scheme: Scheme, arch: str) -> Layer:
         """The layer of ``group``'s wheels, fetched (pinned) and installed into it."""
         wheels = [
-            pypi.fetch(r, index=spec.index, python=spec.python, arch=arch, cache=self.cache, what="pip layer")
+            pypi.fetch(
+                r,
+                index=spec.index,
+                python=spec.python,
+                arch=arch,
+                cache=self.cache,
+                what="pip layer",
+                limits=registry_options(self.ctx).limits,
+            )
             for r in group
         ]
         key = self._pip_key([w.sha256 for w in wheels], scheme)
@@ -223,7 +224,7 @@ class Prebuilt:
         if hit is None and self.remote is not None:
             hit = self.remote.fetch(key, what, check if self.maker is MAKE else None)
         if hit is not None:
-            self.used(key, what)
+            self.used(key, what, [b.diff_id for b in hit.layers()])
         return hit.layer if hit is not None else None
 
     def _check_wheels(
@@ -308,6 +309,7 @@ class Prebuilt:
             max_bytes=size_bytes(spec.max_size),
             what=f"url layer {spec.url}",
             cap_hint="raise the layer's max_size if the file is so big",
+            limits=registry_options(self.ctx).limits,  # --network-timeout, --network-deadline
         )
         layer = self._url_layer(spec)
         self.cache.put_layer(key, layer)
@@ -361,24 +363,18 @@ class Prebuilt:
         what = f"url layer {spec.url}"
         try:
             _unpack_to(path, plain, what)
-            tf = tarfile.open(plain, mode="r:", errorlevel=2)  # noqa: SIM115 - closed by the with below
-        except (OSError, EOFError, ValueError, tarfile.TarError) as e:
+        except _NOT_A_TAR as e:
             raise InputError(f"{what}: extract: true, but the file is not a tar archive ({e})") from None
         root = spec.to.strip("/")
-        with tf:
+        with open(plain, "rb") as f, reading(f, what=what, stream=False) as (tf, entries):
             members: list[Member] = []
-            try:
-                infos = tf.getmembers()
-            except TAR_DAMAGE as e:
-                raise InputError(f"{what}: damaged tar archive ({damage(e)})") from None
-            for info in infos:
-                entry = entry_from_tarinfo(info, what=what)
-                if entry is None or not entry.path:
+            for entry, info in entries:  # the one reader: damage, bounds, UnsafePath for '..'
+                if not entry.path:
                     continue
                 moved = replace(entry, path=posixpath.join(root, entry.path))
                 if entry.kind == "hardlink":
-                    moved = replace(moved, linkname=posixpath.join(root, clean_path(entry.linkname, what=what)))
-                members.append((moved, _opener(tf, info) if entry.kind == "file" else None))
+                    moved = replace(moved, linkname=posixpath.join(root, entry.linkname))
+                members.append((moved, opener(tf, info, what=what) if entry.kind == "file" else None))
             # A member below one of the archive's own symlinks would be written through it
             # (l -> /etc, then l/passwd): wherever the image is unpacked, not under 'to'.
             links = {x.path for x, _ in members if x.kind == "symlink"}

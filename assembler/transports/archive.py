@@ -15,7 +15,6 @@ import glob
 import json
 import os
 import tarfile
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,7 +24,8 @@ from typing import Any, BinaryIO, cast
 from assembler.archive.compress import decompressed, sniff
 from assembler.archive.layer import HashingSink
 from assembler.archive.tar import TarEntry, TarWriter, sort_key
-from assembler.cache import reclaim, temp_prefix
+from assembler.archive.tarread import reading
+from assembler.cache import locked_temp, reclaim
 from assembler.errors import InputError, InvalidImage
 from assembler.oci import mediatypes as mt
 from assembler.oci.artifact import Artifact
@@ -107,11 +107,8 @@ def _index_tar(path: Path, what: str) -> dict[str, tarfile.TarInfo]:
     with open(path, "rb") as f:
         if sniff(f.read(4)) != "none":
             raise InputError(f"{what}: compressed archives are not supported; decompress it first")
-    try:
-        with tarfile.open(path, mode="r:") as tf:
-            return {m.name.removeprefix("./"): m for m in tf.getmembers()}
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise InputError(f"{what}: not a readable tar archive ({e})") from e
+    with open(path, "rb") as f, reading(f, what=what, stream=False) as (_, entries):
+        return {entry.path: info for entry, info in entries}  # the one reader: damage is InvalidArchive
 
 
 def is_image_archive(path: Path) -> bool:
@@ -207,15 +204,16 @@ def read_docker_archive(path: Path, ref: str = "", *, platform: Platform) -> Sou
 @contextmanager
 def _atomic(path: Path) -> Iterator[BinaryIO]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    reclaim(path.parent, f".{glob.escape(path.name)}.*")
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(f".{path.name}."), dir=path.parent)
+    # A killed write's temp (its lock free, its pid gone) goes now, however recent.
+    reclaim(path.parent, f".{glob.escape(path.name)}.*", locked=True)
+    fd, tmp = locked_temp(path.parent, f".{path.name}.")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "wb") as f:  # its lock held while it is written
             yield f
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
 def _dir(path: str, epoch: int) -> TarEntry:
