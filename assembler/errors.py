@@ -12,7 +12,8 @@ anything else reaching the CLI is a bug and gets a traceback.
     │   ├── BadReference                a transport reference that does not parse
     │   ├── BadPlatform                 a platform that is not os/arch[/variant]
     │   ├── UnsafePath                  an archive entry or a copy escaping its root
-    │   └── InvalidArchive              a tar or file tree that cannot become a layer
+    │   ├── InvalidArchive              a tar or file tree that cannot become a layer
+    │   └── NotACache                   a --cache folder of the user's or of another tool (a CacheError too)
     ├── NotFound                        an image, blob, tag or file that is not there
     ├── DigestMismatch                  bytes that do not hash to what was promised
     │   └── CorruptBlob                 a cached blob that does not (dropped; a build retries)
@@ -198,6 +199,12 @@ class Unreachable(RegistryError):
 
 class CacheError(AssemblerError):
     """The cache directory cannot be created, read or written."""
+
+
+class NotACache(InputError, CacheError):
+    """A ``--cache`` folder that is not a cache of assemble (a project folder, cargo's
+    ``target/`` with its own ``CACHEDIR.TAG``): refused, never filled nor pruned. Bad
+    input (exit 2), and a :class:`CacheError` to whoever catches those."""
 
 
 class MissingDependencies(AssemblerError):

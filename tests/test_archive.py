@@ -270,3 +270,52 @@ def test_zstd_contexts_kept_between_layers_change_no_byte(monkeypatch: pytest.Mo
     assert again is not context
     assert layer(first) == fresh  # a kept one
     assert pool._idle[compress.ZSTD_LEVEL] == [again]
+
+
+def _tar_with_owner(fmt: int, **owner: int) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
+        ok = tarfile.TarInfo("etc/os-release")
+        ok.size = 8
+        tf.addfile(ok, io.BytesIO(b"ID=test\n"))
+        odd = tarfile.TarInfo("srv/odd")
+        odd.size = 2
+        for field, value in owner.items():
+            setattr(odd, field, value)
+        tf.addfile(odd, io.BytesIO(b"x\n"))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "owner"),
+    [
+        (tarfile.PAX_FORMAT, {"uid": 2**32}),  # a PAX "uid" record past 32 bits
+        (tarfile.PAX_FORMAT, {"uid": 2**32 - 1}),  # (uid_t)-1: chown's "unchanged"
+        (tarfile.PAX_FORMAT, {"gid": 2**40}),
+        (tarfile.PAX_FORMAT, {"uid": -1}),  # a PAX record "-1"
+        (tarfile.GNU_FORMAT, {"uid": -1}),  # GNU's base-256 field, negative
+        (tarfile.GNU_FORMAT, {"gid": 2**50}),
+    ],
+    ids=["pax-2^32", "pax-2^32-1", "pax-gid-2^40", "pax-minus-1", "gnu-minus-1", "gnu-gid-2^50"],
+)
+def test_owners_outside_32_bits_are_damaged_input(tmp_path: Path, fmt: int, owner: dict[str, int]) -> None:
+    """A base (or any tar read from elsewhere) whose member's owner no uid_t holds is
+    refused naming the archive and the member (exit 2), never copied into a layer."""
+    from assembler.archive.tar import MAX_OWNER, entry_from_tarinfo
+    from assembler.errors import InvalidArchive
+    from tests.helpers import run_cli_here
+
+    data = _tar_with_owner(fmt, **owner)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+        odd = tf.getmember("srv/odd")
+        assert (odd.uid, odd.gid) == (owner.get("uid", 0), owner.get("gid", 0))  # what the tar says
+        with pytest.raises(InvalidArchive, match=f"member 'srv/odd' has {next(iter(owner))}"):
+            entry_from_tarinfo(odd, what="base.tar")
+        edge = tf.getmember("srv/odd")
+        edge.uid, edge.gid = MAX_OWNER, MAX_OWNER
+        assert entry_from_tarinfo(edge, what="base.tar") is not None  # the highest owner is one
+    (tmp_path / "base.tar").write_bytes(data)
+    (tmp_path / "m.yaml").write_text("name: t\nbases: {b: 'rootfs:base.tar'}\nimage: {base: b}\n")
+    ran = run_cli_here(["m.yaml", "--cache", "cache", "-o", "oci:out:x"], cwd=tmp_path)
+    assert ran.code == 2 and "srv/odd" in ran.err and "Traceback" not in ran.err, str(ran)
+    assert not (tmp_path / "out").exists()

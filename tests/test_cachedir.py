@@ -14,7 +14,7 @@ from assembler.cache import Cache
 from assembler.cache.marker import CACHEDIR_TAG
 from assembler.cache.memos import facts_key, remembered
 from assembler.cache.store import Store
-from assembler.errors import CacheError
+from assembler.errors import CacheError, NotACache
 from tests.helpers import run_cli_here
 
 
@@ -35,6 +35,66 @@ def test_a_folder_of_the_users_is_refused_and_left_as_it_was(tmp_path: Path) -> 
     ran = run_cli_here(["cache", "prune", "--all", "--cache", str(tmp_path)])
     assert ran.code != 0 and "not a cache of assemble" in ran.err, str(ran)
     assert (tmp_path / "logs" / "mine.log").read_text() == "the user's\n"
+
+
+def test_a_refused_cache_folder_is_bad_input_exit_2(tmp_path: Path) -> None:
+    # `--cache .` in a project by mistake is the user's input gone wrong: exit 2, as any bad input.
+    (tmp_path / "f.txt").write_text("data\n")
+    (tmp_path / "m.yaml").write_text(
+        "name: t\nbases: {b: scratch}\nimage:\n  base: b\n  layers:\n    - copy: {from: ./f.txt, to: /f.txt}\n"
+    )
+    for args in (["cache", "prune", "--all"], ["cache", "ls"], ["plan", "m.yaml"], ["m.yaml", "-o", "oci:out:x"]):
+        ran = run_cli_here([*args, "--cache", "."], cwd=tmp_path)
+        assert ran.code == 2 and "not a cache of assemble" in ran.err, str(ran)
+    with pytest.raises(NotACache) as refused:
+        Store(tmp_path)
+    assert refused.value.exit_code == 2 and isinstance(refused.value, CacheError)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt", "m.yaml"]
+
+
+_CARGO_TAG = (
+    "Signature: 8a477f597d28d172789f06886806bc55\n"
+    "# This file is a cache directory tag created by cargo.\n"
+    "# For information about cache directory tags see https://bford.info/cachedir/\n"
+)
+
+
+@pytest.mark.parametrize(
+    "tag",
+    [
+        _CARGO_TAG,
+        "Signature: 8a477f597d28d172789f06886806bc55",  # the bare standard line, no newline
+        "Signature: 8a477f597d28d172789f06886806bc55\r\n# ccache\r\n",
+        "",  # an empty tag file
+    ],
+)
+@pytest.mark.parametrize("with_logs", [True, False])
+def test_another_tools_tagged_folder_is_refused_and_left_as_it_was(tmp_path: Path, tag: str, with_logs: bool) -> None:
+    # cargo's target/ carries a CACHEDIR.TAG too: "a cache" is not "our cache".
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / CACHEDIR_TAG).write_bytes(tag.encode())
+    if with_logs:
+        (target / "logs").mkdir()
+        (target / "logs" / "build.log").write_text("cargo's\n")
+    before = sorted(str(p.relative_to(target)) for p in target.rglob("*"))
+    with pytest.raises(NotACache, match="another tool's cache"):
+        Store(target)
+    ran = run_cli_here(["cache", "prune", "--all", "--cache", str(target)])
+    assert ran.code == 2 and "another tool's cache" in ran.err, str(ran)
+    assert sorted(str(p.relative_to(target)) for p in target.rglob("*")) == before
+    assert (target / CACHEDIR_TAG).read_bytes() == tag.encode()
+    if with_logs:
+        assert (target / "logs" / "build.log").read_text() == "cargo's\n"
+
+
+def test_a_tag_that_links_to_ours_is_not_ours(tmp_path: Path) -> None:
+    Store(tmp_path / "real")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / CACHEDIR_TAG).symlink_to(tmp_path / "real" / CACHEDIR_TAG)
+    with pytest.raises(NotACache):
+        Store(tmp_path / "other")
+    Store(tmp_path / "real")  # ours, used again
 
 
 def test_a_cache_made_before_the_tag_is_adopted(tmp_path: Path) -> None:

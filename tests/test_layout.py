@@ -8,14 +8,19 @@ in ``index.json`` at the end, and the index must name only blobs that are there.
 from __future__ import annotations
 
 import json
+import os
+import stat
 import threading
 from pathlib import Path
+
+import pytest
 
 from assembler.oci import mediatypes as mt
 from assembler.oci.digest import canonical_json, sha256_digest
 from assembler.oci.image import Image
 from assembler.transports import layout
 from assembler.transports.common import DirBlobs
+from tests.helpers import run_cli_here
 
 
 def _image(n: int) -> Image:
@@ -56,3 +61,25 @@ def test_concurrent_writers_keep_every_tag(tmp_path: Path) -> None:
     for d in index["manifests"]:
         assert (out / "blobs/sha256" / d["digest"].split(":")[1]).is_file()
     assert sorted(p.name for p in out.iterdir()) == ["blobs", "index.json", "oci-layout"]  # no lock file, no temp
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o027, 0o077])
+def test_an_oci_output_is_written_as_the_umask_says(tmp_path: Path, umask: int) -> None:
+    # Every file of the layout (index, oci-layout, manifests, configs, layers, the SBOM's
+    # blobs) as open() makes files: 0666 less the umask, never mkstemp's 0600.
+    (tmp_path / "f.txt").write_text("data\n")
+    (tmp_path / "m.yaml").write_text(
+        "name: t\nbases: {b: scratch}\nimage:\n  base: b\n  layers:\n    - copy: {from: ./f.txt, to: /f.txt}\n"
+    )
+    saved = os.umask(umask)
+    try:
+        ran = run_cli_here(["m.yaml", "--cache", "cache", "-o", "oci:out:x", "-o", "oci:out:y"], cwd=tmp_path)
+        layout.write(tmp_path / "direct", _image(1), tag="t", blobs=DirBlobs(tmp_path / "none", what="no blobs"))
+    finally:
+        os.umask(saved)
+    assert ran.code == 0, str(ran)
+    for out in (tmp_path / "out", tmp_path / "direct"):
+        files = [p for p in out.rglob("*") if p.is_file()]
+        assert len(files) >= 4
+        modes = {str(p.relative_to(out)): oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
+        assert modes == dict.fromkeys(modes, oct(0o666 & ~umask))

@@ -13,8 +13,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from tests.conftest import TEST_CACHE
 from tests.helpers import layout_index, run_cli, small_project
@@ -173,3 +174,24 @@ def test_an_image_signed_by_another_key_is_refused(tmp_path: Path, registry: Run
     )
     assert bad.code == 2 and "wrong password" in bad.err, str(bad)
     assert not (root / "out").exists()
+
+
+@pytest.mark.parametrize("curve", ["secp256r1", "secp384r1", "secp521r1"])
+def test_cosign_verifies_a_signature_by_a_key_on_each_curve_it_reads(tmp_path: Path, curve: str) -> None:
+    """cosign verifies an ECDSA signature with the hash its key's curve goes with (P-384:
+    SHA-384, P-521: SHA-512: sigstore's default algorithm details), not always SHA-256."""
+    root = small_project(tmp_path / "p", MANIFEST)
+    key = ec.generate_private_key(getattr(ec, curve.upper())())
+    (root / "k.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    (root / "k.pub").write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    signed = _build(root, "-o", "oci:out:one", "--sign", str(root / "k.pem"))
+    (local,) = _verified(
+        _cosign(root, "verify", "--key", str(root / "k.pub"), "--insecure-ignore-tlog", "--local-image", "out")
+    )[0]
+    assert local["critical"]["image"]["docker-manifest-digest"] == signed["digest"]
+    ran = _verify(root, "oci:out:one", root / "k.pub")
+    assert ran.code == 0, str(ran)

@@ -25,6 +25,7 @@ from assembler.oci.digest import sha256_digest
 from assembler.sign import PREDICATE_TYPES, Signer, load_private_key, load_public_key, sign_manifest
 from assembler.sign.cosign import SIGNATURE_ANNOTATION, SIMPLE_SIGNING, signature_manifest, simple_signing_payload
 from assembler.sign.verify import check
+from tests.helpers import run_cli_here
 
 # `COSIGN_PASSWORD=pw cosign generate-key-pair` (cosign v2.6.5): ECDSA P-256, scrypt N=65536.
 COSIGN_KEY = b"""-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----
@@ -114,6 +115,57 @@ def test_a_key_encrypted_as_cosign_does_round_trips() -> None:
     assert loaded.verifier.pem() == Signer(key).verifier.pem()
 
 
+def _cosign_pem(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey, password: bytes) -> bytes:
+    """``key`` encrypted as cosign encrypts its keys (go-securesystemslib: scrypt, secretbox)."""
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    salt, nonce = b"s" * 32, b"n" * 24
+    box = hashlib.scrypt(password, salt=salt, n=32768, r=8, p=1, dklen=32, maxmem=1 << 27)
+    b64 = base64.b64encode
+    body = {
+        "kdf": {"name": "scrypt", "params": {"N": 32768, "r": 8, "p": 1}, "salt": b64(salt).decode()},
+        "cipher": {"name": "nacl/secretbox", "nonce": b64(nonce).decode()},
+        "ciphertext": b64(nacl.secret.SecretBox(box).encrypt(der, nonce).ciphertext).decode(),
+    }
+    text = b64(json.dumps(body).encode())
+    return (
+        b"-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n" + text + b"\n-----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n"
+    )
+
+
+@pytest.mark.parametrize("curve", [ec.SECP256K1, ec.SECP224R1, ec.BrainpoolP256R1, ec.BrainpoolP384R1])
+def test_keys_on_curves_cosign_cannot_read_are_refused(curve: type[ec.EllipticCurve], tmp_path: Path) -> None:
+    # cosign reads ECDSA P-256, P-384, P-521 and Ed25519 (sigstore's goodkey policy and
+    # GetDefaultPublicKeyDetails): a signature made with another curve verifies nowhere.
+    key = ec.generate_private_key(curve())
+    name = key.curve.name
+    for data, password in (
+        (_pem(key), None),
+        (_pem(key, "sec1"), None),
+        (_cosign_pem(key, b"pw"), b"pw"),
+    ):
+        with pytest.raises(InputError, match=f"curve {name}, which cosign cannot read") as refused:
+            load_private_key(data, password=password, what="k.pem")
+        assert refused.value.exit_code == 2 and refused.value.hint
+    pub = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    with pytest.raises(InputError, match=f"curve {name}, which cosign cannot read"):
+        load_public_key(pub, what="k.pub")
+    # From the command line: exit 2, before anything is built.
+    (tmp_path / "k.pem").write_bytes(_pem(key))
+    (tmp_path / "m.yaml").write_text("name: t\nbases: {b: scratch}\nimage: {base: b}\n")
+    ran = run_cli_here(["m.yaml", "--cache", "cache", "-o", "oci:out:x", "--sign", "k.pem"], cwd=tmp_path)
+    assert ran.code == 2 and f"--sign k.pem: an ECDSA key on curve {name}" in ran.err, str(ran)
+    assert "Traceback" not in ran.err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("curve", [ec.SECP256R1, ec.SECP384R1, ec.SECP521R1])
+def test_keys_on_the_curves_cosign_reads_are_taken(curve: type[ec.EllipticCurve]) -> None:
+    key = ec.generate_private_key(curve())
+    signer = load_private_key(_cosign_pem(key, b""), password=b"", what="k")
+    assert signer.verifier.verify(signer.sign(b"m"), b"m")
+    pub = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert load_public_key(pub, what="k.pub").pem() == pub
+
+
 @pytest.mark.parametrize(
     "make",
     [
@@ -162,3 +214,93 @@ def test_only_registries_and_tagged_layouts_hold_signatures(tmp_path: Path, caps
     # assemble verify says so before it reads the key or the image.
     assert main(["verify", f"oci:{tmp_path}/l", "--key", str(tmp_path / "missing.pub")]) == 2
     assert "signatures live in registries (docker://...) and OCI layouts (oci:DIR:TAG)" in capsys.readouterr().err
+
+
+_SIGNED_TYPE = '"type":"cosign container image signature"'
+# Payloads a trusted key may sign that are no cosign signature of DIGEST (any JSON at all).
+MALFORMED_PAYLOADS = [
+    b'{"critical":{' + _SIGNED_TYPE.encode() + b',"image":"sha256:x"},"optional":null}',
+    b'{"critical":{' + _SIGNED_TYPE.encode() + b',"image":["' + DIGEST.encode() + b'"]}}',
+    b'{"critical":{' + _SIGNED_TYPE.encode() + b',"image":{"docker-manifest-digest":["' + DIGEST.encode() + b'"]}}}',
+    b'{"critical":{' + _SIGNED_TYPE.encode() + b',"image":{"docker-manifest-digest":{"a":1}}}}',
+    b'{"critical":{' + _SIGNED_TYPE.encode() + b',"image":7}}',
+    b'{"critical":{"type":["x"],"image":{}}}',
+    b'{"critical":"x"}',
+    b"[1, 2]",
+    b'"a string"',
+    b"null",
+    b"12",
+    b"[" * 100_000 + b"]" * 100_000,
+    b"\xff\xfe not utf-8",
+    b"",
+]
+# Statements a trusted key may sign (in a well-formed envelope) that say nothing of DIGEST.
+MALFORMED_STATEMENTS = [
+    b'{"subject": 5}',
+    b'{"subject": "sha256"}',
+    b'{"subject": {"digest": {"sha256": "' + DIGEST[7:].encode() + b'"}}}',
+    b'{"subject": [{"digest": "sha256:' + DIGEST[7:].encode() + b'"}]}',
+    b'{"subject": [{"digest": {"sha256": ["' + DIGEST[7:].encode() + b'"]}}]}',
+    b'{"subject": [{"digest": ["sha256"]}, 3, null, "x"]}',
+    b'["subject"]',
+    b"[" * 100_000 + b"]" * 100_000,
+    b"\xff not utf-8",
+]
+
+
+@pytest.mark.parametrize("payload", MALFORMED_PAYLOADS, ids=range(len(MALFORMED_PAYLOADS)))
+def test_a_malformed_payload_signed_by_the_key_is_refused_not_a_crash(payload: bytes) -> None:
+    signer = Signer(ed25519.Ed25519PrivateKey.generate())
+    signature = base64.b64encode(signer.sign(payload)).decode()
+    layer = Descriptor(SIMPLE_SIGNING, sha256_digest(payload), len(payload), {SIGNATURE_ANNOTATION: signature})
+    for wanted in (None, {"io.assemble.cache.tag": "step-a"}):
+        verdict = check([layer], lambda d: payload, DIGEST, signer.verifier, attestations=False, annotations=wanted)
+        assert not verdict.verified and len(verdict.rejected) == 1
+        assert verdict.rejected[0].startswith(layer.digest[:19] + ": ") and len(verdict.rejected[0]) < 200
+
+
+@pytest.mark.parametrize("statement", MALFORMED_STATEMENTS, ids=range(len(MALFORMED_STATEMENTS)))
+def test_a_malformed_statement_signed_by_the_key_is_refused_not_a_crash(statement: bytes) -> None:
+    from assembler.sign.cosign import DSSE_ENVELOPE, envelope
+
+    signer = Signer(ec.generate_private_key(ec.SECP256R1()))
+    data = envelope(statement, signer)
+    layer = Descriptor(DSSE_ENVELOPE, sha256_digest(data), len(data), {SIGNATURE_ANNOTATION: ""})
+    for predicate_type in (None, PREDICATE_TYPES["spdxjson"]):
+        verdict = check(
+            [layer], lambda d: data, DIGEST, signer.verifier, attestations=True, predicate_type=predicate_type
+        )
+        assert not verdict.verified and len(verdict.rejected) == 1, verdict
+        assert verdict.rejected[0].startswith(layer.digest[:19] + ": ")
+
+
+def test_assemble_verify_refuses_malformed_payloads_signed_by_the_key(tmp_path: Path) -> None:
+    """`assemble verify` over a layout whose .sig and .att hold layers signed by the key
+    over payloads that are no signature of the image: exit 1 with why, never a traceback."""
+    from assembler.sign import Signed
+    from assembler.sign.cosign import DSSE_ENVELOPE, SigLayer, envelope, signature_layer
+    from assembler.transports import signatures
+
+    (tmp_path / "f.txt").write_text("data\n")
+    (tmp_path / "m.yaml").write_text(
+        "name: t\nbases: {b: scratch}\nimage:\n  base: b\n  layers:\n    - copy: {from: ./f.txt, to: /f.txt}\n"
+    )
+    ran = run_cli_here(["m.yaml", "--cache", "cache", "-o", "oci:out:x"], cwd=tmp_path)
+    assert ran.code == 0, str(ran)
+    index = json.loads((tmp_path / "out" / "index.json").read_text())
+    digest = next(m["digest"] for m in index["manifests"] if not m.get("artifactType"))
+    signer = Signer(ed25519.Ed25519PrivateKey.generate())
+    (tmp_path / "k.pub").write_bytes(signer.verifier.pem())
+    payload = b'{"critical":{"type":"cosign container image signature","image":"' + digest.encode() + b'"}}'
+    sig = SigLayer(SIMPLE_SIGNING, payload, {SIGNATURE_ANNOTATION: base64.b64encode(signer.sign(payload)).decode()})
+    att = SigLayer(DSSE_ENVELOPE, envelope(b'{"subject": {"digest": 5}}', signer), {SIGNATURE_ANNOTATION: ""})
+    signatures.write_layout(tmp_path / "out", [Signed(digest, sig, (att,))])
+    ran = run_cli_here(["verify", "oci:out:x", "--key", "k.pub"], cwd=tmp_path)
+    assert ran.code == 1 and "not a cosign signature payload" in ran.err and "Traceback" not in ran.err, str(ran)
+    # A good signature beside it: the image verifies; the attestation is still refused.
+    good = Signed(digest, signature_layer(signer, "out", digest), (att,))
+    signatures.write_layout(tmp_path / "out", [good])
+    ran = run_cli_here(["verify", "oci:out:x", "--key", "k.pub"], cwd=tmp_path)
+    assert ran.code == 0, str(ran)
+    ran = run_cli_here(["verify", "oci:out:x", "--key", "k.pub", "--type", "spdxjson"], cwd=tmp_path)
+    assert ran.code == 1 and "no subject list" in ran.err and "Traceback" not in ran.err, str(ran)

@@ -57,6 +57,7 @@ def test_the_issue_example_loads_with_params_and_set(project: Path) -> None:
     assert layer.copy_.mode == 0o755  # type: ignore[union-attr]
 
 
+_MOTD = "- copy: {from: ./etc/motd, to: /etc/motd}"
 BAD = [
     ("unknown key", ("workdir: /app", "workdri: /app"), 14, "image.config.workdri", "unknown key"),
     ("wrong type", ('exposed_ports: ["8080/tcp"]', "exposed_ports: {a: 1}"), 16, "image.config.exposed_ports", "list"),
@@ -75,6 +76,17 @@ BAD = [
     ("missing field", (", to: /etc/motd", ""), 9, "image.layers.1.copy.to", "required"),
     ("bad duration", ("interval: 30s", "interval: soon"), 18, "image.config.healthcheck.interval", "duration"),
     ("bad output", ("oci:out/hello:latest", "oci2:out"), 21, "outputs.0", "is not a reference"),
+    # Owners a uid_t holds, (uid_t)-1 (chown's "unchanged") aside: as a tar's are (test_archive).
+    *(
+        (f"owner {owner}", (_MOTD, _MOTD[:-1] + f", owner: {owner}}}"), 9, "image.layers.1.copy.owner", why)
+        for owner, why in (
+            ("4294967295", "a uid or gid is 0 to 4294967294"),
+            ("99999999999", "a uid or gid is 0 to 4294967294"),
+            ('"0:4294967296"', "a uid or gid is 0 to 4294967294"),
+            ("-1", "must be numeric uid[:gid]"),
+            ('"-1:0"', "must be numeric uid[:gid]"),
+        )
+    ),
 ]
 
 

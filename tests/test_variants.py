@@ -9,7 +9,9 @@ real registry, with its one compile step run once.
 from __future__ import annotations
 
 import json
+import math
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +165,37 @@ def test_bad_variants_are_input_errors_with_where(
 ) -> None:
     project = small_project(tmp_path / "p", MATRIX.replace(MATRIX_FLAVOR, matrix))
     assert message in _error(project, *args)
+
+
+def _wide(values: dict[str, int]) -> str:
+    """A manifest whose matrix lists ``values[param]`` values for each param."""
+    params = "".join(f"  {name}: v0\n" for name in values)
+    matrix = "".join(f"  {name}: [{', '.join(f'v{i}' for i in range(n))}]\n" for name, n in values.items())
+    return f"name: m\nparams:\n{params}matrix:\n{matrix}bases: {{b: scratch}}\nimage: {{base: b}}\n"
+
+
+@pytest.mark.parametrize(
+    ("values", "args", "message"),
+    [
+        ({"a": 40, "b": 40, "c": 40}, (), "m.yaml:6: matrix: 64000 variants (40 a x 40 b x 40 c): more than 256"),
+        ({"a": 100_000}, (), "m.yaml:4: matrix: 100000 variants (100000 a): more than 256"),
+        ({"a": 17, "b": 16}, (), "m.yaml:5: matrix: 272 variants (17 a x 16 b): more than 256"),
+        ({"a": 200}, ("--platform", "linux/amd64", "--platform", "linux/arm64"), "400 variants (200 a x 2 platforms)"),
+    ],
+)
+def test_a_matrix_of_too_many_variants_is_refused_at_once(
+    tmp_path: Path, values: dict[str, int], args: tuple[str, ...], message: str
+) -> None:
+    project = small_project(tmp_path / "p", _wide(values))
+    started = time.monotonic()
+    ran = run_cli(["plan", "m.yaml", "--cache", "cache", *args], cwd=project, timeout=120)
+    assert ran.code == 2 and "Traceback" not in ran.err and message in ran.err, str(ran)
+    assert "--set" in ran.err  # the hint: how to narrow it
+    assert time.monotonic() - started < 30
+    # Narrowed by --set: planned once under the bound.
+    left = math.prod(n for name, n in values.items() if name != "a") * max(1, args.count("--platform"))
+    ran = run_cli(["plan", "m.yaml", "--cache", "cache", "--set", "a=v1", *args], cwd=project, timeout=120)
+    assert ran.code == (0 if left <= 256 else 2), str(ran)
 
 
 def test_clashing_manifest_outputs_are_refused_before_any_build(tmp_path: Path) -> None:

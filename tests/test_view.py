@@ -376,3 +376,99 @@ def test_a_layer_writer_keeps_the_sboms_database_texts_as_a_reader_of_the_blob_w
     small = Cache(tmp_path / "small")
     headers, _ = written(small)
     assert headers.texts is None
+
+
+# -- trees 2,000 folders deep ------------------------------------------------------------
+
+DEEP = 2000
+
+
+def _deep(top: str, depth: int = DEEP) -> list[str]:
+    """``top``, ``top/d``, ``top/d/d``...: the folders of a tree ``depth`` deep."""
+    paths = [top]
+    for _ in range(depth):
+        paths.append(paths[-1] + "/d")
+    return paths
+
+
+def test_a_tree_2000_folders_deep_is_fitted_in_linear_time() -> None:
+    """Each path of a deep tree used to walk all its ancestors, each rebuilt from its parts:
+    cubic in the depth (minutes at 2,000). A base holding the tree behind a symlink, and a
+    layer naming only a file at its bottom: the view, the fit and its cache key."""
+    import time
+
+    started = time.monotonic()
+    folders = _deep("real")
+    view = TreeView.of([LayerIndex.of([d("usr"), link("x", "real"), *(d(p, 0o700, 7) for p in folders)])])
+    bottom = "x" + folders[-1].removeprefix("real") + "/f"
+    found = anchors([bottom])
+    assert len(found) == DEEP + 1 and view.needs_fitting(found)
+    assert len(view.relevant(found)) == 1  # the link: nothing under x is a folder of the view
+    fitted = {e.path: e for e, _ in fit_members([(f(bottom), None)], view, epoch=5)}
+    assert set(fitted) == {*folders, folders[-1] + "/f"}  # through the link, every parent named
+    assert all(fitted[p].mode == 0o700 and fitted[p].uid == 7 for p in folders)  # as the image has them
+    headers = LayerHeaders()
+    members = _with_openers([(f(p + "/f"), b"") for p in folders[::100]])
+    write_layer(members, io.BytesIO(), compression="zstd", epoch=0, headers=headers)
+    assert headers.anchors() == sorted(folders)
+    assert time.monotonic() - started < 5, time.monotonic() - started  # cubic: 20 s and more
+
+
+def test_the_final_view_of_a_tree_2000_folders_deep_is_linear() -> None:
+    """The dependency check's view of an image (newest layer first, what upper layers hide)."""
+    import time
+
+    from assembler.deps.files import ImageFiles
+
+    started = time.monotonic()
+    folders = _deep("opt")
+    lower = [(p, "dir", "") for p in folders] + [(folders[-1] + "/lib.so", "file", "")]
+    upper = [(p, "dir", "") for p in folders[: DEEP // 2]] + [(folders[DEEP // 2 - 1] + "/.wh.d", "file", "")]
+    whole = ImageFiles.of([lower])
+    assert whole.data_of(folders[-1] + "/lib.so") == (0, folders[-1] + "/lib.so")
+    assert whole.realpath(folders[-1] + "/lib.so") == folders[-1] + "/lib.so"
+    hidden = ImageFiles.of([lower, upper])  # the upper layer deletes the bottom half
+    assert hidden.data_of(folders[-1] + "/lib.so") is None and folders[DEEP // 2] not in hidden.records
+    assert folders[DEEP // 2 - 1] in hidden.records
+    assert time.monotonic() - started < 5, time.monotonic() - started  # cubic: 20 s and more
+
+
+def test_a_runtime_steps_tree_2000_folders_deep_is_diffed_in_linear_time(tmp_path: Path) -> None:
+    """The export agent's diff of a step's root: each new path's parents as members."""
+    import os
+    import time
+
+    from assembler.compile.agent import diff_members
+
+    fds = [os.open(tmp_path, os.O_RDONLY)]
+    try:
+        for name in ["deep"] + ["d"] * DEEP:  # made one level at a time: no path of 4 KiB is opened whole
+            os.mkdir(name, dir_fd=fds[-1])
+            fds.append(os.open(name, os.O_RDONLY, dir_fd=fds[-1]))
+        started = time.monotonic()
+        members = diff_members(str(tmp_path), {}, [], [])
+        assert sorted(e.path for e, _ in members) == sorted(_deep("deep"))
+        assert time.monotonic() - started < 10, time.monotonic() - started
+    finally:  # removed from the bottom up (shutil.rmtree, pytest's too, recurses once per level)
+        for parent, name in zip(reversed(fds[:-1]), reversed(["deep"] + ["d"] * (len(fds) - 2)), strict=True):
+            os.rmdir(name, dir_fd=parent)
+        for fd in fds:
+            os.close(fd)
+
+
+def test_resolve_is_a_walk_of_the_links_on_random_views() -> None:
+    """resolve() remembers the folders it resolved: the same answers as walking each path."""
+    from assembler.archive.links import walk_links
+
+    rng = random.Random(11)
+
+    def path(parts: str = "abc", most: int = 4) -> str:
+        return "/".join(rng.choice(parts) for _ in range(rng.randint(1, most)))
+
+    for _ in range(2000):
+        links = {path(): rng.choice(["/", "", "../"]) + path("abx.", 3) for _ in range(rng.randint(1, 6))}
+        view = TreeView.of([LayerIndex(dirs={path(): (0o755, 0, 0, 0) for _ in range(3)}, links=links)])
+        for _ in range(20):
+            asked = path("abcd", 6)
+            walked = walk_links(asked, view.links.get, follow_last=False)
+            assert view.resolve(asked) == (asked if walked is None else walked), (links, asked)

@@ -25,7 +25,7 @@ ALLOWED_XATTRS = frozenset({"security.capability"})
 
 Kind = Literal["file", "dir", "symlink", "hardlink", "char", "block", "fifo"]
 
-_TYPEFLAG: dict[str, bytes] = {
+_TYPEFLAG: dict[Kind, bytes] = {
     "file": b"0",
     "hardlink": b"1",
     "symlink": b"2",
@@ -34,17 +34,9 @@ _TYPEFLAG: dict[str, bytes] = {
     "dir": b"5",
     "fifo": b"6",
 }
-_FROM_TARFILE: dict[bytes, Kind] = {
-    tarfile.REGTYPE: "file",
-    tarfile.AREGTYPE: "file",
-    tarfile.CONTTYPE: "file",
-    tarfile.LNKTYPE: "hardlink",
-    tarfile.SYMTYPE: "symlink",
-    tarfile.CHRTYPE: "char",
-    tarfile.BLKTYPE: "block",
-    tarfile.DIRTYPE: "dir",
-    tarfile.FIFOTYPE: "fifo",
-}
+# tarfile's type flags are the header's bytes: ours, and two more spellings of a regular file.
+_FROM_TARFILE: dict[bytes, Kind] = {flag: kind for kind, flag in _TYPEFLAG.items()}
+_FROM_TARFILE.update({tarfile.AREGTYPE: "file", tarfile.CONTTYPE: "file"})
 
 
 class Writable(Protocol):
@@ -115,6 +107,10 @@ def _octal(value: int, width: int) -> bytes:
 
 
 _OCTAL_LIMIT = {8: 8**7, 12: 8**11}
+# The highest owner a layer gives a file: uid_t is 32 bits and (uid_t)-1 is chown's "unchanged".
+# Rootless podman and buildah refuse a layer with more ("container ID ... cannot be mapped to
+# a host ID"); as root, chown would cut it to 32 bits.
+MAX_OWNER = 2**32 - 2
 _ZERO_OCTAL_8 = b"0000000\x00"
 _MAGIC_AND_OWNER_NAMES = b"ustar\x0000" + bytes(64)  # magic, version, empty uname and gname
 _CHECKSUM_SPACES = 8 * ord(" ")  # the checksum is summed with its own field as spaces
@@ -374,8 +370,11 @@ def entry_from_tarinfo(info: tarfile.TarInfo, *, what: str = "archive") -> TarEn
     if kind is None:
         return None  # sockets and unknown types carry no content a layer needs
     path = clean_path(info.name, what=f"{what} member")
-    if info.size < 0:  # a pax "size" header tarfile takes as it is
-        raise InvalidArchive(f"{what}: damaged tar archive (member {info.name!r} has size {info.size})")
+    # PAX records (and base-256 fields) hold any integer, which tarfile takes as it is: a
+    # negative size, an owner no uid_t holds (a layer keeps its base's owners: MAX_OWNER).
+    for key, number, top in (("size", info.size, None), ("uid", info.uid, MAX_OWNER), ("gid", info.gid, MAX_OWNER)):
+        if number < 0 or (top is not None and number > top):
+            raise InvalidArchive(f"{what}: damaged tar archive (member {info.name!r} has {key} {number})")
     linkname = info.linkname
     if kind == "hardlink":
         linkname = clean_path(linkname, what=f"{what} hardlink target of {info.name!r}")

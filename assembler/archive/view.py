@@ -13,6 +13,7 @@ Only folders and symlinks are recorded (from layer headers), never file data.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -27,12 +28,23 @@ OPAQUE_MARKER = ".wh..wh..opq"
 PLAIN_DIR = (0o755, 0, 0)  # what an extractor makes of a parent a layer does not name
 
 DirMeta = tuple[int, int, int, int]  # mode, uid, gid, mtime
+_UNCLEAN = re.compile(r"(?:^|/)\.{0,2}(?:/|$)")  # an empty, "." or ".." component
 
 
-def ancestors(path: str) -> list[str]:
-    """``a``, ``a/b`` for ``a/b/c``."""
-    parts = path.split("/")[:-1]
-    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+def _parent(path: str) -> str:
+    return path[: path.rfind("/")] if "/" in path else ""
+
+
+def with_ancestors(paths: Iterable[str]) -> set[str]:
+    """``paths`` and all their ancestors. Each path climbs only until a folder met before:
+    a tree 2,000 folders deep costs its paths' length once (listing each path's ancestors
+    anew is cubic in the depth: minutes at 2,000)."""
+    out: set[str] = set()
+    for path in paths:
+        while path and path not in out:
+            out.add(path)
+            path = _parent(path)
+    return out
 
 
 @dataclass
@@ -100,9 +112,12 @@ class TreeView:
     def __init__(self) -> None:
         self.dirs: dict[str, DirMeta] = {}
         self.links: dict[str, str] = {}
-        # How many paths of dirs and links lie below each path: what is below a path is
-        # looked for only where something is (a base's thousand links replace no folder).
+        # For each path, how many of its children are dirs or links, plus how many have
+        # such paths below them (a count changes its parent's only when it leaves or
+        # reaches 0): what is below a path is looked for only where something is (a base's
+        # thousand links replace no folder), and a deep tree is counted in linear time.
         self._below: dict[str, int] = {}
+        self._resolved: dict[str, str | None] = {}  # folders through the links: resolve()'s memo
 
     @classmethod
     def of(cls, layers: Sequence[LayerIndex]) -> TreeView:
@@ -112,14 +127,15 @@ class TreeView:
         return view
 
     def _count(self, path: str, step: int) -> None:
-        parent = path
-        while "/" in parent:
-            parent = parent.rsplit("/", 1)[0]
-            left = self._below.get(parent, 0) + step
-            if left:
-                self._below[parent] = left
+        while "/" in path:
+            path = _parent(path)
+            before = self._below.get(path, 0)
+            if before + step:
+                self._below[path] = before + step
             else:
-                del self._below[parent]
+                del self._below[path]
+            if before and before + step:
+                return  # whether something is below it did not change: nor for its parents
 
     def _forget(self, key: str) -> None:
         found = self.dirs.pop(key, None) is not None
@@ -141,6 +157,7 @@ class TreeView:
                 self._forget(key)
 
     def apply(self, layer: LayerIndex) -> None:
+        self._resolved.clear()
         for path in layer.whiteouts:
             self._drop(path, itself=True, below=True)
         for path in layer.opaques:
@@ -161,39 +178,62 @@ class TreeView:
         component is not followed: an entry *at* a link replaces it)."""
         if not self.links or "/" not in path:
             return path
-        walked = walk_links(path, self.links.get, follow_last=False)
-        return path if walked is None else walked  # a link loop: leave the path as written
+        if _UNCLEAN.search(path):  # not an entry's clean path (a manifest's): walked as it is
+            walked = walk_links(path, self.links.get, follow_last=False)
+            return path if walked is None else walked  # a link loop: leave the path as written
+        parent, _, base = path.rpartition("/")
+        folder = self._folder(parent)
+        return path if folder is None else f"{folder}/{base}" if folder else base  # None: a link loop
+
+    def _folder(self, path: str) -> str | None:
+        """Folder ``path`` with every symlink on it followed (None: a link loop), from the
+        nearest parent resolved before: each folder of a deep tree is walked once."""
+        todo: list[str] = []
+        while path and path not in self._resolved:
+            todo.append(path)
+            path = _parent(path)
+        real = self._resolved.get(path, "") if path else ""
+        for folder in reversed(todo):
+            if real is not None:
+                joined = f"{real}/{folder.rpartition('/')[2]}" if real else folder.rpartition("/")[2]
+                real = walk_links(joined, self.links.get) if joined in self.links else joined
+            self._resolved[folder] = real
+        return real
 
     def needs_fitting(self, anchors: Iterable[str]) -> bool:
         """Whether a layer whose implicit parents are ``anchors`` lands wrongly as written:
         a symlink on the way, a folder that is not root-owned 0755, or a folder the image
         does not have (plain tar extraction would not make it, and each runtime invents
         its own mode: the layer must name it)."""
-        for anchor in anchors:
-            for path in [*ancestors(anchor), anchor]:
-                if path in self.links:
-                    return True
-                meta = self.dirs.get(path)
-                if meta is None or meta[:3] != PLAIN_DIR:
-                    return True
+        for path in with_ancestors(anchors):
+            if path in self.links:
+                return True
+            meta = self.dirs.get(path)
+            if meta is None or meta[:3] != PLAIN_DIR:
+                return True
         return False
 
     def relevant(self, anchors: Iterable[str]) -> dict[str, Any]:
         """The part of the view a layer with these anchors depends on (for a cache key)."""
         out: dict[str, Any] = {}
-        for anchor in anchors:
-            for path in [*ancestors(anchor), anchor]:
-                if path in self.links:
-                    out[path] = self.links[path]
-                elif path in self.dirs:
-                    out[path] = list(self.dirs[path][:3])
+        for path in sorted(with_ancestors(anchors)):
+            if path in self.links:
+                out[path] = self.links[path]
+            elif path in self.dirs:
+                out[path] = list(self.dirs[path][:3])
         return out
 
 
 def anchors(paths: Iterable[str]) -> set[str]:
     """The parent folders a layer's entries need but the layer does not name."""
     named = set(paths)
-    return {a for p in named for a in ancestors(p) if a not in named}
+    out: set[str] = set()
+    for path in named:
+        parent = _parent(path)
+        while parent and parent not in named and parent not in out:  # climbed once (see with_ancestors)
+            out.add(parent)
+            parent = _parent(parent)
+    return out
 
 
 def fit_members(members: Sequence[Member], view: TreeView, *, epoch: int) -> list[Member]:

@@ -19,7 +19,8 @@ Blobs leave and enter the store as copies (a reflink where the filesystem can), 
 as hard links: a later corruption of the cache must not reach an output already
 written, nor a user's file reach the cache. Temp files carry the writer's pid and a tag
 of its machine (``.tmp-p<pid>-h<host>-...``), so the next run on that machine reclaims
-those of runs that were killed; another machine's are left for a day.
+those of runs that were killed; another machine's are left for a day
+(:mod:`assembler.cache.temps`).
 
 Several machines may share one cache folder (Slurm nodes over NFS or Lustre): every
 entry and blob is written whole and renamed into place, and a reader trusts an entry only
@@ -32,14 +33,11 @@ locks are per node, prune when no node builds.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,6 +45,7 @@ from typing import Any, BinaryIO, cast
 
 from assembler.archive.layer import HashingSink
 from assembler.cache.marker import claim
+from assembler.cache.temps import reclaim, temp_prefix
 from assembler.errors import CacheError, CorruptBlob, DigestMismatch, InvalidImage, NotFound
 from assembler.oci.digest import canonical_json, digest_hex, file_digest, sha256_digest
 from assembler.oci.image import Image
@@ -55,67 +54,6 @@ from assembler.oci.verify import VerifiedReader
 log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
 _FICLONE = 0x40049409  # linux/fs.h: share the extents of another file (btrfs, xfs, overlay...)
-# A temp file untouched this long whose writer is gone is a leftover (without a pid: a day).
-STALE_SECONDS = 60.0
-ABANDONED_SECONDS = 24 * 3600.0
-_PID_RE = re.compile(r"(?:^|[.-])p(\d+)-(?:h([0-9a-f]{8})-)?")
-
-
-def _host_tag() -> str:
-    """This machine, in temp names: a pid means nothing on another node sharing the cache."""
-    return hashlib.sha256(os.uname().nodename.encode()).hexdigest()[:8]
-
-
-def temp_prefix(prefix: str) -> str:
-    """A temp name prefix naming this process and machine, so :func:`reclaim` can tell
-    leftovers apart (also where several nodes share the cache over NFS or Lustre)."""
-    return f"{prefix}p{os.getpid()}-h{_host_tag()}-"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def reclaim(folder: Path, pattern: str) -> int:
-    """Remove ``pattern`` temp files (or folders) in ``folder`` left by killed runs; how many.
-
-    A leftover is untouched for STALE_SECONDS and names a pid that is not running (or,
-    from before pids were in names, untouched for ABANDONED_SECONDS). Files of concurrent
-    runs are kept: they are younger, or their writer is alive.
-    """
-    removed = 0
-    now = time.time()
-    try:
-        candidates = list(folder.glob(pattern))
-    except OSError:
-        return 0
-    for path in candidates:
-        try:
-            age = now - path.lstat().st_mtime
-        except OSError:
-            continue
-        pids = _PID_RE.findall(path.name)
-        pid, host = (int(pids[-1][0]), pids[-1][1]) if pids else (None, "")  # the last: an output's name may look alike
-        if pid is None or (host and host != _host_tag()):
-            # Another machine's (a node on a shared cache): whether it is alive is not known here.
-            stale = age > ABANDONED_SECONDS
-        else:
-            stale = age > STALE_SECONDS and pid != os.getpid() and not _alive(pid)
-        if not stale:
-            continue
-        log.info("removing %s, left by an interrupted run", path)
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-        removed += 1
-    return removed
 
 
 def reflink(src: Path, dest: Path) -> bool:

@@ -32,7 +32,7 @@ from assembler.archive.headers import LayerHeaders
 from assembler.archive.layer import Member, write_layer
 from assembler.archive.links import walk_links
 from assembler.archive.tar import TarEntry
-from assembler.archive.tree import iter_host_members, parents
+from assembler.archive.tree import iter_host_members
 from assembler.errors import AssemblerError
 
 if TYPE_CHECKING:
@@ -251,9 +251,7 @@ def diff_members(
             ):
                 if entry.path == rel:
                     members[rel] = (entry, opener)
-        for parent in parents(rel):
-            if parent in now and parent not in members:
-                members[parent] = (_dir_entry(parent, now[parent]), None)
+        _add_parents(members, rel, now)
     deleted = sorted(rel for rel in before if rel not in now and not _excluded(rel, excludes) and rel not in mounts)
     _add_whiteouts(members, deleted, now)
     return list(members.values())
@@ -268,20 +266,27 @@ def _add_whiteouts(members: dict[str, Member], deleted: Sequence[str], now: dict
             continue  # the whiteout of the deleted parent covers it
         name = posixpath.join(parent, ".wh." + posixpath.basename(rel)) if parent else ".wh." + rel
         members[name] = (TarEntry(path=name, kind="file", mode=0o644), None)
-        for p in parents(rel):
-            if p in now and p not in members:
-                members[p] = (_dir_entry(p, now[p]), None)
+        _add_parents(members, rel, now)
+
+
+def _add_parents(members: dict[str, Member], rel: str, now: dict[str, os.stat_result]) -> None:
+    """The folders above ``rel`` that exist now, as members. The climb stops at a member:
+    its own parents were added with it, so a tree 2,000 folders deep costs its paths'
+    length once, not once per ancestor of each path."""
+    parent = posixpath.dirname(rel)
+    while parent and parent not in members:
+        if parent in now:
+            members[parent] = (_dir_entry(parent, now[parent]), None)
+        parent = posixpath.dirname(parent)
 
 
 def _only_mount_parent(
     rel: str, now: dict[str, os.stat_result], before: dict[str, Signature], mounts: set[str]
 ) -> bool:
-    if rel in before or not stat.S_ISDIR(now[rel].st_mode):
-        return False
+    if rel in before or not stat.S_ISDIR(now[rel].st_mode) or not any(m.startswith(rel + "/") for m in mounts):
+        return False  # no mount below it: checked first, as listing what each new folder holds is quadratic
     inside = [p for p in now if p.startswith(rel + "/")]
-    return bool(any(m.startswith(rel + "/") for m in mounts)) and all(
-        any(m == p or m.startswith(p + "/") for m in mounts) for p in inside
-    )
+    return all(any(m == p or m.startswith(p + "/") for m in mounts) for p in inside)
 
 
 def _dir_entry(rel: str, st: os.stat_result) -> TarEntry:

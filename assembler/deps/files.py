@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,12 +47,6 @@ class Record:
     target: str = ""
 
 
-def _parent_chain(path: str) -> Iterator[str]:
-    parts = path.split("/")
-    for i in range(1, len(parts)):
-        yield "/".join(parts[:i])
-
-
 class ImageFiles:
     """The final view of an image's paths (no data), newest layer first."""
 
@@ -77,6 +71,7 @@ class ImageFiles:
         outs: set[str] = set()
         opaques: set[str] = set()
         records = self.records
+        hiding: dict[str, bool] = {}  # folder -> whether it or a folder above hides what is below it
         for path, kind, target in entries:
             parent, _, base = path.rpartition("/")
             if base.startswith(WHITEOUT_PREFIX):
@@ -88,19 +83,33 @@ class ImageFiles:
             known = records.get(path)
             if known is not None and known.layer != index:
                 continue  # an upper layer decided this path
-            if path in gone or self._hidden(path, index, gone, opaque):
+            if path in gone or self._hidden(path, index, gone, opaque, hiding):
                 continue
             records[path] = Record(index, kind, target)
         return outs, opaques
 
-    def _hidden(self, path: str, index: int, gone: set[str], opaque: set[str]) -> bool:
-        for up in _parent_chain(path):
-            if up in gone or up in opaque:
-                return True
+    def _hidden(self, path: str, index: int, gone: set[str], opaque: set[str], hiding: dict[str, bool]) -> bool:
+        """Whether a folder above ``path`` is gone, opaque, or a non-folder of an upper
+        layer. ``hiding`` remembers it for each folder asked about while layer ``index`` is
+        applied (what decides it does not change meanwhile): each folder of a tree 2,000
+        deep is looked at once, not once for each path below it."""
+        todo: list[str] = []
+        up = path.rpartition("/")[0]
+        hidden = False
+        while up:
+            known = hiding.get(up)
+            if known is not None:
+                hidden = known
+                break
+            todo.append(up)
             rec = self.records.get(up)
-            if rec is not None and rec.layer != index and rec.kind != "dir":
-                return True  # an upper layer put a non-folder there
-        return False
+            if up in gone or up in opaque or (rec is not None and rec.layer != index and rec.kind != "dir"):
+                hidden = True  # an upper layer deleted it, made it opaque or put a non-folder there
+                break
+            up = up.rpartition("/")[0]
+        for folder in todo:
+            hiding[folder] = hidden
+        return hidden
 
     def realpath(self, path: str) -> str | None:
         """``path`` (relative to the root, no leading slash) with every symlink followed

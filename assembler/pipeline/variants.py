@@ -29,6 +29,9 @@ from assembler.spec.load import Loaded, load_manifest
 from assembler.spec.yamlfile import Locations, load
 
 DEFAULT_TAG_TEMPLATE = "${name}:${variant}"
+# Variants are loaded and checked one by one before anything is built (a second or so each
+# with the manifest's plan): past this many a run would sit for hours printing nothing.
+MAX_VARIANTS = 256
 _VAR = re.compile(r"\$\$\{|\$\{([a-z][a-z0-9_]*)\}")
 
 
@@ -103,9 +106,11 @@ def _matrix(data: dict[str, Any], locs: Locations, sets: Mapping[str, str]) -> d
         if not isinstance(values, list) or not values or any(isinstance(v, dict | list) or v is None for v in values):
             raise locs.error(("matrix", name), "expected a non-empty list of values")
         texts = [scalar_to_str(v) for v in values]
+        seen: set[str] = set()
         for i, text in enumerate(texts):
-            if text in texts[:i]:
+            if text in seen:
                 raise locs.error(("matrix", name, i), f"{text!r} is listed twice")
+            seen.add(text)
             if name == "platform":
                 try:
                     Platform.parse(text)
@@ -113,6 +118,26 @@ def _matrix(data: dict[str, Any], locs: Locations, sets: Mapping[str, str]) -> d
                     raise locs.error(("matrix", name, i), str(e)) from None
         matrix[name] = [sets[name]] if name in sets else texts
     return matrix
+
+
+def _check_count(
+    matrix: Mapping[str, Sequence[str]], n_targets: int, n_platforms: int, *, data: dict[str, Any], locs: Locations
+) -> None:
+    """ManifestError (at ``matrix:``, else ``targets:``) when a run would have more than
+    MAX_VARIANTS variants: every matrix combination x target x platform."""
+    count = n_targets * n_platforms
+    for values in matrix.values():
+        count *= len(values)
+    if count <= MAX_VARIANTS:
+        return
+    factors = [f"{len(v)} {k}" for k, v in matrix.items()]
+    factors += [f"{n_targets} targets"] if n_targets > 1 else []
+    factors += [f"{n_platforms} platforms"] if n_platforms > 1 else []
+    raise locs.error(
+        ("matrix",) if "matrix" in data else ("targets",),
+        f"{count} variants ({' x '.join(factors)}): more than {MAX_VARIANTS} in one run",
+        hint="narrow the run with --set NAME=VALUE, --platform or --target, or split the matrix",
+    )
 
 
 def _targets(data: dict[str, Any], locs: Locations, targets: Sequence[str], all_targets: bool) -> list[str | None]:
@@ -146,10 +171,12 @@ def load_variants(
     if "platform" in matrix:
         listed: list[Platform | None] = [Platform.parse(p) for p in matrix.pop("platform")]
         plats = list(platforms) or listed  # --platform narrows the matrix, as --set does
+    names = _targets(data, locs, targets, all_targets)
+    _check_count(matrix, len(names), len(plats), data=data, locs=locs)
     variants = []
     for combo in itertools.product(*matrix.values()):
         values = dict(zip(matrix, combo, strict=True))
-        for target in _targets(data, locs, targets, all_targets):
+        for target in names:
             for plat in plats:
                 loaded = load_manifest(
                     path, sets={**sets, **values}, target=target, bases=bases, sources=sources, unlocked=unlocked

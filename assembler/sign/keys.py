@@ -33,6 +33,10 @@ _PEM = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re
 # go-securesystemslib's scrypt parameters (legacy, standard, OWASP): the only ones it reads.
 _SCRYPT_PARAMS = ({"N": 32768, "r": 8, "p": 1}, {"N": 65536, "r": 8, "p": 1}, {"N": 131072, "r": 8, "p": 1})
 
+# The curves cosign reads (sigstore's GetDefaultPublicKeyDetails and goodkey's policy):
+# a secp256k1 or P-224 key would sign images no cosign can verify.
+_COSIGN_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
+
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
 
@@ -86,13 +90,27 @@ def _pem_blocks(data: bytes, what: str) -> list[tuple[str, bytes]]:
     return blocks
 
 
+def _check_curve(key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey, what: str) -> None:
+    """InputError for an ECDSA key on a curve cosign does not read."""
+    if key.curve.name not in _COSIGN_CURVES:
+        raise InputError(
+            f"{what}: an ECDSA key on curve {key.curve.name}, which cosign cannot read; "
+            f"only {', '.join(_COSIGN_CURVES.values())} and Ed25519 keys are used",
+            hint="make a key cosign reads: cosign generate-key-pair (ECDSA P-256)",
+        )
+
+
 def _checked_private(key: Any, what: str) -> Signer:
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        _check_curve(key, what)
     if isinstance(key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey):
         return Signer(key)
     raise InputError(f"{what}: a {type(key).__name__}; only Ed25519 and ECDSA keys sign")
 
 
 def _checked_public(key: Any, what: str) -> Verifier:
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        _check_curve(key, what)
     if isinstance(key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey):
         return Verifier(key)
     raise InputError(f"{what}: a {type(key).__name__}; only Ed25519 and ECDSA keys verify")

@@ -37,10 +37,21 @@ class Verdict:
 
 
 def _json(data: bytes) -> Any:
+    """``data`` parsed, or None: not JSON, not UTF-8, or nested past the parser's depth."""
     try:
         return json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
+
+
+def _field(value: Any, *names: str) -> Any:
+    """``value[names[0]][names[1]]...`` where each step is a JSON object, else None: a
+    payload the key signed may still be any JSON at all."""
+    for name in names:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(name)
+    return value
 
 
 def _b64(text: Any) -> bytes | None:
@@ -60,14 +71,12 @@ def _signature(
     if not verifier.verify(signature, payload):
         return f"{desc.digest[:19]}: not signed by this key"
     data = _json(payload)
-    critical = data.get("critical") if isinstance(data, dict) else None
-    if not isinstance(critical, dict) or critical.get("type") != SIGNATURE_TYPE:
+    named = _field(data, "critical", "image", "docker-manifest-digest")
+    if _field(data, "critical", "type") != SIGNATURE_TYPE or not isinstance(named, str):
         return f"{desc.digest[:19]}: not a cosign signature payload"
-    named = (critical.get("image") or {}).get("docker-manifest-digest")
     if named != digest:
-        return f"{desc.digest[:19]}: signs {named}, not {digest}"
-    optional = data.get("optional") or {}
-    missing = [k for k, v in annotations.items() if not isinstance(optional, dict) or optional.get(k) != v]
+        return f"{desc.digest[:19]}: signs {named[:80]!r}, not {digest}"
+    missing = [k for k, v in annotations.items() if _field(data, "optional", k) != v]
     if missing:
         return f"{desc.digest[:19]}: signs it without {', '.join(f'{k}={annotations[k]}' for k in missing)}"
     result: dict[str, Any] = data
@@ -90,9 +99,10 @@ def _statement(
     if not any(sig and verifier.verify(sig, message) for sig in sigs):
         return f"{desc.digest[:19]}: not signed by this key"
     statement = _json(body)
-    subjects = statement.get("subject") if isinstance(statement, dict) else None
-    hexes = [s.get("digest", {}).get("sha256") for s in subjects or [] if isinstance(s, dict)]
-    if digest_hex(digest) not in hexes:
+    subjects = _field(statement, "subject")
+    if not isinstance(subjects, list):
+        return f"{desc.digest[:19]}: not an in-toto statement (no subject list)"
+    if not any(_field(s, "digest", "sha256") == digest_hex(digest) for s in subjects):
         return f"{desc.digest[:19]}: a statement about another subject"
     result: dict[str, Any] = statement
     return result
@@ -122,7 +132,7 @@ def check(
         if isinstance(found, str):
             verdict.rejected.append(found)
         elif predicate_type and found.get("predicateType") != predicate_type:
-            verdict.rejected.append(f"{desc.digest[:19]}: predicate type {found.get('predicateType')}")
+            verdict.rejected.append(f"{desc.digest[:19]}: predicate type {str(found.get('predicateType'))[:80]!r}")
         else:
             verdict.verified.append(found)
     return verdict

@@ -85,11 +85,18 @@ def parse_mode(value: Any) -> int:
 Mode = Annotated[int, BeforeValidator(parse_mode, json_schema_input_type=str | int)]
 
 
+# The highest uid or gid a file may have: uid_t is 32 bits, (uid_t)-1 is chown's "unchanged"
+# (the same bound as a layer read from a tar: assembler.archive.tar.MAX_OWNER).
+_MAX_OWNER = 2**32 - 2
+
+
 def _owner(value: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value}:{value}"
+        value = f"{value}:{value}"
     if isinstance(value, str) and not re.fullmatch(r"\d+(:\d+)?", value):
         raise ValueError(f"owner must be numeric uid[:gid], got {value!r}")
+    if isinstance(value, str) and any(int(part) > _MAX_OWNER for part in value.split(":")):
+        raise ValueError(f"owner {value!r}: a uid or gid is 0 to {_MAX_OWNER}")
     return value
 
 

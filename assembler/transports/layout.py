@@ -14,12 +14,11 @@ import fcntl
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from assembler.cache import copy_verified, temp_prefix
+from assembler.cache import copy_verified, locked_temp, reclaim
 from assembler.errors import InputError, InvalidImage
 from assembler.oci import mediatypes as mt
 from assembler.oci.artifact import EMPTY_CONFIG, Artifact, FilesArtifact
@@ -73,12 +72,13 @@ def _place_blob(blobs: BlobReader, digest: str, dest: Path) -> None:
     if dest.is_file():
         return
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f"{temp_prefix('.tmp-')}{dest.name}")
+    fd, tmp = _create_temp(dest.parent, ".tmp-")
     try:
         with blobs.open_blob(digest) as blob:
             copy_verified(blob, tmp, src=blobs.blob_file(digest))
         os.replace(tmp, dest)
     finally:
+        os.close(fd)
         tmp.unlink(missing_ok=True)
 
 
@@ -92,12 +92,27 @@ def read_blob(path: Path, digest: str, *, limit: int) -> bytes:
     return data
 
 
+def _create_temp(folder: Path, prefix: str) -> tuple[int, Path]:
+    """A temp file of the layout (see :func:`assembler.cache.locked_temp`), made as ``open()``
+    makes files (0666 less the umask), not 0600 as ``mkstemp``: a layout's index, config and
+    manifests are read as its layer blobs are, by whoever the user's umask lets read them."""
+    return locked_temp(folder, prefix, mode=0o666)
+
+
+def _reclaim(path: Path) -> None:
+    """Remove the temp files killed writes left in the layout at ``path`` (their lock free,
+    their pid gone); a concurrent writer's are kept."""
+    reclaim(path / "blobs" / "sha256", ".tmp-*", locked=True)
+    for name in ("oci-layout", "index.json"):
+        reclaim(path, f".{name}-*", locked=True)
+
+
 def write_blob_bytes(path: Path, data: bytes) -> str:
     digest = sha256_digest(data)
     dest = path / "blobs" / "sha256" / digest.split(":", 1)[1]
     if not dest.is_file():
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=temp_prefix(".tmp-"))
+        fd, tmp = _create_temp(dest.parent, ".tmp-")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, dest)
@@ -190,6 +205,7 @@ def _start(path: Path) -> None:
     if path.is_symlink():
         path.unlink()
     path.mkdir(parents=True, exist_ok=True)
+    _reclaim(path)
     layout_file = path / "oci-layout"
     if not layout_file.exists():
         write_atomically(layout_file, canonical_json({"imageLayoutVersion": mt.OCI_LAYOUT_VERSION}))
@@ -202,7 +218,7 @@ def _index(path: Path) -> dict[str, Any]:
 
 def write_atomically(dest: Path, data: bytes) -> None:
     """``data`` into ``dest`` through a temporary file beside it and a rename."""
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=temp_prefix("." + dest.name + "-"))
+    fd, tmp = _create_temp(dest.parent, "." + dest.name + "-")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

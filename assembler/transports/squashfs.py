@@ -17,7 +17,6 @@ import glob
 import logging
 import os
 import subprocess
-import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -29,13 +28,13 @@ from assembler.archive.flatten import FlattenStats, flatten
 from assembler.archive.layer import Member
 from assembler.archive.layer_reader import LayerSource
 from assembler.archive.tar import TarWriter
-from assembler.cache import reclaim, temp_prefix
+from assembler.cache import locked_temp, reclaim
 from assembler.errors import InputError, InvalidImage, ToolError
 from assembler.oci import mediatypes as mt
 from assembler.proc import Runner
 from assembler.transports.common import SourceImage
 
-__all__ = ["COMPRESSORS", "layer_sources", "temp_file", "write_squashfs"]
+__all__ = ["COMPRESSORS", "layer_sources", "replacing", "write_squashfs"]
 
 log = logging.getLogger(__name__)
 
@@ -154,27 +153,23 @@ def write_squashfs(
     return stats
 
 
-def temp_file(out: Path) -> Path:
-    """A new empty temp file next to ``out`` (tar2sqfs writes it by name); temp files of
-    killed runs are removed first."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    reclaim(out.parent, f".{glob.escape(out.name)}.*.tmp")
-    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=temp_prefix(f".{out.name}."), suffix=".tmp")
-    os.close(fd)
-    return Path(tmp_name)
-
-
 @contextmanager
 def replacing(out: Path) -> Iterator[Path]:
-    """A temp file next to ``out`` (see :func:`temp_file`) that replaces ``out`` when the
-    block completes, and is removed when it does not: ``out`` is never half written."""
-    tmp = temp_file(out)
+    """A new empty temp file next to ``out`` (tar2sqfs writes it by name) that replaces
+    ``out`` when the block completes, and is removed when it does not: ``out`` is never half
+    written. Its ``flock`` is held meanwhile, so the temp files of killed writes (lock
+    free, pid gone) are told apart at once and removed first, however recent."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    reclaim(out.parent, f".{glob.escape(out.name)}.*.tmp", locked=True)
+    fd, tmp = locked_temp(out.parent, f".{out.name}.", ".tmp")
     try:
         yield tmp
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        os.close(fd)  # the lock goes with it
 
 
 def check_writable(source: SourceImage, compressor: str, *, holds: str) -> None:
