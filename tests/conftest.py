@@ -56,6 +56,7 @@ UNIT_MODULES = frozenset(
         "test_components.py",
         "test_copy_cache.py",
         "test_coverage.py",
+        "test_driver.py",
         "test_hygiene.py",
         "test_labels.py",
         "test_layout.py",

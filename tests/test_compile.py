@@ -64,7 +64,7 @@ def test_cold_build_runs_every_step_and_the_image_runs(demo: Demo, tmp_path: Pat
     assert "demo-launcher: all components answered" in out
     assert "[tokenizer] demotok 1.2.0: 3 tokens: [hello] [from] [assemble]" in out
     assert "[python] demo_ext native module for Python 3.11" in out
-    assert "saxpy: no CUDA device" in out  # no GPU here: the CPU path answers
+    assert "saxpy: no CUDA device" in out and "OK: 4096 values checked on the CPU" in out  # no GPU: the CPU answers
     # The .so set keeps its symlinks in its own layer.
     libs = next(x for x in layers if x["what"] == "artifact tokenizer.libs")
     with tarfile.open(fileobj=io.BytesIO(uncompressed(read_blob(layout, libs["digest"])))) as tf:
@@ -111,6 +111,42 @@ def test_cuda_artifact_holds_exactly_the_requested_architectures(demo: Demo, tmp
     # The labels say what the binary holds, read from its fat binaries: SASS, then PTX.
     assert labels["io.assemble.gpu.cuda.archs"] == "sm_80;sm_90;compute_90"
     assert labels["io.assemble.step.kernels.cuda.archs"] == "sm_80;sm_90;compute_90"
+
+
+def test_the_demo_states_the_driver_its_code_needs(demo: Demo) -> None:
+    """Read from the code (issue 35): nvcc 13.0's cubins need a CUDA 13.0 driver (R580),
+    and its PTX (ISA 9.0) is JIT-compiled by one: NVIDIA_REQUIRE_CUDA, as NVIDIA's images
+    carry, so the container toolkit refuses an older driver; gpu: min_cuda 13.0 holds, so
+    the build warns of nothing."""
+    inspected = json.loads(sh(["skopeo", "inspect", "--config", f"oci:{demo.project}/out/cold:latest"]).stdout)
+    env = dict(e.partition("=")[::2] for e in inspected["config"]["Env"])
+    labels = inspected["config"]["Labels"]
+    assert env["NVIDIA_REQUIRE_CUDA"] == "cuda>=13.0"
+    assert labels["io.assemble.gpu.cuda.requires"] == "cuda>=13.0"
+    assert labels["io.assemble.gpu.cuda.driver"] == ">=580.65.06"
+    assert labels["io.assemble.gpu.cuda.ptx"] == "compute_90:cuda>=13.0"
+    assert "gpu:" not in demo.cold.err, demo.cold.err
+
+
+def test_code_that_needs_a_newer_driver_than_the_manifest_supports_is_refused(demo: Demo) -> None:
+    """The same demo built with CUDA 13.2's nvcc (PTX ISA 9.2, which an R580 driver cannot
+    JIT) warns; a manifest that must run on CUDA 12 drivers refuses its CUDA 13 cubins."""
+    manifest = demo.manifest.read_text()
+    newer = manifest.replace('with: {cuda_wheels: "13.0.88", cudart_wheel: "13.0.96"}', "with: {}")
+    assert newer != manifest
+    try:
+        demo.manifest.write_text(newer)
+        warned = demo.build("-o", "oci:out/newer:latest")
+        assert "gpu: compute_90 PTX needs a CUDA 13.2 driver" in warned.err, warned.err
+        demo.manifest.write_text(newer.replace('gpu: {min_cuda: "13.0"}', 'gpu: {min_driver: "535"}'))
+        args = [str(demo.manifest), "--cache", str(demo.cache), *base_args(demo.bases), "-o", "oci:out/old:latest"]
+        refused = run_cli(args, cwd=demo.project)
+        assert refused.code == 2, str(refused)
+        assert "demo.yaml:" in refused.err and "gpu.min_driver" in refused.err
+        assert "cubins are CUDA 13 code, which needs a driver for CUDA 13.0" in refused.err
+        assert not (demo.project / "out/old").exists()
+    finally:
+        demo.manifest.write_text(manifest)
 
 
 def test_one_source_file_edited_rebuilds_one_step_and_pushes_one_layer(demo: Demo, registry: RunningRegistry) -> None:

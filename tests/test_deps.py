@@ -437,7 +437,7 @@ def test_layers_steps_make_are_not_read_back_for_the_check_the_sbom_or_the_label
     cache = Cache(root / "cache")
     facts = cache.memo("deps-facts-v2-" + xz_diff) or {}
     assert "liblzma.so.5" in facts["files"]["usr/local/bin/xz"]["needed"], facts
-    assert (cache.memo("gpucode-v1-" + xz_diff) or {}).get("rocm") == []
+    assert (cache.memo("gpucode-v2-" + xz_diff) or {}).get("rocm") == []
     texts = (cache.memo("sbom-texts-v2-" + run_diff) or {}).get("texts") or {}
     assert texts[meta.lstrip("/") + "/METADATA"] == "Metadata-Version: 2.1\nName: tok\nVersion: 1.0\n", texts
     # What reading the blobs gives: a build into another cache whose agent reads nothing.
@@ -446,7 +446,7 @@ def test_layers_steps_make_are_not_read_back_for_the_check_the_sbom_or_the_label
     assert again.code == 0, str(again)
     assert {r[0] for r in readers} >= made  # read back this time
     other = Cache(root / "cache2")
-    for key in ("deps-facts-v2-" + xz_diff, "gpucode-v1-" + xz_diff, "sbom-texts-v2-" + run_diff):
+    for key in ("deps-facts-v2-" + xz_diff, "gpucode-v2-" + xz_diff, "sbom-texts-v2-" + run_diff):
         mine, read = (dict(c.memo(key) or {}) for c in (cache, other))
         assert mine == read and read, key
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import os
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -112,6 +113,21 @@ def test_fatbin_archs_match_cuobjdump(
     assert canonical(code.cuda) == expected and not code.rocm
     # cuobjdump 13.2 prints a family cubin (sm_100f) without its f: compare without it.
     assert {a.removesuffix("f") if a.startswith("sm_") else a for a in code.cuda} == _cuobjdump(out)
+
+
+def test_ptx_isa_and_the_cubins_release_match_cuobjdump_and_nvcc(nvcc: Path, tmp_path: Path) -> None:
+    """What the driver needs is read from the code: each PTX's ISA version (its entry
+    header, as ``.version`` in the PTX cuobjdump prints) and the CUDA release that compiled
+    the cubins (their ``.note.nv.cuinfo``, as ``nvcc --version`` says)."""
+    out = tmp_path / "k"
+    gencode = ["-gencode", "arch=compute_80,code=[sm_80,compute_80]", "-gencode", "arch=compute_90,code=sm_90"]
+    sh([str(nvcc), "-O2", *gencode, "-o", str(out), str(SAXPY)])
+    code = _code(out)
+    ptx = sh([str(_cu13() / "bin/cuobjdump"), "-ptx", str(out)]).stdout
+    versions = {line.split()[1] for line in ptx.splitlines() if line.startswith(".version")}
+    assert versions and code.ptx == {f"compute_80={v}" for v in versions}
+    release = re.search(r"release (\d+\.\d+)", sh([str(nvcc), "--version"]).stdout)
+    assert release and code.toolkits == {release.group(1)}
 
 
 @pytest.fixture(scope="module")
@@ -230,8 +246,8 @@ def test_device_code_is_read_as_a_layer_is_written(
     digest, diff_id, headers = layer(cache, [spooled])
     assert len(spools) == 1  # the copy's: the host file is read again through its descriptor
     assert headers.gpu_facts == {
-        "opt/k": {"cuda": [], "rocm": ["gfx908", "gfx90a"]},
-        "usr/lib/k-copy.so": {"cuda": [], "rocm": ["gfx908", "gfx90a"]},
+        "opt/k": {"cuda": [], "rocm": ["gfx908", "gfx90a"], "ptx": [], "toolkits": []},
+        "usr/lib/k-copy.so": {"cuda": [], "rocm": ["gfx908", "gfx90a"], "ptx": [], "toolkits": []},
     }
     opened: list[str] = []
     monkeypatch.setattr(Cache, "open_blob", lambda self, d: opened.append(d))
@@ -249,5 +265,5 @@ def test_device_code_is_read_as_a_layer_is_written(
     )
     digest, diff_id, headers = layer(cache, [whl])
     assert headers.gpu_facts is None
-    assert cache.memo("gpucode-v1-" + diff_id.split(":")[1]) is None
+    assert cache.memo("gpucode-v2-" + diff_id.split(":")[1]) is None
     assert read_back(cache, digest, diff_id).rocm == {"gfx908", "gfx90a"}  # what only the reader of the blob sees

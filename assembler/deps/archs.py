@@ -26,7 +26,7 @@ from assembler.cache import Cache
 from assembler.deps.elf import ELF_MAGIC, find_sections
 from assembler.deps.gpucode import CUDA_SECTIONS, HIP_SECTIONS, GpuCode, code_of
 
-_MEMO = "gpucode-v1-"
+_MEMO = "gpucode-v2-"  # v2: PTX ISA versions and cubins' CUDA releases too
 _SPOOL_IN_MEMORY = 4 << 20
 _ZIP_MAGIC = b"PK\x03\x04"
 _SECTIONS = (*CUDA_SECTIONS, *HIP_SECTIONS)
@@ -103,16 +103,19 @@ def remember_code(cache: Cache, headers: LayerHeaders, diff_id: str) -> None:
         cache.put_memo(key, _to_memo(code))
 
 
+_FIELDS = ("cuda", "rocm", "ptx", "toolkits")
+
+
 def _to_memo(code: GpuCode) -> dict[str, Any]:
     """``code`` as its memo holds it (:func:`_from_memo` reads it back)."""
-    return {"cuda": sorted(code.cuda), "rocm": sorted(code.rocm)}
+    return {name: sorted(getattr(code, name)) for name in _FIELDS}
 
 
 def _from_memo(data: Mapping[str, Any]) -> GpuCode:
-    cuda, rocm = data["cuda"], data["rocm"]
-    if not isinstance(cuda, list) or not isinstance(rocm, list):
-        raise TypeError("cuda or rocm is not a list")
-    return GpuCode(frozenset(map(str, cuda)), frozenset(map(str, rocm)))
+    values = [data[name] for name in _FIELDS]
+    if not all(isinstance(v, list) for v in values):
+        raise TypeError(f"one of {_FIELDS} is not a list")
+    return GpuCode(*(frozenset(map(str, v)) for v in values))
 
 
 def layer_code(

@@ -51,6 +51,9 @@ BUNDLE_MAGIC = b"__CLANG_OFFLOAD_BUNDLE__"
 COMPRESSED_MAGIC = b"CCOB"
 _KIND_PTX, _KIND_CUBIN = 1, 2
 _FLAG_ARCH_SPECIFIC, _FLAG_FAMILY = 0x100000, 0x200000
+_FLAG_OLD_COMPRESSION, _FLAG_ZSTD = 0x2000, 0x8000  # how a payload is compressed: nvcc's own (before 12.8), zstd
+_CUBIN_MAX = 64 << 20  # a cubin read for its release note is at most this big
+_NOTE_CUINFO = 1000  # NVIDIA's note type in .note.nv.cuinfo: u16 2, u16 arch, u32 CUDA release * 10
 _ENTRY_MIN = 48  # the fields read, up to and including flags
 _MAX_ENTRIES = 4096  # a bundle's entry count beyond this is damage, not a GPU list
 _TABLE_BYTES = 64 << 10  # what is read and decompressed of a compressed bundle: its entry table
@@ -59,13 +62,20 @@ _CHUNK = 1 << 20  # a section is searched for bundles this much at a time
 
 @dataclass(frozen=True)
 class GpuCode:
-    """The architectures of the device code found (each a set of canonical names)."""
+    """The device code found: its architectures (each a set of canonical names), the PTX
+    ISA version of each PTX architecture (``compute_90=9.2``) and the CUDA releases that
+    compiled the cubins (``13.2``, from a cubin's ``.note.nv.cuinfo``): what the driver
+    needs (:mod:`assembler.deps.driver`)."""
 
     cuda: frozenset[str] = frozenset()
     rocm: frozenset[str] = frozenset()
+    ptx: frozenset[str] = frozenset()
+    toolkits: frozenset[str] = frozenset()
 
     def __or__(self, other: GpuCode) -> GpuCode:
-        return GpuCode(self.cuda | other.cuda, self.rocm | other.rocm)
+        return GpuCode(
+            self.cuda | other.cuda, self.rocm | other.rocm, self.ptx | other.ptx, self.toolkits | other.toolkits
+        )
 
     def __bool__(self) -> bool:
         return bool(self.cuda or self.rocm)
@@ -105,7 +115,17 @@ class Region:
 def fatbin_archs(region: Region) -> set[str]:
     """``sm_NN`` (cubins) and ``compute_NN`` (PTX) of every fat binary in a section: only
     the headers are read, payloads are skipped."""
+    return set(fatbin_code(region, toolkit=False).cuda)
+
+
+def fatbin_code(region: Region, *, toolkit: bool = True) -> GpuCode:
+    """The architectures of every fat binary in a section, each PTX's ISA version (its
+    entry header: minor at 24, major at 26, as ``.version`` in the PTX text says) and, with
+    ``toolkit``, the CUDA release of the section's first cubin that says it (one payload
+    read: a section's cubins come from one toolkit)."""
     found: set[str] = set()
+    ptx: set[str] = set()
+    toolkits: set[str] = set()
     done = 0  # the end of the last fat binary read: a magic inside it is payload
     for pos in region.find((struct.pack("<I", FATBIN_MAGIC),)):
         if pos < done or pos % 8:
@@ -118,15 +138,69 @@ def fatbin_archs(region: Region) -> set[str]:
         while entry + _ENTRY_MIN <= done:
             head = region.read(entry, _ENTRY_MIN)
             kind, _, entry_header, payload = struct.unpack_from("<HHIQ", head)
-            (arch,) = struct.unpack_from("<I", head, 28)
+            minor, major, arch = struct.unpack_from("<HHI", head, 24)
             (flags,) = struct.unpack_from("<Q", head, 40)
             if kind in (_KIND_PTX, _KIND_CUBIN) and arch:
                 suffix = "a" if flags & _FLAG_ARCH_SPECIFIC else "f" if flags & _FLAG_FAMILY else ""
-                found.add(f"{'sm' if kind == _KIND_CUBIN else 'compute'}_{arch}{suffix}")
+                name = f"{'sm' if kind == _KIND_CUBIN else 'compute'}_{arch}{suffix}"
+                found.add(name)
+                if kind == _KIND_PTX and major:
+                    ptx.add(f"{name}={major}.{minor}")
+                elif kind == _KIND_CUBIN and toolkit and not toolkits and entry_header >= 16:
+                    toolkits.update(_cubin_toolkit(region, entry, entry_header, payload, flags))
             if entry_header < 16:
                 break  # damaged: an entry cannot be shorter than its own first fields
             entry += entry_header + payload
-    return found
+    return GpuCode(frozenset(found), ptx=frozenset(ptx), toolkits=frozenset(toolkits))
+
+
+def _cubin_toolkit(region: Region, entry: int, entry_header: int, payload: int, flags: int) -> set[str]:
+    """The CUDA release that compiled the cubin of this entry (``13.2``), from its
+    ``.note.nv.cuinfo`` note (``u16 2, u16 arch, u32 release * 10``); empty when the payload
+    is compressed a way not read here, too big, or has no such note."""
+    if payload > _CUBIN_MAX or flags & _FLAG_OLD_COMPRESSION:
+        return set()
+    data = region.read(entry + entry_header, payload)
+    if flags & _FLAG_ZSTD:
+        try:
+            with decompressed(io.BytesIO(data), "zstd") as plain:
+                data = plain.read(_CUBIN_MAX)
+        except DECOMPRESS_ERRORS:
+            return set()
+    release = _cuinfo_release(data)
+    return {f"{release // 10}.{release % 10}"} if release else set()
+
+
+def _cuinfo_release(elf: bytes) -> int:
+    """The release a cubin's NVIDIA ``cuinfo`` note (type 1000) names, 0 if none: its
+    section headers read as ELF64 little-endian, each SHT_NOTE section's notes walked."""
+    if len(elf) < 64 or not elf.startswith(b"\x7fELF\x02\x01"):
+        return 0
+    (shoff,) = struct.unpack_from("<Q", elf, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", elf, 0x3A)
+    for i in range(min(shnum, 4096)):
+        at = shoff + i * shentsize
+        if shentsize < 40 or at + 40 > len(elf):
+            return 0
+        (kind,) = struct.unpack_from("<I", elf, at + 4)
+        offset, size = struct.unpack_from("<QQ", elf, at + 0x18)
+        if kind == 7:  # SHT_NOTE
+            release = _note_release(elf[offset : offset + size])
+            if release:
+                return release
+    return 0
+
+
+def _note_release(notes: bytes) -> int:
+    pos = 0
+    while pos + 12 <= len(notes):
+        namesz, descsz, kind = struct.unpack_from("<III", notes, pos)
+        name_at = pos + 12
+        desc_at = name_at + (namesz + 3) // 4 * 4
+        if kind == _NOTE_CUINFO and notes[name_at : name_at + namesz].rstrip(b"\0") == b"NVIDIA Corp" and descsz >= 8:
+            return int(struct.unpack_from("<I", notes, desc_at + 4)[0])
+        pos = desc_at + (descsz + 3) // 4 * 4
+    return 0
 
 
 def _bundle_ids(region: Region, pos: int) -> list[str]:
@@ -198,15 +272,15 @@ def bundle_archs(region: Region) -> set[str]:
 
 
 def code_of(stream: IO[bytes], sections: Iterable[tuple[str, int, int]]) -> GpuCode:
-    """The architectures in an ELF file's GPU sections, given as (name, offset, size)."""
-    cuda: set[str] = set()
+    """The device code in an ELF file's GPU sections, given as (name, offset, size)."""
     rocm: set[str] = set()
+    code = GpuCode()
     for name, offset, size in sections:
         if name in CUDA_SECTIONS:
-            cuda |= fatbin_archs(Region(stream, offset, size))
+            code |= fatbin_code(Region(stream, offset, size))
         elif name in HIP_SECTIONS:
             rocm |= bundle_archs(Region(stream, offset, size))
-    return GpuCode(frozenset(cuda), frozenset(rocm))
+    return code | GpuCode(rocm=frozenset(rocm))
 
 
 def _cuda_order(name: str) -> tuple[int, int, str]:

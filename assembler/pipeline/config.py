@@ -46,6 +46,20 @@ def expand_env(value: str, env: Mapping[str, str], *, keep_unknown: bool = False
     return _VAR.sub(repl, value)
 
 
+REQUIRE_CUDA = "NVIDIA_REQUIRE_CUDA"
+REQUIRES_LABEL = "io.assemble.gpu.cuda.requires"
+
+
+def _covers(base_value: str, required: str) -> bool:
+    """Whether the base's ``NVIDIA_REQUIRE_CUDA`` already asks for ``required``'s CUDA or
+    newer (it is kept then, with its ``brand=`` clauses)."""
+    have = re.search(r"cuda>=(\d+)\.(\d+)", base_value)
+    want = re.search(r"cuda>=(\d+)\.(\d+)", required)
+    if not have or not want:
+        return False
+    return (int(have.group(1)), int(have.group(2))) >= (int(want.group(1)), int(want.group(2)))
+
+
 def config_changes(
     spec: m.ConfigSpec,
     base_env: Sequence[str],
@@ -60,6 +74,9 @@ def config_changes(
         expanded = expand_env(value, env, keep_unknown=keep_unknown)
         env[name] = expanded
         new_env[name] = expanded
+    required = (labels or {}).get(REQUIRES_LABEL, "")
+    if required and REQUIRE_CUDA not in spec.env and not _covers(env.get(REQUIRE_CUDA, ""), required):
+        new_env[REQUIRE_CUDA] = required  # the container toolkit refuses a driver older than the code needs
     health: dict[str, Any] | None = None
     if spec.healthcheck is not None:
         h = spec.healthcheck
@@ -116,6 +133,7 @@ def gpu_metadata(
         if flags:
             out[f"{NAMESPACE}.build.{step.name}"] = " ".join(f"{k}={v}" for k, v in sorted(flags.items()))
     out.update(labels.arch_labels(loaded.manifest, code))
+    out.update(labels.driver_labels(labels.image_code(loaded.manifest, code)))
     out.update(labels.version_labels(loaded.params, loaded.manifest, base))
     out.update(labels.python_labels(loaded.params, stack))
     if loaded.target:

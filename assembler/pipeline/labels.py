@@ -16,6 +16,10 @@ its artifacts, and the CUDA/ROCm versions its base says it has.
   else nothing (a floating ``rocm/vllm-dev:base`` tag, ``--set base_image=...`` with
   another version). An empty param means "not this stack" and labels nothing. A plan
   whose base is not resolved yet shows ``${bases.BASE.env.CUDA_VERSION}`` there.
+- What the driver must be (``io.assemble.gpu.cuda.requires``, ``...driver``, ``...ptx``):
+  from the shipped artifacts' device code (:mod:`assembler.deps.driver`), and the image's
+  ``NVIDIA_REQUIRE_CUDA`` from it (:mod:`assembler.pipeline.config`), as NVIDIA's images
+  carry one so the container toolkit refuses an older driver.
 - ``io.assemble.torch.version``, ``io.assemble.python.version``: read from the built image
   (:mod:`assembler.sbom.interpreter`: torch's dist-info, the Python its venv or
   site-packages are for), never from the ``torch_version``/``python_version`` params; what
@@ -36,6 +40,7 @@ from typing import TYPE_CHECKING
 from assembler.cache import Cache
 from assembler.cache.memos import SharedFacts
 from assembler.compile.sources import Source
+from assembler.deps import driver
 from assembler.deps.archs import layer_code
 from assembler.deps.gpucode import GpuCode, canonical
 from assembler.oci.image import Image
@@ -44,6 +49,7 @@ from assembler.pipeline.options import RemoteSteps
 from assembler.sbom.interpreter import PythonFacts, read_python
 from assembler.spec import labelfacts, sourcefacts
 from assembler.spec import model as m
+from assembler.spec.load import Loaded
 from assembler.transports.common import BlobReader
 
 if TYPE_CHECKING:
@@ -147,6 +153,58 @@ def arch_labels(man: m.Manifest, code: Mapping[str, GpuCode]) -> dict[str, str]:
         if values and len(set(values)) == 1:
             out[f"{NAMESPACE}.gpu.{kind}.archs"] = values[0]
     return out
+
+
+def image_code(man: m.Manifest, code: Mapping[str, GpuCode]) -> GpuCode | None:
+    """The device code of every shipped step's artifacts together; None while a shipped
+    step is not made yet (a plan: what the driver needs is not known)."""
+    found = GpuCode()
+    for name in shipped(man):
+        if name not in code:
+            return None
+        found |= code[name]
+    return found
+
+
+def driver_labels(code: GpuCode | None) -> dict[str, str]:
+    """What the image's CUDA code needs of the driver (:mod:`assembler.deps.driver`):
+    ``io.assemble.gpu.cuda.requires`` (``cuda>=13.0``, as ``NVIDIA_REQUIRE_CUDA``), the
+    driver that is (``...cuda.driver``, when the release is in the table) and what each
+    PTX architecture needs to be JIT-compiled (``...cuda.ptx``: ``compute_90:cuda>=13.2``)."""
+    if code is None:
+        return {}
+    found = driver.needs(code)
+    out: dict[str, str] = {}
+    if found.require():
+        out[f"{NAMESPACE}.gpu.cuda.requires"] = found.require()
+        floor = driver.CUDA_DRIVER.get(found.cuda) if found.cuda else None
+        if floor:
+            out[f"{NAMESPACE}.gpu.cuda.driver"] = f">={floor}"
+    if found.ptx:
+        out[f"{NAMESPACE}.gpu.cuda.ptx"] = found.ptx_text()
+    return out
+
+
+def driver_warnings(loaded: Loaded, code: GpuCode | None) -> list[str]:
+    """The image's CUDA code checked against the oldest driver the manifest's ``gpu:`` says
+    it must run on: warnings for PTX only a newer driver can JIT. Raises ManifestError
+    (exit 2, at ``gpu:``) for SASS that needs a newer driver, or a ``gpu:`` not understood."""
+    spec = loaded.manifest.gpu
+    field = "min_cuda" if spec.min_cuda else "min_driver"
+    try:
+        supported = driver.supported_from(spec.min_cuda, spec.min_driver)
+    except ValueError as e:
+        raise loaded.error(("gpu", field), str(e)) from None
+    if supported is None or code is None:
+        return []
+    errors, warnings = driver.check(driver.needs(code), supported)
+    if errors:
+        raise loaded.error(
+            ("gpu", field),
+            f"the image's CUDA code cannot run on the drivers it must support: {'; '.join(errors)}",
+            hint="build its steps with an older CUDA toolkit, or raise gpu.min_cuda / gpu.min_driver",
+        )
+    return [f"gpu: {w}" for w in warnings]
 
 
 def step_facts(code: Mapping[str, GpuCode]) -> dict[str, dict[str, str]]:

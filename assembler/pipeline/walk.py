@@ -161,6 +161,8 @@ class Walk(StepWalk):
             if self.records
             else None
         )
+        for warning in labels.driver_warnings(self.loaded, labels.image_code(man, code)):
+            self.report(Event("warning", {"text": warning}))
         gpu = gpu_metadata(self.loaded, graph.needed_steps(man), code=code, base=base.image if base else None, stack=py)
         made = labels.facts_of(code, man, self.base, final=self.records)
         sources = labels.source_facts(man, self.sources, self.source, unknown=self.unknown_facts())

@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag,
 
 from assembler.spec.coupling import Constraint, Platforms
 from assembler.spec.fields import Duration, Mode, Name, Owner, Scalar, Strict, StrList
+from assembler.spec.gpusupport import GpuSupport as GpuSupport
 from assembler.spec.prebuilt import PipLayer as PipLayer
 from assembler.spec.prebuilt import UrlLayer as UrlLayer
 from assembler.spec.prebuilt import When
@@ -370,6 +371,7 @@ class Manifest(Strict):
     default_target: str | None = None
     outputs: StrList = Field(default_factory=list)
     sif: SifSpec = Field(default_factory=SifSpec)
+    gpu: GpuSupport = Field(default_factory=GpuSupport, description="the oldest GPU driver the image must run on")
     cache: CacheSpec = Field(default_factory=CacheSpec)
     matrix: dict[str, list[Scalar]] = Field(
         default_factory=dict,

@@ -16,8 +16,11 @@ gencode="$gencode -gencode arch=compute_${last},code=compute_${last}"
 # so two builds differ. With -objtemp they are named after the object: same bytes.
 obj=${TMPDIR:-/tmp}/saxpy-obj
 mkdir -p "$obj"
+# The wheels' headers and libraries are under include/ and lib/; nvcc 13.0's profile looks
+# in targets/x86_64-linux/ (13.2's does not): name them, so both releases build.
+paths="-I$CUDA_HOME/include -L$CUDA_HOME/lib"
 # shellcheck disable=SC2086
-"$CUDA_HOME/bin/nvcc" -O2 $gencode -c -objtemp -o "$obj/saxpy.o" "$(dirname "$0")/saxpy.cu"
+"$CUDA_HOME/bin/nvcc" -O2 $paths $gencode -c -objtemp -o "$obj/saxpy.o" "$(dirname "$0")/saxpy.cu"
 # shellcheck disable=SC2086
-"$CUDA_HOME/bin/nvcc" -O2 $gencode -o "$out/saxpy" "$obj/saxpy.o"
+"$CUDA_HOME/bin/nvcc" -O2 $paths $gencode -o "$out/saxpy" "$obj/saxpy.o"
 echo "built $out/saxpy for sm: ${CUDA_ARCHS:-80;90} (+PTX compute_${last})"
