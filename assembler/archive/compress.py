@@ -1,4 +1,5 @@
-"""Layer compression: zstd (default), gzip, or none; the only module that imports zstandard.
+"""Layer compression: zstd (default), zstd:chunked, gzip, or none; the owner of zstandard
+(with :mod:`assembler.archive.chunked`, zstd:chunked's writer, which it loads only for that).
 
 Determinism: zstd at a pinned level with ``threads >= 1`` (zstd frames differ between
 threads=0 and threads>=1, and are identical for any count >= 1), gzip with mtime 0 and
@@ -18,10 +19,11 @@ from typing import BinaryIO, Literal, Protocol, cast
 
 import zstandard
 
-Compression = Literal["zstd", "gzip", "none"]
+# zstd:chunked is zstd to every reader (the same media type): only its writer differs.
+Compression = Literal["zstd", "zstd:chunked", "gzip", "none"]
 # What reading damaged compressed data can raise (gzip: OSError/EOFError/zlib.error).
 DECOMPRESS_ERRORS: tuple[type[Exception], ...] = (OSError, EOFError, zlib.error, zstandard.ZstdError)
-COMPRESSIONS: tuple[Compression, ...] = ("zstd", "gzip", "none")
+COMPRESSIONS: tuple[Compression, ...] = ("zstd", "zstd:chunked", "gzip", "none")
 ZSTD_LEVEL = 3
 GZIP_LEVEL = 6
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -39,6 +41,10 @@ class Compressor(Protocol):
 
     def finish(self) -> None: ...
 
+    def annotations(self) -> dict[str, str]:
+        """What the layer's descriptor must say of the stream, once finished (zstd:chunked's TOC)."""
+        ...
+
 
 class _Plain:
     def __init__(self, sink: Writable) -> None:
@@ -50,6 +56,9 @@ class _Plain:
 
     def finish(self) -> None:
         pass
+
+    def annotations(self) -> dict[str, str]:
+        return {}
 
 
 def usable_cores() -> int:
@@ -99,18 +108,37 @@ _CONTEXTS = _ContextPool()
 
 
 class _Zstd:
-    def __init__(self, sink: Writable, level: int) -> None:
+    def __init__(self, sink: Writable, level: int, size: int = -1) -> None:
         self._level = level
         self._cctx = _CONTEXTS.take(level)
-        self._writer = self._cctx.stream_writer(cast(BinaryIO, sink), closefd=False, write_return_read=True)
+        self._writer = self._cctx.stream_writer(cast(BinaryIO, sink), size=size, closefd=False, write_return_read=True)
 
     def write(self, data: bytes | bytearray, /) -> int | None:
         return self._writer.write(data)
 
     def finish(self) -> None:
+        # Ends the frame, and close() then writes an empty one (13 bytes): kept, since
+        # it is in every zstd layer written so far and in their digests.
         self._writer.flush(zstandard.FLUSH_FRAME)
         self._writer.close()  # type: ignore[no-untyped-call]
         _CONTEXTS.give(self._level, self._cctx)
+
+    def annotations(self) -> dict[str, str]:
+        return {}
+
+
+class _ZstdFrame(_Zstd):
+    """One zstd frame and nothing after it (zstd:chunked's frame of a big file)."""
+
+    def finish(self) -> None:
+        self._writer.close()  # type: ignore[no-untyped-call]
+        _CONTEXTS.give(self._level, self._cctx)
+
+
+def zstd_frame(sink: Writable, *, level: int, size: int) -> Compressor:
+    """A compressor of exactly one zstd frame of ``size`` bytes (written in its header),
+    by zstd's worker threads as a zstd layer is (threads >= 1: see the module docstring)."""
+    return _ZstdFrame(sink, level, size)
 
 
 class _Gzip:
@@ -123,11 +151,18 @@ class _Gzip:
     def finish(self) -> None:
         self._gz.close()  # writes the trailer; does not close the sink (fileobj given)
 
+    def annotations(self) -> dict[str, str]:
+        return {}
+
 
 def compressor(kind: Compression, sink: Writable, *, level: int | None = None) -> Compressor:
     """A streaming compressor writing ``kind`` into ``sink``."""
     if kind == "zstd":
         return _Zstd(sink, ZSTD_LEVEL if level is None else level)
+    if kind == "zstd:chunked":
+        from assembler.archive.chunked import ChunkedZstd  # only where asked for: it loads fastcrc
+
+        return ChunkedZstd(sink, ZSTD_LEVEL if level is None else level)
     if kind == "gzip":
         return _Gzip(sink, GZIP_LEVEL if level is None else level)
     if kind == "none":
@@ -173,7 +208,7 @@ def decompressed(stream: BinaryIO, kind: Compression | None = None) -> Iterator[
         head = stream.read(4)
         kind = sniff(head)
         stream = cast(BinaryIO, io.BufferedReader(_Prefixed(head, stream), buffer_size=1 << 20))
-    if kind == "zstd":
+    if kind in ("zstd", "zstd:chunked"):
         reader = zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True, closefd=False)
         try:
             yield cast(BinaryIO, reader)

@@ -250,7 +250,14 @@ def write_layer(
             headers.close()
     diff_id = tar_sink.hash.digest
     digest = diff_id if plain else digest_sink.digest
-    return Layer.of(digest, digest_sink.count, diff_id, compression, uncompressed_size=tar_sink.hash.count)
+    return Layer.of(
+        digest,
+        digest_sink.count,
+        diff_id,
+        compression,
+        uncompressed_size=tar_sink.hash.count,
+        annotations=comp.annotations(),
+    )
 
 
 def recompress(src: BinaryIO, src_compression: Compression | None, out: Writable, *, compression: Compression) -> Layer:
@@ -263,7 +270,12 @@ def recompress(src: BinaryIO, src_compression: Compression | None, out: Writable
             tar_hash.write(chunk)
     comp.finish()
     return Layer.of(
-        digest_sink.digest, digest_sink.count, tar_hash.digest, compression, uncompressed_size=tar_hash.count
+        digest_sink.digest,
+        digest_sink.count,
+        tar_hash.digest,
+        compression,
+        uncompressed_size=tar_hash.count,
+        annotations=comp.annotations(),
     )
 
 

@@ -17,8 +17,11 @@ from assembler.oci.descriptor import Descriptor
 from assembler.oci.digest import is_digest
 from assembler.oci.image import Image
 
-# The same values as archive.compress.Compression (oci/ imports nothing above it).
+# The same values as archive.compress.Compression (oci/ imports nothing above it), less
+# zstd:chunked: its media type is zstd's; ``Layer.chunked`` tells it by its annotations.
 LayerCompression = Literal["zstd", "gzip", "none"]
+# The annotation every zstd:chunked layer carries (its TOC's digest), c/storage's name.
+ZSTD_CHUNKED_TOC = "io.github.containers.zstd-chunked.manifest-checksum"
 
 
 @dataclass(frozen=True)
@@ -34,11 +37,21 @@ class Layer:
     uncompressed_size: int = 0
 
     @classmethod
-    def of(cls, digest: str, size: int, diff_id: str, compression: str, *, uncompressed_size: int = 0) -> Layer:
-        """A layer of ``compression`` ("zstd", "gzip", "none"); KeyError for any other."""
-        return cls(
-            Descriptor(mt.oci_layer_type(compression), digest, size), diff_id, uncompressed_size=uncompressed_size
-        )
+    def of(
+        cls,
+        digest: str,
+        size: int,
+        diff_id: str,
+        compression: str,
+        *,
+        uncompressed_size: int = 0,
+        annotations: Mapping[str, str] | None = None,
+    ) -> Layer:
+        """A layer of ``compression`` ("zstd", "zstd:chunked", "gzip", "none"; KeyError for
+        any other) whose descriptor carries ``annotations`` (zstd:chunked's TOC)."""
+        media_type = mt.oci_layer_type("zstd" if compression == "zstd:chunked" else compression)
+        descriptor = Descriptor(media_type, digest, size, annotations=dict(annotations or {}))
+        return cls(descriptor, diff_id, uncompressed_size=uncompressed_size)
 
     @property
     def digest(self) -> str:
@@ -56,18 +69,26 @@ class Layer:
     def compression(self) -> LayerCompression:
         return cast(LayerCompression, mt.compression_of(self.descriptor.media_type))
 
+    @property
+    def chunked(self) -> bool:
+        """A zstd:chunked layer (a zstd layer with a TOC that partial pulls read)."""
+        return ZSTD_CHUNKED_TOC in self.descriptor.annotations
+
     def made_by(self, origin: str, comment: str = "") -> Layer:
         return replace(self, origin=origin, comment=comment)
 
     def to_json(self) -> dict[str, object]:
         """The cache's record of the blob (not of ``origin``: the same blob serves many)."""
-        return {
+        record: dict[str, object] = {
             "digest": self.digest,
             "size": self.size,
             "diff_id": self.diff_id,
             "uncompressed_size": self.uncompressed_size,
             "compression": self.compression,
         }
+        if self.descriptor.annotations:
+            record["annotations"] = dict(self.descriptor.annotations)
+        return record
 
     @classmethod
     def from_json(cls, data: object) -> Layer:
@@ -80,9 +101,15 @@ class Layer:
             digest, diff_id = str(data["digest"]), str(data["diff_id"])
         except (KeyError, ValueError) as e:  # a missing field, a size that is no int
             raise InvalidRecord(f"malformed layer record {dict(data)!r}: {e!r}") from e
-        if compression not in ("zstd", "gzip", "none") or not (is_digest(digest) and is_digest(diff_id)):
+        annotations = data.get("annotations", {})
+        if (
+            compression not in ("zstd", "gzip", "none")
+            or not (is_digest(digest) and is_digest(diff_id))
+            or not isinstance(annotations, Mapping)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in annotations.items())
+        ):
             raise InvalidRecord(f"malformed layer record {dict(data)!r}")
-        return cls.of(digest, size, diff_id, compression, uncompressed_size=unpacked)
+        return cls.of(digest, size, diff_id, compression, uncompressed_size=unpacked, annotations=annotations)
 
 
 def layers_of(image: Image) -> tuple[Layer, ...]:

@@ -129,25 +129,33 @@ class ImageSetup:
     # -- compression -------------------------------------------------------------------
 
     def convert(self, blob: Layer) -> Layer | None:
-        """``blob`` in gzip when the image wants gzip and it is zstd (old clients cannot read
-        zstd), converted once and cached; otherwise ``blob`` itself. Same diff_id."""
-        if self.ctx.compression != "gzip" or blob.compression != "zstd":
+        """``blob`` converted once (and cached) where the image wants another form of a zstd
+        layer: gzip (old clients cannot read zstd), or zstd:chunked (compile steps store
+        plain zstd); otherwise ``blob`` itself. Same diff_id."""
+        if blob.compression != "zstd" or self.ctx.compression not in ("gzip", "zstd:chunked"):
             return blob
-        key = "gzip-of-" + blob.digest.split(":", 1)[1]
+        if self.ctx.compression == "gzip":
+            want: Compression = "gzip"
+            key = "gzip-of-" + blob.digest.split(":", 1)[1]
+        elif blob.chunked:
+            return blob
+        else:
+            want, key = "zstd:chunked", "chunked-of-" + blob.digest.split(":", 1)[1]
         done = self._cached_blob(key)
-        return done if done is not None else self.maker.missing(lambda: self._gzip(blob, key))
+        return done if done is not None else self.maker.missing(lambda: self._recompress(blob, key, want))
 
-    def _gzip(self, blob: Layer, key: str) -> Layer:
+    def _recompress(self, blob: Layer, key: str, compression: Compression) -> Layer:
         with self.blobs.open_blob(blob.digest) as raw, self.ctx.cache.blob_writer() as w:
-            done = recompress(raw, "zstd", w, compression="gzip")
+            done = recompress(raw, "zstd", w, compression=compression)
         if done.diff_id != blob.diff_id:
             raise InvalidImage(f"layer {blob.digest} does not decompress to its diff_id {blob.diff_id}")
         self.ctx.cache.put_layer(key, done)
         return done
 
     def convert_image(self, image: Image) -> tuple[Image, list[Layer | None]]:
-        """``image`` with every zstd layer in gzip when the image wants gzip, and its layers
-        (None: a plan does not know the converted layer yet; the image keeps the original)."""
+        """``image`` with every zstd layer in gzip or zstd:chunked when the image wants that
+        (:meth:`convert`), and its layers (None: a plan does not know the converted layer
+        yet; the image keeps the original)."""
         layers = [self.convert(layer) for layer in layers_of(image)]
         known = [b for b in layers if b is not None]
         if len(known) < len(layers) or all(b.digest == d.digest for b, d in zip(known, image.layers, strict=True)):
