@@ -319,6 +319,7 @@ def test_the_trtllm_dev_images(tmp_path: Path, target: str, vllm_twin: str, user
     base = dict(e.split("=", 1) for e in runtime["config"]["Env"])
     assert {k: v for k, v in env.items() if k != "PATH"} == {
         **{k: v for k, v in base.items() if k != "PATH"},
+        "WORKSPACE_DIR": "/workspace",
         "RUSTUP_HOME": "/usr/local/rustup",
         "CARGO_HOME": "/usr/local/cargo",
         "CARGO_TARGET_DIR": "/workspace/target",
@@ -363,3 +364,50 @@ def test_the_sglang_dev_image(tmp_path: Path) -> None:
     env = dict(e.split("=", 1) for e in dev["config"]["Env"])
     assert env["VIRTUAL_ENV"] == "/opt/dynamo/venv" and env["PATH"].startswith("/opt/dynamo/venv/bin:")
     assert dev["config"]["User"] == "root" and dev["outputs"] == ["docker://127.0.0.1:5000/dynamo:0.8.0-sglang-dev"]
+
+
+# -- upstream settings kept (issue 33, Why 8), read from the plan ------------------------------------
+
+
+def _env(planned: dict[str, Any]) -> dict[str, str]:
+    return dict(e.split("=", 1) for e in planned["config"]["Env"])
+
+
+@pytest.mark.parametrize(
+    ("target", "home", "workspace_dir"),
+    [
+        ("vllm", "/opt/dynamo", None),  # Dockerfile.vllm:549 (runtime)
+        ("efa", "/opt/dynamo", None),
+        ("dev", "/workspace", "/workspace"),  # Dockerfile.vllm:780-781 (dev)
+        ("dev-aws", "/workspace", "/workspace"),
+        ("local-dev", "/workspace", "/workspace"),  # Dockerfile.local_dev:88-96
+        ("local-dev-aws", "/workspace", "/workspace"),
+        ("sglang", None, None),  # Dockerfile.sglang:705
+        ("sglang-dev", None, None),
+        ("trtllm-dev", "/workspace", "/workspace"),  # Dockerfile.trtllm:862-863
+    ],
+)
+def test_driver_capabilities_and_dev_homes_are_upstreams(
+    tmp_path: Path, target: str, home: str | None, workspace_dir: str | None
+) -> None:
+    code, planned, err = plan(tmp_path, "--target", target)
+    assert code == 0, err
+    env = _env(planned)
+    # video too: NVDEC/NVENC for the media decoding the bindings are built with
+    assert env["NVIDIA_DRIVER_CAPABILITIES"] == "video,compute,utility"
+    assert (env.get("DYNAMO_HOME"), env.get("WORKSPACE_DIR")) == (home, workspace_dir)
+
+
+@pytest.mark.parametrize(("target", "lib"), [("vllm", True), ("dev", True), ("sglang", False), ("trtllm", False)])
+def test_the_runtime_workspace_holds_what_upstream_copies(tmp_path: Path, target: str, lib: bool) -> None:
+    code, planned, err = plan(tmp_path, "--target", target)
+    assert code == 0, err
+    layers = [x["what"] for x in planned["layers"]]
+    assert "artifact workspace-files" in layers and ("artifact workspace.lib" in layers) == lib
+    # after them, /workspace goes back to dynamo (artifact layers write their parents as root's)
+    assert layers.index("artifact workspace-files") < next(i for i, w in enumerate(layers) if "chmod g+w" in w)
+    files = step("workspace-files", target)
+    assert "cp -a ATTRIBUTION* LICENSE tests examples deploy recipes components /build/files/" in files.run[0]
+    (artifact,) = files.artifacts.values()
+    assert (artifact.path, artifact.to, artifact.owner) == ("/build/files", "/workspace", "1000:0")
+    assert step("workspace", target).artifacts["lib"].to == "/workspace/lib"

@@ -354,3 +354,21 @@ def test_python_sets_mirror_what_the_steps_install() -> None:
     assert sdist.no_deps and "--no-deps" in download and f" {sdist.requirements[0]} " in download
     # local trees are no set members: FlashInfer's `pip install .`, the flash-attn wheel
     assert not compiled["flashinfer"].python_sets
+
+
+# -- upstream settings kept (issue 33, Why 8), read from the plan ------------------------------------
+
+
+def test_the_image_has_uv_uvx_and_the_editable_server(plan: PlanFn) -> None:
+    layers = [x["what"] for x in plan()["layers"]]
+    # Dockerfile:163 (uv and uvx of ghcr.io/astral-sh/uv:0.5.31 in /bin, which is /usr/bin)
+    assert {"artifact server.uv", "artifact server.uvx"} <= set(layers)
+    server = steps()["server"]
+    assert (server.artifacts["uv"].to, server.artifacts["uvx"].to) == ("/usr/bin/uv", "/usr/bin/uvx")
+    # Dockerfile:184-185: `uv sync` installs the server editable, from /usr/src/server, which the
+    # image keeps where the venv's .pth names it (with proto/, Dockerfile:175)
+    (sync,) = [c for c in server.run if "--no-install-project" not in c and "uv sync" in c]
+    assert "--no-editable" not in sync and "--python=3.11.11" in sync
+    assert (server.artifacts["server-src"].path, server.artifacts["server-src"].to) == ("/usr/src/server",) * 2
+    assert server.artifacts["proto"].to == "/usr/src/proto"
+    assert layers.index("artifact server.venv") < layers.index("artifact server.server-src")

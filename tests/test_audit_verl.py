@@ -346,7 +346,7 @@ def test_a_cuda_arch_as_a_rocm_arch_is_refused_at_plan(cache: Path, arch: str) -
         "gfx90a;gfx942",
         "gfx90a:xnack+;gfx942:sramecc+",
         "gfx1100,gfx1201",
-        "gfx908 gfx90a gfx942 gfx950",
+        "gfx908 gfx90a gfx942",  # ROCm 6.3's: gfx950 needs 7.0 (tests/test_facts.py)
         "gfx11-generic",
         "gfx10-3-generic",
     ],
@@ -372,7 +372,7 @@ def test_rocm_archs_constraint_kind(tmp_path: Path) -> None:
 
 # -- python_sets: each pip install of the layers, as data for `assemble lock` ------------------
 
-_VALUED = {"--index-url", "-i", "--extra-index-url", "--find-links", "-f", "--config-settings"}
+_VALUED = {"--index-url", "-i", "--extra-index-url", "--find-links", "-f", "--config-settings", "--override"}
 
 
 def requirements_of(install: str) -> tuple[list[str], bool]:
@@ -399,6 +399,13 @@ def test_python_sets_mirror_the_pip_installs(target: str) -> None:
             ([r for r in reqs if "://" not in r and not r.startswith(".")], no_deps) for reqs, no_deps in installs
         ]
         wanted = [(reqs, no_deps) for reqs, no_deps in wanted if reqs]
+        # uv installed for one install and removed after is no part of the image; what its
+        # --override file holds is a set of its own (force: installed over the others' pins)
+        if "pip uninstall -y uv" in command(layer):
+            wanted = [(reqs, no_deps) for reqs, no_deps in wanted if not reqs[0].startswith("uv==")]
+        for pin, _ in re.findall(r"echo (\S+) > (\S+)", command(layer)):
+            wanted.append(([pin], False))
+            assert any(s.force and s.requirements == [pin] for s in layer.python_sets), (target, name, pin)
         got = [([r.replace(" ", "") for r in s.requirements], s.no_deps) for s in layer.python_sets]
         assert sorted(got) == sorted(wanted), (target, name)
         assert {s.python for s in layer.python_sets} <= {python}, (target, name)
@@ -419,3 +426,29 @@ def test_rocm_python_sets() -> None:
         ray = "ray[data,train,tune,serve]>=2.45.0" if target == "docker-sglang" else "ray[data,train,tune,serve]"
         assert ray in sets["deps"].requirements and not sets["deps"].no_deps
         assert sets["deps"].python == ("3.9" if target == "train" else "3.12")
+
+
+def test_the_lock_holds_each_targets_era() -> None:
+    """Issue 33: the default target locked as of upstream's date (b8bd5968, 2025-05-17):
+    vLLM 0.6.3 beside transformers 4.51.x, not 2026's 5.x (whose CLIP lacks the
+    CLIPSdpaAttention vLLM 0.6.3 imports); vLLM 0.8.1 and 0.8.2 with xgrammar 0.1.17, the
+    nearest release to the 0.1.16 PyPI no longer serves; the cuDNN layer's 9.8 over torch's own."""
+    from assembler.spec.lockfile import read_lock
+
+    lock = read_lock(VERL.with_suffix(".lock"))
+
+    def pins(variant: str, where: str) -> dict[str, str]:
+        entry = lock.sets[lock.variants[variant][where]]
+        return {k: v.split("==")[1] for k, v in entry.constraints().items()}
+
+    default = pins("ngc-vllm", "layers.vllm:vllm")
+    assert default["vllm"] == "0.6.3.post1" and default["transformers"].startswith("4.51."), default
+    assert pins("ngc-vllm", "layers.torch:torch")["torch"] == "2.4.0"
+    for target in ("ngc-vllm0.8.1", "ngc-vllm0.8-sagemaker"):
+        assert pins(target, "layers.vllm:vllm")["xgrammar"] == "0.1.17", target
+    megatron = "vllm-sglang-megatron"
+    assert pins(megatron, "layers.cudnn:cudnn")["nvidia-cudnn-cu12"] == "9.8.0.87"
+    below = pins(megatron, "layers.vllm:vllm")  # torch 2.6.0 installs its own cuDNN at its turn
+    assert "nvidia-cudnn-cu12" not in below and below["nvidia-cublas-cu12"] == "12.4.5.8", below
+    envs = {e.resolved_as_of for e in lock.environments.values()}
+    assert envs == {"2025-05-17T23:59:59Z", "2025-03-21T23:59:59Z"}, envs

@@ -23,6 +23,7 @@ import pytest
 from assembler.errors import ManifestError
 from assembler.spec.load import load_manifest
 from assembler.spec.model import PipLayer, RunLayer
+from assembler.spec.setuses import used_steps
 from tests.helpers import ROOT
 from tests.helpers import run_cli_here as run_cli
 
@@ -303,26 +304,20 @@ def test_a_torch_other_than_the_one_vllm_requires_is_refused(cache: Path) -> Non
 
 
 def test_the_pypi_wheel_of_a_release_whose_hashes_are_not_pinned_is_refused(cache: Path) -> None:
-    # the runtime image's wheel takes its sha256s from the lock: a release the lock lacks is refused
-    err = refused(cache, "--set", "vllm_from=wheel", "--set", "vllm_version=0.11.0")
-    assert "takes its hashes from the lock" in err and "vllm==0.11.0" in err and "assemble lock" in err
-    # the wheel target downloads by vllm_wheel_hashes: those of vllm_wheel_version only
-    err = refused(cache, "--target", "wheel", "--set", "vllm_from=wheel", "--set", "vllm_version=0.11.0")
-    assert "vllm_wheel_version 0.11.1 differ" in err and "vllm_wheel_hashes" in err
-    hashes = "--hash=sha256:" + "1" * 64
-    plan(
-        cache,
-        "--target",
-        "wheel",
-        "--set",
-        "vllm_from=wheel",
-        "--set",
-        "vllm_version=0.11.0",
-        "--set",
-        "vllm_wheel_version=0.11.0",
-        "--set",
-        f"vllm_wheel_hashes={hashes}",
-    )
+    # every image of the released wheel takes its sha256s from the lock (the wheel target's too:
+    # it had hashes of its own, vllm_wheel_hashes, which a --set vllm_version left behind): a
+    # release the lock lacks is refused, with the command that writes them
+    for target in ("openai", "wheel"):
+        err = refused(cache, "--target", target, "--set", "vllm_from=wheel", "--set", "vllm_version=0.11.0")
+        assert "takes its hashes from the lock" in err and "vllm==0.11.0" in err and "assemble lock" in err
+    # the wheel target ships the locked file itself, in /wheels, nothing compiled; built from
+    # source, the compiled one
+    wheel = load_manifest(MANIFEST, target="wheel", sets={"vllm_from": "wheel"}).manifest
+    (layer,) = wheel.image.layers
+    assert (layer.pip, layer.files_to, layer.locked) == (["vllm==0.11.1"], "/wheels", True)  # type: ignore[union-attr]
+    assert used_steps(wheel) == set()
+    source = plan(cache, "--target", "wheel")
+    assert [x["what"] for x in source["layers"]] == ["artifact wheel.wheel"]
     # a source build of another version needs no hashes
     plan(cache, "--set", "vllm_version=0.11.2", "--set", "vllm_ref=v0.11.2")
 
@@ -431,7 +426,10 @@ def test_python_sets_mirror_what_the_layers_and_steps_install(target: str | None
         declared = sorted(r for s in pysets for r in s.requirements)
         assert declared == sorted(installed(run, params["vllm_version"])), name
         for s in pysets:
-            assert s.python == params["python_version"] and not s.no_deps, name
+            assert s.python == params["python_version"], name
+            # NVSHMEM into a folder of its own (--no-deps --target), as upstream: not the venv,
+            # where torch 2.9.0 has its nvidia-nvshmem-cu12==3.3.20
+            assert not s.no_deps or (s.name == "nvshmem" and s.environment == "/opt/nvshmem"), name
             for url in s.extra_index_urls:
                 assert f"--extra-index-url {url}" in " ".join(run), (name, url)
         checked.add(name)
@@ -465,9 +463,10 @@ def test_the_released_wheels_venv_is_one_set_its_layers_install_parts_of() -> No
     from assembler.spec.lockfile import read_lock
 
     lock = read_lock(MANIFEST.with_suffix(".lock"))
-    extras = lock.sets[lock.variants["openai vllm_from=wheel"]["layers.openai-extras:extras"]]
-    assert not {"torch", "torchvision", "triton", "vllm"} & set(extras.constraints())
-    assert {"torch==2.9.0", "torchvision==0.24.0"} <= set(extras.definition["provided"])  # type: ignore[arg-type]
+    extras = lock.sets[lock.variants["openai vllm_from=wheel"]["layers.openai-extras:extras"]].constraints()
+    assert (
+        extras["torch"] == "torch==2.9.0" and extras["torchvision"] == "torchvision==0.24.0"
+    )  # one venv, resolved whole
     assert installed(layers["torch"].run, "0.11.1") == ["torch"]
     assert installed(layers["vllm-deps"].run, "0.11.1") == ["vllm==0.11.1"]
     (pip,) = [x for x in man.image.layers if isinstance(x, PipLayer)]
@@ -496,3 +495,97 @@ def test_rocm_python_sets_leave_the_bases_torch_alone() -> None:
     assert all(
         s.python == "3.12" for s in [*build.python_sets, *layers["vllm"].python_sets, *layers["hub"].python_sets]
     )
+
+
+# -- upstream settings kept (issue 33, Why 8), read from the plan ------------------------------------
+
+
+def _env(planned: dict[str, Any]) -> dict[str, str]:
+    return dict(e.split("=", 1) for e in planned["config"]["Env"])
+
+
+@pytest.mark.parametrize("target", ["openai", "openai-nonroot", "vllm-base"])
+def test_the_cuda_images_keep_dockerfiles_driver_path_compat_and_workspace(cache: Path, target: str) -> None:
+    planned = plan(cache, "--target", target)
+    # v0.11.1 docker/Dockerfile:411: the host driver in /usr/local/nvidia first
+    assert _env(planned)["LD_LIBRARY_PATH"] == "/usr/local/nvidia/lib64:${LD_LIBRARY_PATH}"
+    assert planned["config"]["WorkingDir"] == ("/home/vllm" if target == "openai-nonroot" else "/vllm-workspace")
+    man = load_manifest(MANIFEST, target=target).manifest
+    names = [getattr(x, "name", None) or getattr(x, "artifact", None) for x in man.image.layers]
+    # :338's ldconfig of the compat folder, after Python and before the venv's packages
+    assert names.index("python") < names.index("cuda-compat") < names.index("nvidia") < names.index("workspace")
+    (compat,) = [x for x in man.image.layers if getattr(x, "name", None) == "cuda-compat"]
+    assert "cuda-$(echo 12.9.1 | cut -d. -f1,2)/compat" in compat.run[0] and "ldconfig $D/" in compat.run[0]  # type: ignore[union-attr]
+    # :368-370: examples, benchmarks and collect_env.py of the tree built, in /vllm-workspace
+    (workspace,) = [s for s in man.compile if s.name == "workspace"]
+    assert {(a.path, a.to) for a in workspace.artifacts.values()} == {
+        ("/src/vllm/examples", "/vllm-workspace/examples"),
+        ("/src/vllm/benchmarks", "/vllm-workspace/benchmarks"),
+        ("/src/vllm/vllm/collect_env.py", "/vllm-workspace/collect_env.py"),
+    }
+    assert workspace.sources == ["vllm"] and "workspace" in [s["name"] for s in planned["steps"]]
+
+
+def test_the_compat_ldconfig_runs_for_the_cuda_version_param(tmp_path: Path) -> None:
+    (layer,) = [
+        x
+        for x in load_manifest(MANIFEST, sets={"cuda_version": "12.8.1"}).manifest.image.layers
+        if getattr(x, "name", None) == "cuda-compat"
+    ]
+    log = tmp_path / "log"
+    (tmp_path / "ldconfig").write_text(f'#!/bin/sh\necho "ldconfig $*" >> {log}\n')
+    (tmp_path / "ldconfig").chmod(0o755)
+    command = layer.run[0].replace("/usr/local/cuda-", f"{tmp_path}/cuda-")  # type: ignore[union-attr]
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+    assert subprocess.run(["sh", "-c", command], env=env).returncode == 0 and not log.exists()  # no folder: left alone
+    (tmp_path / "cuda-12.8" / "compat").mkdir(parents=True)
+    assert subprocess.run(["sh", "-c", command], env=env).returncode == 0
+    assert log.read_text() == f"ldconfig {tmp_path}/cuda-12.8/compat/\n"
+
+
+def test_rocm_image_keeps_uv_app_vllm_and_the_arch_it_was_built_for(cache: Path) -> None:
+    planned = plan(cache, "--target", "rocm", "--set", "pytorch_rocm_arch=gfx90a;gfx942")
+    env = _env(planned)
+    # Dockerfile.rocm:8-9: the narrowed list, not rocm/vllm-dev:base's nine archs
+    assert env["PYTORCH_ROCM_ARCH"] == "gfx90a;gfx942"
+    assert (env["UV_HTTP_TIMEOUT"], env["UV_INDEX_STRATEGY"], env["UV_LINK_MODE"]) == (
+        "500",
+        "unsafe-best-match",
+        "copy",
+    )
+    run = runs("rocm")
+    assert run["uv"] == ["python3 -m pip install uv==0.9.5"]  # :19-20, in /usr/local/bin
+    assert (
+        run["hub"][0].startswith("uv pip install --system --upgrade")
+        and "uv pip install --system /wheels/vllm-" in run["vllm"][0]
+    )
+    man = load_manifest(MANIFEST, target="rocm").manifest
+    (files,) = [s for s in man.compile if s.name == "app-files"]
+    assert {a.to for a in files.artifacts.values()} == {
+        "/app/vllm/benchmarks",
+        "/app/vllm/examples",
+        "/app/vllm/docker/Dockerfile.rocm",
+    }
+    assert [getattr(x, "artifact", None) for x in man.image.layers][-1] == "app-files"
+    assert _env(plan(cache, "--target", "rocm-openai"))["PYTORCH_ROCM_ARCH"].startswith("gfx90a;gfx942;gfx950")
+
+
+def test_nvshmem_stays_out_of_the_venv_and_the_lock_says_so() -> None:
+    """Issue 33, item 1: torch 2.9.0 requires nvidia-nvshmem-cu12==3.3.20 in the venv; the EP
+    kernels' NVSHMEM 3.3.9 goes into a folder of its own, as upstream keeps it (v0.11.1
+    tools/ep_kernels/install_python_libraries.sh: $WORKSPACE/nvshmem_install), and every
+    environment of the default target resolves."""
+    from assembler.spec.lockfile import read_lock
+
+    lock = read_lock(MANIFEST.with_suffix(".lock"))
+    places = lock.variants["openai"]
+    assert not [e.error for e in lock.environments.values() if e.error]
+    torch = lock.sets[places["layers.torch:torch"]]
+    assert torch.constraints()["nvidia-nvshmem-cu12"] == "nvidia-nvshmem-cu12==3.3.20" and "torch" in torch.stand_in
+    for where in ("layers.ep-kernels:nvshmem", "build-ep-kernels:nvshmem"):
+        entry = lock.sets[places[where]]
+        assert entry.constraints() == {"nvidia-nvshmem-cu12": "nvidia-nvshmem-cu12==3.3.9"}, where
+        assert entry.definition["no_deps"] is True
+    (build,) = [s for s in load_manifest(MANIFEST).manifest.compile if s.name == "build-ep-kernels"]
+    assert build.env["NVSHMEM_DIR"] == "/opt/nvshmem/nvidia/nvshmem"
+    assert "--target /opt/nvshmem nvidia-nvshmem-cu12==3.3.9" in " ".join(build.run)

@@ -57,10 +57,14 @@ def test_vllm_deepgemm_is_skipped_below_cuda_12_8_as_upstream(cuda: str, builds:
 def test_vllm_ep_kernels_build_pplx_and_deepep_against_nvshmem() -> None:
     step = _compile("vllm", "build-ep-kernels")
     assert step.sources == ["pplx-kernels", "deepep"]
-    assert step.env["NVSHMEM_DIR"] == "/opt/venv/lib/python3.12/site-packages/nvidia/nvshmem"
-    assert "nvidia-nvshmem-cu12==3.3.9" in step.run[1]
-    assert step.run[2].count("pip wheel --no-build-isolation --no-deps -w /build/dist .") == 2
-    assert "nvidia-nvshmem-cu12==3.3.9 /wheels/ep/*.whl" in _layer("vllm", "ep-kernels").run[0]
+    # NVSHMEM in a folder of its own, out of the venv (torch 2.9.0's 3.3.20 stays there)
+    assert step.env["NVSHMEM_DIR"] == "/opt/nvshmem/nvidia/nvshmem"
+    assert "--target /opt/nvshmem nvidia-nvshmem-cu12==3.3.9" in step.run[2]
+    assert "nvshmem" not in step.run[1]
+    assert step.run[3].count("pip wheel --no-build-isolation --no-deps -w /build/dist .") == 2
+    layer = _layer("vllm", "ep-kernels").run[0]
+    assert "--target /opt/nvshmem nvidia-nvshmem-cu12==3.3.9" in layer and "/wheels/ep/*.whl" in layer
+    assert "/opt/nvshmem/nvidia/nvshmem/lib > /etc/ld.so.conf.d/nvshmem.conf" in layer
     # GDRCopy's libgdrapi, which NVSHMEM and DeepEP dlopen, is on the loader's path
     assert "/usr/local/gdrcopy/lib" in _layer("vllm", "gdrcopy-ld").run[0]
 

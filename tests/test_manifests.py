@@ -171,8 +171,15 @@ EVERY = [(p, t) for p in sorted(MANIFESTS.glob("*.yaml")) for t in targets_of(p)
 
 @pytest.mark.parametrize(("path", "target"), EVERY, ids=[f"{p.stem}-{t or 'default'}" for p, t in EVERY])
 def test_every_manifest_and_target_plans_offline(plan_cache: Path, path: Path, target: str | None) -> None:
-    # --locked: the committed lock (MANIFEST.lock) holds every Python set of every target
-    ran = plan_in_process(path, "--locked", *(["--target", target] if target else []), cache=plan_cache)
+    # --locked: the committed lock (MANIFEST.lock) holds every Python set of every target;
+    # FlashInfer's AOT kernels only flashinfer.ai's index serves (PyPI has no stand-in for it)
+    allowed = [
+        "--allow-unresolved",
+        "layers.flashinfer-jit-cache:jit-cache",
+        "--allow-unresolved",
+        "framework-vllm:venv",
+    ]
+    ran = plan_in_process(path, "--locked", *allowed, *(["--target", target] if target else []), cache=plan_cache)
     assert ran.code == 0, str(ran)
     data = ran.json
     assert data["lock"]["state"] in ("fresh", "none"), data["lock"]
@@ -191,6 +198,29 @@ def test_every_manifest_and_target_plans_offline(plan_cache: Path, path: Path, t
             assert layer["what"].removeprefix("artifact ").split(".")[0] in compiled, layer
     assert all(isinstance(o, str) and ":" in o for o in data["outputs"])
     assert isinstance(data["config"], dict) and isinstance(data["annotations"], dict)
+
+
+SHIPPED = sorted(MANIFESTS.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_every_shipped_manifest_s_default_target_has_tests_that_plan_lists(plan: PlanFn, path: Path) -> None:
+    """Each image is proven before it is written: its default target names tests (the
+    version, an import, its entrypoint answering), GPU ones marked, and a plan lists them."""
+    tests = plan(path.stem)["tests"]
+    assert len(tests) >= 2, f"{path.name}: its default target ships {len(tests)} test(s)"
+    for test in tests:
+        assert test["argv"] and test["on"] == "local" and test["timeout"] > 0, test
+        assert test["output"] or test["not_output"], f"{path.name}: test {test['name']} checks no output"
+    assert any(not t["gpu"] for t in tests), f"{path.name}: nothing a machine without a GPU can check"
+
+
+def test_plan_lists_the_tests_for_people_too(plan_cache: Path) -> None:
+    ran = plan_in_process(MANIFESTS / "demo.yaml", cache=plan_cache, json_out=False)
+    assert ran.code == 0, str(ran)
+    listed = ran.out.split("\ntests:\n", 1)[1].splitlines()
+    assert listed[0].split() == ["version", "local", "/usr/local/bin/demo-launcher", "--version"]
+    assert any(line.split()[:2] == ["saxpy-gpu", "local"] and line.endswith("[gpu]") for line in listed), listed
 
 
 def test_the_cli_in_a_subprocess_plans_the_same(plan: PlanFn, plan_cache: Path) -> None:
@@ -225,7 +255,9 @@ DYNAMO_COMMON = {
     "dynamo-runtime": ["wheel"],
     "dynamo-py": ["wheel"],
     "kvbm": ["wheel"],  # the kvbm wheel (--enable-kvbm), mounted where the wheels are installed
-    "workspace": ["benchmarks", "tree"],  # benchmarks/ of the tree, installed after Dynamo; dev takes it all
+    # benchmarks/ of the tree, installed after Dynamo; lib/, the vLLM runtime's; dev takes it all
+    "workspace": ["benchmarks", "lib", "tree"],
+    "workspace-files": ["files"],  # ATTRIBUTION*, LICENSE, tests, examples, deploy, recipes, components
 }
 DYNAMO_PREFIXES = [
     ("artifact", "ucx.prefix"),
@@ -245,18 +277,24 @@ DYNAMO_VENV = [
 ]
 DYNAMO_WHEELS = [("artifact", "dynamo-runtime.wheel"), ("artifact", "dynamo-py.wheel"), ("artifact", "nixl.wheel")]
 # installed as dynamo, then the benchmarks package (benchmarks/ of the tree, as every runtime stage
-# installs it), then /opt/dynamo given back to it (artifact layers write parent folders as root's)
+# installs it), the rest of what each runtime stage copies into /workspace (at 7436e3bc:
+# Dockerfile.sglang:747-756, Dockerfile.trtllm:742 and 780-784), then /opt/dynamo and /workspace
+# given back to it (artifact layers write parent folders as root's)
 DYNAMO_INSTALL = [
     ("run", "dynamo"),
     ("artifact", "workspace.benchmarks"),
     ("run", "benchmarks"),
+    ("artifact", "workspace-files"),
     ("run", "permissions"),
 ]
+# the vLLM runtime copies lib/ too (Dockerfile.vllm:700-705 at 7436e3bc)
+DYNAMO_VLLM_INSTALL = [*DYNAMO_INSTALL[:-1], ("artifact", "workspace.lib"), DYNAMO_INSTALL[-1]]
 NATS_ETCD = [("artifact", "nats-etcd.nats"), ("artifact", "nats-etcd.etcd")]
 VLLM_BASE_LAYERS = [  # the vllm-base stage
     ("base", "runtime"),
     ("packages", "system"),
     ("run", "python"),
+    ("run", "cuda-compat"),  # ldconfig of the CUDA compat libraries (v0.11.1 docker/Dockerfile:338)
     ("run", "cuda-jit"),
     # the venv in four layers, as Dynamo's: a vLLM bump re-pushes only the last two
     ("run", "nvidia"),  # the nvidia-* libraries torch pins
@@ -268,18 +306,28 @@ VLLM_BASE_LAYERS = [  # the vllm-base stage
     ("artifact", "gdrcopy.prefix"),
     ("run", "gdrcopy-ld"),
     ("run", "deepgemm"),  # mounts DeepGEMM's wheel
-    ("run", "ep-kernels"),  # mounts the pplx-kernels and DeepEP wheels
+    ("run", "ep-kernels"),  # mounts the pplx-kernels and DeepEP wheels; NVSHMEM into /opt/nvshmem
+    ("artifact", "workspace"),  # examples, benchmarks, collect_env.py (Dockerfile:368-370)
 ]
 VLLM_CUDA_LAYERS = [*VLLM_BASE_LAYERS, ("run", "openai-extras")]  # vllm-openai (KV connectors: off by default)
-# Dockerfile.rocm's `base` stage (its packages, pip upgraded, sccache purged), then `final`
+# Dockerfile.rocm's `base` stage (its packages, pip upgraded, sccache purged, uv), then `final`
 VLLM_ROCM_LAYERS = [
     ("base", "runtime"),
     ("packages", "rocm-system"),
     ("run", "rocm-setup"),
+    ("run", "uv"),  # Dockerfile.rocm:19-20
     ("run", "hub"),
     ("run", "vllm"),
+    ("artifact", "app-files"),  # benchmarks, examples, Dockerfile.rocm under /app/vllm (:119-122)
 ]
-VLLM_COMPILE = {"wheel": ["wheel"], "gdrcopy": ["prefix"], "build-deepgemm": ["wheel"], "build-ep-kernels": ["wheels"]}
+VLLM_ROCM_COMPILE = {"wheel-rocm": ["wheel"], "app-files": ["benchmarks", "dockerfile", "examples"]}
+VLLM_COMPILE = {
+    "wheel": ["wheel"],
+    "workspace": ["benchmarks", "collect-env", "examples"],  # read from the tree into /vllm-workspace
+    "gdrcopy": ["prefix"],
+    "build-deepgemm": ["wheel"],
+    "build-ep-kernels": ["wheels"],
+}
 REGISTRY = "docker://127.0.0.1:5000"
 
 STRUCTURES: dict[tuple[str, str | None], dict[str, Any]] = {
@@ -287,15 +335,20 @@ STRUCTURES: dict[tuple[str, str | None], dict[str, Any]] = {
         "compile": {
             "router": ["bin", "entrypoint"],
             "torch": ["python", "venv"],
-            "server": ["kernels", "python", "venv"],
+            # the editable server's tree and proto (Dockerfile:175-177), uv and uvx (:163)
+            "server": ["kernels", "proto", "python", "server-src", "uv", "uvx", "venv"],
             **TGI_KERNELS,
         },
         "layers": [
             ("base", "runtime"),
             ("packages", "system"),
+            ("artifact", "server.uv"),  # Dockerfile:163 (COPY uv:0.5.31's /uv /uvx /bin/)
+            ("artifact", "server.uvx"),
             ("run", "libcuda-link"),  # libcuda.so -> the driver's libcuda.so.1 (seed 000:186)
             ("artifact", "server.python"),
             ("artifact", "server.venv"),
+            ("artifact", "server.proto"),
+            ("artifact", "server.server-src"),  # the editable install's tree: the venv's .pth names it
             ("artifact", "server.kernels"),
             ("artifact", "flash-attn-v1.lib"),
             ("artifact", "flash-attn-v1.layer-norm"),
@@ -335,18 +388,25 @@ STRUCTURES: dict[tuple[str, str | None], dict[str, Any]] = {
         "outputs": [f"oci:{ROOT}/out/vllm-wheel:v0.11.1"],
     },
     ("vllm", "rocm"): {  # Dockerfile.rocm, stage final
-        "compile": {"wheel-rocm": ["wheel"]},
+        "compile": VLLM_ROCM_COMPILE,
         "layers": VLLM_ROCM_LAYERS,
         "outputs": [f"{REGISTRY}/rocm/vllm-dev:v0.11.1"],
     },
     ("vllm", "rocm-openai"): {  # Dockerfile.rocm, stage vllm-openai
-        "compile": {"wheel-rocm": ["wheel"]},
+        "compile": VLLM_ROCM_COMPILE,
         "layers": VLLM_ROCM_LAYERS,
         "outputs": [f"{REGISTRY}/rocm/vllm:v0.11.1"],
     },
     ("deepspeed", None): {
         "compile": {"wheel": ["wheel"]},
-        "layers": [("base", "runtime"), ("packages", "system"), ("run", "torch"), ("run", "deepspeed")],
+        # ssh-user: sshd on SSH_PORT and the deepspeed user with sudo (docker/Dockerfile at v0.16.4)
+        "layers": [
+            ("base", "runtime"),
+            ("packages", "system"),
+            ("run", "ssh-user"),
+            ("run", "torch"),
+            ("run", "deepspeed"),
+        ],
         "outputs": [f"{REGISTRY}/deepspeed:0.16.4"],
     },
     ("dynamo", "vllm"): {
@@ -362,7 +422,7 @@ STRUCTURES: dict[tuple[str, str | None], dict[str, Any]] = {
             *DYNAMO_VENV,
             *DYNAMO_PREFIXES,
             *DYNAMO_WHEELS,
-            *DYNAMO_INSTALL,
+            *DYNAMO_VLLM_INSTALL,
         ],
         "outputs": [f"{REGISTRY}/dynamo:0.8.0-vllm-runtime"],
     },
@@ -383,7 +443,7 @@ STRUCTURES: dict[tuple[str, str | None], dict[str, Any]] = {
             *DYNAMO_VENV,
             *DYNAMO_PREFIXES,
             *DYNAMO_WHEELS,
-            *DYNAMO_INSTALL,
+            *DYNAMO_VLLM_INSTALL,
             ("packages", "dev-tools"),
             ("artifact", "rust.rustup"),
             ("artifact", "rust.cargo"),
@@ -405,7 +465,7 @@ STRUCTURES: dict[tuple[str, str | None], dict[str, Any]] = {
             *DYNAMO_VENV,
             *DYNAMO_PREFIXES,
             *DYNAMO_WHEELS,
-            *DYNAMO_INSTALL,
+            *DYNAMO_VLLM_INSTALL,
             ("run", "efa-installer"),
         ],
         "outputs": [f"{REGISTRY}/dynamo:0.8.0-vllm-runtime-aws"],
@@ -461,10 +521,15 @@ def test_the_default_targets(plan: PlanFn) -> None:
 
 
 def test_runtime_packages(plan: PlanFn) -> None:
-    # DeepSpeed's runtime: CUDA runtime + libaio1 (ZeRO-Offload's async I/O) + openmpi-bin,
-    # the last two from the wheel step's runtime_packages (`from-steps`).
+    # DeepSpeed's runtime: CUDA runtime + pdsh, ssh and sudo (the launcher reaches other nodes
+    # with them: docker/Dockerfile at v0.16.4) + libaio1 (ZeRO-Offload's async I/O) +
+    # openmpi-bin, the last two from the wheel step's runtime_packages (`from-steps`).
     assert packages(plan("deepspeed")) == {
-        "system": ["python3", "python3-venv", "libopenblas0", "libaio1", "openmpi-bin"]
+        "system": [
+            *("python3", "python3-venv", "libopenblas0"),
+            *("pdsh", "openssh-client", "openssh-server", "sudo"),
+            *("libaio1", "openmpi-bin"),
+        ]
     }
     assert packages(plan("tgi")) == {
         "system": ["libssl-dev", "ca-certificates", "make", "curl", "git"],
@@ -544,6 +609,7 @@ DYNAMO_ENV = {  # Dockerfile.<engine>, runtime stage; NIXL as built on manylinux
     "/usr/local/ucx/lib/ucx:/usr/local/libfabric/lib:/usr/local/aws-sdk-cpp/lib64:"
     "/usr/local/ffmpeg/lib:${LD_LIBRARY_PATH}",
 }
+DRIVER_CAPS = {"NVIDIA_DRIVER_CAPABILITIES": "video,compute,utility"}  # Dockerfile.<engine>'s runtime stage
 DYNAMO = {  # USER dynamo, WORKDIR /workspace, ENTRYPOINT ["/opt/nvidia/nvidia_entrypoint.sh"], CMD []
     "Entrypoint": ["/opt/nvidia/nvidia_entrypoint.sh"],
     "Cmd": None,
@@ -554,14 +620,22 @@ DYNAMO = {  # USER dynamo, WORKDIR /workspace, ENTRYPOINT ["/opt/nvidia/nvidia_e
     "Labels": {},
 }
 NONE = {"Cmd": None, "User": None, "Healthcheck": None, "ExposedPorts": None, "Labels": {}}
+# v0.11.1 docker/Dockerfile:407-411 (vllm-base): the host driver's /usr/local/nvidia/lib64 first
+VLLM_CUDA_ENV = {**VENV_PATH, "LD_LIBRARY_PATH": "/usr/local/nvidia/lib64:${LD_LIBRARY_PATH}"}
 
-# vLLM v0.11.1 docker/Dockerfile.rocm:124-132 (read from the sdist on PyPI)
+# vLLM v0.11.1 docker/Dockerfile.rocm:124-132 (read from the sdist on PyPI), with the base
+# stage's PYTORCH_ROCM_ARCH (:8-9, the arch list built: Dockerfile.rocm_base:18's by default)
+# and uv's settings (:24-27)
 ROCM_ENV = {
     "RAY_EXPERIMENTAL_NOSET_ROCR_VISIBLE_DEVICES": "1",
     "RAY_EXPERIMENTAL_NOSET_HIP_VISIBLE_DEVICES": "1",
     "TOKENIZERS_PARALLELISM": "false",
     "SAFETENSORS_FAST_GPU": "1",
     "HIP_FORCE_DEV_KERNARG": "1",
+    "PYTORCH_ROCM_ARCH": "gfx90a;gfx942;gfx950;gfx1100;gfx1101;gfx1200;gfx1201;gfx1150;gfx1151",
+    "UV_HTTP_TIMEOUT": "500",
+    "UV_INDEX_STRATEGY": "unsafe-best-match",
+    "UV_LINK_MODE": "copy",
 }
 CONFIGS: dict[tuple[str, str | None], dict[str, Any]] = {
     ("tgi", None): {  # TGI's Dockerfile, final stage; seed 000's CMD (commented out upstream)
@@ -588,7 +662,7 @@ CONFIGS: dict[tuple[str, str | None], dict[str, Any]] = {
         **NONE,
         "Entrypoint": ["vllm", "serve"],
         "WorkingDir": "/vllm-workspace",
-        "Env": {**VENV_PATH, "VLLM_USAGE_SOURCE": "production-docker-image"},
+        "Env": {**VLLM_CUDA_ENV, "VLLM_USAGE_SOURCE": "production-docker-image"},
         "ExposedPorts": {"8000/tcp": {}},
     },
     ("vllm", "openai-nonroot"): {  # vllm-openai-nonroot: USER vllm, WORKDIR /home/vllm
@@ -596,14 +670,14 @@ CONFIGS: dict[tuple[str, str | None], dict[str, Any]] = {
         "Entrypoint": ["vllm", "serve"],
         "User": "vllm",
         "WorkingDir": "/home/vllm",
-        "Env": {**VENV_PATH, "VLLM_USAGE_SOURCE": "production-docker-image"},
+        "Env": {**VLLM_CUDA_ENV, "VLLM_USAGE_SOURCE": "production-docker-image"},
         "ExposedPorts": {"8000/tcp": {}},
     },
     ("vllm", "vllm-base"): {  # no entrypoint of its own: the CUDA base's
         **NONE,
         "Entrypoint": None,
         "WorkingDir": "/vllm-workspace",
-        "Env": VENV_PATH,
+        "Env": VLLM_CUDA_ENV,
     },
     ("vllm", "wheel"): {**NONE, "Entrypoint": None, "WorkingDir": "/wheels", "Env": {}},
     # Dockerfile.rocm, stage final: CMD ["/bin/bash"] and no entrypoint, so that seed 003's
@@ -626,10 +700,12 @@ CONFIGS: dict[tuple[str, str | None], dict[str, Any]] = {
     ("deepspeed", None): {  # with nvjitlink of the pip wheels first on the library path (seed 000)
         **NONE,
         "Entrypoint": ["deepspeed"],
+        "User": "deepspeed",  # docker/Dockerfile (v0.16.4): USER deepspeed
         "WorkingDir": None,
         "Env": {
             **VENV_PATH,
             "LD_LIBRARY_PATH": "/opt/venv/lib/python3.10/site-packages/nvidia/nvjitlink/lib:${LD_LIBRARY_PATH}",
+            "SSH_PORT": "2222",  # docker/Dockerfile (v0.16.4): sshd's port, not the host's 22
         },
     },
     ("dynamo", "vllm"): {
@@ -641,6 +717,7 @@ CONFIGS: dict[tuple[str, str | None], dict[str, Any]] = {
             "PATH": "/opt/dynamo/venv/bin:/usr/local/ucx/bin:/usr/local/bin/etcd/:/usr/local/cuda/nvvm/bin:${PATH}",
             "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
             "CPATH": "/usr/local/cuda/include",
+            **DRIVER_CAPS,  # Dockerfile.vllm:662 at 7436e3bc (Dockerfile.aws's runtime-aws is FROM it)
         },
     },
     ("dynamo", "dev"): {  # root, with cargo on PATH and its target folder in the workspace
@@ -648,10 +725,13 @@ CONFIGS: dict[tuple[str, str | None], dict[str, Any]] = {
         "User": "root",
         "Env": {
             **DYNAMO_ENV,
-            "DYNAMO_HOME": "/opt/dynamo",
+            # Dockerfile.vllm:780-781 at 7436e3bc: the dev stage's DYNAMO_HOME is WORKSPACE_DIR
+            "DYNAMO_HOME": "/workspace",
+            "WORKSPACE_DIR": "/workspace",
             "VIRTUAL_ENV": "/opt/dynamo/venv",
             "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
             "CPATH": "/usr/local/cuda/include",
+            **DRIVER_CAPS,  # the runtime stage's, which dev is FROM
             "RUSTUP_HOME": "/usr/local/rustup",
             "CARGO_HOME": "/usr/local/cargo",
             "CARGO_TARGET_DIR": "/workspace/target",
@@ -668,6 +748,7 @@ CONFIGS: dict[tuple[str, str | None], dict[str, Any]] = {
             "PATH": "/opt/dynamo/venv/bin:/usr/local/ucx/bin:/usr/local/bin/etcd/:/usr/local/cuda/nvvm/bin:${PATH}",
             "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
             "CPATH": "/usr/local/cuda/include",
+            **DRIVER_CAPS,  # Dockerfile.vllm:662 at 7436e3bc (Dockerfile.aws's runtime-aws is FROM it)
         },
     },
     ("dynamo", "sglang"): {
@@ -677,6 +758,7 @@ CONFIGS: dict[tuple[str, str | None], dict[str, Any]] = {
             "PATH": "/usr/local/bin/etcd:${PATH}",
             "SGLANG_VERSION": "v0.5.6.post2",
             "SGLANG_FORCE_SHUTDOWN": "1",
+            **DRIVER_CAPS,  # Dockerfile.sglang:705 at 7436e3bc
         },
     },
     ("dynamo", "trtllm"): {
@@ -689,7 +771,7 @@ CONFIGS: dict[tuple[str, str | None], dict[str, Any]] = {
             "OMPI_MCA_coll_ucc_enable": "0",
             "CUDA_HOME": "/usr/local/cuda",
             "TRITON_PTXAS_PATH": "/usr/local/cuda/bin/ptxas",
-            "NVIDIA_DRIVER_CAPABILITIES": "video,compute,utility",
+            **DRIVER_CAPS,
             "OPAL_PREFIX": "/opt/hpcx/ompi",
             "PATH": "/usr/local/ucx/bin:/opt/dynamo/venv/bin:/opt/hpcx/ompi/bin:/usr/local/bin/etcd/:"
             "/usr/local/cuda/bin:/usr/local/cuda/nvvm/bin:${PATH}",
@@ -907,6 +989,9 @@ OLD_VLLM = {  # seed 002's "current version": CUDA 12.1.1 (cudnn8 devel image), 
     "torch_cuda_arch_list": "7.0 7.5 8.0 8.6 8.9 9.0+PTX",  # CUDA 12.1's nvcc has no 10.0, 12.0
     "deepgemm_arch_list": "9.0a",  # ... nor 10.0a (DeepGEMM skips itself below CUDA 12.8 anyway)
     "ep_arch_list": "9.0a",
+    # PyPI's torch 2.6.0 (a CUDA 12.4 build), as the seed's image took it: PyTorch's cu121 index
+    # stops at 2.5.1, and plan refuses it for 2.6.0 (tests/test_facts.py)
+    "torch_index_url": "https://pypi.org/simple",
 }
 
 
@@ -1022,14 +1107,14 @@ BROKEN = [
         "vllm: unknown artifact",
         "vllm",
         ("mounts: [wheel.wheel]", "mounts: [wheel.wheels]"),
-        "image.layers.7.mounts.0",
+        "image.layers.8.mounts.0",
         "step 'wheel' declares no artifact 'wheels'",
     ),
     Broken(
         "vllm: rocm target's artifact",
         "vllm",
         ("mounts: [wheel-rocm.wheel]", "mounts: [wheel-rocm.whl]"),
-        "targets.rocm.layers.3.mounts.0",
+        "targets.rocm.layers.4.mounts.0",
         "step 'wheel-rocm' declares no artifact 'whl'",
         ("--target", "rocm"),
     ),
@@ -1037,7 +1122,7 @@ BROKEN = [
         "tgi: unknown artifact",
         "tgi",
         ("artifact: router.bin", "artifact: router.binary"),
-        "image.layers.17.artifact",
+        "image.layers.21.artifact",
         "step 'router' declares no artifact 'binary'",
     ),
     Broken(
@@ -1111,7 +1196,7 @@ def test_a_broken_reference_in_another_target_fails_too(tmp_path: Path) -> None:
         ran,
         path,
         line_of(text, "mounts: [wheel-rocm.whl]"),
-        "targets.rocm.layers.3.mounts.0",
+        "targets.rocm.layers.4.mounts.0",
         "step 'wheel-rocm' declares no artifact 'whl'",
     )
 

@@ -7,6 +7,7 @@ hash check and unpack is the real one; vLLM's own wheel (370 MB) is only planned
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -125,6 +126,25 @@ def test_pip_layers_from_pypi_are_deterministic_and_installable(tmp_path: Path) 
     assert [x["digest"] for x in plan.json["layers"]] == [x["digest"] for x in first["layers"]]
 
 
+def test_a_pip_layer_can_place_the_wheel_files_themselves(tmp_path: Path) -> None:
+    # files_to: the files as `pip download` leaves them (vllm.yaml's `wheel` target with
+    # vllm_from=wheel), checked against their sha256 and not installed
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "m.yaml").write_text(_manifest(f"    - pip: [{SIX}, {INICONFIG}]\n      files_to: /wheels\n"))
+    first = _build(project, tmp_path / "cache1", "out1")
+    assert _build(project, tmp_path / "cache2", "out2")["digest"] == first["digest"]
+    (files,) = _layers(project / "out1")
+    wheels = {p: data for p, data in files.items() if data != b"/"}
+    assert sorted(wheels) == ["wheels/iniconfig-2.0.0-py3-none-any.whl", "wheels/six-1.16.0-py2.py3-none-any.whl"]
+    six = wheels["wheels/six-1.16.0-py2.py3-none-any.whl"]
+    assert hashlib.sha256(six).hexdigest() == SIX.rsplit(":", 1)[1]
+    assert not any(p.startswith("opt/") for p in files)  # nothing installed
+    # installed and placed are two layers, never one key
+    (project / "m.yaml").write_text(_manifest(f"    - pip: [{SIX}, {INICONFIG}]\n      prefix: /wheels\n"))
+    assert _build(project, tmp_path / "cache1", "out3")["digest"] != first["digest"]
+
+
 def test_a_pip_bump_leaves_the_other_split_layers_alone(tmp_path: Path) -> None:
     project = tmp_path / "p"
     project.mkdir()
@@ -233,7 +253,8 @@ def test_vllm_runtime_from_the_released_wheel_has_no_compile_step(tmp_path: Path
     venv = [names.index("nvidia"), names.index("torch"), pip[0]["index"], names.index("vllm-deps")]
     assert venv == sorted(venv) and names[pip[0]["index"]] is None, names
 
-    # The wheel alone (vLLM's wheel-only output): the `wheel` step downloads it, no tree, no compile.
+    # The step's wheel alone (-o artifact:): compiled from the tree of the release's tag; the
+    # released file itself is the `wheel` target's (a pip: layer of its file, hashes from the lock).
     only = run_cli(
         [
             "plan",
@@ -249,18 +270,17 @@ def test_vllm_runtime_from_the_released_wheel_has_no_compile_step(tmp_path: Path
     )
     assert only.code == 0, str(only)
     assert [s["name"] for s in only.json["steps"] if s["kind"] == "compile"] == ["wheel"]
-    for vllm_from, sources, compiles in (("wheel", [], False), ("source", ["vllm"], True)):
-        step = graph.step_of(load_manifest(Path(manifest), sets={"vllm_from": vllm_from}).manifest, "wheel")
-        assert (
-            step.sources == sources
-            and ("bdist_wheel" in " ".join(step.run))
-            and (('[ "pypi" = pypi ]' not in step.run[2]) == compiles)
-        ), step.run
+    for vllm_from, ref in (("wheel", "v0.11.1"), ("source", "439368496db48d8f992ba8c606a0c0b1eebbfa69")):
+        loaded = load_manifest(Path(manifest), sets={"vllm_from": vllm_from})
+        step = graph.step_of(loaded.manifest, "wheel")
+        assert step.sources == ["vllm"] and '[ "source" = pypi ]' in step.run[1], step.run
+        assert loaded.params["vllm_ref"] == ref
 
     source = run_cli(["plan", manifest, "--cache", str(tmp_path), "--json"])
     assert source.code == 0, str(source)
     compiled = {s["name"] for s in source.json["steps"] if s["kind"] == "compile"}
-    assert compiled == {"wheel", "gdrcopy", "build-deepgemm", "build-ep-kernels"}  # the add-on kernels too
+    # the add-on kernels too, and upstream's /vllm-workspace files (examples, benchmarks, collect_env.py)
+    assert compiled == {"wheel", "gdrcopy", "build-deepgemm", "build-ep-kernels", "workspace"}
     assert not any(x["kind"] == "pip" for x in source.json["layers"])
     names = [x["step"] for x in source.json["layers"]]
     assert names[names.index("nvidia") :][:4] == ["nvidia", "torch", "vllm", "vllm-deps"], names

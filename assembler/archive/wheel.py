@@ -23,6 +23,7 @@ import posixpath
 import zipfile
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
 
 from installer import install
@@ -189,3 +190,12 @@ def wheel_members(zf: zipfile.ZipFile, scheme: Scheme, *, filename: str, epoch: 
     except AssertionError as e:  # installer's entry-point parser asserts (a bad module:function)
         raise InvalidArchive(f"{what}: an entry point is not module:function") from e
     return list(destination.members.values())
+
+
+def wheel_file(path: Path, folder: str, *, filename: str, epoch: int) -> Member:
+    """The wheel file at ``path`` itself, as the member ``folder/filename`` (an image that
+    ships the wheel, as ``pip download`` leaves it), read when the layer is written."""
+    entry = TarEntry(
+        clean_path(posixpath.join(folder, filename)), "file", mode=0o644, size=path.stat().st_size, mtime=epoch
+    )
+    return entry, lambda: cast(AbstractContextManager[BinaryIO], open(path, "rb"))  # the writer closes it

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from assembler.cli.console import out, say
 from assembler.errors import InputError, ManifestError
-from assembler.pipeline.locking import lock_variants
-from assembler.pipeline.variants import load_variants
+from assembler.oci.descriptor import Platform
+from assembler.pipeline.locking import Asked, Locked, lock_name, lock_variants
+from assembler.pipeline.variants import Variant, load_variants
 from assembler.proc import Runner
 from assembler.spec.lockfile import default_lock_path
 
@@ -40,7 +41,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="lock this target (repeatable; default: every target)",
     )
     p.add_argument("--lock", type=Path, default=None, metavar="FILE", help="the lock (default: MANIFEST.lock)")
-    p.add_argument("--upgrade", action="store_true", help="resolve every set anew (the newest versions allowed)")
+    p.add_argument(
+        "--platform",
+        action="append",
+        dest="platforms",
+        default=[],
+        metavar="PLATFORM",
+        help="lock for this os/arch[/variant] (repeatable; default: the manifest's): bases pinned per platform",
+    )
+    p.add_argument(
+        "--upgrade",
+        action="store_true",
+        help="resolve every set anew, as of today (the newest versions allowed; resolve_as_of left aside)",
+    )
+    p.add_argument(
+        "--retry",
+        action="store_true",
+        help="try again what the lock records as failed (an index with no stand-in, a registry not reached)",
+    )
     p.add_argument(
         "--upgrade-package",
         action="append",
@@ -61,6 +79,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("-v", "--verbose", action="count", default=0, help="more detail (twice: debug)")
 
 
+def add_lock_args(p: argparse.ArgumentParser) -> None:
+    """The lock's options of ``build`` and ``plan``."""
+    p.add_argument(
+        "--lock",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the lock of the Python sets (default: MANIFEST.lock, used when it exists)",
+    )
+    p.add_argument(
+        "--locked",
+        action="store_true",
+        help="fail (exit 2) when the lock is missing or stale, or cannot vouch for a set, as cargo --locked does",
+    )
+    p.add_argument(
+        "--allow-unresolved",
+        action="append",
+        default=[],
+        metavar="SET",
+        help="with --locked: install this set unlocked where the lock could not resolve it (STEP:SET, "
+        "layers.NAME:SET or the set's name; repeatable)",
+    )
+
+
 def redo_command(args: argparse.Namespace) -> str:
     """The ``assemble lock`` command line that brings the lock of a build or plan up to date."""
     argv = ["assemble", "lock", str(args.manifest)]
@@ -79,28 +121,76 @@ def cmd_lock(args: argparse.Namespace) -> int:
     from assembler.cli.build import _sets
 
     sets = _sets(args)
+    path = (args.lock or default_lock_path(args.manifest)).resolve()
+    variants = _variants(args, sets)
+    if not args.targets and not sets and not args.platforms:
+        variants += _locked_before(args, path, {lock_name(v, s) for v, s in variants})
+    asked = Asked(args.upgrade, args.upgrade_package, args.retry, args.tls_verify)
+    done = lock_variants(variants, path=path, runner=Runner(), asked=asked)
+    _show(args, path, done, len(variants))
+    errors = list(dict.fromkeys(d.why for d in done if d.state == "unresolvable"))
+    if errors:
+        raise InputError(
+            "; ".join(errors) + f" (recorded in {path.name}: plan --locked refuses it)",
+            hint="fix the sets that clash (force: true where upstream installs over another's pin), then lock again",
+        )
+    return 0
+
+
+def _variants(args: argparse.Namespace, sets: dict[str, str]) -> list[tuple[Variant, dict[str, str]]]:
+    from assembler.cli.args import platform_arg
+
     unlocked = frozenset(name for name, _ in args.set_unlocked)
     variants = []
     for target in args.targets or _targets(args.manifest) or [None]:
         try:
-            variants += load_variants(args.manifest, sets=sets, unlocked=unlocked, targets=[target] if target else [])
+            loaded = load_variants(
+                args.manifest,
+                sets=sets,
+                unlocked=unlocked,
+                targets=[target] if target else [],
+                platforms=[platform_arg(p) for p in args.platforms],
+            )
         except ManifestError as e:
             # Every target by default: one that refuses a --set is not built with it either.
             if args.targets or " contradicts " not in e.message:
                 raise
             say(f"  target {target}: not locked with these --set: {e.message}")
+            continue
+        variants += [(v, sets) for v in loaded]
     if not variants:
         raise InputError("no target of the manifest takes these --set", hint="name a --target")
-    path = (args.lock or default_lock_path(args.manifest)).resolve()
-    done = lock_variants(
-        variants,
-        path=path,
-        sets=sets,
-        runner=Runner(),
-        upgrade=args.upgrade,
-        upgrade_packages=args.upgrade_package,
-        tls_verify=args.tls_verify,
-    )
+    return variants
+
+
+def _locked_before(args: argparse.Namespace, path: Path, have: set[str]) -> list[tuple[Variant, dict[str, str]]]:
+    """The variants the lock holds that a plain ``assemble lock`` would not load (those
+    locked with ``--set``s: ``openai vllm_from=wheel``), loaded again with their ``--set``s."""
+    from assembler.spec.lockfile import read_lock
+
+    try:
+        names = list(read_lock(path).variants) if path.is_file() else []
+    except InputError:
+        return []  # a lock of an older format: written anew
+    targets = set(_targets(args.manifest))
+    out = []
+    for name in names:
+        if name in have:
+            continue
+        words = name.split()
+        target = words[0] if words and words[0] in targets else None
+        sets = dict(w.split("=", 1) for w in words[1:] if "=" in w)
+        platforms = [Platform.parse(w) for w in words[1:] if "/" in w and "=" not in w]
+        try:
+            loaded = load_variants(args.manifest, sets=sets, targets=[target] if target else [], platforms=platforms)
+        except ManifestError as e:
+            say(f"  {name}: not locked again (kept as the lock has it): {e.message}")
+            continue
+        out += [(v, sets) for v in loaded if lock_name(v, sets) == name]
+    return out
+
+
+def _show(args: argparse.Namespace, path: Path, done: list[Locked], variants: int) -> None:
     if args.json:
         shown = [
             {
@@ -114,18 +204,17 @@ def cmd_lock(args: argparse.Namespace) -> int:
             for d in done
         ]
         out.print(json.dumps({"lock": str(path), "sets": shown}, indent=2), markup=False)
-        return 0
+        return
     for d in done:
-        why = f": {d.why}" if d.why else ""
+        why = f": {d.why}" if d.why and d.state != "unresolvable" else ""
         count = f"{d.pins:>4} pins" if not d.where.startswith(("bases.", "sources.")) else " " * 9
-        say(f"  {d.variant:<28} {d.where:<36} {d.state:<10} {count}{why}")
+        say(f"  {d.variant:<28} {d.where:<36} {d.state:<12} {count}{why}")
     counts = Counter(d.state for d in {d.key: d for d in done}.values())
     say(
-        f"{path}: {len(variants)} variant(s), "
+        f"{path}: {variants} variant(s), "
         + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         + (" (no Python sets)" if not done else "")
     )
-    return 0
 
 
 def _targets(path: Path) -> list[str]:

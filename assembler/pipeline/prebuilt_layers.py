@@ -85,6 +85,8 @@ def scheme_of(spec: m.PipLayer) -> Scheme:
 def no_python_below(spec: m.PipLayer, view: TreeView) -> str | None:
     """Why the wheels of ``spec`` would land where no Python reads them, if they would:
     the image below has no PREFIX/lib/pythonX.Y (no venv there, or another Python)."""
+    if spec.files_to:
+        return None  # the files themselves: no Python reads them
     folder = posixpath.dirname(spec.site.rstrip("/"))
     if posixpath.dirname(view.resolve(folder.strip("/") + "/site-packages")) in view.dirs:
         return None
@@ -173,7 +175,7 @@ class Prebuilt:
     def _pip_group(self, spec: m.PipLayer, group: list[Requirement], scheme: Scheme, arch: str) -> Layer | None:
         """The layer of one group of ``spec``'s wheels (None: a plan, and it is not made yet)."""
         shas = [pypi.chosen(r, python=spec.python, arch=arch, cache=self.cache) for r in group]
-        key = self._pip_key(shas, scheme) if None not in shas else None
+        key = self._pip_key(shas, scheme, spec.files_to) if None not in shas else None
         shared = "pip-group-" + key_of(
             {
                 "requirements": [r.text for r in group],
@@ -182,6 +184,7 @@ class Prebuilt:
                 "arch": arch,
                 "scheme": scheme.__dict__,
                 **self._settings(),
+                **({"files_to": spec.files_to} if spec.files_to else {}),
             }
         )
         check = partial(self._check_wheels, spec, group, scheme, arch)
@@ -206,10 +209,10 @@ class Prebuilt:
             )
             for r in group
         ]
-        key = self._pip_key([w.sha256 for w in wheels], scheme)
+        key = self._pip_key([w.sha256 for w in wheels], scheme, spec.files_to)
         layer = self.cache.layer(key)
         if layer is None:
-            layer = self._wheels_layer(wheels, scheme)
+            layer = self._wheels_layer(wheels, scheme, spec.files_to)
             self.cache.put_layer(key, layer)
             self.made = True
         return layer
@@ -234,7 +237,8 @@ class Prebuilt:
         the wheels are here)."""
         wheels = [pypi.here(r, python=spec.python, arch=arch, cache=self.cache) for r in group]
         here = [w for w in wheels if w is not None]
-        return checks.remade(result, paths, partial(self._wheels_layer, here, scheme), if_=len(here) == len(wheels))
+        remake = partial(self._wheels_layer, here, scheme, spec.files_to)
+        return checks.remade(result, paths, remake, if_=len(here) == len(wheels))
 
     def _check_url(self, spec: m.UrlLayer, result: StepResult, paths: Paths) -> str | None:
         """Why a ``url:`` layer from a step cache is not the one its pinned file makes."""
@@ -250,14 +254,20 @@ class Prebuilt:
         if self.remote is not None:
             self.remote.export(key, StepResult(what, layer=layer))
 
-    def _pip_key(self, shas: list[str | None], scheme: Scheme) -> str:
-        return "pip-layer-" + key_of({"wheels": shas, "scheme": scheme.__dict__, **self._settings()})
+    def _pip_key(self, shas: list[str | None], scheme: Scheme, files_to: str | None) -> str:
+        files = {"files_to": files_to} if files_to else {}
+        return "pip-layer-" + key_of({"wheels": shas, "scheme": scheme.__dict__, **self._settings(), **files})
 
-    def _wheels_layer(self, wheels: list[pypi.Wheel], scheme: Scheme) -> Layer:
-        """The layer of ``wheels`` (in the cache), installed as ``scheme`` says."""
-        from assembler.archive.wheel import wheel_members
+    def _wheels_layer(self, wheels: list[pypi.Wheel], scheme: Scheme, files_to: str | None) -> Layer:
+        """The layer of ``wheels`` (in the cache), installed as ``scheme`` says, or the files
+        themselves in ``files_to``."""
+        from assembler.archive.wheel import wheel_file, wheel_members
 
         epoch = self.ctx.epoch
+        if files_to:
+            return self._write(
+                [wheel_file(self._verified(w.sha256), files_to, filename=w.filename, epoch=epoch) for w in wheels]
+            )
         with ExitStack() as stack:
             members: list[Member] = []
             for wheel in wheels:

@@ -27,6 +27,7 @@ from assembler.oci.layer import Layer
 from assembler.oci.reference import ImageName
 from assembler.pipeline import graph
 from assembler.pipeline.graph import RuntimeStep, StepReport
+from assembler.pipeline.installed import check_installed
 from assembler.pipeline.layers import ImageSetup
 from assembler.pipeline.maker import Maker
 from assembler.pipeline.options import Event, Options, RemoteSteps, Reporter
@@ -363,11 +364,22 @@ class StepWalk:
             self.note_taken(key, f"step {rs.name}", [blob.diff_id])
             self._record(report(state="cached", key=key, reason=self._where(key)))
             self.report(Event("step", {"name": rs.name, "state": "cached"}))
+            self._check_installed(rs, blob)
             return [(blob, rs.what)], rs.what, "cached"
         made = self.make_runtime(
             rs, report(state="will-run", key=key, reason="not built with these inputs"), image=image, mounted=known
         )
+        if made is not None:
+            self._check_installed(rs, made)
         return ([(made, rs.what)], rs.what, "built") if made is not None else ([], rs.what, "will-build")
+
+    def _check_installed(self, rs: RuntimeStep, blob: Layer) -> None:
+        """What the step installed into Python against its locked pins, where a lock is used."""
+        status = self.loaded.lock
+        if status is None or rs.packages or (status.state in ("none", "missing") and not status.locked):
+            return
+        for line in check_installed(rs.name, rs.env, self.ctx.cache, blob.diff_id, locked=status.locked):
+            self.report(Event("warning", {"text": line}))
 
     def _cached_layer(self, key: str, what: str) -> Layer | None:
         hit = self.step_result(key, what)

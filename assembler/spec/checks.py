@@ -14,6 +14,7 @@ from assembler.oci.reference import parse_ref
 from assembler.spec import labelfacts, sourcefacts
 from assembler.spec import model as m
 from assembler.spec.coupling import check_constraints
+from assembler.spec.facts import check_facts
 from assembler.spec.prebuilt import parse_requirement
 from assembler.spec.yamlfile import PathKey
 
@@ -79,6 +80,7 @@ def check(loaded: Loaded, *, overridden_sources: frozenset[str] = frozenset()) -
     _check_pip_twice(loaded)
     _check_source_facts(loaded)
     check_constraints(loaded)
+    check_facts(loaded)
     man = loaded.manifest
     for i, out in enumerate(man.outputs):
         try:

@@ -17,8 +17,8 @@ from assembler.errors import ManifestError
 from assembler.spec import model as m
 from assembler.spec.checks import check
 from assembler.spec.fields import scalar_to_str
-from assembler.spec.lockfile import LockStatus
-from assembler.spec.params import Fixed, check_sets, fixed_params, resolve_params, substitute
+from assembler.spec.lockapply import LockStatus
+from assembler.spec.params import Fixed, check_sets, fixed_params, param_inputs, resolve_params, substitute
 from assembler.spec.recipes import apply_recipe
 from assembler.spec.validation import validate_model
 from assembler.spec.yamlfile import Locations, PathKey, load
@@ -39,6 +39,11 @@ class Loaded:
     base_overrides: dict[str, BaseOverride] = field(default_factory=dict)
     # What the lock (MANIFEST.lock) did for this variant: None until one is applied.
     lock: LockStatus | None = None
+    # The params each param's value is made of (params.param_inputs), the ones --set gave,
+    # and the document as written: what a refusal names as the params to change.
+    param_inputs: dict[str, frozenset[str]] = field(default_factory=dict)
+    given: frozenset[str] = frozenset()
+    raw: dict[str, Any] = field(default_factory=dict)
 
     @property
     def folder(self) -> Path:
@@ -101,10 +106,11 @@ def _params(
     locs: Locations,
     *,
     default: bool,
-) -> dict[str, str]:
-    """The manifest's params with the target's, the choices' and ``--set`` values applied.
-    What the target and the chosen choices set is fixed: a ``--set`` contradicting it is
-    an error unless ``unlocked``."""
+) -> tuple[dict[str, str], dict[str, frozenset[str]]]:
+    """The manifest's params with the target's, the choices' and ``--set`` values applied,
+    and what each is made of (:func:`~assembler.spec.params.param_inputs`). What the target
+    and the chosen choices set is fixed: a ``--set`` contradicting it is an error unless
+    ``unlocked``."""
     declared = data.get("params") or {}
     if not isinstance(declared, dict):
         raise locs.error(("params",), "expected a mapping of param names to values")
@@ -127,7 +133,7 @@ def _params(
     values = {**{k: f.value for k, f in fixed.items()}, **sets}
     params = resolve_params(declared, values, locs, ("params",), origin="--set")
     check_sets(fixed, sets, unlocked, params, locs, targets=data.get("targets") or {})
-    return params
+    return params, param_inputs(declared, fixed, sets)
 
 
 def _apply_target(manifest: m.Manifest, chosen: str) -> tuple[m.Manifest, list[PathKey]]:
@@ -149,6 +155,8 @@ def _apply_target(manifest: m.Manifest, chosen: str) -> tuple[m.Manifest, list[P
         "annotations": {**manifest.annotations, **t.annotations},
         "outputs": t.outputs if t.outputs is not None else manifest.outputs,
         "platforms": t.platforms if t.platforms is not None else manifest.platforms,
+        "tests": [*(t.tests if t.tests is not None else manifest.tests), *t.add_tests],
+        "resolve_as_of": t.resolve_as_of or manifest.resolve_as_of,
     }
     return manifest.model_copy(update=update), layer_paths
 
@@ -218,7 +226,7 @@ def load_manifest(
     if not isinstance(data, dict):
         raise locs.error((), "a manifest is a mapping (name:, bases:, image:, ...)")
     chosen = _chosen_target(data, target, locs)
-    params = _params(data, chosen, sets or {}, unlocked, locs, default=target is None)
+    params, inputs = _params(data, chosen, sets or {}, unlocked, locs, default=target is None)
     # matrix: and tag_template: are read per run, not per image (pipeline.variants): left as written.
     body = substitute({k: v for k, v in data.items() if k not in _PER_RUN}, params, locs, ())
     body.update({k: data[k] for k in _PER_RUN if k in data})
@@ -244,5 +252,6 @@ def load_manifest(
     }
     manifest = _apply_overrides(manifest, path, bases or {}, sources or {})
     loaded = Loaded(manifest, path, locs, params, chosen, recipes, layer_paths, replaced)
+    loaded.param_inputs, loaded.given, loaded.raw = inputs, frozenset(sets or {}), data
     check(loaded, overridden_sources=frozenset(sources or {}))
     return loaded

@@ -1,16 +1,18 @@
-"""The lock (``manifests/NAME.lock``): every Python set of a manifest, resolved to exact
-versions with hashes, and applied to a build.
+"""The lock (``manifests/NAME.lock``): every Python environment of a manifest resolved as one
+whole (:mod:`assembler.spec.pyenvs`), each set's slice of it in exact versions with hashes,
+and the bases' digests and git refs' commits; read and written here, applied to a build by
+:mod:`assembler.spec.lockapply`.
 
-The file is YAML a reviewer can read and diff: ``sets`` maps each set's key (the sha256 of
-its definition: requirements, Python, platform, indexes, ``no_deps``, constraints) to what
-uv resolved, in requirements form (``torch==2.9.0 --hash=sha256:...``), or to why it could
-not be (an index that cannot be reached); ``variants`` says which sets each variant (target,
-matrix values, ``--set``s) installs where. A set is found by its key, so a changed param that
-alters a set makes the lock stale for it, as ``Cargo.lock`` is for a changed ``Cargo.toml``.
-
-Applied to a loaded manifest, each step and ``run:`` layer with sets gets the union of their
-pins in ``ASSEMBLE_PYTHON_LOCK`` (part of its definition, so of its key); the container
-runner hands it to pip and uv as a constraints file (``PIP_CONSTRAINT``, ``UV_CONSTRAINT``).
+The file is YAML a reviewer can read and diff. ``environments`` maps each environment's key
+(the sha256 of its definition: Python, platform, the date it is resolved as of, its members'
+digests in order) to how it was resolved: as of when, which unreachable indexes PyPI stood
+in for and which pins that left unknown, or why it cannot be resolved (the two sets that
+clash). ``sets`` maps each set's key (its definition and its environment's key) to its
+slice, in requirements form (``torch==2.9.0 --hash=sha256:...``), or to why it has none
+(an index with no stand-in); ``variants`` says which sets each variant (target, matrix
+values, ``--set``s) installs where. A set is found by its key, so a changed param that alters
+a set, or any set of its environment, makes the lock stale for it, as ``Cargo.lock`` is for
+a changed ``Cargo.toml``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import io
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,13 +30,12 @@ from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import LiteralScalarString
 
 from assembler.errors import InputError
-from assembler.spec import model as m
-from assembler.spec.lockpins import Pin, floating, pinned
-from assembler.spec.setuses import SetUse, layer_name, plain_pin, set_key, set_uses
-from assembler.spec.setuses import used_steps as used_steps
+from assembler.spec.lockpins import Pin
+from assembler.spec.setuses import set_key
 
-LOCK_VERSION = 1
+LOCK_VERSION = 2
 LOCK_ENV = "ASSEMBLE_PYTHON_LOCK"
+_HINT = "write it anew with assemble lock"
 
 
 def _pin_line(line: str) -> tuple[str, str, str] | None:
@@ -59,11 +60,17 @@ def _pin_line(line: str) -> tuple[str, str, str] | None:
 
 @dataclass(frozen=True)
 class Entry:
-    """One resolved set in a lock: its pins (uv's requirements text) or why there are none."""
+    """One set in a lock: its pins (uv's requirements text) or why there are none, and the
+    names pinned from a stand-in's metadata (an index that could not be reached)."""
 
     definition: Mapping[str, object]
     pins: str | None = None
     unresolved: str | None = None
+    stand_in: tuple[str, ...] = ()
+
+    @property
+    def environment(self) -> str:
+        return str(self.definition.get("environment", ""))
 
     def hashes(self) -> dict[str, list[str]]:
         """name==version -> its ``--hash=sha256:HEX`` options, in uv's order."""
@@ -88,6 +95,17 @@ class Entry:
         return found
 
 
+@dataclass(frozen=True)
+class EnvEntry:
+    """How one environment was resolved, or why it cannot be."""
+
+    definition: Mapping[str, object]
+    resolved_as_of: str | None = None  # uv's --exclude-newer; None: the day it was locked
+    error: str | None = None
+    unknown: tuple[str, ...] = ()
+    stand_ins: tuple[str, ...] = ()
+
+
 @dataclass
 class Lock:
     """A lock file's content."""
@@ -96,12 +114,15 @@ class Lock:
     sets: dict[str, Entry] = field(default_factory=dict)
     variants: dict[str, dict[str, str]] = field(default_factory=dict)  # variant -> where -> key
     pins: dict[str, Pin] = field(default_factory=dict)  # bases' digests, git refs' commits
+    environments: dict[str, EnvEntry] = field(default_factory=dict)
 
     def collect(self) -> None:
-        """Forget the sets and pins no variant uses any more."""
+        """Forget the sets, pins and environments no variant uses any more."""
         used = {key for uses in self.variants.values() for key in uses.values()}
         self.sets = {k: v for k, v in self.sets.items() if k in used}
         self.pins = {k: v for k, v in self.pins.items() if k in used}
+        envs = {e.environment for e in self.sets.values()} | used
+        self.environments = {k: v for k, v in self.environments.items() if k in envs}
 
 
 def default_lock_path(manifest: Path) -> Path:
@@ -131,239 +152,80 @@ def _yaml(path: Path, text: str, *, pure: bool) -> Any:
         raise InputError(f"lock {path}: not YAML: {e}") from None
 
 
+_SET_FIELDS = ("pins", "unresolved", "stand_in")
+_ENV_FIELDS = ("resolved_as_of", "error", "unknown", "stand_ins")
+
+
+def _keyed(
+    path: Path, key: object, raw: object, fields: tuple[str, ...], what: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(definition, the other fields) of one keyed entry, its key checked against its definition."""
+    if not isinstance(raw, dict):
+        raise InputError(f"lock {path}: {what} {key} is not a mapping", hint=_HINT)
+    definition = {k: v for k, v in raw.items() if k not in fields}
+    if set_key(definition) != key:
+        raise InputError(f"lock {path}: {what} {key} was edited by hand (its key is not its definition's)", hint=_HINT)
+    return definition, {k: raw.get(k) for k in fields}
+
+
 def _lock_from(path: Path, data: Any) -> Lock:
     if not isinstance(data, dict) or data.get("lock_version") != LOCK_VERSION:
-        raise InputError(
-            f"lock {path}: not an assemble lock (lock_version {LOCK_VERSION})", hint="write it anew with assemble lock"
-        )
+        raise InputError(f"lock {path}: not an assemble lock (lock_version {LOCK_VERSION})", hint=_HINT)
     sets: dict[str, Entry] = {}
     for key, raw in (data.get("sets") or {}).items():
-        if not isinstance(raw, dict):
-            raise InputError(f"lock {path}: set {key} is not a mapping", hint="write it anew with assemble lock")
-        definition = {k: v for k, v in raw.items() if k not in ("pins", "unresolved")}
-        if set_key(definition) != key:
-            raise InputError(
-                f"lock {path}: set {key} was edited by hand (its key is not its definition's)",
-                hint="write it anew with assemble lock",
-            )
-        sets[str(key)] = Entry(definition, raw.get("pins"), raw.get("unresolved"))
+        definition, got = _keyed(path, key, raw, _SET_FIELDS, "set")
+        sets[str(key)] = Entry(definition, got["pins"], got["unresolved"], tuple(got["stand_in"] or ()))
+    envs: dict[str, EnvEntry] = {}
+    for key, raw in (data.get("environments") or {}).items():
+        definition, got = _keyed(path, key, raw, _ENV_FIELDS, "environment")
+        envs[str(key)] = EnvEntry(
+            definition, got["resolved_as_of"], got["error"], tuple(got["unknown"] or ()), tuple(got["stand_ins"] or ())
+        )
     variants = {str(k): {str(w): str(s) for w, s in (v or {}).items()} for k, v in (data.get("variants") or {}).items()}
     try:
         pins = {str(k): Pin.from_data(v) for k, v in (data.get("pins") or {}).items()}
     except (KeyError, TypeError, AttributeError):
-        raise InputError(
-            f"lock {path}: a pin is not kind/what[/value]", hint="write it anew with assemble lock"
-        ) from None
-    return Lock(str(data.get("manifest", "")), sets, variants, pins)
+        raise InputError(f"lock {path}: a pin is not kind/what[/value]", hint=_HINT) from None
+    return Lock(str(data.get("manifest", "")), sets, variants, pins, envs)
+
+
+def _set_data(entry: Entry) -> dict[str, Any]:
+    item: dict[str, Any] = {k: entry.definition[k] for k in sorted(entry.definition)}
+    if entry.pins is not None:
+        item["pins"] = LiteralScalarString(entry.pins.rstrip("\n") + "\n")
+    if entry.unresolved is not None:
+        item["unresolved"] = entry.unresolved
+    if entry.stand_in:
+        item["stand_in"] = list(entry.stand_in)
+    return item
+
+
+def _env_data(entry: EnvEntry) -> dict[str, Any]:
+    item: dict[str, Any] = {k: entry.definition[k] for k in sorted(entry.definition)}
+    item["resolved_as_of"] = entry.resolved_as_of
+    for name in ("error", "unknown", "stand_ins"):
+        value = getattr(entry, name)
+        if value:
+            item[name] = list(value) if isinstance(value, tuple) else value
+    return item
 
 
 def write_lock(path: Path, lock: Lock) -> None:
     """Write ``lock`` atomically, sorted, the pins as literal blocks (one line each to diff)."""
-    doc: dict[str, Any] = {"lock_version": LOCK_VERSION, "manifest": lock.manifest, "sets": {}, "variants": {}}
-    for key in sorted(lock.sets):
-        entry = lock.sets[key]
-        item: dict[str, Any] = {k: entry.definition[k] for k in sorted(entry.definition)}
-        if entry.pins is not None:
-            item["pins"] = LiteralScalarString(entry.pins.rstrip("\n") + "\n")
-        if entry.unresolved is not None:
-            item["unresolved"] = entry.unresolved
-        doc["sets"][key] = item
+    doc: dict[str, Any] = {"lock_version": LOCK_VERSION, "manifest": lock.manifest}
+    doc["environments"] = {key: _env_data(lock.environments[key]) for key in sorted(lock.environments)}
+    doc["sets"] = {key: _set_data(lock.sets[key]) for key in sorted(lock.sets)}
     doc["pins"] = {key: lock.pins[key].to_data() for key in sorted(lock.pins)}
-    for name in sorted(lock.variants):
-        doc["variants"][name] = dict(sorted(lock.variants[name].items()))
+    doc["variants"] = {name: dict(sorted(lock.variants[name].items())) for name in sorted(lock.variants)}
     yaml = YAML()
     yaml.width = 4096
     yaml.indent(mapping=2, sequence=4, offset=2)
     buf = io.StringIO()
     buf.write(
         f"# {path.name}: written by `assemble lock {lock.manifest}`; commit it, do not edit it.\n"
-        "# Each Python set a step installs, resolved by uv to exact versions with hashes.\n"
+        "# Each Python environment resolved by uv as one whole; each set its slice, exact versions with hashes.\n"
     )
     yaml.dump(doc, buf)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(buf.getvalue(), encoding="utf-8")
     tmp.replace(path)
-
-
-@dataclass(frozen=True)
-class LockStatus:
-    """What a lock did for one variant: for ``plan --json`` and the warnings."""
-
-    file: str
-    state: str  # fresh | stale | missing | none (no sets)
-    sets: Mapping[str, Mapping[str, str]]  # where -> {key, state: locked|unresolved|not-locked, why}
-    warnings: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {"file": self.file, "state": self.state, "sets": {k: dict(v) for k, v in self.sets.items()}}
-
-
-def apply_lock(
-    manifest: m.Manifest, lock: Lock | None, *, path: Path, platform: str, locked: bool, redo: str
-) -> tuple[m.Manifest, LockStatus]:
-    """The manifest with each step's and layer's locked pins in its env (``LOCK_ENV``).
-
-    ``locked`` (``--locked``): a missing lock, or a set not in it, is an InputError (exit
-    2) naming the set, and a set whose index could not be reached when locking is a
-    warning; else such sets install unlocked and the status (``plan --json``) says so, as
-    cargo uses and updates a lock without ``--locked``. ``redo`` is the
-    ``assemble lock`` command line that brings the lock up to date, for the hints."""
-    uses = list(set_uses(manifest, platform, pins_in(lock)))
-    floats = floating(manifest, platform, used_steps(manifest))
-    if not uses and not floats:
-        return manifest, LockStatus(str(path), "none", {})
-    _check_locked_wheels(uses, lock, path, redo)
-    if lock is None and locked:
-        raise InputError(f"--locked: no lock {path}", hint=f"write it: {redo}")
-    states: dict[str, dict[str, str]] = {}
-    values = _pin_states(floats, lock, states, path=path, locked=locked, redo=redo)
-    warnings = _set_states(uses, lock, states, path=path, locked=locked, redo=redo)
-    stale = any(s["state"] == "not-locked" for s in states.values())
-    state = "missing" if lock is None else "stale" if stale else "fresh"
-    status = LockStatus(str(path), state, states, tuple(warnings))
-    if lock is None:
-        return manifest, status
-    return pinned(_with_pins(manifest, lock, uses), values), status
-
-
-def _pin_states(
-    floats: Mapping[str, tuple[str, Pin]],
-    lock: Lock | None,
-    states: dict[str, dict[str, str]],
-    *,
-    path: Path,
-    locked: bool,
-    redo: str,
-) -> dict[str, str]:
-    """Each floating input's state into ``states``; where -> the value the lock pins it to.
-    InputError under ``locked`` for one the lock lacks."""
-    values: dict[str, str] = {}
-    for where, (key, want) in floats.items():
-        pin = lock.pins.get(key) if lock is not None else None
-        if pin is None:
-            if locked:
-                raise InputError(
-                    f"--locked: lock {path} is stale: {where} ({want.what} {want.ref}) is not in it",
-                    hint=f"bring it up to date: {redo}",
-                )
-            states[where] = {"key": key, "state": "not-locked"}
-        elif pin.value is None:
-            states[where] = {"key": key, "state": "unresolved", "why": pin.unresolved or ""}
-        else:
-            states[where] = {"key": key, "state": "locked", "value": pin.value}
-            values[where] = pin.value
-    return values
-
-
-def _set_states(
-    uses: Sequence[SetUse],
-    lock: Lock | None,
-    states: dict[str, dict[str, str]],
-    *,
-    path: Path,
-    locked: bool,
-    redo: str,
-) -> list[str]:
-    """Each Python set's state into ``states``; the warnings for sets that could not be locked.
-    InputError under ``locked`` for one the lock lacks."""
-    warnings: list[str] = []
-    for use in uses:
-        entry = lock.sets.get(use.key) if lock is not None else None
-        if entry is None:
-            reqs = " ".join(sorted(use.pyset.requirements))
-            if locked:
-                raise InputError(
-                    f"--locked: lock {path} is stale: python set {use.where} ({reqs}) is not in it",
-                    hint=f"bring it up to date: {redo}",
-                )
-            states[use.where] = {"key": use.key, "state": "not-locked"}
-        elif entry.pins is None:
-            why = entry.unresolved or "not resolved"
-            states[use.where] = {"key": use.key, "state": "unresolved", "why": why}
-            if locked:
-                warnings.append(f"python set {use.where} could not be locked: {why}: installed unlocked")
-        else:
-            states[use.where] = {"key": use.key, "state": "locked"}
-    return warnings
-
-
-def _check_locked_wheels(uses: Sequence[SetUse], lock: Lock | None, path: Path, redo: str) -> None:
-    """A ``pip:`` layer with ``locked: true`` has no hashes but the lock's: without them it
-    cannot be planned or built, ``--locked`` or not."""
-    for use in uses:
-        if not use.where.endswith(":wheels"):
-            continue
-        entry = lock.sets.get(use.key) if lock is not None else None
-        if entry is None or entry.pins is None:
-            why = f" ({entry.unresolved})" if entry is not None and entry.unresolved else ""
-            raise InputError(
-                f"pip layer {use.where.rsplit(':', 1)[0]} takes its hashes from the lock, and "
-                f"{path.name} has none for {' '.join(use.pyset.requirements)}{why}",
-                hint=f"write them: {redo}",
-            )
-
-
-def _pins_of(uses: Sequence[SetUse], lock: Lock, where: str) -> str | None:
-    merged: dict[str, tuple[str, str]] = {}
-    for use in uses:
-        entry = lock.sets.get(use.key)
-        if entry is None or entry.pins is None:
-            continue
-        for name, pin in entry.constraints().items():
-            other = merged.setdefault(name, (pin, use.where))
-            if other[0] != pin:
-                raise InputError(
-                    f"{where}: python sets {other[1]} and {use.where} lock {name} differently "
-                    f"({other[0]}, {pin}): one constraints file holds one version",
-                    hint="install them in separate steps or layers, or pin the one version in both",
-                )
-    if not merged:
-        return None
-    return "".join(pin + "\n" for pin, _ in sorted(merged.values()))
-
-
-def _with_pins(manifest: m.Manifest, lock: Lock, uses: Sequence[SetUse]) -> m.Manifest:
-    by_owner: dict[str, list[SetUse]] = {}
-    for use in uses:
-        by_owner.setdefault(use.where.rsplit(":", 1)[0], []).append(use)
-    steps = []
-    for step in manifest.compile:
-        pins = _pins_of(by_owner.get(step.name, []), lock, f"step {step.name}")
-        steps.append(step.model_copy(update={"env": {**step.env, LOCK_ENV: pins}}) if pins else step)
-    layers: list[m.LayerSpec] = []
-    for i, layer in enumerate(manifest.image.layers):
-        if isinstance(layer, m.RunLayer):
-            owner = layer_name(layer, i)
-            pins = _pins_of(by_owner.get(owner, []), lock, owner)
-            if pins:
-                layer = layer.model_copy(update={"env": {**layer.env, LOCK_ENV: pins}})
-        elif isinstance(layer, m.PipLayer) and layer.locked:
-            (use,) = by_owner[layer_name(layer, i)]
-            layer = layer.model_copy(update={"pip": _hashed(layer.pip, lock.sets[use.key], use.where)})
-        layers.append(layer)
-    image = manifest.image.model_copy(update={"layers": layers})
-    return manifest.model_copy(update={"compile": steps, "image": image})
-
-
-def _hashed(texts: Sequence[str], entry: Entry, where: str) -> list[str]:
-    hashes = entry.hashes()
-    out = []
-    for text in texts:
-        pin = plain_pin(text)
-        if not hashes.get(pin):
-            raise InputError(
-                f"pip layer {where}: the lock's pins for it have no hashes for {pin}",
-                hint="write the lock anew: assemble lock MANIFEST --upgrade-package NAME",
-            )
-        out.append(f"{pin} {' '.join(hashes[pin])}")
-    return out
-
-
-def pins_in(lock: Lock | None) -> Callable[[str], dict[str, str] | None]:
-    """A set's resolved pins in ``lock`` (name -> name==version), None when it has none."""
-
-    def pins(key: str) -> dict[str, str] | None:
-        entry = lock.sets.get(key) if lock is not None else None
-        return entry.constraints() if entry is not None and entry.pins is not None else None
-
-    return pins

@@ -92,6 +92,7 @@ class Fixed:
     value: str
     by: str  # "target rocm", "choice engine=vllm"
     path: PathKey  # where the value is written
+    choice: str = ""  # the param whose choice sets it ("engine"), "" for a target
 
 
 def fixed_params(
@@ -167,7 +168,7 @@ def _choose(
                 raise locs.error((*where, option, key), f"unknown param {key!r}", hint="declare it under params:")
             if key == name:
                 raise locs.error((*where, option, key), "a choice cannot set its own param")
-            fix = Fixed(scalar_to_str(preset), f"choice {name}={value}", (*where, option, key))
+            fix = Fixed(scalar_to_str(preset), f"choice {name}={value}", (*where, option, key), name)
             other = fixed.setdefault(key, fix)
             if other.value != fix.value:
                 clashes.append((other, fix))
@@ -225,6 +226,24 @@ def check_sets(
             hint = f"--target {other[0]} sets {name}={value}; or {hint}"
         said = wanted or '""'
         raise locs.error(fix.path, f"--set {name}={value} contradicts {fix.by}, which sets {name}={said}", hint=hint)
+
+
+def param_inputs(
+    declared: Mapping[str, Any], fixed: Mapping[str, Fixed], sets: Collection[str]
+) -> dict[str, frozenset[str]]:
+    """The params each param's value is made of: those its value (as written, or as its
+    target or choice sets it) names, and the param whose choice sets it. A ``--set`` one
+    is made of none: the user gave it."""
+    inputs: dict[str, frozenset[str]] = {}
+    for name, value in declared.items():
+        fix = fixed.get(name)
+        if name in sets:
+            inputs[name] = frozenset()
+            continue
+        text = fix.value if fix is not None else scalar_to_str(value) if value is not None else ""
+        named = {mt.group(1) for mt in _PLACEHOLDER.finditer(text) if mt.group(1) in declared}
+        inputs[name] = frozenset(named | ({fix.choice} if fix is not None and fix.choice else set()))
+    return inputs
 
 
 def _target_sets(spec: Any, name: str) -> str | None:

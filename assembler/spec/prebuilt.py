@@ -169,7 +169,8 @@ class When(Strict):
 
 class PipLayer(When):
     """Wheels from a package index, unpacked as pip installs them into a prefix (a venv):
-    each file's layer is made by us, so the same wheels give the same bytes."""
+    each file's layer is made by us, so the same wheels give the same bytes. With
+    ``files_to`` the wheel files are placed as they are (an image that ships a wheel)."""
 
     pip: Annotated[StrList, AfterValidator(_requirements)] = Field(
         description="name==version --hash=sha256:HEX, one per wheel (a lock: dependencies are not added)"
@@ -190,6 +191,11 @@ class PipLayer(When):
     )
     locked: bool = Field(
         default=False, description="true: each name==version takes its sha256s from the manifest's lock (assemble lock)"
+    )
+    files_to: AbsPath | None = Field(
+        default=None,
+        description="the wheel files themselves into this folder, as pip download leaves them, not installed "
+        "(prefix, site_packages, interpreter and split do not apply)",
     )
     name: str | None = None
     comment: str | None = None

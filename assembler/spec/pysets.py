@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from assembler.spec.fields import Name, Scalar, Strict, StrList
 
@@ -27,6 +27,7 @@ UV_PLATFORMS = {
     "linux/s390x": "s390x-unknown-linux-gnu",
 }
 _URL = re.compile(r"^(https?|file)://\S+$")
+_EXACT = re.compile(r"^\s*[A-Za-z0-9][A-Za-z0-9._-]*\s*(\[[^\]]*\])?\s*===?\s*[A-Za-z0-9.!+_-]+\s*$")
 
 
 class PythonSet(Strict):
@@ -50,6 +51,22 @@ class PythonSet(Strict):
         description="names (globs) of the resolved set the commands install (nvidia-*: a layer that installs only "
         "torch's nvidia libraries); the layers above are resolved against these",
     )
+    # Not part of the definition: how the pins reach the commands changes no resolution.
+    require_hashes: bool = Field(
+        default=False,
+        description="the commands install the lock's pins of this set with their sha256s: "
+        "pip install --require-hashes -r $ASSEMBLE_PYTHON_REQUIREMENTS",
+    )
+    force: bool = Field(
+        default=False,
+        description="installed over what the environment's other sets require (pip install --force-reinstall, "
+        "or an exact pin pip installs over another package's): its exact requirements override theirs",
+    )
+    environment: str | None = Field(
+        default=None,
+        description="the Python environment it installs into (a venv's path); default: the image's Python "
+        "of this version, or the compile step's",
+    )
 
     @field_validator("requirements")
     @classmethod
@@ -68,6 +85,15 @@ class PythonSet(Strict):
             if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9.!+_-]+", spec.strip()):
                 raise ValueError(f"{spec!r}: what the base has is name==version (torch==2.5.1)")
         return value
+
+    @model_validator(mode="after")
+    def _forced_are_exact(self) -> PythonSet:
+        # An override of what others require must say which version wins.
+        if self.force:
+            loose = [r for r in self.requirements if not _EXACT.match(r)]
+            if loose:
+                raise ValueError(f"force: true installs exact versions (name==version); not {', '.join(loose)}")
+        return self
 
     @field_validator("python")
     @classmethod
@@ -98,6 +124,7 @@ class PythonSet(Strict):
             "no_deps": self.no_deps,
             "constraints": sorted(self.constraints),
             **({"provided": sorted(self.provided)} if self.provided else {}),
+            **({"force": True} if self.force else {}),
         }
 
 
@@ -107,3 +134,67 @@ def uv_platform(platform: str) -> str:
     if found is None:
         raise ValueError(f"no Python platform known for {platform}: give the set a platform:")
     return found
+
+
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+_RELEASE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9.!+_-]+$")
+
+
+def _as_of_text(value: object) -> object:
+    """``2025-05-17`` is ``{date: ...}``, ``vllm==0.11.1`` is ``{release: ...}``."""
+    if isinstance(value, str):
+        return {"release": value} if "==" in value else {"date": value}
+    return value
+
+
+def _check_date(value: str, what: str) -> str:
+    import datetime
+
+    try:
+        if not _DATE.match(value):
+            raise ValueError
+        datetime.date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{what} {value!r} is not a date (YYYY-MM-DD)") from None
+    return value
+
+
+class ResolveAsOf(Strict):
+    """When a manifest's (or a target's) Python sets are resolved as of: what the indexes
+    served then (uv's ``--exclude-newer``), so a lock made today gets upstream's era."""
+
+    date: str | None = Field(
+        default=None, description="YYYY-MM-DD: what the indexes served at the end of that day (UTC)"
+    )
+    release: str | None = Field(
+        default=None,
+        description="NAME==VERSION: the day the index published that release (the upstream tag the manifest builds)",
+    )
+    packages: dict[str, str] = Field(
+        default_factory=dict,
+        description="name -> YYYY-MM-DD for packages whose files were uploaded again after the date (pyairports)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text(cls, value: object) -> object:
+        return _as_of_text(value)
+
+    @model_validator(mode="after")
+    def _one(self) -> ResolveAsOf:
+        if (self.date is None) == (self.release is None):
+            raise ValueError("resolve_as_of gives a date (YYYY-MM-DD) or a release (NAME==VERSION), one of them")
+        if self.date is not None:
+            _check_date(self.date, "resolve_as_of")
+        if self.release is not None and not _RELEASE.match(self.release):
+            raise ValueError(f"resolve_as_of release {self.release!r} is not NAME==VERSION")
+        for name, date in self.packages.items():
+            _check_date(date, f"resolve_as_of package {name}")
+        return self
+
+    def definition(self) -> dict[str, object]:
+        """What a resolution depends on (part of the environment's key in a lock)."""
+        found: dict[str, object] = {"date": self.date} if self.date else {"release": self.release}
+        if self.packages:
+            found["packages"] = dict(sorted(self.packages.items()))
+        return found

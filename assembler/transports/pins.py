@@ -5,12 +5,15 @@ after minutes of retries): the pin is then *unresolved*, with the host and why."
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import replace
 from urllib.parse import urlsplit
 
 from assembler.errors import AssemblerError
+from assembler.oci.descriptor import Platform
 from assembler.oci.digest import sha256_digest
+from assembler.oci.mediatypes import INDEX_TYPES
 from assembler.oci.reference import parse_ref
 from assembler.proc import Runner
 from assembler.transports.common import RegistryOptions
@@ -18,8 +21,9 @@ from assembler.transports.common import RegistryOptions
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
-def base_digest(text: str, *, options: RegistryOptions) -> tuple[str | None, str | None]:
-    """(the digest a ``docker://`` base's tag names now, or why there is none)."""
+def base_digest(text: str, *, options: RegistryOptions, platform: str | None = None) -> tuple[str | None, str | None]:
+    """(the digest a ``docker://`` base's tag names now, or why there is none): of the
+    ``platform``'s manifest where the tag names an index, so each platform's pin is its own."""
     ref = parse_ref(text)
     if ref.name is None:
         return None, f"{text}: not a registry reference"
@@ -38,10 +42,25 @@ def base_digest(text: str, *, options: RegistryOptions) -> tuple[str | None, str
     quick = replace(options, retries=min(options.retries, 3), timeout=min(options.timeout, 30.0))
     try:
         with Registry(ref.name.registry, options=quick) as registry:
-            body, _ = registry.fetch_manifest(ref.name.repository, ref.name.tag)
+            body, media_type = registry.fetch_manifest(ref.name.repository, ref.name.tag)
     except AssemblerError as e:
         return None, str(e).splitlines()[0][:300]
-    return sha256_digest(body), None
+    if platform is None or media_type not in INDEX_TYPES:
+        return sha256_digest(body), None
+    return _platform_digest(body, platform, text)
+
+
+def _platform_digest(body: bytes, platform: str, text: str) -> tuple[str | None, str | None]:
+    """The digest of ``platform``'s manifest in an index's ``body``."""
+    wanted = Platform.parse(platform)
+    try:
+        entries = json.loads(body)["manifests"]
+        for entry in entries:
+            if "platform" in entry and Platform.from_json(entry["platform"]).matches(wanted):
+                return str(entry["digest"]), None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        return None, f"{text}: not an image index: {e!r}"
+    return None, f"{text}: the index has no manifest for {platform}"
 
 
 def git_commit(url: str, ref: str, *, runner: Runner) -> tuple[str | None, str | None]:

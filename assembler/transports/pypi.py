@@ -8,15 +8,19 @@ would pick among them); which one is remembered in the cache, so a plan knows it
 from __future__ import annotations
 
 import functools
+import gzip
+import io
 import json
 from dataclasses import dataclass
 from html.parser import HTMLParser
+from typing import IO, cast
 from urllib.parse import urljoin
 
 from packaging import tags
 from packaging.utils import (
     InvalidSdistFilename,
     InvalidWheelFilename,
+    canonicalize_name,
     parse_sdist_filename,
     parse_wheel_filename,
 )
@@ -236,3 +240,88 @@ def fetch(
     download(url, sha256=sha, cache=cache, max_bytes=MAX_WHEEL_BYTES, what=what, limits=limits)
     cache.put_memo(_memo_key(req, python, arch), {"sha256": sha, "filename": filename})
     return Wheel(sha, filename)
+
+
+def release_day(index: str, name: str, version: str, *, limits: NetworkLimits = DEFAULT_LIMITS) -> str:
+    """The day (YYYY-MM-DD, UTC) the index published release ``name==version``: its first
+    file's ``upload-time`` (PEP 700). InputError when the index lists no such release or
+    gives no upload times; NotFound when it cannot be reached."""
+    what = f"resolve_as_of {name}=={version}"
+    page = urljoin(index.rstrip("/") + "/", canonicalize_name(name) + "/")
+    _, body = fetch_page(page, accept=_JSON, what=what, limits=limits)
+    wanted = Version(version)
+    times = []
+    try:
+        for f in json.loads(body)["files"]:
+            if _version_of(f["filename"]) == wanted and f.get("upload-time"):
+                times.append(str(f["upload-time"]))
+    except (ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{what}: {page} is not a PEP 691 index page: {e!r}") from None
+    if not times:
+        raise InputError(f"{what}: {index} lists no file of that release with its upload time")
+    return min(times)[:10]
+
+
+@dataclass(frozen=True)
+class SdistMetadata:
+    """What a release's source distribution says it requires, read without building it."""
+
+    requires_dist: tuple[str, ...]
+    requires_python: str | None
+
+
+def sdist_metadata(index: str, name: str, version: str) -> SdistMetadata | None:
+    """The requirements release ``name==version``'s sdist on ``index`` records: its
+    PKG-INFO's ``Requires-Dist``, else its ``*.egg-info/requires.txt`` (older setuptools
+    wrote them only there). None when the index has no sdist of it. Raises NotFound when
+    the index cannot be read, InvalidArchive when the sdist is not a tar it can read."""
+    from assembler.archive.tarread import data_of, reading
+
+    what = f"the sdist of {name}=={version}"
+    files = _files(index, canonicalize_name(name), what, DEFAULT_LIMITS)
+    wanted = (canonicalize_name(name), Version(version))
+    urls = [url for fn, url in files.values() if fn.endswith(".tar.gz") and _project_and_version(fn) == wanted]
+    if not urls:
+        return None
+    _, body = fetch_page(urls[0], accept="*/*", what=what, max_bytes=256 << 20)
+    texts: dict[str, str] = {}
+    with (
+        gzip.GzipFile(fileobj=io.BytesIO(body)) as unzipped,
+        reading(cast(IO[bytes], unzipped), what=what) as (tf, entries),
+    ):
+        for entry, info in entries:
+            depth = entry.path.count("/")
+            if info.isfile() and depth <= 2 and entry.path.endswith(("/PKG-INFO", ".egg-info/requires.txt")):
+                texts[entry.path.rsplit("/", 1)[-1] if depth == 1 else entry.path] = (
+                    data_of(tf, info, what=what).read(1 << 20).decode("utf-8", "replace")
+                )
+    return _sdist_metadata(texts)
+
+
+def _sdist_metadata(texts: dict[str, str]) -> SdistMetadata:
+    pkg_info = texts.get("PKG-INFO", "")
+    requires = [
+        line[len("Requires-Dist:") :].strip() for line in pkg_info.splitlines() if line.startswith("Requires-Dist:")
+    ]
+    python = next(
+        (line.split(":", 1)[1].strip() for line in pkg_info.splitlines() if line.startswith("Requires-Python:")), None
+    )
+    if not requires:
+        listed = next((text for path, text in texts.items() if path.endswith("requires.txt")), "")
+        requires = _requires_txt(listed)
+    return SdistMetadata(tuple(requires), python)
+
+
+def _requires_txt(text: str) -> list[str]:
+    """setuptools' ``requires.txt``: requirements, then ``[extra]`` or ``[:marker]`` sections."""
+    out, marker = [], ""
+    for line in (raw.strip() for raw in text.splitlines()):
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            extra, _, condition = line.strip("[]").partition(":")
+            parts = ([f'extra == "{extra}"'] if extra else []) + ([f"({condition})"] if condition else [])
+            marker = " and ".join(parts)
+            continue
+        out.append(f"{line}; {marker}" if marker else line)
+    return out

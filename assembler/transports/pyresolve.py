@@ -1,37 +1,83 @@
-"""Resolving a Python set with uv's resolver (``uv pip compile``), for ``assemble lock``.
+"""One run of uv's resolver (``uv pip compile``), for ``assemble lock``.
 
 uv reads only package metadata (no wheels are downloaded for a resolution; cached pages are
-revalidated, ``--refresh``: a lock sees what the index serves now), for the
-target interpreter and platform (``--python-version``, ``--python-platform``: without the
-platform uv reads one wheel's metadata for all platforms). Indexes are merged as pip merges
-them (``unsafe-best-match``). ``UV_PYTHON_DOWNLOADS=never``: uv would otherwise first spend
-seconds failing to download a CPython. An index this machine cannot reach is found before
-uv runs (uv retries for minutes): the set is then *unresolved*, with the index and why.
+revalidated, ``--refresh``: a lock sees what the index serves now), for the target
+interpreter and platform (``--python-version``, ``--python-platform``: without the platform
+uv reads one wheel's metadata for all platforms). Indexes are merged as pip merges them
+(``unsafe-best-match``). ``UV_PYTHON_DOWNLOADS=never``: uv would otherwise first spend
+seconds failing to download a CPython. Each requirement file is named by its place
+(``m3.in``) and uv runs in the work folder, so its annotations (``# via -r m3.in``) say
+which member brought a package and no temp path reaches a lock.
+
+Distributions fixed from elsewhere (what a base provides, what a ``--no-deps`` install put
+there) are wheels of that version with no dependencies (``+provided``), found only in a
+folder of ours and forced by an override, never written out.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import sys
 import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from assembler.errors import InputError, ToolError
-from assembler.proc import Runner
+from packaging.utils import canonicalize_name
+
+from assembler.errors import InputError
+from assembler.proc import Runner, tail
+from assembler.registry import trust
+
+if TYPE_CHECKING:
+    from assembler.transports.pypi import SdistMetadata
 
 UV_TIMEOUT = 600.0  # seconds for one resolution (sdist-only packages are built for their metadata)
 
 
 @dataclass(frozen=True)
-class Resolution:
-    """uv's pins (requirements text with hashes), or why the set could not be resolved."""
+class Pinned:
+    """One line of uv's output: a distribution, its version, hashes and who required it."""
 
-    pins: str | None
-    unresolved: str | None = None
+    name: str  # canonical
+    pin: str  # name==version (or name @ URL)
+    hashes: tuple[str, ...]
+    via: tuple[str, ...]  # canonical parents, and "-r FILE" for the requirement files
+
+    def text(self) -> str:
+        """The pin in requirements form, as uv writes it."""
+        return "".join([self.pin, *(f" \\\n    {h}" for h in self.hashes), "\n"])
+
+
+@dataclass(frozen=True)
+class Query:
+    """What one ``uv pip compile`` resolves: requirement files (one per member), for one
+    interpreter and platform, against indexes, with what is fixed from elsewhere."""
+
+    files: Sequence[Sequence[str]]
+    python: str
+    platform: str
+    indexes: Sequence[str]
+    no_deps: bool = False
+    overrides: Sequence[str] = ()
+    fixed: Mapping[str, str] = field(default_factory=dict)  # name -> version: no dependencies, not emitted
+    constraints: Sequence[str] = ()
+    exclude_newer: str | None = None
+    exclude_newer_packages: Mapping[str, str] = field(default_factory=dict)
+    prefer: str | None = None
+    upgrade: bool = False
+    upgrade_packages: Sequence[str] = ()
+
+
+class Unsatisfiable(Exception):
+    """uv found no resolution; ``reason`` is its explanation, on one line."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def uv_binary() -> str:
@@ -45,24 +91,9 @@ def uv_binary() -> str:
     return found
 
 
-def _provided(provided: Sequence[str], work: Path) -> list[str]:
-    """uv's arguments that resolve a set against what the image below already has: each
-    ``name==version`` as a wheel of that version with no dependencies (``+provided``, found
-    only in a folder of ours and forced by an override), never written out: the base keeps its
-    own build and what it depends on (torch's nvidia libraries of another CUDA)."""
-    stubs = work / "provided"
-    stubs.mkdir()
-    overrides = work / "overrides.txt"
-    lines = []
-    argv = ["--find-links", str(stubs), "--override", str(overrides)]
-    for spec in provided:
-        name, version = (part.strip() for part in spec.split("==", 1))
-        local = f"{version}.provided" if "+" in version else f"{version}+provided"  # 2.9.0+cu128 stays 2.9.0
-        _stub_wheel(stubs, name, local)
-        lines.append(f"{name}=={local}\n")
-        argv += ["--no-emit-package", name]
-    overrides.write_text("".join(lines))
-    return argv
+def stub_version(version: str) -> str:
+    """The version a stub of ``version`` carries: a local label uv matches against ``==version``."""
+    return f"{version}.provided" if "+" in version else f"{version}+provided"  # 2.9.0+cu128 stays 2.9.0
 
 
 def _stub_wheel(folder: Path, name: str, version: str) -> None:
@@ -78,90 +109,167 @@ def _stub_wheel(folder: Path, name: str, version: str) -> None:
             z.writestr(zipfile.ZipInfo(member, (1980, 1, 1, 0, 0, 0)), text)
 
 
-def _compile_argv(
-    definition: Mapping[str, Any],
-    reqs: Path,
-    out: Path,
-    *,
-    work: Path,
-    upgrade: bool,
-    upgrade_packages: Sequence[str],
-) -> list[str]:
-    """``uv pip compile`` for one set: its requirements ``reqs`` into ``out``, for the set's
-    Python, platform and indexes, with its constraints and provided distributions (files in ``work``)."""
-    indexes = [str(i) for i in definition["indexes"]]
-    argv = [
-        uv_binary(),
-        "pip",
-        "compile",
-        str(reqs),
-        "-o",
-        str(out),
-        "--quiet",
-        "--no-config",
-        "--no-header",
-        "--no-annotate",
-        "--generate-hashes",
-        "--refresh",
-        "--python-version",
-        str(definition["python"]),
-        "--python-platform",
-        str(definition["platform"]),
-        "--index-strategy",
-        "unsafe-best-match",
-        "--index-url",
-        indexes[0],
-    ]
-    for extra in indexes[1:]:
+def _fixed_args(query: Query, work: Path) -> tuple[list[str], list[str]]:
+    """uv's arguments for the fixed distributions, and their override lines."""
+    if not query.fixed:
+        return [], []
+    stubs = work / "provided"
+    stubs.mkdir(exist_ok=True)
+    argv = ["--find-links", "provided"]
+    lines = []
+    for name, version in sorted(query.fixed.items()):
+        local = stub_version(version)
+        _stub_wheel(stubs, name, local)
+        lines.append(f"{name}=={local}")
+        argv += ["--no-emit-package", name]
+    return argv, lines
+
+
+def _argv(query: Query, work: Path) -> list[str]:
+    """``uv pip compile`` for ``query``, its files written into ``work`` (names relative to it)."""
+    argv = [uv_binary(), "pip", "compile"]
+    for i, requirements in enumerate(query.files):
+        (work / f"m{i}.in").write_text("".join(f"{r}\n" for r in requirements))
+        argv.append(f"m{i}.in")
+    argv += ["-o", "out.txt", "--quiet", "--no-config", "--no-header", "--generate-hashes", "--refresh"]
+    argv += ["--python-version", query.python, "--python-platform", query.platform]
+    argv += ["--index-strategy", "unsafe-best-match", "--index-url", query.indexes[0]]
+    for extra in query.indexes[1:]:
         argv += ["--extra-index-url", extra]
-    if definition.get("no_deps"):
+    if query.no_deps:
         argv.append("--no-deps")
-    constraints = list(definition.get("constraints") or [])
-    provided = [str(p) for p in definition.get("provided") or []]
-    if provided:
-        argv += _provided(provided, work)
-    if constraints:
-        cfile = work / "constraints.txt"
-        cfile.write_text("".join(f"{c}\n" for c in constraints))
-        argv += ["-c", str(cfile)]
-    if upgrade:
+    fixed_argv, overrides = _fixed_args(query, work)
+    argv += fixed_argv
+    overrides += list(query.overrides)
+    if overrides:
+        (work / "overrides.txt").write_text("".join(f"{o}\n" for o in overrides))
+        argv += ["--override", "overrides.txt"]
+    if query.constraints:
+        (work / "constraints.txt").write_text("".join(f"{c}\n" for c in query.constraints))
+        argv += ["-c", "constraints.txt"]
+    if query.exclude_newer:
+        argv += ["--exclude-newer", query.exclude_newer]
+    for name, date in sorted(query.exclude_newer_packages.items()):
+        argv += ["--exclude-newer-package", f"{name}={date}"]
+    if query.upgrade:
         argv.append("--upgrade")
-    for name in upgrade_packages:
+    for name in query.upgrade_packages:
         argv += ["--upgrade-package", name]
     return argv
 
 
-def resolve(
-    definition: Mapping[str, Any],
-    *,
-    runner: Runner,
-    work: Path,
-    prefer: str | None = None,
-    upgrade: bool = False,
-    upgrade_packages: Sequence[str] = (),
-) -> Resolution:
-    """Resolve one set (:meth:`assembler.spec.pysets.PythonSet.definition`). ``prefer``: the
-    pins it had, kept unless the set now needs others (or ``upgrade``/``upgrade_packages``)."""
-    from assembler.transports.download import unreachable  # requests, only when resolving
+def compile_query(query: Query, *, runner: Runner, work: Path) -> list[Pinned]:
+    """uv's resolution of ``query`` (work files in ``work``, a fresh folder), in its order.
+    Raises Unsatisfiable with uv's reason when there is none.
 
-    indexes = [str(i) for i in definition["indexes"]]
-    for index in indexes:
-        why = unreachable(index)
-        if why is not None:
-            return Resolution(None, f"index {index} cannot be reached from here ({why})")
-    reqs = work / "requirements.in"
-    reqs.write_text("".join(f"{r}\n" for r in definition["requirements"]))
-    out = work / "requirements.txt"
-    out.write_text(prefer or "")
-    argv = _compile_argv(definition, reqs, out, work=work, upgrade=upgrade, upgrade_packages=upgrade_packages)
-    env = {"UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"}
-    try:
-        runner.run(argv, env=env, timeout=UV_TIMEOUT)
-    except ToolError as e:
-        # Kept in the lock as unresolved, with uv's reason: an sdist that builds its metadata only
-        # with another Python than this machine's, or requirements that cannot be met together.
-        why = " ".join(line.strip() for line in (e.stderr_tail or e.message).splitlines()[-6:] if line.strip())
-        return Resolution(
-            None, f"uv could not resolve it for Python {definition['python']} on {definition['platform']}: {why[-600:]}"
-        )
-    return Resolution(out.read_text(encoding="utf-8"))
+    An sdist whose metadata uv cannot build here (setup.py failing on this machine's Python:
+    pyext on 3.11, flash-attn without torch) is given the requirements its own PKG-INFO or
+    ``requires.txt`` records (uv's ``dependency-metadata``), and uv runs again."""
+    work.mkdir(parents=True, exist_ok=True)
+    # The system's trust store (and --cert's), as assemble's own connections have (registry.trust).
+    env = {"UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1", **trust.tool_env(work)}
+    given: dict[tuple[str, str], SdistMetadata] = {}
+    while True:
+        (work / "out.txt").write_text(query.prefer or "")
+        argv = _argv(query, work) + _metadata_args(given, work)
+        ran = runner.run(argv, env=env, timeout=UV_TIMEOUT, cwd=work, check=False)
+        if ran.returncode == 0:
+            return parse_pins((work / "out.txt").read_text(encoding="utf-8"))
+        stderr = ran.stderr or ran.stdout
+        built = _BUILD_FAILED.search(stderr)
+        if built is None or (built.group(1), built.group(2)) in given:
+            raise Unsatisfiable(_reason(tail(stderr)))
+        found = _sdist_metadata(query.indexes, built.group(1), built.group(2))
+        if found is None:
+            raise Unsatisfiable(_reason(tail(stderr)) + " (and no sdist of it records its requirements)")
+        given[(built.group(1), built.group(2))] = found
+
+
+_BUILD_FAILED = re.compile(r"Failed to (?:download and )?build `([A-Za-z0-9._-]+)==([^`]+)`")
+_metadata_seen: dict[tuple[str, str], SdistMetadata | None] = {}
+
+
+def _sdist_metadata(indexes: Sequence[str], name: str, version: str) -> SdistMetadata | None:
+    """What the first index with an sdist of ``name==version`` records of it (once a process)."""
+    from assembler.errors import AssemblerError
+    from assembler.transports.pypi import sdist_metadata  # the index client, only when uv needs it
+
+    if (name, version) not in _metadata_seen:
+        found = None
+        for index in indexes:
+            try:
+                found = sdist_metadata(index, name, version)
+            except AssemblerError:
+                continue
+            if found is not None:
+                break
+        _metadata_seen[(name, version)] = found
+    return _metadata_seen[(name, version)]
+
+
+def _metadata_args(given: Mapping[tuple[str, str], SdistMetadata], work: Path) -> list[str]:
+    """``--config-file`` of a uv.toml giving uv the sdists' recorded metadata."""
+    if not given:
+        return []
+    lines = []
+    for (name, version), meta in sorted(given.items()):
+        lines += ["[[dependency-metadata]]", f"name = {json.dumps(name)}", f"version = {json.dumps(version)}"]
+        lines.append(f"requires-dist = {json.dumps(list(meta.requires_dist))}")
+        if meta.requires_python:
+            lines.append(f"requires-python = {json.dumps(meta.requires_python)}")
+    (work / "uv.toml").write_text("\n".join(lines) + "\n")
+    return ["--config-file", "uv.toml"]
+
+
+def _reason(stderr: str) -> str:
+    """uv's explanation on one line, without its work folder's names."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith("hint: Pre-releases")]
+    text = " ".join(lines[-8:])
+    text = re.sub(r"(?:/[^\s/]+)+/(m[0-9]+\.in|provided|overrides\.txt)\b", r"\1", text)
+    text = re.sub(r"/(?:tmp|root/\.cache|var/tmp)/\S*", "...", text)  # uv's build folders: a lock's bytes stay
+    text = (
+        text.replace("error: ", "").replace("cause: ", "").replace("No solution found when resolving dependencies ", "")
+    )
+    return text[-900:]
+
+
+_VIA_ONE = re.compile(r"^\s+# via (.+)$")
+_VIA_MORE = re.compile(r"^\s+#   (.+)$")
+
+
+def parse_pins(text: str) -> list[Pinned]:
+    """uv's requirements output (hashes and ``# via`` annotations) as pins, in its order."""
+    found: list[Pinned] = []
+    current: tuple[str, str] | None = None
+    hashes: list[str] = []
+    via: list[str] = []
+
+    def close() -> None:
+        if current is not None:
+            found.append(Pinned(current[0], current[1], tuple(hashes), tuple(via)))
+
+    for line in text.splitlines():
+        if line and not line[0].isspace() and not line.startswith("#"):
+            close()
+            pin = line.split(" \\")[0].strip()
+            current, hashes, via = (_name_of(pin), pin), [], []
+        elif current is not None:
+            hashes += re.findall(r"--hash=sha256:[0-9a-f]{64}", line)
+            one, more = _VIA_ONE.match(line), _VIA_MORE.match(line)
+            if one and one.group(1).strip() != "":
+                via += [part.strip() for part in one.group(1).split(",")]
+            elif more:
+                via.append(more.group(1).strip())
+    close()
+    return [replace_via(p) for p in found]
+
+
+def replace_via(pin: Pinned) -> Pinned:
+    """Its parents as canonical names (requirement files and options as written)."""
+    via = tuple(v if v.startswith("-") else canonicalize_name(v.split("[")[0]) for v in pin.via)
+    return Pinned(pin.name, pin.pin, pin.hashes, via)
+
+
+def _name_of(pin: str) -> str:
+    return canonicalize_name(re.split(r"[=@ \[;]", pin, maxsplit=1)[0])

@@ -1,0 +1,136 @@
+"""One environment into the lock, for ``assemble lock``: kept as the lock has it, or resolved
+now (:func:`assembler.transports.pyenv.resolve_environment`) as of its manifest's date, with
+what the lock had as preferences; each of its sets then gets its slice."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from assembler.proc import Runner
+from assembler.spec.lockfile import Entry, EnvEntry, Lock
+from assembler.spec.pyenvs import Environment
+from assembler.spec.setuses import SetUse, set_key
+from assembler.transports.pyenv import EnvResult, Options, resolve_environment
+from assembler.transports.standin import PYPI
+
+if TYPE_CHECKING:
+    from assembler.pipeline.locking import Asked, Locked
+
+_END_OF_DAY = "T23:59:59Z"  # a date as of its end, in UTC: the same cut on every machine
+
+
+class EnvLocker:
+    """Environments into ``lock``, each once a run, kept from ``old`` where nothing asks to move."""
+
+    def __init__(self, old: Lock, lock: Lock, *, runner: Runner, asked: Asked, work: Path) -> None:
+        self.old, self.lock, self.runner, self.asked, self.work = old, lock, runner, asked, work
+        self.done: dict[str, str] = {}  # environment key -> kept | resolved
+
+    def lock_env(self, env: Environment, variant: str, entries: dict[str, str]) -> list[Locked]:
+        """``env``'s sets into the lock and ``entries`` (where -> key); what was done to each."""
+        from assembler.pipeline.locking import Locked
+
+        uses = env.uses()
+        for use in uses:
+            entries[use.where] = use.key
+        if env.key not in self.done:
+            self.done[env.key] = "kept" if self._keep(env, uses) else self._resolve(env, uses, variant)
+        found = self.lock.environments[env.key]
+        report = []
+        for use in uses:
+            entry = self.lock.sets[use.key]
+            count = len(entry.constraints())
+            if found.error:
+                report.append(Locked(variant, use.where, use.key, "unresolvable", 0, found.error))
+            elif entry.pins is None or entry.unresolved:
+                report.append(Locked(variant, use.where, use.key, "unresolved", count, entry.unresolved or ""))
+            else:
+                state = "stand-in" if entry.stand_in and self.done[env.key] != "kept" else self.done[env.key]
+                report.append(Locked(variant, use.where, use.key, state, count, ""))
+        return report
+
+    def _keep(self, env: Environment, uses: list[SetUse]) -> bool:
+        """Whether the lock's entries for ``env`` stay (copied into the new lock when they do)."""
+        kept = self.old.environments.get(env.key)
+        entries = [self.old.sets.get(use.key) for use in uses]
+        if kept is None or any(e is None for e in entries) or self.asked.upgrade:
+            return False
+        names = {n for e in entries if e is not None for n in e.constraints()}
+        if any(p.lower().replace("_", "-") in names for p in self.asked.upgrade_packages):
+            return False
+        failed = kept.error is not None or any(e is not None and (e.pins is None or e.unresolved) for e in entries)
+        if failed and self.asked.retry:
+            return False
+        self.lock.environments[env.key] = kept
+        for use, entry in zip(uses, entries, strict=True):
+            assert entry is not None
+            self.lock.sets[use.key] = entry
+        return True
+
+    def _resolve(self, env: Environment, uses: list[SetUse], variant: str) -> str:
+        options = Options(
+            exclude_newer=None if self.asked.upgrade else _as_of(env),
+            exclude_newer_packages={} if self.asked.upgrade else _package_dates(env),
+            prefer=self._previous(uses, variant),
+            upgrade=self.asked.upgrade,
+            upgrade_packages=self.asked.upgrade_packages,
+        )
+        work = self.work / env.key[:16]
+        got = resolve_environment(env, options=options, runner=self.runner, work=work)
+        self.lock.environments[env.key] = EnvEntry(
+            env.definition(), options.exclude_newer, got.error, got.unknown, got.stand_ins
+        )
+        for use, member in zip(uses, [m for m in env.members if m.kind != "pinned"], strict=True):
+            self.lock.sets[use.key] = _entry(use, got, set_key(member.definition))
+        return "resolved"
+
+    def _previous(self, uses: list[SetUse], variant: str) -> str | None:
+        """The pins these places had (uv's preferences), one line a name."""
+        texts = []
+        for use in uses:
+            entry = self.old.sets.get(use.key)
+            if entry is None:
+                key = self.old.variants.get(variant, {}).get(use.where)
+                entry = self.old.sets.get(key) if key else None
+            if entry is not None and entry.pins:
+                texts.append(entry.pins)
+        seen: dict[str, str] = {}
+        for text in texts:
+            for name, pin in Entry({}, text).constraints().items():
+                seen.setdefault(name, pin)
+        return "".join(f"{pin}\n" for pin in seen.values()) or None
+
+
+def _entry(use: SetUse, got: EnvResult, digest: str) -> Entry:
+    if got.error:
+        return Entry(use.definition)
+    result = got.members[digest]
+    return Entry(use.definition, result.pins, result.unresolved, result.stand_in)
+
+
+def _as_of(env: Environment) -> str | None:
+    """uv's ``--exclude-newer`` for the environment's date (the end of its day, UTC)."""
+    if not env.as_of:
+        return None
+    date = env.as_of.get("date")
+    if date is None:
+        index = env.members[0].pyset.indexes()[0] if env.members else PYPI
+        date = _release_day(index, str(env.as_of["release"]))
+    return f"{date}{_END_OF_DAY}"
+
+
+@functools.cache
+def _release_day(index: str, release: str) -> str:
+    """The day ``index`` (the environment's first: where the release comes from) published it."""
+    from assembler.transports.pypi import release_day  # the index client, only for a release's date
+
+    name, _, version = release.partition("==")
+    return release_day(index, name, version)
+
+
+def _package_dates(env: Environment) -> Mapping[str, str]:
+    packages = env.as_of.get("packages") if env.as_of else None
+    return {str(k): f"{v}{_END_OF_DAY}" for k, v in (packages or {}).items()}  # type: ignore[attr-defined]

@@ -1,0 +1,55 @@
+"""Combinations refused from facts: what indexes, registries, distributions and ROCm
+releases publish, checked against what a loaded manifest asks for. No manifest writes
+these checks; each gets them from what it installs and builds on:
+
+- :mod:`.pins`: every ``name==version`` a Python set or ``pip:`` layer pins is a release
+  (PyPI's list), whose Requires-Python admits the set's Python, and a torch, torchvision
+  or torchaudio pinned from a PyTorch index (``.../whl/cu118``) is one that index builds;
+- :mod:`.bases`: a base's tag is one its registry publishes (for the repositories listed),
+  and the ``pythonX.Y`` a step or layer runs or installs is one its distribution packages;
+- :mod:`.archs`: every GPU target of a ROCm arch list (PYTORCH_ROCM_ARCH, AMDGPU_TARGETS...)
+  is one the base's ROCm release compiles for;
+- :mod:`.refs`: a version the image claims for a source (its version annotation, a step's
+  SETUPTOOLS_SCM_PRETEND_VERSION) is the release the source's git ref names.
+
+The facts are data files next to this module, written by ``scripts/regen-facts`` (which
+says where each comes from), so a plan stays offline. A fact that is not known (a release
+newer than the data, a repository not listed) refuses nothing. A refusal is a
+ManifestError (exit 2) at the line that asks, naming the params that make the value and
+the fact that rules it out.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from assembler.spec.load import Loaded
+
+
+@cache
+def read(name: str) -> Any:
+    """The data file ``NAME.json`` of this package (read once a process)."""
+    return json.loads(resources.files(__name__).joinpath(f"{name}.json").read_text(encoding="utf-8"))
+
+
+def where(name: str) -> str:
+    """How a refusal names a data file: ``assembler/spec/facts/NAME.json``."""
+    return f"assembler/spec/facts/{name}.json"
+
+
+def check_facts(loaded: Loaded) -> None:
+    """Every check above, on the image and the compile steps it uses; ManifestError."""
+    # the checks import this module's read(): imported when a manifest is checked
+    from assembler.spec.facts.archs import check as check_archs
+    from assembler.spec.facts.bases import check as check_bases
+    from assembler.spec.facts.pins import check as check_pins
+    from assembler.spec.facts.refs import check as check_refs
+
+    check_pins(loaded)
+    check_bases(loaded)
+    check_archs(loaded)
+    check_refs(loaded)

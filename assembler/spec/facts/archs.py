@@ -1,0 +1,119 @@
+"""ROCm arch lists against the GPU targets each ROCm release compiles for (``rocm.json``).
+
+An arch list is what a well-known variable holds (PYTORCH_ROCM_ARCH, AMDGPU_TARGETS,
+GPU_TARGETS, GPU_ARCHS, HIP_ARCHITECTURES, CMAKE_HIP_ARCHITECTURES) or what
+``--offload-arch=``/``--amdgpu-target=`` flags name, in a compile step's or layer's env or
+the image's config. Each of its targets (``gfx90a``, ``gfx942:xnack+``) is one some ROCm
+release knows (``sm_80`` is a CUDA arch, ``gfx9999`` no GPU), and one the release of the
+base it builds on knows: gfx950 (MI350) needs ROCm 7.0. The base's release is read from
+its tag (``rocm/dev-ubuntu-24.04:6.4-complete``, ``...-rocm630``, ``rocm6.2_...``); a
+floating tag (``rocm/vllm-dev:base``) says none, and only the first check applies.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from assembler.spec.facts import bases, read, where
+from assembler.spec.facts.scope import base_ref, describe, params_at, places, settable
+from assembler.spec.yamlfile import PathKey
+
+if TYPE_CHECKING:
+    from assembler.spec.load import Loaded
+
+VARIABLES = (
+    "PYTORCH_ROCM_ARCH",
+    "AMDGPU_TARGETS",
+    "GPU_TARGETS",
+    "GPU_ARCHS",
+    "HIP_ARCHITECTURES",
+    "CMAKE_HIP_ARCHITECTURES",
+)
+_FLAG = re.compile(r"--(?:offload-arch|amdgpu-target)=(\S+)")
+_TARGET = re.compile(r"^(gfx[0-9a-z-]+?)((?::(?:sramecc|xnack)[+-])*)$")
+_CUDA = re.compile(r"^(?:sm_|compute_)?\d+(?:\.\d)?[af]?(?:\+ptx|-real|-virtual)?$", re.IGNORECASE)
+_SKIP = {"native", "all", "default"}
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in text.split("."))
+
+
+def release_of(ref: str) -> str | None:
+    """The ROCm release (major.minor) a base's tag names, or None."""
+    image = bases.parse(ref)
+    if image is None:
+        return None
+    found = re.search(r"rocm[-_]?(\d)\.(\d+)", image.tag) or re.search(r"rocm(\d)(\d)\d(?!\d)", image.tag)
+    if found:
+        return f"{found.group(1)}.{found.group(2)}"
+    if image.repository.startswith("rocm/dev-"):
+        plain = re.match(r"^(\d+)\.(\d+)", image.tag)
+        return f"{plain.group(1)}.{plain.group(2)}" if plain else None
+    return None
+
+
+def _lists(loaded: Loaded) -> Iterator[tuple[str, PathKey, str, str]]:
+    """(where it is said, path, the base's name, the list) of every ROCm arch list."""
+    man = loaded.manifest
+    found = [(place.what, place.path, place.base, place.env) for place in places(loaded)]
+    config = ("targets", loaded.target, "config", "env") if loaded.target else ("image", "config", "env")
+    env = {k: str(v) for k, v in man.image.config.env.items()}
+    found.append(("the image's config", config, man.image.base, env))
+    for what, path, base, values in found:
+        for key, value in values.items():
+            at = (*path, "env", key) if path[-1] != "env" else (*path, key)
+            if key in VARIABLES:
+                yield what, at, base, value
+            for flags in _FLAG.findall(value):
+                yield what, at, base, flags
+
+
+def check(loaded: Loaded) -> None:
+    """Every ROCm arch list against the targets ROCm knows and its base's release knows."""
+    data = read("rocm")
+    for what, path, base, value in _lists(loaded):
+        tokens = [t for t in re.split(r"[;,\s]+", value.strip()) if t and t.lower() not in _SKIP]
+        release = release_of(base_ref(loaded, base) or "")
+        covered = release is not None and _version(data["first"]) <= _version(release) <= _version(data["last"])
+        bad = [(t, why) for t in tokens if (why := _why(t, release if covered else None, data))]
+        if bad:
+            _refuse(loaded, what, path, base, value, release, bad)
+
+
+def _why(token: str, release: str | None, data: dict[str, object]) -> str:
+    """Why ``token`` is no target ROCm ``release`` compiles for; "" when it is one."""
+    found = _TARGET.match(token)
+    if found is None:
+        return "a CUDA arch, not a ROCm GPU target" if _CUDA.match(token) else "not a ROCm GPU target (gfx...)"
+    targets = data["targets"]
+    assert isinstance(targets, dict)
+    facts = targets.get(found.group(1))
+    if facts is None:
+        return f"no GPU target of any ROCm release ({data['first']} to {data['last']})"
+    if release is None:
+        return ""
+    if _version(release) < _version(facts["since"]):
+        return f"ROCm {release} does not build for it (ROCm {facts['since']} and newer do)"
+    if "until" in facts and _version(release) >= _version(facts["until"]):
+        return f"ROCm {facts['until']} dropped it"
+    return ""
+
+
+def _refuse(
+    loaded: Loaded, what: str, path: PathKey, base: str, value: str, release: str | None, bad: list[tuple[str, str]]
+) -> None:
+    names = params_at(loaded, path, value)
+    ref = base_ref(loaded, base) or ""
+    base_params = params_at(loaded, ("bases", base), ref) if release else []
+    on = f" on ROCm {release} (the base {base}, {ref.removeprefix('docker://')})" if release else ""
+    listed = "; ".join(f"{t}: {why}" for t, why in bad)
+    raise loaded.error(
+        path,
+        f"{what}: {path[-1]}" + (f" ({describe(loaded, names)})" if names else "") + f"{on}: {listed} "
+        f"({where('rocm')})",
+        hint=f"--set {' or '.join(settable(loaded, [*names, *base_params])) or path[-1]} to AMD targets "
+        f"{'ROCm ' + release + ' builds for' if release else 'ROCm builds for'} (gfx90a;gfx942)",
+    )

@@ -1,0 +1,142 @@
+"""A Python package index on 127.0.0.1 for the lock's tests: wheels made here with the
+metadata a test gives them (``Requires-Dist``, the date each was uploaded), served as PEP
+691 JSON pages with ``upload-time`` (what uv's ``--exclude-newer`` reads), and a count of
+the pages asked for (a lock that tries nothing again asks for none). Recorded metadata, not
+PyPI's mood: the versions and requirements are upstream's, written down by each test."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import http.server
+import json
+import re
+import zipfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import serving
+
+
+def _dist(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def wheel(folder: Path, project: str, version: str, requires: Sequence[str] = ()) -> Path:
+    """A pure-Python wheel of ``project`` ``version`` whose METADATA requires ``requires``."""
+    dist = _dist(project)
+    info = f"{dist}-{version}.dist-info"
+    metadata = f"Metadata-Version: 2.1\nName: {project}\nVersion: {version}\n"
+    metadata += "".join(f"Requires-Dist: {r}\n" for r in requires)
+    files = {
+        f"{dist}/__init__.py": f"VERSION = {version!r}\n",
+        f"{info}/METADATA": metadata,
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    files[f"{info}/RECORD"] = "\n".join([*record, f"{info}/RECORD,,"]) + "\n"
+    path = folder / f"{dist}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        for member, text in files.items():
+            z.writestr(zipfile.ZipInfo(member, (2020, 1, 1, 0, 0, 0)), text)
+    return path
+
+
+class Index:
+    """The projects of a local index: ``add`` a release, ``url`` to resolve against."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / "files").mkdir(parents=True, exist_ok=True)
+        self.releases: dict[str, list[dict[str, Any]]] = {}
+        self.asked: list[str] = []
+        self.url = ""
+
+    def add(self, project: str, version: str, *requires: str, uploaded: str = "2025-01-01T00:00:00Z") -> None:
+        path = wheel(self.root / "files", project, version, requires)
+        entry = {
+            "filename": path.name,
+            "url": f"../../files/{path.name}",
+            "hashes": {"sha256": hashlib.sha256(path.read_bytes()).hexdigest()},
+            "upload-time": uploaded,
+        }
+        name = re.sub(r"[-_.]+", "-", project).lower()
+        self.releases.setdefault(name, []).append(entry)
+
+    def add_sdist(self, project: str, version: str, *requires: str, setup: str) -> None:
+        """A source distribution whose PKG-INFO records ``requires`` and whose setup.py is ``setup``."""
+        import io
+        import tarfile
+
+        dist = _dist(project)
+        path = self.root / "files" / f"{dist}-{version}.tar.gz"
+        pkg_info = f"Metadata-Version: 2.1\nName: {project}\nVersion: {version}\n"
+        pkg_info += "".join(f"Requires-Dist: {r}\n" for r in requires)
+        with tarfile.open(path, "w:gz") as tar:
+            for name, text in (("PKG-INFO", pkg_info), ("setup.py", setup)):
+                info = tarfile.TarInfo(f"{dist}-{version}/{name}")
+                info.size = len(text.encode())
+                tar.addfile(info, io.BytesIO(text.encode()))
+        entry = {
+            "filename": path.name,
+            "url": f"../../files/{path.name}",
+            "hashes": {"sha256": hashlib.sha256(path.read_bytes()).hexdigest()},
+            "upload-time": "2025-01-01T00:00:00Z",
+        }
+        self.releases.setdefault(re.sub(r"[-_.]+", "-", project).lower(), []).append(entry)
+
+    def page(self, project: str) -> bytes | None:
+        files = self.releases.get(project)
+        if files is None:
+            return None
+        return json.dumps({"meta": {"api-version": "1.1"}, "name": project, "files": files}).encode()
+
+
+def _handler(index: Index) -> type[http.server.BaseHTTPRequestHandler]:
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(index.root), **kwargs)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            parts = [p for p in self.path.split("?")[0].split("/") if p]
+            if len(parts) == 2 and parts[0] == "simple":
+                index.asked.append(parts[1])
+                body = index.page(parts[1])
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/vnd.pypi.simple.v1+json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            super().do_GET()
+
+    return Handler
+
+
+@contextlib.contextmanager
+def serving_index(root: Path) -> Iterator[Index]:
+    """An Index in ``root``, served on 127.0.0.1 for the block (``index.url`` is its simple API)."""
+    index = Index(root)
+    with serving(_handler(index)) as host:
+        index.url = f"http://{host}/simple"
+        yield index
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 nothing listens on (an index this machine cannot reach)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
