@@ -23,20 +23,21 @@ from assembler.oci.artifact import Artifact, FilesArtifact
 from assembler.oci.descriptor import Platform
 from assembler.oci.image import Image
 from assembler.oci.reference import Ref, absolute_ref, parse_ref
-from assembler.pipeline import artifacts, graph
+from assembler.pipeline import artifacts, graph, preflight
 from assembler.pipeline.attest import describe_built
 from assembler.pipeline.baseblobs import BaseBlobs, merged
 from assembler.pipeline.builder import Builder, Built
 from assembler.pipeline.builder import build as _execute
 from assembler.pipeline.depcheck import check_built
 from assembler.pipeline.graph import LayerReport, StepReport
-from assembler.pipeline.options import Event, Options, RemoteSteps, Reporter, quiet, resolve_epoch
+from assembler.pipeline.imagetests import has_tests, tested
+from assembler.pipeline.options import Event, Options, Reporter, quiet, resolve_epoch
 from assembler.pipeline.resolve import Plan, Resolver
 from assembler.pipeline.variants import Variant, named, platform_groups, report_variant
 from assembler.pipeline.writers import Target, Writer, writer_for
 from assembler.proc import Runner
 from assembler.spec.load import Loaded
-from assembler.transports import Context, Written, registry_options
+from assembler.transports import Context, Written
 from assembler.transports.common import RegistryOptions, SourceImage
 
 __all__ = [
@@ -142,24 +143,10 @@ def resolve(loaded: Loaded, options: Options, *, runner: Runner | None = None, l
     walk = Resolver(loaded, options, ctx)
     with ExitStack() as stack:
         if look_in_registry and (options.cache_from or options.cache_to):
-            walk.remote = walk.prebuilt.remote = stack.enter_context(closing(_registry_steps(options, ctx)))
+            from assembler.pipeline.registrycache import plan_steps  # the registry client, only when asked
+
+            walk.remote = walk.prebuilt.remote = stack.enter_context(closing(plan_steps(options, ctx)))
         return _plan(walk, loaded, options, ctx)
-
-
-def _registry_steps(options: Options, ctx: Context) -> RemoteSteps:
-    """The registry step caches a plan reads (never writes); one that cannot be read is a miss."""
-    from assembler.transports.cachetrust import Trust  # the registry client, only when asked
-    from assembler.transports.stepcache import RemoteStepCache, parse_cache_ref
-
-    names = [parse_cache_ref(r) for r in (*options.cache_from, options.cache_to) if r]
-    return RemoteStepCache(
-        ctx.cache,
-        target=None,
-        sources=names,
-        options=registry_options(ctx),
-        report=lambda kind, fields: None,
-        trust=Trust(keys=options.cache_trust),
-    )
 
 
 def _plan(walk: Resolver, loaded: Loaded, options: Options, ctx: Context) -> Plan:
@@ -268,8 +255,9 @@ def _checked_outputs(loaded: Loaded, options: Options, report: Reporter = quiet)
     """:func:`_outputs`, every one checked before anything is built (InputError); a
     warning for each that ``--sign`` does not sign."""
     writers, files = _outputs(loaded, options)
+    attested = options.sbom or (options.tests and has_tests(loaded.manifest))  # files next to an output
     for writer in writers:
-        writer.check(force=options.force, sbom=options.sbom)
+        writer.check(force=options.force, sbom=attested)
         if options.sign is not None and not writer.signs:
             report(Event("warning", {"text": f"{writer.ref}: not signed (--sign signs docker:// and oci:DIR:TAG)"}))
     artifacts.check(loaded, files, force=options.force, cache_dir=options.cache_dir)
@@ -296,6 +284,10 @@ def _assemble_once(loaded: Loaded, options: Options, *, runner: Runner, report: 
     started = time.monotonic()
     writers, files = _checked_outputs(loaded, options, report)
     plan = resolve(loaded, options, runner=runner)
+    if options.preflight or options.offline:  # before anything long: a host that is not there stops it now
+        cached = options.cache_from or options.cache_to  # a registry step cache may hold what needs them
+        replan = (lambda: resolve(loaded, options, runner=runner, look_in_registry=True)) if cached else None
+        preflight.check(plan, offline=options.offline, report=report, replan=replan)
     cache = Cache(options.cache_dir)
     ctx = _context(loaded, options, cache=cache, runner=runner, registry=options.registry, report=report)
     written_files: list[Written] = []
@@ -317,7 +309,9 @@ def _assemble_once(loaded: Loaded, options: Options, *, runner: Runner, report: 
         report(Event("image", {"digest": built.image.digest}))
         if options.deps_check:  # before any output: an image that cannot run is not written
             check_built(built, cache, report=report, shared=builder.facts)
+        tests = tested(built, plan, builder, report=report)  # before any output too: a failed test writes none
         referrers = describe_built(built, plan, cache, report=report, shared=builder.facts) if options.sbom else []
+        referrers += tests  # the test-result attestation goes with the SBOM and provenance
         target = _image_target(built, ctx, loaded, writers, report=report, options=options, referrers=referrers)
         written = [*write(target, writers, report=report), *written_files]
         step_cache = builder.remote_counts()

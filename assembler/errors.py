@@ -20,9 +20,12 @@ anything else reaching the CLI is a bug and gets a traceback.
     ├── InvalidImage                    an image that fails validation
     ├── InvalidRecord                   a stored or exchanged JSON record of the wrong shape
     ├── ToolError                       an external program failed or is missing
-    │   └── StepFailed                  a compile or runtime step's command failed
+    │   ├── StepFailed                  a compile or runtime step's command failed
+    │   └── TimedOut                    a program ran past its time limit (and was stopped)
+    ├── TestFailed                      a test of the built image failed (no output is written)
     ├── RegistryError                   a registry said no (after retries)
     │   └── Unreachable                 a registry host that does not resolve, refuses or never answers
+    ├── HostsUnreachable                hosts a build needs that do not answer (checked before it starts)
     ├── CacheError                      the cache directory cannot be used
     ├── MissingDependencies             ELF files an image adds cannot load in it (libraries, versions)
     ├── SignatureError                  no signature (or attestation) by the key over the image
@@ -160,12 +163,48 @@ class StepFailed(ToolError):
         log_path: Path | None = None,
         log_tail: str = "",
         hint: str | None = None,
+        kept_container: str | None = None,
     ) -> None:
         super().__init__(message, argv=argv, returncode=returncode, stderr_tail=log_tail, hint=hint)
         self.step = step
         self.command = command
         self.log_path = log_path
         self.log_tail = log_tail
+        self.kept_container = kept_container  # --keep-failed: the step's container, left to be entered
+
+
+class TimedOut(ToolError):
+    """A program ran past its time limit and was stopped; ``stderr_tail`` holds the last
+    of what it printed, ``seconds`` the limit."""
+
+    def __init__(self, message: str, *, argv: Sequence[str] = (), seconds: float, stderr_tail: str = "") -> None:
+        super().__init__(message, argv=argv, stderr_tail=stderr_tail)
+        self.seconds = seconds
+
+
+class TestFailed(AssemblerError):
+    """Tests of a built image failed (``tests:``): ``failed`` names them; ``argv``,
+    ``returncode``, ``log_tail`` and ``log_path`` are the first one's, as a step's are."""
+
+    __test__ = False  # not a pytest test class, whatever its name
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        failed: Sequence[str],
+        argv: Sequence[str] = (),
+        returncode: int | None = None,
+        log_tail: str = "",
+        log_path: Path | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.failed = tuple(failed)
+        self.argv = tuple(argv)
+        self.returncode = returncode
+        self.log_tail = log_tail
+        self.log_path = log_path
 
 
 class RegistryError(AssemblerError):
@@ -195,6 +234,15 @@ class Unreachable(RegistryError):
         super().__init__(message, registry=registry, hint=hint)
         self.host = host
         self.why = why
+
+
+class HostsUnreachable(AssemblerError):
+    """Hosts a build will reach do not answer, found before anything is built: ``hosts``
+    maps each to why (its name does not resolve, it refuses, no answer in time, TLS)."""
+
+    def __init__(self, message: str, *, hosts: dict[str, str], hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.hosts = hosts
 
 
 class CacheError(AssemblerError):

@@ -4,6 +4,8 @@ anywhere must find them."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -52,6 +54,11 @@ def test_an_installed_wheel_ships_the_recipes(tmp_path: Path) -> None:
     assert sorted(p.name for p in shipped.glob("*.yaml")) == sorted(p.name for p in (ROOT / "layers").glob("*.yaml"))
     for recipe in shipped.glob("*.yaml"):
         assert recipe.read_bytes() == (ROOT / "layers" / recipe.name).read_bytes()
+    # and the facts a plan checks combinations against (assembler/spec/facts/*.json)
+    facts = shipped.parent / "spec" / "facts"
+    assert sorted(p.name for p in facts.glob("*.json")) == sorted(
+        p.name for p in (ROOT / "assembler" / "spec" / "facts").glob("*.json")
+    )
 
     # A manifest far from any checkout, using a recipe, with no search path set.
     work = tmp_path / "work"
@@ -69,3 +76,57 @@ def test_an_installed_wheel_ships_the_recipes(tmp_path: Path) -> None:
     unknown = subprocess.run(argv, cwd=work, capture_output=True, text=True)
     assert unknown.returncode == 2 and "unknown recipe 'no-such-recipe'" in unknown.stderr, unknown.stderr
     assert str(shipped) in unknown.stderr and "ASSEMBLE_RECIPES" in unknown.stderr, unknown.stderr
+
+
+@pytest.mark.slow
+def test_uv_tool_install_gives_a_working_assemble_on_path(tmp_path: Path) -> None:
+    """A fresh clone installed as a tool (``uv tool install .``, into a tool folder of the
+    test's, under nice): ``assemble`` on PATH with nothing else, its recipes and facts with
+    it, and ``assemble doctor`` naming the programs it drives."""
+    checkout = tmp_path / "checkout"
+    shutil.copytree(ROOT, checkout, ignore=_NOT_SHIPPED, symlinks=True)
+    tools, bin_dir = tmp_path / "tools", tmp_path / "bin"
+    uv = Path(sys.executable).parent / "uv"  # a dependency of assemble: in its venv
+    env = {
+        **os.environ,
+        "UV_TOOL_DIR": str(tools),
+        "UV_TOOL_BIN_DIR": str(bin_dir),
+        "UV_NATIVE_TLS": "1",  # the system's trust store, as assemble's own downloads
+    }
+    python = sys.base_prefix + "/bin/python3"
+    installed = subprocess.run(
+        ["nice", "-n", "10", str(uv), "tool", "install", "--python", python, str(checkout)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    shutil.rmtree(checkout)  # nothing may come from the clone any more
+
+    # Only the tool's folder and the system's on PATH: no .venv, no checkout.
+    path = f"{bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    clean = {"PATH": path, "HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "xdg"), "LANG": "C.UTF-8"}
+    work = tmp_path / "work"
+    work.mkdir()
+
+    def assemble(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["assemble", *args], cwd=work, env=clean, capture_output=True, text=True, timeout=120)
+
+    from assembler import __version__
+
+    version = assemble("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"assemble {__version__}", version
+    doctor = assemble("doctor", "--json")
+    assert doctor.returncode == 0, doctor
+    report = json.loads(doctor.stdout)
+    assert Path(report["python"]).is_relative_to(tools) and Path(report["uv"]).is_relative_to(tools), report
+    found = {t["command"]: t for t in report["tools"]}
+    assert found["buildah"]["path"] and found["buildah"]["version"] and found["buildah"]["needed"], found["buildah"]
+    assert {"mmdebstrap", "tar2sqfs", "umoci", "git"} <= set(found)
+    text = assemble("doctor")
+    assert text.returncode == 0 and f"ok       buildah          {found['buildah']['version']}" in text.stdout, text
+
+    shutil.copy(ROOT / "manifests" / "llamacpp.yaml", work)  # a recipe (use:) from the tool's own
+    planned = assemble("plan", "llamacpp.yaml", "--set", "backend=cpu")
+    assert planned.returncode == 0 and "compile  llama" in planned.stdout, planned

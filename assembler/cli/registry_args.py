@@ -31,7 +31,7 @@ def bool_arg(text: str) -> bool:
 
 
 def add_registry_args(p: argparse.ArgumentParser) -> None:
-    """``--tls-verify``, ``--authfile``, ``--registries-conf`` and ``--retries``."""
+    """``--tls-verify``, ``--authfile``, ``--registries-conf``, ``--cert`` and ``--retries``."""
     p.add_argument(
         "--tls-verify",
         type=bool_arg,
@@ -55,6 +55,14 @@ def add_registry_args(p: argparse.ArgumentParser) -> None:
         help="registries.conf with mirrors, insecure and blocked registries, short-name search, as podman reads "
         "it (default: $CONTAINERS_REGISTRIES_CONF, ~/.config/containers/registries.conf, "
         "/etc/containers/registries.conf; their registries.conf.d drop-ins too)",
+    )
+    p.add_argument(
+        "--cert",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="PEM file of CAs every HTTPS connection trusts besides the system's trust store (default: "
+        "$REQUESTS_CA_BUNDLE; SSL_CERT_FILE and SSL_CERT_DIR move the system's); build steps get them too",
     )
     p.add_argument(
         "--retries",
@@ -88,6 +96,10 @@ def registry_options(args: argparse.Namespace, environ: Mapping[str, str] = os.e
     or a limit that is not a positive number of seconds."""
     if args.retries < 1:
         raise InputError("--retries must be at least 1")
+    from assembler.registry import trust  # ssl: only for a command that reads --cert
+
+    # One trust for the whole process: its registries, downloads and build steps (registry.trust).
+    trust.use_bundle(args.cert)
     return RegistryOptions(
         tls_verify=args.tls_verify,
         auth_file=args.authfile,

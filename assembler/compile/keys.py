@@ -13,7 +13,12 @@ FORMAT = 2  # 2: steps run with reproducible_env (PYTHONHASHSEED): earlier resul
 
 # What a compile step says that does not change its artifacts: names, and how its job is run.
 # Its Python sets act only through the lock's pins, which are in its env (LOCK_ENV).
-NOT_IN_KEY = {"name", "use", "with_", "runtime_packages", "resources", "python_sets"}
+# reaches: where a step reaches says nothing of what it builds (see spec.hostuse).
+# What a step's result does not depend on: its name, how it was written (a recipe and its
+# with:), what the image gets besides (runtime packages), where it runs (resources), the
+# lock's pins (they reach the step as its env), the hosts it reaches and the tests run on
+# the image: a new test must not recompile anything.
+NOT_IN_KEY = {"name", "use", "with_", "runtime_packages", "resources", "python_sets", "reaches", "tests"}
 
 
 def compile_key(

@@ -24,7 +24,7 @@ KINDS: Mapping[type, str] = {
     m.UrlLayer: "url",
 }
 # A layer's ``when:`` only decides whether it is there: not part of what it is.
-NOT_IN_DEFINITION = {"when"}
+NOT_IN_DEFINITION = {"when", "reaches"}  # reaches: which hosts, not what is built (spec.hostuse)
 
 
 @dataclass(frozen=True)

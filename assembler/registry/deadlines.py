@@ -31,6 +31,7 @@ import urllib3
 import urllib3.connection
 import urllib3.connectionpool
 
+from assembler.registry import trust
 from assembler.registry.retry import Deadline
 
 _CURRENT: ContextVar[Deadline | None] = ContextVar("assembler_network_deadline", default=None)
@@ -151,7 +152,25 @@ _POOLS = {"http": HTTPConnectionPool, "https": HTTPSConnectionPool}
 
 
 class _Adapter(requests.adapters.HTTPAdapter):
-    """requests' adapter, its connections' responses read through :class:`_BoundedReads`."""
+    """requests' adapter, its connections' responses read through :class:`_BoundedReads`,
+    a verified one trusting what :func:`assembler.registry.trust.context` trusts (the
+    system's store, not certifi's bundle)."""
+
+    def build_connection_pool_key_attributes(
+        self, request: requests.PreparedRequest, verify: Any, cert: Any = None
+    ) -> tuple[Any, Any]:  # requests' stubs name private TypedDicts
+        host, pool = super().build_connection_pool_key_attributes(request, verify, cert)
+        if verify is not False and host.get("scheme") == "https":
+            # verify names REQUESTS_CA_BUNDLE's file where it is set: the context holds it.
+            pool.pop("ca_certs", None)
+            pool.pop("ca_cert_dir", None)
+            pool["ssl_context"] = trust.context()
+        return host, pool
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
+        if verify is not False and url.lower().startswith("https"):
+            conn.ca_certs = conn.ca_cert_dir = None  # not certifi's: the context's trust alone
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)

@@ -22,6 +22,7 @@ from assembler.errors import InputError, ToolError
 from assembler.oci.descriptor import Platform
 from assembler.oci.image import Image
 from assembler.proc import Runner
+from assembler.spec import model as m
 from assembler.transports.rootfs import image_from_layer, layer_from_tar
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,16 @@ def debian_arch(platform: Platform) -> str:
         return _ARCH[platform.architecture]
     except KeyError as e:
         raise InputError(f"no Debian architecture for platform {platform}") from e
+
+
+def bootstrap_mirrors(manifest: m.Manifest) -> dict[str, str]:
+    """The apt mirror each bootstrapped base of ``manifest`` is made from (and its steps'
+    apt reaches): its own ``mirror:``, else this host's, else Debian's."""
+    return {
+        name: spec.bootstrap.mirror or host_mirror() or DEFAULT_DEBIAN_MIRROR
+        for name, spec in manifest.bases.items()
+        if isinstance(spec, m.BootstrapBase)
+    }
 
 
 def host_mirror(sources_dir: Path = Path("/etc/apt")) -> str | None:

@@ -17,7 +17,10 @@ sent, when it announces no size); every read is held to that
 from __future__ import annotations
 
 import logging
+import re
+import socket
 import threading
+import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -37,7 +40,7 @@ from assembler.registry.retry import (
 from assembler.registry.types import NetworkLimits
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Collection, Iterator
 
     import requests  # imported where a request is made: a build that downloads nothing never loads it
 
@@ -46,6 +49,10 @@ _CHUNK = 1 << 20
 # Three tries, waiting 0.5 s then 1 s: an index or a mirror answers at once or not today.
 DOWNLOAD_RETRY = RetryPolicy(tries=3, max_tries=3, backoff=0.5, max_backoff=2.0)
 DEFAULT_LIMITS = NetworkLimits()  # what a caller that passes none gets (the CLI's defaults)
+TLS_HINT = (
+    "the server's certificate is signed by a CA this machine does not trust: add it to the system's trust "
+    "store (update-ca-certificates), or name it with --cert FILE"
+)
 
 
 def _get(
@@ -130,6 +137,8 @@ def _failure(url: str, error: Exception, limits: NetworkLimits) -> str:
 def _hint(error: Exception) -> str | None:
     from assembler.registry import deadlines
 
+    if "CERTIFICATE_VERIFY_FAILED" in str(error):
+        return TLS_HINT
     return IDLE_HINT if deadlines.timed_out(error) else None
 
 
@@ -236,6 +245,7 @@ def _short(error: Exception) -> str:
     text = str(error)
     for marker in (
         "Name or service not known",
+        "No address associated with hostname",
         "Temporary failure in name resolution",
         "Connection refused",
         "timed out",
@@ -244,3 +254,57 @@ def _short(error: Exception) -> str:
         if marker in text:
             return marker.lower()
     return text[:200]
+
+
+def probe(urls: Collection[str], *, seconds: float) -> dict[str, str | None]:
+    """Why each of ``urls`` (``scheme://host[:port]/``) does not answer (None: it does), all
+    asked at once, one request each: HTTP(S) a HEAD through the sessions every download
+    uses (their proxies and trust store; any answer counts, an error status too), another
+    scheme (ssh, git) a TCP connection. All within ``seconds``: a host silent until then
+    did not answer (its thread is left behind, a daemon)."""
+    found: dict[str, str | None] = {}
+    lock = threading.Lock()
+
+    def one(url: str) -> None:
+        why = _probe_one(url, seconds)
+        with lock:
+            found[url] = why
+
+    threads = [threading.Thread(target=one, args=(url,), daemon=True, name=f"probe {url}") for url in set(urls)]
+    for thread in threads:
+        thread.start()
+    end = time.monotonic() + seconds
+    for thread in threads:
+        thread.join(max(0.0, end - time.monotonic()))
+    with lock:
+        return {url: found.get(url, f"no answer in {seconds:g} s") for url in urls}
+
+
+_DEFAULT_PORTS = {"ssh": 22, "git": 9418, "http": 80, "https": 443}
+
+
+def _probe_one(url: str, seconds: float) -> str | None:
+    import requests
+
+    from assembler.registry import deadlines
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        try:
+            socket.create_connection(
+                (parts.hostname or "", parts.port or _DEFAULT_PORTS[parts.scheme]), seconds
+            ).close()
+        except OSError as e:
+            return _short(e)
+        return None
+    try:
+        with deadlines.session() as session:
+            session.head(url, timeout=(seconds, seconds), allow_redirects=False).close()
+    except requests.exceptions.SSLError as e:
+        detail = re.search(r"certificate verify failed: ([^(]*)", str(e))
+        return f"its TLS certificate is not trusted here ({detail.group(1).strip() if detail else _short(e)})"
+    except requests.exceptions.ReadTimeout:
+        return None  # connected: it is there, only slow to answer a HEAD
+    except requests.RequestException as e:
+        return _short(e)
+    return None

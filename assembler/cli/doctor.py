@@ -1,0 +1,160 @@
+"""``assemble doctor``: the programs assemble drives, each found or not, with its version,
+what it is for and the apt package that gives it.
+
+    assemble doctor [--json]
+
+``uv tool install .`` (or ``pipx install .``) installs assemble and its Python parts; the
+programs below come from the distribution (Debian 12 names; ``scripts/setup`` installs what
+the demo needs). Exit 1 when one that every build needs is missing, else 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from assembler.cli.console import out
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A program assemble (or its demo) runs."""
+
+    command: str
+    package: str  # the Debian 12 package that gives it
+    version: tuple[str, ...]  # the command line that prints its version ("": dpkg's version of the package)
+    used_for: str
+    needed: bool = False  # every build runs it
+    note: str = ""  # what to know about it
+    install: str = ""  # how to get it where apt-get install PACKAGE does not
+
+    def how(self) -> str:
+        return self.install or f"apt-get install {self.package}"
+
+
+TOOLS = (
+    Tool("buildah", "buildah", ("buildah", "--version"), "every step: compile steps and run: layers", needed=True),
+    Tool("mmdebstrap", "mmdebstrap", ("mmdebstrap", "--version"), "bootstrap: bases (the demo's)"),
+    Tool("newuidmap", "uidmap", (), "buildah as a user other than root (rootless)"),
+    Tool("git", "git", ("git", "--version"), "git sources (git: in sources:)"),
+    Tool("skopeo", "skopeo", ("skopeo", "--version"), "scripts/demo: inspecting the pushed image"),
+    Tool("docker-registry", "docker-registry", ("docker-registry", "--version"), "scripts/registry (the demo)"),
+    Tool("tar2sqfs", "squashfs-tools-ng", ("tar2sqfs", "--version"), "sif: and sqsh: outputs, assemble sif/sqsh"),
+    Tool("unsquashfs", "squashfs-tools", ("unsquashfs", "-version"), "reading a SIF's or sqsh's files back"),
+    Tool("siftool", "siftool", (), "checking a SIF with the reference reader"),
+    Tool(
+        "umoci",
+        "umoci",
+        ("umoci", "--version"),
+        "unpacking an OCI layout (not used by assemble itself)",
+        note="umoci before 0.5 cannot read zstd layers, assemble's default: build with --compression gzip for it",
+    ),
+    Tool(
+        "apptainer",
+        "apptainer",
+        ("apptainer", "--version"),
+        "tests: on: slurm, running a SIF",
+        install="not in Debian 12: Apptainer's .deb from its releases, or scripts/build-apptainer",
+    ),
+    Tool("sbatch", "slurm-client", (), "--executor slurm and tests on: slurm"),
+)
+_VERSION = re.compile(r"\d+(?:\.\d+)+(?:[-+~][\w.+~-]*)?")
+
+
+@dataclass(frozen=True)
+class Found:
+    command: str
+    package: str
+    install: str
+    path: str | None
+    version: str | None
+    used_for: str
+    needed: bool
+    note: str
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("doctor", help="the programs assemble drives: found, their versions, what to install")
+    p.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
+
+
+def _version(tool: Tool) -> str | None:
+    """The version ``tool`` prints, else dpkg's of its package, else None."""
+    if tool.version:
+        try:
+            ran = subprocess.run(tool.version, capture_output=True, text=True, timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            ran = None
+        if ran is not None and (match := _VERSION.search(ran.stdout + ran.stderr)):
+            return match.group(0)
+    if shutil.which("dpkg-query") is None:
+        return None
+    ran = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Version}", tool.package], capture_output=True, text=True, timeout=10, check=False
+    )
+    return (ran.stdout.strip() or None) if ran.returncode == 0 else None
+
+
+def _note(tool: Tool, version: str | None) -> str:
+    if tool.command == "umoci" and version is not None and _older(version, (0, 5)):
+        return tool.note
+    return ""
+
+
+def _older(version: str, than: tuple[int, ...]) -> bool:
+    numbers = tuple(int(n) for n in re.findall(r"\d+", version.split("+")[0])[: len(than)])
+    return numbers < than
+
+
+def check() -> list[Found]:
+    """Each of :data:`TOOLS`, found on PATH or not, with its version."""
+    found = []
+    for tool in TOOLS:
+        path = shutil.which(tool.command)
+        version = _version(tool) if path is not None else None
+        found.append(
+            Found(
+                tool.command, tool.package, tool.how(), path, version, tool.used_for, tool.needed, _note(tool, version)
+            )
+        )
+    return found
+
+
+def _uv() -> str:
+    """uv, which ``assemble lock`` runs: the one installed with assemble, else PATH's."""
+    here = Path(sys.executable).parent / "uv"
+    return str(here) if here.is_file() else shutil.which("uv") or "missing (pip install uv)"
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from assembler import __version__
+
+    found = check()
+    missing = [f for f in found if f.path is None]
+    if args.json:
+        data = {"assemble": __version__, "python": sys.executable, "uv": _uv(), "tools": [asdict(f) for f in found]}
+        out.print(json.dumps(data, indent=2), markup=False)
+    else:
+        out.print(f"assemble {__version__} (Python {sys.version.split()[0]}, {sys.executable})", markup=False)
+        out.print(f"  {'ok':<8} {'uv':<16} {_uv()}  assemble lock", markup=False)
+        for f in found:
+            state = "ok" if f.path else "missing"
+            shown = f.version or ("?" if f.path else f.install)
+            out.print(f"  {state:<8} {f.command:<16} {shown:<24} {f.used_for}", markup=False)
+            if f.note:
+                out.print(f"  {'':<8} {'':<16} note: {f.note}", markup=False)
+        if missing:
+            apt = " ".join(dict.fromkeys(f.package for f in missing if f.install.startswith("apt-get ")))
+            root = "" if os.geteuid() == 0 else "sudo "
+            if apt:
+                out.print(
+                    f"to install what is missing: {root}apt-get install --no-install-recommends {apt}", markup=False
+                )
+    return 1 if any(f.needed for f in missing) else 0

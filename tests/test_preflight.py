@@ -1,0 +1,152 @@
+"""What a build reaches, and the check before its first long step (assembler/spec/reach.py,
+spec/toolhosts.py, pipeline/preflight.py).
+
+``reaches`` is read from the manifest: the package tools in steps' commands (pip, uv,
+cargo, go, npm, apt) reach their indexes unless their command says otherwise; a step's
+``reaches:`` names what avoids a host. A build asks each host its parts to make reach, all
+at once, and stops within seconds naming the host, the part and the ``--set`` that avoids
+it; ``--offline`` refuses a build that would reach any. Hosts that never resolve are the
+``.invalid`` top-level domain's (RFC 2606); no fake stands in for the network.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from assembler.spec import toolhosts
+from assembler.spec.load import load_manifest
+from assembler.spec.reach import needs
+from tests.helpers import ROOT, run_cli_here
+
+PYPI = {("pypi.org", "https"), ("files.pythonhosted.org", "https")}
+
+
+def _tools(*commands: str, env: dict[str, str] | None = None) -> set[object]:
+    return toolhosts.tools(commands, env or {})
+
+
+def test_pip_and_uv_reach_pypi_unless_their_command_says_they_will_not() -> None:
+    assert _tools("pip install torch") >= PYPI
+    assert _tools("/opt/venv/bin/python -m pip install --quiet -r /tmp/r.txt") >= PYPI
+    assert _tools("uv pip install --python /opt/venv/bin/python vllm") >= PYPI
+    assert _tools('pip install --no-deps --only-binary :all: --target /t "$@"') >= PYPI  # "$@": anything
+    assert not _tools("pip install --no-deps --no-index --target /build/site /build/wheels/*.whl")
+    assert not _tools("cd /src/x && pip wheel --no-build-isolation --no-deps -w /build/wheels .")
+    # built with isolation, pip installs the build's requirements from the index
+    assert _tools("pip wheel --no-deps -w /build/wheels .") >= PYPI
+    assert _tools("uv pip install --offline x") == set()
+
+
+def test_cargo_reaches_crates_io_and_its_locks_git_hosts_unless_offline(tmp_path: Path) -> None:
+    (tmp_path / "Cargo.lock").write_text(
+        'version = 3\n[[package]]\nname = "dep"\nversion = "0.1.0"\n'
+        'source = "git+https://git.example.invalid/org/dep?rev=1#0123"\n'
+    )
+    git = toolhosts.cargo_git_hosts(tmp_path)
+    assert git == {("git.example.invalid", "https")}
+    online = toolhosts.tools(["cargo build --release --manifest-path /src/x/Cargo.toml"], {}, cargo_git=git)
+    assert online == {("index.crates.io", "https"), ("static.crates.io", "https"), ("git.example.invalid", "https")}
+    assert not toolhosts.tools(["cargo build --release --locked --offline"], {}, cargo_git=git)
+    assert not toolhosts.tools(["cargo build --frozen"], {}, cargo_git=git)
+    assert not toolhosts.tools(["cargo build"], {"CARGO_NET_OFFLINE": "true"}, cargo_git=git)
+    assert _tools("go build ./...") == {("proxy.golang.org", "https"), ("sum.golang.org", "https")}
+    assert _tools("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y x") == {toolhosts.APT}
+
+
+def test_the_demo_reaches_pypi_for_its_cuda_wheels_only_and_its_mirror() -> None:
+    """The "offline" demo: its CUDA toolkit comes from PyPI (the recipe's pip install); the
+    launcher builds with cargo --offline and the Python extension with pip --no-index."""
+    loaded = load_manifest(ROOT / "manifests" / "demo.yaml")
+    man = loaded.manifest
+    found = needs(
+        man,
+        [s.name for s in man.compile],
+        list(man.bases),
+        outputs=["docker://127.0.0.1:5000/demo:latest"],
+        mirrors={name: "http://deb.debian.org/debian" for name in man.bases},
+        folder=loaded.folder,
+    )
+    by_part: dict[str, set[str]] = {}
+    for need in found:
+        by_part.setdefault(need.where, set()).add(need.host)
+    assert by_part["cuda"] == {"pypi.org", "files.pythonhosted.org", "deb.debian.org"}
+    assert "launcher" not in by_part and "pyext" not in by_part and "kernels" not in by_part
+    assert by_part["bases.devel"] == by_part["bases.runtime"] == by_part["layers.0"] == {"deb.debian.org"}
+    assert by_part["outputs.0"] == {"127.0.0.1:5000"}
+
+
+_UNREACHABLE = """\
+name: pre
+params: {jit: "true", mirror: "true"}
+bases: {b: scratch}
+sources:
+  app: {git: "https://git.example.invalid/org/app.git", ref: v1}
+compile:
+  - name: build
+    base: b
+    sources: [app]
+    run: ["make"]
+    artifacts: {bin: {path: /b, to: /b}}
+image:
+  base: b
+  layers:
+    - copy: {from: f.txt, to: /f.txt}
+    - artifact: build.bin
+    - run: ["curl -fsSL -o /tmp/k.deb https://nvidia.example.invalid/repos/k.deb"]
+      name: cuda-jit
+      when: {jit: "true"}
+      reaches:
+        nvidia.example.invalid: {avoid: {jit: "false"}}
+    - run: ["true"]
+      name: ppa
+      reaches:
+        ppa.example.invalid: {only: "Ubuntu bases"}
+"""
+
+
+def test_a_build_stops_in_seconds_naming_the_host_the_step_and_the_set(tmp_path: Path) -> None:
+    (tmp_path / "f.txt").write_text("f\n")
+    (tmp_path / "m.yaml").write_text(_UNREACHABLE)
+    cache = ["--cache", str(tmp_path / "cache"), "-o", f"oci:{tmp_path / 'out'}:1"]
+    started = time.monotonic()
+    ran = run_cli_here(["m.yaml", *cache], cwd=tmp_path)
+    assert time.monotonic() - started < 30, ran
+    assert ran.code == 1, ran
+    assert "nvidia.example.invalid" in ran.err and "needed by layers.cuda-jit" in ran.err, ran
+    assert "avoided with --set jit=false" in ran.err, ran
+    assert "git.example.invalid" in ran.err and "needed by sources.app; avoided with --source app=PATH" in ran.err
+    error = ran.err.split("error:", 1)[1].split("hint:")[0]
+    assert "ppa.example.invalid" not in error, ran  # reached only sometimes: a warning, not a stop
+    assert "warning: ppa.example.invalid does not answer" in ran.err, ran
+    assert "layers.ppa needs it only sometimes: Ubuntu bases" in ran.err, ran
+    assert "nothing was built; build again with --source app=PATH --set jit=false" in ran.err, ran
+    assert not (tmp_path / "out").exists()
+
+    # The --set the error names leaves that host out: the source's is what stops it now. A
+    # step cache a build does without (--cache-from) that does not answer is a warning.
+    step_cache = ["--cache-from", "docker://cache.example.invalid/steps"]
+    ran = run_cli_here(["m.yaml", *cache, "--set", "jit=false", *step_cache], cwd=tmp_path)
+    assert ran.code == 1 and "git.example.invalid" in ran.err and "nvidia.example.invalid" not in ran.err, ran
+    assert "cache.example.invalid" not in ran.err.split("error:", 1)[1], ran
+    assert "warning: cache.example.invalid does not answer" in ran.err, ran
+
+
+def test_offline_refuses_a_build_that_would_reach_a_host_and_asks_none(tmp_path: Path) -> None:
+    (tmp_path / "f.txt").write_text("f\n")
+    (tmp_path / "m.yaml").write_text(_UNREACHABLE)
+    cache = ["--cache", str(tmp_path / "cache")]
+    ran = run_cli_here(["plan", "m.yaml", *cache, "--offline"], cwd=tmp_path)
+    assert ran.code == 2 and "--offline: this build would reach the network" in ran.err, ran
+    assert "nvidia.example.invalid: layers.cuda-jit" in ran.err and "--set jit=false" in ran.err, ran
+    # What is only copied reaches nothing: built --offline, with the loopback registry an
+    # output would be pushed to left aside (it is the user's own).
+    (tmp_path / "m.yaml").write_text(
+        "name: local\nbases: {b: scratch}\nimage: {base: b, layers: [{copy: {from: f.txt, to: /f}}]}\n"
+    )
+    out = ["-o", f"oci:{tmp_path / 'out'}:1"]
+    ran = run_cli_here(["m.yaml", *cache, *out, "--offline", "--json"], cwd=tmp_path)
+    assert ran.code == 0, ran
+    plan = run_cli_here(["plan", "m.yaml", *cache, "--json", "-o", "docker://127.0.0.1:5000/x:1"], cwd=tmp_path)
+    assert json.loads(plan.out)["reaches"] == {"127.0.0.1:5000": ["outputs.0"]}
