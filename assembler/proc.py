@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from assembler.errors import ToolError
+from assembler.errors import TimedOut, ToolError
 
 log = logging.getLogger(__name__)
 
@@ -214,12 +214,14 @@ class Runner:
         redact: Sequence[str] = (),
         keep: int = 30,
         rewrite: Callable[[str], str | None] | None = None,
+        timeout: float | None = None,
     ) -> tuple[int, str]:
         """Run with stdout+stderr merged into ``log_file`` line by line.
 
         Every value in ``redact`` is replaced by ``***`` before a line is written or shown
         (secrets); ``rewrite`` may change a line first, or drop it (None). Returns the
-        exit code and the last ``keep`` lines. Ctrl-C kills the process group and re-raises.
+        exit code and the last ``keep`` lines. Ctrl-C kills the process group and re-raises;
+        so does ``timeout`` seconds passing, which raises TimedOut (with the last lines).
         """
         cmd = self._command(argv)
         last: deque[str] = deque(maxlen=keep)
@@ -229,22 +231,14 @@ class Runner:
             proc: subprocess.Popen[bytes] = cmd.popen(
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
             )
-        with self._live_lock:
-            self._live.add(proc)
-            cancelled = self._cancelled
-        if cancelled:
-            _kill_group(proc)
+        self._watch(proc)
+        limit = _TimeLimit(proc, timeout)
         try:
             assert proc.stdout is not None
             for raw in proc.stdout:
-                decoded: str | None = raw.decode("utf-8", "replace").rstrip("\n")
-                if rewrite is not None and decoded is not None:
-                    decoded = rewrite(decoded)
-                if decoded is None:
+                line = _shown_line(raw, rewrite, secrets)
+                if line is None:
                     continue
-                line = decoded
-                for secret in secrets:
-                    line = line.replace(secret, "***")
                 log_file.write(line + "\n")
                 last.append(line)
                 if on_line is not None:
@@ -254,11 +248,40 @@ class Runner:
             _kill_group(proc)
             raise
         finally:
+            limit.cancel()
             with self._live_lock:
                 self._live.discard(proc)
             log_file.flush()
         log.debug("streamed in %.2f s (exit %d): %s", time.monotonic() - started, code, shlex.join(argv)[:300])
+        if limit.expired.is_set():
+            raise TimedOut(
+                f"{argv[0]} did not finish within {timeout:g} s",
+                argv=argv,
+                seconds=timeout or 0,
+                stderr_tail="\n".join(last),
+            )
         return code, "\n".join(last)
+
+    def _watch(self, proc: subprocess.Popen[bytes]) -> None:
+        """Count ``proc`` among the live programs :meth:`cancel` stops (stopped at once if
+        the build is given up already)."""
+        with self._live_lock:
+            self._live.add(proc)
+            cancelled = self._cancelled
+        if cancelled:
+            _kill_group(proc)
+
+    def interactive(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> int:
+        """Run with this process's terminal (stdin, stdout, stderr), as a shell would; its
+        exit status. Ctrl-C reaches the program (the same process group) and is waited for."""
+        cmd = self._command(argv)
+        with _local().env(**self._env(env)):
+            proc: subprocess.Popen[bytes] = cmd.popen(stdin=None, stdout=None, stderr=None)
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:  # the program got it too: it decides whether to end
+                continue
 
 
 # A shorter line of a multi-line secret stays: masking every "==" or "-----" garbles the log
@@ -276,6 +299,38 @@ def redaction_pieces(secrets: Sequence[str]) -> list[str]:
             pieces.add(secret)
             pieces.update(p.strip() for p in secret.splitlines() if len(p.strip()) >= _MIN_PIECE)
     return sorted(pieces, key=lambda p: (-len(p), p))
+
+
+def _shown_line(raw: bytes, rewrite: Callable[[str], str | None] | None, secrets: Sequence[str]) -> str | None:
+    """An output line as logged: decoded, rewritten (None: dropped), its secrets masked."""
+    decoded: str | None = raw.decode("utf-8", "replace").rstrip("\n")
+    if rewrite is not None and decoded is not None:
+        decoded = rewrite(decoded)
+    if decoded is None:
+        return None
+    for secret in secrets:
+        decoded = decoded.replace(secret, "***")
+    return decoded
+
+
+class _TimeLimit:
+    """Stops ``proc`` (its process group) once ``seconds`` pass (None: never);
+    :attr:`expired` says whether it did."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], seconds: float | None) -> None:
+        self.expired = threading.Event()
+        self._timer = threading.Timer(seconds, self._expire, (proc,)) if seconds is not None else None
+        if self._timer is not None:
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _expire(self, proc: subprocess.Popen[bytes]) -> None:
+        self.expired.set()
+        _kill_group(proc)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 def _local() -> Any:

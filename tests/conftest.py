@@ -52,15 +52,19 @@ UNIT_MODULES = frozenset(
         "test_audit_verl.py",
         "test_audit_vllm.py",
         "test_cachedir.py",
+        "test_doctor.py",
+        "test_chunked.py",
         "test_chunks.py",
         "test_components.py",
         "test_copy_cache.py",
         "test_coverage.py",
         "test_driver.py",
+        "test_facts.py",
         "test_hygiene.py",
         "test_labels.py",
         "test_layout.py",
         "test_outputs_safety.py",
+        "test_preflight.py",
         "test_proc.py",
         "test_registries_conf.py",
         "test_registry_login.py",
@@ -70,6 +74,7 @@ UNIT_MODULES = frozenset(
         "test_sign_keys.py",
         "test_sources.py",
         "test_spec.py",
+        "test_testspec.py",
         "test_unreachable.py",
         "test_untar.py",
         "test_view.py",
@@ -92,6 +97,7 @@ LONGEST_FIRST = {
             "test_image.py",  # 196
             "test_registry_cache.py",  # 168
             "test_slurm.py",  # 160
+            "test_chunked_tools.py",  # 150 (a Debian base written three times, podman pulls)
             "test_manifest_verl.py",  # 116
             "test_variants.py",  # 116
             "test_lock.py",  # 108

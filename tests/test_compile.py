@@ -132,7 +132,8 @@ def test_code_that_needs_a_newer_driver_than_the_manifest_supports_is_refused(de
     """The same demo built with CUDA 13.2's nvcc (PTX ISA 9.2, which an R580 driver cannot
     JIT) warns; a manifest that must run on CUDA 12 drivers refuses its CUDA 13 cubins."""
     manifest = demo.manifest.read_text()
-    newer = manifest.replace('with: {cuda_wheels: "13.0.88", cudart_wheel: "13.0.96"}', "with: {}")
+    pinned = 'cuda_version: "13.0.2", cuda_wheels: "13.0.88", cudart_wheel: "13.0.96", '
+    newer = manifest.replace(pinned, "")  # the recipe's own release: 13.2
     assert newer != manifest
     try:
         demo.manifest.write_text(newer)

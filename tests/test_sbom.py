@@ -176,8 +176,14 @@ def referrers(ref: str, *args: str, cwd: Path) -> dict[str, Any]:
     return result
 
 
-def saved(listing: dict[str, Any], artifact_type: str) -> Path:
-    (item,) = [r for r in listing["referrers"] if r["artifact_type"] == artifact_type]
+def saved(listing: dict[str, Any], artifact_type: str, predicate: str | None = None) -> Path:
+    """The file ``--save`` wrote of the referrer of ``artifact_type`` (an in-toto statement's: of ``predicate``)."""
+    (item,) = [
+        r
+        for r in listing["referrers"]
+        if r["artifact_type"] == artifact_type
+        and predicate in (None, r["annotations"].get("in-toto.io/predicate-type"))
+    ]
     (file,) = item["files"]
     return Path(file["saved"])
 
@@ -311,7 +317,8 @@ def test_demo_sbom_lists_its_packages_extension_and_artifacts_and_the_provenance
     shutil.rmtree(files, ignore_errors=True)
     pushed = referrers(ref, "--tls-verify=false", "--save", str(files), cwd=demo.project)
     assert pushed["subject"] == digest
-    assert sorted(r["artifact_type"] for r in pushed["referrers"]) == [mt.SPDX_JSON, mt.IN_TOTO_JSON]
+    # the SBOM, the provenance and the result of the demo's tests (tests:)
+    assert sorted(r["artifact_type"] for r in pushed["referrers"]) == [mt.SPDX_JSON, mt.IN_TOTO_JSON, mt.IN_TOTO_JSON]
     oras = _oras_discover("--plain-http", ref.removeprefix("docker://"))
     assert oras == {(r["artifact_type"], r["digest"]) for r in pushed["referrers"]}
     in_layout = referrers("oci:out/demo:latest", cwd=demo.project)
@@ -357,7 +364,7 @@ def test_demo_sbom_lists_its_packages_extension_and_artifacts_and_the_provenance
     assert artifacts["cuda.prefix"]["SPDXID"] in _related(sbom, "BUILD_DEPENDENCY_OF", saxpy)
 
     # The provenance names the same digests: image, bases, sources, step keys.
-    statement = json.loads(saved(pushed, mt.IN_TOTO_JSON).read_text())
+    statement = json.loads(saved(pushed, mt.IN_TOTO_JSON, mt.PREDICATE_TYPES["slsaprovenance1"]).read_text())
     assert statement["subject"][0]["digest"] == {"sha256": digest[7:]}
     definition = statement["predicate"]["buildDefinition"]
     deps = {d["name"]: d["digest"] for d in definition["resolvedDependencies"]}

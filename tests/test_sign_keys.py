@@ -183,8 +183,10 @@ def test_plain_pem_keys_sign_deterministically_and_only_their_own_verify(make: C
     statement = {"_type": "https://in-toto.io/Statement/v1", "predicateType": PREDICATE_TYPES["slsaprovenance1"]}
     statement["subject"] = [{"name": "x", "digest": {"sha256": DIGEST[7:]}}]  # type: ignore[list-item]
     provenance = Artifact(mt.IN_TOTO_JSON, json.dumps(statement).encode(), "x.intoto.json", image)
-    first = sign_manifest(signer, DIGEST, IDENTITY, [sbom, provenance])
-    assert first == sign_manifest(signer, DIGEST, IDENTITY, [sbom, provenance])  # the same bytes again
+    tested = {**statement, "predicateType": PREDICATE_TYPES["testresult"]}  # a test-result statement
+    results = Artifact(mt.IN_TOTO_JSON, json.dumps(tested).encode(), "x.tests.intoto.json", image)
+    first = sign_manifest(signer, DIGEST, IDENTITY, [sbom, provenance, results])
+    assert first == sign_manifest(signer, DIGEST, IDENTITY, [sbom, provenance, results])  # the same bytes again
 
     blobs = {layer.descriptor.digest: layer.data for layer in (first.signature, *first.attestations)}
     sig, atts = [first.signature.descriptor], [a.descriptor for a in first.attestations]

@@ -15,6 +15,10 @@
     assemble lock MANIFEST [--set K=V]...  every Python set of every target, resolved into MANIFEST.lock
     assemble schema [-o DIR]          JSON Schemas of manifests and recipes (for editors)
     assemble cache ls|verify|prune    the cache: list, check, remove by age or size
+    assemble doctor                   the programs assemble drives: found, versions, what to install
+    assemble test REF MANIFEST        run a manifest's tests on an image already built
+    assemble run REF [-- CMD...]      run the image's entrypoint (or CMD) in a new container
+    assemble shell REF | --step STEP  a shell in a new container, or in a failed step's kept one
 
 Exit status: 0 ok, 1 build/runtime failure, 2 bad input, 130 interrupted. ``diff`` exits
 as diff(1) and cmp(1) do: 0 identical, 1 different, 2 trouble (bad input or a failure).
@@ -54,8 +58,17 @@ COMMANDS: dict[str, str] = {
     "sqsh": "images:cmd_sqsh",
     "schema": "images:cmd_schema",
     "cache": "cache:run",
+    "doctor": "doctor:cmd_doctor",
     "lock": "lock:cmd_lock",
+    "test": "run:cmd_test",
+    "run": "run:cmd_run",
+    "shell": "run:cmd_shell",
 }
+
+
+# Commands whose arguments after ``--`` are a command to run in a container (``assemble run
+# REF -e K=V -- CMD...``): argparse reads no positional after an option.
+TRAILING = frozenset({"run"})
 
 
 def command(name: str) -> Callable[[argparse.Namespace], int]:
@@ -69,7 +82,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and not args_list[0].startswith("-") and args_list[0] not in COMMANDS:  # build is the default
         args_list.insert(0, "build")
+    trailing: list[str] | None = None
+    if args_list and args_list[0] in TRAILING and "--" in args_list:  # the container's argv, whatever it holds
+        cut = args_list.index("--")
+        args_list, trailing = args_list[:cut], args_list[cut + 1 :]
     args = parser().parse_args(args_list)
+    if trailing is not None:
+        args.cmd = [*args.cmd, *trailing]
     logging.basicConfig(
         level=logging.DEBUG if args.__dict__.get("verbose", 0) > 1 else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

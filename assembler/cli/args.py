@@ -8,7 +8,9 @@ from typing import NoReturn
 
 from assembler import __version__
 from assembler.cli import cache as cli_cache
+from assembler.cli import doctor as cli_doctor
 from assembler.cli import lock as cli_lock
+from assembler.cli import run as cli_run
 from assembler.cli.console import err
 from assembler.cli.registry_args import add_registry_args
 from assembler.cli.registry_args import registry_options as registry_options
@@ -92,7 +94,8 @@ def _manifest_args(p: argparse.ArgumentParser) -> None:
     _how_args(p)
     _cache_args(p)
     _output_args(p)
-    _lock_args(p)
+    cli_lock.add_lock_args(p)
+    cli_run.add_build_args(p)
     _common(p, platforms=True)
 
 
@@ -179,6 +182,8 @@ def _how_args(p: argparse.ArgumentParser) -> None:
         "CACHE/buildah): a node-local folder several caches share pulls each base once",
     )
     p.add_argument("--no-host-ca", action="store_true", help="do not mount the host CA bundle into build containers")
+    p.add_argument("--offline", action="store_true", help="reach no host: refuse a build that would (plan: say so)")
+    p.add_argument("--no-preflight", action="store_true", help="build without first checking the hosts it reaches")
 
 
 def _cache_args(p: argparse.ArgumentParser) -> None:
@@ -258,22 +263,10 @@ def _output_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--compression",
-        choices=("zstd", "gzip"),
+        choices=("zstd", "zstd:chunked", "gzip"),
         default=None,
-        help="layer compression (default: the manifest's, else zstd; gzip for old clients)",
-    )
-
-
-def _lock_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--lock",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="the lock of the Python sets (default: MANIFEST.lock, used when it exists)",
-    )
-    p.add_argument(
-        "--locked", action="store_true", help="fail (exit 2) when the lock is missing or stale, as cargo --locked does"
+        help="layer compression (default: the manifest's, else zstd; zstd:chunked for partial pulls by podman "
+        "and CRI-O, read as zstd by the others; gzip for old clients)",
     )
 
 
@@ -336,6 +329,14 @@ def _sqsh_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     _common(p)
 
 
+def _schema_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser("schema", help="print (or write) the JSON Schemas of manifests and recipes")
+    p.add_argument("kind", nargs="?", choices=("manifest", "recipe"), default="manifest")
+    p.add_argument(
+        "-o", "--output", type=Path, default=None, help="write manifest.schema.json and recipe.schema.json here"
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     from assembler.cli import verify as cli_verify  # it imports this module's helpers
 
@@ -387,11 +388,9 @@ def parser() -> argparse.ArgumentParser:
     cli_verify.add_parser(sub)
     _sif_parser(sub)
     _sqsh_parser(sub)
-    p = sub.add_parser("schema", help="print (or write) the JSON Schemas of manifests and recipes")
-    p.add_argument("kind", nargs="?", choices=("manifest", "recipe"), default="manifest")
-    p.add_argument(
-        "-o", "--output", type=Path, default=None, help="write manifest.schema.json and recipe.schema.json here"
-    )
+    _schema_parser(sub)
     cli_cache.add_parser(sub)
+    cli_doctor.add_parser(sub)
     cli_lock.add_parser(sub)
+    cli_run.add_parsers(sub)
     return top

@@ -72,6 +72,11 @@ def _options(args: argparse.Namespace, manifest_epoch: int | None, manifest_cach
         cache_sign=cache_signer,
         cache_max=parse_size(getattr(args, "cache_max", None) or "5G"),
         cache_trust=_trusted(getattr(args, "cache_trust", [])) if cache_to or cache_from else (),
+        tests=not args.no_tests,
+        test_on=args.test_on,
+        keep_failed=args.keep_failed,
+        preflight=not args.no_preflight,
+        offline=args.offline,
     )
 
 
@@ -162,7 +167,9 @@ def _load(args: argparse.Namespace) -> tuple[list[Variant], list[str]]:
     idle = idle_sets(
         args.manifest, variants, sets=sets, unlocked=unlocked, bases=bases, sources=sources, outputs=args.outputs
     )
-    variants, lock_warnings = with_lock(variants, path=args.lock, locked=args.locked, redo=redo_command(args))
+    variants, lock_warnings = with_lock(
+        variants, path=args.lock, locked=args.locked, redo=redo_command(args), allow_unresolved=args.allow_unresolved
+    )
     return variants, idle + lock_warnings
 
 
@@ -254,6 +261,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
         err.print(f"warning: {line}", markup=False)
     options = _options(args, variants[0].loaded.manifest.epoch, variants[0].loaded.manifest.cache.registry)
     plans = [resolve(v.loaded, v.options(options), runner=Runner(), look_in_registry=True) for v in variants]
+    if options.offline:  # asks no host: a plan whose parts to make would reach one is refused
+        from assembler.pipeline.preflight import check
+
+        for plan in plans:
+            check(plan, offline=True, report=lambda event: None)
     if args.json:
         shown: Any = plans[0].to_json()
         if len(variants) > 1:
@@ -292,3 +304,14 @@ def _print_plan(result: Plan, variant: str | None) -> None:
     say("reaches:")
     for host, wheres in result.reaches().items():
         say(f"  {host:<36} {', '.join(wheres)}")
+    say("tests:")
+    for t in result.tests():
+        marks = ", ".join(m for m in ("gpu" if t.spec.gpu else "", "network" if t.spec.network else "") if m)
+        argv = shlex.join(t.argv) if t.argv else "(the base's entrypoint and cmd)"
+        say(f"  {t.name:<20} {t.where:<6} {argv}" + (f"  [{marks}]" if marks else ""))
+    lock = result.loaded.lock if result.loaded is not None else None
+    if lock is not None and lock.state != "none":
+        say(f"lock: {lock.file} ({lock.state})")
+        for where, state in lock.sets.items():
+            why = f": {state['why']}" if state.get("why") and state["state"] == "unresolved" else ""
+            say(f"  {where:<40} {state['state']}{why}")

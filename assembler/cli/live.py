@@ -22,7 +22,7 @@ from rich.text import Text
 
 from assembler.assemble import Event
 from assembler.cli.console import size
-from assembler.cli.progress import Display, clean, track
+from assembler.cli.progress import Display, clean, test_state, track
 
 TAIL = 6  # log lines of a running step shown under it
 _BAR_NAMES = {"compressed": "layers", "pushed": "push", "sif": "SIF", "converted": "SIF"}
@@ -144,6 +144,9 @@ class LiveView(Display):
             return _row("✓", "green", "output", str(f["ref"]), "written", f"{seconds:.1f}s{extra}")
         if kind == "warning":
             return Text(f"! warning: {f.get('text', '')}", style="yellow")
+        if kind == "test" and state != "running":
+            icon, style = {"passed": ("✓", "green"), "failed": ("✗", "red")}.get(str(state), ("·", "yellow"))
+            return _row(icon, style, "test", str(f["name"]), test_state(f, seconds))
         if kind == "variant" and state != "failed":
             return Text(
                 f"▸ variant {f['name']}: {state}" + (f"  {f['digest']}" if f.get("digest") else ""), style="bold"

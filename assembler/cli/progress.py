@@ -94,10 +94,12 @@ def track(display: Display, event: Event) -> str | None:
     f, kind = event.fields, event.kind
     key = f"{kind} {f.get('name') or f.get('ref', '')}"
     state = f.get("state")
-    if (kind, state) in (("base", "resolving"), ("step", "running"), ("output", "writing")):
+    if (kind, state) in (("base", "resolving"), ("step", "running"), ("output", "writing"), ("test", "running")):
         display.begin(key)
         return None
-    if (kind, state) in (("base", "ready"), ("step", "built"), ("step", "cached")):
+    if (kind, state) in (("base", "ready"), ("step", "built"), ("step", "cached")) or (
+        kind == "test" and state != "running"
+    ):
         return key
     if (kind, state) == ("output", "done"):
         # What was written may be named otherwise than what was asked (an oras:// push, a
@@ -105,6 +107,15 @@ def track(display: Display, event: Event) -> str | None:
         writing = [k for k in display.started if k.startswith("output ")]
         return key if key in display.started or not writing else writing[0]
     return None
+
+
+def test_state(fields: Mapping[str, Any], seconds: float) -> str:
+    """A finished test's state as shown: passed (and in how long, or that an earlier run on the
+    image passed), failed and why, not run and why."""
+    state = str(fields.get("state"))
+    if state == "passed":
+        return "passed (earlier, on this image)" if fields.get("cached") else f"passed in {seconds:.1f} s"
+    return f"{state}: {fields.get('reason', '')}"
 
 
 class WarningsOnly(Display):
@@ -142,19 +153,27 @@ class Plain(Display):
             self.line(f"[{f.get('step', '')}] {clean(str(f.get('line', '')))}")
         elif kind == "layer":
             self.line(f"layer {f['index']}: {f['what']} -> {f['digest']} {size(int(f['size']))} ({f['origin']})")
-        elif kind == "image":
-            self.line(f"image {f['digest']}")
         elif kind == "output" and f.get("state") == "writing":
             self.line(f"writing {f['ref']}")
         elif kind == "output" and f.get("state") == "done":
             extra = f", {size(int(f['uploaded']))} uploaded" if f.get("uploaded") else ""
             self.line(f"wrote {f['ref']} ({f.get('digest', '')}{extra}) in {seconds:.1f} s")
-        elif kind == "warning":
-            self.line(f"warning: {f.get('text', '')}")
-        elif kind == "variant":
-            self.line(f"variant {f['name']}: {f['state']}" + (f" {f['digest']}" if f.get("digest") else ""))
-        elif kind == "info" and self.verbose:
-            self.line(str(f.get("text", "")))
+        elif (text := self._other(kind, f, seconds)) is not None:
+            self.line(text)
+
+    def _other(self, kind: str, f: Mapping[str, Any], seconds: float) -> str | None:
+        """The line of an image, warning, test, variant or (verbose) info event."""
+        if kind == "image":
+            return f"image {f['digest']}"
+        if kind == "warning":
+            return f"warning: {f.get('text', '')}"
+        if kind == "test" and f.get("state") != "running":
+            return f"test {f['name']}: {test_state(f, seconds)}"
+        if kind == "variant":
+            return f"variant {f['name']}: {f['state']}" + (f" {f['digest']}" if f.get("digest") else "")
+        if kind == "info" and self.verbose:
+            return str(f.get("text", ""))
+        return None
 
     def _count(self, what: str, n: int) -> None:
         self.bytes[what] = self.bytes.get(what, 0) + n

@@ -30,15 +30,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from assembler.archive.headers import LayerHeaders
 from assembler.archive.layer import Member, write_layer
-from assembler.archive.links import walk_links
 from assembler.archive.tar import TarEntry
 from assembler.archive.tree import iter_host_members
+from assembler.compile.rootpaths import GLOB_CHARS, glob_in_root, holds, resolve_in_root
 from assembler.errors import AssemblerError
 
 if TYPE_CHECKING:
     from assembler.cache import Cache
-
-_GLOB_CHARS = frozenset("*?[")
 
 # Left out of runtime-step layers unless a step keeps them: caches, logs, apt lists,
 # temp files, and files that only record when something ran.
@@ -63,56 +61,13 @@ class AgentError(Exception):
     """Reported on stderr with exit status 3; the parent turns it into a build error."""
 
 
-def resolve_in_root(root: str, path: str, *, follow_last: bool = True) -> str:
-    """The host path of container ``path``, resolving symlinks *inside* ``root``."""
-
-    def target_of(rel: str) -> str | None:
-        candidate = os.path.join(root, rel)
-        return os.readlink(candidate) if os.path.islink(candidate) else None
-
-    inside = walk_links(path, target_of, follow_last=follow_last)
-    if inside is None:
-        raise AgentError(f"{path}: too many levels of symbolic links")
-    return os.path.join(root, inside) if inside else root
-
-
-def glob_in_root(root: str, pattern: str) -> list[tuple[str, str]]:
-    """(host path, container path) of each match of ``pattern``, sorted; links kept as found.
-
-    Hidden names match only a pattern that starts with a dot, as in the shell.
-    """
-    matches = [""]
-    for part in (p for p in pattern.split("/") if p not in ("", ".")):
-        if not _GLOB_CHARS & set(part):
-            matches = [posixpath.join(m, part) for m in matches]
-            continue
-        found: list[str] = []
-        for m in matches:
-            try:
-                names = sorted(os.listdir(resolve_in_root(root, m or "/")))
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            found += [
-                posixpath.join(m, n)
-                for n in names
-                if fnmatch.fnmatchcase(n, part) and (part.startswith(".") or not n.startswith("."))
-            ]
-        matches = found
-    out = []
-    for ctr in matches:
-        host = os.path.join(resolve_in_root(root, posixpath.dirname(ctr) or "/"), posixpath.basename(ctr))
-        if os.path.lexists(host):
-            out.append((host, "/" + ctr.lstrip("/")))
-    return out
-
-
 def _excluded(rel: str, patterns: Sequence[str]) -> bool:
     """True when ``rel`` matches a pattern; a literal pattern also covers what is below it."""
     for raw in patterns:
         pat = raw.strip("/")
         if not pat:
             continue
-        if fnmatch.fnmatchcase(rel, pat) or (not _GLOB_CHARS & set(pat) and rel.startswith(pat + "/")):
+        if fnmatch.fnmatchcase(rel, pat) or (not GLOB_CHARS & set(pat) and rel.startswith(pat + "/")):
             return True
     return False
 
@@ -142,15 +97,15 @@ def export_members(
     A path inside one of the step's ``cache:`` folders (``mounts``: container folder,
     host folder) is read from the host folder: the container's root does not hold it.
     """
-    mounted = under_mount(path, mounts)
+    mounted, shown = under_mount(path, mounts), ""
     if mounted is not None:
-        root, path = mounted
+        (root, path), shown = mounted, path[: len(path) - len(mounted[1])] or "/"
     keep_owner = owner is None
     uid, gid = owner or (0, 0)
-    if _GLOB_CHARS & set(path):
+    if GLOB_CHARS & set(path):
         matches = glob_in_root(root, path)
         if not matches:
-            raise AgentError(f"{path}: no file in the container matches")
+            raise AgentError(f"{path}: no file in the container matches ({holds(root, path, prefix=shown)})")
         members: list[Member] = []
         for host, ctr in matches:
             dest = posixpath.join(to, posixpath.basename(ctr))
@@ -158,7 +113,7 @@ def export_members(
     else:
         host = resolve_in_root(root, path)
         if not os.path.lexists(host):
-            raise AgentError(f"{path}: does not exist in the container")
+            raise AgentError(f"{path}: does not exist in the container ({holds(root, path, prefix=shown)})")
         members = host_members_at(host, to, mode=mode, uid=uid, gid=gid, keep_owner=keep_owner, follow=True)
     if exclude:
         base = to.strip("/")

@@ -25,7 +25,7 @@ from assembler.proc import Result, Runner
 
 log = logging.getLogger(__name__)
 # What buildah itself prints after a command fails: not the user's output.
-_TRAILER = re.compile(r"^(subprocess exited with status \d+|Error: exit status \d+|error running container: .*)$")
+TRAILER = re.compile(r"^(subprocess exited with status \d+|Error: exit status \d+|error running container: .*)$")
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ class Buildah:
         name = f"assemble-{safe}-{secrets.token_hex(4)}"
         return self._run("from", "--pull=never", "--quiet", "--name", name, image_id).splitlines()[-1]
 
-    def run_argv(self, container: str, spec: RunSpec) -> list[str]:
+    def _run_flags(self, spec: RunSpec) -> list[str]:
         argv = [*self.globals, "run", "--isolation", "chroot", "--user", spec.user]
         for key in sorted(spec.env):
             argv += ["--env", f"{key}={spec.env[key]}"]
@@ -119,7 +119,15 @@ class Buildah:
             argv += ["--volume", vol.arg()]
         if spec.workdir:
             argv += ["--workingdir", spec.workdir]
-        return [*argv, container, "--", "/bin/sh", "-c", spec.command]
+        return argv
+
+    def run_argv(self, container: str, spec: RunSpec) -> list[str]:
+        return [*self._run_flags(spec), container, "--", "/bin/sh", "-c", spec.command]
+
+    def shell_argv(self, container: str, spec: RunSpec) -> list[str]:
+        """An interactive shell in ``container`` with ``spec``'s user, environment, mounts
+        and working directory (its command is not run)."""
+        return [*self._run_flags(spec), "--terminal", container, "--", "/bin/sh"]
 
     def run(
         self,
@@ -145,7 +153,7 @@ class Buildah:
             keep=40,
             rewrite=rewrite,
         )
-        lines = [line for line in last.splitlines() if not _TRAILER.match(line)]
+        lines = [line for line in last.splitlines() if not TRAILER.match(line)]
         return code, "\n".join(lines[-30:])
 
     def agent_argv(

@@ -16,25 +16,24 @@ from pathlib import Path
 from secrets import token_hex
 from typing import Any, Protocol
 
-from assembler.archive.compress import Compression, decompressed
-from assembler.archive.extract import extract
+from assembler.archive.compress import Compression
 from assembler.cache import Cache, key_of
-from assembler.compile import apt
+from assembler.compile import apt, keepfailed
 from assembler.compile.buildah import Buildah, RunSpec, Volume
 from assembler.compile.keptcaches import FolderCache
-from assembler.errors import InputError, StepFailed
+from assembler.errors import StepFailed
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
 from assembler.proc import tail
 from assembler.spec.lockfile import LOCK_ENV
 from assembler.transports import layout
 
-HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
-SECRETS_DIR = "/run/assemble-secrets"
 # The host bundle is mounted at a private path, not over the image's own bundle: the
 # image's ca-certificates package must stay installable (its setup rewrites that file).
 CA_DIR = "/run/assemble-ca"
 LOCK_DIR = "/run/assemble-lock"  # a step's locked Python pins (assembler.spec.lockfile)
+# The lock's pins with their sha256s, for sets with require_hashes (pip --require-hashes -r).
+REQUIREMENTS_ENV = "ASSEMBLE_PYTHON_REQUIREMENTS"
 CA_FILE = f"{CA_DIR}/ca-certificates.crt"
 # Tools read the CA bundle from different places; point them all at the mounted one
 # (apt through an extra config file, since it reads no environment variable for it).
@@ -51,15 +50,6 @@ CA_ENV = {
 }
 
 LineFn = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Mounted:
-    """An artifact made visible in a container: its layer unpacked, shown at ``to``."""
-
-    ref: str
-    blob: Layer
-    to: str
 
 
 class LayerStore(Protocol):
@@ -105,6 +95,7 @@ class Workspace:
     # assembler.pipeline.exportagent) and what every job of it is told besides.
     agent: str = "assembler.compile.agent"
     agent_job: Mapping[str, object] = field(default_factory=dict)
+    keep_failed: bool = False  # a failed compile step's container is kept (compile.keepfailed)
 
     def for_step(self, on_line: LineFn | None) -> Workspace:
         return replace(self, on_line=on_line)
@@ -151,12 +142,15 @@ class Workspace:
 @contextmanager
 def container(ws: Workspace, image: Image | str, name: str) -> Iterator[str]:
     """A working container from ``image`` (or a stored image ID), removed afterwards: at
-    once when the step failed, else in the background (see :meth:`Workspace.remove_later`)."""
+    once when the step failed (unless kept: ``--keep-failed``), else in the background (see
+    :meth:`Workspace.remove_later`). What an earlier failure of ``name`` kept goes first."""
+    keepfailed.discard(ws.buildah, ws.cache, name)
     cid = ws.buildah.from_image(image if isinstance(image, str) else ws.image_id(image), name_hint=name)
     try:
         yield cid
-    except BaseException:
-        ws.buildah.rm(cid)
+    except BaseException as e:
+        if not (isinstance(e, StepFailed) and e.kept_container == cid):
+            ws.buildah.rm(cid)
         raise
     ws.remove_later(cid)
 
@@ -201,52 +195,16 @@ def with_packages(
             return ws.buildah.commit(cid, name)
 
 
-@contextmanager
-def secret_files(ws: Workspace, names: Sequence[str], step: str) -> Iterator[tuple[list[Volume], list[str], str]]:
-    """Secrets as 0600 files in a private folder, mounted read-only; removed afterwards."""
-    if not names:
-        yield [], [], ""
-        return
-    values = []
-    with ws.cache.workdir("secrets-") as folder:
-        os.chmod(folder, 0o700)
-        for name in names:
-            value = os.environ.get(name)
-            if value is None:
-                raise InputError(f"step {step}: secret {name} is not set in the environment", hint=f"export {name}=...")
-            path = folder / name
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(value)
-            values.append(value)
-        prelude = "".join(f'export {n}="$(cat {SECRETS_DIR}/{n})"; ' for n in names)
-        yield [Volume(folder, SECRETS_DIR)], values, prelude
-
-
-@contextmanager
-def mounted_artifacts(ws: Workspace, mounts: Sequence[Mounted]) -> Iterator[list[Volume]]:
-    """Each artifact's layer unpacked into a private folder and mounted read-only at ``to``."""
-    if not mounts:
-        yield []
-        return
-    with ws.cache.workdir("mounts-") as folder:
-        volumes = []
-        for i, mount in enumerate(mounts):
-            root = folder / str(i)
-            root.mkdir()
-            with ws.cache.open_blob(mount.blob.digest) as raw, decompressed(raw, mount.blob.compression) as plain:
-                extract(plain, root, what=f"artifact {mount.ref}")
-            target = mount.to.rstrip("/") or "/"
-            volumes.append(Volume(root / target.lstrip("/"), target))
-        yield volumes
-
-
 def host_ca(ws: Workspace) -> tuple[list[Volume], dict[str, str]]:
-    """The host CA bundle (and an apt config naming it) as a read-only folder at CA_DIR."""
-    if not ws.host_ca or not HOST_CA.is_file():
+    """What assemble's own connections trust (the system's store, ``--cert``'s or
+    REQUESTS_CA_BUNDLE's bundle: ``registry.trust.bundle_pem``) as one bundle, with an apt
+    config naming it, in a read-only folder at CA_DIR."""
+    from assembler.registry import trust  # ssl: only when a step runs
+
+    bundle = trust.bundle_pem() if ws.host_ca else b""
+    if not bundle:
         return [], {}
     folder = ws.cache.path("host-ca")
-    bundle = HOST_CA.read_bytes()
     for name, data in (
         ("ca-certificates.crt", bundle),
         ("apt.conf", f'Acquire::https::CaInfo "{CA_FILE}";\n'.encode()),
@@ -262,19 +220,33 @@ def host_ca(ws: Workspace) -> tuple[list[Volume], dict[str, str]]:
 def python_lock(ws: Workspace, env: Mapping[str, str]) -> tuple[dict[str, str], list[Volume]]:
     """A step's locked Python pins (``LOCK_ENV``, from the lock) as a constraints file that
     every pip and uv run of the step reads (``PIP_CONSTRAINT``, ``UV_CONSTRAINT``): mounted
-    read-only under /run (never in a layer), kept in the cache by its content."""
+    read-only under /run (never in a layer), kept in the cache by its content.
+
+    Pins that come with their hashes (``name==1.0 --hash=sha256:...``: a set with
+    ``require_hashes``) are also a requirements file the commands install with pip's
+    ``--require-hashes`` (``REQUIREMENTS_ENV`` names it); the constraints file holds versions
+    only, as pip in hash-checking mode would otherwise want a hash for every requirement."""
     pins = env.get(LOCK_ENV)
     rest = {k: v for k, v in env.items() if k != LOCK_ENV}
     if not pins:
         return rest, []
     folder = ws.cache.path("python-locks", key_of({"pins": pins})[:24])
-    path = folder / "constraints.txt"
-    if not path.is_file() or path.read_text(encoding="utf-8") != pins:
-        tmp = folder / f".constraints.{os.getpid()}-{threading.get_ident()}.tmp"
-        tmp.write_text(pins, encoding="utf-8")
-        tmp.replace(path)
+    lines = pins.splitlines()
+    hashed = "".join(line + "\n" for line in lines if " --hash=" in line)
+    files = {"constraints.txt": "".join(line.split(" --hash=")[0].rstrip() + "\n" for line in lines)}
+    if hashed:
+        files["requirements.txt"] = hashed
+    for name, text in files.items():
+        path = folder / name
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            tmp = folder / f".{name}.{os.getpid()}-{threading.get_ident()}.tmp"
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(path)
     file = f"{LOCK_DIR}/constraints.txt"
-    return {**rest, "PIP_CONSTRAINT": file, "UV_CONSTRAINT": file}, [Volume(folder, LOCK_DIR)]
+    out = {**rest, "PIP_CONSTRAINT": file, "UV_CONSTRAINT": file}
+    if hashed:
+        out[REQUIREMENTS_ENV] = f"{LOCK_DIR}/requirements.txt"
+    return out, [Volume(folder, LOCK_DIR)]
 
 
 def _script(commands: Sequence[tuple[str, str]], prelude: str, token: str) -> str:

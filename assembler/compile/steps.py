@@ -23,24 +23,23 @@ from dataclasses import astuple
 from pathlib import Path
 
 from assembler.cache import key_of
-from assembler.compile import keptcaches, worktree
+from assembler.compile import keepfailed, keptcaches, worktree
 from assembler.compile.agent import DEFAULT_EXCLUDES
 from assembler.compile.apt import apt_install, package_cache
-from assembler.compile.buildah import Volume
+from assembler.compile.buildah import RunSpec, Volume
 from assembler.compile.container import (
-    Mounted,
     Workspace,
     agent_job,
     container,
     host_ca,
-    mounted_artifacts,
     package_install,
+    python_lock,
     run_commands,
-    secret_files,
     step_log,
     with_packages,
 )
 from assembler.compile.keys import compile_key, runtime_key
+from assembler.compile.mounts import Mounted, mounted_artifacts, secret_files
 from assembler.compile.sources import Source
 from assembler.oci import mutate
 from assembler.oci.image import Image
@@ -148,24 +147,40 @@ def _run_compile_step(
     with container(ws, image, step.name) as cid, secret_files(ws, step.secrets, step.name) as (svol, values, pre):
         with mounted_artifacts(ws, inputs) as input_volumes:
             volumes = [*src_volumes, *input_volumes, *caches, *ca_volumes, *svol]
-            run_commands(
+            with keepfailed.on_failure(
                 ws,
                 cid,
-                step=step.name,
-                commands=commands,
-                env=env,
-                volumes=volumes,
-                workdir=step.workdir,
-                redact=values,
-                prelude=pre,
-                log_path=log_path,
-            )
+                step.name,
+                lambda: _shell_spec(ws, env, [*src_volumes, *input_volumes, *caches, *ca_volumes], step),
+            ):
+                run_commands(
+                    ws,
+                    cid,
+                    step=step.name,
+                    commands=commands,
+                    env=env,
+                    volumes=volumes,
+                    workdir=step.workdir,
+                    redact=values,
+                    prelude=pre,
+                    log_path=log_path,
+                )
         # Artifacts may live in a kept folder or in a source's working copy, not only in the root.
         job = _export_job(step, ws, mounts=[(v.container, str(v.host)) for v in [*caches, *src_volumes]])
-        answer = agent_job(ws, cid, "export", job, step=step.name, what="exporting the artifacts")
+        with keepfailed.on_failure(
+            ws, cid, step.name, lambda: _shell_spec(ws, env, [*src_volumes, *caches, *ca_volumes], step)
+        ):
+            answer = agent_job(ws, cid, "export", job, step=step.name, what="exporting the artifacts")
         results = {name: Layer.from_json(data) for name, data in answer.items()}
     log.info("step %s built in %.1f s", step.name, time.monotonic() - started)
     return results
+
+
+def _shell_spec(ws: Workspace, env: Mapping[str, str], volumes: Sequence[Volume], step: m.CompileStep) -> RunSpec:
+    """What a shell in the step's kept container runs with: its commands' environment (the
+    lock's pins as their constraints file), mounts (no secrets) and working directory."""
+    shell_env, lock_volumes = python_lock(ws, env)
+    return RunSpec("", env=shell_env, volumes=[*volumes, *lock_volumes], workdir=step.workdir)
 
 
 def _devel_image(step: m.CompileStep, base: Image, ws: Workspace, log_path: Path) -> Image | str:

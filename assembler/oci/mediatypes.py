@@ -57,6 +57,7 @@ ANNOTATION_PREDICATE_TYPE = "in-toto.io/predicate-type"  # an in-toto statement'
 PREDICATE_TYPES = {
     "spdxjson": "https://spdx.dev/Document",
     "slsaprovenance1": "https://slsa.dev/provenance/v1",
+    "testresult": "https://in-toto.io/attestation/test-result/v0.1",  # cosign takes the URI itself
 }
 
 

@@ -255,6 +255,7 @@ class Builder(Walk):
                 # steps make is read as they are written, not read back.
                 agent=exportagent.MODULE,
                 agent_job={"elf_facts": self.options.deps_check, "read": artifacts_read(self.man)},
+                keep_failed=self.options.keep_failed,
             )
         return self._ws
 

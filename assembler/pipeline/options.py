@@ -78,6 +78,16 @@ class Options:
     artifacts: tuple[str, ...] = ()
     # --sign KEY: the key that signs the docker:// and oci:DIR:TAG outputs (assembler.sign).
     sign: Signer | None = None
+    # Run the image's tests (tests:) before any output is written (see pipeline.imagetests),
+    # where a test does not say (on:): here in buildah, or on a Slurm node with Apptainer.
+    tests: bool = True
+    test_on: str = "local"  # local | slurm
+    # --keep-failed: a failed compile step's container is kept to be entered (compile.keepfailed).
+    keep_failed: bool = False
+    # Before the first long step, every host the build will reach is asked (pipeline.preflight);
+    # --offline: none is asked, and a build that would reach one is refused.
+    preflight: bool = True
+    offline: bool = False
 
     def cache_names(self) -> list[ImageName]:
         """The registry step caches (a push to their registry mounts the steps' blobs from there)."""

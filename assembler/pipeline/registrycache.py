@@ -59,3 +59,16 @@ def open_caches(
         unchecked=unchecked,
     )
     return RegistryCaches(steps, folders, RemoteFacts(steps, ctx.cache, unchecked=unchecked))
+
+
+def plan_steps(options: Options, ctx: Context) -> RemoteStepCache:
+    """The registry step caches a plan reads (never writes); one that cannot be read is a miss."""
+    names = [parse_cache_ref(r) for r in (*options.cache_from, options.cache_to) if r]
+    return RemoteStepCache(
+        ctx.cache,
+        target=None,
+        sources=names,
+        options=registry_options(ctx),
+        report=lambda kind, fields: None,
+        trust=Trust(keys=options.cache_trust),
+    )

@@ -30,6 +30,7 @@ from assembler.oci.descriptor import Platform
 from assembler.oci.image import Image
 from assembler.oci.reference import Ref, absolute_ref, parse_ref
 from assembler.pipeline.graph import LayerReport, RuntimeStep, StepReport
+from assembler.pipeline.imagetests import PlannedTest, planned
 from assembler.pipeline.layers import CopyKey, FoundCopy
 from assembler.pipeline.maker import LOOKUP
 from assembler.pipeline.options import Options
@@ -37,8 +38,9 @@ from assembler.pipeline.stepwalk import Base, git_key
 from assembler.pipeline.walk import Walk
 from assembler.spec import model as m
 from assembler.spec.load import Loaded, describe_base
-from assembler.spec.reach import reaches
+from assembler.spec.reach import Need, needs
 from assembler.transports import Context, known_image
+from assembler.transports.bootstrap import bootstrap_mirrors
 
 
 @dataclass(frozen=True)
@@ -73,10 +75,33 @@ class Plan:
         return {name: describe_base(specs[name]) for name in self.bases if name in specs}
 
     def reaches(self) -> dict[str, list[str]]:
-        """host -> what reaches it, of the bases, steps, sources and layers of this plan."""
+        """host -> what reaches it, of the bases, steps, sources, layers and outputs of this plan."""
+        found: dict[str, set[str]] = {}
+        for need in self.needs():
+            found.setdefault(need.host, set()).add(need.where)
+        return {host: sorted(wheres) for host, wheres in sorted(found.items())}
+
+    def needs(self) -> list[Need]:
+        """Each part of this plan that reaches a host, with the host (see spec.reach)."""
         if self.loaded is None:
-            return {}
-        return reaches(self.loaded.manifest, [s.name for s in self.steps], list(self.bases))
+            return []
+        man = self.loaded.manifest
+        caches = [r for r in (self.options.cache_to, *self.options.cache_from) if r] if self.options else []
+        return needs(
+            man,
+            [s.name for s in self.steps],
+            list(self.bases),
+            outputs=self.outputs,
+            caches=caches,
+            mirrors=bootstrap_mirrors(man),
+            folder=self.loaded.folder,
+        )
+
+    def tests(self) -> list[PlannedTest]:
+        """The tests a build runs on the image (none with ``--no-tests``)."""
+        if self.loaded is None or self.options is None or not self.options.tests:
+            return []
+        return planned(self.loaded, self.config, test_on=self.options.test_on)
 
     def graph(self) -> list[dict[str, Any]]:
         """Every node (bases, steps, layers) with what it depends on, in an order that
@@ -126,6 +151,7 @@ class Plan:
         data["lock"] = lock.to_json() if lock is not None else None
         data["base_refs"] = self.base_refs()
         data["reaches"] = self.reaches()
+        data["tests"] = [t.to_json() for t in self.tests()]
         return data
 
 

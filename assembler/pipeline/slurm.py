@@ -24,7 +24,7 @@ import pickle
 import shlex
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -100,7 +100,7 @@ class SlurmExecutor:
     """Runs compile steps as Slurm jobs (see the module's doc): an
     :class:`~assembler.pipeline.executors.Executor`."""
 
-    def __init__(self, loaded: Loaded, options: Options, cache: Cache, runner: Runner, report: Reporter) -> None:
+    def __init__(self, loaded: Loaded | None, options: Options, cache: Cache, runner: Runner, report: Reporter) -> None:
         self.loaded = loaded
         self.options = options
         self.cache = cache
@@ -109,17 +109,33 @@ class SlurmExecutor:
 
     def submit_argv(self, step: m.CompileStep, job_file: Path, log_path: Path) -> list[str]:
         node_cmd = [sys.executable, "-m", "assembler.cli.step", str(job_file)]
+        return self.job_argv(step.name, node_cmd, log_path, resource_args(step.resources))
+
+    def job_argv(self, name: str, command: Sequence[str], log_path: Path, flags: Sequence[str]) -> list[str]:
+        """The ``sbatch`` of a job named ``name`` running ``command``, its output (stdout and
+        stderr) in ``log_path``, with ``flags`` and then ``--slurm-args``."""
         return [
             "sbatch",
             "--parsable",
-            f"--job-name={step.name}",
+            f"--job-name={name}",
             f"--output={log_path}",
             f"--chdir={Path.cwd()}",
-            *resource_args(step.resources),
+            *flags,
             *self.options.slurm_args,
             "--wrap",
-            shlex.join(node_cmd),
+            shlex.join(command),
         ]
+
+    def run_job(
+        self, name: str, argv: Sequence[str], log_path: Path, *, stop: Callable[[], bool]
+    ) -> tuple[str, str, str]:
+        """Submit ``argv`` (a :meth:`job_argv`) and wait for the job, its log shown as it
+        grows (as ``name``'s): its id, its end state and its exit code (``N:SIGNAL``).
+        Cancelled (the job with it) once ``stop()`` turns true."""
+        log_path.unlink(missing_ok=True)
+        job_id = self.runner.run(argv).stdout.strip().split(";")[0]
+        self.report(Event("log", {"step": name, "line": f"Slurm job {job_id}"}))
+        return (job_id, *self._wait(name, job_id, log_path, stop))
 
     def run_compile(self, job: CompileJob, *, stop: Callable[[], bool]) -> dict[str, Layer]:
         """Run ``job.step`` as a Slurm job and wait: its artifacts, from the cache. The node
@@ -127,13 +143,11 @@ class SlurmExecutor:
         return self._run(job.step, job.key, stop=stop)
 
     def _run(self, step: m.CompileStep, key: str, *, stop: Callable[[], bool]) -> dict[str, Layer]:
+        assert self.loaded is not None, "compile steps come from a manifest"
         job_file = write_job(self.cache, Job(self.loaded, self.options, step.name, key))
         log_path = self.cache.root / "logs" / f"slurm-{step.name}-{key[:16]}.log"
-        log_path.unlink(missing_ok=True)
         argv = self.submit_argv(step, job_file, log_path)
-        job_id = self.runner.run(argv).stdout.strip().split(";")[0]
-        self.report(Event("log", {"step": step.name, "line": f"Slurm job {job_id}"}))
-        state, code = self._wait(step.name, job_id, log_path, stop)
+        job_id, state, code = self.run_job(step.name, argv, log_path, stop=stop)
         if state != "COMPLETED":
             text = log_path.read_text("utf-8", "replace") if log_path.exists() else ""
             last = tail(text)

@@ -38,6 +38,7 @@ from assembler.sbom.packages import Inventory, read_packages
 from assembler.sbom.provenance import BUILDER, PREDICATE_TYPE, STATEMENT_TYPE, provenance_statement
 from assembler.sbom.spdx import spdx_document
 from assembler.sbom.spdxdoc import NAMESPACE
+from assembler.sbom.testresult import is_test_result
 
 __all__ = [
     "ArtifactFact",
@@ -86,7 +87,8 @@ def _at(doc: Any, *keys: str) -> Any:
 def made_by_assemble(artifact_type: str, data: bytes) -> bool:
     """Whether ``data`` is an SBOM (``artifact_type`` SPDX JSON) or a provenance statement
     (in-toto JSON) as :func:`attestations` makes them: in this tool's SPDX namespace, or
-    naming this tool as the builder. A file next to an output under a referrer's name that
+    naming this tool as the builder, or a test-result statement naming it as the tester
+    (:mod:`assembler.sbom.testresult`). A file next to an output under a referrer's name that
     is not one is someone else's (:mod:`assembler.transports.sidecar` leaves it alone)."""
     try:
         doc = json.loads(data)
@@ -97,5 +99,5 @@ def made_by_assemble(artifact_type: str, data: bytes) -> bool:
         return isinstance(namespace, str) and namespace.startswith(NAMESPACE + "/")
     if artifact_type == mt.IN_TOTO_JSON:
         builder = _at(doc, "predicate", "runDetails", "builder", "id")
-        return bool(_at(doc, "_type") == STATEMENT_TYPE and builder == BUILDER)
+        return bool(_at(doc, "_type") == STATEMENT_TYPE and builder == BUILDER) or is_test_result(data)
     return False

@@ -7,18 +7,22 @@ image, an artifact named by a layer, a recipe named by ``use:``) are checked by
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag, field_validator
+from pydantic import AfterValidator, Discriminator, Field, Tag, field_validator
 
 from assembler.spec.coupling import Constraint, Platforms
-from assembler.spec.fields import Duration, Mode, Name, Owner, Scalar, Strict, StrList
+from assembler.spec.fields import Mode, Name, Owner, Scalar, Strict, StrList
 from assembler.spec.gpusupport import GpuSupport as GpuSupport
+from assembler.spec.hostuse import REACHES_DESCRIPTION, HostUses
+from assembler.spec.imageconfig import ConfigSpec as ConfigSpec
+from assembler.spec.imageconfig import Healthcheck as Healthcheck
+from assembler.spec.imagetests import ImageTest as ImageTest
+from assembler.spec.imagetests import TestList
 from assembler.spec.prebuilt import PipLayer as PipLayer
 from assembler.spec.prebuilt import UrlLayer as UrlLayer
 from assembler.spec.prebuilt import When
-from assembler.spec.pysets import PythonSet
+from assembler.spec.pysets import PythonSet, ResolveAsOf
 from assembler.spec.resources import Resources as Resources
 
 # -- bases -----------------------------------------------------------------------------
@@ -153,6 +157,8 @@ class CompileStep(Strict):
     )
     resources: Resources | None = Field(default=None, description="what its Slurm job asks for (--executor slurm)")
     python_sets: list[PythonSet] = Field(default_factory=list, description="what its pip/uv commands install")
+    tests: TestList = Field(default_factory=list, description="run on an image that ships its artifacts")
+    reaches: HostUses = Field(default_factory=dict, description=REACHES_DESCRIPTION)
 
 
 class Recipe(Strict):
@@ -174,6 +180,8 @@ class Recipe(Strict):
     runtime_packages: StrList = Field(default_factory=list)
     resources: Resources | None = None
     python_sets: list[PythonSet] = Field(default_factory=list)
+    tests: TestList = Field(default_factory=list)
+    reaches: HostUses = Field(default_factory=dict)
 
 
 # -- image layers ----------------------------------------------------------------------
@@ -221,6 +229,7 @@ class RunLayer(When):
     workdir: str | None = None
     comment: str | None = None
     python_sets: list[PythonSet] = Field(default_factory=list, description="what its pip/uv commands install")
+    reaches: HostUses = Field(default_factory=dict, description=REACHES_DESCRIPTION)
 
 
 class PackagesLayer(When):
@@ -254,60 +263,6 @@ LayerSpec = Annotated[
 ]
 
 
-# -- image config ----------------------------------------------------------------------
-
-
-class Healthcheck(Strict):
-    test: StrList = Field(description='["CMD", ...], ["CMD-SHELL", "..."] or ["NONE"]')
-    interval: Duration | None = None
-    timeout: Duration | None = None
-    start_period: Duration | None = None
-    start_interval: Duration | None = None
-    retries: int | None = None
-
-    @field_validator("test")
-    @classmethod
-    def _test_form(cls, value: list[str]) -> list[str]:
-        if len(value) == 1 and value[0] not in ("NONE",):
-            return ["CMD-SHELL", value[0]]
-        if value and value[0] not in ("CMD", "CMD-SHELL", "NONE"):
-            raise ValueError('test starts with "CMD", "CMD-SHELL" or "NONE"')
-        return value
-
-
-def _shell_form(value: Any) -> Any:
-    # Docker's shell form: a string runs through /bin/sh -c.
-    return ["/bin/sh", "-c", value] if isinstance(value, str) else value
-
-
-class ConfigSpec(Strict):
-    env: dict[str, Scalar] = Field(default_factory=dict)
-    entrypoint: Annotated[list[str], BeforeValidator(_shell_form, json_schema_input_type=str | list[str])] | None = None
-    cmd: Annotated[list[str], BeforeValidator(_shell_form, json_schema_input_type=str | list[str])] | None = None
-    workdir: str | None = None
-    user: Owner | str | None = None
-    exposed_ports: Annotated[
-        list[str],
-        BeforeValidator(
-            lambda v: [str(p) for p in v] if isinstance(v, list) else v, json_schema_input_type=list[str | int]
-        ),
-    ] = Field(default_factory=list)
-    volumes: StrList = Field(default_factory=list)
-    labels: dict[str, Scalar] = Field(default_factory=dict)
-    healthcheck: Healthcheck | None = None
-    stop_signal: str | None = None
-
-    @field_validator("exposed_ports")
-    @classmethod
-    def _ports(cls, value: list[str]) -> list[str]:
-        out = []
-        for p in value:
-            if not re.fullmatch(r"\d{1,5}(/(tcp|udp|sctp))?", p):
-                raise ValueError(f"port must look like 8080 or 8080/tcp, got {p!r}")
-            out.append(p if "/" in p else p + "/tcp")
-        return out
-
-
 class ImageSpec(Strict):
     base: str
     layers: list[LayerSpec] = Field(default_factory=list)
@@ -326,6 +281,9 @@ class Target(Strict):
     annotations: dict[str, Scalar] = Field(default_factory=dict)
     outputs: StrList | None = None
     platforms: Platforms = None  # replaces the manifest's
+    tests: TestList | None = Field(default=None, description="replaces the manifest's tests")
+    add_tests: TestList = Field(default_factory=list, description="appended to the tests")
+    resolve_as_of: ResolveAsOf | None = Field(default=None, description="replaces the manifest's")
 
 
 class SifSpec(Strict):
@@ -355,7 +313,7 @@ class Manifest(Strict):
     )
     platform: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+/[A-Za-z0-9_]+(/[A-Za-z0-9_]+)?$")] = "linux/amd64"
     platforms: Platforms = None
-    compression: Literal["zstd", "gzip"] = "zstd"
+    compression: Literal["zstd", "zstd:chunked", "gzip"] = "zstd"
     params: dict[str, Scalar] = Field(default_factory=dict)
     choices: dict[str, dict[str, dict[str, Scalar]]] = Field(
         default_factory=dict,
@@ -366,6 +324,7 @@ class Manifest(Strict):
     sources: dict[Name, SourceSpec] = Field(default_factory=dict)
     compile: list[CompileStep] = Field(default_factory=list)
     image: ImageSpec
+    tests: TestList = Field(default_factory=list, description="commands run in the built image before any output")
     annotations: dict[str, Scalar] = Field(default_factory=dict)
     targets: dict[Name, Target] = Field(default_factory=dict)
     default_target: str | None = None
@@ -380,6 +339,11 @@ class Manifest(Strict):
     tag_template: str | None = Field(
         default=None,
         description="name:tag of each variant under -o docker://REG/ (${name}, ${target}, ${variant}, params)",
+    )
+    resolve_as_of: ResolveAsOf | None = Field(
+        default=None,
+        description="the date `assemble lock` resolves the Python sets as of (upstream's: YYYY-MM-DD, or "
+        "NAME==VERSION for the day its index published that release); default: the day of the lock",
     )
 
 

@@ -52,7 +52,17 @@ def load_recipe(name: str, manifest_path: Path) -> tuple[m.Recipe, Any, Location
     raise FileNotFoundError(name)
 
 
-_LIST_MERGE = ("sources", "inputs", "packages", "cache", "shared_cache", "secrets", "runtime_packages", "python_sets")
+_LIST_MERGE = (
+    "sources",
+    "inputs",
+    "packages",
+    "cache",
+    "shared_cache",
+    "secrets",
+    "runtime_packages",
+    "python_sets",
+    "tests",
+)
 
 
 def apply_recipe(
@@ -89,7 +99,11 @@ def apply_recipe(
     for key, value in step_data.items():
         if key == "with":
             continue
-        if key in ("env", "artifacts", "resources") and isinstance(value, dict) and isinstance(merged.get(key), dict):
+        if (
+            key in ("env", "artifacts", "resources", "reaches")
+            and isinstance(value, dict)
+            and isinstance(merged.get(key), dict)
+        ):
             merged[key] = {**merged[key], **value}
         elif key in _LIST_MERGE and isinstance(merged.get(key), list):
             extra = value if isinstance(value, list) else [value]

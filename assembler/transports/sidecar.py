@@ -3,9 +3,10 @@ place for them: a ``docker-archive:FILE`` (the ``docker save`` format knows no r
 an untagged ``oci-archive:FILE`` (skopeo reads an untagged archive only when its index
 lists one manifest) and a ``sqsh:FILE`` (a bare squashfs).
 
-They are ``FILE.spdx.json`` and ``FILE.provenance.intoto.json``: the suffixes of the
-titles ``assemble referrers --save`` names them by, holding the same bytes as the
-referrers pushed with the image (whose ``subject`` they name). Each is written to a temp
+They are ``FILE.spdx.json``, ``FILE.provenance.intoto.json`` and (the image's tests ran)
+``FILE.tests.intoto.json``: the suffixes of the titles ``assemble referrers --save`` names
+them by, holding the same bytes as the referrers pushed with the image (whose ``subject``
+they name). Each is written to a temp
 name in the output's folder and renamed; nothing is written anywhere else.
 
 Those names may be the user's: a file there is replaced, or removed (``--no-sbom``: it
@@ -30,16 +31,27 @@ from assembler.errors import InputError
 from assembler.oci import mediatypes as mt
 from assembler.oci.artifact import Artifact
 
-# Suffixes by artifact type: those of the titles the build gives them (assembler.sbom).
-SUFFIXES = {mt.SPDX_JSON: ".spdx.json", mt.IN_TOTO_JSON: ".provenance.intoto.json"}
+# Suffixes by kind (artifact type, predicate type of an in-toto statement): those of the
+# titles the build gives them (assembler.sbom, assembler.sbom.testresult).
+Kind = tuple[str, str | None]
+SUFFIXES: dict[Kind, str] = {
+    (mt.SPDX_JSON, None): ".spdx.json",
+    (mt.IN_TOTO_JSON, mt.PREDICATE_TYPES["slsaprovenance1"]): ".provenance.intoto.json",
+    (mt.IN_TOTO_JSON, mt.PREDICATE_TYPES["testresult"]): ".tests.intoto.json",
+}
 # (artifact type, a file's bytes): whether this tool wrote them.
 Recognizer = Callable[[str, bytes], bool]
 _LARGEST = 256 << 20  # a file larger is not an SBOM of ours (and is not read to find out)
 
 
-def sidecar_path(output: Path, artifact_type: str) -> Path:
-    """Where the referrer of ``artifact_type`` of the output file ``output`` goes."""
-    return output.with_name(output.name + SUFFIXES[artifact_type])
+def kind_of(artifact: Artifact) -> Kind:
+    """The sidecar kind of a referrer: its type, and an in-toto statement's predicate type."""
+    return artifact.artifact_type, artifact.annotations.get(mt.ANNOTATION_PREDICATE_TYPE)
+
+
+def sidecar_path(output: Path, kind: Kind) -> Path:
+    """Where the referrer of ``kind`` of the output file ``output`` goes."""
+    return output.with_name(output.name + SUFFIXES[kind])
 
 
 def is_ours(path: Path, artifact_type: str, ours: Recognizer) -> bool:
@@ -61,10 +73,10 @@ def is_ours(path: Path, artifact_type: str, ours: Recognizer) -> bool:
     return ours(artifact_type, data)
 
 
-def _check_free(output: Path, transport: str, artifact_type: str, ours: Recognizer) -> Path:
-    """The sidecar path of ``artifact_type``; InputError when something not ours is there."""
-    path = sidecar_path(output, artifact_type)
-    if not os.path.lexists(path) or is_ours(path, artifact_type, ours):
+def _check_free(output: Path, transport: str, kind: Kind, ours: Recognizer) -> Path:
+    """The sidecar path of ``kind``; InputError when something not ours is there."""
+    path = sidecar_path(output, kind)
+    if not os.path.lexists(path) or is_ours(path, kind[0], ours):
         return path
     if path.is_dir() and not path.is_symlink():
         raise InputError(
@@ -80,8 +92,8 @@ def _check_free(output: Path, transport: str, artifact_type: str, ours: Recogniz
 def check_sidecars(output: Path, transport: str, *, ours: Recognizer) -> None:
     """InputError when a sidecar path of ``output`` holds something not ours (checked
     before building, where the build writes an SBOM)."""
-    for artifact_type in SUFFIXES:
-        _check_free(output, transport, artifact_type, ours)
+    for kind in SUFFIXES:
+        _check_free(output, transport, kind, ours)
 
 
 def write_sidecars(output: Path, transport: str, artifacts: Sequence[Artifact], *, ours: Recognizer) -> list[Path]:
@@ -92,9 +104,9 @@ def write_sidecars(output: Path, transport: str, artifacts: Sequence[Artifact], 
     Raises InputError for an artifact type without a sidecar name or a path taken by
     something not ours, OSError when writing fails."""
     for artifact in artifacts:
-        if artifact.artifact_type not in SUFFIXES:
+        if kind_of(artifact) not in SUFFIXES:
             raise InputError(f"{output}: no file name for a referrer of type {artifact.artifact_type}")
-    paths = [_check_free(output, transport, a.artifact_type, ours) for a in artifacts]
+    paths = [_check_free(output, transport, kind_of(a), ours) for a in artifacts]
     for artifact, path in zip(artifacts, paths, strict=True):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(f".{path.name}."))
         try:
@@ -104,14 +116,14 @@ def write_sidecars(output: Path, transport: str, artifacts: Sequence[Artifact], 
             os.replace(tmp, path)
         finally:
             Path(tmp).unlink(missing_ok=True)
-    for artifact_type in SUFFIXES:
-        stale = sidecar_path(output, artifact_type)
-        if stale not in paths and is_ours(stale, artifact_type, ours):
+    for kind in SUFFIXES:
+        stale = sidecar_path(output, kind)
+        if stale not in paths and is_ours(stale, kind[0], ours):
             stale.unlink()
     return paths
 
 
 def read_sidecars(output: Path) -> list[tuple[str, Path]]:
     """The sidecars next to ``output`` that exist: (artifact type, path)."""
-    found = [(t, sidecar_path(output, t)) for t in SUFFIXES]
+    found = [(kind[0], sidecar_path(output, kind)) for kind in SUFFIXES]
     return [(t, p) for t, p in found if p.is_file()]

@@ -46,6 +46,17 @@ class Cluster:
         ).stdout
         return [dict(zip(fields, line.split("|"), strict=True)) for line in out.splitlines() if line]
 
+    def jobs_named(self, names: set[str], *, wait: float = 60.0) -> dict[str, dict[str, str]]:
+        """The last job of each name, waiting for slurmdbd to record them all (it records
+        finished jobs a little later, seconds more on a loaded machine)."""
+        deadline = time.monotonic() + wait
+        while True:
+            jobs = {j["JobName"]: j for j in self.sacct()}
+            done = all(jobs.get(n, {}).get("State") not in (None, "RUNNING", "PENDING") for n in names)
+            if done or time.monotonic() > deadline:
+                return jobs
+            time.sleep(1)
+
 
 def _free_ports(n: int) -> list[int]:
     socks = [socket.socket() for _ in range(n)]

@@ -1,0 +1,207 @@
+"""``assemble test REF MANIFEST``, ``assemble run REF [-- CMD...]`` and ``assemble shell
+REF`` (or ``--step STEP``: a failed step's container kept by ``--keep-failed``), and the
+build's test flags (``--test-on``, ``--no-tests``, ``--keep-failed``).
+
+Light at import (the parser is built for every command): what runs containers is imported
+when one of these commands runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from assembler.cli.console import out, say
+from assembler.errors import InputError
+
+if TYPE_CHECKING:
+    from assembler.pipeline.imagetests import Report
+    from assembler.pipeline.runimage import Stored
+    from assembler.transports import Context
+
+
+def add_build_args(p: argparse.ArgumentParser) -> None:
+    """A build's (and a plan's) test flags."""
+    p.add_argument(
+        "--test-on",
+        choices=("local", "slurm"),
+        default="local",
+        help="where the image's tests run when a test does not say (on:): here in buildah, or each as a Slurm "
+        "job on a node, as a SIF under Apptainer (--nv for GPU tests); the cache must be shared by the nodes",
+    )
+    p.add_argument("--no-tests", action="store_true", help="do not run the image's tests (tests:) before writing it")
+    p.add_argument(
+        "--keep-failed",
+        action="store_true",
+        help="keep the container of a compile step that fails, with its mounts; the error says how to enter it "
+        "(assemble shell --step STEP)",
+    )
+
+
+def _image_args(p: argparse.ArgumentParser, *, ref_help: str, optional: bool = False) -> None:
+    from assembler.cli.args import _common  # the shared flags (args imports this module)
+
+    p.add_argument("ref", nargs="?" if optional else None, help=ref_help)
+    p.add_argument("--cache", type=Path, default=None, help="cache folder (default: $XDG_CACHE_HOME/assembler)")
+    p.add_argument(
+        "--storage",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="buildah's storage (default: $ASSEMBLE_STORAGE, else CACHE/buildah)",
+    )
+    p.add_argument("--storage-driver", default="overlay", choices=("overlay", "vfs"), help="buildah storage driver")
+    _common(p)
+
+
+def _how_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-e", "--env", action="append", default=[], metavar="K=V", help="set a variable (repeatable)")
+    p.add_argument("-u", "--user", default=None, help="uid[:gid] or a user name (default: the image's)")
+    p.add_argument("-w", "--workdir", default=None, help="the working directory (default: the image's)")
+    p.add_argument("--no-network", action="store_true", help="only the loopback interface, as tests have")
+    p.add_argument("--gpu", action="store_true", help="give it this machine's NVIDIA driver, as apptainer --nv does")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("test", help="run an image's tests (or a manifest's) on it, already built (exit 1 if one fails)")
+    _image_args(p, ref_help="the image: oci:DIR[:TAG], oci-archive:FILE, docker://REF...")
+    p.add_argument(
+        "manifest",
+        type=Path,
+        nargs="?",
+        help="the manifest whose tests (of its default target or --target) run; default: the tests the image's "
+        "own test results (a referrer a build attached) record",
+    )
+    p.add_argument("--target", default=None, help="the target whose tests run (default: the manifest's default)")
+    p.add_argument("--set", action="append", default=[], metavar="K=V", help="a param, as for a build")
+    p.add_argument("--test-on", choices=("local", "slurm"), default="local", help="as for a build")
+    p.add_argument("--slurm-args", default="", metavar="ARGS", help="more sbatch arguments for each test's job")
+    p.add_argument("--save", type=Path, default=None, metavar="FILE", help="write the test-result statement there")
+    p = sub.add_parser("run", help="run the image's entrypoint (or CMD) in a new container, as docker run does")
+    _image_args(p, ref_help="the image: oci:DIR[:TAG], oci-archive:FILE, docker://REF...")
+    p.add_argument("cmd", nargs="*", metavar="-- CMD", help="replaces the image's cmd (the entrypoint stays)")
+    p.add_argument("--entrypoint", default=None, help="run this program instead of the image's entrypoint")
+    _how_args(p)
+    p = sub.add_parser("shell", help="an interactive shell in a new container of the image, or in a failed step's")
+    _image_args(p, ref_help="the image (or --step)", optional=True)
+    p.add_argument("--step", default=None, help="enter the container a failure of STEP kept (build --keep-failed)")
+    p.add_argument("--shell", default="/bin/sh", help="the shell to start (default /bin/sh)")
+    _how_args(p)
+
+
+def _pairs(texts: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for text in texts:
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise InputError(f"{flag} {text!r}: expected NAME=VALUE")
+        out[key] = value
+    return out
+
+
+def _context(args: argparse.Namespace, epoch: int = 0) -> Context:
+    from assembler.cache import Cache, default_root
+    from assembler.cli.args import platform_arg, registry_options
+    from assembler.oci.descriptor import Platform
+    from assembler.proc import Runner
+    from assembler.transports import Context
+
+    platform = platform_arg(args.platform) if args.platform else Platform.parse("linux/amd64")
+    cache = Cache((args.cache or default_root()).resolve())
+    return Context(cache=cache, runner=Runner(), platform=platform, epoch=epoch, registry=registry_options(args))
+
+
+def _stored(args: argparse.Namespace, ctx: Context) -> Stored:
+    from assembler.cli.build import _storage
+    from assembler.oci.reference import absolute_ref, parse_ref
+    from assembler.pipeline.runimage import bring
+
+    if not args.ref:
+        raise InputError("name the image (or, for a failed step's container, --step STEP)")
+    ref = absolute_ref(parse_ref(args.ref), Path.cwd())
+    return bring(ref, ctx, storage=_storage(args.storage), driver=args.storage_driver)
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from assembler.cli.build import _slurm_args
+    from assembler.oci.reference import absolute_ref, parse_ref
+    from assembler.pipeline.imagetests import raise_failures
+    from assembler.pipeline.options import Options, resolve_epoch
+    from assembler.pipeline.runimage import attested_suite, manifest_suite, test_image
+    from assembler.spec.load import load_manifest
+
+    loaded = load_manifest(args.manifest, sets=_pairs(args.set, "--set"), target=args.target) if args.manifest else None
+    ctx = _context(args, resolve_epoch(None, loaded.manifest.epoch if loaded is not None else None))
+    options = Options(
+        cache_dir=ctx.cache.root, epoch=ctx.epoch, test_on=args.test_on, slurm_args=_slurm_args(args.slurm_args)
+    )
+    stored = _stored(args, ctx)
+    if loaded is not None:
+        suite = manifest_suite(loaded, stored, test_on=args.test_on)
+    else:
+        suite = attested_suite(absolute_ref(parse_ref(args.ref), Path.cwd()), ctx, stored, test_on=args.test_on)
+    reports, statement = test_image(stored, suite, options, ctx, report=_shown(args))
+    if args.save is not None:
+        args.save.write_bytes(statement.data)
+    if args.json:
+        shown = {"digest": stored.source.image.digest, "tests": [_report_json(r) for r in reports]}
+        out.print(json.dumps(shown, indent=2), markup=False)
+    else:
+        for r in reports:
+            o = r.outcome
+            say(f"test {o.name}: {o.status} ({o.where})" + (f": {o.reason}" if o.reason else ""))
+    raise_failures(reports)
+    return 0
+
+
+def _shown(args: argparse.Namespace) -> Any:
+    """Where test events go: a line each on stderr (none with --json)."""
+    from assembler.cli.console import err
+
+    def show(event: Any) -> None:
+        f = event.fields
+        if event.kind == "test" and f.get("state") == "running" and not args.json:
+            err.print(f"test {f['name']}: running ({f.get('on', 'local')})", markup=False)
+        elif event.kind == "warning":
+            err.print(f"warning: {f.get('text', '')}", markup=False)
+
+    return show
+
+
+def _report_json(r: Report) -> dict[str, Any]:
+    o = r.outcome
+    shown = {"name": o.name, "status": o.status, "on": o.where, "argv": list(o.argv), "exit": o.exit}
+    return {**shown, "reason": o.reason, "gpu": o.gpu, "log": str(r.log) if r.log else None}
+
+
+def _command(args: argparse.Namespace, stored: Stored, *, command: list[str] | None, cmd: list[str] | None) -> Any:
+    from assembler.compile import gpudriver
+    from assembler.pipeline.runimage import command as image_command
+
+    if args.gpu and (why := gpudriver.missing()) is not None:
+        raise InputError(f"--gpu: {why}")
+    how = {"env": _pairs(args.env, "--env"), "user": args.user, "workdir": args.workdir}
+    return image_command(stored, command=command, args=cmd, **how, network=not args.no_network, gpu=args.gpu)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from assembler.pipeline.runimage import run_in
+
+    ctx = _context(args)
+    stored = _stored(args, ctx)
+    cmd = _command(args, stored, command=[args.entrypoint] if args.entrypoint else None, cmd=args.cmd or None)
+    return run_in(stored, cmd, ctx.cache, name="run")
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    from assembler.pipeline.runimage import enter_kept, run_in
+
+    ctx = _context(args)
+    if args.step is not None:
+        if args.ref:
+            raise InputError("give the image or --step, not both")
+        return enter_kept(ctx.cache, ctx.runner, args.step)
+    stored = _stored(args, ctx)
+    return run_in(stored, _command(args, stored, command=[args.shell], cmd=[]), ctx.cache, name="shell")

@@ -1,0 +1,73 @@
+"""What a step's container mounts besides its sources and caches: the artifacts it builds
+on (each one's layer unpacked into a private folder, shown read-only at its ``to``) and its
+secrets (0600 files in a private folder, read into the environment by the script's
+prelude, never in a layer or a log)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from assembler.archive.compress import decompressed
+from assembler.archive.extract import extract
+from assembler.compile import keepfailed
+from assembler.compile.buildah import Volume
+from assembler.errors import InputError
+from assembler.oci.layer import Layer
+
+if TYPE_CHECKING:
+    from assembler.compile.container import Workspace
+
+SECRETS_DIR = "/run/assemble-secrets"
+
+
+@dataclass(frozen=True)
+class Mounted:
+    """An artifact made visible in a container: its layer unpacked, shown at ``to``."""
+
+    ref: str
+    blob: Layer
+    to: str
+
+
+@contextmanager
+def secret_files(ws: Workspace, names: Sequence[str], step: str) -> Iterator[tuple[list[Volume], list[str], str]]:
+    """Secrets as 0600 files in a private folder, mounted read-only; removed afterwards."""
+    if not names:
+        yield [], [], ""
+        return
+    values = []
+    with ws.cache.workdir("secrets-") as folder:
+        os.chmod(folder, 0o700)
+        for name in names:
+            value = os.environ.get(name)
+            if value is None:
+                raise InputError(f"step {step}: secret {name} is not set in the environment", hint=f"export {name}=...")
+            path = folder / name
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(value)
+            values.append(value)
+        prelude = "".join(f'export {n}="$(cat {SECRETS_DIR}/{n})"; ' for n in names)
+        yield [Volume(folder, SECRETS_DIR)], values, prelude
+
+
+@contextmanager
+def mounted_artifacts(ws: Workspace, mounts: Sequence[Mounted]) -> Iterator[list[Volume]]:
+    """Each artifact's layer unpacked into a private folder and mounted read-only at ``to``."""
+    if not mounts:
+        yield []
+        return
+    with keepfailed.scratch(ws, "mounts-") as folder:
+        volumes = []
+        for i, mount in enumerate(mounts):
+            root = folder / str(i)
+            root.mkdir()
+            with ws.cache.open_blob(mount.blob.digest) as raw, decompressed(raw, mount.blob.compression) as plain:
+                extract(plain, root, what=f"artifact {mount.ref}")
+            target = mount.to.rstrip("/") or "/"
+            volumes.append(Volume(root / target.lstrip("/"), target))
+        yield volumes

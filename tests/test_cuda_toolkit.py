@@ -1,0 +1,239 @@
+"""The CUDA toolkit from NVIDIA's pip wheels (layers/cuda-toolchain.yaml, manifests/cuda.yaml)
+and the lock pinning a compile step's wheels by their sha256 (``require_hashes``).
+
+- A python set with ``require_hashes: true`` reaches its step as a requirements file of the
+  lock's pins with their sha256s (``$ASSEMBLE_PYTHON_REQUIREMENTS``): pip's
+  ``--require-hashes`` installs what was locked, and refuses a wheel whose bytes changed
+  under the same name and version (an index serving other bytes, with its page agreeing).
+- manifests/cuda.yaml's devel and runtime images, built from the shipped lock (``--locked``):
+  a CMake project using FindCUDAToolkit (CUDA::cudart, CUDA::cublas, CUDA::cuda_driver,
+  CUDA::nvrtc) and enable_language(CUDA) builds on the devel image with nothing but the
+  image's toolkit, and the dependency check of the program on the runtime image passes with
+  libcuda.so.1 left to the host's driver. Slow: about 650 MB of wheels are downloaded and
+  a 600 MiB layer written each run.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import tarfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import reclaim_at_teardown
+from tests.helpers import ROOT, config_of, manifest_of, read_blob, run_cli, uncompressed
+
+
+def _wheel(folder: Path, project: str, version: str, text: str) -> Path:
+    """A pure-Python wheel of ``project`` ``version`` whose module holds ``text``."""
+    info = f"{project}-{version}.dist-info"
+    files = {
+        f"{project}/__init__.py": text,
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {project}\nVersion: {version}\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(data.encode())}")
+    files[f"{info}/RECORD"] = "\n".join([*record, f"{info}/RECORD,,"]) + "\n"
+    wheel = folder / f"{project}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        for member, data in files.items():
+            z.writestr(zipfile.ZipInfo(member, (2020, 1, 1, 0, 0, 0)), data)
+    return wheel
+
+
+def _publish(www: Path, wheel: Path) -> str:
+    """The index's PEP 503 page for the wheel's project, naming its sha256 (as PyPI's do)."""
+    sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    page = www / "simple" / wheel.name.split("-")[0]
+    page.mkdir(parents=True, exist_ok=True)
+    (page / "index.html").write_text(f'<html><body><a href="../../files/{wheel.name}#sha256={sha}">{wheel.name}</a>\n')
+    return sha
+
+
+def _site_files(layout: Path) -> dict[str, bytes]:
+    """The files of the image's last layer (the step's artifact), by path."""
+    desc = manifest_of(layout, "latest")["layers"][-1]
+    with tarfile.open(fileobj=io.BytesIO(uncompressed(read_blob(layout, desc["digest"])))) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+
+
+def test_a_require_hashes_set_installs_the_locked_bytes_and_refuses_others(
+    tmp_path: Path, http_folder: tuple[str, Path], demo_bases: dict[str, Path]
+) -> None:
+    url, www = http_folder
+    (www / "files").mkdir()
+    sha = _publish(www, _wheel(www / "files", "hashpin", "1.0", "WHO = 'the locked bytes'\n"))
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        f"""name: hashes
+bases: {{devel: "oci:{demo_bases["devel"]}:latest"}}
+compile:
+  - name: app
+    base: devel
+    python_sets:
+      - {{name: app, requirements: [hashpin==1.0], python: "3.11", index_url: "{url}/simple", require_hashes: true}}
+    run:
+      - cat "$ASSEMBLE_PYTHON_REQUIREMENTS" "$PIP_CONSTRAINT"
+      - pip install --no-deps --require-hashes --index-url {url}/simple --target /out -r "$ASSEMBLE_PYTHON_REQUIREMENTS"
+    artifacts: {{site: {{path: /out/hashpin, to: /opt/site/hashpin}}}}
+image:
+  base: devel
+  layers: [{{artifact: app.site}}]
+"""
+    )
+    assert run_cli(["lock", str(manifest)]).code == 0
+    built = run_cli(
+        [str(manifest), "--locked", "--cache", str(tmp_path / "c1"), "-o", f"oci:{tmp_path / 'out'}:latest"]
+    )
+    assert built.code == 0, built
+    assert _site_files(tmp_path / "out")["opt/site/hashpin/__init__.py"] == b"WHO = 'the locked bytes'\n"
+    log = "".join(p.read_text() for p in (tmp_path / "c1" / "logs").glob("app-*.log"))
+    # The requirements file names the sha256; the constraints file the version alone.
+    assert f"hashpin==1.0 --hash=sha256:{sha}\n" in log and "\nhashpin==1.0\n" in log, log
+
+    # The index serves other bytes for the same file name, its page agreeing with them: only
+    # the lock's sha256 stands between the build and them.
+    _publish(www, _wheel(www / "files", "hashpin", "1.0", "WHO = 'someone else'\n"))
+    other = run_cli([str(manifest), "--locked", "--cache", str(tmp_path / "c2"), "-o", f"oci:{tmp_path / 'o2'}:latest"])
+    assert other.code != 0, other
+    assert "DO NOT MATCH THE HASHES" in other.err, other
+    assert not (tmp_path / "o2").exists()
+
+
+# The CUDA devel and runtime images, and a CMake project built on them.
+
+CMAKE_PROJECT = {
+    "CMakeLists.txt": """cmake_minimum_required(VERSION 3.18)
+project(toolkit_user LANGUAGES CXX CUDA)
+find_package(CUDAToolkit REQUIRED)
+add_executable(toolkit-user main.cu)
+target_link_libraries(toolkit-user PRIVATE CUDA::cudart CUDA::cublas CUDA::cuda_driver CUDA::nvrtc)
+""",
+    "main.cu": """#include <cstdio>
+#include <cublas_v2.h>
+#include <cuda.h>
+#include <nvrtc.h>
+#include <cub/cub.cuh>
+__global__ void scale(float *x, float a) { x[threadIdx.x] *= a; }
+int main() {
+    int major = 0, minor = 0;
+    nvrtcVersion(&major, &minor);
+    cublasHandle_t handle;
+    std::printf("nvrtc %d.%d cuInit %d cublasCreate %d\\n", major, minor, (int)cuInit(0), (int)cublasCreate(&handle));
+    scale<<<1, 32>>>(nullptr, 2.0f);
+    return 0;
+}
+""",
+}
+
+
+@pytest.fixture(scope="module")
+def cuda_bases(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """manifests/cuda.yaml's devel and runtime targets, from the shipped lock, in one layout."""
+    work = tmp_path_factory.mktemp("cuda-bases")
+    reclaim_at_teardown(request, work)
+    for target in ("devel", "runtime"):
+        ran = run_cli(
+            [
+                str(ROOT / "manifests/cuda.yaml"),
+                "--target",
+                target,
+                "--locked",
+                "--cache",
+                str(work / "cache"),
+                "-o",
+                f"oci:{work / 'bases'}:{target}",
+            ],
+            timeout=3600,
+        )
+        assert ran.code == 0, str(ran)
+    yield work / "bases"
+
+
+def _prefix_files(layout: Path, tag: str) -> dict[str, tarfile.TarInfo]:
+    """The members under usr/local/cuda of the image's layers, by path."""
+    found: dict[str, tarfile.TarInfo] = {}
+    for desc in manifest_of(layout, tag)["layers"]:
+        with tarfile.open(fileobj=io.BytesIO(uncompressed(read_blob(layout, desc["digest"])))) as tar:
+            found.update({m.name: m for m in tar.getmembers() if m.name.startswith("usr/local/cuda")})
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_the_devel_image_has_the_toolkits_layout(cuda_bases: Path) -> None:
+    files = _prefix_files(cuda_bases, "devel")
+    links = {name: m.linkname for name, m in files.items() if m.issym()}
+    # Where FindCUDAToolkit, PyTorch's extensions (CUDA_HOME/lib64) and nvcc's profile look.
+    assert links["usr/local/cuda/lib64"] == "lib"
+    for lib in ("cudart", "cublas", "cublasLt", "nvrtc", "nvJitLink"):
+        assert links[f"usr/local/cuda/lib/lib{lib}.so"] == f"lib{lib}.so.13", lib
+        assert files[f"usr/local/cuda/lib/lib{lib}.so.13"].isfile(), lib
+    assert links["usr/local/cuda/nvvm/lib64/libnvvm.so"] == "../../lib/libnvvm.so"
+    for path in (
+        "bin/nvcc",
+        "bin/ptxas",
+        "nvvm/bin/cicc",
+        "include/cuda_runtime.h",
+        "include/cublas_v2.h",
+        "include/cccl/cub/cub.cuh",
+        "include/nvtx3/nvToolsExt.h",
+        "lib/stubs/libcuda.so",
+    ):
+        assert files[f"usr/local/cuda/{path}"].isfile(), path
+    env = dict(e.split("=", 1) for e in config_of(cuda_bases, "devel")["config"]["Env"])
+    assert env["PATH"].startswith("/usr/local/cuda/bin:") and env["CUDA_VERSION"] == "13.0.2"
+    # The runtime image has the shared libraries alone: no compiler, no headers, no stub.
+    runtime = _prefix_files(cuda_bases, "runtime")
+    assert "usr/local/cuda/lib/libcublasLt.so.13" in runtime and "usr/local/cuda/lib/libcudart.so.13" in runtime
+    assert not [p for p in runtime if "/bin/" in p or "/include/" in p or "/stubs/" in p]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_a_cmake_cuda_project_builds_on_devel_and_loads_on_runtime(cuda_bases: Path, tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    for name, text in CMAKE_PROJECT.items():
+        (app / name).write_text(text)
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        f"""name: toolkit-user
+bases:
+  devel: oci:{cuda_bases}:devel
+  runtime: oci:{cuda_bases}:runtime
+sources: {{app: {{path: app}}}}
+compile:
+  - name: app
+    base: devel
+    sources: [app]
+    packages: [cmake, make]
+    run:
+      - cmake -S /src/app -B /build -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_BUILD_TYPE=Release
+      - cmake --build /build
+    artifacts: {{bin: {{path: /build/toolkit-user, to: /usr/local/bin/toolkit-user}}}}
+image:
+  base: runtime
+  layers: [{{artifact: app.bin}}]
+"""
+    )
+    out = f"oci:{tmp_path / 'out'}:latest"
+    built = run_cli([str(manifest), "--cache", str(tmp_path / "cache"), "-o", out], timeout=3600)
+    assert built.code == 0, built
+    log = "".join(p.read_text() for p in (tmp_path / "cache" / "logs").glob("app-*.log"))
+    assert 'Found CUDAToolkit: /usr/local/cuda/include (found version "13.0.88")' in log, log[-3000:]
+    assert "The CUDA compiler identification is NVIDIA 13.0.88" in log, log[-3000:]
+    # Every library the program needs is in the runtime image, found through its ld.so.cache,
+    # but the driver's, left to the host.
+    deps = run_cli(["deps", "--json", out])
+    assert deps.code == 0, deps
+    assert deps.json["ok"] and deps.json["files"] >= 1 and not deps.json["misses"], deps.out
+    assert deps.json["host"] == ["libcuda.so.1"], deps.out
