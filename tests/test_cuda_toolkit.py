@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import shutil
 import tarfile
 import zipfile
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import reclaim_at_teardown
+from tests.conftest import OWN_STORAGE, reclaim_at_teardown
 from tests.helpers import ROOT, config_of, manifest_of, read_blob, run_cli, uncompressed
 
 
@@ -137,7 +138,11 @@ int main() {
 
 @pytest.fixture(scope="module")
 def cuda_bases(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Path]:
-    """manifests/cuda.yaml's devel and runtime targets, from the shipped lock, in one layout."""
+    """manifests/cuda.yaml's devel and runtime targets, from the shipped lock, in one layout.
+
+    The builds keep buildah's storage in their own cache (not the worker's shared one, which
+    lives to the session's end), and the cache goes once the layout is written: the toolkit
+    is GiBs unpacked, and CI's disk is small."""
     work = tmp_path_factory.mktemp("cuda-bases")
     reclaim_at_teardown(request, work)
     for target in ("devel", "runtime"):
@@ -152,9 +157,11 @@ def cuda_bases(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixture
                 "-o",
                 f"oci:{work / 'bases'}:{target}",
             ],
+            env=OWN_STORAGE,
             timeout=3600,
         )
         assert ran.code == 0, str(ran)
+    shutil.rmtree(work / "cache")
     yield work / "bases"
 
 
@@ -226,7 +233,7 @@ image:
 """
     )
     out = f"oci:{tmp_path / 'out'}:latest"
-    built = run_cli([str(manifest), "--cache", str(tmp_path / "cache"), "-o", out], timeout=3600)
+    built = run_cli([str(manifest), "--cache", str(tmp_path / "cache"), "-o", out], env=OWN_STORAGE, timeout=3600)
     assert built.code == 0, built
     log = "".join(p.read_text() for p in (tmp_path / "cache" / "logs").glob("app-*.log"))
     assert 'Found CUDAToolkit: /usr/local/cuda/include (found version "13.0.88")' in log, log[-3000:]
