@@ -112,7 +112,7 @@ def test_lock_pins_and_plan_locked_refuses_a_stale_or_missing_lock(tmp_path: Pat
     assert done.code == 0, done
     assert _pins(tmp_path / "m.lock") == ["locktest==1.0"]
     text = (tmp_path / "m.lock").read_text()
-    assert "locktest==1.0 \\\n" in text and "--hash=sha256:" in text  # requirements form, hashed
+    assert "    pins: |\n      locktest==1.0\n" in text and "\n  locktest==1.0:\n    - sha256:" in text  # hashes once
 
     plan = run_cli(["plan", str(manifest), "--locked", "--json", *cache])
     assert plan.code == 0, plan

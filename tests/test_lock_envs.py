@@ -528,3 +528,68 @@ def test_what_the_base_force_reinstalled_is_not_pinned_back(tmp_path: Path, inde
     assert {"nvidia-nccl-cu12==2.28.3", "nvidia-cudnn-cu12==9.16.0.29", "nvidia-cutlass-dsl==4.3.0"} <= set(
         sglang.provided
     )
+
+
+def _as_version_2(path: Path) -> None:
+    """The lock as lock_version 2 wrote it: each set's pins with their hash lines, no ``hashes``."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.scalarstring import LiteralScalarString
+
+    from assembler.spec.lockfile import read_lock
+
+    sets = read_lock(path).sets
+    yaml = YAML()
+    yaml.width = 4096
+    data = yaml.load(path)
+    data["lock_version"] = 2
+    del data["hashes"]
+    for key, entry in sets.items():
+        if entry.pins is not None:
+            data["sets"][key]["pins"] = LiteralScalarString(entry.pins)
+    yaml.dump(data, path)
+
+
+def test_a_version_2_lock_is_refused_by_plan_and_written_anew_by_lock_keeping_its_pins(
+    tmp_path: Path, index: Index
+) -> None:
+    """Lock version 3 writes each pin's hashes once (version 2 wrote them in every set that
+    holds the pin). An older lock is named as one by plan; assemble lock writes it anew
+    with its pins and its --set variants, asking the index nothing."""
+    index.add("filelock", "3.19.0")
+    index.add("filelock", "3.20.0")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        f"""name: two
+params: {{spec: filelock}}
+bases: {{b: scratch}}
+image:
+  base: b
+  layers:
+    - run: ["pip install '${{spec}}'"]
+      name: app
+      python_sets: [{{name: app, requirements: ["${{spec}}"], python: "3.11", index_url: "{index.url}"}}]
+    - run: ["pip install filelock"]
+      name: more
+      python_sets: [{{name: more, requirements: ["filelock>=3"], python: "3.11", index_url: "{index.url}"}}]
+"""
+    )
+    assert run_cli(["lock", str(manifest)]).code == 0
+    assert run_cli(["lock", str(manifest), "--set", "spec=filelock<3.20"]).code == 0
+    lock = tmp_path / "m.lock"
+    written = lock.read_text()
+    hashes = [line for line in written.splitlines() if line.startswith("    - sha256:")]
+    assert len(hashes) == len(set(hashes)) == 2, written  # 3.20.0's and 3.19.0's, each once for two sets
+    assert written.count("      filelock==3.20.0\n") == written.count("      filelock==3.19.0\n") == 2, written
+    _as_version_2(lock)
+    assert "lock_version: 2" in lock.read_text() and "--hash=sha256:" in lock.read_text()
+    cache = ["--cache", str(tmp_path / "cache")]
+    refused = run_cli(["plan", str(manifest), "--locked", *cache])
+    assert refused.code == 2 and "lock_version 2 is an older format" in refused.err, refused
+    assert "keeping its pins" in refused.err, refused.err
+    plain = run_cli(["plan", str(manifest), *cache])
+    assert plain.code == 0 and "lock_version 2" in plain.err and "install unlocked" in plain.err, plain
+    index.add("filelock", "3.21.0")  # a lock resolved anew would move
+    index.asked.clear()
+    assert run_cli(["lock", str(manifest)]).code == 0
+    assert index.asked == [] and lock.read_text() == written
+    assert run_cli(["plan", str(manifest), "--set", "spec=filelock<3.20", "--locked", *cache]).code == 0

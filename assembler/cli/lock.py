@@ -169,9 +169,9 @@ def _locked_before(args: argparse.Namespace, path: Path, have: set[str]) -> list
     from assembler.spec.lockfile import read_lock
 
     try:
-        names = list(read_lock(path).variants) if path.is_file() else []
+        names = list(read_lock(path, older=True).variants) if path.is_file() else []
     except InputError:
-        return []  # a lock of an older format: written anew
+        return []  # a lock of a format this assemble cannot read: written anew
     targets = set(_targets(args.manifest))
     out = []
     for name in names:

@@ -94,12 +94,13 @@ def lock_variants(
 
 
 def _old_lock(path: Path, manifest_name: str) -> Lock:
-    """The lock as it is; an empty one where there is none, or one of an older format (it
-    is written anew: nothing of it is kept)."""
+    """The lock as it is (one of a format it replaces, ``KEPT_VERSIONS``, read to be written
+    anew with its pins); an empty one where there is none, or one of a format it cannot read
+    (written anew: nothing of it is kept)."""
     if not path.is_file():
         return Lock(manifest_name)
     try:
-        return read_lock(path)
+        return read_lock(path, older=True)
     except InputError as e:
         if "lock_version" not in e.message:
             raise
