@@ -9,8 +9,10 @@ replaced under the same ``step-<key>`` tag by someone without the key, against t
   it from the local cache; under ``--cache-trust`` such a local copy is not used either.
 - A ``url:`` layer forged the same way is refused by its pinned sha256 even without trust.
 - What a machine builds on an entry it took unchecked (a compile cache, a step compiled on
-  it) is never signed by its ``--cache-sign`` key, in that build or a later one (issue 32),
-  and using such entries is one warning line per repository.
+  it or on a step's packages layer) is never signed by its ``--cache-sign`` key, in that
+  build or a later one (issue 32), and using such entries is one warning line per
+  repository. Under ``--cache-trust``, no step builds on such an entry taken in an earlier
+  run: a kept or shared folder restored from one is emptied, a packages layer made again.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from assembler.registry.types import RegistryOptions
 from assembler.sign import load_public_key
 from assembler.transports import cachetrust
 from tests.conftest import TEST_CACHE
-from tests.helpers import Ran, layout_index, read_blob, run_cli
+from tests.helpers import Ran, layout_index, manifest_of, read_blob, run_cli, uncompressed
 from tests.plugins.demo import steps_by_state
 from tests.plugins.registry import RunningRegistry
 
@@ -422,3 +424,139 @@ def test_a_malformed_payload_signed_by_the_trusted_key_is_refused_not_a_crash(re
             signatures.push_with(reg, name, [Signed(digest, layer)])
             signer, why = cachetrust.vouched(reg, name, "step-a", digest, [key.verifier])
             assert signer == "" and why.startswith("not signed by a trusted key: "), why
+
+
+def _image_file(layout: Path, path: str) -> bytes:
+    """The file ``path`` of the image tagged ``latest`` in the OCI layout ``layout``."""
+    for layer in reversed(manifest_of(layout, "latest")["layers"]):
+        with tarfile.open(fileobj=io.BytesIO(uncompressed(read_blob(layout, layer["digest"])))) as tf:
+            member = next((m for m in tf.getmembers() if m.name.lstrip("./") == path), None)
+            if member is not None:
+                found = tf.extractfile(member)
+                assert found is not None, path
+                return found.read()
+    raise AssertionError(f"no {path} in {layout}")
+
+
+PACKAGES_MANIFEST = """\
+name: calc
+bases:
+  devel: oci:{runtime}:latest
+  runtime: oci:{runtime}:latest
+compile:
+  - name: calc
+    base: devel
+    packages: [bc]
+    run: ["mkdir -p /out && echo '6*7' | bc > /out/answer"]
+    artifacts:
+      answer: {{path: /out/answer, to: /answer}}
+image:
+  base: runtime
+  layers:
+    - artifact: calc.answer
+"""
+
+
+def test_a_step_compiled_on_an_unchecked_packages_layer_is_never_signed_nor_trusted_later(
+    tmp_path: Path, registry: RunningRegistry, demo_bases: dict[str, Path]
+) -> None:
+    """A compile step's ``packages:`` travel as a layer of the step cache (issue 32): machine
+    B takes one unchecked from a repository anyone may push to, whose ``bc`` someone
+    replaced. The step compiled on it is built on that entry: B's ``--cache-sign`` key does
+    not sign it, and B's provenance names the entry. A later ``--cache-trust`` run on B uses
+    nothing of it: the packages are installed again and the step runs on them, not on the
+    image B's storage still keeps of the forged layer."""
+    (tmp_path / "m.yaml").write_text(PACKAGES_MANIFEST.format(runtime=demo_bases["runtime"]))
+    key, pub = _keys(tmp_path / "keys")
+    host = registry.host
+    shared, mine = f"docker://{host}/shared", f"docker://{host}/mine"
+    installs = "$ apt-get install bc"
+
+    def build(machine: str, out: str, *extra: str) -> Ran:
+        args = ["m.yaml", "--cache", machine, "--json", "--progress", "plain", "--tls-verify=false"]
+        storage = ["--storage", str(tmp_path / f"storage-{machine}")]  # buildah's, as a machine's
+        ran = run_cli([*args, *storage, "-o", f"oci:{out}:latest", *extra], cwd=tmp_path)
+        assert ran.code == 0, str(ran)
+        return ran
+
+    honest = build("a", "out-a", "--cache-to", shared)
+    assert installs in honest.err and _image_file(tmp_path / "out-a", "answer") == b"42\n"
+    (step_key,) = [s["key"] for s in honest.json["steps"]]
+    (packages,) = [t for t in _tags(host, "shared", "step-") if t != f"step-{step_key}"]
+    _forge(host, "shared", packages, {"usr/bin/bc": (b"#!/bin/sh\necho forged\n", 0o755)})
+
+    # B takes the forged packages layer unchecked (no apt) and compiles the step on it.
+    b1 = build("b", "out-b1", "--cache-from", shared, "--cache-to", mine, "--cache-sign", str(key), "--rebuild", "calc")
+    assert installs not in b1.err and _image_file(tmp_path / "out-b1", "answer") == b"forged\n"
+    assert _unchecked_warnings(b1), b1.err
+    assert not _signed(host, "mine", packages, pub)
+    assert not _signed(host, "mine", f"step-{step_key}", pub), "a step compiled on an unchecked layer was signed"
+    on = [d["name"] for d in _cache_deps(tmp_path / "out-b1") if d["annotations"]["what"] == "step calc"]
+    assert on == [f"cache:{packages}"], _cache_deps(tmp_path / "out-b1")
+
+    # B under --cache-trust: neither its local copy nor the registry's forged entry is used.
+    b2 = build("b", "out-b2", "--cache-from", shared, "--cache-trust", str(pub), "--rebuild", "calc")
+    assert "calc: packages: the local cache took it from" in b2.err and installs in b2.err, b2.err
+    assert _image_file(tmp_path / "out-b2", "answer") == b"42\n", "the step ran on the forged bc"
+    assert b2.json["digest"] == honest.json["digest"] and _cache_deps(tmp_path / "out-b2") == []
+
+
+FOLDERS_MANIFEST = """\
+name: folders
+bases: {{devel: 'rootfs:{rootfs}', runtime: scratch}}
+sources:
+  app: {{path: app}}
+compile:
+  - name: hello
+    base: devel
+    sources: [app]
+    cache: [/build]
+    shared_cache: [/ccache]
+    run:
+      - cat /src/app/greeting >> /build/log && cat /src/app/greeting >> /ccache/log
+      - mkdir -p /out && cp /build/log /out/kept && cp /ccache/log /out/shared
+    artifacts:
+      out: {{path: /out, to: /app}}
+image:
+  base: runtime
+  layers:
+    - artifact: hello.out
+"""
+
+
+def test_under_cache_trust_no_step_builds_in_a_folder_restored_unchecked_earlier(
+    tmp_path: Path, registry: RunningRegistry, debian_rootfs: Path
+) -> None:
+    """Machine B restores a step's kept folder and a ``shared_cache:`` folder without
+    ``--cache-trust``, from a repository anyone may push to (issue 32). Its next run, under
+    ``--cache-trust``, builds on neither: both are emptied (a warning each) and restored
+    from entries a trusted key signed instead. Each folder keeps a log of the greetings the
+    builds in it saw, so the image says what the step built on."""
+    (tmp_path / "m.yaml").write_text(FOLDERS_MANIFEST.format(rootfs=debian_rootfs))
+    (tmp_path / "app").mkdir()
+    key, pub = _keys(tmp_path / "keys")
+    host = registry.host
+    shared, mine = f"docker://{host}/shared", f"docker://{host}/mine"
+
+    def build(machine: str, greeting: str, *extra: str) -> tuple[Ran, bytes, bytes]:
+        (tmp_path / "app" / "greeting").write_text(greeting + "\n")
+        args = ["m.yaml", "--cache", machine, "--json", "--progress", "plain", "--tls-verify=false"]
+        ran = run_cli([*args, "-o", f"oci:out-{machine}:latest", *extra], cwd=tmp_path)
+        assert ran.code == 0, str(ran)
+        out = tmp_path / f"out-{machine}"
+        return ran, _image_file(out, "app/kept"), _image_file(out, "app/shared")
+
+    build("a", "one", "--cache-to", shared)  # pushed by anyone, unsigned
+    build("c", "signed", "--cache-to", mine, "--cache-sign", str(key))  # a machine the key vouches for
+    _, kept, shared_log = build("b", "two", "--cache-from", shared)
+    assert kept == shared_log == b"one\ntwo\n"  # restored unchecked: used, without --cache-trust
+
+    b2, kept, shared_log = build("b", "three", "--cache-from", mine, "--cache-trust", str(pub))
+    assert steps_by_state(b2) == {"built": {"hello"}}
+    assert kept == shared_log == b"signed\nthree\n", "built on what was restored unchecked"
+    emptied = [line for line in b2.err.splitlines() if "which no --cache-trust key signed: emptied" in line]
+    assert len(emptied) == 2 and all(f"docker://{host}/shared:ccache-" in line for line in emptied), b2.err
+    assert any("kept folder" in line for line in emptied) and any("shared_cache /ccache" in line for line in emptied)
+    assert b2.json["step_cache"]["compile_cache_restored"] == 2
+    deps = _cache_deps(tmp_path / "out-b")  # built on the signed entries: the provenance names one
+    assert deps and all(d["uri"].startswith(f"oci://{host}/mine@") and d["annotations"]["signedBy"] for d in deps)

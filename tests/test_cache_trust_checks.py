@@ -220,3 +220,104 @@ def test_what_is_made_from_entries_is_built_on_the_least_vouched_for() -> None:
     quiet: list[Event] = []
     Origins(trusted=True, report=quiet.append).used(unchecked)  # --cache-trust: checked, nothing to warn of
     assert quiet == []
+
+
+def test_under_cache_trust_no_step_builds_in_a_folder_restored_unchecked(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A step's kept folder and a ``shared_cache:`` folder restored in an earlier run from an
+    entry nobody vouched for (issue 32): without ``--cache-trust`` a step uses them (what it
+    builds is unchecked too); under it both are emptied, with a warning each, and one signed
+    by a trusted key is used. The shared folder, used by a step of another build meanwhile,
+    is emptied only once that step is done: nothing is taken from under it."""
+    import threading
+
+    from assembler.archive.chunks import folder_is_empty
+    from assembler.compile import keptcaches, worktree
+    from assembler.spec import model as m
+
+    cache, tree = Cache(tmp_path / "cache"), "t" * 64
+    step = m.CompileStep(name="demo", base="devel", cache=["/build"], shared_cache=["/ccache"], run=["true"])
+    unchecked = Origin("reg/shared", "ccache-k", DIGEST)
+    ours = Origin("reg/mine", "ccache-m", DIGEST, "ours")
+    trusted = frozenset({"ours"})
+    shared = keptcaches.shared_folder(cache, "/ccache")
+
+    def restored(folder: Path, origin: Origin) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "unit.o").write_bytes(b"from the registry\n")
+        cache.put_folder_origin(folder, origin)
+
+    with worktree.kept_folder(cache, step.name, tree) as kept:
+        restored(kept, unchecked)
+    restored(shared, unchecked)
+    with worktree.kept_folder(cache, step.name, tree) as kept, keptcaches.SharedFolders(cache, step):
+        assert not folder_is_empty(kept) and not folder_is_empty(shared)  # no --cache-trust: used
+    assert keptcaches.origins(step, cache=cache, tree_key=tree) == [unchecked, unchecked]
+
+    with caplog.at_level("WARNING", logger="assembler"):
+        with worktree.kept_folder(cache, step.name, tree, trusted=trusted) as kept:
+            assert folder_is_empty(kept)
+        waited, seen = threading.Event(), []
+
+        def trusting() -> None:  # a --cache-trust build's step, while another build's step uses it
+            with keptcaches.SharedFolders(cache, step, trusted=trusted):
+                seen.append(folder_is_empty(shared))
+
+        with keptcaches.SharedFolders(cache, step):  # the other build's step
+            other = threading.Thread(target=trusting)
+            other.start()
+            waited.wait(1.0)  # time for the trusting step to get at the folder, if it could
+            assert other.is_alive() and (shared / "unit.o").read_bytes() == b"from the registry\n"
+        other.join(30)
+        assert seen == [True] and not other.is_alive()
+    assert keptcaches.origins(step, cache=cache, tree_key=tree) == []
+    texts = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    emptied = [t for t in texts if "which no --cache-trust key signed: emptied" in t]
+    assert len(emptied) == 2 and all("docker://reg/shared:ccache-k" in t for t in emptied), texts
+    assert any("shared_cache /ccache" in t and "in use by another build; waiting" in t for t in texts), texts
+
+    # Restored from an entry a trusted key signed: used as it is.
+    with worktree.kept_folder(cache, step.name, tree) as kept:
+        restored(kept, ours)
+    restored(shared, ours)
+    with (
+        worktree.kept_folder(cache, step.name, tree, trusted=trusted) as kept,
+        keptcaches.SharedFolders(cache, step, trusted=trusted),
+    ):
+        assert not folder_is_empty(kept) and not folder_is_empty(shared)
+    assert keptcaches.origins(step, cache=cache, tree_key=tree) == [ours, ours]
+
+
+def test_a_shared_folder_is_restored_only_while_no_step_uses_it(tmp_path: Path) -> None:
+    """A ``shared_cache:`` folder is filled from a registry only when it is empty and no
+    step of any build uses it (a folder renamed onto one a running step has mounted would
+    not be seen by it); a step that wants it meanwhile waits for the restore to end."""
+    import threading
+
+    from assembler.compile import keptcaches
+    from assembler.spec import model as m
+
+    cache = Cache(tmp_path / "cache")
+    step = m.CompileStep(name="demo", base="devel", shared_cache=["/uv", "/ccache"], run=["true"])
+    uv = keptcaches.shared_folder(cache, "/uv")
+    got: list[tuple[list[str], list[str]]] = []
+
+    def another_step() -> None:
+        with keptcaches.SharedFolders(cache, step, restoring=True) as second:
+            got.append((second.restorable, sorted(p.name for p in uv.iterdir())))
+
+    with keptcaches.SharedFolders(cache, step, restoring=True) as first:
+        assert sorted(first.restorable) == ["/ccache", "/uv"]  # empty, nobody uses them
+        other = threading.Thread(target=another_step)
+        other.start()
+        other.join(1.0)
+        assert other.is_alive(), "it waits while the folders are restored"
+        (uv / "wheel").write_bytes(b"restored\n")
+        first.settle()
+        other.join(30)
+        assert got == [([], ["wheel"])]  # not restored again: the folder as the restore left it
+    with keptcaches.SharedFolders(cache, step, restoring=True) as alone:
+        assert alone.restorable == ["/ccache"]  # still empty, nobody uses it
+    with keptcaches.SharedFolders(cache, step), keptcaches.SharedFolders(cache, step, restoring=True) as used:
+        assert used.restorable == [], "in use by a running step: not restored under it"

@@ -17,7 +17,7 @@ from secrets import token_hex
 from typing import Any, Protocol
 
 from assembler.archive.compress import Compression
-from assembler.cache import Cache, key_of
+from assembler.cache import Cache, Origin, key_of
 from assembler.compile import apt, keepfailed
 from assembler.compile.buildah import Buildah, RunSpec, Volume
 from assembler.compile.keptcaches import FolderCache
@@ -64,6 +64,11 @@ class LayerStore(Protocol):
         """Keep ``layer`` (its blob in the local cache) as ``key``, here and in the registry."""
         ...
 
+    def origin(self, key: str) -> Origin | None:
+        """The registry entry the layer :meth:`take` gave as ``key`` came from (None: made
+        here): what is built on it is built on that entry."""
+        ...
+
 
 @dataclass
 class _Shared:
@@ -96,6 +101,9 @@ class Workspace:
     agent: str = "assembler.compile.agent"
     agent_job: Mapping[str, object] = field(default_factory=dict)
     keep_failed: bool = False  # a failed compile step's container is kept (compile.keepfailed)
+    # --cache-trust's key ids: a kept folder restored from an entry none of them signed is
+    # emptied before a step uses it (compile.keptcaches).
+    trusted: frozenset[str] = frozenset()
 
     def for_step(self, on_line: LineFn | None) -> Workspace:
         return replace(self, on_line=on_line)

@@ -22,7 +22,7 @@ from contextlib import nullcontext
 from dataclasses import astuple
 from pathlib import Path
 
-from assembler.cache import key_of
+from assembler.cache import Origin, key_of
 from assembler.compile import keepfailed, keptcaches, worktree
 from assembler.compile.agent import DEFAULT_EXCLUDES
 from assembler.compile.apt import apt_install, package_cache
@@ -97,18 +97,28 @@ def run_compile_step(
     first (``--no-cache``, ``--rebuild STEP``). With ``ws.folders`` (a registry step
     cache), empty kept folders are restored from it first (while the devel image with the
     step's packages is made or brought in: neither needs the other) and exported after the
-    build (:mod:`assembler.compile.keptcaches`).
+    build (:mod:`assembler.compile.keptcaches`). Its ``shared_cache:`` folders are held
+    while it runs (:class:`~assembler.compile.keptcaches.SharedFolders`). Under
+    ``--cache-trust`` (``ws.trusted``), a kept folder restored from an entry no trusted key
+    signed is emptied first.
 
     Raises StepFailed (command, exit code, log tail and path) when a command fails or an
-    artifact is missing; InputError for a secret missing from the environment.
+    artifact is missing; InputError for a secret missing from the environment; CacheError
+    when a kept folder cannot be prepared.
     """
     log_path = step_log(ws.cache, step.name, key)
-    with worktree.kept_folder(ws.cache, step.name, tree_key, fresh=fresh) as kept:
+    restore = ws.folders is not None and not fresh  # a forced step starts from empty folders
+    with (
+        worktree.kept_folder(ws.cache, step.name, tree_key, fresh=fresh, trusted=ws.trusted) as kept,
+        keptcaches.SharedFolders(ws.cache, step, trusted=ws.trusted, restoring=restore) as shared,
+    ):
         restoring = None
-        if ws.folders is not None and not fresh:  # a forced step starts from empty folders
-            folders = ws.folders
+        if ws.folders is not None and restore:
+            folders, empty = ws.folders, list(shared.restorable)
             restoring = _Background(
-                lambda stop: keptcaches.restore(folders, step, cache=ws.cache, kept=kept, tree_key=tree_key, stop=stop),
+                lambda stop: keptcaches.restore(
+                    folders, step, cache=ws.cache, kept=kept, tree_key=tree_key, shared=empty, stop=stop
+                ),
                 name=f"restore-{step.name}",
             )
         started = time.monotonic()
@@ -120,6 +130,7 @@ def run_compile_step(
             if restoring is not None:
                 restoring.stop()
             raise
+        shared.settle()  # the shared folders it restored are for other steps to use too
         results = _run_compile_step(
             step, image=image, sources=sources, inputs=inputs, ws=ws, log_path=log_path, kept=kept, started=started
         )
@@ -188,12 +199,26 @@ def _devel_image(step: m.CompileStep, base: Image, ws: Workspace, log_path: Path
     buildah image of ``base`` with them installed, made once per base and package list."""
     if not step.packages:
         return base
-    env = {k: v for k, v in step.env.items() if k != LOCK_ENV}  # the lock changes no apt install
+    env = _package_env(step)
     if ws.toolchains is None:
         return with_packages(
             ws, base, step.packages, env=env, step=step.name, log_path=log_path.with_suffix(".packages.log")
         )
     return _toolchain(step, base, ws, env)
+
+
+def _package_env(step: m.CompileStep) -> dict[str, str]:
+    """The environment the step's packages are installed with: the lock changes no apt install."""
+    return {k: v for k, v in step.env.items() if k != LOCK_ENV}
+
+
+def toolchain_origin(step: m.CompileStep, base: Image, ws: Workspace) -> Origin | None:
+    """The registry entry the layer of ``step``'s packages it ran on (on ``base``) came
+    from (None: made here, or no such layer): the step is built on that entry too."""
+    if not step.packages or ws.toolchains is None:
+        return None
+    _, what = package_install(base, step.packages, _package_env(step))
+    return ws.toolchains.origin(key_of({"toolchain": what}))
 
 
 def _toolchain(step: m.CompileStep, base: Image, ws: Workspace, env: Mapping[str, str]) -> str:
@@ -208,9 +233,8 @@ def _toolchain(step: m.CompileStep, base: Image, ws: Workspace, env: Mapping[str
     assert ws.toolchains is not None
     command, what = package_install(base, step.packages, env)
     key = key_of({"toolchain": what})
-    name = "localhost/assemble-toolchain:" + key[:24]
     label = f"{step.name}: packages"
-    with ws.package_lock(name):
+    with ws.package_lock("toolchain:" + key):
         layer = ws.toolchains.take(key, label)
         if layer is None:
             layer = run_runtime_step(
@@ -228,6 +252,9 @@ def _toolchain(step: m.CompileStep, base: Image, ws: Workspace, env: Mapping[str
                 shipped=False,
             )
             ws.toolchains.keep(key, layer, label)
+        # Named by the layer too: the image of a layer taken unchecked from a registry in
+        # an earlier run is never what a step runs on once that layer is made here instead.
+        name = "localhost/assemble-toolchain:" + key_of({"toolchain": key, "layer": layer.digest})[:24]
         found = ws.buildah.image_id(name)
         if found is not None:
             return found

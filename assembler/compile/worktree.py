@@ -28,13 +28,13 @@ import logging
 import os
 import shutil
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from assembler.cache import Cache
+from assembler.cache import Cache, Origin
 from assembler.errors import CacheError
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,9 @@ def _writable_then_retry(func: Callable[..., Any], path: str, _exc: object) -> N
     func(path)
 
 
-def _remove(path: Path) -> None:
+def remove_tree(path: Path) -> None:
+    """Remove ``path`` (a folder with all it holds, read-only folders too; or a file, a
+    link). Raises OSError."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, onerror=_writable_then_retry)
     else:
@@ -179,7 +181,7 @@ def _sync(source: Path, copy: Path, keep: Callable[[str], bool]) -> SyncStats:
     if previous is None:
         # What the copy holds is unknown (first sync, interrupted sync): start empty.
         if os.path.lexists(copy):
-            _remove(copy)
+            remove_tree(copy)
         previous = {}
     copy.mkdir(parents=True, exist_ok=True)
     _save_state(copy, previous, complete=False)  # an interruption from here on is seen
@@ -196,7 +198,7 @@ def _sync(source: Path, copy: Path, keep: Callable[[str], bool]) -> SyncStats:
     for rel in sorted(set(previous) - set(files), key=lambda r: r.count("/"), reverse=True):
         path = copy / rel
         if _inside_real_folders(copy, rel) and os.path.lexists(path):
-            _remove(path)
+            remove_tree(path)
             removed += 1
     # Folders get their modes last: a read-only source folder must not stop the copy.
     for rel, (src_stamp, _) in files.items():
@@ -214,13 +216,13 @@ def _sync_entry(src: Path, dst: Path, want: Stamp, last: tuple[Stamp, Stamp] | N
     if kind == "dir":
         if have is None or have[0] != "dir":
             if have is not None:
-                _remove(dst)
+                remove_tree(dst)
             dst.mkdir(mode=0o755)
         return False
     if kind == "link":
         if have is None or have[0] != "link" or have[4] != link:
             if have is not None:
-                _remove(dst)
+                remove_tree(dst)
             os.symlink(link, dst)
         return False
     # A regular file: unchanged in the source and untouched in the copy since the last sync?
@@ -231,7 +233,7 @@ def _sync_entry(src: Path, dst: Path, want: Stamp, last: tuple[Stamp, Stamp] | N
             os.chmod(dst, mode | stat.S_IWUSR)
         return False
     if have is not None:
-        _remove(dst)
+        remove_tree(dst)
     tmp = dst.with_name(f".{dst.name}.assemble-tmp")
     shutil.copyfile(src, tmp)  # a new file: its mtime is now, newer than any build output
     os.chmod(tmp, mode | stat.S_IWUSR)
@@ -248,21 +250,37 @@ def kept_path(cache: Cache, step: str, tree_key: str) -> Path:
 
 
 @contextmanager
-def kept_folder(cache: Cache, step: str, tree_key: str, *, fresh: bool = False) -> Iterator[Path]:
+def kept_folder(
+    cache: Cache, step: str, tree_key: str, *, fresh: bool = False, trusted: Collection[str] = ()
+) -> Iterator[Path]:
     """The folder of what a step keeps between builds of one definition (its ``cache:``
     folders and source working copies), held under a lock while the step runs: another
     build of the same definition waits, and pruning never takes a folder in use.
-    ``fresh`` empties it first. Folders of older definitions beyond the newest
-    ``KEEP_DEFINITIONS`` are removed when nobody holds them."""
+    ``fresh`` empties it first; so does ``trusted`` (``--cache-trust``'s key ids) when the
+    folder was restored from a registry entry none of those keys signed (a warning):
+    nothing is built on it. Folders of older definitions beyond the newest
+    ``KEEP_DEFINITIONS`` are removed when nobody holds them. Raises CacheError."""
     folder = kept_path(cache, step, tree_key)
     root = folder.parent
     try:
         with open(root / f"{folder.name}.lock", "a") as lock:
-            if not _try_lock(lock):
+            if not try_lock(lock):
                 log.warning("step %s: another build is using its kept folder %s; waiting", step, folder)
                 fcntl.flock(lock, fcntl.LOCK_EX)
+            origin = cache.folder_origin(folder) if trusted and not fresh else None
+            if origin is not None and origin.signer not in trusted:
+                # As a local step record taken unchecked is a miss under --cache-trust: the
+                # step starts from an empty folder (restored from a signed entry if there is one).
+                log.warning(
+                    "step %s: its kept folder %s was restored from %s, which no --cache-trust key signed: "
+                    "emptied, nothing is built on it",
+                    step,
+                    folder,
+                    restored_from(origin),
+                )
+                fresh = True
             if fresh and os.path.lexists(folder):
-                _remove(folder)
+                remove_tree(folder)
                 cache.put_folder_origin(folder, None)  # made here from now on
             folder.mkdir(exist_ok=True)
             os.utime(folder)
@@ -272,7 +290,16 @@ def kept_folder(cache: Cache, step: str, tree_key: str, *, fresh: bool = False) 
         raise CacheError(f"step {step}: preparing its kept folder {folder}: {e}") from e
 
 
-def _try_lock(lock: Any) -> bool:
+def restored_from(origin: Origin) -> str:
+    """The entry a kept folder was restored from, as a warning names it."""
+    if not origin.tag:  # its record is unreadable (Cache.folder_origin): taken as unchecked
+        return f"an entry its unreadable record {origin.repository} named"
+    return f"docker://{origin.repository}:{origin.tag}"
+
+
+def try_lock(lock: Any) -> bool:
+    """Whether ``flock`` gave the open file ``lock`` to this process alone without waiting
+    (False: another holds it; a lock this file held before is dropped then)."""
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -290,7 +317,7 @@ def _prune(cache: Cache, root: Path, current: Path, step: str) -> None:
             continue
     for _, old in sorted(others, reverse=True)[KEEP_DEFINITIONS - 1 :]:
         with open(root / f"{old.name}.lock", "a") as lock:
-            if not _try_lock(lock):
+            if not try_lock(lock):
                 continue  # in use by another build
             log.info("step %s: removing the kept folder of an older definition (%s)", step, old.name)
             shutil.rmtree(old, onerror=_writable_then_retry)

@@ -246,7 +246,6 @@ class Builder(Walk):
                 epoch=self.ctx.epoch,
                 compression="zstd",
                 host_ca=self.options.host_ca,
-                on_line=None,
                 folders=self.folders,
                 # A step's packages travel as a layer only with a registry step cache: here
                 # buildah's committed image of them is kept, and cheaper to make.
@@ -256,6 +255,7 @@ class Builder(Walk):
                 agent=exportagent.MODULE,
                 agent_job={"elf_facts": self.options.deps_check, "read": artifacts_read(self.man)},
                 keep_failed=self.options.keep_failed,
+                trusted=frozenset(k.key_id for k in self.options.cache_trust),
             )
         return self._ws
 

@@ -16,7 +16,7 @@ from typing import Protocol
 from assembler.cache import Cache, Origin, StepResult, built_on
 from assembler.compile import keptcaches
 from assembler.compile import sources as srcs
-from assembler.compile.steps import Mounted, Workspace, run_compile_step
+from assembler.compile.steps import Mounted, Workspace, run_compile_step, toolchain_origin
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
 from assembler.pipeline.options import Options, Reporter
@@ -47,7 +47,8 @@ class Executor(Protocol):
 
     def run_compile(self, job: CompileJob, *, stop: Callable[[], bool]) -> dict[str, Layer]:
         """The step's artifacts, recorded in the cache under ``job.key`` with what they are
-        built on (:func:`assembler.cache.built_on`: ``job.built_on``, its kept folders).
+        built on (:func:`assembler.cache.built_on`: ``job.built_on``, its packages' layer,
+        its kept folders).
 
         Raises StepFailed or ToolError when the step fails; Cancelled once ``stop()`` turns
         true (another step failed, or Ctrl-C) where the executor waits on something."""
@@ -63,19 +64,22 @@ class LocalExecutor:
 
     def run_compile(self, job: CompileJob, *, stop: Callable[[], bool]) -> dict[str, Layer]:
         # ``stop`` is not polled: the build cancels the runner, which kills the step's programs.
+        ws = self.workspace(job.step.name)
         results = run_compile_step(
             job.step,
             base=job.base,
             sources=job.sources,
             inputs=job.inputs,
-            ws=self.workspace(job.step.name),
+            ws=ws,
             key=job.key,
             tree_key=job.tree_key,
             fresh=job.fresh,
         )
-        # Its kept folders too: one restored from a registry unchecked makes the result unchecked.
+        # What it ran on besides: its packages' layer and its kept folders. Either taken from
+        # a registry unchecked makes the result unchecked.
+        packages = toolchain_origin(job.step, job.base, ws)
         folders = keptcaches.origins(job.step, cache=self.cache, tree_key=job.tree_key)
-        origin = built_on([job.built_on, *folders])
+        origin = built_on([job.built_on, packages, *folders])
         self.cache.put_step_result(job.key, StepResult(job.step.name, results), origin)
         return results
 

@@ -44,6 +44,13 @@ class Origins:
                 self._layers[diff_id] = built_on([self._layers.get(diff_id), origin]) or origin
         self.used(origin)
 
+    def origin_of(self, key: str) -> Origin | None:
+        """The entry ``key``, used in this walk, came from or is built on (None: made here
+        from nothing taken, or not used)."""
+        with self._lock:
+            taken = self.taken.get(key)
+        return taken[1] if taken is not None else None
+
     def carry(self, made: str, source: str) -> None:
         """The layer ``made`` (a layer fitted onto an image) is made from the layer ``source``."""
         with self._lock:

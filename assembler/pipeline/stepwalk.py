@@ -222,7 +222,11 @@ class StepWalk:
         """``result``, made here and recorded under ``key`` (with the entry it is built on),
         noted as built on that entry (the provenance names it, what is made from it is built
         on it too) and exported to the registry step cache (signed only if that entry was)."""
-        self.note_taken(key, f"step {result.step}", [b.diff_id for b in result.layers()])
+        # The record's origin, not the registry's: an entry the step cache holds under this
+        # key (a step --rebuild ran again) is not what this result was made from.
+        origin = self.cache.origin(key)
+        if origin is not None:
+            self.origins.note(key, f"step {result.step}", origin, [b.diff_id for b in result.layers()])
         if self.remote is not None:
             self.remote.export(key, result)
 

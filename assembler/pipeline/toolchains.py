@@ -6,7 +6,7 @@ toolchain instead of running apt again."""
 
 from __future__ import annotations
 
-from assembler.cache import StepResult
+from assembler.cache import Origin, StepResult
 from assembler.errors import AssemblerError
 from assembler.oci.layer import Layer
 from assembler.pipeline.options import Event
@@ -36,6 +36,10 @@ class Toolchains:
             return None
         self.walk.note_taken(key, what, [hit.layer.diff_id])  # the provenance names it; warned of if unchecked
         return hit.layer
+
+    def origin(self, key: str) -> Origin | None:
+        # As take() noted it: what this walk took, not what a record may say by now.
+        return self.walk.origins.origin_of(key)
 
     def keep(self, key: str, layer: Layer, what: str) -> None:
         result = StepResult(what, layer=layer)
