@@ -63,6 +63,7 @@ UNIT_MODULES = frozenset(
         "test_hygiene.py",
         "test_labels.py",
         "test_layout.py",
+        "test_messages.py",
         "test_outputs_safety.py",
         "test_preflight.py",
         "test_proc.py",

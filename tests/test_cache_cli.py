@@ -264,3 +264,54 @@ def test_unreadable_record_is_reported_dropped_and_made_again(tmp_path: Path) ->
     assert ran.code == 1 and "unreadable" in ran.out and not Path(layer["path"]).exists(), str(ran)
     assert build(root, "out2") == first
     assert Path(layer["path"]).is_file() and cache(root, "verify").code == 0
+
+
+def test_a_build_keeps_the_cache_within_its_budget_and_its_own_entries(tmp_path: Path) -> None:
+    """After a build, a cache over its budget (``--cache-max-size``, else the config
+    file's ``cache-max-size``) shrinks to it: the least recently used go (an older build's
+    layer), never what the build used, even when that alone is over the budget."""
+    root = copy_project(tmp_path / "p")
+    (root / "old.bin").write_bytes(os.urandom(1 << 20))  # random bytes: a 1 MiB layer, compressed
+    (root / "old.yaml").write_text(COPY_ONLY.replace("./b.txt, to: /b.txt", "./old.bin, to: /old.bin"))
+    # What this build holds alone, in a cache of its own.
+    alone = run_cli(["m.yaml", "--cache", str(root / "alone"), "-o", "oci:alone:x"], cwd=root)
+    assert alone.code == 0, str(alone)
+    listed = run_cli(["cache", "ls", "--json", "--cache", str(root / "alone")], cwd=root).json
+    own = listed["held"]
+    assert own == sum(listed["parts"].values()) == listed["total"] + listed["storage"]
+    assert listed["parts"]["layers"] > 0 and listed["parts"]["records"] > 0, listed["parts"]
+
+    build(root, "old", "old.yaml")  # an older build, used two days ago
+    for item in items(root):
+        age(item, 2)
+    old_layer = manifest_of(root / "old", "x")["layers"][-1]["digest"]
+    assert blob_file(root, old_layer).is_file()
+    budget = own + (64 << 10)  # this build's own and less than the older build's layer
+    ran = run_cli(
+        ["m.yaml", "--cache", str(root / "cache"), "--cache-max-size", str(budget), "-o", "oci:new:x"], cwd=root
+    )
+    assert ran.code == 0, str(ran)
+    after = cache(root, "ls", "--json").json
+    assert after["held"] <= budget < after["held"] + (1 << 20), (after["held"], budget)
+    assert not blob_file(root, old_layer).exists(), "the older build's layer went"
+    assert_consistent(root)
+
+    # A budget this build's own entries alone are over: all the rest goes, they stay.
+    config = tmp_path / "config" / "assemble" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text('cache-max-size = "1"\n')
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "config")}
+    for item in items(root):
+        age(item, 2)
+    again = run_cli(["m.yaml", "--cache", str(root / "cache"), "-o", "oci:new:x", "--json"], cwd=root, env=env)
+    assert again.code == 0, str(again)
+    assert [layer["origin"] for layer in again.json["layers"]] == ["base", "cached", "cached"]
+    left = {i["kind"] for i in items(root)}
+    assert {"base", "layer"} <= left, left
+    rebuilt = run_cli(["m.yaml", "--cache", str(root / "cache"), "-o", "oci:new:x", "--json"], cwd=root, env=env)
+    assert rebuilt.code == 0, str(rebuilt)
+    assert [layer["origin"] for layer in rebuilt.json["layers"]] == ["base", "cached", "cached"]
+    assert rebuilt.json["digest"] == again.json["digest"] == layout_digest(root / "alone", "x")
+    assert cache(root, "ls", "--json").json["held"] <= own + 4096  # none of the older build's is left
+    bad = run_cli(["m.yaml", "--cache", str(root / "cache"), "--cache-max-size", "lots", "-o", "oci:x:x"], cwd=root)
+    assert bad.code == 2 and "--cache-max-size" in bad.err, str(bad)

@@ -206,7 +206,8 @@ def test_apt_cache_sets_are_claimed_across_processes(tmp_path: Path) -> None:
 def test_an_apt_cache_set_in_use_is_locked_for_prune(tmp_path: Path) -> None:
     """Prune's per-folder check (a kept folder's lock) holds for apt's sets: their lock is
     the one a step claims them with."""
-    from assembler.cache.maintain import _unless_locked, inventory
+    from assembler.cache.maintain import inventory
+    from assembler.cache.prune import _unless_locked
     from assembler.compile.apt import claim_slot
 
     cache = Cache(tmp_path / "cache")

@@ -208,4 +208,28 @@ def test_assemble_sqsh_converts_any_image(small: Path, tmp_path: Path) -> None:
     ):
         ran = run_cli(["sqsh", *bad, "--cache", str(tmp_path / "cache")], cwd=small)
         assert ran.code == 2 and message in ran.err and "Traceback" not in ran.err, str(ran)
+    # The image's SBOM and provenance next to it, as `sif` keeps them and a build's sqsh: has them.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "cache",
+        "conv.sqsh",
+        "conv.sqsh.provenance.intoto.json",
+        "conv.sqsh.spdx.json",
+    ]
+    assert [b["path"] for b in first.json["beside"]] == [f"{out}.spdx.json", f"{out}.provenance.intoto.json"]
+
+
+def test_assemble_sqsh_keeps_the_images_sbom_and_provenance(small: Path, tmp_path: Path) -> None:
+    """What `referrers` reads for a sqsh file (the files next to it) are the layout's
+    referrers, byte for byte; --no-sbom writes none and removes ours."""
+    out = tmp_path / "conv.sqsh"
+    ran = run_cli(["sqsh", f"oci:{small}/out/img:latest", str(out), "--cache", str(tmp_path / "cache")], cwd=small)
+    assert ran.code == 0 and f"  + {out}.spdx.json\n" in ran.out, str(ran)
+    of_layout = run_cli(["referrers", f"oci:{small}/out/img:latest", "--json"], cwd=small)
+    of_sqsh = run_cli(["referrers", f"sqsh:{out}", "--json"], cwd=small)
+    assert of_layout.code == 0 and of_sqsh.code == 0, f"{of_layout}\n{of_sqsh}"
+    blobs = {r["artifact_type"]: r["files"][0]["digest"] for r in of_layout.json["referrers"]}
+    assert len(blobs) == 2 and {r["artifact_type"]: r["files"][0]["digest"] for r in of_sqsh.json["referrers"]} == blobs
+    assert of_sqsh.json["subject"] == of_layout.json["subject"]
+    bare = run_cli(["sqsh", f"oci:{small}/out/img:latest", str(out), "--no-sbom", "--cache", str(tmp_path / "cache")])
+    assert bare.code == 0, str(bare)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "conv.sqsh"]

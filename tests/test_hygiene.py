@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import tarfile
@@ -301,3 +302,113 @@ def test_a_build_loads_no_command_it_does_not_run() -> None:
     assert "assembler.cli.build" in loaded, "the probe must reach the build command"
     unneeded = {"cryptography", "assembler.sign", "assembler.cli.images", "assembler.compile.storage"}
     assert not loaded & unneeded
+
+
+# A build run in a fresh interpreter, watched through Python's audit hooks: every program it
+# starts (subprocess.Popen) and every open of the files named in argv[2] (a JSON list).
+_WATCHED_BUILD = """
+import json, sys
+out, watched = sys.argv[1], set(json.loads(sys.argv[2]))
+seen = {"programs": [], "opened": []}
+def hook(event, args):
+    if event == "subprocess.Popen":
+        seen["programs"].append(str(args[1]))
+    elif event == "open" and str(args[0]) in watched:
+        seen["opened"].append(str(args[0]))
+sys.addaudithook(hook)
+from assembler.cli import main
+seen["code"] = main(sys.argv[3:])
+seen["modules"] = sorted(sys.modules)
+with open(out, "w") as f:
+    json.dump(seen, f)
+"""
+
+
+def _watched_build(tmp_path: Path, watched: list[Path], args: list[str]) -> dict[str, Any]:
+    import json
+
+    report = tmp_path / "watched.json"
+    argv = [sys.executable, "-c", _WATCHED_BUILD, str(report), json.dumps([str(p) for p in watched]), *args]
+    ran = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    seen: dict[str, Any] = json.loads(report.read_text())
+    assert seen["code"] == 0, ran.stderr
+    return seen
+
+
+def test_a_no_change_build_starts_no_program_reads_no_unchanged_tarball_and_loads_what_it_uses(
+    tmp_path: Path,
+) -> None:
+    """A rebuild that changes nothing is mostly Python's start: it asks no program what it
+    already knows (plumbum, which runs `uname -p` as it loads, is not even imported), reads
+    no unchanged `rootfs:` tarball again (its digest is remembered by the file's identity),
+    and loads neither the registry client, the signing code nor the ELF reader."""
+    root = tmp_path / "root.tar"
+    with tarfile.open(root, "w") as tf:
+        for name, data in (("etc/os-release", b"ID=probe\n"), ("bin/hello", b"#!/bin/sh\necho hi\n")):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o755
+            tf.addfile(info, io.BytesIO(data))
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files/a.txt").write_text("data\n")
+    (tmp_path / "m.yaml").write_text(
+        "name: probe\nbases:\n  root: rootfs:root.tar\n"
+        "image:\n  base: root\n  layers:\n    - copy: {from: ./files/, to: /srv/}\n"
+    )
+    args = ["m.yaml", "--cache", str(tmp_path / "cache"), "-o", f"oci:{tmp_path / 'out'}:x", "-q"]
+    cold = _watched_build(tmp_path, [root], args)
+    assert cold["opened"], "the first build must read the tarball"
+    again = _watched_build(tmp_path, [root], args)
+    assert again["programs"] == []
+    assert again["opened"] == []
+    loaded = {name.split(".")[0] for name in again["modules"]} | set(again["modules"])
+    unneeded = {
+        "plumbum",  # no program started
+        "requests",  # no registry reached
+        "urllib3",
+        "oras",
+        "assembler.registry.client",
+        "cryptography",  # nothing signed
+        "assembler.sign",
+        "elftools",  # the dependency check answers from what it remembered
+    }
+    assert not loaded & unneeded, sorted(loaded & unneeded)
+    # the tarball edited: read again (its identity changed)
+    with tarfile.open(root, "a") as tf:
+        info = tarfile.TarInfo("etc/hostname")
+        info.size = 6
+        tf.addfile(info, io.BytesIO(b"probe\n"))
+    assert _watched_build(tmp_path, [root], args)["opened"]
+
+
+def test_a_programs_version_is_asked_once_per_binary(tmp_path: Path) -> None:
+    """mmdebstrap's version is part of a bootstrapped base's key, and asking it is a Perl
+    start-up (0.3 s, once a base, on every build). It is remembered by the binary's identity
+    (path, inode, size, times): asked again only when the binary changes; a plan (which
+    writes nothing) asks without remembering."""
+    import shutil
+
+    from assembler.cache import Cache
+    from assembler.proc import Runner
+    from assembler.transports.bootstrap import tool_version
+
+    real = shutil.which("mmdebstrap")
+    assert real is not None, "mmdebstrap is not installed"
+    bin_dir, ran = tmp_path / "bin", tmp_path / "ran.log"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "mmdebstrap"  # the real one, each start written down
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {ran}\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    runner = Runner(env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    cache = Cache(tmp_path / "cache")
+
+    def starts() -> int:
+        return len(ran.read_text().splitlines()) if ran.exists() else 0
+
+    planned = tool_version(runner, cache, record=False)
+    assert starts() == 1 and planned.startswith("mmdebstrap ")
+    assert tool_version(runner, cache, record=True) == planned and starts() == 2
+    assert tool_version(runner, cache, record=True) == planned and starts() == 2  # not started again
+    assert tool_version(runner, cache, record=False) == planned and starts() == 2
+    wrapper.write_text(wrapper.read_text() + "# upgraded\n")  # another binary at the same path
+    assert tool_version(runner, cache, record=True) == planned and starts() == 3

@@ -12,6 +12,7 @@ outputs and the runtime config the Dockerfiles set.
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import subprocess
 import tarfile
@@ -234,6 +235,45 @@ def test_light_image_reuses_the_build_and_runs_llama_cli(built: Built, tmp_path:
     assert manifest["annotations"]["org.opencontainers.image.source"] == "https://github.com/ggml-org/llama.cpp"
 
 
+def test_an_edit_links_what_changed_alone_and_an_old_library_version_is_never_shipped(built: Built) -> None:
+    """The build tree stays between builds (layers/llama-cpp.yaml, ``cache: [/build]``): an
+    edit of the server's source recompiles that file and links the server alone, no library
+    or other program again. A version bump of ggml (its SONAME files renamed) ships the new
+    files and none of the old ones the kept tree still held."""
+    source = built.project / "examples/llama-standin"
+    server, ggml = source / "tools/server/server.cpp", source / "ggml/CMakeLists.txt"
+    originals = {path: path.read_text() for path in (server, ggml)}
+    try:
+        server.write_text(originals[server] + "\nint assemble_test_edit = 1;\n")
+        log = step_log(built, built.build("-o", "oci:out/llama:edited"))
+        assert re.findall(r"Building (?:C|CXX) object (\S+)", log) == [
+            "tools/server/CMakeFiles/llama-server.dir/server.cpp.o"
+        ], log[-3000:]
+        assert re.findall(LINKED, log) == ["bin/llama-server"], log[-3000:]
+        ggml.write_text(originals[ggml].replace("set(GGML_VERSION 0.9.4)", "set(GGML_VERSION 0.9.5)"))
+        bumped = built.build("-o", "oci:out/llama:bumped")
+    finally:
+        for path, text in originals.items():
+            path.write_text(text)
+    libs = next(x for x in bumped.json["layers"] if x["what"] == "artifact llama.libs")
+    members = layer_members(built.project / "out/llama", libs["digest"])
+    links = {name: m.linkname for name, m in members.items() if m.issym()}
+    assert links == {name: target.replace("0.9.4", "0.9.5") for name, target in SONAME_LINKS.items()}
+    files = {name for name, m in members.items() if m.isfile()}
+    versioned = {"app/libggml-base.so.0.9.5", "app/libggml.so.0.9.5", "app/libllama.so.0.0.0", "app/libmtmd.so.0.0.0"}
+    assert files == versioned | {f"app/libggml-cpu-{v}.so" for v in CPU_VARIANTS}
+
+
+# What ninja (and make) print for each link: "Linking CXX executable bin/llama-server".
+LINKED = r"Linking (?:C|CXX) (?:executable|shared library|shared module|static library) (\S+)"
+
+
+def step_log(built: Built, ran: Ran) -> str:
+    """The compile step's log of the build ``ran`` (one file per step key)."""
+    step = next(s for s in ran.json["steps"] if s["name"] == "llama")
+    return (built.project / "cache" / "logs" / f"llama-{step['key'][:12]}.log").read_text()
+
+
 # -- every backend and target, planned offline -------------------------------------------------
 
 BASES = {
@@ -334,8 +374,19 @@ def test_bases_source_and_cmake_flags_per_backend(backend: str) -> None:
     ]
     assert all(flag in configure.split() for flag in UPSTREAM_FLAGS), configure
     assert step.env["GGML_NATIVE"] == "OFF"
-    # upstream's build packages (less python, which the build never runs), plus ccache for rebuilds
-    assert step.packages == ["build-essential", "cmake", "git", "libcurl4-openssl-dev", "libgomp1", "ccache"]
+    # upstream's build packages (less python, which the build never runs), plus ccache and
+    # ninja for rebuilds (its log tells what an earlier build made that this one does not)
+    assert step.packages == [
+        "build-essential",
+        "cmake",
+        "git",
+        "libcurl4-openssl-dev",
+        "libgomp1",
+        "ccache",
+        "ninja-build",
+    ]
+    assert "-G Ninja" in configure and "ninja -C /build -t cleandead" in step.run[1]
+    assert "find /build/bin" not in step.run[1]  # the kept tree's programs are not linked again
     assert step.artifacts["libs"].path == "/out/lib/*" and step.artifacts["libs"].to == "/app/"
     assert 'find /build -name "*.so*" -exec cp -P {} /out/lib' in step.run[2]
     if backend == "cuda":

@@ -187,8 +187,12 @@ def test_sif_and_sqsh_outputs_through_a_symlink_replace_the_link_not_its_target(
         assert not (root / name).is_symlink() and (root / name).stat().st_size > 0
     assert {name: (root / name).read_bytes() for name in before} == before
     assert (root / "link.sqsh.spdx.json").is_file() and (root / "link.sqsh.provenance.intoto.json").is_file()
-    # `assemble sqsh` writes no SBOM beside its file: a user's file of that name stays.
+    # `assemble sqsh` writes the SBOM beside its file as a build does: a user's file of that
+    # name is never replaced (refused before anything is written; --no-sbom leaves it be).
     (root / "mine.sqsh.spdx.json").write_text("the user's\n")
     ran = run_cli(["sqsh", "oci:out:one", "mine.sqsh", "--cache", "cache"], cwd=root)
+    assert ran.code == 2 and "was not written by assemble; not replacing it" in ran.err, str(ran)
+    assert not (root / "mine.sqsh").exists()
+    ran = run_cli(["sqsh", "oci:out:one", "mine.sqsh", "--cache", "cache", "--no-sbom"], cwd=root)
     assert ran.code == 0, str(ran)
     assert (root / "mine.sqsh.spdx.json").read_text() == "the user's\n"

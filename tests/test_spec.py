@@ -270,3 +270,73 @@ def test_a_lock_reads_back_as_written_where_yaml_1_1_and_1_2_differ(tmp_path: Pa
     write_lock(tmp_path / "m.lock", lock)
     again = read_lock(tmp_path / "m.lock")
     assert again.sets == lock.sets
+
+
+def _uv(pin: str, *digits: str) -> str:
+    """A pin as uv writes it: one ``--hash`` line per sha256 (each a hex digit 64 times)."""
+    return pin + "".join(f" \\\n    --hash=sha256:{d * 64}" for d in digits) + "\n"
+
+
+def test_a_pins_hashes_are_written_once_and_read_back_into_each_set(tmp_path: Path) -> None:
+    """Lock version 2 wrote each set's hashes out in full (vLLM's lock: 3.5 MB, torch's in
+    28 sets). A version's hash lines are written once; a pin two sets give with other
+    hashes, or one with none, keeps its lines in each set as uv wrote them."""
+    from assembler.spec.lockfile import Entry, Lock, read_lock, write_lock
+    from assembler.spec.setuses import set_key
+
+    pins = {
+        "a": _uv("torch==2.9.0", "1", "2") + _uv("numpy==2.1.0", "3") + _uv("six==1.0", "5") + "x @ https://h/x.whl\n",
+        "b": _uv("torch==2.9.0", "1", "2") + _uv("numpy==2.1.0", "4") + "six==1.0\n",
+        "c": _uv("torch==2.9.0", "1", "2"),
+    }
+    keys = {}
+    lock = Lock("m.yaml")
+    for name, text in pins.items():
+        definition = {"requirements": [name], "python": "3.12"}
+        keys[name] = set_key(definition)
+        lock.sets[keys[name]] = Entry(definition, text)
+    path = tmp_path / "m.lock"
+    write_lock(path, lock)
+    text = path.read_text()
+    assert "lock_version: 3\n" in text and text.count("      torch==2.9.0\n") == 3
+    assert text.count("1" * 64) == 1 and text.count("2" * 64) == 1, text  # three sets, written once
+    assert f"\nhashes:\n  torch==2.9.0:\n    - sha256:{'1' * 64}\n    - sha256:{'2' * 64}\n" in text, text
+    for inline in ("numpy==2.1.0 \\\n          --hash=sha256:3", "numpy==2.1.0 \\\n          --hash=sha256:4"):
+        assert inline in text, text
+    assert "\n  numpy==2.1.0:" not in text and "\n  six==1.0:" not in text and "      six==1.0\n" in text
+    again = read_lock(path)
+    assert again.sets == lock.sets
+    torch = [f"--hash=sha256:{d * 64}" for d in "12"]
+    assert again.sets[keys["c"]].hashes() == {"torch==2.9.0": torch}  # what --require-hashes files are made of
+    assert again.sets[keys["b"]].hashes()["six==1.0"] == []
+    write_lock(path, again)
+    assert path.read_text() == text
+
+
+@pytest.mark.parametrize(
+    ("version", "said"),
+    [(2, "keeping its pins"), (1, "resolving every set again"), (4, "is newer than this assemble reads")],
+)
+def test_a_lock_of_another_version_is_named_and_version_2_read_only_to_be_written_anew(
+    tmp_path: Path, version: int, said: str
+) -> None:
+    from assembler.errors import InputError
+    from assembler.spec.lockfile import read_lock
+    from assembler.spec.setuses import set_key
+
+    key = set_key({"requirements": ["torch"], "python": "3.12"})
+    path = tmp_path / "m.lock"
+    path.write_text(
+        f"lock_version: {version}\nmanifest: m.yaml\nsets:\n  {key}:\n    python: '3.12'\n"
+        f"    requirements: [torch]\n    pins: |\n      torch==2.9.0 \\\n          --hash=sha256:{'1' * 64}\n"
+    )
+    with pytest.raises(InputError) as refused:
+        read_lock(path)
+    assert f"lock_version {version} " in refused.value.message and said in refused.value.message, refused.value
+    assert "lock_version 3" in refused.value.message
+    if version == 2:  # what assemble lock reads to write it anew
+        (entry,) = read_lock(path, older=True).sets.values()
+        assert entry.hashes() == {"torch==2.9.0": [f"--hash=sha256:{'1' * 64}"]}
+    else:
+        with pytest.raises(InputError):
+            read_lock(path, older=True)

@@ -1,4 +1,4 @@
-"""Listing, verifying and pruning the cache (``assemble cache ls|verify|prune``).
+"""Listing and verifying the cache (``assemble cache ls|verify``).
 
 Everything the cache holds is an *item* with a size and a last use:
 
@@ -9,29 +9,23 @@ Everything the cache holds is an *item* with a size and a last use:
   ``source``: git mirrors, checkouts and downloads (``sources/``);
 - ``blob``: a blob no entry names (an image read from a layout, a converted manifest).
 
-Pruning removes items, never a blob that a remaining entry names: a blob goes when the
-last entry naming it goes. It holds the cache lock exclusively, so it never runs while a
-build uses the cache; a kept step folder is also skipped while anyone holds its lock.
+Pruning is :mod:`.prune`'s.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
-import shutil
 import stat
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from assembler.cache.entries import CORRUPT, Cache, StepResult, blobs_of, kind_of, parse
-from assembler.errors import CacheError, InputError
+from assembler.errors import InputError
 from assembler.oci.digest import file_digest
 
 FILE_KINDS = ("log", "folder", "source", "blob")
@@ -92,17 +86,32 @@ class Inventory:
     storage: int = 0  # buildah's storage (CACHE/buildah): base images and step containers, outside the entries
 
 
-def _tree_size(path: Path) -> int:
-    total = 0
+def _tree_size(path: Path, *, skip: Collection[Path] = ()) -> int:
+    """Bytes of the files and links under ``path`` (folders in ``skip`` left out), a file
+    with several hard links there once; what cannot be read counts nothing."""
+    total, seen = 0, set()
     for folder, dirs, files in os.walk(path, onerror=lambda e: None):
+        if skip:
+            dirs[:] = [d for d in dirs if Path(folder, d) not in skip]
         for name in (*files, *dirs):
             try:
                 st = os.lstat(os.path.join(folder, name))
             except OSError:
                 continue
-            if not stat.S_ISDIR(st.st_mode):
-                total += st.st_size
+            if stat.S_ISDIR(st.st_mode):
+                continue
+            if st.st_nlink > 1:
+                if (st.st_dev, st.st_ino) in seen:
+                    continue
+                seen.add((st.st_dev, st.st_ino))
+            total += st.st_size
     return total
+
+
+def storage_size(storage: Path) -> int:
+    """Bytes of buildah's storage in a cache (``CACHE/buildah``): its images' layers and
+    containers, the staging layout left out (its files are hard links to the cache's blobs)."""
+    return _tree_size(storage, skip=(storage / "layout",)) if storage.is_dir() else 0
 
 
 def _mtime(path: Path) -> float:
@@ -176,8 +185,52 @@ def inventory(cache: Cache) -> Inventory:
     for item in items:
         item.size = item.own + sum(sizes.get(d, 0) for d in set(item.blobs) if item.kind != "blob")
     total = sum(i.own for i in items if i.kind != "blob") + sum(sizes.values())
-    storage = _tree_size(cache.root / "buildah") if (cache.root / "buildah").is_dir() else 0
-    return Inventory(items, sizes, total, refs, storage)
+    return Inventory(items, sizes, total, refs, storage_size(cache.root / "buildah"))
+
+
+# The parts of a cache as ``cache ls`` shows them, in its order.
+PARTS = (
+    "step results",
+    "bases",
+    "layers",
+    "blobs no entry names",
+    "records",
+    "kept build trees",
+    "shared step caches",
+    "apt lists and packages",
+    "sources",
+    "logs",
+    "buildah storage",
+)
+
+
+def parts(inv: Inventory) -> dict[str, int]:
+    """What each part of the cache holds on disk (:data:`PARTS`), each byte counted once,
+    so that they add up to what a budget counts: a blob in the part of the first kind of
+    entry naming it (step results, bases, layers: a base's layers that a step result also
+    names are the step's), else among the blobs no entry names (bases read from layouts,
+    images' manifests and configs); the records themselves; the folders steps keep by kind;
+    sources (git mirrors, checkouts, downloads); step logs; buildah's storage."""
+    claimed: dict[str, str] = {}
+    for kind, part in (("step", "step results"), ("base", "bases"), ("layer", "layers")):
+        for item in inv.items:
+            if item.kind == kind:
+                for digest in item.blobs:
+                    claimed.setdefault(digest, part)
+    out = dict.fromkeys(PARTS, 0)
+    for digest, size in inv.blob_sizes.items():
+        out[claimed.get(digest, "blobs no entry names")] += size
+    for item in inv.items:
+        if item.kind == "folder":
+            group = item.name.split("/", 1)[0]
+            part = "apt lists and packages" if group.startswith("_apt") else "kept build trees"
+            out["shared step caches" if group == "_shared" else part] += item.own
+        elif item.kind in ("source", "log"):
+            out["sources" if item.kind == "source" else "logs"] += item.own
+        elif item.kind != "blob":
+            out["records"] += item.own
+    out["buildah storage"] = inv.storage
+    return out
 
 
 def _own(path: Path) -> int:
@@ -238,104 +291,3 @@ def _check_record(cache: Cache, path: Path) -> Problem | None:
         label = parsed.step if isinstance(parsed, StepResult) else kind
         return Problem("dangling", path.stem, f"{label} entry names a blob that is not in the cache")
     return None
-
-
-# -- prune -------------------------------------------------------------------------------
-
-
-@dataclass
-class Pruned:
-    removed: list[Item] = field(default_factory=list)
-    in_use: list[Item] = field(default_factory=list)
-    freed: int = 0
-    left: int = 0
-
-
-def exclusive(cache: Cache) -> None:
-    """Hold the cache lock alone (CacheError when a build is using the cache)."""
-    if not cache.try_exclusive():
-        raise CacheError(
-            f"the cache at {cache.root} is in use by a running build or another prune",
-            hint="prune again when it has finished",
-        )
-
-
-def prune(
-    cache: Cache,
-    *,
-    keep_storage: int | None = None,
-    older_than: float | None = None,
-    everything: bool = False,
-    dry_run: bool = False,
-    now: float | None = None,
-) -> Pruned:
-    """Remove items: all of them (``everything``), those unused for ``older_than``
-    seconds, then the least recently used until the cache holds ``keep_storage`` bytes.
-    A blob goes only with the last entry naming it. ``dry_run`` reports and removes
-    nothing. Raises CacheError when the cache is in use."""
-    exclusive(cache)
-    inv = inventory(cache)
-    result = Pruned(left=inv.total)
-    cutoff = (now if now is not None else time.time()) - older_than if older_than is not None else None
-    order = sorted(inv.items, key=lambda i: (i.last_use, i.kind, i.name))
-    tried: set[int] = set()
-    for item in order:
-        if everything or (cutoff is not None and item.last_use < cutoff):
-            tried.add(id(item))
-            _remove(cache, inv, item, result, dry_run=dry_run)
-    if keep_storage is not None:
-        for item in order:
-            if result.left <= keep_storage:
-                break
-            if id(item) not in tried:
-                _remove(cache, inv, item, result, dry_run=dry_run)
-    return result
-
-
-def _remove(cache: Cache, inv: Inventory, item: Item, result: Pruned, *, dry_run: bool) -> None:
-    with _unless_locked(item.lock) as free:
-        if not free:
-            result.in_use.append(item)
-            return
-        if dry_run:
-            pass
-        elif item.path.is_dir() and not item.path.is_symlink():
-            shutil.rmtree(item.path, onerror=_writable_then_retry)
-            if item.kind == "folder":
-                cache.put_folder_origin(item.path, None)  # a folder made there again is made here
-        else:
-            item.path.unlink(missing_ok=True)
-    freed = item.own if item.kind != "blob" else 0
-    for digest in set(item.blobs):
-        inv.refs[digest] -= 1
-        if inv.refs[digest] == 0 and digest in inv.blob_sizes:
-            if not dry_run:
-                cache.blob_path(digest).unlink(missing_ok=True)
-            freed += inv.blob_sizes[digest]
-    result.removed.append(item)
-    result.freed += freed
-    result.left -= freed
-
-
-@contextmanager
-def _unless_locked(lock: Path | None) -> Iterator[bool]:
-    """Holds ``lock`` (a kept folder's lock file) exclusively if nobody else does: True.
-    The lock file itself stays: a build waiting on it holds it open."""
-    if lock is None or not lock.exists():
-        yield True
-        return
-    with open(lock, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-
-
-def _writable_then_retry(func: Callable[[str], object], path: str, _exc: object) -> None:
-    # Build trees may hold read-only folders (a step's chmod): make the parent writable.
-    os.chmod(os.path.dirname(path), 0o755)
-    if os.path.isdir(path) and not os.path.islink(path):
-        os.chmod(path, 0o755)
-    func(path)

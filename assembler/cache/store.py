@@ -28,6 +28,9 @@ with all its blobs present, so no ``flock`` is needed for a build to be right. `
 only keeps ``cache prune`` off blobs a running build will use, and one build of a step off
 the kept folder another build of that step uses (compile.worktree): where the filesystem's
 locks are per node, prune when no node builds.
+
+A process holds the cache lock once, however many :class:`Store` objects it opens on one
+root (:mod:`assembler.cache.lock`), and keeps there what it used of the cache.
 """
 
 from __future__ import annotations
@@ -38,12 +41,14 @@ import logging
 import os
 import shutil
 import tempfile
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from assembler.archive.layer import HashingSink
+from assembler.cache.lock import held
 from assembler.cache.marker import claim
 from assembler.cache.temps import reclaim, temp_prefix
 from assembler.errors import CacheError, CorruptBlob, DigestMismatch, InvalidImage, NotFound
@@ -77,21 +82,6 @@ def copy_verified(blob: BinaryIO, dest: Path, *, src: Path | None = None) -> Non
         return
     with open(dest, "wb") as out:
         shutil.copyfileobj(blob, out, _CHUNK)
-
-
-def _shared_lock(path: Path) -> BinaryIO:
-    """The cache's lock, held shared for this object's life: ``cache prune`` takes it
-    exclusive, so it never removes what a running build is about to use."""
-    try:
-        lock = open(path, "ab")  # noqa: SIM115 - held for the cache's life
-    except OSError as e:
-        raise CacheError(f"cannot open the cache lock {path}: {e.strerror}") from e
-    try:
-        fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        log.warning("the cache at %s is being pruned; waiting", path.parent)
-        fcntl.flock(lock, fcntl.LOCK_SH)
-    return lock
 
 
 def default_root() -> Path:
@@ -137,19 +127,30 @@ class Store:
             raise CacheError(
                 f"cannot create the cache at {self.root}: {e.strerror}", hint="pass --cache DIR with a writable folder"
             ) from e
-        self._lock = _shared_lock(self.root / "lock")
+        self._held = held(self.root / "lock")
+        self._lock = self._held.hold()
+        weakref.finalize(self, self._held.release)
+        self.uses = self._held.uses
         reclaim(self.blobs, ".tmp-*")
         reclaim(self.keys, "*/.tmp-*")
         reclaim(self.tmp, "*")
 
     def try_exclusive(self) -> bool:
-        """Hold the cache lock alone if no other user (a build) holds it: True. Kept until
-        this object goes (``cache prune``)."""
+        """Hold the cache lock alone if no other process (a build) holds it: True. Kept
+        until :meth:`share` or until this process's stores on this cache are all gone
+        (``cache prune``). False leaves it shared, as it was."""
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            # A lock converted on Linux is dropped first, then taken anew: take it back.
+            self.share()
             return False
         return True
+
+    def share(self) -> None:
+        """After :meth:`try_exclusive`: hold the lock shared again (waiting while a prune
+        holds it)."""
+        fcntl.flock(self._lock, fcntl.LOCK_SH)
 
     # -- blobs -------------------------------------------------------------------------
 
@@ -161,11 +162,15 @@ class Store:
             st = self.blob_path(digest).stat()
         except FileNotFoundError:
             return False
+        self.uses.blobs.add(digest)
         return size is None or st.st_size == size
 
     def blob_file(self, digest: str) -> Path | None:
         path = self.blob_path(digest)
-        return path if path.is_file() else None
+        if not path.is_file():
+            return None
+        self.uses.blobs.add(digest)
+        return path
 
     def open_blob(self, digest: str) -> BinaryIO:
         """A verified reader of the blob: CorruptBlob (and the blob dropped) when its bytes
@@ -176,6 +181,7 @@ class Store:
         except FileNotFoundError as e:
             raise NotFound(f"blob {digest} is not in the cache at {self.root}") from e
         size = os.fstat(f.fileno()).st_size
+        self.uses.blobs.add(digest)
 
         def corrupt(expected: str, actual: str) -> Exception:
             self.drop_blob(digest)
@@ -208,6 +214,7 @@ class Store:
                 raise DigestMismatch("downloaded blob", expected=expected, actual=writer.digest)
             os.chmod(path, 0o644)
             os.replace(path, self.blob_path(writer.digest))
+            self.uses.blobs.add(writer.digest)
         finally:
             path.unlink(missing_ok=True)
 
@@ -243,6 +250,7 @@ class Store:
                     raise DigestMismatch(f"blob file {path}", expected=digest, actual=actual)
                 os.chmod(tmp, 0o644)
                 os.replace(tmp, self.blob_path(digest))
+                self.uses.blobs.add(digest)
                 return
         finally:
             tmp.unlink(missing_ok=True)

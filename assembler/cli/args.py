@@ -144,6 +144,14 @@ def _how_args(p: argparse.ArgumentParser) -> None:
     """How to build: the cache, the epoch, which steps run again, where and how many at once."""
     p.add_argument("--cache", type=Path, default=None, help="cache folder (default: $XDG_CACHE_HOME/assembler)")
     p.add_argument(
+        "--cache-max-size",
+        default=None,
+        metavar="SIZE",
+        help="after a build, remove the least recently used of the cache (buildah's storage in it included) "
+        "until it holds at most SIZE (e.g. 50G, or 10%% of its disk), never what the build used (default: "
+        "cache-max-size of ~/.config/assemble/config.toml, else 10%% of the cache's disk, at most 100G)",
+    )
+    p.add_argument(
         "--epoch", type=int, default=None, help="timestamps (default: $SOURCE_DATE_EPOCH, the manifest's, 0)"
     )
     p.add_argument("--no-cache", action="store_true", help="run every step again")
@@ -268,65 +276,13 @@ def _output_args(p: argparse.ArgumentParser) -> None:
         help="layer compression (default: the manifest's, else zstd; zstd:chunked for partial pulls by podman "
         "and CRI-O, read as zstd by the others; gzip for old clients)",
     )
-
-
-def _referrers_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
-    p = sub.add_parser("referrers", help="list what is attached to an image: its SBOM, its provenance, a SIF")
     p.add_argument(
-        "ref",
-        help="an image: docker://HOST/REPO:TAG, oci:DIR[:TAG], oci-archive:FILE[:TAG], "
-        "sif:FILE, docker-archive:FILE or sqsh:FILE (the files next to it)",
-    )
-    p.add_argument(
-        "--save",
-        type=Path,
+        "--layer-budget",
         default=None,
-        metavar="DIR",
-        help="write each referrer's files into DIR (made if absent), named by their titles; "
-        "a file already there is never replaced",
+        metavar="SIZE",
+        help="cut a layer holding more than SIZE of files (default 512M) along its Python packages, so that a "
+        "pull fetches and unpacks them side by side and a bump moves only the packages that changed; 0: no cut",
     )
-    _reader_cache(p)
-    _common(p)
-
-
-def _sif_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
-    p = sub.add_parser("sif", help="convert any image to an Apptainer/Singularity SIF file, as a stream")
-    p.add_argument("ref", help="the image: docker://..., oci:DIR[:TAG], oci-archive:..., docker-archive:...")
-    p.add_argument("out", type=Path, help="the SIF file to write")
-    _squashfs_args(p, readers="every Apptainer", replaces="replace OUT.sif even if it is not a SIF file")
-    p.add_argument("--push", default=None, metavar="oras://HOST/REPO:TAG", help="also push the SIF there")
-    p.add_argument(
-        "--attach",
-        default=None,
-        metavar="docker://HOST/REPO",
-        help="also push the SIF as a referrer of the image, in this repository",
-    )
-    p.add_argument("--no-sbom", action="store_true", help="leave out the SBOM and provenance the image has")
-    _progress_args(p, digest="the SIF's digest")
-    _reader_cache(p)
-    _common(p)
-
-
-def _squashfs_args(p: argparse.ArgumentParser, *, readers: str, replaces: str) -> None:
-    """What sif and sqsh share: both stream the image into tar2sqfs."""
-    p.add_argument(
-        "--compressor",
-        default="gzip",
-        choices=("gzip", "xz", "zstd", "lz4", "lzo"),
-        help=f"squashfs compression (default gzip, which {readers} reads)",
-    )
-    p.add_argument("--epoch", type=int, default=None, help="timestamps (default: $SOURCE_DATE_EPOCH, else 0)")
-    p.add_argument("--force", action="store_true", help=replaces)
-
-
-def _sqsh_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
-    p = sub.add_parser("sqsh", help="convert any image to an Enroot/Pyxis squashfs image, as a stream")
-    p.add_argument("ref", help="the image: docker://..., oci:DIR[:TAG], oci-archive:..., docker-archive:...")
-    p.add_argument("out", type=Path, help="the .sqsh file to write")
-    _squashfs_args(p, readers="every kernel and squashfuse", replaces="replace OUT even if it is not a squashfs file")
-    _progress_args(p, digest="the file's digest")
-    _reader_cache(p)
-    _common(p)
 
 
 def _schema_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
@@ -338,7 +294,8 @@ def _schema_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    from assembler.cli import verify as cli_verify  # it imports this module's helpers
+    from assembler.cli import imageargs as cli_imageargs  # these import this module's helpers
+    from assembler.cli import verify as cli_verify
 
     top = _Parser(prog="assemble", description="Assemble OCI images from a manifest, without Dockerfiles or a daemon.")
     top.add_argument("--version", action="version", version=f"assemble {__version__}")
@@ -384,10 +341,9 @@ def parser() -> argparse.ArgumentParser:
     )
     _reader_cache(p)
     _common(p)
-    _referrers_parser(sub)
+    cli_imageargs.add_referrers_parser(sub)
     cli_verify.add_parser(sub)
-    _sif_parser(sub)
-    _sqsh_parser(sub)
+    cli_imageargs.add_squashfs_parsers(sub)
     _schema_parser(sub)
     cli_cache.add_parser(sub)
     cli_doctor.add_parser(sub)

@@ -17,15 +17,17 @@ from assembler.cli.args import platform_arg, registry_options
 from assembler.cli.console import err, out, say, size
 from assembler.cli.lock import redo_command
 from assembler.cli.progress import mode_of, showing
-from assembler.cli.userconfig import read_config
+from assembler.cli.userconfig import cache_budget, read_config
 from assembler.errors import InputError
 from assembler.oci.artifact import Artifact
 from assembler.oci.reference import absolute_ref, parse_ref
+from assembler.pipeline.graph import step_names
 from assembler.pipeline.idle import idle_sets
 from assembler.pipeline.locking import with_lock
-from assembler.pipeline.options import Event
+from assembler.pipeline.options import DEFAULT_LAYER_BUDGET, Event, Reporter
 from assembler.pipeline.variants import Variant, load_variants
 from assembler.proc import Runner
+from assembler.spec.suggest import known_names
 
 if TYPE_CHECKING:
     from assembler.sign import Signer, Verifier
@@ -71,6 +73,7 @@ def _options(args: argparse.Namespace, manifest_epoch: int | None, manifest_cach
         sign=sign,
         cache_sign=cache_signer,
         cache_max=parse_size(getattr(args, "cache_max", None) or "5G"),
+        layer_budget=_layer_budget(getattr(args, "layer_budget", None)),
         cache_trust=_trusted(getattr(args, "cache_trust", [])) if cache_to or cache_from else (),
         tests=not args.no_tests,
         test_on=args.test_on,
@@ -78,6 +81,16 @@ def _options(args: argparse.Namespace, manifest_epoch: int | None, manifest_cach
         preflight=not args.no_preflight,
         offline=args.offline,
     )
+
+
+def _layer_budget(text: str | None) -> int:
+    """``--layer-budget``'s bytes (0: no layer is cut); InputError for what is no size."""
+    if text is None:
+        return DEFAULT_LAYER_BUDGET
+    try:
+        return parse_size(text)
+    except InputError as e:
+        raise InputError(f"--layer-budget: {e}", hint="a size such as 512M or 1G, or 0 to cut no layer") from None
 
 
 def _storage(arg: Path | None) -> Path | None:
@@ -164,6 +177,7 @@ def _load(args: argparse.Namespace) -> tuple[list[Variant], list[str]]:
         outputs=args.outputs,
         platforms=[platform_arg(p) for p in args.platforms],
     )
+    check_rebuild(args.rebuild, variants, args.manifest)
     idle = idle_sets(
         args.manifest, variants, sets=sets, unlocked=unlocked, bases=bases, sources=sources, outputs=args.outputs
     )
@@ -171,6 +185,17 @@ def _load(args: argparse.Namespace) -> tuple[list[Variant], list[str]]:
         variants, path=args.lock, locked=args.locked, redo=redo_command(args), allow_unresolved=args.allow_unresolved
     )
     return variants, idle + lock_warnings
+
+
+def check_rebuild(names: list[str], variants: list[Variant], manifest: Path) -> None:
+    """InputError for a ``--rebuild`` that names no step of the variants built (a typo
+    would otherwise rebuild nothing, silently), with the step it is most like."""
+    steps = {name for v in variants for name in step_names(v.loaded.manifest)}
+    for name in names:
+        if name not in steps:
+            raise InputError(
+                f"--rebuild {name}: no step {name!r} in {manifest}", hint=known_names(name, steps, "its steps")
+            )
 
 
 def _result_json(result: Result) -> dict[str, Any]:
@@ -210,6 +235,32 @@ def _print_summary(result: Result) -> None:
     say(f"done in {result.seconds:.1f} s")
 
 
+def keep_budget(cache_dir: Path, budget: int, *, report: Reporter) -> None:
+    """After a build: the cache kept within ``budget`` (what the build used stays); what
+    was removed said as an info event, a failure as a warning (the outputs are written)."""
+    from assembler.cache import Cache
+    from assembler.compile.storage import keep_cache_within
+    from assembler.errors import AssemblerError
+
+    try:
+        kept, storage = keep_cache_within(Cache(cache_dir), budget, runner=Runner())
+    except AssemblerError as e:
+        report(Event("warning", {"text": f"the cache at {cache_dir} was not kept within its budget: {e}"}))
+        return
+    pruned = kept.pruned
+    if pruned is None:
+        text = f"cache: {size(kept.held)}, over its budget of {size(budget)}; another build uses it, which prunes it"
+    elif pruned.removed or storage.images or storage.containers:
+        text = (
+            f"cache: over its budget of {size(budget)}: removed {len(pruned.removed)} items ({size(pruned.freed)})"
+            + (f" and {len(storage.images)} buildah images" if storage.images else "")
+            + f"; it holds {size(kept.held)}"
+        )
+    else:
+        return
+    report(Event("info", {"text": text, "budget": budget, "held": kept.held}))
+
+
 def check_digestfile(path: Path | None) -> None:
     """Refuses a ``--digestfile`` that cannot be written, before any work."""
     if path is not None and (path.is_dir() or not path.parent.is_dir()):
@@ -232,10 +283,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     check_digestfile(args.digestfile)
     if args.digestfile is not None and len(variants) > 1:
         raise InputError("--digestfile takes one image; this run builds several", hint="use --json")
+    budget = cache_budget(args.cache_max_size, options.cache_dir)
     with showing(mode_of(args), verbose=args.verbose) as report:
         for line in idle:
             report(Event("warning", {"text": line}))
         results = assemble_variants(variants, options, runner=Runner(), report=report)
+        keep_budget(options.cache_dir, budget, report=report)
     write_digest(args.digestfile, results[0].digest)
     if args.json:
         shown: Any = _result_json(results[0])

@@ -1,7 +1,7 @@
 """``assemble cache ls|verify|prune``: the cache as a user sees it (display only; the work
 is :mod:`assembler.cache.maintain`).
 
-    assemble cache ls [--json]                 entries by kind, with size and last use
+    assemble cache ls [--json]                 entries by kind, what each part of the cache holds, its budget
     assemble cache verify [--dry-run] [--json] check every entry and blob; drop what is corrupt
     assemble cache prune [--keep-storage SIZE] [--older-than DURATION] [--all] [--dry-run]
 
@@ -20,11 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 from assembler.cache import Cache, default_root
 from assembler.cache import maintain as mt
+from assembler.cache import prune as pr
 from assembler.cli.console import err, out
+from assembler.cli.userconfig import cache_budget
 from assembler.errors import InputError
 
 if TYPE_CHECKING:
-    from assembler.compile.storage import StoragePruned
+    from assembler.compile.storage import BuildahStorage, StoragePruned
 
 _out, _err = out, err
 _ORDER = ("step", "layer", "base", "memo", "log", "folder", "source", "blob", "corrupt")
@@ -48,7 +50,7 @@ def add_parser(sub: Any) -> None:
     """The ``cache`` command and its subcommands, on the CLI's subparsers ``sub``."""
     p = sub.add_parser("cache", help="list, verify or prune the cache")
     actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=type(p), required=True)
-    ls = actions.add_parser("ls", help="list entries by kind, with size and last use")
+    ls = actions.add_parser("ls", help="list entries by kind, what each part of the cache holds, and its budget")
     verify = actions.add_parser("verify", help="check every entry and blob; drop corrupt ones (exit 1 if any)")
     verify.add_argument("--dry-run", action="store_true", help="report only; drop nothing")
     prune = actions.add_parser("prune", help="remove entries by age and/or to a size (least recently used first)")
@@ -57,7 +59,8 @@ def add_parser(sub: Any) -> None:
         type=_argtype(mt.parse_size),
         default=None,
         metavar="SIZE",
-        help="remove the least recently used until the cache holds at most SIZE (e.g. 50G)",
+        help="remove the least recently used until the cache (buildah's storage in it included) holds at "
+        "most SIZE (e.g. 50G)",
     )
     prune.add_argument(
         "--older-than",
@@ -118,11 +121,16 @@ def _summary(items: list[mt.Item]) -> dict[str, dict[str, float]]:
 def _ls(cache: Cache, *, as_json: bool) -> int:
     inv = mt.inventory(cache)
     kinds = _summary(inv.items)
+    parts = mt.parts(inv)
+    budget = cache_budget(None, cache.root)
     if as_json:
         data = {
             "root": str(cache.root),
             "total": inv.total,
             "storage": inv.storage,
+            "held": sum(parts.values()),
+            "budget": budget,
+            "parts": parts,
             "kinds": kinds,
             "items": [i.to_json() for i in inv.items],
         }
@@ -137,8 +145,15 @@ def _ls(cache: Cache, *, as_json: bool) -> int:
     for kind, k in kinds.items():
         _say(f"{kind:<7} {int(k['count']):>6} {_size(int(k['size'])):>10}  {_when(k['last_use'])}")
     _say(f"total: {_size(inv.total)} in {cache.root} (an entry's size counts the blobs it names, shared or not)")
-    if inv.storage:
-        _say(f"buildah storage: {_size(inv.storage)} more in {cache.root / 'buildah'} (its images and containers)")
+    _say("")
+    _say(f"{'PART':<24} {'SIZE':>10}")
+    for part, n in parts.items():
+        _say(f"{part:<24} {_size(n):>10}")
+    _say(
+        f"the cache holds {_size(sum(parts.values()))} (each byte once, buildah's images and containers included); "
+        f"its budget: {_size(budget)} (--cache-max-size, else cache-max-size of the config file, else 10% of its "
+        "disk, at most 100 GiB): a build removes the least recently used beyond it"
+    )
     return 0
 
 
@@ -154,28 +169,47 @@ def _verify(cache: Cache, *, drop: bool, as_json: bool) -> int:
     return 1 if problems else 0
 
 
-def _prune_storage(cache: Cache, result: mt.Pruned, args: argparse.Namespace) -> StoragePruned:
+def _prune_storage(
+    cache: Cache, result: pr.Pruned, args: argparse.Namespace, counted: BuildahStorage | None
+) -> StoragePruned:
     """buildah's storage pruned to what the entries left behind reference (the cache is
-    still held alone: :func:`mt.prune` took it)."""
-    from assembler.compile.buildah import Buildah  # buildah's code only when its storage is pruned
-    from assembler.compile.storage import prune_storage
+    still held alone: :func:`pr.prune` took it), with what ``counted`` (the storage as
+    ``--keep-storage`` counted it) already removed."""
+    from assembler.compile.storage import cache_buildah, prune_storage  # buildah's code only when pruning
     from assembler.proc import Runner
 
-    storage = cache.root / "buildah"
-    # The storage answers only to the driver it was made with.
-    vfs = (storage / "root" / "vfs").is_dir() and not (storage / "root" / "overlay").is_dir()
     gone = {i.path for i in result.removed}
     # What stays: the blobs kept entries name and the unnamed blobs kept (a layout base's manifest).
     named = {d for i in mt.inventory(cache).items if i.path not in gone for d in i.blobs}
-    buildah = Buildah(Runner(), storage=storage, driver="vfs" if vfs else "overlay")
-    return prune_storage(buildah, named=named, everything=args.all, dry_run=args.dry_run)
+    buildah = cache_buildah(cache.root / "buildah", Runner())
+    done = prune_storage(buildah, named=named, everything=args.all, dry_run=args.dry_run)
+    if counted is not None:
+        done.containers[:0] = counted.removed.containers
+        done.images[:0] = counted.removed.images
+    return done
+
+
+def _counted_storage(cache: Cache, args: argparse.Namespace) -> BuildahStorage | None:
+    """buildah's storage in the cache as ``--keep-storage`` counts it (None: not pruned to a size)."""
+    if args.keep_storage is None or args.dry_run or not (cache.root / "buildah" / "root").is_dir():
+        return None
+    from assembler.compile.storage import BuildahStorage, cache_buildah
+    from assembler.proc import Runner
+
+    return BuildahStorage(cache_buildah(cache.root / "buildah", Runner()))
 
 
 def _prune(cache: Cache, args: argparse.Namespace) -> int:
-    result = mt.prune(
-        cache, keep_storage=args.keep_storage, older_than=args.older_than, everything=args.all, dry_run=args.dry_run
+    counted = _counted_storage(cache, args)
+    result = pr.prune(
+        cache,
+        keep_storage=args.keep_storage,
+        older_than=args.older_than,
+        everything=args.all,
+        dry_run=args.dry_run,
+        storage=counted,
     )
-    storage = _prune_storage(cache, result, args)
+    storage = _prune_storage(cache, result, args, counted)
     if args.json:
         data = {
             "dry_run": args.dry_run,

@@ -91,13 +91,38 @@ def _inspect(args: argparse.Namespace, source: Any) -> int:
             out.print(f"  {key:<10} {json.dumps(image.container_config[key])}", markup=False)
     for item in image.container_config.get("Env") or []:
         out.print(f"  env        {item}", markup=False)
+    _print_config_sets(image.container_config, image.annotations)
     total = 0
     for i, layer in enumerate(info["layers"]):
         total += layer["size"]
         kind = layer["media_type"].rsplit(".", 1)[-1]
         say(f"  layer {i:>2} {size(layer['size']):>10}  {layer['digest']}  {kind}")
     out.print(f"  total    {size(total)} in {len(info['layers'])} layers", markup=False)
+    _print_history(info["history"])
     return 0
+
+
+def _print_config_sets(config: dict[str, Any], annotations: dict[str, str]) -> None:
+    """The config's ports, volumes and labels and the manifest's annotations, a line each."""
+    for key, name in (("ExposedPorts", "port"), ("Volumes", "volume")):
+        for item in sorted(config.get(key) or {}):
+            out.print(f"  {name:<10} {item}", markup=False)
+    for name, values in (("label", config.get("Labels") or {}), ("annotation", annotations)):
+        for k, v in sorted(values.items()):
+            out.print(f"  {name:<10} {k}={v}", markup=False)
+
+
+def _print_history(history: list[dict[str, Any]]) -> None:
+    """What made the image, oldest first: each entry's command, the layer it made (``-``:
+    none) and its comment."""
+    if history:
+        out.print("  history", markup=False)
+    layer = 0
+    for entry in history:
+        made = "-" if entry.get("empty_layer") else str(layer)
+        layer += 0 if entry.get("empty_layer") else 1
+        comment = f"  ({entry['comment']})" if entry.get("comment") else ""
+        out.print(f"    {made:>2}  {entry.get('created_by', '')}{comment}", markup=False)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -225,7 +250,8 @@ def _show_sif(args: argparse.Namespace, info: SifInfo, source: str, pushed: list
 
 def _image_attestations(args: argparse.Namespace, source: Any) -> list[Any]:
     """The SBOM and provenance attached to the image ``args.ref`` names (an OCI layout,
-    oci-archive or registry), as artifacts a SIF carries; none when it has none."""
+    oci-archive or registry), as artifacts a SIF carries or a sqsh file has next to it;
+    none when it has none."""
     from assembler.oci import mediatypes as mt
     from assembler.oci.artifact import Artifact
     from assembler.transports.referrers import attached_to
@@ -258,7 +284,9 @@ def cmd_sqsh(args: argparse.Namespace) -> int:
 
     out_path = Path(os.path.abspath(args.out))  # a symlink there is the output, not its target
     writer = SqshWriter(Ref("sqsh", str(out_path)))
-    writer.check(force=args.force, sbom=False)  # no referrers: none written beside it
+    # The image's SBOM and provenance go next to the file (FILE.spdx.json...), as a build's
+    # sqsh: output has them and a SIF holds them: a squashfs has no place for them.
+    writer.check(force=args.force, sbom=not args.no_sbom)
     check_digestfile(args.digestfile)
     with showing(mode_of(args), verbose=args.verbose) as report, _reading_cache(args) as cache_dir:
         source = _source(args, cache_dir)
@@ -267,10 +295,11 @@ def cmd_sqsh(args: argparse.Namespace) -> int:
             source,
             ctx,
             sif_compressor=args.compressor,
+            referrers=[] if args.no_sbom else _sidecar_attestations(args, source),
             sif_progress=lambda n: report(Event("bytes", {"n": n, "what": "sif"})),
         )
         report(Event("output", {"ref": str(writer.ref), "state": "writing"}))
-        (written,) = writer.write(target)
+        written, *beside = writer.write(target)
         report(Event("output", {"ref": str(writer.ref), "state": "done", "digest": written.digest}))
     write_digest(args.digestfile, written.digest)
     n = out_path.stat().st_size
@@ -280,6 +309,7 @@ def cmd_sqsh(args: argparse.Namespace) -> int:
         "size": n,
         "image": source.image.digest,
         "compressor": args.compressor,
+        "beside": [{"path": w.ref, "digest": w.digest} for w in beside],
     }
     if args.json:
         out.print(json.dumps(result, indent=2), markup=False)
@@ -288,7 +318,17 @@ def cmd_sqsh(args: argparse.Namespace) -> int:
     else:
         say(f"sqsh {out_path}: {size(n)} {written.digest} (squashfs {args.compressor})")
         say(f"  from {source.name} {source.image.digest}")
+        for w in beside:
+            say(f"  + {w.ref}")
     return 0
+
+
+def _sidecar_attestations(args: argparse.Namespace, source: Any) -> list[Any]:
+    """The image's SBOM, provenance and test results that have a file name next to an
+    output (:mod:`assembler.transports.sidecar`): what ``sqsh`` writes beside the file."""
+    from assembler.transports.sidecar import SUFFIXES, kind_of
+
+    return [a for a in _image_attestations(args, source) if kind_of(a) in SUFFIXES]
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

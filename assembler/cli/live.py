@@ -22,7 +22,7 @@ from rich.text import Text
 
 from assembler.assemble import Event
 from assembler.cli.console import size
-from assembler.cli.progress import Display, clean, test_state, track
+from assembler.cli.display import Display, clean, test_state, track
 
 TAIL = 6  # log lines of a running step shown under it
 _BAR_NAMES = {"compressed": "layers", "pushed": "push", "sif": "SIF", "converted": "SIF"}
@@ -66,6 +66,8 @@ class LiveView(Display):
             console=console,
         )
         self.tasks: dict[str, TaskID] = {}
+        self.idle = Spinner("dots", style="cyan")  # nothing tracked runs: the build still works
+        self.news = ""  # the last info event: what the build did last, when -v does not print it
         self.live = Live(
             console=console,
             get_renderable=self._render,
@@ -117,6 +119,9 @@ class LiveView(Display):
             if ended is not None:
                 self.spinners.pop(ended, None)
                 self.tails.pop(ended, None)
+            self.said()
+            if kind == "info":
+                self.news = clean(str(f.get("text", "")))
         if kind in ("image", "base") or (kind, f.get("state")) == ("output", "done"):
             self._clear_bars()  # a phase that moved bytes is over
         line = self._line(event, seconds)
@@ -178,4 +183,9 @@ class LiveView(Display):
                 table.add_row(spinner, _row("", "cyan", kind, name, verb, f"{seconds:.1f}s"))
                 for line in self.tails.get(key, ()):
                     table.add_row("", Text(f"  │ {line}", style="dim", no_wrap=True, overflow="ellipsis"))
+            if not self.started and not self.tasks:
+                # Between steps (the dependency check, the SBOM, a layer read): never a blank view.
+                since = f"{self.clock() - self.spoke:.1f}s"
+                parts = (("working ", "cyan"), (since, "dim"), (f"  {self.news}", "dim"))
+                table.add_row(self.idle, Text.assemble(*parts, no_wrap=True, overflow="ellipsis"))
         return Group(table, self.bars) if self.tasks else table

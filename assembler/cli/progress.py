@@ -10,6 +10,12 @@
   warnings are logged to stderr as they always were.
 
 ``auto`` is ``tty`` when stderr is a terminal, else ``plain``.
+
+In ``plain`` and ``json``, after :data:`HEARTBEAT_EVERY` seconds without a line (a base
+bootstrapping, a step downloading quietly) a line says what still runs, for how long, its
+last log line and the bytes so far, so a silent build is never mistaken for a hung one.
+What every display keeps (what runs, since when, its last log line) is
+:class:`~assembler.cli.display.Display`.
 """
 
 from __future__ import annotations
@@ -18,26 +24,18 @@ import argparse
 import contextlib
 import json
 import logging
-import re
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TextIO
 
 from assembler.assemble import Event, Reporter
 from assembler.cli.console import err, size
+from assembler.cli.display import Display, clean, duration, test_state, track
 
-# CSI/OSC sequences and other escapes a build tool colours its output with.
-_ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
 _PLAIN_BYTES_EVERY = 10.0  # seconds between two byte-count lines in plain mode
 _JSON_BYTES_EVERY = 0.5
-
-
-def clean(line: str) -> str:
-    """A log line as one printable line: escapes removed and, of a line redrawn with
-    carriage returns (a progress bar), only what was drawn last."""
-    parts = [p for p in _ESCAPES.sub("", line).split("\r") if p.strip()]
-    text = parts[-1] if parts else ""
-    return "".join(c if c.isprintable() or c == "\t" else "?" for c in text).rstrip()
+HEARTBEAT_EVERY = 30.0  # seconds without a line after which plain and json say what still runs
 
 
 def mode_of(args: argparse.Namespace) -> str:
@@ -52,72 +50,6 @@ def mode_of(args: argparse.Namespace) -> str:
     return mode
 
 
-class Display:
-    """Turns pipeline events into what the user sees; this one shows nothing. Keeps when
-    each step, base and output started, from the arrival of its first event."""
-
-    def __init__(self) -> None:
-        self.started: dict[str, float] = {}
-
-    def __call__(self, event: Event) -> None:
-        pass
-
-    def start(self) -> None:
-        pass
-
-    def stop(self, *, failed: bool) -> None:
-        pass
-
-    def begin(self, key: str) -> None:
-        self.started.setdefault(key, time.monotonic())
-
-    def end(self, key: str, fields: Mapping[str, Any] | None = None) -> float:
-        """Seconds since ``key`` began (the event's own ``seconds`` if it has them)."""
-        began = self.started.pop(key, None)
-        if fields is not None and "seconds" in fields:
-            return float(fields["seconds"])
-        return 0.0 if began is None else time.monotonic() - began
-
-    def running(self) -> list[tuple[str, float]]:
-        """What began and has not ended, with its seconds so far."""
-        now = time.monotonic()
-        return [(key, now - began) for key, began in self.started.items()]
-
-    def failed(self) -> list[tuple[str, float]]:
-        """What an error interrupted: steps and outputs (a base that fails is bad input, and
-        its error says which)."""
-        return [(key, seconds) for key, seconds in self.running() if not key.startswith("base ")]
-
-
-def track(display: Display, event: Event) -> str | None:
-    """Records the start of what ``event`` begins; returns the key of what it ends."""
-    f, kind = event.fields, event.kind
-    key = f"{kind} {f.get('name') or f.get('ref', '')}"
-    state = f.get("state")
-    if (kind, state) in (("base", "resolving"), ("step", "running"), ("output", "writing"), ("test", "running")):
-        display.begin(key)
-        return None
-    if (kind, state) in (("base", "ready"), ("step", "built"), ("step", "cached")) or (
-        kind == "test" and state != "running"
-    ):
-        return key
-    if (kind, state) == ("output", "done"):
-        # What was written may be named otherwise than what was asked (an oras:// push, a
-        # SIF attached as a referrer): then it ends the output that began first.
-        writing = [k for k in display.started if k.startswith("output ")]
-        return key if key in display.started or not writing else writing[0]
-    return None
-
-
-def test_state(fields: Mapping[str, Any], seconds: float) -> str:
-    """A finished test's state as shown: passed (and in how long, or that an earlier run on the
-    image passed), failed and why, not run and why."""
-    state = str(fields.get("state"))
-    if state == "passed":
-        return "passed (earlier, on this image)" if fields.get("cached") else f"passed in {seconds:.1f} s"
-    return f"{state}: {fields.get('reason', '')}"
-
-
 class WarningsOnly(Display):
     """``none`` (``--json``: stdout is the result): no progress, but a warning still reaches
     stderr, as the package's logged warnings do."""
@@ -127,17 +59,44 @@ class WarningsOnly(Display):
             err.out(f"warning: {event.fields.get('text', '')}", highlight=False)
 
 
-class Plain(Display):
-    """Timestamped lines, one per event that matters."""
+def heartbeat(running: list[dict[str, Any]], totals: Mapping[str, int], *, quiet: float, news: str | None) -> str:
+    """The line that says what still runs (``Display.still_running``), the bytes so far,
+    and (``news``) what was last done that no line showed."""
+    parts = []
+    for item in running:
+        part = f"{item['kind']} {item['name']} for {duration(item['seconds'])}"
+        if "last_line" in item:
+            part += f", its last line {duration(item['last_line_seconds'])} ago: {item['last_line']}"
+        parts.append(part)
+    text = "still running: " + "; ".join(parts) if parts else f"still working ({duration(quiet)} since the last line)"
+    if totals:
+        text += "; so far " + ", ".join(f"{size(v)} {k}" for k, v in sorted(totals.items()))
+    return text + (f"; last: {news}" if news else "")
 
-    def __init__(self, *, verbose: int) -> None:
-        super().__init__()
+
+class Plain(Display):
+    """Timestamped lines, one per event that matters, and a heartbeat in the silences."""
+
+    def __init__(
+        self, *, verbose: int, every: float | None = HEARTBEAT_EVERY, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__(every=every, clock=clock)
         self.verbose = verbose
         self.bytes: dict[str, int] = {}
-        self._bytes_line = time.monotonic()
+        self._bytes_line = clock()
+        self._told = clock()  # when the last line that was not a heartbeat was written
+        self._news: tuple[float, str] | None = None  # the last info event (shown only with -v)
 
-    def line(self, text: str) -> None:
+    def line(self, text: str, *, beat: bool = False) -> None:
         err.out(f"{time.strftime('%H:%M:%S')} {text}", highlight=False)
+        self.said()
+        if not beat:
+            self._told = self.spoke
+
+    def beat(self) -> None:
+        news = self._news[1] if self._news is not None and self._news[0] >= self._told else None
+        quiet = self.clock() - self._told
+        self.line(heartbeat(self.still_running(), dict(self.bytes), quiet=quiet, news=news), beat=True)
 
     def __call__(self, event: Event) -> None:
         f, kind = event.fields, event.kind
@@ -150,7 +109,9 @@ class Plain(Display):
         elif kind == "step":
             self.line(f"step {f['name']}: {f['state']}" + (f" in {seconds:.1f} s" if f["state"] == "built" else ""))
         elif kind == "log":
-            self.line(f"[{f.get('step', '')}] {clean(str(f.get('line', '')))}")
+            logged = clean(str(f.get("line", "")))
+            self.logged(str(f.get("step", "")), logged)
+            self.line(f"[{f.get('step', '')}] {logged}")
         elif kind == "layer":
             self.line(f"layer {f['index']}: {f['what']} -> {f['digest']} {size(int(f['size']))} ({f['origin']})")
         elif kind == "output" and f.get("state") == "writing":
@@ -171,18 +132,20 @@ class Plain(Display):
             return f"test {f['name']}: {test_state(f, seconds)}"
         if kind == "variant":
             return f"variant {f['name']}: {f['state']}" + (f" {f['digest']}" if f.get("digest") else "")
-        if kind == "info" and self.verbose:
-            return str(f.get("text", ""))
+        if kind == "info":
+            self._news = (self.clock(), str(f.get("text", "")))
+            return str(f.get("text", "")) if self.verbose else None
         return None
 
     def _count(self, what: str, n: int) -> None:
         self.bytes[what] = self.bytes.get(what, 0) + n
-        now = time.monotonic()
+        now = self.clock()
         if now - self._bytes_line >= _PLAIN_BYTES_EVERY:
             self._bytes_line = now
             self.line("bytes: " + ", ".join(f"{size(v)} {k}" for k, v in sorted(self.bytes.items())))
 
     def stop(self, *, failed: bool) -> None:
+        super().stop(failed=failed)
         if failed:
             for key, seconds in self.failed():
                 self.line(f"{key}: failed after {seconds:.1f} s")
@@ -192,17 +155,33 @@ class JsonLines(Display):
     """One JSON object per event: ``{"time": UNIX, "kind": ..., fields...}``. Byte events
     are coalesced: ``n`` is the bytes since the last such line, ``total`` all so far."""
 
-    def __init__(self, stream: TextIO | None = None) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        *,
+        every: float | None = HEARTBEAT_EVERY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(every=every, clock=clock)
         self.stream = stream
         self.pending: dict[str, int] = {}
         self.total: dict[str, int] = {}
-        self._flushed = time.monotonic()
+        self._flushed = clock()
+        self._writing = threading.Lock()  # the heartbeat's thread writes too: whole lines only
 
     def emit(self, kind: str, fields: Mapping[str, Any]) -> None:
         stream = self.stream or err.file
-        stream.write(json.dumps({"time": round(time.time(), 3), "kind": kind, **fields}, default=str) + "\n")
-        stream.flush()
+        line = json.dumps({"time": round(time.time(), 3), "kind": kind, **fields}, default=str) + "\n"
+        with self._writing:
+            stream.write(line)
+            stream.flush()
+        self.said()
+
+    def beat(self) -> None:
+        """``{"kind": "running", "running": [{kind, name, seconds, last_line, last_line_seconds}...],
+        "bytes": {what: total}}``: what runs now."""
+        self._flush()
+        self.emit("running", {"running": self.still_running(), "bytes": dict(sorted(self.total.items()))})
 
     def __call__(self, event: Event) -> None:
         ended = track(self, event)
@@ -213,21 +192,23 @@ class JsonLines(Display):
             fields = dict(event.fields)
             if event.kind == "log":
                 fields["line"] = clean(str(fields.get("line", "")))
+                self.logged(str(fields.get("step", "")), fields["line"])
             self.emit(event.kind, fields)
             return
         what = str(event.fields.get("what", "processed"))
         self.pending[what] = self.pending.get(what, 0) + int(event.fields.get("n", 0))
-        if time.monotonic() - self._flushed >= _JSON_BYTES_EVERY:
+        if self.clock() - self._flushed >= _JSON_BYTES_EVERY:
             self._flush()
 
     def _flush(self) -> None:
-        self._flushed = time.monotonic()
+        self._flushed = self.clock()
         for what, n in sorted(self.pending.items()):
             self.total[what] = self.total.get(what, 0) + n
             self.emit("bytes", {"what": what, "n": n, "total": self.total[what]})
         self.pending.clear()
 
     def stop(self, *, failed: bool) -> None:
+        super().stop(failed=failed)
         self._flush()
         if failed:
             for key, seconds in self.failed():

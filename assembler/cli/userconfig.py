@@ -1,10 +1,11 @@
 """The user's config file: settings of a machine that no manifest should carry.
 
 ``$XDG_CONFIG_HOME/assemble/config.toml`` (else ``~/.config/assemble/config.toml``), read
-when it exists. One key today:
+when it exists. Its keys:
 
 ```toml
 cache-trust = ["/etc/assemble/ci.pub"]   # --cache-trust's keys when the command line gives none
+cache-max-size = "200G"                  # --cache-max-size when the command line gives none ("15%": of the disk)
 ```
 
 Relative paths are relative to the file. Any other key is refused (exit 2): a misspelt
@@ -19,9 +20,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from assembler.cache.prune import default_budget, parse_budget
 from assembler.errors import InputError
 
-KEYS = ("cache-trust",)
+KEYS = ("cache-trust", "cache-max-size")
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class UserConfig:
 
     path: Path | None = None
     cache_trust: tuple[Path, ...] = ()
+    cache_max_size: str | None = None  # as written: a size, or a share of the cache's disk ("10%")
 
 
 def config_path(environ: Mapping[str, str] = os.environ) -> Path:
@@ -56,4 +59,19 @@ def read_config(path: Path | None = None) -> UserConfig:
     trust = data.get("cache-trust", [])
     if not isinstance(trust, list) or not all(isinstance(t, str) and t for t in trust):
         raise InputError(f"{path}: cache-trust must be a list of public key files")
-    return UserConfig(path, tuple(path.parent / Path(t).expanduser() for t in trust))
+    max_size = data.get("cache-max-size")
+    if max_size is not None and not (isinstance(max_size, str) and max_size.strip()):
+        raise InputError(f'{path}: cache-max-size must be a size or a share of the disk, e.g. "50G" or "10%"')
+    return UserConfig(path, tuple(path.parent / Path(t).expanduser() for t in trust), max_size)
+
+
+def cache_budget(arg: str | None, cache_dir: Path) -> int:
+    """The cache's size budget in bytes: ``--cache-max-size``, else the config file's
+    ``cache-max-size``, else the default (10% of the cache's disk, at most 100 GiB).
+    InputError when the one given is not a size or a share."""
+    if arg is not None:
+        return parse_budget(arg, cache_dir, what="--cache-max-size")
+    config = read_config()
+    if config.cache_max_size is not None:
+        return parse_budget(config.cache_max_size, cache_dir, what=f"cache-max-size of {config.path}")
+    return default_budget(cache_dir)

@@ -65,6 +65,18 @@ def read(cache: Cache, step: str) -> Kept:
         raise InvalidRecord(f"{path}: not a kept container's record ({e})") from None
 
 
+def kept_containers(cache: Cache) -> set[str]:
+    """The containers failures kept (``--keep-failed``), as their records name them: what
+    keeping the cache within its budget leaves alone."""
+    found = set()
+    for path in (cache.root / FOLDER).glob("*.json"):
+        try:
+            found.add(read(cache, path.stem).container)
+        except (NotFound, InvalidRecord):
+            continue
+    return found
+
+
 def _write(cache: Cache, kept: Kept) -> None:
     data = {"step": kept.step, "container": kept.container, "shell": list(kept.shell), "folders": list(kept.folders)}
     path = _record(cache, kept.step)

@@ -166,6 +166,21 @@ def parse_ref(text: str) -> Ref:
     return Ref(transport, path=path, tag=tag)
 
 
+def without_folder(text: str) -> str:
+    """The reference ``text`` as an output may carry it: a file or folder one (``oci:``,
+    ``oci-archive:``, ``docker-archive:``, ``rootfs:``...) named by its last component
+    alone (``oci:/srv/x/demo:latest`` -> ``oci:demo:latest``), so that no output's bytes
+    depend on where on this host its source lies; a registry reference, and text that is
+    no reference (``assemble:NAME``), unchanged."""
+    try:
+        ref = parse_ref(text)
+    except BadReference:
+        return text
+    if not ref.path:
+        return text
+    return str(replace(ref, path=os.path.basename(ref.path.rstrip("/")) or ref.path))
+
+
 def absolute_ref(ref: Ref, base_dir: Path) -> Ref:
     """``ref`` with a relative path made absolute against ``base_dir``, symlinks not
     followed: an output that is a symlink is the link, not what it points to."""

@@ -11,6 +11,7 @@ from assembler.cache.memos import SharedFacts
 from assembler.compile.sources import Source
 from assembler.oci.artifact import Artifact
 from assembler.oci.digest import sha256_digest
+from assembler.oci.reference import without_folder
 from assembler.pipeline import graph
 from assembler.pipeline.builder import Built
 from assembler.pipeline.options import Event, Reporter
@@ -37,7 +38,10 @@ def _source(src: Source, spec: m.SourceSpec) -> SourceFact:
         return SourceFact(src.name, "git", commit, url=spec.git, ref=spec.ref)
     if isinstance(spec, m.UrlSource):
         return SourceFact(src.name, "url", src.digest, url=spec.url)
-    return SourceFact(src.name, "path", src.digest, path=spec.path)
+    # A folder given by an absolute path (``--source NAME=/srv/...``) is named by its last
+    # component: where it lies on this host is in no output's bytes.
+    path = posixpath.basename(spec.path.rstrip("/")) if posixpath.isabs(spec.path) else spec.path
+    return SourceFact(src.name, "path", src.digest, path=path)
 
 
 def _downloads(man: m.Manifest, architecture: str, cache: Cache) -> tuple[DownloadFact, ...]:
@@ -98,7 +102,7 @@ def build_facts(built: Built, plan: Plan, cache: Cache) -> BuildFacts:
         params=dict(loaded.params),
         target=loaded.target,
         platform=str(built.image.platform),
-        bases={n: BaseFact(n, b.image.digest, b.what) for n, b in sorted(built.bases.items())},
+        bases={n: BaseFact(n, b.image.digest, without_folder(b.what)) for n, b in sorted(built.bases.items())},
         sources={n: _source(s, man.sources[n]) for n, s in sorted(built.sources.items())},
         steps=dict(sorted(steps.items())),
         artifacts=tuple(artifacts[k] for k in sorted(artifacts)),

@@ -32,12 +32,7 @@ def check_built(built: Built, cache: Cache, *, report: Reporter, shared: SharedF
         result = check_image(
             image, built.blobs.open_blob, layers=layers, names=names, cache=cache, workdir=work, shared=shared
         )
-    host = f"; left to the host: {', '.join(result.host)}" if result.host else ""
-    report(Event("info", {"text": f"dependency check: {result.files} ELF files in {len(layers)} layers{host}"}))
-    for note in result.notes[:_NOTES_SHOWN]:
-        report(Event("warning", {"text": str(note)}))
-    if len(result.notes) > _NOTES_SHOWN:
-        report(Event("warning", {"text": f"... and {len(result.notes) - _NOTES_SHOWN} more such libraries"}))
+    report_notes(result, len(layers), report=report)
     if result.misses:
         lines = "\n".join(f"  {m}" for m in result.misses)
         ldconfig = (
@@ -53,3 +48,33 @@ def check_built(built: Built, cache: Cache, *, report: Reporter, shared: SharedF
             "--no-deps-check builds anyway",
         )
     return result
+
+
+def report_notes(result: Report, layers: int, *, report: Reporter) -> None:
+    """What the check found that is not a miss, as events. Libraries that load because the
+    program loading them loaded theirs first (torch's extensions need ``libc10.so`` from
+    torch's folder, which Python has loaded) are how such packages work, nothing the user
+    can change: counted in the info line (``assemble deps`` lists them), never a warning on
+    every build. A library found only from the working directory (a relative RUNPATH)
+    is one the user can fix, and fails under Apptainer: a warning, each."""
+    loaded_first = [n for n in result.notes if not n.workdir]
+    from_workdir = [n for n in result.notes if n.workdir]
+    text = f"dependency check: {result.files} ELF files in {layers} layers"
+    if loaded_first:
+        files = len({n.file for n in loaded_first})
+        text += (
+            f"; {_count(len(loaded_first), 'library', 'libraries')} needed off the search path of "
+            f"{_count(files, 'shared object', 'shared objects')}, loaded first by the program that loads them "
+            "(`assemble deps IMAGE` lists them)"
+        )
+    if result.host:
+        text += f"; left to the host: {', '.join(result.host)}"
+    report(Event("info", {"text": text}))
+    for note in from_workdir[:_NOTES_SHOWN]:
+        report(Event("warning", {"text": str(note)}))
+    if len(from_workdir) > _NOTES_SHOWN:
+        report(Event("warning", {"text": f"... and {len(from_workdir) - _NOTES_SHOWN} more such libraries"}))
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"

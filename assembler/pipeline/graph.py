@@ -147,6 +147,16 @@ def runtime_step(man: m.Manifest, spec: m.RunLayer | m.PackagesLayer, index: int
     )
 
 
+def step_names(man: m.Manifest) -> list[str]:
+    """The names of the manifest's steps, as ``--rebuild`` takes them: its compile steps
+    and its ``run:`` and ``packages:`` layers (named, or ``run-N``/``packages-N`` by place)."""
+    names = [s.name for s in man.compile]
+    for i, spec in enumerate(man.image.layers):
+        if isinstance(spec, m.RunLayer | m.PackagesLayer):
+            names.append(spec.name or f"{'run' if isinstance(spec, m.RunLayer) else 'packages'}-{i + 1}")
+    return names
+
+
 def compile_depends(step: m.CompileStep) -> tuple[str, ...]:
     inputs = dict.fromkeys(f"step:{r.partition('.')[0]}" for r in step.inputs)
     return (f"base:{step.base or ''}", *inputs)

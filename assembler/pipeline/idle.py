@@ -1,7 +1,9 @@
 """``--set`` values that change nothing: a param no part of the chosen target uses (verl's
-``--target megatron --set torch_version=...``: Megatron's image pins its own torch), or a
-value the param has already. Such a ``--set`` is legal (a script may pass the same
-``--set``s to every target) but is reported, so a typo'd intent does not pass silently.
+``--target megatron --set torch_version=...``: Megatron's image pins its own torch). Such
+a ``--set`` is legal (a script may pass the same ``--set``s to every target) but is
+reported, so a typo'd intent does not pass silently. A ``--set`` of the value the param
+has already is not: the image is what was asked for, and there is nothing to change (the
+demo's script passes ``--set registry=127.0.0.1:$port`` whatever the port).
 
 It is found by what the param does, not by reading references: each variant is loaded
 again without that ``--set`` and the two resolved manifests compared (everything but the
@@ -42,19 +44,14 @@ def idle_sets(
         if name in read_by_code or any(f"${{{name}}}" in text for text in outputs or ()):
             continue
         idle: list[Variant] = []
-        already = True
         for v in variants:
             if name in v.values:
                 continue  # a matrix param: the --set picked the variant
             other = _without(path, v.loaded, name, sets, unlocked, bases, sources)
-            if other is not None and _build_of(other) == _build_of(v.loaded):
+            if other is not None and other.params.get(name) != value and _build_of(other) == _build_of(v.loaded):
                 idle.append(v)
-                already = already and other.params.get(name) == value
         if idle:
-            lines.append(
-                f"--set {name}={value} changes nothing in {_where(idle)}: "
-                + ("that is its value already" if already else f"nothing there uses {name}")
-            )
+            lines.append(f"--set {name}={value} changes nothing in {_where(idle)}: nothing there uses {name}")
     return lines
 
 

@@ -21,6 +21,12 @@ if TYPE_CHECKING:
     from assembler.sign import Signer, Verifier
 
 
+# What a layer may hold of files before it is cut (--layer-budget): the CUDA libraries and
+# torch, each hundreds of MB, become parts of their own, and vLLM's 12 GB image some 50
+# layers, well below the 127 an overlay mount stacks.
+DEFAULT_LAYER_BUDGET = 512 << 20
+
+
 @dataclass(frozen=True)
 class Event:
     """Something the user may want to see: ``kind`` plus fields."""
@@ -88,6 +94,9 @@ class Options:
     # --offline: none is asked, and a build that would reach one is refused.
     preflight: bool = True
     offline: bool = False
+    # --layer-budget SIZE: a layer holding more bytes of files is cut along its Python
+    # packages as the image ships (pipeline.cutlayers); 0: no layer is cut.
+    layer_budget: int = DEFAULT_LAYER_BUDGET
 
     def cache_names(self) -> list[ImageName]:
         """The registry step caches (a push to their registry mounts the steps' blobs from there)."""

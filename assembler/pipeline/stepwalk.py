@@ -9,16 +9,15 @@ the image's layers).
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 from assembler.archive.view import TreeView
 from assembler.cache import StepResult, key_of
 from assembler.cache.memos import SharedFacts
+from assembler.cache.programs import program_version
 from assembler.compile import sources as srcs
 from assembler.compile.buildah import Buildah
 from assembler.compile.steps import compile_key, runtime_key
@@ -26,6 +25,7 @@ from assembler.oci.image import Image
 from assembler.oci.layer import Layer
 from assembler.oci.reference import ImageName
 from assembler.pipeline import graph
+from assembler.pipeline.cutlayers import LayerCutter
 from assembler.pipeline.graph import RuntimeStep, StepReport
 from assembler.pipeline.installed import check_installed
 from assembler.pipeline.layers import ImageSetup
@@ -46,14 +46,6 @@ def _bootstrap_spec(spec: m.BootstrapBase) -> tuple[boot.BootstrapSpec, str]:
 
 
 Placed = tuple[list[tuple[Layer, str]], str, str]  # (layer, what) of a layer spec, what, origin
-
-
-def _stamp(program: Path) -> list[object]:
-    """What tells one installed binary from another without running it: its real path,
-    inode, size and change time (a package upgrade replaces the file)."""
-    real = os.path.realpath(program)
-    st = os.stat(real)
-    return [real, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
 def git_key(spec: m.GitSource) -> str:
@@ -89,6 +81,7 @@ class StepWalk:
         self.maker = maker  # what is not cached: looked up only (a plan) or made (a build)
         self.setup = ImageSetup(loaded, ctx, maker=maker)
         self.prebuilt = Prebuilt(ctx, maker=maker)  # pip: and url: layers
+        self.cutter = LayerCutter(ctx, maker=maker, budget=options.layer_budget)  # big layers, as the image ships
         self.prebuilt.used, self.prebuilt.vouched = self.note_taken, self.vouched_here
         self.bases: dict[str, Base | None] = {}
         self.sources: dict[str, srcs.Source | None] = {}
@@ -113,16 +106,11 @@ class StepWalk:
         """buildah's version (part of step keys); without buildah, the one last recorded."""
         with self._once("tool"):
             if self._tool is None:
-                recorded = self.cache.memo("tool-buildah") or {}
+                buildah = Buildah(self.ctx.runner, storage=self.cache.root / "buildah")
                 found = self.ctx.runner.which("buildah")
-                if found is None:
-                    self._tool = str(recorded.get("version", "buildah-missing"))
-                elif recorded.get("binary") == (stamp := _stamp(found)) and "version" in recorded:
-                    self._tool = str(recorded["version"])  # the same binary: not started again
-                else:
-                    self._tool = Buildah(self.ctx.runner, storage=self.cache.root / "buildah").version()
-                    if self.records:
-                        self.cache.put_memo("tool-buildah", {"version": self._tool, "binary": stamp})
+                self._tool = program_version(
+                    self.cache, "buildah", found, buildah.version, record=self.records, missing="buildah-missing"
+                )
             return self._tool
 
     def bootstrap(self, name: str, spec: m.BootstrapBase) -> Base | None:
@@ -151,8 +139,9 @@ class StepWalk:
         """The cache key of a bootstrapped base, and what to call it."""
         bspec, what = _bootstrap_spec(spec)
         ctx = self.ctx
+        tool = boot.tool_version(ctx.runner, self.cache, record=self.records)
         return boot.bootstrap_key(
-            bspec, runner=ctx.runner, platform=ctx.platform, epoch=ctx.epoch, compression=ctx.compression
+            bspec, tool=tool, platform=ctx.platform, epoch=ctx.epoch, compression=ctx.compression
         ), what
 
     def need_blobs(self, image: Image) -> None:

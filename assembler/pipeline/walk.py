@@ -15,6 +15,7 @@ and appended; :meth:`Walk.finish` puts the config, labels and annotations on top
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 from functools import partial
 
 from assembler.archive.view import TreeView
@@ -44,8 +45,11 @@ class Walk(StepWalk):
         image: Image | None = None
         # The folders and symlinks of the image so far: copy and artifact layers are fitted onto it.
         view: TreeView | None = None
+        self._stacked: list[tuple[int, Layer, bool]] = []  # each layer appended: its report, whether big
+        bottom: Image | None = None  # the base as shipped
         if base is not None:
             image, shipped_base = self.setup.convert_image(base.image)
+            bottom = image
             for i, (blob, diff_id) in enumerate(zip(shipped_base, base.image.diff_ids, strict=True)):
                 digest, size = (blob.digest, blob.size) if blob is not None else (None, None)
                 reports.append(LayerReport(i, "base", base.what, digest, size, diff_id, "base"))
@@ -70,6 +74,8 @@ class Walk(StepWalk):
                 continue
             for blob, item in placed:
                 image, view = self._stack(spec, blob, item, origin, step, image, view, reports)
+        if image is not None and bottom is not None:  # steps ran on the layers as made; the image ships them cut
+            image, reports = self._cut(image, bottom, reports)
         return image, base, reports
 
     def _step_name(self, spec: m.LayerSpec, index: int) -> str | None:
@@ -100,7 +106,9 @@ class Walk(StepWalk):
             placed = self.setup.fit(blob, view) if view is not None else None
             if placed is not None:
                 self.origins.carry(placed.diff_id, blob.diff_id)  # what a step runs on: built on what blob is
-        shipped = self.setup.convert(placed) if placed is not None else None
+        # A big layer is cut (and converted) as the image ships, once every step has run on it: see _cut.
+        big = placed is not None and self.cutter.over_budget(placed)
+        shipped = self.setup.convert(placed) if placed is not None and not big else None
         digest, size = (shipped.digest, shipped.size) if shipped is not None else (None, None)
         placed_id = placed.diff_id if placed is not None else None
         reports.append(LayerReport(len(reports), graph.kind_of(spec), item, digest, size, placed_id, origin, step))
@@ -109,21 +117,51 @@ class Walk(StepWalk):
         view.apply(self.setup.index(placed.descriptor, placed.diff_id))
         layer = shipped or placed  # a plan without the converted blob: the same diff_id
         comment = getattr(spec, "comment", None) or ""
-        image = mutate.append_layers(image, [layer.made_by(f"assemble: {item}", comment)], epoch=self.ctx.epoch)
+        layer = layer.made_by(f"assemble: {item}", comment)
+        image = mutate.append_layers(image, [layer], epoch=self.ctx.epoch)
+        self._stacked.append((len(reports) - 1, layer, big))
         if shipped is not None:
-            self.report(
-                Event(
-                    "layer",
-                    {
-                        "index": len(reports) - 1,
-                        "what": item,
-                        "digest": shipped.digest,
-                        "size": shipped.size,
-                        "origin": origin,
-                    },
-                )
-            )
+            self._report_layer(reports[-1])
         return image, view
+
+    def _report_layer(self, report: LayerReport) -> None:
+        fields = {"index": report.index, "what": report.what, "digest": report.digest, "size": report.size}
+        self.report(Event("layer", {**fields, "origin": report.origin}))
+
+    def _cut(self, image: Image, bottom: Image, reports: list[LayerReport]) -> tuple[Image | None, list[LayerReport]]:
+        """The image as it ships: each big layer of Python packages in its parts
+        (:mod:`assembler.pipeline.cutlayers`), converted as the image wants; ``image`` itself
+        when no layer is big. None: a plan, a cut not made yet."""
+        if not any(big for _, _, big in self._stacked):
+            return image, reports
+        out = reports[: self._stacked[0][0]]
+        layers: list[Layer] = []
+        for index, layer, big in self._stacked:
+            report = reports[index]
+            parts = self._parts(layer) if big else [(layer, "")]
+            if parts is None:
+                out.append(replace(report, index=len(out), digest=None, size=None, diff_id=None, origin="will-build"))
+                continue
+            for part, label in parts:
+                what = f"{report.what} [{label}]" if label else report.what
+                self.origins.carry(part.diff_id, layer.diff_id)
+                out.append(
+                    replace(report, index=len(out), what=what, digest=part.digest, size=part.size, diff_id=part.diff_id)
+                )
+                layers.append(part.made_by(f"{layer.origin} [{label}]" if label else layer.origin, layer.comment))
+                if big:
+                    self._report_layer(out[-1])
+        if len(layers) < len(self._stacked):
+            return None, out
+        return mutate.append_layers(bottom, layers, epoch=self.ctx.epoch), out
+
+    def _parts(self, layer: Layer) -> list[tuple[Layer, str]] | None:
+        """What ships of the big ``layer``: its parts, or itself converted (None: not made yet)."""
+        parts = self.cutter.cut(layer)
+        if parts is None or parts != [(layer, "")]:
+            return parts
+        shipped = self.setup.convert(layer)
+        return [(shipped, "")] if shipped is not None else None
 
     def _layer(
         self, spec: m.LayerSpec, path: tuple[str | int, ...], image: Image | None, view: TreeView | None, index: int

@@ -20,6 +20,7 @@ from assembler.spec.fields import scalar_to_str
 from assembler.spec.lockapply import LockStatus
 from assembler.spec.params import Fixed, check_sets, fixed_params, param_inputs, resolve_params, substitute
 from assembler.spec.recipes import apply_recipe
+from assembler.spec.suggest import known_names
 from assembler.spec.validation import validate_model
 from assembler.spec.yamlfile import Locations, PathKey, load
 
@@ -92,9 +93,9 @@ def _chosen_target(data: dict[str, Any], target: str | None, locs: Locations) ->
         raise locs.error(("targets",), "expected a mapping of target names")
     chosen = target or data.get("default_target")
     if chosen is not None and chosen not in raw_targets:
-        known = ", ".join(sorted(raw_targets)) or "none"
         where: PathKey = ("default_target",) if target is None else ("targets",)
-        raise locs.error(where, f"unknown target {chosen!r}", hint=f"targets in this manifest: {known}")
+        hint = known_names(str(chosen), raw_targets, "targets in this manifest")
+        raise locs.error(where, f"unknown target {chosen!r}", hint=hint)
     return chosen
 
 
@@ -127,8 +128,9 @@ def _params(
     params = resolve_params(declared, {}, locs, ("params",), origin="the manifest")
     for name in sets:
         if name not in params:
-            known = ", ".join(sorted(params)) or "none"
-            raise locs.error(("params",), f"unknown param {name!r} (from --set)", hint=f"params: {known}")
+            raise locs.error(
+                ("params",), f"unknown param {name!r} (from --set)", hint=known_names(name, params, "params")
+            )
     fixed = fixed_params(data.get("choices"), declared, target, sets, locs)
     values = {**{k: f.value for k, f in fixed.items()}, **sets}
     params = resolve_params(declared, values, locs, ("params",), origin="--set")
@@ -170,8 +172,8 @@ def _apply_when(
     for layer, path in zip(manifest.image.layers, paths, strict=True):
         for name in layer.when:
             if name not in params:
-                known = ", ".join(sorted(params)) or "none"
-                raise locs.error((*path, "when", name), f"unknown param {name!r}", hint=f"params: {known}")
+                hint = known_names(name, params, "params")
+                raise locs.error((*path, "when", name), f"unknown param {name!r}", hint=hint)
         if all(params[name] in values for name, values in layer.when.items()):
             kept.append((layer, path))
     if len(kept) == len(paths):
@@ -188,20 +190,16 @@ def _apply_overrides(
         new_bases = dict(manifest.bases)
         for name, ref in bases.items():
             if name not in new_bases:
-                known = ", ".join(sorted(new_bases)) or "none"
-                raise ManifestError(
-                    f"unknown base {name!r} (from --base)", file=path, field="bases", hint=f"bases: {known}"
-                )
+                hint = known_names(name, new_bases, "bases")
+                raise ManifestError(f"unknown base {name!r} (from --base)", file=path, field="bases", hint=hint)
             new_bases[name] = ref
         manifest = manifest.model_copy(update={"bases": new_bases})
     if sources:
         new_sources = dict(manifest.sources)
         for name, src in sources.items():
             if name not in new_sources:
-                known = ", ".join(sorted(new_sources)) or "none"
-                raise ManifestError(
-                    f"unknown source {name!r} (from --source)", file=path, field="sources", hint=f"sources: {known}"
-                )
+                hint = known_names(name, new_sources, "sources")
+                raise ManifestError(f"unknown source {name!r} (from --source)", file=path, field="sources", hint=hint)
             new_sources[name] = m.PathSource(path=str(Path(src).resolve()))
         manifest = manifest.model_copy(update={"sources": new_sources})
     return manifest

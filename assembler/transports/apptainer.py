@@ -40,6 +40,7 @@ from assembler.archive.layer import Member, Opener
 from assembler.archive.tar import TarEntry
 from assembler.oci.digest import canonical_json
 from assembler.oci.image import Image
+from assembler.oci.reference import without_folder
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +200,10 @@ def _bootstrap(source_name: str) -> tuple[str, str]:
 
 
 def deffile(image: Image, *, source_name: str, env: str, run: str) -> bytes:
-    """An Apptainer definition file describing the image (``apptainer inspect --deffile``)."""
+    """An Apptainer definition file describing the image (``apptainer inspect --deffile``).
+    A source read from a file or folder is named without the folder it lies in: the SIF of
+    a layout moved elsewhere is the same bytes."""
+    source_name = without_folder(source_name)
     bootstrap, origin = _bootstrap(source_name)
     lines = [f"# Converted from {source_name or 'an OCI image'} ({image.digest}) by assemble."]
     if bootstrap:

@@ -12,12 +12,14 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from assembler.archive.compress import Compression
+from assembler.archive.tar import TarEntry
 from assembler.cache import Cache, key_of
+from assembler.cache.programs import program_version
 from assembler.errors import InputError, ToolError
 from assembler.oci.descriptor import Platform
 from assembler.oci.image import Image
@@ -26,7 +28,9 @@ from assembler.spec import model as m
 from assembler.transports.rootfs import image_from_layer, layer_from_tar
 
 log = logging.getLogger(__name__)
-FORMAT = 2
+# 3: run in the environment of mmdebstrap_env alone (bytecode written one way);
+# 4: apt's partial folders root's (_ROOT_OWNED)
+FORMAT = 4
 DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian"
 _ARCH = {
     "amd64": "amd64",
@@ -102,6 +106,18 @@ def host_mirror(sources_dir: Path = Path("/etc/apt")) -> str | None:
     return candidates[0] if candidates else None
 
 
+# apt's download folders belong to its sandbox user (_apt, uid 42) when an unprivileged
+# user bootstraps (unshare mode: apt runs inside the new root) and to root when root does
+# (apt runs on the host): mmdebstrap's cleanup makes them again after any hook, so the
+# layer gives them root's owner, and both bootstrap the same bytes. apt run as root in the
+# image hands them to _apt again before its first download.
+_ROOT_OWNED = frozenset({"var/cache/apt/archives/partial", "var/lib/apt/lists/partial"})
+
+
+def _one_owner(entry: TarEntry) -> TarEntry:
+    return replace(entry, uid=0, gid=0) if entry.path.strip("/") in _ROOT_OWNED else entry
+
+
 def mmdebstrap_argv(spec: BootstrapSpec, *, arch: str, mirror: str, output: Path) -> list[str]:
     argv = [
         "mmdebstrap",
@@ -118,18 +134,21 @@ def mmdebstrap_argv(spec: BootstrapSpec, *, arch: str, mirror: str, output: Path
     return [*argv, spec.suite, str(output), mirror]
 
 
-def tool_version(runner: Runner) -> str:
-    """mmdebstrap's version (part of the cache key); "missing" when it is not installed."""
-    if runner.which("mmdebstrap") is None:
-        return "missing"
-    result = runner.run(["mmdebstrap", "--version"], check=False)
-    return (result.stdout or result.stderr).strip()
+def tool_version(runner: Runner, cache: Cache, *, record: bool) -> str:
+    """mmdebstrap's version (part of the cache key), remembered by the binary's identity
+    (``--version`` is a Perl start-up: 0.3 s a base on every build otherwise); without
+    mmdebstrap, the version last recorded, else "missing"."""
+
+    def ask() -> str:
+        result = runner.run(["mmdebstrap", "--version"], check=False)
+        return (result.stdout or result.stderr).strip()
+
+    return program_version(cache, "mmdebstrap", runner.which("mmdebstrap"), ask, record=record, missing="missing")
 
 
-def bootstrap_key(
-    spec: BootstrapSpec, *, runner: Runner, platform: Platform, epoch: int, compression: Compression
-) -> str:
-    """The cache key of the base ``spec`` makes (also its name in a registry step cache)."""
+def bootstrap_key(spec: BootstrapSpec, *, tool: str, platform: Platform, epoch: int, compression: Compression) -> str:
+    """The cache key of the base ``spec`` makes (also its name in a registry step cache);
+    ``tool`` is mmdebstrap's version (:func:`tool_version`)."""
     return key_of(
         {
             "kind": "bootstrap",
@@ -141,7 +160,7 @@ def bootstrap_key(
             "components": list(spec.components),
             "keyring": spec.keyring,
             "arch": debian_arch(platform),
-            "tool": tool_version(runner),
+            "tool": tool,
             "epoch": epoch,
             "compression": compression,
         }
@@ -168,7 +187,9 @@ def make(
     mirror = spec.mirror or host_mirror() or DEFAULT_DEBIAN_MIRROR
     with cache.workdir("bootstrap-") as work:
         out = _mmdebstrap(spec, work, runner=runner, arch=arch, mirror=mirror, epoch=epoch, log_tail=log_tail)
-        blob = layer_from_tar(out, cache=cache, compression=compression, epoch=epoch, what=f"bootstrap {spec.suite}")
+        blob = layer_from_tar(
+            out, cache=cache, compression=compression, epoch=epoch, what=f"bootstrap {spec.suite}", adjust=_one_owner
+        )
     image = image_from_layer(
         blob,
         platform=platform,
@@ -187,10 +208,25 @@ def _mmdebstrap(
     # cannot enter a private folder: give its temp folder /tmp's mode.
     os.chmod(work, 0o1777)
     out = work / "rootfs.tar"
-    argv = mmdebstrap_argv(spec, arch=arch, mirror=mirror, output=out)
+    program = runner.which("mmdebstrap")
+    if program is None:
+        raise ToolError(
+            "mmdebstrap is not installed (not found on PATH)",
+            argv=("mmdebstrap",),
+            hint="install it: apt-get install mmdebstrap",
+        )
+    env = mmdebstrap_env(epoch=epoch, tmpdir=work)
+    # `env -i`: mmdebstrap, apt, dpkg and every maintainer script see these variables and
+    # no others of this process's (Runner adds to the caller's environment, it cannot take away).
+    argv = [
+        "env",
+        "-i",
+        *(f"{k}={v}" for k, v in env.items()),
+        str(program),
+        *mmdebstrap_argv(spec, arch=arch, mirror=mirror, output=out)[1:],
+    ]
     log.info("bootstrapping %s (%s) with mmdebstrap from %s", spec.suite, spec.variant, mirror)
-    env = {"SOURCE_DATE_EPOCH": str(epoch), "TMPDIR": str(work)}
-    result = runner.run(argv, env=env, check=False)
+    result = runner.run(argv, check=False)
     if result.returncode != 0:
         tail = "\n".join((result.stderr or result.stdout).splitlines()[-log_tail:])
         raise ToolError(
@@ -201,6 +237,43 @@ def _mmdebstrap(
             hint=_hint(tail, spec.packages),
         )
     return out
+
+
+# What of the caller's environment mmdebstrap is given: where its programs are, and the
+# proxies apt must go through.
+_PASSED_ENV = ("PATH", "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+
+
+def mmdebstrap_env(*, epoch: int, tmpdir: Path, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The whole environment mmdebstrap runs in (and so apt, dpkg and the packages'
+    maintainer scripts in the new root): the same for root and for an unprivileged user,
+    whatever either's shell holds.
+
+    The caller's environment used to reach the maintainer scripts. A root shell with
+    ``PYTHONDONTWRITEBYTECODE=1`` (CI images, this project's own machines) and a user's
+    without it bootstrapped different bases: Debian's ``py3compile`` (python3-minimal's
+    postinst and every Python package's) writes checked-hash ``.pyc`` files when
+    ``SOURCE_DATE_EPOCH`` is set, but it keeps a timestamp-based one that is already there
+    and fresh, and Python writes those itself for what it imports while packages are
+    configured (``py3compile``'s own ``debpython``, setuptools' ``_distutils_hack`` that a
+    ``.pth`` file imports at every start) unless told not to. With the variable, every
+    ``.pyc`` is ``py3compile``'s checked-hash one, valid in the image whatever its files'
+    times (the layer writer clamps them to the epoch, which a timestamp-based ``.pyc``
+    would no longer match: Python would compile that module again at every import).
+    ``PYTHONHASHSEED=0`` fixes the order of sets marshalled into them, as steps' does
+    (``compile/steps.py`` ``reproducible_env``); ``HOME`` is the new root's own (a user's
+    home is no folder there), the locale and time zone fixed."""
+    kept = {name: environ[name] for name in _PASSED_ENV if environ.get(name)}
+    return {
+        **kept,
+        "HOME": "/root",
+        "LC_ALL": "C.UTF-8",
+        "TZ": "UTC",
+        "SOURCE_DATE_EPOCH": str(epoch),
+        "TMPDIR": str(tmpdir),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONHASHSEED": "0",
+    }
 
 
 def _hint(tail: str, packages: Sequence[str]) -> str | None:

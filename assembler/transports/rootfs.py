@@ -8,18 +8,20 @@ tarball's digest.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from assembler.archive.compress import DECOMPRESS_ERRORS, Compression, decompressed, sniff
 from assembler.archive.headers import LayerHeaders
 from assembler.archive.layer import Member, write_layer
+from assembler.archive.tar import TarEntry
 from assembler.archive.tarread import copy_bounded, opener, reading, unpack_limit
 from assembler.cache import Cache, key_of
 from assembler.cache.memos import remember_headers
+from assembler.cache.programs import remembered_file_digest
 from assembler.errors import InputError, InvalidArchive
 from assembler.oci import mutate
 from assembler.oci.descriptor import Platform
-from assembler.oci.digest import file_digest
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
 
@@ -28,8 +30,17 @@ FORMAT = 2
 _CHUNK = 1 << 20
 
 
-def layer_from_tar(tar_path: Path, *, cache: Cache, compression: Compression, epoch: int, what: str) -> Layer:
-    """Rewrite a (possibly compressed) tarball as a deterministic layer in the cache.
+def layer_from_tar(
+    tar_path: Path,
+    *,
+    cache: Cache,
+    compression: Compression,
+    epoch: int,
+    what: str,
+    adjust: Callable[[TarEntry], TarEntry] | None = None,
+) -> Layer:
+    """Rewrite a (possibly compressed) tarball as a deterministic layer in the cache, each
+    member's header through ``adjust`` when given.
 
     Compressed input is first decompressed to a work file so members can be read in
     sorted order. Raises InputError for a file that is not a tar archive and UnsafePath
@@ -50,7 +61,7 @@ def layer_from_tar(tar_path: Path, *, cache: Cache, compression: Compression, ep
                     raise InputError(f"{what}: cannot decompress {kind} data ({e})") from e
         with open(plain, "rb") as f, reading(f, what=what, stream=False) as (tf, entries):
             members: list[Member] = [
-                (entry, opener(tf, info, what=what) if entry.kind == "file" else None)
+                (adjust(entry) if adjust else entry, opener(tf, info, what=what) if entry.kind == "file" else None)
                 for entry, info in entries  # the one reader: damage, bounds, UnsafePath for '..'
                 if entry.path
             ]
@@ -76,12 +87,17 @@ def image_from_layer(blob: Layer, *, platform: Platform, epoch: int, created_by:
     return mutate.append_layers(base, [blob.made_by(created_by)], epoch=epoch)
 
 
-def _key(path: Path, platform: Platform, epoch: int, compression: Compression) -> tuple[str, str]:
+def _key(
+    path: Path, platform: Platform, epoch: int, compression: Compression, *, cache: Cache, record: bool
+) -> tuple[str, str]:
+    """The cache key of the base made of the tarball at ``path``, and the tarball's digest:
+    read once, then remembered by the file's identity (a tarball of gigabytes is not read
+    again by a rebuild); ``record``: remember it (a plan writes nothing)."""
     what = f"rootfs:{path}"
     if not path.is_file():
         raise InputError(f"{what}: file does not exist")
     try:
-        digest = file_digest(path)
+        digest = remembered_file_digest(cache, path, record=record)
     except OSError as e:
         raise InputError(f"{what}: cannot read ({e.strerror})") from e
     parts = {
@@ -97,14 +113,15 @@ def _key(path: Path, platform: Platform, epoch: int, compression: Compression) -
 
 def cached(path: Path, *, cache: Cache, platform: Platform, epoch: int, compression: Compression) -> Image | None:
     """The converted image if the cache has it (nothing is written)."""
-    key, _ = _key(path, platform, epoch, compression)
+    key, _ = _key(path, platform, epoch, compression, cache=cache, record=False)
     return cache.base_image(key)
 
 
 def read(path: Path, *, cache: Cache, platform: Platform, epoch: int, compression: Compression) -> Image:
-    """The one-layer image of the tarball at ``path`` (cached by its digest)."""
+    """The one-layer image of the tarball at ``path`` (cached by its digest, which is
+    remembered by the file's identity: an unchanged tarball is not read again)."""
     what = f"rootfs:{path}"
-    key, digest = _key(path, platform, epoch, compression)
+    key, digest = _key(path, platform, epoch, compression, cache=cache, record=True)
     image = cache.base_image(key)
     if image is not None:
         return image

@@ -1,0 +1,221 @@
+"""Layers cut for transfer: a big layer of Python packages split along package boundaries.
+
+A pull fetches several layers at once (podman six, containerd three) and unpacks each as
+soon as the ones below it are in, but one layer is one connection and one decompression:
+a 3 GB layer of CUDA libraries serialises both, and a vLLM bump that changes one package of
+it moves all of it. :func:`plan_cut` says how to cut one layer, from its entries and the
+``RECORD`` files of the distributions in it; the pipeline writes each part
+(:mod:`assembler.pipeline.cutlayers`). The design, and why:
+
+- **Units.** Each distribution whose ``NAME-VERSION.dist-info/RECORD`` is in the layer
+  claims the paths its RECORD names (relative to the folder holding the dist-info, as pip,
+  uv and pypa/installer write them: ``../../../bin/x`` included), everything under its
+  dist-info, and the ``__pycache__/*.pyc`` of a ``.py`` it claims (pip lists them, uv does
+  not compile them). A path two distributions claim (a namespace package's
+  ``__init__.py``), a whiteout, and what no RECORD names (a venv's own files) are the
+  *rest*. A hard link goes with the file it links to.
+- **A part depends only on its packages' files.** It holds their entries and the folders
+  above them as this layer has them (no folder is made up: a mode the layer does not set
+  would override the image's), in the layer's order. Entries are normalised by the build's
+  epoch, so the part of ``nvidia-cublas-cu12`` is the same bytes whatever else the step
+  installed: a neighbour that changes (vLLM 0.11.0 -> 0.11.1 moves torch and NCCL) leaves
+  it, and its digest, as it was, and a node that has it pulls nothing of it.
+- **The budget.** A unit of at least a quarter of the budget (files' bytes) is a part of
+  its own: it is a download and a decompression big enough to be worth a connection. The
+  smaller ones go to one of :data:`BUCKETS` buckets by the first byte of the sha256 of
+  their name; a bucket over the budget is split the same way by the next byte, and so on.
+  Where a package lands depends on its name alone, and a bucket's bytes on the packages in
+  it: a change to a small package moves its bucket only. A number of buckets that grew
+  with the layer would move every package when one crossed a threshold: the count is
+  fixed, and the split is local to the bucket that needs it. A unit bigger than the budget
+  stays whole: a package is never split.
+- **Order.** What changes least comes first, so that a node re-applies the fewest layers
+  after a bump: ``nvidia-*`` (the CUDA libraries, which move with the CUDA release), then
+  torch and triton (with the torch release), then the other packages of their own by name,
+  the buckets, and the rest last. The rank is the name's alone: deterministic.
+- **Not cut:** a layer within the budget, or with no distribution in it. Small images keep
+  their layers and digests.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import posixpath
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from assembler.archive.tar import TarEntry
+
+BUCKETS = 4
+# The part of each of these names comes first (they change least), in this order.
+_STABLE = (re.compile(r"nvidia-.*"), re.compile(r"(torch|triton|pytorch-triton)"))
+_DIST_INFO = re.compile(r"(?:^|/)([^/]+)\.dist-info/RECORD$")
+REST = "rest"
+
+
+@dataclass(frozen=True)
+class Part:
+    """One layer of a cut: a label (a package's name, ``bucket N``, or ``rest``), the
+    distributions in it, and the paths of the source layer's entries it holds."""
+
+    label: str
+    names: tuple[str, ...]
+    paths: tuple[str, ...]
+
+
+def canonical_name(name: str) -> str:
+    """A distribution name as PEP 503 normalises it (``Foo_Bar`` -> ``foo-bar``)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def records(entries: Iterable[TarEntry]) -> list[str]:
+    """The paths of the ``*.dist-info/RECORD`` files among ``entries``."""
+    return [e.path for e in entries if e.kind == "file" and _DIST_INFO.search(e.path)]
+
+
+def _claims(record_path: str, text: str) -> tuple[str, set[str], str]:
+    """The distribution a RECORD belongs to, the paths it names, and its dist-info folder."""
+    dist_info = posixpath.dirname(record_path)
+    folder = posixpath.dirname(dist_info)
+    name = canonical_name(posixpath.basename(dist_info).split("-", 1)[0])
+    paths: set[str] = set()
+    for row in csv.reader(io.StringIO(text)):
+        if not row or not row[0]:
+            continue
+        path = posixpath.normpath(posixpath.join(folder, row[0]))
+        if not path.startswith("../") and path != "..":
+            paths.add(path)
+    return name, paths, dist_info
+
+
+def owners(entries: Sequence[TarEntry], texts: Mapping[str, str]) -> dict[str, str]:
+    """The unit of each entry that belongs to exactly one distribution (path -> name).
+
+    ``texts``: the text of each RECORD (path -> text). Entries left out are the rest's.
+    """
+    claimed: dict[str, set[str]] = {}
+    folders: dict[str, str] = {}
+    for path, text in texts.items():
+        name, paths, dist_info = _claims(path, text)
+        folders[dist_info] = name
+        for p in paths:
+            claimed.setdefault(p, set()).add(name)
+    out: dict[str, str] = {}
+    for entry in entries:
+        if entry.kind == "dir" or posixpath.basename(entry.path).startswith(".wh."):
+            continue
+        names = claimed.get(entry.path) or _under_dist_info(entry.path, folders) or _pyc_owner(entry.path, claimed)
+        if names is not None and len(names) == 1:
+            out[entry.path] = next(iter(names))
+    for entry in entries:  # a hard link goes with its file (which the layer writes before it)
+        if entry.kind == "hardlink":
+            target = out.get(entry.linkname)
+            if target is None:
+                out.pop(entry.path, None)
+            else:
+                out[entry.path] = target
+    return out
+
+
+def _under_dist_info(path: str, folders: Mapping[str, str]) -> set[str] | None:
+    parent = posixpath.dirname(path)
+    while parent:
+        if parent in folders:
+            return {folders[parent]}
+        if parent.endswith(".dist-info"):
+            return None
+        parent = posixpath.dirname(parent)
+    return None
+
+
+def _pyc_owner(path: str, claimed: Mapping[str, set[str]]) -> set[str] | None:
+    """The owner of ``d/m.py`` for ``d/__pycache__/m.cpython-311.pyc`` (uv compiles
+    without listing them in RECORD)."""
+    folder, file = posixpath.split(path)
+    if posixpath.basename(folder) != "__pycache__" or not file.endswith(".pyc"):
+        return None
+    source = posixpath.join(posixpath.dirname(folder), file.split(".", 1)[0] + ".py")
+    return claimed.get(source)
+
+
+def _rank(name: str) -> tuple[int, str]:
+    for i, pattern in enumerate(_STABLE):
+        if pattern.fullmatch(name):
+            return i, name
+    return len(_STABLE), name
+
+
+def _bucket(name: str, level: int) -> int:
+    return hashlib.sha256(name.encode()).digest()[level % 32] % BUCKETS
+
+
+def _buckets(
+    sizes: Mapping[str, int], budget: int, label: str = "bucket ", level: int = 0
+) -> list[tuple[str, list[str]]]:
+    """The small units in buckets by their name's hash (labelled ``bucket 2``, and ``bucket
+    2.0`` within it); a bucket over ``budget`` is split again by the hash's next byte."""
+    groups: dict[int, list[str]] = {}
+    for name in sorted(sizes):
+        groups.setdefault(_bucket(name, level), []).append(name)
+    out: list[tuple[str, list[str]]] = []
+    for index in sorted(groups):
+        names, here = groups[index], f"{label}{index}"
+        if len(names) > 1 and level < 31 and sum(sizes[n] for n in names) > budget:
+            out += _buckets({n: sizes[n] for n in names}, budget, here + ".", level + 1)
+        else:
+            out.append((here, names))
+    return out
+
+
+def plan_cut(entries: Sequence[TarEntry], texts: Mapping[str, str], *, budget: int) -> list[Part]:
+    """How to cut the layer of ``entries`` (in its order) whose RECORDs say ``texts``: its
+    parts in layer order, or ``[]`` when it is not cut (within ``budget`` bytes of files,
+    or no distribution in it, or one part only). See the module's doc for the design."""
+    size = sum(e.size for e in entries if e.kind == "file")
+    if budget <= 0 or size <= budget or not texts:
+        return []
+    owner = owners(entries, texts)
+    sizes: dict[str, int] = {}
+    for entry in entries:
+        if entry.path in owner:
+            sizes[owner[entry.path]] = sizes.get(owner[entry.path], 0) + (entry.size if entry.kind == "file" else 0)
+    alone = sorted((n for n, s in sizes.items() if s * 4 >= budget), key=_rank)
+    small = {n: s for n, s in sizes.items() if s * 4 < budget}
+    groups = [(n, [n]) for n in alone] + _buckets(small, budget)
+    unit_of = {name: i for i, (_, names) in enumerate(groups) for name in names}
+    chosen: list[list[str]] = [[] for _ in range(len(groups) + 1)]  # the last: the rest
+    for entry in entries:
+        if entry.kind != "dir":
+            chosen[unit_of[owner[entry.path]] if entry.path in owner else len(groups)].append(entry.path)
+    parts = [
+        Part(label, tuple(names), _with_folders(paths, entries))
+        for (label, names), paths in zip([*groups, (REST, [])], chosen, strict=True)
+        if paths
+    ]
+    rest_dirs = _unneeded_folders(entries, parts)
+    if rest_dirs:
+        if parts and parts[-1].label == REST:
+            parts[-1] = Part(REST, (), _with_folders([*parts[-1].paths, *rest_dirs], entries))
+        else:
+            parts.append(Part(REST, (), _with_folders(rest_dirs, entries)))
+    return parts if len(parts) > 1 else []
+
+
+def _with_folders(paths: Iterable[str], entries: Sequence[TarEntry]) -> tuple[str, ...]:
+    """``paths`` and the folders above them that the layer has, in the layer's order."""
+    wanted = set(paths)
+    for path in list(wanted):
+        parent = posixpath.dirname(path)
+        while parent and parent not in wanted:
+            wanted.add(parent)
+            parent = posixpath.dirname(parent)
+    return tuple(e.path for e in entries if e.path in wanted)
+
+
+def _unneeded_folders(entries: Sequence[TarEntry], parts: Sequence[Part]) -> list[str]:
+    """The layer's folders no part holds (an empty folder the step made): the rest's."""
+    held = {p for part in parts for p in part.paths}
+    return [e.path for e in entries if e.kind == "dir" and e.path not in held]

@@ -1,0 +1,197 @@
+"""Layers cut for transfer (assembler.archive.cut, pipeline.cutlayers): a big layer of
+Python packages ships as one layer per big package and buckets of small ones, and a package
+that did not change keeps its layer's digest when its neighbours change."""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+from assembler.archive.cut import BUCKETS, plan_cut
+from assembler.archive.tar import TarEntry, sort_key
+from tests.helpers import layout_digest, manifest_of, read_blob, run_cli_here, uncompressed
+
+SITE = "opt/venv/lib/python3.11/site-packages"
+
+
+def _dist(root: Path, name: str, files: dict[str, bytes], *, scripts: dict[str, bytes] | None = None) -> None:
+    """A distribution installed under ``root`` (a venv) as pip leaves it: its files, a
+    dist-info and a RECORD naming them (scripts as ``../../../bin/NAME``)."""
+    site = root / "lib/python3.11/site-packages"
+    info = f"{name.replace('-', '_')}-1.0.dist-info"
+    rows = []
+    for rel, data in files.items():
+        (site / rel).parent.mkdir(parents=True, exist_ok=True)
+        (site / rel).write_bytes(data)
+        rows.append(f"{rel},sha256=x,{len(data)}")
+    for script, data in (scripts or {}).items():
+        (root / "bin").mkdir(parents=True, exist_ok=True)
+        (root / "bin" / script).write_bytes(data)
+        rows.append(f"../../../bin/{script},,")
+    (site / info).mkdir(parents=True)
+    (site / info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    rows += [f"{info}/METADATA,,", f"{info}/RECORD,,"]
+    (site / info / "RECORD").write_text("\n".join(rows) + "\n")
+
+
+def _venv(root: Path, *, small: bytes = b"v1") -> None:
+    """A venv with a big CUDA-like library, torch (with a script), and small packages."""
+    (root / "pyvenv.cfg").parent.mkdir(parents=True, exist_ok=True)
+    (root / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    _dist(root, "nvidia-cublas-cu12", {"nvidia/cublas/lib/libcublas.so.12": b"c" * 40_000})
+    _dist(root, "torch", {"torch/__init__.py": b"t" * 30_000}, scripts={"torchrun": b"#!/opt/venv/bin/python\n"})
+    for name in ("six", "idna", "yarl", "aiohttp", "requests", "certifi"):
+        _dist(root, name, {f"{name}/__init__.py": name.encode() * 200 + (small if name == "six" else b"")})
+
+
+def _entries(root: Path, under: str) -> tuple[list[TarEntry], dict[str, str]]:
+    """The layer a copy of ``root`` to ``under`` makes (entries in layer order), and its RECORDs' texts."""
+    entries, texts = [], {}
+    parts = under.split("/")
+    for i in range(1, len(parts) + 1):
+        entries.append(TarEntry("/".join(parts[:i]), "dir"))
+    for path in sorted(root.rglob("*")):
+        rel = f"{under}/{path.relative_to(root)}"
+        if path.is_dir():
+            entries.append(TarEntry(rel, "dir"))
+        else:
+            entries.append(TarEntry(rel, "file", size=path.stat().st_size))
+            if path.name == "RECORD":
+                texts[rel] = path.read_text()
+    entries.sort(key=lambda e: sort_key(e.path))
+    return entries, texts
+
+
+def test_each_part_holds_its_packages_files_and_the_folders_above_them(tmp_path: Path) -> None:
+    _venv(tmp_path / "venv")
+    entries, texts = _entries(tmp_path / "venv", "opt/venv")
+    parts = plan_cut(entries, texts, budget=64_000)
+    labels = [p.label for p in parts]
+    # the CUDA library first, then torch, the buckets of small packages, the venv's own files last
+    assert labels[:2] == ["nvidia-cublas-cu12", "torch"] and labels[-1] == "rest", labels
+    assert all(label.startswith("bucket ") for label in labels[2:-1]) and len(labels) - 3 <= BUCKETS
+    torch = parts[1].paths
+    assert "opt/venv/bin/torchrun" in torch and f"{SITE}/torch-1.0.dist-info/RECORD" in torch
+    assert {"opt", "opt/venv", "opt/venv/bin", SITE} <= set(torch)  # its folders, as the layer has them
+    assert not any("nvidia" in p or "six" in p for p in torch)
+    assert parts[-1].paths[-1] == "opt/venv/pyvenv.cfg"  # no RECORD names it
+    # every entry is in a part; every file in exactly one; each part in the layer's order
+    files = [e.path for e in entries if e.kind != "dir"]
+    held = [p for part in parts for p in part.paths]
+    assert sorted(p for p in held if p in set(files)) == sorted(files)
+    assert {e.path for e in entries} == set(held)
+    order = {e.path: i for i, e in enumerate(entries)}
+    assert all([order[p] for p in part.paths] == sorted(order[p] for p in part.paths) for part in parts)
+    small = sorted(n for part in parts[2:-1] for n in part.names)
+    assert small == ["aiohttp", "certifi", "idna", "requests", "six", "yarl"]
+
+
+def test_a_layer_within_the_budget_or_without_packages_is_not_cut(tmp_path: Path) -> None:
+    _venv(tmp_path / "venv")
+    entries, texts = _entries(tmp_path / "venv", "opt/venv")
+    size = sum(e.size for e in entries)
+    assert plan_cut(entries, texts, budget=size) == []  # exactly the budget: whole
+    assert plan_cut(entries, texts, budget=0) == []  # no budget: nothing is cut
+    assert plan_cut(entries, {}, budget=1000) == []  # no RECORD: no package boundary to cut along
+    assert len(plan_cut(entries, texts, budget=size - 1)) > 1
+
+
+def test_a_file_two_packages_claim_and_a_whiteout_are_the_rests(tmp_path: Path) -> None:
+    _venv(tmp_path / "venv")
+    entries, texts = _entries(tmp_path / "venv", "opt/venv")
+    shared = f"{SITE}/nvidia/__init__.py"  # a namespace package's, in two RECORDs
+    entries = sorted(
+        [*entries, TarEntry(shared, "file", size=10), TarEntry(f"{SITE}/.wh.old", "file")],
+        key=lambda e: sort_key(e.path),
+    )
+    for name in ("nvidia_cublas_cu12", "torch"):
+        texts[f"{SITE}/{name}-1.0.dist-info/RECORD"] += "nvidia/__init__.py,,\n"
+    parts = plan_cut(entries, texts, budget=64_000)
+    rest = parts[-1]
+    assert rest.label == "rest" and shared in rest.paths and f"{SITE}/.wh.old" in rest.paths
+
+
+def test_a_small_packages_bucket_depends_on_its_name_alone(tmp_path: Path) -> None:
+    _venv(tmp_path / "a")
+    _venv(tmp_path / "b")
+    _dist(tmp_path / "b", "zipp", {"zipp/__init__.py": b"z" * 100})  # a new neighbour
+    a = {n: p.label for p in plan_cut(*_entries(tmp_path / "a", "opt/venv"), budget=64_000) for n in p.names}
+    b = {n: p.label for p in plan_cut(*_entries(tmp_path / "b", "opt/venv"), budget=64_000) for n in p.names}
+    assert all(b[name] == label for name, label in a.items()), (a, b)
+
+
+# -- the walk: a copy of a venv, built -------------------------------------------------------
+
+
+def _project(root: Path, *, small: bytes = b"v1") -> Path:
+    _venv(root / "venv", small=small)
+    (root / "m.yaml").write_text(
+        "name: cut\nbases: {b: scratch}\nimage:\n  base: b\n  layers:\n"
+        "    - copy: {from: ./venv, to: /opt/venv}\n"
+        "    - copy: {from: ./venv/pyvenv.cfg, to: /etc/venv.cfg}\n"
+    )
+    return root
+
+
+def _build(project: Path, cache: Path, *extra: str) -> tuple[dict, list[str]]:
+    ran = run_cli_here(["m.yaml", "--cache", str(cache), "--json", "-o", "oci:out:1", *extra], cwd=project)
+    assert ran.code == 0, str(ran)
+    history = [h.get("created_by", "") for h in _config(project / "out")["history"]]
+    return ran.json, history
+
+
+def _config(layout: Path) -> dict:
+    import json
+
+    return json.loads(read_blob(layout, manifest_of(layout, "1")["config"]["digest"]))
+
+
+def _files(layout: Path) -> dict[str, tuple[str, bytes]]:
+    """The image's files, its layers applied in order: path -> (kind, content)."""
+    import io
+
+    out: dict[str, tuple[str, bytes]] = {}
+    for desc in manifest_of(layout, "1")["layers"]:
+        with tarfile.open(fileobj=io.BytesIO(uncompressed(read_blob(layout, desc["digest"])))) as tf:
+            for info in tf:
+                data = tf.extractfile(info).read() if info.isfile() else b""  # type: ignore[union-attr]
+                out[info.name.rstrip("/")] = ("dir" if info.isdir() else "file", data + oct(info.mode).encode())
+    return out
+
+
+def test_a_big_venv_ships_cut_and_a_bump_moves_only_its_part(tmp_path: Path) -> None:
+    project = _project(tmp_path / "p")
+    whole, _ = _build(project, tmp_path / "cache", "--layer-budget", "0")
+    files = _files(project / "out")
+    cut, history = _build(project, tmp_path / "cache", "--layer-budget", "64K")
+    assert len(whole["layers"]) == 2 and len(cut["layers"]) > 4, cut["layers"]
+    whats = [layer["what"] for layer in cut["layers"]]
+    assert whats[0] == "copy ./venv /opt/venv [nvidia-cublas-cu12]" and whats[1].endswith("[torch]")
+    assert whats[-2].endswith("[rest]") and whats[-1] == "copy ./venv/pyvenv.cfg /etc/venv.cfg"
+    assert history[0].endswith("[nvidia-cublas-cu12]") and len(history) == len(cut["layers"])
+    assert _files(project / "out") == files  # the same files, whichever way it ships
+    again, _ = _build(project, tmp_path / "cache", "--layer-budget", "64K")
+    assert again["digest"] == cut["digest"]
+
+    # six changes: torch's and the CUDA library's parts keep their digests, six's bucket does not
+    bumped_project = _project(tmp_path / "q", small=b"v2")
+    bumped, _ = _build(bumped_project, tmp_path / "cache2", "--layer-budget", "64K")
+    before = {x["what"]: x["digest"] for x in cut["layers"]}
+    after = {x["what"]: x["digest"] for x in bumped["layers"]}
+    moved = sorted(what for what, digest in after.items() if before.get(what) != digest)
+    assert len(moved) == 1 and "bucket" in moved[0], moved
+
+
+def test_the_default_budget_leaves_a_small_image_as_it_was(tmp_path: Path) -> None:
+    project = _project(tmp_path / "p")
+    default, _ = _build(project, tmp_path / "cache")
+    whole, _ = _build(project, tmp_path / "cache", "--layer-budget", "0")
+    assert default["digest"] == whole["digest"] and layout_digest(project / "out", "1") == whole["digest"]
+
+
+def test_a_bad_budget_is_refused(tmp_path: Path) -> None:
+    project = _project(tmp_path / "p")
+    ran = run_cli_here(
+        ["m.yaml", "--cache", str(tmp_path / "c"), "--layer-budget", "lots", "-o", "oci:o:1"], cwd=project
+    )
+    assert ran.code == 2 and "--layer-budget" in ran.err and "512M" in ran.err, str(ran)
