@@ -235,6 +235,20 @@ def _print_summary(result: Result) -> None:
     say(f"done in {result.seconds:.1f} s")
 
 
+def grew_cache(result: Result) -> bool:
+    """Whether the build ``result`` may have added to its cache: it ran a step, wrote a
+    layer, or brought in a base, a step or a folder. A build that did none of these (a
+    no-change rebuild) leaves the cache as it was, so its budget is not checked then unless
+    ``--cache-max-size`` asks: measuring buildah's storage and the cache walks every file
+    of both (a second for the demo, twice the rest of such a build)."""
+    return (
+        any(step.state != "cached" for step in result.steps)
+        or any(layer.origin not in ("base", "cached") for layer in result.layers)
+        or result.base_bytes_read > 0
+        or any(result.step_cache.values())
+    )
+
+
 def keep_budget(cache_dir: Path, budget: int, *, report: Reporter) -> None:
     """After a build: the cache kept within ``budget`` (what the build used stays); what
     was removed said as an info event, a failure as a warning (the outputs are written)."""
@@ -288,7 +302,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         for line in idle:
             report(Event("warning", {"text": line}))
         results = assemble_variants(variants, options, runner=Runner(), report=report)
-        keep_budget(options.cache_dir, budget, report=report)
+        if args.cache_max_size is not None or any(map(grew_cache, results)):
+            keep_budget(options.cache_dir, budget, report=report)
     write_digest(args.digestfile, results[0].digest)
     if args.json:
         shown: Any = _result_json(results[0])
