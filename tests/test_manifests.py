@@ -620,8 +620,15 @@ DYNAMO = {  # USER dynamo, WORKDIR /workspace, ENTRYPOINT ["/opt/nvidia/nvidia_e
     "Labels": {},
 }
 NONE = {"Cmd": None, "User": None, "Healthcheck": None, "ExposedPorts": None, "Labels": {}}
-# v0.11.1 docker/Dockerfile:407-411 (vllm-base): the host driver's /usr/local/nvidia/lib64 first
-VLLM_CUDA_ENV = {**VENV_PATH, "LD_LIBRARY_PATH": "/usr/local/nvidia/lib64:${LD_LIBRARY_PATH}"}
+# v0.11.1 docker/Dockerfile:407-411 (vllm-base): the host driver's /usr/local/nvidia/lib64
+# first; and uv's settings, vllm-base's ENV (:329-332, read from the sdist on PyPI)
+VLLM_CUDA_ENV = {
+    **VENV_PATH,
+    "LD_LIBRARY_PATH": "/usr/local/nvidia/lib64:${LD_LIBRARY_PATH}",
+    "UV_HTTP_TIMEOUT": "500",
+    "UV_INDEX_STRATEGY": "unsafe-best-match",
+    "UV_LINK_MODE": "copy",
+}
 
 # vLLM v0.11.1 docker/Dockerfile.rocm:124-132 (read from the sdist on PyPI), with the base
 # stage's PYTORCH_ROCM_ARCH (:8-9, the arch list built: Dockerfile.rocm_base:18's by default)
