@@ -551,3 +551,35 @@ image:
         fileobj=io.BytesIO(uncompressed(read_blob(tmp_path / "out", manifest["layers"][2]["digest"])))
     ) as tf:
         assert any(n.startswith("wheels/six-1.16.0") for n in tf.getnames())
+
+
+def test_a_runtime_step_that_writes_a_machine_identity_gives_one_layer(
+    tmp_path: Path, demo_bases: dict[str, Path]
+) -> None:
+    """systemd's and dbus's install scripts write a random /etc/machine-id and
+    /var/lib/dbus/machine-id: a package step installing either gave another layer each
+    build. The identity is left out of the layer (each container makes its own): the same
+    step twice, in two caches, gives one digest."""
+    (tmp_path / "m.yaml").write_text(
+        f"""name: identity
+bases: {{runtime: "oci:{demo_bases["runtime"]}:latest"}}
+image:
+  base: runtime
+  layers:
+    - run:
+        - head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n' > /etc/machine-id
+        - mkdir -p /var/lib/dbus && cp /etc/machine-id /var/lib/dbus/machine-id && echo kept > /etc/marker
+"""
+    )
+    digests = []
+    for cache in ("a", "b"):
+        ran = run_cli(["m.yaml", "--json", "--cache", cache, "-o", f"oci:out-{cache}:x"], cwd=tmp_path)
+        assert ran.code == 0, str(ran)
+        digests.append(ran.json["digest"])
+    layout = tmp_path / "out-a"
+    layer = manifest_of(layout, "x")["layers"][-1]
+    with tarfile.open(fileobj=io.BytesIO(uncompressed(read_blob(layout, layer["digest"])))) as tar:
+        names = {m.name.lstrip("./") for m in tar.getmembers()}
+    assert "etc/marker" in names, names  # what the step wrote besides is there
+    assert not names & {"etc/machine-id", "var/lib/dbus/machine-id"}, names
+    assert digests[0] == digests[1]

@@ -53,6 +53,12 @@ DEFAULT_EXCLUDES = (
     "/root/.cache",
     "/root/.cache/*",
     "/etc/ld.so.cache~",
+    # The machine's identity, which systemd's and dbus's install scripts write at random
+    # (a package step installing either gave another layer each build). An image shares
+    # no identity among the machines that run it (image builders clear it for that): a
+    # container or boot that needs one makes its own (dbus-uuidgen --ensure).
+    "/etc/machine-id",
+    "/var/lib/dbus/machine-id",
 )
 _NEVER = ("/proc", "/sys", "/dev")
 

@@ -9,6 +9,9 @@ from assembler.oci.image import Image
 from assembler.spec import model as m
 
 FORMAT = 2  # 2: steps run with reproducible_env (PYTHONHASHSEED): earlier results may differ
+# A runtime step's layer: 3: the machine's identity (/etc/machine-id, dbus's) left out
+# (compile.agent.DEFAULT_EXCLUDES), a random one per build before.
+RUNTIME_FORMAT = 3
 
 
 # What a compile step says that does not change its artifacts: names, and how its job is run.
@@ -68,7 +71,7 @@ def runtime_key(
     return key_of(
         {
             "kind": "runtime",
-            "format": FORMAT,
+            "format": RUNTIME_FORMAT,
             "parent": below,
             "step": dict(definition),
             "mounts": dict(mounts),
