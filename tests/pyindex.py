@@ -24,14 +24,15 @@ def _dist(name: str) -> str:
     return re.sub(r"[-_.]+", "_", name).lower()
 
 
-def wheel(folder: Path, project: str, version: str, requires: Sequence[str] = ()) -> Path:
-    """A pure-Python wheel of ``project`` ``version`` whose METADATA requires ``requires``."""
+def wheel(folder: Path, project: str, version: str, requires: Sequence[str] = (), *, module: str | None = None) -> Path:
+    """A pure-Python wheel of ``project`` ``version`` whose METADATA requires ``requires``;
+    its module holds ``module`` (default: its version)."""
     dist = _dist(project)
     info = f"{dist}-{version}.dist-info"
     metadata = f"Metadata-Version: 2.1\nName: {project}\nVersion: {version}\n"
     metadata += "".join(f"Requires-Dist: {r}\n" for r in requires)
     files = {
-        f"{dist}/__init__.py": f"VERSION = {version!r}\n",
+        f"{dist}/__init__.py": module if module is not None else f"VERSION = {version!r}\n",
         f"{info}/METADATA": metadata,
         f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }

@@ -15,12 +15,10 @@ and the lock pinning a compile step's wheels by their sha256 (``require_hashes``
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import shutil
 import tarfile
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,26 +26,7 @@ import pytest
 
 from tests.conftest import OWN_STORAGE, reclaim_at_teardown
 from tests.helpers import ROOT, config_of, manifest_of, read_blob, run_cli, uncompressed
-
-
-def _wheel(folder: Path, project: str, version: str, text: str) -> Path:
-    """A pure-Python wheel of ``project`` ``version`` whose module holds ``text``."""
-    info = f"{project}-{version}.dist-info"
-    files = {
-        f"{project}/__init__.py": text,
-        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {project}\nVersion: {version}\n",
-        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = []
-    for path, data in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data.encode()).digest()).rstrip(b"=").decode()
-        record.append(f"{path},sha256={digest},{len(data.encode())}")
-    files[f"{info}/RECORD"] = "\n".join([*record, f"{info}/RECORD,,"]) + "\n"
-    wheel = folder / f"{project}-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as z:
-        for member, data in files.items():
-            z.writestr(zipfile.ZipInfo(member, (2020, 1, 1, 0, 0, 0)), data)
-    return wheel
+from tests.pyindex import wheel
 
 
 def _publish(www: Path, wheel: Path) -> str:
@@ -71,7 +50,7 @@ def test_a_require_hashes_set_installs_the_locked_bytes_and_refuses_others(
 ) -> None:
     url, www = http_folder
     (www / "files").mkdir()
-    sha = _publish(www, _wheel(www / "files", "hashpin", "1.0", "WHO = 'the locked bytes'\n"))
+    sha = _publish(www, wheel(www / "files", "hashpin", "1.0", module="WHO = 'the locked bytes'\n"))
     manifest = tmp_path / "m.yaml"
     manifest.write_text(
         f"""name: hashes
@@ -102,7 +81,7 @@ image:
 
     # The index serves other bytes for the same file name, its page agreeing with them: only
     # the lock's sha256 stands between the build and them.
-    _publish(www, _wheel(www / "files", "hashpin", "1.0", "WHO = 'someone else'\n"))
+    _publish(www, wheel(www / "files", "hashpin", "1.0", module="WHO = 'someone else'\n"))
     other = run_cli([str(manifest), "--locked", "--cache", str(tmp_path / "c2"), "-o", f"oci:{tmp_path / 'o2'}:latest"])
     assert other.code != 0, other
     assert "DO NOT MATCH THE HASHES" in other.err, other
