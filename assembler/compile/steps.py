@@ -55,6 +55,12 @@ log = logging.getLogger(__name__)
 # -- reproducibility -------------------------------------------------------------------
 
 
+# What every step runs with besides (a step's own ``env`` may override it): steps run as
+# root in a container made for them, so pip's warning against installing as root is a line
+# of noise in every log that pip prints, about nothing the user needs to change.
+STEP_ENV = {"PIP_ROOT_USER_ACTION": "ignore"}
+
+
 def reproducible_env(epoch: int) -> dict[str, str]:
     """The environment every step runs with so that two builds from empty caches agree
     (a step's own ``env`` may override it). README "Reproducible builds" lists per tool
@@ -153,7 +159,7 @@ def _run_compile_step(
     caches = _cache_volumes(step, ws, kept)
     src_volumes = [_working_copy(kept, step.name, sources[name]) for name in step.sources]
     ca_volumes, ca_env = host_ca(ws)
-    env = {**ca_env, **reproducible_env(ws.epoch), **step.env}
+    env = {**ca_env, **reproducible_env(ws.epoch), **STEP_ENV, **step.env}
     commands = [(c, c) for c in step.run]
     with container(ws, image, step.name) as cid, secret_files(ws, step.secrets, step.name) as (svol, values, pre):
         with mounted_artifacts(ws, inputs) as input_volumes:
@@ -348,7 +354,7 @@ def run_runtime_step(
     log_path = step_log(ws.cache, name, key)
     excludes = [p for p in DEFAULT_EXCLUDES if p not in keep and p.rstrip("/*") not in keep] + list(exclude)
     ca_volumes, ca_env = host_ca(ws)
-    run_env = {**ca_env, **reproducible_env(ws.epoch), "DEBIAN_FRONTEND": "noninteractive", **env}
+    run_env = {**ca_env, **reproducible_env(ws.epoch), **STEP_ENV, "DEBIAN_FRONTEND": "noninteractive", **env}
     with ws.cache.workdir("runtime-") as work:
         snap = work / "snapshot.json"
         with container(ws, image, name) as cid, secret_files(ws, secrets, name) as (svol, values, pre):
