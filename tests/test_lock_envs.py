@@ -295,8 +295,15 @@ def test_an_environment_resolves_as_of_upstreams_date(tmp_path: Path, index: Ind
     2025-05-17) it gets what upstream's build got."""
     _era(index)
     manifest = tmp_path / "verl.yaml"
+    # b60acfa's text named no date: it resolved as of the day it was locked (5.20.2). Now it
+    # resolves as of the day the newest release it names exactly was published (vllm's)...
     manifest.write_text(VERL_ERA.format(index=index.url, as_of=""))
+    refused = run_cli(["lock", str(manifest)])
+    assert refused.code == 2 and "pyairports" in refused.err, refused  # ... when outlines' pyairports was gone
+    manifest.write_text(VERL_ERA.format(index=index.url, as_of="").replace(", pyairports]", "]"))
     assert run_cli(["lock", str(manifest)]).code == 0
+    assert _pinned(tmp_path / "verl.lock", "layers.vllm:vllm")["transformers"] == "4.45.2"
+    assert run_cli(["lock", str(manifest), "--upgrade"]).code == 0
     assert _pinned(tmp_path / "verl.lock", "layers.vllm:vllm")["transformers"] == "5.20.2"
 
     dated = "resolve_as_of: {date: '2025-05-17', packages: {pyairports: '2025-09-02'}}\n"
@@ -386,6 +393,55 @@ image:
     manifest.write_text(text.replace("  layers:\n", "  layers:\n" + below))
     assert run_cli(["lock", str(manifest)]).code == 0
     assert run_cli(["plan", str(manifest), "--locked", "--cache", str(tmp_path / "cache")]).code == 0
+
+
+def test_flashinfers_cubins_take_the_version_of_the_releases_flashinfer(tmp_path: Path, index: Index) -> None:
+    """vLLM's ``vllm_from=wheel`` installs ``flashinfer-cubin==$V``, V read from the installed
+    flashinfer-python: its set declared no such package, so ``--locked`` refused the step.
+    ``version_of`` locks the cubins at the environment's flashinfer-python, not the newest."""
+    index.add("vllm", "0.11.1", "flashinfer-python==0.5.2")
+    index.add("vllm", "0.6.3", "filelock")
+    index.add("filelock", "3.20.0")
+    for version in ("0.5.2", "0.5.3"):
+        index.add("flashinfer-python", version)
+        index.add("flashinfer-cubin", version)
+    manifest = tmp_path / "vllm.yaml"
+    text = f"""name: vllm-extract
+params: {{vllm_version: 0.11.1}}
+bases: {{runtime: scratch}}
+image:
+  base: runtime
+  layers:
+    - run: ["pip install vllm==${{vllm_version}}"]
+      name: vllm-deps
+      python_sets: [{{name: venv, requirements: ["vllm==${{vllm_version}}"], python: "3.12", index_url: "{index.url}"}}]
+    - run: ["pip install flashinfer-cubin==$V"]
+      name: flashinfer
+      python_sets:
+        - {{name: cubin, requirements: [flashinfer-cubin], version_of: {{flashinfer-cubin: flashinfer-python}},
+           python: "3.12", index_url: "{index.url}"}}
+"""
+    manifest.write_text(text)
+    assert run_cli(["lock", str(manifest)]).code == 0
+    assert _pinned(tmp_path / "vllm.lock", "layers.flashinfer:cubin") == {"flashinfer-cubin": "0.5.2"}
+    assert run_cli(["plan", str(manifest), "--locked", "--cache", str(tmp_path / "cache")]).code == 0
+    # a release that installs no FlashInfer: no version to take, refused at lock
+    done = run_cli(["lock", str(manifest), "--set", "vllm_version=0.6.3"])
+    assert done.code == 2, done
+    assert "flashinfer-cubin takes flashinfer-python's version" in done.err, done.err
+    # a follower with a version of its own is refused where it is written
+    manifest.write_text(text.replace("requirements: [flashinfer-cubin]", "requirements: [flashinfer-cubin==0.5.3]"))
+    bad = run_cli(["plan", str(manifest)])
+    assert bad.code == 2 and "version_of" in bad.err and "names no version itself" in bad.err, bad
+    # the shipped manifest's wheel variant declares it so
+    from assembler.spec.load import load_manifest
+    from assembler.spec.model import RunLayer
+    from tests.helpers import ROOT
+
+    shipped = load_manifest(ROOT / "manifests" / "vllm.yaml", sets={"vllm_from": "wheel"}).manifest
+    sets = {(x.name, s.name): s for x in shipped.image.layers if isinstance(x, RunLayer) for s in x.python_sets}
+    assert sets[("flashinfer", "cubin")].version_of == {"flashinfer-cubin": "flashinfer-python"}
+    assert sets[("flashinfer-jit-cache", "jit-cache")].version_of == {"flashinfer-jit-cache": "flashinfer-python"}
 
 
 def test_a_stale_lock_warns_and_plan_shows_each_sets_state(tmp_path: Path, index: Index) -> None:

@@ -423,9 +423,13 @@ def test_a_set_that_changes_nothing_is_a_warning(cache: Path) -> None:
         ("verl", "--target", "megatron", "--set-unlocked", "torch_version=2.5.0"),
     ):
         code, _, err = plan(cache, *args)
-        # (a --set that moves a locked set makes the lock stale, which is said too)
+        # (a --set that moves a locked set makes the lock stale, which is said too, as is a set
+        # only an index unreachable from here serves: flashinfer.ai's jit cache)
         assert code == 0 and "changes nothing" not in err, (args, err)
-        assert all("is stale" in line for line in err.splitlines()), (args, err)
+        assert all("is stale" in line or "jit-cache could not be locked" in line for line in err.splitlines()), (
+            args,
+            err,
+        )
 
 
 def test_matrix_and_output_template_params_are_used(tmp_path: Path) -> None:

@@ -112,9 +112,13 @@ def _entry(use: SetUse, got: EnvResult, digest: str) -> Entry:
 
 
 def _as_of(env: Environment) -> str | None:
-    """uv's ``--exclude-newer`` for the environment's date (the end of its day, UTC)."""
+    """uv's ``--exclude-newer`` for the environment's date (the end of its day, UTC): the
+    manifest's ``resolve_as_of``, else the day the newest release it names exactly was
+    published (upstream wrote its pins no earlier; what it left floating is taken as of then,
+    not as of today). None when it names no release an index dates."""
     if not env.as_of:
-        return None
+        days = [d for index, name, version in env.exact_releases() if (d := _dated(index, name, version))]
+        return f"{max(days)}{_END_OF_DAY}" if days else None
     date = env.as_of.get("date")
     if date is None:
         index = env.members[0].pyset.indexes()[0] if env.members else PYPI
@@ -129,6 +133,21 @@ def _release_day(index: str, release: str) -> str:
 
     name, _, version = release.partition("==")
     return release_day(index, name, version)
+
+
+def _dated(index: str, name: str, version: str) -> str | None:
+    """The day ``index`` published the release, else PyPI; None where neither dates it."""
+    from assembler.errors import AssemblerError
+    from assembler.transports.download import unreachable  # asked once a process
+
+    for where in dict.fromkeys((index, PYPI)):
+        if unreachable(where) is not None:
+            continue
+        try:
+            return _release_day(where, f"{name}=={version}")
+        except AssemblerError:
+            continue
+    return None
 
 
 def _package_dates(env: Environment) -> Mapping[str, str]:

@@ -59,6 +59,24 @@ class Environment:
             "members": [member.digest for member in self.members],
         }
 
+    def exact_releases(self) -> list[tuple[str, str, str]]:
+        """(index, name, version) of every ``name==version`` its members require, sorted: the
+        releases it names exactly (its date when none is given), the index each member's first
+        (a build's local label left out: ``torch==2.9.0+cu129`` is release 2.9.0)."""
+        from packaging.requirements import InvalidRequirement, Requirement
+
+        out = set()
+        for member in self.members:
+            for text in member.pyset.requirements:
+                try:
+                    req = Requirement(text)
+                except InvalidRequirement:
+                    continue
+                pins = [s.version for s in req.specifier if s.operator in ("==", "===") and "*" not in s.version]
+                if len(pins) == 1:
+                    out.add((member.pyset.indexes()[0], req.name, pins[0].split("+", 1)[0]))
+        return sorted(out)
+
     @property
     def key(self) -> str:
         return set_key(self.definition())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 
+from packaging.utils import canonicalize_name
 from pydantic import Field, field_validator, model_validator
 
 from assembler.spec.fields import Name, Scalar, Strict, StrList
@@ -67,6 +68,12 @@ class PythonSet(Strict):
         description="the Python environment it installs into (a venv's path); default: the image's Python "
         "of this version, or the compile step's",
     )
+    version_of: dict[str, str] = Field(
+        default_factory=dict,
+        description="a requirement installed at the version the environment resolves for another distribution "
+        "({flashinfer-cubin: flashinfer-python}: the cubins of the installed FlashInfer), as a command that "
+        "reads that version installs it",
+    )
 
     @field_validator("requirements")
     @classmethod
@@ -93,6 +100,18 @@ class PythonSet(Strict):
             loose = [r for r in self.requirements if not _EXACT.match(r)]
             if loose:
                 raise ValueError(f"force: true installs exact versions (name==version); not {', '.join(loose)}")
+        return self
+
+    @model_validator(mode="after")
+    def _followers_are_loose(self) -> PythonSet:
+        # The version comes from the environment, so the requirement names none of its own.
+        names = {_name(r): r for r in self.requirements}
+        for follower, leader in self.version_of.items():
+            written = names.get(_name(follower))
+            if written is None:
+                raise ValueError(f"version_of: {follower!r} is not one of the set's requirements")
+            if not re.fullmatch(r"\s*[A-Za-z0-9][A-Za-z0-9._-]*\s*", written) or _name(leader) == _name(follower):
+                raise ValueError(f"version_of: {written!r} takes {leader!r}'s version, so it names no version itself")
         return self
 
     @field_validator("python")
@@ -125,7 +144,18 @@ class PythonSet(Strict):
             "constraints": sorted(self.constraints),
             **({"provided": sorted(self.provided)} if self.provided else {}),
             **({"force": True} if self.force else {}),
+            **(
+                {"version_of": {_name(k): _name(v) for k, v in sorted(self.version_of.items())}}
+                if self.version_of
+                else {}
+            ),
         }
+
+
+def _name(requirement: str) -> str:
+    """A requirement's distribution name, normalised (PEP 503): ``Flashinfer_Cubin`` is ``flashinfer-cubin``."""
+    found = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
+    return canonicalize_name(found.group(1)) if found else requirement.strip()
 
 
 def uv_platform(platform: str) -> str:

@@ -6,8 +6,9 @@ each set's pins are its slice of that resolution (:mod:`assembler.transports.pys
 Upstream's commands are honoured: a ``--no-deps`` set is resolved alone and then stands in
 the environment at that version with nothing of its own (as pip leaves it), a ``force``
 set's exact pins override what the others require (``--force-reinstall``), what a base
-``provided`` is fixed. An environment with no resolution is an error naming the two sets
-that clash (found by halving the members) and uv's reason, which names the requirements.
+``provided`` is fixed, a ``version_of`` requirement takes its leader's resolved version.
+An environment with no resolution is an error naming the two sets that clash (found by
+halving the members) and uv's reason, which names the requirements.
 
 Indexes this machine cannot reach are replaced by PyPI's build of the same release
 (:mod:`assembler.transports.standin`); a set whose requirement PyPI does not serve at all is
@@ -157,6 +158,10 @@ def resolve_environment(env: Environment, *, options: Options, runner: Runner, w
             if not run.requirements(member):
                 results[member.digest] = MemberResult(None, run.unresolved(member))
         members = [m for m in members if run.requirements(m)]
+    followed = _follow(run, members, pins, fixed, overrides)
+    if isinstance(followed, str):
+        return EnvResult(error=f"python environment {env.name}: {followed}")
+    pins, overrides = followed
     graph, unknown = _flavoured(run, members, Graph(pins), fixed, overrides)
     lost = missing(members, graph, fixed, unknown)
     if lost:
@@ -207,6 +212,43 @@ _GONE = (
     re.compile(r"\b([A-Za-z0-9][A-Za-z0-9._-]*) was not found in the package regist"),
     re.compile(r"\bthere (?:are|is) no versions? of ([A-Za-z0-9][A-Za-z0-9._-]*)"),
 )
+
+
+def _follow(
+    run: _Run, members: Sequence[Member], pins: list[Pinned], fixed: Mapping[str, str], overrides: list[str]
+) -> tuple[list[Pinned], list[str]] | str:
+    """The resolution again with each ``version_of`` requirement at its leader's version (and
+    the overrides that did it), or why it cannot be."""
+    followed = _followed(run, members, Graph(pins))
+    if isinstance(followed, str):
+        return followed
+    if not followed:
+        return pins, overrides
+    overrides = [*overrides, *followed]
+    try:
+        return run.compile(members, fixed=fixed, overrides=overrides), overrides
+    except Unsatisfiable as e:
+        return f"{', '.join(followed)}: {e.reason}"
+
+
+def _followed(run: _Run, members: Sequence[Member], graph: Graph) -> list[str] | str:
+    """``name==version`` of each ``version_of`` requirement at its leader's resolved version
+    (uv overrides, so the follower resolves to exactly that), or why one has no leader."""
+    versions = graph.versions()
+    out: list[str] = []
+    for member in members:
+        kept = set(requirement_names(run.requirements(member)))
+        for follower, leader in member.pyset.version_of.items():
+            name, lead = requirement_names([follower, leader])
+            if name not in kept:
+                continue  # left unresolved (no index here serves it): nothing to follow
+            if lead not in versions:
+                return (
+                    f"python set {member.where}: {name} takes {lead}'s version, and nothing in the environment "
+                    f"installs {lead}"
+                )
+            out.append(f"{name}=={versions[lead]}")
+    return out
 
 
 def _flavoured(
