@@ -11,6 +11,7 @@ An index that cannot be reached is a port nothing listens on.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -329,6 +330,29 @@ def test_an_environment_resolves_as_of_upstreams_date(tmp_path: Path, index: Ind
 
     (env,) = read_lock(tmp_path / "verl.lock").environments.values()
     assert env.resolved_as_of == "2024-10-17T23:59:59Z", env
+
+
+def test_a_lock_that_recorded_no_date_is_refused_by_plan_locked(tmp_path: Path, index: Index) -> None:
+    """Why 3 as main had it: verl's lock resolved vLLM 0.6.3's environment as of the day it was
+    locked (transformers 5.20.2) and recorded no date; plan --locked refuses that lock, naming
+    the release and what floated, and lock resolves it again as of the release's day."""
+    _era(index)
+    manifest = tmp_path / "verl.yaml"
+    manifest.write_text(VERL_ERA.format(index=index.url, as_of="").replace(", pyairports]", "]"))
+    lock = tmp_path / "verl.lock"
+    assert run_cli(["lock", str(manifest), "--upgrade"]).code == 0
+    assert _pinned(lock, "layers.vllm:vllm")["transformers"] == "5.20.2"
+    lock.write_text(re.sub(r"(?m)^(    resolved_as_of:).*$", r"\1", lock.read_text()))  # as main wrote it
+    cache = ["--cache", str(tmp_path / "cache")]
+    plan = run_cli(["plan", str(manifest), "--locked", *cache])
+    assert plan.code == 2, plan
+    for named in ("layers.vllm:vllm", "as of the day it was locked", "vllm==0.6.3.post1", "transformers"):
+        assert named in plan.err, (named, plan.err)
+    plain = run_cli(["plan", str(manifest), *cache])
+    assert plain.code == 0 and "as of the day it was locked" in plain.err, plain
+    assert run_cli(["lock", str(manifest)]).code == 0
+    assert _pinned(lock, "layers.vllm:vllm")["transformers"] == "4.45.2"
+    assert run_cli(["plan", str(manifest), "--locked", *cache]).code == 0
 
 
 def test_locking_again_writes_the_same_bytes_and_asks_nothing(tmp_path: Path, index: Index) -> None:

@@ -58,6 +58,8 @@ class EnvLocker:
         entries = [self.old.sets.get(use.key) for use in uses]
         if kept is None or any(e is None for e in entries) or self.asked.upgrade:
             return False
+        if kept.resolved_as_of is None:
+            return False  # locked before each resolution recorded its date: as of which day, unknown
         names = {n for e in entries if e is not None for n in e.constraints()}
         if any(p.lower().replace("_", "-") in names for p in self.asked.upgrade_packages):
             return False
@@ -80,9 +82,10 @@ class EnvLocker:
         )
         work = self.work / env.key[:16]
         got = resolve_environment(env, options=options, runner=self.runner, work=work)
-        self.lock.environments[env.key] = EnvEntry(
-            env.definition(), options.exclude_newer, got.error, got.unknown, got.stand_ins
-        )
+        # the date resolved as of; without one (--upgrade, no release named), the moment it was
+        # resolved: an entry with none was written before dates were recorded
+        as_of = options.exclude_newer or _now()
+        self.lock.environments[env.key] = EnvEntry(env.definition(), as_of, got.error, got.unknown, got.stand_ins)
         for use, member in zip(uses, [m for m in env.members if m.kind != "pinned"], strict=True):
             self.lock.sets[use.key] = _entry(use, got, set_key(member.definition))
         return "resolved"
@@ -109,6 +112,12 @@ def _entry(use: SetUse, got: EnvResult, digest: str) -> Entry:
         return Entry(use.definition)
     result = got.members[digest]
     return Entry(use.definition, result.pins, result.unresolved, result.stand_in)
+
+
+def _now() -> str:
+    import datetime
+
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _as_of(env: Environment) -> str | None:

@@ -172,6 +172,13 @@ def _set_states(
                 )
             if env.error not in warnings:
                 warnings.append(env.error)
+        elif env is not None and env.resolved_as_of is None:
+            why = _undated(use, uses, how)
+            states[use.where] = {"key": use.key, "state": "undated", "why": why}
+            if how.locked:
+                raise InputError(f"--locked: {why}", hint=f"resolve it as of its releases' day: {how.redo}")
+            if why not in warnings:
+                warnings.append(why)
         elif entry.pins is None or entry.unresolved is not None:
             why = entry.unresolved or "not resolved"
             states[use.where] = {"key": use.key, "state": "unresolved", "why": why}
@@ -185,6 +192,23 @@ def _set_states(
             state = "stand-in" if entry.stand_in else "locked"
             states[use.where] = {"key": use.key, "state": state}
     return warnings
+
+
+def _undated(use: SetUse, uses: Sequence[SetUse], how: Applying) -> str:
+    """Why a set whose environment the lock resolved with no date is not as upstream built it:
+    the releases its environment names exactly, and what it leaves floating."""
+    exact: set[str] = set()
+    loose: set[str] = set()
+    for other in uses:
+        if other.environment == use.environment:
+            for req in other.pyset.requirements:
+                (exact if "==" in req else loose).add(req.strip())
+    named = f" ({', '.join(sorted(exact)[:4])}{', ...' if len(exact) > 4 else ''})" if exact else ""
+    floats = f": what it leaves floating ({', '.join(sorted(loose)[:6])}) may be years newer" if loose else ""
+    return (
+        f"lock {how.path} resolved the environment of python set {use.where} as of the day it was locked, "
+        f"not as of the releases it names{named}{floats}"
+    )
 
 
 def _check_locked_wheels(

@@ -109,7 +109,9 @@ class EnvEntry:
     """How one environment was resolved, or why it cannot be."""
 
     definition: Mapping[str, object]
-    resolved_as_of: str | None = None  # uv's --exclude-newer; None: the day it was locked
+    # uv's --exclude-newer, else the moment it was resolved (--upgrade); None: an older lock's
+    # entry, resolved as of the day it was locked (plan --locked refuses it)
+    resolved_as_of: str | None = None
     error: str | None = None
     unknown: tuple[str, ...] = ()
     stand_ins: tuple[str, ...] = ()

@@ -22,7 +22,7 @@ from assembler.spec.imagetests import TestList
 from assembler.spec.prebuilt import PipLayer as PipLayer
 from assembler.spec.prebuilt import UrlLayer as UrlLayer
 from assembler.spec.prebuilt import When
-from assembler.spec.pysets import PythonSet, ResolveAsOf
+from assembler.spec.pysets import AsOf, PythonSet
 from assembler.spec.resources import Resources as Resources
 
 # -- bases -----------------------------------------------------------------------------
@@ -283,7 +283,7 @@ class Target(Strict):
     platforms: Platforms = None  # replaces the manifest's
     tests: TestList | None = Field(default=None, description="replaces the manifest's tests")
     add_tests: TestList = Field(default_factory=list, description="appended to the tests")
-    resolve_as_of: ResolveAsOf | None = Field(default=None, description="replaces the manifest's")
+    resolve_as_of: AsOf | None = Field(default=None, description="replaces the manifest's")
 
 
 class SifSpec(Strict):
@@ -340,7 +340,7 @@ class Manifest(Strict):
         default=None,
         description="name:tag of each variant under -o docker://REG/ (${name}, ${target}, ${variant}, params)",
     )
-    resolve_as_of: ResolveAsOf | None = Field(
+    resolve_as_of: AsOf | None = Field(
         default=None,
         description="the date `assemble lock` resolves the Python sets as of (upstream's: YYYY-MM-DD, or "
         "NAME==VERSION for the day its index published that release); default: the day of the lock",

@@ -12,9 +12,10 @@ what the lock says, not what the index serves that day.
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
 from packaging.utils import canonicalize_name
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from assembler.spec.fields import Name, Scalar, Strict, StrList
 
@@ -228,3 +229,7 @@ class ResolveAsOf(Strict):
         if self.packages:
             found["packages"] = dict(sorted(self.packages.items()))
         return found
+
+
+AsOf = Annotated[ResolveAsOf, BeforeValidator(_as_of_text, json_schema_input_type=str | ResolveAsOf)]
+"""``resolve_as_of:`` as written: a date, ``NAME==VERSION`` (or a param naming one), or the mapping."""
