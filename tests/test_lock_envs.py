@@ -567,7 +567,7 @@ image:
 DYNAMO_SGLANG = """\
 name: dynamo-extract
 params: {{sglang_version: 0.5.6.post2, cuda_major: "12", python_version: "3.12", index: "{index}"}}
-bases: {{runtime: scratch}}
+bases: {{runtime: "docker://lmsysorg/sglang:v${{sglang_version}}-runtime"}}
 image:
   base: runtime
   layers:
@@ -592,11 +592,21 @@ def test_what_the_base_force_reinstalled_is_not_pinned_back(tmp_path: Path, inde
     manifest.write_text(DYNAMO_SGLANG.format(index=index.url, provided=""))
     assert run_cli(["lock", str(manifest)]).code == 0
     assert _pinned(tmp_path / "dynamo.lock", "layers.dynamo:sglang")["nvidia-nccl-cu12"] == "2.27.5"
+    # what SGLang's image holds is a fact (assembler/spec/facts/base_python.json): plan
+    # --locked refuses the pin that would replace it, naming both
+    cache = ["--cache", str(tmp_path / "cache")]
+    plan = run_cli(["plan", str(manifest), "--locked", *cache])
+    assert plan.code == 2, plan
+    for named in ("layers.dynamo:sglang", "nvidia-nccl-cu12==2.27.5", "nvidia-nccl-cu12==2.28.3", "provided"):
+        assert named in plan.err, (named, plan.err)
+    plain = run_cli(["plan", str(manifest), *cache])
+    assert plain.code == 0 and "nvidia-nccl-cu12==2.28.3" in plain.err, plain
     provided = '\n          provided: ["nvidia-nccl-cu${cuda_major}==2.28.3"]'
     manifest.write_text(DYNAMO_SGLANG.format(index=index.url, provided=provided))
     assert run_cli(["lock", str(manifest)]).code == 0
     pins = _pinned(tmp_path / "dynamo.lock", "layers.dynamo:sglang")
     assert "nvidia-nccl-cu12" not in pins and pins["torch"] == "2.9.1", pins
+    assert run_cli(["plan", str(manifest), "--locked", *cache]).code == 0
     # ... as the shipped manifest's sglang target declares it
     from assembler.spec.load import load_manifest
     from assembler.spec.model import RunLayer

@@ -19,7 +19,8 @@ from typing import Any
 
 from assembler.errors import InputError
 from assembler.spec import model as m
-from assembler.spec.lockfile import LOCK_ENV, Entry, Lock
+from assembler.spec.facts.basepython import over_base
+from assembler.spec.lockfile import LOCK_ENV, Entry, EnvEntry, Lock
 from assembler.spec.lockpins import Pin, floating, pinned
 from assembler.spec.pyenvs import set_uses
 from assembler.spec.setuses import SetUse, layer_name, plain_pin, set_key, used_steps
@@ -68,7 +69,7 @@ def apply_lock(
         raise InputError(f"--locked: no lock {how.path}", hint=f"write it: {how.redo}")
     states: dict[str, dict[str, str]] = {}
     values, warnings = _pin_states(floats, lock, states, how)
-    warnings += _set_states(uses, lock, entries, moved, states, how)
+    warnings += _set_states(manifest, uses, lock, entries, moved, states, how)
     stale = any(s["state"] in ("not-locked", "stale") for s in states.values())
     if stale and not how.locked and lock is not None:
         warnings.insert(
@@ -143,6 +144,7 @@ def _pin_states(
 
 
 def _set_states(
+    manifest: m.Manifest,
     uses: Sequence[SetUse],
     lock: Lock | None,
     entries: Mapping[str, Entry],
@@ -151,7 +153,8 @@ def _set_states(
     how: Applying,
 ) -> list[str]:
     """Each Python set's state into ``states``; the warnings. InputError under ``locked`` for a
-    set the lock lacks, an environment it could not resolve, a set no index served."""
+    set the lock lacks, an environment it could not resolve or date, a set no index served, a
+    pin over what the base holds."""
     warnings: list[str] = []
     for use in uses:
         entry = entries.get(use.key)
@@ -164,34 +167,51 @@ def _set_states(
                     hint=f"bring it up to date: {how.redo}",
                 )
             states[use.where] = {"key": use.key, "state": "stale" if entry is not None else "not-locked"}
-        elif env is not None and env.error:
-            states[use.where] = {"key": use.key, "state": "unresolvable", "why": env.error}
-            if how.locked:
-                raise InputError(
-                    env.error, hint="fix the manifest's sets (force: true where upstream installs over it)"
-                )
-            if env.error not in warnings:
-                warnings.append(env.error)
-        elif env is not None and env.resolved_as_of is None:
-            why = _undated(use, uses, how)
-            states[use.where] = {"key": use.key, "state": "undated", "why": why}
-            if how.locked:
-                raise InputError(f"--locked: {why}", hint=f"resolve it as of its releases' day: {how.redo}")
-            if why not in warnings:
-                warnings.append(why)
-        elif entry.pins is None or entry.unresolved is not None:
-            why = entry.unresolved or "not resolved"
-            states[use.where] = {"key": use.key, "state": "unresolved", "why": why}
-            if how.locked and not how.allows(use.where):
-                raise InputError(
-                    f"--locked: python set {use.where} could not be locked: {why}",
-                    hint=f"install it unlocked with --allow-unresolved {use.where}, or lock it where the index answers",
-                )
-            warnings.append(f"python set {use.where} could not be locked: {why}: installed unlocked")
-        else:
-            state = "stand-in" if entry.stand_in else "locked"
-            states[use.where] = {"key": use.key, "state": state}
+            continue
+        state, warning = _entry_state(manifest, use, uses, entry, env, how)
+        states[use.where] = {"key": use.key, **state}
+        if warning is not None and warning not in warnings:
+            warnings.append(warning)
     return warnings
+
+
+def _entry_state(
+    manifest: m.Manifest, use: SetUse, uses: Sequence[SetUse], entry: Entry, env: EnvEntry | None, how: Applying
+) -> tuple[dict[str, str], str | None]:
+    """A set the lock holds: its state and the warning; InputError under ``locked`` for what
+    the lock could not do for it."""
+    if env is not None and env.error:
+        if how.locked:
+            raise InputError(env.error, hint="fix the manifest's sets (force: true where upstream installs over it)")
+        return {"state": "unresolvable", "why": env.error}, env.error
+    if env is not None and env.resolved_as_of is None:
+        why = _undated(use, uses, how)
+        if how.locked:
+            raise InputError(f"--locked: {why}", hint=f"resolve it as of its releases' day: {how.redo}")
+        return {"state": "undated", "why": why}, why
+    if entry.pins is None or entry.unresolved is not None:
+        why = entry.unresolved or "not resolved"
+        if how.locked and not how.allows(use.where):
+            raise InputError(
+                f"--locked: python set {use.where} could not be locked: {why}",
+                hint=f"install it unlocked with --allow-unresolved {use.where}, or lock it where the index answers",
+            )
+        return {
+            "state": "unresolved",
+            "why": why,
+        }, f"python set {use.where} could not be locked: {why}: installed unlocked"
+    over = over_base(manifest, use, entry.constraints())
+    if over is not None:
+        if how.locked:
+            raise InputError(over, hint=_OVER_BASE)
+        return {"state": "over-base", "why": over}, f"{over}; {_OVER_BASE}"
+    return {"state": "stand-in" if entry.stand_in else "locked"}, None
+
+
+_OVER_BASE = (
+    "declare what the base holds in the set's provided: (left to the base), or force: true where the "
+    "step installs over it on purpose, then lock again"
+)
 
 
 def _undated(use: SetUse, uses: Sequence[SetUse], how: Applying) -> str:

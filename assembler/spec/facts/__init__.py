@@ -10,7 +10,9 @@ these checks; each gets them from what it installs and builds on:
 - :mod:`.archs`: every GPU target of a ROCm arch list (PYTORCH_ROCM_ARCH, AMDGPU_TARGETS...)
   is one the base's ROCm release compiles for;
 - :mod:`.refs`: a version the image claims for a source (its version annotation, a step's
-  SETUPTOOLS_SCM_PRETEND_VERSION) is the release the source's git ref names.
+  SETUPTOOLS_SCM_PRETEND_VERSION) is the release the source's git ref names;
+- :mod:`.basepython`: a lock's pin does not replace what a known base holds at another
+  version (SGLang's image force-reinstalls NCCL over torch's pin), checked with the lock.
 
 The facts are data files next to this module, written by ``scripts/regen-facts`` (which
 says where each comes from), so a plan stays offline. A fact that is not known (a release
