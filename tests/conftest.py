@@ -35,54 +35,46 @@ def http_folder(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 pytest_plugins = ["tests.plugins.registry", "tests.plugins.demo", "tests.plugins.slurm", "tests.plugins.user"]
 
-# Test tiers. ``unit``: modules that run no container, registry or other outside tool and
-# take seconds: what ``scripts/test --fast`` runs before every commit (under two minutes
-# with the linters). Every other module is ``integration``: the real buildah,
-# docker-registry, skopeo, umoci, Apptainer, Slurm, or plans of every shipped manifest and
-# target (test_manifests, test_params_coupled: tens of seconds each); ``slow`` marks the
-# multi-minute tests. A module moves to ``unit`` by being named here.
-UNIT_MODULES = frozenset(
+# Test tiers, decided for each test. ``integration``: a test that starts an outside program
+# (buildah, docker-registry, skopeo, umoci, mmdebstrap, tar2sqfs, Apptainer, Slurm, uv,
+# nvcc, cosign, useradd...) or reaches past this machine (PyPI); and, to keep the fast lane
+# under two minutes, the tests marked ``# seconds`` (each took a second or more on the
+# loaded 2-core VM). A test is integration when it uses a fixture named in OUTSIDE_FIXTURES
+# (directly or through another fixture) or in its module's own ``OUTSIDE_FIXTURES`` (module
+# fixtures that run such a program), or is marked ``@pytest.mark.integration`` (a whole
+# module: ``pytestmark``; a comment says why), as a test that does one of those itself must
+# be; ``slow`` (the multi-minute tests) implies it. ``unit``: every other test, what
+# ``scripts/test --fast`` runs before every commit (under two minutes with the linters).
+# Small system programs (sh, tar, git, ldconfig, openssl) and the fakes a test writes do not
+# count. To check the unit tier, run it with a PATH that lacks those programs and a proxy
+# that reaches nothing.
+OUTSIDE_FIXTURES = frozenset(
     {
-        "test_archive.py",
-        "test_baseblobs.py",
-        "test_cache_trust_checks.py",
-        "test_audit_dynamo.py",
-        "test_audit_llamads.py",
-        "test_audit_tgi.py",
-        "test_audit_verl.py",
-        "test_audit_vllm.py",
-        "test_cachedir.py",
-        "test_doctor.py",
-        "test_chunked.py",
-        "test_chunks.py",
-        "test_components.py",
-        "test_copy_cache.py",
-        "test_coverage.py",
-        "test_driver.py",
-        "test_facts.py",
-        "test_hygiene.py",
-        "test_labels.py",
-        "test_layout.py",
-        "test_messages.py",
-        "test_outputs_safety.py",
-        "test_preflight.py",
-        "test_proc.py",
-        "test_registries_conf.py",
-        "test_registry_login.py",
-        "test_retry.py",
-        "test_sbom_packages.py",
-        "test_schema.py",
-        "test_sign_keys.py",
-        "test_sources.py",
-        "test_spec.py",
-        "test_testspec.py",
-        "test_unreachable.py",
-        "test_untar.py",
-        "test_view.py",
-        "test_wheel.py",
-        "test_worktree.py",
+        "registry",  # docker-registry (tests/plugins/registry.py)
+        "auth_registry",
+        "fault_proxy",
+        "debian_rootfs",  # mmdebstrap
+        "demo_bases",  # assemble builds the bases: mmdebstrap, buildah
+        "demo",  # the demo built cold (tests/plugins/demo.py)
+        "slurm_cluster",  # mariadb, slurmdbd, slurmctld, slurmd (tests/plugins/slurm.py)
+        "user",  # useradd, setpriv (tests/plugins/user.py)
     }
 )
+
+
+def tier(item: pytest.Item) -> str:
+    """``integration`` or ``unit`` for one test (see OUTSIDE_FIXTURES)."""
+    if item.get_closest_marker("integration") or item.get_closest_marker("slow"):
+        return "integration"
+    module = getattr(item, "module", None)
+    own = getattr(module, "OUTSIDE_FIXTURES", frozenset())
+    if unknown := sorted(own - set(dir(module))):
+        raise pytest.UsageError(f"{item.path.name}: OUTSIDE_FIXTURES names no fixture of it: {unknown}")
+    used = set(getattr(item, "fixturenames", ()))
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None:  # a parametrize argument is no fixture (the suite has no indirect ones)
+        used -= set(callspec.params)
+    return "integration" if used & (OUTSIDE_FIXTURES | own) else "unit"
 
 
 # The modules that take longest (worker-seconds measured on 2 cores, warm test cache), longest
@@ -123,11 +115,8 @@ LONGEST_FIRST = {
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    missing = UNIT_MODULES - {p.name for p in Path(__file__).parent.glob("test_*.py")}
-    if missing:
-        raise pytest.UsageError(f"tests/conftest.py UNIT_MODULES names modules that are gone: {sorted(missing)}")
     for item in items:
-        item.add_marker("unit" if item.path.name in UNIT_MODULES else "integration")
+        item.add_marker(tier(item))
     # The longest modules first: scripts/test runs the suite on three workers, a module each
     # (xdist's loadfile), and a long module started last would run alone at the end.
     items.sort(key=lambda item: LONGEST_FIRST.get(item.path.name, len(LONGEST_FIRST)))

@@ -29,6 +29,8 @@ import pytest
 from tests.conftest import TEST_CACHE
 from tests.helpers import run_cli
 
+pytestmark = pytest.mark.integration  # every test runs Apptainer
+
 APPTAINER_VERSION = "1.3.6"  # the version scripts/build-apptainer builds
 BUILT = TEST_CACHE / f"apptainer-{APPTAINER_VERSION}"
 BUSYBOX = Path("/bin/busybox")  # busybox-static: runs without any library in the image

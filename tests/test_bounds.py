@@ -60,11 +60,13 @@ def test_yaml_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
     assert time.monotonic() - started < 30
 
 
+@pytest.mark.integration  # seconds
 def test_yaml_nested_100000_levels_is_exit_2(tmp_path: Path) -> None:
     root = write(tmp_path, SCRATCH + "x: " + "[" * 100_000 + "]" * 100_000 + "\n")
     refused(root, "plan", "m.yaml", needle="nested")
 
 
+@pytest.mark.integration  # seconds
 def test_overflowing_epoch_is_exit_2(tmp_path: Path) -> None:
     root = write(tmp_path, SCRATCH)
     refused(root, "m.yaml", "--epoch", "99999999999999999", "-o", "oci:o:x", needle="--epoch")
@@ -77,6 +79,7 @@ def test_param_cycle_is_an_error(tmp_path: Path) -> None:
     refused(root, "plan", "m.yaml", needle="cycle")
 
 
+@pytest.mark.integration  # seconds
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [
@@ -104,6 +107,7 @@ def _tar(path: Path, build: list[tarfile.TarInfo], fmt: int = tarfile.PAX_FORMAT
             tf.addfile(info, io.BytesIO(b"x" * info.size) if info.isfile() else None)
 
 
+@pytest.mark.integration  # seconds
 def test_rootfs_with_a_dangling_hard_link_or_an_absurd_pax_size_is_exit_2(tmp_path: Path) -> None:
     link = tarfile.TarInfo("a/link")
     link.type, link.linkname = tarfile.LNKTYPE, "missing/file"
@@ -127,6 +131,7 @@ def test_rootfs_with_a_dangling_hard_link_or_an_absurd_pax_size_is_exit_2(tmp_pa
         refused(tmp_path, "m.yaml", "-o", "oci:o:x", needle=needle)
 
 
+@pytest.mark.integration  # seconds
 @pytest.mark.parametrize("kind", ["checksum", "sparse", "longname", "nan"])
 @pytest.mark.parametrize("compressed", [False, True])
 def test_a_damaged_rootfs_is_exit_2_naming_the_member_never_a_base_with_files_missing(
@@ -164,6 +169,7 @@ def test_rootfs_decompression_bomb_is_bounded(tmp_path: Path) -> None:
     assert not leftovers
 
 
+@pytest.mark.integration  # seconds
 def test_base_without_history_gives_a_valid_image(tmp_path: Path) -> None:
     root = write(tmp_path, SCRATCH)
     ran = run_cli(["m.yaml", "--cache", str(root / "cache"), "-o", "oci:base:x"], cwd=root)
@@ -307,6 +313,7 @@ def test_download_is_capped_at_the_declared_size(lying: tuple[str, type[_Lying]]
     assert time.monotonic() - started < 10
 
 
+@pytest.mark.integration  # seconds
 def test_trickling_download_meets_a_deadline(lying: tuple[str, type[_Lying]]) -> None:
     host, handler = lying
     handler.mode = "trickle"
@@ -325,6 +332,7 @@ def test_redirect_loop_is_exit_2(tmp_path: Path, lying: tuple[str, type[_Lying]]
 # -- writes -----------------------------------------------------------------------------
 
 
+@pytest.mark.integration  # seconds
 def test_outputs_do_not_replace_foreign_files_without_force(tmp_path: Path) -> None:
     root = write(tmp_path, SCRATCH)
     precious = root / "existing.txt"
@@ -345,6 +353,7 @@ def test_outputs_do_not_replace_foreign_files_without_force(tmp_path: Path) -> N
     assert precious.read_bytes()[:1] != b"n"
 
 
+@pytest.mark.integration  # tar2sqfs
 def test_reading_commands_leave_the_default_cache_alone(tmp_path: Path, clean_env: dict[str, str]) -> None:
     root = write(tmp_path, SCRATCH)
     ran = run_cli(["m.yaml", "--cache", str(root / "cache"), "-o", "oci:lay:x"], cwd=root)
@@ -360,6 +369,7 @@ def test_reading_commands_leave_the_default_cache_alone(tmp_path: Path, clean_en
     assert ran.code == 0, str(ran)
 
 
+@pytest.mark.integration  # tar2sqfs
 def test_temp_files_of_killed_runs_are_reclaimed(tmp_path: Path) -> None:
     root = write(tmp_path, SCRATCH)
     cache = root / "cache"
@@ -402,6 +412,7 @@ def test_temp_files_of_another_machine_are_left_to_it(tmp_path: Path) -> None:
     assert not ours.exists() and theirs.exists()
 
 
+@pytest.mark.integration  # tar2sqfs
 @pytest.mark.parametrize(
     ("output", "temps"),
     [

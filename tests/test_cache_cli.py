@@ -90,6 +90,7 @@ def age(item: dict[str, Any], days: float) -> None:
     os.utime(item["path"], (then, then))
 
 
+@pytest.mark.integration  # seconds
 def test_ls_lists_entries_by_kind_and_verify_drops_a_flipped_blob(tmp_path: Path) -> None:
     root = copy_project(tmp_path / "p")
     first = build(root, "out1")
@@ -121,6 +122,7 @@ def test_ls_lists_entries_by_kind_and_verify_drops_a_flipped_blob(tmp_path: Path
     assert cache(root, "verify").code == 0
 
 
+@pytest.mark.integration  # seconds
 def test_prune_by_age_keeps_blobs_of_kept_entries(tmp_path: Path) -> None:
     root = copy_project(tmp_path / "p")
     first = build(root, "out1")
@@ -141,6 +143,7 @@ def test_prune_by_age_keeps_blobs_of_kept_entries(tmp_path: Path) -> None:
     assert build(root, "out2") == first
 
 
+@pytest.mark.integration  # seconds
 def test_prune_to_a_size_removes_least_recently_used_first(tmp_path: Path) -> None:
     root = copy_project(tmp_path / "p")
     first = build(root, "out1")
@@ -188,6 +191,7 @@ def test_prune_all_of_a_stepped_build_spares_a_folder_in_use(tmp_path: Path, dem
     assert cache(root, "verify").code == 0
 
 
+@pytest.mark.integration  # seconds
 def test_prune_refuses_while_a_build_holds_the_cache(tmp_path: Path) -> None:
     root = copy_project(tmp_path / "p")
     build(root, "out1")
@@ -234,6 +238,7 @@ def test_sizes_and_durations() -> None:
         parse_duration("1y")
 
 
+@pytest.mark.integration  # seconds
 def test_records_from_before_kinds_are_still_hits(tmp_path: Path) -> None:
     """A cache written before records carried a kind keeps working: its entries are
     recognised by their shape, used as they are, and verify finds nothing wrong."""
@@ -255,6 +260,7 @@ def test_records_from_before_kinds_are_still_hits(tmp_path: Path) -> None:
     assert cache(root, "verify").code == 0
 
 
+@pytest.mark.integration  # seconds
 def test_unreadable_record_is_reported_dropped_and_made_again(tmp_path: Path) -> None:
     root = copy_project(tmp_path / "p")
     first = build(root, "out1")
@@ -266,6 +272,7 @@ def test_unreadable_record_is_reported_dropped_and_made_again(tmp_path: Path) ->
     assert Path(layer["path"]).is_file() and cache(root, "verify").code == 0
 
 
+@pytest.mark.integration  # seconds
 def test_a_build_keeps_the_cache_within_its_budget_and_its_own_entries(tmp_path: Path) -> None:
     """After a build, a cache over its budget (``--cache-max-size``, else the config
     file's ``cache-max-size``) shrinks to it: the least recently used go (an older build's

@@ -94,6 +94,7 @@ def _within(started: float, stated: float) -> float:
 # -- downloads (url: layers and sources, wheels, index pages) ----------------------------
 
 
+@pytest.mark.integration  # seconds
 @pytest.mark.parametrize("announce", [True, False], ids=["sized", "unsized"])
 def test_a_trickling_download_fails_within_its_deadline(
     peer: tuple[str, type[_Peer]], tmp_path: Path, announce: bool
@@ -115,6 +116,7 @@ def test_a_trickling_download_fails_within_its_deadline(
     assert failed.value.hint == "raise the limit with --network-deadline SECONDS (or ASSEMBLE_NETWORK_DEADLINE=SECONDS)"
 
 
+@pytest.mark.integration  # seconds
 def test_a_trickling_index_page_fails_within_its_deadline(peer: tuple[str, type[_Peer]]) -> None:
     host, handler = peer
     handler.mode = "headers"  # the page's very headers trickle
@@ -125,6 +127,7 @@ def test_a_trickling_index_page_fails_within_its_deadline(peer: tuple[str, type[
     assert failed.value.hint is not None and "--network-deadline" in failed.value.hint
 
 
+@pytest.mark.integration  # seconds
 def test_a_download_whose_server_goes_silent_fails_in_the_idle_timeout(
     peer: tuple[str, type[_Peer]], tmp_path: Path
 ) -> None:
@@ -152,6 +155,7 @@ def _read(registry: Registry, what: str) -> None:
             blob.read()
 
 
+@pytest.mark.integration  # seconds
 @pytest.mark.parametrize(
     ("what", "mode"),
     [
@@ -180,6 +184,7 @@ def test_a_registry_that_trickles_or_goes_silent_fails_within_its_deadline(
     assert error.hint == "raise the limit with --network-deadline SECONDS (or ASSEMBLE_NETWORK_DEADLINE=SECONDS)"
 
 
+@pytest.mark.integration  # seconds
 def test_a_silent_registry_fails_within_its_deadline_not_tries_times_the_idle_timeout(
     peer: tuple[str, type[_Peer]],
 ) -> None:
@@ -198,6 +203,7 @@ def test_a_silent_registry_fails_within_its_deadline_not_tries_times_the_idle_ti
     )
 
 
+@pytest.mark.integration  # seconds
 def test_a_silent_registry_with_few_tries_names_the_idle_timeout(peer: tuple[str, type[_Peer]]) -> None:
     host, handler = peer
     handler.mode = "silent"
@@ -213,6 +219,7 @@ def test_a_silent_registry_with_few_tries_names_the_idle_timeout(peer: tuple[str
 # -- the command line --------------------------------------------------------------------
 
 
+@pytest.mark.integration  # seconds
 @pytest.mark.parametrize(
     ("command", "through"),
     [("inspect", "flag"), ("inspect", "environment"), ("build", "flag"), ("build", "environment")],

@@ -167,6 +167,7 @@ def build(root: Path, *extra: str) -> object:
     )
 
 
+@pytest.mark.integration  # seconds
 def test_a_base_lacking_a_library_fails_the_build_naming_it(tmp_path: Path) -> None:
     root = project(tmp_path / "p", libcurl=False)
     ran = build(root)
@@ -190,6 +191,7 @@ def test_a_base_lacking_a_library_fails_the_build_naming_it(tmp_path: Path) -> N
     assert ran.code == 1 and "missing: /usr/bin/curl: needs libcurl.so.4" in ran.out, str(ran)
 
 
+@pytest.mark.integration  # seconds
 def test_the_same_image_with_the_library_passes(tmp_path: Path) -> None:
     root = project(tmp_path / "p", libcurl=True)
     ran = build(root, "-v")
@@ -233,6 +235,7 @@ image:
 """
 
 
+@pytest.mark.integration  # seconds
 @pytest.mark.parametrize("runpath, ok", [("$ORIGIN/../lib", True), ("$ORIGIN/../lib64", False)])
 def test_origin_runpath_ldconf_env_and_host_driver_libraries(tmp_path: Path, runpath: str, ok: bool) -> None:
     root = tmp_path / "p"
@@ -292,6 +295,7 @@ image:
 """
 
 
+@pytest.mark.integration  # seconds
 @pytest.mark.parametrize("workdir, ok", [("/app", True), ("/srv", False)])
 def test_an_empty_runpath_entry_is_the_working_directory(tmp_path: Path, workdir: str, ok: bool) -> None:
     # CMake's build-tree RUNPATH ("/build/bin:", padded with an empty entry) and upstream
@@ -472,6 +476,7 @@ image:
 """
 
 
+@pytest.mark.integration  # PyPI
 @pytest.mark.parametrize("base", ["'rootfs:base.tar'", "scratch"])
 def test_a_wheels_extension_is_checked_against_the_base(tmp_path: Path, base: str) -> None:
     # pip would refuse a manylinux wheel on a base without glibc; a pip: layer runs no pip.

@@ -76,6 +76,7 @@ image:
 LDCONFIG = '    - copy: {from: ./ld.so.cache, to: /etc/ld.so.cache, mode: "0644"}\n'
 
 
+@pytest.mark.integration  # seconds
 @pytest.mark.parametrize("ldconfig", [True, False])
 def test_a_library_in_an_ld_so_conf_folder_needs_ldconfig(tmp_path: Path, ldconfig: bool) -> None:
     root = tmp_path / "p"
@@ -108,6 +109,7 @@ def test_a_library_in_an_ld_so_conf_folder_needs_ldconfig(tmp_path: Path, ldconf
 TOOL_ONLY = LAYERS.replace("    - copy: {from: ./libfoo.so.1, to: /usr/local/lib/libfoo.so.1}\n", "")
 
 
+@pytest.mark.integration  # seconds
 def test_a_library_without_its_soname_link_in_an_ld_so_conf_folder_needs_ldconfig(tmp_path: Path) -> None:
     # `make install` often puts libfoo.so.1.0.0 (and libfoo.so) there: ldconfig makes the libfoo.so.1 link.
     root = tmp_path / "p"
@@ -152,6 +154,7 @@ def oci_base(layout: Path, layers: list[bytes]) -> str:
     return f"oci:{layout}:x"
 
 
+@pytest.mark.integration  # seconds
 @pytest.mark.parametrize("deleted", [True, False])
 def test_a_cache_entry_whose_file_a_later_layer_deleted_counts_for_nothing(tmp_path: Path, deleted: bool) -> None:
     # The base ran ldconfig with libfoo in /usr/local/lib; its next layer deletes libfoo
@@ -174,6 +177,7 @@ def test_a_cache_entry_whose_file_a_later_layer_deleted_counts_for_nothing(tmp_p
     assert "/app/tool: needs libfoo.so.1, not found in the image (layer 2: copy ./tool /app/tool)" in ran.err, str(ran)
 
 
+@pytest.mark.integration  # seconds
 def test_without_a_cache_an_ld_so_conf_folder_is_not_searched(tmp_path: Path) -> None:
     # glibc then searches only its trusted folders: libz is found, libfoo in /usr/local/lib is not.
     root = tmp_path / "p"
@@ -206,6 +210,7 @@ def alpine_base(path: Path, extra: dict[str, bytes]) -> None:
             _add(tf, name, data)
 
 
+@pytest.mark.integration  # seconds
 @pytest.mark.parametrize(
     "path_file, where, ok",
     [

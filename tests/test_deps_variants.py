@@ -44,6 +44,7 @@ def app(root: Path, tool: bytes, env: str = "{}", **base: object) -> Path:
     return root
 
 
+@pytest.mark.integration  # seconds
 def test_a_missing_libgomp_fails_naming_it(tmp_path: Path) -> None:
     root = app(tmp_path / "p", tiny_elf(needed=["libgomp.so.1", "libc.so.6"], interp=LOADER))
     ran = build(root)
@@ -55,6 +56,7 @@ CCACHE = Path("/usr/bin/ccache")
 CCACHE_LIBS = ("libstdc++.so.6", "libgcc_s.so.1", "libm.so.6", "libzstd.so.1", "libhiredis.so.0.14")
 
 
+@pytest.mark.integration  # seconds
 def test_a_libstdcxx_too_old_for_a_glibcxx_version_fails_naming_it(tmp_path: Path) -> None:
     data = CCACHE.read_bytes()
     assert b"GLIBCXX_3.4.30\0" in data
@@ -68,6 +70,7 @@ def test_a_libstdcxx_too_old_for_a_glibcxx_version_fails_naming_it(tmp_path: Pat
     ) in ran.err, str(ran)
 
 
+@pytest.mark.integration  # seconds
 @pytest.mark.parametrize("tag", ["runpath", "rpath"])
 def test_braced_origin_in_runpath_and_rpath(tmp_path: Path, tag: str) -> None:
     tool = tiny_elf(needed=["libhelper.so.1", "libc.so.6"], runpath="${ORIGIN}/../lib", interp=LOADER)
@@ -77,6 +80,7 @@ def test_braced_origin_in_runpath_and_rpath(tmp_path: Path, tag: str) -> None:
     assert ran.code == 0, str(ran)
 
 
+@pytest.mark.integration  # seconds
 def test_symlinked_dir_in_ld_library_path(tmp_path: Path) -> None:
     tool = tiny_elf(needed=["libcudart.so.12", "libc.so.6"], interp=LOADER)
     root = app(
@@ -96,6 +100,7 @@ def test_symlinked_dir_in_ld_library_path(tmp_path: Path) -> None:
     assert ran.code == 0 and ran.json["files"] == 1, str(ran)
 
 
+@pytest.mark.integration  # seconds
 @pytest.mark.parametrize(
     ("include", "cached", "miss"),
     [
@@ -123,6 +128,7 @@ def test_a_relative_include_in_ld_so_conf_is_from_etc(
     assert miss is None or miss in ran.err, ran.err
 
 
+@pytest.mark.integration  # seconds
 def test_deps_on_bad_refs(tmp_path: Path) -> None:
     root = app(tmp_path / "p", tiny_elf(needed=["libc.so.6"], interp=LOADER))
     assert build(root).code == 0

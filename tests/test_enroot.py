@@ -23,6 +23,9 @@ from assembler.transports.enroot import rc_script
 from tests.helpers import config_of, run_cli, small_project
 from tests.plugins.demo import Demo
 
+# Module fixtures that run outside programs (tests/conftest.py: tier): small builds a sqsh (tar2sqfs).
+OUTSIDE_FIXTURES = frozenset({"small"})
+
 MANIFEST = """\
 name: enroot
 bases: {b: 'rootfs:base.tar'}

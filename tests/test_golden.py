@@ -69,6 +69,7 @@ def _copy_only_project(folder: Path) -> Path:
     return manifest
 
 
+@pytest.mark.integration  # seconds
 def test_copy_only_manifest_has_its_golden_digest(tmp_path: Path) -> None:
     manifest = _copy_only_project(tmp_path)
     for compression, golden in GOLDEN_COPY_ONLY.items():

@@ -21,6 +21,9 @@ import pytest
 
 from tests.helpers import ROOT, run_cli
 
+# Module fixtures whose tests run outside programs (tests/conftest.py: tier): a bundle runs with mount and chroot.
+OUTSIDE_FIXTURES = frozenset({"bundle"})
+
 GPU_CHECK = ROOT / "scripts" / "gpu-check"
 BUSYBOX = Path("/bin/busybox")
 MANIFEST = """\

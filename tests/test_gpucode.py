@@ -29,6 +29,9 @@ from assembler.deps.gpucode import (
 )
 from tests.helpers import sh, spools_made
 
+# Module fixtures that run outside programs (tests/conftest.py: tier): nvcc, hipcc.
+OUTSIDE_FIXTURES = frozenset({"nvcc", "hip_binary"})
+
 SAXPY = Path(__file__).parent.parent / "examples/cuda-kernels/saxpy.cu"
 KERNEL = """\
 #include <hip/hip_runtime.h>

@@ -9,6 +9,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import run_cli, small_project
 
 # The base is a layout of its own in the project, given by an absolute path as
@@ -36,6 +38,7 @@ OUTPUTS = (
 )
 
 
+@pytest.mark.integration  # tar2sqfs
 def test_no_output_holds_the_host_path(tmp_path: Path) -> None:
     root = small_project(tmp_path / PLACE, MANIFEST)
     # The project's base tarball as a layout of its own, read through an absolute path.
@@ -58,6 +61,7 @@ def test_no_output_holds_the_host_path(tmp_path: Path) -> None:
     assert holding == [], f"outputs that name the folder they were built in: {holding}"
 
 
+@pytest.mark.integration  # tar2sqfs
 def test_sif_of_a_moved_layout_is_the_same_bytes(tmp_path: Path) -> None:
     root = small_project(tmp_path / PLACE, MANIFEST.replace("'oci:base-layout:x'", "'rootfs:base.tar'"))
     ran = run_cli(["m.yaml", "--cache", str(root / "cache"), "-o", "oci:out/layout:x"], cwd=root)

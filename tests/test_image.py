@@ -289,6 +289,7 @@ def test_flat_memory_with_a_2gib_layer(debian_rootfs: Path, tmp_path: Path, regi
     big.unlink()
 
 
+@pytest.mark.integration  # seconds
 @pytest.mark.parametrize("ref", ["docker-archive:{p}/nope.tar", "oci:{p}/missing", "oci-archive:{p}/hello.yaml"])
 def test_unreadable_bases_are_input_errors(tmp_path: Path, ref: str) -> None:
     project = tmp_path / "p"

@@ -15,6 +15,8 @@ import os
 import tarfile
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import layout_digest, manifest_of, read_blob, run_cli, sh, small_project
 from tests.plugins.registry import RunningRegistry
 
@@ -76,6 +78,7 @@ def validate(ref: str, cwd: Path) -> None:
     assert ran.code == 0, str(ran)
 
 
+@pytest.mark.integration  # tar2sqfs
 def test_sif_of_a_layout_with_a_swapped_blob_fails(tmp_path: Path) -> None:
     root = project(tmp_path / "p")
     build(root, "oci:lay:x")  # zstd layers: the swapped gzip blob also fails to decompress
@@ -99,6 +102,7 @@ def test_sif_of_a_layout_with_a_swapped_blob_fails(tmp_path: Path) -> None:
     assert ran.code == 2 and "Traceback" not in ran.err and digest in ran.err, str(ran)
 
 
+@pytest.mark.integration  # seconds
 def test_validate_of_a_flipped_blob_is_exit_2(tmp_path: Path) -> None:
     root = project(tmp_path / "p")
     build(root, "oci:lay:x")
@@ -143,6 +147,7 @@ def test_layout_outputs_share_no_storage_with_the_cache(tmp_path: Path) -> None:
     validate("oci:out:x", root)
 
 
+@pytest.mark.integration  # seconds
 def test_base_whose_diff_ids_lie_is_refused(tmp_path: Path) -> None:
     root = project(tmp_path / "p")
     build(root, "oci:base:x")
@@ -172,6 +177,7 @@ def test_base_whose_diff_ids_lie_is_refused(tmp_path: Path) -> None:
     assert not (root / "out").exists()
 
 
+@pytest.mark.integration  # seconds
 def test_malformed_digest_in_index_json_is_exit_2(tmp_path: Path) -> None:
     root = project(tmp_path / "p")
     build(root, "oci:lay:x")

@@ -101,6 +101,7 @@ def index(http_folder: tuple[str, Path]) -> tuple[str, Path]:
     return f"{url}/simple", www
 
 
+@pytest.mark.integration  # uv
 def test_lock_pins_and_plan_locked_refuses_a_stale_or_missing_lock(tmp_path: Path, index: tuple[str, Path]) -> None:
     url, www = index
     manifest = _manifest(tmp_path, url, "scratch")
@@ -136,6 +137,7 @@ def test_lock_pins_and_plan_locked_refuses_a_stale_or_missing_lock(tmp_path: Pat
     assert _pins(tmp_path / "m.lock") == ["locktest==2.0"]
 
 
+@pytest.mark.integration  # uv
 def test_the_lock_is_part_of_the_step_key(tmp_path: Path, index: tuple[str, Path]) -> None:
     url, www = index
     manifest = _manifest(tmp_path, url, "scratch")
@@ -154,6 +156,7 @@ def test_the_lock_is_part_of_the_step_key(tmp_path: Path, index: tuple[str, Path
     assert len({unlocked, first, key()}) == 3
 
 
+@pytest.mark.integration  # uv
 def test_a_hand_edited_lock_is_refused(tmp_path: Path, index: tuple[str, Path]) -> None:
     url, _ = index
     manifest = _manifest(tmp_path, url, "scratch")
@@ -222,6 +225,7 @@ image:
     assert plan.code == 2 and "lockdep" in plan.err, plan
 
 
+@pytest.mark.integration  # uv
 def test_a_locked_pip_layer_takes_its_hashes_from_the_lock(tmp_path: Path, index: tuple[str, Path]) -> None:
     url, www = index
     manifest = tmp_path / "m.yaml"
@@ -305,6 +309,7 @@ image:
     assert "base devel: docker://nvidia/cuda:12.9.1-devel-ubuntu22.04 (not pulled or made yet)" in text.out
 
 
+@pytest.mark.integration  # uv
 def test_what_the_base_provides_is_resolved_against_never_pinned(tmp_path: Path, index: tuple[str, Path]) -> None:
     """A base's own build (torch of a ROCm image) must stay: the lock resolves the set as if
     that version were installed and pins everything but it."""
@@ -332,6 +337,7 @@ image:
     assert _pins(tmp_path / "m.lock") == ["lockapp==1.0", "lockdep==1.0", "locktest==2.0"]
 
 
+@pytest.mark.integration  # uv
 def test_a_layer_is_resolved_against_the_exact_pins_of_the_layers_below(
     tmp_path: Path, index: tuple[str, Path]
 ) -> None:
@@ -363,6 +369,7 @@ image:
     assert sorted(second.constraints().values()) == ["lockapp==1.0", "locktest==1.0"]
 
 
+@pytest.mark.integration  # seconds
 def test_a_git_ref_is_locked_to_its_commit_and_built_from_it(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -488,6 +495,7 @@ def _release_requires(project: str, version: str) -> dict[str, str]:
     return found
 
 
+@pytest.mark.integration  # uv, PyPI
 def test_a_vllm_release_bump_is_one_set_and_a_lock(tmp_path: Path) -> None:
     """manifests/vllm.yaml --set vllm_from=wheel: another release's torch and FlashInfer come
     from its metadata through the lock, with no other --set; its plan then holds."""

@@ -20,6 +20,8 @@ import pytest
 from tests.helpers import run_cli
 from tests.pyindex import Index, closed_port, serving_index
 
+pytestmark = pytest.mark.integration  # uv resolves (tests/conftest.py: tier)
+
 LINUX = '; platform_system == "Linux" and platform_machine == "x86_64"'
 
 

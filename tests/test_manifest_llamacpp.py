@@ -310,6 +310,7 @@ ARCH_LABELS: dict[str, dict[str, str]] = {
 ENTRYPOINT = {"server": ["/app/llama-server"], "light": ["/app/llama-cli"], "full": ["/app/tools.sh"]}
 
 
+@pytest.mark.integration  # seconds
 @pytest.mark.parametrize("target", ["server", "light", "full"])
 @pytest.mark.parametrize("backend", ["cuda", "cpu", "rocm"])
 def test_plan_of_every_backend_and_target(backend: str, target: str, tmp_path: Path) -> None:

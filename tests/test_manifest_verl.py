@@ -36,6 +36,9 @@ from tests import yaml_helper
 from tests.conftest import TEST_CACHE, reclaim_at_teardown
 from tests.helpers import ROOT, Buildah, Ran, config_of, layout_digest, read_blob, run_cli, sh, uncompressed
 
+# Module fixtures that run outside programs (tests/conftest.py: tier): the ROCm bases and the smoke build.
+OUTSIDE_FIXTURES = frozenset({"rocm_bases", "smoke"})
+
 MANIFEST = ROOT / "manifests" / "verl-rocm.yaml"
 ARCHS = "gfx90a;gfx942"
 # e_flags & EF_AMDGPU_MACH of an AMDGPU code object (LLVM's ELF.h).
@@ -240,6 +243,7 @@ def test_hip_binary_carries_gfx90a_and_gfx942_code_objects(smoke: Smoke, tmp_pat
     ]
 
 
+@pytest.mark.integration  # hipcc
 def test_debian_hipcc_alone_rejects_gfx942(tmp_path: Path) -> None:
     """Why the devel stand-in needs layers/hip-clang-debian: Debian's hipcc with its own
     clang-15 knows gfx90a and gfx940 but not gfx942. (If this starts passing, bookworm's
@@ -290,6 +294,7 @@ def test_image_runs_and_the_sif_runscript_is_its_entrypoint(smoke: Smoke, tmp_pa
 # -- the train target (the upstream image), planned offline ------------------------------------
 
 
+@pytest.mark.integration  # seconds
 def test_plan_of_the_train_target(tmp_path: Path) -> None:
     ran = run_cli(
         ["plan", str(MANIFEST), "--json", "--target", "train", "--cache", str(tmp_path / "cache")], cwd=tmp_path

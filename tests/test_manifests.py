@@ -223,6 +223,7 @@ def test_plan_lists_the_tests_for_people_too(plan_cache: Path) -> None:
     assert any(line.split()[:2] == ["saxpy-gpu", "local"] and line.endswith("[gpu]") for line in listed), listed
 
 
+@pytest.mark.integration  # seconds
 def test_the_cli_in_a_subprocess_plans_the_same(plan: PlanFn, plan_cache: Path) -> None:
     ran = run_cli(["plan", str(MANIFESTS / "vllm.yaml"), "--cache", str(plan_cache), "--json"])
     assert ran.code == 0, str(ran)

@@ -406,6 +406,7 @@ def test_vllm_wheel_mode_names_the_release_tag_as_its_tree(cache: Path) -> None:
 # -- a --set that changes nothing is legal, and said ------------------------------------------
 
 
+@pytest.mark.integration  # tries flashinfer.ai index
 def test_a_set_that_changes_nothing_is_a_warning(cache: Path) -> None:
     code, out, err = plan(cache, "verl", "--target", "megatron", "--set", "vllm_req=vllm==0.8.0")
     assert code == 0 and json.loads(out)["target"] == "megatron"

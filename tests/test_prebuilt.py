@@ -72,6 +72,7 @@ def _build(project: Path, cache: Path, out: str) -> dict:
     return ran.json
 
 
+@pytest.mark.integration  # PyPI
 def test_pip_layers_from_pypi_are_deterministic_and_installable(tmp_path: Path) -> None:
     project = tmp_path / "p"
     project.mkdir()
@@ -126,6 +127,7 @@ def test_pip_layers_from_pypi_are_deterministic_and_installable(tmp_path: Path) 
     assert [x["digest"] for x in plan.json["layers"]] == [x["digest"] for x in first["layers"]]
 
 
+@pytest.mark.integration  # PyPI
 def test_a_pip_layer_can_place_the_wheel_files_themselves(tmp_path: Path) -> None:
     # files_to: the files as `pip download` leaves them (vllm.yaml's `wheel` target with
     # vllm_from=wheel), checked against their sha256 and not installed
@@ -145,6 +147,7 @@ def test_a_pip_layer_can_place_the_wheel_files_themselves(tmp_path: Path) -> Non
     assert _build(project, tmp_path / "cache1", "out3")["digest"] != first["digest"]
 
 
+@pytest.mark.integration  # PyPI
 def test_a_pip_bump_leaves_the_other_split_layers_alone(tmp_path: Path) -> None:
     project = tmp_path / "p"
     project.mkdir()
@@ -170,6 +173,7 @@ def _keys(cache: Path) -> list[str]:
     return sorted(p.name for p in (cache / "keys").glob("*")) if (cache / "keys").is_dir() else []
 
 
+@pytest.mark.integration  # PyPI
 def test_a_wrong_hash_is_refused_and_nothing_is_cached(tmp_path: Path) -> None:
     project = tmp_path / "p"
     project.mkdir()
@@ -191,6 +195,7 @@ def test_a_wrong_hash_is_refused_and_nothing_is_cached(tmp_path: Path) -> None:
     assert _blobs(tmp_path / "cache") == set() and _keys(tmp_path / "cache") == []
 
 
+@pytest.mark.integration  # seconds
 def test_bad_pip_and_url_layers_name_file_line_and_field(tmp_path: Path) -> None:
     project = tmp_path / "p"
     project.mkdir()
@@ -208,6 +213,7 @@ def test_bad_pip_and_url_layers_name_file_line_and_field(tmp_path: Path) -> None
         assert ran.code == 2 and expected in ran.err and "Traceback" not in ran.err, (layers, str(ran))
 
 
+@pytest.mark.integration  # PyPI
 def test_url_layers_good_and_bad_sha256(tmp_path: Path) -> None:
     project = tmp_path / "p"
     project.mkdir()
@@ -238,6 +244,7 @@ def test_url_layers_good_and_bad_sha256(tmp_path: Path) -> None:
     assert not [k for k in _keys(tmp_path / "cache2") if k.startswith("url-layer-")]
 
 
+@pytest.mark.integration  # seconds
 def test_vllm_runtime_from_the_released_wheel_has_no_compile_step(tmp_path: Path) -> None:
     manifest = str(ROOT / "manifests" / "vllm.yaml")
     wheel = run_cli(["plan", manifest, "--set", "vllm_from=wheel", "--cache", str(tmp_path), "--json"])
@@ -347,6 +354,7 @@ def test_artifact_output_writes_the_files_and_no_image(debian_rootfs: Path, tmp_
     assert unknown.code == 2 and "step pkg has no artifact 'nope'" in unknown.err, str(unknown)
 
 
+@pytest.mark.integration  # PyPI
 def test_a_wheel_by_url_is_the_same_layer_as_by_index(tmp_path: Path) -> None:
     url = (
         "https://files.pythonhosted.org/packages/d9/5a/e7c31adbe875f2abbb91bd84cf2dc52d792b5a01506781dbcf25c91daf11/"
@@ -366,6 +374,7 @@ def test_a_wheel_by_url_is_the_same_layer_as_by_index(tmp_path: Path) -> None:
     assert _blobs(tmp_path / "cache3") == set()
 
 
+@pytest.mark.integration  # PyPI
 def test_sbom_and_provenance_name_the_pinned_wheels_and_files(tmp_path: Path) -> None:
     # The inputs of pip: and url: layers are known exactly (their sha256): the provenance
     # lists them as it lists sources, the SBOM gives each its checksum (issue 12's review).

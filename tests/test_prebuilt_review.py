@@ -58,6 +58,7 @@ def test_markers_a_mode_on_an_unpacked_tar_and_one_wheel_twice_are_refused(tmp_p
     assert code == 0, err
 
 
+@pytest.mark.integration  # PyPI
 def test_a_pinned_sdist_is_refused_as_a_source_distribution(tmp_path: Path) -> None:
     project = tmp_path / "p"
     project.mkdir()
@@ -115,6 +116,7 @@ def test_artifact_folders_are_checked_first_and_written_whole(tmp_path: Path) ->
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "d", "good.whl", "m.yaml"]
 
 
+@pytest.mark.integration  # PyPI
 def test_wheels_where_no_python_of_that_version_reads_them_are_warned_about(tmp_path: Path) -> None:
     project = tmp_path / "p"
     (project / "venv/lib/python3.12/site-packages").mkdir(parents=True)
@@ -221,6 +223,7 @@ def test_license_classifiers_declare_a_license_only_when_each_is_mapped() -> Non
     assert python_license("", ["License :: OSI Approved :: BSD License"], "BSD-3-Clause") == "BSD-3-Clause"
 
 
+@pytest.mark.integration  # PyPI
 def test_a_wheel_by_url_has_its_checksum_in_the_sbom(tmp_path: Path) -> None:
     url = (
         "https://files.pythonhosted.org/packages/d9/5a/e7c31adbe875f2abbb91bd84cf2dc52d792b5a01506781dbcf25c91daf11/"
@@ -267,6 +270,7 @@ def _damaged(kind: str) -> bytes:
     return gzip.compress(raw, compresslevel=1) if kind == "bomb" else bytes(raw)
 
 
+@pytest.mark.integration  # seconds
 @pytest.mark.parametrize(
     ("kind", "needle"),
     [

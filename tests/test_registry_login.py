@@ -195,7 +195,7 @@ def test_auth_entries_become_oras_lookups(tmp_path: Path) -> None:
 def test_one_file_inline_auth_then_cred_helper_then_creds_store(
     helper: Helper, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Docker's order within one auth file (oras-py's, written without its private methods)."""
+    """Docker's order within one auth file (as oras-py's)."""
     inline = base64.b64encode(b"inline:secret").decode()
     path = docker_config(
         tmp_path,

@@ -14,6 +14,8 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.helpers import layout_digest, manifest_of, read_blob, run_cli, sh, uncompressed
 from tests.plugins.demo import Demo, build_cold
 
@@ -49,6 +51,7 @@ def diff_json(a: str, b: str, *, code: int) -> dict[str, Any]:
     return ran.json  # type: ignore[no-any-return]
 
 
+@pytest.mark.integration  # seconds
 def test_diff_names_the_file_whose_byte_changed(tmp_path: Path) -> None:
     root = tiny_project(tmp_path / "p")
     one = build_tiny(root, "one")
@@ -70,6 +73,7 @@ def test_diff_names_the_file_whose_byte_changed(tmp_path: Path) -> None:
     assert "layers: 1 of 2 differ" in text.out and "~ app/data/b.txt: content sha256:" in text.out
 
 
+@pytest.mark.integration  # seconds
 def test_diff_says_how_entries_differ(tmp_path: Path) -> None:
     root = tiny_project(tmp_path / "p")
     build_tiny(root, "one")
@@ -94,6 +98,7 @@ def test_diff_says_how_entries_differ(tmp_path: Path) -> None:
     assert "~ app/data/b.txt: mode 0644 -> 0755" in text.out and "+ app/data/c.txt" in text.out
 
 
+@pytest.mark.integration  # seconds
 def test_diff_rootfs_compares_what_a_container_sees(tmp_path: Path) -> None:
     """Images whose layers do not pair by position (another builder's, or ours reordered):
     ``--rootfs`` merges each image's layers, whiteouts applied, and ``--path`` narrows it."""
@@ -148,6 +153,7 @@ def test_copying_the_manifests_folder_leaves_out_the_cache_and_the_outputs(tmp_p
     assert not [n for n in names if n.split("/")[1:2] in (["cache"], ["out"], ["out.tar"])], names
 
 
+@pytest.mark.integration  # seconds
 def test_diff_of_one_image_in_two_formats_is_identical_and_bad_input_is_2(tmp_path: Path) -> None:
     root = tiny_project(tmp_path / "p")
     ran = run_cli(["tiny.yaml", "--cache", "cache", "-o", "oci:out:one", "-o", "oci-archive:one.tar:one"], cwd=root)
@@ -168,6 +174,7 @@ def test_diff_of_one_image_in_two_formats_is_identical_and_bad_input_is_2(tmp_pa
     assert "is not a readable" in broken.err or "does not match its digest" in broken.err, str(broken)
 
 
+@pytest.mark.integration  # seconds
 def test_diff_memory_stays_flat_on_a_big_layer(tmp_path: Path) -> None:
     root = tmp_path / "p"
     (root / "data").mkdir(parents=True)

@@ -15,6 +15,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from assembler.archive.layer import write_layer
@@ -188,6 +189,7 @@ def saved(listing: dict[str, Any], artifact_type: str, predicate: str | None = N
     return Path(file["saved"])
 
 
+@pytest.mark.integration  # oras, pyspdxtools
 def test_a_build_attaches_a_valid_sbom_and_its_provenance_to_its_layout(tmp_path: Path) -> None:
     root = _project(tmp_path / "p")
     ran = run_cli(["m.yaml", "--cache", "cache", "--json"], cwd=root)
@@ -244,6 +246,7 @@ def test_a_build_attaches_a_valid_sbom_and_its_provenance_to_its_layout(tmp_path
     assert referrers("oci:bare:one", cwd=root)["referrers"] == []
 
 
+@pytest.mark.integration  # seconds
 def test_a_rebuilt_tag_drops_the_old_images_referrers(tmp_path: Path) -> None:
     root = _project(tmp_path / "p")
     first = run_cli(["m.yaml", "--cache", "cache", "--json"], cwd=root)
@@ -381,6 +384,7 @@ def test_demo_sbom_lists_its_packages_extension_and_artifacts_and_the_provenance
     }
 
 
+@pytest.mark.integration  # seconds
 def test_referrers_save_makes_its_folder_and_never_replaces_or_follows(tmp_path: Path) -> None:
     """--save writes under names the image's author chose: it made no folder, overwrote
     files and wrote through symlinks (issue 32). Now DIR is made, and a name taken by a file

@@ -14,6 +14,8 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from assembler.oci import mediatypes as mt
 from assembler.transports.sif_format import DATA_GENERIC_JSON, DATA_SBOM, read_sif_header
 from tests.helpers import run_cli, sh
@@ -43,6 +45,7 @@ def _names_image(sbom_file: Path, prov_file: Path, digest: str) -> None:
     assert statement["subject"][0]["digest"] == {"sha256": digest[7:]}
 
 
+@pytest.mark.integration  # tar2sqfs
 def test_archives_and_sqsh_carry_the_sbom_and_provenance_inside_or_next_to_them(tmp_path: Path) -> None:
     root = _project(tmp_path / "p")
     outputs = [
@@ -102,6 +105,7 @@ def _siftool(*args: str) -> str:
     return subprocess.run(["siftool", *args], capture_output=True, text=True, check=True).stdout
 
 
+@pytest.mark.integration  # tar2sqfs
 def test_a_sif_holds_the_sbom_as_an_sbom_object_and_the_provenance_as_json(tmp_path: Path) -> None:
     root = _project(tmp_path / "p")
     digest = _build(root, "-o", "sif:s.sif")["digest"]
@@ -142,6 +146,7 @@ def test_a_sif_holds_the_sbom_as_an_sbom_object_and_the_provenance_as_json(tmp_p
     assert referrers("sif:bare.sif", cwd=root) == {"subject": "", "referrers": []}
 
 
+@pytest.mark.integration  # seconds
 def test_bad_paths_for_the_files_are_refused_with_exit_2(tmp_path: Path) -> None:
     root = _project(tmp_path / "p")
     (root / "d.tar.spdx.json").mkdir()  # where the SBOM of d.tar would go
@@ -159,6 +164,7 @@ def test_bad_paths_for_the_files_are_refused_with_exit_2(tmp_path: Path) -> None
         assert ran.code == 2 and needle in ran.err and "Traceback" not in ran.err, str(ran)
 
 
+@pytest.mark.integration  # tar2sqfs
 def test_assemble_sif_carries_the_sbom_the_image_has(tmp_path: Path) -> None:
     # A build's tagged layout holds its referrers; a SIF made later from that image gets them.
     root = _project(tmp_path / "p")
@@ -176,6 +182,7 @@ def test_assemble_sif_carries_the_sbom_the_image_has(tmp_path: Path) -> None:
     assert referrers("sif:bare.sif", cwd=root)["referrers"] == []
 
 
+@pytest.mark.integration  # tar2sqfs
 def test_sif_and_sqsh_outputs_through_a_symlink_replace_the_link_not_its_target(tmp_path: Path) -> None:
     root = _project(tmp_path / "p")
     _build(root, "-o", "sif:real.sif", "-o", "sqsh:real.sqsh", "-o", "oci:out:one")

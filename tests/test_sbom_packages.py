@@ -37,6 +37,9 @@ from assembler.sbom import licenses, read_packages, rpmdb
 from tests.helpers import run_cli, sh
 from tests.test_sbom import referrers, saved, validate_spdx
 
+# Module fixtures that run outside programs (tests/conftest.py: tier): rpms runs rpmbuild and rpm.
+OUTSIDE_FIXTURES = frozenset({"rpms"})
+
 EPOCH = 1700000000
 OS_RELEASE = b'NAME="Fedora Linux"\nID=fedora\nVERSION_ID=40\n'
 SPEC = """\

@@ -522,6 +522,7 @@ def test_inspect_metadata_is_what_apptainer_inspect_reads(built: Built, sif_root
     assert attributes["deffile"] == read_object(built.sif, deffile).decode().rstrip("\n")
 
 
+@pytest.mark.integration  # tar2sqfs
 def test_sif_for_another_architecture(tmp_path: Path) -> None:
     cache = Cache(tmp_path / "cache")
     image = add_layers(cache, mutate.scratch(Platform("linux", "arm64"), epoch=EPOCH), [[f("hello", b"hi")]])
@@ -630,6 +631,7 @@ def test_partition_lists_the_flattened_rootfs(built: Built, umoci_tree: Tree, si
     assert data_link == b"data of the app\n" and (sif_root / "opt/app/data.txt").read_bytes() == b"replaced data\n"
 
 
+@pytest.mark.integration  # tar2sqfs, umoci
 def test_cross_layer_hard_links_match_umoci(tmp_path: Path) -> None:
     # Links to files of lower layers, whose targets upper layers then replace or delete:
     # overlay-based runtimes refuse such layers, umoci applies them like tar does.
@@ -737,6 +739,7 @@ def test_two_conversions_are_byte_identical(built: Built, tmp_path: Path, monkey
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files left
 
 
+@pytest.mark.integration  # tar2sqfs
 def test_other_compressor_and_epoch_change_the_bytes(tmp_path: Path) -> None:
     cache = Cache(tmp_path / "cache")
     image = add_layers(cache, mutate.scratch(PLATFORM, epoch=EPOCH), [[d("a"), f("a/x", b"x" * 5000)]])
@@ -802,6 +805,7 @@ def _tar_with(*infos: tuple[str, bytes, str]) -> bytes:
     return out.getvalue()
 
 
+@pytest.mark.integration  # tar2sqfs
 @pytest.mark.parametrize(
     ("members", "error", "message"),
     [
@@ -826,6 +830,7 @@ def test_hostile_layers_are_refused(
     assert not (tmp_path / "escape").exists() and not (tmp_path.parent / "escape").exists()
 
 
+@pytest.mark.integration  # tar2sqfs
 def test_absolute_members_land_inside_the_squashfs(tmp_path: Path) -> None:
     cache = Cache(tmp_path / "cache")
     tar = _tar_with(("/abs/file", b"inside", ""), ("/abs/link", b"", "/abs/file"))
@@ -837,6 +842,7 @@ def test_absolute_members_land_inside_the_squashfs(tmp_path: Path) -> None:
     assert "squashfs-root/abs/file" in listing and "squashfs-root/abs/link" in listing
 
 
+@pytest.mark.integration  # tar2sqfs
 def test_whiteouts_in_a_sif_keep_its_mount_points_and_are_never_files(tmp_path: Path) -> None:
     cache = Cache(tmp_path / "cache")
     base = [d("bin"), f("bin/sh", b"#!", 0o755), d("dev"), d("tmp", 0o1777), f(".wh..wh..opq"), opq("bin")]

@@ -176,6 +176,7 @@ def test_an_image_signed_by_another_key_is_refused(tmp_path: Path, registry: Run
     assert not (root / "out").exists()
 
 
+@pytest.mark.integration  # cosign
 @pytest.mark.parametrize("curve", ["secp256r1", "secp384r1", "secp521r1"])
 def test_cosign_verifies_a_signature_by_a_key_on_each_curve_it_reads(tmp_path: Path, curve: str) -> None:
     """cosign verifies an ECDSA signature with the hash its key's curve goes with (P-384:

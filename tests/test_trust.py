@@ -148,6 +148,7 @@ def _build(tmp_path: Path, name: str, env: dict[str, str], *args: str) -> tuple[
     return ran.code, ran.err
 
 
+@pytest.mark.integration  # seconds
 def test_pip_and_url_downloads_trust_the_system_store(
     index: Index, pki: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

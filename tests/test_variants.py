@@ -50,6 +50,7 @@ def _tags(layout: Path) -> set[str]:
     return {m["annotations"]["org.opencontainers.image.ref.name"] for m in entries if not m.get("artifactType")}
 
 
+@pytest.mark.integration  # seconds
 def test_matrix_times_targets_one_image_each(tmp_path: Path) -> None:
     project = small_project(tmp_path / "p", MATRIX)
     ran = run_cli(
@@ -138,6 +139,7 @@ def _error(project: Path, *args: str) -> str:
 MATRIX_FLAVOR = "matrix:\n  flavor: [plain, fancy]\n"
 
 
+@pytest.mark.integration  # seconds
 @pytest.mark.parametrize(
     ("matrix", "args", "message"),
     [
@@ -174,6 +176,7 @@ def _wide(values: dict[str, int]) -> str:
     return f"name: m\nparams:\n{params}matrix:\n{matrix}bases: {{b: scratch}}\nimage: {{base: b}}\n"
 
 
+@pytest.mark.integration  # seconds
 @pytest.mark.parametrize(
     ("values", "args", "message"),
     [

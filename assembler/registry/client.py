@@ -10,7 +10,7 @@
 Each part imports only the ones before it; :class:`Registry` puts them together and
 :class:`RemoteBlobs` reads one repository's blobs through it, as a BlobReader.
 ``tls_verify=False`` means plain HTTP, as skopeo users expect for a loopback registry.
-What goes around oras-py, and why: ARCHITECTURE.md.
+Why this client is our own rather than oras-py: ARCHITECTURE.md (measured).
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Requests to one registry host: credentials, tokens, retries (the registry client's base).
 
-oras-py's ``do_request`` retries only on HTTP 500 (sleeping ``2 + 3**n`` s), re-sends one
-bearer token whatever scope a request needs, misreads ``Basic realm=`` and cannot use
-identity tokens; every request here goes through :meth:`RegistryClient.request` instead,
-with the credentials of :class:`login.Login` and the tokens of :mod:`auth`. The session
-refuses cookies, as oras's does (Harbor takes a client that keeps them for a browser).
+oras-py's ``do_request`` retries only on a dropped connection or HTTP 500 (sleeping
+``2 + 3**n`` s), re-sends one bearer token whatever scope a request needs, misreads
+``Basic realm=`` and cannot use identity tokens; every request here goes through
+:meth:`RegistryClient.request` instead, with the credentials of :class:`login.Login` and
+the tokens of :mod:`auth`. The session refuses cookies, as oras-py's does (Harbor takes a
+client that keeps them for a browser).
 
 A request is one *attempt* (:meth:`RegistryClient.send`); :meth:`RegistryClient.retrying` repeats
 an attempt function on connection errors, timeouts, 429 and 5xx gateway errors, honouring
@@ -38,9 +39,8 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any, TypeVar
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote_plus, urlencode, urljoin, urlsplit, urlunsplit
 
-import oras.utils
 import requests
 import urllib3
 
@@ -145,9 +145,15 @@ class RegistryClient:
         self.session.close()
 
     def url(self, path_or_url: str, **params: str) -> str:
-        """An absolute URL for an API path or a (possibly relative) ``Location``."""
+        """An absolute URL for an API path or a (possibly relative) ``Location``, with
+        ``params`` added to its query in place of any of the same name."""
         url = urljoin(self.base + "/", path_or_url)
-        return str(oras.utils.append_url_params(url, params)) if params else url
+        if not params:
+            return url
+        # The registry's own parameters (an upload's ``_state``) go back byte for byte.
+        parts = urlsplit(url)
+        kept = [p for p in parts.query.split("&") if p and unquote_plus(p.partition("=")[0]) not in params]
+        return urlunsplit(parts._replace(query="&".join([*kept, urlencode(params)])))
 
     @property
     def credentials(self) -> Credentials | None:

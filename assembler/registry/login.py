@@ -1,12 +1,10 @@
 """Registry logins: where credentials come from (part of the registry client).
 
-For one auth file and one name of the host the lookup is Docker's, as oras-py's
-``TokenAuth`` does it: the ``auths`` entry's inline ``auth``, else the host's credential
-helper (``credHelpers``), else the file's ``credsStore``. oras offers that lookup only
-through private methods (``_load_auth`` over ``_auth_config``), so it is written here,
-with these differences:
+For one auth file and one name of the host the lookup is Docker's (and oras-py's
+``TokenAuth``): the ``auths`` entry's inline ``auth``, else the host's credential helper
+(``credHelpers``), else the file's ``credsStore``, with these differences from oras-py:
 
-- oras reads ``~/.docker/config.json`` only, merging files in no set order. We look in
+- oras-py reads ``~/.docker/config.json`` only, merging files in no set order. We look in
   each file in the order containers tools and Docker use, and the first file that knows
   the host wins:
 
@@ -24,9 +22,9 @@ with these differences:
   (:mod:`assembler.proc`), not a bare subprocess. A ``Username`` of ``<token>`` (as Docker
   Desktop, ACR and GCR helpers answer) makes the secret an *identity token*: a refresh
   token for the OAuth2 token exchange, never a password.
-
-From oras: ``get_basic_auth`` (base64 ``user:secret``) and ``iter_localhosts`` (the names
-a loopback host is known by), both public.
+- A loopback host is also known by its other name (``localhost:5000`` and
+  ``127.0.0.1:5000``) as in oras-py, but only when that is the whole host name (oras-py
+  swaps the substring, so ``mylocalhost.example`` became ``my127.0.0.1.example``).
 """
 
 from __future__ import annotations
@@ -42,9 +40,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import oras.auth.utils
-import oras.utils
-
 from assembler.errors import InputError, ToolError
 from assembler.proc import Runner
 
@@ -52,6 +47,8 @@ log = logging.getLogger(__name__)
 
 # Docker Hub is known under several names; credentials for any of them serve it.
 _DOCKER_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io")
+# The two names of the loopback host, each standing for the other.
+_LOOPBACK = {"localhost": "127.0.0.1", "127.0.0.1": "localhost"}
 # What a credential helper answers as user name when its secret is an identity token.
 IDENTITY_TOKEN_USER = "<token>"
 _HELPER_TIMEOUT = 60.0
@@ -73,7 +70,7 @@ class Credentials:
 
     def basic(self) -> str:
         """The ``Authorization`` header value for HTTP basic auth."""
-        return "Basic " + str(oras.auth.utils.get_basic_auth(self.username, self.password))
+        return "Basic " + basic_auth(self.username, self.password)
 
     def where(self) -> str:
         return f"{self.source} (credential helper docker-credential-{self.helper})" if self.helper else str(self.source)
@@ -98,6 +95,12 @@ def auth_file_candidates(explicit: Path | None) -> list[Path]:
     return out
 
 
+def basic_auth(username: str, secret: str) -> str:
+    """HTTP basic auth's credentials, as an auth file's ``auth`` holds them: base64 of
+    ``username:secret`` (UTF-8)."""
+    return base64.b64encode(f"{username}:{secret}".encode()).decode("ascii")
+
+
 def _normalise_key(key: str) -> str:
     """``https://host/v1/`` -> ``host``: auth file keys name a host, maybe with scheme/path."""
     key = re.sub(r"^[a-z][a-z0-9+.-]*://", "", key.strip().lower())
@@ -105,19 +108,22 @@ def _normalise_key(key: str) -> str:
 
 
 def host_names(host: str) -> tuple[str, ...]:
-    """The names an auth file may know ``host`` by (oras's localhost rule, Docker Hub's aliases)."""
+    """The names an auth file may know ``host`` by: itself, and Docker Hub's aliases or the
+    loopback host's other name (``localhost[:PORT]`` and ``127.0.0.1[:PORT]``)."""
     host = host.lower()
     if host in _DOCKER_HUB:
         return _DOCKER_HUB
-    return tuple(oras.utils.iter_localhosts(host))
+    name, colon, port = host.partition(":")
+    other = _LOOPBACK.get(name)
+    return (host, other + colon + port) if other else (host,)
 
 
 def _entry_auth(entry: Mapping[str, Any], source: Path) -> str | None:
     """An ``auths`` entry as an inline ``auth`` (base64 ``user:secret``), or None."""
     if entry.get("identitytoken"):
-        return str(oras.auth.utils.get_basic_auth(IDENTITY_TOKEN_USER, str(entry["identitytoken"])))
+        return basic_auth(IDENTITY_TOKEN_USER, str(entry["identitytoken"]))
     if entry.get("username") and entry.get("password"):
-        return str(oras.auth.utils.get_basic_auth(str(entry["username"]), str(entry["password"])))
+        return basic_auth(str(entry["username"]), str(entry["password"]))
     encoded = entry.get("auth")
     if not encoded:
         return None
