@@ -18,21 +18,21 @@ from pathlib import Path
 
 from assembler.cache import Cache
 from assembler.errors import AssemblerError, CorruptBlob, InputError
-from assembler.oci import mutate
 from assembler.oci.artifact import Artifact, FilesArtifact
 from assembler.oci.descriptor import Platform
 from assembler.oci.image import Image
 from assembler.oci.reference import Ref, absolute_ref, parse_ref
-from assembler.pipeline import artifacts, graph, preflight
+from assembler.pipeline import artifacts, preflight, slurmnode
 from assembler.pipeline.attest import describe_built
 from assembler.pipeline.baseblobs import BaseBlobs, merged
-from assembler.pipeline.builder import Builder, Built
+from assembler.pipeline.builder import Build, Built
 from assembler.pipeline.builder import build as _execute
 from assembler.pipeline.depcheck import check_built
 from assembler.pipeline.graph import LayerReport, StepReport
 from assembler.pipeline.imagetests import has_tests, tested
 from assembler.pipeline.options import Event, Options, Reporter, quiet, resolve_epoch
-from assembler.pipeline.resolve import Plan, Resolver
+from assembler.pipeline.resolve import Plan, plan_of
+from assembler.pipeline.slurm import Job
 from assembler.pipeline.variants import Variant, named, platform_groups, report_variant
 from assembler.pipeline.writers import Target, Writer, writer_for
 from assembler.proc import Runner
@@ -140,47 +140,18 @@ def resolve(loaded: Loaded, options: Options, *, runner: Runner | None = None, l
         registry=options.registry,
         report=quiet,
     )
-    walk = Resolver(loaded, options, ctx)
     with ExitStack() as stack:
+        registry = None
         if look_in_registry and (options.cache_from or options.cache_to):
             from assembler.pipeline.registrycache import plan_steps  # the registry client, only when asked
 
-            walk.remote = walk.prebuilt.remote = stack.enter_context(closing(plan_steps(options, ctx)))
-        return _plan(walk, loaded, options, ctx)
+            registry = stack.enter_context(closing(plan_steps(options, ctx)))
+        refs = output_refs(loaded, options)
 
+        def file_steps() -> list[str]:  # steps whose files are outputs
+            return [n.partition(".")[0] for r in refs if r.holds_files for n in artifacts.names(loaded, r)]
 
-def _plan(walk: Resolver, loaded: Loaded, options: Options, ctx: Context) -> Plan:
-    refs = output_refs(loaded, options)
-    outputs = tuple(str(r) for r in refs)
-    image, base, layers = walk.image()
-    for ref in (r for r in refs if r.holds_files):  # steps whose files are outputs
-        for name in artifacts.names(loaded, ref):
-            walk.compile(graph.step_of(loaded.manifest, name.partition(".")[0]))
-    bases = {name: (b.image.digest if b is not None else None) for name, b in walk.bases.items()}
-    complete = image is not None and base is not None
-    if image is not None and base is not None:
-        final = walk.finish(image, base)
-    else:
-        # The base is not known yet: the config the manifest sets, ${VARS} of the base left as written.
-        final = walk.finish(mutate.scratch(ctx.platform, epoch=ctx.epoch), None)
-    steps = tuple(walk.steps.values())
-    overrides = {name: {"manifest": o.manifest, "ref": o.ref} for name, o in loaded.base_overrides.items()}
-    return Plan(
-        loaded.manifest.name,
-        loaded.target,
-        loaded.params,
-        bases,
-        steps,
-        tuple(layers),
-        outputs,
-        final.container_config,
-        final.annotations,
-        complete,
-        overrides,
-        loaded=loaded,
-        options=options,
-        copies=dict(walk.setup.copies),
-    )
+        return plan_of(loaded, options, ctx, outputs=[str(r) for r in refs], file_steps=file_steps, registry=registry)
 
 
 def build(
@@ -194,6 +165,18 @@ def build(
     assert plan.loaded is not None and plan.options is not None, "a Plan from resolve()"
     ctx = _context(plan.loaded, plan.options, cache=cache, runner=runner, registry=registry, report=report)
     return _execute(plan, ctx, report=report)
+
+
+def build_node_step(job: Job, *, runner: Runner, report: Reporter) -> StepReport:
+    """The one compile step of a Slurm job, on its node (:mod:`assembler.pipeline.slurmnode`):
+    the manifest resolved again against the shared cache, the step built (or found cached)
+    under the key the submitter computed. Raises AssemblerError when this node computes
+    another key, and what building raises."""
+    options = slurmnode.node_options(job)
+    plan = resolve(job.loaded, options, runner=runner)
+    cache = Cache(options.cache_dir)
+    ctx = _context(job.loaded, options, cache=cache, runner=runner, registry=options.registry, report=report)
+    return slurmnode.build_step(plan, ctx, job, report=report)
 
 
 def _image_target(
@@ -304,17 +287,18 @@ def _assemble_once(loaded: Loaded, options: Options, *, runner: Runner, report: 
         if not writers:
             return Result(image, (), steps, tuple(written_files), time.monotonic() - started)
     # The registry step cache stays open for the checks and the SBOM: their facts go through it too.
-    with Builder(plan, ctx, report=report) as builder:
+    with Build(plan, ctx, report=report) as builder:
         built = builder.run()
         report(Event("image", {"digest": built.image.digest}))
+        facts = builder.walk.services.facts
         if options.deps_check:  # before any output: an image that cannot run is not written
-            check_built(built, cache, report=report, shared=builder.facts)
+            check_built(built, cache, report=report, shared=facts)
         tests = tested(built, plan, builder, report=report)  # before any output too: a failed test writes none
-        referrers = describe_built(built, plan, cache, report=report, shared=builder.facts) if options.sbom else []
+        referrers = describe_built(built, plan, cache, report=report, shared=facts) if options.sbom else []
         referrers += tests  # the test-result attestation goes with the SBOM and provenance
         target = _image_target(built, ctx, loaded, writers, report=report, options=options, referrers=referrers)
         written = [*write(target, writers, report=report), *written_files]
-        step_cache = builder.remote_counts()
+        step_cache = builder.counts()
     return Result(
         built.image,
         built.layers,

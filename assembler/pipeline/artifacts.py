@@ -34,7 +34,7 @@ from assembler.oci.image import Image
 from assembler.oci.layer import Layer
 from assembler.oci.reference import Ref
 from assembler.pipeline import graph
-from assembler.pipeline.builder import Builder
+from assembler.pipeline.builder import Build
 from assembler.pipeline.graph import StepReport
 from assembler.pipeline.options import Reporter
 from assembler.pipeline.resolve import Plan
@@ -107,18 +107,16 @@ def build(
     """The artifacts ``refs`` name (``STEP.NAME`` -> layer): only their compile steps (and
     the steps they need) run, or are taken from the cache; no image is made."""
     assert plan.loaded is not None
-    builder = Builder(plan, ctx, report=report)
     layers: dict[str, Layer] = {}
-    try:
+    with Build(plan, ctx, report=report) as build:
+        walk = build.walk
         for ref in refs:
             for full in names(plan.loaded, ref):
                 step, _, name = full.partition(".")
-                made = builder.compile(graph.step_of(plan.loaded.manifest, step))
+                made = walk.compile(graph.step_of(plan.loaded.manifest, step))
                 assert made is not None, "a build makes every step it is asked for"
                 layers[full] = made[name]
-    finally:
-        builder.close()
-    return layers, tuple(builder.steps.values())
+    return layers, tuple(walk.steps.values())
 
 
 def as_image(layers: Mapping[str, Layer], ctx: Context) -> Image:

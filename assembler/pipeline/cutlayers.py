@@ -3,7 +3,7 @@
 The steps run on the layers as they were made: their keys, and what the cache holds for
 them, are those of the image uncut, so ``--layer-budget`` changes no step and a build with
 another budget runs nothing again. The image written holds each big layer's parts in its
-place (:meth:`assembler.pipeline.walk.Walk.image`). A cut is one read of the layer and one
+place (:meth:`assembler.pipeline.layerstack.LayerStack.image`). A cut is one read of the layer and one
 write of its parts, cached by the layer's digest, the budget, the epoch and the
 compression: a rebuild reads nothing, a plan finds it without reading, and a layer that
 the budget leaves whole (small, or no Python package in it) is not read at all when its

@@ -3,7 +3,7 @@
 layer it writes (artifacts, runtime steps' changes) is read as the layer is written, from
 the container's files, and recorded as their memos; those layers are not read back.
 
-The Builder runs ``python -m assembler.pipeline.exportagent`` (``Workspace.agent``). Its
+A build runs ``python -m assembler.pipeline.exportagent`` (``Workspace.agent``). Its
 jobs say whether the dependency check runs (``elf_facts``: without it no ELF file's facts
 are read) and which artifacts are read at all (``read``, by step: the image's and those a
 label names, :func:`assembler.pipeline.labels.artifacts_read`); the labels' device code is

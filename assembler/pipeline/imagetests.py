@@ -38,7 +38,7 @@ from assembler.spec.load import Loaded
 from assembler.transports.common import SourceImage
 
 if TYPE_CHECKING:
-    from assembler.pipeline.builder import Builder, Built
+    from assembler.pipeline.builder import Build, Built
     from assembler.pipeline.resolve import Plan
     from assembler.pipeline.slurmtests import SlurmTests
 
@@ -286,7 +286,7 @@ def suite_of(loaded: Loaded) -> Suite:
     return Suite(loaded.manifest.name, loaded.path.name, digest, loaded.target, __version__)
 
 
-def tested(built: Built, plan: Plan, builder: Builder, *, report: Reporter) -> list[Artifact]:
+def tested(built: Built, plan: Plan, build: Build, *, report: Reporter) -> list[Artifact]:
     """Run the tests of ``built``'s image (made from ``plan``): its test-result attestation
     as a referrer of the image (none without tests). Raises TestFailed when one fails."""
     loaded, options = plan.loaded, plan.options
@@ -294,15 +294,15 @@ def tested(built: Built, plan: Plan, builder: Builder, *, report: Reporter) -> l
     tests = planned(loaded, built.image.container_config, test_on=options.test_on)
     if not options.tests or not tests:
         return []
-    builder.need_blobs(built.image)
+    built.blobs.need(built.image)
     source = SourceImage(built.image, built.blobs, f"assemble:{loaded.manifest.name}")
 
     def slurm() -> SlurmTests:
         from assembler.pipeline.slurmtests import SlurmTests  # only where a test runs there
 
-        return SlurmTests.of(loaded, options, builder.ctx, report=report)
+        return SlurmTests.of(loaded, options, build.ctx, report=report)
 
-    tester = Tester(builder.cache, builder.ws.buildah, report, slurm, reuse=not options.no_cache)
+    tester = Tester(build.ctx.cache, build.workspace().buildah, report, slurm, reuse=not options.no_cache)
     reports = tester.run(tests, source)
     raise_failures(reports)
     outcomes = [r.outcome for r in reports]

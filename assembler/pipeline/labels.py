@@ -45,7 +45,6 @@ from assembler.deps.archs import layer_code
 from assembler.deps.gpucode import GpuCode, canonical
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
-from assembler.pipeline.options import RemoteSteps
 from assembler.sbom.interpreter import PythonFacts, read_python
 from assembler.spec import labelfacts, sourcefacts
 from assembler.spec import model as m
@@ -53,7 +52,7 @@ from assembler.spec.load import Loaded
 from assembler.transports.common import BlobReader
 
 if TYPE_CHECKING:
-    from assembler.pipeline.stepwalk import Base
+    from assembler.pipeline.walk import Base
 
 NAMESPACE = "io.assemble"
 CUDA_ARCH_VARS = (
@@ -101,13 +100,14 @@ def step_code(
     artifacts: Mapping[str, Mapping[str, Layer]],
     *,
     cache: Cache,
-    remote: RemoteSteps | None = None,
-    records: bool = True,
+    ensure: Callable[[Layer], None] | None = None,
 ) -> dict[str, GpuCode]:
     """The device code of each shipped (or named) step whose artifacts are known (made or
-    cached); a step not there is still to run. A blob from a registry step cache
-    (``remote``) is brought in before it is read. Without ``records`` (a plan), nothing is
-    written to the cache: no memo, files spooled to the system's temporary folder."""
+    cached); a step not there is still to run. A build's ``ensure`` brings a blob in (from a
+    registry step cache) before it is read. Without it (a plan), only what the cache holds
+    is read and nothing is written to the cache: no memo, files spooled to the system's
+    temporary folder."""
+    records = ensure is not None
     out: dict[str, GpuCode] = {}
     with cache.workdir("gpucode-") if records else tempfile.TemporaryDirectory(prefix="assemble-gpucode-") as folder:
         work = Path(folder)
@@ -115,13 +115,13 @@ def step_code(
             made = artifacts.get(step)
             if made is None:
                 continue
-            if remote is None and not all(cache.has_blob(made[n].digest, made[n].size) for n in names):
+            if ensure is None and not all(cache.has_blob(made[n].digest, made[n].size) for n in names):
                 continue  # a plan, and the artifacts are in a registry step cache only: not known yet
             found = GpuCode()
             for name in names:
                 layer = made[name]
-                if remote is not None:
-                    remote.ensure(layer)
+                if ensure is not None:
+                    ensure(layer)
                 opener = partial(cache.open_blob, layer.digest)
                 what = f"artifact {step}.{name}"
                 found |= layer_code(layer.diff_id, opener, what=what, cache=cache, workdir=work, record=records)

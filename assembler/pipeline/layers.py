@@ -109,7 +109,16 @@ class ImageSetup:
     """Builds the layers that need no container (``copy``) and fits layers onto the
     image below (:mod:`assembler.archive.view`)."""
 
-    def __init__(self, loaded: Loaded, ctx: Context, *, maker: Maker) -> None:
+    def __init__(
+        self,
+        loaded: Loaded,
+        ctx: Context,
+        *,
+        maker: Maker,
+        blobs: BlobReader | None = None,
+        shared: SharedFacts | None = None,
+        copies: Mapping[CopyKey, FoundCopy] | None = None,
+    ) -> None:
         self.loaded = loaded
         self.ctx = ctx
         # A plan's maker reads layers (their headers, cached) but writes none: a layer that
@@ -117,10 +126,11 @@ class ImageSetup:
         self.maker = maker
         # What reads layers' bytes (a build's: a base's layers fetched when first read), and
         # where the facts read from them are shared beyond the cache (a build's registry step cache).
-        self.blobs: BlobReader = ctx.cache
-        self.shared: SharedFacts | None = None
-        # Copy layers by what they copy, as found (a plan: the files hashed) or written here.
-        self.copies: dict[CopyKey, FoundCopy] = {}
+        self.blobs: BlobReader = blobs if blobs is not None else ctx.cache
+        self.shared = shared
+        # Copy layers by what they copy, as found (a plan: the files hashed) or written here;
+        # a build starts with what its plan found (``copies``): taken, not written again.
+        self.copies: dict[CopyKey, FoundCopy] = dict(copies or {})
         self.taken: set[str] = set()  # digests of the copy layers a build took from its plan
 
     def _cached_blob(self, key: str) -> Layer | None:

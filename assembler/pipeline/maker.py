@@ -1,12 +1,14 @@
-"""What a walk does about what the cache does not hold: a :class:`Maker`.
+"""What to do about what the cache does not hold: a :class:`Maker`.
 
 A plan and a build walk a manifest the same way (:mod:`assembler.pipeline.walk`) and look
 up the same keys; they differ in what they do on a miss. :data:`LOOKUP` (a plan) only
 looks up what exists and writes nothing: what is missing is None, "not known until
 built". :data:`MAKE` (a build) makes what is missing and records it. The layers made
 without a container (:mod:`assembler.pipeline.layers`,
-:mod:`assembler.pipeline.prebuilt_layers`) and bootstrapped bases are given one.
-"""
+:mod:`assembler.pipeline.prebuilt_layers`, :mod:`assembler.pipeline.cutlayers`) are given
+a Maker: in a walk, its mode (:class:`assembler.pipeline.modes.Mode`, which is a Maker
+that does as :data:`LOOKUP` or :data:`MAKE` does, and owns the rest of what a plan and a
+build do differently); alone (a test), one of these two."""
 
 from __future__ import annotations
 

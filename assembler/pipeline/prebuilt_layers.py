@@ -16,7 +16,7 @@ import hashlib
 import lzma
 import posixpath
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import replace
 from functools import partial
@@ -36,9 +36,10 @@ from assembler.cache.memos import remember_headers
 from assembler.errors import CorruptBlob, InputError, UnsafePath
 from assembler.oci.layer import Layer
 from assembler.pipeline import prebuilt_checks as checks
-from assembler.pipeline.maker import MAKE, Maker
-from assembler.pipeline.options import RemoteSteps
+from assembler.pipeline.maker import Maker
+from assembler.pipeline.origins import Origins
 from assembler.pipeline.prebuilt_checks import Check, Paths
+from assembler.pipeline.stepstore import StepStore, note_taken
 from assembler.sbom.packages import DATABASE_TEXTS, remember_kept_texts
 from assembler.spec import model as m
 from assembler.spec.prebuilt import Requirement, parse_requirement, size_bytes
@@ -133,15 +134,18 @@ def describe(group: list[Requirement]) -> str:
 class Prebuilt:
     """Makes (a build's ``maker``) or looks up (a plan's) ``pip:`` and ``url:`` layers."""
 
-    def __init__(self, ctx: Context, *, maker: Maker) -> None:
+    def __init__(self, ctx: Context, *, maker: Maker, steps: StepStore, origins: Origins, checks: bool) -> None:
         self.ctx = ctx
         self.cache = ctx.cache
         self.maker = maker
         self.made = False  # whether the last place() made a layer (else all were cached)
-        self.remote: RemoteSteps | None = None  # the build's registry step cache, set by the Builder
-        # An entry used (key, what, its layers' diff_ids): for the provenance, and what is built on it.
-        self.used: Callable[[str, str, Sequence[str]], None] = lambda key, what, diff_ids: None
-        self.vouched: Callable[[str, str], bool] = lambda key, what: True  # a local entry may be used
+        # Where layers are recorded and shared (a layer is a step cache entry too), and where
+        # each entry used came from (for the provenance, and what is built on it).
+        self.steps = steps
+        self.origins = origins
+        # Whether a layer from a registry step cache is checked against its pins (a build's);
+        # a plan takes its record alone.
+        self.checks = checks
 
     def place(self, spec: m.PipLayer | m.UrlLayer) -> tuple[list[tuple[Layer, str]], str, str]:
         """The layers of ``spec`` with what each is, what the spec is, and their origin
@@ -223,11 +227,9 @@ class Prebuilt:
     def _shared(self, key: str, what: str, check: Check) -> Layer | None:
         """The layer recorded under ``key`` here, else in the registry step cache: a build's
         is checked against the pins there (``check``), a plan's is its record alone."""
-        hit = self.cache.step_result(key) if self.vouched(key, what) else None
-        if hit is None and self.remote is not None:
-            hit = self.remote.fetch(key, what, check if self.maker is MAKE else None)
+        hit = self.steps.fetch(key, what, check=check if self.checks else None)
         if hit is not None:
-            self.used(key, what, [b.diff_id for b in hit.layers()])
+            note_taken(self.steps, self.origins, key, what, [b.diff_id for b in hit.layers()])
         return hit.layer if hit is not None else None
 
     def _check_wheels(
@@ -251,8 +253,7 @@ class Prebuilt:
     def _record_shared(self, key: str, layer: Layer, what: str) -> None:
         if self.cache.step_result(key) is None:
             self.cache.put_step_result(key, StepResult(what, layer=layer))
-        if self.remote is not None:
-            self.remote.export(key, StepResult(what, layer=layer))
+        self.steps.export(key, StepResult(what, layer=layer))
 
     def _pip_key(self, shas: list[str | None], scheme: Scheme, files_to: str | None) -> str:
         files = {"files_to": files_to} if files_to else {}

@@ -14,33 +14,45 @@ What a plan can know offline, and what it reads from the cache:
 
 A layer or step that depends on something not made yet is ``will-run``/``will-build`` with
 no key or digest: it is only known once what it builds on is built.
+
+:func:`plan_of` walks the manifest (:class:`~assembler.pipeline.walk.Walk`) in the
+:class:`Planning` mode, which is all that makes it a plan's walk.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from assembler.archive.view import TreeView
 from assembler.compile import sources as srcs
 from assembler.errors import InputError, NotFound
+from assembler.oci import mutate
 from assembler.oci.descriptor import Platform
 from assembler.oci.image import Image
+from assembler.oci.layer import Layer
 from assembler.oci.reference import Ref, absolute_ref, parse_ref
+from assembler.pipeline import graph
+from assembler.pipeline.baseblobs import BaseBlobs
 from assembler.pipeline.graph import LayerReport, RuntimeStep, StepReport
 from assembler.pipeline.imagetests import PlannedTest, planned
-from assembler.pipeline.layers import CopyKey, FoundCopy
+from assembler.pipeline.layers import CopyKey, FoundCopy, ImageSetup
+from assembler.pipeline.layerstack import finish, stacked
 from assembler.pipeline.maker import LOOKUP
-from assembler.pipeline.options import Options
-from assembler.pipeline.stepwalk import Base, git_key
-from assembler.pipeline.walk import Walk
+from assembler.pipeline.modes import Services
+from assembler.pipeline.options import Options, RemoteSteps, quiet
+from assembler.pipeline.origins import Origins
+from assembler.pipeline.stepstore import LocalSteps, RegistrySteps, StepStore
+from assembler.pipeline.walk import Base, Walk, git_key
 from assembler.spec import model as m
 from assembler.spec.load import Loaded, describe_base
 from assembler.spec.reach import Need, needs
 from assembler.transports import Context, known_image
 from assembler.transports.bootstrap import bootstrap_mirrors
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -155,48 +167,71 @@ class Plan:
         return data
 
 
-class Resolver(Walk):
-    """A walk that looks things up and makes nothing: what is not cached will run."""
+class Planning:
+    """A plan's :class:`~assembler.pipeline.modes.Mode`: looks things up and makes
+    nothing, writes nothing; what is not cached will run."""
 
-    copy_origin = "cached"
     records = False
+    copy_origin = "cached"
+    unknown_facts: Mapping[str, str] = {}
 
-    def __init__(self, loaded: Loaded, options: Options, ctx: Context) -> None:
-        super().__init__(loaded, options, ctx, report=lambda event: None, maker=LOOKUP)
+    def missing(self, make: Callable[[], T]) -> T | None:
+        return LOOKUP.missing(make)
 
-    def obtain_base(self, name: str, spec: m.BaseSpec) -> Base | None:
-        ctx = self.ctx
+    def by_content(self, find: Callable[[], T | None], make: Callable[[], T]) -> T | None:
+        return LOOKUP.by_content(find, make)
+
+    def keep(self, write: Callable[[], object]) -> None:
+        LOOKUP.keep(write)
+
+    def obtain_base(self, walk: Walk, name: str, spec: m.BaseSpec) -> Base | None:
+        ctx = walk.ctx
         if isinstance(spec, m.BootstrapBase):
-            return self.bootstrap(name, spec)
-        ref, platform = base_ref(self.loaded, spec, ctx.platform)
+            return walk.bootstrap(name, spec)
+        ref, platform = base_ref(walk.loaded, spec, ctx.platform)
         try:
             image = known_image(ref, replace(ctx, platform=platform))
         except InputError as e:
-            raise self.loaded.error(("bases", name), str(e), hint=e.hint) from None
+            raise walk.loaded.error(("bases", name), str(e), hint=e.hint) from None
         return Base(name, image, str(ref), ref.name) if image is not None else None
 
-    def obtain_source(self, name: str, spec: m.SourceSpec) -> srcs.Source | None:
+    def obtain_source(self, walk: Walk, name: str, spec: m.SourceSpec) -> srcs.Source | None:
         if isinstance(spec, m.GitSource):
-            hit = self.cache.memo(git_key(spec))
+            hit = walk.cache.memo(git_key(spec))
             return srcs.Source(name, Path(str(hit["path"])), str(hit["digest"]), spec.git) if hit else None
         if isinstance(spec, m.UrlSource):
             return srcs.Source(name, Path(), "sha256:" + spec.sha256, spec.url)
-        return srcs.resolve(name, spec, cache=self.cache, runner=self.ctx.runner, base_dir=self.loaded.folder)
+        return srcs.resolve(name, spec, cache=walk.cache, runner=walk.ctx.runner, base_dir=walk.loaded.folder)
 
-    def view_of(self, image: Image) -> TreeView | None:
+    def view_of(self, setup: ImageSetup, image: Image) -> TreeView | None:
         # A base read from a layout or archive the cache does not hold yet (or one a build
         # never needed the bytes of): its digest and diff_ids are known (so are the keys of
         # steps on it); its layers' folders only where they are remembered.
         try:
-            return super().view_of(image)
+            return setup.view(image)
         except NotFound:
             return None
 
-    def make_compile(self, step: m.CompileStep, report: StepReport, **_: Any) -> None:
-        self._record(report)
+    def here(self, steps: StepStore, blob: Layer) -> bool:
+        return steps.holds(blob)
 
-    def make_runtime(self, rs: RuntimeStep, report: StepReport, **_: Any) -> None:
-        self._record(report)
+    def make_compile(self, walk: Walk, step: m.CompileStep, report: StepReport, **_: Any) -> None:
+        walk.record_step(report)
+
+    def make_runtime(self, walk: Walk, rs: RuntimeStep, report: StepReport, **_: Any) -> None:
+        walk.record_step(report)
+
+
+def plan_walk(loaded: Loaded, options: Options, ctx: Context, *, registry: RemoteSteps | None = None) -> Walk:
+    """The walk of a plan of ``loaded``: it reports nothing, writes nothing; ``registry``:
+    the registry step caches it also looks in (their records only, no blob)."""
+    report = quiet
+    trusted = frozenset(k.key_id for k in options.cache_trust)
+    local = LocalSteps(ctx.cache, trusted=trusted, report=report)
+    steps: StepStore = RegistrySteps(local, registry) if registry is not None else local
+    origins = Origins(trusted=bool(options.cache_trust), report=report)
+    services = Services(Planning(), steps, BaseBlobs(ctx.cache), origins, report)
+    return Walk(loaded, options, ctx, services)
 
 
 def base_ref(loaded: Loaded, spec: m.BaseSpec, platform: Platform) -> tuple[Ref, Platform]:
@@ -206,3 +241,45 @@ def base_ref(loaded: Loaded, spec: m.BaseSpec, platform: Platform) -> tuple[Ref,
     if isinstance(spec, m.RefBase) and spec.platform:
         platform = Platform.parse(spec.platform)
     return absolute_ref(parse_ref(text), loaded.folder), platform
+
+
+def plan_of(
+    loaded: Loaded,
+    options: Options,
+    ctx: Context,
+    *,
+    outputs: Sequence[str],
+    file_steps: Callable[[], Sequence[str]],
+    registry: RemoteSteps | None = None,
+) -> Plan:
+    """The plan of ``loaded`` (see the module's doc), walked in the :class:`Planning` mode:
+    the image stacked, the steps ``file_steps()`` names (their files are outputs) decided
+    too, the config on top; ``registry``: see :func:`plan_walk`."""
+    walk = plan_walk(loaded, options, ctx, registry=registry)
+    image, base, layers = stacked(walk)
+    for name in file_steps():
+        walk.compile(graph.step_of(loaded.manifest, name))
+    bases = {name: (b.image.digest if b is not None else None) for name, b in walk.bases.items()}
+    complete = image is not None and base is not None
+    if image is not None and base is not None:
+        final = finish(walk, image, base)
+    else:
+        # The base is not known yet: the config the manifest sets, ${VARS} of the base left as written.
+        final = finish(walk, mutate.scratch(ctx.platform, epoch=ctx.epoch), None)
+    overrides = {name: {"manifest": o.manifest, "ref": o.ref} for name, o in loaded.base_overrides.items()}
+    return Plan(
+        loaded.manifest.name,
+        loaded.target,
+        loaded.params,
+        bases,
+        tuple(walk.steps.values()),
+        tuple(layers),
+        tuple(outputs),
+        final.container_config,
+        final.annotations,
+        complete,
+        overrides,
+        loaded=loaded,
+        options=options,
+        copies=dict(walk.setup.copies),
+    )

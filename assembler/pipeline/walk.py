@@ -1,216 +1,289 @@
-"""The decisions a plan and a build share, made once in one place.
+"""One walk through a loaded manifest: its bases, sources and compile steps, each keyed and looked up.
 
-:class:`Walk` goes through a manifest as a build does: the image's base, then each layer,
-pulling in the compile steps (and their bases, sources and inputs) a layer needs. For each
-step it computes the key and looks it up (:class:`assembler.pipeline.stepwalk.StepWalk`).
-What happens when something is *not* cached is the subclass's:
-:class:`assembler.pipeline.resolve.Resolver` notes it will run (and reads nothing it would
-have to write); :class:`assembler.pipeline.builder.Builder` makes it. Layers made without a
-container and bootstrapped bases go through the walk's :class:`~assembler.pipeline.maker.Maker`
-(looked up only, or made). Here each layer is
-placed, fitted onto the folders and symlinks of the image below, converted for shipping
-and appended; :meth:`Walk.finish` puts the config, labels and annotations on top.
+:class:`Walk` computes each step's key (from its definition, base, inputs, sources and
+buildah's version) and looks it up in its step store (the local cache, or a registry step
+cache over it: :mod:`assembler.pipeline.stepstore`). What happens when something is *not*
+cached is its mode's (:class:`assembler.pipeline.modes.Mode`): a plan notes that it will
+run, a build makes it. The image's layers are stacked on the walk by
+:mod:`assembler.pipeline.layerstack`, which decides the runtime steps as it goes.
+
+A walk is constructed with its :class:`~assembler.pipeline.modes.Services` and nothing else
+is wired into it. Its decisions are made once each, whichever thread asks first (a build
+runs compile steps side by side: :mod:`assembler.pipeline.scheduler`); a step that failed
+raises the same error to every thread that asks for it.
 """
 
 from __future__ import annotations
 
-import functools
-from dataclasses import replace
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from functools import partial
 
-from assembler.archive.view import TreeView
-from assembler.cache import key_of
-from assembler.oci import mediatypes as mt
-from assembler.oci import mutate
+from assembler.cache import StepResult, key_of
+from assembler.cache.programs import program_version
+from assembler.compile import sources as srcs
+from assembler.compile.buildah import Buildah
+from assembler.compile.steps import compile_key
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
-from assembler.pipeline import graph, labels
-from assembler.pipeline.config import config_changes, default_annotations, gpu_metadata
-from assembler.pipeline.graph import LayerReport
-from assembler.pipeline.options import Event
-from assembler.pipeline.prebuilt_layers import below
-from assembler.pipeline.stepwalk import Base, Placed, StepWalk
+from assembler.oci.reference import ImageName
+from assembler.pipeline import graph
+from assembler.pipeline.cutlayers import LayerCutter
+from assembler.pipeline.graph import StepReport
+from assembler.pipeline.layers import CopyKey, FoundCopy, ImageSetup
+from assembler.pipeline.modes import Services
+from assembler.pipeline.options import Event, Options
+from assembler.pipeline.prebuilt_layers import Prebuilt
+from assembler.pipeline.stepstore import note_taken, step_result
 from assembler.spec import model as m
+from assembler.spec.load import Loaded
+from assembler.transports import Context
+from assembler.transports import bootstrap as boot
 
 
-class Walk(StepWalk):
-    """One walk through a loaded manifest; subclasses obtain what is not cached."""
+def _bootstrap_spec(spec: m.BootstrapBase) -> tuple[boot.BootstrapSpec, str]:
+    b = spec.bootstrap
+    bspec = boot.BootstrapSpec(b.suite, b.variant, tuple(b.packages), b.mirror, tuple(b.components), b.keyring)
+    return bspec, f"bootstrap {b.suite}/{b.variant}" + (f" +{len(b.packages)} packages" if b.packages else "")
 
-    # -- image layers -----------------------------------------------------------------
 
-    def image(self) -> tuple[Image | None, Base | None, list[LayerReport]]:
-        """The image with every layer (None where something is not made yet: a plan)."""
-        base = self.base(self.man.image.base)
-        reports: list[LayerReport] = []
-        image: Image | None = None
-        # The folders and symlinks of the image so far: copy and artifact layers are fitted onto it.
-        view: TreeView | None = None
-        self._stacked: list[tuple[int, Layer, bool]] = []  # each layer appended: its report, whether big
-        bottom: Image | None = None  # the base as shipped
-        if base is not None:
-            image, shipped_base = self.setup.convert_image(base.image)
-            bottom = image
-            for i, (blob, diff_id) in enumerate(zip(shipped_base, base.image.diff_ids, strict=True)):
-                digest, size = (blob.digest, blob.size) if blob is not None else (None, None)
-                reports.append(LayerReport(i, "base", base.what, digest, size, diff_id, "base"))
-            view = self.view_of(image)
-        else:
-            reports.append(LayerReport(0, "base", self.man.image.base, None, None, None, "will-build"))
-        self._chain = self.defs.base(self.man.image.base)
-        for i, (spec, path) in enumerate(zip(self.man.image.layers, self.loaded.layer_paths, strict=True)):
-            where = functools.partial(self.loaded.error, (*path, "to"))
-            if isinstance(spec, m.PipLayer | m.UrlLayer) and view is not None and (note := below(spec, view, where)):
-                self.report(Event("warning", {"text": note}))
-            if isinstance(spec, m.CopyLayer) and (note := self.setup.copy_leaves_out(spec.copy_)):
-                self.report(Event("warning", {"text": note}))
-            placed, what, origin = self._layer(spec, path, image, view, i)
-            step = self._step_name(spec, i)
-            self._chain = key_of({"below": self._chain, "layer": self.defs.layer(spec)})
-            if step is not None:
-                self._below.append(f"step:{step}")
-            if not placed:
-                reports.append(LayerReport(len(reports), graph.kind_of(spec), what, None, None, None, origin, step))
-                image = view = None
-                continue
-            for blob, item in placed:
-                image, view = self._stack(spec, blob, item, origin, step, image, view, reports)
-        if image is not None and bottom is not None:  # steps ran on the layers as made; the image ships them cut
-            image, reports = self._cut(image, bottom, reports)
-        return image, base, reports
+def bootstrap_key(ctx: Context, spec: m.BootstrapBase, *, record: bool) -> tuple[str, str]:
+    """The cache key of a bootstrapped base, and what to call it; mmdebstrap's version is
+    remembered when ``record`` (a build)."""
+    bspec, what = _bootstrap_spec(spec)
+    tool = boot.tool_version(ctx.runner, ctx.cache, record=record)
+    key = boot.bootstrap_key(bspec, tool=tool, platform=ctx.platform, epoch=ctx.epoch, compression=ctx.compression)
+    return key, what
 
-    def _step_name(self, spec: m.LayerSpec, index: int) -> str | None:
-        if isinstance(spec, m.ArtifactLayer):
-            return spec.artifact.partition(".")[0]
-        if isinstance(spec, m.RunLayer | m.PackagesLayer):
-            return spec.name or f"{'run' if isinstance(spec, m.RunLayer) else 'packages'}-{index + 1}"
-        return None
 
-    def _stack(
+Placed = tuple[list[tuple[Layer, str]], str, str]  # (layer, what) of a layer spec, what, origin
+
+
+def git_key(spec: m.GitSource) -> str:
+    """The cache key of the commit and checkout a git source was last fetched as."""
+    return "gitref-" + key_of({"url": spec.git, "ref": spec.ref, **({"commit": spec.commit} if spec.commit else {})})
+
+
+@dataclass(frozen=True)
+class Base:
+    name: str
+    image: Image
+    what: str
+    registry_name: ImageName | None = None
+
+
+class Walk:
+    """One walk through a loaded manifest, in the mode and with the services it is given."""
+
+    def __init__(
         self,
-        spec: m.LayerSpec,
-        blob: Layer,
-        item: str,
-        origin: str,
-        step: str | None,
-        image: Image | None,
-        view: TreeView | None,
-        reports: list[LayerReport],
-    ) -> tuple[Image | None, TreeView | None]:
-        """``blob`` fitted, converted and appended onto ``image`` (None: not known yet)."""
-        if self.remote is not None and self.records:
-            self.remote.ensure(blob)  # a step result from a registry: its blob is fetched now it is needed
-        # A plan fetches no blob: one only in a registry step cache leaves the image unknown.
-        here = self.records or self.remote is None or self.cache.has_blob(blob.digest, blob.size)
-        placed: Layer | None = blob if here else None
-        if placed is not None and not isinstance(spec, m.RunLayer | m.PackagesLayer):  # fitted onto the image below
-            placed = self.setup.fit(blob, view) if view is not None else None
-            if placed is not None:
-                self.origins.carry(placed.diff_id, blob.diff_id)  # what a step runs on: built on what blob is
-        # A big layer is cut (and converted) as the image ships, once every step has run on it: see _cut.
-        big = placed is not None and self.cutter.over_budget(placed)
-        shipped = self.setup.convert(placed) if placed is not None and not big else None
-        digest, size = (shipped.digest, shipped.size) if shipped is not None else (None, None)
-        placed_id = placed.diff_id if placed is not None else None
-        reports.append(LayerReport(len(reports), graph.kind_of(spec), item, digest, size, placed_id, origin, step))
-        if placed is None or image is None or view is None:
-            return None, None
-        view.apply(self.setup.index(placed.descriptor, placed.diff_id))
-        layer = shipped or placed  # a plan without the converted blob: the same diff_id
-        comment = getattr(spec, "comment", None) or ""
-        layer = layer.made_by(f"assemble: {item}", comment)
-        image = mutate.append_layers(image, [layer], epoch=self.ctx.epoch)
-        self._stacked.append((len(reports) - 1, layer, big))
-        if shipped is not None:
-            self._report_layer(reports[-1])
-        return image, view
+        loaded: Loaded,
+        options: Options,
+        ctx: Context,
+        services: Services,
+        *,
+        copies: Mapping[CopyKey, FoundCopy] | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.man = loaded.manifest
+        self.options = options
+        self.ctx = ctx
+        self.cache = ctx.cache
+        self.services = services
+        self.mode = services.mode  # what is not cached: looked up only (a plan) or made (a build)
+        self.store = services.steps
+        self.origins = services.origins
+        self.report = services.report
+        self.defs = graph.Definitions(self.man, ctx.platform)
+        # The layers made without a container; ``copies``: what a plan found, for its build.
+        self.setup = ImageSetup(
+            loaded, ctx, maker=self.mode, blobs=services.blobs, shared=services.facts, copies=copies
+        )
+        self.prebuilt = Prebuilt(  # pip: and url: layers
+            ctx, maker=self.mode, steps=self.store, origins=self.origins, checks=self.mode.records
+        )
+        self.cutter = LayerCutter(ctx, maker=self.mode, budget=options.layer_budget)  # big layers, as the image ships
+        self.bases: dict[str, Base | None] = {}
+        self.sources: dict[str, srcs.Source | None] = {}
+        self.artifacts: dict[str, dict[str, Layer]] = {}
+        self.steps: dict[str, StepReport] = {}
+        self._failed: dict[str, BaseException] = {}  # compile steps that raised, by name
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+        self._tool: str | None = None
+        self.taken = self.origins.taken  # what the provenance names: key -> (what, origin)
 
-    def _report_layer(self, report: LayerReport) -> None:
-        fields = {"index": report.index, "what": report.what, "digest": report.digest, "size": report.size}
-        self.report(Event("layer", {**fields, "origin": report.origin}))
-
-    def _cut(self, image: Image, bottom: Image, reports: list[LayerReport]) -> tuple[Image | None, list[LayerReport]]:
-        """The image as it ships: each big layer of Python packages in its parts
-        (:mod:`assembler.pipeline.cutlayers`), converted as the image wants; ``image`` itself
-        when no layer is big. None: a plan, a cut not made yet."""
-        if not any(big for _, _, big in self._stacked):
-            return image, reports
-        out = reports[: self._stacked[0][0]]
-        layers: list[Layer] = []
-        for index, layer, big in self._stacked:
-            report = reports[index]
-            parts = self._parts(layer) if big else [(layer, "")]
-            if parts is None:
-                out.append(replace(report, index=len(out), digest=None, size=None, diff_id=None, origin="will-build"))
-                continue
-            for part, label in parts:
-                what = f"{report.what} [{label}]" if label else report.what
-                self.origins.carry(part.diff_id, layer.diff_id)
-                out.append(
-                    replace(report, index=len(out), what=what, digest=part.digest, size=part.size, diff_id=part.diff_id)
+    def tool(self) -> str:
+        """buildah's version (part of step keys); without buildah, the one last recorded."""
+        with self._once("tool"):
+            if self._tool is None:
+                buildah = Buildah(self.ctx.runner, storage=self.cache.root / "buildah")
+                found = self.ctx.runner.which("buildah")
+                self._tool = program_version(
+                    self.cache, "buildah", found, buildah.version, record=self.mode.records, missing="buildah-missing"
                 )
-                layers.append(part.made_by(f"{layer.origin} [{label}]" if label else layer.origin, layer.comment))
-                if big:
-                    self._report_layer(out[-1])
-        if len(layers) < len(self._stacked):
-            return None, out
-        return mutate.append_layers(bottom, layers, epoch=self.ctx.epoch), out
+            return self._tool
 
-    def _parts(self, layer: Layer) -> list[tuple[Layer, str]] | None:
-        """What ships of the big ``layer``: its parts, or itself converted (None: not made yet)."""
-        parts = self.cutter.cut(layer)
-        if parts is None or parts != [(layer, "")]:
-            return parts
-        shipped = self.setup.convert(layer)
-        return [(shipped, "")] if shipped is not None else None
+    def bootstrap(self, name: str, spec: m.BootstrapBase) -> Base | None:
+        """A bootstrapped base: from the cache, else made (a build) or None (a plan)."""
+        bspec, _ = _bootstrap_spec(spec)
+        key, what = bootstrap_key(self.ctx, spec, record=self.mode.records)
+        ctx = self.ctx
+        image = self.cache.base_image(key) if self.store.vouched(key, f"base {name}") else None
+        if image is not None:
+            self.note_taken(key, f"base {name}", image.diff_ids)
+        else:
+            make = partial(
+                boot.make,
+                bspec,
+                key,
+                cache=ctx.cache,
+                runner=ctx.runner,
+                platform=ctx.platform,
+                epoch=ctx.epoch,
+                compression=ctx.compression,
+            )
+            image = self.mode.missing(make)
+        return Base(name, image, what) if image is not None else None
 
-    def _layer(
-        self, spec: m.LayerSpec, path: tuple[str | int, ...], image: Image | None, view: TreeView | None, index: int
-    ) -> Placed:
-        if isinstance(spec, m.CopyLayer):
-            c = spec.copy_
-            what = f"copy {c.from_} {c.to}"
-            blob = self.setup.copy_layer(c, path, view)
-            if blob is None:
-                return [], what, "will-build"
-            return [(blob, what)], what, "cached" if blob.digest in self.setup.taken else self.copy_origin
-        if isinstance(spec, m.ArtifactLayer):
-            step_name, _, art = spec.artifact.partition(".")
-            results = self.compile(graph.step_of(self.man, step_name))
-            names = [art] if art else sorted(graph.step_of(self.man, step_name).artifacts)
-            what = f"artifact {spec.artifact}"
-            if results is None:
-                return [], what, "will-build"
-            state = self.steps[step_name].state if step_name in self.steps else "cached"
-            return [(results[n], f"artifact {step_name}.{n}") for n in names], what, state
-        if isinstance(spec, m.PipLayer | m.UrlLayer):
-            return self.prebuilt.place(spec)
-        return self.runtime(graph.runtime_step(self.man, spec, index), image)
+    def note_taken(self, key: str, what: str, diff_ids: Iterable[str] = ()) -> None:
+        """The entry ``key`` (``what``, its layers ``diff_ids``) is used: noted if it came
+        from a registry step cache (or was made from what did)."""
+        note_taken(self.store, self.origins, key, what, diff_ids)
 
-    # -- the whole ----------------------------------------------------------------------
+    def record_made(self, key: str, result: StepResult, on: Iterable[str]) -> None:
+        """``result``, made here from the layers ``on``, recorded under ``key`` with the entry
+        it is built on (:meth:`Origins.below`), then shared (:meth:`share_made`)."""
+        self.cache.put_step_result(key, result, self.origins.below(on))
+        self.share_made(key, result)
 
-    def finish(self, image: Image, base: Base | None) -> Image:
-        """Config, labels and annotations on top of the layers (``base`` None: not known yet)."""
-        man = self.man
-        code = labels.step_code(
-            man, self.artifacts, cache=self.cache, remote=self.remote if self.records else None, records=self.records
+    def share_made(self, key: str, result: StepResult) -> None:
+        """``result``, made here and recorded under ``key`` (with the entry it is built on),
+        noted as built on that entry (the provenance names it, what is made from it is built
+        on it too) and exported to the registry step cache (signed only if that entry was)."""
+        # The record's origin, not the registry's: an entry the step cache holds under this
+        # key (a step --rebuild ran again) is not what this result was made from.
+        origin = self.cache.origin(key)
+        if origin is not None:
+            self.origins.note(key, f"step {result.step}", origin, [b.diff_id for b in result.layers()])
+        self.store.export(key, result)
+
+    # -- bases and sources --------------------------------------------------------------
+
+    def _once(self, what: str) -> threading.Lock:
+        """The lock under which ``what`` (a base, a source, a step) is decided, once for all."""
+        with self._locks_lock:
+            return self._locks.setdefault(what, threading.Lock())
+
+    def base(self, name: str) -> Base | None:
+        with self._once(f"base:{name}"):
+            if name not in self.bases:
+                self.report(Event("base", {"name": name, "state": "resolving"}))
+                base = self.bases[name] = self.mode.obtain_base(self, name, self.man.bases[name])
+                if base is not None:
+                    fields = {"name": name, "state": "ready", "digest": base.image.digest, "what": base.what}
+                    self.report(Event("base", fields))
+            return self.bases[name]
+
+    def source(self, name: str) -> srcs.Source | None:
+        with self._once(f"source:{name}"):
+            if name not in self.sources:
+                self.sources[name] = self.mode.obtain_source(self, name, self.man.sources[name])
+            return self.sources[name]
+
+    # -- compile steps ----------------------------------------------------------------
+
+    def record_step(self, report: StepReport) -> StepReport:
+        """``report`` is what the walk decided of its step (or, in a build, what it did)."""
+        self.steps[report.name] = report
+        return report
+
+    def where(self, key: str) -> str:
+        """Why a cached step's report says where it was found."""
+        return "in the registry step cache" if self.store.from_registry(key) else ""
+
+    def compile(self, step: m.CompileStep) -> dict[str, Layer] | None:
+        """The step's artifacts: from the cache when its key matches, else made (a build;
+        None: a plan, it will run). Decided once: another thread asking waits for it."""
+        with self._once(f"step:{step.name}"):
+            failed = self._failed.get(step.name)
+            if failed is not None:
+                raise failed
+            if step.name in self.artifacts or step.name in self.steps:
+                return self.artifacts.get(step.name)  # decided already (None: it will run)
+            try:
+                return self._decide(step)
+            except BaseException as e:
+                self._failed[step.name] = e
+                raise
+
+    def _decide(self, step: m.CompileStep) -> dict[str, Layer] | None:
+        base = self.base(step.base or "")
+        sources = {n: self.source(n) for n in step.sources}
+        inputs = {ref: self.artifact(ref) for ref in step.inputs}
+        report = partial(
+            StepReport,
+            step.name,
+            "compile",
+            seconds=0.0,
+            artifacts=tuple(step.artifacts),
+            definition=self.defs.step(step),
+            depends_on=graph.compile_depends(step),
         )
-        py = (  # a plan: nothing to read
-            labels.python_facts(image, base, cache=self.cache, blobs=self.setup.blobs, shared=self.facts)
-            if self.records
-            else None
+        if base is None or any(v is None for v in sources.values()) or any(v is None for v in inputs.values()):
+            reason = "base not made yet" if base is None else "inputs not known yet"
+            self.record_step(report(state="will-run", key=None, reason=reason))
+            return None
+        key_for = partial(
+            compile_key,
+            step,
+            base=base.image.digest,
+            inputs={r: b.diff_id for r, b in inputs.items() if b is not None},
+            tool=self.tool(),
+            epoch=self.ctx.epoch,
+            host_ca=self.options.host_ca,
         )
-        for warning in labels.driver_warnings(self.loaded, labels.image_code(man, code)):
-            self.report(Event("warning", {"text": warning}))
-        gpu = gpu_metadata(self.loaded, graph.needed_steps(man), code=code, base=base.image if base else None, stack=py)
-        made = labels.facts_of(code, man, self.base, final=self.records)
-        sources = labels.source_facts(man, self.sources, self.source, unknown=self.unknown_facts())
-        expand = partial(labels.expand, sources=sources, made=made)
-        config = man.image.config.model_copy(update={"labels": expand(man.image.config.labels)})
-        changes = config_changes(config, image.container_config.get("Env") or [], labels=gpu, keep_unknown=base is None)
-        image = mutate.set_config(image, changes, epoch=self.ctx.epoch)
-        defaults = (
-            default_annotations(base.image, base.registry_name, man.name, self.ctx.epoch)
-            if base is not None
-            else {mt.ANNOTATION_CREATED: mutate.timestamp(self.ctx.epoch), mt.ANNOTATION_TITLE: man.name}
+        key = key_for(sources={n: s.digest for n, s in sources.items() if s is not None})
+        cached = self.cache_artifacts(key, step)
+        forced = (self.options.no_cache or step.name in self.options.rebuild) and key not in self.options.made_keys
+        if cached is not None and not forced:
+            self.note_taken(key, f"step {step.name}", [b.diff_id for b in cached.values()])
+            self.record_step(report(state="cached", key=key, reason=self.where(key)))
+            self.report(Event("step", {"name": step.name, "state": "cached"}))
+            self.artifacts[step.name] = cached
+            return cached
+        reason = "forced" if forced and cached is not None else "not built with these inputs"
+        # What the step keeps between builds (build trees, working copies) is shared by the
+        # builds of one definition whatever the sources: a source edit builds incrementally.
+        tree_key = key_for(sources={n: "" for n in sources})
+        results = self.mode.make_compile(
+            self,
+            step,
+            report(state="will-run", key=key, reason=reason),
+            base=base.image,
+            sources={n: s for n, s in sources.items() if s is not None},
+            inputs={r: b for r, b in inputs.items() if b is not None},
+            tree_key=tree_key,
+            forced=forced,
         )
-        return mutate.set_annotations(image, {**defaults, **gpu, **expand(man.annotations)})
+        if results is not None:
+            self.artifacts[step.name] = results
+        return results
+
+    def step_result(self, key: str, what: str) -> StepResult | None:
+        """The step result ``key`` (of step ``what``): from the local cache (verified there:
+        parsed, every blob present), else from the registry step cache (verified by digest,
+        then stored locally)."""
+        return step_result(self.store, key, what)
+
+    def cache_artifacts(self, key: str, step: m.CompileStep) -> dict[str, Layer] | None:
+        hit = self.step_result(key, step.name)
+        if hit is None or set(hit.artifacts) != set(step.artifacts):
+            return None  # a step's result is all its artifacts, or a rebuild
+        return dict(hit.artifacts)
+
+    def artifact(self, ref: str) -> Layer | None:
+        step, _, name = ref.partition(".")
+        results = self.compile(graph.step_of(self.man, step))
+        return results[name] if results is not None else None

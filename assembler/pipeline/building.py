@@ -1,0 +1,261 @@
+"""A build's :class:`~assembler.pipeline.modes.Mode`: :class:`Building` makes what is not cached.
+
+A base is read as its manifest and config; its layers come into the cache only when a step
+runs on it or something reads them (:mod:`assembler.pipeline.baseblobs`). A bootstrapped
+base, a compile step and a runtime step are made in one of the scheduler's slots
+(:mod:`assembler.pipeline.scheduler`): compile steps by its executor (here in buildah, or
+on a Slurm node), runtime steps here in the build's :class:`Workspaces`, on the image being
+stacked. What is made is recorded and shared through the walk's step store.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from functools import partial
+from typing import TYPE_CHECKING, TypeVar
+
+from assembler.archive.view import TreeView
+from assembler.cache import StepResult
+from assembler.compile import sources as srcs
+from assembler.compile.buildah import Buildah
+from assembler.compile.steps import Mounted, Workspace, run_runtime_step
+from assembler.errors import InputError
+from assembler.oci.image import Image
+from assembler.oci.layer import Layer
+from assembler.pipeline import exportagent, graph
+from assembler.pipeline.executors import CompileJob
+from assembler.pipeline.graph import RuntimeStep, StepReport
+from assembler.pipeline.labels import artifacts_read
+from assembler.pipeline.layers import ImageSetup
+from assembler.pipeline.maker import MAKE
+from assembler.pipeline.options import Event, Options, Reporter
+from assembler.pipeline.resolve import base_ref
+from assembler.pipeline.scheduler import Scheduler
+from assembler.pipeline.stepstore import StepStore
+from assembler.pipeline.toolchains import Toolchains
+from assembler.pipeline.walk import Base, Walk, bootstrap_key, git_key
+from assembler.spec import model as m
+from assembler.transports import Context, open_base, registry_options
+
+if TYPE_CHECKING:
+    from assembler.transports.compilecache import CompileCaches
+
+T = TypeVar("T")
+
+
+class Workspaces:
+    """The build's buildah :class:`Workspace`, made when a step first needs it."""
+
+    def __init__(
+        self,
+        options: Options,
+        ctx: Context,
+        man: m.Manifest,
+        *,
+        report: Reporter,
+        folders: CompileCaches | None = None,
+        toolchains: Toolchains | None = None,
+    ) -> None:
+        self.options = options
+        self.ctx = ctx
+        self.man = man
+        self.report = report
+        self.folders = folders  # kept folders through the registry step cache, with one
+        # A step's packages travel as a layer only with a registry step cache: without one,
+        # buildah's committed image of them is kept, and cheaper to make.
+        self.toolchains = toolchains
+        self._ws: Workspace | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Workspace:
+        with self._lock:
+            if self._ws is None:
+                self._ws = self._workspace()
+            return self._ws
+
+    def for_step(self, name: str) -> Workspace:
+        """The workspace of step ``name``, whose log lines are reported as the step's."""
+        return self.get().for_step(lambda line: self.report(Event("log", {"step": name, "line": line})))
+
+    def wait_removals(self) -> None:
+        """Every container removed (they are removed in the background)."""
+        if self._ws is not None:
+            self._ws.wait_removals()
+
+    def _workspace(self) -> Workspace:
+        options, cache = self.options, self.ctx.cache
+        storage = options.buildah_root or cache.root / "buildah"
+        buildah = Buildah(self.ctx.runner, storage=storage, driver=options.storage_driver)
+        # Steps always store zstd layers (fast, small); an image that wants gzip gets
+        # them converted when it is assembled, so --compression reruns no step.
+        return Workspace(
+            buildah=buildah,
+            cache=cache,
+            epoch=self.ctx.epoch,
+            compression="zstd",
+            host_ca=options.host_ca,
+            folders=self.folders,
+            toolchains=self.toolchains,
+            # What the dependency check, the SBOM and the labels need of the layers
+            # steps make is read as they are written, not read back.
+            agent=exportagent.MODULE,
+            agent_job={"elf_facts": options.deps_check, "read": artifacts_read(self.man)},
+            keep_failed=options.keep_failed,
+            trusted=frozenset(k.key_id for k in options.cache_trust),
+        )
+
+
+class Building:
+    """A build's mode: makes what is missing (in ``scheduler``'s slots, runtime steps in
+    ``workspaces``) and records it."""
+
+    records = True
+    copy_origin = "built"
+    unknown_facts: Mapping[str, str] = {"revision": ""}  # a source the build did not read
+
+    def __init__(self, scheduler: Scheduler, workspaces: Workspaces) -> None:
+        self.scheduler = scheduler
+        self.workspaces = workspaces
+
+    def missing(self, make: Callable[[], T]) -> T | None:
+        return MAKE.missing(make)
+
+    def by_content(self, find: Callable[[], T | None], make: Callable[[], T]) -> T | None:
+        return MAKE.by_content(find, make)
+
+    def keep(self, write: Callable[[], object]) -> None:
+        MAKE.keep(write)
+
+    def view_of(self, setup: ImageSetup, image: Image) -> TreeView | None:
+        return setup.view(image)
+
+    def here(self, steps: StepStore, blob: Layer) -> bool:
+        steps.ensure(blob)  # a step result from a registry: its blob is fetched now it is needed
+        return True
+
+    # -- bases and sources ------------------------------------------------------------
+
+    def obtain_base(self, walk: Walk, name: str, spec: m.BaseSpec) -> Base | None:
+        ctx = walk.ctx
+        if isinstance(spec, m.BootstrapBase):
+            return self._bootstrapped(walk, name, spec)
+        ref, platform = base_ref(walk.loaded, spec, ctx.platform)
+        try:
+            image, fetch = open_base(ref, replace(ctx, platform=platform))
+        except InputError as e:
+            raise walk.loaded.error(("bases", name), str(e), hint=e.hint) from None
+
+        def fetch_layers() -> None:  # when they are read: a base that lies is still the manifest's error
+            try:
+                fetch()
+            except InputError as e:
+                raise walk.loaded.error(("bases", name), str(e), hint=e.hint) from None
+
+        walk.services.blobs.put_off(image, fetch_layers)
+        return Base(name, image, str(ref), ref.name)
+
+    def _bootstrapped(self, walk: Walk, name: str, spec: m.BootstrapBase) -> Base | None:
+        """A bootstrapped base: from the cache, else from a registry step cache (its layers
+        downloaded only when needed), else made; exported to one."""
+        store = walk.store
+        key, what = bootstrap_key(walk.ctx, spec, record=self.records)
+        fetched = store.fetch_base(key, f"base {name}")
+        if fetched is not None:
+            walk.services.blobs.put_off(fetched, partial(store.ensure_base, key))
+            walk.note_taken(key, f"base {name}", fetched.diff_ids)
+            return Base(name, fetched, what)
+        with self.scheduler.slot(f"base {name}"):
+            base = walk.bootstrap(name, spec)
+        if base is not None:
+            store.export_base(key, base.image)
+        return base
+
+    def obtain_source(self, walk: Walk, name: str, spec: m.SourceSpec) -> srcs.Source | None:
+        src = srcs.resolve(
+            name,
+            spec,
+            cache=walk.cache,
+            runner=walk.ctx.runner,
+            base_dir=walk.loaded.folder,
+            limits=registry_options(walk.ctx).limits,  # --network-timeout, --network-deadline
+        )
+        if isinstance(spec, m.GitSource):
+            walk.cache.put_memo(git_key(spec), {"digest": src.digest, "path": str(src.path)})
+        return src
+
+    # -- steps --------------------------------------------------------------------------
+
+    def make_compile(
+        self,
+        walk: Walk,
+        step: m.CompileStep,
+        report: StepReport,
+        *,
+        base: Image,
+        sources: Mapping[str, srcs.Source],
+        inputs: Mapping[str, Layer],
+        tree_key: str,
+        forced: bool,
+    ) -> dict[str, Layer]:
+        assert report.key is not None
+        mounted = [Mounted(ref, blob, graph.artifact_spec(walk.man, ref).to) for ref, blob in inputs.items()]
+        walk.services.blobs.need(base)
+        _fetch(walk.store, inputs.values())
+        below = walk.origins.below([*base.diff_ids, *(b.diff_id for b in inputs.values())])
+        job = CompileJob(step, report.key, base, sources, mounted, tree_key=tree_key, fresh=forced, built_on=below)
+        with self.scheduler.slot(f"step {step.name}"):
+            started = _running(walk, step.name)
+            results = self.scheduler.run_compile(job)
+        walk.share_made(report.key, StepResult(step.name, results))  # recorded with what it is built on
+        _built(walk, report, started)
+        return results
+
+    def make_runtime(
+        self, walk: Walk, rs: RuntimeStep, report: StepReport, *, image: Image, mounted: Mapping[str, Layer]
+    ) -> Layer:
+        assert report.key is not None
+        mounts = [Mounted(r, b, graph.artifact_spec(walk.man, r).to) for r, b in mounted.items()]
+        walk.services.blobs.need(image)  # the image it runs on: its base's layers too
+        _fetch(walk.store, mounted.values())
+        with self.scheduler.slot(f"step {rs.name}"):
+            started = _running(walk, rs.name)
+            blob = run_runtime_step(
+                rs.name,
+                rs.commands,
+                image=image,
+                env=rs.env,
+                mounts=mounts,
+                secrets=rs.secrets,
+                exclude=rs.exclude,
+                keep=rs.keep,
+                ws=self.workspaces.for_step(rs.name),
+                key=report.key,
+                user=rs.user,
+                workdir=rs.workdir,
+                packages=rs.packages,
+            )
+        on = [*image.diff_ids, *(b.diff_id for b in mounted.values())]  # what it is built on
+        walk.record_made(report.key, StepResult(rs.name, layer=blob), on)
+        _built(walk, report, started)
+        return blob
+
+
+def _fetch(store: StepStore, blobs: Iterable[Layer]) -> None:
+    """Blobs a step mounts, downloaded now if they are a registry step result's."""
+    for blob in blobs:
+        store.ensure(blob)
+
+
+def _running(walk: Walk, name: str) -> float:
+    """Report step ``name`` running: when it started."""
+    walk.report(Event("step", {"name": name, "state": "running"}))
+    return time.monotonic()
+
+
+def _built(walk: Walk, report: StepReport, started: float) -> None:
+    seconds = time.monotonic() - started
+    walk.record_step(replace(report, state="built", seconds=seconds, reason=""))
+    walk.report(Event("step", {"name": report.name, "state": "built", "seconds": seconds}))

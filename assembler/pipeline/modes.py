@@ -1,0 +1,117 @@
+"""What a walk is built from: its :class:`Mode` (plan or build) and its :class:`Services`.
+
+A plan and a build walk a manifest the same way (:class:`assembler.pipeline.walk.Walk`) and
+look up the same keys; they differ in what they do with what the cache does not hold. That
+difference is the walk's mode, one object: :class:`assembler.pipeline.resolve.Planning`
+looks up and writes nothing (what is missing will run), :class:`assembler.pipeline.building.Building`
+makes what is missing (through its scheduler and executor) and records it. A mode is also
+the :class:`~assembler.pipeline.maker.Maker` the walk's layer makers are given. The two
+modes implement one Protocol; neither inherits from the other, nor does the walk from
+anything.
+
+:class:`Services` is everything else a walk is given, once, when it is constructed; nothing
+is assigned onto a walk or its services afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from assembler.cache.memos import SharedFacts
+from assembler.pipeline.baseblobs import BaseBlobs
+from assembler.pipeline.options import Reporter
+from assembler.pipeline.origins import Origins
+from assembler.pipeline.stepstore import StepStore
+
+if TYPE_CHECKING:
+    from assembler.archive.view import TreeView
+    from assembler.compile import sources as srcs
+    from assembler.oci.image import Image
+    from assembler.oci.layer import Layer
+    from assembler.pipeline.graph import RuntimeStep, StepReport
+    from assembler.pipeline.layers import ImageSetup
+    from assembler.pipeline.walk import Base, Walk
+    from assembler.spec import model as m
+
+T = TypeVar("T")
+
+
+class Mode(Protocol):
+    """Plan or build: what a walk does where the cache does not hold something."""
+
+    # Whether what the walk learns (buildah's version, facts read from layers) is recorded:
+    # a build's is, a plan's never (a plan writes nothing).
+    records: bool
+    # The origin of a copy layer found by its content: found (a plan) or written (a build).
+    copy_origin: str
+    # Facts of a source not read: a plan shows its revision as still to come.
+    unknown_facts: Mapping[str, str]
+
+    # -- what is not cached, as a Maker (assembler.pipeline.maker) ---------------------
+
+    def missing(self, make: Callable[[], T]) -> T | None:
+        """Something not found: what ``make`` makes (a build), or None (a plan)."""
+        ...
+
+    def by_content(self, find: Callable[[], T | None], make: Callable[[], T]) -> T | None:
+        """Something named by its content: what ``find`` finds (a plan), or what ``make``
+        makes (a build, which records it)."""
+        ...
+
+    def keep(self, write: Callable[[], object]) -> None:
+        """Record something in the cache with ``write`` (a build); a plan writes nothing."""
+        ...
+
+    # -- the walk's parts ------------------------------------------------------------
+
+    def obtain_base(self, walk: Walk, name: str, spec: m.BaseSpec) -> Base | None:
+        """The base ``name``: read or made (a build), or what can be known without (a plan)."""
+        ...
+
+    def obtain_source(self, walk: Walk, name: str, spec: m.SourceSpec) -> srcs.Source | None:
+        """The source ``name``: fetched (a build), or as last fetched (a plan; None: never)."""
+        ...
+
+    def view_of(self, setup: ImageSetup, image: Image) -> TreeView | None:
+        """The folders and symlinks of ``image`` (None: not known without writing)."""
+        ...
+
+    def here(self, steps: StepStore, blob: Layer) -> bool:
+        """Whether ``blob`` (of a step result) is stacked: a build brings it in, a plan
+        only reads what the cache holds."""
+        ...
+
+    def make_compile(
+        self,
+        walk: Walk,
+        step: m.CompileStep,
+        report: StepReport,
+        *,
+        base: Image,
+        sources: Mapping[str, srcs.Source],
+        inputs: Mapping[str, Layer],
+        tree_key: str,
+        forced: bool,
+    ) -> dict[str, Layer] | None:
+        """The step's artifacts, made (a build) or None (a plan: it will run)."""
+        ...
+
+    def make_runtime(
+        self, walk: Walk, rs: RuntimeStep, report: StepReport, *, image: Image, mounted: Mapping[str, Layer]
+    ) -> Layer | None:
+        """The runtime step's layer, made (a build) or None (a plan: it will run)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Services:
+    """What a walk is constructed with (see the module's doc)."""
+
+    mode: Mode
+    steps: StepStore  # the local cache's records, or a registry step cache over them
+    blobs: BaseBlobs  # reads layers: a build's bases fetched when first read
+    origins: Origins  # where the entries used came from (the provenance names them)
+    report: Reporter
+    facts: SharedFacts | None = None  # facts read from layers, shared beyond the cache (a build's registry)
