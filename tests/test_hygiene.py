@@ -305,7 +305,7 @@ def test_a_build_loads_no_command_it_does_not_run() -> None:
     probe = (
         "import sys\n"
         "from assembler.cli import command\n"
-        "from assembler.cli.args import parser\n"
+        "from assembler.cli.commands import parser\n"
         "parser().parse_args(['build', 'm.yaml'])\n"
         "command('build')\n"
         "print(' '.join(sorted(sys.modules)))\n"

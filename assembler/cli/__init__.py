@@ -23,59 +23,29 @@
 Exit status: 0 ok, 1 build/runtime failure, 2 bad input, 130 interrupted. ``diff`` exits
 as diff(1) and cmp(1) do: 0 identical, 1 different, 2 trouble (bad input or a failure).
 
-Here: ``main``. ``args`` holds the parser, ``build`` and ``images`` the commands,
-``progress`` and ``live`` how a build's progress is shown, ``console`` the two streams.
+Here: ``main``. ``commands`` registers every command (``COMMANDS``: its help, arguments
+and runner) and builds the parser, ``arguments`` holds the argument helpers they share,
+``build`` and ``images`` run the commands, ``progress`` and ``live`` show a build's
+progress, ``console`` the two streams.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NoReturn
 
-from assembler.cli.args import parser
+from assembler.cli.commands import COMMANDS, command, parser
 from assembler.cli.console import err
 from assembler.errors import AssemblerError
 
-__all__ = ["main", "run"]
-
-# Each command's module is imported when it runs: a build never loads the signing,
-# inspection or cache-maintenance code (cryptography alone is 40 ms of a no-change build).
-COMMANDS: dict[str, str] = {
-    "build": "build:cmd_build",
-    "plan": "build:cmd_plan",
-    "inspect": "images:cmd_inspect",
-    "validate": "images:cmd_validate",
-    "diff": "images:cmd_diff",
-    "deps": "images:cmd_deps",
-    "referrers": "referrers:cmd_referrers",
-    "verify": "verify:cmd_verify",
-    "sif": "images:cmd_sif",
-    "sqsh": "images:cmd_sqsh",
-    "schema": "images:cmd_schema",
-    "cache": "cache:run",
-    "doctor": "doctor:cmd_doctor",
-    "lock": "lock:cmd_lock",
-    "test": "run:cmd_test",
-    "run": "run:cmd_run",
-    "shell": "run:cmd_shell",
-}
-
+__all__ = ["COMMANDS", "command", "main", "parser", "run"]
 
 # Commands whose arguments after ``--`` are a command to run in a container (``assemble run
 # REF -e K=V -- CMD...``): argparse reads no positional after an option.
 TRAILING = frozenset({"run"})
-
-
-def command(name: str) -> Callable[[argparse.Namespace], int]:
-    """The function that runs the command ``name`` (a key of ``COMMANDS``)."""
-    module, function = COMMANDS[name].split(":")
-    run_it: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(f"assembler.cli.{module}"), function)
-    return run_it
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from assembler.assemble import Options, Plan, Result, assemble_variants, resolve_epoch
 from assembler.cache import default_root
 from assembler.cache.maintain import parse_size
-from assembler.cli.args import platform_arg, registry_options
+from assembler.cli.arguments import param_sets, platform_arg, registry_options, slurm_args, storage_arg
 from assembler.cli.console import err, out, say, size
 from assembler.cli.lock import redo_command
 from assembler.cli.progress import mode_of, showing
@@ -57,7 +57,7 @@ def _options(args: argparse.Namespace, manifest_epoch: int | None, manifest_cach
         no_cache=args.no_cache,
         rebuild=frozenset(args.rebuild),
         storage_driver=args.storage_driver,
-        buildah_root=_storage(args.storage),
+        buildah_root=storage_arg(args.storage),
         host_ca=not args.no_host_ca,
         compression=args.compression,
         attach_sif=args.attach_sif,
@@ -66,7 +66,7 @@ def _options(args: argparse.Namespace, manifest_epoch: int | None, manifest_cach
         cache_to=cache_to,
         cache_from=cache_from,
         executor=args.executor,
-        slurm_args=_slurm_args(args.slurm_args),
+        slurm_args=slurm_args(args.slurm_args),
         deps_check=not getattr(args, "no_deps_check", False),
         sbom=not getattr(args, "no_sbom", False),
         artifacts=tuple(getattr(args, "artifact", None) or ()),
@@ -91,21 +91,6 @@ def _layer_budget(text: str | None) -> int:
         return parse_size(text)
     except InputError as e:
         raise InputError(f"--layer-budget: {e}", hint="a size such as 512M or 1G, or 0 to cut no layer") from None
-
-
-def _storage(arg: Path | None) -> Path | None:
-    """buildah's storage: ``--storage``, else ``$ASSEMBLE_STORAGE``, else None (the cache's)."""
-    chosen = arg or (Path(v) if (v := os.environ.get("ASSEMBLE_STORAGE")) else None)
-    if chosen is None:
-        return None
-    what = f"--storage {arg}" if arg else f"$ASSEMBLE_STORAGE={chosen}"
-    try:
-        chosen.expanduser().mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(
-            f"{what}: {e.strerror or e}", hint="name a folder buildah can write (node-local disk)"
-        ) from None
-    return chosen.expanduser().resolve()
 
 
 def _trusted(keys: list[Path]) -> tuple[Verifier, ...]:
@@ -141,31 +126,12 @@ def _signer(key: Path, option: str) -> Signer:
     return load_private_key(data, password=None if password is None else password.encode(), what=what)
 
 
-def _slurm_args(text: str) -> tuple[str, ...]:
-    try:
-        return tuple(shlex.split(text))
-    except ValueError as e:
-        raise InputError(f"--slurm-args {text!r}: {e}") from None
-
-
-def _sets(args: argparse.Namespace) -> dict[str, str]:
-    """The ``--set`` and ``--set-unlocked`` values. One param given both ways with different
-    values is refused: --set-unlocked would win whatever the order, silently."""
-    sets, unlocked = dict(args.set), dict(args.set_unlocked)
-    for name, value in unlocked.items():
-        if sets.get(name, value) != value:
-            raise InputError(
-                f"--set {name}={sets[name]} and --set-unlocked {name}={value} disagree", hint=f"give {name} once"
-            )
-    return {**sets, **unlocked}
-
-
 def _load(args: argparse.Namespace) -> tuple[list[Variant], list[str]]:
     """The run's variants, and a warning for each ``--set`` that changes nothing."""
     bases = {}
     for name, ref in args.base:
         bases[name] = str(absolute_ref(parse_ref(ref), Path.cwd()))  # BadReference quotes the text
-    sets, unlocked, sources = _sets(args), frozenset(name for name, _ in args.set_unlocked), dict(args.source)
+    sets, unlocked, sources = param_sets(args), frozenset(name for name, _ in args.set_unlocked), dict(args.source)
     variants = load_variants(
         args.manifest,
         sets=sets,

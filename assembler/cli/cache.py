@@ -46,9 +46,8 @@ def _argtype(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return convert
 
 
-def add_parser(sub: Any) -> None:
-    """The ``cache`` command and its subcommands, on the CLI's subparsers ``sub``."""
-    p = sub.add_parser("cache", help="list, verify or prune the cache")
+def arguments(p: argparse.ArgumentParser) -> None:
+    """The ``cache`` command's subcommands."""
     actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=type(p), required=True)
     ls = actions.add_parser("ls", help="list entries by kind, what each part of the cache holds, and its budget")
     verify = actions.add_parser("verify", help="check every entry and blob; drop corrupt ones (exit 1 if any)")

@@ -1,23 +1,68 @@
-"""The arguments of the commands that read an image another way than a build writes it:
-``referrers``, and ``sif`` and ``sqsh`` (both stream the image into tar2sqfs)."""
+"""The arguments of the commands that read an image: ``inspect``, ``validate``, ``diff``,
+``deps``, ``referrers``, ``sif`` and ``sqsh`` (both stream the image into tar2sqfs), and
+``schema``. Light at import, as every module the parser reads."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
-from assembler.cli.args import _common, _progress_args, _reader_cache
-
-
-def add_squashfs_parsers(sub: Any) -> None:
-    """The ``sif`` and ``sqsh`` commands, on the CLI's subparsers ``sub``."""
-    _sif_parser(sub)
-    _sqsh_parser(sub)
+from assembler.cli.arguments import common_args, progress_args, reader_cache_args
 
 
-def add_referrers_parser(sub: Any) -> None:
-    p = sub.add_parser("referrers", help="list what is attached to an image: its SBOM, its provenance, a SIF")
+def inspect_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ref", help="docker://..., oci:DIR[:TAG], oci-archive:..., docker-archive:..., rootfs:...")
+    p.add_argument("--raw", action="store_true", help="print the manifest bytes as they are")
+    reader_cache_args(p)
+    common_args(p)
+
+
+def validate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ref")
+    reader_cache_args(p)
+    common_args(p)
+
+
+def diff_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("a", help="an image reference, as for inspect")
+    p.add_argument("b", help="another image reference")
+    p.add_argument(
+        "--rootfs",
+        action="store_true",
+        help="compare what a container sees, each image's layers merged (for images built another way, "
+        "whose layers do not pair by position)",
+    )
+    p.add_argument(
+        "--path",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="with --rootfs, only what is under DIR (repeatable), e.g. --path /app",
+    )
+    reader_cache_args(p)
+    common_args(p)
+
+
+def deps_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ref", help="an image reference, as for inspect")
+    p.add_argument(
+        "--all-layers",
+        action="store_true",
+        help="check the ELF files of every layer (default: the artifact, copy, pip and url layers assemble "
+        "added, else every layer)",
+    )
+    reader_cache_args(p)
+    common_args(p)
+
+
+def schema_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("kind", nargs="?", choices=("manifest", "recipe"), default="manifest")
+    p.add_argument(
+        "-o", "--output", type=Path, default=None, help="write manifest.schema.json and recipe.schema.json here"
+    )
+
+
+def referrers_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "ref",
         help="an image: docker://HOST/REPO:TAG, oci:DIR[:TAG], oci-archive:FILE[:TAG], "
@@ -31,12 +76,11 @@ def add_referrers_parser(sub: Any) -> None:
         help="write each referrer's files into DIR (made if absent), named by their titles; "
         "a file already there is never replaced",
     )
-    _reader_cache(p)
-    _common(p)
+    reader_cache_args(p)
+    common_args(p)
 
 
-def _sif_parser(sub: Any) -> None:
-    p = sub.add_parser("sif", help="convert any image to an Apptainer/Singularity SIF file, as a stream")
+def sif_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("ref", help="the image: docker://..., oci:DIR[:TAG], oci-archive:..., docker-archive:...")
     p.add_argument("out", type=Path, help="the SIF file to write")
     _squashfs_args(p, readers="every Apptainer", replaces="replace OUT.sif even if it is not a SIF file")
@@ -47,9 +91,9 @@ def _sif_parser(sub: Any) -> None:
         metavar="docker://HOST/REPO",
         help="also push the SIF as a referrer of the image, in this repository",
     )
-    _progress_args(p, digest="the SIF's digest")
-    _reader_cache(p)
-    _common(p)
+    progress_args(p, digest="the SIF's digest")
+    reader_cache_args(p)
+    common_args(p)
 
 
 def _squashfs_args(p: argparse.ArgumentParser, *, readers: str, replaces: str) -> None:
@@ -65,11 +109,10 @@ def _squashfs_args(p: argparse.ArgumentParser, *, readers: str, replaces: str) -
     p.add_argument("--no-sbom", action="store_true", help="leave out the image's SBOM and provenance")
 
 
-def _sqsh_parser(sub: Any) -> None:
-    p = sub.add_parser("sqsh", help="convert any image to an Enroot/Pyxis squashfs image, as a stream")
+def sqsh_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("ref", help="the image: docker://..., oci:DIR[:TAG], oci-archive:..., docker-archive:...")
     p.add_argument("out", type=Path, help="the .sqsh file to write")
     _squashfs_args(p, readers="every kernel and squashfuse", replaces="replace OUT even if it is not a squashfs file")
-    _progress_args(p, digest="the file's digest")
-    _reader_cache(p)
-    _common(p)
+    progress_args(p, digest="the file's digest")
+    reader_cache_args(p)
+    common_args(p)

@@ -3,63 +3,29 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from assembler.assemble import Event, resolve_epoch
-from assembler.cli.args import platform_arg, registry_options
+from assembler.cli.arguments import registry_options
 from assembler.cli.build import check_digestfile, write_digest
 from assembler.cli.console import err, out, say, size
 from assembler.cli.progress import mode_of, showing
+from assembler.cli.reading import reading_cache, reading_context, source_of
 from assembler.errors import InputError
 from assembler.oci.reference import Ref, absolute_ref, parse_ref
-from assembler.proc import Runner
 
 if TYPE_CHECKING:
     from assembler.transports.sif import SifInfo
 
 
-@contextlib.contextmanager
-def _reading_cache(args: argparse.Namespace) -> Iterator[Path]:
-    """``--cache``, else a temporary cache removed afterwards: reading an image never fills
-    the default cache behind the user's back."""
-    if args.cache is not None:
-        yield args.cache.resolve()
-        return
-    with tempfile.TemporaryDirectory(prefix="assemble-read-") as tmp:
-        yield Path(tmp)
-
-
-def _context(args: argparse.Namespace, cache_dir: Path) -> Any:
-    from assembler.cache import Cache
-    from assembler.transports import Context
-
-    return Context(
-        cache=Cache(cache_dir),
-        runner=Runner(),
-        platform=platform_arg(args.platform or "linux/amd64"),
-        epoch=resolve_epoch(None, None),
-        registry=registry_options(args),
-    )
-
-
-def _source(args: argparse.Namespace, cache_dir: Path, text: str | None = None) -> Any:
-    from assembler.transports import open_source
-
-    ref = parse_ref(args.ref if text is None else text)
-    return open_source(absolute_ref(ref, Path.cwd()), _context(args, cache_dir))
-
-
 def cmd_inspect(args: argparse.Namespace) -> int:
-    with _reading_cache(args) as cache_dir:
-        return _inspect(args, _source(args, cache_dir))
+    with reading_cache(args) as cache_dir:
+        return _inspect(args, source_of(args, cache_dir))
 
 
 def _inspect(args: argparse.Namespace, source: Any) -> int:
@@ -132,8 +98,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from assembler.oci import mediatypes as mt
     from assembler.oci.validate import validate
 
-    with _reading_cache(args) as cache_dir:
-        source = _source(args, cache_dir)
+    with reading_cache(args) as cache_dir:
+        source = source_of(args, cache_dir)
         report = validate(
             source.image,
             source.blobs,
@@ -153,10 +119,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_diff(args: argparse.Namespace) -> int:
     from assembler.diff import diff_images, render
 
-    with _reading_cache(args) as cache_dir:
+    with reading_cache(args) as cache_dir:
         if args.path and not args.rootfs:
             raise InputError("--path applies to --rootfs: add --rootfs")
-        a, b = _source(args, cache_dir, args.a), _source(args, cache_dir, args.b)
+        a, b = source_of(args, cache_dir, args.a), source_of(args, cache_dir, args.b)
         result = diff_images(a, b, rootfs=args.rootfs, paths=args.path)
     if args.json:
         out.print(json.dumps(result.to_json(), indent=2), markup=False)
@@ -190,11 +156,11 @@ def cmd_sif(args: argparse.Namespace) -> int:
     sif.check(force=args.force)
     check_digestfile(args.digestfile)
     pushed: list[dict[str, Any]] = []
-    with showing(mode_of(args), verbose=args.verbose) as report, _reading_cache(args) as cache_dir:
-        source = _source(args, cache_dir)
+    with showing(mode_of(args), verbose=args.verbose) as report, reading_cache(args) as cache_dir:
+        source = source_of(args, cache_dir)
         pushed_bytes = lambda n: report(Event("bytes", {"n": n, "what": "pushed"}))  # noqa: E731
         ctx = dataclasses.replace(
-            _context(args, cache_dir), epoch=resolve_epoch(args.epoch, None), upload_progress=pushed_bytes
+            reading_context(args, cache_dir), epoch=resolve_epoch(args.epoch, None), upload_progress=pushed_bytes
         )
         attached = [] if args.no_sbom else _image_attestations(args, source)
         target = Target(
@@ -288,9 +254,9 @@ def cmd_sqsh(args: argparse.Namespace) -> int:
     # sqsh: output has them and a SIF holds them: a squashfs has no place for them.
     writer.check(force=args.force, sbom=not args.no_sbom)
     check_digestfile(args.digestfile)
-    with showing(mode_of(args), verbose=args.verbose) as report, _reading_cache(args) as cache_dir:
-        source = _source(args, cache_dir)
-        ctx = dataclasses.replace(_context(args, cache_dir), epoch=resolve_epoch(args.epoch, None))
+    with showing(mode_of(args), verbose=args.verbose) as report, reading_cache(args) as cache_dir:
+        source = source_of(args, cache_dir)
+        ctx = dataclasses.replace(reading_context(args, cache_dir), epoch=resolve_epoch(args.epoch, None))
         target = Target(
             source,
             ctx,
@@ -359,8 +325,8 @@ def cmd_deps(args: argparse.Namespace) -> int:
     from assembler.deps import check_image
     from assembler.pipeline.depcheck import CHECKED_KINDS
 
-    with _reading_cache(args) as cache_dir:
-        source = _source(args, cache_dir)
+    with reading_cache(args) as cache_dir:
+        source = source_of(args, cache_dir)
         image = source.image
         names = _layer_names(image)
         ours = [i for i, n in enumerate(names) if n.startswith(tuple(f"assemble: {k} " for k in CHECKED_KINDS))]

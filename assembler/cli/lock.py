@@ -1,4 +1,7 @@
-"""``assemble lock``: resolve every Python set of a manifest's variants into its lock."""
+"""``assemble lock``: resolve every Python set of a manifest's variants into its lock.
+
+Light at import (the parser reads :func:`arguments` for every command): the locking code
+is imported when the command runs."""
 
 from __future__ import annotations
 
@@ -7,27 +10,25 @@ import json
 import shlex
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from assembler.cli.arguments import bool_arg, pair, param_sets, platform_arg
 from assembler.cli.console import out, say
 from assembler.errors import InputError, ManifestError
 from assembler.oci.descriptor import Platform
-from assembler.pipeline.locking import Asked, Locked, lock_name, lock_variants
-from assembler.pipeline.variants import Variant, load_variants
-from assembler.proc import Runner
-from assembler.spec.lockfile import default_lock_path
+
+if TYPE_CHECKING:
+    from assembler.pipeline.locking import Locked
+    from assembler.pipeline.variants import Variant
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from assembler.cli.args import _pair
-    from assembler.cli.registry_args import bool_arg as _bool
-
-    p = sub.add_parser("lock", help="resolve every Python set of every target and variant into MANIFEST.lock")
+def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("manifest", type=Path, help="the manifest (YAML)")
-    p.add_argument("--set", action="append", type=_pair, default=[], metavar="K=V", help="override a param")
+    p.add_argument("--set", action="append", type=pair, default=[], metavar="K=V", help="override a param")
     p.add_argument(
         "--set-unlocked",
         action="append",
-        type=_pair,
+        type=pair,
         default=[],
         metavar="K=V",
         help="override a param even where the target or a chosen choice fixes it",
@@ -68,7 +69,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     p.add_argument(
         "--tls-verify",
-        type=_bool,
+        type=bool_arg,
         nargs="?",
         const=True,
         default=True,
@@ -77,30 +78,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     p.add_argument("--json", action="store_true", help="print what was locked as JSON on stdout")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more detail (twice: debug)")
-
-
-def add_lock_args(p: argparse.ArgumentParser) -> None:
-    """The lock's options of ``build`` and ``plan``."""
-    p.add_argument(
-        "--lock",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="the lock of the Python sets (default: MANIFEST.lock, used when it exists)",
-    )
-    p.add_argument(
-        "--locked",
-        action="store_true",
-        help="fail (exit 2) when the lock is missing or stale, or cannot vouch for a set, as cargo --locked does",
-    )
-    p.add_argument(
-        "--allow-unresolved",
-        action="append",
-        default=[],
-        metavar="SET",
-        help="with --locked: install this set unlocked where the lock could not resolve it (STEP:SET, "
-        "layers.NAME:SET or the set's name; repeatable)",
-    )
 
 
 def redo_command(args: argparse.Namespace) -> str:
@@ -118,9 +95,11 @@ def redo_command(args: argparse.Namespace) -> str:
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
-    from assembler.cli.build import _sets
+    from assembler.pipeline.locking import Asked, lock_name, lock_variants
+    from assembler.proc import Runner
+    from assembler.spec.lockfile import default_lock_path
 
-    sets = _sets(args)
+    sets = param_sets(args)
     path = (args.lock or default_lock_path(args.manifest)).resolve()
     variants = _variants(args, sets)
     if not args.targets and not sets and not args.platforms:
@@ -138,7 +117,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
 
 
 def _variants(args: argparse.Namespace, sets: dict[str, str]) -> list[tuple[Variant, dict[str, str]]]:
-    from assembler.cli.args import platform_arg
+    from assembler.pipeline.variants import load_variants
 
     unlocked = frozenset(name for name, _ in args.set_unlocked)
     variants = []
@@ -166,6 +145,8 @@ def _variants(args: argparse.Namespace, sets: dict[str, str]) -> list[tuple[Vari
 def _locked_before(args: argparse.Namespace, path: Path, have: set[str]) -> list[tuple[Variant, dict[str, str]]]:
     """The variants the lock holds that a plain ``assemble lock`` would not load (those
     locked with ``--set``s: ``openai vllm_from=wheel``), loaded again with their ``--set``s."""
+    from assembler.pipeline.locking import lock_name
+    from assembler.pipeline.variants import load_variants
     from assembler.spec.lockfile import read_lock
 
     try:

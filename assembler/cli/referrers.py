@@ -11,9 +11,9 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from assembler.cli.args import registry_options
+from assembler.cli.arguments import registry_options
 from assembler.cli.console import out, say, size
-from assembler.cli.images import _reading_cache, _source
+from assembler.cli.reading import reading_cache, source_of
 from assembler.errors import InputError
 from assembler.oci import mediatypes as mt
 from assembler.oci.reference import Ref, absolute_ref, parse_ref
@@ -29,7 +29,7 @@ def _listing(args: argparse.Namespace, ref: Ref, cache_dir: Path) -> tuple[str, 
     """The name of what ``ref`` names and the referrers of its image."""
     from assembler.transports.referrers import read_referrers
 
-    return read_referrers(ref, lambda: _source(args, cache_dir), options=registry_options(args))
+    return read_referrers(ref, lambda: source_of(args, cache_dir), options=registry_options(args))
 
 
 def _save(folder: Path, title: str, blob: Descriptor, listing: Listing, taken: set[str]) -> Path:
@@ -59,7 +59,7 @@ def cmd_referrers(args: argparse.Namespace) -> int:
             args.save.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise InputError(f"--save {args.save}: cannot make that folder ({e.strerror})") from None
-    with _reading_cache(args) as cache_dir:
+    with reading_cache(args) as cache_dir:
         name, listing = _listing(args, ref, cache_dir)
         shown: list[dict[str, Any]] = []
         taken: set[str] = set()  # names saved by this run: a second blob of one title is saved by digest

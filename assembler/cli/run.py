@@ -1,6 +1,6 @@
 """``assemble test REF MANIFEST``, ``assemble run REF [-- CMD...]`` and ``assemble shell
 REF`` (or ``--step STEP``: a failed step's container kept by ``--keep-failed``), and the
-build's test flags (``--test-on``, ``--no-tests``, ``--keep-failed``).
+build's test flags (``--test-on``, ``--no-tests``, ``--keep-failed``: in buildargs).
 
 Light at import (the parser is built for every command): what runs containers is imported
 when one of these commands runs.
@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from assembler.cli.arguments import common_args, platform_arg, registry_options, slurm_args, storage_arg
 from assembler.cli.console import out, say
 from assembler.errors import InputError
 
@@ -22,27 +23,7 @@ if TYPE_CHECKING:
     from assembler.transports import Context
 
 
-def add_build_args(p: argparse.ArgumentParser) -> None:
-    """A build's (and a plan's) test flags."""
-    p.add_argument(
-        "--test-on",
-        choices=("local", "slurm"),
-        default="local",
-        help="where the image's tests run when a test does not say (on:): here in buildah, or each as a Slurm "
-        "job on a node, as a SIF under Apptainer (--nv for GPU tests); the cache must be shared by the nodes",
-    )
-    p.add_argument("--no-tests", action="store_true", help="do not run the image's tests (tests:) before writing it")
-    p.add_argument(
-        "--keep-failed",
-        action="store_true",
-        help="keep the container of a compile step that fails, with its mounts; the error says how to enter it "
-        "(assemble shell --step STEP)",
-    )
-
-
 def _image_args(p: argparse.ArgumentParser, *, ref_help: str, optional: bool = False) -> None:
-    from assembler.cli.args import _common  # the shared flags (args imports this module)
-
     p.add_argument("ref", nargs="?" if optional else None, help=ref_help)
     p.add_argument("--cache", type=Path, default=None, help="cache folder (default: $XDG_CACHE_HOME/assembler)")
     p.add_argument(
@@ -53,7 +34,7 @@ def _image_args(p: argparse.ArgumentParser, *, ref_help: str, optional: bool = F
         help="buildah's storage (default: $ASSEMBLE_STORAGE, else CACHE/buildah)",
     )
     p.add_argument("--storage-driver", default="overlay", choices=("overlay", "vfs"), help="buildah storage driver")
-    _common(p)
+    common_args(p)
 
 
 def _how_args(p: argparse.ArgumentParser) -> None:
@@ -64,8 +45,7 @@ def _how_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu", action="store_true", help="give it this machine's NVIDIA driver, as apptainer --nv does")
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("test", help="run an image's tests (or a manifest's) on it, already built (exit 1 if one fails)")
+def test_arguments(p: argparse.ArgumentParser) -> None:
     _image_args(p, ref_help="the image: oci:DIR[:TAG], oci-archive:FILE, docker://REF...")
     p.add_argument(
         "manifest",
@@ -79,12 +59,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--test-on", choices=("local", "slurm"), default="local", help="as for a build")
     p.add_argument("--slurm-args", default="", metavar="ARGS", help="more sbatch arguments for each test's job")
     p.add_argument("--save", type=Path, default=None, metavar="FILE", help="write the test-result statement there")
-    p = sub.add_parser("run", help="run the image's entrypoint (or CMD) in a new container, as docker run does")
+
+
+def run_arguments(p: argparse.ArgumentParser) -> None:
     _image_args(p, ref_help="the image: oci:DIR[:TAG], oci-archive:FILE, docker://REF...")
     p.add_argument("cmd", nargs="*", metavar="-- CMD", help="replaces the image's cmd (the entrypoint stays)")
     p.add_argument("--entrypoint", default=None, help="run this program instead of the image's entrypoint")
     _how_args(p)
-    p = sub.add_parser("shell", help="an interactive shell in a new container of the image, or in a failed step's")
+
+
+def shell_arguments(p: argparse.ArgumentParser) -> None:
     _image_args(p, ref_help="the image (or --step)", optional=True)
     p.add_argument("--step", default=None, help="enter the container a failure of STEP kept (build --keep-failed)")
     p.add_argument("--shell", default="/bin/sh", help="the shell to start (default /bin/sh)")
@@ -103,7 +87,6 @@ def _pairs(texts: list[str], flag: str) -> dict[str, str]:
 
 def _context(args: argparse.Namespace, epoch: int = 0) -> Context:
     from assembler.cache import Cache, default_root
-    from assembler.cli.args import platform_arg, registry_options
     from assembler.oci.descriptor import Platform
     from assembler.proc import Runner
     from assembler.transports import Context
@@ -114,18 +97,16 @@ def _context(args: argparse.Namespace, epoch: int = 0) -> Context:
 
 
 def _stored(args: argparse.Namespace, ctx: Context) -> Stored:
-    from assembler.cli.build import _storage
     from assembler.oci.reference import absolute_ref, parse_ref
     from assembler.pipeline.runimage import bring
 
     if not args.ref:
         raise InputError("name the image (or, for a failed step's container, --step STEP)")
     ref = absolute_ref(parse_ref(args.ref), Path.cwd())
-    return bring(ref, ctx, storage=_storage(args.storage), driver=args.storage_driver)
+    return bring(ref, ctx, storage=storage_arg(args.storage), driver=args.storage_driver)
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    from assembler.cli.build import _slurm_args
     from assembler.oci.reference import absolute_ref, parse_ref
     from assembler.pipeline.imagetests import raise_failures
     from assembler.pipeline.options import Options, resolve_epoch
@@ -135,7 +116,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     loaded = load_manifest(args.manifest, sets=_pairs(args.set, "--set"), target=args.target) if args.manifest else None
     ctx = _context(args, resolve_epoch(None, loaded.manifest.epoch if loaded is not None else None))
     options = Options(
-        cache_dir=ctx.cache.root, epoch=ctx.epoch, test_on=args.test_on, slurm_args=_slurm_args(args.slurm_args)
+        cache_dir=ctx.cache.root, epoch=ctx.epoch, test_on=args.test_on, slurm_args=slurm_args(args.slurm_args)
     )
     stored = _stored(args, ctx)
     if loaded is not None:

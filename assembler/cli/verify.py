@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from assembler.cli.args import _common, _reader_cache, registry_options
+from assembler.cli.arguments import common_args, reader_cache_args, registry_options
 from assembler.cli.console import out, say
 from assembler.errors import InputError, SignatureError
 from assembler.oci.mediatypes import PREDICATE_TYPES
@@ -20,8 +20,7 @@ if TYPE_CHECKING:
     from assembler.sign import Verdict, Verifier
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("verify", help="check that an image is signed by a key, as cosign verify does (exit 1 if not)")
+def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("ref", help="the image: docker://HOST/REPO:TAG or oci:DIR:TAG")
     p.add_argument("--key", type=Path, required=True, metavar="PUB", help="the public key (cosign.pub, or PEM)")
     p.add_argument(
@@ -31,8 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         choices=sorted(PREDICATE_TYPES),
         help="also check an attestation of this type (repeatable), as cosign verify-attestation --type",
     )
-    _reader_cache(p)
-    _common(p)
+    reader_cache_args(p)
+    common_args(p)
 
 
 def read_key(path: Path, what: str) -> bytes:
@@ -51,7 +50,7 @@ def _required(verdict: Verdict, what: str, key: Verifier) -> None:
 def cmd_verify(args: argparse.Namespace) -> int:
     # The parser is built for every command (a build too): what checks signatures
     # (cryptography among it) is imported only here.
-    from assembler.cli.images import _reading_cache, _source
+    from assembler.cli.reading import reading_cache, source_of
     from assembler.sign import load_public_key
     from assembler.transports import signatures
 
@@ -60,8 +59,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise InputError(f"{args.ref}: signatures live in registries (docker://...) and OCI layouts (oci:DIR:TAG)")
     key = load_public_key(read_key(args.key, f"--key {args.key}"), what=f"--key {args.key}")
     options = registry_options(args)
-    with _reading_cache(args) as cache_dir:
-        source = _source(args, cache_dir)
+    with reading_cache(args) as cache_dir:
+        source = source_of(args, cache_dir)
         digest = source.index_digest or source.image.digest  # what REF names: an index, else the image
         found = signatures.verify(ref, digest, key, options=options)
         _required(found, f"{args.ref} ({digest}): signatures", key)

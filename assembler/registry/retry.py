@@ -29,7 +29,7 @@ from assembler.registry.types import RegistryOptions
 # A registry operation gives up after this many times options.retries failed tries, progress or not.
 _MAX_TRIES_FACTOR = 3
 
-# How to raise the limits (the CLI's flags, registry_args.py; the variables are their defaults).
+# How to raise the limits (the CLI's flags, cli/arguments.py; the variables are their defaults).
 DEADLINE_HINT = "raise the limit with --network-deadline SECONDS (or ASSEMBLE_NETWORK_DEADLINE=SECONDS)"
 IDLE_HINT = "raise the limit with --network-timeout SECONDS (or ASSEMBLE_NETWORK_TIMEOUT=SECONDS)"
 

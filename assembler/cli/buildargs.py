@@ -1,102 +1,30 @@
-"""The command line's arguments: one parser with a subcommand per verb."""
+"""The arguments of ``build`` and ``plan``: what to build, how, the registry step cache,
+the outputs, the lock and the image's tests. Light at import, as every module the parser
+reads (:mod:`assembler.cli.arguments`)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import NoReturn
 
-from assembler import __version__
-from assembler.cli import cache as cli_cache
-from assembler.cli import doctor as cli_doctor
-from assembler.cli import lock as cli_lock
-from assembler.cli import run as cli_run
-from assembler.cli.console import err
-from assembler.cli.registry_args import add_registry_args
-from assembler.cli.registry_args import registry_options as registry_options
-from assembler.oci.descriptor import Platform
+from assembler.cli.arguments import DEFAULT_JOBS, common_args, jobs_arg, pair, progress_args
 
 
-def _pair(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    return key.strip(), value
+def build_arguments(p: argparse.ArgumentParser) -> None:
+    """``build``'s: a plan's, and how its result is shown."""
+    plan_arguments(p)
+    progress_args(p, digest="the image digest")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        err.print(f"error: {message}", markup=False)
-        err.print(f"hint: see `{self.prog} --help`", markup=False)
-        raise SystemExit(2)
-
-
-# Two steps at once by default: one compiling while another waits on the network (apt,
-# pip) or the disk (a commit); each compile step already uses every core itself.
-DEFAULT_JOBS = 2
-
-
-def jobs_arg(text: str) -> int:
-    """``--jobs``'s value: a whole number from 1."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number from 1, got {text!r}")
-    return int(text)
-
-
-def platform_arg(text: str) -> Platform:
-    """``--platform``'s value; bad input raises InputError."""
-    return Platform.parse(text)  # BadPlatform (exit 2) quotes the text
-
-
-def _progress_args(p: argparse.ArgumentParser, *, digest: str) -> None:
-    shown = p.add_mutually_exclusive_group()
-    shown.add_argument(
-        "--progress",
-        choices=("auto", "tty", "plain", "json"),
-        default=None,
-        help="how progress is shown on stderr: a live view on a terminal (tty), timestamped lines "
-        "(plain), one JSON object per event (json); default auto: tty on a terminal, else plain "
-        "(none with --json)",
-    )
-    shown.add_argument("-q", "--quiet", action="store_true", help=f"print only errors and {digest}")
-    p.add_argument("--digestfile", type=Path, default=None, metavar="FILE", help=f"write {digest} to FILE")
-
-
-def _reader_cache(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--cache",
-        type=Path,
-        default=None,
-        help="cache folder for what reading needs (a rootfs: conversion); default: a temporary one, removed afterwards",
-    )
-
-
-def _common(p: argparse.ArgumentParser, *, platforms: bool = False) -> None:
-    if platforms:  # a build or plan: one image per platform, under one index
-        p.add_argument(
-            "--platform",
-            action="append",
-            dest="platforms",
-            default=[],
-            metavar="PLATFORM",
-            help="os/arch[/variant] (default: the manifest's, else linux/amd64); repeatable: one image "
-            "per platform, written as one index",
-        )
-    else:
-        p.add_argument("--platform", default=None, help="os/arch[/variant] (default: linux/amd64)")
-    add_registry_args(p)
-    p.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more detail (twice: debug)")
-
-
-def _manifest_args(p: argparse.ArgumentParser) -> None:
+def plan_arguments(p: argparse.ArgumentParser) -> None:
+    """``plan``'s (and ``build``'s)."""
     _what_args(p)
     _how_args(p)
     _cache_args(p)
     _output_args(p)
-    cli_lock.add_lock_args(p)
-    cli_run.add_build_args(p)
-    _common(p, platforms=True)
+    _lock_args(p)
+    _test_args(p)
+    common_args(p, platforms=True)
 
 
 def _what_args(p: argparse.ArgumentParser) -> None:
@@ -114,7 +42,7 @@ def _what_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--set",
         action="append",
-        type=_pair,
+        type=pair,
         default=[],
         metavar="K=V",
         help="override a param (not one the target or a chosen choice fixes)",
@@ -122,13 +50,13 @@ def _what_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--set-unlocked",
         action="append",
-        type=_pair,
+        type=pair,
         default=[],
         metavar="K=V",
         help="override a param even where the target or a chosen choice fixes it",
     )
-    p.add_argument("--base", action="append", type=_pair, default=[], metavar="NAME=REF", help="replace a base")
-    p.add_argument("--source", action="append", type=_pair, default=[], metavar="NAME=PATH", help="replace a source")
+    p.add_argument("--base", action="append", type=pair, default=[], metavar="NAME=REF", help="replace a base")
+    p.add_argument("--source", action="append", type=pair, default=[], metavar="NAME=PATH", help="replace a source")
     p.add_argument(
         "--target",
         action="append",
@@ -285,68 +213,43 @@ def _output_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _schema_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
-    p = sub.add_parser("schema", help="print (or write) the JSON Schemas of manifests and recipes")
-    p.add_argument("kind", nargs="?", choices=("manifest", "recipe"), default="manifest")
+def _lock_args(p: argparse.ArgumentParser) -> None:
+    """The lock's options of ``build`` and ``plan``."""
     p.add_argument(
-        "-o", "--output", type=Path, default=None, help="write manifest.schema.json and recipe.schema.json here"
+        "--lock",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the lock of the Python sets (default: MANIFEST.lock, used when it exists)",
     )
-
-
-def parser() -> argparse.ArgumentParser:
-    from assembler.cli import imageargs as cli_imageargs  # these import this module's helpers
-    from assembler.cli import verify as cli_verify
-
-    top = _Parser(prog="assemble", description="Assemble OCI images from a manifest, without Dockerfiles or a daemon.")
-    top.add_argument("--version", action="version", version=f"assemble {__version__}")
-    sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    p = sub.add_parser("build", help="build a manifest (the default command)")
-    _manifest_args(p)
-    _progress_args(p, digest="the image digest")
-    _manifest_args(sub.add_parser("plan", help="show what a build would do; runs nothing"))
-    p = sub.add_parser("inspect", help="show an image's manifest, config and layers")
-    p.add_argument("ref", help="docker://..., oci:DIR[:TAG], oci-archive:..., docker-archive:..., rootfs:...")
-    p.add_argument("--raw", action="store_true", help="print the manifest bytes as they are")
-    _reader_cache(p)
-    _common(p)
-    p = sub.add_parser("validate", help="recompute every size, digest and diff_id of an image")
-    p.add_argument("ref")
-    _reader_cache(p)
-    _common(p)
-    p = sub.add_parser("diff", help="why two images differ (exit 0 identical, 1 different, 2 trouble)")
-    p.add_argument("a", help="an image reference, as for inspect")
-    p.add_argument("b", help="another image reference")
     p.add_argument(
-        "--rootfs",
+        "--locked",
         action="store_true",
-        help="compare what a container sees, each image's layers merged (for images built another way, "
-        "whose layers do not pair by position)",
+        help="fail (exit 2) when the lock is missing or stale, or cannot vouch for a set, as cargo --locked does",
     )
     p.add_argument(
-        "--path",
+        "--allow-unresolved",
         action="append",
         default=[],
-        metavar="DIR",
-        help="with --rootfs, only what is under DIR (repeatable), e.g. --path /app",
+        metavar="SET",
+        help="with --locked: install this set unlocked where the lock could not resolve it (STEP:SET, "
+        "layers.NAME:SET or the set's name; repeatable)",
     )
-    _reader_cache(p)
-    _common(p)
-    p = sub.add_parser("deps", help="check that an image's ELF files find their libraries (exit 1 on a miss)")
-    p.add_argument("ref", help="an image reference, as for inspect")
+
+
+def _test_args(p: argparse.ArgumentParser) -> None:
+    """A build's (and a plan's) test flags."""
     p.add_argument(
-        "--all-layers",
-        action="store_true",
-        help="check the ELF files of every layer (default: the artifact, copy, pip and url layers assemble "
-        "added, else every layer)",
+        "--test-on",
+        choices=("local", "slurm"),
+        default="local",
+        help="where the image's tests run when a test does not say (on:): here in buildah, or each as a Slurm "
+        "job on a node, as a SIF under Apptainer (--nv for GPU tests); the cache must be shared by the nodes",
     )
-    _reader_cache(p)
-    _common(p)
-    cli_imageargs.add_referrers_parser(sub)
-    cli_verify.add_parser(sub)
-    cli_imageargs.add_squashfs_parsers(sub)
-    _schema_parser(sub)
-    cli_cache.add_parser(sub)
-    cli_doctor.add_parser(sub)
-    cli_lock.add_parser(sub)
-    cli_run.add_parsers(sub)
-    return top
+    p.add_argument("--no-tests", action="store_true", help="do not run the image's tests (tests:) before writing it")
+    p.add_argument(
+        "--keep-failed",
+        action="store_true",
+        help="keep the container of a compile step that fails, with its mounts; the error says how to enter it "
+        "(assemble shell --step STEP)",
+    )

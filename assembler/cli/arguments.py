@@ -1,19 +1,135 @@
-"""The command line's network options: TLS, logins, retries, time limits and
-registries.conf, shared by every command that reads or writes a registry or downloads
-(``args._common`` adds them)."""
+"""The command line's shared arguments: the parser class, value types, the flag groups
+every command that reads or writes an image takes (``common_args``: platform, the network
+options, ``--json``, ``-v``), and the values several commands parse the same way.
+
+Light at import: the parser is built for every command, so nothing here imports what a
+command runs. The network options: TLS, logins, retries, time limits and registries.conf,
+shared by every command that reads or writes a registry or downloads.
+"""
 
 from __future__ import annotations
 
 import argparse
 import math
 import os
+import shlex
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NoReturn
 
+from assembler.cli.console import err
 from assembler.errors import InputError
+from assembler.oci.descriptor import Platform
 from assembler.registry.conffiles import load as load_registries_conf
 from assembler.registry.types import NetworkLimits
 from assembler.transports.common import RegistryOptions
+
+
+def pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return key.strip(), value
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        err.print(f"error: {message}", markup=False)
+        err.print(f"hint: see `{self.prog} --help`", markup=False)
+        raise SystemExit(2)
+
+
+# Two steps at once by default: one compiling while another waits on the network (apt,
+# pip) or the disk (a commit); each compile step already uses every core itself.
+DEFAULT_JOBS = 2
+
+
+def jobs_arg(text: str) -> int:
+    """``--jobs``'s value: a whole number from 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1, got {text!r}")
+    return int(text)
+
+
+def platform_arg(text: str) -> Platform:
+    """``--platform``'s value; bad input raises InputError."""
+    return Platform.parse(text)  # BadPlatform (exit 2) quotes the text
+
+
+def progress_args(p: argparse.ArgumentParser, *, digest: str) -> None:
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--progress",
+        choices=("auto", "tty", "plain", "json"),
+        default=None,
+        help="how progress is shown on stderr: a live view on a terminal (tty), timestamped lines "
+        "(plain), one JSON object per event (json); default auto: tty on a terminal, else plain "
+        "(none with --json)",
+    )
+    shown.add_argument("-q", "--quiet", action="store_true", help=f"print only errors and {digest}")
+    p.add_argument("--digestfile", type=Path, default=None, metavar="FILE", help=f"write {digest} to FILE")
+
+
+def reader_cache_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="cache folder for what reading needs (a rootfs: conversion); default: a temporary one, removed afterwards",
+    )
+
+
+def common_args(p: argparse.ArgumentParser, *, platforms: bool = False) -> None:
+    if platforms:  # a build or plan: one image per platform, under one index
+        p.add_argument(
+            "--platform",
+            action="append",
+            dest="platforms",
+            default=[],
+            metavar="PLATFORM",
+            help="os/arch[/variant] (default: the manifest's, else linux/amd64); repeatable: one image "
+            "per platform, written as one index",
+        )
+    else:
+        p.add_argument("--platform", default=None, help="os/arch[/variant] (default: linux/amd64)")
+    registry_args(p)
+    p.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more detail (twice: debug)")
+
+
+def storage_arg(arg: Path | None) -> Path | None:
+    """buildah's storage: ``--storage``, else ``$ASSEMBLE_STORAGE``, else None (the cache's)."""
+    chosen = arg or (Path(v) if (v := os.environ.get("ASSEMBLE_STORAGE")) else None)
+    if chosen is None:
+        return None
+    what = f"--storage {arg}" if arg else f"$ASSEMBLE_STORAGE={chosen}"
+    try:
+        chosen.expanduser().mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(
+            f"{what}: {e.strerror or e}", hint="name a folder buildah can write (node-local disk)"
+        ) from None
+    return chosen.expanduser().resolve()
+
+
+def slurm_args(text: str) -> tuple[str, ...]:
+    try:
+        return tuple(shlex.split(text))
+    except ValueError as e:
+        raise InputError(f"--slurm-args {text!r}: {e}") from None
+
+
+def param_sets(args: argparse.Namespace) -> dict[str, str]:
+    """The ``--set`` and ``--set-unlocked`` values. One param given both ways with different
+    values is refused: --set-unlocked would win whatever the order, silently."""
+    sets, unlocked = dict(args.set), dict(args.set_unlocked)
+    for name, value in unlocked.items():
+        if sets.get(name, value) != value:
+            raise InputError(
+                f"--set {name}={sets[name]} and --set-unlocked {name}={value} disagree", hint=f"give {name} once"
+            )
+    return {**sets, **unlocked}
+
 
 # The variables that give --network-timeout and --network-deadline their defaults.
 TIMEOUT_ENV = "ASSEMBLE_NETWORK_TIMEOUT"
@@ -30,7 +146,7 @@ def bool_arg(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def add_registry_args(p: argparse.ArgumentParser) -> None:
+def registry_args(p: argparse.ArgumentParser) -> None:
     """``--tls-verify``, ``--authfile``, ``--registries-conf``, ``--cert`` and ``--retries``."""
     p.add_argument(
         "--tls-verify",
