@@ -29,9 +29,10 @@ from assembler.pipeline.builder import Build, Built
 from assembler.pipeline.builder import build as _execute
 from assembler.pipeline.depcheck import check_built
 from assembler.pipeline.graph import LayerReport, StepReport
-from assembler.pipeline.imagetests import has_tests, tested
+from assembler.pipeline.imagetests import has_tests
 from assembler.pipeline.options import Event, Options, Reporter, quiet, resolve_epoch
 from assembler.pipeline.resolve import Plan, plan_of
+from assembler.pipeline.runimage import tested
 from assembler.pipeline.slurm import Job
 from assembler.pipeline.variants import Variant, named, platform_groups, report_variant
 from assembler.pipeline.writers import Target, Writer, writer_for

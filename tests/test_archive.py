@@ -230,10 +230,10 @@ def test_zstd_contexts_kept_between_layers_change_no_byte(monkeypatch: pytest.Mo
     midway drops its context rather than handing it on."""
     import random
 
-    from assembler.archive import compress
+    from assembler.archive import encoders
 
-    pool = compress._ContextPool()
-    monkeypatch.setattr(compress, "_CONTEXTS", pool)
+    pool = encoders._ContextPool()
+    monkeypatch.setattr(encoders, "_CONTEXTS", pool)
     rng = random.Random(3)
     words = [rng.randbytes(rng.randrange(2, 12)).hex().encode() for _ in range(4000)]
 
@@ -250,7 +250,7 @@ def test_zstd_contexts_kept_between_layers_change_no_byte(monkeypatch: pytest.Mo
 
     first = {"a": text(1_500_000), "b": text(300_000)}  # about 20 MiB
     fresh = layer(first)
-    (context,) = pool._idle[compress.ZSTD_LEVEL]
+    (context,) = pool._idle[encoders.ZSTD_LEVEL]
     assert layer({"other": text(900_000)}) != fresh  # the same context, another stream
 
     class Broken(io.BytesIO):
@@ -264,12 +264,12 @@ def test_zstd_contexts_kept_between_layers_change_no_byte(monkeypatch: pytest.Mo
             compression="zstd",
             epoch=0,
         )
-    assert pool._idle[compress.ZSTD_LEVEL] == []  # the failed stream's context was dropped
+    assert pool._idle[encoders.ZSTD_LEVEL] == []  # the failed stream's context was dropped
     assert layer(first) == fresh  # a fresh context again
-    (again,) = pool._idle[compress.ZSTD_LEVEL]
+    (again,) = pool._idle[encoders.ZSTD_LEVEL]
     assert again is not context
     assert layer(first) == fresh  # a kept one
-    assert pool._idle[compress.ZSTD_LEVEL] == [again]
+    assert pool._idle[encoders.ZSTD_LEVEL] == [again]
 
 
 def _tar_with_owner(fmt: int, **owner: int) -> bytes:

@@ -71,7 +71,7 @@ from assembler.archive.chunked_toc import (
     parse_header,
     pax_records,
 )
-from assembler.archive.compress import Compressor, Writable, zstd_frame
+from assembler.archive.encoders import Compressor, Writable, zstd_frame
 from assembler.errors import InvalidArchive
 
 BLOCK = 512

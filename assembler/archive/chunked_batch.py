@@ -17,7 +17,7 @@ import fastcrc
 import zstandard
 
 from assembler.archive.chunked_toc import POSITION, TocWriter, file_line, parse_header, segment_line
-from assembler.archive.compress import usable_cores
+from assembler.archive.encoders import usable_cores
 
 _pool_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None

@@ -26,20 +26,17 @@ from assembler.compile import gpudriver
 from assembler.compile.buildah import Buildah
 from assembler.compile.imagerun import ImageCommand, ImageRunner, docker_argv, store
 from assembler.errors import InputError, TestFailed, TimedOut
-from assembler.oci.artifact import Artifact
 from assembler.oci.digest import digest_hex, sha256_digest
 from assembler.oci.image import Image
 from assembler.pipeline.options import Event, Reporter
 from assembler.proc import tail
-from assembler.sbom.testresult import Outcome, Suite, attestation
+from assembler.sbom.testresult import Outcome, Suite
 from assembler.spec import model as m
 from assembler.spec.imagetests import definition
 from assembler.spec.load import Loaded
 from assembler.transports.common import SourceImage
 
 if TYPE_CHECKING:
-    from assembler.pipeline.builder import Build, Built
-    from assembler.pipeline.resolve import Plan
     from assembler.pipeline.slurmtests import SlurmTests
 
 _SHOWN_FAILURES = 3  # failed tests whose output the error shows (the others: their names)
@@ -284,26 +281,3 @@ def suite_of(loaded: Loaded) -> Suite:
     """Which manifest (and target) the tests come from, for the attestation."""
     digest = sha256_digest(loaded.path.read_bytes())
     return Suite(loaded.manifest.name, loaded.path.name, digest, loaded.target, __version__)
-
-
-def tested(built: Built, plan: Plan, build: Build, *, report: Reporter) -> list[Artifact]:
-    """Run the tests of ``built``'s image (made from ``plan``): its test-result attestation
-    as a referrer of the image (none without tests). Raises TestFailed when one fails."""
-    loaded, options = plan.loaded, plan.options
-    assert loaded is not None and options is not None, "a Plan from resolve()"
-    tests = planned(loaded, built.image.container_config, test_on=options.test_on)
-    if not options.tests or not tests:
-        return []
-    built.blobs.need(built.image)
-    source = SourceImage(built.image, built.blobs, f"assemble:{loaded.manifest.name}")
-
-    def slurm() -> SlurmTests:
-        from assembler.pipeline.slurmtests import SlurmTests  # only where a test runs there
-
-        return SlurmTests.of(loaded, options, build.ctx, report=report)
-
-    tester = Tester(build.ctx.cache, build.workspace().buildah, report, slurm, reuse=not options.no_cache)
-    reports = tester.run(tests, source)
-    raise_failures(reports)
-    outcomes = [r.outcome for r in reports]
-    return [attestation(built.image.descriptor, suite_of(loaded), outcomes, epoch=options.epoch)]

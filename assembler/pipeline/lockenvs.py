@@ -1,13 +1,14 @@
 """One environment into the lock, for ``assemble lock``: kept as the lock has it, or resolved
 now (:func:`assembler.transports.pyenv.resolve_environment`) as of its manifest's date, with
-what the lock had as preferences; each of its sets then gets its slice."""
+what the lock had as preferences; each of its sets then gets its slice. What the command
+asks (``Asked``) and what was done to each set (``Locked``) are here, below ``locking``."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from assembler.proc import Runner
 from assembler.spec.lockfile import Entry, EnvEntry, Lock
@@ -16,10 +17,29 @@ from assembler.spec.setuses import SetUse, set_key
 from assembler.transports.pyenv import EnvResult, Options, resolve_environment
 from assembler.transports.standin import PYPI
 
-if TYPE_CHECKING:
-    from assembler.pipeline.locking import Asked, Locked
-
 _END_OF_DAY = "T23:59:59Z"  # a date as of its end, in UTC: the same cut on every machine
+
+
+@dataclass(frozen=True)
+class Locked:
+    """What ``assemble lock`` did to one set (or base, or git ref) of one variant."""
+
+    variant: str
+    where: str
+    key: str
+    state: str  # kept | resolved | stand-in | unresolved | unresolvable | pinned
+    pins: int
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class Asked:
+    """What the command line asks of the lock besides the variants."""
+
+    upgrade: bool = False
+    upgrade_packages: Sequence[str] = ()
+    retry: bool = False
+    tls_verify: bool = True
 
 
 class EnvLocker:
@@ -31,8 +51,6 @@ class EnvLocker:
 
     def lock_env(self, env: Environment, variant: str, entries: dict[str, str]) -> list[Locked]:
         """``env``'s sets into the lock and ``entries`` (where -> key); what was done to each."""
-        from assembler.pipeline.locking import Locked
-
         uses = env.uses()
         for use in uses:
             entries[use.where] = use.key

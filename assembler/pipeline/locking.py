@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from assembler.errors import InputError
 from assembler.oci.descriptor import Platform
+from assembler.pipeline.lockenvs import Asked, EnvLocker, Locked
 from assembler.pipeline.variants import Variant
 from assembler.proc import Runner
 from assembler.spec.lockapply import Applying, apply_lock
@@ -30,28 +31,6 @@ from assembler.spec.pyenvs import environments
 from assembler.spec.setuses import used_steps
 from assembler.transports.common import RegistryOptions
 from assembler.transports.pins import base_digest, git_commit
-
-
-@dataclass(frozen=True)
-class Locked:
-    """What ``assemble lock`` did to one set (or base, or git ref) of one variant."""
-
-    variant: str
-    where: str
-    key: str
-    state: str  # kept | resolved | stand-in | unresolved | unresolvable | pinned
-    pins: int
-    why: str = ""
-
-
-@dataclass(frozen=True)
-class Asked:
-    """What the command line asks of the lock besides the variants."""
-
-    upgrade: bool = False
-    upgrade_packages: Sequence[str] = ()
-    retry: bool = False
-    tls_verify: bool = True
 
 
 def platform_of(variant: Variant) -> str:
@@ -70,8 +49,6 @@ def lock_variants(
 ) -> list[Locked]:
     """Resolve every environment of ``variants`` (each with the ``--set``s it is locked with)
     into the lock at ``path``, and write it. Kept entries stay."""
-    from assembler.pipeline.lockenvs import EnvLocker
-
     manifest_name = variants[0][0].loaded.path.name
     old = _old_lock(path, manifest_name)
     lock = Lock(manifest_name, dict(old.sets), {k: dict(v) for k, v in old.variants.items()}, dict(old.pins))

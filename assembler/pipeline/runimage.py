@@ -4,7 +4,8 @@ buildah container of the image, and a failed step's kept container (``assemble s
 --step STEP``, :mod:`assembler.compile.keepfailed`).
 
 The image is read from any reference (``oci:``, ``oci-archive:``, ``docker://``...) into the
-cache, verified, and handed to buildah's storage once (:func:`bring`).
+cache, verified, and handed to buildah's storage once (:func:`bring`). A build's own image is
+tested here too (:func:`tested`), before any output is written.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from assembler.errors import NotFound
 from assembler.oci import mediatypes as mt
 from assembler.oci.artifact import Artifact
 from assembler.oci.reference import Ref
-from assembler.pipeline.imagetests import PlannedTest, Report, Tester, planned, suite_of
+from assembler.pipeline.imagetests import PlannedTest, Report, Tester, planned, raise_failures, suite_of
 from assembler.pipeline.options import Options, Reporter
 from assembler.proc import Runner
 from assembler.sbom.testresult import Suite as TestSuite
@@ -36,6 +37,8 @@ from assembler.transports import Context, import_image, open_source, registry_op
 from assembler.transports.common import SourceImage
 
 if TYPE_CHECKING:
+    from assembler.pipeline.builder import Build, Built
+    from assembler.pipeline.resolve import Plan
     from assembler.transports.referrers import Listing
 
 
@@ -148,3 +151,26 @@ def enter_kept(cache: Cache, runner: Runner, step: str) -> int:
     shell = keepfailed.read(cache, step).shell
     # buildah's --terminal makes a terminal of its own, which never sees the end of piped input.
     return runner.interactive(shell if sys.stdin.isatty() else [a for a in shell if a != "--terminal"])
+
+
+def tested(built: Built, plan: Plan, build: Build, *, report: Reporter) -> list[Artifact]:
+    """Run the tests of ``built``'s image (made from ``plan``): its test-result attestation
+    as a referrer of the image (none without tests). Raises TestFailed when one fails."""
+    loaded, options = plan.loaded, plan.options
+    assert loaded is not None and options is not None, "a Plan from resolve()"
+    tests = planned(loaded, built.image.container_config, test_on=options.test_on)
+    if not options.tests or not tests:
+        return []
+    built.blobs.need(built.image)
+    source = SourceImage(built.image, built.blobs, f"assemble:{loaded.manifest.name}")
+
+    def slurm() -> Any:
+        from assembler.pipeline.slurmtests import SlurmTests  # only where a test runs there
+
+        return SlurmTests.of(loaded, options, build.ctx, report=report)
+
+    tester = Tester(build.ctx.cache, build.workspace().buildah, report, slurm, reuse=not options.no_cache)
+    reports = tester.run(tests, source)
+    raise_failures(reports)
+    outcomes = [r.outcome for r in reports]
+    return [attestation(built.image.descriptor, suite_of(loaded), outcomes, epoch=options.epoch)]

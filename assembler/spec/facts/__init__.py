@@ -14,7 +14,7 @@ these checks; each gets them from what it installs and builds on:
 - :mod:`.basepython`: a lock's pin does not replace what a known base holds at another
   version (SGLang's image force-reinstalls NCCL over torch's pin), checked with the lock.
 
-The facts are data files next to this module, written by ``scripts/regen-facts`` (which
+The facts are data files next to this module (read by :mod:`.data`), written by ``scripts/regen-facts`` (which
 says where each comes from), so a plan stays offline. A fact that is not known (a release
 newer than the data, a repository not listed) refuses nothing. A refusal is a
 ManifestError (exit 2) at the line that asks, naming the params that make the value and
@@ -23,29 +23,18 @@ the fact that rules it out.
 
 from __future__ import annotations
 
-import json
-from functools import cache
-from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from assembler.spec.facts.data import read as read
+from assembler.spec.facts.data import where as where
 
 if TYPE_CHECKING:
     from assembler.spec.load import Loaded
 
 
-@cache
-def read(name: str) -> Any:
-    """The data file ``NAME.json`` of this package (read once a process)."""
-    return json.loads(resources.files(__name__).joinpath(f"{name}.json").read_text(encoding="utf-8"))
-
-
-def where(name: str) -> str:
-    """How a refusal names a data file: ``assembler/spec/facts/NAME.json``."""
-    return f"assembler/spec/facts/{name}.json"
-
-
 def check_facts(loaded: Loaded) -> None:
     """Every check above, on the image and the compile steps it uses; ManifestError."""
-    # the checks import this module's read(): imported when a manifest is checked
+    # the checks (and their data) are imported when a manifest is checked
     from assembler.spec.facts.archs import check as check_archs
     from assembler.spec.facts.bases import check as check_bases
     from assembler.spec.facts.pins import check as check_pins

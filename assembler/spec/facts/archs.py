@@ -16,7 +16,8 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from assembler.spec.facts import bases, read, where
+from assembler.spec.facts import bases
+from assembler.spec.facts.data import read, where
 from assembler.spec.facts.scope import base_ref, describe, params_at, places, settable
 from assembler.spec.yamlfile import PathKey
 

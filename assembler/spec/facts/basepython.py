@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from assembler.spec import model as m
-from assembler.spec.facts import read, where
+from assembler.spec.facts.data import read, where
 from assembler.spec.setuses import SetUse
 
 _FILE = "base_python"

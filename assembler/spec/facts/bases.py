@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from assembler.spec import model as m
-from assembler.spec.facts import read, where
+from assembler.spec.facts.data import read, where
 from assembler.spec.facts.scope import Place, base_ref, describe, params_at, places, settable
 from assembler.spec.yamlfile import PathKey
 

@@ -27,7 +27,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from assembler.spec import model as m
-from assembler.spec.facts import read, where
+from assembler.spec.facts.data import read, where
 from assembler.spec.facts.scope import Place, describe, params_at, places, settable
 from assembler.spec.pysets import PythonSet
 from assembler.spec.yamlfile import PathKey

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from packaging.version import InvalidVersion, Version
 
 from assembler.spec import model as m
-from assembler.spec.facts import read, where
+from assembler.spec.facts.data import read, where
 from assembler.spec.facts.scope import describe, params_at, settable
 from assembler.spec.setuses import used_steps
 from assembler.spec.yamlfile import PathKey
