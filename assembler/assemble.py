@@ -35,11 +35,13 @@ from assembler.pipeline.resolve import Plan, plan_of
 from assembler.pipeline.runimage import tested
 from assembler.pipeline.slurm import Job
 from assembler.pipeline.variants import Variant, named, platform_groups, report_variant
-from assembler.pipeline.writers import Target, Writer, writer_for
+from assembler.pipeline.writers import writer_for
 from assembler.proc import Runner
 from assembler.spec.load import Loaded
 from assembler.transports import Context, Written
 from assembler.transports.common import RegistryOptions, SourceImage
+from assembler.transports.formats import Writer
+from assembler.transports.target import Target
 
 __all__ = [
     "Built",
@@ -192,7 +194,7 @@ def _image_target(
 ) -> Target:
     """What the writers write of one image: a push mounts blobs from the base's repository
     and the step caches' (on the same registry); ``referrers`` (the SBOM, the provenance) go
-    with it to every output (see writers.Target), signed with ``options.sign``'s key."""
+    with it to every output (see transports.target.Target), signed with ``options.sign``'s key."""
     # The definition file inside a SIF names where the image lives (stable, not a temp path).
     names = [w.image_name for w in writers if w.image_name is not None]
     source_name = names[0] if names else f"assemble:{loaded.manifest.name}"

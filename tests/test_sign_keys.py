@@ -207,7 +207,7 @@ def test_plain_pem_keys_sign_deterministically_and_only_their_own_verify(make: C
 def test_only_registries_and_tagged_layouts_hold_signatures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from assembler.cli import main
     from assembler.oci.reference import parse_ref
-    from assembler.transports.signatures import holds_signatures
+    from assembler.transports.formats import holds_signatures
 
     assert holds_signatures(parse_ref("docker://registry.example/app:1"))
     assert holds_signatures(parse_ref(f"oci:{tmp_path}/l:tag"))

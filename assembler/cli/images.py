@@ -146,7 +146,10 @@ def _sif_targets(args: argparse.Namespace) -> list[tuple[str, Ref]]:
 
 
 def cmd_sif(args: argparse.Namespace) -> int:
-    from assembler.pipeline.writers import OrasWriter, SifReferrerWriter, SifWriter, Target, Writer
+    from assembler.transports.formats import Writer
+    from assembler.transports.formats.oras import OrasWriter, SifReferrerWriter
+    from assembler.transports.formats.sif import SifWriter
+    from assembler.transports.target import Target
 
     pushes: list[Writer] = [
         OrasWriter(ref) if flag == "--push" else SifReferrerWriter(ref) for flag, ref in _sif_targets(args)
@@ -220,7 +223,7 @@ def _image_attestations(args: argparse.Namespace, source: Any) -> list[Any]:
     none when it has none."""
     from assembler.oci import mediatypes as mt
     from assembler.oci.artifact import Artifact
-    from assembler.transports.referrers import attached_to
+    from assembler.transports.formats import attached_to
 
     ref = absolute_ref(parse_ref(args.ref), Path.cwd())
     listing = attached_to(ref, source, options=registry_options(args))
@@ -246,10 +249,11 @@ def _image_attestations(args: argparse.Namespace, source: Any) -> list[Any]:
 
 
 def cmd_sqsh(args: argparse.Namespace) -> int:
-    from assembler.pipeline.writers import SqshWriter, Target
+    from assembler.pipeline.writers import writer_for
+    from assembler.transports.target import Target
 
     out_path = Path(os.path.abspath(args.out))  # a symlink there is the output, not its target
-    writer = SqshWriter(Ref("sqsh", str(out_path)))
+    writer = writer_for(Ref("sqsh", str(out_path)))
     # The image's SBOM and provenance go next to the file (FILE.spdx.json...), as a build's
     # sqsh: output has them and a SIF holds them: a squashfs has no place for them.
     writer.check(force=args.force, sbom=not args.no_sbom)

@@ -27,7 +27,7 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 
 def _listing(args: argparse.Namespace, ref: Ref, cache_dir: Path) -> tuple[str, Listing]:
     """The name of what ``ref`` names and the referrers of its image."""
-    from assembler.transports.referrers import read_referrers
+    from assembler.transports.formats import read_referrers
 
     return read_referrers(ref, lambda: source_of(args, cache_dir), options=registry_options(args))
 
@@ -46,7 +46,7 @@ def _save(folder: Path, title: str, blob: Descriptor, listing: Listing, taken: s
 
 
 def cmd_referrers(args: argparse.Namespace) -> int:
-    from assembler.transports.referrers import holds_referrers
+    from assembler.transports.formats import holds_referrers
 
     ref = absolute_ref(parse_ref(args.ref), Path.cwd())
     if not holds_referrers(ref):

@@ -52,22 +52,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
     # (cryptography among it) is imported only here.
     from assembler.cli.reading import reading_cache, source_of
     from assembler.sign import load_public_key
-    from assembler.transports import signatures
+    from assembler.transports.formats import holds_signatures, verify_signatures
 
     ref = absolute_ref(parse_ref(args.ref), Path.cwd())
-    if not signatures.holds_signatures(ref):
+    if not holds_signatures(ref):
         raise InputError(f"{args.ref}: signatures live in registries (docker://...) and OCI layouts (oci:DIR:TAG)")
     key = load_public_key(read_key(args.key, f"--key {args.key}"), what=f"--key {args.key}")
     options = registry_options(args)
     with reading_cache(args) as cache_dir:
         source = source_of(args, cache_dir)
         digest = source.index_digest or source.image.digest  # what REF names: an index, else the image
-        found = signatures.verify(ref, digest, key, options=options)
+        found = verify_signatures(ref, digest, key, options=options)
         _required(found, f"{args.ref} ({digest}): signatures", key)
         attested = {}
         for kind in args.type:  # of the image (for an index: of --platform's), as the SBOM describes it
             image = source.image.digest
-            verdict = signatures.verify(
+            verdict = verify_signatures(
                 ref, image, key, options=options, attestations=True, predicate_type=PREDICATE_TYPES[kind]
             )
             _required(verdict, f"{args.ref} ({image}): {kind} attestations", key)

@@ -4,7 +4,10 @@
 ``oci-archive:FILE[:TAG]``, ``docker-archive:FILE[:REF]``, ``rootfs:FILE.tar[.gz|.zst]``,
 ``sif:FILE``, ``sqsh:FILE`` (an Enroot image), ``oras://HOST/REPO:TAG`` (a SIF file as an
 OCI artifact) and ``scratch``.
-As in containers/image, the path ends at the first ``:``.
+As in containers/image, the path ends at the first ``:``. How each transport's references
+are written is its :class:`Syntax`, data this module parses by; a format added from outside
+the built-in ones brings its own (:func:`register_syntax`, through
+:func:`assembler.transports.formats.register`).
 """
 
 from __future__ import annotations
@@ -23,24 +26,66 @@ _REPO_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REPO_RE = re.compile(rf"^{_REPO_COMPONENT}(?:/{_REPO_COMPONENT})*$")
 _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
 
-Transport = Literal[
-    "docker", "oras", "oci", "oci-archive", "docker-archive", "rootfs", "sif", "sqsh", "scratch", "artifact"
-]
-# artifact:DIR:STEP[.NAME] is an output of a step's artifacts as files (pipeline.artifacts), not an image.
-TRANSPORTS: tuple[Transport, ...] = (
-    "docker",
-    "oras",
-    "oci",
-    "oci-archive",
-    "docker-archive",
-    "rootfs",
-    "sif",
-    "sqsh",
-    "scratch",
-    "artifact",
-)
+TagRule = Literal["none", "tag", "name", "step"]
+Role = Literal["image", "base", "output", "files"]
 
-_NOT_BASES = {"sif": "a SIF file", "oras": "a SIF file", "sqsh": "an Enroot squashfs"}
+
+@dataclass(frozen=True)
+class Syntax:
+    """What a reference of one format looks like: the part of a format the pure model holds
+    (its other verbs are :mod:`assembler.transports.formats`').
+
+    ``url``: ``NAME://HOST/REPO:TAG`` (a registry name); ``bare``: the word alone
+    (``scratch``); else ``NAME:PATH[:TAG]``, the path ending at the first ``:``, with
+    ``tag`` saying what may follow it: nothing (``none``), a tag (``tag``), an image name
+    (``name``, docker-archive's), or a step that must be named (``step``, with ``form``
+    shown). ``role``: an image read and written (``image``), only read (``base``), only
+    written (``output``: ``what`` it holds, as "... cannot be a base" says), or files, no
+    image (``files``). ``form`` is how the error of a reference that is none shows it.
+    """
+
+    form: str
+    url: bool = False
+    bare: bool = False
+    tag: TagRule = "tag"
+    role: Role = "image"
+    what: str = ""
+
+
+# The syntax of every format, by transport, in the order an error lists them. The formats
+# themselves (reading, writing, referrers, signatures) are above this floor; a reference is
+# parsed here because manifests (assembler.spec) are checked below them. A format from
+# elsewhere brings its syntax through assembler.transports.formats.register.
+_SYNTAXES: dict[str, Syntax] = {
+    "docker": Syntax("docker://HOST/REPO:TAG", url=True),
+    "oci": Syntax("oci:DIR[:TAG]"),
+    "oci-archive": Syntax("oci-archive:FILE[:TAG]"),
+    "docker-archive": Syntax("docker-archive:FILE[:REF]", tag="name"),
+    "rootfs": Syntax("rootfs:FILE.tar", tag="none", role="base"),
+    "sif": Syntax("sif:FILE", tag="none", role="output", what="a SIF file"),
+    "sqsh": Syntax("sqsh:FILE (Enroot)", tag="none", role="output", what="an Enroot squashfs"),
+    "oras": Syntax("oras://HOST/REPO:TAG (a SIF)", url=True, role="output", what="a SIF file"),
+    # a step's artifacts as files (pipeline.artifacts), not an image
+    "artifact": Syntax("artifact:DIR:STEP[.ARTIFACT] (files)", tag="step", role="files"),
+    "scratch": Syntax("scratch", bare=True, role="base"),
+}
+
+
+def register_syntax(transport: str, syntax: Syntax) -> None:
+    """Make ``transport`` a reference :func:`parse_ref` accepts, written as ``syntax`` says
+    (a format registered from outside the built-in table); ValueError for a name taken by
+    another syntax, or one that is not a lowercase word."""
+    if not re.fullmatch(r"[a-z][a-z0-9-]*", transport):
+        raise ValueError(f"{transport!r}: a transport is a lowercase word")
+    known = _SYNTAXES.get(transport)
+    if known is not None and known != syntax:
+        raise ValueError(f"{transport}: already a reference, written {known.form}")
+    _SYNTAXES[transport] = syntax
+
+
+def syntax_of(transport: str) -> Syntax | None:
+    """How a reference of ``transport`` is written; None for no known transport."""
+    return _SYNTAXES.get(transport)
 
 
 @dataclass(frozen=True)
@@ -108,31 +153,37 @@ class ImageName:
 class Ref:
     """A parsed transport reference."""
 
-    transport: Transport
+    transport: str
     path: str = ""
     tag: str = ""
     name: ImageName | None = None
 
     @property
+    def syntax(self) -> Syntax:
+        """How a reference of this transport is written (KeyError for none registered)."""
+        return _SYNTAXES[self.transport]
+
+    @property
     def base_only(self) -> bool:
         """Whether this names an image that is only read (``rootfs:``, ``scratch``), never written."""
-        return self.transport in ("rootfs", "scratch")
+        return self.syntax.role == "base"
 
     @property
     def not_a_base(self) -> str | None:
         """What this names when it holds no image a build can start from (a SIF, an Enroot
         squashfs: outputs only), else None."""
-        return _NOT_BASES.get(self.transport)
+        return self.syntax.what if self.syntax.role == "output" else None
 
     @property
     def holds_files(self) -> bool:
         """Whether this is an ``artifact:DIR:STEP`` output: a step's artifacts as files, no image."""
-        return self.transport == "artifact"
+        return self.syntax.role == "files"
 
     def __str__(self) -> str:
-        if self.transport == "scratch":
-            return "scratch"
-        if self.transport in ("docker", "oras"):
+        syntax = _SYNTAXES.get(self.transport)
+        if syntax is not None and syntax.bare:
+            return self.transport
+        if syntax is not None and syntax.url:
             return f"{self.transport}://{self.name}"
         return f"{self.transport}:{self.path}" + (f":{self.tag}" if self.tag else "")
 
@@ -140,30 +191,35 @@ class Ref:
 def parse_ref(text: str) -> Ref:
     """Parse a transport reference; BadReference saying what is wrong and what is accepted."""
     value = text.strip()
-    if value == "scratch":
-        return Ref("scratch")
-    for scheme in ("docker", "oras"):
-        if value.startswith(f"{scheme}://"):
+    bare = _SYNTAXES.get(value)
+    if bare is not None and bare.bare:
+        return Ref(value)
+    for scheme, known in _SYNTAXES.items():
+        if known.url and value.startswith(f"{scheme}://"):
             return Ref(scheme, name=ImageName.parse(value[len(scheme) + 3 :]))
     transport, sep, rest = value.partition(":")
-    if not sep or transport not in TRANSPORTS or transport in ("docker", "oras", "scratch"):
-        raise BadReference(
-            f"{text!r} is not a reference: use docker://HOST/REPO:TAG, oci:DIR[:TAG], oci-archive:FILE[:TAG], "
-            "docker-archive:FILE[:REF], rootfs:FILE.tar, sif:FILE, sqsh:FILE (Enroot), oras://HOST/REPO:TAG (a SIF), "
-            "artifact:DIR:STEP[.ARTIFACT] (files) or scratch"
-        )
+    syntax = _SYNTAXES.get(transport)
+    if not sep or syntax is None or syntax.url or syntax.bare:
+        forms = [s.form for s in _SYNTAXES.values()]
+        accepted = ", ".join(forms[:-1]) + " or " + forms[-1]
+        raise BadReference(f"{text!r} is not a reference: use {accepted}")
     path, _, tag = rest.partition(":")
     if not path:
         raise BadReference(f"{text!r}: no path after '{transport}:'")
-    if transport in ("oci", "oci-archive") and tag and not _TAG_RE.match(tag):
-        raise BadReference(f"{text!r}: invalid tag {tag!r}")
-    if transport in ("rootfs", "sif", "sqsh") and tag:
-        raise BadReference(f"{text!r}: {transport}: takes a file path only")
-    if transport == "docker-archive" and tag:
-        ImageName.parse(tag)  # validates
-    if transport == "artifact" and not tag:
-        raise BadReference(f"{text!r}: artifact:DIR:STEP[.ARTIFACT] names the step (and artifact) to write")
+    _check_tag(text, transport, syntax, tag)
     return Ref(transport, path=path, tag=tag)
+
+
+def _check_tag(text: str, transport: str, syntax: Syntax, tag: str) -> None:
+    """BadReference when what follows the path is not what ``syntax`` allows there."""
+    if syntax.tag == "tag" and tag and not _TAG_RE.match(tag):
+        raise BadReference(f"{text!r}: invalid tag {tag!r}")
+    if syntax.tag == "none" and tag:
+        raise BadReference(f"{text!r}: {transport}: takes a file path only")
+    if syntax.tag == "name" and tag:
+        ImageName.parse(tag)  # validates
+    if syntax.tag == "step" and not tag:
+        raise BadReference(f"{text!r}: {syntax.form.split()[0]} names the step (and artifact) to write")
 
 
 def without_folder(text: str) -> str:

@@ -38,9 +38,9 @@ from assembler.pipeline.builder import Build
 from assembler.pipeline.graph import StepReport
 from assembler.pipeline.options import Reporter
 from assembler.pipeline.resolve import Plan
-from assembler.pipeline.writers import Writer
 from assembler.spec.load import Loaded
 from assembler.transports import Context, Written
+from assembler.transports.formats import Writer
 
 MARKER = ".assemble-artifacts"
 ARTIFACT_TYPE = "application/vnd.assemble.artifacts.v1"  # a step's artifacts, each blob a tar

@@ -84,7 +84,7 @@ def manifest_suite(loaded: Loaded, stored: Stored, *, test_on: str) -> Suite:
 def attested_suite(ref: Ref, ctx: Context, stored: Stored, *, test_on: str) -> Suite:
     """The tests the image's own test-result attestation records (a build of this tool
     attached it): run again as they were defined. NotFound when the image has none."""
-    from assembler.transports.referrers import attached_to  # the registry client, only here
+    from assembler.transports.formats import attached_to  # the registry client, only here
 
     listing = attached_to(ref, open_source(ref, ctx), options=registry_options(ctx))
     found = _test_results(listing) if listing is not None else []

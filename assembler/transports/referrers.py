@@ -27,10 +27,10 @@ from assembler.oci import mediatypes as mt
 from assembler.oci.artifact import Artifact
 from assembler.oci.descriptor import Descriptor
 from assembler.oci.digest import sha256_digest
-from assembler.oci.reference import ImageName, Ref
-from assembler.transports import archive, layout, sidecar
+from assembler.oci.reference import ImageName
+from assembler.transports import layout, sidecar
 from assembler.transports.archive import TarBlobs
-from assembler.transports.common import BlobReader, DirBlobs, RegistryOptions, SourceImage
+from assembler.transports.common import BlobReader, DirBlobs, RegistryOptions
 
 _SMALL = 64 << 20  # an SBOM of a big image is a few MiB; a manifest far less
 
@@ -181,16 +181,16 @@ def list_sif(path: Path) -> Listing:
     return _files_listing(read_attached(path))
 
 
-def list_sidecars(path: Path, transport: str) -> Listing:
+def list_sidecars(
+    path: Path, transport: str, *, recognise: Callable[[Path], bool], what: str = "an image archive"
+) -> Listing:
     """The SBOM and provenance written next to the output file at ``path`` (a
     docker-archive, an untagged oci-archive, a sqsh file); InputError when ``path`` is not
-    such a file."""
+    such a file (one ``recognise`` knows: ``what``)."""
     if not path.is_file():
         raise InputError(f"{transport}:{path}: file does not exist")
-    with open(path, "rb") as f:
-        squashfs = f.read(4) == b"hsqs"
-    if not (squashfs if transport == "sqsh" else archive.is_image_archive(path)):
-        raise InputError(f"{transport}:{path}: not {'a squashfs image' if transport == 'sqsh' else 'an image archive'}")
+    if not recognise(path):
+        raise InputError(f"{transport}:{path}: not {what}")
     return _files_listing([(t, p.name, p.read_bytes()) for t, p in sidecar.read_sidecars(path)])
 
 
@@ -204,49 +204,3 @@ def list_remote(name: ImageName, image: str, blobs: BlobReader, *, options: Regi
             body, _ = reg.fetch_manifest(name.repository, desc.digest)
             found.append(Referrer(desc, _manifest(body, f"docker://{name}: referrer {desc.digest}")))
     return Listing(image, found, blobs)
-
-
-# Where a reference keeps an image's referrers: as manifests whose subject is the image, or
-# as files (inside a SIF; next to a docker-archive or sqsh file).
-_AS_MANIFESTS = ("oci", "oci-archive", "docker")
-_AS_FILES = ("sif", "docker-archive", "sqsh")
-
-
-def holds_referrers(ref: Ref) -> bool:
-    """Whether ``ref`` can hold an image's referrers (:func:`read_referrers` reads them)."""
-    return ref.transport in (*_AS_MANIFESTS, *_AS_FILES)
-
-
-def read_referrers(ref: Ref, source: Callable[[], SourceImage], *, options: RegistryOptions) -> tuple[str, Listing]:
-    """The name of what ``ref`` names and the referrers of its image; ``source`` opens that
-    image where its referrers are manifests (a SIF, docker-archive or sqsh file is not opened)."""
-    if ref.transport == "sif":
-        return str(ref), list_sif(Path(ref.path))
-    if ref.transport in ("docker-archive", "sqsh"):
-        return str(ref), list_sidecars(Path(ref.path), ref.transport)
-    opened = source()
-    return opened.name, list_referrers(ref, opened.image.digest, opened.blobs, options=options)
-
-
-def attached_to(ref: Ref, source: SourceImage, *, options: RegistryOptions) -> Listing | None:
-    """The referrers of ``source`` (read from ``ref``) where ``ref`` keeps them as manifests
-    (``oci:``, ``oci-archive:``, ``docker://``); None for any other reference."""
-    if ref.transport not in _AS_MANIFESTS:
-        return None
-    return list_referrers(ref, source.image.digest, source.blobs, options=options)
-
-
-def list_referrers(ref: Ref, image: str, blobs: BlobReader, *, options: RegistryOptions) -> Listing:
-    """The referrers of ``image`` (a digest, read from ``ref``, whose blobs ``blobs`` reads)
-    in an ``oci:`` layout, an ``oci-archive:`` or a registry (``docker://``); a SIF and a
-    docker-archive have :func:`list_sif` and :func:`list_sidecars`. NotFound for other references."""
-    if ref.transport == "oci":
-        return list_layout(Path(ref.path), ref.tag, image)
-    if ref.transport == "oci-archive" and isinstance(blobs, TarBlobs):
-        if not ref.tag:  # an untagged archive has them next to it (see OciArchiveWriter)
-            return list_sidecars(Path(ref.path), ref.transport)
-        return list_archive(Path(ref.path), image, blobs)
-    if ref.transport == "docker":
-        assert ref.name is not None
-        return list_remote(ref.name, image, blobs, options=options)
-    raise NotFound(f"{ref}: referrers live in OCI layouts and archives (oci:, oci-archive:) and registries")

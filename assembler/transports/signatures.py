@@ -21,7 +21,7 @@ from assembler.errors import NotFound
 from assembler.oci import mediatypes as mt
 from assembler.oci.descriptor import Descriptor
 from assembler.oci.digest import sha256_digest
-from assembler.oci.reference import ImageName, Ref
+from assembler.oci.reference import ImageName
 from assembler.sign import Signed, Verdict, Verifier
 from assembler.sign.cosign import SigLayer, att_tag, manifest_layers, merge_layers, sig_tag, signature_manifest
 from assembler.sign.verify import MAX_PAYLOAD, check
@@ -149,14 +149,27 @@ def write_layout(path: Path, signed: Sequence[Signed]) -> list[str]:
     return written
 
 
-def holds_signatures(ref: Ref) -> bool:
-    """Whether ``ref`` can hold cosign's signatures: a registry repository (``docker://``)
-    or a tag of an OCI layout (``oci:DIR:TAG``)."""
-    return ref.transport == "docker" or (ref.transport == "oci" and bool(ref.tag))
+def verify_layout(
+    path: Path, digest: str, verifier: Verifier, *, attestations: bool = False, predicate_type: str | None = None
+) -> Verdict:
+    """:func:`~assembler.transports.formats.verify_signatures` in the OCI layout at ``path``."""
+    tag = att_tag(digest) if attestations else sig_tag(digest)
+    entries = layout.read_index(path)["manifests"]
+    if not any(_entry_tag(e) == tag for e in entries):
+        return Verdict(rejected=[f"oci:{path} has no {tag}"])
+    layers = _layout_layers(path, entries, tag)
+    return check(
+        layers,
+        lambda d: layout.read_blob(path, d.digest, limit=MAX_PAYLOAD),
+        digest,
+        verifier,
+        attestations=attestations,
+        predicate_type=predicate_type,
+    )
 
 
-def verify(
-    ref: Ref,
+def verify_remote(
+    name: ImageName,
     digest: str,
     verifier: Verifier,
     *,
@@ -164,31 +177,12 @@ def verify(
     attestations: bool = False,
     predicate_type: str | None = None,
 ) -> Verdict:
-    """Which signatures (or, with ``attestations``, attestations of ``predicate_type`` or
-    any) of manifest ``digest`` in ``ref``'s repository or layout verify with ``verifier``.
-    NotFound for a reference that cannot hold them; InvalidImage for a tag that holds
-    something else."""
-    tag = att_tag(digest) if attestations else sig_tag(digest)
-    if ref.transport == "oci":
-        path = Path(ref.path)
-        entries = layout.read_index(path)["manifests"]
-        if not any(_entry_tag(e) == tag for e in entries):
-            return Verdict(rejected=[f"oci:{path} has no {tag}"])
-        layers = _layout_layers(path, entries, tag)
-        return check(
-            layers,
-            lambda d: layout.read_blob(path, d.digest, limit=MAX_PAYLOAD),
-            digest,
-            verifier,
-            attestations=attestations,
-            predicate_type=predicate_type,
-        )
-    if ref.transport != "docker" or ref.name is None:
-        raise NotFound(f"{ref}: signatures live in registries (docker://) and OCI layouts (oci:DIR:TAG)")
+    """:func:`~assembler.transports.formats.verify_signatures` in ``name``'s repository (a
+    client of its registry opened for it)."""
     from assembler.registry.client import Registry
 
-    with Registry(ref.name.registry, options=options) as reg:
-        return verify_with(reg, ref.name, digest, verifier, attestations=attestations, predicate_type=predicate_type)
+    with Registry(name.registry, options=options) as reg:
+        return verify_with(reg, name, digest, verifier, attestations=attestations, predicate_type=predicate_type)
 
 
 def verify_with(
@@ -201,8 +195,9 @@ def verify_with(
     predicate_type: str | None = None,
     annotations: Mapping[str, str] | None = None,
 ) -> Verdict:
-    """:func:`verify` in ``name``'s repository, through an open client of its registry; with
-    ``annotations``, only signatures whose payload carries them count (``cosign verify -a``).
+    """:func:`~assembler.transports.formats.verify_signatures` in ``name``'s repository,
+    through an open client of its registry; with ``annotations``, only signatures whose
+    payload carries them count (``cosign verify -a``).
     InvalidImage for a tag that holds something else."""
     tag = att_tag(digest) if attestations else sig_tag(digest)
     where = f"docker://{name.registry}/{name.repository}"

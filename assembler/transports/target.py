@@ -15,8 +15,8 @@ from assembler.cache import temp_prefix
 from assembler.oci.artifact import Artifact, FilesArtifact
 from assembler.oci.image import Image
 from assembler.oci.reference import ImageName
-from assembler.transports import Context
 from assembler.transports.common import BlobReader, SourceImage
+from assembler.transports.context import Context
 
 if TYPE_CHECKING:
     from assembler.sign import Signer

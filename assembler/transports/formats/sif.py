@@ -1,0 +1,58 @@
+"""``sif:FILE``: an Apptainer SIF (:mod:`assembler.transports.sif`), written from an image,
+with the image's referrers as data objects; never read as an image (``siftool info`` is)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from assembler.errors import InputError
+from assembler.oci.reference import Ref
+from assembler.transports.common import RegistryOptions, SourceImage
+from assembler.transports.context import Context, Written, check_replaceable, file_head
+from assembler.transports.formats.base import Format
+from assembler.transports.formats.writer import Writer
+from assembler.transports.sidecar import Recognizer
+from assembler.transports.target import Target
+
+if TYPE_CHECKING:
+    from assembler.transports.referrers import Listing
+
+
+def is_sif(path: Path) -> bool:
+    """Whether the file at ``path`` is a SIF (its magic within the first 64 bytes)."""
+    return b"SIF_MAGIC" in file_head(path)
+
+
+class SifWriter(Writer):
+    """``sif:FILE``: an Apptainer SIF, with the image's referrers as data objects."""
+
+    def check(self, *, force: bool, sbom: bool = True) -> None:
+        check_replaceable(Path(self.ref.path), "sif", force=force, ours=is_sif, what="a SIF file")
+
+    def write_image(self, target: Target) -> list[Written]:
+        return [Written(str(self.ref), target.make_sif(Path(self.ref.path)).digest)]
+
+
+class SifFormat(Format):
+    """A SIF file: an output, and where the image's referrers are objects."""
+
+    transport = "sif"
+    referrers = "files"
+
+    def read(self, ref: Ref, ctx: Context) -> SourceImage:
+        raise InputError(f"{ref}: not an image; a SIF file is read with `siftool info`")
+
+    def writer(self, ref: Ref, *, attach_sif: bool, ours: Recognizer) -> Writer:
+        return SifWriter(ref, ours)
+
+    def read_referrers(
+        self, ref: Ref, source: Callable[[], SourceImage], *, options: RegistryOptions
+    ) -> tuple[str, Listing]:
+        from assembler.transports.referrers import list_sif
+
+        return str(ref), list_sif(Path(ref.path))
+
+
+FORMAT = SifFormat()
