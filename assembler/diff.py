@@ -238,7 +238,7 @@ def _under(paths: tuple[str, ...]) -> Callable[[str], bool]:
 def rootfs_entries(source: SourceImage, paths: tuple[str, ...] = ()) -> dict[str, EntryState]:
     """Every entry a container of ``source`` sees (under ``paths``: relative, clean), its
     layers merged bottom first, whiteouts applied; read as one stream per layer."""
-    from assembler.transports.squashfs import layer_sources
+    from assembler.transports.hpc.squashfs import layer_sources
 
     recorder = _Recorder(_under(paths))
     try:

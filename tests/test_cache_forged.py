@@ -27,8 +27,8 @@ from assembler.registry.blobs import FileBlobs
 from assembler.registry.client import Registry
 from assembler.registry.types import RegistryOptions
 from assembler.sign import load_private_key
-from assembler.transports import cachetrust
-from assembler.transports.compilecache import CHUNK, CONFIG
+from assembler.stepcache import trust as cachetrust
+from assembler.stepcache.compile import CHUNK, CONFIG
 from tests.helpers import PYTHON, ROOT, sh
 from tests.plugins.registry import RunningRegistry
 from tests.plugins.user import User
@@ -125,8 +125,8 @@ from assembler.cache import Cache
 from assembler.oci.reference import ImageName
 from assembler.registry.types import RegistryOptions
 from assembler.sign import load_public_key
-from assembler.transports.cachetrust import Trust
-from assembler.transports.compilecache import CompileCaches
+from assembler.stepcache.trust import Trust
+from assembler.stepcache.compile import CompileCaches
 
 host, cache, folder, key = sys.argv[1:5]
 seen = []

@@ -38,7 +38,7 @@ from assembler.registry.blobs import FileBlobs
 from assembler.registry.client import Registry
 from assembler.registry.types import RegistryOptions
 from assembler.sign import load_public_key
-from assembler.transports import cachetrust
+from assembler.stepcache import trust as cachetrust
 from tests.conftest import TEST_CACHE
 from tests.helpers import Ran, layout_index, manifest_of, read_blob, run_cli, uncompressed
 from tests.plugins.demo import steps_by_state

@@ -31,7 +31,7 @@ from assembler.sbom.provenance import provenance_statement
 from assembler.sign import Signer
 from assembler.sign.cosign import signature_layer
 from assembler.sign.verify import check
-from assembler.transports.cachetrust import TAG_ANNOTATION
+from assembler.stepcache.trust import TAG_ANNOTATION
 from tests.helpers import run_cli_here, small_project
 
 DIGEST = "sha256:" + "ab" * 32

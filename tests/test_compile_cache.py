@@ -1,4 +1,4 @@
-"""Compile caches through a registry (``assembler.transports.compilecache``), against the
+"""Compile caches through a registry (``assembler.stepcache.compile``), against the
 real ``docker-registry``: two cache folders stand for two machines. No buildah here: a
 folder stands for a step's kept folder (``tests/test_compile_cache_build.py`` runs steps).
 """
@@ -23,8 +23,8 @@ from assembler.registry.client import Registry
 from assembler.registry.types import RegistryOptions
 from assembler.sign import load_private_key, load_public_key
 from assembler.spec import model as m
-from assembler.transports.cachetrust import Trust
-from assembler.transports.compilecache import CompileCaches
+from assembler.stepcache.compile import CompileCaches
+from assembler.stepcache.trust import Trust
 from tests.plugins.registry import RunningRegistry
 
 PLAIN = RegistryOptions(tls_verify=False, backoff=0.01, max_backoff=0.05, retries=2)

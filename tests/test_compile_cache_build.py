@@ -11,7 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
-from assembler.transports.compilecache import CHUNK
+from assembler.stepcache.compile import CHUNK
 from tests.helpers import Ran, run_cli
 from tests.plugins.registry import RunningRegistry
 

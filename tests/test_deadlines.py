@@ -1,7 +1,7 @@
 """Deadlines a user can count on: a registry or a download server that trickles its answer
 (a byte every 0.2 s, within any idle timeout) or goes silent fails within the stated
 deadline plus 10%, naming the host, what was slow and how to raise the limit
-(assembler/registry/deadlines.py, the registry client, transports/download.py).
+(assembler/registry/deadlines.py, the registry client, python/download.py).
 
 The one fake is the peer: a threaded HTTP server on 127.0.0.1 that answers ``/v2/`` at
 once, as every registry does, and then trickles or withholds what a test names. Small
@@ -22,10 +22,10 @@ import pytest
 
 from assembler.cache import Cache
 from assembler.errors import NotFound, RegistryError
+from assembler.python.download import download, fetch_page
 from assembler.registry.client import Registry
 from assembler.registry.retry import seconds
 from assembler.registry.types import NetworkLimits, RegistryOptions
-from assembler.transports.download import download, fetch_page
 from tests.helpers import run_cli_here, serving
 
 SIZE = 1000  # what a trickling answer announces: 200 s at a byte every 0.2 s

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from assembler.transports.enroot import rc_script
+from assembler.transports.hpc.enroot import rc_script
 from tests.helpers import config_of, run_cli, small_project
 from tests.plugins.demo import Demo
 

@@ -30,8 +30,8 @@ from typing import Any
 import pytest
 
 from assembler.spec.load import load_manifest
-from assembler.transports.apptainer import runscript
-from assembler.transports.sif import read_sif_header
+from assembler.transports.hpc.apptainer import runscript
+from assembler.transports.hpc.sif import read_sif_header
 from tests import yaml_helper
 from tests.conftest import TEST_CACHE, reclaim_at_teardown
 from tests.helpers import ROOT, Buildah, Ran, config_of, layout_digest, read_blob, run_cli, sh, uncompressed

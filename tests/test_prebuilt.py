@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from assembler.pipeline import graph
+from assembler.python.index import fits
 from assembler.spec.load import load_manifest
 from assembler.spec.prebuilt import parse_requirement
-from assembler.transports.pypi import fits
 from tests.helpers import PYTHON, ROOT, files_project, manifest_of, read_blob, run_cli, uncompressed
 from tests.test_sbom import referrers, saved, validate_spdx
 

@@ -22,8 +22,8 @@ from assembler.oci.reference import ImageName
 from assembler.proc import Runner
 from assembler.registry import login
 from assembler.registry.client import Registry
+from assembler.transports.hpc.sif_publish import push_sif
 from assembler.transports.remote import push, read
-from assembler.transports.sif_publish import push_sif
 from tests.plugins.faultproxy import FaultProxy
 from tests.plugins.registry import RunningRegistry
 from tests.test_remote import PLATFORM, build_image, check, opts

@@ -17,9 +17,9 @@ import pytest
 
 from assembler.cache import Cache
 from assembler.errors import NotFound
+from assembler.python.download import DOWNLOAD_RETRY, download, fetch_page
 from assembler.registry.retry import Attempts, RetryPolicy, registry_policy
 from assembler.transports.common import RegistryOptions
-from assembler.transports.download import DOWNLOAD_RETRY, download, fetch_page
 from tests.helpers import serving
 from tests.plugins.fakeclock import FakeClock, streaks
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from assembler.oci import mediatypes as mt
-from assembler.transports.sif_format import DATA_GENERIC_JSON, DATA_SBOM, read_sif_header
+from assembler.transports.hpc.sif_format import DATA_GENERIC_JSON, DATA_SBOM, read_sif_header
 from tests.helpers import run_cli, sh
 from tests.test_sbom import _project, referrers, saved, validate_spdx
 

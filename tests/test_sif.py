@@ -47,10 +47,11 @@ from assembler.oci.digest import sha256_digest
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
 from assembler.proc import Runner
-from assembler.transports import apptainer, layout, rootfs, sif, sif_front
+from assembler.transports import layout, rootfs
 from assembler.transports.common import SourceImage
-from assembler.transports.sif import read_sif_header, write_sif
-from assembler.transports.sif_format import DATA_DEFFILE, DATA_GENERIC_JSON, DATA_LABELS, read_object
+from assembler.transports.hpc import apptainer, sif, sif_front
+from assembler.transports.hpc.sif import read_sif_header, write_sif
+from assembler.transports.hpc.sif_format import DATA_DEFFILE, DATA_GENERIC_JSON, DATA_LABELS, read_object
 from tests.conftest import reclaim_at_teardown
 from tests.helpers import Buildah as ToolBuildah
 from tests.helpers import run_cli
@@ -903,7 +904,7 @@ from pathlib import Path
 from assembler.oci.descriptor import Platform
 from assembler.proc import Runner
 from assembler.transports import layout
-from assembler.transports.sif import write_sif
+from assembler.transports.hpc.sif import write_sif
 logging.basicConfig(level=logging.INFO)
 src = layout.read(Path(sys.argv[1]), "t", platform=Platform("linux", "amd64"))
 info = write_sif(src, Path(sys.argv[2]), runner=Runner(), epoch=1700000000, compressor="lz4")

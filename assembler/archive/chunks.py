@@ -1,5 +1,5 @@
 """Compile-cache folders as content-addressed chunks: what ``--cache-to`` exports of a
-step's ``cache:`` and ``shared_cache:`` folders (:mod:`assembler.transports.compilecache`).
+step's ``cache:`` and ``shared_cache:`` folders (:mod:`assembler.stepcache.compile`).
 
 A folder is scanned (:func:`scan`: each folder's names sorted, then its subfolders'), trimmed to a
 size by leaving out its oldest files by mtime (:func:`evict`), and cut into chunks

@@ -98,7 +98,7 @@ def remember_headers(cache: Cache, headers: LayerHeaders, *, digest: str, diff_i
 
 
 class SharedFacts(Protocol):
-    """Facts shared beyond one cache, by memo key (:mod:`assembler.transports.factcache`)."""
+    """Facts shared beyond one cache, by memo key (:mod:`assembler.stepcache.facts`)."""
 
     def usable(self, key: str) -> bool:
         """Whether the local memo ``key`` may be used (not one taken from elsewhere that

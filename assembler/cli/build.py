@@ -39,7 +39,7 @@ def _options(args: argparse.Namespace, manifest_epoch: int | None, manifest_cach
     cache_from = cli_from or ((manifest_cache,) if manifest_cache else ())
     if cache_to or cache_from:
         # bad input: exit 2 before any work (the registry client is loaded only when named)
-        from assembler.transports.stepcache import parse_cache_ref
+        from assembler.stepcache.steps import parse_cache_ref
 
         for ref in (cache_to, *cache_from):
             if ref:

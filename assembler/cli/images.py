@@ -20,7 +20,7 @@ from assembler.errors import InputError
 from assembler.oci.reference import Ref, absolute_ref, parse_ref
 
 if TYPE_CHECKING:
-    from assembler.transports.sif import SifInfo
+    from assembler.transports.hpc.sif import SifInfo
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

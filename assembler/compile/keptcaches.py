@@ -1,5 +1,5 @@
 """A step's kept folders through a registry: where a :class:`FolderCache` (``--cache-to``,
-``--cache-from``: :class:`assembler.transports.compilecache.CompileCaches`) restores them
+``--cache-from``: :class:`assembler.stepcache.compile.CompileCaches`) restores them
 before a compile step runs and exports them after it built.
 
 Two kinds of entries, keyed as the host keeps the folders:

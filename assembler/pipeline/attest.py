@@ -16,6 +16,7 @@ from assembler.pipeline import graph
 from assembler.pipeline.builder import Built
 from assembler.pipeline.options import Event, Reporter
 from assembler.pipeline.resolve import Plan
+from assembler.python import index as pypi
 from assembler.sbom import (
     ArtifactFact,
     BaseFact,
@@ -29,7 +30,6 @@ from assembler.sbom import (
 )
 from assembler.spec import model as m
 from assembler.spec.prebuilt import parse_requirement
-from assembler.transports import pypi
 
 
 def _source(src: Source, spec: m.SourceSpec) -> SourceFact:

@@ -13,7 +13,7 @@ With ``jobs`` > 1, compile steps run side by side while the layers are stacked (
 scheduler).
 
 With a registry step cache, the facts read from layers are shared through it too
-(:mod:`assembler.transports.factcache`), so a runner that finds every step there reads no
+(:mod:`assembler.stepcache.facts`), so a runner that finds every step there reads no
 base layer. A Build is a context manager: the registry step cache stays open until it
 closes, for the dependency check and the SBOM, whose facts go through it as well.
 """

@@ -41,7 +41,7 @@ from assembler.spec import model as m
 from assembler.transports import Context, open_base, registry_options
 
 if TYPE_CHECKING:
-    from assembler.transports.compilecache import CompileCaches
+    from assembler.stepcache.compile import CompileCaches
 
 T = TypeVar("T")
 

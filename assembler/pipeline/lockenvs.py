@@ -1,5 +1,5 @@
 """One environment into the lock, for ``assemble lock``: kept as the lock has it, or resolved
-now (:func:`assembler.transports.pyenv.resolve_environment`) as of its manifest's date, with
+now (:func:`assembler.python.env.resolve_environment`) as of its manifest's date, with
 what the lock had as preferences; each of its sets then gets its slice. What the command
 asks (``Asked``) and what was done to each set (``Locked``) are here, below ``locking``."""
 
@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from assembler.proc import Runner
+from assembler.python.env import EnvResult, Options, resolve_environment
+from assembler.python.standin import PYPI
 from assembler.spec.lockfile import Entry, EnvEntry, Lock
 from assembler.spec.pyenvs import Environment
 from assembler.spec.setuses import SetUse, set_key
-from assembler.transports.pyenv import EnvResult, Options, resolve_environment
-from assembler.transports.standin import PYPI
 
 _END_OF_DAY = "T23:59:59Z"  # a date as of its end, in UTC: the same cut on every machine
 
@@ -156,7 +156,7 @@ def _as_of(env: Environment) -> str | None:
 @functools.cache
 def _release_day(index: str, release: str) -> str:
     """The day ``index`` (the environment's first: where the release comes from) published it."""
-    from assembler.transports.pypi import release_day  # the index client, only for a release's date
+    from assembler.python.index import release_day  # the index client, only for a release's date
 
     name, _, version = release.partition("==")
     return release_day(index, name, version)
@@ -165,7 +165,7 @@ def _release_day(index: str, release: str) -> str:
 def _dated(index: str, name: str, version: str) -> str | None:
     """The day ``index`` published the release, else PyPI; None where neither dates it."""
     from assembler.errors import AssemblerError
-    from assembler.transports.download import unreachable  # asked once a process
+    from assembler.python.download import unreachable  # asked once a process
 
     for where in dict.fromkeys((index, PYPI)):
         if unreachable(where) is not None:

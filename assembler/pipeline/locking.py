@@ -1,5 +1,5 @@
 """``assemble lock``: every Python environment of every variant resolved as one whole into
-the lock (:mod:`assembler.transports.pyenv`), each set its slice; bases' digests and git
+the lock (:mod:`assembler.python.env`), each set its slice; bases' digests and git
 refs' commits; and the lock applied to the variants a build or plan loads.
 
 An environment already in the lock keeps its pins (resolving again moves nothing) unless
@@ -24,13 +24,13 @@ from assembler.oci.descriptor import Platform
 from assembler.pipeline.lockenvs import Asked, EnvLocker, Locked
 from assembler.pipeline.variants import Variant
 from assembler.proc import Runner
+from assembler.python.pins import base_digest, git_commit
 from assembler.spec.lockapply import Applying, apply_lock
 from assembler.spec.lockfile import Lock, read_lock, write_lock
 from assembler.spec.lockpins import Pin, floating
 from assembler.spec.pyenvs import environments
 from assembler.spec.setuses import used_steps
 from assembler.transports.common import RegistryOptions
-from assembler.transports.pins import base_digest, git_commit
 
 
 def platform_of(variant: Variant) -> str:

@@ -103,7 +103,7 @@ class Options:
         refs = [r for r in (self.cache_to, *self.cache_from) if r]
         if not refs:
             return []
-        from assembler.transports.stepcache import parse_cache_ref  # the registry client, only when named
+        from assembler.stepcache.steps import parse_cache_ref  # the registry client, only when named
 
         return [parse_cache_ref(r) for r in refs]
 
@@ -127,7 +127,7 @@ def _epoch_in_range(epoch: int, what: str) -> int:
 
 
 class RemoteSteps(Protocol):
-    """A step cache in a registry (:class:`assembler.transports.stepcache.RemoteStepCache`)."""
+    """A step cache in a registry (:class:`assembler.stepcache.steps.RemoteStepCache`)."""
 
     def fetch(
         self, key: str, what: str = "", check: Callable[[StepResult, Mapping[str, Path]], str | None] | None = None

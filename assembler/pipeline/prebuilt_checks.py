@@ -33,7 +33,7 @@ from assembler.spec.prebuilt import size_bytes
 
 Remake = Callable[[], Layer]  # a layer made again from the pinned files here
 Paths = Mapping[str, Path]  # a result's blobs, downloaded: digest -> file
-# What a step cache's result is checked with before a build uses it (transports.cachetrust.Check).
+# What a step cache's result is checked with before a build uses it (stepcache.trust.Check).
 Check = Callable[[StepResult, Paths], str | None]
 _CHUNK = 1 << 20
 # What checking a damaged or hostile layer raises: ours, tarfile's, the decompressors'.

@@ -40,11 +40,12 @@ from assembler.pipeline.maker import Maker
 from assembler.pipeline.origins import Origins
 from assembler.pipeline.prebuilt_checks import Check, Paths
 from assembler.pipeline.stepstore import StepStore, note_taken
+from assembler.python import index as pypi
+from assembler.python.download import download
 from assembler.sbom.packages import DATABASE_TEXTS, remember_kept_texts
 from assembler.spec import model as m
 from assembler.spec.prebuilt import Requirement, parse_requirement, size_bytes
-from assembler.transports import Context, pypi, registry_options
-from assembler.transports.download import download
+from assembler.transports import Context, registry_options
 
 if TYPE_CHECKING:
     from assembler.archive.wheel import Scheme

@@ -12,11 +12,11 @@ from typing import Any
 
 from assembler.cache import Origin
 from assembler.pipeline.options import Event, Options, Reporter
+from assembler.stepcache.compile import CompileCaches
+from assembler.stepcache.facts import RemoteFacts
+from assembler.stepcache.steps import RemoteStepCache, parse_cache_ref
+from assembler.stepcache.trust import Trust
 from assembler.transports import Context, registry_options
-from assembler.transports.cachetrust import Trust
-from assembler.transports.compilecache import CompileCaches
-from assembler.transports.factcache import RemoteFacts
-from assembler.transports.stepcache import RemoteStepCache, parse_cache_ref
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Tests on the nodes that have the hardware (``--test-on slurm``, a test's ``on: slurm``):
-the image as a SIF in the shared cache (:mod:`assembler.transports.sif`), each test a Slurm
+the image as a SIF in the shared cache (:mod:`assembler.transports.hpc.sif`), each test a Slurm
 job (through :class:`~assembler.pipeline.slurm.SlurmExecutor`, as compile steps are) that
 runs ``apptainer exec`` on it with the node's driver (``--nv`` for a GPU test, which also
 asks for a GPU: ``--gres=gpu:N``).
@@ -95,7 +95,7 @@ class SlurmTests:
         return out
 
     def _write_sif(self, source: SourceImage, path: Path) -> None:
-        from assembler.transports.sif import write_sif  # tar2sqfs and the SIF writer: only here
+        from assembler.transports.hpc.sif import write_sif  # tar2sqfs and the SIF writer: only here
 
         self.report(Event("info", {"text": f"tests on Slurm: the image as {path}"}))
         write_sif(source, path, runner=self.ctx.runner, epoch=self.ctx.epoch)

@@ -1,6 +1,6 @@
 """The Python environments a manifest's image ends with, and its compile steps': for each,
 the sets installed into it in layer order. ``assemble lock`` resolves each environment as
-one whole (:mod:`assembler.transports.pyenv`), so no set is pinned against a guess of what
+one whole (:mod:`assembler.python.env`), so no set is pinned against a guess of what
 lies below it; each set's pins in the lock are its slice of that one resolution.
 
 A set goes into the Python of its version (``python3.12``) unless it names another

@@ -131,7 +131,7 @@ def needs(
             found.append(Need(host, "https", f"outputs.{i}", f"output:{i}"))
     for ref in caches:
         if (host := _docker_host(ref)) is not None:
-            # a step cache that fails is a warning: the build goes on without it (transports/stepcache.py)
+            # a step cache that fails is a warning: the build goes on without it (stepcache/steps.py)
             found.append(Need(host, "https", "step cache", "cache:", only="a build goes on without it"))
     return found
 

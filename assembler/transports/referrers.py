@@ -7,7 +7,7 @@ then the manifest by digest, found by the referrers API or, on registries withou
 layout they are untagged entries of ``index.json`` with an ``artifactType``, whose
 manifest's ``subject`` names the image (see :func:`layout.write`); a tagged oci-archive
 holds them the same way. A SIF holds their blobs as data objects (see
-:mod:`assembler.transports.sif`); a docker-archive, a sqsh file and an untagged
+:mod:`assembler.transports.hpc.sif`); a docker-archive, a sqsh file and an untagged
 oci-archive have them next to them as files (see :mod:`assembler.transports.sidecar`).
 There no manifest exists: the entries listed are the files themselves, and the subject is
 the image their provenance names.
@@ -174,7 +174,7 @@ def _files_listing(files: Sequence[tuple[str, str, bytes]]) -> Listing:
 def list_sif(path: Path) -> Listing:
     """The SBOM and provenance objects of the SIF at ``path``; the subject is the image its
     provenance names. Raises InputError (no such file, not a SIF file)."""
-    from assembler.transports.sif import read_attached
+    from assembler.transports.hpc.sif import read_attached
 
     if not path.is_file():  # the user's reference: exit 2, as for the other transports
         raise InputError(f"sif:{path}: file does not exist")

@@ -20,7 +20,7 @@ from assembler.transports.context import Context
 
 if TYPE_CHECKING:
     from assembler.sign import Signer
-    from assembler.transports.sif import SifInfo
+    from assembler.transports.hpc.sif import SifInfo
 
 
 @dataclass
@@ -72,7 +72,7 @@ class Target:
         if path is None:
             self._tmp = Path(tempfile.mkdtemp(prefix=temp_prefix("sif-"), dir=self.ctx.cache.root / "tmp"))
             path = self._tmp / self.sif_name
-        from assembler.transports.sif import write_sif  # only SIF outputs need it
+        from assembler.transports.hpc.sif import write_sif  # only SIF outputs need it
 
         ctx = self.ctx
         self.sif = write_sif(

@@ -1,5 +1,5 @@
 """``oras://HOST/REPO:TAG``: the image's SIF pushed as an OCI artifact, for ``apptainer pull
-oras://`` (:mod:`assembler.transports.sif_publish`); an output only. The SIF pushed to a
+oras://`` (:mod:`assembler.transports.hpc.sif_publish`); an output only. The SIF pushed to a
 ``docker://`` repository as a referrer of the image (``--attach``) is written here too."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from assembler.transports.target import Target
 
 
 def _push_sif(target: Target, name: ImageName, *, referrer: bool) -> Written:
-    from assembler.transports.sif_publish import push_sif  # imports the registry client
+    from assembler.transports.hpc.sif_publish import push_sif  # imports the registry client
 
     info = target.make_sif()
     image = target.source.image

@@ -1,4 +1,4 @@
-"""``sif:FILE``: an Apptainer SIF (:mod:`assembler.transports.sif`), written from an image,
+"""``sif:FILE``: an Apptainer SIF (:mod:`assembler.transports.hpc.sif`), written from an image,
 with the image's referrers as data objects; never read as an image (``siftool info`` is)."""
 
 from __future__ import annotations

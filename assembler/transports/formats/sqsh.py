@@ -1,4 +1,4 @@
-"""``sqsh:FILE``: an Enroot/Pyxis image (:mod:`assembler.transports.enroot`), a bare
+"""``sqsh:FILE``: an Enroot/Pyxis image (:mod:`assembler.transports.hpc.enroot`), a bare
 squashfs: written from an image, never read as one (``unsquashfs -l`` is); the image's
 referrers are files next to it."""
 
@@ -41,7 +41,7 @@ class SqshWriter(Writer):
         self.check_sidecars(sbom)
 
     def write_image(self, target: Target) -> list[Written]:
-        from assembler.transports.enroot import write_sqsh  # only sqsh outputs need it
+        from assembler.transports.hpc.enroot import write_sqsh  # only sqsh outputs need it
 
         ctx = target.ctx
         info = write_sqsh(

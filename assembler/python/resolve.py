@@ -33,7 +33,7 @@ from assembler.proc import Runner, tail
 from assembler.registry import trust
 
 if TYPE_CHECKING:
-    from assembler.transports.pypi import SdistMetadata
+    from assembler.python.index import SdistMetadata
 
 UV_TIMEOUT = 600.0  # seconds for one resolution (sdist-only packages are built for their metadata)
 
@@ -192,7 +192,7 @@ _metadata_seen: dict[tuple[str, str], SdistMetadata | None] = {}
 def _sdist_metadata(indexes: Sequence[str], name: str, version: str) -> SdistMetadata | None:
     """What the first index with an sdist of ``name==version`` records of it (once a process)."""
     from assembler.errors import AssemblerError
-    from assembler.transports.pypi import sdist_metadata  # the index client, only when uv needs it
+    from assembler.python.index import sdist_metadata  # the index client, only when uv needs it
 
     if (name, version) not in _metadata_seen:
         found = None

@@ -1,5 +1,5 @@
 """The squashfs of an image's root filesystem, written as a stream: the SIF partition
-(:mod:`assembler.transports.sif`) and the Enroot image (:mod:`assembler.transports.enroot`).
+(:mod:`assembler.transports.hpc.sif`) and the Enroot image (:mod:`assembler.transports.hpc.enroot`).
 
 No root filesystem is unpacked and no intermediate tar is stored: the layers are merged
 (:func:`assembler.archive.flatten.flatten`, with the output kind's own files laid over or

@@ -2,7 +2,7 @@
 ``--sign``'s key) and, with ``--cache-trust PUB``, used only when a trusted key signed them.
 
 An entry (the manifest tagged ``step-<key>`` or ``base-<key>``, see
-:mod:`assembler.transports.stepcache`) is signed as ``cosign sign`` signs an image: a
+:mod:`assembler.stepcache.steps`) is signed as ``cosign sign`` signs an image: a
 manifest tagged ``sha256-<hex>.sig`` in the cache repository whose layer is the simple
 signing payload naming the entry's manifest digest and the repository, with the entry's
 tag as the annotation ``io.assemble.cache.tag`` (cosign's ``-a``), so a signed entry moved

@@ -2,7 +2,7 @@
 
 Every set installed into an environment (:mod:`assembler.spec.pyenvs`) goes into one
 ``uv pip compile``, so no set is pinned against a partial picture of what lies below it;
-each set's pins are its slice of that resolution (:mod:`assembler.transports.pyslices`).
+each set's pins are its slice of that resolution (:mod:`assembler.python.slices`).
 Upstream's commands are honoured: a ``--no-deps`` set is resolved alone and then stands in
 the environment at that version with nothing of its own (as pip leaves it), a ``force``
 set's exact pins override what the others require (``--force-reinstall``), what a base
@@ -11,7 +11,7 @@ An environment with no resolution is an error naming the two sets that clash (fo
 halving the members) and uv's reason, which names the requirements.
 
 Indexes this machine cannot reach are replaced by PyPI's build of the same release
-(:mod:`assembler.transports.standin`); a set whose requirement PyPI does not serve at all is
+(:mod:`assembler.python.standin`); a set whose requirement PyPI does not serve at all is
 left unresolved, with why, and the rest of the environment is resolved without it.
 """
 
@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from assembler.proc import Runner
+from assembler.python.resolve import Pinned, Query, Unsatisfiable, compile_query
+from assembler.python.slices import Graph, missing, missing_message, requirement_names
+from assembler.python.standin import PYPI, index_flavour, pins_flavour, unknown_between
 from assembler.spec.pyenvs import Environment, Member
-from assembler.transports.pyresolve import Pinned, Query, Unsatisfiable, compile_query
-from assembler.transports.pyslices import Graph, missing, missing_message, requirement_names
-from assembler.transports.standin import PYPI, index_flavour, pins_flavour, unknown_between
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class _Run:
     """One environment's resolution under way: its reachable indexes and fresh work folders."""
 
     def __init__(self, env: Environment, options: Options, runner: Runner, work: Path) -> None:
-        from assembler.transports.download import unreachable  # requests, only when resolving
+        from assembler.python.download import unreachable  # requests, only when resolving
 
         self.env, self.options, self.runner, self.work = env, options, runner, work
         every = [i for member in env.members for i in member.pyset.indexes()]

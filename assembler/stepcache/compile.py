@@ -18,7 +18,7 @@ folder: a chunk that fails its digest or does not unpack, a registry that fails,
 not signed by a ``--cache-trust`` key is one warning line, the folder stays empty and the
 step runs cold. Nothing here ever fails a build.
 
-An entry is signed on export as step entries are (:mod:`assembler.transports.cachetrust`),
+An entry is signed on export as step entries are (:mod:`assembler.stepcache.trust`),
 unless the folder was restored from an entry whose signer nobody checked: where a folder
 came from is kept beside it in the local cache (:meth:`assembler.cache.Cache.folder_origin`),
 for as long as it holds anything, so neither a later run nor what a step builds in it
@@ -45,10 +45,10 @@ from assembler.oci.digest import canonical_json, sha256_digest
 from assembler.oci.reference import ImageName
 from assembler.registry.blobs import FileBlobs, json_object
 from assembler.registry.client import Registry
-from assembler.transports import cachetrust
-from assembler.transports.cachetrust import Trust
+from assembler.stepcache import trust as cachetrust
+from assembler.stepcache.steps import Report
+from assembler.stepcache.trust import Trust
 from assembler.transports.common import RegistryOptions
-from assembler.transports.stepcache import Report
 
 CONFIG = "application/vnd.assemble.compile-cache.v1+json"
 CHUNK = "application/vnd.assemble.compile-cache.chunk.v1.tar+zstd"

@@ -7,11 +7,11 @@ cache that takes every step from the registry step cache would otherwise downloa
 layers (gigabytes of a CUDA runtime) only to learn these again.
 
 A fact is an entry of the step cache's repositories as a step result is
-(:mod:`assembler.transports.stepcache`): an OCI manifest tagged ``facts-<memo key>`` with no
+(:mod:`assembler.stepcache.steps`): an OCI manifest tagged ``facts-<memo key>`` with no
 layer, whose config (:data:`FACTS_CONFIG`) is the memo's fields as canonical JSON, so the
 same fact is the same bytes on every machine and an export of one that is there uploads
 nothing. It is signed on export and, under ``--cache-trust``, used only when a trusted key
-signed it, as every entry is (:mod:`assembler.transports.cachetrust`); the local memo then
+signed it, as every entry is (:mod:`assembler.stepcache.trust`); the local memo then
 names the entry it came from (``origin``), so a later build under ``--cache-trust`` does
 not use one taken unchecked (and a build without it is told of one taken unchecked, to warn
 once for its repository). A registry that fails is the step cache's warning, once.
@@ -33,7 +33,7 @@ from assembler.oci.descriptor import Descriptor
 from assembler.oci.digest import canonical_json, sha256_digest
 from assembler.oci.image import manifest_config
 from assembler.registry.blobs import WithBytes, json_object
-from assembler.transports.stepcache import RemoteStepCache, entry_manifest
+from assembler.stepcache.steps import RemoteStepCache, entry_manifest
 
 log = logging.getLogger(__name__)
 FACTS_CONFIG = "application/vnd.assemble.facts.v1+json"

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from assembler.python.resolve import Pinned
 from assembler.spec.pyenvs import Member
-from assembler.transports.pyresolve import Pinned
 
 
 def requirement_names(requirements: Sequence[str]) -> list[str]:

@@ -1,7 +1,7 @@
 """Apptainer/Singularity SIF files (``sif:FILE``), written straight from an image's layers.
 
 No root filesystem is unpacked and no intermediate tar is stored: the layers are merged
-as a stream (:func:`assembler.transports.squashfs.write_squashfs`, with Apptainer's
+as a stream (:func:`assembler.transports.hpc.squashfs.write_squashfs`, with Apptainer's
 ``/.singularity.d`` laid over them) into ``tar2sqfs``, which writes the squashfs into
 the output's temp file. The SIF header, descriptors and small metadata objects are then
 put *in front* of it: ``fallocate(FALLOC_FL_INSERT_RANGE)`` shifts the squashfs by a
@@ -10,7 +10,7 @@ squashfs is moved up inside the same file (read and written once more, still no 
 copy on disk). The temp file is renamed into place at the end and removed on failure.
 
 The SIF objects, as ``apptainer build`` makes them (sylabs/sif layout, see
-:mod:`assembler.transports.sif_format`), all in group 1:
+:mod:`assembler.transports.hpc.sif_format`), all in group 1:
 
 1. definition file (0x4001) describing the image's source, labels, environment, runscript;
 2. JSON labels (0x4003): the image's labels;
@@ -50,9 +50,9 @@ from assembler.oci import mediatypes as mt
 from assembler.oci.artifact import Artifact
 from assembler.oci.digest import digest_hex, file_digest
 from assembler.proc import Runner
-from assembler.transports import apptainer
 from assembler.transports.common import SourceImage
-from assembler.transports.sif_format import (
+from assembler.transports.hpc import apptainer
+from assembler.transports.hpc.sif_format import (
     DATA_DEFFILE,
     DATA_GENERIC_JSON,
     DATA_LABELS,
@@ -67,8 +67,8 @@ from assembler.transports.sif_format import (
     sbom_extra,
     sif_arch,
 )
-from assembler.transports.sif_front import put_front
-from assembler.transports.squashfs import COMPRESSORS, check_writable, replacing, write_squashfs
+from assembler.transports.hpc.sif_front import put_front
+from assembler.transports.hpc.squashfs import COMPRESSORS, check_writable, replacing, write_squashfs
 
 __all__ = ["COMPRESSORS", "SifInfo", "read_attached", "read_sif_header", "write_sif"]
 

@@ -32,7 +32,7 @@ default ``ENROOT_SQUASH_OPTIONS`` of ``-comp lzo -noD`` (``conf/enroot.conf.in``
 has no uncompressed-data mode, and gzip (the SIF's default) is what every kernel and
 squashfuse reads; the compressor is the manifest's ``sif.compressor``.
 
-The squashfs itself is the SIF's (:func:`assembler.transports.squashfs.write_squashfs`):
+The squashfs itself is the SIF's (:func:`assembler.transports.hpc.squashfs.write_squashfs`):
 the same stream, the same reproducibility (every time is ``epoch``), so the same image
 gives the same bytes. The file is written to a temp file next to the output and renamed.
 """
@@ -55,9 +55,9 @@ from assembler.errors import InvalidImage
 from assembler.oci.digest import file_digest
 from assembler.oci.image import Image
 from assembler.proc import Runner
-from assembler.transports.apptainer import quote
 from assembler.transports.common import SourceImage
-from assembler.transports.squashfs import check_writable, replacing, write_squashfs
+from assembler.transports.hpc.apptainer import quote
+from assembler.transports.hpc.squashfs import check_writable, replacing, write_squashfs
 
 __all__ = ["SqshInfo", "enroot_files", "environment", "fstab", "rc_script", "write_sqsh"]
 

@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 
 from assembler.errors import ToolError
-from assembler.transports.sif_format import (
+from assembler.transports.hpc.sif_format import (
     DATA_PARTITION,
     FS_SQUASHFS,
     PART_PRIMSYS,

@@ -16,7 +16,7 @@ integers are little-endian and the structs are packed (Go ``encoding/binary``)::
              an SBOM's: int32 format, ``type sbom struct { Format SBOMFormat }`` in descriptor.go)
     32176  data objects, one after the other; partitions aligned to 4096
 
-This module only packs and unpacks bytes; :mod:`assembler.transports.sif` decides what
+This module only packs and unpacks bytes; :mod:`assembler.transports.hpc.sif` decides what
 goes where.
 """
 

@@ -16,7 +16,7 @@ from assembler.oci.digest import sha256_digest
 from assembler.oci.mediatypes import INDEX_TYPES
 from assembler.oci.reference import parse_ref
 from assembler.proc import Runner
-from assembler.transports.common import RegistryOptions
+from assembler.registry.types import RegistryOptions
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
@@ -30,8 +30,8 @@ def base_digest(text: str, *, options: RegistryOptions, platform: str | None = N
     if ref.name.digest:
         return ref.name.digest, None
     # The registry client and requests only when a tag is looked up (a build imports this).
+    from assembler.python.download import unreachable
     from assembler.registry.http import api_host
-    from assembler.transports.download import unreachable
 
     host = api_host(ref.name.registry)
     why = unreachable(f"{'https' if options.tls_verify else 'http'}://{host}/v2/")
@@ -69,7 +69,7 @@ def git_commit(url: str, ref: str, *, runner: Runner) -> tuple[str | None, str |
         return ref, None
     parts = urlsplit(url)
     if parts.scheme in ("http", "https"):
-        from assembler.transports.download import unreachable
+        from assembler.python.download import unreachable
 
         why = unreachable(f"{parts.scheme}://{parts.netloc}/")
         if why is not None:

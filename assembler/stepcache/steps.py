@@ -19,13 +19,13 @@ empty cache reads its manifest and config only (what a step key needs, the base'
 and downloads its layers only when a step runs on it or the image is stacked on it.
 
 Facts read from layers (a layer's folders, an image's packages: :mod:`assembler.cache.memos`)
-are entries too, tagged ``facts-<key>`` (:mod:`assembler.transports.factcache`, through this
+are entries too, tagged ``facts-<key>`` (:mod:`assembler.stepcache.facts`, through this
 cache's clients, trust and failures: :meth:`RemoteStepCache.entry`, :meth:`~RemoteStepCache.put_entry`).
 
 A cache registry that fails (down, refused, damaged) is a warning: the build goes on with
 its local cache, and the registry is not asked again in that run.
 
-Who made an entry is :mod:`assembler.transports.cachetrust`'s (signed exports; with trusted
+Who made an entry is :mod:`assembler.stepcache.trust`'s (signed exports; with trusted
 keys, an entry none of them signed is a warning and a miss). Where each entry taken came from
 (:class:`Origin`) goes into its local record, for the provenance. With ``check``, a result's
 blobs come into the local cache, with its record, only once the check has passed.
@@ -49,8 +49,8 @@ from assembler.oci.layer import Layer
 from assembler.oci.reference import ImageName
 from assembler.registry.blobs import WithBytes, json_object
 from assembler.registry.client import Registry
-from assembler.transports import cachetrust
-from assembler.transports.cachetrust import Check, Trust
+from assembler.stepcache import trust as cachetrust
+from assembler.stepcache.trust import Check, Trust
 from assembler.transports.common import RegistryOptions
 
 # What the cache tells the build: an event's kind ("warning", "remote-cache") and fields.
@@ -132,7 +132,7 @@ class RemoteStepCache:
         """What it did so far (:class:`RemoteStats` as a mapping)."""
         return asdict(self.stats)
 
-    # Shared with the other kinds of entries (transports.factcache): called with ``lock`` held.
+    # Shared with the other kinds of entries (stepcache.facts): called with ``lock`` held.
     def client(self, host: str) -> Registry:
         if host not in self._clients:
             self._clients[host] = Registry(host, options=self.options)
