@@ -20,7 +20,7 @@ from assembler.cache import Cache
 from assembler.errors import InputError
 from assembler.pipeline import artifacts
 from assembler.pipeline.options import Options
-from assembler.pipeline.prebuilt_layers import _file_opener
+from assembler.pipeline.prebuilt_layers import file_opener as _file_opener
 from assembler.pipeline.writers import writer_for
 from assembler.spec.load import load_manifest
 from tests.helpers import run_cli_here as run_cli

@@ -6,7 +6,7 @@ import io
 import random
 from contextlib import nullcontext
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO
 
 import pytest
 
@@ -25,7 +25,6 @@ from assembler.pipeline.layers import ImageSetup
 from assembler.pipeline.maker import MAKE
 from assembler.proc import Runner
 from assembler.sbom.packages import DATABASE_TEXTS, PackageReader, read_packages
-from assembler.spec.load import Loaded
 from assembler.transports import Context
 from tests.helpers import one_layer_image
 
@@ -316,7 +315,7 @@ def test_a_base_layer_read_for_its_index_also_gives_the_sboms_database_texts(tmp
             opened.append(digest)
             return cache.open_blob(digest)
 
-    setup = ImageSetup(cast(Loaded, None), Context(cache, Runner(), Platform(), 0), maker=MAKE)
+    setup = ImageSetup(Context(cache, Runner(), Platform(), 0), maker=MAKE)
     setup.blobs = Counting()  # type: ignore[assignment]
     setup.index(layer.descriptor, layer.diff_id)
     assert opened == [layer.digest]

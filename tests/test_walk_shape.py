@@ -40,6 +40,9 @@ WALK_MODULES = (
     "origins",
     "layers",
     "prebuilt_layers",
+    "kinds/copy",  # the copy: layers' writer (Copies), and the pip:/url: layers' parts of Prebuilt
+    "kinds/pip",
+    "kinds/url",
     "cutlayers",
 )
 # Assignments onto objects that are no part of the walk, each with why it stays.

@@ -12,11 +12,10 @@ from assembler.compile.sources import Source
 from assembler.oci.artifact import Artifact
 from assembler.oci.digest import sha256_digest
 from assembler.oci.reference import without_folder
-from assembler.pipeline import graph
+from assembler.pipeline import graph, kinds
 from assembler.pipeline.builder import Built
 from assembler.pipeline.options import Event, Reporter
 from assembler.pipeline.resolve import Plan
-from assembler.python import index as pypi
 from assembler.sbom import (
     ArtifactFact,
     BaseFact,
@@ -29,7 +28,6 @@ from assembler.sbom import (
     attestations,
 )
 from assembler.spec import model as m
-from assembler.spec.prebuilt import parse_requirement
 
 
 def _source(src: Source, spec: m.SourceSpec) -> SourceFact:
@@ -48,16 +46,7 @@ def _downloads(man: m.Manifest, architecture: str, cache: Cache) -> tuple[Downlo
     """The pinned files of the image's ``pip:`` and ``url:`` layers. A wheel pinned by
     several hashes (one per platform) is the one this build's platform took; one whose
     layer came from a registry step cache, never fetched here, is not known and left out."""
-    out: list[DownloadFact] = []
-    for layer in man.image.layers:
-        if isinstance(layer, m.UrlLayer):
-            name = posixpath.basename(layer.url.split("?", 1)[0].split("#", 1)[0]) or "download"
-            out.append(DownloadFact(f"url:{name}", layer.url, layer.sha256))
-        elif isinstance(layer, m.PipLayer):
-            for req in map(parse_requirement, layer.pip):
-                sha = pypi.chosen(req, python=layer.python, arch=pypi.machine(architecture), cache=cache)
-                uri = req.url or f"pkg:pypi/{req.name}@{req.version}"
-                out += [DownloadFact(f"pip:{req.pin}", uri, sha)] if sha else []
+    out = [fact for layer in man.image.layers for fact in kinds.of(layer).downloads(layer, architecture, cache)]
     return tuple(dict.fromkeys(out))  # one file placed twice is one input
 
 

@@ -11,18 +11,9 @@ from typing import Any
 
 from assembler.cache import key_of
 from assembler.compile.keys import NOT_IN_KEY
-from assembler.compile.steps import apt_install
 from assembler.oci.descriptor import Platform
 from assembler.spec import model as m
 
-KINDS: Mapping[type, str] = {
-    m.CopyLayer: "copy",
-    m.ArtifactLayer: "artifact",
-    m.RunLayer: "run",
-    m.PackagesLayer: "packages",
-    m.PipLayer: "pip",
-    m.UrlLayer: "url",
-}
 # A layer's ``when:`` only decides whether it is there: not part of what it is.
 NOT_IN_DEFINITION = {"when", "reaches"}  # reaches: which hosts, not what is built (spec.hostuse)
 
@@ -76,10 +67,6 @@ class RuntimeStep:
     packages: bool = False
 
 
-def kind_of(spec: m.LayerSpec) -> str:
-    return KINDS[type(spec)]
-
-
 def step_of(man: m.Manifest, name: str) -> m.CompileStep:
     return next(s for s in man.compile if s.name == name)
 
@@ -94,10 +81,7 @@ def needed_steps(man: m.Manifest) -> list[m.CompileStep]:
     want: set[str] = set()
     todo: list[str] = []
     for layer in man.image.layers:
-        if isinstance(layer, m.ArtifactLayer):
-            todo.append(layer.artifact.partition(".")[0])
-        elif isinstance(layer, m.RunLayer):
-            todo += [r.partition(".")[0] for r in layer.mounts]
+        todo += [r.partition(".")[0] for r in layer.step_refs()]
     while todo:
         name = todo.pop()
         if name in want:
@@ -119,42 +103,11 @@ def packages(man: m.Manifest, names: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def runtime_step(man: m.Manifest, spec: m.RunLayer | m.PackagesLayer, index: int) -> RuntimeStep:
-    """The step of the ``index``-th layer."""
-    if isinstance(spec, m.RunLayer):
-        return RuntimeStep(
-            name=spec.name or f"run-{index + 1}",
-            commands=tuple((c, c) for c in spec.run),
-            # its Python sets act through the lock's pins in its env (LOCK_ENV), not as written
-            definition=spec.model_dump(mode="json", exclude={"name", "comment", "python_sets", *NOT_IN_DEFINITION}),
-            what=f"run {' && '.join(spec.run)}"[:120],
-            env=spec.env,
-            mounts=tuple(spec.mounts),
-            secrets=tuple(spec.secrets),
-            exclude=tuple(spec.exclude),
-            keep=tuple(spec.keep),
-            user=spec.user,
-            workdir=spec.workdir,
-        )
-    names = packages(man, spec.packages)
-    command = (f"apt-get install {' '.join(names)}", apt_install(names))
-    return RuntimeStep(
-        spec.name or f"packages-{index + 1}",
-        (command,),
-        {"packages": names},
-        f"packages {' '.join(names)}",
-        packages=True,
-    )
-
-
 def step_names(man: m.Manifest) -> list[str]:
     """The names of the manifest's steps, as ``--rebuild`` takes them: its compile steps
     and its ``run:`` and ``packages:`` layers (named, or ``run-N``/``packages-N`` by place)."""
     names = [s.name for s in man.compile]
-    for i, spec in enumerate(man.image.layers):
-        if isinstance(spec, m.RunLayer | m.PackagesLayer):
-            names.append(spec.name or f"{'run' if isinstance(spec, m.RunLayer) else 'packages'}-{i + 1}")
-    return names
+    return names + [n for i, spec in enumerate(man.image.layers) if (n := spec.runtime_name(i)) is not None]
 
 
 def compile_depends(step: m.CompileStep) -> tuple[str, ...]:
@@ -190,16 +143,6 @@ class Definitions:
 
     def mounts(self, mounts: Sequence[str]) -> dict[str, str]:
         return {ref: self.step(step_of(self.man, ref.partition(".")[0])) for ref in mounts}
-
-    def layer(self, spec: m.LayerSpec) -> str:
-        if isinstance(spec, m.RunLayer):
-            dump = spec.model_dump(mode="json", by_alias=True, exclude=NOT_IN_DEFINITION)
-            return key_of({"layer": dump, "mounts": self.mounts(spec.mounts)})
-        if isinstance(spec, m.ArtifactLayer):
-            return key_of(
-                {"artifact": spec.artifact, "step": self.step(step_of(self.man, spec.artifact.split(".")[0]))}
-            )
-        return key_of({"layer": spec.model_dump(mode="json", by_alias=True, exclude=NOT_IN_DEFINITION)})
 
     def runtime(self, definition: Mapping[str, object], chain: str) -> str:
         """A runtime step's: its own, the chain of definitions below it, its mounts'."""

@@ -98,13 +98,7 @@ class Report:
 
 def shipped_steps(man: m.Manifest) -> set[str]:
     """The compile steps whose artifacts the image holds or its runtime steps mount."""
-    names = set()
-    for layer in man.image.layers:
-        if isinstance(layer, m.ArtifactLayer):
-            names.add(layer.artifact.partition(".")[0])
-        elif isinstance(layer, m.RunLayer):
-            names.update(ref.partition(".")[0] for ref in layer.mounts)
-    return names
+    return {ref.partition(".")[0] for layer in man.image.layers for ref in layer.step_refs()}
 
 
 def has_tests(man: m.Manifest) -> bool:

@@ -3,16 +3,15 @@
 A plan and a build stack an image the same way: its base, then each layer, pulling in the
 compile steps (and their bases, sources and inputs) a layer needs from the
 :class:`~assembler.pipeline.walk.Walk`, and deciding each runtime step (its key is the
-image below it) as it comes. Each layer is placed, fitted onto the folders and symlinks of
-the image below, converted for shipping and appended; big layers are cut as the image
-ships once every step has run on them. :func:`finish` puts the config, labels and
-annotations on top. What is not cached is the walk's mode's to make (a build) or to note as
-still to come (a plan).
+image below it) as it comes. Each layer is placed by its kind (:mod:`assembler.pipeline.kinds`),
+fitted onto the folders and symlinks of the image below, converted for shipping and
+appended; big layers are cut as the image ships once every step has run on them.
+:func:`finish` puts the config, labels and annotations on top. What is not cached is the
+walk's mode's to make (a build) or to note as still to come (a plan).
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import replace
 from functools import partial
 
@@ -23,22 +22,14 @@ from assembler.oci import mediatypes as mt
 from assembler.oci import mutate
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
-from assembler.pipeline import graph, labels
+from assembler.pipeline import graph, kinds, labels
 from assembler.pipeline.config import config_changes, default_annotations, gpu_metadata
 from assembler.pipeline.graph import LayerReport, RuntimeStep, StepReport
 from assembler.pipeline.installed import check_installed
+from assembler.pipeline.kinds import Stacking
 from assembler.pipeline.options import Event
-from assembler.pipeline.prebuilt_layers import below
 from assembler.pipeline.walk import Base, Placed, Walk
 from assembler.spec import model as m
-
-
-def _step_name(spec: m.LayerSpec, index: int) -> str | None:
-    if isinstance(spec, m.ArtifactLayer):
-        return spec.artifact.partition(".")[0]
-    if isinstance(spec, m.RunLayer | m.PackagesLayer):
-        return spec.name or f"{'run' if isinstance(spec, m.RunLayer) else 'packages'}-{index + 1}"
-    return None
 
 
 class LayerStack:
@@ -73,18 +64,16 @@ class LayerStack:
             reports.append(LayerReport(0, "base", self.man.image.base, None, None, None, "will-build"))
         self._chain = walk.defs.base(self.man.image.base)
         for i, (spec, path) in enumerate(zip(self.man.image.layers, walk.loaded.layer_paths, strict=True)):
-            where = functools.partial(walk.loaded.error, (*path, "to"))
-            if isinstance(spec, m.PipLayer | m.UrlLayer) and view is not None and (note := below(spec, view, where)):
+            kind, at = kinds.of(spec), Stacking(walk, path, i, image, view, self.runtime)
+            if note := kind.warning(spec, at):
                 self.report(Event("warning", {"text": note}))
-            if isinstance(spec, m.CopyLayer) and (note := self.setup.copy_leaves_out(spec.copy_)):
-                self.report(Event("warning", {"text": note}))
-            placed, what, origin = self._layer(spec, path, image, view, i)
-            step = _step_name(spec, i)
-            self._chain = key_of({"below": self._chain, "layer": walk.defs.layer(spec)})
+            placed, what, origin = kind.place(spec, at)
+            step = kind.step(spec, i)
+            self._chain = key_of({"below": self._chain, "layer": kind.definition(spec, walk.defs)})
             if step is not None:
                 self._below.append(f"step:{step}")
             if not placed:
-                reports.append(LayerReport(len(reports), graph.kind_of(spec), what, None, None, None, origin, step))
+                reports.append(LayerReport(len(reports), m.layer_key(spec), what, None, None, None, origin, step))
                 image = view = None
                 continue
             for blob, item in placed:
@@ -110,7 +99,7 @@ class LayerStack:
         # blob: one only in a registry step cache leaves the image unknown.
         here = walk.mode.here(walk.store, blob)
         placed: Layer | None = blob if here else None
-        if placed is not None and not isinstance(spec, m.RunLayer | m.PackagesLayer):  # fitted onto the image below
+        if placed is not None and kinds.of(spec).fitted:  # fitted onto the image below
             placed = self.setup.fit(blob, view) if view is not None else None
             if placed is not None:
                 walk.origins.carry(placed.diff_id, blob.diff_id)  # what a step runs on: built on what blob is
@@ -119,7 +108,7 @@ class LayerStack:
         shipped = self.setup.convert(placed) if placed is not None and not big else None
         digest, size = (shipped.digest, shipped.size) if shipped is not None else (None, None)
         placed_id = placed.diff_id if placed is not None else None
-        reports.append(LayerReport(len(reports), graph.kind_of(spec), item, digest, size, placed_id, origin, step))
+        reports.append(LayerReport(len(reports), m.layer_key(spec), item, digest, size, placed_id, origin, step))
         if placed is None or image is None or view is None:
             return None, None
         view.apply(self.setup.index(placed.descriptor, placed.diff_id))
@@ -170,30 +159,6 @@ class LayerStack:
             return parts
         shipped = self.setup.convert(layer)
         return [(shipped, "")] if shipped is not None else None
-
-    def _layer(
-        self, spec: m.LayerSpec, path: tuple[str | int, ...], image: Image | None, view: TreeView | None, index: int
-    ) -> Placed:
-        if isinstance(spec, m.CopyLayer):
-            c = spec.copy_
-            what = f"copy {c.from_} {c.to}"
-            blob = self.setup.copy_layer(c, path, view)
-            if blob is None:
-                return [], what, "will-build"
-            return [(blob, what)], what, "cached" if blob.digest in self.setup.taken else self.walk.mode.copy_origin
-        if isinstance(spec, m.ArtifactLayer):
-            step_name, _, art = spec.artifact.partition(".")
-            results = self.walk.compile(graph.step_of(self.man, step_name))
-            names = [art] if art else sorted(graph.step_of(self.man, step_name).artifacts)
-            what = f"artifact {spec.artifact}"
-            if results is None:
-                return [], what, "will-build"
-            steps = self.walk.steps
-            state = steps[step_name].state if step_name in steps else "cached"
-            return [(results[n], f"artifact {step_name}.{n}") for n in names], what, state
-        if isinstance(spec, m.PipLayer | m.UrlLayer):
-            return self.walk.prebuilt.place(spec)
-        return self.runtime(graph.runtime_step(self.man, spec, index), image)
 
     # -- runtime steps ----------------------------------------------------------------
 

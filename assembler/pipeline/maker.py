@@ -29,7 +29,7 @@ class Maker(Protocol):
         """Something named by its content, found by reading all of it (host files: hashed)
         or made from it (written): what ``find`` finds (a plan), or what ``make`` makes (a
         build, which records it). A build's walk is given what its plan found first
-        (:attr:`ImageSetup.copies`), so ``make`` runs only for what the plan did not find."""
+        (:attr:`~assembler.pipeline.kinds.copy.Copies.found`), so ``make`` runs only for what the plan did not find."""
         ...
 
     def keep(self, write: Callable[[], object]) -> None:

@@ -25,8 +25,8 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
 from assembler.errors import HostsUnreachable, InputError
+from assembler.pipeline import kinds
 from assembler.pipeline.options import Event, Reporter
-from assembler.pipeline.prebuilt_layers import groups
 from assembler.pipeline.resolve import Plan
 from assembler.spec import model as m
 from assembler.spec.reach import Need
@@ -128,19 +128,20 @@ def pending(plan: Plan) -> set[str]:
 
 
 def _prebuilt_pending(layers: Sequence[m.LayerSpec], plan: Plan) -> set[str]:
-    """The ``pip:`` and ``url:`` layers (``layer:I``, I their place in the manifest) not
-    made yet. The plan reports them in the manifest's order: one report for a layer not
-    made, one per group of wheels (one for a ``url:`` layer) for one that is."""
-    reports = iter([r for r in plan.layers if r.kind in ("pip", "url")])
+    """The layers fetched from hosts while they are made (``pip:``, ``url:``: a kind whose
+    :meth:`~assembler.pipeline.kinds.Kind.reports` is not 0) not made yet, as ``layer:I``
+    (I their place in the manifest). The plan reports them in the manifest's order: one
+    report for a layer not made, ``reports`` (one per group of wheels) for one that is."""
+    fetching = [(i, spec, kinds.of(spec).reports(spec)) for i, spec in enumerate(layers)]
+    fetching = [(i, spec, n) for i, spec, n in fetching if n]
+    reports = iter([r for r in plan.layers if r.kind in {m.layer_key(spec) for _, spec, _ in fetching}])
     found: set[str] = set()
-    for i, spec in enumerate(layers):
-        if not isinstance(spec, m.PipLayer | m.UrlLayer):
-            continue
+    for i, _, n in fetching:
         first = next(reports, None)
         if first is None or first.origin == "will-build":
             found.add(f"layer:{i}")
             continue
-        for _ in range(len(groups(spec)) - 1 if isinstance(spec, m.PipLayer) else 0):
+        for _ in range(n - 1):
             next(reports, None)
     return found
 

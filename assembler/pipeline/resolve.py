@@ -38,7 +38,8 @@ from assembler.pipeline import graph
 from assembler.pipeline.baseblobs import BaseBlobs
 from assembler.pipeline.graph import LayerReport, RuntimeStep, StepReport
 from assembler.pipeline.imagetests import PlannedTest, planned
-from assembler.pipeline.layers import CopyKey, FoundCopy, ImageSetup
+from assembler.pipeline.kinds.copy import CopyKey, FoundCopy
+from assembler.pipeline.layers import ImageSetup
 from assembler.pipeline.layerstack import finish, stacked
 from assembler.pipeline.maker import LOOKUP
 from assembler.pipeline.modes import Services
@@ -281,5 +282,5 @@ def plan_of(
         overrides,
         loaded=loaded,
         options=options,
-        copies=dict(walk.setup.copies),
+        copies=dict(walk.copies.found),
     )

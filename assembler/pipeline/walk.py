@@ -31,7 +31,8 @@ from assembler.oci.reference import ImageName
 from assembler.pipeline import graph
 from assembler.pipeline.cutlayers import LayerCutter
 from assembler.pipeline.graph import StepReport
-from assembler.pipeline.layers import CopyKey, FoundCopy, ImageSetup
+from assembler.pipeline.kinds.copy import Copies, CopyKey, FoundCopy
+from assembler.pipeline.layers import ImageSetup
 from assembler.pipeline.modes import Services
 from assembler.pipeline.options import Event, Options
 from assembler.pipeline.prebuilt_layers import Prebuilt
@@ -96,10 +97,9 @@ class Walk:
         self.origins = services.origins
         self.report = services.report
         self.defs = graph.Definitions(self.man, ctx.platform)
-        # The layers made without a container; ``copies``: what a plan found, for its build.
-        self.setup = ImageSetup(
-            loaded, ctx, maker=self.mode, blobs=services.blobs, shared=services.facts, copies=copies
-        )
+        self.setup = ImageSetup(ctx, maker=self.mode, blobs=services.blobs, shared=services.facts)  # fit, convert
+        # copy: layers; ``copies``: what a plan found, for its build.
+        self.copies = Copies(loaded, ctx, maker=self.mode, found=copies)
         self.prebuilt = Prebuilt(  # pip: and url: layers
             ctx, maker=self.mode, steps=self.store, origins=self.origins, checks=self.mode.records
         )

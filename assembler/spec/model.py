@@ -7,9 +7,11 @@ image, an artifact named by a layer, a recipe named by ``use:``) are checked by
 
 from __future__ import annotations
 
+from types import GenericAlias
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Discriminator, Field, Tag, field_validator
+from pydantic import Discriminator, Field, Tag, field_validator
+from pydantic.fields import FieldInfo
 
 from assembler.spec.coupling import Constraint, Platforms
 from assembler.spec.fields import Mode, Name, Owner, Scalar, Strict, StrList
@@ -19,9 +21,18 @@ from assembler.spec.imageconfig import ConfigSpec as ConfigSpec
 from assembler.spec.imageconfig import Healthcheck as Healthcheck
 from assembler.spec.imagetests import ImageTest as ImageTest
 from assembler.spec.imagetests import TestList
+from assembler.spec.layers import LAYER_KINDS as LAYER_KINDS
+from assembler.spec.layers import ArtifactLayer as ArtifactLayer
+from assembler.spec.layers import CopyLayer as CopyLayer
+from assembler.spec.layers import CopySpec as CopySpec
+from assembler.spec.layers import LayerKind as LayerKind
+from assembler.spec.layers import LayerSpec as LayerSpec
+from assembler.spec.layers import PackagesLayer as PackagesLayer
+from assembler.spec.layers import RunLayer as RunLayer
+from assembler.spec.layers import layer_key as layer_key
+from assembler.spec.layers import layer_union
 from assembler.spec.prebuilt import PipLayer as PipLayer
 from assembler.spec.prebuilt import UrlLayer as UrlLayer
-from assembler.spec.prebuilt import When
 from assembler.spec.pysets import AsOf, PythonSet
 from assembler.spec.resources import Resources as Resources
 
@@ -184,83 +195,10 @@ class Recipe(Strict):
     reaches: HostUses = Field(default_factory=dict)
 
 
-# -- image layers ----------------------------------------------------------------------
+# -- image layers (assembler.spec.layers: the models and the table of kinds) ------------
 
 # The last second of year 9999: what an RFC 3339 timestamp (and Python's datetime) can say.
 MAX_EPOCH = 253402300799
-
-
-def _inside_image(path: str) -> str:
-    if ".." in path.split("/"):
-        raise ValueError(f"{path!r} climbs out of the image with '..'")
-    return path
-
-
-class CopySpec(Strict):
-    from_: str = Field(alias="from", description="host path relative to the manifest")
-    to: Annotated[str, AfterValidator(_inside_image)]
-    mode: Mode | None = None
-    owner: Owner | None = None
-
-
-class CopyLayer(When):
-    copy_: CopySpec = Field(alias="copy")
-    comment: str | None = None
-
-
-class ArtifactLayer(When):
-    artifact: str = Field(description="STEP.ARTIFACT, or STEP for all of the step's artifacts in one layer")
-    comment: str | None = None
-
-
-class RunLayer(When):
-    """A runtime step: commands run on the image built so far; the changes are one layer."""
-
-    run: StrList
-    name: Name | None = None
-    env: dict[str, Scalar] = Field(default_factory=dict)
-    mounts: StrList = Field(
-        default_factory=list, description="artifacts (STEP.ARTIFACT) visible read-only at their 'to'"
-    )
-    secrets: StrList = Field(default_factory=list)
-    exclude: StrList = Field(default_factory=list, description="extra paths (globs) left out of the layer")
-    keep: StrList = Field(default_factory=list, description="default-excluded paths to keep (e.g. /tmp)")
-    user: str = Field(default="0:0", description="who runs the commands: uid[:gid] or a user name of the image")
-    workdir: str | None = None
-    comment: str | None = None
-    python_sets: list[PythonSet] = Field(default_factory=list, description="what its pip/uv commands install")
-    reaches: HostUses = Field(default_factory=dict, description=REACHES_DESCRIPTION)
-
-
-class PackagesLayer(When):
-    """apt-get install on the runtime base, lists and caches cleaned; one layer."""
-
-    packages: StrList = Field(description="package names; 'from-steps' adds the runtime_packages of used steps")
-    name: Name | None = None
-    comment: str | None = None
-
-
-def _layer_kind(value: Any) -> str:
-    if isinstance(value, dict):
-        for key in ("copy", "artifact", "run", "packages", "pip", "url"):
-            if key in value:
-                return key + "-layer" if key in ("pip", "url") else key  # tags unlike field names: errors name fields
-    return "unknown"
-
-
-LayerSpec = Annotated[
-    Annotated[CopyLayer, Tag("copy")]
-    | Annotated[ArtifactLayer, Tag("artifact")]
-    | Annotated[RunLayer, Tag("run")]
-    | Annotated[PackagesLayer, Tag("packages")]
-    | Annotated[PipLayer, Tag("pip-layer")]
-    | Annotated[UrlLayer, Tag("url-layer")],
-    Discriminator(
-        _layer_kind,
-        custom_error_type="layer_kind",
-        custom_error_message="a layer is one of copy:, artifact:, run:, packages:, pip:, url:",
-    ),
-]
 
 
 class ImageSpec(Strict):
@@ -345,6 +283,36 @@ class Manifest(Strict):
         description="the date `assemble lock` resolves the Python sets as of (upstream's: YYYY-MM-DD, or "
         "NAME==VERSION for the day its index published that release); default: the day of the lock",
     )
+
+
+def register_layer_kind(kind: LayerKind) -> None:
+    """Let manifests use ``kind`` (its key not taken yet): the models that hold layers are
+    rebuilt with the union of every kind. ValueError for a key taken."""
+    if kind.key in LAYER_KINDS:
+        raise ValueError(f"a layer kind {kind.key}: is already registered")
+    LAYER_KINDS[kind.key] = kind
+    _rebuild_layer_fields()
+
+
+def unregister_layer_kind(key: str) -> None:
+    """Forget the layer kind ``key`` (one :func:`register_layer_kind` added)."""
+    del LAYER_KINDS[key]
+    _rebuild_layer_fields()
+
+
+def _rebuild_layer_fields() -> None:
+    """ImageSpec's and Target's layer fields as lists of the union of every kind, and the
+    models that hold them rebuilt (Manifest holds both: after them)."""
+    many = GenericAlias(list, (layer_union(),))
+    fields: tuple[tuple[type[Strict], str, Any], ...] = (
+        (ImageSpec, "layers", many),
+        (Target, "layers", many | None),
+        (Target, "add_layers", many),
+    )
+    for model, name, annotation in fields:
+        model.__pydantic_fields__[name] = FieldInfo.merge_field_infos(model.model_fields[name], annotation=annotation)
+    for holder in (ImageSpec, Target, Manifest):
+        holder.model_rebuild(force=True)
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
@@ -20,6 +21,8 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from assembler.spec.fields import Mode, Owner, Scalar, Strict, StrList
+from assembler.spec.hostuse import HostUse
+from assembler.spec.pysets import PythonSet
 
 if TYPE_CHECKING:
     from packaging.requirements import Requirement as Pep508
@@ -158,13 +161,46 @@ def _when(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class Fetches:
+    """What making a layer reaches, as :mod:`assembler.spec.reach` reads it: the part a plan
+    makes for it (``step:NAME``, ``layer:I``), the commands it runs (None: it runs none) with
+    their env, Python sets and declared ``reaches:``, whether it asks the image's apt
+    mirror, and the package indexes and the files (URLs) it fetches."""
+
+    part: str
+    run: Sequence[str] | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    sets: Sequence[PythonSet] = ()
+    declared: Mapping[str, HostUse] = field(default_factory=dict)
+    apt: bool = False
+    indexes: Sequence[str] = ()
+    urls: Sequence[str] = ()
+
+
 class When(Strict):
-    """A layer with ``when: {param: value}`` is left out of the image unless each param has
-    that value (or one of a list): one manifest, layers chosen by params."""
+    """The base of every layer model. A layer with ``when: {param: value}`` is left out of
+    the image unless each param has that value (or one of a list): one manifest, layers
+    chosen by params."""
 
     when: Annotated[dict[str, list[Scalar]], BeforeValidator(_when, json_schema_input_type=dict[str, Any])] = Field(
         default_factory=dict, description="params this layer needs ({vllm_from: wheel}); otherwise it is left out"
     )
+
+    # What the spec floor asks of every kind of layer (model.LAYER_KINDS); a kind whose
+    # layers ship or mount artifacts, or are made by a runtime step, says so here.
+
+    def step_refs(self) -> list[str]:
+        """The compile steps' artifacts (STEP.ARTIFACT, or STEP for all) this layer ships or mounts."""
+        return []
+
+    def runtime_name(self, index: int) -> str | None:
+        """The runtime step that makes this layer, the image's ``index``-th (None: no step runs)."""
+        return None
+
+    def fetches(self, index: int) -> Fetches | None:
+        """What making this layer, the image's ``index``-th, reaches (None: no host)."""
+        return None
 
 
 class PipLayer(When):
@@ -200,6 +236,9 @@ class PipLayer(When):
     name: str | None = None
     comment: str | None = None
 
+    def fetches(self, index: int) -> Fetches:
+        return Fetches(f"layer:{index}", indexes=(self.index,))
+
     @property
     def site(self) -> str:
         """Where the wheels' files go: ``site_packages``, else PREFIX/lib/pythonX.Y/site-packages."""
@@ -233,6 +272,9 @@ class UrlLayer(When):
         default="16G", description="the download is refused beyond this size (bytes, or K/M/G/T)"
     )
     comment: str | None = None
+
+    def fetches(self, index: int) -> Fetches:
+        return Fetches(f"layer:{index}", urls=(self.url,))
 
     @model_validator(mode="after")
     def _mode_of_one_file(self) -> UrlLayer:

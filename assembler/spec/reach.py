@@ -201,14 +201,16 @@ def _base_hosts(spec: m.BaseSpec, mirror: str | None) -> list[toolhosts.Host]:
 def _layer_needs(layer: m.LayerSpec, index: int, mirror: tuple[str, str]) -> list[Need]:
     """What a layer of the image reaches while it is made."""
     where = f"layers.{getattr(layer, 'name', None) or index}"
-    if isinstance(layer, m.RunLayer):
-        commands = _Commands(layer.run, layer.env, layer.python_sets, layer.reaches)
-        return _step_needs(commands, where, f"step:{layer.name or f'run-{index + 1}'}", mirror)
-    if isinstance(layer, m.PackagesLayer):
-        return [Need(mirror[0], mirror[1], where, f"step:{layer.name or f'packages-{index + 1}'}")]
-    if isinstance(layer, m.PipLayer):
-        return [Need(h, s, where, f"layer:{index}") for h, s in sorted(_index_hosts([layer.index]))]
-    if isinstance(layer, m.UrlLayer):
-        host, scheme = _url_host(layer.url)
-        return [Need(host, scheme, where, f"layer:{index}")]
-    return []
+    fetches = layer.fetches(index)  # the layer's kind says what it reaches
+    if fetches is None:
+        return []
+    part = fetches.part
+    found = []
+    if fetches.run is not None:
+        commands = _Commands(fetches.run, fetches.env, fetches.sets, fetches.declared)
+        found += _step_needs(commands, where, part, mirror)
+    if fetches.apt:
+        found.append(Need(mirror[0], mirror[1], where, part))
+    found += [Need(h, s, where, part) for h, s in sorted(_index_hosts(fetches.indexes))]
+    found += [Need(*_url_host(url), where, part) for url in fetches.urls]
+    return found

@@ -39,7 +39,7 @@ def layer_name(layer: m.RunLayer | m.PipLayer, index: int) -> str:
 
 def used_steps(manifest: m.Manifest) -> set[str]:
     """The compile steps the image's layers take artifacts from or mount, and what they take theirs from."""
-    wanted = [ref.split(".")[0] for layer in manifest.image.layers for ref in _step_refs(layer)]
+    wanted = [ref.split(".")[0] for layer in manifest.image.layers for ref in layer.step_refs()]
     steps = {step.name: step for step in manifest.compile}
     used: set[str] = set()
     while wanted:
@@ -48,14 +48,6 @@ def used_steps(manifest: m.Manifest) -> set[str]:
             used.add(name)
             wanted += [ref.split(".")[0] for ref in steps[name].inputs]
     return used
-
-
-def _step_refs(layer: m.LayerSpec) -> list[str]:
-    if isinstance(layer, m.ArtifactLayer):
-        return [layer.artifact]
-    if isinstance(layer, m.RunLayer):
-        return list(layer.mounts)
-    return []
 
 
 def plain_pin(text: str) -> str:

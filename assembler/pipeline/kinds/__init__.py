@@ -1,0 +1,50 @@
+"""The table of image layer kinds: :data:`KINDS`, one :class:`~.base.Kind` per model.
+
+A layer kind is one module of this package (a :class:`~.base.Kind` subclass: how its layer
+is made or found, what defines it, what it warns of, what it fetched) and one entry here;
+its manifest side is one entry in :data:`assembler.spec.model.LAYER_KINDS` (the key that
+marks it, its model). :func:`register` adds both, so a kind can live outside the package.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from assembler.pipeline.kinds.artifact import ArtifactKind
+from assembler.pipeline.kinds.base import Kind, Stacking
+from assembler.pipeline.kinds.copy import CopyKind
+from assembler.pipeline.kinds.packages import PackagesKind
+from assembler.pipeline.kinds.pip import PipKind
+from assembler.pipeline.kinds.run import RunKind
+from assembler.pipeline.kinds.url import UrlKind
+from assembler.spec import model as m
+from assembler.spec.prebuilt import When
+
+__all__ = ["KINDS", "Kind", "Stacking", "of", "register", "unregister"]
+
+KINDS: dict[type[When], Kind[Any]] = {
+    k.model: k for k in (CopyKind(), ArtifactKind(), RunKind(), PackagesKind(), PipKind(), UrlKind())
+}
+if set(KINDS) != {k.model for k in m.LAYER_KINDS.values()}:  # the two floors' tables name the same kinds
+    raise RuntimeError("assembler.pipeline.kinds.KINDS and assembler.spec.model.LAYER_KINDS differ")
+
+
+def of(spec: When) -> Kind[Any]:
+    """The kind of the layer ``spec``."""
+    return KINDS[type(spec)]
+
+
+def register(key: str, kind: Kind[Any], *, tag: str | None = None) -> None:
+    """Let manifests use ``key:`` layers of ``kind`` (its model's layers); ``tag`` is what
+    XX. ValueError for a key or a
+        model already registered."""
+    if kind.model in KINDS:
+        raise ValueError(f"a layer kind for {kind.model.__name__} is already registered")
+    m.register_layer_kind(m.LayerKind(key, kind.model, tag or f"{key}-layer"))
+    KINDS[kind.model] = kind
+
+
+def unregister(key: str) -> None:
+    """Forget the layer kind ``key`` (one :func:`register` added)."""
+    KINDS.pop(m.LAYER_KINDS[key].model)
+    m.unregister_layer_kind(key)

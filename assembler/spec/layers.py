@@ -1,0 +1,143 @@
+"""The models of the image's layers, and the table of layer kinds: :data:`LAYER_KINDS`.
+
+A layer kind as a manifest says it is a key (``copy:``) and a model (a :class:`When`);
+the union of every kind's model is what ``image.layers`` holds. A kind registered beyond
+these six (:func:`assembler.pipeline.kinds.register`) rebuilds the models that hold layers
+(:func:`assembler.spec.model.register_layer_kind`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Union
+
+from pydantic import AfterValidator, Discriminator, Field, Tag
+
+from assembler.spec.fields import Mode, Name, Owner, Scalar, Strict, StrList
+from assembler.spec.hostuse import REACHES_DESCRIPTION, HostUses
+from assembler.spec.prebuilt import Fetches, PipLayer, UrlLayer, When
+from assembler.spec.pysets import PythonSet
+
+
+def _inside_image(path: str) -> str:
+    if ".." in path.split("/"):
+        raise ValueError(f"{path!r} climbs out of the image with '..'")
+    return path
+
+
+class CopySpec(Strict):
+    from_: str = Field(alias="from", description="host path relative to the manifest")
+    to: Annotated[str, AfterValidator(_inside_image)]
+    mode: Mode | None = None
+    owner: Owner | None = None
+
+
+class CopyLayer(When):
+    copy_: CopySpec = Field(alias="copy")
+    comment: str | None = None
+
+
+class ArtifactLayer(When):
+    artifact: str = Field(description="STEP.ARTIFACT, or STEP for all of the step's artifacts in one layer")
+    comment: str | None = None
+
+    def step_refs(self) -> list[str]:
+        return [self.artifact]
+
+
+class RunLayer(When):
+    """A runtime step: commands run on the image built so far; the changes are one layer."""
+
+    run: StrList
+    name: Name | None = None
+    env: dict[str, Scalar] = Field(default_factory=dict)
+    mounts: StrList = Field(
+        default_factory=list, description="artifacts (STEP.ARTIFACT) visible read-only at their 'to'"
+    )
+    secrets: StrList = Field(default_factory=list)
+    exclude: StrList = Field(default_factory=list, description="extra paths (globs) left out of the layer")
+    keep: StrList = Field(default_factory=list, description="default-excluded paths to keep (e.g. /tmp)")
+    user: str = Field(default="0:0", description="who runs the commands: uid[:gid] or a user name of the image")
+    workdir: str | None = None
+    comment: str | None = None
+    python_sets: list[PythonSet] = Field(default_factory=list, description="what its pip/uv commands install")
+    reaches: HostUses = Field(default_factory=dict, description=REACHES_DESCRIPTION)
+
+    def step_refs(self) -> list[str]:
+        return list(self.mounts)
+
+    def runtime_name(self, index: int) -> str:
+        return self.name or f"run-{index + 1}"
+
+    def fetches(self, index: int) -> Fetches:
+        part = f"step:{self.runtime_name(index)}"
+        return Fetches(part, run=self.run, env=self.env, sets=self.python_sets, declared=self.reaches)
+
+
+class PackagesLayer(When):
+    """apt-get install on the runtime base, lists and caches cleaned; one layer."""
+
+    packages: StrList = Field(description="package names; 'from-steps' adds the runtime_packages of used steps")
+    name: Name | None = None
+    comment: str | None = None
+
+    def runtime_name(self, index: int) -> str:
+        return self.name or f"packages-{index + 1}"
+
+    def fetches(self, index: int) -> Fetches:
+        return Fetches(f"step:{self.runtime_name(index)}", apt=True)
+
+
+@dataclass(frozen=True)
+class LayerKind:
+    """One kind of image layer as a manifest says it: the ``key`` that marks it (``copy:``),
+    its model, and the union tag pydantic reports it under (unlike the field names, so that
+    errors name fields)."""
+
+    key: str
+    model: type[When]
+    tag: str
+
+
+# The layer kinds a manifest may use, in the order the union tries them (the JSON Schema's
+# order): one entry per kind; model.register_layer_kind adds one (see pipeline.kinds).
+LAYER_KINDS: dict[str, LayerKind] = {
+    k.key: k
+    for k in (
+        LayerKind("copy", CopyLayer, "copy"),
+        LayerKind("artifact", ArtifactLayer, "artifact"),
+        LayerKind("run", RunLayer, "run"),
+        LayerKind("packages", PackagesLayer, "packages"),
+        LayerKind("pip", PipLayer, "pip-layer"),
+        LayerKind("url", UrlLayer, "url-layer"),
+    )
+}
+
+
+def _layer_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        for kind in LAYER_KINDS.values():
+            if kind.key in value:
+                return kind.tag
+    return "unknown"
+
+
+def layer_key(layer: When) -> str:
+    """The key that marks ``layer``'s kind (``copy``, ``pip``, ...)."""
+    return next(k.key for k in LAYER_KINDS.values() if type(layer) is k.model)
+
+
+def layer_union() -> Any:
+    """The discriminated union of every layer kind in :data:`LAYER_KINDS`."""
+    tagged = tuple(Annotated[k.model, Tag(k.tag)] for k in LAYER_KINDS.values())
+    keys = ", ".join(f"{k}:" for k in LAYER_KINDS)
+    return Annotated[
+        Union[tagged],  # noqa: UP007 (a union of a tuple built at run time)
+        Discriminator(_layer_kind, custom_error_type="layer_kind", custom_error_message=f"a layer is one of {keys}"),
+    ]
+
+
+if TYPE_CHECKING:  # what the code is typed against; a registered kind is a When beside these
+    LayerSpec = CopyLayer | ArtifactLayer | RunLayer | PackagesLayer | PipLayer | UrlLayer
+else:
+    LayerSpec = layer_union()

@@ -1,0 +1,119 @@
+"""A layer kind is one module and one table entry (issue 34 item 2): a ``note:`` kind that
+writes one small text file into the image, defined here alone (its manifest model, how its
+layer is made or found) and registered, is planned, built and rebuilt from the cache."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+import pytest
+from pydantic import Field
+
+from assembler.archive.layer import Member, with_parents, write_layer
+from assembler.archive.tar import TarEntry
+from assembler.cache import key_of
+from assembler.oci.layer import Layer
+from assembler.pipeline import kinds
+from assembler.pipeline.kinds import Kind, Stacking
+from assembler.spec import model as m
+from assembler.spec.prebuilt import When
+from tests.helpers import manifest_of, read_blob, run_cli_here, small_project, uncompressed
+
+if TYPE_CHECKING:
+    from assembler.pipeline.walk import Placed, Walk
+
+
+class NoteLayer(When):
+    """``note: TEXT`` written to the file ``to``."""
+
+    note: str
+    to: str = Field(pattern=r"^/[^/].*[^/]$")
+
+
+def _write(walk: Walk, spec: NoteLayer, key: str) -> Layer:
+    data = spec.note.encode() + b"\n"
+
+    def opener() -> AbstractContextManager[BinaryIO]:
+        return io.BytesIO(data)
+
+    members: list[Member] = [(TarEntry(spec.to.lstrip("/"), "file", size=len(data), mtime=walk.ctx.epoch), opener)]
+    with walk.cache.blob_writer() as w:
+        layer = write_layer(
+            with_parents(members, epoch=walk.ctx.epoch), w, compression=walk.ctx.compression, epoch=walk.ctx.epoch
+        )
+    walk.cache.put_layer(key, layer)
+    return layer
+
+
+class NoteKind(Kind[NoteLayer]):
+    model = NoteLayer
+
+    def place(self, spec: NoteLayer, at: Stacking) -> Placed:
+        walk, what = at.walk, f"note {spec.to}"
+        key = "note-" + key_of({"note": spec.note, "to": spec.to, "epoch": walk.ctx.epoch, "c": walk.ctx.compression})
+        found = walk.cache.layer(key)
+        if found is not None:
+            return [(found, what)], what, "cached"
+        made = walk.setup.maker.missing(lambda: _write(walk, spec, key))  # a plan writes nothing: None
+        return ([(made, what)], what, "built") if made is not None else ([], what, "will-build")
+
+
+@pytest.fixture
+def note_kind() -> Iterator[None]:
+    kinds.register("note", NoteKind())
+    try:
+        yield
+    finally:
+        kinds.unregister("note")
+
+
+MANIFEST = """\
+name: notes
+bases: {b: 'rootfs:base.tar'}
+image:
+  base: b
+  layers:
+    - copy: {from: a.txt, to: /a.txt}
+    - note: hello from a kind of its own
+      to: /etc/motd
+outputs: ['oci:out:x']
+"""
+
+
+def test_a_layer_kind_registered_from_a_test_module_plans_and_builds(tmp_path: Path, note_kind: None) -> None:
+    root = small_project(tmp_path / "p", MANIFEST)
+    cache = ["--cache", str(tmp_path / "cache")]
+    plan = run_cli_here(["plan", "m.yaml", *cache, "--json"], cwd=root)
+    assert plan.code == 0, str(plan)
+    assert [(r["kind"], r["origin"]) for r in plan.json["layers"]][-1] == ("note", "will-build")
+
+    built = run_cli_here(["m.yaml", *cache, "--json", "--no-sbom"], cwd=root)
+    assert built.code == 0, str(built)
+    assert built.json["layers"][-1]["origin"] == "built"
+    top = str(manifest_of(root / "out", "x")["layers"][-1]["digest"])
+    assert b"hello from a kind of its own\n" in uncompressed(read_blob(root / "out", top))
+
+    again = run_cli_here(["m.yaml", *cache, "--json", "--no-sbom"], cwd=root)
+    assert again.code == 0 and again.json["layers"][-1]["origin"] == "cached", str(again)
+    assert str(manifest_of(root / "out", "x")["layers"][-1]["digest"]) == top
+
+
+def test_a_layer_kind_not_registered_is_a_manifest_error(tmp_path: Path) -> None:
+    """Unregistered, ``note:`` is an unknown layer as any other, and the error names every kind."""
+    root = small_project(tmp_path / "p", MANIFEST)
+    ran = run_cli_here(["plan", "m.yaml", "--cache", str(tmp_path / "cache")], cwd=root)
+    assert ran.code != 0 and "a layer is one of copy:, artifact:, run:, packages:, pip:, url:" in ran.err, str(ran)
+    assert "note" not in m.LAYER_KINDS
+
+
+def test_a_registered_kind_is_named_by_a_manifest_error(tmp_path: Path, note_kind: None) -> None:
+    """A registered kind's own fields are checked with file:line: field, as a built-in kind's."""
+    root = small_project(tmp_path / "p", MANIFEST.replace("to: /etc/motd", "to: etc/motd"))
+    ran = run_cli_here(["plan", "m.yaml", "--cache", str(tmp_path / "cache")], cwd=root)
+    assert ran.code != 0 and "m.yaml:8: image.layers.1.to:" in ran.err, str(ran)
+    with pytest.raises(ValueError, match="already registered"):
+        kinds.register("note", NoteKind())
