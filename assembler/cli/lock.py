@@ -18,7 +18,7 @@ from assembler.errors import InputError, ManifestError
 from assembler.oci.descriptor import Platform
 
 if TYPE_CHECKING:
-    from assembler.pipeline.lockenvs import Locked
+    from assembler.pipeline.lockreport import Locked
     from assembler.pipeline.variants import Variant
 
 
@@ -95,8 +95,8 @@ def redo_command(args: argparse.Namespace) -> str:
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
-    from assembler.pipeline.lockenvs import Asked
     from assembler.pipeline.locking import lock_name, lock_variants
+    from assembler.pipeline.lockreport import Asked
     from assembler.proc import Runner
     from assembler.spec.lockfile import default_lock_path
 

@@ -1,15 +1,15 @@
 """One environment into the lock, for ``assemble lock``: kept as the lock has it, or resolved
 now (:func:`assembler.python.env.resolve_environment`) as of its manifest's date, with
 what the lock had as preferences; each of its sets then gets its slice. What the command
-asks (``Asked``) and what was done to each set (``Locked``) are here, below ``locking``."""
+asks (``Asked``) and what was done to each set (``Locked``) are :mod:`.lockreport`."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 
+from assembler.pipeline.lockreport import Asked, Locked
 from assembler.proc import Runner
 from assembler.python.env import EnvResult, Options, resolve_environment
 from assembler.python.standin import PYPI
@@ -18,28 +18,6 @@ from assembler.spec.pyenvs import Environment
 from assembler.spec.setuses import SetUse, set_key
 
 _END_OF_DAY = "T23:59:59Z"  # a date as of its end, in UTC: the same cut on every machine
-
-
-@dataclass(frozen=True)
-class Locked:
-    """What ``assemble lock`` did to one set (or base, or git ref) of one variant."""
-
-    variant: str
-    where: str
-    key: str
-    state: str  # kept | resolved | stand-in | unresolved | unresolvable | pinned
-    pins: int
-    why: str = ""
-
-
-@dataclass(frozen=True)
-class Asked:
-    """What the command line asks of the lock besides the variants."""
-
-    upgrade: bool = False
-    upgrade_packages: Sequence[str] = ()
-    retry: bool = False
-    tls_verify: bool = True
 
 
 class EnvLocker:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from assembler.errors import InputError
 from assembler.oci.descriptor import Platform
-from assembler.pipeline.lockenvs import Asked, EnvLocker, Locked
+from assembler.pipeline.lockreport import Asked, Locked
 from assembler.pipeline.variants import Variant
 from assembler.proc import Runner
 from assembler.python.pins import base_digest, git_commit
@@ -49,6 +49,8 @@ def lock_variants(
 ) -> list[Locked]:
     """Resolve every environment of ``variants`` (each with the ``--set``s it is locked with)
     into the lock at ``path``, and write it. Kept entries stay."""
+    from assembler.pipeline.lockenvs import EnvLocker  # the resolver: only when locking, never in a build
+
     manifest_name = variants[0][0].loaded.path.name
     old = _old_lock(path, manifest_name)
     lock = Lock(manifest_name, dict(old.sets), {k: dict(v) for k, v in old.variants.items()}, dict(old.pins))

@@ -35,9 +35,9 @@ def of(spec: When) -> Kind[Any]:
 
 
 def register(key: str, kind: Kind[Any], *, tag: str | None = None) -> None:
-    """Let manifests use ``key:`` layers of ``kind`` (its model's layers); ``tag`` is what
-    XX. ValueError for a key or a
-        model already registered."""
+    """Let manifests use ``key:`` layers of ``kind`` (its model's layers); ``tag`` is the
+    union tag pydantic reports them under (default ``KEY-layer``, unlike any field name).
+    ValueError for a key or a model already registered."""
     if kind.model in KINDS:
         raise ValueError(f"a layer kind for {kind.model.__name__} is already registered")
     m.register_layer_kind(m.LayerKind(key, kind.model, tag or f"{key}-layer"))
