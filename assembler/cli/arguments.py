@@ -119,6 +119,27 @@ def slurm_args(text: str) -> tuple[str, ...]:
         raise InputError(f"--slurm-args {text!r}: {e}") from None
 
 
+def param_args(p: argparse.ArgumentParser) -> None:
+    """``--set`` and ``--set-unlocked`` (what :func:`param_sets` reads), as build, plan and
+    lock take them."""
+    p.add_argument(
+        "--set",
+        action="append",
+        type=pair,
+        default=[],
+        metavar="K=V",
+        help="override a param (not one the target or a chosen choice fixes)",
+    )
+    p.add_argument(
+        "--set-unlocked",
+        action="append",
+        type=pair,
+        default=[],
+        metavar="K=V",
+        help="override a param even where the target or a chosen choice fixes it",
+    )
+
+
 def param_sets(args: argparse.Namespace) -> dict[str, str]:
     """The ``--set`` and ``--set-unlocked`` values. One param given both ways with different
     values is refused: --set-unlocked would win whatever the order, silently."""
@@ -146,17 +167,14 @@ def bool_arg(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def tls_verify_arg(p: argparse.ArgumentParser, *, help: str) -> None:
+    """``--tls-verify[=BOOL]`` (default true), as skopeo and podman take it."""
+    p.add_argument("--tls-verify", type=bool_arg, nargs="?", const=True, default=True, metavar="BOOL", help=help)
+
+
 def registry_args(p: argparse.ArgumentParser) -> None:
     """``--tls-verify``, ``--authfile``, ``--registries-conf``, ``--cert`` and ``--retries``."""
-    p.add_argument(
-        "--tls-verify",
-        type=bool_arg,
-        nargs="?",
-        const=True,
-        default=True,
-        metavar="BOOL",
-        help="--tls-verify=false talks plain HTTP to the registry (loopback registries)",
-    )
+    tls_verify_arg(p, help="--tls-verify=false talks plain HTTP to the registry (loopback registries)")
     p.add_argument(
         "--authfile",
         type=Path,

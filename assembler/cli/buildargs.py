@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from assembler.cli.arguments import DEFAULT_JOBS, common_args, jobs_arg, pair, progress_args
+from assembler.cli.arguments import DEFAULT_JOBS, common_args, jobs_arg, pair, param_args, progress_args
 
 
 def build_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,22 +39,7 @@ def _what_args(p: argparse.ArgumentParser) -> None:
         help="oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REF], docker://REF "
         "(repeatable; replaces the manifest's outputs)",
     )
-    p.add_argument(
-        "--set",
-        action="append",
-        type=pair,
-        default=[],
-        metavar="K=V",
-        help="override a param (not one the target or a chosen choice fixes)",
-    )
-    p.add_argument(
-        "--set-unlocked",
-        action="append",
-        type=pair,
-        default=[],
-        metavar="K=V",
-        help="override a param even where the target or a chosen choice fixes it",
-    )
+    param_args(p)
     p.add_argument("--base", action="append", type=pair, default=[], metavar="NAME=REF", help="replace a base")
     p.add_argument("--source", action="append", type=pair, default=[], metavar="NAME=PATH", help="replace a source")
     p.add_argument(

@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from assembler.cli.arguments import bool_arg, pair, param_sets, platform_arg
+from assembler.cli.arguments import param_args, param_sets, platform_arg, tls_verify_arg
 from assembler.cli.console import out, say
 from assembler.errors import InputError, ManifestError
 from assembler.oci.descriptor import Platform
@@ -24,15 +24,7 @@ if TYPE_CHECKING:
 
 def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("manifest", type=Path, help="the manifest (YAML)")
-    p.add_argument("--set", action="append", type=pair, default=[], metavar="K=V", help="override a param")
-    p.add_argument(
-        "--set-unlocked",
-        action="append",
-        type=pair,
-        default=[],
-        metavar="K=V",
-        help="override a param even where the target or a chosen choice fixes it",
-    )
+    param_args(p)
     p.add_argument(
         "--target",
         action="append",
@@ -67,15 +59,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="let this package move to its newest allowed version (repeatable)",
     )
-    p.add_argument(
-        "--tls-verify",
-        type=bool_arg,
-        nargs="?",
-        const=True,
-        default=True,
-        metavar="BOOL",
-        help="--tls-verify=false reads bases' digests from plain-HTTP (loopback) registries",
-    )
+    tls_verify_arg(p, help="--tls-verify=false reads bases' digests from plain-HTTP (loopback) registries")
     p.add_argument("--json", action="store_true", help="print what was locked as JSON on stdout")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more detail (twice: debug)")
 
