@@ -578,7 +578,7 @@ def test_a_layers_elf_facts_are_read_as_it_is_written_as_a_reader_of_the_blob_re
     members.append((TarEntry("usr/bin/curl", "file", mode=0o755, size=len(curl)), lambda: io.FileIO(src / "curl")))
     members.append((TarEntry("usr/lib/libz.so", "hardlink", linkname="usr/lib/libz.so.1"), None))
     cache = Cache(tmp_path / "cache")
-    headers = LayerHeaders(elf=FactsAsWritten(cache.tmp))
+    headers = LayerHeaders(observers=[FactsAsWritten(cache)])
     with cache.blob_writer() as w:
         layer = write_layer(members, w, compression="zstd", epoch=0, headers=headers)
     remember_headers(cache, headers, digest=layer.digest, diff_id=layer.diff_id)
@@ -610,7 +610,7 @@ def test_a_layers_elf_facts_are_read_as_it_is_written_as_a_reader_of_the_blob_re
             io.BytesIO(),
             compression="none",
             epoch=0,
-            headers=LayerHeaders(elf=FactsAsWritten(cache.tmp)),
+            headers=LayerHeaders(observers=[FactsAsWritten(cache)]),
         )
     assert len(spools) == 1 and spools[0].closed
 
@@ -635,12 +635,13 @@ def test_a_host_file_changed_while_its_layer_is_written_leaves_its_facts_to_the_
             return n
 
     cache = Cache(tmp_path / "cache")
-    headers = LayerHeaders(elf=FactsAsWritten(cache.tmp))
+    facts = FactsAsWritten(cache)
+    headers = LayerHeaders(observers=[facts])
     member: Member = (TarEntry("usr/bin/curl", "file", mode=0o755, size=size), lambda: Touched(curl))
     with cache.blob_writer() as w:
         layer = write_layer([member], w, compression="zstd", epoch=0, headers=headers)
     remember_headers(cache, headers, digest=layer.digest, diff_id=layer.diff_id)
-    assert headers.elf is True and headers.elf_facts is None
+    assert headers.elf is True and headers.found(facts) is None
     assert cache.memo(elf_facts_key(layer.diff_id)) is None
 
 

@@ -11,6 +11,7 @@ import re
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zstandard
@@ -217,7 +218,8 @@ def test_device_code_is_read_as_a_layer_is_written(
     from assembler.archive.tar import TarEntry
     from assembler.archive.tree import iter_host_members
     from assembler.cache import Cache
-    from assembler.deps.archs import CodeAsWritten, layer_code, remember_code
+    from assembler.cache.memos import remember_headers
+    from assembler.deps.archs import CodeAsWritten, layer_code
 
     monkeypatch.setattr(headers_module, "RACY_NS", 0)  # the host file was just copied: read it again all the same
     tree = tmp_path / "tree"
@@ -229,13 +231,14 @@ def test_device_code_is_read_as_a_layer_is_written(
     with zipfile.ZipFile(wheel, "w") as zf:
         zf.writestr("demo/_kernels.so", kernel)
 
-    def layer(cache: Cache, extra: list[Member]) -> tuple[str, str, LayerHeaders]:
+    def layer(cache: Cache, extra: list[Member]) -> tuple[str, str, dict[str, Any] | None]:
         members = [*iter_host_members(tree, "opt/"), *extra]
-        headers = LayerHeaders(gpu=CodeAsWritten(cache.tmp))
+        code = CodeAsWritten(cache)
+        headers = LayerHeaders(observers=[code])
         with cache.blob_writer() as w:
             blob = write_layer(members, w, compression="zstd", epoch=0, headers=headers)
-        remember_code(cache, headers, blob.diff_id)
-        return blob.digest, blob.diff_id, headers
+        remember_headers(cache, headers, digest=blob.digest, diff_id=blob.diff_id)
+        return blob.digest, blob.diff_id, headers.found(code)
 
     def read_back(cache: Cache, digest: str, diff_id: str) -> GpuCode:
         def opener():  # type: ignore[no-untyped-def]
@@ -246,9 +249,9 @@ def test_device_code_is_read_as_a_layer_is_written(
     spooled: Member = (TarEntry("usr/lib/k-copy.so", "file", size=len(kernel)), lambda: io.BytesIO(kernel))
     spools = spools_made(monkeypatch)
     cache = Cache(tmp_path / "cache")
-    digest, diff_id, headers = layer(cache, [spooled])
+    digest, diff_id, found = layer(cache, [spooled])
     assert len(spools) == 1  # the copy's: the host file is read again through its descriptor
-    assert headers.gpu_facts == {
+    assert found == {
         "opt/k": {"cuda": [], "rocm": ["gfx908", "gfx90a"], "ptx": [], "toolkits": []},
         "usr/lib/k-copy.so": {"cuda": [], "rocm": ["gfx908", "gfx90a"], "ptx": [], "toolkits": []},
     }
@@ -266,7 +269,7 @@ def test_device_code_is_read_as_a_layer_is_written(
         TarEntry("wheels/demo-1.0-py3-none-any.whl", "file", size=len(wheel.getvalue())),
         lambda: io.BytesIO(wheel.getvalue()),
     )
-    digest, diff_id, headers = layer(cache, [whl])
-    assert headers.gpu_facts is None
+    digest, diff_id, found = layer(cache, [whl])
+    assert found is None
     assert cache.memo("gpucode-v2-" + diff_id.split(":")[1]) is None
     assert read_back(cache, digest, diff_id).rocm == {"gfx908", "gfx90a"}  # what only the reader of the blob sees

@@ -6,7 +6,7 @@ import io
 import random
 from contextlib import nullcontext
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pytest
 
@@ -24,7 +24,7 @@ from assembler.oci.layer import Layer
 from assembler.pipeline.layers import ImageSetup
 from assembler.pipeline.maker import MAKE
 from assembler.proc import Runner
-from assembler.sbom.packages import DATABASE_TEXTS, PackageReader, read_packages
+from assembler.sbom.packages import DatabaseTexts, PackageReader, read_packages
 from assembler.transports import Context
 from tests.helpers import one_layer_image
 
@@ -357,24 +357,25 @@ def test_a_layer_writer_keeps_the_sboms_database_texts_as_a_reader_of_the_blob_w
     }
     members = _with_openers([(TarEntry(p, "file", size=len(d)), d) for p, d in files.items()])
 
-    def written(cache: Cache) -> tuple[LayerHeaders, Layer]:
-        headers = LayerHeaders(texts=DATABASE_TEXTS)
+    def written(cache: Cache) -> tuple[dict[str, Any] | None, Layer]:
+        texts = DatabaseTexts(cache)
+        headers = LayerHeaders(observers=[texts])
         with cache.blob_writer() as w:
             layer = write_layer(members, w, compression="zstd", epoch=0, headers=headers)
-        return headers, layer
+        return headers.found(texts), layer
 
     cache = Cache(tmp_path / "cache")
-    headers, layer = written(cache)
+    kept, layer = written(cache)
     wanted = {"var/lib/dpkg/status", dist, "usr/share/doc/zlib1g/copyright"}
-    assert headers.texts is not None and set(headers.texts) == wanted
+    assert kept is not None and set(kept) == wanted
     reader = PackageReader(one_layer_image(layer), cache.open_blob, cache=None, workdir=tmp_path)
-    assert reader.texts_of(0, wanted) == headers.texts  # the blob read whole, nothing remembered
-    assert headers.texts[dist].endswith("Version: 2.1.0\n")  # the headers only, as the reader keeps
+    assert reader.texts_of(0, wanted) == kept  # the blob read whole, nothing remembered
+    assert kept[dist].endswith("Version: 2.1.0\n")  # the headers only, as the reader keeps
 
     monkeypatch.setattr(archive_headers, "TEXT_LIMIT", 1000)  # the METADATA is now too big to keep
     small = Cache(tmp_path / "small")
-    headers, _ = written(small)
-    assert headers.texts is None
+    kept, _ = written(small)
+    assert kept is None
 
 
 # -- trees 2,000 folders deep ------------------------------------------------------------

@@ -9,16 +9,19 @@ libraries, three times over. The writer already holds every entry, so it hands e
 here as it goes (``write_layer(headers=...)``) and the facts are remembered before anyone
 reads the blob. It also shows each file's first bytes (:meth:`LayerHeaders.data`): a layer
 with no ELF file in it (model weights, configs, pure-Python packages) has no facts for the
-dependency check to read, and is not read back for them. Given a :class:`TextKeeper` (the
-SBOM's), it keeps what that reads of the few files it wants (package databases, Python
-metadata) as they go by, so that a new layer is not streamed again for them either. Given
-an :class:`ElfReader` (the dependency check's), it reads each ELF file's facts once the
-writer has read the file: from the host file itself when the writer read one (it is
-seekable, and only its headers are read), else from a spool of what went by (bounded in
-memory, as the reader of the blob spools it); a layer of ``.so`` files (a pip layer of
-torch) is then not decompressed again for them. A second :class:`ElfReader` (``gpu``: the
-device code the GPU-arch labels name) reads each ELF file the same way, from the same
-file or spool.
+dependency check to read, and is not read back for them.
+
+Given a list of :class:`LayerObserver`, it shows each what it reads as the files go by,
+and hands it what it read once the layer is written (:meth:`LayerHeaders.remember`), to be
+kept as the memo a reader of the blob would record: a new layer is not streamed again for
+it. The SBOM's observer (``reads = "texts"``, a :class:`TextKeeper`) keeps the few files it
+wants (package databases, Python metadata), whole. The dependency check's and the GPU-arch
+labels' (``reads = "elf"``, an :class:`ElfReader`) read each ELF file once the writer has
+read it: from the host file itself when the writer read one (it is seekable, and only its
+headers are read), else from one spool of what went by (bounded in memory, as the reader
+of the blob spools it); a layer of ``.so`` files (a pip layer of torch) is then not
+decompressed again for them. A new observer is one class and one entry in the list its
+writers are given (:attr:`assembler.transports.context.Context.observers`).
 
 Entries are taken as a reader of the blob sees them: paths cleaned as
 :func:`entry_from_tarinfo` cleans them, times as the header holds them.
@@ -31,10 +34,10 @@ import os
 import stat
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Protocol, cast
+from typing import IO, Any, BinaryIO, Literal, Protocol, cast
 
 from assembler.archive.tar import TarEntry, clean_path
 from assembler.archive.view import LayerIndex, anchors
@@ -53,16 +56,30 @@ _SPOOL_IN_MEMORY = 4 << 20  # an ELF file read from elsewhere than a host file: 
 
 
 class TextKeeper(Protocol):
-    """Which files' texts a reader of layers wants, and what it keeps of each."""
+    """An observer that keeps the texts of the files it wants, whole (see :class:`LayerObserver`)."""
 
-    def wanted(self, path: str) -> bool: ...
+    @property
+    def reads(self) -> Literal["texts"]: ...
 
-    def read(self, path: str, data: BinaryIO) -> str: ...
+    def wanted(self, path: str) -> bool:
+        """Whether this file's bytes are kept, to be read once it is written."""
+        ...
+
+    def read(self, path: str, data: BinaryIO) -> Any:
+        """What is kept of the wanted file ``path``, its bytes in ``data``."""
+        ...
+
+    def remember(self, found: Mapping[str, Any], diff_id: str) -> None:
+        """Keep what was read of every wanted file of the layer ``diff_id``, by path."""
+        ...
 
 
 class ElfReader(Protocol):
-    """What a reader of layers keeps of each ELF file (the dependency check's facts, the
-    GPU code the labels name)."""
+    """An observer that reads each ELF file (the dependency check's facts, the GPU code the
+    labels name; see :class:`LayerObserver`)."""
+
+    @property
+    def reads(self) -> Literal["elf"]: ...
 
     @property
     def workdir(self) -> Path:
@@ -78,6 +95,17 @@ class ElfReader(Protocol):
         """Whether the reader looks into this file, which is no ELF file (it begins with
         ``head``): a wheel of ELF files. Its facts are then left to the reader of the blob."""
         ...
+
+    def remember(self, found: Mapping[str, Any], diff_id: str) -> None:
+        """Keep the facts of every ELF file of the layer ``diff_id``, by path (those that
+        could not be parsed left out, as a reader of the blob leaves them out)."""
+        ...
+
+
+LayerObserver = TextKeeper | ElfReader
+"""One reader of a layer's files as the layer is written, which keeps what it read as the
+memo a reader of the blob would record. ``reads`` says which files it is shown: the ones
+it wants, whole ("texts"), or every ELF file ("elf")."""
 
 
 def _host_file(data: object) -> os.stat_result | None:
@@ -108,7 +136,6 @@ class _Head:
         self._data = data
         self.head = b""
         self.whole: bytearray | None = bytearray() if whole else None
-        self.kept = whole
         self._spool_dir = spool
         self.spool: IO[bytes] | None = None
 
@@ -157,13 +184,13 @@ class _Head:
         return n
 
 
-def _each(reading: list[tuple[str, ElfReader]], stream: IO[bytes]) -> dict[str, Mapping[str, Any] | None]:
+def _each(reading: list[tuple[int, ElfReader]], stream: IO[bytes]) -> dict[int, Mapping[str, Any] | None]:
     """What each reader gives of the ELF file in ``stream``; a reader that fails is left out."""
-    got: dict[str, Mapping[str, Any] | None] = {}
-    for name, reader in reading:
+    got: dict[int, Mapping[str, Any] | None] = {}
+    for at, reader in reading:
         try:
             stream.seek(0)
-            got[name] = reader.facts(stream)
+            got[at] = reader.facts(stream)
         except Exception:  # that reader's facts are not known; the others' may be
             continue
     return got
@@ -171,44 +198,45 @@ def _each(reading: list[tuple[str, ElfReader]], stream: IO[bytes]) -> dict[str, 
 
 class LayerHeaders:
     """The entries of one layer as written, or as read (metadata only: no file data is
-    kept). ``data``: every file's data is shown (:meth:`data`), as a writer does; a reader
-    of the headers alone says False, and :attr:`elf` is then None (not known)."""
+    kept), and what its ``observers`` read of its files. ``data``: every file's data is
+    shown (:meth:`data`), as a writer does; a reader of the headers alone says False, and
+    :attr:`elf` and what every observer read are then None (not known)."""
 
-    def __init__(
-        self,
-        *,
-        data: bool = True,
-        texts: TextKeeper | None = None,
-        elf: ElfReader | None = None,
-        gpu: ElfReader | None = None,
-    ) -> None:
+    def __init__(self, *, data: bool = True, observers: Sequence[LayerObserver] = ()) -> None:
         self._entries: list[TarEntry] = []
         self.readable = True  # False: a reader refuses this layer (an unsafe path), so no facts
         self.elf: bool | None = False if data else None  # whether a file starts as an ELF file does
-        self._heads: list[tuple[str, _Head, os.stat_result | None]] = []
-        self._keeper = texts
-        # What ``texts`` keeps of every file it wants (None: not known for every one of them).
-        self.texts: dict[str, str] | None = {} if texts is not None and data else None
-        self._readers = {name: r for name, r in (("elf", elf), ("gpu", gpu)) if r is not None}
-        # What each ELF reader gives of every ELF file, by path (None: not known for every one).
-        self._facts: dict[str, dict[str, Mapping[str, Any]] | None] = {
-            name: {} if data else None for name in self._readers
-        }
+        self._heads: list[tuple[str, _Head, os.stat_result | None, list[tuple[int, TextKeeper]]]] = []
+        self._observers = tuple(observers)
+        # What each observer read of every file it reads, by path (None: not known for every one).
+        self._found: list[dict[str, Any] | None] = [{} if data else None for _ in self._observers]
+        self._keepers: list[tuple[int, TextKeeper]] = [
+            (at, o) for at, o in enumerate(self._observers) if o.reads == "texts"
+        ]
+        self._readers: list[tuple[int, ElfReader]] = [
+            (at, o) for at, o in enumerate(self._observers) if o.reads == "elf"
+        ]
         self._path = ""  # the last entry added, as a reader sees its path
         self._size = 0  # and its size
 
-    @property
-    def elf_facts(self) -> dict[str, Mapping[str, Any]] | None:
-        """The ``elf`` reader's facts of every ELF file, by path; None: not known for every one."""
-        return self._facts.get("elf")
+    def found(self, observer: LayerObserver) -> dict[str, Any] | None:
+        """What ``observer`` read of every file it reads, by path; None: not known for every one."""
+        return self._found[self._observers.index(observer)]
 
-    @property
-    def gpu_facts(self) -> dict[str, Mapping[str, Any]] | None:
-        """The ``gpu`` reader's facts of every ELF file, by path; None: not known for every one."""
-        return self._facts.get("gpu")
+    def remember(self, diff_id: str) -> None:
+        """Hand each observer what it read of the layer ``diff_id``, where it read every
+        file it reads (else the reader of the blob reads them)."""
+        if not self.readable:
+            return
+        for observer, found in zip(self._observers, self._found, strict=True):
+            if found is not None:
+                observer.remember(found, diff_id)
 
-    def _reading(self) -> list[tuple[str, ElfReader]]:
-        return [(name, r) for name, r in self._readers.items() if self._facts[name] is not None]
+    def _reading(self) -> list[tuple[int, ElfReader]]:
+        return [(at, r) for at, r in self._readers if self._found[at] is not None]
+
+    def _keeping(self, path: str) -> list[tuple[int, TextKeeper]]:
+        return [(at, k) for at, k in self._keepers if self._found[at] is not None and k.wanted(path)]
 
     def add(self, entry: TarEntry) -> None:
         """``entry``, just written to the layer."""
@@ -220,8 +248,7 @@ class LayerHeaders:
         except UnsafePath:
             self.readable = False  # reading the blob back raises: leave that to the reader
             self._entries.clear()
-            self.texts = None
-            self._facts = dict.fromkeys(self._facts)
+            self._found = [None for _ in self._observers]
             return
         mtime = max(0, int(entry.mtime))
         if path != entry.path or link != entry.linkname or mtime != entry.mtime or entry.mode & ~0o7777:
@@ -234,33 +261,36 @@ class LayerHeaders:
     def data(self, data: BinaryIO) -> BinaryIO:
         """The data of the file just added, to be read through by the writer: its first
         bytes tell whether it is an ELF file."""
-        whole = self.texts is not None and self._keeper is not None and self._keeper.wanted(self._path)
+        keeping = self._keeping(self._path)
         host, spool = None, None
         reading = self._reading()
         if reading:
             host = _host_file(data)
             if host is None or host.st_size != self._size or _recent(host):
                 host, spool = None, reading[0][1].workdir
-        head = _Head(data, whole=whole, spool=spool)
-        self._heads.append((self._path, head, host))
+        head = _Head(data, whole=bool(keeping), spool=spool)
+        self._heads.append((self._path, head, host, keeping))
         return cast(BinaryIO, head)
 
     def read(self) -> None:
         """The file whose data was handed out by :meth:`data` is written (its data is
         still open: a host file's ELF facts are read from it)."""
-        path, head, host = self._heads.pop()
+        path, head, host, keeping = self._heads.pop()
         if head.head == ELF_MAGIC:
             self.elf = True
             self._read_elf(path, head, host)
         else:
-            for name, reader in self._reading():
+            for at, reader in self._reading():
                 if reader.reads_inside(path, head.head):
-                    self._facts[name] = None  # a wheel: its reader reads the blob
-        if head.kept and self.texts is not None and self._keeper is not None:
+                    self._found[at] = None  # a wheel: its reader reads the blob
+        for at, keeper in keeping:
+            found = self._found[at]
+            if found is None:
+                continue
             if head.whole is None:
-                self.texts = None  # too big to keep here: the reader of the blob reads it
+                self._found[at] = None  # too big to keep here: the reader of the blob reads it
             else:
-                self.texts[path] = self._keeper.read(path, io.BytesIO(head.whole))
+                found[path] = keeper.read(path, io.BytesIO(head.whole))
 
     def _read_elf(self, path: str, head: _Head, host: os.stat_result | None) -> None:
         reading = self._reading()
@@ -268,7 +298,7 @@ class LayerHeaders:
             if head.spool is not None:
                 head.spool.close()
             return
-        got: dict[str, Mapping[str, Any] | None] = {}
+        got: dict[int, Mapping[str, Any] | None] = {}
         try:
             if head.spool is not None:
                 with head.spool as spool:
@@ -282,18 +312,18 @@ class LayerHeaders:
             # else: the host file changed while it was read, or its spool was dropped
         except Exception:  # whatever fails here, the reader of the blob meets (and reports) too
             got = {}
-        for name, _ in reading:
-            found = self._facts[name]
-            if name not in got or found is None:
-                self._facts[name] = None  # not known for every ELF file: the reader of the blob reads them
+        for at, _ in reading:
+            found = self._found[at]
+            if at not in got or found is None:
+                self._found[at] = None  # not known for every ELF file: the reader of the blob reads them
                 continue
-            facts = got[name]
+            facts = got[at]
             if facts is not None:  # as a reader's full scan records it: an ELF file it cannot parse is not listed
                 found[path] = facts
 
     def close(self) -> None:
         """Let go of what a file whose writing failed left (its spool)."""
-        for _, head, _ in self._heads:
+        for _, head, _, _ in self._heads:
             if head.spool is not None:
                 head.spool.close()
         self._heads.clear()

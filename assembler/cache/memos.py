@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from assembler.archive.headers import LayerHeaders
+from assembler.archive.compress import Compression
+from assembler.archive.headers import LayerHeaders, LayerObserver
+from assembler.archive.layer import Member, ProgressFn, write_layer
 from assembler.cache.entries import Cache
 from assembler.cache.store import key_of
+from assembler.oci.layer import Layer
 
 T = TypeVar("T")
 
@@ -75,11 +78,33 @@ NO_ELF_FACTS: Mapping[str, Any] = {"all": True, "files": {}, "texts": {}}
 """The ELF facts memo of a layer with no ELF file: what reading all of it would record."""
 
 
+def write_remembered(
+    cache: Cache,
+    members: Iterable[Member],
+    *,
+    compression: Compression,
+    epoch: int,
+    observers: Sequence[LayerObserver] = (),
+    presorted: bool = False,
+    progress: ProgressFn | None = None,
+) -> Layer:
+    """``members`` as one layer blob in ``cache`` (:func:`write_layer`), what its headers
+    and ``observers`` read of it as it was written remembered (:func:`remember_headers`)."""
+    headers = LayerHeaders(observers=observers)
+    with cache.blob_writer() as w:
+        layer = write_layer(
+            members, w, compression=compression, epoch=epoch, presorted=presorted, progress=progress, headers=headers
+        )
+    remember_headers(cache, headers, digest=layer.digest, diff_id=layer.diff_id)
+    return layer
+
+
 def remember_headers(cache: Cache, headers: LayerHeaders, *, digest: str, diff_id: str) -> None:
     """Record what ``headers`` (gathered while the layer ``digest`` was written, or in one
-    read of it) tell, under the keys each reader of the blob records them: a layer just
-    made is never read back for them, and one read for one of them is not read again for
-    the others. A memo already there (the same layer written before) is left as it is."""
+    read of it) tell, under the keys each reader of the blob records them, and what its
+    observers read (:meth:`LayerHeaders.remember`): a layer just made is never read back
+    for them, and one read for one of them is not read again for the others. A memo
+    already there (the same layer written before) is left as it is."""
     if not headers.readable:
         return
     facts: list[tuple[str, Callable[[], Mapping[str, Any]]]] = [
@@ -89,12 +114,10 @@ def remember_headers(cache: Cache, headers: LayerHeaders, *, digest: str, diff_i
     ]
     if headers.elf is False:  # no file starts as an ELF file does: none for the dependency check to read
         facts.append((elf_facts_key(diff_id), lambda: NO_ELF_FACTS))
-    elif headers.elf and headers.elf_facts is not None:  # every ELF file's facts, read as it was written
-        found = headers.elf_facts
-        facts.append((elf_facts_key(diff_id), lambda: {**NO_ELF_FACTS, "files": dict(found)}))
     for key, make in facts:
         if cache.memo(key) is None:
             cache.put_memo(key, make())
+    headers.remember(diff_id)
 
 
 class SharedFacts(Protocol):

@@ -28,8 +28,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from assembler.archive.headers import LayerHeaders
-from assembler.archive.layer import Member, write_layer
+from assembler.archive.headers import LayerObserver
+from assembler.archive.layer import Member
 from assembler.archive.tar import TarEntry
 from assembler.archive.tree import iter_host_members
 from assembler.compile.rootpaths import GLOB_CHARS, glob_in_root, holds, resolve_in_root
@@ -267,17 +267,14 @@ def _owner(text: str | None) -> tuple[int, int] | None:
 
 
 class LayerReaders(Protocol):
-    """What is read of each layer the agent writes, as it is written, by readers that live
-    above ``compile`` (the dependency check's, the SBOM's, the labels'): its layers are then
-    not read back for them (:mod:`assembler.pipeline.exportagent` runs the agent with them)."""
+    """What reads each layer the agent writes, as it is written: the layer observers of
+    readers that live above ``compile`` (the dependency check's, the SBOM's, the labels'),
+    so that its layers are not read back for them (:mod:`assembler.pipeline.exportagent`
+    runs the agent with them)."""
 
-    def headers(self, cache: Cache, job: Mapping[str, Any], artifact: str | None) -> LayerHeaders:
-        """The headers to gather while a layer of ``job`` is written: the artifact named so
-        (``export``), or the changes (``diff``: None)."""
-        ...
-
-    def remember(self, cache: Cache, headers: LayerHeaders, diff_id: str) -> None:
-        """Record what ``headers`` gathered, as the readers' memos of the layer ``diff_id``."""
+    def observers(self, cache: Cache, job: Mapping[str, Any], artifact: str | None) -> Sequence[LayerObserver]:
+        """The observers of a layer of ``job`` written into ``cache``: the artifact named
+        so (``export``), or the changes (``diff``: None)."""
         ...
 
 
@@ -285,15 +282,16 @@ def _layer(
     cache: Cache, members: Iterable[Member], job: dict[str, Any], artifact: str | None, readers: LayerReaders | None
 ) -> dict[str, object]:
     """``members`` (the artifact named so, or the changes: None) as a layer blob in ``cache``
-    (what its headers tell remembered there); its JSON."""
-    from assembler.cache.memos import remember_headers
+    (what its headers and observers tell remembered there); its JSON."""
+    from assembler.cache.memos import write_remembered
 
-    headers = LayerHeaders() if readers is None else readers.headers(cache, job, artifact)
-    with cache.blob_writer() as w:
-        blob = write_layer(members, w, compression=job["compression"], epoch=job["epoch"], headers=headers)
-    remember_headers(cache, headers, digest=blob.digest, diff_id=blob.diff_id)
-    if readers is not None:
-        readers.remember(cache, headers, blob.diff_id)
+    blob = write_remembered(
+        cache,
+        members,
+        compression=job["compression"],
+        epoch=job["epoch"],
+        observers=() if readers is None else readers.observers(cache, job, artifact),
+    )
     return blob.to_json()
 
 

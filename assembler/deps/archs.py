@@ -5,8 +5,8 @@ is spooled to a bounded temporary file (pyelftools needs to seek) and its fat bi
 offload bundle sections are read (:mod:`assembler.deps.gpucode`): only their headers, so a
 gigabyte of kernels costs one pass over the layer and little memory. The result is memoised
 in the cache by the layer's diff_id: a layer is read once. A layer the export agent writes
-is not read at all: :class:`CodeAsWritten` reads each ELF file as it goes by (from the
-container's file, headers and sections only) and :func:`remember_code` records the memo.
+is not read at all: :class:`CodeAsWritten`, one of its observers, reads each ELF file as it
+goes by (from the container's file, headers and sections only) and records the memo.
 """
 
 from __future__ import annotations
@@ -16,11 +16,9 @@ import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, Final
 
-from assembler.archive.headers import LayerHeaders
 from assembler.archive.layer_reader import LayerSource, tar_members
 from assembler.cache import Cache
 from assembler.deps.elf import ELF_MAGIC, find_sections
@@ -71,14 +69,20 @@ def file_code(data: IO[bytes], name: str, workdir: Path) -> GpuCode:
     return GpuCode()
 
 
-@dataclass(frozen=True)
 class CodeAsWritten:
-    """The device code of each ELF file of a layer as the layer is written (an
-    :class:`~assembler.archive.headers.ElfReader`), for :func:`remember_code`: the labels
-    then do not read the layer back. A wheel in the layer is looked into by
-    :func:`layer_code` only, which then reads the blob."""
+    """The device code of each ELF file of a layer as the layer is written (a layer
+    observer, :class:`~assembler.archive.headers.ElfReader`), kept under the memo
+    :func:`layer_code` reads: the labels then do not read the layer back. A wheel in the
+    layer is looked into by :func:`layer_code` only, which then reads the blob."""
 
-    workdir: Path
+    reads: Final = "elf"
+
+    def __init__(self, cache: Cache) -> None:
+        self.cache = cache
+
+    @property
+    def workdir(self) -> Path:
+        return self.cache.tmp
 
     def facts(self, stream: IO[bytes]) -> dict[str, Any]:
         code = code_of(stream, find_sections(stream, _SECTIONS))
@@ -87,20 +91,15 @@ class CodeAsWritten:
     def reads_inside(self, path: str, head: bytes) -> bool:
         return head == _ZIP_MAGIC and path.endswith(".whl")
 
-
-def remember_code(cache: Cache, headers: LayerHeaders, diff_id: str) -> None:
-    """What ``headers`` (``LayerHeaders(gpu=CodeAsWritten(...))``) read of every ELF file
-    as its layer was written, under the memo :func:`layer_code` reads: what reading the
-    whole layer would record. A memo already there is left as it is."""
-    found = headers.gpu_facts
-    if not headers.readable or found is None:
-        return
-    key = _MEMO + diff_id.split(":", 1)[-1]
-    if cache.memo(key) is None:
-        code = GpuCode()
-        for facts in found.values():
-            code |= _from_memo(facts)
-        cache.put_memo(key, _to_memo(code))
+    def remember(self, found: Mapping[str, Any], diff_id: str) -> None:
+        """What was read of every ELF file as the layer ``diff_id`` was written: what reading
+        the whole layer would record. A memo already there is left as it is."""
+        key = _MEMO + diff_id.split(":", 1)[-1]
+        if self.cache.memo(key) is None:
+            code = GpuCode()
+            for facts in found.values():
+                code |= _from_memo(facts)
+            self.cache.put_memo(key, _to_memo(code))
 
 
 _FIELDS = ("cuda", "rocm", "ptx", "toolkits")

@@ -10,9 +10,11 @@ import struct
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Final
 
 from assembler.archive.headers import ELF_MAGIC as ELF_MAGIC  # a layer's writer tells ELF files by it too
+from assembler.cache import Cache
+from assembler.cache.memos import NO_ELF_FACTS, elf_facts_key
 
 if TYPE_CHECKING:
     from elftools.elf.elffile import ELFFile
@@ -149,13 +151,20 @@ def read_facts(stream: IO[bytes]) -> ElfFacts | None:
         return None
 
 
-@dataclass(frozen=True)
 class FactsAsWritten:
     """The dependency check's reading of each ELF file of a layer as the layer is written
-    (an :class:`~assembler.archive.headers.ElfReader`): the facts a reader of the blob would
-    memoise, spooling a file that is not read from the host in ``workdir``."""
+    (a layer observer, :class:`~assembler.archive.headers.ElfReader`): the facts a reader of
+    the blob would memoise, kept under its memo (:func:`assembler.cache.memos.elf_facts_key`),
+    a file that is not read from the host spooled in the cache's ``tmp``."""
 
-    workdir: Path
+    reads: Final = "elf"
+
+    def __init__(self, cache: Cache) -> None:
+        self.cache = cache
+
+    @property
+    def workdir(self) -> Path:
+        return self.cache.tmp
 
     def facts(self, stream: IO[bytes]) -> dict[str, Any] | None:
         found = read_facts(stream)
@@ -163,6 +172,13 @@ class FactsAsWritten:
 
     def reads_inside(self, path: str, head: bytes) -> bool:
         return False  # the check reads ELF files of the image's tree only
+
+    def remember(self, found: Mapping[str, Any], diff_id: str) -> None:
+        """Every ELF file's facts, read as the layer ``diff_id`` was written. A memo
+        already there (the same layer written before) is left as it is."""
+        key = elf_facts_key(diff_id)
+        if self.cache.memo(key) is None:
+            self.cache.put_memo(key, {**NO_ELF_FACTS, "files": dict(found)})
 
 
 def find_sections(stream: IO[bytes], names: Collection[str]) -> list[tuple[str, int, int]]:

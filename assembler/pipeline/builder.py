@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING
 from assembler.cache import Origin
 from assembler.compile import sources as srcs
 from assembler.compile.steps import Workspace
-from assembler.deps.elf import FactsAsWritten
 from assembler.errors import InvalidImage
 from assembler.oci.image import Image
 from assembler.pipeline import graph
@@ -38,6 +37,7 @@ from assembler.pipeline.executors import Executor, executor_for
 from assembler.pipeline.graph import LayerReport, StepReport
 from assembler.pipeline.layerstack import finish, stacked
 from assembler.pipeline.modes import Services
+from assembler.pipeline.observers import layer_observers
 from assembler.pipeline.options import Event, Reporter
 from assembler.pipeline.origins import Origins
 from assembler.pipeline.resolve import Plan
@@ -90,8 +90,7 @@ class Build:
         assert loaded is not None and options is not None, "a Plan from resolve()"
         self.plan = plan
         report = _locked(report)
-        if options.deps_check:  # the facts it needs of each ELF file, read as its layer is written
-            ctx = replace(ctx, elf=FactsAsWritten(ctx.cache.tmp))
+        ctx = replace(ctx, observers=layer_observers(ctx.cache, deps_check=options.deps_check))
         self.ctx = ctx
         self.report = report
         origins = Origins(trusted=bool(options.cache_trust), report=report)

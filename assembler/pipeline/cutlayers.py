@@ -17,14 +17,12 @@ from pathlib import Path
 
 from assembler.archive.compress import decompressed
 from assembler.archive.cut import Part, plan_cut, records
-from assembler.archive.headers import LayerHeaders
-from assembler.archive.layer import Member, write_layer
+from assembler.archive.layer import Member
 from assembler.archive.tarread import data_of, opener, reading
 from assembler.cache import StepResult, key_of
-from assembler.cache.memos import remember_headers
+from assembler.cache.memos import write_remembered
 from assembler.oci.layer import Layer
 from assembler.pipeline.maker import Maker
-from assembler.sbom.packages import DATABASE_TEXTS, remember_kept_texts
 from assembler.transports import Context
 
 _FORMAT = 1  # bump when the way a layer is cut changes: every cut is made again
@@ -101,19 +99,14 @@ class LayerCutter:
 
     def _write(self, members: list[Member]) -> Layer:
         """The layer of ``members`` (in the layer's order) in the cache, its headers remembered."""
-        headers = LayerHeaders(texts=DATABASE_TEXTS, elf=self.ctx.elf)
-        with self.ctx.cache.blob_writer() as w:
-            blob = write_layer(
-                members,
-                w,
-                compression=self.ctx.compression,
-                epoch=self.ctx.epoch,
-                progress=self.ctx.progress,
-                headers=headers,
-            )
-        remember_headers(self.ctx.cache, headers, digest=blob.digest, diff_id=blob.diff_id)
-        remember_kept_texts(self.ctx.cache, headers, blob.diff_id)
-        return blob
+        return write_remembered(
+            self.ctx.cache,
+            members,
+            compression=self.ctx.compression,
+            epoch=self.ctx.epoch,
+            observers=self.ctx.observers,
+            progress=self.ctx.progress,
+        )
 
 
 def _label(part: Part) -> str:

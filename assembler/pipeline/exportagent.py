@@ -13,33 +13,26 @@ read of those only. A runtime step's changes are read unless no image holds them
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from assembler.archive.headers import LayerHeaders
+from assembler.archive.headers import LayerObserver
 from assembler.cache import Cache
 from assembler.compile import agent
-from assembler.deps.archs import CodeAsWritten, remember_code
-from assembler.deps.elf import FactsAsWritten
-from assembler.sbom.packages import DATABASE_TEXTS, remember_kept_texts
+from assembler.pipeline.observers import layer_observers
 
 MODULE = __name__
 
 
 class _Readers:
-    def headers(self, cache: Cache, job: Mapping[str, Any], artifact: str | None) -> LayerHeaders:
+    def observers(self, cache: Cache, job: Mapping[str, Any], artifact: str | None) -> Sequence[LayerObserver]:
         if artifact is None:
-            read, gpu = bool(job.get("shipped", True)), None
+            read = bool(job.get("shipped", True))
         else:
-            read, gpu = artifact in job.get("read", {}).get(job.get("step"), ()), CodeAsWritten(cache.tmp)
+            read = artifact in job.get("read", {}).get(job.get("step"), ())
         if not read:
-            return LayerHeaders()
-        elf = FactsAsWritten(cache.tmp) if job.get("elf_facts") else None
-        return LayerHeaders(texts=DATABASE_TEXTS, elf=elf, gpu=gpu)
-
-    def remember(self, cache: Cache, headers: LayerHeaders, diff_id: str) -> None:
-        remember_kept_texts(cache, headers, diff_id)
-        remember_code(cache, headers, diff_id)
+            return ()
+        return layer_observers(cache, deps_check=bool(job.get("elf_facts")), device_code=artifact is not None)
 
 
 def main() -> int:

@@ -20,13 +20,12 @@ from assembler.archive.headers import LayerHeaders
 from assembler.archive.layer import (
     Member,
     recompress,
-    write_layer,
 )
 from assembler.archive.layer_reader import LayerSource, tar_members
 from assembler.archive.tarread import opener, reading
 from assembler.archive.view import LayerIndex, TreeView, fit_members
 from assembler.cache import key_of
-from assembler.cache.memos import SharedFacts, anchors_key, remember_headers, remembered, tree_key
+from assembler.cache.memos import SharedFacts, anchors_key, remember_headers, remembered, tree_key, write_remembered
 from assembler.errors import InvalidImage
 from assembler.oci import mediatypes as mt
 from assembler.oci import mutate
@@ -34,13 +33,7 @@ from assembler.oci.descriptor import Descriptor
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer, layers_of
 from assembler.pipeline.maker import Maker
-from assembler.sbom.packages import (
-    DATABASE_TEXTS,
-    database_text,
-    is_database_text,
-    remember_kept_texts,
-    remember_texts,
-)
+from assembler.sbom.packages import database_text, is_database_text, remember_texts
 from assembler.transports import Context
 from assembler.transports.common import BlobReader
 
@@ -194,12 +187,12 @@ class ImageSetup:
                     if entry.path
                 ]
                 fitted_members = fit_members(members, view, epoch=self.ctx.epoch)
-                headers = LayerHeaders(texts=DATABASE_TEXTS, elf=self.ctx.elf)
-                with self.ctx.cache.blob_writer() as w:
-                    fitted = write_layer(
-                        fitted_members, w, compression=self.ctx.compression, epoch=self.ctx.epoch, headers=headers
-                    )
-        remember_headers(self.ctx.cache, headers, digest=fitted.digest, diff_id=fitted.diff_id)
-        remember_kept_texts(self.ctx.cache, headers, fitted.diff_id)
+                fitted = write_remembered(
+                    self.ctx.cache,
+                    fitted_members,
+                    compression=self.ctx.compression,
+                    epoch=self.ctx.epoch,
+                    observers=self.ctx.observers,
+                )
         self.ctx.cache.put_layer(fit_key, fitted)
         return fitted

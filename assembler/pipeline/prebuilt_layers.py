@@ -16,17 +16,15 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from assembler.archive.headers import LayerHeaders
-from assembler.archive.layer import Member, Opener, with_parents, write_layer
+from assembler.archive.layer import Member, Opener, with_parents
 from assembler.cache.entries import StepResult
-from assembler.cache.memos import remember_headers
+from assembler.cache.memos import write_remembered
 from assembler.errors import CorruptBlob
 from assembler.oci.layer import Layer
 from assembler.pipeline.maker import Maker
 from assembler.pipeline.origins import Origins
 from assembler.pipeline.prebuilt_checks import Check
 from assembler.pipeline.stepstore import StepStore, note_taken
-from assembler.sbom.packages import DATABASE_TEXTS, remember_kept_texts
 from assembler.transports import Context
 
 _FORMAT = 1  # bump when the way a layer is made changes: every pip/url layer is made again
@@ -105,16 +103,11 @@ class Prebuilt:
 
     def write(self, members: list[Member]) -> Layer:
         """The layer of ``members`` (and their parents) in the cache, its headers remembered."""
-        headers = LayerHeaders(texts=DATABASE_TEXTS, elf=self.ctx.elf)
-        with self.cache.blob_writer() as w:
-            layer = write_layer(
-                with_parents(members, epoch=self.ctx.epoch),
-                w,
-                compression=self.ctx.compression,
-                epoch=self.ctx.epoch,
-                progress=self.ctx.progress,
-                headers=headers,
-            )
-        remember_headers(self.cache, headers, digest=layer.digest, diff_id=layer.diff_id)
-        remember_kept_texts(self.cache, headers, layer.diff_id)
-        return layer
+        return write_remembered(
+            self.cache,
+            with_parents(members, epoch=self.ctx.epoch),
+            compression=self.ctx.compression,
+            epoch=self.ctx.epoch,
+            observers=self.ctx.observers,
+            progress=self.ctx.progress,
+        )

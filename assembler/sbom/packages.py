@@ -31,9 +31,8 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Final
 
-from assembler.archive.headers import LayerHeaders
 from assembler.archive.layer_reader import tar_members
 from assembler.cache import Cache
 from assembler.cache.memos import SharedFacts, facts_key, remembered
@@ -92,8 +91,15 @@ def database_text(path: str, data: BinaryIO) -> str:
 
 
 class DatabaseTexts:
-    """What :meth:`PackageReader.texts_of` keeps of a layer's files, for a layer writer to
-    keep as they go by (:class:`assembler.archive.headers.LayerHeaders`)."""
+    """What :meth:`PackageReader.texts_of` keeps of a layer's files, kept as a layer writer
+    writes them (a layer observer, :class:`assembler.archive.headers.TextKeeper`), under
+    the memo it reads: a new layer is not streamed again for its package databases and
+    Python metadata."""
+
+    reads: Final = "texts"
+
+    def __init__(self, cache: Cache) -> None:
+        self.cache = cache
 
     def wanted(self, path: str) -> bool:
         return is_database_text(path)
@@ -101,16 +107,8 @@ class DatabaseTexts:
     def read(self, path: str, data: BinaryIO) -> str:
         return database_text(path, data)
 
-
-DATABASE_TEXTS = DatabaseTexts()
-
-
-def remember_kept_texts(cache: Cache, headers: LayerHeaders, diff_id: str) -> None:
-    """What ``headers`` (``LayerHeaders(texts=DATABASE_TEXTS)``) kept while its layer was
-    written, under the key :meth:`PackageReader.texts_of` reads: a new layer is not
-    streamed again for its package databases and Python metadata."""
-    if headers.readable and headers.texts is not None:
-        remember_texts(cache, diff_id, headers.texts)
+    def remember(self, found: Mapping[str, Any], diff_id: str) -> None:
+        remember_texts(self.cache, diff_id, found)
 
 
 def remember_texts(cache: Cache, diff_id: str, texts: Mapping[str, str]) -> None:

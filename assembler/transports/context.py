@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from assembler.archive.compress import Compression
-from assembler.archive.headers import ElfReader
+from assembler.archive.headers import LayerObserver
 from assembler.cache import Cache, key_of
 from assembler.errors import InputError
 from assembler.oci.descriptor import Platform
@@ -37,8 +37,8 @@ class Context:
     # What a copy: layer never takes from the host: the cache and the outputs (a manifest
     # folder copied whole holds them, and they grow with every build).
     leave_out: tuple[Path, ...] = ()
-    # Reads each ELF file's facts as a layer is written (the dependency check's, when it runs).
-    elf: ElfReader | None = None
+    # What reads each layer a build writes, as it is written (assembler.pipeline.observers).
+    observers: tuple[LayerObserver, ...] = ()
 
 
 def local_path(ctx: Context, path: str) -> Path:

@@ -12,12 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from assembler.archive.compress import DECOMPRESS_ERRORS, Compression, decompressed, sniff
-from assembler.archive.headers import LayerHeaders
-from assembler.archive.layer import Member, write_layer
+from assembler.archive.layer import Member
 from assembler.archive.tar import TarEntry
 from assembler.archive.tarread import copy_bounded, opener, reading, unpack_limit
 from assembler.cache import Cache, key_of
-from assembler.cache.memos import remember_headers
+from assembler.cache.memos import write_remembered
 from assembler.cache.programs import remembered_file_digest
 from assembler.errors import InputError, InvalidArchive
 from assembler.oci import mutate
@@ -65,14 +64,10 @@ def layer_from_tar(
                 for entry, info in entries  # the one reader: damage, bounds, UnsafePath for '..'
                 if entry.path
             ]
-            headers = LayerHeaders()
             try:
-                with cache.blob_writer() as w:
-                    blob = write_layer(members, w, compression=compression, epoch=epoch, headers=headers)
+                return write_remembered(cache, members, compression=compression, epoch=epoch)
             except InvalidArchive as e:  # e.g. a hard link to a file the archive does not have
                 raise InvalidArchive(str(e) if str(e).startswith(what) else f"{what}: {e}") from None
-    remember_headers(cache, headers, digest=blob.digest, diff_id=blob.diff_id)
-    return blob
 
 
 # What Debian's and Ubuntu's own images set: a root filesystem needs a PATH to be usable.

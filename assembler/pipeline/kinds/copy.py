@@ -15,17 +15,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from assembler.archive.headers import LayerHeaders
 from assembler.archive.layer import HashingSink, Member, order_hardlinks, sorted_members, write_layer
 from assembler.archive.tree import Fingerprint, fingerprint, iter_host_members, settled
 from assembler.archive.view import TreeView, anchors, fit_members
 from assembler.cache import key_of
-from assembler.cache.memos import copy_stat_key, remember_headers
+from assembler.cache.memos import copy_stat_key, write_remembered
 from assembler.oci.digest import canonical_json
 from assembler.oci.layer import Layer
 from assembler.pipeline.kinds.base import Kind, Stacking
 from assembler.pipeline.maker import Maker
-from assembler.sbom.packages import DATABASE_TEXTS, remember_kept_texts
 from assembler.spec import model as m
 from assembler.spec.load import Loaded
 from assembler.transports import Context
@@ -179,19 +177,15 @@ class Copies:
         """The copy layer of ``members`` (sorted), written and recorded under its content, and
         under the files' fingerprint when they did not change while they were read."""
         started = time.time_ns()
-        headers = LayerHeaders(texts=DATABASE_TEXTS, elf=self.ctx.elf)
-        with self.ctx.cache.blob_writer() as w:
-            blob = write_layer(
-                members,
-                w,
-                compression=self.ctx.compression,
-                epoch=self.ctx.epoch,
-                presorted=True,
-                progress=self.ctx.progress,
-                headers=headers,
-            )
-        remember_headers(self.ctx.cache, headers, digest=blob.digest, diff_id=blob.diff_id)
-        remember_kept_texts(self.ctx.cache, headers, blob.diff_id)
+        blob = write_remembered(
+            self.ctx.cache,
+            members,
+            compression=self.ctx.compression,
+            epoch=self.ctx.epoch,
+            observers=self.ctx.observers,
+            presorted=True,
+            progress=self.ctx.progress,
+        )
         self.ctx.cache.put_layer(self._key(blob.diff_id), blob)
         self.ctx.cache.vouch_blob(blob.digest)  # just written: a rebuild need not read it to trust it
         if prints is not None and settled(members, prints, started):
