@@ -30,7 +30,7 @@ from assembler.pipeline.builder import build as _execute
 from assembler.pipeline.depcheck import check_built
 from assembler.pipeline.graph import LayerReport, StepReport
 from assembler.pipeline.imagetests import has_tests
-from assembler.pipeline.options import Event, Options, Reporter, quiet, resolve_epoch
+from assembler.pipeline.options import BuildOptions, ContextOptions, Event, Options, Reporter, quiet, resolve_epoch
 from assembler.pipeline.resolve import Plan, plan_of
 from assembler.pipeline.runimage import tested
 from assembler.pipeline.slurm import Job
@@ -82,13 +82,18 @@ class Result:
 
 def output_refs(loaded: Loaded, options: Options) -> list[Ref]:
     """The outputs to write: ``-o`` flags if given, else the manifest's (paths: cwd-relative)."""
-    texts = list(options.outputs) if options.outputs is not None else list(loaded.manifest.outputs)
+    return _refs(loaded, options.outputs)
+
+
+def _refs(loaded: Loaded, outputs: Sequence[str] | None) -> list[Ref]:
+    """:func:`output_refs` of the outputs ``outputs`` (None: the manifest's)."""
+    texts = list(outputs) if outputs is not None else list(loaded.manifest.outputs)
     refs = []
     for i, text in enumerate(texts):
         try:
             ref = parse_ref(text)
         except ValueError as e:
-            if options.outputs is not None:
+            if outputs is not None:
                 raise InputError(f"-o {text}: {e}") from None
             raise loaded.error(("outputs", i), str(e)) from None
         if ref.base_only:
@@ -99,7 +104,7 @@ def output_refs(loaded: Loaded, options: Options) -> list[Ref]:
 
 def _context(
     loaded: Loaded,
-    options: Options,
+    options: ContextOptions,
     *,
     cache: Cache,
     runner: Runner,
@@ -119,11 +124,11 @@ def _context(
     )
 
 
-def _output_paths(loaded: Loaded, options: Options) -> list[Path]:
+def _output_paths(loaded: Loaded, options: ContextOptions) -> list[Path]:
     """The host files and folders the outputs write (a bad output is reported later, where
     the outputs are read)."""
     try:
-        refs = output_refs(loaded, options)
+        refs = _refs(loaded, options.outputs)
     except AssemblerError:
         return []
     return [Path(r.path) for r in refs if r.path]  # a registry's reference has no path
@@ -135,21 +140,27 @@ def resolve(loaded: Loaded, options: Options, *, runner: Runner | None = None, l
     ``runner`` is only asked which tools there are and their versions. With
     ``look_in_registry`` (``assemble plan``), steps are also looked up in the registry step
     caches of ``--cache-from`` / ``--cache-to``: their records only, no blob."""
+    return _resolve(loaded, options.for_build(), runner=runner, look_in_registry=look_in_registry)
+
+
+def _resolve(loaded: Loaded, options: BuildOptions, *, runner: Runner | None, look_in_registry: bool = False) -> Plan:
+    """:func:`resolve` with the options a build reads."""
+    context = options.context
     ctx = _context(
         loaded,
-        options,
-        cache=Cache(options.cache_dir),
+        context,
+        cache=Cache(context.cache_dir),
         runner=runner or Runner(),
-        registry=options.registry,
+        registry=context.registry,
         report=quiet,
     )
     with ExitStack() as stack:
         registry = None
-        if look_in_registry and (options.cache_from or options.cache_to):
+        if look_in_registry and (options.caches.cache_from or options.caches.cache_to):
             from assembler.pipeline.registrycache import plan_steps  # the registry client, only when asked
 
-            registry = stack.enter_context(closing(plan_steps(options, ctx)))
-        refs = output_refs(loaded, options)
+            registry = stack.enter_context(closing(plan_steps(options.caches, ctx)))
+        refs = _refs(loaded, context.outputs)
 
         def file_steps() -> list[str]:  # steps whose files are outputs
             return [n.partition(".")[0] for r in refs if r.holds_files for n in artifacts.names(loaded, r)]
@@ -166,7 +177,7 @@ def build(
     CorruptBlob when a cached blob turns out damaged (it is dropped: build again).
     """
     assert plan.loaded is not None and plan.options is not None, "a Plan from resolve()"
-    ctx = _context(plan.loaded, plan.options, cache=cache, runner=runner, registry=registry, report=report)
+    ctx = _context(plan.loaded, plan.options.context, cache=cache, runner=runner, registry=registry, report=report)
     return _execute(plan, ctx, report=report)
 
 
@@ -176,9 +187,10 @@ def build_node_step(job: Job, *, runner: Runner, report: Reporter) -> StepReport
     under the key the submitter computed. Raises AssemblerError when this node computes
     another key, and what building raises."""
     options = slurmnode.node_options(job)
-    plan = resolve(job.loaded, options, runner=runner)
-    cache = Cache(options.cache_dir)
-    ctx = _context(job.loaded, options, cache=cache, runner=runner, registry=options.registry, report=report)
+    plan = _resolve(job.loaded, options, runner=runner)
+    context = options.context
+    cache = Cache(context.cache_dir)
+    ctx = _context(job.loaded, context, cache=cache, runner=runner, registry=context.registry, report=report)
     return slurmnode.build_step(plan, ctx, job, report=report)
 
 
@@ -275,7 +287,7 @@ def _assemble_once(loaded: Loaded, options: Options, *, runner: Runner, report: 
         replan = (lambda: resolve(loaded, options, runner=runner, look_in_registry=True)) if cached else None
         preflight.check(plan, offline=options.offline, report=report, replan=replan)
     cache = Cache(options.cache_dir)
-    ctx = _context(loaded, options, cache=cache, runner=runner, registry=options.registry, report=report)
+    ctx = _context(loaded, options.context(), cache=cache, runner=runner, registry=options.registry, report=report)
     written_files: list[Written] = []
     if files or options.artifacts:
         made, steps = artifacts.build(plan, ctx, [*files, *options.artifacts], report=report)
@@ -349,7 +361,12 @@ def _write_index(
     if files:
         raise InputError(f"{files[0]}: images of several platforms under one name go to oci: or docker:// outputs only")
     ctx = _context(
-        first.loaded, opts, cache=Cache(options.cache_dir), runner=runner, registry=options.registry, report=report
+        first.loaded,
+        opts.context(),
+        cache=Cache(options.cache_dir),
+        runner=runner,
+        registry=options.registry,
+        report=report,
     )
     blobs = merged(ctx.cache, [r.blobs for r in built if r.blobs is not None])
     target = Target(

@@ -1,5 +1,5 @@
 """The plan/build walk's shape, read from the source with ``ast``: one walk built from its
-services, no class chain, nothing wired in from outside.
+services, no class chain, nothing wired in from outside, each part given the options it reads.
 
 A walk is constructed with its services (:class:`assembler.pipeline.modes.Services`); the
 difference between a plan and a build is its mode object, not a subclass. These checks keep
@@ -8,6 +8,11 @@ from a class of the walk's modules, and no attribute is assigned onto another ob
 ``self``, or ``self.part.attr = ...``) in those modules, in ``assemble.py`` or in ``cli/``:
 what an object holds is set in its own constructor, so a reader finds where a collaborator
 comes from there.
+
+``Options`` (the command line's, whole) is taken by ``assemble.py`` and ``cli/``, which
+split it: a part of the pipeline is given the group of it that it reads
+(``pipeline/options.py``: the walk's, the workspace's, the step caches'...), so that what
+reaches it, and what a Slurm job file carries, is what it reads.
 """
 
 from __future__ import annotations
@@ -152,3 +157,106 @@ def test_the_checks_see_what_they_look_for() -> None:
     assert [_base_name(b) for b in classes[0].bases] == ["Walk"]
     wired = [ast.unparse(t) for n in ast.walk(tree) for t in _targets(n) if _wired_from_outside(t)]
     assert sorted(wired) == ["self.setup.blobs", "walk.prebuilt.used"]
+
+
+# The modules under assembler/pipeline/ that may name Options in a signature or a field, each
+# with why. pipeline/options.py defines it (and hands out its groups) and is not looked at.
+TAKE_OPTIONS = {
+    "assembler/pipeline/variants.py": "a variant's own Options (its outputs, its platform) is made "
+    "from the run's there, for assemble.py to build it with",
+}
+
+
+def _module_of(path: Path) -> list[str]:
+    return list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+
+
+def _options_bindings(tree: ast.Module, module: list[str]) -> tuple[set[str], set[str]]:
+    """The names ``tree`` binds to ``assembler.pipeline.options.Options``, and to that module."""
+    names: set[str] = set()
+    modules: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = module[: len(module) - node.level] if node.level else []
+            source = ".".join([*base, *([node.module] if node.module else [])])
+            for alias in node.names:
+                if source == "assembler.pipeline.options" and alias.name == "Options":
+                    names.add(alias.asname or alias.name)
+                elif source == "assembler.pipeline" and alias.name == "options":
+                    modules.add(alias.asname or alias.name)
+        elif isinstance(node, ast.Import):
+            modules |= {a.asname or a.name for a in node.names if a.name == "assembler.pipeline.options"}
+    return names, modules
+
+
+def _annotations(tree: ast.Module) -> Iterator[tuple[int, ast.expr]]:
+    """Every annotation of a function's parameters and return, and of a class's fields (a
+    dataclass's constructor), with its line; one written as a string is parsed."""
+    for node in ast.walk(tree):
+        found: list[ast.expr | None] = []
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            a = node.args
+            every = [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg]
+            found = [arg.annotation for arg in every if arg is not None] + [node.returns]
+        elif isinstance(node, ast.ClassDef):
+            found = [item.annotation for item in node.body if isinstance(item, ast.AnnAssign)]
+        for annotation in found:
+            if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
+                annotation = ast.parse(annotation.value, mode="eval").body
+            if annotation is not None:
+                yield node.lineno, annotation
+
+
+def _names_options(annotation: ast.expr, names: set[str], modules: set[str]) -> bool:
+    qualifiers = {*modules, "assembler.pipeline.options"}
+    for node in ast.walk(annotation):
+        if isinstance(node, ast.Name) and node.id in names:
+            return True
+        if isinstance(node, ast.Attribute) and node.attr == "Options" and ast.unparse(node.value) in qualifiers:
+            return True
+    return False
+
+
+def _takes_options(tree: ast.Module, module: list[str]) -> list[int]:
+    """The lines of the signatures and classes of ``tree`` whose annotations name Options."""
+    names, modules = _options_bindings(tree, module)
+    if not names and not modules:
+        return []
+    return sorted({line for line, ann in _annotations(tree) if _names_options(ann, names, modules)})
+
+
+def test_no_part_of_the_pipeline_is_given_options_whole() -> None:
+    found, taking = [], set()
+    for path in sorted(PIPELINE.rglob("*.py")):
+        if path == PIPELINE / "options.py":
+            continue
+        where = str(path.relative_to(PACKAGE.parent))
+        lines = _takes_options(_tree(path), _module_of(path))
+        if lines:
+            taking.add(where)
+        if lines and where not in TAKE_OPTIONS:
+            found += [f"{where}:{line}" for line in lines]
+    assert not found, "Options given whole (give the part the group it reads: pipeline/options.py):\n" + "\n".join(
+        found
+    )
+    stale = sorted(set(TAKE_OPTIONS) - taking)
+    assert not stale, f"these no longer take Options: {stale} (take them out of TAKE_OPTIONS)"
+
+
+def test_the_options_check_sees_what_it_looks_for() -> None:
+    """The check above finds Options however it is imported and written (and not another
+    module's class of that name)."""
+    source = (
+        "from assembler.pipeline.options import Options as O, Reporter\n"
+        "from assembler.pipeline import options as opts\n"
+        "def a(x: O | None) -> None: ...\n"
+        "def b(*, x: 'O') -> None: ...\n"
+        "def c() -> opts.Options: ...\n"
+        "class D:\n    x: list[O]\n"
+        "def e(report: Reporter, x: int = O) -> None: ...\n"
+    )
+    assert _takes_options(ast.parse(source), ["assembler", "pipeline", "x"]) == [3, 4, 5, 6]
+    relative = "from .options import Options\ndef f(x: Options) -> None: ...\n"
+    assert _takes_options(ast.parse(relative), ["assembler", "pipeline", "x"]) == [2]
+    other = "from assembler.python.env import Options\ndef g(x: Options) -> None: ...\n"
+    assert _takes_options(ast.parse(other), ["assembler", "pipeline", "x"]) == []

@@ -109,21 +109,19 @@ def _stored(args: argparse.Namespace, ctx: Context) -> Stored:
 def cmd_test(args: argparse.Namespace) -> int:
     from assembler.oci.reference import absolute_ref, parse_ref
     from assembler.pipeline.imagetests import raise_failures
-    from assembler.pipeline.options import Options, resolve_epoch
+    from assembler.pipeline.options import resolve_epoch
     from assembler.pipeline.runimage import attested_suite, manifest_suite, test_image
     from assembler.spec.load import load_manifest
 
     loaded = load_manifest(args.manifest, sets=_pairs(args.set, "--set"), target=args.target) if args.manifest else None
     ctx = _context(args, resolve_epoch(None, loaded.manifest.epoch if loaded is not None else None))
-    options = Options(
-        cache_dir=ctx.cache.root, epoch=ctx.epoch, test_on=args.test_on, slurm_args=slurm_args(args.slurm_args)
-    )
+    sbatch = slurm_args(args.slurm_args)
     stored = _stored(args, ctx)
     if loaded is not None:
         suite = manifest_suite(loaded, stored, test_on=args.test_on)
     else:
         suite = attested_suite(absolute_ref(parse_ref(args.ref), Path.cwd()), ctx, stored, test_on=args.test_on)
-    reports, statement = test_image(stored, suite, options, ctx, report=_shown(args))
+    reports, statement = test_image(stored, suite, ctx, slurm_args=sbatch, report=_shown(args))
     if args.save is not None:
         args.save.write_bytes(statement.data)
     if args.json:

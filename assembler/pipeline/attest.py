@@ -85,7 +85,7 @@ def build_facts(built: Built, plan: Plan, cache: Cache) -> BuildFacts:
         name=man.name,
         image=built.image,
         base=man.image.base,
-        epoch=options.epoch,
+        epoch=options.context.epoch,
         manifest=loaded.path.name,
         manifest_digest=sha256_digest(loaded.path.read_bytes()),
         params=dict(loaded.params),

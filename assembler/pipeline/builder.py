@@ -93,26 +93,30 @@ class Build:
         ctx = replace(ctx, observers=layer_observers(ctx.cache, deps_check=options.deps_check))
         self.ctx = ctx
         self.report = report
-        origins = Origins(trusted=bool(options.cache_trust), report=report)
-        local = LocalSteps(ctx.cache, trusted=frozenset(k.key_id for k in options.cache_trust), report=report)
+        remote = options.caches  # the registry step caches' options
+        origins = Origins(trusted=bool(remote.cache_trust), report=report)
+        local = LocalSteps(ctx.cache, trusted=remote.trusted(), report=report)
         steps: StepStore = local
         self.caches: RegistryCaches | None = None  # --cache-to / --cache-from
-        if options.cache_to or options.cache_from:
+        if remote.cache_to or remote.cache_from:
             from assembler.pipeline.registrycache import open_caches  # imports the registry client
 
-            self.caches = open_caches(options, ctx, report=report, unchecked=origins.used)
+            self.caches = open_caches(remote, ctx, report=report, unchecked=origins.used)
             steps = RegistrySteps(local, self.caches.steps, caches=self.caches)  # pip: and url: layers too
         self.workspaces = Workspaces(
-            options,
+            options.workspace,
             ctx,
             loaded.manifest,
+            trusted=remote.trusted(),
             report=report,
             folders=self.caches.folders if self.caches is not None else None,
             toolchains=Toolchains(steps, origins, ctx.cache, report=report) if self.caches is not None else None,
         )
         # Where compile steps run (--executor), chosen once, and how many at a time.
         executor = executor_for(
-            options,
+            options.executor,
+            slurm_args=options.slurm_args,
+            node=options.node(),
             loaded=loaded,
             cache=ctx.cache,
             runner=ctx.runner,
@@ -124,7 +128,9 @@ class Build:
         facts = self.caches.facts if self.caches is not None else None
         mode = Building(self.scheduler, self.workspaces)
         services = Services(mode, steps, self.blobs, origins, report, facts)
-        self.walk = Walk(loaded, options, ctx, services, copies=plan.copies)  # the plan's copies: not written again
+        self.walk = Walk(
+            loaded, options.walk, ctx, services, copies=plan.copies
+        )  # the plan's copies: not written again
 
     def __enter__(self) -> Build:
         return self

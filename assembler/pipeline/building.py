@@ -31,7 +31,7 @@ from assembler.pipeline.graph import RuntimeStep, StepReport
 from assembler.pipeline.labels import artifacts_read
 from assembler.pipeline.layers import ImageSetup
 from assembler.pipeline.maker import MAKE
-from assembler.pipeline.options import Event, Options, Reporter
+from assembler.pipeline.options import Event, Reporter, WorkspaceOptions
 from assembler.pipeline.resolve import base_ref
 from assembler.pipeline.scheduler import Scheduler
 from assembler.pipeline.stepstore import StepStore
@@ -47,14 +47,16 @@ T = TypeVar("T")
 
 
 class Workspaces:
-    """The build's buildah :class:`Workspace`, made when a step first needs it."""
+    """The build's buildah :class:`Workspace`, made when a step first needs it; ``trusted``:
+    the ids of the keys ``--cache-trust`` names."""
 
     def __init__(
         self,
-        options: Options,
+        options: WorkspaceOptions,
         ctx: Context,
         man: m.Manifest,
         *,
+        trusted: frozenset[str],
         report: Reporter,
         folders: CompileCaches | None = None,
         toolchains: Toolchains | None = None,
@@ -62,6 +64,7 @@ class Workspaces:
         self.options = options
         self.ctx = ctx
         self.man = man
+        self.trusted = trusted
         self.report = report
         self.folders = folders  # kept folders through the registry step cache, with one
         # A step's packages travel as a layer only with a registry step cache: without one,
@@ -104,7 +107,7 @@ class Workspaces:
             agent=exportagent.MODULE,
             agent_job={"elf_facts": options.deps_check, "read": artifacts_read(self.man)},
             keep_failed=options.keep_failed,
-            trusted=frozenset(k.key_id for k in options.cache_trust),
+            trusted=self.trusted,
         )
 
 

@@ -19,7 +19,7 @@ from assembler.compile import sources as srcs
 from assembler.compile.steps import Mounted, Workspace, run_compile_step, toolchain_origin
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
-from assembler.pipeline.options import Options, Reporter
+from assembler.pipeline.options import NodeOptions, Reporter
 from assembler.pipeline.slurm import SlurmExecutor
 from assembler.proc import Runner
 from assembler.spec import model as m
@@ -85,15 +85,18 @@ class LocalExecutor:
 
 
 def executor_for(
-    options: Options,
+    name: str,
     *,
+    slurm_args: Sequence[str],
+    node: NodeOptions,
     loaded: Loaded,
     cache: Cache,
     runner: Runner,
     report: Reporter,
     workspace: Callable[[str], Workspace],
 ) -> Executor:
-    """The executor ``options.executor`` names (``local`` or ``slurm``)."""
-    if options.executor == "slurm":
-        return SlurmExecutor(loaded, options, cache, runner, report)
+    """The executor ``name`` (``--executor``: ``local`` or ``slurm``); a Slurm job's node
+    builds its step of ``loaded`` with ``node``, submitted with ``slurm_args``."""
+    if name == "slurm":
+        return SlurmExecutor(cache, runner, report, slurm_args=slurm_args, loaded=loaded, node=node)
     return LocalExecutor(workspace, cache)

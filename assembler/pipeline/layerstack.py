@@ -188,8 +188,7 @@ class LayerStack:
         key = runtime_key(definition, parent=image, mounts=mounts, tool=walk.tool(), epoch=walk.ctx.epoch)
         hit = walk.step_result(key, rs.name)
         blob = hit.layer if hit is not None else None
-        options = walk.options
-        forced = (options.no_cache or rs.name in options.rebuild) and key not in options.made_keys
+        forced = walk.options.forced(rs.name, key)
         if blob is not None and not forced:
             walk.note_taken(key, f"step {rs.name}", [blob.diff_id])
             walk.record_step(report(state="cached", key=key, reason=walk.where(key)))

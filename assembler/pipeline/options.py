@@ -1,11 +1,18 @@
 """How to build (the command line's part; the manifest says what), the epoch a build uses,
-and how the pipeline reports what it does."""
+and how the pipeline reports what it does.
+
+:class:`Options` is what the command line says, whole; only :mod:`assembler.assemble` (and
+the command line) take it. It hands each part of the pipeline the group it reads: a walk its
+:class:`WalkOptions`, the buildah workspace its :class:`WorkspaceOptions`, the registry step
+caches their :class:`CacheOptions`, a build's Context its :class:`ContextOptions`; a build
+of a plan the :class:`BuildOptions` that holds them, and a Slurm job's node the
+:class:`NodeOptions` it builds a step with (what the job file carries)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -40,6 +47,116 @@ Reporter = Callable[[Event], None]
 
 def quiet(event: Event) -> None:
     pass
+
+
+@dataclass(frozen=True)
+class ContextOptions:
+    """What a build's Context is made of (see ``assemble._context``): where the cache is,
+    how registries are reached, the platform, epoch and compression of its layers, and the
+    outputs (what the plan names, and what copy: layers leave out of the host's folders)."""
+
+    cache_dir: Path
+    registry: Any  # registry.types.RegistryOptions
+    epoch: int
+    platform: Platform | None  # None: the manifest's
+    compression: str | None  # None: the manifest's
+    outputs: tuple[str, ...] | None  # None: the manifest's
+
+
+@dataclass(frozen=True)
+class WalkOptions:
+    """What a walk decides with besides its manifest: the keys of compile steps (whether
+    the host's CA certificates are in them), the layers it cuts (``layer_budget``), and what
+    it may take from the cache (``--no-cache``, ``--rebuild``, the keys made this run)."""
+
+    host_ca: bool
+    layer_budget: int
+    no_cache: bool
+    rebuild: frozenset[str]
+    made_keys: frozenset[str]
+
+    def forced(self, step: str, key: str) -> bool:
+        """Whether ``step`` runs again under ``key`` though the cache holds it: under
+        ``--no-cache`` or ``--rebuild STEP``, unless an earlier variant of this run made it."""
+        return (self.no_cache or step in self.rebuild) and key not in self.made_keys
+
+
+@dataclass(frozen=True)
+class WorkspaceOptions:
+    """How steps run here in buildah (:class:`assembler.pipeline.building.Workspaces`)."""
+
+    storage_driver: str
+    buildah_root: Path | None  # None: the cache's buildah/
+    host_ca: bool
+    keep_failed: bool
+    deps_check: bool  # the facts the dependency check needs are read as layers are written
+
+
+@dataclass(frozen=True)
+class CacheOptions:
+    """The registry step caches: where entries go and come from, how they are signed and
+    which keys are trusted, and what one exported compile cache holds at most."""
+
+    cache_to: str | None
+    cache_from: tuple[str, ...]
+    cache_sign: Signer | None
+    cache_trust: tuple[Verifier, ...]
+    cache_max: int
+
+    def refs(self) -> list[str]:
+        """The step caches named, ``--cache-to``'s first."""
+        return [r for r in (self.cache_to, *self.cache_from) if r]
+
+    def names(self) -> list[ImageName]:
+        """The step caches' repositories (a push to their registry mounts the steps' blobs from there)."""
+        refs = self.refs()
+        if not refs:
+            return []
+        from assembler.stepcache.steps import parse_cache_ref  # the registry client, only when named
+
+        return [parse_cache_ref(r) for r in refs]
+
+    def trusted(self) -> frozenset[str]:
+        """The ids of the keys ``--cache-trust`` names."""
+        return frozenset(k.key_id for k in self.cache_trust)
+
+
+@dataclass(frozen=True)
+class NodeOptions:
+    """What a Slurm job's node builds its step with (:mod:`assembler.pipeline.slurmnode`),
+    the job file's options: the node resolves the manifest again and builds the step as the
+    submitter would. Where buildah keeps its storage, how many steps run and where, the
+    node decides (``workspace.buildah_root`` is None)."""
+
+    context: ContextOptions
+    walk: WalkOptions
+    workspace: WorkspaceOptions
+    caches: CacheOptions
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What resolving and building a plan read (a :class:`~assembler.pipeline.resolve.Plan`
+    carries them to its build), each part's group apart."""
+
+    context: ContextOptions
+    walk: WalkOptions
+    workspace: WorkspaceOptions
+    caches: CacheOptions
+    executor: str  # where compile steps run: local | slurm
+    jobs: int  # compile steps run at the same time
+    slurm_args: tuple[str, ...]  # more sbatch arguments (compile steps' and tests' jobs)
+    tests: bool  # the image's tests run before any output is written
+    test_on: str  # where a test that does not say runs: local | slurm
+
+    @property
+    def deps_check(self) -> bool:
+        """Whether the image's ELF files are checked (the facts they need read as layers are written)."""
+        return self.workspace.deps_check
+
+    def node(self) -> NodeOptions:
+        """What a Slurm job's node builds its step with: these, less where buildah keeps its storage."""
+        return NodeOptions(self.context, self.walk, replace(self.workspace, buildah_root=None), self.caches)
 
 
 @dataclass(frozen=True)
@@ -100,12 +217,58 @@ class Options:
 
     def cache_names(self) -> list[ImageName]:
         """The registry step caches (a push to their registry mounts the steps' blobs from there)."""
-        refs = [r for r in (self.cache_to, *self.cache_from) if r]
-        if not refs:
-            return []
-        from assembler.stepcache.steps import parse_cache_ref  # the registry client, only when named
+        return self.caches().names()
 
-        return [parse_cache_ref(r) for r in refs]
+    def context(self) -> ContextOptions:
+        return ContextOptions(
+            cache_dir=self.cache_dir,
+            registry=self.registry,
+            epoch=self.epoch,
+            platform=self.platform,
+            compression=self.compression,
+            outputs=self.outputs,
+        )
+
+    def walk(self) -> WalkOptions:
+        return WalkOptions(
+            host_ca=self.host_ca,
+            layer_budget=self.layer_budget,
+            no_cache=self.no_cache,
+            rebuild=self.rebuild,
+            made_keys=self.made_keys,
+        )
+
+    def workspace(self) -> WorkspaceOptions:
+        return WorkspaceOptions(
+            storage_driver=self.storage_driver,
+            buildah_root=self.buildah_root,
+            host_ca=self.host_ca,
+            keep_failed=self.keep_failed,
+            deps_check=self.deps_check,
+        )
+
+    def caches(self) -> CacheOptions:
+        return CacheOptions(
+            cache_to=self.cache_to,
+            cache_from=self.cache_from,
+            cache_sign=self.cache_sign,
+            cache_trust=self.cache_trust,
+            cache_max=self.cache_max,
+        )
+
+    def for_build(self) -> BuildOptions:
+        """What resolving and building read, in their groups."""
+        return BuildOptions(
+            context=self.context(),
+            walk=self.walk(),
+            workspace=self.workspace(),
+            caches=self.caches(),
+            executor=self.executor,
+            jobs=self.jobs,
+            slurm_args=self.slurm_args,
+            tests=self.tests,
+            test_on=self.test_on,
+        )
 
 
 def resolve_epoch(cli_epoch: int | None, manifest_epoch: int | None, environ: Mapping[str, str] = os.environ) -> int:

@@ -83,7 +83,7 @@ def _check(plan: Plan, *, offline: bool, report: Reporter, probe: Probe | None) 
 
 def _scheme(need: Need, plan: Plan) -> str:
     """How ``need``'s host is asked: a registry written to with --tls-verify=false over HTTP."""
-    registry = plan.options.registry if plan.options is not None else None
+    registry = plan.options.context.registry if plan.options is not None else None
     plain = registry is not None and not getattr(registry, "tls_verify", True)
     return "http" if plain and need.part.startswith(("output:", "cache:")) else need.scheme
 
@@ -97,7 +97,7 @@ def _registrys_own(need: Need, plan: Plan) -> bool:
     if kind == "base":
         spec = plan.loaded.manifest.bases.get(name) if plan.loaded is not None else None
         return not isinstance(spec, m.BootstrapBase)
-    registry = plan.options.registry if plan.options is not None else None
+    registry = plan.options.context.registry if plan.options is not None else None
     conf = getattr(registry, "conf", None)
     return kind in ("output", "cache") and conf is not None and conf.find(need.host) is not None
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from assembler.cache import Origin
-from assembler.pipeline.options import Event, Options, Reporter
+from assembler.pipeline.options import CacheOptions, Event, Reporter
 from assembler.stepcache.compile import CompileCaches
 from assembler.stepcache.facts import RemoteFacts
 from assembler.stepcache.steps import RemoteStepCache, parse_cache_ref
@@ -35,7 +35,7 @@ class RegistryCaches:
 
 
 def open_caches(
-    options: Options, ctx: Context, *, report: Reporter, unchecked: Callable[[Origin], None] = lambda origin: None
+    options: CacheOptions, ctx: Context, *, report: Reporter, unchecked: Callable[[Origin], None] = lambda origin: None
 ) -> RegistryCaches:
     """The registry step caches ``options`` name, reporting through ``report``; facts and
     compile caches taken from an entry are told to ``unchecked`` (which warns of those
@@ -61,7 +61,7 @@ def open_caches(
     return RegistryCaches(steps, folders, RemoteFacts(steps, ctx.cache, unchecked=unchecked))
 
 
-def plan_steps(options: Options, ctx: Context) -> RemoteStepCache:
+def plan_steps(options: CacheOptions, ctx: Context) -> RemoteStepCache:
     """The registry step caches a plan reads (never writes); one that cannot be read is a miss."""
     names = [parse_cache_ref(r) for r in (*options.cache_from, options.cache_to) if r]
     return RemoteStepCache(

@@ -43,7 +43,7 @@ from assembler.pipeline.layers import ImageSetup
 from assembler.pipeline.layerstack import finish, stacked
 from assembler.pipeline.maker import LOOKUP
 from assembler.pipeline.modes import Services
-from assembler.pipeline.options import Options, RemoteSteps, quiet
+from assembler.pipeline.options import BuildOptions, CacheOptions, RemoteSteps, WalkOptions, quiet
 from assembler.pipeline.origins import Origins
 from assembler.pipeline.stepstore import LocalSteps, RegistrySteps, StepStore
 from assembler.pipeline.walk import Base, Walk, git_key
@@ -77,7 +77,7 @@ class Plan:
     base_overrides: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     # What the build needs besides the decisions: not part of the printed plan.
     loaded: Loaded | None = field(default=None, repr=False, compare=False)
-    options: Options | None = field(default=None, repr=False, compare=False)
+    options: BuildOptions | None = field(default=None, repr=False, compare=False)
     # The copy layers the plan's walk found by hashing their files: the build takes them
     # (checked present) instead of writing them again.
     copies: Mapping[CopyKey, FoundCopy] = field(default_factory=dict, repr=False, compare=False)
@@ -99,7 +99,7 @@ class Plan:
         if self.loaded is None:
             return []
         man = self.loaded.manifest
-        caches = [r for r in (self.options.cache_to, *self.options.cache_from) if r] if self.options else []
+        caches = self.options.caches.refs() if self.options else []
         return needs(
             man,
             [s.name for s in self.steps],
@@ -223,14 +223,16 @@ class Planning:
         walk.record_step(report)
 
 
-def plan_walk(loaded: Loaded, options: Options, ctx: Context, *, registry: RemoteSteps | None = None) -> Walk:
-    """The walk of a plan of ``loaded``: it reports nothing, writes nothing; ``registry``:
-    the registry step caches it also looks in (their records only, no blob)."""
+def plan_walk(
+    loaded: Loaded, options: WalkOptions, caches: CacheOptions, ctx: Context, *, registry: RemoteSteps | None = None
+) -> Walk:
+    """The walk of a plan of ``loaded``: it reports nothing, writes nothing; ``caches``:
+    the keys it trusts; ``registry``: the registry step caches it also looks in (their
+    records only, no blob)."""
     report = quiet
-    trusted = frozenset(k.key_id for k in options.cache_trust)
-    local = LocalSteps(ctx.cache, trusted=trusted, report=report)
+    local = LocalSteps(ctx.cache, trusted=caches.trusted(), report=report)
     steps: StepStore = RegistrySteps(local, registry) if registry is not None else local
-    origins = Origins(trusted=bool(options.cache_trust), report=report)
+    origins = Origins(trusted=bool(caches.cache_trust), report=report)
     services = Services(Planning(), steps, BaseBlobs(ctx.cache), origins, report)
     return Walk(loaded, options, ctx, services)
 
@@ -246,7 +248,7 @@ def base_ref(loaded: Loaded, spec: m.BaseSpec, platform: Platform) -> tuple[Ref,
 
 def plan_of(
     loaded: Loaded,
-    options: Options,
+    options: BuildOptions,
     ctx: Context,
     *,
     outputs: Sequence[str],
@@ -256,7 +258,7 @@ def plan_of(
     """The plan of ``loaded`` (see the module's doc), walked in the :class:`Planning` mode:
     the image stacked, the steps ``file_steps()`` names (their files are outputs) decided
     too, the config on top; ``registry``: see :func:`plan_walk`."""
-    walk = plan_walk(loaded, options, ctx, registry=registry)
+    walk = plan_walk(loaded, options.walk, options.caches, ctx, registry=registry)
     image, base, layers = stacked(walk)
     for name in file_steps():
         walk.compile(graph.step_of(loaded.manifest, name))

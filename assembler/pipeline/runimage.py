@@ -27,7 +27,7 @@ from assembler.oci import mediatypes as mt
 from assembler.oci.artifact import Artifact
 from assembler.oci.reference import Ref
 from assembler.pipeline.imagetests import PlannedTest, Report, Tester, planned, raise_failures, suite_of
-from assembler.pipeline.options import Options, Reporter
+from assembler.pipeline.options import Reporter
 from assembler.proc import Runner
 from assembler.sbom.testresult import Suite as TestSuite
 from assembler.sbom.testresult import attestation, is_test_result
@@ -73,12 +73,11 @@ class Suite:
 
     tests: list[PlannedTest]
     about: TestSuite
-    loaded: Loaded | None = None
 
 
 def manifest_suite(loaded: Loaded, stored: Stored, *, test_on: str) -> Suite:
     """The tests ``loaded`` (a manifest, its target chosen) gives ``stored``'s image."""
-    return Suite(planned(loaded, stored.config, test_on=test_on), suite_of(loaded), loaded)
+    return Suite(planned(loaded, stored.config, test_on=test_on), suite_of(loaded))
 
 
 def attested_suite(ref: Ref, ctx: Context, stored: Stored, *, test_on: str) -> Suite:
@@ -116,21 +115,21 @@ def _test_results(listing: Listing) -> list[dict[str, Any]]:
 
 
 def test_image(
-    stored: Stored, suite: Suite, options: Options, ctx: Context, *, report: Reporter
+    stored: Stored, suite: Suite, ctx: Context, *, slurm_args: Sequence[str], report: Reporter
 ) -> tuple[list[Report], Artifact]:
-    """Run ``suite`` on ``stored``'s image: each test's report and the test-result
-    attestation (which says ``fail`` when one failed: nothing is written here, the caller
-    decides)."""
+    """Run ``suite`` on ``stored``'s image (a test on Slurm submitted with ``slurm_args``):
+    each test's report and the test-result attestation (which says ``fail`` when one failed:
+    nothing is written here, the caller decides)."""
 
     def slurm() -> Any:
         from assembler.pipeline.slurmtests import SlurmTests  # only where a test runs there
 
-        return SlurmTests.of(suite.loaded, options, ctx, report=report)
+        return SlurmTests.of(slurm_args, ctx, report=report)
 
     tester = Tester(ctx.cache, stored.buildah, report, slurm, reuse=False)  # asked for: run, not remembered
     reports = tester.run(suite.tests, stored.source)
     outcomes = [r.outcome for r in reports]
-    return reports, attestation(stored.source.image.descriptor, suite.about, outcomes, epoch=options.epoch)
+    return reports, attestation(stored.source.image.descriptor, suite.about, outcomes, epoch=ctx.epoch)
 
 
 def command(stored: Stored, *, command: Sequence[str] | None, args: Sequence[str] | None, **how: Any) -> ImageCommand:
@@ -167,10 +166,10 @@ def tested(built: Built, plan: Plan, build: Build, *, report: Reporter) -> list[
     def slurm() -> Any:
         from assembler.pipeline.slurmtests import SlurmTests  # only where a test runs there
 
-        return SlurmTests.of(loaded, options, build.ctx, report=report)
+        return SlurmTests.of(options.slurm_args, build.ctx, report=report)
 
-    tester = Tester(build.ctx.cache, build.workspace().buildah, report, slurm, reuse=not options.no_cache)
+    tester = Tester(build.ctx.cache, build.workspace().buildah, report, slurm, reuse=not options.walk.no_cache)
     reports = tester.run(tests, source)
     raise_failures(reports)
     outcomes = [r.outcome for r in reports]
-    return [attestation(built.image.descriptor, suite_of(loaded), outcomes, epoch=options.epoch)]
+    return [attestation(built.image.descriptor, suite_of(loaded), outcomes, epoch=options.context.epoch)]

@@ -1,8 +1,9 @@
 """``--executor slurm``: each compile step a build must run becomes a Slurm job.
 
 The submitting machine resolves the plan as usual. For a step it must run, it writes a job
-file (the loaded manifest, the options, the step and the key it expects) into the shared
-cache's ``slurm/`` folder and submits ``python -m assembler.cli.step JOBFILE`` with
+file (the loaded manifest, the options the node reads:
+:class:`~assembler.pipeline.options.NodeOptions`, the step and the key it expects) into the
+shared cache's ``slurm/`` folder and submits ``python -m assembler.cli.step JOBFILE`` with
 ``sbatch``, named after the step, its output in the cache's ``logs/``. On the node, the job
 resolves the manifest again against the shared cache (the bases, sources and inputs the
 step needs are there: a step is submitted after what it builds on is made), checks that it
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING
 from assembler.cache import Cache, StepResult
 from assembler.errors import AssemblerError, Cancelled, StepFailed, ToolError
 from assembler.oci.layer import Layer
-from assembler.pipeline.options import Event, Options, Reporter
+from assembler.pipeline.options import Event, NodeOptions, Reporter
 from assembler.proc import Runner, tail
 from assembler.spec import model as m
 from assembler.spec.load import Loaded
@@ -51,7 +52,7 @@ class Job:
     """What a node needs to build one step: written by the submitter, read by the job."""
 
     loaded: Loaded
-    options: Options
+    options: NodeOptions
     step: str
     key: str
 
@@ -98,14 +99,26 @@ def resource_args(res: m.Resources | None) -> list[str]:
 
 class SlurmExecutor:
     """Runs compile steps as Slurm jobs (see the module's doc): an
-    :class:`~assembler.pipeline.executors.Executor`."""
+    :class:`~assembler.pipeline.executors.Executor`; ``slurm_args``: more sbatch arguments
+    (``--slurm-args``). A compile step's job builds it of ``loaded`` with ``node`` (a
+    SlurmExecutor that runs only tests has neither)."""
 
-    def __init__(self, loaded: Loaded | None, options: Options, cache: Cache, runner: Runner, report: Reporter) -> None:
-        self.loaded = loaded
-        self.options = options
+    def __init__(
+        self,
+        cache: Cache,
+        runner: Runner,
+        report: Reporter,
+        *,
+        slurm_args: Sequence[str] = (),
+        loaded: Loaded | None = None,
+        node: NodeOptions | None = None,
+    ) -> None:
         self.cache = cache
         self.runner = runner
         self.report = report
+        self.slurm_args = tuple(slurm_args)
+        self.loaded = loaded
+        self.node = node
 
     def submit_argv(self, step: m.CompileStep, job_file: Path, log_path: Path) -> list[str]:
         node_cmd = [sys.executable, "-m", "assembler.cli.step", str(job_file)]
@@ -121,7 +134,7 @@ class SlurmExecutor:
             f"--output={log_path}",
             f"--chdir={Path.cwd()}",
             *flags,
-            *self.options.slurm_args,
+            *self.slurm_args,
             "--wrap",
             shlex.join(command),
         ]
@@ -143,8 +156,8 @@ class SlurmExecutor:
         return self._run(job.step, job.key, stop=stop)
 
     def _run(self, step: m.CompileStep, key: str, *, stop: Callable[[], bool]) -> dict[str, Layer]:
-        assert self.loaded is not None, "compile steps come from a manifest"
-        job_file = write_job(self.cache, Job(self.loaded, self.options, step.name, key))
+        assert self.loaded is not None and self.node is not None, "compile steps come from a manifest"
+        job_file = write_job(self.cache, Job(self.loaded, self.node, step.name, key))
         log_path = self.cache.root / "logs" / f"slurm-{step.name}-{key[:16]}.log"
         argv = self.submit_argv(step, job_file, log_path)
         job_id, state, code = self.run_job(step.name, argv, log_path, stop=stop)

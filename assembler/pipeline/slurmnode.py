@@ -19,7 +19,7 @@ from assembler.pipeline import graph
 from assembler.pipeline.builder import Build
 from assembler.pipeline.executors import CompileJob, Executor
 from assembler.pipeline.graph import StepReport
-from assembler.pipeline.options import Options, Reporter
+from assembler.pipeline.options import BuildOptions, Reporter
 from assembler.pipeline.resolve import Plan
 from assembler.pipeline.slurm import Job, node_storage
 from assembler.transports import Context
@@ -45,10 +45,22 @@ class ExpectedKey:
         return self.executor.run_compile(job, stop=stop)
 
 
-def node_options(job: Job) -> Options:
-    """The options a node builds ``job``'s step with: the submitter's, the step run here in
-    buildah, one at a time, in node-local storage."""
-    return replace(job.options, executor="local", jobs=1, buildah_root=node_storage())
+def node_options(job: Job) -> BuildOptions:
+    """The options a node builds ``job``'s step with: the submitter's (``job.options``), the
+    step run here in buildah, one at a time, in node-local storage; no test runs here."""
+    node = job.options
+    workspace = replace(node.workspace, buildah_root=node_storage())
+    return BuildOptions(
+        context=node.context,
+        walk=node.walk,
+        workspace=workspace,
+        caches=node.caches,
+        executor="local",
+        jobs=1,
+        slurm_args=(),
+        tests=False,
+        test_on="local",
+    )
 
 
 def build_step(plan: Plan, ctx: Context, job: Job, *, report: Reporter) -> StepReport:

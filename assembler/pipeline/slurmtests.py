@@ -24,9 +24,8 @@ from typing import TYPE_CHECKING, Any
 from assembler.cache import Cache
 from assembler.oci.digest import digest_hex
 from assembler.pipeline.imagetests import PlannedTest, Report, command_of, judge
-from assembler.pipeline.options import Event, Options, Reporter
+from assembler.pipeline.options import Event, Reporter
 from assembler.pipeline.slurm import SlurmExecutor, resource_args
-from assembler.spec.load import Loaded
 from assembler.transports import Context
 from assembler.transports.common import SourceImage
 
@@ -77,9 +76,10 @@ class SlurmTests:
         self.stop: Callable[[], bool] = lambda: False
 
     @classmethod
-    def of(cls, loaded: Loaded | None, options: Options, ctx: Context, *, report: Reporter) -> SlurmTests:
-        """Through the Slurm executor of ``options`` (``--slurm-args`` included)."""
-        return cls(SlurmExecutor(loaded, options, ctx.cache, ctx.runner, report), ctx.cache, ctx, report)
+    def of(cls, slurm_args: Sequence[str], ctx: Context, *, report: Reporter) -> SlurmTests:
+        """Through a Slurm executor that submits with ``slurm_args`` (``--slurm-args``)."""
+        executor = SlurmExecutor(ctx.cache, ctx.runner, report, slurm_args=slurm_args)
+        return cls(executor, ctx.cache, ctx, report)
 
     def run(self, tests: Sequence[PlannedTest], source: SourceImage, tester: Tester) -> dict[str, Report]:
         """Each test as a job on a SIF of ``source``'s image (removed afterwards); its report."""

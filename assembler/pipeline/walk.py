@@ -34,7 +34,7 @@ from assembler.pipeline.graph import StepReport
 from assembler.pipeline.kinds.copy import Copies, CopyKey, FoundCopy
 from assembler.pipeline.layers import ImageSetup
 from assembler.pipeline.modes import Services
-from assembler.pipeline.options import Event, Options
+from assembler.pipeline.options import Event, WalkOptions
 from assembler.pipeline.prebuilt_layers import Prebuilt
 from assembler.pipeline.stepstore import note_taken, step_result
 from assembler.spec import model as m
@@ -80,7 +80,7 @@ class Walk:
     def __init__(
         self,
         loaded: Loaded,
-        options: Options,
+        options: WalkOptions,
         ctx: Context,
         services: Services,
         *,
@@ -246,7 +246,7 @@ class Walk:
         )
         key = key_for(sources={n: s.digest for n, s in sources.items() if s is not None})
         cached = self.cache_artifacts(key, step)
-        forced = (self.options.no_cache or step.name in self.options.rebuild) and key not in self.options.made_keys
+        forced = self.options.forced(step.name, key)
         if cached is not None and not forced:
             self.note_taken(key, f"step {step.name}", [b.diff_id for b in cached.values()])
             self.record_step(report(state="cached", key=key, reason=self.where(key)))
