@@ -18,8 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from assembler.transports.bootstrap import FORMAT as BOOTSTRAP_FORMAT
+
 ROOT = Path(__file__).resolve().parent.parent
 TEST_CACHE = Path(os.environ.get("ASSEMBLE_TEST_CACHE", "/var/tmp/assemble-test-cache"))
+# Bases assemble bootstrapped for the tests, kept across runs: named by the bootstrap's
+# format, so that bases an older assemble made (other bytes) are not taken for today's.
+TEST_BASES = TEST_CACHE / f"bases-v{BOOTSTRAP_FORMAT}"
 
 
 @pytest.fixture()
@@ -227,7 +232,7 @@ def demo_bases() -> dict[str, Path]:
     itself and exported as OCI layouts every user can read: ``--base NAME=oci:...``."""
     from tests import yaml_helper
 
-    out = TEST_CACHE / "bases"
+    out = TEST_BASES
     demo = yaml_helper.load(ROOT / "manifests" / "demo.yaml")
     specs = {
         "devel": demo["bases"]["devel"]["bootstrap"],

@@ -48,10 +48,10 @@ GOLDEN_COPY_ONLY = {
 # (tests/golden_demo_bases.txt): when Debian's mirror moves, this fails and says which
 # packages moved; re-pin with `python -m tests.test_golden` in a commit that says why.
 GOLDEN_DEMO_BASES = {
-    "devel": "sha256:eb67bb972e2f2922c12f406c66668494451eed77001d6eb8db87518ba2d62305",
-    "runtime": "sha256:d6ecc78f366e2a1b1cd654188b29823bd63d63d24d383dae20de362b8356b66b",
+    "devel": "sha256:bfc41b41d4a8a0d6a1736a633a608bcb626f81d36f37e18fc4655724d9a366f6",
+    "runtime": "sha256:583c18328103ef9e7d30bb73582bf3fb05d63a8df4c629db546a9ab90ce6c541",
 }
-GOLDEN_DEMO = "sha256:55068b19f005619eed36cb4898ded95aec125846337f6f284e97c993da984477"
+GOLDEN_DEMO = "sha256:3de6190ccb5cdfa5845868511463e235d82202420a9aaa275ebc0994c1bade60"
 PINNED_PACKAGES = Path(__file__).with_name("golden_demo_bases.txt")
 
 
@@ -101,6 +101,23 @@ def pinned_packages() -> dict[str, set[str]]:
     return pins
 
 
+def base_paths(layout: Path) -> set[str]:
+    """Every path a one-layer base holds."""
+    (layer,) = manifest_of(layout, "latest")["layers"]
+    blob = layout / "blobs" / "sha256" / layer["digest"].split(":", 1)[1]
+    with open(blob, "rb") as raw, decompressed(raw) as data, tarfile.open(fileobj=data, mode="r|") as tar:
+        return {member.name.lstrip("./") for member in tar}
+
+
+def test_a_bootstrapped_base_holds_nothing_of_the_machine_that_made_it(demo_bases: dict[str, Path]) -> None:
+    """mmdebstrap copies the host's resolv.conf and hostname into the root: the same base
+    made on two machines had two digests (and the golden demo's held on one machine only)."""
+    for name in GOLDEN_DEMO_BASES:
+        held = base_paths(demo_bases[name])
+        assert "etc/os-release" in held or "usr/lib/os-release" in held, name  # a real base was read
+        assert not held & {"etc/resolv.conf", "etc/hostname"}, name
+
+
 def test_demo_has_its_golden_digest(demo: Demo) -> None:
     bases = {name: layout_digest(demo.bases[name], "latest") for name in GOLDEN_DEMO_BASES}
     digest = demo.cold.json["digest"]
@@ -124,8 +141,8 @@ def test_demo_has_its_golden_digest(demo: Demo) -> None:
 
 if __name__ == "__main__":
     # Re-pin the package versions of the shared test bases (after a mirror moved).
-    from tests.conftest import TEST_CACHE
+    from tests.conftest import TEST_BASES
 
-    lines = [f"{name} {p}" for name in GOLDEN_DEMO_BASES for p in base_packages(TEST_CACHE / "bases" / name)]
+    lines = [f"{name} {p}" for name in GOLDEN_DEMO_BASES for p in base_packages(TEST_BASES / name)]
     PINNED_PACKAGES.write_text("".join(line + "\n" for line in sorted(lines)))
     print(f"{PINNED_PACKAGES}: {len(lines)} packages")

@@ -33,7 +33,7 @@ from assembler.spec.load import load_manifest
 from assembler.transports.hpc.apptainer import runscript
 from assembler.transports.hpc.sif import read_sif_header
 from tests import yaml_helper
-from tests.conftest import TEST_CACHE, reclaim_at_teardown
+from tests.conftest import TEST_BASES, TEST_CACHE, reclaim_at_teardown
 from tests.helpers import ROOT, Buildah, Ran, config_of, layout_digest, read_blob, run_cli, sh, uncompressed
 
 # Module fixtures that run outside programs (tests/conftest.py: tier): the ROCm bases and the smoke build.
@@ -86,7 +86,7 @@ def _assembled_base(spec: dict[str, Any], extra: list[Path]) -> Path:
     """``spec`` built once by assemble into an OCI layout under TEST_CACHE, named by a digest
     of the spec and of the files it uses (a changed recipe makes a new base)."""
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode() + b"".join(p.read_bytes() for p in extra))
-    layout = TEST_CACHE / "bases" / f"{spec['name']}-{key.hexdigest()[:12]}"
+    layout = TEST_BASES / f"{spec['name']}-{key.hexdigest()[:12]}"
     TEST_CACHE.mkdir(parents=True, exist_ok=True)
     with open(TEST_CACHE / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -5,6 +5,12 @@ configured apt mirror, turned into a one-layer image by the deterministic writer
 cached by its inputs (suite, variant, packages, mirror, architecture, mmdebstrap
 version). Runs as root (``--mode=root``) or as an unprivileged user (``--mode=unshare``,
 subuids from /etc/subuid).
+
+mmdebstrap copies this host's ``/etc/resolv.conf`` and ``/etc/hostname`` into the root, so
+the same base made on two machines differed in those two files (its manual, "SOURCE_DATE_EPOCH",
+says to remove or write them in a hook). They are removed: a container's runtime (buildah,
+podman, Docker, Apptainer) mounts its own over both paths, as it does for ``/etc/hosts``,
+which mmdebstrap does not copy.
 """
 
 from __future__ import annotations
@@ -29,8 +35,11 @@ from assembler.transports.rootfs import image_from_layer, layer_from_tar
 
 log = logging.getLogger(__name__)
 # 3: run in the environment of mmdebstrap_env alone (bytecode written one way);
-# 4: apt's partial folders root's (_ROOT_OWNED)
-FORMAT = 4
+# 4: apt's partial folders root's (_ROOT_OWNED); 5: no host's resolv.conf or hostname
+FORMAT = 5
+# Run by mmdebstrap on the finished root ($1) before it is packed: what it copied of the
+# host, which would make the base depend on the machine that made it.
+_HOST_FILES_HOOK = 'rm -f "$1/etc/resolv.conf" "$1/etc/hostname"'
 DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian"
 _ARCH = {
     "amd64": "amd64",
@@ -125,6 +134,7 @@ def mmdebstrap_argv(spec: BootstrapSpec, *, arch: str, mirror: str, output: Path
         f"--architectures={arch}",
         f"--components={','.join(spec.components)}",
         '--aptopt=APT::Install-Recommends "false"',
+        f"--customize-hook={_HOST_FILES_HOOK}",
         "--quiet",
     ]
     if spec.packages:
