@@ -51,7 +51,7 @@ GOLDEN_DEMO_BASES = {
     "devel": "sha256:bfc41b41d4a8a0d6a1736a633a608bcb626f81d36f37e18fc4655724d9a366f6",
     "runtime": "sha256:583c18328103ef9e7d30bb73582bf3fb05d63a8df4c629db546a9ab90ce6c541",
 }
-GOLDEN_DEMO = "sha256:3de6190ccb5cdfa5845868511463e235d82202420a9aaa275ebc0994c1bade60"
+GOLDEN_DEMO = "sha256:001d62926b30b330d6c4840a4406ccaca80a39bb3035117cce15cbb42000cac7"
 PINNED_PACKAGES = Path(__file__).with_name("golden_demo_bases.txt")
 
 

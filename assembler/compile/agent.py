@@ -59,6 +59,12 @@ DEFAULT_EXCLUDES = (
     # container or boot that needs one makes its own (dbus-uuidgen --ensure).
     "/etc/machine-id",
     "/var/lib/dbus/machine-id",
+    # What the container's runtime mounts over (buildah, as Docker and podman do): a step's
+    # writes there never reach the image, and where the base has none of these files,
+    # buildah leaves an empty one (mode 0755) behind as the mount point.
+    "/etc/hosts",
+    "/etc/hostname",
+    "/etc/resolv.conf",
 )
 _NEVER = ("/proc", "/sys", "/dev")
 

@@ -10,8 +10,9 @@ from assembler.spec import model as m
 
 FORMAT = 2  # 2: steps run with reproducible_env (PYTHONHASHSEED): earlier results may differ
 # A runtime step's layer: 3: the machine's identity (/etc/machine-id, dbus's) left out
-# (compile.agent.DEFAULT_EXCLUDES), a random one per build before.
-RUNTIME_FORMAT = 3
+# (compile.agent.DEFAULT_EXCLUDES), a random one per build before; 4: the runtime's mount
+# points (/etc/hosts, /etc/hostname, /etc/resolv.conf) left out, empty files before.
+RUNTIME_FORMAT = 4
 
 
 # What a compile step says that does not change its artifacts: names, and how its job is run.
