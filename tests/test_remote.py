@@ -335,8 +335,19 @@ def test_second_push_uploads_no_blob(fault_proxy: FaultProxy, cache: Cache) -> N
     assert second.stats.skipped_blobs == 3
     assert fault_proxy.blob_uploads() == []
     assert fault_proxy.blob_upload_bytes() == 0
+    # The registry holds these manifest bytes under the tag: one HEAD, no blob asked for.
+    assert [(r.method, r.path.split("/v2/", 1)[-1]) for r in fault_proxy.records if r.path != "/v2/"] == [
+        ("HEAD", "again/app/manifests/v1")
+    ]
+    # The tag moved elsewhere meanwhile: every blob is asked for again, and the tag put back.
+    other = build_image(cache, [random_layer(10_000, 3)])
+    push(other, name, blobs=cache, options=opts())
+    fault_proxy.clear()
+    third = push(image, name, blobs=cache, options=opts())
+    assert third.digest == image.digest and third.stats.uploaded_blobs == 0
     heads = [r for r in fault_proxy.records if r.method == "HEAD" and "/blobs/" in r.path]
     assert len(heads) == 3
+    assert [r.method for r in fault_proxy.records if "/manifests/" in r.path] == ["HEAD", "PUT"]
 
 
 # -- 4. cross-repository mounts ----------------------------------------------------------
@@ -771,3 +782,31 @@ def test_referrers_through_the_tag_schema_fallback(registry: RunningRegistry, ca
 def test_public_api_names() -> None:
     assert set(remote.__all__) >= {"PushResult", "read", "push"}
     assert RegistryOptions().chunk_size == 32 << 20 and RegistryOptions().retries == 10
+
+
+def test_referrers_pushed_again_are_asked_for_and_left_as_they_are(fault_proxy: FaultProxy, cache: Cache) -> None:
+    """An SBOM and a provenance pushed with the same image again: each manifest is asked
+    for (HEAD) and the referrers listed once; no blob, no PUT, the fallback index unchanged.
+    One the registry does not list yet is pushed as before."""
+    from assembler.oci.artifact import Artifact
+    from assembler.transports.referrers import push_referrers
+
+    image = build_image(cache, [random_layer(10_000, 1)])
+    name = ImageName.parse(f"{fault_proxy.host}/again/refs:v1")
+    push(image, name, blobs=cache, options=opts())
+    sbom = Artifact("application/spdx+json", b'{"spdx": 1}', "sbom.spdx.json", image.descriptor)
+    prov = Artifact("application/vnd.in-toto+json", b'{"prov": 1}', "prov.json", image.descriptor)
+    assert push_referrers(name, [sbom, prov], options=opts()) == [sbom.digest, prov.digest]
+
+    fault_proxy.clear()
+    assert push_referrers(name, [sbom, prov], options=opts()) == [sbom.digest, prov.digest]
+    asked = [(r.method, r.path.rsplit("/", 2)[-2]) for r in fault_proxy.records if r.path != "/v2/"]
+    assert asked == [("HEAD", "manifests"), ("GET", "referrers"), ("GET", "manifests"), ("HEAD", "manifests")]
+
+    fault_proxy.clear()
+    sig = Artifact("application/vnd.example.sig", b"sig", "sig", image.descriptor)
+    assert push_referrers(name, [sbom, sig], options=opts()) == [sbom.digest, sig.digest]
+    assert any(r.method == "PUT" and r.path.endswith(sig.digest) for r in fault_proxy.records)
+    with Registry(fault_proxy.host, options=opts()) as reg:
+        listed = {d.digest for d in reg.list_referrers("again/refs", image.digest)}
+    assert listed == {sbom.digest, prov.digest, sig.digest}

@@ -71,6 +71,13 @@ class Registry(RegistryClient):
         """
         return manifests.fetch_manifest(self, repository, reference)
 
+    def holds_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> bool:
+        """True when ``reference`` (tag or digest) already names these very manifest bytes:
+        a registry keeps a manifest only with every blob it names, so nothing of it need
+        be pushed again (one HEAD where a push asks for every blob). Raises RegistryError."""
+        self._writable(repository)
+        return manifests.manifest_digest(self, repository, reference, media_type) == sha256_digest(body)
+
     def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> str:
         """PUT ``body`` as is under ``reference`` (tag or digest); returns its digest.
 

@@ -55,6 +55,20 @@ def fetch_manifest(http: RegistryClient, repository: str, reference: str) -> tup
     return body, media_type
 
 
+def manifest_digest(http: RegistryClient, repository: str, reference: str, media_type: str) -> str | None:
+    """The digest the registry announces for the manifest ``reference`` (HEAD, asking for
+    ``media_type``); None when it has none, or does not say."""
+    response = http.request(
+        "HEAD",
+        http.url(f"/v2/{repository}/manifests/{reference}"),
+        what=f"checking manifest {reference} in {where(http, repository)}",
+        ok=(200, 404),
+        headers={"Accept": media_type},
+    )
+    announced = response.headers.get("Docker-Content-Digest", "")
+    return announced if response.status_code == 200 and is_digest(announced) else None
+
+
 def put_manifest(
     http: RegistryClient, repository: str, reference: str, body: bytes, media_type: str
 ) -> requests.Response:

@@ -49,8 +49,18 @@ def push_referrers(
     from assembler.registry.client import Registry
 
     pushed = []
+    listed: dict[str, set[str]] = {}  # by subject: the referrers the registry lists (read once)
     with Registry(name.registry, options=options, progress=progress) as reg:
         for artifact in artifacts:
+            # Pushed before and listed (by the referrers API or the fallback tag's index):
+            # nothing to do, where each push asked for every blob and updated the index.
+            if reg.holds_manifest(name.repository, artifact.digest, artifact.manifest_bytes, mt.OCI_MANIFEST):
+                subject = artifact.subject.digest
+                if subject not in listed:
+                    listed[subject] = {d.digest for d in reg.list_referrers(name.repository, subject)}
+                if artifact.digest in listed[subject]:
+                    pushed.append(artifact.digest)
+                    continue
             blobs = FileBlobs({}, artifact.blobs())
             for digest, data in artifact.blobs().items():
                 media_type = artifact.artifact_type if digest == artifact.blob.digest else mt.OCI_EMPTY

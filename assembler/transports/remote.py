@@ -17,6 +17,7 @@ from assembler.errors import InvalidImage, RegistryError, Unreachable
 from assembler.oci import mediatypes as mt
 from assembler.oci.artifact import EMPTY_CONFIG, EMPTY_DESCRIPTOR, FilesArtifact
 from assembler.oci.descriptor import Platform
+from assembler.oci.digest import sha256_digest
 from assembler.oci.image import Image, Index, manifest_config
 from assembler.oci.reference import ImageName
 from assembler.registry import pull
@@ -118,6 +119,10 @@ def push(
         layers, config, media_type = tuple(image.layers), image.config_descriptor, image.media_type
         reader = WithBytes(blobs, {image.config_descriptor.digest: image.config_bytes})
     with Registry(name.registry, options=options, progress=progress, clock=clock) as registry:
+        if registry.holds_manifest(name.repository, name.reference, image.manifest_bytes, media_type):
+            registry.stats.skipped_blobs += len(layers) + 1  # all there, with the manifest naming them
+            log.info("%s: already holds %s", name, sha256_digest(image.manifest_bytes))
+            return PushResult(sha256_digest(image.manifest_bytes), replace(registry.stats))
         for i, desc in enumerate((*layers, config)):
             label = f"layer {i + 1}/{len(layers)}" if i < len(layers) else "config"
             try:
