@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args_list and args_list[0] in TRAILING and "--" in args_list:  # the container's argv, whatever it holds
         cut = args_list.index("--")
         args_list, trailing = args_list[:cut], args_list[cut + 1 :]
-    args = parser().parse_args(args_list)
+    args = parser(args_list[0] if args_list and args_list[0] in COMMANDS else None).parse_args(args_list)
     if trailing is not None:
         args.cmd = [*args.cmd, *trailing]
     logging.basicConfig(
