@@ -78,3 +78,23 @@ def test_a_job_file_carries_what_the_node_reads(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setenv("ASSEMBLE_NODE_STORAGE", str(tmp_path / "node"))
     before = replace(options, executor="local", jobs=1, buildah_root=tmp_path / "node")
     assert node_options(job) == replace(before.for_build(), slurm_args=(), tests=False, test_on="local")
+
+
+def test_the_step_caches_keys_reach_the_node_in_a_file_of_its_users_alone(tmp_path: Path) -> None:
+    """--cache-sign and --cache-trust with --executor slurm: the node signs the entries it
+    exports and checks those it takes, so the job file carries both keys (cryptography's
+    keys do not pickle: the job could not be written), readable by its user alone."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    (tmp_path / "m.yaml").write_text(MANIFEST)
+    signer = Signer(ec.generate_private_key(ec.SECP256R1()))
+    trusted = (signer.verifier, Signer(ed25519.Ed25519PrivateKey.generate()).verifier)
+    options = replace(_options(tmp_path), cache_sign=signer, cache_trust=trusted)
+    path = write_job(
+        Cache(options.cache_dir), Job(load_manifest(tmp_path / "m.yaml"), options.for_build().node(), "one", "k" * 64)
+    )
+    assert path.stat().st_mode & 0o777 == 0o600
+    caches = read_job(path).options.caches
+    assert caches.cache_sign is not None and caches.cache_sign.verifier.pem() == signer.verifier.pem()
+    assert [v.key_id for v in caches.cache_trust] == [v.key_id for v in trusted]
+    assert signer.verifier.verify(caches.cache_sign.sign(b"entry"), b"entry")

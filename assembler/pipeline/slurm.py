@@ -64,7 +64,10 @@ def write_job(cache: Cache, job: Job) -> Path:
     folder.mkdir(exist_ok=True)
     path = folder / f"{job.step}-{job.key[:16]}.job"
     temp = folder / f".tmp-{os.uname().nodename}-p{os.getpid()}-{path.name}"
-    temp.write_bytes(pickle.dumps(job))
+    # Its user's alone: it may carry the key that signs the step cache's entries (--cache-sign).
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pickle.dumps(job))
     os.replace(temp, path)
     return path
 

@@ -66,6 +66,11 @@ class Verifier:
         der = self.key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
         return hashlib.sha256(der).hexdigest()[:16]
 
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+        """Pickled as its DER (cryptography's keys do not pickle): a Slurm job file carries it."""
+        der = self.key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        return (_verifier_from_der, (der,))
+
 
 @dataclass(frozen=True)
 class Signer:
@@ -81,6 +86,23 @@ class Signer:
     @property
     def verifier(self) -> Verifier:
         return Verifier(self.key.public_key())
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+        """Pickled as its PKCS #8 DER, unencrypted (cryptography's keys do not pickle): what
+        a Slurm job file carries to the node that signs the step cache's entries. That file
+        is its user's alone (mode 0600, :func:`assembler.pipeline.slurm.write_job`)."""
+        der = self.key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        return (_signer_from_der, (der,))
+
+
+def _signer_from_der(der: bytes) -> Signer:
+    return _checked_private(serialization.load_der_private_key(der, password=None), "a pickled key")
+
+
+def _verifier_from_der(der: bytes) -> Verifier:
+    return _checked_public(serialization.load_der_public_key(der), "a pickled key")
 
 
 def _pem_blocks(data: bytes, what: str) -> list[tuple[str, bytes]]:
