@@ -163,7 +163,10 @@ class SlurmExecutor:
         job_file = write_job(self.cache, Job(self.loaded, self.node, step.name, key))
         log_path = self.cache.root / "logs" / f"slurm-{step.name}-{key[:16]}.log"
         argv = self.submit_argv(step, job_file, log_path)
-        job_id, state, code = self.run_job(step.name, argv, log_path, stop=stop)
+        try:
+            job_id, state, code = self.run_job(step.name, argv, log_path, stop=stop)
+        finally:  # the node read it (or never will): it may hold the step cache's signing key
+            job_file.unlink(missing_ok=True)
         if state != "COMPLETED":
             text = log_path.read_text("utf-8", "replace") if log_path.exists() else ""
             last = tail(text)
