@@ -249,6 +249,30 @@ class TocWriter:
         return "".join(parts)
 
 
+TocBatch = tuple[int, list[tuple[str, int]], list[str]]
+"""The TOC's entries as the writer gathers them, a batch of frames at a time: the batch's
+first frame's number, each entry's JSON up to its digest (:meth:`TocWriter.entry`) with its
+content's frame number in the batch (-1: none), and the contents' digests (frame ``n``'s is
+``n // 2``: the frames before each content hold the tar bytes before it)."""
+
+
+def toc_json(batches: list[TocBatch], starts: list[int], end: int, split_digest: str) -> bytes:
+    """The TOC: each entry with its content's digest and frame, from where the frame starts
+    (``starts``, by number) to where the next one does (``end`` for the last)."""
+    parts = []
+    for first, entries, digests in batches:
+        for text, frame in entries:
+            if frame < 0:
+                parts.append(text + "}")
+                continue
+            at = first + frame
+            frame_end = starts[at + 1] if at + 1 < len(starts) else end
+            digest = digests[frame // 2]
+            parts.append(f'{text},"digest":"sha256:{digest}","offset":{starts[at]},"endOffset":{frame_end}}}')
+    body = ",".join(parts)
+    return f'{{"version":1,"entries":[{body}],"tarSplitDigest":"{split_digest}"}}'.encode()
+
+
 # A tar-split line ends with its position (its line number), which only the writer of the
 # whole stream knows: the lines below stop before it, and ``POSITION`` ends them.
 POSITION = b"%d}\n"
