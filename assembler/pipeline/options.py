@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from assembler.errors import InputError
 from assembler.oci.descriptor import Platform
 from assembler.spec import model as m
 
 if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
     from assembler.cache import Origin, StepResult
     from assembler.oci.image import Image
     from assembler.oci.layer import Layer
@@ -220,41 +222,16 @@ class Options:
         return self.caches().names()
 
     def context(self) -> ContextOptions:
-        return ContextOptions(
-            cache_dir=self.cache_dir,
-            registry=self.registry,
-            epoch=self.epoch,
-            platform=self.platform,
-            compression=self.compression,
-            outputs=self.outputs,
-        )
+        return _group(ContextOptions, self)
 
     def walk(self) -> WalkOptions:
-        return WalkOptions(
-            host_ca=self.host_ca,
-            layer_budget=self.layer_budget,
-            no_cache=self.no_cache,
-            rebuild=self.rebuild,
-            made_keys=self.made_keys,
-        )
+        return _group(WalkOptions, self)
 
     def workspace(self) -> WorkspaceOptions:
-        return WorkspaceOptions(
-            storage_driver=self.storage_driver,
-            buildah_root=self.buildah_root,
-            host_ca=self.host_ca,
-            keep_failed=self.keep_failed,
-            deps_check=self.deps_check,
-        )
+        return _group(WorkspaceOptions, self)
 
     def caches(self) -> CacheOptions:
-        return CacheOptions(
-            cache_to=self.cache_to,
-            cache_from=self.cache_from,
-            cache_sign=self.cache_sign,
-            cache_trust=self.cache_trust,
-            cache_max=self.cache_max,
-        )
+        return _group(CacheOptions, self)
 
     def for_build(self) -> BuildOptions:
         """What resolving and building read, in their groups."""
@@ -269,6 +246,14 @@ class Options:
             tests=self.tests,
             test_on=self.test_on,
         )
+
+
+_Group = TypeVar("_Group", bound="DataclassInstance")
+
+
+def _group(group: type[_Group], options: Options) -> _Group:
+    """The fields of ``options`` a group of the same names holds (``ContextOptions``...)."""
+    return group(**{f.name: getattr(options, f.name) for f in fields(group)})
 
 
 def resolve_epoch(cli_epoch: int | None, manifest_epoch: int | None, environ: Mapping[str, str] = os.environ) -> int:
