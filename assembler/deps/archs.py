@@ -79,10 +79,7 @@ class CodeAsWritten:
 
     def __init__(self, cache: Cache) -> None:
         self.cache = cache
-
-    @property
-    def workdir(self) -> Path:
-        return self.cache.tmp
+        self.workdir = cache.tmp  # where a file not read from the host is spooled
 
     def facts(self, stream: IO[bytes]) -> dict[str, Any]:
         code = code_of(stream, find_sections(stream, _SECTIONS))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import struct
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
 
 from assembler.archive.headers import ELF_MAGIC as ELF_MAGIC  # a layer's writer tells ELF files by it too
@@ -161,10 +160,7 @@ class FactsAsWritten:
 
     def __init__(self, cache: Cache) -> None:
         self.cache = cache
-
-    @property
-    def workdir(self) -> Path:
-        return self.cache.tmp
+        self.workdir = cache.tmp  # where a file not read from the host is spooled
 
     def facts(self, stream: IO[bytes]) -> dict[str, Any] | None:
         found = read_facts(stream)
