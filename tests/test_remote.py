@@ -350,6 +350,20 @@ def test_second_push_uploads_no_blob(fault_proxy: FaultProxy, cache: Cache) -> N
     assert [r.method for r in fault_proxy.records if "/manifests/" in r.path] == ["HEAD", "PUT"]
 
 
+def test_a_registry_that_refuses_a_manifest_head_is_pushed_to_blob_by_blob(
+    fault_proxy: FaultProxy, cache: Cache
+) -> None:
+    """The one HEAD that finds an image already pushed is an optimisation: a registry that
+    refuses it (405) gets the push every registry got before, blob by blob."""
+    fault_proxy.add(Fault("status", method="HEAD", path="/manifests/", status=405, times=None))
+    image = build_image(cache, [random_layer(20_000, 1)])
+    name = ImageName.parse(f"{fault_proxy.host}/refuses/app:v1")
+    first = push(image, name, blobs=cache, options=opts())
+    again = push(image, name, blobs=cache, options=opts())
+    assert first.digest == again.digest == image.digest
+    assert (first.stats.uploaded_blobs, again.stats.uploaded_blobs, again.stats.skipped_blobs) == (2, 0, 2)
+
+
 # -- 4. cross-repository mounts ----------------------------------------------------------
 
 
