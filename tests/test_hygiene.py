@@ -307,7 +307,7 @@ def test_a_build_loads_no_command_it_does_not_run() -> None:
         "import sys\n"
         "from assembler.cli import main\n"
         "import assembler.cli.build as build\n"
-        "build.cmd_build = lambda args: 0 if str(args.manifest) == 'm.yaml' else 1\n"
+        "build.cmd_build = lambda args, recorder=None: 0 if str(args.manifest) == 'm.yaml' else 1\n"
         "code = main(['m.yaml'])\n"
         "print(code, ' '.join(sorted(sys.modules)))\n"
     )

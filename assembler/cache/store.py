@@ -55,6 +55,7 @@ from assembler.errors import CacheError, CorruptBlob, DigestMismatch, InvalidIma
 from assembler.oci.digest import canonical_json, digest_hex, file_digest, sha256_digest
 from assembler.oci.image import Image
 from assembler.oci.verify import VerifiedReader
+from assembler.trace import housekeeping
 
 log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
@@ -131,9 +132,10 @@ class Store:
         self._lock = self._held.hold()
         weakref.finalize(self, self._held.release)
         self.uses = self._held.uses
-        reclaim(self.blobs, ".tmp-*")
-        reclaim(self.keys, "*/.tmp-*")
-        reclaim(self.tmp, "*")
+        with housekeeping():  # no input of the build (assembler.trace)
+            reclaim(self.blobs, ".tmp-*")
+            reclaim(self.keys, "*/.tmp-*")
+            reclaim(self.tmp, "*")
 
     def try_exclusive(self) -> bool:
         """Hold the cache lock alone if no other process (a build) holds it: True. Kept

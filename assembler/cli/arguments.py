@@ -21,8 +21,7 @@ from assembler.cli.console import err
 from assembler.errors import InputError
 from assembler.oci.descriptor import Platform
 from assembler.registry.conffiles import load as load_registries_conf
-from assembler.registry.types import NetworkLimits
-from assembler.transports.common import RegistryOptions
+from assembler.registry.types import NetworkLimits, RegistryOptions
 
 
 def pair(text: str) -> tuple[str, str]:

@@ -14,9 +14,9 @@ from assembler.assemble import Options, Plan, Result, assemble_variants, resolve
 from assembler.cache import default_root
 from assembler.cache.maintain import parse_size
 from assembler.cli.arguments import param_sets, platform_arg, registry_options, slurm_args, storage_arg
-from assembler.cli.console import err, out, say, size
+from assembler.cli.console import err, mode_of, out, say, size
 from assembler.cli.lock import redo_command
-from assembler.cli.progress import mode_of, showing
+from assembler.cli.progress import showing
 from assembler.cli.userconfig import cache_budget, read_config
 from assembler.errors import InputError
 from assembler.oci.artifact import Artifact
@@ -30,6 +30,7 @@ from assembler.proc import Runner
 from assembler.spec.suggest import known_names
 
 if TYPE_CHECKING:
+    from assembler.cli.uptodate import Recorder
     from assembler.sign import Signer, Verifier
 
 
@@ -181,24 +182,25 @@ def _referrer_json(a: Artifact) -> dict[str, str]:
     return {"artifact_type": a.artifact_type, "digest": a.digest, "blob": a.blob.digest, "title": a.title}
 
 
-def _print_summary(result: Result) -> None:
-    say(f"image {result.digest}")
+def summary_lines(result: Result) -> list[str]:
+    """What a build says of ``result`` (its time aside)."""
+    lines = [f"image {result.digest}"]
     for layer in result.layers:
         layer_size = size(layer.size) if layer.size is not None else "?"
-        say(f"  {layer.index:>2} {layer.origin:<6} {layer_size:>10}  {layer.what}")
+        lines.append(f"  {layer.index:>2} {layer.origin:<6} {layer_size:>10}  {layer.what}")
     for s in result.steps:
-        say(f"  step {s.name}: {s.state} ({s.seconds:.1f} s)")
+        lines.append(f"  step {s.name}: {s.state} ({s.seconds:.1f} s)")
     for w in result.outputs:
-        say(f"  -> {w.ref}")
-    say(f"  base layers read: {size(result.base_bytes_read)}")
+        lines.append(f"  -> {w.ref}")
+    lines.append(f"  base layers read: {size(result.base_bytes_read)}")
     if result.step_cache:
         c = result.step_cache
-        say(
+        lines.append(
             f"  step cache: {c['hits']} hit(s), {c['exported']} exported, {size(c['downloaded_bytes'])} down, "
             f"{c['uploaded_blobs']} blob(s) / {size(c['uploaded_bytes'])} up"
             + (f", {c['untrusted']} refused" if c.get("untrusted") else "")
         )
-    say(f"done in {result.seconds:.1f} s")
+    return lines
 
 
 def grew_cache(result: Result) -> bool:
@@ -221,9 +223,11 @@ def keep_budget(cache_dir: Path, budget: int, *, report: Reporter) -> None:
     from assembler.cache import Cache
     from assembler.compile.storage import keep_cache_within
     from assembler.errors import AssemblerError
+    from assembler.trace import housekeeping
 
     try:
-        kept, storage = keep_cache_within(Cache(cache_dir), budget, runner=Runner())
+        with housekeeping():  # no input of the build (assembler.trace)
+            kept, storage = keep_cache_within(Cache(cache_dir), budget, runner=Runner())
     except AssemblerError as e:
         report(Event("warning", {"text": f"the cache at {cache_dir} was not kept within its budget: {e}"}))
         return
@@ -257,33 +261,42 @@ def write_digest(path: Path | None, digest: str) -> None:
         raise InputError(f"--digestfile {path}: {e.strerror or e}") from None
 
 
-def cmd_build(args: argparse.Namespace) -> int:
+def cmd_build(args: argparse.Namespace, *, recorder: Recorder | None = None) -> int:
+    """``assemble build``; ``recorder`` (:mod:`assembler.cli.uptodate`) sees its events and
+    is given its results and what it printed, to record the build when it can be replayed."""
     variants, idle = _load(args)
     options = _options(args, variants[0].loaded.manifest.epoch, variants[0].loaded.manifest.cache.registry)
     check_digestfile(args.digestfile)
     if args.digestfile is not None and len(variants) > 1:
         raise InputError("--digestfile takes one image; this run builds several", hint="use --json")
     budget = cache_budget(args.cache_max_size, options.cache_dir)
-    with showing(mode_of(args), verbose=args.verbose) as report:
+    with showing(mode_of(args), verbose=args.verbose) as shown:
+        report = recorder.watching(shown) if recorder is not None else shown
         for line in idle:
             report(Event("warning", {"text": line}))
         results = assemble_variants(variants, options, runner=Runner(), report=report)
         if args.cache_max_size is not None or any(map(grew_cache, results)):
             keep_budget(options.cache_dir, budget, report=report)
     write_digest(args.digestfile, results[0].digest)
+    lines: list[str] = []
     if args.json:
-        shown: Any = _result_json(results[0])
+        as_json: Any = _result_json(results[0])
         if len(variants) > 1:
-            shown = [{**v.describe(), **_result_json(r)} for v, r in zip(variants, results, strict=True)]
-        out.print(json.dumps(shown, indent=2), markup=False)
+            as_json = [{**v.describe(), **_result_json(r)} for v, r in zip(variants, results, strict=True)]
+        out.print(json.dumps(as_json, indent=2), markup=False)
     elif args.quiet:
         for result in results:
             say(result.digest)
     else:
         for v, result in zip(variants, results, strict=True):
             if len(variants) > 1:
-                say(f"variant {v.name}")
-            _print_summary(result)
+                lines.append(f"variant {v.name}")
+            lines += summary_lines(result)
+        for line in lines:
+            say(line)
+        say(f"done in {sum(r.seconds for r in results):.1f} s")
+    if recorder is not None:
+        recorder.finish(results, lines)
     return 0
 
 

@@ -73,6 +73,12 @@ def _how_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--rebuild", action="append", default=[], metavar="STEP", help="run this step again")
     p.add_argument(
+        "--full-check",
+        action="store_true",
+        help="check every input and output as a first build does, not the record of the last build that "
+        "changed nothing (which answers a rebuild when none of the paths it read has changed)",
+    )
+    p.add_argument(
         "-j",
         "--jobs",
         type=jobs_arg,

@@ -30,7 +30,7 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
-    "build": Command("build a manifest (the default command)", "buildargs:build_arguments", "build:cmd_build"),
+    "build": Command("build a manifest (the default command)", "buildargs:build_arguments", "uptodate:cmd_build"),
     "plan": Command("show what a build would do; runs nothing", "buildargs:plan_arguments", "build:cmd_plan"),
     "inspect": Command(
         "show an image's manifest, config and layers", "imageargs:inspect_arguments", "images:cmd_inspect"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from rich.console import Console
 
 # No ``file``: rich looks sys.stdout/sys.stderr up at each print, so a caller's redirection works.
@@ -23,3 +25,15 @@ def size(n: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{n} B"
+
+
+def mode_of(args: argparse.Namespace) -> str:
+    """``tty``, ``plain``, ``json``, ``quiet`` or ``none``, from the command's flags and stderr."""
+    if args.quiet:
+        return "quiet"
+    mode: str | None = args.progress
+    if mode is None:
+        mode = "none" if args.json else "auto"
+    if mode == "auto":
+        return "tty" if err.is_terminal else "plain"
+    return mode

@@ -20,7 +20,6 @@ What every display keeps (what runs, since when, its last log line) is
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -29,25 +28,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TextIO
 
-from assembler.assemble import Event, Reporter
 from assembler.cli.console import err, size
 from assembler.cli.display import Display, clean, duration, test_state, track
+from assembler.pipeline.options import Event, Reporter
 
 _PLAIN_BYTES_EVERY = 10.0  # seconds between two byte-count lines in plain mode
 _JSON_BYTES_EVERY = 0.5
 HEARTBEAT_EVERY = 30.0  # seconds without a line after which plain and json say what still runs
-
-
-def mode_of(args: argparse.Namespace) -> str:
-    """``tty``, ``plain``, ``json``, ``quiet`` or ``none``, from the command's flags and stderr."""
-    if args.quiet:
-        return "quiet"
-    mode: str | None = args.progress
-    if mode is None:
-        mode = "none" if args.json else "auto"
-    if mode == "auto":
-        return "tty" if err.is_terminal else "plain"
-    return mode
 
 
 class WarningsOnly(Display):

@@ -1,0 +1,150 @@
+"""The records of the up-to-date check (:mod:`assembler.cli.uptodate`), under
+``CACHE/uptodate/``: what a build read, each path with its identity as the build left it,
+and what its registry outputs held; keyed by the invocation. A record is JSON, read whole
+(at most ``MAX_RECORD`` bytes), written through a temporary file and ``os.replace``; one
+that does not parse, or is of another ``FORMAT``, is no record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMAT = 1
+MAX_RECORD = 64 << 20  # bytes: a record is read whole
+
+
+def invocation_key(argv: Sequence[Any], *, cwd: str, environ: Mapping[str, str], executable: str) -> str:
+    """What names a build's record: its arguments, working folder, environment, interpreter."""
+    what = {"format": FORMAT, "argv": list(argv), "cwd": cwd, "env": sorted(environ.items()), "python": executable}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+
+
+def signature(path: str, how: str) -> Any:
+    """A path's identity as ``how`` reads it: ``listed`` (a folder: its entries, each with its own), ``touched``
+    (a file whose times the build sets: no times), else ``full``. None: not there."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        return ["error", e.errno]
+    if stat.S_ISDIR(st.st_mode):
+        if how != "listed":
+            return ["dir"]
+        return ["dir", _listing(path)]
+    if not stat.S_ISREG(st.st_mode):
+        return [stat.S_IFMT(st.st_mode)]
+    if how == "touched":
+        return ["file", st.st_dev, st.st_ino, st.st_size]
+    return ["file", st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode]
+
+
+def _listing(path: str) -> str:
+    """A folder's entries, each with its identity (a walk reads an entry's stat from the
+    listing, not from a stat of its own)."""
+    h = hashlib.sha256()
+    try:
+        with os.scandir(path) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                st = entry.stat(follow_symlinks=False)
+                h.update(f"{entry.name}\0{st.st_mode}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+                h.update(f"{st.st_ctime_ns}\n".encode())
+    except OSError as e:
+        return f"error {e.errno}"
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class HeldOutput:
+    """A registry output as the build left it: ``reference`` (a tag or digest) names
+    ``digest``, and each of ``referrers`` is there."""
+
+    registry: str
+    repository: str
+    reference: str
+    digest: str
+    referrers: tuple[str, ...] = ()
+
+
+@dataclass
+class Record:
+    paths: dict[str, list[Any]]  # path -> [how, signature]
+    outputs: list[HeldOutput]
+    lines: list[str]  # the summary the build printed
+    digests: list[str]
+    warnings: list[str] = field(default_factory=list)
+    made: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "made": self.made,
+            "paths": self.paths,
+            "outputs": [vars(o) | {"referrers": list(o.referrers)} for o in self.outputs],
+            "lines": self.lines,
+            "digests": self.digests,
+            "warnings": self.warnings,
+        }
+
+    @staticmethod
+    def from_json(data: Any) -> Record | None:
+        try:
+            if data["format"] != FORMAT:
+                return None
+            outputs = [HeldOutput(**{**o, "referrers": tuple(o["referrers"])}) for o in data["outputs"]]
+            return Record(
+                dict(data["paths"]),
+                outputs,
+                list(data["lines"]),
+                list(data["digests"]),
+                list(data["warnings"]),
+                float(data["made"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def changed(self) -> str | None:
+        """The first path that is not as the build left it, else None."""
+        for path, (how, was) in self.paths.items():
+            if signature(path, how) != was:
+                return path
+        return None
+
+
+class Records:
+    """The records of one cache folder (``CACHE/uptodate``)."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.folder = cache_dir / "uptodate"
+
+    def path(self, key: str) -> Path:
+        return self.folder / f"{key}.json"
+
+    def read(self, key: str) -> Record | None:
+        try:
+            with open(self.path(key), "rb") as f:
+                data = f.read(MAX_RECORD + 1)
+        except OSError:
+            return None
+        if len(data) > MAX_RECORD:
+            return None
+        try:
+            return Record.from_json(json.loads(data))
+        except ValueError:
+            return None
+
+    def write(self, key: str, record: Record) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f".{key}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(record.to_json()))
+        os.replace(tmp, self.path(key))
+
+    def forget(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)

@@ -1,0 +1,216 @@
+"""What a run of this process touched, as Python's audit hooks and its stat calls see it:
+the files it opened (to read or to write), the folders it listed, the paths it only looked
+at (``os.stat``, ``os.lstat``, ``os.access``: an existence test, a program's identity),
+whether it started a program, and where it connected, by phase. ``assemble``'s up-to-date
+check (:mod:`assembler.cli.uptodate`) records a build's trace and later compares it with
+the files as they are, as make and ninja compare times, but for every path the build's
+decision read, found by watching rather than listed by hand (fabricate and memoize.py
+trace their commands the same way, through strace).
+
+A trace stops at the first program started (its reads are not visible here), change of
+the working folder or host reached in its ``inputs`` phase, and is then ``spoiled``:
+nothing of it is used. What a thread does under :func:`housekeeping` is not traced. The
+process has one audit hook (one cannot be removed), which returns at once while no trace
+runs; ``os.stat`` and its kin are wrapped only while one does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+_SPAWNS = frozenset(
+    {"subprocess.Popen", "os.posix_spawn", "os.exec", "os.fork", "os.forkpty", "os.system", "pty.spawn"}
+)
+_WRITES = ("os.remove", "os.rmdir", "os.chmod", "os.chown", "os.truncate", "shutil.rmtree")
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+
+_local = threading.local()
+
+
+class _State:
+    def __init__(self) -> None:
+        self.active: Trace | None = None
+        self.saved: dict[str, Callable[..., Any]] = {}
+
+
+_state = _State()
+_hooked = False  # the one audit hook of the process, installed by the first trace
+
+
+def _depth() -> int:
+    depth: int = getattr(_local, "depth", 0)
+    return depth
+
+
+@contextlib.contextmanager
+def housekeeping() -> Iterator[None]:
+    """What this thread does meanwhile is no input of the run (a cache's sweep of its
+    leftover temporary files): not traced."""
+    _local.depth = _depth() + 1
+    try:
+        yield
+    finally:
+        _local.depth -= 1
+
+
+class Trace:
+    """One run's trace. :meth:`start` begins it (one at a time in a process); :meth:`stop`
+    ends it and gives back ``os.stat`` and its kin."""
+
+    def __init__(self) -> None:
+        self.cwd = os.getcwd()
+        self.read: set[str] = set()
+        self.listed: set[str] = set()
+        self.looked: set[str] = set()
+        self.written: set[str] = set()
+        self.touched: set[str] = set()  # times set (os.utime): a cache's record of use
+        self.created: set[str] = set()  # folders the run made (what is in them is the run's)
+        self.connected: dict[str, set[tuple[Any, ...]]] = {}
+        self.phase = "inputs"  # a host reached in this phase spoils the trace; "outputs": recorded
+        self.spoiled: str | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def active(self) -> bool:
+        return _state.active is self
+
+    def start(self) -> Trace:
+        global _hooked
+        if _state.active is not None:
+            raise RuntimeError("a trace is running in this process already")
+        if not _hooked:
+            sys.addaudithook(_audit)
+            _hooked = True
+        _state.active = self
+        for name in ("stat", "lstat", "access"):
+            _state.saved[name] = original = getattr(os, name)
+            setattr(os, name, _looking(original))
+        return self
+
+    def stop(self) -> None:
+        if _state.active is not self:
+            return
+        _state.active = None
+        for name, original in _state.saved.items():
+            setattr(os, name, original)
+        _state.saved.clear()
+
+    def enter(self, phase: str) -> None:
+        """The run is now in ``phase``: ``inputs`` (a host reached spoils the trace) or
+        ``outputs`` (one reached is an output's, which the record checks)."""
+        self.phase = phase
+
+    def spoil(self, why: str) -> None:
+        """Nothing of this trace is to be used (``why``); it stops."""
+        if self.spoiled is None:
+            self.spoiled = why
+        self.stop()
+
+    def _path(self, path: Any) -> str | None:
+        if isinstance(path, int) or path is None:
+            return None  # a file descriptor: its open was seen
+        try:
+            text = os.fsdecode(path)
+        except TypeError:
+            return None
+        return os.path.normpath(os.path.join(self.cwd, text))
+
+    def _into(self, paths: set[str], path: Any) -> None:
+        where = self._path(path)
+        if where is not None:
+            paths.add(where)
+
+    def _opened(self, args: tuple[Any, ...]) -> None:
+        path, mode, flags = args
+        writes = any(c in mode for c in "wax+") if isinstance(mode, str) else bool((flags or 0) & _WRITE_FLAGS)
+        self._into(self.written if writes else self.read, path)
+
+    def _listed(self, args: tuple[Any, ...]) -> None:
+        if _by_import_system():
+            return  # a folder on sys.path, read to find a module: the modules run are recorded by their files
+        self._into(self.listed, "." if args[0] is None else args[0])
+
+    def _made(self, args: tuple[Any, ...]) -> None:
+        """``os.mkdir``, seen before it runs: a folder that is there already is not made."""
+        where = self._path(args[0])
+        if where is not None and not os.path.lexists(where):
+            self.written.add(where)
+            self.created.add(where)
+
+    def _both_written(self, args: tuple[Any, ...]) -> None:  # rename, replace, link: source and target
+        self._into(self.written, args[0])
+        self._into(self.written, args[1])
+
+    def _connected(self, args: tuple[Any, ...]) -> None:
+        address = args[1]
+        with self._lock:
+            where = tuple(address) if isinstance(address, tuple) else (address,)
+            self.connected.setdefault(self.phase, set()).add(where)
+        if self.phase == "inputs":
+            self.spoil(f"it reached {where[0]} for its inputs (a base, a cache, an index)")
+
+
+_METADATA = os.path.join("importlib", "metadata", "")
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    trace = _state.active
+    if trace is None or _depth():
+        return
+    handle = _HANDLERS.get(event)
+    if handle is not None:
+        handle(trace, args)
+    elif event == "tempfile.mkdtemp":
+        trace._into(trace.written, args[0])
+        trace._into(trace.created, args[0])
+    elif event.startswith("tempfile."):
+        trace._into(trace.written, args[0])
+
+
+def _looking(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``os.stat`` (or ``lstat``, ``access``), noting the path for the running trace."""
+
+    def looked(path: Any, *args: Any, **kwargs: Any) -> Any:
+        trace = _state.active
+        if trace is not None and kwargs.get("dir_fd") is None and not _depth():
+            trace._into(trace.looked, path)
+        return original(path, *args, **kwargs)
+
+    return looked
+
+
+def _by_import_system() -> bool:
+    """Whether the listing being made is the import system's: a module's search (frozen
+    importlib) or a distribution's (importlib.metadata: pydantic looks for its plugins)."""
+    caller = sys._getframe(3).f_code.co_filename  # <- _listed <- _audit <- the caller of os.listdir
+    return caller.startswith("<frozen importlib") or _METADATA in caller
+
+
+def _spawned(trace: Trace, args: tuple[Any, ...], event: str) -> None:
+    trace.spoil(f"it started a program ({event})")
+
+
+_Handler = Callable[[Trace, tuple[Any, ...]], None]
+_HANDLERS: dict[str, _Handler] = {
+    "open": Trace._opened,
+    "os.listdir": Trace._listed,
+    "os.scandir": Trace._listed,
+    "os.mkdir": Trace._made,
+    "os.rename": Trace._both_written,
+    "os.replace": Trace._both_written,
+    "os.link": Trace._both_written,
+    "os.symlink": lambda trace, args: trace._into(trace.written, args[1]),
+    "os.utime": lambda trace, args: trace._into(trace.touched, args[0]),
+    "sqlite3.connect": lambda trace, args: trace._into(trace.read, args[0]),
+    "socket.connect": Trace._connected,
+    "os.chdir": lambda trace, args: trace.spoil("it changed its working folder"),
+    **{name: (lambda trace, args: trace._into(trace.written, args[0])) for name in _WRITES},
+    **{name: functools.partial(_spawned, event=name) for name in _SPAWNS},
+}

@@ -1,0 +1,261 @@
+"""The up-to-date check (assembler.cli.uptodate, assembler.trace): a build run again with
+nothing changed is answered from the record of the last build that started no program,
+and anything the build read, or any output it wrote, that is not as it was runs it again.
+
+The builds here use a ``rootfs:`` base tarball and a ``copy:`` layer: no program, so the
+first build is traced and recorded, and the checks are as fast as a unit test's."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from assembler.cache.uptodate import Records, signature
+from assembler.cli.uptodate import RACY_NS, Recorder
+from assembler.trace import Trace, housekeeping
+from tests.plugins.registry import RunningRegistry
+
+# The build in a fresh interpreter (as a user runs it), reporting the modules it loaded.
+_BUILD = """
+import json, sys
+from assembler.cli import main
+code = main(sys.argv[2:])
+with open(sys.argv[1], "w") as f:
+    json.dump({"code": code, "modules": sorted(sys.modules)}, f)
+"""
+
+
+def _project(tmp_path: Path) -> Path:
+    root = tmp_path / "root.tar"
+    with tarfile.open(root, "w") as tf:
+        for name, data in (("etc/os-release", b"ID=probe\n"), ("bin/hello", b"#!/bin/sh\necho hi\n")):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o755
+            tf.addfile(info, io.BytesIO(data))
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files/a.txt").write_text("data\n")
+    (tmp_path / "m.yaml").write_text(
+        "name: probe\nbases:\n  root: rootfs:root.tar\n"
+        "image:\n  base: root\n  layers:\n    - copy: {from: ./files/, to: /srv/}\n"
+    )
+    _settle()
+    return tmp_path
+
+
+def _settle() -> None:
+    """Past the window in which a file just written counts as changed while a build ran."""
+    time.sleep(2 * RACY_NS / 1e9)
+
+
+def _build(tmp_path: Path, *extra: str, outputs: tuple[str, ...] | None = None) -> dict[str, Any]:
+    report = tmp_path / "report.json"
+    outs = outputs if outputs is not None else (f"oci:{tmp_path / 'out'}:x",)
+    args = ["m.yaml", "--cache", str(tmp_path / "cache"), *(a for o in outs for a in ("-o", o)), *extra]
+    ran = subprocess.run(
+        [sys.executable, "-c", _BUILD, str(report), *args], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert ran.returncode == 0, ran.stderr
+    seen: dict[str, Any] = json.loads(report.read_text())
+    seen["stdout"], seen["stderr"] = ran.stdout, ran.stderr
+    seen["replayed"] = "up to date:" in ran.stderr
+    seen["digest"] = next(line.split()[1] for line in ran.stdout.splitlines() if line.startswith("image "))
+    return seen
+
+
+def test_a_rebuild_with_nothing_changed_is_answered_from_the_record(tmp_path: Path) -> None:
+    """The second build loads neither the manifest's models nor the pipeline, and says
+    what the first said, with the same digest."""
+    _project(tmp_path)
+    first = _build(tmp_path)
+    assert not first["replayed"]
+    again = _build(tmp_path)
+    assert again["replayed"], again["stderr"]
+    assert again["digest"] == first["digest"]
+    assert again["stdout"].splitlines()[:-1] == first["stdout"].splitlines()[:-1]
+    loaded = set(again["modules"])
+    assert not loaded & {"pydantic", "assembler.spec", "assembler.assemble", "assembler.pipeline.building"}
+
+
+def test_an_edited_input_a_touched_one_or_a_new_file_runs_the_build(tmp_path: Path) -> None:
+    _project(tmp_path)
+    first = _build(tmp_path)
+    (tmp_path / "files/a.txt").write_text("other\n")  # same size: its times and change time tell
+    _settle()
+    edited = _build(tmp_path)
+    assert not edited["replayed"] and edited["digest"] != first["digest"]
+    assert _build(tmp_path)["replayed"]
+    (tmp_path / "files/b.txt").write_text("new\n")  # the folder's listing
+    _settle()
+    added = _build(tmp_path)
+    assert not added["replayed"] and added["digest"] != edited["digest"]
+    with (tmp_path / "m.yaml").open("a") as f:  # the manifest
+        f.write("# a comment\n")
+    _settle()
+    assert not _build(tmp_path)["replayed"]
+    with tarfile.open(tmp_path / "root.tar", "a") as tf:  # the base tarball, never opened by a no-change build
+        info = tarfile.TarInfo("etc/hostname")
+        info.size = 6
+        tf.addfile(info, io.BytesIO(b"probe\n"))
+    _settle()
+    based = _build(tmp_path)
+    assert not based["replayed"] and based["digest"] != added["digest"]
+
+
+def test_an_output_that_lost_a_blob_or_other_arguments_run_the_build(tmp_path: Path) -> None:
+    _project(tmp_path)
+    first = _build(tmp_path)
+    assert _build(tmp_path)["replayed"]
+    layout = tmp_path / "out"
+    index = json.loads((layout / "index.json").read_text())
+    manifest = json.loads((layout / "blobs/sha256" / index["manifests"][0]["digest"].split(":")[1]).read_text())
+    blob = layout / "blobs/sha256" / manifest["layers"][-1]["digest"].split(":")[1]
+    blob.unlink()
+    again = _build(tmp_path)
+    assert not again["replayed"] and blob.exists(), "the layout is written again"
+    assert again["digest"] == first["digest"]
+    assert not _build(tmp_path, "--epoch", "5")["replayed"]  # another invocation: its own record
+    assert not _build(tmp_path, "--full-check")["replayed"]
+    assert not _build(tmp_path, "--full-check")["replayed"], "--full-check neither uses a record nor makes one"
+    assert not _build(tmp_path)["replayed"], "the other builds wrote the layout"
+    assert _build(tmp_path)["replayed"]
+
+
+def test_json_and_quiet_builds(tmp_path: Path) -> None:
+    """``-q`` is replayed (the digest alone); ``--json`` always runs (its result is the build's)."""
+    _project(tmp_path)
+    digest = _build(tmp_path)["digest"]
+    report = tmp_path / "q.json"
+    args = ["m.yaml", "--cache", str(tmp_path / "cache"), "-o", f"oci:{tmp_path / 'out'}:x", "-q"]
+    for _ in range(2):
+        ran = subprocess.run(
+            [sys.executable, "-c", _BUILD, str(report), *args], capture_output=True, text=True, cwd=tmp_path
+        )
+        assert ran.returncode == 0 and ran.stdout.strip() == digest, ran.stderr
+    assert "pydantic" not in json.loads(report.read_text())["modules"], "the second -q build is replayed"
+    args[-1] = "--json"
+    for _ in range(2):
+        ran = subprocess.run(
+            [sys.executable, "-c", _BUILD, str(report), *args], capture_output=True, text=True, cwd=tmp_path
+        )
+        assert json.loads(ran.stdout)["digest"] == digest
+        assert "pydantic" in json.loads(report.read_text())["modules"]
+
+
+def test_a_registry_output_whose_tag_moved_is_pushed_again(tmp_path: Path, registry: RunningRegistry) -> None:
+    _project(tmp_path)
+    target = f"docker://{registry.host}/probe:x"
+    outputs = (f"oci:{tmp_path / 'out'}:x", target)
+    first = _build(tmp_path, "--tls-verify=false", outputs=outputs)
+    assert _build(tmp_path, "--tls-verify=false", outputs=outputs)["replayed"]
+    # Another image under the same tag (its own cache, its own record).
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "m.yaml").write_text("name: other\nbases:\n  root: rootfs:../root.tar\nimage:\n  base: root\n")
+    ran = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "assembler",
+            "m.yaml",
+            "--cache",
+            str(other / "cache"),
+            "--tls-verify=false",
+            "-o",
+            target,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=other,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert _tagged(registry) != first["digest"]
+    again = _build(tmp_path, "--tls-verify=false", outputs=outputs)
+    assert not again["replayed"] and again["digest"] == first["digest"]
+    assert _tagged(registry) == first["digest"], "the tag is pushed again"
+    replayed = _build(tmp_path, "--tls-verify=false", outputs=outputs)
+    assert replayed["replayed"]
+
+
+def _tagged(registry: RunningRegistry) -> str:
+    """The digest ``probe:x`` names in ``registry``."""
+    accept = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"
+    request = urllib.request.Request(f"{registry.url}/v2/probe/manifests/x", method="HEAD", headers={"Accept": accept})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return str(answer.headers["Docker-Content-Digest"])
+
+
+# -- the trace and the record ---------------------------------------------------------------
+
+
+def test_the_trace_sees_reads_writes_listings_looks_and_programs(tmp_path: Path) -> None:
+    (tmp_path / "in.txt").write_text("x")
+    (tmp_path / "d").mkdir()
+    trace = Trace().start()
+    try:
+        (tmp_path / "in.txt").read_text()
+        (tmp_path / "out.txt").write_text("y")
+        os.listdir(tmp_path / "d")
+        (tmp_path / "absent").exists()
+        with housekeeping():
+            (tmp_path / "swept").exists()
+            os.listdir(tmp_path)
+        assert trace.spoiled is None
+        subprocess.run(["true"], check=True)
+    finally:
+        trace.stop()
+    assert str(tmp_path / "in.txt") in trace.read
+    assert str(tmp_path / "out.txt") in trace.written
+    assert str(tmp_path / "d") in trace.listed and str(tmp_path) not in trace.listed
+    assert str(tmp_path / "absent") in trace.looked and str(tmp_path / "swept") not in trace.looked
+    assert trace.spoiled is not None and "program" in trace.spoiled
+    assert os.stat is not None and "looked" not in repr(os.stat), "os.stat is given back"
+
+
+def _recorded(tmp_path: Path, during: Any) -> bool:
+    """Whether a traced run that reads in.txt and does ``during`` leaves a record."""
+    records = Records(tmp_path / "cache")
+    recorder = Recorder(records, "k").start()
+    try:
+        (tmp_path / "in.txt").read_text()
+        during()
+    finally:
+        recorder.trace.stop()
+
+    class Result:
+        outputs = ()
+        digest = "sha256:" + "0" * 64
+
+    recorder.finish([Result()], ["image"])  # type: ignore[list-item]
+    return records.read("k") is not None
+
+
+def test_a_file_changed_while_the_build_ran_leaves_no_record(tmp_path: Path) -> None:
+    (tmp_path / "in.txt").write_text("x")
+    _settle()
+    assert _recorded(tmp_path, lambda: None)
+
+    def another_hand() -> None:  # not the build's: untraced
+        with housekeeping():
+            (tmp_path / "in.txt").write_text("changed by another hand")
+
+    assert not _recorded(tmp_path, another_hand), "a file the build read, changed since it began"
+
+
+def test_a_record_holds_the_state_the_build_left(tmp_path: Path) -> None:
+    (tmp_path / "in.txt").write_text("x")
+    _settle()
+    assert _recorded(tmp_path, lambda: None)
+    record = Records(tmp_path / "cache").read("k")
+    assert record is not None and record.changed() is None
+    how, was = record.paths[str(tmp_path / "in.txt")]
+    assert how == "full" and was == signature(str(tmp_path / "in.txt"), "full")
+    os.utime(tmp_path / "in.txt", ns=(1, 1))
+    assert record.changed() == str(tmp_path / "in.txt")
