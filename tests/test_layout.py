@@ -63,6 +63,19 @@ def test_concurrent_writers_keep_every_tag(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["blobs", "index.json", "oci-layout"]  # no lock file, no temp
 
 
+def test_writing_what_a_layout_holds_already_leaves_its_index_as_it_is(tmp_path: Path) -> None:
+    """A rebuild with nothing changed writes nothing: the index is not replaced by the same
+    bytes (its inode and times stay, which the up-to-date check compares)."""
+    out, blobs = tmp_path / "out", DirBlobs(tmp_path / "none", what="no blobs")
+    layout.write(out, _image(1), tag="t", blobs=blobs)
+    before = (out / "index.json").stat()
+    layout.write(out, _image(1), tag="t", blobs=blobs)
+    after = (out / "index.json").stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    layout.write(out, _image(2), tag="t", blobs=blobs)
+    assert (out / "index.json").stat().st_ino != before.st_ino, "another image: the index is replaced"
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o002, 0o027, 0o077])
 def test_an_oci_output_is_written_as_the_umask_says(tmp_path: Path, umask: int) -> None:
     # Every file of the layout (index, oci-layout, manifests, configs, layers, the SBOM's

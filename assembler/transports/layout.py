@@ -25,6 +25,7 @@ from assembler.oci.artifact import EMPTY_CONFIG, Artifact, FilesArtifact
 from assembler.oci.descriptor import Descriptor, Platform
 from assembler.oci.digest import canonical_json, sha256_digest
 from assembler.oci.image import Image
+from assembler.trace import housekeeping
 from assembler.transports.common import BlobReader, DirBlobs, SourceImage, descriptors, resolve_image
 
 _CHUNK = 1 << 20
@@ -102,9 +103,10 @@ def _create_temp(folder: Path, prefix: str) -> tuple[int, Path]:
 def _reclaim(path: Path) -> None:
     """Remove the temp files killed writes left in the layout at ``path`` (their lock free,
     their pid gone); a concurrent writer's are kept."""
-    reclaim(path / "blobs" / "sha256", ".tmp-*", locked=True)
-    for name in ("oci-layout", "index.json"):
-        reclaim(path, f".{name}-*", locked=True)
+    with housekeeping():  # no input of the build (assembler.trace)
+        reclaim(path / "blobs" / "sha256", ".tmp-*", locked=True)
+        for name in ("oci-layout", "index.json"):
+            reclaim(path, f".{name}-*", locked=True)
 
 
 def write_blob_bytes(path: Path, data: bytes) -> str:
@@ -235,7 +237,11 @@ def write_index(path: Path, manifests: list[Any], existing: dict[str, Any]) -> N
     signatures of the images it no longer lists."""
     manifests = _without_orphans(path, manifests, existing.get("manifests", []))
     index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": manifests}
-    write_atomically(path / "index.json", canonical_json(index))
+    data, target = canonical_json(index), path / "index.json"
+    with contextlib.suppress(OSError):
+        if target.read_bytes() == data:
+            return  # the same index: left as it is (a rebuild with nothing changed writes nothing)
+    write_atomically(target, data)
 
 
 def subject_of(path: Path, entry: Any) -> str | None:
