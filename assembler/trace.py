@@ -38,6 +38,7 @@ class _State:
     def __init__(self) -> None:
         self.active: Trace | None = None
         self.saved: dict[str, Callable[..., Any]] = {}
+        self.lock = threading.Lock()
 
 
 _state = _State()
@@ -95,12 +96,13 @@ class Trace:
         return self
 
     def stop(self) -> None:
-        if _state.active is not self:
-            return
-        _state.active = None
-        for name, original in _state.saved.items():
-            setattr(os, name, original)
-        _state.saved.clear()
+        with _state.lock:  # two threads may spoil it at once
+            if _state.active is not self:
+                return
+            _state.active = None
+            for name, original in _state.saved.items():
+                setattr(os, name, original)
+            _state.saved.clear()
 
     def enter(self, phase: str) -> None:
         """The run is now in ``phase``: ``inputs`` (a host reached spoils the trace) or
@@ -166,6 +168,9 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
         return
     handle = _HANDLERS.get(event)
     if handle is not None:
+        if any(args[i] not in (None, -1) for i in _AT_DIR_FD.get(event, ())):
+            trace.spoil(f"it used a folder by its descriptor ({event}): the path it names is not seen")
+            return
         handle(trace, args)
     elif event == "tempfile.mkdtemp":
         trace._into(trace.written, args[0])
@@ -197,6 +202,20 @@ def _spawned(trace: Trace, args: tuple[Any, ...], event: str) -> None:
     trace.spoil(f"it started a program ({event})")
 
 
+# Where an event's dir_fd is (-1 or None: the path is the cwd's or absolute).
+_AT_DIR_FD: dict[str, tuple[int, ...]] = {
+    "os.mkdir": (2,),
+    "os.rename": (2, 3),  # os.replace's event too
+    "os.link": (2, 3),
+    "os.symlink": (2,),
+    "os.remove": (1,),
+    "os.rmdir": (1,),
+    "os.utime": (3,),
+    "os.chmod": (2,),
+    "os.chown": (3,),
+    "shutil.rmtree": (1,),
+}
+
 _Handler = Callable[[Trace, tuple[Any, ...]], None]
 _HANDLERS: dict[str, _Handler] = {
     "open": Trace._opened,
@@ -204,13 +223,13 @@ _HANDLERS: dict[str, _Handler] = {
     "os.scandir": Trace._listed,
     "os.mkdir": Trace._made,
     "os.rename": Trace._both_written,
-    "os.replace": Trace._both_written,
     "os.link": Trace._both_written,
     "os.symlink": lambda trace, args: trace._into(trace.written, args[1]),
     "os.utime": lambda trace, args: trace._into(trace.touched, args[0]),
     "sqlite3.connect": lambda trace, args: trace._into(trace.read, args[0]),
     "socket.connect": Trace._connected,
     "os.chdir": lambda trace, args: trace.spoil("it changed its working folder"),
+    "os.fchdir": lambda trace, args: trace.spoil("it changed its working folder"),
     **{name: (lambda trace, args: trace._into(trace.written, args[0])) for name in _WRITES},
     **{name: functools.partial(_spawned, event=name) for name in _SPAWNS},
 }

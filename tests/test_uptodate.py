@@ -18,7 +18,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from assembler.cache.uptodate import Records, signature
+import pytest
+
+from assembler.cache.uptodate import HeldOutput, Record, Records, signature
 from assembler.cli.uptodate import RACY_NS, Recorder
 from assembler.trace import Trace, housekeeping
 from tests.plugins.registry import RunningRegistry
@@ -52,7 +54,7 @@ def _project(tmp_path: Path) -> Path:
 
 def _settle() -> None:
     """Past the window in which a file just written counts as changed while a build ran."""
-    time.sleep(2 * RACY_NS / 1e9)
+    time.sleep(RACY_NS / 1e9 + 0.1)
 
 
 def _build(tmp_path: Path, *extra: str, outputs: tuple[str, ...] | None = None) -> dict[str, Any]:
@@ -70,6 +72,7 @@ def _build(tmp_path: Path, *extra: str, outputs: tuple[str, ...] | None = None) 
     return seen
 
 
+@pytest.mark.integration  # seconds
 def test_a_rebuild_with_nothing_changed_is_answered_from_the_record(tmp_path: Path) -> None:
     """The second build loads neither the manifest's models nor the pipeline, and says
     what the first said, with the same digest."""
@@ -84,6 +87,7 @@ def test_a_rebuild_with_nothing_changed_is_answered_from_the_record(tmp_path: Pa
     assert not loaded & {"pydantic", "assembler.spec", "assembler.assemble", "assembler.pipeline.building"}
 
 
+@pytest.mark.integration  # seconds
 def test_an_edited_input_a_touched_one_or_a_new_file_runs_the_build(tmp_path: Path) -> None:
     _project(tmp_path)
     first = _build(tmp_path)
@@ -109,6 +113,7 @@ def test_an_edited_input_a_touched_one_or_a_new_file_runs_the_build(tmp_path: Pa
     assert not based["replayed"] and based["digest"] != added["digest"]
 
 
+@pytest.mark.integration  # seconds
 def test_an_output_that_lost_a_blob_or_other_arguments_run_the_build(tmp_path: Path) -> None:
     _project(tmp_path)
     first = _build(tmp_path)
@@ -124,14 +129,17 @@ def test_an_output_that_lost_a_blob_or_other_arguments_run_the_build(tmp_path: P
     assert not _build(tmp_path, "--epoch", "5")["replayed"]  # another invocation: its own record
     assert not _build(tmp_path, "--full-check")["replayed"]
     assert not _build(tmp_path, "--full-check")["replayed"], "--full-check neither uses a record nor makes one"
+    _settle()  # what they wrote: read by the next build
     assert not _build(tmp_path)["replayed"], "the other builds wrote the layout"
     assert _build(tmp_path)["replayed"]
 
 
+@pytest.mark.integration  # seconds
 def test_json_and_quiet_builds(tmp_path: Path) -> None:
     """``-q`` is replayed (the digest alone); ``--json`` always runs (its result is the build's)."""
     _project(tmp_path)
     digest = _build(tmp_path)["digest"]
+    _settle()  # the layout it wrote: read by the next build, another invocation
     report = tmp_path / "q.json"
     args = ["m.yaml", "--cache", str(tmp_path / "cache"), "-o", f"oci:{tmp_path / 'out'}:x", "-q"]
     for _ in range(2):
@@ -190,6 +198,34 @@ def _tagged(registry: RunningRegistry) -> str:
     request = urllib.request.Request(f"{registry.url}/v2/probe/manifests/x", method="HEAD", headers={"Accept": accept})
     with urllib.request.urlopen(request, timeout=10) as answer:
         return str(answer.headers["Docker-Content-Digest"])
+
+
+@pytest.mark.integration  # seconds
+def test_a_folder_link_moved_to_another_folder_and_a_digest_file(tmp_path: Path) -> None:
+    """A symlink to a folder switched to another is a change, though the link and both
+    folders are as they were; ``--digestfile`` is written by the replay too."""
+    _project(tmp_path)
+    for name, text in (("v1", "one\n"), ("v2", "two\n")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "a.txt").write_text(text)
+    (tmp_path / "current").symlink_to("v1")
+    (tmp_path / "m.yaml").write_text(
+        "name: probe\nbases:\n  root: rootfs:root.tar\n"
+        "image:\n  base: root\n  layers:\n    - copy: {from: ./current/, to: /srv/}\n"
+    )
+    _settle()
+    digestfile = tmp_path / "digest"
+    first = _build(tmp_path, "--digestfile", str(digestfile))
+    assert _build(tmp_path, "--digestfile", str(digestfile))["replayed"]
+    digestfile.unlink()
+    assert _build(tmp_path, "--digestfile", str(digestfile))["replayed"]
+    assert digestfile.read_text() == first["digest"]
+    (tmp_path / "current").unlink()
+    (tmp_path / "current").symlink_to("v2")
+    _settle()
+    switched = _build(tmp_path, "--digestfile", str(digestfile))
+    assert not switched["replayed"] and switched["digest"] != first["digest"]
+    assert digestfile.read_text() == switched["digest"]
 
 
 # -- the trace and the record ---------------------------------------------------------------
@@ -259,3 +295,67 @@ def test_a_record_holds_the_state_the_build_left(tmp_path: Path) -> None:
     assert how == "full" and was == signature(str(tmp_path / "in.txt"), "full")
     os.utime(tmp_path / "in.txt", ns=(1, 1))
     assert record.changed() == str(tmp_path / "in.txt")
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data: data.update(paths={"/x": ["sideways", None]}),
+        lambda data: data.update(paths=["not", "a", "mapping"]),
+        lambda data: data.update(digests=[]),
+        lambda data: data["outputs"].append({"registry": 1}),
+        lambda data: data.update(format=0),
+    ],
+)
+def test_a_record_of_another_shape_is_no_record(tmp_path: Path, damage: Any) -> None:
+    (tmp_path / "in.txt").write_text("x")
+    records = Records(tmp_path / "cache")
+    path = str(tmp_path / "in.txt")
+    held = HeldOutput("127.0.0.1:5000", "probe", "x", "sha256:" + "1" * 64, ("sha256:" + "2" * 64,))
+    records.write("k", Record({path: ["full", signature(path, "full")]}, [held], ["image"], ["sha256:" + "1" * 64]))
+    assert records.read("k") is not None
+    data = json.loads(records.path("k").read_text())
+    damage(data)
+    records.path("k").write_text(json.dumps(data))
+    assert records.read("k") is None
+    records.path("k").write_text("[" * 100_000)
+    assert records.read("k") is None
+
+
+def test_a_folder_by_its_descriptor_spoils_the_trace(tmp_path: Path) -> None:
+    """An event naming a path under a folder descriptor says nothing of where it is."""
+    fd = os.open(tmp_path, os.O_RDONLY)
+    trace = Trace().start()
+    try:
+        os.mkdir("made", dir_fd=fd)
+    finally:
+        trace.stop()
+        os.close(fd)
+    assert trace.spoiled is not None and "descriptor" in trace.spoiled
+
+
+def test_a_file_saved_in_place_in_a_listed_folder_while_the_build_ran(tmp_path: Path) -> None:
+    """A walk reads a file's identity from its folder's listing: saved in place (its inode
+    and its folder as they were), it changed while the build ran all the same."""
+    (tmp_path / "in.txt").write_text("x")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d/a.txt").write_text("x")
+    _settle()
+
+    def saved_in_place() -> None:
+        os.listdir(tmp_path / "d")
+        with housekeeping(), open(tmp_path / "d/a.txt", "r+") as f:  # another hand's
+            f.write("y")
+
+    assert not _recorded(tmp_path, saved_in_place)
+
+
+def test_a_link_switched_to_another_folder_is_a_change(tmp_path: Path) -> None:
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v2").mkdir()
+    link = tmp_path / "current"
+    link.symlink_to("v1")
+    before = signature(str(link), "full")
+    link.unlink()
+    link.symlink_to("v2")
+    assert signature(str(link), "full") != before

@@ -7,6 +7,7 @@ that does not parse, or is of another ``FORMAT``, is no record.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -18,6 +19,8 @@ from typing import Any
 
 FORMAT = 1
 MAX_RECORD = 64 << 20  # bytes: a record is read whole
+KEEP = 64  # records kept per cache (the newest): one per invocation, its environment included
+HOWS = frozenset({"full", "listed", "touched"})  # how a path's identity is read (signature)
 
 
 def invocation_key(argv: Sequence[Any], *, cwd: str, environ: Mapping[str, str], executable: str) -> str:
@@ -27,23 +30,46 @@ def invocation_key(argv: Sequence[Any], *, cwd: str, environ: Mapping[str, str],
 
 
 def signature(path: str, how: str) -> Any:
-    """A path's identity as ``how`` reads it: ``listed`` (a folder: its entries, each with its own), ``touched``
-    (a file whose times the build sets: no times), else ``full``. None: not there."""
+    """A path's identity as ``how`` reads it: ``listed`` (a folder: its entries, each with
+    its own), ``touched`` (a cache entry whose times the build sets: its bytes' digest
+    instead), else ``full``. A symlink is its target's text and what it leads to (a
+    folder switched to another is a change). None: not there."""
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            return ["link", os.readlink(path), _followed(path, how)]
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, ValueError) as e:  # ValueError: a path no file can have (a NUL in it)
+        return ["error", getattr(e, "errno", None)]
+    return _identity(path, st, how)
+
+
+def _followed(path: str, how: str) -> Any:
+    try:
+        return _identity(path, os.stat(path), how)
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as e:
         return ["error", e.errno]
+
+
+def _identity(path: str, st: os.stat_result, how: str) -> Any:
     if stat.S_ISDIR(st.st_mode):
-        if how != "listed":
-            return ["dir"]
-        return ["dir", _listing(path)]
+        return ["dir", _listing(path)] if how == "listed" else ["dir"]
     if not stat.S_ISREG(st.st_mode):
         return [stat.S_IFMT(st.st_mode)]
     if how == "touched":
-        return ["file", st.st_dev, st.st_ino, st.st_size]
+        return ["file", st.st_dev, st.st_ino, st.st_size, _digest(path)]
     return ["file", st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode]
+
+
+def _digest(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None
 
 
 def _listing(path: str) -> str:
@@ -71,6 +97,7 @@ class HeldOutput:
     reference: str
     digest: str
     referrers: tuple[str, ...] = ()
+    subject: str = ""  # a referrer written as an output of its own (an attached SIF): its image
 
 
 @dataclass
@@ -95,26 +122,42 @@ class Record:
 
     @staticmethod
     def from_json(data: Any) -> Record | None:
+        """The record ``data`` holds; None for one of another format or shape."""
         try:
             if data["format"] != FORMAT:
                 return None
+            paths = data["paths"]
             outputs = [HeldOutput(**{**o, "referrers": tuple(o["referrers"])}) for o in data["outputs"]]
-            return Record(
-                dict(data["paths"]),
-                outputs,
-                list(data["lines"]),
-                list(data["digests"]),
-                list(data["warnings"]),
-                float(data["made"]),
-            )
-        except (KeyError, TypeError, ValueError):
+            record = Record(paths, outputs, data["lines"], data["digests"], data["warnings"], float(data["made"]))
+        except (KeyError, TypeError, ValueError, OverflowError):
             return None
+        return record if record._well_formed() else None
+
+    def _well_formed(self) -> bool:
+        def strings(values: Any) -> bool:
+            return isinstance(values, list) and all(isinstance(v, str) for v in values)
+
+        return (
+            isinstance(self.paths, dict)
+            and all(
+                isinstance(v, list) and len(v) == 2 and isinstance(v[0], str) and v[0] in HOWS
+                for v in self.paths.values()
+            )
+            and all(
+                strings([o.registry, o.repository, o.reference, o.digest, o.subject, *o.referrers])
+                for o in self.outputs
+            )
+            and strings(self.lines)
+            and strings(self.digests)
+            and bool(self.digests)
+            and strings(self.warnings)
+        )
 
     def changed(self) -> str | None:
         """The first path that is not as the build left it, else None."""
         for path, (how, was) in self.paths.items():
-            if signature(path, how) != was:
-                return path
+            if not isinstance(path, str) or signature(path, how) != was:
+                return str(path)
         return None
 
 
@@ -137,14 +180,28 @@ class Records:
             return None
         try:
             return Record.from_json(json.loads(data))
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
 
     def write(self, key: str, record: Record) -> None:
+        """Write ``key``'s record; the oldest go beyond the newest ``KEEP``."""
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / f".{key}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(record.to_json()))
-        os.replace(tmp, self.path(key))
+        try:
+            tmp.write_text(json.dumps(record.to_json()))
+            os.replace(tmp, self.path(key))
+        finally:
+            tmp.unlink(missing_ok=True)
+        self._keep_newest()
+
+    def _keep_newest(self) -> None:
+        aged = []
+        for entry in os.scandir(self.folder):
+            with contextlib.suppress(OSError):
+                aged.append((entry.stat().st_mtime_ns, entry.path))
+        for _, path in sorted(aged, reverse=True)[KEEP:]:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
     def forget(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)

@@ -15,6 +15,7 @@ from assembler.cache import default_root
 from assembler.cache.maintain import parse_size
 from assembler.cli.arguments import param_sets, platform_arg, registry_options, slurm_args, storage_arg
 from assembler.cli.console import err, mode_of, out, say, size
+from assembler.cli.digestfile import check_digestfile, write_digest
 from assembler.cli.lock import redo_command
 from assembler.cli.progress import showing
 from assembler.cli.userconfig import cache_budget, read_config
@@ -243,22 +244,6 @@ def keep_budget(cache_dir: Path, budget: int, *, report: Reporter) -> None:
     else:
         return
     report(Event("info", {"text": text, "budget": budget, "held": kept.held}))
-
-
-def check_digestfile(path: Path | None) -> None:
-    """Refuses a ``--digestfile`` that cannot be written, before any work."""
-    if path is not None and (path.is_dir() or not path.parent.is_dir()):
-        raise InputError(f"--digestfile {path}: not a file in an existing folder")
-
-
-def write_digest(path: Path | None, digest: str) -> None:
-    """``--digestfile``: the digest alone, no newline (as podman's --digestfile, docker's --iidfile)."""
-    if path is None:
-        return
-    try:
-        path.write_text(digest)
-    except OSError as e:
-        raise InputError(f"--digestfile {path}: {e.strerror or e}") from None
 
 
 def cmd_build(args: argparse.Namespace, *, recorder: Recorder | None = None) -> int:

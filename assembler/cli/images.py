@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from assembler.assemble import Event, resolve_epoch
 from assembler.cli.arguments import registry_options
-from assembler.cli.build import check_digestfile, write_digest
 from assembler.cli.console import err, mode_of, out, say, size
+from assembler.cli.digestfile import check_digestfile, write_digest
 from assembler.cli.progress import showing
 from assembler.cli.reading import reading_cache, reading_context, source_of
 from assembler.errors import InputError

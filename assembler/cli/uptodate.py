@@ -3,26 +3,26 @@ last such run, without loading the manifest's models or the pipeline.
 
 A build that started no program and reached no host before its outputs (a no-change
 rebuild: every step cached, every layer remembered) is traced (:mod:`assembler.trace`):
-every file it opened, folder it listed and path it looked at. Its record, under
-``CACHE/uptodate/`` by the invocation (the arguments, the working folder, the whole
-environment, the interpreter), holds each of those paths' identity as the build left it
-(a file's device, inode, size, modification and change times; a listed folder's entries),
-the modules it ran (their files are paths too: an upgrade of assemble or of a library
-is a change), and what its registry outputs held. The same invocation again compares
-every path (a stat each, a listing each folder), asks each registry output whether its tag
-and referrers are still the digests written (one HEAD each, as a no-change build does),
-and when all agree prints what the build printed: the image is the one the build would
-make. Anything else, and the build runs as ever (and records again).
+every file it opened, folder it listed and path it looked at. Its record
+(:mod:`assembler.cache.uptodate`), keyed by the invocation (the arguments, the working
+folder, the environment less ``UNREAD_ENV``, the interpreter), holds each of those paths'
+identity as the build left it, the modules it ran (their files are paths too: an upgrade
+of assemble or of a library is a change), and what its registry outputs held. The same
+invocation again compares every path, asks each registry output whether its tag and
+referrers are still the digests written and its referrers still listed (as a build does
+before it leaves them alone), writes ``--digestfile`` again, and when all agree prints
+what the build printed: the image is the one the build would make. Anything else, and
+the build runs as ever (and records again).
 
 Not recorded: a build that started a program (a step, a test, a base bootstrapped: their
-reads are not seen here), reached a host before its outputs (a base by tag, a step cache in
-a registry, an index), wrote an output no HEAD checks (``oras://``), or read a file that
-changed while it ran (its change time after the build began, less ``RACY_NS`` for a coarse
-clock); ``--json``, ``--progress json``, ``--cache-max-size``, ``--rebuild``,
-``--no-cache``, ``--sign``, another ``--executor`` and ``--full-check`` runs neither record
-nor use one.
-The record's own files are written only by the build that traced them. What the up-to-date
-run touches: the cache entries the build marked used (their times, for ``cache prune``).
+reads are not seen here), reached a host before its outputs (a base by tag, a step cache
+in a registry, an index), wrote an output no HEAD checks (``oras://``) or a folder of
+files (``artifact:``), or read a file that changed while it ran (its change time within
+``RACY_NS`` of the build's start or after); ``--json``, ``--progress json``,
+``--cache-max-size``, ``--rebuild``, ``--no-cache``, ``--sign``, another ``--executor``
+and ``--full-check`` runs neither record nor use one. The replay writes the digest file
+and the times of the cache entries the build marked used (for ``cache prune``), nothing
+else.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import stat
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from assembler.cache.uptodate import HeldOutput, Record, Records, invocation_key, signature
@@ -46,7 +47,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RACY_NS = 100_000_000  # 0.1 s: a file changed this close to the build's start may have been read before
+RACY_NS = 1_000_000_000  # a file changed this close to the build's start may have changed while read
+# (1 s: file systems with timestamps in whole seconds)
+# Variables no build reads, that differ between two shells running the same command.
+UNREAD_ENV = frozenset(
+    {"_", "OLDPWD", "SHLVL", "SSH_CLIENT", "SSH_CONNECTION", "SSH_TTY", "TERM_SESSION_ID", "WINDOWID"}
+)
 
 
 def usable(args: argparse.Namespace, mode: str) -> bool:
@@ -64,42 +70,60 @@ def usable(args: argparse.Namespace, mode: str) -> bool:
 
 
 def outputs_held(outputs: Iterable[HeldOutput], args: argparse.Namespace) -> bool:
-    """Each registry output still names the digest written, and holds its referrers."""
+    """Each registry output still names the digest written, and holds and lists its
+    referrers (as a build checks before it leaves them alone)."""
     outputs = list(outputs)
     if not outputs:
         return True
     from assembler.cli.arguments import registry_options
-    from assembler.errors import AssemblerError
     from assembler.registry.client import Registry
     from assembler.registry.manifests import MANIFEST_TYPES, manifest_digest
 
     accept = ", ".join(MANIFEST_TYPES)
-    try:
-        options = registry_options(args)
-        for out in outputs:
-            with Registry(out.registry, options=options) as registry:
-                for reference, digest in ((out.reference, out.digest), *((d, d) for d in out.referrers)):
-                    if manifest_digest(registry, out.repository, reference, accept) != digest:
+    options = registry_options(args)
+    for out in outputs:
+        with Registry(out.registry, options=options) as registry:
+            for reference, digest in ((out.reference, out.digest), *((d, d) for d in out.referrers)):
+                if manifest_digest(registry, out.repository, reference, accept) != digest:
+                    return False
+            for subject, wanted in ((out.digest, set(out.referrers)), (out.subject, {out.digest})):
+                if subject and wanted:
+                    listed = {d.digest for d in registry.list_referrers(out.repository, subject)}
+                    if not wanted <= listed:
                         return False
-    except (AssemblerError, OSError):
-        return False
     return True
 
 
+def current(args: argparse.Namespace, records: Records, key: str) -> Record | None:
+    """The record of ``key`` when nothing its build read changed and its registry outputs
+    hold what it wrote; else None (the reason logged)."""
+    try:
+        record = records.read(key)
+        if record is None:
+            return None
+        changed = record.changed()
+        if changed is not None:
+            log.debug("the last build's record is not used: %s is not as it left it", changed)
+            return None
+        if not outputs_held(record.outputs, args):
+            log.debug("the last build's record is not used: a registry output does not hold what it wrote")
+            return None
+    except Exception as e:  # anything unexpected: the build runs and says what is wrong
+        log.debug("the last build's record is not used: %s", e)
+        return None
+    return record
+
+
 def replay(args: argparse.Namespace, records: Records, key: str, mode: str) -> bool:
-    """Answer the build from its record when nothing it read changed and its outputs hold
-    what it wrote; False (nothing printed) otherwise."""
+    """Answer the build from its record (:func:`current`); False (nothing printed) when
+    there is none to answer from."""
     started = time.monotonic()
-    record = records.read(key)
+    record = current(args, records, key)
     if record is None:
         return False
-    changed = record.changed()
-    if changed is not None:
-        log.debug("the last build's record is not used: %s is not as it left it", changed)
-        return False
-    if not outputs_held(record.outputs, args):
-        log.debug("the last build's record is not used: a registry output does not hold what it wrote")
-        return False
+    from assembler.cli.digestfile import write_digest
+
+    write_digest(args.digestfile, record.digests[0])
     for path, (how, _) in record.paths.items():
         if how == "touched":  # the cache's mark of use, as the build set it
             try:
@@ -128,8 +152,10 @@ def replay(args: argparse.Namespace, records: Records, key: str, mode: str) -> b
 class Recorder:
     """A build's trace, made into its record when the build ends as one that can be replayed."""
 
-    def __init__(self, records: Records, key: str) -> None:
+    def __init__(self, records: Records, key: str, *, digestfile: Path | None = None) -> None:
         self.records, self.key = records, key
+        # written again by each replay (a pipe or /dev/fd/N would keep no digest)
+        self.digestfile = os.path.abspath(digestfile) if digestfile is not None else None
         self.trace = Trace()
         self.started_ns = time.time_ns()
         self.warnings: list[str] = []
@@ -146,7 +172,7 @@ class Recorder:
         def watched(event: Event) -> None:
             if event.kind == "output" and event.fields.get("state") == "writing":
                 self.trace.enter("outputs")
-            elif event.kind in ("base", "step", "layer", "image"):
+            elif event.kind in ("variant", "base", "step", "layer", "image"):
                 self.trace.enter("inputs")
             elif event.kind == "warning":
                 self.warnings.append(str(event.fields.get("text", "")))
@@ -155,9 +181,16 @@ class Recorder:
         return watched
 
     def finish(self, results: Sequence[Result], lines: Sequence[str]) -> None:
-        """Stop the trace; record it when the build can be answered from it."""
+        """Stop the trace; record it when the build can be answered from it. A build is
+        not failed for its record."""
+        self.trace.stop()
+        try:
+            self._record(results, lines)
+        except Exception as e:
+            log.debug("this build is not recorded for the up-to-date check: %s", e)
+
+    def _record(self, results: Sequence[Result], lines: Sequence[str]) -> None:
         trace = self.trace
-        trace.stop()
         why = self._refusal(trace) or self._unheld(results)
         paths = self._paths(trace) if why is None else None
         if paths is None:
@@ -166,10 +199,7 @@ class Recorder:
             return
         outputs = [held for result in results for held in _held(result)]
         record = Record(paths, outputs, list(lines), [r.digest for r in results], self.warnings, time.time())
-        try:
-            self.records.write(self.key, record)
-        except OSError:
-            pass  # a build is not failed for its record
+        self.records.write(self.key, record)
 
     def _refusal(self, trace: Trace) -> str | None:
         if trace.spoiled is not None:
@@ -184,6 +214,8 @@ class Recorder:
         is not an image's (``docker://``) tag or referrer."""
         for result in results:
             for written in result.outputs:
+                if written.ref.startswith("artifact:"):  # a folder of files (edited in place unseen)
+                    return f"{written.ref} is a folder of files a replay does not check"
                 if "://" in written.ref and not written.ref.startswith("docker://"):
                     return f"{written.ref} is not checked by a replay"
         return None
@@ -192,29 +224,31 @@ class Recorder:
         """Every path the build's decision read, with its signature now; None when one
         that the build did not write changed while it ran."""
         modules = {f for m in list(sys.modules.values()) if isinstance(f := getattr(m, "__file__", None), str)}
-        made = trace.written
+        # Copies: a thread's hook call under way when the trace stopped may still add.
+        read, looked, listed = set(trace.read), set(trace.looked), set(trace.listed)
+        made, created, touched = set(trace.written), set(trace.created), set(trace.touched)
         racy_from = self.started_ns - RACY_NS
         hows: dict[str, str] = {}
-        for path in trace.looked:
+        for path in looked:
             hows[path] = "full"
-        for path in (*trace.read, *modules, sys.executable):
+        for path in (*read, *modules, sys.executable):
             hows[os.path.abspath(path)] = "full"
-        for path in trace.touched - trace.written:
+        for path in touched - made:
             hows[path] = "touched"
-        for path in trace.written:
+        for path in made:
             hows[path] = "full"
-        for path in trace.listed:
+        for path in listed:
             hows[path] = "listed"
         out: dict[str, list[Any]] = {}
         own = str(self.records.folder)
         for path in sorted(hows):
-            if path == own or _inside(path, {own}):
-                continue  # the records, written after this
-            if _inside(path, trace.created) and path not in made and path not in trace.listed:
+            if path in (own, self.digestfile) or _inside(path, {own}):
+                continue  # the records, written after this; the digest file, written by each replay
+            if _inside(path, created) and path not in made and path not in listed:
                 continue  # in a folder the build made (a temporary one, gone)
             how = hows[path]
             sig = signature(path, how)
-            if how != "touched" and path not in made and _changed_since(path, racy_from, made):
+            if how != "touched" and path not in made and _changed_since(path, racy_from, made, listed=how == "listed"):
                 return None
             out[path] = [how, sig]
         return out
@@ -229,18 +263,26 @@ def _inside(path: str, folders: set[str]) -> bool:
     return False
 
 
-def _changed_since(path: str, since_ns: int, made: set[str]) -> bool:
-    """Whether ``path`` changed after ``since_ns`` by another hand than the build's (a
-    folder the build wrote into changes by the build's)."""
+def _changed_since(path: str, since_ns: int, made: set[str], *, listed: bool) -> bool:
+    """Whether ``path`` changed after ``since_ns`` by another hand than the build's; for a
+    folder the build listed, any of its entries the build did not write (a file saved in
+    place changes its own times, not its folder's)."""
     try:
         st = os.stat(path)
     except OSError:
         return False
-    if st.st_ctime_ns < since_ns:
+    if not stat.S_ISDIR(st.st_mode):
+        return st.st_ctime_ns >= since_ns
+    if not listed:
         return False
-    if stat.S_ISDIR(st.st_mode):
-        return not any(os.path.dirname(p) == path for p in made)
-    return True
+    try:
+        with os.scandir(path) as entries:
+            for entry in entries:
+                if entry.path not in made and entry.stat(follow_symlinks=False).st_ctime_ns >= since_ns:
+                    return True
+    except OSError:
+        return True
+    return st.st_ctime_ns >= since_ns and not any(os.path.dirname(p) == path for p in made)
 
 
 def _held(result: Result) -> list[HeldOutput]:
@@ -254,16 +296,21 @@ def _held(result: Result) -> list[HeldOutput]:
         name = parse_ref(text).name
         if name is None:
             continue
-        # a SIF attached as a referrer ("REF (referrer of ...)"): its manifest, by digest
-        reference = written.digest if note else (name.reference or written.digest)
-        held.append(HeldOutput(name.registry, name.repository, reference, written.digest, written.referrers))
+        if note:  # a SIF attached as a referrer ("REF (referrer of ...)"): its manifest, listed under the image
+            held.append(
+                HeldOutput(name.registry, name.repository, written.digest, written.digest, subject=result.digest)
+            )
+        else:
+            reference = name.reference or written.digest
+            held.append(HeldOutput(name.registry, name.repository, reference, written.digest, written.referrers))
     return held
 
 
 def key_of(args: argparse.Namespace) -> str:
     """The key of this process's build ``args``."""
     given = sorted((name, repr(value)) for name, value in vars(args).items())
-    return invocation_key(given, cwd=os.getcwd(), environ=os.environ, executable=sys.executable)
+    environ = {k: v for k, v in os.environ.items() if k not in UNREAD_ENV}
+    return invocation_key(given, cwd=os.getcwd(), environ=environ, executable=sys.executable)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -278,10 +325,10 @@ def cmd_build(args: argparse.Namespace) -> int:
         key = key_of(args)
         if replay(args, records, key, mode):
             return 0
-        recorder = Recorder(records, key).start()
-    from assembler.cli import build  # the manifest's models and the pipeline: only now
-
+        recorder = Recorder(records, key, digestfile=args.digestfile).start()
     try:
+        from assembler.cli import build  # the manifest's models and the pipeline: only now
+
         return build.cmd_build(args, recorder=recorder)
     finally:
         if recorder is not None:

@@ -6,10 +6,9 @@ earlier artifacts it needs mounted at their image paths, compile caches kept on 
 secrets as files read into the environment, and the host CA bundle mounted. Each declared
 artifact is then exported by the agent as its own layer.
 
-A runtime step runs on the image built so far; the agent records the file metadata
-before and exports what changed after (whiteouts for deletions), leaving caches, apt
-lists, logs and ``/tmp`` out. Buildah executes; our tar writer writes every layer byte.
-Containers are removed afterwards, also on failure and Ctrl-C.
+Runtime steps (:mod:`assembler.compile.runtimestep`) make its devel image with the step's
+``packages:``. Buildah executes; our tar writer writes every layer byte. Containers are
+removed afterwards, also on failure and Ctrl-C.
 """
 
 from __future__ import annotations
@@ -18,14 +17,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import astuple
 from pathlib import Path
 
 from assembler.cache import Origin, key_of
 from assembler.compile import keepfailed, keptcaches, worktree
-from assembler.compile.agent import DEFAULT_EXCLUDES
-from assembler.compile.apt import apt_install, package_cache
+from assembler.compile.apt import apt_install
 from assembler.compile.buildah import RunSpec, Volume
 from assembler.compile.container import (
     Workspace,
@@ -40,6 +37,7 @@ from assembler.compile.container import (
 )
 from assembler.compile.keys import compile_key, runtime_key
 from assembler.compile.mounts import Mounted, mounted_artifacts, secret_files
+from assembler.compile.runtimestep import STEP_ENV, reproducible_env, run_runtime_step
 from assembler.compile.sources import Source
 from assembler.oci import mutate
 from assembler.oci.image import Image
@@ -52,35 +50,19 @@ __all__ = ["Mounted", "Workspace", "apt_install", "compile_key", "run_compile_st
 
 log = logging.getLogger(__name__)
 
-# -- reproducibility -------------------------------------------------------------------
-
-
-# What every step runs with besides (a step's own ``env`` may override it): steps run as
-# root in a container made for them, so pip's warning against installing as root is a line
-# of noise in every log that pip prints, about nothing the user needs to change.
-STEP_ENV = {"PIP_ROOT_USER_ACTION": "ignore"}
-
-
-def reproducible_env(epoch: int) -> dict[str, str]:
-    """The environment every step runs with so that two builds from empty caches agree
-    (a step's own ``env`` may override it). README "Reproducible builds" lists per tool
-    what these settle and what a step must still do itself (nvcc's ``-objtemp``, pip's
-    ``--target``)."""
-    return {
-        # gcc's __DATE__/__TIME__, wheel zip times, and py_compile: with it set, .pyc
-        # files are checked-hash ones instead of embedding the source file's mtime.
-        "SOURCE_DATE_EPOCH": str(epoch),
-        # The order of sets and frozensets marshalled into .pyc constants, and of any
-        # file a Python build script writes from a set or a dict of them.
-        "PYTHONHASHSEED": "0",
-    }
-
 
 def _working_copy(kept: Path, step: str, source: Source) -> Volume:
     """The step's writable copy of ``source``, synced, as the volume at ``/src/NAME``."""
     copy = kept / f"src-{source.name}"
+    started = time.monotonic()
     stats = worktree.sync(source.path, copy, keep=source.keep)
-    log.info("step %s: /src/%s synced (%d copied, %d kept, %d removed)", step, source.name, *astuple(stats))
+    log.info(
+        "step %s: /src/%s synced (%d copied, %d kept, %d removed) in %.1f s",
+        step,
+        source.name,
+        *astuple(stats),
+        time.monotonic() - started,
+    )
     return Volume(copy, f"/src/{source.name}", readonly=False)
 
 
@@ -128,14 +110,7 @@ def run_compile_step(
                 name=f"restore-{step.name}",
             )
         started = time.monotonic()
-        try:
-            image = _devel_image(step, base, ws, log_path)
-            if restoring is not None:
-                restoring.wait()
-        except BaseException:  # the step fails, or Ctrl-C: the restore gives up too
-            if restoring is not None:
-                restoring.stop()
-            raise
+        image = _devel_image_and_folders(step, base, ws, log_path, restoring)
         shared.settle()  # the shared folders it restored are for other steps to use too
         results = _run_compile_step(
             step, image=image, sources=sources, inputs=inputs, ws=ws, log_path=log_path, kept=kept, started=started
@@ -143,6 +118,24 @@ def run_compile_step(
         if ws.folders is not None:
             keptcaches.export(ws.folders, step, cache=ws.cache, kept=kept, tree_key=tree_key)
         return results
+
+
+def _devel_image_and_folders(
+    step: m.CompileStep, base: Image, ws: Workspace, log_path: Path, restoring: _Background | None
+) -> Image | str:
+    """The step's devel image, once the kept folders ``restoring`` brings in are there too."""
+    started = time.monotonic()
+    try:
+        image = _devel_image(step, base, ws, log_path)
+        ready = time.monotonic() - started
+        if restoring is not None:
+            restoring.wait()
+    except BaseException:  # the step fails, or Ctrl-C: the restore gives up too
+        if restoring is not None:
+            restoring.stop()
+        raise
+    log.info("step %s: devel image in %.1f s, kept folders in %.1f s", step.name, ready, time.monotonic() - started)
+    return image
 
 
 def _run_compile_step(
@@ -162,6 +155,7 @@ def _run_compile_step(
     env = {**ca_env, **reproducible_env(ws.epoch), **STEP_ENV, **step.env}
     commands = [(c, c) for c in step.run]
     with container(ws, image, step.name) as cid, secret_files(ws, step.secrets, step.name) as (svol, values, pre):
+        log.info("step %s: its container made after %.1f s", step.name, time.monotonic() - started)
         with mounted_artifacts(ws, inputs) as input_volumes:
             volumes = [*src_volumes, *input_volumes, *caches, *ca_volumes, *svol]
             with keepfailed.on_failure(
@@ -264,8 +258,10 @@ def _toolchain(step: m.CompileStep, base: Image, ws: Workspace, env: Mapping[str
         found = ws.buildah.image_id(name)
         if found is not None:
             return found
+        started = time.monotonic()
         image_id = ws.image_id(mutate.append_layers(base, [layer], epoch=ws.epoch))
         ws.buildah.tag(image_id, name)
+        log.info("step %s: its packages' image brought into buildah in %.1f s", step.name, time.monotonic() - started)
         return image_id
 
 
@@ -327,62 +323,3 @@ class _Background:
     def stop(self) -> None:
         self._stopping.set()
         self._thread.join()
-
-
-# -- runtime steps ---------------------------------------------------------------------
-
-
-def run_runtime_step(
-    name: str,
-    commands: Sequence[tuple[str, str]],
-    *,
-    image: Image,
-    env: Mapping[str, str],
-    mounts: Sequence[Mounted],
-    secrets: Sequence[str],
-    exclude: Sequence[str],
-    keep: Sequence[str],
-    ws: Workspace,
-    key: str,
-    user: str = "0:0",
-    workdir: str | None = None,
-    packages: bool = False,
-    shipped: bool = True,
-) -> Layer:
-    """Run ``commands`` on ``image`` and return the layer of what they changed (one no
-    image holds unless ``shipped``: the readers of image layers need nothing of it)."""
-    log_path = step_log(ws.cache, name, key)
-    excludes = [p for p in DEFAULT_EXCLUDES if p not in keep and p.rstrip("/*") not in keep] + list(exclude)
-    ca_volumes, ca_env = host_ca(ws)
-    run_env = {**ca_env, **reproducible_env(ws.epoch), **STEP_ENV, "DEBIAN_FRONTEND": "noninteractive", **env}
-    with ws.cache.workdir("runtime-") as work:
-        snap = work / "snapshot.json"
-        with container(ws, image, name) as cid, secret_files(ws, secrets, name) as (svol, values, pre):
-            agent_job(ws, cid, "snapshot", {"out": str(snap), "exclude": excludes}, step=name, what="reading the image")
-            with mounted_artifacts(ws, mounts) as mvol, ws.apt_slot() if packages else nullcontext(0) as slot:
-                volumes = [*mvol, *ca_volumes, *svol, *(package_cache(ws.cache, slot) if packages else [])]
-                run_commands(
-                    ws,
-                    cid,
-                    step=name,
-                    commands=commands,
-                    env=run_env,
-                    volumes=volumes,
-                    workdir=workdir,
-                    redact=values,
-                    prelude=pre,
-                    log_path=log_path,
-                    user=user,
-                )
-                points = [v.container for v in volumes]
-            job = {
-                "cache": str(ws.cache.root),
-                "epoch": ws.epoch,
-                "compression": ws.compression,
-                "snapshot": str(snap),
-                "exclude": excludes,
-                "mountpoints": points,
-                "shipped": shipped,
-            }
-            answer = agent_job(ws, cid, "diff", job, step=name, what="reading the changes")
-            return Layer.from_json(answer["changes"])

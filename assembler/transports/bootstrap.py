@@ -271,7 +271,7 @@ def mmdebstrap_env(*, epoch: int, tmpdir: Path, environ: Mapping[str, str] = os.
     times (the layer writer clamps them to the epoch, which a timestamp-based ``.pyc``
     would no longer match: Python would compile that module again at every import).
     ``PYTHONHASHSEED=0`` fixes the order of sets marshalled into them, as steps' does
-    (``compile/steps.py`` ``reproducible_env``); ``HOME`` is the new root's own (a user's
+    (``compile/runtimestep.py`` ``reproducible_env``); ``HOME`` is the new root's own (a user's
     home is no folder there), the locale and time zone fixed."""
     kept = {name: environ[name] for name in _PASSED_ENV if environ.get(name)}
     return {
