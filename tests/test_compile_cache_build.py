@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import tarfile
 from pathlib import Path
+
+import zstandard
 
 from assembler.stepcache.compile import CHUNK
 from tests.helpers import Ran, run_cli
@@ -138,6 +141,17 @@ def test_a_fresh_machine_downloads_a_steps_installed_packages_and_a_damaged_laye
     assert installs in cold.err, cold.err
     exported = cold.json["step_cache"]["exported"]
     assert exported == 2, cold.json["step_cache"]  # the step's result and its packages' layer
+    # The packages' layer (the registry's largest blob) leaves out manuals, docs and translations.
+    store = registry.root / "docker/registry/v2/blobs/sha256"
+    largest = max(store.glob("*/*/data"), key=lambda p: p.stat().st_size)
+    with (
+        largest.open("rb") as raw,
+        zstandard.ZstdDecompressor().stream_reader(raw) as plain,
+        tarfile.open(fileobj=plain, mode="r|") as tar,
+    ):
+        names = tar.getnames()
+    assert "usr/bin/bc" in names, names
+    assert not [n for n in names if n.startswith(("usr/share/doc/", "usr/share/man/", "usr/share/locale/"))]
 
     # Machine B: an empty cache, an empty buildah storage: the packages come from the registry.
     # --rebuild: the step itself runs again (its own result is in the registry too).
@@ -150,8 +164,6 @@ def test_a_fresh_machine_downloads_a_steps_installed_packages_and_a_damaged_laye
     assert fresh.json["digest"] == cold.json["digest"]
 
     # Machine C meets a damaged packages layer (the largest blob there): a warning, and apt.
-    store = registry.root / "docker/registry/v2/blobs/sha256"
-    largest = max(store.glob("*/*/data"), key=lambda p: p.stat().st_size)
     data = bytearray(largest.read_bytes())
     data[len(data) // 2] ^= 0xFF
     largest.write_bytes(bytes(data))
