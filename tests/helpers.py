@@ -104,6 +104,24 @@ def run_cli(
     return ran
 
 
+def rootfs_project(folder: Path) -> Path:
+    """A manifest that needs no program: a ``rootfs:`` base tarball (``root.tar``) and a
+    ``copy:`` layer of ``files/`` (``a.txt``), as ``m.yaml`` in ``folder``; the tarball."""
+    root = folder / "root.tar"
+    with tarfile.open(root, "w") as tf:
+        for name, data in (("etc/os-release", b"ID=probe\n"), ("bin/hello", b"#!/bin/sh\necho hi\n")):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o755
+            tf.addfile(info, io.BytesIO(data))
+    (folder / "files").mkdir()
+    (folder / "files/a.txt").write_text("data\n")
+    (folder / "m.yaml").write_text(
+        "name: probe\nbases:\n  root: rootfs:root.tar\n"
+        "image:\n  base: root\n  layers:\n    - copy: {from: ./files/, to: /srv/}\n"
+    )
+    return root
+
+
 def sh(argv: Sequence[str], *, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(list(argv), capture_output=True, text=True, **kw)
     if check and proc.returncode != 0:

@@ -6,7 +6,6 @@ all this module's."""
 
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from assembler.transports import Written, check_replaceable, formats
 from assembler.transports.formats import Format, Writer, register
 from assembler.transports.sidecar import Recognizer
 from assembler.transports.target import Target
-from tests.helpers import run_cli_here
+from tests.helpers import rootfs_project, run_cli_here
 
 
 class TarballWriter(Writer):
@@ -62,20 +61,8 @@ def tarball_format(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def _manifest(folder: Path) -> Path:
-    root = folder / "root.tar"
-    with tarfile.open(root, "w") as tf:
-        for name, data in (("etc/os-release", b"ID=probe\n"), ("bin/hello", b"#!/bin/sh\necho hi\n")):
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o755
-            tf.addfile(info, io.BytesIO(data))
-    (folder / "files").mkdir()
-    (folder / "files/a.txt").write_text("data\n")
-    manifest = folder / "m.yaml"
-    manifest.write_text(
-        "name: probe\nbases:\n  root: rootfs:root.tar\n"
-        "image:\n  base: root\n  layers:\n    - copy: {from: ./files/, to: /srv/}\n"
-    )
-    return manifest
+    rootfs_project(folder)
+    return folder / "m.yaml"
 
 
 @pytest.mark.usefixtures("tarball_format")

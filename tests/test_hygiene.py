@@ -33,6 +33,7 @@ from assembler.oci.digest import canonical_json, digest_hex, sha256_digest
 from assembler.oci.image import Image, Index, manifest_config, parse_manifest_or_index
 from assembler.oci.layer import Layer
 from assembler.oci.reference import ImageName, parse_ref
+from tests.helpers import rootfs_project
 
 REPO = Path(__file__).resolve().parent.parent
 DIGEST = "sha256:" + "a" * 64
@@ -359,18 +360,7 @@ def test_a_no_change_build_starts_no_program_reads_no_unchanged_tarball_and_load
     already knows (plumbum, which runs `uname -p` as it loads, is not even imported), reads
     no unchanged `rootfs:` tarball again (its digest is remembered by the file's identity),
     and loads neither the registry client, the signing code nor the ELF reader."""
-    root = tmp_path / "root.tar"
-    with tarfile.open(root, "w") as tf:
-        for name, data in (("etc/os-release", b"ID=probe\n"), ("bin/hello", b"#!/bin/sh\necho hi\n")):
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o755
-            tf.addfile(info, io.BytesIO(data))
-    (tmp_path / "files").mkdir()
-    (tmp_path / "files/a.txt").write_text("data\n")
-    (tmp_path / "m.yaml").write_text(
-        "name: probe\nbases:\n  root: rootfs:root.tar\n"
-        "image:\n  base: root\n  layers:\n    - copy: {from: ./files/, to: /srv/}\n"
-    )
+    root = rootfs_project(tmp_path)
     args = ["m.yaml", "--cache", str(tmp_path / "cache"), "-o", f"oci:{tmp_path / 'out'}:x", "-q"]
     cold = _watched_build(tmp_path, [root], args)
     assert cold["opened"], "the first build must read the tarball"

@@ -23,6 +23,7 @@ import pytest
 from assembler.cache.uptodate import HeldOutput, Record, Records, signature
 from assembler.cli.uptodate import RACY_NS, Recorder
 from assembler.trace import Trace, housekeeping
+from tests.helpers import rootfs_project
 from tests.plugins.registry import RunningRegistry
 
 # The build in a fresh interpreter (as a user runs it), reporting the modules it loaded.
@@ -36,18 +37,7 @@ with open(sys.argv[1], "w") as f:
 
 
 def _project(tmp_path: Path) -> Path:
-    root = tmp_path / "root.tar"
-    with tarfile.open(root, "w") as tf:
-        for name, data in (("etc/os-release", b"ID=probe\n"), ("bin/hello", b"#!/bin/sh\necho hi\n")):
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o755
-            tf.addfile(info, io.BytesIO(data))
-    (tmp_path / "files").mkdir()
-    (tmp_path / "files/a.txt").write_text("data\n")
-    (tmp_path / "m.yaml").write_text(
-        "name: probe\nbases:\n  root: rootfs:root.tar\n"
-        "image:\n  base: root\n  layers:\n    - copy: {from: ./files/, to: /srv/}\n"
-    )
+    rootfs_project(tmp_path)
     _settle()
     return tmp_path
 
