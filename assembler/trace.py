@@ -1,7 +1,7 @@
 """What a run of this process touched, as Python's audit hooks and its stat calls see it:
 the files it opened (to read or to write), the folders it listed, the paths it only looked
 at (``os.stat``, ``os.lstat``, ``os.access``: an existence test, a program's identity),
-whether it started a program, and where it connected, by phase. ``assemble``'s up-to-date
+whether it started a program, and whether it reached a host before its outputs. ``assemble``'s up-to-date
 check (:mod:`assembler.cli.uptodate`) records a build's trace and later compares it with
 the files as they are, as make and ninja compare times, but for every path the build's
 decision read, found by watching rather than listed by hand (fabricate and memoize.py
@@ -73,10 +73,8 @@ class Trace:
         self.written: set[str] = set()
         self.touched: set[str] = set()  # times set (os.utime): a cache's record of use
         self.created: set[str] = set()  # folders the run made (what is in them is the run's)
-        self.connected: dict[str, set[tuple[Any, ...]]] = {}
-        self.phase = "inputs"  # a host reached in this phase spoils the trace; "outputs": recorded
+        self.phase = "inputs"  # a host reached in this phase spoils the trace; "outputs": the outputs'
         self.spoiled: str | None = None
-        self._lock = threading.Lock()
 
     @property
     def active(self) -> bool:
@@ -151,12 +149,10 @@ class Trace:
         self._into(self.written, args[1])
 
     def _connected(self, args: tuple[Any, ...]) -> None:
-        address = args[1]
-        with self._lock:
-            where = tuple(address) if isinstance(address, tuple) else (address,)
-            self.connected.setdefault(self.phase, set()).add(where)
-        if self.phase == "inputs":
-            self.spoil(f"it reached {where[0]} for its inputs (a base, a cache, an index)")
+        if self.phase == "inputs":  # one reached while writing the outputs: the replay asks it again
+            address = args[1]
+            host = address[0] if isinstance(address, tuple) else address
+            self.spoil(f"it reached {host} for its inputs (a base, a cache, an index)")
 
 
 _METADATA = os.path.join("importlib", "metadata", "")

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from assembler.oci.digest import file_digest
+
 FORMAT = 1
 MAX_RECORD = 64 << 20  # bytes: a record is read whole
 KEEP = 64  # records kept per cache (the newest): one per invocation, its environment included
@@ -66,8 +68,7 @@ def _identity(path: str, st: os.stat_result, how: str) -> Any:
 
 def _digest(path: str) -> str | None:
     try:
-        with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
+        return file_digest(path)
     except OSError:
         return None
 

@@ -63,9 +63,9 @@ def usable(args: argparse.Namespace, mode: str) -> bool:
         or args.cache_max_size is not None
         or args.rebuild
         or args.no_cache
-        or getattr(args, "full_check", False)
-        or getattr(args, "executor", "local") != "local"
-        or getattr(args, "sign", None)  # a signature is made anew by each build
+        or args.full_check
+        or args.executor != "local"
+        or args.sign  # a signature is made anew by each build
     )
 
 
@@ -133,9 +133,9 @@ def replay(args: argparse.Namespace, records: Records, key: str, mode: str) -> b
     if mode not in ("quiet", "none"):
         for line in record.warnings:
             err.print(f"warning: {line}", markup=False)
-        when = time.strftime("%H:%M:%S")
+        now, then = time.strftime("%H:%M:%S"), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.made))
         err.print(
-            f"{when} up to date: none of the {len(record.paths)} paths the last build read has changed, "
+            f"{now} up to date: none of the {len(record.paths)} paths the build of {then} read has changed, "
             f"and its outputs hold {', '.join(record.digests)}",
             markup=False,
         )
@@ -191,7 +191,7 @@ class Recorder:
 
     def _record(self, results: Sequence[Result], lines: Sequence[str]) -> None:
         trace = self.trace
-        why = self._refusal(trace) or self._unheld(results)
+        why = trace.spoiled or self._unheld(results)
         paths = self._paths(trace) if why is None else None
         if paths is None:
             log.debug("this build is not recorded for the up-to-date check: %s", why or "a file changed while it ran")
@@ -200,13 +200,6 @@ class Recorder:
         outputs = [held for result in results for held in _held(result)]
         record = Record(paths, outputs, list(lines), [r.digest for r in results], self.warnings, time.time())
         self.records.write(self.key, record)
-
-    def _refusal(self, trace: Trace) -> str | None:
-        if trace.spoiled is not None:
-            return trace.spoiled
-        if trace.connected.get("inputs"):
-            return "it reached a host before its outputs"
-        return None
 
     @staticmethod
     def _unheld(results: Sequence[Result]) -> str | None:
