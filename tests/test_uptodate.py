@@ -23,7 +23,7 @@ import pytest
 from assembler.cache.uptodate import HeldOutput, Record, Records, signature
 from assembler.cli.uptodate import RACY_NS, Recorder
 from assembler.trace import Trace, housekeeping
-from tests.helpers import rootfs_project
+from tests.helpers import rootfs_project, run_cli_here
 from tests.plugins.registry import RunningRegistry
 
 # The build in a fresh interpreter (as a user runs it), reporting the modules it loaded.
@@ -122,6 +122,26 @@ def test_an_output_that_lost_a_blob_or_other_arguments_run_the_build(tmp_path: P
     _settle()  # what they wrote: read by the next build
     assert not _build(tmp_path)["replayed"], "the other builds wrote the layout"
     assert _build(tmp_path)["replayed"]
+
+
+@pytest.mark.integration  # seconds
+def test_cache_ls_lists_the_records_and_prune_removes_them(tmp_path: Path) -> None:
+    """A record is an item of the cache as the others are: ``cache ls`` shows it (kind
+    ``replay``, its size counted), ``cache prune`` removes it, and the next build checks
+    everything again."""
+    _project(tmp_path)
+    _build(tmp_path)
+    (key,) = [p.stem for p in Records(tmp_path / "cache").files()]
+    listed = run_cli_here(["cache", "ls", "--json", "--cache", str(tmp_path / "cache")])
+    assert listed.code == 0, str(listed)
+    (replay,) = [i for i in listed.json["items"] if i["kind"] == "replay"]
+    assert replay["name"] == key[:16] and replay["size"] == Records(tmp_path / "cache").path(key).stat().st_size
+    assert listed.json["kinds"]["replay"]["count"] == 1
+    assert _build(tmp_path)["replayed"]
+    pruned = run_cli_here(["cache", "prune", "--all", "--cache", str(tmp_path / "cache")])
+    assert pruned.code == 0, str(pruned)
+    assert not Records(tmp_path / "cache").files()
+    assert not _build(tmp_path)["replayed"]
 
 
 @pytest.mark.integration  # seconds

@@ -5,6 +5,8 @@ Everything the cache holds is an *item* with a size and a last use:
 - entries (``step``, ``layer``, ``base``, ``memo``: see :mod:`.entries`), last used when a
   build last hit them (a hit stamps the record's mtime); their size counts the blobs they
   name;
+- ``replay``: what the up-to-date check answers a build run again from (``uptodate/``,
+  :mod:`.uptodate`), last used when written;
 - ``log``: step logs; ``folder``: what steps keep between builds (``step-caches/``);
   ``source``: git mirrors, checkouts and downloads (``sources/``);
 - ``blob``: a blob no entry names (an image read from a layout, a converted manifest).
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from assembler.cache.entries import CORRUPT, Cache, StepResult, blobs_of, kind_of, parse
+from assembler.cache.uptodate import Records
 from assembler.errors import InputError
 from assembler.oci.digest import file_digest
 
@@ -162,19 +165,7 @@ def inventory(cache: Cache) -> Inventory:
         except (OSError, ValueError):
             kind, named, name = "corrupt", (), path.stem
         items.append(Item(kind, name, path, _own(path), _mtime(path), named))
-    for path in sorted((cache.root / "logs").glob("*.log")):
-        items.append(Item("log", path.name, path, _own(path), _mtime(path)))
-    for path in sorted(cache.root.glob("step-caches/*/*")):
-        if path.is_dir() and not path.is_symlink():
-            if path.parent.name.startswith("_apt"):
-                lock: Path | None = path.parent / APT_SLOT_LOCK
-            else:
-                lock = path.with_name(path.name + ".lock") if path.parent.name != "_shared" else None
-            name = f"{path.parent.name}/{path.name}"
-            items.append(Item("folder", name, path, _tree_size(path), _mtime(path), lock=lock))
-    for path in sorted(cache.root.glob("sources/*/*")):
-        if not path.name.startswith(".") and path.is_dir():
-            items.append(Item("source", f"{path.parent.name}/{path.name}", path, _tree_size(path), _mtime(path)))
+    items += _files(cache)
     sizes = {"sha256:" + p.name: _own(p) for p in cache.blobs.iterdir() if not p.name.startswith(".")}
     refs: Counter[str] = Counter(d for item in items for d in set(item.blobs))
     for digest, size in sorted(sizes.items()):
@@ -186,6 +177,28 @@ def inventory(cache: Cache) -> Inventory:
         item.size = item.own + sum(sizes.get(d, 0) for d in set(item.blobs) if item.kind != "blob")
     total = sum(i.own for i in items if i.kind != "blob") + sum(sizes.values())
     return Inventory(items, sizes, total, refs, storage_size(cache.root / "buildah"))
+
+
+def _files(cache: Cache) -> list[Item]:
+    """The items that are files and folders of their own, named by no blob: logs, records
+    of the up-to-date check, kept step folders, sources."""
+    items: list[Item] = []
+    for path in sorted((cache.root / "logs").glob("*.log")):
+        items.append(Item("log", path.name, path, _own(path), _mtime(path)))
+    for path in Records(cache.root).files():
+        items.append(Item("replay", path.stem[:16], path, _own(path), _mtime(path)))
+    for path in sorted(cache.root.glob("step-caches/*/*")):
+        if path.is_dir() and not path.is_symlink():
+            if path.parent.name.startswith("_apt"):
+                lock: Path | None = path.parent / APT_SLOT_LOCK
+            else:
+                lock = path.with_name(path.name + ".lock") if path.parent.name != "_shared" else None
+            name = f"{path.parent.name}/{path.name}"
+            items.append(Item("folder", name, path, _tree_size(path), _mtime(path), lock=lock))
+    for path in sorted(cache.root.glob("sources/*/*")):
+        if not path.name.startswith(".") and path.is_dir():
+            items.append(Item("source", f"{path.parent.name}/{path.name}", path, _tree_size(path), _mtime(path)))
+    return items
 
 
 # The parts of a cache as ``cache ls`` shows them, in its order.

@@ -171,6 +171,11 @@ class Records:
     def path(self, key: str) -> Path:
         return self.folder / f"{key}.json"
 
+    def files(self) -> list[Path]:
+        """Every record's file (not one being written), by name: what ``cache ls`` lists
+        and ``cache prune`` removes, as the other items of the cache."""
+        return sorted(p for p in self.folder.glob("*.json") if not p.name.startswith("."))
+
     def read(self, key: str) -> Record | None:
         try:
             with open(self.path(key), "rb") as f:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from assembler.compile.storage import BuildahStorage, StoragePruned
 
 _out, _err = out, err
-_ORDER = ("step", "layer", "base", "memo", "log", "folder", "source", "blob", "corrupt")
+_ORDER = ("step", "layer", "base", "memo", "replay", "log", "folder", "source", "blob", "corrupt")
 
 
 def _say(text: str) -> None:
