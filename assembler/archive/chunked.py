@@ -37,12 +37,14 @@ file is read, ends it (:mod:`assembler.archive.chunked_big`): the writing thread
 neither.
 
 On ``scripts/bench-layers``' tree (two cores, 14,000 files of numpy, scipy and pandas) that
-takes 1.19 to 1.27 times the plain zstd writer's time (1.32 to 1.40 before the hashes moved
-to the pool and big files stopped waiting). Most of the difference is CPU time, both cores
-being busy in either writer: the sha256 of every file alone costs a tenth of the plain
-writer's CPU time, the Python work of each entry (its header read into the TOC and the
-tar-split, its part in a batch) about 17 us, the threads' hand-offs the rest; zstd's own
-work is no more than the plain writer's (small frames compress faster). Level 2 would take
+takes 1.19 to 1.34 times the plain zstd writer's time over the runs so far (1.32 to 1.40
+before the hashes moved to the pool and big files stopped waiting). Most of the difference
+is CPU time, both cores being busy in either writer: the sha256 of every file alone costs
+15% of the plain writer's time (bench-layers' side without them), the Python work of each
+entry (its header read into the TOC and the tar-split, its part in a batch) about 17 us,
+the threads' hand-offs the rest; zstd's own work is no more than the plain writer's (small
+frames compress faster). Reading the batches in the pool instead of the writing thread
+(their Python then overlaps its reads and hashing) measured no faster. Level 2 would take
 the ratio to about 1.12 and level 1 to 1.05, for blobs 6% and 12% bigger, but each changes
 every frame's bytes.
 
