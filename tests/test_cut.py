@@ -4,12 +4,14 @@ that did not change keeps its layer's digest when its neighbours change."""
 
 from __future__ import annotations
 
+import io
+import re
 import tarfile
 from pathlib import Path
 
-from assembler.archive.cut import BUCKETS, plan_cut
+from assembler.archive.cut import BUCKETS, DEB, Part, listings, owners, plan_cut
 from assembler.archive.tar import TarEntry, sort_key
-from tests.helpers import layout_digest, manifest_of, read_blob, run_cli_here, uncompressed
+from tests.helpers import layout_digest, manifest_of, read_blob, run_cli, run_cli_here, uncompressed
 
 SITE = "opt/venv/lib/python3.11/site-packages"
 
@@ -120,6 +122,105 @@ def test_a_small_packages_bucket_depends_on_its_name_alone(tmp_path: Path) -> No
     assert all(b[name] == label for name, label in a.items()), (a, b)
 
 
+def _partition_holds(entries: list[TarEntry], parts: list[Part]) -> None:
+    """Every entry in a part, every file in exactly one, each part in the layer's order."""
+    files = [e.path for e in entries if e.kind != "dir"]
+    held = [p for part in parts for p in part.paths]
+    assert sorted(p for p in held if p in set(files)) == sorted(files)
+    assert {e.path for e in entries} == set(held)
+    order = {e.path: i for i, e in enumerate(entries)}
+    assert all([order[p] for p in part.paths] == sorted(order[p] for p in part.paths) for part in parts)
+
+
+# This machine's own Debian packages, as an `apt-get install` in a runtime step leaves them
+# in a layer: their files where they are (under usr/ for what the lists name under a merged
+# /lib), their lists and control files, dpkg's status and a file a maintainer script made.
+HOST_DEBS = ("coreutils", "libc6:*", "libzstd1:*", "python3.11-minimal", "python3.11")
+
+
+def _host_debian_layer() -> tuple[list[TarEntry], dict[str, str], dict[str, set[str]]]:
+    """The layer's entries, its dpkg lists' texts, and each package's files (layer paths)."""
+    import glob
+    import os
+
+    info = Path("/var/lib/dpkg/info")
+    entries: dict[str, TarEntry] = {}
+    texts: dict[str, str] = {}
+    owned: dict[str, set[str]] = {}
+
+    def add(host: str) -> str:
+        real = os.path.join(os.path.realpath(os.path.dirname(host)), os.path.basename(host))
+        path = real.lstrip("/")
+        parent = os.path.dirname(path)
+        while parent and parent not in entries:
+            entries[parent] = TarEntry(parent, "dir")
+            parent = os.path.dirname(parent)
+        if os.path.islink(real):
+            entries[path] = TarEntry(path, "symlink", linkname=os.readlink(real))
+        elif os.path.isdir(real):
+            entries.setdefault(path, TarEntry(path, "dir"))
+        else:
+            entries[path] = TarEntry(path, "file", size=os.path.getsize(real))
+        return path
+
+    for pattern in HOST_DEBS:
+        found = glob.glob(str(info / f"{pattern}.list"))
+        assert len(found) == 1, f"this Debian 12 machine has no package {pattern} (or two)"
+        listing = Path(found[0])
+        package = listing.name[: -len(".list")]
+        text = listing.read_text()
+        texts[f"var/lib/dpkg/info/{listing.name}"] = text
+        mine = owned.setdefault(package.split(":")[0], set())
+        for line in text.splitlines():
+            if line not in ("/.", "") and os.path.lexists(line) and not os.path.isdir(line):
+                mine.add(add(line))
+        for control in glob.glob(str(info / f"{glob.escape(package)}.*")):
+            mine.add(add(control))
+    for other in ("/var/lib/dpkg/status", "/etc/ld.so.cache"):
+        add(other)
+    return sorted(entries.values(), key=lambda e: sort_key(e.path)), texts, owned
+
+
+def test_a_layer_of_debian_packages_is_cut_along_dpkgs_lists() -> None:
+    entries, texts, owned = _host_debian_layer()
+    assert listings(entries) == sorted(texts, key=sort_key)
+    parts = plan_cut(entries, texts, budget=4 << 20)
+    _partition_holds(entries, parts)
+    held_by = {path: part for part in parts for path in part.paths}
+    owner = owners(entries, texts)
+    for package, paths in owned.items():  # its files and its control files, python3.11's apart from -minimal's
+        unit = DEB + package
+        assert paths and all(owner[p] == unit and unit in held_by[p].names for p in paths), package
+    # what the lists name under the merged /lib is there under usr/lib, and goes with libc6
+    assert "/lib/x86_64-linux-gnu/libc.so.6" in texts[next(t for t in texts if "/libc6:" in t)]
+    assert owner["usr/lib/x86_64-linux-gnu/libc.so.6"] == DEB + "libc6"
+    # dpkg's own status and what a maintainer script made belong to no package: the rest's
+    assert held_by["var/lib/dpkg/status"].label == "rest" and held_by["etc/ld.so.cache"].label == "rest"
+
+
+def test_gpu_libraries_from_apt_come_first_and_a_deb_is_apart_from_a_wheel(tmp_path: Path) -> None:
+    _venv(tmp_path / "venv")
+    entries, texts = _entries(tmp_path / "venv", "opt/venv")
+    # a CUDA library, a package named like CUDA's that is none, and a Debian package named like a wheel
+    debs = {"libcublas-12-9": 50_000, "libcurl4": 50_000, "zlib1g": 20_000, "six": 20_000}
+    for name, size in debs.items():
+        path = f"usr/lib/{name}/lib.so"
+        entries += [TarEntry(f"usr/lib/{name}", "dir"), TarEntry(path, "file", size=size)]
+        entries.append(TarEntry(f"var/lib/dpkg/info/{name}.list", "file", size=40))
+        texts[f"var/lib/dpkg/info/{name}.list"] = f"/.\n/usr\n/usr/lib\n/usr/lib/{name}\n/{path}\n"
+    entries += [TarEntry(d, "dir") for d in ("usr", "usr/lib", "var", "var/lib", "var/lib/dpkg", "var/lib/dpkg/info")]
+    entries.sort(key=lambda e: sort_key(e.path))
+    parts = plan_cut(entries, texts, budget=64_000)
+    _partition_holds(entries, parts)
+    labels = [p.label for p in parts]
+    assert labels[:3] == ["nvidia-cublas-cu12", "torch", DEB + "libcublas-12-9"], labels
+    assert labels[3] == DEB + "libcurl4", labels  # by name, as any package that is no GPU library
+    held_by = {name: part.label for part in parts for name in part.names}
+    assert "six" in held_by and DEB + "six" in held_by  # two packages, each with its own files
+    six = next(part for part in parts if DEB + "six" in part.names)
+    assert "usr/lib/six/lib.so" in six.paths and not any(p.startswith("opt/") and "six" in p for p in six.paths)
+
+
 # -- the walk: a copy of a venv, built -------------------------------------------------------
 
 
@@ -195,3 +296,46 @@ def test_a_bad_budget_is_refused(tmp_path: Path) -> None:
         ["m.yaml", "--cache", str(tmp_path / "c"), "--layer-budget", "lots", "-o", "oci:o:1"], cwd=project
     )
     assert ran.code == 2 and "--layer-budget" in ran.err and "512M" in ran.err, str(ran)
+
+
+# -- the walk: a real apt install, built ----------------------------------------------------
+
+
+def _apt_build(folder: Path, packages: str, cache: Path, *extra: str) -> dict:
+    (folder / "m.yaml").write_text(
+        f'name: apt-cut\nbases: {{runtime: "oci:{folder.parent / "bases"}:latest"}}\n'
+        f"image:\n  base: runtime\n  layers:\n    - packages: [{packages}]\n"
+    )
+    ran = run_cli(["m.yaml", "--cache", str(cache), "--json", "-o", "oci:out:1", *extra], cwd=folder)
+    assert ran.code == 0, str(ran)
+    return ran.json  # type: ignore[no-any-return]
+
+
+def test_an_apt_layer_ships_cut_along_its_packages_and_a_new_one_moves_no_other(
+    tmp_path: Path, demo_bases: dict[str, Path]
+) -> None:
+    """`packages: [curl, ca-certificates]` on the demo's Debian 12 runtime base: about 8 MB
+    of libraries and their dpkg lists. Cut at 1 MiB, each package of 256 KiB or more ships
+    as a layer of its own; the image's files are those of the layer uncut; and a second
+    image that also installs `less` (the step runs again) moves no other package's part."""
+    (tmp_path / "bases").symlink_to(demo_bases["runtime"])
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    whole = _apt_build(first, "curl, ca-certificates", tmp_path / "cache", "--layer-budget", "0")
+    files = _files(first / "out")
+    cut = _apt_build(first, "curl, ca-certificates", tmp_path / "cache", "--layer-budget", "1M")
+    assert _files(first / "out") == files  # the same files, whichever way it ships
+    whats = [layer["what"] for layer in cut["layers"]]
+    assert len(whole["layers"]) == 2 and len(whats) > 5, whats
+    debs = {w.rsplit("[", 1)[1][:-1]: x["digest"] for w, x in zip(whats, cut["layers"], strict=True) if "[deb:" in w}
+    assert {"deb:curl", "deb:libcurl4", "deb:libssl3"} <= set(debs) and whats[-1].endswith("[rest]"), whats
+    with tarfile.open(fileobj=io.BytesIO(uncompressed(read_blob(first / "out", debs["deb:libssl3"])))) as tf:
+        names = set(tf.getnames())
+    assert any(re.fullmatch(r"var/lib/dpkg/info/libssl3(:\w+)?\.list", n) for n in names), names
+    assert any(re.fullmatch(r"usr/lib/[^/]+/libssl\.so\.3", n) for n in names), names
+    assert "var/lib/dpkg/status" not in names, names
+
+    bumped = _apt_build(second, "curl, ca-certificates, less", tmp_path / "cache", "--layer-budget", "1M")
+    after = {x["what"].rsplit("[", 1)[1][:-1]: x["digest"] for x in bumped["layers"] if "[deb:" in x["what"]}
+    assert "deb:less" in after and all(after.get(name) == digest for name, digest in debs.items()), (debs, after)

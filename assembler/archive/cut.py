@@ -1,19 +1,29 @@
-"""Layers cut for transfer: a big layer of Python packages split along package boundaries.
+"""Layers cut for transfer: a big layer of packages (Python's, Debian's) split along their boundaries.
 
 A pull fetches several layers at once (podman six, containerd three) and unpacks each as
 soon as the ones below it are in, but one layer is one connection and one decompression:
 a 3 GB layer of CUDA libraries serialises both, and a vLLM bump that changes one package of
 it moves all of it. :func:`plan_cut` says how to cut one layer, from its entries and the
-``RECORD`` files of the distributions in it; the pipeline writes each part
+listings of the packages in it (Python's RECORDs, dpkg's lists); the pipeline writes each part
 (:mod:`assembler.pipeline.cutlayers`). The design, and why:
 
-- **Units.** Each distribution whose ``NAME-VERSION.dist-info/RECORD`` is in the layer
-  claims the paths its RECORD names (relative to the folder holding the dist-info, as pip,
-  uv and pypa/installer write them: ``../../../bin/x`` included), everything under its
-  dist-info, and the ``__pycache__/*.pyc`` of a ``.py`` it claims (pip lists them, uv does
-  not compile them). A path two distributions claim (a namespace package's
-  ``__init__.py``), a whiteout, and what no RECORD names (a venv's own files) are the
-  *rest*. A hard link goes with the file it links to.
+- **Units.** A package, as the layer's own package databases say:
+  - Each Python distribution whose ``NAME-VERSION.dist-info/RECORD`` is in the layer
+    claims the paths its RECORD names (relative to the folder holding the dist-info, as
+    pip, uv and pypa/installer write them: ``../../../bin/x`` included), everything under
+    its dist-info, and the ``__pycache__/*.pyc`` of a ``.py`` it claims (pip lists them,
+    uv does not compile them).
+  - Each Debian package whose ``var/lib/dpkg/info/PACKAGE[:ARCH].list`` is in the layer
+    (an ``apt-get install`` in a runtime step: the CUDA or ROCm libraries of a runtime
+    image are gigabytes of them) claims the paths its list names, and under the name
+    ``/lib/x`` also ``usr/lib/x`` (Debian 12 and Ubuntu 22.04 merge ``/bin``, ``/sbin``
+    and ``/lib*`` into ``/usr``, and the file is there), and its own
+    ``var/lib/dpkg/info/PACKAGE[:ARCH].*`` files (its list, md5sums, maintainer scripts).
+    Its unit's name is ``deb:PACKAGE``, apart from Python's.
+  - A path two packages claim (a namespace package's ``__init__.py``), a whiteout, and
+    what no package names (a venv's own files; dpkg's ``status``, apt's lists and what a
+    maintainer script made, such as ``ld.so.cache``) are the *rest*. A hard link goes with
+    the file it links to.
 - **A part depends only on its packages' files.** It holds their entries and the folders
   above them as this layer has them (no folder is made up: a mode the layer does not set
   would override the image's), in the layer's order. Entries are normalised by the build's
@@ -31,10 +41,12 @@ it moves all of it. :func:`plan_cut` says how to cut one layer, from its entries
   stays whole: a package is never split.
 - **Order.** What changes least comes first, so that a node re-applies the fewest layers
   after a bump: ``nvidia-*`` (the CUDA libraries, which move with the CUDA release), then
-  torch and triton (with the torch release), then the other packages of their own by name,
-  the buckets, and the rest last. The rank is the name's alone: deterministic.
-- **Not cut:** a layer within the budget, or with no distribution in it. Small images keep
-  their layers and digests.
+  torch and triton (with the torch release), then the GPU libraries of NVIDIA's and AMD's
+  apt repositories (``cuda-*``, ``libcublas*``, ``rocm-*``, ``hip*``...), then the other
+  packages of their own by name, the buckets, and the rest last. The rank is the name's
+  alone: deterministic.
+- **Not cut:** a layer within the budget, or with no package database in it. Small images
+  keep their layers and digests.
 """
 
 from __future__ import annotations
@@ -50,16 +62,27 @@ from dataclasses import dataclass
 from assembler.archive.tar import TarEntry
 
 BUCKETS = 4
+DEB = "deb:"  # a Debian package's unit: deb:NAME (Python's canonical names hold no colon)
 # The part of each of these names comes first (they change least), in this order.
-_STABLE = (re.compile(r"nvidia-.*"), re.compile(r"(torch|triton|pytorch-triton)"))
+_STABLE = (
+    re.compile(r"nvidia-.*"),
+    re.compile(r"(torch|triton|pytorch-triton)"),
+    re.compile(
+        DEB + r"(cuda-|libcu(blas|dnn|fft|file|rand|solver|sparse)|libnpp|libnv(jitlink|jpeg|rtc|infer)|libnccl"
+        r"|rocm|roc(blas|fft|rand|solver|sparse|prim|thrust|alution|wmma)|hip|miopen|rccl).*"
+    ),
+)
 _DIST_INFO = re.compile(r"(?:^|/)([^/]+)\.dist-info/RECORD$")
+_DPKG_INFO = "var/lib/dpkg/info"
+_DPKG_LIST = re.compile(r"var/lib/dpkg/info/([^/]+)\.list")
+_MERGED = frozenset({"bin", "sbin", "lib", "lib32", "lib64", "libx32"})  # usrmerge: links into usr/
 REST = "rest"
 
 
 @dataclass(frozen=True)
 class Part:
     """One layer of a cut: a label (a package's name, ``bucket N``, or ``rest``), the
-    distributions in it, and the paths of the source layer's entries it holds."""
+    packages in it, and the paths of the source layer's entries it holds."""
 
     label: str
     names: tuple[str, ...]
@@ -71,9 +94,10 @@ def canonical_name(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def records(entries: Iterable[TarEntry]) -> list[str]:
-    """The paths of the ``*.dist-info/RECORD`` files among ``entries``."""
-    return [e.path for e in entries if e.kind == "file" and _DIST_INFO.search(e.path)]
+def listings(entries: Iterable[TarEntry]) -> list[str]:
+    """The paths of the files among ``entries`` that say what a package owns: Python's
+    ``*.dist-info/RECORD``, dpkg's ``var/lib/dpkg/info/*.list``."""
+    return [e.path for e in entries if e.kind == "file" and (_DIST_INFO.search(e.path) or _DPKG_LIST.fullmatch(e.path))]
 
 
 def _claims(record_path: str, text: str) -> tuple[str, set[str], str]:
@@ -91,23 +115,50 @@ def _claims(record_path: str, text: str) -> tuple[str, set[str], str]:
     return name, paths, dist_info
 
 
-def owners(entries: Sequence[TarEntry], texts: Mapping[str, str]) -> dict[str, str]:
-    """The unit of each entry that belongs to exactly one distribution (path -> name).
+def _dpkg_claims(package_file: str, text: str) -> tuple[str, set[str]]:
+    """The unit of the Debian package whose list is ``info/PACKAGE_FILE.list``, and the
+    paths the list names (absolute, one a line; those under a merged ``/lib`` also under
+    ``usr/``)."""
+    name = DEB + package_file.split(":", 1)[0]
+    paths: set[str] = set()
+    for line in text.splitlines():
+        path = posixpath.normpath(line.strip("/") or ".")
+        if path in (".", "..") or path.startswith("../"):
+            continue
+        paths.add(path)
+        if path.split("/", 1)[0] in _MERGED:
+            paths.add("usr/" + path)
+    return name, paths
 
-    ``texts``: the text of each RECORD (path -> text). Entries left out are the rest's.
+
+def owners(entries: Sequence[TarEntry], texts: Mapping[str, str]) -> dict[str, str]:
+    """The unit of each entry that belongs to exactly one package (path -> name).
+
+    ``texts``: the text of each listing (RECORD or dpkg list; path -> text). Entries left
+    out are the rest's.
     """
     claimed: dict[str, set[str]] = {}
-    folders: dict[str, str] = {}
+    folders: dict[str, str] = {}  # dist-info folder -> its distribution
+    debs: dict[str, str] = {}  # PACKAGE[:ARCH] of a dpkg list -> its unit
     for path, text in texts.items():
-        name, paths, dist_info = _claims(path, text)
-        folders[dist_info] = name
+        if (listed := _DPKG_LIST.fullmatch(path)) is not None:
+            name, paths = _dpkg_claims(listed.group(1), text)
+            debs[listed.group(1)] = name
+        else:
+            name, paths, dist_info = _claims(path, text)
+            folders[dist_info] = name
         for p in paths:
             claimed.setdefault(p, set()).add(name)
     out: dict[str, str] = {}
     for entry in entries:
         if entry.kind == "dir" or posixpath.basename(entry.path).startswith(".wh."):
             continue
-        names = claimed.get(entry.path) or _under_dist_info(entry.path, folders) or _pyc_owner(entry.path, claimed)
+        names = (
+            claimed.get(entry.path)
+            or _under_dist_info(entry.path, folders)
+            or _dpkg_info_owner(entry.path, debs)
+            or _pyc_owner(entry.path, claimed)
+        )
         if names is not None and len(names) == 1:
             out[entry.path] = next(iter(names))
     for entry in entries:  # a hard link goes with its file (which the layer writes before it)
@@ -129,6 +180,16 @@ def _under_dist_info(path: str, folders: Mapping[str, str]) -> set[str] | None:
             return None
         parent = posixpath.dirname(parent)
     return None
+
+
+def _dpkg_info_owner(path: str, debs: Mapping[str, str]) -> set[str] | None:
+    """The package of ``var/lib/dpkg/info/PACKAGE[:ARCH].EXT`` (its list, md5sums, scripts:
+    EXT holds no dot, a package's name may)."""
+    folder, file = posixpath.split(path)
+    if folder != _DPKG_INFO:
+        return None
+    name = debs.get(file.rpartition(".")[0])
+    return {name} if name is not None else None
 
 
 def _pyc_owner(path: str, claimed: Mapping[str, set[str]]) -> set[str] | None:
@@ -171,9 +232,10 @@ def _buckets(
 
 
 def plan_cut(entries: Sequence[TarEntry], texts: Mapping[str, str], *, budget: int) -> list[Part]:
-    """How to cut the layer of ``entries`` (in its order) whose RECORDs say ``texts``: its
-    parts in layer order, or ``[]`` when it is not cut (within ``budget`` bytes of files,
-    or no distribution in it, or one part only). See the module's doc for the design."""
+    """How to cut the layer of ``entries`` (in its order) whose listings (:func:`listings`)
+    say ``texts``: its parts in layer order, or ``[]`` when it is not cut (within ``budget``
+    bytes of files, or no package database in it, or one part only). See the module's doc
+    for the design."""
     size = sum(e.size for e in entries if e.kind == "file")
     if budget <= 0 or size <= budget or not texts:
         return []

@@ -199,8 +199,9 @@ def _output_args(p: argparse.ArgumentParser) -> None:
         "--layer-budget",
         default=None,
         metavar="SIZE",
-        help="cut a layer holding more than SIZE of files (default 512M) along its Python packages, so that a "
-        "pull fetches and unpacks them side by side and a bump moves only the packages that changed; 0: no cut",
+        help="cut a layer holding more than SIZE of files (default 512M) along its packages (Python's, "
+        "Debian's), so that a pull fetches and unpacks them side by side and a bump moves only the packages "
+        "that changed; 0: no cut",
     )
 
 

@@ -1,4 +1,4 @@
-"""Big layers of Python packages cut for transfer as the image is shipped (:mod:`assembler.archive.cut`).
+"""Big layers of packages (Python's, Debian's) cut for transfer as the image is shipped (:mod:`assembler.archive.cut`).
 
 The steps run on the layers as they were made: their keys, and what the cache holds for
 them, are those of the image uncut, so ``--layer-budget`` changes no step and a build with
@@ -6,7 +6,7 @@ another budget runs nothing again. The image written holds each big layer's part
 place (:meth:`assembler.pipeline.layerstack.LayerStack.image`). A cut is one read of the layer and one
 write of its parts, cached by the layer's digest, the budget, the epoch and the
 compression: a rebuild reads nothing, a plan finds it without reading, and a layer that
-the budget leaves whole (small, or no Python package in it) is not read at all when its
+the budget leaves whole (small, or no package database in it) is not read at all when its
 size says so.
 """
 
@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from assembler.archive.compress import decompressed
-from assembler.archive.cut import Part, plan_cut, records
+from assembler.archive.cut import Part, listings, plan_cut
 from assembler.archive.layer import Member
 from assembler.archive.tarread import data_of, opener, reading
 from assembler.cache import StepResult, key_of
@@ -25,8 +25,8 @@ from assembler.oci.layer import Layer
 from assembler.pipeline.maker import Maker
 from assembler.transports import Context
 
-_FORMAT = 1  # bump when the way a layer is cut changes: every cut is made again
-_RECORD_MAX = 64 << 20  # a RECORD (torch's: 2 MB) read into memory at most
+_FORMAT = 2  # bump when the way a layer is cut changes: every cut is made again (2: dpkg's lists)
+_RECORD_MAX = 64 << 20  # a RECORD (torch's: 2 MB) or dpkg list read into memory at most
 
 
 class LayerCutter:
@@ -85,7 +85,7 @@ class LayerCutter:
             by_path = {e.path: (e, i) for e, i in listed}
             entries = [e for e, _ in listed]
             texts = {}
-            for path in records(entries):
+            for path in listings(entries):
                 with data_of(tf, by_path[path][1], what=what) as record:
                     texts[path] = record.read(_RECORD_MAX).decode("utf-8", errors="replace")
             made: dict[str, Layer] = {}

@@ -126,7 +126,7 @@ class LayerStack:
         self.report(Event("layer", {**fields, "origin": report.origin}))
 
     def _cut(self, image: Image, bottom: Image, reports: list[LayerReport]) -> tuple[Image | None, list[LayerReport]]:
-        """The image as it ships: each big layer of Python packages in its parts
+        """The image as it ships: each big layer of packages in its parts
         (:mod:`assembler.pipeline.cutlayers`), converted as the image wants; ``image`` itself
         when no layer is big. None: a plan, a cut not made yet."""
         if not any(big for _, _, big in self._stacked):

@@ -213,8 +213,8 @@ class Options:
     # --offline: none is asked, and a build that would reach one is refused.
     preflight: bool = True
     offline: bool = False
-    # --layer-budget SIZE: a layer holding more bytes of files is cut along its Python
-    # packages as the image ships (pipeline.cutlayers); 0: no layer is cut.
+    # --layer-budget SIZE: a layer holding more bytes of files is cut along its packages
+    # (Python's, Debian's) as the image ships (pipeline.cutlayers); 0: no layer is cut.
     layer_budget: int = DEFAULT_LAYER_BUDGET
 
     def cache_names(self) -> list[ImageName]:
