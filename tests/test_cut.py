@@ -64,6 +64,16 @@ def _entries(root: Path, under: str) -> tuple[list[TarEntry], dict[str, str]]:
     return entries, texts
 
 
+def _partition_holds(entries: list[TarEntry], parts: list[Part]) -> None:
+    """Every entry in a part, every file in exactly one, each part in the layer's order."""
+    files = [e.path for e in entries if e.kind != "dir"]
+    held = [p for part in parts for p in part.paths]
+    assert sorted(p for p in held if p in set(files)) == sorted(files)
+    assert {e.path for e in entries} == set(held)
+    order = {e.path: i for i, e in enumerate(entries)}
+    assert all([order[p] for p in part.paths] == sorted(order[p] for p in part.paths) for part in parts)
+
+
 def test_each_part_holds_its_packages_files_and_the_folders_above_them(tmp_path: Path) -> None:
     _venv(tmp_path / "venv")
     entries, texts = _entries(tmp_path / "venv", "opt/venv")
@@ -77,13 +87,7 @@ def test_each_part_holds_its_packages_files_and_the_folders_above_them(tmp_path:
     assert {"opt", "opt/venv", "opt/venv/bin", SITE} <= set(torch)  # its folders, as the layer has them
     assert not any("nvidia" in p or "six" in p for p in torch)
     assert parts[-1].paths[-1] == "opt/venv/pyvenv.cfg"  # no RECORD names it
-    # every entry is in a part; every file in exactly one; each part in the layer's order
-    files = [e.path for e in entries if e.kind != "dir"]
-    held = [p for part in parts for p in part.paths]
-    assert sorted(p for p in held if p in set(files)) == sorted(files)
-    assert {e.path for e in entries} == set(held)
-    order = {e.path: i for i, e in enumerate(entries)}
-    assert all([order[p] for p in part.paths] == sorted(order[p] for p in part.paths) for part in parts)
+    _partition_holds(entries, parts)
     small = sorted(n for part in parts[2:-1] for n in part.names)
     assert small == ["aiohttp", "certifi", "idna", "requests", "six", "yarl"]
 
@@ -120,16 +124,6 @@ def test_a_small_packages_bucket_depends_on_its_name_alone(tmp_path: Path) -> No
     a = {n: p.label for p in plan_cut(*_entries(tmp_path / "a", "opt/venv"), budget=64_000) for n in p.names}
     b = {n: p.label for p in plan_cut(*_entries(tmp_path / "b", "opt/venv"), budget=64_000) for n in p.names}
     assert all(b[name] == label for name, label in a.items()), (a, b)
-
-
-def _partition_holds(entries: list[TarEntry], parts: list[Part]) -> None:
-    """Every entry in a part, every file in exactly one, each part in the layer's order."""
-    files = [e.path for e in entries if e.kind != "dir"]
-    held = [p for part in parts for p in part.paths]
-    assert sorted(p for p in held if p in set(files)) == sorted(files)
-    assert {e.path for e in entries} == set(held)
-    order = {e.path: i for i, e in enumerate(entries)}
-    assert all([order[p] for p in part.paths] == sorted(order[p] for p in part.paths) for part in parts)
 
 
 # This machine's own Debian packages, as an `apt-get install` in a runtime step leaves them
