@@ -129,7 +129,8 @@ def test_a_small_packages_bucket_depends_on_its_name_alone(tmp_path: Path) -> No
 # This machine's own Debian packages, as an `apt-get install` in a runtime step leaves them
 # in a layer: their files where they are (under usr/ for what the lists name under a merged
 # /lib), their lists and control files, dpkg's status and a file a maintainer script made.
-HOST_DEBS = ("coreutils", "libc6:*", "libzstd1:*", "python3.11-minimal", "python3.11")
+# python3-pip ships pip's dist-info with its RECORD, and its postinst compiles __pycache__.
+HOST_DEBS = ("coreutils", "libc6:*", "libzstd1:*", "python3.11-minimal", "python3.11", "python3-pip")
 
 
 def _host_debian_layer() -> tuple[list[TarEntry], dict[str, str], dict[str, set[str]]]:
@@ -168,6 +169,11 @@ def _host_debian_layer() -> tuple[list[TarEntry], dict[str, str], dict[str, set[
         for line in text.splitlines():
             if line not in ("/.", "") and os.path.lexists(line) and not os.path.isdir(line):
                 mine.add(add(line))
+                if line.endswith(".dist-info/RECORD"):
+                    texts[line.lstrip("/")] = Path(line).read_text()
+                folder, file = os.path.split(line)
+                for pyc in glob.glob(f"{glob.escape(folder)}/__pycache__/{glob.escape(file[:-3])}.cpython-*.pyc"):
+                    mine.add(add(pyc))
         for control in glob.glob(str(info / f"{glob.escape(package)}.*")):
             mine.add(add(control))
     for other in ("/var/lib/dpkg/status", "/etc/ld.so.cache"):
@@ -178,11 +184,15 @@ def _host_debian_layer() -> tuple[list[TarEntry], dict[str, str], dict[str, set[
 def test_a_layer_of_debian_packages_is_cut_along_dpkgs_lists() -> None:
     entries, texts, owned = _host_debian_layer()
     assert listings(entries) == sorted(texts, key=sort_key)
+    pip = next(path for path in texts if re.search(r"/pip-[^/]+\.dist-info/RECORD$", path))
+    pycs = [p for p in owned["python3-pip"] if p.endswith(".pyc")]
+    assert pip in owned["python3-pip"] and len(pycs) > 100, (pip, len(pycs))
     parts = plan_cut(entries, texts, budget=4 << 20)
     _partition_holds(entries, parts)
     held_by = {path: part for part in parts for path in part.paths}
     owner = owners(entries, texts)
-    for package, paths in owned.items():  # its files and its control files, python3.11's apart from -minimal's
+    # its files and control files (python3.11's apart from -minimal's; pip's RECORD and bytecode python3-pip's)
+    for package, paths in owned.items():
         unit = DEB + package
         assert paths and all(owner[p] == unit and unit in held_by[p].names for p in paths), package
     # what the lists name under the merged /lib is there under usr/lib, and goes with libc6

@@ -20,6 +20,8 @@ listings of the packages in it (Python's RECORDs, dpkg's lists); the pipeline wr
     and ``/lib*`` into ``/usr``, and the file is there), and its own
     ``var/lib/dpkg/info/PACKAGE[:ARCH].*`` files (its list, md5sums, maintainer scripts).
     Its unit's name is ``deb:PACKAGE``, apart from Python's.
+  - A Debian package of Python code (``python3-pip``) ships its dist-info's RECORD, which
+    names the files its dpkg list does: they are the Debian package's.
   - A path two packages claim (a namespace package's ``__init__.py``), a whiteout, and
     what no package names (a venv's own files; dpkg's ``status``, apt's lists and what a
     maintainer script made, such as ``ld.so.cache``) are the *rest*. A hard link goes with
@@ -159,8 +161,8 @@ def owners(entries: Sequence[TarEntry], texts: Mapping[str, str]) -> dict[str, s
             or _dpkg_info_owner(entry.path, debs)
             or _pyc_owner(entry.path, claimed)
         )
-        if names is not None and len(names) == 1:
-            out[entry.path] = next(iter(names))
+        if names is not None and (name := _single(names)) is not None:
+            out[entry.path] = name
     for entry in entries:  # a hard link goes with its file (which the layer writes before it)
         if entry.kind == "hardlink":
             target = out.get(entry.linkname)
@@ -169,6 +171,16 @@ def owners(entries: Sequence[TarEntry], texts: Mapping[str, str]) -> dict[str, s
             else:
                 out[entry.path] = target
     return out
+
+
+def _single(names: set[str]) -> str | None:
+    """The one package of a path, or the one Debian package among its claimants: a Debian
+    package of Python code (python3-pip) ships its dist-info's RECORD, which names the same
+    files its dpkg list does, and dpkg is what installed them. None: two packages."""
+    if len(names) == 1:
+        return next(iter(names))
+    debs = [name for name in names if name.startswith(DEB)]
+    return debs[0] if len(debs) == 1 else None
 
 
 def _under_dist_info(path: str, folders: Mapping[str, str]) -> set[str] | None:
