@@ -161,8 +161,8 @@ def owners(entries: Sequence[TarEntry], texts: Mapping[str, str]) -> dict[str, s
             or _dpkg_info_owner(entry.path, debs)
             or _pyc_owner(entry.path, claimed)
         )
-        if names is not None and (name := _single(names)) is not None:
-            out[entry.path] = name
+        if names is not None and (unit := _single(names)) is not None:
+            out[entry.path] = unit
     for entry in entries:  # a hard link goes with its file (which the layer writes before it)
         if entry.kind == "hardlink":
             target = out.get(entry.linkname)
