@@ -9,8 +9,12 @@ import re
 import tarfile
 from pathlib import Path
 
+import pytest
+
 from assembler.archive.cut import BUCKETS, DEB, Part, listings, owners, plan_cut
 from assembler.archive.tar import TarEntry, sort_key
+from assembler.oci.layer import Layer
+from assembler.pipeline.cutlayers import LayerCutter
 from tests.helpers import layout_digest, manifest_of, read_blob, run_cli, run_cli_here, uncompressed
 
 SITE = "opt/venv/lib/python3.11/site-packages"
@@ -285,6 +289,32 @@ def test_a_big_venv_ships_cut_and_a_bump_moves_only_its_part(tmp_path: Path) -> 
     after = {x["what"]: x["digest"] for x in bumped["layers"]}
     moved = sorted(what for what, digest in after.items() if before.get(what) != digest)
     assert len(moved) == 1 and "bucket" in moved[0], moved
+
+
+def test_a_big_layer_without_packages_is_not_read_to_be_cut(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Model weights over the budget: the paths remembered as the layer was written name no
+    package listing, so the layer is not read back (a 1 GiB one cost a second); a venv's is."""
+    read: list[str] = []
+    real = LayerCutter._cut
+
+    def counted(self: LayerCutter, layer: Layer, key: str) -> list[tuple[Layer, str]]:
+        read.append(layer.digest)
+        return real(self, layer, key)
+
+    monkeypatch.setattr(LayerCutter, "_cut", counted)
+    weights = tmp_path / "w"
+    (weights / "model").mkdir(parents=True)
+    for i in range(3):
+        (weights / "model" / f"part-{i}.safetensors").write_bytes(bytes([i]) * 100_000)
+    (weights / "m.yaml").write_text(
+        "name: w\nbases: {b: scratch}\nimage:\n  base: b\n  layers:\n    - copy: {from: ./model, to: /models/m}\n"
+    )
+    ran = run_cli_here(
+        ["m.yaml", "--cache", str(tmp_path / "c"), "--json", "-o", "oci:out:1", "--layer-budget", "64K"], cwd=weights
+    )
+    assert ran.code == 0 and read == [] and len(ran.json["layers"]) == 1, (str(ran), read)
+    cut, _ = _build(_project(tmp_path / "p"), tmp_path / "c", "--layer-budget", "64K")
+    assert len(read) == 1 and len(cut["layers"]) > 4, read
 
 
 def test_the_default_budget_leaves_a_small_image_as_it_was(tmp_path: Path) -> None:

@@ -96,10 +96,15 @@ def canonical_name(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def is_listing(path: str) -> bool:
+    """Whether the file ``path`` says what a package owns: Python's ``*.dist-info/RECORD``,
+    dpkg's ``var/lib/dpkg/info/*.list``."""
+    return bool(_DIST_INFO.search(path) or _DPKG_LIST.fullmatch(path))
+
+
 def listings(entries: Iterable[TarEntry]) -> list[str]:
-    """The paths of the files among ``entries`` that say what a package owns: Python's
-    ``*.dist-info/RECORD``, dpkg's ``var/lib/dpkg/info/*.list``."""
-    return [e.path for e in entries if e.kind == "file" and (_DIST_INFO.search(e.path) or _DPKG_LIST.fullmatch(e.path))]
+    """The paths of the listings (:func:`is_listing`) among ``entries``."""
+    return [e.path for e in entries if e.kind == "file" and is_listing(e.path)]
 
 
 def _claims(record_path: str, text: str) -> tuple[str, set[str], str]:

@@ -7,7 +7,7 @@ place (:meth:`assembler.pipeline.layerstack.LayerStack.image`). A cut is one rea
 write of its parts, cached by the layer's digest, the budget, the epoch and the
 compression: a rebuild reads nothing, a plan finds it without reading, and a layer that
 the budget leaves whole (small, or no package database in it) is not read at all when its
-size says so.
+size, or the list of its paths remembered as it was written, says so.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import shutil
 from pathlib import Path
 
 from assembler.archive.compress import decompressed
-from assembler.archive.cut import Part, listings, plan_cut
+from assembler.archive.cut import Part, is_listing, listings, plan_cut
 from assembler.archive.layer import Member
 from assembler.archive.tarread import data_of, opener, reading
 from assembler.cache import StepResult, key_of
-from assembler.cache.memos import write_remembered
+from assembler.cache.memos import entries_key, write_remembered
 from assembler.oci.layer import Layer
 from assembler.pipeline.maker import Maker
 from assembler.transports import Context
@@ -59,7 +59,21 @@ class LayerCutter:
         hit = self.ctx.cache.step_result(key)
         if hit is not None:
             return _parts_of(hit, layer)
+        if self._lists_no_package(layer):
+            return [(layer, "")]
         return self.maker.missing(lambda: self._cut(layer, key))
+
+    def _lists_no_package(self, layer: Layer) -> bool:
+        """Whether the paths remembered of ``layer`` as it was written (its entries memo)
+        hold no package listing: then it is not cut, and not read. A layer of model weights
+        over the budget cost a read of all of it (1 GiB: a second) to find none."""
+        memo = self.ctx.cache.memo(entries_key(layer.diff_id))
+        if memo is None:
+            return False
+        entries = memo.get("entries")
+        if not isinstance(entries, list) or not all(isinstance(e, list) and len(e) == 3 for e in entries):
+            return False  # not what a writer records: read the layer
+        return not any(kind == "file" and is_listing(str(path)) for path, kind, _ in entries)
 
     def _cut(self, layer: Layer, key: str) -> list[tuple[Layer, str]]:
         """``layer`` read once (its tar to a work file: parts take its members out of order)
