@@ -67,13 +67,13 @@ class LayerCutter:
         """Whether the paths remembered of ``layer`` as it was written (its entries memo)
         hold no package listing: then it is not cut, and not read. A layer of model weights
         over the budget cost a read of all of it (1 GiB: a second) to find none."""
-        memo = self.ctx.cache.memo(entries_key(layer.diff_id))
-        if memo is None:
+        # The entries as the dependency check reads them; a memo it cannot read is dropped: read the layer.
+        entries = self.ctx.cache.memo_as(
+            entries_key(layer.diff_id), lambda d: [(str(p), str(k)) for p, k, _ in d["entries"]]
+        )
+        if entries is None:
             return False
-        entries = memo.get("entries")
-        if not isinstance(entries, list) or not all(isinstance(e, list) and len(e) == 3 for e in entries):
-            return False  # not what a writer records: read the layer
-        return not any(kind == "file" and is_listing(str(path)) for path, kind, _ in entries)
+        return not any(kind == "file" and is_listing(path) for path, kind in entries)
 
     def _cut(self, layer: Layer, key: str) -> list[tuple[Layer, str]]:
         """``layer`` read once (its tar to a work file: parts take its members out of order)
