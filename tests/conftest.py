@@ -38,7 +38,13 @@ def http_folder(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         yield url, folder
 
 
-pytest_plugins = ["tests.plugins.registry", "tests.plugins.demo", "tests.plugins.slurm", "tests.plugins.user"]
+pytest_plugins = [
+    "tests.plugins.disk",
+    "tests.plugins.registry",
+    "tests.plugins.demo",
+    "tests.plugins.slurm",
+    "tests.plugins.user",
+]
 
 # Test tiers, decided for each test. ``integration``: a test that starts an outside program
 # (buildah, docker-registry, skopeo, umoci, mmdebstrap, tar2sqfs, Apptainer, Slurm, uv,
@@ -91,6 +97,9 @@ LONGEST_FIRST = {
         (
             "test_upstream_llamacpp.py",  # 137 s warm
             "test_compile.py",  # 361
+            # 275; early also for the disk: its build holds 6 GiB for a few minutes, and the
+            # workers' buildah stores grow through the run (tests/plugins/disk.py).
+            "test_cuda_toolkit.py",
             "test_sif.py",  # 205
             "test_image.py",  # 196
             "test_registry_cache.py",  # 168
