@@ -61,6 +61,9 @@ def test_prune_removes_leftover_containers_and_unreferenced_images(tmp_path: Pat
     first = build(root, "out1")
     images, _ = stored(root)
     assert images, "the compile step's base is in buildah's storage"
+    # Handed over through a layout made for the pull and gone after it: no second copy of the base.
+    assert not (root / "cache" / "buildah" / "layout").exists()
+    assert not list((root / "cache" / "tmp").glob("handover-*"))
     # The compile step's base: buildah keeps its manifest, which is a blob of the cache.
     blobs = root / "cache" / "blobs" / "sha256"
     bases = {i["id"] for i in images if (blobs / i["digest"].split(":", 1)[1]).is_file()}

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from assembler.errors import InputError
 from assembler.oci import mediatypes as mt
 from assembler.oci.digest import canonical_json, sha256_digest
 from assembler.oci.image import Image
@@ -96,3 +97,40 @@ def test_an_oci_output_is_written_as_the_umask_says(tmp_path: Path, umask: int) 
         assert len(files) >= 4
         modes = {str(p.relative_to(out)): oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
         assert modes == dict.fromkeys(modes, oct(0o666 & ~umask))
+
+
+def _image_with_layer(tmp_path: Path, data: bytes) -> tuple[Image, DirBlobs]:
+    """An image of one layer ``data``, the layer a file of a blob folder."""
+    digest = sha256_digest(data)
+    folder = tmp_path / "blobs"
+    (folder / "sha256").mkdir(parents=True)
+    (folder / "sha256" / digest.split(":", 1)[1]).write_bytes(data)
+    rootfs = {"type": "layers", "diff_ids": [digest]}
+    config = canonical_json({"architecture": "amd64", "os": "linux", "rootfs": rootfs})
+    layer = {"mediaType": mt.OCI_LAYER, "digest": digest, "size": len(data)}
+    config_desc = {"mediaType": mt.OCI_CONFIG, "digest": sha256_digest(config), "size": len(config)}
+    manifest = canonical_json(
+        {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": config_desc, "layers": [layer]}
+    )
+    return Image(manifest, config), DirBlobs(folder, what="the test's blobs")
+
+
+def test_a_layer_is_a_copy_unless_linked_and_linked_only_once_checked(tmp_path: Path) -> None:
+    """An output's layers are copies (the user may change them); the layout the cache makes
+    to hand an image to buildah links them, after reading each through its digest check."""
+    image, blobs = _image_with_layer(tmp_path, b"layer bytes" * 1000)
+    digest = image.layers[0].digest
+    src = blobs.blob_file(digest)
+    assert src is not None
+
+    layout.write(tmp_path / "copied", image, tag="t", blobs=blobs)
+    layout.write(tmp_path / "linked", image, tag="t", blobs=blobs, linked=True)
+    copied = tmp_path / "copied" / "blobs" / "sha256" / digest.split(":", 1)[1]
+    linked = tmp_path / "linked" / "blobs" / "sha256" / digest.split(":", 1)[1]
+    assert copied.stat().st_ino != src.stat().st_ino and copied.read_bytes() == src.read_bytes()
+    assert linked.stat().st_ino == src.stat().st_ino
+
+    src.write_bytes(b"damaged" * 1000)  # a blob whose bytes are no longer its digest
+    with pytest.raises(InputError):
+        layout.write(tmp_path / "damaged", image, tag="t", blobs=blobs, linked=True)
+    assert not list((tmp_path / "damaged" / "blobs" / "sha256").glob(digest.split(":", 1)[1]))

@@ -21,7 +21,7 @@ import os
 import re
 import stat
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,13 +89,11 @@ class Inventory:
     storage: int = 0  # buildah's storage (CACHE/buildah): base images and step containers, outside the entries
 
 
-def _tree_size(path: Path, *, skip: Collection[Path] = ()) -> int:
-    """Bytes of the files and links under ``path`` (folders in ``skip`` left out), a file
-    with several hard links there once; what cannot be read counts nothing."""
+def _tree_size(path: Path) -> int:
+    """Bytes of the files and links under ``path``, a file with several hard links there
+    once; what cannot be read counts nothing."""
     total, seen = 0, set()
     for folder, dirs, files in os.walk(path, onerror=lambda e: None):
-        if skip:
-            dirs[:] = [d for d in dirs if Path(folder, d) not in skip]
         for name in (*files, *dirs):
             try:
                 st = os.lstat(os.path.join(folder, name))
@@ -113,8 +111,8 @@ def _tree_size(path: Path, *, skip: Collection[Path] = ()) -> int:
 
 def storage_size(storage: Path) -> int:
     """Bytes of buildah's storage in a cache (``CACHE/buildah``): its images' layers and
-    containers, the staging layout left out (its files are hard links to the cache's blobs)."""
-    return _tree_size(storage, skip=(storage / "layout",)) if storage.is_dir() else 0
+    containers (and the staging layout older builds kept, copies of blobs, till a prune)."""
+    return _tree_size(storage) if storage.is_dir() else 0
 
 
 def _mtime(path: Path) -> float:

@@ -20,13 +20,13 @@ from assembler.archive.compress import Compression
 from assembler.cache import Cache, Origin, key_of
 from assembler.compile import apt, keepfailed
 from assembler.compile.buildah import Buildah, RunSpec, Volume
+from assembler.compile.handover import hand_over
 from assembler.compile.keptcaches import FolderCache
 from assembler.errors import StepFailed
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
 from assembler.proc import tail
 from assembler.spec.lockfile import LOCK_ENV
-from assembler.transports import layout
 
 # The host bundle is mounted at a private path, not over the image's own bundle: the
 # image's ca-certificates package must stay installable (its setup rewrites that file).
@@ -109,14 +109,11 @@ class Workspace:
         return replace(self, on_line=on_line)
 
     def image_id(self, image: Image) -> str:
-        """Hand ``image`` to buildah (through an OCI layout of hard links); its image ID."""
+        """Hand ``image`` to buildah (:func:`assembler.compile.handover.hand_over`); its image ID."""
         with self.shared.lock:
             if image.digest in self.shared.pulled:
                 return self.shared.pulled[image.digest]
-            path = self.cache.root / "buildah" / "layout"
-            tag = image.digest.split(":", 1)[1]
-            layout.write(path, image, tag=tag, blobs=self.cache)
-            image_id = self.buildah.pull(path, tag, cwd=self.cache.root)
+            image_id = hand_over(self.buildah, self.cache, image, self.cache)
             self.shared.pulled[image.digest] = image_id
             return image_id
 

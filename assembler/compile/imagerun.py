@@ -29,9 +29,9 @@ from assembler.cache import Cache
 from assembler.compile.buildah import TRAILER, Buildah
 from assembler.compile.gpudriver import find as find_driver
 from assembler.compile.gpudriver import library_path
+from assembler.compile.handover import hand_over
 from assembler.errors import InputError, TimedOut
 from assembler.oci.image import Image
-from assembler.transports import layout
 from assembler.transports.common import BlobReader
 
 OUTPUT_DIR = "/run/assemble-output"
@@ -74,16 +74,15 @@ def image_env(config: Mapping[str, Any]) -> dict[str, str]:
 
 
 def store(buildah: Buildah, cache: Cache, image: Image, blobs: BlobReader) -> str:
-    """``image`` in buildah's storage (handed over through the cache's layout, as a step's
-    base is); its image ID. An image stored before is not handed over again."""
+    """``image`` in buildah's storage (handed over as a step's base is:
+    :func:`assembler.compile.handover.hand_over`); its image ID. An image stored before is
+    not handed over again."""
     hexdigest = image.digest.split(":", 1)[1]
     name = f"localhost/assemble-image:{hexdigest[:32]}"
     found = buildah.image_id(name)
     if found is not None:
         return found
-    path = cache.root / "buildah" / "layout"
-    layout.write(path, image, tag=hexdigest, blobs=blobs)
-    image_id = buildah.pull(path, hexdigest, cwd=cache.root)
+    image_id = hand_over(buildah, cache, image, blobs)
     buildah.tag(image_id, name)
     return image_id
 

@@ -2,9 +2,9 @@
 
 Steps run in buildah containers made from images that the storage keeps between builds:
 
-- a base handed to buildah (:meth:`assembler.compile.container.Workspace.image_id`), pulled
-  from the staging layout ``CACHE/buildah/layout``: buildah keeps its manifest, so the
-  image's digest is the cache's manifest blob;
+- a base handed to buildah (:func:`assembler.compile.handover.hand_over`), pulled from a
+  layout made for the pull: buildah keeps its manifest, so the image's digest is the
+  cache's manifest blob;
 - a base with a step's packages installed (``localhost/assemble-devel:KEY``,
   :func:`assembler.compile.container.with_packages`), made on top of such a base.
 
@@ -12,8 +12,8 @@ An image is referenced while its manifest stays in the cache (named by a kept en
 unnamed blob not pruned yet: a base read from a layout), a package image while the base its
 layers start with is. Prune runs while it holds the cache alone,
 so no build uses the storage then: every working container in it is a leftover of a killed
-run and goes, every image no kept entry references goes, and the staging layout goes (its
-files are hard links to blobs, some of them just pruned; a build writes it again).
+run and goes, every image no kept entry references goes, and so does the staging layout
+``CACHE/buildah/layout`` that builds before the hand-over's own folders kept (copies).
 
 :class:`BuildahStorage` is that storage as a part of the cache's size budget
 (:mod:`assembler.cache.prune`): its size, and its images let go of as the blobs keeping

@@ -68,11 +68,14 @@ def read(path: Path, tag: str = "", *, platform: Platform) -> SourceImage:
     return SourceImage(image, blobs, what, index_digest)
 
 
-def _place_blob(blobs: BlobReader, digest: str, dest: Path) -> None:
-    """A verified copy (a reflink where possible, never a hard link) of a blob at ``dest``."""
+def _place_blob(blobs: BlobReader, digest: str, dest: Path, *, linked: bool = False) -> None:
+    """A verified copy (a reflink where possible) of a blob at ``dest``; with ``linked``, a
+    hard link to the blob's file once it is read through and checked, where it can be."""
     if dest.is_file():
         return
     dest.parent.mkdir(parents=True, exist_ok=True)
+    if linked and _link_verified(blobs, digest, dest):
+        return
     fd, tmp = _create_temp(dest.parent, ".tmp-")
     try:
         with blobs.open_blob(digest) as blob:
@@ -81,6 +84,22 @@ def _place_blob(blobs: BlobReader, digest: str, dest: Path) -> None:
     finally:
         os.close(fd)
         tmp.unlink(missing_ok=True)
+
+
+def _link_verified(blobs: BlobReader, digest: str, dest: Path) -> bool:
+    """Hard-link the blob's file at ``dest`` after reading it through (its digest checked);
+    False where it has no file or the link cannot be made (another file system)."""
+    src = blobs.blob_file(digest)
+    if src is None:
+        return False
+    with blobs.open_blob(digest) as blob:
+        while blob.read(_CHUNK):
+            pass
+    try:
+        os.link(src, dest)
+    except OSError:
+        return False
+    return True
 
 
 def read_blob(path: Path, digest: str, *, limit: int) -> bytes:
@@ -128,16 +147,20 @@ def write(
     tag: str,
     blobs: BlobReader,
     referrers: Iterable[Artifact] = (),
+    linked: bool = False,
 ) -> Descriptor:
     """Add ``image`` (tagged ``tag``) to the layout at ``path``; returns its index entry.
 
     ``referrers`` (artifacts whose subject is ``image``: its SBOM, its provenance) are
     added untagged, with their ``artifactType``. Referrers of an image the layout no
     longer lists (its tag now names another) leave the index; blobs stay, as skopeo leaves them.
+    Layers are copies, never hard links to ``blobs``' files (a user's output is theirs to
+    change), unless ``linked``: a layout of the cache's own that lives for one read.
     """
     _start(path)
     for desc in image.layers:
-        _place_blob(blobs, desc.digest, path / "blobs" / "sha256" / desc.digest.split(":", 1)[1])
+        dest = path / "blobs" / "sha256" / desc.digest.split(":", 1)[1]
+        _place_blob(blobs, desc.digest, dest, linked=linked)
     write_blob_bytes(path, image.config_bytes)
     write_blob_bytes(path, image.manifest_bytes)
     for artifact in referrers:
