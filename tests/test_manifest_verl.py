@@ -33,7 +33,7 @@ from assembler.spec.load import load_manifest
 from assembler.transports.hpc.apptainer import runscript
 from assembler.transports.hpc.sif import read_sif_header
 from tests import yaml_helper
-from tests.conftest import TEST_BASES, TEST_CACHE, reclaim_at_teardown
+from tests.conftest import BASES_CACHE, TEST_BASES, TEST_CACHE, reclaim_at_teardown
 from tests.helpers import ROOT, Buildah, Ran, config_of, layout_digest, read_blob, run_cli, sh, uncompressed
 
 # Module fixtures that run outside programs (tests/conftest.py: tier): the ROCm bases and the smoke build.
@@ -100,8 +100,7 @@ def _assembled_base(spec: dict[str, Any], extra: list[Path]) -> Path:
                     "-m",
                     "assembler",
                     "base.yaml",
-                    "--cache",
-                    str(TEST_CACHE / "bases-cache"),
+                    *BASES_CACHE,
                     "-o",
                     f"oci:{layout}:latest",
                 ],
