@@ -1,13 +1,14 @@
 """The suite's disk: what earlier runs left is removed before this one starts, and the free
 space is in the report's header.
 
-The full suite holds about 20 GiB at its peak (real builds: three workers' buildah stores,
-the demo built on each, the CUDA toolkit unpacked). pytest keeps a run's folders when a
-test failed and removes them only at the end of the next run, and CI's machines are reused:
-a failed run's 10-15 GiB then sat beside the next run's, which failed for want of space
-(ENOSPC in the CUDA toolkit's build). So the controller removes earlier runs' folders
-before any test starts (those of a run still going, whose lock names a live process, stay),
-and the bases an older assemble bootstrapped for the tests (``bases-v<other format>``).
+The full suite holds about 21 GiB at its peak (real builds: three workers' buildah stores,
+the demo built on each, the CUDA toolkit unpacked), and a CI run once failed for want of
+it (ENOSPC in the CUDA toolkit's build). pytest keeps a run's folders when a test failed
+and removes them only at the end of the next run, and CI's machines are reused: a failed
+run's 5-15 GiB would sit beside the next run's. So the controller removes earlier runs'
+folders before any test starts (those of a run still going, whose lock names a live
+process, stay), and the bases an older assemble bootstrapped for the tests
+(``bases-v<other format>``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import pytest
 
 from tests.conftest import TEST_BASES, TEST_CACHE
 
-PEAK_GIB = 20  # the full suite's peak use, measured (scripts/test, 2026-11-27)
+PEAK_GIB = 21  # the full suite's peak use: df sampled through a clean-clone scripts/test, 2026-11-27
 
 
 def _is_controller(config: pytest.Config) -> bool:
