@@ -39,7 +39,8 @@ def temp_prefix(prefix: str) -> str:
     return f"{prefix}p{os.getpid()}-h{_host_tag()}-"
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (one of another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -93,7 +94,7 @@ def _stale(path: Path, age: float, *, locked: bool) -> bool:
     if pid is None or (host and host != _host_tag()):
         # Another machine's (a node on a shared cache): whether it is alive is not known here.
         return age > ABANDONED_SECONDS
-    if pid == os.getpid() or _alive(pid):
+    if pid == os.getpid() or pid_alive(pid):
         return False
     # Its writer is gone. Without its lock to say so, only a file untouched for a while is
     # taken for a leftover (a pid seen from another pid namespace on this host may lie).

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import getpass
-import os
 import shutil
 import subprocess
 import tempfile
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from assembler.cache.temps import pid_alive
 from tests.conftest import TEST_BASES, TEST_CACHE
 
 PEAK_GIB = 21  # the full suite's peak use: df sampled through a clean-clone scripts/test, 2026-11-27
@@ -33,23 +33,13 @@ def _is_controller(config: pytest.Config) -> bool:
     return not hasattr(config, "workerinput")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _in_use(run: Path) -> bool:
     """Whether the run of folder ``run`` is still going: its lock names a live process."""
     try:
         text = (run / ".lock").read_text().strip()
     except OSError:
         return False
-    return text.isdigit() and _alive(int(text))
+    return text.isdigit() and pid_alive(int(text))
 
 
 def _unmount_under(path: Path) -> None:
