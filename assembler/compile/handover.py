@@ -4,7 +4,7 @@ pull`` and removed after it.
 The layout's layers are hard links to the cache's blobs, each read through and checked
 first (a damaged blob is dropped and made again, as on every read), so a base of GiBs
 costs its read, not a second copy: a copy kept in a staging layout between builds held
-as much again of the disk as every base and step image buildah was given (1.3 GiB for
+as much again of the disk as every base and step image buildah was given (1.2 GiB for
 manifests/cuda.yaml's toolkit), outside the cache's budget. The folder is the cache's
 own temp folder, removed when the pull ends (a killed run's is reclaimed with the cache's
 temp files); buildah names the stored image ``localhost/layout:<digest>`` and keeps its
