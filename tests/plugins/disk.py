@@ -1,5 +1,5 @@
 """The suite's disk: what earlier runs left is removed before this one starts, and the free
-space is in the report's header.
+space is said before the first test.
 
 The full suite holds about 21 GiB at its peak (real builds: three workers' buildah stores,
 the demo built on each, the CUDA toolkit unpacked), and a CI run once failed for want of
@@ -102,7 +102,17 @@ def pytest_configure(config: pytest.Config) -> None:
     remove_stale_bases(TEST_CACHE, TEST_BASES)
 
 
-def pytest_report_header(config: pytest.Config) -> list[str]:
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The free space, first in the log: written as a line of its own, which ``-q`` (what
+    scripts/test runs) keeps, where it drops the report's header."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and _is_controller(session.config):
+        for line in disk_lines():
+            reporter.write_line(line)
+
+
+def disk_lines() -> list[str]:
+    """What is free where the suite writes, and a warning under its peak."""
     free: dict[int, tuple[float, list[str]]] = {}  # by file system
     for place in (Path(tempfile.gettempdir()), TEST_CACHE):
         path = _existing(place)
