@@ -42,9 +42,7 @@ def _in_use(run: Path) -> bool:
     return text.isdigit() and pid_alive(int(text))
 
 
-def _unmount_under(path: Path) -> None:
-    """Lazily unmount what a killed build left mounted under ``path`` (buildah's overlays),
-    deepest first: removing files through a mount would reach into what it shows."""
+def _mounts_under(path: Path) -> list[str]:
     prefix = str(path) + "/"
     points = []
     with contextlib.suppress(OSError):
@@ -52,13 +50,19 @@ def _unmount_under(path: Path) -> None:
             point = line.split()[4].replace("\\040", " ")
             if point.startswith(prefix):
                 points.append(point)
-    for point in sorted(points, key=len, reverse=True):
+    return points
+
+
+def _remove(path: Path) -> bool:
+    """Remove ``path``, after lazily unmounting what a killed build left mounted under it
+    (buildah's overlays), deepest first. Where a mount stays (no right to unmount it), the
+    folder stays too: removing files through a mount would reach into what it shows."""
+    for point in sorted(_mounts_under(path), key=len, reverse=True):
         subprocess.run(["umount", "-l", point], capture_output=True)
-
-
-def _remove(path: Path) -> None:
-    _unmount_under(path)
+    if _mounts_under(path):
+        return False
     shutil.rmtree(path, ignore_errors=True)
+    return True
 
 
 def remove_earlier_runs(root: Path) -> list[Path]:
@@ -66,8 +70,7 @@ def remove_earlier_runs(root: Path) -> list[Path]:
     has ended; the ones removed."""
     gone = []
     for run in sorted(root.glob("pytest-[0-9]*")):
-        if run.is_dir() and not run.is_symlink() and not _in_use(run):
-            _remove(run)
+        if run.is_dir() and not run.is_symlink() and not _in_use(run) and _remove(run):
             gone.append(run)
     return gone
 
@@ -81,8 +84,7 @@ def remove_stale_bases(cache: Path, current: Path) -> list[Path]:
     with open(cache / ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         for path in sorted([*cache.glob("bases-v*"), cache / "bases"]):
-            if path.is_dir() and path != current:
-                _remove(path)
+            if path.is_dir() and path != current and _remove(path):
                 gone.append(path)
     return gone
 
