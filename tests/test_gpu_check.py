@@ -18,6 +18,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from tests.helpers import ROOT, run_cli
 
@@ -42,7 +43,7 @@ image:
 def _busybox_base(path: Path) -> None:
     with tarfile.open(path, "w") as tf:
         tf.add(BUSYBOX, "bin/busybox")
-        for tool in ("sh", "cat", "test", "echo", "pwd"):
+        for tool in ("sh", "cat", "test", "echo", "pwd", "id"):
             link = tarfile.TarInfo(f"bin/{tool}")
             link.type, link.linkname = tarfile.SYMTYPE, "busybox"
             tf.addfile(link)
@@ -56,14 +57,20 @@ def _gpu_check(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(GPU_CHECK), *args], capture_output=True, text=True, timeout=300)
 
 
+def _built(root: Path, *options: str, manifest: str = MANIFEST) -> Path:
+    """The small image built under ``root`` into ``root/out``, tagged 1."""
+    (root / "a.txt").write_text("the app's file\n")
+    (root / "m.yaml").write_text(manifest)
+    _busybox_base(root / "base.tar")
+    ran = run_cli(["m.yaml", "--cache", "cache", "-o", "oci:out:1", "-q", *options], cwd=root)
+    assert ran.code == 0, str(ran)
+    return root / "out"
+
+
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("gpucheck")
-    (root / "a.txt").write_text("the app's file\n")
-    (root / "m.yaml").write_text(MANIFEST)
-    _busybox_base(root / "base.tar")
-    ran = run_cli(["m.yaml", "--cache", "cache", "-o", "oci:out:1", "-q"], cwd=root)
-    assert ran.code == 0, str(ran)
+    _built(root)
     tests = [
         {
             "name": "env-and-workdir",
@@ -130,3 +137,83 @@ def test_a_failing_test_or_a_damaged_layer_fails_the_check(bundle: Path, tmp_pat
     layer.write_bytes(lzma.compress(bytes(data)))
     done = _run(damaged)
     assert done.returncode != 0 and "its tar is sha256:" in done.stdout + done.stderr, done.stdout + done.stderr
+
+
+def test_a_zstd_chunked_image_is_bundled_whole(tmp_path: Path) -> None:
+    """A zstd:chunked layer is a frame per file: the bundle reads across every frame (it read
+    the first one alone, a tar cut short that only the GPU host's diff_id check caught)."""
+    out = _built(tmp_path, "--compression", "zstd:chunked")
+    tests = [{"name": "app-file", "run": ["/bin/cat", "/app/a.txt"], "expect": ["the app's file"]}]
+    (tmp_path / "tests.json").write_text(json.dumps(tests))
+    done = _gpu_check("bundle", f"{out}:1", str(tmp_path / "bundle"), "--tests", str(tmp_path / "tests.json"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = _run(tmp_path / "bundle")
+    assert done.returncode == 0 and "passed  image/app-file" in done.stdout, done.stdout + done.stderr
+
+
+def test_the_bundle_refuses_a_layer_whose_tar_is_not_its_diff_id(tmp_path: Path) -> None:
+    """Checked where the image is, before anything goes to a GPU host."""
+    out = _built(tmp_path, manifest=TESTED)
+    index = json.loads((out / "index.json").read_text())
+    blobs = out / "blobs" / "sha256"
+    manifest = json.loads((blobs / index["manifests"][0]["digest"].split(":")[1]).read_bytes())
+    layer = blobs / manifest["layers"][-1]["digest"].split(":")[1]
+    layer.chmod(0o644)
+    layer.write_bytes(zstandard.ZstdCompressor().compress(b"not the layer's tar"))
+    done = _gpu_check("bundle", f"{out}:1", str(tmp_path / "bundle"))
+    assert done.returncode != 0, done.stdout
+    assert "not its diff_id" in done.stderr, done.stderr
+    config = json.loads((blobs / manifest["config"]["digest"].split(":")[1]).read_bytes())
+    written = {p.name.split(".")[0] for p in (tmp_path / "bundle" / "layers").iterdir()}
+    assert written == {config["rootfs"]["diff_ids"][0].split(":")[1]}  # the base's layer only, no part left
+
+
+TESTED = (
+    MANIFEST
+    + """\
+tests:
+  - name: greets
+    command: echo $GREETING; cat a.txt
+    output: ['^hello from the image$', "the app's file"]
+    not_output: [FAILED]
+  - name: on-the-gpu
+    command: [/bin/sh, -c, exit 3]
+    exit: 3
+    gpu: true
+"""
+)
+
+
+def test_the_images_own_tests_go_into_the_bundle(tmp_path: Path) -> None:
+    """With no --tests, the bundle takes the manifest's tests as the build recorded them
+    (the test-result statement beside the image in the layout), commands resolved."""
+    out = _built(tmp_path, manifest=TESTED)
+    done = _gpu_check("bundle", f"{out}:1", str(tmp_path / "bundle"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "tests: greets, on-the-gpu" in done.stdout, done.stdout
+    tests = {t["name"]: t for t in json.loads((tmp_path / "bundle" / "bundle.json").read_text())["tests"]}
+    assert tests["greets"]["run"] == ["/bin/sh", "-c", "echo $GREETING; cat a.txt"]
+    assert tests["greets"]["not_expect"] == ["FAILED"] and tests["on-the-gpu"]["exit"] == 3
+    assert tests["on-the-gpu"]["gpu"] is True and tests["greets"]["gpu"] is False
+    done = _run(tmp_path / "bundle")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "passed  image/greets" in done.stdout and "not run  image/on-the-gpu" in done.stdout, done.stdout
+
+
+def test_an_image_built_without_tests_needs_tests_given(tmp_path: Path) -> None:
+    out = _built(tmp_path)
+    done = _gpu_check("bundle", f"{out}:1", str(tmp_path / "bundle"))
+    assert done.returncode != 0 and "no tests recorded beside the image" in done.stderr, done.stderr
+
+
+def test_output_that_must_not_appear_and_the_user_a_test_runs_as(bundle: Path, tmp_path: Path) -> None:
+    tests: list[dict[str, object]] = [
+        {"name": "unwanted", "run": ["/bin/sh", "-c", "echo step FAILED"], "not_expect": ["FAILED"]},
+        {"name": "as-1000", "run": ["/bin/id", "-u"], "user": "1000:1000", "expect": ["^1000$"]},
+        {"name": "no-such-user", "run": ["/bin/id", "-u"], "user": "nobody"},
+    ]
+    done = _run(_with_layer(bundle, tmp_path / "u", [], tests))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "FAILED  image/unwanted" in done.stdout and "matched, must not: ['FAILED']" in done.stdout, done.stdout
+    assert "passed  image/as-1000" in done.stdout, done.stdout
+    assert "FAILED  image/no-such-user" in done.stdout and "not in the image's /etc/passwd" in done.stdout
