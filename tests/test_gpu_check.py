@@ -211,9 +211,13 @@ def test_output_that_must_not_appear_and_the_user_a_test_runs_as(bundle: Path, t
         {"name": "unwanted", "run": ["/bin/sh", "-c", "echo step FAILED"], "not_expect": ["FAILED"]},
         {"name": "as-1000", "run": ["/bin/id", "-u"], "user": "1000:1000", "expect": ["^1000$"]},
         {"name": "no-such-user", "run": ["/bin/id", "-u"], "user": "nobody"},
+        {"name": "host-user", "run": ["/bin/id", "-u"], "user": "root"},  # the host's, through a link
     ]
-    done = _run(_with_layer(bundle, tmp_path / "u", [], tests))
+    passwd = tarfile.TarInfo("etc/passwd")
+    passwd.type, passwd.linkname = tarfile.SYMTYPE, "/etc/passwd"  # out of the image's root, on the host
+    done = _run(_with_layer(bundle, tmp_path / "u", [passwd], tests))
     assert done.returncode == 1, done.stdout + done.stderr
     assert "FAILED  image/unwanted" in done.stdout and "matched, must not: ['FAILED']" in done.stdout, done.stdout
     assert "passed  image/as-1000" in done.stdout, done.stdout
     assert "FAILED  image/no-such-user" in done.stdout and "not in the image's /etc/passwd" in done.stdout
+    assert "FAILED  image/host-user" in done.stdout, done.stdout
