@@ -48,6 +48,7 @@ pytest_plugins = [
     "tests.plugins.demo",
     "tests.plugins.slurm",
     "tests.plugins.user",
+    "tests.plugins.sigint",
 ]
 
 # Test tiers, decided for each test. ``integration``: a test that starts an outside program
