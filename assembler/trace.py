@@ -9,7 +9,8 @@ trace their commands the same way, through strace).
 
 A trace stops at the first program started (its reads are not visible here), change of
 the working folder or host reached in its ``inputs`` phase, and is then ``spoiled``:
-nothing of it is used. What a thread does under :func:`housekeeping` is not traced. The
+nothing of it is used. What a thread does under :func:`housekeeping` is not traced, nor
+the import system's bytecode cache (``__pycache__``: a module counts by its source). The
 process has one audit hook (one cannot be removed), which returns at once while no trace
 runs; ``os.stat`` and its kin are wrapped only while one does.
 """
@@ -129,6 +130,8 @@ class Trace:
 
     def _opened(self, args: tuple[Any, ...]) -> None:
         path, mode, flags = args
+        if _bytecode_cache(path) and _by_import_system():
+            return  # a module's cached bytecode: the module is recorded by its source file
         writes = any(c in mode for c in "wax+") if isinstance(mode, str) else bool((flags or 0) & _WRITE_FLAGS)
         self._into(self.written if writes else self.read, path)
 
@@ -140,11 +143,15 @@ class Trace:
     def _made(self, args: tuple[Any, ...]) -> None:
         """``os.mkdir``, seen before it runs: a folder that is there already is not made."""
         where = self._path(args[0])
+        if where is not None and os.path.basename(where) == "__pycache__" and _by_import_system():
+            return  # the bytecode cache's folder, made by the import system (see _bytecode_cache)
         if where is not None and not os.path.lexists(where):
             self.written.add(where)
             self.created.add(where)
 
     def _both_written(self, args: tuple[Any, ...]) -> None:  # rename, replace, link: source and target
+        if _bytecode_cache(args[1]) and _by_import_system():
+            return  # the import system putting a module's bytecode in place
         self._into(self.written, args[0])
         self._into(self.written, args[1])
 
@@ -188,10 +195,24 @@ def _looking(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _by_import_system() -> bool:
-    """Whether the listing being made is the import system's: a module's search (frozen
-    importlib) or a distribution's (importlib.metadata: pydantic looks for its plugins)."""
-    caller = sys._getframe(3).f_code.co_filename  # <- _listed <- _audit <- the caller of os.listdir
+    """Whether the listing or open being made is the import system's: a module's search or
+    its bytecode read or written (frozen importlib), or a distribution's search
+    (importlib.metadata: pydantic looks for its plugins)."""
+    # <- _listed or _opened or _both_written <- _audit <- the caller of os.listdir, open...
+    caller = sys._getframe(3).f_code.co_filename
     return caller.startswith("<frozen importlib") or _METADATA in caller
+
+
+def _bytecode_cache(path: Any) -> bool:
+    """Whether ``path`` is in a ``__pycache__`` folder: Python's bytecode cache, which any
+    process that imports a module may write at any time (a build starting beside another
+    one on a fresh install read a module's .pyc that one wrote a moment before, its change
+    time within RACY_NS, and left no record). Python checks a .pyc against its source
+    (its time and size, or its hash) before using it, and the source is recorded."""
+    try:
+        return os.path.basename(os.path.dirname(os.fsdecode(path))) == "__pycache__"
+    except TypeError:
+        return False
 
 
 def _spawned(trace: Trace, args: tuple[Any, ...], event: str) -> None:

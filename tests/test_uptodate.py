@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -294,6 +295,56 @@ def test_a_file_changed_while_the_build_ran_leaves_no_record(tmp_path: Path) -> 
             (tmp_path / "in.txt").write_text("changed by another hand")
 
     assert not _recorded(tmp_path, another_hand), "a file the build read, changed since it began"
+
+
+def test_a_module_s_bytecode_written_by_another_process_a_moment_before_is_no_change(tmp_path: Path) -> None:
+    """Builds started side by side on a fresh install: one imports a module whose .pyc the
+    other has just written. The module counts by its source; its cached bytecode is no
+    input (Python checks it against the source). A __pycache__ file the build itself opens
+    (a copy layer of a tree that has one) is still an input."""
+    import importlib
+    import py_compile
+
+    mods = tmp_path / "mods"
+    mods.mkdir()
+    name = f"fresh_{os.getpid()}_{time.time_ns()}"
+    (mods / f"{name}.py").write_text("VALUE = 1\n")
+    (tmp_path / "in.txt").write_text("x")
+    _settle()
+    compiled = py_compile.compile(str(mods / f"{name}.py"), doraise=True)  # "another process", just now
+    assert compiled is not None
+    pyc = Path(compiled)
+    sys.path.insert(0, str(mods))
+    try:
+        assert _recorded(tmp_path, lambda: importlib.import_module(name))
+    finally:
+        sys.path.remove(str(mods))
+        sys.modules.pop(name, None)
+    paths = Records(tmp_path / "cache").read("k").paths  # type: ignore[union-attr]
+    assert str(mods / f"{name}.py") in paths and str(pyc) not in paths
+
+    trace = Trace().start()  # the build's own open of it
+    try:
+        pyc.read_bytes()
+    finally:
+        trace.stop()
+    assert str(pyc) in trace.read
+
+    # Nor is the bytecode the import writes (its folder, the file) an output of the build.
+    shutil.rmtree(mods / "__pycache__")
+    (mods / f"{name}_b.py").write_text("VALUE = 2\n")
+    sys.path.insert(0, str(mods))
+    writes, sys.dont_write_bytecode = sys.dont_write_bytecode, False
+    trace = Trace().start()
+    try:
+        importlib.import_module(f"{name}_b")
+    finally:
+        trace.stop()
+        sys.dont_write_bytecode = writes
+        sys.path.remove(str(mods))
+        sys.modules.pop(f"{name}_b", None)
+    assert list((mods / "__pycache__").iterdir()), "the import wrote its bytecode"
+    assert not {p for p in trace.written | trace.created if "__pycache__" in p}, trace.written
 
 
 def test_a_record_holds_the_state_the_build_left(tmp_path: Path) -> None:
