@@ -159,6 +159,7 @@ class Recorder:
         self.trace = Trace()
         self.started_ns = time.time_ns()
         self.warnings: list[str] = []
+        self.raced: str | None = None  # a path read that changed while the build ran (no record)
 
     def start(self) -> Recorder:
         self.trace.start()
@@ -194,7 +195,8 @@ class Recorder:
         why = trace.spoiled or self._unheld(results)
         paths = self._paths(trace) if why is None else None
         if paths is None:
-            log.debug("this build is not recorded for the up-to-date check: %s", why or "a file changed while it ran")
+            why = why or f"{self.raced} changed while it ran"
+            log.debug("this build is not recorded for the up-to-date check: %s", why)
             self.records.forget(self.key)
             return
         outputs = [held for result in results for held in _held(result)]
@@ -242,6 +244,7 @@ class Recorder:
             how = hows[path]
             sig = signature(path, how)
             if how != "touched" and path not in made and _changed_since(path, racy_from, made, listed=how == "listed"):
+                self.raced = path
                 return None
             out[path] = [how, sig]
         return out
