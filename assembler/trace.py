@@ -198,7 +198,7 @@ def _by_import_system() -> bool:
     """Whether the listing or open being made is the import system's: a module's search or
     its bytecode read or written (frozen importlib), or a distribution's search
     (importlib.metadata: pydantic looks for its plugins)."""
-    # <- _listed or _opened or _both_written <- _audit <- the caller of os.listdir, open...
+    # <- _listed, _opened, _made or _both_written <- _audit <- the caller of os.listdir, open...
     caller = sys._getframe(3).f_code.co_filename
     return caller.startswith("<frozen importlib") or _METADATA in caller
 
