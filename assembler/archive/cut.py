@@ -61,7 +61,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from assembler.archive.tar import TarEntry
+from assembler.archive.tar import OPAQUE_MARKER, TarEntry
 
 BUCKETS = 4
 DEB = "deb:"  # a Debian package's unit: deb:NAME (Python's canonical names hold no colon)
@@ -266,9 +266,11 @@ def plan_cut(entries: Sequence[TarEntry], texts: Mapping[str, str], *, budget: i
     groups = [(n, [n]) for n in alone] + _buckets(small, budget)
     unit_of = {name: i for i, (_, names) in enumerate(groups) for name in names}
     chosen: list[list[str]] = [[] for _ in range(len(groups) + 1)]  # the last: the rest
+    index = {e.path: unit_of[owner[e.path]] if e.path in owner else len(groups) for e in entries if e.kind != "dir"}
+    index.update(_opaque_markers_first(entries, index, len(groups)))
     for entry in entries:
         if entry.kind != "dir":
-            chosen[unit_of[owner[entry.path]] if entry.path in owner else len(groups)].append(entry.path)
+            chosen[index[entry.path]].append(entry.path)
     parts = [
         Part(label, tuple(names), _with_folders(paths, entries))
         for (label, names), paths in zip([*groups, (REST, [])], chosen, strict=True)
@@ -281,6 +283,23 @@ def plan_cut(entries: Sequence[TarEntry], texts: Mapping[str, str], *, budget: i
         else:
             parts.append(Part(REST, (), _with_folders(rest_dirs, entries)))
     return parts if len(parts) > 1 else []
+
+
+def _opaque_markers_first(entries: Sequence[TarEntry], index: Mapping[str, int], rest: int) -> dict[str, int]:
+    """The part of each opaque marker (``F/.wh..wh..opq``): the first that holds anything
+    in its folder F. It hides what the layers below hold in F, and the parts before it are
+    layers below: its folder's entries there would be hidden too, so none may be."""
+    markers = {posixpath.dirname(e.path): e.path for e in entries if posixpath.basename(e.path) == OPAQUE_MARKER}
+    if not markers:
+        return {}
+    first = dict.fromkeys(markers, rest)
+    for path, part in index.items():
+        folder = posixpath.dirname(path)
+        while folder:
+            if folder in first and path != markers[folder] and part < first[folder]:
+                first[folder] = part
+            folder = posixpath.dirname(folder)
+    return {markers[folder]: part for folder, part in first.items()}
 
 
 def _with_folders(paths: Iterable[str], entries: Sequence[TarEntry]) -> tuple[str, ...]:

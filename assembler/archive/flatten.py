@@ -42,13 +42,11 @@ from dataclasses import dataclass, replace
 
 from assembler.archive.layer import Member
 from assembler.archive.layer_reader import DataOpener, LayerSource, member_list, tar_members
-from assembler.archive.tar import ALLOWED_XATTRS, TarEntry, TarWriter, sort_key
+from assembler.archive.tar import ALLOWED_XATTRS, OPAQUE_MARKER, WHITEOUT_PREFIX, TarEntry, TarWriter, sort_key
 from assembler.errors import InvalidImage
 
 log = logging.getLogger(__name__)
 
-WHITEOUT_PREFIX = ".wh."
-OPAQUE_MARKER = ".wh..wh..opq"
 
 # Per-path state: flag bits, and (bits 8+) the id of the layer that decided the path.
 _DIR = 1  # a directory entry was written

@@ -162,9 +162,14 @@ def sorted_members(members: Iterable[Member]) -> list[Member]:
 
 def order_hardlinks(members: list[Member]) -> list[Member]:
     """Make every hard link point *back*: after sorting, the first path of a link group
-    carries the data and the others link to it (a link before its target is invalid)."""
+    carries the data and the others link to it (a link before its target is invalid).
+
+    A hard link is the same file as its target, so its header says what the target's does
+    (mode, owner, time): readers differ on a link whose header says otherwise (podman and
+    buildah give the file the link's mode and owner, umoci and squashfs keep the target's),
+    and a tarball from elsewhere may hold such a link."""
     by_path = {entry.path: (entry, opener) for entry, opener in members}
-    group_head: dict[str, str] = {}  # original target -> path now carrying the data
+    group_head: dict[str, TarEntry] = {}  # original target -> the entry now carrying the data
     out: list[Member] = []
     for entry, opener in members:
         if entry.kind == "hardlink":
@@ -172,24 +177,39 @@ def order_hardlinks(members: list[Member]) -> list[Member]:
             while target in by_path and by_path[target][0].kind == "hardlink" and by_path[target][0].linkname != target:
                 target = by_path[target][0].linkname  # a link to a link: follow to the file
             if target in group_head:
-                out.append((replace(entry, linkname=group_head[target]), None))
+                out.append((_link_to(entry, group_head[target]), None))
                 continue
             if target not in by_path or by_path[target][0].kind != "file":
                 raise InvalidArchive(
                     f"hard link {entry.path} points at {entry.linkname}, which is not a file in the archive"
                 )
             head, head_opener = by_path[target]
-            group_head[target] = entry.path
-            out.append((replace(head, path=entry.path), head_opener))
+            group_head[target] = replace(head, path=entry.path)
+            out.append((group_head[target], head_opener))
             continue
         if entry.path in group_head:
             # The data went out earlier under another name: this path becomes a link.
-            out.append((replace(entry, kind="hardlink", linkname=group_head[entry.path], size=0), None))
+            out.append((_link_to(entry, group_head[entry.path]), None))
             continue
         if entry.kind == "file":
-            group_head.setdefault(entry.path, entry.path)
+            group_head.setdefault(entry.path, entry)
         out.append((entry, opener))
     return out
+
+
+def _link_to(entry: TarEntry, carrier: TarEntry) -> TarEntry:
+    """``entry`` as a hard link to ``carrier``, its header saying what the carrier's says."""
+    return replace(
+        entry,
+        kind="hardlink",
+        linkname=carrier.path,
+        size=0,
+        mode=carrier.mode,
+        uid=carrier.uid,
+        gid=carrier.gid,
+        mtime=carrier.mtime,
+        xattrs={},
+    )
 
 
 def with_parents(members: Iterable[Member], *, epoch: int) -> list[Member]:

@@ -22,6 +22,10 @@ from assembler.errors import InvalidArchive, UnsafePath
 BLOCK = 512
 CHUNK = 1 << 20
 ALLOWED_XATTRS = frozenset({"security.capability"})
+# The OCI image spec's whiteouts: ``.wh.NAME`` deletes NAME (and all below it) from the
+# layers below; ``.wh..wh..opq`` in a folder hides everything the layers below hold in it.
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
 
 Kind = Literal["file", "dir", "symlink", "hardlink", "char", "block", "fifo"]
 

@@ -249,7 +249,7 @@ def _walk(host_dir: str, image_dir: str, attrs: _Attrs, first_of_inode: dict[tup
             if entry.kind == "file" and st.st_nlink > 1:
                 ident = (st.st_dev, st.st_ino)
                 if ident in first_of_inode:
-                    yield _as_hardlink(entry, first_of_inode[ident]), None
+                    yield as_hardlink(entry, first_of_inode[ident]), None
                     continue
                 first_of_inode[ident] = path
             yield entry, HostFile(item.path, st) if entry.kind == "file" else None
@@ -268,7 +268,8 @@ def _listing(host_dir: str, image_dir: str) -> Iterator[tuple[os.DirEntry[str], 
     return iter([(item, prefix + item.name) for item in found])
 
 
-def _as_hardlink(entry: TarEntry, target: str) -> TarEntry:
+def as_hardlink(entry: TarEntry, target: str) -> TarEntry:
+    """``entry`` (a regular file) as a hard link to ``target``, the path that carries its data."""
     return TarEntry(
         path=entry.path,
         kind="hardlink",

@@ -20,11 +20,9 @@ from typing import Any
 
 from assembler.archive.layer import Member
 from assembler.archive.links import walk_links
-from assembler.archive.tar import TarEntry
+from assembler.archive.tar import OPAQUE_MARKER, WHITEOUT_PREFIX, TarEntry
 from assembler.errors import InvalidRecord
 
-WHITEOUT_PREFIX = ".wh."
-OPAQUE_MARKER = ".wh..wh..opq"
 PLAIN_DIR = (0o755, 0, 0)  # what an extractor makes of a parent a layer does not name
 
 DirMeta = tuple[int, int, int, int]  # mode, uid, gid, mtime

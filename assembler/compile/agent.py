@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from assembler.archive.headers import LayerObserver
 from assembler.archive.layer import Member
-from assembler.archive.tar import TarEntry
-from assembler.archive.tree import iter_host_members
+from assembler.archive.tar import OPAQUE_MARKER, WHITEOUT_PREFIX, TarEntry, sort_key
+from assembler.archive.tree import as_hardlink, iter_host_members
 from assembler.compile.rootpaths import GLOB_CHARS, glob_in_root, holds, resolve_in_root
 from assembler.errors import AssemblerError
 
@@ -194,8 +194,19 @@ def snapshot(root: str, excludes: Sequence[str]) -> dict[str, Signature]:
 def diff_members(
     root: str, before: dict[str, Signature], excludes: Sequence[str], mountpoints: Sequence[str]
 ) -> list[Member]:
-    """Members for what changed since ``before``: changed or new entries (with their
-    parent folders), and a ``.wh.`` whiteout for each deleted path (one per deleted tree)."""
+    """Members for what changed since ``before``, as the OCI image spec's changesets say it
+    and containers/storage's differ writes it:
+
+    - changed or new entries, with their parent folders; a regular file with other names
+      among them is written once, its other names hard links to it (in layer order);
+    - a ``.wh.`` whiteout for each deleted path, one per deleted tree, but none below a
+      path that is now a file or a symlink: that entry replaces the folder and everything
+      in it, and a whiteout below it would be read through it (the new symlink) by some
+      readers and refused by others;
+    - a folder emptied and refilled (every entry it held deleted, something new in it)
+      marked opaque (``.wh..wh..opq``) instead, unless a path left out of the layer could
+      lie in it (its lower entries are not known, and an opaque folder would hide them).
+    """
     mounts = {m.strip("/") for m in mountpoints}
     now: dict[str, os.stat_result] = {}
     for rel, st in _walk(root, excludes):
@@ -206,7 +217,8 @@ def diff_members(
     # New folders that only hold mount points were made by buildah for the mount.
     changed = [rel for rel in changed if not _only_mount_parent(rel, now, before, mounts)]
     members: dict[str, Member] = {}
-    for rel in changed:
+    first_of_inode: dict[tuple[int, int], str] = {}
+    for rel in sorted(changed, key=sort_key):
         host = os.path.join(root, rel)
         st = now[rel]
         kind = "dir" if stat.S_ISDIR(st.st_mode) else None
@@ -216,27 +228,85 @@ def diff_members(
             for entry, opener in host_members_at(
                 host, "/" + rel, mode=None, uid=0, gid=0, keep_owner=True, follow=False
             ):
-                if entry.path == rel:
-                    members[rel] = (entry, opener)
+                if entry.path != rel:
+                    continue
+                if entry.kind == "file" and st.st_nlink > 1:
+                    ident = (st.st_dev, st.st_ino)
+                    if ident in first_of_inode:
+                        entry, opener = as_hardlink(entry, first_of_inode[ident]), None
+                    else:
+                        first_of_inode[ident] = rel
+                members[rel] = (entry, opener)
         _add_parents(members, rel, now)
     deleted = sorted(rel for rel in before if rel not in now and not _excluded(rel, excludes) and rel not in mounts)
-    _add_whiteouts(members, deleted, now)
+    opaque = _refilled_folders(before, now, deleted, excludes)
+    for folder in sorted(opaque):
+        marker = posixpath.join(folder, OPAQUE_MARKER)
+        members[marker] = (TarEntry(path=marker, kind="file", mode=0o644), None)
+        _add_parents(members, marker, now)
+    _add_whiteouts(members, deleted, now, opaque)
     return list(members.values())
 
 
-def _add_whiteouts(members: dict[str, Member], deleted: Sequence[str], now: dict[str, os.stat_result]) -> None:
-    """A ``.wh.`` whiteout for each deleted path (``deleted``: sorted), with its parent folders."""
+def _refilled_folders(
+    before: Mapping[str, Signature], now: Mapping[str, os.stat_result], deleted: Sequence[str], excludes: Sequence[str]
+) -> set[str]:
+    """The folders (not the root) that were folders before and are now, whose every entry
+    before was deleted, that hold something now, and in which no excluded path can lie."""
+    held_before: dict[str, list[str]] = {}
+    for rel in before:
+        held_before.setdefault(posixpath.dirname(rel), []).append(rel)
+    held_now = {posixpath.dirname(rel) for rel in now}
+    gone = set(deleted)
+    return {
+        folder
+        for folder, entries in held_before.items()
+        if folder
+        and folder in now
+        and folder in held_now
+        and stat.S_ISDIR(now[folder].st_mode)
+        and stat.S_ISDIR(before[folder][0])
+        and all(rel in gone for rel in entries)
+        and not _reaches_into(folder, excludes)
+    }
+
+
+def _reaches_into(folder: str, patterns: Sequence[str]) -> bool:
+    """Whether a path below ``folder`` could match one of ``patterns`` (fnmatch's ``*``
+    crosses ``/``: a glob could reach below any folder its literal start leads to)."""
+    below = folder + "/"
+    for raw in patterns:
+        pat = raw.strip("/")
+        if not pat:
+            continue
+        cut = min((pat.index(c) for c in GLOB_CHARS if c in pat), default=None)
+        if cut is None:
+            if pat.startswith(below):
+                return True
+        elif pat[:cut].startswith(below) or below.startswith(pat[:cut]):
+            return True
+    return False
+
+
+def _add_whiteouts(
+    members: dict[str, Member], deleted: Sequence[str], now: Mapping[str, os.stat_result], opaque: set[str]
+) -> None:
+    """A ``.wh.`` whiteout for each deleted path (``deleted``: sorted), with its parent
+    folders: none where a deleted folder above, an opaque folder, or the non-folder now
+    at the parent's path covers it."""
     deleted_set = set(deleted)
     for rel in deleted:
         parent = posixpath.dirname(rel)
-        if parent and parent in deleted_set:
-            continue  # the whiteout of the deleted parent covers it
-        name = posixpath.join(parent, ".wh." + posixpath.basename(rel)) if parent else ".wh." + rel
+        if parent and (parent in deleted_set or parent in opaque):
+            continue  # the whiteout of the deleted parent, or its opaque marker, covers it
+        if parent in now and not stat.S_ISDIR(now[parent].st_mode):
+            continue  # the file or symlink now at the parent's path hides what was below it
+        name = posixpath.join(parent, WHITEOUT_PREFIX + posixpath.basename(rel))
         members[name] = (TarEntry(path=name, kind="file", mode=0o644), None)
         _add_parents(members, rel, now)
 
 
-def _add_parents(members: dict[str, Member], rel: str, now: dict[str, os.stat_result]) -> None:
+def _add_parents(members: dict[str, Member], rel: str, now: Mapping[str, os.stat_result]) -> None:
     """The folders above ``rel`` that exist now, as members. The climb stops at a member:
     its own parents were added with it, so a tree 2,000 folders deep costs its paths'
     length once, not once per ancestor of each path."""

@@ -22,14 +22,13 @@ from typing import Any, BinaryIO
 from assembler.archive.headers import LayerHeaders
 from assembler.archive.layer_reader import LayerSource, tar_members
 from assembler.archive.links import walk_links
+from assembler.archive.tar import OPAQUE_MARKER, WHITEOUT_PREFIX
 from assembler.cache import Cache
 from assembler.cache.memos import elf_facts_key, entries_key, remember_headers
 from assembler.deps.elf import ELF_MAGIC, ElfFacts, read_facts
 from assembler.oci import mediatypes as mt
 from assembler.oci.image import Image
 
-WHITEOUT_PREFIX = ".wh."
-OPAQUE_MARKER = ".wh..wh..opq"
 _SPOOL_IN_MEMORY = 4 << 20  # a bigger member goes to a temporary file (pyelftools needs to seek)
 _SMALL_FILE = 64 << 10  # ld.so.conf files: read whole, up to this
 _RAW_FILE = 16 << 20  # ld.so.cache: read whole, up to this (a CUDA image's is a few hundred KiB)

@@ -25,7 +25,7 @@ from assembler.oci.image import Image
 from assembler.oci.layer import Layer
 
 # Bump when the conversion changes its output, so old cache entries are not reused.
-FORMAT = 2
+FORMAT = 3  # 3: a hard link's header says what its target's does
 _CHUNK = 1 << 20
 
 
