@@ -1,21 +1,29 @@
 """``scripts/gpu-check``, the way an image's GPU tests run on a GPU host with no container
 engine (standard library only): a bundle of a built image (xz layers, its config and
-tests), unpacked there with whiteouts applied and every diff_id checked, its tests run under
-chroot with the image's env. Here, with no GPU: ``--no-gpu`` runs the tests that need none
-and reports the others as not run. (scripts/gpu-check ran the demo's GPU tests on an H200:
-the note of the commit that added it.)"""
+tests), unpacked there with whiteouts applied and every diff_id checked, its tests run each
+in a sandbox of its own (namespaces, pivot_root, its own /proc and /dev) with the image's
+env. Here, with no GPU: ``--no-gpu`` runs the tests that need none and reports the others
+as not run. An image that attacks the host (links out of its root, mount points that are
+symlinks, tests that look for the host through /proc) changes nothing outside the scratch
+folder. (scripts/gpu-check ran the demo's GPU tests on an H200: the note of the commit that
+added it.)"""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.machinery
+import importlib.util
 import io
 import json
 import lzma
+import os
 import shutil
 import subprocess
 import sys
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import zstandard
@@ -105,7 +113,7 @@ def _run(bundle: Path) -> subprocess.CompletedProcess[str]:
     return _gpu_check("run", str(bundle), "--no-gpu")
 
 
-def test_a_bundle_runs_its_tests_under_chroot_with_the_images_env(bundle: Path) -> None:
+def test_a_bundle_runs_its_tests_in_a_sandbox_with_the_images_env(bundle: Path) -> None:
     done = _run(bundle)
     print(done.stdout)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -114,13 +122,21 @@ def test_a_bundle_runs_its_tests_under_chroot_with_the_images_env(bundle: Path) 
     assert "not run  image/needs-a-gpu" in done.stdout  # never reported as passed
 
 
-def _with_layer(bundle: Path, to: Path, members: list[tarfile.TarInfo], tests: list[dict[str, object]]) -> Path:
-    """A copy of ``bundle`` with one more layer of ``members`` and other tests."""
+def _with_layer(
+    bundle: Path,
+    to: Path,
+    members: list[tarfile.TarInfo | tuple[tarfile.TarInfo, bytes]],
+    tests: list[dict[str, object]],
+) -> Path:
+    """A copy of ``bundle`` with one more layer of ``members`` (a file's data given with it,
+    else none) and other tests."""
     shutil.copytree(bundle, to)
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for info in members:
-            tf.addfile(info, io.BytesIO(b"") if info.isfile() else None)
+        for member in members:
+            info, data = member if isinstance(member, tuple) else (member, b"")
+            info.size = len(data) if info.isfile() else 0
+            tf.addfile(info, io.BytesIO(data) if info.isfile() else None)
     diff_id = "sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()
     (to / "layers" / f"{diff_id[7:]}.tar.xz").write_bytes(lzma.compress(raw.getvalue()))
     spec = json.loads((to / "bundle.json").read_text())
@@ -221,3 +237,165 @@ def test_output_that_must_not_appear_and_the_user_a_test_runs_as(bundle: Path, t
     assert "passed  image/as-1000" in done.stdout, done.stdout
     assert "FAILED  image/no-such-user" in done.stdout and "not in the image's /etc/passwd" in done.stdout
     assert "FAILED  image/host-user" in done.stdout, done.stdout
+
+
+# -- an image that attacks the GPU host that checks it --------------------------------------
+
+
+def _m(name: str, kind: bytes = tarfile.REGTYPE, link: str = "", mode: int = 0o644, uid: int = 0) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.mode, info.uid, info.gid = kind, link, mode, uid, uid
+    return info
+
+
+def _host(tmp_path: Path) -> Path:
+    """A folder of the host's that no image may change: files, a folder, a hard-link count."""
+    host = tmp_path / "host"
+    (host / "dir").mkdir(parents=True)
+    (host / "dir" / "inner").write_text("the host's inner file\n")
+    (host / "secret").write_text("the host's secret\n")
+    (host / "secret").chmod(0o600)
+    (host / "dir").chmod(0o755)
+    return host
+
+
+def _state(host: Path) -> dict[str, tuple[object, ...]]:
+    """Every entry below ``host``: mode, owner, link count, content or target; and the mounts."""
+    out: dict[str, tuple[object, ...]] = {}
+    for path in [host, *sorted(host.rglob("*"))]:
+        st = path.lstat()
+        data = os.readlink(path) if path.is_symlink() else path.read_bytes() if path.is_file() else b""
+        out[str(path)] = (st.st_mode, st.st_uid, st.st_gid, st.st_nlink, data)
+    mounts = Path("/proc/self/mountinfo").read_text()
+    out["mounts"] = tuple(line.split()[4] for line in mounts.splitlines() if str(host) in line)
+    return out
+
+
+ATTACKS: dict[str, tuple[Callable[[Path], list[tarfile.TarInfo | tuple[tarfile.TarInfo, bytes]]], str]] = {
+    # name: (the layer's members, given the host folder; what the run says: "" when it unpacks)
+    "a folder entry over the symlink the layer made": (
+        lambda h: [_m("evil", tarfile.SYMTYPE, str(h / "dir")), _m("evil", tarfile.DIRTYPE, mode=0o7777, uid=1234)],
+        "",
+    ),
+    "a hard link to a symlink": (
+        lambda h: [_m("s", tarfile.SYMTYPE, str(h / "secret")), _m("h", tarfile.LNKTYPE, "s", mode=0o7777, uid=1234)],
+        "no regular file of the image",
+    ),
+    "a hard link through a symlinked folder": (
+        lambda h: [_m("d", tarfile.SYMTYPE, str(h / "dir")), _m("x", tarfile.LNKTYPE, "d/inner", uid=1234)],
+        "no regular file of the image",
+    ),
+    "a hard link to a host file by its path": (
+        lambda h: [_m("x", tarfile.LNKTYPE, str(h / "secret"), mode=0o7777)],
+        "no regular file of the image",
+    ),
+    "a file through a symlinked folder": (
+        lambda h: [_m("d", tarfile.SYMTYPE, str(h / "dir")), (_m("d/planted", mode=0o4755), b"planted\n")],
+        "never written through",
+    ),
+    "a file through a symlinked folder, spelled otherwise": (
+        lambda h: [_m("d", tarfile.SYMTYPE, str(h)), (_m("./d//dir/planted"), b"planted\n")],
+        "never written through",
+    ),
+    "a folder through a symlinked folder": (
+        lambda h: [_m("d", tarfile.SYMTYPE, str(h)), _m("d/dir", tarfile.DIRTYPE, mode=0o7777)],
+        "never written through",
+    ),
+    "a whiteout through a symlinked folder": (
+        lambda h: [_m("d", tarfile.SYMTYPE, str(h / "dir")), _m("d/.wh.inner")],
+        "",
+    ),
+    "an opaque folder through a symlink": (
+        lambda h: [_m("d", tarfile.SYMTYPE, str(h / "dir")), _m("d/.wh..wh..opq")],
+        "",
+    ),
+    "a file over a symlink to a host file": (
+        lambda h: [_m("s", tarfile.SYMTYPE, str(h / "secret")), (_m("s", mode=0o7777), b"overwritten\n")],
+        "",
+    ),
+    "a member that climbs": (lambda h: [(_m("../../escape"), b"out\n")], "climbs out of the root"),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+def test_an_image_changes_nothing_of_the_host_while_it_is_unpacked(bundle: Path, tmp_path: Path, attack: str) -> None:
+    host = _host(tmp_path)
+    before = _state(host)
+    members, refused = ATTACKS[attack]
+    check = {"name": "runs", "run": ["/bin/sh", "-c", "echo ran"], "expect": ["^ran$"]}
+    done = _gpu_check("run", str(_with_layer(bundle, tmp_path / "b", members(host), [check])), "--no-gpu")
+    said = done.stdout + done.stderr
+    assert _state(host) == before, said
+    if refused:
+        assert done.returncode != 0 and refused in said, said
+    else:
+        assert done.returncode == 0 and "passed  image/runs" in said, said
+
+
+def test_a_test_sees_neither_the_hosts_processes_nor_its_root(bundle: Path, tmp_path: Path) -> None:
+    """Mount points the image made symlinks to host folders, a test as root writing through
+    /proc/$PPID/root and /proc/1/root (gpu-check's own root under chroot was the host's /),
+    and a host process the tests must not see."""
+    host = _host(tmp_path)
+    marker = f"gpu-check-host-process-{os.getpid()}"
+    sleeper = subprocess.Popen(["/bin/sh", "-c", f"exec -a {marker} sleep 300"])
+    points = [_m(p, tarfile.SYMTYPE, str(host / "dir")) for p in ("proc", "dev", "sys")]
+    secret = host / "secret"
+    tests: list[dict[str, object]] = [
+        {"name": "processes", "run": ["/bin/sh", "-c", "echo /proc/[0-9]*; cat /proc/[0-9]*/cmdline"]},
+        {
+            "name": "through-proc",
+            "user": "0",
+            "run": ["/bin/sh", "-c", f"echo pwned > /proc/$PPID/root{secret}; echo pwned > /proc/1/root{secret}; echo"],
+        },
+        {"name": "who", "run": ["/bin/sh", "-c", "id -u; cat /proc/self/status"]},
+        {"name": "root", "user": "root:0", "run": ["/bin/cat", "/proc/self/status"]},
+    ]
+    tests[0]["expect"], tests[0]["not_expect"] = [r"^/proc/1 /proc/\d+$"], [marker]
+    tests[2]["expect"] = [r"^65534$", r"^NoNewPrivs:\s+1$", r"^CapEff:\s+0+$"]
+    tests[3]["expect"] = [r"^CapBnd:\s+00000000a00425fb$", r"^Uid:\s+0\s"]
+    passwd = (_m("etc/passwd"), b"root:x:0:0:root:/root:/bin/sh\n")
+    before = _state(host)
+    try:
+        with_points = _with_layer(bundle, tmp_path / "b", [*points, passwd], tests)
+        done = _gpu_check("run", str(with_points), "--no-gpu", "--keep", str(tmp_path / "scratch"))
+    finally:
+        sleeper.kill()
+    said = done.stdout + done.stderr
+    assert _state(host) == before, said
+    assert done.returncode == 0, said
+    for name in ("processes", "through-proc", "who", "root"):
+        assert f"passed  image/{name}" in said, said
+    assert not [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if str(tmp_path) in line]
+
+
+def _script() -> ModuleType:
+    loader = importlib.machinery.SourceFileLoader("gpu_check", str(GPU_CHECK))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader("gpu_check", loader))
+    loader.exec_module(module)
+    return module
+
+
+def test_the_drivers_libraries_go_in_only_through_the_images_own_folders(tmp_path: Path) -> None:
+    gc = _script()
+    host = _host(tmp_path)
+    libs = tmp_path / "libs"
+    libs.mkdir()
+    (libs / "libcuda.so.580.1").write_bytes(b"\x7fELF the driver")
+    (libs / "libcuda.so.1").symlink_to("libcuda.so.580.1")
+    (libs / "libother.so").write_bytes(b"not the driver's")
+    before = _state(host)
+    crafted = tmp_path / "crafted"
+    crafted.mkdir()
+    (crafted / "usr").symlink_to(host)  # the image's /usr leads to a host folder
+    root = gc.Root(crafted)
+    with pytest.raises(gc.Refused, match="never written through"):
+        gc.install_driver(root, libs)
+    assert _state(host) == before
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    root = gc.Root(plain)
+    assert gc.install_driver(root, libs) == ["libcuda.so.1", "libcuda.so.580.1"]
+    lib_dir = plain / "usr" / "lib" / f"{os.uname().machine}-linux-gnu"
+    assert os.readlink(lib_dir / "libcuda.so.1") == "libcuda.so.580.1"
+    assert (lib_dir / "libcuda.so.580.1").read_bytes() == b"\x7fELF the driver"
