@@ -430,3 +430,61 @@ def test_a_link_switched_to_another_folder_is_a_change(tmp_path: Path) -> None:
     link.unlink()
     link.symlink_to("v2")
     assert signature(str(link), "full") != before
+
+
+def _writes_an_output(tmp_path: Path, after: Any) -> bool:
+    """Whether a traced run that reads in.txt, writes out.bin as an output and then lets
+    ``after`` run (another hand, before the record) leaves a record."""
+    from assembler.pipeline.options import Event
+
+    records = Records(tmp_path / "cache")
+    recorder = Recorder(records, "k").start()
+    report = recorder.watching(lambda event: None)
+    try:
+        (tmp_path / "in.txt").read_text()
+        report(Event("output", {"ref": "oci:out", "state": "writing"}))
+        (tmp_path / "out.bin").write_bytes(b"what the build wrote")
+        report(Event("output", {"ref": "oci:out", "state": "done"}))
+        with housekeeping():
+            after()
+    finally:
+        recorder.trace.stop()
+
+    class Result:
+        outputs = ()
+        digest = "sha256:" + "0" * 64
+
+    recorder.finish([Result()], ["image"])  # type: ignore[list-item]
+    record = records.read("k")
+    assert record is None or str(tmp_path / "out.bin") in record.paths
+    return record is not None
+
+
+@pytest.mark.integration  # seconds
+def test_an_output_changed_by_another_hand_before_the_record_leaves_none(tmp_path: Path) -> None:
+    """An output is recorded as the build left it, or not at all: one rewritten by another
+    hand (a second build writing the same layout) after the build was done with it, even
+    to the same size and time, is not taken for the build's; nor one changed while the
+    record waits out the racy window (a change then may keep every time a stat shows)."""
+    (tmp_path / "in.txt").write_text("x")
+    _settle()
+    assert _writes_an_output(tmp_path, lambda: None)
+    out = tmp_path / "out.bin"
+
+    def rewritten() -> None:
+        st = out.stat()
+        out.write_bytes(b"what another one put")  # as many bytes
+        os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    assert not _writes_an_output(tmp_path, rewritten)
+
+    def rewritten_soon() -> None:
+        import threading
+
+        def later() -> None:
+            time.sleep(0.3)
+            out.write_bytes(b"what another one put")
+
+        threading.Thread(target=later, daemon=True).start()
+
+    assert not _writes_an_output(tmp_path, rewritten_soon)

@@ -17,8 +17,10 @@ the build runs as ever (and records again).
 Not recorded: a build that started a program (a step, a test, a base bootstrapped: their
 reads are not seen here), reached a host before its outputs (a base by tag, a step cache
 in a registry, an index), wrote an output no HEAD checks (``oras://``) or a folder of
-files (``artifact:``), or read a file that changed while it ran (its change time within
-``RACY_NS`` of the build's start or after); ``--json``, ``--progress json``,
+files (``artifact:``), read a file that changed while it ran (its change time within
+``RACY_NS`` of the build's start or after), or whose outputs another hand changed after an
+output was done (each file it wrote is as it was then, and, once the record has waited
+until the newest is ``RACY_NS`` old, as it was before the wait); ``--json``, ``--progress json``,
 ``--cache-max-size``, ``--rebuild``, ``--no-cache``, ``--sign``, another ``--executor``
 and ``--full-check`` runs neither record nor use one. The replay writes the digest file
 and the times of the cache entries the build marked used (for ``cache prune``), nothing
@@ -39,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from assembler.cache.uptodate import HeldOutput, Record, Records, invocation_key, signature
 from assembler.cli.console import err, mode_of, say
-from assembler.trace import Trace
+from assembler.trace import Trace, housekeeping
 
 if TYPE_CHECKING:
     from assembler.assemble import Result
@@ -160,6 +162,7 @@ class Recorder:
         self.started_ns = time.time_ns()
         self.warnings: list[str] = []
         self.raced: str | None = None  # a path read that changed while the build ran (no record)
+        self.left: dict[str, Any] = {}  # what the build wrote, as it was when an output was done
 
     def start(self) -> Recorder:
         self.trace.start()
@@ -173,6 +176,8 @@ class Recorder:
         def watched(event: Event) -> None:
             if event.kind == "output" and event.fields.get("state") == "writing":
                 self.trace.enter("outputs")
+            elif event.kind == "output" and event.fields.get("state") == "done":
+                self._leave()
             elif event.kind in ("variant", "base", "step", "layer", "image"):
                 self.trace.enter("inputs")
             elif event.kind == "warning":
@@ -180,6 +185,13 @@ class Recorder:
             report(event)
 
         return watched
+
+    def _leave(self) -> None:
+        """What the build has written so far, as it leaves it: another hand that changes
+        an output before the record is made is seen, not recorded as the build's."""
+        with housekeeping():
+            for path in list(self.trace.written):
+                self.left[path] = signature(path, "full")
 
     def finish(self, results: Sequence[Result], lines: Sequence[str]) -> None:
         """Stop the trace; record it when the build can be answered from it. A build is
@@ -246,8 +258,34 @@ class Recorder:
             if how != "touched" and path not in made and _changed_since(path, racy_from, made, listed=how == "listed"):
                 self.raced = path
                 return None
+            if path in made and path in self.left and self.left[path] != sig:
+                self.raced = path  # an output changed by another hand since the build wrote it
+                return None
             out[path] = [how, sig]
-        return out
+        return out if self._settled(out, made) else None
+
+    def _settled(self, out: dict[str, list[Any]], made: set[str]) -> bool:
+        """Whether what the build wrote stays as recorded past the racy window. A file
+        changed again within the window of its last change may keep every time a stat
+        shows: so the record waits (at most ``RACY_NS``) until the newest output written is
+        that old, and finds each as recorded; a later change then shows."""
+        written = [p for p in out if p in made and out[p][0] == "full"]
+        newest = max((_ctime(p) for p in written), default=0)
+        wait = newest + RACY_NS - time.time_ns()
+        if wait > 0:
+            time.sleep(min(wait, RACY_NS) / 1e9)
+        for path in written:
+            if signature(path, "full") != out[path][1]:
+                self.raced = path
+                return False
+        return True
+
+
+def _ctime(path: str) -> int:
+    try:
+        return os.lstat(path).st_ctime_ns
+    except OSError:
+        return 0
 
 
 def _inside(path: str, folders: set[str]) -> bool:
