@@ -18,6 +18,7 @@ anything else reaching the CLI is a bug and gets a traceback.
     ├── DigestMismatch                  bytes that do not hash to what was promised
     │   └── CorruptBlob                 a cached blob that does not (dropped; a build retries)
     ├── InvalidImage                    an image that fails validation
+    │   └── BadToc                      a zstd:chunked TOC or tar-split that does not say what the tar holds
     ├── InvalidRecord                   a stored or exchanged JSON record of the wrong shape
     ├── ToolError                       an external program failed or is missing
     │   ├── StepFailed                  a compile or runtime step's command failed
@@ -124,6 +125,16 @@ class CorruptBlob(DigestMismatch):
 class InvalidImage(AssemblerError):
     """An image whose manifest, config or blobs fail validation (malformed JSON, a
     descriptor without a sha256 digest, an unknown media type...)."""
+
+
+class BadToc(InvalidImage):
+    """A zstd:chunked layer whose TOC or tar-split does not say what its tar holds (a
+    partial pull would make other files than every reader of the tar sees), or that
+    cannot be checked. ``member``: the tar entry or TOC entry at fault, where there is one."""
+
+    def __init__(self, message: str, *, member: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.member = member
 
 
 class InvalidRecord(AssemblerError):

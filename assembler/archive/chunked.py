@@ -228,7 +228,7 @@ class ChunkedZstd:
         self._meta = None
         data = bytes(raw[:size])  # the records, without their padding
         if typeflag == b"x":
-            self._pax.update(pax_records(data, what="tar PAX header"))
+            self._pax = pax_records(data, what="tar PAX header")  # a second one replaces the first, as in Go's reader
         else:
             self._long[typeflag] = data.split(b"\x00", 1)[0]
 

@@ -149,17 +149,16 @@ def _header(block: bytes, name: bytes, pax: dict[str, bytes], longname: bytes | 
     magic = block[257:265]
     if magic[:6] == b"ustar\x00" and block[345]:
         name = _cstring(block[345:500]) + b"/" + name
-    if typeflag == b"\x00" and name.endswith(b"/"):
-        kind = "dir"  # what Go's reader makes of an old-style regular file named like a folder
     atime = ctime = None
     if magic == b"ustar  \x00":  # GNU: access and change times where ustar has the prefix
         atime = (number(block[345:357]), 0) if block[345] else None
         ctime = (number(block[357:369]), 0) if block[357] else None
-    device = kind in ("char", "block")
+    # Go reads the device numbers of every entry of a ustar or GNU header, not only devices'.
+    devices = magic[:6] == b"ustar\x00" or magic == b"ustar  \x00"
     header = Header(
         kind,
-        longname if longname is not None else name,
-        longlink if longlink is not None else _cstring(block[157:257]),
+        name,
+        _cstring(block[157:257]),
         number(block[100:108]),
         number(block[124:136]),
         number(block[108:116]),
@@ -167,14 +166,22 @@ def _header(block: bytes, name: bytes, pax: dict[str, bytes], longname: bytes | 
         (number(block[136:148]), 0),
         atime,
         ctime,
-        number(block[329:337]) if device else 0,
-        number(block[337:345]) if device else 0,
+        number(block[329:337]) if devices else 0,
+        number(block[337:345]) if devices else 0,
         (),
     )
-    if not pax:
-        return header
-    xattrs = tuple(sorted((k[13:], v) for k, v in pax.items() if k.startswith("SCHILY.xattr.")))
-    return header._replace(xattrs=xattrs, **_pax_fields(pax))  # type: ignore[arg-type]
+    if pax:
+        xattrs = tuple(sorted((k[13:], v) for k, v in pax.items() if k.startswith("SCHILY.xattr.")))
+        header = header._replace(xattrs=xattrs, **_pax_fields(pax))  # type: ignore[arg-type]
+    # Go's order: the PAX records, then a GNU long name or link that is not empty, then an
+    # old-style regular file named like a folder is a folder.
+    if longname:
+        header = header._replace(name=longname)
+    if longlink:
+        header = header._replace(linkname=longlink)
+    if typeflag == b"\x00" and header.name.endswith(b"/"):
+        header = header._replace(kind="dir")
+    return header
 
 
 def content_size(block: bytes, pax: dict[str, bytes], longname: bytes | None) -> int:
@@ -186,7 +193,7 @@ def content_size(block: bytes, pax: dict[str, bytes], longname: bytes | None) ->
     if kind is None:
         name = _cstring(block[0:100])
         raise InvalidArchive(f"tar entry {name!r} has type {typeflag!r}, which zstd:chunked cannot describe")
-    name = pax.get("path") or longname or _cstring(block[0:100])
+    name = longname or pax.get("path", _cstring(block[0:100]))  # the end of the name is all that counts here
     if kind != "reg" or (typeflag == b"\x00" and name.endswith(b"/")):
         return 0
     try:

@@ -94,6 +94,7 @@ def _print_history(history: list[dict[str, Any]]) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     from typing import cast
 
+    from assembler.archive.chunked_check import check_layer_toc
     from assembler.archive.compress import Compression, decompressed
     from assembler.oci import mediatypes as mt
     from assembler.oci.validate import validate
@@ -106,6 +107,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             decompress=lambda stream, media_type: decompressed(
                 stream, cast(Compression, mt.compression_of(media_type))
             ),
+            check=check_layer_toc,
         )
     if args.json:
         out.print(

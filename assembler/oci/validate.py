@@ -1,4 +1,6 @@
-"""Check an image the hard way: every size, digest and diff_id recomputed from the bytes."""
+"""Check an image the hard way: every size, digest and diff_id recomputed from the bytes,
+and whatever else the caller checks of a layer (:data:`CheckLayer`: a zstd:chunked layer's
+TOC against its tar, :func:`assembler.archive.chunked_check.check_toc`)."""
 
 from __future__ import annotations
 
@@ -24,6 +26,10 @@ class BlobReader(Protocol):
 
 Decompressor = Callable[[BinaryIO, str], AbstractContextManager[BinaryIO]]
 """``(compressed stream, media type) -> uncompressed stream``, supplied by the caller."""
+
+CheckLayer = Callable[[Descriptor, BlobReader, str], None]
+"""``(layer, blobs, what) -> None``: another check of a layer whose digest and diff_id are
+right, supplied by the caller; it raises InvalidImage naming ``what``."""
 
 
 @dataclass(frozen=True)
@@ -67,8 +73,9 @@ class _HashingReader:
         return True
 
 
-def validate(image: Image, blobs: BlobReader, *, decompress: Decompressor) -> Report:
-    """Recompute every blob's size and digest and every layer's diff_id.
+def validate(image: Image, blobs: BlobReader, *, decompress: Decompressor, check: CheckLayer | None = None) -> Report:
+    """Recompute every blob's size and digest and every layer's diff_id, then ``check``
+    each layer.
 
     Raises InvalidImage naming the first problem found.
     """
@@ -79,6 +86,8 @@ def validate(image: Image, blobs: BlobReader, *, decompress: Decompressor) -> Re
     for i, (layer, diff_id) in enumerate(zip(image.layers, image.diff_ids, strict=True)):
         what = f"{where}: layer {i + 1}/{len(image.layers)} {layer.digest}"
         usize = _check_layer(blobs, layer, diff_id, what, decompress=decompress)
+        if check is not None:
+            check(layer, blobs, what)
         checks.append(LayerCheck(layer.digest, layer.size, diff_id, usize))
     return Report(image.digest, tuple(checks))
 

@@ -3,8 +3,11 @@
 A layer landing under a symlink or a folder the image below names otherwise is rewritten
 to fit (:mod:`assembler.archive.view`; ``copy:`` layers are fitted as they are written:
 :mod:`assembler.pipeline.kinds.copy`); a zstd layer is converted to gzip when the image
-wants gzip. Each result is cached by what it is made of, so a plan finds it again without
-writing anything.
+wants gzip. A base's layer that would ship as it is with a zstd:chunked TOC ships so only
+once its TOC and tar-split are found to say what its tar holds
+(:mod:`assembler.archive.chunked_check`); one that lies is written again as the image
+wants, without that TOC. Each result is cached by what it is made of, so a plan finds it
+again without writing anything.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Any, BinaryIO, cast
 
+from assembler.archive.chunked_check import carries_toc, check_toc
 from assembler.archive.compress import Compression, decompressed
 from assembler.archive.headers import LayerHeaders
 from assembler.archive.layer import (
@@ -26,7 +30,7 @@ from assembler.archive.tarread import opener, reading
 from assembler.archive.view import LayerIndex, TreeView, fit_members
 from assembler.cache import key_of
 from assembler.cache.memos import SharedFacts, anchors_key, remember_headers, remembered, tree_key, write_remembered
-from assembler.errors import InvalidImage
+from assembler.errors import BadToc, InvalidImage
 from assembler.oci import mediatypes as mt
 from assembler.oci import mutate
 from assembler.oci.descriptor import Descriptor
@@ -91,17 +95,63 @@ class ImageSetup:
 
     def _recompress(self, blob: Layer, key: str, compression: Compression) -> Layer:
         with self.blobs.open_blob(blob.digest) as raw, self.ctx.cache.blob_writer() as w:
-            done = recompress(raw, "zstd", w, compression=compression)
+            done = recompress(raw, blob.compression, w, compression=compression)
         if done.diff_id != blob.diff_id:
             raise InvalidImage(f"layer {blob.digest} does not decompress to its diff_id {blob.diff_id}")
         self.ctx.cache.put_layer(key, done)
         return done
 
+    # -- a base's zstd:chunked TOC -----------------------------------------------------
+
+    def _shipped_base(self, blob: Layer) -> Layer | None:
+        """A base's layer as the image ships it: converted (:meth:`convert`), or, when it
+        would ship as it is with a TOC a partial pull reads, checked first
+        (:meth:`_toc_checked`)."""
+        shipped = self.convert(blob)
+        if shipped is None or shipped.digest != blob.digest or not carries_toc(blob.descriptor.annotations):
+            return shipped
+        return self._toc_checked(blob)
+
+    def _toc_checked(self, blob: Layer) -> Layer | None:
+        """``blob`` when its TOC and tar-split say what its tar holds, else the same tar
+        written again as the image wants (no foreign TOC in it). The verdict is remembered
+        by the blob and its annotations (which say where the TOC is and give its digest);
+        a plan with no verdict yet does not know the layer (None)."""
+        # "check" 1: the checks of chunked_check as they are; a stricter one gets a new number.
+        key = key_of({"toc-check": blob.digest, "annotations": dict(blob.descriptor.annotations), "check": 1})
+        why = self.ctx.cache.memo_as(key, lambda memo: str(memo["bad_toc"]))
+        if why is None:
+            why = self.maker.missing(lambda: self._check_toc(blob, key))
+        if not why:
+            return blob if why is not None else None
+        want = self.ctx.compression
+        rewrite_key = (
+            {"zstd": "zstd", "gzip": "gzip", "zstd:chunked": "chunked"}[want] + "-of-" + blob.digest.split(":", 1)[1]
+        )
+        done = self._cached_blob(rewrite_key)
+        if done is None:
+            log.warning("%s; writing it again as %s without that TOC", why, want)
+        return done if done is not None else self.maker.missing(lambda: self._recompress(blob, rewrite_key, want))
+
+    def _check_toc(self, blob: Layer, key: str) -> str:
+        """Why ``blob``'s TOC cannot ship ("": it can), read once and remembered under ``key``."""
+        with self.blobs.open_blob(blob.digest) as raw:
+            try:
+                check_toc(raw, blob.descriptor.annotations, what=f"the base's layer {blob.digest}")
+                why = ""
+            except BadToc as e:
+                why = e.message
+                while raw.read(1 << 20):  # to its end: its digest checked before the verdict is kept
+                    pass
+        self.ctx.cache.put_memo(key, {"bad_toc": why})
+        return why
+
     def convert_image(self, image: Image) -> tuple[Image, list[Layer | None]]:
-        """``image`` with every zstd layer in gzip or zstd:chunked when the image wants that
-        (:meth:`convert`), and its layers (None: a plan does not know the converted layer
-        yet; the image keeps the original)."""
-        layers = [self.convert(layer) for layer in layers_of(image)]
+        """``image`` (a base) with every zstd layer in gzip or zstd:chunked when the image
+        wants that (:meth:`convert`) and every layer whose zstd:chunked TOC lies written
+        again without it (:meth:`_shipped_base`), and its layers (None: a plan does not
+        know the converted layer yet; the image keeps the original)."""
+        layers = [self._shipped_base(layer) for layer in layers_of(image)]
         known = [b for b in layers if b is not None]
         if len(known) < len(layers) or all(b.digest == d.digest for b, d in zip(known, image.layers, strict=True)):
             return image, layers
