@@ -314,18 +314,24 @@ ATTACKS: dict[str, tuple[Callable[[Path], list[tarfile.TarInfo | tuple[tarfile.T
         "",
     ),
     "a member that climbs": (lambda h: [(_m("../../escape"), b"out\n")], "climbs out of the root"),
+    "a whiteout of the folder above": (lambda h: [_m(".wh..."), _m("bin/.wh..."), _m("bin/.wh..")], ""),
 }
 
 
 @pytest.mark.parametrize("attack", sorted(ATTACKS))
 def test_an_image_changes_nothing_of_the_host_while_it_is_unpacked(bundle: Path, tmp_path: Path, attack: str) -> None:
     host = _host(tmp_path)
+    scratch = tmp_path / "scratch"  # the roots' folder, and beside them what must stay
+    scratch.mkdir()
+    (scratch / "beside").write_text("beside the image's root\n")
     before = _state(host)
     members, refused = ATTACKS[attack]
     check = {"name": "runs", "run": ["/bin/sh", "-c", "echo ran"], "expect": ["^ran$"]}
-    done = _gpu_check("run", str(_with_layer(bundle, tmp_path / "b", members(host), [check])), "--no-gpu")
+    layered = _with_layer(bundle, tmp_path / "b", members(host), [check])
+    done = _gpu_check("run", str(layered), "--no-gpu", "--keep", str(scratch))
     said = done.stdout + done.stderr
     assert _state(host) == before, said
+    assert (scratch / "beside").read_text() == "beside the image's root\n", said
     if refused:
         assert done.returncode != 0 and refused in said, said
     else:
