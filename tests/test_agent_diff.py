@@ -1,4 +1,4 @@
-"""What a ``run:`` step's layer says of the changes (assembler.compile.agent.diff_members),
+"""What a ``run:`` step's layer says of the changes (assembler.compile.changes.diff_members),
 on host folders changed by the test: no whiteout below a path the layer makes a file or a
 symlink, an opaque marker for a folder emptied and refilled, hard links kept. The
 differential test (tests/test_layer_consumers.py) checks the same through buildah and
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from assembler.archive.cut import plan_cut
 from assembler.archive.tar import TarEntry
-from assembler.compile.agent import DEFAULT_EXCLUDES, diff_members, snapshot
+from assembler.compile.changes import DEFAULT_EXCLUDES, diff_members, snapshot
 
 
 def _tree(root: Path, files: dict[str, str]) -> None:

@@ -438,7 +438,7 @@ def test_a_runtime_steps_tree_2000_folders_deep_is_diffed_in_linear_time(tmp_pat
     import os
     import time
 
-    from assembler.compile.agent import diff_members
+    from assembler.compile.changes import diff_members
 
     fds = [os.open(tmp_path, os.O_RDONLY)]
     try:

@@ -279,3 +279,23 @@ def as_hardlink(entry: TarEntry, target: str) -> TarEntry:
         mtime=entry.mtime,
         linkname=target,
     )
+
+
+def host_members_at(
+    host: str, dest: str, *, mode: int | None, uid: int, gid: int, keep_owner: bool, follow: bool
+) -> list[Member]:
+    """iter_host_members, but a symlink found by a glob stays a symlink (``follow=False``)."""
+    st = os.lstat(host)
+    if stat.S_ISLNK(st.st_mode) and not follow:
+        entry = TarEntry(
+            path=dest.strip("/").rstrip("/"),
+            kind="symlink",
+            mode=0o777,
+            uid=st.st_uid if keep_owner else uid,
+            gid=st.st_gid if keep_owner else gid,
+            mtime=int(st.st_mtime),
+            linkname=os.readlink(host),
+        )
+        return [(entry, None)]  # no parent folders: see archive.tree
+
+    return list(iter_host_members(Path(host), dest, mode=mode, uid=uid, gid=gid, keep_owner=keep_owner))

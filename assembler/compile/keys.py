@@ -10,9 +10,11 @@ from assembler.spec import model as m
 
 FORMAT = 2  # 2: steps run with reproducible_env (PYTHONHASHSEED): earlier results may differ
 # A runtime step's layer: 3: the machine's identity (/etc/machine-id, dbus's) left out
-# (compile.agent.DEFAULT_EXCLUDES), a random one per build before; 4: the runtime's mount
-# points (/etc/hosts, /etc/hostname, /etc/resolv.conf) left out, empty files before.
-RUNTIME_FORMAT = 4
+# (compile.changes.DEFAULT_EXCLUDES), a random one per build before; 4: the runtime's mount
+# points (/etc/hosts, /etc/hostname, /etc/resolv.conf) left out, empty files before; 5: no
+# whiteout below a path the step made a file or a symlink, a folder emptied and refilled
+# opaque, hard links kept (compile.changes): an older layer may be one consumers read apart.
+RUNTIME_FORMAT = 5
 
 
 # What a compile step says that does not change its artifacts: names, and how its job is run.

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 
-from assembler.compile.agent import DEFAULT_EXCLUDES
 from assembler.compile.apt import package_cache
+from assembler.compile.changes import DEFAULT_EXCLUDES
 from assembler.compile.container import Workspace, agent_job, container, host_ca, run_commands, step_log
 from assembler.compile.mounts import Mounted, mounted_artifacts, secret_files
 from assembler.oci.image import Image
