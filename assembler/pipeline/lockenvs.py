@@ -6,13 +6,15 @@ asks (``Asked``) and what was done to each set (``Locked``) are :mod:`.lockrepor
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from assembler.pipeline.lockreport import Asked, Locked
 from assembler.proc import Runner
 from assembler.python.env import EnvResult, Options, resolve_environment
+from assembler.python.held import canonical, preferences, preferred_text
 from assembler.python.standin import PYPI
+from assembler.spec.facts.basepython import Held
 from assembler.spec.lockfile import Entry, EnvEntry, Lock
 from assembler.spec.pyenvs import Environment
 from assembler.spec.setuses import SetUse, set_key
@@ -27,13 +29,21 @@ class EnvLocker:
         self.old, self.lock, self.runner, self.asked, self.work = old, lock, runner, asked, work
         self.done: dict[str, str] = {}  # environment key -> kept | resolved
 
-    def lock_env(self, env: Environment, variant: str, entries: dict[str, str]) -> list[Locked]:
-        """``env``'s sets into the lock and ``entries`` (where -> key); what was done to each."""
+    def lock_env(
+        self,
+        env: Environment,
+        variant: str,
+        entries: dict[str, str],
+        held_of: Callable[[Sequence[SetUse]], Held | None] = lambda uses: None,
+    ) -> list[Locked]:
+        """``env``'s sets into the lock and ``entries`` (where -> key); what was done to each.
+        ``held_of``: what the Python its sets install into holds (:mod:`.heldpython`)."""
         uses = env.uses()
         for use in uses:
             entries[use.where] = use.key
         if env.key not in self.done:
-            self.done[env.key] = "kept" if self._keep(env, uses) else self._resolve(env, uses, variant)
+            kept = self._keep(env, uses)
+            self.done[env.key] = "kept" if kept else self._resolve(env, uses, variant, held_of(uses))
         found = self.lock.environments[env.key]
         report = []
         for use in uses:
@@ -68,20 +78,29 @@ class EnvLocker:
             self.lock.sets[use.key] = entry
         return True
 
-    def _resolve(self, env: Environment, uses: list[SetUse], variant: str) -> str:
+    def _resolve(self, env: Environment, uses: list[SetUse], variant: str, held: Held | None) -> str:
+        # What the base holds is kept where the sets allow it, as pip without -U keeps it:
+        # uv's preferences, which neither --upgrade nor --upgrade-package may move.
+        kept = preferences(held, uses)
+        previous = None if self.asked.upgrade else self._previous(uses, variant)
+        # and is there whatever the environment's date: the base may be newer than its
+        # releases (a version newer than the date is taken as of now, as pip takes it)
+        as_of = None if self.asked.upgrade else _as_of(env)
+        dates = {} if as_of is None else {**dict.fromkeys(kept, _now()), **_package_dates(env)}
         options = Options(
-            exclude_newer=None if self.asked.upgrade else _as_of(env),
-            exclude_newer_packages={} if self.asked.upgrade else _package_dates(env),
-            prefer=self._previous(uses, variant),
-            upgrade=self.asked.upgrade,
-            upgrade_packages=self.asked.upgrade_packages,
+            exclude_newer=as_of,
+            exclude_newer_packages=dates,
+            prefer=preferred_text(kept, previous),
+            upgrade=self.asked.upgrade and not kept,
+            upgrade_packages=[p for p in self.asked.upgrade_packages if canonical(p) not in kept],
         )
         work = self.work / env.key[:16]
         got = resolve_environment(env, options=options, runner=self.runner, work=work)
         # the date resolved as of; without one (--upgrade, no release named), the moment it was
         # resolved: an entry with none was written before dates were recorded
         as_of = options.exclude_newer or _now()
-        self.lock.environments[env.key] = EnvEntry(env.definition(), as_of, got.error, got.unknown, got.stand_ins)
+        said = _held_said(held, kept, got)
+        self.lock.environments[env.key] = EnvEntry(env.definition(), as_of, got.error, got.unknown, got.stand_ins, said)
         for use, member in zip(uses, [m for m in env.members if m.kind != "pinned"], strict=True):
             self.lock.sets[use.key] = _entry(use, got, set_key(member.definition))
         return "resolved"
@@ -101,6 +120,17 @@ class EnvLocker:
             for name, pin in Entry({}, text).constraints().items():
                 seen.setdefault(name, pin)
         return "".join(f"{pin}\n" for pin in seen.values()) or None
+
+
+def _held_said(held: Held | None, kept: Mapping[str, str], got: EnvResult) -> tuple[str, ...]:
+    """What of the base's Python the resolution kept (name==version), after where it was read."""
+    if held is None or not kept or got.error:
+        return ()
+    pinned: dict[str, str] = {}
+    for result in got.members.values():
+        pinned.update(Entry({}, result.pins).constraints() if result.pins else {})
+    same = [f"{name}=={version}" for name, version in sorted(kept.items()) if pinned.get(name) == f"{name}=={version}"]
+    return (f"from: {held.source}", *same) if same else ()
 
 
 def _entry(use: SetUse, got: EnvResult, digest: str) -> Entry:

@@ -14,6 +14,7 @@ the same bytes. An environment resolves as of its manifest's ``resolve_as_of`` (
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from assembler.errors import InputError
 from assembler.oci.descriptor import Platform
+from assembler.pipeline.heldpython import held_python
 from assembler.pipeline.lockreport import Asked, Locked
 from assembler.pipeline.variants import Variant
 from assembler.proc import Runner
@@ -63,8 +65,10 @@ def lock_variants(
             name = lock_name(variant, sets)
             entries: dict[str, str] = {}
             report += _lock_pins(variant, name, old, lock, entries, pinned_now, runner=runner, asked=asked)
-            for env in environments(variant.loaded.manifest, platform_of(variant)):
-                report += locker.lock_env(env, name, entries)
+            manifest, platform = variant.loaded.manifest, platform_of(variant)
+            held_of = functools.partial(held_python, manifest, variant.loaded.path.parent, platform=platform)
+            for env in environments(manifest, platform):
+                report += locker.lock_env(env, name, entries, held_of)
             lock.variants[name] = entries
     lock.collect()
     if lock.sets or lock.pins or path.is_file():  # a manifest with nothing floating needs no lock

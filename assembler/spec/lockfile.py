@@ -115,6 +115,9 @@ class EnvEntry:
     error: str | None = None
     unknown: tuple[str, ...] = ()
     stand_ins: tuple[str, ...] = ()
+    # what the base's Python held, name==version, that the resolution kept where it could,
+    # and where that was read (heldpython): the first item is "from: SOURCE"
+    held: tuple[str, ...] = ()
 
 
 @dataclass
@@ -169,7 +172,7 @@ def _yaml(path: Path, text: str, *, pure: bool) -> Any:
 
 
 _SET_FIELDS = ("pins", "unresolved", "stand_in")
-_ENV_FIELDS = ("resolved_as_of", "error", "unknown", "stand_ins")
+_ENV_FIELDS = ("resolved_as_of", "error", "unknown", "stand_ins", "held")
 
 
 def _keyed(
@@ -217,7 +220,12 @@ def _lock_from(path: Path, data: Any, older: bool) -> Lock:
     for key, raw in (data.get("environments") or {}).items():
         definition, got = _keyed(path, key, raw, _ENV_FIELDS, "environment")
         envs[str(key)] = EnvEntry(
-            definition, got["resolved_as_of"], got["error"], tuple(got["unknown"] or ()), tuple(got["stand_ins"] or ())
+            definition,
+            got["resolved_as_of"],
+            got["error"],
+            tuple(got["unknown"] or ()),
+            tuple(got["stand_ins"] or ()),
+            tuple(str(h) for h in got["held"] or ()),
         )
     variants = {str(k): {str(w): str(s) for w, s in (v or {}).items()} for k, v in (data.get("variants") or {}).items()}
     try:
@@ -319,7 +327,7 @@ def _set_data(entry: Entry, table: Mapping[str, tuple[str, ...]]) -> dict[str, A
 def _env_data(entry: EnvEntry) -> dict[str, Any]:
     item: dict[str, Any] = {k: entry.definition[k] for k in sorted(entry.definition)}
     item["resolved_as_of"] = entry.resolved_as_of
-    for name in ("error", "unknown", "stand_ins"):
+    for name in ("error", "unknown", "stand_ins", "held"):
         value = getattr(entry, name)
         if value:
             item[name] = list(value) if isinstance(value, tuple) else value

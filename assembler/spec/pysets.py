@@ -64,6 +64,11 @@ class PythonSet(Strict):
         description="installed over what the environment's other sets require (pip install --force-reinstall, "
         "or an exact pin pip installs over another package's): its exact requirements override theirs",
     )
+    upgrade: bool = Field(
+        default=False,
+        description="installed with -U (pip install -U, uv pip install --upgrade): its requirements move to what "
+        "the lock resolves, where without it what the image below holds is kept wherever it satisfies them",
+    )
     environment: str | None = Field(
         default=None,
         description="the Python environment it installs into (a venv's path); default: the image's Python "
@@ -145,6 +150,7 @@ class PythonSet(Strict):
             "constraints": sorted(self.constraints),
             **({"provided": sorted(self.provided)} if self.provided else {}),
             **({"force": True} if self.force else {}),
+            **({"upgrade": True} if self.upgrade else {}),
             **(
                 {"version_of": {_name(k): _name(v) for k, v in sorted(self.version_of.items())}}
                 if self.version_of
