@@ -86,7 +86,9 @@ class EnvLocker:
         # and is there whatever the environment's date: the base may be newer than its
         # releases (a version newer than the date is taken as of now, as pip takes it)
         as_of = None if self.asked.upgrade else _as_of(env)
-        dates = {} if as_of is None else {**dict.fromkeys(kept, _now()), **_package_dates(env)}
+        dates = (
+            {} if as_of is None else {**dict.fromkeys(kept, _now()), **_exact_dates(env, as_of), **_package_dates(env)}
+        )
         options = Options(
             exclude_newer=as_of,
             exclude_newer_packages=dates,
@@ -183,6 +185,21 @@ def _dated(index: str, name: str, version: str) -> str | None:
         except AssemblerError:
             continue
     return None
+
+
+def _exact_dates(env: Environment, as_of: str) -> dict[str, str]:
+    """The day of each release an environment with a date of its own (``resolve_as_of``)
+    names exactly and that is newer than that date: a tool pinned in it (an installer's uv)
+    is taken as of its own release, as its pin says, not refused as newer than the stack's.
+    (Without ``resolve_as_of`` the date is the newest of these days already.)"""
+    if not env.as_of:
+        return {}
+    out: dict[str, str] = {}
+    for index, name, version in env.exact_releases():
+        day = _dated(index, name, version)
+        if day is not None and f"{day}{_END_OF_DAY}" > as_of:
+            out[canonical(name)] = f"{day}{_END_OF_DAY}"
+    return out
 
 
 def _package_dates(env: Environment) -> Mapping[str, str]:
