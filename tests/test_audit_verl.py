@@ -188,7 +188,9 @@ def test_verl_is_installed_only_where_upstream_installs_it(cache: Path) -> None:
     verl = "'verl[vllm]==0.3.0.post1'"
     installs = {
         "ngc-vllm0.8": f"pip install --no-deps --no-cache-dir {verl}",
-        "ngc-vllm0.8-sagemaker": f"pip install --no-cache-dir {verl} -U",
+        # line 42 `pip install verl[vllm] -U`, by uv with vLLM 0.8.2's xgrammar override (a
+        # deliberate difference: pip walks vLLM's xgrammar==0.1.16, which PyPI no longer serves)
+        "ngc-vllm0.8-sagemaker": f"uv pip install --system --no-cache --override /tmp/xgrammar.txt --upgrade {verl}",
         "vllm-sglang-megatron": f"pip install --no-deps --no-cache-dir {verl} -U",
     }
     for target in UPSTREAM_ENV:
