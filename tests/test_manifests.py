@@ -288,6 +288,8 @@ DYNAMO_INSTALL = [
     ("artifact", "workspace-files"),
     ("run", "permissions"),
 ]
+# SGLang's: DeepEP's NCCL, cuDNN and cutlass-dsl reinstalled over what the install put back
+DYNAMO_SGLANG_INSTALL = [DYNAMO_INSTALL[0], ("run", "deepep-pins"), *DYNAMO_INSTALL[1:]]
 # the vLLM runtime copies lib/ too (Dockerfile.vllm:700-705 at 7436e3bc)
 DYNAMO_VLLM_INSTALL = [*DYNAMO_INSTALL[:-1], ("artifact", "workspace.lib"), DYNAMO_INSTALL[-1]]
 NATS_ETCD = [("artifact", "nats-etcd.nats"), ("artifact", "nats-etcd.etcd")]
@@ -481,7 +483,7 @@ STRUCTURES: dict[tuple[str, str | None], dict[str, Any]] = {
             *NATS_ETCD,
             *DYNAMO_PREFIXES,
             *DYNAMO_WHEELS,
-            *DYNAMO_INSTALL,
+            *DYNAMO_SGLANG_INSTALL,
         ],
         "outputs": [f"{REGISTRY}/dynamo:0.8.0-sglang-runtime"],
     },
