@@ -6,6 +6,7 @@ with ``upgrade: true`` moves its own requirements, as ``-U`` does."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -104,30 +105,35 @@ image:
       run: ["pip install --break-system-packages transformers==4.46.3"]
 """
 
-APP = """\
+VERSIONS = "import cv2, numpy, transformers; print(cv2.__version__, numpy.__version__, transformers.__version__)"
+# what vLLM 0.6.3 imports (transformers 5 removed it): read from the source, as torch is not in the image
+CLIP = (
+    "import importlib.util as u, pathlib as p; "
+    "f = p.Path(u.find_spec('transformers').origin).parent / 'models/clip/modeling_clip.py'; "
+    "print('class CLIPSdpaAttention' in f.read_text())"
+)
+APP = f"""\
 name: held-app
-bases: {b: "oci:base:latest"}
+bases: {{b: "oci:base:latest"}}
 image:
   base: b
   layers:
     - name: cv
       run: ["pip install --break-system-packages opencv-python-headless==4.8.0.74 'transformers>=4.45.2'"]
       python_sets:
-        - {requirements: [opencv-python-headless==4.8.0.74, "transformers>=4.45.2"], python: "3.11"}
+        - {{requirements: [opencv-python-headless==4.8.0.74, "transformers>=4.45.2"], python: "3.11"}}
 tests:
   - name: cv2
-    command: [python3, -c, "import cv2, numpy, transformers; print(cv2.__version__, numpy.__version__, transformers.__version__)"]
+    command: [python3, -c, {json.dumps(VERSIONS)}]
     output: ['^4\\.8\\.0 1\\.24\\.2 4\\.46\\.3$']
-  - name: clip      # what vLLM 0.6.3 imports (transformers 5 removed it); torch is not in this image
-    command: [python3, -c, "import importlib.util as u, pathlib as p; f = p.Path(u.find_spec('transformers').origin).parent / 'models/clip/modeling_clip.py'; print('class CLIPSdpaAttention' in f.read_text())"]
+  - name: clip
+    command: [python3, -c, {json.dumps(CLIP)}]
     output: ['^True$']
 """
 
 
 @pytest.mark.integration  # PyPI: uv's resolution, and the wheels installed
-def test_a_set_keeps_what_its_base_holds_and_the_image_imports_cv2(
-    demo_bases: dict[str, Path], tmp_path: Path
-) -> None:
+def test_a_set_keeps_what_its_base_holds_and_the_image_imports_cv2(demo_bases: dict[str, Path], tmp_path: Path) -> None:
     """Debian's NumPy 1.24.2 and a pip-installed transformers 4.46.3 in the base: a set of
     opencv-python-headless 4.8.0.74 (built against NumPy 1.x) and ``transformers>=4.45.2``
     (vLLM 0.6.3's) keeps both, where resolved as if the base were empty it pinned the
@@ -145,4 +151,4 @@ def test_a_set_keeps_what_its_base_holds_and_the_image_imports_cv2(
     assert env.held[0] == "from: read from the layers of oci:base:latest" and "numpy==1.24.2" in env.held
     ran = run_cli(["app.yaml", "--cache", "cache", "-o", "oci:app:latest", "--locked"], cwd=tmp_path)
     assert ran.code == 0, str(ran)
-    assert "test cv2: passed" in ran.stderr and "test clip: passed" in ran.stderr, ran.stderr
+    assert "test cv2: passed" in ran.err and "test clip: passed" in ran.err, ran.err
