@@ -168,8 +168,16 @@ def resolve_environment(env: Environment, *, options: Options, runner: Runner, w
         return EnvResult(error=f"python environment {env.name}: {missing_message(lost, members, graph)}")
     for index, member in enumerate(members):
         # what a set further up installs over the others' pins is not this one's: here it
-        # installs what it requires at this point (torch's cuDNN, before the cuDNN layer's)
-        later = {n for m in members[index + 1 :] if m.pyset.force for n in requirement_names(m.pyset.requirements)}
+        # installs what it requires at this point (torch's cuDNN, before the cuDNN layer's);
+        # a pin forced again further up, as it was forced here already, stays this one's too
+        forced = {r for m in members[: index + 1] if m.pyset.force for r in m.pyset.requirements}
+        later = {
+            name
+            for m in members[index + 1 :]
+            if m.pyset.force
+            for text, name in zip(m.pyset.requirements, requirement_names(m.pyset.requirements), strict=True)
+            if text not in forced
+        }
         names = graph.closure(graph.roots(index)) - set(unknown) - later
         stand_in = tuple(sorted(names)) if run.stands_in(member) else ()
         results.setdefault(member.digest, MemberResult(graph.text(names), run.unresolved(member), stand_in))
