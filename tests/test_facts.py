@@ -123,6 +123,46 @@ def test_rocm_archs_the_release_lacks_are_refused(cache: Path, manifest: str, ar
     assert says in err and "(assembler/spec/facts/rocm.json)" in err, err
 
 
+@pytest.mark.parametrize(
+    ("manifest", "args", "says"),
+    [
+        # Why 5 of issue 49: verl-ROCm's train target builds vLLM 0.6.3 on ROCm 6.2, which knows
+        # gfx1201; vLLM 0.6.3's CMake compiles for its own list only (gfx1201 alone: the build
+        # stops an hour in; beside gfx90a: gfx1201 gets no kernels)
+        (
+            "verl-rocm",
+            ("--target", "train", "--set", "pytorch_rocm_arch=gfx90a;gfx1201"),
+            "compile step vllm: PYTORCH_ROCM_ARCH (pytorch_rocm_arch=gfx90a;gfx1201): gfx1201: vllm 0.6.3 "
+            "does not compile for it (its HIP_SUPPORTED_ARCHS: gfx906, gfx908, gfx90a, gfx940, gfx941, gfx942, "
+            "gfx1030, gfx1100)",
+        ),
+        (
+            "verl-rocm",
+            ("--set", "pytorch_rocm_arch=gfx1101"),  # ROCm 6.3 builds for it; vLLM 0.6.3 does not
+            "gfx1101: vllm 0.6.3 does not compile for it",
+        ),
+        # vLLM 0.11.1's list has gfx1200 and gfx1201, not gfx1152 (which ROCm 6.2 and newer know)
+        (
+            "vllm",
+            ("--target", "rocm", "--set", "pytorch_rocm_arch=gfx942;gfx1152"),
+            "compile step wheel-rocm: PYTORCH_ROCM_ARCH (pytorch_rocm_arch=gfx942;gfx1152): gfx1152: vllm 0.11.1 "
+            "does not compile for it",
+        ),
+    ],
+)
+def test_rocm_archs_the_release_built_does_not_compile_are_refused(
+    cache: Path, manifest: str, args: tuple[str, ...], says: str
+) -> None:
+    err = refused(cache, MANIFESTS / f"{manifest}.yaml", *args)
+    assert says in err and "(assembler/spec/facts/hip_builds.json)" in err, err
+    assert "to AMD targets vllm" in err and "compiles for" in err, err
+
+
+def test_the_release_builds_archs_it_compiles_for(cache: Path) -> None:
+    planned(cache, MANIFESTS / "verl-rocm.yaml", "--target", "train", "--set", "pytorch_rocm_arch=gfx90a;gfx1100")
+    planned(cache, MANIFESTS / "vllm.yaml", "--target", "rocm", "--set", "pytorch_rocm_arch=gfx942;gfx1201")
+
+
 def test_llamacpp_cuda_12_1_has_no_ubuntu_24_04_image(cache: Path) -> None:
     err = refused(cache, MANIFESTS / "llamacpp.yaml", "--set", "cuda_version=12.1.0")
     assert (

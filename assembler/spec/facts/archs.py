@@ -7,7 +7,10 @@ the image's config. Each of its targets (``gfx90a``, ``gfx942:xnack+``) is one s
 release knows (``sm_80`` is a CUDA arch, ``gfx9999`` no GPU), and one the release of the
 base it builds on knows: gfx950 (MI350) needs ROCm 7.0. The base's release is read from
 its tag (``rocm/dev-ubuntu-24.04:6.4-complete``, ``...-rocm630``, ``rocm6.2_...``); a
-floating tag (``rocm/vllm-dev:base``) says none, and only the first check applies.
+floating tag (``rocm/vllm-dev:base``) says none, and only the first check applies. A
+compile step building a release whose build compiles only some targets (vLLM's
+HIP_SUPPORTED_ARCHS: ``hip_builds.json``) takes only those: vLLM 0.6.3 leaves gfx1201 out
+without a word, and given nothing else stops its build an hour in.
 """
 
 from __future__ import annotations
@@ -73,15 +76,48 @@ def _lists(loaded: Loaded) -> Iterator[tuple[str, PathKey, str, str]]:
 
 
 def check(loaded: Loaded) -> None:
-    """Every ROCm arch list against the targets ROCm knows and its base's release knows."""
+    """Every ROCm arch list against the targets ROCm knows and its base's release knows,
+    and, in a compile step building a release that compiles only some (``hip_builds.json``),
+    against those."""
     data = read("rocm")
     for what, path, base, value in _lists(loaded):
         tokens = [t for t in re.split(r"[;,\s]+", value.strip()) if t and t.lower() not in _SKIP]
         release = release_of(base_ref(loaded, base) or "")
         covered = release is not None and _version(data["first"]) <= _version(release) <= _version(data["last"])
         bad = [(t, why) for t in tokens if (why := _why(t, release if covered else None, data))]
+        if not bad and (built := _built(loaded, path)) is not None:
+            name, version, archs = built
+            bad = [
+                (t, f"{name} {version} does not compile for it (its HIP_SUPPORTED_ARCHS: {', '.join(archs)})")
+                for t in tokens
+                if (found := _TARGET.match(t)) is not None and found.group(1) not in archs
+            ]
+            if bad:
+                builds = f"{name} {version} compiles for"
+                _refuse(loaded, what, path, base, value, None, bad, facts="hip_builds", builds=builds)
         if bad:
             _refuse(loaded, what, path, base, value, release, bad)
+
+
+def _built(loaded: Loaded, path: PathKey) -> tuple[str, str, list[str]] | None:
+    """(the source's name, its release, the targets its build compiles for) of what the
+    compile step at ``path`` builds, where ``hip_builds.json`` knows that release: the release
+    is the step's SETUPTOOLS_SCM_PRETEND_VERSION, else the source's tag (``v0.6.3``)."""
+    if path[0] != "compile" or not isinstance(path[1], int):
+        return None
+    man = loaded.manifest
+    step = man.compile[path[1]]
+    builds = read("hip_builds")["builds"]
+    for name in step.sources:
+        source = man.sources.get(name)
+        git = getattr(source, "git", None)
+        if not isinstance(git, str):
+            continue
+        known = builds.get(re.sub(r"^[a-z+]+://|\.git$", "", git.strip().rstrip("/")))
+        version = str(step.env.get("SETUPTOOLS_SCM_PRETEND_VERSION", "")) or str(getattr(source, "ref", "")).lstrip("v")
+        if known is not None and version in known:
+            return name, version, list(known[version])
+    return None
 
 
 def _why(token: str, release: str | None, data: dict[str, object]) -> str:
@@ -104,7 +140,16 @@ def _why(token: str, release: str | None, data: dict[str, object]) -> str:
 
 
 def _refuse(
-    loaded: Loaded, what: str, path: PathKey, base: str, value: str, release: str | None, bad: list[tuple[str, str]]
+    loaded: Loaded,
+    what: str,
+    path: PathKey,
+    base: str,
+    value: str,
+    release: str | None,
+    bad: list[tuple[str, str]],
+    *,
+    facts: str = "rocm",
+    builds: str = "",
 ) -> None:
     names = params_at(loaded, path, value)
     ref = base_ref(loaded, base) or ""
@@ -113,8 +158,7 @@ def _refuse(
     listed = "; ".join(f"{t}: {why}" for t, why in bad)
     raise loaded.error(
         path,
-        f"{what}: {path[-1]}" + (f" ({describe(loaded, names)})" if names else "") + f"{on}: {listed} "
-        f"({where('rocm')})",
+        f"{what}: {path[-1]}" + (f" ({describe(loaded, names)})" if names else "") + f"{on}: {listed} ({where(facts)})",
         hint=f"--set {' or '.join(settable(loaded, [*names, *base_params])) or path[-1]} to AMD targets "
-        f"{'ROCm ' + release + ' builds for' if release else 'ROCm builds for'} (gfx90a;gfx942)",
+        f"{builds or ('ROCm ' + release + ' builds for' if release else 'ROCm builds for')} (gfx90a;gfx942)",
     )
