@@ -454,3 +454,40 @@ def test_matrix_and_output_template_params_are_used(tmp_path: Path) -> None:
         warnings("--set", "spare=x")
         == "warning: --set spare=x changes nothing in this manifest: nothing there uses spare\n"
     )
+
+
+# -- releases: what an installer can install, the pairs a release was made with (issue 49) ------
+
+
+def test_tgi_python_3_12_is_refused_for_the_uv_that_cannot_download_it(cache: Path) -> None:
+    """TGI installs its CPython with uv 0.5.31 (``uv python install 3.12.11``): that uv's
+    download list (its sdist's download-metadata.json) stops at 3.12.9, and the build would
+    fail in its first step."""
+    err = refused(cache, "tgi", "--set", "python_version=3.12")
+    assert (
+        "uv 0.5.31 (uv_version) cannot install CPython 3.12.11 (python_full) for linux/amd64: its download "
+        "list has 3.12.0 to 3.12.9 (assembler/spec/facts/uv_pythons.json)" in err
+    ), err
+    planned(cache, "tgi", "--set", "python_version=3.12", "--set", "python_full=3.12.9")
+    err = refused(cache, "tgi", "--set", "python_version=3.14")  # no build of that minor at all
+    assert "cannot install CPython 3.14.11" in err and "its download list has none of it" in err, err
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--set", "vllm_version=0.10.0"), "vllm 0.10.0 (vllm_version) is not what ai-dynamo[vllm]==0.8.0 requires"),
+        (("--target", "sglang", "--set", "sglang_version=0.5.5"), "sglang 0.5.5 (sglang_version) is not what"),
+        (
+            ("--target", "trtllm", "--set", "trtllm_version=1.1.0"),
+            "tensorrt-llm 1.1.0 (trtllm_version) is not what ai-dynamo[trtllm]==0.8.0 requires of it "
+            "(tensorrt-llm==1.2.0rc6.post1",
+        ),
+    ],
+)
+def test_dynamo_with_a_framework_its_release_was_not_made_with_is_refused(
+    cache: Path, args: tuple[str, ...], says: str
+) -> None:
+    err = refused(cache, "dynamo", *args)
+    assert says in err and ": assembler/spec/facts/extras.json)" in err, err
+    assert "or dynamo_version to a release made with it" in err, err

@@ -14,13 +14,19 @@ a package index built for one CUDA (``.../whl/cu128``) names it (``{index_url: .
 accepts says so (``{version: "${torch_version}", at_most: "2.5.1", because: ...}``).
 A ROCm arch list (PYTORCH_ROCM_ARCH, GPU_TARGETS) holds gfx targets only
 (``{rocm_archs: "${pytorch_rocm_arch}"}``): ``sm_90`` there is a CUDA arch hipcc rejects.
+Two kinds hold params against what releases ship, read from facts files
+(``assembler/spec/facts``, written by ``scripts/regen-facts``): a CPython the installer can
+download (``{python: "${python_full}", uv: "${uv_version}"}``: uv 0.5.31 has no 3.12.11),
+and a package at the version a companion release's extra requires (``{version:
+"${vllm_version}", package: vllm, pinned_by: "ai-dynamo[vllm]==${dynamo_version}"}``). A
+release the facts do not list is not checked.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated, Literal
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -106,7 +112,29 @@ class RocmArchs(Strict):
     rocm_archs: str
 
 
-Constraint = CudaArchs | CudaAtLeast | SameVersion | IndexCuda | VersionRange | RocmArchs
+class UvPython(Strict):
+    """uv ``uv`` can install CPython ``python`` (``uv python install``) for each platform the
+    manifest builds: its release's download list has that build (``uv_pythons.json``, read
+    from the release's sdist). An empty value, or a uv release the facts do not list, is
+    skipped."""
+
+    python: str
+    uv: str
+
+
+class ExtraPin(Strict):
+    """``version`` of ``package`` is one ``pinned_by`` (``NAME[EXTRA]==VERSION``: a release
+    and one of its extras) requires (``extras.json``, read from the release's METADATA on
+    PyPI): a pair its makers never shipped fails hours into a build. ``because`` says where
+    the pair comes from. Skipped where the facts do not list the release."""
+
+    version: str
+    package: str
+    pinned_by: str
+    because: str
+
+
+Constraint = CudaArchs | CudaAtLeast | SameVersion | IndexCuda | VersionRange | RocmArchs | UvPython | ExtraPin
 
 
 Version = tuple[int, int]
@@ -193,18 +221,11 @@ def check_constraints(loaded: Loaded) -> None:
     """Every ``constraints:`` entry holds for the resolved params; else a ManifestError
     at the entry naming the params to change."""
     for i, c in enumerate(loaded.manifest.constraints):
-        if isinstance(c, SameVersion):
-            _check_same(loaded, i, c)
+        checked = _CHECKS.get(type(c))
+        if checked is not None:
+            checked(loaded, i, c)
             continue
-        if isinstance(c, IndexCuda):
-            _check_index(loaded, i, c)
-            continue
-        if isinstance(c, VersionRange):
-            _check_range(loaded, i, c)
-            continue
-        if isinstance(c, RocmArchs):
-            _check_rocm(loaded, i, c)
-            continue
+        assert isinstance(c, CudaArchs | CudaAtLeast)
         if not c.cuda_version.strip():
             continue
         cuda = _version(c.cuda_version)
@@ -353,6 +374,65 @@ def _check_range(loaded: Loaded, i: int, c: VersionRange) -> None:
         f"{name or 'the version'} {c.version.strip()} is {what} {bound.strip()}{named}: {c.because}",
         hint=f"--set {name or 'it'}=... within {span}",
     )
+
+
+def _check_uv_python(loaded: Loaded, i: int, c: UvPython) -> None:
+    from assembler.spec.facts.data import read, where
+
+    known = read("uv_pythons")["uv"].get(c.uv.strip())
+    python = _version(c.python)
+    if known is None or python is None or not c.python.strip():
+        return
+    patch = re.match(r"^\d+\.\d+\.(\d+)$", c.python.strip())
+    for platform in loaded.manifest.platforms or [loaded.manifest.platform]:
+        patches = known.get(str(Platform.parse(platform)), {}).get(f"{python[0]}.{python[1]}")
+        if patches is None or (patch is not None and int(patch.group(1)) not in patches):
+            names, uv = _param_names(loaded, c.python), _param_names(loaded, c.uv)
+            has = f"3.{python[1]}.{min(patches)} to 3.{python[1]}.{max(patches)}" if patches else "none of it"
+            raise loaded.error(
+                ("constraints", i),
+                f"uv {c.uv.strip()} ({uv or 'uv'}) cannot install CPython {c.python.strip()} "
+                f"({names or 'the Python'}) for {platform}: its download list has {has} ({where('uv_pythons')})",
+                hint=f"--set {names or 'the Python'} to one it has, or {uv or 'uv'} to a newer uv",
+            )
+
+
+def _check_extra_pin(loaded: Loaded, i: int, c: ExtraPin) -> None:
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    from assembler.spec.facts.data import read, where
+
+    found = re.match(r"^\s*([A-Za-z0-9._-]+)\[([A-Za-z0-9._-]+)\]==(\S+)\s*$", c.pinned_by)
+    if found is None or not c.version.strip():
+        return
+    name, extra, release = found.groups()
+    wanted = read("extras")["releases"].get(name.lower(), {}).get(release, {}).get(extra, {}).get(c.package.lower())
+    if wanted is None:
+        return
+    try:
+        ok = SpecifierSet(wanted).contains(c.version.strip(), prereleases=True)
+    except InvalidSpecifier:
+        return
+    if not ok:
+        names, by = _param_names(loaded, c.version), _param_names(loaded, release).split(" or ")[0]
+        raise loaded.error(
+            ("constraints", i),
+            f"{c.package} {c.version.strip()} ({names or 'the version'}) is not what {c.pinned_by.strip()} "
+            f"requires of it ({c.package}{wanted}: {where('extras')}): {c.because}",
+            hint=f"--set {names or 'it'} to {wanted.lstrip('=')}"
+            + (f", or {by} to a release made with it" if by else ""),
+        )
+
+
+# The kinds checked by a function of their own (the CUDA arch kinds share the loop's code).
+_CHECKS: dict[type, Callable[[Loaded, int, Any], None]] = {
+    SameVersion: _check_same,
+    IndexCuda: _check_index,
+    VersionRange: _check_range,
+    RocmArchs: _check_rocm,
+    UvPython: _check_uv_python,
+    ExtraPin: _check_extra_pin,
+}
 
 
 def _param_names(loaded: Loaded, value: str) -> str:
