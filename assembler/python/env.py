@@ -70,6 +70,7 @@ class _Run:
         self.unreachable = {i: why for i in dict.fromkeys(every) if (why := unreachable(i)) is not None}
         self.runs = 0
         self.dropped: dict[str, list[str]] = {}  # member digest -> its requirements no index here serves
+        self.unfetched: dict[str, str] = {}  # a direct reference's requirement -> why its host is not reached
 
     def indexes(self, members: Sequence[Member]) -> list[str]:
         out = [i for m in members for i in self.member_indexes(m)]
@@ -85,9 +86,9 @@ class _Run:
     def requirements(self, member: Member) -> list[str]:
         """A member's requirements; where PyPI stands in, a build's local label left out
         (``torchvision==0.22.0+cu128`` is PyPI's 0.22.0: the same release, another build)."""
-        if not self.stands_in(member):
-            return list(member.pyset.requirements)
         dropped = self.dropped.get(member.digest, [])
+        if not self.stands_in(member):
+            return [r for r in member.pyset.requirements if r not in dropped]
         return [_LOCAL.sub(r"\1", r) for r in member.pyset.requirements if r not in dropped]
 
     def drop_unserved(self, members: Sequence[Member], reason: str) -> bool:
@@ -104,16 +105,47 @@ class _Run:
                     found = True
         return found
 
+    def drop_unfetched(self, members: Sequence[Member], reason: str) -> bool:
+        """Leave out the direct reference (``name @ URL``) uv's ``reason`` could not download
+        when its host cannot be reached from here (a release wheel on GitHub): it is not
+        locked, with why, and the rest resolves; whether there was one."""
+        from assembler.python.download import unreachable
+
+        found = _UNFETCHED.search(reason)
+        if found is None:
+            return False
+        url = found.group(2)
+        host = re.match(r"^[a-z]+://[^/]+/", url)
+        why = unreachable(host.group(0)) if host else None
+        if why is None:
+            return False
+        done = False
+        for member in members:
+            for text in member.pyset.requirements:
+                if url in text and text not in self.dropped.get(member.digest, []):
+                    self.dropped.setdefault(member.digest, []).append(text)
+                    self.unfetched[text] = f"{host.group(0) if host else url} ({why})"
+                    done = True
+        return done
+
     def unresolved(self, member: Member) -> str | None:
         """Why some of a member's requirements are not in the lock (None: all are)."""
         dropped = self.dropped.get(member.digest)
         if not dropped:
             return None
-        gone = [f"{i} ({self.unreachable[i]})" for i in member.pyset.indexes() if i in self.unreachable]
-        return (
-            f"{', '.join(dropped)}: index {', '.join(gone)} cannot be reached from here, "
-            "and PyPI serves no stand-in for it"
-        )
+        said = []
+        fetched = [t for t in dropped if t in self.unfetched]
+        if fetched:
+            hosts = sorted({self.unfetched[t] for t in fetched})
+            said.append(f"{', '.join(fetched)}: {', '.join(hosts)} cannot be reached from here")
+        served = [t for t in dropped if t not in self.unfetched]
+        if served:
+            gone = [f"{i} ({self.unreachable[i]})" for i in member.pyset.indexes() if i in self.unreachable]
+            said.append(
+                f"{', '.join(served)}: index {', '.join(gone)} cannot be reached from here, "
+                "and PyPI serves no stand-in for it"
+            )
+        return "; ".join(said)
 
     def compile(self, members: Sequence[Member], **extra: object) -> list[Pinned]:
         self.runs += 1
@@ -152,7 +184,7 @@ def resolve_environment(env: Environment, *, options: Options, runner: Runner, w
             pins = run.compile(members, fixed=fixed, overrides=overrides)
             break
         except Unsatisfiable as e:
-            if not run.drop_unserved(members, e.reason):
+            if not (run.drop_unserved(members, e.reason) or run.drop_unfetched(members, e.reason)):
                 return EnvResult(error=_clash(run, members, fixed, overrides, e.reason))
         for member in members:
             if not run.requirements(member):
@@ -202,7 +234,7 @@ def _no_deps(run: _Run, member: Member, results: dict[str, MemberResult], fixed:
             pins = run.compile([member], no_deps=True)
             break
         except Unsatisfiable as e:
-            if not run.drop_unserved([member], e.reason):
+            if not (run.drop_unserved([member], e.reason) or run.drop_unfetched([member], e.reason)):
                 return f"python environment {run.env.name}: python set {member.where} cannot be installed: {e.reason}"
         if not run.requirements(member):
             results[member.digest] = MemberResult(None, run.unresolved(member))
@@ -216,6 +248,7 @@ def _no_deps(run: _Run, member: Member, results: dict[str, MemberResult], fixed:
 
 
 _LOCAL = re.compile(r"(===?\s*[A-Za-z0-9.!_-]+)\+[A-Za-z0-9.]+")
+_UNFETCHED = re.compile(r"Failed to download `([A-Za-z0-9][A-Za-z0-9._-]*) @ (\S+?)`")
 _GONE = (
     re.compile(r"\b([A-Za-z0-9][A-Za-z0-9._-]*) was not found in the package regist"),
     re.compile(r"\bthere (?:are|is) no versions? of ([A-Za-z0-9][A-Za-z0-9._-]*)"),
