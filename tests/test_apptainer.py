@@ -86,7 +86,7 @@ class Sif:
         return subprocess.run(argv, capture_output=True, text=True, timeout=120, env=full_env)
 
 
-def _apptainer() -> Path:
+def apptainer_binary() -> Path:
     built = BUILT / "prefix" / "bin" / "apptainer"
     if os.access(built, os.X_OK):
         with open(BUILT / ".lock", "a") as lock:
@@ -137,7 +137,7 @@ def _runnable(apptainer: Path, workdir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def sif(tmp_path_factory: pytest.TempPathFactory) -> Sif:
-    apptainer = _apptainer()
+    apptainer = apptainer_binary()
     root = tmp_path_factory.mktemp("apptainer")
     probe = _runnable(apptainer, root)
     with tarfile.open(root / "base.tar", "w") as tf:

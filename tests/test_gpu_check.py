@@ -405,3 +405,41 @@ def test_the_drivers_libraries_go_in_only_through_the_images_own_folders(tmp_pat
     lib_dir = plain / "usr" / "lib" / f"{os.uname().machine}-linux-gnu"
     assert os.readlink(lib_dir / "libcuda.so.1") == "libcuda.so.580.1"
     assert (lib_dir / "libcuda.so.580.1").read_bytes() == b"\x7fELF the driver"
+
+
+@pytest.mark.integration  # Apptainer (scripts/build-apptainer)
+def test_where_apptainer_is_on_path_the_tests_run_in_it(bundle: Path, tmp_path: Path) -> None:
+    """A real runtime is preferred where the host has one: the same checks, in Apptainer
+    (--containall, --cleanenv, no privileges, the test's user by --security)."""
+    from tests.test_apptainer import apptainer_binary
+
+    binary = apptainer_binary()
+    host = _host(tmp_path)
+    before = _state(host)
+    tests: list[dict[str, object]] = [
+        {"name": "env-and-workdir", "run": ["/bin/sh", "-c", "pwd; echo $GREETING"], "expect": ["^/app$", "hello"]},
+        {"name": "processes", "run": ["/bin/sh", "-c", "echo /proc/[0-9]*"], "expect": [r"^/proc/1 /proc/\d+$"]},
+        {"name": "who", "run": ["/bin/sh", "-c", "id -u; cat /proc/self/status"], "expect": ["^65534$"]},
+        {
+            "name": "through-proc",
+            "user": "0",
+            "run": ["/bin/sh", "-c", f"echo pwned > /proc/1/root{host / 'secret'}; echo"],
+        },
+        {"name": "needs-a-gpu", "gpu": True, "run": ["/bin/sh", "-c", "exit 0"]},
+    ]
+    layered = _with_layer(bundle, tmp_path / "b", [], tests)
+    path = f"{binary.parent}:{os.environ.get('PATH', '')}"
+    done = subprocess.run(
+        [sys.executable, str(GPU_CHECK), "run", str(layered), "--no-gpu"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PATH": path},
+    )
+    said = done.stdout + done.stderr
+    assert f"each test runs in Apptainer ({binary})" in said, said
+    assert done.returncode == 0, said
+    for name in ("env-and-workdir", "processes", "who", "through-proc"):
+        assert f"passed  image/{name}" in said, said
+    assert "not run  image/needs-a-gpu" in said, said
+    assert _state(host) == before, said

@@ -342,9 +342,9 @@ def test_a_missing_artifact_names_what_its_folder_holds_and_keep_failed_keeps_it
 def test_tests_run_on_a_slurm_node_as_a_sif_under_apptainer(
     tmp_path: Path, demo_bases: dict[str, Path], slurm_cluster: Cluster, http_folder: tuple[str, Path]
 ) -> None:
-    from tests.test_apptainer import _apptainer
+    from tests.test_apptainer import apptainer_binary
 
-    apptainer = _apptainer()
+    apptainer = apptainer_binary()
     reach = REACH.format(port=serving_port(http_folder))
     tests = f"""\
   - name: on-node
