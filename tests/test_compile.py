@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
+import pytest
 import zstandard
 
 from assembler.archive.compress import decompressed
@@ -396,6 +397,37 @@ def test_interrupt_removes_the_container(tmp_path: Path, demo_bases: dict[str, P
     # Nothing keeps running or stays mounted: the cache can be deleted at once.
     ps = sh(["ps", "-eo", "args"]).stdout
     assert str(cache) not in ps, ps
+    assert str(cache) not in Path("/proc/self/mountinfo").read_text()
+    shutil.rmtree(cache)
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_sigterm_and_sighup_stop_a_step_as_ctrl_c_does(
+    tmp_path: Path, demo_bases: dict[str, Path], sig: signal.Signals, code: int
+) -> None:
+    """``timeout``, a CI cancel, Slurm's time limit, Kubernetes (SIGTERM) or a closed
+    terminal (SIGHUP) mid-step: one line, the signal's exit status, no container, no
+    process, no mount, the cache deletable at once."""
+    small_project(tmp_path, demo_bases, "sleep 300")
+    cache = tmp_path / "cache"
+    env = dict(os.environ, DEMO_TOKEN="x", **OWN_STORAGE)
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "assembler", "small.yaml", "--cache", str(cache), "-o", "oci:out:x"],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not buildah_containers(cache, env):
+        time.sleep(0.2)
+    time.sleep(2)  # in `sleep 300` by now
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert f"terminated by {sig.name}: stopped" in err and "Traceback" not in err, err
+    assert buildah_containers(cache, env) == []
+    assert str(cache) not in sh(["ps", "-eo", "args"]).stdout
     assert str(cache) not in Path("/proc/self/mountinfo").read_text()
     shutil.rmtree(cache)
 

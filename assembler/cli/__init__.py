@@ -20,7 +20,8 @@
     assemble run REF [-- CMD...]      run the image's entrypoint (or CMD) in a new container
     assemble shell REF | --step STEP  a shell in a new container, or in a failed step's kept one
 
-Exit status: 0 ok, 1 build/runtime failure, 2 bad input, 130 interrupted. ``diff`` exits
+Exit status: 0 ok, 1 build/runtime failure, 2 bad input, 130 interrupted (Ctrl-C), 143 and
+129 terminated (SIGTERM, SIGHUP: stopped as Ctrl-C stops a build). ``diff`` exits
 as diff(1) and cmp(1) do: 0 identical, 1 different, 2 trouble (bad input or a failure).
 
 Here: ``main``. ``commands`` registers every command (``COMMANDS``: its help, arguments
@@ -31,10 +32,13 @@ progress, ``console`` the two streams.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
 from assembler.cli.commands import COMMANDS, command, parser
@@ -48,7 +52,44 @@ __all__ = ["COMMANDS", "command", "main", "parser", "run"]
 TRAILING = frozenset({"run"})
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (``timeout``, a CI cancel, Slurm's time limit, Kubernetes, a closed
+    terminal): the build stops as Ctrl-C stops it, its programs killed and its containers
+    and mounts removed, and exits 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__()
+        self.signum = signum
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _stopping_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise :class:`Terminated` while a command runs (in the main thread;
+    one ignored where the command was started, as ``nohup`` ignores SIGHUP, stays ignored)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            saved[sig] = signal.signal(sig, _terminate)
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    with _stopping_signals():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and not args_list[0].startswith("-") and args_list[0] not in COMMANDS:  # build is the default
         args_list.insert(0, "build")
@@ -82,6 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("ASSEMBLE_TRACEBACK"):
             raise
         return code
+    except Terminated as e:
+        name = signal.Signals(e.signum).name
+        err.print(f"terminated by {name}: stopped, as Ctrl-C stops it (its steps' containers removed)", markup=False)
+        return 128 + e.signum
     except KeyboardInterrupt:
         err.print("interrupted", markup=False)
         return 130
