@@ -9,6 +9,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import run_cli_here
 
 
@@ -33,3 +35,58 @@ def test_doctor_names_each_program_its_version_and_what_to_install(tmp_path: Pat
     line = next(x for x in ran.out.splitlines() if x.startswith("to install what is missing:"))
     assert "--no-install-recommends buildah mmdebstrap uidmap git skopeo docker-registry squashfs-tools-ng" in line
     assert "apptainer" not in line and "scripts/build-apptainer" in ran.out, ran
+
+
+NO_SUBIDS = "asmnosub"  # a user made without subordinate ids, as on many HPC login nodes
+
+
+def _as_user_without_subids(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    import os
+
+    from tests.helpers import ROOT
+
+    if subprocess.run(["id", NO_SUBIDS], capture_output=True).returncode != 0:
+        subprocess.run(
+            ["useradd", "--no-create-home", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", NO_SUBIDS],
+            check=True,
+            capture_output=True,
+        )
+    env = {"PATH": os.environ["PATH"], "HOME": str(cwd), "PYTHONPATH": str(ROOT), "LANG": "C.UTF-8"}
+    return subprocess.run(
+        ["setpriv", f"--reuid={NO_SUBIDS}", f"--regid={NO_SUBIDS}", "--init-groups", "--", *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.integration  # useradd, setpriv (and mmdebstrap, failing at once)
+def test_a_user_without_subordinate_ids_is_told_so_and_what_to_ask_for(tmp_path: Path) -> None:
+    """An HPC login node's user: doctor said all was well, then a bootstrapped base failed
+    with mmdebstrap's "unable to pick chroot mode automatically"."""
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix="nosub-", dir="/tmp"))  # pytest's folders are root's alone
+    work.chmod(0o777)
+    try:
+        _doctor_and_bootstrap(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _doctor_and_bootstrap(tmp_path: Path) -> None:
+    import sys
+
+    ran = _as_user_without_subids([sys.executable, "-m", "assembler", "doctor"], tmp_path)
+    assert ran.returncode == 1, ran.stdout + ran.stderr
+    said = ran.stdout
+    assert f"/etc/subuid gives {NO_SUBIDS} 0 subordinate uids, where rootless builds map 65536" in said, said
+    assert f"usermod --add-subuids 100000-165535 {NO_SUBIDS}" in said and "/etc/subgid gives" in said, said
+    bootstrap = "{b: {bootstrap: {suite: bookworm, variant: minbase}}}"
+    (tmp_path / "m.yaml").write_text(f"name: b\nbases: {bootstrap}\nimage: {{base: b}}\n")
+    (tmp_path / "m.yaml").chmod(0o644)
+    ran = _as_user_without_subids([sys.executable, "-m", "assembler", "m.yaml", "--cache", "c", "-q"], tmp_path)
+    assert ran.returncode != 0, ran.stdout + ran.stderr
+    assert "hint: /etc/subuid gives asmnosub 0 subordinate uids" in ran.stderr, ran.stderr

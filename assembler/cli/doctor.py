@@ -5,7 +5,9 @@ what it is for and the apt package that gives it.
 
 ``uv tool install .`` (or ``pipx install .``) installs assemble and its Python parts; the
 programs below come from the distribution (Debian 12 names; ``scripts/setup`` installs what
-the demo needs). Exit 1 when one that every build needs is missing, else 0.
+the demo needs). As a user other than root, what a rootless build needs of the host too
+(:mod:`assembler.hostuser`: subordinate ids, user namespaces, newuidmap). Exit 1 when one
+that every build needs is missing or a rootless build cannot run, else 0.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from assembler.cli.console import out
+from assembler.hostuser import problems
 
 
 @dataclass(frozen=True)
@@ -137,8 +140,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     found = check()
     missing = [f for f in found if f.path is None]
+    rootless = problems()
     if args.json:
         data = {"assemble": __version__, "python": sys.executable, "uv": _uv(), "tools": [asdict(f) for f in found]}
+        data["rootless"] = rootless
         out.print(json.dumps(data, indent=2), markup=False)
     else:
         out.print(f"assemble {__version__} (Python {sys.version.split()[0]}, {sys.executable})", markup=False)
@@ -156,4 +161,6 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                 out.print(
                     f"to install what is missing: {root}apt-get install --no-install-recommends {apt}", markup=False
                 )
-    return 1 if any(f.needed for f in missing) else 0
+        for problem in rootless:
+            out.print(f"  {'rootless':<8} {problem}", markup=False)
+    return 1 if any(f.needed for f in missing) or rootless else 0

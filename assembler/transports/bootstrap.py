@@ -27,6 +27,7 @@ from assembler.archive.tar import TarEntry
 from assembler.cache import Cache, key_of
 from assembler.cache.programs import program_version
 from assembler.errors import InputError, ToolError
+from assembler.hostuser import problems
 from assembler.oci.descriptor import Platform
 from assembler.oci.image import Image
 from assembler.proc import Runner
@@ -289,6 +290,7 @@ def mmdebstrap_env(*, epoch: int, tmpdir: Path, environ: Mapping[str, str] = os.
 def _hint(tail: str, packages: Sequence[str]) -> str | None:
     if "Unable to locate package" in tail or "has no installation candidate" in tail:
         return f"check the package names ({', '.join(packages)}) for this suite"
-    if os.geteuid() != 0 and ("newuidmap" in tail or "subuid" in tail):
-        return "unprivileged bootstrap needs the uidmap package and an entry in /etc/subuid and /etc/subgid"
+    if os.geteuid() != 0 and ("newuidmap" in tail or "subuid" in tail or "chroot mode" in tail):
+        # mmdebstrap's "unable to pick chroot mode automatically": no unshare mode for this user
+        return "; ".join(problems()) or "unprivileged bootstrap needs the uidmap package and ranges in /etc/subuid"
     return None
