@@ -83,11 +83,13 @@ class EnvLocker:
         # uv's preferences, which neither --upgrade nor --upgrade-package may move.
         kept = preferences(held, uses)
         previous = None if self.asked.upgrade else self._previous(uses, variant)
-        # and is there whatever the environment's date: the base may be newer than its
-        # releases (a version newer than the date is taken as of now, as pip takes it)
+        # and is there whatever the environment's date: a version the base holds that came
+        # later than the date is taken as of its own day (as an exact pin is)
         as_of = None if self.asked.upgrade else _as_of(env)
         dates = (
-            {} if as_of is None else {**dict.fromkeys(kept, _now()), **_exact_dates(env, as_of), **_package_dates(env)}
+            {}
+            if as_of is None
+            else {**_held_dates(env, kept, as_of), **_exact_dates(env, as_of), **_package_dates(env)}
         )
         options = Options(
             exclude_newer=as_of,
@@ -185,6 +187,19 @@ def _dated(index: str, name: str, version: str) -> str | None:
         except AssemblerError:
             continue
     return None
+
+
+def _held_dates(env: Environment, kept: Mapping[str, str], as_of: str) -> dict[str, str]:
+    """The day of each version the base holds that is newer than the environment's date (a
+    base built after the releases its sets name): its own, so that the resolver may keep
+    it; what replaces one that does not satisfy the sets stays as of the date."""
+    index = env.members[0].pyset.indexes()[0] if env.members else PYPI
+    out: dict[str, str] = {}
+    for name, version in kept.items():
+        day = _dated(index, name, version)
+        if day is not None and f"{day}{_END_OF_DAY}" > as_of:
+            out[name] = f"{day}{_END_OF_DAY}"
+    return out
 
 
 def _exact_dates(env: Environment, as_of: str) -> dict[str, str]:
