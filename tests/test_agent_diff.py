@@ -135,3 +135,19 @@ def test_a_hard_links_header_says_what_its_target_does() -> None:
         assert out[path].linkname == "0-first"
         assert (out[path].mode, out[path].uid, out[path].gid, out[path].mtime) == (0o2750, 65534, 65534, 5)
     assert (out["0-first"].mode, out["0-first"].uid) == (0o2750, 65534)
+
+
+def test_a_cut_puts_a_marker_at_the_top_in_the_first_part() -> None:
+    record = "../x/pkg.py,,\n"
+    entries = [
+        TarEntry(".wh..wh..opq", "file"),
+        TarEntry("site", "dir", 0o755),
+        TarEntry("site/x", "dir", 0o755),
+        TarEntry("site/x/pkg.py", "file", size=100),
+        TarEntry("site/y", "dir", 0o755),
+        TarEntry("site/y/pkg-1.0.dist-info", "dir", 0o755),
+        TarEntry("site/y/pkg-1.0.dist-info/RECORD", "file", size=len(record)),
+        TarEntry("site/z.txt", "file", size=10),
+    ]
+    parts = plan_cut(entries, {"site/y/pkg-1.0.dist-info/RECORD": record}, budget=1)
+    assert [p.label for p in parts] == ["pkg", "rest"] and ".wh..wh..opq" in parts[0].paths, parts

@@ -295,9 +295,11 @@ def _opaque_markers_first(entries: Sequence[TarEntry], index: Mapping[str, int],
     first = dict.fromkeys(markers, rest)
     for path, part in index.items():
         folder = posixpath.dirname(path)
-        while folder:
+        while True:  # up to the root's own folder, "" (a marker at the top hides all below)
             if folder in first and path != markers[folder] and part < first[folder]:
                 first[folder] = part
+            if not folder:
+                break
             folder = posixpath.dirname(folder)
     return {markers[folder]: part for folder, part in first.items()}
 
