@@ -190,7 +190,7 @@ class Recorder:
         """What the build has written so far, as it leaves it: another hand that changes
         an output before the record is made is seen, not recorded as the build's."""
         with housekeeping():
-            for path in list(self.trace.written):
+            for path in self.trace.written.copy():  # one C call: a hook of another thread may add
                 self.left[path] = signature(path, "full")
 
     def finish(self, results: Sequence[Result], lines: Sequence[str]) -> None:
