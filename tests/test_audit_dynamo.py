@@ -135,26 +135,35 @@ def test_cuda_12_installs_lmcache_then_pypi_vllm() -> None:
 
 
 def test_a_newer_vllm_on_cuda_13_takes_its_own_wheel_tag(tmp_path: Path) -> None:
-    sets = {"cuda_version": "13.0", "vllm_version": "0.13.0", "vllm_cu130_platform": "manylinux_2_35_x86_64"}
+    # Dynamo 0.9.0 is the release made with vLLM 0.14.1 (extras.json)
+    sets = {
+        "cuda_version": "13.0",
+        "dynamo_version": "0.9.0",
+        "dynamo_ref": "v0.9.0",
+        "vllm_version": "0.14.1",
+        "vllm_cu130_platform": "manylinux_2_35_x86_64",
+    }
     code, _, err = plan(tmp_path, *(a for k, v in sets.items() for a in ("--set", f"{k}={v}")))
     assert code == 0, err
-    wheel = CU130_WHEEL.format(v="0.13.0", tag="manylinux_2_35_x86_64")
+    wheel = CU130_WHEEL.format(v="0.14.1", tag="manylinux_2_35_x86_64")
     assert any(f"vllm[flashinfer,runai] @ {wheel}" in argv for argv in vllm_installs(**sets))
 
 
 @pytest.mark.parametrize(
-    ("version", "platform", "why", "low", "high"),
+    ("version", "platform", "why", "low", "high", "dynamo"),
     [
-        ("0.10.0", None, "older than 0.12.0", "0.12.0", "0.12"),  # no +cu130 wheel at all
-        ("0.13.0", None, "newer than 0.12", "0.12.0", "0.12"),  # its wheel is manylinux_2_35, not the default tag
-        ("0.11.0", "manylinux1_x86_64", "older than 0.11.1", "0.11.1", "0.11"),
-        ("0.20.0", "manylinux_2_35_x86_64", "newer than 0.19", "0.13.0", "0.19"),  # PyPI's wheel is CUDA 13's then
+        ("0.10.0", None, "older than 0.12.0", "0.12.0", "0.12", "0.4.0"),  # no +cu130 wheel at all
+        ("0.14.1", None, "newer than 0.12", "0.12.0", "0.12", "0.9.0"),  # its wheel is manylinux_2_35, not the default
+        ("0.11.0", "manylinux1_x86_64", "older than 0.11.1", "0.11.1", "0.11", "0.7.0"),
+        ("0.20.0", "manylinux_2_35_x86_64", "newer than 0.19", "0.13.0", "0.19", None),  # PyPI: CUDA 13 then
     ],
 )
 def test_cuda_13_with_a_vllm_that_has_no_such_wheel_is_refused(
-    tmp_path: Path, version: str, platform: str | None, why: str, low: str, high: str
+    tmp_path: Path, version: str, platform: str | None, why: str, low: str, high: str, dynamo: str | None
 ) -> None:
+    # each vLLM beside the Dynamo release made with it (extras.json); 0.20.0 has none
     sets = ["--set", f"vllm_version={version}", *(["--set", f"vllm_cu130_platform={platform}"] if platform else [])]
+    sets += ["--set", f"dynamo_version={dynamo}", "--set", f"dynamo_ref=v{dynamo}"] if dynamo else []
     code, _, err = plan(tmp_path, "--set", "cuda_version=13.0", *sets)
     assert code == 2, err
     first = err.splitlines()[0]
@@ -162,8 +171,13 @@ def test_cuda_13_with_a_vllm_that_has_no_such_wheel_is_refused(
     assert f"vllm_version {version} is {why} (vllm_cu130_" in first, err
     assert "cuda_version=13.0" in first and f"vllm_cu130_platform={platform or 'manylinux_2_31_x86_64'}" in first, err
     assert f"hint: --set vllm_version=... within {low} to {high}" in err
-    # the same vLLM on CUDA 12.9 (PyPI's wheel) plans
-    assert plan(tmp_path, *sets)[0] == 0
+    # the same vLLM on CUDA 12.9 (PyPI's wheel) plans beside its Dynamo; with none made with
+    # it, the pairing is what is refused
+    code, _, err = plan(tmp_path, *sets)
+    if dynamo:
+        assert code == 0, err
+    else:
+        assert code == 2 and "constraints.1:" in err and "is not what ai-dynamo[vllm]==0.8.0 requires" in err, err
 
 
 # -- --make-efa on dev and local-dev --------------------------------------------------------------

@@ -347,15 +347,26 @@ def test_a_cuda_arch_as_a_rocm_arch_is_refused_at_plan(cache: Path, arch: str) -
         "gfx942",
         "gfx90a;gfx942",
         "gfx90a:xnack+;gfx942:sramecc+",
-        "gfx1100,gfx1201",
+        "gfx1030;gfx1100",
         "gfx908 gfx90a gfx942",  # ROCm 6.3's: gfx950 needs 7.0 (tests/test_facts.py)
-        "gfx11-generic",
-        "gfx10-3-generic",
     ],
 )
 def test_rocm_arch_lists_amd_names_are_planned(cache: Path, arch: str) -> None:
     planned = plan(cache, ROCM, "--set", f"pytorch_rocm_arch={arch}")
     assert env_of(planned)["PYTORCH_ROCM_ARCH"] == arch
+
+
+@pytest.mark.parametrize(
+    ("arch", "left_out"),
+    [("gfx1100,gfx1201", "gfx1201"), ("gfx11-generic", "gfx11-generic"), ("gfx10-3-generic", "gfx10-3-generic")],
+)
+def test_rocm_targets_vllms_build_leaves_out_are_refused_as_such(cache: Path, arch: str, left_out: str) -> None:
+    # AMD names ROCm 6.3 knows, but not in vLLM 0.6.3's HIP_SUPPORTED_ARCHS: its CMake keeps
+    # only the listed ones (none: it stops; some: the rest get no kernels, without a word)
+    ran = plan_in_process(ROCM, "--set", f"pytorch_rocm_arch={arch}", cache=cache)
+    assert ran.code == 2, str(ran)
+    assert f"{left_out}: vllm 0.6.3 does not compile for it" in ran.err, ran.err
+    assert "not a ROCm GPU target" not in ran.err
 
 
 def test_rocm_archs_constraint_kind(tmp_path: Path) -> None:

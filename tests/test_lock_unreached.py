@@ -48,3 +48,25 @@ def test_a_wheel_on_an_unreached_host_is_unlocked_with_why(tmp_path: Path) -> No
     assert ran.code == 2 and "could not be locked" in ran.err, str(ran)
     ran = run_cli_here(["plan", "m.yaml", "--locked", "--allow-unresolved", "layers.app:default"], cwd=tmp_path)
     assert ran.code == 0, str(ran)
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        f"Failed to download `pkg @ {WHEEL}` Request failed after 3 retries Failed to fetch: {WHEEL} dns error",
+        # uv's explanation is cut to its last lines (resolve._reason): CI's began at the cause
+        f"Failed to fetch: {WHEEL} error sending request for url ({WHEEL}) client error (Connect) dns error",
+    ],
+)
+def test_either_form_of_uvs_download_failure_names_the_url(reason: str) -> None:
+    from types import SimpleNamespace
+
+    from assembler.python.env import _Run
+
+    run = _Run.__new__(_Run)
+    run.dropped, run.unfetched = {}, {}
+    member = SimpleNamespace(digest="d", pyset=SimpleNamespace(requirements=[f"pkg @ {WHEEL}", "idna==3.4"]))
+    assert run.drop_unfetched([member], reason)  # type: ignore[list-item]
+    assert run.dropped == {"d": [f"pkg @ {WHEEL}"]}
+    assert run.unfetched[f"pkg @ {WHEEL}"].startswith("https://unreached.invalid/ (")
+    assert not run.drop_unfetched([member], "Failed to fetch: https://pypi.org/simple/idna/ 503")

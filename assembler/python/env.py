@@ -114,7 +114,7 @@ class _Run:
         found = _UNFETCHED.search(reason)
         if found is None:
             return False
-        url = found.group(2)
+        url = found.group(1) or found.group(2)
         host = re.match(r"^[a-z]+://[^/]+/", url)
         why = unreachable(host.group(0)) if host else None
         if why is None:
@@ -248,7 +248,11 @@ def _no_deps(run: _Run, member: Member, results: dict[str, MemberResult], fixed:
 
 
 _LOCAL = re.compile(r"(===?\s*[A-Za-z0-9.!_-]+)\+[A-Za-z0-9.]+")
-_UNFETCHED = re.compile(r"Failed to download `([A-Za-z0-9][A-Za-z0-9._-]*) @ (\S+?)`")
+# uv's first line names the requirement; where its explanation is longer than the lines kept
+# (resolve._reason), the cause that names the URL is the first one left
+_UNFETCHED = re.compile(
+    r"Failed to download `[A-Za-z0-9][A-Za-z0-9._-]* @ (\S+?)`|Failed to fetch: `?([a-z]+://[^\s`]+)"
+)
 _GONE = (
     re.compile(r"\b([A-Za-z0-9][A-Za-z0-9._-]*) was not found in the package regist"),
     re.compile(r"\bthere (?:are|is) no versions? of ([A-Za-z0-9][A-Za-z0-9._-]*)"),
