@@ -4,6 +4,8 @@ exactly as of that release's own day (issue 49, item 5): a tool pinned beside th
 
 from __future__ import annotations
 
+import io
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -33,3 +35,49 @@ def test_an_exact_pin_newer_than_the_environments_date_is_taken_as_of_its_own_da
     assert pins["uv"] == "uv==0.9.5", pins
     # what the environment leaves floating is still as of its date: idna 3.4 (2022-09-14)
     assert pins["idna"] == "idna==3.4", pins
+
+
+APP = """\
+name: app
+{as_of}bases: {{b: "rootfs:base.tar"}}
+image:
+  base: b
+  layers:
+    - name: app
+      run: ["pip install requests==2.32.3"]
+      python_sets: [{{requirements: [requests==2.32.3], python: "3.11"}}]
+"""
+
+
+def _newest(project: str) -> str:
+    import requests
+
+    got = requests.get(f"https://pypi.org/pypi/{project}/json", timeout=30)
+    got.raise_for_status()
+    return str(got.json()["info"]["version"])
+
+
+@pytest.mark.integration  # PyPI: uv's resolution, and what PyPI serves today
+def test_a_users_own_set_locks_the_newest_versions_and_says_so(tmp_path: Path) -> None:
+    """Issue 50, item 1: ``requests==2.32.3`` alone locked certifi 2024.2.2 and urllib3 2.2.1
+    (as of requests' day); a lock now takes what the indexes serve today, and says so."""
+    (tmp_path / "m.yaml").write_text(APP.format(as_of=""))
+    with tarfile.open(tmp_path / "base.tar", "w") as tf:  # a base the plan opens (nothing runs)
+        info = tarfile.TarInfo("etc/os-release")
+        info.size = 8
+        tf.addfile(info, io.BytesIO(b"ID=test\n"))
+    ran = run_cli_here(["lock", "m.yaml"], cwd=tmp_path)
+    assert ran.code == 0, str(ran)
+    assert "(no resolve_as_of: the newest versions when it was locked)" in ran.out, ran.out
+    pins = next(iter(read_lock(tmp_path / "m.lock").sets.values())).constraints()
+    assert pins["certifi"] == f"certifi=={_newest('certifi')}", pins
+    assert pins["urllib3"] == f"urllib3=={_newest('urllib3')}", pins
+    planned = run_cli_here(["plan", "m.yaml", "--locked"], cwd=tmp_path)
+    assert planned.code == 0 and "no resolve_as_of: the newest versions when it was locked" in planned.out, planned
+    # the manifest that copies upstream's pins asks for their era
+    (tmp_path / "m.yaml").write_text(APP.format(as_of="resolve_as_of: newest-pin\n"))
+    ran = run_cli_here(["lock", "m.yaml"], cwd=tmp_path)
+    assert ran.code == 0, str(ran)
+    pins = next(iter(read_lock(tmp_path / "m.lock").sets.values())).constraints()
+    assert pins["certifi"] == "certifi==2024.2.2" and pins["urllib3"] == "urllib3==2.2.1", pins
+    assert "resolved as of 2024-05-29T23:59:59Z (resolve_as_of newest-pin" in ran.out, ran.out

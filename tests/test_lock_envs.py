@@ -298,14 +298,27 @@ def test_an_environment_resolves_as_of_upstreams_date(tmp_path: Path, index: Ind
     2025-05-17) it gets what upstream's build got."""
     _era(index)
     manifest = tmp_path / "verl.yaml"
-    # b60acfa's text named no date: it resolved as of the day it was locked (5.20.2). Now it
-    # resolves as of the day the newest release it names exactly was published (vllm's)...
+    # With no date: the newest versions the sets allow when it is locked (as uv, poetry and
+    # pip-tools lock), and lock says so
     manifest.write_text(VERL_ERA.format(index=index.url, as_of=""))
+    done = run_cli(["lock", str(manifest)])
+    assert done.code == 0, done
+    assert _pinned(tmp_path / "verl.lock", "layers.vllm:vllm")["transformers"] == "5.20.2"
+    assert re.search(r"image python3\.10 \(\S+\): resolved as of 20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ", done.out), done
+    assert "(no resolve_as_of: the newest versions when it was locked)" in done.out, done
+    # newest-pin: as of the day the newest release it names exactly was published (vllm's)...
+    newest_pin = VERL_ERA.format(index=index.url, as_of="resolve_as_of: newest-pin\n")
+    manifest.write_text(newest_pin)
     refused = run_cli(["lock", str(manifest)])
     assert refused.code == 2 and "pyairports" in refused.err, refused  # ... when outlines' pyairports was gone
-    manifest.write_text(VERL_ERA.format(index=index.url, as_of="").replace(", pyairports]", "]"))
-    assert run_cli(["lock", str(manifest)]).code == 0
+    manifest.write_text(newest_pin.replace(", pyairports]", "]"))
+    done = run_cli(["lock", str(manifest)])
+    assert done.code == 0, done
     assert _pinned(tmp_path / "verl.lock", "layers.vllm:vllm")["transformers"] == "4.45.2"
+    said = "resolved as of 2024-10-17T23:59:59Z (resolve_as_of newest-pin: the day its newest exact pin was published)"
+    assert said in done.out, done
+    plan = run_cli(["plan", str(manifest), "--locked", "--cache", str(tmp_path / "cache")])
+    assert plan.code == 0 and "locked, as of 2024-10-17T23:59:59Z (resolve_as_of newest-pin" in plan.out, plan
     assert run_cli(["lock", str(manifest), "--upgrade"]).code == 0
     assert _pinned(tmp_path / "verl.lock", "layers.vllm:vllm")["transformers"] == "5.20.2"
 
@@ -340,7 +353,8 @@ def test_a_lock_that_recorded_no_date_is_refused_by_plan_locked(tmp_path: Path, 
     the release and what floated, and lock resolves it again as of the release's day."""
     _era(index)
     manifest = tmp_path / "verl.yaml"
-    manifest.write_text(VERL_ERA.format(index=index.url, as_of="").replace(", pyairports]", "]"))
+    as_of = "resolve_as_of: newest-pin\n"
+    manifest.write_text(VERL_ERA.format(index=index.url, as_of=as_of).replace(", pyairports]", "]"))
     lock = tmp_path / "verl.lock"
     assert run_cli(["lock", str(manifest), "--upgrade"]).code == 0
     assert _pinned(lock, "layers.vllm:vllm")["transformers"] == "5.20.2"

@@ -346,4 +346,5 @@ def _print_plan(result: Plan, variant: str | None) -> None:
         say(f"lock: {lock.file} ({lock.state})")
         for where, state in lock.sets.items():
             why = f": {state['why']}" if state.get("why") and state["state"] == "unresolved" else ""
-            say(f"  {where:<40} {state['state']}{why}")
+            as_of = f", as of {state['as_of']}" if state.get("as_of") else ""
+            say(f"  {where:<40} {state['state']}{as_of}{why}")

@@ -166,6 +166,7 @@ def _show(args: argparse.Namespace, path: Path, done: list[Locked], variants: in
                 "state": d.state,
                 "pins": d.pins,
                 **({"why": d.why} if d.why else {}),
+                **({"environment": d.environment, "as_of": d.as_of} if d.environment else {}),
             }
             for d in done
         ]
@@ -175,6 +176,16 @@ def _show(args: argparse.Namespace, path: Path, done: list[Locked], variants: in
         why = f": {d.why}" if d.why and d.state != "unresolvable" else ""
         count = f"{d.pins:>4} pins" if not d.where.startswith(("bases.", "sources.")) else " " * 9
         say(f"  {d.variant:<28} {d.where:<36} {d.state:<12} {count}{why}")
+    # each environment's date and its rule, once (its variants' environments are often one)
+    dates: dict[tuple[str, str], list[str]] = {}
+    for d in done:
+        if d.environment:
+            names = dates.setdefault((d.environment, d.as_of), [])
+            if d.variant not in names:
+                names.append(d.variant)
+    for (environment, as_of), names in dates.items():
+        which = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        say(f"  {environment} ({which}): resolved as of {as_of}")
     counts = Counter(d.state for d in {d.key: d for d in done}.values())
     say(
         f"{path}: {variants} variant(s), "

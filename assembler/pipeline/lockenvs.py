@@ -17,6 +17,7 @@ from assembler.python.standin import PYPI
 from assembler.spec.facts.basepython import Held
 from assembler.spec.lockfile import Entry, EnvEntry, Lock
 from assembler.spec.pyenvs import Environment
+from assembler.spec.pysets import as_of_rule
 from assembler.spec.setuses import SetUse, set_key
 
 _END_OF_DAY = "T23:59:59Z"  # a date as of its end, in UTC: the same cut on every machine
@@ -45,17 +46,21 @@ class EnvLocker:
             kept = self._keep(env, uses)
             self.done[env.key] = "kept" if kept else self._resolve(env, uses, variant, held_of(uses))
         found = self.lock.environments[env.key]
+        said = {
+            "environment": env.name,
+            "as_of": f"{found.resolved_as_of} ({as_of_rule(env.as_of, found.resolved_as_of)})",
+        }
         report = []
         for use in uses:
             entry = self.lock.sets[use.key]
             count = len(entry.constraints())
             if found.error:
-                report.append(Locked(variant, use.where, use.key, "unresolvable", 0, found.error))
+                report.append(Locked(variant, use.where, use.key, "unresolvable", 0, found.error, **said))
             elif entry.pins is None or entry.unresolved:
-                report.append(Locked(variant, use.where, use.key, "unresolved", count, entry.unresolved or ""))
+                report.append(Locked(variant, use.where, use.key, "unresolved", count, entry.unresolved or "", **said))
             else:
                 state = "stand-in" if entry.stand_in and self.done[env.key] != "kept" else self.done[env.key]
-                report.append(Locked(variant, use.where, use.key, state, count, ""))
+                report.append(Locked(variant, use.where, use.key, state, count, "", **said))
         return report
 
     def _keep(self, env: Environment, uses: list[SetUse]) -> bool:
@@ -66,6 +71,11 @@ class EnvLocker:
             return False
         if kept.resolved_as_of is None:
             return False  # locked before each resolution recorded its date: as of which day, unknown
+        if not env.as_of and kept.resolved_as_of.endswith(_END_OF_DAY):
+            # resolved as of its newest pin's day, the rule before `newest-pin` had to be asked
+            # for: resolved again as of now, its pins as preferences (as `uv lock` keeps its
+            # lock's), so the date it records is the rule it was resolved by; --upgrade moves them
+            return False
         names = {n for e in entries if e is not None for n in e.constraints()}
         if any(p.lower().replace("_", "-") in names for p in self.asked.upgrade_packages):
             return False
@@ -152,10 +162,13 @@ def _now() -> str:
 
 def _as_of(env: Environment) -> str | None:
     """uv's ``--exclude-newer`` for the environment's date (the end of its day, UTC): the
-    manifest's ``resolve_as_of``, else the day the newest release it names exactly was
-    published (upstream wrote its pins no earlier; what it left floating is taken as of then,
-    not as of today). None when it names no release an index dates."""
+    manifest's ``resolve_as_of``. Without one, None: the newest versions the sets allow
+    today, as uv, poetry and pip-tools lock. ``newest-pin``: the day the newest release it
+    names exactly was published (upstream wrote its pins no earlier; what it left floating is
+    taken as of then, not as of today), None when it names no release an index dates."""
     if not env.as_of:
+        return None
+    if env.as_of.get("newest_pin"):
         days = [d for index, name, version in env.exact_releases() if (d := _dated(index, name, version))]
         return f"{max(days)}{_END_OF_DAY}" if days else None
     date = env.as_of.get("date")
@@ -206,8 +219,8 @@ def _exact_dates(env: Environment, as_of: str) -> dict[str, str]:
     """The day of each release an environment with a date of its own (``resolve_as_of``)
     names exactly and that is newer than that date: a tool pinned in it (an installer's uv)
     is taken as of its own release, as its pin says, not refused as newer than the stack's.
-    (Without ``resolve_as_of`` the date is the newest of these days already.)"""
-    if not env.as_of:
+    (With ``newest-pin`` the date is the newest of these days already.)"""
+    if not env.as_of or env.as_of.get("newest_pin"):
         return {}
     out: dict[str, str] = {}
     for index, name, version in env.exact_releases():

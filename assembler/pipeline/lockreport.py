@@ -18,6 +18,9 @@ class Locked:
     state: str  # kept | resolved | stand-in | unresolved | unresolvable | pinned
     pins: int
     why: str = ""
+    # a Python set's environment: its name, and the date it was resolved as of and why
+    environment: str = ""
+    as_of: str = ""
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from assembler.spec.facts.basepython import over_base
 from assembler.spec.lockfile import LOCK_ENV, Entry, EnvEntry, Lock
 from assembler.spec.lockpins import Pin, floating, pinned
 from assembler.spec.pyenvs import set_uses
+from assembler.spec.pysets import as_of_rule
 from assembler.spec.setuses import SetUse, layer_name, plain_pin, set_key, used_steps
 
 
@@ -170,6 +171,11 @@ def _set_states(
             continue
         state, warning = _entry_state(manifest, use, uses, entry, env, how)
         states[use.where] = {"key": use.key, **state}
+        if env is not None and env.resolved_as_of and not env.error:
+            rule = env.definition.get("as_of")
+            states[use.where]["as_of"] = (
+                f"{env.resolved_as_of} ({as_of_rule(rule if isinstance(rule, Mapping) else None, env.resolved_as_of)})"
+            )
         if warning is not None and warning not in warnings:
             warnings.append(warning)
     return warnings

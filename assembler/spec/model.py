@@ -280,8 +280,9 @@ class Manifest(Strict):
     )
     resolve_as_of: AsOf | None = Field(
         default=None,
-        description="the date `assemble lock` resolves the Python sets as of (upstream's: YYYY-MM-DD, or "
-        "NAME==VERSION for the day its index published that release); default: the day of the lock",
+        description="the date `assemble lock` resolves the Python sets as of (upstream's: YYYY-MM-DD, "
+        "NAME==VERSION for the day its index published that release, or newest-pin for the day of the newest "
+        "release each environment names exactly); default: none, the newest versions on the day of the lock",
     )
 
 

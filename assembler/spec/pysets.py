@@ -12,6 +12,7 @@ what the lock says, not what the index serves that day.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Annotated
 
 from packaging.utils import canonicalize_name
@@ -177,9 +178,15 @@ _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 _RELEASE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9.!+_-]+$")
 
 
+NEWEST_PIN = "newest-pin"
+
+
 def _as_of_text(value: object) -> object:
-    """``2025-05-17`` is ``{date: ...}``, ``vllm==0.11.1`` is ``{release: ...}``."""
+    """``2025-05-17`` is ``{date: ...}``, ``vllm==0.11.1`` is ``{release: ...}``,
+    ``newest-pin`` is ``{newest_pin: true}``."""
     if isinstance(value, str):
+        if value.strip() == NEWEST_PIN:
+            return {"newest_pin": True}
         return {"release": value} if "==" in value else {"date": value}
     return value
 
@@ -198,7 +205,8 @@ def _check_date(value: str, what: str) -> str:
 
 class ResolveAsOf(Strict):
     """When a manifest's (or a target's) Python sets are resolved as of: what the indexes
-    served then (uv's ``--exclude-newer``), so a lock made today gets upstream's era."""
+    served then (uv's ``--exclude-newer``), so a lock made today gets upstream's era. Without
+    one, a lock takes the newest versions the sets allow on the day it is made."""
 
     date: str | None = Field(
         default=None, description="YYYY-MM-DD: what the indexes served at the end of that day (UTC)"
@@ -206,6 +214,11 @@ class ResolveAsOf(Strict):
     release: str | None = Field(
         default=None,
         description="NAME==VERSION: the day the index published that release (the upstream tag the manifest builds)",
+    )
+    newest_pin: bool = Field(
+        default=False,
+        description="`newest-pin`: the day the newest release an environment names exactly (NAME==VERSION) "
+        "was published, each environment its own (a manifest that copies upstream's pins)",
     )
     packages: dict[str, str] = Field(
         default_factory=dict,
@@ -219,8 +232,10 @@ class ResolveAsOf(Strict):
 
     @model_validator(mode="after")
     def _one(self) -> ResolveAsOf:
-        if (self.date is None) == (self.release is None):
-            raise ValueError("resolve_as_of gives a date (YYYY-MM-DD) or a release (NAME==VERSION), one of them")
+        if [self.date is not None, self.release is not None, self.newest_pin].count(True) != 1:
+            raise ValueError(
+                f"resolve_as_of gives a date (YYYY-MM-DD), a release (NAME==VERSION) or {NEWEST_PIN}, one of them"
+            )
         if self.date is not None:
             _check_date(self.date, "resolve_as_of")
         if self.release is not None and not _RELEASE.match(self.release):
@@ -231,11 +246,28 @@ class ResolveAsOf(Strict):
 
     def definition(self) -> dict[str, object]:
         """What a resolution depends on (part of the environment's key in a lock)."""
-        found: dict[str, object] = {"date": self.date} if self.date else {"release": self.release}
+        found: dict[str, object] = (
+            {"date": self.date} if self.date else {"release": self.release} if self.release else {"newest_pin": True}
+        )
         if self.packages:
             found["packages"] = dict(sorted(self.packages.items()))
         return found
 
 
+def as_of_rule(as_of: Mapping[str, object] | None, resolved: str | None = None) -> str:
+    """Why an environment was resolved as of its date (``resolved``, as the lock records it),
+    from its definition's ``as_of``."""
+    if not as_of:
+        return "no resolve_as_of: the newest versions when it was locked"
+    if as_of.get("date"):
+        return f"resolve_as_of {as_of['date']}"
+    if as_of.get("release"):
+        return f"resolve_as_of {as_of['release']}: the day its index published it"
+    if resolved is not None and not resolved.endswith("T23:59:59Z"):
+        return f"resolve_as_of {NEWEST_PIN}, and it names no release exactly: the newest versions when it was locked"
+    return f"resolve_as_of {NEWEST_PIN}: the day its newest exact pin was published"
+
+
 AsOf = Annotated[ResolveAsOf, BeforeValidator(_as_of_text, json_schema_input_type=str | ResolveAsOf)]
-"""``resolve_as_of:`` as written: a date, ``NAME==VERSION`` (or a param naming one), or the mapping."""
+"""``resolve_as_of:`` as written: a date, ``NAME==VERSION`` (or a param naming one), ``newest-pin``,
+or the mapping."""
