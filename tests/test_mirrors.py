@@ -182,7 +182,14 @@ def test_a_docker_hub_base_builds_from_a_mirror_without_contacting_docker_io(
 
 def test_offline_a_base_fails_in_seconds_saying_what_to_do(tmp_path: Path) -> None:
     root = project(tmp_path / "p", "docker://registry.invalid/library/x:tag")
-    ran, took = build(root, "--registries-conf", str(registries_conf(tmp_path / "empty.conf", "")))
+    conf = ["--registries-conf", str(registries_conf(tmp_path / "empty.conf", ""))]
+    # the preflight names it with the sources and outputs (tests/test_preflight.py)...
+    ran, took = build(root, *conf)
+    assert ran.code == 1 and took < 10, str(ran)
+    assert "registry.invalid (name or service not known): needed by bases.runtime" in ran.err, ran.err
+    assert "--base runtime=REF" in ran.err and "a mirror in registries.conf" in ran.err, ran.err
+    # ...and without it the registry client gives up on it as soon
+    ran, took = build(root, *conf, "--no-preflight")
     assert ran.code == 1, str(ran)
     assert took < 10, f"{took:.1f} s"
     error = ran.err.split("error: ", 1)[1]

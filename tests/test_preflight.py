@@ -15,6 +15,8 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from assembler.spec import toolhosts
 from assembler.spec.load import load_manifest
 from assembler.spec.reach import needs
@@ -150,3 +152,81 @@ def test_offline_refuses_a_build_that_would_reach_a_host_and_asks_none(tmp_path:
     assert ran.code == 0, ran
     plan = run_cli_here(["plan", "m.yaml", *cache, "--json", "-o", "docker://127.0.0.1:5000/x:1"], cwd=tmp_path)
     assert json.loads(plan.out)["reaches"] == {"127.0.0.1:5000": ["outputs.0"]}
+
+
+_EVERY_KIND = """\
+name: every
+bases:
+  devel: docker://registry.example.invalid/devel:1
+  hub: docker://debian:bookworm
+sources:
+  app: {git: "https://git.example.invalid/org/app.git", ref: v1}
+compile:
+  - name: build
+    base: devel
+    sources: [app]
+    run: ["make"]
+    artifacts: {bin: {path: /b, to: /b}}
+image:
+  base: hub
+  layers:
+    - artifact: build.bin
+    - run: ["pip install --index-url https://index.example.invalid/simple requests"]
+      name: app
+"""
+
+
+def _answers(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection((host, port), 5).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_one_run_names_every_host_bases_outputs_and_local_registries_included(tmp_path: Path) -> None:
+    """Issue 50, item 5: a base's registry (Docker Hub among them) and the outputs'
+    registries, a local one included, are asked in the same round as the sources and the
+    indexes, before anything is built, each with what avoids it."""
+    from tests.pyindex import closed_port
+
+    (tmp_path / "m.yaml").write_text(_EVERY_KIND)
+    local = f"127.0.0.1:{closed_port()}"
+    started = time.monotonic()
+    ran = run_cli_here(["m.yaml", "--cache", str(tmp_path / "cache"), "-o", f"docker://{local}/every:1"], cwd=tmp_path)
+    assert time.monotonic() - started < 10, ran
+    assert ran.code == 1, ran
+    error = ran.err.split("hint:")[0]
+    for named in (
+        "registry.example.invalid (name or service not known): needed by bases.devel",
+        "git.example.invalid (name or service not known): needed by sources.app; avoided with --source app=PATH",
+        "index.example.invalid (name or service not known): needed by layers.app",
+        f"{local} (connection refused): needed by outputs.0; avoided with -o oci:DIR",
+    ):
+        assert named in error, (named, ran.err)
+    assert "--base devel=REF" in error
+    if not _answers("registry-1.docker.io", 443):  # Docker Hub, as this machine and CI have it
+        assert (
+            "registry-1.docker.io (Docker Hub, " in error
+            and "needed by bases.hub; avoided with --base hub=REF" in error
+        )
+    assert f"start the registry at {local}" in ran.err, ran.err
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.tar*"))
+
+
+def test_the_tgi_manifest_names_every_host_it_cannot_reach_in_one_run(tmp_path: Path) -> None:
+    """Issue 50's must-show: ``assemble manifests/tgi.yaml`` names GitHub, PyTorch's index,
+    Docker Hub and its local output registry, each that does not answer here, at once."""
+    hosts = {"github.com": 443, "download.pytorch.org": 443, "registry-1.docker.io": 443, "127.0.0.1": 5000}
+    silent = [h for h, port in hosts.items() if not _answers(h, port)]
+    if not silent:
+        pytest.skip("every host TGI's build reaches answers here: it would build for hours")
+    started = time.monotonic()
+    ran = run_cli_here([str(ROOT / "manifests" / "tgi.yaml"), "--cache", str(tmp_path / "cache")], cwd=tmp_path)
+    took = time.monotonic() - started
+    assert ran.code == 1 and took < 10, (took, ran)
+    error = ran.err.split("hint:")[0]
+    for host in silent:
+        assert f"  {host if host != '127.0.0.1' else '127.0.0.1:5000'} (" in error, (host, ran.err)

@@ -7,12 +7,14 @@ the ``--set`` the manifest gives beside the step (``reaches: {HOST: {avoid: ...}
 only sometimes (``only:``) that does not answer is a warning.
 
 What is cached is not made, so it reaches nothing: a no-change rebuild asks no host but the
-registries of its outputs. Loopback hosts (a local registry) are not asked: they are the
-user's own; nor are the registries the registry client asks first itself (a base's, read
-before any step through registries.conf's mirrors, an unreachable one given up in seconds),
-or an output's registry that registries.conf rewrites or blocks. A base's apt mirror named
-only inside an image pulled from a registry is not known before the base is read, and is
-not asked either.
+registries of its outputs. Every host is asked in the one round, the bases' registries
+(Docker Hub is registry-1.docker.io) and the outputs' with the rest, so that one run names
+all that is missing, and a local output registry that is not started stops the build before
+its hours of compiling, not after: a loopback host (``127.0.0.1:5000``) is asked with a TCP
+connection (something listens, whatever it speaks). Not asked: a registry that
+registries.conf has a table for (its mirrors, a rewrite, a block: the registry client tries
+those itself, and says what it tried), and a base's apt mirror named only inside an image
+pulled from a registry, not known before the base is read.
 
 ``--offline`` asks no host: a plan whose parts to make reach any (loopback aside) is refused.
 """
@@ -25,6 +27,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
 from assembler.errors import HostsUnreachable, InputError
+from assembler.oci.reference import DEFAULT_REGISTRY, ImageName
 from assembler.pipeline import kinds
 from assembler.pipeline.options import Event, Reporter
 from assembler.pipeline.resolve import Plan
@@ -59,14 +62,14 @@ def check(
 
 def _check(plan: Plan, *, offline: bool, report: Reporter, probe: Probe | None) -> None:
     parts = pending(plan)
-    needed = [n for n in plan.needs() if n.part in parts and not _loopback(n.host)]
+    needed = [n for n in plan.needs() if n.part in parts]
     if offline:
-        _refuse_offline(needed)
+        _refuse_offline([n for n in needed if not _loopback(n.host)])
         return
     asked = [n for n in needed if n.known and not _registrys_own(n, plan)]
     if not asked:
         return
-    urls = {n: f"{_scheme(n, plan)}://{n.host}/" for n in asked}
+    urls = {n: _url(n, plan) for n in asked}
     started = time.monotonic()
     answers = (probe or _probe)(sorted(set(urls.values())))
     failed = {n: why for n in asked if (why := answers.get(urls[n])) is not None}
@@ -81,6 +84,18 @@ def _check(plan: Plan, *, offline: bool, report: Reporter, probe: Probe | None) 
     report(Event("info", {"text": f"preflight: {hosts} hosts answer ({time.monotonic() - started:.1f} s)"}))
 
 
+def _url(need: Need, plan: Plan) -> str:
+    """What asks ``need``'s host: a loopback one a TCP connection to its port (a local
+    registry's scheme is the user's choice), any other a request as the build makes it."""
+    scheme = _scheme(need, plan)
+    if not _loopback(need.host):
+        return f"{scheme}://{need.host}/"
+    bracket = need.host.rfind("]")
+    has_port = need.host.rfind(":") > bracket and (bracket >= 0 or need.host.count(":") == 1)
+    port = "" if has_port else f":{ {'http': 80, 'https': 443}.get(scheme, 443) }"
+    return f"tcp://{need.host}{port}/"
+
+
 def _scheme(need: Need, plan: Plan) -> str:
     """How ``need``'s host is asked: a registry written to with --tls-verify=false over HTTP."""
     registry = plan.options.context.registry if plan.options is not None else None
@@ -89,17 +104,33 @@ def _scheme(need: Need, plan: Plan) -> str:
 
 
 def _registrys_own(need: Need, plan: Plan) -> bool:
-    """Whether the registry client asks ``need``'s host itself, first: a base's registry
-    (resolved before any step, through registries.conf's mirrors, an unreachable one given
-    up in seconds with what to do: registry/reach.py), or an output's registry that
-    registries.conf rewrites or blocks (refused before any request)."""
+    """Whether registries.conf has a table for ``need``'s registry (a base's, an output's, a
+    step cache's): the client tries its mirrors, or rewrites or blocks it, itself, and an
+    unreachable one is given up in seconds with what was tried (registry/reach.py)."""
     kind, _, name = need.part.partition(":")
-    if kind == "base":
-        spec = plan.loaded.manifest.bases.get(name) if plan.loaded is not None else None
-        return not isinstance(spec, m.BootstrapBase)
     registry = plan.options.context.registry if plan.options is not None else None
     conf = getattr(registry, "conf", None)
-    return kind in ("output", "cache") and conf is not None and conf.find(need.host) is not None
+    if conf is None:
+        return False
+    if kind == "base":
+        spec = plan.loaded.manifest.bases.get(name) if plan.loaded is not None else None
+        ref = spec if isinstance(spec, str) else spec.ref if isinstance(spec, m.RefBase) else None
+        if ref is None or not ref.startswith("docker://"):
+            return False
+        try:
+            candidates = conf.candidates(ImageName.parse(ref.removeprefix("docker://")))
+        except ValueError:
+            return True  # the client's parse says what is wrong with it
+        # a short name registries.conf resolves (aliases, search registries), or a name with a
+        # table: the client's own; Docker Hub's API host is registry-1.docker.io
+        if len(candidates) != 1 or conf.find(f"{candidates[0].registry}/{candidates[0].repository}") is not None:
+            return True
+        registry = candidates[0].registry
+        return (API_HOSTS.get(registry, registry)) != need.host
+    return kind in ("output", "cache") and conf.find(need.host) is not None
+
+
+API_HOSTS = {DEFAULT_REGISTRY: "registry-1.docker.io"}
 
 
 def _probe(urls: Collection[str]) -> Mapping[str, str | None]:
@@ -178,6 +209,8 @@ def _avoids(needs: Sequence[Need]) -> list[str]:
             found.append(f"--base {name}=REF")
         elif kind == "source":
             found.append(f"--source {name}=PATH")
+        elif kind == "output":
+            found.append("-o oci:DIR (in place of the manifest's outputs)")
     return list(dict.fromkeys(found))
 
 
@@ -190,12 +223,18 @@ def _unreachable(stops: Mapping[Need, str]) -> HostsUnreachable:
         avoids = _avoids(needs)
         every += avoids
         where = ", ".join(sorted({n.where for n in needs}))
-        line = f"  {host} ({whys[host]}): needed by {where}"
+        named = f"{host} (Docker Hub, {whys[host]})" if host == "registry-1.docker.io" else f"{host} ({whys[host]})"
+        line = f"  {named}: needed by {where}"
         lines.append(line + (f"; avoided with {' or '.join(avoids)}" if avoids else ""))
     tls = any(w.startswith("its TLS certificate") for w in whys.values())
     hint = "nothing was built; " + (f"build again with {' '.join(dict.fromkeys(every))}" if every else "")
     if not every:
         hint += "change the manifest (or -o) to leave those parts out, or build where the hosts answer"
+    if any(n.part.startswith("base:") for n in stops):
+        hint += "; or give a base's registry a mirror in registries.conf"
+    local = sorted(h for h in whys if _loopback(h))
+    if local:
+        hint += f"; start the registry at {', '.join(local)} (docker-registry, registry:2) before building"
     if tls:
         hint += "; a CA of this network's: --cert FILE (or put it in the system's trust store)"
     return HostsUnreachable(
