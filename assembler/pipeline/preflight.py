@@ -125,8 +125,8 @@ def _registrys_own(need: Need, plan: Plan) -> bool:
         # table: the client's own; Docker Hub's API host is registry-1.docker.io
         if len(candidates) != 1 or conf.find(f"{candidates[0].registry}/{candidates[0].repository}") is not None:
             return True
-        registry = candidates[0].registry
-        return (API_HOSTS.get(registry, registry)) != need.host
+        host = str(candidates[0].registry)
+        return API_HOSTS.get(host, host) != need.host
     return kind in ("output", "cache") and conf.find(need.host) is not None
 
 

@@ -6,6 +6,8 @@ It passes requests through (streaming bodies both ways) and counts them; per tes
   or to all of them (a registry failing forever), or to a random share of them (a flaky
   registry: ``rate``, drawn from a seeded generator so a run can be replayed);
 - drop the connection after N bytes of a request body (a network cut mid-upload);
+- stall a request (``stall``): hold it, its body unread, until the test releases it or
+  ``seconds`` pass (a push in flight when the build is stopped);
 - play a bearer-token registry: ``/token`` issues tokens for the scopes asked (checking
   basic credentials if configured; a ``POST`` is the OAuth2 refresh-token grant, checked
   against an identity token if configured) and every ``/v2/`` request must carry a token whose
@@ -38,7 +40,7 @@ class Fault:
     """What to do to matching requests: the first ``skip`` pass, the next ``times`` (None:
     all, forever) get the fault, each with probability ``rate``."""
 
-    action: str  # "status", "drop" (cut a request body) or "cut" (cut a response body)
+    action: str  # "status", "drop" (cut a request body), "cut" (cut a response body) or "stall"
     method: str | None = None
     path: str = ""  # a regex searched in the request path (with query)
     status: int = 503
@@ -50,6 +52,9 @@ class Fault:
     seed: int = 0
     hits: int = 0
     seen: int = 0
+    seconds: float = 120.0  # how long a stalled request is held at most
+    reached: threading.Event = field(default_factory=threading.Event, repr=False)  # a request is held
+    release: threading.Event = field(default_factory=threading.Event, repr=False)
     rng: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -309,6 +314,12 @@ class _Handler(BaseHTTPRequestHandler):
         fault = self.proxy.take_fault(self.command, self.path)
         if fault is not None and fault.action == "drop":
             self._drop(fault.after_bytes)
+            return
+        if fault is not None and fault.action == "stall":
+            self.proxy.record(Record(self.command, self.path, 0, 0, self.headers.get("Authorization", "")))
+            fault.reached.set()
+            fault.release.wait(fault.seconds)
+            self._abort()
             return
         if fault is not None and fault.action == "status":
             received = sum(len(c) for c in self._body_chunks())
