@@ -203,6 +203,35 @@ def test_assemble_test_runs_a_manifest_s_tests_on_a_built_image(tmp_path: Path, 
     ]
 
 
+def test_assemble_test_with_the_manifest_runs_the_tests_of_the_images_target(
+    tmp_path: Path, demo_bases: dict[str, Path]
+) -> None:
+    """Issue 50, item 6: ``assemble test IMAGE MANIFEST`` ran the default target's tests on an
+    image built as another target; the image says its target (io.assemble.target)."""
+    root = project(tmp_path / "p", demo_bases["runtime"], "  - name: fine\n    args: [ok]\n    output: ['^args:ok$']\n")
+    text = (root / "m.yaml").read_text().replace("outputs: [oci:out:one]\n", "")
+    text += (
+        "outputs: [oci:out:one]\n"
+        "targets:\n"
+        "  main: {}\n"
+        "  strict:\n"
+        "    add_tests:\n"
+        "      - name: as-root\n"
+        "        command: [sh, -c, 'test $(id -u) = 0 && echo root']\n"
+        "        output: ['^root$']\n"
+        "default_target: main\n"
+    )
+    (root / "m.yaml").write_text(text)
+    built = run_cli(["m.yaml", "--target", "strict", "--cache", "cache", "--no-tests", "--json"], cwd=root)
+    assert built.code == 0, str(built)
+    ran = run_cli(["test", "oci:out:one", "m.yaml", "--cache", "cache", "--json"], cwd=root)
+    assert ran.code == 1, str(ran)  # the strict target's own test runs (and fails: the image's user is 65534)
+    assert [(t["name"], t["status"]) for t in ran.json["tests"]] == [("fine", "passed"), ("as-root", "failed")]
+    # --target still says which
+    ran = run_cli(["test", "oci:out:one", "m.yaml", "--target", "main", "--cache", "cache", "--json"], cwd=root)
+    assert ran.code == 0 and [t["name"] for t in ran.json["tests"]] == ["fine"], str(ran)
+
+
 def test_the_test_result_attestation_is_signed_and_the_real_cosign_verifies_it(
     tmp_path: Path, demo_bases: dict[str, Path], registry: RunningRegistry
 ) -> None:

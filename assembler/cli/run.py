@@ -18,8 +18,11 @@ from assembler.cli.console import out, say
 from assembler.errors import InputError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from assembler.pipeline.imagetests import Report
     from assembler.pipeline.runimage import Stored
+    from assembler.spec.load import Loaded
     from assembler.transports import Context
 
 
@@ -117,6 +120,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     ctx = _context(args, resolve_epoch(None, loaded.manifest.epoch if loaded is not None else None))
     sbatch = slurm_args(args.slurm_args)
     stored = _stored(args, ctx)
+    if loaded is not None and args.target is None:
+        loaded = _image_target(args, loaded, stored.config)
     if loaded is not None:
         suite = manifest_suite(loaded, stored, test_on=args.test_on)
     else:
@@ -133,6 +138,23 @@ def cmd_test(args: argparse.Namespace) -> int:
             say(f"test {o.name}: {o.status} ({o.where})" + (f": {o.reason}" if o.reason else ""))
     raise_failures(reports)
     return 0
+
+
+def _image_target(args: argparse.Namespace, loaded: Loaded, config: Mapping[str, Any]) -> Loaded:
+    """The manifest loaded for the target the image says it was built as (its
+    ``io.assemble.target`` label), where no ``--target`` names one: a test of the image runs
+    the tests of what it is, not of the manifest's default target."""
+    from assembler.pipeline.labels import NAMESPACE
+    from assembler.spec.load import load_manifest
+
+    labels = config.get("Labels") or {}
+    target = labels.get(f"{NAMESPACE}.target")
+    built_from = labels.get(f"{NAMESPACE}.manifest")
+    if not target or target == loaded.target or (built_from and built_from != loaded.manifest.name):
+        return loaded
+    if target not in loaded.manifest.targets:
+        return loaded
+    return load_manifest(args.manifest, sets=_pairs(args.set, "--set"), target=str(target))
 
 
 def _shown(args: argparse.Namespace) -> Any:

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import secrets
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ class RunSpec:
     volumes: Sequence[Volume] = ()
     workdir: str | None = None
     user: str = "0:0"
+    network: bool = True  # false: a network namespace of its own with only lo (Buildah.offline)
 
 
 class Buildah:
@@ -122,7 +124,17 @@ class Buildah:
         return argv
 
     def run_argv(self, container: str, spec: RunSpec) -> list[str]:
-        return [*self._run_flags(spec), container, "--", "/bin/sh", "-c", spec.command]
+        argv = [*self._run_flags(spec), container, "--", "/bin/sh", "-c", spec.command]
+        return argv if spec.network else self.offline(argv)
+
+    def offline(self, argv: Sequence[str]) -> list[str]:
+        """``argv`` (a buildah run) in a new network namespace with only ``lo``, up: buildah
+        1.28 refuses ``--network none`` with ``--isolation chroot`` ("cannot set --network
+        other than host"), so buildah itself runs in one made by ``unshare --net`` (as root)
+        or by ``unshare --net`` inside ``buildah unshare`` (rootless: only the user namespace
+        buildah makes holds the capability), through :mod:`assembler.compile.loopback`."""
+        inside = ["unshare", "--net", "--", sys.executable, "-m", "assembler.compile.loopback", *argv]
+        return [*self.globals, "unshare", "--", *inside] if self.rootless else inside
 
     def shell_argv(self, container: str, spec: RunSpec) -> list[str]:
         """An interactive shell in ``container`` with ``spec``'s user, environment, mounts

@@ -282,9 +282,11 @@ def run_commands(
     prelude: str,
     log_path: Path,
     user: str = "0:0",
+    network: bool = True,
 ) -> None:
-    """Run ``(shown, actual)`` commands in order in one ``buildah run``; StepFailed naming
-    the command that failed, with the log's tail, on the first failure."""
+    """Run ``(shown, actual)`` commands in order in one ``buildah run`` (without ``network``:
+    only the loopback interface); StepFailed naming the command that failed, with the log's
+    tail, on the first failure."""
     if not commands:
         return
     token = "@@assemble-" + token_hex(8)
@@ -302,7 +304,9 @@ def run_commands(
 
     env, lock_volumes = python_lock(ws, env)
     volumes = [*volumes, *lock_volumes]
-    spec = RunSpec(_script(commands, prelude, token), env=env, volumes=volumes, workdir=workdir, user=user)
+    spec = RunSpec(
+        _script(commands, prelude, token), env=env, volumes=volumes, workdir=workdir, user=user, network=network
+    )
     with open(log_path, "w", encoding="utf-8") as log_file:
         code, last = ws.buildah.run(cid, spec, log_file=log_file, on_line=ws.on_line, redact=redact, rewrite=rewrite)
     if code != 0:

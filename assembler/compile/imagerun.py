@@ -153,12 +153,7 @@ class ImageRunner:
         args += [a for key in sorted(env) for a in ("--env", f"{key}={env[key]}")]
         command = ["/bin/sh", "-c", _TO_FILE, "assemble-run", *cmd.argv] if to_file else list(cmd.argv)
         args += [*extra, container, "--", *command]
-        return args if cmd.network else self.without_network(args)
-
-    def without_network(self, argv: Sequence[str]) -> list[str]:
-        """``argv`` (a buildah run) in a new network namespace with only ``lo``, up."""
-        inside = ["unshare", "--net", "--", sys.executable, "-m", "assembler.compile.loopback", *argv]
-        return [*self.buildah.globals, "unshare", "--", *inside] if self.buildah.rootless else inside
+        return args if cmd.network else self.buildah.offline(args)
 
     def _shell(self, image_id: str, container: str) -> bool:
         """Whether the image runs ``/bin/sh`` (asked once per image)."""

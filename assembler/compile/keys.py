@@ -38,7 +38,8 @@ def compile_key(
     host_ca: bool,
 ) -> str:
     """Everything that can change a compile step's artifacts (not secret values, not the name)."""
-    definition = step.model_dump(mode="json", exclude=NOT_IN_KEY)
+    # network: only false is said, so that the keys of the steps written before it stay
+    definition = step.model_dump(mode="json", exclude=NOT_IN_KEY | ({"network"} if step.network else set()))
     return key_of(
         {
             "kind": "compile",

@@ -59,6 +59,7 @@ def run_runtime_step(
     workdir: str | None = None,
     packages: bool = False,
     shipped: bool = True,
+    network: bool = True,
 ) -> Layer:
     """Run ``commands`` on ``image`` and return the layer of what they changed (one no
     image holds unless ``shipped``: the readers of image layers need nothing of it)."""
@@ -84,6 +85,7 @@ def run_runtime_step(
                     prelude=pre,
                     log_path=log_path,
                     user=user,
+                    network=network,
                 )
                 points = [v.container for v in volumes]
             job = {

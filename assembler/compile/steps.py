@@ -175,6 +175,7 @@ def _run_compile_step(
                     redact=values,
                     prelude=pre,
                     log_path=log_path,
+                    network=step.network,
                 )
         # Artifacts may live in a kept folder or in a source's working copy, not only in the root.
         job = _export_job(step, ws, mounts=[(v.container, str(v.host)) for v in [*caches, *src_volumes]])

@@ -239,6 +239,7 @@ class Building:
                 user=rs.user,
                 workdir=rs.workdir,
                 packages=rs.packages,
+                network=rs.network,
             )
         on = [*image.diff_ids, *(b.diff_id for b in mounted.values())]  # what it is built on
         walk.record_made(report.key, StepResult(rs.name, layer=blob), on)

@@ -65,6 +65,7 @@ class RuntimeStep:
     user: str = "0:0"
     workdir: str | None = None
     packages: bool = False
+    network: bool = True  # false: only the loopback interface
 
 
 def step_of(man: m.Manifest, name: str) -> m.CompileStep:

@@ -62,6 +62,11 @@ class RunLayer(When):
     comment: str | None = None
     python_sets: list[PythonSet] = Field(default_factory=list, description="what its pip/uv commands install")
     reaches: HostUses = Field(default_factory=dict, description=REACHES_DESCRIPTION)
+    network: bool = Field(
+        default=True,
+        description="false: the commands see only the loopback interface (as BuildKit's RUN --network=none "
+        "and Nix's sandbox): a step that must not download anything; the preflight asks no host for it",
+    )
 
     def step_refs(self) -> list[str]:
         return list(self.mounts)
@@ -71,6 +76,8 @@ class RunLayer(When):
 
     def fetches(self, index: int) -> Fetches:
         part = f"step:{self.runtime_name(index)}"
+        if not self.network:
+            return Fetches(part, run=())  # it can reach nothing
         return Fetches(part, run=self.run, env=self.env, sets=self.python_sets, declared=self.reaches)
 
 

@@ -170,6 +170,12 @@ class CompileStep(Strict):
     python_sets: list[PythonSet] = Field(default_factory=list, description="what its pip/uv commands install")
     tests: TestList = Field(default_factory=list, description="run on an image that ships its artifacts")
     reaches: HostUses = Field(default_factory=dict, description=REACHES_DESCRIPTION)
+    network: bool = Field(
+        default=True,
+        description="false: the commands see only the loopback interface (as BuildKit's RUN --network=none "
+        "and Nix's sandbox): a step that must not download anything; the preflight asks no host for it "
+        "(its packages: are still installed from the mirror first)",
+    )
 
 
 class Recipe(Strict):

@@ -119,8 +119,17 @@ def needs(
             found += [Need(h, s, f"bases.{name}", f"base:{name}") for h, s in _base_hosts(spec, mirrors.get(name))]
     found += _source_needs(manifest, steps)
     for step in (s for s in manifest.compile if s.name in steps):
-        commands = _Commands(
-            step.run, step.env, step.python_sets, step.reaches, bool(step.packages), _cargo_git(manifest, step, folder)
+        commands = (
+            _Commands(
+                step.run,
+                step.env,
+                step.python_sets,
+                step.reaches,
+                bool(step.packages),
+                _cargo_git(manifest, step, folder),
+            )
+            if step.network
+            else _Commands((), {}, (), {}, bool(step.packages), set())  # its packages: come from the mirror
         )
         found += _step_needs(commands, step.name, f"step:{step.name}", _mirror(step.base or "", mirrors))
     image_mirror = _mirror(manifest.image.base, mirrors)
