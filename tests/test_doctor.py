@@ -90,3 +90,54 @@ def _doctor_and_bootstrap(tmp_path: Path) -> None:
     ran = _as_user_without_subids([sys.executable, "-m", "assembler", "m.yaml", "--cache", "c", "-q"], tmp_path)
     assert ran.returncode != 0, ran.stdout + ran.stderr
     assert "hint: /etc/subuid gives asmnosub 0 subordinate uids" in ran.stderr, ran.stderr
+
+
+MOUNTINFO = """\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+30 22 0:40 / /home rw,relatime shared:5 - nfs4 srv:/home rw,vers=4.2
+31 30 0:41 / /home/alice/local\\040disk rw shared:6 - xfs /dev/sdb1 rw
+40 22 0:50 / /lustre/project rw shared:7 - lustre 10.0.0.1@o2ib:/fs rw
+"""
+
+
+def test_the_filesystem_under_a_folder_is_the_longest_mount_above_it() -> None:
+    from assembler.hostdisk import mount_in
+
+    assert mount_in("/", MOUNTINFO) == ("/", "ext4")
+    assert mount_in("/home/alice/.cache/assembler", MOUNTINFO) == ("/home", "nfs4")
+    assert mount_in("/home/alice/local disk/cache", MOUNTINFO) == ("/home/alice/local disk", "xfs")
+    assert mount_in("/lustre/project/x", MOUNTINFO) == ("/lustre/project", "lustre")
+    assert mount_in("/lustre/projects", MOUNTINFO) == ("/", "ext4")  # a prefix, not a folder above
+
+
+def test_buildahs_storage_on_a_network_filesystem_is_named_by_doctor_and_refused_by_a_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 50, item 3: an HPC home (NFS) or project folder (Lustre) holds the default cache;
+    buildah's overlay storage cannot be there. No NFS mount can be made here: the mount
+    table is what is stood in for."""
+    from assembler import hostdisk
+
+    storage = tmp_path / "cache" / "buildah"
+    real = hostdisk.mount_of
+
+    def on_nfs(path: Path) -> tuple[str, str]:
+        inside = str(path.absolute()).startswith(str(tmp_path))
+        return (str(tmp_path), "nfs4") if inside else real(path)
+
+    monkeypatch.setattr(hostdisk, "mount_of", on_nfs)
+    own = {"ASSEMBLE_STORAGE": ""}  # the tests' shared storage aside: the cache's buildah/, as by default
+    ran = run_cli_here(["doctor", "--cache", str(tmp_path / "cache"), "--json"], env=own)
+    assert ran.code == 1, ran
+    (problem,) = json.loads(ran.out)["disk"]["problems"]
+    assert f"buildah's storage {storage} is on nfs4" in problem and "--storage DIR" in problem, problem
+    assert not (tmp_path / "cache").exists()  # doctor looks, it makes nothing
+    # a build stops before its first step's container, saying the same
+    (tmp_path / "m.yaml").write_text("name: m\nbases: {b: scratch}\nimage: {base: b, layers: [{run: ['true']}]}\n")
+    out = ["-o", f"oci:{tmp_path / 'out'}:x"]
+    ran = run_cli_here(["m.yaml", "--cache", str(tmp_path / "cache"), *out], cwd=tmp_path, env=own)
+    assert ran.code == 2 and f"buildah's storage {storage} is on nfs4" in ran.err, ran
+    assert "assemble doctor" in ran.err and not (tmp_path / "out").exists()
+    # on local disk (--storage): doctor is content
+    ran = run_cli_here(["doctor", "--cache", str(tmp_path / "cache"), "--storage", "/var/tmp/st", "--json"])
+    assert json.loads(ran.out)["disk"]["problems"] == [], ran

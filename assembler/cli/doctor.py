@@ -6,8 +6,10 @@ what it is for and the apt package that gives it.
 ``uv tool install .`` (or ``pipx install .``) installs assemble and its Python parts; the
 programs below come from the distribution (Debian 12 names; ``scripts/setup`` installs what
 the demo needs). As a user other than root, what a rootless build needs of the host too
-(:mod:`assembler.hostuser`: subordinate ids, user namespaces, newuidmap). Exit 1 when one
-that every build needs is missing or a rootless build cannot run, else 0.
+(:mod:`assembler.hostuser`: subordinate ids, user namespaces, newuidmap). Where the cache and
+buildah's storage are, on which filesystem, with how much room (:mod:`assembler.hostdisk`:
+buildah's storage cannot be on NFS or Lustre). Exit 1 when one that every build needs is
+missing, a rootless build cannot run, or the storage is on a network filesystem, else 0.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from assembler.cli.console import out
+from assembler import hostdisk
+from assembler.cli.console import out, size
 from assembler.hostuser import problems
 
 
@@ -85,6 +88,10 @@ class Found:
 
 def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
+    p.add_argument("--cache", type=Path, default=None, help="the cache a build would use (default: as a build's)")
+    p.add_argument(
+        "--storage", type=Path, default=None, help="buildah's storage (default: $ASSEMBLE_STORAGE, else CACHE/buildah)"
+    )
 
 
 def _version(tool: Tool) -> str | None:
@@ -135,15 +142,57 @@ def _uv() -> str:
     return str(here) if here.is_file() else shutil.which("uv") or "missing (pip install uv)"
 
 
+def _places(args: argparse.Namespace) -> tuple[list[hostdisk.Place], int]:
+    """Where a build would keep what it makes (the cache, buildah's storage), and the cache's
+    budget."""
+    from assembler.cache import default_root
+    from assembler.cli.userconfig import cache_budget
+
+    cache = (args.cache or default_root()).expanduser()
+    chosen = args.storage or (Path(v) if (v := os.environ.get("ASSEMBLE_STORAGE")) else None)
+    storage = chosen.expanduser() if chosen is not None else cache / "buildah"  # looked at, not made
+    places = [hostdisk.place("the cache", cache), hostdisk.place("buildah's storage", storage)]
+    return places, cache_budget(None, cache)
+
+
+def _disk_lines(places: list[hostdisk.Place], budget: int) -> list[str]:
+    lines = []
+    for p in places:
+        room = f"{size(p.free)} free of {size(p.size)}"
+        lines.append(f"{p.what}: {p.path} on {p.fstype} ({p.mount}), {room}")
+    cache = places[0]
+    lines.append(
+        f"the cache's budget: {size(budget)}"
+        + (
+            f", more than the {size(cache.free)} free there (a quota?): --cache-max-size SIZE"
+            if budget > cache.free
+            else ""
+        )
+    )
+    return lines
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from assembler import __version__
 
     found = check()
     missing = [f for f in found if f.path is None]
     rootless = problems()
+    places, budget = _places(args)
+    disk = hostdisk.problems(places)
     if args.json:
-        data = {"assemble": __version__, "python": sys.executable, "uv": _uv(), "tools": [asdict(f) for f in found]}
+        data: dict[str, object] = {
+            "assemble": __version__,
+            "python": sys.executable,
+            "uv": _uv(),
+            "tools": [asdict(f) for f in found],
+        }
         data["rootless"] = rootless
+        data["disk"] = {
+            "places": [{**asdict(p), "path": str(p.path), "network": p.network} for p in places],
+            "budget": budget,
+            "problems": disk,
+        }
         out.print(json.dumps(data, indent=2), markup=False)
     else:
         out.print(f"assemble {__version__} (Python {sys.version.split()[0]}, {sys.executable})", markup=False)
@@ -163,4 +212,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                 )
         for problem in rootless:
             out.print(f"  {'rootless':<8} {problem}", markup=False)
-    return 1 if any(f.needed for f in missing) or rootless else 0
+        for line in _disk_lines(places, budget):
+            out.print(f"  {'disk':<8} {line}", markup=False)
+        for problem in disk:
+            out.print(f"  {'disk':<8} {problem}", markup=False)
+    return 1 if any(f.needed for f in missing) or rootless or disk else 0

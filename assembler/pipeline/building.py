@@ -17,6 +17,7 @@ from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
+from assembler import hostdisk
 from assembler.archive.view import TreeView
 from assembler.cache import StepResult
 from assembler.compile import sources as srcs
@@ -91,6 +92,11 @@ class Workspaces:
     def _workspace(self) -> Workspace:
         options, cache = self.options, self.ctx.cache
         storage = options.buildah_root or cache.root / "buildah"
+        if options.storage_driver == "overlay":  # before a step's hour: overlay cannot be on NFS or Lustre
+            place = hostdisk.place("buildah's storage", storage)
+            if place.network:
+                (why,) = hostdisk.problems([place])
+                raise InputError(why, hint="assemble doctor lists where a build keeps what it makes")
         buildah = Buildah(self.ctx.runner, storage=storage, driver=options.storage_driver)
         # Steps always store zstd layers (fast, small); an image that wants gzip gets
         # them converted when it is assembled, so --compression reruns no step.
