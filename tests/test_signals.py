@@ -109,3 +109,58 @@ def test_a_signal_mid_push_stops_it_and_the_next_push_is_right(
     assert ran.code == 0, str(ran)
     pulled = sh(["skopeo", "inspect", "--tls-verify=false", "--raw", ref]).stdout
     assert '"layers"' in pulled
+
+
+def test_ctrl_c_during_a_bootstrap_is_an_interruption_not_mmdebstraps_failure(tmp_path: Path) -> None:
+    """Ctrl-C reaches the terminal's whole process group: mmdebstrap gets it too and fails of
+    it, and that failure reached the user as the build's error ("mmdebstrap failed"). The
+    interruption is what is said, exit 130, and nothing is left in the cache's way."""
+    (tmp_path / "b.yaml").write_text(
+        "name: boot\nbases: {runtime: {bootstrap: {suite: bookworm, variant: essential}}}\n"
+        "image: {base: runtime, layers: [{run: ['true']}]}\n"
+    )
+    cache = tmp_path / "cache"
+    env = dict(os.environ, **OWN_STORAGE)
+    argv = [PYTHON, "-m", "assembler", "b.yaml", "--cache", str(cache), "-o", "oci:out:x"]
+    # a session of its own: the process group a terminal's Ctrl-C goes to
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+    def bootstrapping() -> bool:
+        ps = sh(["ps", "-o", "args=", "--sid", str(proc.pid)], check=False).stdout
+        return "mmdebstrap" in ps or proc.poll() is not None
+
+    _wait(bootstrapping, 180)
+    assert proc.poll() is None, proc.communicate()[1]
+    time.sleep(3)  # well into it: apt at work
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.rstrip().endswith("interrupted") and "mmdebstrap" not in err.split("interrupted")[-1], err
+    assert "error:" not in err and "Traceback" not in err, err
+    _nothing_left(cache, env)
+
+
+@pytest.mark.parametrize(
+    ("sig", "code", "said"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "SIGTERM")]
+)
+def test_a_programs_failure_from_the_same_signal_is_reported_as_the_stop(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], sig: signal.Signals, code: int, said: str
+) -> None:
+    """The race the test above cannot force: the signal arrives, and what reaches the command
+    first is a program's failure (a worker thread's mmdebstrap, killed by it), not the
+    KeyboardInterrupt. The stop is what is said, with its exit status."""
+    import assembler.cli as cli
+    from assembler.errors import ToolError
+
+    def command(args: object) -> int:
+        try:
+            os.kill(os.getpid(), sig)
+            time.sleep(5)  # the handler runs here
+        except KeyboardInterrupt:
+            pass  # as a worker's failure overtakes it
+        raise ToolError("mmdebstrap failed (exit 1): E: interrupted by signal", argv=("mmdebstrap",), returncode=1)
+
+    monkeypatch.setattr(cli, "command", lambda name: command)
+    assert cli.main(["doctor"]) == code
+    err = capsys.readouterr().err
+    assert said in err and "mmdebstrap" not in err, err

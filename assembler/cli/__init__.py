@@ -62,14 +62,28 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
+# The stopping signal that arrived while a command ran (its number), if one did: a program
+# the build ran gets Ctrl-C too (the terminal's process group) and fails of it, and its
+# failure may reach the command before the KeyboardInterrupt does (mmdebstrap in a worker
+# thread): the stop is what is said then, not the program's failure.
+_STOPPED: list[int] = []
+
+
 def _terminate(signum: int, frame: object) -> None:
+    _STOPPED.append(signum)
     raise Terminated(signum)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    _STOPPED.append(signum)
+    raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
 def _stopping_signals() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise :class:`Terminated` while a command runs (in the main thread;
-    one ignored where the command was started, as ``nohup`` ignores SIGHUP, stays ignored)."""
+    """SIGTERM and SIGHUP raise :class:`Terminated` while a command runs, SIGINT
+    KeyboardInterrupt as Python's own handler does, each remembered (in the main thread; one
+    ignored where the command was started, as ``nohup`` ignores SIGHUP, stays ignored)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -77,6 +91,9 @@ def _stopping_signals() -> Iterator[None]:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(sig) is signal.SIG_DFL:
             saved[sig] = signal.signal(sig, _terminate)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        saved[signal.SIGINT] = signal.signal(signal.SIGINT, _interrupt)
+    _STOPPED.clear()
     try:
         yield
     finally:
@@ -110,6 +127,9 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         return command(args.command)(args)
     except AssemblerError as e:
+        if _STOPPED:  # a program stopped by the same signal failed first: the stop is the news
+            logging.getLogger(__name__).debug("stopped; a program failed of it: %s", e)
+            return _stopped(_STOPPED[0])
         # diff's 1 means "different": any failure is 2 there, as in diff(1).
         code = 2 if args.command == "diff" else e.exit_code
         if getattr(args, "progress", None) == "json" and not getattr(args, "quiet", False):
@@ -124,12 +144,22 @@ def _main(argv: Sequence[str] | None) -> int:
             raise
         return code
     except Terminated as e:
-        name = signal.Signals(e.signum).name
-        err.print(f"terminated by {name}: stopped, as Ctrl-C stops it (its steps' containers removed)", markup=False)
-        return 128 + e.signum
+        return _stopped(e.signum)
     except KeyboardInterrupt:
-        err.print("interrupted", markup=False)
-        return 130
+        return _stopped(signal.SIGINT)
+
+
+def _stopped(signum: int, *, during: str = "") -> int:
+    """Say the command was stopped by ``signum`` (``during``: what a program it ran said as
+    it stopped too); 128 + its number."""
+    if signum == signal.SIGINT:
+        text = "interrupted"
+    else:
+        text = (
+            f"terminated by {signal.Signals(signum).name}: stopped, as Ctrl-C stops it (its steps' containers removed)"
+        )
+    err.print(text + (f" (while: {during})" if during else ""), markup=False)
+    return 128 + signum
 
 
 def run() -> NoReturn:
