@@ -50,9 +50,13 @@ def _wait(what: object, seconds: float = 120) -> None:
         time.sleep(0.2)
 
 
-def test_timeout_sends_sigterm_mid_runtime_step(tmp_path: Path, demo_bases: dict[str, Path]) -> None:
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_a_signal_through_timeout_mid_runtime_step(
+    tmp_path: Path, demo_bases: dict[str, Path], sig: signal.Signals, code: int
+) -> None:
     """``timeout --preserve-status -s TERM`` (what a CI job's limit does) while a runtime
-    step runs: the message, exit 143, nothing left; the next build gives the image."""
+    step runs, and the SIGHUP of a closed terminal passed on the same way: the message, the
+    signal's exit status, nothing left; the next build gives the image."""
     _project(tmp_path, demo_bases, "sleep 300")
     cache = tmp_path / "cache"
     env = dict(os.environ, **OWN_STORAGE)
@@ -66,10 +70,10 @@ def test_timeout_sends_sigterm_mid_runtime_step(tmp_path: Path, demo_bases: dict
     )
     _wait(lambda: buildah_containers(cache, env))
     time.sleep(2)  # in `sleep 300` by now
-    proc.send_signal(signal.SIGTERM)  # timeout passes it on, as when its time is up
+    proc.send_signal(sig)  # timeout passes it on, as it sends TERM when its time is up
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
-    assert "terminated by SIGTERM: stopped" in err and "Traceback" not in err, err
+    assert proc.returncode == code, err
+    assert f"terminated by {sig.name}: stopped" in err and "Traceback" not in err, err
     assert not (tmp_path / "out").exists()
     _nothing_left(cache, env)
     _project(tmp_path, demo_bases, "echo quick > /quick")
