@@ -35,7 +35,7 @@ from assembler.spec import model as m
 from assembler.spec.reach import Need
 
 PROBE_SECONDS = 5.0
-Probe = Callable[[Collection[str]], Mapping[str, "str | None"]]
+Probe = Callable[[Collection[str], Collection[str]], Mapping[str, "str | None"]]
 
 
 def check(
@@ -71,7 +71,10 @@ def _check(plan: Plan, *, offline: bool, report: Reporter, probe: Probe | None) 
         return
     urls = {n: _url(n, plan) for n in asked}
     started = time.monotonic()
-    answers = (probe or _probe)(sorted(set(urls.values())))
+    # an output's registry is no input: asked, it leaves the build's up-to-date record whole
+    outputs = {u for n, u in urls.items() if n.part.startswith("output:")}
+    outputs -= {u for n, u in urls.items() if not n.part.startswith("output:")}
+    answers = (probe or _probe)(sorted(set(urls.values())), outputs)
     failed = {n: why for n in asked if (why := answers.get(urls[n])) is not None}
     for need, why in failed.items():
         if need.only is not None:
@@ -133,10 +136,10 @@ def _registrys_own(need: Need, plan: Plan) -> bool:
 API_HOSTS = {DEFAULT_REGISTRY: "registry-1.docker.io"}
 
 
-def _probe(urls: Collection[str]) -> Mapping[str, str | None]:
+def _probe(urls: Collection[str], untraced: Collection[str]) -> Mapping[str, str | None]:
     from assembler.python.download import probe  # requests: only when a host is asked
 
-    return probe(urls, seconds=PROBE_SECONDS)
+    return probe(urls, seconds=PROBE_SECONDS, untraced=untraced)
 
 
 def pending(plan: Plan) -> set[str]:

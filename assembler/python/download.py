@@ -16,6 +16,7 @@ sent, when it announces no size); every read is held to that
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import socket
@@ -256,17 +257,22 @@ def _short(error: Exception) -> str:
     return text[:200]
 
 
-def probe(urls: Collection[str], *, seconds: float) -> dict[str, str | None]:
+def probe(urls: Collection[str], *, seconds: float, untraced: Collection[str] = ()) -> dict[str, str | None]:
     """Why each of ``urls`` (``scheme://host[:port]/``) does not answer (None: it does), all
     asked at once, one request each: HTTP(S) a HEAD through the sessions every download
     uses (their proxies and trust store; any answer counts, an error status too), another
     scheme (ssh, git) a TCP connection. All within ``seconds``: a host silent until then
-    did not answer (its thread is left behind, a daemon)."""
+    did not answer (its thread is left behind, a daemon). Those of ``untraced`` are asked
+    as housekeeping (:mod:`assembler.trace`): an output's registry, which is no input of the
+    build and which an up-to-date replay asks again itself."""
+    from assembler.trace import housekeeping
+
     found: dict[str, str | None] = {}
     lock = threading.Lock()
 
     def one(url: str) -> None:
-        why = _probe_one(url, seconds)
+        with housekeeping() if url in untraced else contextlib.nullcontext():
+            why = _probe_one(url, seconds)
         with lock:
             found[url] = why
 
