@@ -339,3 +339,22 @@ def test_the_terminal_view_never_goes_blank_while_the_build_works() -> None:
     clock.now += 12.5
     console.print(view._render())
     assert "working 12.5s  SBOM and provenance: sha256:0123456789ab" in drawn.getvalue(), drawn.getvalue()
+
+
+def test_a_push_ends_with_the_bytes_it_pushed_not_a_count_seconds_old() -> None:
+    """Issue 50, item 6: "16.0 KiB pushed" (the last count, throttled to one line in 10 s)
+    then "58.9 MiB uploaded": the count is brought up to date before the output's line."""
+    clock = Clock()
+    plain = Plain(verbose=0, clock=clock)
+    clock.now += 11.0
+    first = stderr_of(plain, Event("bytes", {"n": 16 << 10, "what": "pushed"}))
+    assert first.splitlines() == ["bytes: 16.0 KiB pushed"]
+    clock.now += 2.0
+    quiet = stderr_of(plain, *(Event("bytes", {"n": 1 << 20, "what": "pushed"}) for _ in range(58)))
+    assert quiet == ""  # within 10 s of the last count: no line
+    done = {"ref": "docker://r/x:1", "state": "done", "digest": "sha256:1", "uploaded": (58 << 20) + (16 << 10)}
+    shown = stderr_of(plain, Event("output", done))
+    assert shown.splitlines()[0] == "bytes: 58.0 MiB pushed", shown
+    assert "58.0 MiB uploaded" in shown.splitlines()[1], shown
+    # nothing new since: no second count line
+    assert stderr_of(plain, Event("output", done)).splitlines()[0].startswith("wrote ")

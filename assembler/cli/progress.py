@@ -70,6 +70,7 @@ class Plain(Display):
         super().__init__(every=every, clock=clock)
         self.verbose = verbose
         self.bytes: dict[str, int] = {}
+        self._bytes_shown: dict[str, int] = {}  # what the last byte-count line said
         self._bytes_line = clock()
         self._told = clock()  # when the last line that was not a heartbeat was written
         self._news: tuple[float, str] | None = None  # the last info event (shown only with -v)
@@ -104,6 +105,8 @@ class Plain(Display):
         elif kind == "output" and f.get("state") == "writing":
             self.line(f"writing {f['ref']}")
         elif kind == "output" and f.get("state") == "done":
+            if self.bytes != self._bytes_shown:  # the count so far, not one 10 s old beside the total
+                self._bytes()
             extra = f", {size(int(f['uploaded']))} uploaded" if f.get("uploaded") else ""
             self.line(f"wrote {f['ref']} ({f.get('digest', '')}{extra}) in {seconds:.1f} s")
         elif (text := self._other(kind, f, seconds)) is not None:
@@ -128,8 +131,11 @@ class Plain(Display):
         self.bytes[what] = self.bytes.get(what, 0) + n
         now = self.clock()
         if now - self._bytes_line >= _PLAIN_BYTES_EVERY:
-            self._bytes_line = now
-            self.line("bytes: " + ", ".join(f"{size(v)} {k}" for k, v in sorted(self.bytes.items())))
+            self._bytes()
+
+    def _bytes(self) -> None:
+        self._bytes_line, self._bytes_shown = self.clock(), dict(self.bytes)
+        self.line("bytes: " + ", ".join(f"{size(v)} {k}" for k, v in sorted(self.bytes.items())))
 
     def stop(self, *, failed: bool) -> None:
         super().stop(failed=failed)
