@@ -81,3 +81,20 @@ def test_a_users_own_set_locks_the_newest_versions_and_says_so(tmp_path: Path) -
     pins = next(iter(read_lock(tmp_path / "m.lock").sets.values())).constraints()
     assert pins["certifi"] == "certifi==2024.2.2" and pins["urllib3"] == "urllib3==2.2.1", pins
     assert "resolved as of 2024-05-29T23:59:59Z (resolve_as_of newest-pin" in ran.out, ran.out
+
+
+def test_the_rule_said_is_the_one_the_date_came_from() -> None:
+    """lock and plan --locked say why an environment has its date; --upgrade (a moment, not a
+    day's end) sets a stated resolve_as_of aside, and says so."""
+    from assembler.spec.pysets import as_of_rule
+
+    day, moment = "2025-05-17T23:59:59Z", "2026-11-27T18:41:38Z"
+    assert as_of_rule(None, moment) == "no resolve_as_of: the newest versions when it was locked"
+    assert as_of_rule({"date": "2025-05-17"}, day) == "resolve_as_of 2025-05-17"
+    assert as_of_rule({"release": "vllm==0.8.5"}, day) == "resolve_as_of vllm==0.8.5: the day its index published it"
+    assert as_of_rule({"newest_pin": True}, day).endswith("the day its newest exact pin was published")
+    upgraded = as_of_rule({"date": "2025-05-17"}, moment)
+    assert (
+        upgraded == "resolve_as_of 2025-05-17, but lock --upgrade set it aside: the newest versions when it was locked"
+    )
+    assert "or it names no release exactly" in as_of_rule({"newest_pin": True}, moment)

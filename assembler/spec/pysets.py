@@ -259,12 +259,14 @@ def as_of_rule(as_of: Mapping[str, object] | None, resolved: str | None = None) 
     from its definition's ``as_of``."""
     if not as_of:
         return "no resolve_as_of: the newest versions when it was locked"
+    said = as_of.get("date") or as_of.get("release") or NEWEST_PIN
+    if resolved is not None and not resolved.endswith("T23:59:59Z"):  # a moment, not a day's end
+        why = "lock --upgrade set it aside" + (", or it names no release exactly" if said == NEWEST_PIN else "")
+        return f"resolve_as_of {said}, but {why}: the newest versions when it was locked"
     if as_of.get("date"):
-        return f"resolve_as_of {as_of['date']}"
+        return f"resolve_as_of {said}"
     if as_of.get("release"):
-        return f"resolve_as_of {as_of['release']}: the day its index published it"
-    if resolved is not None and not resolved.endswith("T23:59:59Z"):
-        return f"resolve_as_of {NEWEST_PIN}, and it names no release exactly: the newest versions when it was locked"
+        return f"resolve_as_of {said}: the day its index published it"
     return f"resolve_as_of {NEWEST_PIN}: the day its newest exact pin was published"
 
 
