@@ -90,6 +90,7 @@ def test_the_rule_said_is_the_one_the_date_came_from() -> None:
 
     day, moment = "2025-05-17T23:59:59Z", "2026-11-27T18:41:38Z"
     assert as_of_rule(None, moment) == "no resolve_as_of: the newest versions when it was locked"
+    assert "an older assemble took its newest exact pin's day: assemble lock resolves it anew" in as_of_rule(None, day)
     assert as_of_rule({"date": "2025-05-17"}, day) == "resolve_as_of 2025-05-17"
     assert as_of_rule({"release": "vllm==0.8.5"}, day) == "resolve_as_of vllm==0.8.5: the day its index published it"
     assert as_of_rule({"newest_pin": True}, day).endswith("the day its newest exact pin was published")

@@ -257,6 +257,8 @@ class ResolveAsOf(Strict):
 def as_of_rule(as_of: Mapping[str, object] | None, resolved: str | None = None) -> str:
     """Why an environment was resolved as of its date (``resolved``, as the lock records it),
     from its definition's ``as_of``."""
+    if not as_of and resolved is not None and resolved.endswith("T23:59:59Z"):
+        return "no resolve_as_of; an older assemble took its newest exact pin's day: assemble lock resolves it anew"
     if not as_of:
         return "no resolve_as_of: the newest versions when it was locked"
     said = as_of.get("date") or as_of.get("release") or NEWEST_PIN
