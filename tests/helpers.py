@@ -104,6 +104,16 @@ def run_cli(
     return ran
 
 
+def os_release_base(path: Path) -> Path:
+    """A ``rootfs:`` base tarball holding only ``etc/os-release`` (``ID=test``): one a plan
+    or a lock opens, on which nothing runs."""
+    with tarfile.open(path, "w") as tf:
+        info = tarfile.TarInfo("etc/os-release")
+        info.size = 8
+        tf.addfile(info, io.BytesIO(b"ID=test\n"))
+    return path
+
+
 def rootfs_project(folder: Path) -> Path:
     """A manifest that needs no program: a ``rootfs:`` base tarball (``root.tar``) and a
     ``copy:`` layer of ``files/`` (``a.txt``), as ``m.yaml`` in ``folder``; the tarball."""

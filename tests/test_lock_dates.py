@@ -4,14 +4,12 @@ exactly as of that release's own day (issue 49, item 5): a tool pinned beside th
 
 from __future__ import annotations
 
-import io
-import tarfile
 from pathlib import Path
 
 import pytest
 
 from assembler.spec.lockfile import read_lock
-from tests.helpers import run_cli_here
+from tests.helpers import os_release_base, run_cli_here
 
 MANIFEST = """\
 name: dates
@@ -62,10 +60,7 @@ def test_a_users_own_set_locks_the_newest_versions_and_says_so(tmp_path: Path) -
     """Issue 50, item 1: ``requests==2.32.3`` alone locked certifi 2024.2.2 and urllib3 2.2.1
     (as of requests' day); a lock now takes what the indexes serve today, and says so."""
     (tmp_path / "m.yaml").write_text(APP.format(as_of=""))
-    with tarfile.open(tmp_path / "base.tar", "w") as tf:  # a base the plan opens (nothing runs)
-        info = tarfile.TarInfo("etc/os-release")
-        info.size = 8
-        tf.addfile(info, io.BytesIO(b"ID=test\n"))
+    os_release_base(tmp_path / "base.tar")  # a base the plan opens (nothing runs)
     ran = run_cli_here(["lock", "m.yaml"], cwd=tmp_path)
     assert ran.code == 0, str(ran)
     assert "(no resolve_as_of: the newest versions when it was locked)" in ran.out, ran.out

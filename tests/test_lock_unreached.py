@@ -6,14 +6,12 @@ and recorded the whole environment as one that cannot be installed, which
 
 from __future__ import annotations
 
-import io
-import tarfile
 from pathlib import Path
 
 import pytest
 
 from assembler.spec.lockfile import read_lock
-from tests.helpers import run_cli_here
+from tests.helpers import os_release_base, run_cli_here
 
 WHEEL = "https://unreached.invalid/releases/pkg-1.0-py3-none-any.whl"
 MANIFEST = f"""\
@@ -31,10 +29,7 @@ image:
 @pytest.mark.integration  # PyPI: uv's resolution of the rest
 def test_a_wheel_on_an_unreached_host_is_unlocked_with_why(tmp_path: Path) -> None:
     (tmp_path / "m.yaml").write_text(MANIFEST)
-    with tarfile.open(tmp_path / "base.tar", "w") as tf:  # a base the plan opens (nothing runs)
-        info = tarfile.TarInfo("etc/os-release")
-        info.size = 8
-        tf.addfile(info, io.BytesIO(b"ID=test\n"))
+    os_release_base(tmp_path / "base.tar")  # a base the plan opens (nothing runs)
     ran = run_cli_here(["lock", "m.yaml"], cwd=tmp_path)
     assert ran.code == 0, str(ran)
     lock = read_lock(tmp_path / "m.lock")
