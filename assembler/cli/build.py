@@ -347,4 +347,6 @@ def _print_plan(result: Plan, variant: str | None) -> None:
         for where, state in lock.sets.items():
             why = f": {state['why']}" if state.get("why") and state["state"] == "unresolved" else ""
             as_of = f", as of {state['as_of']}" if state.get("as_of") else ""
+            if state.get("debs"):  # Debian packages: how many, from which mirror and index
+                as_of = f", {state['as_of']}"
             say(f"  {where:<40} {state['state']}{as_of}{why}")

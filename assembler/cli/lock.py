@@ -174,7 +174,8 @@ def _show(args: argparse.Namespace, path: Path, done: list[Locked], variants: in
         return
     for d in done:
         why = f": {d.why}" if d.why and d.state != "unresolvable" else ""
-        count = f"{d.pins:>4} pins" if not d.where.startswith(("bases.", "sources.")) else " " * 9
+        unit = "debs" if d.where.startswith("apt:") else "pins"
+        count = f"{d.pins:>4} {unit}" if not d.where.startswith(("bases.", "sources.")) else " " * 9
         say(f"  {d.variant:<28} {d.where:<36} {d.state:<12} {count}{why}")
     # each environment's date and its rule, once (its variants' environments are often one)
     dates: dict[tuple[str, str], list[str]] = {}

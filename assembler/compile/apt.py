@@ -14,6 +14,8 @@ from pathlib import Path
 from assembler.cache import Cache
 from assembler.cache.maintain import APT_SLOT_LOCK
 from assembler.compile.buildah import Volume
+from assembler.spec.debs import DebLocked
+from assembler.transports.aptlock import pinned_install
 
 # apt's lists and downloaded packages live on the host between builds (like ccache): a
 # runtime step on a new base then fetches only what changed. They are mounts, so never in
@@ -77,3 +79,10 @@ def apt_install(packages: Sequence[str]) -> str:
         f"elif command -v apk >/dev/null; then apk add --no-cache {names}; "
         'else echo "no package manager (apt-get, dnf, microdnf, yum, apk) in this image" >&2; exit 127; fi'
     )
+
+
+def apt_install_locked(locked: DebLocked) -> str:
+    """A shell command installing exactly the packages the lock gives (a Debian base's
+    ``packages:`` layer), each checked against its locked sha256 first, with the host-kept
+    caches of :func:`package_cache`, leaving no index or cache in the layer."""
+    return f"apt-get {_APT_OPTS} update -qq && " + pinned_install(locked.debs, locked.packages, _APT_OPTS)

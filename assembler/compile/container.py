@@ -27,6 +27,7 @@ from assembler.oci.image import Image
 from assembler.oci.layer import Layer
 from assembler.proc import tail
 from assembler.spec.lockfile import LOCK_ENV
+from assembler.transports.aptlock import mirror_moved_hint
 
 # The host bundle is mounted at a private path, not over the image's own bundle: the
 # image's ca-certificates package must stay installable (its setup rewrites that file).
@@ -321,7 +322,8 @@ def run_commands(
             returncode=code,
             log_path=log_path,
             log_tail=last,
-            hint="fix the command (the log shows why), then run assemble again: finished steps are cached",
+            hint=mirror_moved_hint(last)
+            or "fix the command (the log shows why), then run assemble again: finished steps are cached",
         )
 
 

@@ -170,7 +170,7 @@ class Building:
         """A bootstrapped base: from the cache, else from a registry step cache (its layers
         downloaded only when needed), else made; exported to one."""
         store = walk.store
-        key, what = bootstrap_key(walk.ctx, spec, record=self.records)
+        key, what = bootstrap_key(walk.ctx, spec, record=self.records, locked=walk.locked_debs(f"apt:bases.{name}"))
         fetched = store.fetch_base(key, f"base {name}")
         if fetched is not None:
             walk.services.blobs.put_off(fetched, partial(store.ensure_base, key))

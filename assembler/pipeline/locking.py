@@ -22,6 +22,7 @@ from pathlib import Path
 
 from assembler.errors import InputError
 from assembler.oci.descriptor import Platform
+from assembler.pipeline.aptpins import DebLocker, apply_debian, pinned_steps
 from assembler.pipeline.heldpython import held_python
 from assembler.pipeline.lockreport import Asked, Locked
 from assembler.pipeline.variants import Variant
@@ -57,21 +58,24 @@ def lock_variants(
     old = _old_lock(path, manifest_name)
     lock = Lock(manifest_name, dict(old.sets), {k: dict(v) for k, v in old.variants.items()}, dict(old.pins))
     lock.environments = dict(old.environments)
+    lock.debian = dict(old.debian)
     report: list[Locked] = []
     pinned_now: dict[str, Pin] = {}
     with tempfile.TemporaryDirectory(prefix="assemble-lock-") as tmp:
         locker = EnvLocker(old, lock, runner=runner, asked=asked, work=Path(tmp))
+        debs = DebLocker(old, lock, runner=runner, asked=asked, work=Path(tmp) / "debian")
         for variant, sets in variants:
             name = lock_name(variant, sets)
             entries: dict[str, str] = {}
             report += _lock_pins(variant, name, old, lock, entries, pinned_now, runner=runner, asked=asked)
             manifest, platform = variant.loaded.manifest, platform_of(variant)
+            report += debs.lock_variant(manifest, Platform.parse(platform), name, entries)
             held_of = functools.partial(held_python, manifest, variant.loaded.path.parent, platform=platform)
             for env in environments(manifest, platform):
                 report += locker.lock_env(env, name, entries, held_of)
             lock.variants[name] = entries
     lock.collect()
-    if lock.sets or lock.pins or path.is_file():  # a manifest with nothing floating needs no lock
+    if lock.sets or lock.pins or lock.debian or path.is_file():  # a manifest with nothing floating needs no lock
         write_lock(path, lock)
     return report
 
@@ -151,7 +155,23 @@ def with_lock(
     out: list[Variant] = []
     for variant in variants:
         loaded = variant.loaded
-        manifest, status = apply_lock(loaded.manifest, lock, platform=platform_of(variant), how=how)
+        platform = platform_of(variant)
+        manifest, status = apply_lock(loaded.manifest, lock, platform=platform, how=how)
+        debs, states, deb_warnings = apply_debian(
+            loaded.manifest, lock, platform=Platform.parse(platform), locked=locked, path=file, redo=redo
+        )
+        if states:
+            state = status.state if status.state != "none" else ("missing" if lock is None else "fresh")
+            if state == "fresh" and any(s["state"] == "not-locked" for s in states.values()):
+                state = "stale"
+            manifest = pinned_steps(manifest, debs)
+            status = replace(
+                status,
+                state=state,
+                sets={**status.sets, **states},
+                debian=debs,
+                warnings=status.warnings + tuple(deb_warnings),
+            )
         warnings += [w for w in status.warnings if w not in warnings]
         out.append(replace(variant, loaded=replace(loaded, manifest=manifest, lock=status)))
     return out, warnings

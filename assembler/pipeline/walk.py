@@ -38,6 +38,7 @@ from assembler.pipeline.options import Event, WalkOptions
 from assembler.pipeline.prebuilt_layers import Prebuilt
 from assembler.pipeline.stepstore import note_taken, step_result
 from assembler.spec import model as m
+from assembler.spec.debs import DebLocked
 from assembler.spec.load import Loaded
 from assembler.transports import Context
 from assembler.transports import bootstrap as boot
@@ -49,13 +50,22 @@ def _bootstrap_spec(spec: m.BootstrapBase) -> tuple[boot.BootstrapSpec, str]:
     return bspec, f"bootstrap {b.suite}/{b.variant}" + (f" +{len(b.packages)} packages" if b.packages else "")
 
 
-def bootstrap_key(ctx: Context, spec: m.BootstrapBase, *, record: bool) -> tuple[str, str]:
-    """The cache key of a bootstrapped base, and what to call it; mmdebstrap's version is
-    remembered when ``record`` (a build)."""
+def bootstrap_key(
+    ctx: Context, spec: m.BootstrapBase, *, record: bool, locked: DebLocked | None = None
+) -> tuple[str, str]:
+    """The cache key of a bootstrapped base (``locked``: the packages the lock installs), and
+    what to call it; mmdebstrap's version is remembered when ``record`` (a build)."""
     bspec, what = _bootstrap_spec(spec)
     tool = boot.tool_version(ctx.runner, ctx.cache, record=record)
-    key = boot.bootstrap_key(bspec, tool=tool, platform=ctx.platform, epoch=ctx.epoch, compression=ctx.compression)
-    return key, what
+    key = boot.bootstrap_key(
+        bspec,
+        tool=tool,
+        platform=ctx.platform,
+        epoch=ctx.epoch,
+        compression=ctx.compression,
+        locked=locked.digest if locked else None,
+    )
+    return key, what + (f", {len(locked.debs)} packages locked" if locked else "")
 
 
 Placed = tuple[list[tuple[Layer, str]], str, str]  # (layer, what) of a layer spec, what, origin
@@ -125,10 +135,16 @@ class Walk:
                 )
             return self._tool
 
+    def locked_debs(self, where: str) -> DebLocked | None:
+        """What the lock installs at ``where`` (``apt:bases.NAME``, ``apt:packages-1``), if it does."""
+        lock = self.loaded.lock
+        return lock.debian.get(where) if lock is not None else None
+
     def bootstrap(self, name: str, spec: m.BootstrapBase) -> Base | None:
         """A bootstrapped base: from the cache, else made (a build) or None (a plan)."""
         bspec, _ = _bootstrap_spec(spec)
-        key, what = bootstrap_key(self.ctx, spec, record=self.mode.records)
+        locked = self.locked_debs(f"apt:bases.{name}")
+        key, what = bootstrap_key(self.ctx, spec, record=self.mode.records, locked=locked)
         ctx = self.ctx
         image = self.cache.base_image(key) if self.store.vouched(key, f"base {name}") else None
         if image is not None:
@@ -143,6 +159,7 @@ class Walk:
                 platform=ctx.platform,
                 epoch=ctx.epoch,
                 compression=ctx.compression,
+                locked=locked,
             )
             image = self.mode.missing(make)
         return Base(name, image, what) if image is not None else None

@@ -13,12 +13,13 @@ the set installs unlocked, as cargo uses and updates a lock without ``--locked``
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from assembler.errors import InputError
 from assembler.spec import model as m
+from assembler.spec.debs import DebLocked
 from assembler.spec.facts.basepython import over_base
 from assembler.spec.lockfile import LOCK_ENV, Entry, EnvEntry, Lock
 from assembler.spec.lockpins import Pin, floating, pinned
@@ -36,6 +37,7 @@ class LockStatus:
     sets: Mapping[str, Mapping[str, str]]  # where -> {key, state, why}
     warnings: tuple[str, ...] = ()
     locked: bool = False  # --locked: what a step installs unlocked fails the build
+    debian: Mapping[str, DebLocked] = field(default_factory=dict)  # apt:WHERE -> the packages it installs
 
     def to_json(self) -> dict[str, Any]:
         return {"file": self.file, "state": self.state, "sets": {k: dict(v) for k, v in self.sets.items()}}

@@ -38,6 +38,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import LiteralScalarString
 
 from assembler.errors import InputError
+from assembler.spec.debs import LINE
 from assembler.spec.lockpins import Pin
 from assembler.spec.setuses import set_key
 
@@ -120,6 +121,20 @@ class EnvEntry:
     held: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class DebEntry:
+    """The Debian packages a bootstrapped base or a ``packages:`` layer on one installs
+    (:mod:`assembler.transports.aptlock`): ``name:arch=version sha256:HEX`` each (a layer:
+    those it adds), when they were resolved and the date of the mirror's index then; or why
+    they could not be."""
+
+    definition: Mapping[str, object]
+    installed: tuple[str, ...] = ()
+    locked_at: str = ""
+    mirror_date: str = ""
+    error: str | None = None
+
+
 @dataclass
 class Lock:
     """A lock file's content."""
@@ -129,6 +144,7 @@ class Lock:
     variants: dict[str, dict[str, str]] = field(default_factory=dict)  # variant -> where -> key
     pins: dict[str, Pin] = field(default_factory=dict)  # bases' digests, git refs' commits
     environments: dict[str, EnvEntry] = field(default_factory=dict)
+    debian: dict[str, DebEntry] = field(default_factory=dict)  # apt-installed packages
 
     def collect(self) -> None:
         """Forget the sets, pins and environments no variant uses any more."""
@@ -137,6 +153,7 @@ class Lock:
         self.pins = {k: v for k, v in self.pins.items() if k in used}
         envs = {e.environment for e in self.sets.values()} | used
         self.environments = {k: v for k, v in self.environments.items() if k in envs}
+        self.debian = {k: v for k, v in self.debian.items() if k in used}
 
 
 def default_lock_path(manifest: Path) -> Path:
@@ -173,6 +190,7 @@ def _yaml(path: Path, text: str, *, pure: bool) -> Any:
 
 _SET_FIELDS = ("pins", "unresolved", "stand_in")
 _ENV_FIELDS = ("resolved_as_of", "error", "unknown", "stand_ins", "held")
+_DEB_FIELDS = ("installed", "locked_at", "mirror_date", "error")
 
 
 def _keyed(
@@ -227,12 +245,21 @@ def _lock_from(path: Path, data: Any, older: bool) -> Lock:
             tuple(got["stand_ins"] or ()),
             tuple(str(h) for h in got["held"] or ()),
         )
+    debian: dict[str, DebEntry] = {}
+    for key, raw in (data.get("debian") or {}).items():
+        definition, got = _keyed(path, key, raw, _DEB_FIELDS, "Debian package set")
+        installed = tuple(str(line) for line in got["installed"] or ())
+        if not all(LINE.fullmatch(line) for line in installed):
+            raise InputError(f"lock {path}: Debian package set {key}: a line is not name:arch=version sha256:HEX")
+        debian[str(key)] = DebEntry(
+            definition, installed, str(got["locked_at"] or ""), str(got["mirror_date"] or ""), got["error"]
+        )
     variants = {str(k): {str(w): str(s) for w, s in (v or {}).items()} for k, v in (data.get("variants") or {}).items()}
     try:
         pins = {str(k): Pin.from_data(v) for k, v in (data.get("pins") or {}).items()}
     except (KeyError, TypeError, AttributeError):
         raise InputError(f"lock {path}: a pin is not kind/what[/value]", hint=_HINT) from None
-    return Lock(str(data.get("manifest", "")), sets, variants, pins, envs)
+    return Lock(str(data.get("manifest", "")), sets, variants, pins, envs, debian)
 
 
 _HASHED = re.compile(r"(\S[^\n]*?)((?: \\\n    --hash=sha256:[0-9a-f]{64})+)\n")
@@ -334,6 +361,16 @@ def _env_data(entry: EnvEntry) -> dict[str, Any]:
     return item
 
 
+def _deb_data(entry: DebEntry) -> dict[str, Any]:
+    item: dict[str, Any] = {k: entry.definition[k] for k in sorted(entry.definition)}
+    item["locked_at"] = entry.locked_at
+    item["mirror_date"] = entry.mirror_date
+    if entry.error is not None:
+        item["error"] = entry.error
+    item["installed"] = list(entry.installed)
+    return item
+
+
 def write_lock(path: Path, lock: Lock) -> None:
     """Write ``lock`` atomically, sorted, the pins as literal blocks (one line each to diff),
     each pin's hashes once in ``hashes`` (one line each)."""
@@ -342,6 +379,8 @@ def write_lock(path: Path, lock: Lock) -> None:
     table = _hash_table(lock.sets.values())
     doc["sets"] = {key: _set_data(lock.sets[key], table) for key in sorted(lock.sets)}
     doc["pins"] = {key: lock.pins[key].to_data() for key in sorted(lock.pins)}
+    if lock.debian:
+        doc["debian"] = {key: _deb_data(lock.debian[key]) for key in sorted(lock.debian)}
     doc["variants"] = {name: dict(sorted(lock.variants[name].items())) for name in sorted(lock.variants)}
     doc["hashes"] = {pin: list(table[pin]) for pin in sorted(table)}
     yaml = YAML()
@@ -352,6 +391,7 @@ def write_lock(path: Path, lock: Lock) -> None:
         f"# {path.name}: written by `assemble lock {lock.manifest}`; commit it, do not edit it.\n"
         "# Each Python environment resolved by uv as one whole; each set its slice in exact versions,\n"
         "# each version's hashes once under hashes.\n"
+        + ("# Under debian: what apt installs from the mirror, each .deb's sha256.\n" if lock.debian else "")
     )
     yaml.dump(doc, buf)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -18,6 +18,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
+import tarfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,6 +34,8 @@ from assembler.oci.descriptor import Platform
 from assembler.oci.image import Image
 from assembler.proc import Runner
 from assembler.spec import model as m
+from assembler.spec.debs import DebLocked
+from assembler.transports import aptlock
 from assembler.transports.rootfs import image_from_layer, layer_from_tar
 
 log = logging.getLogger(__name__)
@@ -157,11 +161,21 @@ def tool_version(runner: Runner, cache: Cache, *, record: bool) -> str:
     return program_version(cache, "mmdebstrap", runner.which("mmdebstrap"), ask, record=record, missing="missing")
 
 
-def bootstrap_key(spec: BootstrapSpec, *, tool: str, platform: Platform, epoch: int, compression: Compression) -> str:
+def bootstrap_key(
+    spec: BootstrapSpec,
+    *,
+    tool: str,
+    platform: Platform,
+    epoch: int,
+    compression: Compression,
+    locked: str | None = None,
+) -> str:
     """The cache key of the base ``spec`` makes (also its name in a registry step cache);
-    ``tool`` is mmdebstrap's version (:func:`tool_version`)."""
+    ``tool`` is mmdebstrap's version (:func:`tool_version`), ``locked`` the key of the
+    packages the lock installs (:mod:`assembler.pipeline.aptpins`)."""
     return key_of(
         {
+            **({"locked": locked} if locked else {}),
             "kind": "bootstrap",
             "format": FORMAT,
             "suite": spec.suite,
@@ -187,17 +201,25 @@ def make(
     platform: Platform,
     epoch: int,
     compression: Compression,
+    locked: DebLocked | None = None,
     log_tail: int = 30,
 ) -> Image:
     """The base image ``spec`` makes, bootstrapped with mmdebstrap and stored in the cache
     under ``key`` (:func:`bootstrap_key`; ``cache.base_image(key)`` finds it again).
+    ``locked``: the packages the lock says it holds; InputError naming those the mirror no
+    longer serves as locked, before anything is installed, or any installed that the lock
+    does not name.
 
     Raises ToolError (with mmdebstrap's output tail) when the bootstrap fails.
     """
     arch = debian_arch(platform)
     mirror = spec.mirror or host_mirror() or DEFAULT_DEBIAN_MIRROR
     with cache.workdir("bootstrap-") as work:
+        if locked is not None:
+            _check_mirror(spec, locked, work, runner=runner, arch=arch, mirror=mirror, epoch=epoch)
         out = _mmdebstrap(spec, work, runner=runner, arch=arch, mirror=mirror, epoch=epoch, log_tail=log_tail)
+        if locked is not None:
+            _check_root(out, locked, mirror)
         blob = layer_from_tar(
             out, cache=cache, compression=compression, epoch=epoch, what=f"bootstrap {spec.suite}", adjust=_one_owner
         )
@@ -209,6 +231,32 @@ def make(
     )
     cache.put_base_image(key, image)
     return image
+
+
+def _check_mirror(
+    spec: BootstrapSpec, locked: DebLocked, work: Path, *, runner: Runner, arch: str, mirror: str, epoch: int
+) -> None:
+    """InputError naming the locked packages ``mirror`` no longer serves as they were
+    locked (from the index a dry run of mmdebstrap fetches and checks)."""
+    argv = mmdebstrap_argv(spec, arch=arch, mirror=mirror, output=work / "rootfs.tar")
+    check = work / "lock-check"
+    check.mkdir()
+    _, index = aptlock.simulate_bootstrap(argv, mmdebstrap_env(epoch=epoch, tmpdir=work), runner=runner, work=check)
+    problems = aptlock.check_served(locked.debs, index)
+    if problems:
+        raise aptlock.refuse(locked.where, mirror, problems, locked_at=locked.locked_at)
+    shutil.rmtree(check, ignore_errors=True)
+
+
+def _check_root(tar: Path, locked: DebLocked, mirror: str) -> None:
+    """InputError naming what the bootstrapped root holds that the lock does not."""
+    with tarfile.open(tar) as t:
+        member = next((m for m in t if m.name.lstrip("./") == "var/lib/dpkg/status"), None)
+        data = t.extractfile(member) if member is not None else None
+        text = data.read(64 << 20).decode("utf-8", "replace") if data is not None else ""
+    problems = aptlock.check_installed(aptlock.installed_in(text), locked.debs)
+    if problems:
+        raise aptlock.refuse(locked.where, mirror, problems, locked_at=locked.locked_at)
 
 
 def _mmdebstrap(
