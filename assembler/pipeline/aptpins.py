@@ -2,10 +2,13 @@
 and each ``packages:`` layer on one installs, resolved by ``assemble lock`` (:func:`lock_debian`)
 and handed to the build that loads the lock (:func:`apply_debian`).
 
-Each is found in the lock by a key of what decides it (a base: mirror, suite, variant,
-packages, components, keyring, architecture; a layer: its packages and the keys of what is
-installed below it), so a changed package list makes the lock stale for it, as a changed
-Python set does. The build of a locked base or layer installs exactly the lock's packages
+Each is found in the lock by a key of what the manifest says decides it (a base: its
+``mirror:`` if it names one, suite, variant, packages, components, keyring, architecture; a
+layer: its packages and the keys of what is installed below it), so a changed package list
+makes the lock stale for it, as a changed Python set does. The mirror a base without
+``mirror:`` was resolved from (this host's, else Debian's) is recorded beside the packages,
+not in the key: a machine with another mirror builds the lock from that one, as long as it
+serves the same files. The build of a locked base or layer installs exactly the lock's packages
 and refuses, naming them, those the mirror no longer serves as locked
 (:mod:`assembler.transports.aptlock`).
 """
@@ -39,6 +42,7 @@ class DebUse:
     where: str
     definition: Mapping[str, object]
     packages: tuple[str, ...]  # what it asks for
+    mirror: str  # the mirror it installs from (a layer: its base's)
     below: tuple[str, ...] = ()  # the wheres installed below a layer: its base first
     base: str = ""  # a layer's base (the bootstrapped one's where)
     spec: boot.BootstrapSpec | None = None  # a base's
@@ -65,7 +69,7 @@ def debian_uses(manifest: m.Manifest, platform: Platform) -> dict[str, DebUse]:
         bspec = boot.BootstrapSpec(b.suite, b.variant, tuple(b.packages), b.mirror, tuple(b.components), b.keyring)
         definition = {
             "kind": "bootstrap",
-            "mirror": mirrors[name],
+            "mirror": b.mirror,
             "suite": b.suite,
             "components": list(b.components),
             "variant": b.variant,
@@ -74,14 +78,14 @@ def debian_uses(manifest: m.Manifest, platform: Platform) -> dict[str, DebUse]:
             "arch": arch,
         }
         where = f"{PREFIX}bases.{name}"
-        out[where] = DebUse(where, definition, tuple(sorted(b.packages)), spec=bspec)
+        out[where] = DebUse(where, definition, tuple(sorted(b.packages)), mirrors[name], spec=bspec)
     for step in steps:
         base = f"{PREFIX}bases.{step.base}"
         if step.packages and base in out:
             where = f"{PREFIX}{step.name}"
             names = tuple(step.packages)
             definition = {"kind": "packages", "packages": list(names), "below": [out[base].key]}
-            out[where] = DebUse(where, definition, names, (base,), base=base)
+            out[where] = DebUse(where, definition, names, out[base].mirror, (base,), base=base)
     base = f"{PREFIX}bases.{manifest.image.base}"
     if base in out:
         below = [base]
@@ -90,7 +94,7 @@ def debian_uses(manifest: m.Manifest, platform: Platform) -> dict[str, DebUse]:
                 names = tuple(graph.packages(manifest, layer.packages))
                 where = f"{PREFIX}{layer.runtime_name(i)}"
                 definition = {"kind": "packages", "packages": list(names), "below": [out[w].key for w in below]}
-                out[where] = DebUse(where, definition, names, tuple(below), base=base)
+                out[where] = DebUse(where, definition, names, out[base].mirror, tuple(below), base=base)
                 below.append(where)
     return out
 
@@ -112,7 +116,7 @@ def pinned_steps(manifest: m.Manifest, debs: Mapping[str, DebLocked]) -> m.Manif
 def sources_line(use: DebUse) -> str:
     d = use.definition
     components = " ".join(str(c) for c in d["components"])  # type: ignore[attr-defined]
-    return f"deb [trusted=yes] {d['mirror']} {d['suite']} {components}"
+    return f"deb [trusted=yes] {use.mirror} {d['suite']} {components}"
 
 
 def debs_of(entry: DebEntry) -> list[Deb]:
@@ -147,7 +151,7 @@ class DebLocker:
                 entry = self.lock.debian[key] = self._resolve(use, uses)
             state = "unresolved" if entry.error else "kept" if keep else "resolved"
             source = uses[use.base] if use.base else use
-            why = entry.error or f"{source.definition['mirror']} {source.definition['suite']} of {entry.mirror_date}"
+            why = entry.error or f"{entry.mirror} {source.definition['suite']} of {entry.mirror_date}"
             report.append(Locked(name, where, key, state, len(entry.installed), why))
         return report
 
@@ -170,8 +174,9 @@ class DebLocker:
                     runner=self.runner,
                 )
         except AssemblerError as e:
-            return DebEntry(dict(use.definition), locked_at=self._now, error=e.message.splitlines()[0][:300])
-        return DebEntry(dict(use.definition), tuple(d.line() for d in debs), self._now, index.date)
+            error = e.message.splitlines()[0][:300]
+            return DebEntry(dict(use.definition), locked_at=self._now, mirror=use.mirror, error=error)
+        return DebEntry(dict(use.definition), tuple(d.line() for d in debs), self._now, index.date, use.mirror)
 
     def _entry(self, use: DebUse) -> DebEntry:
         entry = self.lock.debian.get(use.key)
@@ -186,7 +191,7 @@ class DebLocker:
             work = self.work / f"bootstrap-{use.key[:16]}"
             work.mkdir(parents=True)
             d = use.definition
-            argv = boot.mmdebstrap_argv(use.spec, arch=str(d["arch"]), mirror=str(d["mirror"]), output=work / "out")
+            argv = boot.mmdebstrap_argv(use.spec, arch=str(d["arch"]), mirror=use.mirror, output=work / "out")
             env = boot.mmdebstrap_env(epoch=0, tmpdir=work)
             self._indexes[use.key] = aptlock.simulate_bootstrap(argv, env, runner=self.runner, work=work)
         return self._indexes[use.key]
@@ -221,6 +226,6 @@ def apply_debian(
             "key": use.key,
             "state": "locked",
             "debs": str(len(debs)),
-            "as_of": f"{len(debs)} packages of {source['mirror']} {source['suite']} as of {entry.mirror_date}",
+            "as_of": f"{len(debs)} packages of {entry.mirror} {source['suite']} as of {entry.mirror_date}",
         }
     return found, states, warnings

@@ -132,6 +132,7 @@ class DebEntry:
     installed: tuple[str, ...] = ()
     locked_at: str = ""
     mirror_date: str = ""
+    mirror: str = ""  # the mirror it was resolved from (the manifest's, this host's or Debian's)
     error: str | None = None
 
 
@@ -190,7 +191,7 @@ def _yaml(path: Path, text: str, *, pure: bool) -> Any:
 
 _SET_FIELDS = ("pins", "unresolved", "stand_in")
 _ENV_FIELDS = ("resolved_as_of", "error", "unknown", "stand_ins", "held")
-_DEB_FIELDS = ("installed", "locked_at", "mirror_date", "error")
+_DEB_FIELDS = ("installed", "locked_at", "mirror_date", "resolved_from", "error")
 
 
 def _keyed(
@@ -252,7 +253,12 @@ def _lock_from(path: Path, data: Any, older: bool) -> Lock:
         if not all(LINE.fullmatch(line) for line in installed):
             raise InputError(f"lock {path}: Debian package set {key}: a line is not name:arch=version sha256:HEX")
         debian[str(key)] = DebEntry(
-            definition, installed, str(got["locked_at"] or ""), str(got["mirror_date"] or ""), got["error"]
+            definition,
+            installed,
+            str(got["locked_at"] or ""),
+            str(got["mirror_date"] or ""),
+            str(got["resolved_from"] or ""),
+            got["error"],
         )
     variants = {str(k): {str(w): str(s) for w, s in (v or {}).items()} for k, v in (data.get("variants") or {}).items()}
     try:
@@ -365,6 +371,7 @@ def _deb_data(entry: DebEntry) -> dict[str, Any]:
     item: dict[str, Any] = {k: entry.definition[k] for k in sorted(entry.definition)}
     item["locked_at"] = entry.locked_at
     item["mirror_date"] = entry.mirror_date
+    item["resolved_from"] = entry.mirror
     if entry.error is not None:
         item["error"] = entry.error
     item["installed"] = list(entry.installed)
