@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from assembler.proc import Runner
+
 # Filesystems served over the network or by a parallel file system (mountinfo's type field).
 NETWORK = {
     "nfs",
@@ -62,6 +64,79 @@ def _unescape(field: str) -> str:
     for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
         field = field.replace(code, char)
     return field
+
+
+@dataclass(frozen=True)
+class Quota:
+    """This user's disk quota on one filesystem, as its quota tool reports it."""
+
+    mount: str
+    used: int  # bytes
+    limit: int  # bytes: the soft limit, else the hard one
+    tool: str  # the command that said so
+
+    @property
+    def room(self) -> int:
+        return max(self.limit - self.used, 0)
+
+
+def user_quota(path: Path, runner: Runner) -> Quota | None:
+    """This user's block quota on the network filesystem ``path`` is on, where one is set: Lustre's
+    from ``lfs quota -q -u UID MOUNT`` (statvfs there reports the whole filesystem, often
+    petabytes, never a user's share of it), others' from ``quota -w -v -u`` (the quota
+    package: ext4, XFS, NFS through rquotad). None where neither tool is installed, the tool
+    fails, or it lists no limit for the filesystem."""
+    mount, fstype = mount_of(path)
+    if fstype not in NETWORK and not fstype.startswith("nfs"):
+        return None  # a local disk's statvfs is what this user may fill, near enough
+    uid = str(os.getuid())
+    if fstype == "lustre" and runner.which("lfs") is not None:
+        argv = ["lfs", "quota", "-q", "-u", uid, mount]
+    elif runner.which("quota") is not None:
+        argv = ["quota", "-w", "-v", "-u", uid]
+    else:
+        return None
+    try:
+        result = runner.run(argv, check=False, timeout=20)
+    except Exception:  # a hung or missing tool is no quota; doctor and the budget go on without one
+        return None
+    # quota exits 1 when the user is over a limit, and still lists it
+    found = parse_quota(result.stdout or "", mount, device=mount_source(path))
+    if found is None:
+        return None
+    return Quota(mount, found[0], found[1], " ".join(argv[:2]))
+
+
+def parse_quota(text: str, mount: str, *, device: str = "") -> tuple[int, int] | None:
+    """(bytes used, the soft limit, else the hard one) of ``mount`` (or its ``device``) in
+    the output of ``lfs quota`` or ``quota -w -v``: a line FILESYSTEM KBYTES QUOTA LIMIT ...
+    (a ``*`` after a number that is over its limit); None for no line or no limit (0)."""
+    words = text.split()
+    for i, word in enumerate(words):
+        if word not in (mount, device) or not word:
+            continue
+        numbers = [w.rstrip("*") for w in words[i + 1 : i + 4]]
+        if len(numbers) < 3 or not all(n.isdigit() for n in numbers):
+            continue
+        used, soft, hard = (int(n) * 1024 for n in numbers)
+        limit = soft or hard
+        return (used, limit) if limit else None
+    return None
+
+
+def mount_source(path: Path) -> str:
+    """The device or server the mount ``path`` is on is mounted from (mountinfo's source)."""
+    target = str(_existing(path))
+    best, source = "", ""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split(" ")
+        if " - " not in line or len(fields) < 5:
+            continue
+        point = _unescape(fields[4])
+        after = line.split(" - ", 1)[1].split(" ")
+        if (target == point or target.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, source = point, _unescape(after[1]) if len(after) > 1 else ""
+    return source
 
 
 def mount_of(path: Path) -> tuple[str, str]:

@@ -141,3 +141,60 @@ def test_buildahs_storage_on_a_network_filesystem_is_named_by_doctor_and_refused
     # on local disk (--storage): doctor is content
     ran = run_cli_here(["doctor", "--cache", str(tmp_path / "cache"), "--storage", "/var/tmp/st", "--json"])
     assert json.loads(ran.out)["disk"]["problems"] == [], ran
+
+
+# `lfs quota -q -u UID MOUNT` (Lustre's manual, "Quota Administration") and `quota -w -v -u`
+# (the quota package) as they print: no kernel here has quotas (CONFIG_QUOTA is off: an
+# ext4 mounted with usrquota is refused), so the tools' output is what is stood in for.
+LFS_QUOTA = "     /lustre/project 12582912* 52428800 62914560       -   10233  100000  110000       -\n"
+QUOTA_W = """\
+Disk quotas for user alice (uid 1000):
+     Filesystem  blocks   quota   limit   grace   files   quota   limit   grace
+ nfs.example:/home 2048000       0 4194304            1234       0       0
+"""
+
+
+def test_a_quota_is_read_from_lfs_and_quota_as_they_print_it() -> None:
+    from assembler.hostdisk import parse_quota
+
+    assert parse_quota(LFS_QUOTA, "/lustre/project") == (12582912 * 1024, 52428800 * 1024)  # over: a "*"
+    assert parse_quota(QUOTA_W, "/home", device="nfs.example:/home") == (2048000 * 1024, 4194304 * 1024)  # hard only
+    assert parse_quota(QUOTA_W, "/scratch") is None
+    assert parse_quota("     /lustre/project 12  0  0  -  1  0  0  -\n", "/lustre/project") is None  # no limit set
+
+
+def test_on_lustre_the_cache_budget_is_half_the_users_quota_and_doctor_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 50, item 3: statvfs on Lustre reports the whole filesystem (10% of a petabyte
+    is 100 TB: no budget); the user's quota is what they may fill."""
+    from assembler import hostdisk
+
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "lfs").write_text(f"#!/bin/sh\n[ \"$1 $2 $3\" = 'quota -q -u' ] || exit 3\ncat <<'EOF'\n{LFS_QUOTA}EOF\n")
+    (tools / "lfs").chmod(0o755)
+    real = hostdisk.mount_of
+
+    def on_lustre(path: Path) -> tuple[str, str]:
+        inside = str(path.absolute()).startswith(str(tmp_path))
+        return ("/lustre/project", "lustre") if inside else real(path)
+
+    monkeypatch.setattr(hostdisk, "mount_of", on_lustre)
+    env = {"PATH": f"{tools}:/usr/bin:/bin", "ASSEMBLE_STORAGE": "/var/tmp/st"}
+    ran = run_cli_here(["doctor", "--cache", str(tmp_path / "cache"), "--json"], env=env)
+    disk = json.loads(ran.out)["disk"]
+    assert disk["quota"] == {
+        "mount": "/lustre/project",
+        "used": 12582912 * 1024,
+        "limit": 52428800 * 1024,
+        "tool": "lfs quota",
+    }, disk
+    assert disk["budget"] == 25 << 30  # half of 50 GiB, not 10% of the filesystem
+    ran = run_cli_here(["doctor", "--cache", str(tmp_path / "cache")], env=env)
+    assert "your quota on /lustre/project: 12.0 GiB used of 50.0 GiB (lfs quota), 38.0 GiB left" in ran.out, ran
+    assert "the cache's budget: 25.0 GiB (half your quota)" in ran.out, ran
+    # a local disk asks no quota tool, and keeps the share of the disk
+    monkeypatch.setattr(hostdisk, "mount_of", real)
+    ran = run_cli_here(["doctor", "--cache", str(tmp_path / "cache"), "--json"], env=env)
+    assert json.loads(ran.out)["disk"]["quota"] is None

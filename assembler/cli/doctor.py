@@ -142,30 +142,37 @@ def _uv() -> str:
     return str(here) if here.is_file() else shutil.which("uv") or "missing (pip install uv)"
 
 
-def _places(args: argparse.Namespace) -> tuple[list[hostdisk.Place], int]:
-    """Where a build would keep what it makes (the cache, buildah's storage), and the cache's
-    budget."""
+def _places(args: argparse.Namespace) -> tuple[list[hostdisk.Place], int, hostdisk.Quota | None]:
+    """Where a build would keep what it makes (the cache, buildah's storage), the cache's
+    budget, and this user's quota where the cache is."""
     from assembler.cache import default_root
-    from assembler.cli.userconfig import cache_budget
+    from assembler.cli.userconfig import cache_budget, default_quota
 
     cache = (args.cache or default_root()).expanduser()
     chosen = args.storage or (Path(v) if (v := os.environ.get("ASSEMBLE_STORAGE")) else None)
     storage = chosen.expanduser() if chosen is not None else cache / "buildah"  # looked at, not made
     places = [hostdisk.place("the cache", cache), hostdisk.place("buildah's storage", storage)]
-    return places, cache_budget(None, cache)
+    return places, cache_budget(None, cache), default_quota(cache)
 
 
-def _disk_lines(places: list[hostdisk.Place], budget: int) -> list[str]:
+def _disk_lines(places: list[hostdisk.Place], budget: int, quota: hostdisk.Quota | None) -> list[str]:
     lines = []
     for p in places:
         room = f"{size(p.free)} free of {size(p.size)}"
         lines.append(f"{p.what}: {p.path} on {p.fstype} ({p.mount}), {room}")
     cache = places[0]
+    if quota is not None:
+        lines.append(
+            f"your quota on {quota.mount}: {size(quota.used)} used of {size(quota.limit)} ({quota.tool}), "
+            f"{size(quota.room)} left"
+        )
+    free = min(cache.free, quota.room) if quota is not None else cache.free
+    half = " (half your quota)" if quota is not None and budget == quota.limit // 2 else ""
     lines.append(
-        f"the cache's budget: {size(budget)}"
+        f"the cache's budget: {size(budget)}{half}"
         + (
-            f", more than the {size(cache.free)} free there (a quota?): --cache-max-size SIZE"
-            if budget > cache.free
+            f", more than the {size(free)} free there{'' if quota else ' (a quota?)'}: --cache-max-size SIZE"
+            if budget > free
             else ""
         )
     )
@@ -178,7 +185,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     found = check()
     missing = [f for f in found if f.path is None]
     rootless = problems()
-    places, budget = _places(args)
+    places, budget, quota = _places(args)
     disk = hostdisk.problems(places)
     if args.json:
         data: dict[str, object] = {
@@ -191,6 +198,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         data["disk"] = {
             "places": [{**asdict(p), "path": str(p.path), "network": p.network} for p in places],
             "budget": budget,
+            "quota": asdict(quota) if quota is not None else None,
             "problems": disk,
         }
         out.print(json.dumps(data, indent=2), markup=False)
@@ -212,7 +220,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                 )
         for problem in rootless:
             out.print(f"  {'rootless':<8} {problem}", markup=False)
-        for line in _disk_lines(places, budget):
+        for line in _disk_lines(places, budget, quota):
             out.print(f"  {'disk':<8} {line}", markup=False)
         for problem in disk:
             out.print(f"  {'disk':<8} {problem}", markup=False)

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from assembler.cache.prune import default_budget, parse_budget
 from assembler.errors import InputError
+from assembler.hostdisk import Quota, user_quota
+from assembler.proc import Runner
 
 KEYS = ("cache-trust", "cache-max-size")
 
@@ -67,11 +69,20 @@ def read_config(path: Path | None = None) -> UserConfig:
 
 def cache_budget(arg: str | None, cache_dir: Path) -> int:
     """The cache's size budget in bytes: ``--cache-max-size``, else the config file's
-    ``cache-max-size``, else the default (10% of the cache's disk, at most 100 GiB).
-    InputError when the one given is not a size or a share."""
+    ``cache-max-size``, else the default: 10% of the cache's disk, at most 100 GiB, and at
+    most half of this user's quota there (:func:`default_quota`: on Lustre a tenth of a
+    petabyte filesystem is no budget, the quota is). InputError when the one
+    given is not a size or a share."""
     if arg is not None:
         return parse_budget(arg, cache_dir, what="--cache-max-size")
     config = read_config()
     if config.cache_max_size is not None:
         return parse_budget(config.cache_max_size, cache_dir, what=f"cache-max-size of {config.path}")
-    return default_budget(cache_dir)
+    budget = default_budget(cache_dir)
+    quota = default_quota(cache_dir)
+    return min(budget, quota.limit // 2) if quota is not None else budget
+
+
+def default_quota(cache_dir: Path) -> Quota | None:
+    """This user's quota on the network filesystem the cache is on (:func:`user_quota`)."""
+    return user_quota(cache_dir, Runner())
