@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import shutil
 import tarfile
 from collections.abc import Iterator
@@ -181,6 +182,30 @@ def test_the_devel_image_has_the_toolkits_layout(cuda_bases: Path) -> None:
     runtime = _prefix_files(cuda_bases, "runtime")
     assert "usr/local/cuda/lib/libcublasLt.so.13" in runtime and "usr/local/cuda/lib/libcudart.so.13" in runtime
     assert not [p for p in runtime if "/bin/" in p or "/include/" in p or "/stubs/" in p]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_the_runtime_images_sbom_names_each_cuda_component_of_its_library_layer(
+    cuda_bases: Path, tmp_path: Path
+) -> None:
+    """Issue 50, item 6: the layer of NVIDIA's libraries (hundreds of MiB) had no name,
+    version or licence in the SBOM. The wheels' METADATA under share/dist-info names each
+    component; the layer's artifact CONTAINS them."""
+    from tests.test_sbom import referrers, saved
+
+    listing = referrers(f"oci:{cuda_bases}:runtime", "--save", str(tmp_path), cwd=tmp_path)
+    doc = json.loads(saved(listing, "application/spdx+json").read_text())
+    packages = {p["name"]: p for p in doc["packages"]}
+    assert packages["cuda-toolkit"]["versionInfo"] == "13.0.2"
+    for name in ("nvidia-cublas", "nvidia-cuda-runtime", "nvidia-cuda-nvrtc", "nvidia-nvjitlink"):
+        found = packages[name]
+        assert found["versionInfo"].startswith("13."), found
+        assert found["licenseDeclared"] not in ("NOASSERTION", "NONE"), found
+        assert "pkg:pypi/" + name in found["externalRefs"][0]["referenceLocator"], found
+    runtime = next(p["SPDXID"] for p in doc["packages"] if p["name"] == "cuda.runtime")
+    contained = {r["relatedSpdxElement"] for r in doc["relationships"] if r["spdxElementId"] == runtime}
+    assert packages["nvidia-cublas"]["SPDXID"] in contained
 
 
 @pytest.mark.slow
