@@ -132,6 +132,7 @@ class DebLocker:
         self.old, self.lock, self.runner, self.asked, self.work = old, lock, runner, asked, work
         self._indexes: dict[str, tuple[list[tuple[str, str, str]], aptlock.MirrorIndex]] = {}
         self._now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self._resolved: set[str] = set()  # keys resolved in this run
 
     def lock_variant(
         self, manifest: m.Manifest, platform: Platform, name: str, entries: dict[str, str]
@@ -143,12 +144,13 @@ class DebLocker:
             entries[where] = key
             prior = self.old.debian.get(key)
             keep = prior is not None and not self.asked.upgrade and (prior.error is None or not self.asked.retry)
-            if key in self.lock.debian and key not in self.old.debian:
+            if key in self._resolved:
                 entry = self.lock.debian[key]  # resolved this run, for another variant
             elif keep and prior is not None:
                 entry = self.lock.debian[key] = prior
             else:
                 entry = self.lock.debian[key] = self._resolve(use, uses)
+                self._resolved.add(key)
             state = "unresolved" if entry.error else "kept" if keep else "resolved"
             source = uses[use.base] if use.base else use
             why = entry.error or f"{entry.mirror} {source.definition['suite']} of {entry.mirror_date}"
