@@ -21,9 +21,9 @@ from assembler.archive.compress import decompressed
 from assembler.errors import InputError
 from assembler.oci.descriptor import Platform
 from assembler.pipeline.aptpins import debian_uses
-from assembler.spec.debs import Deb
+from assembler.spec.debs import Deb, DebEntry
 from assembler.spec.load import load_manifest
-from assembler.spec.lockfile import DebEntry, Lock, read_lock, write_lock
+from assembler.spec.lockfile import Lock, read_lock, write_lock
 from assembler.transports import aptlock
 from tests.helpers import ROOT, manifest_of, run_cli, run_cli_here
 from tests.test_golden import base_packages

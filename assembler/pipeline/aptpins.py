@@ -26,8 +26,8 @@ from assembler.pipeline import graph
 from assembler.pipeline.lockreport import Asked, Locked
 from assembler.proc import Runner
 from assembler.spec import model as m
-from assembler.spec.debs import Deb, DebLocked
-from assembler.spec.lockfile import DebEntry, Lock
+from assembler.spec.debs import Deb, DebEntry, DebLocked
+from assembler.spec.lockfile import Lock
 from assembler.spec.setuses import set_key
 from assembler.transports import aptlock
 from assembler.transports import bootstrap as boot

@@ -1,11 +1,17 @@
-"""Debian packages as a lock names them (``name:arch=version sha256:HEX``), and what the lock
-says one bootstrapped base or ``packages:`` layer installs (:mod:`assembler.pipeline.aptpins`)."""
+"""Debian packages as a lock names them (``name:arch=version sha256:HEX``): a lock's entry
+for one bootstrapped base, ``packages:`` layer or compile step's ``packages:``, read and
+written here for :mod:`assembler.spec.lockfile`, and what the lock says one installs, for
+the build (:mod:`assembler.pipeline.aptpins`)."""
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from assembler.errors import InputError
 
 LINE = re.compile(r"(?P<name>[a-z0-9][a-z0-9+.-]*):(?P<arch>[a-z0-9-]+)=(?P<version>\S+) sha256:(?P<sha>[0-9a-f]{64})")
 
@@ -32,6 +38,53 @@ class Deb:
         if found is None:
             raise ValueError(f"not name:arch=version sha256:HEX: {line!r}")
         return cls(found["name"], found["arch"], found["version"], found["sha"])
+
+
+@dataclass(frozen=True)
+class DebEntry:
+    """The Debian packages a bootstrapped base or a ``packages:`` layer on one installs
+    (:mod:`assembler.transports.aptlock`): ``name:arch=version sha256:HEX`` each (a layer:
+    those it adds), when they were resolved and the date of the mirror's index then; or why
+    they could not be."""
+
+    definition: Mapping[str, object]
+    installed: tuple[str, ...] = ()
+    locked_at: str = ""
+    mirror_date: str = ""
+    mirror: str = ""  # the mirror it was resolved from (the manifest's, this host's or Debian's)
+    error: str | None = None
+
+
+DEB_FIELDS = ("installed", "locked_at", "mirror_date", "resolved_from", "error")  # beside the definition
+
+
+def deb_entry(definition: Mapping[str, object], got: Mapping[str, Any], what: str) -> DebEntry:
+    """An entry as read (``got``: its ``DEB_FIELDS``); InputError naming ``what`` for a line
+    that is not ``name:arch=version sha256:HEX``."""
+    installed = tuple(str(line) for line in got.get("installed") or ())
+    if not all(LINE.fullmatch(line) for line in installed):
+        raise InputError(f"{what}: a line is not name:arch=version sha256:HEX", hint="write it anew with assemble lock")
+    error = got.get("error")
+    return DebEntry(
+        definition,
+        installed,
+        str(got.get("locked_at") or ""),
+        str(got.get("mirror_date") or ""),
+        str(got.get("resolved_from") or ""),
+        str(error) if error is not None else None,
+    )
+
+
+def deb_data(entry: DebEntry) -> dict[str, Any]:
+    """An entry as written: its definition's keys sorted, then what was resolved."""
+    item: dict[str, Any] = {k: entry.definition[k] for k in sorted(entry.definition)}
+    item["locked_at"] = entry.locked_at
+    item["mirror_date"] = entry.mirror_date
+    item["resolved_from"] = entry.mirror
+    if entry.error is not None:
+        item["error"] = entry.error
+    item["installed"] = list(entry.installed)
+    return item
 
 
 @dataclass(frozen=True)

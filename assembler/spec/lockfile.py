@@ -11,9 +11,11 @@ clash). ``sets`` maps each set's key (its definition and its environment's key) 
 slice, one ``name==version`` a line, or to why it has none (an index with no stand-in);
 ``hashes`` gives each pin's sha256s once (a version sits in many sets: written out in each,
 vLLM's lock was 3.5 MB); ``variants`` says which sets each variant (target, matrix values,
-``--set``s) installs where. A set is found by its key, so a changed param that alters a set,
-or any set of its environment, makes the lock stale for it, as ``Cargo.lock`` is for a
-changed ``Cargo.toml``.
+``--set``s) installs where; ``debian`` maps the key of each bootstrapped base, ``packages:``
+layer and compile step's ``packages:`` to the Debian packages apt installs there, each
+``.deb`` with its sha256 (:mod:`assembler.spec.debs`). A set is found by its key, so a
+changed param that alters a set, or any set of its environment, makes the lock stale for
+it, as ``Cargo.lock`` is for a changed ``Cargo.toml``.
 
 In memory a set's pins are uv's requirements text, hashes and all (``torch==2.9.0 \\`` and
 one ``--hash=sha256:...`` line each), as a step's ``--require-hashes`` file and a ``pip:``
@@ -38,7 +40,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import LiteralScalarString
 
 from assembler.errors import InputError
-from assembler.spec.debs import LINE
+from assembler.spec.debs import DEB_FIELDS, DebEntry, deb_data, deb_entry
 from assembler.spec.lockpins import Pin
 from assembler.spec.setuses import set_key
 
@@ -121,21 +123,6 @@ class EnvEntry:
     held: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class DebEntry:
-    """The Debian packages a bootstrapped base or a ``packages:`` layer on one installs
-    (:mod:`assembler.transports.aptlock`): ``name:arch=version sha256:HEX`` each (a layer:
-    those it adds), when they were resolved and the date of the mirror's index then; or why
-    they could not be."""
-
-    definition: Mapping[str, object]
-    installed: tuple[str, ...] = ()
-    locked_at: str = ""
-    mirror_date: str = ""
-    mirror: str = ""  # the mirror it was resolved from (the manifest's, this host's or Debian's)
-    error: str | None = None
-
-
 @dataclass
 class Lock:
     """A lock file's content."""
@@ -191,7 +178,6 @@ def _yaml(path: Path, text: str, *, pure: bool) -> Any:
 
 _SET_FIELDS = ("pins", "unresolved", "stand_in")
 _ENV_FIELDS = ("resolved_as_of", "error", "unknown", "stand_ins", "held")
-_DEB_FIELDS = ("installed", "locked_at", "mirror_date", "resolved_from", "error")
 
 
 def _keyed(
@@ -248,18 +234,8 @@ def _lock_from(path: Path, data: Any, older: bool) -> Lock:
         )
     debian: dict[str, DebEntry] = {}
     for key, raw in (data.get("debian") or {}).items():
-        definition, got = _keyed(path, key, raw, _DEB_FIELDS, "Debian package set")
-        installed = tuple(str(line) for line in got["installed"] or ())
-        if not all(LINE.fullmatch(line) for line in installed):
-            raise InputError(f"lock {path}: Debian package set {key}: a line is not name:arch=version sha256:HEX")
-        debian[str(key)] = DebEntry(
-            definition,
-            installed,
-            str(got["locked_at"] or ""),
-            str(got["mirror_date"] or ""),
-            str(got["resolved_from"] or ""),
-            got["error"],
-        )
+        definition, got = _keyed(path, key, raw, DEB_FIELDS, "Debian package set")
+        debian[str(key)] = deb_entry(definition, got, f"lock {path}: Debian package set {key}")
     variants = {str(k): {str(w): str(s) for w, s in (v or {}).items()} for k, v in (data.get("variants") or {}).items()}
     try:
         pins = {str(k): Pin.from_data(v) for k, v in (data.get("pins") or {}).items()}
@@ -367,17 +343,6 @@ def _env_data(entry: EnvEntry) -> dict[str, Any]:
     return item
 
 
-def _deb_data(entry: DebEntry) -> dict[str, Any]:
-    item: dict[str, Any] = {k: entry.definition[k] for k in sorted(entry.definition)}
-    item["locked_at"] = entry.locked_at
-    item["mirror_date"] = entry.mirror_date
-    item["resolved_from"] = entry.mirror
-    if entry.error is not None:
-        item["error"] = entry.error
-    item["installed"] = list(entry.installed)
-    return item
-
-
 def write_lock(path: Path, lock: Lock) -> None:
     """Write ``lock`` atomically, sorted, the pins as literal blocks (one line each to diff),
     each pin's hashes once in ``hashes`` (one line each)."""
@@ -387,7 +352,7 @@ def write_lock(path: Path, lock: Lock) -> None:
     doc["sets"] = {key: _set_data(lock.sets[key], table) for key in sorted(lock.sets)}
     doc["pins"] = {key: lock.pins[key].to_data() for key in sorted(lock.pins)}
     if lock.debian:
-        doc["debian"] = {key: _deb_data(lock.debian[key]) for key in sorted(lock.debian)}
+        doc["debian"] = {key: deb_data(lock.debian[key]) for key in sorted(lock.debian)}
     doc["variants"] = {name: dict(sorted(lock.variants[name].items())) for name in sorted(lock.variants)}
     doc["hashes"] = {pin: list(table[pin]) for pin in sorted(table)}
     yaml = YAML()
