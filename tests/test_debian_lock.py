@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
+import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -25,7 +28,8 @@ from assembler.spec.debs import Deb, DebEntry
 from assembler.spec.load import load_manifest
 from assembler.spec.lockfile import Lock, read_lock, write_lock
 from assembler.transports import aptlock
-from tests.helpers import ROOT, manifest_of, run_cli, run_cli_here
+from tests.helpers import ROOT, manifest_of, run_cli, run_cli_here, sh
+from tests.plugins.user import User
 from tests.test_golden import base_packages
 
 SHA_A = "a" * 64
@@ -227,3 +231,32 @@ def test_a_locked_build_installs_the_lock_and_refuses_what_the_mirror_moved(tmp_
     assert failed.code != 0, str(failed)
     assert f"assemble: locked libgomp1={gomp.version} changed on the mirror: sha256 {gomp.sha256}" in failed.err
     assert "snapshot archive" in failed.err  # the hint says what to do, not "fix the command"
+
+
+@pytest.mark.slow  # a bootstrap as an unprivileged user, minutes
+@pytest.mark.timeout(1200)
+def test_an_unprivileged_user_locks_and_builds_the_same_packages(user: User) -> None:
+    """On a login node: mmdebstrap's dry run works as the user's subordinate root, whose
+    files only a user namespace removes; the lock is the same as root's and so is the image."""
+    project = user.home / "debian-lock"
+    shutil.rmtree(project, ignore_errors=True)
+    project.mkdir()
+    (project / "m.yaml").write_text(SMALL)
+    shutil.chown(project, user.name, user.name)
+    shutil.chown(project / "m.yaml", user.name, user.name)
+    py = [sys.executable, "-m", "assembler"]
+    locked = user.run([*py, "lock", "m.yaml"], cwd=project)
+    assert locked.returncode == 0, locked.stderr
+    lock = read_lock(project / "m.lock")
+    assert all(not e.error and e.installed for e in lock.debian.values()), lock.debian
+    built = user.run([*py, "m.yaml", "--locked", "--cache", str(project / "cache")], cwd=project)
+    assert built.returncode == 0, built.stderr
+    assert _status_of(project / "out", "deblock") == {
+        (d.name, d.arch): d.version for e in lock.debian.values() for d in map(Deb.parse, e.installed)
+    }
+    # the dry runs left nothing of the subordinate root's (only buildah's rootless storage
+    # holds its files, as it always does)
+    theirs = [p for p in project.rglob("*") if p.owner() != user.name and "buildah" not in p.parts]
+    assert not theirs, theirs[:5]
+    assert not [p for p in Path(tempfile.gettempdir()).glob("assemble-lock-*") if p.owner() == user.name]
+    sh(["rm", "-rf", str(project)])

@@ -16,6 +16,7 @@ and refuses, naming them, those the mirror no longer serves as locked
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,7 +131,7 @@ class DebLocker:
 
     def __init__(self, old: Lock, lock: Lock, *, runner: Runner, asked: Asked, work: Path) -> None:
         self.old, self.lock, self.runner, self.asked, self.work = old, lock, runner, asked, work
-        self._indexes: dict[str, tuple[list[tuple[str, str, str]], aptlock.MirrorIndex]] = {}
+        self._indexes: dict[str, tuple[list[tuple[str, str, str]], aptlock.MirrorIndex] | AssemblerError] = {}
         self._now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         self._resolved: set[str] = set()  # keys resolved in this run
 
@@ -176,7 +177,8 @@ class DebLocker:
                     runner=self.runner,
                 )
         except AssemblerError as e:
-            error = e.message.splitlines()[0][:300]
+            lines = [line.strip() for line in e.message.splitlines() if line.strip()]
+            error = " ".join(dict.fromkeys([lines[0], *lines[-2:]]))[:400] if lines else "failed"
             return DebEntry(dict(use.definition), locked_at=self._now, mirror=use.mirror, error=error)
         return DebEntry(dict(use.definition), tuple(d.line() for d in debs), self._now, index.date, use.mirror)
 
@@ -187,16 +189,28 @@ class DebLocker:
         return entry
 
     def _index(self, use: DebUse) -> tuple[list[tuple[str, str, str]], aptlock.MirrorIndex]:
-        """What mmdebstrap would install for a base, and the index it read (once a run)."""
+        """What mmdebstrap would install for a base, and the index it read (once a run: a
+        failure too, for each layer on the base)."""
         if use.key not in self._indexes:
             assert use.spec is not None
             work = self.work / f"bootstrap-{use.key[:16]}"
             work.mkdir(parents=True)
+            # Unprivileged, mmdebstrap works as the user's subordinate root: it must pass
+            # through the lock's private temp folder and write in its own.
+            for folder in (self.work.parent, self.work):
+                os.chmod(folder, 0o711)
+            os.chmod(work, 0o1777)
             d = use.definition
             argv = boot.mmdebstrap_argv(use.spec, arch=str(d["arch"]), mirror=use.mirror, output=work / "out")
             env = boot.mmdebstrap_env(epoch=0, tmpdir=work)
-            self._indexes[use.key] = aptlock.simulate_bootstrap(argv, env, runner=self.runner, work=work)
-        return self._indexes[use.key]
+            try:
+                self._indexes[use.key] = aptlock.simulate_bootstrap(argv, env, runner=self.runner, work=work)
+            except AssemblerError as e:
+                self._indexes[use.key] = e
+        found = self._indexes[use.key]
+        if isinstance(found, AssemblerError):
+            raise found
+        return found
 
 
 def apply_debian(

@@ -21,8 +21,10 @@ the lock years later; the refusal names the snapshot of the day the lock was wri
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shlex
+import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -87,7 +89,9 @@ def simulate_bootstrap(
 ) -> tuple[list[tuple[str, str, str]], MirrorIndex]:
     """(name, version, arch) of every package mmdebstrap would install, and the index it
     fetched, from a dry run of ``argv`` (mmdebstrap's arguments, its output last but one:
-    replaced by a folder in ``work``)."""
+    replaced by a folder in ``work``). The index's files are copied into ``work/lists``
+    and the dry run's folder removed: unprivileged, its files belong to the user's
+    subordinate root, which only a user namespace removes."""
     root = work / "simulated"
     root.mkdir(mode=0o755)
     *head, _output, mirror = argv
@@ -102,17 +106,38 @@ def simulate_bootstrap(
         str(root),
         mirror,
     ]
-    result = runner.run(cmd, check=False)
-    if result.returncode != 0:
-        tail = "\n".join((result.stderr or result.stdout or "").splitlines()[-log_tail:])
-        raise ToolError(
-            f"mmdebstrap --simulate failed (exit {result.returncode}):\n{tail}",
-            argv=cmd,
-            returncode=result.returncode,
-            stderr_tail=tail,
-        )
+    try:
+        result = runner.run(cmd, check=False)
+        if result.returncode != 0:
+            tail = "\n".join((result.stderr or result.stdout or "").splitlines()[-log_tail:])
+            raise ToolError(
+                f"mmdebstrap --simulate failed (exit {result.returncode}):\n{tail}",
+                argv=cmd,
+                returncode=result.returncode,
+                stderr_tail=tail,
+            )
+        lists = work / "lists"
+        lists.mkdir()
+        for file in (root / "var" / "lib" / "apt" / "lists").iterdir():
+            if file.is_file() and (file.name.endswith("_Packages") or file.name.endswith("Release")):
+                shutil.copyfile(file, lists / file.name)
+    finally:
+        remove_tree(root, runner)
     text = (result.stdout or "") + (result.stderr or "")
-    return _inst(text), MirrorIndex(root / "var" / "lib" / "apt" / "lists")
+    return _inst(text), MirrorIndex(lists)
+
+
+def remove_tree(path: Path, runner: Runner) -> None:
+    """Remove ``path``, made by mmdebstrap: as the user's subordinate root's files (an
+    unprivileged run) from inside a user namespace of the user's (``buildah unshare``)."""
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        return
+    except PermissionError:
+        if os.geteuid() == 0:
+            raise
+        runner.run(["buildah", "unshare", "rm", "-rf", "--", str(path)], check=False)
 
 
 def _inst(text: str) -> list[tuple[str, str, str]]:

@@ -171,8 +171,8 @@ def bootstrap_key(
     locked: str | None = None,
 ) -> str:
     """The cache key of the base ``spec`` makes (also its name in a registry step cache);
-    ``tool`` is mmdebstrap's version (:func:`tool_version`), ``locked`` the key of the
-    packages the lock installs (:mod:`assembler.pipeline.aptpins`)."""
+    ``tool`` is mmdebstrap's version (:func:`tool_version`), ``locked`` the digest of the
+    packages the lock installs (:class:`assembler.spec.debs.DebLocked`)."""
     return key_of(
         {
             **({"locked": locked} if locked else {}),
@@ -241,6 +241,8 @@ def _check_mirror(
     argv = mmdebstrap_argv(spec, arch=arch, mirror=mirror, output=work / "rootfs.tar")
     check = work / "lock-check"
     check.mkdir()
+    for folder in (work, check):  # unprivileged, mmdebstrap works as the user's subordinate root
+        os.chmod(folder, 0o1777)
     _, index = aptlock.simulate_bootstrap(argv, mmdebstrap_env(epoch=epoch, tmpdir=work), runner=runner, work=check)
     problems = aptlock.check_served(locked.debs, index)
     if problems:
