@@ -24,6 +24,7 @@ from assembler.cache.prune import default_budget, parse_budget
 from assembler.errors import InputError
 from assembler.hostdisk import Quota, user_quota
 from assembler.proc import Runner
+from assembler.trace import housekeeping
 
 KEYS = ("cache-trust", "cache-max-size")
 
@@ -84,5 +85,8 @@ def cache_budget(arg: str | None, cache_dir: Path) -> int:
 
 
 def default_quota(cache_dir: Path) -> Quota | None:
-    """This user's quota on the network filesystem the cache is on (:func:`user_quota`)."""
-    return user_quota(cache_dir, Runner())
+    """This user's quota on the network filesystem the cache is on (:func:`user_quota`).
+    No input of a build (the mount table it reads changes as any container starts): it is
+    housekeeping, so an up-to-date build is still answered from its record."""
+    with housekeeping():
+        return user_quota(cache_dir, Runner())
