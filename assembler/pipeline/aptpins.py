@@ -54,8 +54,9 @@ class DebUse:
 
 
 def debian_uses(manifest: m.Manifest, platform: Platform) -> dict[str, DebUse]:
-    """where -> use of every bootstrapped base the image or its used steps start from, and
-    of every ``packages:`` layer on the image's base where that is bootstrapped; bases first."""
+    """where -> use of every bootstrapped base the image or its used steps start from, of
+    each used compile step's ``packages:`` on such a base, and of every ``packages:`` layer
+    on the image's base where that is bootstrapped; bases first."""
     from assembler.spec.setuses import used_steps
 
     arch = boot.debian_arch(platform)
