@@ -40,6 +40,7 @@ _INST = re.compile(
 )
 _FIELD = re.compile(r"^(Package|Version|Architecture|SHA256): *(.*)$", re.M)
 SNAPSHOT = "http://snapshot.debian.org/archive/debian"
+_INDEX_LIMIT = 1 << 30  # a Packages file apt fetched: read whole, so bounded
 
 
 class MirrorIndex:
@@ -56,6 +57,8 @@ class MirrorIndex:
         if not files:
             raise ToolError(f"apt fetched no Packages index into {lists}")
         for file in files:
+            if file.stat().st_size > _INDEX_LIMIT:  # bookworm's main/amd64 index: 50 MB
+                raise ToolError(f"{file.name}: {file.stat().st_size} bytes, more than a Packages index holds")
             self._read(file.read_text(encoding="utf-8", errors="replace"))
         self.date = ""
         for release in sorted(lists.glob("*Release")):
