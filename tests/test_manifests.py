@@ -193,7 +193,7 @@ def test_every_manifest_and_target_plans_offline(plan_cache: Path, path: Path, t
         assert step["state"] == "will-run", step  # a fresh cache: nothing is built yet
         assert re.fullmatch(r"[0-9a-f]{64}", step["definition"]), step
     for layer in data["layers"]:
-        assert layer["kind"] in ("base", "artifact", "run", "packages", "copy"), layer
+        assert layer["kind"] in ("base", "artifact", "run", "packages", "copy", "pip"), layer
         if layer["kind"] == "artifact":
             assert layer["what"].removeprefix("artifact ").split(".")[0] in compiled, layer
     assert all(isinstance(o, str) and ":" in o for o in data["outputs"])
