@@ -1,0 +1,119 @@
+"""``scripts/build-seeds``: its rows name real stand-in targets, an sdist is unpacked only
+inside its folder, and the table says for every system what was built or why not."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import io
+import json
+import sys
+import tarfile
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests import yaml_helper
+from tests.helpers import ROOT
+
+SCRIPT = ROOT / "scripts" / "build-seeds"
+
+
+def _script() -> ModuleType:
+    loader = importlib.machinery.SourceFileLoader("build_seeds", str(SCRIPT))
+    spec = importlib.util.spec_from_loader("build_seeds", loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["build_seeds"] = module  # its dataclasses look their module up there
+    loader.exec_module(module)
+    return module
+
+
+def test_every_row_is_a_stand_in_target_of_its_manifest_or_says_why_not() -> None:
+    bs = _script()
+    systems = {seed.system for seed in bs.SEEDS}
+    assert {"DeepSpeed", "vLLM", "verl", "Dynamo", "TGI", "verl-ROCm"} <= systems
+    for seed in bs.SEEDS:
+        manifest = yaml_helper.load(ROOT / "manifests" / seed.manifest)
+        if seed.blocked:
+            assert len(seed.blocked) > 40, seed  # a reason, not a word
+            continue
+        target = manifest["targets"][seed.target]
+        # the manifest says what the target stands in for, beside upstream's targets, which stay
+        assert target["description"].startswith("stands in for "), seed
+        assert target["base"] == "debian" and "bootstrap" in manifest["bases"]["debian"], seed
+        assert len(manifest["targets"]) > 1, seed
+        assert manifest.get("default_target") != seed.target, seed
+
+
+def _sdist(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def _file(name: str, data: bytes, mode: int = 0o644) -> tuple[tarfile.TarInfo, bytes | None]:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = len(data), mode
+    return info, data
+
+
+def test_an_sdist_is_unpacked_inside_its_folder_only(tmp_path: Path) -> None:
+    bs = _script()
+    good = _sdist(
+        tmp_path / "good.tar.gz", [_file("pkg-1.0/setup.py", b"print()\n"), _file("pkg-1.0/bin/x", b"#!", 0o755)]
+    )
+    dest = tmp_path / "good"
+    bs.unpack(good, dest)
+    assert (dest / "pkg-1.0" / "setup.py").read_bytes() == b"print()\n"
+    assert (dest / "pkg-1.0" / "bin" / "x").stat().st_mode & 0o111
+
+    link = tarfile.TarInfo("pkg-1.0/evil")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    bad: dict[str, list[tuple[tarfile.TarInfo, bytes | None]]] = {
+        "escape": [_file("../outside", b"x")],
+        "absolute": [_file(str(tmp_path / "abs"), b"x")],
+        "link": [(link, None)],
+    }
+    for name, members in bad.items():
+        archive = _sdist(tmp_path / f"{name}.tar.gz", members)
+        with pytest.raises(SystemExit, match="is not a file or folder inside it"):
+            bs.unpack(archive, tmp_path / name)
+    assert not (tmp_path / "outside").exists() and not (tmp_path / "abs").exists()
+
+
+def test_the_table_has_every_system_with_what_was_built_or_why_not(tmp_path: Path) -> None:
+    bs = _script()
+    built = next(seed for seed in bs.SEEDS if not seed.blocked)
+    failed = [seed for seed in bs.SEEDS if not seed.blocked][1]
+    results = tmp_path / "results.json"
+    results.write_text(
+        json.dumps(
+            {
+                built.key: {
+                    "state": "built",
+                    "cold_s": 754,
+                    "again_s": 31,
+                    "compressed": 3 * 2**30,
+                    "unpacked": 7 * 2**30 + 2**29,
+                    "resumed": True,
+                    "tests": [["import", "passed", "0.16.4"], ["cuda", "not-run", "no NVIDIA GPU"]],
+                },
+                failed.key: {"state": "failed", "why": "step wheel: command failed"},
+            }
+        )
+    )
+    text = bs.table(bs.Results(results))
+    rows = {line.split(" | ")[0].removeprefix("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert set(rows) == {"system"} | {seed.system for seed in bs.SEEDS}
+    assert (
+        "| 12m34s (after a failed try) | 0m31s | 3.00 GiB | 7.50 GiB | import passed, cuda not-run |"
+        in rows[built.system]
+    )
+    assert "failed: step wheel: command failed" in rows[failed.system]
+    for seed in bs.SEEDS:
+        if seed.blocked:
+            assert f"not run: {seed.blocked}" in rows[seed.system]
+    assert "cores" in text.splitlines()[-1]
