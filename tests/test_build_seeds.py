@@ -3,6 +3,7 @@ inside its folder, and the table says for every system what was built or why not
 
 from __future__ import annotations
 
+import hashlib
 import importlib.machinery
 import importlib.util
 import io
@@ -82,6 +83,21 @@ def test_an_sdist_is_unpacked_inside_its_folder_only(tmp_path: Path) -> None:
         with pytest.raises(SystemExit, match="is not a file or folder inside it"):
             bs.unpack(archive, tmp_path / name)
     assert not (tmp_path / "outside").exists() and not (tmp_path / "abs").exists()
+    with pytest.raises(SystemExit, match="unpacks to more than 5 bytes"):
+        bs.unpack(good, tmp_path / "big", limit=5)
+    assert not (tmp_path / "big").exists()
+
+
+def test_an_sdist_that_is_not_the_named_file_is_refused(tmp_path: Path) -> None:
+    bs = _script()
+    archive = _sdist(tmp_path / "pkg-1.0.tar.gz", [_file("pkg-1.0/setup.py", b"print()\n")])
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    bs.check_sha256(archive, digest)
+    with pytest.raises(SystemExit, match=f"sha256 {digest}, not the 00"):
+        bs.check_sha256(archive, "00" * 32)
+    for seed in bs.SEEDS:
+        for sdist in seed.sdists:
+            assert len(sdist.sha256) == 64 and int(sdist.sha256, 16) >= 0, sdist
 
 
 def test_the_table_has_every_system_with_what_was_built_or_why_not(tmp_path: Path) -> None:
