@@ -307,7 +307,7 @@ def _assemble_once(loaded: Loaded, options: Options, *, runner: Runner, report: 
         report(Event("image", {"digest": built.image.digest}))
         facts = builder.walk.services.facts
         if options.deps_check:  # before any output: an image that cannot run is not written
-            check_built(built, cache, report=report, shared=facts)
+            check_built(built, cache, report=report, shared=facts, absent=loaded.manifest.absent_libraries)
         tests = tested(built, plan, builder, report=report)  # before any output too: a failed test writes none
         referrers = describe_built(built, plan, cache, report=report, shared=facts) if options.sbom else []
         referrers += tests  # the test-result attestation goes with the SBOM and provenance

@@ -192,6 +192,32 @@ def test_a_base_lacking_a_library_fails_the_build_naming_it(tmp_path: Path) -> N
 
 
 @pytest.mark.integration  # seconds
+def test_a_library_the_manifest_says_is_absent_is_reported_with_its_reason_not_a_failure(tmp_path: Path) -> None:
+    absent = (
+        "absent_libraries:\n"
+        "  - {library: 'libcurl.so.*', needed_by: /usr/bin/curl, because: the HTTP plugin is optional here}\n"
+    )
+    root = project(tmp_path / "p", MANIFEST + absent, libcurl=False)
+    ran = build(root, "-v")
+    assert ran.code == 0, str(ran)
+    assert (
+        "dependency check: libcurl.so.* absent on purpose (needed by /usr/bin/curl): the HTTP plugin is optional here"
+        in ran.err
+    )
+    # the entry names that file only: another file missing the same library still fails the build
+    other = MANIFEST + "    - copy: {from: ./curl, to: /usr/bin/curl2, mode: '0755'}\n" + absent
+    (root / "m.yaml").write_text(other)
+    ran = build(root)
+    assert ran.code == 1 and "/usr/bin/curl2: needs libcurl.so.4, not found" in ran.err, str(ran)
+    assert "/usr/bin/curl: needs" not in ran.err and "absent_libraries (library, needed_by, because)" in ran.err
+    # an entry that no longer matches anything is said, so it cannot hide a later miss unseen
+    root2 = project(tmp_path / "q", MANIFEST + absent, libcurl=True)
+    ran = build(root2)
+    assert ran.code == 0, str(ran)
+    assert "absent_libraries: libcurl.so.* needed by /usr/bin/curl: no file misses it; remove it" in ran.err
+
+
+@pytest.mark.integration  # seconds
 def test_the_same_image_with_the_library_passes(tmp_path: Path) -> None:
     root = project(tmp_path / "p", libcurl=True)
     ran = build(root, "-v")

@@ -7,21 +7,34 @@ is older than its tag or that has no glibc at all (musl, scratch), and the layer
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from fnmatch import fnmatchcase
+
 from assembler.cache import Cache
 from assembler.cache.memos import SharedFacts
-from assembler.deps import Report, check_image
+from assembler.deps import Miss, Report, check_image
 from assembler.errors import MissingDependencies
 from assembler.pipeline.builder import Built
 from assembler.pipeline.options import Event, Reporter
+from assembler.spec.model import AbsentLibrary
 
 CHECKED_KINDS = ("artifact", "copy", "pip", "url")
 _NOTES_SHOWN = 5
 
 
-def check_built(built: Built, cache: Cache, *, report: Reporter, shared: SharedFacts | None = None) -> Report:
+def check_built(
+    built: Built,
+    cache: Cache,
+    *,
+    report: Reporter,
+    shared: SharedFacts | None = None,
+    absent: Sequence[AbsentLibrary] = (),
+) -> Report:
     """Check ``built``'s artifact, copy, pip and url layers; MissingDependencies naming every miss
-    (file, library or version, layer) when a file cannot load in the image. The report is
-    remembered in ``cache`` (and ``shared``); layers are read through ``built.blobs``."""
+    (file, library or version, layer) when a file cannot load in the image, but for the
+    libraries the manifest's ``absent_libraries`` (``absent``) says it goes without, which are
+    reported with their reason. The report is remembered in ``cache`` (and ``shared``);
+    layers are read through ``built.blobs``."""
     image = built.image
     names = [""] * len(image.layers)
     for layer in built.layers:
@@ -33,21 +46,65 @@ def check_built(built: Built, cache: Cache, *, report: Reporter, shared: SharedF
             image, built.blobs.open_blob, layers=layers, names=names, cache=cache, workdir=work, shared=shared
         )
     report_notes(result, len(layers), report=report)
-    if result.misses:
-        lines = "\n".join(f"  {m}" for m in result.misses)
+    misses = excuse(result.misses, absent, report=report)
+    if misses:
+        lines = "\n".join(f"  {m}" for m in misses)
         ldconfig = (
             "run ldconfig (a run: layer) after the layer adding a library to an ld.so.conf folder, "
             "or set LD_LIBRARY_PATH; "
-            if any(m.reason for m in result.misses)
+            if any(m.reason for m in misses)
             else ""
         )
         raise MissingDependencies(
-            f"dependency check: {len(result.misses)} missing in the image\n{lines}",
-            misses=result.misses,
+            f"dependency check: {len(misses)} missing in the image\n{lines}",
+            misses=misses,
             hint=f"add the library to the runtime base (a packages: layer) or the artifact; {ldconfig}"
-            "--no-deps-check builds anyway",
+            "where the image goes without it on purpose, say so in absent_libraries (library, needed_by, "
+            "because); --no-deps-check builds anyway",
         )
     return result
+
+
+def excuse(misses: Sequence[Miss], absent: Sequence[AbsentLibrary], *, report: Reporter) -> tuple[Miss, ...]:
+    """The misses no ``absent`` entry names (a missing library whose soname and needing file
+    match one); each entry's misses reported as info with its reason, and an entry that
+    names none as a warning (the layers changed under it: it would hide a real miss later)."""
+    left = []
+    hits: dict[int, list[Miss]] = {i: [] for i in range(len(absent))}
+    for miss in misses:
+        entry = next(
+            (
+                i
+                for i, a in enumerate(absent)
+                if miss.kind == "library"
+                and fnmatchcase(miss.library, a.library)
+                and fnmatchcase(miss.file, a.needed_by)
+            ),
+            None,
+        )
+        if entry is None:
+            left.append(miss)
+        else:
+            hits[entry].append(miss)
+    for i, a in enumerate(absent):
+        found = hits[i]
+        if not found:
+            report(
+                Event(
+                    "warning",
+                    {"text": f"absent_libraries: {a.library} needed by {a.needed_by}: no file misses it; remove it"},
+                )
+            )
+            continue
+        files = sorted({m.file for m in found})
+        more = f" and {len(files) - 1} more" if len(files) > 1 else ""
+        report(
+            Event(
+                "info",
+                {"text": f"dependency check: {a.library} absent on purpose (needed by {files[0]}{more}): {a.because}"},
+            )
+        )
+    return tuple(left)
 
 
 def report_notes(result: Report, layers: int, *, report: Reporter) -> None:

@@ -159,6 +159,7 @@ def _apply_target(manifest: m.Manifest, chosen: str) -> tuple[m.Manifest, list[P
         "platforms": t.platforms if t.platforms is not None else manifest.platforms,
         "tests": [*(t.tests if t.tests is not None else manifest.tests), *t.add_tests],
         "resolve_as_of": t.resolve_as_of or manifest.resolve_as_of,
+        "absent_libraries": [*manifest.absent_libraries, *t.absent_libraries],
     }
     return manifest.model_copy(update=update), layer_paths
 

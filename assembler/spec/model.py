@@ -213,6 +213,16 @@ class ImageSpec(Strict):
     config: ConfigSpec = Field(default_factory=ConfigSpec)
 
 
+class AbsentLibrary(Strict):
+    """A library the dependency check finds missing that the image goes without on purpose:
+    an optional part of a prebuilt package (a plugin, a backend) needing what no package
+    reachable here ships. Its misses are reported with the reason instead of stopping the build."""
+
+    library: str = Field(description="the soname needed (libaws-cpp-sdk-s3.so), or a glob of sonames")
+    needed_by: str = Field(description="a glob of the image paths that need it (*/plugins/libplugin_OBJ.so)")
+    because: str = Field(min_length=12, description="why it is absent, and what does not work without it")
+
+
 class Target(Strict):
     """A variant of the image (``--target NAME``): params and image parts changed."""
 
@@ -228,6 +238,7 @@ class Target(Strict):
     tests: TestList | None = Field(default=None, description="replaces the manifest's tests")
     add_tests: TestList = Field(default_factory=list, description="appended to the tests")
     resolve_as_of: AsOf | None = Field(default=None, description="replaces the manifest's")
+    absent_libraries: list[AbsentLibrary] = Field(default_factory=list, description="appended to the manifest's")
 
 
 class SifSpec(Strict):
@@ -269,6 +280,9 @@ class Manifest(Strict):
     compile: list[CompileStep] = Field(default_factory=list)
     image: ImageSpec
     tests: TestList = Field(default_factory=list, description="commands run in the built image before any output")
+    absent_libraries: list[AbsentLibrary] = Field(
+        default_factory=list, description="libraries the dependency check may find missing, each with the reason"
+    )
     annotations: dict[str, Scalar] = Field(default_factory=dict)
     targets: dict[Name, Target] = Field(default_factory=dict)
     default_target: str | None = None
