@@ -123,6 +123,33 @@ def test_url_source_is_checked_and_unpacked_safely(tmp_path: Path, http_folder: 
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "c3/escaped").exists()
 
 
+@pytest.mark.parametrize("mode", ["w:xz", "w:bz2"])
+def test_url_source_unpacks_a_release_tarball_compressed_as_toolchains_are(
+    tmp_path: Path, http_folder: tuple[str, Path], mode: str
+) -> None:
+    # static.rust-lang.org's rustc-*.tar.xz, LLVM's and CMake's releases: xz (bzip2 older ones)
+    url, root = http_folder
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode) as tf:  # type: ignore[call-overload]
+        data = b"#!/bin/sh\necho installed\n"
+        info = tarfile.TarInfo("rustc-1.0-x86_64-unknown-linux-gnu/install.sh")
+        info.size, info.mode = len(data), 0o755
+        tf.addfile(info, io.BytesIO(data))
+    name = f"rustc.tar.{mode[2:]}"
+    (root / name).write_bytes(buf.getvalue())
+    sha = hashlib.sha256(buf.getvalue()).hexdigest()
+    src = sources.resolve(
+        "rustc",
+        m.UrlSource(url=f"{url}/{name}", sha256=sha),
+        cache=Cache(tmp_path / "c"),
+        runner=Runner(),
+        base_dir=tmp_path,
+    )
+    script = src.path / "rustc-1.0-x86_64-unknown-linux-gnu/install.sh"
+    assert script.read_bytes() == data and script.stat().st_mode & 0o111
+    assert not (src.path / name).exists()  # unpacked, not kept as the file
+
+
 def test_url_source_beyond_the_size_cap_is_refused_and_stores_nothing(
     tmp_path: Path, http_folder: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -160,3 +187,27 @@ def test_folder_digest_is_content_and_exec_bit_not_times(tmp_path: Path) -> None
     (src / "build").mkdir()
     (src / "build/out.o").write_bytes(b"\0")
     assert sources.tree_digest(src, ("build",)) == changed
+
+
+def test_the_same_file_unpacked_and_kept_are_two_trees(tmp_path: Path, http_folder: tuple[str, Path]) -> None:
+    url, root = http_folder
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        info = tarfile.TarInfo("pkg/a.txt")
+        info.size = 1
+        tf.addfile(info, io.BytesIO(b"a"))
+    (root / "pkg.tar.gz").write_bytes(buf.getvalue())
+    sha = hashlib.sha256(buf.getvalue()).hexdigest()
+    cache = Cache(tmp_path / "cache")
+    got = {
+        extract: sources.resolve(
+            "pkg",
+            m.UrlSource(url=f"{url}/pkg.tar.gz", sha256=sha, extract=extract),
+            cache=cache,
+            runner=Runner(),
+            base_dir=tmp_path,
+        ).path
+        for extract in (True, False)
+    }
+    assert (got[True] / "pkg" / "a.txt").read_bytes() == b"a"
+    assert (got[False] / "pkg.tar.gz").read_bytes() == buf.getvalue() and not (got[False] / "pkg").exists()

@@ -9,15 +9,19 @@ for a URL, its sha256.
 
 from __future__ import annotations
 
+import bz2
 import fnmatch
 import hashlib
 import logging
+import lzma
 import os
 import shutil
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, cast
 
 from assembler.archive.compress import decompressed
 from assembler.archive.extract import Unpacker, extract
@@ -138,7 +142,9 @@ def url_source(name: str, spec: m.UrlSource, *, cache: Cache, limits: NetworkLim
         what=f"source {name}",
         limits=limits or NetworkLimits(),
     )
-    tree = cache.root / "sources" / "url" / spec.sha256
+    # one tree per file and way of taking it: unpacked (as this code unpacks: xz and bzip2 were
+    # once kept as the file) or kept as the file
+    tree = cache.root / "sources" / "url" / f"{spec.sha256}.{'unpacked2' if spec.extract else 'file'}"
     if not tree.is_dir():
         tmp = cache.path("sources", "url", f".tmp-{spec.sha256}-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -148,7 +154,7 @@ def url_source(name: str, spec: m.UrlSource, *, cache: Cache, limits: NetworkLim
         # Bounded as a rootfs: tarball is: what it may unpack to follows its size.
         bound = Limits(bytes=unpack_limit(blob.stat().st_size), hint=UNPACK_HINT)
         if spec.extract and _is_tar(blob):
-            with open(blob, "rb") as raw, decompressed(raw) as plain:
+            with open(blob, "rb") as raw, _unpacked(raw) as plain:
                 extract(plain, tmp, what=what, limits=bound)
         elif spec.extract and zipfile.is_zipfile(blob):
             with zipfile.ZipFile(blob) as zf, Unpacker(tmp, limits=bound) as unpacker:
@@ -162,12 +168,29 @@ def url_source(name: str, spec: m.UrlSource, *, cache: Cache, limits: NetworkLim
     return Source(name, tree, digest, spec.url)
 
 
+@contextmanager
+def _unpacked(raw: BinaryIO) -> Iterator[BinaryIO]:
+    """A downloaded archive's bytes: what a layer may be compressed with (gzip, zstd), and
+    xz and bzip2, which release tarballs use (Rust's, LLVM's, CMake's)."""
+    head = raw.read(6)
+    raw.seek(0)
+    if head.startswith(b"\xfd7zXZ\x00"):
+        with lzma.open(raw) as xz:
+            yield cast(BinaryIO, xz)
+    elif head.startswith(b"BZh"):
+        with bz2.open(raw) as bz:
+            yield cast(BinaryIO, bz)
+    else:
+        with decompressed(raw) as plain:
+            yield plain
+
+
 def _is_tar(path: Path) -> bool:
-    """A tar archive, compressed (gzip, zstd) or not."""
+    """A tar archive, compressed (gzip, zstd, xz, bzip2) or not."""
     try:
-        with open(path, "rb") as raw, decompressed(raw) as plain:
+        with open(path, "rb") as raw, _unpacked(raw) as plain:
             head = plain.read(512)
-    except (OSError, EOFError, ValueError):
+    except (OSError, EOFError, ValueError, lzma.LZMAError):
         return False
     return len(head) == 512 and head[257:262] == b"ustar"
 
