@@ -57,6 +57,43 @@ def test_cargo_reaches_crates_io_and_its_locks_git_hosts_unless_offline(tmp_path
     assert _tools("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y x") == {toolhosts.APT}
 
 
+def test_a_git_crate_a_step_is_given_as_a_tree_is_not_fetched_from_its_host(tmp_path: Path) -> None:
+    """rust-binaries' git_deps vendors the trees of Cargo.lock's git crates a step is given
+    (TGI's router and outlines-core, where GitHub cannot be reached): cargo asks their git
+    host nothing, so plan and the preflight leave it out; another git crate is still reached."""
+    work = tmp_path / "ws"
+    work.mkdir()
+    (work / "Cargo.lock").write_text(
+        'version = 3\n[[package]]\nname = "outlines-core"\nversion = "0.1.0"\n'
+        'source = "git+https://github.com/dottxt-ai/outlines-core.git?rev=ba10#ba10"\n'
+        '[[package]]\nname = "other"\nversion = "0.2.0"\nsource = "git+https://git.example.invalid/other?rev=1#1"\n'
+    )
+    given = tmp_path / "outlines"
+    given.mkdir()
+    (given / "Cargo.toml").write_text('[package]\nname = "outlines-core"\nversion = "0.1.0"\n')
+    assert toolhosts.crate_name(given) == "outlines-core" and toolhosts.crate_name(work) is None
+    assert toolhosts.cargo_git_hosts(work) == {("github.com", "https"), ("git.example.invalid", "https")}
+    assert toolhosts.cargo_git_hosts(work, {"outlines-core"}) == {("git.example.invalid", "https")}
+    step = {
+        "name": "router",
+        "use": "rust-binaries",
+        "base": "b",
+        "sources": ["outlines"],
+        "with": {"source": "ws", "bins": "r", "git_deps": "outlines"},
+    }
+    manifest = {
+        "name": "r",
+        "bases": {"b": "docker://127.0.0.1:5000/rust:1"},
+        "sources": {"ws": {"path": "ws"}, "outlines": {"path": "outlines"}},
+        "compile": [step],
+        "image": {"base": "b", "layers": [{"artifact": "router.bin"}]},
+    }
+    (tmp_path / "m.yaml").write_text(json.dumps(manifest))
+    man = load_manifest(tmp_path / "m.yaml").manifest
+    hosts = {n.host for n in needs(man, ["router"], [], folder=tmp_path)}
+    assert "git.example.invalid" in hosts and "github.com" not in hosts and "index.crates.io" in hosts
+
+
 def test_the_demo_reaches_pypi_for_its_cuda_wheels_only_and_its_mirror() -> None:
     """The "offline" demo: its CUDA toolkit comes from PyPI (the recipe's pip install); the
     launcher builds with cargo --offline and the Python extension with pip --no-index."""

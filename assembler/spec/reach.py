@@ -190,11 +190,14 @@ def _step_needs(commands: _Commands, where: str, part: str, mirror: tuple[str, s
 
 def _cargo_git(manifest: m.Manifest, step: m.CompileStep, folder: Path | None) -> set[toolhosts.Host]:
     """The git hosts the Cargo.lock of ``step``'s path sources name (none without ``folder``)."""
+    if folder is None:
+        return set()
+    trees = [folder / s.path for n in step.sources if isinstance(s := manifest.sources.get(n), m.PathSource)]
+    # a crate the step is given as a tree of its own is not fetched (rust-binaries: git_deps)
+    given = {c for tree in trees if (c := toolhosts.crate_name(tree)) is not None}
     found: set[toolhosts.Host] = set()
-    for name in step.sources:
-        src = manifest.sources.get(name)
-        if folder is not None and isinstance(src, m.PathSource):
-            found |= toolhosts.cargo_git_hosts(folder / src.path)
+    for tree in trees:
+        found |= toolhosts.cargo_git_hosts(tree, given)
     return found
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import shlex
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 
 # A host and how it is reached (the scheme a preflight asks it with).
@@ -132,30 +132,48 @@ def _pip_reaches(rest: str) -> bool:
     return not (wanted and local and "--no-deps" in words and (not built or "--no-build-isolation" in words))
 
 
-def cargo_git_hosts(folder: Path) -> set[Host]:
+def cargo_git_hosts(folder: Path, given: Collection[str] = ()) -> set[Host]:
     """The git hosts of the git dependencies a cargo project under ``folder`` names in its
-    Cargo.lock (``source = "git+https://..."``) or, without one, its Cargo.toml."""
+    Cargo.lock (``source = "git+https://..."``) or, without one, its Cargo.toml; but not of
+    the crates named in ``given``, whose trees the step is given as sources (rust-binaries'
+    ``git_deps`` vendors them, so cargo fetches nothing for them)."""
     found: set[Host] = set()
     for path in (folder / "Cargo.lock", folder / "Cargo.toml"):
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
             continue
-        for text in _git_texts(data):
+        for text in _git_texts(data, frozenset(given)):
             found |= urls([text.removeprefix("git+")])
         if found or (path.name == "Cargo.lock" and "package" in data):
             break
     return found
 
 
-def _git_texts(data: object) -> Iterable[str]:
-    """``source = "git+..."`` and ``git = "..."`` values anywhere in a TOML document."""
+def crate_name(folder: Path) -> str | None:
+    """The ``[package]`` name of the Cargo.toml at ``folder``'s root, if there is one."""
+    try:
+        data = tomllib.loads((folder / "Cargo.toml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    package = data.get("package")
+    name = package.get("name") if isinstance(package, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def _git_texts(data: object, given: frozenset[str] = frozenset()) -> Iterable[str]:
+    """``source = "git+..."`` and ``git = "..."`` values anywhere in a TOML document, but
+    not in a Cargo.lock package or a dependency named in ``given``."""
     if isinstance(data, dict):
+        if data.get("name") in given:
+            return
         for key, value in data.items():
+            if key in given:
+                continue
             if isinstance(value, str) and (key == "git" or (key == "source" and value.startswith("git+"))):
                 yield value
             else:
-                yield from _git_texts(value)
+                yield from _git_texts(value, given)
     elif isinstance(data, list):
         for item in data:
-            yield from _git_texts(item)
+            yield from _git_texts(item, given)
