@@ -686,3 +686,41 @@ def test_a_copied_programs_facts_are_not_read_back_from_its_layer(
     manifest = json.loads(read_blob(root / "out", layout_digest(root / "out", "x")))
     curl_layer = manifest["layers"][-1]["digest"]
     assert opened.count(curl_layer) == 1, opened
+
+
+def test_an_absent_entry_names_a_library_or_a_version_the_found_library_lacks() -> None:
+    from assembler.deps import Miss
+    from assembler.pipeline.depcheck import excuse
+    from assembler.spec.model import AbsentLibrary
+
+    cpu = "/v/site-packages/bitsandbytes/libbitsandbytes_cpu.so"
+    misses = [
+        Miss(cpu, 3, "venv", "version", "libstdc++.so.6", "GLIBCXX_3.4.32", "/usr/lib/libstdc++.so.6.0.30"),
+        Miss(cpu, 3, "venv", "library", "libgomp.so.2"),
+        Miss("/v/site-packages/bitsandbytes/libbitsandbytes_cuda118.so", 3, "venv", "library", "libcudart.so.11.0"),
+    ]
+    absent = [
+        AbsentLibrary(
+            library="libstdc++.so.6",
+            version="GLIBCXX_3.4.3[2-9]",
+            needed_by="*/bitsandbytes/*",
+            because="GCC 13's CPU backend",
+        ),
+        AbsentLibrary(library="lib*.so.11*", needed_by="*/libbitsandbytes_cuda11*.so", because="CUDA 11 backends"),
+    ]
+    said: list[tuple[str, str]] = []
+    left = excuse(misses, absent, report=lambda e: said.append((e.kind, e.fields["text"])))
+    # a version entry does not excuse a missing library of that file, nor a library entry a version
+    assert left == (misses[1],)
+    assert said == [
+        (
+            "info",
+            f"dependency check: libstdc++.so.6 GLIBCXX_3.4.3[2-9] absent on purpose (needed by {cpu}): GCC 13's CPU "
+            "backend",
+        ),
+        (
+            "info",
+            "dependency check: lib*.so.11* absent on purpose (needed by "
+            "/v/site-packages/bitsandbytes/libbitsandbytes_cuda118.so): CUDA 11 backends",
+        ),
+    ]

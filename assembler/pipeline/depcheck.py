@@ -66,33 +66,26 @@ def check_built(
 
 
 def excuse(misses: Sequence[Miss], absent: Sequence[AbsentLibrary], *, report: Reporter) -> tuple[Miss, ...]:
-    """The misses no ``absent`` entry names (a missing library whose soname and needing file
-    match one); each entry's misses reported as info with its reason, and an entry that
-    names none as a warning (the layers changed under it: it would hide a real miss later)."""
+    """The misses no ``absent`` entry names (a missing library, or with ``version`` a symbol
+    version the image's library lacks, whose soname and needing file match one); each entry's
+    misses reported as info with its reason, and an entry that names none as a warning (the
+    layers changed under it: it would hide a real miss later)."""
     left = []
     hits: dict[int, list[Miss]] = {i: [] for i in range(len(absent))}
     for miss in misses:
-        entry = next(
-            (
-                i
-                for i, a in enumerate(absent)
-                if miss.kind == "library"
-                and fnmatchcase(miss.library, a.library)
-                and fnmatchcase(miss.file, a.needed_by)
-            ),
-            None,
-        )
+        entry = next((i for i, a in enumerate(absent) if _names(a, miss)), None)
         if entry is None:
             left.append(miss)
         else:
             hits[entry].append(miss)
     for i, a in enumerate(absent):
+        what = f"{a.library} {a.version}" if a.version else a.library
         found = hits[i]
         if not found:
             report(
                 Event(
                     "warning",
-                    {"text": f"absent_libraries: {a.library} needed by {a.needed_by}: no file misses it; remove it"},
+                    {"text": f"absent_libraries: {what} needed by {a.needed_by}: no file misses it; remove it"},
                 )
             )
             continue
@@ -101,10 +94,18 @@ def excuse(misses: Sequence[Miss], absent: Sequence[AbsentLibrary], *, report: R
         report(
             Event(
                 "info",
-                {"text": f"dependency check: {a.library} absent on purpose (needed by {files[0]}{more}): {a.because}"},
+                {"text": f"dependency check: {what} absent on purpose (needed by {files[0]}{more}): {a.because}"},
             )
         )
     return tuple(left)
+
+
+def _names(entry: AbsentLibrary, miss: Miss) -> bool:
+    if not (fnmatchcase(miss.library, entry.library) and fnmatchcase(miss.file, entry.needed_by)):
+        return False
+    if entry.version is None:
+        return miss.kind == "library"
+    return miss.kind == "version" and fnmatchcase(miss.version, entry.version)
 
 
 def report_notes(result: Report, layers: int, *, report: Reporter) -> None:

@@ -219,6 +219,9 @@ class AbsentLibrary(Strict):
     reachable here ships. Its misses are reported with the reason instead of stopping the build."""
 
     library: str = Field(description="the soname needed (libaws-cpp-sdk-s3.so), or a glob of sonames")
+    version: str | None = Field(
+        default=None, description="a symbol version the image's library lacks (GLIBCXX_3.4.32), or a glob of them"
+    )
     needed_by: str = Field(description="a glob of the image paths that need it (*/plugins/libplugin_OBJ.so)")
     because: str = Field(min_length=12, description="why it is absent, and what does not work without it")
 
