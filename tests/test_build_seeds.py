@@ -8,6 +8,8 @@ import importlib.machinery
 import importlib.util
 import io
 import json
+import os
+import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -44,7 +46,8 @@ def test_every_row_is_a_stand_in_target_of_its_manifest_or_says_why_not() -> Non
         # the manifest says what the target stands in for, beside upstream's targets, which stay
         assert target["description"].startswith("stands in for "), seed
         assert target["base"] == "debian" and "bootstrap" in manifest["bases"]["debian"], seed
-        assert len(manifest["targets"]) > 1, seed
+        # upstream's image stays: another target, or the manifest as it is (no default target)
+        assert len(manifest["targets"]) > 1 or "default_target" not in manifest, seed
         assert manifest.get("default_target") != seed.target, seed
 
 
@@ -118,18 +121,96 @@ def test_the_table_has_every_system_with_what_was_built_or_why_not(tmp_path: Pat
                     "tests": [["import", "passed", "0.16.4"], ["cuda", "not-run", "no NVIDIA GPU"]],
                 },
                 failed.key: {"state": "failed", "why": "step wheel: command failed"},
+                bs.SEEDS[-2].key: {"state": "built", "cold_s": 60, "again_s": 2, "cold_steps_built": 0, "tests": []},
             }
         )
     )
     text = bs.table(bs.Results(results))
-    rows = {line.split(" | ")[0].removeprefix("| "): line for line in text.splitlines() if line.startswith("| ")}
-    assert set(rows) == {"system"} | {seed.system for seed in bs.SEEDS}
+    rows = {
+        tuple(line.removeprefix("| ").split(" | ")[:2]): line for line in text.splitlines() if line.startswith("| ")
+    }
+    assert set(rows) == {("system", "target")} | {(seed.system, seed.target) for seed in bs.SEEDS}
     assert (
         "| 12m34s (after a failed try) | 0m31s | 3.00 GiB | 7.50 GiB | import passed, cuda not-run |"
-        in rows[built.system]
+        in rows[built.system, built.target]
     )
-    assert "failed: step wheel: command failed" in rows[failed.system]
+    assert "failed: step wheel: command failed" in rows[failed.system, failed.target]
+    warm = bs.SEEDS[-2]
+    assert "| 1m00s (every step cached by an earlier build) | 0m02s |" in rows[warm.system, warm.target]
     for seed in bs.SEEDS:
         if seed.blocked:
-            assert f"not run: {seed.blocked}" in rows[seed.system]
+            assert f"not run: {seed.blocked}" in rows[seed.system, seed.target]
+    log = tmp_path / "cold.log"
+    log.write_text("05:11:12 step system: cached\n05:40:14 step router: built in 1729.0 s\n")
+    assert bs.Builder.steps_built(log) == 1
     assert "cores" in text.splitlines()[-1]
+
+
+def _git(*args: str, cwd: Path) -> str:
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    done = subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, check=True, env={**os.environ, **env}
+    )
+    return done.stdout.strip()
+
+
+def test_a_clone_is_taken_only_at_the_commit_the_row_names_and_unchanged(tmp_path: Path) -> None:
+    bs = _script()
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    _git("init", "-q", cwd=tree)
+    (tree / "Cargo.toml").write_text("[workspace]\n")
+    _git("add", ".", cwd=tree)
+    _git("commit", "-q", "-m", "one", cwd=tree)
+    first = _git("rev-parse", "HEAD", cwd=tree)
+    clone = bs.Clone("src", "https://example.invalid/src.git", "v1", first)
+    bs.check_clone(tree, clone)
+    (tree / "Cargo.toml").write_text("[workspace]\nmembers = []\n")
+    with pytest.raises(SystemExit, match="files changed from v1"):
+        bs.check_clone(tree, clone)
+    _git("commit", "-q", "-am", "two", cwd=tree)
+    with pytest.raises(SystemExit, match=f"not {first} \\(v1\\): git -C .* checkout {first}"):
+        bs.check_clone(tree, clone)
+    with pytest.raises(SystemExit, match="not a git clone"):
+        bs.check_clone(tmp_path, clone)
+
+
+def test_a_row_whose_clone_is_not_given_says_what_to_clone_and_builds_nothing(tmp_path: Path) -> None:
+    bs = _script()
+    seed = next(seed for seed in bs.SEEDS if seed.clones)
+    results = bs.Results(tmp_path / "results.json")
+    bs.Builder(tmp_path, results).build(seed)
+    got = json.loads((tmp_path / "results.json").read_text())[seed.key]
+    clone = seed.clones[0]
+    assert got["state"] == "not built"
+    assert (
+        f"needs a clone of {clone.url} at {clone.ref} ({clone.commit}), given with --clone {clone.source}=PATH"
+        in got["why"]
+    )
+    assert not (tmp_path / "out").exists() and not list((tmp_path / "logs").iterdir())
+    # the manifest (its target, params resolved) names the same trees at the same refs
+    from assembler.spec.load import load_manifest
+
+    sources = load_manifest(ROOT / "manifests" / seed.manifest, target=seed.target).manifest.sources
+    for c in seed.clones:
+        assert (sources[c.source].git, sources[c.source].ref) == (c.url, c.ref), c
+
+
+def test_an_sdist_is_fetched_as_the_file_the_index_lists(tmp_path: Path, http_folder: tuple[str, Path]) -> None:
+    """The file itself from the JSON simple API (pip download would run setup.py to read its
+    metadata: vLLM's installs torch first), refused when the index lists none or it is too big."""
+    bs = _script()
+    url, root = http_folder
+    archive = _sdist(root / "demo_pkg-1.0.tar.gz", [_file("demo_pkg-1.0/setup.py", b"print()\n")])
+    (root / "simple" / "demo-pkg").mkdir(parents=True)
+    listing = {"files": [{"filename": "demo_pkg-1.0.tar.gz", "url": f"{url}/demo_pkg-1.0.tar.gz"}]}
+    (root / "simple" / "demo-pkg" / "index.html").write_text(json.dumps(listing))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    got = bs.fetch_sdist("demo_pkg", "1.0", dest, index=f"{url}/simple")
+    assert got == dest / "demo_pkg-1.0.tar.gz" and got.read_bytes() == archive.read_bytes()
+    with pytest.raises(SystemExit, match=r"lists no single sdist of demo_pkg==2\.0"):
+        bs.fetch_sdist("demo_pkg", "2.0", dest, index=f"{url}/simple")
+    bs.MAX_SDIST = 10
+    with pytest.raises(SystemExit, match="more than 10 bytes"):
+        bs.fetch_sdist("demo_pkg", "1.0", tmp_path, index=f"{url}/simple")
