@@ -417,7 +417,7 @@ def installed(commands: list[str], vllm_version: str) -> list[str]:
 def test_python_sets_mirror_what_the_layers_and_steps_install(target: str | None, sets: dict[str, str]) -> None:
     loaded = load_manifest(MANIFEST, target=target, sets=sets)
     man, params = loaded.manifest, loaded.params
-    parts = [(s.name, list(s.run), s.python_sets) for s in man.compile if s.name != "wheel"]
+    parts = [(s.name, list(s.run), s.python_sets) for s in man.compile if s.name not in ("wheel", "wheel-precompiled")]
     parts += [(x.name, list(x.run), x.python_sets) for x in man.image.layers if isinstance(x, RunLayer) and x.name]
     checked = set()
     for name, run, pysets in parts:
@@ -445,6 +445,14 @@ def test_python_sets_mirror_what_the_layers_and_steps_install(target: str | None
     build = {s.name: s for s in wheel.python_sets}["build"]
     assert f"torch=={params['torch_version']}" in build.requirements and build.extra_index_urls == [torch_url]
     assert f"torch=={params['torch_version']}" in " ".join(wheel.run)
+    # the standin-source target's wheel: the same build set, and the release wheel its
+    # extensions come from, downloaded with the lock's sha256
+    (pre,) = [s for s in man.compile if s.name == "wheel-precompiled"]
+    pre_sets = {s.name: s for s in pre.python_sets}
+    assert pre_sets["build"].requirements == build.requirements
+    assert pre_sets["precompiled"].requirements == [f"vllm=={params['vllm_version']}"]
+    assert pre_sets["precompiled"].require_hashes and pre_sets["precompiled"].no_deps
+    assert "--require-hashes" in " ".join(pre.run) and "VLLM_USE_PRECOMPILED=1" in " ".join(pre.run)
 
 
 def test_the_released_wheels_venv_is_one_set_its_layers_install_parts_of() -> None:

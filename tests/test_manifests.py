@@ -1117,7 +1117,7 @@ BROKEN = [
     Broken(
         "vllm: unknown artifact",
         "vllm",
-        ("mounts: [wheel.wheel]", "mounts: [wheel.wheels]"),
+        ('mounts: ["${wheel_step}.wheel"]', 'mounts: ["${wheel_step}.wheels"]'),
         "image.layers.8.mounts.0",
         "step 'wheel' declares no artifact 'wheels'",
     ),
