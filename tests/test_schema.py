@@ -4,6 +4,7 @@ the schema refuses what the models refuse."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -62,3 +63,62 @@ def test_layers_readme_is_generated_from_the_recipes() -> None:
         [sys.executable, str(ROOT / "scripts/gen-layers-readme"), "--check"], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
+
+
+MODELINE = re.compile(r"^# yaml-language-server: \$schema=(\S+)$")
+
+
+def test_the_published_schemas_are_what_assemble_schema_writes() -> None:
+    """schema/*.schema.json, which editors read (the modeline of every shipped file names
+    them), are the models' own: regenerated with `assemble schema -o schema`."""
+    from assembler.spec.model import json_schemas
+
+    for kind, schema in json_schemas().items():
+        published = ROOT / "schema" / f"{kind}.schema.json"
+        assert published.read_text() == json.dumps(schema, indent=2, sort_keys=True) + "\n", (
+            f"{published} is out of date: assemble schema -o schema"
+        )
+
+
+@pytest.mark.parametrize(
+    ("folder", "kind"), [("manifests", "manifest"), ("layers", "recipe")], ids=["manifests", "recipes"]
+)
+def test_every_shipped_file_names_its_schema_for_editors(folder: str, kind: str) -> None:
+    """yaml-language-server (VS Code's YAML extension, Neovim, Helix...) completes and checks
+    a file whose first line names its schema."""
+    for path in sorted((ROOT / folder).glob("*.yaml")):
+        first = path.read_text().splitlines()[0]
+        match = MODELINE.match(first)
+        assert match, f"{path}: its first line is not the yaml-language-server modeline"
+        assert (path.parent / match.group(1)).resolve() == ROOT / "schema" / f"{kind}.schema.json", path
+
+
+def _editor_check(path: Path) -> list[str]:
+    """What an editor reading the modeline shows: each error at its line of the file."""
+    from assembler.spec.yamlfile import load
+
+    match = MODELINE.match(path.read_text().splitlines()[0])
+    assert match, path
+    schema = json.loads((path.parent / match.group(1)).read_text())
+    data, locs = load(path)
+    validator = jsonschema.Draft202012Validator(schema)
+    shown = []
+    for e in validator.iter_errors(data):
+        where = list(e.absolute_path)
+        if e.validator == "additionalProperties":  # at the unexpected key, as an editor marks it
+            where += sorted(set(e.instance) - set(e.schema.get("properties", {})))[:1]
+        shown.append(f"{path.name}:{locs.line(where)}: {e.message}")
+    return shown
+
+
+def test_an_editor_finds_a_misspelt_field_of_a_shipped_manifest_at_its_line(tmp_path: Path) -> None:
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "schema").symlink_to(ROOT / "schema")
+    text = (ROOT / "manifests" / "tgi.yaml").read_text()
+    assert _editor_check(ROOT / "manifests" / "tgi.yaml") == []
+    wrong = tmp_path / "manifests" / "tgi.yaml"
+    wrong.write_text(text.replace("    shared_cache: [/root/.cache/uv]\n", "    shared_cahce: [/root/.cache/uv]\n", 1))
+    line = next(i for i, x in enumerate(wrong.read_text().splitlines(), 1) if "shared_cahce" in x)
+    errors = _editor_check(wrong)
+    assert len(errors) == 1 and errors[0].startswith(f"tgi.yaml:{line}: "), errors
+    assert "'shared_cahce' was unexpected" in errors[0], errors
