@@ -122,3 +122,17 @@ def test_an_editor_finds_a_misspelt_field_of_a_shipped_manifest_at_its_line(tmp_
     errors = _editor_check(wrong)
     assert len(errors) == 1 and errors[0].startswith(f"tgi.yaml:{line}: "), errors
     assert "'shared_cahce' was unexpected" in errors[0], errors
+
+
+def test_the_output_help_names_every_format_an_image_can_be_written_to() -> None:
+    """-o's help is made from the formats' table: a format added there is named without an edit."""
+    from assembler.transports.formats import FORMATS
+
+    ran = run_cli(["build", "--help"])
+    assert ran.code == 0, str(ran)
+    text = " ".join(ran.out.split())
+    for transport, fmt in FORMATS.items():
+        if fmt.syntax.role != "base":
+            assert fmt.syntax.form.replace(" ", "") in text.replace(" ", ""), transport
+    for written in ("sif:FILE", "sqsh:FILE", "oras://", "artifact:DIR", "docker-archive:FILE", "oci-archive:FILE"):
+        assert written in text.replace("- ", "-"), written

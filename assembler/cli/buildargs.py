@@ -8,6 +8,7 @@ import argparse
 from pathlib import Path
 
 from assembler.cli.arguments import DEFAULT_JOBS, common_args, jobs_arg, pair, param_args, progress_args
+from assembler.oci.reference import output_forms
 
 
 def build_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,8 +37,7 @@ def _what_args(p: argparse.ArgumentParser) -> None:
         action="append",
         dest="outputs",
         metavar="OUTPUT",
-        help="oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REF], docker://REF "
-        "(repeatable; replaces the manifest's outputs)",
+        help=f"{', '.join(output_forms())} (repeatable; replaces the manifest's outputs)",
     )
     param_args(p)
     p.add_argument("--base", action="append", type=pair, default=[], metavar="NAME=REF", help="replace a base")

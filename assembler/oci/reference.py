@@ -83,6 +83,12 @@ def register_syntax(transport: str, syntax: Syntax) -> None:
     _SYNTAXES[transport] = syntax
 
 
+def output_forms() -> list[str]:
+    """How each reference an image or its files can be written to looks (``-o``'s help),
+    in the table's order: every syntax but those only read (bases)."""
+    return [syntax.form for syntax in _SYNTAXES.values() if syntax.role != "base"]
+
+
 def syntax_of(transport: str) -> Syntax | None:
     """How a reference of ``transport`` is written; None for no known transport."""
     return _SYNTAXES.get(transport)
