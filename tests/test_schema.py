@@ -136,3 +136,18 @@ def test_the_output_help_names_every_format_an_image_can_be_written_to() -> None
             assert fmt.syntax.form.replace(" ", "") in text.replace(" ", ""), transport
     for written in ("sif:FILE", "sqsh:FILE", "oras://", "artifact:DIR", "docker-archive:FILE", "oci-archive:FILE"):
         assert written in text.replace("- ", "-"), written
+    # the flags in groups a person can scan, each flag under the group it belongs to
+    groups = [
+        line.rstrip(":") for line in ran.out.splitlines() if line and not line[0].isspace() and line.endswith(":")
+    ]
+    assert groups == [
+        "options",
+        "what to build",
+        "how to build",
+        "registry step cache",
+        "what goes with the image",
+        "lock",
+        "tests",
+    ]
+    sections = ran.out.split("\nregistry step cache:")[1].split("\nwhat goes with the image:")
+    assert "--cache-to" in sections[0] and "--sign" in sections[1].split("\nlock:")[0]

@@ -15,7 +15,7 @@ import os
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn, Protocol
 
 from assembler.cli.console import err
 from assembler.errors import InputError
@@ -118,7 +118,13 @@ def slurm_args(text: str) -> tuple[str, ...]:
         raise InputError(f"--slurm-args {text!r}: {e}") from None
 
 
-def param_args(p: argparse.ArgumentParser) -> None:
+class Arguments(Protocol):
+    """A parser or one of its argument groups: what adds an argument."""
+
+    def add_argument(self, *names: str, **kwargs: Any) -> argparse.Action: ...
+
+
+def param_args(p: Arguments) -> None:
     """``--set`` and ``--set-unlocked`` (what :func:`param_sets` reads), as build, plan and
     lock take them."""
     p.add_argument(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from assembler.cli.arguments import DEFAULT_JOBS, common_args, jobs_arg, pair, param_args, progress_args
+from assembler.cli.arguments import DEFAULT_JOBS, Arguments, common_args, jobs_arg, pair, param_args, progress_args
 from assembler.oci.reference import output_forms
 
 
@@ -18,17 +18,17 @@ def build_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def plan_arguments(p: argparse.ArgumentParser) -> None:
-    """``plan``'s (and ``build``'s)."""
-    _what_args(p)
-    _how_args(p)
-    _cache_args(p)
-    _output_args(p)
-    _lock_args(p)
-    _test_args(p)
+    """``plan``'s (and ``build``'s), in groups ``--help`` shows apart."""
+    _what_args(p.add_argument_group("what to build", "the manifest, where the image goes, params, bases, sources"))
+    _how_args(p.add_argument_group("how to build", "the cache, the epoch, which steps run again, where, the network"))
+    _cache_args(p.add_argument_group("registry step cache", "step results shared through a registry"))
+    _output_args(p.add_argument_group("what goes with the image", "a SIF, the SBOM, signing, checks, compression"))
+    _lock_args(p.add_argument_group("lock", "the lock of the Python sets and Debian packages"))
+    _test_args(p.add_argument_group("tests", "the image's tests: before any output is written"))
     common_args(p, platforms=True)
 
 
-def _what_args(p: argparse.ArgumentParser) -> None:
+def _what_args(p: Arguments) -> None:
     """What to build: the manifest, its outputs, params, bases, sources and targets."""
     p.add_argument("manifest", type=Path, help="the manifest (YAML)")
     p.add_argument(
@@ -53,7 +53,7 @@ def _what_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--all-targets", action="store_true", help="build every target of the manifest")
 
 
-def _how_args(p: argparse.ArgumentParser) -> None:
+def _how_args(p: Arguments) -> None:
     """How to build: the cache, the epoch, which steps run again, where and how many at once."""
     p.add_argument("--cache", type=Path, default=None, help="cache folder (default: $XDG_CACHE_HOME/assembler)")
     p.add_argument(
@@ -113,7 +113,7 @@ def _how_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-preflight", action="store_true", help="build without first checking the hosts it reaches")
 
 
-def _cache_args(p: argparse.ArgumentParser) -> None:
+def _cache_args(p: Arguments) -> None:
     """The step cache in a registry: where it is, who signs its entries, whose are taken."""
     p.add_argument(
         "--cache-to",
@@ -154,7 +154,7 @@ def _cache_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _output_args(p: argparse.ArgumentParser) -> None:
+def _output_args(p: Arguments) -> None:
     """What goes with the image (a SIF, the SBOM), what is checked, and how layers are compressed."""
     p.add_argument(
         "--attach-sif", action="store_true", help="also push a SIF of the image as a referrer of each docker:// output"
@@ -205,7 +205,7 @@ def _output_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _lock_args(p: argparse.ArgumentParser) -> None:
+def _lock_args(p: Arguments) -> None:
     """The lock's options of ``build`` and ``plan``."""
     p.add_argument(
         "--lock",
@@ -229,7 +229,7 @@ def _lock_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _test_args(p: argparse.ArgumentParser) -> None:
+def _test_args(p: Arguments) -> None:
     """A build's (and a plan's) test flags."""
     p.add_argument(
         "--test-on",
