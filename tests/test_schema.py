@@ -151,3 +151,18 @@ def test_the_output_help_names_every_format_an_image_can_be_written_to() -> None
     ]
     sections = ran.out.split("\nregistry step cache:")[1].split("\nwhat goes with the image:")
     assert "--cache-to" in sections[0] and "--sign" in sections[1].split("\nlock:")[0]
+
+
+def test_the_manifest_reference_is_generated_from_the_schema() -> None:
+    """docs/reference/manifest.md is the schema's fields, types, defaults and descriptions:
+    scripts/gen-reference writes it, and a model changed without it fails here."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/gen-reference"), "--check"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    text = (ROOT / "docs" / "reference" / "manifest.md").read_text()
+    schema = json.loads((ROOT / "schema" / "manifest.schema.json").read_text())
+    for name, part in schema["$defs"].items():
+        assert f"\n## {name}\n" in text, name
+        for field in part.get("properties", {}):
+            assert f"| `{field}` |" in text, (name, field)
