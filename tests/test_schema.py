@@ -166,3 +166,17 @@ def test_the_manifest_reference_is_generated_from_the_schema() -> None:
         assert f"\n## {name}\n" in text, name
         for field in part.get("properties", {}):
             assert f"| `{field}` |" in text, (name, field)
+
+
+def test_every_field_of_the_schemas_has_a_description() -> None:
+    """Every property of both published schemas (top level and every part under $defs) says
+    what it is for: editors show it on hover, and docs/reference/manifest.md prints it."""
+    missing = []
+    for kind in ("manifest", "recipe"):
+        schema = json.loads((ROOT / "schema" / f"{kind}.schema.json").read_text())
+        parts = {"(top level)": schema, **schema.get("$defs", {})}
+        for name, part in parts.items():
+            for field, prop in part.get("properties", {}).items():
+                if not str(prop.get("description", "")).strip():
+                    missing.append(f"{kind}: {name}.{field}")
+    assert missing == [], f"fields without a description: {missing}"

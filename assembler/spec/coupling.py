@@ -49,8 +49,13 @@ class CudaArchs(Strict):
     TORCH_CUDA_ARCH_LIST or CMAKE_CUDA_ARCHITECTURES value). An empty ``cuda_version``
     (a CPU or ROCm build) skips the check, as do ``default``, ``native``, ``all``."""
 
-    cuda_archs: str
-    cuda_version: str
+    cuda_archs: str = Field(
+        description="the arch list, usually a param", examples=["${torch_cuda_arch_list}", "8.0;9.0+PTX"]
+    )
+    cuda_version: str = Field(
+        description="the CUDA version whose nvcc compiles it; empty: not checked",
+        examples=["${cuda_version}", "12.8.1"],
+    )
     form: Literal["torch", "cmake"] | None = Field(
         default=None, description="the list's syntax: torch (8.0;9.0a+PTX) or cmake (80;90a-real); default: either"
     )
@@ -60,9 +65,15 @@ class CudaAtLeast(Strict):
     """CUDA ``cuda_version`` is at least ``at_least`` wherever ``needed_by`` (the flags that
     need it) is not empty; an empty ``cuda_version`` (a CPU or ROCm build) skips the check."""
 
-    cuda_version: str
-    at_least: str = Field(pattern=r"^\d+\.\d+$")
-    needed_by: str
+    cuda_version: str = Field(
+        description="the CUDA version built with; empty: not checked", examples=["${cuda_version}"]
+    )
+    at_least: str = Field(
+        pattern=r"^\d+\.\d+$", description="the oldest CUDA (major.minor) that needed_by works with", examples=["12.4"]
+    )
+    needed_by: str = Field(
+        description="the flags (or other value) that need it; empty: not checked", examples=["${nvcc_append_flags}"]
+    )
 
 
 class SameVersion(Strict):
@@ -71,8 +82,12 @@ class SameVersion(Strict):
     With ``exact: true`` every release number must agree (0.11.1 and 0.11.0 differ; 2.9
     and 2.9.0 do not): a pin such as ``torch==2.9.0`` or a wheel's sha256."""
 
-    same_version: list[str] = Field(min_length=2)
-    because: str
+    same_version: list[str] = Field(
+        min_length=2,
+        description="the versions that must agree (empty ones are skipped)",
+        examples=[["${cuda_version}", "${runtime_cuda_version}"]],
+    )
+    because: str = Field(description="why they must agree: said when they do not")
     exact: bool = Field(default=False, description="all release numbers agree, not only major.minor")
 
 
@@ -85,10 +100,15 @@ class IndexCuda(Strict):
     compiles may call a CUDA runtime newer than the one the index's wheels bring). A URL
     without ``cuXYZ`` (PyPI) or an empty value (a CPU or ROCm build) skips the check."""
 
-    index_url: str
-    cuda_version: str
+    index_url: str = Field(
+        description="the package index, whose cuXYZ names its CUDA; empty: not checked",
+        examples=["${torch_index}", "https://download.pytorch.org/whl/cu128"],
+    )
+    cuda_version: str = Field(
+        description="the CUDA version built with; empty: not checked", examples=["${cuda_version}"]
+    )
     older: bool = Field(default=False, description="cuda_version may be an older minor of the index's CUDA")
-    because: str
+    because: str = Field(description="why they must agree: said when they do not")
 
 
 class VersionRange(Strict):
@@ -97,10 +117,14 @@ class VersionRange(Strict):
     ``2.9.0`` is not at most ``2.5.1``): ``because`` says why, e.g. what an index carries.
     An empty ``version`` is skipped."""
 
-    version: str
-    at_least: str = ""
-    at_most: str = ""
-    because: str
+    version: str = Field(description="the version checked; empty: not checked", examples=["${torch_version}"])
+    at_least: str = Field(
+        default="", description="the oldest allowed, to as many numbers as it has; empty: no bound", examples=["2.4"]
+    )
+    at_most: str = Field(
+        default="", description="the newest allowed, to as many numbers as it has; empty: no bound", examples=["2.5.1"]
+    )
+    because: str = Field(description="why, e.g. what an index carries: said when the version is outside")
 
 
 class RocmArchs(Strict):
@@ -109,7 +133,10 @@ class RocmArchs(Strict):
     ``gfx11-generic``); a CUDA arch (``sm_90``, ``9.0``) or any other word is refused. An
     empty list (the build's default archs) is skipped."""
 
-    rocm_archs: str
+    rocm_archs: str = Field(
+        description="the arch list (separated by ;, comma or space), usually a param",
+        examples=["${pytorch_rocm_arch}", "gfx90a;gfx942"],
+    )
 
 
 class UvPython(Strict):
@@ -118,8 +145,13 @@ class UvPython(Strict):
     from the release's sdist). An empty value, or a uv release the facts do not list, is
     skipped."""
 
-    python: str
-    uv: str
+    python: str = Field(
+        description="the CPython version uv must install; empty: not checked", examples=["${python_full}", "3.12.9"]
+    )
+    uv: str = Field(
+        description="the uv release that installs it (a release the facts do not list: not checked)",
+        examples=["${uv_version}", "0.5.31"],
+    )
 
 
 class ExtraPin(Strict):
@@ -128,10 +160,13 @@ class ExtraPin(Strict):
     PyPI): a pair its makers never shipped fails hours into a build. ``because`` says where
     the pair comes from. Skipped where the facts do not list the release."""
 
-    version: str
-    package: str
-    pinned_by: str
-    because: str
+    version: str = Field(description="the package's version; empty: not checked", examples=["${vllm_version}"])
+    package: str = Field(description="the package whose version is checked", examples=["vllm"])
+    pinned_by: str = Field(
+        description="the release and extra that pin it: NAME[EXTRA]==VERSION",
+        examples=["ai-dynamo[vllm]==${dynamo_version}"],
+    )
+    because: str = Field(description="where the pair comes from: said when they do not go together")
 
 
 Constraint = CudaArchs | CudaAtLeast | SameVersion | IndexCuda | VersionRange | RocmArchs | UvPython | ExtraPin

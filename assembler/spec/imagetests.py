@@ -50,7 +50,7 @@ class ImageTest(Strict):
     """One test of the image: run as ``docker run`` starts it, checked by its exit status
     and its output (stdout and stderr together)."""
 
-    name: Name
+    name: Name = Field(description="the test's name in reports; unique among the tests", examples=["serves-health"])
     command: (
         Annotated[
             list[str], BeforeValidator(_shell_form, json_schema_input_type=str | list[str]), AfterValidator(_not_empty)

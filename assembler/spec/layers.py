@@ -26,20 +26,38 @@ def _inside_image(path: str) -> str:
 
 
 class CopySpec(Strict):
-    from_: str = Field(alias="from", description="host path relative to the manifest")
-    to: Annotated[str, AfterValidator(_inside_image)]
-    mode: Mode | None = None
-    owner: Owner | None = None
+    """A host file or folder and where it goes in the image."""
+
+    from_: str = Field(alias="from", description="host path relative to the manifest", examples=["./etc/motd"])
+    to: Annotated[str, AfterValidator(_inside_image)] = Field(
+        description="the image path it goes to; a file copied to a path ending in / goes into that folder",
+        examples=["/etc/motd", "/app/"],
+    )
+    mode: Mode | None = Field(
+        default=None,
+        description="permission bits of every file and folder copied (not links); default: as git keeps them "
+        "(0644; 0755 for folders and executables)",
+        examples=["0644"],
+    )
+    owner: Owner | None = Field(
+        default=None, description="numeric uid[:gid] of every file copied; default: 0:0", examples=["1000:1000"]
+    )
 
 
 class CopyLayer(When):
-    copy_: CopySpec = Field(alias="copy")
-    comment: str | None = None
+    """A layer of host files (``copy: {from:, to:}``)."""
+
+    copy_: CopySpec = Field(alias="copy", description="what is copied from the host, and to where")
+    comment: str | None = Field(default=None, description="a note kept as the layer's comment in the image's history")
 
 
 class ArtifactLayer(When):
-    artifact: str = Field(description="STEP.ARTIFACT, or STEP for all of the step's artifacts in one layer")
-    comment: str | None = None
+    """A layer of a compile step's artifacts (``artifact: STEP.ARTIFACT``)."""
+
+    artifact: str = Field(
+        description="STEP.ARTIFACT, or STEP for all of the step's artifacts in one layer", examples=["app.bin", "app"]
+    )
+    comment: str | None = Field(default=None, description="a note kept as the layer's comment in the image's history")
 
     def step_refs(self) -> list[str]:
         return [self.artifact]
@@ -48,18 +66,28 @@ class ArtifactLayer(When):
 class RunLayer(When):
     """A runtime step: commands run on the image built so far; the changes are one layer."""
 
-    run: StrList
-    name: Name | None = None
-    env: dict[str, Scalar] = Field(default_factory=dict)
+    run: StrList = Field(
+        description="shell commands run in order on the image built so far; the first that fails stops the build"
+    )
+    name: Name | None = Field(
+        default=None,
+        description="the runtime step's name (--rebuild, the logs, layers.NAME in the lock); default: run-N by its "
+        "place in the layers",
+    )
+    env: dict[str, Scalar] = Field(
+        default_factory=dict, description="environment variables the commands see (not kept in the image's config)"
+    )
     mounts: StrList = Field(
         default_factory=list, description="artifacts (STEP.ARTIFACT) visible read-only at their 'to'"
     )
-    secrets: StrList = Field(default_factory=list)
+    secrets: StrList = Field(default_factory=list, description="environment variables passed in, never stored")
     exclude: StrList = Field(default_factory=list, description="extra paths (globs) left out of the layer")
     keep: StrList = Field(default_factory=list, description="default-excluded paths to keep (e.g. /tmp)")
     user: str = Field(default="0:0", description="who runs the commands: uid[:gid] or a user name of the image")
-    workdir: str | None = None
-    comment: str | None = None
+    workdir: str | None = Field(
+        default=None, description="the folder the commands run in; default: the image's working directory"
+    )
+    comment: str | None = Field(default=None, description="a note kept as the layer's comment in the image's history")
     python_sets: list[PythonSet] = Field(default_factory=list, description="what its pip/uv commands install")
     reaches: HostUses = Field(default_factory=dict, description=REACHES_DESCRIPTION)
     network: bool = Field(
@@ -85,8 +113,12 @@ class PackagesLayer(When):
     """apt-get install on the runtime base, lists and caches cleaned; one layer."""
 
     packages: StrList = Field(description="package names; 'from-steps' adds the runtime_packages of used steps")
-    name: Name | None = None
-    comment: str | None = None
+    name: Name | None = Field(
+        default=None,
+        description="the runtime step's name (--rebuild, the logs, the lock's apt pins); default: packages-N by its "
+        "place in the layers",
+    )
+    comment: str | None = Field(default=None, description="a note kept as the layer's comment in the image's history")
 
     def runtime_name(self, index: int) -> str:
         return self.name or f"packages-{index + 1}"

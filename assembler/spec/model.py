@@ -42,25 +42,45 @@ from assembler.spec.resources import Resources as Resources
 class Bootstrap(Strict):
     """A Debian/Ubuntu root filesystem made by mmdebstrap from an apt mirror."""
 
-    suite: str = "bookworm"
+    suite: str = Field(
+        default="bookworm",
+        description="the Debian or Ubuntu suite (codename) to install",
+        examples=["bookworm", "noble"],
+    )
     variant: Literal[
         "extract", "custom", "essential", "apt", "required", "minbase", "buildd", "important", "standard"
-    ] = "minbase"
-    packages: StrList = Field(default_factory=list)
+    ] = Field(default="minbase", description="mmdebstrap's --variant: which packages make up the root filesystem")
+    packages: StrList = Field(
+        default_factory=list,
+        description="extra packages installed into it (mmdebstrap --include)",
+        examples=[["g++", "cmake"]],
+    )
     mirror: str | None = Field(default=None, description="apt mirror URL; default: the host's configured mirror")
-    components: StrList = Field(default_factory=lambda: ["main"])
+    components: StrList = Field(
+        default_factory=lambda: ["main"],
+        description="the archive components apt may install from (mmdebstrap --components)",
+        examples=[["main", "universe"]],
+    )
     keyring: str | None = Field(default=None, description="keyring file for a non-Debian suite (e.g. Ubuntu)")
 
 
 class BootstrapBase(Strict):
-    bootstrap: Bootstrap
+    """A base made here: a root filesystem bootstrapped from an apt mirror."""
+
+    bootstrap: Bootstrap = Field(description="the suite, variant and packages mmdebstrap installs")
 
 
 class RefBase(Strict):
+    """A base read from an image reference, optionally for a platform of its own."""
+
     ref: str = Field(
         description="a transport reference: docker://, oci:, oci-archive:, docker-archive:, rootfs:, scratch"
     )
-    platform: str | None = None
+    platform: str | None = Field(
+        default=None,
+        description="the platform (os/arch[/variant]) taken from the reference; default: the one being built",
+        examples=["linux/amd64", "linux/arm64/v8"],
+    )
 
 
 def _base_kind(value: Any) -> str:
@@ -83,22 +103,43 @@ BaseSpec = Annotated[
 
 
 class PathSource(Strict):
-    path: str = Field(description="a host folder, relative to the manifest")
-    exclude: StrList = Field(default_factory=list, description="glob patterns left out (e.g. build/, *.o)")
+    """A source that is a folder on the host."""
+
+    path: str = Field(description="a host folder, relative to the manifest", examples=["../examples/app"])
+    exclude: StrList = Field(
+        default_factory=list, description="glob patterns left out (e.g. build/, *.o)", examples=[["build/", "*.o"]]
+    )
 
 
 class GitSource(Strict):
-    git: str = Field(description="repository URL (https://, file://, or a path)")
-    ref: str = Field(description="branch, tag or commit; the resolved commit is what the cache keys on")
-    submodules: bool = False
+    """A source checked out from a git repository at a branch, tag or commit."""
+
+    git: str = Field(
+        description="repository URL (https://, file://, or a path)",
+        examples=["https://github.com/deepspeedai/DeepSpeed.git"],
+    )
+    ref: str = Field(
+        description="branch, tag or commit; the resolved commit is what the cache keys on", examples=["v0.16.4", "main"]
+    )
+    submodules: bool = Field(
+        default=False, description="also check out the submodules (recursively); their commits count as the source's"
+    )
     commit: str | None = Field(
         default=None, pattern=r"^[0-9a-f]{40}$", description="set from the lock: fetched for ref"
     )
 
 
 class UrlSource(Strict):
-    url: str
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    """A source downloaded from a URL and checked against its sha256."""
+
+    url: str = Field(
+        description="the file to download (an archive is unpacked unless extract: false)",
+        examples=["https://static.rust-lang.org/dist/2025-03-18/cargo-1.85.1-x86_64-unknown-linux-gnu.tar.xz"],
+    )
+    sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="the file's sha256 (64 lowercase hex digits): a download that differs is refused",
+    )
     extract: bool = Field(default=True, description="unpack a tar/zip archive instead of keeping the file")
 
 
@@ -120,10 +161,20 @@ SourceSpec = Annotated[
 
 
 class Artifact(Strict):
+    """Files a compile step leaves in its container, shipped as one layer (or mounted)."""
+
     path: str = Field(description="absolute path in the build container; globs allowed (/build/lib/*.so*)")
     to: str = Field(description="where it goes in the image; a trailing / means 'into this folder'")
-    mode: Mode | None = None
-    owner: Owner | None = None
+    mode: Mode | None = Field(
+        default=None,
+        description="permission bits of every file and folder taken (not links); default: as in the container",
+        examples=["0755"],
+    )
+    owner: Owner | None = Field(
+        default=None,
+        description="numeric uid[:gid] of every file taken; default: as in the container",
+        examples=["1000:1000"],
+    )
     exclude: StrList = Field(default_factory=list, description="glob patterns (relative) left out of a folder")
 
     @field_validator("path", "to")
@@ -137,10 +188,16 @@ class Artifact(Strict):
 class CompileStep(Strict):
     """One build in a devel container; its artifacts become layers."""
 
-    name: Name
+    name: Name = Field(
+        description="the step's name: STEP in STEP.ARTIFACT, --rebuild and the logs", examples=["llama-cpp"]
+    )
     use: str | None = Field(default=None, description="a recipe in layers/ to start from")
     with_: dict[str, Scalar] = Field(default_factory=dict, alias="with", description="the recipe's params")
-    base: str | None = None
+    base: str | None = Field(
+        default=None,
+        description="the base (a name under bases:) whose container runs the commands; required here or in the recipe",
+        examples=["devel"],
+    )
     sources: StrList = Field(
         default_factory=list, description="sources, each as a writable working copy at /src/NAME kept between builds"
     )
@@ -148,7 +205,7 @@ class CompileStep(Strict):
         default_factory=list, description="artifacts of earlier steps (STEP.ARTIFACT) unpacked at their 'to' first"
     )
     packages: StrList = Field(default_factory=list, description="apt packages installed before run")
-    env: dict[str, Scalar] = Field(default_factory=dict)
+    env: dict[str, Scalar] = Field(default_factory=dict, description="environment variables the commands see")
     cache: StrList = Field(
         default_factory=list,
         description="container folders kept on the host between builds of this step (a build tree): a source change "
@@ -160,9 +217,15 @@ class CompileStep(Strict):
         "that key their entries by content (ccache, sccache, pip's and cargo's download caches)",
     )
     secrets: StrList = Field(default_factory=list, description="environment variables passed in, never stored")
-    workdir: str | None = None
-    run: StrList = Field(default_factory=list)
-    artifacts: dict[Name, Artifact] = Field(default_factory=dict)
+    workdir: str | None = Field(
+        default=None, description="the folder the commands run in; default: the base's working directory"
+    )
+    run: StrList = Field(
+        default_factory=list, description="shell commands run in order in the container; the first that fails stops it"
+    )
+    artifacts: dict[Name, Artifact] = Field(
+        default_factory=dict, description="what the step makes, by name: files taken from its container after run"
+    )
     runtime_packages: StrList = Field(
         default_factory=list, description="apt packages the artifacts need at run time (for a 'packages' layer)"
     )
@@ -181,24 +244,65 @@ class CompileStep(Strict):
 class Recipe(Strict):
     """A reusable compile step in ``layers/NAME.yaml``."""
 
-    description: str
-    params: dict[str, Scalar] = Field(default_factory=dict)
-    base: str | None = None
-    sources: StrList = Field(default_factory=list)
-    inputs: StrList = Field(default_factory=list)
-    packages: StrList = Field(default_factory=list)
-    env: dict[str, Scalar] = Field(default_factory=dict)
-    cache: StrList = Field(default_factory=list)
-    shared_cache: StrList = Field(default_factory=list)
-    secrets: StrList = Field(default_factory=list)
-    workdir: str | None = None
-    run: StrList = Field(default_factory=list)
-    artifacts: dict[Name, Artifact] = Field(default_factory=dict)
-    runtime_packages: StrList = Field(default_factory=list)
-    resources: Resources | None = None
-    python_sets: list[PythonSet] = Field(default_factory=list)
-    tests: TestList = Field(default_factory=list)
-    reaches: HostUses = Field(default_factory=dict)
+    description: str = Field(description="what the recipe builds and how to use it, for people choosing one")
+    params: dict[str, Scalar] = Field(
+        default_factory=dict,
+        description="the params a step sets with with:, each with its default (${NAME} anywhere in the recipe)",
+    )
+    base: str | None = Field(
+        default=None,
+        description="the base (a name under the manifest's bases:) the step runs on unless the step names one",
+    )
+    sources: StrList = Field(
+        default_factory=list,
+        description="sources, each as a writable working copy at /src/NAME kept between builds; a step's are added",
+    )
+    inputs: StrList = Field(
+        default_factory=list,
+        description="artifacts of earlier steps (STEP.ARTIFACT) unpacked at their 'to' first; a step's are added",
+    )
+    packages: StrList = Field(default_factory=list, description="apt packages installed before run; a step's are added")
+    env: dict[str, Scalar] = Field(
+        default_factory=dict, description="environment variables the commands see; a step's are merged over them"
+    )
+    cache: StrList = Field(
+        default_factory=list,
+        description="container folders kept on the host between builds of the step (a build tree); a step's are added",
+    )
+    shared_cache: StrList = Field(
+        default_factory=list,
+        description="container folders kept on the host and shared by every step naming them (content-keyed caches: "
+        "ccache, pip's download cache); a step's are added",
+    )
+    secrets: StrList = Field(
+        default_factory=list, description="environment variables passed in, never stored; a step's are added"
+    )
+    workdir: str | None = Field(
+        default=None,
+        description="the folder the commands run in (a step's wins); default: the base's working directory",
+    )
+    run: StrList = Field(
+        default_factory=list,
+        description="shell commands run in order in the container; the first failing stops it; a step's replace them",
+    )
+    artifacts: dict[Name, Artifact] = Field(
+        default_factory=dict,
+        description="what the step makes, by name: files taken from its container after run; a step's are merged in",
+    )
+    runtime_packages: StrList = Field(
+        default_factory=list,
+        description="apt packages the artifacts need at run time (for a 'packages' layer); a step's are added",
+    )
+    resources: Resources | None = Field(
+        default=None, description="what its Slurm job asks for (--executor slurm); a step's are merged over them"
+    )
+    python_sets: list[PythonSet] = Field(
+        default_factory=list, description="what its pip/uv commands install; a step's are added"
+    )
+    tests: TestList = Field(
+        default_factory=list, description="run on an image that ships the step's artifacts; a step's are added"
+    )
+    reaches: HostUses = Field(default_factory=dict, description=REACHES_DESCRIPTION)
 
 
 # -- image layers (assembler.spec.layers: the models and the table of kinds) ------------
@@ -208,9 +312,13 @@ MAX_EPOCH = 253402300799
 
 
 class ImageSpec(Strict):
-    base: str
-    layers: list[LayerSpec] = Field(default_factory=list)
-    config: ConfigSpec = Field(default_factory=ConfigSpec)
+    """The image made: a base, the layers put on it, and its runtime config."""
+
+    base: str = Field(description="the base (a name under bases:) the layers go on", examples=["runtime"])
+    layers: list[LayerSpec] = Field(default_factory=list, description="the layers added on the base, in order")
+    config: ConfigSpec = Field(
+        default_factory=ConfigSpec, description="the runtime config (entrypoint, cmd, env, user...) set over the base's"
+    )
 
 
 class AbsentLibrary(Strict):
@@ -229,14 +337,17 @@ class AbsentLibrary(Strict):
 class Target(Strict):
     """A variant of the image (``--target NAME``): params and image parts changed."""
 
-    description: str | None = None
-    params: dict[str, Scalar] = Field(default_factory=dict)
-    base: str | None = None
+    description: str | None = Field(default=None, description="what this variant is, for readers")
+    params: dict[str, Scalar] = Field(
+        default_factory=dict,
+        description="params this target fixes: a --set that contradicts one fails unless --set-unlocked",
+    )
+    base: str | None = Field(default=None, description="replaces image.base (a name under bases:)")
     layers: list[LayerSpec] | None = Field(default=None, description="replaces image.layers")
     add_layers: list[LayerSpec] = Field(default_factory=list, description="appended to the layers")
     config: ConfigSpec | None = Field(default=None, description="merged over image.config")
-    annotations: dict[str, Scalar] = Field(default_factory=dict)
-    outputs: StrList | None = None
+    annotations: dict[str, Scalar] = Field(default_factory=dict, description="merged over the manifest's annotations")
+    outputs: StrList | None = Field(default=None, description="replaces the manifest's outputs (-o still wins)")
     platforms: Platforms = None  # replaces the manifest's
     tests: TestList | None = Field(default=None, description="replaces the manifest's tests")
     add_tests: TestList = Field(default_factory=list, description="appended to the tests")
@@ -264,35 +375,68 @@ class CacheSpec(Strict):
 class Manifest(Strict):
     """An image manifest (``manifests/*.yaml``)."""
 
-    name: Name
-    description: str | None = None
+    name: Name = Field(
+        description="the image's name: its org.opencontainers.image.title annotation, ${name} in tag_template",
+        examples=["llamacpp"],
+    )
+    description: str | None = Field(default=None, description="what this manifest builds, for readers")
     epoch: int | None = Field(
         default=None, ge=0, le=MAX_EPOCH, description="timestamps; SOURCE_DATE_EPOCH and --epoch win"
     )
-    platform: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+/[A-Za-z0-9_]+(/[A-Za-z0-9_]+)?$")] = "linux/amd64"
+    platform: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+/[A-Za-z0-9_]+(/[A-Za-z0-9_]+)?$")] = Field(
+        default="linux/amd64",
+        description="the platform (os/arch[/variant]) built when no --platform is given",
+        examples=["linux/amd64", "linux/arm64"],
+    )
     platforms: Platforms = None
-    compression: Literal["zstd", "zstd:chunked", "gzip"] = "zstd"
-    params: dict[str, Scalar] = Field(default_factory=dict)
+    compression: Literal["zstd", "zstd:chunked", "gzip"] = Field(
+        default="zstd", description="how the layers are compressed; --compression wins"
+    )
+    params: dict[str, Scalar] = Field(
+        default_factory=dict,
+        description="params with their default values: ${NAME} anywhere in the manifest; --set NAME=VALUE overrides",
+    )
     choices: dict[str, dict[str, dict[str, Scalar]]] = Field(
         default_factory=dict,
         description="param -> value -> other params it fixes (backend: {cpu: {devel: docker://ubuntu:22.04}})",
     )
     constraints: list[Constraint] = Field(default_factory=list, description="param combinations to refuse")
-    bases: dict[Name, BaseSpec] = Field(default_factory=dict)
-    sources: dict[Name, SourceSpec] = Field(default_factory=dict)
-    compile: list[CompileStep] = Field(default_factory=list)
-    image: ImageSpec
+    bases: dict[Name, BaseSpec] = Field(
+        default_factory=dict,
+        description="the images that steps and the image start from, by name: a reference, {ref:, platform:} or "
+        "{bootstrap:}",
+    )
+    sources: dict[Name, SourceSpec] = Field(
+        default_factory=dict,
+        description="source trees for compile steps, by name: {path:}, {git:, ref:} or {url:, sha256:}",
+    )
+    compile: list[CompileStep] = Field(
+        default_factory=list,
+        description="compile steps, each run in a container of a base; their artifacts make layers",
+    )
+    image: ImageSpec = Field(description="the image made: its base, its layers and its runtime config")
     tests: TestList = Field(default_factory=list, description="commands run in the built image before any output")
     absent_libraries: list[AbsentLibrary] = Field(
         default_factory=list, description="libraries the dependency check may find missing, each with the reason"
     )
-    annotations: dict[str, Scalar] = Field(default_factory=dict)
-    targets: dict[Name, Target] = Field(default_factory=dict)
-    default_target: str | None = None
-    outputs: StrList = Field(default_factory=list)
-    sif: SifSpec = Field(default_factory=SifSpec)
+    annotations: dict[str, Scalar] = Field(
+        default_factory=dict,
+        description="annotations of the image's OCI manifest, over the defaults (created, title, base); "
+        "${sources.NAME.FIELD} expands",
+    )
+    targets: dict[Name, Target] = Field(
+        default_factory=dict, description="variants of the image, by name (--target NAME)"
+    )
+    default_target: str | None = Field(default=None, description="the target built when no --target is given")
+    outputs: StrList = Field(
+        default_factory=list,
+        description="where the image is written (docker://, oci:, oci-archive:, docker-archive:, sif:, sqsh:, "
+        "artifact:); -o replaces them",
+        examples=[["oci:out/hello:latest"], ["docker://registry.example.com/team/app:1.0", "sif:out/app.sif"]],
+    )
+    sif: SifSpec = Field(default_factory=SifSpec, description="how sif:, oras:// and sqsh: outputs are made")
     gpu: GpuSupport = Field(default_factory=GpuSupport, description="the oldest GPU driver the image must run on")
-    cache: CacheSpec = Field(default_factory=CacheSpec)
+    cache: CacheSpec = Field(default_factory=CacheSpec, description="a registry where step results are shared")
     matrix: dict[str, list[Scalar]] = Field(
         default_factory=dict,
         description="param (or platform) -> values: one image per combination and target (see pipeline.variants)",

@@ -233,8 +233,12 @@ class PipLayer(When):
         description="the wheel files themselves into this folder, as pip download leaves them, not installed "
         "(prefix, site_packages, interpreter and split do not apply)",
     )
-    name: str | None = None
-    comment: str | None = None
+    name: str | None = Field(
+        default=None,
+        description="names its wheels in the lock (layers.NAME:wheels); default: its place in the layers",
+        examples=["vllm"],
+    )
+    comment: str | None = Field(default=None, description="a note kept as the layer's comment in the image's history")
 
     def fetches(self, index: int) -> Fetches:
         return Fetches(f"layer:{index}", indexes=(self.index,))
@@ -262,8 +266,13 @@ class PipLayer(When):
 class UrlLayer(When):
     """A file downloaded once, checked against its sha256, placed (or unpacked) as a layer."""
 
-    url: Annotated[str, Field(pattern=r"^https?://")]
-    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    url: Annotated[str, Field(pattern=r"^https?://")] = Field(
+        description="the file to download (http:// or https://)",
+        examples=["https://github.com/krallin/tini/releases/download/v0.19.0/tini-amd64"],
+    )
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] = Field(
+        description="the file's sha256 (64 lowercase hex digits): a download that differs is refused"
+    )
     to: AbsPath = Field(description="a file path, or a folder ending in / (the URL's file name is kept)")
     extract: bool = Field(default=False, description="unpack a tar (gzip, zstd, xz, bzip2) into 'to' (a folder)")
     mode: Mode | None = Field(default=None, description="the file's mode (default 0644)")
@@ -271,7 +280,7 @@ class UrlLayer(When):
     max_size: Annotated[str, Field(pattern=r"^[0-9]+[KMGT]?$")] = Field(
         default="16G", description="the download is refused beyond this size (bytes, or K/M/G/T)"
     )
-    comment: str | None = None
+    comment: str | None = Field(default=None, description="a note kept as the layer's comment in the image's history")
 
     def fetches(self, index: int) -> Fetches:
         return Fetches(f"layer:{index}", urls=(self.url,))
