@@ -10,7 +10,7 @@ from __future__ import annotations
 from types import GenericAlias
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag, field_validator
+from pydantic import Field, field_validator
 from pydantic.fields import FieldInfo
 
 from assembler.spec.coupling import Constraint, Platforms
@@ -21,6 +21,14 @@ from assembler.spec.imageconfig import ConfigSpec as ConfigSpec
 from assembler.spec.imageconfig import Healthcheck as Healthcheck
 from assembler.spec.imagetests import ImageTest as ImageTest
 from assembler.spec.imagetests import TestList
+from assembler.spec.inputs import BaseSpec as BaseSpec
+from assembler.spec.inputs import Bootstrap as Bootstrap
+from assembler.spec.inputs import BootstrapBase as BootstrapBase
+from assembler.spec.inputs import GitSource as GitSource
+from assembler.spec.inputs import PathSource as PathSource
+from assembler.spec.inputs import RefBase as RefBase
+from assembler.spec.inputs import SourceSpec as SourceSpec
+from assembler.spec.inputs import UrlSource as UrlSource
 from assembler.spec.layers import LAYER_KINDS as LAYER_KINDS
 from assembler.spec.layers import ArtifactLayer as ArtifactLayer
 from assembler.spec.layers import CopyLayer as CopyLayer
@@ -35,127 +43,6 @@ from assembler.spec.prebuilt import PipLayer as PipLayer
 from assembler.spec.prebuilt import UrlLayer as UrlLayer
 from assembler.spec.pysets import AsOf, PythonSet
 from assembler.spec.resources import Resources as Resources
-
-# -- bases -----------------------------------------------------------------------------
-
-
-class Bootstrap(Strict):
-    """A Debian/Ubuntu root filesystem made by mmdebstrap from an apt mirror."""
-
-    suite: str = Field(
-        default="bookworm",
-        description="the Debian or Ubuntu suite (codename) to install",
-        examples=["bookworm", "noble"],
-    )
-    variant: Literal[
-        "extract", "custom", "essential", "apt", "required", "minbase", "buildd", "important", "standard"
-    ] = Field(default="minbase", description="mmdebstrap's --variant: which packages make up the root filesystem")
-    packages: StrList = Field(
-        default_factory=list,
-        description="extra packages installed into it (mmdebstrap --include)",
-        examples=[["g++", "cmake"]],
-    )
-    mirror: str | None = Field(default=None, description="apt mirror URL; default: the host's configured mirror")
-    components: StrList = Field(
-        default_factory=lambda: ["main"],
-        description="the archive components apt may install from (mmdebstrap --components)",
-        examples=[["main", "universe"]],
-    )
-    keyring: str | None = Field(default=None, description="keyring file for a non-Debian suite (e.g. Ubuntu)")
-
-
-class BootstrapBase(Strict):
-    """A base made here: a root filesystem bootstrapped from an apt mirror."""
-
-    bootstrap: Bootstrap = Field(description="the suite, variant and packages mmdebstrap installs")
-
-
-class RefBase(Strict):
-    """A base read from an image reference, optionally for a platform of its own."""
-
-    ref: str = Field(
-        description="a transport reference: docker://, oci:, oci-archive:, docker-archive:, rootfs:, scratch"
-    )
-    platform: str | None = Field(
-        default=None,
-        description="the platform (os/arch[/variant]) taken from the reference; default: the one being built",
-        examples=["linux/amd64", "linux/arm64/v8"],
-    )
-
-
-def _base_kind(value: Any) -> str:
-    if isinstance(value, str):
-        return "ref-string"
-    if isinstance(value, dict):
-        if "bootstrap" in value:
-            return "bootstrap"
-        return "ref"
-    return "ref-string"
-
-
-BaseSpec = Annotated[
-    Annotated[str, Tag("ref-string")] | Annotated[BootstrapBase, Tag("bootstrap")] | Annotated[RefBase, Tag("ref")],
-    Discriminator(_base_kind),
-]
-
-
-# -- sources ---------------------------------------------------------------------------
-
-
-class PathSource(Strict):
-    """A source that is a folder on the host."""
-
-    path: str = Field(description="a host folder, relative to the manifest", examples=["../examples/app"])
-    exclude: StrList = Field(
-        default_factory=list, description="glob patterns left out (e.g. build/, *.o)", examples=[["build/", "*.o"]]
-    )
-
-
-class GitSource(Strict):
-    """A source checked out from a git repository at a branch, tag or commit."""
-
-    git: str = Field(
-        description="repository URL (https://, file://, or a path)",
-        examples=["https://github.com/deepspeedai/DeepSpeed.git"],
-    )
-    ref: str = Field(
-        description="branch, tag or commit; the resolved commit is what the cache keys on", examples=["v0.16.4", "main"]
-    )
-    submodules: bool = Field(
-        default=False, description="also check out the submodules (recursively); their commits count as the source's"
-    )
-    commit: str | None = Field(
-        default=None, pattern=r"^[0-9a-f]{40}$", description="set from the lock: fetched for ref"
-    )
-
-
-class UrlSource(Strict):
-    """A source downloaded from a URL and checked against its sha256."""
-
-    url: str = Field(
-        description="the file to download (an archive is unpacked unless extract: false)",
-        examples=["https://static.rust-lang.org/dist/2025-03-18/cargo-1.85.1-x86_64-unknown-linux-gnu.tar.xz"],
-    )
-    sha256: str = Field(
-        pattern=r"^[0-9a-f]{64}$",
-        description="the file's sha256 (64 lowercase hex digits): a download that differs is refused",
-    )
-    extract: bool = Field(default=True, description="unpack a tar/zip archive instead of keeping the file")
-
-
-def _source_kind(value: Any) -> str:
-    if isinstance(value, dict):
-        for key in ("git", "url", "path"):
-            if key in value:
-                return key
-    return "path"
-
-
-SourceSpec = Annotated[
-    Annotated[PathSource, Tag("path")] | Annotated[GitSource, Tag("git")] | Annotated[UrlSource, Tag("url")],
-    Discriminator(_source_kind),
-]
-
 
 # -- compile steps ---------------------------------------------------------------------
 
