@@ -35,7 +35,7 @@ from assembler.deps.elf import FactsAsWritten
 from assembler.deps.files import FactReader, ImageFiles
 from assembler.errors import InvalidArchive
 from assembler.oci.image import Image
-from tests.helpers import layout_digest, one_layer_image, read_blob, run_cli, run_cli_here, spools_made
+from tests.helpers import ROOT, layout_digest, one_layer_image, read_blob, run_cli, run_cli_here, spools_made
 
 TRIPLET = "x86_64-linux-gnu"
 HOST_LIBS = Path("/lib") / TRIPLET
@@ -724,3 +724,17 @@ def test_an_absent_entry_names_a_library_or_a_version_the_found_library_lacks() 
             "/v/site-packages/bitsandbytes/libbitsandbytes_cuda118.so): CUDA 11 backends",
         ),
     ]
+
+
+def test_a_targets_absent_libraries_are_added_to_the_manifests_for_that_target_only() -> None:
+    from assembler.spec.load import load_manifest
+
+    tgi = ROOT / "manifests" / "tgi.yaml"
+    assert load_manifest(tgi).manifest.absent_libraries == []
+    standin = load_manifest(tgi, target="standin").manifest.absent_libraries
+    assert [(a.library, a.version) for a in standin] == [
+        ("libstdc++.so.6", "GLIBCXX_3.4.32"),
+        ("lib*.so.11*", None),
+        ("lib*.so.1", None),
+    ]
+    assert all(len(a.because) > 40 for a in standin)
