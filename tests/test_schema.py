@@ -180,3 +180,14 @@ def test_every_field_of_the_schemas_has_a_description() -> None:
                 if not str(prop.get("description", "")).strip():
                     missing.append(f"{kind}: {name}.{field}")
     assert missing == [], f"fields without a description: {missing}"
+
+
+def test_the_cli_reference_is_every_commands_help_with_its_groups() -> None:
+    """docs/reference/cli.md is generated with the manifest reference (its --check above)."""
+    from assembler.cli.commands import COMMANDS
+
+    text = (ROOT / "docs" / "reference" / "cli.md").read_text()
+    for name in COMMANDS:
+        assert f"\n## `assemble {name}`\n" in text, name
+    build = text.split("\n## `assemble build`\n")[1].split("\n## ")[0]
+    assert "\nwhat to build:\n" in build and "\nregistry step cache:\n" in build and "sif:FILE" in build
