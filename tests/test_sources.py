@@ -75,6 +75,18 @@ def test_git_source_by_tag_with_submodules(tmp_path: Path, repos: tuple[Path, st
         )
 
 
+def _served_tar(root: Path, name: str, files: dict[str, tuple[bytes, int]], mode: str = "w:gz") -> str:
+    """A tarball of ``files`` (member name -> data, mode) written as ``root/name``: its sha256."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode) as tf:  # type: ignore[call-overload]
+        for member, (data, perms) in files.items():
+            info = tarfile.TarInfo(member)
+            info.size, info.mode = len(data), perms
+            tf.addfile(info, io.BytesIO(data))
+    (root / name).write_bytes(buf.getvalue())
+    return hashlib.sha256(buf.getvalue()).hexdigest()
+
+
 def test_url_source_is_checked_and_unpacked_safely(tmp_path: Path, http_folder: tuple[str, Path]) -> None:
     url, root = http_folder
     buf = io.BytesIO()
@@ -105,13 +117,7 @@ def test_url_source_is_checked_and_unpacked_safely(tmp_path: Path, http_folder: 
         )
     assert not list((tmp_path / "c2").rglob("*.tar.gz")) and not (tmp_path / "c2/sources").exists()
 
-    evil = io.BytesIO()
-    with tarfile.open(fileobj=evil, mode="w:gz") as tf:
-        up = tarfile.TarInfo("pkg/../../escaped")
-        up.size = 1
-        tf.addfile(up, io.BytesIO(b"x"))
-    (root / "evil.tar.gz").write_bytes(evil.getvalue())
-    evil_sha = hashlib.sha256(evil.getvalue()).hexdigest()
+    evil_sha = _served_tar(root, "evil.tar.gz", {"pkg/../../escaped": (b"x", 0o644)})
     with pytest.raises(InputError, match="climbs out"):
         sources.resolve(
             "evil",
@@ -129,15 +135,9 @@ def test_url_source_unpacks_a_release_tarball_compressed_as_toolchains_are(
 ) -> None:
     # static.rust-lang.org's rustc-*.tar.xz, LLVM's and CMake's releases: xz (bzip2 older ones)
     url, root = http_folder
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode=mode) as tf:  # type: ignore[call-overload]
-        data = b"#!/bin/sh\necho installed\n"
-        info = tarfile.TarInfo("rustc-1.0-x86_64-unknown-linux-gnu/install.sh")
-        info.size, info.mode = len(data), 0o755
-        tf.addfile(info, io.BytesIO(data))
+    data = b"#!/bin/sh\necho installed\n"
     name = f"rustc.tar.{mode[2:]}"
-    (root / name).write_bytes(buf.getvalue())
-    sha = hashlib.sha256(buf.getvalue()).hexdigest()
+    sha = _served_tar(root, name, {"rustc-1.0-x86_64-unknown-linux-gnu/install.sh": (data, 0o755)}, mode)
     src = sources.resolve(
         "rustc",
         m.UrlSource(url=f"{url}/{name}", sha256=sha),
@@ -191,13 +191,7 @@ def test_folder_digest_is_content_and_exec_bit_not_times(tmp_path: Path) -> None
 
 def test_the_same_file_unpacked_and_kept_are_two_trees(tmp_path: Path, http_folder: tuple[str, Path]) -> None:
     url, root = http_folder
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        info = tarfile.TarInfo("pkg/a.txt")
-        info.size = 1
-        tf.addfile(info, io.BytesIO(b"a"))
-    (root / "pkg.tar.gz").write_bytes(buf.getvalue())
-    sha = hashlib.sha256(buf.getvalue()).hexdigest()
+    sha = _served_tar(root, "pkg.tar.gz", {"pkg/a.txt": (b"a", 0o644)})
     cache = Cache(tmp_path / "cache")
     got = {
         extract: sources.resolve(
@@ -210,4 +204,5 @@ def test_the_same_file_unpacked_and_kept_are_two_trees(tmp_path: Path, http_fold
         for extract in (True, False)
     }
     assert (got[True] / "pkg" / "a.txt").read_bytes() == b"a"
-    assert (got[False] / "pkg.tar.gz").read_bytes() == buf.getvalue() and not (got[False] / "pkg").exists()
+    kept = got[False] / "pkg.tar.gz"
+    assert hashlib.sha256(kept.read_bytes()).hexdigest() == sha and not (got[False] / "pkg").exists()
