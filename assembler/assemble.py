@@ -37,7 +37,7 @@ from assembler.pipeline.slurm import Job
 from assembler.pipeline.variants import Variant, named, platform_groups, report_variant
 from assembler.pipeline.writers import writer_for
 from assembler.proc import Runner
-from assembler.spec.load import Loaded
+from assembler.spec.loaded import Loaded
 from assembler.transports import Context, Written
 from assembler.transports.common import RegistryOptions, SourceImage
 from assembler.transports.formats import Writer

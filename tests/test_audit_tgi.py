@@ -23,7 +23,7 @@ import pytest
 
 from assembler.errors import ManifestError
 from assembler.spec import model as m
-from assembler.spec.coupling import index_cudas
+from assembler.spec.constraints import index_cudas
 from assembler.spec.load import load_manifest
 from tests.helpers import ROOT, run_cli
 from tests.test_manifests import PlanFn, plan_in_process

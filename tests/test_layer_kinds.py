@@ -24,7 +24,8 @@ from assembler.spec.prebuilt import When
 from tests.helpers import manifest_of, read_blob, run_cli_here, small_project, uncompressed
 
 if TYPE_CHECKING:
-    from assembler.pipeline.walk import Placed, Walk
+    from assembler.pipeline.kinds import Placed
+    from assembler.transports import Context
 
 
 class NoteLayer(When):
@@ -34,18 +35,16 @@ class NoteLayer(When):
     to: str = Field(pattern=r"^/[^/].*[^/]$")
 
 
-def _write(walk: Walk, spec: NoteLayer, key: str) -> Layer:
+def _write(ctx: Context, spec: NoteLayer, key: str) -> Layer:
     data = spec.note.encode() + b"\n"
 
     def opener() -> AbstractContextManager[BinaryIO]:
         return io.BytesIO(data)
 
-    members: list[Member] = [(TarEntry(spec.to.lstrip("/"), "file", size=len(data), mtime=walk.ctx.epoch), opener)]
-    with walk.cache.blob_writer() as w:
-        layer = write_layer(
-            with_parents(members, epoch=walk.ctx.epoch), w, compression=walk.ctx.compression, epoch=walk.ctx.epoch
-        )
-    walk.cache.put_layer(key, layer)
+    members: list[Member] = [(TarEntry(spec.to.lstrip("/"), "file", size=len(data), mtime=ctx.epoch), opener)]
+    with ctx.cache.blob_writer() as w:
+        layer = write_layer(with_parents(members, epoch=ctx.epoch), w, compression=ctx.compression, epoch=ctx.epoch)
+    ctx.cache.put_layer(key, layer)
     return layer
 
 
@@ -53,12 +52,12 @@ class NoteKind(Kind[NoteLayer]):
     model = NoteLayer
 
     def place(self, spec: NoteLayer, at: Stacking) -> Placed:
-        walk, what = at.walk, f"note {spec.to}"
-        key = "note-" + key_of({"note": spec.note, "to": spec.to, "epoch": walk.ctx.epoch, "c": walk.ctx.compression})
-        found = walk.cache.layer(key)
+        ctx, what = at.ctx, f"note {spec.to}"
+        key = "note-" + key_of({"note": spec.note, "to": spec.to, "epoch": ctx.epoch, "c": ctx.compression})
+        found = ctx.cache.layer(key)
         if found is not None:
             return [(found, what)], what, "cached"
-        made = walk.setup.maker.missing(lambda: _write(walk, spec, key))  # a plan writes nothing: None
+        made = at.maker.missing(lambda: _write(ctx, spec, key))  # a plan writes nothing: None
         return ([(made, what)], what, "built") if made is not None else ([], what, "will-build")
 
 

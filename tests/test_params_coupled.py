@@ -22,7 +22,7 @@ import pytest
 
 from assembler.cli import main
 from assembler.errors import ManifestError
-from assembler.spec.coupling import nvcc_misses
+from assembler.spec.constraints import nvcc_misses
 from assembler.spec.load import load_manifest
 from assembler.spec.yamlfile import load
 from tests.helpers import ROOT

@@ -14,23 +14,19 @@ import queue
 import tarfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import TYPE_CHECKING, BinaryIO
 
 from assembler.archive.compress import Compression, Writable, compressor, decompressed, usable_cores
 from assembler.archive.tar import CHUNK, Buffer, TarEntry, TarWriter, normalize, sort_key
+from assembler.archive.tar import Member as Member
+from assembler.archive.tar import Opener as Opener
 from assembler.archive.tarread import reading
 from assembler.errors import InvalidArchive
 from assembler.oci.layer import Layer
 
 if TYPE_CHECKING:
     from assembler.archive.headers import LayerHeaders  # it imports view, which imports this
-
-Opener = Callable[[], AbstractContextManager[BinaryIO]]
-"""Opens a member's data when the writer reaches it (so thousands of files are not open at once)."""
-
-Member = tuple[TarEntry, Opener | None]
 
 ProgressFn = Callable[[int], None]
 """Called with the number of uncompressed bytes just written (for progress bars)."""

@@ -13,7 +13,8 @@ from __future__ import annotations
 import posixpath
 import queue
 import tarfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO, Literal, Protocol
 
@@ -399,3 +400,10 @@ def entry_from_tarinfo(info: tarfile.TarInfo, *, what: str = "archive") -> TarEn
         devminor=info.devminor,
         xattrs=xattrs,
     )
+
+
+Opener = Callable[[], AbstractContextManager[BinaryIO]]
+"""Opens a member's data when the writer reaches it (so thousands of files are not open at once)."""
+
+Member = tuple[TarEntry, Opener | None]
+"""A layer's entry and what opens its data (None: no data, or the data is the entry's)."""

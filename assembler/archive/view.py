@@ -18,9 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from assembler.archive.layer import Member
 from assembler.archive.links import walk_links
-from assembler.archive.tar import OPAQUE_MARKER, WHITEOUT_PREFIX, TarEntry
+from assembler.archive.tar import OPAQUE_MARKER, WHITEOUT_PREFIX, Member, TarEntry
 from assembler.errors import InvalidRecord
 
 PLAIN_DIR = (0o755, 0, 0)  # what an extractor makes of a parent a layer does not name

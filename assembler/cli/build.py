@@ -7,8 +7,9 @@ import dataclasses
 import json
 import os
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from assembler.assemble import Options, Plan, Result, assemble_variants, resolve_epoch
 from assembler.cache import default_root
@@ -31,7 +32,6 @@ from assembler.proc import Runner
 from assembler.spec.suggest import known_names
 
 if TYPE_CHECKING:
-    from assembler.cli.uptodate import Recorder
     from assembler.sign import Signer, Verifier
 
 
@@ -244,6 +244,18 @@ def keep_budget(cache_dir: Path, budget: int, *, report: Reporter) -> None:
     else:
         return
     report(Event("info", {"text": text, "budget": budget, "held": kept.held}))
+
+
+class Recorder(Protocol):
+    """What records a build for the up-to-date check (:class:`assembler.cli.uptodate.Recorder`)."""
+
+    def watching(self, report: Reporter) -> Reporter:
+        """``report``, with the recorder seeing each event first."""
+        ...
+
+    def finish(self, results: Sequence[Result], lines: Sequence[str]) -> None:
+        """Record the finished build: its results and the lines it printed."""
+        ...
 
 
 def cmd_build(args: argparse.Namespace, *, recorder: Recorder | None = None) -> int:

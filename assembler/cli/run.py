@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from assembler.pipeline.imagetests import Report
     from assembler.pipeline.runimage import Stored
-    from assembler.spec.load import Loaded
+    from assembler.spec.loaded import Loaded
     from assembler.transports import Context
 
 

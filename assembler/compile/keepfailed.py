@@ -21,14 +21,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from assembler.cache import Cache
 from assembler.compile.buildah import Buildah, RunSpec
 from assembler.errors import InvalidRecord, NotFound, StepFailed
-
-if TYPE_CHECKING:
-    from assembler.compile.container import Workspace
 
 FOLDER = "kept-failed"
 
@@ -99,6 +96,17 @@ def discard(buildah: Buildah, cache: Cache, step: str) -> None:
     for folder in kept.folders:
         shutil.rmtree(folder, ignore_errors=True)
     _record(cache, step).unlink(missing_ok=True)
+
+
+class Workspace(Protocol):
+    """What keeping a failed step needs of its workspace (:class:`assembler.compile.container.Workspace`)."""
+
+    @property
+    def buildah(self) -> Buildah: ...
+    @property
+    def cache(self) -> Cache: ...
+    @property
+    def keep_failed(self) -> bool: ...
 
 
 @contextmanager

@@ -38,7 +38,7 @@ from assembler.pipeline.builder import Build
 from assembler.pipeline.graph import StepReport
 from assembler.pipeline.options import Reporter
 from assembler.pipeline.resolve import Plan
-from assembler.spec.load import Loaded
+from assembler.spec.loaded import Loaded
 from assembler.transports import Context, Written
 from assembler.transports.formats import Writer
 

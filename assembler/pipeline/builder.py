@@ -32,9 +32,11 @@ from assembler.errors import InvalidImage
 from assembler.oci.image import Image
 from assembler.pipeline import graph
 from assembler.pipeline.baseblobs import BaseBlobs
+from assembler.pipeline.bases import Base
 from assembler.pipeline.building import Building, Workspaces
-from assembler.pipeline.executors import Executor, executor_for
+from assembler.pipeline.executors import executor_for
 from assembler.pipeline.graph import LayerReport, StepReport
+from assembler.pipeline.jobs import Executor
 from assembler.pipeline.layerstack import finish, stacked
 from assembler.pipeline.modes import Services
 from assembler.pipeline.observers import layer_observers
@@ -44,7 +46,7 @@ from assembler.pipeline.resolve import Plan
 from assembler.pipeline.scheduler import Scheduler
 from assembler.pipeline.stepstore import LocalSteps, RegistrySteps, StepStore
 from assembler.pipeline.toolchains import Toolchains
-from assembler.pipeline.walk import Base, Walk
+from assembler.pipeline.walk import Walk
 from assembler.transports import Context
 
 if TYPE_CHECKING:
@@ -126,11 +128,10 @@ class Build:
         self.scheduler = Scheduler(wrap(executor), ctx.runner, jobs=options.jobs)
         self.blobs = BaseBlobs(ctx.cache)  # bases' layers: fetched when read
         facts = self.caches.facts if self.caches is not None else None
-        mode = Building(self.scheduler, self.workspaces)
+        mode = Building(self.scheduler, self.workspaces, steps=steps, blobs=self.blobs, origins=origins, report=report)
         services = Services(mode, steps, self.blobs, origins, report, facts)
-        self.walk = Walk(
-            loaded, options.walk, ctx, services, copies=plan.copies
-        )  # the plan's copies: not written again
+        # What the plan's walk carried (the copy layers it found): not written again.
+        self.walk = Walk(loaded, options.walk, ctx, services, carried=plan.carried)
 
     def __enter__(self) -> Build:
         return self

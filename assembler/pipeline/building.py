@@ -19,26 +19,28 @@ from typing import TYPE_CHECKING, TypeVar
 
 from assembler import hostdisk
 from assembler.archive.view import TreeView
-from assembler.cache import StepResult
 from assembler.compile import sources as srcs
 from assembler.compile.buildah import Buildah
-from assembler.compile.steps import Mounted, Workspace, run_runtime_step
+from assembler.compile.steps import Workspace, run_runtime_step
 from assembler.errors import InputError
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
-from assembler.pipeline import exportagent, graph
-from assembler.pipeline.executors import CompileJob
-from assembler.pipeline.graph import RuntimeStep, StepReport
+from assembler.pipeline import exportagent
+from assembler.pipeline.baseblobs import BaseBlobs
+from assembler.pipeline.bases import Base, bootstrap_key, git_key
+from assembler.pipeline.jobs import CompileJob
 from assembler.pipeline.labels import artifacts_read
 from assembler.pipeline.layers import ImageSetup
 from assembler.pipeline.maker import MAKE
+from assembler.pipeline.modes import BaseWant, Made, RuntimeJob
 from assembler.pipeline.options import Event, Reporter, WorkspaceOptions
+from assembler.pipeline.origins import Origins
 from assembler.pipeline.resolve import base_ref
 from assembler.pipeline.scheduler import Scheduler
-from assembler.pipeline.stepstore import StepStore
+from assembler.pipeline.stepstore import StepStore, note_taken
 from assembler.pipeline.toolchains import Toolchains
-from assembler.pipeline.walk import Base, Walk, bootstrap_key, git_key
 from assembler.spec import model as m
+from assembler.spec.loaded import Loaded
 from assembler.transports import Context, open_base, registry_options
 
 if TYPE_CHECKING:
@@ -125,9 +127,22 @@ class Building:
     copy_origin = "built"
     unknown_facts: Mapping[str, str] = {"revision": ""}  # a source the build did not read
 
-    def __init__(self, scheduler: Scheduler, workspaces: Workspaces) -> None:
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        workspaces: Workspaces,
+        *,
+        steps: StepStore,
+        blobs: BaseBlobs,
+        origins: Origins,
+        report: Reporter,
+    ) -> None:
         self.scheduler = scheduler
         self.workspaces = workspaces
+        self.steps = steps  # where results are recorded (a registry step cache over the local one)
+        self.blobs = blobs  # bases' layers, fetched when first read
+        self.origins = origins
+        self.report = report
 
     def missing(self, make: Callable[[], T]) -> T | None:
         return MAKE.missing(make)
@@ -147,125 +162,95 @@ class Building:
 
     # -- bases and sources ------------------------------------------------------------
 
-    def obtain_base(self, walk: Walk, name: str, spec: m.BaseSpec) -> Base | None:
-        ctx = walk.ctx
+    def obtain_base(self, want: BaseWant) -> Base | None:
+        name, spec, ctx, loaded = want.name, want.spec, want.ctx, want.loaded
         if isinstance(spec, m.BootstrapBase):
-            return self._bootstrapped(walk, name, spec)
-        ref, platform = base_ref(walk.loaded, spec, ctx.platform)
+            return self._bootstrapped(want, spec)
+        ref, platform = base_ref(loaded, spec, ctx.platform)
         try:
             image, fetch = open_base(ref, replace(ctx, platform=platform))
         except InputError as e:
-            raise walk.loaded.error(("bases", name), str(e), hint=e.hint) from None
+            raise loaded.error(("bases", name), str(e), hint=e.hint) from None
 
         def fetch_layers() -> None:  # when they are read: a base that lies is still the manifest's error
             try:
                 fetch()
             except InputError as e:
-                raise walk.loaded.error(("bases", name), str(e), hint=e.hint) from None
+                raise loaded.error(("bases", name), str(e), hint=e.hint) from None
 
-        walk.services.blobs.put_off(image, fetch_layers)
+        self.blobs.put_off(image, fetch_layers)
         return Base(name, image, str(ref), ref.name)
 
-    def _bootstrapped(self, walk: Walk, name: str, spec: m.BootstrapBase) -> Base | None:
+    def _bootstrapped(self, want: BaseWant, spec: m.BootstrapBase) -> Base | None:
         """A bootstrapped base: from the cache, else from a registry step cache (its layers
         downloaded only when needed), else made; exported to one."""
-        store = walk.store
-        key, what = bootstrap_key(walk.ctx, spec, record=self.records, locked=walk.locked_debs(f"apt:bases.{name}"))
+        store, name = self.steps, want.name
+        key, what = bootstrap_key(want.ctx, spec, record=self.records, locked=want.locked)
         fetched = store.fetch_base(key, f"base {name}")
         if fetched is not None:
-            walk.services.blobs.put_off(fetched, partial(store.ensure_base, key))
-            walk.note_taken(key, f"base {name}", fetched.diff_ids)
+            self.blobs.put_off(fetched, partial(store.ensure_base, key))
+            note_taken(store, self.origins, key, f"base {name}", fetched.diff_ids)
             return Base(name, fetched, what)
         with self.scheduler.slot(f"base {name}"):
-            base = walk.bootstrap(name, spec)
+            base = want.bootstrap()
         if base is not None:
             store.export_base(key, base.image)
         return base
 
-    def obtain_source(self, walk: Walk, name: str, spec: m.SourceSpec) -> srcs.Source | None:
+    def obtain_source(self, name: str, spec: m.SourceSpec, loaded: Loaded, ctx: Context) -> srcs.Source | None:
         src = srcs.resolve(
             name,
             spec,
-            cache=walk.cache,
-            runner=walk.ctx.runner,
-            base_dir=walk.loaded.folder,
-            limits=registry_options(walk.ctx).limits,  # --network-timeout, --network-deadline
+            cache=ctx.cache,
+            runner=ctx.runner,
+            base_dir=loaded.folder,
+            limits=registry_options(ctx).limits,  # --network-timeout, --network-deadline
         )
         if isinstance(spec, m.GitSource):
-            walk.cache.put_memo(git_key(spec), {"digest": src.digest, "path": str(src.path)})
+            ctx.cache.put_memo(git_key(spec), {"digest": src.digest, "path": str(src.path)})
         return src
 
     # -- steps --------------------------------------------------------------------------
 
-    def make_compile(
-        self,
-        walk: Walk,
-        step: m.CompileStep,
-        report: StepReport,
-        *,
-        base: Image,
-        sources: Mapping[str, srcs.Source],
-        inputs: Mapping[str, Layer],
-        tree_key: str,
-        forced: bool,
-    ) -> dict[str, Layer]:
-        assert report.key is not None
-        mounted = [Mounted(ref, blob, graph.artifact_spec(walk.man, ref).to) for ref, blob in inputs.items()]
-        walk.services.blobs.need(base)
-        _fetch(walk.store, inputs.values())
-        below = walk.origins.below([*base.diff_ids, *(b.diff_id for b in inputs.values())])
-        job = CompileJob(step, report.key, base, sources, mounted, tree_key=tree_key, fresh=forced, built_on=below)
-        with self.scheduler.slot(f"step {step.name}"):
-            started = _running(walk, step.name)
+    def make_compile(self, job: CompileJob) -> Made[dict[str, Layer]]:
+        self.blobs.need(job.base)
+        _fetch(self.steps, (mounted.blob for mounted in job.inputs))
+        with self.scheduler.slot(f"step {job.step.name}"):
+            started = self._running(job.step.name)
             results = self.scheduler.run_compile(job)
-        walk.share_made(report.key, StepResult(step.name, results))  # recorded with what it is built on
-        _built(walk, report, started)
-        return results
+        return Made(results, time.monotonic() - started)
 
-    def make_runtime(
-        self, walk: Walk, rs: RuntimeStep, report: StepReport, *, image: Image, mounted: Mapping[str, Layer]
-    ) -> Layer:
-        assert report.key is not None
-        mounts = [Mounted(r, b, graph.artifact_spec(walk.man, r).to) for r, b in mounted.items()]
-        walk.services.blobs.need(image)  # the image it runs on: its base's layers too
-        _fetch(walk.store, mounted.values())
+    def make_runtime(self, job: RuntimeJob) -> Made[Layer]:
+        rs = job.step
+        self.blobs.need(job.image)  # the image it runs on: its base's layers too
+        _fetch(self.steps, job.mounted.values())
         with self.scheduler.slot(f"step {rs.name}"):
-            started = _running(walk, rs.name)
+            started = self._running(rs.name)
             blob = run_runtime_step(
                 rs.name,
                 rs.commands,
-                image=image,
+                image=job.image,
                 env=rs.env,
-                mounts=mounts,
+                mounts=job.mounts,
                 secrets=rs.secrets,
                 exclude=rs.exclude,
                 keep=rs.keep,
                 ws=self.workspaces.for_step(rs.name),
-                key=report.key,
+                key=job.key,
                 user=rs.user,
                 workdir=rs.workdir,
                 packages=rs.packages,
                 network=rs.network,
             )
-        on = [*image.diff_ids, *(b.diff_id for b in mounted.values())]  # what it is built on
-        walk.record_made(report.key, StepResult(rs.name, layer=blob), on)
-        _built(walk, report, started)
-        return blob
+        return Made(blob, time.monotonic() - started)
+
+    def _running(self, name: str) -> float:
+        """Report step ``name`` running: when it started."""
+        self.report(Event("step", {"name": name, "state": "running"}))
+        return time.monotonic()
 
 
 def _fetch(store: StepStore, blobs: Iterable[Layer]) -> None:
     """Blobs a step mounts, downloaded now if they are a registry step result's."""
     for blob in blobs:
         store.ensure(blob)
-
-
-def _running(walk: Walk, name: str) -> float:
-    """Report step ``name`` running: when it started."""
-    walk.report(Event("step", {"name": name, "state": "running"}))
-    return time.monotonic()
-
-
-def _built(walk: Walk, report: StepReport, started: float) -> None:
-    seconds = time.monotonic() - started
-    walk.record_step(replace(report, state="built", seconds=seconds, reason=""))
-    walk.report(Event("step", {"name": report.name, "state": "built", "seconds": seconds}))

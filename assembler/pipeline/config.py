@@ -19,7 +19,7 @@ from assembler.oci.reference import ImageName
 from assembler.pipeline import labels
 from assembler.sbom.interpreter import PythonFacts
 from assembler.spec import model as m
-from assembler.spec.load import Loaded
+from assembler.spec.loaded import Loaded
 
 NAMESPACE = "io.assemble"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")

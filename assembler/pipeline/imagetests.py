@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from assembler import __version__
 from assembler.cache import Cache, key_of
@@ -33,11 +33,8 @@ from assembler.proc import tail
 from assembler.sbom.testresult import Outcome, Suite
 from assembler.spec import model as m
 from assembler.spec.imagetests import definition
-from assembler.spec.load import Loaded
+from assembler.spec.loaded import Loaded
 from assembler.transports.common import SourceImage
-
-if TYPE_CHECKING:
-    from assembler.pipeline.slurmtests import SlurmTests
 
 _SHOWN_FAILURES = 3  # failed tests whose output the error shows (the others: their names)
 
@@ -162,6 +159,22 @@ def command_of(test: PlannedTest) -> ImageCommand:
     return ImageCommand(test.argv, spec.env, spec.user, spec.workdir, network=spec.network, gpu=spec.gpu)
 
 
+class Judged(Protocol):
+    """Makes a report of a test that ran (:meth:`Tester.judged`)."""
+
+    def __call__(
+        self, test: PlannedTest, digest: str, code: int | None, output: str, reason: str, seconds: float
+    ) -> Report: ...
+
+
+class RemoteTests(Protocol):
+    """Runs tests elsewhere (:class:`assembler.pipeline.slurmtests.SlurmTests`: as Slurm jobs)."""
+
+    def run(self, tests: Sequence[PlannedTest], source: SourceImage, judged: Judged) -> dict[str, Report]:
+        """Each test's report (made by ``judged``), by name."""
+        ...
+
+
 @dataclass
 class Tester:
     """What running tests needs: the cache (logs), buildah (local tests), where to report,
@@ -170,7 +183,7 @@ class Tester:
     cache: Cache
     buildah: Buildah
     report: Reporter
-    slurm: Callable[[], SlurmTests] | None = None
+    slurm: Callable[[], RemoteTests] | None = None
     reuse: bool = True  # a hermetic test that passed on this image passes (--no-cache: run again)
 
     def run(self, tests: Sequence[PlannedTest], source: SourceImage) -> list[Report]:
@@ -183,7 +196,7 @@ class Tester:
         if remote:
             if self.slurm is None:
                 raise InputError("tests on Slurm need the Slurm side (a build's or assemble test's --test-on slurm)")
-            reports.update(self.slurm().run(remote, source, self))
+            reports.update(self.slurm().run(remote, source, self.judged))
         return [reports[t.name] for t in tests]
 
     def _local(self, tests: Sequence[PlannedTest], source: SourceImage) -> dict[str, Report]:

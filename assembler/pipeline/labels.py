@@ -48,11 +48,11 @@ from assembler.oci.layer import Layer
 from assembler.sbom.interpreter import PythonFacts, read_python
 from assembler.spec import labelfacts, sourcefacts
 from assembler.spec import model as m
-from assembler.spec.load import Loaded
+from assembler.spec.loaded import Loaded
 from assembler.transports.common import BlobReader
 
 if TYPE_CHECKING:
-    from assembler.pipeline.walk import Base
+    from assembler.pipeline.bases import Base
 
 NAMESPACE = "io.assemble"
 CUDA_ARCH_VARS = (

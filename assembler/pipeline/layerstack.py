@@ -16,19 +16,22 @@ from dataclasses import replace
 from functools import partial
 
 from assembler.archive.view import TreeView
-from assembler.cache import key_of
-from assembler.compile.steps import runtime_key
+from assembler.cache import StepResult, key_of
+from assembler.compile.steps import Mounted, runtime_key
 from assembler.oci import mediatypes as mt
 from assembler.oci import mutate
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
 from assembler.pipeline import graph, kinds, labels
+from assembler.pipeline.bases import Base
 from assembler.pipeline.config import config_changes, default_annotations, gpu_metadata
 from assembler.pipeline.graph import LayerReport, RuntimeStep, StepReport
 from assembler.pipeline.installed import check_installed
 from assembler.pipeline.kinds import Stacking
+from assembler.pipeline.kinds.base import Placed
+from assembler.pipeline.modes import RuntimeJob
 from assembler.pipeline.options import Event
-from assembler.pipeline.walk import Base, Placed, Walk
+from assembler.pipeline.walk import Walk
 from assembler.spec import model as m
 
 
@@ -64,7 +67,21 @@ class LayerStack:
             reports.append(LayerReport(0, "base", self.man.image.base, None, None, None, "will-build"))
         self._chain = walk.defs.base(self.man.image.base)
         for i, (spec, path) in enumerate(zip(self.man.image.layers, walk.loaded.layer_paths, strict=True)):
-            kind, at = kinds.of(spec), Stacking(walk, path, i, image, view, self.runtime)
+            kind = kinds.of(spec)
+            at = Stacking(
+                path,
+                i,
+                image,
+                view,
+                walk.loaded,
+                walk.ctx,
+                walk.mode,
+                self.runtime,
+                walk.artifacts_of,
+                walk.step_state,
+                walk.locked_debs,
+                walk.kind_state(m.layer_key(spec)),
+            )
             if note := kind.warning(spec, at):
                 self.report(Event("warning", {"text": note}))
             placed, what, origin = kind.place(spec, at)
@@ -196,10 +213,16 @@ class LayerStack:
             self._check_installed(rs, blob)
             return [(blob, rs.what)], rs.what, "cached"
         will_run = report(state="will-run", key=key, reason="not built with these inputs")
-        made = walk.mode.make_runtime(walk, rs, will_run, image=image, mounted=known)
-        if made is not None:
-            self._check_installed(rs, made)
-        return ([(made, rs.what)], rs.what, "built") if made is not None else ([], rs.what, "will-build")
+        mounted_at = [Mounted(r, b, graph.artifact_spec(self.man, r).to) for r, b in known.items()]
+        made = walk.mode.make_runtime(RuntimeJob(rs, key, image, known, mounted_at))
+        if made is None:
+            walk.record_step(will_run)
+            return [], rs.what, "will-build"
+        on = [*image.diff_ids, *(b.diff_id for b in known.values())]  # what it is built on
+        walk.record_made(key, StepResult(rs.name, layer=made.made), on)
+        walk.built(will_run, made.seconds)
+        self._check_installed(rs, made.made)
+        return [(made.made, rs.what)], rs.what, "built"
 
     def _check_installed(self, rs: RuntimeStep, blob: Layer) -> None:
         """What the step installed into Python against its locked pins, where a lock is used."""

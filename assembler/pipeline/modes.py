@@ -15,12 +15,14 @@ is assigned onto a walk or its services afterwards.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from assembler.cache.memos import SharedFacts
 from assembler.pipeline.baseblobs import BaseBlobs
+from assembler.pipeline.bases import Base
+from assembler.pipeline.jobs import CompileJob
 from assembler.pipeline.options import Reporter
 from assembler.pipeline.origins import Origins
 from assembler.pipeline.stepstore import StepStore
@@ -28,14 +30,50 @@ from assembler.pipeline.stepstore import StepStore
 if TYPE_CHECKING:
     from assembler.archive.view import TreeView
     from assembler.compile import sources as srcs
+    from assembler.compile.steps import Mounted
     from assembler.oci.image import Image
     from assembler.oci.layer import Layer
-    from assembler.pipeline.graph import RuntimeStep, StepReport
+    from assembler.pipeline.graph import RuntimeStep
     from assembler.pipeline.layers import ImageSetup
-    from assembler.pipeline.walk import Base, Walk
     from assembler.spec import model as m
+    from assembler.spec.debs import DebLocked
+    from assembler.spec.loaded import Loaded
+    from assembler.transports.context import Context
 
 T = TypeVar("T")
+M = TypeVar("M", covariant=True)
+
+
+@dataclass(frozen=True)
+class BaseWant:
+    """A base the walk needs: ``name``, as the manifest's ``spec`` gives it, and what
+    obtaining it takes."""
+
+    name: str
+    spec: m.BaseSpec
+    loaded: Loaded
+    ctx: Context
+    locked: DebLocked | None  # what the lock installs in it (a bootstrapped base)
+    bootstrap: Callable[[], Base | None]  # a bootstrapped base from the cache, else made (a build) or None
+
+
+@dataclass(frozen=True)
+class RuntimeJob:
+    """One runtime step to run under ``key`` on ``image``, with the artifacts it mounts."""
+
+    step: RuntimeStep
+    key: str
+    image: Image
+    mounted: Mapping[str, Layer]  # by reference (``STEP.ARTIFACT``)
+    mounts: Sequence[Mounted]  # the same, with where each is mounted
+
+
+@dataclass(frozen=True)
+class Made(Generic[M]):
+    """What a mode made, and how long making it took (the step's report says so)."""
+
+    made: M
+    seconds: float
 
 
 class Mode(Protocol):
@@ -64,13 +102,13 @@ class Mode(Protocol):
         """Record something in the cache with ``write`` (a build); a plan writes nothing."""
         ...
 
-    # -- the walk's parts ------------------------------------------------------------
+    # -- the walk's parts, each given as values ---------------------------------------
 
-    def obtain_base(self, walk: Walk, name: str, spec: m.BaseSpec) -> Base | None:
-        """The base ``name``: read or made (a build), or what can be known without (a plan)."""
+    def obtain_base(self, want: BaseWant) -> Base | None:
+        """The base ``want`` names: read or made (a build), or what can be known without (a plan)."""
         ...
 
-    def obtain_source(self, walk: Walk, name: str, spec: m.SourceSpec) -> srcs.Source | None:
+    def obtain_source(self, name: str, spec: m.SourceSpec, loaded: Loaded, ctx: Context) -> srcs.Source | None:
         """The source ``name``: fetched (a build), or as last fetched (a plan; None: never)."""
         ...
 
@@ -83,24 +121,12 @@ class Mode(Protocol):
         only reads what the cache holds."""
         ...
 
-    def make_compile(
-        self,
-        walk: Walk,
-        step: m.CompileStep,
-        report: StepReport,
-        *,
-        base: Image,
-        sources: Mapping[str, srcs.Source],
-        inputs: Mapping[str, Layer],
-        tree_key: str,
-        forced: bool,
-    ) -> dict[str, Layer] | None:
-        """The step's artifacts, made (a build) or None (a plan: it will run)."""
+    def make_compile(self, job: CompileJob) -> Made[dict[str, Layer]] | None:
+        """The step's artifacts, made (a build) or None (a plan: it will run). The walk
+        records and shares what was made."""
         ...
 
-    def make_runtime(
-        self, walk: Walk, rs: RuntimeStep, report: StepReport, *, image: Image, mounted: Mapping[str, Layer]
-    ) -> Layer | None:
+    def make_runtime(self, job: RuntimeJob) -> Made[Layer] | None:
         """The runtime step's layer, made (a build) or None (a plan: it will run)."""
         ...
 

@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from assembler.archive.layer import Member, Opener, with_parents
 from assembler.cache.entries import StepResult
@@ -26,6 +26,9 @@ from assembler.pipeline.origins import Origins
 from assembler.pipeline.prebuilt_checks import Check
 from assembler.pipeline.stepstore import StepStore, note_taken
 from assembler.transports import Context
+
+if TYPE_CHECKING:
+    from assembler.pipeline.kinds.base import Starting
 
 _FORMAT = 1  # bump when the way a layer is made changes: every pip/url layer is made again
 
@@ -111,3 +114,10 @@ class Prebuilt:
             observers=self.ctx.observers,
             progress=self.ctx.progress,
         )
+
+
+def prebuilt_of(starting: Starting) -> Prebuilt:
+    """The state ``pip:`` and ``url:`` layers share in one walk."""
+    return Prebuilt(
+        starting.ctx, maker=starting.maker, steps=starting.steps, origins=starting.origins, checks=starting.records
+    )

@@ -36,17 +36,17 @@ from assembler.oci.layer import Layer
 from assembler.oci.reference import Ref, absolute_ref, parse_ref
 from assembler.pipeline import graph
 from assembler.pipeline.baseblobs import BaseBlobs
-from assembler.pipeline.graph import LayerReport, RuntimeStep, StepReport
+from assembler.pipeline.bases import Base, git_key
+from assembler.pipeline.graph import LayerReport, StepReport
 from assembler.pipeline.imagetests import PlannedTest, planned
-from assembler.pipeline.kinds.copy import CopyKey, FoundCopy
 from assembler.pipeline.layers import ImageSetup
 from assembler.pipeline.layerstack import finish, stacked
 from assembler.pipeline.maker import LOOKUP
-from assembler.pipeline.modes import Services
+from assembler.pipeline.modes import BaseWant, Made, Services
 from assembler.pipeline.options import BuildOptions, CacheOptions, RemoteSteps, WalkOptions, quiet
 from assembler.pipeline.origins import Origins
 from assembler.pipeline.stepstore import LocalSteps, RegistrySteps, StepStore
-from assembler.pipeline.walk import Base, Walk, git_key
+from assembler.pipeline.walk import Walk
 from assembler.spec import model as m
 from assembler.spec.load import Loaded, describe_base
 from assembler.spec.reach import Need, needs
@@ -78,9 +78,9 @@ class Plan:
     # What the build needs besides the decisions: not part of the printed plan.
     loaded: Loaded | None = field(default=None, repr=False, compare=False)
     options: BuildOptions | None = field(default=None, repr=False, compare=False)
-    # The copy layers the plan's walk found by hashing their files: the build takes them
-    # (checked present) instead of writing them again.
-    copies: Mapping[CopyKey, FoundCopy] = field(default_factory=dict, repr=False, compare=False)
+    # What the plan's walk leaves its build, by layer kind (the copy layers it found by
+    # hashing their files: the build takes them, checked present, instead of writing them again).
+    carried: Mapping[str, object] = field(default_factory=dict, repr=False, compare=False)
 
     def base_refs(self) -> dict[str, str]:
         """What each base is: its reference (after --base and params), or ``bootstrap: SUITE``."""
@@ -154,8 +154,8 @@ class Plan:
         return nodes
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(replace(self, loaded=None, options=None, copies={}))
-        del data["loaded"], data["options"], data["copies"]
+        data = asdict(replace(self, loaded=None, options=None, carried={}))
+        del data["loaded"], data["options"], data["carried"]
         data["params"] = dict(self.params)
         data["bases"] = dict(self.bases)
         data["base_overrides"] = {name: dict(o) for name, o in self.base_overrides.items()}
@@ -185,24 +185,24 @@ class Planning:
     def keep(self, write: Callable[[], object]) -> None:
         LOOKUP.keep(write)
 
-    def obtain_base(self, walk: Walk, name: str, spec: m.BaseSpec) -> Base | None:
-        ctx = walk.ctx
+    def obtain_base(self, want: BaseWant) -> Base | None:
+        name, spec, ctx = want.name, want.spec, want.ctx
         if isinstance(spec, m.BootstrapBase):
-            return walk.bootstrap(name, spec)
-        ref, platform = base_ref(walk.loaded, spec, ctx.platform)
+            return want.bootstrap()
+        ref, platform = base_ref(want.loaded, spec, ctx.platform)
         try:
             image = known_image(ref, replace(ctx, platform=platform))
         except InputError as e:
-            raise walk.loaded.error(("bases", name), str(e), hint=e.hint) from None
+            raise want.loaded.error(("bases", name), str(e), hint=e.hint) from None
         return Base(name, image, str(ref), ref.name) if image is not None else None
 
-    def obtain_source(self, walk: Walk, name: str, spec: m.SourceSpec) -> srcs.Source | None:
+    def obtain_source(self, name: str, spec: m.SourceSpec, loaded: Loaded, ctx: Context) -> srcs.Source | None:
         if isinstance(spec, m.GitSource):
-            hit = walk.cache.memo(git_key(spec))
+            hit = ctx.cache.memo(git_key(spec))
             return srcs.Source(name, Path(str(hit["path"])), str(hit["digest"]), spec.git) if hit else None
         if isinstance(spec, m.UrlSource):
             return srcs.Source(name, Path(), "sha256:" + spec.sha256, spec.url)
-        return srcs.resolve(name, spec, cache=walk.cache, runner=walk.ctx.runner, base_dir=walk.loaded.folder)
+        return srcs.resolve(name, spec, cache=ctx.cache, runner=ctx.runner, base_dir=loaded.folder)
 
     def view_of(self, setup: ImageSetup, image: Image) -> TreeView | None:
         # A base read from a layout or archive the cache does not hold yet (or one a build
@@ -216,11 +216,11 @@ class Planning:
     def here(self, steps: StepStore, blob: Layer) -> bool:
         return steps.holds(blob)
 
-    def make_compile(self, walk: Walk, step: m.CompileStep, report: StepReport, **_: Any) -> None:
-        walk.record_step(report)
+    def make_compile(self, job: object) -> Made[Any] | None:
+        return None  # it will run
 
-    def make_runtime(self, walk: Walk, rs: RuntimeStep, report: StepReport, **_: Any) -> None:
-        walk.record_step(report)
+    def make_runtime(self, job: object) -> Made[Any] | None:
+        return None
 
 
 def plan_walk(
@@ -284,5 +284,5 @@ def plan_of(
         overrides,
         loaded=loaded,
         options=options,
-        copies=dict(walk.copies.found),
+        carried=walk.carried(),
     )

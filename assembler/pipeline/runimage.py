@@ -32,7 +32,7 @@ from assembler.proc import Runner
 from assembler.sbom.testresult import Suite as TestSuite
 from assembler.sbom.testresult import attestation, is_test_result
 from assembler.spec.imagetests import from_definition
-from assembler.spec.load import Loaded
+from assembler.spec.loaded import Loaded
 from assembler.transports import Context, import_image, open_source, registry_options
 from assembler.transports.common import SourceImage
 

@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from assembler.errors import Cancelled
 from assembler.oci.layer import Layer
-from assembler.pipeline.executors import CompileJob, Executor
+from assembler.pipeline.jobs import CompileJob, Executor
 from assembler.proc import Runner
 
 T = TypeVar("T")

@@ -28,18 +28,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from assembler.cache import Cache, StepResult
 from assembler.errors import AssemblerError, Cancelled, StepFailed, ToolError
 from assembler.oci.layer import Layer
+from assembler.pipeline.jobs import CompileJob
 from assembler.pipeline.options import Event, NodeOptions, Reporter
 from assembler.proc import Runner, tail
 from assembler.spec import model as m
-from assembler.spec.load import Loaded
-
-if TYPE_CHECKING:
-    from assembler.pipeline.executors import CompileJob
+from assembler.spec.loaded import Loaded
 
 POLL_SECONDS = 1.0
 SETTLE_SECONDS = 30.0  # how long a finished job's result may take to be seen here (NFS)
@@ -102,7 +99,7 @@ def resource_args(res: m.Resources | None) -> list[str]:
 
 class SlurmExecutor:
     """Runs compile steps as Slurm jobs (see the module's doc): an
-    :class:`~assembler.pipeline.executors.Executor`; ``slurm_args``: more sbatch arguments
+    :class:`~assembler.pipeline.jobs.Executor`; ``slurm_args``: more sbatch arguments
     (``--slurm-args``). A compile step's job builds it of ``loaded`` with ``node`` (a
     SlurmExecutor that runs only tests has neither)."""
 

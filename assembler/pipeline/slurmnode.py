@@ -17,8 +17,8 @@ from assembler.errors import AssemblerError
 from assembler.oci.layer import Layer
 from assembler.pipeline import graph
 from assembler.pipeline.builder import Build
-from assembler.pipeline.executors import CompileJob, Executor
 from assembler.pipeline.graph import StepReport
+from assembler.pipeline.jobs import CompileJob, Executor
 from assembler.pipeline.options import BuildOptions, Reporter
 from assembler.pipeline.resolve import Plan
 from assembler.pipeline.slurm import Job, node_storage

@@ -19,18 +19,15 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from assembler.cache import Cache
 from assembler.oci.digest import digest_hex
-from assembler.pipeline.imagetests import PlannedTest, Report, command_of, judge
+from assembler.pipeline.imagetests import Judged, PlannedTest, Report, command_of, judge
 from assembler.pipeline.options import Event, Reporter
 from assembler.pipeline.slurm import SlurmExecutor, resource_args
 from assembler.transports import Context
 from assembler.transports.common import SourceImage
-
-if TYPE_CHECKING:
-    from assembler.pipeline.imagetests import Tester
 
 _TIMED_OUT = 124  # timeout(1)'s exit status for a command it stopped
 
@@ -81,7 +78,7 @@ class SlurmTests:
         executor = SlurmExecutor(ctx.cache, ctx.runner, report, slurm_args=slurm_args)
         return cls(executor, ctx.cache, ctx, report)
 
-    def run(self, tests: Sequence[PlannedTest], source: SourceImage, tester: Tester) -> dict[str, Report]:
+    def run(self, tests: Sequence[PlannedTest], source: SourceImage, judged: Judged) -> dict[str, Report]:
         """Each test as a job on a SIF of ``source``'s image (removed afterwards); its report."""
         image = source.image
         sif = self.cache.path("slurm") / f"test-{digest_hex(image.digest)[:16]}-p{os.getpid()}.sif"
@@ -89,7 +86,7 @@ class SlurmTests:
         try:
             self._write_sif(source, sif)
             for test in tests:
-                out[test.name] = self._one(test, image.container_config, image.digest, sif, tester)
+                out[test.name] = self._one(test, image.container_config, image.digest, sif, judged)
         finally:
             sif.unlink(missing_ok=True)
         return out
@@ -100,7 +97,7 @@ class SlurmTests:
         self.report(Event("info", {"text": f"tests on Slurm: the image as {path}"}))
         write_sif(source, path, runner=self.ctx.runner, epoch=self.ctx.epoch)
 
-    def _one(self, test: PlannedTest, config: Mapping[str, Any], digest: str, sif: Path, tester: Tester) -> Report:
+    def _one(self, test: PlannedTest, config: Mapping[str, Any], digest: str, sif: Path, judged: Judged) -> Report:
         command = apptainer_argv(test, config, sif, root=os.geteuid() == 0)
         log = self.cache.root / "logs" / f"slurm-test-{test.name}-{digest_hex(digest)[:12]}.log"
         argv = self.executor.job_argv(f"test-{test.name}", command, log, job_flags(test))
@@ -110,4 +107,4 @@ class SlurmTests:
         output = log.read_text("utf-8", "replace") if log.exists() else ""
         status, why = exit_of(state, code)
         reason = judge(test.spec, status, output) if status is not None else f"{why} (Slurm job {job})"
-        return tester.judged(test, digest, status, output, reason, time.monotonic() - started)
+        return judged(test, digest, status, output, reason, time.monotonic() - started)

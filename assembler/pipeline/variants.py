@@ -23,7 +23,7 @@ from assembler.oci.descriptor import Platform
 from assembler.oci.reference import absolute_ref, parse_ref
 from assembler.pipeline.options import Event, Options, Reporter
 from assembler.pipeline.writers import writer_for
-from assembler.spec.coupling import check_platforms
+from assembler.spec.constraints import check_platforms
 from assembler.spec.fields import scalar_to_str
 from assembler.spec.load import Loaded, load_manifest
 from assembler.spec.yamlfile import Locations, load

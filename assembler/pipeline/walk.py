@@ -17,71 +17,31 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import replace
 from functools import partial
+from typing import Any
 
-from assembler.cache import StepResult, key_of
+from assembler.cache import StepResult
 from assembler.cache.programs import program_version
 from assembler.compile import sources as srcs
 from assembler.compile.buildah import Buildah
-from assembler.compile.steps import compile_key
-from assembler.oci.image import Image
+from assembler.compile.steps import Mounted, compile_key
 from assembler.oci.layer import Layer
-from assembler.oci.reference import ImageName
-from assembler.pipeline import graph
+from assembler.pipeline import graph, kinds
+from assembler.pipeline.bases import Base, bootstrap_key, bootstrap_spec
 from assembler.pipeline.cutlayers import LayerCutter
 from assembler.pipeline.graph import StepReport
-from assembler.pipeline.kinds.copy import Copies, CopyKey, FoundCopy
+from assembler.pipeline.jobs import CompileJob
+from assembler.pipeline.kinds.base import Starting
 from assembler.pipeline.layers import ImageSetup
-from assembler.pipeline.modes import Services
+from assembler.pipeline.modes import BaseWant, Services
 from assembler.pipeline.options import Event, WalkOptions
-from assembler.pipeline.prebuilt_layers import Prebuilt
 from assembler.pipeline.stepstore import note_taken, step_result
 from assembler.spec import model as m
 from assembler.spec.debs import DebLocked
-from assembler.spec.load import Loaded
+from assembler.spec.loaded import Loaded
 from assembler.transports import Context
 from assembler.transports import bootstrap as boot
-
-
-def _bootstrap_spec(spec: m.BootstrapBase) -> tuple[boot.BootstrapSpec, str]:
-    b = spec.bootstrap
-    bspec = boot.BootstrapSpec(b.suite, b.variant, tuple(b.packages), b.mirror, tuple(b.components), b.keyring)
-    return bspec, f"bootstrap {b.suite}/{b.variant}" + (f" +{len(b.packages)} packages" if b.packages else "")
-
-
-def bootstrap_key(
-    ctx: Context, spec: m.BootstrapBase, *, record: bool, locked: DebLocked | None = None
-) -> tuple[str, str]:
-    """The cache key of a bootstrapped base (``locked``: the packages the lock installs), and
-    what to call it; mmdebstrap's version is remembered when ``record`` (a build)."""
-    bspec, what = _bootstrap_spec(spec)
-    tool = boot.tool_version(ctx.runner, ctx.cache, record=record)
-    key = boot.bootstrap_key(
-        bspec,
-        tool=tool,
-        platform=ctx.platform,
-        epoch=ctx.epoch,
-        compression=ctx.compression,
-        locked=locked.digest if locked else None,
-    )
-    return key, what + (f", {len(locked.debs)} packages locked" if locked else "")
-
-
-Placed = tuple[list[tuple[Layer, str]], str, str]  # (layer, what) of a layer spec, what, origin
-
-
-def git_key(spec: m.GitSource) -> str:
-    """The cache key of the commit and checkout a git source was last fetched as."""
-    return "gitref-" + key_of({"url": spec.git, "ref": spec.ref, **({"commit": spec.commit} if spec.commit else {})})
-
-
-@dataclass(frozen=True)
-class Base:
-    name: str
-    image: Image
-    what: str
-    registry_name: ImageName | None = None
 
 
 class Walk:
@@ -94,7 +54,7 @@ class Walk:
         ctx: Context,
         services: Services,
         *,
-        copies: Mapping[CopyKey, FoundCopy] | None = None,
+        carried: Mapping[str, object] | None = None,
     ) -> None:
         self.loaded = loaded
         self.man = loaded.manifest
@@ -108,11 +68,10 @@ class Walk:
         self.report = services.report
         self.defs = graph.Definitions(self.man, ctx.platform)
         self.setup = ImageSetup(ctx, maker=self.mode, blobs=services.blobs, shared=services.facts)  # fit, convert
-        # copy: layers; ``copies``: what a plan found, for its build.
-        self.copies = Copies(loaded, ctx, maker=self.mode, found=copies)
-        self.prebuilt = Prebuilt(  # pip: and url: layers
-            ctx, maker=self.mode, steps=self.store, origins=self.origins, checks=self.mode.records
-        )
+        # Each layer kind's state for this walk (``carried``: what the plan's walk left, by kind).
+        self.kind_states = {
+            key: kind.start(self._starting((carried or {}).get(key))) for key, kind in kinds.by_key().items()
+        }
         self.cutter = LayerCutter(ctx, maker=self.mode, budget=options.layer_budget)  # big layers, as the image ships
         self.bases: dict[str, Base | None] = {}
         self.sources: dict[str, srcs.Source | None] = {}
@@ -123,6 +82,19 @@ class Walk:
         self._locks_lock = threading.Lock()
         self._tool: str | None = None
         self.taken = self.origins.taken  # what the provenance names: key -> (what, origin)
+
+    def _starting(self, carried: object) -> Starting:
+        mode = self.mode
+        return Starting(self.loaded, self.ctx, mode, self.store, self.origins, mode.records, mode.copy_origin, carried)
+
+    def carried(self) -> dict[str, object]:
+        """What this walk (a plan's) leaves its build, by layer kind (:meth:`Kind.carry`)."""
+        out = {key: kind.carry(self.kind_states[key]) for key, kind in kinds.by_key().items()}
+        return {key: value for key, value in out.items() if value is not None}
+
+    def kind_state(self, key: str) -> Any:
+        """The state of layer kind ``key`` (``copy``, ``pip``...) in this walk."""
+        return self.kind_states[key]
 
     def tool(self) -> str:
         """buildah's version (part of step keys); without buildah, the one last recorded."""
@@ -142,7 +114,7 @@ class Walk:
 
     def bootstrap(self, name: str, spec: m.BootstrapBase) -> Base | None:
         """A bootstrapped base: from the cache, else made (a build) or None (a plan)."""
-        bspec, _ = _bootstrap_spec(spec)
+        bspec, _ = bootstrap_spec(spec)
         locked = self.locked_debs(f"apt:bases.{name}")
         key, what = bootstrap_key(self.ctx, spec, record=self.mode.records, locked=locked)
         ctx = self.ctx
@@ -197,16 +169,23 @@ class Walk:
         with self._once(f"base:{name}"):
             if name not in self.bases:
                 self.report(Event("base", {"name": name, "state": "resolving"}))
-                base = self.bases[name] = self.mode.obtain_base(self, name, self.man.bases[name])
+                base = self.bases[name] = self.mode.obtain_base(self._want(name))
                 if base is not None:
                     fields = {"name": name, "state": "ready", "digest": base.image.digest, "what": base.what}
                     self.report(Event("base", fields))
             return self.bases[name]
 
+    def _want(self, name: str) -> BaseWant:
+        spec = self.man.bases[name]
+        if not isinstance(spec, m.BootstrapBase):
+            return BaseWant(name, spec, self.loaded, self.ctx, None, lambda: None)
+        locked = self.locked_debs(f"apt:bases.{name}")
+        return BaseWant(name, spec, self.loaded, self.ctx, locked, partial(self.bootstrap, name, spec))
+
     def source(self, name: str) -> srcs.Source | None:
         with self._once(f"source:{name}"):
             if name not in self.sources:
-                self.sources[name] = self.mode.obtain_source(self, name, self.man.sources[name])
+                self.sources[name] = self.mode.obtain_source(name, self.man.sources[name], self.loaded, self.ctx)
             return self.sources[name]
 
     # -- compile steps ----------------------------------------------------------------
@@ -274,19 +253,40 @@ class Walk:
         # What the step keeps between builds (build trees, working copies) is shared by the
         # builds of one definition whatever the sources: a source edit builds incrementally.
         tree_key = key_for(sources={n: "" for n in sources})
-        results = self.mode.make_compile(
-            self,
+        known = {r: b for r, b in inputs.items() if b is not None}
+        job = CompileJob(
             step,
-            report(state="will-run", key=key, reason=reason),
-            base=base.image,
-            sources={n: s for n, s in sources.items() if s is not None},
-            inputs={r: b for r, b in inputs.items() if b is not None},
+            key,
+            base.image,
+            {n: s for n, s in sources.items() if s is not None},
+            [Mounted(ref, blob, graph.artifact_spec(self.man, ref).to) for ref, blob in known.items()],
             tree_key=tree_key,
-            forced=forced,
+            fresh=forced,
+            built_on=self.origins.below([*base.image.diff_ids, *(b.diff_id for b in known.values())]),
         )
-        if results is not None:
-            self.artifacts[step.name] = results
-        return results
+        will_run = report(state="will-run", key=key, reason=reason)
+        made = self.mode.make_compile(job)
+        if made is None:
+            self.record_step(will_run)
+            return None
+        self.share_made(key, StepResult(step.name, made.made))  # recorded with what it is built on
+        self.built(will_run, made.seconds)
+        self.artifacts[step.name] = made.made
+        return made.made
+
+    def built(self, report: StepReport, seconds: float) -> None:
+        """The step of ``report`` was made, in ``seconds``."""
+        self.record_step(replace(report, state="built", seconds=seconds, reason=""))
+        self.report(Event("step", {"name": report.name, "state": "built", "seconds": seconds}))
+
+    def step_state(self, name: str) -> str:
+        """What the walk decided of compile step ``name`` (cached, built, will-run)."""
+        report = self.steps.get(name)
+        return report.state if report is not None else "cached"
+
+    def artifacts_of(self, name: str) -> dict[str, Layer] | None:
+        """Compile step ``name``'s artifacts (None: it will run)."""
+        return self.compile(graph.step_of(self.man, name))
 
     def step_result(self, key: str, what: str) -> StepResult | None:
         """The step result ``key`` (of step ``what``): from the local cache (verified there:

@@ -13,13 +13,13 @@ from assembler.oci.descriptor import Platform
 from assembler.oci.reference import parse_ref
 from assembler.spec import labelfacts, sourcefacts
 from assembler.spec import model as m
-from assembler.spec.coupling import check_constraints
+from assembler.spec.constraints import check_constraints
 from assembler.spec.facts import check_facts
 from assembler.spec.prebuilt import parse_requirement
 from assembler.spec.yamlfile import PathKey
 
 if TYPE_CHECKING:
-    from assembler.spec.load import Loaded
+    from assembler.spec.loaded import Loaded
 
 
 def _inside(folder: Path, candidate: Path) -> bool:

@@ -8,8 +8,7 @@ Every error names the file, the line and the field. The parts live in their own 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,50 +16,13 @@ from assembler.errors import ManifestError
 from assembler.spec import model as m
 from assembler.spec.checks import check
 from assembler.spec.fields import scalar_to_str
-from assembler.spec.lockapply import LockStatus
+from assembler.spec.loaded import BaseOverride as BaseOverride
+from assembler.spec.loaded import Loaded as Loaded
 from assembler.spec.params import Fixed, check_sets, fixed_params, param_inputs, resolve_params, substitute
 from assembler.spec.recipes import apply_recipe
 from assembler.spec.suggest import known_names
 from assembler.spec.validation import validate_model
 from assembler.spec.yamlfile import Locations, PathKey, load
-
-
-@dataclass
-class Loaded:
-    """A loaded manifest, ready for planning: the models plus where everything is."""
-
-    manifest: m.Manifest
-    path: Path
-    locs: Locations
-    params: dict[str, str]
-    target: str | None
-    recipes: dict[str, Path] = field(default_factory=dict)
-    layer_paths: list[PathKey] = field(default_factory=list)
-    # --base NAME=REF: what the manifest says the base is, and what replaces it.
-    base_overrides: dict[str, BaseOverride] = field(default_factory=dict)
-    # What the lock (MANIFEST.lock) did for this variant: None until one is applied.
-    lock: LockStatus | None = None
-    # The params each param's value is made of (params.param_inputs), the ones --set gave,
-    # and the document as written: what a refusal names as the params to change.
-    param_inputs: dict[str, frozenset[str]] = field(default_factory=dict)
-    given: frozenset[str] = frozenset()
-    raw: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def folder(self) -> Path:
-        return self.path.parent
-
-    def error(self, path: Sequence[str | int], message: str, *, hint: str | None = None) -> ManifestError:
-        return self.locs.error(path, message, hint=hint)
-
-
-@dataclass(frozen=True)
-class BaseOverride:
-    """A base replaced by ``--base NAME=REF``: the manifest's base (a reference, or
-    ``bootstrap: SUITE``) and the reference that replaces it."""
-
-    manifest: str
-    ref: str
 
 
 def describe_base(spec: m.BaseSpec) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from assembler.pipeline.kinds.artifact import ArtifactKind
-from assembler.pipeline.kinds.base import Kind, Stacking
+from assembler.pipeline.kinds.base import Kind, Placed, Stacking, Starting
 from assembler.pipeline.kinds.copy import CopyKind
 from assembler.pipeline.kinds.packages import PackagesKind
 from assembler.pipeline.kinds.pip import PipKind
@@ -20,13 +20,18 @@ from assembler.pipeline.kinds.url import UrlKind
 from assembler.spec import model as m
 from assembler.spec.prebuilt import When
 
-__all__ = ["KINDS", "Kind", "Stacking", "of", "register", "unregister"]
+__all__ = ["KINDS", "Kind", "Placed", "Stacking", "Starting", "by_key", "of", "register", "unregister"]
 
 KINDS: dict[type[When], Kind[Any]] = {
     k.model: k for k in (CopyKind(), ArtifactKind(), RunKind(), PackagesKind(), PipKind(), UrlKind())
 }
 if set(KINDS) != {k.model for k in m.LAYER_KINDS.values()}:  # the two floors' tables name the same kinds
     raise RuntimeError("assembler.pipeline.kinds.KINDS and assembler.spec.model.LAYER_KINDS differ")
+
+
+def by_key() -> dict[str, Kind[Any]]:
+    """Every kind, by the key that marks its layers (``copy``, ``pip``...)."""
+    return {key: KINDS[kind.model] for key, kind in m.LAYER_KINDS.items()}
 
 
 def of(spec: When) -> Kind[Any]:

@@ -2,30 +2,23 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from assembler.cache import key_of
 from assembler.pipeline.graph import Definitions, step_of
-from assembler.pipeline.kinds.base import Kind, Stacking
+from assembler.pipeline.kinds.base import Kind, Placed, Stacking
 from assembler.spec import model as m
-
-if TYPE_CHECKING:
-    from assembler.pipeline.walk import Placed
 
 
 class ArtifactKind(Kind[m.ArtifactLayer]):
     model = m.ArtifactLayer
 
     def place(self, spec: m.ArtifactLayer, at: Stacking) -> Placed:
-        walk = at.walk
         step_name, _, art = spec.artifact.partition(".")
-        results = walk.compile(step_of(walk.man, step_name))
-        names = [art] if art else sorted(step_of(walk.man, step_name).artifacts)
+        results = at.compile(step_name)
+        names = [art] if art else sorted(step_of(at.loaded.manifest, step_name).artifacts)
         what = f"artifact {spec.artifact}"
         if results is None:
             return [], what, "will-build"
-        state = walk.steps[step_name].state if step_name in walk.steps else "cached"
-        return [(results[n], f"artifact {step_name}.{n}") for n in names], what, state
+        return [(results[n], f"artifact {step_name}.{n}") for n in names], what, at.step_state(step_name)
 
     def step(self, spec: m.ArtifactLayer, index: int) -> str:
         return spec.artifact.partition(".")[0]

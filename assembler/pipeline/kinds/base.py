@@ -9,12 +9,14 @@ it warns of and what the provenance says it fetched is here, one subclass per ki
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from assembler.cache import key_of
+from assembler.oci.layer import Layer
 from assembler.pipeline.graph import NOT_IN_DEFINITION, Definitions, RuntimeStep
+from assembler.pipeline.maker import Maker
 from assembler.spec.prebuilt import When
 from assembler.spec.yamlfile import PathKey
 
@@ -22,24 +24,57 @@ if TYPE_CHECKING:
     from assembler.archive.view import TreeView
     from assembler.cache import Cache
     from assembler.oci.image import Image
-    from assembler.pipeline.walk import Placed, Walk
+    from assembler.pipeline.origins import Origins
+    from assembler.pipeline.stepstore import StepStore
     from assembler.sbom.facts import DownloadFact
+    from assembler.spec.debs import DebLocked
+    from assembler.spec.loaded import Loaded
+    from assembler.transports.context import Context
 
 L = TypeVar("L", bound=When)
+
+Placed = tuple[list[tuple[Layer, str]], str, str]
+"""The layers of a layer spec, each with what it is; what the spec is; their origin
+(cached, built, or will-build: a plan, not made yet)."""
+
+
+@dataclass(frozen=True)
+class Starting:
+    """What a walk gives each kind once, when it starts (:meth:`Kind.start`): the manifest,
+    the build's context, what to do with what the cache does not hold (a plan's or a
+    build's :class:`~assembler.pipeline.maker.Maker`), where step results are recorded and
+    where the entries used came from, and what a plan's walk left for its build."""
+
+    loaded: Loaded
+    ctx: Context
+    maker: Maker
+    steps: StepStore
+    origins: Origins
+    records: bool  # a build's walk: what it learns is recorded (a plan's writes nothing)
+    copy_origin: str  # the origin of a layer found by its content: "cached" (a plan) or "built"
+    carried: Any  # what :meth:`Kind.carry` gave at the end of the plan's walk (None: nothing)
 
 
 @dataclass(frozen=True)
 class Stacking:
-    """What a layer is placed with: the walk, its place in the manifest (``path``) and in
-    the image's layers (``index``), the image below it and its folders and symlinks (None:
-    not known yet, a plan), and the stack's way to decide a runtime step on that image."""
+    """What a layer is placed with: its place in the manifest (``path``) and in the image's
+    layers (``index``), the image below it and its folders and symlinks (None: not known
+    yet, a plan), the walk's narrow parts, and its kind's state for this walk."""
 
-    walk: Walk
     path: PathKey
     index: int
     image: Image | None
     view: TreeView | None
+    loaded: Loaded
+    ctx: Context
+    maker: Maker
+    # The stack's way to decide a runtime step on that image.
     runtime: Callable[[RuntimeStep, Image | None], Placed]
+    # A compile step's artifacts by its name, run or found first (None: it will run, a plan).
+    compile: Callable[[str], Mapping[str, Layer] | None]
+    step_state: Callable[[str], str]  # what the walk decided of a compile step: cached, built, will-run
+    locked_debs: Callable[[str], DebLocked | None]  # what the lock installs at a place (``apt:packages-1``)
+    state: Any  # what the kind's :meth:`Kind.start` made for this walk
 
 
 class Kind(Generic[L]):
@@ -51,6 +86,16 @@ class Kind(Generic[L]):
     # Whether its layers are fitted onto the image below (its files land through that
     # image's symlinks); a runtime step's layer is made on that image and needs no fitting.
     fitted: bool = True
+
+    def start(self, starting: Starting) -> object:
+        """This kind's state for one walk (a plan's or a build's), handed back as
+        :attr:`Stacking.state` to each of its layers; the default keeps none."""
+        return None
+
+    def carry(self, state: Any) -> object:
+        """What a plan's walk leaves its build of this kind's ``state`` (the build's
+        :meth:`start` gets it as :attr:`Starting.carried`); the default: nothing."""
+        return None
 
     def place(self, spec: L, at: Stacking) -> Placed:
         """The layers of ``spec`` with what each is, what ``spec`` is, and their origin

@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import cast
 
 from assembler.archive.layer import HashingSink, Member, order_hardlinks, sorted_members, write_layer
 from assembler.archive.tree import Fingerprint, fingerprint, iter_host_members, settled
@@ -22,14 +22,11 @@ from assembler.cache import key_of
 from assembler.cache.memos import copy_stat_key, write_remembered
 from assembler.oci.digest import canonical_json
 from assembler.oci.layer import Layer
-from assembler.pipeline.kinds.base import Kind, Stacking
+from assembler.pipeline.kinds.base import Kind, Placed, Stacking, Starting
 from assembler.pipeline.maker import Maker
 from assembler.spec import model as m
-from assembler.spec.load import Loaded
+from assembler.spec.loaded import Loaded
 from assembler.transports import Context
-
-if TYPE_CHECKING:
-    from assembler.pipeline.walk import Placed
 
 
 def _owner(owner: str | None) -> tuple[int, int]:
@@ -77,11 +74,18 @@ class Copies:
     """Writes (a build's ``maker``) or finds by content (a plan's) the layers of ``copy:``."""
 
     def __init__(
-        self, loaded: Loaded, ctx: Context, *, maker: Maker, found: Mapping[CopyKey, FoundCopy] | None = None
+        self,
+        loaded: Loaded,
+        ctx: Context,
+        *,
+        maker: Maker,
+        found: Mapping[CopyKey, FoundCopy] | None = None,
+        origin: str = "built",
     ) -> None:
         self.loaded = loaded
         self.ctx = ctx
         self.maker = maker
+        self.origin = origin  # of a layer found by its content: "cached" (a plan) or "built"
         # Copy layers by what they copy, as found (a plan: the files hashed) or written here;
         # a build starts with what its plan found (``found``): taken, not written again.
         self.found: dict[CopyKey, FoundCopy] = dict(found or {})
@@ -199,13 +203,21 @@ class Copies:
 class CopyKind(Kind[m.CopyLayer]):
     model = m.CopyLayer
 
+    def start(self, starting: Starting) -> Copies:
+        found = starting.carried  # the copy layers the plan's walk found
+        return Copies(starting.loaded, starting.ctx, maker=starting.maker, found=found, origin=starting.copy_origin)
+
+    def carry(self, state: Copies) -> dict[CopyKey, FoundCopy]:
+        return dict(state.found)
+
     def place(self, spec: m.CopyLayer, at: Stacking) -> Placed:
-        c, copies = spec.copy_, at.walk.copies
+        c, copies = spec.copy_, cast(Copies, at.state)
         what = f"copy {c.from_} {c.to}"
         blob = copies.layer(c, at.path, at.view)
         if blob is None:
             return [], what, "will-build"
-        return [(blob, what)], what, "cached" if blob.digest in copies.taken else at.walk.mode.copy_origin
+        return [(blob, what)], what, "cached" if blob.digest in copies.taken else copies.origin
 
     def warning(self, spec: m.CopyLayer, at: Stacking) -> str | None:
-        return at.walk.copies.leaves_out(spec.copy_)
+        copies: Copies = at.state
+        return copies.leaves_out(spec.copy_)

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from assembler.compile.apt import apt_install_locked
 from assembler.compile.steps import apt_install
 from assembler.pipeline import graph
 from assembler.pipeline.graph import RuntimeStep
-from assembler.pipeline.kinds.base import Kind, Stacking
+from assembler.pipeline.kinds.base import Kind, Placed, Stacking
 from assembler.spec import model as m
 from assembler.spec.debs import DebLocked
-
-if TYPE_CHECKING:
-    from assembler.pipeline.walk import Placed
 
 
 def runtime_step(man: m.Manifest, spec: m.PackagesLayer, index: int, locked: DebLocked | None = None) -> RuntimeStep:
@@ -34,5 +29,5 @@ class PackagesKind(Kind[m.PackagesLayer]):
     fitted = False  # made on the image below
 
     def place(self, spec: m.PackagesLayer, at: Stacking) -> Placed:
-        locked = at.walk.locked_debs(f"apt:{spec.runtime_name(at.index)}")
-        return at.runtime(runtime_step(at.walk.man, spec, at.index, locked), at.image)
+        locked = at.locked_debs(f"apt:{spec.runtime_name(at.index)}")
+        return at.runtime(runtime_step(at.loaded.manifest, spec, at.index, locked), at.image)

@@ -22,9 +22,9 @@ from assembler.archive.view import TreeView
 from assembler.cache import key_of
 from assembler.cache.entries import StepResult
 from assembler.pipeline import prebuilt_checks as checks
-from assembler.pipeline.kinds.base import Kind, Stacking
+from assembler.pipeline.kinds.base import Kind, Placed, Stacking, Starting
 from assembler.pipeline.prebuilt_checks import Paths
-from assembler.pipeline.prebuilt_layers import Prebuilt
+from assembler.pipeline.prebuilt_layers import Prebuilt, prebuilt_of
 from assembler.python import index as pypi
 from assembler.sbom.facts import DownloadFact
 from assembler.spec import model as m
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from assembler.archive.wheel import Scheme
     from assembler.cache import Cache
     from assembler.oci.layer import Layer
-    from assembler.pipeline.walk import Placed
 
 
 def scheme_of(spec: m.PipLayer) -> Scheme:
@@ -184,8 +183,11 @@ def _wheels_layer(prebuilt: Prebuilt, wheels: list[pypi.Wheel], scheme: Scheme, 
 class PipKind(Kind[m.PipLayer]):
     model = m.PipLayer
 
+    def start(self, starting: Starting) -> Prebuilt:
+        return prebuilt_of(starting)
+
     def place(self, spec: m.PipLayer, at: Stacking) -> Placed:
-        prebuilt = at.walk.prebuilt
+        prebuilt: Prebuilt = at.state
         what = describe([parse_requirement(text) for text in spec.pip])
         return prebuilt.place(what, partial(pip_layers, prebuilt, spec))
 

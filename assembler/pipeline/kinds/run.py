@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from assembler.cache import key_of
 from assembler.pipeline.graph import NOT_IN_DEFINITION, Definitions, RuntimeStep
-from assembler.pipeline.kinds.base import Kind, Stacking
+from assembler.pipeline.kinds.base import Kind, Placed, Stacking
 from assembler.spec import model as m
-
-if TYPE_CHECKING:
-    from assembler.pipeline.walk import Placed
 
 
 def runtime_step(spec: m.RunLayer, index: int) -> RuntimeStep:

@@ -22,9 +22,9 @@ from assembler.cache import key_of
 from assembler.cache.entries import StepResult
 from assembler.errors import InputError, UnsafePath
 from assembler.pipeline import prebuilt_checks as checks
-from assembler.pipeline.kinds.base import Kind, Stacking
+from assembler.pipeline.kinds.base import Kind, Placed, Stacking, Starting
 from assembler.pipeline.prebuilt_checks import Paths
-from assembler.pipeline.prebuilt_layers import Prebuilt, file_opener
+from assembler.pipeline.prebuilt_layers import Prebuilt, file_opener, prebuilt_of
 from assembler.python.download import download
 from assembler.sbom.facts import DownloadFact
 from assembler.spec import model as m
@@ -34,7 +34,6 @@ from assembler.transports import registry_options
 if TYPE_CHECKING:
     from assembler.cache import Cache
     from assembler.oci.layer import Layer
-    from assembler.pipeline.walk import Placed
 
 # What decompressing a url: layer's file raises when it is no (compressed) tar.
 _NOT_A_TAR: tuple[type[Exception], ...] = (OSError, EOFError, ValueError, *DECOMPRESS_ERRORS)
@@ -164,8 +163,12 @@ def _layers(prebuilt: Prebuilt, spec: m.UrlLayer, what: str) -> list[tuple[Layer
 class UrlKind(Kind[m.UrlLayer]):
     model = m.UrlLayer
 
+    def start(self, starting: Starting) -> Prebuilt:
+        return prebuilt_of(starting)
+
     def place(self, spec: m.UrlLayer, at: Stacking) -> Placed:
-        prebuilt, what = at.walk.prebuilt, f"url {file_name(spec)} {spec.to}"
+        prebuilt: Prebuilt = at.state
+        what = f"url {file_name(spec)} {spec.to}"
         return prebuilt.place(what, partial(_layers, prebuilt, spec, what))
 
     def warning(self, spec: m.UrlLayer, at: Stacking) -> str | None:
@@ -174,7 +177,7 @@ class UrlKind(Kind[m.UrlLayer]):
         view = at.view
         if view is None or spec.extract or spec.to.endswith("/") or view.resolve(spec.to.strip("/")) not in view.dirs:
             return None
-        raise at.walk.loaded.error(
+        raise at.loaded.error(
             (*at.path, "to"),
             f"{spec.to} is a folder in the image below: the file would replace it and all it holds",
             hint=f"to: {spec.to}/ puts the file into it",

@@ -29,7 +29,7 @@ from assembler.spec.facts.data import read as read
 from assembler.spec.facts.data import where as where
 
 if TYPE_CHECKING:
-    from assembler.spec.load import Loaded
+    from assembler.spec.loaded import Loaded
 
 
 def check_facts(loaded: Loaded) -> None:

@@ -25,7 +25,7 @@ from assembler.spec.facts.scope import base_ref, describe, params_at, places, se
 from assembler.spec.yamlfile import PathKey
 
 if TYPE_CHECKING:
-    from assembler.spec.load import Loaded
+    from assembler.spec.loaded import Loaded
 
 VARIABLES = (
     "PYTORCH_ROCM_ARCH",

@@ -25,7 +25,7 @@ from assembler.spec.facts.scope import Place, base_ref, describe, params_at, pla
 from assembler.spec.yamlfile import PathKey
 
 if TYPE_CHECKING:
-    from assembler.spec.load import Loaded
+    from assembler.spec.loaded import Loaded
 
 _ELSEWHERE = re.compile(
     r"deadsnakes|uv python install|\bconda\b|micromamba|\bpyenv\b|/opt/python/|python-build-standalone"

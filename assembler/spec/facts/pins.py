@@ -33,7 +33,7 @@ from assembler.spec.pysets import PythonSet
 from assembler.spec.yamlfile import PathKey
 
 if TYPE_CHECKING:
-    from assembler.spec.load import Loaded
+    from assembler.spec.loaded import Loaded
 
 _PYPI = ("https://pypi.org/simple", "https://pypi.python.org/simple")
 _TORCH_INDEX = "https://download.pytorch.org/whl/"

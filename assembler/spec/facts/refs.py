@@ -24,7 +24,7 @@ from assembler.spec.setuses import used_steps
 from assembler.spec.yamlfile import PathKey
 
 if TYPE_CHECKING:
-    from assembler.spec.load import Loaded
+    from assembler.spec.loaded import Loaded
 
 _REVISION = re.compile(r"\$\{sources\.([^}]+)\.revision\}")
 _COMMIT = re.compile(r"^[0-9a-f]{7,40}$")

@@ -21,8 +21,8 @@ from assembler.oci.reference import Ref, Syntax, syntax_of
 if TYPE_CHECKING:
     from assembler.oci.image import Image
     from assembler.sign import Verdict, Verifier
-    from assembler.transports import Context
     from assembler.transports.common import BlobReader, RegistryOptions, SourceImage
+    from assembler.transports.context import Context
     from assembler.transports.formats.writer import Writer
     from assembler.transports.referrers import Listing
     from assembler.transports.sidecar import Recognizer
