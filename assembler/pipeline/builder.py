@@ -165,8 +165,8 @@ class Build:
             if not walk.cache.has_blob(desc.digest, desc.size) and not self.blobs.pending(desc.digest):
                 raise InvalidImage(f"blob {desc.digest} ({desc.size} bytes) is missing from the cache")
         steps = tuple(walk.steps[s.name] for s in plan.steps)
-        used = {n: b for n, b in walk.bases.items() if b is not None}
-        sources = {n: s for n, s in walk.sources.items() if s is not None}
+        used = {n: b for n, b in walk.obtained.bases.items() if b is not None}
+        sources = {n: s for n, s in walk.obtained.sources.items() if s is not None}
         taken = dict(sorted(walk.taken.items()))
         return Built(image, base, tuple(layers), steps, self.blobs, self.counts(), used, sources, taken)
 
@@ -181,7 +181,7 @@ class Build:
     def _in_order(self) -> tuple[Image | None, Base | None, list[LayerReport]]:
         walk = self.walk
         for name in self.plan.bases:
-            walk.base(name)
+            walk.obtained.base(name)
         for planned in self.plan.steps:
             if planned.kind == "compile":
                 walk.compile(graph.step_of(walk.man, planned.name))

@@ -50,7 +50,7 @@ class LayerStack:
     def image(self) -> tuple[Image | None, Base | None, list[LayerReport]]:
         """The image with every layer (None where something is not made yet: a plan)."""
         walk = self.walk
-        base = walk.base(self.man.image.base)
+        base = walk.obtained.base(self.man.image.base)
         reports: list[LayerReport] = []
         image: Image | None = None
         # The folders and symlinks of the image so far: copy and artifact layers are fitted onto it.
@@ -79,8 +79,8 @@ class LayerStack:
                 self.runtime,
                 walk.artifacts_of,
                 walk.step_state,
-                walk.locked_debs,
-                walk.kind_state(m.layer_key(spec)),
+                walk.obtained.locked_debs,
+                walk.kinds.of(m.layer_key(spec)),
             )
             if note := kind.warning(spec, at):
                 self.report(Event("warning", {"text": note}))
@@ -202,17 +202,14 @@ class LayerStack:
         known = {r: b for r, b in mounted.items() if b is not None}
         mounts = {r: b.diff_id for r, b in known.items()}
         definition = {**rs.definition, "secrets": list(rs.secrets)}
-        key = runtime_key(definition, parent=image, mounts=mounts, tool=walk.tool(), epoch=walk.ctx.epoch)
+        key = runtime_key(definition, parent=image, mounts=mounts, tool=walk.obtained.tool(), epoch=walk.ctx.epoch)
         hit = walk.step_result(key, rs.name)
-        blob = hit.layer if hit is not None else None
-        forced = walk.options.forced(rs.name, key)
-        if blob is not None and not forced:
-            walk.note_taken(key, f"step {rs.name}", [blob.diff_id])
-            walk.record_step(report(state="cached", key=key, reason=walk.where(key)))
-            self.report(Event("step", {"name": rs.name, "state": "cached"}))
+        decision = walk.decide(rs.name, key, hit if hit is not None and hit.layer is not None else None, report)
+        if decision.taken is not None and decision.taken.layer is not None:
+            blob = decision.taken.layer
             self._check_installed(rs, blob)
             return [(blob, rs.what)], rs.what, "cached"
-        will_run = report(state="will-run", key=key, reason="not built with these inputs")
+        will_run = report(state="will-run", key=key, reason=decision.reason)
         mounted_at = [Mounted(r, b, graph.artifact_spec(self.man, r).to) for r, b in known.items()]
         made = walk.mode.make_runtime(RuntimeJob(rs, key, image, known, mounted_at))
         if made is None:
@@ -248,8 +245,9 @@ def finish(walk: Walk, image: Image, base: Base | None) -> Image:
     for warning in labels.driver_warnings(walk.loaded, labels.image_code(man, code)):
         walk.report(Event("warning", {"text": warning}))
     gpu = gpu_metadata(walk.loaded, graph.needed_steps(man), code=code, base=base.image if base else None, stack=py)
-    made = labels.facts_of(code, man, walk.base, final=records)
-    sources = labels.source_facts(man, walk.sources, walk.source, unknown=dict(walk.mode.unknown_facts))
+    obtained = walk.obtained
+    made = labels.facts_of(code, man, obtained.base, final=records)
+    sources = labels.source_facts(man, obtained.sources, obtained.source, unknown=dict(walk.mode.unknown_facts))
     expand = partial(labels.expand, sources=sources, made=made)
     config = man.image.config.model_copy(update={"labels": expand(man.image.config.labels)})
     changes = config_changes(config, image.container_config.get("Env") or [], labels=gpu, keep_unknown=base is None)

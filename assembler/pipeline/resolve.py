@@ -262,7 +262,7 @@ def plan_of(
     image, base, layers = stacked(walk)
     for name in file_steps():
         walk.compile(graph.step_of(loaded.manifest, name))
-    bases = {name: (b.image.digest if b is not None else None) for name, b in walk.bases.items()}
+    bases = {name: (b.image.digest if b is not None else None) for name, b in walk.obtained.bases.items()}
     complete = image is not None and base is not None
     if image is not None and base is not None:
         final = finish(walk, image, base)
@@ -284,5 +284,5 @@ def plan_of(
         overrides,
         loaded=loaded,
         options=options,
-        carried=walk.carried(),
+        carried=walk.kinds.carried(),
     )

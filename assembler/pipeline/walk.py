@@ -15,33 +15,36 @@ raises the same error to every thread that asks for it.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any
 
 from assembler.cache import StepResult
-from assembler.cache.programs import program_version
-from assembler.compile import sources as srcs
-from assembler.compile.buildah import Buildah
 from assembler.compile.steps import Mounted, compile_key
 from assembler.oci.layer import Layer
 from assembler.pipeline import graph, kinds
-from assembler.pipeline.bases import Base, bootstrap_key, bootstrap_spec
 from assembler.pipeline.cutlayers import LayerCutter
 from assembler.pipeline.graph import StepReport
 from assembler.pipeline.jobs import CompileJob
 from assembler.pipeline.kinds.base import Starting
 from assembler.pipeline.layers import ImageSetup
-from assembler.pipeline.modes import BaseWant, Services
+from assembler.pipeline.modes import Services
+from assembler.pipeline.obtain import Obtained, Once
 from assembler.pipeline.options import Event, WalkOptions
 from assembler.pipeline.stepstore import note_taken, step_result
 from assembler.spec import model as m
-from assembler.spec.debs import DebLocked
 from assembler.spec.loaded import Loaded
 from assembler.transports import Context
-from assembler.transports import bootstrap as boot
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What :meth:`Walk.decide` made of a step: the result ``taken`` from the cache, or why
+    it is to be made (``reason``); ``forced``: --rebuild or --no-cache named it."""
+
+    taken: StepResult | None
+    reason: str
+    forced: bool
 
 
 class Walk:
@@ -69,72 +72,17 @@ class Walk:
         self.defs = graph.Definitions(self.man, ctx.platform)
         self.setup = ImageSetup(ctx, maker=self.mode, blobs=services.blobs, shared=services.facts)  # fit, convert
         # Each layer kind's state for this walk (``carried``: what the plan's walk left, by kind).
-        self.kind_states = {
-            key: kind.start(self._starting((carried or {}).get(key))) for key, kind in kinds.by_key().items()
-        }
+        mode = self.mode
+        starting = Starting(loaded, ctx, mode, self.store, self.origins, mode.records, mode.copy_origin, None)
+        self.kinds = kinds.States(starting, carried or {})
         self.cutter = LayerCutter(ctx, maker=self.mode, budget=options.layer_budget)  # big layers, as the image ships
-        self.bases: dict[str, Base | None] = {}
-        self.sources: dict[str, srcs.Source | None] = {}
+        self.once = Once()
+        # Bases, sources and buildah's version: obtained once each, before the steps on them.
+        self.obtained = Obtained(loaded, ctx, services, self.once)
         self.artifacts: dict[str, dict[str, Layer]] = {}
         self.steps: dict[str, StepReport] = {}
         self._failed: dict[str, BaseException] = {}  # compile steps that raised, by name
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_lock = threading.Lock()
-        self._tool: str | None = None
         self.taken = self.origins.taken  # what the provenance names: key -> (what, origin)
-
-    def _starting(self, carried: object) -> Starting:
-        mode = self.mode
-        return Starting(self.loaded, self.ctx, mode, self.store, self.origins, mode.records, mode.copy_origin, carried)
-
-    def carried(self) -> dict[str, object]:
-        """What this walk (a plan's) leaves its build, by layer kind (:meth:`Kind.carry`)."""
-        out = {key: kind.carry(self.kind_states[key]) for key, kind in kinds.by_key().items()}
-        return {key: value for key, value in out.items() if value is not None}
-
-    def kind_state(self, key: str) -> Any:
-        """The state of layer kind ``key`` (``copy``, ``pip``...) in this walk."""
-        return self.kind_states[key]
-
-    def tool(self) -> str:
-        """buildah's version (part of step keys); without buildah, the one last recorded."""
-        with self._once("tool"):
-            if self._tool is None:
-                buildah = Buildah(self.ctx.runner, storage=self.cache.root / "buildah")
-                found = self.ctx.runner.which("buildah")
-                self._tool = program_version(
-                    self.cache, "buildah", found, buildah.version, record=self.mode.records, missing="buildah-missing"
-                )
-            return self._tool
-
-    def locked_debs(self, where: str) -> DebLocked | None:
-        """What the lock installs at ``where`` (``apt:bases.NAME``, ``apt:packages-1``), if it does."""
-        lock = self.loaded.lock
-        return lock.debian.get(where) if lock is not None else None
-
-    def bootstrap(self, name: str, spec: m.BootstrapBase) -> Base | None:
-        """A bootstrapped base: from the cache, else made (a build) or None (a plan)."""
-        bspec, _ = bootstrap_spec(spec)
-        locked = self.locked_debs(f"apt:bases.{name}")
-        key, what = bootstrap_key(self.ctx, spec, record=self.mode.records, locked=locked)
-        ctx = self.ctx
-        image = self.cache.base_image(key) if self.store.vouched(key, f"base {name}") else None
-        if image is not None:
-            self.note_taken(key, f"base {name}", image.diff_ids)
-        else:
-            make = partial(
-                boot.make,
-                bspec,
-                key,
-                cache=ctx.cache,
-                runner=ctx.runner,
-                platform=ctx.platform,
-                epoch=ctx.epoch,
-                compression=ctx.compression,
-                locked=locked,
-            )
-            image = self.mode.missing(make)
-        return Base(name, image, what) if image is not None else None
 
     def note_taken(self, key: str, what: str, diff_ids: Iterable[str] = ()) -> None:
         """The entry ``key`` (``what``, its layers ``diff_ids``) is used: noted if it came
@@ -158,36 +106,6 @@ class Walk:
             self.origins.note(key, f"step {result.step}", origin, [b.diff_id for b in result.layers()])
         self.store.export(key, result)
 
-    # -- bases and sources --------------------------------------------------------------
-
-    def _once(self, what: str) -> threading.Lock:
-        """The lock under which ``what`` (a base, a source, a step) is decided, once for all."""
-        with self._locks_lock:
-            return self._locks.setdefault(what, threading.Lock())
-
-    def base(self, name: str) -> Base | None:
-        with self._once(f"base:{name}"):
-            if name not in self.bases:
-                self.report(Event("base", {"name": name, "state": "resolving"}))
-                base = self.bases[name] = self.mode.obtain_base(self._want(name))
-                if base is not None:
-                    fields = {"name": name, "state": "ready", "digest": base.image.digest, "what": base.what}
-                    self.report(Event("base", fields))
-            return self.bases[name]
-
-    def _want(self, name: str) -> BaseWant:
-        spec = self.man.bases[name]
-        if not isinstance(spec, m.BootstrapBase):
-            return BaseWant(name, spec, self.loaded, self.ctx, None, lambda: None)
-        locked = self.locked_debs(f"apt:bases.{name}")
-        return BaseWant(name, spec, self.loaded, self.ctx, locked, partial(self.bootstrap, name, spec))
-
-    def source(self, name: str) -> srcs.Source | None:
-        with self._once(f"source:{name}"):
-            if name not in self.sources:
-                self.sources[name] = self.mode.obtain_source(name, self.man.sources[name], self.loaded, self.ctx)
-            return self.sources[name]
-
     # -- compile steps ----------------------------------------------------------------
 
     def record_step(self, report: StepReport) -> StepReport:
@@ -199,10 +117,22 @@ class Walk:
         """Why a cached step's report says where it was found."""
         return "in the registry step cache" if self.store.from_registry(key) else ""
 
+    def decide(self, name: str, key: str, hit: StepResult | None, report: Callable[..., StepReport]) -> Decision:
+        """Step ``name`` under ``key``, of either kind: ``hit`` (what the cache holds under the
+        key, None: nothing usable) is taken unless the step is forced (--rebuild, --no-cache),
+        and reported cached; else the step is to be made, and why."""
+        forced = self.options.forced(name, key)
+        if hit is not None and not forced:
+            self.note_taken(key, f"step {name}", [b.diff_id for b in hit.layers()])
+            self.record_step(report(state="cached", key=key, reason=self.where(key)))
+            self.report(Event("step", {"name": name, "state": "cached"}))
+            return Decision(hit, "", forced)
+        return Decision(None, "forced" if forced and hit is not None else "not built with these inputs", forced)
+
     def compile(self, step: m.CompileStep) -> dict[str, Layer] | None:
         """The step's artifacts: from the cache when its key matches, else made (a build;
         None: a plan, it will run). Decided once: another thread asking waits for it."""
-        with self._once(f"step:{step.name}"):
+        with self.once(f"step:{step.name}"):
             failed = self._failed.get(step.name)
             if failed is not None:
                 raise failed
@@ -215,8 +145,8 @@ class Walk:
                 raise
 
     def _decide(self, step: m.CompileStep) -> dict[str, Layer] | None:
-        base = self.base(step.base or "")
-        sources = {n: self.source(n) for n in step.sources}
+        base = self.obtained.base(step.base or "")
+        sources = {n: self.obtained.source(n) for n in step.sources}
         inputs = {ref: self.artifact(ref) for ref in step.inputs}
         report = partial(
             StepReport,
@@ -236,20 +166,17 @@ class Walk:
             step,
             base=base.image.digest,
             inputs={r: b.diff_id for r, b in inputs.items() if b is not None},
-            tool=self.tool(),
+            tool=self.obtained.tool(),
             epoch=self.ctx.epoch,
             host_ca=self.options.host_ca,
         )
         key = key_for(sources={n: s.digest for n, s in sources.items() if s is not None})
-        cached = self.cache_artifacts(key, step)
-        forced = self.options.forced(step.name, key)
-        if cached is not None and not forced:
-            self.note_taken(key, f"step {step.name}", [b.diff_id for b in cached.values()])
-            self.record_step(report(state="cached", key=key, reason=self.where(key)))
-            self.report(Event("step", {"name": step.name, "state": "cached"}))
-            self.artifacts[step.name] = cached
-            return cached
-        reason = "forced" if forced and cached is not None else "not built with these inputs"
+        hit = self.step_result(key, step.name)
+        whole = hit is not None and set(hit.artifacts) == set(step.artifacts)  # else a rebuild
+        decision = self.decide(step.name, key, hit if whole else None, report)
+        if decision.taken is not None:
+            self.artifacts[step.name] = dict(decision.taken.artifacts)
+            return self.artifacts[step.name]
         # What the step keeps between builds (build trees, working copies) is shared by the
         # builds of one definition whatever the sources: a source edit builds incrementally.
         tree_key = key_for(sources={n: "" for n in sources})
@@ -261,10 +188,10 @@ class Walk:
             {n: s for n, s in sources.items() if s is not None},
             [Mounted(ref, blob, graph.artifact_spec(self.man, ref).to) for ref, blob in known.items()],
             tree_key=tree_key,
-            fresh=forced,
+            fresh=decision.forced,
             built_on=self.origins.below([*base.image.diff_ids, *(b.diff_id for b in known.values())]),
         )
-        will_run = report(state="will-run", key=key, reason=reason)
+        will_run = report(state="will-run", key=key, reason=decision.reason)
         made = self.mode.make_compile(job)
         if made is None:
             self.record_step(will_run)
@@ -293,12 +220,6 @@ class Walk:
         parsed, every blob present), else from the registry step cache (verified by digest,
         then stored locally)."""
         return step_result(self.store, key, what)
-
-    def cache_artifacts(self, key: str, step: m.CompileStep) -> dict[str, Layer] | None:
-        hit = self.step_result(key, step.name)
-        if hit is None or set(hit.artifacts) != set(step.artifacts):
-            return None  # a step's result is all its artifacts, or a rebuild
-        return dict(hit.artifacts)
 
     def artifact(self, ref: str) -> Layer | None:
         step, _, name = ref.partition(".")

@@ -8,6 +8,8 @@ marks it, its model). :func:`register` adds both, so a kind can live outside the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from assembler.pipeline.kinds.artifact import ArtifactKind
@@ -20,13 +22,33 @@ from assembler.pipeline.kinds.url import UrlKind
 from assembler.spec import model as m
 from assembler.spec.prebuilt import When
 
-__all__ = ["KINDS", "Kind", "Placed", "Stacking", "Starting", "by_key", "of", "register", "unregister"]
+__all__ = ["KINDS", "Kind", "Placed", "Stacking", "Starting", "States", "by_key", "of", "register", "unregister"]
 
 KINDS: dict[type[When], Kind[Any]] = {
     k.model: k for k in (CopyKind(), ArtifactKind(), RunKind(), PackagesKind(), PipKind(), UrlKind())
 }
 if set(KINDS) != {k.model for k in m.LAYER_KINDS.values()}:  # the two floors' tables name the same kinds
     raise RuntimeError("assembler.pipeline.kinds.KINDS and assembler.spec.model.LAYER_KINDS differ")
+
+
+class States:
+    """Each kind's state for one walk: made by its :meth:`Kind.start` from ``starting``
+    (with what the plan's walk ``carried`` for it), handed to its layers."""
+
+    def __init__(self, starting: Starting, carried: Mapping[str, object]) -> None:
+        self._kinds = by_key()
+        self._states = {
+            key: kind.start(replace(starting, carried=carried.get(key))) for key, kind in self._kinds.items()
+        }
+
+    def of(self, key: str) -> Any:
+        """The state of the kind ``key`` (``copy``, ``pip``...)."""
+        return self._states[key]
+
+    def carried(self) -> dict[str, object]:
+        """What this walk (a plan's) leaves its build, by kind (:meth:`Kind.carry`)."""
+        out = {key: kind.carry(self._states[key]) for key, kind in self._kinds.items()}
+        return {key: value for key, value in out.items() if value is not None}
 
 
 def by_key() -> dict[str, Kind[Any]]:
