@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 import pytest
 
-from assembler.archive import chunked, chunked_batch
+from assembler.archive import chunked, chunked_batch, chunked_frames
 from assembler.archive.chunked_toc import go_time
 from assembler.archive.layer import Member, Opener, recompress, write_layer
 from assembler.archive.tar import TarEntry
@@ -103,7 +103,7 @@ def test_same_entries_same_blob_whatever_the_workers(monkeypatch: pytest.MonkeyP
     assert again == blob and layer_again.descriptor == layer.descriptor
     # Nothing left in flight: each batch written as it is sent, so a big file's frame goes
     # into the blob as it comes, where otherwise it may wait for the batches before it.
-    monkeypatch.setattr(chunked, "_IN_FLIGHT", 0)
+    monkeypatch.setattr(chunked_frames, "_IN_FLIGHT", 0)
     assert _write(members, "zstd:chunked")[0] == blob
     with ThreadPoolExecutor(max_workers=1) as one:  # what a one-core machine's pool is
         monkeypatch.setattr(chunked_batch, "_pool", one)

@@ -94,13 +94,58 @@ def _under_whiteout_name(path: str) -> bool:
     return bool(parent) and (parent.startswith(WHITEOUT_PREFIX) or "/" + WHITEOUT_PREFIX in parent)
 
 
+class _View:
+    """What the layers read so far (all upper ones) decided of each path: flag bits, and
+    (bits 8+) the id of the layer that decided it; the rules of what still shows below."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, int] = {}
+        self.codes: dict[int, int] = {}
+        self.layer = -1  # the layer being read
+
+    def flags(self, path: str) -> int:
+        return self.state.get(path, 0)
+
+    def code(self, value: int) -> int:
+        # One int object per distinct state value: most paths share a handful of them.
+        return self.codes.setdefault(value, value)
+
+    def mark(self, path: str, flag: int) -> None:
+        """Add ``flag`` to ``path``'s state (a whiteout, an opaque marker, a closed directory)."""
+        self.state[path] = self.code(self.flags(path) | flag)
+
+    def decide(self, path: str, flag: int) -> None:
+        """``path`` is written by the layer being read (``flag``: a directory or another entry);
+        its ancestors are needed as directories."""
+        old = self.state.get(path, 0) & _FLAGS & ~_IMPLICIT
+        self.state[path] = self.code(old | flag | (self.layer << 8))
+        for parent in _ancestors(path):
+            st = self.state.get(parent)
+            if st is not None and st & (_DIR | _IMPLICIT):
+                break  # its ancestors are marked already
+            self.state[parent] = self.code((st or 0) | _IMPLICIT)
+
+    def visible(self, path: str) -> bool:
+        """Whether a lower layer's entry at ``path`` would show in the final view, given
+        everything the layers read so far (all upper ones) decided."""
+        if self.layer == _UNDERLAY:
+            # Whiteouts and opaque markers delete image content, not what the output
+            # format adds: only an entry of the image at the path (or a non-directory
+            # above it) takes an underlay member's place.
+            if self.state.get(path, 0) & (_DIR | _OTHER):
+                return False
+            return all(not self.state.get(parent, 0) & _OTHER for parent in _ancestors(path))
+        if self.state.get(path, 0) & _HIDES_SELF or self.state.get("", 0) & _OPAQUE:  # "/.wh..wh..opq"
+            return False
+        return all(not self.state.get(parent, 0) & _HIDES_BELOW for parent in _ancestors(path))
+
+
 class _Flattener:
     def __init__(self, writer: TarWriter, *, epoch: int) -> None:
         self.writer = writer
         self.epoch = epoch
         self.stats = FlattenStats()
-        self.state: dict[str, int] = {}
-        self.codes: dict[int, int] = {}
+        self.view = _View()  # what is decided of each path
         self.root: TarEntry | None = None
         self.links: list[tuple[str, str]] = []  # (path, target): hard links written at the end
         self.requests: dict[str, list[str]] = {}  # hidden target -> link paths wanting its content
@@ -108,13 +153,17 @@ class _Flattener:
         self.served: dict[tuple[int, int], str] = {}  # (layer, ordinal) -> path now carrying it
         self.sources: dict[int, Callable[[], Iterator[tuple[TarEntry, DataOpener | None]]]] = {}
         self.names: dict[int, str] = {}
-        # Per layer being read:
-        self.layer = -1
+        # Per layer being read (its id: self.view.layer):
         self.hidden_here: dict[str, tuple[int, TarEntry]] = {}
         self.pending_below: dict[str, list[str]] = {}
         self.blocked: set[str] = set()
         self.served_here: set[str] = set()
         self.request_parents: set[str] = set()
+
+    @property
+    def layer(self) -> int:
+        """The id of the layer being read."""
+        return self.view.layer
 
     # -- writing -----------------------------------------------------------------------
 
@@ -135,35 +184,6 @@ class _Flattener:
         self.stats.entries += 1
         self.stats.files += entry.kind == "file"
 
-    def _code(self, value: int) -> int:
-        # One int object per distinct state value: most paths share a handful of them.
-        return self.codes.setdefault(value, value)
-
-    def _decide(self, path: str, flag: int) -> None:
-        old = self.state.get(path, 0) & _FLAGS & ~_IMPLICIT
-        self.state[path] = self._code(old | flag | (self.layer << 8))
-        for parent in _ancestors(path):
-            st = self.state.get(parent)
-            if st is not None and st & (_DIR | _IMPLICIT):
-                break  # its ancestors are marked already
-            self.state[parent] = self._code((st or 0) | _IMPLICIT)
-
-    # -- visibility --------------------------------------------------------------------
-
-    def _visible(self, path: str) -> bool:
-        """Whether a lower layer's entry at ``path`` would show in the final view, given
-        everything the layers read so far (all upper ones) decided."""
-        if self.layer == _UNDERLAY:
-            # Whiteouts and opaque markers delete image content, not what the output
-            # format adds: only an entry of the image at the path (or a non-directory
-            # above it) takes an underlay member's place.
-            if self.state.get(path, 0) & (_DIR | _OTHER):
-                return False
-            return all(not self.state.get(parent, 0) & _OTHER for parent in _ancestors(path))
-        if self.state.get(path, 0) & _HIDES_SELF or self.state.get("", 0) & _OPAQUE:  # "/.wh..wh..opq"
-            return False
-        return all(not self.state.get(parent, 0) & _HIDES_BELOW for parent in _ancestors(path))
-
     # -- hard links --------------------------------------------------------------------
 
     def _resolve(self, target: str, wanting: list[str], depth: int = 0) -> None:
@@ -171,7 +191,7 @@ class _Flattener:
         layer being read (earlier in it, else below it)."""
         if depth > 64:
             raise InvalidImage(f"{self.names[self.layer]}: hard link chain through {target!r} is too long")
-        st = self.state.get(target, 0)
+        st = self.view.flags(target)
         if st & (_DIR | _OTHER) and st >> 8 == self.layer:
             if st & _DIR:
                 raise InvalidImage(f"{self.names[self.layer]}: hard link {wanting[0]!r} points at directory {target!r}")
@@ -222,7 +242,7 @@ class _Flattener:
     # -- layers ------------------------------------------------------------------------
 
     def read_layer(self, layer: int, what: str, members: Iterator[tuple[TarEntry, DataOpener | None]]) -> None:
-        self.layer = layer
+        self.view.layer = layer
         self.hidden_here = {}
         self.pending_below = {}
         self.blocked = set()
@@ -270,8 +290,8 @@ class _Flattener:
     def _take(self, entry: TarEntry, ordinal: int, opener: DataOpener | None, what: str) -> None:
         """Write ``entry`` if it shows in the final view; else keep it for hard links."""
         path = entry.path
-        st = self.state.get(path, 0)
-        visible = self._visible(path)
+        st = self.view.flags(path)
+        visible = self.view.visible(path)
         if visible and st & _IMPLICIT and entry.kind != "dir":
             log.warning(
                 "%s: %r is a %s, but upper layers need a directory there: the directory wins", what, path, entry.kind
@@ -283,21 +303,21 @@ class _Flattener:
                 if st & (_DIR | _IMPLICIT):
                     # A non-directory in this layer ended the lower directory: nothing
                     # of the lower layers below this path shows (overlay semantics).
-                    self.state[path] = self._code(st | _CLOSED)
+                    self.view.mark(path, _CLOSED)
                 # Kept in case a later hard link of this layer points here.
                 self.hidden_here[path] = (ordinal, entry)
             return
         if entry.kind == "dir":
-            self._decide(path, _DIR)
+            self.view.decide(path, _DIR)
             self._write(entry, None)
         elif entry.kind == "hardlink":
             if entry.linkname == path:
                 raise InvalidImage(f"{what}: hard link {path!r} points at itself")
-            self._decide(path, _OTHER)
+            self.view.decide(path, _OTHER)
             self.stats.hardlinks += 1
             self._resolve(entry.linkname, [path])
         else:
-            self._decide(path, _OTHER)
+            self.view.decide(path, _OTHER)
             self._write(entry, opener)
 
     def _end_layer(self, what: str, whiteouts: list[str], opaques: list[str]) -> None:
@@ -309,11 +329,11 @@ class _Flattener:
                 )
         self.stats.whiteouts += len(whiteouts) + len(opaques)
         for path in whiteouts:
-            self.state[path] = self.state.get(path, 0) | _WHITEOUT
+            self.view.mark(path, _WHITEOUT)
         for path in opaques:
-            self.state[path] = self.state.get(path, 0) | _OPAQUE
+            self.view.mark(path, _OPAQUE)
         for target, wanting in self.pending_below.items():
-            if self._visible(target) and not self.state.get(target, 0) & _IMPLICIT:
+            if self.view.visible(target) and not self.view.flags(target) & _IMPLICIT:
                 # Nothing from this layer up touches the target: the final view still has
                 # the content the link was made to, so a plain hard link is right.
                 self.links.extend((p, target) for p in wanting)
@@ -324,7 +344,7 @@ class _Flattener:
         """Serve hard links whose targets' data went by before the link was seen."""
         for layer in sorted(self.rereads, reverse=True):
             wanted = self.rereads[layer]
-            self.layer = layer
+            self.view.layer = layer
             self.stats.rereads += 1
             log.info(
                 "%s: reading the layer again for %d hard-link target(s) an upper layer replaced",
@@ -347,14 +367,14 @@ class _Flattener:
         if self.requests:
             target, wanting = next(iter(self.requests.items()))
             raise InvalidImage(f"hard link {wanting[0]!r} points at {target!r}, which no lower layer has")
-        implicit = [p for p, st in self.state.items() if st & _IMPLICIT and not st & _DIR]
+        implicit = [p for p, st in self.view.state.items() if st & _IMPLICIT and not st & _DIR]
         for path in sorted(implicit, key=sort_key):
             self._write(TarEntry(path=path, kind="dir", mode=0o755, mtime=self.epoch), None)
         self.stats.implicit_dirs = len(implicit)
         root = self.root or TarEntry(path="", kind="dir", mode=0o755, mtime=self.epoch)
         self._write(replace(root, path="."), None)  # "./": tar2sqfs takes it as the root's attributes
         for path, target in self.links:
-            st = self.state.get(target, 0)
+            st = self.view.flags(target)
             if not st & _OTHER:
                 what = "a directory" if st & (_DIR | _IMPLICIT) else "not in the image"
                 raise InvalidImage(f"hard link {path!r} points at {target!r}, which is {what}")

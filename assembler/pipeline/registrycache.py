@@ -14,6 +14,7 @@ from assembler.cache import Origin
 from assembler.pipeline.options import CacheOptions, Event, Reporter
 from assembler.stepcache.compile import CompileCaches
 from assembler.stepcache.facts import RemoteFacts
+from assembler.stepcache.repository import CacheRepository
 from assembler.stepcache.steps import RemoteStepCache, parse_cache_ref
 from assembler.stepcache.trust import Trust
 from assembler.transports import Context, registry_options
@@ -47,7 +48,8 @@ def open_caches(
     target = parse_cache_ref(options.cache_to) if options.cache_to else None
     sources = [parse_cache_ref(s) for s in options.cache_from]
     registry, trust = registry_options(ctx), Trust(options.cache_sign, options.cache_trust)
-    steps = RemoteStepCache(ctx.cache, target=target, sources=sources, options=registry, report=said, trust=trust)
+    repo = CacheRepository(ctx.cache, target=target, sources=sources, options=registry, report=said, trust=trust)
+    steps = RemoteStepCache(repo)
     folders = CompileCaches(
         ctx.cache,
         target=target,
@@ -58,17 +60,14 @@ def open_caches(
         max_bytes=options.cache_max,
         unchecked=unchecked,
     )
-    return RegistryCaches(steps, folders, RemoteFacts(steps, ctx.cache, unchecked=unchecked))
+    return RegistryCaches(steps, folders, RemoteFacts(repo, ctx.cache, unchecked=unchecked))
 
 
 def plan_steps(options: CacheOptions, ctx: Context) -> RemoteStepCache:
     """The registry step caches a plan reads (never writes); one that cannot be read is a miss."""
     names = [parse_cache_ref(r) for r in (*options.cache_from, options.cache_to) if r]
+    trust = Trust(keys=options.cache_trust)
+    options_ = registry_options(ctx)
     return RemoteStepCache(
-        ctx.cache,
-        target=None,
-        sources=names,
-        options=registry_options(ctx),
-        report=lambda kind, fields: None,
-        trust=Trust(keys=options.cache_trust),
+        CacheRepository(ctx.cache, target=None, sources=names, options=options_, report=lambda k, f: None, trust=trust)
     )

@@ -42,14 +42,12 @@ from typing import Any, TypeVar
 from urllib.parse import unquote_plus, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
-import urllib3
 
 from assembler.errors import InputError, NotFound, RegistryError
 from assembler.proc import Runner
 from assembler.registry import deadlines, reach
-from assembler.registry.auth import Challenge, Scopes, TokenCache, pick_challenge, scopes_for
+from assembler.registry.auth import scopes_for
 from assembler.registry.failures import (
-    ERROR_BODY_LIMIT,
     RETRY_STATUSES,
     Transient,
     describe,
@@ -59,6 +57,7 @@ from assembler.registry.failures import (
     too_slow,
     tried,
 )
+from assembler.registry.hostauth import HostAuth, login_hint
 from assembler.registry.login import Credentials, Login
 from assembler.registry.retry import (
     IDLE_HINT,
@@ -131,9 +130,8 @@ class RegistryClient:
             insecure = options.conf.insecure(host)
         self.tls = options.tls_verify and not insecure
         self.base = f"{'https' if self.tls else 'http'}://{api_host(host)}"
-        self._challenge: Challenge | None = None
-        self._pinged = False
-        self._tokens = TokenCache()
+        # How the host wants to be authenticated, and the tokens it gave (its own requests: ours).
+        self.auth = HostAuth(host, self.base, self.login, self._raw, options)
 
     def renew_session(self) -> None:
         """Drop every pooled connection (after one broke) and start a fresh session."""
@@ -158,8 +156,6 @@ class RegistryClient:
     @property
     def credentials(self) -> Credentials | None:
         return self.login.credentials
-
-    # -- authentication ----------------------------------------------------------------
 
     def _raw(self, method: str, url: str, *, first: bool = False, **kwargs: Any) -> requests.Response:
         """One request (``first``: the host's first, under ``ping_timeout``)."""
@@ -196,97 +192,6 @@ class RegistryClient:
                 ) from e
             raise Transient(f"{type(e).__name__}: {short(e)}", unreachable=why, host=host) from e
 
-    def _ping(self) -> None:
-        """Learn how the registry wants to be authenticated (``GET /v2/``), once."""
-        if self._pinged:
-            return
-        response = self._raw("GET", self.url("/v2/"), first=True)
-        with response:
-            if response.status_code in (200, 401):
-                try:
-                    response.raw.read(ERROR_BODY_LIMIT)  # a read-out connection goes back to the pool
-                except (urllib3.exceptions.HTTPError, OSError) as e:
-                    raise read_failed(e, host=self.host, idle=self.options.ping_timeout) from e
-            if response.status_code == 401:
-                self._challenge = pick_challenge(response.headers.get("WWW-Authenticate", ""))
-            elif response.status_code in RETRY_STATUSES:
-                raise Transient(describe(response), status=response.status_code, retry_after=None)
-        self._pinged = True
-
-    def _token_request(self, realm: str, challenge: Challenge, scopes: Scopes) -> requests.Response:
-        """Ask the token server: an OAuth2 refresh-token exchange with an identity token,
-        else a GET with basic credentials (or none, for an anonymous token)."""
-        headers = {"Accept": "application/json"}
-        credentials = self.credentials
-        if credentials is not None and credentials.identity_token:
-            form = {
-                "grant_type": "refresh_token",
-                "refresh_token": credentials.identity_token,
-                "client_id": "assemble",
-                "scope": " ".join(scopes),
-            }
-            if challenge.service:
-                form["service"] = challenge.service
-            return self._raw("POST", realm, data=form, headers=headers)
-        params: list[tuple[str, str]] = [("service", challenge.service)] if challenge.service else []
-        params += [("scope", s) for s in scopes]
-        if credentials is not None:
-            headers["Authorization"] = credentials.basic()
-        return self._raw("GET", realm, params=params, headers=headers)
-
-    def _fetch_token(self, challenge: Challenge, scopes: Scopes) -> str:
-        realm = urljoin(self.base + "/", challenge.realm)
-        response = self._token_request(realm, challenge, scopes)
-        with response:
-            if response.status_code in RETRY_STATUSES:
-                raise Transient(f"token server {realm}: {describe(response)}", status=response.status_code)
-            if response.status_code != 200:
-                raise RegistryError(
-                    f"{self.host}: token server {realm} refused {' '.join(scopes) or 'a token'}: {describe(response)}",
-                    registry=self.host,
-                    status=response.status_code,
-                    hint=_login_hint(self.host, self.credentials),
-                )
-            try:
-                token = self._tokens.put(scopes, response.json())
-            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
-                raise read_failed(e, host=self.host, idle=self.options.timeout) from e
-            except ValueError:
-                token = None
-        if token is None:
-            raise RegistryError(f"{self.host}: token server {realm} answered no token", registry=self.host)
-        log.debug("%s: bearer token for %s", self.host, scopes)
-        return token
-
-    def authorization(self, scopes: Scopes) -> str | None:
-        """The ``Authorization`` value for a request needing ``scopes`` (fetching a token)."""
-        self._ping()
-        challenge = self._challenge
-        if challenge is None:
-            return None
-        if challenge.scheme == "basic":
-            return self.credentials.basic() if self.credentials is not None else None
-        token = self._tokens.get(scopes) or self._fetch_token(challenge, scopes)
-        return f"Bearer {token}"
-
-    def _unauthorized(self, response: requests.Response, scopes: Scopes, sent: str | None, what: str) -> Transient:
-        """Handle a 401: a Transient (re-authenticate, try again) or a RegistryError."""
-        challenge = pick_challenge(response.headers.get("WWW-Authenticate", ""))
-        self._tokens.drop(scopes)
-        retry = challenge is not None and (
-            challenge.scheme == "bearer" or (self.credentials is not None and sent is None)
-        )
-        if challenge is not None:
-            self._challenge = challenge
-        if retry:
-            return Transient(describe(response), status=401, reauth=True)
-        raise RegistryError(
-            f"{what}: {describe(response)}",
-            registry=self.host,
-            status=401,
-            hint=_login_hint(self.host, self.credentials),
-        )
-
     # -- requests ----------------------------------------------------------------------
 
     def send(
@@ -309,7 +214,7 @@ class RegistryClient:
         """
         scopes = scopes_for(method, url)
         sent_headers = dict(headers or {})
-        auth = self.authorization(scopes)
+        auth = self.auth.authorization(scopes)
         if auth is not None:
             sent_headers["Authorization"] = auth
         response = self._raw(method, url, headers=sent_headers, data=data, allow_redirects=allow_redirects)
@@ -324,7 +229,7 @@ class RegistryClient:
             return response
         with response:
             if status == 401:
-                raise self._unauthorized(response, scopes, auth, what)
+                raise self.auth.unauthorized(response, scopes, auth, what)
             if status in RETRY_STATUSES:
                 delay = retry_after(response, self.options.max_retry_after)
                 raise Transient(describe(response), status=status, retry_after=delay)
@@ -361,7 +266,7 @@ class RegistryClient:
                 if deadline.expired():  # it cut this try short: the try's own reason would mislead
                     last = None if e.silent else e.reason
                     raise too_slow(what, self.host, deadline, tried(attempts.tries + 1, last)) from e
-                if e.unreachable is not None and not self._pinged:  # a host that never answered
+                if e.unreachable is not None and not self.auth.answered:  # a host that never answered
                     silence.failed(what, e.unreachable, host=e.host, cause=e)
                 # A request of this attempt got through: the registry works, start over.
                 progress, answers = self.answers != answers, self.answers
@@ -372,7 +277,7 @@ class RegistryClient:
                         f"{what}: {e.reason} after {tries} {'try' if tries == 1 else 'tries'}",
                         registry=self.host,
                         status=e.status,
-                        hint=hint if e.status != 401 else _login_hint(self.host, self.credentials),
+                        hint=hint if e.status != 401 else login_hint(self.host, self.credentials),
                     ) from e
                 wait = attempts.wait(e.retry_after)
                 if wait >= deadline.remaining():  # the next try could not finish in time
@@ -386,9 +291,3 @@ class RegistryClient:
     def request(self, method: str, url: str, *, what: str, **kwargs: Any) -> requests.Response:
         """:meth:`send` with retries (for requests whose body, if any, is bytes)."""
         return self.retrying(what, lambda: self.send(method, url, what=what, **kwargs))
-
-
-def _login_hint(host: str, credentials: Credentials | None) -> str:
-    if credentials is None:
-        return f"log in first (skopeo login {host}), or pass --authfile"
-    return f"check the credentials for {host} in {credentials.where()}"

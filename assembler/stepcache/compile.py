@@ -46,7 +46,7 @@ from assembler.oci.reference import ImageName
 from assembler.registry.blobs import FileBlobs, json_object
 from assembler.registry.client import Registry
 from assembler.stepcache import trust as cachetrust
-from assembler.stepcache.steps import Report
+from assembler.stepcache.repository import Report
 from assembler.stepcache.trust import Trust
 from assembler.transports.common import RegistryOptions
 

@@ -33,7 +33,8 @@ from assembler.oci.descriptor import Descriptor
 from assembler.oci.digest import canonical_json, sha256_digest
 from assembler.oci.image import manifest_config
 from assembler.registry.blobs import WithBytes, json_object
-from assembler.stepcache.steps import RemoteStepCache, entry_manifest
+from assembler.stepcache.repository import CacheRepository
+from assembler.stepcache.steps import entry_manifest
 
 log = logging.getLogger(__name__)
 FACTS_CONFIG = "application/vnd.assemble.facts.v1+json"
@@ -51,13 +52,13 @@ class FactStats:
 
 
 class RemoteFacts:
-    """Facts read from the step cache ``steps`` reads (in its order) and written to the one
+    """Facts read from the repositories ``repo`` reads (in its order) and written to the one
     it writes, kept in ``cache`` as memos (:class:`~assembler.cache.memos.SharedFacts`)."""
 
     def __init__(
-        self, steps: RemoteStepCache, cache: Cache, *, unchecked: Callable[[Origin], None] = lambda origin: None
+        self, repo: CacheRepository, cache: Cache, *, unchecked: Callable[[Origin], None] = lambda origin: None
     ) -> None:
-        self.steps = steps
+        self.repo = repo
         self.cache = cache
         self.unchecked = unchecked  # told of each fact taken (the build warns of those nobody vouched for)
         self.stats = FactStats()
@@ -68,7 +69,7 @@ class RemoteFacts:
         return asdict(self.stats)
 
     def usable(self, key: str) -> bool:
-        trusted = {k.key_id for k in self.steps.trust.keys}
+        trusted = {k.key_id for k in self.repo.trust.keys}
         origin = self.cache.origin(key) if trusted else None
         if origin is None or origin.signer in trusted:
             return True
@@ -77,7 +78,7 @@ class RemoteFacts:
         return False
 
     def fetch(self, key: str) -> bool:
-        with self.steps.lock:
+        with self.repo.lock:
             origin = self._fetch(key)
         if origin is not None:
             self.unchecked(origin)  # not under the step cache's lock: it reports
@@ -86,19 +87,19 @@ class RemoteFacts:
     def _fetch(self, key: str) -> Origin | None:
         """The fact ``key`` from the first source that has it, as a memo: the entry it came from."""
         tag = FACTS_TAG_PREFIX + key
-        steps = self.steps
-        for name in steps.sources:
-            if not steps.usable(name):
+        repo = self.repo
+        for name in repo.sources:
+            if not repo.usable(name):
                 continue
             try:
-                found = steps.entry(name, tag, "facts")
+                found = repo.entry(name, tag, "facts")
                 if found is None:
                     continue
                 body, origin = found
                 where = f"step cache {name.registry}/{name.repository}:{tag}"
                 value = self._value(name.registry, name.repository, body, where)
             except AssemblerError as e:
-                steps.failed(name, f"reading {tag}", e)
+                repo.failed(name, f"reading {tag}", e)
                 continue
             self.cache.put_memo(key, {**value, "origin": origin.to_json()})
             self.stats.facts_hits += 1
@@ -110,14 +111,14 @@ class RemoteFacts:
         config = manifest_config(body, where)
         if config.media_type != FACTS_CONFIG or json_object(body, where).get("layers"):
             raise InvalidImage(f"{where}: not a facts entry (config {config.media_type})")
-        data = self.steps.client(registry).blob_bytes(repository, config, limit=_FACTS_LIMIT, what=f"{where}: facts")
+        data = self.repo.client(registry).blob_bytes(repository, config, limit=_FACTS_LIMIT, what=f"{where}: facts")
         value = json_object(data, f"{where}: facts")
         if any(field in value for field in _RESERVED):
             raise InvalidImage(f"{where}: facts may not name {', '.join(_RESERVED)}")
         return value
 
     def export(self, key: str, value: Mapping[str, Any]) -> None:
-        target = self.steps.target
+        target = self.repo.target
         with self._lock:
             if target is None or key in self._exported:
                 return
@@ -125,7 +126,7 @@ class RemoteFacts:
         record = canonical_json(dict(value))
         config = Descriptor(FACTS_CONFIG, sha256_digest(record), len(record))
         reader = WithBytes(self.cache, {config.digest: record})
-        with self.steps.lock:
+        with self.repo.lock:
             manifest = (entry_manifest(config), mt.OCI_MANIFEST)
-            if self.steps.put_entry(target, key, FACTS_TAG_PREFIX + key, manifest, [config], reader):
+            if self.repo.put_entry(target, key, FACTS_TAG_PREFIX + key, manifest, [config], reader):
                 self.stats.facts_exported += 1
