@@ -22,18 +22,19 @@ from assembler.oci.artifact import Artifact, FilesArtifact
 from assembler.oci.descriptor import Platform
 from assembler.oci.image import Image
 from assembler.oci.reference import Ref, absolute_ref, parse_ref
-from assembler.pipeline import artifacts, preflight, slurmnode
-from assembler.pipeline.attest import describe_built
-from assembler.pipeline.baseblobs import BaseBlobs, merged
-from assembler.pipeline.builder import Build, Built
-from assembler.pipeline.builder import build as _execute
-from assembler.pipeline.depcheck import check_built
+from assembler.pipeline.build import artifacts, slurmnode
+from assembler.pipeline.build.builder import Build, Built
+from assembler.pipeline.build.builder import build as _execute
+from assembler.pipeline.build.resolve import Plan, plan_of
+from assembler.pipeline.checks import preflight
+from assembler.pipeline.checks.attest import describe_built
+from assembler.pipeline.checks.depcheck import check_built
+from assembler.pipeline.checks.runimage import tested
 from assembler.pipeline.graph import LayerReport, StepReport
-from assembler.pipeline.imagetests import has_tests
+from assembler.pipeline.image.imagetests import has_tests
 from assembler.pipeline.options import BuildOptions, ContextOptions, Event, Options, Reporter, quiet, resolve_epoch
-from assembler.pipeline.resolve import Plan, plan_of
-from assembler.pipeline.runimage import tested
-from assembler.pipeline.slurm import Job
+from assembler.pipeline.steps.slurm import Job
+from assembler.pipeline.store.baseblobs import BaseBlobs, merged
 from assembler.pipeline.variants import Variant, named, platform_groups, report_variant
 from assembler.pipeline.writers import writer_for
 from assembler.proc import Runner
@@ -136,7 +137,7 @@ def _output_paths(loaded: Loaded, options: ContextOptions) -> list[Path]:
 
 def resolve(loaded: Loaded, options: Options, *, runner: Runner | None = None, look_in_registry: bool = False) -> Plan:
     """What a build of ``loaded`` will do, decided without running a step, fetching, or
-    writing a blob (see :mod:`assembler.pipeline.resolve` for what a plan can know).
+    writing a blob (see :mod:`assembler.pipeline.build.resolve` for what a plan can know).
     ``runner`` is only asked which tools there are and their versions. With
     ``look_in_registry`` (``assemble plan``), steps are also looked up in the registry step
     caches of ``--cache-from`` / ``--cache-to``: their records only, no blob."""
@@ -157,7 +158,7 @@ def _resolve(loaded: Loaded, options: BuildOptions, *, runner: Runner | None, lo
     with ExitStack() as stack:
         registry = None
         if look_in_registry and (options.caches.cache_from or options.caches.cache_to):
-            from assembler.pipeline.registrycache import plan_steps  # the registry client, only when asked
+            from assembler.pipeline.store.registrycache import plan_steps  # the registry client, only when asked
 
             registry = stack.enter_context(closing(plan_steps(options.caches, ctx)))
         refs = _refs(loaded, context.outputs)
@@ -182,7 +183,7 @@ def build(
 
 
 def build_node_step(job: Job, *, runner: Runner, report: Reporter) -> StepReport:
-    """The one compile step of a Slurm job, on its node (:mod:`assembler.pipeline.slurmnode`):
+    """The one compile step of a Slurm job, on its node (:mod:`assembler.pipeline.build.slurmnode`):
     the manifest resolved again against the shared cache, the step built (or found cached)
     under the key the submitter computed. Raises AssemblerError when this node computes
     another key, and what building raises."""
@@ -242,7 +243,7 @@ def write(target: Target, writers: Sequence[Writer], *, report: Reporter = quiet
 
 def _outputs(loaded: Loaded, options: Options) -> tuple[list[Writer], list[Ref]]:
     """The writers of the image (or of the ``--artifact``), and the ``artifact:`` outputs (a
-    step's files, written by :mod:`assembler.pipeline.artifacts`)."""
+    step's files, written by :mod:`assembler.pipeline.build.artifacts`)."""
     refs = output_refs(loaded, options)
     attach_sif = loaded.manifest.sif.attach or options.attach_sif
     writers = [writer_for(ref, attach_sif=attach_sif) for ref in refs if not ref.holds_files]

@@ -12,7 +12,7 @@ from assembler.oci import mutate
 from assembler.oci.descriptor import Platform
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
-from assembler.pipeline.baseblobs import BaseBlobs, merged
+from assembler.pipeline.store.baseblobs import BaseBlobs, merged
 
 
 def _base(elsewhere: Cache, blobs: list[bytes]) -> tuple[list[Layer], Image]:

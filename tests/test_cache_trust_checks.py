@@ -24,8 +24,8 @@ from assembler.oci.digest import sha256_digest
 from assembler.oci.layer import Layer
 from assembler.oci.mutate import scratch
 from assembler.pipeline.options import Event
-from assembler.pipeline.origins import Origins
-from assembler.pipeline.prebuilt_checks import carried_file, same_layer
+from assembler.pipeline.store.origins import Origins
+from assembler.pipeline.store.prebuilt_checks import carried_file, same_layer
 from assembler.sbom import BuildFacts, CacheEntryFact
 from assembler.sbom.provenance import provenance_statement
 from assembler.sign import Signer

@@ -14,7 +14,7 @@ import pytest
 from assembler.archive.cut import BUCKETS, DEB, Part, listings, owners, plan_cut
 from assembler.archive.tar import TarEntry, sort_key
 from assembler.oci.layer import Layer
-from assembler.pipeline.cutlayers import LayerCutter
+from assembler.pipeline.layers.cutlayers import LayerCutter
 from tests.helpers import layout_digest, manifest_of, read_blob, run_cli, run_cli_here, uncompressed
 
 SITE = "opt/venv/lib/python3.11/site-packages"

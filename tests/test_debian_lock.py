@@ -23,7 +23,7 @@ import pytest
 from assembler.archive.compress import decompressed
 from assembler.errors import InputError
 from assembler.oci.descriptor import Platform
-from assembler.pipeline.aptpins import debian_uses
+from assembler.pipeline.lock.aptpins import debian_uses
 from assembler.spec.debs import Deb, DebEntry
 from assembler.spec.load import load_manifest
 from assembler.spec.lockfile import Lock, read_lock, write_lock

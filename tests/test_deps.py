@@ -456,7 +456,7 @@ def test_layers_steps_make_are_not_read_back_for_the_check_the_sbom_or_the_label
 
     def watched(store: Store, digest: str) -> BinaryIO:
         for frame in traceback.extract_stack():
-            if re.search(r"assembler/(deps|sbom)/|pipeline/labels\.py", frame.filename):
+            if re.search(r"assembler/(deps|sbom)/|pipeline/image/labels\.py", frame.filename):
                 readers.append((digest, frame.filename))
         return open_blob_of(store, digest)
 
@@ -478,7 +478,7 @@ def test_layers_steps_make_are_not_read_back_for_the_check_the_sbom_or_the_label
     texts = (cache.memo("sbom-texts-v2-" + run_diff) or {}).get("texts") or {}
     assert texts[meta.lstrip("/") + "/METADATA"] == "Metadata-Version: 2.1\nName: tok\nVersion: 1.0\n", texts
     # What reading the blobs gives: a build into another cache whose agent reads nothing.
-    monkeypatch.setattr("assembler.pipeline.exportagent.MODULE", "assembler.compile.agent")
+    monkeypatch.setattr("assembler.pipeline.layers.exportagent.MODULE", "assembler.compile.agent")
     again = run_cli_here([*args, "--cache", str(root / "cache2"), "-o", "oci:out2:x"], cwd=root)
     assert again.code == 0, str(again)
     assert {r[0] for r in readers} >= made  # read back this time
@@ -690,7 +690,7 @@ def test_a_copied_programs_facts_are_not_read_back_from_its_layer(
 
 def test_an_absent_entry_names_a_library_or_a_version_the_found_library_lacks() -> None:
     from assembler.deps import Miss
-    from assembler.pipeline.depcheck import excuse
+    from assembler.pipeline.checks.depcheck import excuse
     from assembler.spec.model import AbsentLibrary
 
     cpu = "/v/site-packages/bitsandbytes/libbitsandbytes_cpu.so"

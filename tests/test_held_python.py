@@ -1,6 +1,6 @@
 """Sets resolved against what their base's Python holds (issue 49, item 4): ``pip install``
 without ``-U`` keeps an installed version that satisfies the requirement, so the lock keeps
-it too (assembler.pipeline.heldpython, assembler.python.held), read from the base's layers
+it too (assembler.pipeline.lock.heldpython, assembler.python.held), read from the base's layers
 (an ``oci:`` base) or from the facts of an upstream image this machine cannot reach; a set
 with ``upgrade: true`` moves its own requirements, as ``-U`` does."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from assembler.pipeline.heldpython import _SYSTEM, held_python
+from assembler.pipeline.lock.heldpython import _SYSTEM, held_python
 from assembler.python.held import preferences, preferred_text
 from assembler.spec.facts.basepython import Held
 from assembler.spec.lockfile import EnvEntry, Lock, read_lock, write_lock

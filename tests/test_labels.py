@@ -1,4 +1,4 @@
-"""Labels from facts (assembler.pipeline.labels, assembler.spec.labelfacts): versions from
+"""Labels from facts (assembler.pipeline.image.labels, assembler.spec.labelfacts): versions from
 the base's own config, ``${bases...}`` and ``${steps...}`` placeholders, refused when they
 name nothing. Tiny images built from files (no container), their configs read back; the
 CLI runs in this process (``run_cli_here``)."""

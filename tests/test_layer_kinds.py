@@ -17,14 +17,14 @@ from assembler.archive.layer import Member, with_parents, write_layer
 from assembler.archive.tar import TarEntry
 from assembler.cache import key_of
 from assembler.oci.layer import Layer
-from assembler.pipeline import kinds
-from assembler.pipeline.kinds import Kind, Stacking
+from assembler.pipeline.layers import kinds
+from assembler.pipeline.layers.kinds import Kind, Stacking
 from assembler.spec import model as m
 from assembler.spec.prebuilt import When
 from tests.helpers import manifest_of, read_blob, run_cli_here, small_project, uncompressed
 
 if TYPE_CHECKING:
-    from assembler.pipeline.kinds import Placed
+    from assembler.pipeline.layers.kinds import Placed
     from assembler.transports import Context
 
 

@@ -21,8 +21,8 @@ from assembler.cli.build import check_rebuild
 from assembler.cli.progress import JsonLines, Plain
 from assembler.deps.check import Note, Report
 from assembler.errors import InputError, ManifestError
-from assembler.pipeline.depcheck import report_notes
-from assembler.pipeline.idle import idle_sets
+from assembler.pipeline.checks.depcheck import report_notes
+from assembler.pipeline.checks.idle import idle_sets
 from assembler.pipeline.options import Event
 from assembler.pipeline.variants import load_variants
 from assembler.spec.load import load_manifest

@@ -14,7 +14,7 @@ from assembler.archive.layer import Member
 from assembler.archive.tar import TarEntry
 from assembler.cache import Cache
 from assembler.cache.memos import NO_ELF_FACTS, elf_facts_key, tree_key, write_remembered
-from assembler.pipeline.observers import layer_observers
+from assembler.pipeline.layers.observers import layer_observers
 
 
 class Licences:

@@ -1,5 +1,5 @@
 """What a build reaches, and the check before its first long step (assembler/spec/reach.py,
-spec/toolhosts.py, pipeline/preflight.py).
+spec/toolhosts.py, pipeline/checks/preflight.py).
 
 ``reaches`` is read from the manifest: the package tools in steps' commands (pip, uv,
 cargo, go, npm, apt) reach their indexes unless their command says otherwise; a step's

@@ -15,7 +15,7 @@ import re
 import tarfile
 from pathlib import Path
 
-from assembler.pipeline.kinds.run import runtime_step
+from assembler.pipeline.layers.kinds.run import runtime_step
 from assembler.spec import model as m
 from assembler.spec.load import load_manifest
 from assembler.spec.reach import needs

@@ -16,7 +16,7 @@ from assembler.compile.imagerun import docker_argv
 from assembler.errors import InputError, ManifestError
 from assembler.oci import mediatypes as mt
 from assembler.oci.descriptor import Descriptor
-from assembler.pipeline.imagetests import judge, planned
+from assembler.pipeline.image.imagetests import judge, planned
 from assembler.sbom import made_by_assemble
 from assembler.sbom.testresult import Outcome, Suite, attestation, statement
 from assembler.spec.imagetests import from_definition
@@ -264,7 +264,7 @@ def test_a_gpu_host_s_driver_is_given_as_apptainer_nv_gives_it(tmp_path: Path) -
 def test_an_image_of_another_architecture_is_not_run_here() -> None:
     from assembler.oci import mutate
     from assembler.oci.descriptor import Platform
-    from assembler.pipeline.imagetests import foreign
+    from assembler.pipeline.image.imagetests import foreign
 
     native = {"x86_64": "linux/amd64", "aarch64": "linux/arm64"}[os.uname().machine]
     other = "linux/arm64" if native == "linux/amd64" else "linux/amd64"

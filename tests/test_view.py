@@ -21,8 +21,8 @@ from assembler.cache.memos import anchors_key, elf_facts_key, tree_key
 from assembler.deps.files import FactReader
 from assembler.oci.descriptor import Platform
 from assembler.oci.layer import Layer
-from assembler.pipeline.layers import ImageSetup
-from assembler.pipeline.maker import MAKE
+from assembler.pipeline.layers.maker import MAKE
+from assembler.pipeline.layers.setup import ImageSetup
 from assembler.proc import Runner
 from assembler.sbom.packages import DatabaseTexts, PackageReader, read_packages
 from assembler.transports import Context

@@ -1,7 +1,7 @@
 """The plan/build walk's shape, read from the source with ``ast``: one walk built from its
 services, no class chain, nothing wired in from outside, each part given the options it reads.
 
-A walk is constructed with its services (:class:`assembler.pipeline.modes.Services`); the
+A walk is constructed with its services (:class:`assembler.pipeline.walk.modes.Services`); the
 difference between a plan and a build is its mode object, not a subclass. These checks keep
 it that way: no class in ``assembler/pipeline/`` (nor ``assemble.py``, ``cli/``) inherits
 from a class of the walk's modules, and no attribute is assigned onto another object (``x.attr = ...`` with ``x`` not
@@ -27,34 +27,35 @@ PIPELINE = PACKAGE / "pipeline"
 # services, its step stores, how a build runs it (scheduler, executors, the Slurm node),
 # and the parts it constructs.
 WALK_MODULES = (
-    "walk",
-    "layerstack",
-    "modes",
-    "maker",
-    "stepstore",
-    "resolve",
-    "building",
-    "builder",
-    "scheduler",
-    "executors",
-    "jobs",
-    "slurm",
-    "slurmnode",
-    "toolchains",
-    "registrycache",
-    "baseblobs",
-    "bases",
-    "origins",
-    "layers",
-    "prebuilt_layers",
-    "kinds/copy",  # the copy: layers' writer (Copies), and the pip:/url: layers' parts of Prebuilt
-    "kinds/pip",
-    "kinds/url",
-    "cutlayers",
+    "walk/walk",
+    "walk/layerstack",
+    "walk/modes",
+    "walk/obtain",
+    "layers/maker",
+    "store/stepstore",
+    "build/resolve",
+    "build/building",
+    "build/builder",
+    "steps/scheduler",
+    "steps/executors",
+    "steps/jobs",
+    "steps/slurm",
+    "build/slurmnode",
+    "store/toolchains",
+    "store/registrycache",
+    "store/baseblobs",
+    "store/origins",
+    "image/bases",
+    "layers/setup",
+    "layers/prebuilt_layers",
+    "layers/kinds/copy",  # the copy: layers' writer (Copies), and the pip:/url: layers' parts of Prebuilt
+    "layers/kinds/pip",
+    "layers/kinds/url",
+    "layers/cutlayers",
 )
 # Assignments onto objects that are no part of the walk, each with why it stays.
 NOT_THE_WALK = {
-    ("assembler/pipeline/baseblobs.py", "put.done"): "BaseBlobs's own private record of a put-off base",
+    ("assembler/pipeline/store/baseblobs.py", "put.done"): "BaseBlobs's own private record of a put-off base",
     ("assembler/cli/__init__.py", "args.cmd"): "argparse's Namespace",
     ("assembler/cli/progress.py", "logger.propagate"): "the standard library's logging",
 }
@@ -87,7 +88,7 @@ def test_no_class_in_pipeline_inherits_from_a_class_of_the_walk() -> None:
     }
     assert {"Walk", "Services", "Planning", "Building", "Scheduler"} <= walk_classes
     found = []
-    paths = [*sorted(PIPELINE.glob("*.py")), PACKAGE / "assemble.py", *sorted((PACKAGE / "cli").glob("*.py"))]
+    paths = [*sorted(PIPELINE.rglob("*.py")), PACKAGE / "assemble.py", *sorted((PACKAGE / "cli").glob("*.py"))]
     for path in paths:
         for node in ast.walk(_tree(path)):
             if not isinstance(node, ast.ClassDef):

@@ -9,7 +9,7 @@ checks neither, so a TOC that swaps two files' offsets and digests passes every 
 the layer while a partial pull really swaps the files; skopeo, umoci, our SBOM and tests,
 which read the tar, see the honest content. :func:`check_toc` refuses such a layer:
 ``assemble validate`` reports it, and a build does not ship a base's layer as it is with
-its TOC unchecked (:mod:`assembler.pipeline.layers`).
+its TOC unchecked (:mod:`assembler.pipeline.layers.setup`).
 
 Which TOC a reader takes (each one is checked; they must be one and the same):
 

@@ -5,7 +5,7 @@ soon as the ones below it are in, but one layer is one connection and one decomp
 a 3 GB layer of CUDA libraries serialises both, and a vLLM bump that changes one package of
 it moves all of it. :func:`plan_cut` says how to cut one layer, from its entries and the
 listings of the packages in it (Python's RECORDs, dpkg's lists); the pipeline writes each part
-(:mod:`assembler.pipeline.cutlayers`). The design, and why:
+(:mod:`assembler.pipeline.layers.cutlayers`). The design, and why:
 
 - **Units.** A package, as the layer's own package databases say:
   - Each Python distribution whose ``NAME-VERSION.dist-info/RECORD`` is in the layer

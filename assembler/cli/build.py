@@ -23,9 +23,9 @@ from assembler.cli.userconfig import cache_budget, read_config
 from assembler.errors import InputError
 from assembler.oci.artifact import Artifact
 from assembler.oci.reference import absolute_ref, parse_ref
+from assembler.pipeline.checks.idle import idle_sets
 from assembler.pipeline.graph import step_names
-from assembler.pipeline.idle import idle_sets
-from assembler.pipeline.locking import with_lock
+from assembler.pipeline.lock.locking import with_lock
 from assembler.pipeline.options import DEFAULT_LAYER_BUDGET, Event, Reporter
 from assembler.pipeline.variants import Variant, load_variants
 from assembler.proc import Runner
@@ -306,7 +306,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     options = _options(args, variants[0].loaded.manifest.epoch, variants[0].loaded.manifest.cache.registry)
     plans = [resolve(v.loaded, v.options(options), runner=Runner(), look_in_registry=True) for v in variants]
     if options.offline:  # asks no host: a plan whose parts to make would reach one is refused
-        from assembler.pipeline.preflight import check
+        from assembler.pipeline.checks.preflight import check
 
         for plan in plans:
             check(plan, offline=True, report=lambda event: None)

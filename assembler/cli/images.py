@@ -329,7 +329,7 @@ def _layer_names(image: Any) -> list[str]:
 def cmd_deps(args: argparse.Namespace) -> int:
     from assembler.cache import Cache
     from assembler.deps import check_image
-    from assembler.pipeline.depcheck import CHECKED_KINDS
+    from assembler.pipeline.checks.depcheck import CHECKED_KINDS
 
     with reading_cache(args) as cache_dir:
         source = source_of(args, cache_dir)

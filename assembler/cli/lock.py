@@ -18,7 +18,7 @@ from assembler.errors import InputError, ManifestError
 from assembler.oci.descriptor import Platform
 
 if TYPE_CHECKING:
-    from assembler.pipeline.lockreport import Locked
+    from assembler.pipeline.lock.lockreport import Locked
     from assembler.pipeline.variants import Variant
 
 
@@ -79,8 +79,8 @@ def redo_command(args: argparse.Namespace) -> str:
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
-    from assembler.pipeline.locking import lock_name, lock_variants
-    from assembler.pipeline.lockreport import Asked
+    from assembler.pipeline.lock.locking import lock_name, lock_variants
+    from assembler.pipeline.lock.lockreport import Asked
     from assembler.proc import Runner
     from assembler.spec.lockfile import default_lock_path
 
@@ -130,7 +130,7 @@ def _variants(args: argparse.Namespace, sets: dict[str, str]) -> list[tuple[Vari
 def _locked_before(args: argparse.Namespace, path: Path, have: set[str]) -> list[tuple[Variant, dict[str, str]]]:
     """The variants the lock holds that a plain ``assemble lock`` would not load (those
     locked with ``--set``s: ``openai vllm_from=wheel``), loaded again with their ``--set``s."""
-    from assembler.pipeline.locking import lock_name
+    from assembler.pipeline.lock.locking import lock_name
     from assembler.pipeline.variants import load_variants
     from assembler.spec.lockfile import read_lock
 

@@ -20,8 +20,8 @@ from assembler.errors import InputError
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from assembler.pipeline.imagetests import Report
-    from assembler.pipeline.runimage import Stored
+    from assembler.pipeline.checks.runimage import Stored
+    from assembler.pipeline.image.imagetests import Report
     from assembler.spec.loaded import Loaded
     from assembler.transports import Context
 
@@ -101,7 +101,7 @@ def _context(args: argparse.Namespace, epoch: int = 0) -> Context:
 
 def _stored(args: argparse.Namespace, ctx: Context) -> Stored:
     from assembler.oci.reference import absolute_ref, parse_ref
-    from assembler.pipeline.runimage import bring
+    from assembler.pipeline.checks.runimage import bring
 
     if not args.ref:
         raise InputError("name the image (or, for a failed step's container, --step STEP)")
@@ -111,9 +111,9 @@ def _stored(args: argparse.Namespace, ctx: Context) -> Stored:
 
 def cmd_test(args: argparse.Namespace) -> int:
     from assembler.oci.reference import absolute_ref, parse_ref
-    from assembler.pipeline.imagetests import raise_failures
+    from assembler.pipeline.checks.runimage import attested_suite, manifest_suite, test_image
+    from assembler.pipeline.image.imagetests import raise_failures
     from assembler.pipeline.options import resolve_epoch
-    from assembler.pipeline.runimage import attested_suite, manifest_suite, test_image
     from assembler.spec.load import load_manifest
 
     loaded = load_manifest(args.manifest, sets=_pairs(args.set, "--set"), target=args.target) if args.manifest else None
@@ -144,7 +144,7 @@ def _image_target(args: argparse.Namespace, loaded: Loaded, config: Mapping[str,
     """The manifest loaded for the target the image says it was built as (its
     ``io.assemble.target`` label), where no ``--target`` names one: a test of the image runs
     the tests of what it is, not of the manifest's default target."""
-    from assembler.pipeline.labels import NAMESPACE
+    from assembler.pipeline.image.labels import NAMESPACE
     from assembler.spec.load import load_manifest
 
     labels = config.get("Labels") or {}
@@ -179,7 +179,7 @@ def _report_json(r: Report) -> dict[str, Any]:
 
 def _command(args: argparse.Namespace, stored: Stored, *, command: list[str] | None, cmd: list[str] | None) -> Any:
     from assembler.compile import gpudriver
-    from assembler.pipeline.runimage import command as image_command
+    from assembler.pipeline.checks.runimage import command as image_command
 
     if args.gpu and (why := gpudriver.missing()) is not None:
         raise InputError(f"--gpu: {why}")
@@ -188,7 +188,7 @@ def _command(args: argparse.Namespace, stored: Stored, *, command: list[str] | N
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from assembler.pipeline.runimage import run_in
+    from assembler.pipeline.checks.runimage import run_in
 
     ctx = _context(args)
     stored = _stored(args, ctx)
@@ -197,7 +197,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
-    from assembler.pipeline.runimage import enter_kept, run_in
+    from assembler.pipeline.checks.runimage import enter_kept, run_in
 
     ctx = _context(args)
     if args.step is not None:

@@ -1,7 +1,7 @@
 """``python -m assembler.cli.step JOBFILE``: one compile step, run by a Slurm job on a node.
 
-The command line of the node side (:mod:`assembler.pipeline.slurmnode`, beside the
-submitter's :mod:`assembler.pipeline.slurm`): the manifest is resolved again against the
+The command line of the node side (:mod:`assembler.pipeline.build.slurmnode`, beside the
+submitter's :mod:`assembler.pipeline.steps.slurm`): the manifest is resolved again against the
 shared cache and the step built under the key the submitter computed
 (:func:`assembler.assemble.build_node_step`). What the step prints goes to the job's output
 file, which the submitter shows.
@@ -16,7 +16,7 @@ from pathlib import Path
 from assembler.assemble import build_node_step
 from assembler.errors import AssemblerError
 from assembler.pipeline.options import Event
-from assembler.pipeline.slurm import read_job
+from assembler.pipeline.steps.slurm import read_job
 from assembler.proc import Runner
 
 

@@ -12,7 +12,7 @@ hashed, straight into the cache, and prints the layers' records as JSON. Three c
 Paths inside the container are resolved inside its root: a symlink pointing to
 ``/usr/lib`` means the container's ``/usr/lib``, never the host's. What readers above
 ``compile`` need of each layer is read as it is written when :func:`main` is given them
-(:class:`LayerReaders`; ``python -m assembler.pipeline.exportagent``).
+(:class:`LayerReaders`; ``python -m assembler.pipeline.layers.exportagent``).
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def _owner(text: str | None) -> tuple[int, int] | None:
 class LayerReaders(Protocol):
     """What reads each layer the agent writes, as it is written: the layer observers of
     readers that live above ``compile`` (the dependency check's, the SBOM's, the labels'),
-    so that its layers are not read back for them (:mod:`assembler.pipeline.exportagent`
+    so that its layers are not read back for them (:mod:`assembler.pipeline.layers.exportagent`
     runs the agent with them)."""
 
     def observers(self, cache: Cache, job: Mapping[str, Any], artifact: str | None) -> Sequence[LayerObserver]:

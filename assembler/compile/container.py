@@ -55,7 +55,7 @@ LineFn = Callable[[str], None]
 
 class LayerStore(Protocol):
     """Layers kept by key in the step caches: the local cache's, and with ``--cache-to`` /
-    ``--cache-from`` the registry's (:class:`assembler.pipeline.toolchains.Toolchains`)."""
+    ``--cache-from`` the registry's (:class:`assembler.pipeline.store.toolchains.Toolchains`)."""
 
     def take(self, key: str, what: str) -> Layer | None:
         """The layer kept as ``key``, its blob here (downloaded and verified); None: not kept."""
@@ -98,7 +98,7 @@ class Workspace:
     folders: FolderCache | None = None  # kept folders through a registry (--cache-to/--cache-from)
     toolchains: LayerStore | None = None  # compile steps' package layers, with the registry's step cache
     # The export agent's module (one that runs compile.agent with readers of its layers,
-    # assembler.pipeline.exportagent) and what every job of it is told besides.
+    # assembler.pipeline.layers.exportagent) and what every job of it is told besides.
     agent: str = "assembler.compile.agent"
     agent_job: Mapping[str, object] = field(default_factory=dict)
     keep_failed: bool = False  # a failed compile step's container is kept (compile.keepfailed)

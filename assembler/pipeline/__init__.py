@@ -1,2 +1,12 @@
-"""The parts of the pipeline :mod:`assembler.assemble` puts together: the Plan and how it
-is resolved, the layers made without a container, the image config, and the writers."""
+"""The pipeline :mod:`assembler.assemble` puts together, in rooms on floors (``pyproject.toml``'s
+import-linter contract; a room imports only from its own floor's room and those below)::
+
+    checks | lock      what is checked before and after a build | ``assemble lock``
+    build              a plan, the build of it, a Slurm node's step, artifact outputs
+    walk               one walk: bases, sources, steps decided, layers stacked, its modes
+    steps              where a compile step runs: local, Slurm, side by side
+    layers | image     layers made here and their kinds | what the image says of itself
+    store              step results kept, in the cache and in a registry, and their origins
+    variants           targets and matrices: one loaded manifest per image
+    options | graph | writers   the option groups each part reads | the steps' graph | writers
+"""

@@ -85,7 +85,7 @@ class WalkOptions:
 
 @dataclass(frozen=True)
 class WorkspaceOptions:
-    """How steps run here in buildah (:class:`assembler.pipeline.building.Workspaces`)."""
+    """How steps run here in buildah (:class:`assembler.pipeline.build.building.Workspaces`)."""
 
     storage_driver: str
     buildah_root: Path | None  # None: the cache's buildah/
@@ -125,7 +125,7 @@ class CacheOptions:
 
 @dataclass(frozen=True)
 class NodeOptions:
-    """What a Slurm job's node builds its step with (:mod:`assembler.pipeline.slurmnode`),
+    """What a Slurm job's node builds its step with (:mod:`assembler.pipeline.build.slurmnode`),
     the job file's options: the node resolves the manifest again and builds the step as the
     submitter would. Where buildah keeps its storage, how many steps run and where, the
     node decides (``workspace.buildah_root`` is None)."""
@@ -138,7 +138,7 @@ class NodeOptions:
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """What resolving and building a plan read (a :class:`~assembler.pipeline.resolve.Plan`
+    """What resolving and building a plan read (a :class:`~assembler.pipeline.build.resolve.Plan`
     carries them to its build), each part's group apart."""
 
     context: ContextOptions
@@ -185,8 +185,8 @@ class Options:
     cache_trust: tuple[Verifier, ...] = ()
     # --cache-max SIZE: what one exported compile cache (a step's kept folder) holds at most.
     cache_max: int = 5 << 30
-    jobs: int = 1  # steps run at the same time (independent ones; see pipeline.builder)
-    # Where compile steps run (see pipeline.slurm): here, or each as a Slurm job on a node.
+    jobs: int = 1  # steps run at the same time (independent ones; see pipeline.build.builder)
+    # Where compile steps run (see pipeline.steps.slurm): here, or each as a Slurm job on a node.
     executor: str = "local"  # local | slurm
     slurm_args: tuple[str, ...] = ()  # more sbatch arguments (--slurm-args, shlex-split)
     # buildah's storage for compile steps (None: the cache's buildah/). A Slurm job uses a
@@ -203,13 +203,13 @@ class Options:
     artifacts: tuple[str, ...] = ()
     # --sign KEY: the key that signs the docker:// and oci:DIR:TAG outputs (assembler.sign).
     sign: Signer | None = None
-    # Run the image's tests (tests:) before any output is written (see pipeline.imagetests),
+    # Run the image's tests (tests:) before any output is written (see pipeline.image.imagetests),
     # where a test does not say (on:): here in buildah, or on a Slurm node with Apptainer.
     tests: bool = True
     test_on: str = "local"  # local | slurm
     # --keep-failed: a failed compile step's container is kept to be entered (compile.keepfailed).
     keep_failed: bool = False
-    # Before the first long step, every host the build will reach is asked (pipeline.preflight);
+    # Before the first long step, every host the build will reach is asked (pipeline.checks.preflight);
     # --offline: none is asked, and a build that would reach one is refused.
     preflight: bool = True
     offline: bool = False

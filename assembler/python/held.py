@@ -1,5 +1,5 @@
 """What the resolver keeps of what a base's Python holds (see
-:mod:`assembler.pipeline.heldpython`): uv's preferences, the base's versions first."""
+:mod:`assembler.pipeline.lock.heldpython`): uv's preferences, the base's versions first."""
 
 from __future__ import annotations
 

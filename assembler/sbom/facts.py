@@ -1,7 +1,7 @@
 """What a build knows about how an image was made, as plain values: the input of the SBOM
 (:mod:`assembler.sbom.spdx`) and of the provenance (:mod:`assembler.sbom.provenance`).
 
-:func:`assembler.pipeline.attest.build_facts` fills them from a build's records.
+:func:`assembler.pipeline.checks.attest.build_facts` fills them from a build's records.
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ class Signer:
     def __reduce__(self) -> tuple[Any, tuple[bytes]]:
         """Pickled as its PKCS #8 DER, unencrypted (cryptography's keys do not pickle): what
         a Slurm job file carries to the node that signs the step cache's entries. That file
-        is its user's alone (mode 0600, :func:`assembler.pipeline.slurm.write_job`)."""
+        is its user's alone (mode 0600, :func:`assembler.pipeline.steps.slurm.write_job`)."""
         der = self.key.private_bytes(
             serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )

@@ -1,7 +1,7 @@
 """Debian packages as a lock names them (``name:arch=version sha256:HEX``): a lock's entry
 for one bootstrapped base, ``packages:`` layer or compile step's ``packages:``, read and
 written here for :mod:`assembler.spec.lockfile`, and what the lock says one installs, for
-the build (:mod:`assembler.pipeline.aptpins`)."""
+the build (:mod:`assembler.pipeline.lock.aptpins`)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 ``plan`` reads in them (:mod:`assembler.spec.reach`).
 
 A build checks before its first long step that every host it will reach answers
-(:mod:`assembler.pipeline.preflight`), and stops naming the host, the steps that need it and
+(:mod:`assembler.pipeline.checks.preflight`), and stops naming the host, the steps that need it and
 what avoids it. What avoids a host is the manifest's to say, beside the step::
 
     - run: [curl -fsSL -o /tmp/k.deb https://developer.download.nvidia.com/...]

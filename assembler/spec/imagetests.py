@@ -5,7 +5,7 @@ image's entrypoint (and its cmd), ``args`` replace its cmd; neither runs the ent
 the cmd. A ``command`` given as a string runs through ``/bin/sh -c``. Tests live in a
 manifest (``tests:``), a target (``tests:`` replaces the manifest's, ``add_tests:``
 appends) and a compile step or recipe (run when the image ships the step's artifacts).
-:mod:`assembler.pipeline.imagetests` runs them.
+:mod:`assembler.pipeline.image.imagetests` runs them.
 """
 
 from __future__ import annotations

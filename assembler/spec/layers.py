@@ -2,7 +2,7 @@
 
 A layer kind as a manifest says it is a key (``copy:``) and a model (a :class:`When`);
 the union of every kind's model is what ``image.layers`` holds. A kind registered beyond
-these six (:func:`assembler.pipeline.kinds.register`) rebuilds the models that hold layers
+these six (:func:`assembler.pipeline.layers.kinds.register`) rebuilds the models that hold layers
 (:func:`assembler.spec.model.register_layer_kind`).
 """
 
@@ -139,7 +139,7 @@ class LayerKind:
 
 
 # The layer kinds a manifest may use, in the order the union tries them (the JSON Schema's
-# order): one entry per kind; model.register_layer_kind adds one (see pipeline.kinds).
+# order): one entry per kind; model.register_layer_kind adds one (see pipeline.layers.kinds).
 LAYER_KINDS: dict[str, LayerKind] = {
     k.key: k
     for k in (

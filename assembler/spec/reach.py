@@ -1,5 +1,5 @@
 """Which hosts a build reaches, read from the manifest (``plan`` shows them, a build checks
-them first: :mod:`assembler.pipeline.preflight`): registries of the bases and outputs, the
+them first: :mod:`assembler.pipeline.checks.preflight`): registries of the bases and outputs, the
 apt mirror a base is bootstrapped from, git and URL sources, package indexes of Python sets
 and ``pip:`` layers (PyPI's files host too), files of ``url:`` layers, and what steps'
 commands reach: URLs and PPAs written in them and the indexes of the package tools they run
@@ -168,7 +168,7 @@ def _mirror(base: str, mirrors: Mapping[str, str]) -> tuple[str, str]:
 
 def _source_needs(manifest: m.Manifest, steps: Collection[str]) -> list[Need]:
     """The git and URL sources of ``steps`` (a label naming a source never fetches it:
-    ``pipeline.labels.source_facts``)."""
+    ``pipeline.image.labels.source_facts``)."""
     used = {s for step in manifest.compile if step.name in steps for s in step.sources}
     out = []
     for name, src in manifest.sources.items():

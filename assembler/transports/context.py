@@ -37,7 +37,7 @@ class Context:
     # What a copy: layer never takes from the host: the cache and the outputs (a manifest
     # folder copied whole holds them, and they grow with every build).
     leave_out: tuple[Path, ...] = ()
-    # What reads each layer a build writes, as it is written (assembler.pipeline.observers).
+    # What reads each layer a build writes, as it is written (assembler.pipeline.layers.observers).
     observers: tuple[LayerObserver, ...] = ()
 
 

@@ -1,0 +1,110 @@
+"""Tests on the nodes that have the hardware (``--test-on slurm``, a test's ``on: slurm``):
+the image as a SIF in the shared cache (:mod:`assembler.transports.hpc.sif`), each test a Slurm
+job (through :class:`~assembler.pipeline.steps.slurm.SlurmExecutor`, as compile steps are) that
+runs ``apptainer exec`` on it with the node's driver (``--nv`` for a GPU test, which also
+asks for a GPU: ``--gres=gpu:N``).
+
+The test starts as ``docker run`` would: the image's environment (``--containall``: not the
+submitter's), its working directory (``--pwd``), no network but loopback unless the test
+asks (``--net --network none``); the user is the submitting one (Apptainer runs no
+container as another). A job's time limit is the test's timeout and a minute, which the
+test's command itself is held to by ``timeout``. As root, ``--no-privs``: root's full
+capability set is refused where the node's bounding set lacks one, and a test needs none.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from assembler.cache import Cache
+from assembler.oci.digest import digest_hex
+from assembler.pipeline.image.imagetests import Judged, PlannedTest, Report, command_of, judge
+from assembler.pipeline.options import Event, Reporter
+from assembler.pipeline.steps.slurm import SlurmExecutor, resource_args
+from assembler.transports import Context
+from assembler.transports.common import SourceImage
+
+_TIMED_OUT = 124  # timeout(1)'s exit status for a command it stopped
+
+
+def apptainer_argv(test: PlannedTest, config: Mapping[str, Any], sif: Path, *, root: bool) -> list[str]:
+    """The job's command for ``test`` on the SIF ``sif`` of an image of runtime ``config``."""
+    cmd = command_of(test)
+    args = ["apptainer", "--quiet", "exec", "--containall", "--pwd", cmd.workdir or config.get("WorkingDir") or "/"]
+    args += ["--no-privs"] if root else []
+    args += ["--nv"] if cmd.gpu else []
+    args += [] if cmd.network else ["--net", "--network", "none"]
+    args += [f"--env={key}={cmd.env[key]}" for key in sorted(cmd.env)]
+    return ["timeout", "--kill-after=10", f"{test.seconds:g}", *args, str(sif), *cmd.argv]
+
+
+def job_flags(test: PlannedTest) -> list[str]:
+    """sbatch flags of ``test``'s job: its time limit, a GPU for a GPU test, its ``resources:``."""
+    flags = [f"--time={math.ceil(test.seconds / 60) + 1}"]
+    res = test.spec.resources
+    if test.spec.gpu and (res is None or res.gpus is None):
+        flags.append("--gres=gpu:1")
+    return flags + resource_args(res)
+
+
+def exit_of(state: str, code: str) -> tuple[int | None, str]:
+    """A finished job's exit status and why it failed otherwise ("" when it ran to its end)."""
+    status = int(code.partition(":")[0]) if code.partition(":")[0].isdigit() else None
+    if state == "TIMEOUT" or (state == "FAILED" and status == _TIMED_OUT):
+        return None, "timed out (its timeout, or its job's time limit)"
+    if state in ("COMPLETED", "FAILED") and status is not None:
+        return status, ""
+    return None, f"its Slurm job ended {state} (exit {code})"
+
+
+class SlurmTests:
+    """Runs tests as Slurm jobs, on a SIF of the image in the shared cache."""
+
+    def __init__(self, executor: SlurmExecutor, cache: Cache, ctx: Context, report: Reporter) -> None:
+        self.executor = executor
+        self.cache = cache
+        self.ctx = ctx
+        self.report = report
+        self.stop: Callable[[], bool] = lambda: False
+
+    @classmethod
+    def of(cls, slurm_args: Sequence[str], ctx: Context, *, report: Reporter) -> SlurmTests:
+        """Through a Slurm executor that submits with ``slurm_args`` (``--slurm-args``)."""
+        executor = SlurmExecutor(ctx.cache, ctx.runner, report, slurm_args=slurm_args)
+        return cls(executor, ctx.cache, ctx, report)
+
+    def run(self, tests: Sequence[PlannedTest], source: SourceImage, judged: Judged) -> dict[str, Report]:
+        """Each test as a job on a SIF of ``source``'s image (removed afterwards); its report."""
+        image = source.image
+        sif = self.cache.path("slurm") / f"test-{digest_hex(image.digest)[:16]}-p{os.getpid()}.sif"
+        out = {}
+        try:
+            self._write_sif(source, sif)
+            for test in tests:
+                out[test.name] = self._one(test, image.container_config, image.digest, sif, judged)
+        finally:
+            sif.unlink(missing_ok=True)
+        return out
+
+    def _write_sif(self, source: SourceImage, path: Path) -> None:
+        from assembler.transports.hpc.sif import write_sif  # tar2sqfs and the SIF writer: only here
+
+        self.report(Event("info", {"text": f"tests on Slurm: the image as {path}"}))
+        write_sif(source, path, runner=self.ctx.runner, epoch=self.ctx.epoch)
+
+    def _one(self, test: PlannedTest, config: Mapping[str, Any], digest: str, sif: Path, judged: Judged) -> Report:
+        command = apptainer_argv(test, config, sif, root=os.geteuid() == 0)
+        log = self.cache.root / "logs" / f"slurm-test-{test.name}-{digest_hex(digest)[:12]}.log"
+        argv = self.executor.job_argv(f"test-{test.name}", command, log, job_flags(test))
+        self.report(Event("test", {"name": test.name, "state": "running", "on": "slurm"}))
+        started = time.monotonic()
+        job, state, code = self.executor.run_job(f"test {test.name}", argv, log, stop=self.stop)
+        output = log.read_text("utf-8", "replace") if log.exists() else ""
+        status, why = exit_of(state, code)
+        reason = judge(test.spec, status, output) if status is not None else f"{why} (Slurm job {job})"
+        return judged(test, digest, status, output, reason, time.monotonic() - started)
