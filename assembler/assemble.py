@@ -1,11 +1,15 @@
-"""The whole pipeline, and the only module that knows it: resolve -> build -> write.
+"""The whole pipeline, and the only module that knows it: open -> resolve -> build -> write.
 
-:func:`resolve` decides, without running or writing anything, what a build will do: a
+:func:`open_run` puts one variant's build together once (a frozen
+:class:`~assembler.pipeline.build.run.Run`: the loaded manifest, the option groups, the
+outputs parsed and their writers, the context and its cache), and every step below is
+handed it. :func:`resolve` decides, without running or writing anything, what a build will do: a
 :class:`Plan`, a graph of steps (bases, compile and runtime steps, layers), each with its
 key, its state (cached, or will-run and why) and what it depends on. :func:`build` executes
-exactly that Plan and gives the image; :func:`write` hands the image to the writers of its
-outputs. :func:`assemble` does the three. Library code reports through ``report(Event)``;
-the CLI decides what the user sees.
+exactly that Plan and gives the image; the checks after a build
+(:data:`~assembler.pipeline.checks.after.AFTER_BUILD`) give what goes with it; :func:`write`
+hands the image to the writers of its outputs. :func:`assemble` does it all. Library
+code reports through ``report(Event)``; the CLI decides what the user sees.
 """
 
 from __future__ import annotations
@@ -26,13 +30,12 @@ from assembler.pipeline.build import artifacts, slurmnode
 from assembler.pipeline.build.builder import Build, Built
 from assembler.pipeline.build.builder import build as _execute
 from assembler.pipeline.build.resolve import Plan, plan_of
+from assembler.pipeline.build.run import Run
 from assembler.pipeline.checks import preflight
-from assembler.pipeline.checks.attest import describe_built
-from assembler.pipeline.checks.depcheck import check_built
-from assembler.pipeline.checks.runimage import tested
+from assembler.pipeline.checks.after import AFTER_BUILD
 from assembler.pipeline.graph import LayerReport, StepReport
 from assembler.pipeline.image.imagetests import has_tests
-from assembler.pipeline.options import BuildOptions, ContextOptions, Event, Options, Reporter, quiet, resolve_epoch
+from assembler.pipeline.options import ContextOptions, Event, Options, Reporter, quiet, resolve_epoch
 from assembler.pipeline.steps.slurm import Job
 from assembler.pipeline.store.baseblobs import BaseBlobs, merged
 from assembler.pipeline.variants import Variant, named, platform_groups, report_variant
@@ -40,7 +43,7 @@ from assembler.pipeline.writers import writer_for
 from assembler.proc import Runner
 from assembler.spec.loaded import Loaded
 from assembler.transports import Context, Written
-from assembler.transports.common import RegistryOptions, SourceImage
+from assembler.transports.common import SourceImage
 from assembler.transports.formats import Writer
 from assembler.transports.target import Target
 
@@ -52,10 +55,14 @@ __all__ = [
     "Plan",
     "Reporter",
     "Result",
+    "Run",
     "StepReport",
     "assemble",
+    "assemble_run",
     "assemble_variants",
     "build",
+    "check_outputs",
+    "open_run",
     "output_refs",
     "resolve",
     "resolve_epoch",
@@ -106,80 +113,82 @@ def _refs(loaded: Loaded, outputs: Sequence[str] | None) -> list[Ref]:
 def _context(
     loaded: Loaded,
     options: ContextOptions,
+    outputs: Sequence[Ref],
     *,
-    cache: Cache,
     runner: Runner,
-    registry: RegistryOptions | None,
     report: Reporter,
 ) -> Context:
+    """The context of a run: its cache opened once, the outputs' host paths left out of
+    ``copy:`` layers."""
+    cache = Cache(options.cache_dir)
     return Context(
         cache=cache,
         runner=runner,
         platform=options.platform or Platform.parse(loaded.manifest.platform),
         epoch=options.epoch,
         compression=options.compression or loaded.manifest.compression,  # type: ignore[arg-type]
-        registry=registry,
+        registry=options.registry,
         progress=lambda n: report(Event("bytes", {"n": n, "what": "compressed"})),
         upload_progress=lambda n: report(Event("bytes", {"n": n, "what": "pushed"})),
-        leave_out=(cache.root, *_output_paths(loaded, options)),
+        leave_out=(cache.root, *(Path(r.path) for r in outputs if r.path)),  # a registry's has no path
     )
 
 
-def _output_paths(loaded: Loaded, options: ContextOptions) -> list[Path]:
-    """The host files and folders the outputs write (a bad output is reported later, where
-    the outputs are read)."""
-    try:
-        refs = _refs(loaded, options.outputs)
-    except AssemblerError:
-        return []
-    return [Path(r.path) for r in refs if r.path]  # a registry's reference has no path
+def open_run(loaded: Loaded, options: Options, *, runner: Runner | None = None, report: Reporter = quiet) -> Run:
+    """One variant's :class:`Run`, put together once: its outputs parsed (InputError for a
+    bad one) and their writers made, its context and cache opened. Nothing is checked
+    against what is on disk yet (:func:`check_outputs`)."""
+    refs = output_refs(loaded, options)
+    attach_sif = loaded.manifest.sif.attach or options.attach_sif
+    writers = tuple(writer_for(ref, attach_sif=attach_sif) for ref in refs if not ref.holds_files)
+    files = tuple(r for r in refs if r.holds_files)
+    build_options = options.for_build()
+    ctx = _context(loaded, build_options.context, refs, runner=runner or Runner(), report=report)
+    return Run(loaded, build_options, ctx, tuple(refs), writers, files)
 
 
-def resolve(loaded: Loaded, options: Options, *, runner: Runner | None = None, look_in_registry: bool = False) -> Plan:
-    """What a build of ``loaded`` will do, decided without running a step, fetching, or
+def check_outputs(run: Run, options: Options, report: Reporter = quiet) -> None:
+    """Every output of ``run`` checked before anything is built (InputError); a warning for
+    each that ``--sign`` does not sign."""
+    loaded = run.loaded
+    attested = options.sbom or (options.tests and has_tests(loaded.manifest))  # files next to an output
+    for writer in run.writers:
+        writer.check(force=options.force, sbom=attested)
+        if options.sign is not None and not writer.signs:
+            report(Event("warning", {"text": f"{writer.ref}: not signed (--sign signs docker:// and oci:DIR:TAG)"}))
+    artifacts.check(loaded, run.files, force=options.force, cache_dir=options.cache_dir)
+    if options.artifacts:
+        artifacts.check_oci_outputs(loaded, options.artifacts, run.writers)
+
+
+def resolve(run: Run, *, look_in_registry: bool = False) -> Plan:
+    """What a build of ``run`` will do, decided without running a step, fetching, or
     writing a blob (see :mod:`assembler.pipeline.build.resolve` for what a plan can know).
-    ``runner`` is only asked which tools there are and their versions. With
+    Its runner is only asked which tools there are and their versions. With
     ``look_in_registry`` (``assemble plan``), steps are also looked up in the registry step
     caches of ``--cache-from`` / ``--cache-to``: their records only, no blob."""
-    return _resolve(loaded, options.for_build(), runner=runner, look_in_registry=look_in_registry)
-
-
-def _resolve(loaded: Loaded, options: BuildOptions, *, runner: Runner | None, look_in_registry: bool = False) -> Plan:
-    """:func:`resolve` with the options a build reads."""
-    context = options.context
-    ctx = _context(
-        loaded,
-        context,
-        cache=Cache(context.cache_dir),
-        runner=runner or Runner(),
-        registry=context.registry,
-        report=quiet,
-    )
+    caches = run.options.caches
     with ExitStack() as stack:
         registry = None
-        if look_in_registry and (options.caches.cache_from or options.caches.cache_to):
+        if look_in_registry and (caches.cache_from or caches.cache_to):
             from assembler.pipeline.store.registrycache import plan_steps  # the registry client, only when asked
 
-            registry = stack.enter_context(closing(plan_steps(options.caches, ctx)))
-        refs = _refs(loaded, context.outputs)
+            registry = stack.enter_context(closing(plan_steps(caches, run.ctx)))
 
         def file_steps() -> list[str]:  # steps whose files are outputs
-            return [n.partition(".")[0] for r in refs if r.holds_files for n in artifacts.names(loaded, r)]
+            return [n.partition(".")[0] for r in run.files for n in artifacts.names(run.loaded, r)]
 
-        return plan_of(loaded, options, ctx, outputs=[str(r) for r in refs], file_steps=file_steps, registry=registry)
+        return plan_of(run, file_steps=file_steps, registry=registry)
 
 
-def build(
-    plan: Plan, *, cache: Cache, runner: Runner, registry: RegistryOptions | None = None, report: Reporter = quiet
-) -> Built:
-    """Execute ``plan``: make its bases, run the steps it says will run, stack the layers.
+def build(run: Run, plan: Plan, *, report: Reporter = quiet) -> Built:
+    """Build ``run`` as ``plan`` says: make its bases, run the steps it says will run,
+    stack the layers.
 
     Raises StepFailed, ToolError, InvalidImage... (AssemblerErrors) when making fails;
     CorruptBlob when a cached blob turns out damaged (it is dropped: build again).
     """
-    assert plan.loaded is not None and plan.options is not None, "a Plan from resolve()"
-    ctx = _context(plan.loaded, plan.options.context, cache=cache, runner=runner, registry=registry, report=report)
-    return _execute(plan, ctx, report=report)
+    return _execute(run, plan, report=report)
 
 
 def build_node_step(job: Job, *, runner: Runner, report: Reporter) -> StepReport:
@@ -188,35 +197,27 @@ def build_node_step(job: Job, *, runner: Runner, report: Reporter) -> StepReport
     under the key the submitter computed. Raises AssemblerError when this node computes
     another key, and what building raises."""
     options = slurmnode.node_options(job)
-    plan = _resolve(job.loaded, options, runner=runner)
-    context = options.context
-    cache = Cache(context.cache_dir)
-    ctx = _context(job.loaded, context, cache=cache, runner=runner, registry=context.registry, report=report)
-    return slurmnode.build_step(plan, ctx, job, report=report)
+    ctx = _context(job.loaded, options.context, (), runner=runner, report=report)
+    run = Run(job.loaded, options, ctx)
+    return slurmnode.build_step(run, resolve(run), job, report=report)
 
 
 def _image_target(
-    built: Built,
-    ctx: Context,
-    loaded: Loaded,
-    writers: Sequence[Writer],
-    *,
-    report: Reporter,
-    options: Options,
-    referrers: Sequence[Artifact],
+    built: Built, run: Run, options: Options, *, report: Reporter, referrers: Sequence[Artifact]
 ) -> Target:
     """What the writers write of one image: a push mounts blobs from the base's repository
     and the step caches' (on the same registry); ``referrers`` (the SBOM, the provenance) go
     with it to every output (see transports.target.Target), signed with ``options.sign``'s key."""
+    man = run.loaded.manifest
     # The definition file inside a SIF names where the image lives (stable, not a temp path).
-    names = [w.image_name for w in writers if w.image_name is not None]
-    source_name = names[0] if names else f"assemble:{loaded.manifest.name}"
+    names = [w.image_name for w in run.writers if w.image_name is not None]
+    source_name = names[0] if names else f"assemble:{man.name}"
     base_repo = [built.base.registry_name] if built.base.registry_name else []
     return Target(  # a push mounts the base's layers, or finds them: only other outputs fetch them
         SourceImage(built.image, built.blobs, source_name),
-        ctx,
-        loaded.manifest.sif.compressor,
-        f"{loaded.manifest.name}.sif",
+        run.ctx,
+        man.sif.compressor,
+        f"{man.name}.sif",
         mount_from=[*base_repo, *options.cache_names()],
         sif_progress=lambda n: report(Event("bytes", {"n": n, "what": "sif"})),
         referrers=referrers,
@@ -241,79 +242,46 @@ def write(target: Target, writers: Sequence[Writer], *, report: Reporter = quiet
     return written
 
 
-def _outputs(loaded: Loaded, options: Options) -> tuple[list[Writer], list[Ref]]:
-    """The writers of the image (or of the ``--artifact``), and the ``artifact:`` outputs (a
-    step's files, written by :mod:`assembler.pipeline.build.artifacts`)."""
-    refs = output_refs(loaded, options)
-    attach_sif = loaded.manifest.sif.attach or options.attach_sif
-    writers = [writer_for(ref, attach_sif=attach_sif) for ref in refs if not ref.holds_files]
-    return writers, [r for r in refs if r.holds_files]
-
-
-def _checked_outputs(loaded: Loaded, options: Options, report: Reporter = quiet) -> tuple[list[Writer], list[Ref]]:
-    """:func:`_outputs`, every one checked before anything is built (InputError); a
-    warning for each that ``--sign`` does not sign."""
-    writers, files = _outputs(loaded, options)
-    attested = options.sbom or (options.tests and has_tests(loaded.manifest))  # files next to an output
-    for writer in writers:
-        writer.check(force=options.force, sbom=attested)
-        if options.sign is not None and not writer.signs:
-            report(Event("warning", {"text": f"{writer.ref}: not signed (--sign signs docker:// and oci:DIR:TAG)"}))
-    artifacts.check(loaded, files, force=options.force, cache_dir=options.cache_dir)
-    if options.artifacts:
-        artifacts.check_oci_outputs(loaded, options.artifacts, writers)
-    return writers, files
-
-
 def assemble(loaded: Loaded, options: Options, *, runner: Runner, report: Reporter = quiet) -> Result:
     """Resolve, build and write ``loaded``: the ``assemble MANIFEST`` command.
 
     Bad input raises InputError subclasses before any output is written; failures while
     building or writing raise other AssemblerErrors.
     """
+    run = open_run(loaded, options, runner=runner, report=report)
+    check_outputs(run, options, report)
+    return assemble_run(run, options, report=report)
+
+
+def assemble_run(run: Run, options: Options, *, report: Reporter = quiet) -> Result:
+    """Resolve, build and write ``run`` (its outputs checked already)."""
     try:
-        return _assemble_once(loaded, options, runner=runner, report=report)
+        return _assemble_once(run, options, report=report)
     except CorruptBlob as e:
         # The damaged blob is gone: a second pass remakes what used it (step, base layer, conversion).
         report(Event("warning", {"text": f"{e}; dropped it from the cache and building again"}))
-        return _assemble_once(loaded, options, runner=runner, report=report)
+        return _assemble_once(run, options, report=report)
 
 
-def _assemble_once(loaded: Loaded, options: Options, *, runner: Runner, report: Reporter) -> Result:
+def _assemble_once(run: Run, options: Options, *, report: Reporter) -> Result:
     started = time.monotonic()
-    writers, files = _checked_outputs(loaded, options, report)
-    plan = resolve(loaded, options, runner=runner)
+    plan = resolve(run)
     if options.preflight or options.offline:  # before anything long: a host that is not there stops it now
         cached = options.cache_from or options.cache_to  # a registry step cache may hold what needs them
-        replan = (lambda: resolve(loaded, options, runner=runner, look_in_registry=True)) if cached else None
-        preflight.check(plan, offline=options.offline, report=report, replan=replan)
-    cache = Cache(options.cache_dir)
-    ctx = _context(loaded, options.context(), cache=cache, runner=runner, registry=options.registry, report=report)
-    written_files: list[Written] = []
-    if files or options.artifacts:
-        made, steps = artifacts.build(plan, ctx, [*files, *options.artifacts], report=report)
-        written_files = artifacts.write(loaded, files, made, cache)
-        image = artifacts.as_image(made, ctx)
-        if options.artifacts:  # the outputs hold the artifacts, not an image
-            art = artifacts.as_oci(loaded, options.artifacts, made, epoch=ctx.epoch)
-            source = SourceImage(image, cache, f"assemble:{loaded.manifest.name}")
-            target = Target(source, ctx, mount_from=options.cache_names(), artifact=art, signer=options.sign)
-            written_files += write(target, writers, report=report)
-            return Result(image, (), steps, tuple(written_files), time.monotonic() - started, artifact=art)
-        if not writers:
-            return Result(image, (), steps, tuple(written_files), time.monotonic() - started)
+        replan = (lambda: resolve(run, look_in_registry=True)) if cached else None
+        preflight.check(run, plan, offline=options.offline, report=report, replan=replan)
+    written_files, done = _artifact_outputs(run, plan, options, report=report, started=started)
+    if done is not None:
+        return done
     # The registry step cache stays open for the checks and the SBOM: their facts go through it too.
-    with Build(plan, ctx, report=report) as builder:
+    with Build(run, plan, report=report) as builder:
         built = builder.run()
         report(Event("image", {"digest": built.image.digest}))
-        facts = builder.walk.services.facts
-        if options.deps_check:  # before any output: an image that cannot run is not written
-            check_built(built, cache, report=report, shared=facts, absent=loaded.manifest.absent_libraries)
-        tests = tested(built, plan, builder, report=report)  # before any output too: a failed test writes none
-        referrers = describe_built(built, plan, cache, report=report, shared=facts) if options.sbom else []
-        referrers += tests  # the test-result attestation goes with the SBOM and provenance
-        target = _image_target(built, ctx, loaded, writers, report=report, options=options, referrers=referrers)
-        written = [*write(target, writers, report=report), *written_files]
+        referrers: list[Artifact] = []
+        for check in AFTER_BUILD:  # before any output: an image that fails one is not written
+            referrers += check(run, built, builder, report)
+        target = _image_target(built, run, options, report=report, referrers=referrers)
+        written = [*write(target, run.writers, report=report), *written_files]
         step_cache = builder.counts()
     return Result(
         built.image,
@@ -328,65 +296,82 @@ def _assemble_once(loaded: Loaded, options: Options, *, runner: Runner, report: 
     )
 
 
+def _artifact_outputs(
+    run: Run, plan: Plan, options: Options, *, report: Reporter, started: float
+) -> tuple[list[Written], Result | None]:
+    """The ``artifact:`` outputs (a step's files) written, and ``--artifact``'s OCI artifact
+    written to the outputs in place of the image: what was written, and the result when
+    no image is to be built (None: build it)."""
+    if not run.files and not options.artifacts:
+        return [], None
+    loaded, ctx = run.loaded, run.ctx
+    made, steps = artifacts.build(run, plan, [*run.files, *options.artifacts], report=report)
+    written = artifacts.write(loaded, run.files, made, run.cache)
+    image = artifacts.as_image(made, ctx)
+    if options.artifacts:  # the outputs hold the artifacts, not an image
+        art = artifacts.as_oci(loaded, options.artifacts, made, epoch=ctx.epoch)
+        source = SourceImage(image, run.cache, f"assemble:{loaded.manifest.name}")
+        target = Target(source, ctx, mount_from=options.cache_names(), artifact=art, signer=options.sign)
+        written += write(target, run.writers, report=report)
+        return written, Result(image, (), steps, tuple(written), time.monotonic() - started, artifact=art)
+    if not run.writers:
+        return written, Result(image, (), steps, tuple(written), time.monotonic() - started)
+    return written, None
+
+
 def assemble_variants(
     variants: Sequence[Variant], options: Options, *, runner: Runner, report: Reporter = quiet
 ) -> list[Result]:
     """Assemble each variant (see :mod:`assembler.pipeline.variants`), one after another
     with one cache: a step they share runs once in the run, for the first variant.
     Variants that differ only in platform are written as one index to their outputs."""
-    for v in variants:  # every output checked before anything is built
-        _checked_outputs(v.loaded, v.options(options))
+    if len(variants) == 1:  # one image: reported as before, without variant events
+        report = _no_variant_events(report)
+    runs = [open_run(v.loaded, v.options(options), runner=runner, report=report) for v in variants]
+    for v, run in zip(variants, runs, strict=True):  # every output checked before anything is built
+        check_outputs(run, v.options(options), report)
+    of = {id(v): run for v, run in zip(variants, runs, strict=True)}
     made: set[str] = set()
     results = []
     for group in platform_groups(variants):
         if len(group) == 1:
-            opts = group[0].options(options)
-            results.append(_variant(group[0], opts, made, len(variants), runner=runner, report=report))
+            v = group[0]
+            results.append(_variant(v, of[id(v)], v.options(options), made, len(variants), report=report))
             continue
         # Each platform's image alone first (no outputs), then one index over them all.
-        built = [
-            _variant(v, replace(v.options(options), outputs=()), made, len(variants), runner=runner, report=report)
-            for v in group
-        ]
-        written = _write_index(group[0], built, options, runner=runner, report=report)
+        built = []
+        for v in group:
+            alone = replace(v.options(options), outputs=())
+            run = open_run(v.loaded, alone, runner=runner, report=report)
+            built.append(_variant(v, run, alone, made, len(variants), report=report))
+        written = _write_index(of[id(group[0])], built, options, report=report)
         results.extend(replace(r, outputs=tuple(written)) for r in built)
     return results
 
 
-def _write_index(
-    first: Variant, built: Sequence[Result], options: Options, *, runner: Runner, report: Reporter
-) -> list[Written]:
+def _write_index(first: Run, built: Sequence[Result], options: Options, *, report: Reporter) -> list[Written]:
     """The images of ``built`` (one per platform) as one index, to the outputs of ``first``."""
-    opts = first.options(options)
-    writers, files = _outputs(first.loaded, opts)  # checked before the images were built
-    if files:
-        raise InputError(f"{files[0]}: images of several platforms under one name go to oci: or docker:// outputs only")
-    ctx = _context(
-        first.loaded,
-        opts.context(),
-        cache=Cache(options.cache_dir),
-        runner=runner,
-        registry=options.registry,
-        report=report,
-    )
-    blobs = merged(ctx.cache, [r.blobs for r in built if r.blobs is not None])
+    if first.files:
+        raise InputError(
+            f"{first.files[0]}: images of several platforms under one name go to oci: or docker:// outputs only"
+        )
+    blobs = merged(first.cache, [r.blobs for r in built if r.blobs is not None])
     target = Target(
         SourceImage(built[0].image, blobs, f"assemble:{first.loaded.manifest.name}"),
-        ctx,
+        first.ctx,
         platforms=[r.image for r in built],
         platform_referrers=[r.referrers for r in built],
         signer=options.sign,
     )
-    return write(target, writers, report=report)
+    return write(target, first.writers, report=report)
 
 
-def _variant(v: Variant, options: Options, made: set[str], count: int, *, runner: Runner, report: Reporter) -> Result:
-    """One variant (``options``: its own), its failure naming it; ``made`` gains the step keys it ran."""
-    if count == 1:  # one image: reported as before, without variant events
-        report = _no_variant_events(report)
+def _variant(v: Variant, run: Run, options: Options, made: set[str], count: int, *, report: Reporter) -> Result:
+    """One variant (``run`` and ``options``: its own), its failure naming it; ``made`` gains
+    the step keys it ran."""
     report_variant(report, v, "building")
     try:
-        result = assemble(v.loaded, replace(options, made_keys=frozenset(made)), runner=runner, report=report)
+        result = assemble_run(run.made(frozenset(made)), options, report=report)
     except AssemblerError as e:
         report_variant(report, v, "failed")
         raise named(e, v) if count > 1 else e from None

@@ -74,10 +74,11 @@ def test_a_job_file_carries_what_the_node_reads(tmp_path: Path, monkeypatch: pyt
     job = read_job(path)
     assert job.options == node and job.options.workspace.buildah_root is None
     # The node builds with what it built with before (the submitter's options, its step run
-    # there in buildah, one at a time, in its own storage); it runs no test.
+    # there in buildah, one at a time, in its own storage); it runs no test, makes no SBOM.
     monkeypatch.setenv("ASSEMBLE_NODE_STORAGE", str(tmp_path / "node"))
     before = replace(options, executor="local", jobs=1, buildah_root=tmp_path / "node")
-    assert node_options(job) == replace(before.for_build(), slurm_args=(), tests=False, test_on="local")
+    expected = replace(before.for_build(), slurm_args=(), tests=False, test_on="local", sbom=False)
+    assert node_options(job) == expected
 
 
 def test_the_step_caches_keys_reach_the_node_in_a_file_of_its_users_alone(tmp_path: Path) -> None:

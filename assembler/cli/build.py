@@ -298,18 +298,19 @@ def cmd_build(args: argparse.Namespace, *, recorder: Recorder | None = None) -> 
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from assembler.assemble import resolve
+    from assembler.assemble import open_run, resolve
 
     variants, idle = _load(args)
     for line in idle:
         err.print(f"warning: {line}", markup=False)
     options = _options(args, variants[0].loaded.manifest.epoch, variants[0].loaded.manifest.cache.registry)
-    plans = [resolve(v.loaded, v.options(options), runner=Runner(), look_in_registry=True) for v in variants]
+    runs = [open_run(v.loaded, v.options(options), runner=Runner()) for v in variants]
+    plans = [resolve(run, look_in_registry=True) for run in runs]
     if options.offline:  # asks no host: a plan whose parts to make would reach one is refused
         from assembler.pipeline.checks.preflight import check
 
-        for plan in plans:
-            check(plan, offline=True, report=lambda event: None)
+        for run, plan in zip(runs, plans, strict=True):
+            check(run, plan, offline=True, report=lambda event: None)
     if args.json:
         shown: Any = plans[0].to_json()
         if len(variants) > 1:
@@ -327,7 +328,7 @@ def _print_plan(result: Plan, variant: str | None) -> None:
         + (f" (target {result.target})" if result.target else "")
         + (f": variant {variant}" if variant else "")
     )
-    refs = result.base_refs()
+    refs = result.base_refs
     for name, digest in result.bases.items():
         say(f"  base {name}: {refs.get(name, '?')} ({digest or 'not pulled or made yet'})")
         if name in result.base_overrides:
@@ -349,11 +350,11 @@ def _print_plan(result: Plan, variant: str | None) -> None:
     for host, wheres in result.reaches().items():
         say(f"  {host:<36} {', '.join(wheres)}")
     say("tests:")
-    for t in result.tests():
+    for t in result.tests:
         marks = ", ".join(m for m in ("gpu" if t.spec.gpu else "", "network" if t.spec.network else "") if m)
         argv = shlex.join(t.argv) if t.argv else "(the base's entrypoint and cmd)"
         say(f"  {t.name:<20} {t.where:<6} {argv}" + (f"  [{marks}]" if marks else ""))
-    lock = result.loaded.lock if result.loaded is not None else None
+    lock = result.lock
     if lock is not None and lock.state != "none":
         say(f"lock: {lock.file} ({lock.state})")
         for where, state in lock.sets.items():

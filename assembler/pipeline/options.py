@@ -138,8 +138,8 @@ class NodeOptions:
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """What resolving and building a plan read (a :class:`~assembler.pipeline.build.resolve.Plan`
-    carries them to its build), each part's group apart."""
+    """What resolving and building a variant, and the checks after, read (a
+    :class:`~assembler.pipeline.build.run.Run` carries them), each part's group apart."""
 
     context: ContextOptions
     walk: WalkOptions
@@ -150,6 +150,7 @@ class BuildOptions:
     slurm_args: tuple[str, ...]  # more sbatch arguments (compile steps' and tests' jobs)
     tests: bool  # the image's tests run before any output is written
     test_on: str  # where a test that does not say runs: local | slurm
+    sbom: bool = True  # the SBOM and provenance go with the image
 
     @property
     def deps_check(self) -> bool:
@@ -245,6 +246,7 @@ class Options:
             slurm_args=self.slurm_args,
             tests=self.tests,
             test_on=self.test_on,
+            sbom=self.sbom,
         )
 
 

@@ -36,6 +36,7 @@ from assembler.oci.reference import Ref
 from assembler.pipeline import graph
 from assembler.pipeline.build.builder import Build
 from assembler.pipeline.build.resolve import Plan
+from assembler.pipeline.build.run import Run
 from assembler.pipeline.graph import StepReport
 from assembler.pipeline.options import Reporter
 from assembler.spec.loaded import Loaded
@@ -102,18 +103,17 @@ def check(loaded: Loaded, refs: Sequence[Ref], *, force: bool, cache_dir: Path |
 
 
 def build(
-    plan: Plan, ctx: Context, refs: Sequence[Ref | str], *, report: Reporter
+    run: Run, plan: Plan, refs: Sequence[Ref | str], *, report: Reporter
 ) -> tuple[dict[str, Layer], tuple[StepReport, ...]]:
     """The artifacts ``refs`` name (``STEP.NAME`` -> layer): only their compile steps (and
     the steps they need) run, or are taken from the cache; no image is made."""
-    assert plan.loaded is not None
     layers: dict[str, Layer] = {}
-    with Build(plan, ctx, report=report) as build:
+    with Build(run, plan, report=report) as build:
         walk = build.walk
         for ref in refs:
-            for full in names(plan.loaded, ref):
+            for full in names(run.loaded, ref):
                 step, _, name = full.partition(".")
-                made = walk.compile(graph.step_of(plan.loaded.manifest, step))
+                made = walk.compile(graph.step_of(run.loaded.manifest, step))
                 assert made is not None, "a build makes every step it is asked for"
                 layers[full] = made[name]
     return layers, tuple(walk.steps.values())

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from assembler.cache import Origin
+from assembler.cache.memos import SharedFacts
 from assembler.compile import sources as srcs
 from assembler.compile.steps import Workspace
 from assembler.errors import InvalidImage
@@ -33,6 +34,7 @@ from assembler.oci.image import Image
 from assembler.pipeline import graph
 from assembler.pipeline.build.building import Building, Workspaces
 from assembler.pipeline.build.resolve import Plan
+from assembler.pipeline.build.run import Run
 from assembler.pipeline.graph import LayerReport, StepReport
 from assembler.pipeline.image.bases import Base
 from assembler.pipeline.layers.observers import layer_observers
@@ -47,7 +49,6 @@ from assembler.pipeline.store.toolchains import Toolchains
 from assembler.pipeline.walk.layerstack import finish, stacked
 from assembler.pipeline.walk.modes import Services
 from assembler.pipeline.walk.walk import Walk
-from assembler.transports import Context
 
 if TYPE_CHECKING:
     from assembler.pipeline.store.registrycache import RegistryCaches
@@ -82,17 +83,16 @@ def _locked(report: Reporter) -> Reporter:
 
 
 class Build:
-    """A build of ``plan``: its walk, put together from its services (see the module's
+    """A build of ``run`` as ``plan`` says: its walk, put together from its services (see the module's
     doc); ``wrap`` wraps the executor ``--executor`` names (a Slurm node's checks the key)."""
 
     def __init__(
-        self, plan: Plan, ctx: Context, *, report: Reporter, wrap: Callable[[Executor], Executor] = lambda e: e
+        self, run: Run, plan: Plan, *, report: Reporter, wrap: Callable[[Executor], Executor] = lambda e: e
     ) -> None:
-        loaded, options = plan.loaded, plan.options
-        assert loaded is not None and options is not None, "a Plan from resolve()"
+        loaded, options = run.loaded, run.options
         self.plan = plan
         report = _locked(report)
-        ctx = replace(ctx, observers=layer_observers(ctx.cache, deps_check=options.deps_check))
+        ctx = replace(run.ctx, observers=layer_observers(run.cache, deps_check=options.deps_check))
         self.ctx = ctx
         self.report = report
         remote = options.caches  # the registry step caches' options
@@ -127,9 +127,8 @@ class Build:
         )
         self.scheduler = Scheduler(wrap(executor), ctx.runner, jobs=options.jobs)
         self.blobs = BaseBlobs(ctx.cache)  # bases' layers: fetched when read
-        facts = self.caches.facts if self.caches is not None else None
         mode = Building(self.scheduler, self.workspaces, steps=steps, blobs=self.blobs, origins=origins, report=report)
-        services = Services(mode, steps, self.blobs, origins, report, facts)
+        services = Services(mode, steps, self.blobs, origins, report, self.facts)
         # What the plan's walk carried (the copy layers it found): not written again.
         self.walk = Walk(loaded, options.walk, ctx, services, carried=plan.carried)
 
@@ -138,6 +137,11 @@ class Build:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def facts(self) -> SharedFacts | None:
+        """Facts read from layers, shared through the registry step cache (None: no cache)."""
+        return self.caches.facts if self.caches is not None else None
 
     def workspace(self) -> Workspace:
         """The build's buildah workspace (the image's tests run in it too)."""
@@ -195,7 +199,7 @@ class Build:
         )
 
 
-def build(plan: Plan, ctx: Context, *, report: Reporter) -> Built:
-    """Execute ``plan``: see :class:`Build`."""
-    with Build(plan, ctx, report=report) as made:
+def build(run: Run, plan: Plan, *, report: Reporter) -> Built:
+    """Build ``run`` as ``plan`` says: see :class:`Build`."""
+    with Build(run, plan, report=report) as made:
         return made.run()

@@ -35,12 +35,13 @@ from assembler.oci.image import Image
 from assembler.oci.layer import Layer
 from assembler.oci.reference import Ref, absolute_ref, parse_ref
 from assembler.pipeline import graph
+from assembler.pipeline.build.run import Run
 from assembler.pipeline.graph import LayerReport, StepReport
 from assembler.pipeline.image.bases import Base, git_key
 from assembler.pipeline.image.imagetests import PlannedTest, planned
 from assembler.pipeline.layers.maker import LOOKUP
 from assembler.pipeline.layers.setup import ImageSetup
-from assembler.pipeline.options import BuildOptions, CacheOptions, RemoteSteps, WalkOptions, quiet
+from assembler.pipeline.options import CacheOptions, RemoteSteps, WalkOptions, quiet
 from assembler.pipeline.store.baseblobs import BaseBlobs
 from assembler.pipeline.store.origins import Origins
 from assembler.pipeline.store.stepstore import LocalSteps, RegistrySteps, StepStore
@@ -48,7 +49,9 @@ from assembler.pipeline.walk.layerstack import finish, stacked
 from assembler.pipeline.walk.modes import BaseWant, Made, Services
 from assembler.pipeline.walk.walk import Walk
 from assembler.spec import model as m
-from assembler.spec.load import Loaded, describe_base
+from assembler.spec.load import describe_base
+from assembler.spec.loaded import Loaded
+from assembler.spec.lockapply import LockStatus
 from assembler.spec.reach import Need, needs
 from assembler.transports import Context, known_image
 from assembler.transports.bootstrap import bootstrap_mirrors
@@ -75,46 +78,23 @@ class Plan:
     config_complete: bool = False
     # --base NAME=REF: name -> {"manifest": what the manifest says, "ref": what replaces it}.
     base_overrides: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-    # What the build needs besides the decisions: not part of the printed plan.
-    loaded: Loaded | None = field(default=None, repr=False, compare=False)
-    options: BuildOptions | None = field(default=None, repr=False, compare=False)
+    # What each base is (its reference after --base and params, or ``bootstrap: SUITE``),
+    # and which of them are bootstrapped.
+    base_refs: Mapping[str, str] = field(default_factory=dict)
+    bootstrapped: frozenset[str] = frozenset()
+    needs: tuple[Need, ...] = ()  # each part that reaches a host, with the host (spec.reach)
+    tests: tuple[PlannedTest, ...] = ()  # the tests a build runs on the image (none with --no-tests)
+    lock: LockStatus | None = None  # what the lock did for this variant
     # What the plan's walk leaves its build, by layer kind (the copy layers it found by
     # hashing their files: the build takes them, checked present, instead of writing them again).
     carried: Mapping[str, object] = field(default_factory=dict, repr=False, compare=False)
 
-    def base_refs(self) -> dict[str, str]:
-        """What each base is: its reference (after --base and params), or ``bootstrap: SUITE``."""
-        specs = self.loaded.manifest.bases if self.loaded is not None else {}
-        return {name: describe_base(specs[name]) for name in self.bases if name in specs}
-
     def reaches(self) -> dict[str, list[str]]:
         """host -> what reaches it, of the bases, steps, sources, layers and outputs of this plan."""
         found: dict[str, set[str]] = {}
-        for need in self.needs():
+        for need in self.needs:
             found.setdefault(need.host, set()).add(need.where)
         return {host: sorted(wheres) for host, wheres in sorted(found.items())}
-
-    def needs(self) -> list[Need]:
-        """Each part of this plan that reaches a host, with the host (see spec.reach)."""
-        if self.loaded is None:
-            return []
-        man = self.loaded.manifest
-        caches = self.options.caches.refs() if self.options else []
-        return needs(
-            man,
-            [s.name for s in self.steps],
-            list(self.bases),
-            outputs=self.outputs,
-            caches=caches,
-            mirrors=bootstrap_mirrors(man),
-            folder=self.loaded.folder,
-        )
-
-    def tests(self) -> list[PlannedTest]:
-        """The tests a build runs on the image (none with ``--no-tests``)."""
-        if self.loaded is None or self.options is None or not self.options.tests:
-            return []
-        return planned(self.loaded, self.config, test_on=self.options.test_on)
 
     def graph(self) -> list[dict[str, Any]]:
         """Every node (bases, steps, layers) with what it depends on, in an order that
@@ -123,8 +103,7 @@ class Plan:
         for name, digest in self.bases.items():
             state = "cached" if digest is not None else "will-run"
             reason = "" if digest is not None else "base not resolved (made by the build)"
-            spec = self.loaded.manifest.bases.get(name) if self.loaded is not None else None
-            kind = "bootstrap" if isinstance(spec, m.BootstrapBase) else "base"
+            kind = "bootstrap" if name in self.bootstrapped else "base"
             nodes.append(
                 {"id": f"base:{name}", "kind": kind, "state": state, "key": digest, "reason": reason, "depends_on": []}
             )
@@ -154,17 +133,17 @@ class Plan:
         return nodes
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(replace(self, loaded=None, options=None, carried={}))
-        del data["loaded"], data["options"], data["carried"]
+        data = asdict(replace(self, carried={}, needs=(), tests=(), lock=None))
+        for name in ("carried", "needs", "tests", "lock", "bootstrapped"):
+            del data[name]
         data["params"] = dict(self.params)
         data["bases"] = dict(self.bases)
         data["base_overrides"] = {name: dict(o) for name, o in self.base_overrides.items()}
         data["graph"] = self.graph()
-        lock = self.loaded.lock if self.loaded is not None else None
-        data["lock"] = lock.to_json() if lock is not None else None
-        data["base_refs"] = self.base_refs()
+        data["lock"] = self.lock.to_json() if self.lock is not None else None
+        data["base_refs"] = dict(self.base_refs)
         data["reaches"] = self.reaches()
-        data["tests"] = [t.to_json() for t in self.tests()]
+        data["tests"] = [t.to_json() for t in self.tests]
         return data
 
 
@@ -246,22 +225,16 @@ def base_ref(loaded: Loaded, spec: m.BaseSpec, platform: Platform) -> tuple[Ref,
     return absolute_ref(parse_ref(text), loaded.folder), platform
 
 
-def plan_of(
-    loaded: Loaded,
-    options: BuildOptions,
-    ctx: Context,
-    *,
-    outputs: Sequence[str],
-    file_steps: Callable[[], Sequence[str]],
-    registry: RemoteSteps | None = None,
-) -> Plan:
-    """The plan of ``loaded`` (see the module's doc), walked in the :class:`Planning` mode:
+def plan_of(run: Run, *, file_steps: Callable[[], Sequence[str]], registry: RemoteSteps | None = None) -> Plan:
+    """The plan of ``run`` (see the module's doc), walked in the :class:`Planning` mode:
     the image stacked, the steps ``file_steps()`` names (their files are outputs) decided
     too, the config on top; ``registry``: see :func:`plan_walk`."""
+    loaded, options, ctx = run.loaded, run.options, run.ctx
+    man = loaded.manifest
     walk = plan_walk(loaded, options.walk, options.caches, ctx, registry=registry)
     image, base, layers = stacked(walk)
     for name in file_steps():
-        walk.compile(graph.step_of(loaded.manifest, name))
+        walk.compile(graph.step_of(man, name))
     bases = {name: (b.image.digest if b is not None else None) for name, b in walk.obtained.bases.items()}
     complete = image is not None and base is not None
     if image is not None and base is not None:
@@ -270,19 +243,34 @@ def plan_of(
         # The base is not known yet: the config the manifest sets, ${VARS} of the base left as written.
         final = finish(walk, mutate.scratch(ctx.platform, epoch=ctx.epoch), None)
     overrides = {name: {"manifest": o.manifest, "ref": o.ref} for name, o in loaded.base_overrides.items()}
+    outputs = tuple(str(r) for r in run.outputs)
+    steps = tuple(walk.steps.values())
+    reached = needs(
+        man,
+        [s.name for s in steps],
+        list(bases),
+        outputs=outputs,
+        caches=options.caches.refs(),
+        mirrors=bootstrap_mirrors(man),
+        folder=loaded.folder,
+    )
+    tests = planned(loaded, final.container_config, test_on=options.test_on) if options.tests else []
     return Plan(
-        loaded.manifest.name,
+        man.name,
         loaded.target,
         loaded.params,
         bases,
-        tuple(walk.steps.values()),
+        steps,
         tuple(layers),
-        tuple(outputs),
+        outputs,
         final.container_config,
         final.annotations,
         complete,
         overrides,
-        loaded=loaded,
-        options=options,
+        base_refs={name: describe_base(man.bases[name]) for name in bases if name in man.bases},
+        bootstrapped=frozenset(n for n, spec in man.bases.items() if isinstance(spec, m.BootstrapBase)),
+        needs=tuple(reached),
+        tests=tuple(tests),
+        lock=loaded.lock,
         carried=walk.kinds.carried(),
     )

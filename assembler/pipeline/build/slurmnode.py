@@ -18,11 +18,11 @@ from assembler.oci.layer import Layer
 from assembler.pipeline import graph
 from assembler.pipeline.build.builder import Build
 from assembler.pipeline.build.resolve import Plan
+from assembler.pipeline.build.run import Run
 from assembler.pipeline.graph import StepReport
 from assembler.pipeline.options import BuildOptions, Reporter
 from assembler.pipeline.steps.jobs import CompileJob, Executor
 from assembler.pipeline.steps.slurm import Job, node_storage
-from assembler.transports import Context
 
 
 def _mismatch(step: str, here: str | None, expected: str) -> AssemblerError:
@@ -47,7 +47,8 @@ class ExpectedKey:
 
 def node_options(job: Job) -> BuildOptions:
     """The options a node builds ``job``'s step with: the submitter's (``job.options``), the
-    step run here in buildah, one at a time, in node-local storage; no test runs here."""
+    step run here in buildah, one at a time, in node-local storage; no test runs here, and
+    no SBOM is made (a node builds one step, not an image)."""
     node = job.options
     workspace = replace(node.workspace, buildah_root=node_storage())
     return BuildOptions(
@@ -60,14 +61,15 @@ def node_options(job: Job) -> BuildOptions:
         slurm_args=(),
         tests=False,
         test_on="local",
+        sbom=False,
     )
 
 
-def build_step(plan: Plan, ctx: Context, job: Job, *, report: Reporter) -> StepReport:
-    """``job``'s step, built from ``plan`` (the manifest resolved again on this node) under
-    the key the submitter computed, or found cached under it. Raises AssemblerError when
-    this node computes another key, and what building raises."""
-    with Build(plan, ctx, report=report, wrap=partial(ExpectedKey, key=job.key)) as build:
+def build_step(run: Run, plan: Plan, job: Job, *, report: Reporter) -> StepReport:
+    """``job``'s step, built from ``plan`` (``run``'s manifest resolved again on this node)
+    under the key the submitter computed, or found cached under it. Raises AssemblerError
+    when this node computes another key, and what building raises."""
+    with Build(run, plan, report=report, wrap=partial(ExpectedKey, key=job.key)) as build:
         build.walk.compile(graph.step_of(job.loaded.manifest, job.step))
         made = build.walk.steps[job.step]
     if made.key != job.key:  # cached under another key: the same mismatch, found without running

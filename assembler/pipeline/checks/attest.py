@@ -14,7 +14,7 @@ from assembler.oci.digest import sha256_digest
 from assembler.oci.reference import without_folder
 from assembler.pipeline import graph
 from assembler.pipeline.build.builder import Built
-from assembler.pipeline.build.resolve import Plan
+from assembler.pipeline.build.run import Run
 from assembler.pipeline.layers import kinds
 from assembler.pipeline.options import Event, Reporter
 from assembler.sbom import (
@@ -51,10 +51,9 @@ def _downloads(man: m.Manifest, architecture: str, cache: Cache) -> tuple[Downlo
     return tuple(dict.fromkeys(out))  # one file placed twice is one input
 
 
-def build_facts(built: Built, plan: Plan, cache: Cache) -> BuildFacts:
-    """What ``built`` (made from ``plan``) records about how its image was made."""
-    loaded, options = plan.loaded, plan.options
-    assert loaded is not None and options is not None, "a Plan from resolve()"
+def build_facts(built: Built, run: Run) -> BuildFacts:
+    """What ``built`` (the image of ``run``) records about how its image was made."""
+    loaded, options, cache = run.loaded, run.options, run.cache
     man = loaded.manifest
     keys = {s.name: s.key or "" for s in built.steps}
     steps: dict[str, StepFact] = {}
@@ -106,12 +105,11 @@ def build_facts(built: Built, plan: Plan, cache: Cache) -> BuildFacts:
     )
 
 
-def describe_built(
-    built: Built, plan: Plan, cache: Cache, *, report: Reporter, shared: SharedFacts | None = None
-) -> list[Artifact]:
-    """The SBOM and provenance of ``built``'s image, as referrers of it (its packages
-    remembered in ``cache`` and ``shared``, else read through ``built.blobs``)."""
-    facts = build_facts(built, plan, cache)
+def describe_built(built: Built, run: Run, *, report: Reporter, shared: SharedFacts | None = None) -> list[Artifact]:
+    """The SBOM and provenance of ``built``'s image (``run``'s), as referrers of it (its
+    packages remembered in the cache and ``shared``, else read through ``built.blobs``)."""
+    cache = run.cache
+    facts = build_facts(built, run)
     with cache.workdir("sbom-") as work:
         made = attestations(facts, built.blobs.open_blob, cache=cache, workdir=work, shared=shared)
     report(Event("info", {"text": f"SBOM and provenance: {', '.join(a.blob.digest[:19] for a in made)}"}))

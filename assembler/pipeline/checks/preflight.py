@@ -29,6 +29,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from assembler.errors import HostsUnreachable, InputError
 from assembler.oci.reference import DEFAULT_REGISTRY, ImageName
 from assembler.pipeline.build.resolve import Plan
+from assembler.pipeline.build.run import Run
 from assembler.pipeline.layers import kinds
 from assembler.pipeline.options import Event, Reporter
 from assembler.spec import model as m
@@ -39,6 +40,7 @@ Probe = Callable[[Collection[str], Collection[str]], Mapping[str, "str | None"]]
 
 
 def check(
+    run: Run,
     plan: Plan,
     *,
     offline: bool,
@@ -46,30 +48,30 @@ def check(
     probe: Probe | None = None,
     replan: Callable[[], Plan] | None = None,
 ) -> None:
-    """Stop ``plan`` before it builds anything when a host it will reach does not answer
+    """Stop ``plan`` (of ``run``) before it builds anything when a host it will reach does not answer
     (HostsUnreachable), or, ``offline``, when it will reach any host (InputError).
     ``probe``: url -> why it does not answer (None: it does); default: one request each.
     ``replan``: where hosts do not answer, the plan made again with the registry step
     caches' records looked up (a fresh machine off the internet takes its ``pip:`` layers
     from --cache-from), checked again: only what it still has to make counts."""
     try:
-        _check(plan, offline=offline, report=report, probe=probe)
+        _check(run, plan, offline=offline, report=report, probe=probe)
     except HostsUnreachable:
         if replan is None:
             raise
-        _check(replan(), offline=offline, report=report, probe=probe)
+        _check(run, replan(), offline=offline, report=report, probe=probe)
 
 
-def _check(plan: Plan, *, offline: bool, report: Reporter, probe: Probe | None) -> None:
-    parts = pending(plan)
-    needed = [n for n in plan.needs() if n.part in parts]
+def _check(run: Run, plan: Plan, *, offline: bool, report: Reporter, probe: Probe | None) -> None:
+    parts = pending(run.loaded.manifest, plan)
+    needed = [n for n in plan.needs if n.part in parts]
     if offline:
         _refuse_offline([n for n in needed if not _loopback(n.host)])
         return
-    asked = [n for n in needed if n.known and not _registrys_own(n, plan)]
+    asked = [n for n in needed if n.known and not _registrys_own(n, run)]
     if not asked:
         return
-    urls = {n: _url(n, plan) for n in asked}
+    urls = {n: _url(n, run) for n in asked}
     started = time.monotonic()
     # an output's registry is no input: asked, it leaves the build's up-to-date record whole
     outputs = {u for n, u in urls.items() if n.part.startswith("output:")}
@@ -87,10 +89,10 @@ def _check(plan: Plan, *, offline: bool, report: Reporter, probe: Probe | None) 
     report(Event("info", {"text": f"preflight: {hosts} hosts answer ({time.monotonic() - started:.1f} s)"}))
 
 
-def _url(need: Need, plan: Plan) -> str:
+def _url(need: Need, run: Run) -> str:
     """What asks ``need``'s host: a loopback one a TCP connection to its port (a local
     registry's scheme is the user's choice), any other a request as the build makes it."""
-    scheme = _scheme(need, plan)
+    scheme = _scheme(need, run)
     if not _loopback(need.host):
         return f"{scheme}://{need.host}/"
     bracket = need.host.rfind("]")
@@ -99,24 +101,23 @@ def _url(need: Need, plan: Plan) -> str:
     return f"tcp://{need.host}{port}/"
 
 
-def _scheme(need: Need, plan: Plan) -> str:
+def _scheme(need: Need, run: Run) -> str:
     """How ``need``'s host is asked: a registry written to with --tls-verify=false over HTTP."""
-    registry = plan.options.context.registry if plan.options is not None else None
+    registry = run.options.context.registry
     plain = registry is not None and not getattr(registry, "tls_verify", True)
     return "http" if plain and need.part.startswith(("output:", "cache:")) else need.scheme
 
 
-def _registrys_own(need: Need, plan: Plan) -> bool:
+def _registrys_own(need: Need, run: Run) -> bool:
     """Whether registries.conf has a table for ``need``'s registry (a base's, an output's, a
     step cache's): the client tries its mirrors, or rewrites or blocks it, itself, and an
     unreachable one is given up in seconds with what was tried (registry/reach.py)."""
     kind, _, name = need.part.partition(":")
-    registry = plan.options.context.registry if plan.options is not None else None
-    conf = getattr(registry, "conf", None)
+    conf = getattr(run.options.context.registry, "conf", None)
     if conf is None:
         return False
     if kind == "base":
-        spec = plan.loaded.manifest.bases.get(name) if plan.loaded is not None else None
+        spec = run.loaded.manifest.bases.get(name)
         ref = spec if isinstance(spec, str) else spec.ref if isinstance(spec, m.RefBase) else None
         if ref is None or not ref.startswith("docker://"):
             return False
@@ -142,15 +143,12 @@ def _probe(urls: Collection[str], untraced: Collection[str]) -> Mapping[str, str
     return probe(urls, seconds=PROBE_SECONDS, untraced=untraced)
 
 
-def pending(plan: Plan) -> set[str]:
-    """The parts of ``plan`` it will make (``base:``, ``step:``, ``layer:``, ``source:``)
-    and the outputs it will write (``output:``): what reaches hosts in this build."""
+def pending(man: m.Manifest, plan: Plan) -> set[str]:
+    """The parts of ``plan`` (of ``man``) it will make (``base:``, ``step:``, ``layer:``,
+    ``source:``) and the outputs it will write (``output:``): what reaches hosts in this build."""
     parts = {f"step:{s.name}" for s in plan.steps if s.state == "will-run"}
     parts |= {f"base:{name}" for name, digest in plan.bases.items() if digest is None}
     parts |= {f"output:{i}" for i in range(len(plan.outputs))} | {"cache:"}  # step caches: looked up, written
-    if plan.loaded is None:
-        return parts
-    man = plan.loaded.manifest
     parts |= _prebuilt_pending(man.image.layers, plan)
     made = any(not p.startswith(("output:", "cache:")) for p in parts)
     if made:  # a step may run on a registry base: its layers come from there (a bootstrapped one is made here)

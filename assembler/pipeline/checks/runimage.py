@@ -38,7 +38,7 @@ from assembler.transports.common import SourceImage
 
 if TYPE_CHECKING:
     from assembler.pipeline.build.builder import Build, Built
-    from assembler.pipeline.build.resolve import Plan
+    from assembler.pipeline.build.run import Run
     from assembler.transports.referrers import Listing
 
 
@@ -152,11 +152,10 @@ def enter_kept(cache: Cache, runner: Runner, step: str) -> int:
     return runner.interactive(shell if sys.stdin.isatty() else [a for a in shell if a != "--terminal"])
 
 
-def tested(built: Built, plan: Plan, build: Build, *, report: Reporter) -> list[Artifact]:
-    """Run the tests of ``built``'s image (made from ``plan``): its test-result attestation
-    as a referrer of the image (none without tests). Raises TestFailed when one fails."""
-    loaded, options = plan.loaded, plan.options
-    assert loaded is not None and options is not None, "a Plan from resolve()"
+def tested(built: Built, run: Run, build: Build, *, report: Reporter) -> list[Artifact]:
+    """Run the tests of ``built``'s image (``run``'s): its test-result attestation as a
+    referrer of the image (none without tests). Raises TestFailed when one fails."""
+    loaded, options = run.loaded, run.options
     tests = planned(loaded, built.image.container_config, test_on=options.test_on)
     if not options.tests or not tests:
         return []
