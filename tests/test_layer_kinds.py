@@ -18,7 +18,7 @@ from assembler.archive.tar import TarEntry
 from assembler.cache import key_of
 from assembler.oci.layer import Layer
 from assembler.pipeline.layers import kinds
-from assembler.pipeline.layers.kinds import Kind, Stacking
+from assembler.pipeline.layers.kinds import Kind, Stacking, Starting
 from assembler.spec import model as m
 from assembler.spec.prebuilt import When
 from tests.helpers import manifest_of, read_blob, run_cli_here, small_project, uncompressed
@@ -49,7 +49,19 @@ def _write(ctx: Context, spec: NoteLayer, key: str) -> Layer:
 
 
 class NoteKind(Kind[NoteLayer]):
+    """Its state in a walk (``start``) is the files its layers wrote so far: a second note
+    to the same file is warned of. A kind sees no walk, only what it is handed."""
+
     model = NoteLayer
+
+    def start(self, starting: Starting) -> list[str]:
+        return []
+
+    def warning(self, spec: NoteLayer, at: Stacking) -> str | None:
+        written: list[str] = at.state
+        twice = spec.to in written
+        written.append(spec.to)
+        return f"note {spec.to}: a note before it wrote there too" if twice else None
 
     def place(self, spec: NoteLayer, at: Stacking) -> Placed:
         ctx, what = at.ctx, f"note {spec.to}"
@@ -99,6 +111,20 @@ def test_a_layer_kind_registered_from_a_test_module_plans_and_builds(tmp_path: P
     again = run_cli_here(["m.yaml", *cache, "--json", "--no-sbom"], cwd=root)
     assert again.code == 0 and again.json["layers"][-1]["origin"] == "cached", str(again)
     assert str(manifest_of(root / "out", "x")["layers"][-1]["digest"]) == top
+
+
+def test_a_kind_keeps_its_own_state_for_each_walk(tmp_path: Path, note_kind: None) -> None:
+    """What ``start`` made is the kind's for one walk: the second note to a file is warned
+    of in each build (a fresh state each time: the plan's walk and the build's are two), the
+    first never."""
+    twice = MANIFEST.replace(
+        "outputs:", "    - note: and again\n      to: /etc/motd\n    - note: elsewhere\n      to: /etc/issue\noutputs:"
+    )
+    root = small_project(tmp_path / "p", twice)
+    for _ in range(2):
+        built = run_cli_here(["m.yaml", "--cache", str(tmp_path / "cache"), "--no-sbom"], cwd=root)
+        assert built.code == 0, str(built)
+        assert built.err.count("a note before it wrote there too") == 1, built.err
 
 
 def test_a_layer_kind_not_registered_is_a_manifest_error(tmp_path: Path) -> None:
