@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, TypeVar
@@ -125,6 +125,7 @@ class Building:
 
     records = True
     copy_origin = "built"
+    maker = MAKE
     unknown_facts: Mapping[str, str] = {"revision": ""}  # a source the build did not read
 
     def __init__(
@@ -143,15 +144,6 @@ class Building:
         self.blobs = blobs  # bases' layers, fetched when first read
         self.origins = origins
         self.report = report
-
-    def missing(self, make: Callable[[], T]) -> T | None:
-        return MAKE.missing(make)
-
-    def by_content(self, find: Callable[[], T | None], make: Callable[[], T]) -> T | None:
-        return MAKE.by_content(find, make)
-
-    def keep(self, write: Callable[[], object]) -> None:
-        MAKE.keep(write)
 
     def view_of(self, setup: ImageSetup, image: Image) -> TreeView | None:
         return setup.view(image)

@@ -153,16 +153,8 @@ class Planning:
 
     records = False
     copy_origin = "cached"
+    maker = LOOKUP
     unknown_facts: Mapping[str, str] = {}
-
-    def missing(self, make: Callable[[], T]) -> T | None:
-        return LOOKUP.missing(make)
-
-    def by_content(self, find: Callable[[], T | None], make: Callable[[], T]) -> T | None:
-        return LOOKUP.by_content(find, make)
-
-    def keep(self, write: Callable[[], object]) -> None:
-        LOOKUP.keep(write)
 
     def obtain_base(self, want: BaseWant) -> Base | None:
         name, spec, ctx = want.name, want.spec, want.ctx

@@ -77,7 +77,7 @@ class LayerStack:
                 view,
                 walk.loaded,
                 walk.ctx,
-                walk.mode,
+                walk.mode.maker,
                 self.runtime,
                 walk.artifacts_of,
                 walk.step_state,

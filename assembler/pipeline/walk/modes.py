@@ -1,13 +1,16 @@
 """What a walk is built from: its :class:`Mode` (plan or build) and its :class:`Services`.
 
-A plan and a build walk a manifest the same way (:class:`assembler.pipeline.walk.walk.Walk`) and
-look up the same keys; they differ in what they do with what the cache does not hold. That
-difference is the walk's mode, one object: :class:`assembler.pipeline.build.resolve.Planning`
-looks up and writes nothing (what is missing will run), :class:`assembler.pipeline.build.building.Building`
-makes what is missing (through its scheduler and executor) and records it. A mode is also
-the :class:`~assembler.pipeline.layers.maker.Maker` the walk's layer makers are given. The two
-modes implement one Protocol; neither inherits from the other, nor does the walk from
-anything.
+A plan and a build walk a manifest the same way (:class:`assembler.pipeline.walk.walk.Walk`)
+and look up the same keys; they differ in what they do with what the cache does not hold.
+That difference is the walk's mode, one object: :class:`assembler.pipeline.build.resolve.Planning`
+looks up and writes nothing (what is missing will run),
+:class:`assembler.pipeline.build.building.Building` makes what is missing (through its
+scheduler and executor) and records it. Each is handed values (a :class:`BaseWant`, a
+:class:`~assembler.pipeline.steps.jobs.CompileJob`, a :class:`RuntimeJob`) and returns what
+it made; the walk records it. A mode holds the
+:class:`~assembler.pipeline.layers.maker.Maker` the walk's layer makers are given (``maker``:
+look up, or make). The two modes implement one Protocol; neither inherits from the other,
+nor does the walk from anything.
 
 :class:`Services` is everything else a walk is given, once, when it is constructed; nothing
 is assigned onto a walk or its services afterwards.
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from assembler.cache.memos import SharedFacts
 from assembler.pipeline.image.bases import Base
+from assembler.pipeline.layers.maker import Maker
 from assembler.pipeline.options import Reporter
 from assembler.pipeline.steps.jobs import CompileJob
 from assembler.pipeline.store.baseblobs import BaseBlobs
@@ -86,21 +90,9 @@ class Mode(Protocol):
     copy_origin: str
     # Facts of a source not read: a plan shows its revision as still to come.
     unknown_facts: Mapping[str, str]
-
-    # -- what is not cached, as a Maker (assembler.pipeline.layers.maker) ---------------------
-
-    def missing(self, make: Callable[[], T]) -> T | None:
-        """Something not found: what ``make`` makes (a build), or None (a plan)."""
-        ...
-
-    def by_content(self, find: Callable[[], T | None], make: Callable[[], T]) -> T | None:
-        """Something named by its content: what ``find`` finds (a plan), or what ``make``
-        makes (a build, which records it)."""
-        ...
-
-    def keep(self, write: Callable[[], object]) -> None:
-        """Record something in the cache with ``write`` (a build); a plan writes nothing."""
-        ...
+    # What the walk's layer makers do with what the cache does not hold: look it up only
+    # (a plan: LOOKUP) or make it (a build: MAKE).
+    maker: Maker
 
     # -- the walk's parts, each given as values ---------------------------------------
 

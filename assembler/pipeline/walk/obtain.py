@@ -93,7 +93,7 @@ class Obtained:
                 compression=ctx.compression,
                 locked=locked,
             )
-            image = self.mode.missing(make)
+            image = self.mode.maker.missing(make)
         return Base(name, image, what) if image is not None else None
 
     def base(self, name: str) -> Base | None:

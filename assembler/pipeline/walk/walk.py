@@ -71,12 +71,14 @@ class Walk:
         self.origins = services.origins
         self.report = services.report
         self.defs = graph.Definitions(self.man, ctx.platform)
-        self.setup = ImageSetup(ctx, maker=self.mode, blobs=services.blobs, shared=services.facts)  # fit, convert
+        self.setup = ImageSetup(ctx, maker=self.mode.maker, blobs=services.blobs, shared=services.facts)  # fit, convert
         # Each layer kind's state for this walk (``carried``: what the plan's walk left, by kind).
         mode = self.mode
-        starting = Starting(loaded, ctx, mode, self.store, self.origins, mode.records, mode.copy_origin, None)
+        starting = Starting(loaded, ctx, mode.maker, self.store, self.origins, mode.records, mode.copy_origin, None)
         self.kinds = kinds.States(starting, carried or {})
-        self.cutter = LayerCutter(ctx, maker=self.mode, budget=options.layer_budget)  # big layers, as the image ships
+        self.cutter = LayerCutter(
+            ctx, maker=self.mode.maker, budget=options.layer_budget
+        )  # big layers, as the image ships
         self.once = Once()
         # Bases, sources and buildah's version: obtained once each, before the steps on them.
         self.obtained = Obtained(loaded, ctx, services, self.once)
