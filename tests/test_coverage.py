@@ -19,7 +19,7 @@ the manifest (and, for what a step runs, on the step the manifest resolves to):
     layer:TEXT           a layer whose description contains TEXT
     output:TEXT          an output containing TEXT
     refused              the plan itself is refused (exit 2)
-    cli:FLAG             the tool has FLAG (the README's usage lists it)
+    cli:FLAG             the tool has FLAG (the README or the docs, its CLI reference, list it)
 
 `@TARGET` plans that target, `+K=V` adds `--set K=V` and `--platform=P` asks for a
 platform; `%20` in TEXT or V stands for a space. Each manifest must cover at least 90% of
@@ -48,7 +48,9 @@ from tests.helpers import ROOT
 from tests.test_manifests import plan_in_process
 
 TABLE = ROOT / "manifests" / "coverage.md"
-README = ROOT / "README.md"
+# What the user reads: the README and the documentation site's pages (the command-line
+# reference among them, written from the parser).
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 SEEDS = ROOT.parent / "shared" / "seeds"  # next to the worktrees; absent elsewhere
 STATES = ("covered", "missing", "refused", "n/a")
 THRESHOLD = 0.9
@@ -255,7 +257,7 @@ def _holds(check: str, p: _Planned) -> bool:
 
 
 def _holds_in_outputs(kind: str, name: str, rest: str, p: _Planned) -> bool:
-    """The checks of ports, layers, outputs and the README's command lines."""
+    """The checks of ports, layers, outputs and the documented command lines."""
     if kind == "port":
         return f"{name}/tcp" in (p.plan["config"].get("ExposedPorts") or {})
     if kind == "layer":
@@ -263,7 +265,8 @@ def _holds_in_outputs(kind: str, name: str, rest: str, p: _Planned) -> bool:
     if kind == "output":
         return any(_value(rest) in out for out in p.plan["outputs"])
     if kind == "cli":
-        return re.search(rf"(?<![\w-]){re.escape(rest)}(?![\w-])", README.read_text()) is not None
+        documented = "\n".join(path.read_text() for path in DOCUMENTS)
+        return re.search(rf"(?<![\w-]){re.escape(rest)}(?![\w-])", documented) is not None
     return False
 
 

@@ -27,7 +27,7 @@ STEP_ENV = {"PIP_ROOT_USER_ACTION": "ignore"}
 
 def reproducible_env(epoch: int) -> dict[str, str]:
     """The environment every step runs with so that two builds from empty caches agree
-    (a step's own ``env`` may override it). README "Reproducible builds" lists per tool
+    (a step's own ``env`` may override it). docs/concepts/reproducible.md lists per tool
     what these settle and what a step must still do itself (nvcc's ``-objtemp``, pip's
     ``--target``)."""
     return {
