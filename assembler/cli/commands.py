@@ -68,6 +68,11 @@ COMMANDS: dict[str, Command] = {
         "imageargs:sqsh_arguments",
         "images:cmd_sqsh",
     ),
+    "init": Command(
+        "write a small manifest to start from (python, cpp, cuda), which builds as written",
+        "init:arguments",
+        "init:run",
+    ),
     "schema": Command(
         "print (or write) the JSON Schemas of manifests and recipes", "imageargs:schema_arguments", "images:cmd_schema"
     ),

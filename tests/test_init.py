@@ -1,0 +1,104 @@
+"""``assemble init`` (issue 52): each starter writes a manifest that loads, validates
+against the schema its first line names (as an editor would check it), plans, and builds
+as written; files already there are kept, an existing ``requirements.txt`` is the one
+installed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from assembler.cli.starters import STARTERS
+from tests import yaml_helper
+from tests.helpers import run_cli, run_cli_here
+
+
+def _init(folder: Path, kind: str, *options: str) -> None:
+    ran = run_cli_here(["init", kind, str(folder), *options], cwd=folder.parent)
+    assert ran.code == 0, str(ran)
+
+
+@pytest.mark.parametrize("kind", sorted(STARTERS))
+def test_a_starter_validates_against_the_schema_it_names_and_plans(tmp_path: Path, kind: str) -> None:
+    folder = tmp_path / "My Project"
+    _init(folder, kind)
+    manifest = folder / "assemble.yaml"
+    first = manifest.read_text().splitlines()[0]
+    assert first == "# yaml-language-server: $schema=.assemble/manifest.schema.json"
+    schema = json.loads((folder / ".assemble" / "manifest.schema.json").read_text())
+    jsonschema.validate(yaml_helper.load(manifest), schema)
+    ran = run_cli_here(["plan", "assemble.yaml", "--cache", str(tmp_path / "cache"), "--json"], cwd=folder)
+    assert ran.code == 0, str(ran)
+    assert ran.json["name"] == "my-project"
+    assert ran.json["outputs"] == [f"oci:{folder / 'out'}:my-project"]
+    assert [t["name"] for t in ran.json["tests"]]  # the build runs the image's own test
+
+
+def test_an_editor_style_check_catches_a_wrong_field(tmp_path: Path) -> None:
+    _init(tmp_path / "p", "cpp")
+    schema = json.loads((tmp_path / "p" / ".assemble" / "manifest.schema.json").read_text())
+    data = yaml_helper.load(tmp_path / "p" / "assemble.yaml")
+    data["image"]["confg"] = data["image"].pop("config")
+    with pytest.raises(jsonschema.ValidationError, match="confg"):
+        jsonschema.validate(data, schema)
+
+
+def test_init_keeps_what_is_there_and_replaces_a_manifest_only_when_forced(tmp_path: Path) -> None:
+    folder = tmp_path / "app"
+    folder.mkdir()
+    (folder / "requirements.txt").write_text("six==1.16.0\n")
+    _init(folder, "python")
+    assert (folder / "requirements.txt").read_text() == "six==1.16.0\n"  # the project's own
+    again = run_cli_here(["init", "python", str(folder)], cwd=tmp_path)
+    assert again.code == 2 and "assemble.yaml exists" in again.err and "--force" in again.err, str(again)
+    (folder / "app" / "main.py").write_text("print('mine')\n")
+    forced = run_cli_here(["init", "python", str(folder), "--force", "--name", "other"], cwd=tmp_path)
+    assert forced.code == 0, str(forced)
+    assert (folder / "app" / "main.py").read_text() == "print('mine')\n"
+    assert "name: other" in (folder / "assemble.yaml").read_text()
+
+
+def test_requirements_are_copied_in_for_python_only(tmp_path: Path) -> None:
+    given = tmp_path / "reqs.txt"
+    given.write_text("six==1.16.0\n")
+    _init(tmp_path / "p", "python", "--requirements", str(given))
+    assert (tmp_path / "p" / "requirements.txt").read_text() == "six==1.16.0\n"
+    wrong = run_cli_here(["init", "cpp", str(tmp_path / "q"), "--requirements", str(given)], cwd=tmp_path)
+    assert wrong.code == 2 and "for the python starter" in wrong.err, str(wrong)
+
+
+# The bases each starter's are built on here: the demo's, bootstrapped once for the suite
+# from the same suite and variant and holding what the starter's ask for (a starter's
+# runtime Python is the demo devel base's python3).
+BASES = {"python": ("devel", "devel"), "cpp": ("devel", "runtime"), "cuda": ("devel", "runtime")}
+
+
+@pytest.mark.integration  # buildah: the steps run, the image's test runs in it
+@pytest.mark.parametrize("kind", sorted(STARTERS))
+def test_a_starter_builds_as_written_and_its_test_passes(
+    tmp_path: Path, demo_bases: dict[str, Path], kind: str
+) -> None:
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    if kind == "python":  # an existing project: its requirements and its code are kept
+        (folder / "requirements.txt").write_text("six==1.16.0\n")
+        (folder / "app").mkdir()
+        (folder / "app" / "main.py").write_text("import six\n\nprint('proj: ready with six', six.__version__)\n")
+    _init(folder, kind)
+    devel, runtime = BASES[kind]
+    bases = ["--base", f"devel=oci:{demo_bases[devel]}", "--base", f"runtime=oci:{demo_bases[runtime]}"]
+    built = run_cli(["assemble.yaml", *bases, "--cache", str(tmp_path / "cache"), "--json"], cwd=folder)
+    assert built.code == 0, str(built)
+    # The manifest's own test ran in the image before any output was written: a failed one fails the build.
+    assert (folder / "out" / "index.json").is_file()
+    said = run_cli(["run", "oci:out:proj", "--cache", str(tmp_path / "cache")], cwd=folder)
+    assert said.code == 0, str(said)
+    expected = {
+        "python": "proj: ready with six 1.16.0",
+        "cpp": "proj: ready",
+        "cuda": "proj: 1024 values checked on the CPU",
+    }
+    assert said.out.strip() == expected[kind], str(said)
