@@ -39,7 +39,7 @@ from assembler.pipeline.options import ContextOptions, Event, Options, Reporter,
 from assembler.pipeline.steps.slurm import Job
 from assembler.pipeline.store.baseblobs import BaseBlobs, merged
 from assembler.pipeline.variants import Variant, named, platform_groups, report_variant
-from assembler.pipeline.writers import writer_for
+from assembler.pipeline.writers import Tee, writer_for
 from assembler.proc import Runner
 from assembler.spec.loaded import Loaded
 from assembler.transports import Context, Written
@@ -227,19 +227,8 @@ def _image_target(
 
 def write(target: Target, writers: Sequence[Writer], *, report: Reporter = quiet) -> list[Written]:
     """Write ``target`` (an image, the images of several platforms as one index, or an OCI
-    artifact of files) to every output, in order; a SIF is made once for all that need it."""
-    written: list[Written] = []
-    try:
-        for writer in writers:
-            report(Event("output", {"ref": str(writer.ref), "state": "writing"}))
-            for w in writer.write(target):
-                report(
-                    Event("output", {"ref": w.ref, "state": "done", "digest": w.digest, "uploaded": w.uploaded_bytes})
-                )
-                written.append(w)
-    finally:
-        target.cleanup()
-    return written
+    artifact of files) to every output, in order (:class:`~assembler.pipeline.writers.Tee`)."""
+    return Tee(writers).write(target, report=report)
 
 
 def assemble(loaded: Loaded, options: Options, *, runner: Runner, report: Reporter = quiet) -> Result:

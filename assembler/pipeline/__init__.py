@@ -8,5 +8,6 @@ import-linter contract; a room imports only from its own floor's room and those 
     layers | image     layers made here and their kinds | what the image says of itself
     store              step results kept, in the cache and in a registry, and their origins
     variants           targets and matrices: one loaded manifest per image
-    options | graph | writers   the option groups each part reads | the steps' graph | writers
+    writers            an output's writer; a run's writers as one (a tee)
+    options | graph    the option groups each part reads | the steps' graph
 """
