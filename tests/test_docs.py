@@ -5,11 +5,15 @@ pages written from the schema and the parser."""
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -94,3 +98,26 @@ def test_a_broken_link_fails_the_site(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(tmp_path / "mkdocs.yml")]
     ran = subprocess.run([*argv, "-d", str(tmp_path / "site")], capture_output=True, text=True, env=env)
     assert ran.returncode != 0 and "guides/nowhere.md" in ran.stderr, ran.stderr[-2000:]
+
+
+def _script_module(name: str) -> Any:
+    loader = importlib.machinery.SourceFileLoader(name, str(ROOT / "scripts" / f"{name}.py"))
+    spec = importlib.util.spec_from_loader(name, loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def test_a_recorded_benchmark_becomes_a_chart_with_where_it_ran(tmp_path: Path) -> None:
+    """What ``scripts/bench-* --json`` writes (scripts/benchrecord.py) is what the site's
+    hook draws (scripts/benchcharts.py): a bar per side at its best time, the ratios and
+    goal, the date, the machine and the load probe's time."""
+    record = _script_module("benchrecord").record(
+        "bench-x", sides={"baseline": [2.0, 2.5], "ours": [1.0, 1.2]}, ratios={"baseline / ours": 2.0}, goal=">= 1"
+    )
+    figure = _script_module("benchcharts").chart(json.loads(json.dumps(record)))
+    assert record["machine"]["cores"] and record["sum_range_seconds"] > 0 and record["date"].endswith("Z")
+    assert figure.count("<rect ") == 2 and "2.00 s" in figure and "1.00 s" in figure
+    assert "baseline / ours: <strong>2.00</strong> (goal: &gt;= 1)" in figure
+    assert record["date"] in figure and "sum(range(3*10**7))</code> " + str(record["sum_range_seconds"]) in figure
