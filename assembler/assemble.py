@@ -1,7 +1,7 @@
 """The whole pipeline, and the only module that knows it: open -> resolve -> build -> write.
 
 :func:`open_run` puts one variant's build together once (a frozen
-:class:`~assembler.pipeline.build.run.Run`: the loaded manifest, the option groups, the
+:class:`~assembler.pipeline.runs.run.Run`: the loaded manifest, the option groups, the
 outputs parsed and their writers, the context and its cache), and every step below is
 handed it. :func:`resolve` decides, without running or writing anything, what a build will do: a
 :class:`Plan`, a graph of steps (bases, compile and runtime steps, layers), each with its
@@ -26,16 +26,16 @@ from assembler.oci.artifact import Artifact, FilesArtifact
 from assembler.oci.descriptor import Platform
 from assembler.oci.image import Image
 from assembler.oci.reference import Ref, absolute_ref, parse_ref
-from assembler.pipeline.build import artifacts, slurmnode
-from assembler.pipeline.build.builder import Build, Built
-from assembler.pipeline.build.builder import build as _execute
-from assembler.pipeline.build.resolve import Plan, plan_of
-from assembler.pipeline.build.run import Run
 from assembler.pipeline.checks import preflight
 from assembler.pipeline.checks.after import AFTER_BUILD
 from assembler.pipeline.graph import LayerReport, StepReport
 from assembler.pipeline.image.imagetests import has_tests
 from assembler.pipeline.options import ContextOptions, Event, Options, Reporter, quiet, resolve_epoch
+from assembler.pipeline.runs import artifacts, slurmnode
+from assembler.pipeline.runs.builder import Build, Built
+from assembler.pipeline.runs.builder import build as _execute
+from assembler.pipeline.runs.resolve import Plan, plan_of
+from assembler.pipeline.runs.run import Run
 from assembler.pipeline.steps.slurm import Job
 from assembler.pipeline.store.baseblobs import BaseBlobs, merged
 from assembler.pipeline.variants import Variant, named, platform_groups, report_variant
@@ -61,7 +61,6 @@ __all__ = [
     "assemble_run",
     "assemble_variants",
     "build",
-    "check_outputs",
     "open_run",
     "output_refs",
     "resolve",
@@ -134,36 +133,42 @@ def _context(
     )
 
 
-def open_run(loaded: Loaded, options: Options, *, runner: Runner | None = None, report: Reporter = quiet) -> Run:
+def open_run(
+    loaded: Loaded, options: Options, *, runner: Runner | None = None, report: Reporter = quiet, check: bool = True
+) -> Run:
     """One variant's :class:`Run`, put together once: its outputs parsed (InputError for a
-    bad one) and their writers made, its context and cache opened. Nothing is checked
-    against what is on disk yet (:func:`check_outputs`)."""
+    bad one) and their writers made; with ``check`` (a build's), every output checked
+    against what is on disk (InputError) before its context and cache are opened, so that
+    nothing is written where an output may not go."""
     refs = output_refs(loaded, options)
     attach_sif = loaded.manifest.sif.attach or options.attach_sif
     writers = tuple(writer_for(ref, attach_sif=attach_sif) for ref in refs if not ref.holds_files)
     files = tuple(r for r in refs if r.holds_files)
+    if check:
+        _check_outputs(loaded, writers, files, options, report)
     build_options = options.for_build()
     ctx = _context(loaded, build_options.context, refs, runner=runner or Runner(), report=report)
     return Run(loaded, build_options, ctx, tuple(refs), writers, files)
 
 
-def check_outputs(run: Run, options: Options, report: Reporter = quiet) -> None:
-    """Every output of ``run`` checked before anything is built (InputError); a warning for
-    each that ``--sign`` does not sign."""
-    loaded = run.loaded
+def _check_outputs(
+    loaded: Loaded, writers: Sequence[Writer], files: Sequence[Ref], options: Options, report: Reporter
+) -> None:
+    """Every output checked before anything is built (InputError); a warning for each
+    that ``--sign`` does not sign."""
     attested = options.sbom or (options.tests and has_tests(loaded.manifest))  # files next to an output
-    for writer in run.writers:
+    for writer in writers:
         writer.check(force=options.force, sbom=attested)
         if options.sign is not None and not writer.signs:
             report(Event("warning", {"text": f"{writer.ref}: not signed (--sign signs docker:// and oci:DIR:TAG)"}))
-    artifacts.check(loaded, run.files, force=options.force, cache_dir=options.cache_dir)
+    artifacts.check(loaded, files, force=options.force, cache_dir=options.cache_dir)
     if options.artifacts:
-        artifacts.check_oci_outputs(loaded, options.artifacts, run.writers)
+        artifacts.check_oci_outputs(loaded, options.artifacts, writers)
 
 
 def resolve(run: Run, *, look_in_registry: bool = False) -> Plan:
     """What a build of ``run`` will do, decided without running a step, fetching, or
-    writing a blob (see :mod:`assembler.pipeline.build.resolve` for what a plan can know).
+    writing a blob (see :mod:`assembler.pipeline.runs.resolve` for what a plan can know).
     Its runner is only asked which tools there are and their versions. With
     ``look_in_registry`` (``assemble plan``), steps are also looked up in the registry step
     caches of ``--cache-from`` / ``--cache-to``: their records only, no blob."""
@@ -192,7 +197,7 @@ def build(run: Run, plan: Plan, *, report: Reporter = quiet) -> Built:
 
 
 def build_node_step(job: Job, *, runner: Runner, report: Reporter) -> StepReport:
-    """The one compile step of a Slurm job, on its node (:mod:`assembler.pipeline.build.slurmnode`):
+    """The one compile step of a Slurm job, on its node (:mod:`assembler.pipeline.runs.slurmnode`):
     the manifest resolved again against the shared cache, the step built (or found cached)
     under the key the submitter computed. Raises AssemblerError when this node computes
     another key, and what building raises."""
@@ -237,13 +242,11 @@ def assemble(loaded: Loaded, options: Options, *, runner: Runner, report: Report
     Bad input raises InputError subclasses before any output is written; failures while
     building or writing raise other AssemblerErrors.
     """
-    run = open_run(loaded, options, runner=runner, report=report)
-    check_outputs(run, options, report)
-    return assemble_run(run, options, report=report)
+    return assemble_run(open_run(loaded, options, runner=runner, report=report), options, report=report)
 
 
 def assemble_run(run: Run, options: Options, *, report: Reporter = quiet) -> Result:
-    """Resolve, build and write ``run`` (its outputs checked already)."""
+    """Resolve, build and write ``run`` (its outputs checked when it was opened)."""
     try:
         return _assemble_once(run, options, report=report)
     except CorruptBlob as e:
@@ -316,9 +319,8 @@ def assemble_variants(
     Variants that differ only in platform are written as one index to their outputs."""
     if len(variants) == 1:  # one image: reported as before, without variant events
         report = _no_variant_events(report)
+    # Every variant opened, its outputs checked, before anything is built.
     runs = [open_run(v.loaded, v.options(options), runner=runner, report=report) for v in variants]
-    for v, run in zip(variants, runs, strict=True):  # every output checked before anything is built
-        check_outputs(run, v.options(options), report)
     of = {id(v): run for v, run in zip(variants, runs, strict=True)}
     made: set[str] = set()
     results = []
@@ -331,7 +333,7 @@ def assemble_variants(
         built = []
         for v in group:
             alone = replace(v.options(options), outputs=())
-            run = open_run(v.loaded, alone, runner=runner, report=report)
+            run = open_run(v.loaded, alone, runner=runner, report=report, check=False)
             built.append(_variant(v, run, alone, made, len(variants), report=report))
         written = _write_index(of[id(group[0])], built, options, report=report)
         results.extend(replace(r, outputs=tuple(written)) for r in built)
