@@ -93,7 +93,9 @@ def test_a_broken_link_fails_the_site(tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "index.md").write_text("# x\n\nSee [the guide](guides/nowhere.md).\n")
-    (tmp_path / "mkdocs.yml").write_text((ROOT / "mkdocs.yml").read_text().split("\nnav:\n")[0] + "\n")
+    config = (ROOT / "mkdocs.yml").read_text().split("\nnav:\n")[0]  # the site's settings, its own pages
+    config = re.sub(r"^hooks:\n(  - .*\n)+", "", config, flags=re.M)  # the hook lives beside the real config
+    (tmp_path / "mkdocs.yml").write_text(config + "\n")
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
     argv = [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(tmp_path / "mkdocs.yml")]
     ran = subprocess.run([*argv, "-d", str(tmp_path / "site")], capture_output=True, text=True, env=env)

@@ -17,8 +17,8 @@ from assembler.archive.tar import TarEntry
 from assembler.cache import Cache
 from assembler.errors import InputError, UnsafePath
 from assembler.oci.reference import parse_ref
-from assembler.pipeline.build import artifacts
 from assembler.pipeline.layers.prebuilt_layers import file_opener as _file_opener
+from assembler.pipeline.runs import artifacts
 from assembler.sbom.licenses import python_license
 from assembler.spec.load import load_manifest
 from tests.helpers import manifest_of, read_blob, uncompressed

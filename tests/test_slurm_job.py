@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from assembler.cache import Cache
 from assembler.oci.descriptor import Platform
-from assembler.pipeline.build.slurmnode import node_options
 from assembler.pipeline.options import Options
+from assembler.pipeline.runs.slurmnode import node_options
 from assembler.pipeline.steps.slurm import Job, read_job, write_job
 from assembler.sign import Signer
 from assembler.spec.load import load_manifest

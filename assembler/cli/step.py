@@ -1,6 +1,6 @@
 """``python -m assembler.cli.step JOBFILE``: one compile step, run by a Slurm job on a node.
 
-The command line of the node side (:mod:`assembler.pipeline.build.slurmnode`, beside the
+The command line of the node side (:mod:`assembler.pipeline.runs.slurmnode`, beside the
 submitter's :mod:`assembler.pipeline.steps.slurm`): the manifest is resolved again against the
 shared cache and the step built under the key the submitter computed
 (:func:`assembler.assemble.build_node_step`). What the step prints goes to the job's output

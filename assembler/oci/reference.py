@@ -65,7 +65,7 @@ _SYNTAXES: dict[str, Syntax] = {
     "sif": Syntax("sif:FILE", tag="none", role="output", what="a SIF file"),
     "sqsh": Syntax("sqsh:FILE (Enroot)", tag="none", role="output", what="an Enroot squashfs"),
     "oras": Syntax("oras://HOST/REPO:TAG (a SIF)", url=True, role="output", what="a SIF file"),
-    # a step's artifacts as files (pipeline.build.artifacts), not an image
+    # a step's artifacts as files (pipeline.runs.artifacts), not an image
     "artifact": Syntax("artifact:DIR:STEP[.ARTIFACT] (files)", tag="step", role="files"),
     "scratch": Syntax("scratch", bare=True, role="base"),
 }

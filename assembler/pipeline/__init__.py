@@ -2,7 +2,7 @@
 import-linter contract; a room imports only from its own floor's room and those below)::
 
     checks | lock      what is checked before and after a build | ``assemble lock``
-    build              a plan, the build of it, a Slurm node's step, artifact outputs
+    runs               a variant's Run, its plan, its build, a Slurm node's step, artifact outputs
     walk               one walk: bases, sources, steps decided, layers stacked, its modes
     steps              where a compile step runs: local, Slurm, side by side
     layers | image     layers made here and their kinds | what the image says of itself

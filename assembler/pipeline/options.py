@@ -85,7 +85,7 @@ class WalkOptions:
 
 @dataclass(frozen=True)
 class WorkspaceOptions:
-    """How steps run here in buildah (:class:`assembler.pipeline.build.building.Workspaces`)."""
+    """How steps run here in buildah (:class:`assembler.pipeline.runs.building.Workspaces`)."""
 
     storage_driver: str
     buildah_root: Path | None  # None: the cache's buildah/
@@ -125,7 +125,7 @@ class CacheOptions:
 
 @dataclass(frozen=True)
 class NodeOptions:
-    """What a Slurm job's node builds its step with (:mod:`assembler.pipeline.build.slurmnode`),
+    """What a Slurm job's node builds its step with (:mod:`assembler.pipeline.runs.slurmnode`),
     the job file's options: the node resolves the manifest again and builds the step as the
     submitter would. Where buildah keeps its storage, how many steps run and where, the
     node decides (``workspace.buildah_root`` is None)."""
@@ -139,7 +139,7 @@ class NodeOptions:
 @dataclass(frozen=True)
 class BuildOptions:
     """What resolving and building a variant, and the checks after, read (a
-    :class:`~assembler.pipeline.build.run.Run` carries them), each part's group apart."""
+    :class:`~assembler.pipeline.runs.run.Run` carries them), each part's group apart."""
 
     context: ContextOptions
     walk: WalkOptions
@@ -186,7 +186,7 @@ class Options:
     cache_trust: tuple[Verifier, ...] = ()
     # --cache-max SIZE: what one exported compile cache (a step's kept folder) holds at most.
     cache_max: int = 5 << 30
-    jobs: int = 1  # steps run at the same time (independent ones; see pipeline.build.builder)
+    jobs: int = 1  # steps run at the same time (independent ones; see pipeline.runs.builder)
     # Where compile steps run (see pipeline.steps.slurm): here, or each as a Slurm job on a node.
     executor: str = "local"  # local | slurm
     slurm_args: tuple[str, ...] = ()  # more sbatch arguments (--slurm-args, shlex-split)

@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from assembler.oci.artifact import Artifact
-from assembler.pipeline.build.builder import Build, Built
-from assembler.pipeline.build.run import Run
 from assembler.pipeline.checks.attest import describe_built
 from assembler.pipeline.checks.depcheck import check_built
 from assembler.pipeline.checks.runimage import tested
 from assembler.pipeline.options import Reporter
+from assembler.pipeline.runs.builder import Build, Built
+from assembler.pipeline.runs.run import Run
 
 
 class AfterBuild(Protocol):

@@ -13,10 +13,10 @@ from assembler.oci.artifact import Artifact
 from assembler.oci.digest import sha256_digest
 from assembler.oci.reference import without_folder
 from assembler.pipeline import graph
-from assembler.pipeline.build.builder import Built
-from assembler.pipeline.build.run import Run
 from assembler.pipeline.layers import kinds
 from assembler.pipeline.options import Event, Reporter
+from assembler.pipeline.runs.builder import Built
+from assembler.pipeline.runs.run import Run
 from assembler.sbom import (
     ArtifactFact,
     BaseFact,

@@ -14,8 +14,8 @@ from assembler.cache import Cache
 from assembler.cache.memos import SharedFacts
 from assembler.deps import Miss, Report, check_image
 from assembler.errors import MissingDependencies
-from assembler.pipeline.build.builder import Built
 from assembler.pipeline.options import Event, Reporter
+from assembler.pipeline.runs.builder import Built
 from assembler.spec.model import AbsentLibrary
 
 CHECKED_KINDS = ("artifact", "copy", "pip", "url")

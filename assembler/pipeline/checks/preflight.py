@@ -28,10 +28,10 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
 from assembler.errors import HostsUnreachable, InputError
 from assembler.oci.reference import DEFAULT_REGISTRY, ImageName
-from assembler.pipeline.build.resolve import Plan
-from assembler.pipeline.build.run import Run
 from assembler.pipeline.layers import kinds
 from assembler.pipeline.options import Event, Reporter
+from assembler.pipeline.runs.resolve import Plan
+from assembler.pipeline.runs.run import Run
 from assembler.spec import model as m
 from assembler.spec.reach import Need
 

@@ -37,8 +37,8 @@ from assembler.transports import Context, import_image, open_source, registry_op
 from assembler.transports.common import SourceImage
 
 if TYPE_CHECKING:
-    from assembler.pipeline.build.builder import Build, Built
-    from assembler.pipeline.build.run import Run
+    from assembler.pipeline.runs.builder import Build, Built
+    from assembler.pipeline.runs.run import Run
     from assembler.transports.referrers import Listing
 
 

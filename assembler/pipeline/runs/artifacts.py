@@ -34,11 +34,11 @@ from assembler.oci.image import Image
 from assembler.oci.layer import Layer
 from assembler.oci.reference import Ref
 from assembler.pipeline import graph
-from assembler.pipeline.build.builder import Build
-from assembler.pipeline.build.resolve import Plan
-from assembler.pipeline.build.run import Run
 from assembler.pipeline.graph import StepReport
 from assembler.pipeline.options import Reporter
+from assembler.pipeline.runs.builder import Build
+from assembler.pipeline.runs.resolve import Plan
+from assembler.pipeline.runs.run import Run
 from assembler.spec.loaded import Loaded
 from assembler.transports import Context, Written
 from assembler.transports.formats import Writer

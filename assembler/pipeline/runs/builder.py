@@ -1,10 +1,10 @@
-"""``build``: execute a :class:`~assembler.pipeline.build.resolve.Plan`.
+"""``build``: execute a :class:`~assembler.pipeline.runs.resolve.Plan`.
 
 A :class:`Build` puts a build's walk together from its services, once: the step store (the
 local cache, with the registry step cache of ``--cache-to`` / ``--cache-from`` over it), the
 base blobs, the facts shared through that cache, the executor wrapped in its
 :class:`~assembler.pipeline.steps.scheduler.Scheduler`, and the
-:class:`~assembler.pipeline.build.building.Building` mode. :meth:`Build.run` makes the bases the
+:class:`~assembler.pipeline.runs.building.Building` mode. :meth:`Build.run` makes the bases the
 plan names, then runs its compile steps in the plan's order (each after the steps it
 depends on), then stacks the layers, running the runtime steps, exactly as the plan's graph
 says. A step the plan found cached is taken from the cache; a step whose key the plan could
@@ -32,13 +32,13 @@ from assembler.compile.steps import Workspace
 from assembler.errors import InvalidImage
 from assembler.oci.image import Image
 from assembler.pipeline import graph
-from assembler.pipeline.build.building import Building, Workspaces
-from assembler.pipeline.build.resolve import Plan
-from assembler.pipeline.build.run import Run
 from assembler.pipeline.graph import LayerReport, StepReport
 from assembler.pipeline.image.bases import Base
 from assembler.pipeline.layers.observers import layer_observers
 from assembler.pipeline.options import Event, Reporter
+from assembler.pipeline.runs.building import Building, Workspaces
+from assembler.pipeline.runs.resolve import Plan
+from assembler.pipeline.runs.run import Run
 from assembler.pipeline.steps.executors import executor_for
 from assembler.pipeline.steps.jobs import Executor
 from assembler.pipeline.steps.scheduler import Scheduler

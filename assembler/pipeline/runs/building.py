@@ -25,13 +25,13 @@ from assembler.compile.steps import Workspace, run_runtime_step
 from assembler.errors import InputError
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
-from assembler.pipeline.build.resolve import base_ref
 from assembler.pipeline.image.bases import Base, bootstrap_key, git_key
 from assembler.pipeline.image.labels import artifacts_read
 from assembler.pipeline.layers import exportagent
 from assembler.pipeline.layers.maker import MAKE
 from assembler.pipeline.layers.setup import ImageSetup
 from assembler.pipeline.options import Event, Reporter, WorkspaceOptions
+from assembler.pipeline.runs.resolve import base_ref
 from assembler.pipeline.steps.jobs import CompileJob
 from assembler.pipeline.steps.scheduler import Scheduler
 from assembler.pipeline.store.baseblobs import BaseBlobs

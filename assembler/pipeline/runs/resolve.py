@@ -35,13 +35,13 @@ from assembler.oci.image import Image
 from assembler.oci.layer import Layer
 from assembler.oci.reference import Ref, absolute_ref, parse_ref
 from assembler.pipeline import graph
-from assembler.pipeline.build.run import Run
 from assembler.pipeline.graph import LayerReport, StepReport
 from assembler.pipeline.image.bases import Base, git_key
 from assembler.pipeline.image.imagetests import PlannedTest, planned
 from assembler.pipeline.layers.maker import LOOKUP
 from assembler.pipeline.layers.setup import ImageSetup
 from assembler.pipeline.options import CacheOptions, RemoteSteps, WalkOptions, quiet
+from assembler.pipeline.runs.run import Run
 from assembler.pipeline.store.baseblobs import BaseBlobs
 from assembler.pipeline.store.origins import Origins
 from assembler.pipeline.store.stepstore import LocalSteps, RegistrySteps, StepStore

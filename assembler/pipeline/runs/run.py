@@ -1,7 +1,7 @@
 """One variant's build as one value (:class:`Run`), put together once
 (:func:`assembler.assemble.open_run`) and handed to every part that needs it: the plan
-(:func:`assembler.pipeline.build.resolve.plan_of`), the build
-(:class:`assembler.pipeline.build.builder.Build`), the checks after it and the writers.
+(:func:`assembler.pipeline.runs.resolve.plan_of`), the build
+(:class:`assembler.pipeline.runs.builder.Build`), the checks after it and the writers.
 Nothing in it is derived again along the way: the outputs are parsed once, the context
 (and its cache) made once.
 """

@@ -2,7 +2,7 @@
 
 A Slurm job runs ``python -m assembler.cli.step JOBFILE`` on a node: the manifest is
 resolved again against the shared cache, and :func:`build_step` builds the one step the job
-names, in a :class:`~assembler.pipeline.build.builder.Build` whose executor is wrapped in
+names, in a :class:`~assembler.pipeline.runs.builder.Build` whose executor is wrapped in
 :class:`ExpectedKey`: the step must get the key the submitter computed (else the node sees
 other files, another buildah, or another epoch: an error, not a wrong result).
 """
@@ -16,11 +16,11 @@ from functools import partial
 from assembler.errors import AssemblerError
 from assembler.oci.layer import Layer
 from assembler.pipeline import graph
-from assembler.pipeline.build.builder import Build
-from assembler.pipeline.build.resolve import Plan
-from assembler.pipeline.build.run import Run
 from assembler.pipeline.graph import StepReport
 from assembler.pipeline.options import BuildOptions, Reporter
+from assembler.pipeline.runs.builder import Build
+from assembler.pipeline.runs.resolve import Plan
+from assembler.pipeline.runs.run import Run
 from assembler.pipeline.steps.jobs import CompileJob, Executor
 from assembler.pipeline.steps.slurm import Job, node_storage
 

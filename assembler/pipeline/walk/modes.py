@@ -2,9 +2,9 @@
 
 A plan and a build walk a manifest the same way (:class:`assembler.pipeline.walk.walk.Walk`)
 and look up the same keys; they differ in what they do with what the cache does not hold.
-That difference is the walk's mode, one object: :class:`assembler.pipeline.build.resolve.Planning`
+That difference is the walk's mode, one object: :class:`assembler.pipeline.runs.resolve.Planning`
 looks up and writes nothing (what is missing will run),
-:class:`assembler.pipeline.build.building.Building` makes what is missing (through its
+:class:`assembler.pipeline.runs.building.Building` makes what is missing (through its
 scheduler and executor) and records it. Each is handed values (a :class:`BaseWant`, a
 :class:`~assembler.pipeline.steps.jobs.CompileJob`, a :class:`RuntimeJob`) and returns what
 it made; the walk records it. A mode holds the

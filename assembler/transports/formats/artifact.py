@@ -1,5 +1,5 @@
 """``artifact:DIR:STEP[.NAME]``: a step's artifacts written as files into a folder, no image
-(:mod:`assembler.pipeline.build.artifacts` writes them, before any image writer). Neither read
+(:mod:`assembler.pipeline.runs.artifacts` writes them, before any image writer). Neither read
 nor written as an image: every verb is the default's."""
 
 from __future__ import annotations
