@@ -44,8 +44,9 @@ def chart(record: dict[str, Any]) -> str:
             f'<text x="{LABEL_WIDTH + length + 6:.1f}" y="{y + 16}" font-size="13">{best:.2f} {record["unit"]}</text>'
         )
     svg = (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-        f'aria-label="{html.escape(record["bench"])}">{"".join(bars)}</svg>'
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        f'style="max-width: 100%; height: auto" role="img" aria-label="{html.escape(record["bench"])}">'
+        f"{''.join(bars)}</svg>"
     )
     machine = record["machine"]
     cpu = html.escape(machine["cpu"] or "?")

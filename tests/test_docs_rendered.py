@@ -1,6 +1,6 @@
 """The documentation site as a user sees it (issue 52): built, served over HTTP on loopback,
 and rendered by headless Chromium (Debian's ``chromium-headless-shell``): the home page,
-the manifest reference and a how-to each render as HTML with their content (no raw
+the manifest reference, a how-to and the benchmarks' charts each render as HTML with their content (no raw
 Markdown left, no image that does not load) and a screenshot is taken of each.
 ``ASSEMBLE_SCREENSHOTS=DIR`` keeps the screenshots there, to look at."""
 
@@ -27,6 +27,7 @@ PAGES = {
     "home": ("", "assemble"),
     "reference": ("reference/manifest/", "Manifest reference"),
     "how-to": ("guides/cuda/", "A CUDA image without nvidia/cuda"),
+    "benchmarks": ("benchmarks/", "Benchmarks"),  # its charts, drawn at build time from docs/benchmarks/*.json
 }
 
 
@@ -60,11 +61,14 @@ def _chromium(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([found, *flags, *argv], capture_output=True, text=True, timeout=120)
 
 
-def _article(dom: str) -> str:
-    """The visible text of the page's article (the rendered Markdown)."""
+def _article(dom: str, *, code: bool = True) -> str:
+    """The visible text of the page's article (the rendered Markdown); without ``code``,
+    its code left out (``**`` there is Python's power, not Markdown's emphasis)."""
     found = re.search(r"<article[^>]*>(.*?)</article>", dom, flags=re.S)
     assert found is not None, "no <article>: the theme did not render the page"
     body = re.sub(r"<(script|style)\b.*?</\1>", "", found.group(1), flags=re.S)
+    if not code:
+        body = re.sub(r"<(code|pre)\b.*?</\1>", "", body, flags=re.S)
     return html.unescape(re.sub(r"<[^>]+>", "", body))
 
 
@@ -77,12 +81,15 @@ def test_a_page_renders_its_content_and_is_photographed(site: str, page: str, tm
     assert dom.returncode == 0 and "</html>" in dom.stdout, dom.stderr[-2000:]
     text = _article(dom.stdout)
     assert title in text.splitlines()[0:5] or text.lstrip().startswith(title), text[:300]
-    raw = [mark for mark in ("```", "](", "**", "\n# ", "\n## ") if mark in text]
+    prose = _article(dom.stdout, code=False)
+    raw = [mark for mark in ("```", "](", "**", "\n# ", "\n## ") if mark in prose]
     assert not raw, f"{url}: raw Markdown left in the rendered page: {raw}"
     for src in re.findall(r"<img[^>]+src=\"([^\"]+)\"", dom.stdout):
         target = src if src.startswith("http") else site + path + src
         loaded = subprocess.run([sys.executable, "-c", f"import urllib.request; urllib.request.urlopen({target!r})"])
         assert loaded.returncode == 0, f"{url}: image {src} does not load"
+    if page == "benchmarks":  # a recorded run is a chart: bars, and where it ran
+        assert "<svg" in dom.stdout and "<rect" in dom.stdout and "sum(range(3*10**7))" in text, text[:500]
     shot = tmp_path / f"{page}.png"
     taken = _chromium(f"--screenshot={shot}", url)
     assert taken.returncode == 0 and shot.is_file(), taken.stderr[-2000:]
