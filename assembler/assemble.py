@@ -160,7 +160,8 @@ def _check_outputs(
     for writer in writers:
         writer.check(force=options.force, sbom=attested)
         if options.sign is not None and not writer.signs:
-            report(Event("warning", {"text": f"{writer.ref}: not signed (--sign signs docker:// and oci:DIR:TAG)"}))
+            signed = "docker://, oci:DIR:TAG, sif: and oras://"
+            report(Event("warning", {"text": f"{writer.ref}: not signed (--sign signs {signed})"}))
     artifacts.check(loaded, files, force=options.force, cache_dir=options.cache_dir)
     if options.artifacts:
         artifacts.check_oci_outputs(loaded, options.artifacts, writers)

@@ -215,7 +215,8 @@ def test_only_registries_and_tagged_layouts_hold_signatures(tmp_path: Path, caps
         assert not holds_signatures(parse_ref(text)), text
     # assemble verify says so before it reads the key or the image.
     assert main(["verify", f"oci:{tmp_path}/l", "--key", str(tmp_path / "missing.pub")]) == 2
-    assert "signatures live in registries (docker://...) and OCI layouts (oci:DIR:TAG)" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "signatures live in registries (docker://...), OCI layouts (oci:DIR:TAG) and SIF files (sif:FILE)" in said
 
 
 _SIGNED_TYPE = '"type":"cosign container image signature"'

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ from assembler.cache.maintain import parse_size
 from assembler.cli.arguments import param_sets, platform_arg, registry_options, slurm_args, storage_arg
 from assembler.cli.console import err, mode_of, out, say, size
 from assembler.cli.digestfile import check_digestfile, write_digest
+from assembler.cli.keys import signer_of
 from assembler.cli.lock import redo_command
 from assembler.cli.progress import showing
 from assembler.cli.userconfig import cache_budget, read_config
@@ -32,7 +32,7 @@ from assembler.proc import Runner
 from assembler.spec.suggest import known_names
 
 if TYPE_CHECKING:
-    from assembler.sign import Signer, Verifier
+    from assembler.sign import Verifier
 
 
 def _options(args: argparse.Namespace, manifest_epoch: int | None, manifest_cache: str | None = None) -> Options:
@@ -47,9 +47,9 @@ def _options(args: argparse.Namespace, manifest_epoch: int | None, manifest_cach
             if ref:
                 parse_cache_ref(ref)
     sign_key = getattr(args, "sign", None)
-    sign = _signer(sign_key, "--sign") if sign_key else None
+    sign = signer_of(sign_key, "--sign") if sign_key else None
     cache_sign = getattr(args, "cache_sign", None)  # else --sign's key signs the cache's entries
-    cache_signer = _signer(cache_sign, "--cache-sign") if cache_sign and cache_sign != sign_key else sign
+    cache_signer = signer_of(cache_sign, "--cache-sign") if cache_sign and cache_sign != sign_key else sign
     return Options(
         cache_dir=(args.cache or default_root()).resolve(),
         epoch=resolve_epoch(args.epoch, manifest_epoch),
@@ -112,20 +112,6 @@ def _trusted(keys: list[Path]) -> tuple[Verifier, ...]:
             raise InputError(f"{where}: {key}: {e.strerror or e}") from None
         out.append(load_public_key(data, what=f"{where}: {key}"))
     return tuple(out)
-
-
-def _signer(key: Path, option: str) -> Signer:
-    """The key of ``option`` (``--sign``, ``--cache-sign``), read before anything is built
-    (a cosign key's password from ``$COSIGN_PASSWORD``); InputError when it does not load."""
-    from assembler.sign import load_private_key  # cryptography: only when signing
-
-    what = f"{option} {key}"
-    try:
-        data = key.read_bytes()
-    except OSError as e:
-        raise InputError(f"{what}: {e.strerror or e}") from None
-    password = os.environ.get("COSIGN_PASSWORD")
-    return load_private_key(data, password=None if password is None else password.encode(), what=what)
 
 
 def _load(args: argparse.Namespace) -> tuple[list[Variant], list[str]]:

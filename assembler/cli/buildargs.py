@@ -178,7 +178,8 @@ def _output_args(p: Arguments) -> None:
         default=None,
         metavar="KEY",
         help="sign the docker:// and oci:DIR:TAG outputs and attest their SBOM and provenance, in cosign's "
-        "format, with KEY (cosign.key, its password in $COSIGN_PASSWORD; or a PEM Ed25519/ECDSA key)",
+        "format, and the sif: and oras:// outputs' SIF inside it, as apptainer sign --key does, with KEY "
+        "(cosign.key, its password in $COSIGN_PASSWORD; or a PEM Ed25519/ECDSA key)",
     )
     p.add_argument(
         "--artifact",

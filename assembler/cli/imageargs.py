@@ -84,6 +84,14 @@ def sif_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("ref", help="the image: docker://..., oci:DIR[:TAG], oci-archive:..., docker-archive:...")
     p.add_argument("out", type=Path, help="the SIF file to write")
     _squashfs_args(p, readers="every Apptainer", replaces="replace OUT.sif even if it is not a SIF file")
+    p.add_argument(
+        "--sign",
+        type=Path,
+        default=None,
+        metavar="KEY",
+        help="sign the SIF as apptainer sign --key does (apptainer verify --key PUB checks it), with KEY "
+        "(a PEM Ed25519/ECDSA key, or cosign.key with its password in $COSIGN_PASSWORD)",
+    )
     p.add_argument("--push", default=None, metavar="oras://HOST/REPO:TAG", help="also push the SIF there")
     p.add_argument(
         "--attach",

@@ -14,6 +14,7 @@ from assembler.assemble import Event, resolve_epoch
 from assembler.cli.arguments import registry_options
 from assembler.cli.console import err, mode_of, out, say, size
 from assembler.cli.digestfile import check_digestfile, write_digest
+from assembler.cli.keys import signer_of
 from assembler.cli.progress import showing
 from assembler.cli.reading import reading_cache, reading_context, source_of
 from assembler.errors import InputError
@@ -157,6 +158,7 @@ def cmd_sif(args: argparse.Namespace) -> int:
         OrasWriter(ref) if flag == "--push" else SifReferrerWriter(ref) for flag, ref in _sif_targets(args)
     ]
     out_path = Path(os.path.abspath(args.out))  # a symlink there is the output, not its target
+    signer = signer_of(args.sign, "--sign") if args.sign else None  # read before anything is written
     sif = SifWriter(Ref("sif", str(out_path)))
     sif.check(force=args.force)
     check_digestfile(args.digestfile)
@@ -174,6 +176,7 @@ def cmd_sif(args: argparse.Namespace) -> int:
             sif_compressor=args.compressor,
             referrers=attached,
             sif_progress=lambda n: report(Event("bytes", {"n": n, "what": "sif"})),
+            signer=signer,
         )
         report(Event("output", {"ref": f"sif:{out_path}", "state": "writing"}))
         sif.write(target)

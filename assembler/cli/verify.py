@@ -1,7 +1,8 @@
 """``assemble verify REF --key PUB``: is the image REF names signed by that key in cosign's
 format (``--sign``), and (``--type``) are its SBOM and provenance attested by it; checked as
 ``cosign verify --key PUB --insecure-ignore-tlog`` and ``cosign verify-attestation`` check
-them, without cosign."""
+them, without cosign. For ``sif:FILE``: is the SIF signed by that key as ``apptainer verify
+--key PUB`` checks it (every object group, every digest the file's now)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from assembler.cli.arguments import common_args, reader_cache_args, registry_options
 from assembler.cli.console import out, say
+from assembler.cli.keys import verifier_of
 from assembler.errors import InputError, SignatureError
 from assembler.oci.mediatypes import PREDICATE_TYPES
 from assembler.oci.reference import absolute_ref, parse_ref
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("ref", help="the image: docker://HOST/REPO:TAG or oci:DIR:TAG")
+    p.add_argument("ref", help="the image: docker://HOST/REPO:TAG or oci:DIR:TAG; or a SIF file: sif:FILE")
     p.add_argument("--key", type=Path, required=True, metavar="PUB", help="the public key (cosign.pub, or PEM)")
     p.add_argument(
         "--type",
@@ -34,13 +36,6 @@ def arguments(p: argparse.ArgumentParser) -> None:
     common_args(p)
 
 
-def read_key(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise InputError(f"{what}: {e.strerror or e}") from None
-
-
 def _required(verdict: Verdict, what: str, key: Verifier) -> None:
     if not verdict.verified:
         rejected = "; ".join(verdict.rejected) or "none found"
@@ -51,13 +46,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
     # The parser is built for every command (a build too): what checks signatures
     # (cryptography among it) is imported only here.
     from assembler.cli.reading import reading_cache, source_of
-    from assembler.sign import load_public_key
     from assembler.transports.formats import holds_signatures, verify_signatures
 
     ref = absolute_ref(parse_ref(args.ref), Path.cwd())
+    if ref.transport == "sif":
+        return _verify_sif(args, Path(ref.path))
     if not holds_signatures(ref):
-        raise InputError(f"{args.ref}: signatures live in registries (docker://...) and OCI layouts (oci:DIR:TAG)")
-    key = load_public_key(read_key(args.key, f"--key {args.key}"), what=f"--key {args.key}")
+        raise InputError(
+            f"{args.ref}: signatures live in registries (docker://...), OCI layouts (oci:DIR:TAG)"
+            " and SIF files (sif:FILE)"
+        )
+    key = verifier_of(args.key, "--key")
     options = registry_options(args)
     with reading_cache(args) as cache_dir:
         source = source_of(args, cache_dir)
@@ -79,4 +78,25 @@ def cmd_verify(args: argparse.Namespace) -> int:
     say(f"{args.ref} {digest}: {len(found.verified)} signature(s) by key {key.key_id}")
     for kind, count in attested.items():
         say(f"  {kind}: {count} attestation(s) by key {key.key_id}")
+    return 0
+
+
+def _verify_sif(args: argparse.Namespace, path: Path) -> int:
+    from assembler.transports.hpc.sif_sign import verify_sif  # cryptography: only here
+
+    if args.type:
+        raise InputError("--type: a SIF holds its SBOM and provenance as objects, which its signature covers")
+    key = verifier_of(args.key, "--key")
+    verdict = verify_sif(path, key)
+    if not verdict.ok:
+        rejected = "; ".join(verdict.rejected)
+        raise SignatureError(f"{args.ref}: not signed by key {key.key_id}", rejected=verdict.rejected, hint=rejected)
+    if args.json:
+        result = {"ref": args.ref, "key": key.key_id, "fingerprint": key.ssh_fingerprint, "verified": verdict.verified}
+        out.print(json.dumps(result, indent=2), markup=False)
+        return 0
+    for v in verdict.verified:
+        objects = ", ".join(str(i) for i in v["objects"])
+        by = f"signed by key {key.key_id} (signature object {v['signature']})"
+        say(f"{args.ref}: object group {v['group']} (objects {objects}) {by}")
     return 0

@@ -66,6 +66,14 @@ class Verifier:
         der = self.key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
         return hashlib.sha256(der).hexdigest()[:16]
 
+    @property
+    def ssh_fingerprint(self) -> str:
+        """``SHA256:BASE64`` of the key's SSH wire form, as ``ssh-keygen -l`` prints it: the
+        key ID of a DSSE envelope go-securesystemslib signs (``dsse.SHA256KeyID``)."""
+        line = self.key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        wire = base64.b64decode(line.split()[1])
+        return "SHA256:" + base64.b64encode(hashlib.sha256(wire).digest()).decode().rstrip("=")
+
     def __reduce__(self) -> tuple[Any, tuple[bytes]]:
         """Pickled as its DER (cryptography's keys do not pickle): a Slurm job file carries it."""
         der = self.key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)

@@ -51,7 +51,7 @@ class Target:
     artifact: FilesArtifact | None = None
     # --sign: the key that signs what the docker:// and tagged oci: outputs write, in cosign's
     # format (the image, or the index and each platform's image, or the artifact), and attests
-    # the referrers (see transports.signatures).
+    # the referrers (see transports.signatures); and the SIF, inside it, as Apptainer signs.
     signer: Signer | None = None
     _tmp: Path | None = field(default=None, repr=False)
 
@@ -83,6 +83,7 @@ class Target:
             compressor=self.sif_compressor,
             progress=self.sif_progress or ctx.progress,
             attached=self.referrers,
+            signer=self.signer,
         )
         return self.sif
 

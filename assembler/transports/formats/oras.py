@@ -30,7 +30,10 @@ def _push_sif(target: Target, name: ImageName, *, referrer: bool) -> Written:
 
 
 class OrasWriter(Writer):
-    """``oras://HOST/REPO:TAG``: the SIF as an OCI artifact."""
+    """``oras://HOST/REPO:TAG``: the SIF as an OCI artifact (signed inside with ``--sign``,
+    as ``apptainer pull oras://`` then ``apptainer verify`` check it)."""
+
+    signed_inside = True
 
     def write_image(self, target: Target) -> list[Written]:
         assert self.ref.name is not None
@@ -39,6 +42,8 @@ class OrasWriter(Writer):
 
 class SifReferrerWriter(Writer):
     """The SIF pushed to ``docker://REPO`` as a referrer of the image (``--attach``)."""
+
+    signed_inside = True
 
     def write_image(self, target: Target) -> list[Written]:
         assert self.ref.name is not None

@@ -31,6 +31,8 @@ class SifWriter(Writer):
     def check(self, *, force: bool, sbom: bool = True) -> None:
         check_replaceable(Path(self.ref.path), "sif", force=force, ours=is_sif, what="a SIF file")
 
+    signed_inside = True
+
     def write_image(self, target: Target) -> list[Written]:
         return [Written(str(self.ref), target.make_sif(Path(self.ref.path)).digest)]
 

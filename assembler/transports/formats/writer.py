@@ -60,10 +60,14 @@ class Writer:
     def check(self, *, force: bool, sbom: bool = True) -> None:
         """Before anything is built: InputError when the output (``sbom``: its SBOM files too) may not be written."""
 
+    # Whether what it writes holds its own signature (a SIF's, made as the file is written:
+    # Target.make_sif), which ``--sign`` then makes instead of cosign's beside it.
+    signed_inside: ClassVar[bool] = False
+
     @property
     def signs(self) -> bool:
-        """Whether ``--sign`` signs what it writes (cosign's signatures beside it)."""
-        return False
+        """Whether ``--sign`` signs what it writes (cosign's signatures beside it, or its own)."""
+        return self.signed_inside
 
     def write(self, target: Target) -> list[Written]:
         """Write; what was written (a push may write a referrer too), signed with
@@ -74,7 +78,7 @@ class Writer:
             out = self.write_index(target)
         else:
             out = self.write_image(target)
-        if target.signer is not None and self.signs:
+        if target.signer is not None and self.signs and not self.signed_inside:
             from assembler.sign import sign_manifest  # cryptography, only when signing
 
             signer, name = target.signer, self.identity(target)

@@ -43,6 +43,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from assembler.archive.compress import usable_cores
 from assembler.errors import InvalidImage
@@ -69,6 +70,9 @@ from assembler.transports.hpc.sif_format import (
 )
 from assembler.transports.hpc.sif_front import put_front
 from assembler.transports.hpc.squashfs import COMPRESSORS, check_writable, replacing, write_squashfs
+
+if TYPE_CHECKING:
+    from assembler.sign import Signer
 
 __all__ = ["COMPRESSORS", "SifInfo", "read_attached", "read_sif_header", "write_sif"]
 
@@ -162,6 +166,16 @@ def _objects(
     return objects, datas, align(offset, PARTITION_ALIGNMENT)
 
 
+def _finish(tmp: Path, signer: Signer | None, *, epoch: int) -> tuple[int, str]:
+    """The written SIF signed (with ``signer``) and made runnable; its size and digest."""
+    if signer is not None:
+        from assembler.transports.hpc.sif_sign import sign_sif  # cryptography: only when signing
+
+        sign_sif(tmp, signer, epoch=epoch)
+    os.chmod(tmp, 0o755)  # a SIF file starts with a #! line: runnable, as libsif makes it
+    return tmp.stat().st_size, file_digest(tmp)
+
+
 def write_sif(
     source: SourceImage,
     out: Path,
@@ -172,6 +186,7 @@ def write_sif(
     progress: Callable[[int], None] | None = None,
     jobs: int | None = None,
     attached: Sequence[Artifact] = (),
+    signer: Signer | None = None,
 ) -> SifInfo:
     """Write ``source``'s image as the SIF file ``out`` (replaced atomically), with
     ``attached`` (its SBOM, its provenance: referrers of the image) as data objects.
@@ -182,14 +197,13 @@ def write_sif(
     InvalidImage for an image SIF cannot hold (architecture, unreadable layers, broken
     hard links), UnsafePath for layer members escaping the root, ToolError when
     tar2sqfs fails or is missing, and OSError for the output file; InvalidImage for an
-    attached artifact that is neither an SPDX SBOM nor an in-toto statement.
+    attached artifact that is neither an SPDX SBOM nor an in-toto statement. With
+    ``signer``, signed as ``apptainer sign --key`` signs (:mod:`.sif_sign`) before the rename.
     """
     check_writable(source, compressor, holds="SIF holds")
-    image = source.image
-    platform = image.platform
-    arch_code = sif_arch(platform.architecture)
+    image, out = source.image, Path(out)
+    arch_code = sif_arch(image.platform.architecture)
     meta = apptainer.metadata(image, source_name=source.name, epoch=epoch)
-    out = Path(out)
     with replacing(out) as tmp:
         objects, datas, part_offset = _objects(meta, attached, epoch=epoch)
         stats = write_squashfs(
@@ -205,14 +219,13 @@ def write_sif(
         )
         sif_uuid = image_uuid(image.digest, compressor, epoch, [a.blob.digest for a in attached])
         squashfs_size = put_front(tmp, objects, datas, part_offset, arch_code=arch_code, sif_uuid=sif_uuid, epoch=epoch)
-        os.chmod(tmp, 0o755)  # a SIF file starts with a #! line: runnable, as libsif makes it
-        digest = file_digest(tmp)
+        size, digest = _finish(tmp, signer, epoch=epoch)
     info = SifInfo(
         path=out,
-        size=part_offset + squashfs_size,
+        size=size,
         digest=digest,
         uuid=str(sif_uuid),
-        arch=platform.architecture,
+        arch=image.platform.architecture,
         image_digest=image.digest,
         compressor=compressor,
         squashfs_offset=part_offset,
