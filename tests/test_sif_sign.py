@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from assembler.sign.keys import Signer, Verifier
+from assembler.transports.hpc import sif_sign
 from assembler.transports.hpc.sif_format import (
     DATA_DEFFILE,
     DATA_OFFSET,
@@ -158,6 +159,24 @@ def test_signing_is_deterministic_and_an_unsigned_or_loose_sif_is_refused(tmp_pa
         "object 3 is in no object group and is not a signature"
         in verify_sif(loose, Verifier(key.public_key())).rejected
     )
+
+
+def test_signed_metadata_of_any_shape_is_refused_with_a_reason(tmp_path: Path) -> None:
+    """What a key signed is checked before it is used: a payload of the wrong shape is a
+    reason, never a crash (the key may be trusted and the file still hostile)."""
+    sif = tmp_path / "s.sif"
+    _small_sif(sif)
+    with open(sif, "rb") as f:
+        head, raws = sif_sign._descriptors(f, sif)
+        header = {"digest": sif_sign._header_digest(head)}
+        for metadata, why in (
+            ([], "not version 1"),
+            ({"version": 1, "header": "x"}, "header changed"),
+            ({"version": 1, "header": header, "objects": ["a", 1]}, "not a list of objects"),
+            ({"version": 1, "header": header, "objects": [{"relativeId": "0"}, {"relativeId": None}]}, "other objects"),
+            ({"version": 1, "header": header, "objects": [{}]}, "other objects"),
+        ):
+            assert why in (sif_sign._check(f, head, raws, 1, metadata) or ""), metadata
 
 
 def test_the_key_id_is_the_ssh_fingerprint(tmp_path: Path) -> None:

@@ -257,17 +257,21 @@ def _check(f: BinaryIO, head: bytes, raws: list[_Raw], group: int, metadata: Any
     """Why the signed metadata does not match the file now (None when it does)."""
     if not isinstance(metadata, dict) or metadata.get("version") != 1:
         return "its metadata is not version 1"
-    if (metadata.get("header") or {}).get("digest") != _header_digest(head):
+    header = metadata.get("header")
+    if not isinstance(header, dict) or header.get("digest") != _header_digest(head):
         return "the SIF header changed since it was signed"
     members = _group(raws, group)
     if not members:
         return f"object group {group} is empty"
     now = _metadata(f, head, members)["objects"]
     signed = metadata.get("objects")
-    if not isinstance(signed, list) or len(signed) != len(now):
+    if not isinstance(signed, list) or not all(isinstance(o, dict) for o in signed):
+        return "its metadata's objects are not a list of objects"
+    if len(signed) != len(now):
         return f"it covers other objects than group {group} holds now"
     low = min(r.obj.id for r in members)
-    for was, is_ in zip(sorted(signed, key=lambda o: o.get("relativeId", -1)), now, strict=True):
+    order = sorted(signed, key=lambda o: o["relativeId"] if isinstance(o.get("relativeId"), int) else -1)
+    for was, is_ in zip(order, now, strict=True):
         oid = low + is_["relativeId"]
         if was.get("relativeId") != is_["relativeId"]:
             return f"it covers other objects than group {group} holds now"
