@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -401,6 +403,18 @@ def test_tests_run_on_a_slurm_node_as_a_sif_under_apptainer(
     jobs = slurm_cluster.jobs_named({"test-on-node", "test-no-network"})
     assert jobs["test-on-node"]["State"] == "COMPLETED" and jobs["test-no-network"]["State"] == "COMPLETED", jobs
     assert not list((root / "cache" / "slurm").glob("*.sif"))  # the SIF the nodes read is removed afterwards
+
+    # --slurm-sif sbcast: each job copies the SIF to the node's /tmp first, runs on that copy
+    # (APPTAINER_CONTAINER names it), removes it, and says how long the copy took.
+    where = "  - name: which-sif\n    command: [sh, -c, 'echo sif:$APPTAINER_CONTAINER']\n    output: ['^sif:/tmp/']\n"
+    (root / "m.yaml").write_text((root / "m.yaml").read_text().replace("  - name: here\n", where + "  - name: here\n"))
+    sbcast = ["m.yaml", "--cache", "cache", "--test-on", "slurm", "--slurm-sif", "sbcast", "-o", "oci:out3:one"]
+    staged = run_cli(sbcast, cwd=root, env=env)
+    assert staged.code == 0, str(staged)
+    for name in ("on-node", "no-network", "which-sif"):
+        assert re.search(rf"\[test {name}\] assemble-slurm-sif: sbcast to 1 node\(s\) in \d+ ms", staged.err), staged
+    assert not list(Path("/tmp").glob(f"test-*-p*-{socket.gethostname()}.sif"))
+    (root / "m.yaml").write_text((root / "m.yaml").read_text().replace(where, ""))
 
     # A test failing on the node fails the build: nothing written.
     (root / "m.yaml").write_text((root / "m.yaml").read_text().replace("'^unreachable$'", "'^reached$'"))

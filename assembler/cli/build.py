@@ -79,6 +79,7 @@ def _options(args: argparse.Namespace, manifest_epoch: int | None, manifest_cach
         cache_trust=_trusted(getattr(args, "cache_trust", [])) if cache_to or cache_from else (),
         tests=not args.no_tests,
         test_on=args.test_on,
+        slurm_sif=getattr(args, "slurm_sif", "shared"),
         keep_failed=args.keep_failed,
         preflight=not args.no_preflight,
         offline=args.offline,

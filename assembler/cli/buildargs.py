@@ -239,10 +239,22 @@ def _test_args(p: Arguments) -> None:
         help="where the image's tests run when a test does not say (on:): here in buildah, or each as a Slurm "
         "job on a node, as a SIF under Apptainer (--nv for GPU tests); the cache must be shared by the nodes",
     )
+    slurm_sif_arg(p)
     p.add_argument("--no-tests", action="store_true", help="do not run the image's tests (tests:) before writing it")
     p.add_argument(
         "--keep-failed",
         action="store_true",
         help="keep the container of a compile step that fails, with its mounts; the error says how to enter it "
         "(assemble shell --step STEP)",
+    )
+
+
+def slurm_sif_arg(p: Arguments) -> None:
+    """``--slurm-sif``: how a test's Slurm job reaches the image's SIF (build and ``assemble test``)."""
+    p.add_argument(
+        "--slurm-sif",
+        choices=("shared", "sbcast"),
+        default="shared",
+        help="how a test's Slurm job reaches the image's SIF: read in place from the shared cache, or copied "
+        "by sbcast to /tmp on each of its nodes first (one read of the shared folder, fanned out by Slurm)",
     )

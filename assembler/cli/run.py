@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from assembler.cli.arguments import common_args, platform_arg, registry_options, slurm_args, storage_arg
+from assembler.cli.buildargs import slurm_sif_arg
 from assembler.cli.console import out, say
 from assembler.errors import InputError
 
@@ -60,6 +61,7 @@ def test_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default=None, help="the target whose tests run (default: the manifest's default)")
     p.add_argument("--set", action="append", default=[], metavar="K=V", help="a param, as for a build")
     p.add_argument("--test-on", choices=("local", "slurm"), default="local", help="as for a build")
+    slurm_sif_arg(p)
     p.add_argument("--slurm-args", default="", metavar="ARGS", help="more sbatch arguments for each test's job")
     p.add_argument("--save", type=Path, default=None, metavar="FILE", help="write the test-result statement there")
 
@@ -126,7 +128,9 @@ def cmd_test(args: argparse.Namespace) -> int:
         suite = manifest_suite(loaded, stored, test_on=args.test_on)
     else:
         suite = attested_suite(absolute_ref(parse_ref(args.ref), Path.cwd()), ctx, stored, test_on=args.test_on)
-    reports, statement = test_image(stored, suite, ctx, slurm_args=sbatch, report=_shown(args))
+    reports, statement = test_image(
+        stored, suite, ctx, slurm_args=sbatch, report=_shown(args), slurm_sif=args.slurm_sif
+    )
     if args.save is not None:
         args.save.write_bytes(statement.data)
     if args.json:

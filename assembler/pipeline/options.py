@@ -151,6 +151,7 @@ class BuildOptions:
     tests: bool  # the image's tests run before any output is written
     test_on: str  # where a test that does not say runs: local | slurm
     sbom: bool = True  # the SBOM and provenance go with the image
+    slurm_sif: str = "shared"  # how test jobs reach the SIF: shared (read in place) | sbcast
 
     @property
     def deps_check(self) -> bool:
@@ -208,6 +209,9 @@ class Options:
     # where a test does not say (on:): here in buildah, or on a Slurm node with Apptainer.
     tests: bool = True
     test_on: str = "local"  # local | slurm
+    # --slurm-sif: a Slurm test job reads the SIF in the shared cache, or sbcast copies it to
+    # each node's /tmp first (pipeline.checks.slurmtests).
+    slurm_sif: str = "shared"  # shared | sbcast
     # --keep-failed: a failed compile step's container is kept to be entered (compile.keepfailed).
     keep_failed: bool = False
     # Before the first long step, every host the build will reach is asked (pipeline.checks.preflight);
@@ -247,6 +251,7 @@ class Options:
             tests=self.tests,
             test_on=self.test_on,
             sbom=self.sbom,
+            slurm_sif=self.slurm_sif,
         )
 
 

@@ -115,16 +115,23 @@ def _test_results(listing: Listing) -> list[dict[str, Any]]:
 
 
 def test_image(
-    stored: Stored, suite: Suite, ctx: Context, *, slurm_args: Sequence[str], report: Reporter
+    stored: Stored,
+    suite: Suite,
+    ctx: Context,
+    *,
+    slurm_args: Sequence[str],
+    report: Reporter,
+    slurm_sif: str = "shared",
 ) -> tuple[list[Report], Artifact]:
-    """Run ``suite`` on ``stored``'s image (a test on Slurm submitted with ``slurm_args``):
+    """Run ``suite`` on ``stored``'s image (a test on Slurm submitted with ``slurm_args``,
+    the SIF reached as ``slurm_sif`` says):
     each test's report and the test-result attestation (which says ``fail`` when one failed:
     nothing is written here, the caller decides)."""
 
     def slurm() -> Any:
         from assembler.pipeline.checks.slurmtests import SlurmTests  # only where a test runs there
 
-        return SlurmTests.of(slurm_args, ctx, report=report)
+        return SlurmTests.of(slurm_args, ctx, report=report, sif=slurm_sif)
 
     tester = Tester(ctx.cache, stored.buildah, report, slurm, reuse=False)  # asked for: run, not remembered
     reports = tester.run(suite.tests, stored.source)
@@ -165,7 +172,7 @@ def tested(built: Built, run: Run, build: Build, *, report: Reporter) -> list[Ar
     def slurm() -> Any:
         from assembler.pipeline.checks.slurmtests import SlurmTests  # only where a test runs there
 
-        return SlurmTests.of(options.slurm_args, build.ctx, report=report)
+        return SlurmTests.of(options.slurm_args, build.ctx, report=report, sif=options.slurm_sif)
 
     tester = Tester(build.ctx.cache, build.workspace().buildah, report, slurm, reuse=not options.walk.no_cache)
     reports = tester.run(tests, source)

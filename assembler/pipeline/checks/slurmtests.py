@@ -4,6 +4,12 @@ job (through :class:`~assembler.pipeline.steps.slurm.SlurmExecutor`, as compile 
 runs ``apptainer exec`` on it with the node's driver (``--nv`` for a GPU test, which also
 asks for a GPU: ``--gres=gpu:N``).
 
+With ``--slurm-sif sbcast`` each job first copies the SIF with ``sbcast`` to /tmp on every
+node it holds (Slurm fans the one read of the shared folder out over its tree), runs there,
+and removes the copies; the staging's time is in the job's log (shown as it grows), not
+judged with the test's output.
+Without (``shared``), the nodes read the SIF in place.
+
 The test starts as ``docker run`` would: the image's environment (``--containall``: not the
 submitter's), its working directory (``--pwd``), no network but loopback unless the test
 asks (``--net --network none``); the user is the submitting one (Apptainer runs no
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -30,6 +37,19 @@ from assembler.transports import Context
 from assembler.transports.common import SourceImage
 
 _TIMED_OUT = 124  # timeout(1)'s exit status for a command it stopped
+SIF_WAYS = ("shared", "sbcast")
+# A line the staging script writes before the test's own output (shown, not judged).
+_STAGED = "assemble-slurm-sif: "
+# $1 the SIF in the shared cache, $2 where on each node, then the test's command.
+_SBCAST = (
+    "sif=$1 dest=$2; shift 2; t0=$(date +%s%N); "
+    'if ! out=$(sbcast --force "$sif" "$dest" 2>&1); then '
+    f'echo "{_STAGED}sbcast failed: $(echo "$out" | tr "\\n" " ")"; exit 125; fi; '
+    f'echo "{_STAGED}sbcast to ${{SLURM_JOB_NUM_NODES:-1}} node(s) in $(( ($(date +%s%N) - t0) / 1000000 )) ms"; '
+    '"$@"; rc=$?; '
+    'if [ "${SLURM_JOB_NUM_NODES:-1}" -gt 1 ]; then srun --ntasks-per-node=1 rm -f "$dest"; else rm -f "$dest"; fi; '
+    "exit $rc"
+)
 
 
 def apptainer_argv(test: PlannedTest, config: Mapping[str, Any], sif: Path, *, root: bool) -> list[str]:
@@ -41,6 +61,19 @@ def apptainer_argv(test: PlannedTest, config: Mapping[str, Any], sif: Path, *, r
     args += [] if cmd.network else ["--net", "--network", "none"]
     args += [f"--env={key}={cmd.env[key]}" for key in sorted(cmd.env)]
     return ["timeout", "--kill-after=10", f"{test.seconds:g}", *args, str(sif), *cmd.argv]
+
+
+def staged(command: Sequence[str], sif: Path, dest: str) -> list[str]:
+    """``command`` (which runs the SIF at ``dest``) after ``sbcast`` has put ``sif`` there on
+    every node of the job; the copies removed after, the command's exit status kept."""
+    return ["sh", "-c", _SBCAST, "sh", str(sif), dest, *command]
+
+
+def split_staging(output: str) -> tuple[list[str], str]:
+    """The staging script's lines, and the test's own output."""
+    lines = output.splitlines(keepends=True)
+    said = [line.strip()[len(_STAGED) :] for line in lines if line.startswith(_STAGED)]
+    return said, "".join(line for line in lines if not line.startswith(_STAGED))
 
 
 def job_flags(test: PlannedTest) -> list[str]:
@@ -65,18 +98,24 @@ def exit_of(state: str, code: str) -> tuple[int | None, str]:
 class SlurmTests:
     """Runs tests as Slurm jobs, on a SIF of the image in the shared cache."""
 
-    def __init__(self, executor: SlurmExecutor, cache: Cache, ctx: Context, report: Reporter) -> None:
+    def __init__(
+        self, executor: SlurmExecutor, cache: Cache, ctx: Context, report: Reporter, *, sif: str = "shared"
+    ) -> None:
+        if sif not in SIF_WAYS:
+            raise ValueError(f"--slurm-sif {sif}: one of {', '.join(SIF_WAYS)}")
         self.executor = executor
         self.cache = cache
         self.ctx = ctx
         self.report = report
+        self.sif = sif
         self.stop: Callable[[], bool] = lambda: False
 
     @classmethod
-    def of(cls, slurm_args: Sequence[str], ctx: Context, *, report: Reporter) -> SlurmTests:
-        """Through a Slurm executor that submits with ``slurm_args`` (``--slurm-args``)."""
+    def of(cls, slurm_args: Sequence[str], ctx: Context, *, report: Reporter, sif: str = "shared") -> SlurmTests:
+        """Through a Slurm executor that submits with ``slurm_args`` (``--slurm-args``), the SIF
+        reached as ``sif`` (``--slurm-sif``) says."""
         executor = SlurmExecutor(ctx.cache, ctx.runner, report, slurm_args=slurm_args)
-        return cls(executor, ctx.cache, ctx, report)
+        return cls(executor, ctx.cache, ctx, report, sif=sif)
 
     def run(self, tests: Sequence[PlannedTest], source: SourceImage, judged: Judged) -> dict[str, Report]:
         """Each test as a job on a SIF of ``source``'s image (removed afterwards); its report."""
@@ -98,13 +137,21 @@ class SlurmTests:
         write_sif(source, path, runner=self.ctx.runner, epoch=self.ctx.epoch)
 
     def _one(self, test: PlannedTest, config: Mapping[str, Any], digest: str, sif: Path, judged: Judged) -> Report:
-        command = apptainer_argv(test, config, sif, root=os.geteuid() == 0)
+        root = os.geteuid() == 0
+        if self.sif == "sbcast":  # node-local: named by this host and process, as the shared one is
+            dest = f"/tmp/{sif.stem}-{socket.gethostname()}.sif"
+            command = staged(apptainer_argv(test, config, Path(dest), root=root), sif, dest)
+        else:
+            command = apptainer_argv(test, config, sif, root=root)
         log = self.cache.root / "logs" / f"slurm-test-{test.name}-{digest_hex(digest)[:12]}.log"
         argv = self.executor.job_argv(f"test-{test.name}", command, log, job_flags(test))
         self.report(Event("test", {"name": test.name, "state": "running", "on": "slurm"}))
         started = time.monotonic()
         job, state, code = self.executor.run_job(f"test {test.name}", argv, log, stop=self.stop)
-        output = log.read_text("utf-8", "replace") if log.exists() else ""
+        said, output = split_staging(log.read_text("utf-8", "replace") if log.exists() else "")
+        if any(line.startswith("sbcast failed") for line in said):
+            reason = f"the SIF could not be put on its nodes: {said[-1]} (Slurm job {job})"
+            return judged(test, digest, None, output, reason, time.monotonic() - started)
         status, why = exit_of(state, code)
         reason = judge(test.spec, status, output) if status is not None else f"{why} (Slurm job {job})"
         return judged(test, digest, status, output, reason, time.monotonic() - started)
