@@ -11,6 +11,7 @@ submitting user), as the test machines and CI are.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -182,6 +183,13 @@ def _listening(port: int) -> bool:
 def slurm_cluster() -> Iterator[Cluster]:
     if os.geteuid() != 0 or shutil.which("slurmctld") is None or shutil.which("slurmdbd") is None:
         pytest.skip("needs root and Debian's slurmctld, slurmd, slurmdbd, munge, mariadb-server (scripts/setup)")
+    with one_node_cluster() as cluster:
+        yield cluster
+
+
+@contextlib.contextmanager
+def one_node_cluster() -> Iterator[Cluster]:
+    """The cluster, up for the block (scripts/bench-hpc uses it too)."""
     # A folder every user can pass through: mysql runs as its own user, jobs as theirs.
     folder = Path(tempfile.mkdtemp(prefix="asm-slurm-", dir="/tmp"))
     folder.chmod(0o755)
