@@ -9,6 +9,7 @@ the staging's line split from the test's output, and a failed copy named.
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 from assembler.pipeline.checks.slurmtests import split_staging, staged
@@ -43,3 +44,18 @@ def test_a_failed_copy_runs_nothing_and_says_why(tmp_path: Path) -> None:
     assert done.returncode == 125 and not ran.exists()
     said, output = split_staging(done.stdout)
     assert said == [f"sbcast failed: sbcast: error: Can not open {sif}"] and output == ""
+
+
+def test_a_job_ended_early_leaves_no_copy_behind(tmp_path: Path) -> None:
+    """Slurm's SIGTERM (a time limit, scancel) stops the command and removes the copy."""
+    sif, dest, started = tmp_path / "shared.sif", tmp_path / "node-tmp.sif", tmp_path / "started"
+    sif.write_bytes(b"SIF bytes")
+    command = ["sh", "-c", f'touch "{started}"; exec sleep 60']
+    proc = subprocess.Popen(staged(command, sif, str(dest)), env=_fake_sbcast(tmp_path), stdout=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists() and dest.read_bytes() == b"SIF bytes"
+    proc.terminate()
+    assert proc.wait(timeout=10) == 143
+    assert not dest.exists() and sif.exists()

@@ -41,13 +41,20 @@ SIF_WAYS = ("shared", "sbcast")
 # A line the staging script writes before the test's own output (shown, not judged).
 _STAGED = "assemble-slurm-sif: "
 # $1 the SIF in the shared cache, $2 where on each node, then the test's command.
+# The copies go when the job ends early too: Slurm sends SIGTERM at its time limit and on
+# scancel (then SIGKILL after KillWait), and a node's /tmp must not keep gigabytes of SIF;
+# the command runs in the background (its stdin kept) so that the trap runs at once.
 _SBCAST = (
-    "sif=$1 dest=$2; shift 2; t0=$(date +%s%N); "
+    "sif=$1 dest=$2; shift 2; "
+    'clean() { if [ "${SLURM_JOB_NUM_NODES:-1}" -gt 1 ]; then srun --ntasks-per-node=1 rm -f "$dest"; '
+    'else rm -f "$dest"; fi; }; '
+    'pid=; stop() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; clean; exit "$1"; }; '
+    "trap 'stop 143' TERM; trap 'stop 130' INT; "
+    "t0=$(date +%s%N); "
     'if ! out=$(sbcast --force "$sif" "$dest" 2>&1); then '
     f'echo "{_STAGED}sbcast failed: $(echo "$out" | tr "\\n" " ")"; exit 125; fi; '
     f'echo "{_STAGED}sbcast to ${{SLURM_JOB_NUM_NODES:-1}} node(s) in $(( ($(date +%s%N) - t0) / 1000000 )) ms"; '
-    '"$@"; rc=$?; '
-    'if [ "${SLURM_JOB_NUM_NODES:-1}" -gt 1 ]; then srun --ntasks-per-node=1 rm -f "$dest"; else rm -f "$dest"; fi; '
+    '"$@" 0<&0 & pid=$!; wait "$pid"; rc=$?; trap - TERM INT; clean; '
     "exit $rc"
 )
 
