@@ -223,6 +223,7 @@ def _image_target(
         SourceImage(built.image, built.blobs, source_name),
         run.ctx,
         man.sif.compressor,
+        man.sif.block_bytes,
         f"{man.name}.sif",
         mount_from=[*base_repo, *options.cache_names()],
         sif_progress=lambda n: report(Event("bytes", {"n": n, "what": "sif"})),

@@ -39,7 +39,7 @@ from assembler.archive.flatten import FlattenStats, LayerSource, flatten
 from assembler.archive.layer import Member, write_layer
 from assembler.archive.tar import TarEntry, TarWriter
 from assembler.cache import Cache
-from assembler.errors import InvalidImage, ToolError, UnsafePath
+from assembler.errors import InputError, InvalidImage, ToolError, UnsafePath
 from assembler.oci import mediatypes as mt
 from assembler.oci import mutate
 from assembler.oci.descriptor import Descriptor, Platform
@@ -52,6 +52,7 @@ from assembler.transports.common import SourceImage
 from assembler.transports.hpc import apptainer, sif, sif_front
 from assembler.transports.hpc.sif import read_sif_header, write_sif
 from assembler.transports.hpc.sif_format import DATA_DEFFILE, DATA_GENERIC_JSON, DATA_LABELS, read_object
+from assembler.transports.hpc.squashfs import block_size_of
 from tests.conftest import reclaim_at_teardown
 from tests.helpers import Buildah as ToolBuildah
 from tests.helpers import run_cli
@@ -748,11 +749,33 @@ def test_other_compressor_and_epoch_change_the_bytes(tmp_path: Path) -> None:
     a = write_sif(source, tmp_path / "a.sif", runner=Runner(), epoch=EPOCH)
     b = write_sif(source, tmp_path / "b.sif", runner=Runner(), epoch=EPOCH, compressor="zstd")
     c = write_sif(source, tmp_path / "c.sif", runner=Runner(), epoch=EPOCH + 1)
-    assert len({a.digest, b.digest, c.digest}) == 3 and len({a.uuid, b.uuid, c.uuid}) == 3
+    e = write_sif(source, tmp_path / "e.sif", runner=Runner(), epoch=EPOCH, block_size=1 << 20)
+    assert len({a.digest, b.digest, c.digest, e.digest}) == 4 and len({a.uuid, b.uuid, c.uuid, e.uuid}) == 4
     out = subprocess.run(
         ["unsquashfs", "-s", "-o", str(b.squashfs_offset), str(b.path)], capture_output=True, text=True
     )
     assert "Compression zstd" in out.stdout
+    assert "Block size 131072" in out.stdout  # mksquashfs's default, as before
+    out = subprocess.run(
+        ["unsquashfs", "-s", "-o", str(e.squashfs_offset), str(e.path)], capture_output=True, text=True
+    )
+    assert "Block size 1048576" in out.stdout and e.block_size == 1 << 20
+    with pytest.raises(InputError, match="block size 3000"):
+        write_sif(source, tmp_path / "f.sif", runner=Runner(), epoch=EPOCH, block_size=3000)
+    assert not (tmp_path / "f.sif").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "size"), [("131072", 131072), ("128K", 131072), ("1M", 1 << 20), ("4k", 4096), (65536, 65536)]
+)
+def test_block_sizes_read_as_mksquashfs_writes_them(text: str | int, size: int) -> None:
+    assert block_size_of(text) == size
+
+
+@pytest.mark.parametrize("text", ["2M", "2K", "100K", "", "K", "1.5M", "-128K"])
+def test_block_sizes_the_kernel_cannot_read_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="power of two from 4K to 1M"):
+        block_size_of(text)
 
 
 class _FakeTar2sqfs(Runner):

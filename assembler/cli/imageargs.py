@@ -104,6 +104,15 @@ def sif_arguments(p: argparse.ArgumentParser) -> None:
     common_args(p)
 
 
+def _block_size(text: str) -> int:
+    from assembler.transports.hpc.squashfs import block_size_of
+
+    try:
+        return block_size_of(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _squashfs_args(p: argparse.ArgumentParser, *, readers: str, replaces: str) -> None:
     """What sif and sqsh share: both stream the image into tar2sqfs."""
     p.add_argument(
@@ -111,6 +120,13 @@ def _squashfs_args(p: argparse.ArgumentParser, *, readers: str, replaces: str) -
         default="gzip",
         choices=("gzip", "xz", "zstd", "lz4", "lzo"),
         help=f"squashfs compression (default gzip, which {readers} reads)",
+    )
+    p.add_argument(
+        "--block-size",
+        type=_block_size,
+        default="128K",
+        metavar="SIZE",
+        help="squashfs data block size, a power of two from 4K to 1M (default 128K, as mksquashfs writes)",
     )
     p.add_argument("--epoch", type=int, default=None, help="timestamps (default: $SOURCE_DATE_EPOCH, else 0)")
     p.add_argument("--force", action="store_true", help=replaces)

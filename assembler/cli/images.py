@@ -174,6 +174,7 @@ def cmd_sif(args: argparse.Namespace) -> int:
             source,
             ctx,
             sif_compressor=args.compressor,
+            sif_block_size=args.block_size,
             referrers=attached,
             sif_progress=lambda n: report(Event("bytes", {"n": n, "what": "sif"})),
             signer=signer,
@@ -208,6 +209,7 @@ def _show_sif(args: argparse.Namespace, info: SifInfo, source: str, pushed: list
         "image": info.image_digest,
         "arch": info.arch,
         "compressor": info.compressor,
+        "block_size": info.block_size,
         "pushed": pushed,
     }
     if args.json:
@@ -215,7 +217,8 @@ def _show_sif(args: argparse.Namespace, info: SifInfo, source: str, pushed: list
     elif args.quiet:
         say(info.digest)
     else:
-        say(f"sif {info.path}: {size(info.size)} {info.digest} ({info.arch}, squashfs {info.compressor})")
+        squashfs = f"squashfs {info.compressor}, {info.block_size >> 10}K blocks"
+        say(f"sif {info.path}: {size(info.size)} {info.digest} ({info.arch}, {squashfs})")
         say(f"  from {source} {info.image_digest}")
         for p in pushed:
             what = f" (referrer of {p['referrer_of']})" if p["referrer_of"] else ""
@@ -270,6 +273,7 @@ def cmd_sqsh(args: argparse.Namespace) -> int:
             source,
             ctx,
             sif_compressor=args.compressor,
+            sif_block_size=args.block_size,
             referrers=[] if args.no_sbom else _sidecar_attestations(args, source),
             sif_progress=lambda n: report(Event("bytes", {"n": n, "what": "sif"})),
         )
@@ -284,6 +288,7 @@ def cmd_sqsh(args: argparse.Namespace) -> int:
         "size": n,
         "image": source.image.digest,
         "compressor": args.compressor,
+        "block_size": args.block_size,
         "beside": [{"path": w.ref, "digest": w.digest} for w in beside],
     }
     if args.json:
@@ -291,7 +296,8 @@ def cmd_sqsh(args: argparse.Namespace) -> int:
     elif args.quiet:
         say(written.digest)
     else:
-        say(f"sqsh {out_path}: {size(n)} {written.digest} (squashfs {args.compressor})")
+        squashfs = f"squashfs {args.compressor}, {args.block_size >> 10}K blocks"
+        say(f"sqsh {out_path}: {size(n)} {written.digest} ({squashfs})")
         say(f"  from {source.name} {source.image.digest}")
         for w in beside:
             say(f"  + {w.ref}")

@@ -243,11 +243,20 @@ class Target(Strict):
 
 
 class SifSpec(Strict):
-    """How ``sif:``, ``oras://`` and ``sqsh:`` (Enroot) outputs are made: the squashfs compressor."""
+    """How ``sif:``, ``oras://`` and ``sqsh:`` (Enroot) outputs are made: the squashfs compressor
+    and block size."""
 
     compressor: Literal["gzip", "xz", "zstd", "lz4", "lzo"] = Field(
         default="gzip", description="squashfs compression (gzip: what every Apptainer/Singularity reads)"
     )
+    block_size: Literal["4K", "8K", "16K", "32K", "64K", "128K", "256K", "512K", "1M"] = Field(
+        default="128K", description="squashfs data block size (128K: what mksquashfs and Apptainer write)"
+    )
+
+    @property
+    def block_bytes(self) -> int:
+        return int(self.block_size[:-1]) << (20 if self.block_size.endswith("M") else 10)
+
     attach: bool = Field(default=False, description="also push the SIF as a referrer of each docker:// output")
 
 

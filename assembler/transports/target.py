@@ -34,6 +34,7 @@ class Target:
     source: SourceImage
     ctx: Context
     sif_compressor: str = "gzip"
+    sif_block_size: int = 128 << 10  # squashfs.BLOCK_SIZE (not imported: only SIF outputs load it)
     # The file name of a SIF made for a push alone: the pushed artifact's title names it.
     sif_name: str = "image.sif"
     # Base images in the same registry, whose blobs a push mounts instead of uploading.
@@ -81,6 +82,7 @@ class Target:
             runner=ctx.runner,
             epoch=ctx.epoch,
             compressor=self.sif_compressor,
+            block_size=self.sif_block_size,
             progress=self.sif_progress or ctx.progress,
             attached=self.referrers,
             signer=self.signer,

@@ -50,6 +50,7 @@ class SqshWriter(Writer):
             runner=ctx.runner,
             epoch=ctx.epoch,
             compressor=target.sif_compressor,
+            block_size=target.sif_block_size,
             progress=target.sif_progress or ctx.progress,
         )
         return self.with_sidecars(Written(str(self.ref), info.digest), target, target.referrers)

@@ -57,7 +57,7 @@ from assembler.oci.image import Image
 from assembler.proc import Runner
 from assembler.transports.common import SourceImage
 from assembler.transports.hpc.apptainer import quote
-from assembler.transports.hpc.squashfs import check_writable, replacing, write_squashfs
+from assembler.transports.hpc.squashfs import BLOCK_SIZE, check_writable, replacing, write_squashfs
 
 __all__ = ["SqshInfo", "enroot_files", "environment", "fstab", "rc_script", "write_sqsh"]
 
@@ -176,15 +176,16 @@ def write_sqsh(
     runner: Runner,
     epoch: int,
     compressor: str = "gzip",
+    block_size: int = BLOCK_SIZE,
     progress: Callable[[int], None] | None = None,
     jobs: int | None = None,
 ) -> SqshInfo:
     """Write ``source``'s image as the Enroot image ``out`` (replaced atomically).
 
-    Raises InputError for an unknown compressor, InvalidImage for an image Enroot cannot
+    Raises InputError for an unknown compressor or block size, InvalidImage for an image Enroot cannot
     run (not Linux, unreadable layers), ToolError when tar2sqfs fails, OSError for the file.
     """
-    check_writable(source, compressor, holds="Enroot runs")
+    check_writable(source, compressor, holds="Enroot runs", block_size=block_size)
     image = source.image
     overlay, underlay = enroot_files(image, epoch=epoch)
     out = Path(out)
@@ -197,6 +198,7 @@ def write_sqsh(
             runner=runner,
             epoch=epoch,
             compressor=compressor,
+            block_size=block_size,
             jobs=jobs or usable_cores(),
             progress=progress,
         )

@@ -69,7 +69,7 @@ from assembler.transports.hpc.sif_format import (
     sif_arch,
 )
 from assembler.transports.hpc.sif_front import put_front
-from assembler.transports.hpc.squashfs import COMPRESSORS, check_writable, replacing, write_squashfs
+from assembler.transports.hpc.squashfs import BLOCK_SIZE, COMPRESSORS, check_writable, replacing, write_squashfs
 
 if TYPE_CHECKING:
     from assembler.sign import Signer
@@ -96,16 +96,20 @@ class SifInfo:
     arch: str  # OCI architecture of the primary partition
     image_digest: str
     compressor: str
+    block_size: int
     squashfs_offset: int
     squashfs_size: int
     entries: int  # entries in the root filesystem (metadata included)
     file_bytes: int
 
 
-def image_uuid(image_digest: str, compressor: str, epoch: int, attached: Sequence[str] = ()) -> uuid.UUID:
+def image_uuid(
+    image_digest: str, compressor: str, epoch: int, attached: Sequence[str] = (), block_size: int = BLOCK_SIZE
+) -> uuid.UUID:
     """The SIF UUID: an RFC 4122 version 5 UUID of what decides the file's bytes
-    (``attached``: the digests of the attached objects; none keeps the UUIDs of before)."""
-    more = "".join(f"/{d}" for d in attached)
+    (``attached``: the digests of the attached objects; none, and the default block size,
+    keep the UUIDs of before)."""
+    more = "".join(f"/{d}" for d in attached) + (f"/b{block_size}" if block_size != BLOCK_SIZE else "")
     return uuid.uuid5(_UUID_NAMESPACE, f"sif/{FORMAT}/{image_digest}/{compressor}/{epoch}{more}")
 
 
@@ -183,6 +187,7 @@ def write_sif(
     runner: Runner,
     epoch: int,
     compressor: str = "gzip",
+    block_size: int = BLOCK_SIZE,
     progress: Callable[[int], None] | None = None,
     jobs: int | None = None,
     attached: Sequence[Artifact] = (),
@@ -193,14 +198,15 @@ def write_sif(
 
     ``progress`` is called with the number of uncompressed bytes just handed to the
     squashfs writer; ``jobs`` is the number of compressor threads (default: all CPUs,
-    the bytes do not depend on it). Raises InputError for an unknown compressor,
+    the bytes do not depend on it). Raises InputError for an unknown compressor or a
+    block size the kernel cannot read,
     InvalidImage for an image SIF cannot hold (architecture, unreadable layers, broken
     hard links), UnsafePath for layer members escaping the root, ToolError when
     tar2sqfs fails or is missing, and OSError for the output file; InvalidImage for an
     attached artifact that is neither an SPDX SBOM nor an in-toto statement. With
     ``signer``, signed as ``apptainer sign --key`` signs (:mod:`.sif_sign`) before the rename.
     """
-    check_writable(source, compressor, holds="SIF holds")
+    check_writable(source, compressor, holds="SIF holds", block_size=block_size)
     image, out = source.image, Path(out)
     arch_code = sif_arch(image.platform.architecture)
     meta = apptainer.metadata(image, source_name=source.name, epoch=epoch)
@@ -214,10 +220,11 @@ def write_sif(
             runner=runner,
             epoch=epoch,
             compressor=compressor,
+            block_size=block_size,
             jobs=jobs or usable_cores(),
             progress=progress,
         )
-        sif_uuid = image_uuid(image.digest, compressor, epoch, [a.blob.digest for a in attached])
+        sif_uuid = image_uuid(image.digest, compressor, epoch, [a.blob.digest for a in attached], block_size)
         squashfs_size = put_front(tmp, objects, datas, part_offset, arch_code=arch_code, sif_uuid=sif_uuid, epoch=epoch)
         size, digest = _finish(tmp, signer, epoch=epoch)
     info = SifInfo(
@@ -228,6 +235,7 @@ def write_sif(
         arch=image.platform.architecture,
         image_digest=image.digest,
         compressor=compressor,
+        block_size=block_size,
         squashfs_offset=part_offset,
         squashfs_size=squashfs_size,
         entries=stats.entries,

@@ -34,12 +34,16 @@ from assembler.oci import mediatypes as mt
 from assembler.proc import Runner
 from assembler.transports.common import SourceImage
 
-__all__ = ["COMPRESSORS", "layer_sources", "replacing", "write_squashfs"]
+__all__ = ["BLOCK_SIZE", "COMPRESSORS", "block_size_of", "layer_sources", "replacing", "write_squashfs"]
 
 log = logging.getLogger(__name__)
 
 # squashfs block compressors tar2sqfs offers that the kernel, squashfuse and unsquashfs read.
 COMPRESSORS = ("gzip", "xz", "zstd", "lz4", "lzo")
+# The data block size: 128 KiB is mksquashfs's and tar2sqfs's default (what Apptainer's own
+# conversion writes); the kernel reads powers of two from 4 KiB to 1 MiB.
+BLOCK_SIZE = 128 << 10
+_BLOCK_SIZES = tuple(1 << n for n in range(12, 21))
 _F_SETPIPE_SZ = 1031
 _CHUNK = 1 << 20
 _STDERR_KEEP = 64 << 10
@@ -82,7 +86,18 @@ def _drain(stream: IO[bytes], keep: bytearray) -> None:
             del keep[: len(keep) - _STDERR_KEEP]
 
 
-def _tar2sqfs_argv(tmp: Path, *, compressor: str, jobs: int, epoch: int) -> list[str]:
+def block_size_of(text: str | int) -> int:
+    """A squashfs block size from ``131072``, ``128K`` or ``1M``; ValueError unless it is a
+    power of two from 4K to 1M (what the kernel, squashfuse and unsquashfs read)."""
+    raw = str(text).strip()
+    scale = {"K": 1 << 10, "M": 1 << 20}.get(raw[-1:].upper(), 1)
+    digits = raw[:-1] if scale > 1 else raw
+    if not digits.isdigit() or int(digits) * scale not in _BLOCK_SIZES:
+        raise ValueError(f"squashfs block size {text!r} is not a power of two from 4K to 1M")
+    return int(digits) * scale
+
+
+def _tar2sqfs_argv(tmp: Path, *, compressor: str, block_size: int, jobs: int, epoch: int) -> list[str]:
     return [
         "tar2sqfs",
         "--quiet",
@@ -90,6 +105,8 @@ def _tar2sqfs_argv(tmp: Path, *, compressor: str, jobs: int, epoch: int) -> list
         "--force",  # tmp exists already: we created it, so the name is ours
         "--compressor",
         compressor,
+        "--block-size",
+        str(block_size),
         "--num-jobs",
         str(jobs),
         "--defaults",
@@ -107,12 +124,13 @@ def write_squashfs(
     runner: Runner,
     epoch: int,
     compressor: str,
+    block_size: int = BLOCK_SIZE,
     jobs: int,
     progress: Callable[[int], None] | None,
 ) -> FlattenStats:
     """Run tar2sqfs writing ``tmp``, feeding it the flattened layers (``overlay`` over them,
     ``underlay`` under them) on stdin."""
-    argv = _tar2sqfs_argv(tmp, compressor=compressor, jobs=jobs, epoch=epoch)
+    argv = _tar2sqfs_argv(tmp, compressor=compressor, block_size=block_size, jobs=jobs, epoch=epoch)
     err = bytearray()
     with runner.popen(
         argv,
@@ -172,11 +190,13 @@ def replacing(out: Path) -> Iterator[Path]:
         os.close(fd)  # the lock goes with it
 
 
-def check_writable(source: SourceImage, compressor: str, *, holds: str) -> None:
-    """Before a squashfs image file is written: InputError for a compressor tar2sqfs lacks,
-    InvalidImage for an image not for Linux (``holds``: what the format does with Linux
-    images, for the message: "SIF holds")."""
+def check_writable(source: SourceImage, compressor: str, *, holds: str, block_size: int = BLOCK_SIZE) -> None:
+    """Before a squashfs image file is written: InputError for a compressor tar2sqfs lacks
+    or a block size the kernel cannot read, InvalidImage for an image not for Linux
+    (``holds``: what the format does with Linux images, for the message: "SIF holds")."""
     if compressor not in COMPRESSORS:
         raise InputError(f"squashfs compressor {compressor!r} is not one of {', '.join(COMPRESSORS)}")
+    if block_size not in _BLOCK_SIZES:
+        raise InputError(f"squashfs block size {block_size} is not a power of two from 4K to 1M")
     if source.image.platform.os != "linux":
         raise InvalidImage(f"{source.name}: {holds} Linux images, this one is for {source.image.platform.os}")
