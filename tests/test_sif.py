@@ -1040,3 +1040,27 @@ def test_a_layer_under_a_symlinked_parent_goes_through_the_link(debian_rootfs: P
     ]
     out = ToolBuildah(tmp_path / "b").run_image(f"oci:{tmp_path}/out:x", command)
     assert out == "through the link\n1777\n"  # overlay storage: the image runs, /tmp keeps its mode
+
+
+@pytest.mark.integration  # tar2sqfs
+def test_the_manifests_squashfs_choices_reach_the_sif_and_sqsh_outputs(tmp_path: Path) -> None:
+    """``sif: {compressor:, block_size:}`` decide both squashfs outputs; a block size the
+    kernel cannot read is refused at load, naming the file, line and field."""
+    with tarfile.open(tmp_path / "base.tar", "w") as tf:
+        info = tarfile.TarInfo("etc/hostname")
+        info.size = 5
+        tf.addfile(info, io.BytesIO(b"node\n"))
+    head = "name: t\nbases: {b: 'rootfs:base.tar'}\nimage: {base: b}\n"
+    (tmp_path / "m.yaml").write_text(head + "sif: {compressor: lz4, block_size: 64K}\n")
+    ran = run_cli(["m.yaml", "--cache", "cache", "-o", "sif:o.sif", "-o", "sqsh:o.sqsh", "--no-sbom"], cwd=tmp_path)
+    assert ran.code == 0, str(ran)
+    offset = read_sif_header(tmp_path / "o.sif").primary_partition().offset
+    for argv in (["-o", str(offset), str(tmp_path / "o.sif")], [str(tmp_path / "o.sqsh")]):
+        said = subprocess.run(["unsquashfs", "-s", *argv], capture_output=True, text=True, check=True).stdout
+        assert "Compression lz4" in said and "Block size 65536" in said, said
+    (tmp_path / "m.yaml").write_text(head + "sif:\n  block_size: 3K\n")
+    ran = run_cli(["m.yaml", "--cache", "cache", "-o", "sif:p.sif"], cwd=tmp_path)
+    assert ran.code == 2 and "m.yaml:5" in ran.err and "block_size" in ran.err, str(ran)
+    assert not (tmp_path / "p.sif").exists()
+    ran = run_cli(["sif", "oci:nowhere:x", "p.sif", "--block-size", "3K"], cwd=tmp_path)
+    assert ran.code == 2 and "power of two from 4K to 1M" in ran.err, str(ran)
