@@ -742,7 +742,7 @@ def test_two_conversions_are_byte_identical(built: Built, tmp_path: Path, monkey
 
 
 @pytest.mark.integration  # tar2sqfs
-def test_other_compressor_and_epoch_change_the_bytes(tmp_path: Path) -> None:
+def test_other_compressor_and_epoch_change_the_bytes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cache = Cache(tmp_path / "cache")
     image = add_layers(cache, mutate.scratch(PLATFORM, epoch=EPOCH), [[d("a"), f("a/x", b"x" * 5000)]])
     source = to_layout(cache, image, tmp_path / "oci")
@@ -755,6 +755,10 @@ def test_other_compressor_and_epoch_change_the_bytes(tmp_path: Path) -> None:
         ["unsquashfs", "-s", "-o", str(b.squashfs_offset), str(b.path)], capture_output=True, text=True
     )
     assert "Compression zstd" in out.stdout
+    # Apptainer 1.3 refuses a zstd SIF ("unknown compression algorithm value 6"): said.
+    assert [r.message for r in caplog.records if "Apptainer 1.4 or later" in r.message] == [
+        f"{b.path}: a SIF of zstd runs on Apptainer 1.4 or later; 1.3 refuses it (unknown compression 6)"
+    ]
     assert "Block size 131072" in out.stdout  # mksquashfs's default, as before
     out = subprocess.run(
         ["unsquashfs", "-s", "-o", str(e.squashfs_offset), str(e.path)], capture_output=True, text=True

@@ -119,7 +119,7 @@ def _squashfs_args(p: argparse.ArgumentParser, *, readers: str, replaces: str) -
         "--compressor",
         default="gzip",
         choices=("gzip", "xz", "zstd", "lz4", "lzo"),
-        help=f"squashfs compression (default gzip, which {readers} reads)",
+        help=f"squashfs compression (default gzip, which {readers} reads; zstd: Apptainer 1.4 or later)",
     )
     p.add_argument(
         "--block-size",

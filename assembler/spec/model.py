@@ -247,7 +247,9 @@ class SifSpec(Strict):
     and block size."""
 
     compressor: Literal["gzip", "xz", "zstd", "lz4", "lzo"] = Field(
-        default="gzip", description="squashfs compression (gzip: what every Apptainer/Singularity reads)"
+        default="gzip",
+        description="squashfs compression (gzip: what every Apptainer/Singularity reads; a SIF of zstd runs on "
+        "Apptainer 1.4 or later, 1.3 refuses it)",
     )
     block_size: Literal["4K", "8K", "16K", "32K", "64K", "128K", "256K", "512K", "1M"] = Field(
         default="128K", description="squashfs data block size (128K: what mksquashfs and Apptainer write)"

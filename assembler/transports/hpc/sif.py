@@ -207,6 +207,8 @@ def write_sif(
     ``signer``, signed as ``apptainer sign --key`` signs (:mod:`.sif_sign`) before the rename.
     """
     check_writable(source, compressor, holds="SIF holds", block_size=block_size)
+    if compressor == "zstd":  # pkg/image/squashfs.go's CheckSquashfsHeader knows zstd from v1.4.0
+        log.warning("%s: a SIF of zstd runs on Apptainer 1.4 or later; 1.3 refuses it (unknown compression 6)", out)
     image, out = source.image, Path(out)
     arch_code = sif_arch(image.platform.architecture)
     meta = apptainer.metadata(image, source_name=source.name, epoch=epoch)
