@@ -180,6 +180,16 @@ def _finish(tmp: Path, signer: Signer | None, *, epoch: int) -> tuple[int, str]:
     return tmp.stat().st_size, file_digest(tmp)
 
 
+def _check(source: SourceImage, out: Path, compressor: str, block_size: int) -> bytes:
+    """:func:`check_writable`, and a warning for a compressor some Apptainers refuse; the
+    SIF's code of the image's architecture (InvalidImage for one SIF has none)."""
+    check_writable(source, compressor, holds="SIF holds", block_size=block_size)
+    arch_code = sif_arch(source.image.platform.architecture)
+    if compressor == "zstd":  # pkg/image/squashfs.go's CheckSquashfsHeader knows zstd from v1.4.0
+        log.warning("%s: a SIF of zstd runs on Apptainer 1.4 or later; 1.3 refuses it (unknown compression 6)", out)
+    return arch_code
+
+
 def write_sif(
     source: SourceImage,
     out: Path,
@@ -198,19 +208,14 @@ def write_sif(
 
     ``progress`` is called with the number of uncompressed bytes just handed to the
     squashfs writer; ``jobs`` is the number of compressor threads (default: all CPUs,
-    the bytes do not depend on it). Raises InputError for an unknown compressor or a
-    block size the kernel cannot read,
-    InvalidImage for an image SIF cannot hold (architecture, unreadable layers, broken
-    hard links), UnsafePath for layer members escaping the root, ToolError when
-    tar2sqfs fails or is missing, and OSError for the output file; InvalidImage for an
-    attached artifact that is neither an SPDX SBOM nor an in-toto statement. With
-    ``signer``, signed as ``apptainer sign --key`` signs (:mod:`.sif_sign`) before the rename.
-    """
-    check_writable(source, compressor, holds="SIF holds", block_size=block_size)
-    if compressor == "zstd":  # pkg/image/squashfs.go's CheckSquashfsHeader knows zstd from v1.4.0
-        log.warning("%s: a SIF of zstd runs on Apptainer 1.4 or later; 1.3 refuses it (unknown compression 6)", out)
+    the bytes do not depend on it). Raises InputError for an unknown compressor or block
+    size, InvalidImage for an image SIF cannot hold (architecture, unreadable layers,
+    broken hard links) or an attached artifact that is neither an SPDX SBOM nor an in-toto
+    statement, UnsafePath for layer members escaping the root, ToolError when tar2sqfs
+    fails or is missing, OSError for the output file. With ``signer``, signed as
+    ``apptainer sign --key`` signs (:mod:`.sif_sign`) before the rename."""
+    arch_code = _check(source, out, compressor, block_size)
     image, out = source.image, Path(out)
-    arch_code = sif_arch(image.platform.architecture)
     meta = apptainer.metadata(image, source_name=source.name, epoch=epoch)
     with replacing(out) as tmp:
         objects, datas, part_offset = _objects(meta, attached, epoch=epoch)
