@@ -182,8 +182,9 @@ def write_sqsh(
 ) -> SqshInfo:
     """Write ``source``'s image as the Enroot image ``out`` (replaced atomically).
 
-    Raises InputError for an unknown compressor or block size, InvalidImage for an image Enroot cannot
-    run (not Linux, unreadable layers), ToolError when tar2sqfs fails, OSError for the file.
+    Raises InputError for an unknown compressor or block size, InvalidImage for an image
+    Enroot cannot run (not Linux, unreadable layers), ToolError when tar2sqfs fails,
+    OSError for the file.
     """
     check_writable(source, compressor, holds="Enroot runs", block_size=block_size)
     image = source.image
