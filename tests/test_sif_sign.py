@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import tarfile
 import uuid
@@ -39,6 +40,7 @@ from assembler.transports.hpc.sif_format import (
 )
 from assembler.transports.hpc.sif_sign import sign_sif, verify_sif
 from tests.helpers import run_cli
+from tests.plugins.registry import RunningRegistry
 from tests.test_apptainer import _rootfs, apptainer_binary
 
 EPOCH = 1700000000
@@ -292,3 +294,36 @@ def test_an_ed25519_signature_is_apptainers_byte_for_byte_but_its_times(built: B
     # header: modified (int64 at 72); the signature's descriptor: created and modified (int64 at 41, 49)
     times = set(range(72, 80)) | set(range(sig + 41, sig + 57))
     assert differ and differ <= times, sorted(differ - times)[:10]
+
+
+@pytest.mark.integration  # Apptainer, docker-registry
+def test_a_signed_sif_pulled_from_oras_verifies_in_apptainer(
+    built: Built, tmp_path: Path, registry: RunningRegistry
+) -> None:
+    """The SIF an ``oras://`` output pushes is the signed one: ``apptainer pull oras://``
+    (into an empty cache, as on a fresh node) then ``apptainer verify --key`` accept it,
+    and ``assemble verify`` agrees on the pulled file."""
+    private, public = _keys(tmp_path, "ed25519")
+    uri = f"oras://{registry.host}/hpc/signed-sif:1"
+    ran = run_cli(
+        ["m.yaml", "--cache", "cache", "--sign", str(private), "--tls-verify=false", "-o", uri], cwd=built.root
+    )
+    assert ran.code == 0, str(ran)
+    pulled, cache = tmp_path / "pulled.sif", tmp_path / "apptainer-cache"
+    env = {**os.environ, "APPTAINER_CACHEDIR": str(cache), "APPTAINER_TMPDIR": str(tmp_path)}
+    got = subprocess.run(
+        [str(built.apptainer), "pull", "--no-https", str(pulled), uri],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert got.returncode == 0, got.stderr
+    checked = built.apptainer_run("verify", "--key", str(public), str(pulled))
+    assert checked.returncode == 0 and "Verified signature(s) from image" in checked.stderr, checked.stderr
+    ours = run_cli(["verify", "--key", str(public), f"sif:{pulled}"])
+    assert ours.code == 0 and "signed by key" in ours.out, str(ours)
+    (tmp_path / "other").mkdir()
+    other = _keys(tmp_path / "other", "ed25519")[1]
+    refused = built.apptainer_run("verify", "--key", str(other), str(pulled))
+    assert refused.returncode != 0, refused.stderr
