@@ -214,6 +214,8 @@ def _image_target(
     """What the writers write of one image: a push mounts blobs from the base's repository
     and the step caches' (on the same registry); ``referrers`` (the SBOM, the provenance) go
     with it to every output (see transports.target.Target), signed with ``options.sign``'s key."""
+    from assembler.transports.hpc.squashfs import block_size_of  # tar2sqfs's side: loaded here, not at start
+
     man = run.loaded.manifest
     # The definition file inside a SIF names where the image lives (stable, not a temp path).
     names = [w.image_name for w in run.writers if w.image_name is not None]
@@ -223,7 +225,7 @@ def _image_target(
         SourceImage(built.image, built.blobs, source_name),
         run.ctx,
         man.sif.compressor,
-        man.sif.block_bytes,
+        block_size_of(man.sif.block_size),
         f"{man.name}.sif",
         mount_from=[*base_repo, *options.cache_names()],
         sif_progress=lambda n: report(Event("bytes", {"n": n, "what": "sif"})),

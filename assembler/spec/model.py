@@ -255,10 +255,6 @@ class SifSpec(Strict):
         default="128K", description="squashfs data block size (128K: what mksquashfs and Apptainer write)"
     )
 
-    @property
-    def block_bytes(self) -> int:
-        return int(self.block_size[:-1]) << (20 if self.block_size.endswith("M") else 10)
-
     attach: bool = Field(default=False, description="also push the SIF as a referrer of each docker:// output")
 
 
