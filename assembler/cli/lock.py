@@ -59,6 +59,14 @@ def arguments(p: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="let this package move to its newest allowed version (repeatable)",
     )
+    p.add_argument(
+        "--pylock",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write each locked Python set as a PEP 751 lock file, DIR/VARIANT/pylock.WHERE.toml "
+        "(what uv pip install -r reads): the lock's versions and hashes, the files' URLs from the set's indexes",
+    )
     tls_verify_arg(p, help="--tls-verify=false reads bases' digests from plain-HTTP (loopback) registries")
     p.add_argument("--json", action="store_true", help="print what was locked as JSON on stdout")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more detail (twice: debug)")
@@ -92,6 +100,8 @@ def cmd_lock(args: argparse.Namespace) -> int:
     asked = Asked(args.upgrade, args.upgrade_package, args.retry, args.tls_verify)
     done = lock_variants(variants, path=path, runner=Runner(), asked=asked)
     _show(args, path, done, len(variants))
+    if args.pylock is not None:
+        _pylocks(args.pylock, path, [d.variant for d in done])
     errors = list(dict.fromkeys(d.why for d in done if d.state == "unresolvable"))
     if errors:
         raise InputError(
@@ -99,6 +109,25 @@ def cmd_lock(args: argparse.Namespace) -> int:
             hint="fix the sets that clash (force: true where upstream installs over another's pin), then lock again",
         )
     return 0
+
+
+def _pylocks(folder: Path, path: Path, variants: list[str]) -> None:
+    """The Python sets of ``variants`` as PEP 751 files under ``folder``."""
+    from functools import cache
+
+    from assembler.python.download import DEFAULT_LIMITS
+    from assembler.python.index import project_files
+    from assembler.python.pylock import write_pylocks
+    from assembler.spec.lockfile import read_lock
+
+    @cache
+    def files(index: str, name: str) -> dict[str, tuple[str, str]]:
+        return project_files(index, name, f"pylock.toml of {name}", DEFAULT_LIMITS)
+
+    written, skipped = write_pylocks(read_lock(path), variants, folder.resolve(), files=files)
+    for where, why in skipped:
+        say(f"  {where}: no pylock.toml: {why}")
+    say(f"{folder}: {len(written)} pylock.toml file(s)" + (f", {len(skipped)} set(s) without" if skipped else ""))
 
 
 def _variants(args: argparse.Namespace, sets: dict[str, str]) -> list[tuple[Variant, dict[str, str]]]:

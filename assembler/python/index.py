@@ -140,7 +140,7 @@ def _json_files(page: str, body: bytes, what: str) -> dict[str, tuple[str, str]]
     return files
 
 
-def _files(index: str, name: str, what: str, limits: NetworkLimits) -> dict[str, tuple[str, str]]:
+def project_files(index: str, name: str, what: str, limits: NetworkLimits) -> dict[str, tuple[str, str]]:
     """sha256 -> (file name, URL) of every file the index lists for project ``name``: from
     its JSON page (PEP 691), else its HTML one (PEP 503: a plain folder of pages serves no JSON)."""
     page = urljoin(index.rstrip("/") + "/", name + "/")
@@ -207,7 +207,7 @@ def fetch(
             raise InputError(f"{what}: {filename} does not install on CPython {python} on {arch}")
         download(req.url, sha256=req.hashes[0], cache=cache, max_bytes=MAX_WHEEL_BYTES, what=what, limits=limits)
         return Wheel(req.hashes[0], filename)
-    files = _files(index, req.name, what, limits)
+    files = project_files(index, req.name, what, limits)
     pinned = {sha: files[sha] for sha in req.hashes if sha in files}
     version = Version(req.version)
     if not pinned:
@@ -278,7 +278,7 @@ def sdist_metadata(index: str, name: str, version: str) -> SdistMetadata | None:
     from assembler.archive.tarread import data_of, reading
 
     what = f"the sdist of {name}=={version}"
-    files = _files(index, canonicalize_name(name), what, DEFAULT_LIMITS)
+    files = project_files(index, canonicalize_name(name), what, DEFAULT_LIMITS)
     wanted = (canonicalize_name(name), Version(version))
     urls = [url for fn, url in files.values() if fn.endswith(".tar.gz") and _project_and_version(fn) == wanted]
     if not urls:

@@ -87,14 +87,19 @@ class Entry:
     def hashes(self) -> dict[str, list[str]]:
         """name==version -> its ``--hash=sha256:HEX`` options, in uv's order."""
         found: dict[str, list[str]] = {}
-        current: list[str] | None = None
+        for name, _, version, shas in self.pinned():
+            found.setdefault(f"{name}=={version}", []).extend(f"--hash=sha256:{h}" for h in shas)
+        return found
+
+    def pinned(self) -> list[tuple[str, str, str, list[str]]]:
+        """Each pin: (normalized name, ``==`` or ``@``, version or URL, its sha256s in hex)."""
+        found: list[tuple[str, str, str, list[str]]] = []
         for line in (self.pins or "").splitlines():
             pin = _pin_line(line)
             if pin:
-                current = found.setdefault(f"{pin[0]}=={pin[2]}", [])
-            for h in re.findall(r"--hash=sha256:[0-9a-f]{64}", line):
-                if current is not None:
-                    current.append(h)
+                found.append((*pin, []))
+            if found:
+                found[-1][3].extend(h[len("--hash=sha256:") :] for h in re.findall(r"--hash=sha256:[0-9a-f]{64}", line))
         return found
 
     def constraints(self) -> dict[str, str]:
