@@ -61,9 +61,10 @@ def unlocked(step: str, env: Mapping[str, str], dists: Sequence[Installed]) -> l
     holds that the lock did not pin, one line each."""
     pins: dict[str, str] = {}
     for line in env.get(LOCK_ENV, "").splitlines():
-        name, _, version = line.partition("==")
-        if version:
-            pins[canonicalize_name(name)] = version.strip()
+        # name==version, then a require_hashes set's --hash options on the same line
+        found = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([^\s;\\]+)", line)
+        if found:
+            pins[canonicalize_name(found.group(1))] = found.group(2)
     out = []
     for dist in dists:
         if dist.direct or dist.name in _BOOTSTRAP:
