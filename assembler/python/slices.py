@@ -108,3 +108,30 @@ def missing_message(found: Mapping[str, Sequence[str]], members: Sequence[Member
         + "; ".join(parts)
         + ": a pip: layer unpacks its wheels without their dependencies (add them to it, or to a set below)"
     )
+
+
+def kept_hashes(text: str, hashes: Mapping[str, Sequence[str]]) -> tuple[str, str | None]:
+    """A slice's pins with, for each name in ``hashes``, only the files of those sha256s
+    (what a requirements file's ``--hash`` options allow); why not, where a pin keeps none."""
+    from assembler.spec.lockfile import Entry
+
+    wanted: dict[str, set[str]] = {canonicalize_name(k): set(v) for k, v in hashes.items()}
+    for name, _, version, shas in Entry({}, text).pinned():
+        if name in wanted and not wanted[name] & set(shas):
+            given = ", ".join(f"sha256:{h[:12]}..." for h in sorted(wanted[name]))
+            return text, f"{name}=={version}: none of its files has a hash the set gives ({given})"
+    lines: list[str] = []
+    current: str | None = None
+    for line in text.splitlines():
+        found = re.match(r"\s*--hash=sha256:([0-9a-f]{64})", line)
+        if not line[:1].isspace() and line.strip() and not line.startswith("#"):
+            current = canonicalize_name(re.split(r"[=@ \[;]", line, maxsplit=1)[0])
+        if found and current in wanted and found.group(1) not in wanted[current]:
+            continue
+        lines.append(line)
+    # a continuation left before what is no longer a hash ends where it is
+    for i, line in enumerate(lines):
+        after = lines[i + 1].strip() if i + 1 < len(lines) else ""
+        if line.endswith(" \\") and not after.startswith("--hash="):
+            lines[i] = line[: -len(" \\")]
+    return "".join(f"{line}\n" for line in lines), None

@@ -9,6 +9,7 @@ Every error names the file, the line and the field. The parts live in their own 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +169,26 @@ def _apply_overrides(
     return manifest
 
 
+def _read_requirement_files(node: Any, folder: Path, locs: Locations, at: PathKey) -> None:
+    """Every ``python_sets:`` entry with a ``requirements_file`` read (:mod:`assembler.spec.reqfiles`),
+    in place, before the models see them."""
+    from assembler.spec.reqfiles import expand
+
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "python_sets" and isinstance(value, list):
+                where = [(*at, key, i, "requirements_file") for i in range(len(value))]
+                node[key] = [
+                    expand(s, folder, partial(locs.error, w)) if isinstance(s, dict) else s
+                    for s, w in zip(value, where, strict=True)
+                ]
+            else:
+                _read_requirement_files(value, folder, locs, (*at, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _read_requirement_files(value, folder, locs, (*at, i))
+
+
 def load_manifest(
     path: Path,
     *,
@@ -200,6 +221,7 @@ def load_manifest(
         for i, step in enumerate(steps):
             if isinstance(step, dict) and isinstance(step.get("use"), str):
                 steps[i] = apply_recipe(step, ("compile", i), path, locs, recipes)
+    _read_requirement_files(body, path.parent, locs, ())
     manifest: m.Manifest = validate_model(m.Manifest, body, locs)
 
     layer_paths: list[PathKey] = [("image", "layers", i) for i in range(len(manifest.image.layers))]

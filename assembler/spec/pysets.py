@@ -37,7 +37,22 @@ class PythonSet(Strict):
     """One requirement set a step installs (``pip install``/``uv pip install``)."""
 
     name: Name = Field(default="default", description="unique within its step or layer")
-    requirements: StrList = Field(description="PEP 508 requirements, as the commands install them (torch==2.9.0)")
+    requirements: StrList = Field(
+        default_factory=list,
+        description="PEP 508 requirements, as the commands install them (torch==2.9.0); after requirements_file's",
+    )
+    requirements_file: str | None = Field(
+        default=None,
+        description="the project's own requirements, relative to the manifest: a pip requirements file (its -r, -c, "
+        "--index-url, --extra-index-url and --hash lines) or a pyproject.toml ([project] dependencies)",
+    )
+    extras: StrList = Field(default_factory=list, description="a pyproject.toml's optional-dependencies to add")
+    groups: StrList = Field(default_factory=list, description="a pyproject.toml's dependency groups to add (PEP 735)")
+    hashes: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="the sha256s (hex) the lock keeps for a requirement's files, by name: what a requirements "
+        "file's --hash options say (read from it)",
+    )
     python: Scalar = Field(description="the target interpreter's version (3.12)")
     index_url: str | None = Field(default=None, description="--index-url (default: PyPI)")
     extra_index_urls: StrList = Field(default_factory=list, description="--extra-index-url, in order")
@@ -84,12 +99,28 @@ class PythonSet(Strict):
 
     @field_validator("requirements")
     @classmethod
-    def _some(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("a set lists at least one requirement")
+    def _requirements(cls, value: list[str]) -> list[str]:
         for req in value:
             if req.startswith(("-", "/", ".")):
                 raise ValueError(f"{req!r}: a requirement (NAME[extras]SPEC), not an option or a local file")
+        return value
+
+    @model_validator(mode="after")
+    def _some(self) -> PythonSet:
+        # The manifest's loader has read requirements_file into requirements already.
+        if not self.requirements:
+            raise ValueError("a set lists at least one requirement (requirements: or requirements_file:)")
+        if (self.extras or self.groups) and not (self.requirements_file or "").endswith("pyproject.toml"):
+            raise ValueError("extras: and groups: name parts of a requirements_file: pyproject.toml")
+        return self
+
+    @field_validator("hashes")
+    @classmethod
+    def _sha256s(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, shas in value.items():
+            bad = [h for h in shas if not re.fullmatch(r"[0-9a-f]{64}", h)]
+            if bad or not shas:
+                raise ValueError(f"{name}: {bad[0] if bad else 'no hash'!r} is not a sha256 in hex")
         return value
 
     @field_validator("provided")
@@ -150,6 +181,7 @@ class PythonSet(Strict):
             "no_deps": self.no_deps,
             "constraints": sorted(self.constraints),
             **({"provided": sorted(self.provided)} if self.provided else {}),
+            **({"hashes": {_name(k): sorted(v) for k, v in sorted(self.hashes.items())}} if self.hashes else {}),
             **({"force": True} if self.force else {}),
             **({"upgrade": True} if self.upgrade else {}),
             **(

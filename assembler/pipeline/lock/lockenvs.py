@@ -13,6 +13,7 @@ from assembler.pipeline.lock.lockreport import Asked, Locked
 from assembler.proc import Runner
 from assembler.python.env import EnvResult, Options, resolve_environment
 from assembler.python.held import canonical, preferences, preferred_text
+from assembler.python.slices import kept_hashes
 from assembler.python.standin import PYPI
 from assembler.spec.facts.basepython import Held
 from assembler.spec.lockfile import Entry, EnvEntry, Lock
@@ -114,9 +115,14 @@ class EnvLocker:
         # resolved: an entry with none was written before dates were recorded
         as_of = options.exclude_newer or _now()
         said = _held_said(held, kept, got)
-        self.lock.environments[env.key] = EnvEntry(env.definition(), as_of, got.error, got.unknown, got.stand_ins, said)
-        for use, member in zip(uses, [m for m in env.members if m.kind != "pinned"], strict=True):
-            self.lock.sets[use.key] = _entry(use, got, set_key(member.definition))
+        members = [m for m in env.members if m.kind != "pinned"]
+        made = [_entry(use, got, set_key(member.definition)) for use, member in zip(uses, members, strict=True)]
+        # a requirements file's --hash that no file of the resolved version has: the environment
+        # is not locked as the file says (an error, as a clash is)
+        error = got.error or next((f"{u.where}: {why}" for u, (_, why) in zip(uses, made, strict=True) if why), None)
+        self.lock.environments[env.key] = EnvEntry(env.definition(), as_of, error, got.unknown, got.stand_ins, said)
+        for use, (entry, _) in zip(uses, made, strict=True):
+            self.lock.sets[use.key] = entry
         return "resolved"
 
     def _previous(self, uses: list[SetUse], variant: str) -> str | None:
@@ -147,11 +153,17 @@ def _held_said(held: Held | None, kept: Mapping[str, str], got: EnvResult) -> tu
     return (f"from: {held.source}", *same) if same else ()
 
 
-def _entry(use: SetUse, got: EnvResult, digest: str) -> Entry:
+def _entry(use: SetUse, got: EnvResult, digest: str) -> tuple[Entry, str | None]:
+    """The lock's entry of one set, and why its pins cannot keep the hashes it gives."""
     if got.error:
-        return Entry(use.definition)
+        return Entry(use.definition), None
     result = got.members[digest]
-    return Entry(use.definition, result.pins, result.unresolved, result.stand_in)
+    pins = result.pins
+    if pins and use.pyset.hashes:
+        pins, why = kept_hashes(pins, use.pyset.hashes)
+        if why is not None:
+            return Entry(use.definition), why
+    return Entry(use.definition, pins, result.unresolved, result.stand_in), None
 
 
 def _now() -> str:

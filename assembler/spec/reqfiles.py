@@ -1,0 +1,229 @@
+"""A Python set's requirements read from the project's own files (``requirements_file:``):
+a pip requirements file or a ``pyproject.toml``.
+
+A requirements file is read as pip reads one: requirement lines (PEP 508, markers and
+direct references), ``\\`` continuations, comments, ``-r``/``--requirement`` (relative to
+the file that names it), ``-c``/``--constraint`` (the set's constraints), ``-i``/
+``--index-url``, ``--extra-index-url`` and each requirement's ``--hash`` options (the lock
+keeps only those files of the pin: :func:`assembler.python.slices.kept_hashes`). What a lock cannot
+pin (``-e``, a local path, ``--find-links``, ``--no-index``) is refused with the file's line.
+A ``pyproject.toml`` gives ``[project] dependencies``, the ``extras`` its
+``optional-dependencies`` name and the ``groups`` of its ``[dependency-groups]`` (PEP 735,
+includes resolved by pypa's ``dependency-groups``); the project itself is not installed.
+
+The manifest's loader reads these before the models see the set (:func:`expand`): the set's
+``requirements`` are the file's, so a change to the file is a change to the set's
+definition, and the lock says the set is stale.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+MAX_FILE_BYTES = 1 << 20  # a requirements file or pyproject.toml beyond this is refused
+MAX_INCLUDES = 32  # -r files followed from one set
+_SHA256 = re.compile(r"sha256:([0-9a-f]{64})")
+
+
+class FileError(Exception):
+    """What is wrong with a requirements file, at ``where`` (``FILE:LINE``)."""
+
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass
+class SetInput:
+    """What a set takes from its file: requirements, indexes, constraints, hashes."""
+
+    requirements: list[str] = field(default_factory=list)
+    index_url: str | None = None
+    extra_index_urls: list[str] = field(default_factory=list)
+    constraints: list[str] = field(default_factory=list)
+    hashes: dict[str, list[str]] = field(default_factory=dict)  # canonical name -> sha256 hexes
+
+
+def _read(path: Path, shown: str) -> str:
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise FileError(shown, f"{size} bytes: more than a requirements file holds ({MAX_FILE_BYTES})")
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileError(shown, "no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise FileError(shown, f"cannot be read: {e}") from None
+
+
+def _logical_lines(text: str) -> list[tuple[int, str]]:
+    """(first line number, text) of each logical line: continuations joined, comments cut."""
+    out: list[tuple[int, str]] = []
+    pending, start = "", 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = re.sub(r"(^|\s)#.*$", "", raw)
+        if not pending:
+            start = number
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        whole = (pending + line).strip()
+        pending = ""
+        if whole:
+            out.append((start, whole))
+    if pending.strip():
+        out.append((start, pending.strip()))
+    return out
+
+
+_REFUSED = {
+    "-e": "an editable install",
+    "--editable": "an editable install",
+    "-f": "--find-links (a folder or page of files the lock cannot pin)",
+    "--find-links": "--find-links (a folder or page of files the lock cannot pin)",
+    "--no-index": "--no-index",
+}
+
+
+def read_requirements(path: Path, shown: str, into: SetInput, *, depth: int = 0) -> None:
+    """Add what the requirements file at ``path`` says to ``into`` (``shown``: its name in
+    messages, relative to the manifest)."""
+    if depth > MAX_INCLUDES:
+        raise FileError(shown, f"more than {MAX_INCLUDES} nested -r files")
+    for number, line in _logical_lines(_read(path, shown)):
+        where = f"{shown}:{number}"
+        if not line.startswith("-"):
+            _requirement(re.split(r"\s+(?=--)", line), where, into)
+            continue
+        try:
+            words = shlex.split(line)
+        except ValueError as e:
+            raise FileError(where, f"{e}") from None
+        first = words[0]
+        option, _, inline = first.partition("=")
+        if option in _REFUSED:
+            raise FileError(where, f"{_REFUSED[option]} cannot be locked: name the requirement (NAME==VERSION)")
+        if option in ("-r", "--requirement", "-c", "--constraint", "-i", "--index-url", "--extra-index-url"):
+            value = inline or (words[1] if len(words) > 1 else "")
+            if not value:
+                raise FileError(where, f"{option} names nothing")
+            _option(option, value, path, shown, where, into, depth)
+        else:
+            raise FileError(where, f"{first}: not an option a lock takes (-r, -c, -i, --extra-index-url, --hash)")
+
+
+def _option(option: str, value: str, path: Path, shown: str, where: str, into: SetInput, depth: int) -> None:
+    if option in ("-r", "--requirement"):
+        read_requirements(path.parent / value, str(Path(shown).parent / value), into, depth=depth + 1)
+    elif option in ("-c", "--constraint"):
+        sub = SetInput()
+        read_requirements(path.parent / value, str(Path(shown).parent / value), sub, depth=depth + 1)
+        into.constraints += sub.requirements
+    elif option in ("-i", "--index-url"):
+        into.index_url = value
+    else:
+        into.extra_index_urls.append(value)
+
+
+def _requirement(words: list[str], where: str, into: SetInput) -> None:
+    """One requirement line: the requirement, then its ``--hash=`` options."""
+    text, options = words[0].strip(), [w.strip() for w in words[1:]]
+    other = [o for o in options if not o.startswith("--hash=")]
+    if other:
+        raise FileError(where, f"{other[0]}: a requirement's option a lock does not take (only --hash=sha256:HEX)")
+    hashes = options
+    if text.startswith((".", "/")) or re.match(r"^[a-z+]+://", text):
+        raise FileError(where, f"{text!r}: a path or bare URL; a lock takes NAME==VERSION or NAME @ URL")
+    try:
+        req = Requirement(text)
+    except InvalidRequirement as e:
+        raise FileError(where, f"{text!r} is not a requirement: {e}") from None
+    into.requirements.append(text)
+    shas = []
+    for option in hashes:
+        found = _SHA256.fullmatch(option.partition("=")[2])
+        if found is None:
+            raise FileError(where, f"{option}: the lock keeps sha256 hashes (--hash=sha256:HEX)")
+        shas.append(found.group(1))
+    if shas:
+        into.hashes.setdefault(canonicalize_name(req.name), []).extend(shas)
+
+
+def read_pyproject(path: Path, shown: str, extras: list[str], groups: list[str], into: SetInput) -> None:
+    """``[project] dependencies``, the named ``optional-dependencies`` and dependency groups."""
+    from dependency_groups import CyclicDependencyError, resolve  # pypa's PEP 735 reader
+
+    try:
+        data = tomllib.loads(_read(path, shown))
+    except tomllib.TOMLDecodeError as e:
+        raise FileError(shown, f"not TOML: {e}") from None
+    project = data.get("project", {})
+    if not isinstance(project, dict):
+        raise FileError(shown, "[project] is not a table")
+    if "dependencies" in project.get("dynamic", []):
+        raise FileError(shown, "its dependencies are dynamic (the build backend's): give a requirements file instead")
+    reqs = _strings(project.get("dependencies", []), shown, "[project] dependencies")
+    optional = project.get("optional-dependencies", {})
+    for extra in extras:
+        if not isinstance(optional, dict) or extra not in optional:
+            raise FileError(shown, f"extras: no optional-dependencies {extra!r} (it has {_names(optional)})")
+        reqs += _strings(optional[extra], shown, f"optional-dependencies.{extra}")
+    if groups:
+        table = data.get("dependency-groups", {})
+        try:
+            reqs += list(resolve(table, *groups))
+        except (LookupError, ValueError, TypeError, CyclicDependencyError) as e:
+            raise FileError(shown, f"groups: {e} (it has {_names(table)})") from None
+    for text in reqs:
+        _requirement([text], shown, into)
+
+
+def _strings(value: Any, shown: str, what: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise FileError(shown, f"{what} is not a list of requirements")
+    return list(value)
+
+
+def _names(table: Any) -> str:
+    return ", ".join(sorted(table)) if isinstance(table, dict) and table else "none"
+
+
+def expand(pyset: dict[str, Any], folder: Path, error: Callable[[str], Exception]) -> dict[str, Any]:
+    """``pyset`` (a ``python_sets:`` entry as written) with its ``requirements_file`` read:
+    the file's requirements before any written, its indexes and constraints where the set
+    names none, its hashes. ``error`` makes the manifest's error at the set's field."""
+    name = pyset.get("requirements_file")
+    if not isinstance(name, str):
+        return pyset
+    extras, groups = pyset.get("extras", []), pyset.get("groups", [])
+    into = SetInput()
+    try:
+        if Path(name).name == "pyproject.toml":
+            read_pyproject(folder / name, name, list(extras), list(groups), into)
+        elif extras or groups:
+            raise FileError(name, "extras: and groups: are a pyproject.toml's")
+        else:
+            read_requirements(folder / name, name, into)
+    except FileError as e:
+        raise error(str(e)) from None
+    if not into.requirements:
+        raise error(f"{name}: no requirement in it")
+    out = dict(pyset)
+    out["requirements"] = into.requirements + list(pyset.get("requirements") or [])
+    if into.index_url and "index_url" not in pyset:
+        out["index_url"] = into.index_url
+    if into.extra_index_urls and "extra_index_urls" not in pyset:
+        out["extra_index_urls"] = into.extra_index_urls
+    if into.constraints:
+        out["constraints"] = into.constraints + list(pyset.get("constraints") or [])
+    if into.hashes:
+        out["hashes"] = into.hashes
+    return out

@@ -1,0 +1,242 @@
+"""A Python set's requirements from the project's own files (``requirements_file:``): a pip
+requirements file (-r, -c, --index-url, --hash) or a pyproject.toml (dependencies, extras,
+PEP 735 groups). Read at load (errors name the manifest's field and the file's line),
+locked by uv like any set, the file's hashes kept, and built: what the step installs is the
+file's pins. Against a local index (tests/pyindex.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from assembler.errors import ManifestError
+from assembler.spec.load import load_manifest
+from tests.helpers import manifest_of, read_blob, run_cli, uncompressed
+from tests.pyindex import Index, serving_index
+
+SETUP = "from setuptools import setup; setup()\n"
+
+
+def _sets(manifest: Path) -> list[tuple[list[str], dict[str, object]]]:
+    loaded = load_manifest(manifest)
+    return [
+        (s.requirements, {"index": s.index_url, "extra": s.extra_index_urls, "c": s.constraints, "hashes": s.hashes})
+        for s in loaded.manifest.image.layers[0].python_sets  # type: ignore[union-attr]
+    ]
+
+
+def _manifest(root: Path, sets: str, base: str = "scratch", run: str = "true") -> Path:
+    path = root / "m.yaml"
+    path.write_text(
+        f"""name: reqfiles
+bases: {{b: "{base}"}}
+image:
+  base: b
+  layers:
+    - run: ['{run}']
+      name: app
+      python_sets:
+{sets}"""
+    )
+    return path
+
+
+def test_a_requirements_file_is_read_as_pip_reads_it(tmp_path: Path) -> None:
+    a, b = "a" * 64, "b" * 64
+    (tmp_path / "reqs").mkdir()
+    (tmp_path / "reqs" / "base.txt").write_text(f"lib==1.0 \\\n    --hash=sha256:{a} \\\n    --hash=sha256:{b}\n")
+    (tmp_path / "reqs" / "pins.txt").write_text("dep<3\n")
+    (tmp_path / "reqs" / "requirements.txt").write_text(
+        "# the app\n--index-url https://example.org/simple\n--extra-index-url=https://extra.example.org/simple\n"
+        "-r base.txt\n-c pins.txt\napp[cli] >= 2 ; python_version >= '3.8'  # a comment\n"
+        "tool @ https://example.org/tool-1.0-py3-none-any.whl\n"
+    )
+    manifest = _manifest(tmp_path, '        - {name: app, requirements_file: reqs/requirements.txt, python: "3.11"}\n')
+    assert _sets(manifest) == [
+        (
+            [
+                "lib==1.0",
+                "app[cli] >= 2 ; python_version >= '3.8'",
+                "tool @ https://example.org/tool-1.0-py3-none-any.whl",
+            ],
+            {
+                "index": "https://example.org/simple",
+                "extra": ["https://extra.example.org/simple"],
+                "c": ["dep<3"],
+                "hashes": {"lib": [a, b]},
+            },
+        )
+    ]
+    # what the set writes itself comes after the file's; its own index wins
+    both = _manifest(
+        tmp_path,
+        '        - {name: app, requirements_file: reqs/base.txt, requirements: [extra==1], python: "3.11",\n'
+        '           index_url: "https://mine.example.org/simple"}\n',
+    )
+    assert (
+        _sets(both)[0][0] == ["lib==1.0", "extra==1"]
+        and _sets(both)[0][1]["index"] == "https://mine.example.org/simple"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("-e ./src\n", "reqs.txt:1: an editable install cannot be locked"),
+        ("ok==1\n./local/pkg\n", "reqs.txt:2: './local/pkg': a path or bare URL"),
+        ("--find-links /wheels\n", "reqs.txt:1: --find-links"),
+        ("--pre\n", "reqs.txt:1: --pre: not an option a lock takes"),
+        ("ok==1 --hash=md5:abc\n", "reqs.txt:1: --hash=md5:abc: the lock keeps sha256 hashes"),
+        ("not a requirement!\n", "reqs.txt:1: 'not a requirement!' is not a requirement"),
+        ("-r missing.txt\n", "missing.txt: no such file"),
+        ("# nothing\n", "reqs.txt: no requirement in it"),
+    ],
+)
+def test_what_a_lock_cannot_take_is_refused_at_the_sets_field(tmp_path: Path, text: str, said: str) -> None:
+    (tmp_path / "reqs.txt").write_text(text)
+    manifest = _manifest(tmp_path, '        - {name: app, requirements_file: reqs.txt, python: "3.11"}\n')
+    with pytest.raises(ManifestError) as e:
+        load_manifest(manifest)
+    assert said in e.value.message, e.value.message
+    assert e.value.field == "image.layers.0.python_sets.0.requirements_file" and e.value.line == 9
+
+
+def test_a_pyproject_gives_its_dependencies_extras_and_groups(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        """[project]
+name = "myapp"
+version = "1.0"
+dependencies = ["app>=1"]
+[project.optional-dependencies]
+serve = ["other==1.0"]
+gpu = ["never"]
+[dependency-groups]
+dev = ["tool"]
+all = [{include-group = "dev"}, "more"]
+"""
+    )
+    sets = '        - {name: app, requirements_file: pyproject.toml, extras: [serve], groups: [all], python: "3.11"}\n'
+    assert _sets(_manifest(tmp_path, sets))[0][0] == ["app>=1", "other==1.0", "tool", "more"]
+    unknown = sets.replace("extras: [serve]", "extras: [web]")
+    with pytest.raises(ManifestError, match="no optional-dependencies 'web' \\(it has gpu, serve\\)"):
+        load_manifest(_manifest(tmp_path, unknown))
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\ndynamic = ["dependencies"]\n')
+    with pytest.raises(ManifestError, match="dependencies are dynamic"):
+        load_manifest(_manifest(tmp_path, sets.replace("extras: [serve], groups: [all], ", "")))
+    (tmp_path / "reqs.txt").write_text("x\n")
+    with pytest.raises(ManifestError, match=r"extras: and groups: are a pyproject\.toml's"):
+        load_manifest(_manifest(tmp_path, sets.replace("pyproject.toml", "reqs.txt")))
+
+
+@pytest.fixture()
+def index(tmp_path: Path) -> Iterator[Index]:
+    with serving_index(tmp_path / "index") as served:
+        served.add("rf-app", "1.0", "rf-lib>=1.0")
+        served.add("rf-lib", "1.0")
+        served.add_sdist("rf-lib", "1.0", setup=SETUP)
+        served.add("rf-lib", "2.0")
+        served.add("rf-other", "1.0")
+        served.add("rf-tool", "1.0")
+        yield served
+
+
+def _sha(index: Index, filename: str) -> str:
+    return hashlib.sha256((index.root / "files" / filename).read_bytes()).hexdigest()
+
+
+def _locked(lock: Path, where: str) -> dict[str, list[str]]:
+    """The pins of the set at ``where`` (``layers.app:reqs``), with their hashes."""
+    from assembler.spec.lockfile import read_lock
+
+    read = read_lock(lock)
+    (uses,) = read.variants.values()
+    return read.sets[uses[where]].hashes()
+
+
+@pytest.mark.integration  # uv resolves
+def test_files_lock_to_their_pins_and_hashes_and_a_change_makes_the_lock_stale(tmp_path: Path, index: Index) -> None:
+    wheel = _sha(index, "rf_lib-1.0-py3-none-any.whl")
+    (tmp_path / "requirements.txt").write_text(f"--index-url {index.url}\nrf-app\nrf-lib==1.0 --hash=sha256:{wheel}\n")
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\nversion = "1"\ndependencies = ["rf-app"]\n'
+        '[project.optional-dependencies]\nserve = ["rf-other"]\n[dependency-groups]\ndev = ["rf-tool"]\n'
+    )
+    manifest = _manifest(
+        tmp_path,
+        '        - {name: reqs, requirements_file: requirements.txt, python: "3.11"}\n'
+        f'        - {{name: proj, requirements_file: pyproject.toml, extras: [serve], groups: [dev], python: "3.11", '
+        f'index_url: "{index.url}"}}\n',
+    )
+    done = run_cli(["lock", str(manifest)])
+    assert done.code == 0, done
+    reqs, proj = _locked(tmp_path / "m.lock", "layers.app:reqs"), _locked(tmp_path / "m.lock", "layers.app:proj")
+    # the file's pin, and only the file's hash of it (the index has an sdist of 1.0 too)
+    assert reqs == {"rf-app==1.0": reqs["rf-app==1.0"], "rf-lib==1.0": [f"--hash=sha256:{wheel}"]}, reqs
+    assert sorted(proj) == ["rf-app==1.0", "rf-lib==1.0", "rf-other==1.0", "rf-tool==1.0"], proj
+    assert len(proj["rf-lib==1.0"]) == 2  # no --hash there: both files
+    assert run_cli(["plan", str(manifest), "--locked", "--cache", str(tmp_path / "c")]).code == 0
+
+    (tmp_path / "requirements.txt").write_text(f"--index-url {index.url}\nrf-app\n")  # the project moved on
+    stale = run_cli(["plan", str(manifest), "--locked", "--cache", str(tmp_path / "c")])
+    assert stale.code == 2 and "layers.app:reqs" in stale.err, stale
+    assert run_cli(["lock", str(manifest)]).code == 0
+    assert len(_locked(tmp_path / "m.lock", "layers.app:reqs")["rf-lib==1.0"]) == 2  # the hash no longer given
+
+    # a hash no file of the resolved version has: that set is not locked, and says why
+    (tmp_path / "requirements.txt").write_text(f"--index-url {index.url}\nrf-lib==1.0 --hash=sha256:{'0' * 64}\n")
+    bad = run_cli(["lock", str(manifest)])
+    assert bad.code == 2, bad
+    said = "layers.app:reqs: rf-lib==1.0: none of its files has a hash the set gives (sha256:000000000000...)"
+    assert said in bad.err, bad
+    refused = run_cli(["plan", str(manifest), "--locked", "--cache", str(tmp_path / "c")])
+    assert refused.code == 2, refused
+
+
+def _dist_infos(layout: Path) -> set[str]:
+    found = set()
+    for desc in manifest_of(layout, "latest")["layers"]:
+        with tarfile.open(fileobj=io.BytesIO(uncompressed(read_blob(layout, desc["digest"])))) as tar:
+            found |= {n.split("/")[-1] for n in tar.getnames() if n.endswith(".dist-info") and "rf_" in n}
+    return found
+
+
+@pytest.mark.slow
+def test_a_requirements_file_builds_the_versions_it_pins(
+    tmp_path: Path, index: Index, demo_bases: dict[str, Path]
+) -> None:
+    wheel = _sha(index, "rf_lib-1.0-py3-none-any.whl")
+    (tmp_path / "requirements.txt").write_text(f"--index-url {index.url}\nrf-app\nrf-lib==1.0 --hash=sha256:{wheel}\n")
+    install = (
+        f"pip install --break-system-packages --no-cache-dir --no-deps --index-url {index.url} --require-hashes "
+        '-r "$ASSEMBLE_PYTHON_REQUIREMENTS"'
+    )
+    manifest = _manifest(
+        tmp_path,
+        '        - {name: reqs, requirements_file: requirements.txt, python: "3.11", require_hashes: true}\n',
+        base=f"oci:{demo_bases['devel']}:latest",
+        run=install,
+    )
+    assert run_cli(["lock", str(manifest)]).code == 0
+    built = run_cli([str(manifest), "--locked", "--cache", str(tmp_path / "c"), "-o", f"oci:{tmp_path / 'out'}:latest"])
+    assert built.code == 0, built
+    assert _dist_infos(tmp_path / "out") == {"rf_app-1.0.dist-info", "rf_lib-1.0.dist-info"}
+
+
+def test_a_require_hashes_pin_is_read_as_its_version() -> None:
+    """A require_hashes set's pins reach the step as ``name==version --hash=...`` lines: what
+    the step installed is checked against the version alone (it read the hash as the version)."""
+    from assembler.pipeline.image.installed import Installed, unlocked
+    from assembler.spec.lockfile import LOCK_ENV
+
+    env = {LOCK_ENV: f"rf-app==1.0 --hash=sha256:{'a' * 64}\nrf-lib==2.0\n"}
+    site = "/usr/local/lib/python3.11/site-packages"
+    same = [Installed("rf-app", "1.0", site, False), Installed("rf-lib", "2.0", site, False)]
+    assert unlocked("app", env, same) == []
+    other = [Installed("rf-app", "1.1", site, False)]
+    assert unlocked("app", env, other) == ["step app installed rf-app 1.1, and the lock pins 1.0"]
