@@ -13,6 +13,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from assembler.errors import TimedOut, ToolError
+from assembler.errors import InputError, TimedOut, ToolError
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +288,18 @@ class Runner:
 # A shorter line of a multi-line secret stays: masking every "==" or "-----" garbles the log
 # and hides almost nothing of a key.
 _MIN_PIECE = 8
+
+
+def uv_binary() -> str:
+    """uv from this Python's environment (the ``uv`` package on PyPI, a dependency of ours),
+    else from PATH: what ``assemble lock`` resolves with and a set's ``uv.lock`` is read by."""
+    here = Path(sys.executable).parent / "uv"
+    if here.is_file():
+        return str(here)
+    found = shutil.which("uv")
+    if found is None:
+        raise InputError("uv is not installed: assemble lock resolves with it", hint="pip install uv")
+    return found
 
 
 def redaction_pieces(secrets: Sequence[str]) -> list[str]:

@@ -51,7 +51,7 @@ image:
 
 def _install(target: Path, pylock: Path) -> list[str]:
     """uv installing from ``pylock`` into ``target``, for this interpreter (3.11, the sets')."""
-    from assembler.python.resolve import uv_binary
+    from assembler.proc import uv_binary
 
     into = ["--python", sys.executable, "--target", str(target)]
     return [uv_binary(), "pip", "install", "--no-cache", *into, "-r", str(pylock)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import subprocess
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -142,7 +143,8 @@ def index(tmp_path: Path) -> Iterator[Index]:
         served.add_sdist("rf-lib", "1.0", setup=SETUP)
         served.add("rf-lib", "2.0")
         served.add("rf-other", "1.0")
-        served.add("rf-tool", "1.0")
+        served.add("rf-tool", "1.0", "rf-dep>=1")
+        served.add("rf-dep", "1.0")
         yield served
 
 
@@ -178,7 +180,7 @@ def test_files_lock_to_their_pins_and_hashes_and_a_change_makes_the_lock_stale(t
     reqs, proj = _locked(tmp_path / "m.lock", "layers.app:reqs"), _locked(tmp_path / "m.lock", "layers.app:proj")
     # the file's pin, and only the file's hash of it (the index has an sdist of 1.0 too)
     assert reqs == {"rf-app==1.0": reqs["rf-app==1.0"], "rf-lib==1.0": [f"--hash=sha256:{wheel}"]}, reqs
-    assert sorted(proj) == ["rf-app==1.0", "rf-lib==1.0", "rf-other==1.0", "rf-tool==1.0"], proj
+    assert sorted(proj) == ["rf-app==1.0", "rf-dep==1.0", "rf-lib==1.0", "rf-other==1.0", "rf-tool==1.0"], proj
     assert len(proj["rf-lib==1.0"]) == 2  # no --hash there: both files
     assert run_cli(["plan", str(manifest), "--locked", "--cache", str(tmp_path / "c")]).code == 0
 
@@ -206,26 +208,111 @@ def _dist_infos(layout: Path) -> set[str]:
     return found
 
 
+def _uv_project(folder: Path, index: Index, dependencies: str) -> Path:
+    """A project locked by ``uv lock`` against the local index: its uv.lock."""
+    from assembler.proc import uv_binary
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pyproject.toml").write_text(
+        f'[project]\nname = "proj"\nversion = "1"\nrequires-python = ">=3.11"\ndependencies = {dependencies}\n'
+        '[project.optional-dependencies]\nserve = ["rf-other"]\n[dependency-groups]\ndev = ["rf-lib"]\n'
+    )
+    locked = subprocess.run(
+        [uv_binary(), "lock", "--no-cache", "--index-url", index.url, "--project", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert locked.returncode == 0, locked.stderr
+    return folder / "uv.lock"
+
+
+@pytest.mark.integration  # uv locks and reads
+def test_a_uv_lock_and_a_pylock_are_used_as_they_are(tmp_path: Path, index: Index) -> None:
+    uv_lock = _uv_project(tmp_path / "proj", index, '["rf-tool"]')
+    written = uv_lock.read_bytes()
+    sets = (
+        '        - {name: uv, requirements_file: proj/uv.lock, extras: [serve], python: "3.11"}\n'
+        '        - {name: dev, requirements_file: proj/uv.lock, groups: [dev], python: "3.11"}\n'
+    )
+    (uv, told), (dev, _) = _sets(_manifest(tmp_path, sets))
+    assert [r.split(" ")[0] for r in uv] == ["rf-dep==1.0", "rf-other==1.0", "rf-tool==1.0"]  # no dev group
+    assert told["index"] == index.url and set(told["hashes"]) == {"rf-dep", "rf-other", "rf-tool"}  # type: ignore[arg-type]
+    assert [r.split(" ")[0] for r in dev] == ["rf-dep==1.0", "rf-lib==2.0", "rf-tool==1.0"]
+
+    index.add("rf-dep", "2.0")  # published after the project's lock: never taken
+    done = run_cli(["lock", str(_manifest(tmp_path, sets))])
+    assert done.code == 0, done
+    assert sorted(_locked(tmp_path / "m.lock", "layers.app:uv")) == ["rf-dep==1.0", "rf-other==1.0", "rf-tool==1.0"]
+    assert uv_lock.read_bytes() == written  # read, never written
+
+    # a pylock.toml (uv's, of the same project) gives the same pins
+    from assembler.proc import uv_binary
+
+    argv = [uv_binary(), "export", "--frozen", "--format", "pylock.toml", "--extra", "serve", "--no-dev"]
+    argv += ["--no-emit-project", "--project", str(tmp_path / "proj"), "-o", str(tmp_path / "pylock.toml")]
+    exported = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert exported.returncode == 0, exported.stderr
+    ((pins, _),) = _sets(_manifest(tmp_path, '        - {name: pl, requirements_file: pylock.toml, python: "3.11"}\n'))
+    assert [r.split(" ")[0] for r in pins] == ["rf-dep==1.0", "rf-other==1.0", "rf-tool==1.0"]
+
+
+def test_a_uv_lock_without_its_project_or_a_bad_pylock_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "uv.lock").write_text("version = 1\n")
+    with pytest.raises(ManifestError, match=r"no pyproject\.toml beside it"):
+        load_manifest(_manifest(tmp_path, '        - {name: a, requirements_file: uv.lock, python: "3.11"}\n'))
+    (tmp_path / "pylock.toml").write_text('lock-version = "1.0"\ncreated-by = "x"\n[[packages]]\nversion = "1"\n')
+    with pytest.raises(ManifestError, match=r"pylock\.toml: not a PEP 751 lock file"):
+        load_manifest(_manifest(tmp_path, '        - {name: a, requirements_file: pylock.toml, python: "3.11"}\n'))
+
+
+def _dist_infos(layout: Path) -> set[str]:
+    found = set()
+    for desc in manifest_of(layout, "latest")["layers"]:
+        with tarfile.open(fileobj=io.BytesIO(uncompressed(read_blob(layout, desc["digest"])))) as tar:
+            found |= {n.split("/")[-1] for n in tar.getnames() if n.endswith(".dist-info") and "rf_" in n}
+    return found
+
+
 @pytest.mark.slow
-def test_a_requirements_file_builds_the_versions_it_pins(
+def test_each_kind_of_file_builds_the_versions_it_pins(
     tmp_path: Path, index: Index, demo_bases: dict[str, Path]
 ) -> None:
+    """A requirements.txt, a pyproject.toml and a uv.lock, one layer each, installed with
+    the lock's hashes: the image holds exactly the files' versions."""
     wheel = _sha(index, "rf_lib-1.0-py3-none-any.whl")
     (tmp_path / "requirements.txt").write_text(f"--index-url {index.url}\nrf-app\nrf-lib==1.0 --hash=sha256:{wheel}\n")
-    install = (
-        f"pip install --break-system-packages --no-cache-dir --no-deps --index-url {index.url} --require-hashes "
-        '-r "$ASSEMBLE_PYTHON_REQUIREMENTS"'
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\nversion = "1"\ndependencies = ["rf-other"]\n')
+    _uv_project(tmp_path / "proj", index, '["rf-tool"]')
+    index.add("rf-dep", "2.0")  # after the uv.lock: the lock's 1.0 is what goes in
+    install = f"pip install --break-system-packages --no-cache-dir --no-deps --index-url {index.url} --require-hashes"
+    layers = "".join(
+        f"""    - run: ['{install} -r "$ASSEMBLE_PYTHON_REQUIREMENTS"']
+      name: {name}
+      python_sets: [{{name: {name}, requirements_file: {file}, python: "3.11", require_hashes: true,
+                      index_url: "{index.url}"}}]
+"""
+        for name, file in (("reqs", "requirements.txt"), ("proj", "pyproject.toml"), ("uvlock", "proj/uv.lock"))
     )
-    manifest = _manifest(
-        tmp_path,
-        '        - {name: reqs, requirements_file: requirements.txt, python: "3.11", require_hashes: true}\n',
-        base=f"oci:{demo_bases['devel']}:latest",
-        run=install,
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        f"""name: reqfiles
+bases: {{b: "oci:{demo_bases["devel"]}:latest"}}
+image:
+  base: b
+  layers:
+{layers}"""
     )
     assert run_cli(["lock", str(manifest)]).code == 0
     built = run_cli([str(manifest), "--locked", "--cache", str(tmp_path / "c"), "-o", f"oci:{tmp_path / 'out'}:latest"])
     assert built.code == 0, built
-    assert _dist_infos(tmp_path / "out") == {"rf_app-1.0.dist-info", "rf_lib-1.0.dist-info"}
+    assert _dist_infos(tmp_path / "out") == {
+        "rf_app-1.0.dist-info",
+        "rf_lib-1.0.dist-info",
+        "rf_other-1.0.dist-info",
+        "rf_tool-1.0.dist-info",
+        "rf_dep-1.0.dist-info",
+    }
 
 
 def test_a_require_hashes_pin_is_read_as_its_version() -> None:

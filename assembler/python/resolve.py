@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import sys
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,8 +26,7 @@ from typing import TYPE_CHECKING
 
 from packaging.utils import canonicalize_name
 
-from assembler.errors import InputError
-from assembler.proc import Runner, tail
+from assembler.proc import Runner, tail, uv_binary
 from assembler.registry import trust
 
 if TYPE_CHECKING:
@@ -78,17 +75,6 @@ class Unsatisfiable(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-def uv_binary() -> str:
-    """uv from this Python's environment (the ``uv`` package on PyPI), else from PATH."""
-    here = Path(sys.executable).parent / "uv"
-    if here.is_file():
-        return str(here)
-    found = shutil.which("uv")
-    if found is None:
-        raise InputError("uv is not installed: assemble lock resolves with it", hint="pip install uv")
-    return found
 
 
 def stub_version(version: str) -> str:

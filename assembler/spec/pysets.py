@@ -44,10 +44,16 @@ class PythonSet(Strict):
     requirements_file: str | None = Field(
         default=None,
         description="the project's own requirements, relative to the manifest: a pip requirements file (its -r, -c, "
-        "--index-url, --extra-index-url and --hash lines) or a pyproject.toml ([project] dependencies)",
+        "--index-url, --extra-index-url and --hash lines), a pyproject.toml ([project] dependencies), or a lock "
+        "used as it is, never resolved again: a uv.lock (read by uv export, beside its pyproject.toml) or a PEP 751 "
+        "pylock.toml",
     )
-    extras: StrList = Field(default_factory=list, description="a pyproject.toml's optional-dependencies to add")
-    groups: StrList = Field(default_factory=list, description="a pyproject.toml's dependency groups to add (PEP 735)")
+    extras: StrList = Field(
+        default_factory=list, description="a pyproject.toml's or uv.lock's optional-dependencies to add"
+    )
+    groups: StrList = Field(
+        default_factory=list, description="a pyproject.toml's or uv.lock's dependency groups to add (PEP 735)"
+    )
     hashes: dict[str, list[str]] = Field(
         default_factory=dict,
         description="the sha256s (hex) the lock keeps for a requirement's files, by name: what a requirements "
@@ -110,8 +116,8 @@ class PythonSet(Strict):
         # The manifest's loader has read requirements_file into requirements already.
         if not self.requirements:
             raise ValueError("a set lists at least one requirement (requirements: or requirements_file:)")
-        if (self.extras or self.groups) and not (self.requirements_file or "").endswith("pyproject.toml"):
-            raise ValueError("extras: and groups: name parts of a requirements_file: pyproject.toml")
+        if (self.extras or self.groups) and not (self.requirements_file or "").endswith(("pyproject.toml", "uv.lock")):
+            raise ValueError("extras: and groups: name parts of a requirements_file: pyproject.toml or uv.lock")
         return self
 
     @field_validator("hashes")

@@ -1,5 +1,6 @@
 """A Python set's requirements read from the project's own files (``requirements_file:``):
-a pip requirements file or a ``pyproject.toml``.
+a pip requirements file, a ``pyproject.toml``, or a lock used as it is (``uv.lock``, PEP
+751's ``pylock.toml``).
 
 A requirements file is read as pip reads one: requirement lines (PEP 508, markers and
 direct references), ``\\`` continuations, comments, ``-r``/``--requirement`` (relative to
@@ -10,6 +11,8 @@ pin (``-e``, a local path, ``--find-links``, ``--no-index``) is refused with the
 A ``pyproject.toml`` gives ``[project] dependencies``, the ``extras`` its
 ``optional-dependencies`` name and the ``groups`` of its ``[dependency-groups]`` (PEP 735,
 includes resolved by pypa's ``dependency-groups``); the project itself is not installed.
+A ``uv.lock`` is read by uv (``uv export --frozen``), a ``pylock.toml`` by packaging: every
+pin with its hashes, the set then locked each pin alone (``no_deps``), never resolved again.
 
 The manifest's loader reads these before the models see the set (:func:`expand`): the set's
 ``requirements`` are the file's, so a change to the file is a change to the set's
@@ -21,7 +24,7 @@ from __future__ import annotations
 import re
 import shlex
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,7 +101,11 @@ def read_requirements(path: Path, shown: str, into: SetInput, *, depth: int = 0)
     messages, relative to the manifest)."""
     if depth > MAX_INCLUDES:
         raise FileError(shown, f"more than {MAX_INCLUDES} nested -r files")
-    for number, line in _logical_lines(_read(path, shown)):
+    _parse(_read(path, shown), path, shown, into, depth)
+
+
+def _parse(text: str, path: Path, shown: str, into: SetInput, depth: int) -> None:
+    for number, line in _logical_lines(text):
         where = f"{shown}:{number}"
         if not line.startswith("-"):
             _requirement(re.split(r"\s+(?=--)", line), where, into)
@@ -186,6 +193,73 @@ def read_pyproject(path: Path, shown: str, extras: list[str], groups: list[str],
         _requirement([text], shown, into)
 
 
+def read_uv_lock(path: Path, shown: str, extras: list[str], groups: list[str], into: SetInput) -> None:
+    """What a ``uv.lock`` pins for the project beside it, its ``extras`` and ``groups`` (none
+    of its default groups), every pin with its hashes and index: read by uv itself (``uv
+    export --frozen``: the lock is neither resolved again nor written)."""
+    from assembler.errors import AssemblerError
+    from assembler.proc import Runner, uv_binary
+
+    if not (path.parent / "pyproject.toml").is_file():
+        raise FileError(shown, "a uv.lock is read with its project: no pyproject.toml beside it")
+    try:
+        data = tomllib.loads(_read(path, shown))
+    except tomllib.TOMLDecodeError as e:
+        raise FileError(shown, f"not TOML: {e}") from None
+    argv = [uv_binary(), "export", "--frozen", "--offline", "--no-config", "--format", "requirements-txt"]
+    argv += ["--no-emit-project", "--no-header", "--no-annotate", "--no-default-groups"]
+    argv += [f"--extra={e}" for e in extras] + [f"--group={g}" for g in groups]
+    try:
+        done = Runner().run([*argv, "--project", str(path.parent)], timeout=120)
+    except AssemblerError as e:
+        raise FileError(shown, f"uv export could not read it: {e}") from None
+    _parse(done.stdout, path, f"{shown} (as uv export writes it)", into, 0)
+    # the indexes its packages came from, in the lock's order (uv export names only the
+    # project's configured ones)
+    packages = data.get("package", [])
+    sources = [p.get("source", {}) for p in packages if isinstance(p, dict)] if isinstance(packages, list) else []
+    registries = list(dict.fromkeys(str(s["registry"]) for s in sources if isinstance(s, dict) and "registry" in s))
+    if registries:
+        into.index_url, into.extra_index_urls = registries[0], registries[1:]
+
+
+def read_pylock(path: Path, shown: str, into: SetInput) -> None:
+    """What a PEP 751 ``pylock.toml`` pins (packaging reads and validates it): each package
+    at its version with the hashes of its files, its marker kept (uv evaluates it for the
+    image's Python and platform), its index where the file names one."""
+    from packaging.pylock import Pylock, PylockUnsupportedVersionError, PylockValidationError
+
+    try:
+        lock = Pylock.from_dict(tomllib.loads(_read(path, shown)))
+    except (tomllib.TOMLDecodeError, PylockValidationError, PylockUnsupportedVersionError) as e:
+        raise FileError(shown, f"not a PEP 751 lock file: {e}") from None
+    indexes: list[str] = []
+    for package in lock.packages:
+        marker = f" ; {package.marker}" if package.marker else ""
+        if package.marker and re.search(r"\b(extras|dependency_groups)\b", str(package.marker)):
+            raise FileError(shown, f"{package.name}: a marker on extras or dependency groups ({package.marker})")
+        hashes: list[Mapping[str, str]] = [w.hashes for w in package.wheels or []]
+        hashes += [package.sdist.hashes] if package.sdist else []
+        if package.vcs is not None:
+            url = f"{package.vcs.type}+{package.vcs.url}@{package.vcs.commit_id}"
+            _requirement([f"{package.name} @ {url}{marker}"], shown, into)
+            continue
+        if package.archive is not None and package.archive.url:
+            hashes, text = [package.archive.hashes], f"{package.name} @ {package.archive.url}{marker}"
+        elif package.version is not None and hashes:
+            text = f"{package.name}=={package.version}{marker}"
+        else:
+            raise FileError(shown, f"{package.name}: neither a version with files nor an archive or git commit")
+        shas = [f"--hash=sha256:{h['sha256']}" for h in hashes if "sha256" in h]
+        if not shas:
+            raise FileError(shown, f"{package.name}: no sha256 among its files' hashes")
+        _requirement([text, *shas], shown, into)
+        if package.index and package.index not in indexes:
+            indexes.append(package.index)
+    if indexes:
+        into.index_url, into.extra_index_urls = indexes[0], indexes[1:]
+
+
 def _strings(value: Any, shown: str, what: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise FileError(shown, f"{what} is not a list of requirements")
@@ -196,6 +270,39 @@ def _names(table: Any) -> str:
     return ", ".join(sorted(table)) if isinstance(table, dict) and table else "none"
 
 
+LOCKED = ("uv.lock", "pylock")  # files that pin every distribution, with hashes
+
+
+def kind_of(name: str) -> str:
+    """What a ``requirements_file`` is, by its name: pyproject, uv.lock, pylock (PEP 751's
+    ``pylock.toml``, ``pylock.NAME.toml``) or requirements."""
+    base = Path(name).name
+    if base == "pyproject.toml":
+        return "pyproject"
+    if base == "uv.lock":
+        return "uv.lock"
+    if re.fullmatch(r"pylock\.([^.]+\.)?toml", base):
+        return "pylock"
+    return "requirements"
+
+
+def read_set_file(path: Path, shown: str, extras: list[str], groups: list[str]) -> SetInput:
+    """What the file at ``path`` gives a set, read as its kind (:func:`kind_of`) is."""
+    into = SetInput()
+    kind = kind_of(shown)
+    if kind == "pyproject":
+        read_pyproject(path, shown, extras, groups, into)
+    elif kind == "uv.lock":
+        read_uv_lock(path, shown, extras, groups, into)
+    elif extras or groups:
+        raise FileError(shown, "extras: and groups: are a pyproject.toml's or a uv.lock's")
+    elif kind == "pylock":
+        read_pylock(path, shown, into)
+    else:
+        read_requirements(path, shown, into)
+    return into
+
+
 def expand(pyset: dict[str, Any], folder: Path, error: Callable[[str], Exception]) -> dict[str, Any]:
     """``pyset`` (a ``python_sets:`` entry as written) with its ``requirements_file`` read:
     the file's requirements before any written, its indexes and constraints where the set
@@ -203,20 +310,17 @@ def expand(pyset: dict[str, Any], folder: Path, error: Callable[[str], Exception
     name = pyset.get("requirements_file")
     if not isinstance(name, str):
         return pyset
-    extras, groups = pyset.get("extras", []), pyset.get("groups", [])
-    into = SetInput()
     try:
-        if Path(name).name == "pyproject.toml":
-            read_pyproject(folder / name, name, list(extras), list(groups), into)
-        elif extras or groups:
-            raise FileError(name, "extras: and groups: are a pyproject.toml's")
-        else:
-            read_requirements(folder / name, name, into)
+        into = read_set_file(folder / name, name, list(pyset.get("extras", [])), list(pyset.get("groups", [])))
     except FileError as e:
         raise error(str(e)) from None
     if not into.requirements:
         raise error(f"{name}: no requirement in it")
     out = dict(pyset)
+    if kind_of(name) in LOCKED:
+        # every pin of the environment is in the file: each is locked at its version alone,
+        # nothing resolved again (pip's --no-deps; require_hashes installs it as it is)
+        out.setdefault("no_deps", True)
     out["requirements"] = into.requirements + list(pyset.get("requirements") or [])
     if into.index_url and "index_url" not in pyset:
         out["index_url"] = into.index_url
