@@ -245,22 +245,29 @@ class Recorder(Protocol):
         ...
 
 
-def cmd_build(args: argparse.Namespace, *, recorder: Recorder | None = None) -> int:
-    """``assemble build``; ``recorder`` (:mod:`assembler.cli.uptodate`) sees its events and
-    is given its results and what it printed, to record the build when it can be replayed."""
+def build_variants(args: argparse.Namespace, report: Reporter) -> tuple[list[Variant], list[Result]]:
+    """Build what the command line asks (each variant), the cache then kept within its
+    budget: the variants and their results (``assemble build``'s and ``assemble watch``'s)."""
     variants, idle = _load(args)
     options = _options(args, variants[0].loaded.manifest.epoch, variants[0].loaded.manifest.cache.registry)
-    check_digestfile(args.digestfile)
     if args.digestfile is not None and len(variants) > 1:
         raise InputError("--digestfile takes one image; this run builds several", hint="use --json")
     budget = cache_budget(args.cache_max_size, options.cache_dir)
+    for line in idle:
+        report(Event("warning", {"text": line}))
+    results = assemble_variants(variants, options, runner=Runner(), report=report)
+    if args.cache_max_size is not None or any(map(grew_cache, results)):
+        keep_budget(options.cache_dir, budget, report=report)
+    return variants, results
+
+
+def cmd_build(args: argparse.Namespace, *, recorder: Recorder | None = None) -> int:
+    """``assemble build``; ``recorder`` (:mod:`assembler.cli.uptodate`) sees its events and
+    is given its results and what it printed, to record the build when it can be replayed."""
+    check_digestfile(args.digestfile)
     with showing(mode_of(args), verbose=args.verbose) as shown:
         report = recorder.watching(shown) if recorder is not None else shown
-        for line in idle:
-            report(Event("warning", {"text": line}))
-        results = assemble_variants(variants, options, runner=Runner(), report=report)
-        if args.cache_max_size is not None or any(map(grew_cache, results)):
-            keep_budget(options.cache_dir, budget, report=report)
+        variants, results = build_variants(args, report)
     write_digest(args.digestfile, results[0].digest)
     lines: list[str] = []
     if args.json:

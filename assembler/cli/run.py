@@ -47,6 +47,14 @@ def _how_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-w", "--workdir", default=None, help="the working directory (default: the image's)")
     p.add_argument("--no-network", action="store_true", help="only the loopback interface, as tests have")
     p.add_argument("--gpu", action="store_true", help="give it this machine's NVIDIA driver, as apptainer --nv does")
+    p.add_argument(
+        "--mount",
+        action="append",
+        default=[],
+        metavar="HOST:PATH[:ro] | MANIFEST",
+        help="bind a host file or folder at PATH (repeatable); a manifest binds each host file or folder its "
+        "copy: layers put in the image, where they go: code edited on the host runs without a build",
+    )
 
 
 def test_arguments(p: argparse.ArgumentParser) -> None:
@@ -187,8 +195,44 @@ def _command(args: argparse.Namespace, stored: Stored, *, command: list[str] | N
 
     if args.gpu and (why := gpudriver.missing()) is not None:
         raise InputError(f"--gpu: {why}")
-    how = {"env": _pairs(args.env, "--env"), "user": args.user, "workdir": args.workdir}
+    how = {"env": _pairs(args.env, "--env"), "user": args.user, "workdir": args.workdir, "mounts": _mounts(args.mount)}
     return image_command(stored, command=command, args=cmd, **how, network=not args.no_network, gpu=args.gpu)
+
+
+def _mounts(specs: list[str]) -> tuple[tuple[str, str, bool], ...]:
+    """``--mount``s as (host path, container path, read-only)."""
+    out: list[tuple[str, str, bool]] = []
+    for spec in specs:
+        if spec.endswith((".yaml", ".yml")) and ":" not in spec:
+            out += _code_mounts(Path(spec))
+            continue
+        host, sep, rest = spec.partition(":")
+        at, _, mode = rest.partition(":")
+        if not sep or not host or not at.startswith("/") or mode not in ("", "ro", "rw"):
+            raise InputError(f"--mount {spec!r}: expected HOST:PATH[:ro] (PATH absolute) or a manifest")
+        if not Path(host).exists():
+            raise InputError(f"--mount {spec!r}: {host} does not exist")
+        out.append((str(Path(host).resolve()), at, mode == "ro"))
+    return tuple(out)
+
+
+def _code_mounts(manifest: Path) -> list[tuple[str, str, bool]]:
+    """Each host file or folder the manifest's ``copy:`` layers put in its image, bound where
+    the layer puts it (a file copied into a folder, ``to: /app/``, at ``/app/NAME``)."""
+    from assembler.spec import model as m
+    from assembler.spec.load import load_manifest
+
+    loaded = load_manifest(manifest)
+    out = []
+    for layer in loaded.manifest.image.layers:
+        if isinstance(layer, m.CopyLayer):
+            host = (manifest.parent / layer.copy_.from_).resolve()
+            at = layer.copy_.to
+            at = at + host.name if at.endswith("/") and host.is_file() else at.rstrip("/") or "/"
+            out.append((str(host), at, False))
+    if not out:
+        raise InputError(f"--mount {manifest}: its image has no copy: layer (host files) to bind")
+    return out
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -51,6 +51,8 @@ class ImageCommand:
     workdir: str | None = None
     network: bool = True
     gpu: bool = False
+    # host file or folder -> where it is bound in the container, read-only or not
+    mounts: tuple[tuple[str, str, bool], ...] = ()
 
 
 def docker_argv(config: Mapping[str, Any], *, command: Sequence[str] | None, args: Sequence[str] | None) -> list[str]:
@@ -150,6 +152,7 @@ class ImageRunner:
             args += ["--user", cmd.user]
         if cmd.workdir:
             args += ["--workingdir", cmd.workdir]
+        args += [a for host, at, ro in cmd.mounts for a in ("--volume", f"{host}:{at}:{'ro' if ro else 'rw'}")]
         args += [a for key in sorted(env) for a in ("--env", f"{key}={env[key]}")]
         command = ["/bin/sh", "-c", _TO_FILE, "assemble-run", *cmd.argv] if to_file else list(cmd.argv)
         args += [*extra, container, "--", *command]

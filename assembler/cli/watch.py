@@ -1,0 +1,139 @@
+"""``assemble watch MANIFEST``: build, then build again each time a file in the manifest's
+folder changes (saved), as ``truss watch`` and ``cargo watch`` do: only the steps and layers
+whose inputs changed are made again and each output takes only the blobs it lacks, so a
+one-line code change is one layer made and pushed. Each round says which layers changed,
+what each output uploaded and how long it took from the save to the outputs written.
+
+The folder is read by polling (path, size, modification time) every ``--interval``; what a
+build writes or keeps is left out (``.git``, the cache folder, local outputs, ``__pycache__``
+and the usual tool caches), and a round starts once the files have stopped changing for
+one interval (an editor's save is several writes). A build that fails says why and the
+watch goes on. Light at import: the build is imported when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from assembler.cli.buildargs import build_arguments
+from assembler.cli.console import say, size
+from assembler.errors import AssemblerError
+
+if TYPE_CHECKING:
+    from assembler.assemble import Result
+
+SKIPPED = frozenset({".git", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".venv", "node_modules"})
+MAX_FILES = 50_000  # a folder beyond this is not watched file by file: a narrower folder is asked for
+
+Snapshot = dict[str, tuple[int, int]]  # path -> (size, mtime_ns)
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    build_arguments(p)
+    w = p.add_argument_group("watch", "what is watched, and for how long")
+    w.add_argument("--interval", type=float, default=0.5, metavar="S", help="seconds between looks (default 0.5)")
+    w.add_argument("--rounds", type=int, default=None, metavar="N", help="stop after N rebuilds (default: never)")
+
+
+def snapshot(folder: Path, skipped: Sequence[Path]) -> Snapshot:
+    """Every file under ``folder`` but the skipped ones, with its size and modification time."""
+    out: Snapshot = {}
+    for path in _files(folder, {str(p) for p in skipped}):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue  # removed while read: the next look sees it gone
+        out[path] = (st.st_size, st.st_mtime_ns)
+        if len(out) > MAX_FILES:
+            raise AssemblerError(f"{folder} holds more than {MAX_FILES} files: watch a manifest in a narrower folder")
+    return out
+
+
+def _files(folder: Path, skipped: set[str]) -> Iterator[str]:
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if d not in SKIPPED and os.path.join(root, d) not in skipped)
+        yield from (os.path.join(root, f) for f in sorted(files) if not f.endswith((".pyc", ".swp", "~")))
+
+
+def changed(before: Snapshot, after: Snapshot) -> list[str]:
+    """The paths added, removed or changed between two snapshots."""
+    return sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
+
+
+def _skipped(args: argparse.Namespace) -> list[Path]:
+    """What a build writes or keeps inside the folder: the cache and local outputs."""
+    from assembler.cache import default_root
+
+    out = [(args.cache or default_root()).resolve()]
+    for ref in args.outputs or []:
+        kind, _, rest = str(ref).partition(":")
+        if kind in ("oci", "oci-archive", "docker-archive", "sif", "sqsh", "dir") and rest:
+            out.append(Path(rest.split(":")[0]).resolve())
+    return out
+
+
+def _round_lines(results: Sequence[Result], before: dict[int, str], saved: float | None) -> list[str]:
+    """What one round did: the layers that changed, what each output uploaded, and the time
+    from the save to the outputs written."""
+    lines = []
+    for result in results:
+        for layer in result.layers:
+            if layer.digest and before.get(layer.index) != layer.digest and layer.origin != "base":
+                lines.append(f"  layer {layer.index} {layer.origin}: {layer.what} ({size(layer.size or 0)})")
+        for w in result.outputs:
+            uploaded = f"{w.uploaded_blobs} blob(s), {size(w.uploaded_bytes)} uploaded, {w.skipped_blobs} there already"
+            lines.append(f"  -> {w.ref}: {uploaded}")
+        lines.append(f"  image {result.digest}")
+    if saved is not None:
+        lines.append(f"saved -> written in {time.time() - saved:.1f} s")
+    return lines
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from assembler.cli.build import build_variants
+    from assembler.cli.console import mode_of
+    from assembler.cli.progress import showing
+
+    folder, skipped = args.manifest.resolve().parent, _skipped(args)
+    layers: dict[int, str] = {}
+    seen = snapshot(folder, skipped)
+    rounds, saved = 0, None
+    while True:
+        try:
+            with showing(mode_of(args), verbose=args.verbose) as shown:
+                _, results = build_variants(args, shown)
+            for line in _round_lines(results, layers, saved):
+                say(line)
+            layers = {layer.index: layer.digest or "" for layer in results[0].layers}
+        except AssemblerError as e:
+            say(f"build failed: {e}" + (f" ({e.hint})" if e.hint else ""))
+        if args.rounds is not None and rounds >= args.rounds:
+            return 0
+        say(f"watching {folder} ({len(seen)} files); Ctrl-C stops")
+        seen, saved = _wait(folder, skipped, seen, args.interval)
+        rounds += 1
+
+
+def _wait(folder: Path, skipped: Sequence[Path], seen: Snapshot, interval: float) -> tuple[Snapshot, float]:
+    """The folder once it changed and then stood still for one interval, and when the last
+    change was saved (the newest modification time among the changed files, else now)."""
+    while True:
+        time.sleep(interval)
+        now = snapshot(folder, skipped)
+        if not changed(seen, now):
+            continue
+        while True:  # an editor's save is several writes: wait for them to end
+            time.sleep(interval)
+            settled = snapshot(folder, skipped)
+            if settled == now:
+                break
+            now = settled
+        paths = changed(seen, now)
+        say(f"changed: {', '.join(os.path.relpath(p, folder) for p in paths[:5])}" + (" ..." if len(paths) > 5 else ""))
+        times = [now[p][1] / 1e9 for p in paths if p in now]
+        return now, max(times) if times else time.time()
