@@ -131,3 +131,12 @@ image:
     assert bound.stdout == "data\n" and bound.returncode != 0 and not (tmp_path / "data" / "y").exists(), bound
     bad = _run(["oci:out:one", "--cache", "cache", "--mount", "data", "--", "true"], tmp_path)
     assert bad.returncode == 2 and "expected HOST:PATH[:ro]" in bad.stderr, bad.stderr
+
+
+def test_what_a_build_writes_is_not_watched() -> None:
+    from assembler.cli.watch import left_out
+
+    skipped = ["/p/out", "/p/img.sqsh"]
+    assert left_out("/p/out", skipped) and left_out("/p/out/blobs/sha256/ab", skipped)
+    assert left_out("/p/img.sqsh.spdx.json", skipped)  # a sidecar beside a file output
+    assert not left_out("/p/output.txt", skipped) and not left_out("/p/app/out", skipped)

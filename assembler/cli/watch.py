@@ -40,10 +40,10 @@ def arguments(p: argparse.ArgumentParser) -> None:
     w.add_argument("--rounds", type=int, default=None, metavar="N", help="stop after N rebuilds (default: never)")
 
 
-def snapshot(folder: Path, skipped: Sequence[Path]) -> Snapshot:
+def snapshot(folder: Path, skipped: Sequence[str]) -> Snapshot:
     """Every file under ``folder`` but the skipped ones, with its size and modification time."""
     out: Snapshot = {}
-    for path in _files(folder, {str(p) for p in skipped}):
+    for path in _files(folder, skipped):
         try:
             st = os.stat(path)
         except OSError:
@@ -54,10 +54,19 @@ def snapshot(folder: Path, skipped: Sequence[Path]) -> Snapshot:
     return out
 
 
-def _files(folder: Path, skipped: set[str]) -> Iterator[str]:
+def left_out(path: str, skipped: Sequence[str]) -> bool:
+    """Whether ``path`` is one the build writes: a skipped path, under one, or beside a
+    file output as its sidecar (``out.sqsh.spdx.json``)."""
+    return any(path == s or path.startswith((s + os.sep, s + ".")) for s in skipped)
+
+
+def _files(folder: Path, skipped: Sequence[str]) -> Iterator[str]:
     for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if d not in SKIPPED and os.path.join(root, d) not in skipped)
-        yield from (os.path.join(root, f) for f in sorted(files) if not f.endswith((".pyc", ".swp", "~")))
+        dirs[:] = sorted(d for d in dirs if d not in SKIPPED and not left_out(os.path.join(root, d), skipped))
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            if not name.endswith((".pyc", ".swp", "~")) and not left_out(path, skipped):
+                yield path
 
 
 def changed(before: Snapshot, after: Snapshot) -> list[str]:
@@ -65,15 +74,21 @@ def changed(before: Snapshot, after: Snapshot) -> list[str]:
     return sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
 
 
-def _skipped(args: argparse.Namespace) -> list[Path]:
-    """What a build writes or keeps inside the folder: the cache and local outputs."""
+def _skipped(args: argparse.Namespace, results: Sequence[Result]) -> list[str]:
+    """What a build writes or keeps: the cache, and the outputs on this machine (those of
+    ``-o`` and those the build wrote, the manifest's own among them)."""
     from assembler.cache import default_root
+    from assembler.errors import InputError
+    from assembler.oci.reference import parse_ref
 
-    out = [(args.cache or default_root()).resolve()]
-    for ref in args.outputs or []:
-        kind, _, rest = str(ref).partition(":")
-        if kind in ("oci", "oci-archive", "docker-archive", "sif", "sqsh", "dir") and rest:
-            out.append(Path(rest.split(":")[0]).resolve())
+    out = [str((args.cache or default_root()).resolve())]
+    for text in [*(args.outputs or []), *(w.ref for r in results for w in r.outputs)]:
+        try:
+            ref = parse_ref(str(text))
+        except (InputError, ValueError):
+            continue
+        if not ref.syntax.url and ref.path:
+            out.append(str(Path(ref.path).resolve()))
     return out
 
 
@@ -99,10 +114,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from assembler.cli.console import mode_of
     from assembler.cli.progress import showing
 
-    folder, skipped = args.manifest.resolve().parent, _skipped(args)
+    folder = args.manifest.resolve().parent
+    skipped = _skipped(args, [])
     layers: dict[int, str] = {}
-    seen = snapshot(folder, skipped)
     rounds, saved = 0, None
+    seen = snapshot(folder, skipped)
     while True:
         try:
             with showing(mode_of(args), verbose=args.verbose) as shown:
@@ -110,6 +126,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
             for line in _round_lines(results, layers, saved):
                 say(line)
             layers = {layer.index: layer.digest or "" for layer in results[0].layers}
+            skipped = _skipped(args, results)
+            seen = {p: v for p, v in seen.items() if not left_out(p, skipped)}  # what the build wrote
         except AssemblerError as e:
             say(f"build failed: {e}" + (f" ({e.hint})" if e.hint else ""))
         if args.rounds is not None and rounds >= args.rounds:
@@ -119,7 +137,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         rounds += 1
 
 
-def _wait(folder: Path, skipped: Sequence[Path], seen: Snapshot, interval: float) -> tuple[Snapshot, float]:
+def _wait(folder: Path, skipped: Sequence[str], seen: Snapshot, interval: float) -> tuple[Snapshot, float]:
     """The folder once it changed and then stood still for one interval, and when the last
     change was saved (the newest modification time among the changed files, else now)."""
     while True:

@@ -32,13 +32,16 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from assembler.errors import InputError
+
 MAX_FILE_BYTES = 1 << 20  # a requirements file or pyproject.toml beyond this is refused
 MAX_INCLUDES = 32  # -r files followed from one set
 _SHA256 = re.compile(r"sha256:([0-9a-f]{64})")
 
 
-class FileError(Exception):
-    """What is wrong with a requirements file, at ``where`` (``FILE:LINE``)."""
+class FileError(InputError):
+    """What is wrong with a requirements file, at ``where`` (``FILE:LINE``); the manifest's
+    loader says it at the set's field."""
 
     def __init__(self, where: str, message: str) -> None:
         super().__init__(f"{where}: {message}")
@@ -198,7 +201,7 @@ def read_uv_lock(path: Path, shown: str, extras: list[str], groups: list[str], i
     of its default groups), every pin with its hashes and index: read by uv itself (``uv
     export --frozen``: the lock is neither resolved again nor written)."""
     from assembler.errors import AssemblerError
-    from assembler.proc import Runner, uv_binary
+    from assembler.proc import Runner, uv_binary  # uv reads its own lock
 
     if not (path.parent / "pyproject.toml").is_file():
         raise FileError(shown, "a uv.lock is read with its project: no pyproject.toml beside it")
