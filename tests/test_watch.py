@@ -140,3 +140,29 @@ def test_what_a_build_writes_is_not_watched() -> None:
     assert left_out("/p/out", skipped) and left_out("/p/out/blobs/sha256/ab", skipped)
     assert left_out("/p/img.sqsh.spdx.json", skipped)  # a sidecar beside a file output
     assert not left_out("/p/output.txt", skipped) and not left_out("/p/app/out", skipped)
+
+
+def test_what_is_watched_is_what_the_build_reads_from_the_host(tmp_path: Path) -> None:
+    from assembler.cli.watch import snapshot, watched
+
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "src" / "build").mkdir(parents=True)
+    (tmp_path / "src" / "main.c").write_text("int main(void) { return 0; }\n")
+    (tmp_path / "src" / "build" / "main.o").write_text("object\n")
+    (tmp_path / "proj" / "etc").mkdir()
+    (tmp_path / "proj" / "etc" / "motd").write_text("hi\n")
+    (tmp_path / "proj" / "m.yaml").write_text(
+        """name: w
+bases: {b: scratch}
+sources: {app: {path: ../src, exclude: [build/]}}
+image:
+  base: b
+  layers:
+    - copy: {from: etc/motd, to: /etc/motd}
+"""
+    )
+    roots = watched(tmp_path / "proj" / "m.yaml", {})
+    seen = sorted(Path(p).relative_to(tmp_path).as_posix() for p in snapshot(roots, []))
+    # the source beside the manifest's folder, less its build/ (as the build leaves it out)
+    assert seen == ["proj/etc/motd", "proj/m.yaml", "src/main.c"]
+    assert [Path(w.path).name for w in roots] == ["src", "proj"]  # etc/motd is in proj: one walk

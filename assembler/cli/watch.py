@@ -1,10 +1,12 @@
-"""``assemble watch MANIFEST``: build, then build again each time a file in the manifest's
-folder changes (saved), as ``truss watch`` and ``cargo watch`` do: only the steps and layers
+"""``assemble watch MANIFEST``: build, then build again each time a file the build reads from
+the host changes (saved): the manifest's folder, its ``path:`` sources (less their
+``exclude:``) and its ``copy:`` layers' files, wherever they are. As ``truss watch`` and
+``cargo watch`` do: only the steps and layers
 whose inputs changed are made again and each output takes only the blobs it lacks, so a
 one-line code change is one layer made and pushed. Each round says which layers changed,
 what each output uploaded and how long it took from the save to the outputs written.
 
-The folder is read by polling (path, size, modification time) every ``--interval``; what a
+The folders are read by polling (path, size, modification time) every ``--interval``; what a
 build writes or keeps is left out (``.git``, the cache folder, local outputs, ``__pycache__``
 and the usual tool caches), and a round starts once the files have stopped changing for
 one interval (an editor's save is several writes). A build that fails says why and the
@@ -17,9 +19,12 @@ import argparse
 import os
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from assembler.cli.arguments import param_sets
 from assembler.cli.buildargs import build_arguments
 from assembler.cli.console import say, size
 from assembler.errors import AssemblerError
@@ -40,17 +45,49 @@ def arguments(p: argparse.ArgumentParser) -> None:
     w.add_argument("--rounds", type=int, default=None, metavar="N", help="stop after N rebuilds (default: never)")
 
 
-def snapshot(folder: Path, skipped: Sequence[str]) -> Snapshot:
-    """Every file under ``folder`` but the skipped ones, with its size and modification time."""
+@dataclass(frozen=True)
+class Watched:
+    """A folder (or file) the build reads from the host, and the globs its source leaves out."""
+
+    path: str
+    exclude: tuple[str, ...] = ()
+
+
+def watched(manifest: Path, sets: dict[str, str]) -> list[Watched]:
+    """What the build reads from the host: the manifest's folder, each ``path:`` source
+    (less its ``exclude:``) and each ``copy:`` layer's file or folder, wherever they are
+    (``../examples/app``). A manifest that does not load is its folder alone."""
+    from assembler.spec import model as m
+    from assembler.spec.load import load_manifest
+
+    folder = manifest.resolve().parent
+    out = [Watched(str(folder))]
+    try:
+        loaded = load_manifest(manifest, sets=sets)
+    except AssemblerError:
+        return out
+    for source in loaded.manifest.sources.values():
+        if isinstance(source, m.PathSource):
+            out.append(Watched(str((folder / source.path).resolve()), tuple(source.exclude)))
+    for layer in loaded.manifest.image.layers:
+        if isinstance(layer, m.CopyLayer):
+            out.append(Watched(str((folder / layer.copy_.from_).resolve())))
+    # one walk of a folder inside another watched one
+    roots = sorted(out, key=lambda w: len(w.path))
+    return [w for i, w in enumerate(roots) if not any(w.path.startswith(o.path + os.sep) for o in roots[:i])]
+
+
+def snapshot(roots: Sequence[Watched], skipped: Sequence[str]) -> Snapshot:
+    """Every file under ``roots`` but the skipped ones, with its size and modification time."""
     out: Snapshot = {}
-    for path in _files(folder, skipped):
+    for path in (p for root in roots for p in _files(root, skipped)):
         try:
             st = os.stat(path)
         except OSError:
             continue  # removed while read: the next look sees it gone
         out[path] = (st.st_size, st.st_mtime_ns)
         if len(out) > MAX_FILES:
-            raise AssemblerError(f"{folder} holds more than {MAX_FILES} files: watch a manifest in a narrower folder")
+            raise AssemblerError(f"more than {MAX_FILES} files to watch: give the manifest a folder of its own")
     return out
 
 
@@ -60,12 +97,21 @@ def left_out(path: str, skipped: Sequence[str]) -> bool:
     return any(path == s or path.startswith((s + os.sep, s + ".")) for s in skipped)
 
 
-def _files(folder: Path, skipped: Sequence[str]) -> Iterator[str]:
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if d not in SKIPPED and not left_out(os.path.join(root, d), skipped))
+def _files(watch: Watched, skipped: Sequence[str]) -> Iterator[str]:
+    if os.path.isfile(watch.path):
+        yield watch.path
+        return
+
+    def kept(path: str, name: str) -> bool:
+        rel = os.path.relpath(path, watch.path)
+        globs = [g.rstrip("/") for g in watch.exclude]
+        return not left_out(path, skipped) and not any(fnmatch(name, g) or fnmatch(rel, g) for g in globs)
+
+    for root, dirs, files in os.walk(watch.path):
+        dirs[:] = sorted(d for d in dirs if d not in SKIPPED and kept(os.path.join(root, d), d))
         for name in sorted(files):
             path = os.path.join(root, name)
-            if not name.endswith((".pyc", ".swp", "~")) and not left_out(path, skipped):
+            if not name.endswith((".pyc", ".swp", "~")) and kept(path, name):
                 yield path
 
 
@@ -114,11 +160,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from assembler.cli.console import mode_of
     from assembler.cli.progress import showing
 
-    folder = args.manifest.resolve().parent
     skipped = _skipped(args, [])
     layers: dict[int, str] = {}
     rounds, saved = 0, None
-    seen = snapshot(folder, skipped)
+    roots = watched(args.manifest, param_sets(args))
+    seen = snapshot(roots, skipped)
     while True:
         try:
             with showing(mode_of(args), verbose=args.verbose) as shown:
@@ -132,26 +178,31 @@ def cmd_watch(args: argparse.Namespace) -> int:
             say(f"build failed: {e}" + (f" ({e.hint})" if e.hint else ""))
         if args.rounds is not None and rounds >= args.rounds:
             return 0
-        say(f"watching {folder} ({len(seen)} files); Ctrl-C stops")
-        seen, saved = _wait(folder, skipped, seen, args.interval)
+        say(f"watching {', '.join(w.path for w in roots)} ({len(seen)} files); Ctrl-C stops")
+        seen, saved = _wait(roots, skipped, seen, args.interval, args.manifest.resolve().parent)
+        roots = watched(args.manifest, param_sets(args))  # the manifest may name other folders now
         rounds += 1
 
 
-def _wait(folder: Path, skipped: Sequence[str], seen: Snapshot, interval: float) -> tuple[Snapshot, float]:
-    """The folder once it changed and then stood still for one interval, and when the last
-    change was saved (the newest modification time among the changed files, else now)."""
+def _wait(
+    roots: Sequence[Watched], skipped: Sequence[str], seen: Snapshot, interval: float, folder: Path
+) -> tuple[Snapshot, float]:
+    """The files once they changed and then stood still for one interval, and when the last
+    change was saved (the newest modification time among the changed files, else now); the
+    changed paths said from ``folder``, the manifest's."""
     while True:
         time.sleep(interval)
-        now = snapshot(folder, skipped)
+        now = snapshot(roots, skipped)
         if not changed(seen, now):
             continue
         while True:  # an editor's save is several writes: wait for them to end
             time.sleep(interval)
-            settled = snapshot(folder, skipped)
+            settled = snapshot(roots, skipped)
             if settled == now:
                 break
             now = settled
         paths = changed(seen, now)
-        say(f"changed: {', '.join(os.path.relpath(p, folder) for p in paths[:5])}" + (" ..." if len(paths) > 5 else ""))
+        shown = [os.path.relpath(p, folder) for p in paths[:5]]
+        say(f"changed: {', '.join(shown)}" + (" ..." if len(paths) > 5 else ""))
         times = [now[p][1] / 1e9 for p in paths if p in now]
         return now, max(times) if times else time.time()
