@@ -7,6 +7,8 @@ these checks; each gets them from what it installs and builds on:
   or torchaudio pinned from a PyTorch index (``.../whl/cu118``) is one that index builds;
 - :mod:`.bases`: a base's tag is one its registry publishes (for the repositories listed),
   and the ``pythonX.Y`` a step or layer runs or installs is one its distribution packages;
+- :mod:`.gpus`: a torch pinned from PyPI has kernels for every GPU ``gpu.archs`` names
+  (torch 2.6's wheel has none for sm_120: refused, naming torch 2.8.0);
 - :mod:`.archs`: every GPU target of a ROCm arch list (PYTORCH_ROCM_ARCH, AMDGPU_TARGETS...)
   is one the base's ROCm release compiles for;
 - :mod:`.refs`: a version the image claims for a source (its version annotation, a step's
@@ -37,10 +39,12 @@ def check_facts(loaded: Loaded) -> None:
     # the checks (and their data) are imported when a manifest is checked
     from assembler.spec.facts.archs import check as check_archs
     from assembler.spec.facts.bases import check as check_bases
+    from assembler.spec.facts.gpus import check as check_gpus
     from assembler.spec.facts.pins import check as check_pins
     from assembler.spec.facts.refs import check as check_refs
 
     check_pins(loaded)
+    check_gpus(loaded)
     check_bases(loaded)
     check_archs(loaded)
     check_refs(loaded)

@@ -62,6 +62,11 @@ def check(loaded: Loaded) -> None:
         _check_torch_index(loaded, pin)
 
 
+def pypi_pins(loaded: Loaded) -> Iterator[Pinned]:
+    """The pins of the image and its compile steps taken from PyPI alone."""
+    return (pin for pin in _pins(loaded) if all(url in _PYPI for url in pin.indexes))
+
+
 def _pins(loaded: Loaded) -> Iterator[Pinned]:
     for place in places(loaded):
         for j, pyset in enumerate(place.python_sets):

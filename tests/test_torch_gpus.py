@@ -1,0 +1,61 @@
+"""``gpu: {archs: [...]}`` against the torch a manifest pins from PyPI (torch_gpus.json,
+written by ``scripts/regen-facts torch-gpus`` from the wheels' own libtorch_python.so): a
+wheel without kernels for a named GPU is refused at plan, naming the release that has them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from assembler.errors import ManifestError
+from assembler.spec.facts import read
+from assembler.spec.facts.gpus import covers
+from assembler.spec.load import load_manifest
+
+MANIFEST = """name: gpus
+params: {{torch_version: "{torch}"}}
+bases: {{b: scratch}}
+gpu: {{archs: [{archs}]}}
+image:
+  base: b
+  layers:
+    - run: ["pip install torch==${{torch_version}}"]
+      name: torch
+      python_sets: [{{name: torch, requirements: ["torch==${{torch_version}}"], python: "3.11"{index}}}]
+"""
+
+
+def _load(tmp_path: Path, torch: str, archs: str, index: str = "") -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(MANIFEST.format(torch=torch, archs=archs, index=index))
+    load_manifest(path)
+
+
+def test_a_torch_without_kernels_for_a_named_gpu_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError) as e:
+        _load(tmp_path, "2.6.0", "sm_90, sm_120")
+    said = e.value.message
+    assert "layer torch: python set torch: torch==2.6.0 (torch_version=2.6.0) has no kernels for sm_120" in said
+    assert "PyPI's wheel (CUDA 12.4.127) was compiled for sm_50 sm_60 sm_70 sm_75 sm_80 sm_86 sm_90" in said
+    assert "the first release that runs on sm_120: torch 2.8.0 (CUDA 12.8.90)" in said, said
+    assert e.value.hint == "--set torch_version to 2.8.0" and e.value.line == 10
+    _load(tmp_path, "2.8.0", "sm_90, sm_120")  # the release that has them
+    _load(tmp_path, "2.6.0", "sm_89")  # an L40 runs sm_86's SASS
+    _load(tmp_path, "2.7.0", "sm_120", ', index_url: "https://download.pytorch.org/whl/cu128"')  # another build
+    _load(tmp_path, "9.9.0", "sm_120")  # a release the data does not know: nothing refused
+    # a GPU later releases left out: the last that has it
+    with pytest.raises(ManifestError, match=r"the last release that runs on sm_70: torch 2\.10\.0"):
+        _load(tmp_path, "2.11.0", "sm_70")
+
+
+def test_arch_coverage_follows_cuda_compatibility() -> None:
+    assert covers("sm_89", ["sm_80", "sm_86"]) and covers("sm_90a", ["sm_90"])
+    assert not covers("sm_100", ["sm_90"]) and not covers("sm_80", ["sm_86"])
+    assert covers("sm_120", ["sm_90", "compute_90"]) and not covers("sm_80", ["compute_90"])
+
+
+def test_the_data_says_where_it_comes_from_and_when() -> None:
+    data = read("torch_gpus")
+    assert data["fetched"] >= "2026-11-28" and "libtorch_python.so" in data["source"]
+    assert data["releases"]["2.8.0"]["cudnn"] and "3.11" in data["releases"]["2.8.0"]["pythons"]
