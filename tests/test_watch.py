@@ -161,8 +161,10 @@ image:
     - copy: {from: etc/motd, to: /etc/motd}
 """
     )
+    (tmp_path / "proj" / "NOTES").write_text("not read by the build\n")
     roots = watched(tmp_path / "proj" / "m.yaml", {})
     seen = sorted(Path(p).relative_to(tmp_path).as_posix() for p in snapshot(roots, []))
-    # the source beside the manifest's folder, less its build/ (as the build leaves it out)
+    # the source beside the manifest's folder, less its build/ (as the build leaves it out);
+    # nothing else of proj/ (its notes)
     assert seen == ["proj/etc/motd", "proj/m.yaml", "src/main.c"]
-    assert [Path(w.path).name for w in roots] == ["src", "proj"]  # etc/motd is in proj: one walk
+    assert [Path(w.path).name for w in roots] == ["m.yaml", "src", "motd"]  # what the build reads, no more

@@ -1,7 +1,7 @@
 """``assemble watch MANIFEST``: build, then build again each time a file the build reads from
-the host changes (saved): the manifest's folder, its ``path:`` sources (less their
-``exclude:``) and its ``copy:`` layers' files, wherever they are. As ``truss watch`` and
-``cargo watch`` do: only the steps and layers
+the host changes (saved): the manifest, its ``path:`` sources (less their ``exclude:``), its
+``copy:`` layers' files and its Python sets' requirements files, wherever they are. As
+``truss watch`` and ``cargo watch`` do: only the steps and layers
 whose inputs changed are made again and each output takes only the blobs it lacks, so a
 one-line code change is one layer made and pushed. Each round says which layers changed,
 what each output uploaded and how long it took from the save to the outputs written.
@@ -54,27 +54,44 @@ class Watched:
 
 
 def watched(manifest: Path, sets: dict[str, str]) -> list[Watched]:
-    """What the build reads from the host: the manifest's folder, each ``path:`` source
-    (less its ``exclude:``) and each ``copy:`` layer's file or folder, wherever they are
-    (``../examples/app``). A manifest that does not load is its folder alone."""
+    """What the build reads from the host: the manifest, each ``path:`` source (less its
+    ``exclude:``), each ``copy:`` layer's file or folder and each Python set's
+    ``requirements_file``, wherever they are (``../examples/app``). A manifest that does
+    not load: its folder, until it does."""
     from assembler.spec import model as m
     from assembler.spec.load import load_manifest
 
-    folder = manifest.resolve().parent
-    out = [Watched(str(folder))]
+    path = manifest.resolve()
     try:
         loaded = load_manifest(manifest, sets=sets)
     except AssemblerError:
-        return out
-    for source in loaded.manifest.sources.values():
-        if isinstance(source, m.PathSource):
-            out.append(Watched(str((folder / source.path).resolve()), tuple(source.exclude)))
-    for layer in loaded.manifest.image.layers:
-        if isinstance(layer, m.CopyLayer):
-            out.append(Watched(str((folder / layer.copy_.from_).resolve())))
-    # one walk of a folder inside another watched one
-    roots = sorted(out, key=lambda w: len(w.path))
-    return [w for i, w in enumerate(roots) if not any(w.path.startswith(o.path + os.sep) for o in roots[:i])]
+        return [Watched(str(path.parent))]
+    folder, man = path.parent, loaded.manifest
+    out = [Watched(str(path))]
+    out += [
+        Watched(str((folder / s.path).resolve()), tuple(s.exclude))
+        for s in man.sources.values()
+        if isinstance(s, m.PathSource)
+    ]
+    out += [
+        Watched(str((folder / layer.copy_.from_).resolve()))
+        for layer in man.image.layers
+        if isinstance(layer, m.CopyLayer)
+    ]
+    sets_of = [
+        *(step.python_sets for step in man.compile),
+        *(getattr(layer, "python_sets", []) for layer in man.image.layers),
+    ]
+    out += [
+        Watched(str((folder / s.requirements_file).resolve()))
+        for group in sets_of
+        for s in group
+        if s.requirements_file
+    ]
+    # each path once, and none inside a folder watched whole (one with no exclude:)
+    unique = list({w.path: w for w in reversed(out)}.values())[::-1]
+    whole = [w.path for w in unique if not w.exclude and os.path.isdir(w.path)]
+    return [w for w in unique if not any(w.path.startswith(d + os.sep) for d in whole)]
 
 
 def snapshot(roots: Sequence[Watched], skipped: Sequence[str]) -> Snapshot:
