@@ -102,3 +102,14 @@ def test_a_starter_builds_as_written_and_its_test_passes(
         "cuda": "proj: 1024 values checked on the CPU",
     }
     assert said.out.strip() == expected[kind], str(said)
+    if kind == "python":  # a code edit reruns no pip install; the deps layer, rebuilt, is the same bytes
+        (folder / "app" / "main.py").write_text("import six\n\nprint('proj: ready, edited', six.__version__)\n")
+        again = run_cli(["assemble.yaml", *bases, "--cache", str(tmp_path / "cache"), "--json"], cwd=folder)
+        assert again.code == 0, str(again)
+        assert [s["state"] for s in again.json["steps"] if s["name"] == "deps"] == ["cached"], again.json["steps"]
+        rebuilt = run_cli(
+            ["assemble.yaml", *bases, "--cache", str(tmp_path / "cache"), "--json", "--rebuild", "deps"], cwd=folder
+        )
+        assert rebuilt.code == 0, str(rebuilt)
+        digests = [[layer["digest"] for layer in r.json["layers"]] for r in (built, again, rebuilt)]
+        assert digests[0][:-1] == digests[1][:-1] == digests[2][:-1] and digests[0][-1] != digests[1][-1], digests

@@ -33,7 +33,8 @@ bases:
   devel: {bootstrap: {suite: bookworm, variant: minbase, packages: [python3-pip]}}
   runtime: {bootstrap: {suite: bookworm, variant: minbase, packages: [python3]}}
 sources:
-  project: {path: ., exclude: [out/, .assemble/]}
+  # what the deps step reads: app/ left out, so a code change reruns no pip install
+  project: {path: ., exclude: [app/, out/, .assemble/]}
 compile:
   # requirements.txt's packages, installed by pip into a folder of their own (no venv needed).
   - name: deps
@@ -41,10 +42,12 @@ compile:
     sources: [project]
     run:
       - mkdir -p /opt/{name}/site
-      # Only where it names a package: pip refuses an empty list.
+      # Only where it names a package: pip refuses an empty list. Compiled where the files
+      # stay (pip --target would name its random temporary folder in each .pyc).
       - >-
         if grep -q '^[^#[:space:]]' /src/project/requirements.txt;
-        then pip install --no-cache-dir --target /opt/{name}/site -r /src/project/requirements.txt; fi
+        then pip install --no-cache-dir --no-compile --target /opt/{name}/site -r /src/project/requirements.txt
+        && python3 -m compileall -q -d /opt/{name}/site /opt/{name}/site; fi
     artifacts:
       site: {path: /opt/{name}/site, to: /opt/{name}/site}
 image:
