@@ -168,3 +168,11 @@ image:
     # nothing else of proj/ (its notes)
     assert seen == ["proj/etc/motd", "proj/m.yaml", "src/main.c"]
     assert [Path(w.path).name for w in roots] == ["m.yaml", "src", "motd"]  # what the build reads, no more
+
+
+def test_a_file_beside_a_folder_output_is_still_watched(tmp_path: Path) -> None:
+    from assembler.cli.watch import left_out
+
+    (tmp_path / "out").mkdir()  # oci:out, written
+    assert not left_out(str(tmp_path / "out.py"), [str(tmp_path / "out")])
+    assert left_out(str(tmp_path / "out" / "index.json"), [str(tmp_path / "out")])

@@ -110,8 +110,10 @@ def snapshot(roots: Sequence[Watched], skipped: Sequence[str]) -> Snapshot:
 
 def left_out(path: str, skipped: Sequence[str]) -> bool:
     """Whether ``path`` is one the build writes: a skipped path, under one, or beside a
-    file output as its sidecar (``out.sqsh.spdx.json``)."""
-    return any(path == s or path.startswith((s + os.sep, s + ".")) for s in skipped)
+    file output as its sidecar (``out.sqsh.spdx.json``; a folder output has none)."""
+    return any(
+        path == s or path.startswith(s + os.sep) or (path.startswith(s + ".") and not os.path.isdir(s)) for s in skipped
+    )
 
 
 def _files(watch: Watched, skipped: Sequence[str]) -> Iterator[str]:
