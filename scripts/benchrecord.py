@@ -5,20 +5,39 @@ how long ``sum(range(3*10**7))`` took there just before (how busy the machine wa
 documentation's benchmark page draws its charts from these files
 (``docs/benchmarks/*.json``, by ``docs/hooks/benchcharts.py`` at build time).
 
-A script loads this module by path (scripts/ is no package) and calls :func:`write`."""
+A script loads this module by path (scripts/ is no package) and calls :func:`write`; one
+benchmark built on another loads that one with :func:`load_script`."""
 
 from __future__ import annotations
 
 import datetime
+import importlib.machinery
+import importlib.util
 import json
 import os
 import platform
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 FORMAT = 1
+
+
+def load_script(name: str) -> ModuleType:
+    """scripts/NAME (``bench-pull``) as the module ``bench_pull``, registered in
+    ``sys.modules`` (its dataclasses look their module up there): a benchmark that builds on
+    another's registry, images or nodes."""
+    module_name = name.replace("-", "_")
+    loader = importlib.machinery.SourceFileLoader(module_name, str(Path(__file__).resolve().parent / name))
+    spec = importlib.util.spec_from_loader(module_name, loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    loader.exec_module(module)
+    return module
 
 
 def load_probe() -> float:
