@@ -55,6 +55,7 @@ def test_a_requirements_file_is_read_as_pip_reads_it(tmp_path: Path) -> None:
     (tmp_path / "reqs" / "pins.txt").write_text("dep<3\n")
     (tmp_path / "reqs" / "requirements.txt").write_text(
         "# the app\n--index-url https://example.org/simple\n--extra-index-url=https://extra.example.org/simple\n"
+        "--trusted-host example.org\n"
         "-r base.txt\n-c pins.txt\napp[cli] >= 2 ; python_version >= '3.8'  # a comment\n"
         "tool @ https://example.org/tool-1.0-py3-none-any.whl\n"
     )

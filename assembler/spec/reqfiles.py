@@ -121,6 +121,8 @@ def _parse(text: str, path: Path, shown: str, into: SetInput, depth: int) -> Non
         option, _, inline = first.partition("=")
         if option in _REFUSED:
             raise FileError(where, f"{_REFUSED[option]} cannot be locked: name the requirement (NAME==VERSION)")
+        if option == "--trusted-host":
+            continue  # pip-compile writes it beside a plain-HTTP index; it pins nothing
         if option in ("-r", "--requirement", "-c", "--constraint", "-i", "--index-url", "--extra-index-url"):
             value = inline or (words[1] if len(words) > 1 else "")
             if not value:
