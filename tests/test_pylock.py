@@ -123,3 +123,25 @@ def test_names_follow_pep_751() -> None:
     for where in ("layers.torch:venv", "compile.wheel:torch", "layers.vllm:wheels", "x.y z"):
         assert is_valid_pylock_path(Path(file_name(where))), file_name(where)
     assert folder_name("openai vllm_from=wheel python_version=3.11") == "openai_vllm_from=wheel_python_version=3.11"
+
+
+def test_a_project_on_one_of_the_indexes_only_is_found_there() -> None:
+    """PyTorch's index serves torch but no aiohttp (404): the file is looked for on the next."""
+    from assembler.errors import NotFound
+    from assembler.python.pylock import pylock_of
+    from assembler.spec.lockfile import Entry
+
+    sha = "a" * 64
+    torch_index, pypi = "https://download.pytorch.org/whl/cu128", "https://pypi.org/simple"
+
+    def files(index: str, name: str) -> dict[str, tuple[str, str]]:
+        if index == torch_index:
+            raise NotFound(f"{index}/{name}/: 404 not found")
+        return {sha: ("aiohttp-3.13.2-cp311-cp311-manylinux_2_17_x86_64.whl", "https://files.example/aiohttp.whl")}
+
+    entry = Entry(
+        {"indexes": [torch_index, pypi], "python": "3.11", "platform": "x86_64-manylinux_2_28"},
+        f"aiohttp==3.13.2 \\\n    --hash=sha256:{sha}\n",
+    )
+    (package,) = pylock_of(entry, files=files, what="layers.app:deps").packages
+    assert package.index == pypi and package.wheels and package.wheels[0].url == "https://files.example/aiohttp.whl"

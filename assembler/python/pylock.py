@@ -24,7 +24,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
-from assembler.errors import InputError
+from assembler.errors import AssemblerError, InputError, NotFound
 
 if TYPE_CHECKING:
     from assembler.spec.lockfile import Entry, Lock
@@ -83,7 +83,10 @@ def _indexed(
         )
     found: dict[str, tuple[str, str, str]] = {}  # sha256 -> (file name, URL, index)
     for index in indexes:
-        listed = files(index, name)
+        try:
+            listed = files(index, name)
+        except NotFound:
+            continue  # this index has no such project (PyTorch's has no aiohttp): the next one
         found.update({sha: (*listed[sha], index) for sha in shas if sha in listed and sha not in found})
         if len(found) == len(shas):
             break
@@ -156,7 +159,7 @@ def write_pylocks(
                 continue  # a base's digest, a git ref's commit, Debian packages
             try:
                 document = pylock_of(entry, files=files, what=f"{variant}: {where}")
-            except InputError as e:
+            except AssemblerError as e:  # an index that cannot be read: that set has no file, said
                 skipped.append((f"{variant}: {where}", e.message))
                 continue
             document.validate()
