@@ -75,16 +75,18 @@ def test_a_requirements_file_is_read_as_pip_reads_it(tmp_path: Path) -> None:
             },
         )
     ]
-    # what the set writes itself comes after the file's; its own index wins
+    # what the set writes itself comes first (an error about one names its line); its own index wins
     both = _manifest(
         tmp_path,
         '        - {name: app, requirements_file: reqs/base.txt, requirements: [extra==1], python: "3.11",\n'
         '           index_url: "https://mine.example.org/simple"}\n',
     )
-    assert (
-        _sets(both)[0][0] == ["lib==1.0", "extra==1"]
-        and _sets(both)[0][1]["index"] == "https://mine.example.org/simple"
+    assert _sets(both)[0][0] == ["extra==1", "lib==1.0"]
+    assert _sets(both)[0][1]["index"] == "https://mine.example.org/simple"
+    one = _manifest(
+        tmp_path, '        - {name: app, requirements_file: reqs/base.txt, requirements: extra==1, python: "3.11"}\n'
     )
+    assert _sets(one)[0][0] == ["extra==1", "lib==1.0"]  # one requirement written as a string, not its letters
 
 
 @pytest.mark.parametrize(
@@ -118,15 +120,19 @@ dependencies = ["app>=1"]
 [project.optional-dependencies]
 serve = ["other==1.0"]
 gpu = ["never"]
+Serve_All = ["myapp[serve]", "extra2"]
 [dependency-groups]
 dev = ["tool"]
 all = [{include-group = "dev"}, "more"]
 """
     )
     sets = '        - {name: app, requirements_file: pyproject.toml, extras: [serve], groups: [all], python: "3.11"}\n'
-    assert _sets(_manifest(tmp_path, sets))[0][0] == ["app>=1", "other==1.0", "tool", "more"]
+    assert _sets(_manifest(tmp_path, sets))[0][0] == ["app>=1", "tool", "more", "other==1.0"]
+    # an extra naming the project's own (PEP 685 names): read in place, never myapp from an index
+    own = sets.replace("extras: [serve], groups: [all]", "extras: serve-all")
+    assert _sets(_manifest(tmp_path, own))[0][0] == ["app>=1", "extra2", "other==1.0"]
     unknown = sets.replace("extras: [serve]", "extras: [web]")
-    with pytest.raises(ManifestError, match="no optional-dependencies 'web' \\(it has gpu, serve\\)"):
+    with pytest.raises(ManifestError, match="no optional-dependencies 'web' \\(it has gpu, serve, serve-all\\)"):
         load_manifest(_manifest(tmp_path, unknown))
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\ndynamic = ["dependencies"]\n')
     with pytest.raises(ManifestError, match="dependencies are dynamic"):
@@ -201,22 +207,15 @@ def test_files_lock_to_their_pins_and_hashes_and_a_change_makes_the_lock_stale(t
     assert refused.code == 2, refused
 
 
-def _dist_infos(layout: Path) -> set[str]:
-    found = set()
-    for desc in manifest_of(layout, "latest")["layers"]:
-        with tarfile.open(fileobj=io.BytesIO(uncompressed(read_blob(layout, desc["digest"])))) as tar:
-            found |= {n.split("/")[-1] for n in tar.getnames() if n.endswith(".dist-info") and "rf_" in n}
-    return found
-
-
-def _uv_project(folder: Path, index: Index, dependencies: str) -> Path:
-    """A project locked by ``uv lock`` against the local index: its uv.lock."""
+def _uv_project(folder: Path, index: Index, dependencies: str, *, more: str = "") -> Path:
+    """A project locked by ``uv lock`` against the local index (``more``: the rest of its
+    pyproject.toml): its uv.lock."""
     from assembler.proc import uv_binary
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "pyproject.toml").write_text(
         f'[project]\nname = "proj"\nversion = "1"\nrequires-python = ">=3.11"\ndependencies = {dependencies}\n'
-        '[project.optional-dependencies]\nserve = ["rf-other"]\n[dependency-groups]\ndev = ["rf-lib"]\n'
+        '[project.optional-dependencies]\nserve = ["rf-other"]\n[dependency-groups]\ndev = ["rf-lib"]\n' + more
     )
     locked = subprocess.run(
         [uv_binary(), "lock", "--no-cache", "--index-url", index.url, "--project", str(folder)],
@@ -250,11 +249,26 @@ def test_a_uv_lock_and_a_pylock_are_used_as_they_are(tmp_path: Path, index: Inde
     # a pylock.toml (uv's, of the same project) gives the same pins
     from assembler.proc import uv_binary
 
+    # as uv writes it by default: the project itself in it, a directory package (not installed)
     argv = [uv_binary(), "export", "--frozen", "--format", "pylock.toml", "--extra", "serve", "--no-dev"]
-    argv += ["--no-emit-project", "--project", str(tmp_path / "proj"), "-o", str(tmp_path / "pylock.toml")]
+    argv += ["--project", str(tmp_path / "proj"), "-o", str(tmp_path / "pylock.toml")]
     exported = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert exported.returncode == 0, exported.stderr
     ((pins, _),) = _sets(_manifest(tmp_path, '        - {name: pl, requirements_file: pylock.toml, python: "3.11"}\n'))
+    assert [r.split(" ")[0] for r in pins] == ["rf-dep==1.0", "rf-other==1.0", "rf-tool==1.0"]
+
+
+@pytest.mark.integration  # uv locks and reads
+def test_a_uv_workspace_lock_leaves_its_members_out(tmp_path: Path, index: Index) -> None:
+    """A workspace member is the project's own code, as the root is: not a pin."""
+    (tmp_path / "ws" / "packages" / "lib").mkdir(parents=True)
+    (tmp_path / "ws" / "packages" / "lib" / "pyproject.toml").write_text(
+        '[project]\nname = "lib"\nversion = "1"\nrequires-python = ">=3.11"\ndependencies = ["rf-other"]\n'
+        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+    )
+    workspace = '[tool.uv.workspace]\nmembers = ["packages/*"]\n[tool.uv.sources]\nlib = {workspace = true}\n'
+    _uv_project(tmp_path / "ws", index, '["rf-tool", "lib"]', more=workspace)
+    ((pins, _),) = _sets(_manifest(tmp_path, '        - {name: ws, requirements_file: ws/uv.lock, python: "3.11"}\n'))
     assert [r.split(" ")[0] for r in pins] == ["rf-dep==1.0", "rf-other==1.0", "rf-tool==1.0"]
 
 
@@ -328,3 +342,14 @@ def test_a_require_hashes_pin_is_read_as_its_version() -> None:
     assert unlocked("app", env, same) == []
     other = [Installed("rf-app", "1.1", site, False)]
     assert unlocked("app", env, other) == ["step app installed rf-app 1.1, and the lock pins 1.0"]
+
+
+def test_requirements_beside_a_lock_are_refused(tmp_path: Path) -> None:
+    """They would go in unlocked (a lock's set takes each pin alone, with no dependencies)."""
+    (tmp_path / "pylock.toml").write_text('lock-version = "1.0"\ncreated-by = "x"\n')
+    with pytest.raises(ManifestError, match="is a lock, used as it is: requirements: beside it would go in unlocked"):
+        load_manifest(
+            _manifest(
+                tmp_path, '        - {name: a, requirements_file: pylock.toml, requirements: [x], python: "3.11"}\n'
+            )
+        )

@@ -158,6 +158,8 @@ def _requirement(words: list[str], where: str, into: SetInput) -> None:
         req = Requirement(text)
     except InvalidRequirement as e:
         raise FileError(where, f"{text!r} is not a requirement: {e}") from None
+    if req.url and req.url.startswith("file:"):
+        raise FileError(where, f"{text!r}: a file on this machine (as pip freeze in conda writes): NAME==VERSION")
     into.requirements.append(text)
     shas = []
     for option in hashes:
@@ -183,19 +185,46 @@ def read_pyproject(path: Path, shown: str, extras: list[str], groups: list[str],
     if "dependencies" in project.get("dynamic", []):
         raise FileError(shown, "its dependencies are dynamic (the build backend's): give a requirements file instead")
     reqs = _strings(project.get("dependencies", []), shown, "[project] dependencies")
-    optional = project.get("optional-dependencies", {})
-    for extra in extras:
-        if not isinstance(optional, dict) or extra not in optional:
-            raise FileError(shown, f"extras: no optional-dependencies {extra!r} (it has {_names(optional)})")
-        reqs += _strings(optional[extra], shown, f"optional-dependencies.{extra}")
     if groups:
         table = data.get("dependency-groups", {})
         try:
             reqs += list(resolve(table, *groups))
         except (LookupError, ValueError, TypeError, CyclicDependencyError) as e:
             raise FileError(shown, f"groups: {e} (it has {_names(table)})") from None
-    for text in reqs:
+    optional = project.get("optional-dependencies", {})
+    optional = {canonicalize_name(k): v for k, v in optional.items()} if isinstance(optional, dict) else {}
+    own = canonicalize_name(str(project.get("name", ""))) if project.get("name") else None
+    for text in _own_extras_expanded(reqs, [canonicalize_name(e) for e in extras], optional, own, shown):
         _requirement([text], shown, into)
+
+
+def _own_extras_expanded(
+    reqs: list[str], extras: list[str], optional: dict[str, Any], own: str | None, shown: str
+) -> list[str]:
+    """``reqs`` and the named extras' requirements, the project's own extras read in place
+    (``all = ["myapp[serve,test]"]`` is serve's and test's: never ``myapp`` from an index)."""
+    out: list[str] = []
+    done: set[str] = set()
+    texts, wanted = list(reqs), list(extras)
+    while texts or wanted:
+        for text in texts:
+            try:
+                req = Requirement(text)
+            except InvalidRequirement:
+                out.append(text)  # said with its reason where it is read
+                continue
+            if own is not None and canonicalize_name(req.name) == own:
+                wanted += [canonicalize_name(e) for e in req.extras]
+            else:
+                out.append(text)
+        texts = []
+        for extra in [e for e in wanted if e not in done]:
+            done.add(extra)
+            if extra not in optional:
+                raise FileError(shown, f"extras: no optional-dependencies {extra!r} (it has {_names(optional)})")
+            texts += _strings(optional[extra], shown, f"optional-dependencies.{extra}")
+        wanted = []
+    return out
 
 
 def read_uv_lock(path: Path, shown: str, extras: list[str], groups: list[str], into: SetInput) -> None:
@@ -212,13 +241,13 @@ def read_uv_lock(path: Path, shown: str, extras: list[str], groups: list[str], i
     except tomllib.TOMLDecodeError as e:
         raise FileError(shown, f"not TOML: {e}") from None
     argv = [uv_binary(), "export", "--frozen", "--offline", "--no-config", "--format", "requirements-txt"]
-    argv += ["--no-emit-project", "--no-header", "--no-annotate", "--no-default-groups"]
+    argv += ["--no-emit-workspace", "--no-header", "--no-annotate", "--no-default-groups"]
     argv += [f"--extra={e}" for e in extras] + [f"--group={g}" for g in groups]
     try:
         done = Runner().run([*argv, "--project", str(path.parent)], timeout=120)
     except AssemblerError as e:
         raise FileError(shown, f"uv export could not read it: {e}") from None
-    _parse(done.stdout, path, f"{shown} (as uv export writes it)", into, 0)
+    _parse(done.stdout, path, f"{shown} (uv export's line)", into, 0)
     # the indexes its packages came from, in the lock's order (uv export names only the
     # project's configured ones)
     packages = data.get("package", [])
@@ -240,6 +269,8 @@ def read_pylock(path: Path, shown: str, into: SetInput) -> None:
         raise FileError(shown, f"not a PEP 751 lock file: {e}") from None
     indexes: list[str] = []
     for package in lock.packages:
+        if package.directory is not None:
+            continue  # the project itself (or a workspace member): not installed, as for a uv.lock
         marker = f" ; {package.marker}" if package.marker else ""
         if package.marker and re.search(r"\b(extras|dependency_groups)\b", str(package.marker)):
             raise FileError(shown, f"{package.name}: a marker on extras or dependency groups ({package.marker})")
@@ -308,15 +339,27 @@ def read_set_file(path: Path, shown: str, extras: list[str], groups: list[str]) 
     return into
 
 
+def _many(value: Any) -> list[str]:
+    """A one-or-many field as written (``extras: serve`` is ``[serve]``), as the models read it."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
 def expand(pyset: dict[str, Any], folder: Path, error: Callable[[str], Exception]) -> dict[str, Any]:
     """``pyset`` (a ``python_sets:`` entry as written) with its ``requirements_file`` read:
-    the file's requirements before any written, its indexes and constraints where the set
+    the file's requirements after any written, its indexes and constraints where the set
     names none, its hashes. ``error`` makes the manifest's error at the set's field."""
     name = pyset.get("requirements_file")
     if not isinstance(name, str):
         return pyset
+    written = _many(pyset.get("requirements"))
+    if written and kind_of(name) in LOCKED:
+        raise error(
+            f"{name} is a lock, used as it is: requirements: beside it would go in unlocked (a set of their own)"
+        )
     try:
-        into = read_set_file(folder / name, name, list(pyset.get("extras", [])), list(pyset.get("groups", [])))
+        into = read_set_file(folder / name, name, _many(pyset.get("extras")), _many(pyset.get("groups")))
     except FileError as e:
         raise error(str(e)) from None
     if not into.requirements:
@@ -326,13 +369,14 @@ def expand(pyset: dict[str, Any], folder: Path, error: Callable[[str], Exception
         # every pin of the environment is in the file: each is locked at its version alone,
         # nothing resolved again (pip's --no-deps; require_hashes installs it as it is)
         out.setdefault("no_deps", True)
-    out["requirements"] = into.requirements + list(pyset.get("requirements") or [])
+    # what the set writes first: its own entries keep their places (an error names their line)
+    out["requirements"] = written + into.requirements
     if into.index_url and "index_url" not in pyset:
         out["index_url"] = into.index_url
     if into.extra_index_urls and "extra_index_urls" not in pyset:
         out["extra_index_urls"] = into.extra_index_urls
     if into.constraints:
-        out["constraints"] = into.constraints + list(pyset.get("constraints") or [])
+        out["constraints"] = _many(pyset.get("constraints")) + into.constraints
     if into.hashes:
         out["hashes"] = into.hashes
     return out

@@ -159,8 +159,10 @@ def _entry(use: SetUse, got: EnvResult, digest: str) -> tuple[Entry, str | None]
         return Entry(use.definition), None
     result = got.members[digest]
     pins = result.pins
-    if pins and use.pyset.hashes:
-        pins, why = kept_hashes(pins, use.pyset.hashes)
+    # a pin a stand-in gave has PyPI's files, not the set's index's: its hashes wait for that index
+    hashes = {k: v for k, v in use.pyset.hashes.items() if canonical(k) not in result.stand_in}
+    if pins and hashes:
+        pins, why = kept_hashes(pins, hashes)
         if why is not None:
             return Entry(use.definition), why
     return Entry(use.definition, pins, result.unresolved, result.stand_in), None
