@@ -176,3 +176,17 @@ def test_a_file_beside_a_folder_output_is_still_watched(tmp_path: Path) -> None:
     (tmp_path / "out").mkdir()  # oci:out, written
     assert not left_out(str(tmp_path / "out.py"), [str(tmp_path / "out")])
     assert left_out(str(tmp_path / "out" / "index.json"), [str(tmp_path / "out")])
+
+
+def test_a_source_given_on_the_command_line_is_what_is_watched(tmp_path: Path) -> None:
+    from assembler.cli.watch import snapshot, watched
+
+    for name in ("src", "src-dev"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "main.c").write_text("int main(void) { return 0; }\n")
+    (tmp_path / "m.yaml").write_text(
+        "name: w\nbases: {b: scratch}\nsources: {app: {path: src}}\nimage:\n  base: b\n  layers: []\n"
+    )
+    roots = watched(tmp_path / "m.yaml", {}, sources={"app": str(tmp_path / "src-dev")})
+    seen = sorted(Path(p).relative_to(tmp_path).as_posix() for p in snapshot(roots, []))
+    assert seen == ["m.yaml", "src-dev/main.c"]  # --source app=src-dev: the manifest's src/ is not read

@@ -53,7 +53,9 @@ class Watched:
     exclude: tuple[str, ...] = ()
 
 
-def watched(manifest: Path, sets: dict[str, str]) -> list[Watched]:
+def watched(
+    manifest: Path, sets: dict[str, str], *, target: str | None = None, sources: dict[str, str] | None = None
+) -> list[Watched]:
     """What the build reads from the host: the manifest, each ``path:`` source (less its
     ``exclude:``), each ``copy:`` layer's file or folder and each Python set's
     ``requirements_file``, wherever they are (``../examples/app``). A manifest that does
@@ -63,7 +65,7 @@ def watched(manifest: Path, sets: dict[str, str]) -> list[Watched]:
 
     path = manifest.resolve()
     try:
-        loaded = load_manifest(manifest, sets=sets)
+        loaded = load_manifest(manifest, sets=sets, target=target, sources=sources)
     except AssemblerError:
         return [Watched(str(path.parent))]
     folder, man = path.parent, loaded.manifest
@@ -92,6 +94,12 @@ def watched(manifest: Path, sets: dict[str, str]) -> list[Watched]:
     unique = list({w.path: w for w in reversed(out)}.values())[::-1]
     whole = [w.path for w in unique if not w.exclude and os.path.isdir(w.path)]
     return [w for w in unique if not any(w.path.startswith(d + os.sep) for d in whole)]
+
+
+def _roots(args: argparse.Namespace) -> list[Watched]:
+    """What the build of ``args`` reads: its params, its (first) target, its ``--source``s."""
+    target = args.targets[0] if args.targets else None
+    return watched(args.manifest, param_sets(args), target=target, sources=dict(args.source))
 
 
 def snapshot(roots: Sequence[Watched], skipped: Sequence[str]) -> Snapshot:
@@ -182,7 +190,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     skipped = _skipped(args, [])
     layers: dict[int, str] = {}
     rounds, saved = 0, None
-    roots = watched(args.manifest, param_sets(args))
+    roots = _roots(args)
     seen = snapshot(roots, skipped)
     while True:
         try:
@@ -199,7 +207,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
             return 0
         say(f"watching {', '.join(w.path for w in roots)} ({len(seen)} files); Ctrl-C stops")
         seen, saved = _wait(roots, skipped, seen, args.interval, args.manifest.resolve().parent)
-        roots = watched(args.manifest, param_sets(args))  # the manifest may name other folders now
+        roots = _roots(args)  # the manifest may name other folders now
         rounds += 1
 
 
