@@ -167,12 +167,12 @@ def test_a_hand_edited_lock_is_refused(tmp_path: Path, index: tuple[str, Path]) 
     assert plan.code == 2 and "edited by hand" in plan.err, plan
 
 
-def _installed(layout: Path) -> set[str]:
-    """The locktest dist-infos the image's layers hold."""
+def installed(layout: Path, part: str = "locktest") -> set[str]:
+    """The dist-infos whose name holds ``part`` that the image's layers hold."""
     found = set()
     for desc in manifest_of(layout, "latest")["layers"]:
         with tarfile.open(fileobj=io.BytesIO(uncompressed(read_blob(layout, desc["digest"])))) as tar:
-            found |= {n.split("/")[-1] for n in tar.getnames() if n.endswith(".dist-info") and "locktest" in n}
+            found |= {n.split("/")[-1] for n in tar.getnames() if n.endswith(".dist-info") and part in n}
     return found
 
 
@@ -186,12 +186,12 @@ def test_a_locked_pip_install_in_a_run_step_keeps_the_locked_version(
     cache = ["--cache", str(tmp_path / "cache")]
     locked = run_cli([str(manifest), "--locked", "-o", f"oci:{tmp_path / 'locked'}:latest", *cache])
     assert locked.code == 0, locked
-    assert _installed(tmp_path / "locked") == {"locktest-1.0.dist-info"}
+    assert installed(tmp_path / "locked") == {"locktest-1.0.dist-info"}
     # The same step without the lock takes what the index serves today.
     (tmp_path / "m.lock").unlink()
     unlocked = run_cli([str(manifest), "-o", f"oci:{tmp_path / 'unlocked'}:latest", *cache])
     assert unlocked.code == 0, unlocked
-    assert _installed(tmp_path / "unlocked") == {"locktest-2.0.dist-info"}
+    assert installed(tmp_path / "unlocked") == {"locktest-2.0.dist-info"}
 
 
 def test_what_a_step_installs_beyond_its_sets_fails_a_locked_build(
@@ -249,7 +249,7 @@ image:
     assert run_cli(["lock", str(manifest)]).code == 0
     built = run_cli([str(manifest), "--locked", "-o", f"oci:{tmp_path / 'out'}:latest", *cache])
     assert built.code == 0, built
-    assert _installed(tmp_path / "out") == {"locktest-1.0.dist-info"}
+    assert installed(tmp_path / "out") == {"locktest-1.0.dist-info"}
     # A bump is the --set and a lock: the hashes follow.
     bumped = run_cli(["plan", str(manifest), "--set", "version=2.0", *cache])
     assert bumped.code == 2 and "has none for locktest==2.0" in bumped.err, bumped

@@ -8,9 +8,7 @@ file's pins. Against a local index (tests/pyindex.py).
 from __future__ import annotations
 
 import hashlib
-import io
 import subprocess
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +16,9 @@ import pytest
 
 from assembler.errors import ManifestError
 from assembler.spec.load import load_manifest
-from tests.helpers import manifest_of, read_blob, run_cli, uncompressed
+from tests.helpers import run_cli
 from tests.pyindex import Index, serving_index
+from tests.test_lock import installed
 
 SETUP = "from setuptools import setup; setup()\n"
 
@@ -281,14 +280,6 @@ def test_a_uv_lock_without_its_project_or_a_bad_pylock_is_refused(tmp_path: Path
         load_manifest(_manifest(tmp_path, '        - {name: a, requirements_file: pylock.toml, python: "3.11"}\n'))
 
 
-def _dist_infos(layout: Path) -> set[str]:
-    found = set()
-    for desc in manifest_of(layout, "latest")["layers"]:
-        with tarfile.open(fileobj=io.BytesIO(uncompressed(read_blob(layout, desc["digest"])))) as tar:
-            found |= {n.split("/")[-1] for n in tar.getnames() if n.endswith(".dist-info") and "rf_" in n}
-    return found
-
-
 @pytest.mark.slow
 def test_each_kind_of_file_builds_the_versions_it_pins(
     tmp_path: Path, index: Index, demo_bases: dict[str, Path]
@@ -321,7 +312,7 @@ image:
     assert run_cli(["lock", str(manifest)]).code == 0
     built = run_cli([str(manifest), "--locked", "--cache", str(tmp_path / "c"), "-o", f"oci:{tmp_path / 'out'}:latest"])
     assert built.code == 0, built
-    assert _dist_infos(tmp_path / "out") == {
+    assert installed(tmp_path / "out", "rf_") == {
         "rf_app-1.0.dist-info",
         "rf_lib-1.0.dist-info",
         "rf_other-1.0.dist-info",
