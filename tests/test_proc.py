@@ -43,3 +43,30 @@ def test_the_logs_folder_is_the_owners_only(tmp_path: Path) -> None:
     Store(tmp_path / "cache")
     mode = stat.S_IMODE(os.stat(tmp_path / "cache" / "logs").st_mode)
     assert mode == 0o700, oct(mode)
+
+
+def test_a_followed_file_is_read_to_its_end_then_the_programs_own_output(tmp_path: Path) -> None:
+    """What a container's command writes to a mounted file is the log, read as it grows
+    and to its end after the program exits (a last line without its newline too), masked
+    as stdout would be; the program's own stdout (buildah's messages) comes after."""
+    out = tmp_path / "output.log"
+    out.touch()
+    script = (
+        'echo "own first"; for i in $(seq 1 300); do echo "line-$i" >> "$OUT"; done; sleep 0.2;'
+        ' echo "with $TOKEN" >> "$OUT"; printf "no newline" >> "$OUT"; exit 3'
+    )
+    log = io.StringIO()
+    lines: list[str] = []
+    code, last = Runner().stream(
+        ["sh", "-c", script],
+        log_file=log,
+        env={"OUT": str(out), "TOKEN": TOKEN},
+        redact=[TOKEN],
+        follow=out,
+        on_line=lines.append,
+        keep=3,
+    )
+    assert code == 3
+    assert lines == [*(f"line-{i}" for i in range(1, 301)), "with ***", "no newline", "own first"]
+    assert log.getvalue() == "".join(line + "\n" for line in lines)
+    assert last == "with ***\nno newline\nown first"

@@ -150,11 +150,13 @@ class Buildah:
         on_line: Callable[[str], None] | None = None,
         redact: Sequence[str] = (),
         rewrite: Callable[[str], str | None] | None = None,
+        follow: Path | None = None,
     ) -> tuple[int, str]:
         """Run a shell command in the container, output streamed to ``log_file``.
 
         Returns (exit code, the command's last 30 lines: buildah's own "exited with
         status" trailer is left out). Values in ``redact`` never reach the log.
+        ``follow``: a mounted file the command writes its output to (Runner.stream).
         """
         code, last = self.runner.stream(
             self.run_argv(container, spec),
@@ -164,6 +166,7 @@ class Buildah:
             redact=redact,
             keep=40,
             rewrite=rewrite,
+            follow=follow,
         )
         lines = [line for line in last.splitlines() if not TRAILER.match(line)]
         return code, "\n".join(lines[-30:])

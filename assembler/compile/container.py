@@ -255,19 +255,35 @@ def python_lock(ws: Workspace, env: Mapping[str, str]) -> tuple[dict[str, str], 
     return out, [Volume(folder, LOCK_DIR)]
 
 
-def _script(commands: Sequence[tuple[str, str]], prelude: str, token: str) -> str:
+OUTPUT_DIR = "/run/assemble-output"  # where a step's commands write their output
+
+
+def _script(commands: Sequence[tuple[str, str]], prelude: str, token: str, output: str) -> str:
     """One shell script for all of a step's commands: each in its own subshell with
-    ``set -e`` (as separate RUN lines behave), announced by a marker line.
+    ``set -e`` (as separate RUN lines behave), announced by a marker line; all of its
+    output goes to the file ``output`` (a mounted host file, not buildah's relay of
+    stdout, which can lose the last lines of a command that fails at once).
 
     The subshell is not the left side of ``||``: shells ignore ``set -e`` there.
     """
-    parts = [prelude]
+    parts = [f"exec >{output} 2>&1\n", prelude]
     for i, (_, actual) in enumerate(commands):
         parts.append(
             f'echo "{token} start {i}"\n( set -e\n{actual}\n)\nrc=$?\n'
             f'if [ "$rc" -ne 0 ]; then echo "{token} fail {i} $rc"; exit "$rc"; fi\n'
         )
     return "".join(parts)
+
+
+def _output_file(folder: Path) -> Path:
+    """The file a step's commands write their output to, in ``folder`` (mounted): made
+    here, writable by whichever user the commands run as, named so only who reads the
+    folder can find it (the output may hold what the log redacts)."""
+    folder.chmod(0o711)
+    path = folder / f"output-{token_hex(8)}.log"
+    path.touch()
+    path.chmod(0o666)
+    return path
 
 
 def run_commands(
@@ -304,17 +320,26 @@ def run_commands(
         return None
 
     env, lock_volumes = python_lock(ws, env)
-    volumes = [*volumes, *lock_volumes]
-    spec = RunSpec(
-        _script(commands, prelude, token), env=env, volumes=volumes, workdir=workdir, user=user, network=network
-    )
-    with open(log_path, "w", encoding="utf-8") as log_file:
-        code, last = ws.buildah.run(cid, spec, log_file=log_file, on_line=ws.on_line, redact=redact, rewrite=rewrite)
+    with ws.cache.workdir("output-") as folder, open(log_path, "w", encoding="utf-8") as log_file:
+        output = _output_file(folder)
+        script = _script(commands, prelude, token, f"{OUTPUT_DIR}/{output.name}")
+        spec = RunSpec(
+            script,
+            env=env,
+            volumes=[*volumes, *lock_volumes, Volume(folder, OUTPUT_DIR, readonly=False)],
+            workdir=workdir,
+            user=user,
+            network=network,
+        )
+        code, last = ws.buildah.run(
+            cid, spec, log_file=log_file, on_line=ws.on_line, redact=redact, rewrite=rewrite, follow=output
+        )
     if code != 0:
         index = state["failed"] if state["failed"] >= 0 else state["current"]
         shown = commands[index][0]
+        how = f"exit {code}" if state["failed"] >= 0 else f"exit {code}, before the command's shell could report it"
         raise StepFailed(
-            f"step {step}: command failed (exit {code}): {shown}\n--- last lines of the log ---\n{last}\n"
+            f"step {step}: command failed ({how}): {shown}\n--- last lines of the log ---\n{last}\n"
             f"--- full log: {log_path}",
             step=step,
             command=shown,
