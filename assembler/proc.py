@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from assembler.errors import InputError, TimedOut, ToolError
+from assembler.proclines import output_lines
 
 log = logging.getLogger(__name__)
 
@@ -224,12 +225,7 @@ class Runner:
         (secrets); ``rewrite`` may change a line first, or drop it (None). Returns the
         exit code and the last ``keep`` lines. Ctrl-C kills the process group and re-raises;
         so does ``timeout`` seconds passing, which raises TimedOut (with the last lines).
-
-        ``follow``: a file the program's own work writes its output to (a container's
-        command writing to a mounted file, where the runtime's relay of stdout can lose
-        the last lines of a process that exits): its lines come first, read as they grow
-        and to its end once the program exits, then the program's own stdout.
-        """
+        ``follow``: a file the program writes its output to, read first (:func:`~assembler.proclines.followed`)."""
         cmd = self._command(argv)
         last: deque[str] = deque(maxlen=keep)
         secrets = redaction_pieces(redact)
@@ -241,27 +237,14 @@ class Runner:
         self._watch(proc)
         limit = _TimeLimit(proc, timeout)
         try:
-            assert proc.stdout is not None
-
-            def shown(raw: bytes) -> None:
+            for raw in output_lines(proc, follow):
                 line = _shown_line(raw, rewrite, secrets)
                 if line is None:
-                    return
+                    continue
                 log_file.write(line + "\n")
                 last.append(line)
                 if on_line is not None:
                     on_line(line)
-
-            if follow is None:
-                for raw in proc.stdout:
-                    shown(raw)
-            else:
-                own = _Drained(proc.stdout)
-                for raw in _followed(follow, proc):
-                    shown(raw)
-                own.join()
-                for raw in own.lines:
-                    shown(raw)
             code = proc.wait()
         except BaseException:
             _kill_group(proc)
@@ -330,37 +313,6 @@ def redaction_pieces(secrets: Sequence[str]) -> list[str]:
             pieces.add(secret)
             pieces.update(p.strip() for p in secret.splitlines() if len(p.strip()) >= _MIN_PIECE)
     return sorted(pieces, key=lambda p: (-len(p), p))
-
-
-class _Drained(threading.Thread):
-    """Reads a pipe to its end in the background (a program's stdout while its real
-    output is followed in a file), keeping the lines."""
-
-    def __init__(self, pipe: IO[bytes]) -> None:
-        super().__init__(daemon=True)
-        self.pipe = pipe
-        self.lines: list[bytes] = []
-        self.start()
-
-    def run(self) -> None:
-        self.lines.extend(self.pipe)
-
-
-def _followed(path: Path, proc: subprocess.Popen[bytes], poll: float = 0.05) -> Iterator[bytes]:
-    """The lines written to ``path`` while ``proc`` runs, as they come, and the rest once it
-    has exited (a last line without its newline too)."""
-    pending = b""
-    with open(path, "rb") as f:
-        while True:
-            done = proc.poll() is not None  # before reading: what it wrote before exiting is read
-            pending += f.read()
-            *complete, pending = pending.split(b"\n")
-            yield from (line + b"\n" for line in complete)
-            if done:
-                break
-            time.sleep(poll)
-    if pending:
-        yield pending
 
 
 def _shown_line(raw: bytes, rewrite: Callable[[str], str | None] | None, secrets: Sequence[str]) -> str | None:
