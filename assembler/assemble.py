@@ -15,7 +15,7 @@ code reports through ``report(Event)``; the CLI decides what the user sees.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack, closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -46,6 +46,7 @@ from assembler.transports import Context, Written
 from assembler.transports.common import SourceImage
 from assembler.transports.formats import Writer
 from assembler.transports.target import Target
+from assembler.weights.models import prepare as prepare_weights
 
 __all__ = [
     "Built",
@@ -209,11 +210,17 @@ def build_node_step(job: Job, *, runner: Runner, report: Reporter) -> StepReport
 
 
 def _image_target(
-    built: Built, run: Run, options: Options, *, report: Reporter, referrers: Sequence[Artifact]
+    built: Built,
+    run: Run,
+    options: Options,
+    *,
+    report: Reporter,
+    referrers: Sequence[Artifact],
 ) -> Target:
     """What the writers write of one image: a push mounts blobs from the base's repository
     and the step caches' (on the same registry); ``referrers`` (the SBOM, the provenance) go
-    with it to every output (see transports.target.Target), signed with ``options.sign``'s key."""
+    with it to every output (see transports.target.Target), signed with ``options.sign``'s key;
+    the model weights (``run.weights``) beside it where an output can hold them."""
     from assembler.transports.hpc.squashfs import block_size_of  # tar2sqfs's side: loaded here, not at start
 
     man = run.loaded.manifest
@@ -231,6 +238,7 @@ def _image_target(
         sif_progress=lambda n: report(Event("bytes", {"n": n, "what": "sif"})),
         referrers=referrers,
         signer=options.sign,
+        weights=run.weights,
     )
 
 
@@ -269,6 +277,8 @@ def _assemble_once(run: Run, options: Options, *, report: Reporter) -> Result:
     written_files, done = _artifact_outputs(run, plan, options, report=report, started=started)
     if done is not None:
         return done
+    # Before the build: a model the lock does not match, or a Hub that does not answer, stops it now.
+    run = replace(run, weights=tuple(prepare_weights(run.loaded, run.cache, warn=_warner(report))))
     # The registry step cache stays open for the checks and the SBOM: their facts go through it too.
     with Build(run, plan, report=report) as builder:
         built = builder.run()
@@ -290,6 +300,10 @@ def _assemble_once(run: Run, options: Options, *, report: Reporter) -> Result:
         base_bytes_read=built.blobs.read_bytes,  # after the outputs: one that holds bytes fetches them
         blobs=built.blobs,
     )
+
+
+def _warner(report: Reporter) -> Callable[[str], None]:
+    return lambda text: report(Event("warning", {"text": text}))
 
 
 def _artifact_outputs(
@@ -349,6 +363,11 @@ def _write_index(first: Run, built: Sequence[Result], options: Options, *, repor
     if first.files:
         raise InputError(
             f"{first.files[0]}: images of several platforms under one name go to oci: or docker:// outputs only"
+        )
+    if first.loaded.manifest.weights:  # a referrer of one platform's image would leave the others without
+        names = ", ".join(sorted(first.loaded.manifest.weights))
+        _warner(report)(
+            f"weights ({names}): not written beside a multi-platform index; build one platform to carry them"
         )
     blobs = merged(first.cache, [r.blobs for r in built if r.blobs is not None])
     target = Target(

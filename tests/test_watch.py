@@ -159,15 +159,20 @@ image:
   base: b
   layers:
     - copy: {from: etc/motd, to: /etc/motd}
+weights:
+  tiny: {source: model, at: /models/tiny, exclude: ["*.md"]}
 """
     )
     (tmp_path / "proj" / "NOTES").write_text("not read by the build\n")
+    (tmp_path / "proj" / "model").mkdir()
+    (tmp_path / "proj" / "model" / "config.json").write_text("{}\n")
+    (tmp_path / "proj" / "model" / "README.md").write_text("left out\n")
     roots = watched(tmp_path / "proj" / "m.yaml", {})
     seen = sorted(Path(p).relative_to(tmp_path).as_posix() for p in snapshot(roots, []))
     # the source beside the manifest's folder, less its build/ (as the build leaves it out);
-    # nothing else of proj/ (its notes)
-    assert seen == ["proj/etc/motd", "proj/m.yaml", "src/main.c"]
-    assert [Path(w.path).name for w in roots] == ["m.yaml", "src", "motd"]  # what the build reads, no more
+    # the model's folder less what its exclude: leaves out; nothing else of proj/ (its notes)
+    assert seen == ["proj/etc/motd", "proj/m.yaml", "proj/model/config.json", "src/main.c"]
+    assert [Path(w.path).name for w in roots] == ["m.yaml", "src", "motd", "model"]  # what the build reads, no more
 
 
 def test_a_file_beside_a_folder_output_is_still_watched(tmp_path: Path) -> None:

@@ -100,6 +100,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
     asked = Asked(args.upgrade, args.upgrade_package, args.retry, args.tls_verify)
     done = lock_variants(variants, path=path, runner=Runner(), asked=asked)
     _show(args, path, done, len(variants))
+    _lock_weights(args.manifest)
     if args.pylock is not None:
         _pylocks(args.pylock, path, [d.variant for d in done])
     errors = list(dict.fromkeys(d.why for d in done if d.state == "unresolvable"))
@@ -109,6 +110,20 @@ def cmd_lock(args: argparse.Namespace) -> int:
             hint="fix the sets that clash (force: true where upstream installs over another's pin), then lock again",
         )
     return 0
+
+
+def _lock_weights(manifest: Path) -> None:
+    """The manifest's models (weights:) locked file by file in MANIFEST.weights.lock."""
+    from assembler.cache import Cache, default_root
+    from assembler.spec.load import load_manifest
+    from assembler.weights.lock import lock_path
+    from assembler.weights.models import lock_all
+
+    loaded = load_manifest(manifest)
+    if not loaded.manifest.weights:
+        return
+    count, changed = lock_all(loaded, Cache(default_root().resolve()))
+    say(f"{lock_path(loaded.path).name}: {count} model(s) locked" + ("" if changed else ", unchanged"))
 
 
 def _pylocks(folder: Path, path: Path, variants: list[str]) -> None:

@@ -137,7 +137,13 @@ def cmd_test(args: argparse.Namespace) -> int:
     else:
         suite = attested_suite(absolute_ref(parse_ref(args.ref), Path.cwd()), ctx, stored, test_on=args.test_on)
     reports, statement = test_image(
-        stored, suite, ctx, slurm_args=sbatch, report=_shown(args), slurm_sif=args.slurm_sif
+        stored,
+        suite,
+        ctx,
+        slurm_args=sbatch,
+        report=_shown(args),
+        slurm_sif=args.slurm_sif,
+        mounts=_weights(args, ctx, stored),
     )
     if args.save is not None:
         args.save.write_bytes(statement.data)
@@ -189,13 +195,24 @@ def _report_json(r: Report) -> dict[str, Any]:
     return {**shown, "reason": o.reason, "gpu": o.gpu, "log": str(r.log) if r.log else None}
 
 
-def _command(args: argparse.Namespace, stored: Stored, *, command: list[str] | None, cmd: list[str] | None) -> Any:
+def _weights(args: argparse.Namespace, ctx: Context, stored: Stored) -> tuple[tuple[str, str, bool], ...]:
+    """A read-only bind of each model attached to the image where it is (its weights:)."""
+    from assembler.oci.reference import absolute_ref, parse_ref
+    from assembler.weights import attached
+
+    return attached.mounts(absolute_ref(parse_ref(args.ref), Path.cwd()), stored.source, ctx)
+
+
+def _command(
+    args: argparse.Namespace, stored: Stored, ctx: Context, *, command: list[str] | None, cmd: list[str] | None
+) -> Any:
     from assembler.compile import gpudriver
     from assembler.pipeline.checks.runimage import command as image_command
 
     if args.gpu and (why := gpudriver.missing()) is not None:
         raise InputError(f"--gpu: {why}")
-    how = {"env": _pairs(args.env, "--env"), "user": args.user, "workdir": args.workdir, "mounts": _mounts(args.mount)}
+    mounts = (*_weights(args, ctx, stored), *_mounts(args.mount))  # --mount last: it may replace a model
+    how = {"env": _pairs(args.env, "--env"), "user": args.user, "workdir": args.workdir, "mounts": mounts}
     return image_command(stored, command=command, args=cmd, **how, network=not args.no_network, gpu=args.gpu)
 
 
@@ -240,7 +257,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     ctx = _context(args)
     stored = _stored(args, ctx)
-    cmd = _command(args, stored, command=[args.entrypoint] if args.entrypoint else None, cmd=args.cmd or None)
+    cmd = _command(args, stored, ctx, command=[args.entrypoint] if args.entrypoint else None, cmd=args.cmd or None)
     return run_in(stored, cmd, ctx.cache, name="run")
 
 
@@ -253,4 +270,4 @@ def cmd_shell(args: argparse.Namespace) -> int:
             raise InputError("give the image or --step, not both")
         return enter_kept(ctx.cache, ctx.runner, args.step)
     stored = _stored(args, ctx)
-    return run_in(stored, _command(args, stored, command=[args.shell], cmd=[]), ctx.cache, name="shell")
+    return run_in(stored, _command(args, stored, ctx, command=[args.shell], cmd=[]), ctx.cache, name="shell")

@@ -57,8 +57,9 @@ def watched(
     manifest: Path, sets: dict[str, str], *, target: str | None = None, sources: dict[str, str] | None = None
 ) -> list[Watched]:
     """What the build reads from the host: the manifest, each ``path:`` source (less its
-    ``exclude:``), each ``copy:`` layer's file or folder and each Python set's
-    ``requirements_file``, wherever they are (``../examples/app``). A manifest that does
+    ``exclude:``), each ``copy:`` layer's file or folder, each Python set's
+    ``requirements_file`` and each model's folder (``weights:``), wherever they are
+    (``../examples/app``). A manifest that does
     not load: its folder, until it does."""
     from assembler.spec import model as m
     from assembler.spec.load import load_manifest
@@ -79,6 +80,10 @@ def watched(
         Watched(str((folder / layer.copy_.from_).resolve()))
         for layer in man.image.layers
         if isinstance(layer, m.CopyLayer)
+    ]
+    # a model's folder: a new checkpoint pushes new weights and leaves the image as it is
+    out += [
+        Watched(str((folder / w.source).resolve()), tuple(w.exclude)) for w in man.weights.values() if w.kind == "path"
     ]
     sets_of = [
         *(step.python_sets for step in man.compile),

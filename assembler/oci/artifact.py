@@ -29,13 +29,15 @@ def artifact_manifest(
     annotations: Mapping[str, str],
     *,
     subject: Descriptor | None = None,
+    config: Descriptor = EMPTY_DESCRIPTOR,
 ) -> bytes:
-    """The canonical bytes of an artifact manifest: ``blobs`` on the empty config."""
+    """The canonical bytes of an artifact manifest: ``blobs`` on ``config`` (the empty one
+    unless the artifact's type defines its own)."""
     manifest: dict[str, Any] = {
         "schemaVersion": 2,
         "mediaType": mt.OCI_MANIFEST,
         "artifactType": artifact_type,
-        "config": EMPTY_DESCRIPTOR.to_json(),
+        "config": config.to_json(),
         "layers": [d.to_json() for d in blobs],
     }
     if subject is not None:
@@ -87,18 +89,28 @@ class Artifact:
 
 @dataclass(frozen=True)
 class FilesArtifact:
-    """An OCI 1.1 artifact of its own (no ``subject``): ``layers`` as its blobs, the empty
-    config. A compile step's artifacts published without an image: each blob is the
+    """An OCI 1.1 artifact of files: ``layers`` as its blobs, the empty config or one of its
+    type's own. A compile step's artifacts published without an image: each blob is the
     artifact's layer as the cache holds it (a tar, compressed), titled ``STEP.NAME.tar.zst``
-    and so on, so ``oras pull`` saves files named after the artifacts."""
+    and so on, so ``oras pull`` saves files named after the artifacts. A model's weights
+    (:mod:`assembler.weights`): ModelPack's config, and the image as ``subject``."""
 
     artifact_type: str
     layers: tuple[Descriptor, ...]
     annotations: Mapping[str, str] = field(default_factory=dict)
+    config_bytes: bytes = EMPTY_CONFIG
+    config_type: str = mt.OCI_EMPTY
+    subject: Descriptor | None = None
+
+    @cached_property
+    def config(self) -> Descriptor:
+        return Descriptor(self.config_type, sha256_digest(self.config_bytes), len(self.config_bytes))
 
     @cached_property
     def manifest_bytes(self) -> bytes:
-        return artifact_manifest(self.artifact_type, self.layers, self.annotations)
+        return artifact_manifest(
+            self.artifact_type, self.layers, self.annotations, subject=self.subject, config=self.config
+        )
 
     @property
     def digest(self) -> str:

@@ -41,7 +41,7 @@ from assembler.registry.retry import (
 from assembler.registry.types import NetworkLimits
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Iterator
+    from collections.abc import Collection, Iterator, Mapping
 
     import requests  # imported where a request is made: a build that downloads nothing never loads it
 
@@ -150,28 +150,31 @@ def _host(url: str) -> str:
 def download(
     url: str,
     *,
-    sha256: str,
+    sha256: str | None,
     cache: Cache,
     max_bytes: int,
     what: str,
     cap_hint: str | None = None,
     clock: Clock = SYSTEM_CLOCK,
     limits: NetworkLimits = DEFAULT_LIMITS,
+    headers: Mapping[str, str] | None = None,
 ) -> str:
     """The blob ``sha256:HEX`` of ``url``: from the cache, else downloaded (at most
-    ``max_bytes``, under ``limits``) and stored only when its sha256 matches; retries wait
-    on ``clock``. Returns its digest.
+    ``max_bytes``, under ``limits``, sending ``headers``) and stored only when its sha256
+    matches (None: a file no one pinned, stored under the sha256 it has); retries wait on
+    ``clock``. Returns its digest.
 
     Raises InputError when the file is not the one pinned or is too big, NotFound when it
     cannot be downloaded (nothing sent for ``limits.idle`` s, or not all of it in time)."""
-    digest = "sha256:" + sha256
-    if cache.has_blob(digest):
+    digest = "sha256:" + sha256 if sha256 is not None else None
+    if digest is not None and cache.has_blob(digest):
         cache.mark_used(cache.blob_path(digest))
         return digest
     log.info("%s: downloading %s", what, url)
     retry = replace(DOWNLOAD_RETRY, clock=clock)
     deadline = Deadline(limits.deadline, clock=clock)
-    with _get(url, what=what, retry=retry, limits=limits, deadline=deadline, headers={}) as response:
+    sent = dict(headers or {})
+    with _get(url, what=what, retry=retry, limits=limits, deadline=deadline, headers=sent) as response:
         announced = int(response.headers.get("Content-Length") or 0)
         if announced > max_bytes:
             raise InputError(f"{what}: {url} is {announced} bytes, more than the {max_bytes} allowed", hint=cap_hint)
@@ -184,7 +187,28 @@ def download(
                 f"{what}: {url} has sha256 {e.actual.removeprefix('sha256:')}, the manifest pins {sha256}",
                 hint="nothing was stored; check the pinned sha256 (or the file changed upstream)",
             ) from None
-    return digest
+    return w.digest
+
+
+def fetch_answer(
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    what: str,
+    max_bytes: int = 64 << 20,
+    clock: Clock = SYSTEM_CLOCK,
+    limits: NetworkLimits = DEFAULT_LIMITS,
+) -> tuple[Mapping[str, str], bytes]:
+    """The headers and body of a GET of ``url`` (an API's answer: bounded in size, and in
+    time by ``limits``); retries wait on ``clock``. Raises InputError when it is too big,
+    NotFound when it cannot be read."""
+    retry = replace(DOWNLOAD_RETRY, clock=clock)
+    deadline = Deadline(limits.deadline, clock=clock)
+    with _get(url, what=what, retry=retry, limits=limits, deadline=deadline, headers=dict(headers)) as response:
+        body = bytearray()
+        for chunk in _chunks(response, url, what=what, limits=limits, deadline=deadline, max_bytes=max_bytes):
+            body += chunk
+        return dict(response.headers), bytes(body)
 
 
 def fetch_page(

@@ -43,6 +43,7 @@ from assembler.spec.prebuilt import PipLayer as PipLayer
 from assembler.spec.prebuilt import UrlLayer as UrlLayer
 from assembler.spec.pysets import AsOf, PythonSet
 from assembler.spec.resources import Resources as Resources
+from assembler.spec.weights import WeightsSpec as WeightsSpec
 
 # -- compile steps ---------------------------------------------------------------------
 
@@ -310,6 +311,11 @@ class Manifest(Strict):
     )
     image: ImageSpec = Field(description="the image made: its base, its layers and its runtime config")
     tests: TestList = Field(default_factory=list, description="commands run in the built image before any output")
+    weights: dict[Name, WeightsSpec] = Field(
+        default_factory=dict,
+        description="model weights by name: their own OCI artifact beside the image (a referrer of it), never a "
+        "layer of it; mounted at their path by assemble run and test, a squashfs beside a SIF",
+    )
     absent_libraries: list[AbsentLibrary] = Field(
         default_factory=list, description="libraries the dependency check may find missing, each with the reason"
     )

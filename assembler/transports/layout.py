@@ -21,7 +21,7 @@ from typing import Any
 from assembler.cache import copy_verified, locked_temp, reclaim
 from assembler.errors import InputError, InvalidImage
 from assembler.oci import mediatypes as mt
-from assembler.oci.artifact import EMPTY_CONFIG, Artifact, FilesArtifact
+from assembler.oci.artifact import Artifact, FilesArtifact
 from assembler.oci.descriptor import Descriptor, Platform
 from assembler.oci.digest import canonical_json, sha256_digest
 from assembler.oci.image import Image
@@ -195,7 +195,7 @@ def write_artifact(path: Path, artifact: FilesArtifact, *, tag: str, blobs: Blob
     _start(path)
     for desc in artifact.layers:
         _place_blob(blobs, desc.digest, path / "blobs" / "sha256" / desc.digest.split(":", 1)[1])
-    write_blob_bytes(path, EMPTY_CONFIG)
+    write_blob_bytes(path, artifact.config_bytes)
     write_blob_bytes(path, artifact.manifest_bytes)
     entry = artifact.descriptor({mt.ANNOTATION_REF_NAME: tag} if tag else {})
 

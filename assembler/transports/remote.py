@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 from assembler.errors import InvalidImage, RegistryError, Unreachable
 from assembler.oci import mediatypes as mt
-from assembler.oci.artifact import EMPTY_CONFIG, EMPTY_DESCRIPTOR, FilesArtifact
+from assembler.oci.artifact import FilesArtifact
 from assembler.oci.descriptor import Platform
 from assembler.oci.digest import sha256_digest
 from assembler.oci.image import Image, Index, manifest_config
@@ -113,8 +113,8 @@ def push(
     """
     sources = [m.repository for m in mount_from if m.registry == name.registry]
     if isinstance(image, FilesArtifact):
-        layers, config, media_type = image.layers, EMPTY_DESCRIPTOR, mt.OCI_MANIFEST
-        reader = WithBytes(blobs, {EMPTY_DESCRIPTOR.digest: EMPTY_CONFIG})
+        layers, config, media_type = image.layers, image.config, mt.OCI_MANIFEST
+        reader = WithBytes(blobs, {image.config.digest: image.config_bytes})
     else:
         layers, config, media_type = tuple(image.layers), image.config_descriptor, image.media_type
         reader = WithBytes(blobs, {image.config_descriptor.digest: image.config_bytes})

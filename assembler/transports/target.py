@@ -20,6 +20,7 @@ from assembler.transports.context import Context
 
 if TYPE_CHECKING:
     from assembler.sign import Signer
+    from assembler.transports.beside import Beside
     from assembler.transports.hpc.sif import SifInfo
 
 
@@ -50,6 +51,9 @@ class Target:
     platforms: Sequence[Image] = ()
     platform_referrers: Sequence[Sequence[Artifact]] = ()
     artifact: FilesArtifact | None = None
+    # The model weights that go with the image (manifest's weights:), packed: each output
+    # that can holds them beside the image (Writer.write_weights), never in it.
+    weights: Sequence[Beside] = ()
     # --sign: the key that signs what the docker:// and tagged oci: outputs write, in cosign's
     # format (the image, or the index and each platform's image, or the artifact), and attests
     # the referrers (see transports.signatures); and the SIF, inside it, as Apptainer signs.

@@ -35,6 +35,7 @@ from assembler.spec.imagetests import from_definition
 from assembler.spec.loaded import Loaded
 from assembler.transports import Context, import_image, open_source, registry_options
 from assembler.transports.common import SourceImage
+from assembler.weights import tree as weights_tree
 
 if TYPE_CHECKING:
     from assembler.pipeline.runs.builder import Build, Built
@@ -122,6 +123,7 @@ def test_image(
     slurm_args: Sequence[str],
     report: Reporter,
     slurm_sif: str = "shared",
+    mounts: tuple[tuple[str, str, bool], ...] = (),
 ) -> tuple[list[Report], Artifact]:
     """Run ``suite`` on ``stored``'s image (a test on Slurm submitted with ``slurm_args``,
     the SIF reached as ``slurm_sif`` says):
@@ -133,7 +135,7 @@ def test_image(
 
         return SlurmTests.of(slurm_args, ctx, report=report, sif=slurm_sif)
 
-    tester = Tester(ctx.cache, stored.buildah, report, slurm, reuse=False)  # asked for: run, not remembered
+    tester = Tester(ctx.cache, stored.buildah, report, slurm, reuse=False, mounts=mounts)  # asked for: run again
     reports = tester.run(suite.tests, stored.source)
     outcomes = [r.outcome for r in reports]
     return reports, attestation(stored.source.image.descriptor, suite.about, outcomes, epoch=ctx.epoch)
@@ -174,7 +176,10 @@ def tested(built: Built, run: Run, build: Build, *, report: Reporter) -> list[Ar
 
         return SlurmTests.of(options.slurm_args, build.ctx, report=report, sif=options.slurm_sif)
 
-    tester = Tester(build.ctx.cache, build.workspace().buildah, report, slurm, reuse=not options.walk.no_cache)
+    mounts = weights_tree.mounts(run.weights, build.ctx.cache)  # at their paths, as assemble run binds them
+    tester = Tester(
+        build.ctx.cache, build.workspace().buildah, report, slurm, reuse=not options.walk.no_cache, mounts=mounts
+    )
     reports = tester.run(tests, source)
     raise_failures(reports)
     outcomes = [r.outcome for r in reports]

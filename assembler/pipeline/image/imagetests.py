@@ -16,7 +16,7 @@ import re
 import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -185,6 +185,8 @@ class Tester:
     report: Reporter
     slurm: Callable[[], RemoteTests] | None = None
     reuse: bool = True  # a hermetic test that passed on this image passes (--no-cache: run again)
+    # Bound into every local test's container (host path, path, read-only): the model weights.
+    mounts: tuple[tuple[str, str, bool], ...] = ()
 
     def run(self, tests: Sequence[PlannedTest], source: SourceImage) -> list[Report]:
         """Run ``tests`` on ``source``'s image: each one's report, in order."""
@@ -208,11 +210,13 @@ class Tester:
             if why is not None:
                 out[test.name] = self.not_run(test, why)
                 continue
-            key = key_of({"test": test.to_json(), "image": image.digest, "assemble": __version__})
+            key = key_of(
+                {"test": test.to_json(), "image": image.digest, "assemble": __version__, "mounts": self.mounts}
+            )
             if test.hermetic and self.reuse and self.cache.memo(key) is not None:
                 out[test.name] = self.passed_before(test, image.digest)
                 continue
-            command = command_of(test)
+            command = replace(command_of(test), mounts=(*command_of(test).mounts, *self.mounts))
             self.report(Event("test", {"name": test.name, "state": "running", "on": "local"}))
             image_id = image_id or store(self.buildah, self.cache, image, source.blobs)
             started = time.monotonic()

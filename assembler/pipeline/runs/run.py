@@ -19,6 +19,7 @@ from assembler.transports import Context
 
 if TYPE_CHECKING:
     from assembler.transports.formats.writer import Writer
+    from assembler.weights.pack import Packed
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,9 @@ class Run:
     outputs: tuple[Ref, ...] = ()
     writers: tuple[Writer, ...] = ()
     files: tuple[Ref, ...] = ()
+    # The model weights that go with the image (weights:), packed before the build: the
+    # outputs carry them, the tests see them at their paths.
+    weights: tuple[Packed, ...] = ()
 
     @property
     def cache(self) -> Cache:

@@ -87,6 +87,16 @@ class RegistryWriter(Writer):
             out.append(replace(sif, ref=f"{sif.ref} (referrer of {target.source.image.digest[:19]})"))
         return out
 
+    def write_weights(self, target: Target) -> list[Written]:
+        from assembler.transports import beside  # the registry client, only when pushing
+
+        assert self.ref.name is not None
+        ctx = target.ctx
+        subject = target.source.image.descriptor
+        return beside.push(
+            self.ref.name, target.weights, subject, options=registry_options(ctx), progress=ctx.upload_progress
+        )
+
     def write_index(self, target: Target) -> list[Written]:
         assert self.ref.name is not None
         ctx, per_platform = target.ctx, target.per_platform()

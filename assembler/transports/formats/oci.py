@@ -55,6 +55,14 @@ class LayoutWriter(Writer):
         layout.write(self.file_of(target), image, tag=self.ref.tag, blobs=target.blobs, referrers=referrers)
         return [Written(str(self.ref), image.digest, referrers=digests(referrers))]
 
+    def write_weights(self, target: Target) -> list[Written]:
+        from assembler.transports import beside
+
+        if not self.ref.tag:  # skopeo, podman and buildah read an untagged layout of one manifest only
+            return super().write_weights(target)
+        image = target.source.image.descriptor
+        return beside.write_layout(self.file_of(target), target.weights, image, ref=str(self.ref))
+
     def write_index(self, target: Target) -> list[Written]:
         per_platform = target.per_platform()
         digest = index.write_layout(

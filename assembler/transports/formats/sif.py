@@ -36,6 +36,13 @@ class SifWriter(Writer):
     def write_image(self, target: Target) -> list[Written]:
         return [Written(str(self.ref), target.make_sif(Path(self.ref.path)).digest)]
 
+    def write_weights(self, target: Target) -> list[Written]:
+        """Each model as a squashfs beside the SIF (``apptainer --bind FILE:AT:image-src=/``)."""
+        from assembler.transports import beside
+
+        sif = Path(self.ref.path)  # where make_sif wrote it
+        return beside.write_squashfs(sif, target.weights, runner=target.ctx.runner, compressor=target.sif_compressor)
+
 
 class SifFormat(Format):
     """A SIF file: an output, and where the image's referrers are objects."""

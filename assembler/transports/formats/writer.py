@@ -17,6 +17,7 @@ attest its referrers, in cosign's format (:mod:`assembler.transports.signatures`
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,6 +29,8 @@ from assembler.oci.reference import Ref
 from assembler.transports.context import Written
 from assembler.transports.sidecar import Recognizer, check_sidecars, write_sidecars
 from assembler.transports.target import Target
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from assembler.sign import Signed
@@ -78,6 +81,8 @@ class Writer:
             out = self.write_index(target)
         else:
             out = self.write_image(target)
+            if target.weights:  # after the image: their subject
+                out += self.write_weights(target)
         if target.signer is not None and self.signs and not self.signed_inside:
             from assembler.sign import sign_manifest  # cryptography, only when signing
 
@@ -96,6 +101,13 @@ class Writer:
 
     def write_image(self, target: Target) -> list[Written]:
         raise NotImplementedError
+
+    def write_weights(self, target: Target) -> list[Written]:
+        """Write the model weights that go with the image (``target.weights``) beside it,
+        where this output can hold them; an output that cannot says so, once."""
+        names = ", ".join(p.name for p in target.weights)
+        log.warning("%s: holds no weights (%s): docker://, oci: and sif: outputs carry them", self.ref, names)
+        return []
 
     def write_index(self, target: Target) -> list[Written]:
         raise InputError(f"{self.ref}: images of several platforms under one name go to oci: or docker:// outputs only")

@@ -1,0 +1,389 @@
+"""Model weights (``weights:``): gathered from a folder, a pinned URL or a Hugging Face
+repository (a local server that speaks the Hub's HTTP API: paged tree listings, LFS sha256s,
+``resolve`` downloads, a bearer token), locked file by file, packed as ModelPack does (byte
+for byte the same tars, read back by Python's tarfile), pushed to a real registry as a
+referrer of the image (read back by oras), and bound where the manifest says by ``assemble
+run``, the build's tests, and Apptainer beside a SIF. A code change re-pushes no weight
+byte (counted in the registry's access log)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from assembler.cache import Cache
+from assembler.errors import InputError
+from assembler.spec.weights import WeightsSpec
+from assembler.weights import lock, pack
+from assembler.weights.files import WeightFile
+from assembler.weights.hub import Hub
+from assembler.weights.sources import gather
+from tests.helpers import run_cli
+from tests.plugins.registry import RunningRegistry, start_registry
+
+COMMIT_A = "a" * 40
+COMMIT_B = "b" * 40
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class _HubHandler(BaseHTTPRequestHandler):
+    """Answers for the FakeHub the server holds."""
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        hub: FakeHub = self.server.hub  # type: ignore[attr-defined]
+        hub.auth.append(self.headers.get("Authorization"))
+        if hub.token and self.headers.get("Authorization") != f"Bearer {hub.token}":
+            return self._send(401, b"{}")
+        url = urlsplit(self.path)
+        path = unquote(url.path)
+        if path == "/api/models/org/tiny/revision/main":
+            return self._send(200, json.dumps({"sha": hub.commit}).encode())
+        if path.startswith("/api/models/org/tiny/tree/"):
+            return self._tree(hub, url.query)
+        if path.startswith(("/org/tiny/resolve/" + COMMIT_A, "/org/tiny/resolve/" + COMMIT_B)):
+            name = path.split("/", 5)[5]
+            if name in hub.files:
+                hub.downloads.append(name)
+                return self._send(200, hub.served.get(name, hub.files[name]))
+        return self._send(404, b"{}")
+
+    def _tree(self, hub: FakeHub, query: str) -> None:
+        names = sorted(hub.files)
+        page = int(query.split("page=")[1]) if "page=" in query else 0
+        entries: list[dict[str, Any]] = [{"type": "directory", "path": "sub", "oid": "0" * 40}] if page == 0 else []
+        for name in names[page * 2 : page * 2 + 2]:
+            data = hub.files[name]
+            entry: dict[str, Any] = {"type": "file", "path": name, "size": len(data), "oid": "1" * 40}
+            if name in hub.lfs:
+                entry["lfs"] = {"oid": _sha(data), "size": len(data), "pointerSize": 130}
+            entries.append(entry)
+        headers = {}
+        if (page + 1) * 2 < len(names):
+            headers["Link"] = f'<{self.path.split("&page=")[0]}&page={page + 1}>; rel="next"'
+        self._send(200, json.dumps(entries).encode(), headers)
+
+    def _send(self, code: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class FakeHub:
+    """A local server that answers as the Hub's HTTP API does, for one repository ``org/tiny``:
+    ``main`` stands for ``commit``; the tree is listed two entries a page; a file in LFS is
+    listed with its sha256; ``resolve`` serves the bytes (``served`` may lie about one)."""
+
+    def __init__(self, files: dict[str, bytes], *, lfs: set[str], token: str | None = None) -> None:
+        self.files, self.lfs, self.token = files, lfs, token
+        self.commit = COMMIT_A
+        self.served: dict[str, bytes] = {}
+        self.downloads: list[str] = []
+        self.auth: list[str | None] = []
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _HubHandler)
+        self.server.hub = self  # type: ignore[attr-defined]
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def hub(self) -> Hub:
+        return Hub(self.endpoint, self.token)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+MODEL = {
+    "config.json": b'{"hidden_size": 8}\n',
+    "model-00001.safetensors": b"\x01" * 3000,
+    "model-00002.safetensors": b"\x02" * 2500,
+    "sub/tokenizer.json": b'{"vocab": {}}\n',
+    "README.md": b"# tiny\n",
+}
+
+
+@pytest.fixture()
+def fake_hub() -> Iterator[FakeHub]:
+    hub = FakeHub(dict(MODEL), lfs={"model-00001.safetensors", "model-00002.safetensors"}, token="hf_secret")
+    try:
+        yield hub
+    finally:
+        hub.stop()
+
+
+def _hf(include: list[str] | None = None) -> WeightsSpec:
+    return WeightsSpec(source="hf://org/tiny@main", at="/models/tiny", include=include or [], exclude=["README.md"])
+
+
+def test_an_hf_source_is_listed_page_by_page_checked_and_sent_the_token(tmp_path: Path, fake_hub: FakeHub) -> None:
+    cache = Cache(tmp_path / "cache")
+    got = gather("tiny", _hf(), folder=tmp_path, cache=cache, locked=None, hub=fake_hub.hub)
+    assert got.revision == COMMIT_A and not got.locked
+    assert [f.path for f in got.files] == [
+        "config.json",
+        "model-00001.safetensors",
+        "model-00002.safetensors",
+        "sub/tokenizer.json",
+    ]
+    for f in got.files:
+        assert f.sha256 == _sha(MODEL[f.path]) and cache.read_blob(f.digest) == MODEL[f.path]
+    assert set(fake_hub.auth) == {"Bearer hf_secret"}
+    assert "README.md" not in fake_hub.downloads  # excluded: never fetched
+    # A file in LFS whose bytes are not its listed sha256: refused, nothing stored.
+    fake_hub.served["model-00002.safetensors"] = b"\x03" * 2500
+    with pytest.raises(InputError, match=r"model-00002\.safetensors.*has sha256"):
+        gather("tiny", _hf(), folder=tmp_path, cache=Cache(tmp_path / "other"), locked=None, hub=fake_hub.hub)
+
+
+def test_the_lock_pins_the_commit_and_every_file(tmp_path: Path, fake_hub: FakeHub) -> None:
+    cache = Cache(tmp_path / "cache")
+    spec = _hf(include=["*.safetensors", "*.json"])
+    first = gather("tiny", spec, folder=tmp_path, cache=cache, locked=None, hub=fake_hub.hub)
+    path = tmp_path / "m.weights.lock"
+    assert lock.write(path, {"tiny": first.as_locked()}) and not lock.write(path, {"tiny": first.as_locked()})
+    locked = lock.read(path)["tiny"]
+    assert locked.revision == COMMIT_A and [f.path for f in locked.files] == [f.path for f in first.files]
+    # main moves on upstream: a locked build still takes the locked commit's files, from the cache
+    fake_hub.commit = COMMIT_B
+    fake_hub.downloads.clear()
+    again = gather("tiny", spec, folder=tmp_path, cache=cache, locked=locked, hub=fake_hub.hub)
+    assert again.locked and again.revision == COMMIT_A and again.files == first.files and fake_hub.downloads == []
+    # a folder that changed since it was locked: refused, naming the file
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "w.safetensors").write_bytes(b"one")
+    local = WeightsSpec(source="model", at="/m")
+    made = gather("m", local, folder=tmp_path, cache=cache, locked=None)
+    (folder / "w.safetensors").write_bytes(b"two")
+    with pytest.raises(InputError, match=r"w.safetensors: 3 bytes, sha256 .*; locked 3 bytes"):
+        gather("m", local, folder=tmp_path, cache=cache, locked=made.as_locked())
+    # a lock that is not one: file and field named
+    path.write_text(json.dumps({"version": 1, "weights": {"tiny": {"source": "x", "files": [{"path": "../x"}]}}}))
+    with pytest.raises(InputError, match=r"weights.tiny.files\[0\].path is not valid"):
+        lock.read(path)
+
+
+def _files(cache: Cache, contents: dict[str, bytes]) -> list[WeightFile]:
+    out = []
+    for path, data in contents.items():
+        digest = cache.put_bytes(data)
+        out.append(WeightFile(path, len(data), digest.removeprefix("sha256:")))
+    return out
+
+
+def test_packing_is_modelpacks_layout_byte_for_byte_the_same(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    files = _files(cache, MODEL)
+    packed = pack.pack(
+        "tiny",
+        "/models/tiny",
+        files,
+        source="hf://org/tiny@main",
+        revision=COMMIT_A,
+        cache=cache,
+        file_layer_min=2048,
+        bundle_max=30,
+    )
+    # the two large files alone, the small ones bundled in path order (at most 30 bytes a bundle)
+    assert [[f.path for f in layer.files] for layer in packed.layers] == [
+        ["README.md", "config.json"],
+        ["model-00001.safetensors"],
+        ["model-00002.safetensors"],
+        ["sub/tokenizer.json"],
+    ]
+    kinds = [layer.descriptor.media_type for layer in packed.layers]
+    assert kinds == [pack.WEIGHT_CONFIG_TAR, pack.WEIGHT_TAR, pack.WEIGHT_TAR, pack.WEIGHT_CONFIG_TAR]
+    big = packed.layers[1].descriptor
+    assert big.annotations[pack.ANNOTATION_FILEPATH] == "model-00001.safetensors"
+    assert json.loads(big.annotations[pack.ANNOTATION_FILE_METADATA])["size"] == 3000
+    reader = packed.blobs()
+    for layer in packed.layers:
+        data = reader.open_blob(layer.descriptor.digest).read()
+        assert "sha256:" + _sha(data) == layer.descriptor.digest and len(data) == layer.descriptor.size
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            members = tar.getmembers()
+            for m in members:
+                assert (m.uid, m.gid, m.mtime) == (0, 0, 0) and m.mode == (0o755 if m.isdir() else 0o644)
+            got = {m.name: tar.extractfile(m).read() for m in members if m.isfile()}  # type: ignore[union-attr]
+        assert got == {f.path: MODEL[f.path] for f in layer.files}
+    with tarfile.open(fileobj=reader.open_blob(packed.layers[3].descriptor.digest), mode="r|") as tar:
+        assert [m.name for m in tar] == ["sub", "sub/tokenizer.json"]
+    config = json.loads(packed.config_bytes)
+    assert config == {
+        "descriptor": {"name": "tiny", "sourceURL": "hf://org/tiny", "revision": COMMIT_A},
+        "config": {"format": "safetensors"},
+        "modelfs": {"type": "layers", "diffIds": [layer.descriptor.digest for layer in packed.layers]},
+    }
+    # the same files in another cache, listed in another order: the same artifact
+    other = Cache(tmp_path / "other")
+    again = pack.pack(
+        "tiny",
+        "/models/tiny",
+        list(reversed(_files(other, MODEL))),
+        source="hf://org/tiny@main",
+        revision=COMMIT_A,
+        cache=other,
+        file_layer_min=2048,
+        bundle_max=30,
+    )
+    assert again.artifact(None).manifest_bytes == packed.artifact(None).manifest_bytes
+    manifest = json.loads(packed.artifact(None).manifest_bytes)
+    assert manifest["artifactType"] == "application/vnd.cncf.model.manifest.v1+json"
+    assert manifest["config"]["mediaType"] == "application/vnd.cncf.model.config.v1+json"
+
+
+SERVED = """name: served
+bases: {{b: "oci:{runtime}:latest"}}
+image:
+  base: b
+  layers:
+    - copy: {{from: app/, to: /app/}}
+weights:
+  tiny: {{source: model, at: /models/tiny, exclude: ["*.md"]}}
+tests:
+  - name: sees-its-weights
+    command: [sh, -c, "cat /models/tiny/config.json; sha256sum /models/tiny/big.safetensors"]
+    output: ["hidden_size", "{big}"]
+"""
+
+
+@pytest.fixture()
+def logged_registry(tmp_path: Path) -> Iterator[RunningRegistry]:
+    reg = start_registry(tmp_path / "registry", access_log=True)
+    try:
+        yield reg
+    finally:
+        reg.stop()
+
+
+def _uploads(registry: RunningRegistry, since: int) -> dict[str, int]:
+    """The blobs uploaded since byte ``since`` of the access log, with their sizes as stored."""
+    out = {}
+    for method, path, _ in registry.requests(since):
+        if method == "PUT" and "/blobs/uploads/" in path:
+            digest = path.rsplit("digest=", 1)[1]
+            hexd = digest.removeprefix("sha256:")
+            data = registry.root / "docker/registry/v2/blobs/sha256" / hexd[:2] / hexd / "data"
+            out[digest] = data.stat().st_size
+    return out
+
+
+def _oras(*args: str) -> Any:
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "oras"), *args, "--plain-http"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.mark.slow  # buildah builds, runs the tests and assemble run
+@pytest.mark.integration  # a registry, oras, Apptainer
+@pytest.mark.timeout(900)
+def test_weights_go_beside_the_image_and_a_code_change_pushes_none_of_them(
+    tmp_path: Path, demo_bases: dict[str, Path], logged_registry: RunningRegistry
+) -> None:
+    big = os.urandom(70 << 20)  # above 64 MiB: a layer of its own
+    (tmp_path / "model" / "sub").mkdir(parents=True)
+    (tmp_path / "model" / "big.safetensors").write_bytes(big)
+    (tmp_path / "model" / "config.json").write_text('{"hidden_size": 8}\n')
+    (tmp_path / "model" / "sub" / "tokenizer.json").write_text("{}\n")
+    (tmp_path / "model" / "README.md").write_text("# not taken\n")
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "serve.sh").write_text("echo one\n")
+    (tmp_path / "m.yaml").write_text(SERVED.format(runtime=demo_bases["runtime"], big=_sha(big)))
+    host = logged_registry.host
+    ref = f"docker://{host}/served/app:dev"
+    built = run_cli(["m.yaml", "--cache", "cache", "-o", ref, "--tls-verify=false"], cwd=tmp_path)
+    assert built.code == 0, str(built)
+    assert "weights tiny: not locked" in built.err and "test sees-its-weights: passed" in built.err + built.out
+    # the registry holds the image, and the weights as a referrer of it, in ModelPack's types
+    listed = _oras("discover", "--format", "json", f"{host}/served/app:dev")
+    found = listed.get("referrers") or []
+    weights = [d for d in found if d.get("artifactType") == pack.ARTIFACT_TYPE]
+    assert len(weights) == 1, listed
+    manifest = _oras("manifest", "fetch", f"{host}/served/app@{weights[0]['digest']}")
+    assert manifest["config"]["mediaType"] == pack.CONFIG_TYPE
+    assert manifest["annotations"][pack.ANNOTATION_AT] == "/models/tiny"
+    layers = manifest["layers"]
+    assert [d["mediaType"] for d in layers] == [pack.WEIGHT_TAR, pack.WEIGHT_CONFIG_TAR]
+    assert layers[0]["annotations"][pack.ANNOTATION_FILEPATH] == "big.safetensors"
+    image = _oras("manifest", "fetch", f"{host}/served/app:dev")
+    assert all(d["size"] < 60 << 20 for d in image["layers"]) and manifest["subject"]["size"] > 0
+    # a one-line code change: a new image and a small manifest; no weight byte goes again
+    since = logged_registry.log.stat().st_size
+    (tmp_path / "app" / "serve.sh").write_text("echo two\n")
+    again = run_cli(["m.yaml", "--cache", "cache", "-o", ref, "--tls-verify=false"], cwd=tmp_path)
+    assert again.code == 0, str(again)
+    uploaded = _uploads(logged_registry, since)
+    assert not {d["digest"] for d in layers} & set(uploaded), uploaded
+    assert sum(uploaded.values()) < 1 << 20, uploaded  # the code layer, the config, SBOM and provenance
+    listed = _oras("discover", "--format", "json", f"{host}/served/app:dev")
+    assert any(d.get("artifactType") == pack.ARTIFACT_TYPE for d in listed.get("referrers") or [])
+    # assemble run binds the weights it finds beside the image, where the manifest said
+    ran = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "assembler",
+            "run",
+            ref,
+            "--cache",
+            "cache",
+            "--tls-verify=false",
+            "--entrypoint",
+            "sh",
+            "--",
+            "-c",
+            "sha256sum /models/tiny/big.safetensors; ls /models/tiny",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert _sha(big) in ran.stdout and "README.md" not in ran.stdout and "sub" in ran.stdout
+    # a SIF: the weights as a squashfs beside it, bound by Apptainer where the manifest said
+    sif = run_cli(["m.yaml", "--cache", "cache", "-o", "sif:out/app.sif", "--no-tests"], cwd=tmp_path)
+    assert sif.code == 0, str(sif)
+    sqfs = tmp_path / "out" / "app.weights-tiny.sqfs"
+    assert sqfs.is_file() and f"--bind {sqfs}:/models/tiny:image-src=/" in sif.out + sif.err
+    from tests.test_apptainer import apptainer_binary
+
+    apptainer = apptainer_binary()
+    done = subprocess.run(
+        [
+            str(apptainer),
+            "exec",
+            *(["--no-privs"] if os.geteuid() == 0 else []),  # as tests/test_apptainer.py runs it
+            "--bind",
+            f"{sqfs}:/models/tiny:image-src=/",
+            str(tmp_path / "out" / "app.sif"),
+            "sha256sum",
+            "/models/tiny/big.safetensors",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0 and _sha(big) in done.stdout, done.stderr
