@@ -323,14 +323,8 @@ def run_commands(
     with ws.cache.workdir("output-") as folder, open(log_path, "w", encoding="utf-8") as log_file:
         output = _output_file(folder)
         script = _script(commands, prelude, token, f"{OUTPUT_DIR}/{output.name}")
-        spec = RunSpec(
-            script,
-            env=env,
-            volumes=[*volumes, *lock_volumes, Volume(folder, OUTPUT_DIR, readonly=False)],
-            workdir=workdir,
-            user=user,
-            network=network,
-        )
+        mounted = [*volumes, *lock_volumes, Volume(folder, OUTPUT_DIR, readonly=False)]
+        spec = RunSpec(script, env=env, volumes=mounted, workdir=workdir, user=user, network=network)
         code, last = ws.buildah.run(
             cid, spec, log_file=log_file, on_line=ws.on_line, redact=redact, rewrite=rewrite, follow=output
         )
