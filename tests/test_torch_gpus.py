@@ -59,3 +59,76 @@ def test_the_data_says_where_it_comes_from_and_when() -> None:
     data = read("torch_gpus")
     assert data["fetched"] >= "2026-11-28" and "libtorch_python.so" in data["source"]
     assert data["releases"]["2.8.0"]["cudnn"] and "3.11" in data["releases"]["2.8.0"]["pythons"]
+
+
+CHOSEN = """name: chosen
+params: {{torch_version: "{torch}"}}
+bases:
+  devel: {{nvidia_cuda: cudnn-devel}}
+  runtime: {{nvidia_cuda: runtime, os: {os}}}
+gpu: {{archs: [sm_90]}}
+compile:
+  - name: ext
+    base: devel
+    run: ["pip install torch==${{torch_version}}"]
+    python_sets: [{{name: build, requirements: ["torch==${{torch_version}}"], python: "3.11"}}]
+    artifacts: {{so: {{path: /out/ext.so, to: /opt/ext.so}}}}
+image:
+  base: runtime
+  layers:
+    - artifact: ext.so
+"""
+
+
+def _chosen(tmp_path: Path, torch: str, os: str = "ubuntu22.04") -> dict[str, object]:
+    path = tmp_path / "chosen.yaml"
+    path.write_text(CHOSEN.format(torch=torch, os=os))
+    return dict(load_manifest(path).manifest.bases)
+
+
+def test_the_cuda_bases_are_chosen_from_the_torch_pin(tmp_path: Path) -> None:
+    # torch 2.8.0's wheel: CUDA 12.8, cuDNN 9: the newest 12.8 tag nvidia/cuda publishes
+    assert _chosen(tmp_path, "2.8.0") == {
+        "devel": "docker://docker.io/nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04",
+        "runtime": "docker://docker.io/nvidia/cuda:12.8.1-runtime-ubuntu22.04",
+    }
+    assert _chosen(tmp_path, "2.6.0")["devel"] == "docker://docker.io/nvidia/cuda:12.4.1-cudnn-devel-ubuntu22.04"
+    assert str(_chosen(tmp_path, "2.11.0", os="ubi9")["runtime"]).startswith("docker://docker.io/nvidia/cuda:13.0.")
+    with pytest.raises(ManifestError) as e:
+        _chosen(tmp_path, "2.8.0", os="ubuntu16.04")
+    assert "publishes no runtime tag on ubuntu16.04 for CUDA 12.8 (torch 2.8.0" in e.value.message
+    assert e.value.line == 5
+    with pytest.raises(ManifestError, match=r"torch 9\.9\.0 \(pinned by the manifest\) is not in .*torch_gpus"):
+        _chosen(tmp_path, "9.9.0")
+
+
+def test_a_cuda_base_needs_one_torch_pin(tmp_path: Path) -> None:
+    path = tmp_path / "chosen.yaml"
+    path.write_text(
+        CHOSEN.format(torch="2.8.0", os="ubuntu22.04").replace(
+            'requirements: ["torch==${torch_version}"]', 'requirements: ["numpy==2.1.0"]'
+        )
+    )
+    with pytest.raises(ManifestError, match="the manifest and its lock pin no torch==X from PyPI") as e:
+        load_manifest(path)
+    assert e.value.line == 4 and "pin torch==X" in (e.value.hint or "")
+
+
+def test_a_vllm_pin_takes_the_torch_its_lock_resolved(tmp_path: Path) -> None:
+    from ruamel.yaml import YAML
+
+    from assembler.spec.setuses import set_key
+
+    path = tmp_path / "chosen.yaml"
+    path.write_text(
+        CHOSEN.format(torch="2.8.0", os="ubuntu22.04").replace(
+            'requirements: ["torch==${torch_version}"]', 'requirements: ["vllm==0.11.1"]'
+        )
+    )
+    definition = {"environment": "e" * 64, "requirements": ["vllm==0.11.1"]}
+    entry = {**definition, "pins": "torch==2.6.0\nvllm==0.11.1\n"}
+    YAML().dump(
+        {"lock_version": 3, "manifest": "chosen", "sets": {set_key(definition): entry}}, tmp_path / "chosen.lock"
+    )
+    bases = load_manifest(path).manifest.bases
+    assert bases["devel"] == "docker://docker.io/nvidia/cuda:12.4.1-cudnn-devel-ubuntu22.04"  # torch 2.6: CUDA 12.4

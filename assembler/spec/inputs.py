@@ -58,18 +58,47 @@ class RefBase(Strict):
     )
 
 
+class CudaBase(Strict):
+    """An ``nvidia/cuda`` image chosen from the torch the manifest pins: the CUDA of PyPI's
+    wheel of that release (``torch_gpus.json``: read from the wheels), the newest tag of
+    that CUDA the repository publishes in ``flavor`` (``tags.json``). Chosen when the manifest
+    is loaded (:mod:`assembler.spec.cudabase`): the plan, the lock and the build see the tag."""
+
+    nvidia_cuda: Literal["base", "runtime", "devel", "cudnn-runtime", "cudnn-devel"] = Field(
+        description="which image of the CUDA chosen: base, runtime, devel, or those with cuDNN (the cuDNN the "
+        "torch wheel was built with)",
+        examples=["cudnn-devel", "runtime"],
+    )
+    os: str | None = Field(
+        default=None,
+        pattern=r"^[a-z]+[0-9.]+$",
+        description="the distribution of the tag (ubuntu24.04, ubi9, rockylinux9); default: the newest Ubuntu "
+        "published for that CUDA",
+        examples=["ubuntu22.04"],
+    )
+    repository: str = Field(
+        default="docker.io/nvidia/cuda",
+        description="where the image is pulled from (nvcr.io/nvidia/cuda, or a mirror holding the same tags)",
+    )
+
+
 def _base_kind(value: Any) -> str:
     if isinstance(value, str):
         return "ref-string"
     if isinstance(value, dict):
         if "bootstrap" in value:
             return "bootstrap"
+        if "nvidia_cuda" in value:
+            return "cuda"
         return "ref"
     return "ref-string"
 
 
 BaseSpec = Annotated[
-    Annotated[str, Tag("ref-string")] | Annotated[BootstrapBase, Tag("bootstrap")] | Annotated[RefBase, Tag("ref")],
+    Annotated[str, Tag("ref-string")]
+    | Annotated[BootstrapBase, Tag("bootstrap")]
+    | Annotated[RefBase, Tag("ref")]
+    | Annotated[CudaBase, Tag("cuda")],
     Discriminator(_base_kind),
 ]
 

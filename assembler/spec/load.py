@@ -16,6 +16,7 @@ from typing import Any
 from assembler.errors import ManifestError
 from assembler.spec import model as m
 from assembler.spec.checks import check
+from assembler.spec.cudabase import choose as choose_cuda_bases
 from assembler.spec.fields import scalar_to_str
 from assembler.spec.loaded import BaseOverride as BaseOverride
 from assembler.spec.loaded import Loaded as Loaded
@@ -31,6 +32,8 @@ def describe_base(spec: m.BaseSpec) -> str:
         return spec
     if isinstance(spec, m.RefBase):
         return spec.ref
+    if isinstance(spec, m.CudaBase):
+        return f"nvidia_cuda: {spec.nvidia_cuda}"
     return f"bootstrap: {spec.bootstrap.suite}"
 
 
@@ -236,5 +239,6 @@ def load_manifest(
     manifest = _apply_overrides(manifest, path, bases or {}, sources or {})
     loaded = Loaded(manifest, path, locs, params, chosen, recipes, layer_paths, replaced)
     loaded.param_inputs, loaded.given, loaded.raw = inputs, frozenset(sets or {}), data
+    choose_cuda_bases(loaded)  # nvidia_cuda: bases, from the torch pin: before anything reads a base
     check(loaded, overridden_sources=frozenset(sources or {}))
     return loaded

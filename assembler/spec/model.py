@@ -24,6 +24,7 @@ from assembler.spec.imagetests import TestList
 from assembler.spec.inputs import BaseSpec as BaseSpec
 from assembler.spec.inputs import Bootstrap as Bootstrap
 from assembler.spec.inputs import BootstrapBase as BootstrapBase
+from assembler.spec.inputs import CudaBase as CudaBase
 from assembler.spec.inputs import GitSource as GitSource
 from assembler.spec.inputs import PathSource as PathSource
 from assembler.spec.inputs import RefBase as RefBase

@@ -210,7 +210,7 @@ def plan_walk(
 
 def base_ref(loaded: Loaded, spec: m.BaseSpec, platform: Platform) -> tuple[Ref, Platform]:
     """A reference base's reference (paths made absolute) and platform."""
-    assert not isinstance(spec, m.BootstrapBase)
+    assert not isinstance(spec, m.BootstrapBase | m.CudaBase)  # an nvidia_cuda: base is a reference once loaded
     text = spec if isinstance(spec, str) else spec.ref
     if isinstance(spec, m.RefBase) and spec.platform:
         platform = Platform.parse(spec.platform)
