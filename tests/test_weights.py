@@ -148,6 +148,10 @@ def test_an_hf_source_is_listed_page_by_page_checked_and_sent_the_token(tmp_path
     for f in got.files:
         assert f.sha256 == _sha(MODEL[f.path]) and cache.read_blob(f.digest) == MODEL[f.path]
     assert set(fake_hub.auth) == {"Bearer hf_secret"}
+    # a gated repository asked without a token: said so, with the variable to set
+    with pytest.raises(InputError, match=r"HTTP 401 \(asked anonymously \(no HF_TOKEN\)\)") as e:
+        gather("tiny", _hf(), folder=tmp_path, cache=cache, locked=None, hub=lambda: Hub(fake_hub.endpoint))
+    assert "HF_TOKEN" in (e.value.hint or "")
     assert "README.md" not in fake_hub.downloads  # excluded: never fetched
     # A file in LFS whose bytes are not its listed sha256: refused, nothing stored.
     fake_hub.served["model-00002.safetensors"] = b"\x03" * 2500

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, urljoin
 
-from assembler.errors import InputError
+from assembler.errors import InputError, NotFound
 from assembler.weights.files import plain_path
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -55,9 +55,19 @@ class Hub:
     def _json(self, url: str, what: str) -> tuple[Mapping[str, str], object]:
         from assembler.python.download import fetch_answer  # requests: only when the Hub is asked
 
-        headers, body = fetch_answer(
-            url, headers={**self.headers, "Accept": "application/json"}, what=what, max_bytes=MAX_ANSWER
-        )
+        try:
+            headers, body = fetch_answer(
+                url, headers={**self.headers, "Accept": "application/json"}, what=what, max_bytes=MAX_ANSWER
+            )
+        except NotFound as e:
+            if "HTTP 401" in e.message or "HTTP 403" in e.message or "404" in e.message:
+                who = "with HF_TOKEN's token" if self.token else "anonymously (no HF_TOKEN)"
+                raise InputError(
+                    f"{e.message} (asked {who})",
+                    hint="check the repository and revision; a gated or private one needs HF_TOKEN set to a token "
+                    "that may read it",
+                ) from None
+            raise
         try:
             return headers, json.loads(body)
         except ValueError as e:
