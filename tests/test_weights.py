@@ -27,6 +27,7 @@ import pytest
 from assembler.cache import Cache
 from assembler.errors import InputError
 from assembler.spec.weights import WeightsSpec
+from assembler.transports.beside import ANNOTATION_AT, ANNOTATION_NAME
 from assembler.weights import lock, pack
 from assembler.weights.files import WeightFile
 from assembler.weights.hub import Hub
@@ -320,19 +321,35 @@ def test_weights_go_beside_the_image_and_a_code_change_pushes_none_of_them(
     built = run_cli(["m.yaml", "--cache", "cache", "-o", ref, "--tls-verify=false"], cwd=tmp_path)
     assert built.code == 0, str(built)
     assert "weights tiny: not locked" in built.err and "test sees-its-weights: passed" in built.err + built.out
-    # the registry holds the image, and the weights as a referrer of it, in ModelPack's types
-    listed = _oras("discover", "--format", "json", f"{host}/served/app:dev")
-    found = listed.get("referrers") or []
-    weights = [d for d in found if d.get("artifactType") == pack.ARTIFACT_TYPE]
-    assert len(weights) == 1, listed
-    manifest = _oras("manifest", "fetch", f"{host}/served/app@{weights[0]['digest']}")
-    assert manifest["config"]["mediaType"] == pack.CONFIG_TYPE
-    assert manifest["annotations"][pack.ANNOTATION_AT] == "/models/tiny"
+    # the tag names an index: the image by its platform, the weights as unknown/unknown
+    index = _oras("manifest", "fetch", f"{host}/served/app:dev")
+    assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    image_entry, weights_entry = index["manifests"]
+    assert image_entry["platform"] == {"architecture": "amd64", "os": "linux"}
+    assert weights_entry["platform"] == {"architecture": "unknown", "os": "unknown"}
+    assert (
+        weights_entry["artifactType"] == pack.ARTIFACT_TYPE and weights_entry["annotations"][ANNOTATION_NAME] == "tiny"
+    )
+    # the weights are a referrer of the image too (oras discover lists them), in ModelPack's types
+    listed = _oras("discover", "--format", "json", f"{host}/served/app@{image_entry['digest']}")
+    found = [d["digest"] for d in listed.get("referrers") or [] if d.get("artifactType") == pack.ARTIFACT_TYPE]
+    assert found == [weights_entry["digest"]], listed
+    manifest = _oras("manifest", "fetch", f"{host}/served/app@{weights_entry['digest']}")
+    assert (
+        manifest["config"]["mediaType"] == pack.CONFIG_TYPE and manifest["subject"]["digest"] == image_entry["digest"]
+    )
+    assert manifest["annotations"][ANNOTATION_AT] == "/models/tiny"
     layers = manifest["layers"]
     assert [d["mediaType"] for d in layers] == [pack.WEIGHT_TAR, pack.WEIGHT_CONFIG_TAR]
     assert layers[0]["annotations"][pack.ANNOTATION_FILEPATH] == "big.safetensors"
-    image = _oras("manifest", "fetch", f"{host}/served/app:dev")
-    assert all(d["size"] < 60 << 20 for d in image["layers"]) and manifest["subject"]["size"] > 0
+    image = _oras("manifest", "fetch", f"{host}/served/app@{image_entry['digest']}")
+    assert all(d["size"] < 60 << 20 for d in image["layers"])  # no weight in the image
+    # skopeo (containers/image, as podman and buildah) picks the image out of the index
+    inspected = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", ref], capture_output=True, text=True, timeout=120
+    )
+    assert inspected.returncode == 0, inspected.stderr
+    assert json.loads(inspected.stdout)["Layers"] == [d["digest"] for d in image["layers"]]
     # a one-line code change: a new image and a small manifest; no weight byte goes again
     since = logged_registry.log.stat().st_size
     (tmp_path / "app" / "serve.sh").write_text("echo two\n")
@@ -341,8 +358,17 @@ def test_weights_go_beside_the_image_and_a_code_change_pushes_none_of_them(
     uploaded = _uploads(logged_registry, since)
     assert not {d["digest"] for d in layers} & set(uploaded), uploaded
     assert sum(uploaded.values()) < 1 << 20, uploaded  # the code layer, the config, SBOM and provenance
-    listed = _oras("discover", "--format", "json", f"{host}/served/app:dev")
-    assert any(d.get("artifactType") == pack.ARTIFACT_TYPE for d in listed.get("referrers") or [])
+    image_entry, weights_entry = _oras("manifest", "fetch", f"{host}/served/app:dev")["manifests"]
+    assert _oras("manifest", "fetch", f"{host}/served/app@{weights_entry['digest']}")["layers"] == layers
+    # a new checkpoint's config: the image is the same (not rebuilt, not pushed), the big file not sent
+    since = logged_registry.log.stat().st_size
+    (tmp_path / "model" / "config.json").write_text('{"hidden_size": 9}\n')
+    third = run_cli(["m.yaml", "--cache", "cache", "-o", ref, "--tls-verify=false"], cwd=tmp_path)
+    assert third.code == 0, str(third)
+    newer = _oras("manifest", "fetch", f"{host}/served/app:dev")["manifests"]
+    assert newer[0] == image_entry and newer[1]["digest"] != weights_entry["digest"]
+    uploaded = _uploads(logged_registry, since)
+    assert layers[0]["digest"] not in uploaded and 0 < sum(uploaded.values()) < 1 << 20, uploaded
     # assemble run binds the weights it finds beside the image, where the manifest said
     ran = subprocess.run(
         [
@@ -358,7 +384,7 @@ def test_weights_go_beside_the_image_and_a_code_change_pushes_none_of_them(
             "sh",
             "--",
             "-c",
-            "sha256sum /models/tiny/big.safetensors; ls /models/tiny",
+            "sha256sum /models/tiny/big.safetensors; ls /models/tiny; cat /models/tiny/config.json",
         ],
         cwd=tmp_path,
         capture_output=True,
@@ -367,6 +393,7 @@ def test_weights_go_beside_the_image_and_a_code_change_pushes_none_of_them(
     )
     assert ran.returncode == 0, ran.stderr
     assert _sha(big) in ran.stdout and "README.md" not in ran.stdout and "sub" in ran.stdout
+    assert '"hidden_size": 9' in ran.stdout  # the newest weights beside the image
     # a SIF: the weights as a squashfs beside it, bound by Apptainer where the manifest said
     sif = run_cli(["m.yaml", "--cache", "cache", "-o", "sif:out/app.sif", "--no-tests"], cwd=tmp_path)
     assert sif.code == 0, str(sif)
@@ -391,3 +418,35 @@ def test_weights_go_beside_the_image_and_a_code_change_pushes_none_of_them(
         timeout=300,
     )
     assert done.returncode == 0 and _sha(big) in done.stdout, done.stderr
+
+
+def test_an_oci_layout_holds_one_of_each_model_per_image(tmp_path: Path) -> None:
+    """oci:DIR:TAG: the weights an untagged referrer of the image (oras discover finds it);
+    a new checkpoint replaces the entry the same image had, never adds a second."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "w.safetensors").write_bytes(b"\x00" * 4096)
+    (tmp_path / "model" / "config.json").write_text("{}\n")
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "motd").write_text("hi\n")
+    (tmp_path / "m.yaml").write_text(
+        "name: layout\nbases: {b: scratch}\nimage:\n  base: b\n  layers:\n    - copy: {from: etc/, to: /etc/}\n"
+        "weights:\n  tiny: {source: model, at: /models/tiny}\n"
+    )
+
+    def entries() -> list[dict[str, Any]]:
+        index = json.loads((tmp_path / "out" / "index.json").read_text())
+        return [d for d in index["manifests"] if d.get("artifactType") == pack.ARTIFACT_TYPE]
+
+    assert run_cli(["m.yaml", "--cache", "cache", "-o", "oci:out:dev"], cwd=tmp_path).code == 0
+    (first,) = entries()
+    (tmp_path / "model" / "config.json").write_text('{"v": 2}\n')
+    assert run_cli(["m.yaml", "--cache", "cache", "-o", "oci:out:dev"], cwd=tmp_path).code == 0
+    (second,) = entries()
+    assert second["digest"] != first["digest"] and second["annotations"][ANNOTATION_NAME] == "tiny"
+    oras = [str(Path(sys.executable).parent / "oras"), "discover", "--format", "json", "--oci-layout", "out:dev"]
+    done = subprocess.run(oras, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    found = [
+        r["digest"] for r in json.loads(done.stdout).get("referrers") or [] if r["artifactType"] == pack.ARTIFACT_TYPE
+    ]
+    assert found == [second["digest"]]

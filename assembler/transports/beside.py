@@ -17,7 +17,9 @@ from typing import Protocol
 
 from assembler.oci import mediatypes as mt
 from assembler.oci.artifact import FilesArtifact
-from assembler.oci.descriptor import Descriptor
+from assembler.oci.descriptor import Descriptor, Platform
+from assembler.oci.digest import canonical_json
+from assembler.oci.image import Image
 from assembler.oci.reference import ImageName
 from assembler.proc import Runner
 from assembler.transports.common import BlobReader, RegistryOptions
@@ -84,14 +86,56 @@ def push(
     return out
 
 
+WEIGHTS_PLATFORM = Platform("unknown", "unknown")  # no runtime's: as BuildKit's attestations and Cog's weights
+# A model's manifest's annotations (and its entry's in an index or a layout): which model,
+# where the image finds it, the digest of its files' sha256sum listing; the image it goes with.
+ANNOTATION_NAME = "io.assemble.weights.name"
+ANNOTATION_AT = "io.assemble.weights.at"
+ANNOTATION_SET = "io.assemble.weights.set-digest"
+ANNOTATION_SUBJECT = "io.assemble.subject"
+
+
+def index_bytes(image: Image, models: Sequence[Beside]) -> bytes:
+    """The index a tag names when weights go beside the image: the image (its platform) and
+    each model's manifest (its ``artifactType``, platform ``unknown/unknown``, its name),
+    in the models' order. A runtime picks the image by its platform; the weights are
+    exactly these, whatever other referrers the image has collected."""
+    entries = [replace(image.descriptor, platform=image.platform).to_json()]
+    for model in models:
+        art = model.artifact(image.descriptor)
+        entry = art.descriptor(art.annotations)  # its name, where it goes, its files' digest
+        entries.append(replace(entry, platform=WEIGHTS_PLATFORM).to_json())
+    return canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries})
+
+
+def put_index(name: ImageName, image: Image, models: Sequence[Beside], *, options: RegistryOptions) -> str:
+    """Put :func:`index_bytes` under ``name``'s tag (the image and the models pushed before); its digest."""
+    from assembler.registry.client import Registry
+
+    with Registry(name.registry, options=options) as reg:
+        return reg.put_manifest(name.repository, name.reference, index_bytes(image, models), mt.OCI_INDEX)
+
+
 def write_layout(path: Path, models: Sequence[Beside], subject: Descriptor, *, ref: str) -> list[Written]:
-    """Add each model to the OCI layout at ``path``: its blobs, and its manifest untagged."""
+    """Add each model to the OCI layout at ``path``: its blobs, and its manifest untagged,
+    replacing the entry of the same name written for the same image before (a new
+    checkpoint): the layout lists exactly one of each model per image."""
     from assembler.transports import layout
 
     out = []
     for model in models:
-        entry = layout.write_artifact(path, model.artifact(subject), tag="", blobs=model.blobs())
-        out.append(Written(f"{ref} (weights {model.name}, referrer of {subject.digest[:19]})", entry.digest))
+        art = model.artifact(subject)
+        notes = {**art.annotations, ANNOTATION_SUBJECT: subject.digest}
+
+        def replaces(entry: dict[str, object], art: FilesArtifact = art, notes: dict[str, str] = notes) -> bool:
+            was = entry.get("annotations")
+            same = isinstance(was, dict) and all(
+                was.get(k) == notes.get(k) for k in (ANNOTATION_NAME, ANNOTATION_SUBJECT)
+            )
+            return entry.get("artifactType") == art.artifact_type and same
+
+        written = layout.write_artifact(path, art, tag="", blobs=model.blobs(), annotations=notes, replaces=replaces)
+        out.append(Written(f"{ref} (weights {model.name}, referrer of {subject.digest[:19]})", written.digest))
     return out
 
 

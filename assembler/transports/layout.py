@@ -14,7 +14,7 @@ import fcntl
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -189,19 +189,28 @@ def _add_image(path: Path, image: Image, tag: str, referrers: Iterable[Artifact]
     return entry
 
 
-def write_artifact(path: Path, artifact: FilesArtifact, *, tag: str, blobs: BlobReader) -> Descriptor:
-    """Add ``artifact`` (an artifact of its own, not an image) tagged ``tag`` to the layout
-    at ``path``; returns its index entry (with its ``artifactType``)."""
+def write_artifact(
+    path: Path,
+    artifact: FilesArtifact,
+    *,
+    tag: str,
+    blobs: BlobReader,
+    annotations: Mapping[str, str] | None = None,
+    replaces: Callable[[dict[str, Any]], bool] | None = None,
+) -> Descriptor:
+    """Add ``artifact`` (an artifact of its own, or a referrer of an image) tagged ``tag``
+    to the layout at ``path``; returns its index entry (with its ``artifactType``, and
+    ``annotations``). An entry ``replaces`` says yes to leaves the index."""
     _start(path)
     for desc in artifact.layers:
         _place_blob(blobs, desc.digest, path / "blobs" / "sha256" / desc.digest.split(":", 1)[1])
     write_blob_bytes(path, artifact.config_bytes)
     write_blob_bytes(path, artifact.manifest_bytes)
-    entry = artifact.descriptor({mt.ANNOTATION_REF_NAME: tag} if tag else {})
+    entry = artifact.descriptor({**(annotations or {}), **({mt.ANNOTATION_REF_NAME: tag} if tag else {})})
 
-    def replaced(d: Any) -> bool:  # the same manifest, or what the tag named before
+    def replaced(d: Any) -> bool:  # the same manifest, or what the tag named before, or what the caller says
         named = (d.get("annotations") or {}).get(mt.ANNOTATION_REF_NAME)
-        return bool(d.get("digest") == entry.digest or (tag and named == tag))
+        return bool(d.get("digest") == entry.digest or (tag and named == tag) or (replaces and replaces(d)))
 
     with index_lock(path):
         existing = _index(path)

@@ -6,56 +6,104 @@ folders only, sizes as the tar headers say."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from assembler.cache import Cache, temp_prefix
 from assembler.errors import InputError
+from assembler.oci import mediatypes as mt
+from assembler.oci.descriptor import Descriptor
 from assembler.oci.digest import digest_hex
 from assembler.oci.reference import Ref
 from assembler.spec.weights import WeightsSpec
+from assembler.transports.beside import ANNOTATION_AT, ANNOTATION_NAME
 from assembler.transports.common import BlobReader, SourceImage
 from assembler.transports.context import Context, registry_options
 from assembler.transports.referrers import Referrer
 from assembler.weights.files import plain_path
-from assembler.weights.pack import ANNOTATION_AT, ANNOTATION_NAME, ARTIFACT_TYPE, WEIGHT_CONFIG_TAR, WEIGHT_TAR
+from assembler.weights.pack import ARTIFACT_TYPE, WEIGHT_CONFIG_TAR, WEIGHT_TAR
+
+if TYPE_CHECKING:
+    from assembler.registry.client import Registry
 
 Mount = tuple[str, str, bool]
 _DONE = ".assemble-complete"
 
 
 def mounts(ref: Ref, source: SourceImage, ctx: Context) -> tuple[Mount, ...]:
-    """A read-only bind for each model attached to ``source`` (read from ``ref``); none where
-    ``ref`` keeps no referrers as manifests."""
-    from assembler.transports.formats import attached_to  # the registry client, only here
+    """A read-only bind for each model that goes with ``source`` (read from ``ref``): the
+    models a registry tag's index names with the image (exactly the ones pushed with it),
+    else the image's referrers of ModelPack's type (one of each name, else InputError);
+    none where ``ref`` keeps no referrers as manifests."""
+    from assembler.registry.client import Registry, RemoteBlobs  # the registry client, only here
+    from assembler.transports.formats import attached_to
 
-    listing = attached_to(ref, source, options=registry_options(ctx))
+    name, options = ref.name, registry_options(ctx)
+    if name is not None and name.tag and not name.digest:
+        with Registry(name.registry, options=options) as reg:
+            indexed = _indexed(reg, name.repository, name.reference)
+            if indexed is not None:
+                return tuple(_mount(r, RemoteBlobs(reg, name.repository, _sizes(r)), ctx.cache) for r in indexed)
+    listing = attached_to(ref, source, options=options)
     if listing is None:
         return ()
-    out = []
-    for r in listing.referrers:
-        if r.descriptor.artifact_type != ARTIFACT_TYPE:
-            continue
-        notes = r.manifest.get("annotations")
-        notes = notes if isinstance(notes, dict) else {}
-        name, at = str(notes.get(ANNOTATION_NAME, r.descriptor.digest[:19])), notes.get(ANNOTATION_AT)
-        if not isinstance(at, str):
-            continue  # not ours: nothing says where it goes
-        at = WeightsSpec(source="x", at=at).at  # the same check a manifest's gets
-        what = f"weights {name}"
-        if ref.name is None:  # a layout or an archive: the listing reads its blobs
-            out.append((str(unpack(r, listing.blobs, ctx.cache, what=what)), at, True))
-            continue
-        from assembler.registry.client import Registry, RemoteBlobs
+    found = [r for r in listing.referrers if r.descriptor.artifact_type == ARTIFACT_TYPE]
+    names = [_notes(r).get(ANNOTATION_NAME, r.descriptor.digest) for r in found]
+    if twice := sorted({n for n in names if names.count(n) > 1}):
+        raise InputError(
+            f"{ref}: the image has more than one model named {', '.join(twice)} beside it (pushed with other weights)",
+            hint="run it by the tag it was pushed to: the tag's index names the one that goes with it",
+        )
+    if name is None:  # a layout or an archive: the listing reads its blobs
+        return tuple(_mount(r, listing.blobs, ctx.cache) for r in found)
+    with Registry(name.registry, options=options) as reg:
+        return tuple(_mount(r, RemoteBlobs(reg, name.repository, _sizes(r)), ctx.cache) for r in found)
 
-        with Registry(ref.name.registry, options=registry_options(ctx)) as reg:
-            sizes = {d.digest: d.size for d in r.blobs}
-            blobs = RemoteBlobs(reg, ref.name.repository, sizes)
-            out.append((str(unpack(r, blobs, ctx.cache, what=what)), at, True))
-    return tuple(out)
+
+def _indexed(reg: Registry, repository: str, reference: str) -> list[Referrer] | None:
+    """The models the index at ``reference`` names (None: it is no index)."""
+    body, media_type = reg.fetch_manifest(repository, reference)
+    if media_type not in mt.INDEX_TYPES:
+        return None
+    data = json.loads(body)
+    entries = data.get("manifests") if isinstance(data, dict) else None
+    out = []
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict) or entry.get("artifactType") != ARTIFACT_TYPE:
+            continue
+        desc = Descriptor.from_json(entry)
+        body, _ = reg.fetch_manifest(repository, desc.digest)
+        manifest = json.loads(body)
+        if not isinstance(manifest, dict):
+            raise InputError(f"{repository}@{desc.digest}: a model's manifest that is not a JSON object")
+        out.append(Referrer(desc, manifest))
+    return out
+
+
+def _notes(r: Referrer) -> dict[str, str]:
+    notes = r.manifest.get("annotations")
+    return {str(k): str(v) for k, v in notes.items()} if isinstance(notes, dict) else {}
+
+
+def _sizes(r: Referrer) -> dict[str, int]:
+    return {d.digest: d.size for d in r.blobs}
+
+
+def _mount(r: Referrer, blobs: BlobReader, cache: Cache) -> Mount:
+    """The model's folder in the cache, bound read-only where its manifest says."""
+    notes = _notes(r)
+    name, at = notes.get(ANNOTATION_NAME, r.descriptor.digest[:19]), notes.get(ANNOTATION_AT)
+    if at is None:
+        raise InputError(
+            f"weights {name} ({r.descriptor.digest}): its manifest says nowhere to bind it ({ANNOTATION_AT})"
+        )
+    at = WeightsSpec(source="x", at=at).at  # the check a manifest's path gets
+    return str(unpack(r, blobs, cache, what=f"weights {name}")), at, True
 
 
 def unpack(referrer: Referrer, blobs: BlobReader, cache: Cache, *, what: str) -> Path:

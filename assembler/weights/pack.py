@@ -32,6 +32,7 @@ from assembler.oci.artifact import FilesArtifact
 from assembler.oci.descriptor import Descriptor
 from assembler.oci.digest import canonical_json
 from assembler.proc import Runner
+from assembler.transports.beside import ANNOTATION_AT, ANNOTATION_NAME, ANNOTATION_SET
 from assembler.weights.files import WeightFile, set_digest
 
 FILE_LAYER_MIN = 64 << 20
@@ -44,10 +45,6 @@ WEIGHT_CONFIG_TAR = "application/vnd.cncf.model.weight.config.v1.tar"
 ANNOTATION_FILEPATH = "org.cncf.model.filepath"
 ANNOTATION_FILE_METADATA = "org.cncf.model.file.metadata+json"
 ANNOTATION_UNTESTED = "org.cncf.model.file.mediatype.untested"
-# The manifest's own annotations: which model, where the image finds it, its files' digest.
-ANNOTATION_NAME = "io.assemble.weights.name"
-ANNOTATION_AT = "io.assemble.weights.at"
-ANNOTATION_SET = "io.assemble.weights.set-digest"
 ANNOTATION_TITLE = "org.opencontainers.image.title"
 
 # Files that configure a model rather than hold its tensors (a bundle of only these is

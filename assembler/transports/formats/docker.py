@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from assembler.oci.artifact import FilesArtifact
 from assembler.oci.image import Image
-from assembler.oci.reference import Ref
+from assembler.oci.reference import ImageName, Ref
 from assembler.transports import index
 from assembler.transports.common import BlobReader, RegistryOptions, SourceImage
 from assembler.transports.context import Context, Written, named_key, registry_options, resolved_key
@@ -54,10 +54,11 @@ class RegistryWriter(Writer):
         assert self.ref.name is not None
         return signatures.push(self.ref.name, signed, options=registry_options(target.ctx))
 
-    def _push(self, target: Target, what: Image | FilesArtifact) -> Written:
+    def _push(self, target: Target, what: Image | FilesArtifact, name: ImageName | None = None) -> Written:
+        """Push ``what`` to ``name`` (default: the output's reference)."""
         from assembler.transports import remote  # the registry client, only when pushing
 
-        name = self.ref.name
+        name = name or self.ref.name
         assert name is not None
         ctx = target.ctx
         result = remote.push(
@@ -77,7 +78,12 @@ class RegistryWriter(Writer):
         from assembler.transports.referrers import push_referrers
 
         assert self.ref.name is not None
-        pushed = self._push(target, target.source.image)
+        image = target.source.image
+        if target.weights and self.ref.name.tag:  # the tag names the index of the image and its weights
+            by_digest = replace(self.ref.name, tag="", digest=image.digest)
+            pushed = replace(self._push(target, image, by_digest), ref=str(self.ref))
+        else:
+            pushed = self._push(target, image)
         if target.referrers:  # after the image: a registry may refuse a subject it does not have
             options = registry_options(target.ctx)
             pushed = replace(pushed, referrers=tuple(push_referrers(self.ref.name, target.referrers, options=options)))
@@ -90,12 +96,16 @@ class RegistryWriter(Writer):
     def write_weights(self, target: Target) -> list[Written]:
         from assembler.transports import beside  # the registry client, only when pushing
 
-        assert self.ref.name is not None
-        ctx = target.ctx
-        subject = target.source.image.descriptor
-        return beside.push(
-            self.ref.name, target.weights, subject, options=registry_options(ctx), progress=ctx.upload_progress
+        name = self.ref.name
+        assert name is not None
+        options, image = registry_options(target.ctx), target.source.image
+        pushed = beside.push(
+            name, target.weights, image.descriptor, options=options, progress=target.ctx.upload_progress
         )
+        if not name.tag:
+            return pushed  # by digest: referrers of the image alone
+        digest = beside.put_index(name, image, target.weights, options=options)
+        return [*pushed, Written(f"{self.ref} (an index: the image and its weights)", digest)]
 
     def write_index(self, target: Target) -> list[Written]:
         assert self.ref.name is not None
