@@ -104,11 +104,13 @@ def tar_pieces(files: Sequence[WeightFile]) -> list[Piece]:
 
 
 class _Concat(io.RawIOBase):
-    """The pieces of a tar read as one stream, each file's blob from the cache (verified)."""
+    """The pieces of a tar read as one stream, each file's blob from the cache (verified as
+    it is read, unless ``verified`` is False: a hash of the whole stream checks it anyway)."""
 
-    def __init__(self, pieces: Sequence[Piece], cache: Cache) -> None:
+    def __init__(self, pieces: Sequence[Piece], cache: Cache, *, verified: bool = True) -> None:
         self._pieces = iter(pieces)
         self._cache = cache
+        self._verified = verified
         self._current: BinaryIO | None = None
 
     def readable(self) -> bool:
@@ -120,13 +122,18 @@ class _Concat(io.RawIOBase):
                 piece = next(self._pieces, None)
                 if piece is None:
                     return 0
-                self._current = io.BytesIO(piece) if isinstance(piece, bytes) else self._cache.open_blob(piece.digest)
+                self._current = io.BytesIO(piece) if isinstance(piece, bytes) else self._open(piece)
             data = self._current.read(len(buffer))
             if data:
                 buffer[: len(data)] = data
                 return len(data)
             self._current.close()
             self._current = None
+
+    def _open(self, file: WeightFile) -> BinaryIO:
+        if self._verified:
+            return self._cache.open_blob(file.digest)
+        return open(self._cache.blob_path(file.digest), "rb")
 
     def close(self) -> None:
         if self._current is not None:
@@ -153,7 +160,9 @@ def _layer_digest(files: Sequence[WeightFile], cache: Cache) -> tuple[str, int]:
     if known is not None and isinstance(known.get("digest"), str) and isinstance(known.get("size"), int):
         return known["digest"], known["size"]
     sha, size = hashlib.sha256(), 0
-    with io.BufferedReader(_Concat(tar_pieces(files), cache), 1 << 20) as f:
+    # Read once, unverified: the files were hashed as they came in; what this hash says is
+    # checked again wherever the layer is read (verified) or sent (the registry's digest).
+    with io.BufferedReader(_Concat(tar_pieces(files), cache, verified=False), 1 << 20) as f:
         while chunk := f.read(1 << 20):
             sha.update(chunk)
             size += len(chunk)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,6 @@ from urllib.parse import unquote, urlsplit
 
 from assembler.cache import Cache, key_of
 from assembler.errors import InputError
-from assembler.oci.digest import file_digest
 from assembler.spec.weights import WeightsSpec
 from assembler.weights import lock
 from assembler.weights.files import WeightFile, plain_path, selector
@@ -91,8 +91,9 @@ def _imported(path: Path, rel: str, cache: Cache) -> WeightFile:
     known = cache.get_key(key)
     digest = known.get("digest") if known else None
     if not isinstance(digest, str) or not cache.has_blob(digest, st.st_size):
-        digest = file_digest(path)
-        cache.import_file(path, digest=digest, size=st.st_size)
+        with open(path, "rb") as f, cache.blob_writer() as w:  # copied and hashed in one read
+            shutil.copyfileobj(f, w, 1 << 20)
+        digest = w.digest
         cache.put_key(key, {"digest": digest})
     return WeightFile(rel, st.st_size, digest.removeprefix("sha256:"))
 
