@@ -450,3 +450,22 @@ def test_an_oci_layout_holds_one_of_each_model_per_image(tmp_path: Path) -> None
         r["digest"] for r in json.loads(done.stdout).get("referrers") or [] if r["artifactType"] == pack.ARTIFACT_TYPE
     ]
     assert found == [second["digest"]]
+
+
+def test_a_large_files_layer_is_hashed_as_the_file_comes_in(tmp_path: Path) -> None:
+    """A file of 64 MiB or more is its own layer: its digest is hashed in the read that
+    copies the file into the cache, and is the digest of the tar read back."""
+    (tmp_path / "model" / "sub").mkdir(parents=True)
+    big = os.urandom(1 << 16) * (pack.FILE_LAYER_MIN >> 16) + b"tail"
+    (tmp_path / "model" / "sub" / "big.gguf").write_bytes(big)
+    cache = Cache(tmp_path / "cache")
+    got = gather("m", WeightsSpec(source="model", at="/m"), folder=tmp_path, cache=cache, locked=None)
+    kept = cache.get_key(pack._layer_key(got.files))  # before any packing: hashed as it came in
+    packed = pack.pack("m", "/m", got.files, source="model", revision=None, cache=cache)
+    (layer,) = packed.layers
+    assert kept == {"digest": layer.descriptor.digest, "size": layer.descriptor.size}
+    data = packed.blobs().open_blob(layer.descriptor.digest).read()
+    assert "sha256:" + _sha(data) == layer.descriptor.digest and len(data) == layer.descriptor.size
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        assert tar.getnames() == ["sub", "sub/big.gguf"]
+    assert json.loads(packed.config_bytes)["config"] == {"format": "gguf"}

@@ -153,9 +153,41 @@ class Layer:
         return tar_pieces(self.files)
 
 
+def _layer_key(files: Sequence[WeightFile]) -> str:
+    return key_of({"weights-layer": 1, "files": [f.to_json() for f in files]})
+
+
+class LayerHasher:
+    """The digest of the layer a large file is alone in, hashed as the file is read the
+    first time (:mod:`.sources` copying it into the cache): :func:`pack` then finds it kept
+    and reads the file no more. None for a file below :data:`FILE_LAYER_MIN` (bundled)."""
+
+    def __init__(self, path: str, size: int) -> None:
+        pieces = tar_pieces([WeightFile(path, size, "0" * 64)])
+        at = next(i for i, p in enumerate(pieces) if isinstance(p, WeightFile))
+        before = b"".join(p for p in pieces[:at] if isinstance(p, bytes))
+        self._after = b"".join(p for p in pieces[at + 1 :] if isinstance(p, bytes))
+        self._sha = hashlib.sha256(before)
+        self._path, self._size = path, size
+        self._total = len(before) + size + len(self._after)
+
+    @classmethod
+    def for_file(cls, path: str, size: int) -> LayerHasher | None:
+        return cls(path, size) if size >= FILE_LAYER_MIN else None
+
+    def update(self, chunk: bytes) -> None:
+        self._sha.update(chunk)
+
+    def keep(self, cache: Cache, sha256: str) -> None:
+        """Keep the layer's digest for the file, now that its own ``sha256`` is known."""
+        self._sha.update(self._after)
+        file = WeightFile(self._path, self._size, sha256)
+        cache.put_key(_layer_key([file]), {"digest": "sha256:" + self._sha.hexdigest(), "size": self._total})
+
+
 def _layer_digest(files: Sequence[WeightFile], cache: Cache) -> tuple[str, int]:
     """The digest and size of the tar of ``files`` (computed once, then kept)."""
-    key = key_of({"weights-layer": 1, "files": [f.to_json() for f in files]})
+    key = _layer_key(files)
     known = cache.get_key(key)
     if known is not None and isinstance(known.get("digest"), str) and isinstance(known.get("size"), int):
         return known["digest"], known["size"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from assembler.spec.weights import WeightsSpec
 from assembler.weights import lock
 from assembler.weights.files import WeightFile, plain_path, selector
 from assembler.weights.hub import Hub
+from assembler.weights.pack import LayerHasher
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +91,15 @@ def _imported(path: Path, rel: str, cache: Cache) -> WeightFile:
     known = cache.get_key(key)
     digest = known.get("digest") if known else None
     if not isinstance(digest, str) or not cache.has_blob(digest, st.st_size):
+        layer = LayerHasher.for_file(rel, st.st_size)  # a large file's own layer: hashed in the same read
         with open(path, "rb") as f, cache.blob_writer() as w:  # copied and hashed in one read
-            shutil.copyfileobj(f, w, 1 << 20)
+            while chunk := f.read(1 << 20):
+                w.write(chunk)
+                if layer is not None:
+                    layer.update(chunk)
         digest = w.digest
+        if layer is not None:
+            layer.keep(cache, digest.removeprefix("sha256:"))
         cache.put_key(key, {"digest": digest})
     return WeightFile(rel, st.st_size, digest.removeprefix("sha256:"))
 
