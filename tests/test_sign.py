@@ -136,6 +136,25 @@ def test_cosign_verifies_what_a_build_signed_and_assemble_verify_rejects_the_uns
     assert all("kind" not in e.get("annotations", {}) for e in layout_index(root / "plain")["manifests"])
 
 
+def test_a_tag_naming_the_image_and_its_weights_verifies_by_tag_and_by_digest(
+    tmp_path: Path, registry: RunningRegistry
+) -> None:
+    """With weights beside the image, the tag names an index of both: --sign signs that
+    index as well as the image, so cosign verifies the tag as users name it."""
+    root = small_project(tmp_path / "p", MANIFEST + "weights:\n  tiny: {source: model, at: /models/tiny}\n")
+    (root / "model").mkdir()
+    (root / "model" / "config.json").write_text("{}\n")
+    key, pub = _key_pair(root / "keys")
+    ref = f"{registry.host}/sign/served:1"
+    signed = _build(root, "-o", f"docker://{ref}", "--sign", str(key))
+    (index,) = [o for o in signed["outputs"] if o["tagged_index"]]
+    for name, digest in ((ref, index["digest"]), (f"{registry.host}/sign/served@{signed['digest']}", signed["digest"])):
+        (payload,) = _verified(
+            _cosign(root, "verify", "--key", str(pub), "--insecure-ignore-tlog", "--allow-insecure-registry", name)
+        )[0]
+        assert payload["critical"]["image"]["docker-manifest-digest"] == digest
+
+
 def test_an_image_signed_by_another_key_is_refused(tmp_path: Path, registry: RunningRegistry) -> None:
     root = small_project(tmp_path / "p", MANIFEST)
     _, pub = _key_pair(root / "keys")

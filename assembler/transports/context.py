@@ -121,3 +121,4 @@ class Written:
     skipped_blobs: int = 0
     referrers: tuple[str, ...] = ()  # digests of the referrers written with it (SBOM, provenance)
     signatures: tuple[str, ...] = ()  # --sign: digests of the cosign .sig and .att manifests written
+    tagged_index: bool = False  # the index the output's tag names (the image and its weights): signed too

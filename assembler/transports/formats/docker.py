@@ -105,7 +105,7 @@ class RegistryWriter(Writer):
         if not name.tag:
             return pushed  # by digest: referrers of the image alone
         digest = beside.put_index(name, image, target.weights, options=options)
-        return [*pushed, Written(f"{self.ref} (an index: the image and its weights)", digest)]
+        return [*pushed, Written(f"{self.ref} (an index: the image and its weights)", digest, tagged_index=True)]
 
     def write_index(self, target: Target) -> list[Written]:
         assert self.ref.name is not None

@@ -49,6 +49,9 @@ class SifReferrerWriter(Writer):
         assert self.ref.name is not None
         return [_push_sif(target, self.ref.name, referrer=True)]
 
+    def write_weights(self, target: Target) -> list[Written]:
+        return []  # the image's own output writes them
+
 
 class OrasFormat(Format):
     """A SIF in a registry."""

@@ -87,7 +87,8 @@ class Writer:
             from assembler.sign import sign_manifest  # cryptography, only when signing
 
             signer, name = target.signer, self.identity(target)
-            signed = [sign_manifest(signer, d, name, arts) for d, arts in _signed_subjects(target, out[0].digest)]
+            subjects = _signed_subjects(target, out[0].digest) + [(w.digest, ()) for w in out if w.tagged_index]
+            signed = [sign_manifest(signer, d, name, arts) for d, arts in subjects]
             out[0] = replace(out[0], signatures=tuple(self.write_signatures(signed, target)))
         return out
 
