@@ -418,6 +418,12 @@ def test_weights_go_beside_the_image_and_a_code_change_pushes_none_of_them(
         timeout=300,
     )
     assert done.returncode == 0 and _sha(big) in done.stdout, done.stderr
+    # an Enroot image: the same squashfs beside it, byte for byte
+    enroot = run_cli(["m.yaml", "--cache", "cache", "-o", "sqsh:out/enroot.sqsh", "--no-tests"], cwd=tmp_path)
+    assert enroot.code == 0, str(enroot)
+    assert (tmp_path / "out" / "enroot.weights-tiny.sqfs").read_bytes() == sqfs.read_bytes()
+    listed = subprocess.run(["unsquashfs", "-l", str(sqfs)], capture_output=True, text=True, check=True).stdout
+    assert "squashfs-root/big.safetensors" in listed and "squashfs-root/sub/tokenizer.json" in listed
 
 
 def test_an_oci_layout_holds_one_of_each_model_per_image(tmp_path: Path) -> None:

@@ -139,19 +139,25 @@ def write_layout(path: Path, models: Sequence[Beside], subject: Descriptor, *, r
     return out
 
 
-def sidecar_path(sif: Path, model: str) -> Path:
-    """Where a model's squashfs goes beside ``sif``: ``app.sif`` -> ``app.weights-NAME.sqfs``."""
-    return sif.with_name(f"{sif.stem}.weights-{model}.sqfs")
+def sidecar_path(image: Path, model: str) -> Path:
+    """Where a model's squashfs goes beside ``image``: ``app.sif`` -> ``app.weights-NAME.sqfs``."""
+    return image.with_name(f"{image.stem}.weights-{model}.sqfs")
 
 
-def write_squashfs(sif: Path, models: Sequence[Beside], *, runner: Runner, compressor: str) -> list[Written]:
-    """Each model as a squashfs beside ``sif``, with the bind that mounts it at its ``at``."""
+APPTAINER_BIND = "apptainer --bind {file}:{at}:image-src=/"
+ENROOT_MOUNT = "squashfuse {file} DIR; enroot start --mount DIR:{at}"
+
+
+def write_squashfs(
+    image: Path, models: Sequence[Beside], *, runner: Runner, compressor: str, how: str = APPTAINER_BIND
+) -> list[Written]:
+    """Each model as a squashfs beside ``image`` (a SIF, an Enroot image), with how it is
+    mounted at its ``at`` (``how``: {file} and {at} filled in)."""
     from assembler.oci.digest import file_digest
 
     out = []
     for model in models:
-        dest = sidecar_path(sif, model.name)
+        dest = sidecar_path(image, model.name)
         model.write_squashfs(dest, runner=runner, compressor=compressor)
-        bind = f"--bind {dest}:{model.at}:image-src=/"
-        out.append(Written(f"{dest} (weights {model.name}; apptainer {bind})", file_digest(dest)))
+        out.append(Written(f"{dest} (weights {model.name}; {how.format(file=dest, at=model.at)})", file_digest(dest)))
     return out

@@ -55,6 +55,16 @@ class SqshWriter(Writer):
         )
         return self.with_sidecars(Written(str(self.ref), info.digest), target, target.referrers)
 
+    def write_weights(self, target: Target) -> list[Written]:
+        """Each model as a squashfs beside the image (Enroot mounts folders: squashfuse it)."""
+        from assembler.transports import beside
+
+        image, ctx = Path(self.ref.path), target.ctx
+        how = beside.ENROOT_MOUNT
+        return beside.write_squashfs(
+            image, target.weights, runner=ctx.runner, compressor=target.sif_compressor, how=how
+        )
+
 
 class SqshFormat(Format):
     """An Enroot squashfs file."""
