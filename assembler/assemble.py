@@ -364,11 +364,8 @@ def _write_index(first: Run, built: Sequence[Result], options: Options, *, repor
         raise InputError(
             f"{first.files[0]}: images of several platforms under one name go to oci: or docker:// outputs only"
         )
-    if first.loaded.manifest.weights:  # a referrer of one platform's image would leave the others without
-        names = ", ".join(sorted(first.loaded.manifest.weights))
-        _warner(report)(
-            f"weights ({names}): not written beside a multi-platform index; build one platform to carry them"
-        )
+    # the models each platform's build packed, gathered again from the cache (warnings said once)
+    weights = prepare_weights(first.loaded, first.cache, warn=lambda _: None)
     blobs = merged(first.cache, [r.blobs for r in built if r.blobs is not None])
     target = Target(
         SourceImage(built[0].image, blobs, f"assemble:{first.loaded.manifest.name}"),
@@ -376,6 +373,7 @@ def _write_index(first: Run, built: Sequence[Result], options: Options, *, repor
         platforms=[r.image for r in built],
         platform_referrers=[r.referrers for r in built],
         signer=options.sign,
+        weights=weights,
     )
     return write(target, first.writers, report=report)
 

@@ -475,3 +475,47 @@ def test_a_large_files_layer_is_hashed_as_the_file_comes_in(tmp_path: Path) -> N
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         assert tar.getnames() == ["sub", "sub/big.gguf"]
     assert json.loads(packed.config_bytes)["config"] == {"format": "gguf"}
+
+
+@pytest.mark.integration  # a registry
+def test_an_index_of_several_platforms_names_the_weights_once(tmp_path: Path, registry: RunningRegistry) -> None:
+    """Two platforms: the tag's index names both images and each model once (no subject:
+    the index binds them), in a registry and a layout; run and test find them through it."""
+    from assembler.oci.descriptor import Platform
+    from assembler.oci.reference import absolute_ref, parse_ref
+    from assembler.proc import Runner
+    from assembler.transports import Context, open_source
+    from assembler.transports.common import RegistryOptions
+    from assembler.weights import attached
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text('{"v": 1}\n')
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "motd").write_text("hi\n")
+    (tmp_path / "m.yaml").write_text(
+        "name: multi\nplatforms: [linux/amd64, linux/arm64]\nbases: {b: scratch}\n"
+        "image:\n  base: b\n  layers:\n    - copy: {from: etc/, to: /etc/}\n"
+        "weights:\n  tiny: {source: model, at: /models/tiny}\n"
+    )
+    pushed = f"docker://{registry.host}/multi/app:1"
+    argv = ["m.yaml", "--cache", "cache", "-o", pushed, "-o", "oci:out:dev", "--tls-verify=false"]
+    built = run_cli([*argv, "--platform", "linux/amd64", "--platform", "linux/arm64"], cwd=tmp_path)
+    assert built.code == 0, str(built)
+    ctx = Context(
+        cache=Cache(tmp_path / "cache"),
+        runner=Runner(),
+        platform=Platform.parse("linux/arm64"),
+        epoch=0,
+        registry=RegistryOptions(tls_verify=False),
+    )
+    for ref in (pushed, "oci:out:dev"):
+        parsed = absolute_ref(parse_ref(ref), tmp_path)
+        ((folder, at, readonly),) = attached.mounts(parsed, open_source(parsed, ctx), ctx)
+        assert at == "/models/tiny" and readonly and (Path(folder) / "config.json").read_text() == '{"v": 1}\n'
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", pushed], capture_output=True, text=True, check=True
+    ).stdout
+    entries = json.loads(raw)["manifests"]
+    platforms = [(e["platform"]["os"], e["platform"]["architecture"]) for e in entries]
+    assert platforms == [("linux", "amd64"), ("linux", "arm64"), ("unknown", "unknown")]
+    assert entries[2]["artifactType"] == pack.ARTIFACT_TYPE

@@ -53,12 +53,13 @@ class Beside(Protocol):
 def push(
     name: ImageName,
     models: Sequence[Beside],
-    subject: Descriptor,
+    subject: Descriptor | None,
     *,
     options: RegistryOptions,
     progress: Callable[[int], None] | None = None,
 ) -> list[Written]:
-    """Push each model's blobs and manifest (a referrer of ``subject``) to ``name``'s repository."""
+    """Push each model's blobs and manifest (a referrer of ``subject``; None: of no image,
+    the index of several platforms' images names it) to ``name``'s repository, by digest."""
     from assembler.registry.blobs import WithBytes  # the registry client, only when pushing
     from assembler.registry.client import Registry
 
@@ -70,12 +71,15 @@ def push(
             reader = WithBytes(model.blobs(), {art.config.digest: art.config_bytes})
             for desc in (*art.layers, art.config):
                 reg.push_blob(name.repository, desc, reader)
-            digest = reg.put_referrer(name.repository, art.manifest_bytes, mt.OCI_MANIFEST, subject)
+            if subject is None:
+                digest = reg.put_manifest(name.repository, art.digest, art.manifest_bytes, mt.OCI_MANIFEST)
+            else:
+                digest = reg.put_referrer(name.repository, art.manifest_bytes, mt.OCI_MANIFEST, subject)
             s = reg.stats
+            of = f"referrer of {subject.digest[:19]}" if subject is not None else "in the index"
             out.append(
                 Written(
-                    f"{name.registry}/{name.repository}@{digest} "
-                    f"(weights {model.name}, referrer of {subject.digest[:19]})",
+                    f"{name.registry}/{name.repository}@{digest} (weights {model.name}, {of})",
                     digest,
                     s.uploaded_bytes - before.uploaded_bytes,
                     s.uploaded_blobs - before.uploaded_blobs,
@@ -101,11 +105,19 @@ def index_bytes(image: Image, models: Sequence[Beside]) -> bytes:
     in the models' order. A runtime picks the image by its platform; the weights are
     exactly these, whatever other referrers the image has collected."""
     entries = [replace(image.descriptor, platform=image.platform).to_json()]
+    return canonical_json(
+        {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries + index_entries(models, image.descriptor)}
+    )
+
+
+def index_entries(models: Sequence[Beside], subject: Descriptor | None) -> list[dict[str, object]]:
+    """Each model's entry in an index: its manifest's descriptor, its ``artifactType``, the
+    platform ``unknown/unknown`` and its annotations (its name, where it goes, its files' digest)."""
+    out = []
     for model in models:
-        art = model.artifact(image.descriptor)
-        entry = art.descriptor(art.annotations)  # its name, where it goes, its files' digest
-        entries.append(replace(entry, platform=WEIGHTS_PLATFORM).to_json())
-    return canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries})
+        art = model.artifact(subject)
+        out.append(replace(art.descriptor(art.annotations), platform=WEIGHTS_PLATFORM).to_json())
+    return out
 
 
 def put_index(name: ImageName, image: Image, models: Sequence[Beside], *, options: RegistryOptions) -> str:

@@ -201,11 +201,7 @@ def write_artifact(
     """Add ``artifact`` (an artifact of its own, or a referrer of an image) tagged ``tag``
     to the layout at ``path``; returns its index entry (with its ``artifactType``, and
     ``annotations``). An entry ``replaces`` says yes to leaves the index."""
-    _start(path)
-    for desc in artifact.layers:
-        _place_blob(blobs, desc.digest, path / "blobs" / "sha256" / desc.digest.split(":", 1)[1])
-    write_blob_bytes(path, artifact.config_bytes)
-    write_blob_bytes(path, artifact.manifest_bytes)
+    write_artifact_blobs(path, artifact, blobs=blobs)
     entry = artifact.descriptor({**(annotations or {}), **({mt.ANNOTATION_REF_NAME: tag} if tag else {})})
 
     def replaced(d: Any) -> bool:  # the same manifest, or what the tag named before, or what the caller says
@@ -217,6 +213,16 @@ def write_artifact(
         manifests = [d for d in existing.get("manifests", []) if not replaced(d)]
         write_index(path, [*manifests, entry.to_json()], existing)
     return entry
+
+
+def write_artifact_blobs(path: Path, artifact: FilesArtifact, *, blobs: BlobReader) -> None:
+    """``artifact``'s blobs and manifest in the layout at ``path``, not listed in its
+    ``index.json`` (an index blob names it)."""
+    _start(path)
+    for desc in artifact.layers:
+        _place_blob(blobs, desc.digest, path / "blobs" / "sha256" / desc.digest.split(":", 1)[1])
+    write_blob_bytes(path, artifact.config_bytes)
+    write_blob_bytes(path, artifact.manifest_bytes)
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,16 +23,17 @@ from assembler.oci.digest import digest_hex
 from assembler.oci.reference import Ref
 from assembler.spec.weights import WeightsSpec
 from assembler.transports.beside import ANNOTATION_AT, ANNOTATION_NAME
-from assembler.transports.common import BlobReader, SourceImage
-from assembler.transports.context import Context, registry_options
+from assembler.transports.common import BlobReader, DirBlobs, SourceImage
+from assembler.transports.context import Context, local_path, registry_options
 from assembler.transports.referrers import Referrer
 from assembler.weights.files import plain_path
 from assembler.weights.pack import ARTIFACT_TYPE, WEIGHT_CONFIG_TAR, WEIGHT_TAR
 
 if TYPE_CHECKING:
-    from assembler.registry.client import Registry
+    pass
 
 Mount = tuple[str, str, bool]
+MAX_MANIFEST = 4 << 20  # a manifest or an index read from a layout
 _DONE = ".assemble-complete"
 
 
@@ -46,9 +48,15 @@ def mounts(ref: Ref, source: SourceImage, ctx: Context) -> tuple[Mount, ...]:
     name, options = ref.name, registry_options(ctx)
     if name is not None and name.tag and not name.digest:
         with Registry(name.registry, options=options) as reg:
-            indexed = _indexed(reg, name.repository, name.reference)
+            indexed = _indexed(lambda d: reg.fetch_manifest(name.repository, d), name.reference)
             if indexed is not None:
                 return tuple(_mount(r, RemoteBlobs(reg, name.repository, _sizes(r)), ctx.cache) for r in indexed)
+    if ref.transport == "oci" and ref.tag:
+        folder = local_path(ctx, ref.path)
+        blobs = DirBlobs(folder / "blobs", what=f"oci:{folder}")
+        indexed = _indexed(lambda d: _layout_manifest(folder, blobs, d), ref.tag)
+        if indexed is not None:
+            return tuple(_mount(r, blobs, ctx.cache) for r in indexed)
     listing = attached_to(ref, source, options=options)
     if listing is None:
         return ()
@@ -65,22 +73,52 @@ def mounts(ref: Ref, source: SourceImage, ctx: Context) -> tuple[Mount, ...]:
         return tuple(_mount(r, RemoteBlobs(reg, name.repository, _sizes(r)), ctx.cache) for r in found)
 
 
-def _indexed(reg: Registry, repository: str, reference: str) -> list[Referrer] | None:
-    """The models the index at ``reference`` names (None: it is no index)."""
-    body, media_type = reg.fetch_manifest(repository, reference)
+def _layout_manifest(folder: Path, blobs: DirBlobs, reference: str) -> tuple[bytes, str]:
+    """A manifest of the layout at ``folder`` by digest, or what its tag ``reference`` names."""
+    from assembler.transports import layout
+
+    digest = reference
+    if not reference.startswith("sha256:"):
+        named = [
+            d
+            for d in layout.read_index(folder).get("manifests", [])
+            if (d.get("annotations") or {}).get(mt.ANNOTATION_REF_NAME) == reference
+        ]
+        if not named:
+            raise InputError(f"oci:{folder}: no tag {reference}")
+        digest = str(named[-1].get("digest"))
+    with blobs.open_blob(digest) as f:
+        body = f.read(MAX_MANIFEST + 1)
+    if len(body) > MAX_MANIFEST:
+        raise InputError(f"oci:{folder}: {digest} is larger than a manifest may be")
+    data = _json(body, digest)
+    return body, str(data.get("mediaType", "")) if isinstance(data, dict) else ""
+
+
+def _json(body: bytes, what: str) -> object:
+    try:
+        return json.loads(body)
+    except ValueError as e:
+        raise InputError(f"{what}: not JSON: {e}") from None
+
+
+def _indexed(fetch: Callable[[str], tuple[bytes, str]], reference: str) -> list[Referrer] | None:
+    """The models the index at ``reference`` names (None: it is no index); ``fetch``
+    reads a manifest (its bytes, its media type) by tag or digest."""
+    body, media_type = fetch(reference)
     if media_type not in mt.INDEX_TYPES:
         return None
-    data = json.loads(body)
+    data = _json(body, reference)
     entries = data.get("manifests") if isinstance(data, dict) else None
     out = []
     for entry in entries if isinstance(entries, list) else []:
         if not isinstance(entry, dict) or entry.get("artifactType") != ARTIFACT_TYPE:
             continue
         desc = Descriptor.from_json(entry)
-        body, _ = reg.fetch_manifest(repository, desc.digest)
-        manifest = json.loads(body)
+        body, _ = fetch(desc.digest)
+        manifest = _json(body, desc.digest)
         if not isinstance(manifest, dict):
-            raise InputError(f"{repository}@{desc.digest}: a model's manifest that is not a JSON object")
+            raise InputError(f"{reference}: the model {desc.digest}'s manifest is not a JSON object")
         out.append(Referrer(desc, manifest))
     return out
 

@@ -117,6 +117,7 @@ class RegistryWriter(Writer):
             referrers=per_platform,
             options=registry_options(ctx),
             progress=ctx.upload_progress or ctx.progress,
+            weights=target.weights,
         )
         return [Written(str(self.ref), digest, uploaded, referrers=digests(*per_platform))]
 

@@ -66,7 +66,12 @@ class LayoutWriter(Writer):
     def write_index(self, target: Target) -> list[Written]:
         per_platform = target.per_platform()
         digest = index.write_layout(
-            self.file_of(target), self.ref.tag, target.platforms, blobs=target.blobs, referrers=per_platform
+            self.file_of(target),
+            self.ref.tag,
+            target.platforms,
+            blobs=target.blobs,
+            referrers=per_platform,
+            weights=target.weights,
         )
         return [Written(str(self.ref), digest, referrers=digests(*per_platform))]
 

@@ -107,7 +107,9 @@ class Writer:
         """Write the model weights that go with the image (``target.weights``) beside it,
         where this output can hold them; an output that cannot says so, once."""
         names = ", ".join(p.name for p in target.weights)
-        log.warning("%s: holds no weights (%s): docker://, oci:DIR:TAG, sif: and sqsh: outputs carry them", self.ref, names)
+        log.warning(
+            "%s: holds no weights (%s): docker://, oci:DIR:TAG, sif: and sqsh: outputs carry them", self.ref, names
+        )
         return []
 
     def write_index(self, target: Target) -> list[Written]:
