@@ -443,9 +443,18 @@ def test_an_oci_layout_holds_one_of_each_model_per_image(tmp_path: Path) -> None
         index = json.loads((tmp_path / "out" / "index.json").read_text())
         return [d for d in index["manifests"] if d.get("artifactType") == pack.ARTIFACT_TYPE]
 
+    planned = run_cli(["plan", "m.yaml", "--cache", "cache"], cwd=tmp_path)
+    assert "weights (beside the image):\n  tiny                 model -> /models/tiny (not locked)" in planned.out
+    locked = run_cli(["lock", "m.yaml"], cwd=tmp_path)
+    assert locked.code == 0 and "m.weights.lock: 1 model(s) locked" in locked.out + locked.err, str(locked)
+    planned = run_cli(["plan", "m.yaml", "--cache", "cache"], cwd=tmp_path)
+    assert "tiny                 model -> /models/tiny (locked: 2 file(s), 0.0 MiB)" in planned.out, planned.out
     assert run_cli(["m.yaml", "--cache", "cache", "-o", "oci:out:dev"], cwd=tmp_path).code == 0
     (first,) = entries()
-    (tmp_path / "model" / "config.json").write_text('{"v": 2}\n')
+    (tmp_path / "model" / "config.json").write_text('{"v": 2}\n')  # changed since locked: refused
+    refused = run_cli(["m.yaml", "--cache", "cache", "-o", "oci:out:dev"], cwd=tmp_path)
+    assert refused.code == 2 and "config.json: 9 bytes" in refused.err and "assemble lock" in refused.err, str(refused)
+    assert run_cli(["lock", "m.yaml"], cwd=tmp_path).code == 0
     assert run_cli(["m.yaml", "--cache", "cache", "-o", "oci:out:dev"], cwd=tmp_path).code == 0
     (second,) = entries()
     assert second["digest"] != first["digest"] and second["annotations"][ANNOTATION_NAME] == "tiny"

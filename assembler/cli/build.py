@@ -316,6 +316,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_weights_and_tests(result: Plan) -> None:
+    if result.weights:
+        say("weights (beside the image):")
+        for name, what in result.weights.items():
+            say(f"  {name:<20} {what}")
+    say("tests:")
+    for t in result.tests:
+        marks = ", ".join(m for m in ("gpu" if t.spec.gpu else "", "network" if t.spec.network else "") if m)
+        argv = shlex.join(t.argv) if t.argv else "(the base's entrypoint and cmd)"
+        say(f"  {t.name:<20} {t.where:<6} {argv}" + (f"  [{marks}]" if marks else ""))
+
+
 def _print_plan(result: Plan, variant: str | None) -> None:
     say(
         f"plan for {result.name}"
@@ -343,11 +355,7 @@ def _print_plan(result: Plan, variant: str | None) -> None:
     say("reaches:")
     for host, wheres in result.reaches().items():
         say(f"  {host:<36} {', '.join(wheres)}")
-    say("tests:")
-    for t in result.tests:
-        marks = ", ".join(m for m in ("gpu" if t.spec.gpu else "", "network" if t.spec.network else "") if m)
-        argv = shlex.join(t.argv) if t.argv else "(the base's entrypoint and cmd)"
-        say(f"  {t.name:<20} {t.where:<6} {argv}" + (f"  [{marks}]" if marks else ""))
+    _print_weights_and_tests(result)
     lock = result.lock
     if lock is not None and lock.state != "none":
         say(f"lock: {lock.file} ({lock.state})")

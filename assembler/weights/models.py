@@ -33,6 +33,23 @@ def prepare(
     return out
 
 
+def described(loaded: Loaded) -> dict[str, str]:
+    """Each model in words, for a plan: its source, where it goes, and what its lock pins
+    (nothing read but the lock: a plan fetches no weight)."""
+    locked = lock.read(lock.lock_path(loaded.path))
+    out = {}
+    for name, spec in sorted(loaded.manifest.weights.items()):
+        entry = locked.get(name)
+        if entry is None or not entry.matches(spec):
+            state = "not locked" if entry is None else "the lock is stale (source, include or exclude changed)"
+        else:
+            size = sum(f.size for f in entry.files)
+            at = f" at {entry.revision[:12]}" if entry.revision else ""
+            state = f"locked{at}: {len(entry.files)} file(s), {size / 2**20:.1f} MiB"
+        out[name] = f"{spec.source} -> {spec.at} ({state})"
+    return out
+
+
 def lock_all(loaded: Loaded, cache: Cache, *, hub: Callable[[], Hub] = Hub.from_env) -> tuple[int, bool]:
     """Write the manifest's weights lock from its models as they are now (an hf:// revision
     resolved anew); (how many models, whether the file changed). No models: no file."""

@@ -55,6 +55,7 @@ from assembler.spec.lockapply import LockStatus
 from assembler.spec.reach import Need, needs
 from assembler.transports import Context, known_image
 from assembler.transports.bootstrap import bootstrap_mirrors
+from assembler.weights.models import described
 
 T = TypeVar("T")
 
@@ -85,6 +86,8 @@ class Plan:
     needs: tuple[Need, ...] = ()  # each part that reaches a host, with the host (spec.reach)
     tests: tuple[PlannedTest, ...] = ()  # the tests a build runs on the image (none with --no-tests)
     lock: LockStatus | None = None  # what the lock did for this variant
+    # The models beside the image (weights:): name -> their source, path and lock, in words.
+    weights: Mapping[str, str] = field(default_factory=dict)
     # What the plan's walk leaves its build, by layer kind (the copy layers it found by
     # hashing their files: the build takes them, checked present, instead of writing them again).
     carried: Mapping[str, object] = field(default_factory=dict, repr=False, compare=False)
@@ -144,6 +147,7 @@ class Plan:
         data["base_refs"] = dict(self.base_refs)
         data["reaches"] = self.reaches()
         data["tests"] = [t.to_json() for t in self.tests]
+        data["weights"] = dict(self.weights)
         return data
 
 
@@ -265,4 +269,5 @@ def plan_of(run: Run, *, file_steps: Callable[[], Sequence[str]], registry: Remo
         tests=tuple(tests),
         lock=loaded.lock,
         carried=walk.kinds.carried(),
+        weights=described(loaded),
     )
