@@ -195,3 +195,27 @@ def test_a_source_given_on_the_command_line_is_what_is_watched(tmp_path: Path) -
     roots = watched(tmp_path / "m.yaml", {}, sources={"app": str(tmp_path / "src-dev")})
     seen = sorted(Path(p).relative_to(tmp_path).as_posix() for p in snapshot(roots, []))
     assert seen == ["m.yaml", "src-dev/main.c"]  # --source app=src-dev: the manifest's src/ is not read
+
+
+def test_a_requirements_files_includes_are_watched(tmp_path: Path) -> None:
+    """A set's requirements.txt names others (-r base.txt, -c constraints.txt): a save of
+    any of them changes what the set installs, so each is watched."""
+    from assembler.cli.watch import watched
+
+    (tmp_path / "reqs").mkdir()
+    (tmp_path / "reqs" / "requirements.txt").write_text("-r base.txt\n-c ../constraints.txt\nrich==13.9.4\n")
+    (tmp_path / "reqs" / "base.txt").write_text("packaging==24.2\n")
+    (tmp_path / "constraints.txt").write_text("pygments==2.18.0\n")
+    (tmp_path / "m.yaml").write_text(
+        """name: reqs
+bases: {b: scratch}
+image:
+  base: b
+  layers:
+    - run: ["pip install -r /dev/null"]
+      name: deps
+      python_sets: [{name: app, requirements_file: reqs/requirements.txt, python: "3.11"}]
+"""
+    )
+    roots = sorted(Path(w.path).relative_to(tmp_path).as_posix() for w in watched(tmp_path / "m.yaml", {}))
+    assert roots == ["constraints.txt", "m.yaml", "reqs/base.txt", "reqs/requirements.txt"]

@@ -90,15 +90,27 @@ def watched(
         *(getattr(layer, "python_sets", []) for layer in man.image.layers),
     ]
     out += [
-        Watched(str((folder / s.requirements_file).resolve()))
+        Watched(str(f.resolve()))
         for group in sets_of
         for s in group
         if s.requirements_file
+        for f in _set_files(folder / s.requirements_file, s.requirements_file, s.extras, s.groups)
     ]
     # each path once, and none inside a folder watched whole (one with no exclude:)
     unique = list({w.path: w for w in reversed(out)}.values())[::-1]
     whole = [w.path for w in unique if not w.exclude and os.path.isdir(w.path)]
     return [w for w in unique if not any(w.path.startswith(d + os.sep) for d in whole)]
+
+
+def _set_files(path: Path, shown: str, extras: list[str], groups: list[str]) -> list[Path]:
+    """A set's requirements file and every file it includes (``-r``, ``-c``); the file
+    alone when it does not read (the build says why)."""
+    from assembler.spec.reqfiles import read_set_file
+
+    try:
+        return read_set_file(path, shown, extras, groups).files
+    except AssemblerError:
+        return [path]
 
 
 def _roots(args: argparse.Namespace) -> list[Watched]:

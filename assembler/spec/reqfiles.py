@@ -56,6 +56,7 @@ class SetInput:
     extra_index_urls: list[str] = field(default_factory=list)
     constraints: list[str] = field(default_factory=list)
     hashes: dict[str, list[str]] = field(default_factory=dict)  # canonical name -> sha256 hexes
+    files: list[Path] = field(default_factory=list)  # every file read: the set's, its -r and -c files
 
 
 def _read(path: Path, shown: str) -> str:
@@ -104,6 +105,7 @@ def read_requirements(path: Path, shown: str, into: SetInput, *, depth: int = 0)
     messages, relative to the manifest)."""
     if depth > MAX_INCLUDES:
         raise FileError(shown, f"more than {MAX_INCLUDES} nested -r files")
+    into.files.append(path)
     _parse(_read(path, shown), path, shown, into, depth)
 
 
@@ -139,6 +141,7 @@ def _option(option: str, value: str, path: Path, shown: str, where: str, into: S
         sub = SetInput()
         read_requirements(path.parent / value, str(Path(shown).parent / value), sub, depth=depth + 1)
         into.constraints += sub.requirements
+        into.files += sub.files
     elif option in ("-i", "--index-url"):
         into.index_url = value
     else:
@@ -336,6 +339,8 @@ def read_set_file(path: Path, shown: str, extras: list[str], groups: list[str]) 
         read_pylock(path, shown, into)
     else:
         read_requirements(path, shown, into)
+    if path not in into.files:
+        into.files.insert(0, path)
     return into
 
 
