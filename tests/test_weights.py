@@ -528,3 +528,27 @@ def test_an_index_of_several_platforms_names_the_weights_once(tmp_path: Path, re
     platforms = [(e["platform"]["os"], e["platform"]["architecture"]) for e in entries]
     assert platforms == [("linux", "amd64"), ("linux", "arm64"), ("unknown", "unknown")]
     assert entries[2]["artifactType"] == pack.ARTIFACT_TYPE
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        ("  a: {source: nowhere, at: /models/a}\n", "m.yaml:3: weights.a.source: nowhere: no such folder"),
+        (
+            "  a: {source: model, at: /models}\n  b: {source: model, at: /models/b}\n",
+            "m.yaml:4: weights.b.at: /models/b: weights a go to /models: one model's folder would hide the other's",
+        ),
+        (
+            "  a: {source: 'hf://org/repo@main', at: /models/a, sha256: '" + "a" * 64 + "'}\n",
+            "sha256 pins a URL source",
+        ),
+        ("  a: {source: 'https://host/m.gguf', at: /models/a}\n", "a URL source needs its sha256"),
+        ("  a: {source: 'hf://not a repo', at: /models/a}\n", "is not hf://ORG/REPO[@REVISION]"),
+        ("  a: {source: model, at: /models/../etc}\n", "is not a plain absolute folder"),
+    ],
+)
+def test_a_bad_model_is_refused_at_its_line(tmp_path: Path, weights: str, message: str) -> None:
+    (tmp_path / "model").mkdir()
+    (tmp_path / "m.yaml").write_text(f"name: bad\nweights:\n{weights}bases: {{b: scratch}}\nimage: {{base: b}}\n")
+    ran = run_cli(["plan", "m.yaml", "--cache", "cache"], cwd=tmp_path)
+    assert ran.code == 2 and message in ran.err and "Traceback" not in ran.err, str(ran)

@@ -78,6 +78,7 @@ def check(loaded: Loaded, *, overridden_sources: frozenset[str] = frozenset()) -
     artifacts = _check_compile_steps(loaded)
     _check_layers(loaded, artifacts)
     _check_pip_twice(loaded)
+    _check_weights(loaded)
     _check_source_facts(loaded)
     check_constraints(loaded)
     check_facts(loaded)
@@ -187,6 +188,22 @@ def _check_pip_twice(loaded: Loaded) -> None:
                     hint="list each distribution once (in one pip: layer)",
                 )
             seen[key] = path
+
+
+def _check_weights(loaded: Loaded) -> None:
+    """Each model's folder is there, and each goes where no other does (nor inside another)."""
+    seen: dict[str, str] = {}
+    for name, spec in loaded.manifest.weights.items():
+        if spec.kind == "path" and not (loaded.folder / spec.source).is_dir():
+            raise loaded.error(("weights", name, "source"), f"{spec.source}: no such folder beside the manifest")
+        for other, at in seen.items():
+            if spec.at == at or spec.at.startswith(at + "/") or at.startswith(spec.at + "/"):
+                raise loaded.error(
+                    ("weights", name, "at"),
+                    f"{spec.at}: weights {other} go to {at}: one model's folder would hide the other's",
+                    hint="give each model a folder of its own (/models/NAME)",
+                )
+        seen[name] = spec.at
 
 
 def _check_artifact_ref(
