@@ -97,6 +97,8 @@ def _imported(path: Path, rel: str, cache: Cache) -> WeightFile:
                 w.write(chunk)
                 if layer is not None:
                     layer.update(chunk)
+            if w.count != st.st_size:  # written to while read: its size and bytes disagree
+                raise InputError(f"{path}: changed while it was read ({st.st_size} bytes, then {w.count})")
         digest = w.digest
         if layer is not None:
             layer.keep(cache, digest.removeprefix("sha256:"))
