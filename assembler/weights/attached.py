@@ -10,12 +10,11 @@ import json
 import os
 import shutil
 import tarfile
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from assembler.cache import Cache, temp_prefix
+from assembler.cache import Cache
 from assembler.errors import InputError
 from assembler.oci import mediatypes as mt
 from assembler.oci.descriptor import Descriptor
@@ -28,13 +27,13 @@ from assembler.transports.context import Context, local_path, registry_options
 from assembler.transports.referrers import Referrer
 from assembler.weights.files import plain_path
 from assembler.weights.pack import ARTIFACT_TYPE, WEIGHT_CONFIG_TAR, WEIGHT_TAR
+from assembler.weights.tree import DONE, made_once
 
 if TYPE_CHECKING:
     pass
 
 Mount = tuple[str, str, bool]
 MAX_MANIFEST = 4 << 20  # a manifest or an index read from a layout
-_DONE = ".assemble-complete"
 
 
 def mounts(ref: Ref, source: SourceImage, ctx: Context) -> tuple[Mount, ...]:
@@ -146,29 +145,22 @@ def _mount(r: Referrer, blobs: BlobReader, cache: Cache) -> Mount:
 
 def unpack(referrer: Referrer, blobs: BlobReader, cache: Cache, *, what: str) -> Path:
     """The model's layers unpacked into one folder of the cache (once per manifest)."""
-    final = cache.path("weights", "attached") / digest_hex(referrer.descriptor.digest)[:32]
-    if (final / _DONE).is_file():
-        cache.mark_used(final)
-        return final
-    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix("weights-"), dir=cache.root / "tmp"))
-    try:
+
+    def fill(tmp: Path) -> None:
         for desc in referrer.blobs:
             if desc.media_type not in (WEIGHT_TAR, WEIGHT_CONFIG_TAR):
                 raise InputError(f"{what}: layer {desc.digest} is {desc.media_type}, not an uncompressed tar")
             with blobs.open_blob(desc.digest) as f, tarfile.open(fileobj=f, mode="r|") as tar:
                 for member in tar:
                     _extract(tar, member, tmp, what)
-        (tmp / _DONE).touch()
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+
+    final = cache.path("weights", "attached") / digest_hex(referrer.descriptor.digest)[:32]
+    return made_once(cache, final, fill)
 
 
 def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, root: Path, what: str) -> None:
     name = member.name.rstrip("/")
-    if plain_path(name) is None or name == _DONE:
+    if plain_path(name) is None or name == DONE:
         raise InputError(f"{what}: a layer holds {member.name!r}, not a plain relative path")
     dest = root / name
     if member.isdir():
