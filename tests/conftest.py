@@ -49,6 +49,7 @@ pytest_plugins = [
     "tests.plugins.slurm",
     "tests.plugins.user",
     "tests.plugins.sigint",
+    "tests.plugins.cost",
 ]
 
 # Test tiers, decided for each test. ``integration``: a test that starts an outside program
@@ -93,52 +94,16 @@ def tier(item: pytest.Item) -> str:
     return "integration" if used & (OUTSIDE_FIXTURES | own) else "unit"
 
 
-# The modules that take longest (worker-seconds measured on 2 cores, warm test cache), longest
-# first; the others follow. llama.cpp's leads: with an empty test cache it compiles
-# llama.cpp and upstream's Dockerfile for real (about 36 minutes).
-LONGEST_FIRST = {
-    name: rank
-    for rank, name in enumerate(
-        (
-            "test_upstream_llamacpp.py",  # 137 s warm
-            "test_compile.py",  # 361
-            # 275; early also for the disk: its build holds 6 GiB for a few minutes, and the
-            # workers' buildah stores grow through the run (tests/plugins/disk.py).
-            "test_cuda_toolkit.py",
-            "test_sif.py",  # 205
-            "test_image.py",  # 196
-            "test_registry_cache.py",  # 168
-            "test_slurm.py",  # 160
-            "test_chunked_tools.py",  # 150 (a Debian base written three times, podman pulls)
-            "test_manifest_verl.py",  # 116
-            "test_variants.py",  # 116
-            "test_lock.py",  # 108
-            "test_sif_publish.py",  # 96
-            "test_reproducible.py",  # 85
-            "test_enroot.py",  # 72
-            "test_cache_cli.py",  # 56
-            "test_progress.py",  # 50
-            "test_remote.py",  # 43
-            "test_cache_buildah.py",  # 41
-            "test_manifest_llamacpp.py",  # 40
-            "test_prebuilt.py",  # 39
-            "test_jobs.py",  # 35
-            "test_packaging.py",  # 31
-            "test_cache_trust.py",
-            "test_compile_cache_build.py",
-            "test_deps.py",
-            "test_lazy_base.py",
-        )
-    )
-}
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         item.add_marker(tier(item))
-    # The longest modules first: scripts/test runs the suite on three workers, a module each
+    # The longest modules first, by the suite's own record of each module's worker-seconds
+    # (tests/plugins/cost.py): scripts/test runs the suite on three workers, a module each
     # (xdist's loadfile), and a long module started last would run alone at the end.
-    items.sort(key=lambda item: LONGEST_FIRST.get(item.path.name, len(LONGEST_FIRST)))
+    from tests.plugins.cost import order  # it reads TEST_CACHE from here
+
+    rank = {name: i for i, name in enumerate(order(sorted({item.path.name for item in items})))}
+    items.sort(key=lambda item: rank[item.path.name])
 
 
 # Modules with a failed test or fixture: their work folders stay for a post-mortem.
