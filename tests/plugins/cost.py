@@ -5,7 +5,7 @@ on their worker (a module fixture's build counts for the module whose first test
 a session fixture's for the first module on that worker that asked for it), and writes them
 into the test cache's record (``suite-cost.json``), with the run's wall time, its test count
 and what ``scripts/setup`` last measured of itself. Only modules whose every collected test
-ran are written (a run cut short, or filtered by ``-k``, changes nothing), and each lane
+ran are written (a run cut short, or narrowed by ``-k``, ``--deselect`` or a test's id, changes nothing), and each lane
 keeps its own figures: the full suite's, and the unit lane's (``-m unit``).
 
 The next run sends modules to its workers longest first by that record (``order``): on a
@@ -78,7 +78,8 @@ class Cost:
 
     @property
     def lane(self) -> str | None:
-        if self.config.option.keyword or self.config.getoption("lf", False):
+        narrowed = any("::" in str(a) for a in self.config.args) or self.config.getoption("deselect", None)
+        if narrowed or self.config.option.keyword or self.config.getoption("lf", False):
             return None  # a part of some modules: no module's cost
         return LANES.get(self.config.option.markexpr or "")
 
