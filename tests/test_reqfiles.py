@@ -344,3 +344,89 @@ def test_requirements_beside_a_lock_are_refused(tmp_path: Path) -> None:
                 tmp_path, '        - {name: a, requirements_file: pylock.toml, requirements: [x], python: "3.11"}\n'
             )
         )
+
+
+def _refused(manifest: Path) -> str:
+    """The message loading ``manifest`` fails with (at the set's field)."""
+    with pytest.raises(ManifestError) as e:
+        load_manifest(manifest)
+    assert e.value.field == "image.layers.0.python_sets.0.requirements_file", e.value.message
+    return e.value.message
+
+
+@pytest.mark.parametrize(
+    ("line", "named"),
+    [
+        ("-r /proc/self/environ", "/proc/self/environ"),
+        ("-c ../outside.txt", "outside.txt"),
+        ("-r linked.txt", "outside.txt"),  # a link of the project to a file outside it
+        ("--requirement=/dev/zero", "/dev/zero"),
+    ],
+)
+def test_a_requirements_files_includes_stay_inside_the_project(tmp_path: Path, line: str, named: str) -> None:
+    """A cloned project's -r or -c, or a link it holds, never reads a host file outside it:
+    refused at the line that names it, the path named and nothing of what it holds said."""
+    (tmp_path / "outside.txt").write_text("SECRET=1\n")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "linked.txt").symlink_to(tmp_path / "outside.txt")
+    (project / "reqs.txt").write_text(f"ok==1\n{line}\n")
+    said = _refused(_manifest(project, '        - {name: app, requirements_file: reqs.txt, python: "3.11"}\n'))
+    assert f"reqs.txt:2: {line.split('=')[0] if '=' in line else line}" in said and named in said, said
+    assert "outside the project" in said and "SECRET" not in said and "PATH=" not in said, said
+
+
+def test_a_file_beside_the_named_one_or_the_manifest_is_read(tmp_path: Path) -> None:
+    """The project is the manifest's folder and the folder of the file it names, wherever
+    that is (../shared/requirements.txt): each may name the other's files."""
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "requirements.txt").write_text("-r common.txt\n-c ../app/pins.txt\n")
+    (tmp_path / "shared" / "common.txt").write_text("lib==1\n")
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "pins.txt").write_text("dep<2\n")
+    manifest = _manifest(
+        tmp_path / "app", '        - {name: app, requirements_file: ../shared/requirements.txt, python: "3.11"}\n'
+    )
+    ((reqs, found),) = _sets(manifest)
+    assert reqs == ["lib==1"] and found["c"] == ["dep<2"]
+
+
+@pytest.mark.timeout(20)  # before: /dev/zero read until memory ran out, a FIFO's open waited forever
+@pytest.mark.parametrize("kind", ["device", "fifo", "kernel file"])
+def test_a_requirements_file_is_read_as_a_bounded_regular_file(tmp_path: Path, kind: str) -> None:
+    """The file the manifest names (a link of the project to it): a device or a FIFO is
+    refused before it is read, and a kernel file (its size 0, what it holds the process's
+    environment) without a word of what it holds."""
+    import os
+
+    target = {"device": Path("/dev/zero"), "fifo": tmp_path / "fifo", "kernel file": Path("/proc/self/environ")}[kind]
+    if kind == "fifo":
+        os.mkfifo(target)
+    (tmp_path / "reqs.txt").symlink_to(target)
+    said = _refused(_manifest(tmp_path, '        - {name: app, requirements_file: reqs.txt, python: "3.11"}\n'))
+    expected = "holds" if kind == "kernel file" else "not a regular file"
+    assert said.startswith(f"{tmp_path / 'm.yaml'}:9: ") and f"reqs.txt: {expected}" in said, said
+    assert "PATH=" not in said, said
+
+
+@pytest.mark.timeout(20)  # before: 2^26 reads, and as many copies of the pin
+def test_each_file_is_read_once_and_their_number_is_bounded(tmp_path: Path) -> None:
+    """26 files each naming the next twice are read once each (pip's duplicates say
+    nothing more); a set whose files name more than MAX_FILES others is refused."""
+    from assembler.spec.projectfiles import MAX_FILES
+
+    for i in range(26):
+        (tmp_path / f"r{i}.txt").write_text(f"-r r{i + 1}.txt\n-r r{i + 1}.txt\n" if i < 25 else "pkg==1\n")
+    ((reqs, _),) = _sets(_manifest(tmp_path, '        - {name: app, requirements_file: r0.txt, python: "3.11"}\n'))
+    assert reqs == ["pkg==1"]
+    for i in range(MAX_FILES + 1):
+        (tmp_path / f"many{i}.txt").write_text(f"p{i}==1\n")
+    (tmp_path / "all.txt").write_text("".join(f"-c many{i}.txt\n" for i in range(MAX_FILES + 1)))
+    said = _refused(_manifest(tmp_path, '        - {name: app, requirements_file: all.txt, python: "3.11"}\n'))
+    assert f"more than {MAX_FILES} files read for one set" in said, said
+
+
+def test_a_vcs_url_of_this_machines_files_is_refused_as_a_file_url_is(tmp_path: Path) -> None:
+    (tmp_path / "reqs.txt").write_text("pkg @ git+file:///home/me/src/pkg@main\n")
+    said = _refused(_manifest(tmp_path, '        - {name: app, requirements_file: reqs.txt, python: "3.11"}\n'))
+    assert "reqs.txt:1: 'pkg @ git+file:///home/me/src/pkg@main': a file on this machine" in said, said

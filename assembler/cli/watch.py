@@ -94,7 +94,7 @@ def watched(
         for group in sets_of
         for s in group
         if s.requirements_file
-        for f in _set_files(folder / s.requirements_file, s.requirements_file, s.extras, s.groups)
+        for f in _set_files(folder, s.requirements_file, s.extras, s.groups)
     ]
     # each path once, and none inside a folder watched whole (one with no exclude:)
     unique = list({w.path: w for w in reversed(out)}.values())[::-1]
@@ -102,15 +102,15 @@ def watched(
     return [w for w in unique if not any(w.path.startswith(d + os.sep) for d in whole)]
 
 
-def _set_files(path: Path, shown: str, extras: list[str], groups: list[str]) -> list[Path]:
-    """A set's requirements file and every file it includes (``-r``, ``-c``); the file
-    alone when it does not read (the build says why)."""
+def _set_files(folder: Path, shown: str, extras: list[str], groups: list[str]) -> list[Path]:
+    """A set's requirements file (``shown``, in the manifest's ``folder``) and every file it
+    includes (``-r``, ``-c``); the file alone when it does not read (the build says why)."""
     from assembler.spec.reqfiles import read_set_file
 
     try:
-        return read_set_file(path, shown, extras, groups).files
+        return read_set_file(folder / shown, shown, extras, groups, project=folder).files
     except AssemblerError:
-        return [path]
+        return [folder / shown]
 
 
 def _roots(args: argparse.Namespace) -> list[Watched]:

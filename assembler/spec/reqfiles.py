@@ -17,6 +17,8 @@ pin with its hashes, the set then locked each pin alone (``no_deps``), never res
 The manifest's loader reads these before the models see the set (:func:`expand`): the set's
 ``requirements`` are the file's, so a change to the file is a change to the set's
 definition, and the lock says the set is stale.
+
+Every file is read only where it is named, each once and bounded (:mod:`.projectfiles`).
 """
 
 from __future__ import annotations
@@ -25,26 +27,19 @@ import re
 import shlex
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from assembler.errors import InputError
+from assembler.spec.projectfiles import FileError, Reader, read_text, resolved
 
-MAX_FILE_BYTES = 1 << 20  # a requirements file or pyproject.toml beyond this is refused
-MAX_INCLUDES = 32  # -r files followed from one set
 _SHA256 = re.compile(r"sha256:([0-9a-f]{64})")
-
-
-class FileError(InputError):
-    """What is wrong with a requirements file, at ``where`` (``FILE:LINE``); the manifest's
-    loader says it at the set's field."""
-
-    def __init__(self, where: str, message: str) -> None:
-        super().__init__(f"{where}: {message}")
+# a URL of this machine's files: file:, and a VCS's over it (git+file:, hg+file:), which a
+# lock on another machine cannot fetch and which reads any path of this one
+_LOCAL_URL = re.compile(r"^([a-z][a-z0-9]*\+)?file:", re.IGNORECASE)
 
 
 @dataclass
@@ -57,18 +52,6 @@ class SetInput:
     constraints: list[str] = field(default_factory=list)
     hashes: dict[str, list[str]] = field(default_factory=dict)  # canonical name -> sha256 hexes
     files: list[Path] = field(default_factory=list)  # every file read: the set's, its -r and -c files
-
-
-def _read(path: Path, shown: str) -> str:
-    try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise FileError(shown, f"{size} bytes: more than a requirements file holds ({MAX_FILE_BYTES})")
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FileError(shown, "no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise FileError(shown, f"cannot be read: {e}") from None
 
 
 def _logical_lines(text: str) -> list[tuple[int, str]]:
@@ -100,16 +83,30 @@ _REFUSED = {
 }
 
 
-def read_requirements(path: Path, shown: str, into: SetInput, *, depth: int = 0) -> None:
-    """Add what the requirements file at ``path`` says to ``into`` (``shown``: its name in
-    messages, relative to the manifest)."""
-    if depth > MAX_INCLUDES:
-        raise FileError(shown, f"more than {MAX_INCLUDES} nested -r files")
-    into.files.append(path)
-    _parse(_read(path, shown), path, shown, into, depth)
+def read_requirements(path: Path, shown: str, into: SetInput, *, reader: Reader) -> None:
+    """Add what the requirements file at ``path`` (the one the manifest names) says to
+    ``into`` (``shown``: its name in messages, relative to the manifest)."""
+    _include(resolved(path, shown), path, shown, into, _At(reader))
 
 
-def _parse(text: str, path: Path, shown: str, into: SetInput, depth: int) -> None:
+def _include(real: Path, path: Path, shown: str, into: SetInput, at: _At) -> None:
+    """The file at ``path`` (``real``: resolved) read into ``into``, once."""
+    if at.reader.first(real, shown, constraint=at.constraint, depth=at.depth):
+        into.files.append(path)
+        _parse(read_text(real, shown), path, shown, into, at)
+
+
+@dataclass(frozen=True)
+class _At:
+    """Where a file's lines are read: the set's reader, how deep in -r files, and whether
+    what they say are constraints (a -c file's, and every file it names)."""
+
+    reader: Reader
+    depth: int = 0
+    constraint: bool = False
+
+
+def _parse(text: str, path: Path, shown: str, into: SetInput, at: _At) -> None:
     for number, line in _logical_lines(text):
         where = f"{shown}:{number}"
         if not line.startswith("-"):
@@ -129,23 +126,29 @@ def _parse(text: str, path: Path, shown: str, into: SetInput, depth: int) -> Non
             value = inline or (words[1] if len(words) > 1 else "")
             if not value:
                 raise FileError(where, f"{option} names nothing")
-            _option(option, value, path, shown, where, into, depth)
+            _option(option, value, path, shown, where, into, at)
         else:
             raise FileError(where, f"{first}: not an option a lock takes (-r, -c, -i, --extra-index-url, --hash)")
 
 
-def _option(option: str, value: str, path: Path, shown: str, where: str, into: SetInput, depth: int) -> None:
-    if option in ("-r", "--requirement"):
-        read_requirements(path.parent / value, str(Path(shown).parent / value), into, depth=depth + 1)
-    elif option in ("-c", "--constraint"):
-        sub = SetInput()
-        read_requirements(path.parent / value, str(Path(shown).parent / value), sub, depth=depth + 1)
-        into.constraints += sub.requirements
-        into.files += sub.files
-    elif option in ("-i", "--index-url"):
+def _option(option: str, value: str, path: Path, shown: str, where: str, into: SetInput, at: _At) -> None:
+    if option in ("-i", "--index-url"):
         into.index_url = value
-    else:
+        return
+    if option == "--extra-index-url":
         into.extra_index_urls.append(value)
+        return
+    named = path.parent / value
+    real = at.reader.included(named, where, f"{option} {value}")
+    deeper = replace(at, depth=at.depth + 1)
+    shown = str(Path(shown).parent / value)
+    if option in ("-r", "--requirement"):
+        _include(real, named, shown, into, deeper)
+        return
+    sub = SetInput()  # -c: what it (and every file it names) says are constraints
+    _include(real, named, shown, sub, replace(deeper, constraint=True))
+    into.constraints += sub.requirements + sub.constraints
+    into.files += sub.files
 
 
 def _requirement(words: list[str], where: str, into: SetInput) -> None:
@@ -161,7 +164,7 @@ def _requirement(words: list[str], where: str, into: SetInput) -> None:
         req = Requirement(text)
     except InvalidRequirement as e:
         raise FileError(where, f"{text!r} is not a requirement: {e}") from None
-    if req.url and req.url.startswith("file:"):
+    if req.url and _LOCAL_URL.match(req.url):
         raise FileError(where, f"{text!r}: a file on this machine (as pip freeze in conda writes): NAME==VERSION")
     into.requirements.append(text)
     shas = []
@@ -179,7 +182,7 @@ def read_pyproject(path: Path, shown: str, extras: list[str], groups: list[str],
     from dependency_groups import CyclicDependencyError, resolve  # pypa's PEP 735 reader
 
     try:
-        data = tomllib.loads(_read(path, shown))
+        data = tomllib.loads(read_text(path, shown))
     except tomllib.TOMLDecodeError as e:
         raise FileError(shown, f"not TOML: {e}") from None
     project = data.get("project", {})
@@ -240,7 +243,7 @@ def read_uv_lock(path: Path, shown: str, extras: list[str], groups: list[str], i
     if not (path.parent / "pyproject.toml").is_file():
         raise FileError(shown, "a uv.lock is read with its project: no pyproject.toml beside it")
     try:
-        data = tomllib.loads(_read(path, shown))
+        data = tomllib.loads(read_text(path, shown))
     except tomllib.TOMLDecodeError as e:
         raise FileError(shown, f"not TOML: {e}") from None
     argv = [uv_binary(), "export", "--frozen", "--offline", "--no-config", "--format", "requirements-txt"]
@@ -250,7 +253,7 @@ def read_uv_lock(path: Path, shown: str, extras: list[str], groups: list[str], i
         done = Runner().run([*argv, "--project", str(path.parent)], timeout=120)
     except AssemblerError as e:
         raise FileError(shown, f"uv export could not read it: {e}") from None
-    _parse(done.stdout, path, f"{shown} (uv export's line)", into, 0)
+    _parse(done.stdout, path, f"{shown} (uv export's line)", into, _At(Reader((path.parent,))))
     # the indexes its packages came from, in the lock's order (uv export names only the
     # project's configured ones)
     packages = data.get("package", [])
@@ -267,7 +270,7 @@ def read_pylock(path: Path, shown: str, into: SetInput) -> None:
     from packaging.pylock import Pylock, PylockUnsupportedVersionError, PylockValidationError
 
     try:
-        lock = Pylock.from_dict(tomllib.loads(_read(path, shown)))
+        lock = Pylock.from_dict(tomllib.loads(read_text(path, shown)))
     except (tomllib.TOMLDecodeError, PylockValidationError, PylockUnsupportedVersionError) as e:
         raise FileError(shown, f"not a PEP 751 lock file: {e}") from None
     indexes: list[str] = []
@@ -325,8 +328,10 @@ def kind_of(name: str) -> str:
     return "requirements"
 
 
-def read_set_file(path: Path, shown: str, extras: list[str], groups: list[str]) -> SetInput:
-    """What the file at ``path`` gives a set, read as its kind (:func:`kind_of`) is."""
+def read_set_file(path: Path, shown: str, extras: list[str], groups: list[str], *, project: Path) -> SetInput:
+    """What the file at ``path`` gives a set, read as its kind (:func:`kind_of`) is;
+    ``project``: the manifest's folder (a requirements file's -r and -c stay inside it, or
+    inside the folder of the file the manifest names)."""
     into = SetInput()
     kind = kind_of(shown)
     if kind == "pyproject":
@@ -338,7 +343,7 @@ def read_set_file(path: Path, shown: str, extras: list[str], groups: list[str]) 
     elif kind == "pylock":
         read_pylock(path, shown, into)
     else:
-        read_requirements(path, shown, into)
+        read_requirements(path, shown, into, reader=Reader.of(project, path))
     if path not in into.files:
         into.files.insert(0, path)
     return into
@@ -364,7 +369,9 @@ def expand(pyset: dict[str, Any], folder: Path, error: Callable[[str], Exception
             f"{name} is a lock, used as it is: requirements: beside it would go in unlocked (a set of their own)"
         )
     try:
-        into = read_set_file(folder / name, name, _many(pyset.get("extras")), _many(pyset.get("groups")))
+        into = read_set_file(
+            folder / name, name, _many(pyset.get("extras")), _many(pyset.get("groups")), project=folder
+        )
     except FileError as e:
         raise error(str(e)) from None
     if not into.requirements:
