@@ -552,3 +552,168 @@ def test_a_bad_model_is_refused_at_its_line(tmp_path: Path, weights: str, messag
     (tmp_path / "m.yaml").write_text(f"name: bad\nweights:\n{weights}bases: {{b: scratch}}\nimage: {{base: b}}\n")
     ran = run_cli(["plan", "m.yaml", "--cache", "cache"], cwd=tmp_path)
     assert ran.code == 2 and message in ran.err and "Traceback" not in ran.err, str(ran)
+
+
+@pytest.mark.parametrize(
+    ("folder", "link", "target"),
+    [
+        ("models/tiny", "tokenizer.json", "home/.ssh/id_rsa"),  # a cloned project's link to a host file
+        ("models/tiny", "sub/config.json", "models/other.json"),  # beside the folder, still outside it
+        (  # a snapshot's link into another repository of the cache than its own
+            "hub/models--org--tiny/snapshots/" + COMMIT_A,
+            "config.json",
+            "hub/models--org--other/blobs/" + "c" * 64,
+        ),
+    ],
+)
+def test_a_models_folder_follows_no_link_out_of_it(tmp_path: Path, folder: str, link: str, target: str) -> None:
+    """A file of the folder that links outside it is refused by name (as a copy: refuses
+    it), never read and shipped beside the image."""
+    (tmp_path / target).parent.mkdir(parents=True)
+    (tmp_path / target).write_text("PRIVATE KEY\n")
+    root = tmp_path / folder
+    (root / link).parent.mkdir(parents=True)
+    (root / "model.safetensors").write_bytes(b"\x00" * 64)
+    os.symlink(os.path.relpath(tmp_path / target, (root / link).parent), root / link)
+    cache = Cache(tmp_path / "cache")
+    with pytest.raises(InputError) as e:
+        gather("tiny", WeightsSpec(source=folder, at="/models/tiny"), folder=tmp_path, cache=cache, locked=None)
+    assert f"weights tiny: {root / link} links to {tmp_path / target}, outside the model's folder" in str(e.value)
+    assert e.value.exit_code == 2 and "PRIVATE" not in str(e.value)
+    # left out by exclude:, it is never read
+    spec = WeightsSpec(source=folder, at="/models/tiny", exclude=[Path(link).name])
+    got = gather("tiny", spec, folder=tmp_path, cache=cache, locked=None)
+    assert [f.path for f in got.files] == ["model.safetensors"]
+
+
+def test_a_huggingface_snapshot_is_read_through_its_links_to_its_blobs(tmp_path: Path) -> None:
+    """huggingface_hub's cache: a snapshot's files link to the repository's blobs
+    (../../blobs/HASH), and a file may link to another of the folder."""
+    repo = tmp_path / "hub" / "models--org--tiny"
+    snapshot = repo / "snapshots" / COMMIT_A
+    (snapshot / "sub").mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    data = b'{"model_type": "tiny"}\n'
+    (repo / "blobs" / _sha(data)).write_bytes(data)
+    (snapshot / "sub" / "config.json").symlink_to(Path("../../../blobs") / _sha(data))
+    (snapshot / "same.json").symlink_to(Path("sub") / "config.json")
+    spec = WeightsSpec(source=str(snapshot), at="/models/tiny")
+    got = gather("tiny", spec, folder=tmp_path, cache=Cache(tmp_path / "cache"), locked=None)
+    assert got.files == (
+        WeightFile("same.json", len(data), _sha(data)),
+        WeightFile("sub/config.json", len(data), _sha(data)),
+    )
+
+
+def _tar(entries: list[tuple[str, bytes | None]]) -> bytes:
+    """A layer of ``entries`` in this order: (name, bytes of a file, or None: a folder)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in entries:
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.DIRTYPE if data is None else tarfile.REGTYPE
+            info.size = len(data or b"")
+            tar.addfile(info, io.BytesIO(data or b""))
+    return out.getvalue()
+
+
+def _pushed_by_another(root: Path, at: str, layer: bytes) -> str:
+    """An OCI layout whose tag ``dev`` names an index with one model beside the image, as
+    someone else pushed it: its ``io.assemble.weights.at`` and its layer as given."""
+    from assembler.oci import mediatypes as mt
+
+    def blob(data: bytes) -> dict[str, Any]:
+        digest = _sha(data)
+        (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+        (root / "blobs" / "sha256" / digest).write_bytes(data)
+        return {"digest": "sha256:" + digest, "size": len(data)}
+
+    config = {"mediaType": pack.CONFIG_TYPE, **blob(b"{}")}
+    model = {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_MANIFEST,
+        "artifactType": pack.ARTIFACT_TYPE,
+        "config": config,
+        "layers": [{"mediaType": pack.WEIGHT_TAR, **blob(layer)}],
+        "annotations": {ANNOTATION_NAME: "tiny", ANNOTATION_AT: at},
+    }
+    entry = {"mediaType": mt.OCI_MANIFEST, "artifactType": pack.ARTIFACT_TYPE, **blob(json.dumps(model).encode())}
+    index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [entry]}
+    tagged = {
+        "mediaType": mt.OCI_INDEX,
+        **blob(json.dumps(index).encode()),
+        "annotations": {mt.ANNOTATION_REF_NAME: "dev"},
+    }
+    (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [tagged]}))
+    return f"oci:{root}:dev"
+
+
+def _attached(tmp_path: Path, ref: str) -> tuple[tuple[str, str, bool], ...]:
+    from assembler.oci.descriptor import Platform
+    from assembler.oci.reference import absolute_ref, parse_ref
+    from assembler.proc import Runner
+    from assembler.transports import Context
+    from assembler.weights import attached
+
+    ctx = Context(cache=Cache(tmp_path / "cache"), runner=Runner(), platform=Platform.parse("linux/amd64"), epoch=0)
+    return attached.mounts(absolute_ref(parse_ref(ref), tmp_path), None, ctx)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("at", ["/x:rw", "/models/tiny,suid", "/x/..", "/x/../../etc", "/x/", "x", "/proc/1", "/a\nb"])
+def test_a_pulled_models_at_is_data_never_options(tmp_path: Path, at: str) -> None:
+    """The folder a pulled model names for itself reaches buildah's --volume: anything but
+    an absolute, normalized folder (no ':', ',', '..') is refused, naming the image and the
+    annotation, before a byte of the model is read; never a traceback."""
+    ref = _pushed_by_another(tmp_path / "image", at, _tar([("config.json", b"{}\n")]))
+    with pytest.raises(InputError) as e:
+        _attached(tmp_path, ref)
+    said = str(e.value)
+    assert said.startswith(f"{ref}: weights 'tiny' (sha256:") and f"{ANNOTATION_AT} is {at!r}, not a folder" in said
+    assert e.value.exit_code == 2 and not (tmp_path / "cache" / "weights" / "attached").exists()
+
+
+@pytest.mark.parametrize(
+    ("entries", "said"),
+    [
+        ([("a", b"1"), ("a/b", b"2")], "holds a/b, in a, a file of the layers, not a folder"),
+        ([("a", b"1"), ("a/", None)], "a is in the layers twice"),
+        ([("a/b", b"2"), ("a", b"1")], "a is in the layers twice"),
+        ([("../x", b"1")], "holds '../x', not a plain relative path"),
+        ([("a" * 256, b"1")], "holds 'a{256}', not a plain relative path"),  # longer than a name may be
+    ],
+)
+def test_a_pulled_models_layer_is_unpacked_or_said_wrong(tmp_path: Path, entries: list[Any], said: str) -> None:
+    ref = _pushed_by_another(tmp_path / "image", "/models/tiny", _tar(entries))
+    with pytest.raises(InputError, match=said):
+        _attached(tmp_path, ref)
+    good = _pushed_by_another(tmp_path / "good", "/models/tiny", _tar([("a/", None), ("a/b", b"2"), ("c", b"3")]))
+    ((folder, at, readonly),) = _attached(tmp_path, good)
+    assert (at, readonly, (Path(folder) / "a" / "b").read_bytes()) == ("/models/tiny", True, b"2")
+
+
+def test_a_manifests_at_holds_no_volume_separator(tmp_path: Path) -> None:
+    for at in ("/models/a:rw", "/models/a,suid", "/dev/shm/m"):
+        with pytest.raises(ValueError, match="is not a plain absolute folder"):
+            WeightsSpec(source="m", at=at)
+    assert WeightsSpec(source="m", at="/models/tiny/").at == "/models/tiny"
+
+
+def test_a_models_bind_is_read_only_without_devices_or_set_user_id_programs() -> None:
+    """What assemble run and the image's tests give buildah for each model (and --mount)."""
+    from assembler.compile.imagerun import ImageCommand, ImageRunner
+
+    class _Buildah:
+        globals = ("buildah",)
+
+    runner = ImageRunner(_Buildah(), None)  # type: ignore[arg-type]
+    mounts = (("/cache/weights/attached/ab", "/models/tiny", True), ("/home/me/data", "/data", False))
+    argv = runner.argv("ctr", ImageCommand(("true",), mounts=mounts), {})
+    assert argv[argv.index("--volume") : argv.index("--volume") + 4] == [
+        "--volume",
+        "/cache/weights/attached/ab:/models/tiny:ro,nodev,nosuid",
+        "--volume",
+        "/home/me/data:/data:rw,nodev,nosuid",
+    ]
+    with pytest.raises(InputError, match="without ':'"):
+        runner.argv("ctr", ImageCommand(("true",), mounts=(("/c", "/x:rw", True),)), {})

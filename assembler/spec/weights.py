@@ -19,6 +19,27 @@ HF_SCHEME = "hf://"
 HF_SOURCE = re.compile(r"^hf://(?P<repo>[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?)(@(?P<rev>[^\s@]+))?$")
 
 
+KERNEL_FOLDERS = ("/proc", "/sys", "/dev")  # the kernel's: never a model's folder
+PLAIN_FOLDER = "absolute, no '.', '..' or empty part, no ':', ',' or control character, not in /proc, /sys, /dev"
+
+
+def plain_folder(value: str) -> str | None:
+    """``value`` as a model's ``at`` is written (``/models/tiny``: one ``/`` between parts,
+    none at the end), or None where it is no plain absolute folder: a part ``..`` or
+    ``.``, a ``:`` or ``,`` (buildah's ``--volume`` and Apptainer's ``--bind`` separate
+    their fields and options with them: ``/x:rw`` would make a read-only bind a writable
+    one), a control character, or a folder of the kernel's."""
+    parts = value.strip("/").split("/")
+    if not value.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        return None
+    if re.search(r"[:,\x00-\x1f\x7f]", value):
+        return None
+    folder = "/" + "/".join(parts)
+    if any(folder == k or folder.startswith(k + "/") for k in KERNEL_FOLDERS):
+        return None
+    return folder
+
+
 class WeightsSpec(Strict):
     """One model's files: fetched and checked file by file (the lock holds each file's path,
     size and sha256), packed as their own OCI artifact (CNCF ModelPack's media types) that
@@ -47,10 +68,10 @@ class WeightsSpec(Strict):
     @field_validator("at")
     @classmethod
     def _plain_folder(cls, value: str) -> str:
-        parts = value.strip("/").split("/")
-        if any(p in ("", ".", "..") for p in parts) or value.rstrip("/") in ("/proc", "/sys", "/dev"):
-            raise ValueError(f"{value!r} is not a plain absolute folder")
-        return "/" + "/".join(parts)
+        folder = plain_folder(value)
+        if folder is None:
+            raise ValueError(f"{value!r} is not a plain absolute folder ({PLAIN_FOLDER})")
+        return folder
 
     @model_validator(mode="after")
     def _kind(self) -> WeightsSpec:

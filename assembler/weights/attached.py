@@ -11,7 +11,7 @@ import os
 import shutil
 import tarfile
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from assembler.cache import Cache
@@ -20,7 +20,7 @@ from assembler.oci import mediatypes as mt
 from assembler.oci.descriptor import Descriptor
 from assembler.oci.digest import digest_hex
 from assembler.oci.reference import Ref
-from assembler.spec.weights import WeightsSpec
+from assembler.spec.weights import PLAIN_FOLDER, plain_folder
 from assembler.transports.beside import ANNOTATION_AT, ANNOTATION_NAME
 from assembler.transports.common import BlobReader, DirBlobs, SourceImage
 from assembler.transports.context import Context, local_path, registry_options
@@ -49,13 +49,13 @@ def mounts(ref: Ref, source: SourceImage, ctx: Context) -> tuple[Mount, ...]:
         with Registry(name.registry, options=options) as reg:
             indexed = _indexed(lambda d: reg.fetch_manifest(name.repository, d), name.reference)
             if indexed is not None:
-                return tuple(_mount(r, RemoteBlobs(reg, name.repository, _sizes(r)), ctx.cache) for r in indexed)
+                return tuple(_mount(r, RemoteBlobs(reg, name.repository, _sizes(r)), ctx.cache, ref) for r in indexed)
     if ref.transport == "oci" and ref.tag:
         folder = local_path(ctx, ref.path)
         blobs = DirBlobs(folder / "blobs", what=f"oci:{folder}")
         indexed = _indexed(lambda d: _layout_manifest(folder, blobs, d), ref.tag)
         if indexed is not None:
-            return tuple(_mount(r, blobs, ctx.cache) for r in indexed)
+            return tuple(_mount(r, blobs, ctx.cache, ref) for r in indexed)
     listing = attached_to(ref, source, options=options)
     if listing is None:
         return ()
@@ -67,9 +67,9 @@ def mounts(ref: Ref, source: SourceImage, ctx: Context) -> tuple[Mount, ...]:
             hint="run it by the tag it was pushed to: the tag's index names the one that goes with it",
         )
     if name is None:  # a layout or an archive: the listing reads its blobs
-        return tuple(_mount(r, listing.blobs, ctx.cache) for r in found)
+        return tuple(_mount(r, listing.blobs, ctx.cache, ref) for r in found)
     with Registry(name.registry, options=options) as reg:
-        return tuple(_mount(r, RemoteBlobs(reg, name.repository, _sizes(r)), ctx.cache) for r in found)
+        return tuple(_mount(r, RemoteBlobs(reg, name.repository, _sizes(r)), ctx.cache, ref) for r in found)
 
 
 def _layout_manifest(folder: Path, blobs: DirBlobs, reference: str) -> tuple[bytes, str]:
@@ -131,49 +131,74 @@ def _sizes(r: Referrer) -> dict[str, int]:
     return {d.digest: d.size for d in r.blobs}
 
 
-def _mount(r: Referrer, blobs: BlobReader, cache: Cache) -> Mount:
+def _mount(r: Referrer, blobs: BlobReader, cache: Cache, ref: Ref | str) -> Mount:
     """The model's folder in the cache, bound read-only where its manifest says."""
     notes = _notes(r)
-    name, at = notes.get(ANNOTATION_NAME, r.descriptor.digest[:19]), notes.get(ANNOTATION_AT)
+    name = notes.get(ANNOTATION_NAME, r.descriptor.digest[:19])
+    what = f"{ref}: weights {name!r} ({r.descriptor.digest})"
+    at = bound_at(notes.get(ANNOTATION_AT), what)  # before a byte of it is read
+    return str(unpack(r, blobs, cache, what=what)), at, True
+
+
+def bound_at(at: str | None, what: str) -> str:
+    """Where the model ``what`` (an image's, named) is bound, from its manifest's
+    ``ANNOTATION_AT``: data from whoever pushed the image, never options. It reaches
+    buildah's ``--volume HOST:AT:ro,...`` (``/x:rw`` would make the read-only bind of the
+    cache's folder a writable one), so it is exactly a folder a manifest's ``at:`` may
+    be, as written (absolute, normalized), or InputError naming the image and the annotation."""
     if at is None:
+        raise InputError(f"{what}: its manifest says nowhere to bind it ({ANNOTATION_AT})")
+    if plain_folder(at) != at:
         raise InputError(
-            f"weights {name} ({r.descriptor.digest}): its manifest says nowhere to bind it ({ANNOTATION_AT})"
+            f"{what}: its annotation {ANNOTATION_AT} is {at!r}, not a folder to bind it at ({PLAIN_FOLDER})",
+            hint="the image's weights were pushed by another tool, or altered: push them again with assemble",
         )
-    at = WeightsSpec(source="x", at=at).at  # the check a manifest's path gets
-    return str(unpack(r, blobs, cache, what=f"weights {name}")), at, True
+    return at
 
 
 def unpack(referrer: Referrer, blobs: BlobReader, cache: Cache, *, what: str) -> Path:
     """The model's layers unpacked into one folder of the cache (once per manifest)."""
 
     def fill(tmp: Path) -> None:
+        kinds: dict[str, bool] = {}  # each path unpacked: a folder (True) or a file
         for desc in referrer.blobs:
             if desc.media_type not in (WEIGHT_TAR, WEIGHT_CONFIG_TAR):
                 raise InputError(f"{what}: layer {desc.digest} is {desc.media_type}, not an uncompressed tar")
-            with blobs.open_blob(desc.digest) as f, tarfile.open(fileobj=f, mode="r|") as tar:
-                for member in tar:
-                    _extract(tar, member, tmp, what)
+            try:
+                with blobs.open_blob(desc.digest) as f, tarfile.open(fileobj=f, mode="r|") as tar:
+                    for member in tar:
+                        _extract(tar, member, tmp, f"{what}: layer {desc.digest}", kinds)
+            except tarfile.TarError as e:
+                raise InputError(f"{what}: layer {desc.digest} is not a tar that reads: {e}") from None
 
     final = cache.path("weights", "attached") / digest_hex(referrer.descriptor.digest)[:32]
     return made_once(cache, final, fill)
 
 
-def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, root: Path, what: str) -> None:
+def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, root: Path, what: str, kinds: dict[str, bool]) -> None:
+    """One entry of a layer unpacked under ``root``: a plain relative path, a folder or a
+    regular file, in no file and never twice (``kinds``: what the layers gave so far), so
+    what a layer holds is said, never a traceback of the unpacking."""
     name = member.name.rstrip("/")
     if plain_path(name) is None or name == DONE:
-        raise InputError(f"{what}: a layer holds {member.name!r}, not a plain relative path")
+        raise InputError(f"{what}: holds {member.name!r}, not a plain relative path")
+    if not member.isdir() and not member.isreg():
+        raise InputError(f"{what}: {name} is neither a file nor a folder")
+    for parent in (str(p) for p in PurePosixPath(name).parents if str(p) != "."):
+        if kinds.get(parent) is False:
+            raise InputError(f"{what}: holds {name}, in {parent}, a file of the layers, not a folder")
+        kinds[parent] = True
+    was = kinds.get(name)
+    if was is not None and not (was and member.isdir()):
+        raise InputError(f"{what}: {name} is in the layers twice")
+    kinds[name] = member.isdir()
     dest = root / name
     if member.isdir():
         dest.mkdir(parents=True, exist_ok=True)
         return
-    if not member.isreg():
-        raise InputError(f"{what}: {name} is neither a file nor a folder")
     dest.parent.mkdir(parents=True, exist_ok=True)
     src = tar.extractfile(member)
     assert src is not None
-    try:
-        with src, open(dest, "xb") as out:
-            shutil.copyfileobj(src, out, 1 << 20)
-    except FileExistsError:
-        raise InputError(f"{what}: {name} is in the layers twice") from None
+    with src, open(dest, "xb") as out:
+        shutil.copyfileobj(src, out, 1 << 20)
     os.chmod(dest, 0o644)

@@ -26,11 +26,17 @@ class WeightFile:
         return {"path": self.path, "size": self.size, "sha256": self.sha256}
 
 
+NAME_MAX = 255  # bytes of one part of a path, as Linux's file systems hold it
+
+
 def plain_path(path: str) -> str | None:
-    """``path`` as a model's file is named (relative, no ``.``/``..``/empty parts), or
-    None when it is not one: what a server lists is checked before it names a file."""
+    """``path`` as a model's file is named (relative, no ``.``/``..``/empty parts, each
+    part a name a file system holds), or None when it is not one: what a server lists, or
+    a pulled layer holds, is checked before it names a file."""
     parts = path.split("/")
     if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\x00" in path:
+        return None
+    if any(len(p.encode("utf-8", "surrogateescape")) > NAME_MAX for p in parts):
         return None
     return path
 

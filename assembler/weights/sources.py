@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from assembler.cache import Cache, key_of
@@ -72,6 +74,7 @@ def _folder(root: Path, spec: WeightsSpec, cache: Cache, what: str) -> tuple[Wei
     if not root.is_dir():
         raise InputError(f"{what}: {root} is not a folder")
     take = selector(spec.include, spec.exclude)
+    inside = _inside(root)
     found = []
     for top, dirs, names in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d not in SKIPPED_FOLDERS)
@@ -80,30 +83,78 @@ def _folder(root: Path, spec: WeightsSpec, cache: Cache, what: str) -> tuple[Wei
             rel = path.relative_to(root).as_posix()
             if not path.is_file() or not take(rel):  # a link to a file counts (huggingface_hub's snapshots)
                 continue
-            found.append(_imported(path, rel, cache))
+            found.append(_imported(inside(path, rel, what), rel, cache))
     return tuple(sorted(found))
 
 
+def _inside(root: Path) -> Callable[[Path, str, str], Path]:
+    """A check of a file of the folder ``root``: the file it is, where it is in the folder
+    after its links (a cloned project's ``tokenizer.json`` linking to ``~/.ssh/id_rsa``
+    would otherwise ship beside the image), or in the huggingface_hub cache repository
+    ``root`` is a snapshot of (``models--ORG--NAME/snapshots/REV/FILE ->
+    ../../blobs/HASH``); InputError naming it where it is neither, as a ``copy:`` refuses it."""
+    real_root = root.resolve()
+    allowed = [real_root, *_hub_repository(real_root)]
+
+    def check(path: Path, rel: str, what: str) -> Path:
+        try:
+            real = path.resolve(strict=True)
+        except (OSError, RuntimeError) as e:  # gone since listed, or a link loop
+            raise InputError(f"{what}: {rel} cannot be read: {e}") from None
+        if not any(real.is_relative_to(a) for a in allowed):
+            raise InputError(
+                f"{what}: {root / rel} links to {real}, outside the model's folder {real_root}: refused",
+                hint="copy the file into the folder, or leave it out (exclude:)",
+            )
+        return real
+
+    return check
+
+
+def _hub_repository(folder: Path) -> list[Path]:
+    """The huggingface_hub cache repository (``.../models--ORG--NAME``) whose snapshot
+    ``folder`` is, or is in (``.../snapshots/REV[/SUB]``); none where it is no snapshot."""
+    parts = folder.parts
+    for i in range(len(parts) - 2, 0, -1):
+        if parts[i] == "snapshots" and parts[i - 1].startswith(("models--", "datasets--", "spaces--")):
+            return [Path(*parts[:i])]
+    return []
+
+
 def _imported(path: Path, rel: str, cache: Cache) -> WeightFile:
-    """The file in the cache's store, hashed once per version of it (its size, time, inode)."""
-    st = path.stat()
-    key = key_of({"weights-file": str(path.resolve()), "stat": [st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev]})
-    known = cache.get_key(key)
-    digest = known.get("digest") if known else None
-    if not isinstance(digest, str) or not cache.has_blob(digest, st.st_size):
-        layer = LayerHasher.for_file(rel, st.st_size)  # a large file's own layer: hashed in the same read
-        with open(path, "rb") as f, cache.blob_writer() as w:  # copied and hashed in one read
-            while chunk := f.read(1 << 20):
-                w.write(chunk)
-                if layer is not None:
-                    layer.update(chunk)
-            if w.count != st.st_size:  # written to while read: its size and bytes disagree
-                raise InputError(f"{path}: changed while it was read ({st.st_size} bytes, then {w.count})")
-        digest = w.digest
-        if layer is not None:
-            layer.keep(cache, digest.removeprefix("sha256:"))
-        cache.put_key(key, {"digest": digest})
+    """The file in the cache's store, hashed once per version of it (its size, time, inode):
+    opened as the regular file ``path`` is (resolved: no link followed now), never a FIFO's
+    or a device's endless read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise InputError(f"{path}: cannot be read: {e.strerror}") from None
+    with open(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"{path}: not a regular file")
+        key = key_of({"weights-file": str(path), "stat": [st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev]})
+        known = cache.get_key(key)
+        digest = known.get("digest") if known else None
+        if not isinstance(digest, str) or not cache.has_blob(digest, st.st_size):
+            digest = _copied(f, path, rel, st.st_size, cache)
+            cache.put_key(key, {"digest": digest})
     return WeightFile(rel, st.st_size, digest.removeprefix("sha256:"))
+
+
+def _copied(f: BinaryIO, path: Path, rel: str, size: int, cache: Cache) -> str:
+    """The file read from ``f`` into the cache's store, copied and hashed in one read; its digest."""
+    layer = LayerHasher.for_file(rel, size)  # a large file's own layer: hashed in the same read
+    with cache.blob_writer() as w:
+        while chunk := f.read(1 << 20):
+            w.write(chunk)
+            if layer is not None:
+                layer.update(chunk)
+        if w.count != size:  # written to while read: its size and bytes disagree
+            raise InputError(f"{path}: changed while it was read ({size} bytes, then {w.count})")
+    if layer is not None:
+        layer.keep(cache, w.digest.removeprefix("sha256:"))
+    return w.digest
 
 
 def _url(spec: WeightsSpec, cache: Cache, what: str) -> tuple[WeightFile, ...]:
