@@ -89,6 +89,17 @@ def store(buildah: Buildah, cache: Cache, image: Image, blobs: BlobReader) -> st
     return image_id
 
 
+def volume(host: str, at: str, *, readonly: bool) -> str:
+    """buildah's ``--volume`` of the host's ``host`` at ``at``: ``ro`` or ``rw``, and
+    ``nodev,nosuid`` always (a bound folder brings no device or set-user-ID program into
+    the container). buildah splits the value at ``:``, so a path holding one is refused
+    (InputError), never read as options."""
+    for path in (host, at):
+        if ":" in path or not path.startswith("/"):
+            raise InputError(f"cannot bind {host} at {at}: each is an absolute path without ':'")
+    return f"{host}:{at}:{'ro' if readonly else 'rw'},nodev,nosuid"
+
+
 class ImageRunner:
     """Runs commands in stored images, each in a container of its own."""
 
@@ -152,7 +163,7 @@ class ImageRunner:
             args += ["--user", cmd.user]
         if cmd.workdir:
             args += ["--workingdir", cmd.workdir]
-        args += [a for host, at, ro in cmd.mounts for a in ("--volume", f"{host}:{at}:{'ro' if ro else 'rw'}")]
+        args += [a for host, at, ro in cmd.mounts for a in ("--volume", volume(host, at, readonly=ro))]
         args += [a for key in sorted(env) for a in ("--env", f"{key}={env[key]}")]
         command = ["/bin/sh", "-c", _TO_FILE, "assemble-run", *cmd.argv] if to_file else list(cmd.argv)
         args += [*extra, container, "--", *command]
