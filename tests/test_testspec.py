@@ -212,6 +212,29 @@ def test_the_attestation_is_a_referrer_with_a_sidecar_of_its_own(tmp_path: Path)
     assert sidecar_path(tmp_path / "x.tar", kind_of(art)).name == "x.tar.tests.intoto.json"
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda d: d["predicate"]["configuration"][0].pop("digest"),
+        lambda d: d["predicate"]["configuration"].__setitem__(2, "version"),
+        lambda d: d["predicate"]["configuration"][2].__setitem__("annotations", ["definition"]),
+        lambda d: d.__setitem__("subject", []),
+        lambda d: d["predicate"]["configuration"][0].__setitem__("digest", "sha256:" + "cd" * 32),
+    ],
+)
+def test_an_images_recorded_tests_of_another_shape_are_said_never_a_traceback(damage: Any) -> None:
+    """``assemble test IMAGE`` runs the tests the image's attestation records: whoever
+    pushed the image wrote it, so a field of another shape is an InputError naming the image."""
+    from assembler.pipeline.checks.runimage import recorded_suite
+
+    doc = json.loads(statement(SUBJECT, SUITE, _outcomes()))
+    suite = recorded_suite(doc, "oci:out:one", test_on="local")
+    assert [t.name for t in suite.tests] == ["version", "gpu"] and suite.about.manifest_digest == SUITE.manifest_digest
+    damage(doc)
+    with pytest.raises(InputError, match=r"^oci:out:one: the test results attached to the image do not read"):
+        recorded_suite(doc, "oci:out:one", test_on="local")
+
+
 def test_a_test_s_definition_reads_back_as_the_same_test(project: Path) -> None:
     """What the attestation keeps of each test is enough to run it again (``assemble test REF``)."""
     for test in planned(load_manifest(project / "m.yaml"), CONFIG, test_on="local"):

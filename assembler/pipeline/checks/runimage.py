@@ -22,7 +22,7 @@ from assembler.cache import Cache
 from assembler.compile import keepfailed
 from assembler.compile.buildah import Buildah
 from assembler.compile.imagerun import ImageCommand, ImageRunner, docker_argv, store
-from assembler.errors import NotFound
+from assembler.errors import InputError, NotFound
 from assembler.oci import mediatypes as mt
 from assembler.oci.artifact import Artifact
 from assembler.oci.reference import Ref
@@ -92,7 +92,26 @@ def attested_suite(ref: Ref, ctx: Context, stored: Stored, *, test_on: str) -> S
         raise NotFound(
             f"{ref}: no test results of assemble are attached to the image", hint="name the manifest whose tests to run"
         )
-    statement = found[-1]
+    return recorded_suite(found[-1], ref, test_on=test_on)
+
+
+def recorded_suite(statement: dict[str, Any], ref: Ref | str, *, test_on: str) -> Suite:
+    """The suite a test-result statement of ``ref``'s image records: data from whoever
+    pushed the image, so a field of another shape is an InputError naming the image, never
+    a traceback (each test's definition is read as a manifest's test is: :func:`from_definition`)."""
+    try:
+        return _recorded(statement, test_on)
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:
+        raise InputError(
+            f"{ref}: the test results attached to the image do not read as this tool writes them "
+            f"({type(e).__name__}: {e})",
+            hint="name the manifest whose tests to run",
+        ) from None
+
+
+def _recorded(statement: dict[str, Any], test_on: str) -> Suite:
+    """The suite as :func:`assembler.sbom.testresult.attestation` writes it: the manifest,
+    the image, then one entry a test."""
     manifest = statement["predicate"]["configuration"][0]
     tests = []
     for entry in statement["predicate"]["configuration"][2:]:
