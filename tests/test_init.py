@@ -113,3 +113,23 @@ def test_a_starter_builds_as_written_and_its_test_passes(
         assert rebuilt.code == 0, str(rebuilt)
         digests = [[layer["digest"] for layer in r.json["layers"]] for r in (built, again, rebuilt)]
         assert digests[0][:-1] == digests[1][:-1] == digests[2][:-1] and digests[0][-1] != digests[1][-1], digests
+
+
+@pytest.mark.parametrize(
+    ("link", "to"),
+    [
+        (".assemble/manifest.schema.json", "home/.bashrc"),  # the schema, written every time
+        (".assemble", "home"),  # the schema's folder
+        ("requirements.txt", "home/new"),  # a starter's file not there yet (a dangling link)
+    ],
+)
+def test_init_writes_through_no_link_of_the_project(tmp_path: Path, link: str, to: str) -> None:
+    """A cloned project's link where init writes, to a file or folder of the host's:
+    refused by name, the host's files untouched."""
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / ".bashrc").write_text("mine\n")
+    (tmp_path / "p" / link).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "p" / link).symlink_to(tmp_path / to)
+    ran = run_cli_here(["init", "python", str(tmp_path / "p")], cwd=tmp_path)
+    assert ran.code == 2 and str(tmp_path / "p" / link) in ran.err and "Traceback" not in ran.err, str(ran)
+    assert [(f.name, f.read_text()) for f in (tmp_path / "home").iterdir()] == [(".bashrc", "mine\n")]

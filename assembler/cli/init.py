@@ -8,9 +8,10 @@ with yaml-language-server completes and checks it."""
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import re
-import shutil
 from pathlib import Path
 
 from assembler.cli.console import err, say
@@ -56,19 +57,16 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{manifest} exists", hint="--force replaces it (the other files are kept)")
     folder.mkdir(parents=True, exist_ok=True)
     if args.requirements is not None and args.requirements.resolve() != (folder / "requirements.txt").resolve():
-        shutil.copyfile(args.requirements, folder / "requirements.txt")
+        _write(folder, Path("requirements.txt"), args.requirements.read_bytes())
         say(f"copied {args.requirements} to {folder / 'requirements.txt'}")
     for rel, text in files_of(args.kind, name).items():
         path = folder / rel
         if path.exists() and rel != MANIFEST:
             say(f"kept {path} (there already)")
             continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        _write(folder, Path(rel), text.encode())
         say(f"wrote {path}")
-    schema = folder / SCHEMA
-    schema.parent.mkdir(parents=True, exist_ok=True)
-    schema.write_text(json.dumps(json_schemas()["manifest"], indent=2, sort_keys=True) + "\n")
+    _write(folder, SCHEMA, (json.dumps(json_schemas()["manifest"], indent=2, sort_keys=True) + "\n").encode())
     load_manifest(manifest)  # what was written loads (a name the schema refuses is said here)
     err.print(
         f"next: assemble plan {manifest}   # what will run\n"
@@ -77,3 +75,22 @@ def run(args: argparse.Namespace) -> int:
         markup=False,
     )
     return 0
+
+
+def _write(folder: Path, rel: Path, data: bytes) -> None:
+    """``data`` as the file ``rel`` of the project ``folder``, never written through a link:
+    a cloned project whose ``.assemble/manifest.schema.json`` (or ``.assemble``) links to a
+    file of the host's (``~/.bashrc``) would have init overwrite it. InputError naming the link."""
+    path = folder / rel
+    if not path.parent.resolve().is_relative_to(folder.resolve()):
+        raise InputError(f"{path.parent} links outside {folder}: {path} not written", hint="remove the link")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise InputError(f"{path} is a link: not written through it", hint="remove the link") from None
+        raise InputError(f"{path}: cannot be written: {e.strerror}") from None
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
