@@ -5,6 +5,11 @@ filesystem: on NFS, Lustre, GPFS, BeeGFS or CephFS (a home or project folder on 
 clusters) overlay mounts fail, and rootless id mapping with them; the cache's blobs and
 locks are safest there too. :func:`problems` says which is on such a filesystem and what to
 do; ``doctor`` lists them with how much room each has.
+
+A build that checks a folder's filesystem (:func:`place`) notes what it found as a fact for
+the up-to-date check (:func:`assembler.trace.learned`, kind :data:`MOUNT`): the mount table
+is no file whose time tells a change, so a replay reads it again (:func:`mount_fact`) and
+compares.
 """
 
 from __future__ import annotations
@@ -12,8 +17,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from assembler.proc import Runner
+from assembler.trace import learned
+
+if TYPE_CHECKING:  # a replay reads the mount table without importing the runner
+    from assembler.proc import Runner
+
+MOUNTINFO = Path("/proc/self/mountinfo")
+MOUNT = "mount"  # the kind of fact a build learns here: [mount point, type, source] of a folder
 
 # Filesystems served over the network or by a parallel file system (mountinfo's type field).
 NETWORK = {
@@ -126,44 +138,53 @@ def parse_quota(text: str, mount: str, *, device: str = "") -> tuple[int, int] |
 
 def mount_source(path: Path) -> str:
     """The device or server the mount ``path`` is on is mounted from (mountinfo's source)."""
-    target = str(_existing(path))
-    best, source = "", ""
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        fields = line.split(" ")
-        if " - " not in line or len(fields) < 5:
-            continue
-        point = _unescape(fields[4])
-        after = line.split(" - ", 1)[1].split(" ")
-        if (target == point or target.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
-            best, source = point, _unescape(after[1]) if len(after) > 1 else ""
-    return source
+    return _entry(str(_existing(path)), MOUNTINFO.read_text())[2]
 
 
 def mount_of(path: Path) -> tuple[str, str]:
     """(mount point, filesystem type) of the mount ``path`` (its nearest existing folder,
     links resolved) is on, as ``/proc/self/mountinfo`` says."""
-    return mount_in(str(_existing(path)), Path("/proc/self/mountinfo").read_text())
+    return mount_in(str(_existing(path)), MOUNTINFO.read_text())
 
 
 def mount_in(target: str, mountinfo: str) -> tuple[str, str]:
     """(mount point, filesystem type) of the mount the absolute path ``target`` is on in
     ``mountinfo`` (``/proc/self/mountinfo``'s text): the longest mount point above it, the
     last one listed where one is mounted over another."""
-    best = ("/", "unknown")
+    point, fstype, _ = _entry(target, mountinfo)
+    return point, fstype
+
+
+def _entry(target: str, mountinfo: str) -> tuple[str, str, str]:
+    """(mount point, filesystem type, source) of the mount ``target`` is on (:func:`mount_in`)."""
+    best = ("/", "unknown", "")
     for line in mountinfo.splitlines():
         fields = line.split(" ")
         if " - " not in line or len(fields) < 5:
             continue
         point = _unescape(fields[4])
-        fstype = line.split(" - ", 1)[1].split(" ")[0]
+        after = line.split(" - ", 1)[1].split(" ")
         under = target == point or target.startswith(point.rstrip("/") + "/")
         if under and len(point) >= len(best[0]):
-            best = (point, fstype)
+            best = (point, after[0], _unescape(after[1]) if len(after) > 1 else "")
     return best
 
 
-def place(what: str, path: Path) -> Place:
+def mount_fact(path: Path) -> list[str]:
+    """The filesystem ``path`` is on, as the fact the up-to-date check compares
+    (:data:`MOUNT`): [mount point, filesystem type, source]. A folder on another filesystem
+    since (a tmpfs or a scratch disk mounted there, NFS) is another fact, where the
+    folder's own identity may look the same. The point and type are :func:`mount_of`'s,
+    the one answer a build's decision and ``doctor`` take."""
     mount, fstype = mount_of(path)
+    return [mount, fstype, mount_source(path)]
+
+
+def place(what: str, path: Path) -> Place:
+    """``path``'s filesystem, learned as a fact of the running build (the module's doc)."""
+    fact = mount_fact(path)
+    learned(MOUNT, str(path.expanduser().absolute()), fact)
+    mount, fstype = fact[0], fact[1]
     st = os.statvfs(_existing(path))
     return Place(what, path, mount, fstype, st.f_frsize * st.f_blocks, st.f_frsize * st.f_bavail)
 

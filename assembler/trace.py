@@ -13,6 +13,15 @@ nothing of it is used. What a thread does under :func:`housekeeping` is not trac
 the import system's bytecode cache (``__pycache__``: a module counts by its source). The
 process has one audit hook (one cannot be removed), which returns at once while no trace
 runs; ``os.stat`` and its kin are wrapped only while one does.
+
+Nor is a path under ``/proc`` or ``/sys``: the kernel makes those files up as they are
+read, with times of its own choosing (a process's ``/proc/self`` files are as new as the
+process), so a time says nothing of what one held (the mount table, read by every build
+that makes a workspace, always looked changed, and no such build was recorded: issue 70).
+What a build decides from one is noted instead as a fact (:func:`learned`: the filesystem
+buildah's storage is on, say), which the record keeps and a replay learns again and
+compares by value. Code that decides from such a file notes what it learned, or the
+replay does not see it change.
 """
 
 from __future__ import annotations
@@ -30,6 +39,9 @@ _SPAWNS = frozenset(
 )
 _WRITES = ("os.remove", "os.rmdir", "os.chmod", "os.chown", "os.truncate", "shutil.rmtree")
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+# The kernel's own files (see the module's doc): no path identity, a fact instead.
+_HOST_STATE = ("/proc", "/sys")
+_UNDER_HOST_STATE = tuple(f"{top}/" for top in _HOST_STATE)
 
 
 _local = threading.local()
@@ -62,6 +74,18 @@ def housekeeping() -> Iterator[None]:
         _local.depth -= 1
 
 
+def learned(kind: str, subject: str, value: Any) -> None:
+    """The running trace's build decided from ``value``, a fact of ``kind`` about
+    ``subject`` read where a file's identity says nothing (``/proc``): its record keeps it
+    and a replay learns it again by the function the record's table names for ``kind``
+    (:data:`assembler.cache.uptodate.FACTS`). ``value`` is what that function returns, as
+    JSON holds it (lists, strings, numbers). Nothing without a trace, or under
+    :func:`housekeeping`."""
+    trace = _state.active
+    if trace is not None and not _depth():
+        trace.learn(kind, subject, value)
+
+
 class Trace:
     """One run's trace. :meth:`start` begins it (one at a time in a process); :meth:`stop`
     ends it and gives back ``os.stat`` and its kin."""
@@ -76,6 +100,7 @@ class Trace:
         self.created: set[str] = set()  # folders the run made (what is in them is the run's)
         self.phase = "inputs"  # a host reached in this phase spoils the trace; "outputs": the outputs'
         self.spoiled: str | None = None
+        self.facts: dict[str, dict[str, Any]] = {}  # kind -> subject -> value (learned())
 
     @property
     def active(self) -> bool:
@@ -114,14 +139,25 @@ class Trace:
             self.spoiled = why
         self.stop()
 
+    def learn(self, kind: str, subject: str, value: Any) -> None:
+        """The run decided from ``value``, what it learned of ``subject`` (a ``kind`` of
+        fact); learned twice, it is to be the same both times."""
+        known = self.facts.setdefault(kind, {})
+        if known.setdefault(subject, value) != value:
+            self.spoil(f"the {kind} of {subject} changed while it ran")
+
     def _path(self, path: Any) -> str | None:
+        """The absolute path ``path`` names; None for a descriptor or the kernel's files."""
         if isinstance(path, int) or path is None:
             return None  # a file descriptor: its open was seen
         try:
             text = os.fsdecode(path)
         except TypeError:
             return None
-        return os.path.normpath(os.path.join(self.cwd, text))
+        where = os.path.normpath(os.path.join(self.cwd, text))
+        if where in _HOST_STATE or where.startswith(_UNDER_HOST_STATE):
+            return None  # /proc and /sys: what is decided from them is a fact (learned)
+        return where
 
     def _into(self, paths: set[str], path: Any) -> None:
         where = self._path(path)

@@ -3,7 +3,10 @@ nothing changed is answered from the record of the last build that started no pr
 and anything the build read, or any output it wrote, that is not as it was runs it again.
 
 The builds here use a ``rootfs:`` base tarball and a ``copy:`` layer: no program, so the
-first build is traced and recorded, and the checks are as fast as a unit test's."""
+first build is traced and recorded, and the checks are as fast as a unit test's. Such a
+build makes no buildah workspace, so the demo is built too (its cold build is the ``demo``
+fixture's): a no-change rebuild of it checks which filesystem buildah's storage is on, from
+``/proc``, and issue 70 was that no such build was recorded."""
 
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from assembler.cache.uptodate import HeldOutput, Record, Records, signature
 from assembler.cli.uptodate import RACY_NS, Recorder
 from assembler.trace import Trace, housekeeping
 from tests.helpers import rootfs_project, run_cli_here
+from tests.plugins.demo import Demo, base_args, copy_project
 from tests.plugins.registry import RunningRegistry
 
 # The build in a fresh interpreter (as a user runs it), reporting the modules it loaded.
@@ -488,3 +492,180 @@ def test_an_output_changed_by_another_hand_before_the_record_leaves_none(tmp_pat
         threading.Thread(target=later, daemon=True).start()
 
     assert not _writes_an_output(tmp_path, rewritten_soon)
+
+
+# -- facts: what a build learns of the host where no file's time tells (issue 70) ----------------
+
+# A mount table as /proc/self/mountinfo writes it: the root, and a tmpfs over a folder.
+_ROOT_ONLY = "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n"
+
+
+def _mounted(folder: Path, fstype: str = "tmpfs", source: str = "tmpfs") -> str:
+    return _ROOT_ONLY + f"40 22 0:50 / {folder} rw shared:7 - {fstype} {source} rw\n"
+
+
+class _Table:
+    """/proc/self/mountinfo stood in for (hostdisk.MOUNTINFO): no file, as the kernel's is
+    none a record holds."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def read_text(self) -> str:
+        return self.text
+
+
+def test_the_kernels_files_are_no_paths_of_a_trace_and_a_fact_is_noted_once(tmp_path: Path) -> None:
+    """/proc and /sys files are made up as they are read, with times of the kernel's
+    choosing: no identity of theirs is recorded (a build that read the mount table was
+    never recorded), what is decided from them is a fact. One learned twice with two values
+    spoils the trace; under housekeeping it is not the build's."""
+    from assembler.trace import learned
+
+    trace = Trace().start()
+    try:
+        Path("/proc/self/mountinfo").read_text()
+        os.listdir("/proc/self")
+        os.path.exists("/sys/kernel")
+        learned("mount", "/a", ["/", "ext4", "/dev/vda1"])
+        learned("mount", "/a", ["/", "ext4", "/dev/vda1"])
+        with housekeeping():
+            learned("mount", "/b", ["/", "ext4", "/dev/vda1"])
+        assert trace.spoiled is None
+        learned("mount", "/a", ["/a", "tmpfs", "tmpfs"])
+    finally:
+        trace.stop()
+    seen = trace.read | trace.listed | trace.looked
+    assert not {p for p in seen if p.startswith(("/proc", "/sys"))}, seen
+    assert trace.facts == {"mount": {"/a": ["/", "ext4", "/dev/vda1"]}}
+    assert trace.spoiled is not None and "the mount of /a changed while it ran" in trace.spoiled
+    learned("mount", "/c", ["/", "ext4", ""])  # no trace running: nothing noted, nothing fails
+
+
+def test_a_storage_check_is_recorded_as_its_mount_and_a_mount_changed_is_a_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build that checked which filesystem buildah's storage is on (hostdisk.place: the
+    mount table) is recorded, with that filesystem as a fact; the same table again is no
+    change, storage mounted over (another type, another source) or the mount gone is."""
+    from assembler import hostdisk
+
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    (tmp_path / "in.txt").write_text("x")
+    _settle()
+    assert _recorded(tmp_path, lambda: hostdisk.place("buildah's storage", storage)), "the real mount table"
+    record = Records(tmp_path / "cache").read("k")
+    assert record is not None and record.changed() is None
+    assert list(record.facts["mount"][str(storage)]) == hostdisk.mount_fact(storage)
+    assert not {p for p in record.paths if p.startswith("/proc/")}
+
+    table = _Table(_ROOT_ONLY)
+    monkeypatch.setattr(hostdisk, "MOUNTINFO", table)
+    assert _recorded(tmp_path, lambda: hostdisk.place("buildah's storage", storage))
+    record = Records(tmp_path / "cache").read("k")
+    assert record is not None and record.facts == {"mount": {str(storage): ["/", "ext4", "/dev/vda1"]}}
+    assert record.changed() is None
+    for other in (_mounted(storage), _mounted(storage, "nfs4", "srv:/scratch"), _mounted(tmp_path, "xfs", "/dev/vdb")):
+        table.text = other
+        assert record.changed() == f"the mount of {storage}", other
+    table.text = _ROOT_ONLY.replace("/dev/vda1", "/dev/vdb1")  # the same point, another disk
+    assert record.changed() == f"the mount of {storage}"
+    table.text = _ROOT_ONLY
+    assert record.changed() is None
+
+    # A mount that is not what the build learned when it ends: no record.
+    def remounted() -> None:
+        hostdisk.place("buildah's storage", storage)
+        table.text = _mounted(storage)
+
+    table.text = _ROOT_ONLY
+    assert not _recorded(tmp_path, remounted)
+
+
+def test_a_record_s_facts_are_compared_as_json_holds_them_and_an_unknown_kind_is_no_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from assembler.cache import uptodate
+
+    monkeypatch.setitem(uptodate.FACTS, "probe", lambda subject: (subject, 1))  # a tuple, recorded as a list
+    records = Records(tmp_path / "cache")
+    records.write("k", Record({}, [], ["image"], ["sha256:" + "1" * 64], facts={"probe": {"s": ["s", 1]}}))
+    record = records.read("k")
+    assert record is not None and record.changed() is None
+    monkeypatch.setitem(uptodate.FACTS, "probe", lambda subject: (subject, 2))
+    assert record.changed() == "the probe of s"
+    data = json.loads(records.path("k").read_text())
+    data["facts"] = {"unheard-of": {"s": 1}}
+    records.path("k").write_text(json.dumps(data))
+    assert records.read("k") is None
+
+
+def _demo_rebuild(project: Path, demo: Demo, storage: Path, *, over: tuple[str, ...] = ()) -> tuple[str, str]:
+    """The demo built in ``project`` as ``scripts/demo`` builds it (no --json: a build a
+    record answers), every step cached in ``demo``'s cache, buildah's storage ``storage``,
+    run through ``over`` (a command that runs the rest): (its digest, its stderr)."""
+    args = [str(project / "manifests/demo.yaml"), "--cache", str(demo.cache), *base_args(demo.bases)]
+    args += ["-o", "oci:out/demo:latest", "-vv"]  # -vv: why a record is not made or used
+    # One environment for every build (a record is the invocation's, its environment
+    # included): PWD as sh would set it for a build it starts.
+    env = {**os.environ, "ASSEMBLE_STORAGE": str(storage), "PWD": str(project)}
+    env.pop("ASSEMBLE_TRACEBACK", None)
+    argv = [*over, sys.executable, "-m", "assembler", *args]
+    ran = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    assert ran.returncode == 0, ran.stderr[-5000:]
+    return next(line.split()[1] for line in ran.stdout.splitlines() if line.startswith("image ")), ran.stderr
+
+
+def _why(stderr: str) -> str:
+    """What the up-to-date check said of a build (-vv): whether it used a record, made one."""
+    return (
+        "\n".join(line for line in stderr.splitlines() if "uptodate" in line or "up to date" in line) or stderr[-3000:]
+    )
+
+
+def _demo_project(tmp_path: Path) -> tuple[Path, Path]:
+    """The demo's sources (as its cold build's) in a folder of the test's own, and an empty
+    folder for buildah's storage (no step runs: nothing is in it)."""
+    project = tmp_path / "project"
+    copy_project(project)
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    _settle()
+    return project, storage
+
+
+def test_a_no_change_rebuild_of_the_demo_is_answered_from_its_record(demo: Demo, tmp_path: Path) -> None:
+    """Issue 70: the storage check (the mount table, read from /proc) left no build of a
+    workspace recorded; what it learned is a fact of the record now, and the demo's
+    second no-change rebuild is answered from the first's record."""
+    project, storage = _demo_project(tmp_path)
+    digest, first = _demo_rebuild(project, demo, storage)
+    assert "up to date:" not in first and "not recorded" not in first, _why(first)
+    again_digest, again = _demo_rebuild(project, demo, storage)
+    assert again_digest == digest
+    assert "up to date: none of the " in again and " paths the build of " in again, _why(again)
+    records = Records(demo.cache)
+    (record,) = (r for f in records.files() if (r := records.read(f.stem)) and str(storage) in r.facts.get("mount", {}))
+    assert record.facts["mount"][str(storage)][1] != "unknown"
+    assert not {p for p in record.paths if p.startswith(("/proc/", "/sys/"))}
+
+
+@pytest.mark.integration  # unshare and mount: buildah's storage on another filesystem
+def test_a_demo_rebuild_with_its_storage_mounted_over_is_not_answered_from_the_record(
+    demo: Demo, tmp_path: Path
+) -> None:
+    """The record holds the filesystem buildah's storage is on: a tmpfs mounted over the
+    storage folder (in a mount namespace of the build's own: nothing is left mounted) is a
+    change, though the folder's own identity (a folder) is not; and so is the storage back
+    on its disk; the record then made is used again."""
+    project, storage = _demo_project(tmp_path)
+    _, first = _demo_rebuild(project, demo, storage)
+    assert "not recorded" not in first, _why(first)
+    over = ("unshare", "--mount", "--", "sh", "-c", 'mount -t tmpfs tmpfs "$1" && shift && exec "$@"', "sh")
+    _, moved = _demo_rebuild(project, demo, storage, over=(*over, str(storage)))
+    assert "up to date:" not in moved, _why(moved)
+    assert f"record is not used: the mount of {storage} is not as it left it" in moved, _why(moved)
+    _, back = _demo_rebuild(project, demo, storage)
+    assert "up to date:" not in back and f"the mount of {storage} is not as it left it" in back, _why(back)
+    assert "up to date: none of the " in _demo_rebuild(project, demo, storage)[1]

@@ -1,8 +1,10 @@
 """The records of the up-to-date check (:mod:`assembler.cli.uptodate`), under
 ``CACHE/uptodate/``: what a build read, each path with its identity as the build left it,
-and what its registry outputs held; keyed by the invocation. A record is JSON, read whole
-(at most ``MAX_RECORD`` bytes), written through a temporary file and ``os.replace``; one
-that does not parse, or is of another ``FORMAT``, is no record.
+the facts it learned of the host where no file's identity tells (:data:`FACTS`: the
+filesystem buildah's storage is on, from ``/proc``), and what its registry outputs held;
+keyed by the invocation. A record is JSON, read whole (at most ``MAX_RECORD`` bytes),
+written through a temporary file and ``os.replace``; one that does not parse, or is of
+another ``FORMAT``, is no record.
 """
 
 from __future__ import annotations
@@ -12,17 +14,24 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from assembler import hostdisk
 from assembler.oci.digest import file_digest
 
-FORMAT = 1
+FORMAT = 2  # 2: facts
 MAX_RECORD = 64 << 20  # bytes: a record is read whole
 KEEP = 64  # records kept per cache (the newest): one per invocation, its environment included
 HOWS = frozenset({"full", "listed", "touched"})  # how a path's identity is read (signature)
+# The facts a build may learn (assembler.trace.learned), by kind: the one function that
+# learns each again, from its subject, for a replay (and for the record, to see it did not
+# change while the build ran). A record with a kind not here is no record.
+FACTS: dict[str, Callable[[str], Any]] = {
+    hostdisk.MOUNT: lambda subject: hostdisk.mount_fact(Path(subject)),
+}
 
 
 def invocation_key(argv: Sequence[Any], *, cwd: str, environ: Mapping[str, str], executable: str) -> str:
@@ -64,6 +73,23 @@ def _identity(path: str, st: os.stat_result, how: str) -> Any:
     if how == "touched":
         return ["file", st.st_dev, st.st_ino, st.st_size, _digest(path)]
     return ["file", st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode]
+
+
+def facts_changed(facts: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """The first of ``facts`` (kind -> subject -> value, as a record holds them) that is
+    no longer so, named ("the mount of /scratch/st"), else None. Values are compared as
+    JSON holds them (a tuple learned is the list recorded)."""
+    for kind, known in facts.items():
+        learn = FACTS[kind]
+        for subject, was in known.items():
+            if as_json(learn(subject)) != was:
+                return f"the {kind} of {subject}"
+    return None
+
+
+def as_json(value: Any) -> Any:
+    """``value`` as a record holds it once written and read back."""
+    return json.loads(json.dumps(value))
 
 
 def _digest(path: str) -> str | None:
@@ -109,12 +135,14 @@ class Record:
     digests: list[str]
     warnings: list[str] = field(default_factory=list)
     made: float = 0.0
+    facts: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> subject -> value (FACTS)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
             "made": self.made,
             "paths": self.paths,
+            "facts": self.facts,
             "outputs": [vars(o) | {"referrers": list(o.referrers)} for o in self.outputs],
             "lines": self.lines,
             "digests": self.digests,
@@ -129,7 +157,8 @@ class Record:
                 return None
             paths = data["paths"]
             outputs = [HeldOutput(**{**o, "referrers": tuple(o["referrers"])}) for o in data["outputs"]]
-            record = Record(paths, outputs, data["lines"], data["digests"], data["warnings"], float(data["made"]))
+            lines, digests, warnings, made = data["lines"], data["digests"], data["warnings"], float(data["made"])
+            record = Record(paths, outputs, lines, digests, warnings, made, data["facts"])
         except (KeyError, TypeError, ValueError, OverflowError):
             return None
         return record if record._well_formed() else None
@@ -139,7 +168,11 @@ class Record:
             return isinstance(values, list) and all(isinstance(v, str) for v in values)
 
         return (
-            isinstance(self.paths, dict)
+            isinstance(self.facts, dict)
+            and all(
+                kind in FACTS and isinstance(known, dict) and strings(list(known)) for kind, known in self.facts.items()
+            )
+            and isinstance(self.paths, dict)
             and all(
                 isinstance(v, list) and len(v) == 2 and isinstance(v[0], str) and v[0] in HOWS
                 for v in self.paths.values()
@@ -155,7 +188,10 @@ class Record:
         )
 
     def changed(self) -> str | None:
-        """The first path that is not as the build left it, else None."""
+        """The first fact or path that is not as the build left it, else None."""
+        fact = facts_changed(self.facts)
+        if fact is not None:
+            return fact
         for path, (how, was) in self.paths.items():
             if not isinstance(path, str) or signature(path, how) != was:
                 return str(path)

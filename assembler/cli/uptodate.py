@@ -3,22 +3,26 @@ last such run, without loading the manifest's models or the pipeline.
 
 A build that started no program and reached no host before its outputs (a no-change
 rebuild: every step cached, every layer remembered) is traced (:mod:`assembler.trace`):
-every file it opened, folder it listed and path it looked at. Its record
-(:mod:`assembler.cache.uptodate`), keyed by the invocation (the arguments, the working
-folder, the environment less ``UNREAD_ENV``, the interpreter), holds each of those paths'
-identity as the build left it, the modules it ran (their files are paths too: an upgrade
-of assemble or of a library is a change), and what its registry outputs held. The same
-invocation again compares every path, asks each registry output whether its tag and
-referrers are still the digests written and its referrers still listed (as a build does
-before it leaves them alone), writes ``--digestfile`` again, and when all agree prints
-what the build printed: the image is the one the build would make. Anything else, and
-the build runs as ever (and records again).
+every file it opened, folder it listed and path it looked at, and the facts it decided
+from where no file's identity tells (what ``/proc`` said of the filesystem buildah's
+storage is on: :func:`assembler.trace.learned`; the kernel's files under ``/proc`` and
+``/sys`` are no paths of a record). Its record (:mod:`assembler.cache.uptodate`), keyed by
+the invocation (the arguments, the working folder, the environment less ``UNREAD_ENV``,
+the interpreter), holds each of those paths' identity as the build left it, each fact's
+value, the modules it ran (their files are paths too: an upgrade of assemble or of a
+library is a change), and what its registry outputs held. The same invocation again
+learns each fact again and compares it by value, compares every path, asks each registry
+output whether its tag and referrers are still the digests written and its referrers
+still listed (as a build does before it leaves them alone), writes ``--digestfile``
+again, and when all agree prints what the build printed: the image is the one the build
+would make. Anything else, and the build runs as ever (and records again).
 
 Not recorded: a build that started a program (a step, a test, a base bootstrapped: their
 reads are not seen here), reached a host before its outputs (a base by tag, a step cache
 in a registry, an index), wrote an output no HEAD checks (``oras://``) or a folder of
 files (``artifact:``), read a file that changed while it ran (its change time within
-``RACY_NS`` of the build's start or after), or whose outputs another hand changed after an
+``RACY_NS`` of the build's start or after) or learned a fact that is no longer so when it
+ends (storage mounted elsewhere meanwhile), or whose outputs another hand changed after an
 output was done (each file it wrote is as it was then, and, once the record has waited
 until the newest is ``RACY_NS`` old, as it was before the wait); ``--json``, ``--progress json``,
 ``--cache-max-size``, ``--rebuild``, ``--no-cache``, ``--sign``, another ``--executor``
@@ -39,7 +43,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from assembler.cache.uptodate import HeldOutput, Record, Records, invocation_key, signature
+from assembler.cache.uptodate import HeldOutput, Record, Records, as_json, facts_changed, invocation_key, signature
 from assembler.cli.console import err, mode_of, say
 from assembler.trace import Trace, housekeeping
 
@@ -204,7 +208,10 @@ class Recorder:
 
     def _record(self, results: Sequence[Result], lines: Sequence[str]) -> None:
         trace = self.trace
+        facts = as_json({kind: dict(known) for kind, known in trace.facts.copy().items()})
         why = trace.spoiled or self._unheld(results)
+        if why is None and (fact := facts_changed(facts)) is not None:
+            why = f"{fact} changed while it ran"
         paths = self._paths(trace) if why is None else None
         if paths is None:
             why = why or f"{self.raced} changed while it ran"
@@ -212,7 +219,8 @@ class Recorder:
             self.records.forget(self.key)
             return
         outputs = [held for result in results for held in _held(result)]
-        record = Record(paths, outputs, list(lines), [r.digest for r in results], self.warnings, time.time())
+        digests = [r.digest for r in results]
+        record = Record(paths, outputs, list(lines), digests, self.warnings, time.time(), facts)
         self.records.write(self.key, record)
 
     @staticmethod
