@@ -2,7 +2,9 @@
 metadata a test gives them (``Requires-Dist``, the date each was uploaded), served as PEP
 691 JSON pages with ``upload-time`` (what uv's ``--exclude-newer`` reads), and a count of
 the pages asked for (a lock that tries nothing again asks for none). Recorded metadata, not
-PyPI's mood: the versions and requirements are upstream's, written down by each test."""
+PyPI's mood: the versions and requirements are upstream's, written down by each test. An
+index may ask for a user and password (HTTP basic, ``auth``) on every page and file, and
+give each file's full URL (``absolute``), as a private, CDN-backed index does."""
 
 from __future__ import annotations
 
@@ -56,6 +58,8 @@ class Index:
         (root / "files").mkdir(parents=True, exist_ok=True)
         self.releases: dict[str, list[dict[str, Any]]] = {}
         self.asked: list[str] = []
+        self.authorized: list[bool] = []  # whether each request carried the user and password
+        self.absolute = False  # True: pages give each file's full URL (else relative to the page)
         self.url = ""
 
     def add(self, project: str, version: str, *requires: str, uploaded: str = "2025-01-01T00:00:00Z") -> None:
@@ -95,10 +99,15 @@ class Index:
         files = self.releases.get(project)
         if files is None:
             return None
+        if self.absolute:  # each file's URL in full, as a CDN-backed index gives it: no credentials in it
+            top = self.url.removesuffix("/simple")
+            files = [{**f, "url": f"{top}/files/{f['filename']}"} for f in files]
         return json.dumps({"meta": {"api-version": "1.1"}, "name": project, "files": files}).encode()
 
 
-def _handler(index: Index) -> type[http.server.BaseHTTPRequestHandler]:
+def _handler(index: Index, auth: tuple[str, str] | None) -> type[http.server.BaseHTTPRequestHandler]:
+    wanted = "Basic " + base64.b64encode(":".join(auth).encode()).decode() if auth else None
+
     class Handler(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, directory=str(index.root), **kwargs)
@@ -106,7 +115,25 @@ def _handler(index: Index) -> type[http.server.BaseHTTPRequestHandler]:
         def log_message(self, *args: object) -> None:
             pass
 
+        def do_HEAD(self) -> None:
+            if self._allowed():
+                super().do_HEAD()
+
+        def _allowed(self) -> bool:
+            """Whether the request carries the index's user and password (every page and file
+            of an index that asks for them: a 401 otherwise)."""
+            index.authorized.append(self.headers.get("Authorization") == wanted)
+            if wanted is None or self.headers.get("Authorization") == wanted:
+                return True
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="index"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return False
+
         def do_GET(self) -> None:
+            if not self._allowed():
+                return
             parts = [p for p in self.path.split("?")[0].split("/") if p]
             if len(parts) == 2 and parts[0] == "simple":
                 index.asked.append(parts[1])
@@ -126,10 +153,11 @@ def _handler(index: Index) -> type[http.server.BaseHTTPRequestHandler]:
 
 
 @contextlib.contextmanager
-def serving_index(root: Path) -> Iterator[Index]:
-    """An Index in ``root``, served on 127.0.0.1 for the block (``index.url`` is its simple API)."""
+def serving_index(root: Path, *, auth: tuple[str, str] | None = None) -> Iterator[Index]:
+    """An Index in ``root``, served on 127.0.0.1 for the block (``index.url`` is its simple
+    API); with ``auth`` (user, password) every page and file asks for them (HTTP basic)."""
     index = Index(root)
-    with serving(_handler(index)) as host:
+    with serving(_handler(index, auth)) as host:
         index.url = f"http://{host}/simple"
         yield index
 

@@ -564,3 +564,156 @@ def test_a_base_index_is_locked_to_each_platforms_manifest(tmp_path: Path, regis
     assert done.code == 0, done
     pinned = {d["variant"]: d["why"] for d in json.loads(done.out)["sets"] if d["set"] == "bases.b"}
     assert set(pinned.values()) == digests and len(digests) == 2, (pinned, digests)  # not the index's, twice
+
+
+SECRET = "s3cr3t-4e1a-lock"  # an index's password: in no file written, in no message
+
+
+def _hand_lock(manifest: Path, lock: Path, pins: str) -> None:
+    """``lock`` as ``assemble lock`` writes it for a manifest whose one set is a locked
+    ``pip:`` layer's wheels, pinned to ``pins`` (a unit test runs no uv)."""
+    from assembler.pipeline.lock.locking import lock_name
+    from assembler.pipeline.variants import load_variants
+    from assembler.spec.lockfile import Entry, EnvEntry, Lock, write_lock
+    from assembler.spec.pyenvs import environments
+
+    (variant,) = load_variants(manifest, sets={})
+    (env,) = environments(variant.loaded.manifest, "linux/amd64")
+    (use,) = env.uses()
+    write_lock(
+        lock,
+        Lock(
+            manifest.name,
+            sets={use.key: Entry(use.definition, pins)},
+            variants={lock_name(variant, {}): {use.where: use.key}},
+            environments={env.key: EnvEntry(env.definition(), "2025-01-01T23:59:59Z")},
+        ),
+    )
+
+
+def test_a_locked_file_is_fetched_with_its_indexs_password_and_the_image_names_it_nowhere(tmp_path: Path) -> None:
+    """The lock records a ``pip:`` layer's index without its password; the build reads the
+    manifest's index again and gives its password to the file it lists, a full URL on its
+    host (a CDN-backed index's), as pip does; a ``url:`` layer's presigned URL is fetched
+    as given. Neither the password nor the signature is in the lock, the image, its SBOM or
+    provenance, the cache, or anything the build says (issue 66)."""
+    from tests.pyindex import serving_index
+
+    with serving_index(tmp_path / "index", auth=("alice", SECRET)) as index:
+        index.add("au-app", "1.0")
+        index.absolute = True
+        wheel = index.releases["au-app"][0]
+        host = index.url.removeprefix("http://").removesuffix("/simple")
+        signed = f"http://alice:{SECRET}@{host}/files/{wheel['filename']}?X-Amz-Signature=sig-{SECRET}"
+        manifest = tmp_path / "m.yaml"
+        manifest.write_text(
+            f"""name: authwheels
+bases: {{b: scratch}}
+image:
+  base: b
+  layers:
+    - pip: ["au-app==1.0"]
+      locked: true
+      python: "3.11"
+      index: "http://alice:{SECRET}@{host}/simple"
+      name: app
+    - url: "{signed}"
+      sha256: {wheel["hashes"]["sha256"]}
+      to: /opt/wheels/
+"""
+        )
+        _hand_lock(manifest, tmp_path / "m.lock", f"au-app==1.0 \\\n    --hash=sha256:{wheel['hashes']['sha256']}\n")
+        out, cache = tmp_path / "out", tmp_path / "cache"
+        built = run_cli([str(manifest), "--locked", "-o", f"oci:{out}:latest", "--cache", str(cache), "-v"])
+        assert built.code == 0, built
+        assert index.authorized and all(index.authorized), "every page and file was asked with the password"
+    assert installed(out, "au_app") == {"au_app-1.0.dist-info"}
+    assert SECRET not in built.out + built.err, built
+    recorded = f"http://{host}/files/{wheel['filename']}".encode()  # the url: layer's file, as the SBOM names it
+    assert any(recorded in p.read_bytes() for p in (out / "blobs" / "sha256").iterdir())
+    for path in [tmp_path / "m.lock", *out.rglob("*"), *cache.rglob("*")]:
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            assert SECRET.encode() not in data and SECRET.encode() not in uncompressed(data), path
+
+
+class _FakeUv:
+    """A Runner standing in for uv (a unit test runs no outside program): what each ``uv pip
+    compile`` was given (argv and environment), answering with ``pins`` as ``out.txt``, or
+    failing with ``fails`` as its stderr."""
+
+    def __init__(self, pins: str, fails: str = "") -> None:
+        self.pins, self.fails = pins, fails
+        self.given: list[tuple[list[str], dict[str, str]]] = []
+
+    def run(self, argv: list[str], *, env: dict[str, str], cwd: Path, **_: Any) -> Any:
+        from assembler.proc import Result
+
+        self.given.append((list(argv), dict(env)))
+        if self.fails:
+            return Result(tuple(argv), 1, "", self.fails)
+        (cwd / "out.txt").write_text(self.pins)
+        return Result(tuple(argv), 0, "", "")
+
+
+def _authenticated_project(tmp_path: Path, index: Any) -> Path:
+    """A manifest whose set's index comes from a requirements file: the user in it, the
+    password from the environment (``${TOKEN}``, as pip reads it)."""
+    (tmp_path / "requirements.txt").write_text(
+        f"--index-url http://alice:${{LOCK_TEST_TOKEN}}@{index.url.removeprefix('http://')}\nau-app\n"
+    )
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        """name: authlock
+bases: {b: scratch}
+image:
+  base: b
+  layers:
+    - run: ["pip install -r requirements.txt"]
+      name: app
+      python_sets: [{name: app, requirements_file: requirements.txt, python: "3.11"}]
+"""
+    )
+    return path
+
+
+def test_an_index_password_locks_and_is_written_nowhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An index that asks for a password (HTTP basic on 127.0.0.1), the password from the
+    environment: uv is given it in its environment (never its arguments, which a process
+    list and a debug line show), the lock records the index without it and is fresh for a
+    build that has it again, and neither the lock nor what locking says names it; nor when
+    uv fails naming the URL it was given (issue 66)."""
+    import functools
+    from typing import cast
+
+    from assembler.pipeline.lock.locking import lock_variants, with_lock
+    from assembler.pipeline.lock.lockreport import Asked
+    from assembler.pipeline.variants import load_variants
+    from assembler.proc import Runner
+    from tests.pyindex import serving_index
+
+    monkeypatch.setenv("LOCK_TEST_TOKEN", SECRET)
+    with serving_index(tmp_path / "index", auth=("alice", SECRET)) as index:
+        index.add("au-app", "1.0")
+        manifest = _authenticated_project(tmp_path, index)
+        variants = load_variants(manifest, sets={})
+        sha = index.releases["au-app"][0]["hashes"]["sha256"]
+        uv = _FakeUv(f"au-app==1.0 \\\n    --hash=sha256:{sha}\n    # via -r m0.in\n")
+        lock = functools.partial(lock_variants, [(v, {}) for v in variants], path=tmp_path / "m.lock")
+        done = lock(runner=cast(Runner, uv), asked=Asked())
+        assert all(index.authorized), "the index was asked with its password"
+    ((argv, env),) = uv.given
+    assert not any(SECRET in a for a in argv), argv
+    assert env["UV_INDEX_URL"] == f"{index.url.replace('http://', f'http://alice:{SECRET}@')}"
+    written = (tmp_path / "m.lock").read_text()
+    assert f"- {index.url}\n" in written and SECRET not in written and "alice" not in written, written
+    assert [(d.state, d.why) for d in done] == [("resolved", "")]
+    applied, warnings = with_lock(variants, path=None, locked=True, redo="assemble lock m.yaml")
+    assert applied[0].loaded.lock is not None and applied[0].loaded.lock.state == "fresh" and not warnings
+
+    # uv's reason names the URL it was given: the lock records it, and says it, without the password
+    failing = _FakeUv("", fails=f"error: Failed to fetch: `{env['UV_INDEX_URL']}/au-app/`\n  Caused by: HTTP 500\n")
+    done = lock(runner=cast(Runner, failing), asked=Asked(upgrade=True))
+    written = (tmp_path / "m.lock").read_text()
+    assert [d.state for d in done] == ["unresolvable"] and f"{index.url}/au-app/" in done[0].why, done
+    assert SECRET not in written and all(SECRET not in d.why for d in done), written

@@ -145,3 +145,37 @@ def test_a_project_on_one_of_the_indexes_only_is_found_there() -> None:
     )
     (package,) = pylock_of(entry, files=files, what="layers.app:deps").packages
     assert package.index == pypi and package.wheels and package.wheels[0].url == "https://files.example/aiohttp.whl"
+
+
+SECRET = "s3cr3t-77d0-pylock"  # an index's password: in no pylock.toml, and still what fetches its files
+
+
+def test_an_index_with_a_password_is_read_with_it_and_named_without(tmp_path: Path) -> None:
+    """The lock names a set's index without its password; the pylock's files are listed
+    from that index as the manifest names it now (the password given back,
+    ``files_of``), and each file's URL in it is the index's link without the password,
+    which the manifest's index gives back again to fetch it (issue 66)."""
+    from assembler.cache import Cache
+    from assembler.python.download import download
+    from assembler.python.pylock import files_of, write_pylocks
+    from assembler.spec.lockfile import Entry, Lock
+    from assembler.spec.urls import with_credentials
+
+    with serving_index(tmp_path / "index", auth=("alice", SECRET)) as index:
+        index.add("pyl-app", "1.0")
+        sha = index.releases["pyl-app"][0]["hashes"]["sha256"]
+        manifests = index.url.replace("http://", f"http://alice:{SECRET}@")  # as the set has it, in memory
+        platform = {"python": "3.11", "platform": "x86_64-manylinux_2_28"}
+        entry = Entry({"indexes": [index.url], **platform}, f"pyl-app==1.0 \\\n    --hash=sha256:{sha}\n")
+        lock = Lock("m.yaml", sets={"k": entry}, variants={"v": {"layers.app:app": "k"}})
+        written, skipped = write_pylocks(lock, ["v"], tmp_path / "out", files=files_of([manifests]))
+        assert skipped == [] and len(written) == 1, skipped
+        text = written[0].read_text()
+        assert SECRET not in text and "alice" not in text, text
+        (package,) = tomllib.loads(text)["packages"]
+        url = index.url.removesuffix("/simple") + "/files/pyl_app-1.0-py3-none-any.whl"
+        assert package["index"] == index.url and [w["url"] for w in package["wheels"]] == [url]
+        got = download(
+            with_credentials(url, [manifests]), sha256=sha, cache=Cache(tmp_path / "cache"), max_bytes=1 << 20, what="t"
+        )
+        assert got == f"sha256:{sha}" and index.authorized and all(index.authorized)

@@ -430,3 +430,45 @@ def test_a_vcs_url_of_this_machines_files_is_refused_as_a_file_url_is(tmp_path: 
     (tmp_path / "reqs.txt").write_text("pkg @ git+file:///home/me/src/pkg@main\n")
     said = _refused(_manifest(tmp_path, '        - {name: app, requirements_file: reqs.txt, python: "3.11"}\n'))
     assert "reqs.txt:1: 'pkg @ git+file:///home/me/src/pkg@main': a file on this machine" in said, said
+
+
+SECRET = "s3cr3t-9f2c-reqfiles"  # a token: in no file written, in no message
+
+
+def test_a_files_env_vars_are_expanded_as_pip_does_and_never_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``${NAME}`` (capitals, digits, ``_``) is the environment's, as pip expands it: an index's
+    password stays out of the file, is used to fetch (the set holds it in memory), and is
+    in nothing the lock records of the set (its key included: a password changed is the
+    same set) nor in a message quoting the line (issue 66)."""
+    from assembler.spec.lockfile import Entry, Lock, read_lock, write_lock
+    from assembler.spec.pyenvs import environments
+
+    monkeypatch.setenv("RF_USER", "alice")
+    monkeypatch.setenv("RF_TOKEN", SECRET)
+    monkeypatch.delenv("RF_UNSET", raising=False)
+    (tmp_path / "requirements.txt").write_text(
+        "--index-url https://${RF_USER}:${RF_TOKEN}@pkgs.example/simple  # the team's index\n"
+        "--extra-index-url https://${RF_UNSET}@other.example/simple\n"
+        "app @ https://pkgs.example/app-1.0-py3-none-any.whl?${RF_USER}=${rf_token}\n"
+    )
+    manifest = _manifest(tmp_path, '        - {name: app, requirements_file: requirements.txt, python: "3.11"}\n')
+    loaded = load_manifest(manifest)
+    reqs, found = _sets(manifest)[0]
+    assert found["index"] == f"https://alice:{SECRET}@pkgs.example/simple"  # what the fetch is given
+    assert found["extra"] == ["https://${RF_UNSET}@other.example/simple"]  # unset: left as written, as pip leaves it
+    assert reqs == ["app @ https://pkgs.example/app-1.0-py3-none-any.whl?alice=${rf_token}"]  # lowercase: never
+
+    (env,) = environments(loaded.manifest, "linux/amd64")
+    (use,) = env.uses()
+    assert use.definition["indexes"] == ["https://pkgs.example/simple", "https://other.example/simple"]
+    write_lock(tmp_path / "m.lock", Lock("m.yaml", sets={use.key: Entry(use.definition, "app==1.0\n")}))
+    written = (tmp_path / "m.lock").read_text()
+    assert SECRET not in written and "alice:" not in written, written
+    assert read_lock(tmp_path / "m.lock").sets.keys() == {use.key}  # its key is its recorded definition's
+
+    (tmp_path / "requirements.txt").write_text("https://${RF_USER}:${RF_TOKEN}@pkgs.example/app.whl\n")
+    with pytest.raises(ManifestError) as e:
+        load_manifest(manifest)
+    assert "'https://pkgs.example/app.whl': a path or bare URL" in e.value.message and SECRET not in str(e.value)

@@ -717,3 +717,64 @@ def test_a_models_bind_is_read_only_without_devices_or_set_user_id_programs() ->
     ]
     with pytest.raises(InputError, match="without ':'"):
         runner.argv("ctr", ImageCommand(("true",), mounts=(("/c", "/x:rw", True),)), {})
+
+
+SECRET = "s3cr3t-b51e-weights"  # a URL's password and its presigned signature: in nothing written or said
+
+
+class _SignedHandler(BaseHTTPRequestHandler):
+    """Serves one file to a request that carries the password and the signature only."""
+
+    body = b"GGUF" + b"\x00" * 60
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        import base64
+
+        want = "Basic " + base64.b64encode(f"alice:{SECRET}".encode()).decode()
+        signed = f"X-Amz-Signature=sig-{SECRET}" in self.path
+        ok = self.headers.get("Authorization") == want and signed and self.path.startswith("/m/model.gguf?")
+        self.send_response(200 if ok else 403)
+        self.send_header("Content-Length", str(len(self.body) if ok else 0))
+        self.end_headers()
+        if ok:
+            self.wfile.write(self.body)
+
+
+def test_a_urls_password_and_signature_fetch_and_are_written_nowhere(tmp_path: Path) -> None:
+    """A URL source with a password and a presigned query string is fetched with them; the
+    weights lock, the model's pushed config, a plan's line and the build's warning name it
+    without them, and the lock still matches the source signed anew (issue 66)."""
+    from assembler.spec.load import load_manifest
+    from assembler.weights.models import described, lock_all, prepare
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SignedHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host = f"127.0.0.1:{server.server_address[1]}"
+    source = f"http://alice:{SECRET}@{host}/m/model.gguf?X-Amz-Date=20250101&X-Amz-Signature=sig-{SECRET}"
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        f"name: signed\nbases: {{b: scratch}}\nimage: {{base: b}}\n"
+        f"weights:\n  tiny: {{source: '{source}', sha256: {_sha(_SignedHandler.body)}, at: /models/tiny}}\n"
+    )
+    cache, warned = Cache(tmp_path / "cache"), []
+    try:
+        (packed,) = prepare(load_manifest(manifest), cache, warn=warned.append)
+        assert lock_all(load_manifest(manifest), cache) == (1, True)
+    finally:
+        server.shutdown()
+    said = [*warned, *described(load_manifest(manifest)).values()]
+    assert said and all(SECRET not in s and f"http://{host}/m/model.gguf" in s for s in said), said
+    config = json.loads(packed.config_bytes)
+    assert (
+        config["descriptor"]["sourceURL"] == f"http://{host}/m/model.gguf"
+        and SECRET.encode() not in packed.config_bytes
+    )
+    written = lock.lock_path(manifest).read_text()
+    assert SECRET not in written and "alice" not in written, written
+    resigned = WeightsSpec(
+        source=source.replace(f"sig-{SECRET}", "sig-other"), sha256=_sha(_SignedHandler.body), at="/m"
+    )
+    assert lock.read(lock.lock_path(manifest))["tiny"].matches(resigned)

@@ -132,14 +132,18 @@ def _main(argv: Sequence[str] | None) -> int:
             return _stopped(_STOPPED[0])
         # diff's 1 means "different": any failure is 2 there, as in diff(1).
         code = 2 if args.command == "diff" else e.exit_code
+        from assembler.spec.urls import scrubbed  # a failed command only: the manifest's package by then
+
+        # a program's stderr quoted in it may name a URL with its credentials: never said
+        text, hint = scrubbed(str(e)), scrubbed(e.hint) if e.hint else None
         if getattr(args, "progress", None) == "json" and not getattr(args, "quiet", False):
             from assembler.cli.progress import json_error
 
-            json_error(str(e), e.hint, code)
+            json_error(text, hint, code)
         else:
-            err.print(f"error: {e}", markup=False)
-            if e.hint:
-                err.print(f"hint: {e.hint}", markup=False)
+            err.print(f"error: {text}", markup=False)
+            if hint:
+                err.print(f"hint: {hint}", markup=False)
         if os.environ.get("ASSEMBLE_TRACEBACK"):
             raise
         return code

@@ -102,7 +102,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
     _show(args, path, done, len(variants))
     _lock_weights(args.manifest)
     if args.pylock is not None:
-        _pylocks(args.pylock, path, [d.variant for d in done])
+        _pylocks(args.pylock, path, [d.variant for d in done], [v for v, _ in variants])
     errors = list(dict.fromkeys(d.why for d in done if d.state == "unresolvable"))
     if errors:
         raise InputError(
@@ -126,19 +126,14 @@ def _lock_weights(manifest: Path) -> None:
     say(f"{lock_path(loaded.path).name}: {count} model(s) locked" + ("" if changed else ", unchanged"))
 
 
-def _pylocks(folder: Path, path: Path, variants: list[str]) -> None:
-    """The Python sets of ``variants`` as PEP 751 files under ``folder``."""
-    from functools import cache
-
-    from assembler.python.download import DEFAULT_LIMITS
-    from assembler.python.index import project_files
-    from assembler.python.pylock import write_pylocks
+def _pylocks(folder: Path, path: Path, variants: list[str], loaded: list[Variant]) -> None:
+    """The Python sets of ``variants`` as PEP 751 files under ``folder``: their files read
+    from the indexes the lock names, as the ``loaded`` variants give them (credentials and all)."""
+    from assembler.pipeline.lock.locking import indexes_of
+    from assembler.python.pylock import files_of, write_pylocks
     from assembler.spec.lockfile import read_lock
 
-    @cache
-    def files(index: str, name: str) -> dict[str, tuple[str, str]]:
-        return project_files(index, name, f"pylock.toml of {name}", DEFAULT_LIMITS)
-
+    files = files_of(indexes_of(loaded))
     written, skipped = write_pylocks(read_lock(path), variants, folder.resolve(), files=files)
     for where, why in skipped:
         say(f"  {where}: no pylock.toml: {why}")

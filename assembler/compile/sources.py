@@ -34,6 +34,7 @@ from assembler.errors import InputError, NotFound, ToolError
 from assembler.proc import Runner
 from assembler.registry.types import NetworkLimits
 from assembler.spec import model as m
+from assembler.spec.urls import redacted, scrubbed
 
 log = logging.getLogger(__name__)
 MAX_SOURCE_BYTES = 64 << 30  # a source archive bigger than this is refused (a url: layer sets its own max_size)
@@ -97,7 +98,9 @@ def git_source(name: str, spec: m.GitSource, *, cache: Cache, runner: Runner, ba
             _git(runner, "fetch", "--quiet", "--force", "--tags", url, "+refs/heads/*:refs/heads/*", cwd=repo)
             commit = _git(runner, "rev-parse", f"{want}^{{commit}}", cwd=repo)
         except ToolError as e:
-            raise NotFound(f"source {name}: cannot fetch {want!r} from {spec.git}: {e.stderr_tail}") from e
+            raise NotFound(
+                f"source {name}: cannot fetch {want!r} from {redacted(spec.git)}: {scrubbed(e.stderr_tail)}"
+            ) from e
     tree = cache.root / "sources" / "trees" / (commit + ("-sub" if spec.submodules else ""))
     if not tree.is_dir():
         tmp = cache.path("sources", "trees", f".tmp-{commit}-{os.getpid()}")
@@ -112,7 +115,9 @@ def git_source(name: str, spec: m.GitSource, *, cache: Cache, runner: Runner, ba
                 _git(runner, "submodule", "update", "--init", "--recursive", "--quiet", cwd=tmp)
             except ToolError as e:
                 shutil.rmtree(tmp, ignore_errors=True)
-                raise NotFound(f"source {name}: cannot fetch the submodules of {spec.git}: {e.stderr_tail}") from e
+                raise NotFound(
+                    f"source {name}: cannot fetch the submodules of {redacted(spec.git)}: {scrubbed(e.stderr_tail)}"
+                ) from e
         else:
             tmp.mkdir(parents=True)
             _git(runner, f"--work-tree={tmp}", "checkout", "--force", commit, "--", ".", cwd=repo)
@@ -124,7 +129,7 @@ def git_source(name: str, spec: m.GitSource, *, cache: Cache, runner: Runner, ba
         # The submodules' commits are part of what is built.
         status = _git(runner, "submodule", "status", "--recursive", cwd=tree)
         digest += "+" + hashlib.sha256(status.encode()).hexdigest()[:16]
-    return Source(name, tree, digest, f"{spec.git}@{spec.ref} ({commit[:12]})")
+    return Source(name, tree, digest, f"{redacted(spec.git)}@{spec.ref} ({commit[:12]})")
 
 
 def url_source(name: str, spec: m.UrlSource, *, cache: Cache, limits: NetworkLimits | None = None) -> Source:
@@ -150,7 +155,7 @@ def url_source(name: str, spec: m.UrlSource, *, cache: Cache, limits: NetworkLim
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         blob = cache.blob_path(digest)
-        what = f"source {name} ({spec.url})"
+        what = f"source {name} ({redacted(spec.url)})"
         # Bounded as a rootfs: tarball is: what it may unpack to follows its size.
         bound = Limits(bytes=unpack_limit(blob.stat().st_size), hint=UNPACK_HINT)
         if spec.extract and _is_tar(blob):
@@ -165,7 +170,7 @@ def url_source(name: str, spec: m.UrlSource, *, cache: Cache, limits: NetworkLim
         os.replace(tmp, tree)
     cache.mark_used(tree)
     cache.mark_used(cache.blob_path(digest))
-    return Source(name, tree, digest, spec.url)
+    return Source(name, tree, digest, redacted(spec.url))
 
 
 @contextmanager

@@ -12,6 +12,10 @@ byte for ``idle`` seconds, and a download, its retries included, ends ``deadline
 seconds after it started, plus a second per ``min_rate`` bytes it announces (or has
 sent, when it announces no size); every read is held to that
 (:mod:`assembler.registry.deadlines`), so a server that trickles is given up in time.
+
+A URL may carry its credentials (an index's ``https://USER:TOKEN@host``, a presigned
+query string): they are sent, and never said: every message and log line names the URL
+:func:`~assembler.spec.urls.redacted`.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from assembler.registry.retry import (
     seconds,
 )
 from assembler.registry.types import NetworkLimits
+from assembler.spec.urls import redacted, scrubbed
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterator, Mapping
@@ -75,15 +80,16 @@ def _get(
             if deadline.expired():
                 raise _too_slow(url, what, deadline, "no complete answer") from e
             if attempts.failed():
-                raise NotFound(f"{what}: cannot download {url}: {_failure(url, e, limits)}", hint=_hint(e)) from e
+                failure = _failure(url, e, limits)
+                raise NotFound(f"{what}: cannot download {redacted(url)}: {failure}", hint=_hint(e)) from e
         else:
             if response.status_code < 500 or attempts.failed():
                 if response.status_code == 404:
                     response.close()
-                    raise NotFound(f"{what}: {url}: 404 not found")
+                    raise NotFound(f"{what}: {redacted(url)}: 404 not found")
                 if response.status_code >= 400:
                     response.close()
-                    raise NotFound(f"{what}: {url}: HTTP {response.status_code}")
+                    raise NotFound(f"{what}: {redacted(url)}: HTTP {response.status_code}")
                 return response
             response.close()
         wait = attempts.wait()
@@ -111,7 +117,7 @@ def _chunks(
         for chunk in deadlines.arriving(response, _CHUNK, decode=True):
             got += len(chunk)
             if got > max_bytes:
-                raise InputError(f"{what}: {url} sends more than the {max_bytes} bytes allowed")
+                raise InputError(f"{what}: {redacted(url)} sends more than the {max_bytes} bytes allowed")
             deadline.allow(limits.deadline + max(announced, got) / limits.min_rate)
             if deadline.expired():
                 raise _too_slow(url, what, deadline, f"{got} bytes arrived")
@@ -119,12 +125,12 @@ def _chunks(
     except requests.RequestException as e:
         if deadline.expired():
             raise _too_slow(url, what, deadline, f"{got} bytes arrived") from e
-        raise NotFound(f"{what}: downloading {url}: {_failure(url, e, limits)}", hint=_hint(e)) from e
+        raise NotFound(f"{what}: downloading {redacted(url)}: {_failure(url, e, limits)}", hint=_hint(e)) from e
 
 
 def _too_slow(url: str, what: str, deadline: Deadline, detail: str) -> NotFound:
     return NotFound(
-        f"{what}: {_host(url)} too slow: {url} not finished in {seconds(deadline.seconds)} s ({detail})",
+        f"{what}: {_host(url)} too slow: {redacted(url)} not finished in {seconds(deadline.seconds)} s ({detail})",
         hint=DEADLINE_HINT,
     )
 
@@ -132,7 +138,9 @@ def _too_slow(url: str, what: str, deadline: Deadline, detail: str) -> NotFound:
 def _failure(url: str, error: Exception, limits: NetworkLimits) -> str:
     from assembler.registry import deadlines
 
-    return f"no byte from {_host(url)} for {seconds(limits.idle)} s" if deadlines.timed_out(error) else str(error)
+    if deadlines.timed_out(error):
+        return f"no byte from {_host(url)} for {seconds(limits.idle)} s"
+    return scrubbed(str(error))  # requests names the URL it asked, credentials and all
 
 
 def _hint(error: Exception) -> str | None:
@@ -144,7 +152,8 @@ def _hint(error: Exception) -> str | None:
 
 
 def _host(url: str) -> str:
-    return urlsplit(url).netloc
+    """``host[:port]`` of ``url``, as a message names it (no credentials)."""
+    return urlsplit(redacted(url)).netloc
 
 
 def download(
@@ -170,21 +179,23 @@ def download(
     if digest is not None and cache.has_blob(digest):
         cache.mark_used(cache.blob_path(digest))
         return digest
-    log.info("%s: downloading %s", what, url)
+    log.info("%s: downloading %s", what, redacted(url))
     retry = replace(DOWNLOAD_RETRY, clock=clock)
     deadline = Deadline(limits.deadline, clock=clock)
     sent = dict(headers or {})
     with _get(url, what=what, retry=retry, limits=limits, deadline=deadline, headers=sent) as response:
         announced = int(response.headers.get("Content-Length") or 0)
         if announced > max_bytes:
-            raise InputError(f"{what}: {url} is {announced} bytes, more than the {max_bytes} allowed", hint=cap_hint)
+            raise InputError(
+                f"{what}: {redacted(url)} is {announced} bytes, more than the {max_bytes} allowed", hint=cap_hint
+            )
         try:
             with cache.blob_writer(expected=digest) as w:
                 for chunk in _chunks(response, url, what=what, limits=limits, deadline=deadline, max_bytes=max_bytes):
                     w.write(chunk)
         except DigestMismatch as e:
             raise InputError(
-                f"{what}: {url} has sha256 {e.actual.removeprefix('sha256:')}, the manifest pins {sha256}",
+                f"{what}: {redacted(url)} has sha256 {e.actual.removeprefix('sha256:')}, the manifest pins {sha256}",
                 hint="nothing was stored; check the pinned sha256 (or the file changed upstream)",
             ) from None
     return w.digest
@@ -278,7 +289,7 @@ def _short(error: Exception) -> str:
     ):
         if marker in text:
             return marker.lower()
-    return text[:200]
+    return scrubbed(text)[:200]
 
 
 def probe(urls: Collection[str], *, seconds: float, untraced: Collection[str] = ()) -> dict[str, str | None]:

@@ -31,6 +31,7 @@ from assembler.errors import InputError
 from assembler.python.download import DEFAULT_LIMITS, download, fetch_page
 from assembler.registry.types import NetworkLimits
 from assembler.spec.prebuilt import Requirement
+from assembler.spec.urls import redacted, with_credentials
 
 _ARCH = {"amd64": "x86_64", "arm64": "aarch64", "ppc64le": "ppc64le", "s390x": "s390x", "386": "i686"}
 _JSON = "application/vnd.pypi.simple.v1+json"
@@ -134,28 +135,32 @@ def _json_files(page: str, body: bytes, what: str) -> dict[str, tuple[str, str]]
             if f.get("hashes", {}).get("sha256")
         }
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise InputError(f"{what}: {page} is not a PEP 691 index page: {e!r}") from None
+        raise InputError(f"{what}: {redacted(page)} is not a PEP 691 index page: {e!r}") from None
     if major != "1":
-        raise InputError(f"{what}: {page} speaks PEP 691 API version {data['meta']['api-version']}, not 1.x")
+        raise InputError(f"{what}: {redacted(page)} speaks PEP 691 API version {data['meta']['api-version']}, not 1.x")
     return files
 
 
 def project_files(index: str, name: str, what: str, limits: NetworkLimits) -> dict[str, tuple[str, str]]:
     """sha256 -> (file name, URL) of every file the index lists for project ``name``: from
-    its JSON page (PEP 691), else its HTML one (PEP 503: a plain folder of pages serves no JSON)."""
+    its JSON page (PEP 691), else its HTML one (PEP 503: a plain folder of pages serves no JSON).
+    A file on the index's host gets the index's credentials, as pip gives them: a link
+    relative to the page keeps them already, a full one is given them (:func:`with_credentials`);
+    a URL so made is for the fetch, and recorded only :func:`redacted`."""
     page = urljoin(index.rstrip("/") + "/", name + "/")
     kind, body = fetch_page(page, accept=_ACCEPT, what=what, limits=limits)
     if kind.split(";")[0].strip() == _JSON:
-        return _json_files(page, body, what)
-    parser = _Anchors()
-    parser.feed(body.decode("utf-8", "replace"))
-    parser.close()
-    out: dict[str, tuple[str, str]] = {}
-    for href, text in parser.links:
-        url, _, fragment = href.partition("#")
-        if fragment.startswith("sha256="):
-            out[fragment[7:]] = (text, urljoin(page, url))
-    return out
+        files = _json_files(page, body, what)
+    else:
+        parser = _Anchors()
+        parser.feed(body.decode("utf-8", "replace"))
+        parser.close()
+        files = {}
+        for href, text in parser.links:
+            url, _, fragment = href.partition("#")
+            if fragment.startswith("sha256="):
+                files[fragment[7:]] = (text, urljoin(page, url))
+    return {sha: (file, with_credentials(url, [index])) for sha, (file, url) in files.items()}
 
 
 def _memo_key(req: Requirement, python: str, arch: str) -> str:
@@ -213,7 +218,8 @@ def fetch(
     if not pinned:
         listed = sorted(f"{fn} sha256:{sha}" for sha, (fn, _) in files.items() if _version_of(fn) == version)
         raise InputError(
-            f"{what}: no file on {index} has the pinned sha256 ({', '.join(h[:12] + '...' for h in req.hashes)})",
+            f"{what}: no file on {redacted(index)} has the pinned sha256 "
+            f"({', '.join(h[:12] + '...' for h in req.hashes)})",
             hint="files of this version: " + ("; ".join(listed[:6]) or "none (is the version right?)"),
         )
     if not any(fn.endswith(".whl") for fn, _ in pinned.values()):
@@ -256,9 +262,9 @@ def release_day(index: str, name: str, version: str, *, limits: NetworkLimits = 
             if _version_of(f["filename"]) == wanted and f.get("upload-time"):
                 times.append(str(f["upload-time"]))
     except (ValueError, KeyError, TypeError) as e:
-        raise InputError(f"{what}: {page} is not a PEP 691 index page: {e!r}") from None
+        raise InputError(f"{what}: {redacted(page)} is not a PEP 691 index page: {e!r}") from None
     if not times:
-        raise InputError(f"{what}: {index} lists no file of that release with its upload time")
+        raise InputError(f"{what}: {redacted(index)} lists no file of that release with its upload time")
     return min(times)[:10]
 
 

@@ -17,6 +17,7 @@ from assembler.oci.mediatypes import INDEX_TYPES
 from assembler.oci.reference import parse_ref
 from assembler.proc import Runner
 from assembler.registry.types import RegistryOptions
+from assembler.spec.urls import redacted, scrubbed
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
@@ -44,7 +45,7 @@ def base_digest(text: str, *, options: RegistryOptions, platform: str | None = N
         with Registry(ref.name.registry, options=quick) as registry:
             body, media_type = registry.fetch_manifest(ref.name.repository, ref.name.tag)
     except AssemblerError as e:
-        return None, str(e).splitlines()[0][:300]
+        return None, scrubbed(str(e).splitlines()[0])[:300]
     if platform is None or media_type not in INDEX_TYPES:
         return sha256_digest(body), None
     return _platform_digest(body, platform, text)
@@ -64,7 +65,8 @@ def _platform_digest(body: bytes, platform: str, text: str) -> tuple[str | None,
 
 
 def git_commit(url: str, ref: str, *, runner: Runner) -> tuple[str | None, str | None]:
-    """(the commit a git source's ref names now, or why there is none). A commit is itself."""
+    """(the commit a git source's ref names now, or why there is none: naming the URL
+    without its credentials). A commit is itself."""
     if _COMMIT.match(ref):
         return ref, None
     parts = urlsplit(url)
@@ -73,16 +75,16 @@ def git_commit(url: str, ref: str, *, runner: Runner) -> tuple[str | None, str |
 
         why = unreachable(f"{parts.scheme}://{parts.netloc}/")
         if why is not None:
-            return None, f"{parts.netloc} cannot be reached from here ({why})"
+            return None, f"{urlsplit(redacted(url)).netloc} cannot be reached from here ({why})"
     try:
         out = runner.run(
             ["git", "ls-remote", url, ref, f"{ref}^{{}}"], env={"GIT_TERMINAL_PROMPT": "0"}, timeout=60
         ).stdout
     except AssemblerError as e:
-        return None, str(e).splitlines()[0][:300]
+        return None, scrubbed(str(e).splitlines()[0])[:300]
     lines = [line.split("\t") for line in out.splitlines() if "\t" in line]
     peeled = [sha for sha, name in lines if name.endswith("^{}")]
     found = peeled or [sha for sha, _ in lines]
     if not found:
-        return None, f"{url} has no branch or tag {ref!r}"
+        return None, f"{redacted(url)} has no branch or tag {ref!r}"
     return found[0], None

@@ -9,12 +9,18 @@ where each file is; a hash no index lists any more is an error, never a file lef
 Direct-URL pins become ``archive`` or ``vcs`` entries. Nothing is resolved again: the
 versions and hashes are the lock's. packaging builds and checks the document, tomli-w
 writes it.
+
+Every URL in it is :func:`~assembler.spec.urls.redacted`, as the lock's are: the index a
+file is found on is read with the credentials the manifest gives it now (:func:`files_of`),
+and whoever installs from the file gives them again (netrc, ``UV_INDEX_*``, keyring), as
+for uv's own ``pylock.toml``.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +31,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
 from assembler.errors import AssemblerError, InputError, NotFound
+from assembler.spec.urls import redacted, with_credentials
 
 if TYPE_CHECKING:
     from assembler.spec.lockfile import Entry, Lock
@@ -97,7 +104,7 @@ def _indexed(
             hint="the file was removed from the index: lock the set again (assemble lock --upgrade-package)",
         )
     wheels = [
-        PackageWheel(name=file, url=url, hashes={"sha256": sha})
+        PackageWheel(name=file, url=redacted(url), hashes={"sha256": sha})
         for sha, (file, url, _) in found.items()
         if file.endswith(".whl")
     ]
@@ -107,7 +114,7 @@ def _indexed(
     sdist = None
     if sdists:
         sha, file = sdists[0]
-        sdist = PackageSdist(name=file, url=found[sha][1], hashes={"sha256": sha})
+        sdist = PackageSdist(name=file, url=redacted(found[sha][1]), hashes={"sha256": sha})
     if not wheels and sdist is None:
         raise InputError(f"{what}: none of its locked files is a wheel or an sdist: no pylock.toml")
     used = {i for _, _, i in found.values()}
@@ -126,10 +133,24 @@ def _direct(name: NormalizedName, url: str, shas: list[str], what: str) -> Packa
         repo, _, commit = url[len("git+") :].rpartition("@")
         if not _COMMIT.fullmatch(commit):
             raise InputError(f"{what}: a git URL without its commit: no pylock.toml")
-        return Package(name=name, vcs=PackageVcs(type="git", url=repo, commit_id=commit))
+        return Package(name=name, vcs=PackageVcs(type="git", url=redacted(repo), commit_id=commit))
     if not shas:
         raise InputError(f"{what}: an archive URL without its sha256: no pylock.toml")
-    return Package(name=name, archive=PackageArchive(url=url, hashes={"sha256": shas[0]}))
+    return Package(name=name, archive=PackageArchive(url=redacted(url), hashes={"sha256": shas[0]}))
+
+
+def files_of(known: Sequence[str]) -> Files:
+    """The ``files`` of :func:`write_pylocks`: a project's files on an index the lock names
+    (without credentials), read from that index as the manifest names it now (``known``:
+    the indexes of its sets, credentials and all; :func:`with_credentials`), once each."""
+    from assembler.python.download import DEFAULT_LIMITS
+    from assembler.python.index import project_files  # the index client: only when asked for pylocks
+
+    @functools.cache
+    def files(index: str, name: str) -> dict[str, tuple[str, str]]:
+        return project_files(with_credentials(index, known), name, f"pylock.toml of {name}", DEFAULT_LIMITS)
+
+    return files
 
 
 def file_name(where: str) -> str:

@@ -28,6 +28,7 @@ from packaging.utils import canonicalize_name
 
 from assembler.proc import Runner, tail, uv_binary
 from assembler.registry import trust
+from assembler.spec.urls import scrubbed
 
 if TYPE_CHECKING:
     from assembler.python.index import SdistMetadata
@@ -119,9 +120,7 @@ def _argv(query: Query, work: Path) -> list[str]:
         argv.append(f"m{i}.in")
     argv += ["-o", "out.txt", "--quiet", "--no-config", "--no-header", "--generate-hashes", "--refresh"]
     argv += ["--python-version", query.python, "--python-platform", query.platform]
-    argv += ["--index-strategy", "unsafe-best-match", "--index-url", query.indexes[0]]
-    for extra in query.indexes[1:]:
-        argv += ["--extra-index-url", extra]
+    argv += ["--index-strategy", "unsafe-best-match"]  # the indexes: index_env
     if query.no_deps:
         argv.append("--no-deps")
     fixed_argv, overrides = _fixed_args(query, work)
@@ -144,6 +143,14 @@ def _argv(query: Query, work: Path) -> list[str]:
     return argv
 
 
+def index_env(indexes: Sequence[str]) -> dict[str, str]:
+    """uv's indexes (``--index-url``, then each ``--extra-index-url``) in its environment,
+    never its arguments: an index's credentials (a requirements file's ``${TOKEN}``) stay
+    out of the process list and of the command line a debug message shows
+    (:mod:`assembler.spec.urls`). Both always set: one the caller's environment set is not taken."""
+    return {"UV_INDEX_URL": indexes[0], "UV_EXTRA_INDEX_URL": " ".join(indexes[1:])}
+
+
 def compile_query(query: Query, *, runner: Runner, work: Path) -> list[Pinned]:
     """uv's resolution of ``query`` (work files in ``work``, a fresh folder), in its order.
     Raises Unsatisfiable with uv's reason when there is none.
@@ -153,7 +160,7 @@ def compile_query(query: Query, *, runner: Runner, work: Path) -> list[Pinned]:
     ``requires.txt`` records (uv's ``dependency-metadata``), and uv runs again."""
     work.mkdir(parents=True, exist_ok=True)
     # The system's trust store (and --cert's), as assemble's own connections have (registry.trust).
-    env = {"UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1", **trust.tool_env(work)}
+    env = {"UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1", **trust.tool_env(work), **index_env(query.indexes)}
     given: dict[tuple[str, str], SdistMetadata] = {}
     while True:
         (work / "out.txt").write_text(query.prefer or "")
@@ -208,7 +215,8 @@ def _metadata_args(given: Mapping[tuple[str, str], SdistMetadata], work: Path) -
 
 
 def _reason(stderr: str) -> str:
-    """uv's explanation on one line, without its work folder's names."""
+    """uv's explanation on one line, without its work folder's names or a URL's credentials
+    (the reason is written in the lock and said)."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     lines = [line for line in lines if not line.startswith("hint: Pre-releases")]
     text = " ".join(lines[-8:])
@@ -217,7 +225,7 @@ def _reason(stderr: str) -> str:
     text = (
         text.replace("error: ", "").replace("cause: ", "").replace("No solution found when resolving dependencies ", "")
     )
-    return text[-900:]
+    return scrubbed(text)[-900:]
 
 
 _VIA_ONE = re.compile(r"^\s+# via (.+)$")

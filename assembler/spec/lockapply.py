@@ -26,6 +26,7 @@ from assembler.spec.lockpins import Pin, floating, pinned
 from assembler.spec.pyenvs import set_uses
 from assembler.spec.pysets import as_of_rule
 from assembler.spec.setuses import SetUse, layer_name, plain_pin, set_key, used_steps
+from assembler.spec.urls import redacted, scrubbed
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ def _pin_states(
         if pin is None:
             if how.locked:
                 raise InputError(
-                    f"--locked: lock {how.path} is stale: {where} ({want.what} {want.ref}) is not in it",
+                    f"--locked: lock {how.path} is stale: {where} ({redacted(want.what)} {want.ref}) is not in it",
                     hint=f"bring it up to date: {how.redo}",
                 )
             states[where] = {"key": key, "state": "not-locked"}
@@ -137,7 +138,7 @@ def _pin_states(
             states[where] = {"key": key, "state": "unresolved", "why": pin.unresolved or ""}
             if how.locked:
                 warnings.append(
-                    f"{where} ({want.what}{' ' + want.ref if want.ref else ''}) is not pinned by the lock: "
+                    f"{where} ({redacted(want.what)}{' ' + want.ref if want.ref else ''}) is not pinned by the lock: "
                     f"{pin.unresolved or 'not resolved'}"
                 )
         else:
@@ -164,7 +165,7 @@ def _set_states(
         env = lock.environments.get(use.environment) if lock is not None else None
         if entry is None or use.key in moved:
             if how.locked:
-                reqs = " ".join(sorted(use.pyset.requirements))
+                reqs = scrubbed(" ".join(sorted(use.pyset.requirements)))
                 raise InputError(
                     f"--locked: lock {how.path} is stale: python set {use.where} ({reqs}) is not in it",
                     hint=f"bring it up to date: {how.redo}",
@@ -230,7 +231,7 @@ def _undated(use: SetUse, uses: Sequence[SetUse], how: Applying) -> str:
     for other in uses:
         if other.environment == use.environment:
             for req in other.pyset.requirements:
-                (exact if "==" in req else loose).add(req.strip())
+                (exact if "==" in req else loose).add(scrubbed(req.strip()))
     named = f" ({', '.join(sorted(exact)[:4])}{', ...' if len(exact) > 4 else ''})" if exact else ""
     floats = f": what it leaves floating ({', '.join(sorted(loose)[:6])}) may be years newer" if loose else ""
     return (
@@ -255,7 +256,7 @@ def _check_locked_wheels(
                 raise InputError(env.error, hint="fix the manifest's layers, then lock again")
             raise InputError(
                 f"pip layer {use.where.rsplit(':', 1)[0]} takes its hashes from the lock, and "
-                f"{how.path.name} has none for {' '.join(use.pyset.requirements)}{why}",
+                f"{how.path.name} has none for {scrubbed(' '.join(use.pyset.requirements))}{why}",
                 hint=f"write them: {how.redo}",
             )
 

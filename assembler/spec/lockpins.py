@@ -2,7 +2,9 @@
 when locked (built as ``REPO:TAG@sha256:...``: the tag stays readable, the digest decides), and
 each git source's branch or tag to its commit (fetched instead of the ref; the labels still
 say the ref). Keyed by what they pin (``base REF PLATFORM``, ``git URL REF``), so a changed
-param that names another tag or ref is not in the lock, as a changed set is not."""
+param that names another tag or ref is not in the lock, as a changed set is not. A git URL
+is keyed and written without its credentials (:mod:`assembler.spec.urls`); the pin to make
+holds the URL as the manifest gives it, for the fetch."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from assembler.spec import model as m
+from assembler.spec.urls import redacted
 
 
 @dataclass(frozen=True)
@@ -17,7 +20,7 @@ class Pin:
     """A base's digest or a git ref's commit (``value``), or why there is none."""
 
     kind: str  # base | git
-    what: str  # the reference, or the URL
+    what: str  # the reference, or the URL (as a lock holds it: without credentials)
     ref: str = ""  # a git source's branch or tag
     value: str | None = None
     unresolved: str | None = None
@@ -60,7 +63,7 @@ def floating(manifest: m.Manifest, platform: str, used: Collection[str]) -> dict
             out[f"bases.{name}"] = (f"base {ref} {platform}", Pin("base", ref))
     for name, src in manifest.sources.items():
         if isinstance(src, m.GitSource) and name in sources:
-            out[f"sources.{name}"] = (f"git {src.git} {src.ref}", Pin("git", src.git, src.ref))
+            out[f"sources.{name}"] = (f"git {redacted(src.git)} {src.ref}", Pin("git", src.git, src.ref))
     return out
 
 

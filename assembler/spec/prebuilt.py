@@ -23,6 +23,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, field_validator, mo
 from assembler.spec.fields import Mode, Owner, Scalar, Strict, StrList
 from assembler.spec.hostuse import HostUse
 from assembler.spec.pysets import PythonSet
+from assembler.spec.urls import redacted
 
 if TYPE_CHECKING:
     from packaging.requirements import Requirement as Pep508
@@ -43,7 +44,9 @@ class Requirement:
 
     @property
     def pin(self) -> str:
-        return f"{self.name} @ {self.url.rsplit('/', 1)[-1]}" if self.url else f"{self.name}=={self.version}"
+        """``name==version``, or ``name @ FILE`` of a direct reference (its URL's last part,
+        as recorded: no signed query string)."""
+        return f"{self.name} @ {redacted(self.url).rsplit('/', 1)[-1]}" if self.url else f"{self.name}=={self.version}"
 
 
 def _split_hashes(text: str) -> tuple[str, list[str]]:

@@ -18,6 +18,7 @@ import stat
 from pathlib import Path
 
 from assembler.errors import InputError
+from assembler.spec.urls import scrubbed
 
 MAX_FILE_BYTES = 1 << 20  # a requirements file or pyproject.toml beyond this is refused
 MAX_INCLUDES = 32  # -r files followed from one set, one inside the other
@@ -26,10 +27,11 @@ MAX_FILES = 64  # files read for one set: its own, every -r and -c (each counted
 
 class FileError(InputError):
     """What is wrong with a requirements file, at ``where`` (``FILE:LINE``); the manifest's
-    loader says it at the set's field."""
+    loader says it at the set's field. A URL it quotes is said without its credentials (a
+    line's ``${TOKEN}`` is expanded by then)."""
 
     def __init__(self, where: str, message: str) -> None:
-        super().__init__(f"{where}: {message}")
+        super().__init__(scrubbed(f"{where}: {message}"))
 
 
 def read_text(path: Path, shown: str) -> str:

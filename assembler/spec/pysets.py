@@ -19,6 +19,7 @@ from packaging.utils import canonicalize_name
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from assembler.spec.fields import Name, Scalar, Strict, StrList
+from assembler.spec.urls import redacted, scrubbed
 
 _PYTHON = r"^3\.[0-9]+$"
 # uv's --python-platform for an OCI platform: the manylinux floor of today's CUDA wheels.
@@ -178,14 +179,16 @@ class PythonSet(Strict):
         return [self.index_url or "https://pypi.org/simple", *self.extra_index_urls]
 
     def definition(self, platform: str) -> dict[str, object]:
-        """What the set's resolution depends on: its key in a lock (the name is not)."""
+        """What the set's resolution depends on: its key in a lock (the name is not). Its
+        URLs without their credentials (:mod:`assembler.spec.urls`): the lock is written
+        down, and a password changed is no other resolution."""
         return {
-            "requirements": sorted(self.requirements),
+            "requirements": sorted(scrubbed(r) for r in self.requirements),
             "python": self.python,
             "platform": self.platform or uv_platform(platform),
-            "indexes": self.indexes(),
+            "indexes": [redacted(i) for i in self.indexes()],
             "no_deps": self.no_deps,
-            "constraints": sorted(self.constraints),
+            "constraints": sorted(scrubbed(c) for c in self.constraints),
             **({"provided": sorted(self.provided)} if self.provided else {}),
             **({"hashes": {_name(k): sorted(v) for k, v in sorted(self.hashes.items())}} if self.hashes else {}),
             **({"force": True} if self.force else {}),

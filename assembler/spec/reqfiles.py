@@ -13,6 +13,9 @@ A ``pyproject.toml`` gives ``[project] dependencies``, the ``extras`` its
 includes resolved by pypa's ``dependency-groups``); the project itself is not installed.
 A ``uv.lock`` is read by uv (``uv export --frozen``), a ``pylock.toml`` by packaging: every
 pin with its hashes, the set then locked each pin alone (``no_deps``), never resolved again.
+A requirements file's ``${NAME}`` (capitals, digits, ``_``) is the environment's, as pip
+expands it (unset: kept): an index's password stays out of the file, and out of every record
+(they name URLs without credentials: :mod:`assembler.spec.urls`).
 
 The manifest's loader reads these before the models see the set (:func:`expand`): the set's
 ``requirements`` are the file's, so a change to the file is a change to the set's
@@ -23,6 +26,7 @@ Every file is read only where it is named, each once and bounded (:mod:`.project
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import tomllib
@@ -86,7 +90,7 @@ _REFUSED = {
 def read_requirements(path: Path, shown: str, into: SetInput, *, reader: Reader) -> None:
     """Add what the requirements file at ``path`` (the one the manifest names) says to
     ``into`` (``shown``: its name in messages, relative to the manifest)."""
-    _include(resolved(path, shown), path, shown, into, _At(reader))
+    _include(resolved(path, shown), path, shown, into, _At(reader, environ=os.environ))
 
 
 def _include(real: Path, path: Path, shown: str, into: SetInput, at: _At) -> None:
@@ -104,10 +108,12 @@ class _At:
     reader: Reader
     depth: int = 0
     constraint: bool = False
+    environ: Mapping[str, str] = field(default_factory=dict)  # ${NAME}'s (a pip file's; uv export's lines: none)
 
 
 def _parse(text: str, path: Path, shown: str, into: SetInput, at: _At) -> None:
-    for number, line in _logical_lines(text):
+    for number, written in _logical_lines(text):  # ${NAME} expanded after comments are cut, as pip does
+        line = re.sub(r"\$\{([A-Z0-9_]+)\}", lambda name: at.environ.get(name.group(1)) or name.group(0), written)
         where = f"{shown}:{number}"
         if not line.startswith("-"):
             _requirement(re.split(r"\s+(?=--)", line), where, into)

@@ -1,5 +1,8 @@
 """The weights lock (``MANIFEST.weights.lock``, beside the manifest): each model's files,
-one ``{path, size, sha256}`` each, and the commit an ``hf://`` revision stood for.
+one ``{path, size, sha256}`` each, and the commit an ``hf://`` revision stood for. A URL
+source is written :func:`~assembler.spec.urls.redacted` (no credentials, no presigned
+query string: the file is committed) and matched so: a URL signed anew is the same source,
+its file still the sha256 the manifest pins.
 
 JSON, keys sorted, files sorted by path: a reviewer diffs it. ``assemble lock`` writes it;
 a build takes each model's entry when its source, include and exclude are still the ones
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from assembler.errors import InputError
+from assembler.spec.urls import redacted
 from assembler.spec.weights import WeightsSpec
 from assembler.weights.files import WeightFile, plain_path
 
@@ -43,7 +47,8 @@ class Locked:
 
     def matches(self, spec: WeightsSpec) -> bool:
         """Whether ``spec`` still asks for what was locked."""
-        return (self.source, self.include, self.exclude) == (spec.source, tuple(spec.include), tuple(spec.exclude))
+        asked = (redacted(spec.source), tuple(spec.include), tuple(spec.exclude))
+        return (self.source, self.include, self.exclude) == asked
 
     def to_json(self) -> dict[str, object]:
         return {

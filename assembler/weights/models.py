@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from assembler.cache import Cache
 from assembler.spec.loaded import Loaded
+from assembler.spec.urls import redacted
 from assembler.weights import lock
 from assembler.weights.hub import Hub
 from assembler.weights.pack import Packed, pack
@@ -28,7 +29,7 @@ def prepare(
     out = []
     for g in _gathered(loaded, cache, hub, use_lock=True):
         if not g.locked:
-            warn(f"weights {g.name}: not locked (taken as {g.spec.source} is now): run assemble lock")
+            warn(f"weights {g.name}: not locked (taken as {redacted(g.spec.source)} is now): run assemble lock")
         out.append(pack(g.name, g.spec.at, g.files, source=g.spec.source, revision=g.revision, cache=cache))
     return out
 
@@ -46,7 +47,7 @@ def described(loaded: Loaded) -> dict[str, str]:
             size = sum(f.size for f in entry.files)
             at = f" at {entry.revision[:12]}" if entry.revision else ""
             state = f"locked{at}: {len(entry.files)} file(s), {size / 2**20:.1f} MiB"
-        out[name] = f"{spec.source} -> {spec.at} ({state})"
+        out[name] = f"{redacted(spec.source)} -> {spec.at} ({state})"
     return out
 
 

@@ -32,6 +32,7 @@ from assembler.oci.artifact import FilesArtifact
 from assembler.oci.descriptor import Descriptor
 from assembler.oci.digest import canonical_json
 from assembler.proc import Runner
+from assembler.spec.urls import redacted
 from assembler.transports.beside import ANNOTATION_AT, ANNOTATION_NAME, ANNOTATION_SET
 from assembler.weights.files import WeightFile, set_digest
 
@@ -297,7 +298,9 @@ def pack(
     """Pack ``files`` (all in ``cache``'s store) as model ``name``'s layers and config.
 
     ``source`` is named in the config only when it is a URL (``hf://`` or https), never a
-    host path: the same files give the same artifact on every machine."""
+    host path: the same files give the same artifact on every machine; and never with its
+    credentials or a presigned query string (:func:`redacted`): the config is pushed."""
+    source = redacted(source)
     layers = []
     for group in groups(files, file_layer_min=file_layer_min, bundle_max=bundle_max):
         digest, size = _layer_digest(group, cache)

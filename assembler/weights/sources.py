@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 from assembler.cache import Cache, key_of
 from assembler.errors import InputError
+from assembler.spec.urls import redacted
 from assembler.spec.weights import WeightsSpec
 from assembler.weights import lock
 from assembler.weights.files import WeightFile, plain_path, selector
@@ -40,7 +41,7 @@ class Gathered:
 
     def as_locked(self) -> lock.Locked:
         s = self.spec
-        return lock.Locked(s.source, tuple(s.include), tuple(s.exclude), self.revision, self.files)
+        return lock.Locked(redacted(s.source), tuple(s.include), tuple(s.exclude), self.revision, self.files)
 
 
 def gather(
@@ -66,7 +67,7 @@ def gather(
     if entry is not None and (lines := lock.differences(entry, files)):
         raise InputError(f"{what}: the files differ from the lock:\n  " + "\n  ".join(lines), hint=LOCK_HINT)
     if not files:
-        raise InputError(f"{what}: {spec.source} has no file that include/exclude take")
+        raise InputError(f"{what}: {redacted(spec.source)} has no file that include/exclude take")
     return Gathered(name, spec, files, revision, entry is not None)
 
 
@@ -163,7 +164,7 @@ def _url(spec: WeightsSpec, cache: Cache, what: str) -> tuple[WeightFile, ...]:
     assert spec.sha256 is not None
     name = unquote(urlsplit(spec.source).path.rsplit("/", 1)[-1])
     if plain_path(name) is None:
-        raise InputError(f"{what}: {spec.source} names no file")
+        raise InputError(f"{what}: {redacted(spec.source)} names no file")
     digest = download(spec.source, sha256=spec.sha256, cache=cache, max_bytes=MAX_FILE_BYTES, what=what)
     return (WeightFile(name, cache.blob_path(digest).stat().st_size, spec.sha256),)
 

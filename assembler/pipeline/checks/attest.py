@@ -1,9 +1,11 @@
 """The SBOM and provenance of a build (:mod:`assembler.sbom`): its records as facts, and
-those as referrer artifacts of the image it made."""
+those as referrer artifacts of the image it made. Every URL a fact holds (a source's, a
+downloaded file's) is :func:`~assembler.spec.urls.redacted`: the SBOM is published."""
 
 from __future__ import annotations
 
 import posixpath
+from dataclasses import replace
 
 from assembler import __version__
 from assembler.cache import Cache
@@ -29,14 +31,15 @@ from assembler.sbom import (
     attestations,
 )
 from assembler.spec import model as m
+from assembler.spec.urls import redacted, scrubbed
 
 
 def _source(src: Source, spec: m.SourceSpec) -> SourceFact:
     if isinstance(spec, m.GitSource):
         commit = src.digest.removeprefix("git:").partition("+")[0]
-        return SourceFact(src.name, "git", commit, url=spec.git, ref=spec.ref)
+        return SourceFact(src.name, "git", commit, url=redacted(spec.git), ref=spec.ref)
     if isinstance(spec, m.UrlSource):
-        return SourceFact(src.name, "url", src.digest, url=spec.url)
+        return SourceFact(src.name, "url", src.digest, url=redacted(spec.url))
     # A folder given by an absolute path (``--source NAME=/srv/...``) is named by its last
     # component: where it lies on this host is in no output's bytes.
     path = posixpath.basename(spec.path.rstrip("/")) if posixpath.isabs(spec.path) else spec.path
@@ -48,6 +51,7 @@ def _downloads(man: m.Manifest, architecture: str, cache: Cache) -> tuple[Downlo
     several hashes (one per platform) is the one this build's platform took; one whose
     layer came from a registry step cache, never fetched here, is not known and left out."""
     out = [fact for layer in man.image.layers for fact in kinds.of(layer).downloads(layer, architecture, cache)]
+    out = [replace(fact, name=scrubbed(fact.name), uri=redacted(fact.uri)) for fact in out]
     return tuple(dict.fromkeys(out))  # one file placed twice is one input
 
 

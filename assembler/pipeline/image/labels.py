@@ -49,6 +49,7 @@ from assembler.sbom.interpreter import PythonFacts, read_python
 from assembler.spec import labelfacts, sourcefacts
 from assembler.spec import model as m
 from assembler.spec.loaded import Loaded
+from assembler.spec.urls import redacted
 from assembler.transports.common import BlobReader
 
 if TYPE_CHECKING:
@@ -303,7 +304,8 @@ def source_facts(
     unknown: Mapping[str, str],
 ) -> dict[str, dict[str, str]]:
     """revision, version and url of each source labels or annotations name: of those
-    ``read`` anyway (``source`` gives one), or a local folder; a label never fetches.
+    ``read`` anyway (``source`` gives one), or a local folder; a label never fetches, and
+    names a URL without its credentials (:func:`redacted`: labels are published).
     ``unknown``: the facts of a source not read (a plan shows its revision as to come)."""
     names = {
         name
@@ -317,11 +319,11 @@ def source_facts(
         if src is None:
             url = spec.git if isinstance(spec, m.GitSource) else spec.url if isinstance(spec, m.UrlSource) else ""
             version = spec.ref if isinstance(spec, m.GitSource) else ""
-            facts[name] = {"version": version, "url": url, **unknown}
+            facts[name] = {"version": version, "url": redacted(url), **unknown}
         elif isinstance(spec, m.GitSource):
             commit = src.digest.removeprefix("git:").partition("+")[0]
-            facts[name] = {"revision": commit, "version": spec.ref, "url": spec.git}
+            facts[name] = {"revision": commit, "version": spec.ref, "url": redacted(spec.git)}
         else:
             url = spec.url if isinstance(spec, m.UrlSource) else ""
-            facts[name] = {"revision": src.digest, "version": "", "url": url}
+            facts[name] = {"revision": src.digest, "version": "", "url": redacted(url)}
     return facts

@@ -20,6 +20,7 @@ from assembler.spec.lockfile import Entry, EnvEntry, Lock
 from assembler.spec.pyenvs import Environment
 from assembler.spec.pysets import as_of_rule
 from assembler.spec.setuses import SetUse, set_key
+from assembler.spec.urls import scrubbed
 
 _END_OF_DAY = "T23:59:59Z"  # a date as of its end, in UTC: the same cut on every machine
 
@@ -120,7 +121,10 @@ class EnvLocker:
         # a requirements file's --hash that no file of the resolved version has: the environment
         # is not locked as the file says (an error, as a clash is)
         error = got.error or next((f"{u.where}: {why}" for u, (_, why) in zip(uses, made, strict=True) if why), None)
-        self.lock.environments[env.key] = EnvEntry(env.definition(), as_of, error, got.unknown, got.stand_ins, said)
+        stand_ins = tuple(scrubbed(s) for s in got.stand_ins)  # "INDEX: why": the index as recorded
+        self.lock.environments[env.key] = EnvEntry(
+            env.definition(), as_of, _recorded(error), got.unknown, stand_ins, said
+        )
         for use, (entry, _) in zip(uses, made, strict=True):
             self.lock.sets[use.key] = entry
         return "resolved"
@@ -165,7 +169,13 @@ def _entry(use: SetUse, got: EnvResult, digest: str) -> tuple[Entry, str | None]
         pins, why = kept_hashes(pins, hashes)
         if why is not None:
             return Entry(use.definition), why
-    return Entry(use.definition, pins, result.unresolved, result.stand_in), None
+    return Entry(use.definition, _recorded(pins), _recorded(result.unresolved), result.stand_in), None
+
+
+def _recorded(text: str | None) -> str | None:
+    """A text the lock keeps (uv's pins, a reason naming an index or a ``name @ URL``, the
+    lock's messages said from it) with its URLs as recorded: no credentials."""
+    return scrubbed(text) if text else text
 
 
 def _now() -> str:

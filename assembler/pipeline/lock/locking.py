@@ -33,11 +33,26 @@ from assembler.spec.lockfile import Lock, read_lock, write_lock
 from assembler.spec.lockpins import Pin, floating
 from assembler.spec.pyenvs import environments
 from assembler.spec.setuses import used_steps
+from assembler.spec.urls import redacted, scrubbed
 from assembler.transports.common import RegistryOptions
 
 
 def platform_of(variant: Variant) -> str:
     return str(variant.platform or Platform.parse(variant.loaded.manifest.platform))
+
+
+def indexes_of(variants: Sequence[Variant]) -> list[str]:
+    """Every index the Python sets of ``variants`` name, as the manifest gives them (its
+    credentials, a requirements file's ``${TOKEN}`` expanded): what reads again an index
+    the lock names without them."""
+    found = [
+        index
+        for variant in variants
+        for env in environments(variant.loaded.manifest, platform_of(variant))
+        for member in env.members
+        for index in member.pyset.indexes()
+    ]
+    return list(dict.fromkeys(found))
 
 
 def lock_name(variant: Variant, sets: Mapping[str, str]) -> str:
@@ -122,12 +137,13 @@ def _lock_pins(
 
 
 def _pin(want: Pin, platform: str, runner: Runner, tls_verify: bool) -> Pin:
-    """A base's digest (its platform's manifest) or a git ref's commit, now (or why not)."""
+    """A base's digest (its platform's manifest) or a git ref's commit, now (or why not),
+    as the lock holds it: its URL and why without credentials (``want`` has them, to fetch)."""
     if want.kind == "base":
         value, why = base_digest(want.what, options=RegistryOptions(tls_verify=tls_verify), platform=platform)
     else:
         value, why = git_commit(want.what, want.ref, runner=runner)
-    return replace(want, value=value, unresolved=why)
+    return replace(want, what=redacted(want.what), value=value, unresolved=scrubbed(why) if why else why)
 
 
 def with_lock(

@@ -29,6 +29,7 @@ from assembler.python import index as pypi
 from assembler.sbom.facts import DownloadFact
 from assembler.spec import model as m
 from assembler.spec.prebuilt import Requirement, parse_requirement
+from assembler.spec.urls import redacted, scrubbed
 from assembler.transports import registry_options
 
 if TYPE_CHECKING:
@@ -98,8 +99,8 @@ def _pip_group(
     key = _pip_key(prebuilt, shas, scheme, spec.files_to) if None not in shas else None
     shared = "pip-group-" + key_of(
         {
-            "requirements": [r.text for r in group],
-            "index": spec.index,
+            "requirements": [scrubbed(r.text) for r in group],  # a password changed is the same layer
+            "index": redacted(spec.index),
             "python": spec.python,
             "arch": arch,
             "scheme": scheme.__dict__,

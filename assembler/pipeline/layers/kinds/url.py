@@ -29,6 +29,7 @@ from assembler.python.download import download
 from assembler.sbom.facts import DownloadFact
 from assembler.spec import model as m
 from assembler.spec.prebuilt import size_bytes
+from assembler.spec.urls import redacted
 from assembler.transports import registry_options
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ def _fetch_url(prebuilt: Prebuilt, spec: m.UrlLayer, key: str, shared: str, what
         sha256=spec.sha256,
         cache=prebuilt.cache,
         max_bytes=size_bytes(spec.max_size),
-        what=f"url layer {spec.url}",
+        what=f"url layer {redacted(spec.url)}",
         cap_hint="raise the layer's max_size if the file is so big",
         limits=registry_options(prebuilt.ctx).limits,  # --network-timeout, --network-deadline
     )
@@ -131,7 +132,7 @@ def _url_layer(prebuilt: Prebuilt, spec: m.UrlLayer) -> Layer:
 
 def _write_tar(prebuilt: Prebuilt, path: Path, spec: m.UrlLayer, plain: Path) -> Layer:
     """The tar ``path`` (compressed or not) unpacked under ``spec.to``."""
-    what = f"url layer {spec.url}"
+    what = f"url layer {redacted(spec.url)}"
     try:
         _unpack_to(path, plain, what)
     except _NOT_A_TAR as e:
