@@ -13,6 +13,7 @@ anything else reaching the CLI is a bug and gets a traceback.
     │   ├── BadPlatform                 a platform that is not os/arch[/variant]
     │   ├── UnsafePath                  an archive entry or a copy escaping its root
     │   ├── InvalidArchive              a tar or file tree that cannot become a layer
+    │   ├── AptRefused                  Debian packages apt will not install (no such package...)
     │   └── NotACache                   a --cache folder of the user's or of another tool (a CacheError too)
     ├── NotFound                        an image, blob, tag or file that is not there
     ├── DigestMismatch                  bytes that do not hash to what was promised
@@ -102,6 +103,19 @@ class UnsafePath(InputError):
 class InvalidArchive(InputError):
     """A tar archive or file tree that cannot become a layer: a hard link to a file it
     does not have, a file that ended early (it changed while read), a field too big for tar."""
+
+
+class AptRefused(InputError):
+    """apt would not install what a manifest asks (a bootstrap's packages, a ``packages:``
+    layer, a step's): ``packages`` names each it refused, ``reasons`` holds apt's own words
+    for each, in the same order. The manifest is at fault, not the mirror or the host."""
+
+    def __init__(
+        self, message: str, *, packages: Sequence[str], reasons: Sequence[str], hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.packages = tuple(packages)
+        self.reasons = tuple(reasons)
 
 
 class NotFound(AssemblerError):

@@ -2,8 +2,8 @@
 range of subordinate uids and gids (``/etc/subuid``, ``/etc/subgid``: rootless buildah and
 mmdebstrap's unshare mode map the image's users onto them), user namespaces allowed, and
 the setuid ``newuidmap``/``newgidmap`` (Debian's ``uidmap``). :func:`problems` says which
-is missing and what to ask for; ``doctor`` lists them and a bootstrap that fails for one
-names it. Root needs none of them.
+is missing and what to ask for; ``doctor`` lists them, and a bootstrap, a lock's dry run or a
+step that fails for one names it (:func:`host_cause`). Root needs none of them.
 """
 
 from __future__ import annotations
@@ -15,6 +15,23 @@ import stat
 from pathlib import Path
 
 NEEDED = 65536  # ids a rootless container maps: every uid and gid an image may hold
+# What mmdebstrap, buildah and the kernel say when a user namespace or its id maps cannot be
+# made (mmdebstrap: "unable to pick chroot mode automatically"; buildah: "cannot find
+# mappings for user", "insufficient UIDs or GIDs", "newuidmap: write to uid_map failed").
+_HOST_SIGNS = (
+    "newuidmap",
+    "newgidmap",
+    "/etc/subuid",
+    "/etc/subgid",
+    "mappings for user",
+    "chroot mode",
+    "user namespace",
+    "uid_map",
+    "gid_map",
+    "insufficient uids",
+    "not enough ids",
+    "clone_newuser",
+)
 
 
 def _ids(path: Path, user: str, uid: int) -> int:
@@ -67,3 +84,14 @@ def problems(etc: Path = Path("/etc")) -> list[str]:
         elif not os.stat(path).st_mode & stat.S_ISUID:
             found.append(f"{path} is not set-uid: reinstall uidmap (as root)")
     return found
+
+
+def host_cause(text: str, etc: Path = Path("/etc")) -> str | None:
+    """doctor's fix (:func:`problems`, each what is missing and what to ask for) where
+    ``text``, a failed program's output, shows this host kept it from making a user
+    namespace or mapping its ids; None for root, for output without such a sign, or where
+    nothing is missing (then the cause is elsewhere)."""
+    lowered = text.lower()
+    if os.geteuid() == 0 or not any(sign in lowered for sign in _HOST_SIGNS):
+        return None
+    return "; ".join(problems(etc)) or None

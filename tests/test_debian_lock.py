@@ -9,6 +9,7 @@ mirror's next point release looks like to a lock written today.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -17,6 +18,7 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -260,3 +262,304 @@ def test_an_unprivileged_user_locks_and_builds_the_same_packages(user: User) -> 
     assert not theirs, theirs[:5]
     assert not [p for p in Path(tempfile.gettempdir()).glob("assemble-lock-*") if p.owner() == user.name]
     sh(["rm", "-rf", str(project)])
+
+
+# Issue 67: a wrong package name failed late and without apt's reason, and the lock exited 0.
+# What mmdebstrap 1.3.5 printed for `mmdebstrap --variant=minbase --include=nosuchpkg
+# --simulate bookworm /dev/null` on Debian 12 (its last lines, as captured; the lock's dry
+# run adds --verbose, which prints each "Inst" line before these).
+MMDEBSTRAP_REFUSED = """\
+I: skip extracting packages because of --dry-run
+W: skipping mounting of sysfs because the /sys directory is missing in the target
+W: skipping mounting of proc because the /proc directory is missing in the target
+I: no essential packages -- skipping...
+I: simulate installing remaining packages inside the chroot...
+Reading package lists...
+Building dependency tree...
+E: Unable to locate package nosuchpkg
+E: setup failed: E: apt-get --yes -oAPT::Get::Simulate=true install -oAPT::Status-Fd=<$fd> -oDpkg::Use-Pty=false \
+nosuchpkg ?narrow(?or(?archive(^bookworm$),?codename(^bookworm$)),?architecture(amd64),?and(?priority(required),\
+?not(?essential))) failed
+I: main() received signal PIPE: waiting for setup...
+I: removing tempdir /tmp/cap67/mmdebstrap.j0AGok8gBT...
+E: mmdebstrap failed to run
+"""
+# `apt-get -s install nosuchpkg python libgomp1=0.1` on Debian 12 (LC_ALL=C.UTF-8), as captured.
+APT_GET_REFUSED = """\
+Reading package lists...
+Building dependency tree...
+Reading state information...
+Package python is not available, but is referred to by another package.
+This may mean that the package is missing, has been obsoleted, or
+is only available from another source
+However the following packages replace it:
+  python-is-python3 2to3
+
+E: Unable to locate package nosuchpkg
+E: Package 'python' has no installation candidate
+E: Version '0.1' for 'libgomp1' was not found
+"""
+# What a user without subordinate ids gets of mmdebstrap (as captured, setpriv to such a user).
+MMDEBSTRAP_NO_SUBIDS = "E: unable to pick chroot mode automatically (use --mode for manual selection)\n"
+BAD_NAME = """\
+name: badname
+bases:
+  runtime:
+    bootstrap: {suite: bookworm, variant: minbase, packages: [python3, nosuchpkg]}
+image:
+  base: runtime
+outputs: ['oci:out:badname']
+"""
+
+
+def test_apts_refusals_are_read_with_its_reasons_from_what_it_printed() -> None:
+    from assembler.transports.aptreasons import Refusal, is_refusal, refusals, refused, suggestions
+
+    assert refusals(MMDEBSTRAP_REFUSED) == [Refusal("nosuchpkg", "Unable to locate package nosuchpkg")]
+    assert refusals(APT_GET_REFUSED) == [
+        Refusal("nosuchpkg", "Unable to locate package nosuchpkg"),
+        Refusal("python", "Package 'python' has no installation candidate", ("python-is-python3", "2to3")),
+        Refusal("libgomp1", "Version '0.1' for 'libgomp1' was not found"),
+    ]
+    # apt's resolver giving up (its words, as apt 2.6 lays them out)
+    unmet = (
+        "The following packages have unmet dependencies:\n"
+        " libfoo1 : Depends: libbar2 (>= 2.0) but it is not installable\n"
+        "           Depends: libbaz1 but it is not going to be installed\n"
+        "E: Unable to correct problems, you have held broken packages.\n"
+    )
+    (foo,) = refusals(unmet)
+    assert foo.package == "libfoo1" and "libbar2 (>= 2.0) but it is not installable" in foo.reason
+    assert "libbaz1" in foo.reason
+    error = refused(refusals(APT_GET_REFUSED), what="the packages")
+    assert error.packages == ("nosuchpkg", "python", "libgomp1") and error.exit_code == 2
+    assert "python (Package 'python' has no installation candidate; apt says python-is-python3, 2to3" in str(error)
+    assert is_refusal(error.message) and not refusals("E: mmdebstrap failed to run\n")
+    # the served names most like each, where apt did not name what replaces it
+    served = ["nosuchpkg1", "python3", "libgomp1", "less"]
+    assert suggestions(refusals(APT_GET_REFUSED), served) == "nosuchpkg: did you mean nosuchpkg1?"
+
+
+class _FailingMmdebstrap:
+    """A Runner standing in for mmdebstrap's dry run (a unit test runs no outside program):
+    it fails as ``said`` shows, writing no index."""
+
+    def __init__(self, said: str) -> None:
+        self.said = said
+
+    def run(self, argv: list[str], **_: object) -> Any:
+        from assembler.proc import Result
+
+        assert "--simulate" in argv, argv
+        return Result(tuple(argv), 25, "", self.said)
+
+
+def _fake_dry_run(monkeypatch: pytest.MonkeyPatch, said: str) -> None:
+    """mmdebstrap's dry run, in this process, failing as ``said`` shows."""
+    from assembler.proc import Result, Runner
+
+    real = Runner.run
+
+    def run(self: Runner, argv: list[str], **kwargs: Any) -> Result:
+        if "--simulate" in argv:
+            return _FailingMmdebstrap(said).run(argv)
+        return real(self, argv, **kwargs)
+
+    monkeypatch.setattr(Runner, "run", run)
+
+
+def test_a_package_apt_cannot_find_fails_the_lock_with_apts_reason_and_then_the_plan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock said "mmdebstrap --simulate failed (exit 25): I: main() received signal PIPE"
+    and exited 0; the build then failed a minute in. The lock names the package, apt's reason
+    and the manifest's field, exits 2, and the plan and the build refuse it at once."""
+    (tmp_path / "m.yaml").write_text(BAD_NAME)
+    _fake_dry_run(monkeypatch, MMDEBSTRAP_REFUSED)
+    locked = run_cli_here(["lock", "m.yaml", "--cache", str(tmp_path / "cache")], cwd=tmp_path)
+    assert locked.code == 2, str(locked)
+    said = "m.yaml:4: bases.runtime.bootstrap.packages: apt cannot install the bootstrap's packages: nosuchpkg"
+    assert said in locked.err and "(Unable to locate package nosuchpkg)" in locked.err, str(locked)
+    assert "signal PIPE" not in locked.err + locked.out, str(locked)
+    (entry,) = read_lock(tmp_path / "m.lock").debian.values()
+    assert entry.error is not None and entry.error.startswith("apt cannot install the bootstrap's packages: nosuchpkg")
+    for command in (["plan", "m.yaml"], ["m.yaml", "--cache", str(tmp_path / "cache")]):
+        refused = run_cli_here(command, cwd=tmp_path)
+        assert refused.code == 2 and said in refused.err and "as m.lock records it" in refused.err, str(refused)
+        assert "assemble lock m.yaml" in refused.err, str(refused)
+
+
+def test_a_lock_whose_dry_run_the_host_keeps_from_running_fails_with_doctors_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without subordinate ids mmdebstrap says only "unable to pick chroot mode": the lock
+    exits 1 saying so, with what doctor says to ask the admin for."""
+    import assembler.hostuser as hostuser
+
+    (tmp_path / "m.yaml").write_text(BAD_NAME)
+    _fake_dry_run(monkeypatch, MMDEBSTRAP_NO_SUBIDS)
+    monkeypatch.setattr(os, "geteuid", lambda: 4242)
+    fix = "/etc/subuid gives alice 0 subordinate uids, where rootless builds map 65536: ask the admin for ..."
+    monkeypatch.setattr(hostuser, "problems", lambda etc=None: [fix])
+    locked = run_cli_here(["lock", "m.yaml"], cwd=tmp_path)
+    assert locked.code == 1, str(locked)
+    assert "Debian packages could not be locked: m.yaml:4: bases.runtime.bootstrap: mmdebstrap" in locked.err
+    assert "E: unable to pick chroot mode automatically" in locked.err and f"hint: {fix}" in locked.err, str(locked)
+
+
+def test_a_bootstraps_failure_leads_with_what_apt_refused(tmp_path: Path) -> None:
+    """mmdebstrap's --quiet hid apt's own line: the build's error was "E: setup failed: E:
+    apt-get ... failed" alone. Run without it, the bootstrap's error is apt's reason."""
+    from assembler.errors import AptRefused
+    from assembler.proc import Result
+    from assembler.transports import bootstrap as boot
+
+    class Mmdebstrap:
+        def which(self, name: str) -> Path:
+            return Path("/usr/bin/mmdebstrap")
+
+        def run(self, argv: list[str], **_: object) -> Result:
+            assert "--quiet" not in argv, argv
+            return Result(tuple(argv), 25, "", MMDEBSTRAP_REFUSED.replace("Simulate=true ", ""))
+
+    spec = boot.BootstrapSpec("bookworm", packages=("nosuchpkg",))
+    with pytest.raises(AptRefused) as info:
+        boot._mmdebstrap(spec, tmp_path, runner=Mmdebstrap(), arch="amd64", mirror="http://m", epoch=0, log_tail=30)  # type: ignore[arg-type]
+    assert info.value.packages == ("nosuchpkg",), info.value
+    assert "nosuchpkg (Unable to locate package nosuchpkg)" in str(info.value)
+
+
+def test_a_steps_apt_failure_leads_with_apts_reason() -> None:
+    from assembler.compile.container import _failed
+
+    last = "Reading package lists...\nE: Unable to locate package libgomp\n"
+    error = _failed("packages-1", "apt-get install libgomp", 100, True, last, Path("/c/logs/x.log"), ["buildah"])
+    first = str(error).splitlines()
+    assert first[1] == "apt cannot install: libgomp (Unable to locate package libgomp)", first
+    assert error.hint is not None and "package's name" in error.hint
+
+
+@pytest.mark.integration  # mmdebstrap's real dry run against Debian's mirror: what the fixtures above stand for
+def test_a_real_lock_names_the_package_apt_cannot_find(tmp_path: Path) -> None:
+    (tmp_path / "m.yaml").write_text(BAD_NAME)
+    locked = run_cli(["lock", "m.yaml"], cwd=tmp_path)
+    assert locked.code == 2, str(locked)
+    assert "nosuchpkg (Unable to locate package nosuchpkg)" in locked.err, str(locked)
+
+
+REUSED = """\
+name: reused
+bases:
+  runtime:
+    bootstrap: {suite: bookworm, variant: minbase, packages: [libgomp1]}
+image: {base: runtime}
+outputs: ['oci:out:reused']
+"""
+STATUS = """\
+Package: libc6
+Status: install ok installed
+Architecture: amd64
+Version: 2.36-9+deb12u14
+
+Package: libgomp1
+Status: install ok installed
+Architecture: amd64
+Version: 12.2.0-14+deb12u1
+"""
+
+
+class _NoMmdebstrap:
+    """A Runner that finds no mmdebstrap (its version in a base's key: "missing", the same
+    for the lock and the build here) and runs nothing."""
+
+    def which(self, name: str) -> None:
+        return None
+
+
+def test_a_lock_takes_the_base_a_build_made_before_it_where_it_holds_what_the_lock_names(tmp_path: Path) -> None:
+    """The build after the first lock bootstrapped both bases again (94 s and 137 s) to the
+    digests they had: the locked key was new. ``assemble lock --cache`` records the base
+    built without the lock under the lock's key when its dpkg status is exactly the lock's."""
+    from typing import cast
+
+    from assembler.assemble import Options, open_run
+    from assembler.cache import Cache
+    from assembler.pipeline.image.bases import bootstrap_key
+    from assembler.pipeline.lock.lockbases import reuse_bases
+    from assembler.pipeline.lock.locking import lock_name, with_lock
+    from assembler.pipeline.variants import load_variants
+    from assembler.proc import Runner
+    from assembler.spec import model as m
+    from assembler.transports.rootfs import image_from_layer, layer_from_tar
+
+    (tmp_path / "m.yaml").write_text(REUSED)
+    root = tmp_path / "root.tar"
+    with tarfile.open(root, "w") as tar:
+        info = tarfile.TarInfo("var/lib/dpkg/status")
+        info.size = len(STATUS)
+        tar.addfile(info, io.BytesIO(STATUS.encode()))
+    cache, runner = Cache(tmp_path / "cache"), cast(Runner, _NoMmdebstrap())
+    (variant,) = load_variants(tmp_path / "m.yaml", sets={})
+    spec = variant.loaded.manifest.bases["runtime"]
+    assert isinstance(spec, m.BootstrapBase)
+    options = Options(cache_dir=cache.root, epoch=0)
+    built = open_run(variant.loaded, variant.options(options), runner=runner, check=False)
+    blob = layer_from_tar(root, cache=cache, compression="zstd", epoch=0, what="a base")
+    image = image_from_layer(blob, platform=Platform.parse("linux/amd64"), epoch=0, created_by="mmdebstrap")
+    cache.put_base_image(bootstrap_key(built.ctx, spec, record=False)[0], image)  # built before the lock
+
+    def locked_run(versions: dict[str, str]) -> Any:
+        use = debian_uses(variant.loaded.manifest, Platform.parse("linux/amd64"))["apt:bases.runtime"]
+        lines = tuple(Deb(n, "amd64", v, SHA_A).line() for n, v in versions.items())
+        lock = Lock("m.yaml", variants={lock_name(variant, {}): {use.where: use.key}})
+        lock.debian[use.key] = DebEntry(use.definition, lines, "2026-11-27T22:17:51Z", "Sat, 11 Jul 2026", use.mirror)
+        write_lock(tmp_path / "m.lock", lock)
+        (applied,), _ = with_lock([variant], path=tmp_path / "m.lock", locked=False, redo="")
+        return open_run(applied.loaded, applied.options(options), runner=runner, check=False)
+
+    # a lock naming another version of one package: not what that base holds, left to be made
+    run = locked_run({"libc6": "2.36-9+deb12u14", "libgomp1": "12.2.0-14"})
+    assert reuse_bases(run) == []
+    run = locked_run({"libc6": "2.36-9+deb12u14", "libgomp1": "12.2.0-14+deb12u1"})
+    assert reuse_bases(run) == ["runtime"]
+    key, _ = bootstrap_key(run.ctx, spec, record=False, locked=run.loaded.lock.debian["apt:bases.runtime"])
+    taken = cache.base_image(key)
+    assert taken is not None and taken.digest == image.digest  # the very base: nothing made again
+    assert reuse_bases(run) == []  # there already
+
+
+def test_lock_takes_a_builds_command_line_and_a_build_says_how_to_lock_into_its_cache() -> None:
+    """``assemble lock --cache`` was "unrecognized arguments": a build's line locks as it is."""
+    from assembler.cli.buildargs import redo_command
+    from assembler.cli.commands import parser
+
+    line = ["m.yaml", "--cache", "/c", "--epoch", "7", "--compression", "gzip", "-o", "oci:out:x", "--no-tests"]
+    args = parser("lock").parse_args(["lock", *line, "--upgrade"])
+    assert (args.cache, args.epoch, args.compression, args.upgrade) == (Path("/c"), 7, "gzip", True)
+    build = parser("build").parse_args(["build", *line, "--set", "a=b"])
+    assert redo_command(build) == "assemble lock m.yaml --set a=b --cache /c --epoch 7 --compression gzip"
+
+
+def test_a_locked_package_the_mirror_dropped_is_said_as_the_mirror_moving(tmp_path: Path) -> None:
+    """A locked build's dry run that apt refuses a name the lock holds: the name was right,
+    the mirror moved (a package dropped at a point release); the hint is the snapshot's."""
+    from typing import cast
+
+    from assembler.proc import Runner
+    from assembler.spec.debs import DebLocked
+    from assembler.transports import bootstrap as boot
+
+    spec = boot.BootstrapSpec("bookworm", packages=("nosuchpkg",))
+    locked = DebLocked("apt:bases.runtime", "k", (), "2026-11-27T22:17:51Z", ("nosuchpkg",))
+    with pytest.raises(InputError) as info:
+        boot._check_mirror(
+            spec,
+            locked,
+            tmp_path,
+            runner=cast(Runner, _FailingMmdebstrap(MMDEBSTRAP_REFUSED)),
+            arch="amd64",
+            mirror="http://m/debian",
+            epoch=0,
+        )
+    assert "nosuchpkg: Unable to locate package nosuchpkg" in str(info.value), info.value
+    assert "snapshot.debian.org/archive/debian/20261127T221751Z" in (info.value.hint or "")

@@ -12,7 +12,7 @@
     assemble verify REF --key PUB     is the image signed by that key (cosign's format; --type: attested)
     assemble sif SOURCE OUT.sif       an Apptainer/Singularity SIF of any image, written as a stream
     assemble sqsh SOURCE OUT.sqsh     an Enroot/Pyxis squashfs image of any image, written as a stream
-    assemble lock MANIFEST [--set K=V]...  every Python set of every target, resolved into MANIFEST.lock
+    assemble lock MANIFEST [--set K=V]... [--cache DIR]  every Python set and Debian package, into MANIFEST.lock
     assemble schema [-o DIR]          JSON Schemas of manifests and recipes (for editors)
     assemble cache ls|verify|prune    the cache: list, check, remove by age or size
     assemble doctor                   the programs assemble drives: found, versions, what to install
@@ -32,6 +32,7 @@ progress, ``console`` the two streams.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import os
@@ -129,7 +130,7 @@ def _main(argv: Sequence[str] | None) -> int:
     except AssemblerError as e:
         if _STOPPED:  # a program stopped by the same signal failed first: the stop is the news
             logging.getLogger(__name__).debug("stopped; a program failed of it: %s", e)
-            return _stopped(_STOPPED[0])
+            return _stopped(_STOPPED[0], kept=_kept(args))
         # diff's 1 means "different": any failure is 2 there, as in diff(1).
         code = 2 if args.command == "diff" else e.exit_code
         from assembler.spec.urls import scrubbed  # a failed command only: the manifest's package by then
@@ -148,14 +149,32 @@ def _main(argv: Sequence[str] | None) -> int:
             raise
         return code
     except Terminated as e:
-        return _stopped(e.signum)
+        return _stopped(e.signum, kept=_kept(args))
     except KeyboardInterrupt:
-        return _stopped(signal.SIGINT)
+        return _stopped(signal.SIGINT, kept=_kept(args))
 
 
-def _stopped(signum: int, *, during: str = "") -> int:
+def _kept(args: argparse.Namespace) -> str:
+    """What a stopped build leaves for the next one (nothing for another command): what it
+    finished, in its cache. "interrupted" alone left the user to guess whether a minute of
+    bootstrapping was lost (issue 67)."""
+    if args.command not in ("build", "watch"):
+        return ""
+    from assembler.cache import default_root
+
+    cache = args.cache or default_root()
+    return (
+        f"kept: the bases, steps and layers that finished, in the cache {cache} (building again goes on "
+        "from there); the steps that were running stopped, their containers removed"
+    )
+
+
+def _stopped(signum: int, *, during: str = "", kept: str = "") -> int:
     """Say the command was stopped by ``signum`` (``during``: what a program it ran said as
-    it stopped too); 128 + its number."""
+    it stopped too; ``kept``: what it leaves, said first: the stop is the last line);
+    128 + its number."""
+    if kept:
+        err.print(kept, markup=False)
     if signum == signal.SIGINT:
         text = "interrupted"
     else:

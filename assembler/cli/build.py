@@ -14,10 +14,10 @@ from assembler.assemble import Options, Plan, Result, assemble_variants, resolve
 from assembler.cache import default_root
 from assembler.cache.maintain import parse_size
 from assembler.cli.arguments import param_sets, platform_arg, registry_options, slurm_args, storage_arg
+from assembler.cli.buildargs import redo_command
 from assembler.cli.console import err, mode_of, out, say, size
 from assembler.cli.digestfile import check_digestfile, write_digest
 from assembler.cli.keys import signer_of
-from assembler.cli.lock import redo_command
 from assembler.cli.progress import showing
 from assembler.cli.userconfig import cache_budget, read_config
 from assembler.errors import InputError
@@ -33,6 +33,7 @@ from assembler.spec.suggest import known_names
 
 if TYPE_CHECKING:
     from assembler.sign import Verifier
+    from assembler.transports.context import Written
 
 
 def _options(args: argparse.Namespace, manifest_epoch: int | None, manifest_cache: str | None = None) -> Options:
@@ -170,6 +171,16 @@ def _referrer_json(a: Artifact) -> dict[str, str]:
     return {"artifact_type": a.artifact_type, "digest": a.digest, "blob": a.blob.digest, "title": a.title}
 
 
+def pushed(w: Written) -> str:
+    """What writing an output to a registry sent: ``3 blob(s), 1.2 GiB uploaded, 5 there
+    already`` (a plain build says it of each push, its weights' too, as ``watch`` does)."""
+    return f"{w.uploaded_blobs} blob(s), {size(w.uploaded_bytes)} uploaded, {w.skipped_blobs} there already"
+
+
+def _was_pushed(w: Written) -> bool:
+    return bool(w.uploaded_blobs or w.skipped_blobs or w.mounted_blobs or w.uploaded_bytes)
+
+
 def summary_lines(result: Result) -> list[str]:
     """What a build says of ``result`` (its time aside)."""
     lines = [f"image {result.digest}"]
@@ -179,7 +190,7 @@ def summary_lines(result: Result) -> list[str]:
     for s in result.steps:
         lines.append(f"  step {s.name}: {s.state} ({s.seconds:.1f} s)")
     for w in result.outputs:
-        lines.append(f"  -> {w.ref}")
+        lines.append(f"  -> {w.ref}" + (f": {pushed(w)}" if _was_pushed(w) else ""))
     lines.append(f"  base layers read: {size(result.base_bytes_read)}")
     if result.step_cache:
         c = result.step_cache

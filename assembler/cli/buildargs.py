@@ -5,6 +5,7 @@ reads (:mod:`assembler.cli.arguments`)."""
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 from assembler.cli.arguments import DEFAULT_JOBS, Arguments, common_args, jobs_arg, pair, param_args, progress_args
@@ -258,3 +259,21 @@ def slurm_sif_arg(p: Arguments) -> None:
         help="how a test's Slurm job reaches the image's SIF: read in place from the shared cache, or copied "
         "by sbcast to /tmp on each of its nodes first (one read of the shared folder, fanned out by Slurm)",
     )
+
+
+def redo_command(args: argparse.Namespace) -> str:
+    """The ``assemble lock`` command line that brings the lock of a build or plan up to date:
+    its targets, params and lock file, and the cache, epoch and compression its bases are
+    keyed by (the lock takes a build's options, and records there the bases a build made
+    before it that hold what it locks)."""
+    argv = ["assemble", "lock", str(args.manifest)]
+    for target in args.targets:
+        argv += ["--target", target]
+    for key, value in args.set:
+        argv += ["--set", f"{key}={value}"]
+    for key, value in args.set_unlocked:
+        argv += ["--set-unlocked", f"{key}={value}"]
+    for flag in ("lock", "cache", "epoch", "compression"):
+        if getattr(args, flag, None) is not None:
+            argv += [f"--{flag}", str(getattr(args, flag))]
+    return shlex.join(argv)

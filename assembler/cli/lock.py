@@ -1,4 +1,11 @@
-"""``assemble lock``: resolve every Python set of a manifest's variants into its lock.
+"""``assemble lock``: resolve every Python set of a manifest's variants into its lock, and
+the Debian packages of its bootstrapped bases and ``packages:``.
+
+It takes a build's options (a build's command line locks as it is, ``lock`` for ``build``:
+``assemble lock --cache`` was refused, issue 67), keys the bases by them, and records in
+that cache the bases a build made before it that hold what it locks. Every failure exits
+non-zero, saying what failed: a set that cannot be resolved or packages apt refused (2), a
+Debian dry run that could not run (1, with doctor's fix where the host is the cause).
 
 Light at import (the parser reads :func:`arguments` for every command): the locking code
 is imported when the command runs."""
@@ -7,14 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from assembler.cli.arguments import param_args, param_sets, platform_arg, tls_verify_arg
+from assembler.cli.arguments import param_sets, platform_arg
+from assembler.cli.buildargs import plan_arguments
 from assembler.cli.console import out, say
-from assembler.errors import InputError, ManifestError
+from assembler.errors import AssemblerError, InputError, ManifestError
 from assembler.oci.descriptor import Platform
 
 if TYPE_CHECKING:
@@ -23,43 +30,33 @@ if TYPE_CHECKING:
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("manifest", type=Path, help="the manifest (YAML)")
-    param_args(p)
-    p.add_argument(
-        "--target",
-        action="append",
-        dest="targets",
-        default=[],
-        metavar="TARGET",
-        help="lock this target (repeatable; default: every target)",
+    """A build's arguments (a build's command line locks as it is written, ``lock`` for
+    ``build``: ``--cache``, ``--epoch``, ``--compression`` and ``--platform`` key the bases it
+    takes from the build before it and leaves to the next), then the lock's own."""
+    plan_arguments(p)
+    g = p.add_argument_group(
+        "locking",
+        "what is resolved anew; of a build's options, --base and --source are refused (a lock is the "
+        "manifest's) and those of outputs, tests and signing change nothing here",
     )
-    p.add_argument("--lock", type=Path, default=None, metavar="FILE", help="the lock (default: MANIFEST.lock)")
-    p.add_argument(
-        "--platform",
-        action="append",
-        dest="platforms",
-        default=[],
-        metavar="PLATFORM",
-        help="lock for this os/arch[/variant] (repeatable; default: the manifest's): bases pinned per platform",
-    )
-    p.add_argument(
+    g.add_argument(
         "--upgrade",
         action="store_true",
         help="resolve every set anew, as of today (the newest versions allowed; resolve_as_of left aside)",
     )
-    p.add_argument(
+    g.add_argument(
         "--retry",
         action="store_true",
         help="try again what the lock records as failed (an index with no stand-in, a registry not reached)",
     )
-    p.add_argument(
+    g.add_argument(
         "--upgrade-package",
         action="append",
         default=[],
         metavar="NAME",
         help="let this package move to its newest allowed version (repeatable)",
     )
-    p.add_argument(
+    g.add_argument(
         "--pylock",
         type=Path,
         default=None,
@@ -67,31 +64,20 @@ def arguments(p: argparse.ArgumentParser) -> None:
         help="also write each locked Python set as a PEP 751 lock file, DIR/VARIANT/pylock.WHERE.toml "
         "(what uv pip install -r reads): the lock's versions and hashes, the files' URLs from the set's indexes",
     )
-    tls_verify_arg(p, help="--tls-verify=false reads bases' digests from plain-HTTP (loopback) registries")
-    p.add_argument("--json", action="store_true", help="print what was locked as JSON on stdout")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more detail (twice: debug)")
-
-
-def redo_command(args: argparse.Namespace) -> str:
-    """The ``assemble lock`` command line that brings the lock of a build or plan up to date."""
-    argv = ["assemble", "lock", str(args.manifest)]
-    for target in args.targets:
-        argv += ["--target", target]
-    for key, value in args.set:
-        argv += ["--set", f"{key}={value}"]
-    for key, value in args.set_unlocked:
-        argv += ["--set-unlocked", f"{key}={value}"]
-    if getattr(args, "lock", None) is not None:
-        argv += ["--lock", str(args.lock)]
-    return shlex.join(argv)
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
+    from assembler.cache import default_root
     from assembler.pipeline.lock.locking import lock_name, lock_variants
     from assembler.pipeline.lock.lockreport import Asked
     from assembler.proc import Runner
     from assembler.spec.lockfile import default_lock_path
 
+    if args.base or args.source:
+        raise InputError(
+            f"{'--base' if args.base else '--source'}: a lock is the manifest's, not one build's replacement",
+            hint="lock without it; a build with it applies the lock to what it does not replace",
+        )
     sets = param_sets(args)
     path = (args.lock or default_lock_path(args.manifest)).resolve()
     variants = _variants(args, sets)
@@ -100,21 +86,77 @@ def cmd_lock(args: argparse.Namespace) -> int:
     asked = Asked(args.upgrade, args.upgrade_package, args.retry, args.tls_verify)
     done = lock_variants(variants, path=path, runner=Runner(), asked=asked)
     _show(args, path, done, len(variants))
-    _lock_weights(args.manifest)
+    cache = (args.cache or default_root()).resolve()
+    _lock_weights(args.manifest, cache)
     if args.pylock is not None:
         _pylocks(args.pylock, path, [d.variant for d in done], [v for v, _ in variants])
-    errors = list(dict.fromkeys(d.why for d in done if d.state == "unresolvable"))
-    if errors:
-        raise InputError(
-            "; ".join(errors) + f" (recorded in {path.name}: plan --locked refuses it)",
-            hint="fix the sets that clash (force: true where upstream installs over another's pin), then lock again",
-        )
+    _refuse_failures(done, path)
+    _reuse_bases(args, path, cache, [v for v, _ in variants])
     return 0
 
 
-def _lock_weights(manifest: Path) -> None:
-    """The manifest's models (weights:) locked file by file in MANIFEST.weights.lock."""
-    from assembler.cache import Cache, default_root
+def _refuse_failures(done: list[Locked], path: Path) -> None:
+    """The lock's failures as the command's error, after the lock is written with them:
+    sets that cannot be resolved and Debian packages apt refused (exit 2), then Debian sets
+    whose dry run failed otherwise (exit 1: the host or the mirror), each once."""
+    from assembler.hostuser import host_cause
+
+    def whys(*states: str, apt: bool) -> list[str]:
+        return list(dict.fromkeys(d.why for d in done if d.state in states and d.where.startswith("apt:") == apt))
+
+    python, debian = whys("unresolvable", apt=False), whys("unresolvable", apt=True)
+    if python or debian:
+        hints = [
+            *(["fix the sets that clash (force: true where upstream installs over another's pin)"] if python else []),
+            *(["fix the Debian package names (apt-cache policy NAME on that suite)"] if debian else []),
+        ]
+        said = [
+            *(["; ".join(python) + f" (recorded in {path.name}: plan --locked refuses it)"] if python else []),
+            *(["; ".join(debian) + f" (recorded in {path.name}: plan and build refuse it)"] if debian else []),
+        ]
+        raise InputError("; ".join(said), hint=", ".join(hints) + ", then lock again")
+    failed = whys("unresolved", apt=True)
+    if failed:
+        hint = next((h for why in failed if (h := host_cause(why))), None)
+        raise AssemblerError(
+            "Debian packages could not be locked: " + "; ".join(failed),
+            hint=hint or "once fixed, assemble lock --retry tries them again (a lock keeps what failed)",
+        )
+
+
+def _reuse_bases(args: argparse.Namespace, path: Path, cache: Path, variants: list[Variant]) -> None:
+    """The bases a build made before the lock (in ``cache``, keyed by the build's options),
+    recorded under the lock's keys where they hold what it locks: the next build makes
+    none of them again (:mod:`assembler.pipeline.lock.lockbases`)."""
+    from assembler.assemble import Options, open_run
+    from assembler.cli.arguments import registry_options
+    from assembler.pipeline.lock.lockbases import reuse_bases
+    from assembler.pipeline.lock.locking import with_lock
+    from assembler.pipeline.options import resolve_epoch
+    from assembler.proc import Runner
+
+    if not variants or not path.is_file():  # nothing floating: no lock written, nothing locked
+        return
+    applied, _ = with_lock(variants, path=path, locked=False, redo="")
+    options = Options(
+        cache_dir=cache,
+        epoch=resolve_epoch(args.epoch, variants[0].loaded.manifest.epoch),
+        platform=platform_arg(args.platforms[0]) if len(args.platforms) == 1 else None,
+        registry=registry_options(args),
+        compression=args.compression,
+    )
+    for variant in applied:
+        if variant.loaded.lock is None or not variant.loaded.lock.debian:
+            continue  # no bootstrapped base: no cache opened (nor made)
+        run = open_run(variant.loaded, variant.options(options), runner=Runner(), check=False)
+        for name in reuse_bases(run):
+            say(f"  base {name}: the one built before the lock holds what it locks: kept for the next build")
+
+
+def _lock_weights(manifest: Path, cache: Path) -> None:
+    """The manifest's models (weights:) locked file by file in MANIFEST.weights.lock, their
+    files fetched into ``cache`` (the build's, where it finds them)."""
+    from assembler.cache import Cache
     from assembler.spec.load import load_manifest
     from assembler.weights.lock import lock_path
     from assembler.weights.models import lock_all
@@ -122,7 +164,7 @@ def _lock_weights(manifest: Path) -> None:
     loaded = load_manifest(manifest)
     if not loaded.manifest.weights:
         return
-    count, changed = lock_all(loaded, Cache(default_root().resolve()))
+    count, changed = lock_all(loaded, Cache(cache))
     say(f"{lock_path(loaded.path).name}: {count} model(s) locked" + ("" if changed else ", unchanged"))
 
 

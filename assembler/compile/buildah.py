@@ -16,12 +16,14 @@ import os
 import re
 import secrets
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from assembler.errors import ToolError
+from assembler.hostuser import host_cause
 from assembler.proc import Result, Runner
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,19 @@ class RunSpec:
     workdir: str | None = None
     user: str = "0:0"
     network: bool = True  # false: a network namespace of its own with only lo (Buildah.offline)
+
+
+@contextmanager
+def _host_hinted() -> Iterator[None]:
+    """A buildah failure whose output shows the host kept it from making its user namespace
+    (rootless: no ranges in /etc/subuid, user namespaces off) given doctor's fix as its hint."""
+    try:
+        yield
+    except ToolError as e:
+        cause = host_cause(e.stderr_tail) if e.hint is None else None
+        if cause is not None:
+            e.hint = cause
+        raise
 
 
 class Buildah:
@@ -83,8 +98,10 @@ class Buildah:
         return {"TMPDIR": str(tmp)}
 
     def call(self, argv: Sequence[str], *, check: bool = True) -> Result:
-        """``argv`` (buildah, with :attr:`globals`) run with :attr:`env`."""
-        return self.runner.run(argv, env=self.env, check=check)
+        """``argv`` (buildah, with :attr:`globals`) run with :attr:`env`; a failure the host
+        causes (no subordinate ids, no user namespaces) hinted with doctor's fix."""
+        with _host_hinted():
+            return self.runner.run(argv, env=self.env, check=check)
 
     def _run(self, *args: str) -> str:
         return self.call([*self.globals, *args]).stdout.strip()
@@ -105,7 +122,8 @@ class Buildah:
         """
         rel = os.path.relpath(layout, cwd)
         argv = [*self.globals, "pull", "--quiet", f"oci:{rel}:{tag}"]
-        return self.runner.run(argv, cwd=cwd, env=self.env).stdout.strip().splitlines()[-1]
+        with _host_hinted():
+            return self.runner.run(argv, cwd=cwd, env=self.env).stdout.strip().splitlines()[-1]
 
     def from_image(self, image_id: str, *, name_hint: str) -> str:
         """A new working container from a stored image; returns its ID."""

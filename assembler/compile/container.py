@@ -23,11 +23,13 @@ from assembler.compile.buildah import Buildah, RunSpec, Volume
 from assembler.compile.handover import hand_over
 from assembler.compile.keptcaches import FolderCache
 from assembler.errors import StepFailed
+from assembler.hostuser import host_cause
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
 from assembler.proc import tail
 from assembler.spec.lockfile import LOCK_ENV
 from assembler.transports.aptlock import mirror_moved_hint
+from assembler.transports.aptreasons import refusals
 
 # The host bundle is mounted at a private path, not over the image's own bundle: the
 # image's ca-certificates package must stay installable (its setup rewrites that file).
@@ -330,20 +332,33 @@ def run_commands(
         )
     if code != 0:
         index = state["failed"] if state["failed"] >= 0 else state["current"]
-        shown = commands[index][0]
-        how = f"exit {code}" if state["failed"] >= 0 else f"exit {code}, before the command's shell could report it"
-        raise StepFailed(
-            f"step {step}: command failed ({how}): {shown}\n--- last lines of the log ---\n{last}\n"
-            f"--- full log: {log_path}",
-            step=step,
-            command=shown,
-            argv=ws.buildah.run_argv(cid, RunSpec(shown)),
-            returncode=code,
-            log_path=log_path,
-            log_tail=last,
-            hint=mirror_moved_hint(last)
-            or "fix the command (the log shows why), then run assemble again: finished steps are cached",
-        )
+        argv = ws.buildah.run_argv(cid, RunSpec(commands[index][0]))
+        raise _failed(step, commands[index][0], code, state["failed"] >= 0, last, log_path, argv)
+
+
+def _failed(
+    step: str, shown: str, code: int, reported: bool, last: str, log_path: Path, argv: Sequence[str]
+) -> StepFailed:
+    """The error of a step whose command ``shown`` exited ``code`` (``reported``: by its own
+    shell, else before it could say), leading with what apt refused where it did, its hint
+    the fix where the mirror moved or the host keeps the user from building rootless."""
+    how = f"exit {code}" if reported else f"exit {code}, before the command's shell could report it"
+    refused = refusals(last)  # apt's reason, said before the log's tail
+    said = f"\napt cannot install: {'; '.join(r.said() for r in refused)}" if refused else ""
+    return StepFailed(
+        f"step {step}: command failed ({how}): {shown}{said}\n--- last lines of the log ---\n{last}\n"
+        f"--- full log: {log_path}",
+        step=step,
+        command=shown,
+        argv=argv,
+        returncode=code,
+        log_path=log_path,
+        log_tail=last,
+        hint=mirror_moved_hint(last)
+        or host_cause(last)
+        or ("check each package's name for the base's suite" if refused else None)
+        or "fix the command (the log shows why), then run assemble again: finished steps are cached",
+    )
 
 
 def agent_job(ws: Workspace, cid: str, command: str, job: Mapping[str, object], *, step: str, what: str) -> Any:

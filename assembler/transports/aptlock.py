@@ -28,9 +28,11 @@ import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from assembler.errors import InputError, ToolError
-from assembler.proc import Runner
+from assembler.errors import AssemblerError, InputError, ToolError
+from assembler.hostuser import host_cause
+from assembler.proc import Result, Runner
 from assembler.spec.debs import Deb
+from assembler.transports import aptreasons
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +104,7 @@ def simulate_bootstrap(
         "env",
         "-i",
         *(f"{k}={v}" for k, v in env.items()),
-        *[a for a in head if a != "--quiet"],
+        *head,
         "--simulate",
         "--verbose",
         "--skip=cleanup/apt/lists",
@@ -112,13 +114,7 @@ def simulate_bootstrap(
     try:
         result = runner.run(cmd, check=False)
         if result.returncode != 0:
-            tail = "\n".join((result.stderr or result.stdout or "").splitlines()[-log_tail:])
-            raise ToolError(
-                f"mmdebstrap --simulate failed (exit {result.returncode}):\n{tail}",
-                argv=cmd,
-                returncode=result.returncode,
-                stderr_tail=tail,
-            )
+            raise _dry_run_failed(result, cmd, root / "var" / "lib" / "apt" / "lists", log_tail=log_tail)
         lists = work / "lists"
         lists.mkdir()
         for file in (root / "var" / "lib" / "apt" / "lists").iterdir():
@@ -128,6 +124,39 @@ def simulate_bootstrap(
         remove_tree(root, runner)
     text = (result.stdout or "") + (result.stderr or "")
     return _inst(text), MirrorIndex(lists)
+
+
+def _dry_run_failed(result: Result, cmd: Sequence[str], lists: Path, *, log_tail: int) -> AssemblerError:
+    """Why mmdebstrap's dry run failed: the packages apt refused, with apt's reasons and the
+    served names most like them (the index it fetched is still in ``lists``), else the
+    output's tail, with doctor's fix where the host is the cause."""
+    text = (result.stdout or "") + "\n" + (result.stderr or "")
+    found = aptreasons.refusals(text)
+    if found:
+        hint = aptreasons.suggestions(found, served_names(lists))
+        return aptreasons.refused(found, what="the bootstrap's packages", hint=hint)
+    tail = "\n".join((result.stderr or result.stdout or "").splitlines()[-log_tail:])
+    return ToolError(
+        f"mmdebstrap --simulate failed (exit {result.returncode}):\n{tail}",
+        argv=cmd,
+        returncode=result.returncode,
+        stderr_tail=tail,
+        hint=host_cause(text),
+    )
+
+
+def served_names(lists: Path) -> list[str]:
+    """Every package name the ``Packages`` indexes in ``lists`` name: none where there are
+    none, or where they cannot be read (an unprivileged dry run's folder, the subordinate
+    root's): a guess is a help, never a failure of its own."""
+    names: list[str] = []
+    try:
+        for file in sorted(lists.glob("*_Packages")):
+            if file.stat().st_size <= _INDEX_LIMIT:
+                names += re.findall(r"^Package: *(\S+)", file.read_text(encoding="utf-8", errors="replace"), re.M)
+    except OSError:
+        return []
+    return names
 
 
 def remove_tree(path: Path, runner: Runner) -> None:
@@ -193,6 +222,10 @@ def simulate_install(
     argv = ["apt-get", "--simulate", *(f"-o{k}={v}" for k, v in options.items()), "install", *packages]
     result = runner.run(argv, check=False, env={"LC_ALL": "C.UTF-8"})
     if result.returncode != 0:
+        found = aptreasons.refusals((result.stdout or "") + "\n" + (result.stderr or ""))
+        if found:
+            hint = aptreasons.suggestions(found, index.newest)
+            raise aptreasons.refused(found, what=f"{' '.join(packages)} on the base", hint=hint)
         tail = "\n".join((result.stdout or result.stderr or "").splitlines()[-15:])
         raise InputError(
             f"apt cannot install {' '.join(packages)} on the base: {tail}",

@@ -28,14 +28,14 @@ from assembler.archive.compress import Compression
 from assembler.archive.tar import TarEntry
 from assembler.cache import Cache, key_of
 from assembler.cache.programs import program_version
-from assembler.errors import InputError, ToolError
-from assembler.hostuser import problems
+from assembler.errors import AptRefused, InputError, ToolError
+from assembler.hostuser import host_cause
 from assembler.oci.descriptor import Platform
 from assembler.oci.image import Image
 from assembler.proc import Runner
 from assembler.spec import model as m
 from assembler.spec.debs import DebLocked
-from assembler.transports import aptlock
+from assembler.transports import aptlock, aptreasons
 from assembler.transports.rootfs import image_from_layer, layer_from_tar
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,10 @@ def _one_owner(entry: TarEntry) -> TarEntry:
 
 
 def mmdebstrap_argv(spec: BootstrapSpec, *, arch: str, mirror: str, output: Path) -> list[str]:
+    """mmdebstrap's arguments for ``spec``. Not ``--quiet``: it hides apt's own errors, and a
+    wrong package name failed with mmdebstrap's "E: setup failed: E: apt-get ... failed"
+    alone, a minute in (issue 67); apt's "E: Unable to locate package NAME" is what the
+    error leads with now (:mod:`assembler.transports.aptreasons`)."""
     argv = [
         "mmdebstrap",
         f"--variant={spec.variant}",
@@ -140,7 +144,6 @@ def mmdebstrap_argv(spec: BootstrapSpec, *, arch: str, mirror: str, output: Path
         f"--components={','.join(spec.components)}",
         '--aptopt=APT::Install-Recommends "false"',
         f"--customize-hook={_HOST_FILES_HOOK}",
-        "--quiet",
     ]
     if spec.packages:
         argv.append(f"--include={','.join(spec.packages)}")
@@ -243,7 +246,11 @@ def _check_mirror(
     check.mkdir()
     for folder in (work, check):  # unprivileged, mmdebstrap works as the user's subordinate root
         os.chmod(folder, 0o1777)
-    _, index = aptlock.simulate_bootstrap(argv, mmdebstrap_env(epoch=epoch, tmpdir=work), runner=runner, work=check)
+    try:
+        _, index = aptlock.simulate_bootstrap(argv, mmdebstrap_env(epoch=epoch, tmpdir=work), runner=runner, work=check)
+    except AptRefused as e:  # what was locked the mirror no longer has at all: it moved, the names are right
+        moved = [f"{name}: {reason}" for name, reason in zip(e.packages, e.reasons, strict=True)]
+        raise aptlock.refuse(locked.where, mirror, moved, locked_at=locked.locked_at) from None
     problems = aptlock.check_served(locked.debs, index)
     if problems:
         raise aptlock.refuse(locked.where, mirror, problems, locked_at=locked.locked_at)
@@ -289,6 +296,9 @@ def _mmdebstrap(
     log.info("bootstrapping %s (%s) with mmdebstrap from %s", spec.suite, spec.variant, mirror)
     result = runner.run(argv, check=False)
     if result.returncode != 0:
+        found = aptreasons.refusals((result.stdout or "") + "\n" + (result.stderr or ""))
+        if found:  # what apt said a few lines up, not mmdebstrap's last line ("setup failed")
+            raise aptreasons.refused(found, what=f"the {spec.suite} bootstrap's packages")
         tail = "\n".join((result.stderr or result.stdout).splitlines()[-log_tail:])
         raise ToolError(
             f"mmdebstrap failed (exit {result.returncode}) bootstrapping {spec.suite}:\n{tail}",
@@ -342,5 +352,5 @@ def _hint(tail: str, packages: Sequence[str]) -> str | None:
         return f"check the package names ({', '.join(packages)}) for this suite"
     if os.geteuid() != 0 and ("newuidmap" in tail or "subuid" in tail or "chroot mode" in tail):
         # mmdebstrap's "unable to pick chroot mode automatically": no unshare mode for this user
-        return "; ".join(problems()) or "unprivileged bootstrap needs the uidmap package and ranges in /etc/subuid"
+        return host_cause(tail) or "unprivileged bootstrap needs the uidmap package and ranges in /etc/subuid"
     return None

@@ -10,7 +10,9 @@ makes the lock stale for it, as a changed Python set does. The mirror a base wit
 not in the key: a machine with another mirror builds the lock from that one, as long as it
 serves the same files. The build of a locked base or layer installs exactly the lock's packages
 and refuses, naming them, those the mirror no longer serves as locked
-(:mod:`assembler.transports.aptlock`).
+(:mod:`assembler.transports.aptlock`). Packages apt refuses (a name the suite does not have)
+are recorded with apt's reason (:mod:`assembler.transports.aptreasons`): the lock exits 2,
+and a plan or build of that very list refuses it before any bootstrap, at the manifest's line.
 """
 
 from __future__ import annotations
@@ -21,16 +23,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from assembler.errors import AssemblerError, InputError
+from assembler.errors import AptRefused, AssemblerError, InputError
 from assembler.oci.descriptor import Platform
 from assembler.pipeline import graph
 from assembler.pipeline.lock.lockreport import Asked, Locked
 from assembler.proc import Runner
 from assembler.spec import model as m
 from assembler.spec.debs import Deb, DebEntry, DebLocked
+from assembler.spec.loaded import Loaded
 from assembler.spec.lockfile import Lock
 from assembler.spec.setuses import set_key
-from assembler.transports import aptlock
+from assembler.transports import aptlock, aptreasons
 from assembler.transports import bootstrap as boot
 
 PREFIX = "apt:"  # a Debian package set's ``where`` in the lock and in plan: apt:bases.NAME, apt:packages-1
@@ -47,6 +50,7 @@ class DebUse:
     below: tuple[str, ...] = ()  # the wheres installed below a layer: its base first
     base: str = ""  # a layer's base (the bootstrapped one's where)
     spec: boot.BootstrapSpec | None = None  # a base's
+    field: tuple[str | int, ...] = ()  # where the manifest asks for its packages (its errors say)
 
     @property
     def key(self) -> str:
@@ -80,14 +84,16 @@ def debian_uses(manifest: m.Manifest, platform: Platform) -> dict[str, DebUse]:
             "arch": arch,
         }
         where = f"{PREFIX}bases.{name}"
-        out[where] = DebUse(where, definition, tuple(sorted(b.packages)), mirrors[name], spec=bspec)
+        field: tuple[str | int, ...] = ("bases", name, "bootstrap", "packages")
+        out[where] = DebUse(where, definition, tuple(sorted(b.packages)), mirrors[name], spec=bspec, field=field)
     for step in steps:
         base = f"{PREFIX}bases.{step.base}"
         if step.packages and base in out:
             where = f"{PREFIX}{step.name}"
             names = tuple(step.packages)
             definition = {"kind": "packages", "packages": list(names), "below": [out[base].key]}
-            out[where] = DebUse(where, definition, names, out[base].mirror, (base,), base=base)
+            field = ("compile", [s.name for s in manifest.compile].index(step.name), "packages")
+            out[where] = DebUse(where, definition, names, out[base].mirror, (base,), base=base, field=field)
     base = f"{PREFIX}bases.{manifest.image.base}"
     if base in out:
         below = [base]
@@ -96,7 +102,8 @@ def debian_uses(manifest: m.Manifest, platform: Platform) -> dict[str, DebUse]:
                 names = tuple(graph.packages(manifest, layer.packages))
                 where = f"{PREFIX}{layer.runtime_name(i)}"
                 definition = {"kind": "packages", "packages": list(names), "below": [out[w].key for w in below]}
-                out[where] = DebUse(where, definition, names, out[base].mirror, tuple(below), base=base)
+                field = ("image", "layers", i, "packages")
+                out[where] = DebUse(where, definition, names, out[base].mirror, tuple(below), base=base, field=field)
                 below.append(where)
     return out
 
@@ -136,11 +143,12 @@ class DebLocker:
         self._now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         self._resolved: set[str] = set()  # keys resolved in this run
 
-    def lock_variant(
-        self, manifest: m.Manifest, platform: Platform, name: str, entries: dict[str, str]
-    ) -> list[Locked]:
+    def lock_variant(self, loaded: Loaded, platform: Platform, name: str, entries: dict[str, str]) -> list[Locked]:
+        """Each Debian package set of the variant ``name`` (``loaded``) resolved, or kept; what
+        failed is reported at the manifest's field that asks for the packages, ``unresolvable``
+        where apt refused them (the manifest is wrong: exit 2), else ``unresolved``."""
         report = []
-        uses = debian_uses(manifest, platform)
+        uses = debian_uses(loaded.manifest, platform)
         for where, use in uses.items():
             key = use.key
             entries[where] = key
@@ -153,11 +161,21 @@ class DebLocker:
             else:
                 entry = self.lock.debian[key] = self._resolve(use, uses)
                 self._resolved.add(key)
-            state = "unresolved" if entry.error else "kept" if keep else "resolved"
-            source = uses[use.base] if use.base else use
-            why = entry.error or f"{entry.mirror} {source.definition['suite']} of {entry.mirror_date}"
-            report.append(Locked(name, where, key, state, len(entry.installed), why))
+            report.append(self._report(loaded, name, use, uses, entry, keep))
         return report
+
+    @staticmethod
+    def _report(
+        loaded: Loaded, name: str, use: DebUse, uses: Mapping[str, DebUse], entry: DebEntry, keep: bool
+    ) -> Locked:
+        if entry.error:
+            refused = aptreasons.is_refusal(entry.error)
+            field = use.field if refused else use.field[:-1]  # the packages at fault, else what they go in
+            why = loaded.error(field, entry.error).message if field else entry.error
+            return Locked(name, use.where, use.key, "unresolvable" if refused else "unresolved", 0, why)
+        source = uses[use.base] if use.base else use
+        why = f"{entry.mirror} {source.definition['suite']} of {entry.mirror_date}"
+        return Locked(name, use.where, use.key, "kept" if keep else "resolved", len(entry.installed), why)
 
     def _resolve(self, use: DebUse, uses: Mapping[str, DebUse]) -> DebEntry:
         try:
@@ -178,9 +196,7 @@ class DebLocker:
                     runner=self.runner,
                 )
         except AssemblerError as e:
-            lines = [line.strip() for line in e.message.splitlines() if line.strip()]
-            error = " ".join(dict.fromkeys([lines[0], *lines[-2:]]))[:400] if lines else "failed"
-            return DebEntry(dict(use.definition), locked_at=self._now, mirror=use.mirror, error=error)
+            return DebEntry(dict(use.definition), locked_at=self._now, mirror=use.mirror, error=_why(e))
         return DebEntry(dict(use.definition), tuple(d.line() for d in debs), self._now, index.date, use.mirror)
 
     def _entry(self, use: DebUse) -> DebEntry:
@@ -214,19 +230,36 @@ class DebLocker:
         return found
 
 
+def _why(e: AssemblerError) -> str:
+    """What a lock records of a failure: what apt refused and its reasons (with the served
+    names most like them), else the failure's first line and apt's or mmdebstrap's errors
+    (``E:``), else its last lines; never a bare "received signal PIPE"."""
+    if isinstance(e, AptRefused):
+        guess = e.hint if e.hint and "did you mean" in e.hint else ""
+        return e.message + (f"; {guess}" if guess else "")
+    lines = [line.strip() for line in e.message.splitlines() if line.strip()]
+    if not lines:
+        return "failed"
+    errors = [line for line in lines[1:] if line.startswith("E: ") and line != "E: mmdebstrap failed to run"]
+    return " ".join(dict.fromkeys([lines[0], *(errors or lines[-2:])]))[:400]
+
+
 def apply_debian(
-    manifest: m.Manifest, lock: Lock | None, *, platform: Platform, locked: bool, path: Path, redo: str
+    loaded: Loaded, lock: Lock | None, *, platform: Platform, locked: bool, path: Path, redo: str
 ) -> tuple[dict[str, DebLocked], dict[str, dict[str, str]], list[str]]:
     """(where -> what the lock installs there, where -> state for plan, warnings); InputError
-    under ``locked`` for a base or layer the lock lacks or could not resolve."""
+    under ``locked`` for a base or layer the lock lacks or could not resolve, and without it
+    for one whose packages the lock says apt refused (:func:`_refused`)."""
     found: dict[str, DebLocked] = {}
     states: dict[str, dict[str, str]] = {}
     warnings: list[str] = []
-    uses = debian_uses(manifest, platform)
+    uses = debian_uses(loaded.manifest, platform)
     if uses and lock is None and locked:
         raise InputError(f"--locked: no lock {path}", hint=f"write it: {redo}")
     for where, use in uses.items():
         entry = lock.debian.get(use.key) if lock is not None else None
+        if entry is not None and entry.error and aptreasons.is_refusal(entry.error):
+            raise _refused(loaded, use, entry, path, redo)
         if entry is None or entry.error:
             what = f"{where} (Debian packages {' '.join(use.packages) or use.definition.get('variant', '')})"
             why = f"could not be locked: {entry.error}" if entry is not None else "is not in it"
@@ -246,3 +279,12 @@ def apply_debian(
             "as_of": f"{len(debs)} packages of {entry.mirror} {source['suite']} as of {entry.mirror_date}",
         }
     return found, states, warnings
+
+
+def _refused(loaded: Loaded, use: DebUse, entry: DebEntry, path: Path, redo: str) -> InputError:
+    """A plan's or a build's error for packages the lock says apt refused, from the very
+    list the manifest asks for now (the key is made of it): apt would refuse them again,
+    after the bootstrap's minute, where an unlocked Python set may still install."""
+    message = f"{entry.error} (as {path.name} records it, locked at {entry.locked_at})"
+    hint = f"fix the names, then lock again: {redo} (if the mirror serves them now: {redo} --retry)"
+    return loaded.error(use.field, message, hint=hint) if use.field else InputError(message, hint=hint)

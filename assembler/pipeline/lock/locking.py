@@ -84,7 +84,7 @@ def lock_variants(
             entries: dict[str, str] = {}
             report += _lock_pins(variant, name, old, lock, entries, pinned_now, runner=runner, asked=asked)
             manifest, platform = variant.loaded.manifest, platform_of(variant)
-            report += debs.lock_variant(manifest, Platform.parse(platform), name, entries)
+            report += debs.lock_variant(variant.loaded, Platform.parse(platform), name, entries)
             held_of = functools.partial(held_python, manifest, variant.loaded.path.parent, platform=platform)
             for env in environments(manifest, platform):
                 report += locker.lock_env(env, name, entries, held_of)
@@ -174,7 +174,7 @@ def with_lock(
         platform = platform_of(variant)
         manifest, status = apply_lock(loaded.manifest, lock, platform=platform, how=how)
         debs, states, deb_warnings = apply_debian(
-            loaded.manifest, lock, platform=Platform.parse(platform), locked=locked, path=file, redo=redo
+            loaded, lock, platform=Platform.parse(platform), locked=locked, path=file, redo=redo
         )
         if states:
             state = status.state if status.state != "none" else ("missing" if lock is None else "fresh")

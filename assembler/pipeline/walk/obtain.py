@@ -12,6 +12,7 @@ from functools import partial
 from assembler.cache.programs import program_version
 from assembler.compile import sources as srcs
 from assembler.compile.buildah import Buildah
+from assembler.errors import AptRefused
 from assembler.pipeline.image.bases import Base, bootstrap_key, bootstrap_spec
 from assembler.pipeline.options import Event
 from assembler.pipeline.store.stepstore import note_taken
@@ -93,7 +94,10 @@ class Obtained:
                 compression=ctx.compression,
                 locked=locked,
             )
-            image = self.mode.maker.missing(make)
+            try:
+                image = self.mode.maker.missing(make)
+            except AptRefused as e:  # the manifest's packages: said where they are written
+                raise self.loaded.error(("bases", name, "bootstrap", "packages"), e.message, hint=e.hint) from None
         return Base(name, image, what) if image is not None else None
 
     def base(self, name: str) -> Base | None:
