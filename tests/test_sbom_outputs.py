@@ -203,3 +203,19 @@ def test_sif_and_sqsh_outputs_through_a_symlink_replace_the_link_not_its_target(
     ran = run_cli(["sqsh", "oci:out:one", "mine.sqsh", "--cache", "cache", "--no-sbom"], cwd=root)
     assert ran.code == 0, str(ran)
     assert (root / "mine.sqsh.spdx.json").read_text() == "the user's\n"
+
+
+def test_the_files_beside_an_output_take_its_permissions(tmp_path: Path) -> None:
+    """An SBOM next to an archive is read by whoever may read the archive: its read and
+    write bits, not a fixed 0644 (issue 67)."""
+    from assembler.oci.artifact import Artifact
+    from assembler.oci.descriptor import Descriptor
+    from assembler.transports.sidecar import write_sidecars
+
+    subject = Descriptor(mt.OCI_MANIFEST, "sha256:" + "a" * 64, 2)
+    artifact = Artifact(mt.SPDX_JSON, b"{}", "image.spdx.json", subject)
+    output = tmp_path / "app.tar"
+    output.write_bytes(b"")
+    output.chmod(0o640)
+    (path,) = write_sidecars(output, "docker-archive", [artifact], ours=lambda kind, data: True)
+    assert path.stat().st_mode & 0o777 == 0o640, oct(path.stat().st_mode)

@@ -778,3 +778,29 @@ def test_a_urls_password_and_signature_fetch_and_are_written_nowhere(tmp_path: P
         source=source.replace(f"sig-{SECRET}", "sig-other"), sha256=_sha(_SignedHandler.body), at="/m"
     )
     assert lock.read(lock.lock_path(manifest))["tiny"].matches(resigned)
+
+
+def test_a_models_squashfs_beside_a_sif_is_read_by_whoever_reads_the_sif(tmp_path: Path) -> None:
+    """The ``.sqfs`` was 0600 (its temp file's mode) beside a 0755 SIF: a colleague's
+    Apptainer ran the image and could not mount its weights (issue 67). It takes the
+    output's read and write bits."""
+    from assembler.cache import locked_temp
+    from assembler.proc import Runner
+    from assembler.transports import beside
+
+    class Model:
+        name, at = "tiny", "/models/tiny"
+
+        def write_squashfs(self, out: Path, *, runner: Runner, compressor: str) -> None:
+            fd, tmp = locked_temp(out.parent, ".x.")  # as squashfs.replacing makes it: 0600
+            os.write(fd, b"hsqs")
+            os.replace(tmp, out)
+            os.close(fd)
+
+    for sif_mode, want in ((0o755, 0o644), (0o750, 0o640)):
+        sif = tmp_path / f"app{sif_mode:o}.sif"
+        sif.write_bytes(b"#!/usr/bin/env run-singularity\n")
+        sif.chmod(sif_mode)
+        (written,) = beside.write_squashfs(sif, [Model()], runner=Runner(), compressor="gzip")  # type: ignore[list-item]
+        sqfs = beside.sidecar_path(sif, "tiny")
+        assert str(sqfs) in written.ref and sqfs.stat().st_mode & 0o777 == want, oct(sqfs.stat().st_mode)

@@ -10,6 +10,7 @@ reader of its blobs, and its squashfs; the weights package makes them, this one 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +25,7 @@ from assembler.oci.reference import ImageName
 from assembler.proc import Runner
 from assembler.transports.common import BlobReader, RegistryOptions
 from assembler.transports.context import Written
+from assembler.transports.sidecar import beside_mode
 
 
 class Beside(Protocol):
@@ -171,5 +173,6 @@ def write_squashfs(
     for model in models:
         dest = sidecar_path(image, model.name)
         model.write_squashfs(dest, runner=runner, compressor=compressor)
+        os.chmod(dest, beside_mode(image))  # read by whoever reads the image (made 0600, as a temp file)
         out.append(Written(f"{dest} (weights {model.name}; {how.format(file=dest, at=model.at)})", file_digest(dest)))
     return out

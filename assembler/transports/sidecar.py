@@ -89,6 +89,30 @@ def _check_free(output: Path, transport: str, kind: Kind, ours: Recognizer) -> P
     )
 
 
+def umask() -> int:
+    """This process's umask, read without setting it (``os.umask`` sets it, for every thread)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
+def beside_mode(output: Path) -> int:
+    """The mode of a file written beside ``output`` (an SBOM, a model's squashfs): the
+    output's own read and write bits, so that whoever may read the output reads what goes
+    with it (a weights ``.sqfs`` was 0600, as its temp file was made, beside a 0755 SIF: a
+    colleague's Apptainer could run the image and not mount its weights; issue 67); a file
+    as ``open()`` makes it (0666 less the umask) where the output is not a file."""
+    try:
+        st = os.stat(output)
+    except OSError:
+        return 0o666 & ~umask()
+    return stat.S_IMODE(st.st_mode) & 0o666 if stat.S_ISREG(st.st_mode) else 0o666 & ~umask()
+
+
 def check_sidecars(output: Path, transport: str, *, ours: Recognizer) -> None:
     """InputError when a sidecar path of ``output`` holds something not ours (checked
     before building, where the build writes an SBOM)."""
@@ -112,7 +136,7 @@ def write_sidecars(output: Path, transport: str, artifacts: Sequence[Artifact], 
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(artifact.data)
-            os.chmod(tmp, 0o644)
+            os.chmod(tmp, beside_mode(output))
             os.replace(tmp, path)
         finally:
             Path(tmp).unlink(missing_ok=True)
