@@ -19,7 +19,8 @@ def test_doctor_names_each_program_its_version_and_what_to_install(tmp_path: Pat
     assert ran.code == (0 if shutil.which("buildah") else 1), ran
     found = {t["command"]: t for t in json.loads(ran.out)["tools"]}
     for command, tool in found.items():
-        assert (tool["path"] is not None) == (shutil.which(command) is not None), tool
+        built = "built by scripts/setup --test" in tool["note"]  # Apptainer, off PATH in the test cache
+        assert (tool["path"] is not None) == (shutil.which(command) is not None or built), tool
     if shutil.which("umoci"):  # Debian 12's umoci 0.4.7 cannot read assemble's zstd layers
         version = subprocess.run(["umoci", "--version"], capture_output=True, text=True).stdout
         assert found["umoci"]["version"] in version
@@ -29,7 +30,7 @@ def test_doctor_names_each_program_its_version_and_what_to_install(tmp_path: Pat
     # Nothing on PATH: every program missing, one apt-get line for them, exit 1 (no buildah).
     empty = tmp_path / "bin"
     empty.mkdir()
-    ran = run_cli_here(["doctor"], env={"PATH": str(empty)})
+    ran = run_cli_here(["doctor"], env={"PATH": str(empty), "ASSEMBLE_TEST_CACHE": str(tmp_path / "none")})
     assert ran.code == 1, ran
     assert "missing  buildah          apt-get install buildah" in ran.out, ran
     line = next(x for x in ran.out.splitlines() if x.startswith("to install what is missing:"))
@@ -198,3 +199,69 @@ def test_on_lustre_the_cache_budget_is_half_the_users_quota_and_doctor_says_so(
     monkeypatch.setattr(hostdisk, "mount_of", real)
     ran = run_cli_here(["doctor", "--cache", str(tmp_path / "cache"), "--json"], env=env)
     assert json.loads(ran.out)["disk"]["quota"] is None
+
+
+def test_doctor_finds_the_apptainer_setup_built_and_says_where(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``scripts/setup --test`` builds Apptainer into the test cache, off PATH: doctor said
+    "missing" (issue 67). It finds it there, with its version, and says where and how to run it."""
+    from assembler.cli.doctor import check
+
+    built = tmp_path / "test-cache" / "apptainer-9.9.9" / "prefix" / "bin" / "apptainer"
+    built.parent.mkdir(parents=True)
+    built.write_text("#!/bin/sh\necho 'apptainer version 9.9.9'\n")
+    built.chmod(0o755)
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    found = {f.command: f for f in check({"ASSEMBLE_TEST_CACHE": str(tmp_path / "test-cache")})}
+    apptainer = found["apptainer"]
+    assert (apptainer.path, apptainer.version) == (str(built), "9.9.9"), apptainer
+    assert f"PATH={built.parent}:$PATH" in apptainer.note and "scripts/setup --test" in apptainer.note
+    assert found["buildah"].path is None  # only what setup builds is looked for there
+    without = {f.command: f for f in check({"ASSEMBLE_TEST_CACHE": str(tmp_path / "none")})}
+    assert without["apptainer"].path is None
+
+
+# buildah 1.28's error for an image whose files a user namespace without subordinate ids
+# cannot own (as containers/storage words it), and newuidmap's when no range is there.
+BUILDAH_NO_SUBIDS = (
+    "Error: creating build container: potentially insufficient UIDs or GIDs available in user namespace (requested "
+    '0:42 for /etc/shadow): Check /etc/subuid and /etc/subgid if configured locally and run "podman-system-migrate": '
+    "lchown /etc/shadow: invalid argument"
+)
+NEWUIDMAP = "newuidmap: write to uid_map failed: Operation not permitted"
+
+
+def test_a_step_the_host_keeps_from_running_is_given_doctors_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step's failure that comes from the host (no subordinate ids, no user namespaces)
+    said only buildah's words (issue 67): it is given what doctor says to ask for, and only
+    that failure (root, or another cause, keeps its own hint)."""
+    import os
+
+    import assembler.hostuser as hostuser
+    from assembler.compile.buildah import Buildah
+    from assembler.compile.container import _failed
+    from assembler.errors import ToolError
+
+    fix = "/etc/subuid gives alice 0 subordinate uids, where rootless builds map 65536: ask the admin for ..."
+    monkeypatch.setattr(hostuser, "problems", lambda etc=None: [fix])
+
+    class Failing:
+        def run(self, argv: list[str], **_: object) -> None:
+            raise ToolError("buildah failed (exit 125)", argv=argv, returncode=125, stderr_tail=BUILDAH_NO_SUBIDS)
+
+    buildah = Buildah(Failing(), storage=tmp_path)  # type: ignore[arg-type]
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    with pytest.raises(ToolError) as info:
+        buildah.from_image("sha256:x", name_hint="step")
+    assert info.value.hint is None  # root: not the host's doing
+    monkeypatch.setattr(os, "geteuid", lambda: 4242)
+    with pytest.raises(ToolError) as info:
+        buildah.from_image("sha256:x", name_hint="step")
+    assert info.value.hint == fix
+    step = _failed("build", "make", 1, False, NEWUIDMAP, tmp_path / "log", ["buildah"])
+    assert step.hint == fix
+    assert _failed("build", "make", 2, True, "make: *** [all] Error 1", tmp_path / "log", []).hint != fix
+    assert hostuser.host_cause("E: Unable to locate package x") is None

@@ -21,6 +21,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,6 +41,7 @@ class Tool:
     needed: bool = False  # every build runs it
     note: str = ""  # what to know about it
     install: str = ""  # how to get it where apt-get install PACKAGE does not
+    built: str = ""  # where scripts/setup --test builds it, under the test cache (a glob)
 
     def how(self) -> str:
         return self.install or f"apt-get install {self.package}"
@@ -68,6 +70,7 @@ TOOLS = (
         ("apptainer", "--version"),
         "tests: on: slurm, running a SIF",
         install="not in Debian 12: Apptainer's .deb from its releases, or scripts/build-apptainer",
+        built="apptainer-*/prefix/bin/apptainer",
     ),
     Tool("sbatch", "slurm-client", (), "--executor slurm and tests on: slurm"),
 )
@@ -94,11 +97,12 @@ def arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _version(tool: Tool) -> str | None:
-    """The version ``tool`` prints, else dpkg's of its package, else None."""
+def _version(tool: Tool, path: str) -> str | None:
+    """The version ``tool`` (the one at ``path``) prints, else dpkg's of its package, else None."""
     if tool.version:
         try:
-            ran = subprocess.run(tool.version, capture_output=True, text=True, timeout=10, check=False)
+            argv = [path, *tool.version[1:]]
+            ran = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
         except (OSError, subprocess.TimeoutExpired):
             ran = None
         if ran is not None and (match := _VERSION.search(ran.stdout + ran.stderr)):
@@ -122,17 +126,33 @@ def _older(version: str, than: tuple[int, ...]) -> bool:
     return numbers < than
 
 
-def check() -> list[Found]:
-    """Each of :data:`TOOLS`, found on PATH or not, with its version."""
+# Where scripts/setup --test builds what Debian 12 does not ship (Apptainer): the test cache.
+TEST_CACHE_ENV = "ASSEMBLE_TEST_CACHE"
+TEST_CACHE_DEFAULT = "/var/tmp/assemble-test-cache"
+
+
+def _built(tool: Tool, environ: Mapping[str, str]) -> Path | None:
+    """The newest of ``tool`` that scripts/setup --test built into the test cache, if any."""
+    if not tool.built:
+        return None
+    cache = Path(environ.get(TEST_CACHE_ENV) or TEST_CACHE_DEFAULT)
+    found = sorted(p for p in cache.glob(tool.built) if p.is_file() and os.access(p, os.X_OK))
+    return found[-1] if found else None
+
+
+def check(environ: Mapping[str, str] = os.environ) -> list[Found]:
+    """Each of :data:`TOOLS`, found on PATH or (one scripts/setup --test builds) in the test
+    cache, or not, with its version and where it was found."""
     found = []
     for tool in TOOLS:
         path = shutil.which(tool.command)
-        version = _version(tool) if path is not None else None
-        found.append(
-            Found(
-                tool.command, tool.package, tool.how(), path, version, tool.used_for, tool.needed, _note(tool, version)
-            )
-        )
+        note = f"{path} (on PATH)" if path is not None and tool.built else ""
+        if path is None and (built := _built(tool, environ)) is not None:
+            path = str(built)
+            note = f"{built}: not on PATH, built by scripts/setup --test; PATH={built.parent}:$PATH runs it"
+        version = _version(tool, path) if path is not None else None
+        note = note or _note(tool, version)
+        found.append(Found(tool.command, tool.package, tool.how(), path, version, tool.used_for, tool.needed, note))
     return found
 
 
