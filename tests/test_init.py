@@ -133,3 +133,21 @@ def test_init_writes_through_no_link_of_the_project(tmp_path: Path, link: str, t
     ran = run_cli_here(["init", "python", str(tmp_path / "p")], cwd=tmp_path)
     assert ran.code == 2 and str(tmp_path / "p" / link) in ran.err and "Traceback" not in ran.err, str(ran)
     assert [(f.name, f.read_text()) for f in (tmp_path / "home").iterdir()] == [(".bashrc", "mine\n")]
+
+
+def test_the_python_starters_deps_step_says_a_missing_or_empty_requirements_file(tmp_path: Path) -> None:
+    """A requirements.txt left out of the project gave an empty layer without a word (issue
+    67): the deps step's commands (run here by sh, the container's paths moved into a
+    folder) fail naming it, and say that an empty one installs nothing."""
+    import subprocess
+
+    _init(tmp_path / "p", "python")
+    (step,) = yaml_helper.load(tmp_path / "p" / "assemble.yaml")["compile"]
+    project, site = tmp_path / "src-project", tmp_path / "site"
+    script = " && ".join(step["run"]).replace("/src/project", str(project)).replace("/opt/p/site", str(site))
+    project.mkdir()
+    missing = subprocess.run(["sh", "-c", script], capture_output=True, text=True)
+    assert missing.returncode != 0 and "no requirements.txt in the project" in missing.stderr, missing
+    (project / "requirements.txt").write_text("# one requirement a line\n")
+    empty = subprocess.run(["sh", "-c", script], capture_output=True, text=True)
+    assert empty.returncode == 0 and "names no package: nothing installed" in empty.stdout, empty

@@ -358,3 +358,45 @@ def test_a_push_ends_with_the_bytes_it_pushed_not_a_count_seconds_old() -> None:
     assert "58.0 MiB uploaded" in shown.splitlines()[1], shown
     # nothing new since: no second count line
     assert stderr_of(plain, Event("output", done)).splitlines()[0].startswith("wrote ")
+
+
+def test_a_plain_build_says_what_each_push_uploaded_its_weights_too() -> None:
+    """``watch`` said what each output uploaded; a plain build said only where it went
+    (issue 67: the weights' push, gigabytes or none, went unsaid)."""
+    from assembler.assemble import Result
+    from assembler.cli.build import summary_lines
+    from assembler.oci import mutate
+    from assembler.oci.descriptor import Platform
+    from assembler.transports.context import Written
+
+    pushed = Written("reg/app@sha256:b (weights tiny, referrer of sha256:a)", "sha256:b", 3 << 30, 2, 0, 1)
+    written = Written("oci:out:app", "sha256:a")
+    image = mutate.scratch(Platform.parse("linux/amd64"), epoch=0)
+    lines = summary_lines(Result(image, (), (), (written, pushed), 1.0))
+    assert "  -> oci:out:app" in lines, lines  # a file: nothing uploaded, nothing said of it
+    assert f"  -> {pushed.ref}: 2 blob(s), 3.0 GiB uploaded, 1 there already" in lines, lines
+
+
+def test_ctrl_c_says_what_a_build_keeps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ "interrupted" alone left a user to guess whether the minute spent bootstrapping was
+    lost (issue 67): a build says what it keeps, and where; "interrupted" stays last."""
+    import assembler.cli as cli
+
+    def interrupted(args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "command", lambda name: interrupted)
+    ran = run_cli_here(["m.yaml", "--cache", str(tmp_path / "c")], cwd=tmp_path)
+    assert ran.code == 130, ran
+    assert f"kept: the bases, steps and layers that finished, in the cache {tmp_path / 'c'}" in ran.err, ran
+    assert ran.err.rstrip().endswith("\ninterrupted"), ran
+    assert run_cli_here(["doctor"], cwd=tmp_path).err.strip() == "interrupted"  # keeps nothing
+
+
+def test_a_copy_from_that_is_not_there_is_named(tmp_path: Path) -> None:
+    (tmp_path / "m.yaml").write_text(
+        "name: c\nbases: {b: scratch}\nimage:\n  base: b\n  layers:\n    - copy: {from: app/, to: /app/}\n"
+    )
+    with pytest.raises(ManifestError) as info:
+        load_manifest(tmp_path / "m.yaml")
+    assert info.value.line == 6 and f"path does not exist: app/ (looked for {tmp_path / 'app'}" in str(info.value)

@@ -42,12 +42,17 @@ compile:
     sources: [project]
     run:
       - mkdir -p /opt/{name}/site
+      # A missing requirements.txt is an error, not an empty layer.
+      - >-
+        test -f /src/project/requirements.txt
+        || { echo "deps: no requirements.txt in the project: write one (empty: nothing to install)" >&2; exit 1; }
       # Only where it names a package: pip refuses an empty list. Compiled where the files
       # stay (pip --target would name its random temporary folder in each .pyc).
       - >-
         if grep -q '^[^#[:space:]]' /src/project/requirements.txt;
         then pip install --no-cache-dir --no-compile --target /opt/{name}/site -r /src/project/requirements.txt
-        && python3 -m compileall -q -d /opt/{name}/site /opt/{name}/site; fi
+        && python3 -m compileall -q -d /opt/{name}/site /opt/{name}/site;
+        else echo "deps: requirements.txt names no package: nothing installed"; fi
     artifacts:
       site: {path: /opt/{name}/site, to: /opt/{name}/site}
 image:

@@ -185,14 +185,15 @@ def _skipped(args: argparse.Namespace, results: Sequence[Result]) -> list[str]:
 def _round_lines(results: Sequence[Result], before: dict[int, str], saved: float | None) -> list[str]:
     """What one round did: the layers that changed, what each output uploaded, and the time
     from the save to the outputs written."""
+    from assembler.cli.build import pushed
+
     lines = []
     for result in results:
         for layer in result.layers:
             if layer.digest and before.get(layer.index) != layer.digest and layer.origin != "base":
                 lines.append(f"  layer {layer.index} {layer.origin}: {layer.what} ({size(layer.size or 0)})")
         for w in result.outputs:
-            uploaded = f"{w.uploaded_blobs} blob(s), {size(w.uploaded_bytes)} uploaded, {w.skipped_blobs} there already"
-            lines.append(f"  -> {w.ref}: {uploaded}")
+            lines.append(f"  -> {w.ref}: {pushed(w)}")
         lines.append(f"  image {result.digest}")
     if saved is not None:
         lines.append(f"saved -> written in {time.time() - saved:.1f} s")

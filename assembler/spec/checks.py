@@ -232,8 +232,8 @@ def _check_copy(loaded: Loaded, spec: m.CopySpec, path: PathKey) -> None:
     if ".." in Path(spec.from_).parts:
         raise loaded.error(where, "escapes the manifest's folder with '..'")
     host = loaded.folder / spec.from_
-    if not host.exists():
-        raise loaded.error(where, "path does not exist")
+    if not host.exists():  # named: which of a manifest's copies, and looked for where (issue 67)
+        raise loaded.error(where, f"path does not exist: {spec.from_} (looked for {host})")
     if not _inside(loaded.folder, host):
         raise loaded.error(where, "resolves outside the manifest's folder (through a symlink)")
     if not spec.to.startswith("/"):
