@@ -12,6 +12,7 @@ import jsonschema
 import pytest
 
 from assembler.cli.starters import STARTERS
+from assembler.spec.inputs import PathSource
 from tests import yaml_helper
 from tests.helpers import run_cli, run_cli_here
 
@@ -113,6 +114,24 @@ def test_a_starter_builds_as_written_and_its_test_passes(
         assert rebuilt.code == 0, str(rebuilt)
         digests = [[layer["digest"] for layer in r.json["layers"]] for r in (built, again, rebuilt)]
         assert digests[0][:-1] == digests[1][:-1] == digests[2][:-1] and digests[0][-1] != digests[1][-1], digests
+        _a_model_reruns_nothing_and_a_requirements_edit_is_named(folder, [*bases, "--cache", str(tmp_path / "cache")])
+
+
+def _a_model_reruns_nothing_and_a_requirements_edit_is_named(folder: Path, options: list[str]) -> None:
+    """Issue 67: weights added to models/ (and the manifest edited) rerun no pip install; a
+    requirements edit reruns deps, and the plan says it was the requirements."""
+    (folder / "models").mkdir()
+    (folder / "models" / "model.safetensors").write_bytes(b"weights")
+    (folder / "assemble.yaml").write_text((folder / "assemble.yaml").read_text() + "# weights: soon\n")
+    modelled = run_cli(["plan", "assemble.yaml", *options, "--json"], cwd=folder)
+    assert modelled.code == 0, str(modelled)
+    assert [(s["name"], s["state"]) for s in modelled.json["steps"]] == [("deps", "cached")], modelled.json["steps"]
+    (folder / "requirements.txt").write_text("six==1.16.0\n# reviewed\n")
+    edited = run_cli(["plan", "assemble.yaml", *options], cwd=folder)
+    assert edited.code == 0, str(edited)
+    assert "will-run (not built with these inputs: source requirements changed since its last build)" in edited.out, (
+        str(edited)
+    )
 
 
 @pytest.mark.parametrize(
@@ -144,10 +163,71 @@ def test_the_python_starters_deps_step_says_a_missing_or_empty_requirements_file
     _init(tmp_path / "p", "python")
     (step,) = yaml_helper.load(tmp_path / "p" / "assemble.yaml")["compile"]
     project, site = tmp_path / "src-project", tmp_path / "site"
-    script = " && ".join(step["run"]).replace("/src/project", str(project)).replace("/opt/p/site", str(site))
+    script = " && ".join(step["run"]).replace("/src/requirements", str(project)).replace("/opt/p/site", str(site))
     project.mkdir()
     missing = subprocess.run(["sh", "-c", script], capture_output=True, text=True)
     assert missing.returncode != 0 and "no requirements.txt in the project" in missing.stderr, missing
     (project / "requirements.txt").write_text("# one requirement a line\n")
     empty = subprocess.run(["sh", "-c", script], capture_output=True, text=True)
     assert empty.returncode == 0 and "names no package: nothing installed" in empty.stdout, empty
+
+
+def test_the_python_starters_deps_step_reads_its_requirements_and_not_the_code_or_models(tmp_path: Path) -> None:
+    """Adding weights reran pip (issue 67): the deps step's source took the whole project,
+    models/ and the manifest in it. What it reads changes with requirements.txt alone."""
+    from assembler.compile.sources import tree_digest
+    from assembler.spec.load import load_manifest
+
+    folder = tmp_path / "p"
+    _init(folder, "python")
+    man = load_manifest(folder / "assemble.yaml").manifest
+    (step,) = man.compile
+    (name,) = step.sources
+    spec = man.sources[name]
+    assert isinstance(spec, PathSource), spec
+
+    def digest() -> str:
+        return tree_digest(folder / spec.path, tuple(spec.exclude))
+
+    first = digest()
+    (folder / "models").mkdir()
+    (folder / "models" / "model.safetensors").write_bytes(b"weights")
+    (folder / "app" / "main.py").write_text("print('edited')\n")
+    (folder / "assemble.yaml").write_text((folder / "assemble.yaml").read_text() + "# edited\n")
+    (folder / "assemble.lock").write_text("lock_version: 3\n")
+    assert digest() == first
+    (folder / "requirements.txt").write_text("six==1.16.0\n")
+    assert digest() != first
+
+
+def test_the_python_starters_requirements_are_a_python_set_the_lock_pins(tmp_path: Path) -> None:
+    """Its pip step was not locked (``environments: {}``, issue 67): requirements.txt is a
+    ``requirements_file:`` set, which ``plan`` lists as the lock's; a fresh, empty one is no
+    set (pip installs nothing from it) and the manifest still loads."""
+    folder = tmp_path / "p"
+    _init(folder, "python")
+    empty = run_cli_here(["plan", "assemble.yaml", "--cache", str(tmp_path / "cache"), "--json"], cwd=folder)
+    assert empty.code == 0, str(empty)
+    assert "deps:deps" not in empty.json["lock"]["sets"]
+    (folder / "requirements.txt").write_text("six==1.16.0\n")
+    named = run_cli_here(["plan", "assemble.yaml", "--cache", str(tmp_path / "cache"), "--json"], cwd=folder)
+    assert named.code == 0, str(named)
+    assert named.json["lock"]["sets"]["deps:deps"]["state"] == "not-locked", named.json["lock"]
+
+
+@pytest.mark.parametrize("kind", ["cpp", "cuda"])
+def test_a_compiled_starters_source_leaves_out_models_and_the_manifest(tmp_path: Path, kind: str) -> None:
+    """Weights in models/ or a manifest edit recompile nothing: the code's source leaves them out."""
+    from assembler.compile.sources import tree_digest
+    from assembler.spec.load import load_manifest
+
+    folder = tmp_path / "p"
+    _init(folder, kind)
+    spec = load_manifest(folder / "assemble.yaml").manifest.sources["project"]
+    assert isinstance(spec, PathSource), spec
+    path, exclude = folder / spec.path, tuple(spec.exclude)
+    first = tree_digest(path, exclude)
+    (folder / "models").mkdir()
+    (folder / "models" / "model.gguf").write_bytes(b"weights")
+    (folder / "assemble.yaml").write_text((folder / "assemble.yaml").read_text() + "# edited\n")
+    assert tree_digest(path, exclude) == first

@@ -98,7 +98,6 @@ def test_a_requirements_file_is_read_as_pip_reads_it(tmp_path: Path) -> None:
         ("ok==1 --hash=md5:abc\n", "reqs.txt:1: --hash=md5:abc: the lock keeps sha256 hashes"),
         ("not a requirement!\n", "reqs.txt:1: 'not a requirement!' is not a requirement"),
         ("-r missing.txt\n", "missing.txt: no such file"),
-        ("# nothing\n", "reqs.txt: no requirement in it"),
     ],
 )
 def test_what_a_lock_cannot_take_is_refused_at_the_sets_field(tmp_path: Path, text: str, said: str) -> None:
@@ -108,6 +107,23 @@ def test_what_a_lock_cannot_take_is_refused_at_the_sets_field(tmp_path: Path, te
         load_manifest(manifest)
     assert said in e.value.message, e.value.message
     assert e.value.field == "image.layers.0.python_sets.0.requirements_file" and e.value.line == 9
+
+
+def test_a_requirements_file_naming_nothing_is_no_set_and_a_pyproject_naming_nothing_is_refused(
+    tmp_path: Path,
+) -> None:
+    """pip installs nothing from a requirements.txt of comments, so there is nothing to lock:
+    the set is left out (``assemble init python``'s fresh file, issue 67), the others kept. A
+    pyproject.toml naming nothing is a misnamed extra or group: refused."""
+    (tmp_path / "reqs.txt").write_text("# nothing yet\n")
+    sets = '        - {name: app, requirements_file: reqs.txt, python: "3.11"}\n'
+    sets += '        - {name: more, requirements: [six], python: "3.11"}\n'
+    layer = load_manifest(_manifest(tmp_path, sets)).manifest.image.layers[0]
+    assert [s.name for s in layer.python_sets] == ["more"]
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\nversion = "1"\ndependencies = []\n')
+    manifest = _manifest(tmp_path, '        - {name: app, requirements_file: pyproject.toml, python: "3.11"}\n')
+    with pytest.raises(ManifestError, match=r"pyproject\.toml: no requirement in it"):
+        load_manifest(manifest)
 
 
 def test_a_pyproject_gives_its_dependencies_extras_and_groups(tmp_path: Path) -> None:

@@ -33,24 +33,30 @@ bases:
   devel: {bootstrap: {suite: bookworm, variant: minbase, packages: [python3-pip]}}
   runtime: {bootstrap: {suite: bookworm, variant: minbase, packages: [python3]}}
 sources:
-  # what the deps step reads: app/ left out, so a code change reruns no pip install
-  project: {path: ., exclude: [app/, out/, .assemble/]}
+  # What the deps step reads: requirements.txt, and not the code (app/, copied as a layer of
+  # its own), the models (models/: weights beside the image, below), the manifest or its
+  # locks. So a code edit or a new model reruns no pip install; a requirements edit does.
+  requirements: {path: ., exclude: [app/, models/, out/, .assemble/, .git/, "assemble.*"]}
 compile:
   # requirements.txt's packages, installed by pip into a folder of their own (no venv needed).
   - name: deps
     base: devel
-    sources: [project]
+    sources: [requirements]
+    # The set pip installs, locked like any other: `assemble lock assemble.yaml` pins it (and
+    # what it brings) in assemble.lock, and every build installs those versions.
+    python_sets:
+      - {name: deps, requirements_file: requirements.txt, python: "3.11", environment: /opt/{name}/site}
     run:
       - mkdir -p /opt/{name}/site
       # A missing requirements.txt is an error, not an empty layer.
       - >-
-        test -f /src/project/requirements.txt
+        test -f /src/requirements/requirements.txt
         || { echo "deps: no requirements.txt in the project: write one (empty: nothing to install)" >&2; exit 1; }
       # Only where it names a package: pip refuses an empty list. Compiled where the files
       # stay (pip --target would name its random temporary folder in each .pyc).
       - >-
-        if grep -q '^[^#[:space:]]' /src/project/requirements.txt;
-        then pip install --no-cache-dir --no-compile --target /opt/{name}/site -r /src/project/requirements.txt
+        if grep -q '^[^#[:space:]]' /src/requirements/requirements.txt;
+        then pip install --no-cache-dir --no-compile --target /opt/{name}/site -r /src/requirements/requirements.txt
         && python3 -m compileall -q -d /opt/{name}/site /opt/{name}/site;
         else echo "deps: requirements.txt names no package: nothing installed"; fi
     artifacts:
@@ -64,6 +70,10 @@ image:
     env: {PYTHONPATH: /opt/{name}/site}
     entrypoint: [python3, /opt/{name}/app/main.py]
 outputs: ["oci:out:{name}"]
+# Model weights go beside the image, never in a layer or a source: a new checkpoint rebuilds
+# nothing (docs: guides/weights.md). Put them in models/ and say where the app finds them:
+# weights:
+#   model: {source: models/, at: /models/{name}}
 tests:
   - name: starts
     output: ["^{name}: ready"]
@@ -93,7 +103,8 @@ bases:
   devel: {bootstrap: {suite: bookworm, variant: minbase, packages: [g++, cmake, make]}}
   runtime: {bootstrap: {suite: bookworm, variant: minbase}}
 sources:
-  project: {path: ., exclude: [out/, .assemble/]}
+  # the code the build reads: not the models (models/, beside the image), the manifest or its locks
+  project: {path: ., exclude: [models/, out/, .assemble/, .git/, "assemble.*"]}
 compile:
   - name: service
     base: devel
@@ -144,7 +155,8 @@ bases:
   devel: {bootstrap: {suite: bookworm, variant: minbase, packages: [g++]}}
   runtime: {bootstrap: {suite: bookworm, variant: minbase}}
 sources:
-  project: {path: ., exclude: [out/, .assemble/]}
+  # the code the build reads: not the models (models/, beside the image), the manifest or its locks
+  project: {path: ., exclude: [models/, out/, .assemble/, .git/, "assemble.*"]}
 compile:
   # A CUDA toolkit from NVIDIA's pip wheels (the cuda-toolchain recipe): no nvidia/cuda image.
   - name: cuda

@@ -181,10 +181,12 @@ def _read_requirement_files(node: Any, folder: Path, locs: Locations, at: PathKe
         for key, value in node.items():
             if key == "python_sets" and isinstance(value, list):
                 where = [(*at, key, i, "requirements_file") for i in range(len(value))]
-                node[key] = [
+                # A set whose requirements file names nothing is left out (expand: None).
+                expanded = [
                     expand(s, folder, partial(locs.error, w)) if isinstance(s, dict) else s
                     for s, w in zip(value, where, strict=True)
                 ]
+                node[key] = [s for s in expanded if s is not None]
             else:
                 _read_requirement_files(value, folder, locs, (*at, key))
     elif isinstance(node, list):

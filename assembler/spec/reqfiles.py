@@ -362,10 +362,15 @@ def _many(value: Any) -> list[str]:
     return [value] if isinstance(value, str) else [str(v) for v in value] if isinstance(value, list) else [str(value)]
 
 
-def expand(pyset: dict[str, Any], folder: Path, error: Callable[[str], Exception]) -> dict[str, Any]:
+def expand(pyset: dict[str, Any], folder: Path, error: Callable[[str], Exception]) -> dict[str, Any] | None:
     """``pyset`` (a ``python_sets:`` entry as written) with its ``requirements_file`` read:
     the file's requirements after any written, its indexes and constraints where the set
-    names none, its hashes. ``error`` makes the manifest's error at the set's field."""
+    names none, its hashes. ``error`` makes the manifest's error at the set's field.
+
+    None: a pip requirements file naming nothing (comments only), in a set that writes no
+    requirements of its own, is no set: ``pip install -r`` installs nothing from it, so
+    there is nothing to lock (``assemble init python``'s fresh ``requirements.txt``). A
+    ``pyproject.toml`` or a lock naming nothing stays an error: an extra or a group misnamed."""
     name = pyset.get("requirements_file")
     if not isinstance(name, str):
         return pyset
@@ -380,6 +385,8 @@ def expand(pyset: dict[str, Any], folder: Path, error: Callable[[str], Exception
         )
     except FileError as e:
         raise error(str(e)) from None
+    if not into.requirements and not written and kind_of(name) == "requirements" and not into.constraints:
+        return None
     if not into.requirements:
         raise error(f"{name}: no requirement in it")
     out = dict(pyset)
