@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 
 from assembler.cache import StepResult
+from assembler.compile.keys import NOT_IN_KEY
 from assembler.compile.steps import Mounted, compile_key
 from assembler.oci.layer import Layer
 from assembler.pipeline import graph
@@ -31,11 +32,17 @@ from assembler.pipeline.layers.setup import ImageSetup
 from assembler.pipeline.options import Event, WalkOptions
 from assembler.pipeline.steps.jobs import CompileJob
 from assembler.pipeline.store.stepstore import note_taken, step_result
+from assembler.pipeline.walk import lastbuild
 from assembler.pipeline.walk.modes import Services
 from assembler.pipeline.walk.obtain import Obtained, Once
 from assembler.spec import model as m
 from assembler.spec.loaded import Loaded
 from assembler.transports import Context
+
+
+def _known(inputs: Mapping[str, Layer | None]) -> dict[str, Layer]:
+    """The input artifacts that are made (a plan has none for a step that will run)."""
+    return {r: b for r, b in inputs.items() if b is not None}
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,8 @@ class Walk:
         carried: Mapping[str, object] | None = None,
     ) -> None:
         self.loaded = loaded
+        # Whose steps' last builds are recorded: this manifest's, for this target and platform.
+        self._manifest = f"{loaded.path.resolve()}#{loaded.target or ''}@{ctx.platform}"
         self.man = loaded.manifest
         self.options = options
         self.ctx = ctx
@@ -130,7 +139,7 @@ class Walk:
             self.record_step(report(state="cached", key=key, reason=self.where(key)))
             self.report(Event("step", {"name": name, "state": "cached"}))
             return Decision(hit, "", forced)
-        return Decision(None, "forced" if forced and hit is not None else "not built with these inputs", forced)
+        return Decision(None, "forced" if forced and hit is not None else lastbuild.STALE, forced)
 
     def compile(self, step: m.CompileStep) -> dict[str, Layer] | None:
         """The step's artifacts: from the cache when its key matches, else made (a build;
@@ -173,17 +182,20 @@ class Walk:
             epoch=self.ctx.epoch,
             host_ca=self.options.host_ca,
         )
-        key = key_for(sources={n: s.digest for n, s in sources.items() if s is not None})
+        digests = {n: s.digest for n, s in sources.items() if s is not None}
+        key = key_for(sources=digests)
         hit = self.step_result(key, step.name)
         whole = hit is not None and set(hit.artifacts) == set(step.artifacts)  # else a rebuild
         decision = self.decide(step.name, key, hit if whole else None, report)
         if decision.taken is not None:
             self.artifacts[step.name] = dict(decision.taken.artifacts)
             return self.artifacts[step.name]
+        made_from = self._made_from(step, base.image.digest, digests, known := _known(inputs))
+        if decision.reason == lastbuild.STALE:
+            decision = replace(decision, reason=lastbuild.reason(self.cache, self._manifest, step.name, made_from))
         # What the step keeps between builds (build trees, working copies) is shared by the
         # builds of one definition whatever the sources: a source edit builds incrementally.
         tree_key = key_for(sources={n: "" for n in sources})
-        known = {r: b for r, b in inputs.items() if b is not None}
         job = CompileJob(
             step,
             key,
@@ -200,9 +212,19 @@ class Walk:
             self.record_step(will_run)
             return None
         self.share_made(key, StepResult(step.name, made.made))  # recorded with what it is built on
+        lastbuild.record(self.cache, self._manifest, step.name, made_from)
         self.built(will_run, made.seconds)
         self.artifacts[step.name] = made.made
         return made.made
+
+    def _made_from(
+        self, step: m.CompileStep, base: str, sources: Mapping[str, str], inputs: Mapping[str, Layer]
+    ) -> lastbuild.Inputs:
+        """What ``step``'s key is made of, kept apart: recorded when it is built, so that a
+        later miss names the input that changed (:mod:`assembler.pipeline.walk.lastbuild`)."""
+        definition = lastbuild.definition_digests(step.model_dump(mode="json", exclude=NOT_IN_KEY))
+        diff_ids = {r: b.diff_id for r, b in inputs.items()}
+        return lastbuild.Inputs(base, sources, diff_ids, definition, self.obtained.tool())
 
     def built(self, report: StepReport, seconds: float) -> None:
         """The step of ``report`` was made, in ``seconds``."""
