@@ -78,6 +78,11 @@ COMMANDS: dict[str, Command] = {
         "init:arguments",
         "init:run",
     ),
+    "registry": Command(
+        "start a registry on 127.0.0.1 for watch and pushes (docker-registry), or stop it",
+        "registry:arguments",
+        "registry:run",
+    ),
     "schema": Command(
         "print (or write) the JSON Schemas of manifests and recipes", "imageargs:schema_arguments", "images:cmd_schema"
     ),
