@@ -706,6 +706,9 @@ def test_a_models_bind_is_read_only_without_devices_or_set_user_id_programs() ->
     class _Buildah:
         globals = ("buildah",)
 
+        def owned(self, argv: list[str], *, network: bool = True) -> list[str]:
+            return argv
+
     runner = ImageRunner(_Buildah(), None)  # type: ignore[arg-type]
     mounts = (("/cache/weights/attached/ab", "/models/tiny", True), ("/home/me/data", "/data", False))
     argv = runner.argv("ctr", ImageCommand(("true",), mounts=mounts), {})

@@ -216,6 +216,10 @@ def _command(
     return image_command(stored, command=command, args=cmd, **how, network=not args.no_network, gpu=args.gpu)
 
 
+# A folder bound at / hides the image's own files (its shell, its libraries): nothing starts.
+_OVER_ROOT = "a host folder bound over / would hide the whole image, and the container could not start"
+
+
 def _mounts(specs: list[str]) -> tuple[tuple[str, str, bool], ...]:
     """``--mount``s as (host path, container path, read-only)."""
     out: list[tuple[str, str, bool]] = []
@@ -229,6 +233,8 @@ def _mounts(specs: list[str]) -> tuple[tuple[str, str, bool], ...]:
             raise InputError(f"--mount {spec!r}: expected HOST:PATH[:ro] (PATH absolute) or a manifest")
         if not Path(host).exists():
             raise InputError(f"--mount {spec!r}: {host} does not exist")
+        if at.rstrip("/") == "":
+            raise InputError(f"--mount {spec!r}: {_OVER_ROOT}")
         out.append((str(Path(host).resolve()), at, mode == "ro"))
     return tuple(out)
 
@@ -246,6 +252,11 @@ def _code_mounts(manifest: Path) -> list[tuple[str, str, bool]]:
             host = (manifest.parent / layer.copy_.from_).resolve()
             at = layer.copy_.to
             at = at + host.name if at.endswith("/") and host.is_file() else at.rstrip("/") or "/"
+            if at == "/":
+                raise InputError(
+                    f"--mount {manifest}: its copy: layer from {layer.copy_.from_} goes to /: {_OVER_ROOT}",
+                    hint="bind what the container runs with --mount HOST:PATH instead (PATH below /)",
+                )
             out.append((str(host), at, False))
     if not out:
         raise InputError(f"--mount {manifest}: its image has no copy: layer (host files) to bind")

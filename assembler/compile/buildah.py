@@ -154,6 +154,18 @@ class Buildah:
         inside = ["unshare", "--net", "--", sys.executable, "-m", "assembler.compile.loopback", *argv]
         return [*self.globals, "unshare", "--", *inside] if self.rootless else inside
 
+    def owned(self, argv: Sequence[str], *, network: bool = True) -> list[str]:
+        """``argv`` (a buildah run) in a PID namespace of its own, buildah its first process:
+        when it ends, by exit, signal or timeout, the kernel ends every process the command
+        started (:mod:`assembler.compile.pidns`), as docker ends a container's. Without
+        ``network``, in a network namespace with only ``lo`` too (:meth:`offline`). As
+        :meth:`offline`, rootless inside ``buildah unshare`` (its user namespace holds the
+        capability)."""
+        flags = ["--pid", "--fork", "--kill-child", *([] if network else ["--net"])]
+        tail = list(argv) if network else [sys.executable, "-m", "assembler.compile.loopback", *argv]
+        inside = ["unshare", *flags, "--", *tail]
+        return [*self.globals, "unshare", "--", *inside] if self.rootless else inside
+
     def shell_argv(self, container: str, spec: RunSpec) -> list[str]:
         """An interactive shell in ``container`` with ``spec``'s user, environment, mounts
         and working directory (its command is not run)."""

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from assembler.cache import Cache
+from assembler.compile import pidns
 from assembler.compile.buildah import TRAILER, Buildah
 from assembler.compile.gpudriver import find as find_driver
 from assembler.compile.gpudriver import library_path
@@ -132,11 +133,15 @@ class ImageRunner:
 
     def interactive(self, image_id: str, cmd: ImageCommand, config: Mapping[str, Any], *, name: str) -> int:
         """Run ``cmd`` in a new container of ``image_id`` on this terminal (``buildah run
-        --terminal`` when stdin is one); its exit status. The container is removed afterwards."""
+        --terminal`` when stdin is one); its exit status. The container is removed afterwards.
+        A stop of this process (Ctrl-C, SIGTERM, SIGHUP) ends the run and all it started
+        (:func:`assembler.compile.pidns.waited`) and goes on: the command exits 128 + it."""
         cid = self.buildah.from_image(image_id, name_hint=name)
         try:
             argv = self.argv(cid, cmd, config, terminal=sys.stdin.isatty())
-            return self.buildah.runner.interactive(argv, env=self.buildah.env)
+            terminal = {"stdin": None, "stdout": None, "stderr": None}
+            with self.buildah.runner.popen(argv, env=self.buildah.env, **terminal) as proc:
+                return pidns.waited(proc)
         finally:
             self.buildah.rm(cid)
 
@@ -150,8 +155,8 @@ class ImageRunner:
         to_file: bool = False,
         terminal: bool = False,
     ) -> list[str]:
-        """The ``buildah run`` of ``cmd`` in ``container`` (wrapped in a network namespace
-        of its own unless ``cmd.network``)."""
+        """The ``buildah run`` of ``cmd`` in ``container``, in a PID namespace of its own (and
+        a network namespace of its own unless ``cmd.network``): nothing it starts outlives it."""
         env = dict(cmd.env)
         args = [*self.buildah.globals, "run", "--isolation", "chroot", *(["--terminal"] if terminal else [])]
         if cmd.gpu:
@@ -167,7 +172,7 @@ class ImageRunner:
         args += [a for key in sorted(env) for a in ("--env", f"{key}={env[key]}")]
         command = ["/bin/sh", "-c", _TO_FILE, "assemble-run", *cmd.argv] if to_file else list(cmd.argv)
         args += [*extra, container, "--", *command]
-        return args if cmd.network else self.buildah.offline(args)
+        return self.buildah.owned(args, network=cmd.network)
 
     def _shell(self, image_id: str, container: str) -> bool:
         """Whether the image runs ``/bin/sh`` (asked once per image)."""
