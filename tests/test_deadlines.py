@@ -40,6 +40,7 @@ class _Peer(http.server.BaseHTTPRequestHandler):
 
     mode = "trickle"
     announce = True
+    claims = SIZE  # the Content-Length announced (a lying peer claims more than it sends)
     stop = threading.Event()
 
     def log_message(self, *args: object) -> None:
@@ -60,7 +61,7 @@ class _Peer(http.server.BaseHTTPRequestHandler):
                 self.send_response(200)
                 self.send_header("Content-Type", "application/octet-stream")
                 if self.announce:
-                    self.send_header("Content-Length", str(SIZE))
+                    self.send_header("Content-Length", str(self.claims))
                 self.end_headers()
                 self._trickle(bytes(SIZE))
         except OSError:  # the client gave up and closed
@@ -114,6 +115,30 @@ def test_a_trickling_download_fails_within_its_deadline(
     assert message.startswith(f"url layer: {host} too slow: {url} not finished in 2 s (")
     assert "bytes arrived)" in message
     assert failed.value.hint == "raise the limit with --network-deadline SECONDS (or ASSEMBLE_NETWORK_DEADLINE=SECONDS)"
+
+
+@pytest.mark.integration  # seconds
+def test_a_huge_announced_size_does_not_stretch_the_deadline_past_the_longest(
+    peer: tuple[str, type[_Peer]], tmp_path: Path
+) -> None:
+    """A server (a Hub) that announces a petabyte and trickles is given up at ``longest``,
+    not after the weeks a second per 256 KiB of its claim would allow."""
+    host, handler = peer
+    handler.claims = 10**15
+    limits = NetworkLimits(idle=1.0, deadline=1.0, longest=2.0)
+    assert limits.allowed(10**15) == 2.0 and limits.allowed(0) == 1.0
+    started = time.monotonic()
+    with pytest.raises(NotFound, match="too slow"):
+        download(
+            f"http://{host}/f",
+            sha256=DIGEST[7:],
+            cache=Cache(tmp_path / "c"),
+            max_bytes=10**15,
+            what="weights",
+            limits=limits,
+        )
+    _within(started, limits.longest)
+    assert NetworkLimits(deadline=3 * 86400.0).allowed(10**15) == 3 * 86400.0  # a longer deadline asked stands
 
 
 @pytest.mark.integration  # seconds

@@ -10,7 +10,8 @@ Time is bounded as the registry client's is (:class:`NetworkLimits`, the CLI's
 ``--network-timeout`` and ``--network-deadline``): a try ends when the server sends no
 byte for ``idle`` seconds, and a download, its retries included, ends ``deadline``
 seconds after it started, plus a second per ``min_rate`` bytes it announces (or has
-sent, when it announces no size); every read is held to that
+sent, when it announces no size), a day at most (``longest``: a Hub that announces a huge
+size and trickles would otherwise hold a build for weeks); every read is held to that
 (:mod:`assembler.registry.deadlines`), so a server that trickles is given up in time.
 
 A URL may carry its credentials (an index's ``https://USER:TOKEN@host``, a presigned
@@ -103,14 +104,14 @@ def _chunks(
 ) -> Iterator[bytes]:
     """The body of ``response`` (at most ``max_bytes``, else InputError), its deadline
     moved to ``limits.deadline`` plus a second per ``limits.min_rate`` bytes of its announced size (or
-    of what it has sent, when it announces none). Raises NotFound when the server stops
+    of what it has sent, when it announces none), never past ``limits.longest``. Raises NotFound when the server stops
     sending or is too slow."""
     import requests
 
     from assembler.registry import deadlines
 
     announced = int(response.headers.get("Content-Length") or 0)
-    deadline.allow(limits.deadline + announced / limits.min_rate)
+    deadline.allow(limits.allowed(announced))
     got = 0
     try:
         # As it arrives (not in whole chunks of _CHUNK): what a trickle did send is counted.
@@ -118,7 +119,7 @@ def _chunks(
             got += len(chunk)
             if got > max_bytes:
                 raise InputError(f"{what}: {redacted(url)} sends more than the {max_bytes} bytes allowed")
-            deadline.allow(limits.deadline + max(announced, got) / limits.min_rate)
+            deadline.allow(limits.allowed(max(announced, got)))
             if deadline.expired():
                 raise _too_slow(url, what, deadline, f"{got} bytes arrived")
             yield chunk

@@ -25,6 +25,14 @@ class NetworkLimits:
     # (a blob or a file of known size gets more, at a minimum rate, see RegistryOptions.min_rate).
     deadline: float = 300.0
     min_rate: int = 256 << 10  # bytes/s: a download gets deadline + its size / min_rate
+    # ... but never more than this many seconds (or the deadline, when that is longer): a
+    # server that announces a huge size and trickles cannot hold a build for weeks.
+    longest: float = 24 * 3600.0
+
+    def allowed(self, size: int) -> float:
+        """Seconds a download of ``size`` bytes (announced or sent) may take, retries
+        included: the deadline plus a second per ``min_rate`` bytes, at most ``longest``."""
+        return min(self.deadline + size / self.min_rate, max(self.deadline, self.longest))
 
 
 @dataclass(frozen=True)
