@@ -219,3 +219,46 @@ image:
     )
     roots = sorted(Path(w.path).relative_to(tmp_path).as_posix() for w in watched(tmp_path / "m.yaml", {}))
     assert roots == ["constraints.txt", "m.yaml", "reqs/base.txt", "reqs/requirements.txt"]
+
+
+def test_the_watch_s_own_log_in_the_watched_folder_starts_no_round(tmp_path: Path) -> None:
+    """``assemble watch m.yaml > watch.log`` of a manifest that does not load watches its
+    folder, log included: each round's "build failed" line would start the next round."""
+    import os
+
+    from assembler.cli.watch import snapshot, watched
+
+    (tmp_path / "m.yaml").write_text("name: [broken\n")
+    (tmp_path / "app.py").write_text("print('hi')\n")
+    log = tmp_path / "watch.log"
+    saved = os.dup(1)
+    with open(log, "w") as f:
+        os.dup2(f.fileno(), 1)
+    try:
+        seen = snapshot(watched(tmp_path / "m.yaml", {}), [])
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    assert sorted(Path(p).name for p in seen) == ["app.py", "m.yaml"]
+
+
+def test_a_link_out_of_the_project_is_not_followed(tmp_path: Path) -> None:
+    """A source folder that is (or becomes) a link to ``/`` is not walked: the watch would
+    read every file of the host."""
+    from assembler.cli.watch import Watched, snapshot, watched
+
+    proj = tmp_path / "proj"
+    (proj / "etc").mkdir(parents=True)
+    (proj / "etc" / "motd").write_text("hi\n")
+    (proj / "src").symlink_to("/")
+    (proj / "m.yaml").write_text(
+        "name: w\nbases: {b: scratch}\nsources: {app: {path: src}}\n"
+        "image: {base: b, layers: [{copy: {from: etc, to: /etc/x}}]}\n"
+    )
+    roots = watched(proj / "m.yaml", {})
+    assert [Path(w.path).name for w in roots] == ["m.yaml", "etc"]
+    # a folder watched, then replaced by a link to / while the watch waits
+    (proj / "etc" / "motd").unlink()
+    (proj / "etc").rmdir()
+    (proj / "etc").symlink_to("/")
+    assert sorted(snapshot([*roots, Watched(str(proj / "etc"))], [])) == [str(proj / "m.yaml")]

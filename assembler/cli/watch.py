@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -72,19 +73,11 @@ def watched(
     folder, man = path.parent, loaded.manifest
     out = [Watched(str(path))]
     out += [
-        Watched(str((folder / s.path).resolve()), tuple(s.exclude))
-        for s in man.sources.values()
-        if isinstance(s, m.PathSource)
+        Watched(_host(folder, s.path), tuple(s.exclude)) for s in man.sources.values() if isinstance(s, m.PathSource)
     ]
-    out += [
-        Watched(str((folder / layer.copy_.from_).resolve()))
-        for layer in man.image.layers
-        if isinstance(layer, m.CopyLayer)
-    ]
+    out += [Watched(_host(folder, layer.copy_.from_)) for layer in man.image.layers if isinstance(layer, m.CopyLayer)]
     # a model's folder: a new checkpoint pushes new weights and leaves the image as it is
-    out += [
-        Watched(str((folder / w.source).resolve()), tuple(w.exclude)) for w in man.weights.values() if w.kind == "path"
-    ]
+    out += [Watched(_host(folder, w.source), tuple(w.exclude)) for w in man.weights.values() if w.kind == "path"]
     sets_of = [
         *(step.python_sets for step in man.compile),
         *(getattr(layer, "python_sets", []) for layer in man.image.layers),
@@ -96,10 +89,20 @@ def watched(
         if s.requirements_file
         for f in _set_files(folder, s.requirements_file, s.extras, s.groups)
     ]
-    # each path once, and none inside a folder watched whole (one with no exclude:)
-    unique = list({w.path: w for w in reversed(out)}.values())[::-1]
+    # each path once (none a link out of the project), and none inside a folder watched whole
+    unique = [w for w in list({w.path: w for w in reversed(out)}.values())[::-1] if w.path]
     whole = [w.path for w in unique if not w.exclude and os.path.isdir(w.path)]
     return [w for w in unique if not any(w.path.startswith(d + os.sep) for d in whole)]
+
+
+def _host(folder: Path, shown: str | Path) -> str:
+    """The host path ``shown`` (in the manifest's ``folder``) names, resolved; "" (not
+    watched) where a link on the way leads out of the project: a source folder replaced by
+    a link to ``/`` would have the watch read every file of the host. A path outside the
+    folder named as such (``../src``) is watched."""
+    plain = Path(os.path.normpath(folder / shown))
+    real = plain.resolve()
+    return str(real) if real == plain or real.is_relative_to(folder) else ""
 
 
 def _set_files(folder: Path, shown: str, extras: list[str], groups: list[str]) -> list[Path]:
@@ -122,15 +125,31 @@ def _roots(args: argparse.Namespace) -> list[Watched]:
 def snapshot(roots: Sequence[Watched], skipped: Sequence[str]) -> Snapshot:
     """Every file under ``roots`` but the skipped ones, with its size and modification time."""
     out: Snapshot = {}
+    own = _own_output()
     for path in (p for root in roots for p in _files(root, skipped)):
         try:
             st = os.stat(path)
         except OSError:
             continue  # removed while read: the next look sees it gone
-        out[path] = (st.st_size, st.st_mtime_ns)
+        if (st.st_dev, st.st_ino) not in own:
+            out[path] = (st.st_size, st.st_mtime_ns)
         if len(out) > MAX_FILES:
             raise AssemblerError(f"more than {MAX_FILES} files to watch: give the manifest a folder of its own")
     return out
+
+
+def _own_output() -> set[tuple[int, int]]:
+    """The files this process's stdout and stderr write to (``watch > watch.log`` in the
+    watched folder): each round's own lines would change them and start the next round."""
+    own = set()
+    for fd in (1, 2):
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            own.add((st.st_dev, st.st_ino))
+    return own
 
 
 def left_out(path: str, skipped: Sequence[str]) -> bool:
@@ -142,6 +161,10 @@ def left_out(path: str, skipped: Sequence[str]) -> bool:
 
 
 def _files(watch: Watched, skipped: Sequence[str]) -> Iterator[str]:
+    """The files under ``watch``; none where it became a link since it was resolved (a
+    folder replaced by a link to ``/``): the walk follows no link out of the project."""
+    if os.path.islink(watch.path):
+        return
     if os.path.isfile(watch.path):
         yield watch.path
         return
