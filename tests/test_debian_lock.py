@@ -563,3 +563,39 @@ def test_a_locked_package_the_mirror_dropped_is_said_as_the_mirror_moving(tmp_pa
         )
     assert "nosuchpkg: Unable to locate package nosuchpkg" in str(info.value), info.value
     assert "snapshot.debian.org/archive/debian/20261127T221751Z" in (info.value.hint or "")
+
+
+_FAKE_APT_GET = """#!/bin/sh
+case " $* " in
+  *" --simulate "*) echo "Inst curl (7.88.1-10 Debian:12/stable [amd64])"
+                     echo "Inst libcurl4:amd64 (7.88.1-10 Debian:12/stable [amd64])" ;;
+  *) echo "installed: $*" ;;
+esac
+"""
+
+
+def _fake_apt(folder: Path, debs: list[Deb]) -> dict[str, str]:
+    """An environment whose apt-get resolves curl to curl and libcurl4, and whose apt-cache
+    serves ``debs`` as locked: the install's shell runs on the host, no container."""
+    folder.mkdir()
+    stanzas = "".join(f"Package: {d.name}\nVersion: {d.version}\nSHA256: {d.sha256}\n\n" for d in debs)
+    for name, text in (("apt-get", _FAKE_APT_GET), ("apt-cache", f"#!/bin/sh\ncat <<'E'\n{stanzas}E\n")):
+        (folder / name).write_text(text)
+        (folder / name).chmod(0o755)
+    (folder / "apt-mark").symlink_to("/bin/true")
+    return {**os.environ, "PATH": f"{folder}:{os.environ['PATH']}"}
+
+
+def test_a_package_added_to_a_lock_by_hand_is_refused_not_installed(tmp_path: Path) -> None:
+    """A lock pins what the manifest asks for and its dependencies: a package neither asked
+    for nor resolved by apt (added to a ``packages:`` entry by hand) stops the install."""
+    resolved = [Deb("curl", "amd64", "7.88.1-10", SHA_A), Deb("libcurl4", "amd64", "7.88.1-10", SHA_B)]
+    added = Deb("netcat-openbsd", "amd64", "1.219-1", SHA_A)
+    for debs, fails in ((resolved, False), ([*resolved, added], True)):
+        env = _fake_apt(tmp_path / str(len(debs)), debs)
+        shell = aptlock.pinned_install(debs, ["curl"], "-q")
+        done = subprocess.run(["sh", "-c", shell], env=env, capture_output=True, text=True)
+        assert (done.returncode != 0) is fails, done
+        assert ("installed:" in done.stdout) is not fails
+        if fails:
+            assert "the lock installs netcat-openbsd, which the manifest does not ask for" in done.stderr

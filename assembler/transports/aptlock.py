@@ -306,7 +306,8 @@ def mirror_moved_hint(log_tail: str) -> str | None:
 def pinned_install(locked: Sequence[Deb], explicit: Sequence[str], apt_opts: str) -> str:
     """Shell that installs exactly ``locked`` with apt-get (``explicit``: the names asked for;
     the others marked automatically installed, as apt marks dependencies) after checking
-    each one's sha256 in the index apt just fetched. Run after ``apt-get update``."""
+    each one's sha256 in the index apt just fetched, and that each is asked for or a
+    dependency apt resolves (:func:`only_resolved`). Run after ``apt-get update``."""
     want = " ".join(f"{d.name}={d.version}={d.sha256}" for d in locked)
     versions = " ".join(shlex.quote(f"{d.name}={d.version}") for d in locked)
     auto = " ".join(shlex.quote(d.name) for d in locked if d.name not in explicit)
@@ -322,9 +323,37 @@ def pinned_install(locked: Sequence[Deb], explicit: Sequence[str], apt_opts: str
     command = (
         f"apt-cache show --no-all-versions {versions} 2>/dev/null"
         f" | awk -v want={shlex.quote(want)} {shlex.quote(check)}"
+        f" && {only_resolved(locked, explicit, apt_opts)}"
         f" && DEBIAN_FRONTEND=noninteractive apt-get {apt_opts} install -y -qq --no-install-recommends"
         f" --allow-downgrades {versions}"
     )
     if auto:
         command += f" && apt-mark auto {auto} >/dev/null"
     return command
+
+
+# Reads apt-get --simulate: each locked name apt would not install is refused. No Inst line
+# at all (apt failed to resolve): left to the install itself, which says why.
+_RESOLVED = (
+    'BEGIN{n=split(locked,l," ");for(i=1;i<=n;i++)want[l[i]]=1} '
+    '/^Inst /{name=$2;sub(/:.*/,"",name);got[name]=1;any=1} '
+    'END{if(!any)exit 0;for(k in want)if(!(k in got)){print "assemble: the lock installs "k", which the manifest '
+    "does not ask for and apt does not resolve as a dependency of what it asks for: a lock pins what is asked "
+    'and its dependencies, nothing else (edited by hand? lock again: assemble lock MANIFEST)">"/dev/stderr";bad=1}'
+    "exit bad}"
+)
+
+
+def only_resolved(locked: Sequence[Deb], explicit: Sequence[str], apt_opts: str) -> str:
+    """Shell that fails, naming it, where the lock installs a package neither asked for
+    (``explicit``) nor a dependency apt resolves for those (``apt-get --simulate`` of the
+    asked names at their locked versions): a lock may pin what the manifest asks for and
+    its dependencies, and a package added to it by hand is refused, not installed unsaid."""
+    version = {d.name: d.version for d in locked}
+    asked = [f"{n}={version[n]}" if n in version else n for n in explicit]
+    names = " ".join(sorted({d.name for d in locked}))
+    return (
+        f"apt-get {apt_opts} --simulate install --no-install-recommends"
+        f" {' '.join(shlex.quote(a) for a in asked)} 2>/dev/null"
+        f" | awk -v locked={shlex.quote(names)} {shlex.quote(_RESOLVED)}"
+    )
