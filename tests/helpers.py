@@ -9,6 +9,7 @@ import io
 import json
 import os
 import resource
+import socket
 import subprocess
 import sys
 import tarfile
@@ -137,6 +138,18 @@ def sh(argv: Sequence[str], *, check: bool = True, **kw: Any) -> subprocess.Comp
     if check and proc.returncode != 0:
         raise AssertionError(f"$ {' '.join(argv)}\nexit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def resolver_says(host: str) -> str:
+    """Why this machine's resolver finds no address for ``host`` (a ``.invalid`` name, which
+    never resolves: RFC 6761), as the preflight words it: "name or service not known"
+    where a DNS server answers, "temporary failure in name resolution" where none can be
+    reached (offline, and the unit tier: scripts/unit-sandbox)."""
+    try:
+        socket.getaddrinfo(host, 443)
+    except socket.gaierror as e:
+        return str(e.strerror).lower()
+    raise AssertionError(f"{host} resolves here")
 
 
 def layout_index(path: Path) -> dict[str, Any]:
@@ -270,13 +283,19 @@ def files_project(root: Path, rootfs: Path) -> Path:
     return root
 
 
+# How often a test's HTTP server looks whether it is to stop: ``shutdown()`` waits for that
+# look, and at the standard library's 0.5 s every server a unit test started cost it half a
+# second of sleep (8 s of the unit tier's teardowns alone).
+SERVER_POLL_S = 0.02
+
+
 @contextlib.contextmanager
 def serving(handler: type[http.server.BaseHTTPRequestHandler] | Any) -> Iterator[str]:
     """An HTTP server on 127.0.0.1 with ``handler`` (a class or a factory), in a thread, for
     the block; yields its ``127.0.0.1:PORT``."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(SERVER_POLL_S,), daemon=True).start()
     try:
         yield f"127.0.0.1:{server.server_address[1]}"
     finally:

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from assembler.registry import trust
-from tests.helpers import run_cli
+from tests.helpers import SERVER_POLL_S, run_cli
 from tests.pyindex import Index, _handler
 
 # Where this machine's own trust comes from, if anywhere: the test decides it alone.
@@ -113,7 +113,7 @@ def index(pki: dict[str, Path], tmp_path: Path) -> Iterator[Index]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(pki["server.pem"], pki["server.key"])
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(SERVER_POLL_S,), daemon=True).start()
     index.url = f"https://127.0.0.1:{server.server_address[1]}/simple"
     try:
         yield index
