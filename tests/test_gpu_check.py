@@ -182,6 +182,7 @@ def test_a_zstd_chunked_image_is_bundled_whole(tmp_path: Path) -> None:
     assert done.returncode == 0 and "passed  image/app-file" in done.stdout, done.stdout + done.stderr
 
 
+@pytest.mark.integration  # the build runs the manifest's tests: buildah
 def test_the_bundle_refuses_a_layer_whose_tar_is_not_its_diff_id(tmp_path: Path) -> None:
     """Checked where the image is, before anything goes to a GPU host."""
     out = _built(tmp_path, manifest=TESTED)
@@ -200,6 +201,7 @@ def test_the_bundle_refuses_a_layer_whose_tar_is_not_its_diff_id(tmp_path: Path)
     assert written == {config["rootfs"]["diff_ids"][0].split(":")[1]}  # the base's layer only, no part left
 
 
+@pytest.mark.integration  # the build runs the manifest's tests: buildah
 def test_the_images_own_tests_go_into_the_bundle(tmp_path: Path) -> None:
     """With no --tests, the bundle takes the manifest's tests as the build recorded them
     (the test-result statement beside the image in the layout), commands resolved."""

@@ -115,6 +115,7 @@ def test_a_signal_mid_push_stops_it_and_the_next_push_is_right(
     assert '"layers"' in pulled
 
 
+@pytest.mark.integration  # a real bootstrap: mmdebstrap, apt downloading from Debian's mirror
 def test_ctrl_c_during_a_bootstrap_is_an_interruption_not_mmdebstraps_failure(tmp_path: Path) -> None:
     """Ctrl-C reaches the terminal's whole process group: mmdebstrap gets it too and fails of
     it, and that failure reached the user as the build's error ("mmdebstrap failed"). The
