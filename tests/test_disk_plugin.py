@@ -3,6 +3,7 @@ going, and whatever a leftover mount shows, stay."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -47,6 +48,19 @@ def test_bases_of_other_formats_go_and_todays_stay(tmp_path: Path) -> None:
     assert sorted(p.name for p in gone) == ["bases", "bases-v4"]
     assert sorted(p.name for p in cache.iterdir()) == [".lock", "bases-cache", "bases-v3", "bases-v5", "upstream"]
     assert remove_stale_bases(tmp_path / "none", tmp_path / "none" / "bases-v5") == []
+
+
+@pytest.mark.timeout(20)  # before: waited as long as the other run held the lock
+def test_stale_bases_wait_for_no_run_that_holds_the_cache(tmp_path: Path) -> None:
+    """A run bootstrapping the bases holds the test cache's lock for minutes: another run
+    (the unit tier, which uses no base) starts at once and leaves the stale ones to the next."""
+    cache = tmp_path / "cache"
+    (cache / "bases-v4" / "devel").mkdir(parents=True)
+    with open(cache / ".lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another open file: flock excludes it as another process
+        assert remove_stale_bases(cache, cache / "bases-v5") == []
+        assert (cache / "bases-v4" / "devel").is_dir()
+    assert remove_stale_bases(cache, cache / "bases-v5") == [cache / "bases-v4"]
 
 
 @pytest.mark.integration  # mount, umount

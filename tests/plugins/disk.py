@@ -58,7 +58,9 @@ def _remove(path: Path) -> bool:
     (buildah's overlays), deepest first. Where a mount stays (no right to unmount it), the
     folder stays too: removing files through a mount would reach into what it shows."""
     for point in sorted(_mounts_under(path), key=len, reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True)
+        # no umount on PATH (the unit tier's sealed PATH, scripts/unit-sandbox): the mount stays
+        with contextlib.suppress(FileNotFoundError):
+            subprocess.run(["umount", "-l", point], capture_output=True)
     if _mounts_under(path):
         return False
     shutil.rmtree(path, ignore_errors=True)
@@ -77,12 +79,16 @@ def remove_earlier_runs(root: Path) -> list[Path]:
 
 def remove_stale_bases(cache: Path, current: Path) -> list[Path]:
     """Remove bases that another bootstrap format made (``bases``, ``bases-v<N>``) from the
-    test cache, holding its lock."""
+    test cache, holding its lock; none while another run holds it (bootstrapping the bases
+    takes minutes, and waiting for it kept the unit tier, which uses none, that long)."""
     if not cache.is_dir():
         return []
     gone = []
     with open(cache / ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return []  # the next run removes them
         for path in sorted([*cache.glob("bases-v*"), cache / "bases"]):
             if path.is_dir() and path != current and _remove(path):
                 gone.append(path)
