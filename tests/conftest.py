@@ -62,9 +62,10 @@ pytest_plugins = [
 # module: ``pytestmark``; a comment says why), as a test that does one of those itself must
 # be; ``slow`` (the multi-minute tests) implies it. ``unit``: every other test, what
 # ``scripts/test --fast`` runs before every commit (under two minutes with the linters).
-# Small system programs (sh, tar, git, ldconfig, openssl) and the fakes a test writes do not
-# count. To check the unit tier, run it with a PATH that lacks those programs and a proxy
-# that reaches nothing.
+# Small system programs (sh, tar, git, ldconfig, openssl: scripts/unit-sandbox lists them)
+# and the fakes a test writes do not count. scripts/test --fast enforces it: the unit tier
+# runs in scripts/unit-sandbox, with only those programs on PATH and no network (loopback
+# only), so a unit test that reaches for more fails there.
 OUTSIDE_FIXTURES = frozenset(
     {
         "registry",  # docker-registry (tests/plugins/registry.py)
