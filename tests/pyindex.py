@@ -105,7 +105,7 @@ class Index:
         return json.dumps({"meta": {"api-version": "1.1"}, "name": project, "files": files}).encode()
 
 
-def _handler(index: Index, auth: tuple[str, str] | None) -> type[http.server.BaseHTTPRequestHandler]:
+def _handler(index: Index, auth: tuple[str, str] | None = None) -> type[http.server.BaseHTTPRequestHandler]:
     wanted = "Basic " + base64.b64encode(":".join(auth).encode()).decode() if auth else None
 
     class Handler(http.server.SimpleHTTPRequestHandler):
