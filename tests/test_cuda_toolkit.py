@@ -9,8 +9,9 @@ and the lock pinning a compile step's wheels by their sha256 (``require_hashes``
   a CMake project using FindCUDAToolkit (CUDA::cudart, CUDA::cublas, CUDA::cuda_driver,
   CUDA::nvrtc) and enable_language(CUDA) builds on the devel image with nothing but the
   image's toolkit, and the dependency check of the program on the runtime image passes with
-  libcuda.so.1 left to the host's driver. Slow: about 650 MB of wheels are downloaded and
-  a 600 MiB layer written each run.
+  libcuda.so.1 left to the host's driver. Slow the first time on a machine (about 650 MB of
+  wheels downloaded and a 600 MiB layer written): the two images are then kept in the test
+  cache for these inputs, as the demo's cold build is (tests/plugins/kept.py).
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ import hashlib
 import io
 import json
 import shutil
+import subprocess
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import OWN_STORAGE, reclaim_at_teardown
+from tests.conftest import OWN_STORAGE
 from tests.helpers import ROOT, config_of, manifest_of, read_blob, run_cli, uncompressed
+from tests.plugins.kept import inputs_key, kept
 from tests.pyindex import wheel
 
 
@@ -116,15 +118,10 @@ int main() {
 }
 
 
-@pytest.fixture(scope="module")
-def cuda_bases(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Path]:
-    """manifests/cuda.yaml's devel and runtime targets, from the shipped lock, in one layout.
-
-    The builds keep buildah's storage in their own cache (not the worker's shared one, which
-    lives to the session's end), and the cache goes once the layout is written: the toolkit
-    is GiBs unpacked, and CI's disk is small."""
-    work = tmp_path_factory.mktemp("cuda-bases")
-    reclaim_at_teardown(request, work)
+def _make_cuda_bases(folder: Path) -> None:
+    """The two targets built into ``folder/bases``. The builds keep buildah's storage in
+    their own cache (not the worker's shared one, which lives to the session's end), and the
+    cache goes once the layout is written: the toolkit is GiBs unpacked, and CI's disk is small."""
     for target in ("devel", "runtime"):
         ran = run_cli(
             [
@@ -133,16 +130,25 @@ def cuda_bases(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixture
                 target,
                 "--locked",
                 "--cache",
-                str(work / "cache"),
+                str(folder / "cache"),
                 "-o",
-                f"oci:{work / 'bases'}:{target}",
+                f"oci:{folder / 'bases'}:{target}",
             ],
             env=OWN_STORAGE,
             timeout=3600,
         )
         assert ran.code == 0, str(ran)
-    shutil.rmtree(work / "cache")
-    yield work / "bases"
+    shutil.rmtree(folder / "cache")
+    subprocess.run(["chmod", "-R", "a+rX,go-w", str(folder)], check=True)
+
+
+@pytest.fixture(scope="session")
+def cuda_bases() -> Path:
+    """manifests/cuda.yaml's devel and runtime targets, from the shipped lock, in one layout:
+    built once per machine and inputs (assemble's code, the manifest, its lock, the recipes;
+    tests/plugins/kept.py), as the demo is. The tests read it and write nothing into it."""
+    key = inputs_key(("assembler", "manifests/cuda.yaml", "manifests/cuda.lock", "layers"))
+    return kept("cudabases", key, _make_cuda_bases, done="bases/index.json") / "bases"
 
 
 def _prefix_files(layout: Path, tag: str) -> dict[str, tarfile.TarInfo]:

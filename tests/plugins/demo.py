@@ -1,7 +1,7 @@
 """The demo manifest built cold once per machine and its inputs (``demo``), for every module
 that needs it: the compile pipeline's tests, the plan's, the SBOM's, Enroot's, Slurm's.
 
-The cold build is made under the test cache's lock into ``TEST_CACHE/demo-KEY`` (KEY: the
+The cold build is made under the test cache's lock into ``TEST_CACHE/demo-KEY`` (kept.py; KEY: the
 digest of what decides its bytes: assemble's own code, the demo's manifest, recipes and
 sources, the bases, buildah, Python), and each test process takes a copy of that folder
 (project, cache, outputs, the cold build's report): the suite's three workers and the
@@ -13,12 +13,9 @@ cache, compared), the unprivileged user's and the registry cache's exporting mac
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -26,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_CACHE
 from tests.helpers import ROOT, Ran, run_cli
+from tests.plugins.kept import inputs_key, kept
 
 
 def copy_project(dest: Path) -> Path:
@@ -98,38 +95,20 @@ def demo_key(bases: dict[str, Path]) -> str:
     """The digest of what decides the demo's cold build: assemble's code, the demo's
     manifest, recipes and sources (as :func:`copy_project` copies them), the bases, buildah
     and Python."""
-    h = hashlib.sha256()
-    skip = {"__pycache__", "target", "build"}
-    for part in ("assembler", "manifests", "layers", "examples"):
-        for path in sorted((ROOT / part).rglob("*")):
-            if path.is_file() and not skip & set(path.relative_to(ROOT).parts):
-                h.update(f"{path.relative_to(ROOT)}\0{path.stat().st_mode & 0o111}\0".encode())
-                h.update(hashlib.sha256(path.read_bytes()).digest())
-    for name in sorted(bases):
-        h.update(f"{name}\0".encode() + (bases[name] / "index.json").read_bytes())
-    buildah = subprocess.run(["buildah", "--version"], capture_output=True, text=True, check=True).stdout
-    h.update(f"{buildah}\0{sys.version}".encode())
-    return h.hexdigest()[:16]
+    return inputs_key(
+        ("assembler", "manifests", "layers", "examples"),
+        *(f"{name}\0".encode() + (bases[name] / "index.json").read_bytes() for name in sorted(bases)),
+    )
 
 
 def _kept_cold(bases: dict[str, Path]) -> Path:
-    """The folder of the demo's cold build for these inputs, made under the test cache's
-    lock when no test process made it yet (a machine keeps one: older ones go)."""
-    kept = TEST_CACHE / f"demo-{demo_key(bases)}"
-    TEST_CACHE.mkdir(parents=True, exist_ok=True)
-    with open(TEST_CACHE / ".demo.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (kept / "cold.json").is_file():
-            return kept
-        for old in TEST_CACHE.glob("demo-*"):
-            shutil.rmtree(old, ignore_errors=True)
-        tmp = TEST_CACHE / ".tmp-demo"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+    """The folder of the demo's cold build for these inputs (tests/plugins/kept.py)."""
+
+    def make(tmp: Path) -> None:
         _, cold, seconds = build_cold(tmp, bases)
         (tmp / "cold.json").write_text(json.dumps({"ran": asdict(cold), "seconds": seconds}))
-        tmp.rename(kept)
-    return kept
+
+    return kept("demo", demo_key(bases), make, done="cold.json")
 
 
 @pytest.fixture(scope="session")
