@@ -1,7 +1,8 @@
 """The real llama.cpp, not a stand-in: the tree PyPI's llama-cpp-python sdist vendors.
 
-``manifests/llamacpp.yaml --set backend=cpu --source llama.cpp=TREE`` must build the CPU
-server image as shipped (no edited manifest, no copied recipe), run ``llama-server
+``manifests/llamacpp.yaml --set backend=cpu --source llama.cpp=TREE`` (with one CPU variant,
+``ONE_CPU_VARIANT``) must build the CPU server image as shipped (no edited manifest, no copied
+recipe), run ``llama-server
 --version``, carry CA certificates, label the source actually built, and keep the
 README's promises on real code: no change builds nothing and gives the same digest; a
 one-line edit in the server recompiles that one file and changes only the server's layer.
@@ -44,7 +45,14 @@ from tests.conftest import TEST_CACHE, reclaim_at_teardown
 from tests.helpers import ROOT, Buildah, Ran, config_of, layout_digest, run_cli
 
 SDIST = "llama-cpp-python==0.3.16"
-# The cold build of llama.cpp (every CPU variant) takes a while on 2 cores.
+# One CPU backend instead of upstream's fourteen (GGML_CPU_ALL_VARIANTS, x64 to sapphirerapids:
+# ggml's CPU code compiled once per variant), through the manifest's own parameter for the
+# backend's CMake flags, which a later -D overrides: the cold compile was most of this
+# module's 2,004 worker-seconds in the suite's record of a cold run. What the variants
+# change is a file list, which test_manifest_llamacpp.py checks (every libggml-cpu-*.so and
+# its SONAME links) and scripts/bench-rebuild llamacpp compares with upstream's image.
+ONE_CPU_VARIANT = ("--set", "backend_flags=-DGGML_CPU_ALL_VARIANTS=OFF")
+# The cold build of llama.cpp takes a while on 2 cores.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 
@@ -118,6 +126,7 @@ def build(work: Path, source: Path, bases: dict[str, Path], *args: str) -> Ran:
             str(ROOT / "manifests/llamacpp.yaml"),
             "--set",
             "backend=cpu",
+            *ONE_CPU_VARIANT,
             "--source",
             f"llama.cpp={source}",
             "--base",
