@@ -3,7 +3,8 @@
 The CPU backend is built for real, offline: the project's stand-in source
 (examples/llama-standin, same CMake options and outputs as llama.cpp) through
 ``--source llama.cpp=...`` and the session's bootstrapped Debian bases through ``--base``.
-The server image runs (its healthcheck command, as upstream wrote it, answers from inside
+Its three images (server, light, full) are built in one run, pushed and written to a layout:
+the server image runs (its healthcheck command, as upstream wrote it, answers from inside
 the container), the light image reuses the compile step and the .so layer. Every backend
 and target is planned offline to check what the manifest says: bases, cmake flags, layers,
 outputs and the runtime config the Dockerfiles set.
@@ -12,6 +13,7 @@ outputs and the runtime config the Dockerfiles set.
 from __future__ import annotations
 
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -37,6 +39,7 @@ from tests.helpers import (
     sh,
     uncompressed,
 )
+from tests.plugins.registry import RunningRegistry, start_registry
 
 MANIFEST = ROOT / "manifests" / "llamacpp.yaml"
 UPSTREAM_FLAGS = ("-DGGML_NATIVE=OFF", "-DGGML_BACKEND_DL=ON", "-DGGML_CPU_ALL_VARIANTS=ON", "-DLLAMA_CURL=ON")
@@ -98,7 +101,15 @@ def build_cpu(project: Path, bases: dict[str, Path], *args: str) -> Ran:
 class Built:
     project: Path
     bases: dict[str, Path]
-    server: Ran
+    run: Ran  # every target in one run (--all-targets): server, light, full
+    registry: RunningRegistry  # where that run pushed them too
+
+    def report(self, target: str) -> dict[str, Any]:
+        return next(r for r in self.run.json if r["target"] == target)
+
+    @property
+    def server(self) -> dict[str, Any]:
+        return self.report("server")
 
     def build(self, *args: str) -> Ran:
         return build_cpu(self.project, self.bases, *args)
@@ -108,6 +119,8 @@ class Built:
 def built(
     tmp_path_factory: pytest.TempPathFactory, demo_bases: dict[str, Path], request: pytest.FixtureRequest
 ) -> Iterator[Built]:
+    """The CPU backend's three targets built in one run, into a layout (tagged by target) and
+    a registry (tagged as upstream's), the way a release job makes them."""
     project = tmp_path_factory.mktemp("llamacpp")
     reclaim_at_teardown(request, project)
     for part in ("manifests", "layers"):
@@ -117,7 +130,21 @@ def built(
         project / "examples/llama-standin",
         ignore=shutil.ignore_patterns("build", "__pycache__"),
     )
-    yield Built(project, demo_bases, build_cpu(project, demo_bases, "-o", "oci:out/llama:server"))
+    registry = start_registry(project / "registry")
+    try:
+        ran = build_cpu(
+            project,
+            demo_bases,
+            "--all-targets",
+            "-o",
+            "oci:out/llama:${target}",
+            "-o",
+            f"docker://{registry.host}/llama.cpp:${{target}}${{tag_suffix}}",
+            "--tls-verify=false",
+        )
+        yield Built(project, demo_bases, ran, registry)
+    finally:
+        registry.stop()
 
 
 def config(layout: Path, tag: str) -> dict[str, Any]:
@@ -137,12 +164,12 @@ def in_isolated_network(argv: list[str]) -> list[str]:
 
 
 def test_cpu_server_image_is_upstreams(built: Built) -> None:
-    states = {s["name"]: s["state"] for s in built.server.json["steps"]}
+    states = {s["name"]: s["state"] for s in built.server["steps"]}
     assert states == {"llama": "built", "runtime-packages": "built", "bin-links": "built"}
     layout = built.project / "out/llama"
-    assert layout_digest(layout, "server") == built.server.json["digest"]
+    assert layout_digest(layout, "server") == built.server["digest"]
     assert run_cli(["validate", f"oci:{layout}:server"]).code == 0
-    assert [x["what"] for x in built.server.json["layers"][1:]] == [
+    assert [x["what"] for x in built.server["layers"][1:]] == [
         "packages libgomp1 curl ca-certificates",
         "artifact llama.libs",
         "artifact llama.server",
@@ -162,14 +189,14 @@ def test_cpu_server_image_is_upstreams(built: Built) -> None:
     assert not {k for k in labels if k.endswith(".archs")}  # a CPU image claims no GPU architecture
     assert labels.get("io.assemble.gpu.cuda.version", "") == labels.get("io.assemble.gpu.rocm.version", "") == ""
     # The runtime step: libgomp1 and curl installed, apt's lists and caches left out of the layer.
-    apt = next(x for x in built.server.json["layers"] if x["what"] == "packages libgomp1 curl ca-certificates")
+    apt = next(x for x in built.server["layers"] if x["what"] == "packages libgomp1 curl ca-certificates")
     names = set(layer_members(layout, apt["digest"]))
     assert {"usr/bin/curl", "usr/lib/x86_64-linux-gnu/libgomp.so.1"} <= names
     assert not [n for n in names if n.startswith(("var/lib/apt/lists/", "var/cache/apt/"))]
 
 
 def test_so_set_keeps_its_soname_links_and_every_cpu_variant(built: Built) -> None:
-    libs = next(x for x in built.server.json["layers"] if x["what"] == "artifact llama.libs")
+    libs = next(x for x in built.server["layers"] if x["what"] == "artifact llama.libs")
     members = layer_members(built.project / "out/llama", libs["digest"])
     links = {name: m.linkname for name, m in members.items() if m.issym()}
     assert links == SONAME_LINKS
@@ -217,13 +244,33 @@ echo "unresolved: $(ldd /app/llama-server /app/libggml-cpu-*.so | grep -c 'not f
     assert "unresolved: 0" in out.stdout  # libgomp1 and libcurl4 came with the runtime step
 
 
+def test_the_three_targets_in_one_run_compile_once_and_push_each(built: Built) -> None:
+    """``--all-targets``: server, light and full in one run, the compile step and the
+    runtime base's apt step run by the first and found by the others, each image pushed to
+    its own tag (``${target}${tag_suffix}``, upstream's names for the CPU images)."""
+    report: list[dict[str, Any]] = built.run.json
+    assert [r["target"] for r in report] == ["server", "light", "full"]
+    assert all(r["matrix"] == {} and r["params"]["backend"] == "cpu" for r in report)
+    compiles = [s["state"] for r in report for s in r["steps"] if s["kind"] == "compile"]
+    assert compiles == ["built", "cached", "cached"], json.dumps(report, indent=1)[:3000]
+    packages = [s["state"] for r in report for s in r["steps"] if s["name"] == "runtime-packages"]
+    assert packages == ["built", "cached", "cached"]
+    repo = f"docker://{built.registry.host}/llama.cpp"
+    for r, tag in zip(report, ("server", "light", "full"), strict=True):
+        assert [w["ref"] for w in r["outputs"] if w["ref"].startswith("docker://")] == [f"{repo}:{tag}"]
+        got = run_cli(["inspect", f"{repo}:{tag}", "--tls-verify=false", "--json"])
+        assert got.code == 0 and got.json["digest"] == r["digest"], str(got)
+        assert layout_digest(built.project / "out/llama", tag) == r["digest"]
+    assert len({r["digest"] for r in report}) == 3
+
+
 def test_light_image_reuses_the_build_and_runs_llama_cli(built: Built, tmp_path: Path) -> None:
-    light = built.build("--target", "light", "-o", "oci:out/llama:light")
-    assert {s["name"]: s["state"] for s in light.json["steps"]} == {"llama": "cached", "runtime-packages": "cached"}
-    whats = [x["what"] for x in light.json["layers"]]
+    light = built.report("light")
+    assert {s["name"]: s["state"] for s in light["steps"]} == {"llama": "cached", "runtime-packages": "cached"}
+    whats = [x["what"] for x in light["layers"]]
     assert whats[1:] == ["packages libgomp1 curl ca-certificates", "artifact llama.libs", "artifact llama.cli"]
-    same = {x["what"]: x["digest"] for x in built.server.json["layers"]}
-    assert {x["what"]: x["digest"] for x in light.json["layers"][:3]} == {w: same[w] for w in whats[:3]}
+    same = {x["what"]: x["digest"] for x in built.server["layers"]}
+    assert {x["what"]: x["digest"] for x in light["layers"][:3]} == {w: same[w] for w in whats[:3]}
     cfg = config(built.project / "out/llama", "light")
     assert cfg["Entrypoint"] == ["/app/llama-cli"] and "Healthcheck" not in cfg
     assert not any(e.startswith("LLAMA_ARG_HOST=") for e in cfg.get("Env") or [])

@@ -1,24 +1,21 @@
 """Many variants in one run: repeated --target, --all-targets, a manifest's matrix:, output
 templates, and their errors (before anything is built).
 
-The must-show: manifests/llamacpp.yaml's CPU backend, built from the stand-in source on the
-session's Debian bases, as server, light and full in one run, pushed as three tags to the
-real registry, with its one compile step run once.
+The must-show (manifests/llamacpp.yaml's CPU backend as server, light and full in one run,
+pushed as three tags to the real registry, its one compile step run once) is
+test_manifest_llamacpp.py's module build: that module built the same stand-in again.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.conftest import reclaim_at_teardown
-from tests.helpers import ROOT, layout_index, run_cli, small_project
+from tests.helpers import layout_index, run_cli, small_project
 from tests.plugins.registry import RunningRegistry
 
 MATRIX = """\
@@ -208,61 +205,7 @@ def test_clashing_manifest_outputs_are_refused_before_any_build(tmp_path: Path) 
     assert not (project / "out").exists() and not (project / "cache").exists()
 
 
-# -- the must-show: llama.cpp's three CPU images in one run --------------------------------
-
-
-def test_llamacpp_cpu_server_light_full_in_one_run(
-    tmp_path_factory: pytest.TempPathFactory,
-    demo_bases: dict[str, Path],
-    registry: RunningRegistry,
-    request: pytest.FixtureRequest,
-) -> None:
-    project = tmp_path_factory.mktemp("variants-llamacpp")
-    reclaim_at_teardown(request, project)
-    for part in ("manifests", "layers"):
-        shutil.copytree(ROOT / part, project / part)
-    shutil.copytree(
-        ROOT / "examples/llama-standin",
-        project / "examples/llama-standin",
-        ignore=shutil.ignore_patterns("build", "__pycache__"),
-    )
-    repo = f"docker://{registry.host}/llama.cpp"
-    ran = run_cli(
-        [
-            "manifests/llamacpp.yaml",
-            "--set",
-            "backend=cpu",
-            "--all-targets",
-            "--source",
-            f"llama.cpp={project / 'examples/llama-standin'}",
-            "--base",
-            f"devel=oci:{demo_bases['devel']}:latest",
-            "--base",
-            f"runtime=oci:{demo_bases['runtime']}:latest",
-            "-o",
-            repo + ":${target}${tag_suffix}",
-            "--tls-verify=false",
-            "--cache",
-            str(project / "cache"),
-            "--json",
-        ],
-        cwd=project,
-    )
-    assert ran.code == 0, str(ran)
-    report: list[dict[str, Any]] = ran.json
-    assert [r["target"] for r in report] == ["server", "light", "full"]
-    assert all(r["matrix"] == {} and r["params"]["backend"] == "cpu" for r in report)
-    # The compile step runs once in the run: the first variant builds it, the others find it.
-    compiles = [s["state"] for r in report for s in r["steps"] if s["kind"] == "compile"]
-    assert compiles == ["built", "cached", "cached"], json.dumps(report, indent=1)[:3000]
-    # The apt step of the runtime base is shared by the three images as well.
-    packages = [s["state"] for r in report for s in r["steps"] if s["name"] == "runtime-packages"]
-    assert packages == ["built", "cached", "cached"]
-    for r, tag in zip(report, ("server", "light", "full"), strict=True):
-        assert [w["ref"] for w in r["outputs"]] == [f"{repo}:{tag}"]
-        got = run_cli(["inspect", f"{repo}:{tag}", "--tls-verify=false", "--json"])
-        assert got.code == 0 and got.json["digest"] == r["digest"], str(got)
-    assert len({r["digest"] for r in report}) == 3
+# llama.cpp's three CPU images in one run: test_manifest_llamacpp.py, whose stand-in build it is.
 
 
 PLATFORMS = """\
