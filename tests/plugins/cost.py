@@ -3,8 +3,8 @@
 Each run adds up, per test module, the seconds its tests' set-up, call and tear-down took
 on their worker (a module fixture's build counts for the module whose first test made it;
 a session fixture's for the first module on that worker that asked for it), and writes them
-into the test cache's record (``suite-cost.json``), with the run's wall time, its test count
-and what ``scripts/setup`` last measured of itself. Only modules whose every collected test
+into the test cache's record (``suite-cost.json``), with the run's wall time, its test count,
+its slowest tests by name and what ``scripts/setup`` last measured of itself. Only modules whose every collected test
 ran are written (a run cut short, or narrowed by ``-k``, ``--deselect`` or a test's id, changes nothing), and each lane
 keeps its own figures: the full suite's, and the unit lane's (``-m unit``).
 
@@ -35,6 +35,9 @@ COMMITTED = Path(__file__).resolve().parent.parent / "suite-cost.json"
 SETUP_RECORD = TEST_CACHE / "setup-cost.json"  # written by scripts/setup --test
 FORMAT = 1
 LANES = {"": "full", "unit": "unit"}  # -m expression -> the lane it measures
+
+
+SLOWEST = 40  # tests kept by name in the record, slowest first
 
 
 def _module(nodeid: str) -> str:
@@ -72,6 +75,7 @@ class Cost:
         self.config = config
         self.started = time.monotonic()
         self.seconds: dict[str, float] = defaultdict(float)
+        self.per_test: dict[str, float] = defaultdict(float)
         self.collected: Counter[str] = Counter()
         self.ran: Counter[str] = Counter()
         self.outcomes: Counter[str] = Counter()
@@ -98,6 +102,7 @@ class Cost:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         module = _module(report.nodeid)
         self.seconds[module] += report.duration
+        self.per_test[report.nodeid] += report.duration
         if report.when == "call" or (report.when == "setup" and not report.passed):
             self.ran[module] += 1
             self.outcomes[report.outcome] += 1
@@ -133,6 +138,10 @@ class Cost:
             "workers": self.config.getoption("numprocesses", None) or 0,
             "cpus": os.cpu_count(),
         }
+        # where a module's seconds go, for whoever cuts them next: this run's slowest tests
+        # (set-up, call and tear-down; a module fixture's build counts for its first test)
+        slowest = sorted(self.per_test.items(), key=lambda kv: -kv[1])[:SLOWEST]
+        kept["slowest"] = {nodeid: round(seconds, 1) for nodeid, seconds in slowest}
         setup = _read(SETUP_RECORD)
         if setup:
             data["setup"] = setup
