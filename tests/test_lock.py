@@ -472,6 +472,18 @@ def test_a_base_tag_is_locked_to_its_digest(tmp_path: Path, registry: Any) -> No
     )
     assert moved.code == 2 and "bases.b" in moved.err, moved
 
+    # Issue 65: where a build with no --target makes the manifest's own image (it names no
+    # default_target), a plain lock locks that image beside its targets: locking the targets
+    # alone left `plan --locked` of it stale ("bases.b ... is not in it").
+    both = tmp_path / "both.yaml"
+    both.write_text(
+        f"name: both\nbases: {{b: docker://{registry.host}/base:1, s: scratch}}\nimage: {{base: b}}\n"
+        "targets:\n  empty: {base: s}\n"
+    )
+    assert run_cli(["lock", str(both), "--tls-verify=false"]).code == 0
+    planned = run_cli(["plan", str(both), "--locked", "--tls-verify=false", "--cache", str(tmp_path / "cache3")])
+    assert planned.code == 0, planned
+
 
 def _release_requires(project: str, version: str) -> dict[str, str]:
     """name -> version of the ``Requires-Dist: name==version`` lines of a release's sdist

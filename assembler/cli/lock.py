@@ -187,7 +187,7 @@ def _variants(args: argparse.Namespace, sets: dict[str, str]) -> list[tuple[Vari
 
     unlocked = frozenset(name for name, _ in args.set_unlocked)
     variants = []
-    for target in args.targets or _targets(args.manifest) or [None]:
+    for target in args.targets or _every_target(args.manifest):
         try:
             loaded = load_variants(
                 args.manifest,
@@ -274,6 +274,19 @@ def _show(args: argparse.Namespace, path: Path, done: list[Locked], variants: in
         + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         + (" (no Python sets)" if not done else "")
     )
+
+
+def _every_target(path: Path) -> list[str | None]:
+    """What ``assemble lock`` locks with no ``--target``: every target, and the manifest's own
+    image where a build with no ``--target`` makes that one (no ``default_target``): a lock of
+    ``standin`` alone left ``plan --locked`` of the default image stale."""
+    from assembler.spec.yamlfile import load
+
+    data, _ = load(path)
+    targets: list[str | None] = list(_targets(path))
+    if not targets or (isinstance(data, dict) and data.get("image") is not None and not data.get("default_target")):
+        targets.insert(0, None)
+    return targets
 
 
 def _targets(path: Path) -> list[str]:
