@@ -332,7 +332,8 @@ def test_plan_of_the_train_target(tmp_path: Path) -> None:
     assert labels["io.assemble.python.version"] == "${image.python_version}"  # read from the built image
     assert labels["io.assemble.gpu.rocm.version"] == "6.2"  # the base's tag names it
     assert labels["org.opencontainers.image.version"] == "v0.3.0.post0"
-    # Another base: its tag does not say 6.2, so the version is the base's own to tell.
+    # Another base: its tag does not say 6.2, so the version is the base's own to tell (with
+    # the Python that base runs: train's 3.9 on it is refused, issue 65).
     other = run_cli(
         [
             "plan",
@@ -344,6 +345,8 @@ def test_plan_of_the_train_target(tmp_path: Path) -> None:
             str(tmp_path / "cache"),
             "--set-unlocked",
             "base_image=docker://rocm/vllm-dev:base",
+            "--set-unlocked",
+            "python_version=3.12",
         ],
         cwd=tmp_path,
     )

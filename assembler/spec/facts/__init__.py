@@ -5,12 +5,17 @@ these checks; each gets them from what it installs and builds on:
 - :mod:`.pins`: every ``name==version`` a Python set or ``pip:`` layer pins is a release
   (PyPI's list), whose Requires-Python admits the set's Python, and a torch, torchvision
   or torchaudio pinned from a PyTorch index (``.../whl/cu118``) is one that index builds;
-- :mod:`.bases`: a base's tag is one its registry publishes (for the repositories listed),
-  and the ``pythonX.Y`` a step or layer runs or installs is one its distribution packages;
+- :mod:`.bases`: a base's tag is one its registry publishes (for the repositories listed);
+- :mod:`.interpreters`: the ``pythonX.Y`` a step or layer runs, installs or resolves a Python
+  set for is one its base runs (``interpreters.json``: NGC's, SGLang's, AMD's images) or its
+  distribution packages and something before it installs;
 - :mod:`.gpus`: a torch pinned from PyPI has kernels for every GPU ``gpu.archs`` names
   (torch 2.6's wheel has none for sm_120: refused, naming torch 2.8.0);
 - :mod:`.archs`: every GPU target of a ROCm arch list (PYTORCH_ROCM_ARCH, AMDGPU_TARGETS...)
-  is one the base's ROCm release compiles for;
+  is one the base's ROCm release compiles for, and no CUDA arch; :mod:`.cudaarchs`: a CUDA
+  arch list (TORCH_CUDA_ARCH_LIST, CMAKE_CUDA_ARCHITECTURES, ``-arch=``...) names no AMD target;
+- :mod:`.rocmbases`: a rocm/dev-ubuntu base's release is one its Ubuntu line was made for
+  (``rocm_images.json``), and ``rocm_version`` is the release the image's base is;
 - :mod:`.refs`: a version the image claims for a source (its version annotation, a step's
   SETUPTOOLS_SCM_PRETEND_VERSION) is the release the source's git ref names;
 - :mod:`.basepython`: a lock's pin does not replace what a known base holds at another
@@ -39,12 +44,18 @@ def check_facts(loaded: Loaded) -> None:
     # the checks (and their data) are imported when a manifest is checked
     from assembler.spec.facts.archs import check as check_archs
     from assembler.spec.facts.bases import check as check_bases
+    from assembler.spec.facts.cudaarchs import check as check_cuda_archs
     from assembler.spec.facts.gpus import check as check_gpus
+    from assembler.spec.facts.interpreters import check as check_interpreters
     from assembler.spec.facts.pins import check as check_pins
     from assembler.spec.facts.refs import check as check_refs
+    from assembler.spec.facts.rocmbases import check as check_rocm_bases
 
     check_pins(loaded)
     check_gpus(loaded)
     check_bases(loaded)
+    check_rocm_bases(loaded)
+    check_interpreters(loaded)
     check_archs(loaded)
+    check_cuda_archs(loaded)
     check_refs(loaded)

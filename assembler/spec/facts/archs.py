@@ -2,26 +2,26 @@
 
 An arch list is what a well-known variable holds (PYTORCH_ROCM_ARCH, AMDGPU_TARGETS,
 GPU_TARGETS, GPU_ARCHS, HIP_ARCHITECTURES, CMAKE_HIP_ARCHITECTURES) or what
-``--offload-arch=``/``--amdgpu-target=`` flags name, in a compile step's or layer's env or
-the image's config. Each of its targets (``gfx90a``, ``gfx942:xnack+``) is one some ROCm
-release knows (``sm_80`` is a CUDA arch, ``gfx9999`` no GPU), and one the release of the
-base it builds on knows: gfx950 (MI350) needs ROCm 7.0. The base's release is read from
-its tag (``rocm/dev-ubuntu-24.04:6.4-complete``, ``...-rocm630``, ``rocm6.2_...``); a
-floating tag (``rocm/vllm-dev:base``) says none, and only the first check applies. A
-compile step building a release whose build compiles only some targets (vLLM's
-HIP_SUPPORTED_ARCHS: ``hip_builds.json``) takes only those: vLLM 0.6.3 leaves gfx1201 out
-without a word, and given nothing else stops its build an hour in.
+``--offload-arch=``/``--amdgpu-target=`` flags name, in a compile step's or layer's env, its
+commands or the image's config (:mod:`.archlists`). Each of its targets (``gfx90a``,
+``gfx942:xnack+``) is one some ROCm release knows (``sm_80`` is a CUDA arch, ``gfx9999`` no
+GPU), and one the release of the base it builds on knows: gfx950 (MI350) needs ROCm 7.0. The
+base's release is read from its tag (``rocm/dev-ubuntu-24.04:6.4-complete``,
+``...-rocm630``, ``rocm6.2_...``); a floating tag (``rocm/vllm-dev:base``) says none, and
+only the first check applies. A compile step building a release whose build compiles only
+some targets (vLLM's HIP_SUPPORTED_ARCHS: ``hip_builds.json``) takes only those: vLLM 0.6.3
+leaves gfx1201 out without a word, and given nothing else stops its build an hour in.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from assembler.spec.facts import bases
+from assembler.spec.facts.archlists import ArchList, lists
 from assembler.spec.facts.data import read, where
-from assembler.spec.facts.scope import base_ref, describe, params_at, places, settable
+from assembler.spec.facts.scope import base_ref, describe, params_at, settable
 from assembler.spec.yamlfile import PathKey
 
 if TYPE_CHECKING:
@@ -59,33 +59,17 @@ def release_of(ref: str) -> str | None:
     return None
 
 
-def _lists(loaded: Loaded) -> Iterator[tuple[str, PathKey, str, str]]:
-    """(where it is said, path, the base's name, the list) of every ROCm arch list."""
-    man = loaded.manifest
-    found = [(place.what, place.path, place.base, place.env) for place in places(loaded)]
-    config = ("targets", loaded.target, "config", "env") if loaded.target else ("image", "config", "env")
-    env = {k: str(v) for k, v in man.image.config.env.items()}
-    found.append(("the image's config", config, man.image.base, env))
-    for what, path, base, values in found:
-        for key, value in values.items():
-            at = (*path, "env", key) if path[-1] != "env" else (*path, key)
-            if key in VARIABLES:
-                yield what, at, base, value
-            for flags in _FLAG.findall(value):
-                yield what, at, base, flags
-
-
 def check(loaded: Loaded) -> None:
     """Every ROCm arch list against the targets ROCm knows and its base's release knows,
     and, in a compile step building a release that compiles only some (``hip_builds.json``),
     against those."""
     data = read("rocm")
-    for what, path, base, value in _lists(loaded):
-        tokens = [t for t in re.split(r"[;,\s]+", value.strip()) if t and t.lower() not in _SKIP]
-        release = release_of(base_ref(loaded, base) or "")
+    for said in lists(loaded, VARIABLES, _FLAG):
+        tokens = [t for t in said.tokens if t.lower() not in _SKIP]
+        release = release_of(base_ref(loaded, said.base) or "")
         covered = release is not None and _version(data["first"]) <= _version(release) <= _version(data["last"])
         bad = [(t, why) for t in tokens if (why := _why(t, release if covered else None, data))]
-        if not bad and (built := _built(loaded, path)) is not None:
+        if not bad and (built := _built(loaded, said.path)) is not None:
             name, version, archs = built
             bad = [
                 (t, f"{name} {version} does not compile for it (its HIP_SUPPORTED_ARCHS: {', '.join(archs)})")
@@ -94,9 +78,9 @@ def check(loaded: Loaded) -> None:
             ]
             if bad:
                 builds = f"{name} {version} compiles for"
-                _refuse(loaded, what, path, base, value, None, bad, facts="hip_builds", builds=builds)
+                _refuse(loaded, said, None, bad, facts="hip_builds", builds=builds)
         if bad:
-            _refuse(loaded, what, path, base, value, release, bad)
+            _refuse(loaded, said, release, bad)
 
 
 def _built(loaded: Loaded, path: PathKey) -> tuple[str, str, list[str]] | None:
@@ -141,24 +125,23 @@ def _why(token: str, release: str | None, data: dict[str, object]) -> str:
 
 def _refuse(
     loaded: Loaded,
-    what: str,
-    path: PathKey,
-    base: str,
-    value: str,
+    found: ArchList,
     release: str | None,
     bad: list[tuple[str, str]],
     *,
     facts: str = "rocm",
     builds: str = "",
 ) -> None:
-    names = params_at(loaded, path, value)
+    path, base, names = found.path, found.base, list(found.params)
     ref = base_ref(loaded, base) or ""
     base_params = params_at(loaded, ("bases", base), ref) if release else []
     on = f" on ROCm {release} (the base {base}, {ref.removeprefix('docker://')})" if release else ""
     listed = "; ".join(f"{t}: {why}" for t, why in bad)
     raise loaded.error(
         path,
-        f"{what}: {path[-1]}" + (f" ({describe(loaded, names)})" if names else "") + f"{on}: {listed} ({where(facts)})",
-        hint=f"--set {' or '.join(settable(loaded, [*names, *base_params])) or path[-1]} to AMD targets "
+        f"{found.what}: {found.name}"
+        + (f" ({describe(loaded, names)})" if names else "")
+        + f"{on}: {listed} ({where(facts)})",
+        hint=f"--set {' or '.join(settable(loaded, [*names, *base_params])) or found.name} to AMD targets "
         f"{builds or ('ROCm ' + release + ' builds for' if release else 'ROCm builds for')} (gfx90a;gfx942)",
     )

@@ -42,6 +42,12 @@ class Place:
         return {k: str(v) for k, v in (getattr(owner, "env", None) or {}).items()}
 
     @property
+    def commands(self) -> list[str]:
+        owner = self.step if self.step is not None else self.layer
+        run = getattr(owner, "run", None)
+        return [str(c) for c in run] if isinstance(run, list) else []
+
+    @property
     def python_sets(self) -> list[Any]:
         owner = self.step if self.step is not None else self.layer
         return list(getattr(owner, "python_sets", None) or [])
@@ -76,6 +82,12 @@ def _raw(loaded: Loaded, path: Sequence[str | int]) -> Any:
             return None
         node = node[key]
     return node
+
+
+def raw_text(loaded: Loaded, path: Sequence[str | int]) -> str | None:
+    """The text at ``path`` as the manifest writes it (placeholders unexpanded), or None."""
+    raw = _raw(loaded, path)
+    return raw if isinstance(raw, str) else None
 
 
 def params_at(loaded: Loaded, path: Sequence[str | int], value: str) -> list[str]:
