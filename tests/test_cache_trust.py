@@ -39,12 +39,11 @@ from assembler.registry.client import Registry
 from assembler.registry.types import RegistryOptions
 from assembler.sign import load_public_key
 from assembler.stepcache import trust as cachetrust
-from tests.conftest import TEST_CACHE
-from tests.helpers import Ran, layout_index, manifest_of, read_blob, run_cli, uncompressed
+from tests.helpers import PYTHON, Ran, layout_index, manifest_of, read_blob, run_cli, uncompressed
 from tests.plugins.demo import steps_by_state
 from tests.plugins.registry import RunningRegistry
 
-COSIGN = TEST_CACHE / "cosign-v2.6.5" / "cosign"
+COSIGN = Path(PYTHON).parent / "cosign"  # Debian 13's cosign, linked there by scripts/setup --test
 STEP_CONFIG = "application/vnd.assemble.step.v1+json"
 PLAIN = RegistryOptions(tls_verify=False, backoff=0.01, max_backoff=0.05)
 

@@ -17,11 +17,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from tests.conftest import TEST_CACHE
-from tests.helpers import layout_index, run_cli, small_project
+from tests.helpers import PYTHON, layout_index, run_cli, small_project
 from tests.plugins.registry import RunningRegistry
 
-COSIGN = TEST_CACHE / "cosign-v2.6.5" / "cosign"
+COSIGN = Path(PYTHON).parent / "cosign"  # Debian 13's cosign, linked there by scripts/setup --test
 MANIFEST = """\
 name: signed
 bases: {b: 'rootfs:base.tar'}
@@ -35,7 +34,7 @@ outputs: [oci:out:one]
 
 def _cosign(root: Path, *args: str, password: str = "pw") -> subprocess.CompletedProcess[str]:
     """The real cosign, offline (its TUF root and home under ``root``)."""
-    assert COSIGN.is_file(), f"{COSIGN} is missing: scripts/setup --test builds it"
+    assert COSIGN.is_file(), f"{COSIGN} is missing: scripts/setup --test puts it there"
     env = {**os.environ, "HOME": str(root / "home"), "TUF_ROOT": str(root / "tuf"), "COSIGN_PASSWORD": password}
     return subprocess.run([str(COSIGN), *args], capture_output=True, text=True, timeout=300, env=env, cwd=root)
 
