@@ -81,6 +81,12 @@ class Cost:
         self.outcomes: Counter[str] = Counter()
 
     @property
+    def whole(self) -> bool:
+        """Whether the run took the whole suite (no path named but the configured ones)."""
+        paths = {str(Path(p)) for p in self.config.getini("testpaths")}
+        return all(str(Path(a)) in paths for a in self.config.args)
+
+    @property
     def lane(self) -> str | None:
         narrowed = any("::" in str(a) for a in self.config.args) or self.config.getoption("deselect", None)
         if narrowed or self.config.option.keyword or self.config.getoption("lf", False):
@@ -130,18 +136,20 @@ class Cost:
         data = _read(RECORD) or {"format": FORMAT, "lanes": {}}
         kept = data["lanes"].setdefault(lane, {})
         kept.setdefault("modules", {}).update(whole)
-        kept["last"] = {
-            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "wall_s": round(wall),
-            "tests": tests,
-            "modules_run": len(whole),
-            "workers": self.config.getoption("numprocesses", None) or 0,
-            "cpus": os.cpu_count(),
-        }
-        # where a module's seconds go, for whoever cuts them next: this run's slowest tests
-        # (set-up, call and tear-down; a module fixture's build counts for its first test)
-        slowest = sorted(self.per_test.items(), key=lambda kv: -kv[1])[:SLOWEST]
-        kept["slowest"] = {nodeid: round(seconds, 1) for nodeid, seconds in slowest}
+        if self.whole:  # a run of the whole lane: its figures, not those of a few modules
+            kept["last"] = {
+                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "wall_s": round(wall),
+                "tests": tests,
+                "modules_run": len(whole),
+                "workers": self.config.getoption("numprocesses", None) or 0,
+                "cpus": os.cpu_count(),
+            }
+            # where a module's seconds go, for whoever cuts them next: this run's slowest tests
+            # (set-up, call and tear-down; a module fixture's build counts for its first test),
+            # slowest first (a list: the record's keys are written sorted)
+            slowest = sorted(self.per_test.items(), key=lambda kv: -kv[1])[:SLOWEST]
+            kept["slowest"] = [[nodeid, round(seconds, 1)] for nodeid, seconds in slowest]
         setup = _read(SETUP_RECORD)
         if setup:
             data["setup"] = setup
