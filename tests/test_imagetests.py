@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import socket
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ import pytest
 from tests.helpers import PYTHON, buildah_containers, layout_index, read_blob, run_cli
 from tests.plugins.registry import RunningRegistry
 from tests.plugins.slurm import Cluster
+from tests.test_run_owned import _alive as _running
 from tests.test_sign import _cosign, _key_pair, _statements
 
 TEST_RESULT = "https://in-toto.io/attestation/test-result/v0.1"
@@ -336,10 +339,14 @@ def test_keep_failed_keeps_the_failed_step_s_container_with_its_mounts(
     assert "is kept (--keep-failed); enter it with:" in failed.err and "assemble shell --step second" in failed.err
     assert " run --isolation chroot --user 0:0 " in failed.err and "--terminal" in failed.err  # the exact buildah run
     assert len(buildah_containers(root / "cache")) == 1
-    # Entered with its source, its input artifact, what it made, its environment and folder.
-    commands = "cat /src/src/file.txt /opt/one.txt /build/out/made.txt; echo $MARK; pwd\n"
+    # Entered with its source, its input artifact, what it made, its environment and folder;
+    # what the shell leaves running in the background ends with it (its own PID namespace).
+    mark = str(70000 + secrets.randbelow(20000))
+    commands = f"cat /src/src/file.txt /opt/one.txt /build/out/made.txt; echo $MARK; pwd; sleep {mark} &\n"
     inside = _assemble(["shell", "--step", "second", "--cache", "cache"], root, stdin=commands)
     assert (inside.returncode, inside.stdout) == (0, "the source\nfrom-first\nfrom-first\nkept-env\n/src/src\n"), inside
+    time.sleep(0.3)
+    assert not _running(mark), "the shell's background sleep outlived it"
 
     # The next run of the step removes what the failure kept; a success keeps nothing.
     _kept_project(root, demo_bases["runtime"], "true")

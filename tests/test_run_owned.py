@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from assembler.compile.buildah import Buildah
+from assembler.compile.buildah import Buildah, RunSpec
 from assembler.compile.imagerun import ImageCommand, ImageRunner
 from assembler.proc import Runner
 from tests.helpers import PYTHON, buildah_containers, run_cli
@@ -77,6 +77,10 @@ def test_an_image_run_is_its_own_pid_namespace_and_a_network_one_without_network
         flags = argv[at : argv.index("--", at)]
         assert ("--net" in flags) is not network, argv
         assert argv.index("run") > at  # buildah run inside, as the namespace's first process
+    # `assemble shell --step`: the shell in a failed step's kept container, likewise
+    argv = buildah.shell_argv("c", RunSpec(command="", workdir="/"))
+    (at,) = [i for i in range(len(argv)) if argv[i : i + 4] == ["unshare", "--pid", "--fork", "--kill-child"]]
+    assert argv.index("run") > at and argv[-3:] == ["c", "--", "/bin/sh"], argv
 
 
 @ROOT_ONLY

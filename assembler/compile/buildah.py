@@ -168,8 +168,9 @@ class Buildah:
 
     def shell_argv(self, container: str, spec: RunSpec) -> list[str]:
         """An interactive shell in ``container`` with ``spec``'s user, environment, mounts
-        and working directory (its command is not run)."""
-        return [*self._run_flags(spec), "--terminal", container, "--", "/bin/sh"]
+        and working directory (its command is not run), in a PID namespace of its own
+        (:meth:`owned`): what the shell starts in the background ends with it."""
+        return self.owned([*self._run_flags(spec), "--terminal", container, "--", "/bin/sh"])
 
     def run(
         self,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from assembler import __version__
 from assembler.cache import Cache
-from assembler.compile import keepfailed
+from assembler.compile import keepfailed, pidns
 from assembler.compile.buildah import Buildah
 from assembler.compile.imagerun import ImageCommand, ImageRunner, docker_argv, store
 from assembler.errors import InputError, NotFound
@@ -177,7 +177,11 @@ def enter_kept(cache: Cache, runner: Runner, step: str) -> int:
     mounts; its exit status. NotFound when none is kept."""
     shell = keepfailed.read(cache, step).shell
     # buildah's --terminal makes a terminal of its own, which never sees the end of piped input.
-    return runner.interactive(shell if sys.stdin.isatty() else [a for a in shell if a != "--terminal"])
+    argv = shell if sys.stdin.isatty() else [a for a in shell if a != "--terminal"]
+    # In its PID namespace (Buildah.shell_argv): a stop of this process ends the shell and
+    # all it started, as `assemble shell REF` does (pidns.waited).
+    with runner.popen(argv, stdin=None, stdout=None, stderr=None) as proc:
+        return pidns.waited(proc)
 
 
 def tested(built: Built, run: Run, build: Build, *, report: Reporter) -> list[Artifact]:
