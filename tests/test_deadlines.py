@@ -141,6 +141,20 @@ def test_a_huge_announced_size_does_not_stretch_the_deadline_past_the_longest(
     assert NetworkLimits(deadline=3 * 86400.0).allowed(10**15) == 3 * 86400.0  # a longer deadline asked stands
 
 
+def test_a_registry_blob_of_a_huge_declared_size_is_given_no_more_than_the_longest() -> None:
+    """A manifest may declare any size for a blob (its digest is checked only once it has all
+    arrived): a petabyte at the registry's 16 KiB/s would be given years; ``longest`` caps
+    it, as it caps a download's (issue 66)."""
+    from assembler.registry.http import RegistryClient
+
+    assert RegistryOptions().allowed(10**15) == NetworkLimits().longest == 24 * 3600.0
+    options = RegistryOptions(tls_verify=False, deadline=1.0, longest=2.0)
+    assert options.allowed(0) == 1.0 and options.allowed(16 << 10) == 2.0 and options.allowed(10**15) == 2.0
+    assert RegistryClient("127.0.0.1:1", options=options).deadline(10**15).seconds == 2.0
+    assert options.limits.longest == 2.0  # the downloads of a build that talks to registries: the same cap
+    assert RegistryOptions(deadline=3 * 86400.0).allowed(10**15) == 3 * 86400.0  # a longer deadline asked stands
+
+
 @pytest.mark.integration  # seconds
 def test_a_trickling_index_page_fails_within_its_deadline(peer: tuple[str, type[_Peer]]) -> None:
     host, handler = peer

@@ -224,7 +224,8 @@ def registry_args(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="seconds one registry operation or one download may take, retries included, however slowly "
         f"its server sends; a blob gets 1 s more per {RegistryOptions.min_rate >> 10} KiB, a download of known "
-        f"size per {NetworkLimits.min_rate >> 10} KiB (default ${DEADLINE_ENV}, else {NetworkLimits.deadline:g})",
+        f"size per {NetworkLimits.min_rate >> 10} KiB, up to {NetworkLimits.longest / 3600:g} h "
+        f"(default ${DEADLINE_ENV}, else {NetworkLimits.deadline:g})",
     )
 
 

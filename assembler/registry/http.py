@@ -239,8 +239,9 @@ class RegistryClient:
 
     def deadline(self, size: int = 0) -> Deadline:
         """The deadline of an operation starting now that moves ``size`` bytes of a blob:
-        ``options.deadline`` seconds, plus one per ``options.min_rate`` bytes."""
-        return Deadline(self.options.deadline + size / max(1, self.options.min_rate), clock=self.retry.clock)
+        ``options.deadline`` seconds, plus one per ``options.min_rate`` bytes, at most
+        ``options.longest`` (:meth:`RegistryOptions.allowed`)."""
+        return Deadline(self.options.allowed(size), clock=self.retry.clock)
 
     def retrying(self, what: str, attempt: Callable[[], T], *, deadline: Deadline | None = None, size: int = 0) -> T:
         """Run ``attempt`` until it returns; give up after ``options.retries`` failed tries

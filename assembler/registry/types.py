@@ -56,6 +56,9 @@ class RegistryOptions:
     # silent this long is tried twice more, then reported unreachable (in about 16 s).
     ping_timeout: float = 5.0
     min_rate: int = 16 << 10  # bytes/s: a blob download or upload may take deadline + size / min_rate, no more
+    # ... and never more than this (or the deadline, when that is longer): a manifest naming a
+    # petabyte blob, from a registry that trickles it, cannot hold a build for years.
+    longest: float = NetworkLimits.longest
     chunk_size: int = 32 << 20  # PATCH chunk size for big blobs (memory bound)
     monolithic_max: int = 32 << 20  # blobs up to this size: one streamed PUT
     # Mirrors, insecure and blocked registries, short names: registries.conf as the CLI read
@@ -65,7 +68,12 @@ class RegistryOptions:
     @property
     def limits(self) -> NetworkLimits:
         """The idle timeout and deadline, for the downloads of a build that talks to registries."""
-        return NetworkLimits(idle=self.timeout, deadline=self.deadline)
+        return NetworkLimits(idle=self.timeout, deadline=self.deadline, longest=self.longest)
+
+    def allowed(self, size: int) -> float:
+        """Seconds an operation moving a blob of ``size`` bytes may take, retries included:
+        the deadline plus a second per ``min_rate`` bytes, at most ``longest``."""
+        return min(self.deadline + size / max(1, self.min_rate), max(self.deadline, self.longest))
 
 
 class BlobReader(Protocol):
