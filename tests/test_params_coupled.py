@@ -164,7 +164,11 @@ def test_vllm_old_to_new_comment_plans_and_its_cuda_12_1_refuses_sm_100(cache: P
 def test_cuda_13_refuses_the_archs_it_dropped(cache: Path) -> None:
     err = refused(cache, "vllm", "--set", "cuda_version=13.0.1")
     assert "CUDA 13.0.1's nvcc cannot compile 7.0 (dropped in CUDA 13.0) of torch_cuda_arch_list" in err
-    ok = planned(cache, "vllm", "--set", "cuda_version=13.0.1", "--set", "torch_cuda_arch_list=7.5 8.0 9.0 10.0 12.0")
+    # NVIDIA makes no CUDA 13 image on Ubuntu 20.04 (tags.json): its 22.04 devel image builds it
+    cuda13 = ("--set", "cuda_version=13.0.1", "--set", "devel_image=nvidia/cuda:${cuda_version}-devel-ubuntu22.04")
+    err = refused(cache, "vllm", *cuda13[:2], "--set", "torch_cuda_arch_list=7.5 8.0 9.0 10.0 12.0")
+    assert "nvidia/cuda publishes no tag 13.0.1-devel-ubuntu20.04" in err and "ubuntu22.04, ubuntu24.04" in err
+    ok = planned(cache, "vllm", *cuda13, "--set", "torch_cuda_arch_list=7.5 8.0 9.0 10.0 12.0")
     assert labels(ok)["gpu.cuda.version"] == "13.0.1"
     refused(cache, "deepspeed", "--set", "torch_cuda_arch_list=9.0;10.0")  # CUDA 12.2
     refused(cache, "tgi", "--set", "cuda_version=11.7.1")  # its list has 9.0, which needs 11.8

@@ -87,10 +87,11 @@ def _chosen(tmp_path: Path, torch: str, os: str = "ubuntu22.04") -> dict[str, ob
 
 
 def test_the_cuda_bases_are_chosen_from_the_torch_pin(tmp_path: Path) -> None:
-    # torch 2.8.0's wheel: CUDA 12.8, cuDNN 9: the newest 12.8 tag nvidia/cuda publishes
+    # torch 2.8.0's wheel: CUDA 12.8, cuDNN 9: the newest 12.8 tag nvidia/cuda publishes in each
+    # flavor (12.8.2 was made without cuDNN)
     assert _chosen(tmp_path, "2.8.0") == {
         "devel": "docker://docker.io/nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04",
-        "runtime": "docker://docker.io/nvidia/cuda:12.8.1-runtime-ubuntu22.04",
+        "runtime": "docker://docker.io/nvidia/cuda:12.8.2-runtime-ubuntu22.04",
     }
     assert _chosen(tmp_path, "2.6.0")["devel"] == "docker://docker.io/nvidia/cuda:12.4.1-cudnn-devel-ubuntu22.04"
     assert str(_chosen(tmp_path, "2.11.0", os="ubi9")["runtime"]).startswith("docker://docker.io/nvidia/cuda:13.0.")
@@ -100,6 +101,54 @@ def test_the_cuda_bases_are_chosen_from_the_torch_pin(tmp_path: Path) -> None:
     assert e.value.line == 5
     with pytest.raises(ManifestError, match=r"torch 9\.9\.0 \(pinned by the manifest\) is not in .*torch_gpus"):
         _chosen(tmp_path, "9.9.0")
+
+
+@pytest.mark.parametrize("torch", ["2.11.0", "2.12.0", "2.12.1", "2.13.0", "2.14.0", "2.14.1"])
+def test_a_cuda_13_0_torch_takes_the_newest_13_0_patch(tmp_path: Path, torch: str) -> None:
+    # their wheels pin CUDA 13.0.2 or 13.0.3; nvidia/cuda's 13.0 images go to 13.0.3 (cuDNN 9)
+    assert str(read("torch_gpus")["releases"][torch]["cuda"]).startswith("13.0.")
+    assert _chosen(tmp_path, torch) == {
+        "devel": "docker://docker.io/nvidia/cuda:13.0.3-cudnn-devel-ubuntu24.04",
+        "runtime": "docker://docker.io/nvidia/cuda:13.0.3-runtime-ubuntu22.04",
+    }
+
+
+def test_torch_2_15_takes_a_cuda_13_2_tag(tmp_path: Path) -> None:
+    assert str(read("torch_gpus")["releases"]["2.15.0"]["cuda"]).startswith("13.2.")
+    assert _chosen(tmp_path, "2.15.0") == {
+        "devel": "docker://docker.io/nvidia/cuda:13.2.1-cudnn-devel-ubuntu24.04",
+        "runtime": "docker://docker.io/nvidia/cuda:13.2.1-runtime-ubuntu22.04",
+    }
+
+
+def test_the_cuda_tag_data_reaches_its_newest_release() -> None:
+    data = read("tags")["repositories"]["nvidia/cuda"]
+    newest = max(tuple(int(n) for n in tag.split("-")[0].split(".")) for tag in data["tags"])
+    assert ".".join(map(str, newest)) == data["through"]
+
+
+def test_a_cuda_newer_than_the_tag_data_is_refused_as_the_data_s_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # tags.json as it was through 13.0.0: torch 2.15.0's CUDA 13.2 is past the data, not absent
+    from assembler.spec import cudabase
+
+    real = read("tags")
+    cuda = real["repositories"]["nvidia/cuda"]
+    old = [t for t in cuda["tags"] if tuple(int(n) for n in t.split("-")[0].split(".")) <= (13, 0, 0)]
+    data = {**real, "repositories": {**real["repositories"], "nvidia/cuda": {**cuda, "tags": old, "through": "13.0.0"}}}
+    monkeypatch.setattr(cudabase, "read", lambda name: data if name == "tags" else read(name))
+    with pytest.raises(ManifestError) as e:
+        _chosen(tmp_path, "2.15.0")
+    said = e.value.message
+    assert (
+        "torch 2.15.0 (pinned by the manifest) is built with CUDA 13.2, newer than the releases "
+        "assembler/spec/facts/tags.json lists nvidia/cuda's tags for (through CUDA 13.0.0): the data does not reach it"
+    ) in said, said
+    assert "publishes no" not in said and e.value.line == 4
+    assert e.value.hint == "regenerate it (scripts/regen-facts cuda-tags DIR), or name the base's tag"
+    # a CUDA the data covers still takes its tag
+    assert _chosen(tmp_path, "2.8.0")["devel"] == "docker://docker.io/nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04"
 
 
 def test_a_cuda_base_needs_one_torch_pin(tmp_path: Path) -> None:

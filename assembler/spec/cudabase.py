@@ -8,7 +8,8 @@ wheel's cuDNN major must match), on the distribution asked for or else the newes
 The torch release is the one torch pin from PyPI the image or its steps write, else the
 one the lock pinned (a set that pins only vLLM takes the torch its resolution brought).
 Every refusal names the base and says why: no torch pin, two different ones, a release the
-data does not know, no tag of that CUDA.
+data does not know, a CUDA newer than the releases ``tags.json`` lists (its ``through``: the
+data, not the registry, stops there), no tag of that CUDA.
 """
 
 from __future__ import annotations
@@ -96,8 +97,9 @@ def tag_for(loaded: Loaded, base: str, spec: m.CudaBase, version: Version, said:
         )
     cuda = [int(p) for p in str(facts.get("cuda", "")).split(".")[:2] if p.isdigit()]
     cudnn = str(facts.get("cudnn", "")).split(".")[0]
+    known = read("tags")["repositories"]["nvidia/cuda"]
     best: tuple[tuple[int, ...], str] | None = None
-    for tag in read("tags")["repositories"]["nvidia/cuda"]["tags"]:
+    for tag in known["tags"]:
         found = _TAG.match(tag)
         if found is None or [int(found[1]), int(found[2])] != cuda:
             continue
@@ -112,6 +114,14 @@ def tag_for(loaded: Loaded, base: str, spec: m.CudaBase, version: Version, said:
         rank = (int(found[3]), *(int(p) for p in found[8].split(".")))
         if best is None or rank > best[0]:
             best = (rank, tag)
+    through = str(known["through"])
+    if best is None and cuda and tuple(cuda) > tuple(int(n) for n in re.findall(r"\d+", through)[:2]):
+        raise loaded.error(
+            at,
+            f"torch {version} ({said}) is built with CUDA {'.'.join(map(str, cuda))}, newer than the releases "
+            f"{where('tags')} lists nvidia/cuda's tags for (through CUDA {through}): the data does not reach it",
+            hint="regenerate it (scripts/regen-facts cuda-tags DIR), or name the base's tag",
+        )
     if best is None:
         on = spec.os or "Ubuntu"
         raise loaded.error(
