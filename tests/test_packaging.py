@@ -9,9 +9,12 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+
+from tests.plugins.user import User
 
 ROOT = Path(__file__).resolve().parent.parent
 _NOT_SHIPPED = shutil.ignore_patterns(
@@ -130,3 +133,32 @@ def test_uv_tool_install_gives_a_working_assemble_on_path(tmp_path: Path) -> Non
     shutil.copy(ROOT / "manifests" / "llamacpp.yaml", work)  # a recipe (use:) from the tool's own
     planned = assemble("plan", "llamacpp.yaml", "--set", "backend=cpu")
     assert planned.returncode == 0 and "compile  llama" in planned.stdout, planned
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="installs for every user, as root does on a login node")
+def test_a_shared_install_runs_for_every_user(tmp_path: Path, user: User) -> None:
+    """``scripts/install-shared`` as root runs it on a login node (issue 67): a venv outside
+    any home, readable by all, ``assemble`` linked into a bin folder; an unprivileged user
+    runs it, with nothing of the clone left. A PREFIX below a folder other users cannot
+    enter (root's home, pytest's 0700 temp folder) is refused before anything is made."""
+    from assembler import __version__
+
+    checkout = tmp_path / "checkout"
+    shutil.copytree(ROOT, checkout, ignore=_NOT_SHIPPED, symlinks=True)
+    script = checkout / "scripts" / "install-shared"
+    shared = Path(tempfile.mkdtemp(prefix="assemble-shared-", dir="/var/tmp"))
+    try:
+        os.chmod(shared, 0o755)
+        refused = subprocess.run([script, tmp_path / "venv", shared / "bin"], capture_output=True, text=True)
+        assert refused.returncode == 2 and "lets no other user through" in refused.stderr, refused.stderr
+        assert not (tmp_path / "venv").exists() and not (shared / "bin").exists()
+        _run("nice", "-n", "10", script, shared / "opt" / "assemble", shared / "bin", cwd=tmp_path, timeout=900)
+        shutil.rmtree(checkout)
+        # the user's own environment: no PYTHONPATH naming the checkout the suite runs from
+        ran = user.run(["env", "-u", "PYTHONPATH", str(shared / "bin" / "assemble"), "--version"], cwd=user.home)
+        assert (ran.returncode, ran.stdout.strip()) == (0, f"assemble {__version__}"), ran.stderr
+        doctor = user.run(["env", "-u", "PYTHONPATH", str(shared / "bin" / "assemble"), "doctor", "--json"], user.home)
+        assert Path(json.loads(doctor.stdout)["python"]).is_relative_to(shared / "opt"), doctor.stdout
+    finally:
+        shutil.rmtree(shared)
