@@ -73,6 +73,14 @@ TOOLS = (
         built="apptainer-*/prefix/bin/apptainer",
     ),
     Tool("sbatch", "slurm-client", (), "--executor slurm and tests on: slurm"),
+    Tool(
+        "qemu-aarch64-static",
+        "qemu-user-static",
+        (),
+        "bootstrap: bases for linux/arm64 on an x86 host (their packages' scripts under qemu-user)",
+        note="with binfmt-support and arch-test; `arch-test arm64` says ok when binfmt_misc runs it",
+    ),
+    Tool("arch-test", "arch-test", (), "mmdebstrap's check that another architecture's programs run here"),
 )
 _VERSION = re.compile(r"\d+(?:\.\d+)+(?:[-+~][\w.+~-]*)?")
 

@@ -305,7 +305,7 @@ def _mmdebstrap(
             argv=argv,
             returncode=result.returncode,
             stderr_tail=tail,
-            hint=_hint(tail, spec.packages),
+            hint=hint_for(tail, spec.packages),
         )
     return out
 
@@ -347,9 +347,17 @@ def mmdebstrap_env(*, epoch: int, tmpdir: Path, environ: Mapping[str, str] = os.
     }
 
 
-def _hint(tail: str, packages: Sequence[str]) -> str | None:
+def hint_for(tail: str, packages: Sequence[str]) -> str | None:
+    """What to do about an mmdebstrap failure that ended with ``tail``, where it is known."""
     if "Unable to locate package" in tail or "has no installation candidate" in tail:
         return f"check the package names ({', '.join(packages)}) for this suite"
+    if "arch-test" in tail or "foreign architecture" in tail:
+        # another architecture's maintainer scripts run under qemu-user, through binfmt_misc
+        return (
+            "a base of another architecture runs its packages' scripts under qemu-user: "
+            "apt-get install qemu-user-static binfmt-support arch-test (scripts/setup --test does), "
+            "and `arch-test ARCH` must say ok (binfmt_misc mounted, the qemu format enabled)"
+        )
     if os.geteuid() != 0 and ("newuidmap" in tail or "subuid" in tail or "chroot mode" in tail):
         # mmdebstrap's "unable to pick chroot mode automatically": no unshare mode for this user
         return host_cause(tail) or "unprivileged bootstrap needs the uidmap package and ranges in /etc/subuid"
