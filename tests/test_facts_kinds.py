@@ -20,7 +20,7 @@ from assembler.spec.facts import read
 from assembler.spec.facts.interpreters import start
 from assembler.spec.load import load_manifest
 from tests.helpers import ROOT
-from tests.helpers import run_cli_here as run_cli
+from tests.test_params_coupled import planned, refused  # plans of manifests/NAME.yaml, by the CLI's main
 
 MANIFESTS = ROOT / "manifests"
 
@@ -28,19 +28,6 @@ MANIFESTS = ROOT / "manifests"
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("plan-cache")
-
-
-def refused(cache: Path, manifest: str, *args: str) -> str:
-    """The error of ``assemble plan manifests/MANIFEST.yaml ARGS``: exit 2, no traceback."""
-    ran = run_cli(["plan", str(MANIFESTS / f"{manifest}.yaml"), "--cache", str(cache), *args])
-    assert ran.code == 2 and ran.out == "", ran.err
-    assert "Traceback" not in ran.err and ran.err.startswith("error: "), ran.err
-    return ran.err
-
-
-def planned(cache: Path, manifest: str, *args: str) -> None:
-    ran = run_cli(["plan", str(MANIFESTS / f"{manifest}.yaml"), "--cache", str(cache), "--json", *args])
-    assert ran.code == 0, ran.err
 
 
 # -- a Python other than the base's ---------------------------------------------------------------
