@@ -520,37 +520,6 @@ def test_unprivileged_user_builds_the_demo(tmp_path: Path, demo_bases: dict[str,
     sh(["rm", "-rf", str(work)])
 
 
-def test_unprivileged_user_bootstraps_a_base(tmp_path: Path, user: User) -> None:
-    """mmdebstrap as an unprivileged user (unshare mode, subuids), then a runtime step on it
-    (Debian's Essential packages and python3-minimal: a shell and coreutils are all the step
-    needs, and Python's bytecode is what made root's and a user's bases differ). The same
-    manifest bootstrapped as root gives the same bytes: the same digest (issue 36), whatever
-    either's environment holds (this process's: PYTHONDONTWRITEBYTECODE and all)."""
-    work = user.home / "bootstrap-build"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
-    (work / "b.yaml").write_text(
-        "name: rootless-base\n"
-        "bases: {runtime: {bootstrap: {suite: bookworm, variant: essential, packages: [python3-minimal]}}}\n"
-        "image:\n  base: runtime\n  layers:\n    - run: ['echo built-by-uid-$(id -u) > /etc/assemble-marker']\n"
-        "  config: {cmd: [cat, /etc/assemble-marker]}\n"
-    )
-    sh(["chown", "-R", f"{user.name}:{user.name}", str(work)])
-    argv = [PYTHON, "-m", "assembler", "b.yaml", "--json", "--cache"]
-    proc = user.run([*argv, str(work / "cache"), "-o", f"oci:{work}/out:x"], work)
-    assert proc.returncode == 0, proc.stderr
-    out = Buildah(tmp_path / "b").run_image(f"oci:{work}/out:x", ["cat", "/etc/assemble-marker"])
-    assert out == "built-by-uid-0\n"  # root inside the build container, the user outside
-    as_root = run_cli(
-        ["b.yaml", "--json", "--cache", str(tmp_path / "root-cache"), "-o", f"oci:{tmp_path}/root-out:x"],
-        cwd=work,
-        env={**OWN_STORAGE, "PYTHONDONTWRITEBYTECODE": "1"},
-    )
-    assert as_root.code == 0, str(as_root)
-    assert as_root.json["digest"] == json.loads(proc.stdout)["digest"], "root and a user bootstrapped other bytes"
-    sh(["rm", "-rf", str(work)])
-
-
 def test_images_own_ca_certificates_install_and_https_works(tmp_path: Path, demo_bases: dict[str, Path]) -> None:
     """The host CA bundle is mounted at a private path: the image's ca-certificates package
     still installs (its setup rewrites /etc/ssl/certs), and curl, pip and apt use the host CA."""

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from assembler.spec.debs import Deb, DebEntry
 from assembler.spec.load import load_manifest
 from assembler.spec.lockfile import Lock, read_lock, write_lock
 from assembler.transports import aptlock
-from tests.helpers import ROOT, manifest_of, run_cli, run_cli_here, sh
+from tests.helpers import ROOT, Ran, layout_digest, manifest_of, run_cli, run_cli_here, sh
 from tests.plugins.user import User
 from tests.test_golden import base_packages
 
@@ -51,15 +52,18 @@ Architecture: all
 SHA256: {SHA_B}
 """
 
+# A bootstrapped base with python3-minimal (its bytecode is what once made root's and a
+# user's bases differ), a packages layer and a runtime step that says who it ran as.
 SMALL = """\
 name: deblock
 bases:
   runtime:
-    bootstrap: {suite: bookworm, variant: minbase}
+    bootstrap: {suite: bookworm, variant: minbase, packages: [python3-minimal]}
 image:
   base: runtime
   layers:
     - packages: [libgomp1]
+    - run: ['echo built-by-uid-$(id -u) > /etc/assemble-marker']
   config: {cmd: [sh, -c, "dpkg-query -W libgomp1"]}
 outputs: ['oci:out:deblock']
 """
@@ -175,29 +179,67 @@ def test_the_demo_lock_holds_every_debian_package_of_its_bases(demo_bases: dict[
     assert {Deb.parse(line).name for line in layer.installed} >= {"python3-minimal", "libgomp1"}
 
 
-def _status_of(layout: Path, tag: str) -> dict[tuple[str, str], str]:
-    """dpkg's status as the image's top layer that writes it leaves it."""
+def _file_of(layout: Path, tag: str, name: str) -> str:
+    """``name`` as the image's top layer that writes it leaves it ("" where none does)."""
     found = ""
     for desc in manifest_of(layout, tag)["layers"]:
         blob = layout / "blobs" / "sha256" / desc["digest"].split(":", 1)[1]
         with open(blob, "rb") as raw, decompressed(raw) as data, tarfile.open(fileobj=data, mode="r|") as tar:
             for member in tar:
-                if member.name.lstrip("./") == "var/lib/dpkg/status":
+                if member.name.lstrip("./") == name:
                     found = tar.extractfile(member).read().decode()  # type: ignore[union-attr]
-    return aptlock.installed_in(found)
+    return found
+
+
+def _status_of(layout: Path, tag: str) -> dict[tuple[str, str], str]:
+    """dpkg's status as the image's top layer that writes it leaves it."""
+    return aptlock.installed_in(_file_of(layout, tag, "var/lib/dpkg/status"))
+
+
+def _resolved(lock: Lock) -> dict[str, tuple[Any, tuple[str, ...]]]:
+    """Each Debian entry's definition and what apt resolved it to."""
+    return {key: (e.definition, tuple(e.installed)) for key, e in lock.debian.items()}
+
+
+@dataclass(frozen=True)
+class RootBuilt:
+    """SMALL locked and built with its lock by root, in ``folder`` (out/, cache/, m.lock)."""
+
+    folder: Path
+    lock_text: str
+    lock: Lock
+    digest: str
+    locked: Ran
+
+
+@pytest.fixture(scope="module")
+def root_built(tmp_path_factory: pytest.TempPathFactory) -> RootBuilt:
+    """One bootstrap as root for the module: the locked build's test goes on from it, and the
+    unprivileged user's lock and build are compared with it. Built with
+    PYTHONDONTWRITEBYTECODE set, which the user's environment does not have."""
+    folder = tmp_path_factory.mktemp("root-built")
+    (folder / "m.yaml").write_text(SMALL)
+    locked = run_cli(["lock", "m.yaml"], cwd=folder)
+    assert locked.code == 0, str(locked)
+    built = run_cli(
+        ["m.yaml", "--locked", "--cache", str(folder / "cache")],
+        cwd=folder,
+        env={"PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    assert built.code == 0, str(built)
+    text = (folder / "m.lock").read_text()
+    return RootBuilt(folder, text, read_lock(folder / "m.lock"), layout_digest(folder / "out", "deblock"), locked)
 
 
 @pytest.mark.integration
-@pytest.mark.slow  # two bootstraps and an apt step, minutes
+@pytest.mark.slow  # a bootstrap and an apt step, minutes
 @pytest.mark.timeout(1200)
-def test_a_locked_build_installs_the_lock_and_refuses_what_the_mirror_moved(tmp_path: Path) -> None:
-    (tmp_path / "m.yaml").write_text(SMALL)
+def test_a_locked_build_installs_the_lock_and_refuses_what_the_mirror_moved(root_built: RootBuilt) -> None:
+    tmp_path = root_built.folder
     cache = ["--cache", str(tmp_path / "cache")]
-    locked = run_cli(["lock", "m.yaml"], cwd=tmp_path)
-    assert locked.code == 0, str(locked)
+    locked = root_built.locked
     assert re.search(r"apt:bases\.runtime +resolved +\d+ debs", locked.out + locked.err), str(locked)
-    text = (tmp_path / "m.lock").read_text()
-    lock = read_lock(tmp_path / "m.lock")
+    text, lock = root_built.lock_text, root_built.lock
     entries = {e.definition["kind"]: e for e in lock.debian.values()}
     base = [Deb.parse(line) for line in entries["bootstrap"].installed]
     layer = [Deb.parse(line) for line in entries["packages"].installed]
@@ -208,8 +250,6 @@ def test_a_locked_build_installs_the_lock_and_refuses_what_the_mirror_moved(tmp_
     plan = run_cli_here(["plan", "m.yaml", "--locked", *cache], cwd=tmp_path)
     assert plan.code == 0 and re.search(r"apt:packages-1 +locked, 1 packages of ", plan.out), str(plan)
 
-    built = run_cli(["m.yaml", "--locked", *cache], cwd=tmp_path)
-    assert built.code == 0, str(built)
     installed = _status_of(tmp_path / "out", "deblock")
     assert installed == {(d.name, d.arch): d.version for d in base + layer}
 
@@ -237,9 +277,13 @@ def test_a_locked_build_installs_the_lock_and_refuses_what_the_mirror_moved(tmp_
 
 @pytest.mark.slow  # a bootstrap as an unprivileged user, minutes
 @pytest.mark.timeout(1200)
-def test_an_unprivileged_user_locks_and_builds_the_same_packages(user: User) -> None:
+def test_an_unprivileged_user_locks_and_builds_the_same_packages(user: User, root_built: RootBuilt) -> None:
     """On a login node: mmdebstrap's dry run works as the user's subordinate root, whose
-    files only a user namespace removes; the lock is the same as root's and so is the image."""
+    files only a user namespace removes, and its bootstrap in unshare mode (subuids); the
+    lock is the same as root's, and so is the image, byte for byte (issue 36: Python's
+    bytecode once made root's and a user's bases differ), whatever either's environment
+    holds (root's build had PYTHONDONTWRITEBYTECODE set). The runtime step ran as root
+    inside the build's container, the user outside."""
     project = user.home / "debian-lock"
     shutil.rmtree(project, ignore_errors=True)
     project.mkdir()
@@ -251,14 +295,19 @@ def test_an_unprivileged_user_locks_and_builds_the_same_packages(user: User) -> 
     assert locked.returncode == 0, locked.stderr
     lock = read_lock(project / "m.lock")
     assert all(not e.error and e.installed for e in lock.debian.values()), lock.debian
+    # what root resolved (as its lock was written: its test edits the file), but when
+    assert _resolved(lock) == _resolved(root_built.lock)
     built = user.run([*py, "m.yaml", "--locked", "--cache", str(project / "cache")], cwd=project)
     assert built.returncode == 0, built.stderr
-    assert _status_of(project / "out", "deblock") == {
+    out = project / "out"
+    assert _status_of(out, "deblock") == {
         (d.name, d.arch): d.version for e in lock.debian.values() for d in map(Deb.parse, e.installed)
     }
+    assert _file_of(out, "deblock", "etc/assemble-marker") == "built-by-uid-0\n"
+    assert layout_digest(out, "deblock") == root_built.digest, "root and a user built other bytes"
     # the dry runs left nothing of the subordinate root's (only buildah's rootless storage
     # holds its files, as it always does)
-    theirs = [p for p in project.rglob("*") if p.owner() != user.name and "buildah" not in p.parts]
+    theirs = [p for p in project.rglob("*") if "buildah" not in p.parts and p.owner() != user.name]
     assert not theirs, theirs[:5]
     assert not [p for p in Path(tempfile.gettempdir()).glob("assemble-lock-*") if p.owner() == user.name]
     sh(["rm", "-rf", str(project)])
