@@ -47,8 +47,10 @@ from tests.helpers import ROOT, Buildah, Ran, config_of, layout_digest, run_cli
 SDIST = "llama-cpp-python==0.3.16"
 # One CPU backend instead of upstream's fourteen (GGML_CPU_ALL_VARIANTS, x64 to sapphirerapids:
 # ggml's CPU code compiled once per variant), through the manifest's own parameter for the
-# backend's CMake flags, which a later -D overrides: the cold compile was most of this
-# module's 2,004 worker-seconds in the suite's record of a cold run. What the variants
+# backend's CMake flags, which a later -D overrides. Alone on an idle 2-core machine, with
+# no compiler cache, this module took 235 s (its build 195 s, the apt packages included);
+# in a cold run of the whole suite it took 1,500 worker-seconds and more, most of them
+# waiting for the cores, which the suite keeps busy from start to end. What the variants
 # change is a file list, which test_manifest_llamacpp.py checks (every libggml-cpu-*.so and
 # its SONAME links) and scripts/bench-rebuild llamacpp compares with upstream's image.
 ONE_CPU_VARIANT = ("--set", "backend_flags=-DGGML_CPU_ALL_VARIANTS=OFF")
