@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import time
@@ -19,7 +20,8 @@ import pytest
 from assembler.compile.buildah import Buildah, RunSpec
 from assembler.compile.imagerun import ImageCommand, ImageRunner
 from assembler.proc import Runner
-from tests.helpers import PYTHON, buildah_containers, run_cli
+from tests.helpers import PYTHON, buildah_containers, run_cli, sh
+from tests.plugins.user import User
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="unshare --pid needs root here")
 
@@ -102,14 +104,19 @@ def test_a_stopped_run_ends_its_namespace_after_the_grace_even_if_the_command_ig
     assert _alive(mark) == []
 
 
-@ROOT_ONLY
-def test_stopping_assemble_run_leaves_nothing_the_image_started(tmp_path: Path, demo_bases: dict[str, Path]) -> None:
-    mark = _mark()
-    root = tmp_path / "p"
+def _project(root: Path, runtime: Path, mark: str) -> Path:
+    """SERVE's image built from ``root`` (a folder its /beat binds), readable by all."""
     (root / "beat").mkdir(parents=True)
     os.chmod(root / "beat", 0o777)
     (root / "serve.sh").write_text(SERVE.format(mark=mark))
-    (root / "m.yaml").write_text(MANIFEST.format(runtime=demo_bases["runtime"]))
+    (root / "m.yaml").write_text(MANIFEST.format(runtime=runtime))
+    return root
+
+
+@ROOT_ONLY
+def test_stopping_assemble_run_leaves_nothing_the_image_started(tmp_path: Path, demo_bases: dict[str, Path]) -> None:
+    mark = _mark()
+    root = _project(tmp_path / "p", demo_bases["runtime"], mark)
     assert run_cli(["m.yaml", "--cache", "cache", "--no-tests"], cwd=root).code == 0
     env = {k: v for k, v in os.environ.items() if k != "ASSEMBLE_TRACEBACK"}
     run = [PYTHON, "-m", "assembler", "run", "oci:out:one", "--cache", "cache", "--mount", f"{root / 'beat'}:/beat"]
@@ -120,6 +127,31 @@ def test_stopping_assemble_run_leaves_nothing_the_image_started(tmp_path: Path, 
         proc.kill()
         _end(_alive(mark))
     assert buildah_containers(root / "cache") == []
+
+
+@ROOT_ONLY  # root makes the user and sends the signal
+def test_an_unprivileged_users_stopped_run_leaves_nothing_either(user: User, demo_bases: dict[str, Path]) -> None:
+    """Rootless, the PID namespace is made inside ``buildah unshare``'s user namespace
+    (which holds the capability): stopped, or its entrypoint exited, nothing it started is
+    left, as for root."""
+    mark = _mark()
+    root = user.home / "run-owned"
+    shutil.rmtree(root, ignore_errors=True)
+    _project(root, demo_bases["runtime"], mark)
+    sh(["chown", "-R", f"{user.name}:{user.name}", str(root)])
+    built = user.run([PYTHON, "-m", "assembler", "m.yaml", "--cache", "cache", "--no-tests"], root)
+    assert built.returncode == 0, built.stderr
+    env = user.env()
+    as_user = ["setpriv", f"--reuid={user.name}", f"--regid={user.name}", "--init-groups", "--"]
+    assemble = [PYTHON, "-m", "assembler"]
+    run = [*as_user, *assemble, "run", "oci:out:one", "--cache", "cache", "--mount", f"{root}/beat:/beat"]
+    proc = subprocess.Popen(run, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    try:
+        _stop_and_exit(proc, run, root, env, mark)
+    finally:
+        proc.kill()
+        _end(_alive(mark))
+    sh(["rm", "-rf", str(root)])
 
 
 def _stop_and_exit(proc: subprocess.Popen[str], run: list[str], root: Path, env: dict[str, str], mark: str) -> None:

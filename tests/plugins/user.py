@@ -21,12 +21,15 @@ class User:
     uid: int
     home: Path
 
+    def env(self) -> dict[str, str]:
+        """The user's own environment: none of this process's variables but PATH."""
+        return {"PATH": os.environ["PATH"], "HOME": str(self.home), "PYTHONPATH": str(ROOT), "LANG": "C.UTF-8"}
+
     def run(self, argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-        env = {"PATH": os.environ["PATH"], "HOME": str(self.home), "PYTHONPATH": str(ROOT), "LANG": "C.UTF-8"}
         return subprocess.run(
             ["setpriv", f"--reuid={self.name}", f"--regid={self.name}", "--init-groups", "--", *argv],
             cwd=cwd,
-            env=env,
+            env=self.env(),
             capture_output=True,
             text=True,
             timeout=1800,
