@@ -105,7 +105,7 @@ def test_a_stopped_run_ends_its_namespace_after_the_grace_even_if_the_command_ig
 
 
 def _project(root: Path, runtime: Path, mark: str) -> Path:
-    """SERVE's image built from ``root`` (a folder its /beat binds), readable by all."""
+    """SERVE's project in ``root``, with the folder the image's /beat binds, writable by all."""
     (root / "beat").mkdir(parents=True)
     os.chmod(root / "beat", 0o777)
     (root / "serve.sh").write_text(SERVE.format(mark=mark))
