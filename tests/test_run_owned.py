@@ -120,12 +120,7 @@ def test_stopping_assemble_run_leaves_nothing_the_image_started(tmp_path: Path, 
     assert run_cli(["m.yaml", "--cache", "cache", "--no-tests"], cwd=root).code == 0
     env = {k: v for k, v in os.environ.items() if k != "ASSEMBLE_TRACEBACK"}
     run = [PYTHON, "-m", "assembler", "run", "oci:out:one", "--cache", "cache", "--mount", f"{root / 'beat'}:/beat"]
-    proc = subprocess.Popen(run, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
-    try:
-        _stop_and_exit(proc, run, root, env, mark)
-    finally:
-        proc.kill()
-        _end(_alive(mark))
+    _stop_and_exit(run, root, env, mark)
     assert buildah_containers(root / "cache") == []
 
 
@@ -141,21 +136,25 @@ def test_an_unprivileged_users_stopped_run_leaves_nothing_either(user: User, dem
     sh(["chown", "-R", f"{user.name}:{user.name}", str(root)])
     built = user.run([PYTHON, "-m", "assembler", "m.yaml", "--cache", "cache", "--no-tests"], root)
     assert built.returncode == 0, built.stderr
-    env = user.env()
-    as_user = ["setpriv", f"--reuid={user.name}", f"--regid={user.name}", "--init-groups", "--"]
-    assemble = [PYTHON, "-m", "assembler"]
-    run = [*as_user, *assemble, "run", "oci:out:one", "--cache", "cache", "--mount", f"{root}/beat:/beat"]
-    proc = subprocess.Popen(run, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
-    try:
-        _stop_and_exit(proc, run, root, env, mark)
-    finally:
-        proc.kill()
-        _end(_alive(mark))
+    run = user.argv(
+        [PYTHON, "-m", "assembler", "run", "oci:out:one", "--cache", "cache", "--mount", f"{root}/beat:/beat"]
+    )
+    _stop_and_exit(run, root, user.env(), mark)
     sh(["rm", "-rf", str(root)])
 
 
-def _stop_and_exit(proc: subprocess.Popen[str], run: list[str], root: Path, env: dict[str, str], mark: str) -> None:
-    """SIGTERM ends the run and its server's child; an entrypoint's exit ends its child too."""
+def _stop_and_exit(run: list[str], root: Path, env: dict[str, str], mark: str) -> None:
+    """``run`` started, then stopped with SIGTERM: that ends it and its server's child; an
+    entrypoint's exit ends its child too. What a failure leaves running is ended."""
+    proc = subprocess.Popen(run, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    try:
+        _stopped(proc, run, root, env, mark)
+    finally:
+        proc.kill()
+        _end(_alive(mark))
+
+
+def _stopped(proc: subprocess.Popen[str], run: list[str], root: Path, env: dict[str, str], mark: str) -> None:
     beat = root / "beat" / "hb"
     deadline = time.monotonic() + 120
     while not beat.exists() and proc.poll() is None and time.monotonic() < deadline:

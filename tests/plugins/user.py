@@ -25,9 +25,13 @@ class User:
         """The user's own environment: none of this process's variables but PATH."""
         return {"PATH": os.environ["PATH"], "HOME": str(self.home), "PYTHONPATH": str(ROOT), "LANG": "C.UTF-8"}
 
+    def argv(self, argv: list[str]) -> list[str]:
+        """``argv`` run as the user (with :meth:`env` as its environment)."""
+        return ["setpriv", f"--reuid={self.name}", f"--regid={self.name}", "--init-groups", "--", *argv]
+
     def run(self, argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["setpriv", f"--reuid={self.name}", f"--regid={self.name}", "--init-groups", "--", *argv],
+            self.argv(argv),
             cwd=cwd,
             env=self.env(),
             capture_output=True,
