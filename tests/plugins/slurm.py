@@ -5,13 +5,15 @@ in MariaDB: the fixture runs a MariaDB of its own (a data folder and a port of i
 slurmdbd, slurmctld and slurmd, all in the foreground as its children, on free ports, with a
 slurm.conf of its own (``SLURM_CONF``), and stops them by PID (setpriv execs the daemons
 run as other users, so the PIDs are theirs). munged is started as the munge user if it is
-not running (and then stopped). Needs root (the daemons run as root and launch jobs as the
-submitting user), as the test machines and CI are.
+not running (and stopped by the last cluster on the machine to end). Needs root (the
+daemons run as root and launch jobs as the submitting user), as the test machines and CI
+are.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import socket
@@ -27,6 +29,8 @@ import pytest
 from tests.helpers import sh
 
 MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
+MUNGE_USERS = Path(tempfile.gettempdir()) / "assemble-tests-munge.lock"  # see _munge
+MUNGE_OURS = Path(tempfile.gettempdir()) / "assemble-tests-munge.pid"  # the munged the clusters started
 
 
 @dataclass
@@ -82,18 +86,53 @@ def _wait(what: str, ready: object, procs: list[subprocess.Popen[bytes]], timeou
     raise AssertionError(f"{what}: not ready within {timeout} s")
 
 
-def _munge() -> subprocess.Popen[bytes] | None:
-    """munged as the munge user, unless one runs already; the process to stop, if ours."""
-    if MUNGE_SOCKET.exists() and subprocess.run(["munge", "-n"], capture_output=True).returncode == 0:
-        return None
-    if not Path("/etc/munge/munge.key").exists():
-        sh(["runuser", "-u", "munge", "--", "/usr/sbin/mungekey", "--create"])
-    sh(["install", "-d", "-o", "munge", "-g", "munge", "-m", "755", "/run/munge"])
-    proc = subprocess.Popen(
-        ["setpriv", "--reuid=munge", "--regid=munge", "--init-groups", "--", "/usr/sbin/munged", "--foreground"]
-    )
-    _wait("munged", lambda: subprocess.run(["munge", "-n"], capture_output=True).returncode == 0, [proc])
-    return proc
+def _munge_answers() -> bool:
+    return MUNGE_SOCKET.exists() and subprocess.run(["munge", "-n"], capture_output=True).returncode == 0
+
+
+@contextlib.contextmanager
+def _munge() -> Iterator[None]:
+    """munged for the block: the one running, else one started as the munge user, stopped
+    by the last cluster of the machine to end. Each cluster holds a shared lock on
+    MUNGE_USERS while it runs: the suite's workers run clusters at once (test_slurm and
+    test_imagetests), and the worker that started munged stopped it at its module's end,
+    under the other's sbatch ("Munge encode failed", test_slurm, 2026-11-29)."""
+    fd = os.open(MUNGE_USERS, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # started or joined one at a time
+        if not _munge_answers():
+            if not Path("/etc/munge/munge.key").exists():
+                sh(["runuser", "-u", "munge", "--", "/usr/sbin/mungekey", "--create"])
+            sh(["install", "-d", "-o", "munge", "-g", "munge", "-m", "755", "/run/munge"])
+            argv = ["setpriv", "--reuid=munge", "--regid=munge", "--init-groups", "--", "/usr/sbin/munged"]
+            proc = subprocess.Popen([*argv, "--foreground"], start_new_session=True)
+            _wait("munged", _munge_answers, [proc])
+            MUNGE_OURS.write_text(str(proc.pid))
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # no other cluster runs now
+        except BlockingIOError:
+            pass  # the last one to end stops it
+        else:
+            _stop_ours()
+        os.close(fd)
+
+
+def _stop_ours() -> None:
+    """The munged a cluster started (MUNGE_OURS names it), stopped; one found running is left."""
+    try:
+        pid = int(MUNGE_OURS.read_text())
+    except (FileNotFoundError, ValueError):
+        return
+    MUNGE_OURS.unlink()
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+        if Path(f"/proc/{pid}/comm").read_text().strip() == "munged":  # not a PID reused since
+            os.kill(pid, 15)
+    deadline = time.monotonic() + 30
+    while _munge_answers() and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def _configs(folder: Path, ports: list[int]) -> Path:
@@ -197,30 +236,28 @@ def one_node_cluster() -> Iterator[Cluster]:
         (folder / sub).mkdir()
     procs: list[subprocess.Popen[bytes]] = []
     env = {**os.environ, "SLURM_CONF": str(_configs(folder, ports := _free_ports(4)))}
-    try:
-        munged = _munge()
-        if munged is not None:
-            procs.append(munged)
-        procs.append(_mariadb(folder, ports[0]))
-        _wait("mariadb", lambda: _listening(ports[0]), procs)
-        procs.append(subprocess.Popen(["slurmdbd", "-D"], env=env))
-        _wait("slurmdbd", lambda: _listening(ports[1]), procs)
-        procs.append(subprocess.Popen(["slurmctld", "-D", "-i"], env=env))
-        _wait("slurmctld", lambda: _listening(ports[2]), procs)
-        procs.append(subprocess.Popen(["slurmd", "-D"], env=env))
+    with _munge():  # stopped after the daemons that use it
+        try:
+            procs.append(_mariadb(folder, ports[0]))
+            _wait("mariadb", lambda: _listening(ports[0]), procs)
+            procs.append(subprocess.Popen(["slurmdbd", "-D"], env=env))
+            _wait("slurmdbd", lambda: _listening(ports[1]), procs)
+            procs.append(subprocess.Popen(["slurmctld", "-D", "-i"], env=env))
+            _wait("slurmctld", lambda: _listening(ports[2]), procs)
+            procs.append(subprocess.Popen(["slurmd", "-D"], env=env))
 
-        def idle() -> bool:
-            out = subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True).stdout
-            return out.strip() == "idle"
+            def idle() -> bool:
+                out = subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True).stdout
+                return out.strip() == "idle"
 
-        _wait("slurmd", idle, procs)
-        yield Cluster(folder, Path(env["SLURM_CONF"]))
-    finally:
-        for proc in reversed(procs):  # by PID, the last started first
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        shutil.rmtree(folder, ignore_errors=True)
+            _wait("slurmd", idle, procs)
+            yield Cluster(folder, Path(env["SLURM_CONF"]))
+        finally:
+            for proc in reversed(procs):  # by PID, the last started first
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            shutil.rmtree(folder, ignore_errors=True)
