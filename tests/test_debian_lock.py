@@ -59,11 +59,19 @@ name: deblock
 bases:
   runtime:
     bootstrap: {suite: bookworm, variant: minbase, packages: [python3-minimal]}
+compile:
+  - name: tool
+    base: runtime
+    packages: [libgomp1]
+    run: ['mkdir -p /out && dpkg-query -W libgomp1 > /out/gomp']
+    artifacts:
+      gomp: {path: /out/gomp, to: /usr/share/deblock/gomp}
 image:
   base: runtime
   layers:
     - packages: [libgomp1]
     - run: ['echo built-by-uid-$(id -u) > /etc/assemble-marker']
+    - artifact: tool.gomp
   config: {cmd: [sh, -c, "dpkg-query -W libgomp1"]}
 outputs: ['oci:out:deblock']
 """
@@ -214,18 +222,26 @@ class RootBuilt:
 
 @pytest.fixture(scope="module")
 def root_built(tmp_path_factory: pytest.TempPathFactory) -> RootBuilt:
-    """One bootstrap as root for the module: the locked build's test goes on from it, and the
+    """One bootstrap as root for the module, as a user goes: built, locked into the build's
+    cache, built under the lock. The locked build's test goes on from it, and the
     unprivileged user's lock and build are compared with it. Built with
-    PYTHONDONTWRITEBYTECODE set, which the user's environment does not have."""
+    PYTHONDONTWRITEBYTECODE set, which the user's environment does not have.
+
+    The build after the first lock made the bases and ran the packages step and layer
+    again, to what they were (issue 67): the lock takes what the build made where it holds
+    what the lock installs, and the locked build then makes nothing."""
     folder = tmp_path_factory.mktemp("root-built")
     (folder / "m.yaml").write_text(SMALL)
-    locked = run_cli(["lock", "m.yaml"], cwd=folder)
+    cache = ["--cache", str(folder / "cache")]
+    first = run_cli(["m.yaml", *cache], cwd=folder, env={"PYTHONDONTWRITEBYTECODE": "1"})
+    assert first.code == 0, str(first)
+    locked = run_cli(["lock", "m.yaml", *cache], cwd=folder)
     assert locked.code == 0, str(locked)
-    built = run_cli(
-        ["m.yaml", "--locked", "--cache", str(folder / "cache")],
-        cwd=folder,
-        env={"PYTHONDONTWRITEBYTECODE": "1"},
-    )
+    kept = re.findall(r"(base|step) (\S+): the one built before the lock \S+ what it locks", locked.out + locked.err)
+    assert sorted(kept) == [("base", "runtime"), ("step", "packages-1"), ("step", "tool")], str(locked)
+    plan = run_cli(["plan", "m.yaml", "--locked", *cache], cwd=folder)
+    assert plan.code == 0 and "will-" not in plan.out and "not pulled or made yet" not in plan.out, str(plan)
+    built = run_cli(["m.yaml", "--locked", *cache], cwd=folder, env={"PYTHONDONTWRITEBYTECODE": "1"})
     assert built.code == 0, str(built)
     text = (folder / "m.lock").read_text()
     return RootBuilt(folder, text, read_lock(folder / "m.lock"), layout_digest(folder / "out", "deblock"), locked)
@@ -575,6 +591,136 @@ def test_a_lock_takes_the_base_a_build_made_before_it_where_it_holds_what_the_lo
     taken = cache.base_image(key)
     assert taken is not None and taken.digest == image.digest  # the very base: nothing made again
     assert reuse_bases(run) == []  # there already
+
+
+STEPPED = """\
+name: stepped
+bases:
+  runtime:
+    bootstrap: {suite: bookworm, variant: minbase}
+compile:
+  - name: tool
+    base: runtime
+    packages: [libgomp1]
+    run: ['mkdir -p /out && dpkg-query -W libgomp1 > /out/v']
+    artifacts:
+      v: {path: /out/v, to: /usr/share/stepped/v}
+image:
+  base: runtime
+  layers:
+    - packages: [libgomp1]
+    - run: ['echo on-top > /etc/on-top']
+    - artifact: tool.v
+outputs: ['oci:out:stepped']
+"""
+GOMP = "libgomp1:amd64=12.2.0-14+deb12u1"
+
+
+def _tar_blob(tmp_path: Path, cache: Any, files: dict[str, str]) -> Any:
+    """A layer blob in ``cache`` holding ``files`` (path -> text)."""
+    from assembler.transports.rootfs import layer_from_tar
+
+    path = tmp_path / f"{len(list(tmp_path.glob('*.tar')))}.tar"
+    with tarfile.open(path, "w") as tar:
+        for name, text in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(text.encode())
+            tar.addfile(info, io.BytesIO(text.encode()))
+    return layer_from_tar(path, cache=cache, compression="zstd", epoch=0, what="a test layer")
+
+
+def test_a_lock_takes_the_steps_a_build_made_before_it_where_they_installed_what_it_locks(tmp_path: Path) -> None:
+    """The build after the first lock ran the demo's packages step and its packages: layer
+    again (their keys name the lock's versions), though apt had installed those very ones.
+    ``assemble lock --cache`` takes each for its locked key where dpkg's status (the step's
+    root when exported, the layer's own) is exactly what the lock installs; what follows
+    them is then cached too, and a step that installed another version is left to run."""
+    from typing import cast
+
+    from assembler.assemble import Options, open_run, resolve
+    from assembler.cache import Cache
+    from assembler.cache.entries import StepResult
+    from assembler.compile.steps import installed_memo
+    from assembler.pipeline.image.bases import bootstrap_key
+    from assembler.pipeline.lock.lockbases import reuse_bases
+    from assembler.pipeline.lock.locking import lock_name, with_lock
+    from assembler.pipeline.lock.locksteps import reuse_steps
+    from assembler.pipeline.variants import load_variants
+    from assembler.proc import Runner
+    from assembler.spec import model as m
+    from assembler.transports.rootfs import image_from_layer
+
+    (tmp_path / "m.yaml").write_text(STEPPED)
+    cache, runner = Cache(tmp_path / "cache"), cast(Runner, _NoMmdebstrap())
+    (variant,) = load_variants(tmp_path / "m.yaml", sets={})
+    options = Options(cache_dir=cache.root, epoch=0)
+    before = open_run(variant.loaded, variant.options(options), runner=runner, check=False)
+    spec = variant.loaded.manifest.bases["runtime"]
+    assert isinstance(spec, m.BootstrapBase)
+    base = _tar_blob(tmp_path, cache, {"var/lib/dpkg/status": STATUS.split("\n\n")[0] + "\n"})
+    image = image_from_layer(base, platform=Platform.parse("linux/amd64"), epoch=0, created_by="mmdebstrap")
+    cache.put_base_image(bootstrap_key(before.ctx, spec, record=False)[0], image)
+
+    def made(name: str, result: StepResult) -> str:  # the unlocked build's step: its key
+        (report,) = [s for s in resolve(before).steps if s.name == name]
+        assert report.key is not None and report.state == "will-run", report
+        cache.put_step_result(report.key, result)
+        return report.key
+
+    tool = made("tool", StepResult("tool", {"v": _tar_blob(tmp_path, cache, {"out/v": "libgomp1 12.2.0\n"})}))
+    layer = _tar_blob(tmp_path, cache, {"var/lib/dpkg/status": STATUS})
+    made("packages-1", StepResult("packages-1", layer=layer))
+    made("run-2", StepResult("run-2", layer=_tar_blob(tmp_path, cache, {"etc/on-top": "on-top\n"})))
+
+    uses = debian_uses(variant.loaded.manifest, Platform.parse("linux/amd64"))
+    libc = Deb("libc6", "amd64", "2.36-9+deb12u14", SHA_A)
+    gomp = Deb("libgomp1", "amd64", "12.2.0-14+deb12u1", SHA_B)
+    debs = {"apt:bases.runtime": [libc], "apt:tool": [gomp], "apt:packages-1": [gomp]}
+    lock = Lock("m.yaml", variants={lock_name(variant, {}): {w: u.key for w, u in uses.items()}})
+    for where, use in uses.items():
+        lines = tuple(d.line() for d in debs[where])
+        lock.debian[use.key] = DebEntry(use.definition, lines, "2026-11-27T22:17:51Z", "Sat, 11 Jul 2026", use.mirror)
+    write_lock(tmp_path / "m.lock", lock)
+    (applied,), _ = with_lock([variant], path=tmp_path / "m.lock", locked=False, redo="")
+    after = open_run(applied.loaded, applied.options(options), runner=runner, check=False)
+
+    def states() -> list[str]:
+        return sorted(f"{s.name} {s.state}" for s in resolve(after).steps)
+
+    assert states() == ["packages-1 will-run", "run-2 will-run", "tool will-run"]
+
+    cache.put_memo(installed_memo(tool), {"installed": ["libc6:amd64=2.36-9+deb12u14", GOMP + "~other"]})
+    assert reuse_bases(after) == ["runtime"]
+    # the layer installed the lock's libgomp1 (what follows it is the same then); the step another: it runs
+    assert reuse_steps(before, after, resolve) == ["packages-1"]
+    assert states() == ["packages-1 cached", "run-2 cached", "tool will-run"]
+    cache.put_memo(installed_memo(tool), {"installed": ["libc6:amd64=2.36-9+deb12u14", GOMP]})
+    assert reuse_steps(before, after, resolve) == ["tool"]
+    assert states() == ["packages-1 cached", "run-2 cached", "tool cached"]
+    assert reuse_steps(before, after, resolve) == []  # there already
+
+
+def test_the_export_agent_records_what_dpkg_says_a_steps_root_holds(tmp_path: Path, capsys: Any) -> None:
+    """What the lock compares: the step's installed packages, from its root's dpkg status
+    (one removed but not purged is not installed), kept as a memo under the step's key."""
+    import json
+
+    from assembler.cache import Cache
+    from assembler.compile import agent
+
+    root = tmp_path / "root"
+    (root / "var/lib/dpkg").mkdir(parents=True)
+    (root / "out").mkdir()
+    (root / "out/v").write_text("x\n")
+    gone = "Package: gone\nStatus: deinstall ok config-files\nArchitecture: amd64\nVersion: 1\n"
+    (root / "var/lib/dpkg/status").write_text(STATUS + "\n" + gone)
+    artifact = {"name": "v", "path": "/out/v", "to": "/v", "mode": None, "owner": None, "exclude": [], "mounts": []}
+    job = {"cache": str(tmp_path / "c"), "epoch": 0, "compression": "zstd", "step": "tool", "artifacts": [artifact]}
+    (tmp_path / "job.json").write_text(json.dumps({**job, "installed": "installed-k"}))
+    assert agent.main(["--root", str(root), "export", "--job", str(tmp_path / "job.json")]) == 0
+    assert set(json.loads(capsys.readouterr().out)) == {"v"}
+    memo = Cache(tmp_path / "c").memo("installed-k")
+    assert memo is not None and memo["installed"] == ["libc6:amd64=2.36-9+deb12u14", GOMP], memo
 
 
 def test_lock_takes_a_builds_command_line_and_a_build_says_how_to_lock_into_its_cache() -> None:

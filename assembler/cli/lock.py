@@ -91,7 +91,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
     if args.pylock is not None:
         _pylocks(args.pylock, path, [d.variant for d in done], [v for v, _ in variants])
     _refuse_failures(done, path)
-    _reuse_bases(args, path, cache, [v for v, _ in variants])
+    _reuse_built(args, path, cache, [v for v, _ in variants])
     return 0
 
 
@@ -124,14 +124,15 @@ def _refuse_failures(done: list[Locked], path: Path) -> None:
         )
 
 
-def _reuse_bases(args: argparse.Namespace, path: Path, cache: Path, variants: list[Variant]) -> None:
-    """The bases a build made before the lock (in ``cache``, keyed by the build's options),
-    recorded under the lock's keys where they hold what it locks: the next build makes
-    none of them again (:mod:`assembler.pipeline.lock.lockbases`)."""
-    from assembler.assemble import Options, open_run
+def _reuse_built(args: argparse.Namespace, path: Path, cache: Path, variants: list[Variant]) -> None:
+    """The bases and steps a build made before the lock (in ``cache``, keyed by the build's
+    options), recorded under the lock's keys where they hold what it locks: the next build
+    makes none of them again (:mod:`assembler.pipeline.lock.lockbases`, ``locksteps``)."""
+    from assembler.assemble import Options, open_run, resolve
     from assembler.cli.arguments import registry_options
     from assembler.pipeline.lock.lockbases import reuse_bases
     from assembler.pipeline.lock.locking import with_lock
+    from assembler.pipeline.lock.locksteps import reuse_steps
     from assembler.pipeline.options import resolve_epoch
     from assembler.proc import Runner
 
@@ -145,12 +146,15 @@ def _reuse_bases(args: argparse.Namespace, path: Path, cache: Path, variants: li
         registry=registry_options(args),
         compression=args.compression,
     )
-    for variant in applied:
+    for before, variant in zip(variants, applied, strict=True):
         if variant.loaded.lock is None or not variant.loaded.lock.debian:
             continue  # no bootstrapped base: no cache opened (nor made)
         run = open_run(variant.loaded, variant.options(options), runner=Runner(), check=False)
         for name in reuse_bases(run):
             say(f"  base {name}: the one built before the lock holds what it locks: kept for the next build")
+        built = open_run(before.loaded, before.options(options), runner=Runner(), check=False)
+        for name in reuse_steps(built, run, resolve):
+            say(f"  step {name}: the one built before the lock installed what it locks: kept for the next build")
 
 
 def _lock_weights(manifest: Path, cache: Path) -> None:

@@ -97,6 +97,26 @@ def export_members(
 # -- command line ----------------------------------------------------------------------
 
 
+_DPKG_STATUS = "/var/lib/dpkg/status"
+_STATUS_LIMIT = 64 << 20  # a devel base's dpkg status: a few MB (CUDA's: 1.3 MB)
+
+
+def installed_lines(root: str) -> list[str]:
+    """``name:arch=version`` of each package dpkg's status in ``root`` says is installed,
+    sorted (none: no status)."""
+    from assembler.transports.aptlock import installed_in
+
+    path = resolve_in_root(root, _DPKG_STATUS)
+    if not os.path.isfile(path):  # none (not a Debian root), or not a file to read
+        return []
+    with open(path, "rb") as f:
+        text = f.read(_STATUS_LIMIT + 1)
+    if len(text) > _STATUS_LIMIT:
+        raise AgentError(f"{_DPKG_STATUS}: over {_STATUS_LIMIT >> 20} MiB")
+    found = installed_in(text.decode("utf-8", "replace"))
+    return sorted(f"{name}:{arch}={version}" for (name, arch), version in found.items())
+
+
 def _owner(text: str | None) -> tuple[int, int] | None:
     if not text:
         return None
@@ -178,6 +198,9 @@ def main(argv: Sequence[str] | None = None, *, readers: LayerReaders | None = No
                     mounts=[(c, h) for c, h in art.get("mounts") or []],
                 )
                 results[art["name"]] = _layer(cache, members, job, art["name"], readers)
+            if job.get("installed"):
+                what = "dpkg's status: "
+                cache.put_memo(job["installed"], {"installed": installed_lines(root)})
         else:
             what = "changes: "
             with open(job["snapshot"]) as f:

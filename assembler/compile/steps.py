@@ -113,7 +113,15 @@ def run_compile_step(
         image = _devel_image_and_folders(step, base, ws, log_path, restoring)
         shared.settle()  # the shared folders it restored are for other steps to use too
         results = _run_compile_step(
-            step, image=image, sources=sources, inputs=inputs, ws=ws, log_path=log_path, kept=kept, started=started
+            step,
+            image=image,
+            sources=sources,
+            inputs=inputs,
+            ws=ws,
+            log_path=log_path,
+            kept=kept,
+            started=started,
+            key=key,
         )
         if ws.folders is not None:
             keptcaches.export(ws.folders, step, cache=ws.cache, kept=kept, tree_key=tree_key)
@@ -148,6 +156,7 @@ def _run_compile_step(
     log_path: Path,
     kept: Path,
     started: float,
+    key: str,
 ) -> dict[str, Layer]:
     caches = _cache_volumes(step, ws, kept)
     src_volumes = [_working_copy(kept, step.name, sources[name]) for name in step.sources]
@@ -178,7 +187,7 @@ def _run_compile_step(
                     network=step.network,
                 )
         # Artifacts may live in a kept folder or in a source's working copy, not only in the root.
-        job = _export_job(step, ws, mounts=[(v.container, str(v.host)) for v in [*caches, *src_volumes]])
+        job = _export_job(step, ws, key, mounts=[(v.container, str(v.host)) for v in [*caches, *src_volumes]])
         with keepfailed.on_failure(
             ws, cid, step.name, lambda: _shell_spec(ws, env, [*src_volumes, *caches, *ca_volumes], step)
         ):
@@ -287,8 +296,17 @@ def _cache_volumes(step: m.CompileStep, ws: Workspace, kept: Path) -> list[Volum
     return caches
 
 
-def _export_job(step: m.CompileStep, ws: Workspace, *, mounts: list[tuple[str, str]]) -> dict[str, object]:
-    """The agent's ``export`` job: each artifact written as a layer into the cache."""
+def installed_memo(key: str) -> str:
+    """The memo of what the root of the compile step under ``key`` held of dpkg's packages
+    when its artifacts were exported (a step with ``packages:``): ``assemble lock`` takes
+    the step for its locked key where that is what the lock installs
+    (:mod:`assembler.pipeline.lock.locksteps`)."""
+    return "installed-" + key
+
+
+def _export_job(step: m.CompileStep, ws: Workspace, key: str, *, mounts: list[tuple[str, str]]) -> dict[str, object]:
+    """The agent's ``export`` job: each artifact written as a layer into the cache (and
+    with ``packages:``, what dpkg says the root holds, as :func:`installed_memo`)."""
     artifacts = [
         {
             "name": name,
@@ -307,6 +325,7 @@ def _export_job(step: m.CompileStep, ws: Workspace, *, mounts: list[tuple[str, s
         "compression": ws.compression,
         "step": step.name,
         "artifacts": artifacts,
+        **({"installed": installed_memo(key)} if step.packages else {}),
     }
 
 

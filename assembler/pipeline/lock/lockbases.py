@@ -15,10 +15,14 @@ locked build's own check of its root (``_check_root``) would have found.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from assembler.archive.compress import decompressed
 from assembler.archive.tarread import data_of, open_tar
 from assembler.cache import Cache
+from assembler.oci.descriptor import Descriptor
 from assembler.oci.image import Image
+from assembler.oci.layer import Layer
 from assembler.pipeline.image.bases import bootstrap_key
 from assembler.pipeline.runs.run import Run
 from assembler.spec import model as m
@@ -56,9 +60,15 @@ def reuse_bases(run: Run) -> list[str]:
 
 def installed(image: Image, cache: Cache) -> dict[tuple[str, str], str]:
     """(name, arch) -> version of each package dpkg's status says is installed, as the
-    image's layers (in ``cache``) leave it: the last layer that writes it wins."""
+    image's layers (in ``cache``) leave it."""
+    return status_of(image.layers, cache)
+
+
+def status_of(layers: Sequence[Descriptor | Layer], cache: Cache) -> dict[tuple[str, str], str]:
+    """(name, arch) -> version of each package dpkg's status says is installed, as
+    ``layers`` (in ``cache``) leave it: the last layer that writes it wins (none: empty)."""
     text = ""
-    for layer in image.layers:
+    for layer in layers:
         with cache.open_blob(layer.digest) as raw, decompressed(raw) as data, open_tar(data, stream=True) as tar:
             for member in tar:
                 if member.isfile() and member.name.lstrip("./") == _STATUS:
