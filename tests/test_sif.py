@@ -1068,3 +1068,27 @@ def test_the_manifests_squashfs_choices_reach_the_sif_and_sqsh_outputs(tmp_path:
     assert not (tmp_path / "p.sif").exists()
     ran = run_cli(["sif", "oci:nowhere:x", "p.sif", "--block-size", "3K"], cwd=tmp_path)
     assert ran.code == 2 and "power of two from 4K to 1M" in ran.err, str(ran)
+
+
+def test_a_sif_written_before_is_kept_only_while_it_is_that_file_of_that_image(tmp_path: Path) -> None:
+    """A no-change rebuild wrote its sif: output again (tar2sqfs: 20 s of CPU for a Debian
+    minbase) to the same bytes. What was written is kept while the file is unchanged and
+    the UUID (what decides its bytes) and the image's name are the same; not otherwise."""
+    from assembler.oci.digest import file_digest
+    from assembler.transports.hpc import sifkept
+    from assembler.transports.hpc.sif import SifInfo
+
+    cache, out = Cache(tmp_path / "cache"), tmp_path / "x.sif"
+    out.write_bytes(b"SIF_MAGIC written")
+    info = SifInfo(out, 17, file_digest(out), "u-1", "amd64", "sha256:" + "d" * 64, "gzip", 131072, 4096, 1, 2, 3)
+    assert sifkept.kept(cache, out, "u-1", "docker://r/app:1") is None  # nothing recorded
+    sifkept.remember(cache, info, "docker://r/app:1")
+    assert sifkept.kept(cache, out, "u-1", "docker://r/app:1") == info
+    assert sifkept.kept(cache, out, "u-2", "docker://r/app:1") is None  # another image, compressor...
+    assert sifkept.kept(cache, out, "u-1", "docker://r/other:1") is None  # the definition file names it
+    # Written over in place at once, the same size (the file's times may not have moved
+    # yet, in the clock's tick: its bytes are read then).
+    out.write_bytes(b"SIF_MAGIC WRITTEN")
+    assert sifkept.kept(cache, out, "u-1", "docker://r/app:1") is None
+    out.unlink()
+    assert sifkept.kept(cache, out, "u-1", "docker://r/app:1") is None

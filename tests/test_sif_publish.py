@@ -93,9 +93,13 @@ def test_build_writes_sif_and_oras_outputs(debian_rootfs: Path, tmp_path: Path, 
         referrers = reg.list_referrers("hpc/hello", ran.json["digest"])
     # The SIF, beside the SBOM and the provenance every build attaches.
     assert sorted(r.artifact_type for r in referrers) == sorted([mt.SIF_CONFIG, mt.SPDX_JSON, mt.IN_TOTO_JSON])
-    # A second build writes the same SIF bytes (reproducible) and uploads no SIF again.
+    # A second build keeps the SIF it wrote (the same image: not written again, the file
+    # untouched) and uploads no SIF again. (Two writes give the same bytes: test_sif.)
+    before = sif.stat()
     again = run_cli(args, cwd=project)
     assert again.code == 0, str(again)
-    assert "sha256:" + hashlib.sha256(sif.read_bytes()).hexdigest() == digest
+    after = sif.stat()
+    assert (after.st_ino, after.st_ctime_ns) == (before.st_ino, before.st_ctime_ns)
+    assert {o["ref"].split(" ")[0]: o for o in again.json["outputs"]}["sif:" + str(sif)]["digest"] == digest
     assert all(o["uploaded_bytes"] == 0 for o in again.json["outputs"] if o["ref"].startswith("oras://")), again.out
     assert ImageName.parse(f"{registry.host}/hpc/hello:v1").tag == "v1"

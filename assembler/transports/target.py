@@ -77,9 +77,16 @@ class Target:
         if path is None:
             self._tmp = Path(tempfile.mkdtemp(prefix=temp_prefix("sif-"), dir=self.ctx.cache.root / "tmp"))
             path = self._tmp / self.sif_name
-        from assembler.transports.hpc.sif import write_sif  # only SIF outputs need it
+        from assembler.transports.hpc import sifkept  # only SIF outputs need it
+        from assembler.transports.hpc.sif import image_uuid, write_sif
 
         ctx = self.ctx
+        attached = [a.blob.digest for a in self.referrers]
+        sif_uuid = image_uuid(self.source.image.digest, self.sif_compressor, ctx.epoch, attached, self.sif_block_size)
+        keeps = self.signer is None and self._tmp is None  # a signature is made anew; a temp file is new
+        if keeps and (found := sifkept.kept(ctx.cache, path, str(sif_uuid), self.source.name)) is not None:
+            self.sif = found
+            return found
         self.sif = write_sif(
             self.source,
             path,
@@ -91,6 +98,8 @@ class Target:
             attached=self.referrers,
             signer=self.signer,
         )
+        if keeps:
+            sifkept.remember(ctx.cache, self.sif, self.source.name)
         return self.sif
 
     def cleanup(self) -> None:
