@@ -183,17 +183,17 @@ def test_bad_sqsh_references_exit_2(small: Path, args: list[str], message: str) 
 
 
 def test_demo_as_enroot_image(demo: Demo, tmp_path: Path) -> None:
-    """Issue 11's must-show: the demo written as ``sqsh:``, checked against its config;
-    a second write of the same image gives the same bytes."""
-    first, second = tmp_path / "demo.sqsh", tmp_path / "again.sqsh"
+    """Issue 11's must-show: the demo written as ``sqsh:``, checked against its config. (A
+    second write gives the same bytes: test_assemble_sqsh_converts_any_image here, and the
+    squashfs of a Debian root from one and from all cores in test_sif's
+    test_two_conversions_are_byte_identical; writing the demo's again took 23 s of CPU.)"""
+    first = tmp_path / "demo.sqsh"
     demo.build("-o", f"sqsh:{first}")
-    demo.build("-o", f"sqsh:{second}")
     config = config_of(demo.project / "out" / "demo", "latest")
     rc = check_enroot_image(first, config)
     assert exec_words(rc, with_args=True) == ["/usr/local/bin/demo-launcher", "$@"]
     assert {"app/bin/saxpy", "app/bin/tokenize", "usr/local/bin/demo-launcher"} <= unsquashfs_list(first)
-    assert first.read_bytes() == second.read_bytes()
-    print(f"demo.sqsh: {first.stat().st_size} bytes, identical twice")
+    print(f"demo.sqsh: {first.stat().st_size} bytes")
 
 
 def test_assemble_sqsh_converts_any_image(small: Path, tmp_path: Path) -> None:
