@@ -25,7 +25,7 @@ from assembler.errors import ManifestError
 from assembler.spec import model as m
 from assembler.spec.constraints import index_cudas
 from assembler.spec.load import load_manifest
-from tests.helpers import ROOT, run_cli
+from tests.helpers import ROOT, run_cli_here
 from tests.test_manifests import PlanFn, plan_in_process
 
 TGI = ROOT / "manifests" / "tgi.yaml"
@@ -200,7 +200,7 @@ def test_libcuda_so_points_at_the_drivers_library(plan: PlanFn) -> None:
 
 
 def refused(*args: str) -> str:
-    ran = run_cli(["plan", str(TGI), *args], timeout=300)
+    ran = run_cli_here(["plan", str(TGI), *args])
     assert ran.code == 2 and ran.out == "", str(ran)
     assert "Traceback" not in ran.err
     return ran.err

@@ -24,8 +24,7 @@ from assembler.errors import ManifestError
 from assembler.spec.load import load_manifest
 from assembler.spec.model import PipLayer, RunLayer
 from assembler.spec.setuses import used_steps
-from tests.helpers import ROOT
-from tests.helpers import run_cli_here as run_cli
+from tests.helpers import ROOT, run_cli_here
 
 MANIFEST = ROOT / "manifests" / "vllm.yaml"
 V0111 = "439368496db48d8f992ba8c606a0c0b1eebbfa69"  # the v0.11.1 tag (vllm/_version.py: g439368496)
@@ -33,14 +32,14 @@ ROCM_BASE_ARCHS = "gfx90a;gfx942;gfx950;gfx1100;gfx1101;gfx1200;gfx1201;gfx1150;
 
 
 def plan(cache: Path, *args: str) -> dict[str, Any]:
-    ran = run_cli(["plan", str(MANIFEST), "--cache", str(cache), "--json", *args])
+    ran = run_cli_here(["plan", str(MANIFEST), "--cache", str(cache), "--json", *args])
     assert ran.code == 0, str(ran)
     result: dict[str, Any] = ran.json
     return result
 
 
 def refused(cache: Path, *args: str) -> str:
-    ran = run_cli(["plan", str(MANIFEST), "--cache", str(cache), *args])
+    ran = run_cli_here(["plan", str(MANIFEST), "--cache", str(cache), *args])
     assert ran.code == 2, str(ran)
     return ran.err
 

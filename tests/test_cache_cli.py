@@ -19,7 +19,7 @@ import pytest
 
 from assembler.cache.maintain import parse_duration, parse_size
 from assembler.errors import InputError
-from tests.helpers import layout_digest, manifest_of, run_cli, small_project
+from tests.helpers import layout_digest, manifest_of, run_cli, run_cli_here, small_project
 
 COPY_ONLY = """\
 name: cached
@@ -167,7 +167,7 @@ def test_prune_all_of_a_stepped_build_spares_a_folder_in_use(tmp_path: Path, dem
     root = copy_project(tmp_path / "p")
     (root / "s.yaml").write_text(WITH_STEPS.format(devel=demo_bases["devel"], runtime=demo_bases["runtime"]))
     first = build(root, "out1", "s.yaml")
-    plan = run_cli(["plan", "s.yaml", "--cache", str(root / "cache"), "--json"], cwd=root)
+    plan = run_cli_here(["plan", "s.yaml", "--cache", str(root / "cache"), "--json"], cwd=root)
     assert plan.code == 0, str(plan)
     # Both step results are hits (read through the cache's typed entries).
     assert sorted((s["kind"], s["state"]) for s in plan.json["steps"]) == [

@@ -234,7 +234,7 @@ def test_plan_needs_no_buildah_and_says_what_would_run(demo: Demo, tmp_path: Pat
         "pyext": "cached",
         "launcher": "cached",
     }
-    text = run_cli(["plan", str(demo.manifest), "--cache", str(demo.cache), *base_args(demo.bases)], env=env)
+    text = run_cli_here(["plan", str(demo.manifest), "--cache", str(demo.cache), *base_args(demo.bases)], env=env)
     assert text.code == 0 and "compile  kernels" in text.out, str(text)
 
 
@@ -260,14 +260,14 @@ def test_plan_after_a_build_knows_every_layer_copies_fitted_and_gzip_included(
     manifest = manifest_of(tmp_path / "out", "x")
     assert {x["mediaType"] for x in manifest["layers"]} == {"application/vnd.oci.image.layer.v1.tar+gzip"}
     assert [x["digest"] for x in built.json["layers"]] == [x["digest"] for x in manifest["layers"]]
-    planned = run_cli(["plan", "m.yaml", *cache, "--json"], cwd=tmp_path)
+    planned = run_cli_here(["plan", "m.yaml", *cache, "--json"], cwd=tmp_path)
     assert planned.code == 0, str(planned)
     assert [x["digest"] for x in planned.json["layers"]] == [x["digest"] for x in manifest["layers"]]
     assert [x["origin"] for x in planned.json["layers"]][-3:] == ["cached", "cached", "cached"]
     assert [s["state"] for s in planned.json["steps"]] == ["cached"]
     (tmp_path / "f.txt").write_text("two\n")
     blobs = sorted((tmp_path / "cache/blobs/sha256").iterdir())
-    edited = run_cli(["plan", "m.yaml", *cache, "--json"], cwd=tmp_path)
+    edited = run_cli_here(["plan", "m.yaml", *cache, "--json"], cwd=tmp_path)
     assert edited.code == 0, str(edited)
     assert [x["digest"] for x in edited.json["layers"]][-3:] == [None, None, None]
     assert [s["state"] for s in edited.json["steps"]] == ["will-run"]

@@ -239,7 +239,7 @@ def root_built(tmp_path_factory: pytest.TempPathFactory) -> RootBuilt:
     assert locked.code == 0, str(locked)
     kept = re.findall(r"(base|step) (\S+): the one built before the lock \S+ what it locks", locked.out + locked.err)
     assert sorted(kept) == [("base", "runtime"), ("step", "packages-1"), ("step", "tool")], str(locked)
-    plan = run_cli(["plan", "m.yaml", "--locked", *cache], cwd=folder)
+    plan = run_cli_here(["plan", "m.yaml", "--locked", *cache], cwd=folder)
     assert plan.code == 0 and "will-" not in plan.out and "not pulled or made yet" not in plan.out, str(plan)
     built = run_cli(["m.yaml", "--locked", *cache], cwd=folder, env={"PYTHONDONTWRITEBYTECODE": "1"})
     assert built.code == 0, str(built)

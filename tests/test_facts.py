@@ -24,8 +24,7 @@ from assembler.spec.facts import read
 from assembler.spec.facts.archs import release_of
 from assembler.spec.facts.bases import distribution, parse
 from assembler.spec.load import load_manifest
-from tests.helpers import ROOT
-from tests.helpers import run_cli_here as run_cli
+from tests.helpers import ROOT, run_cli_here
 
 MANIFESTS = ROOT / "manifests"
 
@@ -37,14 +36,14 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def refused(cache: Path, manifest: Path, *args: str) -> str:
     """The error of ``assemble plan MANIFEST ARGS``, which must exit 2 with no traceback."""
-    ran = run_cli(["plan", str(manifest), "--cache", str(cache), *args])
+    ran = run_cli_here(["plan", str(manifest), "--cache", str(cache), *args])
     assert ran.code == 2 and ran.out == "", ran.err
     assert "Traceback" not in ran.err and ran.err.startswith("error: "), ran.err
     return ran.err
 
 
 def planned(cache: Path, manifest: Path, *args: str) -> dict[str, Any]:
-    ran = run_cli(["plan", str(manifest), "--cache", str(cache), "--json", *args])
+    ran = run_cli_here(["plan", str(manifest), "--cache", str(cache), "--json", *args])
     assert ran.code == 0, ran.err
     result: dict[str, Any] = json.loads(ran.out)
     return result
@@ -273,7 +272,7 @@ def test_the_headers_bump_commands_work_as_written(cache: Path) -> None:
     ]
     assert len(commands) >= 3 and "torch_index_url=https://pypi.org/simple" in commands[0]
     for argv in commands:
-        ran = run_cli(["plan", str(ROOT / argv[2]), "--cache", str(cache), *argv[3:]])
+        ran = run_cli_here(["plan", str(ROOT / argv[2]), "--cache", str(cache), *argv[3:]])
         assert ran.code == 0, (argv, ran.err)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import PYTHON, buildah_containers, layout_index, read_blob, run_cli
+from tests.helpers import PYTHON, buildah_containers, layout_index, read_blob, run_cli, run_cli_here
 from tests.plugins.registry import RunningRegistry
 from tests.plugins.slurm import Cluster
 from tests.test_run_owned import _alive as _running
@@ -113,7 +113,7 @@ def test_tests_run_as_docker_run_starts_the_image_and_their_result_goes_with_it(
 ) -> None:
     reach = REACH.format(port=serving_port(http_folder))
     root = project(tmp_path / "p", demo_bases["runtime"], TESTS.format(reach=reach))
-    planned = run_cli(["plan", "m.yaml", "--cache", "cache", "--json"], cwd=root)
+    planned = run_cli_here(["plan", "m.yaml", "--cache", "cache", "--json"], cwd=root)
     assert planned.code == 0, str(planned)
     listed = {t["name"]: t for t in planned.json["tests"]}
     assert list(listed) == ["as-docker-run", "args-env-user", "no-network", "network", "gpu"]

@@ -123,11 +123,11 @@ def _a_model_reruns_nothing_and_a_requirements_edit_is_named(folder: Path, optio
     (folder / "models").mkdir()
     (folder / "models" / "model.safetensors").write_bytes(b"weights")
     (folder / "assemble.yaml").write_text((folder / "assemble.yaml").read_text() + "# weights: soon\n")
-    modelled = run_cli(["plan", "assemble.yaml", *options, "--json"], cwd=folder)
+    modelled = run_cli_here(["plan", "assemble.yaml", *options, "--json"], cwd=folder)
     assert modelled.code == 0, str(modelled)
     assert [(s["name"], s["state"]) for s in modelled.json["steps"]] == [("deps", "cached")], modelled.json["steps"]
     (folder / "requirements.txt").write_text("six==1.16.0\n# reviewed\n")
-    edited = run_cli(["plan", "assemble.yaml", *options], cwd=folder)
+    edited = run_cli_here(["plan", "assemble.yaml", *options], cwd=folder)
     assert edited.code == 0, str(edited)
     assert "will-run (not built with these inputs: source requirements changed since its last build)" in edited.out, (
         str(edited)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import config_of
+from tests.helpers import config_of, run_cli_here
 from tests.helpers import run_cli_here as run_cli
 
 BASE = """\
@@ -81,7 +81,7 @@ def test_versions_and_placeholders_come_from_the_base(tmp_path: Path) -> None:
     assert notes["com.example.maintainer"] == "NVIDIA CORPORATION"
     assert notes["io.assemble.gpu.cuda.version"] == "12.4.0"
     # A plan knows the base (a local layout): the same values.
-    planned = run_cli(["plan", str(manifest), "--cache", str(tmp_path / "cache"), "--json"], cwd=tmp_path)
+    planned = run_cli_here(["plan", str(manifest), "--cache", str(tmp_path / "cache"), "--json"], cwd=tmp_path)
     assert planned.code == 0, str(planned)
     assert {k: v for k, v in planned.json["config"]["Labels"].items() if k.startswith("com.")} == {
         "com.example.cuda": "12.4.0",
@@ -133,7 +133,7 @@ def test_a_version_param_the_base_reference_names_labels_the_image(tmp_path: Pat
 def test_a_placeholder_naming_nothing_is_refused_with_its_line(tmp_path: Path, value: str, message: str) -> None:
     manifest = _project(tmp_path)
     manifest.write_text(IMAGE.replace("${bases.runtime.env.NOT_THERE}", f"'{value}'"))
-    ran = run_cli(["plan", str(manifest), "--cache", str(tmp_path / "cache")], cwd=tmp_path)
+    ran = run_cli_here(["plan", str(manifest), "--cache", str(tmp_path / "cache")], cwd=tmp_path)
     assert ran.code == 2, str(ran)
     assert ran.err.startswith(f"error: {manifest}:14: image.config.labels.com.example.absent: "), ran.err
     assert message in ran.err and "Traceback" not in ran.err
@@ -215,7 +215,7 @@ def _stack(tmp_path: Path, manifest: Path) -> dict[str, str]:
 def test_torch_and_python_versions_are_read_from_the_image(tmp_path: Path) -> None:
     manifest = _python_project(tmp_path)
     # A plan has no image to read: it shows where the values will come from, not the params.
-    ran = run_cli(["plan", str(manifest), "--cache", str(tmp_path / "cache"), "--json"], cwd=tmp_path)
+    ran = run_cli_here(["plan", str(manifest), "--cache", str(tmp_path / "cache"), "--json"], cwd=tmp_path)
     assert ran.code == 0, str(ran)
     shown = ran.json["config"]["Labels"]
     assert shown["io.assemble.torch.version"] == "${image.torch_version}"

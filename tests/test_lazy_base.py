@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import OWN_STORAGE, reclaim_at_teardown
-from tests.helpers import Ran, run_cli, sh
+from tests.helpers import Ran, run_cli, run_cli_here, sh
 from tests.plugins.demo import steps_by_state
 from tests.plugins.registry import RunningRegistry, start_registry
 
@@ -148,7 +148,7 @@ def test_a_runner_that_finds_everything_cached_reads_no_base_layer(runners: Runn
     )
 
     # A plan on C knows the base it never downloaded (its manifest and config) and the step.
-    plan = run_cli(["plan", "m.yaml", "--cache", "cache-c", "--json"], cwd=runners.project)
+    plan = run_cli_here(["plan", "m.yaml", "--cache", "cache-c", "--json"], cwd=runners.project)
     assert plan.code == 0, str(plan)
     assert {s["name"]: s["state"] for s in plan.json["steps"]} == {"hello": "cached"}, plan.out
 

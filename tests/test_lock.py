@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import manifest_of, read_blob, run_cli, uncompressed
+from tests.helpers import manifest_of, read_blob, run_cli, run_cli_here, uncompressed
 from tests.test_sources import git
 
 
@@ -106,7 +106,7 @@ def test_lock_pins_and_plan_locked_refuses_a_stale_or_missing_lock(tmp_path: Pat
     url, www = index
     manifest = _manifest(tmp_path, url, "scratch")
     cache = ["--cache", str(tmp_path / "cache")]
-    missing = run_cli(["plan", str(manifest), "--locked", *cache])
+    missing = run_cli_here(["plan", str(manifest), "--locked", *cache])
     assert missing.code == 2 and "no lock" in missing.err and "assemble lock" in missing.err, missing
 
     done = run_cli(["lock", str(manifest), "--json"])
@@ -115,19 +115,19 @@ def test_lock_pins_and_plan_locked_refuses_a_stale_or_missing_lock(tmp_path: Pat
     text = (tmp_path / "m.lock").read_text()
     assert "    pins: |\n      locktest==1.0\n" in text and "\n  locktest==1.0:\n    - sha256:" in text  # hashes once
 
-    plan = run_cli(["plan", str(manifest), "--locked", "--json", *cache])
+    plan = run_cli_here(["plan", str(manifest), "--locked", "--json", *cache])
     assert plan.code == 0, plan
     status = json.loads(plan.out)["lock"]
     assert status["state"] == "fresh" and status["sets"]["layers.app:app"]["state"] == "locked"
 
-    stale = run_cli(["plan", str(manifest), "--locked", "--set", "spec=locktest>=1.0", *cache])
+    stale = run_cli_here(["plan", str(manifest), "--locked", "--set", "spec=locktest>=1.0", *cache])
     assert stale.code == 2, stale
     assert "stale" in stale.err and "layers.app:app" in stale.err and "--set 'spec=locktest>=1.0'" in stale.err
 
     # Without --locked a changed set installs unlocked, as the plan says; a lock made again moves
     # nothing that was locked.
     _publish(www, ["1.0", "2.0"])
-    changed = run_cli(["plan", str(manifest), "--set", "spec=locktest>=1.0", "--json", *cache])
+    changed = run_cli_here(["plan", str(manifest), "--set", "spec=locktest>=1.0", "--json", *cache])
     assert changed.code == 0, changed
     assert json.loads(changed.out)["lock"]["state"] == "stale"
     assert json.loads(changed.out)["lock"]["sets"]["layers.app:app"]["state"] == "not-locked"
@@ -144,7 +144,7 @@ def test_the_lock_is_part_of_the_step_key(tmp_path: Path, index: tuple[str, Path
     cache = ["--cache", str(tmp_path / "cache")]
 
     def key() -> str:
-        plan = run_cli(["plan", str(manifest), "--json", *cache])
+        plan = run_cli_here(["plan", str(manifest), "--json", *cache])
         assert plan.code == 0, plan
         return next(s["key"] for s in json.loads(plan.out)["steps"] if s["kind"] == "runtime")
 
@@ -163,7 +163,7 @@ def test_a_hand_edited_lock_is_refused(tmp_path: Path, index: tuple[str, Path]) 
     assert run_cli(["lock", str(manifest)]).code == 0
     lock = tmp_path / "m.lock"
     lock.write_text(lock.read_text().replace("- locktest\n", "- locktest==9\n"))
-    plan = run_cli(["plan", str(manifest), "--cache", str(tmp_path / "cache")])
+    plan = run_cli_here(["plan", str(manifest), "--cache", str(tmp_path / "cache")])
     assert plan.code == 2 and "edited by hand" in plan.err, plan
 
 
@@ -221,7 +221,7 @@ image:
     # Without --locked: a warning, the image is built (and a --locked plan of it is refused).
     plain = run_cli([str(manifest), "-o", f"oci:{tmp_path / 'plain'}:latest", *cache])
     assert plain.code == 0 and "step app installed lockdep 1.0" in plain.err, plain
-    plan = run_cli(["plan", str(manifest), "--locked", *cache])
+    plan = run_cli_here(["plan", str(manifest), "--locked", *cache])
     assert plan.code == 2 and "lockdep" in plan.err, plan
 
 
@@ -244,18 +244,18 @@ image:
 """
     )
     cache = ["--cache", str(tmp_path / "cache")]
-    unlocked = run_cli(["plan", str(manifest), *cache])
+    unlocked = run_cli_here(["plan", str(manifest), *cache])
     assert unlocked.code == 2 and "takes its hashes from the lock" in unlocked.err, unlocked
     assert run_cli(["lock", str(manifest)]).code == 0
     built = run_cli([str(manifest), "--locked", "-o", f"oci:{tmp_path / 'out'}:latest", *cache])
     assert built.code == 0, built
     assert installed(tmp_path / "out") == {"locktest-1.0.dist-info"}
     # A bump is the --set and a lock: the hashes follow.
-    bumped = run_cli(["plan", str(manifest), "--set", "version=2.0", *cache])
+    bumped = run_cli_here(["plan", str(manifest), "--set", "version=2.0", *cache])
     assert bumped.code == 2 and "has none for locktest==2.0" in bumped.err, bumped
     _publish(www, ["1.0", "2.0"])
     assert run_cli(["lock", str(manifest), "--set", "version=2.0"]).code == 0
-    assert run_cli(["plan", str(manifest), "--set", "version=2.0", "--locked", *cache]).code == 0
+    assert run_cli_here(["plan", str(manifest), "--set", "version=2.0", "--locked", *cache]).code == 0
 
 
 def test_plan_names_each_base_and_the_hosts_the_build_reaches(tmp_path: Path) -> None:
@@ -286,7 +286,7 @@ image:
       to: /models/model.bin
 """
     )
-    plan = run_cli(["plan", str(manifest), "--json", "--cache", str(tmp_path / "cache")])
+    plan = run_cli_here(["plan", str(manifest), "--json", "--cache", str(tmp_path / "cache")])
     assert plan.code == 0, plan
     data = json.loads(plan.out)
     assert data["base_refs"] == {
@@ -305,7 +305,7 @@ image:
         "quay.io": ["bases.runtime"],
         "registry-1.docker.io": ["bases.devel"],
     }
-    text = run_cli(["plan", str(manifest), "--cache", str(tmp_path / "cache")])
+    text = run_cli_here(["plan", str(manifest), "--cache", str(tmp_path / "cache")])
     assert "base devel: docker://nvidia/cuda:12.9.1-devel-ubuntu22.04 (not pulled or made yet)" in text.out
 
 
@@ -395,7 +395,7 @@ image: {{base: b, layers: [{{artifact: build.f}}]}}
     assert run_cli(["lock", str(manifest)]).code == 0
     (repo / "f").write_text("two\n")
     git(repo, "commit", "-qam", "two")  # main moves after the lock
-    plan = run_cli(["plan", str(manifest), "--locked", "--json", "--cache", str(tmp_path / "cache")])
+    plan = run_cli_here(["plan", str(manifest), "--locked", "--json", "--cache", str(tmp_path / "cache")])
     assert plan.code == 0, plan
     assert json.loads(plan.out)["lock"]["sets"]["sources.app"] == {
         "key": f"git file://{repo} main",
@@ -418,7 +418,7 @@ image: {{base: b, layers: [{{artifact: build.f}}]}}
     assert (src.path / "f").read_text() == "one\n" and first in src.digest
     # A ref the lock does not hold is stale under --locked.
     manifest.write_text(manifest.read_text().replace("ref: main", f"ref: {first}"))
-    stale = run_cli(["plan", str(manifest), "--locked", "--cache", str(tmp_path / "cache")])
+    stale = run_cli_here(["plan", str(manifest), "--locked", "--cache", str(tmp_path / "cache")])
     assert stale.code == 2 and "sources.app" in stale.err, stale
 
 
@@ -481,7 +481,7 @@ def test_a_base_tag_is_locked_to_its_digest(tmp_path: Path, registry: Any) -> No
         "targets:\n  empty: {base: s}\n"
     )
     assert run_cli(["lock", str(both), "--tls-verify=false"]).code == 0
-    planned = run_cli(["plan", str(both), "--locked", "--tls-verify=false", "--cache", str(tmp_path / "cache3")])
+    planned = run_cli_here(["plan", str(both), "--locked", "--tls-verify=false", "--cache", str(tmp_path / "cache3")])
     assert planned.code == 0, planned
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_cli
+from tests.helpers import run_cli, run_cli_here
 from tests.pyindex import Index, closed_port, serving_index
 
 pytestmark = pytest.mark.integration  # uv resolves (tests/conftest.py: tier)
@@ -93,11 +93,11 @@ def test_vllms_nvshmem_beside_torch_2_9_is_refused_at_lock_and_plan_locked(tmp_p
     assert done.code == 2, done
     for named in ("layers.torch:torch", "layers.ep-kernels:nvshmem", "nvidia-nvshmem-cu12==3.3.20", "3.3.9"):
         assert named in done.err, (named, done.err)
-    plan = run_cli(["plan", str(manifest), "--locked", "--cache", str(tmp_path / "cache")])
+    plan = run_cli_here(["plan", str(manifest), "--locked", "--cache", str(tmp_path / "cache")])
     assert plan.code == 2, plan
     assert "layers.ep-kernels:nvshmem" in plan.err and "nvidia-nvshmem-cu12==3.3.20" in plan.err, plan.err
     # Without --locked the plan says so, and the state of each set.
-    plain = run_cli(["plan", str(manifest), "--cache", str(tmp_path / "cache")])
+    plain = run_cli_here(["plan", str(manifest), "--cache", str(tmp_path / "cache")])
     assert plain.code == 0 and "cannot be resolved" in plain.err, plain
     assert "layers.torch:torch" in plain.out and "unresolvable" in plain.out, plain.out
 
@@ -122,7 +122,7 @@ def test_a_stand_in_pins_what_the_flavours_share_and_leaves_the_rest_unknown(tmp
     (env,) = lock.environments.values()
     assert set(env.unknown) == {"nvidia-cublas-cu12", "nvidia-cuda-runtime-cu12"}
     assert any("/whl/cu129" in s for s in env.stand_ins)
-    plan = run_cli(["plan", str(manifest), "--locked", "--json", "--cache", str(tmp_path / "cache")])
+    plan = run_cli_here(["plan", str(manifest), "--locked", "--json", "--cache", str(tmp_path / "cache")])
     assert plan.code == 0, plan
     assert json.loads(plan.out)["lock"]["sets"]["layers.torch:torch"]["state"] == "stand-in"
 
@@ -154,7 +154,7 @@ def test_a_set_with_no_stand_in_fails_plan_locked_unless_allowed(tmp_path: Path,
     (entry,) = json.loads(done.out)["sets"]
     assert entry["state"] == "unresolved" and "no stand-in" in entry["why"] and url in entry["why"], entry
     cache = ["--cache", str(tmp_path / "cache")]
-    plan = run_cli(["plan", str(manifest), "--locked", *cache])
+    plan = run_cli_here(["plan", str(manifest), "--locked", *cache])
     assert plan.code == 2, plan
     assert "layers.flashinfer-jit-cache:jit-cache" in plan.err and "--allow-unresolved" in plan.err, plan.err
     allowed = run_cli(
@@ -194,7 +194,7 @@ def test_a_requirement_the_index_no_longer_serves_is_refused(tmp_path: Path, ind
     manifest.write_text(VERL_0_8_1.format(index=index.url))
     done = run_cli(["lock", str(manifest)])
     assert done.code == 2 and "layers.vllm:vllm" in done.err and "xgrammar==0.1.16" in done.err, done
-    plan = run_cli(["plan", str(manifest), "--locked", "--cache", str(tmp_path / "cache")])
+    plan = run_cli_here(["plan", str(manifest), "--locked", "--cache", str(tmp_path / "cache")])
     assert plan.code == 2 and "xgrammar==0.1.16" in plan.err, plan
 
 
@@ -240,7 +240,7 @@ def test_a_set_over_torchs_own_pin_is_refused_unless_forced(tmp_path: Path, inde
     assert done.code == 2, done
     for named in ("layers.vllm:vllm", "layers.cudnn:cudnn", "nvidia-cudnn-cu12==9.1.0.70", "9.8.0.87"):
         assert named in done.err, (named, done.err)
-    plan = run_cli(["plan", str(manifest), "--locked", "--cache", str(tmp_path / "cache")])
+    plan = run_cli_here(["plan", str(manifest), "--locked", "--cache", str(tmp_path / "cache")])
     assert plan.code == 2 and "nvidia-cudnn-cu12==9.1.0.70" in plan.err, plan
 
     manifest.write_text(VERL_CUDNN.format(index=index.url, force=", force: true"))
@@ -317,7 +317,7 @@ def test_an_environment_resolves_as_of_upstreams_date(tmp_path: Path, index: Ind
     assert _pinned(tmp_path / "verl.lock", "layers.vllm:vllm")["transformers"] == "4.45.2"
     said = "resolved as of 2024-10-17T23:59:59Z (resolve_as_of newest-pin: the day its newest exact pin was published)"
     assert said in done.out, done
-    plan = run_cli(["plan", str(manifest), "--locked", "--cache", str(tmp_path / "cache")])
+    plan = run_cli_here(["plan", str(manifest), "--locked", "--cache", str(tmp_path / "cache")])
     assert plan.code == 0 and "locked, as of 2024-10-17T23:59:59Z (resolve_as_of newest-pin" in plan.out, plan
     assert run_cli(["lock", str(manifest), "--upgrade"]).code == 0
     assert _pinned(tmp_path / "verl.lock", "layers.vllm:vllm")["transformers"] == "5.20.2"
@@ -327,7 +327,7 @@ def test_an_environment_resolves_as_of_upstreams_date(tmp_path: Path, index: Ind
     assert run_cli(["lock", str(manifest)]).code == 0, "a new date is a new environment: resolved again"
     pins = _pinned(tmp_path / "verl.lock", "layers.vllm:vllm")
     assert pins["transformers"] == "4.51.3" and pins["pyairports"] == "2.1.1", pins
-    plan = run_cli(["plan", str(manifest), "--locked", "--cache", str(tmp_path / "cache")])
+    plan = run_cli_here(["plan", str(manifest), "--locked", "--cache", str(tmp_path / "cache")])
     assert plan.code == 0, plan
     # --upgrade resolves as of today, on purpose
     assert run_cli(["lock", str(manifest), "--upgrade"]).code == 0
@@ -360,15 +360,15 @@ def test_a_lock_that_recorded_no_date_is_refused_by_plan_locked(tmp_path: Path, 
     assert _pinned(lock, "layers.vllm:vllm")["transformers"] == "5.20.2"
     lock.write_text(re.sub(r"(?m)^(    resolved_as_of:).*$", r"\1", lock.read_text()))  # as main wrote it
     cache = ["--cache", str(tmp_path / "cache")]
-    plan = run_cli(["plan", str(manifest), "--locked", *cache])
+    plan = run_cli_here(["plan", str(manifest), "--locked", *cache])
     assert plan.code == 2, plan
     for named in ("layers.vllm:vllm", "as of the day it was locked", "vllm==0.6.3.post1", "transformers"):
         assert named in plan.err, (named, plan.err)
-    plain = run_cli(["plan", str(manifest), *cache])
+    plain = run_cli_here(["plan", str(manifest), *cache])
     assert plain.code == 0 and "as of the day it was locked" in plain.err, plain
     assert run_cli(["lock", str(manifest)]).code == 0
     assert _pinned(lock, "layers.vllm:vllm")["transformers"] == "4.45.2"
-    assert run_cli(["plan", str(manifest), "--locked", *cache]).code == 0
+    assert run_cli_here(["plan", str(manifest), "--locked", *cache]).code == 0
 
 
 def test_locking_again_writes_the_same_bytes_and_asks_nothing(tmp_path: Path, index: Index) -> None:
@@ -422,7 +422,7 @@ image:
     assert done.code == 2, done
     for named in ("werkzeug", "jinja2", "packaging", "layers.app:wheels"):
         assert named in done.err, (named, done.err)
-    plan = run_cli(["plan", str(manifest), "--cache", str(tmp_path / "cache")])
+    plan = run_cli_here(["plan", str(manifest), "--cache", str(tmp_path / "cache")])
     assert plan.code == 2 and "werkzeug" in plan.err, plan
     # What a set below installs is enough.
     below = f"""    - run: ["pip install werkzeug jinja2 itsdangerous click packaging"]
@@ -432,7 +432,7 @@ image:
 """
     manifest.write_text(text.replace("  layers:\n", "  layers:\n" + below))
     assert run_cli(["lock", str(manifest)]).code == 0
-    assert run_cli(["plan", str(manifest), "--locked", "--cache", str(tmp_path / "cache")]).code == 0
+    assert run_cli_here(["plan", str(manifest), "--locked", "--cache", str(tmp_path / "cache")]).code == 0
 
 
 def test_flashinfers_cubins_take_the_version_of_the_releases_flashinfer(tmp_path: Path, index: Index) -> None:
@@ -464,14 +464,14 @@ image:
     manifest.write_text(text)
     assert run_cli(["lock", str(manifest)]).code == 0
     assert _pinned(tmp_path / "vllm.lock", "layers.flashinfer:cubin") == {"flashinfer-cubin": "0.5.2"}
-    assert run_cli(["plan", str(manifest), "--locked", "--cache", str(tmp_path / "cache")]).code == 0
+    assert run_cli_here(["plan", str(manifest), "--locked", "--cache", str(tmp_path / "cache")]).code == 0
     # a release that installs no FlashInfer: no version to take, refused at lock
     done = run_cli(["lock", str(manifest), "--set", "vllm_version=0.6.3"])
     assert done.code == 2, done
     assert "flashinfer-cubin takes flashinfer-python's version" in done.err, done.err
     # a follower with a version of its own is refused where it is written
     manifest.write_text(text.replace("requirements: [flashinfer-cubin]", "requirements: [flashinfer-cubin==0.5.3]"))
-    bad = run_cli(["plan", str(manifest)])
+    bad = run_cli_here(["plan", str(manifest)])
     assert bad.code == 2 and "version_of" in bad.err and "names no version itself" in bad.err, bad
     # the shipped manifest's wheel variant declares it so
     from assembler.spec.load import load_manifest
@@ -503,17 +503,17 @@ image:
     )
     assert run_cli(["lock", str(manifest)]).code == 0
     cache = ["--cache", str(tmp_path / "cache")]
-    fresh = run_cli(["plan", str(manifest), *cache])
+    fresh = run_cli_here(["plan", str(manifest), *cache])
     assert fresh.code == 0 and "(fresh)" in fresh.out and "layers.app:app" in fresh.out and "locked" in fresh.out
     assert "stale" not in fresh.err, fresh
-    stale = run_cli(["plan", str(manifest), "--set", "spec=filelock<3.20", *cache])
+    stale = run_cli_here(["plan", str(manifest), "--set", "spec=filelock<3.20", *cache])
     assert stale.code == 0 and "is stale" in stale.err and "assemble lock" in stale.err, stale
     assert "(stale)" in stale.out and "not-locked" in stale.out, stale.out
     # A plain lock keeps (and brings up to date) the variants locked with --set.
     assert run_cli(["lock", str(manifest), "--set", "spec=filelock<3.20"]).code == 0
     manifest.write_text(manifest.read_text().replace('python: "3.11"', 'python: "3.12"'))
     assert run_cli(["lock", str(manifest)]).code == 0
-    again = run_cli(["plan", str(manifest), "--set", "spec=filelock<3.20", "--locked", *cache])
+    again = run_cli_here(["plan", str(manifest), "--set", "spec=filelock<3.20", "--locked", *cache])
     assert again.code == 0, again
     assert _pinned_in(tmp_path / "m.lock", "stale spec=filelock<3.20") == {"filelock": "3.19.0"}
 
@@ -551,7 +551,7 @@ image: {{base: b, layers: [{{artifact: build.f}}]}}
     assert states["sources.app"]["state"] == "unresolved"
     first = (tmp_path / "m.lock").read_bytes()
     assert run_cli(["lock", str(manifest)]).code == 0 and (tmp_path / "m.lock").read_bytes() == first
-    plan = run_cli(["plan", str(manifest), "--locked", "--cache", str(tmp_path / "cache")])
+    plan = run_cli_here(["plan", str(manifest), "--locked", "--cache", str(tmp_path / "cache")])
     lines = [line for line in plan.err.splitlines() if "is not pinned by the lock" in line]
     assert len(lines) == 2 and any("bases.b" in x for x in lines) and any("sources.app" in x for x in lines), plan
 
@@ -611,18 +611,18 @@ def test_what_the_base_force_reinstalled_is_not_pinned_back(tmp_path: Path, inde
     # what SGLang's image holds is a fact (assembler/spec/facts/base_python.json): plan
     # --locked refuses the pin that would replace it, naming both
     cache = ["--cache", str(tmp_path / "cache")]
-    plan = run_cli(["plan", str(manifest), "--locked", *cache])
+    plan = run_cli_here(["plan", str(manifest), "--locked", *cache])
     assert plan.code == 2, plan
     for named in ("layers.dynamo:sglang", "nvidia-nccl-cu12==2.27.5", "nvidia-nccl-cu12==2.28.3", "provided"):
         assert named in plan.err, (named, plan.err)
-    plain = run_cli(["plan", str(manifest), *cache])
+    plain = run_cli_here(["plan", str(manifest), *cache])
     assert plain.code == 0 and "nvidia-nccl-cu12==2.28.3" in plain.err, plain
     provided = '\n          provided: ["nvidia-nccl-cu${cuda_major}==2.28.3"]'
     manifest.write_text(DYNAMO_SGLANG.format(index=index.url, provided=provided))
     assert run_cli(["lock", str(manifest)]).code == 0
     pins = _pinned(tmp_path / "dynamo.lock", "layers.dynamo:sglang")
     assert "nvidia-nccl-cu12" not in pins and pins["torch"] == "2.9.1", pins
-    assert run_cli(["plan", str(manifest), "--locked", *cache]).code == 0
+    assert run_cli_here(["plan", str(manifest), "--locked", *cache]).code == 0
     # ... as the shipped manifest's sglang target declares it
     from assembler.spec.load import load_manifest
     from assembler.spec.model import RunLayer
@@ -689,13 +689,13 @@ image:
     _as_version_2(lock)
     assert "lock_version: 2" in lock.read_text() and "--hash=sha256:" in lock.read_text()
     cache = ["--cache", str(tmp_path / "cache")]
-    refused = run_cli(["plan", str(manifest), "--locked", *cache])
+    refused = run_cli_here(["plan", str(manifest), "--locked", *cache])
     assert refused.code == 2 and "lock_version 2 is an older format" in refused.err, refused
     assert "keeping its pins" in refused.err, refused.err
-    plain = run_cli(["plan", str(manifest), *cache])
+    plain = run_cli_here(["plan", str(manifest), *cache])
     assert plain.code == 0 and "lock_version 2" in plain.err and "install unlocked" in plain.err, plain
     index.add("filelock", "3.21.0")  # a lock resolved anew would move
     index.asked.clear()
     assert run_cli(["lock", str(manifest)]).code == 0
     assert index.asked == [] and lock.read_text() == written
-    assert run_cli(["plan", str(manifest), "--set", "spec=filelock<3.20", "--locked", *cache]).code == 0
+    assert run_cli_here(["plan", str(manifest), "--set", "spec=filelock<3.20", "--locked", *cache]).code == 0

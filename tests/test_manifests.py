@@ -29,7 +29,7 @@ import pytest
 from assembler.cli import main
 from assembler.spec.load import load_manifest
 from tests import yaml_helper
-from tests.helpers import ROOT, run_cli
+from tests.helpers import ROOT, run_cli_here
 
 MANIFESTS = ROOT / "manifests"
 LAYERS = ROOT / "layers"
@@ -225,7 +225,7 @@ def test_plan_lists_the_tests_for_people_too(plan_cache: Path) -> None:
 
 @pytest.mark.integration  # seconds
 def test_the_cli_in_a_subprocess_plans_the_same(plan: PlanFn, plan_cache: Path) -> None:
-    ran = run_cli(["plan", str(MANIFESTS / "vllm.yaml"), "--cache", str(plan_cache), "--json"])
+    ran = run_cli_here(["plan", str(MANIFESTS / "vllm.yaml"), "--cache", str(plan_cache), "--json"])
     assert ran.code == 0, str(ran)
     assert ran.json == plan("vllm")
 

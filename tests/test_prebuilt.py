@@ -21,7 +21,7 @@ from assembler.pipeline import graph
 from assembler.python.index import fits
 from assembler.spec.load import load_manifest
 from assembler.spec.prebuilt import parse_requirement
-from tests.helpers import PYTHON, ROOT, files_project, manifest_of, read_blob, run_cli, uncompressed
+from tests.helpers import PYTHON, ROOT, files_project, manifest_of, read_blob, run_cli, run_cli_here, uncompressed
 from tests.test_sbom import referrers, saved, validate_spdx
 
 SIX = "six==1.16.0 --hash=sha256:8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254"
@@ -122,7 +122,7 @@ def test_pip_layers_from_pypi_are_deterministic_and_installable(tmp_path: Path) 
     again = _build(project, tmp_path / "cache1", "out3")
     assert again["digest"] == first["digest"]
     assert {x["origin"] for x in again["layers"]} == {"cached"}
-    plan = run_cli(["plan", "m.yaml", "--cache", str(tmp_path / "cache1"), "--json"], cwd=project)
+    plan = run_cli_here(["plan", "m.yaml", "--cache", str(tmp_path / "cache1"), "--json"], cwd=project)
     assert plan.code == 0, str(plan)
     assert [x["digest"] for x in plan.json["layers"]] == [x["digest"] for x in first["layers"]]
 
@@ -209,7 +209,7 @@ def test_bad_pip_and_url_layers_name_file_line_and_field(tmp_path: Path) -> None
     }
     for layers, expected in cases.items():
         (project / "m.yaml").write_text(_manifest(layers))
-        ran = run_cli(["plan", "m.yaml", "--cache", str(tmp_path / "cache")], cwd=project)
+        ran = run_cli_here(["plan", "m.yaml", "--cache", str(tmp_path / "cache")], cwd=project)
         assert ran.code == 2 and expected in ran.err and "Traceback" not in ran.err, (layers, str(ran))
 
 
@@ -247,7 +247,7 @@ def test_url_layers_good_and_bad_sha256(tmp_path: Path) -> None:
 @pytest.mark.integration  # seconds
 def test_vllm_runtime_from_the_released_wheel_has_no_compile_step(tmp_path: Path) -> None:
     manifest = str(ROOT / "manifests" / "vllm.yaml")
-    wheel = run_cli(["plan", manifest, "--set", "vllm_from=wheel", "--cache", str(tmp_path), "--json"])
+    wheel = run_cli_here(["plan", manifest, "--set", "vllm_from=wheel", "--cache", str(tmp_path), "--json"])
     assert wheel.code == 0, str(wheel)
     plan = wheel.json
     assert [s["name"] for s in plan["steps"] if s["kind"] == "compile"] == []
@@ -283,7 +283,7 @@ def test_vllm_runtime_from_the_released_wheel_has_no_compile_step(tmp_path: Path
         assert step.sources == ["vllm"] and '[ "source" = pypi ]' in step.run[1], step.run
         assert loaded.params["vllm_ref"] == ref
 
-    source = run_cli(["plan", manifest, "--cache", str(tmp_path), "--json"])
+    source = run_cli_here(["plan", manifest, "--cache", str(tmp_path), "--json"])
     assert source.code == 0, str(source)
     compiled = {s["name"] for s in source.json["steps"] if s["kind"] == "compile"}
     # the add-on kernels too, and upstream's /vllm-workspace files (examples, benchmarks, collect_env.py)

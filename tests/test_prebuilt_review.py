@@ -21,7 +21,7 @@ from assembler.pipeline.layers.prebuilt_layers import file_opener as _file_opene
 from assembler.pipeline.runs import artifacts
 from assembler.sbom.licenses import python_license
 from assembler.spec.load import load_manifest
-from tests.helpers import manifest_of, read_blob, uncompressed
+from tests.helpers import manifest_of, read_blob, run_cli_here, uncompressed
 from tests.helpers import run_cli_here as run_cli
 from tests.test_prebuilt import INICONFIG, SDIST_SHA, SDIST_URL, SIX, _blobs, _manifest
 from tests.test_sbom import referrers, saved, validate_spdx
@@ -33,7 +33,7 @@ def _plan(tmp_path: Path, layers: str) -> tuple[int, str]:
     project = tmp_path / "p"
     project.mkdir(exist_ok=True)
     (project / "m.yaml").write_text(_manifest(layers))
-    ran = run_cli(["plan", "m.yaml", "--cache", str(tmp_path / "cache")], cwd=project)
+    ran = run_cli_here(["plan", "m.yaml", "--cache", str(tmp_path / "cache")], cwd=project)
     assert "Traceback" not in ran.err, str(ran)
     return ran.code, ran.err
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_cli
+from tests.helpers import run_cli, run_cli_here
 
 MANIFEST = """name: mine
 bases: {b: scratch}
@@ -62,7 +62,5 @@ def test_a_started_registry_takes_a_push_and_stop_ends_it(tmp_path: Path) -> Non
 
 
 def test_a_port_out_of_range_is_refused(tmp_path: Path) -> None:
-    from tests.helpers import run_cli_here
-
     ran = run_cli_here(["registry", "stop", "--port", "70000"], cwd=tmp_path)
     assert ran.code == 2 and "not a port" in ran.err, str(ran)

@@ -16,7 +16,7 @@ import pytest
 
 from assembler.errors import ManifestError
 from assembler.spec.load import load_manifest
-from tests.helpers import run_cli
+from tests.helpers import run_cli, run_cli_here
 from tests.pyindex import Index, serving_index
 from tests.test_lock import installed
 
@@ -204,10 +204,10 @@ def test_files_lock_to_their_pins_and_hashes_and_a_change_makes_the_lock_stale(t
     assert reqs == {"rf-app==1.0": reqs["rf-app==1.0"], "rf-lib==1.0": [f"--hash=sha256:{wheel}"]}, reqs
     assert sorted(proj) == ["rf-app==1.0", "rf-dep==1.0", "rf-lib==1.0", "rf-other==1.0", "rf-tool==1.0"], proj
     assert len(proj["rf-lib==1.0"]) == 2  # no --hash there: both files
-    assert run_cli(["plan", str(manifest), "--locked", "--cache", str(tmp_path / "c")]).code == 0
+    assert run_cli_here(["plan", str(manifest), "--locked", "--cache", str(tmp_path / "c")]).code == 0
 
     (tmp_path / "requirements.txt").write_text(f"--index-url {index.url}\nrf-app\n")  # the project moved on
-    stale = run_cli(["plan", str(manifest), "--locked", "--cache", str(tmp_path / "c")])
+    stale = run_cli_here(["plan", str(manifest), "--locked", "--cache", str(tmp_path / "c")])
     assert stale.code == 2 and "layers.app:reqs" in stale.err, stale
     assert run_cli(["lock", str(manifest)]).code == 0
     assert len(_locked(tmp_path / "m.lock", "layers.app:reqs")["rf-lib==1.0"]) == 2  # the hash no longer given
@@ -218,7 +218,7 @@ def test_files_lock_to_their_pins_and_hashes_and_a_change_makes_the_lock_stale(t
     assert bad.code == 2, bad
     said = "layers.app:reqs: rf-lib==1.0: none of its files has a hash the set gives (sha256:000000000000...)"
     assert said in bad.err, bad
-    refused = run_cli(["plan", str(manifest), "--locked", "--cache", str(tmp_path / "c")])
+    refused = run_cli_here(["plan", str(manifest), "--locked", "--cache", str(tmp_path / "c")])
     assert refused.code == 2, refused
 
 

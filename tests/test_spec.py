@@ -9,7 +9,7 @@ import pytest
 from assembler.errors import ManifestError
 from assembler.spec.load import load_manifest
 from assembler.spec.recipes import packaged_recipes
-from tests.helpers import run_cli
+from tests.helpers import run_cli, run_cli_here
 
 HELLO = """\
 name: hello
@@ -251,7 +251,7 @@ def test_recipes_resolve_next_to_the_manifest_then_the_search_path_then_the_pack
 def test_unknown_recipe_hint_names_the_search_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ASSEMBLE_RECIPES", str(tmp_path / "site"))
     (tmp_path / "m.yaml").write_text(_USES.format(recipe="no-such-recipe"))
-    ran = run_cli(["plan", str(tmp_path / "m.yaml")], cwd=tmp_path)
+    ran = run_cli_here(["plan", str(tmp_path / "m.yaml")], cwd=tmp_path)
     assert ran.code == 2 and "unknown recipe 'no-such-recipe'" in ran.err, ran.err
     hint = next(line for line in ran.err.splitlines() if line.startswith("hint: "))
     for folder in (tmp_path / "layers", tmp_path / "site", packaged_recipes()):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import layout_index, run_cli, small_project
+from tests.helpers import layout_index, run_cli, run_cli_here, small_project
 from tests.plugins.registry import RunningRegistry
 
 MATRIX = """\
@@ -91,7 +91,7 @@ def test_matrix_times_targets_one_image_each(tmp_path: Path) -> None:
         ("one flavor=fancy", "one-fancy"),
     ]
     # One variant: the report is the one image's, as before.
-    ran = run_cli(["plan", "m.yaml", "--set", "flavor=fancy", "--json"], cwd=project)
+    ran = run_cli_here(["plan", "m.yaml", "--set", "flavor=fancy", "--json"], cwd=project)
     assert ran.code == 0 and isinstance(ran.json, dict), str(ran)
 
 
@@ -128,7 +128,7 @@ def test_tag_template_names_each_variant_under_a_prefix(tmp_path: Path, registry
 
 
 def _error(project: Path, *args: str) -> str:
-    ran = run_cli(["plan", "m.yaml", "--cache", "cache", *args], cwd=project)
+    ran = run_cli_here(["plan", "m.yaml", "--cache", "cache", *args], cwd=project)
     assert ran.code == 2 and "Traceback" not in ran.err, str(ran)
     return ran.err
 
@@ -188,13 +188,13 @@ def test_a_matrix_of_too_many_variants_is_refused_at_once(
 ) -> None:
     project = small_project(tmp_path / "p", _wide(values))
     started = time.monotonic()
-    ran = run_cli(["plan", "m.yaml", "--cache", "cache", *args], cwd=project, timeout=120)
+    ran = run_cli_here(["plan", "m.yaml", "--cache", "cache", *args], cwd=project)
     assert ran.code == 2 and "Traceback" not in ran.err and message in ran.err, str(ran)
     assert "--set" in ran.err  # the hint: how to narrow it
     assert time.monotonic() - started < 30
     # Narrowed by --set: planned once under the bound.
     left = math.prod(n for name, n in values.items() if name != "a") * max(1, args.count("--platform"))
-    ran = run_cli(["plan", "m.yaml", "--cache", "cache", "--set", "a=v1", *args], cwd=project, timeout=120)
+    ran = run_cli_here(["plan", "m.yaml", "--cache", "cache", "--set", "a=v1", *args], cwd=project)
     assert ran.code == (0 if left <= 256 else 2), str(ran)
 
 

@@ -32,7 +32,7 @@ from assembler.weights import lock, pack
 from assembler.weights.files import WeightFile
 from assembler.weights.hub import Hub
 from assembler.weights.sources import gather
-from tests.helpers import run_cli
+from tests.helpers import run_cli, run_cli_here
 from tests.plugins.registry import RunningRegistry, start_registry
 
 COMMIT_A = "a" * 40
@@ -443,11 +443,11 @@ def test_an_oci_layout_holds_one_of_each_model_per_image(tmp_path: Path) -> None
         index = json.loads((tmp_path / "out" / "index.json").read_text())
         return [d for d in index["manifests"] if d.get("artifactType") == pack.ARTIFACT_TYPE]
 
-    planned = run_cli(["plan", "m.yaml", "--cache", "cache"], cwd=tmp_path)
+    planned = run_cli_here(["plan", "m.yaml", "--cache", "cache"], cwd=tmp_path)
     assert "weights (beside the image):\n  tiny                 model -> /models/tiny (not locked)" in planned.out
     locked = run_cli(["lock", "m.yaml"], cwd=tmp_path)
     assert locked.code == 0 and "m.weights.lock: 1 model(s) locked" in locked.out + locked.err, str(locked)
-    planned = run_cli(["plan", "m.yaml", "--cache", "cache"], cwd=tmp_path)
+    planned = run_cli_here(["plan", "m.yaml", "--cache", "cache"], cwd=tmp_path)
     assert "tiny                 model -> /models/tiny (locked: 2 file(s), 0.0 MiB)" in planned.out, planned.out
     assert run_cli(["m.yaml", "--cache", "cache", "-o", "oci:out:dev"], cwd=tmp_path).code == 0
     (first,) = entries()
@@ -550,7 +550,7 @@ def test_an_index_of_several_platforms_names_the_weights_once(tmp_path: Path, re
 def test_a_bad_model_is_refused_at_its_line(tmp_path: Path, weights: str, message: str) -> None:
     (tmp_path / "model").mkdir()
     (tmp_path / "m.yaml").write_text(f"name: bad\nweights:\n{weights}bases: {{b: scratch}}\nimage: {{base: b}}\n")
-    ran = run_cli(["plan", "m.yaml", "--cache", "cache"], cwd=tmp_path)
+    ran = run_cli_here(["plan", "m.yaml", "--cache", "cache"], cwd=tmp_path)
     assert ran.code == 2 and message in ran.err and "Traceback" not in ran.err, str(ran)
 
 
