@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -1090,5 +1090,10 @@ def test_a_sif_written_before_is_kept_only_while_it_is_that_file_of_that_image(t
     # yet, in the clock's tick: its bytes are read then).
     out.write_bytes(b"SIF_MAGIC WRITTEN")
     assert sifkept.kept(cache, out, "u-1", "docker://r/app:1") is None
+    sifkept.remember(cache, info, "docker://r/app:1")
+    link = tmp_path / "link.sif"
+    link.symlink_to(out)  # an output through a link replaces the link: the SIF there is not it
+    sifkept.remember(cache, replace(info, path=link), "docker://r/app:1")
+    assert sifkept.kept(cache, link, "u-1", "docker://r/app:1") is None
     out.unlink()
     assert sifkept.kept(cache, out, "u-1", "docker://r/app:1") is None

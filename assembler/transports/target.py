@@ -79,12 +79,14 @@ class Target:
             path = self._tmp / self.sif_name
         from assembler.transports.hpc import sifkept  # only SIF outputs need it
         from assembler.transports.hpc.sif import image_uuid, write_sif
+        from assembler.transports.hpc.squashfs import reclaim_beside
 
         ctx = self.ctx
         attached = [a.blob.digest for a in self.referrers]
         sif_uuid = image_uuid(self.source.image.digest, self.sif_compressor, ctx.epoch, attached, self.sif_block_size)
         keeps = self.signer is None and self._tmp is None  # a signature is made anew; a temp file is new
         if keeps and (found := sifkept.kept(ctx.cache, path, str(sif_uuid), self.source.name)) is not None:
+            reclaim_beside(path)  # what killed writes left next to it goes, as a write removes it
             self.sif = found
             return found
         self.sif = write_sif(

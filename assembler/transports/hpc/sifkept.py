@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -31,16 +33,19 @@ RACY_NS = 1_000_000_000  # as a no-change build's record (assembler.cli.uptodate
 
 
 def _memo_key(path: Path) -> str:
-    return "sif-at-" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()
+    return "sif-at-" + hashlib.sha256(os.path.abspath(path).encode()).hexdigest()
 
 
 def kept(cache: Cache, path: Path, sif_uuid: str, source: str) -> SifInfo | None:
     """What was written at ``path`` as the SIF ``sif_uuid`` of the image named ``source``,
     if the file is still that one."""
     try:
-        state = list(file_state(path.stat()))
+        st = path.lstat()
     except OSError:
         return None
+    if not stat.S_ISREG(st.st_mode):  # a symlink there is replaced, never written through
+        return None
+    state = list(file_state(st))
 
     def read(memo: Any) -> tuple[SifInfo, int] | None:
         if (memo["uuid"], memo["source"], memo["state"]) != (sif_uuid, source, state):
@@ -60,6 +65,6 @@ def remember(cache: Cache, info: SifInfo, source: str) -> None:
     """The SIF ``info`` says was written (of the image named ``source``), recorded with its
     file's state now."""
     fields = {k: v for k, v in dataclasses.asdict(info).items() if k != "path"}
-    state = list(file_state(info.path.stat()))
+    state = list(file_state(info.path.lstat()))
     memo = {"uuid": info.uuid, "source": source, "state": state, "info": fields, "recorded_ns": time.time_ns()}
     cache.put_memo(_memo_key(info.path), memo)

@@ -171,6 +171,11 @@ def write_squashfs(
     return stats
 
 
+def reclaim_beside(out: Path) -> None:
+    """The temp files killed writes of ``out`` left next to it, removed."""
+    reclaim(out.parent, f".{glob.escape(out.name)}.*.tmp", locked=True)
+
+
 @contextmanager
 def replacing(out: Path) -> Iterator[Path]:
     """A new empty temp file next to ``out`` (tar2sqfs writes it by name) that replaces
@@ -178,7 +183,7 @@ def replacing(out: Path) -> Iterator[Path]:
     written. Its ``flock`` is held meanwhile, so the temp files of killed writes (lock
     free, pid gone) are told apart at once and removed first, however recent."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    reclaim(out.parent, f".{glob.escape(out.name)}.*.tmp", locked=True)
+    reclaim_beside(out)
     fd, tmp = locked_temp(out.parent, f".{out.name}.", ".tmp")
     try:
         yield tmp
