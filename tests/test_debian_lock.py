@@ -699,6 +699,11 @@ def test_a_lock_takes_the_steps_a_build_made_before_it_where_they_installed_what
     assert states() == ["packages-1 cached", "run-2 cached", "tool cached"]
     assert reuse_steps(before, after, resolve) == []  # there already
 
+    def unplannable(run: Any) -> Any:  # a pip: layer's locked: true, without the lock
+        raise ValueError("vllm==0.12.0 has no --hash=sha256:...")
+
+    assert reuse_steps(before, after, unplannable) == []  # the lock is written all the same
+
 
 def test_the_export_agent_records_what_dpkg_says_a_steps_root_holds(tmp_path: Path, capsys: Any) -> None:
     """What the lock compares: the step's installed packages, from its root's dpkg status

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from assembler.cache import Cache
 from assembler.cache.entries import StepResult
 from assembler.compile.steps import installed_memo
+from assembler.errors import AssemblerError
 from assembler.pipeline.graph import StepReport
 from assembler.pipeline.lock.aptpins import PREFIX, debian_uses
 from assembler.pipeline.lock.lockbases import status_of
@@ -41,12 +42,19 @@ def reuse_steps(before: Run, after: Run, plan: Callable[[Run], Plan]) -> list[st
     lock = after.loaded.lock
     if lock is None or not lock.debian:
         return []
-    made = {s.name: s.key for s in plan(before).steps if s.state == "cached" and s.key is not None}
+    try:
+        made = {s.name: s.key for s in plan(before).steps if s.state == "cached" and s.key is not None}
+    except (AssemblerError, ValueError):  # not to be planned without the lock (a pip: layer's
+        return []  # locked: true): so never built without it either
     wants = _wanted(after, lock.debian)
     cache = after.ctx.cache
     taken: list[str] = []
     while True:  # each round takes at least one step, or ends
-        now = [s for s in plan(after).steps if s.state == "will-run" and s.key is not None]
+        try:
+            planned = plan(after).steps
+        except (AssemblerError, ValueError):  # the build says why; the lock is written
+            return taken
+        now = [s for s in planned if s.state == "will-run" and s.key is not None]
         fresh = [
             s.name
             for s in now
