@@ -705,6 +705,36 @@ def test_a_lock_takes_the_steps_a_build_made_before_it_where_they_installed_what
     assert reuse_steps(before, after, unplannable) == []  # the lock is written all the same
 
 
+def test_a_step_the_lock_pins_python_for_is_taken_where_its_artifacts_hold_exactly_the_pins(
+    tmp_path: Path,
+) -> None:
+    """The journey's deps step (pip --target of requirements.txt) ran again after the first
+    lock: its Python pins are in its env. It is taken where its artifacts hold a dist-info
+    of every distribution the pins name, at the pinned version, and of none other."""
+    from assembler.cache import Cache
+    from assembler.cache.entries import StepResult
+    from assembler.cache.memos import entries_key
+    from assembler.pipeline.lock.locksteps import _python_pinned
+    from assembler.spec.lockfile import LOCK_ENV
+
+    cache = Cache(tmp_path / "cache")
+    layer = _tar_blob(tmp_path, cache, {"opt/site/idna/__init__.py": ""})
+    result = StepResult("deps", {"site": layer})
+    (tmp_path / "m.yaml").write_text(STEPPED)
+    plain = load_manifest(tmp_path / "m.yaml").manifest.compile[0]
+
+    def taken(pins: str, *dists: str) -> bool:
+        entries = [[f"opt/site/{d}.dist-info/{f}", "file"] for d in dists for f in ("METADATA", "RECORD")]
+        cache.put_memo(entries_key(layer.diff_id), {"entries": entries})
+        return _python_pinned(cache, result, plain.model_copy(update={"env": {LOCK_ENV: pins}}), pins)
+
+    assert not _python_pinned(cache, result, plain, "idna==3.10\n")  # its entries never recorded
+    assert taken("idna==3.10\n", "idna-3.10")
+    assert not taken("idna==3.11\n", "idna-3.10")  # the lock moved it
+    assert not taken("idna==3.10\n", "idna-3.10", "six-1.16.0")  # one it does not pin
+    assert not taken("idna==3.10\ncmake==3.31.1\n", "idna-3.10")  # a build tool outside the artifacts
+
+
 def test_the_export_agent_records_what_dpkg_says_a_steps_root_holds(tmp_path: Path, capsys: Any) -> None:
     """What the lock compares: the step's installed packages, from its root's dpkg status
     (one removed but not purged is not installed), kept as a memo under the step's key."""

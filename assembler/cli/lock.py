@@ -136,7 +136,7 @@ def _reuse_built(args: argparse.Namespace, path: Path, cache: Path, variants: li
     from assembler.pipeline.options import resolve_epoch
     from assembler.proc import Runner
 
-    if not variants or not path.is_file():  # nothing floating: no lock written, nothing locked
+    if not variants or not path.is_file() or not cache.is_dir():  # no lock written, or nothing built
         return
     applied, _ = with_lock(variants, path=path, locked=False, redo="")
     options = Options(
@@ -147,8 +147,8 @@ def _reuse_built(args: argparse.Namespace, path: Path, cache: Path, variants: li
         compression=args.compression,
     )
     for before, variant in zip(variants, applied, strict=True):
-        if variant.loaded.lock is None or not variant.loaded.lock.debian:
-            continue  # no bootstrapped base: no cache opened (nor made)
+        if variant.loaded.lock is None:
+            continue
         run = open_run(variant.loaded, variant.options(options), runner=Runner(), check=False)
         for name in reuse_bases(run):
             say(f"  base {name}: the one built before the lock holds what it locks: kept for the next build")

@@ -22,6 +22,8 @@ from assembler.errors import InputError
 from assembler.spec.lockfile import LOCK_ENV
 
 _DIST_INFO = re.compile(r"^(?P<site>.*/(?:site-packages|dist-packages))/(?P<dir>[^/]+)\.dist-info/(?P<file>[^/]+)$")
+# Anywhere: what a compile step's artifact holds (pip --target writes no site-packages).
+_ANY_DIST_INFO = re.compile(r"^(?P<site>.*)/(?P<dir>[^/]+)\.dist-info/(?P<file>[^/]+)$")
 _APT = "/usr/lib/python3/dist-packages"  # Debian's packages: apt's, not pip's
 _BOOTSTRAP = frozenset({"pip", "setuptools"})  # what `python -m venv` puts in a venv (ensurepip)
 
@@ -36,15 +38,16 @@ class Installed:
     direct: bool  # installed from a file or URL (direct_url.json)
 
 
-def installed(cache: Cache, diff_id: str) -> list[Installed] | None:
-    """The distributions whose dist-info the layer ``diff_id`` writes (None: its entry list
-    was not recorded)."""
+def installed(cache: Cache, diff_id: str, *, anywhere: bool = False) -> list[Installed] | None:
+    """The distributions whose dist-info the layer ``diff_id`` writes into a site-packages
+    (``anywhere``: into any folder) (None: its entry list was not recorded)."""
     memo = cache.memo(entries_key(diff_id))
     if memo is None:
         return None
+    pattern = _ANY_DIST_INFO if anywhere else _DIST_INFO
     found: dict[tuple[str, str], dict[str, object]] = {}
     for entry in memo.get("entries", []):
-        match = _DIST_INFO.match("/" + str(entry[0]).lstrip("/"))
+        match = pattern.match("/" + str(entry[0]).lstrip("/"))
         if match is None or match.group("site").startswith(_APT) or "-" not in match.group("dir"):
             continue
         item = found.setdefault((match.group("site"), match.group("dir")), {"direct": False})
@@ -59,12 +62,7 @@ def installed(cache: Cache, diff_id: str) -> list[Installed] | None:
 def unlocked(step: str, env: Mapping[str, str], dists: Sequence[Installed]) -> list[str]:
     """What ``dists`` (installed by runtime step ``step``, whose env holds its locked pins)
     holds that the lock did not pin, one line each."""
-    pins: dict[str, str] = {}
-    for line in env.get(LOCK_ENV, "").splitlines():
-        # name==version, then a require_hashes set's --hash options on the same line
-        found = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([^\s;\\]+)", line)
-        if found:
-            pins[canonicalize_name(found.group(1))] = found.group(2)
+    pins = _pins(env.get(LOCK_ENV, ""))
     out = []
     for dist in dists:
         if dist.direct or dist.name in _BOOTSTRAP:
@@ -75,6 +73,22 @@ def unlocked(step: str, env: Mapping[str, str], dists: Sequence[Installed]) -> l
         elif _normal(pinned) != _normal(dist.version):
             out.append(f"step {step} installed {dist.name} {dist.version}, and the lock pins {pinned}")
     return out
+
+
+def _pins(text: str) -> dict[str, str]:
+    """Canonical name -> version of each ``name==version`` line of locked pins (a
+    require_hashes set's --hash options follow on the same line)."""
+    pins: dict[str, str] = {}
+    for line in text.splitlines():
+        found = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([^\s;\\]+)", line)
+        if found:
+            pins[canonicalize_name(found.group(1))] = found.group(2)
+    return pins
+
+
+def pinned_names(text: str) -> set[str]:
+    """The canonical names locked pins (``LOCK_ENV``'s text) pin, but pip's own tools."""
+    return set(_pins(text)) - _BOOTSTRAP
 
 
 def _normal(version: str) -> str:

@@ -25,11 +25,16 @@ from assembler.cache.entries import StepResult
 from assembler.compile.steps import installed_memo
 from assembler.errors import AssemblerError
 from assembler.pipeline.graph import StepReport
+from assembler.pipeline.image.installed import installed as dist_infos
+from assembler.pipeline.image.installed import pinned_names
+from assembler.pipeline.image.installed import unlocked as unpinned
 from assembler.pipeline.lock.aptpins import PREFIX, debian_uses
 from assembler.pipeline.lock.lockbases import status_of
 from assembler.pipeline.runs.resolve import Plan
 from assembler.pipeline.runs.run import Run
+from assembler.spec import model as m
 from assembler.spec.debs import DebLocked
+from assembler.spec.lockfile import LOCK_ENV
 
 Installed = dict[tuple[str, str], str]  # (name, arch) -> version
 
@@ -40,29 +45,94 @@ def reuse_steps(before: Run, after: Run, plan: Callable[[Run], Plan]) -> list[st
     the lock, in the same cache) made, where they installed what the lock installs.
     ``plan``: a run's plan (a step whose inputs are taken is planned again)."""
     lock = after.loaded.lock
-    if lock is None or not lock.debian:
+    if lock is None:
         return []
     try:
-        made = {s.name: s.key for s in plan(before).steps if s.state == "cached" and s.key is not None}
+        planned = plan(before)
     except (AssemblerError, ValueError):  # not to be planned without the lock (a pip: layer's
         return []  # locked: true): so never built without it either
-    wants = _wanted(after, lock.debian)
-    cache = after.ctx.cache
+    made = {s.name: s.key for s in planned.steps if s.state == "cached" and s.key is not None}
+    check = _Check(before, after, _wanted(after, lock.debian), planned.bases)
     taken: list[str] = []
     while True:  # each round takes at least one step, or ends
         try:
-            planned = plan(after).steps
+            now = plan(after)
         except (AssemblerError, ValueError):  # the build says why; the lock is written
             return taken
-        now = [s for s in planned if s.state == "will-run" and s.key is not None]
         fresh = [
             s.name
-            for s in now
-            if s.name in wants and s.name not in taken and _take(cache, made.get(s.name), s, wants[s.name])
+            for s in now.steps
+            if s.state == "will-run" and s.name not in taken and check.take(made.get(s.name), s, now.bases)
         ]
         if not fresh:
             return taken
         taken += fresh
+
+
+class _Check:
+    """Whether a step made without the lock is what the locked build would make: the same
+    definition but for what the lock pins (a compile step's packages: and the Python pins
+    in its env), on the same base, and what it installed is what the lock installs."""
+
+    def __init__(self, before: Run, after: Run, wants: Mapping[str, Installed], bases: Mapping[str, str | None]):
+        self.cache = after.ctx.cache
+        self.wants, self.bases = wants, bases
+        self.man = after.loaded.manifest
+        self.steps = ({s.name: s for s in before.loaded.manifest.compile}, {s.name: s for s in self.man.compile})
+
+    def take(self, was: str | None, now: StepReport, bases: Mapping[str, str | None]) -> bool:
+        """Step ``now``'s result made under key ``was`` recorded under its key, where it
+        is what the lock makes; whether it was."""
+        result = self.cache.step_result(was) if was is not None else None
+        if was is None or result is None or now.key is None:
+            return False
+        if result.layer is not None:  # a packages: layer on the image's base
+            base = self.man.image.base
+            ok = now.name in self.wants and _installed(self.cache, was, result) == self.wants[now.name]
+        else:
+            unlocked, locked = self.steps[0].get(now.name), self.steps[1].get(now.name)
+            if unlocked is None or locked is None:
+                return False
+            base = locked.base or ""
+            ok = self._compile(was, result, unlocked, locked)
+        if not ok or self.bases.get(base) is None or self.bases.get(base) != bases.get(base):
+            return False
+        self.cache.put_step_result(now.key, result, self.cache.origin(was))
+        return True
+
+    def _compile(self, was: str, result: StepResult, unlocked: m.CompileStep, locked: m.CompileStep) -> bool:
+        if _bare(unlocked) != _bare(locked):
+            return False  # another definition: not the lock's doing
+        if unlocked.packages != locked.packages:  # pinned by the lock
+            want = self.wants.get(locked.name)
+            if want is None or _installed(self.cache, was, result) != want:
+                return False
+        pins = locked.env.get(LOCK_ENV)
+        if pins is not None and unlocked.env.get(LOCK_ENV) != pins:
+            return _python_pinned(self.cache, result, locked, pins)
+        return True
+
+
+def _bare(step: m.CompileStep) -> m.CompileStep:
+    """``step`` without what a lock pins in it."""
+    return step.model_copy(update={"packages": [], "env": {k: v for k, v in step.env.items() if k != LOCK_ENV}})
+
+
+def _python_pinned(cache: Cache, result: StepResult, step: m.CompileStep, pins: str) -> bool:
+    """Whether the step's artifacts hold every distribution its locked pins name, each at
+    its pinned version, and none they do not (what a constrained pip installs then is
+    what this one did). A pin its artifacts do not hold (a build tool installed outside
+    them) cannot be checked: not taken."""
+    dists = []
+    for layer in result.artifacts.values():
+        found = dist_infos(cache, layer.diff_id, anywhere=True)
+        if found is None:
+            return False  # its entries were not recorded
+        dists += found
+    if not dists or unpinned(step.name, step.env, dists):
+        return False
+    names = {d.name for d in dists}
+    return all(name in names for name in pinned_names(pins))
 
 
 def _wanted(run: Run, debian: Mapping[str, DebLocked]) -> dict[str, Installed]:
@@ -78,17 +148,6 @@ def _wanted(run: Run, debian: Mapping[str, DebLocked]) -> dict[str, Installed]:
             want.update({(d.name, d.arch): d.version for d in debian[w].debs})
         out[where.removeprefix(PREFIX)] = want
     return out
-
-
-def _take(cache: Cache, was: str | None, now: StepReport, want: Installed) -> bool:
-    """Step ``now``'s result made under key ``was`` recorded under its key, where it
-    installed ``want``; whether it was."""
-    assert now.key is not None
-    result = cache.step_result(was) if was is not None else None
-    if was is None or result is None or _installed(cache, was, result) != want:
-        return False
-    cache.put_step_result(now.key, result, cache.origin(was))
-    return True
 
 
 def _installed(cache: Cache, key: str, result: StepResult) -> Installed | None:
