@@ -691,6 +691,15 @@ def test_a_lock_takes_the_steps_a_build_made_before_it_where_they_installed_what
 
     cache.put_memo(installed_memo(tool), {"installed": ["libc6:amd64=2.36-9+deb12u14", GOMP + "~other"]})
     assert reuse_bases(after) == ["runtime"]
+    # A step under the lock made to other bytes before (a locked build of another day): a
+    # layer on top of the image that holds it is another thing, whatever dpkg says.
+    from assembler.pipeline.lock.locksteps import _Check, _wanted
+
+    planned, now = resolve(before), resolve(after)
+    check = _Check(before, after, _wanted(after, after.loaded.lock.debian), planned.bases)
+    (layer_now,) = [s for s in now.steps if s.name == "packages-1"]
+    (layer_was,) = [s.key for s in planned.steps if s.name == "packages-1"]
+    assert not check.take(layer_was, layer_now, now.bases, {"tool"})
     # the layer installed the lock's libgomp1 (what follows it is the same then); the step another: it runs
     assert reuse_steps(before, after, resolve) == ["packages-1"]
     assert states() == ["packages-1 cached", "run-2 cached", "tool will-run"]

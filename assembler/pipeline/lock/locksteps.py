@@ -59,10 +59,17 @@ def reuse_steps(before: Run, after: Run, plan: Callable[[Run], Plan]) -> list[st
             now = plan(after)
         except (AssemblerError, ValueError):  # the build says why; the lock is written
             return taken
+        # Made under both keys, to other bytes (a locked build before): what is built on
+        # them is another thing, whatever its own definition.
+        differs = {
+            s.name
+            for s in now.steps
+            if s.state == "cached" and s.key and made.get(s.name, s.key) != s.key and check.other(made[s.name], s.key)
+        }
         fresh = [
             s.name
             for s in now.steps
-            if s.state == "will-run" and s.name not in taken and check.take(made.get(s.name), s, now.bases)
+            if s.state == "will-run" and s.name not in taken and check.take(made.get(s.name), s, now.bases, differs)
         ]
         if not fresh:
             return taken
@@ -80,18 +87,25 @@ class _Check:
         self.man = after.loaded.manifest
         self.steps = ({s.name: s for s in before.loaded.manifest.compile}, {s.name: s for s in self.man.compile})
 
-    def take(self, was: str | None, now: StepReport, bases: Mapping[str, str | None]) -> bool:
+    def other(self, was: str, now: str) -> bool:
+        """Whether the results under keys ``was`` and ``now`` hold other layers."""
+        a, b = self.cache.step_result(was), self.cache.step_result(now)
+        return a is None or b is None or sorted(x.diff_id for x in a.layers()) != sorted(x.diff_id for x in b.layers())
+
+    def take(self, was: str | None, now: StepReport, bases: Mapping[str, str | None], differs: set[str]) -> bool:
         """Step ``now``'s result made under key ``was`` recorded under its key, where it
-        is what the lock makes; whether it was."""
+        is what the lock makes (``differs``: the steps made to other bytes under the lock);
+        whether it was."""
         result = self.cache.step_result(was) if was is not None else None
         if was is None or result is None or now.key is None:
             return False
         if result.layer is not None:  # a packages: layer on the image's base
             base = self.man.image.base
-            ok = now.name in self.wants and _installed(self.cache, was, result) == self.wants[now.name]
+            want = self.wants.get(now.name)
+            ok = not differs and want is not None and _installed(self.cache, was, result) == want
         else:
             unlocked, locked = self.steps[0].get(now.name), self.steps[1].get(now.name)
-            if unlocked is None or locked is None:
+            if unlocked is None or locked is None or {r.partition(".")[0] for r in locked.inputs} & differs:
                 return False
             base = locked.base or ""
             ok = self._compile(was, result, unlocked, locked)
@@ -103,14 +117,15 @@ class _Check:
     def _compile(self, was: str, result: StepResult, unlocked: m.CompileStep, locked: m.CompileStep) -> bool:
         if _bare(unlocked) != _bare(locked):
             return False  # another definition: not the lock's doing
-        if unlocked.packages != locked.packages:  # pinned by the lock
+        pins = locked.env.get(LOCK_ENV)
+        apt, python = unlocked.packages != locked.packages, pins is not None and unlocked.env.get(LOCK_ENV) != pins
+        if not (apt or python):
+            return False  # its key moved for another reason (its inputs): not the lock's doing
+        if apt:  # pinned by the lock
             want = self.wants.get(locked.name)
             if want is None or _installed(self.cache, was, result) != want:
                 return False
-        pins = locked.env.get(LOCK_ENV)
-        if pins is not None and unlocked.env.get(LOCK_ENV) != pins:
-            return _python_pinned(self.cache, result, locked, pins)
-        return True
+        return not python or _python_pinned(self.cache, result, locked, pins or "")
 
 
 def _bare(step: m.CompileStep) -> m.CompileStep:
