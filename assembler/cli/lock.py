@@ -84,6 +84,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
     if not args.targets and not sets and not args.platforms:
         variants += _locked_before(args, path, {lock_name(v, s) for v, s in variants})
     asked = Asked(args.upgrade, args.upgrade_package, args.retry, args.tls_verify)
+    was = path.read_bytes() if path.is_file() else None
     done = lock_variants(variants, path=path, runner=Runner(), asked=asked)
     _show(args, path, done, len(variants))
     cache = (args.cache or default_root()).resolve()
@@ -91,7 +92,8 @@ def cmd_lock(args: argparse.Namespace) -> int:
     if args.pylock is not None:
         _pylocks(args.pylock, path, [d.variant for d in done], [v for v, _ in variants])
     _refuse_failures(done, path)
-    _reuse_built(args, path, cache, [v for v, _ in variants])
+    if not path.is_file() or path.read_bytes() != was:  # a lock that moved nothing: taken before
+        _reuse_built(args, path, cache, [v for v, _ in variants])
     return 0
 
 
