@@ -92,7 +92,9 @@ def cmd_lock(args: argparse.Namespace) -> int:
     if args.pylock is not None:
         _pylocks(args.pylock, path, [d.variant for d in done], [v for v, _ in variants])
     _refuse_failures(done, path)
-    if not path.is_file() or path.read_bytes() != was:  # a lock that moved nothing: taken before
+    # A lock that moved nothing has nothing new to take, unless a cache is named (the one a
+    # build used, where the lock written before did not look).
+    if args.cache is not None or not path.is_file() or path.read_bytes() != was:
         _reuse_built(args, path, cache, [v for v, _ in variants])
     return 0
 
