@@ -45,6 +45,7 @@ from assembler.spec.loaded import Loaded
 from assembler.transports import Context, Written
 from assembler.transports.common import SourceImage
 from assembler.transports.formats import Writer
+from assembler.transports.hpc.squash import Squash
 from assembler.transports.target import Target
 from assembler.weights.models import prepare as prepare_weights
 
@@ -221,8 +222,6 @@ def _image_target(
     and the step caches' (on the same registry); ``referrers`` (the SBOM, the provenance) go
     with it to every output (see transports.target.Target), signed with ``options.sign``'s key;
     the model weights (``run.weights``) beside it where an output can hold them."""
-    from assembler.transports.hpc.squashfs import block_size_of  # tar2sqfs's side: loaded here, not at start
-
     man = run.loaded.manifest
     # The definition file inside a SIF names where the image lives (stable, not a temp path).
     names = [w.image_name for w in run.writers if w.image_name is not None]
@@ -231,8 +230,7 @@ def _image_target(
     return Target(  # a push mounts the base's layers, or finds them: only other outputs fetch them
         SourceImage(built.image, built.blobs, source_name),
         run.ctx,
-        man.sif.compressor,
-        block_size_of(man.sif.block_size),
+        Squash.of(man.sif),
         f"{man.name}.sif",
         mount_from=[*base_repo, *options.cache_names()],
         sif_progress=lambda n: report(Event("bytes", {"n": n, "what": "sif"})),

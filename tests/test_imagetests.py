@@ -396,6 +396,9 @@ def test_tests_run_on_a_slurm_node_as_a_sif_under_apptainer(
     output: ['^args:default args$']
 """
     root = project(tmp_path / "p", demo_bases["runtime"], tests)
+    # The SIF the nodes read is squashed as the manifest's sif: says (gzip 1: 2 s of CPU where
+    # level 9 takes 20, for each of the three builds below).
+    (root / "m.yaml").write_text((root / "m.yaml").read_text() + "sif: {level: 1}\n")
     env = {**slurm_cluster.env, "PATH": f"{apptainer.parent}:{os.environ['PATH']}"}
     built = run_cli(["m.yaml", "--cache", "cache", "--test-on", "slurm", "--json"], cwd=root, env=env)
     assert built.code == 0, str(built)
@@ -415,9 +418,10 @@ def test_tests_run_on_a_slurm_node_as_a_sif_under_apptainer(
     # (APPTAINER_CONTAINER names it), removes it, and says how long the copy took.
     where = "  - name: which-sif\n    command: [sh, -c, 'echo sif:$APPTAINER_CONTAINER']\n    output: ['^sif:/tmp/']\n"
     (root / "m.yaml").write_text((root / "m.yaml").read_text().replace("  - name: here\n", where + "  - name: here\n"))
-    sbcast = ["m.yaml", "--cache", "cache", "--test-on", "slurm", "--slurm-sif", "sbcast", "-o", "oci:out3:one"]
+    sbcast = ["m.yaml", "--cache", "cache", "--test-on", "slurm", "--slurm-sif", "sbcast", "-o", "oci:out3:one", "-v"]
     staged = run_cli(sbcast, cwd=root, env=env)
     assert staged.code == 0, str(staged)
+    assert re.search(r"tests on Slurm: the image as \S+\.sif \(squashfs gzip level 1, 128K blocks\)", staged.err)
     for name in ("on-node", "no-network", "which-sif"):
         assert re.search(rf"\[test {name}\] assemble-slurm-sif: sbcast to 1 node\(s\) in \d+ ms", staged.err), staged
     assert not list(Path("/tmp").glob(f"test-*-p*-{socket.gethostname()}.sif"))

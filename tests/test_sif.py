@@ -52,7 +52,7 @@ from assembler.transports.common import SourceImage
 from assembler.transports.hpc import apptainer, sif, sif_front
 from assembler.transports.hpc.sif import read_sif_header, write_sif
 from assembler.transports.hpc.sif_format import DATA_DEFFILE, DATA_GENERIC_JSON, DATA_LABELS, read_object
-from assembler.transports.hpc.squashfs import block_size_of
+from assembler.transports.hpc.squash import Squash, block_size_of
 from tests.conftest import reclaim_at_teardown
 from tests.helpers import Buildah as ToolBuildah
 from tests.helpers import run_cli
@@ -747,10 +747,12 @@ def test_other_compressor_and_epoch_change_the_bytes(tmp_path: Path, caplog: pyt
     image = add_layers(cache, mutate.scratch(PLATFORM, epoch=EPOCH), [[d("a"), f("a/x", b"x" * 5000)]])
     source = to_layout(cache, image, tmp_path / "oci")
     a = write_sif(source, tmp_path / "a.sif", runner=Runner(), epoch=EPOCH)
-    b = write_sif(source, tmp_path / "b.sif", runner=Runner(), epoch=EPOCH, compressor="zstd")
+    b = write_sif(source, tmp_path / "b.sif", runner=Runner(), epoch=EPOCH, squash=Squash("zstd"))
     c = write_sif(source, tmp_path / "c.sif", runner=Runner(), epoch=EPOCH + 1)
-    e = write_sif(source, tmp_path / "e.sif", runner=Runner(), epoch=EPOCH, block_size=1 << 20)
-    assert len({a.digest, b.digest, c.digest, e.digest}) == 4 and len({a.uuid, b.uuid, c.uuid, e.uuid}) == 4
+    e = write_sif(source, tmp_path / "e.sif", runner=Runner(), epoch=EPOCH, squash=Squash(block_size=1 << 20))
+    g = write_sif(source, tmp_path / "g.sif", runner=Runner(), epoch=EPOCH, squash=Squash(level=1))
+    assert len({a.digest, b.digest, c.digest, e.digest, g.digest}) == 5
+    assert len({a.uuid, b.uuid, c.uuid, e.uuid, g.uuid}) == 5 and g.level == 1 and a.level is None
     out = subprocess.run(
         ["unsquashfs", "-s", "-o", str(b.squashfs_offset), str(b.path)], capture_output=True, text=True
     )
@@ -765,7 +767,9 @@ def test_other_compressor_and_epoch_change_the_bytes(tmp_path: Path, caplog: pyt
     )
     assert "Block size 1048576" in out.stdout and e.block_size == 1 << 20
     with pytest.raises(InputError, match="block size 3000"):
-        write_sif(source, tmp_path / "f.sif", runner=Runner(), epoch=EPOCH, block_size=3000)
+        write_sif(source, tmp_path / "f.sif", runner=Runner(), epoch=EPOCH, squash=Squash(block_size=3000))
+    with pytest.raises(InputError, match="lz4 takes no compression level"):
+        write_sif(source, tmp_path / "f.sif", runner=Runner(), epoch=EPOCH, squash=Squash("lz4", level=1))
     assert not (tmp_path / "f.sif").exists()
 
 
@@ -932,9 +936,10 @@ from assembler.oci.descriptor import Platform
 from assembler.proc import Runner
 from assembler.transports import layout
 from assembler.transports.hpc.sif import write_sif
+from assembler.transports.hpc.squash import Squash
 logging.basicConfig(level=logging.INFO)
 src = layout.read(Path(sys.argv[1]), "t", platform=Platform("linux", "amd64"))
-info = write_sif(src, Path(sys.argv[2]), runner=Runner(), epoch=1700000000, compressor="lz4")
+info = write_sif(src, Path(sys.argv[2]), runner=Runner(), epoch=1700000000, squash=Squash("lz4"))
 # VmHWM: the peak RSS of this program (ru_maxrss would also count the pytest process it was forked from).
 hwm = int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1))
 # write_bytes: what this program and its reaped children (tar2sqfs) sent to storage.
@@ -1023,6 +1028,7 @@ def test_a_layer_under_a_symlinked_parent_goes_through_the_link(built: Built, tm
         f"name: links\ncompression: gzip\nbases: {{runtime: 'oci:{built.work / 'oci'}:{TAG}'}}\n"
         "image:\n  base: runtime\n  layers:\n    - copy: {from: ./f.txt, to: /lib/x86_64-linux-gnu/assemble-f.txt}\n"
         "    - copy: {from: ./f.txt, to: /tmp/scratch.txt}\n"
+        "sif: {level: 1}\n"  # the paths are the point: not gzip 9's 20 s of CPU (the module's SIF has it)
     )
     ran = run_cli(["m.yaml", "--cache", str(tmp_path / "cache"), "-o", "oci:out:x", "-o", "sif:out.sif"], cwd=tmp_path)
     assert ran.code == 0, str(ran)
@@ -1050,8 +1056,9 @@ def test_a_layer_under_a_symlinked_parent_goes_through_the_link(built: Built, tm
 
 @pytest.mark.integration  # tar2sqfs
 def test_the_manifests_squashfs_choices_reach_the_sif_and_sqsh_outputs(tmp_path: Path) -> None:
-    """``sif: {compressor:, block_size:}`` decide both squashfs outputs; a block size the
-    kernel cannot read is refused at load, naming the file, line and field."""
+    """``sif: {compressor:, block_size:, level:}`` decide both squashfs outputs; a block size
+    the kernel cannot read and a level the compressor has not are refused at load, naming the
+    file, line and field."""
     with tarfile.open(tmp_path / "base.tar", "w") as tf:
         info = tarfile.TarInfo("etc/hostname")
         info.size = 5
@@ -1064,12 +1071,24 @@ def test_the_manifests_squashfs_choices_reach_the_sif_and_sqsh_outputs(tmp_path:
     for argv in (["-o", str(offset), str(tmp_path / "o.sif")], [str(tmp_path / "o.sqsh")]):
         said = subprocess.run(["unsquashfs", "-s", *argv], capture_output=True, text=True, check=True).stdout
         assert "Compression lz4" in said and "Block size 65536" in said, said
+    (tmp_path / "m.yaml").write_text(head + "sif: {level: 1}\n")  # gzip's
+    ran = run_cli(["m.yaml", "--cache", "cache", "-o", "sif:g.sif", "-o", "sqsh:g.sqsh", "--no-sbom"], cwd=tmp_path)
+    assert ran.code == 0, str(ran)
+    offset = read_sif_header(tmp_path / "g.sif").primary_partition().offset
+    for argv in (["-o", str(offset), str(tmp_path / "g.sif")], [str(tmp_path / "g.sqsh")]):
+        said = subprocess.run(["unsquashfs", "-s", *argv], capture_output=True, text=True, check=True).stdout
+        assert "Compression gzip\n\tcompression-level 1\n" in said, said
+    (tmp_path / "m.yaml").write_text(head + "sif:\n  compressor: lz4\n  level: 3\n")
+    ran = run_cli(["m.yaml", "--cache", "cache", "-o", "sif:p.sif"], cwd=tmp_path)
+    assert ran.code == 2 and "m.yaml:6" in ran.err and "level" in ran.err and "lz4 takes no" in ran.err, str(ran)
     (tmp_path / "m.yaml").write_text(head + "sif:\n  block_size: 3K\n")
     ran = run_cli(["m.yaml", "--cache", "cache", "-o", "sif:p.sif"], cwd=tmp_path)
     assert ran.code == 2 and "m.yaml:5" in ran.err and "block_size" in ran.err, str(ran)
     assert not (tmp_path / "p.sif").exists()
     ran = run_cli(["sif", "oci:nowhere:x", "p.sif", "--block-size", "3K"], cwd=tmp_path)
     assert ran.code == 2 and "power of two from 4K to 1M" in ran.err, str(ran)
+    ran = run_cli(["sqsh", "oci:nowhere:x", "p.sqsh", "--level", "10"], cwd=tmp_path)
+    assert ran.code == 2 and "gzip levels are 1 to 9, not 10" in ran.err, str(ran)
 
 
 def test_a_sif_written_before_is_kept_only_while_it_is_that_file_of_that_image(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from assembler.cache import Cache
 from assembler.errors import InputError
 from assembler.spec.weights import WeightsSpec
 from assembler.transports.beside import ANNOTATION_AT, ANNOTATION_NAME
+from assembler.transports.hpc.squash import Squash
 from assembler.weights import lock, pack
 from assembler.weights.files import WeightFile
 from assembler.weights.hub import Hub
@@ -315,7 +316,10 @@ def test_weights_go_beside_the_image_and_a_code_change_pushes_none_of_them(
     (tmp_path / "model" / "README.md").write_text("# not taken\n")
     (tmp_path / "app").mkdir()
     (tmp_path / "app" / "serve.sh").write_text("echo one\n")
-    (tmp_path / "m.yaml").write_text(SERVED.format(runtime=demo_bases["runtime"], big=_sha(big)))
+    # gzip 1: Apptainer reading the weights beside the SIF is the point; level 9's 20 s of CPU
+    # for each of the two squashfs images of the image is test_sif's and test_enroot's
+    served = SERVED.format(runtime=demo_bases["runtime"], big=_sha(big)) + "sif: {level: 1}\n"
+    (tmp_path / "m.yaml").write_text(served)
     host = logged_registry.host
     ref = f"docker://{host}/served/app:dev"
     built = run_cli(["m.yaml", "--cache", "cache", "-o", ref, "--tls-verify=false"], cwd=tmp_path)
@@ -794,7 +798,7 @@ def test_a_models_squashfs_beside_a_sif_is_read_by_whoever_reads_the_sif(tmp_pat
     class Model:
         name, at = "tiny", "/models/tiny"
 
-        def write_squashfs(self, out: Path, *, runner: Runner, compressor: str) -> None:
+        def write_squashfs(self, out: Path, *, runner: Runner, squash: Squash) -> None:
             fd, tmp = locked_temp(out.parent, ".x.")  # as squashfs.replacing makes it: 0600
             os.write(fd, b"hsqs")
             os.replace(tmp, out)
@@ -804,6 +808,6 @@ def test_a_models_squashfs_beside_a_sif_is_read_by_whoever_reads_the_sif(tmp_pat
         sif = tmp_path / f"app{sif_mode:o}.sif"
         sif.write_bytes(b"#!/usr/bin/env run-singularity\n")
         sif.chmod(sif_mode)
-        (written,) = beside.write_squashfs(sif, [Model()], runner=Runner(), compressor="gzip")  # type: ignore[list-item]
+        (written,) = beside.write_squashfs(sif, [Model()], runner=Runner(), squash=Squash())  # type: ignore[list-item]
         sqfs = beside.sidecar_path(sif, "tiny")
         assert str(sqfs) in written.ref and sqfs.stat().st_mode & 0o777 == want, oct(sqfs.stat().st_mode)

@@ -19,9 +19,18 @@ from assembler.cli.progress import showing
 from assembler.cli.reading import reading_cache, reading_context, source_of
 from assembler.errors import InputError
 from assembler.oci.reference import Ref, absolute_ref, parse_ref
+from assembler.transports.hpc.squash import Squash
 
 if TYPE_CHECKING:
     from assembler.transports.hpc.sif import SifInfo
+
+
+def squash_of(args: argparse.Namespace) -> Squash:
+    """How ``sif``'s and ``sqsh``'s squashfs is compressed; InputError for a level the
+    compressor has not."""
+    squash = Squash(args.compressor, args.block_size, args.level)
+    squash.check()
+    return squash
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -154,6 +163,7 @@ def cmd_sif(args: argparse.Namespace) -> int:
     from assembler.transports.formats.sif import SifWriter
     from assembler.transports.target import Target
 
+    squash = squash_of(args)
     pushes: list[Writer] = [
         OrasWriter(ref) if flag == "--push" else SifReferrerWriter(ref) for flag, ref in _sif_targets(args)
     ]
@@ -173,8 +183,7 @@ def cmd_sif(args: argparse.Namespace) -> int:
         target = Target(
             source,
             ctx,
-            sif_compressor=args.compressor,
-            sif_block_size=args.block_size,
+            squash=squash,
             referrers=attached,
             sif_progress=lambda n: report(Event("bytes", {"n": n, "what": "sif"})),
             signer=signer,
@@ -210,6 +219,7 @@ def _show_sif(args: argparse.Namespace, info: SifInfo, source: str, pushed: list
         "arch": info.arch,
         "compressor": info.compressor,
         "block_size": info.block_size,
+        "level": info.level,
         "pushed": pushed,
     }
     if args.json:
@@ -217,7 +227,7 @@ def _show_sif(args: argparse.Namespace, info: SifInfo, source: str, pushed: list
     elif args.quiet:
         say(info.digest)
     else:
-        squashfs = f"squashfs {info.compressor}, {info.block_size >> 10}K blocks"
+        squashfs = Squash(info.compressor, info.block_size, info.level).describe()
         say(f"sif {info.path}: {size(info.size)} {info.digest} ({info.arch}, {squashfs})")
         say(f"  from {source} {info.image_digest}")
         for p in pushed:
@@ -260,6 +270,7 @@ def cmd_sqsh(args: argparse.Namespace) -> int:
     from assembler.pipeline.writers import writer_for
     from assembler.transports.target import Target
 
+    squash = squash_of(args)
     out_path = Path(os.path.abspath(args.out))  # a symlink there is the output, not its target
     writer = writer_for(Ref("sqsh", str(out_path)))
     # The image's SBOM and provenance go next to the file (FILE.spdx.json...), as a build's
@@ -272,8 +283,7 @@ def cmd_sqsh(args: argparse.Namespace) -> int:
         target = Target(
             source,
             ctx,
-            sif_compressor=args.compressor,
-            sif_block_size=args.block_size,
+            squash=squash,
             referrers=[] if args.no_sbom else _sidecar_attestations(args, source),
             sif_progress=lambda n: report(Event("bytes", {"n": n, "what": "sif"})),
         )
@@ -289,6 +299,7 @@ def cmd_sqsh(args: argparse.Namespace) -> int:
         "image": source.image.digest,
         "compressor": args.compressor,
         "block_size": args.block_size,
+        "level": args.level,
         "beside": [{"path": w.ref, "digest": w.digest} for w in beside],
     }
     if args.json:
@@ -296,7 +307,7 @@ def cmd_sqsh(args: argparse.Namespace) -> int:
     elif args.quiet:
         say(written.digest)
     else:
-        squashfs = f"squashfs {args.compressor}, {args.block_size >> 10}K blocks"
+        squashfs = squash.describe()
         say(f"sqsh {out_path}: {size(n)} {written.digest} ({squashfs})")
         say(f"  from {source.name} {source.image.digest}")
         for w in beside:

@@ -125,6 +125,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     from assembler.pipeline.image.imagetests import raise_failures
     from assembler.pipeline.options import resolve_epoch
     from assembler.spec.load import load_manifest
+    from assembler.transports.hpc.squash import Squash
 
     loaded = load_manifest(args.manifest, sets=_pairs(args.set, "--set"), target=args.target) if args.manifest else None
     ctx = _context(args, resolve_epoch(None, loaded.manifest.epoch if loaded is not None else None))
@@ -143,6 +144,7 @@ def cmd_test(args: argparse.Namespace) -> int:
         slurm_args=sbatch,
         report=_shown(args),
         slurm_sif=args.slurm_sif,
+        squash=Squash.of(loaded.manifest.sif) if loaded is not None else None,
         mounts=_weights(args, ctx, stored),
     )
     if args.save is not None:

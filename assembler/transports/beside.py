@@ -25,6 +25,7 @@ from assembler.oci.reference import ImageName
 from assembler.proc import Runner
 from assembler.transports.common import BlobReader, RegistryOptions
 from assembler.transports.context import Written
+from assembler.transports.hpc.squash import Squash
 from assembler.transports.sidecar import beside_mode
 
 
@@ -47,7 +48,7 @@ class Beside(Protocol):
         """A reader of the artifact's layers."""
         ...
 
-    def write_squashfs(self, out: Path, *, runner: Runner, compressor: str) -> None:
+    def write_squashfs(self, out: Path, *, runner: Runner, squash: Squash) -> None:
         """The files as the squashfs ``out``."""
         ...
 
@@ -163,7 +164,7 @@ ENROOT_MOUNT = "squashfuse {file} DIR; enroot start --mount DIR:{at}"
 
 
 def write_squashfs(
-    image: Path, models: Sequence[Beside], *, runner: Runner, compressor: str, how: str = APPTAINER_BIND
+    image: Path, models: Sequence[Beside], *, runner: Runner, squash: Squash, how: str = APPTAINER_BIND
 ) -> list[Written]:
     """Each model as a squashfs beside ``image`` (a SIF, an Enroot image), with how it is
     mounted at its ``at`` (``how``: {file} and {at} filled in)."""
@@ -172,7 +173,7 @@ def write_squashfs(
     out = []
     for model in models:
         dest = sidecar_path(image, model.name)
-        model.write_squashfs(dest, runner=runner, compressor=compressor)
+        model.write_squashfs(dest, runner=runner, squash=squash)
         os.chmod(dest, beside_mode(image))  # read by whoever reads the image (made 0600, as a temp file)
         out.append(Written(f"{dest} (weights {model.name}; {how.format(file=dest, at=model.at)})", file_digest(dest)))
     return out

@@ -17,6 +17,8 @@ from assembler.oci.image import Image
 from assembler.oci.reference import ImageName
 from assembler.transports.common import BlobReader, SourceImage
 from assembler.transports.context import Context
+from assembler.transports.hpc import squash as squashing
+from assembler.transports.hpc.squash import Squash
 
 if TYPE_CHECKING:
     from assembler.sign import Signer
@@ -34,8 +36,8 @@ class Target:
 
     source: SourceImage
     ctx: Context
-    sif_compressor: str = "gzip"
-    sif_block_size: int = 128 << 10  # squashfs.BLOCK_SIZE (not imported: only SIF outputs load it)
+    # How the squashfs of a SIF, an Enroot image and the weights beside them is compressed.
+    squash: Squash = squashing.DEFAULT
     # The file name of a SIF made for a push alone: the pushed artifact's title names it.
     sif_name: str = "image.sif"
     # Base images in the same registry, whose blobs a push mounts instead of uploading.
@@ -83,7 +85,7 @@ class Target:
 
         ctx = self.ctx
         attached = [a.blob.digest for a in self.referrers]
-        sif_uuid = image_uuid(self.source.image.digest, self.sif_compressor, ctx.epoch, attached, self.sif_block_size)
+        sif_uuid = image_uuid(self.source.image.digest, self.squash, ctx.epoch, attached)
         keeps = self.signer is None and self._tmp is None  # a signature is made anew; a temp file is new
         if keeps and (found := sifkept.kept(ctx.cache, path, str(sif_uuid), self.source.name)) is not None:
             reclaim_beside(path)  # what killed writes left next to it goes, as a write removes it
@@ -94,8 +96,7 @@ class Target:
             path,
             runner=ctx.runner,
             epoch=ctx.epoch,
-            compressor=self.sif_compressor,
-            block_size=self.sif_block_size,
+            squash=self.squash,
             progress=self.sif_progress or ctx.progress,
             attached=self.referrers,
             signer=self.signer,

@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import tarfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, cast
 
@@ -34,6 +34,7 @@ from assembler.oci.digest import canonical_json
 from assembler.proc import Runner
 from assembler.spec.urls import redacted
 from assembler.transports.beside import ANNOTATION_AT, ANNOTATION_NAME, ANNOTATION_SET
+from assembler.transports.hpc.squash import Squash
 from assembler.weights.files import WeightFile, set_digest
 
 FILE_LAYER_MIN = 64 << 20
@@ -262,14 +263,16 @@ class Packed:
         assert self.cache is not None
         return WeightsBlobs({layer.descriptor.digest: layer for layer in self.layers}, self.cache)
 
-    def write_squashfs(self, out: Path, *, runner: Runner, compressor: str) -> None:
+    def write_squashfs(self, out: Path, *, runner: Runner, squash: Squash) -> None:
         """The files as the squashfs ``out``, beside a SIF (``apptainer --bind OUT:AT:image-src=/``):
-        every file 0644 under 0755 folders, owned by 0:0, time 0 (the same files, the same bytes)."""
-        from assembler.transports.hpc.squashfs import _tar2sqfs_argv, replacing  # tar2sqfs: only for a SIF
+        every file 0644 under 0755 folders, owned by 0:0, time 0 (the same files, the same bytes);
+        compressed as ``squash`` says, in 128 KiB blocks whatever the image's."""
+        from assembler.transports.hpc.squash import BLOCK_SIZE
+        from assembler.transports.hpc.squashfs import replacing, tar2sqfs_argv  # tar2sqfs: only for a SIF
 
         assert self.cache is not None
         with replacing(out) as tmp:
-            argv = _tar2sqfs_argv(tmp, compressor=compressor, block_size=128 << 10, jobs=1, epoch=0)
+            argv = tar2sqfs_argv(tmp, replace(squash, block_size=BLOCK_SIZE), jobs=1, epoch=0)
             pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
             with runner.popen(argv, env={"SOURCE_DATE_EPOCH": "0"}, **pipes) as proc:
                 assert proc.stdin is not None and proc.stderr is not None

@@ -35,6 +35,7 @@ from assembler.spec.imagetests import from_definition
 from assembler.spec.loaded import Loaded
 from assembler.transports import Context, import_image, open_source, registry_options
 from assembler.transports.common import SourceImage
+from assembler.transports.hpc.squash import Squash
 from assembler.weights import tree as weights_tree
 
 if TYPE_CHECKING:
@@ -142,17 +143,18 @@ def test_image(
     slurm_args: Sequence[str],
     report: Reporter,
     slurm_sif: str = "shared",
+    squash: Squash | None = None,
     mounts: tuple[tuple[str, str, bool], ...] = (),
 ) -> tuple[list[Report], Artifact]:
     """Run ``suite`` on ``stored``'s image (a test on Slurm submitted with ``slurm_args``,
-    the SIF reached as ``slurm_sif`` says):
+    the SIF reached as ``slurm_sif`` says, squashed as ``squash`` says, the manifest's):
     each test's report and the test-result attestation (which says ``fail`` when one failed:
     nothing is written here, the caller decides)."""
 
     def slurm() -> Any:
         from assembler.pipeline.checks.slurmtests import SlurmTests  # only where a test runs there
 
-        return SlurmTests.of(slurm_args, ctx, report=report, sif=slurm_sif)
+        return SlurmTests.of(slurm_args, ctx, report=report, sif=slurm_sif, squash=squash)
 
     tester = Tester(ctx.cache, stored.buildah, report, slurm, reuse=False, mounts=mounts)  # asked for: run again
     reports = tester.run(suite.tests, stored.source)
@@ -197,7 +199,9 @@ def tested(built: Built, run: Run, build: Build, *, report: Reporter) -> list[Ar
     def slurm() -> Any:
         from assembler.pipeline.checks.slurmtests import SlurmTests  # only where a test runs there
 
-        return SlurmTests.of(options.slurm_args, build.ctx, report=report, sif=options.slurm_sif)
+        return SlurmTests.of(
+            options.slurm_args, build.ctx, report=report, sif=options.slurm_sif, squash=Squash.of(loaded.manifest.sif)
+        )
 
     mounts = weights_tree.mounts(run.weights, build.ctx.cache)  # at their paths, as assemble run binds them
     tester = Tester(

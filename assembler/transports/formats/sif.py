@@ -41,7 +41,7 @@ class SifWriter(Writer):
         from assembler.transports import beside
 
         sif = Path(self.ref.path)  # where make_sif wrote it
-        return beside.write_squashfs(sif, target.weights, runner=target.ctx.runner, compressor=target.sif_compressor)
+        return beside.write_squashfs(sif, target.weights, runner=target.ctx.runner, squash=target.squash)
 
 
 class SifFormat(Format):

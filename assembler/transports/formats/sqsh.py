@@ -49,8 +49,7 @@ class SqshWriter(Writer):
             Path(self.ref.path),
             runner=ctx.runner,
             epoch=ctx.epoch,
-            compressor=target.sif_compressor,
-            block_size=target.sif_block_size,
+            squash=target.squash,
             progress=target.sif_progress or ctx.progress,
         )
         return self.with_sidecars(Written(str(self.ref), info.digest), target, target.referrers)
@@ -61,9 +60,7 @@ class SqshWriter(Writer):
 
         image, ctx = Path(self.ref.path), target.ctx
         how = beside.ENROOT_MOUNT
-        return beside.write_squashfs(
-            image, target.weights, runner=ctx.runner, compressor=target.sif_compressor, how=how
-        )
+        return beside.write_squashfs(image, target.weights, runner=ctx.runner, squash=target.squash, how=how)
 
 
 class SqshFormat(Format):

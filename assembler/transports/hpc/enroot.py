@@ -56,8 +56,10 @@ from assembler.oci.digest import file_digest
 from assembler.oci.image import Image
 from assembler.proc import Runner
 from assembler.transports.common import SourceImage
+from assembler.transports.hpc import squash as squashing
 from assembler.transports.hpc.apptainer import quote
-from assembler.transports.hpc.squashfs import BLOCK_SIZE, check_writable, replacing, write_squashfs
+from assembler.transports.hpc.squash import Squash
+from assembler.transports.hpc.squashfs import check_writable, replacing, write_squashfs
 
 __all__ = ["SqshInfo", "enroot_files", "environment", "fstab", "rc_script", "write_sqsh"]
 
@@ -175,18 +177,17 @@ def write_sqsh(
     *,
     runner: Runner,
     epoch: int,
-    compressor: str = "gzip",
-    block_size: int = BLOCK_SIZE,
+    squash: Squash = squashing.DEFAULT,
     progress: Callable[[int], None] | None = None,
     jobs: int | None = None,
 ) -> SqshInfo:
     """Write ``source``'s image as the Enroot image ``out`` (replaced atomically).
 
-    Raises InputError for an unknown compressor or block size, InvalidImage for an image
+    Raises InputError for an unknown compressor, block size or level, InvalidImage for an image
     Enroot cannot run (not Linux, unreadable layers), ToolError when tar2sqfs fails,
     OSError for the file.
     """
-    check_writable(source, compressor, holds="Enroot runs", block_size=block_size)
+    check_writable(source, squash, holds="Enroot runs")
     image = source.image
     overlay, underlay = enroot_files(image, epoch=epoch)
     out = Path(out)
@@ -198,8 +199,7 @@ def write_sqsh(
             underlay=underlay,
             runner=runner,
             epoch=epoch,
-            compressor=compressor,
-            block_size=block_size,
+            squash=squash,
             jobs=jobs or usable_cores(),
             progress=progress,
         )
@@ -207,4 +207,4 @@ def write_sqsh(
         digest = file_digest(tmp)
         size = tmp.stat().st_size
     log.info("wrote %s: %d bytes, %s", out, size, digest)
-    return SqshInfo(out, size, digest, image.digest, compressor, stats.entries, stats.file_bytes)
+    return SqshInfo(out, size, digest, image.digest, squash.compressor, stats.entries, stats.file_bytes)

@@ -53,6 +53,7 @@ from assembler.oci.digest import digest_hex, file_digest
 from assembler.proc import Runner
 from assembler.transports.common import SourceImage
 from assembler.transports.hpc import apptainer
+from assembler.transports.hpc import squash as squashing
 from assembler.transports.hpc.sif_format import (
     DATA_DEFFILE,
     DATA_GENERIC_JSON,
@@ -69,7 +70,8 @@ from assembler.transports.hpc.sif_format import (
     sif_arch,
 )
 from assembler.transports.hpc.sif_front import put_front
-from assembler.transports.hpc.squashfs import BLOCK_SIZE, COMPRESSORS, check_writable, replacing, write_squashfs
+from assembler.transports.hpc.squash import COMPRESSORS, Squash
+from assembler.transports.hpc.squashfs import check_writable, replacing, write_squashfs
 
 if TYPE_CHECKING:
     from assembler.sign import Signer
@@ -101,16 +103,15 @@ class SifInfo:
     squashfs_size: int
     entries: int  # entries in the root filesystem (metadata included)
     file_bytes: int
+    level: int | None = None  # the compressor's (None: tar2sqfs's default; what memos of before say)
 
 
-def image_uuid(
-    image_digest: str, compressor: str, epoch: int, attached: Sequence[str] = (), block_size: int = BLOCK_SIZE
-) -> uuid.UUID:
+def image_uuid(image_digest: str, squash: Squash, epoch: int, attached: Sequence[str] = ()) -> uuid.UUID:
     """The SIF UUID: an RFC 4122 version 5 UUID of what decides the file's bytes
-    (``attached``: the digests of the attached objects; none, and the default block size,
-    keep the UUIDs of before)."""
-    more = "".join(f"/{d}" for d in attached) + (f"/b{block_size}" if block_size != BLOCK_SIZE else "")
-    return uuid.uuid5(_UUID_NAMESPACE, f"sif/{FORMAT}/{image_digest}/{compressor}/{epoch}{more}")
+    (``attached``: the digests of the attached objects; none, and the default block size
+    and level, keep the UUIDs of before)."""
+    more = "".join(f"/{d}" for d in attached) + squash.uuid_part()
+    return uuid.uuid5(_UUID_NAMESPACE, f"sif/{FORMAT}/{image_digest}/{squash.compressor}/{epoch}{more}")
 
 
 _PROVENANCE_SUFFIX = ".intoto.json"
@@ -180,12 +181,12 @@ def _finish(tmp: Path, signer: Signer | None, *, epoch: int) -> tuple[int, str]:
     return tmp.stat().st_size, file_digest(tmp)
 
 
-def _check(source: SourceImage, out: Path, compressor: str, block_size: int) -> bytes:
+def _check(source: SourceImage, out: Path, squash: Squash) -> bytes:
     """:func:`check_writable`, and a warning for a compressor some Apptainers refuse; the
     SIF's code of the image's architecture (InvalidImage for one SIF has none)."""
-    check_writable(source, compressor, holds="SIF holds", block_size=block_size)
+    check_writable(source, squash, holds="SIF holds")
     arch_code = sif_arch(source.image.platform.architecture)
-    if compressor == "zstd":  # pkg/image/squashfs.go's CheckSquashfsHeader knows zstd from v1.4.0
+    if squash.compressor == "zstd":  # pkg/image/squashfs.go's CheckSquashfsHeader knows zstd from v1.4.0
         log.warning("%s: a SIF of zstd runs on Apptainer 1.4 or later; 1.3 refuses it (unknown compression 6)", out)
     return arch_code
 
@@ -196,8 +197,7 @@ def write_sif(
     *,
     runner: Runner,
     epoch: int,
-    compressor: str = "gzip",
-    block_size: int = BLOCK_SIZE,
+    squash: Squash = squashing.DEFAULT,
     progress: Callable[[int], None] | None = None,
     jobs: int | None = None,
     attached: Sequence[Artifact] = (),
@@ -208,13 +208,13 @@ def write_sif(
 
     ``progress`` is called with the number of uncompressed bytes just handed to the
     squashfs writer; ``jobs`` is the number of compressor threads (default: all CPUs,
-    the bytes do not depend on it). Raises InputError for an unknown compressor or block
-    size, InvalidImage for an image SIF cannot hold (architecture, unreadable layers,
+    the bytes do not depend on it). Raises InputError for an unknown compressor, block
+    size or level, InvalidImage for an image SIF cannot hold (architecture, unreadable layers,
     broken hard links) or an attached artifact that is neither an SPDX SBOM nor an in-toto
     statement, UnsafePath for layer members escaping the root, ToolError when tar2sqfs
     fails or is missing, OSError for the output file. With ``signer``, signed as
     ``apptainer sign --key`` signs (:mod:`.sif_sign`) before the rename."""
-    arch_code = _check(source, out, compressor, block_size)
+    arch_code = _check(source, out, squash)
     image, out = source.image, Path(out)
     meta = apptainer.metadata(image, source_name=source.name, epoch=epoch)
     with replacing(out) as tmp:
@@ -226,12 +226,11 @@ def write_sif(
             underlay=meta.underlay,
             runner=runner,
             epoch=epoch,
-            compressor=compressor,
-            block_size=block_size,
+            squash=squash,
             jobs=jobs or usable_cores(),
             progress=progress,
         )
-        sif_uuid = image_uuid(image.digest, compressor, epoch, [a.blob.digest for a in attached], block_size)
+        sif_uuid = image_uuid(image.digest, squash, epoch, [a.blob.digest for a in attached])
         squashfs_size = put_front(tmp, objects, datas, part_offset, arch_code=arch_code, sif_uuid=sif_uuid, epoch=epoch)
         size, digest = _finish(tmp, signer, epoch=epoch)
     info = SifInfo(
@@ -241,8 +240,9 @@ def write_sif(
         uuid=str(sif_uuid),
         arch=image.platform.architecture,
         image_digest=image.digest,
-        compressor=compressor,
-        block_size=block_size,
+        compressor=squash.compressor,
+        block_size=squash.block_size,
+        level=squash.level,
         squashfs_offset=part_offset,
         squashfs_size=squashfs_size,
         entries=stats.entries,

@@ -29,21 +29,16 @@ from assembler.archive.layer import Member
 from assembler.archive.layer_reader import LayerSource
 from assembler.archive.tar import TarWriter
 from assembler.cache import locked_temp, reclaim
-from assembler.errors import InputError, InvalidImage, ToolError
+from assembler.errors import InvalidImage, ToolError
 from assembler.oci import mediatypes as mt
 from assembler.proc import Runner
 from assembler.transports.common import SourceImage
+from assembler.transports.hpc.squash import Squash
 
-__all__ = ["BLOCK_SIZE", "COMPRESSORS", "block_size_of", "layer_sources", "replacing", "write_squashfs"]
+__all__ = ["layer_sources", "replacing", "tar2sqfs_argv", "write_squashfs"]
 
 log = logging.getLogger(__name__)
 
-# squashfs block compressors tar2sqfs offers that the kernel, squashfuse and unsquashfs read.
-COMPRESSORS = ("gzip", "xz", "zstd", "lz4", "lzo")
-# The data block size: 128 KiB is mksquashfs's and tar2sqfs's default (what Apptainer's own
-# conversion writes); the kernel reads powers of two from 4 KiB to 1 MiB.
-BLOCK_SIZE = 128 << 10
-_BLOCK_SIZES = tuple(1 << n for n in range(12, 21))
 _F_SETPIPE_SZ = 1031
 _CHUNK = 1 << 20
 _STDERR_KEEP = 64 << 10
@@ -86,27 +81,14 @@ def _drain(stream: IO[bytes], keep: bytearray) -> None:
             del keep[: len(keep) - _STDERR_KEEP]
 
 
-def block_size_of(text: str | int) -> int:
-    """A squashfs block size from ``131072``, ``128K`` or ``1M``; ValueError unless it is a
-    power of two from 4K to 1M (what the kernel, squashfuse and unsquashfs read)."""
-    raw = str(text).strip()
-    scale = {"K": 1 << 10, "M": 1 << 20}.get(raw[-1:].upper(), 1)
-    digits = raw[:-1] if scale > 1 else raw
-    if not digits.isdigit() or int(digits) * scale not in _BLOCK_SIZES:
-        raise ValueError(f"squashfs block size {text!r} is not a power of two from 4K to 1M")
-    return int(digits) * scale
-
-
-def _tar2sqfs_argv(tmp: Path, *, compressor: str, block_size: int, jobs: int, epoch: int) -> list[str]:
+def tar2sqfs_argv(tmp: Path, squash: Squash, *, jobs: int, epoch: int) -> list[str]:
+    """tar2sqfs writing ``tmp`` as ``squash`` says, from a tar on its stdin."""
     return [
         "tar2sqfs",
         "--quiet",
         "--no-skip",  # an entry tar2sqfs cannot store is an error, never silently dropped
         "--force",  # tmp exists already: we created it, so the name is ours
-        "--compressor",
-        compressor,
-        "--block-size",
-        str(block_size),
+        *squash.argv(),
         "--num-jobs",
         str(jobs),
         "--defaults",
@@ -123,14 +105,13 @@ def write_squashfs(
     underlay: Sequence[Member] = (),
     runner: Runner,
     epoch: int,
-    compressor: str,
-    block_size: int = BLOCK_SIZE,
+    squash: Squash,
     jobs: int,
     progress: Callable[[int], None] | None,
 ) -> FlattenStats:
     """Run tar2sqfs writing ``tmp``, feeding it the flattened layers (``overlay`` over them,
     ``underlay`` under them) on stdin."""
-    argv = _tar2sqfs_argv(tmp, compressor=compressor, block_size=block_size, jobs=jobs, epoch=epoch)
+    argv = tar2sqfs_argv(tmp, squash, jobs=jobs, epoch=epoch)
     err = bytearray()
     with runner.popen(
         argv,
@@ -195,13 +176,11 @@ def replacing(out: Path) -> Iterator[Path]:
         os.close(fd)  # the lock goes with it
 
 
-def check_writable(source: SourceImage, compressor: str, *, holds: str, block_size: int = BLOCK_SIZE) -> None:
-    """Before a squashfs image file is written: InputError for a compressor tar2sqfs lacks
-    or a block size the kernel cannot read, InvalidImage for an image not for Linux
-    (``holds``: what the format does with Linux images, for the message: "SIF holds")."""
-    if compressor not in COMPRESSORS:
-        raise InputError(f"squashfs compressor {compressor!r} is not one of {', '.join(COMPRESSORS)}")
-    if block_size not in _BLOCK_SIZES:
-        raise InputError(f"squashfs block size {block_size} is not a power of two from 4K to 1M")
+def check_writable(source: SourceImage, squash: Squash, *, holds: str) -> None:
+    """Before a squashfs image file is written: InputError for a compressor tar2sqfs lacks,
+    a block size the kernel cannot read or a level the compressor has not, InvalidImage for
+    an image not for Linux (``holds``: what the format does with Linux images, for the
+    message: "SIF holds")."""
+    squash.check()
     if source.image.platform.os != "linux":
         raise InvalidImage(f"{source.name}: {holds} Linux images, this one is for {source.image.platform.os}")
