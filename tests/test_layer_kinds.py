@@ -20,7 +20,7 @@ from assembler.oci.layer import Layer
 from assembler.pipeline.layers import kinds
 from assembler.pipeline.layers.kinds import Kind, Stacking, Starting
 from assembler.spec import model as m
-from assembler.spec.prebuilt import When
+from assembler.spec.prebuilt import HostFile, When
 from tests.helpers import manifest_of, read_blob, run_cli_here, small_project, uncompressed
 
 if TYPE_CHECKING:
@@ -29,14 +29,22 @@ if TYPE_CHECKING:
 
 
 class NoteLayer(When):
-    """``note: TEXT`` written to the file ``to``."""
+    """``note: TEXT`` written to the file ``to``; with ``from: FILE``, the host file's text
+    after it (a layer of host files: watch watches it, ``run --mount`` binds it)."""
 
     note: str
     to: str = Field(pattern=r"^/[^/].*[^/]$")
+    from_: str | None = Field(default=None, alias="from")
+
+    def host_files(self) -> list[HostFile]:
+        return [HostFile(self.from_, self.to, ("from",), ("to",))] if self.from_ else []
 
 
-def _write(ctx: Context, spec: NoteLayer, key: str) -> Layer:
-    data = spec.note.encode() + b"\n"
+def _text(spec: NoteLayer, folder: Path) -> bytes:
+    return spec.note.encode() + b"\n" + ((folder / spec.from_).read_bytes() if spec.from_ else b"")
+
+
+def _write(ctx: Context, spec: NoteLayer, key: str, data: bytes) -> Layer:
 
     def opener() -> AbstractContextManager[BinaryIO]:
         return io.BytesIO(data)
@@ -65,11 +73,12 @@ class NoteKind(Kind[NoteLayer]):
 
     def place(self, spec: NoteLayer, at: Stacking) -> Placed:
         ctx, what = at.ctx, f"note {spec.to}"
-        key = "note-" + key_of({"note": spec.note, "to": spec.to, "epoch": ctx.epoch, "c": ctx.compression})
+        data = _text(spec, at.loaded.path.parent)
+        key = "note-" + key_of({"data": data.decode(), "to": spec.to, "epoch": ctx.epoch, "c": ctx.compression})
         found = ctx.cache.layer(key)
         if found is not None:
             return [(found, what)], what, "cached"
-        made = at.maker.missing(lambda: _write(ctx, spec, key))  # a plan writes nothing: None
+        made = at.maker.missing(lambda: _write(ctx, spec, key, data))  # a plan writes nothing: None
         return ([(made, what)], what, "built") if made is not None else ([], what, "will-build")
 
 
@@ -142,3 +151,25 @@ def test_a_registered_kind_is_named_by_a_manifest_error(tmp_path: Path, note_kin
     assert ran.code != 0 and "m.yaml:8: image.layers.1.to:" in ran.err, str(ran)
     with pytest.raises(ValueError, match="already registered"):
         kinds.register("note", NoteKind())
+
+
+def test_watch_and_run_mount_take_a_kinds_host_files_from_the_kind(tmp_path: Path, note_kind: None) -> None:
+    """A registered kind whose layer holds a host file says so (``host_files``): the load
+    keeps it inside the manifest's folder as a ``copy:``'s, ``watch`` watches that file and
+    ``run --mount MANIFEST`` binds it where the layer puts it, none of them knowing the kind;
+    the build puts its text in."""
+    from assembler.cli.run import _code_mounts
+    from assembler.cli.watch import watched
+
+    with_file = MANIFEST.replace("      to: /etc/motd\n", "      to: /etc/motd\n      from: motd.txt\n")
+    root = small_project(tmp_path / "p", with_file)
+    (root / "motd.txt").write_text("from the host\n")
+    assert str(root / "motd.txt") in [w.path for w in watched(root / "m.yaml", {})]
+    assert (str(root / "motd.txt"), "/etc/motd", False) in _code_mounts(root / "m.yaml")
+    built = run_cli_here(["m.yaml", "--cache", str(tmp_path / "cache"), "--json", "--no-sbom"], cwd=root)
+    assert built.code == 0, str(built)
+    top = str(manifest_of(root / "out", "x")["layers"][-1]["digest"])
+    assert b"hello from a kind of its own\nfrom the host\n" in uncompressed(read_blob(root / "out", top))
+    (root / "m.yaml").write_text(with_file.replace("from: motd.txt", "from: ../motd.txt"))
+    refused = run_cli_here(["plan", "m.yaml", "--cache", str(tmp_path / "cache")], cwd=root)
+    assert refused.code == 2 and "m.yaml:9" in refused.err and "escapes the manifest's folder" in refused.err, refused

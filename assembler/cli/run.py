@@ -242,26 +242,26 @@ def _mounts(specs: list[str]) -> tuple[tuple[str, str, bool], ...]:
 
 
 def _code_mounts(manifest: Path) -> list[tuple[str, str, bool]]:
-    """Each host file or folder the manifest's ``copy:`` layers put in its image, bound where
-    the layer puts it (a file copied into a folder, ``to: /app/``, at ``/app/NAME``)."""
-    from assembler.spec import model as m
+    """Each host file or folder the manifest's layers put in its image (``copy:``'s, each
+    kind's ``host_files``), bound where the layer puts it (a file copied into a folder,
+    ``to: /app/``, at ``/app/NAME``)."""
+    from assembler.spec.layers import layer_key
     from assembler.spec.load import load_manifest
 
     loaded = load_manifest(manifest)
     out = []
     for layer in loaded.manifest.image.layers:
-        if isinstance(layer, m.CopyLayer):
-            host = (manifest.parent / layer.copy_.from_).resolve()
-            at = layer.copy_.to
-            at = at + host.name if at.endswith("/") and host.is_file() else at.rstrip("/") or "/"
+        for f in layer.host_files():
+            host = (manifest.parent / f.source).resolve()
+            at = f.to + host.name if f.to.endswith("/") and host.is_file() else f.to.rstrip("/") or "/"
             if at == "/":
                 raise InputError(
-                    f"--mount {manifest}: its copy: layer from {layer.copy_.from_} goes to /: {_OVER_ROOT}",
+                    f"--mount {manifest}: its {layer_key(layer)}: layer from {f.source} goes to /: {_OVER_ROOT}",
                     hint="bind what the container runs with --mount HOST:PATH instead (PATH below /)",
                 )
             out.append((str(host), at, False))
     if not out:
-        raise InputError(f"--mount {manifest}: its image has no copy: layer (host files) to bind")
+        raise InputError(f"--mount {manifest}: its image has no layer of host files (copy:) to bind")
     return out
 
 

@@ -75,7 +75,7 @@ def watched(
     out += [
         Watched(_host(folder, s.path), tuple(s.exclude)) for s in man.sources.values() if isinstance(s, m.PathSource)
     ]
-    out += [Watched(_host(folder, layer.copy_.from_)) for layer in man.image.layers if isinstance(layer, m.CopyLayer)]
+    out += [Watched(_host(folder, f.source)) for layer in man.image.layers for f in layer.host_files()]
     # a model's folder: a new checkpoint pushes new weights and leaves the image as it is
     out += [Watched(_host(folder, w.source), tuple(w.exclude)) for w in man.weights.values() if w.kind == "path"]
     sets_of = [

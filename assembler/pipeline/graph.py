@@ -82,7 +82,7 @@ def needed_steps(man: m.Manifest) -> list[m.CompileStep]:
     want: set[str] = set()
     todo: list[str] = []
     for layer in man.image.layers:
-        todo += [r.partition(".")[0] for r in layer.step_refs()]
+        todo += [r.ref.partition(".")[0] for r in layer.step_refs()]
     while todo:
         name = todo.pop()
         if name in want:

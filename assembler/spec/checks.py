@@ -15,7 +15,7 @@ from assembler.spec import labelfacts, sourcefacts
 from assembler.spec import model as m
 from assembler.spec.constraints import check_constraints
 from assembler.spec.facts import check_facts
-from assembler.spec.prebuilt import parse_requirement
+from assembler.spec.prebuilt import HostFile, parse_requirement
 from assembler.spec.yamlfile import PathKey
 
 if TYPE_CHECKING:
@@ -161,13 +161,10 @@ def _check_layers(loaded: Loaded, artifacts: Mapping[str, set[str]]) -> None:
         every_layer += [(layer, ("targets", tname, "layers", i)) for i, layer in enumerate(target.layers or [])]
         every_layer += [(layer, ("targets", tname, "add_layers", i)) for i, layer in enumerate(target.add_layers)]
     for layer, path in every_layer:
-        if isinstance(layer, m.ArtifactLayer):
-            _check_artifact_ref(loaded, layer.artifact, artifacts, (*path, "artifact"), whole_step=True)
-        elif isinstance(layer, m.RunLayer):
-            for j, ref in enumerate(layer.mounts):
-                _check_artifact_ref(loaded, ref, artifacts, (*path, "mounts", j), whole_step=False)
-        elif isinstance(layer, m.CopyLayer):
-            _check_copy(loaded, layer.copy_, path)
+        for ref in layer.step_refs():
+            _check_artifact_ref(loaded, ref.ref, artifacts, (*path, *ref.field), whole_step=ref.whole_step)
+        for host_file in layer.host_files():
+            _check_host_file(loaded, host_file, path)
 
 
 def _check_pip_twice(loaded: Loaded) -> None:
@@ -225,16 +222,18 @@ def _check_artifact_ref(
     return step
 
 
-def _check_copy(loaded: Loaded, spec: m.CopySpec, path: PathKey) -> None:
-    where = (*path, "copy", "from")
-    if Path(spec.from_).is_absolute():
+def _check_host_file(loaded: Loaded, host_file: HostFile, path: PathKey) -> None:
+    """A host file a layer puts in the image (a ``copy:``'s, or a registered kind's) stays
+    inside the manifest's folder and exists; it goes to an absolute path."""
+    source, where = host_file.source, (*path, *host_file.source_field)
+    if Path(source).is_absolute():
         raise loaded.error(where, "must be relative to the manifest's folder")
-    if ".." in Path(spec.from_).parts:
+    if ".." in Path(source).parts:
         raise loaded.error(where, "escapes the manifest's folder with '..'")
-    host = loaded.folder / spec.from_
+    host = loaded.folder / source
     if not host.exists():  # named: which of a manifest's copies, and looked for where (issue 67)
-        raise loaded.error(where, f"path does not exist: {spec.from_} (looked for {host})")
+        raise loaded.error(where, f"path does not exist: {source} (looked for {host})")
     if not _inside(loaded.folder, host):
         raise loaded.error(where, "resolves outside the manifest's folder (through a symlink)")
-    if not spec.to.startswith("/"):
-        raise loaded.error((*path, "copy", "to"), "must be an absolute path in the image")
+    if not host_file.to.startswith("/"):
+        raise loaded.error((*path, *host_file.to_field), "must be an absolute path in the image")

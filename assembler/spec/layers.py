@@ -15,7 +15,7 @@ from pydantic import AfterValidator, Discriminator, Field, Tag
 
 from assembler.spec.fields import Mode, Name, Owner, Scalar, Strict, StrList
 from assembler.spec.hostuse import REACHES_DESCRIPTION, HostUses
-from assembler.spec.prebuilt import Fetches, PipLayer, UrlLayer, When
+from assembler.spec.prebuilt import Fetches, HostFile, PipLayer, StepRef, UrlLayer, When
 from assembler.spec.pysets import PythonSet
 
 
@@ -50,6 +50,9 @@ class CopyLayer(When):
     copy_: CopySpec = Field(alias="copy", description="what is copied from the host, and to where")
     comment: str | None = Field(default=None, description="a note kept as the layer's comment in the image's history")
 
+    def host_files(self) -> list[HostFile]:
+        return [HostFile(self.copy_.from_, self.copy_.to, ("copy", "from"), ("copy", "to"))]
+
 
 class ArtifactLayer(When):
     """A layer of a compile step's artifacts (``artifact: STEP.ARTIFACT``)."""
@@ -59,8 +62,8 @@ class ArtifactLayer(When):
     )
     comment: str | None = Field(default=None, description="a note kept as the layer's comment in the image's history")
 
-    def step_refs(self) -> list[str]:
-        return [self.artifact]
+    def step_refs(self) -> list[StepRef]:
+        return [StepRef(self.artifact, ("artifact",), whole_step=True)]
 
 
 class RunLayer(When):
@@ -96,8 +99,8 @@ class RunLayer(When):
         "and Nix's sandbox): a step that must not download anything; the preflight asks no host for it",
     )
 
-    def step_refs(self) -> list[str]:
-        return list(self.mounts)
+    def step_refs(self) -> list[StepRef]:
+        return [StepRef(ref, ("mounts", j), whole_step=False) for j, ref in enumerate(self.mounts)]
 
     def runtime_name(self, index: int) -> str:
         return self.name or f"run-{index + 1}"
@@ -122,6 +125,9 @@ class PackagesLayer(When):
 
     def runtime_name(self, index: int) -> str:
         return self.name or f"packages-{index + 1}"
+
+    def apt_packages(self) -> list[str]:
+        return list(self.packages)
 
     def fetches(self, index: int) -> Fetches:
         return Fetches(f"step:{self.runtime_name(index)}", apt=True)

@@ -14,7 +14,7 @@ import fnmatch
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 from urllib.parse import urlsplit
 
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
@@ -181,6 +181,27 @@ class Fetches:
     urls: Sequence[str] = ()
 
 
+class HostFile(NamedTuple):
+    """A host file or folder a layer puts in the image: ``source`` relative to the manifest's
+    folder, ``to`` the image path (in that folder where it ends in ``/``), and the fields of
+    the layer that say them (``("copy", "from")``), which a refusal names."""
+
+    source: str
+    to: str
+    source_field: tuple[str, ...]
+    to_field: tuple[str, ...]
+
+
+class StepRef(NamedTuple):
+    """A compile step's artifact a layer ships or mounts: ``ref`` is STEP.ARTIFACT (or STEP,
+    where ``whole_step`` allows all of a step's artifacts), ``field`` the layer's field that
+    says it (``("mounts", 0)``), which a refusal names."""
+
+    ref: str
+    field: tuple[str | int, ...]
+    whole_step: bool
+
+
 class When(Strict):
     """The base of every layer model. A layer with ``when: {param: value}`` is left out of
     the image unless each param has that value (or one of a list): one manifest, layers
@@ -193,8 +214,8 @@ class When(Strict):
     # What the spec floor asks of every kind of layer (model.LAYER_KINDS); a kind whose
     # layers ship or mount artifacts, or are made by a runtime step, says so here.
 
-    def step_refs(self) -> list[str]:
-        """The compile steps' artifacts (STEP.ARTIFACT, or STEP for all) this layer ships or mounts."""
+    def step_refs(self) -> list[StepRef]:
+        """The compile steps' artifacts this layer ships or mounts."""
         return []
 
     def runtime_name(self, index: int) -> str | None:
@@ -203,6 +224,17 @@ class When(Strict):
 
     def fetches(self, index: int) -> Fetches | None:
         """What making this layer, the image's ``index``-th, reaches (None: no host)."""
+        return None
+
+    def host_files(self) -> list[HostFile]:
+        """The host files or folders this layer puts in the image: what the load checks stay
+        inside the manifest's folder, ``watch`` watches and ``run --mount MANIFEST`` binds."""
+        return []
+
+    def apt_packages(self) -> list[str] | None:
+        """The Debian packages this layer's runtime step installs with apt, as its
+        ``packages:`` field names them (``from-steps``: the needed steps' runtime packages),
+        which the lock pins; None: it installs none."""
         return None
 
 

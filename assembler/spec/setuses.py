@@ -39,7 +39,7 @@ def layer_name(layer: m.RunLayer | m.PipLayer, index: int) -> str:
 
 def used_steps(manifest: m.Manifest) -> set[str]:
     """The compile steps the image's layers take artifacts from or mount, and what they take theirs from."""
-    wanted = [ref.split(".")[0] for layer in manifest.image.layers for ref in layer.step_refs()]
+    wanted = [ref.split(".")[0] for layer in manifest.image.layers for ref, _, _ in layer.step_refs()]
     steps = {step.name: step for step in manifest.compile}
     used: set[str] = set()
     while wanted:

@@ -95,7 +95,7 @@ class Report:
 
 def shipped_steps(man: m.Manifest) -> set[str]:
     """The compile steps whose artifacts the image holds or its runtime steps mount."""
-    return {ref.partition(".")[0] for layer in man.image.layers for ref in layer.step_refs()}
+    return {ref.partition(".")[0] for layer in man.image.layers for ref, _, _ in layer.step_refs()}
 
 
 def has_tests(man: m.Manifest) -> bool:

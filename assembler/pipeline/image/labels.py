@@ -77,7 +77,7 @@ def shipped(man: m.Manifest) -> dict[str, list[str]]:
     """The artifacts of each compile step the image holds: its layers' and mounts'."""
     out: dict[str, set[str]] = {}
     for layer in man.image.layers:
-        for ref in layer.step_refs():
+        for ref, _, _ in layer.step_refs():
             step, _, name = ref.partition(".")
             names = [name] if name else list(next(s for s in man.compile if s.name == step).artifacts)
             out.setdefault(step, set()).update(names)

@@ -98,8 +98,8 @@ def debian_uses(manifest: m.Manifest, platform: Platform) -> dict[str, DebUse]:
     if base in out:
         below = [base]
         for i, layer in enumerate(manifest.image.layers):
-            if isinstance(layer, m.PackagesLayer):
-                names = tuple(graph.packages(manifest, layer.packages))
+            if (asked := layer.apt_packages()) is not None:
+                names = tuple(graph.packages(manifest, asked))
                 where = f"{PREFIX}{layer.runtime_name(i)}"
                 definition = {"kind": "packages", "packages": list(names), "below": [out[w].key for w in below]}
                 field = ("image", "layers", i, "packages")

@@ -179,11 +179,13 @@ def _elsewhere_artifacts(loaded: Loaded) -> set[str]:
 def _walk(loaded: Loaded, base: Start, place: Place, elsewhere: set[str]) -> bool:
     """The Pythons ``place`` installs into ``base.have``, refusing what it runs, installs or
     resolves a set for that is not there; False once Python comes from elsewhere."""
-    owner: Any = place.step if place.step is not None else place.layer
-    taken = list(getattr(owner, "inputs", None) or []) + (owner.step_refs() if hasattr(owner, "step_refs") else [])
+    if place.step is not None:
+        taken, packages = list(place.step.inputs), list(place.step.packages)
+    else:
+        assert place.layer is not None  # a place is a step's or a layer's
+        taken, packages = [r.ref for r in place.layer.step_refs()], place.layer.apt_packages() or []
     if any(ref in elsewhere for ref in taken):
         return False
-    packages = list(getattr(owner, "packages", None) or []) if not isinstance(owner, m.RunLayer) else []
     for k, package in enumerate(packages):
         _package(loaded, base, place, (*place.path, "packages", k), package)
     config = " ".join(f"{k}={v}" for k, v in loaded.manifest.image.config.env.items())
