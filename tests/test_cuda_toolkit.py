@@ -12,6 +12,9 @@ and the lock pinning a compile step's wheels by their sha256 (``require_hashes``
   libcuda.so.1 left to the host's driver. Slow the first time on a machine (about 650 MB of
   wheels downloaded and a 600 MiB layer written): the two images are then kept in the test
   cache for these inputs, as the demo's cold build is (tests/plugins/kept.py).
+- Its devel-debian and runtime-debian targets, CUDA 12.4 from Debian 13's non-free section
+  (issue 65): the same CMake project builds with nvcc 12.4.131 and g++-13 for sm_80 and
+  sm_90, and loads on the trixie runtime with libcuda.so.1 alone left to the host.
 """
 
 from __future__ import annotations
@@ -254,3 +257,73 @@ image:
     assert deps.code == 0, deps
     assert deps.json["ok"] and deps.json["files"] >= 1 and not deps.json["misses"], deps.out
     assert deps.json["host"] == ["libcuda.so.1"], deps.out
+
+
+# CUDA 12.4 from Debian 13's non-free section (devel-debian, runtime-debian).
+
+
+def _make_debian_cuda_bases(folder: Path) -> None:
+    """cuda.yaml's Debian CUDA 12 targets from the shipped lock into ``folder/bases`` (about
+    1.2 GB of .debs, a 2.2 GiB devel image): as :func:`_make_cuda_bases`."""
+    for target in ("devel-debian", "runtime-debian"):
+        argv = [str(ROOT / "manifests/cuda.yaml"), "--target", target, "--locked", "--cache", str(folder / "cache")]
+        ran = run_cli([*argv, "-o", f"oci:{folder / 'bases'}:{target}"], env=OWN_STORAGE, timeout=3600)
+        assert ran.code == 0, str(ran)
+    shutil.rmtree(folder / "cache")
+    subprocess.run(["chmod", "-R", "a+rX,go-w", str(folder)], check=True)
+
+
+@pytest.fixture(scope="session")
+def debian_cuda_bases() -> Path:
+    """The two images, kept per machine for the manifest and its lock: the packages are what
+    the lock pins, and 3 minutes and 2.5 GiB are not spent again for each change of assemble
+    (what builds on them here, with this checkout's code, is the test below)."""
+    key = inputs_key(("manifests/cuda.yaml", "manifests/cuda.lock"))
+    return kept("debiancuda", key, _make_debian_cuda_bases, done="bases/index.json") / "bases"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_debians_cuda_12_builds_a_cmake_project_that_loads_on_its_runtime(
+    debian_cuda_bases: Path, tmp_path: Path
+) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    for name, text in CMAKE_PROJECT.items():
+        (app / name).write_text(text)
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        f"""name: toolkit-user
+bases:
+  devel: oci:{debian_cuda_bases}:devel-debian
+  runtime: oci:{debian_cuda_bases}:runtime-debian
+sources: {{app: {{path: app}}}}
+compile:
+  - name: app
+    base: devel
+    sources: [app]
+    packages: [cmake, make]
+    run:
+      - cmake -S /src/app -B /build -DCMAKE_CUDA_ARCHITECTURES="80;90" -DCMAKE_BUILD_TYPE=Release
+      - cmake --build /build
+      - cuobjdump --list-elf /build/toolkit-user
+    artifacts: {{bin: {{path: /build/toolkit-user, to: /usr/local/bin/toolkit-user}}}}
+image:
+  base: runtime
+  layers: [{{artifact: app.bin}}]
+"""
+    )
+    out = f"oci:{tmp_path / 'out'}:latest"
+    built = run_cli([str(manifest), "--cache", str(tmp_path / "cache"), "-o", out], env=OWN_STORAGE, timeout=3600)
+    assert built.code == 0, built
+    log = "".join(p.read_text() for p in (tmp_path / "cache" / "logs").glob("app-*.log"))
+    assert 'Found CUDAToolkit: /usr/include (found version "12.4.131")' in log, log[-3000:]
+    assert "The CUDA compiler identification is NVIDIA 12.4.131 with host compiler GNU 13.3.0" in log, log[-3000:]
+    assert "The CXX compiler identification is GNU 13.3.0" in log, log[-3000:]  # the image's CXX
+    assert ".sm_80.cubin" in log and ".sm_90.cubin" in log, log[-3000:]
+    deps = run_cli(["deps", "--json", out])
+    assert deps.code == 0, deps
+    assert deps.json["ok"] and deps.json["files"] >= 1 and not deps.json["misses"], deps.out
+    assert deps.json["host"] == ["libcuda.so.1"], deps.out
+    env = dict(e.split("=", 1) for e in config_of(debian_cuda_bases, "devel-debian")["config"]["Env"])
+    assert env["CUDA_VERSION"] == "12.4.1" and env["CXX"] == "g++-13"
