@@ -1011,10 +1011,11 @@ def test_big_layer_streams_in_flat_memory_and_no_temp_space(tmp_path: Path) -> N
     )
     assert result["squashfs"] > _BIG  # incompressible: a copy of it would show in the disk watch
     assert result["rss_kib"] < 300 * 1024
-    # Exact for our processes: any temp file (a tar, a squashfs copy) would be written too.
+    # Exact for our processes: any temp file (a tar, a squashfs copy) would be written too,
+    # counted when its pages are dirtied, so one removed before it reaches the disk as well.
+    # (The polled disk use, printed above, is not asserted: in a suite run other workers
+    # wrote 1.6 GiB while it watched.)
     assert written < 16 * 2**20, f"{written / 2**20:.0f} MiB written beyond the SIF"
-    # Polled, so other work on the machine adds noise: only a second copy (2 GiB) must fail.
-    assert extra < 1.5 * 2**30, f"{extra / 2**20:.0f} MiB of temp space used"
     assert "INSERT_RANGE" not in proc.stderr  # the in-place insert worked (no fallback warning)
 
 
