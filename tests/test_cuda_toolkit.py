@@ -10,8 +10,9 @@ and the lock pinning a compile step's wheels by their sha256 (``require_hashes``
   CUDA::nvrtc) and enable_language(CUDA) builds on the devel image with nothing but the
   image's toolkit, and the dependency check of the program on the runtime image passes with
   libcuda.so.1 left to the host's driver. Slow the first time on a machine (about 650 MB of
-  wheels downloaded and a 600 MiB layer written): the two images are then kept in the test
-  cache for these inputs, as the demo's cold build is (tests/plugins/kept.py).
+  wheels downloaded and a 600 MiB layer written): the two images, and the project built on
+  them, are then kept in the test cache for these inputs, as the demo's cold build is
+  (tests/plugins/kept.py).
 - Its devel-debian and runtime-debian targets, CUDA 12.4 from Debian 13's non-free section
   (issue 65): the same CMake project builds with nvcc 12.4.131 and g++-13 for sm_80 and
   sm_90, and loads on the trixie runtime with libcuda.so.1 alone left to the host.
@@ -134,13 +135,15 @@ def _make_bases(folder: Path, targets: tuple[str, ...] = ("devel", "runtime")) -
     subprocess.run(["chmod", "-R", "a+rX,go-w", str(folder)], check=True)
 
 
+CUDA_INPUTS = ("assembler", "manifests/cuda.yaml", "manifests/cuda.lock", "layers")
+
+
 @pytest.fixture(scope="session")
 def cuda_bases() -> Path:
     """manifests/cuda.yaml's devel and runtime targets, from the shipped lock, in one layout:
     built once per machine and inputs (assemble's code, the manifest, its lock, the recipes;
     tests/plugins/kept.py), as the demo is. The tests read it and write nothing into it."""
-    key = inputs_key(("assembler", "manifests/cuda.yaml", "manifests/cuda.lock", "layers"))
-    return kept("cudabases", key, _make_bases, done="bases/index.json") / "bases"
+    return kept("cudabases", inputs_key(CUDA_INPUTS), _make_bases, done="bases/index.json") / "bases"
 
 
 def _prefix_files(layout: Path, tag: str) -> dict[str, tarfile.TarInfo]:
@@ -247,10 +250,27 @@ image:
     return "".join(p.read_text() for p in (tmp_path / "cache" / "logs").glob("app-*.log"))
 
 
+@pytest.fixture(scope="session")
+def cuda_cmake(cuda_bases: Path) -> Path:
+    """The CMake project compiled on cuda_bases (about 80 s): kept per machine for the bases'
+    inputs and this file, its step's log in ``cmake.log``."""
+    key = inputs_key((*CUDA_INPUTS, "tests/test_cuda_toolkit.py"))
+
+    def make(folder: Path) -> None:
+        devel, runtime = f"oci:{cuda_bases}:devel", f"oci:{cuda_bases}:runtime"
+        log = _cmake_project_on(folder / "project", devel, runtime, "90")
+        shutil.rmtree(folder / "project")
+        (folder / "cmake.log").write_text(log)
+
+    return kept("cudacmake", key, make, done="cmake.log")
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-def test_a_cmake_cuda_project_builds_on_devel_and_loads_on_runtime(cuda_bases: Path, tmp_path: Path) -> None:
-    log = _cmake_project_on(tmp_path, f"oci:{cuda_bases}:devel", f"oci:{cuda_bases}:runtime", "90")
+def test_a_cmake_cuda_project_builds_on_devel_and_loads_on_runtime(cuda_cmake: Path) -> None:
+    """nvcc 13 compiled the project for sm_90 on devel, and the program's every library but
+    the driver's is in runtime (:func:`_cmake_project_on` checked it with ``assemble deps``)."""
+    log = (cuda_cmake / "cmake.log").read_text()
     assert 'Found CUDAToolkit: /usr/local/cuda/include (found version "13.0.88")' in log, log[-3000:]
     assert "The CUDA compiler identification is NVIDIA 13.0.88" in log, log[-3000:]
 
