@@ -87,8 +87,11 @@ def peer() -> Iterator[tuple[str, type[_Peer]]]:
 
 
 def _within(started: float, stated: float) -> float:
+    """The time since ``started``, asserted within 10% of ``stated`` and a quarter second: on
+    a 2-core machine under a full suite, a 1.1 s give-up once took 1.21 s (threads waiting for
+    a core); a try or a wait too many is half a second or more, and the messages count tries."""
     elapsed = time.monotonic() - started
-    assert elapsed <= stated * 1.1, f"{elapsed:.2f} s against a stated {stated:.2f} s"
+    assert elapsed <= stated * 1.1 + 0.25, f"{elapsed:.2f} s against a stated {stated:.2f} s"
     return elapsed
 
 
