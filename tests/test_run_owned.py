@@ -174,6 +174,17 @@ def _stopped(proc: subprocess.Popen[str], run: list[str], root: Path, env: dict[
     assert _alive(mark) == []
 
 
+def test_an_image_run_sees_its_own_namespace_in_proc(tmp_path: Path, demo_bases: dict[str, Path]) -> None:
+    """/proc in a run is its PID namespace's: the shell finds itself at /proc/self. With the
+    host's /proc bound in, the command's pids named other processes, and DeepSpeed's CPU
+    accelerator failed as it started ("process PID not found" reading /proc/<its pid>)."""
+    script = 'read -r pid _ < /proc/self/stat; [ "$pid" = "$$" ] && echo "own /proc: $(ls -d /proc/[0-9]* | wc -l)"'
+    image = f"oci:{demo_bases['runtime']}:latest"
+    ran = run_cli(["run", image, "--cache", str(tmp_path / "cache"), "--entrypoint", "/bin/sh", "--", "-c", script])
+    assert ran.code == 0, str(ran)
+    assert int(ran.out.split()[-1]) < 10, ran.out  # the namespace's few processes, not the host's
+
+
 def test_run_mount_refuses_a_bind_over_the_image_s_root(tmp_path: Path) -> None:
     """A manifest's ``copy: {to: /}`` (or ``--mount HOST:/``) would bind a host folder over
     the image's root, hiding its shell and libraries: refused, with what to do instead."""

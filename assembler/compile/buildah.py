@@ -160,8 +160,11 @@ class Buildah:
         started (:mod:`assembler.compile.pidns`), as docker ends a container's. Without
         ``network``, in a network namespace with only ``lo`` too (:meth:`offline`). As
         :meth:`offline`, rootless inside ``buildah unshare`` (its user namespace holds the
-        capability)."""
-        flags = ["--pid", "--fork", "--kill-child", *([] if network else ["--net"])]
+        capability). With a /proc of that namespace (``--mount-proc``, in a mount namespace of
+        its own): buildah binds the /proc it sees into the container, and the host's showed
+        other processes under the command's own pids (DeepSpeed's CPU accelerator reads
+        /proc/<its pid> as it starts, and failed "process PID not found")."""
+        flags = ["--pid", "--fork", "--kill-child", "--mount-proc", *([] if network else ["--net"])]
         tail = list(argv) if network else [sys.executable, "-m", "assembler.compile.loopback", *argv]
         inside = ["unshare", *flags, "--", *tail]
         return [*self.globals, "unshare", "--", *inside] if self.rootless else inside
