@@ -104,7 +104,7 @@ class Zygote:
     def __init__(self, root: Path, python: str) -> None:
         env = dict(os.environ)
         env["PYTHONHASHSEED"] = str(secrets.randbelow(2**32))
-        self.env = {k: v for k, v in os.environ.items()}
+        self.env = dict(os.environ)  # what a call's environment is compared with
         self.proc = subprocess.Popen(
             [python, "-c", SERVER],
             stdin=subprocess.PIPE,
@@ -149,7 +149,9 @@ class Zygote:
             assert self.proc.stdin is not None
             self.proc.stdin.write((json.dumps(request) + "\n").encode())
             self.proc.stdin.flush()
-            pid = int(self._line(None) or "0")
+            started = self._line(None)
+            assert started is not None  # no deadline: a line, or EOF raised
+            pid = int(started)
             deadline = time.monotonic() + timeout
             status: str | None = None
             try:
