@@ -15,7 +15,9 @@ and the lock pinning a compile step's wheels by their sha256 (``require_hashes``
   (tests/plugins/kept.py).
 - Its devel-debian and runtime-debian targets, CUDA 12.4 from Debian 13's non-free section
   (issue 65): the same CMake project builds with nvcc 12.4.131 and g++-13 for sm_80 and
-  sm_90, and loads on the trixie runtime with libcuda.so.1 alone left to the host.
+  sm_90, and loads on the trixie runtime with libcuda.so.1 alone left to the host; and
+  devel-debian-bookworm and runtime-debian-bookworm, the same packages laid out as
+  /usr/local/cuda on bookworm, where it builds with bookworm's g++ 12 for sm_90.
 """
 
 from __future__ import annotations
@@ -282,8 +284,12 @@ def _make_debian_cuda(folder: Path) -> None:
     """The Debian CUDA 12 targets (1.2 GB of .debs, a 2.2 GiB devel image) and the CMake
     project compiled on them (importing that image into buildah's storage is most of a
     minute and a half): the step's log kept beside the bases as ``cmake.log``."""
-    _make_bases(folder, ("devel-debian", "runtime-debian"))
+    _make_bases(folder, ("devel-debian", "runtime-debian", "devel-debian-bookworm", "runtime-debian-bookworm"))
     bases = folder / "bases"
+    devel, runtime = f"oci:{bases}:devel-debian-bookworm", f"oci:{bases}:runtime-debian-bookworm"
+    log = _cmake_project_on(folder / "project", devel, runtime, "90")
+    shutil.rmtree(folder / "project")
+    (folder / "cmake-bookworm.log").write_text(log)
     devel, runtime = f"oci:{bases}:devel-debian", f"oci:{bases}:runtime-debian"
     log = _cmake_project_on(folder / "project", devel, runtime, "80;90")
     shutil.rmtree(folder / "project")
@@ -314,3 +320,20 @@ def test_debians_cuda_12_builds_a_cmake_project_that_loads_on_its_runtime(debian
     assert ".sm_80.cubin" in log and ".sm_90.cubin" in log, log[-3000:]
     env = dict(e.split("=", 1) for e in config_of(debian_cuda / "bases", "devel-debian")["config"]["Env"])
     assert env["CUDA_VERSION"] == "12.4.1" and env["CXX"] == "g++-13"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_debians_cuda_12_on_bookworm_builds_with_its_gcc_12_and_loads_on_its_runtime(debian_cuda: Path) -> None:
+    """The same packages laid out as /usr/local/cuda by a step on trixie (layers/cuda-debian.yaml)
+    and put on bookworm: nvcc 12.4.131 took bookworm's g++ 12 as its host compiler, CMake found
+    the toolkit in the prefix, the sm_90 program's libraries but the driver's are in
+    runtime-debian-bookworm (``assemble deps`` in :func:`_cmake_project_on`); the devel image's
+    own tests (nvcc, a cuBLAS, Thrust and driver-API program for sm_80 and sm_90) passed when
+    it was built."""
+    log = (debian_cuda / "cmake-bookworm.log").read_text()
+    assert 'Found CUDAToolkit: /usr/local/cuda/include (found version "12.4.131")' in log, log[-3000:]
+    assert "The CUDA compiler identification is NVIDIA 12.4.131 with host compiler GNU 12.2.0" in log, log[-3000:]
+    assert ".sm_90.cubin" in log, log[-3000:]
+    env = dict(e.split("=", 1) for e in config_of(debian_cuda / "bases", "devel-debian-bookworm")["config"]["Env"])
+    assert env["CUDA_VERSION"] == "12.4.1" and env["CUDA_HOME"] == "/usr/local/cuda"
