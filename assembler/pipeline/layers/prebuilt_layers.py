@@ -22,6 +22,7 @@ from assembler.cache.memos import write_remembered
 from assembler.errors import CorruptBlob
 from assembler.oci.layer import Layer
 from assembler.pipeline.layers.maker import Maker
+from assembler.pipeline.layers.placed import Placed
 from assembler.pipeline.store.origins import Origins
 from assembler.pipeline.store.prebuilt_checks import Check
 from assembler.pipeline.store.stepstore import StepStore, note_taken
@@ -54,9 +55,7 @@ class Prebuilt:
         # a plan takes its record alone.
         self.checks = checks
 
-    def place(
-        self, what: str, make: Callable[[], list[tuple[Layer, str]] | None]
-    ) -> tuple[list[tuple[Layer, str]], str, str]:
+    def place(self, what: str, make: Callable[[], list[tuple[Layer, str]] | None]) -> Placed:
         """The layers ``make`` gives (a ``pip:`` or ``url:`` layer's:
         :func:`~assembler.pipeline.layers.kinds.pip.pip_layers`,
         :func:`~assembler.pipeline.layers.kinds.url.url_layer`) with what each is, ``what`` the
@@ -65,8 +64,8 @@ class Prebuilt:
         self.made = False
         layers = make()
         if layers is None:
-            return [], what, "will-build"
-        return layers, what, "built" if self.made else "cached"
+            return Placed([], what, "will-build")
+        return Placed(layers, what, "built" if self.made else "cached")
 
     def made_one(self) -> None:
         """Note that the layer being placed was made here (not found cached)."""

@@ -30,7 +30,7 @@ from assembler.pipeline.image.config import config_changes, default_annotations,
 from assembler.pipeline.image.installed import check_installed
 from assembler.pipeline.layers import kinds
 from assembler.pipeline.layers.kinds import Stacking
-from assembler.pipeline.layers.kinds.base import Placed
+from assembler.pipeline.layers.placed import Placed
 from assembler.pipeline.options import Event
 from assembler.pipeline.walk.modes import RuntimeJob
 from assembler.pipeline.walk.walk import Walk
@@ -200,7 +200,7 @@ class LayerStack:
         )
         if image is None or any(b is None for b in mounted.values()):
             walk.record_step(report(state="will-run", key=None, reason="the image below is not built yet"))
-            return [], rs.what, "will-build"
+            return Placed([], rs.what, "will-build")
         known = {r: b for r, b in mounted.items() if b is not None}
         mounts = {r: b.diff_id for r, b in known.items()}
         definition = {**rs.definition, "secrets": list(rs.secrets)}
@@ -210,18 +210,18 @@ class LayerStack:
         if decision.taken is not None and decision.taken.layer is not None:
             blob = decision.taken.layer
             self._check_installed(rs, blob)
-            return [(blob, rs.what)], rs.what, "cached"
+            return Placed([(blob, rs.what)], rs.what, "cached")
         will_run = report(state="will-run", key=key, reason=decision.reason)
         mounted_at = [Mounted(r, b, graph.artifact_spec(self.man, r).to) for r, b in known.items()]
         made = walk.mode.make_runtime(RuntimeJob(rs, key, image, known, mounted_at))
         if made is None:
             walk.record_step(will_run)
-            return [], rs.what, "will-build"
+            return Placed([], rs.what, "will-build")
         on = [*image.diff_ids, *(b.diff_id for b in known.values())]  # what it is built on
         walk.record_made(key, StepResult(rs.name, layer=made.made), on)
         walk.built(will_run, made.seconds)
         self._check_installed(rs, made.made)
-        return [(made.made, rs.what)], rs.what, "built"
+        return Placed([(made.made, rs.what)], rs.what, "built")
 
     def _check_installed(self, rs: RuntimeStep, blob: Layer) -> None:
         """What the step installed into Python against its locked pins, where a lock is used."""

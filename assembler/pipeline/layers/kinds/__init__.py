@@ -13,12 +13,13 @@ from dataclasses import replace
 from typing import Any
 
 from assembler.pipeline.layers.kinds.artifact import ArtifactKind
-from assembler.pipeline.layers.kinds.base import Kind, Placed, Stacking, Starting
+from assembler.pipeline.layers.kinds.base import Kind, Stacking, Starting
 from assembler.pipeline.layers.kinds.copy import CopyKind
 from assembler.pipeline.layers.kinds.packages import PackagesKind
 from assembler.pipeline.layers.kinds.pip import PipKind
 from assembler.pipeline.layers.kinds.run import RunKind
 from assembler.pipeline.layers.kinds.url import UrlKind
+from assembler.pipeline.layers.placed import Placed
 from assembler.spec import model as m
 from assembler.spec.prebuilt import When
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from assembler.cache import key_of
 from assembler.pipeline.graph import Definitions, step_of
-from assembler.pipeline.layers.kinds.base import Kind, Placed, Stacking
+from assembler.pipeline.layers.kinds.base import Kind, Stacking
+from assembler.pipeline.layers.placed import Placed
 from assembler.spec import model as m
 
 
@@ -17,8 +18,8 @@ class ArtifactKind(Kind[m.ArtifactLayer]):
         names = [art] if art else sorted(step_of(at.loaded.manifest, step_name).artifacts)
         what = f"artifact {spec.artifact}"
         if results is None:
-            return [], what, "will-build"
-        return [(results[n], f"artifact {step_name}.{n}") for n in names], what, at.step_state(step_name)
+            return Placed([], what, "will-build")
+        return Placed([(results[n], f"artifact {step_name}.{n}") for n in names], what, at.step_state(step_name))
 
     def step(self, spec: m.ArtifactLayer, index: int) -> str:
         return spec.artifact.partition(".")[0]

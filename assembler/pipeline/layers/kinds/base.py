@@ -17,6 +17,7 @@ from assembler.cache import key_of
 from assembler.oci.layer import Layer
 from assembler.pipeline.graph import NOT_IN_DEFINITION, Definitions, RuntimeStep
 from assembler.pipeline.layers.maker import Maker
+from assembler.pipeline.layers.placed import Placed
 from assembler.spec.prebuilt import When
 from assembler.spec.yamlfile import PathKey
 
@@ -32,10 +33,6 @@ if TYPE_CHECKING:
     from assembler.transports.context import Context
 
 L = TypeVar("L", bound=When)
-
-Placed = tuple[list[tuple[Layer, str]], str, str]
-"""The layers of a layer spec, each with what it is; what the spec is; their origin
-(cached, built, or will-build: a plan, not made yet)."""
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,9 @@ from assembler.cache import key_of
 from assembler.cache.memos import copy_stat_key, write_remembered
 from assembler.oci.digest import canonical_json
 from assembler.oci.layer import Layer
-from assembler.pipeline.layers.kinds.base import Kind, Placed, Stacking, Starting
+from assembler.pipeline.layers.kinds.base import Kind, Stacking, Starting
 from assembler.pipeline.layers.maker import Maker
+from assembler.pipeline.layers.placed import Placed
 from assembler.spec import model as m
 from assembler.spec.loaded import Loaded
 from assembler.transports import Context
@@ -215,8 +216,8 @@ class CopyKind(Kind[m.CopyLayer]):
         what = f"copy {c.from_} {c.to}"
         blob = copies.layer(c, at.path, at.view)
         if blob is None:
-            return [], what, "will-build"
-        return [(blob, what)], what, "cached" if blob.digest in copies.taken else copies.origin
+            return Placed([], what, "will-build")
+        return Placed([(blob, what)], what, "cached" if blob.digest in copies.taken else copies.origin)
 
     def warning(self, spec: m.CopyLayer, at: Stacking) -> str | None:
         copies: Copies = at.state

@@ -6,7 +6,8 @@ from assembler.compile.apt import apt_install_locked
 from assembler.compile.steps import apt_install
 from assembler.pipeline import graph
 from assembler.pipeline.graph import RuntimeStep
-from assembler.pipeline.layers.kinds.base import Kind, Placed, Stacking
+from assembler.pipeline.layers.kinds.base import Kind, Stacking
+from assembler.pipeline.layers.placed import Placed
 from assembler.spec import model as m
 from assembler.spec.debs import DebLocked
 

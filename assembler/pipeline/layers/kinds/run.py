@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from assembler.cache import key_of
 from assembler.pipeline.graph import NOT_IN_DEFINITION, Definitions, RuntimeStep
-from assembler.pipeline.layers.kinds.base import Kind, Placed, Stacking
+from assembler.pipeline.layers.kinds.base import Kind, Stacking
+from assembler.pipeline.layers.placed import Placed
 from assembler.spec import model as m
 
 

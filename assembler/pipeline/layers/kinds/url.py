@@ -21,7 +21,8 @@ from assembler.archive.tree import parents
 from assembler.cache import key_of
 from assembler.cache.entries import StepResult
 from assembler.errors import InputError, UnsafePath
-from assembler.pipeline.layers.kinds.base import Kind, Placed, Stacking, Starting
+from assembler.pipeline.layers.kinds.base import Kind, Stacking, Starting
+from assembler.pipeline.layers.placed import Placed
 from assembler.pipeline.layers.prebuilt_layers import Prebuilt, file_opener, prebuilt_of
 from assembler.pipeline.store import prebuilt_checks as checks
 from assembler.pipeline.store.prebuilt_checks import Paths
