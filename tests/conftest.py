@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from assembler.transports.bootstrap import FORMAT as BOOTSTRAP_FORMAT
+from assembler.debian.bootstrap import FORMAT as BOOTSTRAP_FORMAT
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_CACHE = Path(os.environ.get("ASSEMBLE_TEST_CACHE", "/var/tmp/assemble-test-cache"))

@@ -24,13 +24,13 @@ from typing import Any
 import pytest
 
 from assembler.archive.compress import decompressed
+from assembler.debian import aptlock
 from assembler.errors import InputError
 from assembler.oci.descriptor import Platform
 from assembler.pipeline.lock.aptpins import debian_uses
 from assembler.spec.debs import Deb, DebEntry
 from assembler.spec.load import load_manifest
 from assembler.spec.lockfile import Lock, read_lock, write_lock
-from assembler.transports import aptlock
 from tests.helpers import ROOT, Ran, layout_digest, manifest_of, run_cli, run_cli_here, sh
 from tests.plugins.user import User
 from tests.test_golden import base_packages
@@ -378,7 +378,7 @@ outputs: ['oci:out:badname']
 
 
 def test_apts_refusals_are_read_with_its_reasons_from_what_it_printed() -> None:
-    from assembler.transports.aptreasons import Refusal, is_refusal, refusals, refused, suggestions
+    from assembler.debian.aptreasons import Refusal, is_refusal, refusals, refused, suggestions
 
     assert refusals(MMDEBSTRAP_REFUSED) == [Refusal("nosuchpkg", "Unable to locate package nosuchpkg")]
     assert refusals(APT_GET_REFUSED) == [
@@ -475,9 +475,9 @@ def test_a_lock_whose_dry_run_the_host_keeps_from_running_fails_with_doctors_fix
 def test_a_bootstraps_failure_leads_with_what_apt_refused(tmp_path: Path) -> None:
     """mmdebstrap's --quiet hid apt's own line: the build's error was "E: setup failed: E:
     apt-get ... failed" alone. Run without it, the bootstrap's error is apt's reason."""
+    from assembler.debian import bootstrap as boot
     from assembler.errors import AptRefused
     from assembler.proc import Result
-    from assembler.transports import bootstrap as boot
 
     class Mmdebstrap:
         def which(self, name: str) -> Path:
@@ -784,9 +784,9 @@ def test_a_locked_package_the_mirror_dropped_is_said_as_the_mirror_moving(tmp_pa
     the mirror moved (a package dropped at a point release); the hint is the snapshot's."""
     from typing import cast
 
+    from assembler.debian import bootstrap as boot
     from assembler.proc import Runner
     from assembler.spec.debs import DebLocked
-    from assembler.transports import bootstrap as boot
 
     spec = boot.BootstrapSpec("bookworm", packages=("nosuchpkg",))
     locked = DebLocked("apt:bases.runtime", "k", (), "2026-11-27T22:17:51Z", ("nosuchpkg",))

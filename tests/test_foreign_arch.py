@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from assembler.transports.bootstrap import hint_for
+from assembler.debian.bootstrap import hint_for
 from tests.conftest import BASES_CACHE
 from tests.helpers import config_of, manifest_of, read_blob, run_cli, uncompressed
 

@@ -407,8 +407,8 @@ def test_a_programs_version_is_asked_once_per_binary(tmp_path: Path) -> None:
     import shutil
 
     from assembler.cache import Cache
+    from assembler.debian.bootstrap import tool_version
     from assembler.proc import Runner
-    from assembler.transports.bootstrap import tool_version
 
     real = shutil.which("mmdebstrap")
     assert real is not None, "mmdebstrap is not installed"

@@ -15,7 +15,7 @@ tenth of the filesystem its root is on): 10% of the filesystem the cache is on, 
 100 GiB (BuildKit caps its own defaults at 10 and 100 GB). A size (``50G``) or a share of
 that filesystem (``10%``) may be given instead. After a build that finished, the least
 recently used items go until the cache fits, never what this process used
-(:class:`assembler.cache.lock.Uses`: the build's own entries, folders and blobs, and
+(:class:`assembler.cache.filelock.Uses`: the build's own entries, folders and blobs, and
 whatever was written or used since it started). The cache must be this process's alone for
 that: when another build holds it, nothing is removed now (the last build to finish keeps
 the budget).

@@ -30,7 +30,7 @@ the kept folder another build of that step uses (compile.worktree): where the fi
 locks are per node, prune when no node builds.
 
 A process holds the cache lock once, however many :class:`Store` objects it opens on one
-root (:mod:`assembler.cache.lock`), and keeps there what it used of the cache.
+root (:mod:`assembler.cache.filelock`), and keeps there what it used of the cache.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from assembler.archive.layer import HashingSink
-from assembler.cache.lock import held
+from assembler.cache.filelock import held
 from assembler.cache.marker import claim
 from assembler.cache.temps import reclaim, temp_prefix
 from assembler.errors import CacheError, CorruptBlob, DigestMismatch, InvalidImage, NotFound

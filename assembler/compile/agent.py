@@ -104,7 +104,7 @@ _STATUS_LIMIT = 64 << 20  # a devel base's dpkg status: a few MB (CUDA's: 1.3 MB
 def installed_lines(root: str) -> list[str]:
     """``name:arch=version`` of each package dpkg's status in ``root`` says is installed,
     sorted (none: no status)."""
-    from assembler.transports.aptlock import installed_in
+    from assembler.debian.aptlock import installed_in
 
     path = resolve_in_root(root, _DPKG_STATUS)
     if not os.path.isfile(path):  # none (not a Debian root), or not a file to read

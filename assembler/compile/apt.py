@@ -14,8 +14,8 @@ from pathlib import Path
 from assembler.cache import Cache
 from assembler.cache.maintain import APT_SLOT_LOCK
 from assembler.compile.buildah import Volume
+from assembler.debian.aptlock import pinned_install
 from assembler.spec.debs import DebLocked
-from assembler.transports.aptlock import pinned_install
 
 # apt's lists and downloaded packages live on the host between builds (like ccache): a
 # runtime step on a new base then fetches only what changed. They are mounts, so never in

@@ -22,14 +22,14 @@ from assembler.compile import apt, keepfailed
 from assembler.compile.buildah import Buildah, RunSpec, Volume
 from assembler.compile.handover import hand_over
 from assembler.compile.keptcaches import FolderCache
+from assembler.debian.aptlock import mirror_moved_hint
+from assembler.debian.aptreasons import refusals
 from assembler.errors import StepFailed
 from assembler.hostuser import host_cause
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
 from assembler.proc import tail
 from assembler.spec.lockfile import LOCK_ENV
-from assembler.transports.aptlock import mirror_moved_hint
-from assembler.transports.aptreasons import refusals
 
 # The host bundle is mounted at a private path, not over the image's own bundle: the
 # image's ca-certificates package must stay installable (its setup rewrites that file).

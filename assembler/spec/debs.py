@@ -43,7 +43,7 @@ class Deb:
 @dataclass(frozen=True)
 class DebEntry:
     """The Debian packages a bootstrapped base or a ``packages:`` layer on one installs
-    (:mod:`assembler.transports.aptlock`): ``name:arch=version sha256:HEX`` each (a layer:
+    (:mod:`assembler.debian.aptlock`): ``name:arch=version sha256:HEX`` each (a layer:
     those it adds), when they were resolved and the date of the mirror's index then; or why
     they could not be."""
 

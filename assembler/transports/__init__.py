@@ -2,8 +2,8 @@
 
 One module per format, each reading and writing where that makes sense: ``layout``
 (OCI dir), ``archive`` (oci-archive, docker-archive), ``rootfs`` (tarball),
-``bootstrap`` (mmdebstrap), ``remote`` (registry, through :mod:`assembler.registry`),
-``sif`` (Apptainer).
+``remote`` (registry, through :mod:`assembler.registry`), ``sif`` (Apptainer). A
+bootstrapped Debian base is :mod:`assembler.debian`'s, written as a ``rootfs`` image.
 This module asks a reference's format (:mod:`assembler.transports.formats`, the one table
 of them) to read it (:func:`open_source`, :func:`known_image`); the formats' writers call
 these modules.

@@ -7,11 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from assembler.cache import key_of
+from assembler.debian import bootstrap as boot
 from assembler.oci.image import Image
 from assembler.oci.reference import ImageName
 from assembler.spec import model as m
 from assembler.spec.debs import DebLocked
-from assembler.transports import bootstrap as boot
 from assembler.transports.context import Context
 
 

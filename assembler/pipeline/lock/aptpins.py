@@ -10,8 +10,8 @@ makes the lock stale for it, as a changed Python set does. The mirror a base wit
 not in the key: a machine with another mirror builds the lock from that one, as long as it
 serves the same files. The build of a locked base or layer installs exactly the lock's packages
 and refuses, naming them, those the mirror no longer serves as locked
-(:mod:`assembler.transports.aptlock`). Packages apt refuses (a name the suite does not have)
-are recorded with apt's reason (:mod:`assembler.transports.aptreasons`): the lock exits 2,
+(:mod:`assembler.debian.aptlock`). Packages apt refuses (a name the suite does not have)
+are recorded with apt's reason (:mod:`assembler.debian.aptreasons`): the lock exits 2,
 and a plan or build of that very list refuses it before any bootstrap, at the manifest's line.
 """
 
@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from assembler.debian import aptlock, aptreasons
+from assembler.debian import bootstrap as boot
 from assembler.errors import AptRefused, AssemblerError, InputError
 from assembler.oci.descriptor import Platform
 from assembler.pipeline import graph
@@ -33,8 +35,6 @@ from assembler.spec.debs import Deb, DebEntry, DebLocked
 from assembler.spec.loaded import Loaded
 from assembler.spec.lockfile import Lock
 from assembler.spec.setuses import set_key
-from assembler.transports import aptlock, aptreasons
-from assembler.transports import bootstrap as boot
 
 PREFIX = "apt:"  # a Debian package set's ``where`` in the lock and in plan: apt:bases.NAME, apt:packages-1
 

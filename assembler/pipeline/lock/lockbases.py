@@ -2,7 +2,7 @@
 lock`` whose packages did not move makes no base again.
 
 A bootstrapped base is cached under a key that holds the digest of the packages the lock
-installs (:func:`assembler.transports.bootstrap.bootstrap_key`), so that a lock moved to other
+installs (:func:`assembler.debian.bootstrap.bootstrap_key`), so that a lock moved to other
 versions makes it again. The first lock of a manifest already built moved nothing, yet
 every bootstrapped base had a new key: the build after it bootstrapped both of the demo's
 again (94 s and 137 s, issue 67) to the digests it had. ``assemble lock`` now looks, in the
@@ -20,13 +20,13 @@ from collections.abc import Sequence
 from assembler.archive.compress import decompressed
 from assembler.archive.tarread import data_of, open_tar
 from assembler.cache import Cache
+from assembler.debian.aptlock import installed_in
 from assembler.oci.descriptor import Descriptor
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
 from assembler.pipeline.image.bases import bootstrap_key
 from assembler.pipeline.runs.run import Run
 from assembler.spec import model as m
-from assembler.transports.aptlock import installed_in
 
 _STATUS = "var/lib/dpkg/status"
 _STATUS_LIMIT = 64 << 20  # a base's dpkg status: a few MB (the devel base's: 1.3 MB)

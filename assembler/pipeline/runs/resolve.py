@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from assembler.archive.view import TreeView
 from assembler.compile import sources as srcs
+from assembler.debian.bootstrap import bootstrap_mirrors
 from assembler.errors import InputError, NotFound
 from assembler.oci import mutate
 from assembler.oci.descriptor import Platform
@@ -54,7 +55,6 @@ from assembler.spec.loaded import Loaded
 from assembler.spec.lockapply import LockStatus
 from assembler.spec.reach import Need, needs
 from assembler.transports import Context, known_image
-from assembler.transports.bootstrap import bootstrap_mirrors
 from assembler.weights.models import described
 
 T = TypeVar("T")

@@ -12,6 +12,7 @@ from functools import partial
 from assembler.cache.programs import program_version
 from assembler.compile import sources as srcs
 from assembler.compile.buildah import Buildah
+from assembler.debian import bootstrap as boot
 from assembler.errors import AptRefused
 from assembler.pipeline.image.bases import Base, bootstrap_key, bootstrap_spec
 from assembler.pipeline.options import Event
@@ -21,7 +22,6 @@ from assembler.spec import model as m
 from assembler.spec.debs import DebLocked
 from assembler.spec.loaded import Loaded
 from assembler.transports import Context
-from assembler.transports import bootstrap as boot
 
 
 class Once:

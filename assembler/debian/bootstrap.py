@@ -28,6 +28,7 @@ from assembler.archive.compress import Compression
 from assembler.archive.tar import TarEntry
 from assembler.cache import Cache, key_of
 from assembler.cache.programs import program_version
+from assembler.debian import aptlock, aptreasons
 from assembler.errors import AptRefused, InputError, ToolError
 from assembler.hostuser import host_cause
 from assembler.oci.descriptor import Platform
@@ -35,7 +36,6 @@ from assembler.oci.image import Image
 from assembler.proc import Runner
 from assembler.spec import model as m
 from assembler.spec.debs import DebLocked
-from assembler.transports import aptlock, aptreasons
 from assembler.transports.rootfs import image_from_layer, layer_from_tar
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ def mmdebstrap_argv(spec: BootstrapSpec, *, arch: str, mirror: str, output: Path
     """mmdebstrap's arguments for ``spec``. Not ``--quiet``: it hides apt's own errors, and a
     wrong package name failed with mmdebstrap's "E: setup failed: E: apt-get ... failed"
     alone, a minute in (issue 67); apt's "E: Unable to locate package NAME" is what the
-    error leads with now (:mod:`assembler.transports.aptreasons`)."""
+    error leads with now (:mod:`assembler.debian.aptreasons`)."""
     argv = [
         "mmdebstrap",
         f"--variant={spec.variant}",

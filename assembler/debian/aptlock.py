@@ -28,11 +28,11 @@ import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from assembler.debian import aptreasons
 from assembler.errors import AssemblerError, InputError, ToolError
 from assembler.hostuser import host_cause
 from assembler.proc import Result, Runner
 from assembler.spec.debs import Deb
-from assembler.transports import aptreasons
 
 log = logging.getLogger(__name__)
 
