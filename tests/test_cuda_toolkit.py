@@ -298,11 +298,13 @@ def _make_debian_cuda(folder: Path) -> None:
 
 @pytest.fixture(scope="session")
 def debian_cuda() -> Path:
-    """The two images and the project built on them, kept per machine for the manifest and
-    its lock: 280 s the first time on a machine, and not again for each change of assemble
+    """The four images and the projects built on them, kept per machine for the manifest, its
+    lock and the bookworm layout's recipe: 640 s the first time on a machine, and not again for each change of assemble
     (what they exercise, bootstrap, packages layers, a compile step and the dependency
     check, every other build test exercises with this checkout's code)."""
-    key = inputs_key(("manifests/cuda.yaml", "manifests/cuda.lock", "tests/test_cuda_toolkit.py"))
+    key = inputs_key(
+        ("manifests/cuda.yaml", "manifests/cuda.lock", "layers/cuda-debian.yaml", "tests/test_cuda_toolkit.py")
+    )
     return kept("debiancuda", key, _make_debian_cuda, done="cmake.log")
 
 
