@@ -2,7 +2,7 @@
 
 Everything else is in pyproject.toml. The repository keeps its recipes in ``layers/``
 (its fixed layout); an installed ``assemble`` finds its own in ``assembler/recipes/``
-(``assembler.spec.recipes.packaged_recipes``). An editable install reads ``layers/`` of the
+(``assembler.manifest.load.recipes.packaged_recipes``). An editable install reads ``layers/`` of the
 checkout instead, so nothing is copied for it.
 """
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from assembler.cache import Cache
 from assembler.errors import AssemblerError, CorruptBlob, InputError
+from assembler.manifest.load.loaded import Loaded
 from assembler.oci.artifact import Artifact, FilesArtifact
 from assembler.oci.descriptor import Platform
 from assembler.oci.image import Image
@@ -41,7 +42,6 @@ from assembler.pipeline.store.baseblobs import BaseBlobs, merged
 from assembler.pipeline.variants import Variant, named, platform_groups, report_variant
 from assembler.pipeline.writers import Tee, writer_for
 from assembler.proc import Runner
-from assembler.spec.loaded import Loaded
 from assembler.transports import Context, Written
 from assembler.transports.common import SourceImage
 from assembler.transports.formats import Writer

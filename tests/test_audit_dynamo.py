@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from assembler.spec import model as m
-from assembler.spec.load import load_manifest
+from assembler.manifest.load.manifest import load_manifest
+from assembler.manifest.schema import model as m
 from tests.helpers import ROOT
 from tests.test_manifests import plan_in_process
 

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 
 from assembler.errors import ManifestError
-from assembler.spec import model as m
-from assembler.spec.constraints import index_cudas
-from assembler.spec.load import load_manifest
+from assembler.manifest.load.constraints import index_cudas
+from assembler.manifest.load.manifest import load_manifest
+from assembler.manifest.schema import model as m
 from tests.helpers import ROOT, run_cli_here
 from tests.test_manifests import PlanFn, plan_in_process
 
@@ -254,7 +254,7 @@ def test_flashinfers_arch_list_is_checked() -> None:
     assert "constraints.3: flashinfer_arch_list: '75', '80' are not torch's arch syntax" in err
 
 
-# -- the constraint kind (assembler/spec/coupling.py: IndexCuda) ------------------------------
+# -- the constraint kind (assembler/manifest/schema/coupling.py: IndexCuda) ------------------------------
 
 
 def test_index_urls_name_their_cuda() -> None:

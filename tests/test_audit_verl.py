@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from assembler.spec import model as m
-from assembler.spec.coupling import RocmArchs
-from assembler.spec.load import load_manifest
+from assembler.manifest.load.manifest import load_manifest
+from assembler.manifest.schema import model as m
+from assembler.manifest.schema.coupling import RocmArchs
 from tests.test_manifests import plan_in_process
 
 VERL = Path(__file__).resolve().parent.parent / "manifests" / "verl.yaml"
@@ -446,7 +446,7 @@ def test_the_lock_holds_each_targets_era() -> None:
     vLLM 0.6.3 beside transformers 4.51.x, not 2026's 5.x (whose CLIP lacks the
     CLIPSdpaAttention vLLM 0.6.3 imports); vLLM 0.8.1 and 0.8.2 with xgrammar 0.1.17, the
     nearest release to the 0.1.16 PyPI no longer serves; the cuDNN layer's 9.8 over torch's own."""
-    from assembler.spec.lockfile import read_lock
+    from assembler.manifest.lock.file import read_lock
 
     lock = read_lock(VERL.with_suffix(".lock"))
 

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 
 from assembler.errors import ManifestError
-from assembler.spec.load import load_manifest
-from assembler.spec.model import PipLayer, RunLayer
-from assembler.spec.setuses import used_steps
+from assembler.manifest.load.manifest import load_manifest
+from assembler.manifest.schema.model import PipLayer, RunLayer
+from assembler.manifest.schema.setuses import used_steps
 from tests.helpers import ROOT, run_cli_here
 
 MANIFEST = ROOT / "manifests" / "vllm.yaml"
@@ -95,7 +95,7 @@ def test_flashinfer_is_v0_11_1s_0_5_2_in_both_modes() -> None:
     assert 'version("flashinfer-python")' in " ".join(wheel["flashinfer"]) and '"flashinfer-cubin==$V"' in " ".join(
         wheel["flashinfer"]
     )
-    from assembler.spec.lockfile import read_lock
+    from assembler.manifest.lock.file import read_lock
 
     lock = read_lock(MANIFEST.with_suffix(".lock"))
     venv = lock.sets[lock.variants["openai vllm_from=wheel"]["layers.nvidia:venv"]].constraints()
@@ -333,7 +333,7 @@ def test_amd_targets_are_accepted(archs: str) -> None:
     assert loaded.params["pytorch_rocm_arch"] == archs
 
 
-# -- the constraint kinds this relies on (assembler/spec/coupling.py) -------------------------
+# -- the constraint kinds this relies on (assembler/manifest/schema/coupling.py) -------------------------
 
 SMALL = """\
 name: small
@@ -467,7 +467,7 @@ def test_the_released_wheels_venv_is_one_set_its_layers_install_parts_of() -> No
     assert layers["vllm-deps"].python_sets[0].installs == ["*"]  # the rest of the venv, whole
     # The server extras above are locked against that venv: timm may not move torchvision or
     # torch (it did, to PyPI's newest, when vllm-deps said it installed the nvidia part only).
-    from assembler.spec.lockfile import read_lock
+    from assembler.manifest.lock.file import read_lock
 
     lock = read_lock(MANIFEST.with_suffix(".lock"))
     extras = lock.sets[lock.variants["openai vllm_from=wheel"]["layers.openai-extras:extras"]].constraints()
@@ -582,7 +582,7 @@ def test_nvshmem_stays_out_of_the_venv_and_the_lock_says_so() -> None:
     kernels' NVSHMEM 3.3.9 goes into a folder of its own, as upstream keeps it (v0.11.1
     tools/ep_kernels/install_python_libraries.sh: $WORKSPACE/nvshmem_install), and every
     environment of the default target resolves."""
-    from assembler.spec.lockfile import read_lock
+    from assembler.manifest.lock.file import read_lock
 
     lock = read_lock(MANIFEST.with_suffix(".lock"))
     places = lock.variants["openai"]

@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 from ruamel.yaml import YAML
 
-from assembler.spec.model import json_schemas
+from assembler.manifest.schema.model import json_schemas
 from tests.helpers import ROOT
 
 

@@ -190,7 +190,7 @@ def test_a_row_whose_clone_is_not_given_says_what_to_clone_and_builds_nothing(tm
     )
     assert not (tmp_path / "out").exists() and not list((tmp_path / "logs").iterdir())
     # the manifest (its target, params resolved) names the same trees at the same refs
-    from assembler.spec.load import load_manifest
+    from assembler.manifest.load.manifest import load_manifest
 
     sources = load_manifest(ROOT / "manifests" / seed.manifest, target=seed.target).manifest.sources
     for c in seed.clones:

@@ -234,7 +234,7 @@ def test_under_cache_trust_no_step_builds_in_a_folder_restored_unchecked(
 
     from assembler.archive.chunks import folder_is_empty
     from assembler.compile import keptcaches, worktree
-    from assembler.spec import model as m
+    from assembler.manifest.schema import model as m
 
     cache, tree = Cache(tmp_path / "cache"), "t" * 64
     step = m.CompileStep(name="demo", base="devel", cache=["/build"], shared_cache=["/ccache"], run=["true"])
@@ -296,7 +296,7 @@ def test_a_shared_folder_is_restored_only_while_no_step_uses_it(tmp_path: Path) 
     import threading
 
     from assembler.compile import keptcaches
-    from assembler.spec import model as m
+    from assembler.manifest.schema import model as m
 
     cache = Cache(tmp_path / "cache")
     step = m.CompileStep(name="demo", base="devel", shared_cache=["/uv", "/ccache"], run=["true"])

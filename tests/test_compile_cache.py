@@ -18,11 +18,11 @@ from assembler.archive import chunks as ch
 from assembler.cache import Cache
 from assembler.compile import keptcaches, worktree
 from assembler.errors import ToolError
+from assembler.manifest.schema import model as m
 from assembler.oci.reference import ImageName
 from assembler.registry.client import Registry
 from assembler.registry.types import RegistryOptions
 from assembler.sign import load_private_key, load_public_key
-from assembler.spec import model as m
 from assembler.stepcache.compile import CompileCaches
 from assembler.stepcache.trust import Trust
 from tests.plugins.registry import RunningRegistry
@@ -135,7 +135,7 @@ def test_kept_folders_are_restored_while_the_devel_image_is_brought_in(
     import time
 
     from assembler.compile import steps
-    from assembler.spec import model as m
+    from assembler.manifest.schema import model as m
 
     both = threading.Barrier(2, timeout=20)  # each waits for the other: only at once do both pass
     stopped: list[bool] = []

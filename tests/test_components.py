@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from assembler.spec import model as m
-from assembler.spec.load import load_manifest
+from assembler.manifest.load.manifest import load_manifest
+from assembler.manifest.schema import model as m
 from tests.helpers import ROOT
 
 MANIFESTS = ROOT / "manifests"

@@ -43,7 +43,7 @@ from typing import Any
 
 import pytest
 
-from assembler.spec.load import load_manifest
+from assembler.manifest.load.manifest import load_manifest
 from tests.helpers import ROOT
 from tests.test_manifests import plan_in_process
 

@@ -26,11 +26,11 @@ import pytest
 from assembler.archive.compress import decompressed
 from assembler.debian import aptlock
 from assembler.errors import InputError
+from assembler.manifest.load.manifest import load_manifest
+from assembler.manifest.lock.debpins import Deb, DebEntry
+from assembler.manifest.lock.file import Lock, read_lock, write_lock
 from assembler.oci.descriptor import Platform
 from assembler.pipeline.lock.aptpins import debian_uses
-from assembler.spec.debs import Deb, DebEntry
-from assembler.spec.load import load_manifest
-from assembler.spec.lockfile import Lock, read_lock, write_lock
 from tests.helpers import ROOT, Ran, layout_digest, manifest_of, run_cli, run_cli_here, sh
 from tests.plugins.user import User
 from tests.test_golden import base_packages
@@ -110,7 +110,7 @@ def test_the_mirror_index_names_each_locked_package_it_no_longer_serves(tmp_path
 
 def test_a_lock_keeps_its_debian_packages_and_refuses_an_edited_one(tmp_path: Path) -> None:
     definition = {"kind": "bootstrap", "mirror": "http://deb.debian.org/debian", "suite": "bookworm", "arch": "amd64"}
-    from assembler.spec.setuses import set_key
+    from assembler.manifest.schema.setuses import set_key
 
     key = set_key(definition)
     lock = Lock("m.yaml", variants={"m": {"apt:bases.b": key}})
@@ -549,12 +549,12 @@ def test_a_lock_takes_the_base_a_build_made_before_it_where_it_holds_what_the_lo
 
     from assembler.assemble import Options, open_run
     from assembler.cache import Cache
+    from assembler.manifest.schema import model as m
     from assembler.pipeline.image.bases import bootstrap_key
     from assembler.pipeline.lock.lockbases import reuse_bases
     from assembler.pipeline.lock.locking import lock_name, with_lock
     from assembler.pipeline.variants import load_variants
     from assembler.proc import Runner
-    from assembler.spec import model as m
     from assembler.transports.rootfs import image_from_layer, layer_from_tar
 
     (tmp_path / "m.yaml").write_text(REUSED)
@@ -641,13 +641,13 @@ def test_a_lock_takes_the_steps_a_build_made_before_it_where_they_installed_what
     from assembler.cache import Cache
     from assembler.cache.entries import StepResult
     from assembler.compile.steps import installed_memo
+    from assembler.manifest.schema import model as m
     from assembler.pipeline.image.bases import bootstrap_key
     from assembler.pipeline.lock.lockbases import reuse_bases
     from assembler.pipeline.lock.locking import lock_name, with_lock
     from assembler.pipeline.lock.locksteps import reuse_steps
     from assembler.pipeline.variants import load_variants
     from assembler.proc import Runner
-    from assembler.spec import model as m
     from assembler.transports.rootfs import image_from_layer
 
     (tmp_path / "m.yaml").write_text(STEPPED)
@@ -723,8 +723,8 @@ def test_a_step_the_lock_pins_python_for_is_taken_where_its_artifacts_hold_exact
     from assembler.cache import Cache
     from assembler.cache.entries import StepResult
     from assembler.cache.memos import entries_key
+    from assembler.manifest.lock.file import LOCK_ENV
     from assembler.pipeline.lock.locksteps import _python_pinned
-    from assembler.spec.lockfile import LOCK_ENV
 
     cache = Cache(tmp_path / "cache")
     layer = _tar_blob(tmp_path, cache, {"opt/site/idna/__init__.py": ""})
@@ -785,8 +785,8 @@ def test_a_locked_package_the_mirror_dropped_is_said_as_the_mirror_moving(tmp_pa
     from typing import cast
 
     from assembler.debian import bootstrap as boot
+    from assembler.manifest.lock.debpins import DebLocked
     from assembler.proc import Runner
-    from assembler.spec.debs import DebLocked
 
     spec = boot.BootstrapSpec("bookworm", packages=("nosuchpkg",))
     locked = DebLocked("apt:bases.runtime", "k", (), "2026-11-27T22:17:51Z", ("nosuchpkg",))

@@ -690,8 +690,8 @@ def test_a_copied_programs_facts_are_not_read_back_from_its_layer(
 
 def test_an_absent_entry_names_a_library_or_a_version_the_found_library_lacks() -> None:
     from assembler.deps import Miss
+    from assembler.manifest.schema.model import AbsentLibrary
     from assembler.pipeline.checks.depcheck import excuse
-    from assembler.spec.model import AbsentLibrary
 
     cpu = "/v/site-packages/bitsandbytes/libbitsandbytes_cpu.so"
     misses = [
@@ -727,7 +727,7 @@ def test_an_absent_entry_names_a_library_or_a_version_the_found_library_lacks() 
 
 
 def test_a_targets_absent_libraries_are_added_to_the_manifests_for_that_target_only() -> None:
-    from assembler.spec.load import load_manifest
+    from assembler.manifest.load.manifest import load_manifest
 
     tgi = ROOT / "manifests" / "tgi.yaml"
     assert load_manifest(tgi).manifest.absent_libraries == []

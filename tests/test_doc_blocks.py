@@ -21,8 +21,8 @@ import pytest
 from ruamel.yaml import YAML
 
 from assembler.cli.commands import COMMANDS, parser
+from assembler.manifest.schema.model import json_schemas
 from assembler.registry import conffiles
-from assembler.spec.model import json_schemas
 from tests.helpers import ROOT, run_cli_here
 
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]

@@ -5,7 +5,7 @@ No manifest writes these checks: what its Python sets pin against PyPI's release
 Requires-Python and PyTorch's per-CUDA indexes, its bases' tags against what the registry
 publishes, the Pythons its steps run against what the distribution packages, its ROCm arch
 lists against the base's ROCm release, and the version it claims against the git ref it
-builds (assembler/spec/facts/). A manifest written here, with no ``constraints:``, gets them
+builds (assembler/manifest/facts/). A manifest written here, with no ``constraints:``, gets them
 as the shipped ones do.
 """
 
@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 
 from assembler.errors import ManifestError
-from assembler.spec.facts import read
-from assembler.spec.facts.archs import release_of
-from assembler.spec.facts.bases import distribution, parse
-from assembler.spec.load import load_manifest
+from assembler.manifest.facts import read
+from assembler.manifest.facts.archs import release_of
+from assembler.manifest.facts.bases import distribution, parse
+from assembler.manifest.load.manifest import load_manifest
 from tests.helpers import ROOT, run_cli_here
 
 MANIFESTS = ROOT / "manifests"
@@ -66,7 +66,7 @@ def test_vllm_cuda_11_8_with_torch_2_9_has_no_build_on_its_index(cache: Path) ->
     err = refused(cache, MANIFESTS / "vllm.yaml", "--set", "cuda_version=11.8.0", *CUDA_11_8)
     assert "torch==2.9.0 (torch_version (from vllm_torch=2.9.0)) has no cu118 build" in err
     assert "https://download.pytorch.org/whl/cu118 (torch_index_url (from cuda_version=11.8.0))" in err
-    assert "carries torch 2.0.0 to 2.7.1 only (assembler/spec/facts/torch_builds.json)" in err
+    assert "carries torch 2.0.0 to 2.7.1 only (assembler/manifest/facts/torch_builds.json)" in err
     assert "hint: --set cuda_version or vllm_torch to a CUDA whose index builds torch 2.9.0 (cu126" in err
     # and torchvision the same way; the pair cu118 does build plans (vLLM's pins are the lock's business)
     err = refused(
@@ -79,7 +79,7 @@ def test_vllm_cuda_11_8_with_torch_2_9_has_no_build_on_its_index(cache: Path) ->
 
 def test_vllm_python_3_8_is_refused_by_requires_python(cache: Path) -> None:
     err = refused(cache, MANIFESTS / "vllm.yaml", "--set", "python_version=3.8")
-    assert "requires Python >=3.10 (its Requires-Python on PyPI, assembler/spec/facts/pypi.json)" in err
+    assert "requires Python >=3.10 (its Requires-Python on PyPI, assembler/manifest/facts/pypi.json)" in err
     assert "not the set's 3.8 (python_version=3.8)" in err and "hint: --set python_version" in err
     # the wheel's own: vllm 0.11.1 (with the torch that admits 3.8, the release is what refuses)
     err = refused(cache, MANIFESTS / "vllm.yaml", "--set", "vllm_from=wheel", "--set", "python_version=3.9")
@@ -119,7 +119,7 @@ def test_vllm_python_3_8_is_refused_by_requires_python(cache: Path) -> None:
 )
 def test_rocm_archs_the_release_lacks_are_refused(cache: Path, manifest: str, args: tuple[str, ...], says: str) -> None:
     err = refused(cache, MANIFESTS / f"{manifest}.yaml", *args)
-    assert says in err and "(assembler/spec/facts/rocm.json)" in err, err
+    assert says in err and "(assembler/manifest/facts/rocm.json)" in err, err
 
 
 @pytest.mark.parametrize(
@@ -153,7 +153,7 @@ def test_rocm_archs_the_release_built_does_not_compile_are_refused(
     cache: Path, manifest: str, args: tuple[str, ...], says: str
 ) -> None:
     err = refused(cache, MANIFESTS / f"{manifest}.yaml", *args)
-    assert says in err and "(assembler/spec/facts/hip_builds.json)" in err, err
+    assert says in err and "(assembler/manifest/facts/hip_builds.json)" in err, err
     assert "to AMD targets vllm" in err and "compiles for" in err, err
 
 
@@ -168,7 +168,7 @@ def test_llamacpp_cuda_12_1_has_no_ubuntu_24_04_image(cache: Path) -> None:
         "base devel: nvidia/cuda publishes no tag 12.1.0-devel-ubuntu24.04 (devel_image (from backend=cuda, "
         "cuda_version=12.1.0, ubuntu_version=24.04)): its 12.1.0-devel tags end in" in err
     )
-    assert "ubuntu22.04 (assembler/spec/facts/tags.json)" in err
+    assert "ubuntu22.04 (assembler/manifest/facts/tags.json)" in err
     assert "hint: --set backend or cuda_version or ubuntu_version to a tag it has" in err
     # the seed's pair (000:220) exists, and a CUDA between releases is no tag at all
     planned(cache, MANIFESTS / "llamacpp.yaml", "--set", "cuda_version=12.1.0", "--set", "ubuntu_version=22.04")
@@ -188,7 +188,7 @@ def test_deepspeed_python_its_ubuntu_does_not_package(
 ) -> None:
     err = refused(cache, MANIFESTS / "deepspeed.yaml", *[a for kv in sets for a in ("--set", kv)])
     assert f"compile step wheel runs python{python}, which {release} does not package" in err
-    assert "(assembler/spec/facts/distros.json)" in err and f"python_version={python}" in err
+    assert "(assembler/manifest/facts/distros.json)" in err and f"python_version={python}" in err
     assert "hint: --set python_version or cuda_version or ubuntu_version so that they agree" in err
 
 
@@ -220,7 +220,7 @@ def test_vllm_version_alone_is_not_stamped_on_another_release(cache: Path) -> No
     assert (
         "version 0.12.0 (vllm_version=0.12.0) is claimed for source vllm, whose ref "
         "439368496db48d8f992ba8c606a0c0b1eebbfa69 (vllm_ref=439368496db48d8f992ba8c606a0c0b1eebbfa69) is not "
-        "that release: v0.12.0 is commit 4fd9d6a85 (assembler/spec/facts/refs.json)" in err
+        "that release: v0.12.0 is commit 4fd9d6a85 (assembler/manifest/facts/refs.json)" in err
     )
     assert "hint: --set vllm_ref=v0.12.0 (or its commit) with it" in err
     # seed 002's snapshot (main on 2025-10-30) is not v0.11.1, nor is another tag

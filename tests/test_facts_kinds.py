@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from assembler.errors import ManifestError
-from assembler.spec.facts import read
-from assembler.spec.facts.interpreters import start
-from assembler.spec.load import load_manifest
+from assembler.manifest.facts import read
+from assembler.manifest.facts.interpreters import start
+from assembler.manifest.load.manifest import load_manifest
 from tests.helpers import ROOT
 from tests.test_params_coupled import planned, refused  # plans of manifests/NAME.yaml, by the CLI's main
 
@@ -41,14 +41,15 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "verl",
             ("--set", "python_version=3.12"),
             "layer torch resolves Python set torch for Python 3.12, which nothing installs: the base runs "
-            "Python 3.10 (assembler/spec/facts/interpreters.json); the base vendor is nvcr.io/nvidia/pytorch:24.05-py3",
+            "Python 3.10 (assembler/manifest/facts/interpreters.json); the base vendor is "
+            "nvcr.io/nvidia/pytorch:24.05-py3",
         ),
         # NGC PyTorch 24.08 (another verl target)
         (
             "verl",
             ("--target", "sglang", "--set", "python_version=3.11"),
             "for Python 3.11, which nothing installs: the base runs Python 3.10 "
-            "(assembler/spec/facts/interpreters.json)",
+            "(assembler/manifest/facts/interpreters.json)",
         ),
         # SGLang's runtime image runs 3.12 (Dynamo's sglang target)
         (
@@ -107,7 +108,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (
             "llamacpp",
             ("--target", "full", "--set", "backend=rocm", "--set-unlocked", "python_version=3.10"),
-            "which nothing installs: the base runs Python 3.12 (assembler/spec/facts/interpreters.json): "
+            "which nothing installs: the base runs Python 3.12 (assembler/manifest/facts/interpreters.json): "
             "Ubuntu 24.04 (noble) has python3.12",
         ),
     ],
@@ -117,7 +118,7 @@ def test_a_python_the_base_does_not_run_is_refused(
 ) -> None:
     err = refused(cache, manifest, *args)
     assert says in err, err
-    assert "(assembler/spec/facts/" in err and "hint: --set " in err, err
+    assert "(assembler/manifest/facts/" in err and "hint: --set " in err, err
     python = next(a.split("=", 1) for a in args if a.startswith(("python_version=", "rocm_python=")))
     assert f"{python[0]}={python[1]}" in err and "so that they agree" in err, err
 
@@ -160,7 +161,7 @@ def test_what_the_facts_say_each_shipped_base_runs() -> None:
             "demo",
             ("--set", "cuda_archs=80;gfx90a"),
             "compile step kernels: CUDA_ARCHS (cuda_archs=80;gfx90a): gfx90a: an AMD GPU target (ROCm's, "
-            "assembler/spec/facts/rocm.json), not CUDA archs",
+            "assembler/manifest/facts/rocm.json), not CUDA archs",
         ),
         # Dynamo's EP kernels: TORCH_CUDA_ARCH_LIST set on the command line
         (
@@ -238,7 +239,7 @@ def test_a_rocm_release_older_than_its_ubuntu_line_is_refused(cache: Path, args:
     since = read("rocm_images")["lines"][line]["since"]
     assert f"base devel: {says} (devel_image (from backend=rocm" in err, err
     assert f"but AMD made {line} from ROCm {since} on (ROCm/ROCm-docker" in err, err
-    assert "assembler/spec/facts/rocm_images.json" in err and "hint: --set backend or rocm_version" in err, err
+    assert "assembler/manifest/facts/rocm_images.json" in err and "hint: --set backend or rocm_version" in err, err
 
 
 def test_a_rocm_version_other_than_the_base_s_is_refused(cache: Path) -> None:

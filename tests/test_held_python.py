@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from assembler.manifest.facts.basepython import Held
+from assembler.manifest.lock.file import EnvEntry, Lock, read_lock, write_lock
+from assembler.manifest.schema.pysets import PythonSet
+from assembler.manifest.schema.setuses import SetUse
 from assembler.pipeline.lock.heldpython import _SYSTEM, held_python
 from assembler.python.held import preferences, preferred_text
-from assembler.spec.facts.basepython import Held
-from assembler.spec.lockfile import EnvEntry, Lock, read_lock, write_lock
-from assembler.spec.pysets import PythonSet
-from assembler.spec.setuses import SetUse
 from tests import yaml_helper
 from tests.helpers import run_cli
 
@@ -57,7 +57,7 @@ def test_a_lock_says_what_of_the_base_it_kept(tmp_path: Path) -> None:
     lock = Lock("m.yaml")
     held = ("from: read from the layers of oci:base:latest", "numpy==1.24.2")
     lock.environments["k"] = EnvEntry({"python": "3.11"}, "2023-06-30T23:59:59Z", held=held)
-    from assembler.spec.setuses import set_key
+    from assembler.manifest.schema.setuses import set_key
 
     key = set_key({"python": "3.11"})
     lock.environments = {key: lock.environments["k"]}
@@ -66,7 +66,7 @@ def test_a_lock_says_what_of_the_base_it_kept(tmp_path: Path) -> None:
 
 
 def test_an_upstream_base_is_held_from_the_facts(tmp_path: Path) -> None:
-    from assembler.spec.load import load_manifest
+    from assembler.manifest.load.manifest import load_manifest
 
     (tmp_path / "m.yaml").write_text(
         yaml_helper.dump(

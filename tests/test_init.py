@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 
 from assembler.cli.starters import STARTERS
-from assembler.spec.inputs import PathSource
+from assembler.manifest.schema.inputs import PathSource
 from tests import yaml_helper
 from tests.helpers import run_cli, run_cli_here
 
@@ -176,7 +176,7 @@ def test_the_python_starters_deps_step_reads_its_requirements_and_not_the_code_o
     """Adding weights reran pip (issue 67): the deps step's source took the whole project,
     models/ and the manifest in it. What it reads changes with requirements.txt alone."""
     from assembler.compile.sources import tree_digest
-    from assembler.spec.load import load_manifest
+    from assembler.manifest.load.manifest import load_manifest
 
     folder = tmp_path / "p"
     _init(folder, "python")
@@ -219,7 +219,7 @@ def test_the_python_starters_requirements_are_a_python_set_the_lock_pins(tmp_pat
 def test_a_compiled_starters_source_leaves_out_models_and_the_manifest(tmp_path: Path, kind: str) -> None:
     """Weights in models/ or a manifest edit recompile nothing: the code's source leaves them out."""
     from assembler.compile.sources import tree_digest
-    from assembler.spec.load import load_manifest
+    from assembler.manifest.load.manifest import load_manifest
 
     folder = tmp_path / "p"
     _init(folder, kind)

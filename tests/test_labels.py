@@ -1,4 +1,4 @@
-"""Labels from facts (assembler.pipeline.image.labels, assembler.spec.labelfacts): versions from
+"""Labels from facts (assembler.pipeline.image.labels, assembler.manifest.load.labelfacts): versions from
 the base's own config, ``${bases...}`` and ``${steps...}`` placeholders, refused when they
 name nothing. Tiny images built from files (no container), their configs read back; the
 CLI runs in this process (``run_cli_here``)."""
@@ -140,7 +140,7 @@ def test_a_placeholder_naming_nothing_is_refused_with_its_line(tmp_path: Path, v
 
 
 def test_step_placeholders_wait_for_the_step_in_a_plan_and_go_in_a_build() -> None:
-    from assembler.spec.labelfacts import Facts, expand_all
+    from assembler.manifest.load.labelfacts import Facts, expand_all
 
     values = {"a": "${steps.k.cuda_archs}", "b": "${steps.k.rocm_archs}", "c": "${steps.other.cuda_archs}", "d": ""}
     made = {"k": {"cuda_archs": "sm_80;compute_80", "rocm_archs": ""}}

@@ -16,11 +16,11 @@ from pydantic import Field
 from assembler.archive.layer import Member, with_parents, write_layer
 from assembler.archive.tar import TarEntry
 from assembler.cache import key_of
+from assembler.manifest.schema import model as m
+from assembler.manifest.schema.prebuilt import HostFile, When
 from assembler.oci.layer import Layer
 from assembler.pipeline.layers import kinds
 from assembler.pipeline.layers.kinds import Kind, Stacking, Starting
-from assembler.spec import model as m
-from assembler.spec.prebuilt import HostFile, When
 from tests.helpers import manifest_of, read_blob, run_cli_here, small_project, uncompressed
 
 if TYPE_CHECKING:

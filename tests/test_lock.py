@@ -89,7 +89,7 @@ image:
 
 
 def _pins(lock: Path) -> list[str]:
-    from assembler.spec.lockfile import read_lock
+    from assembler.manifest.lock.file import read_lock
 
     return sorted(pin for e in read_lock(lock).sets.values() for pin in e.constraints().values())
 
@@ -361,7 +361,7 @@ image:
 """
     )
     assert run_cli(["lock", str(manifest)]).code == 0
-    from assembler.spec.lockfile import read_lock
+    from assembler.manifest.lock.file import read_lock
 
     lock = read_lock(tmp_path / "m.lock")
     second = lock.sets[lock.variants["below"]["layers.second:default"]]
@@ -405,10 +405,10 @@ image: {{base: b, layers: [{{artifact: build.f}}]}}
     # What the build checks out: the locked commit, not main's head.
     from assembler.cache import Cache
     from assembler.compile.sources import git_source
+    from assembler.manifest.load.manifest import load_manifest
+    from assembler.manifest.lock.apply import Applying, apply_lock
+    from assembler.manifest.lock.file import read_lock
     from assembler.proc import Runner
-    from assembler.spec.load import load_manifest
-    from assembler.spec.lockapply import Applying, apply_lock
-    from assembler.spec.lockfile import read_lock
 
     loaded = load_manifest(manifest)
     how = Applying(tmp_path / "m.lock", locked=True, redo="")
@@ -517,7 +517,7 @@ def test_a_vllm_release_bump_is_one_set_and_a_lock(tmp_path: Path) -> None:
     args = ["--set", "vllm_from=wheel", "--set", "vllm_version=0.12.0"]
     done = run_cli(["lock", str(ROOT / "manifests/vllm.yaml"), *args, "--target", "openai", "--lock", str(lock)])
     assert done.code == 0, done
-    from assembler.spec.lockfile import read_lock
+    from assembler.manifest.lock.file import read_lock
 
     written = read_lock(lock)
     # the release's whole venv, resolved first (the layers above install parts of it)
@@ -584,10 +584,10 @@ SECRET = "s3cr3t-4e1a-lock"  # an index's password: in no file written, in no me
 def _hand_lock(manifest: Path, lock: Path, pins: str) -> None:
     """``lock`` as ``assemble lock`` writes it for a manifest whose one set is a locked
     ``pip:`` layer's wheels, pinned to ``pins`` (a unit test runs no uv)."""
+    from assembler.manifest.lock.file import Entry, EnvEntry, Lock, write_lock
+    from assembler.manifest.lock.pyenvs import environments
     from assembler.pipeline.lock.locking import lock_name
     from assembler.pipeline.variants import load_variants
-    from assembler.spec.lockfile import Entry, EnvEntry, Lock, write_lock
-    from assembler.spec.pyenvs import environments
 
     (variant,) = load_variants(manifest, sets={})
     (env,) = environments(variant.loaded.manifest, "linux/amd64")

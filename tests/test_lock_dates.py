@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from assembler.spec.lockfile import read_lock
+from assembler.manifest.lock.file import read_lock
 from tests.helpers import os_release_base, run_cli_here
 
 MANIFEST = """\
@@ -81,7 +81,7 @@ def test_a_users_own_set_locks_the_newest_versions_and_says_so(tmp_path: Path) -
 def test_the_rule_said_is_the_one_the_date_came_from() -> None:
     """lock and plan --locked say why an environment has its date; --upgrade (a moment, not a
     day's end) sets a stated resolve_as_of aside, and says so."""
-    from assembler.spec.pysets import as_of_rule
+    from assembler.manifest.schema.pysets import as_of_rule
 
     day, moment = "2025-05-17T23:59:59Z", "2026-11-27T18:41:38Z"
     assert as_of_rule(None, moment) == "no resolve_as_of: the newest versions when it was locked"

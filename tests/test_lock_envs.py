@@ -111,7 +111,7 @@ def test_a_stand_in_pins_what_the_flavours_share_and_leaves_the_rest_unknown(tmp
     assert done.code == 0, done
     (entry,) = json.loads(done.out)["sets"]
     assert entry["state"] == "stand-in", entry
-    from assembler.spec.lockfile import read_lock
+    from assembler.manifest.lock.file import read_lock
 
     lock = read_lock(tmp_path / "vllm.lock")
     torch = lock.sets[lock.variants["vllm-extract"]["layers.torch:torch"]]
@@ -245,7 +245,7 @@ def test_a_set_over_torchs_own_pin_is_refused_unless_forced(tmp_path: Path, inde
 
     manifest.write_text(VERL_CUDNN.format(index=index.url, force=", force: true"))
     assert run_cli(["lock", str(manifest)]).code == 0
-    from assembler.spec.lockfile import read_lock
+    from assembler.manifest.lock.file import read_lock
 
     lock = read_lock(tmp_path / "verl.lock")
     cudnn = lock.sets[lock.variants["verl-extract"]["layers.cudnn:cudnn"]].constraints()
@@ -285,7 +285,7 @@ def _era(index: Index) -> None:
 
 
 def _pinned(lock: Path, where: str) -> dict[str, str]:
-    from assembler.spec.lockfile import read_lock
+    from assembler.manifest.lock.file import read_lock
 
     found = read_lock(lock)
     (name,) = found.variants
@@ -341,7 +341,7 @@ def test_an_environment_resolves_as_of_upstreams_date(tmp_path: Path, index: Ind
     manifest.write_text(release.replace(", pyairports]", "]"))
     assert run_cli(["lock", str(manifest)]).code == 0
     assert _pinned(tmp_path / "verl.lock", "layers.vllm:vllm")["transformers"] == "4.45.2"
-    from assembler.spec.lockfile import read_lock
+    from assembler.manifest.lock.file import read_lock
 
     (env,) = read_lock(tmp_path / "verl.lock").environments.values()
     assert env.resolved_as_of == "2024-10-17T23:59:59Z", env
@@ -474,8 +474,8 @@ image:
     bad = run_cli_here(["plan", str(manifest)])
     assert bad.code == 2 and "version_of" in bad.err and "names no version itself" in bad.err, bad
     # the shipped manifest's wheel variant declares it so
-    from assembler.spec.load import load_manifest
-    from assembler.spec.model import RunLayer
+    from assembler.manifest.load.manifest import load_manifest
+    from assembler.manifest.schema.model import RunLayer
     from tests.helpers import ROOT
 
     shipped = load_manifest(ROOT / "manifests" / "vllm.yaml", sets={"vllm_from": "wheel"}).manifest
@@ -519,7 +519,7 @@ image:
 
 
 def _pinned_in(lock: Path, variant: str) -> dict[str, str]:
-    from assembler.spec.lockfile import read_lock
+    from assembler.manifest.lock.file import read_lock
 
     found = read_lock(lock)
     entry = found.sets[found.variants[variant]["layers.app:app"]]
@@ -608,7 +608,7 @@ def test_what_the_base_force_reinstalled_is_not_pinned_back(tmp_path: Path, inde
     manifest.write_text(DYNAMO_SGLANG.format(index=index.url, provided=""))
     assert run_cli(["lock", str(manifest)]).code == 0
     assert _pinned(tmp_path / "dynamo.lock", "layers.dynamo:sglang")["nvidia-nccl-cu12"] == "2.27.5"
-    # what SGLang's image holds is a fact (assembler/spec/facts/base_python.json): plan
+    # what SGLang's image holds is a fact (assembler/manifest/facts/base_python.json): plan
     # --locked refuses the pin that would replace it, naming both
     cache = ["--cache", str(tmp_path / "cache")]
     plan = run_cli_here(["plan", str(manifest), "--locked", *cache])
@@ -624,8 +624,8 @@ def test_what_the_base_force_reinstalled_is_not_pinned_back(tmp_path: Path, inde
     assert "nvidia-nccl-cu12" not in pins and pins["torch"] == "2.9.1", pins
     assert run_cli_here(["plan", str(manifest), "--locked", *cache]).code == 0
     # ... as the shipped manifest's sglang target declares it
-    from assembler.spec.load import load_manifest
-    from assembler.spec.model import RunLayer
+    from assembler.manifest.load.manifest import load_manifest
+    from assembler.manifest.schema.model import RunLayer
     from tests.helpers import ROOT
 
     shipped = load_manifest(ROOT / "manifests" / "dynamo.yaml", target="sglang").manifest
@@ -641,7 +641,7 @@ def _as_version_2(path: Path) -> None:
     from ruamel.yaml import YAML
     from ruamel.yaml.scalarstring import LiteralScalarString
 
-    from assembler.spec.lockfile import read_lock
+    from assembler.manifest.lock.file import read_lock
 
     sets = read_lock(path).sets
     yaml = YAML()

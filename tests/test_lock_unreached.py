@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from assembler.spec.lockfile import read_lock
+from assembler.manifest.lock.file import read_lock
 from tests.helpers import os_release_base, run_cli_here
 
 WHEEL = "https://unreached.invalid/releases/pkg-1.0-py3-none-any.whl"

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from assembler.spec.load import load_manifest
+from assembler.manifest.load.manifest import load_manifest
 from tests.conftest import reclaim_at_teardown
 from tests.helpers import (
     ROOT,

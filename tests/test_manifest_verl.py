@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from assembler.spec.load import load_manifest
+from assembler.manifest.load.manifest import load_manifest
 from assembler.transports.hpc.apptainer import runscript
 from assembler.transports.hpc.sif import read_sif_header
 from tests import yaml_helper

@@ -21,11 +21,11 @@ from assembler.cli.build import check_rebuild
 from assembler.cli.progress import JsonLines, Plain
 from assembler.deps.check import Note, Report
 from assembler.errors import InputError, ManifestError
+from assembler.manifest.load.manifest import load_manifest
 from assembler.pipeline.checks.depcheck import report_notes
 from assembler.pipeline.checks.idle import idle_sets
 from assembler.pipeline.options import Event
 from assembler.pipeline.variants import load_variants
-from assembler.spec.load import load_manifest
 from tests.helpers import ROOT, run_cli_here
 
 

@@ -18,11 +18,11 @@ from assembler.archive.tar import TarEntry
 from assembler.assemble import output_refs
 from assembler.cache import Cache
 from assembler.errors import InputError
+from assembler.manifest.load.manifest import load_manifest
 from assembler.pipeline.layers.prebuilt_layers import file_opener as _file_opener
 from assembler.pipeline.options import Options
 from assembler.pipeline.runs import artifacts
 from assembler.pipeline.writers import writer_for
-from assembler.spec.load import load_manifest
 from tests.helpers import run_cli_here as run_cli
 
 MANIFEST = """\

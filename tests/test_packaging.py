@@ -49,7 +49,7 @@ def test_an_installed_wheel_ships_the_recipes(tmp_path: Path) -> None:
     where = _run(
         venv / "bin/python",
         "-c",
-        "from assembler.spec.recipes import packaged_recipes; print(packaged_recipes())",
+        "from assembler.manifest.load.recipes import packaged_recipes; print(packaged_recipes())",
         cwd=tmp_path,
     ).stdout.strip()
     shipped = Path(where)
@@ -57,7 +57,7 @@ def test_an_installed_wheel_ships_the_recipes(tmp_path: Path) -> None:
     assert sorted(p.name for p in shipped.glob("*.yaml")) == sorted(p.name for p in (ROOT / "layers").glob("*.yaml"))
     for recipe in shipped.glob("*.yaml"):
         assert recipe.read_bytes() == (ROOT / "layers" / recipe.name).read_bytes()
-    # and the facts a plan checks combinations against (assembler/spec/facts/*.json)
+    # and the facts a plan checks combinations against (assembler/manifest/facts/*.json)
     facts = shipped.parent / "spec" / "facts"
     assert sorted(p.name for p in facts.glob("*.json")) == sorted(
         p.name for p in (ROOT / "assembler" / "spec" / "facts").glob("*.json")

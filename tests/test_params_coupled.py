@@ -22,9 +22,9 @@ import pytest
 
 from assembler.cli import main
 from assembler.errors import ManifestError
-from assembler.spec.constraints import nvcc_misses
-from assembler.spec.load import load_manifest
-from assembler.spec.yamlfile import load
+from assembler.manifest.load.constraints import nvcc_misses
+from assembler.manifest.load.manifest import load_manifest
+from assembler.manifest.text.yamlfile import load
 from tests.helpers import ROOT
 from tests.test_manifests import plan_in_process
 
@@ -470,7 +470,7 @@ def test_tgi_python_3_12_is_refused_for_the_uv_that_cannot_download_it(cache: Pa
     err = refused(cache, "tgi", "--set", "python_version=3.12")
     assert (
         "uv 0.5.31 (uv_version) cannot install CPython 3.12.11 (python_full) for linux/amd64: its download "
-        "list has 3.12.0 to 3.12.9 (assembler/spec/facts/uv_pythons.json)" in err
+        "list has 3.12.0 to 3.12.9 (assembler/manifest/facts/uv_pythons.json)" in err
     ), err
     planned(cache, "tgi", "--set", "python_version=3.12", "--set", "python_full=3.12.9")
     err = refused(cache, "tgi", "--set", "python_version=3.14")  # no build of that minor at all
@@ -493,5 +493,5 @@ def test_dynamo_with_a_framework_its_release_was_not_made_with_is_refused(
     cache: Path, args: tuple[str, ...], says: str
 ) -> None:
     err = refused(cache, "dynamo", *args)
-    assert says in err and ": assembler/spec/facts/extras.json)" in err, err
+    assert says in err and ": assembler/manifest/facts/extras.json)" in err, err
     assert "or dynamo_version to a release made with it" in err, err

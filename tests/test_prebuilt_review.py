@@ -16,11 +16,11 @@ from assembler.archive.layer import with_parents, write_layer
 from assembler.archive.tar import TarEntry
 from assembler.cache import Cache
 from assembler.errors import InputError, UnsafePath
+from assembler.manifest.load.manifest import load_manifest
 from assembler.oci.reference import parse_ref
 from assembler.pipeline.layers.prebuilt_layers import file_opener as _file_opener
 from assembler.pipeline.runs import artifacts
 from assembler.sbom.licenses import python_license
-from assembler.spec.load import load_manifest
 from tests.helpers import manifest_of, read_blob, run_cli_here, uncompressed
 from tests.helpers import run_cli_here as run_cli
 from tests.test_prebuilt import INICONFIG, SDIST_SHA, SDIST_URL, SIX, _blobs, _manifest

@@ -1,4 +1,4 @@
-"""What a build reaches, and the check before its first long step (assembler/spec/reach.py,
+"""What a build reaches, and the check before its first long step (assembler/manifest/hosts/reach.py,
 spec/toolhosts.py, pipeline/checks/preflight.py).
 
 ``reaches`` is read from the manifest: the package tools in steps' commands (pip, uv,
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from assembler.spec import toolhosts
-from assembler.spec.load import load_manifest
-from assembler.spec.reach import needs
+from assembler.manifest.hosts import toolhosts
+from assembler.manifest.hosts.reach import needs
+from assembler.manifest.load.manifest import load_manifest
 from tests.helpers import ROOT, resolver_says, run_cli_here
 
 PYPI = {("pypi.org", "https"), ("files.pythonhosted.org", "https")}

@@ -61,7 +61,7 @@ def _install(target: Path, pylock: Path) -> list[str]:
 def test_each_set_is_a_pylock_that_packaging_and_uv_read(tmp_path: Path, index: Index) -> None:
     from packaging.pylock import Pylock
 
-    from assembler.spec.lockfile import read_lock
+    from assembler.manifest.lock.file import read_lock
 
     manifest = _manifest(tmp_path, index.url)
     done = run_cli(["lock", str(manifest), "--pylock", str(tmp_path / "out")])
@@ -128,8 +128,8 @@ def test_names_follow_pep_751() -> None:
 def test_a_project_on_one_of_the_indexes_only_is_found_there() -> None:
     """PyTorch's index serves torch but no aiohttp (404): the file is looked for on the next."""
     from assembler.errors import NotFound
+    from assembler.manifest.lock.file import Entry
     from assembler.python.pylock import pylock_of
-    from assembler.spec.lockfile import Entry
 
     sha = "a" * 64
     torch_index, pypi = "https://download.pytorch.org/whl/cu128", "https://pypi.org/simple"
@@ -156,10 +156,10 @@ def test_an_index_with_a_password_is_read_with_it_and_named_without(tmp_path: Pa
     ``files_of``), and each file's URL in it is the index's link without the password,
     which the manifest's index gives back again to fetch it (issue 66)."""
     from assembler.cache import Cache
+    from assembler.manifest.lock.file import Entry, Lock
+    from assembler.manifest.text.urls import with_credentials
     from assembler.python.download import download
     from assembler.python.pylock import files_of, write_pylocks
-    from assembler.spec.lockfile import Entry, Lock
-    from assembler.spec.urls import with_credentials
 
     with serving_index(tmp_path / "index", auth=("alice", SECRET)) as index:
         index.add("pyl-app", "1.0")

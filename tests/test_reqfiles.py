@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from assembler.errors import ManifestError
-from assembler.spec.load import load_manifest
+from assembler.manifest.load.manifest import load_manifest
 from tests.helpers import run_cli, run_cli_here
 from tests.pyindex import Index, serving_index
 from tests.test_lock import installed
@@ -176,7 +176,7 @@ def _sha(index: Index, filename: str) -> str:
 
 def _locked(lock: Path, where: str) -> dict[str, list[str]]:
     """The pins of the set at ``where`` (``layers.app:reqs``), with their hashes."""
-    from assembler.spec.lockfile import read_lock
+    from assembler.manifest.lock.file import read_lock
 
     read = read_lock(lock)
     (uses,) = read.variants.values()
@@ -340,8 +340,8 @@ image:
 def test_a_require_hashes_pin_is_read_as_its_version() -> None:
     """A require_hashes set's pins reach the step as ``name==version --hash=...`` lines: what
     the step installed is checked against the version alone (it read the hash as the version)."""
+    from assembler.manifest.lock.file import LOCK_ENV
     from assembler.pipeline.image.installed import Installed, unlocked
-    from assembler.spec.lockfile import LOCK_ENV
 
     env = {LOCK_ENV: f"rf-app==1.0 --hash=sha256:{'a' * 64}\nrf-lib==2.0\n"}
     site = "/usr/local/lib/python3.11/site-packages"
@@ -429,7 +429,7 @@ def test_a_requirements_file_is_read_as_a_bounded_regular_file(tmp_path: Path, k
 def test_each_file_is_read_once_and_their_number_is_bounded(tmp_path: Path) -> None:
     """26 files each naming the next twice are read once each (pip's duplicates say
     nothing more); a set whose files name more than MAX_FILES others is refused."""
-    from assembler.spec.projectfiles import MAX_FILES
+    from assembler.manifest.requirements.projectfiles import MAX_FILES
 
     for i in range(26):
         (tmp_path / f"r{i}.txt").write_text(f"-r r{i + 1}.txt\n-r r{i + 1}.txt\n" if i < 25 else "pkg==1\n")
@@ -458,8 +458,8 @@ def test_a_files_env_vars_are_expanded_as_pip_does_and_never_written(
     password stays out of the file, is used to fetch (the set holds it in memory), and is
     in nothing the lock records of the set (its key included: a password changed is the
     same set) nor in a message quoting the line (issue 66)."""
-    from assembler.spec.lockfile import Entry, Lock, read_lock, write_lock
-    from assembler.spec.pyenvs import environments
+    from assembler.manifest.lock.file import Entry, Lock, read_lock, write_lock
+    from assembler.manifest.lock.pyenvs import environments
 
     monkeypatch.setenv("RF_USER", "alice")
     monkeypatch.setenv("RF_TOKEN", SECRET)

@@ -71,7 +71,7 @@ MODELINE = re.compile(r"^# yaml-language-server: \$schema=(\S+)$")
 def test_the_published_schemas_are_what_assemble_schema_writes() -> None:
     """schema/*.schema.json, which editors read (the modeline of every shipped file names
     them), are the models' own: regenerated with `assemble schema -o schema`."""
-    from assembler.spec.model import json_schemas
+    from assembler.manifest.schema.model import json_schemas
 
     for kind, schema in json_schemas().items():
         published = ROOT / "schema" / f"{kind}.schema.json"
@@ -95,7 +95,7 @@ def test_every_shipped_file_names_its_schema_for_editors(folder: str, kind: str)
 
 def _editor_check(path: Path) -> list[str]:
     """What an editor reading the modeline shows: each error at its line of the file."""
-    from assembler.spec.yamlfile import load
+    from assembler.manifest.text.yamlfile import load
 
     match = MODELINE.match(path.read_text().splitlines()[0])
     assert match, path

@@ -13,12 +13,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from assembler.cache import Cache
+from assembler.manifest.load.manifest import load_manifest
 from assembler.oci.descriptor import Platform
 from assembler.pipeline.options import Options
 from assembler.pipeline.runs.slurmnode import node_options
 from assembler.pipeline.steps.slurm import Job, read_job, write_job
 from assembler.sign import Signer
-from assembler.spec.load import load_manifest
 
 MANIFEST = """\
 name: job

@@ -14,8 +14,8 @@ import pytest
 from assembler.cache import Cache
 from assembler.compile import sources
 from assembler.errors import InputError, NotFound
+from assembler.manifest.schema import model as m
 from assembler.proc import Runner
-from assembler.spec import model as m
 
 
 def git(cwd: Path, *args: str) -> str:

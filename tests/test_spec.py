@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from assembler.errors import ManifestError
-from assembler.spec.load import load_manifest
-from assembler.spec.recipes import packaged_recipes
+from assembler.manifest.load.manifest import load_manifest
+from assembler.manifest.load.recipes import packaged_recipes
 from tests.helpers import run_cli, run_cli_here
 
 HELLO = """\
@@ -262,8 +262,8 @@ def test_unknown_recipe_hint_names_the_search_path(tmp_path: Path, monkeypatch: 
 def test_a_lock_reads_back_as_written_where_yaml_1_1_and_1_2_differ(tmp_path: Path) -> None:
     """The lock is read by libyaml first (fast, YAML 1.1); a value 1.1 reads otherwise
     (``yes``, ``on``, ``0o17``, ``a: b`` in a flow item) must still come back as written."""
-    from assembler.spec.lockfile import Entry, Lock, read_lock, write_lock
-    from assembler.spec.setuses import set_key
+    from assembler.manifest.lock.file import Entry, Lock, read_lock, write_lock
+    from assembler.manifest.schema.setuses import set_key
 
     definition = {"requirements": ["yes", "on", "0o17", "x @ https://h/x.whl#a:b"], "index_url": "https://h:1/s"}
     lock = Lock("m.yaml", sets={set_key(definition): Entry(definition, "yes==1.0\n")})
@@ -281,8 +281,8 @@ def test_a_pins_hashes_are_written_once_and_read_back_into_each_set(tmp_path: Pa
     """Lock version 2 wrote each set's hashes out in full (vLLM's lock: 3.5 MB, torch's in
     28 sets). A version's hash lines are written once; a pin two sets give with other
     hashes, or one with none, keeps its lines in each set as uv wrote them."""
-    from assembler.spec.lockfile import Entry, Lock, read_lock, write_lock
-    from assembler.spec.setuses import set_key
+    from assembler.manifest.lock.file import Entry, Lock, read_lock, write_lock
+    from assembler.manifest.schema.setuses import set_key
 
     pins = {
         "a": _uv("torch==2.9.0", "1", "2") + _uv("numpy==2.1.0", "3") + _uv("six==1.0", "5") + "x @ https://h/x.whl\n",
@@ -321,8 +321,8 @@ def test_a_lock_of_another_version_is_named_and_version_2_read_only_to_be_writte
     tmp_path: Path, version: int, said: str
 ) -> None:
     from assembler.errors import InputError
-    from assembler.spec.lockfile import read_lock
-    from assembler.spec.setuses import set_key
+    from assembler.manifest.lock.file import read_lock
+    from assembler.manifest.schema.setuses import set_key
 
     key = set_key({"requirements": ["torch"], "python": "3.12"})
     path = tmp_path / "m.lock"

@@ -15,10 +15,10 @@ import re
 import tarfile
 from pathlib import Path
 
+from assembler.manifest.hosts.reach import needs
+from assembler.manifest.load.manifest import load_manifest
+from assembler.manifest.schema import model as m
 from assembler.pipeline.layers.kinds.run import runtime_step
-from assembler.spec import model as m
-from assembler.spec.load import load_manifest
-from assembler.spec.reach import needs
 from tests.helpers import manifest_of, read_blob, run_cli, run_cli_here, uncompressed
 
 IFACES = "cut -d: -f1 /proc/net/dev | tail -n +3 | tr -d ' ' | sort"

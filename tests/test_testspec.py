@@ -14,13 +14,13 @@ import pytest
 from assembler.compile import gpudriver
 from assembler.compile.imagerun import docker_argv
 from assembler.errors import InputError, ManifestError
+from assembler.manifest.load.manifest import load_manifest
+from assembler.manifest.schema.imagetests import from_definition
 from assembler.oci import mediatypes as mt
 from assembler.oci.descriptor import Descriptor
 from assembler.pipeline.image.imagetests import judge, planned
 from assembler.sbom import made_by_assemble
 from assembler.sbom.testresult import Outcome, Suite, attestation, statement
-from assembler.spec.imagetests import from_definition
-from assembler.spec.load import load_manifest
 from assembler.transports.sidecar import kind_of, sidecar_path
 
 MANIFEST = """\

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from assembler.errors import ManifestError
-from assembler.spec.facts import read
-from assembler.spec.facts.gpus import covers
-from assembler.spec.load import load_manifest
+from assembler.manifest.facts import read
+from assembler.manifest.facts.gpus import covers
+from assembler.manifest.load.manifest import load_manifest
 
 MANIFEST = """name: gpus
 params: {{torch_version: "{torch}"}}
@@ -131,7 +131,7 @@ def test_a_cuda_newer_than_the_tag_data_is_refused_as_the_data_s_limit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # tags.json as it was through 13.0.0: torch 2.15.0's CUDA 13.2 is past the data, not absent
-    from assembler.spec import cudabase
+    from assembler.manifest.load import cudabase
 
     real = read("tags")
     cuda = real["repositories"]["nvidia/cuda"]
@@ -143,7 +143,8 @@ def test_a_cuda_newer_than_the_tag_data_is_refused_as_the_data_s_limit(
     said = e.value.message
     assert (
         "torch 2.15.0 (pinned by the manifest) is built with CUDA 13.2, newer than the releases "
-        "assembler/spec/facts/tags.json lists nvidia/cuda's tags for (through CUDA 13.0.0): the data does not reach it"
+        "assembler/manifest/facts/tags.json lists nvidia/cuda's tags for (through CUDA 13.0.0): "
+        "the data does not reach it"
     ) in said, said
     assert "publishes no" not in said and e.value.line == 4
     assert e.value.hint == "regenerate it (scripts/regen-facts cuda-tags DIR), or name the base's tag"
@@ -166,7 +167,7 @@ def test_a_cuda_base_needs_one_torch_pin(tmp_path: Path) -> None:
 def test_a_vllm_pin_takes_the_torch_its_lock_resolved(tmp_path: Path) -> None:
     from ruamel.yaml import YAML
 
-    from assembler.spec.setuses import set_key
+    from assembler.manifest.schema.setuses import set_key
 
     path = tmp_path / "chosen.yaml"
     path.write_text(

@@ -79,7 +79,7 @@ def test_a_rebuild_with_nothing_changed_is_answered_from_the_record(tmp_path: Pa
     assert again["digest"] == first["digest"]
     assert again["stdout"].splitlines()[:-1] == first["stdout"].splitlines()[:-1]
     loaded = set(again["modules"])
-    assert not loaded & {"pydantic", "assembler.spec", "assembler.assemble", "assembler.pipeline.runs.building"}
+    assert not loaded & {"pydantic", "assembler.manifest", "assembler.assemble", "assembler.pipeline.runs.building"}
 
 
 @pytest.mark.integration  # seconds

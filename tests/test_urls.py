@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from assembler.spec.urls import redacted, scrubbed, with_credentials
+from assembler.manifest.text.urls import redacted, scrubbed, with_credentials
 
 
 @pytest.mark.parametrize(

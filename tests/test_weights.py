@@ -26,7 +26,7 @@ import pytest
 
 from assembler.cache import Cache
 from assembler.errors import InputError
-from assembler.spec.weights import WeightsSpec
+from assembler.manifest.schema.weights import WeightsSpec
 from assembler.transports.beside import ANNOTATION_AT, ANNOTATION_NAME
 from assembler.transports.hpc.squash import Squash
 from assembler.weights import lock, pack
@@ -754,7 +754,7 @@ def test_a_urls_password_and_signature_fetch_and_are_written_nowhere(tmp_path: P
     """A URL source with a password and a presigned query string is fetched with them; the
     weights lock, the model's pushed config, a plan's line and the build's warning name it
     without them, and the lock still matches the source signed anew (issue 66)."""
-    from assembler.spec.load import load_manifest
+    from assembler.manifest.load.manifest import load_manifest
     from assembler.weights.models import described, lock_all, prepare
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), _SignedHandler)

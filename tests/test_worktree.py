@@ -157,7 +157,7 @@ def test_sync_excludes_and_read_only_folders(tmp_path: Path) -> None:
 def test_folder_digest_is_remembered_until_a_file_changes(tmp_path: Path) -> None:
     from assembler.cache import Cache
     from assembler.compile.sources import path_source, tree_digest
-    from assembler.spec import model as m
+    from assembler.manifest.schema import model as m
 
     src = tmp_path / "src"
     _tree(src, {"a.c": "int a;", "lib/b.c": "int b;"})

@@ -133,7 +133,7 @@ def _main(argv: Sequence[str] | None) -> int:
             return _stopped(_STOPPED[0], kept=_kept(args))
         # diff's 1 means "different": any failure is 2 there, as in diff(1).
         code = 2 if args.command == "diff" else e.exit_code
-        from assembler.spec.urls import scrubbed  # a failed command only: the manifest's package by then
+        from assembler.manifest.text.urls import scrubbed  # a failed command only: the manifest's package by then
 
         # a program's stderr quoted in it may name a URL with its credentials: never said
         text, hint = scrubbed(str(e)), scrubbed(e.hint) if e.hint else None

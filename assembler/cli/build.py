@@ -21,6 +21,7 @@ from assembler.cli.keys import signer_of
 from assembler.cli.progress import showing
 from assembler.cli.userconfig import cache_budget, read_config
 from assembler.errors import InputError
+from assembler.manifest.text.suggest import known_names
 from assembler.oci.artifact import Artifact
 from assembler.oci.reference import absolute_ref, parse_ref
 from assembler.pipeline.checks.idle import idle_sets
@@ -29,7 +30,6 @@ from assembler.pipeline.lock.locking import with_lock
 from assembler.pipeline.options import DEFAULT_LAYER_BUDGET, Event, Reporter
 from assembler.pipeline.variants import Variant, load_variants
 from assembler.proc import Runner
-from assembler.spec.suggest import known_names
 
 if TYPE_CHECKING:
     from assembler.sign import Verifier

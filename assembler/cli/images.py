@@ -324,7 +324,7 @@ def _sidecar_attestations(args: argparse.Namespace, source: Any) -> list[Any]:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from assembler.spec.model import json_schemas
+    from assembler.manifest.schema.model import json_schemas
 
     schemas = json_schemas()
     if args.output is None:

@@ -43,8 +43,8 @@ def project_name(folder: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from assembler.spec.load import load_manifest
-    from assembler.spec.model import json_schemas
+    from assembler.manifest.load.manifest import load_manifest
+    from assembler.manifest.schema.model import json_schemas
 
     folder: Path = args.dir
     name = args.name or project_name(folder)

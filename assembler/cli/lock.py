@@ -68,10 +68,10 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_lock(args: argparse.Namespace) -> int:
     from assembler.cache import default_root
+    from assembler.manifest.lock.file import default_lock_path
     from assembler.pipeline.lock.locking import lock_name, lock_variants
     from assembler.pipeline.lock.lockreport import Asked
     from assembler.proc import Runner
-    from assembler.spec.lockfile import default_lock_path
 
     if args.base or args.source:
         raise InputError(
@@ -165,7 +165,7 @@ def _lock_weights(manifest: Path, cache: Path) -> None:
     """The manifest's models (weights:) locked file by file in MANIFEST.weights.lock, their
     files fetched into ``cache`` (the build's, where it finds them)."""
     from assembler.cache import Cache
-    from assembler.spec.load import load_manifest
+    from assembler.manifest.load.manifest import load_manifest
     from assembler.weights.lock import lock_path
     from assembler.weights.models import lock_all
 
@@ -179,9 +179,9 @@ def _lock_weights(manifest: Path, cache: Path) -> None:
 def _pylocks(folder: Path, path: Path, variants: list[str], loaded: list[Variant]) -> None:
     """The Python sets of ``variants`` as PEP 751 files under ``folder``: their files read
     from the indexes the lock names, as the ``loaded`` variants give them (credentials and all)."""
+    from assembler.manifest.lock.file import read_lock
     from assembler.pipeline.lock.locking import indexes_of
     from assembler.python.pylock import files_of, write_pylocks
-    from assembler.spec.lockfile import read_lock
 
     files = files_of(indexes_of(loaded))
     written, skipped = write_pylocks(read_lock(path), variants, folder.resolve(), files=files)
@@ -219,9 +219,9 @@ def _variants(args: argparse.Namespace, sets: dict[str, str]) -> list[tuple[Vari
 def _locked_before(args: argparse.Namespace, path: Path, have: set[str]) -> list[tuple[Variant, dict[str, str]]]:
     """The variants the lock holds that a plain ``assemble lock`` would not load (those
     locked with ``--set``s: ``openai vllm_from=wheel``), loaded again with their ``--set``s."""
+    from assembler.manifest.lock.file import read_lock
     from assembler.pipeline.lock.locking import lock_name
     from assembler.pipeline.variants import load_variants
-    from assembler.spec.lockfile import read_lock
 
     try:
         names = list(read_lock(path, older=True).variants) if path.is_file() else []
@@ -288,7 +288,7 @@ def _every_target(path: Path) -> list[str | None]:
     """What ``assemble lock`` locks with no ``--target``: every target, and the manifest's own
     image where a build with no ``--target`` makes that one (no ``default_target``): a lock of
     ``standin`` alone left ``plan --locked`` of the default image stale."""
-    from assembler.spec.yamlfile import load
+    from assembler.manifest.text.yamlfile import load
 
     data, _ = load(path)
     targets: list[str | None] = list(_targets(path))
@@ -298,7 +298,7 @@ def _every_target(path: Path) -> list[str | None]:
 
 
 def _targets(path: Path) -> list[str]:
-    from assembler.spec.yamlfile import load
+    from assembler.manifest.text.yamlfile import load
 
     data, _ = load(path)
     targets = data.get("targets") if isinstance(data, dict) else None

@@ -21,9 +21,9 @@ from assembler.errors import InputError
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from assembler.manifest.load.loaded import Loaded
     from assembler.pipeline.checks.runimage import Stored
     from assembler.pipeline.image.imagetests import Report
-    from assembler.spec.loaded import Loaded
     from assembler.transports import Context
 
 
@@ -120,11 +120,11 @@ def _stored(args: argparse.Namespace, ctx: Context) -> Stored:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
+    from assembler.manifest.load.manifest import load_manifest
     from assembler.oci.reference import absolute_ref, parse_ref
     from assembler.pipeline.checks.runimage import attested_suite, manifest_suite, test_image
     from assembler.pipeline.image.imagetests import raise_failures
     from assembler.pipeline.options import resolve_epoch
-    from assembler.spec.load import load_manifest
     from assembler.transports.hpc.squash import Squash
 
     loaded = load_manifest(args.manifest, sets=_pairs(args.set, "--set"), target=args.target) if args.manifest else None
@@ -164,8 +164,8 @@ def _image_target(args: argparse.Namespace, loaded: Loaded, config: Mapping[str,
     """The manifest loaded for the target the image says it was built as (its
     ``io.assemble.target`` label), where no ``--target`` names one: a test of the image runs
     the tests of what it is, not of the manifest's default target."""
+    from assembler.manifest.load.manifest import load_manifest
     from assembler.pipeline.image.labels import NAMESPACE
-    from assembler.spec.load import load_manifest
 
     labels = config.get("Labels") or {}
     target = labels.get(f"{NAMESPACE}.target")
@@ -245,8 +245,8 @@ def _code_mounts(manifest: Path) -> list[tuple[str, str, bool]]:
     """Each host file or folder the manifest's layers put in its image (``copy:``'s, each
     kind's ``host_files``), bound where the layer puts it (a file copied into a folder,
     ``to: /app/``, at ``/app/NAME``)."""
-    from assembler.spec.layers import layer_key
-    from assembler.spec.load import load_manifest
+    from assembler.manifest.load.manifest import load_manifest
+    from assembler.manifest.schema.layers import layer_key
 
     loaded = load_manifest(manifest)
     out = []

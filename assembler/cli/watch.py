@@ -62,8 +62,8 @@ def watched(
     ``requirements_file`` and each model's folder (``weights:``), wherever they are
     (``../examples/app``). A manifest that does
     not load: its folder, until it does."""
-    from assembler.spec import model as m
-    from assembler.spec.load import load_manifest
+    from assembler.manifest.load.manifest import load_manifest
+    from assembler.manifest.schema import model as m
 
     path = manifest.resolve()
     try:
@@ -108,7 +108,7 @@ def _host(folder: Path, shown: str | Path) -> str:
 def _set_files(folder: Path, shown: str, extras: list[str], groups: list[str]) -> list[Path]:
     """A set's requirements file (``shown``, in the manifest's ``folder``) and every file it
     includes (``-r``, ``-c``); the file alone when it does not read (the build says why)."""
-    from assembler.spec.reqfiles import read_set_file
+    from assembler.manifest.requirements.reqfiles import read_set_file
 
     try:
         return read_set_file(folder / shown, shown, extras, groups, project=folder).files

@@ -15,7 +15,7 @@ from assembler.cache import Cache
 from assembler.cache.maintain import APT_SLOT_LOCK
 from assembler.compile.buildah import Volume
 from assembler.debian.aptlock import pinned_install
-from assembler.spec.debs import DebLocked
+from assembler.manifest.lock.debpins import DebLocked
 
 # apt's lists and downloaded packages live on the host between builds (like ccache): a
 # runtime step on a new base then fetches only what changed. They are mounts, so never in

@@ -26,15 +26,15 @@ from assembler.debian.aptlock import mirror_moved_hint
 from assembler.debian.aptreasons import refusals
 from assembler.errors import StepFailed
 from assembler.hostuser import host_cause
+from assembler.manifest.lock.file import LOCK_ENV
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
 from assembler.proc import tail
-from assembler.spec.lockfile import LOCK_ENV
 
 # The host bundle is mounted at a private path, not over the image's own bundle: the
 # image's ca-certificates package must stay installable (its setup rewrites that file).
 CA_DIR = "/run/assemble-ca"
-LOCK_DIR = "/run/assemble-lock"  # a step's locked Python pins (assembler.spec.lockfile)
+LOCK_DIR = "/run/assemble-lock"  # a step's locked Python pins (assembler.manifest.lock.file)
 # The lock's pins with their sha256s, for sets with require_hashes (pip --require-hashes -r).
 REQUIREMENTS_ENV = "ASSEMBLE_PYTHON_REQUIREMENTS"
 CA_FILE = f"{CA_DIR}/ca-certificates.crt"

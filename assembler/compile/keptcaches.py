@@ -41,7 +41,7 @@ from assembler.archive.chunks import folder_is_empty
 from assembler.cache import Cache, Origin, key_of
 from assembler.compile.worktree import kept_path, remove_tree, restored_from, try_lock
 from assembler.errors import CacheError
-from assembler.spec import model as m
+from assembler.manifest.schema import model as m
 
 log = logging.getLogger(__name__)
 

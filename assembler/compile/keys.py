@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from assembler.cache import key_of
+from assembler.manifest.schema import model as m
 from assembler.oci.image import Image
-from assembler.spec import model as m
 
 FORMAT = 2  # 2: steps run with reproducible_env (PYTHONHASHSEED): earlier results may differ
 # A runtime step's layer: 3: the machine's identity (/etc/machine-id, dbus's) left out

@@ -31,10 +31,10 @@ from assembler.archive.tree import iter_host_members
 from assembler.cache import Cache, key_of
 from assembler.compile import worktree
 from assembler.errors import InputError, NotFound, ToolError
+from assembler.manifest.schema import model as m
+from assembler.manifest.text.urls import redacted, scrubbed
 from assembler.proc import Runner
 from assembler.registry.types import NetworkLimits
-from assembler.spec import model as m
-from assembler.spec.urls import redacted, scrubbed
 
 log = logging.getLogger(__name__)
 MAX_SOURCE_BYTES = 64 << 30  # a source archive bigger than this is refused (a url: layer sets its own max_size)

@@ -39,11 +39,11 @@ from assembler.compile.keys import compile_key, runtime_key
 from assembler.compile.mounts import Mounted, mounted_artifacts, secret_files
 from assembler.compile.runtimestep import STEP_ENV, reproducible_env, run_runtime_step
 from assembler.compile.sources import Source
+from assembler.manifest.lock.file import LOCK_ENV
+from assembler.manifest.schema import model as m
 from assembler.oci import mutate
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
-from assembler.spec import model as m
-from assembler.spec.lockfile import LOCK_ENV
 
 # Re-exported: what the pipeline needs of a step, from one place.
 __all__ = ["Mounted", "Workspace", "apt_install", "compile_key", "run_compile_step", "run_runtime_step", "runtime_key"]

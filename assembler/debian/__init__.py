@@ -9,5 +9,5 @@
 
 Above the transports (a bootstrapped base is written as their image), below the compile
 steps and the pipeline, which install and check what the lock pins through it. The lock's
-file format for these pins is :mod:`assembler.spec.debs`.
+file format for these pins is :mod:`assembler.manifest.lock.debpins`.
 """

@@ -31,8 +31,8 @@ from pathlib import Path
 from assembler.debian import aptreasons
 from assembler.errors import AssemblerError, InputError, ToolError
 from assembler.hostuser import host_cause
+from assembler.manifest.lock.debpins import Deb
 from assembler.proc import Result, Runner
-from assembler.spec.debs import Deb
 
 log = logging.getLogger(__name__)
 

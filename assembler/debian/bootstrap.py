@@ -31,11 +31,11 @@ from assembler.cache.programs import program_version
 from assembler.debian import aptlock, aptreasons
 from assembler.errors import AptRefused, InputError, ToolError
 from assembler.hostuser import host_cause
+from assembler.manifest.lock.debpins import DebLocked
+from assembler.manifest.schema import model as m
 from assembler.oci.descriptor import Platform
 from assembler.oci.image import Image
 from assembler.proc import Runner
-from assembler.spec import model as m
-from assembler.spec.debs import DebLocked
 from assembler.transports.rootfs import image_from_layer, layer_from_tar
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ def bootstrap_key(
 ) -> str:
     """The cache key of the base ``spec`` makes (also its name in a registry step cache);
     ``tool`` is mmdebstrap's version (:func:`tool_version`), ``locked`` the digest of the
-    packages the lock installs (:class:`assembler.spec.debs.DebLocked`)."""
+    packages the lock installs (:class:`assembler.manifest.lock.debpins.DebLocked`)."""
     return key_of(
         {
             **({"locked": locked} if locked else {}),

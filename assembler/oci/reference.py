@@ -54,7 +54,7 @@ class Syntax:
 
 # The syntax of every format, by transport, in the order an error lists them. The formats
 # themselves (reading, writing, referrers, signatures) are above this floor; a reference is
-# parsed here because manifests (assembler.spec) are checked below them. A format from
+# parsed here because manifests (assembler.manifest) are checked below them. A format from
 # elsewhere brings its syntax through assembler.transports.formats.register.
 _SYNTAXES: dict[str, Syntax] = {
     "docker": Syntax("docker://HOST/REPO:TAG", url=True),

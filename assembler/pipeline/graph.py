@@ -11,8 +11,8 @@ from typing import Any
 
 from assembler.cache import key_of
 from assembler.compile.keys import NOT_IN_KEY
+from assembler.manifest.schema import model as m
 from assembler.oci.descriptor import Platform
-from assembler.spec import model as m
 
 # A layer's ``when:`` only decides whether it is there: not part of what it is.
 NOT_IN_DEFINITION = {"when", "reaches"}  # reaches: which hosts, not what is built (spec.hostuse)

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from assembler.errors import InputError
+from assembler.manifest.schema import model as m
 from assembler.oci.descriptor import Platform
-from assembler.spec import model as m
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance

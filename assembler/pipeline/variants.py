@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from assembler.errors import AssemblerError, BadPlatform, InputError
+from assembler.manifest.load.constraints import check_platforms
+from assembler.manifest.load.manifest import Loaded, load_manifest
+from assembler.manifest.schema.fields import scalar_to_str
+from assembler.manifest.text.yamlfile import Locations, load
 from assembler.oci.descriptor import Platform
 from assembler.oci.reference import absolute_ref, parse_ref
 from assembler.pipeline.options import Event, Options, Reporter
 from assembler.pipeline.writers import writer_for
-from assembler.spec.constraints import check_platforms
-from assembler.spec.fields import scalar_to_str
-from assembler.spec.load import Loaded, load_manifest
-from assembler.spec.yamlfile import Locations, load
 
 DEFAULT_TAG_TEMPLATE = "${name}:${variant}"
 # Variants are loaded and checked one by one before anything is built (a second or so each

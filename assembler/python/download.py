@@ -16,7 +16,7 @@ size and trickles would otherwise hold a build for weeks); every read is held to
 
 A URL may carry its credentials (an index's ``https://USER:TOKEN@host``, a presigned
 query string): they are sent, and never said: every message and log line names the URL
-:func:`~assembler.spec.urls.redacted`.
+:func:`~assembler.manifest.text.urls.redacted`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 from assembler.cache import Cache
 from assembler.errors import DigestMismatch, InputError, NotFound
+from assembler.manifest.text.urls import redacted, scrubbed
 from assembler.registry.retry import (
     DEADLINE_HINT,
     IDLE_HINT,
@@ -44,7 +45,6 @@ from assembler.registry.retry import (
     seconds,
 )
 from assembler.registry.types import NetworkLimits
-from assembler.spec.urls import redacted, scrubbed
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterator, Mapping

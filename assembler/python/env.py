@@ -1,6 +1,6 @@
 """One Python environment resolved as one whole, for ``assemble lock``.
 
-Every set installed into an environment (:mod:`assembler.spec.pyenvs`) goes into one
+Every set installed into an environment (:mod:`assembler.manifest.lock.pyenvs`) goes into one
 ``uv pip compile``, so no set is pinned against a partial picture of what lies below it;
 each set's pins are its slice of that resolution (:mod:`assembler.python.slices`).
 Upstream's commands are honoured: a ``--no-deps`` set is resolved alone and then stands in
@@ -22,11 +22,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from assembler.manifest.lock.pyenvs import Environment, Member
 from assembler.proc import Runner
 from assembler.python.resolve import Pinned, Query, Unsatisfiable, compile_query
 from assembler.python.slices import Graph, missing, missing_message, requirement_names
 from assembler.python.standin import PYPI, index_flavour, pins_flavour, unknown_between
-from assembler.spec.pyenvs import Environment, Member
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ from collections.abc import Mapping, Sequence
 
 from packaging.utils import canonicalize_name
 
+from assembler.manifest.facts.basepython import Held
+from assembler.manifest.schema.setuses import SetUse
 from assembler.python.slices import requirement_names
-from assembler.spec.facts.basepython import Held
-from assembler.spec.setuses import SetUse
 
 
 def canonical(name: str) -> str:

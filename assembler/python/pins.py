@@ -11,13 +11,13 @@ from dataclasses import replace
 from urllib.parse import urlsplit
 
 from assembler.errors import AssemblerError
+from assembler.manifest.text.urls import redacted, scrubbed
 from assembler.oci.descriptor import Platform
 from assembler.oci.digest import sha256_digest
 from assembler.oci.mediatypes import INDEX_TYPES
 from assembler.oci.reference import parse_ref
 from assembler.proc import Runner
 from assembler.registry.types import RegistryOptions
-from assembler.spec.urls import redacted, scrubbed
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 

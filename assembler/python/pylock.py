@@ -10,7 +10,7 @@ Direct-URL pins become ``archive`` or ``vcs`` entries. Nothing is resolved again
 versions and hashes are the lock's. packaging builds and checks the document, tomli-w
 writes it.
 
-Every URL in it is :func:`~assembler.spec.urls.redacted`, as the lock's are: the index a
+Every URL in it is :func:`~assembler.manifest.text.urls.redacted`, as the lock's are: the index a
 file is found on is read with the credentials the manifest gives it now (:func:`files_of`),
 and whoever installs from the file gives them again (netrc, ``UV_INDEX_*``, keyring), as
 for uv's own ``pylock.toml``.
@@ -31,10 +31,10 @@ from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import Version
 
 from assembler.errors import AssemblerError, InputError, NotFound
-from assembler.spec.urls import redacted, with_credentials
+from assembler.manifest.text.urls import redacted, with_credentials
 
 if TYPE_CHECKING:
-    from assembler.spec.lockfile import Entry, Lock
+    from assembler.manifest.lock.file import Entry, Lock
 
 # sha256 -> (file name, URL) of a project's files on an index (index.project_files)
 Files = Callable[[str, str], dict[str, tuple[str, str]]]

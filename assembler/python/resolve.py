@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING
 
 from packaging.utils import canonicalize_name
 
+from assembler.manifest.text.urls import scrubbed
 from assembler.proc import Runner, tail, uv_binary
 from assembler.registry import trust
-from assembler.spec.urls import scrubbed
 
 if TYPE_CHECKING:
     from assembler.python.index import SdistMetadata
@@ -147,7 +147,7 @@ def index_env(indexes: Sequence[str]) -> dict[str, str]:
     """uv's indexes (``--index-url``, then each ``--extra-index-url``) in its environment,
     never its arguments: an index's credentials (a requirements file's ``${TOKEN}``) stay
     out of the process list and of the command line a debug message shows
-    (:mod:`assembler.spec.urls`). Both always set: one the caller's environment set is not taken."""
+    (:mod:`assembler.manifest.text.urls`). Both always set: one the caller's environment set is not taken."""
     return {"UV_INDEX_URL": indexes[0], "UV_EXTRA_INDEX_URL": " ".join(indexes[1:])}
 
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from assembler.manifest.lock.pyenvs import Member
 from assembler.python.resolve import Pinned
-from assembler.spec.pyenvs import Member
 
 
 def requirement_names(requirements: Sequence[str]) -> list[str]:
@@ -113,7 +113,7 @@ def missing_message(found: Mapping[str, Sequence[str]], members: Sequence[Member
 def kept_hashes(text: str, hashes: Mapping[str, Sequence[str]]) -> tuple[str, str | None]:
     """A slice's pins with, for each name in ``hashes``, only the files of those sha256s
     (what a requirements file's ``--hash`` options allow); why not, where a pin keeps none."""
-    from assembler.spec.lockfile import Entry
+    from assembler.manifest.lock.file import Entry
 
     wanted: dict[str, set[str]] = {canonicalize_name(k): set(v) for k, v in hashes.items()}
     for name, _, version, shas in Entry({}, text).pinned():

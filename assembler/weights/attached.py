@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 
 from assembler.cache import Cache
 from assembler.errors import InputError
+from assembler.manifest.schema.weights import PLAIN_FOLDER, plain_folder
 from assembler.oci import mediatypes as mt
 from assembler.oci.descriptor import Descriptor
 from assembler.oci.digest import digest_hex
 from assembler.oci.reference import Ref
-from assembler.spec.weights import PLAIN_FOLDER, plain_folder
 from assembler.transports.beside import ANNOTATION_AT, ANNOTATION_NAME
 from assembler.transports.common import BlobReader, DirBlobs, SourceImage
 from assembler.transports.context import Context, local_path, registry_options

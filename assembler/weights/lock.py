@@ -1,6 +1,6 @@
 """The weights lock (``MANIFEST.weights.lock``, beside the manifest): each model's files,
 one ``{path, size, sha256}`` each, and the commit an ``hf://`` revision stood for. A URL
-source is written :func:`~assembler.spec.urls.redacted` (no credentials, no presigned
+source is written :func:`~assembler.manifest.text.urls.redacted` (no credentials, no presigned
 query string: the file is committed) and matched so: a URL signed anew is the same source,
 its file still the sha256 the manifest pins.
 
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from assembler.errors import InputError
-from assembler.spec.urls import redacted
-from assembler.spec.weights import WeightsSpec
+from assembler.manifest.schema.weights import WeightsSpec
+from assembler.manifest.text.urls import redacted
 from assembler.weights.files import WeightFile, plain_path
 
 LOCK_VERSION = 1

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from assembler.cache import Cache
-from assembler.spec.loaded import Loaded
-from assembler.spec.urls import redacted
+from assembler.manifest.load.loaded import Loaded
+from assembler.manifest.text.urls import redacted
 from assembler.weights import lock
 from assembler.weights.hub import Hub
 from assembler.weights.pack import Packed, pack

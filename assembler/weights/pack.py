@@ -28,11 +28,11 @@ from typing import BinaryIO, cast
 
 from assembler.cache import Cache, key_of
 from assembler.errors import NotFound
+from assembler.manifest.text.urls import redacted
 from assembler.oci.artifact import FilesArtifact
 from assembler.oci.descriptor import Descriptor
 from assembler.oci.digest import canonical_json
 from assembler.proc import Runner
-from assembler.spec.urls import redacted
 from assembler.transports.beside import ANNOTATION_AT, ANNOTATION_NAME, ANNOTATION_SET
 from assembler.transports.hpc.squash import Squash
 from assembler.weights.files import WeightFile, set_digest

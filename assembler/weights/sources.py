@@ -15,8 +15,8 @@ from urllib.parse import unquote, urlsplit
 
 from assembler.cache import Cache, key_of
 from assembler.errors import InputError
-from assembler.spec.urls import redacted
-from assembler.spec.weights import WeightsSpec
+from assembler.manifest.schema.weights import WeightsSpec
+from assembler.manifest.text.urls import redacted
 from assembler.weights import lock
 from assembler.weights.files import WeightFile, plain_path, selector
 from assembler.weights.hub import Hub

@@ -1,6 +1,6 @@
 """The SBOM and provenance of a build (:mod:`assembler.sbom`): its records as facts, and
 those as referrer artifacts of the image it made. Every URL a fact holds (a source's, a
-downloaded file's) is :func:`~assembler.spec.urls.redacted`: the SBOM is published."""
+downloaded file's) is :func:`~assembler.manifest.text.urls.redacted`: the SBOM is published."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from assembler import __version__
 from assembler.cache import Cache
 from assembler.cache.memos import SharedFacts
 from assembler.compile.sources import Source
+from assembler.manifest.schema import model as m
+from assembler.manifest.text.urls import redacted, scrubbed
 from assembler.oci.artifact import Artifact
 from assembler.oci.digest import sha256_digest
 from assembler.oci.reference import without_folder
@@ -30,8 +32,6 @@ from assembler.sbom import (
     StepFact,
     attestations,
 )
-from assembler.spec import model as m
-from assembler.spec.urls import redacted, scrubbed
 
 
 def _source(src: Source, spec: m.SourceSpec) -> SourceFact:

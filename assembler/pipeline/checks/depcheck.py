@@ -14,9 +14,9 @@ from assembler.cache import Cache
 from assembler.cache.memos import SharedFacts
 from assembler.deps import Miss, Report, check_image
 from assembler.errors import MissingDependencies
+from assembler.manifest.schema.model import AbsentLibrary
 from assembler.pipeline.options import Event, Reporter
 from assembler.pipeline.runs.builder import Built
-from assembler.spec.model import AbsentLibrary
 
 CHECKED_KINDS = ("artifact", "copy", "pip", "url")
 _NOTES_SHOWN = 5

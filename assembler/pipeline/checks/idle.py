@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from assembler.errors import ManifestError
+from assembler.manifest.load.manifest import Loaded, load_manifest
 from assembler.pipeline.image.labels import PYTHON_STACK, VERSIONS
 from assembler.pipeline.variants import Variant
-from assembler.spec.load import Loaded, load_manifest
 
 # Not what the image is made of: the params as given, the targets not chosen (the chosen
 # one is applied to image/outputs already), the choices' tables, and checks that passed.

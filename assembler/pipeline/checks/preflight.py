@@ -1,5 +1,5 @@
 """A build's preflight: before its first long step, every host that the parts it will make
-reach (the plan's ``reaches``, :mod:`assembler.spec.reach`) is asked once, all at once,
+reach (the plan's ``reaches``, :mod:`assembler.manifest.hosts.reach`) is asked once, all at once,
 within a few seconds (:func:`assembler.python.download.probe`). One that does not
 answer stops the build there, naming the host, the parts that need it and what avoids it:
 the ``--set`` the manifest gives beside the step (``reaches: {HOST: {avoid: ...}}``), or
@@ -27,13 +27,13 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
 from assembler.errors import HostsUnreachable, InputError
+from assembler.manifest.hosts.reach import Need
+from assembler.manifest.schema import model as m
 from assembler.oci.reference import DEFAULT_REGISTRY, ImageName
 from assembler.pipeline.layers import kinds
 from assembler.pipeline.options import Event, Reporter
 from assembler.pipeline.runs.resolve import Plan
 from assembler.pipeline.runs.run import Run
-from assembler.spec import model as m
-from assembler.spec.reach import Need
 
 PROBE_SECONDS = 5.0
 Probe = Callable[[Collection[str], Collection[str]], Mapping[str, "str | None"]]

@@ -23,6 +23,8 @@ from assembler.compile import keepfailed, pidns
 from assembler.compile.buildah import Buildah
 from assembler.compile.imagerun import ImageCommand, ImageRunner, docker_argv, store
 from assembler.errors import InputError, NotFound
+from assembler.manifest.load.loaded import Loaded
+from assembler.manifest.schema.imagetests import from_definition
 from assembler.oci import mediatypes as mt
 from assembler.oci.artifact import Artifact
 from assembler.oci.reference import Ref
@@ -31,8 +33,6 @@ from assembler.pipeline.options import Reporter
 from assembler.proc import Runner
 from assembler.sbom.testresult import Suite as TestSuite
 from assembler.sbom.testresult import attestation, is_test_result
-from assembler.spec.imagetests import from_definition
-from assembler.spec.loaded import Loaded
 from assembler.transports import Context, import_image, open_source, registry_options
 from assembler.transports.common import SourceImage
 from assembler.transports.hpc.squash import Squash

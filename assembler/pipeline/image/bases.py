@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 from assembler.cache import key_of
 from assembler.debian import bootstrap as boot
+from assembler.manifest.lock.debpins import DebLocked
+from assembler.manifest.schema import model as m
 from assembler.oci.image import Image
 from assembler.oci.reference import ImageName
-from assembler.spec import model as m
-from assembler.spec.debs import DebLocked
 from assembler.transports.context import Context
 
 

@@ -12,14 +12,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from assembler.deps.gpucode import GpuCode
+from assembler.manifest.load.loaded import Loaded
+from assembler.manifest.schema import model as m
 from assembler.oci import mediatypes as mt
 from assembler.oci import mutate
 from assembler.oci.image import Image
 from assembler.oci.reference import ImageName
 from assembler.pipeline.image import labels
 from assembler.sbom.interpreter import PythonFacts
-from assembler.spec import model as m
-from assembler.spec.loaded import Loaded
 
 NAMESPACE = "io.assemble"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")

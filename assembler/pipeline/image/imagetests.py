@@ -1,4 +1,4 @@
-"""The tests of an image (``tests:``, :mod:`assembler.spec.imagetests`): which apply to a
+"""The tests of an image (``tests:``, :mod:`assembler.manifest.schema.imagetests`): which apply to a
 build (:func:`planned`: what ``assemble plan`` lists), running them here in buildah
 (:mod:`assembler.compile.imagerun`) or on a Slurm node under Apptainer
 (:mod:`assembler.pipeline.checks.slurmtests`), judging each by its exit status and output, and the
@@ -26,14 +26,14 @@ from assembler.compile import gpudriver
 from assembler.compile.buildah import Buildah
 from assembler.compile.imagerun import ImageCommand, ImageRunner, docker_argv, store
 from assembler.errors import InputError, TestFailed, TimedOut
+from assembler.manifest.load.loaded import Loaded
+from assembler.manifest.schema import model as m
+from assembler.manifest.schema.imagetests import definition
 from assembler.oci.digest import digest_hex, sha256_digest
 from assembler.oci.image import Image
 from assembler.pipeline.options import Event, Reporter
 from assembler.proc import tail
 from assembler.sbom.testresult import Outcome, Suite
-from assembler.spec import model as m
-from assembler.spec.imagetests import definition
-from assembler.spec.loaded import Loaded
 from assembler.transports.common import SourceImage
 
 _SHOWN_FAILURES = 3  # failed tests whose output the error shows (the others: their names)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from assembler.cache import Cache
 from assembler.cache.memos import entries_key
 from assembler.errors import InputError
-from assembler.spec.lockfile import LOCK_ENV
+from assembler.manifest.lock.file import LOCK_ENV
 
 _DIST_INFO = re.compile(r"^(?P<site>.*/(?:site-packages|dist-packages))/(?P<dir>[^/]+)\.dist-info/(?P<file>[^/]+)$")
 # Anywhere: what a compile step's artifact holds (pip --target writes no site-packages).

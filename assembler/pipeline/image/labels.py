@@ -43,13 +43,13 @@ from assembler.compile.sources import Source
 from assembler.deps import driver
 from assembler.deps.archs import layer_code
 from assembler.deps.gpucode import GpuCode, canonical
+from assembler.manifest.load import labelfacts, sourcefacts
+from assembler.manifest.load.loaded import Loaded
+from assembler.manifest.schema import model as m
+from assembler.manifest.text.urls import redacted
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
 from assembler.sbom.interpreter import PythonFacts, read_python
-from assembler.spec import labelfacts, sourcefacts
-from assembler.spec import model as m
-from assembler.spec.loaded import Loaded
-from assembler.spec.urls import redacted
 from assembler.transports.common import BlobReader
 
 if TYPE_CHECKING:

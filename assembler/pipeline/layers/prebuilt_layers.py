@@ -1,7 +1,7 @@
 """What ``pip:`` and ``url:`` layers share: :class:`Prebuilt`, which makes (a build's
 ``maker``) or looks up (a plan's) their layers, records them in the registry step cache
 and writes them. The kinds themselves are :mod:`assembler.pipeline.layers.kinds.pip` and
-:mod:`assembler.pipeline.layers.kinds.url` (:mod:`assembler.spec.prebuilt`: their models).
+:mod:`assembler.pipeline.layers.kinds.url` (:mod:`assembler.manifest.schema.prebuilt`: their models).
 
 No container runs: a wheel is installed by pypa/installer into layer members
 (:mod:`assembler.archive.wheel`) and a file is placed (or its tar unpacked) by our own

@@ -26,15 +26,15 @@ from pathlib import Path
 from assembler.debian import aptlock, aptreasons
 from assembler.debian import bootstrap as boot
 from assembler.errors import AptRefused, AssemblerError, InputError
+from assembler.manifest.load.loaded import Loaded
+from assembler.manifest.lock.debpins import Deb, DebEntry, DebLocked
+from assembler.manifest.lock.file import Lock
+from assembler.manifest.schema import model as m
+from assembler.manifest.schema.setuses import set_key
 from assembler.oci.descriptor import Platform
 from assembler.pipeline import graph
 from assembler.pipeline.lock.lockreport import Asked, Locked
 from assembler.proc import Runner
-from assembler.spec import model as m
-from assembler.spec.debs import Deb, DebEntry, DebLocked
-from assembler.spec.loaded import Loaded
-from assembler.spec.lockfile import Lock
-from assembler.spec.setuses import set_key
 
 PREFIX = "apt:"  # a Debian package set's ``where`` in the lock and in plan: apt:bases.NAME, apt:packages-1
 
@@ -61,7 +61,7 @@ def debian_uses(manifest: m.Manifest, platform: Platform) -> dict[str, DebUse]:
     """where -> use of every bootstrapped base the image or its used steps start from, of
     each used compile step's ``packages:`` on such a base, and of every ``packages:`` layer
     on the image's base where that is bootstrapped; bases first."""
-    from assembler.spec.setuses import used_steps
+    from assembler.manifest.schema.setuses import used_steps
 
     arch = boot.debian_arch(platform)
     steps = [s for s in manifest.compile if s.name in used_steps(manifest)]

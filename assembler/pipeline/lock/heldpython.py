@@ -11,7 +11,7 @@ moves them) or ``force: true``.
 Where it is read from:
 
 - an upstream image this machine cannot reach: the facts written by hand from the files
-  that build it (``spec/facts/base_python.json``, :func:`assembler.spec.facts.basepython.held`);
+  that build it (``spec/facts/base_python.json``, :func:`assembler.manifest.facts.basepython.held`);
 - a base at hand without the network (``oci:`` and ``oci-archive:``: an image this project
   or another tool wrote): its layers' package metadata, as the SBOM reads it
   (:func:`assembler.sbom.packages.read_packages`), in the system Python's folders only
@@ -29,10 +29,10 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from assembler.manifest.facts.basepython import Held, base_of, held
+from assembler.manifest.schema import model as m
+from assembler.manifest.schema.setuses import SetUse
 from assembler.python.held import canonical
-from assembler.spec import model as m
-from assembler.spec.facts.basepython import Held, base_of, held
-from assembler.spec.setuses import SetUse
 
 _LOCAL_REFS = ("oci:", "oci-archive:")
 # The system Python's folders: Debian's (any 3.x), then the interpreter's own and pip's.

@@ -21,12 +21,12 @@ from assembler.archive.compress import decompressed
 from assembler.archive.tarread import data_of, open_tar
 from assembler.cache import Cache
 from assembler.debian.aptlock import installed_in
+from assembler.manifest.schema import model as m
 from assembler.oci.descriptor import Descriptor
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
 from assembler.pipeline.image.bases import bootstrap_key
 from assembler.pipeline.runs.run import Run
-from assembler.spec import model as m
 
 _STATUS = "var/lib/dpkg/status"
 _STATUS_LIMIT = 64 << 20  # a base's dpkg status: a few MB (the devel base's: 1.3 MB)

@@ -9,18 +9,18 @@ import functools
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from assembler.manifest.facts.basepython import Held
+from assembler.manifest.lock.file import Entry, EnvEntry, Lock
+from assembler.manifest.lock.pyenvs import Environment
+from assembler.manifest.schema.pysets import as_of_rule
+from assembler.manifest.schema.setuses import SetUse, set_key
+from assembler.manifest.text.urls import scrubbed
 from assembler.pipeline.lock.lockreport import Asked, Locked
 from assembler.proc import Runner
 from assembler.python.env import EnvResult, Options, resolve_environment
 from assembler.python.held import canonical, preferences, preferred_text
 from assembler.python.slices import kept_hashes
 from assembler.python.standin import PYPI
-from assembler.spec.facts.basepython import Held
-from assembler.spec.lockfile import Entry, EnvEntry, Lock
-from assembler.spec.pyenvs import Environment
-from assembler.spec.pysets import as_of_rule
-from assembler.spec.setuses import SetUse, set_key
-from assembler.spec.urls import scrubbed
 
 _END_OF_DAY = "T23:59:59Z"  # a date as of its end, in UTC: the same cut on every machine
 

@@ -21,6 +21,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from assembler.errors import InputError
+from assembler.manifest.lock.apply import Applying, apply_lock
+from assembler.manifest.lock.file import Lock, read_lock, write_lock
+from assembler.manifest.lock.inputpins import Pin, floating
+from assembler.manifest.lock.pyenvs import environments
+from assembler.manifest.schema.setuses import used_steps
+from assembler.manifest.text.urls import redacted, scrubbed
 from assembler.oci.descriptor import Platform
 from assembler.pipeline.lock.aptpins import DebLocker, apply_debian, pinned_steps
 from assembler.pipeline.lock.heldpython import held_python
@@ -28,12 +34,6 @@ from assembler.pipeline.lock.lockreport import Asked, Locked
 from assembler.pipeline.variants import Variant
 from assembler.proc import Runner
 from assembler.python.pins import base_digest, git_commit
-from assembler.spec.lockapply import Applying, apply_lock
-from assembler.spec.lockfile import Lock, read_lock, write_lock
-from assembler.spec.lockpins import Pin, floating
-from assembler.spec.pyenvs import environments
-from assembler.spec.setuses import used_steps
-from assembler.spec.urls import redacted, scrubbed
 from assembler.transports.common import RegistryOptions
 
 

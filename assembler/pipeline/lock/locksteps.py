@@ -24,6 +24,9 @@ from assembler.cache import Cache
 from assembler.cache.entries import StepResult
 from assembler.compile.steps import installed_memo
 from assembler.errors import AssemblerError
+from assembler.manifest.lock.debpins import DebLocked
+from assembler.manifest.lock.file import LOCK_ENV
+from assembler.manifest.schema import model as m
 from assembler.pipeline.graph import StepReport
 from assembler.pipeline.image.installed import installed as dist_infos
 from assembler.pipeline.image.installed import pinned_names
@@ -32,9 +35,6 @@ from assembler.pipeline.lock.aptpins import PREFIX, debian_uses
 from assembler.pipeline.lock.lockbases import status_of
 from assembler.pipeline.runs.resolve import Plan
 from assembler.pipeline.runs.run import Run
-from assembler.spec import model as m
-from assembler.spec.debs import DebLocked
-from assembler.spec.lockfile import LOCK_ENV
 
 Installed = dict[tuple[str, str], str]  # (name, arch) -> version
 

@@ -26,6 +26,7 @@ from assembler.archive.compress import decompressed
 from assembler.archive.extract import extract
 from assembler.cache import Cache
 from assembler.errors import AssemblerError, InputError
+from assembler.manifest.load.loaded import Loaded
 from assembler.oci import mediatypes as mt
 from assembler.oci import mutate
 from assembler.oci.artifact import FilesArtifact
@@ -39,7 +40,6 @@ from assembler.pipeline.options import Reporter
 from assembler.pipeline.runs.builder import Build
 from assembler.pipeline.runs.resolve import Plan
 from assembler.pipeline.runs.run import Run
-from assembler.spec.loaded import Loaded
 from assembler.transports import Context, Written
 from assembler.transports.formats import Writer
 

@@ -23,6 +23,8 @@ from assembler.compile import sources as srcs
 from assembler.compile.buildah import Buildah
 from assembler.compile.steps import Workspace, run_runtime_step
 from assembler.errors import InputError
+from assembler.manifest.load.loaded import Loaded
+from assembler.manifest.schema import model as m
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
 from assembler.pipeline.image.bases import Base, bootstrap_key, git_key
@@ -39,8 +41,6 @@ from assembler.pipeline.store.origins import Origins
 from assembler.pipeline.store.stepstore import StepStore, note_taken
 from assembler.pipeline.store.toolchains import Toolchains
 from assembler.pipeline.walk.modes import BaseWant, Made, RuntimeJob
-from assembler.spec import model as m
-from assembler.spec.loaded import Loaded
 from assembler.transports import Context, open_base, registry_options
 
 if TYPE_CHECKING:

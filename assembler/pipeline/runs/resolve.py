@@ -30,6 +30,11 @@ from assembler.archive.view import TreeView
 from assembler.compile import sources as srcs
 from assembler.debian.bootstrap import bootstrap_mirrors
 from assembler.errors import InputError, NotFound
+from assembler.manifest.hosts.reach import Need, needs
+from assembler.manifest.load.loaded import Loaded
+from assembler.manifest.load.manifest import describe_base
+from assembler.manifest.lock.apply import LockStatus
+from assembler.manifest.schema import model as m
 from assembler.oci import mutate
 from assembler.oci.descriptor import Platform
 from assembler.oci.image import Image
@@ -49,11 +54,6 @@ from assembler.pipeline.store.stepstore import LocalSteps, RegistrySteps, StepSt
 from assembler.pipeline.walk.layerstack import finish, stacked
 from assembler.pipeline.walk.modes import BaseWant, Made, Services
 from assembler.pipeline.walk.walk import Walk
-from assembler.spec import model as m
-from assembler.spec.load import describe_base
-from assembler.spec.loaded import Loaded
-from assembler.spec.lockapply import LockStatus
-from assembler.spec.reach import Need, needs
 from assembler.transports import Context, known_image
 from assembler.weights.models import described
 

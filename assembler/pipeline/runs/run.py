@@ -12,9 +12,9 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from assembler.cache import Cache
+from assembler.manifest.load.loaded import Loaded
 from assembler.oci.reference import Ref
 from assembler.pipeline.options import BuildOptions
-from assembler.spec.loaded import Loaded
 from assembler.transports import Context
 
 if TYPE_CHECKING:

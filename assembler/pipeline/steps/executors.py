@@ -14,12 +14,12 @@ from collections.abc import Callable, Sequence
 from assembler.cache import Cache, StepResult, built_on
 from assembler.compile import keptcaches
 from assembler.compile.steps import Workspace, run_compile_step, toolchain_origin
+from assembler.manifest.load.loaded import Loaded
 from assembler.oci.layer import Layer
 from assembler.pipeline.options import NodeOptions, Reporter
 from assembler.pipeline.steps.jobs import CompileJob, Executor
 from assembler.pipeline.steps.slurm import SlurmExecutor
 from assembler.proc import Runner
-from assembler.spec.loaded import Loaded
 
 
 class LocalExecutor:

@@ -14,9 +14,9 @@ from typing import Protocol
 from assembler.cache import Origin
 from assembler.compile import sources as srcs
 from assembler.compile.steps import Mounted
+from assembler.manifest.schema import model as m
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
-from assembler.spec import model as m
 
 
 @dataclass(frozen=True)

@@ -31,12 +31,12 @@ from pathlib import Path
 
 from assembler.cache import Cache, StepResult
 from assembler.errors import AssemblerError, Cancelled, StepFailed, ToolError
+from assembler.manifest.load.loaded import Loaded
+from assembler.manifest.schema import model as m
 from assembler.oci.layer import Layer
 from assembler.pipeline.options import Event, NodeOptions, Reporter
 from assembler.pipeline.steps.jobs import CompileJob
 from assembler.proc import Runner, tail
-from assembler.spec import model as m
-from assembler.spec.loaded import Loaded
 
 POLL_SECONDS = 1.0
 SETTLE_SECONDS = 30.0  # how long a finished job's result may take to be seen here (NFS)

@@ -27,9 +27,9 @@ from assembler.archive.compress import DECOMPRESS_ERRORS, decompressed
 from assembler.archive.layer import iter_tar
 from assembler.cache import Cache, StepResult
 from assembler.errors import AssemblerError, DigestMismatch
+from assembler.manifest.schema import model as m
+from assembler.manifest.schema.prebuilt import size_bytes
 from assembler.oci.layer import Layer
-from assembler.spec import model as m
-from assembler.spec.prebuilt import size_bytes
 
 Remake = Callable[[], Layer]  # a layer made again from the pinned files here
 Paths = Mapping[str, Path]  # a result's blobs, downloaded: digest -> file

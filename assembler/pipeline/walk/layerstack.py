@@ -18,6 +18,7 @@ from functools import partial
 from assembler.archive.view import TreeView
 from assembler.cache import StepResult, key_of
 from assembler.compile.steps import Mounted, runtime_key
+from assembler.manifest.schema import model as m
 from assembler.oci import mediatypes as mt
 from assembler.oci import mutate
 from assembler.oci.image import Image
@@ -34,7 +35,6 @@ from assembler.pipeline.layers.placed import Placed
 from assembler.pipeline.options import Event
 from assembler.pipeline.walk.modes import RuntimeJob
 from assembler.pipeline.walk.walk import Walk
-from assembler.spec import model as m
 
 
 class LayerStack:

@@ -35,13 +35,13 @@ if TYPE_CHECKING:
     from assembler.archive.view import TreeView
     from assembler.compile import sources as srcs
     from assembler.compile.steps import Mounted
+    from assembler.manifest.load.loaded import Loaded
+    from assembler.manifest.lock.debpins import DebLocked
+    from assembler.manifest.schema import model as m
     from assembler.oci.image import Image
     from assembler.oci.layer import Layer
     from assembler.pipeline.graph import RuntimeStep
     from assembler.pipeline.layers.setup import ImageSetup
-    from assembler.spec import model as m
-    from assembler.spec.debs import DebLocked
-    from assembler.spec.loaded import Loaded
     from assembler.transports.context import Context
 
 T = TypeVar("T")

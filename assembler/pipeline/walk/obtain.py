@@ -14,13 +14,13 @@ from assembler.compile import sources as srcs
 from assembler.compile.buildah import Buildah
 from assembler.debian import bootstrap as boot
 from assembler.errors import AptRefused
+from assembler.manifest.load.loaded import Loaded
+from assembler.manifest.lock.debpins import DebLocked
+from assembler.manifest.schema import model as m
 from assembler.pipeline.image.bases import Base, bootstrap_key, bootstrap_spec
 from assembler.pipeline.options import Event
 from assembler.pipeline.store.stepstore import note_taken
 from assembler.pipeline.walk.modes import BaseWant, Services
-from assembler.spec import model as m
-from assembler.spec.debs import DebLocked
-from assembler.spec.loaded import Loaded
 from assembler.transports import Context
 
 

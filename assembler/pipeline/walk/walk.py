@@ -22,6 +22,8 @@ from functools import partial
 from assembler.cache import StepResult
 from assembler.compile.keys import NOT_IN_KEY
 from assembler.compile.steps import Mounted, compile_key
+from assembler.manifest.load.loaded import Loaded
+from assembler.manifest.schema import model as m
 from assembler.oci.layer import Layer
 from assembler.pipeline import graph
 from assembler.pipeline.graph import StepReport
@@ -35,8 +37,6 @@ from assembler.pipeline.store.stepstore import note_taken, step_result
 from assembler.pipeline.walk import lastbuild
 from assembler.pipeline.walk.modes import Services
 from assembler.pipeline.walk.obtain import Obtained, Once
-from assembler.spec import model as m
-from assembler.spec.loaded import Loaded
 from assembler.transports import Context
 
 

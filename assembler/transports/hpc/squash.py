@@ -3,7 +3,7 @@ beside them are made with, as one value from the manifest's ``sif:`` or the comm
 to tar2sqfs's arguments and the SIF's UUID.
 
 The level is the compressor's (tar2sqfs's ``--comp-extra level=N``; the levels each takes:
-spec.model.SQUASHFS_LEVELS); none is tar2sqfs's own default (gzip 9, as mksquashfs and
+manifest.schema.model.SQUASHFS_LEVELS); none is tar2sqfs's own default (gzip 9, as mksquashfs and
 Apptainer write it). On
 a Debian root of 1.5 GB here, gzip at level 9 took 145 s of CPU and at level 1 19 s, for a
 squashfs 9% larger: a level is what a user iterating on a SIF of a GPU image chooses.
@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from assembler.errors import InputError
-from assembler.spec.model import SifSpec, squashfs_level_error
+from assembler.manifest.schema.model import SifSpec, squashfs_level_error
 
 COMPRESSORS = ("gzip", "xz", "zstd", "lz4", "lzo")
 # The data block size: 128 KiB is mksquashfs's and tar2sqfs's default (what Apptainer's own

@@ -2,7 +2,7 @@
 
 A layer kind is one module of this package (a :class:`~.base.Kind` subclass: how its layer
 is made or found, what defines it, what it warns of, what it fetched) and one entry here;
-its manifest side is one entry in :data:`assembler.spec.model.LAYER_KINDS` (the key that
+its manifest side is one entry in :data:`assembler.manifest.schema.model.LAYER_KINDS` (the key that
 marks it, its model). :func:`register` adds both, so a kind can live outside the package.
 """
 
@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from assembler.manifest.schema import model as m
+from assembler.manifest.schema.prebuilt import When
 from assembler.pipeline.layers.kinds.artifact import ArtifactKind
 from assembler.pipeline.layers.kinds.base import Kind, Stacking, Starting
 from assembler.pipeline.layers.kinds.copy import CopyKind
@@ -20,8 +22,6 @@ from assembler.pipeline.layers.kinds.pip import PipKind
 from assembler.pipeline.layers.kinds.run import RunKind
 from assembler.pipeline.layers.kinds.url import UrlKind
 from assembler.pipeline.layers.placed import Placed
-from assembler.spec import model as m
-from assembler.spec.prebuilt import When
 
 __all__ = ["KINDS", "Kind", "Placed", "Stacking", "Starting", "States", "by_key", "of", "register", "unregister"]
 
@@ -29,7 +29,7 @@ KINDS: dict[type[When], Kind[Any]] = {
     k.model: k for k in (CopyKind(), ArtifactKind(), RunKind(), PackagesKind(), PipKind(), UrlKind())
 }
 if set(KINDS) != {k.model for k in m.LAYER_KINDS.values()}:  # the two floors' tables name the same kinds
-    raise RuntimeError("assembler.pipeline.layers.kinds.KINDS and assembler.spec.model.LAYER_KINDS differ")
+    raise RuntimeError("assembler.pipeline.layers.kinds.KINDS and assembler.manifest.schema.model.LAYER_KINDS differ")
 
 
 class States:

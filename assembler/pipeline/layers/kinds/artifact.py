@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from assembler.cache import key_of
+from assembler.manifest.schema import model as m
 from assembler.pipeline.graph import Definitions, step_of
 from assembler.pipeline.layers.kinds.base import Kind, Stacking
 from assembler.pipeline.layers.placed import Placed
-from assembler.spec import model as m
 
 
 class ArtifactKind(Kind[m.ArtifactLayer]):

@@ -2,7 +2,7 @@
 :class:`Stacking` a layer is placed with.
 
 A kind's manifest side (its key, its model, which compile steps it takes artifacts from,
-which runtime step makes it) is the spec floor's (:data:`assembler.spec.model.LAYER_KINDS`
+which runtime step makes it) is the manifest floor's (:data:`assembler.manifest.schema.model.LAYER_KINDS`
 and the model's methods); what it takes to make or find its layer, what defines it, what
 it warns of and what the provenance says it fetched is here, one subclass per kind.
 """
@@ -14,22 +14,22 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from assembler.cache import key_of
+from assembler.manifest.schema.prebuilt import When
+from assembler.manifest.text.yamlfile import PathKey
 from assembler.oci.layer import Layer
 from assembler.pipeline.graph import NOT_IN_DEFINITION, Definitions, RuntimeStep
 from assembler.pipeline.layers.maker import Maker
 from assembler.pipeline.layers.placed import Placed
-from assembler.spec.prebuilt import When
-from assembler.spec.yamlfile import PathKey
 
 if TYPE_CHECKING:
     from assembler.archive.view import TreeView
     from assembler.cache import Cache
+    from assembler.manifest.load.loaded import Loaded
+    from assembler.manifest.lock.debpins import DebLocked
     from assembler.oci.image import Image
     from assembler.pipeline.store.origins import Origins
     from assembler.pipeline.store.stepstore import StepStore
     from assembler.sbom.facts import DownloadFact
-    from assembler.spec.debs import DebLocked
-    from assembler.spec.loaded import Loaded
     from assembler.transports.context import Context
 
 L = TypeVar("L", bound=When)

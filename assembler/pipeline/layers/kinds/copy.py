@@ -20,13 +20,13 @@ from assembler.archive.tree import Fingerprint, fingerprint, iter_host_members, 
 from assembler.archive.view import TreeView, anchors, fit_members
 from assembler.cache import key_of
 from assembler.cache.memos import copy_stat_key, write_remembered
+from assembler.manifest.load.loaded import Loaded
+from assembler.manifest.schema import model as m
 from assembler.oci.digest import canonical_json
 from assembler.oci.layer import Layer
 from assembler.pipeline.layers.kinds.base import Kind, Stacking, Starting
 from assembler.pipeline.layers.maker import Maker
 from assembler.pipeline.layers.placed import Placed
-from assembler.spec import model as m
-from assembler.spec.loaded import Loaded
 from assembler.transports import Context
 
 

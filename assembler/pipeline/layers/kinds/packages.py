@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from assembler.compile.apt import apt_install_locked
 from assembler.compile.steps import apt_install
+from assembler.manifest.lock.debpins import DebLocked
+from assembler.manifest.schema import model as m
 from assembler.pipeline import graph
 from assembler.pipeline.graph import RuntimeStep
 from assembler.pipeline.layers.kinds.base import Kind, Stacking
 from assembler.pipeline.layers.placed import Placed
-from assembler.spec import model as m
-from assembler.spec.debs import DebLocked
 
 
 def runtime_step(man: m.Manifest, spec: m.PackagesLayer, index: int, locked: DebLocked | None = None) -> RuntimeStep:

@@ -21,6 +21,9 @@ from assembler.archive.layer import Member
 from assembler.archive.view import TreeView
 from assembler.cache import key_of
 from assembler.cache.entries import StepResult
+from assembler.manifest.schema import model as m
+from assembler.manifest.schema.prebuilt import Requirement, parse_requirement
+from assembler.manifest.text.urls import redacted, scrubbed
 from assembler.pipeline.layers.kinds.base import Kind, Stacking, Starting
 from assembler.pipeline.layers.placed import Placed
 from assembler.pipeline.layers.prebuilt_layers import Prebuilt, prebuilt_of
@@ -28,9 +31,6 @@ from assembler.pipeline.store import prebuilt_checks as checks
 from assembler.pipeline.store.prebuilt_checks import Paths
 from assembler.python import index as pypi
 from assembler.sbom.facts import DownloadFact
-from assembler.spec import model as m
-from assembler.spec.prebuilt import Requirement, parse_requirement
-from assembler.spec.urls import redacted, scrubbed
 from assembler.transports import registry_options
 
 if TYPE_CHECKING:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from assembler.cache import key_of
+from assembler.manifest.schema import model as m
 from assembler.pipeline.graph import NOT_IN_DEFINITION, Definitions, RuntimeStep
 from assembler.pipeline.layers.kinds.base import Kind, Stacking
 from assembler.pipeline.layers.placed import Placed
-from assembler.spec import model as m
 
 
 def runtime_step(spec: m.RunLayer, index: int) -> RuntimeStep:

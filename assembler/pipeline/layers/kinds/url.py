@@ -21,6 +21,9 @@ from assembler.archive.tree import parents
 from assembler.cache import key_of
 from assembler.cache.entries import StepResult
 from assembler.errors import InputError, UnsafePath
+from assembler.manifest.schema import model as m
+from assembler.manifest.schema.prebuilt import size_bytes
+from assembler.manifest.text.urls import redacted
 from assembler.pipeline.layers.kinds.base import Kind, Stacking, Starting
 from assembler.pipeline.layers.placed import Placed
 from assembler.pipeline.layers.prebuilt_layers import Prebuilt, file_opener, prebuilt_of
@@ -28,9 +31,6 @@ from assembler.pipeline.store import prebuilt_checks as checks
 from assembler.pipeline.store.prebuilt_checks import Paths
 from assembler.python.download import download
 from assembler.sbom.facts import DownloadFact
-from assembler.spec import model as m
-from assembler.spec.prebuilt import size_bytes
-from assembler.spec.urls import redacted
 from assembler.transports import registry_options
 
 if TYPE_CHECKING:

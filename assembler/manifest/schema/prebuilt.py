@@ -1,0 +1,334 @@
+"""Layers of prebuilt things, taken as they are released: wheels from a Python package
+index (``pip:``) and files from a URL (``url:``), each pinned by its sha256; and ``when:``,
+which keeps a layer only for some param values (``vllm_from: wheel``).
+
+Requirements are pinned as pip's hash-checking mode writes them (``pip install
+--require-hashes``, ``uv pip compile --generate-hashes``): ``name==version
+--hash=sha256:HEX`` (several hashes: one file per platform). Only the listed wheels are
+installed, never their dependencies: the list is a lock, every wheel in it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
+from urllib.parse import urlsplit
+
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
+
+from assembler.manifest.schema.fields import Mode, Owner, Scalar, Strict, StrList
+from assembler.manifest.schema.hostuse import HostUse
+from assembler.manifest.schema.pysets import PythonSet
+from assembler.manifest.text.urls import redacted
+
+if TYPE_CHECKING:
+    from packaging.requirements import Requirement as Pep508
+
+_HEX = frozenset("0123456789abcdef")
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One pinned wheel: its project name (normalised as PEP 503 says), version, and the
+    sha256 of each file it may be (one per platform or Python)."""
+
+    name: str
+    version: str  # "" for a URL: its file name says it
+    hashes: tuple[str, ...]
+    text: str
+    url: str = ""
+
+    @property
+    def pin(self) -> str:
+        """``name==version``, or ``name @ FILE`` of a direct reference (its URL's last part,
+        as recorded: no signed query string)."""
+        return f"{self.name} @ {redacted(self.url).rsplit('/', 1)[-1]}" if self.url else f"{self.name}=={self.version}"
+
+
+def _split_hashes(text: str) -> tuple[str, list[str]]:
+    """The PEP 508 part of a hash-checking line and its ``--hash`` values (pip's requirements
+    file options, which PEP 508 does not cover): ``--hash=sha256:HEX`` or ``--hash = ...``."""
+    words = [w for w in text.split() if w != "\\"]  # pip's line continuations, as a requirements file has them
+    first = next((i for i, w in enumerate(words) if w.startswith("--")), len(words))
+    options = " ".join(words[first:])
+    values = [v.strip() for v in options.split("--hash")[1:]]
+    if options and (not options.startswith("--hash") or not all(v.startswith("=") for v in values)):
+        raise ValueError(f"{text.strip()!r}: expected --hash=sha256:<64 lowercase hex digits>, got {options!r}")
+    return " ".join(words[:first]), [v[1:].strip() for v in values]
+
+
+def _sha256(text: str, value: str) -> str:
+    algorithm, _, hex_ = value.partition(":")
+    if algorithm != "sha256" or len(hex_) != 64 or not set(hex_) <= _HEX:
+        raise ValueError(f"{text.strip()!r}: expected --hash=sha256:<64 lowercase hex digits>, got {value!r}")
+    return hex_
+
+
+def _direct_reference(req: Pep508) -> str:
+    """The wheel URL of ``name @ URL`` (PEP 508 direct reference: a GitHub release, a
+    vendor's index); ValueError when it is not a wheel over HTTP(S) of that project."""
+    url = req.url or ""
+    if urlsplit(url).scheme not in ("http", "https") or not url.endswith(".whl"):
+        raise ValueError(f"{req.name} @ {url}: a direct reference is name @ https://.../FILE.whl")
+    wheel = url.rsplit("/", 1)[-1]
+    try:
+        project = parse_wheel_filename(wheel)[0]
+    except InvalidWheelFilename as e:
+        raise ValueError(f"{req.name} @ {wheel}: not a wheel's file name ({e})") from None
+    if project != canonicalize_name(req.name):
+        raise ValueError(f"{req.name} @ {wheel}: the wheel is not one of {req.name} (its file name says so)")
+    return url
+
+
+def _pinned_version(text: str, req: Pep508) -> str:
+    """The version of ``name==version`` as written; ValueError for any other specifier."""
+    specs = list(req.specifier)
+    if len(specs) != 1 or specs[0].operator != "==" or specs[0].version.endswith(".*"):
+        raise ValueError(f"{text.strip()!r} is not pinned as name==version (every wheel is pinned)")
+    return specs[0].version
+
+
+def parse_requirement(text: str, *, hashed: bool = True) -> Requirement:
+    """``name==version --hash=sha256:HEX [--hash=sha256:HEX ...]`` or ``name @ URL.whl
+    --hash=sha256:HEX``; ValueError otherwise. ``hashed=False``: a ``name==version`` whose
+    hashes a lock gives (``locked: true``), which may not carry its own."""
+    # packaging's requirement grammar: imported for manifests that list wheels, not on every load
+    from packaging.requirements import InvalidRequirement
+    from packaging.requirements import Requirement as Pep508
+
+    body, values = _split_hashes(text)
+    try:
+        req = Pep508(body)
+    except InvalidRequirement as e:
+        why = str(e).splitlines()[0]  # packaging's message goes on with the text and a caret
+        raise ValueError(f"{text.strip()!r} is not pinned as name==version (every wheel is pinned): {why}") from None
+    if req.marker is not None:
+        raise ValueError(
+            f"{text.strip()!r}: environment markers (; ...) are not read: the list is the lock of this image, "
+            "list only the wheels it installs"
+        )
+    url = _direct_reference(req) if req.url is not None else ""
+    version = "" if url else _pinned_version(text, req)
+    hashes = [_sha256(text, value) for value in values]
+    name = canonicalize_name(req.name)
+    if not hashed:
+        if hashes or url:
+            raise ValueError(f"{text.strip()!r}: with locked: true the lock gives the hashes: name==version alone")
+        return Requirement(name, version, (), text.strip())
+    if not hashes:
+        raise ValueError(
+            f"{body} has no --hash=sha256:...: every wheel is pinned by its sha256 (or the layer says "
+            "locked: true and assemble lock writes them)"
+        )
+    if url and len(hashes) > 1:
+        raise ValueError(f"{req.name} @ URL: one file, one --hash")
+    return Requirement(name, version, tuple(dict.fromkeys(hashes)), text.strip(), url)
+
+
+def _requirements(value: list[str]) -> list[str]:
+    if not value:
+        raise ValueError("lists no wheel (an empty layer): name==version --hash=sha256:HEX, one per wheel")
+    names: set[str] = set()
+    for text in value:
+        req = parse_requirement(text, hashed="--hash" in text or "@" in text)
+        if req.name in names:
+            raise ValueError(f"{req.name} is listed twice")
+        names.add(req.name)
+    return value
+
+
+def _absolute(value: str) -> str:
+    if not value.startswith("/") or ".." in value.split("/"):
+        raise ValueError(f"must be an absolute path in the image without '..', got {value!r}")
+    return value
+
+
+AbsPath = Annotated[str, AfterValidator(_absolute)]
+
+
+def _python(value: str) -> str:
+    # A check, not a schema pattern: manifests write it as a param (${python_version}).
+    if not re.fullmatch(r"3\.[0-9]{1,2}", value):
+        raise ValueError(f"expected a CPython version X.Y such as 3.12, got {value!r}")
+    return value
+
+
+def _when(value: Any) -> Any:
+    # One value or a list of accepted values: {gpu: [cuda, rocm]}.
+    if isinstance(value, dict):
+        return {k: v if isinstance(v, list) else [v] for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True)
+class Fetches:
+    """What making a layer reaches, as :mod:`assembler.manifest.hosts.reach` reads it: the part a plan
+    makes for it (``step:NAME``, ``layer:I``), the commands it runs (None: it runs none) with
+    their env, Python sets and declared ``reaches:``, whether it asks the image's apt
+    mirror, and the package indexes and the files (URLs) it fetches."""
+
+    part: str
+    run: Sequence[str] | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    sets: Sequence[PythonSet] = ()
+    declared: Mapping[str, HostUse] = field(default_factory=dict)
+    apt: bool = False
+    indexes: Sequence[str] = ()
+    urls: Sequence[str] = ()
+
+
+class HostFile(NamedTuple):
+    """A host file or folder a layer puts in the image: ``source`` relative to the manifest's
+    folder, ``to`` the image path (in that folder where it ends in ``/``), and the fields of
+    the layer that say them (``("copy", "from")``), which a refusal names."""
+
+    source: str
+    to: str
+    source_field: tuple[str, ...]
+    to_field: tuple[str, ...]
+
+
+class StepRef(NamedTuple):
+    """A compile step's artifact a layer ships or mounts: ``ref`` is STEP.ARTIFACT (or STEP,
+    where ``whole_step`` allows all of a step's artifacts), ``field`` the layer's field that
+    says it (``("mounts", 0)``), which a refusal names."""
+
+    ref: str
+    field: tuple[str | int, ...]
+    whole_step: bool
+
+
+class When(Strict):
+    """The base of every layer model. A layer with ``when: {param: value}`` is left out of
+    the image unless each param has that value (or one of a list): one manifest, layers
+    chosen by params."""
+
+    when: Annotated[dict[str, list[Scalar]], BeforeValidator(_when, json_schema_input_type=dict[str, Any])] = Field(
+        default_factory=dict, description="params this layer needs ({vllm_from: wheel}); otherwise it is left out"
+    )
+
+    # What the manifest floor asks of every kind of layer (model.LAYER_KINDS); a kind whose
+    # layers ship or mount artifacts, or are made by a runtime step, says so here.
+
+    def step_refs(self) -> list[StepRef]:
+        """The compile steps' artifacts this layer ships or mounts."""
+        return []
+
+    def runtime_name(self, index: int) -> str | None:
+        """The runtime step that makes this layer, the image's ``index``-th (None: no step runs)."""
+        return None
+
+    def fetches(self, index: int) -> Fetches | None:
+        """What making this layer, the image's ``index``-th, reaches (None: no host)."""
+        return None
+
+    def host_files(self) -> list[HostFile]:
+        """The host files or folders this layer puts in the image: what the load checks stay
+        inside the manifest's folder, ``watch`` watches and ``run --mount MANIFEST`` binds."""
+        return []
+
+    def apt_packages(self) -> list[str] | None:
+        """The Debian packages this layer's runtime step installs with apt, as its
+        ``packages:`` field names them (``from-steps``: the needed steps' runtime packages),
+        which the lock pins; None: it installs none."""
+        return None
+
+
+class PipLayer(When):
+    """Wheels from a package index, unpacked as pip installs them into a prefix (a venv):
+    each file's layer is made by us, so the same wheels give the same bytes. With
+    ``files_to`` the wheel files are placed as they are (an image that ships a wheel)."""
+
+    pip: Annotated[StrList, AfterValidator(_requirements)] = Field(
+        description="name==version --hash=sha256:HEX, one per wheel (a lock: dependencies are not added)"
+    )
+    prefix: AbsPath = Field(default="/opt/venv", description="the venv (or prefix): scripts go to PREFIX/bin")
+    python: Annotated[str, AfterValidator(_python)] = Field(
+        default="3.12", description="the image's Python (X.Y): picks the wheels and PREFIX/lib/pythonX.Y"
+    )
+    site_packages: AbsPath | None = Field(default=None, description="default PREFIX/lib/pythonX.Y/site-packages")
+    interpreter: AbsPath | None = Field(default=None, description="scripts' #! line; default PREFIX/bin/python")
+    index: Annotated[str, Field(pattern=r"^https?://")] = Field(
+        default="https://pypi.org/simple", description="a PEP 503/691 simple index"
+    )
+    split: bool | StrList = Field(
+        default=False,
+        description="true: one layer per wheel; a list of names (globs: nvidia-*): those each in their own layer, "
+        "the rest in one",
+    )
+    locked: bool = Field(
+        default=False, description="true: each name==version takes its sha256s from the manifest's lock (assemble lock)"
+    )
+    files_to: AbsPath | None = Field(
+        default=None,
+        description="the wheel files themselves into this folder, as pip download leaves them, not installed "
+        "(prefix, site_packages, interpreter and split do not apply)",
+    )
+    name: str | None = Field(
+        default=None,
+        description="names its wheels in the lock (layers.NAME:wheels); default: its place in the layers",
+        examples=["vllm"],
+    )
+    comment: str | None = Field(default=None, description="a note kept as the layer's comment in the image's history")
+
+    def fetches(self, index: int) -> Fetches:
+        return Fetches(f"layer:{index}", indexes=(self.index,))
+
+    @property
+    def site(self) -> str:
+        """Where the wheels' files go: ``site_packages``, else PREFIX/lib/pythonX.Y/site-packages."""
+        return self.site_packages or f"{self.prefix}/lib/python{self.python}/site-packages"
+
+    @field_validator("split")
+    @classmethod
+    def _split(cls, value: bool | list[str]) -> bool | list[str]:
+        return [canonicalize_name(v) for v in value] if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _split_names_a_wheel(self) -> PipLayer:
+        # A misspelt name would leave its wheel in the shared layer, re-pushed on every bump.
+        names = [parse_requirement(text, hashed=not self.locked).name for text in self.pip]
+        for pattern in self.split if isinstance(self.split, list) else []:
+            if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+                raise ValueError(f"split: {pattern!r} names no wheel of this layer ({', '.join(names)})")
+        return self
+
+
+class UrlLayer(When):
+    """A file downloaded once, checked against its sha256, placed (or unpacked) as a layer."""
+
+    url: Annotated[str, Field(pattern=r"^https?://")] = Field(
+        description="the file to download (http:// or https://)",
+        examples=["https://github.com/krallin/tini/releases/download/v0.19.0/tini-amd64"],
+    )
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] = Field(
+        description="the file's sha256 (64 lowercase hex digits): a download that differs is refused"
+    )
+    to: AbsPath = Field(description="a file path, or a folder ending in / (the URL's file name is kept)")
+    extract: bool = Field(default=False, description="unpack a tar (gzip, zstd, xz, bzip2) into 'to' (a folder)")
+    mode: Mode | None = Field(default=None, description="the file's mode (default 0644)")
+    owner: Owner | None = Field(default=None, description="the file's numeric uid[:gid] (default 0:0)")
+    max_size: Annotated[str, Field(pattern=r"^[0-9]+[KMGT]?$")] = Field(
+        default="16G", description="the download is refused beyond this size (bytes, or K/M/G/T)"
+    )
+    comment: str | None = Field(default=None, description="a note kept as the layer's comment in the image's history")
+
+    def fetches(self, index: int) -> Fetches:
+        return Fetches(f"layer:{index}", urls=(self.url,))
+
+    @model_validator(mode="after")
+    def _mode_of_one_file(self) -> UrlLayer:
+        # An unpacked tar keeps its members' own modes and owners: one here would be silently ignored.
+        for name in ("mode", "owner"):
+            if self.extract and getattr(self, name) is not None:
+                raise ValueError(f"{name}: is for one file; with extract: true each member keeps its own {name}")
+        return self
+
+
+def size_bytes(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
