@@ -19,7 +19,9 @@ from assembler.oci.mediatypes import PREDICATE_TYPES
 from assembler.oci.reference import absolute_ref, parse_ref
 
 if TYPE_CHECKING:
+    from assembler.oci.reference import Ref
     from assembler.sign import Verdict, Verifier
+    from assembler.transports.formats import Format
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -46,11 +48,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     # The parser is built for every command (a build too): what checks signatures
     # (cryptography among it) is imported only here.
     from assembler.cli.reading import reading_cache, source_of
-    from assembler.transports.formats import holds_signatures, verify_signatures
+    from assembler.transports.formats import format_of, holds_signatures, verify_signatures
 
     ref = absolute_ref(parse_ref(args.ref), Path.cwd())
-    if ref.transport == "sif":
-        return _verify_sif(args, Path(ref.path))
+    fmt = format_of(ref)
+    if fmt.signed_within:
+        return _verify_within(args, fmt, ref)
     if not holds_signatures(ref):
         raise InputError(
             f"{args.ref}: signatures live in registries (docker://...), OCI layouts (oci:DIR:TAG)"
@@ -81,13 +84,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verify_sif(args: argparse.Namespace, path: Path) -> int:
-    from assembler.transports.hpc.sif_sign import verify_sif  # cryptography: only here
-
+def _verify_within(args: argparse.Namespace, fmt: Format, ref: Ref) -> int:
+    """A file that holds its signatures inside itself (a SIF), checked by its format."""
     if args.type:
-        raise InputError("--type: a SIF holds its SBOM and provenance as objects, which its signature covers")
+        raise InputError(
+            f"--type: a {ref.transport}: file holds its SBOM and provenance inside, which its signature covers"
+        )
     key = verifier_of(args.key, "--key")
-    verdict = verify_sif(path, key)
+    verdict = fmt.verify_within(ref, key)
     if not verdict.ok:
         rejected = "; ".join(verdict.rejected)
         raise SignatureError(f"{args.ref}: not signed by key {key.key_id}", rejected=verdict.rejected, hint=rejected)
@@ -95,6 +99,9 @@ def _verify_sif(args: argparse.Namespace, path: Path) -> int:
         result = {"ref": args.ref, "key": key.key_id, "fingerprint": key.ssh_fingerprint, "verified": verdict.verified}
         out.print(json.dumps(result, indent=2), markup=False)
         return 0
+    for line in verdict.said(key.key_id):
+        say(f"{args.ref}: {line}")
+    return 0
     for v in verdict.verified:
         objects = ", ".join(str(i) for i in v["objects"])
         by = f"signed by key {key.key_id} (signature object {v['signature']})"

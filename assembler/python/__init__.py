@@ -2,4 +2,5 @@
 index's wheels, sdists and release dates (:mod:`.index`), one uv resolution
 (:mod:`.resolve`), an environment resolved as one whole (:mod:`.env`) and each set's slice of
 it (:mod:`.slices`), PyPI's build standing in for an index that cannot be reached
-(:mod:`.standin`), and the lock's other pins: base digests and git commits (:mod:`.pins`)."""
+(:mod:`.standin`). A base's digest and a git commit, the lock's other pins, are resolved by
+:mod:`assembler.pipeline.lock.inputpins`."""

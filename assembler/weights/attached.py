@@ -23,7 +23,7 @@ from assembler.oci.digest import digest_hex
 from assembler.oci.reference import Ref
 from assembler.transports.beside import ANNOTATION_AT, ANNOTATION_NAME
 from assembler.transports.common import BlobReader, DirBlobs, SourceImage
-from assembler.transports.context import Context, local_path, registry_options
+from assembler.transports.context import Context, registry_options
 from assembler.transports.referrers import Referrer
 from assembler.weights.files import plain_path
 from assembler.weights.pack import ARTIFACT_TYPE, WEIGHT_CONFIG_TAR, WEIGHT_TAR
@@ -42,7 +42,7 @@ def mounts(ref: Ref, source: SourceImage, ctx: Context) -> tuple[Mount, ...]:
     else the image's referrers of ModelPack's type (one of each name, else InputError);
     none where ``ref`` keeps no referrers as manifests."""
     from assembler.registry.client import Registry, RemoteBlobs  # the registry client, only here
-    from assembler.transports.formats import attached_to
+    from assembler.transports.formats import attached_to, format_of
 
     name, options = ref.name, registry_options(ctx)
     if name is not None and name.tag and not name.digest:
@@ -50,8 +50,8 @@ def mounts(ref: Ref, source: SourceImage, ctx: Context) -> tuple[Mount, ...]:
             indexed = _indexed(lambda d: reg.fetch_manifest(name.repository, d), name.reference)
             if indexed is not None:
                 return tuple(_mount(r, RemoteBlobs(reg, name.repository, _sizes(r)), ctx.cache, ref) for r in indexed)
-    if ref.transport == "oci" and ref.tag:
-        folder = local_path(ctx, ref.path)
+    folder = format_of(ref).layout_folder(ref, ctx)
+    if folder is not None:
         blobs = DirBlobs(folder / "blobs", what=f"oci:{folder}")
         indexed = _indexed(lambda d: _layout_manifest(folder, blobs, d), ref.tag)
         if indexed is not None:

@@ -13,7 +13,8 @@ is the one table of them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from assembler.errors import InputError, NotFound
 from assembler.oci.reference import Ref, Syntax, syntax_of
@@ -31,6 +32,24 @@ if TYPE_CHECKING:
 # (a layout, an archive, a registry), or as files (inside a SIF; next to a docker-archive or
 # sqsh file).
 Referrers = Literal["none", "manifests", "files"]
+
+
+class WithinVerdict(Protocol):
+    """What checking the signatures a file holds inside itself found (a SIF's signature
+    objects: :class:`assembler.transports.hpc.sif_sign.SifVerdict`)."""
+
+    @property
+    def ok(self) -> bool: ...
+
+    @property
+    def verified(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def rejected(self) -> list[str]: ...
+
+    def said(self, key_id: str) -> list[str]:
+        """One line per part that verified, as ``assemble verify`` reports it."""
+        ...
 
 
 class Format:
@@ -81,6 +100,20 @@ class Format:
     def holds_signatures(self, ref: Ref) -> bool:
         """Whether ``ref`` can hold cosign's signatures and attestations."""
         return False
+
+    # Whether its files hold their signatures inside themselves (a SIF's signature objects,
+    # over its SBOM and provenance objects too), checked by :meth:`verify_within`.
+    signed_within: ClassVar[bool] = False
+
+    def verify_within(self, ref: Ref, verifier: Verifier) -> WithinVerdict:
+        """The signatures inside the file ``ref`` names, checked with ``verifier``; only for a
+        format that is ``signed_within``."""
+        raise InputError(f"{ref}: a {self.transport}: file holds no signatures of its own")
+
+    def layout_folder(self, ref: Ref, ctx: Context) -> Path | None:
+        """The OCI layout folder whose index ``ref`` names by tag (what was written with the
+        image is read from that index); None for a reference that is no such folder."""
+        return None
 
     def verify_signatures(
         self,

@@ -89,6 +89,9 @@ class LayoutFormat(Format):
     def read(self, ref: Ref, ctx: Context) -> SourceImage:
         return layout.read(local_path(ctx, ref.path), ref.tag, platform=ctx.platform)
 
+    def layout_folder(self, ref: Ref, ctx: Context) -> Path | None:
+        return local_path(ctx, ref.path) if ref.tag else None
+
     def writer(self, ref: Ref, *, attach_sif: bool, ours: Recognizer) -> Writer:
         return LayoutWriter(ref, ours)
 

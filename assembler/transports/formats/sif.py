@@ -17,6 +17,8 @@ from assembler.transports.sidecar import Recognizer
 from assembler.transports.target import Target
 
 if TYPE_CHECKING:
+    from assembler.sign import Verifier
+    from assembler.transports.hpc.sif_sign import SifVerdict
     from assembler.transports.referrers import Listing
 
 
@@ -62,6 +64,14 @@ class SifFormat(Format):
         from assembler.transports.referrers import list_sif
 
         return str(ref), list_sif(Path(ref.path))
+
+    signed_within = True
+
+    def verify_within(self, ref: Ref, verifier: Verifier) -> SifVerdict:
+        """Each object group's signature, as ``apptainer verify --key`` checks them."""
+        from assembler.transports.hpc.sif_sign import verify_sif  # cryptography: only here
+
+        return verify_sif(Path(ref.path), verifier)
 
 
 FORMAT = SifFormat()

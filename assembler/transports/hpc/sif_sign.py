@@ -86,6 +86,14 @@ class SifVerdict:
     def ok(self) -> bool:
         return bool(self.verified) and not self.rejected
 
+    def said(self, key_id: str) -> list[str]:
+        """Each object group that verified, with its objects and signature object."""
+        return [
+            f"object group {v['group']} (objects {', '.join(str(i) for i in v['objects'])}) signed by key"
+            f" {key_id} (signature object {v['signature']})"
+            for v in self.verified
+        ]
+
 
 def _descriptors(f: BinaryIO, path: Path) -> tuple[bytes, list[_Raw]]:
     header = read_sif_header(path)
