@@ -17,7 +17,8 @@ from assembler.archive.layer import Member, with_parents, write_layer
 from assembler.archive.tar import TarEntry
 from assembler.cache import key_of
 from assembler.manifest.schema import model as m
-from assembler.manifest.schema.prebuilt import HostFile, When
+from assembler.manifest.schema.prebuilt import HostFile, Installs, When
+from assembler.manifest.schema.pysets import PythonSet
 from assembler.oci.layer import Layer
 from assembler.pipeline.layers import kinds
 from assembler.pipeline.layers.kinds import Kind, Stacking, Starting
@@ -173,3 +174,79 @@ def test_watch_and_run_mount_take_a_kinds_host_files_from_the_kind(tmp_path: Pat
     (root / "m.yaml").write_text(with_file.replace("from: motd.txt", "from: ../motd.txt"))
     refused = run_cli_here(["plan", "m.yaml", "--cache", str(tmp_path / "cache")], cwd=root)
     assert refused.code == 2 and "m.yaml:9" in refused.err and "escapes the manifest's folder" in refused.err, refused
+
+
+class WheelsLayer(When):
+    """``wheels: [name==version]`` unpacked into ``site`` by the kind itself, after Debian
+    packages its runtime step installs (``apt:``): what the lock pins and the facts check of
+    it, said through the two questions every kind answers (``installs``, ``apt_packages``)."""
+
+    wheels: list[str]
+    site: str = "/opt/venv/lib/python3.11/site-packages"
+    apt: list[str] = Field(default_factory=list)
+    name: str | None = None
+
+    def installs(self) -> list[Installs]:
+        pyset = PythonSet(name="wheels", requirements=self.wheels, python="3.11", no_deps=True)
+        return [Installs(pyset, "python3.11", "pinned", "wheels", (), "wheels", self.site)]
+
+    def apt_packages(self) -> list[str] | None:
+        return list(self.apt) or None
+
+    def runtime_name(self, index: int) -> str | None:
+        return self.name or f"wheels-{index + 1}"
+
+
+class WheelsKind(Kind[WheelsLayer]):
+    model = WheelsLayer
+
+    def start(self, starting: Starting) -> None:
+        return None
+
+    def place(self, spec: WheelsLayer, at: Stacking) -> Placed:
+        return [], "wheels", "will-build"  # planned only: the lock and the checks are what is asked
+
+
+@pytest.fixture
+def wheels_kind() -> Iterator[None]:
+    kinds.register("wheels", WheelsKind())
+    try:
+        yield
+    finally:
+        kinds.unregister("wheels")
+
+
+def test_the_lock_and_the_checks_take_a_kinds_pins_and_packages_from_the_kind(
+    tmp_path: Path, wheels_kind: None
+) -> None:
+    """A kind that installs Python wheels and Debian packages says so (``installs``,
+    ``apt_packages``): the lock's environments hold its wheels as a member, its apt packages
+    are a use the lock pins on a bootstrapped base, a pin that was never released is refused
+    at its line (the facts), and a distribution a pip: layer puts into the same site-packages
+    is refused at the kind's own field: none of lock, facts or checks knows the kind."""
+    from assembler.manifest import load_manifest
+    from assembler.manifest.lock.pyenvs import environments
+    from assembler.oci.descriptor import Platform
+    from assembler.pipeline.lock.aptpins import debian_uses
+
+    layers = "    - wheels: ['torch==2.4.1']\n      apt: [libgomp1]\n      name: torch\n"
+    manifest = MANIFEST.replace("    - note: hello from a kind of its own\n      to: /etc/motd\n", layers)
+    root = small_project(tmp_path / "p", manifest)
+    loaded = load_manifest(root / "m.yaml")
+    (env,) = environments(loaded.manifest, "linux/amd64")
+    assert env.name == "image python3.11" and [m.where for m in env.members] == ["layers.torch:wheels"]
+    booted = manifest.replace("bases: {b: 'rootfs:base.tar'}", "bases: {b: {bootstrap: {suite: bookworm}}}")
+    (root / "m.yaml").write_text(booted)
+    uses = debian_uses(load_manifest(root / "m.yaml").manifest, Platform("linux", "amd64"))
+    assert uses["apt:torch"].packages == ("libgomp1",), uses
+
+    (root / "m.yaml").write_text(manifest.replace("torch==2.4.1", "torch==2.4.7"))
+    refused = run_cli_here(["plan", "m.yaml", "--cache", str(tmp_path / "cache")], cwd=root)
+    assert refused.code == 2 and "m.yaml:7: image.layers.1.wheels.0:" in refused.err, str(refused)
+    assert "torch==2.4.7 was never released" in refused.err, refused.err
+
+    twice = layers + "    - pip: ['torch==2.4.1 --hash=sha256:" + "0" * 64 + "']\n      python: '3.11'\n"
+    (root / "m.yaml").write_text(manifest.replace(layers, twice))
+    refused = run_cli_here(["plan", "m.yaml", "--cache", str(tmp_path / "cache")], cwd=root)
+    assert refused.code == 2 and "torch is installed into /opt/venv/lib/python3.11/site-packages" in refused.err
+    assert "m.yaml:10: image.layers.2.pip.0:" in refused.err, refused.err

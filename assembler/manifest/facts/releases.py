@@ -28,8 +28,7 @@ from packaging.version import InvalidVersion, Version
 
 from assembler.manifest.facts.data import read, where
 from assembler.manifest.facts.scope import Place, describe, params_at, places, settable
-from assembler.manifest.schema import model as m
-from assembler.manifest.schema.pysets import PythonSet
+from assembler.manifest.schema.prebuilt import Installs
 from assembler.manifest.text.yamlfile import PathKey
 
 if TYPE_CHECKING:
@@ -69,26 +68,27 @@ def pypi_pins(loaded: Subject) -> Iterator[Pinned]:
 
 def _pins(loaded: Subject) -> Iterator[Pinned]:
     for place in places(loaded):
-        for j, pyset in enumerate(place.python_sets):
-            yield from _set_pins(loaded, place, (*place.path, "python_sets", j), pyset)
-        if isinstance(place.layer, m.PipLayer):
-            layer = place.layer
-            for k, text in enumerate(layer.pip):
-                pin = _exact(text.split(" --hash")[0], layer.python)
-                if pin is not None:
-                    path = (*place.path, "pip", k)
-                    yield Pinned(place, "pip", path, (*place.path, "python"), *pin, text, layer.python, (layer.index,))
+        if place.step is not None:
+            for j, pyset in enumerate(place.step.python_sets):
+                yield from _set_pins(
+                    loaded,
+                    place,
+                    Installs(pyset, "", "set", f"python set {pyset.name}", ("python_sets", j), "requirements"),
+                )
+        for installs in place.layer.installs() if place.layer is not None else ():  # what its kind says
+            yield from _set_pins(loaded, place, installs)
 
 
-def _set_pins(loaded: Subject, place: Place, path: PathKey, pyset: PythonSet) -> Iterator[Pinned]:
+def _set_pins(loaded: Subject, place: Place, installs: Installs) -> Iterator[Pinned]:
+    pyset, path = installs.pyset, (*place.path, *installs.at)
     indexes = tuple(url.rstrip("/") for url in pyset.indexes())
-    for field in ("requirements", "provided"):
-        for k, text in enumerate(getattr(pyset, field)):
+    for field, texts in ((installs.listed, pyset.requirements), ("provided", pyset.provided)):
+        for k, text in enumerate(texts):
             _check_version_text(loaded, place, (*path, field, k), text)
             pin = _exact(text, pyset.python)
             if pin is not None:
-                what = f"python set {pyset.name}"
-                yield Pinned(place, what, (*path, field, k), (*path, "python"), *pin, text, pyset.python, indexes)
+                at = (*path, field, k)
+                yield Pinned(place, installs.what, at, (*path, "python"), *pin, text, pyset.python, indexes)
 
 
 _PINNED = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*==\s*([^\s;,]+)\s*(?:;.*)?$")

@@ -8,12 +8,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
 from assembler.errors import BadPlatform, BadReference
 from assembler.manifest.facts import check_facts
 from assembler.manifest.load import labelfacts, sourcefacts
 from assembler.manifest.load.constraints import check_constraints
 from assembler.manifest.schema import model as m
-from assembler.manifest.schema.prebuilt import HostFile, parse_requirement
+from assembler.manifest.schema.prebuilt import HostFile
 from assembler.manifest.text.yamlfile import PathKey
 from assembler.oci.descriptor import Platform
 from assembler.oci.reference import parse_ref
@@ -172,19 +175,20 @@ def _check_pip_twice(loaded: Loaded) -> None:
     versions' dist-info (pip uninstalls the first; a layer cannot), and the SBOM lists both."""
     seen: dict[tuple[str, str], PathKey] = {}
     for layer, path in zip(loaded.manifest.image.layers, loaded.layer_paths, strict=True):
-        if not isinstance(layer, m.PipLayer):
-            continue
-        for i, text in enumerate(layer.pip):
-            key = (layer.site, parse_requirement(text, hashed=not layer.locked).name)
-            if key in seen:
-                line = loaded.locs.line(seen[key])
-                first = ".".join(map(str, seen[key])) + (f" (line {line})" if line else "")
-                raise loaded.error(
-                    (*path, "pip", i),
-                    f"{key[1]} is installed into {key[0]} by {first} too",
-                    hint="list each distribution once (in one pip: layer)",
-                )
-            seen[key] = path
+        for installs in layer.installs():
+            if installs.site is None:  # its commands install it, or its wheels are files
+                continue
+            for i, text in enumerate(installs.pyset.requirements):
+                key = (installs.site, canonicalize_name(Requirement(text).name))  # a plain pin (plain_pin)
+                if key in seen:
+                    line = loaded.locs.line(seen[key])
+                    first = ".".join(map(str, seen[key])) + (f" (line {line})" if line else "")
+                    raise loaded.error(
+                        (*path, *installs.at, installs.listed, i),
+                        f"{key[1]} is installed into {key[0]} by {first} too",
+                        hint="list each distribution once (in one pip: layer)",
+                    )
+                seen[key] = path
 
 
 def _check_weights(loaded: Loaded) -> None:

@@ -290,19 +290,28 @@ def _with_pins(manifest: m.Manifest, entries: Mapping[str, Entry], uses: Sequenc
     for step in manifest.compile:
         pins = _pins_of(by_owner.get(step.name, []), entries)
         steps.append(step.model_copy(update={"env": {**step.env, LOCK_ENV: pins}}) if pins else step)
-    layers: list[m.LayerSpec] = []
-    for i, layer in enumerate(manifest.image.layers):
-        if isinstance(layer, m.RunLayer):
-            owner = layer_name(layer, i)
-            pins = _pins_of(by_owner.get(owner, []), entries)
-            if pins:
-                layer = layer.model_copy(update={"env": {**layer.env, LOCK_ENV: pins}})
-        elif isinstance(layer, m.PipLayer) and layer.locked:
-            (use,) = by_owner[layer_name(layer, i)]
-            layer = layer.model_copy(update={"pip": _hashed(layer.pip, entries[use.key], use.where)})
-        layers.append(layer)
+    layers = [
+        layer.with_lock(_LayerLock(by_owner.get(layer_name(layer, i), []), entries))
+        for i, layer in enumerate(manifest.image.layers)
+    ]
     image = manifest.image.model_copy(update={"layers": layers})
     return manifest.model_copy(update={"compile": steps, "image": image})
+
+
+@dataclass(frozen=True)
+class _LayerLock:
+    """The lock's answer for one layer: the pins of its sets' uses (the layer's kind says
+    where making it reads them, :meth:`~assembler.manifest.schema.prebuilt.When.with_lock`)."""
+
+    uses: Sequence[SetUse]
+    entries: Mapping[str, Entry]
+
+    def pins(self) -> str | None:
+        return _pins_of(self.uses, self.entries)
+
+    def hashed(self, texts: Sequence[str]) -> list[str]:
+        (use,) = self.uses  # a layer of wheels is one set of the lock
+        return _hashed(texts, self.entries[use.key], use.where)
 
 
 def _hashed(texts: Sequence[str], entry: Entry, where: str) -> list[str]:

@@ -42,11 +42,11 @@ from ruamel.yaml.scalarstring import LiteralScalarString
 from assembler.errors import InputError
 from assembler.manifest.lock.debpins import DEB_FIELDS, DebEntry, deb_data, deb_entry
 from assembler.manifest.lock.inputpins import Pin
+from assembler.manifest.schema.pysets import LOCK_ENV as LOCK_ENV
 from assembler.manifest.schema.setuses import set_key
 
 LOCK_VERSION = 3
 KEPT_VERSIONS = (2,)  # older formats whose pins assemble lock keeps when it writes them anew
-LOCK_ENV = "ASSEMBLE_PYTHON_LOCK"
 _HINT = "write it anew with assemble lock"
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from assembler.errors import InputError
 from assembler.manifest.schema import model as m
 from assembler.manifest.schema.pysets import PythonSet
-from assembler.manifest.schema.setuses import SetUse, layer_name, plain_pin, set_key, used_steps
+from assembler.manifest.schema.setuses import SetUse, layer_name, set_key, used_steps
 
 
 @dataclass(frozen=True)
@@ -104,27 +104,10 @@ def environments(manifest: m.Manifest, platform: str) -> list[Environment]:
             for pyset in step.python_sets:
                 name = f"step {step.name} {pyset.environment or 'python' + pyset.python}"
                 groups.setdefault(name, []).append(_member(f"{step.name}:{pyset.name}", pyset, "set", platform))
-    for i, layer in enumerate(manifest.image.layers):
-        if isinstance(layer, m.RunLayer):
-            for pyset in layer.python_sets:
-                name = f"image {pyset.environment or 'python' + pyset.python}"
-                groups.setdefault(name, []).append(
-                    _member(f"{layer_name(layer, i)}:{pyset.name}", pyset, "set", platform)
-                )
-        elif isinstance(layer, m.PipLayer):
-            # wheels placed as files (files_to) are in no environment: their own, pinned alone
-            placed = layer.files_to
-            wheels = PythonSet(
-                name="wheels",
-                requirements=[plain_pin(t) for t in layer.pip],
-                python=layer.python,
-                index_url=layer.index,
-                no_deps=bool(placed),
-            )
-            kind = "wheels" if layer.locked else "pinned"
-            member = _member(f"{layer_name(layer, i)}:wheels", wheels, kind, platform)
-            name = f"image files {placed}" if placed else f"image python{layer.python}"
-            groups.setdefault(name, []).append(member)
+    for i, layer in enumerate(manifest.image.layers):  # each kind says what it installs
+        for inst in layer.installs():
+            member = _member(f"{layer_name(layer, i)}:{inst.pyset.name}", inst.pyset, inst.kind, platform)
+            groups.setdefault(f"image {inst.environment}", []).append(member)
     return [_environment(name, members, as_of) for name, members in groups.items()]
 
 

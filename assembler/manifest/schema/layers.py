@@ -9,14 +9,23 @@ these six (:func:`assembler.pipeline.layers.kinds.register`) rebuilds the models
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Union
+from typing import TYPE_CHECKING, Annotated, Any, Self, Union
 
 from pydantic import AfterValidator, Discriminator, Field, Tag
 
 from assembler.manifest.schema.fields import Mode, Name, Owner, Scalar, Strict, StrList
 from assembler.manifest.schema.hostuse import REACHES_DESCRIPTION, HostUses
-from assembler.manifest.schema.prebuilt import Fetches, HostFile, PipLayer, StepRef, UrlLayer, When
-from assembler.manifest.schema.pysets import PythonSet
+from assembler.manifest.schema.prebuilt import (
+    Fetches,
+    HostFile,
+    Installs,
+    LayerLock,
+    PipLayer,
+    StepRef,
+    UrlLayer,
+    When,
+)
+from assembler.manifest.schema.pysets import LOCK_ENV, PythonSet
 
 
 def _inside_image(path: str) -> str:
@@ -110,6 +119,24 @@ class RunLayer(When):
         if not self.network:
             return Fetches(part, run=())  # it can reach nothing
         return Fetches(part, run=self.run, env=self.env, sets=self.python_sets, declared=self.reaches)
+
+    def installs(self) -> list[Installs]:
+        return [
+            Installs(
+                s,
+                s.environment or f"python{s.python}",
+                "set",
+                f"python set {s.name}",
+                ("python_sets", j),
+                "requirements",
+            )
+            for j, s in enumerate(self.python_sets)
+        ]
+
+    def with_lock(self, lock: LayerLock) -> Self:
+        # its commands' pip and uv read the pins as constraints (compile.container.python_lock)
+        pins = lock.pins()
+        return self.model_copy(update={"env": {**self.env, LOCK_ENV: pins}}) if pins else self
 
 
 class PackagesLayer(When):

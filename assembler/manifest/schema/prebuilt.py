@@ -14,7 +14,7 @@ import fnmatch
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, Protocol, Self
 from urllib.parse import urlsplit
 
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
@@ -24,6 +24,7 @@ from assembler.manifest.schema.fields import Mode, Owner, Scalar, Strict, StrLis
 from assembler.manifest.schema.hostuse import HostUse
 from assembler.manifest.schema.pysets import PythonSet
 from assembler.manifest.text.urls import redacted
+from assembler.manifest.text.yamlfile import PathKey
 
 if TYPE_CHECKING:
     from packaging.requirements import Requirement as Pep508
@@ -47,6 +48,14 @@ class Requirement:
         """``name==version``, or ``name @ FILE`` of a direct reference (its URL's last part,
         as recorded: no signed query string)."""
         return f"{self.name} @ {redacted(self.url).rsplit('/', 1)[-1]}" if self.url else f"{self.name}=={self.version}"
+
+
+def plain_pin(text: str) -> str:
+    """A ``pip:`` entry as the requirement a resolver reads: ``name==version``, whether the
+    entry carries its hashes or the lock gives them (``locked: true``), or ``name @ URL``
+    for a wheel by URL. Raises ValueError for an entry that is neither."""
+    req = parse_requirement(text, hashed="--hash" in text)
+    return f"{req.name} @ {req.url}" if req.url else f"{req.name}=={req.version}"
 
 
 def _split_hashes(text: str) -> tuple[str, list[str]]:
@@ -202,6 +211,35 @@ class StepRef(NamedTuple):
     whole_step: bool
 
 
+@dataclass(frozen=True)
+class Installs:
+    """A Python set a layer installs (:meth:`When.installs`): what the lock resolves, in which
+    of the image's environments, and where the manifest writes it (the facts' errors)."""
+
+    pyset: PythonSet
+    environment: str  # the image's environment it joins: "python3.11", a set's environment, "files /wheels"
+    # "set": a set its commands install (``python_sets:``), resolved with the others;
+    # "wheels": wheels the layer unpacks, whose hashes the lock gives (``locked: true``);
+    # "pinned": wheels the layer unpacks with their hashes written beside them
+    kind: Literal["set", "wheels", "pinned"]
+    what: str  # how an error names it: "python set torch", "pip"
+    at: PathKey  # where it is written, below the layer: ("python_sets", 0), or () for the layer itself
+    listed: str  # the field that lists its requirements there: "requirements", "pip"
+    site: str | None = None  # where its wheels' files go, for a layer that unpacks them into a site-packages
+
+
+class LayerLock(Protocol):
+    """The lock's answer for one layer's sets (:meth:`When.with_lock`)."""
+
+    def pins(self) -> str | None:
+        """Every pin of the layer's sets, one per line (what its commands are constrained to)."""
+        ...
+
+    def hashed(self, texts: Sequence[str]) -> list[str]:
+        """Each ``name==version`` of ``texts`` with the lock's ``--hash`` options."""
+        ...
+
+
 class When(Strict):
     """The base of every layer model. A layer with ``when: {param: value}`` is left out of
     the image unless each param has that value (or one of a list): one manifest, layers
@@ -236,6 +274,16 @@ class When(Strict):
         ``packages:`` field names them (``from-steps``: the needed steps' runtime packages),
         which the lock pins; None: it installs none."""
         return None
+
+    def installs(self) -> list[Installs]:
+        """The Python sets making this layer installs, which the lock resolves and the facts
+        check (none by default)."""
+        return []
+
+    def with_lock(self, lock: LayerLock) -> Self:
+        """This layer with the lock's pins for :meth:`installs` applied where making it reads
+        them (itself by default)."""
+        return self
 
 
 class PipLayer(When):
@@ -282,6 +330,22 @@ class PipLayer(When):
     def site(self) -> str:
         """Where the wheels' files go: ``site_packages``, else PREFIX/lib/pythonX.Y/site-packages."""
         return self.site_packages or f"{self.prefix}/lib/python{self.python}/site-packages"
+
+    def installs(self) -> list[Installs]:
+        # Its wheels, one set: wheels placed as files (files_to) are in no environment but their own.
+        wheels = PythonSet(
+            name="wheels",
+            requirements=[plain_pin(t) for t in self.pip],
+            python=self.python,
+            index_url=self.index,
+            no_deps=bool(self.files_to),
+        )
+        environment = f"files {self.files_to}" if self.files_to else f"python{self.python}"
+        kind: Literal["wheels", "pinned"] = "wheels" if self.locked else "pinned"
+        return [Installs(wheels, environment, kind, "pip", (), "pip", None if self.files_to else self.site)]
+
+    def with_lock(self, lock: LayerLock) -> Self:
+        return self.model_copy(update={"pip": lock.hashed(self.pip)}) if self.locked else self
 
     @field_validator("split")
     @classmethod

@@ -34,6 +34,11 @@ _URL = re.compile(r"^(https?|file)://\S+$")
 _EXACT = re.compile(r"^\s*[A-Za-z0-9][A-Za-z0-9._-]*\s*(\[[^\]]*\])?\s*===?\s*[A-Za-z0-9.!+_-]+\s*$")
 
 
+# The environment variable a step or run: layer is given the lock's pins of its sets in (a
+# step's key holds it; compile.container.python_lock makes it the constraints pip and uv read).
+LOCK_ENV = "ASSEMBLE_PYTHON_LOCK"
+
+
 class PythonSet(Strict):
     """One requirement set a step installs (``pip install``/``uv pip install``)."""
 

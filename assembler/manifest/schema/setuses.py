@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from assembler.manifest.schema import model as m
-from assembler.manifest.schema.prebuilt import parse_requirement
+from assembler.manifest.schema.prebuilt import plain_pin as plain_pin
 from assembler.manifest.schema.pysets import PythonSet
 
 
@@ -33,8 +33,9 @@ class SetUse:
     environment: str = ""
 
 
-def layer_name(layer: m.RunLayer | m.PipLayer, index: int) -> str:
-    return f"layers.{layer.name or index}"
+def layer_name(layer: m.LayerSpec, index: int) -> str:
+    """``layers.NAME`` of a layer with a name (``name:``), else ``layers.INDEX``."""
+    return f"layers.{getattr(layer, 'name', None) or index}"
 
 
 def used_steps(manifest: m.Manifest) -> set[str]:
@@ -48,11 +49,3 @@ def used_steps(manifest: m.Manifest) -> set[str]:
             used.add(name)
             wanted += [ref.split(".")[0] for ref in steps[name].inputs]
     return used
-
-
-def plain_pin(text: str) -> str:
-    """A ``pip:`` entry as the requirement a resolver reads: ``name==version``, whether the
-    entry carries its hashes or the lock gives them (``locked: true``), or ``name @ URL``
-    for a wheel by URL. Raises ValueError for an entry that is neither."""
-    req = parse_requirement(text, hashed="--hash" in text)
-    return f"{req.name} @ {req.url}" if req.url else f"{req.name}=={req.version}"
