@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -266,6 +267,40 @@ def test_size_check_refuses_lines_kept_from_the_formatter(tmp_path: Path) -> Non
     assert "notes.txt" not in ran.stderr and "text.py" not in ran.stderr
 
 
+def test_size_check_refuses_a_definition_near_its_limit_shortened_only_by_joining_lines(tmp_path: Path) -> None:
+    """Issue 68: one commit joined lines to bring a function under 60 ("written tighter,
+    nothing else changes"). With ``--since REV``, a definition within 10 lines of its limit
+    at REV that is shorter now with the same syntax tree is refused; one shortened by a
+    change of code, or far from its limit, is not."""
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+
+    def function(lines: int, joined: bool = False, name: str = "f") -> str:
+        """``lines`` lines with a call over five of them (a magic trailing comma keeps
+        ruff format from joining it); ``joined``: the same call on one line."""
+        call = "    y = max(1, 2, 3)\n" if joined else "    y = max(\n        1,\n        2,\n        3,\n    )\n"
+        body = "".join(f"    x{i} = {i}\n" for i in range(lines - 7))
+        return f"def {name}() -> int:\n{body}{call}    return y\n"
+
+    (pkg / "near.py").write_text(function(58) + "\n\n" + function(30, name="far"))
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "add", "-A"], check=True)
+    who = ["-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run(["git", "-C", str(tmp_path), *who, "commit", "-qm", "base"], check=True)
+    empty = tmp_path / "none"
+    empty.write_text("")
+    argv = [sys.executable, str(REPO / "scripts" / "check-size"), "--allowlist", str(empty), "--base", str(tmp_path)]
+    (pkg / "near.py").write_text(function(58, joined=True) + "\n\n" + function(30, joined=True, name="far"))
+    ran = subprocess.run([*argv, "--since", "HEAD", str(pkg)], capture_output=True, text=True, check=False)
+    assert ran.returncode == 1, ran.stderr
+    assert "pkg/near.py: f went from 58 to 54 lines near its limit of 60 with the same code" in ran.stderr
+    assert "far" not in ran.stderr  # 30 lines: far from the limit
+    assert subprocess.run([*argv, str(pkg)], capture_output=True, text=True).returncode == 0  # no --since
+    (pkg / "near.py").write_text(function(57) + "\n\n" + function(30, name="far"))  # code taken out
+    ran = subprocess.run([*argv, "--since", "HEAD", str(pkg)], capture_output=True, text=True, check=False)
+    assert ran.returncode == 0, ran.stderr
+
+
 def test_the_package_keeps_the_size_rule() -> None:
     ran = subprocess.run([sys.executable, str(REPO / "scripts" / "check-size")], capture_output=True, text=True)
     assert ran.returncode == 0, ran.stderr
@@ -440,3 +475,26 @@ def test_the_architecture_map_stays_a_map() -> None:
     assert len(lines) <= 250, f"ARCHITECTURE.md is {len(lines)} lines: move what explains one module into its docstring"
     wide = [f"{i}: {len(line)}" for i, line in enumerate(lines, 1) if len(line) > 100]
     assert not wide, f"ARCHITECTURE.md lines over 100 characters (line: width): {wide}"
+    words = sum(len(line.split()) for line in lines)
+    assert words <= 2600, f"ARCHITECTURE.md is {words} words (at most 2,600): say less, or move it into a docstring"
+
+
+def test_the_architecture_map_says_what_the_code_is() -> None:
+    """The map is checked by what it says, not only by its size (issue 68): its floors are
+    the import contract's, in order, and every package of ``assembler/`` is named in it."""
+    text = (REPO / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    block = text.split("## Floors", 1)[1].split("```", 2)[1]
+    floors: list[str] = []
+    for line in block.strip("\n").splitlines():
+        left = line[:33].strip()
+        if line.startswith("  ") and floors:  # a floor continued on the next line
+            floors[-1] = f"{floors[-1]} {left}"
+        else:
+            floors.append(left)
+    contract = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]
+    layers = next(c["layers"] for c in contract["contracts"] if c.get("containers") == ["assembler"])
+    said = [" ".join(f.split()) for f in floors]
+    assert said == [" ".join(layer.split()) for layer in layers], f"ARCHITECTURE.md's floors {said} != {layers}"
+    packages = sorted(p.name for p in (REPO / "assembler").iterdir() if (p / "__init__.py").is_file())
+    unnamed = [name for name in packages if f"`{name}/" not in text]
+    assert not unnamed, f"packages ARCHITECTURE.md does not name (as `NAME/`): {unnamed}"
