@@ -42,23 +42,22 @@ from dataclasses import dataclass, replace
 
 from assembler.archive.layer import Member
 from assembler.archive.layer_reader import DataOpener, LayerSource, member_list, tar_members
+from assembler.archive.overlay import (
+    CLOSED,
+    DIR,
+    IMPLICIT,
+    OPAQUE,
+    OTHER,
+    WHITEOUT,
+    View,
+    ancestors,
+    parent_of,
+    under_whiteout_name,
+)
 from assembler.archive.tar import ALLOWED_XATTRS, OPAQUE_MARKER, WHITEOUT_PREFIX, TarEntry, TarWriter, sort_key
 from assembler.errors import InvalidImage
 
 log = logging.getLogger(__name__)
-
-
-# Per-path state: flag bits, and (bits 8+) the id of the layer that decided the path.
-_DIR = 1  # a directory entry was written
-_OTHER = 2  # a non-directory entry was written (a file, link, device...)
-_IMPLICIT = 4  # a directory is needed (entries below it were written) but has no entry yet
-_WHITEOUT = 8  # deleted, with everything below it, for lower layers
-_OPAQUE = 16  # lower layers' contents below it are hidden (the path itself is not)
-_CLOSED = 32  # a lower-layer non-directory ended here: hides the path and what is below
-_FLAGS = 0xFF
-_HIDES_SELF = _DIR | _OTHER | _WHITEOUT | _CLOSED
-_HIDES_BELOW = _OTHER | _WHITEOUT | _OPAQUE | _CLOSED
-_UNDERLAY = 0  # the layer id of the underlay members
 
 
 @dataclass
@@ -75,77 +74,12 @@ class FlattenStats:
     rereads: int = 0  # layers read a second time for hidden hard-link targets
 
 
-def _parent(path: str) -> str:
-    i = path.rfind("/")
-    return path[:i] if i > 0 else ""
-
-
-def _ancestors(path: str) -> Iterator[str]:
-    """``a/b``, ``a`` for ``a/b/c``: proper ancestors, nearest first."""
-    i = path.rfind("/")
-    while i > 0:
-        yield path[:i]
-        i = path.rfind("/", 0, i)
-
-
-def _under_whiteout_name(path: str) -> bool:
-    """Whether a proper ancestor of ``path`` has a ``.wh.`` name."""
-    parent = _parent(path)
-    return bool(parent) and (parent.startswith(WHITEOUT_PREFIX) or "/" + WHITEOUT_PREFIX in parent)
-
-
-class _View:
-    """What the layers read so far (all upper ones) decided of each path: flag bits, and
-    (bits 8+) the id of the layer that decided it; the rules of what still shows below."""
-
-    def __init__(self) -> None:
-        self.state: dict[str, int] = {}
-        self.codes: dict[int, int] = {}
-        self.layer = -1  # the layer being read
-
-    def flags(self, path: str) -> int:
-        return self.state.get(path, 0)
-
-    def code(self, value: int) -> int:
-        # One int object per distinct state value: most paths share a handful of them.
-        return self.codes.setdefault(value, value)
-
-    def mark(self, path: str, flag: int) -> None:
-        """Add ``flag`` to ``path``'s state (a whiteout, an opaque marker, a closed directory)."""
-        self.state[path] = self.code(self.flags(path) | flag)
-
-    def decide(self, path: str, flag: int) -> None:
-        """``path`` is written by the layer being read (``flag``: a directory or another entry);
-        its ancestors are needed as directories."""
-        old = self.state.get(path, 0) & _FLAGS & ~_IMPLICIT
-        self.state[path] = self.code(old | flag | (self.layer << 8))
-        for parent in _ancestors(path):
-            st = self.state.get(parent)
-            if st is not None and st & (_DIR | _IMPLICIT):
-                break  # its ancestors are marked already
-            self.state[parent] = self.code((st or 0) | _IMPLICIT)
-
-    def visible(self, path: str) -> bool:
-        """Whether a lower layer's entry at ``path`` would show in the final view, given
-        everything the layers read so far (all upper ones) decided."""
-        if self.layer == _UNDERLAY:
-            # Whiteouts and opaque markers delete image content, not what the output
-            # format adds: only an entry of the image at the path (or a non-directory
-            # above it) takes an underlay member's place.
-            if self.state.get(path, 0) & (_DIR | _OTHER):
-                return False
-            return all(not self.state.get(parent, 0) & _OTHER for parent in _ancestors(path))
-        if self.state.get(path, 0) & _HIDES_SELF or self.state.get("", 0) & _OPAQUE:  # "/.wh..wh..opq"
-            return False
-        return all(not self.state.get(parent, 0) & _HIDES_BELOW for parent in _ancestors(path))
-
-
 class _Flattener:
     def __init__(self, writer: TarWriter, *, epoch: int) -> None:
         self.writer = writer
         self.epoch = epoch
         self.stats = FlattenStats()
-        self.view = _View()  # what is decided of each path
+        self.view = View()  # what is decided of each path
         self.root: TarEntry | None = None
         self.links: list[tuple[str, str]] = []  # (path, target): hard links written at the end
         self.requests: dict[str, list[str]] = {}  # hidden target -> link paths wanting its content
@@ -192,8 +126,8 @@ class _Flattener:
         if depth > 64:
             raise InvalidImage(f"{self.names[self.layer]}: hard link chain through {target!r} is too long")
         st = self.view.flags(target)
-        if st & (_DIR | _OTHER) and st >> 8 == self.layer:
-            if st & _DIR:
+        if st & (DIR | OTHER) and st >> 8 == self.layer:
+            if st & DIR:
                 raise InvalidImage(f"{self.names[self.layer]}: hard link {wanting[0]!r} points at directory {target!r}")
             self.links.extend((p, target) for p in wanting)
             return
@@ -247,7 +181,7 @@ class _Flattener:
         self.pending_below = {}
         self.blocked = set()
         self.served_here = set()
-        self.request_parents = {a for target in self.requests for a in _ancestors(target)}
+        self.request_parents = {a for target in self.requests for a in ancestors(target)}
         whiteouts: list[str] = []
         opaques: list[str] = []
         for ordinal, (entry, opener) in enumerate(members):
@@ -262,7 +196,7 @@ class _Flattener:
             if base.startswith(WHITEOUT_PREFIX):
                 self._whiteout(path, base, whiteouts, opaques)
                 continue
-            if _under_whiteout_name(path):
+            if under_whiteout_name(path):
                 # Inside a .wh.* directory (AUFS's .wh..wh.plnk): never content, but a
                 # hard link of this layer may still take its data from it.
                 self.hidden_here[path] = (ordinal, entry)
@@ -277,7 +211,7 @@ class _Flattener:
 
     def _whiteout(self, path: str, base: str, whiteouts: list[str], opaques: list[str]) -> None:
         """Note a ``.wh.`` entry; it takes effect for lower layers at the end of this one."""
-        parent = _parent(path)
+        parent = parent_of(path)
         if base == OPAQUE_MARKER:
             opaques.append(parent)
             self._check_blocked(parent, "dir", opaque=True)
@@ -292,7 +226,7 @@ class _Flattener:
         path = entry.path
         st = self.view.flags(path)
         visible = self.view.visible(path)
-        if visible and st & _IMPLICIT and entry.kind != "dir":
+        if visible and st & IMPLICIT and entry.kind != "dir":
             log.warning(
                 "%s: %r is a %s, but upper layers need a directory there: the directory wins", what, path, entry.kind
             )
@@ -300,24 +234,24 @@ class _Flattener:
             visible = False
         if not visible:
             if entry.kind != "dir":
-                if st & (_DIR | _IMPLICIT):
+                if st & (DIR | IMPLICIT):
                     # A non-directory in this layer ended the lower directory: nothing
                     # of the lower layers below this path shows (overlay semantics).
-                    self.view.mark(path, _CLOSED)
+                    self.view.mark(path, CLOSED)
                 # Kept in case a later hard link of this layer points here.
                 self.hidden_here[path] = (ordinal, entry)
             return
         if entry.kind == "dir":
-            self.view.decide(path, _DIR)
+            self.view.decide(path, DIR)
             self._write(entry, None)
         elif entry.kind == "hardlink":
             if entry.linkname == path:
                 raise InvalidImage(f"{what}: hard link {path!r} points at itself")
-            self.view.decide(path, _OTHER)
+            self.view.decide(path, OTHER)
             self.stats.hardlinks += 1
             self._resolve(entry.linkname, [path])
         else:
-            self.view.decide(path, _OTHER)
+            self.view.decide(path, OTHER)
             self._write(entry, opener)
 
     def _end_layer(self, what: str, whiteouts: list[str], opaques: list[str]) -> None:
@@ -329,11 +263,11 @@ class _Flattener:
                 )
         self.stats.whiteouts += len(whiteouts) + len(opaques)
         for path in whiteouts:
-            self.view.mark(path, _WHITEOUT)
+            self.view.mark(path, WHITEOUT)
         for path in opaques:
-            self.view.mark(path, _OPAQUE)
+            self.view.mark(path, OPAQUE)
         for target, wanting in self.pending_below.items():
-            if self.view.visible(target) and not self.view.flags(target) & _IMPLICIT:
+            if self.view.visible(target) and not self.view.flags(target) & IMPLICIT:
                 # Nothing from this layer up touches the target: the final view still has
                 # the content the link was made to, so a plain hard link is right.
                 self.links.extend((p, target) for p in wanting)
@@ -367,7 +301,7 @@ class _Flattener:
         if self.requests:
             target, wanting = next(iter(self.requests.items()))
             raise InvalidImage(f"hard link {wanting[0]!r} points at {target!r}, which no lower layer has")
-        implicit = [p for p, st in self.view.state.items() if st & _IMPLICIT and not st & _DIR]
+        implicit = [p for p, st in self.view.state.items() if st & IMPLICIT and not st & DIR]
         for path in sorted(implicit, key=sort_key):
             self._write(TarEntry(path=path, kind="dir", mode=0o755, mtime=self.epoch), None)
         self.stats.implicit_dirs = len(implicit)
@@ -375,8 +309,8 @@ class _Flattener:
         self._write(replace(root, path="."), None)  # "./": tar2sqfs takes it as the root's attributes
         for path, target in self.links:
             st = self.view.flags(target)
-            if not st & _OTHER:
-                what = "a directory" if st & (_DIR | _IMPLICIT) else "not in the image"
+            if not st & OTHER:
+                what = "a directory" if st & (DIR | IMPLICIT) else "not in the image"
                 raise InvalidImage(f"hard link {path!r} points at {target!r}, which is {what}")
             self._write(TarEntry(path=path, kind="hardlink", linkname=target, mtime=0), None)
 

@@ -31,7 +31,8 @@ from typing import BinaryIO, cast
 
 from assembler.archive.headers import RACY_NS, file_state
 from assembler.archive.layer import Member
-from assembler.archive.tar import ALLOWED_XATTRS, Kind, TarEntry, clean_path
+from assembler.archive.tar import ALLOWED_XATTRS, TarEntry, clean_path
+from assembler.archive.ustar import Kind
 
 
 def _xattrs(path: str) -> dict[str, bytes]:
