@@ -210,17 +210,10 @@ def build_node_step(job: Job, *, runner: Runner, report: Reporter) -> StepReport
     return slurmnode.build_step(run, resolve(run), job, report=report)
 
 
-def _image_target(
-    built: Built,
-    run: Run,
-    options: Options,
-    *,
-    report: Reporter,
-    referrers: Sequence[Artifact],
-) -> Target:
+def _image_target(built: Built, run: Run, *, report: Reporter, referrers: Sequence[Artifact]) -> Target:
     """What the writers write of one image: a push mounts blobs from the base's repository
     and the step caches' (on the same registry); ``referrers`` (the SBOM, the provenance) go
-    with it to every output (see transports.target.Target), signed with ``options.sign``'s key;
+    with it to every output (see transports.target.Target), signed with ``--sign``'s key;
     the model weights (``run.weights``) beside it where an output can hold them."""
     man = run.loaded.manifest
     # The definition file inside a SIF names where the image lives (stable, not a temp path).
@@ -232,10 +225,10 @@ def _image_target(
         run.ctx,
         Squash.of(man.sif),
         f"{man.name}.sif",
-        mount_from=[*base_repo, *options.cache_names()],
+        mount_from=[*base_repo, *run.options.caches.names()],
         sif_progress=lambda n: report(Event("bytes", {"n": n, "what": "sif"})),
         referrers=referrers,
-        signer=options.sign,
+        signer=run.options.sign,
         weights=run.weights,
     )
 
@@ -252,27 +245,28 @@ def assemble(loaded: Loaded, options: Options, *, runner: Runner, report: Report
     Bad input raises InputError subclasses before any output is written; failures while
     building or writing raise other AssemblerErrors.
     """
-    return assemble_run(open_run(loaded, options, runner=runner, report=report), options, report=report)
+    return assemble_run(open_run(loaded, options, runner=runner, report=report), report=report)
 
 
-def assemble_run(run: Run, options: Options, *, report: Reporter = quiet) -> Result:
+def assemble_run(run: Run, *, report: Reporter = quiet) -> Result:
     """Resolve, build and write ``run`` (its outputs checked when it was opened)."""
     try:
-        return _assemble_once(run, options, report=report)
+        return _assemble_once(run, report=report)
     except CorruptBlob as e:
         # The damaged blob is gone: a second pass remakes what used it (step, base layer, conversion).
         report(Event("warning", {"text": f"{e}; dropped it from the cache and building again"}))
-        return _assemble_once(run, options, report=report)
+        return _assemble_once(run, report=report)
 
 
-def _assemble_once(run: Run, options: Options, *, report: Reporter) -> Result:
+def _assemble_once(run: Run, *, report: Reporter) -> Result:
     started = time.monotonic()
     plan = resolve(run)
+    options = run.options
     if options.preflight or options.offline:  # before anything long: a host that is not there stops it now
-        cached = options.cache_from or options.cache_to  # a registry step cache may hold what needs them
+        cached = options.caches.cache_from or options.caches.cache_to  # a registry step cache may hold them
         replan = (lambda: resolve(run, look_in_registry=True)) if cached else None
         preflight.check(run, plan, offline=options.offline, report=report, replan=replan)
-    written_files, done = _artifact_outputs(run, plan, options, report=report, started=started)
+    written_files, done = _artifact_outputs(run, plan, report=report, started=started)
     if done is not None:
         return done
     # Before the build: a model the lock does not match, or a Hub that does not answer, stops it now.
@@ -284,7 +278,7 @@ def _assemble_once(run: Run, options: Options, *, report: Reporter) -> Result:
         referrers: list[Artifact] = []
         for check in AFTER_BUILD:  # before any output: an image that fails one is not written
             referrers += check(run, built, builder, report)
-        target = _image_target(built, run, options, report=report, referrers=referrers)
+        target = _image_target(built, run, report=report, referrers=referrers)
         written = [*write(target, run.writers, report=report), *written_files]
         step_cache = builder.counts()
     return Result(
@@ -304,22 +298,22 @@ def _warner(report: Reporter) -> Callable[[str], None]:
     return lambda text: report(Event("warning", {"text": text}))
 
 
-def _artifact_outputs(
-    run: Run, plan: Plan, options: Options, *, report: Reporter, started: float
-) -> tuple[list[Written], Result | None]:
+def _artifact_outputs(run: Run, plan: Plan, *, report: Reporter, started: float) -> tuple[list[Written], Result | None]:
     """The ``artifact:`` outputs (a step's files) written, and ``--artifact``'s OCI artifact
     written to the outputs in place of the image: what was written, and the result when
     no image is to be built (None: build it)."""
-    if not run.files and not options.artifacts:
+    wanted = run.options.artifacts
+    if not run.files and not wanted:
         return [], None
     loaded, ctx = run.loaded, run.ctx
-    made, steps = artifacts.build(run, plan, [*run.files, *options.artifacts], report=report)
+    made, steps = artifacts.build(run, plan, [*run.files, *wanted], report=report)
     written = artifacts.write(loaded, run.files, made, run.cache)
     image = artifacts.as_image(made, ctx)
-    if options.artifacts:  # the outputs hold the artifacts, not an image
-        art = artifacts.as_oci(loaded, options.artifacts, made, epoch=ctx.epoch)
+    if wanted:  # the outputs hold the artifacts, not an image
+        art = artifacts.as_oci(loaded, wanted, made, epoch=ctx.epoch)
         source = SourceImage(image, run.cache, f"assemble:{loaded.manifest.name}")
-        target = Target(source, ctx, mount_from=options.cache_names(), artifact=art, signer=options.sign)
+        names = run.options.caches.names()
+        target = Target(source, ctx, mount_from=names, artifact=art, signer=run.options.sign)
         written += write(target, run.writers, report=report)
         return written, Result(image, (), steps, tuple(written), time.monotonic() - started, artifact=art)
     if not run.writers:
@@ -343,20 +337,20 @@ def assemble_variants(
     for group in platform_groups(variants):
         if len(group) == 1:
             v = group[0]
-            results.append(_variant(v, of[id(v)], v.options(options), made, len(variants), report=report))
+            results.append(_variant(v, of[id(v)], made, len(variants), report=report))
             continue
         # Each platform's image alone first (no outputs), then one index over them all.
         built = []
         for v in group:
             alone = replace(v.options(options), outputs=())
             run = open_run(v.loaded, alone, runner=runner, report=report, check=False)
-            built.append(_variant(v, run, alone, made, len(variants), report=report))
-        written = _write_index(of[id(group[0])], built, options, report=report)
+            built.append(_variant(v, run, made, len(variants), report=report))
+        written = _write_index(of[id(group[0])], built, report=report)
         results.extend(replace(r, outputs=tuple(written)) for r in built)
     return results
 
 
-def _write_index(first: Run, built: Sequence[Result], options: Options, *, report: Reporter) -> list[Written]:
+def _write_index(first: Run, built: Sequence[Result], *, report: Reporter) -> list[Written]:
     """The images of ``built`` (one per platform) as one index, to the outputs of ``first``."""
     if first.files:
         raise InputError(
@@ -370,18 +364,17 @@ def _write_index(first: Run, built: Sequence[Result], options: Options, *, repor
         first.ctx,
         platforms=[r.image for r in built],
         platform_referrers=[r.referrers for r in built],
-        signer=options.sign,
+        signer=first.options.sign,
         weights=weights,
     )
     return write(target, first.writers, report=report)
 
 
-def _variant(v: Variant, run: Run, options: Options, made: set[str], count: int, *, report: Reporter) -> Result:
-    """One variant (``run`` and ``options``: its own), its failure naming it; ``made`` gains
-    the step keys it ran."""
+def _variant(v: Variant, run: Run, made: set[str], count: int, *, report: Reporter) -> Result:
+    """One variant (``run``: its own), its failure naming it; ``made`` gains the step keys it ran."""
     report_variant(report, v, "building")
     try:
-        result = assemble_run(run.made(frozenset(made)), options, report=report)
+        result = assemble_run(run.made(frozenset(made)), report=report)
     except AssemblerError as e:
         report_variant(report, v, "failed")
         raise named(e, v) if count > 1 else e from None

@@ -74,10 +74,21 @@ def test_a_job_file_carries_what_the_node_reads(tmp_path: Path, monkeypatch: pyt
     job = read_job(path)
     assert job.options == node and job.options.workspace.buildah_root is None
     # The node builds with what it built with before (the submitter's options, its step run
-    # there in buildah, one at a time, in its own storage); it runs no test, makes no SBOM.
+    # there in buildah, one at a time, in its own storage); it runs no test, makes no SBOM,
+    # signs nothing, writes no artifact and asks no host first (the submitter did).
     monkeypatch.setenv("ASSEMBLE_NODE_STORAGE", str(tmp_path / "node"))
     before = replace(options, executor="local", jobs=1, buildah_root=tmp_path / "node")
-    expected = replace(before.for_build(), slurm_args=(), tests=False, test_on="local", sbom=False)
+    expected = replace(
+        before.for_build(),
+        slurm_args=(),
+        tests=False,
+        test_on="local",
+        sbom=False,
+        sign=None,
+        preflight=False,
+        offline=False,
+        artifacts=(),
+    )
     assert node_options(job) == expected
 
 

@@ -152,6 +152,11 @@ class BuildOptions:
     test_on: str  # where a test that does not say runs: local | slurm
     sbom: bool = True  # the SBOM and provenance go with the image
     slurm_sif: str = "shared"  # how test jobs reach the SIF: shared (read in place) | sbcast
+    sign: Signer | None = None  # --sign: signs the docker:// and oci:DIR:TAG outputs
+    # Every host the build reaches asked first (preflight); --offline: none, and refused if reached.
+    preflight: bool = True
+    offline: bool = False
+    artifacts: tuple[str, ...] = ()  # --artifact STEP[.NAME]: the outputs hold these, no image
 
     @property
     def deps_check(self) -> bool:
@@ -222,10 +227,6 @@ class Options:
     # (Python's, Debian's) as the image ships (pipeline.cutlayers); 0: no layer is cut.
     layer_budget: int = DEFAULT_LAYER_BUDGET
 
-    def cache_names(self) -> list[ImageName]:
-        """The registry step caches (a push to their registry mounts the steps' blobs from there)."""
-        return self.caches().names()
-
     def context(self) -> ContextOptions:
         return _group(ContextOptions, self)
 
@@ -252,6 +253,10 @@ class Options:
             test_on=self.test_on,
             sbom=self.sbom,
             slurm_sif=self.slurm_sif,
+            sign=self.sign,
+            preflight=self.preflight,
+            offline=self.offline,
+            artifacts=self.artifacts,
         )
 
 

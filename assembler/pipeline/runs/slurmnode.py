@@ -47,8 +47,9 @@ class ExpectedKey:
 
 def node_options(job: Job) -> BuildOptions:
     """The options a node builds ``job``'s step with: the submitter's (``job.options``), the
-    step run here in buildah, one at a time, in node-local storage; no test runs here, and
-    no SBOM is made (a node builds one step, not an image)."""
+    step run here in buildah, one at a time, in node-local storage; no test runs here, no
+    SBOM is made, nothing is signed or written as an artifact, and no host is asked first
+    (a node builds one step, not an image; the submitter's preflight asked them)."""
     node = job.options
     workspace = replace(node.workspace, buildah_root=node_storage())
     return BuildOptions(
@@ -62,6 +63,7 @@ def node_options(job: Job) -> BuildOptions:
         tests=False,
         test_on="local",
         sbom=False,
+        preflight=False,
     )
 
 
