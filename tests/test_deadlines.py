@@ -1,7 +1,7 @@
 """Deadlines a user can count on: a registry or a download server that trickles its answer
 (a byte every 0.2 s, within any idle timeout) or goes silent fails within the stated
 deadline plus 10%, naming the host, what was slow and how to raise the limit
-(assembler/registry/deadlines.py, the registry client, python/download.py).
+(assembler/registry/deadlines.py, the registry client, fetch/pinned.py).
 
 The one fake is the peer: a threaded HTTP server on 127.0.0.1 that answers ``/v2/`` at
 once, as every registry does, and then trickles or withholds what a test names. Small
@@ -22,7 +22,7 @@ import pytest
 
 from assembler.cache import Cache
 from assembler.errors import NotFound, RegistryError
-from assembler.python.download import download, fetch_page
+from assembler.fetch.pinned import download, fetch_page
 from assembler.registry.client import Registry
 from assembler.registry.retry import seconds
 from assembler.registry.types import NetworkLimits, RegistryOptions

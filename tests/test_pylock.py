@@ -156,9 +156,9 @@ def test_an_index_with_a_password_is_read_with_it_and_named_without(tmp_path: Pa
     ``files_of``), and each file's URL in it is the index's link without the password,
     which the manifest's index gives back again to fetch it (issue 66)."""
     from assembler.cache import Cache
+    from assembler.fetch.pinned import download
     from assembler.manifest.lock.file import Entry, Lock
     from assembler.manifest.text.urls import with_credentials
-    from assembler.python.download import download
     from assembler.python.pylock import files_of, write_pylocks
 
     with serving_index(tmp_path / "index", auth=("alice", SECRET)) as index:

@@ -17,7 +17,7 @@ import pytest
 
 from assembler.cache import Cache
 from assembler.errors import NotFound
-from assembler.python.download import DOWNLOAD_RETRY, download, fetch_page
+from assembler.fetch.pinned import DOWNLOAD_RETRY, download, fetch_page
 from assembler.registry.retry import Attempts, RetryPolicy, registry_policy
 from assembler.transports.common import RegistryOptions
 from tests.helpers import serving

@@ -137,7 +137,7 @@ def url_source(name: str, spec: m.UrlSource, *, cache: Cache, limits: NetworkLim
     unpack a tar/zip archive (or keep the file)."""
     # The one downloader of pinned files (url: layers and wheels too): streamed, capped,
     # under a deadline, stored only when the sha256 matches.
-    from assembler.python.download import download  # requests, only for a url: source
+    from assembler.fetch.pinned import download  # requests, only for a url: source
 
     digest = download(
         spec.url,

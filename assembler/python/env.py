@@ -63,7 +63,7 @@ class _Run:
     """One environment's resolution under way: its reachable indexes and fresh work folders."""
 
     def __init__(self, env: Environment, options: Options, runner: Runner, work: Path) -> None:
-        from assembler.python.download import unreachable  # requests, only when resolving
+        from assembler.fetch.pinned import unreachable  # requests, only when resolving
 
         self.env, self.options, self.runner, self.work = env, options, runner, work
         every = [i for member in env.members for i in member.pyset.indexes()]
@@ -109,7 +109,7 @@ class _Run:
         """Leave out the direct reference (``name @ URL``) uv's ``reason`` could not download
         when its host cannot be reached from here (a release wheel on GitHub): it is not
         locked, with why, and the rest resolves; whether there was one."""
-        from assembler.python.download import unreachable
+        from assembler.fetch.pinned import unreachable
 
         found = _UNFETCHED.search(reason)
         if found is None:

@@ -28,9 +28,9 @@ from packaging.version import InvalidVersion, Version
 
 from assembler.cache import Cache, key_of
 from assembler.errors import InputError
+from assembler.fetch.pinned import DEFAULT_LIMITS, download, fetch_page
 from assembler.manifest.schema.prebuilt import Requirement
 from assembler.manifest.text.urls import redacted, with_credentials
-from assembler.python.download import DEFAULT_LIMITS, download, fetch_page
 from assembler.registry.types import NetworkLimits
 
 _ARCH = {"amd64": "x86_64", "arm64": "aarch64", "ppc64le": "ppc64le", "s390x": "s390x", "386": "i686"}

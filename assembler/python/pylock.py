@@ -143,7 +143,7 @@ def files_of(known: Sequence[str]) -> Files:
     """The ``files`` of :func:`write_pylocks`: a project's files on an index the lock names
     (without credentials), read from that index as the manifest names it now (``known``:
     the indexes of its sets, credentials and all; :func:`with_credentials`), once each."""
-    from assembler.python.download import DEFAULT_LIMITS
+    from assembler.fetch.pinned import DEFAULT_LIMITS
     from assembler.python.index import project_files  # the index client: only when asked for pylocks
 
     @functools.cache

@@ -1,5 +1,5 @@
 """The retry policy of every network client here: the registry client (``registry.http``,
-``registry.blobs``) and plain downloads (``python.download``).
+``registry.blobs``) and plain downloads (``fetch.pinned``).
 
 A :class:`RetryPolicy` is a value: the waits between tries (``backoff``, doubled with each
 failed try in a row, capped at ``max_backoff``; a server's ``Retry-After`` instead when it
@@ -14,7 +14,7 @@ holds every socket read of the operation to it. :data:`DEADLINE_HINT` and
 :data:`IDLE_HINT` tell the user how to raise the two limits.
 
 :func:`registry_policy` is the registry client's, from its :class:`RegistryOptions`;
-:data:`python.download.DOWNLOAD_RETRY` is the downloads'. :class:`Attempts` counts the failed
+:data:`fetch.pinned.DOWNLOAD_RETRY` is the downloads'. :class:`Attempts` counts the failed
 tries of one operation under a policy.
 """
 

@@ -18,7 +18,7 @@ from assembler.registry.conf import RegistriesConf
 class NetworkLimits:
     """How long a network read may take (the CLI's ``--network-timeout`` and
     ``--network-deadline``): the registry client's (:attr:`RegistryOptions.limits`) and
-    pinned downloads' (``python.download``)."""
+    pinned downloads' (``fetch.pinned``)."""
 
     idle: float = 60.0  # seconds without a byte that end a try (then retried)
     # Seconds one operation may take, its retries included: a registry request, a download

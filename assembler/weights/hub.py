@@ -53,7 +53,7 @@ class Hub:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def _json(self, url: str, what: str) -> tuple[Mapping[str, str], object]:
-        from assembler.python.download import fetch_answer  # requests: only when the Hub is asked
+        from assembler.fetch.pinned import fetch_answer  # requests: only when the Hub is asked
 
         try:
             headers, body = fetch_answer(

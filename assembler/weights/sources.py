@@ -159,7 +159,7 @@ def _copied(f: BinaryIO, path: Path, rel: str, size: int, cache: Cache) -> str:
 
 
 def _url(spec: WeightsSpec, cache: Cache, what: str) -> tuple[WeightFile, ...]:
-    from assembler.python.download import download  # requests: only when something is downloaded
+    from assembler.fetch.pinned import download  # requests: only when something is downloaded
 
     assert spec.sha256 is not None
     name = unquote(urlsplit(spec.source).path.rsplit("/", 1)[-1])
@@ -173,7 +173,7 @@ def _hf(
     spec: WeightsSpec, cache: Cache, what: str, entry: lock.Locked | None, hub: Hub
 ) -> tuple[str, tuple[WeightFile, ...]]:
     """The commit and the files of an hf:// source: the lock's, else the Hub's now."""
-    from assembler.python.download import download  # requests: only when something is downloaded
+    from assembler.fetch.pinned import download  # requests: only when something is downloaded
 
     repo, revision = spec.hf_repo()
     if entry is not None and entry.revision is not None:

@@ -1,6 +1,6 @@
 """A build's preflight: before its first long step, every host that the parts it will make
 reach (the plan's ``reaches``, :mod:`assembler.manifest.hosts.reach`) is asked once, all at once,
-within a few seconds (:func:`assembler.python.download.probe`). One that does not
+within a few seconds (:func:`assembler.fetch.pinned.probe`). One that does not
 answer stops the build there, naming the host, the parts that need it and what avoids it:
 the ``--set`` the manifest gives beside the step (``reaches: {HOST: {avoid: ...}}``), or
 ``--base NAME=REF`` / ``--source NAME=PATH`` for a base or a source. A host a step reaches
@@ -138,7 +138,7 @@ API_HOSTS = {DEFAULT_REGISTRY: "registry-1.docker.io"}
 
 
 def _probe(urls: Collection[str], untraced: Collection[str]) -> Mapping[str, str | None]:
-    from assembler.python.download import probe  # requests: only when a host is asked
+    from assembler.fetch.pinned import probe  # requests: only when a host is asked
 
     return probe(urls, seconds=PROBE_SECONDS, untraced=untraced)
 

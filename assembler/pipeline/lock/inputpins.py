@@ -31,7 +31,7 @@ def base_digest(text: str, *, options: RegistryOptions, platform: str | None = N
     if ref.name.digest:
         return ref.name.digest, None
     # The registry client and requests only when a tag is looked up (a build imports this).
-    from assembler.python.download import unreachable
+    from assembler.fetch.pinned import unreachable
     from assembler.registry.http import api_host
 
     host = api_host(ref.name.registry)
@@ -71,7 +71,7 @@ def git_commit(url: str, ref: str, *, runner: Runner) -> tuple[str | None, str |
         return ref, None
     parts = urlsplit(url)
     if parts.scheme in ("http", "https"):
-        from assembler.python.download import unreachable
+        from assembler.fetch.pinned import unreachable
 
         why = unreachable(f"{parts.scheme}://{parts.netloc}/")
         if why is not None:

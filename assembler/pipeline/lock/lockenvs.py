@@ -214,7 +214,7 @@ def _release_day(index: str, release: str) -> str:
 def _dated(index: str, name: str, version: str) -> str | None:
     """The day ``index`` published the release, else PyPI; None where neither dates it."""
     from assembler.errors import AssemblerError
-    from assembler.python.download import unreachable  # asked once a process
+    from assembler.fetch.pinned import unreachable  # asked once a process
 
     for where in dict.fromkeys((index, PYPI)):
         if unreachable(where) is not None:

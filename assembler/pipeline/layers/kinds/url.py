@@ -21,6 +21,7 @@ from assembler.archive.tree import parents
 from assembler.cache import key_of
 from assembler.cache.entries import StepResult
 from assembler.errors import InputError, UnsafePath
+from assembler.fetch.pinned import download
 from assembler.manifest.schema import model as m
 from assembler.manifest.schema.prebuilt import size_bytes
 from assembler.manifest.text.urls import redacted
@@ -29,7 +30,6 @@ from assembler.pipeline.layers.placed import Placed
 from assembler.pipeline.layers.prebuilt_layers import Prebuilt, file_opener, prebuilt_of
 from assembler.pipeline.store import prebuilt_checks as checks
 from assembler.pipeline.store.prebuilt_checks import Paths
-from assembler.python.download import download
 from assembler.sbom.facts import DownloadFact
 from assembler.transports import registry_options
 
