@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import io
 import os
 import subprocess
@@ -498,3 +499,16 @@ def test_the_architecture_map_says_what_the_code_is() -> None:
     packages = sorted(p.name for p in (REPO / "assembler").iterdir() if (p / "__init__.py").is_file())
     unnamed = [name for name in packages if f"`{name}/" not in text]
     assert not unnamed, f"packages ARCHITECTURE.md does not name (as `NAME/`): {unnamed}"
+
+
+def test_no_module_imports_a_private_name_of_another_package() -> None:
+    """A name with a leading underscore is its package's own (issue 68: two such imports had
+    come back across packages): another package asks the owner for a public one."""
+    found = []
+    for path in sorted((REPO / "assembler").rglob("*.py")):
+        package = Path(path.relative_to(REPO / "assembler").parts[0]).stem  # assemble.py: assemble
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            module = node.module or "" if isinstance(node, ast.ImportFrom) and node.level == 0 else ""
+            if module.startswith("assembler.") and module.split(".")[1] != package:
+                found += [f"{path.relative_to(REPO)}: {module}.{a.name}" for a in node.names if a.name.startswith("_")]
+    assert not found, f"private names imported across packages: {found}"
