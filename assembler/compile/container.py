@@ -22,6 +22,7 @@ from assembler.compile import apt, keepfailed
 from assembler.compile.buildah import Buildah, RunSpec, Volume
 from assembler.compile.handover import hand_over
 from assembler.compile.keptcaches import FolderCache
+from assembler.compile.trees import Trees
 from assembler.debian.aptlock import mirror_moved_hint
 from assembler.debian.aptreasons import refusals
 from assembler.errors import StepFailed
@@ -81,6 +82,7 @@ class _Shared:
     lock: threading.Lock = field(default_factory=threading.Lock)  # the handover layout, `pulled`
     package_locks: dict[str, threading.Lock] = field(default_factory=dict)
     removals: list[threading.Thread] = field(default_factory=list)
+    trees: Trees = field(default_factory=Trees)  # artifact layers unpacked for the steps mounting them
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """What a step's container mounts besides its sources and caches: the artifacts it builds
-on (each one's layer unpacked into a private folder, shown read-only at its ``to``) and its
+on (each one's layer unpacked once for the steps mounting it, shown read-only at its ``to``) and its
 secrets (0600 files in a private folder, read into the environment by the script's
 prelude, never in a layer or a log)."""
 
@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from assembler.archive.compress import decompressed
@@ -57,17 +58,29 @@ def secret_files(ws: Workspace, names: Sequence[str], step: str) -> Iterator[tup
 
 @contextmanager
 def mounted_artifacts(ws: Workspace, mounts: Sequence[Mounted]) -> Iterator[list[Volume]]:
-    """Each artifact's layer unpacked into a private folder and mounted read-only at ``to``."""
+    """Each artifact's layer unpacked and mounted read-only at ``to``: one folder per layer
+    for all the steps that mount it at the same time (:mod:`assembler.compile.trees`); with
+    ``--keep-failed``, a private folder that can stay with a failed step's container."""
     if not mounts:
         yield []
         return
-    with keepfailed.scratch(ws, "mounts-") as folder:
-        volumes = []
-        for i, mount in enumerate(mounts):
-            root = folder / str(i)
-            root.mkdir()
-            with ws.cache.open_blob(mount.blob.digest) as raw, decompressed(raw, mount.blob.compression) as plain:
-                extract(plain, root, what=f"artifact {mount.ref}")
-            target = mount.to.rstrip("/") or "/"
-            volumes.append(Volume(root / target.lstrip("/"), target))
-        yield volumes
+    if ws.keep_failed:
+        with keepfailed.scratch(ws, "mounts-") as folder:
+            volumes = []
+            for i, mount in enumerate(mounts):
+                root = folder / str(i)
+                root.mkdir()
+                with ws.cache.open_blob(mount.blob.digest) as raw, decompressed(raw, mount.blob.compression) as plain:
+                    extract(plain, root, what=f"artifact {mount.ref}")
+                volumes.append(_volume(root, mount))
+            yield volumes
+        return
+    with ExitStack() as stack:
+        trees = ws.shared.trees
+        roots = [stack.enter_context(trees.unpacked(ws.cache, m.blob, f"artifact {m.ref}")) for m in mounts]
+        yield [_volume(root, mount) for root, mount in zip(roots, mounts, strict=True)]
+
+
+def _volume(root: Path, mount: Mounted) -> Volume:
+    target = mount.to.rstrip("/") or "/"
+    return Volume(root / target.lstrip("/"), target)
