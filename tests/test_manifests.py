@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from assembler.cli import main
-from assembler.spec.load import load_manifest
+from assembler.manifest.load.manifest import load_manifest
 from tests import yaml_helper
 from tests.helpers import ROOT, run_cli_here
 
@@ -401,14 +401,16 @@ STRUCTURES: dict[tuple[str, str | None], dict[str, Any]] = {
         "outputs": [f"{REGISTRY}/rocm/vllm:v0.11.1"],
     },
     ("deepspeed", None): {
-        "compile": {"wheel": ["wheel"]},
-        # ssh-user: sshd on SSH_PORT and the deepspeed user with sudo (docker/Dockerfile at v0.16.4)
+        "compile": {"wheel": ["wheel"], "ops": ["ops"]},
+        # ssh-user: sshd on SSH_PORT and the deepspeed user with sudo (docker/Dockerfile at v0.16.4);
+        # the compiled ops a layer of their own, out of the wheel's step
         "layers": [
             ("base", "runtime"),
             ("packages", "system"),
             ("run", "ssh-user"),
             ("run", "torch"),
             ("run", "deepspeed"),
+            ("artifact", "ops.ops"),
         ],
         "outputs": [f"{REGISTRY}/deepspeed:0.16.4"],
     },
