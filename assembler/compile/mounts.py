@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from assembler.archive.compress import decompressed
-from assembler.archive.extract import extract
 from assembler.compile import keepfailed
 from assembler.compile.buildah import Volume
+from assembler.compile.trees import unpack
 from assembler.errors import InputError
 from assembler.oci.layer import Layer
 
@@ -70,8 +69,7 @@ def mounted_artifacts(ws: Workspace, mounts: Sequence[Mounted]) -> Iterator[list
             for i, mount in enumerate(mounts):
                 root = folder / str(i)
                 root.mkdir()
-                with ws.cache.open_blob(mount.blob.digest) as raw, decompressed(raw, mount.blob.compression) as plain:
-                    extract(plain, root, what=f"artifact {mount.ref}")
+                unpack(ws.cache, mount.blob, root, f"artifact {mount.ref}")
                 volumes.append(_volume(root, mount))
             yield volumes
         return

@@ -32,6 +32,13 @@ class _Tree:
     owner: ExitStack = field(default_factory=ExitStack)  # the cache's work folder it is in
 
 
+def unpack(cache: Cache, blob: Layer, folder: Path, what: str) -> None:
+    """``blob`` (a layer in ``cache``) unpacked into ``folder``, bounded and kept inside it
+    (:func:`assembler.archive.extract.extract`); ``what`` names it in errors."""
+    with cache.open_blob(blob.digest) as raw, decompressed(raw, blob.compression) as plain:
+        extract(plain, folder, what=what)
+
+
 class Trees:
     """The layers unpacked for the steps running now, by digest, each with how many use it."""
 
@@ -51,8 +58,7 @@ class Trees:
                 if tree.folder is None:
                     folder = tree.owner.enter_context(cache.workdir("tree-"))
                     try:
-                        with cache.open_blob(blob.digest) as raw, decompressed(raw, blob.compression) as plain:
-                            extract(plain, folder, what=what)
+                        unpack(cache, blob, folder, what)
                     except BaseException:
                         tree.owner.close()
                         raise

@@ -28,7 +28,7 @@ from packaging.version import InvalidVersion, Version
 
 from assembler.manifest.facts.data import read, where
 from assembler.manifest.facts.scope import Place, describe, params_at, places, settable
-from assembler.manifest.schema.prebuilt import Installs
+from assembler.manifest.schema.prebuilt import Installs, sets_installed
 from assembler.manifest.text.yamlfile import PathKey
 
 if TYPE_CHECKING:
@@ -68,14 +68,9 @@ def pypi_pins(loaded: Subject) -> Iterator[Pinned]:
 
 def _pins(loaded: Subject) -> Iterator[Pinned]:
     for place in places(loaded):
-        if place.step is not None:
-            for j, pyset in enumerate(place.step.python_sets):
-                yield from _set_pins(
-                    loaded,
-                    place,
-                    Installs(pyset, "", "set", f"python set {pyset.name}", ("python_sets", j), "requirements"),
-                )
-        for installs in place.layer.installs() if place.layer is not None else ():  # what its kind says
+        # a step's sets, or what the layer's kind says it installs
+        owned = sets_installed(place.step.python_sets) if place.step is not None else []
+        for installs in owned + (place.layer.installs() if place.layer is not None else []):
             yield from _set_pins(loaded, place, installs)
 
 

@@ -24,6 +24,7 @@ from assembler.manifest.schema.prebuilt import (
     StepRef,
     UrlLayer,
     When,
+    sets_installed,
 )
 from assembler.manifest.schema.pysets import LOCK_ENV, PythonSet
 
@@ -121,17 +122,7 @@ class RunLayer(When):
         return Fetches(part, run=self.run, env=self.env, sets=self.python_sets, declared=self.reaches)
 
     def installs(self) -> list[Installs]:
-        return [
-            Installs(
-                s,
-                s.environment or f"python{s.python}",
-                "set",
-                f"python set {s.name}",
-                ("python_sets", j),
-                "requirements",
-            )
-            for j, s in enumerate(self.python_sets)
-        ]
+        return sets_installed(self.python_sets)
 
     def with_lock(self, lock: LayerLock) -> Self:
         # its commands' pip and uv read the pins as constraints (compile.container.python_lock)

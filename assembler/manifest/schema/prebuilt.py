@@ -228,6 +228,17 @@ class Installs:
     site: str | None = None  # where its wheels' files go, for a layer that unpacks them into a site-packages
 
 
+def sets_installed(python_sets: Sequence[PythonSet]) -> list[Installs]:
+    """``python_sets:`` (a compile step's, a ``run:`` layer's) as what the lock resolves: each
+    in its environment (named, else ``pythonX.Y``), written at ``python_sets.J``."""
+    return [
+        Installs(
+            s, s.environment or f"python{s.python}", "set", f"python set {s.name}", ("python_sets", j), "requirements"
+        )
+        for j, s in enumerate(python_sets)
+    ]
+
+
 class LayerLock(Protocol):
     """The lock's answer for one layer's sets (:meth:`When.with_lock`)."""
 
