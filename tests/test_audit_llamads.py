@@ -68,7 +68,7 @@ def sets_of(*args: str) -> dict[str, str]:
 def llama_step(*sets: str, target: str | None = None) -> str:
     """The llama compile step as the plan resolves it (run, env, packages...), as JSON text."""
     man = load_manifest(LLAMA, sets=sets_of(*sets), target=target).manifest
-    (step,) = man.compile
+    step = next(s for s in man.compile if s.name == "llama")
     return json.dumps(step.model_dump(mode="json", by_alias=True))
 
 
@@ -173,7 +173,7 @@ def test_server_image_has_llama_cli_and_the_seeds_usr_local_bin(cache: Path) -> 
         assert server["config"]["Entrypoint"] == ["/app/llama-server"]  # upstream's server stage
         assert ("bin-links", "runtime") in [(s["name"], s["kind"]) for s in server["steps"]]
     man = load_manifest(LLAMA).manifest
-    (step,) = man.compile
+    step = next(s for s in man.compile if s.name == "llama")
     assert (step.artifacts["server"].to, step.artifacts["cli"].to) == ("/app/llama-server", "/app/llama-cli")
     links = next(x for x in man.image.layers if getattr(x, "name", None) == "bin-links")
     assert links.run == ["ln -s /app/llama-server /app/llama-cli /usr/local/bin/"]  # type: ignore[union-attr]
@@ -181,6 +181,30 @@ def test_server_image_has_llama_cli_and_the_seeds_usr_local_bin(cache: Path) -> 
     light = planned(cache, LLAMA, "--target", "light")
     assert [x["what"] for x in light["layers"]][3:] == ["artifact llama.cli"]
     assert light["config"]["Entrypoint"] == ["/app/llama-cli"]
+
+
+
+@pytest.mark.parametrize("target,toolkit,major", [("standin-cuda12", "cuda12", "12"), ("standin-cuda13", "cuda13", "13")])
+def test_cuda_standins_mount_their_toolkit_and_plan_locked(cache: Path, target: str, toolkit: str, major: str) -> None:
+    # upstream's CUDA build on bookworm with a toolkit from the mirrors (Debian's 12.4, NVIDIA's
+    # 13.0 wheels), pinned in the shipped lock: the CPU build's step and the ubuntu bases unused
+    got = planned(cache, LLAMA, "--target", target, "--locked")
+    steps = {s["name"]: s for s in got["steps"]}
+    assert {toolkit, "llama-cuda"} <= steps.keys() and "llama" not in steps
+    assert f"step:{toolkit}" in steps["llama-cuda"]["depends_on"]
+    params = got["params"]
+    assert (params["ggml_cuda"], params["cuda_archs"], params["nvcc_append_flags"]) == ("ON", "90", "-objtemp")
+    whats = [x["what"] for x in got["layers"]]
+    assert [w for w in whats if w.startswith("artifact")] == [
+        "artifact llama-cuda.libs",
+        f"artifact {toolkit}.runtime",
+        "artifact llama-cuda.server",
+        "artifact llama-cuda.cli",
+    ]
+    env = dict(e.split("=", 1) for e in got["config"]["Env"])
+    assert env["CUDA_VERSION"].startswith(major + ".") and env["NVIDIA_VISIBLE_DEVICES"] == "all"
+    (test,) = [t for t in load_manifest(LLAMA, target=target).manifest.tests if t.name == "cuda-libraries"]
+    assert test.output[0].startswith(f"libcudart\\.so\\.{major} ")
 
 
 # -- DeepSpeed: refused at plan, not hours into the build ------------------------------------------

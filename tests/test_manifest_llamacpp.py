@@ -414,7 +414,7 @@ def test_bases_source_and_cmake_flags_per_backend(backend: str) -> None:
     assert (man.bases["devel"], man.bases["runtime"]) == BASES[backend]
     src = man.sources["llama.cpp"]
     assert (src.git, src.ref) == ("https://github.com/ggml-org/llama.cpp.git", "b7046")  # type: ignore[union-attr]
-    (step,) = man.compile
+    step = next(s for s in man.compile if s.name == "llama")
     configure = step.run[0]
     assert configure.split()[configure.split().index("cmake") + 1 : configure.split().index("cmake") + 5] == [
         "-S",
@@ -455,7 +455,7 @@ def test_bases_source_and_cmake_flags_per_backend(backend: str) -> None:
 def test_cuda_arch_flag_only_when_a_list_is_given(arch: str, expected: str) -> None:
     """As cuda.Dockerfile: CUDA_DOCKER_ARCH=default leaves the architectures to ggml."""
     loaded = load_manifest(MANIFEST, sets={"backend": "cuda", "cuda_docker_arch": arch})
-    (step,) = loaded.manifest.compile
+    step = next(s for s in loaded.manifest.compile if s.name == "llama")
     assert step.env["CUDA_DOCKER_ARCH"] == arch
     configure = step.run[0]
     flags = configure[configure.index("-DGGML_CUDA=ON") :]
