@@ -183,8 +183,9 @@ def test_server_image_has_llama_cli_and_the_seeds_usr_local_bin(cache: Path) -> 
     assert light["config"]["Entrypoint"] == ["/app/llama-cli"]
 
 
-
-@pytest.mark.parametrize("target,toolkit,major", [("standin-cuda12", "cuda12", "12"), ("standin-cuda13", "cuda13", "13")])
+@pytest.mark.parametrize(
+    "target,toolkit,major", [("standin-cuda12", "cuda12", "12"), ("standin-cuda13", "cuda13", "13")]
+)
 def test_cuda_standins_mount_their_toolkit_and_plan_locked(cache: Path, target: str, toolkit: str, major: str) -> None:
     # upstream's CUDA build on bookworm with a toolkit from the mirrors (Debian's 12.4, NVIDIA's
     # 13.0 wheels), pinned in the shipped lock: the CPU build's step and the ubuntu bases unused

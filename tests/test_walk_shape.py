@@ -29,6 +29,7 @@ PIPELINE = PACKAGE / "pipeline"
 WALK_MODULES = (
     "walk/walk",
     "walk/layerstack",
+    "walk/runtimesteps",
     "walk/modes",
     "walk/obtain",
     "layers/maker",
@@ -263,3 +264,22 @@ def test_the_options_check_sees_what_it_looks_for() -> None:
     assert _takes_options(ast.parse(relative), ["assembler", "pipeline", "x"]) == [2]
     other = "from assembler.python.env import Options\ndef g(x: Options) -> None: ...\n"
     assert _takes_options(ast.parse(other), ["assembler", "pipeline", "x"]) == []
+
+
+def test_the_layer_stack_is_given_narrow_values_not_the_walk() -> None:
+    """Issue 68: the layer stack and its runtime steps are constructed with the values they
+    read (what a layer is placed with, how it ships, how a step is decided), as layer kinds
+    are with :class:`Stacking`; only :func:`layerstack.stacked` takes them from a walk."""
+    found = []
+    for name in ("walk/layerstack", "walk/runtimesteps"):
+        for node in ast.walk(_tree(PIPELINE / f"{name}.py")):
+            if not isinstance(node, ast.ClassDef):
+                continue
+            for item in node.body:
+                annotations: list[ast.expr] = []
+                if isinstance(item, ast.AnnAssign):
+                    annotations.append(item.annotation)
+                elif isinstance(item, ast.FunctionDef) and item.name == "__init__":
+                    annotations += [a.annotation for a in item.args.args + item.args.kwonlyargs if a.annotation]
+                found += [f"{name}: {node.name}" for a in annotations if "Walk" in ast.unparse(a).split("[")[0]]
+    assert not found, f"constructed with the whole walk: {found}"
