@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from assembler.compile.binfmt import Emulator, emulator
 from assembler.debian.bootstrap import hint_for
 from tests.conftest import BASES_CACHE
 from tests.helpers import config_of, manifest_of, read_blob, run_cli, uncompressed
@@ -54,3 +55,74 @@ def test_an_arm64_base_is_bootstrapped_on_an_x86_host(tmp_path: Path) -> None:
     assert stanzas and all("Status: install ok installed" in s for s in stanzas)
     assert "Architecture: arm64" in installed and "Architecture: amd64" not in installed
     assert json.loads(ran.out)["digest"].startswith("sha256:")
+
+
+# -- tests of a foreign image under qemu-user (issue 69, item 4) ------------------------------
+
+
+def test_binfmt_entries_say_which_interpreter_a_container_needs(tmp_path: Path) -> None:
+    qemu = tmp_path / "qemu-aarch64-static"
+    qemu.write_bytes(b"\x7fELF")
+    link = tmp_path / "aarch64-binfmt-P"
+    link.symlink_to(qemu)
+    entry = "{state}\ninterpreter {path}\nflags: {flags}\noffset 0\nmagic 7f454c46\n"
+    (tmp_path / "qemu-aarch64").write_text(entry.format(state="enabled", path=link, flags="P"))
+    found = emulator("arm64", root=tmp_path)
+    assert found is not None and found.machine == "aarch64"
+    assert found.mounts == ((str(qemu), str(link), True),)  # the file itself where the kernel opens it
+    assert "qemu-aarch64-static" in found.said
+    (tmp_path / "qemu-aarch64").write_text(entry.format(state="enabled", path=link, flags="PF"))
+    assert emulator("arm64", root=tmp_path) == Emulator("aarch64", str(link), ())  # opened at registration
+    (tmp_path / "qemu-aarch64").write_text(entry.format(state="disabled", path=link, flags="PF"))
+    assert emulator("arm64", root=tmp_path) is None
+    (tmp_path / "qemu-aarch64").write_text(entry.format(state="enabled", path=tmp_path / "gone", flags="PF"))
+    assert emulator("arm64", root=tmp_path) is None
+    assert emulator("riscv64", root=tmp_path) is None  # no entry
+
+
+_TESTED = """name: arm-tests
+bases:
+  b: {bootstrap: {suite: bookworm, variant: minbase}}
+image:
+  base: b
+tests:
+  - {name: machine, command: [uname, -m], output: ['^aarch64$'], emulate: true}
+  - {name: shell, command: [sh, -c, 'echo "hi from $(uname -m)"'], output: ['^hi from aarch64$']}
+"""
+
+
+@pytest.mark.slow  # the arm64 base: bootstrapped by the test above once per machine, a cache hit here
+@pytest.mark.integration
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="an arm64 image tested on an x86 host")
+def test_an_arm64_images_tests_run_under_qemu_only_when_asked_and_never_pass(tmp_path: Path) -> None:
+    assert emulator("arm64") is not None, "scripts/setup --test enables qemu-aarch64 in binfmt_misc"
+    (tmp_path / "t.yaml").write_text(_TESTED)
+    out = f"oci:{tmp_path / 'out'}:arm"
+    # a build runs the test that asks for emulation under qemu-user; the other is not run
+    built = run_cli(["t.yaml", "--platform", "linux/arm64", *BASES_CACHE, "-o", out], cwd=tmp_path)
+    assert built.code == 0, str(built)
+
+    def tested(*more: str) -> dict[str, dict[str, object]]:
+        save = tmp_path / "statement.json"
+        ran = run_cli(["test", "--json", *BASES_CACHE[:2], out, "t.yaml", "--save", str(save), *more], cwd=tmp_path)
+        assert ran.code == 0, str(ran)
+        tests = {t["name"]: t for t in json.loads(ran.out)["tests"]}
+        tests["statement"] = json.loads(save.read_text())["predicate"]
+        return tests
+
+    plain = tested()
+    assert (plain["machine"]["status"], plain["shell"]["status"]) == ("emulated", "not-run")
+    assert "qemu-user (qemu-aarch64-static) for aarch64" in str(plain["machine"]["reason"])
+    assert "not a run on the target" in str(plain["machine"]["reason"])
+    assert str(plain["shell"]["reason"]).startswith("the image is for linux/arm64, this machine is x86_64")
+    every = tested("--emulate")
+    assert (every["machine"]["status"], every["shell"]["status"]) == ("emulated", "emulated")
+    # the statement counts them warned: they ran, and passed, but not on an arm64 machine
+    assert every["statement"]["passedTests"] == [] and every["statement"]["warnedTests"] == ["machine", "shell"]
+    assert every["statement"]["result"] == "pass"
+    # a test that fails under the emulator fails, and says it was emulated
+    (tmp_path / "t.yaml").write_text(_TESTED.replace("'^hi from aarch64$'", "'^hi from x86_64$'"))
+    ran = run_cli(["test", "--json", *BASES_CACHE[:2], out, "t.yaml", "--emulate"], cwd=tmp_path)
+    assert ran.code != 0
+    failed = {t["name"]: t for t in json.loads(ran.out)["tests"]}["shell"]
+    assert failed["status"] == "failed" and "(under qemu-user" in str(failed["reason"])

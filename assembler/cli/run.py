@@ -72,6 +72,12 @@ def test_arguments(p: argparse.ArgumentParser) -> None:
     slurm_sif_arg(p)
     p.add_argument("--slurm-args", default="", metavar="ARGS", help="more sbatch arguments for each test's job")
     p.add_argument("--save", type=Path, default=None, metavar="FILE", help="write the test-result statement there")
+    p.add_argument(
+        "--emulate",
+        action="store_true",
+        help="an image of another architecture: run its tests under qemu-user (binfmt_misc), each reported "
+        "emulated, never passed (default: only those that say emulate: true; the others not run)",
+    )
 
 
 def run_arguments(p: argparse.ArgumentParser) -> None:
@@ -146,6 +152,7 @@ def cmd_test(args: argparse.Namespace) -> int:
         slurm_sif=args.slurm_sif,
         squash=Squash.of(loaded.manifest.sif) if loaded is not None else None,
         mounts=_weights(args, ctx, stored),
+        emulate=args.emulate,
     )
     if args.save is not None:
         args.save.write_bytes(statement.data)

@@ -7,6 +7,8 @@
   ``assemble test`` may say ``fail``);
 - ``predicate.passedTests`` and ``failedTests``: the names of the tests that ran; a test
   not run (a GPU test where there is no GPU) is in neither, never counted as passed;
+- ``predicate.warnedTests``: the tests that passed under an emulator (another
+  architecture's image run under qemu-user): they ran, but not on the target;
 - ``predicate.configuration``: the manifest file (name and sha256) and its target, the
   tester (assemble and its version), and each test as a resource descriptor named
   ``test:NAME`` whose annotations say what ran, where, and with what result (or why it
@@ -37,8 +39,9 @@ TITLE_SUFFIX = ".tests.intoto.json"
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one test went: ``passed``, ``failed`` or ``not-run`` (``reason`` says why it
-    failed or did not run)."""
+    """How one test went: ``passed``, ``failed``, ``not-run`` or ``emulated`` (passed under
+    an emulator: not a pass on the target); ``reason`` says why it failed, did not run, or
+    how it was emulated."""
 
     name: str
     status: str
@@ -87,7 +90,7 @@ def statement(subject: Descriptor, suite: Suite, outcomes: Sequence[Outcome]) ->
         "result": "fail" if failed else "pass",
         "configuration": configuration,
         "passedTests": [o.name for o in outcomes if o.status == "passed"],
-        "warnedTests": [],
+        "warnedTests": [o.name for o in outcomes if o.status == "emulated"],
         "failedTests": failed,
     }
     return canonical_json(

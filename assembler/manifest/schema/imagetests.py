@@ -66,6 +66,10 @@ class ImageTest(Strict):
     not_output: Patterns = Field(default_factory=list, description="regexes that must not match the output")
     timeout: Duration = Field(default=DEFAULT_TIMEOUT_NS, description="a test running longer fails (default 2m)")
     gpu: bool = Field(default=False, description="needs a GPU: reported as not run where there is none")
+    emulate: bool = Field(
+        default=False,
+        description="where the image is another architecture's: run under qemu-user, reported emulated (never passed)",
+    )
     network: bool = Field(default=False, description="may reach the network (default: loopback only)")
     on: Literal["local", "slurm"] | None = Field(
         default=None, description="where it runs (default: --test-on): here in buildah, or on a Slurm node"
@@ -96,6 +100,8 @@ def definition(test: ImageTest, argv: Sequence[str]) -> dict[str, Any]:
     """``test`` as a record (its ``argv`` resolved against the image): what a test-result
     statement keeps of it, read back by :func:`from_definition`."""
     data = test.model_dump(mode="json", exclude={"name", "command", "args", "timeout", "on", "resources"})
+    if not test.emulate:  # the records written before it existed, unchanged
+        del data["emulate"]
     ms = test.timeout // 1_000_000
     return {**{k: v for k, v in data.items() if v is not None}, "command": list(argv), "timeout": f"{ms}ms"}
 

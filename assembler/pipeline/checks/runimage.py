@@ -145,9 +145,11 @@ def test_image(
     slurm_sif: str = "shared",
     squash: Squash | None = None,
     mounts: tuple[tuple[str, str, bool], ...] = (),
+    emulate: bool = False,
 ) -> tuple[list[Report], Artifact]:
     """Run ``suite`` on ``stored``'s image (a test on Slurm submitted with ``slurm_args``,
-    the SIF reached as ``slurm_sif`` says, squashed as ``squash`` says, the manifest's):
+    the SIF reached as ``slurm_sif`` says, squashed as ``squash`` says, the manifest's;
+    ``emulate``: an image of another architecture runs every test under qemu-user):
     each test's report and the test-result attestation (which says ``fail`` when one failed:
     nothing is written here, the caller decides)."""
 
@@ -156,7 +158,7 @@ def test_image(
 
         return SlurmTests.of(slurm_args, ctx, report=report, sif=slurm_sif, squash=squash)
 
-    tester = Tester(ctx.cache, stored.buildah, report, slurm, reuse=False, mounts=mounts)  # asked for: run again
+    tester = Tester(ctx.cache, stored.buildah, report, slurm, reuse=False, mounts=mounts, emulate=emulate)
     reports = tester.run(suite.tests, stored.source)
     outcomes = [r.outcome for r in reports]
     return reports, attestation(stored.source.image.descriptor, suite.about, outcomes, epoch=ctx.epoch)

@@ -7,6 +7,9 @@ in-toto test-result attestation of the run (:mod:`assembler.sbom.testresult`).
 A build runs them after the image is made and before anything is written
 (:func:`tested`); one that fails raises TestFailed, so no output is written or pushed.
 A GPU test where there is no GPU is reported as not run, with the reason, never as passed.
+A test of an image of another architecture is not run either, unless it is asked to run
+under qemu-user (``assemble test --emulate``, a test's ``emulate: true``): then one that
+passes is reported ``emulated``, never ``passed`` (:mod:`assembler.compile.binfmt`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any, Protocol
 
 from assembler import __version__
 from assembler.cache import Cache, key_of
-from assembler.compile import gpudriver
+from assembler.compile import binfmt, gpudriver
 from assembler.compile.buildah import Buildah
 from assembler.compile.imagerun import ImageCommand, ImageRunner, docker_argv, store
 from assembler.errors import InputError, TestFailed, TimedOut
@@ -136,15 +139,11 @@ def judge(spec: m.ImageTest, code: int, output: str) -> str:
     return ""
 
 
-# OCI architectures and the machines (uname -m) that run them natively.
-_MACHINES = {"amd64": "x86_64", "arm64": "aarch64", "386": "i686", "arm": "armv7l"}
-
-
 def foreign(image: Image) -> str | None:
-    """Why this machine cannot run ``image``'s programs itself (None when it can): no test is
-    run under an emulator, and none is counted as passed."""
+    """Why this machine cannot run ``image``'s programs itself (None when it can): a test
+    runs under an emulator only when asked to, and none is counted as passed."""
     machine = os.uname().machine
-    wanted = _MACHINES.get(image.platform.architecture, image.platform.architecture)
+    wanted = binfmt.machine_of(image.platform.architecture)
     return None if wanted == machine else f"the image is for {image.platform}, this machine is {machine}"
 
 
@@ -187,6 +186,9 @@ class Tester:
     reuse: bool = True  # a hermetic test that passed on this image passes (--no-cache: run again)
     # Bound into every local test's container (host path, path, read-only): the model weights.
     mounts: tuple[tuple[str, str, bool], ...] = ()
+    # Every test of an image of another architecture runs under qemu-user (--emulate), not
+    # only those that say emulate: true; reported emulated, never passed.
+    emulate: bool = False
 
     def run(self, tests: Sequence[PlannedTest], source: SourceImage) -> list[Report]:
         """Run ``tests`` on ``source``'s image: each one's report, in order."""
@@ -206,17 +208,21 @@ class Tester:
         runner = ImageRunner(self.buildah, self.cache)
         out = {}
         for test in tests:
-            why = foreign(image) or (gpudriver.missing() if test.spec.gpu else None)
+            other = foreign(image)
+            emulated = self._emulator(image) if other is not None and (self.emulate or test.spec.emulate) else None
+            why = (other if emulated is None else None) or (gpudriver.missing() if test.spec.gpu else None)
             if why is not None:
-                out[test.name] = self.not_run(test, why)
+                asked = other is not None and (self.emulate or test.spec.emulate)
+                out[test.name] = self.not_run(test, f"{why}, and no qemu-user for it is enabled here" if asked else why)
                 continue
             key = key_of(
                 {"test": test.to_json(), "image": image.digest, "assemble": __version__, "mounts": self.mounts}
             )
-            if test.hermetic and self.reuse and self.cache.memo(key) is not None:
+            if emulated is None and test.hermetic and self.reuse and self.cache.memo(key) is not None:
                 out[test.name] = self.passed_before(test, image.digest)
                 continue
-            command = replace(command_of(test), mounts=(*command_of(test).mounts, *self.mounts))
+            binds = (*command_of(test).mounts, *self.mounts, *(emulated.mounts if emulated else ()))
+            command = replace(command_of(test), mounts=binds)
             self.report(Event("test", {"name": test.name, "state": "running", "on": "local"}))
             image_id = image_id or store(self.buildah, self.cache, image, source.blobs)
             started = time.monotonic()
@@ -228,8 +234,9 @@ class Tester:
                 reason = judge(test.spec, code, output)
             except TimedOut as e:
                 code, output, reason = None, e.stderr_tail, f"timed out after {test.seconds:g} s"
-            out[test.name] = self.judged(test, image.digest, code, output, reason, time.monotonic() - started)
-            if test.hermetic and out[test.name].outcome.status == "passed":
+            seconds = time.monotonic() - started
+            out[test.name] = self.judged(test, image.digest, code, output, reason, seconds, emulated=emulated)
+            if emulated is None and test.hermetic and out[test.name].outcome.status == "passed":
                 self.cache.put_memo(key, {"test": test.name, "image": image.digest})
         return out
 
@@ -243,20 +250,37 @@ class Tester:
         )
         return Report(outcome, log, tail(output))
 
+    @staticmethod
+    def _emulator(image: Image) -> binfmt.Emulator | None:
+        return binfmt.emulator(image.platform.architecture)
+
     def not_run(self, test: PlannedTest, why: str) -> Report:
         self.report(Event("test", {"name": test.name, "state": "not-run", "reason": why}))
         outcome = Outcome(test.name, "not-run", test.argv, test.where, test.spec.gpu, None, why, test.definition())
         return Report(outcome)
 
     def judged(
-        self, test: PlannedTest, digest: str, code: int | None, output: str, reason: str, seconds: float
+        self,
+        test: PlannedTest,
+        digest: str,
+        code: int | None,
+        output: str,
+        reason: str,
+        seconds: float,
+        *,
+        emulated: binfmt.Emulator | None = None,
     ) -> Report:
         """The report of a test that ran (``reason``: why it failed, "" when it passed), its
-        output kept as a log of the cache."""
+        output kept as a log of the cache; ``emulated``: it ran under that emulator, and
+        one that passed is reported ``emulated``."""
         log = self.cache.log_path(f"test-{test.name}", digest_hex(digest))
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(output, encoding="utf-8")
         state = "failed" if reason else "passed"
+        if emulated is not None:
+            under = f"under {emulated.said}"
+            said = f"{reason} ({under})" if reason else f"passed {under}: not a run on the target"
+            state, reason = ("failed" if reason else "emulated"), said
         fields = {"name": test.name, "state": state, "seconds": round(seconds, 3), "on": test.where}
         self.report(Event("test", {**fields, **({"reason": reason} if reason else {})}))
         outcome = Outcome(test.name, state, test.argv, test.where, test.spec.gpu, code, reason, test.definition())
