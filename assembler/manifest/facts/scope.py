@@ -61,7 +61,7 @@ def places(loaded: Subject) -> Iterator[Place]:
         if step.name in used and step.base is not None:
             yield Place(f"compile step {step.name}", ("compile", i), step.base, step=step)
     for j, (layer, path) in enumerate(zip(man.image.layers, loaded.layer_paths, strict=True)):
-        name = getattr(layer, "name", None) or str(j)
+        name = layer.label() or str(j)
         yield Place(f"layer {name}", path, man.image.base, layer=layer)
 
 

@@ -212,7 +212,7 @@ def _base_hosts(spec: m.BaseSpec, mirror: str | None) -> list[toolhosts.Host]:
 
 def _layer_needs(layer: m.LayerSpec, index: int, mirror: tuple[str, str]) -> list[Need]:
     """What a layer of the image reaches while it is made."""
-    where = f"layers.{getattr(layer, 'name', None) or index}"
+    where = f"layers.{layer.label() or index}"
     fetches = layer.fetches(index)  # the layer's kind says what it reaches
     if fetches is None:
         return []

@@ -267,6 +267,13 @@ class When(Strict):
         """The compile steps' artifacts this layer ships or mounts."""
         return []
 
+    def label(self) -> str | None:
+        """The name the manifest gives this layer: its kind's ``name:`` field, where the kind
+        has one (None: it has none or it is not given, and the layer is ``layers.INDEX`` in
+        the lock and in messages)."""
+        value = getattr(self, "name", None) if "name" in type(self).model_fields else None
+        return value if isinstance(value, str) else None
+
     def runtime_name(self, index: int) -> str | None:
         """The runtime step that makes this layer, the image's ``index``-th (None: no step runs)."""
         return None

@@ -35,7 +35,7 @@ class SetUse:
 
 def layer_name(layer: m.LayerSpec, index: int) -> str:
     """``layers.NAME`` of a layer with a name (``name:``), else ``layers.INDEX``."""
-    return f"layers.{getattr(layer, 'name', None) or index}"
+    return f"layers.{layer.label() or index}"
 
 
 def used_steps(manifest: m.Manifest) -> set[str]:
