@@ -14,8 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from assembler.compile import gpudriver
 from assembler.compile.binfmt import Emulator, emulator
 from assembler.debian.bootstrap import hint_for
+from assembler.oci.descriptor import Platform
+from assembler.oci.image import Image
+from assembler.oci.mutate import scratch
+from assembler.pipeline.image.imagetests import where_it_runs
 from tests.conftest import BASES_CACHE
 from tests.helpers import config_of, manifest_of, read_blob, run_cli, uncompressed
 
@@ -75,9 +80,39 @@ def test_binfmt_entries_say_which_interpreter_a_container_needs(tmp_path: Path) 
     assert emulator("arm64", root=tmp_path) == Emulator("aarch64", str(link), ())  # opened at registration
     (tmp_path / "qemu-aarch64").write_text(entry.format(state="disabled", path=link, flags="PF"))
     assert emulator("arm64", root=tmp_path) is None
-    (tmp_path / "qemu-aarch64").write_text(entry.format(state="enabled", path=tmp_path / "gone", flags="PF"))
-    assert emulator("arm64", root=tmp_path) is None
+    (tmp_path / "qemu-aarch64").write_text(entry.format(state="enabled", path=tmp_path / "gone", flags="P"))
+    assert emulator("arm64", root=tmp_path) is None  # opened at each start: it must be there
     assert emulator("riscv64", root=tmp_path) is None  # no entry
+    # registered with F: the kernel holds the interpreter, which need not be on the host's path
+    (tmp_path / "qemu-aarch64").write_text(entry.format(state="enabled", path=tmp_path / "gone", flags="F"))
+    assert emulator("arm64", root=tmp_path) == Emulator("aarch64", str(tmp_path / "gone"), ())
+    # binfmt-support's and systemd's entry names: qemu-arm for arm (armv7l machines), qemu-i386 for 386
+    (tmp_path / "qemu-arm").write_text(entry.format(state="enabled", path=link, flags="F"))
+    found = emulator("arm", root=tmp_path)
+    assert found is not None and found.machine == "armv7l"
+
+
+def _image(architecture: str) -> Image:
+    return scratch(Platform("linux", architecture), epoch=0)
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="which images are foreign depends on the machine")
+def test_a_foreign_images_test_runs_only_under_an_emulator_asked_for_and_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    arm, native = _image("arm64"), _image("amd64")
+    qemu = Emulator("aarch64", "/usr/libexec/qemu-binfmt/aarch64-binfmt-P", ())
+    monkeypatch.setattr(gpudriver, "missing", lambda: "no NVIDIA GPU on this machine")
+    assert where_it_runs(native, False, asked=True, emulator=lambda _: qemu) == (None, None)  # natively
+    assert where_it_runs(native, True, asked=False, emulator=lambda _: qemu) == ("no NVIDIA GPU on this machine", None)
+    why, under = where_it_runs(arm, False, asked=False, emulator=lambda _: qemu)
+    assert why == "the image is for linux/arm64, this machine is x86_64" and under is None
+    assert where_it_runs(arm, False, asked=True, emulator=lambda _: qemu) == (None, qemu)
+    why, under = where_it_runs(arm, False, asked=True, emulator=lambda _: None)
+    assert why is not None and why.endswith("and no qemu-user for it is enabled here") and under is None
+    # a GPU test never runs emulated (the host's driver libraries are not arm64's), GPU or not
+    for missing in ("no NVIDIA GPU on this machine", None):
+        monkeypatch.setattr(gpudriver, "missing", lambda m=missing: m)
+        why, under = where_it_runs(arm, True, asked=True, emulator=lambda _: qemu)
+        assert why is not None and why.endswith("a GPU test does not run under an emulator") and under is None
 
 
 _TESTED = """name: arm-tests
@@ -119,7 +154,7 @@ def test_an_arm64_images_tests_run_under_qemu_only_when_asked_and_never_pass(tmp
     assert (every["machine"]["status"], every["shell"]["status"]) == ("emulated", "emulated")
     # the statement counts them warned: they ran, and passed, but not on an arm64 machine
     assert every["statement"]["passedTests"] == [] and every["statement"]["warnedTests"] == ["machine", "shell"]
-    assert every["statement"]["result"] == "pass"
+    assert every["statement"]["result"] == "WARNED"
     # a test that fails under the emulator fails, and says it was emulated
     (tmp_path / "t.yaml").write_text(_TESTED.replace("'^hi from aarch64$'", "'^hi from x86_64$'"))
     ran = run_cli(["test", "--json", *BASES_CACHE[:2], out, "t.yaml", "--emulate"], cwd=tmp_path)

@@ -126,7 +126,7 @@ def test_tests_run_as_docker_run_starts_the_image_and_their_result_goes_with_it(
     statement = result_of(referrer_statements(root / "out"))
     assert statement["subject"][0]["digest"] == {"sha256": built.json["digest"].removeprefix("sha256:")}
     predicate = statement["predicate"]
-    assert predicate["result"] == "pass" and predicate["failedTests"] == []
+    assert predicate["result"] == "PASSED" and predicate["failedTests"] == []
     # The GPU test did not run (no GPU here): neither passed nor failed, and why.
     assert predicate["passedTests"] == ["as-docker-run", "args-env-user", "no-network", "network"]
     (gpu,) = [c for c in predicate["configuration"] if c["name"] == "test:gpu"]
@@ -181,7 +181,7 @@ def test_assemble_test_runs_a_manifest_s_tests_on_a_built_image(tmp_path: Path, 
     assert ran.code == 0, str(ran)
     assert ran.json["digest"] == built.json["digest"]
     assert [(t["name"], t["status"], t["on"]) for t in ran.json["tests"]] == [("fine", "passed", "local")]
-    assert json.loads((root / "r.json").read_text())["predicate"]["result"] == "pass"
+    assert json.loads((root / "r.json").read_text())["predicate"]["result"] == "PASSED"
 
     # Another manifest's tests (here: stricter ones) on the same image: one fails, exit 1.
     (root / "strict.yaml").write_text(
@@ -197,7 +197,7 @@ def test_assemble_test_runs_a_manifest_s_tests_on_a_built_image(tmp_path: Path, 
     assert "test root-only: failed (local): exit 1, expected 0" in failed.out
     assert "test root-only failed (local): exit 1, expected 0\n$ sh -c 'test $(id -u) = 0'" in failed.err
     saved = json.loads((root / "r.json").read_text())["predicate"]
-    assert (saved["result"], saved["passedTests"], saved["failedTests"]) == ("fail", ["fine"], ["root-only"])
+    assert (saved["result"], saved["passedTests"], saved["failedTests"]) == ("FAILED", ["fine"], ["root-only"])
 
     # An image built with its tests carries them: `assemble test REF` runs them again, no manifest needed.
     assert run_cli(["m.yaml", "--cache", "cache"], cwd=root).code == 0

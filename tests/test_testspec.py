@@ -182,7 +182,7 @@ def test_the_statement_counts_a_test_not_run_as_neither_passed_nor_failed() -> N
     assert doc["predicateType"] == "https://in-toto.io/attestation/test-result/v0.1"
     assert doc["subject"] == [{"name": "t", "digest": {"sha256": "ab" * 32}}]
     predicate = doc["predicate"]
-    assert predicate["result"] == "pass"
+    assert predicate["result"] == "PASSED"
     assert (predicate["passedTests"], predicate["warnedTests"], predicate["failedTests"]) == (["version"], [], [])
     manifest, tester, version, gpu = predicate["configuration"]
     assert manifest == {"name": "m.yaml", "digest": {"sha256": "cd" * 32}, "annotations": {"target": "more"}}
@@ -196,9 +196,14 @@ def test_the_statement_counts_a_test_not_run_as_neither_passed_nor_failed() -> N
     }
     assert gpu["annotations"]["status"] == "not-run" and "no NVIDIA GPU" in gpu["annotations"]["reason"]
     failed = [*_outcomes(), Outcome("help", "failed", ("x",), "slurm", False, 2, "exit 2, expected 0")]
-    assert json.loads(statement(SUBJECT, SUITE, failed))["predicate"]["result"] == "fail"
+    assert json.loads(statement(SUBJECT, SUITE, failed))["predicate"]["result"] == "FAILED"
     # Deterministic: the same outcomes, the same bytes.
     assert statement(SUBJECT, SUITE, _outcomes()) == statement(SUBJECT, SUITE, _outcomes())
+    # A test that passed under an emulator is warned, never passed: the run is WARNED.
+    emulated = [*_outcomes(), Outcome("arm", "emulated", ("uname",), "local", False, 0, "passed under qemu-user")]
+    warned = json.loads(statement(SUBJECT, SUITE, emulated))["predicate"]
+    assert (warned["result"], warned["passedTests"], warned["warnedTests"]) == ("WARNED", ["version"], ["arm"])
+    assert json.loads(statement(SUBJECT, SUITE, [*emulated, *failed[-1:]]))["predicate"]["result"] == "FAILED"
 
 
 def test_the_attestation_is_a_referrer_with_a_sidecar_of_its_own(tmp_path: Path) -> None:

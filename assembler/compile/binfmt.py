@@ -17,6 +17,9 @@ from pathlib import Path
 BINFMT_MISC = Path("/proc/sys/fs/binfmt_misc")
 # OCI architectures and the machines (uname -m) that run them natively.
 MACHINES = {"amd64": "x86_64", "arm64": "aarch64", "386": "i686", "arm": "armv7l", "ppc64le": "ppc64le"}
+# The names qemu's binfmt entries have (qemu-NAME: Debian's binfmt-support, systemd's
+# binfmt.d), where they are not the machine's.
+ENTRIES = {"amd64": "x86_64", "arm64": "aarch64", "386": "i386", "arm": "arm"}
 _MAX_ENTRY = 4096  # a binfmt_misc entry is a few lines
 
 
@@ -44,15 +47,17 @@ def emulator(architecture: str, *, root: Path = BINFMT_MISC) -> Emulator | None:
     (None: no entry, the entry disabled, or its interpreter missing)."""
     machine = machine_of(architecture)
     try:
-        with open(root / f"qemu-{machine}", encoding="utf-8", errors="replace") as f:
+        with open(root / f"qemu-{ENTRIES.get(architecture, architecture)}", encoding="utf-8", errors="replace") as f:
             lines = f.read(_MAX_ENTRY).splitlines()
     except OSError:
         return None
     fields = dict(line.split(" ", 1) for line in lines[1:] if " " in line)
     interpreter = fields.get("interpreter", "").strip()
-    if not lines or lines[0].strip() != "enabled" or not interpreter or not os.path.isfile(interpreter):
+    if not lines or lines[0].strip() != "enabled" or not interpreter:
         return None
-    if "F" in fields.get("flags:", ""):  # opened by the kernel when it was registered
+    if "F" in fields.get("flags:", ""):  # opened by the kernel when it was registered: nothing to bind
         return Emulator(machine, interpreter, ())
+    if not os.path.isfile(interpreter):
+        return None
     # The file itself at the path the kernel opens (Debian's is a link to qemu-*-static).
     return Emulator(machine, interpreter, ((os.path.realpath(interpreter), interpreter, True),))

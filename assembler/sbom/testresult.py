@@ -2,13 +2,14 @@
 (``https://in-toto.io/attestation/test-result/v0.1``), as a referrer artifact of the image.
 
 - ``subject``: the image manifest's digest, named as the provenance names it;
-- ``predicate.result``: ``pass`` when every test that ran passed (a failing test stops
-  the build before any output, so a statement a build writes says ``pass``; one of
-  ``assemble test`` may say ``fail``);
-- ``predicate.passedTests`` and ``failedTests``: the names of the tests that ran; a test
-  not run (a GPU test where there is no GPU) is in neither, never counted as passed;
-- ``predicate.warnedTests``: the tests that passed under an emulator (another
-  architecture's image run under qemu-user): they ran, but not on the target;
+- ``predicate.result``: ``PASSED``, ``WARNED`` or ``FAILED`` (the predicate's enum):
+  ``FAILED`` when a test failed (a failing test stops the build before any output, so only
+  ``assemble test`` writes it), ``WARNED`` when one passed only under an emulator, else
+  ``PASSED``;
+- ``predicate.passedTests``, ``warnedTests`` and ``failedTests``: the names of the tests
+  that ran, ``warnedTests`` those that passed under an emulator (another architecture's
+  image run under qemu-user: not on the target); a test not run (a GPU test where there is
+  no GPU) is in none of them, never counted as passed;
 - ``predicate.configuration``: the manifest file (name and sha256) and its target, the
   tester (assemble and its version), and each test as a resource descriptor named
   ``test:NAME`` whose annotations say what ran, where, and with what result (or why it
@@ -86,11 +87,12 @@ def statement(subject: Descriptor, suite: Suite, outcomes: Sequence[Outcome]) ->
         *({"name": f"test:{o.name}", "annotations": o.annotations()} for o in outcomes),
     ]
     failed = [o.name for o in outcomes if o.status == "failed"]
+    warned = [o.name for o in outcomes if o.status == "emulated"]
     predicate = {
-        "result": "fail" if failed else "pass",
+        "result": "FAILED" if failed else "WARNED" if warned else "PASSED",
         "configuration": configuration,
         "passedTests": [o.name for o in outcomes if o.status == "passed"],
-        "warnedTests": [o.name for o in outcomes if o.status == "emulated"],
+        "warnedTests": warned,
         "failedTests": failed,
     }
     return canonical_json(

@@ -147,6 +147,24 @@ def foreign(image: Image) -> str | None:
     return None if wanted == machine else f"the image is for {image.platform}, this machine is {machine}"
 
 
+def where_it_runs(
+    image: Image, gpu: bool, *, asked: bool, emulator: Callable[[Image], binfmt.Emulator | None]
+) -> tuple[str | None, binfmt.Emulator | None]:
+    """Why a test of ``image`` is not run here (None: it runs), and the emulator it runs
+    under (None: natively). An image of another machine's runs only where emulation is
+    ``asked`` and ``emulator`` finds one, and never a GPU test: the host's driver libraries
+    are not the image's architecture's. A GPU test needs a GPU."""
+    other = foreign(image)
+    if other is not None:
+        if not asked:
+            return other, None
+        if gpu:
+            return f"{other}: a GPU test does not run under an emulator", None
+        found = emulator(image)
+        return (f"{other}, and no qemu-user for it is enabled here", None) if found is None else (None, found)
+    return (gpudriver.missing() if gpu else None), None
+
+
 def command_of(test: PlannedTest) -> ImageCommand:
     """What runs for ``test``: InputError when it names no command and the image has none."""
     if not test.argv:
@@ -208,12 +226,10 @@ class Tester:
         runner = ImageRunner(self.buildah, self.cache)
         out = {}
         for test in tests:
-            other = foreign(image)
-            emulated = self._emulator(image) if other is not None and (self.emulate or test.spec.emulate) else None
-            why = (other if emulated is None else None) or (gpudriver.missing() if test.spec.gpu else None)
+            asked = self.emulate or test.spec.emulate
+            why, emulated = where_it_runs(image, test.spec.gpu, asked=asked, emulator=self._emulator)
             if why is not None:
-                asked = other is not None and (self.emulate or test.spec.emulate)
-                out[test.name] = self.not_run(test, f"{why}, and no qemu-user for it is enabled here" if asked else why)
+                out[test.name] = self.not_run(test, why)
                 continue
             key = key_of(
                 {"test": test.to_json(), "image": image.digest, "assemble": __version__, "mounts": self.mounts}

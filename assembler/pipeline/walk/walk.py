@@ -5,7 +5,8 @@ buildah's version) and looks it up in its step store (the local cache, or a regi
 cache over it: :mod:`assembler.pipeline.store.stepstore`). What happens when something is *not*
 cached is its mode's (:class:`assembler.pipeline.walk.modes.Mode`): a plan notes that it will
 run, a build makes it. The image's layers are stacked on the walk by
-:mod:`assembler.pipeline.walk.layerstack`, which decides the runtime steps as it goes.
+:mod:`assembler.pipeline.walk.layerstack`, which decides the runtime steps as it goes
+(:mod:`assembler.pipeline.walk.runtimesteps`, through this walk's :meth:`Walk.decide`).
 
 A walk is constructed with its :class:`~assembler.pipeline.walk.modes.Services` and nothing else
 is wired into it. Its decisions are made once each, whichever thread asks first (a build
