@@ -44,7 +44,8 @@ def machine_of(architecture: str) -> str:
 
 def emulator(architecture: str, *, root: Path = BINFMT_MISC) -> Emulator | None:
     """The qemu-user interpreter binfmt_misc runs ``architecture``'s programs with here
-    (None: no entry, the entry disabled, or its interpreter missing)."""
+    (None: no entry, the entry disabled, or, for an entry without the F flag, its
+    interpreter missing from the path the kernel opens at each start)."""
     machine = machine_of(architecture)
     try:
         with open(root / f"qemu-{ENTRIES.get(architecture, architecture)}", encoding="utf-8", errors="replace") as f:
