@@ -10,14 +10,16 @@ An index that cannot be reached is a port nothing listens on.
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_cli, run_cli_here
+from tests.helpers import config_of, manifest_of, read_blob, run_cli, run_cli_here, uncompressed
 from tests.pyindex import Index, closed_port, serving_index
 
 pytestmark = pytest.mark.integration  # uv resolves (tests/conftest.py: tier)
@@ -433,6 +435,58 @@ image:
     manifest.write_text(text.replace("  layers:\n", "  layers:\n" + below))
     assert run_cli(["lock", str(manifest)]).code == 0
     assert run_cli_here(["plan", str(manifest), "--locked", "--cache", str(tmp_path / "cache")]).code == 0
+
+
+def test_a_pip_layer_with_deps_unpacks_what_the_lock_resolves_for_another_platform(
+    tmp_path: Path, index: Index
+) -> None:
+    """Issue 69: ``deps: true`` makes the same layer whole, every wheel its requirements need
+    taken from the lock (no command in the image: an arm64 layer made on this host, each
+    platform resolved and locked on its own); a split name the lock does not resolve is
+    refused where it is written."""
+    index.add("flask", "3.0.3", "Werkzeug>=3.0.0", "click>=8.1.3", 'colorama; platform_machine == "x86_64"')
+    for project, version in (("werkzeug", "3.0.3"), ("click", "8.1.7"), ("colorama", "0.4.6")):
+        index.add(project, version)
+    manifest = tmp_path / "m.yaml"
+    text = f"""name: web
+bases: {{b: scratch}}
+platforms: [linux/amd64, linux/arm64]
+image:
+  base: b
+  layers:
+    - pip: ["flask==3.0.3"]
+      locked: true
+      deps: true
+      split: [werkzeug]
+      python: "3.11"
+      index: {index.url}
+      name: app
+"""
+    manifest.write_text(text)
+    assert run_cli(["lock", str(manifest), "--platform", "linux/amd64", "--platform", "linux/arm64"]).code == 0
+    lock = (tmp_path / "m.lock").read_text()
+    assert lock.count("kind: closure") == 2 and "colorama==0.4.6" in lock, lock
+    layout = tmp_path / "out"
+    cache = ["--cache", str(tmp_path / "cache")]
+    built = run_cli_here(
+        ["build", str(manifest), "--locked", "--platform", "linux/arm64", *cache, "-o", f"oci:{layout}:web"]
+    )
+    assert built.code == 0, built
+    assert config_of(layout, "web")["architecture"] == "arm64"
+    layers = []
+    for desc in manifest_of(layout, "web")["layers"]:
+        with tarfile.open(fileobj=io.BytesIO(uncompressed(read_blob(layout, desc["digest"])))) as tar:
+            layers.append(sorted(tar.getnames()))
+    site = "opt/venv/lib/python3.11/site-packages"
+    assert [any(n.startswith(f"{site}/werkzeug/") for n in names) for names in layers] == [True, False], layers
+    rest = layers[1]
+    for module in ("flask/__init__.py", "click/__init__.py"):
+        assert f"{site}/{module}" in rest, rest
+    assert not any("colorama" in n for names in layers for n in names)  # x86_64's alone
+    # A split name no wheel of the lock's has: refused, naming the layer.
+    manifest.write_text(text.replace("split: [werkzeug]", "split: [werkzeug, jinja2]"))
+    refused = run_cli_here(["plan", str(manifest), "--locked", "--platform", "linux/arm64", *cache])
+    assert refused.code == 2 and "split: 'jinja2'" in refused.err and "layer app" in refused.err, refused
 
 
 def test_flashinfers_cubins_take_the_version_of_the_releases_flashinfer(tmp_path: Path, index: Index) -> None:

@@ -298,3 +298,10 @@ def test_a_damaged_or_bomb_url_tar_is_exit_2(
     ran = run_cli(["m.yaml", "--cache", str(tmp_path / "cache"), "-o", "oci:out:1"], cwd=project, env=env)
     assert ran.code == 2 and needle in ran.err and "Traceback" not in ran.err, str(ran)
     assert not (project / "out").exists()
+
+
+def test_deps_without_the_lock_is_refused_where_it_is_written(tmp_path: Path) -> None:
+    """``deps: true`` takes the wheels' dependencies from the lock: without ``locked`` there
+    is nothing to take them from."""
+    code, err = _plan(tmp_path, f"    - pip: ['{SIX}']\n      deps: true\n")
+    assert code == 2 and "m.yaml:7: image.layers.0: deps: true takes the dependencies from the lock" in err, err

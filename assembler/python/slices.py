@@ -71,8 +71,11 @@ class Graph:
 
 def installed_by(member: Member, graph: Graph, index: int) -> set[str]:
     """What a member's commands put into the environment: a set's resolution (its
-    ``installs`` globs of it), a ``pip:`` layer's wheels alone."""
+    ``installs`` globs of it), a ``pip:`` layer's wheels alone (with ``deps: true``, with
+    everything they require)."""
     roots = graph.roots(index)
+    if member.kind == "closure":
+        return graph.closure(roots)
     if member.kind != "set":
         return roots
     globs = [canonicalize_name(g) if not any(c in g for c in "*?[") else g.lower() for g in member.pyset.installs]

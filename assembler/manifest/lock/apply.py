@@ -313,6 +313,19 @@ class _LayerLock:
         (use,) = self.uses  # a layer of wheels is one set of the lock
         return _hashed(texts, self.entries[use.key], use.where)
 
+    def every(self) -> list[str]:
+        (use,) = self.uses
+        entry = self.entries[use.key]
+        direct = [f"{name} @ {url}" for name, how, url, _ in entry.pinned() if how == "@"]
+        if direct:
+            raise InputError(
+                f"pip layer {use.where}: the lock pins {direct[0]}, a direct URL: a layer of wheels takes "
+                "name==version pins with their hashes",
+                hint="pin it from an index, or install it with a run: layer",
+            )
+        pins = [f"{name}=={version}" for name, _, version, _ in entry.pinned()]
+        return _hashed(pins, entry, use.where)
+
 
 def _hashed(texts: Sequence[str], entry: Entry, where: str) -> list[str]:
     hashes = entry.hashes()

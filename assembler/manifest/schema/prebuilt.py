@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
+from assembler.errors import InputError
 from assembler.manifest.schema.fields import Mode, Owner, Scalar, Strict, StrList
 from assembler.manifest.schema.hostuse import HostUse
 from assembler.manifest.schema.pysets import PythonSet
@@ -220,8 +221,9 @@ class Installs:
     environment: str  # the image's environment it joins: "python3.11", a set's environment, "files /wheels"
     # "set": a set its commands install (``python_sets:``), resolved with the others;
     # "wheels": wheels the layer unpacks, whose hashes the lock gives (``locked: true``);
+    # "closure": those wheels and every one they require, all from the lock (``deps: true``);
     # "pinned": wheels the layer unpacks with their hashes written beside them
-    kind: Literal["set", "wheels", "pinned"]
+    kind: Literal["set", "wheels", "closure", "pinned"]
     what: str  # how an error names it: "python set torch", "pip"
     at: PathKey  # where it is written, below the layer: ("python_sets", 0), or () for the layer itself
     listed: str  # the field that lists its requirements there: "requirements", "pip"
@@ -248,6 +250,11 @@ class LayerLock(Protocol):
 
     def hashed(self, texts: Sequence[str]) -> list[str]:
         """Each ``name==version`` of ``texts`` with the lock's ``--hash`` options."""
+        ...
+
+    def every(self) -> list[str]:
+        """Every ``name==version`` the lock resolved for the layer's one set (its requirements
+        and their dependencies), each with its ``--hash`` options."""
         ...
 
 
@@ -329,6 +336,11 @@ class PipLayer(When):
     locked: bool = Field(
         default=False, description="true: each name==version takes its sha256s from the manifest's lock (assemble lock)"
     )
+    deps: bool = Field(
+        default=False,
+        description="true (with locked): every wheel the lock resolved for these requirements, their dependencies "
+        "with them, as pip install takes them; false: the listed wheels only",
+    )
     files_to: AbsPath | None = Field(
         default=None,
         description="the wheel files themselves into this folder, as pip download leaves them, not installed "
@@ -356,14 +368,34 @@ class PipLayer(When):
             requirements=[plain_pin(t) for t in self.pip],
             python=self.python,
             index_url=self.index,
-            no_deps=bool(self.files_to),
+            no_deps=bool(self.files_to) and not self.deps,
         )
         environment = f"files {self.files_to}" if self.files_to else f"python{self.python}"
-        kind: Literal["wheels", "pinned"] = "wheels" if self.locked else "pinned"
+        kind: Literal["wheels", "closure", "pinned"] = (
+            ("closure" if self.deps else "wheels") if self.locked else "pinned"
+        )
         return [Installs(wheels, environment, kind, "pip", (), "pip", None if self.files_to else self.site)]
 
     def with_lock(self, lock: LayerLock) -> Self:
-        return self.model_copy(update={"pip": lock.hashed(self.pip)}) if self.locked else self
+        if not self.locked:
+            return self
+        if not self.deps:
+            return self.model_copy(update={"pip": lock.hashed(self.pip)})
+        every = lock.every()
+        names = [parse_requirement(text, hashed=True).name for text in every]
+        for pattern in self.split if isinstance(self.split, list) else []:
+            if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+                raise InputError(
+                    f"pip layer {self.name or ', '.join(self.pip)}: split: {pattern!r} names no wheel the lock "
+                    f"resolves for it ({', '.join(names)})"
+                )
+        return self.model_copy(update={"pip": every})
+
+    @model_validator(mode="after")
+    def _deps_locked(self) -> Self:
+        if self.deps and not self.locked:
+            raise ValueError("deps: true takes the dependencies from the lock: it needs locked: true")
+        return self
 
     @field_validator("split")
     @classmethod
@@ -372,7 +404,10 @@ class PipLayer(When):
 
     @model_validator(mode="after")
     def _split_names_a_wheel(self) -> PipLayer:
-        # A misspelt name would leave its wheel in the shared layer, re-pushed on every bump.
+        # A misspelt name would leave its wheel in the shared layer, re-pushed on every bump
+        # (deps: the lock names the wheels, checked when it is applied: with_lock).
+        if self.deps:
+            return self
         names = [parse_requirement(text, hashed=not self.locked).name for text in self.pip]
         for pattern in self.split if isinstance(self.split, list) else []:
             if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
