@@ -269,8 +269,16 @@ def test_the_options_check_sees_what_it_looks_for() -> None:
 def test_the_layer_stack_is_given_narrow_values_not_the_walk() -> None:
     """Issue 68: the layer stack and its runtime steps are constructed with the values they
     read (what a layer is placed with, how it ships, how a step is decided), as layer kinds
-    are with :class:`Stacking`; only :func:`layerstack.stacked` takes them from a walk."""
+    are with :class:`Stacking`, and so is what finishes the image (:class:`Finishing`);
+    only :func:`layerstack.stacked` and :func:`layerstack.finish` take them from a walk."""
     found = []
+    takers = {
+        node.name
+        for node in _tree(PIPELINE / "walk/layerstack.py").body
+        if isinstance(node, ast.FunctionDef)
+        and any(a.annotation is not None and ast.unparse(a.annotation) == "Walk" for a in node.args.args)
+    }
+    assert takers == {"stacked", "finish"}, f"functions of layerstack taking the walk: {sorted(takers)}"
     for name in ("walk/layerstack", "walk/runtimesteps"):
         for node in ast.walk(_tree(PIPELINE / f"{name}.py")):
             if not isinstance(node, ast.ClassDef):

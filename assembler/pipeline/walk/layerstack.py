@@ -8,7 +8,8 @@ narrow values (:class:`Placing`, :class:`Shipping`, :class:`RuntimeSteps`), whic
 :func:`stacked` takes from a walk. Each layer is placed by its kind (:mod:`assembler.pipeline.layers.kinds`),
 fitted onto the folders and symlinks of the image below, converted for shipping and
 appended; big layers are cut as the image ships once every step has run on them.
-:func:`finish` puts the config, labels and annotations on top. What is not cached is the
+:func:`finish` puts the config, labels and annotations on top (:class:`Finishing`, given its
+values as the stack is). What is not cached is the
 walk's mode's to make (a build) or to note as still to come (a plan).
 """
 
@@ -19,7 +20,8 @@ from dataclasses import dataclass, replace
 from functools import partial
 
 from assembler.archive.view import TreeView
-from assembler.cache import key_of
+from assembler.cache import Cache, key_of
+from assembler.cache.memos import SharedFacts
 from assembler.manifest.load.loaded import Loaded
 from assembler.manifest.lock.debpins import DebLocked
 from assembler.manifest.schema import model as m
@@ -40,9 +42,11 @@ from assembler.pipeline.layers.placed import Placed
 from assembler.pipeline.layers.setup import ImageSetup
 from assembler.pipeline.options import Event, Reporter
 from assembler.pipeline.store.origins import Origins
+from assembler.pipeline.walk.obtain import Obtained
 from assembler.pipeline.walk.runtimesteps import RuntimeSteps
 from assembler.pipeline.walk.walk import Walk
 from assembler.transports import Context
+from assembler.transports.common import BlobReader
 
 
 @dataclass(frozen=True)
@@ -229,35 +233,69 @@ class LayerStack:
         return [(shipped, "")] if shipped is not None else None
 
 
+@dataclass(frozen=True)
+class Finishing:
+    """What the config, labels and annotations on top of the layers are made from, taken from
+    a walk once its steps are decided (:func:`finish`): the manifest, the steps' artifacts,
+    the bases and sources it obtained, and how facts are read (``final``: a build's, which
+    records what it reads and brings a registry step result's blob in before reading it; a
+    plan reads only what the cache holds, and writes nothing)."""
+
+    loaded: Loaded
+    artifacts: Mapping[str, Mapping[str, Layer]]
+    obtained: Obtained
+    cache: Cache
+    ensure: Callable[[Layer], None]  # brings a step result's blob in (a build's)
+    blobs: BlobReader  # reads the layers of a base
+    facts: SharedFacts | None  # facts read from layers, shared beyond the cache
+    unknown_facts: Mapping[str, str]  # what a plan cannot know yet, and why
+    final: bool
+    report: Reporter
+    epoch: int
+
+    def image(self, image: Image, base: Base | None) -> Image:
+        """``image`` with the config, labels and annotations on top (``base`` None: not known yet)."""
+        man, final = self.loaded.manifest, self.final
+        code = labels.step_code(man, self.artifacts, cache=self.cache, ensure=self.ensure if final else None)
+        py = (  # a plan: nothing to read
+            labels.python_facts(image, base, cache=self.cache, blobs=self.blobs, shared=self.facts) if final else None
+        )
+        for warning in labels.driver_warnings(self.loaded, labels.image_code(man, code)):
+            self.report(Event("warning", {"text": warning}))
+        gpu = gpu_metadata(self.loaded, graph.needed_steps(man), code=code, base=base.image if base else None, stack=py)
+        obtained = self.obtained
+        made = labels.facts_of(code, man, obtained.base, final=final)
+        sources = labels.source_facts(man, obtained.sources, obtained.source, unknown=dict(self.unknown_facts))
+        expand = partial(labels.expand, sources=sources, made=made)
+        config = man.image.config.model_copy(update={"labels": expand(man.image.config.labels)})
+        changes = config_changes(config, image.container_config.get("Env") or [], labels=gpu, keep_unknown=base is None)
+        image = mutate.set_config(image, changes, epoch=self.epoch)
+        defaults = (
+            default_annotations(base.image, base.registry_name, man.name, self.epoch)
+            if base is not None
+            else {mt.ANNOTATION_CREATED: mutate.timestamp(self.epoch), mt.ANNOTATION_TITLE: man.name}
+        )
+        return mutate.set_annotations(image, {**defaults, **gpu, **expand(man.annotations)})
+
+
 def finish(walk: Walk, image: Image, base: Base | None) -> Image:
     """Config, labels and annotations on top of the layers of ``walk``'s image (``base``
-    None: not known yet)."""
-    man, records = walk.man, walk.mode.records
-    # A build brings a registry step result's blob in before it reads it; a plan reads only
-    # what the cache holds, and writes nothing.
-    code = labels.step_code(man, walk.artifacts, cache=walk.cache, ensure=walk.store.ensure if records else None)
-    py = (  # a plan: nothing to read
-        labels.python_facts(image, base, cache=walk.cache, blobs=walk.setup.blobs, shared=walk.services.facts)
-        if records
-        else None
+    None: not known yet): the one place :class:`Finishing`'s values are taken from a walk."""
+    mode = walk.mode
+    finishing = Finishing(
+        walk.loaded,
+        walk.artifacts,
+        walk.obtained,
+        walk.cache,
+        walk.store.ensure,
+        walk.setup.blobs,
+        walk.services.facts,
+        mode.unknown_facts,
+        mode.records,
+        walk.report,
+        walk.ctx.epoch,
     )
-    for warning in labels.driver_warnings(walk.loaded, labels.image_code(man, code)):
-        walk.report(Event("warning", {"text": warning}))
-    gpu = gpu_metadata(walk.loaded, graph.needed_steps(man), code=code, base=base.image if base else None, stack=py)
-    obtained = walk.obtained
-    made = labels.facts_of(code, man, obtained.base, final=records)
-    sources = labels.source_facts(man, obtained.sources, obtained.source, unknown=dict(walk.mode.unknown_facts))
-    expand = partial(labels.expand, sources=sources, made=made)
-    config = man.image.config.model_copy(update={"labels": expand(man.image.config.labels)})
-    changes = config_changes(config, image.container_config.get("Env") or [], labels=gpu, keep_unknown=base is None)
-    epoch = walk.ctx.epoch
-    image = mutate.set_config(image, changes, epoch=epoch)
-    defaults = (
-        default_annotations(base.image, base.registry_name, man.name, epoch)
-        if base is not None
-        else {mt.ANNOTATION_CREATED: mutate.timestamp(epoch), mt.ANNOTATION_TITLE: man.name}
-    )
-    return mutate.set_annotations(image, {**defaults, **gpu, **expand(man.annotations)})
+    return finishing.image(image, base)
 
 
 def stacked(walk: Walk) -> tuple[Image | None, Base | None, list[LayerReport]]:
