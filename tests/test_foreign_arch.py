@@ -161,3 +161,57 @@ def test_an_arm64_images_tests_run_under_qemu_only_when_asked_and_never_pass(tmp
     assert ran.code != 0
     failed = {t["name"]: t for t in json.loads(ran.out)["tests"]}["shell"]
     assert failed["status"] == "failed" and "(under qemu-user" in str(failed["reason"])
+
+
+_EMULATED = """name: arm-steps
+bases:
+  b: {bootstrap: {suite: bookworm, variant: minbase}}
+compile:
+  - {name: s, base: b, run: ["true"], artifacts: {o: {path: /o, to: /o}}}
+image:
+  base: b
+  layers:
+    - artifact: s.o
+    - run: ["true"]
+      name: hello
+"""
+
+
+def test_steps_and_run_layers_of_another_architecture_run_emulated_only_when_the_manifest_says_so(
+    tmp_path: Path,
+) -> None:
+    """Issue 69 item 3: buildah would run an arm64 step here under qemu-user without a word;
+    a plan refuses it where it is written, unless ``emulate: true``, and then names it."""
+    (tmp_path / "m.yaml").write_text(_EMULATED)
+    plan = ["plan", "m.yaml", "--platform", "linux/arm64", *BASES_CACHE]
+    ran = run_cli(plan, cwd=tmp_path)
+    assert ran.code == 2, ran
+    assert "m.yaml:5: compile.0: step s (aarch64) would run under qemu-user" in ran.err, ran.err
+    assert "(and 1 more)" in ran.err and "emulate: true" in ran.err and "pip:, url:, copy: or artifact:" in ran.err
+    assert run_cli([*plan[:2], *BASES_CACHE], cwd=tmp_path).code == 0  # amd64: nothing emulated
+    (tmp_path / "m.yaml").write_text(_EMULATED.replace("name: arm-steps\n", "name: arm-steps\nemulate: true\n"))
+    ran = run_cli(plan, cwd=tmp_path)
+    assert ran.code == 0, ran
+    said = ran.out.split("emulated (emulate: true; qemu-user here):\n", 1)[1].splitlines()[:2]
+    assert said == ["  step s (aarch64)", "  layer hello (aarch64)"], ran.out
+
+
+def test_a_step_on_a_base_of_this_machines_platform_is_native() -> None:
+    """A step whose base names its own platform (a cross toolchain on the build machine's)
+    runs natively whatever the image's platform."""
+    from assembler.manifest.schema import model as m
+    from assembler.pipeline.runs.emulation import native, step_platform
+
+    arm = Platform.parse("linux/arm64")
+    assert native(arm, "aarch64") and not native(arm, "x86_64") and native(Platform.parse("linux/386"), "x86_64")
+    man = m.Manifest.model_validate(
+        {
+            "name": "x",
+            "bases": {"dev": {"ref": "oci:./dev:1", "platform": "linux/amd64"}, "b": "scratch"},
+            "compile": [
+                {"name": "cross", "base": "dev", "run": ["true"], "artifacts": {"o": {"path": "/o", "to": "/o"}}}
+            ],
+            "image": {"base": "b", "layers": [{"artifact": "cross.o"}]},
+        }
+    )
+    assert str(step_platform(man, man.compile[0], arm)) == "linux/amd64"

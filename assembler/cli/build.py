@@ -367,6 +367,10 @@ def _print_plan(result: Plan, variant: str | None) -> None:
     for host, wheres in result.reaches().items():
         say(f"  {host:<36} {', '.join(wheres)}")
     _print_weights_and_tests(result)
+    if result.emulated:
+        say("emulated (emulate: true; qemu-user here):")
+        for what in result.emulated:
+            say(f"  {what}")
     lock = result.lock
     if lock is not None and lock.state != "none":
         say(f"lock: {lock.file} ({lock.state})")

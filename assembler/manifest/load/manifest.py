@@ -123,6 +123,7 @@ def _apply_target(manifest: m.Manifest, chosen: str) -> tuple[m.Manifest, list[P
         "annotations": {**manifest.annotations, **t.annotations},
         "outputs": t.outputs if t.outputs is not None else manifest.outputs,
         "platforms": t.platforms if t.platforms is not None else manifest.platforms,
+        "emulate": t.emulate if t.emulate is not None else manifest.emulate,
         "tests": [*(t.tests if t.tests is not None else manifest.tests), *t.add_tests],
         "resolve_as_of": t.resolve_as_of or manifest.resolve_as_of,
         "absent_libraries": [*manifest.absent_libraries, *t.absent_libraries],

@@ -238,6 +238,7 @@ class Target(Strict):
     annotations: dict[str, Scalar] = Field(default_factory=dict, description="merged over the manifest's annotations")
     outputs: StrList | None = Field(default=None, description="replaces the manifest's outputs (-o still wins)")
     platforms: Platforms = None  # replaces the manifest's
+    emulate: bool | None = Field(default=None, description="replaces the manifest's")
     tests: TestList | None = Field(default=None, description="replaces the manifest's tests")
     add_tests: TestList = Field(default_factory=list, description="appended to the tests")
     resolve_as_of: AsOf | None = Field(default=None, description="replaces the manifest's")
@@ -313,6 +314,11 @@ class Manifest(Strict):
         examples=["linux/amd64", "linux/arm64"],
     )
     platforms: Platforms = None
+    emulate: bool = Field(
+        default=False,
+        description="true: compile steps and run:/packages: layers of another architecture's image run here under "
+        "qemu-user (named in the plan, warned of in the build); false: a plan refuses them",
+    )
     compression: Literal["zstd", "zstd:chunked", "gzip"] = Field(
         default="zstd", description="how the layers are compressed; --compression wins"
     )

@@ -155,6 +155,9 @@ class Build:
         """Make the plan's image (see the module's doc); the registry step cache stays open
         until :meth:`close`."""
         walk, plan = self.walk, self.plan
+        for what in plan.emulated:
+            said = f"{what} runs under qemu-user (emulate: true): not a run on the target"
+            self.report(Event("warning", {"text": said}))
         try:
             image, base, layers = self._parallel() if self.scheduler.jobs > 1 else self._in_order()
         finally:

@@ -47,6 +47,7 @@ from assembler.pipeline.image.imagetests import PlannedTest, planned
 from assembler.pipeline.layers.maker import LOOKUP
 from assembler.pipeline.layers.setup import ImageSetup
 from assembler.pipeline.options import CacheOptions, RemoteSteps, WalkOptions, quiet
+from assembler.pipeline.runs import emulation
 from assembler.pipeline.runs.run import Run
 from assembler.pipeline.store.baseblobs import BaseBlobs
 from assembler.pipeline.store.origins import Origins
@@ -88,6 +89,8 @@ class Plan:
     lock: LockStatus | None = None  # what the lock did for this variant
     # The models beside the image (weights:): name -> their source, path and lock, in words.
     weights: Mapping[str, str] = field(default_factory=dict)
+    # What runs under qemu-user here (emulate: true), in words: "step NAME (aarch64)"
+    emulated: tuple[str, ...] = ()
     # What the plan's walk leaves its build, by layer kind (the copy layers it found by
     # hashing their files: the build takes them, checked present, instead of writing them again).
     carried: Mapping[str, object] = field(default_factory=dict, repr=False, compare=False)
@@ -227,6 +230,7 @@ def plan_of(run: Run, *, file_steps: Callable[[], Sequence[str]], registry: Remo
     too, the config on top; ``registry``: see :func:`plan_walk`."""
     loaded, options, ctx = run.loaded, run.options, run.ctx
     man = loaded.manifest
+    emulated = emulation.emulated(loaded, ctx.platform)  # refused here unless the manifest says so
     walk = plan_walk(loaded, options.walk, options.caches, ctx, registry=registry)
     image, base, layers = stacked(walk)
     for name in file_steps():
@@ -270,4 +274,5 @@ def plan_of(run: Run, *, file_steps: Callable[[], Sequence[str]], registry: Remo
         lock=loaded.lock,
         carried=walk.kinds.carried(),
         weights=described(loaded),
+        emulated=tuple(emulated),
     )
