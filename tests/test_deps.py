@@ -210,6 +210,11 @@ def test_a_library_the_manifest_says_is_absent_is_reported_with_its_reason_not_a
     ran = build(root)
     assert ran.code == 1 and "/usr/bin/curl2: needs libcurl.so.4, not found" in ran.err, str(ran)
     assert "/usr/bin/curl: needs" not in ran.err and "absent_libraries (library, needed_by, because)" in ran.err
+    # an entry for another platform's images (issue 69: vLLM's arm64 image) excuses nothing here
+    arm_only = absent.replace("optional here}", "optional here, platforms: [linux/arm64]}")
+    (root / "m.yaml").write_text(MANIFEST + arm_only)
+    ran = build(root)
+    assert ran.code == 1 and "/usr/bin/curl: needs libcurl.so.4, not found" in ran.err, str(ran)
     # an entry that no longer matches anything is said, so it cannot hide a later miss unseen
     root2 = project(tmp_path / "q", MANIFEST + absent, libcurl=True)
     ran = build(root2)

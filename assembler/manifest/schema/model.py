@@ -221,6 +221,9 @@ class AbsentLibrary(Strict):
     )
     needed_by: str = Field(description="a glob of the image paths that need it (*/plugins/libplugin_OBJ.so)")
     because: str = Field(min_length=12, description="why it is absent, and what does not work without it")
+    platforms: Platforms = Field(
+        default=None, description="the platforms whose images go without it (linux/arm64); default: every one"
+    )
 
 
 class Target(Strict):

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from assembler.oci.artifact import Artifact
+from assembler.oci.descriptor import Platform
 from assembler.pipeline.checks.attest import describe_built
 from assembler.pipeline.checks.depcheck import check_built
 from assembler.pipeline.checks.runimage import tested
@@ -29,7 +30,12 @@ class AfterBuild(Protocol):
 def dependencies(run: Run, built: Built, build: Build, report: Reporter) -> list[Artifact]:
     """The dependency check (``--no-deps-check``: none): MissingDependencies stops the build."""
     if run.options.deps_check:
-        absent = run.loaded.manifest.absent_libraries
+        plat = run.ctx.platform
+        absent = [
+            a
+            for a in run.loaded.manifest.absent_libraries
+            if a.platforms is None or any(Platform.parse(text).matches(plat) for text in a.platforms)
+        ]
         check_built(built, run.cache, report=report, shared=build.facts, absent=absent)
     return []
 
