@@ -123,6 +123,8 @@ image:
 tests:
   - {name: machine, command: [uname, -m], output: ['^aarch64$'], emulate: true}
   - {name: shell, command: [sh, -c, 'echo "hi from $(uname -m)"'], output: ['^hi from aarch64$']}
+  # past its own timeout, inside the 10 times it gets under the emulator
+  - {name: slow, command: [sh, -c, 'sleep 2 && echo slept'], output: ['^slept$'], timeout: 1s, emulate: true}
 """
 
 
@@ -146,14 +148,19 @@ def test_an_arm64_images_tests_run_under_qemu_only_when_asked_and_never_pass(tmp
         return tests
 
     plain = tested()
-    assert (plain["machine"]["status"], plain["shell"]["status"]) == ("emulated", "not-run")
+    assert (plain["machine"]["status"], plain["shell"]["status"], plain["slow"]["status"]) == (
+        "emulated",
+        "not-run",
+        "emulated",
+    )
     assert "qemu-user (qemu-aarch64-static) for aarch64" in str(plain["machine"]["reason"])
     assert "not a run on the target" in str(plain["machine"]["reason"])
     assert str(plain["shell"]["reason"]).startswith("the image is for linux/arm64, this machine is x86_64")
     every = tested("--emulate")
     assert (every["machine"]["status"], every["shell"]["status"]) == ("emulated", "emulated")
     # the statement counts them warned: they ran, and passed, but not on an arm64 machine
-    assert every["statement"]["passedTests"] == [] and every["statement"]["warnedTests"] == ["machine", "shell"]
+    warned = ["machine", "shell", "slow"]
+    assert every["statement"]["passedTests"] == [] and every["statement"]["warnedTests"] == warned
     assert every["statement"]["result"] == "WARNED"
     # a test that fails under the emulator fails, and says it was emulated
     (tmp_path / "t.yaml").write_text(_TESTED.replace("'^hi from aarch64$'", "'^hi from x86_64$'"))

@@ -21,6 +21,9 @@ MACHINES = {"amd64": "x86_64", "arm64": "aarch64", "386": "i686", "arm": "armv7l
 # binfmt.d), where they are not the machine's.
 ENTRIES = {"amd64": "x86_64", "arm64": "aarch64", "386": "i386", "arm": "arm"}
 _MAX_ENTRY = 4096  # a binfmt_misc entry is a few lines
+# What a test's timeout is multiplied by under qemu-user: an interpreter's work (Python
+# importing torch) runs 5-15 times slower there than on the machine it was written for.
+SLOWDOWN = 10
 
 
 @dataclass(frozen=True)

@@ -242,14 +242,16 @@ class Tester:
             self.report(Event("test", {"name": test.name, "state": "running", "on": "local"}))
             image_id = image_id or store(self.buildah, self.cache, image, source.blobs)
             started = time.monotonic()
+            limit = test.seconds * (binfmt.SLOWDOWN if emulated is not None else 1)
             try:
                 code: int | None
                 code, output = runner.run(
-                    image_id, command, image.container_config, name=f"test-{test.name}", timeout=test.seconds
+                    image_id, command, image.container_config, name=f"test-{test.name}", timeout=limit
                 )
                 reason = judge(test.spec, code, output)
             except TimedOut as e:
-                code, output, reason = None, e.stderr_tail, f"timed out after {test.seconds:g} s"
+                slower = f" ({binfmt.SLOWDOWN} x its {test.seconds:g} s, emulated)" if emulated is not None else ""
+                code, output, reason = None, e.stderr_tail, f"timed out after {limit:g} s{slower}"
             seconds = time.monotonic() - started
             out[test.name] = self.judged(test, image.digest, code, output, reason, seconds, emulated=emulated)
             if emulated is None and test.hermetic and out[test.name].outcome.status == "passed":
