@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
 import shlex
 from pathlib import Path
@@ -313,7 +314,14 @@ def test_platforms_a_manifest_does_not_declare_are_refused(cache: Path) -> None:
     assert planned(cache, "dynamo", "--platform", "linux/amd64")["name"] == "dynamo"
     err = refused(cache, "vllm", "--target", "rocm", "--platform", "linux/arm64")
     assert f"{at('vllm', 'targets', 'rocm', 'platforms')}: --platform linux/arm64: target rocm builds only" in err
-    planned(cache, "vllm", "--platform", "linux/arm64")  # the CUDA targets declare no limit
+    # The CUDA targets declare no limit; on this x86 machine an arm64 build of the default
+    # target would compile under qemu-user, which plan refuses unless the manifest says
+    # emulate: true, and the stand-in made of pip: layers runs nothing (issue 69)
+    if os.uname().machine == "x86_64":
+        code, _, err = plan(cache, "vllm", "--platform", "linux/arm64")  # (its lock has no arm64 pins: a warning)
+        assert code == 2 and f"{at('vllm', 'compile', 0)}: step wheel (aarch64) would run under qemu-user" in err, err
+    plan_arm = planned(cache, "vllm", "--target", "standin-wheels", "--platform", "linux/arm64", "--locked")
+    assert plan_arm["emulated"] == [] and plan_arm["steps"] == [], plan_arm
 
 
 def test_a_manifest_platform_outside_its_platforms_is_refused(tmp_path: Path) -> None:
