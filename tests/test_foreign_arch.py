@@ -194,7 +194,11 @@ def test_steps_and_run_layers_of_another_architecture_run_emulated_only_when_the
     ran = run_cli(plan, cwd=tmp_path)
     assert ran.code == 2, ran
     assert "m.yaml:5: compile.0: step s (aarch64) would run under qemu-user" in ran.err, ran.err
-    assert "(and 1 more)" in ran.err and "emulate: true" in ran.err and "pip:, url:, copy: or artifact:" in ran.err
+    assert "(and layer hello (aarch64))" in ran.err and "emulate: true" in ran.err
+    assert "pip:, url:, copy: or artifact:" in ran.err
+    # with --executor slurm the step runs on a node (the partition's architecture): only the layer is emulated
+    slurm = run_cli([*plan, "--executor", "slurm"], cwd=tmp_path)
+    assert slurm.code == 2 and "image.layers.1: layer hello (aarch64) would run under qemu-user" in slurm.err, slurm
     assert run_cli([*plan[:2], *BASES_CACHE], cwd=tmp_path).code == 0  # amd64: nothing emulated
     (tmp_path / "m.yaml").write_text(_EMULATED.replace("name: arm-steps\n", "name: arm-steps\nemulate: true\n"))
     ran = run_cli(plan, cwd=tmp_path)
@@ -206,11 +210,13 @@ def test_steps_and_run_layers_of_another_architecture_run_emulated_only_when_the
 def test_a_step_on_a_base_of_this_machines_platform_is_native() -> None:
     """A step whose base names its own platform (a cross toolchain on the build machine's)
     runs natively whatever the image's platform."""
+    from assembler.compile.binfmt import native
     from assembler.manifest.schema import model as m
-    from assembler.pipeline.runs.emulation import native, step_platform
+    from assembler.pipeline.runs.emulation import step_platform
 
     arm = Platform.parse("linux/arm64")
-    assert native(arm, "aarch64") and not native(arm, "x86_64") and native(Platform.parse("linux/386"), "x86_64")
+    assert native("arm64", "aarch64") and not native("arm64", "x86_64") and native("386", "x86_64")
+    assert not native("arm", "aarch64")  # Grace has no AArch32
     man = m.Manifest.model_validate(
         {
             "name": "x",

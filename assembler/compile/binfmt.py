@@ -45,6 +45,15 @@ def machine_of(architecture: str) -> str:
     return MACHINES.get(architecture, architecture)
 
 
+def native(architecture: str, machine: str | None = None) -> bool:
+    """Whether ``machine`` (default: this one's ``uname -m``) runs ``architecture``'s programs
+    itself: its own, and i686's on x86_64 (every x86_64 CPU runs them; an aarch64 one may
+    lack AArch32, as Grace does, so arm's are not counted native there)."""
+    here = machine or os.uname().machine
+    runs = machine_of(architecture)
+    return runs == here or (here, runs) == ("x86_64", "i686")
+
+
 def emulator(architecture: str, *, root: Path = BINFMT_MISC) -> Emulator | None:
     """The qemu-user interpreter binfmt_misc runs ``architecture``'s programs with here
     (None: no entry, the entry disabled, or, for an entry without the F flag, its

@@ -44,6 +44,16 @@ class LockStatus:
         return {"file": self.file, "state": self.state, "sets": {k: dict(v) for k, v in self.sets.items()}}
 
 
+class LayerRefused(InputError):
+    """What the lock gives the image's ``index``-th layer does not make it (its kind's
+    :meth:`~assembler.manifest.schema.prebuilt.When.with_lock` said why): the caller names
+    the layer's file and line."""
+
+    def __init__(self, index: int, message: str) -> None:
+        super().__init__(message, hint="write the lock anew (assemble lock MANIFEST), or fix the layer")
+        self.index = index
+
+
 @dataclass(frozen=True)
 class Applying:
     """How a lock is applied: the file, ``--locked``, the sets ``--allow-unresolved`` names,
@@ -290,10 +300,12 @@ def _with_pins(manifest: m.Manifest, entries: Mapping[str, Entry], uses: Sequenc
     for step in manifest.compile:
         pins = _pins_of(by_owner.get(step.name, []), entries)
         steps.append(step.model_copy(update={"env": {**step.env, LOCK_ENV: pins}}) if pins else step)
-    layers = [
-        layer.with_lock(_LayerLock(by_owner.get(layer_name(layer, i), []), entries))
-        for i, layer in enumerate(manifest.image.layers)
-    ]
+    layers = []
+    for i, layer in enumerate(manifest.image.layers):
+        try:
+            layers.append(layer.with_lock(_LayerLock(by_owner.get(layer_name(layer, i), []), entries)))
+        except ValueError as e:
+            raise LayerRefused(i, str(e)) from None
     image = manifest.image.model_copy(update={"layers": layers})
     return manifest.model_copy(update={"compile": steps, "image": image})
 
@@ -316,14 +328,16 @@ class _LayerLock:
     def every(self) -> list[str]:
         (use,) = self.uses
         entry = self.entries[use.key]
+        if entry.unresolved or entry.stand_in:
+            left = entry.unresolved or f"{', '.join(entry.stand_in)} pinned from a stand-in's metadata"
+            raise ValueError(f"the lock's resolution of its requirements is not whole ({left})")
         direct = [f"{name} @ {url}" for name, how, url, _ in entry.pinned() if how == "@"]
         if direct:
-            raise InputError(
-                f"pip layer {use.where}: the lock pins {direct[0]}, a direct URL: a layer of wheels takes "
-                "name==version pins with their hashes",
-                hint="pin it from an index, or install it with a run: layer",
-            )
+            raise ValueError(f"the lock pins {direct[0]}, a direct URL: a layer of wheels takes name==version pins")
         pins = [f"{name}=={version}" for name, _, version, _ in entry.pinned()]
+        missing = [r for r in use.pyset.requirements if plain_pin(r) not in pins]
+        if missing or not pins:
+            raise ValueError(f"the lock's pins for it lack {', '.join(missing) or 'every wheel'}")
         return _hashed(pins, entry, use.where)
 
 

@@ -32,7 +32,7 @@ class Member:
 
     where: str  # STEP:SET, layers.NAME:SET, layers.NAME:wheels
     pyset: PythonSet
-    kind: str  # set | wheels | pinned
+    kind: str  # set | wheels | closure | pinned (prebuilt.Installs.kind)
     definition: Mapping[str, object]  # the set's own (PythonSet.definition, and its kind)
 
     @property

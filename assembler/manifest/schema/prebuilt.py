@@ -5,7 +5,8 @@ which keeps a layer only for some param values (``vllm_from: wheel``).
 Requirements are pinned as pip's hash-checking mode writes them (``pip install
 --require-hashes``, ``uv pip compile --generate-hashes``): ``name==version
 --hash=sha256:HEX`` (several hashes: one file per platform). Only the listed wheels are
-installed, never their dependencies: the list is a lock, every wheel in it.
+installed, never their dependencies: the list is a lock, every wheel in it; with ``deps:
+true`` the manifest's lock gives that list, every wheel its resolution of them holds.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from urllib.parse import urlsplit
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
-from assembler.errors import InputError
 from assembler.manifest.schema.fields import Mode, Owner, Scalar, Strict, StrList
 from assembler.manifest.schema.hostuse import HostUse
 from assembler.manifest.schema.pysets import PythonSet
@@ -382,14 +382,15 @@ class PipLayer(When):
         if not self.deps:
             return self.model_copy(update={"pip": lock.hashed(self.pip)})
         every = lock.every()
-        names = [parse_requirement(text, hashed=True).name for text in every]
+        self._split_names([parse_requirement(text, hashed=True).name for text in every], "the lock resolves for it")
+        return self.model_copy(update={"pip": every})
+
+    def _split_names(self, names: Sequence[str], whose: str) -> None:
+        """ValueError for a ``split:`` name no wheel of ``names`` has (a misspelt one would
+        leave its wheel in the shared layer, re-pushed on every bump)."""
         for pattern in self.split if isinstance(self.split, list) else []:
             if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
-                raise InputError(
-                    f"pip layer {self.name or ', '.join(self.pip)}: split: {pattern!r} names no wheel the lock "
-                    f"resolves for it ({', '.join(names)})"
-                )
-        return self.model_copy(update={"pip": every})
+                raise ValueError(f"split: {pattern!r} names no wheel {whose} ({', '.join(names)})")
 
     @model_validator(mode="after")
     def _deps_locked(self) -> Self:
@@ -404,14 +405,9 @@ class PipLayer(When):
 
     @model_validator(mode="after")
     def _split_names_a_wheel(self) -> PipLayer:
-        # A misspelt name would leave its wheel in the shared layer, re-pushed on every bump
-        # (deps: the lock names the wheels, checked when it is applied: with_lock).
-        if self.deps:
-            return self
-        names = [parse_requirement(text, hashed=not self.locked).name for text in self.pip]
-        for pattern in self.split if isinstance(self.split, list) else []:
-            if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
-                raise ValueError(f"split: {pattern!r} names no wheel of this layer ({', '.join(names)})")
+        # deps: the lock names the wheels, checked when it is applied (with_lock)
+        if not self.deps:
+            self._split_names([parse_requirement(t, hashed=not self.locked).name for t in self.pip], "of this layer")
         return self
 
 

@@ -143,8 +143,8 @@ def foreign(image: Image) -> str | None:
     """Why this machine cannot run ``image``'s programs itself (None when it can): a test
     runs under an emulator only when asked to, and none is counted as passed."""
     machine = os.uname().machine
-    wanted = binfmt.machine_of(image.platform.architecture)
-    return None if wanted == machine else f"the image is for {image.platform}, this machine is {machine}"
+    native = binfmt.native(image.platform.architecture, machine)
+    return None if native else f"the image is for {image.platform}, this machine is {machine}"
 
 
 def where_it_runs(

@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from assembler.errors import InputError
-from assembler.manifest.lock.apply import Applying, apply_lock
+from assembler.manifest.lock.apply import Applying, LayerRefused, apply_lock
 from assembler.manifest.lock.file import Lock, read_lock, write_lock
 from assembler.manifest.lock.inputpins import Pin, floating
 from assembler.manifest.lock.pyenvs import environments
@@ -172,7 +172,10 @@ def with_lock(
     for variant in variants:
         loaded = variant.loaded
         platform = platform_of(variant)
-        manifest, status = apply_lock(loaded.manifest, lock, platform=platform, how=how)
+        try:
+            manifest, status = apply_lock(loaded.manifest, lock, platform=platform, how=how)
+        except LayerRefused as e:  # at the layer's file and line
+            raise loaded.error(loaded.layer_paths[e.index], e.message, hint=e.hint) from None
         debs, states, deb_warnings = apply_debian(
             loaded, lock, platform=Platform.parse(platform), locked=locked, path=file, redo=redo
         )

@@ -230,7 +230,6 @@ def plan_of(run: Run, *, file_steps: Callable[[], Sequence[str]], registry: Remo
     too, the config on top; ``registry``: see :func:`plan_walk`."""
     loaded, options, ctx = run.loaded, run.options, run.ctx
     man = loaded.manifest
-    emulated = emulation.emulated(loaded, ctx.platform)  # refused here unless the manifest says so
     walk = plan_walk(loaded, options.walk, options.caches, ctx, registry=registry)
     image, base, layers = stacked(walk)
     for name in file_steps():
@@ -245,6 +244,9 @@ def plan_of(run: Run, *, file_steps: Callable[[], Sequence[str]], registry: Remo
     overrides = {name: {"manifest": o.manifest, "ref": o.ref} for name, o in loaded.base_overrides.items()}
     outputs = tuple(str(r) for r in run.outputs)
     steps = tuple(walk.steps.values())
+    # what would run under qemu-user: refused here unless the manifest says emulate: true
+    will_run = {s.name for s in steps if s.state != "cached"}
+    emulated = emulation.emulated(loaded, ctx.platform, will_run, steps_here=options.executor == "local")
     reached = needs(
         man,
         [s.name for s in steps],
