@@ -30,7 +30,7 @@ from assembler.manifest.text.urls import redacted, scrubbed
 from assembler.oci.descriptor import Platform
 from assembler.pipeline.lock.aptpins import DebLocker, apply_debian, pinned_steps
 from assembler.pipeline.lock.heldpython import held_python
-from assembler.pipeline.lock.inputpins import base_digest, git_commit
+from assembler.pipeline.lock.lockinputs import base_digest, git_commit
 from assembler.pipeline.lock.lockreport import Asked, Locked
 from assembler.pipeline.variants import Variant
 from assembler.proc import Runner
