@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from assembler.manifest.load.manifest import load_manifest
-from assembler.manifest.schema.prebuilt import parse_requirement
+from assembler.manifest.schema.pinned import parse_requirement
 from assembler.pipeline import graph
 from assembler.python.index import fits
 from tests.helpers import PYTHON, ROOT, files_project, manifest_of, read_blob, run_cli, run_cli_here, uncompressed

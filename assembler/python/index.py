@@ -29,7 +29,7 @@ from packaging.version import InvalidVersion, Version
 from assembler.cache import Cache, key_of
 from assembler.errors import InputError
 from assembler.fetch.pinned import DEFAULT_LIMITS, download, fetch_page
-from assembler.manifest.schema.prebuilt import Requirement
+from assembler.manifest.schema.pinned import Requirement
 from assembler.manifest.text.urls import redacted, with_credentials
 from assembler.registry.types import NetworkLimits
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from assembler.manifest.schema import model as m
-from assembler.manifest.schema.prebuilt import plain_pin as plain_pin
+from assembler.manifest.schema.pinned import plain_pin as plain_pin
 from assembler.manifest.schema.pysets import PythonSet
 
 

@@ -22,7 +22,7 @@ from assembler.archive.view import TreeView
 from assembler.cache import key_of
 from assembler.cache.entries import StepResult
 from assembler.manifest.schema import model as m
-from assembler.manifest.schema.prebuilt import Requirement, parse_requirement
+from assembler.manifest.schema.pinned import Requirement, parse_requirement
 from assembler.manifest.text.urls import redacted, scrubbed
 from assembler.pipeline.layers.kinds.base import Kind, Stacking, Starting
 from assembler.pipeline.layers.placed import Placed
