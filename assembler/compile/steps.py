@@ -21,7 +21,7 @@ from dataclasses import astuple
 from pathlib import Path
 
 from assembler.cache import Origin, key_of
-from assembler.compile import keepfailed, keptcaches, worktree
+from assembler.compile import cross, keepfailed, keptcaches, worktree
 from assembler.compile.apt import apt_install
 from assembler.compile.buildah import RunSpec, Volume
 from assembler.compile.container import (
@@ -162,16 +162,18 @@ def _run_compile_step(
     src_volumes = [_working_copy(kept, step.name, sources[name]) for name in step.sources]
     ca_volumes, ca_env = host_ca(ws)
     env = {**ca_env, **reproducible_env(ws.epoch), **STEP_ENV, **step.env}
+    # the host's CA bundle, and a cross-compiling step's CMake toolchain: read-only under /run
+    run_volumes = [*ca_volumes, *cross.volumes(ws.cache, env)]
     commands = [(c, c) for c in step.run]
     with container(ws, image, step.name) as cid, secret_files(ws, step.secrets, step.name) as (svol, values, pre):
         log.info("step %s: its container made after %.1f s", step.name, time.monotonic() - started)
         with mounted_artifacts(ws, inputs) as input_volumes:
-            volumes = [*src_volumes, *input_volumes, *caches, *ca_volumes, *svol]
+            volumes = [*src_volumes, *input_volumes, *caches, *run_volumes, *svol]
             with keepfailed.on_failure(
                 ws,
                 cid,
                 step.name,
-                lambda: _shell_spec(ws, env, [*src_volumes, *input_volumes, *caches, *ca_volumes], step),
+                lambda: _shell_spec(ws, env, [*src_volumes, *input_volumes, *caches, *run_volumes], step),
             ):
                 run_commands(
                     ws,
@@ -189,7 +191,7 @@ def _run_compile_step(
         # Artifacts may live in a kept folder or in a source's working copy, not only in the root.
         job = _export_job(step, ws, key, mounts=[(v.container, str(v.host)) for v in [*caches, *src_volumes]])
         with keepfailed.on_failure(
-            ws, cid, step.name, lambda: _shell_spec(ws, env, [*src_volumes, *caches, *ca_volumes], step)
+            ws, cid, step.name, lambda: _shell_spec(ws, env, [*src_volumes, *caches, *run_volumes], step)
         ):
             answer = agent_job(ws, cid, "export", job, step=step.name, what="exporting the artifacts")
         results = {name: Layer.from_json(data) for name, data in answer.items()}

@@ -52,9 +52,11 @@ class MirrorIndex:
 
     def __init__(self, lists: Path) -> None:
         self.lists = lists
-        self.debs: dict[tuple[str, str], Deb] = {}  # (name, version) -> the one served
+        # (name, version, arch) -> the one served: a multiarch base's index lists the same
+        # version of a package for each architecture, each its own file
+        self.debs: dict[tuple[str, str, str], Deb] = {}
         self.newest: dict[str, str] = {}  # name -> the version served (the last listed)
-        self._stanzas: dict[tuple[str, str], str] = {}
+        self._stanzas: dict[tuple[str, str, str], str] = {}
         files = sorted(lists.glob("*_Packages"))
         if not files:
             raise ToolError(f"apt fetched no Packages index into {lists}")
@@ -75,15 +77,15 @@ class MirrorIndex:
                 deb = Deb(
                     fields["Package"], fields.get("Architecture", ""), fields.get("Version", ""), fields["SHA256"]
                 )
-                self.debs[(deb.name, deb.version)] = deb
+                self.debs[(deb.name, deb.version, deb.arch)] = deb
                 self.newest[deb.name] = deb.version
-                self._stanzas[(deb.name, deb.version)] = stanza.strip("\n")
+                self._stanzas[(deb.name, deb.version, deb.arch)] = stanza.strip("\n")
 
     def status(self, debs: Iterable[Deb]) -> str:
         """A dpkg status file in which ``debs`` are installed (for apt's simulation)."""
         out = []
         for deb in sorted(debs):
-            stanza = self._stanzas.get((deb.name, deb.version))
+            stanza = self._stanzas.get((deb.name, deb.version, deb.arch))
             if stanza is not None:
                 out.append(re.sub(r"^(Package: .*)$", r"\1\nStatus: install ok installed", stanza, count=1, flags=re.M))
         return "\n\n".join(out) + "\n"
@@ -180,7 +182,7 @@ def locked_debs(wanted: Iterable[tuple[str, str, str]], index: MirrorIndex) -> l
     """The index's entry (sha256 and all) of each (name, version, arch) apt chose."""
     out = set()
     for name, version, arch in wanted:
-        deb = index.debs.get((name, version))
+        deb = index.debs.get((name, version, arch))
         if deb is None:
             raise ToolError(f"apt chose {name} {version} ({arch}), which the mirror's index does not list")
         out.add(deb)
@@ -238,7 +240,7 @@ def check_served(locked: Iterable[Deb], index: MirrorIndex) -> list[str]:
     """What of ``locked`` the mirror no longer serves as it was locked, one line each."""
     problems = []
     for deb in sorted(locked):
-        now = index.debs.get((deb.name, deb.version))
+        now = index.debs.get((deb.name, deb.version, deb.arch))
         if now is None:
             served = index.newest.get(deb.name)
             problems.append(f"{deb.ident}: " + (f"the mirror serves {served} now" if served else "no longer served"))

@@ -66,6 +66,7 @@ class BootstrapSpec:
     mirror: str | None = None
     components: tuple[str, ...] = ("main",)
     keyring: str | None = None
+    architectures: tuple[str, ...] = ()  # foreign ones dpkg also installs for (multiarch)
 
 
 def debian_arch(platform: Platform) -> str:
@@ -140,11 +141,17 @@ def mmdebstrap_argv(spec: BootstrapSpec, *, arch: str, mirror: str, output: Path
     argv = [
         "mmdebstrap",
         f"--variant={spec.variant}",
-        f"--architectures={arch}",
+        f"--architectures={','.join(dict.fromkeys([arch, *spec.architectures]))}",
         f"--components={','.join(spec.components)}",
         '--aptopt=APT::Install-Recommends "false"',
         f"--customize-hook={_HOST_FILES_HOOK}",
     ]
+    if spec.architectures:
+        # Multi-Arch: same packages of two architectures must hold the same shared files, and
+        # a binNMU rebuilds a package's compressed manuals for one (trixie's libpsl-dev+b1:
+        # dpkg refused libpsl.3.gz of arm64 over amd64's): a multiarch base is a devel base,
+        # which reads no manual
+        argv.append("--dpkgopt=path-exclude=/usr/share/man/*")
     if spec.packages:
         argv.append(f"--include={','.join(spec.packages)}")
     if spec.keyring:
@@ -187,6 +194,7 @@ def bootstrap_key(
             "mirror": spec.mirror or host_mirror() or DEFAULT_DEBIAN_MIRROR,
             "components": list(spec.components),
             "keyring": spec.keyring,
+            **({"architectures": list(spec.architectures)} if spec.architectures else {}),
             "arch": debian_arch(platform),
             "tool": tool,
             "epoch": epoch,

@@ -37,12 +37,26 @@ class Bootstrap(Strict):
         examples=[["main", "universe"]],
     )
     keyring: str | None = Field(default=None, description="keyring file for a non-Debian suite (e.g. Ubuntu)")
+    architectures: StrList = Field(
+        default_factory=list,
+        description="other Debian architectures dpkg also installs packages of (multiarch: name them NAME:ARCH "
+        "in packages), as a cross-compiling devel base needs the target's libraries",
+        examples=[["arm64"]],
+    )
 
 
 class BootstrapBase(Strict):
-    """A base made here: a root filesystem bootstrapped from an apt mirror."""
+    """A base made here: a root filesystem bootstrapped from an apt mirror, for the platform
+    being built or for one of its own (a devel base that cross-compiles for another)."""
 
     bootstrap: Bootstrap = Field(description="the suite, variant and packages mmdebstrap installs")
+    platform: str | None = Field(
+        default=None,
+        description="the platform (os/arch[/variant]) bootstrapped; default: the one being built. A compile "
+        "step on a base of this machine's platform while another is built cross-compiles (it is told the "
+        "target: TARGETARCH, TARGET_TRIPLE, CMAKE_TOOLCHAIN_FILE)",
+        examples=["linux/amd64"],
+    )
 
 
 class RefBase(Strict):
@@ -101,6 +115,12 @@ BaseSpec = Annotated[
     | Annotated[CudaBase, Tag("cuda")],
     Discriminator(_base_kind),
 ]
+
+
+def own_platform(spec: BaseSpec) -> str | None:
+    """The platform a base names for itself (``{ref:, platform:}``, ``{bootstrap:, platform:}``),
+    else None: the one being built."""
+    return spec.platform if isinstance(spec, RefBase | BootstrapBase) else None
 
 
 # -- sources ---------------------------------------------------------------------------

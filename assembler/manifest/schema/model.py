@@ -30,6 +30,7 @@ from assembler.manifest.schema.inputs import PathSource as PathSource
 from assembler.manifest.schema.inputs import RefBase as RefBase
 from assembler.manifest.schema.inputs import SourceSpec as SourceSpec
 from assembler.manifest.schema.inputs import UrlSource as UrlSource
+from assembler.manifest.schema.inputs import own_platform as own_platform
 from assembler.manifest.schema.layers import LAYER_KINDS as LAYER_KINDS
 from assembler.manifest.schema.layers import ArtifactLayer as ArtifactLayer
 from assembler.manifest.schema.layers import CopyLayer as CopyLayer

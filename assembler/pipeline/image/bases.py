@@ -4,21 +4,31 @@ and keys only, below the walk and both its modes (:mod:`assembler.pipeline.walk.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from assembler.cache import key_of
 from assembler.debian import bootstrap as boot
 from assembler.manifest.lock.debpins import DebLocked
 from assembler.manifest.schema import model as m
+from assembler.oci.descriptor import Platform
 from assembler.oci.image import Image
 from assembler.oci.reference import ImageName
 from assembler.transports.context import Context
 
 
 def bootstrap_spec(spec: m.BootstrapBase) -> tuple[boot.BootstrapSpec, str]:
+    """What mmdebstrap is asked for, and what to call the base."""
     b = spec.bootstrap
-    bspec = boot.BootstrapSpec(b.suite, b.variant, tuple(b.packages), b.mirror, tuple(b.components), b.keyring)
+    bspec = boot.BootstrapSpec(
+        b.suite, b.variant, tuple(b.packages), b.mirror, tuple(b.components), b.keyring, tuple(b.architectures)
+    )
     return bspec, f"bootstrap {b.suite}/{b.variant}" + (f" +{len(b.packages)} packages" if b.packages else "")
+
+
+def base_context(ctx: Context, spec: m.BaseSpec) -> Context:
+    """``ctx`` for obtaining the base ``spec``: for the platform it names for itself, if it does."""
+    own = m.own_platform(spec)
+    return replace(ctx, platform=Platform.parse(own)) if own else ctx
 
 
 def bootstrap_key(

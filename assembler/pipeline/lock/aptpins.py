@@ -33,6 +33,7 @@ from assembler.manifest.schema import model as m
 from assembler.manifest.schema.setuses import set_key
 from assembler.oci.descriptor import Platform
 from assembler.pipeline import graph
+from assembler.pipeline.image.bases import bootstrap_spec
 from assembler.pipeline.lock.lockreport import Asked, Locked
 from assembler.proc import Runner
 
@@ -63,7 +64,6 @@ def debian_uses(manifest: m.Manifest, platform: Platform) -> dict[str, DebUse]:
     on the image's base where that is bootstrapped; bases first."""
     from assembler.manifest.schema.setuses import used_steps
 
-    arch = boot.debian_arch(platform)
     steps = [s for s in manifest.compile if s.name in used_steps(manifest)]
     wanted = {manifest.image.base, *(s.base for s in steps if s.base)}
     mirrors = boot.bootstrap_mirrors(manifest)
@@ -72,7 +72,9 @@ def debian_uses(manifest: m.Manifest, platform: Platform) -> dict[str, DebUse]:
         if not isinstance(spec, m.BootstrapBase) or name not in wanted:
             continue
         b = spec.bootstrap
-        bspec = boot.BootstrapSpec(b.suite, b.variant, tuple(b.packages), b.mirror, tuple(b.components), b.keyring)
+        bspec, _ = bootstrap_spec(spec)
+        own = m.own_platform(spec)  # a base of its own platform: resolved for that one
+        arch = boot.debian_arch(Platform.parse(own) if own else platform)
         definition = {
             "kind": "bootstrap",
             "mirror": b.mirror,
@@ -81,6 +83,7 @@ def debian_uses(manifest: m.Manifest, platform: Platform) -> dict[str, DebUse]:
             "variant": b.variant,
             "packages": sorted(b.packages),
             "keyring": b.keyring,
+            **({"architectures": list(b.architectures)} if b.architectures else {}),
             "arch": arch,
         }
         where = f"{PREFIX}bases.{name}"

@@ -25,7 +25,7 @@ from assembler.manifest.schema import model as m
 from assembler.oci.descriptor import Descriptor
 from assembler.oci.image import Image
 from assembler.oci.layer import Layer
-from assembler.pipeline.image.bases import bootstrap_key
+from assembler.pipeline.image.bases import base_context, bootstrap_key
 from assembler.pipeline.runs.run import Run
 
 _STATUS = "var/lib/dpkg/status"
@@ -44,10 +44,11 @@ def reuse_bases(run: Run) -> list[str]:
         locked = loaded.lock.debian.get(f"apt:bases.{name}")
         if not isinstance(spec, m.BootstrapBase) or locked is None:
             continue
-        key, _ = bootstrap_key(ctx, spec, record=True, locked=locked)
+        own = base_context(ctx, spec)  # its own platform, if it names one
+        key, _ = bootstrap_key(own, spec, record=True, locked=locked)
         if ctx.cache.base_image(key) is not None:
             continue
-        plain, _ = bootstrap_key(ctx, spec, record=True)
+        plain, _ = bootstrap_key(own, spec, record=True)
         image = ctx.cache.base_image(plain)
         if image is None:
             continue

@@ -23,12 +23,11 @@ from assembler.oci.descriptor import Platform
 
 
 def step_platform(man: m.Manifest, step: m.CompileStep, platform: Platform) -> Platform:
-    """The platform of the container ``step`` runs in: its base's own (``{ref:, platform:}``),
-    else the one being built."""
+    """The platform of the container ``step`` runs in: its base's own (``{ref:, platform:}``,
+    ``{bootstrap:, platform:}``), else the one being built."""
     spec = man.bases.get(step.base or "")
-    if isinstance(spec, m.RefBase) and spec.platform:
-        return Platform.parse(spec.platform)
-    return platform
+    own = m.own_platform(spec) if spec is not None else None
+    return Platform.parse(own) if own else platform
 
 
 def emulated(

@@ -17,7 +17,7 @@ from assembler.errors import AptRefused
 from assembler.manifest.load.loaded import Loaded
 from assembler.manifest.lock.debpins import DebLocked
 from assembler.manifest.schema import model as m
-from assembler.pipeline.image.bases import Base, bootstrap_key, bootstrap_spec
+from assembler.pipeline.image.bases import Base, base_context, bootstrap_key, bootstrap_spec
 from assembler.pipeline.options import Event
 from assembler.pipeline.store.stepstore import note_taken
 from assembler.pipeline.walk.modes import BaseWant, Services
@@ -77,9 +77,9 @@ class Obtained:
         """A bootstrapped base: from the cache, else made (a build) or None (a plan)."""
         bspec, _ = bootstrap_spec(spec)
         locked = self.locked_debs(f"apt:bases.{name}")
-        key, what = bootstrap_key(self.ctx, spec, record=self.mode.records, locked=locked)
-        ctx = self.ctx
-        image = self.ctx.cache.base_image(key) if self.store.vouched(key, f"base {name}") else None
+        ctx = base_context(self.ctx, spec)  # its own platform, if it names one
+        key, what = bootstrap_key(ctx, spec, record=self.mode.records, locked=locked)
+        image = ctx.cache.base_image(key) if self.store.vouched(key, f"base {name}") else None
         if image is not None:
             note_taken(self.store, self.origins, key, f"base {name}", image.diff_ids)
         else:
@@ -116,7 +116,8 @@ class Obtained:
         if not isinstance(spec, m.BootstrapBase):
             return BaseWant(name, spec, self.loaded, self.ctx, None, lambda: None)
         locked = self.locked_debs(f"apt:bases.{name}")
-        return BaseWant(name, spec, self.loaded, self.ctx, locked, partial(self.bootstrap, name, spec))
+        ctx = base_context(self.ctx, spec)
+        return BaseWant(name, spec, self.loaded, ctx, locked, partial(self.bootstrap, name, spec))
 
     def source(self, name: str) -> srcs.Source | None:
         """The source ``name``: fetched (a build) or as last fetched (a plan; None: never)."""

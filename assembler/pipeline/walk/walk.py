@@ -21,10 +21,13 @@ from dataclasses import dataclass, replace
 from functools import partial
 
 from assembler.cache import StepResult
+from assembler.compile import cross
 from assembler.compile.keys import NOT_IN_KEY
 from assembler.compile.steps import Mounted, compile_key
+from assembler.errors import InputError
 from assembler.manifest.load.loaded import Loaded
 from assembler.manifest.schema import model as m
+from assembler.oci.descriptor import Platform
 from assembler.oci.layer import Layer
 from assembler.pipeline import graph
 from assembler.pipeline.graph import StepReport
@@ -161,19 +164,12 @@ class Walk:
         base = self.obtained.base(step.base or "")
         sources = {n: self.obtained.source(n) for n in step.sources}
         inputs = {ref: self.artifact(ref) for ref in step.inputs}
-        report = partial(
-            StepReport,
-            step.name,
-            "compile",
-            seconds=0.0,
-            artifacts=tuple(step.artifacts),
-            definition=self.defs.step(step),
-            depends_on=graph.compile_depends(step),
-        )
+        report = self._reporter(step)
         if base is None or any(v is None for v in sources.values()) or any(v is None for v in inputs.values()):
             reason = "base not made yet" if base is None else "inputs not known yet"
             self.record_step(report(state="will-run", key=None, reason=reason))
             return None
+        step = targeted(self.loaded, step, base.image.platform, self.ctx.platform)
         key_for = partial(
             compile_key,
             step,
@@ -218,6 +214,18 @@ class Walk:
         self.artifacts[step.name] = made.made
         return made.made
 
+    def _reporter(self, step: m.CompileStep) -> Callable[..., StepReport]:
+        """What makes the walk's reports of ``step`` (given its state, key and reason)."""
+        return partial(
+            StepReport,
+            step.name,
+            "compile",
+            seconds=0.0,
+            artifacts=tuple(step.artifacts),
+            definition=self.defs.step(step),
+            depends_on=graph.compile_depends(step),
+        )
+
     def _made_from(
         self, step: m.CompileStep, base: str, sources: Mapping[str, str], inputs: Mapping[str, Layer]
     ) -> lastbuild.Inputs:
@@ -251,3 +259,14 @@ class Walk:
         step, _, name = ref.partition(".")
         results = self.compile(graph.step_of(self.man, step))
         return results[name] if results is not None else None
+
+
+def targeted(loaded: Loaded, step: m.CompileStep, on: Platform, target: Platform) -> m.CompileStep:
+    """``step``, told the platform built (``target``) where its container's (``on``: its
+    base's) is another: it cross-compiles (:mod:`assembler.compile.cross`); its own env wins."""
+    try:
+        told = cross.target_env(on, target)
+    except InputError as e:
+        where = ("compile", [s.name for s in loaded.manifest.compile].index(step.name), "base")
+        raise loaded.error(where, str(e), hint=e.hint) from None
+    return step.model_copy(update={"env": {**told, **step.env}}) if told else step
