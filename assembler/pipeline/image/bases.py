@@ -25,10 +25,16 @@ def bootstrap_spec(spec: m.BootstrapBase) -> tuple[boot.BootstrapSpec, str]:
     return bspec, f"bootstrap {b.suite}/{b.variant}" + (f" +{len(b.packages)} packages" if b.packages else "")
 
 
+def base_platform(spec: m.BaseSpec, built: Platform) -> Platform:
+    """The platform the base ``spec`` is obtained for: the one it names for itself
+    (``{ref:, platform:}``, ``{bootstrap:, platform:}``), else ``built``."""
+    own = m.own_platform(spec)
+    return Platform.parse(own) if own else built
+
+
 def base_context(ctx: Context, spec: m.BaseSpec) -> Context:
     """``ctx`` for obtaining the base ``spec``: for the platform it names for itself, if it does."""
-    own = m.own_platform(spec)
-    return replace(ctx, platform=Platform.parse(own)) if own else ctx
+    return replace(ctx, platform=base_platform(spec, ctx.platform))
 
 
 def bootstrap_key(

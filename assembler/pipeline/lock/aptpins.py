@@ -33,7 +33,7 @@ from assembler.manifest.schema import model as m
 from assembler.manifest.schema.setuses import set_key
 from assembler.oci.descriptor import Platform
 from assembler.pipeline import graph
-from assembler.pipeline.image.bases import bootstrap_spec
+from assembler.pipeline.image.bases import base_platform, bootstrap_spec
 from assembler.pipeline.lock.lockreport import Asked, Locked
 from assembler.proc import Runner
 
@@ -73,8 +73,7 @@ def debian_uses(manifest: m.Manifest, platform: Platform) -> dict[str, DebUse]:
             continue
         b = spec.bootstrap
         bspec, _ = bootstrap_spec(spec)
-        own = m.own_platform(spec)  # a base of its own platform: resolved for that one
-        arch = boot.debian_arch(Platform.parse(own) if own else platform)
+        arch = boot.debian_arch(base_platform(spec, platform))  # a base of its own platform: for that one
         definition = {
             "kind": "bootstrap",
             "mirror": b.mirror,

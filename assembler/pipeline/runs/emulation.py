@@ -20,14 +20,14 @@ from assembler.compile import binfmt
 from assembler.manifest.load.loaded import Loaded
 from assembler.manifest.schema import model as m
 from assembler.oci.descriptor import Platform
+from assembler.pipeline.image.bases import base_platform
 
 
 def step_platform(man: m.Manifest, step: m.CompileStep, platform: Platform) -> Platform:
     """The platform of the container ``step`` runs in: its base's own (``{ref:, platform:}``,
     ``{bootstrap:, platform:}``), else the one being built."""
     spec = man.bases.get(step.base or "")
-    own = m.own_platform(spec) if spec is not None else None
-    return Platform.parse(own) if own else platform
+    return base_platform(spec, platform) if spec is not None else platform
 
 
 def emulated(

@@ -42,7 +42,7 @@ from assembler.oci.layer import Layer
 from assembler.oci.reference import Ref, absolute_ref, parse_ref
 from assembler.pipeline import graph
 from assembler.pipeline.graph import LayerReport, StepReport
-from assembler.pipeline.image.bases import Base, git_key
+from assembler.pipeline.image.bases import Base, base_platform, git_key
 from assembler.pipeline.image.imagetests import PlannedTest, planned
 from assembler.pipeline.layers.maker import LOOKUP
 from assembler.pipeline.layers.setup import ImageSetup
@@ -219,9 +219,7 @@ def base_ref(loaded: Loaded, spec: m.BaseSpec, platform: Platform) -> tuple[Ref,
     """A reference base's reference (paths made absolute) and platform."""
     assert not isinstance(spec, m.BootstrapBase | m.CudaBase)  # an nvidia_cuda: base is a reference once loaded
     text = spec if isinstance(spec, str) else spec.ref
-    if isinstance(spec, m.RefBase) and spec.platform:
-        platform = Platform.parse(spec.platform)
-    return absolute_ref(parse_ref(text), loaded.folder), platform
+    return absolute_ref(parse_ref(text), loaded.folder), base_platform(spec, platform)
 
 
 def plan_of(run: Run, *, file_steps: Callable[[], Sequence[str]], registry: RemoteSteps | None = None) -> Plan:
